@@ -1,0 +1,29 @@
+/**
+ * A lazy, read-only view of a checkpoint's tensors under Hugging Face names
+ * (`model.embed_tokens.weight`, `model.layers.0.self_attn.q_proj.weight`, ...).
+ * Tensors are materialised one at a time as float32 so that converting a large model
+ * never holds the whole checkpoint in memory.
+ */
+export interface WeightSource {
+  /** Every tensor name the checkpoint holds. */
+  readonly names: readonly string[];
+  has(name: string): boolean;
+  /** Shape in PyTorch order (row-major, e.g. [out, in] for a Linear weight). Throws naming the tensor if absent. */
+  shape(name: string): number[];
+  /** The tensor converted to float32 (fp16/bf16/quantized types are decoded). Throws naming the file and tensor on error. */
+  get(name: string): Float32Array;
+}
+
+/** A WeightSource over tensors already in memory (random-weight test models, trained weights). */
+export class MemoryWeights implements WeightSource {
+  constructor(private readonly tensors: Map<string, { shape: number[]; data: Float32Array }>) {}
+  get names(): string[] { return [...this.tensors.keys()]; }
+  has(name: string): boolean { return this.tensors.has(name); }
+  shape(name: string): number[] { return this.entry(name).shape; }
+  get(name: string): Float32Array { return this.entry(name).data; }
+  private entry(name: string) {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`weights: tensor "${name}" is missing`);
+    return t;
+  }
+}

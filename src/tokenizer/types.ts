@@ -1,0 +1,13 @@
+export interface ChatMessage { role: 'system' | 'user' | 'assistant' | string; content: string }
+
+/** What the runtime needs from a tokenizer; implemented over @huggingface/tokenizers + @huggingface/jinja. */
+export interface TextTokenizer {
+  encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
+  decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean }): string;
+  tokenToId(token: string): number | undefined;
+  readonly vocabSize: number;
+  readonly bosTokenId?: number;
+  readonly eosTokenIds: number[];
+  /** Renders the model's chat template (throws naming the model folder if it has none). */
+  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
+}
