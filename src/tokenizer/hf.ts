@@ -1,0 +1,114 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
+import type { ChatMessage, TextTokenizer } from './types.ts';
+
+/** Already-parsed tokenizer files (e.g. produced by a converter such as the llama2.c one). */
+export interface TokenizerFiles {
+  tokenizerJson: unknown;
+  tokenizerConfig?: Record<string, unknown>;
+  /** Overrides tokenizer_config.json's chat_template, like a chat_template.jinja file does. */
+  chatTemplate?: string;
+  /** Used in error messages in place of a folder name. */
+  name?: string;
+}
+
+/** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
+export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: readonly number[] }
+
+/**
+ * Loads a Hugging Face tokenizer from a model folder (tokenizer.json, optional tokenizer_config.json
+ * and chat_template.jinja) or from parsed files.
+ */
+export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerOptions = {}): HfTokenizer {
+  if (typeof src !== 'string') {
+    const name = src.name ?? 'in-memory tokenizer';
+    return new HfTokenizer(build(src.tokenizerJson, src.tokenizerConfig ?? {}, name), src.tokenizerConfig ?? {}, name, src.chatTemplate, opts);
+  }
+  const jsonFile = path.join(src, 'tokenizer.json'), configFile = path.join(src, 'tokenizer_config.json');
+  if (!existsSync(jsonFile)) throw new Error(`tokenizer: ${jsonFile} not found`);
+  const config = existsSync(configFile) ? readJson(configFile) as Record<string, unknown> : {};
+  const jinjaFile = path.join(src, 'chat_template.jinja');
+  const template = existsSync(jinjaFile) ? readFileSync(jinjaFile, 'utf8') : undefined;
+  return new HfTokenizer(build(readJson(jsonFile), config, jsonFile), config, src, template, opts);
+}
+
+function readJson(file: string): unknown {
+  try { return JSON.parse(readFileSync(file, 'utf8')); }
+  catch (e) { throw new Error(`tokenizer: ${file} is not valid JSON: ${(e as Error).message}`); }
+}
+
+function build(json: unknown, config: Record<string, unknown>, name: string): Tokenizer {
+  const j = json as { model?: unknown; added_tokens?: unknown };
+  if (!j || typeof j !== 'object' || !j.model) throw new Error(`tokenizer: ${name} is not a tokenizer.json (no "model" section)`);
+  try { return new Tokenizer({ added_tokens: [], ...j }, config); }
+  catch (e) { throw new Error(`tokenizer: ${name} could not be loaded: ${(e as Error).message}`); }
+}
+
+/** tokenizer_config.json writes special tokens as a string or as an AddedToken object. */
+function tokenString(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+}
+
+/** chat_template is a string, or transformers' list of named templates ({name, template}) where "default" is the chat one. */
+function pickTemplate(t: unknown): string | undefined {
+  if (typeof t === 'string') return t;
+  if (Array.isArray(t)) return (t.find((x) => x?.name === 'default') ?? t[0])?.template;
+}
+
+export class HfTokenizer implements TextTokenizer {
+  readonly vocabSize: number;
+  readonly bosTokenId?: number;
+  readonly eosTokenIds: number[];
+  private readonly specialIds: Set<number>;
+  private readonly specialTokens: Record<string, string>;
+  private readonly templateSource?: string;
+  private template?: Template;
+
+  constructor(readonly tokenizer: Tokenizer, config: Record<string, unknown>, readonly name: string,
+    chatTemplate: string | undefined, opts: LoadTokenizerOptions = {}) {
+    this.vocabSize = 1 + [...tokenizer.get_vocab(true).values()].reduce((a, b) => Math.max(a, b), -1);
+    this.specialIds = new Set([...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
+    this.specialTokens = {};
+    for (const k of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
+      const s = tokenString(config[k]);
+      if (s !== undefined) this.specialTokens[k] = s;
+    }
+    const id = (k: string) => this.specialTokens[k] === undefined ? undefined : tokenizer.token_to_id(this.specialTokens[k]);
+    this.bosTokenId = id('bos_token') ?? opts.bosTokenId;
+    const eos = id('eos_token');
+    this.eosTokenIds = [...new Set([...(eos === undefined ? [] : [eos]), ...(opts.eosTokenIds ?? [])])];
+    this.templateSource = chatTemplate ?? pickTemplate(config.chat_template);
+  }
+
+  /** addSpecialTokens (default true) applies the tokenizer's post-processor, e.g. Llama's BOS; Qwen adds nothing. */
+  encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
+    const ids = this.tokenizer.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+    // tokenizers.js runs Prepend("▁") even on empty input (Rust skips it): keep only the post-processor's tokens
+    return text === '' ? ids.filter((i) => this.specialIds.has(i)) : ids;
+  }
+
+  /** Ids the tokenizer does not know (e.g. a model's padded vocab rows) are skipped, as Rust tokenizers does. */
+  decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): string {
+    const known = ids.filter((i) => this.tokenizer.id_to_token(i) !== undefined);
+    return known.length ? this.tokenizer.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false }) : '';
+  }
+
+  tokenToId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
+
+  get hasChatTemplate(): boolean { return this.templateSource !== undefined; }
+
+  /**
+   * Renders the chat template as transformers does: special tokens (bos_token, eos_token, ...), then `vars`
+   * (e.g. { enable_thinking: false } for Qwen3), then messages and add_generation_prompt (default false).
+   */
+  applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> } = {}): string {
+    if (this.templateSource === undefined) {
+      throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)`);
+    }
+    this.template ??= new Template(this.templateSource);
+    return this.template.render({ ...this.specialTokens, ...opts.vars, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+  }
+}
