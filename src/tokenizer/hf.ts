@@ -85,7 +85,7 @@ export class HfTokenizer implements TextTokenizer {
 
   /** addSpecialTokens (default true) applies the tokenizer's post-processor, e.g. Llama's BOS; Qwen adds nothing. */
   encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
-    const ids = this.tokenizer.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+    const ids: number[] = this.tokenizer.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
     // tokenizers.js runs Prepend("▁") even on empty input (Rust skips it): keep only the post-processor's tokens
     return text === '' ? ids.filter((i) => this.specialIds.has(i)) : ids;
   }
