@@ -1,0 +1,149 @@
+/**
+ * The building blocks a decoder architecture is written in (linear, RMSNorm, RoPE, attention, SwiGLU).
+ * Each emits ONNX nodes on a Graph. Two lowerings share this code:
+ *  - inference (`fused`): ORT contrib ops (MatMulNBits, SimplifiedLayerNormalization, RotaryEmbedding);
+ *  - training (`!fused`): plain ONNX ops, each of which has a vector-Jacobian rule in autodiff/.
+ */
+import { Graph, MS } from '../onnx/graph.ts';
+import { quantizeQ4, Q4_BLOCK } from '../onnx/quant.ts';
+import { f32ToF16 } from '../onnx/half.ts';
+import type { WeightSource } from '../io/weights.ts';
+import type { ModelConfig, Projection } from './config.ts';
+
+export interface LayerOptions {
+  quant: 'fp32' | 'q4';
+  /** MatMulNBits accuracy_level: 4 = int8 activations (fast), 0 = fp32 activations. */
+  accuracyLevel: number;
+  fused: boolean;
+  /** Projections that take LoRA A/B inputs, gated per token by the `adapter_mask` input. */
+  loraTargets: readonly Projection[];
+  /** Weights fed as graph inputs instead of initializers (full-parameter training). */
+  weightsAsInputs: boolean;
+}
+
+export class Layers {
+  private adapterGate?: string;
+  constructor(readonly g: Graph, readonly cfg: ModelConfig, readonly weights: WeightSource, readonly opts: LayerOptions) {}
+
+  /** A float32 parameter under its Hugging Face name (initializer, or graph input when training all weights). */
+  param(name: string): string {
+    if (this.g.initializers.has(name) || this.g.inputs.some((i) => i.name === name)) return name;
+    const shape = this.weights.shape(name);
+    if (this.opts.weightsAsInputs) return this.g.input(name, 'float32', shape);
+    return this.g.initializer(name, 'float32', shape, this.weights.get(name));
+  }
+
+  /** x[..., in] @ W^T (+ b) (+ LoRA delta for tokens whose adapter mask is 1). `name` is e.g. model.layers.0.self_attn.q_proj. */
+  linear(x: string, name: string, opts: { bias?: boolean; projection?: Projection } = {}): string {
+    const g = this.g;
+    const [n, k] = this.weights.shape(`${name}.weight`);
+    let y: string;
+    if (this.opts.quant === 'q4' && !this.opts.weightsAsInputs && k % Q4_BLOCK === 0) {
+      const q = quantizeQ4(this.weights.get(`${name}.weight`), n, k);
+      const blocks = k / Q4_BLOCK;
+      const packed = g.initializer(`${name}.weight_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed);
+      const scales = g.initializer(`${name}.weight_scales`, 'float32', [n * blocks], q.scales);
+      y = g.node('MatMulNBits', [x, packed, scales], { K: k, N: n, bits: 4, block_size: Q4_BLOCK, accuracy_level: this.opts.accuracyLevel }, { domain: MS });
+    } else if (this.opts.weightsAsInputs || !this.opts.fused) {
+      y = g.node('MatMul', [x, g.node('Transpose', [this.param(`${name}.weight`)], { perm: [1, 0] })]);
+    } else {
+      // Stored pre-transposed so MatMul can prepack it (MLAS packs constant B operands once).
+      const w = this.weights.get(`${name}.weight`);
+      const wt = new Float32Array(w.length);
+      for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) wt[j * n + i] = w[i * k + j];
+      y = g.node('MatMul', [x, g.initializer(`${name}.weight_t`, 'float32', [k, n], wt)]);
+    }
+    if (opts.bias) y = g.node('Add', [y, this.param(`${name}.bias`)]);
+    if (opts.projection && this.opts.loraTargets.includes(opts.projection)) y = g.node('Add', [y, this.lora(x, name, n, k)]);
+    return y;
+  }
+
+  /** ((x·A^T) ⊙ adapter_mask)·B^T with A [r, in] and B [out, r] as graph inputs (PEFT layout, B pre-scaled by alpha/r). */
+  private lora(x: string, name: string, n: number, k: number): string {
+    const g = this.g;
+    const a = g.input(`${name}.lora_A`, 'float32', ['lora_rank', k]);
+    const b = g.input(`${name}.lora_B`, 'float32', [n, 'lora_rank']);
+    this.adapterGate ??= g.node('Unsqueeze', [g.input('adapter_mask', 'float32', ['batch', 'tokens']), g.constant([2])]);
+    const h = g.node('Mul', [this.matmulT(x, a), this.adapterGate]);
+    return this.matmulT(h, b);
+  }
+
+  /** x @ w^T for a runtime tensor w. */
+  matmulT(x: string, w: string): string {
+    if (this.opts.fused) return this.g.node('FusedMatMul', [x, w], { transB: 1, alpha: { float: 1 } }, { domain: MS });
+    return this.g.node('MatMul', [x, this.g.node('Transpose', [w], { perm: [1, 0] })]);
+  }
+
+  rmsNorm(x: string, weightName: string): string {
+    const g = this.g, w = this.param(weightName), eps = this.cfg.rmsNormEps;
+    if (this.opts.fused) return g.node('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: { float: eps } });
+    const ms = g.node('ReduceMean', [g.node('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+    const inv = g.node('Reciprocal', [g.node('Sqrt', [g.node('Add', [ms, g.scalar(eps)])])]);
+    return g.node('Mul', [g.node('Mul', [x, inv]), w]);
+  }
+
+  embed(ids: string): string {
+    const g = this.g, name = 'model.embed_tokens.weight';
+    if (this.opts.quant === 'q4' && !this.opts.weightsAsInputs) {
+      // fp16 table halves the largest tensor of small models; the gathered rows are cast back to fp32.
+      const w = this.weights.get(name), half = new Uint16Array(w.length);
+      for (let i = 0; i < w.length; i++) half[i] = f32ToF16(w[i]);
+      const table = g.initializer(`${name}_f16`, 'float16', this.weights.shape(name), half);
+      return g.node('Cast', [g.node('Gather', [table, ids])], { to: 1 });
+    }
+    return g.node('Gather', [this.param(name), ids]);
+  }
+
+  /** cos/sin tables for the given positions, [B, T, 1, headDim] (Hugging Face rotate_half convention). */
+  ropeTables(positions: string): { cos: string; sin: string } {
+    const g = this.g, d = this.cfg.headDim;
+    const invFreq = Array.from({ length: d / 2 }, (_, i) => 1 / Math.pow(this.cfg.ropeTheta, (2 * i) / d));
+    const pos = g.node('Unsqueeze', [g.node('Cast', [positions], { to: 1 }), g.constant([2])]);
+    const freqs = g.node('Mul', [pos, g.constant(invFreq, 'float32', [d / 2])]);
+    const emb = g.node('Unsqueeze', [g.node('Concat', [freqs, freqs], { axis: -1 }), g.constant([2])]);
+    return { cos: g.node('Cos', [emb]), sin: g.node('Sin', [emb]) };
+  }
+
+  /** Applies RoPE to x [B, T, heads, D]. */
+  rope(x: string, t: { cos: string; sin: string }): string {
+    const g = this.g, half = this.cfg.headDim / 2;
+    const [x1, x2] = g.nodeN('Split', [x, g.constant([half, half])], { axis: -1 }, { outputs: 2 });
+    const rotated = g.node('Concat', [g.node('Neg', [x2]), x1], { axis: -1 });
+    return g.node('Add', [g.node('Mul', [x, t.cos]), g.node('Mul', [rotated, t.sin])]);
+  }
+
+  /**
+   * Grouped-query attention over [past ; new] keys. q [B,T,H*D], k/v [B,T,Hkv*D] (k already rotated);
+   * past K/V [B,Hkv,P,D] (omitted in training); bias [B,1,1,T,P+T] additive mask. Returns [B,T,H*D].
+   */
+  attention(q: string, kNew: string, vNew: string, bias: string, past?: { k: string; v: string }): string {
+    const g = this.g, { numKvHeads: hkv, headDim: d } = this.cfg, grp = this.cfg.numHeads / hkv;
+    // [B,T,Hkv,G,D] -> [B,Hkv,G,T,D]; keys/values [B,Hkv,1,T,D] broadcast over the G query heads they serve.
+    const q5 = g.node('Transpose', [g.node('Reshape', [q, g.constant([0, 0, hkv, grp, d])])], { perm: [0, 2, 3, 1, 4] });
+    const kv5 = (x: string) => g.node('Unsqueeze', [x, g.constant([2])]);
+    const scale = 1 / Math.sqrt(d);
+    const scores = (k: string) => this.opts.fused
+      ? g.node('FusedMatMul', [q5, k], { transB: 1, alpha: { float: scale } }, { domain: MS })
+      : g.node('Mul', [g.node('MatMul', [q5, g.node('Transpose', [k], { perm: [0, 1, 2, 4, 3] })]), g.scalar(scale)]);
+    const sNew = scores(kv5(kNew));
+    let out: string;
+    if (past) {
+      const s = g.node('Concat', [scores(kv5(past.k)), sNew], { axis: -1 });
+      const probs = g.node('Softmax', [g.node('Add', [s, bias])], { axis: -1 });
+      const pLen = g.node('Slice', [g.node('Shape', [past.k]), g.constant([2]), g.constant([3])]);
+      const tLen = g.node('Slice', [g.node('Shape', [kNew]), g.constant([2]), g.constant([3])]);
+      const [pPast, pNew] = g.nodeN('Split', [probs, g.node('Concat', [pLen, tLen], { axis: 0 })], { axis: -1 }, { outputs: 2 });
+      out = g.node('Add', [g.node('MatMul', [pPast, kv5(past.v)]), g.node('MatMul', [pNew, kv5(vNew)])]);
+    } else {
+      out = g.node('MatMul', [g.node('Softmax', [g.node('Add', [sNew, bias])], { axis: -1 }), kv5(vNew)]);
+    }
+    return g.node('Reshape', [g.node('Transpose', [out], { perm: [0, 3, 1, 2, 4] }), g.constant([0, 0, -1])]);
+  }
+
+  /** [B,T,heads*D] -> [B,T,heads,D] */
+  splitHeads(x: string, heads: number): string {
+    return this.g.node('Reshape', [x, this.g.constant([0, 0, heads, this.cfg.headDim])]);
+  }
+
+  silu(x: string): string { return this.g.node('Mul', [x, this.g.node('Sigmoid', [x])]); }
+}

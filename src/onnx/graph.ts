@@ -1,0 +1,131 @@
+/**
+ * A small graph-building DSL over ONNX. Nodes are kept as plain records so that the
+ * autodiff pass can read and extend the same graph; `toModelProto` serialises it with
+ * onnx-proto (protobufjs), optionally moving large initializers to an external data file.
+ */
+import onnxProto from 'onnx-proto';
+const { onnx } = onnxProto;
+
+export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type Dim = number | string;
+export type AttrValue = number | string | number[] | { floats: number[] } | { float: number };
+export type TypedData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
+
+export interface Node {
+  op: string;
+  inputs: string[];
+  outputs: string[];
+  attrs: Record<string, AttrValue>;
+  domain: string;
+}
+export interface ValueInfo { name: string; dtype: DType; dims: Dim[] }
+export interface Initializer extends ValueInfo { data: TypedData }
+
+const ONNX_TYPES: Record<DType, number> = {
+  float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11,
+};
+
+export const MS = 'com.microsoft';
+
+export class Graph {
+  readonly nodes: Node[] = [];
+  readonly inputs: ValueInfo[] = [];
+  readonly outputs: ValueInfo[] = [];
+  readonly initializers = new Map<string, Initializer>();
+  private counter = 0;
+  private constCache = new Map<string, string>();
+
+  /** A fresh tensor name with a readable prefix. */
+  fresh(prefix: string): string { return `${prefix}_${this.counter++}`; }
+
+  input(name: string, dtype: DType, dims: Dim[]): string {
+    this.inputs.push({ name, dtype, dims });
+    return name;
+  }
+
+  output(name: string, dtype: DType, dims: Dim[]): void {
+    this.outputs.push({ name, dtype, dims });
+  }
+
+  initializer(name: string, dtype: DType, dims: number[], data: TypedData): string {
+    if (this.initializers.has(name)) throw new Error(`graph: initializer "${name}" defined twice`);
+    const size = dims.reduce((a, b) => a * b, 1);
+    const expected = dtype === 'float16' ? size : size;
+    if (data.length !== expected) throw new Error(`graph: initializer "${name}" has ${data.length} elements, shape [${dims}] needs ${size}`);
+    this.initializers.set(name, { name, dtype, dims, data });
+    return name;
+  }
+
+  /** A small constant, deduplicated by value. */
+  constant(values: number[] | bigint[], dtype: DType = 'int64', dims: number[] = [values.length]): string {
+    const key = `${dtype}:${dims}:${values.join(',')}`;
+    const hit = this.constCache.get(key);
+    if (hit) return hit;
+    const name = this.fresh('const');
+    const data = dtype === 'int64' ? BigInt64Array.from(values.map(BigInt))
+      : dtype === 'int32' ? Int32Array.from(values as number[])
+      : dtype === 'float64' ? Float64Array.from(values as number[]) : Float32Array.from(values as number[]);
+    this.initializer(name, dtype, dims, data);
+    this.constCache.set(key, name);
+    return name;
+  }
+  scalar(v: number, dtype: DType = 'float32'): string { return this.constant([v], dtype, []); }
+
+  /** Appends a node; returns its single output name (or all names when `outputs` > 1). */
+  node(op: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { domain?: string; outputs?: number; names?: string[] } = {}): string {
+    return this.nodeN(op, inputs, attrs, opts)[0];
+  }
+  nodeN(op: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { domain?: string; outputs?: number; names?: string[] } = {}): string[] {
+    const n = opts.names?.length ?? opts.outputs ?? 1;
+    const outputs = opts.names ?? Array.from({ length: n }, () => this.fresh(op));
+    this.nodes.push({ op, inputs, outputs, attrs, domain: opts.domain ?? '' });
+    return outputs;
+  }
+
+  /** Serialises to ModelProto bytes. Initializers of at least `externalMinBytes` go to `external.write` (e.g. model.onnx.data). */
+  toModelProto(opts: { external?: { location: string; minBytes: number; write: (bytes: Uint8Array) => number } } = {}): Uint8Array {
+    const valueInfo = (v: ValueInfo) => ({
+      name: v.name,
+      type: { tensorType: { elemType: ONNX_TYPES[v.dtype], shape: { dim: v.dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+    });
+    const initializer = [...this.initializers.values()].map((t) => {
+      const raw = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      const proto: Record<string, unknown> = { name: t.name, dataType: ONNX_TYPES[t.dtype], dims: t.dims };
+      if (opts.external && raw.byteLength >= opts.external.minBytes) {
+        const offset = opts.external.write(raw);
+        proto.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+        proto.externalData = [
+          { key: 'location', value: opts.external.location },
+          { key: 'offset', value: String(offset) },
+          { key: 'length', value: String(raw.byteLength) },
+        ];
+      } else proto.rawData = raw;
+      return proto;
+    });
+    const model = {
+      irVersion: 8,
+      producerName: 'edgereason',
+      opsetImport: [{ domain: '', version: 17 }, { domain: MS, version: 1 }],
+      graph: {
+        name: 'edgereason',
+        node: this.nodes.map((n, i) => ({
+          opType: n.op, input: n.inputs, output: n.outputs, domain: n.domain, name: `${n.op}_${i}`,
+          attribute: Object.entries(n.attrs).map(([name, v]) => attribute(name, v)),
+        })),
+        input: this.inputs.map(valueInfo),
+        output: this.outputs.map(valueInfo),
+        initializer,
+      },
+    };
+    return onnx.ModelProto.encode(onnx.ModelProto.fromObject(model)).finish();
+  }
+}
+
+function attribute(name: string, v: AttrValue) {
+  const T = onnx.AttributeProto.AttributeType;
+  if (typeof v === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(v) };
+  if (typeof v === 'number') return Number.isInteger(v) ? { name, type: T.INT, i: v } : { name, type: T.FLOAT, f: v };
+  if (Array.isArray(v)) return { name, type: T.INTS, ints: v };
+  if ('floats' in v) return { name, type: T.FLOATS, floats: v.floats };
+  return { name, type: T.FLOAT, f: v.float };
+}

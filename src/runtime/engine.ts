@@ -1,0 +1,135 @@
+/**
+ * One ONNX Runtime session over the inference graph, plus the step that feeds it from a KVCache:
+ * B rows, each adding its own number of new tokens (prefill and decode are the same call).
+ */
+import os from 'node:os';
+import ort from 'onnxruntime-node';
+import type { ModelConfig, Projection } from '../models/config.ts';
+import { KVCache } from './kv-cache.ts';
+
+export interface StepInput {
+  /** New tokens per cache row (rows may add different counts; 0 = idle this step). */
+  tokens: number[][];
+  /** Per-token adapter switch (1 = base + LoRA), same shape as tokens; default all 0. */
+  adapterMask?: number[][];
+  /** 'last' = logits of each row's last new token; 'all' = every new position (padded to T). */
+  logits?: 'last' | 'all';
+}
+
+export interface StepOutput {
+  /** [rows, L, vocab] */
+  logits: Float32Array;
+  /** [rows, L, hidden] final-norm hidden states at the same positions. */
+  hidden: Float32Array;
+  /** L: positions returned per row. */
+  positions: number;
+}
+
+/** LoRA weights per projection tensor name (e.g. model.layers.0.self_attn.q_proj), B already scaled by alpha/r. */
+export type AdapterTensors = Map<string, { a: Float32Array; b: Float32Array; rank: number; in: number; out: number }>;
+
+export interface EngineOptions { threads?: number; loraTargets?: readonly Projection[] }
+
+export class Engine {
+  private adapterFeeds: Record<string, ort.Tensor> = {};
+  private readonly loraInputs: string[];
+
+  private constructor(readonly config: ModelConfig, private readonly session: ort.InferenceSession) {
+    this.loraInputs = session.inputNames.filter((n) => n.endsWith('.lora_A') || n.endsWith('.lora_B'));
+  }
+
+  /** `model` is ModelProto bytes or the path of a .onnx file (its external data beside it). */
+  static async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions = {}): Promise<Engine> {
+    const options: ort.InferenceSession.SessionOptions = {
+      intraOpNumThreads: opts.threads ?? defaultThreads(), interOpNumThreads: 1,
+      graphOptimizationLevel: 'all', executionMode: 'sequential',
+    };
+    const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+    const engine = new Engine(config, session);
+    if (engine.loraInputs.length) engine.clearAdapter();
+    return engine;
+  }
+
+  get hasLora(): boolean { return this.loraInputs.length > 0; }
+
+  newCache(rows: number, capacity = 64): KVCache {
+    return new KVCache({ layers: this.config.numLayers, kvHeads: this.config.numKvHeads, headDim: this.config.headDim }, rows, capacity);
+  }
+
+  /** Sets the LoRA weights fed to the graph; projections the adapter does not touch get rank-0 tensors. */
+  setAdapter(adapter: AdapterTensors): void {
+    if (!this.hasLora) throw new Error('engine: this model was built without LoRA inputs; load it with an adapter');
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const input of this.loraInputs) {
+      const proj = input.slice(0, -'.lora_A'.length), t = adapter.get(proj);
+      const isA = input.endsWith('.lora_A');
+      feeds[input] = t
+        ? new ort.Tensor('float32', isA ? t.a : t.b, isA ? [t.rank, t.in] : [t.out, t.rank])
+        : this.zeroRank(input, isA);
+    }
+    this.adapterFeeds = feeds;
+  }
+
+  clearAdapter(): void {
+    this.adapterFeeds = Object.fromEntries(this.loraInputs.map((n) => [n, this.zeroRank(n, n.endsWith('.lora_A'))]));
+  }
+
+  async step(cache: KVCache, input: StepInput): Promise<StepOutput> {
+    const rows = cache.rows, counts = input.tokens.map((t) => t.length);
+    if (input.tokens.length !== rows) throw new Error(`engine: step has ${input.tokens.length} token rows for a cache of ${rows} rows`);
+    const T = Math.max(1, ...counts);
+    const max = Math.max(...cache.lengths.map((l, b) => l + counts[b]));
+    if (max > this.config.maxPositionEmbeddings) throw new Error(`engine: sequence length ${max} exceeds the model's context of ${this.config.maxPositionEmbeddings} tokens`);
+    cache.ensureCapacity(max);
+    const ids = new BigInt64Array(rows * T), pos = new BigInt64Array(rows * T), mask = new Float32Array(rows * T);
+    for (let b = 0; b < rows; b++) {
+      for (let t = 0; t < T; t++) {
+        const real = t < counts[b];
+        ids[b * T + t] = BigInt(real ? input.tokens[b][t] : 0);
+        pos[b * T + t] = BigInt(cache.lengths[b] + (real ? t : 0));
+        mask[b * T + t] = real ? input.adapterMask?.[b]?.[t] ?? 0 : 0;
+      }
+      for (const id of input.tokens[b]) {
+        if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+      }
+    }
+    const all = input.logits === 'all', L = all ? T : 1;
+    const index = new BigInt64Array(rows * L);
+    for (let b = 0; b < rows; b++) for (let i = 0; i < L; i++) index[b * L + i] = BigInt(all ? i : Math.max(0, counts[b] - 1));
+    const { kvHeads, headDim } = cache.shape, cap = cache.capacity;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [rows, T]),
+      position_ids: new ort.Tensor('int64', pos, [rows, T]),
+      attention_bias: new ort.Tensor('float32', cache.attentionBias(counts, T), [rows, T, cap + T]),
+      logits_index: new ort.Tensor('int64', index, [rows, L]),
+    };
+    for (let l = 0; l < this.config.numLayers; l++) {
+      feeds[`past_key.${l}`] = new ort.Tensor('float32', cache.keys[l], [rows, kvHeads, cap, headDim]);
+      feeds[`past_value.${l}`] = new ort.Tensor('float32', cache.values[l], [rows, kvHeads, cap, headDim]);
+    }
+    if (this.hasLora) {
+      Object.assign(feeds, this.adapterFeeds);
+      feeds.adapter_mask = new ort.Tensor('float32', mask, [rows, T]);
+    }
+    const out = await this.session.run(feeds);
+    const newK = Array.from({ length: this.config.numLayers }, (_, l) => out[`present_key.${l}`].data as Float32Array);
+    const newV = Array.from({ length: this.config.numLayers }, (_, l) => out[`present_value.${l}`].data as Float32Array);
+    for (let b = 0; b < rows; b++) if (counts[b]) cache.append(b, newK, newV, T, counts[b]);
+    return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, positions: L };
+  }
+
+  async close(): Promise<void> { await this.session.release(); }
+
+  private zeroRank(input: string, isA: boolean): ort.Tensor {
+    const meta = this.session.inputMetadata.find((m) => m.name === input);
+    const dims = meta && meta.isTensor ? meta.shape : [];
+    const other = Number(isA ? dims[1] : dims[0]);
+    return new ort.Tensor('float32', new Float32Array(0), isA ? [0, other] : [other, 0]);
+  }
+}
+
+export function defaultThreads(): number {
+  const env = Number(process.env.EDGEREASON_THREADS);
+  if (env > 0) return env;
+  return Math.max(1, Math.min(8, os.availableParallelism()));
+}
