@@ -1,0 +1,165 @@
+/**
+ * Loader for Andrej Karpathy's llama2.c checkpoints (legacy version-0 `.bin` export) and their
+ * `tok*.bin` tokenizers, converted to Hugging Face tensor names and a Hugging Face tokenizer.json.
+ *
+ * Generation matching llama2.c's run.c: start from BOS (id 1), stop early if the model emits BOS again,
+ * and `tokenizer.decode(generatedIdsWithoutBos)` (or `decode([1, ...ids], { skipSpecialTokens: true })`)
+ * gives run.c's printed text: the Strip decoder drops the first token's leading space as run.c does after BOS.
+ * `tokenizer.encode(prompt)` prepends BOS as run.c does; an empty prompt encodes to just [1].
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
+import { MemoryWeights } from './weights.ts';
+import { loadTokenizer, type HfTokenizer } from '../tokenizer/hf.ts';
+
+const HEADER_BYTES = 7 * 4;
+
+export function loadLlama2c(modelPath: string, tokenizerPath?: string): { config: ModelConfig; weights: MemoryWeights; tokenizer: HfTokenizer } {
+  const { config, weights } = readLlama2cModel(modelPath);
+  tokenizerPath ??= findTokenizer(modelPath);
+  const tokenizerJson = llama2cTokenizerJson(tokenizerPath);
+  const n = Object.keys(tokenizerJson.model.vocab).length;
+  if (n !== config.vocabSize) throw new Error(`llama2c: ${tokenizerPath} has ${n} tokens but ${modelPath} has vocab_size ${config.vocabSize}`);
+  const tokenizer = loadTokenizer({
+    tokenizerJson, name: tokenizerPath,
+    tokenizerConfig: { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', clean_up_tokenization_spaces: false },
+  }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+  return { config, weights, tokenizer };
+}
+
+function findTokenizer(modelPath: string): string {
+  const dir = path.dirname(modelPath);
+  const found = readdirSync(dir).filter((f) => /^tok.*\.bin$/.test(f)).sort();
+  if (!found.length) throw new Error(`llama2c: no tok*.bin tokenizer next to ${modelPath}; pass its path explicitly`);
+  return path.join(dir, found[0]);
+}
+
+/** Reads a llama2.c checkpoint: 7 int32 header fields, then float32 tensors in run.c's order. */
+export function readLlama2cModel(file: string): { config: ModelConfig; weights: MemoryWeights } {
+  const buf = readFileSync(file);
+  if (buf.length < HEADER_BYTES) throw new Error(`llama2c: ${file} is too small (${buf.length} bytes) for a llama2.c header`);
+  const h = new DataView(buf.buffer, buf.byteOffset, HEADER_BYTES);
+  if (h.getUint32(0, true) === 0x616b3432) throw new Error(`llama2c: ${file} is a version-1/2 export (magic "ak42"); only the legacy version-0 format is supported`);
+  const [dim, hidden, layers, heads, kvHeads, rawVocab, seqLen] = Array.from({ length: 7 }, (_, i) => h.getInt32(i * 4, true));
+  const vocab = Math.abs(rawVocab), shared = rawVocab > 0; // run.c: negative vocab_size => separate classifier
+  const headDim = dim / heads, kvDim = kvHeads * headDim;
+  const header = `dim=${dim} hidden_dim=${hidden} n_layers=${layers} n_heads=${heads} n_kv_heads=${kvHeads} vocab_size=${rawVocab} seq_len=${seqLen}`;
+  if ([dim, hidden, layers, heads, kvHeads, vocab, seqLen].some((v) => v <= 0) || !Number.isInteger(headDim) || headDim % 2 || heads % kvHeads) {
+    throw new Error(`llama2c: ${file} has an invalid header (${header})`);
+  }
+  const config: ModelConfig = {
+    architecture: 'llama', vocabSize: vocab, hiddenSize: dim, intermediateSize: hidden, numLayers: layers,
+    numHeads: heads, numKvHeads: kvHeads, headDim, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: seqLen,
+    tieWordEmbeddings: shared, attentionBias: false, bosTokenId: 1, eosTokenIds: [2],
+  };
+  // run.c's order; each per-layer tensor is stored for all layers back to back. freq_cis is skipped (RoPE is recomputed).
+  const sizes = {
+    embed: vocab * dim, rmsAtt: layers * dim, wq: layers * dim * dim, wk: layers * dim * kvDim, wv: layers * dim * kvDim,
+    wo: layers * dim * dim, rmsFfn: layers * dim, w1: layers * hidden * dim, w2: layers * dim * hidden, w3: layers * hidden * dim,
+    rmsFinal: dim, freqCis: seqLen * headDim, wcls: shared ? 0 : vocab * dim,
+  };
+  const expected = HEADER_BYTES + 4 * Object.values(sizes).reduce((a, b) => a + b, 0);
+  if (buf.length !== expected) throw new Error(`llama2c: ${file} should be ${expected} bytes for its header (${header}) but is ${buf.length} bytes`);
+
+  // One aligned float32 view over the payload (copied only if Node handed us an unaligned buffer).
+  const aligned = (buf.byteOffset + HEADER_BYTES) % 4 === 0 ? buf : Buffer.from(buf);
+  const f32 = new Float32Array(aligned.buffer, aligned.byteOffset + HEADER_BYTES, (buf.length - HEADER_BYTES) / 4);
+  let off = 0;
+  const next = (n: number) => f32.subarray(off, (off += n));
+  const t = Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, next(n)])) as Record<keyof typeof sizes, Float32Array>;
+
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  tensors.set('model.embed_tokens.weight', { shape: [vocab, dim], data: t.embed });
+  const src: Record<Projection, Float32Array> = { q_proj: t.wq, k_proj: t.wk, v_proj: t.wv, o_proj: t.wo, gate_proj: t.w1, up_proj: t.w3, down_proj: t.w2 };
+  for (let l = 0; l < layers; l++) {
+    tensors.set(`model.layers.${l}.input_layernorm.weight`, { shape: [dim], data: t.rmsAtt.subarray(l * dim, (l + 1) * dim) });
+    tensors.set(`model.layers.${l}.post_attention_layernorm.weight`, { shape: [dim], data: t.rmsFfn.subarray(l * dim, (l + 1) * dim) });
+    for (const p of PROJECTIONS) {
+      const shape = projectionShape(config, p), n = shape[0] * shape[1];
+      let data = src[p].subarray(l * n, (l + 1) * n); // run.c matmul(W[d,n]) is already PyTorch's [out, in]
+      if (p === 'q_proj' || p === 'k_proj') data = permuteRope(data, shape[0] / headDim, headDim, shape[1]);
+      tensors.set(`${projectionTensorName(l, p)}.weight`, { shape, data });
+    }
+  }
+  tensors.set('model.norm.weight', { shape: [dim], data: t.rmsFinal });
+  if (!shared) tensors.set('lm_head.weight', { shape: [vocab, dim], data: t.wcls });
+  return { config, weights: new MemoryWeights(tensors) };
+}
+
+/**
+ * run.c rotates interleaved pairs (2i, 2i+1) of each head, Hugging Face's rotate_half pairs (i, i + headDim/2):
+ * reorder each head's rows to evens-then-odds, as convert_llama_weights_to_hf.py's permute() does.
+ */
+function permuteRope(w: Float32Array, heads: number, headDim: number, cols: number): Float32Array {
+  const out = new Float32Array(w.length), half = headDim / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let e = 0; e < 2; e++) {
+        const from = (h * headDim + 2 * i + e) * cols;
+        out.set(w.subarray(from, from + cols), (h * headDim + e * half + i) * cols);
+      }
+    }
+  }
+  return out;
+}
+
+/** A Hugging Face tokenizer.json (Llama/sentencepiece-style BPE) built from a llama2.c tok*.bin. */
+export interface Llama2cTokenizerJson { model: { vocab: Record<string, number>; merges: [string, string][]; [k: string]: unknown }; [k: string]: unknown }
+
+/**
+ * Converts llama2.c's tokenizer (int32 max_token_length; per token: float32 score, int32 length, UTF-8 bytes).
+ * llama2.c's export wrote sentencepiece's "▁" as a plain space and BOS/EOS as "\n<s>\n"/"\n</s>\n"; both are undone here.
+ */
+export function llama2cTokenizerJson(file: string): Llama2cTokenizerJson {
+  const buf = readFileSync(file);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const pieces: string[] = [], scores: number[] = [];
+  for (let off = 4; off < buf.length;) {
+    const len = off + 8 <= buf.length ? dv.getInt32(off + 4, true) : -1;
+    if (len < 0 || off + 8 + len > buf.length) throw new Error(`llama2c: ${file} is truncated or not a llama2.c tokenizer (token ${pieces.length} at byte ${off})`);
+    scores.push(dv.getFloat32(off, true));
+    pieces.push(buf.toString('utf8', off + 8, off + 8 + len).replaceAll(' ', '▁'));
+    off += 8 + len;
+  }
+  if (pieces.length < 3) throw new Error(`llama2c: ${file} holds ${pieces.length} tokens, fewer than <unk>, <s>, </s>`);
+  [pieces[0], pieces[1], pieces[2]] = ['<unk>', '<s>', '</s>'];
+  const vocab = new Map(pieces.map((p, i) => [p, i]));
+  if (vocab.size !== pieces.length) throw new Error(`llama2c: ${file} has duplicate tokens`);
+
+  // Merges as transformers' SentencePieceExtractor derives them: every split of a piece into two vocab
+  // pieces, ordered by the merged piece's score (best first), so BPE reproduces sentencepiece's choices.
+  const merges: { l: string; r: string; score: number }[] = [];
+  pieces.forEach((p, id) => {
+    const chars = Array.from(p), local = [];
+    for (let k = 1; k < chars.length; k++) {
+      const l = chars.slice(0, k).join(''), r = chars.slice(k).join('');
+      if (vocab.has(l) && vocab.has(r)) local.push({ l, r, score: scores[id] });
+    }
+    merges.push(...local.sort((a, b) => vocab.get(a.l)! - vocab.get(b.l)! || vocab.get(a.r)! - vocab.get(b.r)!));
+  });
+  merges.sort((a, b) => b.score - a.score); // stable, so ties keep the per-piece order
+
+  const special = (id: number) => ({ id, content: pieces[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  return {
+    version: '1.0',
+    added_tokens: [special(0), special(1), special(2)],
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    pre_tokenizer: null,
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+    },
+    decoder: {
+      type: 'Sequence',
+      decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }],
+    },
+    model: {
+      type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: true, byte_fallback: true, ignore_merges: false,
+      vocab: Object.fromEntries(vocab), merges: merges.map((m) => [m.l, m.r]),
+    },
+  };
+}
