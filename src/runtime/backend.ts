@@ -1,0 +1,95 @@
+/**
+ * The runtime's compute boundary: KV caches live next to the ONNX session and are addressed by handle,
+ * so the same generation code drives an in-process engine (tests, training) or one in a worker thread
+ * (the default: the event loop stays free). Only token ids, sampled tokens and, on request, logits and
+ * hidden states cross the boundary.
+ */
+import type { ModelConfig } from '../models/config.ts';
+import { Engine, type AdapterTensors, type EngineOptions, type StepInput } from './engine.ts';
+import type { KVCache } from './kv-cache.ts';
+import { sampleToken, type SamplingParams } from './sampler.ts';
+
+export type CacheHandle = number;
+
+export interface StepRequest extends StepInput {
+  /** Per row: sample the next token with these parameters and this uniform draw; omit a row (null) to skip. */
+  sample?: ((SamplingParams & { u: number }) | null)[];
+  /** Return raw logits / hidden states (otherwise only sampled tokens come back). */
+  want?: { logits?: boolean; hidden?: boolean };
+}
+
+export interface StepResult {
+  tokens?: number[];
+  logprobs?: number[];
+  logits?: Float32Array;
+  hidden?: Float32Array;
+  /** Positions per row in logits/hidden. */
+  positions: number;
+}
+
+export interface Backend {
+  readonly config: ModelConfig;
+  readonly hasLora: boolean;
+  newCache(rows: number): Promise<CacheHandle>;
+  step(cache: CacheHandle, req: StepRequest): Promise<StepResult>;
+  /** A new cache made of the given rows (repeats allowed: forking a prefix). */
+  select(cache: CacheHandle, rows: number[]): Promise<CacheHandle>;
+  /** Keeps only the given rows, in place. */
+  keep(cache: CacheHandle, rows: number[]): Promise<void>;
+  truncate(cache: CacheHandle, row: number, length: number): Promise<void>;
+  lengths(cache: CacheHandle): Promise<number[]>;
+  free(cache: CacheHandle): Promise<void>;
+  setAdapter(adapter: AdapterTensors | null): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Backend over an Engine in this thread. */
+export class LocalBackend implements Backend {
+  private caches = new Map<CacheHandle, KVCache>();
+  private next = 1;
+  constructor(readonly engine: Engine) {}
+
+  static async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions = {}): Promise<LocalBackend> {
+    return new LocalBackend(await Engine.create(config, model, opts));
+  }
+
+  get config(): ModelConfig { return this.engine.config; }
+  get hasLora(): boolean { return this.engine.hasLora; }
+
+  async newCache(rows: number): Promise<CacheHandle> { return this.register(this.engine.newCache(rows)); }
+
+  async step(handle: CacheHandle, req: StepRequest): Promise<StepResult> {
+    const out = await this.engine.step(this.cache(handle), req);
+    const res: StepResult = { positions: out.positions };
+    if (req.sample) {
+      const V = this.config.vocabSize, L = out.positions;
+      res.tokens = []; res.logprobs = [];
+      req.sample.forEach((p, b) => {
+        if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
+        const row = out.logits.subarray((b * L + L - 1) * V, (b * L + L) * V);
+        const s = sampleToken(row, p, p.u);
+        res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
+      });
+    }
+    if (req.want?.logits) res.logits = out.logits;
+    if (req.want?.hidden) res.hidden = out.hidden;
+    return res;
+  }
+
+  async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.cache(handle).select(rows)); }
+  async keep(handle: CacheHandle, rows: number[]): Promise<void> { this.cache(handle).keep(rows); }
+  async truncate(handle: CacheHandle, row: number, length: number): Promise<void> { this.cache(handle).truncate(row, length); }
+  async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }
+  async free(handle: CacheHandle): Promise<void> { this.caches.delete(handle); }
+  async setAdapter(adapter: AdapterTensors | null): Promise<void> {
+    if (adapter) this.engine.setAdapter(adapter); else if (this.engine.hasLora) this.engine.clearAdapter();
+  }
+  async close(): Promise<void> { this.caches.clear(); await this.engine.close(); }
+
+  private register(c: KVCache): CacheHandle { const h = this.next++; this.caches.set(h, c); return h; }
+  private cache(h: CacheHandle): KVCache {
+    const c = this.caches.get(h);
+    if (!c) throw new Error(`runtime: KV cache ${h} does not exist (freed?)`);
+    return c;
+  }
+}

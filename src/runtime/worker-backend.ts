@@ -1,0 +1,56 @@
+/** Backend that runs the engine in a worker thread: calls are RPC messages, results come back transferred. */
+import { Worker } from 'node:worker_threads';
+import type { ModelConfig } from '../models/config.ts';
+import type { Backend, CacheHandle, StepRequest, StepResult } from './backend.ts';
+import type { AdapterTensors, EngineOptions } from './engine.ts';
+
+export class WorkerBackend implements Backend {
+  private pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+  private next = 1;
+  private closed = false;
+
+  private constructor(readonly config: ModelConfig, readonly hasLora: boolean, private readonly worker: Worker) {}
+
+  static async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions & { hasLora: boolean }): Promise<WorkerBackend> {
+    const transfer = typeof model === 'string' ? [] : [model.buffer as ArrayBuffer];
+    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { config, model, opts }, transferList: transfer });
+    const backend = new WorkerBackend(config, opts.hasLora, worker);
+    worker.on('message', (m: { id: number; result?: unknown; error?: string }) => {
+      const p = backend.pending.get(m.id);
+      if (!p) return;
+      backend.pending.delete(m.id);
+      if (m.error !== undefined) p.reject(new Error(m.error)); else p.resolve(m.result);
+    });
+    const fail = (e: Error) => { for (const p of backend.pending.values()) p.reject(e); backend.pending.clear(); };
+    worker.on('error', fail);
+    worker.on('exit', (code) => { if (!backend.closed) fail(new Error(`runtime worker exited with code ${code}`)); });
+    await new Promise((resolve, reject) => backend.pending.set(0, { resolve, reject }));
+    return backend;
+  }
+
+  private call<T>(method: string, ...args: unknown[]): Promise<T> {
+    if (this.closed) return Promise.reject(new Error('runtime: model is closed'));
+    const id = this.next++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, method, args });
+    });
+  }
+
+  newCache(rows: number): Promise<CacheHandle> { return this.call('newCache', rows); }
+  step(cache: CacheHandle, req: StepRequest): Promise<StepResult> { return this.call('step', cache, req); }
+  select(cache: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.call('select', cache, rows); }
+  keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.call('keep', cache, rows); }
+  truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.call('truncate', cache, row, length); }
+  lengths(cache: CacheHandle): Promise<number[]> { return this.call('lengths', cache); }
+  free(cache: CacheHandle): Promise<void> { return this.call('free', cache); }
+  setAdapter(adapter: AdapterTensors | null): Promise<void> { return this.call('setAdapter', adapter ? [...adapter] : null); }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const done = new Promise((r) => this.worker.once('exit', r));
+    await this.call('close').catch(() => undefined);
+    this.closed = true;
+    await done;
+  }
+}

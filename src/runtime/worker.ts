@@ -1,0 +1,22 @@
+/** Worker-thread side of WorkerBackend: owns the ONNX session and the KV caches, answers RPC messages. */
+import { parentPort, workerData } from 'node:worker_threads';
+import { LocalBackend } from './backend.ts';
+
+const { config, model, opts } = workerData;
+const ready = LocalBackend.create(config, model, opts);
+
+parentPort!.on('message', async ({ id, method, args }: { id: number; method: string; args: unknown[] }) => {
+  try {
+    const backend = await ready;
+    if (method === 'setAdapter' && args[0]) args[0] = new Map(args[0] as []);
+    const result = await (backend as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[method](...args);
+    const transfer = result && typeof result === 'object'
+      ? Object.values(result).filter((v): v is Float32Array => v instanceof Float32Array).map((v) => v.buffer as ArrayBuffer)
+      : [];
+    parentPort!.postMessage({ id, result }, transfer);
+    if (method === 'close') process.exit(0);
+  } catch (e) {
+    parentPort!.postMessage({ id, error: e instanceof Error ? e.message : String(e) });
+  }
+});
+ready.then(() => parentPort!.postMessage({ id: 0, result: 'ready' }), (e) => parentPort!.postMessage({ id: 0, error: e instanceof Error ? e.message : String(e) }));
