@@ -1,0 +1,537 @@
+/**
+ * GGUF (llama.cpp's model format, https://github.com/ggml-org/ggml/blob/master/docs/gguf.md) reader
+ * and writer, plus the mapping between llama.cpp and Hugging Face tensor names.
+ *
+ * Layout: magic "GGUF", u32 version, u64 tensor count, u64 metadata count, metadata key/values,
+ * tensor infos (name, dims innermost-first, ggml type, offset), padding to `general.alignment`, data.
+ * Dims are innermost-first: a PyTorch [out, in] weight is stored with dims [in, out].
+ */
+import * as fs from 'node:fs';
+import type { ModelConfig } from '../models/config.ts';
+import type { WeightSource } from './weights.ts';
+import { checkWeights } from './hf-folder.ts';
+import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, numel, readAt, readFully, writeAll } from './safetensors.ts';
+
+// ---------------------------------------------------------------------------------------------
+// ggml tensor types: id -> name, elements per block, bytes per block (ggml's type traits).
+
+const GGML: Record<number, [name: string, block: number, bytes: number]> = {
+  0: ['F32', 1, 4], 1: ['F16', 1, 2], 2: ['Q4_0', 32, 18], 3: ['Q4_1', 32, 20], 6: ['Q5_0', 32, 22], 7: ['Q5_1', 32, 24],
+  8: ['Q8_0', 32, 34], 9: ['Q8_1', 32, 36], 10: ['Q2_K', 256, 84], 11: ['Q3_K', 256, 110], 12: ['Q4_K', 256, 144],
+  13: ['Q5_K', 256, 176], 14: ['Q6_K', 256, 210], 15: ['Q8_K', 256, 292], 16: ['IQ2_XXS', 256, 66], 17: ['IQ2_XS', 256, 74],
+  18: ['IQ3_XXS', 256, 98], 19: ['IQ1_S', 256, 50], 20: ['IQ4_NL', 32, 18], 21: ['IQ3_S', 256, 110], 22: ['IQ2_S', 256, 82],
+  23: ['IQ4_XS', 256, 136], 24: ['I8', 1, 1], 25: ['I16', 1, 2], 26: ['I32', 1, 4], 27: ['I64', 1, 8], 28: ['F64', 1, 8],
+  29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2], 34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
+};
+/** Tensor types this module can decode (and encode). */
+export type GgmlType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
+export const SUPPORTED_TYPES: readonly GgmlType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'];
+const TYPE_ID: Record<string, number> = Object.fromEntries(Object.entries(GGML).map(([id, [name]]) => [name, Number(id)]));
+export const ggmlTypeName = (id: number): string => GGML[id]?.[0] ?? `unknown type id ${id}`;
+
+/** Bytes of `n` elements (a row's length must be a whole number of blocks), or undefined for an unknown type. */
+function typeBytes(type: number, dims: readonly number[]): number | undefined {
+  const t = GGML[type];
+  return t && (dims[0] % t[1] === 0 ? (numel(dims) / t[1]) * t[2] : NaN);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 / Q4_0, bit-exact with llama.cpp's reference quantize_row_q*_0_ref (all float32 arithmetic).
+
+const QK = 32, fr = Math.fround;
+
+/** Per block of 32: scale = fp16(amax/127), q = round-half-away(x/scale); x ≈ q * scale. */
+export function quantizeQ8_0(x: Float32Array): { scales: Float32Array; q: Int8Array } {
+  if (x.length % QK) throw new Error(`quantizeQ8_0: length ${x.length} is not a multiple of ${QK}`);
+  const scales = new Float32Array(x.length / QK), q = new Int8Array(x.length);
+  for (let b = 0; b < scales.length; b++) {
+    let amax = 0;
+    for (let j = b * QK; j < (b + 1) * QK; j++) amax = Math.max(amax, Math.abs(x[j]));
+    const d = fr(amax / 127), id = d ? fr(1 / d) : 0;
+    scales[b] = f16BitsToF32(f32ToF16Bits(d));
+    for (let j = b * QK; j < (b + 1) * QK; j++) { const v = fr(x[j] * id); q[j] = Math.sign(v) * Math.round(Math.abs(v)); }
+  }
+  return { scales, q };
+}
+
+/**
+ * Per block of 32: d = m / -8 where m is the element of largest |x| (sign kept), scale = fp16(d),
+ * q = min(15, trunc(x/d + 8.5)) in 0..15; x ≈ (q - 8) * scale. Same blocks as ONNX MatMulNBits
+ * (bits 4, block 32, zero point 8), so they can be repacked there unchanged.
+ */
+export function quantizeQ4_0(x: Float32Array): { scales: Float32Array; q: Uint8Array } {
+  if (x.length % QK) throw new Error(`quantizeQ4_0: length ${x.length} is not a multiple of ${QK}`);
+  const scales = new Float32Array(x.length / QK), q = new Uint8Array(x.length);
+  for (let b = 0; b < scales.length; b++) {
+    let amax = 0, max = 0;
+    for (let j = b * QK; j < (b + 1) * QK; j++) if (amax < Math.abs(x[j])) { amax = Math.abs(x[j]); max = x[j]; }
+    const d = fr(max / -8), id = d ? fr(1 / d) : 0; // the reference uses the unrounded d here
+    scales[b] = f16BitsToF32(f32ToF16Bits(d));
+    for (let j = b * QK; j < (b + 1) * QK; j++) q[j] = Math.min(15, Math.trunc(fr(fr(x[j] * id) + 8.5)));
+  }
+  return { scales, q };
+}
+
+/** Float32 data -> ggml bytes of `type`. Block layouts: Q8_0 = fp16 d + 32 × i8; Q4_0 = fp16 d + 16 bytes, element j in the low nibble of byte j, j+16 in the high. */
+export function encodeGgml(type: GgmlType, x: Float32Array): Uint8Array {
+  const asBytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  switch (type) {
+    case 'F32': return asBytes(x);
+    case 'F16': return asBytes(f32ToF16Array(x));
+    case 'BF16': return asBytes(f32ToBf16Array(x));
+    case 'Q8_0': {
+      const { scales, q } = quantizeQ8_0(x), out = new Uint8Array(scales.length * 34), dv = new DataView(out.buffer);
+      for (let b = 0; b < scales.length; b++) {
+        dv.setUint16(b * 34, f32ToF16Bits(scales[b]), true);
+        out.set(new Uint8Array(q.buffer, b * QK, QK), b * 34 + 2);
+      }
+      return out;
+    }
+    case 'Q4_0': {
+      const { scales, q } = quantizeQ4_0(x), out = new Uint8Array(scales.length * 18), dv = new DataView(out.buffer);
+      for (let b = 0; b < scales.length; b++) {
+        dv.setUint16(b * 18, f32ToF16Bits(scales[b]), true);
+        for (let j = 0; j < 16; j++) out[b * 18 + 2 + j] = q[b * QK + j] | (q[b * QK + 16 + j] << 4);
+      }
+      return out;
+    }
+  }
+}
+
+/** ggml bytes of `type` holding `n` elements -> float32, exactly as llama.cpp's dequantize_row_*. */
+export function decodeGgml(type: GgmlType, bytes: Uint8Array, n: number): Float32Array {
+  const aligned = bytes.byteOffset % 4 ? bytes.slice() : bytes, buf = aligned.buffer, off = aligned.byteOffset;
+  switch (type) {
+    case 'F32': return new Float32Array(buf.slice(off, off + 4 * n));
+    case 'F16': return f16ToF32Array(new Uint16Array(buf, off, n));
+    case 'BF16': return bf16ToF32Array(new Uint16Array(buf, off, n));
+    case 'Q8_0': case 'Q4_0': {
+      const out = new Float32Array(n), size = type === 'Q8_0' ? 34 : 18;
+      for (let b = 0; b < n / QK; b++) {
+        const p = b * size, d = f16BitsToF32(aligned[p] | (aligned[p + 1] << 8));
+        for (let j = 0; j < (type === 'Q8_0' ? QK : 16); j++) {
+          const v = aligned[p + 2 + j];
+          if (type === 'Q8_0') out[b * QK + j] = ((v << 24) >> 24) * d;
+          else { out[b * QK + j] = ((v & 15) - 8) * d; out[b * QK + 16 + j] = ((v >> 4) - 8) * d; }
+        }
+      }
+      return out;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata values.
+
+const VT = ['u8', 'i8', 'u16', 'i16', 'u32', 'i32', 'f32', 'bool', 'string', 'array', 'u64', 'i64', 'f64'] as const;
+export type GgufScalarType = Exclude<(typeof VT)[number], 'array'>;
+export type GgufValue = string | number | bigint | boolean | GgufValue[];
+/** A metadata value with an explicit GGUF type (an array's element type when `value` is an array). llama.cpp checks these types, e.g. rope.freq_base must be f32 even when it is 10000. */
+export interface GgufTyped { type: GgufScalarType; value: GgufValue }
+export const typed = (type: GgufScalarType, value: GgufValue): GgufTyped => ({ type, value });
+
+/** Shortest decimal that rounds to the same float32, so an f32 1e-6 reads back as 1e-6. */
+function shortF32(x: number): number {
+  for (let p = 1; p < 10; p++) { const y = Number(x.toPrecision(p)); if (fr(y) === x) return y; }
+  return x;
+}
+
+class Cursor {
+  private buf = new Uint8Array(0);
+  private dv = new DataView(this.buf.buffer);
+  private base = 0;
+  pos = 0;
+  constructor(private readonly fd: number, readonly size: number, private readonly file: string) {}
+  /** Make n bytes at pos available (reading ahead in 4 MiB windows); returns their index in buf. */
+  private take(n: number, what: string): number {
+    if (this.pos + n > this.size)
+      throw new Error(`${this.file}: truncated GGUF: ${what} at byte ${this.pos} needs ${n} bytes but the file has ${this.size}`);
+    if (this.pos + n > this.base + this.buf.length) {
+      this.buf = new Uint8Array(Math.min(this.size - this.pos, Math.max(n, 1 << 22)));
+      readFully(this.fd, this.buf, this.pos, this.file);
+      this.dv = new DataView(this.buf.buffer);
+      this.base = this.pos;
+    }
+    this.pos += n;
+    return this.pos - n - this.base;
+  }
+  u32(what: string): number { return this.dv.getUint32(this.take(4, what), true); }
+  u64(what: string): number {
+    const v = this.dv.getBigUint64(this.take(8, what), true);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`${this.file}: ${what} = ${v} is implausibly large (corrupt file?)`);
+    return Number(v);
+  }
+  str(what: string): string {
+    const n = this.u64(`${what} length`), at = this.take(n, what);
+    return new TextDecoder().decode(this.buf.subarray(at, at + n));
+  }
+  value(t: number, what: string): GgufValue {
+    const dv = this.dv;
+    switch (VT[t]) {
+      case 'u8': return dv.getUint8(this.take(1, what));
+      case 'i8': return dv.getInt8(this.take(1, what));
+      case 'u16': return dv.getUint16(this.take(2, what), true);
+      case 'i16': return dv.getInt16(this.take(2, what), true);
+      case 'u32': return dv.getUint32(this.take(4, what), true);
+      case 'i32': return dv.getInt32(this.take(4, what), true);
+      case 'f32': return shortF32(dv.getFloat32(this.take(4, what), true));
+      case 'bool': return dv.getUint8(this.take(1, what)) !== 0;
+      case 'string': return this.str(what);
+      case 'u64': case 'i64': {
+        const at = this.take(8, what), v = VT[t] === 'u64' ? this.dv.getBigUint64(at, true) : this.dv.getBigInt64(at, true);
+        return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+      }
+      case 'f64': return dv.getFloat64(this.take(8, what), true);
+      case 'array': {
+        const et = this.u32(`${what} element type`), n = this.u64(`${what} length`), out: GgufValue[] = [];
+        for (let i = 0; i < n; i++) out.push(this.value(et, what));
+        return out;
+      }
+      default: throw new Error(`${this.file}: ${what} has unknown metadata value type ${t}`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading.
+
+export interface GgufTensorInfo {
+  name: string;
+  /** GGUF order, innermost first (dims[0] is the row length). */
+  dims: number[];
+  /** PyTorch order (reversed dims). */
+  shape: number[];
+  type: number;
+  typeName: string;
+  /** Absolute file offset of the data. */
+  offset: number;
+  /** Data size in bytes (undefined for a type this module does not know the block size of). */
+  bytes?: number;
+}
+
+/** A GGUF file: metadata plus a lazy WeightSource under the file's own (llama.cpp) tensor names. */
+export class GgufFile implements WeightSource {
+  constructor(
+    readonly path: string,
+    readonly version: number,
+    readonly metadata: Record<string, GgufValue>,
+    /** GGUF type of each metadata value (the element type for arrays). */
+    readonly metadataTypes: Record<string, GgufScalarType>,
+    readonly tensors: ReadonlyMap<string, GgufTensorInfo>,
+    readonly alignment: number,
+  ) {}
+  get names(): string[] { return [...this.tensors.keys()]; }
+  has(name: string): boolean { return this.tensors.has(name); }
+  shape(name: string): number[] { return [...this.info(name).shape]; }
+  info(name: string): GgufTensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`${this.path}: tensor "${name}" is not in this GGUF file`);
+    return t;
+  }
+  /** Throws naming the file, tensor and type unless the tensor's type can be decoded. */
+  checkSupported(name: string): GgmlType {
+    const t = this.info(name);
+    if (!(SUPPORTED_TYPES as readonly string[]).includes(t.typeName))
+      throw new Error(`${this.path}: tensor "${name}" has type ${t.typeName}, which is not supported (supported: ${SUPPORTED_TYPES.join(', ')})`);
+    return t.typeName as GgmlType;
+  }
+  raw(name: string): Uint8Array {
+    const t = this.info(name);
+    if (t.bytes === undefined) throw new Error(`${this.path}: tensor "${name}" has ${t.typeName}, whose size is unknown`);
+    const out = new Uint8Array(t.bytes);
+    readAt(this.path, t.offset, out);
+    return out;
+  }
+  get(name: string): Float32Array {
+    const type = this.checkSupported(name);
+    return decodeGgml(type, this.raw(name), numel(this.info(name).dims));
+  }
+}
+
+/** Parse a GGUF v2/v3 header, metadata and tensor infos, validating every tensor's extent against the file size. */
+export function openGguf(path: string): GgufFile {
+  const size = fs.statSync(path).size, fd = fs.openSync(path, 'r');
+  try {
+    const c = new Cursor(fd, size, path);
+    const magic = c.u32('magic');
+    if (magic !== 0x46554747) throw new Error(`${path}: not a GGUF file (magic 0x${magic.toString(16)}, expected "GGUF")`);
+    const version = c.u32('version');
+    if (version !== 2 && version !== 3) throw new Error(`${path}: GGUF version ${version} is not supported (2 and 3 are)`);
+    const nTensors = c.u64('tensor count'), nKv = c.u64('metadata count');
+    const metadata: Record<string, GgufValue> = {}, metadataTypes: Record<string, GgufScalarType> = {};
+    for (let i = 0; i < nKv; i++) {
+      const key = c.str(`metadata key #${i}`), t = c.u32(`type of metadata "${key}"`);
+      if (VT[t] === 'array') { // peek the element type for metadataTypes, then read the whole array
+        const at = c.pos, et = c.u32(`metadata "${key}"`);
+        c.pos = at;
+        metadataTypes[key] = VT[et] as GgufScalarType;
+      } else metadataTypes[key] = VT[t] as GgufScalarType;
+      metadata[key] = c.value(t, `metadata "${key}"`);
+    }
+    const alignment = metadata['general.alignment'] ?? 32;
+    if (typeof alignment !== 'number' || alignment <= 0 || alignment % 8)
+      throw new Error(`${path}: general.alignment = ${alignment} is not a positive multiple of 8`);
+
+    const infos: GgufTensorInfo[] = [];
+    for (let i = 0; i < nTensors; i++) {
+      const name = c.str(`tensor name #${i}`), nd = c.u32(`tensor "${name}" dim count`);
+      if (nd < 1 || nd > 4) throw new Error(`${path}: tensor "${name}" has ${nd} dims (1 to 4 allowed)`);
+      const dims = Array.from({ length: nd }, () => c.u64(`tensor "${name}" dims`));
+      const type = c.u32(`tensor "${name}" type`), offset = c.u64(`tensor "${name}" offset`);
+      if (offset % alignment) throw new Error(`${path}: tensor "${name}" offset ${offset} is not a multiple of the alignment ${alignment}`);
+      infos.push({ name, dims, shape: [...dims].reverse(), type, typeName: ggmlTypeName(type), offset, bytes: typeBytes(type, dims) });
+    }
+    const dataStart = Math.ceil(c.pos / alignment) * alignment;
+    const tensors = new Map<string, GgufTensorInfo>();
+    for (const t of infos) {
+      if (tensors.has(t.name)) throw new Error(`${path}: tensor "${t.name}" appears twice`);
+      if (Number.isNaN(t.bytes)) throw new Error(`${path}: tensor "${t.name}" (${t.typeName}) has row length ${t.dims[0]}, not a multiple of its block size ${GGML[t.type][1]}`);
+      t.offset += dataStart;
+      if (t.bytes !== undefined && t.offset + t.bytes > size)
+        throw new Error(`${path}: truncated GGUF: tensor "${t.name}" needs bytes ${t.offset}..${t.offset + t.bytes} but the file has ${size}`);
+      tensors.set(t.name, t);
+    }
+    return new GgufFile(path, version, metadata, metadataTypes, tensors, alignment);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+export type GgufTensorIn =
+  | { name: string; shape: number[]; type: GgmlType; data: Float32Array | (() => Float32Array) }
+  /** Pre-encoded bytes of any ggml type (by name or id), e.g. to test a reader with a type it cannot decode. */
+  | { name: string; shape: number[]; type: string | number; raw: Uint8Array };
+
+const isTyped = (v: GgufValue | GgufTyped): v is GgufTyped => typeof v === 'object' && !Array.isArray(v);
+
+function encodeValue(v: GgufValue | GgufTyped, key: string): Buffer[] {
+  const val = isTyped(v) ? v.value : v, explicit = isTyped(v) ? v.type : undefined;
+  const infer = (x: GgufValue): GgufScalarType => typeof x === 'string' ? 'string' : typeof x === 'boolean' ? 'bool'
+    : typeof x === 'bigint' ? (x < 0n ? 'i64' : 'u64')
+    : typeof x === 'number' && Number.isInteger(x) ? (x >= 0 && x < 2 ** 32 ? 'u32' : x >= -(2 ** 31) && x < 2 ** 31 ? 'i32' : 'i64')
+    : typeof x === 'number' ? 'f32' : (() => { throw new Error(`writeGguf: metadata "${key}": nested arrays are not supported`); })();
+  const scalar = (t: GgufScalarType, x: GgufValue): Buffer => {
+    if (t === 'string') { const s = Buffer.from(String(x)), b = Buffer.alloc(8 + s.length); b.writeBigUInt64LE(BigInt(s.length)); s.copy(b, 8); return b; }
+    const b = Buffer.alloc({ u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 }[t]);
+    const n = Number(x);
+    switch (t) {
+      case 'u8': b.writeUInt8(n); break; case 'i8': b.writeInt8(n); break; case 'bool': b.writeUInt8(x ? 1 : 0); break;
+      case 'u16': b.writeUInt16LE(n); break; case 'i16': b.writeInt16LE(n); break;
+      case 'u32': b.writeUInt32LE(n); break; case 'i32': b.writeInt32LE(n); break; case 'f32': b.writeFloatLE(n); break;
+      case 'u64': b.writeBigUInt64LE(BigInt(x as number | bigint)); break; case 'i64': b.writeBigInt64LE(BigInt(x as number | bigint)); break;
+      case 'f64': b.writeDoubleLE(n); break;
+    }
+    return b;
+  };
+  const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b; };
+  if (Array.isArray(val)) {
+    const et = explicit ?? (val.every((x) => typeof x === 'string') ? 'string' : val.every((x) => Number.isInteger(x)) ? 'i32' : 'f32');
+    const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(val.length));
+    return [u32(VT.indexOf('array')), u32(VT.indexOf(et)), len, ...val.map((x) => scalar(et, x))];
+  }
+  const t = explicit ?? infer(val);
+  return [u32(VT.indexOf(t)), scalar(t, val)];
+}
+
+/** Write a GGUF v3 file atomically. Shapes are in PyTorch order; tensor data is encoded one tensor at a time. */
+export function writeGguf(path: string, { metadata, tensors }: { metadata: Record<string, GgufValue | GgufTyped>; tensors: GgufTensorIn[] }): void {
+  const al = metadata['general.alignment'], alignment = al === undefined ? 32 : Number(isTyped(al) ? al.value : al);
+  const parts: Buffer[] = [Buffer.from('GGUF'), Buffer.alloc(4), Buffer.alloc(8), Buffer.alloc(8)];
+  parts[1].writeUInt32LE(3);
+  parts[2].writeBigUInt64LE(BigInt(tensors.length));
+  parts[3].writeBigUInt64LE(BigInt(Object.keys(metadata).length));
+  for (const [key, v] of Object.entries(metadata)) parts.push(...encodeValue(key, 'key').slice(1), ...encodeValue(v, key));
+  let offset = 0;
+  const sizes: number[] = [];
+  for (const t of tensors) {
+    const type = typeof t.type === 'number' ? t.type : TYPE_ID[t.type];
+    if (type === undefined) throw new Error(`writeGguf(${path}): tensor "${t.name}" has unknown type ${t.type}`);
+    const dims = [...t.shape].reverse(), bytes = 'raw' in t ? t.raw.length : typeBytes(type, dims)!;
+    if (Number.isNaN(bytes)) throw new Error(`writeGguf(${path}): tensor "${t.name}" row length ${dims[0]} is not a multiple of ${t.type}'s block size`);
+    const info = [...encodeValue(t.name, 'name').slice(1), Buffer.alloc(4 + 8 * dims.length + 12)];
+    const b = info[info.length - 1];
+    b.writeUInt32LE(dims.length, 0);
+    dims.forEach((d, i) => b.writeBigUInt64LE(BigInt(d), 4 + 8 * i));
+    b.writeUInt32LE(type, 4 + 8 * dims.length);
+    b.writeBigUInt64LE(BigInt(offset), 8 + 8 * dims.length);
+    parts.push(...info);
+    sizes.push(bytes);
+    offset += Math.ceil(bytes / alignment) * alignment;
+  }
+  const head = Buffer.concat(parts), pad = (n: number) => new Uint8Array((alignment - (n % alignment)) % alignment);
+  atomicWrite(path, (fd) => {
+    writeAll(fd, head);
+    writeAll(fd, pad(head.length));
+    tensors.forEach((t, i) => {
+      let bytes: Uint8Array;
+      if ('raw' in t) bytes = t.raw;
+      else {
+        const data = typeof t.data === 'function' ? t.data() : t.data;
+        if (data.length !== numel(t.shape)) throw new Error(`writeGguf(${path}): tensor "${t.name}" has ${data.length} values but shape ${JSON.stringify(t.shape)}`);
+        bytes = encodeGgml(t.type, data);
+      }
+      writeAll(fd, bytes);
+      writeAll(fd, pad(sizes[i]));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// llama.cpp <-> Hugging Face model mapping.
+
+const GLOBAL_NAMES: [gguf: string, hf: string][] = [
+  ['token_embd.weight', 'model.embed_tokens.weight'], ['output_norm.weight', 'model.norm.weight'], ['output.weight', 'lm_head.weight'],
+];
+const LAYER_NAMES: [gguf: string, hf: string][] = [
+  ['attn_norm.weight', 'input_layernorm.weight'],
+  ...['q', 'k', 'v'].flatMap((p) => ['weight', 'bias'].map((w): [string, string] => [`attn_${p}.${w}`, `self_attn.${p}_proj.${w}`])),
+  ['attn_output.weight', 'self_attn.o_proj.weight'], ['ffn_norm.weight', 'post_attention_layernorm.weight'],
+  ['ffn_gate.weight', 'mlp.gate_proj.weight'], ['ffn_up.weight', 'mlp.up_proj.weight'], ['ffn_down.weight', 'mlp.down_proj.weight'],
+];
+
+/** llama.cpp tensor name -> Hugging Face name (undefined when not a Qwen2/Llama tensor). */
+export function ggufToHfName(name: string): string | undefined {
+  const g = GLOBAL_NAMES.find(([a]) => a === name);
+  if (g) return g[1];
+  const m = /^blk\.(\d+)\.(.+)$/.exec(name), l = m && LAYER_NAMES.find(([a]) => a === m[2]);
+  return l ? `model.layers.${m[1]}.${l[1]}` : undefined;
+}
+export function hfToGgufName(name: string): string | undefined {
+  const g = GLOBAL_NAMES.find(([, b]) => b === name);
+  if (g) return g[0];
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name), l = m && LAYER_NAMES.find(([, b]) => b === m[2]);
+  return l ? `blk.${m[1]}.${l[0]}` : undefined;
+}
+
+/**
+ * llama.cpp's converter reorders each Llama q/k head's rows from HF's rotate_half layout
+ * (first half, second half) to interleaved pairs: gguf row 2i+s = hf row s*hd/2 + i.
+ * `toGguf` applies that; otherwise it is undone. Works for weights and biases (rowLen 1).
+ */
+export function permuteQK(x: Float32Array, rows: number, nHeads: number, toGguf: boolean): Float32Array {
+  const out = new Float32Array(x.length), rowLen = x.length / rows, half = rows / nHeads / 2;
+  for (let h = 0; h < nHeads; h++)
+    for (let i = 0; i < half; i++)
+      for (let s = 0; s < 2; s++) {
+        const hf = (h * 2 * half + s * half + i) * rowLen, gg = (h * 2 * half + 2 * i + s) * rowLen;
+        if (toGguf) out.set(x.subarray(hf, hf + rowLen), gg);
+        else out.set(x.subarray(gg, gg + rowLen), hf);
+      }
+  return out;
+}
+
+const GGUF_ARCHS = ['qwen2', 'llama'] as const;
+
+/** Load a Qwen2/Llama GGUF as a ModelConfig plus Hugging Face-named float32 weights (llama q/k un-permuted). */
+export function ggufToModel(path: string): { config: ModelConfig; weights: WeightSource; metadata: Record<string, GgufValue>; file: GgufFile } {
+  const file = openGguf(path), md = file.metadata;
+  const arch = md['general.architecture'];
+  if (!GGUF_ARCHS.includes(arch as ModelConfig['architecture']))
+    throw new Error(`${path}: general.architecture ${JSON.stringify(arch)} is not supported (supported: ${GGUF_ARCHS.join(', ')})`);
+  const key = (k: string, fallback?: number): number => {
+    const v = md[`${arch}.${k}`] ?? fallback;
+    if (typeof v !== 'number') throw new Error(`${path}: metadata "${arch}.${k}" is ${v === undefined ? 'missing' : `not a number (${JSON.stringify(v)})`}`);
+    return v;
+  };
+  const scaling = md[`${arch}.rope.scaling.type`];
+  if (scaling !== undefined && scaling !== 'none') throw new Error(`${path}: ${arch}.rope.scaling.type = ${JSON.stringify(scaling)}: RoPE scaling is not supported`);
+  for (const name of file.names) if (ggufToHfName(name)) file.checkSupported(name); // fail now, not mid-conversion
+  if (!file.has('token_embd.weight')) throw new Error(`${path}: tensor "token_embd.weight" is missing`);
+
+  const hiddenSize = key('embedding_length'), numHeads = key('attention.head_count');
+  const eos = [md['tokenizer.ggml.eos_token_id'], md['tokenizer.ggml.eot_token_id']].filter((x): x is number => typeof x === 'number');
+  const config: ModelConfig = {
+    architecture: arch as ModelConfig['architecture'],
+    vocabSize: file.shape('token_embd.weight')[0],
+    hiddenSize,
+    intermediateSize: key('feed_forward_length'),
+    numLayers: key('block_count'),
+    numHeads,
+    numKvHeads: key('attention.head_count_kv', numHeads),
+    headDim: key('attention.key_length', hiddenSize / numHeads),
+    rmsNormEps: key('attention.layer_norm_rms_epsilon'),
+    ropeTheta: key('rope.freq_base', 10000),
+    maxPositionEmbeddings: key('context_length'),
+    tieWordEmbeddings: !file.has('output.weight'),
+    attentionBias: file.has('blk.0.attn_q.bias'),
+    ...(typeof md['tokenizer.ggml.bos_token_id'] === 'number' ? { bosTokenId: md['tokenizer.ggml.bos_token_id'] as number } : {}),
+    eosTokenIds: [...new Set(eos)],
+  };
+
+  const toGguf = new Map<string, string>(), toHf = new Map<string, string>();
+  for (const name of file.names) {
+    const hf = ggufToHfName(name) ?? name; // unknown tensors keep their llama.cpp name
+    toGguf.set(hf, name);
+    toHf.set(name, hf);
+  }
+  const src = (name: string) => {
+    const g = toGguf.get(name);
+    if (!g) throw new Error(`${path}: tensor "${name}" is not in this GGUF file`);
+    return g;
+  };
+  const weights: WeightSource = {
+    names: [...toGguf.keys()],
+    has: (name) => toGguf.has(name),
+    shape: (name) => file.shape(src(name)),
+    get(name) {
+      const g = src(name), data = file.get(g);
+      if (config.architecture !== 'llama') return data;
+      const rows = file.info(g).shape[0];
+      if (/^blk\.\d+\.attn_q\./.test(g)) return permuteQK(data, rows, config.numHeads, false);
+      if (/^blk\.\d+\.attn_k\./.test(g)) return permuteQK(data, rows, config.numKvHeads, false);
+      return data;
+    },
+  };
+  checkWeights(config, weights, path);
+  return { config, weights, metadata: md, file };
+}
+
+/**
+ * Write a model (HF names) as a GGUF that llama.cpp loads: architecture metadata, llama.cpp tensor names,
+ * Llama q/k rows permuted. 2-D weights get `type` (quantized types fall back to F32 when a row is not a
+ * whole number of blocks); norms and biases stay F32 as llama.cpp's converter does. `metadata` adds or
+ * overrides keys (tokenizer.* is needed for llama.cpp to load the file).
+ */
+export function writeModelGguf(
+  path: string,
+  config: ModelConfig,
+  weights: WeightSource,
+  opts: { type?: GgmlType; name?: string; metadata?: Record<string, GgufValue | GgufTyped> } = {},
+): void {
+  const type = opts.type ?? 'F32', a = config.architecture;
+  const metadata: Record<string, GgufValue | GgufTyped> = {
+    'general.architecture': a,
+    'general.name': opts.name ?? 'edgereason',
+    // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_BF16 32.
+    'general.file_type': typed('u32', { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, BF16: 32 }[type]),
+    [`${a}.context_length`]: typed('u32', config.maxPositionEmbeddings),
+    [`${a}.embedding_length`]: typed('u32', config.hiddenSize),
+    [`${a}.block_count`]: typed('u32', config.numLayers),
+    [`${a}.feed_forward_length`]: typed('u32', config.intermediateSize),
+    [`${a}.attention.head_count`]: typed('u32', config.numHeads),
+    [`${a}.attention.head_count_kv`]: typed('u32', config.numKvHeads),
+    [`${a}.rope.freq_base`]: typed('f32', config.ropeTheta),
+    [`${a}.attention.layer_norm_rms_epsilon`]: typed('f32', config.rmsNormEps),
+    ...(config.headDim * config.numHeads !== config.hiddenSize
+      ? { [`${a}.attention.key_length`]: typed('u32', config.headDim), [`${a}.attention.value_length`]: typed('u32', config.headDim) } : {}),
+    ...opts.metadata,
+  };
+  const hfNames = [...GLOBAL_NAMES.map(([, h]) => h), ...Array.from({ length: config.numLayers }, (_, l) => LAYER_NAMES.map(([, h]) => `model.layers.${l}.${h}`)).flat()]
+    .filter((n) => weights.has(n) && !(n === 'lm_head.weight' && config.tieWordEmbeddings));
+  const tensors: GgufTensorIn[] = hfNames.map((hf) => {
+    const name = hfToGgufName(hf)!, shape = weights.shape(hf);
+    const quantOk = type === 'F32' || type === 'F16' || type === 'BF16' || shape[shape.length - 1] % QK === 0;
+    const data = () => {
+      const x = weights.get(hf);
+      if (a !== 'llama') return x;
+      if (/\.q_proj\./.test(hf)) return permuteQK(x, shape[0], config.numHeads, true);
+      if (/\.k_proj\./.test(hf)) return permuteQK(x, shape[0], config.numKvHeads, true);
+      return x;
+    };
+    return { name, shape, type: shape.length === 2 && quantOk ? type : 'F32', data };
+  });
+  writeGguf(path, { metadata, tensors });
+}

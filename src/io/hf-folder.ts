@@ -1,0 +1,146 @@
+/**
+ * Hugging Face model folders: config.json -> ModelConfig, and model.safetensors (or shards listed in
+ * model.safetensors.index.json) -> a lazy WeightSource under the checkpoint's own names.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig } from '../models/config.ts';
+import type { WeightSource } from './weights.ts';
+import { openSafetensors, type SafetensorsFile } from './safetensors.ts';
+
+/** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */
+const ARCHITECTURES: Record<string, ModelConfig['architecture']> = {
+  Qwen2ForCausalLM: 'qwen2', LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama',
+};
+const MODEL_TYPES: Record<string, ModelConfig['architecture']> = { qwen2: 'qwen2', llama: 'llama', mistral: 'llama' };
+
+/** Parse a config.json object; `file` names it in errors. */
+export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json', generation: Record<string, unknown> = {}): ModelConfig {
+  const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined;
+  const arch = ARCHITECTURES[archName as string] ?? MODEL_TYPES[raw.model_type as string];
+  if (!arch)
+    throw new Error(`${file}: unknown architecture ${JSON.stringify(archName ?? raw.model_type)} (supported: ${[...Object.keys(ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')})`);
+  const int = (key: string, fallback?: number): number => {
+    const v = raw[key] ?? fallback;
+    if (v === undefined) throw new Error(`${file}: required field "${key}" is missing`);
+    if (!Number.isInteger(v) || (v as number) <= 0) throw new Error(`${file}: field "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+    return v as number;
+  };
+  const num = (key: string, fallback: number): number => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== 'number' || !(v > 0)) throw new Error(`${file}: field "${key}" must be a positive number, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const ids = (v: unknown, key: string): number[] => {
+    if (v === undefined || v === null) return [];
+    const list = Array.isArray(v) ? v : [v];
+    if (!list.every((x) => Number.isInteger(x) && x >= 0)) throw new Error(`${file}: field "${key}" must be a token id or a list of them, got ${JSON.stringify(v)}`);
+    return list;
+  };
+  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null)
+    throw new Error(`${file}: rope_scaling ${JSON.stringify(raw.rope_scaling)} is not supported (only plain RoPE)`);
+  if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') throw new Error(`${file}: hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu)`);
+  if (raw.use_sliding_window === true) throw new Error(`${file}: use_sliding_window = true is not supported`);
+  const bias = raw.attention_bias ?? arch === 'qwen2';
+  if (typeof bias !== 'boolean') throw new Error(`${file}: field "attention_bias" must be a boolean, got ${JSON.stringify(bias)}`);
+  const tie = raw.tie_word_embeddings ?? false;
+  if (typeof tie !== 'boolean') throw new Error(`${file}: field "tie_word_embeddings" must be a boolean, got ${JSON.stringify(tie)}`);
+
+  const hiddenSize = int('hidden_size'), numHeads = int('num_attention_heads');
+  const bos = ids(raw.bos_token_id, 'bos_token_id');
+  return {
+    architecture: arch,
+    vocabSize: int('vocab_size'),
+    hiddenSize,
+    intermediateSize: int('intermediate_size'),
+    numLayers: int('num_hidden_layers'),
+    numHeads,
+    numKvHeads: int('num_key_value_heads', numHeads),
+    headDim: int('head_dim', hiddenSize / numHeads),
+    rmsNormEps: num('rms_norm_eps', 1e-6),
+    ropeTheta: num('rope_theta', 10000),
+    // transformers' defaults when the field is absent
+    maxPositionEmbeddings: int('max_position_embeddings', arch === 'qwen2' ? 32768 : 2048),
+    tieWordEmbeddings: tie,
+    attentionBias: bias,
+    ...(bos.length ? { bosTokenId: bos[0] } : {}),
+    // generate() stops on generation_config.json's eos ids; keep config.json's too.
+    eosTokenIds: [...new Set([...ids(raw.eos_token_id, 'eos_token_id'), ...ids(generation.eos_token_id, 'generation_config.json eos_token_id')])],
+  };
+}
+
+/** Check that the tensors a Qwen2/Llama graph needs exist with the shapes the config implies; `what` names the source. */
+export function checkWeights(c: ModelConfig, w: WeightSource, what: string): void {
+  const expect = (name: string, shape: number[]) => {
+    if (!w.has(name)) {
+      const hint = name === 'lm_head.weight' ? ' (tie_word_embeddings is false, so the checkpoint needs its own lm_head)' : '';
+      throw new Error(`${what}: tensor "${name}" is missing${hint}`);
+    }
+    const got = w.shape(name);
+    if (got.join() !== shape.join()) throw new Error(`${what}: tensor "${name}" has shape [${got}], expected [${shape}] from the config`);
+  };
+  expect('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
+  expect('model.norm.weight', [c.hiddenSize]);
+  if (!c.tieWordEmbeddings) expect('lm_head.weight', [c.vocabSize, c.hiddenSize]);
+  for (let l = 0; l < c.numLayers; l++) {
+    expect(`model.layers.${l}.input_layernorm.weight`, [c.hiddenSize]);
+    expect(`model.layers.${l}.post_attention_layernorm.weight`, [c.hiddenSize]);
+    for (const p of PROJECTIONS) {
+      const shape = projectionShape(c, p), name = projectionTensorName(l, p);
+      expect(`${name}.weight`, shape);
+      if (c.attentionBias && ['q_proj', 'k_proj', 'v_proj'].includes(p)) expect(`${name}.bias`, [shape[0]]);
+    }
+  }
+}
+
+/** Tensors spread over several safetensors files, opened (header only) up front. */
+class ShardedWeights implements WeightSource {
+  constructor(private readonly where: Map<string, SafetensorsFile>) {}
+  get names(): string[] { return [...this.where.keys()]; }
+  has(name: string): boolean { return this.where.has(name); }
+  shape(name: string): number[] { return this.file(name).shape(name); }
+  get(name: string): Float32Array { return this.file(name).get(name); }
+  private file(name: string): SafetensorsFile {
+    const f = this.where.get(name);
+    if (!f) throw new Error(`weights: tensor "${name}" is missing`);
+    return f;
+  }
+}
+
+function readJson(file: string): Record<string, unknown> {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file}: cannot read JSON (${(e as Error).message})`);
+  }
+}
+
+/** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */
+export function loadHfFolder(dir: string): { config: ModelConfig; weights: WeightSource; dir: string } {
+  const configFile = path.join(dir, 'config.json');
+  if (!fs.existsSync(configFile)) throw new Error(`${dir}: no config.json, not a Hugging Face model folder`);
+  const genFile = path.join(dir, 'generation_config.json');
+  const config = parseHfConfig(readJson(configFile), configFile, fs.existsSync(genFile) ? readJson(genFile) : {});
+
+  const single = path.join(dir, 'model.safetensors'), index = path.join(dir, 'model.safetensors.index.json');
+  let weights: WeightSource;
+  if (fs.existsSync(single)) weights = openSafetensors(single);
+  else if (fs.existsSync(index)) {
+    const map = readJson(index).weight_map as Record<string, string> | undefined;
+    if (!map || typeof map !== 'object') throw new Error(`${index}: no "weight_map" object`);
+    const shards = new Map<string, SafetensorsFile>(), where = new Map<string, SafetensorsFile>();
+    for (const [tensor, shard] of Object.entries(map)) {
+      if (!shards.has(shard)) {
+        const file = path.join(dir, shard);
+        if (!fs.existsSync(file)) throw new Error(`${index}: shard "${shard}" (holding "${tensor}") is missing from ${dir}`);
+        shards.set(shard, openSafetensors(file));
+      }
+      const f = shards.get(shard)!;
+      if (!f.has(tensor)) throw new Error(`${index}: says "${tensor}" is in ${shard}, but that file does not hold it`);
+      where.set(tensor, f);
+    }
+    weights = new ShardedWeights(where);
+  } else throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json`);
+  checkWeights(config, weights, dir);
+  return { config, weights, dir };
+}

@@ -1,0 +1,248 @@
+/**
+ * Safetensors reader/writer (https://huggingface.co/docs/safetensors): an 8-byte little-endian header
+ * length, a JSON header `{name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?}`, then the
+ * raw little-endian tensor bytes. Tensors are read lazily by file offset, so opening is cheap.
+ * Also home of the fp16/bf16 <-> fp32 conversions shared by the other loaders.
+ */
+import * as fs from 'node:fs';
+import type { WeightSource } from './weights.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Half-precision conversions (round-to-nearest-even, like numpy / ggml / torch).
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+
+/** fp32 -> IEEE fp16 bits, round-to-nearest-even, with subnormals, overflow to inf and NaN kept. */
+export function f32ToF16Bits(x: number): number {
+  f32[0] = x;
+  const u = u32[0], sign = (u >>> 16) & 0x8000, exp = (u >>> 23) & 0xff, mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 112; // re-biased exponent (127 -> 15)
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e > 0) {
+    const h = sign | (e << 10) | (mant >>> 13), rem = mant & 0x1fff;
+    // A carry out of the mantissa correctly bumps the exponent (up to inf).
+    return rem > 0x1000 || (rem === 0x1000 && (h & 1)) ? h + 1 : h;
+  }
+  // Subnormal half: value / 2^-24 = (mant | implicit 1) >> (14 - e).
+  const shift = 14 - e;
+  if (shift > 24) return sign;
+  const m = mant | 0x800000, hm = m >>> shift, rem = m & ((1 << shift) - 1), half = 1 << (shift - 1);
+  return sign | (rem > half || (rem === half && (hm & 1)) ? hm + 1 : hm);
+}
+
+let f16Table: Float32Array | undefined; // all 65536 halves decoded once: decoding is then a lookup
+function halfTable(): Float32Array {
+  if (f16Table) return f16Table;
+  f16Table = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1, e = (h >>> 10) & 0x1f, m = h & 0x3ff;
+    f16Table[h] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1024 + m) * 2 ** (e - 25);
+  }
+  return f16Table;
+}
+export function f16BitsToF32(h: number): number { return halfTable()[h & 0xffff]; }
+
+/** fp32 -> bf16 bits, round-to-nearest-even (NaN stays a quiet NaN), as torch and ggml do. */
+export function f32ToBf16Bits(x: number): number {
+  f32[0] = x;
+  const u = u32[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40;
+  return (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+}
+export function bf16BitsToF32(h: number): number { u32[0] = (h & 0xffff) << 16; return f32[0]; }
+
+export function f32ToF16Array(x: Float32Array): Uint16Array {
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = f32ToF16Bits(x[i]);
+  return out;
+}
+export function f16ToF32Array(h: Uint16Array): Float32Array {
+  const t = halfTable(), out = new Float32Array(h.length);
+  for (let i = 0; i < h.length; i++) out[i] = t[h[i]];
+  return out;
+}
+export function f32ToBf16Array(x: Float32Array): Uint16Array {
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = f32ToBf16Bits(x[i]);
+  return out;
+}
+export function bf16ToF32Array(h: Uint16Array): Float32Array {
+  const out = new Float32Array(h.length), bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < h.length; i++) bits[i] = h[i] << 16;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared file helpers (also used by the GGUF loader).
+
+/** Read exactly `into.length` bytes at `pos` (readSync may return short counts on large reads). */
+export function readFully(fd: number, into: Uint8Array, pos: number, file: string): void {
+  for (let done = 0; done < into.length;) {
+    const n = fs.readSync(fd, into, done, Math.min(into.length - done, 1 << 30), pos + done);
+    if (n === 0) throw new Error(`${file}: unexpected end of file at byte ${pos + done}`);
+    done += n;
+  }
+}
+
+export function readAt(file: string, pos: number, bytes: Uint8Array): void {
+  const fd = fs.openSync(file, 'r');
+  try { readFully(fd, bytes, pos, file); } finally { fs.closeSync(fd); }
+}
+
+/** Write via `path.tmp-<pid>` and rename, so readers never see a half-written model file. */
+export function atomicWrite(path: string, write: (fd: number) => void): void {
+  const tmp = `${path}.tmp-${process.pid}`, fd = fs.openSync(tmp, 'w');
+  try {
+    write(fd);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fs.renameSync(tmp, path);
+}
+
+export function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length;) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+}
+
+export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+
+// ---------------------------------------------------------------------------------------------
+// Reading.
+
+/** Bytes per element; the float dtypes plus the trivially decodable integer ones. */
+const DTYPE_SIZE: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
+
+export interface SafetensorsTensorInfo {
+  dtype: string;
+  shape: number[];
+  /** Absolute byte range in the file. */
+  begin: number;
+  end: number;
+}
+
+export class SafetensorsFile implements WeightSource {
+  constructor(
+    readonly path: string,
+    readonly tensors: ReadonlyMap<string, SafetensorsTensorInfo>,
+    readonly metadata: Record<string, string>,
+  ) {}
+  get names(): string[] { return [...this.tensors.keys()]; }
+  has(name: string): boolean { return this.tensors.has(name); }
+  shape(name: string): number[] { return [...this.info(name).shape]; }
+  info(name: string): SafetensorsTensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`${this.path}: tensor "${name}" is not in this file`);
+    return t;
+  }
+  /** The tensor's raw little-endian bytes. */
+  raw(name: string): Uint8Array {
+    const t = this.info(name), bytes = new Uint8Array(t.end - t.begin);
+    readAt(this.path, t.begin, bytes);
+    return bytes;
+  }
+  get(name: string): Float32Array {
+    const t = this.info(name), n = numel(t.shape);
+    if (t.dtype === 'F32') { // read straight into the result (little-endian host assumed, as everywhere in ML)
+      const out = new Float32Array(n);
+      readAt(this.path, t.begin, new Uint8Array(out.buffer));
+      return out;
+    }
+    const b = this.raw(name), buf = b.buffer; // fresh allocation: offset 0, so typed views are aligned
+    switch (t.dtype) {
+      case 'F16': return f16ToF32Array(new Uint16Array(buf, 0, n));
+      case 'BF16': return bf16ToF32Array(new Uint16Array(buf, 0, n));
+      case 'F64': return Float32Array.from(new Float64Array(buf, 0, n));
+      case 'I64': return Float32Array.from(new BigInt64Array(buf, 0, n), Number);
+      case 'I32': return Float32Array.from(new Int32Array(buf, 0, n));
+      case 'I16': return Float32Array.from(new Int16Array(buf, 0, n));
+      case 'I8': return Float32Array.from(new Int8Array(buf, 0, n));
+      default: return Float32Array.from(b); // U8, BOOL
+    }
+  }
+}
+
+/** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
+export function openSafetensors(path: string): SafetensorsFile {
+  const size = fs.statSync(path).size;
+  if (size < 8) throw new Error(`${path}: truncated safetensors file (${size} bytes, need at least 8 for the header length)`);
+  const lenBytes = new Uint8Array(8);
+  readAt(path, 0, lenBytes);
+  const headerLen = Number(Buffer.from(lenBytes).readBigUInt64LE(0));
+  if (8 + headerLen > size)
+    throw new Error(`${path}: header length ${headerLen} goes beyond the end of the file (${size} bytes): file truncated or not safetensors`);
+  const headerBytes = new Uint8Array(headerLen);
+  readAt(path, 8, headerBytes);
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(headerBytes));
+  } catch (e) {
+    throw new Error(`${path}: header is not valid JSON (${(e as Error).message})`);
+  }
+  if (!header || typeof header !== 'object' || Array.isArray(header)) throw new Error(`${path}: header is not a JSON object`);
+
+  const dataStart = 8 + headerLen, dataLen = size - dataStart;
+  const tensors = new Map<string, SafetensorsTensorInfo>();
+  let metadata: Record<string, string> = {};
+  for (const [name, v] of Object.entries(header)) {
+    if (name === '__metadata__') { metadata = v as Record<string, string>; continue; }
+    const t = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const where = `${path}: tensor "${name}"`;
+    if (typeof t.dtype !== 'string' || !(t.dtype in DTYPE_SIZE))
+      throw new Error(`${where} has unsupported dtype ${JSON.stringify(t.dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
+    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0))
+      throw new Error(`${where} has invalid shape ${JSON.stringify(t.shape)}`);
+    const off = t.data_offsets;
+    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isInteger(o) && o >= 0) || off[0] > off[1])
+      throw new Error(`${where} has invalid data_offsets ${JSON.stringify(off)}`);
+    const expected = numel(t.shape) * DTYPE_SIZE[t.dtype];
+    if (off[1] - off[0] !== expected)
+      throw new Error(`${where}: data_offsets ${JSON.stringify(off)} span ${off[1] - off[0]} bytes but shape ${JSON.stringify(t.shape)} × ${t.dtype} needs ${expected}`);
+    if (off[1] > dataLen)
+      throw new Error(`${where}: data_offsets ${JSON.stringify(off)} point outside the file (data section has ${dataLen} bytes): file truncated?`);
+    tensors.set(name, { dtype: t.dtype, shape: t.shape, begin: dataStart + off[0], end: dataStart + off[1] });
+  }
+  return new SafetensorsFile(path, tensors, metadata);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+export type TensorMap = Record<string, { shape: number[]; data: Float32Array }> | Map<string, { shape: number[]; data: Float32Array }>;
+
+/** Write tensors (in the given order) as one safetensors file, atomically. */
+export function writeSafetensors(
+  path: string,
+  tensors: TensorMap,
+  opts: { dtype?: SafetensorsDtype; metadata?: Record<string, string> } = {},
+): void {
+  const dtype = opts.dtype ?? 'F32', size = DTYPE_SIZE[dtype];
+  const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
+  const header: Record<string, unknown> = {};
+  if (opts.metadata) header.__metadata__ = opts.metadata;
+  let offset = 0;
+  for (const [name, t] of entries) {
+    if (t.data.length !== numel(t.shape))
+      throw new Error(`${path}: tensor "${name}" has ${t.data.length} values but shape ${JSON.stringify(t.shape)}`);
+    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + t.data.length * size] };
+    offset += t.data.length * size;
+  }
+  // Like the reference implementation, pad the JSON with spaces so the data starts 8-byte aligned.
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const head = Buffer.alloc(8 + Buffer.byteLength(json));
+  head.writeBigUInt64LE(BigInt(head.length - 8), 0);
+  head.write(json, 8);
+  atomicWrite(path, (fd) => {
+    writeAll(fd, head);
+    for (const [, t] of entries) {
+      const enc = dtype === 'F32' ? t.data : dtype === 'F16' ? f32ToF16Array(t.data) : f32ToBf16Array(t.data);
+      writeAll(fd, new Uint8Array(enc.buffer, enc.byteOffset, enc.byteLength));
+    }
+  });
+}
