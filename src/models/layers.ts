@@ -6,7 +6,7 @@
  */
 import { Graph, MS } from '../onnx/graph.ts';
 import { quantizeQ4, Q4_BLOCK } from '../onnx/quant.ts';
-import { f32ToF16 } from '../onnx/half.ts';
+import { f32ToF16Array } from '../io/safetensors.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { ModelConfig, Projection } from './config.ts';
 
@@ -86,9 +86,7 @@ export class Layers {
     const g = this.g, name = 'model.embed_tokens.weight';
     if (this.opts.quant === 'q4' && !this.opts.weightsAsInputs) {
       // fp16 table halves the largest tensor of small models; the gathered rows are cast back to fp32.
-      const w = this.weights.get(name), half = new Uint16Array(w.length);
-      for (let i = 0; i < w.length; i++) half[i] = f32ToF16(w[i]);
-      const table = g.initializer(`${name}_f16`, 'float16', this.weights.shape(name), half);
+      const table = g.initializer(`${name}_f16`, 'float16', this.weights.shape(name), f32ToF16Array(this.weights.get(name)));
       return g.node('Cast', [g.node('Gather', [table, ids])], { to: 1 });
     }
     return g.node('Gather', [this.param(name), ids]);

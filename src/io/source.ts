@@ -1,0 +1,113 @@
+/**
+ * Opens any supported checkpoint: a Hugging Face folder, a GGUF file, a llama.c `.bin`, or a folder
+ * written by `edgereason convert` (graph + weights already built).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import type { ModelConfig } from '../models/config.ts';
+import type { WeightSource } from './weights.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
+import { loadTokenizer } from '../tokenizer/hf.ts';
+import { loadHfFolder } from './hf-folder.ts';
+import { ggufToModel } from './gguf.ts';
+import { loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
+
+export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
+
+export interface ModelSource {
+  kind: SourceKind;
+  path: string;
+  config: ModelConfig;
+  /** Absent for converted folders (their weights are inside the ONNX data file). */
+  weights?: WeightSource;
+  tokenizer: TextTokenizer;
+  /** Files whose size and mtime identify this checkpoint (for cache staleness). */
+  files: string[];
+  /** tokenizer.json (+ tokenizer_config.json) contents to copy into a converted folder. */
+  tokenizerFiles: { tokenizerJson: unknown; tokenizerConfig?: Record<string, unknown> };
+}
+
+export const MANIFEST = 'edgereason.json';
+
+export function openSource(p: string): ModelSource {
+  if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist`);
+  const abs = path.resolve(p);
+  if (fs.statSync(abs).isDirectory()) {
+    if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
+    const { config, weights } = loadHfFolder(abs);
+    const tokenizer = loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+    return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFiles(abs) };
+  }
+  if (abs.endsWith('.gguf')) {
+    const { config, weights } = ggufToModel(abs);
+    const dir = path.dirname(abs);
+    if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) {
+      throw new Error(`model: ${abs} needs a Hugging Face tokenizer.json beside it (reading the tokenizer from GGUF metadata is not supported yet)`);
+    }
+    const tokenizer = loadTokenizer(dir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+    return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: readTokenizerFiles(dir) };
+  }
+  if (abs.endsWith('.bin')) {
+    const { config, weights, tokenizer } = loadLlama2c(abs);
+    const files = openSourceFiles(abs);
+    const tokenizerJson = llama2cTokenizerJson(files[1]);
+    return {
+      kind: 'llama2c', path: abs, config, weights, tokenizer, files,
+      tokenizerFiles: { tokenizerJson, tokenizerConfig: { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', clean_up_tokenization_spaces: false } },
+    };
+  }
+  throw new Error(`model: ${abs} is not a model folder (config.json), a .gguf file or a llama2.c .bin file`);
+}
+
+function readTokenizerFiles(dir: string): ModelSource['tokenizerFiles'] {
+  const read = (f: string) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+  return {
+    tokenizerJson: read('tokenizer.json'),
+    ...(fs.existsSync(path.join(dir, 'tokenizer_config.json')) ? { tokenizerConfig: read('tokenizer_config.json') } : {}),
+  };
+}
+
+/** Identity of a checkpoint: path, size and modification time of each of its files. */
+export function fingerprint(files: string[]): string {
+  const h = crypto.createHash('sha256');
+  for (const f of [...files].sort()) {
+    const s = fs.statSync(f);
+    h.update(`${path.resolve(f)}\0${s.size}\0${Math.floor(s.mtimeMs)}\n`);
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
+export interface Manifest {
+  format: 1;
+  config: ModelConfig;
+  options: { quant: 'fp32' | 'q4'; accuracyLevel: number; loraTargets: string[] };
+  source: { path: string; kind: SourceKind; fingerprint: string };
+  graph: string;
+}
+
+function openConverted(dir: string): ModelSource {
+  const file = path.join(dir, MANIFEST);
+  let m: Manifest;
+  try { m = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
+  if (m.format !== 1) throw new Error(`model: ${file} has format ${JSON.stringify(m.format)}; this edgereason reads format 1 (re-run convert)`);
+  if (fs.existsSync(m.source.path)) {
+    const now = fingerprint(openSourceFiles(m.source.path));
+    if (now !== m.source.fingerprint) {
+      throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`edgereason convert --model ${m.source.path} --out ${dir}\` again`);
+    }
+  }
+  const tokenizer = loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds });
+  return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFiles(dir) };
+}
+
+/** The files that make up a source checkpoint (without loading it). */
+export function openSourceFiles(p: string): string[] {
+  const abs = path.resolve(p);
+  if (fs.statSync(abs).isDirectory()) return fs.readdirSync(abs).filter((f) => /\.(json|safetensors|jinja)$/.test(f)).map((f) => path.join(abs, f));
+  if (abs.endsWith('.bin')) {
+    const tok = fs.readdirSync(path.dirname(abs)).filter((f) => /^tok.*\.bin$/.test(f)).sort()[0];
+    return tok ? [abs, path.join(path.dirname(abs), tok)] : [abs];
+  }
+  return [abs];
+}

@@ -1,0 +1,146 @@
+/**
+ * The user-facing model: `const m = await loadModel(path)`, `for await (const piece of m.generate(prompt))`,
+ * `await m.generateBatch([...])`, `await m.close()`. The ONNX session runs in a worker thread by default.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ModelConfig, Projection } from '../models/config.ts';
+import { buildInferenceGraph } from '../models/inference-graph.ts';
+import { openSource, fingerprint, MANIFEST, type Manifest, type ModelSource } from '../io/source.ts';
+import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
+import { atomicWrite, writeAll } from '../io/safetensors.ts';
+import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
+import { LocalBackend, type Backend } from './backend.ts';
+import { WorkerBackend } from './worker-backend.ts';
+import { generateBatch, type Completion, type GenerateOptions } from './generate.ts';
+
+export interface LoadOptions {
+  /** Weight format of the linear layers: 'q4' (MatMulNBits, 4-bit) or 'fp32'. Default: q4 from 50M parameters up, else fp32. */
+  quant?: 'fp32' | 'q4';
+  /** MatMulNBits accuracy level (4 = int8 activations; see docs). */
+  accuracyLevel?: number;
+  /** A PEFT LoRA adapter folder; builds the graph with LoRA inputs. */
+  adapter?: string;
+  threads?: number;
+  /** Run the session in a worker thread (default true). */
+  worker?: boolean;
+}
+
+export interface PromptOptions extends GenerateOptions {
+  /** Render the prompt with the model's chat template (a string becomes one user message). */
+  chat?: boolean;
+}
+
+export class Model {
+  private constructor(
+    readonly config: ModelConfig,
+    readonly tokenizer: TextTokenizer,
+    readonly backend: Backend,
+    readonly adapter?: LoadedAdapter,
+  ) {}
+
+  static async load(p: string, opts: LoadOptions = {}): Promise<Model> {
+    const src = openSource(p);
+    const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
+    let graph: Uint8Array | string;
+    if (src.kind === 'converted') {
+      const m = readManifest(src.path);
+      if (adapter && adapter.config.targets.some((t) => !m.options.loraTargets.includes(t))) {
+        throw new Error(`model: ${src.path} was converted without LoRA inputs for ${adapter.config.targets.join(',')}; convert again with --lora-targets`);
+      }
+      graph = path.join(src.path, m.graph);
+    } else {
+      graph = buildInferenceGraph(src.config, src.weights!, {
+        quant: opts.quant ?? defaultQuant(src.config), accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets,
+      }).toModelProto();
+    }
+    const hasLora = !!adapter || (src.kind === 'converted' && readManifest(src.path).options.loraTargets.length > 0);
+    const backend = opts.worker === false
+      ? await LocalBackend.create(src.config, graph, { threads: opts.threads })
+      : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora });
+    if (adapter) await backend.setAdapter(adapter.tensors);
+    return new Model(src.config, src.tokenizer, backend, adapter);
+  }
+
+  /** Token ids for a prompt: raw text (with the tokenizer's special tokens), chat-templated text, or messages. */
+  encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt)): number[] {
+    if (!chat) return this.tokenizer.encode(prompt as string);
+    const messages = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+    return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+  }
+
+  /** Streams the completion's text as it is generated; the generator's return value is the Completion. */
+  async *generate(prompt: string | ChatMessage[], opts: PromptOptions = {}): AsyncGenerator<string, Completion> {
+    const queue: string[] = [];
+    let wake: (() => void) | undefined;
+    let done = false, result: Completion | undefined, error: unknown;
+    this.generateBatch([prompt], opts, (_, piece) => { queue.push(piece); wake?.(); })
+      .then((r) => { result = r[0]; }, (e) => { error = e; })
+      .finally(() => { done = true; wake?.(); });
+    for (;;) {
+      while (queue.length) yield queue.shift()!;
+      if (done) break;
+      await new Promise<void>((r) => { wake = r; });
+      wake = undefined;
+    }
+    if (error) throw error;
+    return result!;
+  }
+
+  async complete(prompt: string | ChatMessage[], opts: PromptOptions = {}): Promise<Completion> {
+    return (await this.generateBatch([prompt], opts))[0];
+  }
+
+  /** Several independent prompts decoded as one batch (each with its own options, seed and stops). */
+  async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | PromptOptions[] = {}, onText?: (row: number, piece: string) => void): Promise<Completion[]> {
+    const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts));
+    if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
+    const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p)));
+    return generateBatch(this.backend, this.tokenizer, ids, per, onText);
+  }
+
+  async close(): Promise<void> { await this.backend.close(); }
+}
+
+export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
+
+export function defaultQuant(c: ModelConfig): 'fp32' | 'q4' {
+  const params = c.vocabSize * c.hiddenSize + c.numLayers * (c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.hiddenSize * c.numHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize);
+  return params >= 50e6 ? 'q4' : 'fp32';
+}
+
+function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
+
+export interface ConvertOptions { quant?: 'fp32' | 'q4'; accuracyLevel?: number; loraTargets?: Projection[] }
+
+/**
+ * Writes model.onnx + model.onnx.data + tokenizer files + edgereason.json into `out`, so later loads skip
+ * quantisation and graph building. The manifest records the source's fingerprint to detect a stale folder.
+ */
+export function convertModel(src: ModelSource, out: string, opts: ConvertOptions = {}): Manifest {
+  if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
+  fs.mkdirSync(out, { recursive: true });
+  const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
+  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets });
+  const dataName = 'model.onnx.data';
+  let offset = 0;
+  atomicWrite(path.join(out, dataName), (fd) => {
+    const bytes = graph.toModelProto({
+      external: {
+        location: dataName, minBytes: 1024,
+        write: (raw) => { const at = offset; writeAll(fd, raw); offset += raw.byteLength; const pad = (64 - (offset % 64)) % 64; if (pad) { writeAll(fd, new Uint8Array(pad)); offset += pad; } return at; },
+      },
+    });
+    atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes));
+  });
+  const writeJson = (name: string, v: unknown) => atomicWrite(path.join(out, name), (fd) => writeAll(fd, new TextEncoder().encode(JSON.stringify(v, null, 2) + '\n')));
+  writeJson('tokenizer.json', src.tokenizerFiles.tokenizerJson);
+  if (src.tokenizerFiles.tokenizerConfig) writeJson('tokenizer_config.json', src.tokenizerFiles.tokenizerConfig);
+  const manifest: Manifest = {
+    format: 1, config: src.config, graph: 'model.onnx',
+    options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },
+    source: { path: src.path, kind: src.kind, fingerprint: fingerprint(src.files) },
+  };
+  writeJson(MANIFEST, manifest);
+  return manifest;
+}
