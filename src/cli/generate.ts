@@ -1,0 +1,40 @@
+import type { Command } from 'commander';
+import { loadModel } from '../runtime/model.ts';
+import { floatArg, intArg, quantArg } from './main.ts';
+
+export function generateCommand(program: Command): void {
+  program.command('generate')
+    .description('stream a completion to stdout')
+    .requiredOption('--model <path>', 'Hugging Face folder, .gguf, llama2.c .bin, or a converted folder')
+    .requiredOption('--prompt <text>', 'prompt text')
+    .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
+    .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k'), 0)
+    .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
+    .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0)
+    .option('--seed <s>', 'random seed', intArg('--seed'), 0)
+    .option('--stop <text...>', 'stop strings')
+    .option('--adapter <dir>', 'PEFT LoRA adapter folder (applied to the generated tokens)')
+    .option('--chat', 'apply the model\'s chat template')
+    .option('--quant <q>', 'q4 or fp32 (default: q4 for models from 50M parameters)', quantArg)
+    .option('--stats', 'print token counts and timings to stderr')
+    .action(async (o) => {
+      const model = await loadModel(o.model, { quant: o.quant, adapter: o.adapter });
+      try {
+        const gen = model.generate(o.prompt, {
+          chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,
+          seed: o.seed, stop: o.stop, adapter: !!o.adapter,
+        });
+        let r = await gen.next();
+        while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }
+        process.stdout.write('\n');
+        const c = r.value;
+        if (o.stats) {
+          const decodeS = (c.totalMs - c.ttftMs) / 1000;
+          console.error(`prompt ${c.promptTokens} tokens, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${((c.tokens.length - 1) / Math.max(decodeS, 1e-9)).toFixed(1)} tok/s`);
+        }
+      } finally {
+        await model.close();
+      }
+    });
+}

@@ -1,0 +1,40 @@
+/** The `edgereason` command line: one thin subcommand per file, each parsing flags and calling the library. */
+import { Command, InvalidArgumentError } from 'commander';
+import { generateCommand } from './generate.ts';
+import { convertCommand } from './convert.ts';
+import { benchCommand } from './bench.ts';
+import { demoCommand } from './demo.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('edgereason')
+    .description('Small language models that reason efficiently on edge devices')
+    .showHelpAfterError();
+  for (const add of [generateCommand, convertCommand, benchCommand, demoCommand]) add(program);
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    console.error(`edgereason: ${e instanceof Error ? e.message : String(e)}`);
+    process.exitCode = 1;
+  }
+}
+
+export function intArg(name: string, min = 0) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got "${v}"`);
+    return n;
+  };
+}
+
+export function floatArg(name: string, min = 0, max = Infinity) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number in [${min}, ${max}], got "${v}"`);
+    return n;
+  };
+}
+
+export function quantArg(v: string): 'fp32' | 'q4' {
+  if (v !== 'fp32' && v !== 'q4') throw new InvalidArgumentError(`--quant must be q4 or fp32, got "${v}"`);
+  return v;
+}

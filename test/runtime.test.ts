@@ -1,0 +1,245 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadModel, convertModel } from '../src/runtime/model.ts';
+import { LocalBackend, type Backend } from '../src/runtime/backend.ts';
+import { buildInferenceGraph } from '../src/models/inference-graph.ts';
+import { MemoryWeights } from '../src/io/weights.ts';
+import { writeSafetensors } from '../src/io/safetensors.ts';
+import { openSource } from '../src/io/source.ts';
+import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
+import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+import { sharedPath } from './helpers/shared.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-runtime-'));
+// Embedding std 1 makes next-token distributions peaked, so greedy choices are not near-ties.
+const model = makeRandomQwen2({ dir: path.join(tmp, 'qwen2'), seed: 3, gguf: false, config: { numLayers: 2 } });
+for (const [name, t] of model.weights) if (name === 'model.embed_tokens.weight') t.data.forEach((v, i) => { t.data[i] = v * 50; });
+writeSafetensors(path.join(model.dir, 'model.safetensors'), model.weights);
+const V = model.config.vocabSize;
+
+async function backend(opts: { quant?: 'fp32' | 'q4'; lora?: boolean; weights?: MemoryWeights } = {}): Promise<LocalBackend> {
+  const g = buildInferenceGraph(model.config, opts.weights ?? new MemoryWeights(model.weights), {
+    quant: opts.quant ?? 'fp32', loraTargets: opts.lora ? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] : [],
+  });
+  return LocalBackend.create(model.config, g.toModelProto(), { threads: 1 });
+}
+
+/** Logits [T, V] of every position of `ids` in one fresh prefill. */
+async function allLogits(b: Backend, ids: number[]): Promise<Float32Array> {
+  const c = await b.newCache(1);
+  const r = await b.step(c, { tokens: [ids], logits: 'all', want: { logits: true } });
+  await b.free(c);
+  return r.logits!;
+}
+
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+const prompt = Array.from({ length: 23 }, (_, i) => (i * 37 + 11) % V);
+
+test('stories260K: greedy output equals llama2.c run.c output exactly', async () => {
+  const dir = sharedPath('models/stories260K');
+  const expected = fs.readFileSync(path.join(dir, 'expected.txt'), 'utf8');
+  const m = await loadModel(path.join(dir, 'stories260K.bin'), { quant: 'fp32' });
+  try {
+    // run.c: start from BOS, 200 steps (each produces one token), stop if BOS comes back.
+    const c = await m.complete('', { maxTokens: 200, stopTokens: [1] });
+    assert.equal(c.text, expected);
+    assert.equal(c.tokens.length, 200);
+  } finally {
+    await m.close();
+  }
+});
+
+test('KV-cached incremental decoding equals full recompute (fp32, ≤ 1e-4)', async () => {
+  const b = await backend();
+  const full = await allLogits(b, prompt);
+  const c = await b.newCache(1);
+  await b.step(c, { tokens: [prompt.slice(0, 5)] });
+  for (let t = 5; t < prompt.length; t++) {
+    const r = await b.step(c, { tokens: [[prompt[t]]], want: { logits: true } });
+    assert.ok(maxDiff(r.logits!, full.subarray(t * V, (t + 1) * V)) <= 1e-4, `position ${t}`);
+  }
+  // Growing past the initial capacity (64) keeps results identical.
+  const long = Array.from({ length: 150 }, (_, i) => (i * 13 + 5) % V);
+  const ref = await allLogits(b, long);
+  const c2 = await b.newCache(1);
+  for (let t = 0; t < long.length; t += 37) {
+    const chunk = long.slice(t, t + 37);
+    const r = await b.step(c2, { tokens: [chunk], logits: 'all', want: { logits: true } });
+    assert.ok(maxDiff(r.logits!.subarray(0, chunk.length * V), ref.subarray(t * V, (t + chunk.length) * V)) <= 1e-4, `chunk at ${t}`);
+  }
+  assert.deepEqual(await b.lengths(c2), [150]);
+  await b.close();
+});
+
+test('a batch of 4 prompts of different lengths equals the 4 single runs', async () => {
+  const b = await backend();
+  const prompts = [prompt, prompt.slice(3, 8), [7], prompt.slice(0, 15).reverse()];
+  const c = await b.newCache(4);
+  const batched = await b.step(c, { tokens: prompts, want: { logits: true } });
+  let next = prompts.map((p, i) => [batched.logits!.subarray(i * V, (i + 1) * V)]);
+  for (let i = 0; i < 4; i++) {
+    const single = await allLogits(b, prompts[i]);
+    assert.ok(maxDiff(next[i][0], single.subarray((prompts[i].length - 1) * V)) <= 1e-4, `prompt ${i}`);
+  }
+  // Then decode 3 steps in the batch and compare each row with its own single-row cache.
+  const singles = await Promise.all(prompts.map(async (p) => { const s = await b.newCache(1); await b.step(s, { tokens: [p] }); return s; }));
+  for (let step = 0; step < 3; step++) {
+    const toks = prompts.map((_, i) => [(step * 31 + i * 7) % V]);
+    const r = await b.step(c, { tokens: toks, want: { logits: true } });
+    for (let i = 0; i < 4; i++) {
+      const s = await b.step(singles[i], { tokens: [toks[i]], want: { logits: true } });
+      assert.ok(maxDiff(r.logits!.subarray(i * V, (i + 1) * V), s.logits!) <= 1e-4, `row ${i} step ${step}`);
+    }
+  }
+  await b.close();
+});
+
+test('a forked prefix equals re-encoding it; rows can be dropped from a batch', async () => {
+  const b = await backend();
+  const c = await b.newCache(1);
+  await b.step(c, { tokens: [prompt.slice(0, 12)] });
+  const forked = await b.select(c, [0, 0, 0]);
+  const conts = [[5, 6], [9, 10], [100, 3]];
+  const r = await b.step(forked, { tokens: conts, want: { logits: true } });
+  for (let i = 0; i < 3; i++) {
+    const ref = await allLogits(b, [...prompt.slice(0, 12), ...conts[i]]);
+    assert.ok(maxDiff(r.logits!.subarray(i * V, (i + 1) * V), ref.subarray(13 * V, 14 * V)) <= 1e-4, `fork ${i}`);
+  }
+  await b.keep(forked, [2]);
+  const r2 = await b.step(forked, { tokens: [[42]], want: { logits: true } });
+  const ref = await allLogits(b, [...prompt.slice(0, 12), ...conts[2], 42]);
+  assert.ok(maxDiff(r2.logits!, ref.subarray(14 * V)) <= 1e-4);
+  await b.close();
+});
+
+test('LoRA inputs: mask 1 equals the merged weights W + (alpha/r)·B·A, mask 0 equals the base', async () => {
+  const r = rng(9), rank = 4, alpha = 8;
+  const adapter = new Map<string, { shape: number[]; data: Float32Array }>();
+  const merged = new Map([...model.weights].map(([k, v]) => [k, { shape: v.shape, data: v.data.slice() }]));
+  const peft = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [name, t] of model.weights) {
+    if (!/proj\.weight$/.test(name)) continue;
+    const [out, inp] = t.shape, base = name.slice(0, -'.weight'.length);
+    const A = Float32Array.from({ length: rank * inp }, () => 0.1 * r.normal());
+    const B = Float32Array.from({ length: out * rank }, () => 0.1 * r.normal());
+    peft.set(`base_model.model.${base}.lora_A.weight`, { shape: [rank, inp], data: A });
+    peft.set(`base_model.model.${base}.lora_B.weight`, { shape: [out, rank], data: B });
+    const w = merged.get(name)!.data;
+    for (let o = 0; o < out; o++) for (let i = 0; i < inp; i++) {
+      let s = 0;
+      for (let k = 0; k < rank; k++) s += B[o * rank + k] * A[k * inp + i];
+      w[o * inp + i] += (alpha / rank) * s;
+    }
+    adapter.set(base, t);
+  }
+  const dir = path.join(tmp, 'adapter');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }));
+  writeSafetensors(path.join(dir, 'adapter_model.safetensors'), peft);
+
+  const withAdapter = await loadModel(model.dir, { quant: 'fp32', adapter: dir, worker: false });
+  const base = await backend(), mergedB = await backend({ weights: new MemoryWeights(merged) });
+  const ids = prompt.slice(0, 10);
+  const run = async (mask: number) => {
+    const c = await withAdapter.backend.newCache(1);
+    return (await withAdapter.backend.step(c, { tokens: [ids], adapterMask: [ids.map(() => mask)], logits: 'all', want: { logits: true } })).logits!;
+  };
+  assert.ok(maxDiff(await run(1), await allLogits(mergedB, ids)) <= 1e-4);
+  assert.ok(maxDiff(await run(0), await allLogits(base, ids)) <= 1e-4);
+  assert.ok(maxDiff(await run(1), await run(0)) > 1e-2, 'the adapter changes the logits');
+  await Promise.all([withAdapter.close(), base.close(), mergedB.close()]);
+
+  fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ r: 0, lora_alpha: 8, target_modules: ['q_proj'] }));
+  await assert.rejects(loadModel(model.dir, { adapter: dir }), /adapter_config\.json field "r" must be a positive integer, got 0/);
+  fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ r: 4, lora_alpha: 8, target_modules: ['qkv'] }));
+  await assert.rejects(loadModel(model.dir, { adapter: dir }), /target module "qkv" is not supported/);
+});
+
+test('generate: worker thread, streaming, batch equals singles, seeded sampling, stop strings', async () => {
+  const m = await loadModel(model.dir, { quant: 'fp32' });
+  const local = await loadModel(model.dir, { quant: 'fp32', worker: false });
+  try {
+    const opts = { maxTokens: 12, temperature: 8, topP: 0.95, seed: 5 }; // hot: the test model is peaked
+    const pieces: string[] = [];
+    const gen = m.generate('Hello there', opts);
+    let r = await gen.next();
+    while (!r.done) { pieces.push(r.value); r = await gen.next(); }
+    assert.equal(pieces.join(''), r.value.text);
+    assert.equal(r.value.tokens.length, 12);
+    const again = await local.complete('Hello there', opts);
+    assert.deepEqual(again.tokens, r.value.tokens, 'same seed, same tokens, in the worker and in-process');
+    const other = await local.complete('Hello there', { ...opts, seed: 6 });
+    assert.notDeepEqual(other.tokens, r.value.tokens);
+
+    const prompts = ['a', 'the quick brown fox', 'Hello there', '12345'];
+    const batch = await m.generateBatch(prompts, prompts.map((_, i) => ({ ...opts, seed: i, maxTokens: 4 + 3 * i })));
+    for (let i = 0; i < prompts.length; i++) {
+      const single = await local.complete(prompts[i], { ...opts, seed: i, maxTokens: 4 + 3 * i });
+      assert.deepEqual(batch[i].tokens, single.tokens, `prompt ${i}`);
+      assert.equal(batch[i].tokens.length, 4 + 3 * i);
+    }
+
+    const full = await local.complete('Hello there', { maxTokens: 20 });
+    const stop = full.text.slice(6, 9);
+    const stopped = await local.complete('Hello there', { maxTokens: 20, stop: [stop] });
+    assert.equal(stopped.text, full.text.slice(0, full.text.indexOf(stop)));
+    assert.equal(stopped.finishReason, 'stop');
+  } finally {
+    await m.close();
+    await local.close();
+  }
+});
+
+test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens', () => {
+  const logits = Float32Array.from([Math.log(0.5), Math.log(0.3), Math.log(0.15), Math.log(0.05)]);
+  assert.equal(sampleToken(logits, {}, 0.99).token, 0);
+  assert.equal(sampleToken(logits, { temperature: 1, topK: 1 }, 0.99).token, 0);
+  // Probabilities 0.5/0.3/0.15/0.05: u walks the cumulative mass.
+  assert.equal(sampleToken(logits, { temperature: 1 }, 0.49).token, 0);
+  assert.equal(sampleToken(logits, { temperature: 1 }, 0.51).token, 1);
+  assert.equal(sampleToken(logits, { temperature: 1 }, 0.97).token, 3);
+  // top-p 0.8 keeps {0,1} (mass 0.8): u = 0.97 of 0.8 lands on token 1.
+  assert.equal(sampleToken(logits, { temperature: 1, topP: 0.8 }, 0.97).token, 1);
+  // min-p 0.4 drops tokens below 0.2 (=0.4×0.5): keeps {0,1}.
+  assert.equal(sampleToken(logits, { temperature: 1, minP: 0.4 }, 0.97).token, 1);
+  assert.equal(sampleToken(logits, { temperature: 1, topK: 3 }, 0.99).token, 2);
+  assert.ok(Math.abs(sampleToken(logits, { temperature: 1 }, 0.6).logprob - Math.log(0.3)) < 1e-6);
+  const a = seededRandom(42), b = seededRandom(42);
+  assert.deepEqual([a(), a(), a()], [b(), b(), b()]);
+});
+
+test('convert writes a loadable graph; a changed source makes the converted folder stale', async () => {
+  const out = path.join(tmp, 'converted');
+  convertModel(openSource(model.dir), out, { quant: 'q4' });
+  assert.ok(fs.existsSync(path.join(out, 'model.onnx.data')));
+  const direct = await loadModel(model.dir, { quant: 'q4', worker: false });
+  const converted = await loadModel(out, { worker: false });
+  const ids = prompt.slice(0, 9);
+  assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(converted.backend, ids)) <= 1e-5);
+  await Promise.all([direct.close(), converted.close()]);
+  const cfg = path.join(model.dir, 'config.json');
+  fs.utimesSync(cfg, new Date(), new Date(Date.now() + 5000));
+  await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);
+});
+
+test('bad input: prompt beyond the context, unknown token id, missing model path', async () => {
+  const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
+  try {
+    const long = 'word '.repeat(model.config.maxPositionEmbeddings + 10);
+    await assert.rejects(m.complete(long), /prompt 0 has \d+ tokens, more than the model's context of 2048 tokens allows/);
+    const c = await m.backend.newCache(1);
+    await assert.rejects(m.backend.step(c, { tokens: [[V + 5]] }), new RegExp(`token id ${V + 5} is outside the vocabulary`));
+  } finally {
+    await m.close();
+  }
+  await assert.rejects(loadModel(path.join(tmp, 'nope')), /nope does not exist/);
+});
