@@ -155,9 +155,11 @@ class Cursor {
     this.pos += n;
     return this.pos - n - this.base;
   }
-  u32(what: string): number { return this.dv.getUint32(this.take(4, what), true); }
+  /** Read n bytes with `get` (take() first: it may swap the buffer and its DataView). */
+  private num<T>(n: number, what: string, get: (dv: DataView, at: number) => T): T { const at = this.take(n, what); return get(this.dv, at); }
+  u32(what: string): number { return this.num(4, what, (dv, at) => dv.getUint32(at, true)); }
   u64(what: string): number {
-    const v = this.dv.getBigUint64(this.take(8, what), true);
+    const v = this.num(8, what, (dv, at) => dv.getBigUint64(at, true));
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`${this.file}: ${what} = ${v} is implausibly large (corrupt file?)`);
     return Number(v);
   }
@@ -166,22 +168,21 @@ class Cursor {
     return new TextDecoder().decode(this.buf.subarray(at, at + n));
   }
   value(t: number, what: string): GgufValue {
-    const dv = this.dv;
     switch (VT[t]) {
-      case 'u8': return dv.getUint8(this.take(1, what));
-      case 'i8': return dv.getInt8(this.take(1, what));
-      case 'u16': return dv.getUint16(this.take(2, what), true);
-      case 'i16': return dv.getInt16(this.take(2, what), true);
-      case 'u32': return dv.getUint32(this.take(4, what), true);
-      case 'i32': return dv.getInt32(this.take(4, what), true);
-      case 'f32': return shortF32(dv.getFloat32(this.take(4, what), true));
-      case 'bool': return dv.getUint8(this.take(1, what)) !== 0;
+      case 'u8': return this.num(1, what, (dv, at) => dv.getUint8(at));
+      case 'i8': return this.num(1, what, (dv, at) => dv.getInt8(at));
+      case 'u16': return this.num(2, what, (dv, at) => dv.getUint16(at, true));
+      case 'i16': return this.num(2, what, (dv, at) => dv.getInt16(at, true));
+      case 'u32': return this.u32(what);
+      case 'i32': return this.num(4, what, (dv, at) => dv.getInt32(at, true));
+      case 'f32': return shortF32(this.num(4, what, (dv, at) => dv.getFloat32(at, true)));
+      case 'bool': return this.num(1, what, (dv, at) => dv.getUint8(at) !== 0);
       case 'string': return this.str(what);
       case 'u64': case 'i64': {
-        const at = this.take(8, what), v = VT[t] === 'u64' ? this.dv.getBigUint64(at, true) : this.dv.getBigInt64(at, true);
+        const v = this.num(8, what, (dv, at) => VT[t] === 'u64' ? dv.getBigUint64(at, true) : dv.getBigInt64(at, true));
         return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
       }
-      case 'f64': return dv.getFloat64(this.take(8, what), true);
+      case 'f64': return this.num(8, what, (dv, at) => dv.getFloat64(at, true));
       case 'array': {
         const et = this.u32(`${what} element type`), n = this.u64(`${what} length`), out: GgufValue[] = [];
         for (let i = 0; i < n; i++) out.push(this.value(et, what));
@@ -424,6 +425,7 @@ export function permuteQK(x: Float32Array, rows: number, nHeads: number, toGguf:
 }
 
 const GGUF_ARCHS = ['qwen2', 'llama'] as const;
+const EOG_TEXTS = ['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|end|>'];
 
 /** Load a Qwen2/Llama GGUF as a ModelConfig plus Hugging Face-named float32 weights (llama q/k un-permuted). */
 export function ggufToModel(path: string): { config: ModelConfig; weights: WeightSource; metadata: Record<string, GgufValue>; file: GgufFile } {
@@ -442,7 +444,9 @@ export function ggufToModel(path: string): { config: ModelConfig; weights: Weigh
   if (!file.has('token_embd.weight')) throw new Error(`${path}: tensor "token_embd.weight" is missing`);
 
   const hiddenSize = key('embedding_length'), numHeads = key('attention.head_count');
-  const eos = [md['tokenizer.ggml.eos_token_id'], md['tokenizer.ggml.eot_token_id']].filter((x): x is number => typeof x === 'number');
+  // Stop tokens as llama.cpp decides them: eos, eot, eom, plus the end-of-generation tokens it recognises by text.
+  const tokens = md['tokenizer.ggml.tokens'], byText = Array.isArray(tokens) ? EOG_TEXTS.map((t) => tokens.indexOf(t)) : [];
+  const eos = [...['eos', 'eot', 'eom'].map((k) => md[`tokenizer.ggml.${k}_token_id`]), ...byText].filter((x): x is number => typeof x === 'number' && x >= 0);
   const config: ModelConfig = {
     architecture: arch as ModelConfig['architecture'],
     vocabSize: file.shape('token_embd.weight')[0],
