@@ -1,0 +1,319 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import {
+  bf16BitsToF32, f16BitsToF32, f32ToBf16Array, f32ToBf16Bits, f32ToF16Array, f32ToF16Bits, f16ToF32Array, bf16ToF32Array,
+  openSafetensors, writeSafetensors,
+} from '../src/io/safetensors.ts';
+import { loadHfFolder, parseHfConfig } from '../src/io/hf-folder.ts';
+import {
+  decodeGgml, encodeGgml, ggufToModel, openGguf, permuteQK, quantizeQ4_0, typed, writeGguf, writeModelGguf,
+} from '../src/io/gguf.ts';
+import { MemoryWeights } from '../src/io/weights.ts';
+import { hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-io-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const file = (name: string) => path.join(tmp, name);
+const seq = (n: number, f: (i: number) => number) => Float32Array.from({ length: n }, (_, i) => f(i));
+const hex = (s: string) => Uint8Array.from(s.match(/../g)!.map((b) => parseInt(b, 16)));
+
+describe('half precision', () => {
+  it('fp16 rounds to nearest even, with subnormals, overflow and NaN', () => {
+    assert.equal(f32ToF16Bits(1), 0x3c00);
+    assert.equal(f32ToF16Bits(-2), 0xc000);
+    assert.equal(f32ToF16Bits(65504), 0x7bff);
+    assert.equal(f32ToF16Bits(65520), 0x7c00); // halfway to the next binade rounds up to inf
+    assert.equal(f32ToF16Bits(1 + 2 ** -11), 0x3c00); // tie -> even
+    assert.equal(f32ToF16Bits(1 + 3 * 2 ** -11), 0x3c02); // tie -> even (up)
+    assert.equal(f32ToF16Bits(2 ** -24), 0x0001);
+    assert.equal(f32ToF16Bits(2 ** -25), 0x0000); // tie with 0 -> even
+    assert.equal(f32ToF16Bits(1.5 * 2 ** -24), 0x0002);
+    assert.equal(f32ToF16Bits(-0), 0x8000);
+    assert.ok(Number.isNaN(f16BitsToF32(f32ToF16Bits(NaN))));
+    for (let h = 0; h < 0x7c00; h += 7) assert.equal(f32ToF16Bits(f16BitsToF32(h)), h);
+  });
+  it('bf16 rounds to nearest even', () => {
+    assert.equal(f32ToBf16Bits(1), 0x3f80);
+    assert.equal(f32ToBf16Bits(1 + 2 ** -8), 0x3f80);
+    assert.equal(f32ToBf16Bits(1 + 3 * 2 ** -8), 0x3f82);
+    assert.equal(bf16BitsToF32(0xc020), -2.5);
+    assert.ok(Number.isNaN(bf16BitsToF32(f32ToBf16Bits(NaN))));
+  });
+});
+
+describe('safetensors', () => {
+  const tensors = { a: { shape: [2, 3], data: seq(6, (i) => i / 3 - 1) }, 'b.weight': { shape: [5], data: seq(5, (i) => 1e-3 * i + 100) } };
+
+  for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+    it(`round trips ${dtype} with metadata and an 8-byte aligned header`, () => {
+      const p = file(`rt-${dtype}.safetensors`);
+      writeSafetensors(p, tensors, { dtype, metadata: { format: 'pt' } });
+      assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), []);
+      const headerLen = Number(fs.readFileSync(p).readBigUInt64LE(0));
+      assert.equal((8 + headerLen) % 8, 0);
+      const f = openSafetensors(p);
+      assert.deepEqual(f.metadata, { format: 'pt' });
+      assert.deepEqual(f.names, ['a', 'b.weight']);
+      assert.deepEqual(f.shape('a'), [2, 3]);
+      assert.equal(f.info('b.weight').dtype, dtype);
+      const cast = (x: Float32Array) => dtype === 'F32' ? x : dtype === 'F16' ? f16ToF32Array(f32ToF16Array(x)) : bf16ToF32Array(f32ToBf16Array(x));
+      for (const [name, t] of Object.entries(tensors)) assert.deepEqual(f.get(name), cast(t.data));
+    });
+  }
+
+  const rawFile = (name: string, header: object, dataBytes: number) => {
+    const json = Buffer.from(JSON.stringify(header)), b = Buffer.alloc(8 + json.length + dataBytes);
+    b.writeBigUInt64LE(BigInt(json.length));
+    json.copy(b, 8);
+    fs.writeFileSync(file(name), b);
+    return file(name);
+  };
+
+  it('rejects a truncated file, naming file, tensor and offsets', () => {
+    const p = file('trunc.safetensors');
+    writeSafetensors(p, tensors);
+    fs.truncateSync(p, fs.statSync(p).size - 4);
+    assert.throws(() => openSafetensors(p), (e: Error) => e.message.includes(p) && e.message.includes('"b.weight"') && e.message.includes('[24,44]') && /outside the file/.test(e.message));
+    fs.writeFileSync(p, Buffer.alloc(5));
+    assert.throws(() => openSafetensors(p), new RegExp(`${p}: truncated safetensors file \\(5 bytes`));
+  });
+  it('rejects a header length beyond the file', () => {
+    const b = Buffer.alloc(16);
+    b.writeBigUInt64LE(1000n);
+    fs.writeFileSync(file('long.safetensors'), b);
+    assert.throws(() => openSafetensors(file('long.safetensors')), /long\.safetensors: header length 1000 goes beyond the end of the file \(16 bytes\)/);
+  });
+  it('rejects data_offsets outside the file or inconsistent with the shape', () => {
+    const out = rawFile('out.safetensors', { w: { dtype: 'F32', shape: [1000], data_offsets: [0, 4000] } }, 16);
+    assert.throws(() => openSafetensors(out), /out\.safetensors: tensor "w": data_offsets \[0,4000\] point outside the file \(data section has 16 bytes\)/);
+    const bad = rawFile('bad.safetensors', { w: { dtype: 'F16', shape: [2, 3], data_offsets: [0, 8] } }, 8);
+    assert.throws(() => openSafetensors(bad), /bad\.safetensors: tensor "w": data_offsets \[0,8\] span 8 bytes but shape \[2,3\] × F16 needs 12/);
+  });
+  it('rejects an unknown dtype', () => {
+    const p = rawFile('dtype.safetensors', { w: { dtype: 'F8_E4M3', shape: [4], data_offsets: [0, 4] } }, 4);
+    assert.throws(() => openSafetensors(p), /dtype\.safetensors: tensor "w" has unsupported dtype "F8_E4M3" \(supported: .*BF16/);
+  });
+});
+
+describe('Hugging Face config.json', () => {
+  const base = hfConfig({ ...qwenConfigForTests() });
+  it('parses Qwen2 and applies defaults', () => {
+    const c = parseHfConfig({ ...base, num_key_value_heads: undefined, rope_theta: undefined, rms_norm_eps: undefined, eos_token_id: 5 });
+    assert.equal(c.architecture, 'qwen2');
+    assert.equal(c.numKvHeads, c.numHeads);
+    assert.equal(c.ropeTheta, 10000);
+    assert.equal(c.rmsNormEps, 1e-6);
+    assert.equal(c.headDim, 16);
+    assert.equal(c.attentionBias, true);
+    assert.deepEqual(c.eosTokenIds, [5]);
+  });
+  it('maps Llama and Mistral, with attention_bias from the config', () => {
+    const llama = { ...base, architectures: ['LlamaForCausalLM'], model_type: 'llama' };
+    assert.equal(parseHfConfig(llama).attentionBias, false);
+    assert.equal(parseHfConfig({ ...llama, attention_bias: true }).attentionBias, true);
+    assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral' }).architecture, 'llama');
+  });
+  it('names config.json and the field when one is missing or mistyped', () => {
+    assert.throws(() => parseHfConfig({ ...base, hidden_size: undefined }, '/m/config.json'), /\/m\/config\.json: required field "hidden_size" is missing/);
+    assert.throws(() => parseHfConfig({ ...base, num_hidden_layers: '2' }, '/m/config.json'), /\/m\/config\.json: field "num_hidden_layers" must be a positive integer, got "2"/);
+    assert.throws(() => parseHfConfig({ ...base, eos_token_id: 'x' }), /config\.json: field "eos_token_id" must be a token id/);
+  });
+  it('lists the supported architectures for an unknown one', () => {
+    assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' }, 'q3/config.json'),
+      /q3\/config\.json: unknown architecture "Qwen3ForCausalLM" \(supported: Qwen2ForCausalLM, LlamaForCausalLM/);
+  });
+  it('rejects rope_scaling', () => {
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /rope_scaling \{"rope_type":"llama3","factor":8\} is not supported/);
+  });
+});
+
+function qwenConfigForTests() {
+  return { architecture: 'qwen2' as const, vocabSize: 512, hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, numKvHeads: 2,
+    headDim: 16, rmsNormEps: 1e-6, ropeTheta: 1e6, maxPositionEmbeddings: 2048, tieWordEmbeddings: true, attentionBias: true, bosTokenId: 486, eosTokenIds: [488, 486] };
+}
+
+describe('random model in every format', () => {
+  let m: RandomModel;
+  before(() => { m = makeRandomQwen2({ dir: file('qwen'), seed: 1, q4_0: true }); });
+
+  it('loads back from the HF folder with identical config and weights', () => {
+    const { config, weights } = loadHfFolder(m.dir);
+    assert.deepEqual(config, m.config);
+    assert.deepEqual(new Set(weights.names), new Set(m.weights.keys()));
+    for (const [name, t] of m.weights) { assert.deepEqual(weights.shape(name), t.shape); assert.deepEqual(weights.get(name), t.data); }
+  });
+
+  it('loads a sharded folder, and names a missing shard', () => {
+    const dir = file('sharded');
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(m.dir, 'config.json'), path.join(dir, 'config.json'));
+    const names = [...m.weights.keys()], weight_map: Record<string, string> = {};
+    [names.slice(0, 7), names.slice(7)].forEach((part, i) => {
+      const shard = `model-0000${i + 1}-of-00002.safetensors`;
+      writeSafetensors(path.join(dir, shard), new Map(part.map((n) => [n, m.weights.get(n)!])), { dtype: 'BF16' });
+      for (const n of part) weight_map[n] = shard;
+    });
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map }));
+    const { config, weights } = loadHfFolder(dir);
+    assert.equal(config.eosTokenIds.length, 2);
+    for (const [name, t] of m.weights) assert.deepEqual(weights.get(name), bf16ToF32Array(f32ToBf16Array(t.data)));
+    fs.rmSync(path.join(dir, 'model-00002-of-00002.safetensors'));
+    assert.throws(() => loadHfFolder(dir), /model\.safetensors\.index\.json: shard "model-00002-of-00002\.safetensors" \(holding "[^"]+"\) is missing/);
+  });
+
+  it('requires lm_head.weight when embeddings are not tied', () => {
+    const dir = file('untied');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...hfConfig(m.config), tie_word_embeddings: false }));
+    fs.copyFileSync(path.join(m.dir, 'model.safetensors'), path.join(dir, 'model.safetensors'));
+    assert.throws(() => loadHfFolder(dir), /untied: tensor "lm_head\.weight" is missing \(tie_word_embeddings is false/);
+  });
+
+  it('GGUF (F32) loads back via ggufToModel with identical config and weights', () => {
+    const g = ggufToModel(m.files.ggufF32);
+    assert.deepEqual(g.config, m.config);
+    assert.equal(g.metadata['tokenizer.ggml.model'], 'gpt2');
+    assert.deepEqual(new Set(g.weights.names), new Set(m.weights.keys()));
+    for (const [name, t] of m.weights) { assert.deepEqual(g.weights.shape(name), t.shape); assert.deepEqual(g.weights.get(name), t.data); }
+    // GGUF dims are innermost-first.
+    assert.deepEqual(g.file.info('blk.0.attn_q.weight').dims, [64, 64]);
+    assert.deepEqual(g.file.info('blk.0.ffn_down.weight').dims, [128, 64]);
+  });
+
+  it('GGUF (Q4_0) weights equal llama.cpp-style dequantization of the originals', () => {
+    const g = ggufToModel(m.files.ggufQ4_0!);
+    assert.deepEqual(g.config, m.config);
+    assert.equal(g.file.info('token_embd.weight').typeName, 'Q4_0');
+    assert.equal(g.file.info('blk.1.attn_k.bias').typeName, 'F32');
+    for (const [name, t] of m.weights) {
+      const want = t.shape.length === 2 ? decodeGgml('Q4_0', encodeGgml('Q4_0', t.data), t.data.length) : t.data;
+      assert.deepEqual(g.weights.get(name), want, name);
+    }
+  });
+
+  it('llama GGUFs store q/k rows permuted and load back un-permuted', () => {
+    const config = { ...m.config, architecture: 'llama' as const, attentionBias: true };
+    const p = file('llama.gguf');
+    writeModelGguf(p, config, new MemoryWeights(m.weights), { metadata: qwenTokenizer(512).gguf });
+    const g = ggufToModel(p);
+    assert.deepEqual(g.config, config);
+    for (const [name, t] of m.weights) assert.deepEqual(g.weights.get(name), t.data, name);
+    // Stored layout: gguf row 2i+s of each head = HF row s*hd/2+i (hd = 16 here).
+    const hf = m.weights.get('model.layers.0.self_attn.k_proj.weight')!.data, raw = g.file.get('blk.0.attn_k.weight');
+    assert.deepEqual(raw.subarray(1 * 64, 2 * 64), hf.subarray(8 * 64, 9 * 64));
+    assert.deepEqual(raw.subarray(2 * 64, 3 * 64), hf.subarray(1 * 64, 2 * 64));
+    assert.deepEqual(g.file.get('blk.0.attn_q.bias').subarray(16, 20), Float32Array.of(...[0, 8, 1, 9].map((r) => m.weights.get('model.layers.0.self_attn.q_proj.bias')!.data[16 + r])));
+    assert.deepEqual(permuteQK(permuteQK(hf, 32, 2, true), 32, 2, false), hf);
+  });
+
+  it('llama.cpp loads the GGUFs, tokenizes like the HF tokenizer.json, and agrees on the q/k permutation', async (t) => {
+    let llama;
+    try {
+      const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+      llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+    } catch (e) {
+      t.skip(`node-llama-cpp unavailable: ${(e as Error).message}`);
+      return;
+    }
+    const text = 'Hello world, this is a test.';
+    // Same model as qwen2 and as llama (zero biases, q/k/v scaled up so attention matters): llama.cpp
+    // applies NEOX RoPE to the first and rotate-pairs RoPE to the second, so outputs only agree if our permutation is right.
+    const w = new Map([...m.weights].map(([k, v]) => [k, { shape: v.shape, data: k.endsWith('.bias') ? new Float32Array(v.data.length) : v.shape.length === 2 ? v.data.map((x) => x * 10) : v.data }]));
+    const tok = qwenTokenizer(512).gguf;
+    writeModelGguf(file('same-qwen2.gguf'), m.config, new MemoryWeights(w), { metadata: tok });
+    writeModelGguf(file('same-llama.gguf'), { ...m.config, architecture: 'llama', attentionBias: false },
+      new MemoryWeights(new Map([...w].filter(([k]) => !k.endsWith('.bias')))), { metadata: tok });
+    const probs: Map<number, number>[] = [];
+    for (const f of [m.files.ggufF32, m.files.ggufQ4_0!, file('same-qwen2.gguf'), file('same-llama.gguf')]) {
+      const model = await llama.loadModel({ modelPath: f });
+      const ids = model.tokenize(text);
+      assert.deepEqual(ids, [39, 301, 385, 289, 269, 75, 67, 11, 419, 374, 264, 259, 477, 13]); // as @huggingface/tokenizers encodes it with tokenizer.json
+      assert.equal(model.detokenize(ids), text);
+      assert.equal(model.tokens.eos, m.config.eosTokenIds[0]);
+      const ctx = await model.createContext({ contextSize: 128 });
+      const out = await ctx.getSequence().controlledEvaluate([...ids.slice(0, -1),
+        [ids.at(-1)!, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }]]);
+      probs.push(out.at(-1)!.next.probabilities!);
+      await ctx.dispose();
+      await model.dispose();
+    }
+    await llama.dispose();
+    const [, , q, l] = probs;
+    assert.ok(Math.max(...[...q].map(([id, p]) => Math.abs(p - (l.get(id) ?? 0)))) < 1e-4);
+    assert.ok(Math.max(...q.values()) > 2 / 512, 'the scaled model should not be uniform');
+  });
+});
+
+describe('GGUF', () => {
+  it('round trips metadata of every type and F32/F16/BF16/Q8_0/Q4_0 tensors', () => {
+    const p = file('rt.gguf');
+    const x = seq(64, (i) => Math.sin(i) * (i + 1));
+    writeGguf(p, {
+      metadata: {
+        'general.architecture': 'qwen2', 'general.alignment': typed('u32', 64), s: 'héllo', u32: 7, i32: -7, f32: 0.1, b: true, big: 2n ** 60n,
+        u8: typed('u8', 255), i8: typed('i8', -128), u16: typed('u16', 65535), i16: typed('i16', -32768), i64: typed('i64', -5), f64: typed('f64', Math.PI),
+        strs: ['a', 'b c', ''], ints: [1, -2, 3], floats: [0.5, 1.25], u64s: typed('u64', [1, 2]),
+      },
+      tensors: (['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'] as const).map((type) => ({ name: `t.${type}`, shape: [2, 32], type, data: x })),
+    });
+    const f = openGguf(p);
+    assert.equal(f.version, 3);
+    assert.equal(f.alignment, 64);
+    assert.deepEqual({ ...f.metadata, 'general.alignment': undefined, 'general.architecture': undefined }, {
+      'general.alignment': undefined, 'general.architecture': undefined, s: 'héllo', u32: 7, i32: -7, f32: 0.1, b: true, big: 2n ** 60n,
+      u8: 255, i8: -128, u16: 65535, i16: -32768, i64: -5, f64: Math.PI, strs: ['a', 'b c', ''], ints: [1, -2, 3], floats: [0.5, 1.25], u64s: [1, 2],
+    });
+    assert.deepEqual([f.metadataTypes.f32, f.metadataTypes.ints, f.metadataTypes.big, f.metadataTypes.u64s], ['f32', 'i32', 'u64', 'u64']);
+    for (const t of f.tensors.values()) assert.equal(t.offset % 64, 0);
+    assert.deepEqual(f.shape('t.Q4_0'), [2, 32]);
+    assert.deepEqual(f.info('t.Q4_0').dims, [32, 2]);
+    assert.deepEqual(f.get('t.F32'), x);
+    assert.deepEqual(f.get('t.F16'), f16ToF32Array(f32ToF16Array(x)));
+    assert.deepEqual(f.get('t.BF16'), bf16ToF32Array(f32ToBf16Array(x)));
+    assert.deepEqual(f.get('t.Q8_0'), decodeGgml('Q8_0', encodeGgml('Q8_0', x), 64));
+    assert.deepEqual(f.get('t.Q4_0'), decodeGgml('Q4_0', encodeGgml('Q4_0', x), 64));
+  });
+
+  it('Q4_0 and Q8_0 match bytes and values from llama.cpp quantize_row_*_ref / dequantize_row_*', () => {
+    // Expected bytes were produced by llama.cpp's libggml-base (via ctypes) for these two blocks.
+    const a = seq(32, (i) => i - 16), b = seq(32, (i) => -i / 7);
+    assert.deepEqual(encodeGgml('Q4_0', a), hex('0040809191a2a2b3b3c4c4d5d5e6e6f7f7f8'));
+    assert.deepEqual(encodeGgml('Q4_0', b), hex('6e3848483737373726262626151515150404'));
+    assert.deepEqual(encodeGgml('Q8_0', a), hex('083081899199a1a9b1b9c0c8d0d8e0e8f0f8000810182028303840474f575f676f77'));
+    assert.deepEqual(encodeGgml('Q8_0', b), hex('772800fcf8f4f0ece7e3dfdbd7d3cfcbc7c3bebab6b2aeaaa6a29e9a95918d898581'));
+    assert.deepEqual([...decodeGgml('Q4_0', encodeGgml('Q4_0', a), 32)],
+      [-16, -14, -14, -12, -12, -10, -10, -8, -8, -6, -6, -4, -4, -2, -2, 0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14, 14]);
+    assert.deepEqual([...decodeGgml('Q4_0', encodeGgml('Q4_0', b), 32)].slice(0, 8), [0, 0, -0.5537109375, -0.5537109375, -0.5537109375, -0.5537109375, -1.107421875, -1.107421875]);
+    const q = quantizeQ4_0(a); // MatMulNBits view: x ≈ (q - 8) * scale
+    assert.equal(q.scales[0], 2);
+    assert.deepEqual([...q.q.subarray(0, 4)], [0, 1, 1, 2]);
+    assert.deepEqual(encodeGgml('Q4_0', new Float32Array(32)), hex('0080' + '88'.repeat(16))); // all zeros: d = 0 / -8 = -0, q = 8
+  });
+
+  it('names file, tensor and type for an unsupported tensor type', () => {
+    const p = file('q4k.gguf');
+    writeGguf(p, { metadata: { 'general.architecture': 'qwen2' }, tensors: [
+      { name: 'token_embd.weight', shape: [1, 256], type: 'Q4_K', raw: new Uint8Array(144) },
+      { name: 'odd', shape: [4], type: 77, raw: new Uint8Array(4) },
+    ] });
+    const f = openGguf(p);
+    assert.equal(f.info('odd').typeName, 'unknown type id 77');
+    assert.throws(() => f.get('token_embd.weight'), new RegExp(`${p}: tensor "token_embd.weight" has type Q4_K, which is not supported \\(supported: F32, F16, BF16, Q8_0, Q4_0\\)`));
+    assert.throws(() => ggufToModel(p), /q4k\.gguf: tensor "token_embd\.weight" has type Q4_K, which is not supported/);
+  });
+
+  it('rejects truncated files and unknown architectures', () => {
+    const p = file('trunc.gguf');
+    writeGguf(p, { metadata: { 'general.architecture': 'gemma' }, tensors: [{ name: 'a', shape: [8, 32], type: 'F32', data: new Float32Array(256) }] });
+    assert.throws(() => ggufToModel(p), /trunc\.gguf: general\.architecture "gemma" is not supported \(supported: qwen2, llama\)/);
+    fs.truncateSync(p, fs.statSync(p).size - 1);
+    assert.throws(() => openGguf(p), /trunc\.gguf: truncated GGUF: tensor "a" needs bytes \d+\.\.\d+ but the file has \d+/);
+    fs.truncateSync(p, 60);
+    assert.throws(() => openGguf(p), /trunc\.gguf: truncated GGUF: metadata "general\.architecture"/);
+    fs.writeFileSync(p, 'GGML not really');
+    assert.throws(() => openGguf(p), /not a GGUF file/);
+  });
+});
