@@ -308,33 +308,41 @@ export type GgufTensorIn =
 
 const isTyped = (v: GgufValue | GgufTyped): v is GgufTyped => typeof v === 'object' && !Array.isArray(v);
 
-function encodeValue(v: GgufValue | GgufTyped, key: string): Buffer[] {
+const ggufString = (x: string): Buffer => {
+  const s = Buffer.from(x), b = Buffer.alloc(8 + s.length);
+  b.writeBigUInt64LE(BigInt(s.length));
+  s.copy(b, 8);
+  return b;
+};
+
+function ggufScalar(t: GgufScalarType, x: GgufValue): Buffer {
+  if (t === 'string') return ggufString(String(x));
+  const b = Buffer.alloc({ u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 }[t]), n = Number(x);
+  switch (t) {
+    case 'u8': b.writeUInt8(n); break; case 'i8': b.writeInt8(n); break; case 'bool': b.writeUInt8(x ? 1 : 0); break;
+    case 'u16': b.writeUInt16LE(n); break; case 'i16': b.writeInt16LE(n); break;
+    case 'u32': b.writeUInt32LE(n); break; case 'i32': b.writeInt32LE(n); break; case 'f32': b.writeFloatLE(n); break;
+    case 'u64': b.writeBigUInt64LE(BigInt(x as number | bigint)); break; case 'i64': b.writeBigInt64LE(BigInt(x as number | bigint)); break;
+    case 'f64': b.writeDoubleLE(n); break;
+  }
+  return b;
+}
+
+/** Type tag + payload of one metadata value; untyped numbers become u32 / i32 / i64 (integers) or f32. */
+function ggufValue(v: GgufValue | GgufTyped, key: string): Buffer {
   const val = isTyped(v) ? v.value : v, explicit = isTyped(v) ? v.type : undefined;
-  const infer = (x: GgufValue): GgufScalarType => typeof x === 'string' ? 'string' : typeof x === 'boolean' ? 'bool'
-    : typeof x === 'bigint' ? (x < 0n ? 'i64' : 'u64')
-    : typeof x === 'number' && Number.isInteger(x) ? (x >= 0 && x < 2 ** 32 ? 'u32' : x >= -(2 ** 31) && x < 2 ** 31 ? 'i32' : 'i64')
-    : typeof x === 'number' ? 'f32' : (() => { throw new Error(`writeGguf: metadata "${key}": nested arrays are not supported`); })();
-  const scalar = (t: GgufScalarType, x: GgufValue): Buffer => {
-    if (t === 'string') { const s = Buffer.from(String(x)), b = Buffer.alloc(8 + s.length); b.writeBigUInt64LE(BigInt(s.length)); s.copy(b, 8); return b; }
-    const b = Buffer.alloc({ u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 }[t]);
-    const n = Number(x);
-    switch (t) {
-      case 'u8': b.writeUInt8(n); break; case 'i8': b.writeInt8(n); break; case 'bool': b.writeUInt8(x ? 1 : 0); break;
-      case 'u16': b.writeUInt16LE(n); break; case 'i16': b.writeInt16LE(n); break;
-      case 'u32': b.writeUInt32LE(n); break; case 'i32': b.writeInt32LE(n); break; case 'f32': b.writeFloatLE(n); break;
-      case 'u64': b.writeBigUInt64LE(BigInt(x as number | bigint)); break; case 'i64': b.writeBigInt64LE(BigInt(x as number | bigint)); break;
-      case 'f64': b.writeDoubleLE(n); break;
-    }
-    return b;
-  };
   const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b; };
   if (Array.isArray(val)) {
+    if (val.some(Array.isArray)) throw new Error(`writeGguf: metadata "${key}": nested arrays are not supported`);
     const et = explicit ?? (val.every((x) => typeof x === 'string') ? 'string' : val.every((x) => Number.isInteger(x)) ? 'i32' : 'f32');
-    const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(val.length));
-    return [u32(VT.indexOf('array')), u32(VT.indexOf(et)), len, ...val.map((x) => scalar(et, x))];
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(val.length));
+    return Buffer.concat([u32(VT.indexOf('array')), u32(VT.indexOf(et)), len, ...val.map((x) => ggufScalar(et, x))]);
   }
-  const t = explicit ?? infer(val);
-  return [u32(VT.indexOf(t)), scalar(t, val)];
+  const t = explicit ?? (typeof val === 'string' ? 'string' : typeof val === 'boolean' ? 'bool'
+    : typeof val === 'bigint' ? (val < 0n ? 'i64' : 'u64')
+    : Number.isInteger(val) ? (val >= 0 && val < 2 ** 32 ? 'u32' : val >= -(2 ** 31) ? 'i32' : 'i64') : 'f32');
+  return Buffer.concat([u32(VT.indexOf(t)), ggufScalar(t, val)]);
 }
 
 /** Write a GGUF v3 file atomically. Shapes are in PyTorch order; tensor data is encoded one tensor at a time. */
@@ -344,7 +352,7 @@ export function writeGguf(path: string, { metadata, tensors }: { metadata: Recor
   parts[1].writeUInt32LE(3);
   parts[2].writeBigUInt64LE(BigInt(tensors.length));
   parts[3].writeBigUInt64LE(BigInt(Object.keys(metadata).length));
-  for (const [key, v] of Object.entries(metadata)) parts.push(...encodeValue(key, 'key').slice(1), ...encodeValue(v, key));
+  for (const [key, v] of Object.entries(metadata)) parts.push(ggufString(key), ggufValue(v, key));
   let offset = 0;
   const sizes: number[] = [];
   for (const t of tensors) {
@@ -352,13 +360,12 @@ export function writeGguf(path: string, { metadata, tensors }: { metadata: Recor
     if (type === undefined) throw new Error(`writeGguf(${path}): tensor "${t.name}" has unknown type ${t.type}`);
     const dims = [...t.shape].reverse(), bytes = 'raw' in t ? t.raw.length : typeBytes(type, dims)!;
     if (Number.isNaN(bytes)) throw new Error(`writeGguf(${path}): tensor "${t.name}" row length ${dims[0]} is not a multiple of ${t.type}'s block size`);
-    const info = [...encodeValue(t.name, 'name').slice(1), Buffer.alloc(4 + 8 * dims.length + 12)];
-    const b = info[info.length - 1];
+    const b = Buffer.alloc(4 + 8 * dims.length + 12);
     b.writeUInt32LE(dims.length, 0);
     dims.forEach((d, i) => b.writeBigUInt64LE(BigInt(d), 4 + 8 * i));
     b.writeUInt32LE(type, 4 + 8 * dims.length);
     b.writeBigUInt64LE(BigInt(offset), 8 + 8 * dims.length);
-    parts.push(...info);
+    parts.push(ggufString(t.name), b);
     sizes.push(bytes);
     offset += Math.ceil(bytes / alignment) * alignment;
   }
