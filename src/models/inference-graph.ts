@@ -1,12 +1,15 @@
 /**
  * The inference graph contract (later stages depend on it):
- *   inputs   input_ids int64 [B,T], position_ids int64 [B,T], attention_bias float [B,T,P+T] (0 = attend,
- *            -1e9 = masked; built by the KV-cache manager), past_key.i / past_value.i float [B,Hkv,P,D]
- *            (JS-owned cache, capacity-sized, masked), logits_index int64 [B,L] (positions within T whose
- *            logits/hidden states are returned), and with LoRA: adapter_mask float [B,T] plus
+ *   inputs   input_ids int64 [B,T]; seqlens_k int32 [B] = each row's cache length after this step, minus 1;
+ *            total_sequence_length int32 scalar = the largest of those lengths; past_key.i / past_value.i
+ *            float [B,Hkv,capacity,D]: the JS-owned KV cache, masked beyond each row's length; logits_index
+ *            int64 [B,L]: positions within T whose logits and hidden states are returned; with LoRA also
+ *            adapter_mask float [B,T] (0 = base weights, 1 = base + LoRA for that token) and
  *            <projection>.lora_A [r,in] / .lora_B [out,r] for each targeted projection.
- *   outputs  logits [B,L,V], hidden_states [B,L,H] (final norm; for routers and verifiers),
- *            present_key.i / present_value.i [B,Hkv,T,D]: the new rows only.
+ *   outputs  logits [B,L,V]; hidden_states [B,L,H] (after the final norm: for routers and verifiers);
+ *            present_key.i / present_value.i: the cache with this step's rows appended. The engine passes
+ *            the cache buffers as pre-allocated outputs, so only the new rows are written, in place.
+ * New tokens of row b sit at positions lengths[b] .. lengths[b]+T-1 (RoPE is fused into the attention op).
  */
 import { Graph } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';
@@ -28,25 +31,21 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opt
   });
   const { numKvHeads: hkv, headDim: d } = cfg;
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
-  const positions = g.input('position_ids', 'int64', ['batch', 'tokens']);
-  const bias2d = g.input('attention_bias', 'float32', ['batch', 'tokens', 'total']);
-  const bias = g.node('Unsqueeze', [bias2d, g.constant([1, 2])]);
+  const seqlensK = g.input('seqlens_k', 'int32', ['batch']);
+  const total = g.input('total_sequence_length', 'int32', []);
   const past = Array.from({ length: cfg.numLayers }, (_, i) => ({
-    k: g.input(`past_key.${i}`, 'float32', ['batch', hkv, 'past', d]),
-    v: g.input(`past_value.${i}`, 'float32', ['batch', hkv, 'past', d]),
+    k: g.input(`past_key.${i}`, 'float32', ['batch', hkv, 'capacity', d]),
+    v: g.input(`past_value.${i}`, 'float32', ['batch', hkv, 'capacity', d]),
   }));
   const logitsIndex = g.input('logits_index', 'int64', ['batch', 'selected']);
-  const { hidden, newKeys, newValues } = decoder(L, { inputIds, positions, bias, past });
-  const picked = g.node('GatherND', [hidden, g.node('Unsqueeze', [logitsIndex, g.constant([2])])], { batch_dims: 1 });
-  g.nodeN('Identity', [picked], {}, { names: ['hidden_states'] });
+  const hidden = decoder(L, { inputIds, cache: { seqlensK, total, past } });
+  const picked = g.nodeN('GatherND', [hidden, g.node('Unsqueeze', [logitsIndex, g.constant([2])])], { batch_dims: 1 }, { names: ['hidden_states'] })[0];
   g.nodeN('Identity', [lmHead(L, picked)], {}, { names: ['logits'] });
   g.output('logits', 'float32', ['batch', 'selected', cfg.vocabSize]);
   g.output('hidden_states', 'float32', ['batch', 'selected', cfg.hiddenSize]);
   for (let i = 0; i < cfg.numLayers; i++) {
-    g.nodeN('Identity', [newKeys[i]], {}, { names: [`present_key.${i}`] });
-    g.nodeN('Identity', [newValues[i]], {}, { names: [`present_value.${i}`] });
-    g.output(`present_key.${i}`, 'float32', ['batch', hkv, 'tokens', d]);
-    g.output(`present_value.${i}`, 'float32', ['batch', hkv, 'tokens', d]);
+    g.output(`present_key.${i}`, 'float32', ['batch', hkv, 'capacity', d]);
+    g.output(`present_value.${i}`, 'float32', ['batch', hkv, 'capacity', d]);
   }
   return g;
 }

@@ -23,6 +23,8 @@ export interface LayerOptions {
 
 export class Layers {
   private adapterGate?: string;
+  private ropeCache?: { cos: string; sin: string };
+  private ropeTablesCached?: { cos: string; sin: string };
   constructor(readonly g: Graph, readonly cfg: ModelConfig, readonly weights: WeightSource, readonly opts: LayerOptions) {}
 
   /** A float32 parameter under its Hugging Face name (initializer, or graph input when training all weights). */
@@ -92,6 +94,44 @@ export class Layers {
     return g.node('Gather', [this.param(name), ids]);
   }
 
+  /**
+   * Inference attention: ORT's GroupQueryAttention with RoPE fused (do_rotary). The JS-owned cache
+   * [B,Hkv,capacity,D] is both the past input and the pre-allocated present output, so ORT appends the
+   * new rows in place; seqlens_k[b] = (row b's length after this step) - 1 masks the unused capacity.
+   */
+  cachedAttention(q: string, k: string, v: string, layer: number, io: { seqlensK: string; total: string; pastKey: string; pastValue: string }): string {
+    const g = this.g, c = this.cfg, half = c.headDim / 2;
+    // ORT fuses RoPE only for head sizes that are multiples of 16; tiny models rotate q/k here instead.
+    const fuseRope = c.headDim % 16 === 0;
+    let extra: string[] = [];
+    if (fuseRope) {
+      this.ropeCache ??= (() => {
+        const n = c.maxPositionEmbeddings, cos = new Float32Array(n * half), sin = new Float32Array(n * half);
+        for (let p = 0; p < n; p++) for (let i = 0; i < half; i++) {
+          const a = p / Math.pow(c.ropeTheta, (2 * i) / c.headDim);
+          cos[p * half + i] = Math.cos(a); sin[p * half + i] = Math.sin(a);
+        }
+        return { cos: g.initializer('rope_cos', 'float32', [n, half], cos), sin: g.initializer('rope_sin', 'float32', [n, half], sin) };
+      })();
+      extra = [this.ropeCache.cos, this.ropeCache.sin];
+    } else {
+      // Positions of the new tokens: seqlens_k[b] - T + 1 + t.
+      this.ropeTablesCached ??= (() => {
+        const T = g.node('Cast', [g.node('Slice', [g.node('Shape', [q]), g.constant([1]), g.constant([2])])], { to: 6 });
+        const first = g.node('Sub', [g.node('Add', [io.seqlensK, g.constant([1], 'int32', [])]), T]);
+        const steps = g.node('Range', [g.constant([0], 'int32', []), g.node('Squeeze', [T, g.constant([0])]), g.constant([1], 'int32', [])]);
+        const pos = g.node('Add', [g.node('Unsqueeze', [first, g.constant([1])]), g.node('Unsqueeze', [steps, g.constant([0])])]);
+        return this.ropeTables(pos);
+      })();
+      const flat = (x: string) => g.node('Reshape', [x, g.constant([0, 0, -1])]);
+      q = flat(this.rope(this.splitHeads(q, c.numHeads), this.ropeTablesCached));
+      k = flat(this.rope(this.splitHeads(k, c.numKvHeads), this.ropeTablesCached));
+    }
+    return g.nodeN('GroupQueryAttention', [q, k, v, io.pastKey, io.pastValue, io.seqlensK, io.total, ...extra],
+      { num_heads: c.numHeads, kv_num_heads: c.numKvHeads, do_rotary: fuseRope ? 1 : 0, rotary_interleaved: 0 },
+      { domain: MS, names: [g.fresh('attn'), `present_key.${layer}`, `present_value.${layer}`] })[0];
+  }
+
   /** cos/sin tables for the given positions, [B, T, 1, headDim] (Hugging Face rotate_half convention). */
   ropeTables(positions: string): { cos: string; sin: string } {
     const g = this.g, d = this.cfg.headDim;
@@ -111,30 +151,17 @@ export class Layers {
   }
 
   /**
-   * Grouped-query attention over [past ; new] keys. q [B,T,H*D], k/v [B,T,Hkv*D] (k already rotated);
-   * past K/V [B,Hkv,P,D] (omitted in training); bias [B,1,1,T,P+T] additive mask. Returns [B,T,H*D].
+   * Reference causal attention in plain ONNX ops (training): q [B,T,H,D], k/v [B,T,Hkv,D] already rotated,
+   * `bias` [B,1,1,T,T] additive mask. Returns [B,T,H*D].
    */
-  attention(q: string, kNew: string, vNew: string, bias: string, past?: { k: string; v: string }): string {
+  attention(q: string, k: string, v: string, bias: string): string {
     const g = this.g, { numKvHeads: hkv, headDim: d } = this.cfg, grp = this.cfg.numHeads / hkv;
-    // [B,T,Hkv,G,D] -> [B,Hkv,G,T,D]; keys/values [B,Hkv,1,T,D] broadcast over the G query heads they serve.
+    // Queries [B,Hkv,G,T,D]; keys/values [B,Hkv,1,T,D] broadcast over the G query heads they serve.
     const q5 = g.node('Transpose', [g.node('Reshape', [q, g.constant([0, 0, hkv, grp, d])])], { perm: [0, 2, 3, 1, 4] });
-    const kv5 = (x: string) => g.node('Unsqueeze', [x, g.constant([2])]);
-    const scale = 1 / Math.sqrt(d);
-    const scores = (k: string) => this.opts.fused
-      ? g.node('FusedMatMul', [q5, k], { transB: 1, alpha: { float: scale } }, { domain: MS })
-      : g.node('Mul', [g.node('MatMul', [q5, g.node('Transpose', [k], { perm: [0, 1, 2, 4, 3] })]), g.scalar(scale)]);
-    const sNew = scores(kv5(kNew));
-    let out: string;
-    if (past) {
-      const s = g.node('Concat', [scores(kv5(past.k)), sNew], { axis: -1 });
-      const probs = g.node('Softmax', [g.node('Add', [s, bias])], { axis: -1 });
-      const pLen = g.node('Slice', [g.node('Shape', [past.k]), g.constant([2]), g.constant([3])]);
-      const tLen = g.node('Slice', [g.node('Shape', [kNew]), g.constant([2]), g.constant([3])]);
-      const [pPast, pNew] = g.nodeN('Split', [probs, g.node('Concat', [pLen, tLen], { axis: 0 })], { axis: -1 }, { outputs: 2 });
-      out = g.node('Add', [g.node('MatMul', [pPast, kv5(past.v)]), g.node('MatMul', [pNew, kv5(vNew)])]);
-    } else {
-      out = g.node('MatMul', [g.node('Softmax', [g.node('Add', [sNew, bias])], { axis: -1 }), kv5(vNew)]);
-    }
+    const kv5 = (x: string) => g.node('Unsqueeze', [g.node('Transpose', [x], { perm: [0, 2, 1, 3] }), g.constant([2])]);
+    const kT = g.node('Transpose', [kv5(k)], { perm: [0, 1, 2, 4, 3] });
+    const scores = g.node('Mul', [g.node('MatMul', [q5, kT]), g.scalar(1 / Math.sqrt(d))]);
+    const out = g.node('MatMul', [g.node('Softmax', [g.node('Add', [scores, bias])], { axis: -1 }), kv5(v)]);
     return g.node('Reshape', [g.node('Transpose', [out], { perm: [0, 3, 1, 2, 4] }), g.constant([0, 0, -1])]);
   }
 

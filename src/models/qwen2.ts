@@ -6,35 +6,35 @@
 import type { Layers } from './layers.ts';
 
 export interface DecoderIO {
-  inputIds: string;         // int64 [B, T]
-  positions: string;        // int64 [B, T]
-  bias: string;             // float [B, 1, 1, T, P+T] additive attention mask
-  past?: { k: string; v: string }[]; // per layer [B, Hkv, P, D]; absent when training
+  inputIds: string; // int64 [B, T]
+  /** Inference: the JS-owned KV cache (GroupQueryAttention appends in place). */
+  cache?: { seqlensK: string; total: string; past: { k: string; v: string }[] };
+  /** Training: positions int64 [B, T] and an additive causal mask [B, 1, 1, T, T]. */
+  positions?: string;
+  bias?: string;
 }
 
-/** Returns the final-norm hidden states [B, T, H] and each layer's new (rotated) keys and values [B, Hkv, T, D]. */
-export function decoder(L: Layers, io: DecoderIO): { hidden: string; newKeys: string[]; newValues: string[] } {
+/** Returns the final-norm hidden states [B, T, H]. */
+export function decoder(L: Layers, io: DecoderIO): string {
   const { g, cfg } = L;
-  const rope = L.ropeTables(io.positions);
+  const rope = io.cache ? undefined : L.ropeTables(io.positions!);
   let h = L.embed(io.inputIds);
-  const newKeys: string[] = [], newValues: string[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `model.layers.${i}`, bias = cfg.attentionBias;
     const x = L.rmsNorm(h, `${p}.input_layernorm.weight`);
-    const q = L.rope(L.splitHeads(L.linear(x, `${p}.self_attn.q_proj`, { bias, projection: 'q_proj' }), cfg.numHeads), rope);
-    const k = L.rope(L.splitHeads(L.linear(x, `${p}.self_attn.k_proj`, { bias, projection: 'k_proj' }), cfg.numKvHeads), rope);
-    const v = L.splitHeads(L.linear(x, `${p}.self_attn.v_proj`, { bias, projection: 'v_proj' }), cfg.numKvHeads);
-    const kT = g.node('Transpose', [k], { perm: [0, 2, 1, 3] }), vT = g.node('Transpose', [v], { perm: [0, 2, 1, 3] });
-    newKeys.push(kT); newValues.push(vT);
-    const qFlat = g.node('Reshape', [q, g.constant([0, 0, -1])]);
-    const attn = L.attention(qFlat, kT, vT, io.bias, io.past?.[i]);
+    const q = L.linear(x, `${p}.self_attn.q_proj`, { bias, projection: 'q_proj' });
+    const k = L.linear(x, `${p}.self_attn.k_proj`, { bias, projection: 'k_proj' });
+    const v = L.linear(x, `${p}.self_attn.v_proj`, { bias, projection: 'v_proj' });
+    const attn = io.cache
+      ? L.cachedAttention(q, k, v, i, { seqlensK: io.cache.seqlensK, total: io.cache.total, pastKey: io.cache.past[i].k, pastValue: io.cache.past[i].v })
+      : L.attention(L.rope(L.splitHeads(q, cfg.numHeads), rope!), L.rope(L.splitHeads(k, cfg.numKvHeads), rope!), L.splitHeads(v, cfg.numKvHeads), io.bias!);
     h = g.node('Add', [h, L.linear(attn, `${p}.self_attn.o_proj`, { projection: 'o_proj' })]);
     const y = L.rmsNorm(h, `${p}.post_attention_layernorm.weight`);
     const gate = L.silu(L.linear(y, `${p}.mlp.gate_proj`, { projection: 'gate_proj' }));
     const up = L.linear(y, `${p}.mlp.up_proj`, { projection: 'up_proj' });
     h = g.node('Add', [h, L.linear(g.node('Mul', [gate, up]), `${p}.mlp.down_proj`, { projection: 'down_proj' })]);
   }
-  return { hidden: L.rmsNorm(h, 'model.norm.weight'), newKeys, newValues };
+  return L.rmsNorm(h, 'model.norm.weight');
 }
 
 /** Logits for hidden states [..., H]: lm_head, or the embedding table when tied. */

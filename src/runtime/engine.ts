@@ -77,44 +77,65 @@ export class Engine {
   async step(cache: KVCache, input: StepInput): Promise<StepOutput> {
     const rows = cache.rows, counts = input.tokens.map((t) => t.length);
     if (input.tokens.length !== rows) throw new Error(`engine: step has ${input.tokens.length} token rows for a cache of ${rows} rows`);
+    for (const row of input.tokens) for (const id of row) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+    }
     const T = Math.max(1, ...counts);
     const max = Math.max(...cache.lengths.map((l, b) => l + counts[b]));
     if (max > this.config.maxPositionEmbeddings) throw new Error(`engine: sequence length ${max} exceeds the model's context of ${this.config.maxPositionEmbeddings} tokens`);
-    cache.ensureCapacity(max);
-    const ids = new BigInt64Array(rows * T), pos = new BigInt64Array(rows * T), mask = new Float32Array(rows * T);
-    for (let b = 0; b < rows; b++) {
-      for (let t = 0; t < T; t++) {
-        const real = t < counts[b];
-        ids[b * T + t] = BigInt(real ? input.tokens[b][t] : 0);
-        pos[b * T + t] = BigInt(cache.lengths[b] + (real ? t : 0));
-        mask[b * T + t] = real ? input.adapterMask?.[b]?.[t] ?? 0 : 0;
-      }
-      for (const id of input.tokens[b]) {
-        if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+    // The attention op writes T rows for every row (padding included), so make room for all of them.
+    cache.ensureCapacity(Math.max(...cache.lengths) + T);
+    const L = input.logits === 'all' ? T : 1;
+    const fresh = cache.lengths.every((l) => l === 0);
+    let out: StepOutput;
+    if (T === 1 || rows === 1 || fresh) out = await this.run(cache, input, counts, T, L, [...Array(rows).keys()]);
+    else {
+      // GroupQueryAttention takes several new tokens per row over a non-empty cache only at batch 1.
+      const V = this.config.vocabSize, Hd = this.config.hiddenSize;
+      out = { logits: new Float32Array(rows * L * V), hidden: new Float32Array(rows * L * Hd), positions: L };
+      for (let b = 0; b < rows; b++) {
+        if (!counts[b]) continue;
+        const r = await this.run(cache, input, counts, T, L, [b]);
+        out.logits.set(r.logits, b * L * V);
+        out.hidden.set(r.hidden, b * L * Hd);
       }
     }
-    const all = input.logits === 'all', L = all ? T : 1;
-    const index = new BigInt64Array(rows * L);
-    for (let b = 0; b < rows; b++) for (let i = 0; i < L; i++) index[b * L + i] = BigInt(all ? i : Math.max(0, counts[b] - 1));
-    const { kvHeads, headDim } = cache.shape, cap = cache.capacity;
+    counts.forEach((n, b) => cache.advance(b, n));
+    return out;
+  }
+
+  /** One session run over the given cache rows (all rows, or a single row through views of the buffers). */
+  private async run(cache: KVCache, input: StepInput, counts: number[], T: number, L: number, rowsIn: number[]): Promise<StepOutput> {
+    const B = rowsIn.length, all = B === cache.rows;
+    const ids = new BigInt64Array(B * T), mask = new Float32Array(B * T), seqlens = new Int32Array(B), index = new BigInt64Array(B * L);
+    rowsIn.forEach((row, b) => {
+      for (let t = 0; t < counts[row]; t++) {
+        ids[b * T + t] = BigInt(input.tokens[row][t]);
+        mask[b * T + t] = input.adapterMask?.[row]?.[t] ?? 0;
+      }
+      seqlens[b] = cache.lengths[row] + T - 1;
+      for (let i = 0; i < L; i++) index[b * L + i] = BigInt(L === 1 ? Math.max(0, counts[row] - 1) : i);
+    });
+    const { kvHeads, headDim } = cache.shape, dims = [B, kvHeads, cache.capacity, headDim];
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', ids, [rows, T]),
-      position_ids: new ort.Tensor('int64', pos, [rows, T]),
-      attention_bias: new ort.Tensor('float32', cache.attentionBias(counts, T), [rows, T, cap + T]),
-      logits_index: new ort.Tensor('int64', index, [rows, L]),
+      input_ids: new ort.Tensor('int64', ids, [B, T]),
+      seqlens_k: new ort.Tensor('int32', seqlens, [B]),
+      total_sequence_length: new ort.Tensor('int32', Int32Array.of(Math.max(...seqlens) + 1), []),
+      logits_index: new ort.Tensor('int64', index, [B, L]),
     };
+    const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null };
     for (let l = 0; l < this.config.numLayers; l++) {
-      feeds[`past_key.${l}`] = new ort.Tensor('float32', cache.keys[l], [rows, kvHeads, cap, headDim]);
-      feeds[`past_value.${l}`] = new ort.Tensor('float32', cache.values[l], [rows, kvHeads, cap, headDim]);
+      const view = all ? { k: cache.keys[l], v: cache.values[l] } : cache.rowView(l, rowsIn[0]);
+      const k = new ort.Tensor('float32', view.k, dims), v = new ort.Tensor('float32', view.v, dims);
+      // Same buffer in and out: ORT's attention appends the new rows in place (shared past/present buffer).
+      feeds[`past_key.${l}`] = k; fetches[`present_key.${l}`] = k;
+      feeds[`past_value.${l}`] = v; fetches[`present_value.${l}`] = v;
     }
     if (this.hasLora) {
       Object.assign(feeds, this.adapterFeeds);
-      feeds.adapter_mask = new ort.Tensor('float32', mask, [rows, T]);
+      feeds.adapter_mask = new ort.Tensor('float32', mask, [B, T]);
     }
-    const out = await this.session.run(feeds);
-    const newK = Array.from({ length: this.config.numLayers }, (_, l) => out[`present_key.${l}`].data as Float32Array);
-    const newV = Array.from({ length: this.config.numLayers }, (_, l) => out[`present_value.${l}`].data as Float32Array);
-    for (let b = 0; b < rows; b++) if (counts[b]) cache.append(b, newK, newV, T, counts[b]);
+    const out = await this.session.run(feeds, fetches);
     return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, positions: L };
   }
 

@@ -1,11 +1,10 @@
 /**
  * The JS-owned KV cache: per layer one K and one V buffer [rows, kvHeads, capacity, headDim].
- * The whole buffer is passed to the graph each step (no copy) and unused slots are masked by the
- * attention bias; only the new rows come back and are written in place. Capacity grows by doubling.
+ * The buffers are passed to the graph each step as input and as pre-allocated output (no copy): the
+ * attention op appends the new rows in place and masks everything past each row's length.
+ * Capacity grows by doubling.
  */
 export interface CacheShape { layers: number; kvHeads: number; headDim: number }
-
-export const MASKED = -1e9;
 
 export class KVCache {
   keys: Float32Array[];
@@ -54,36 +53,16 @@ export class KVCache {
     this.lengths[row] = length;
   }
 
-  /** Appends `count` new rows from a graph output [B, Hkv, T, D] (row `row`, first `count` tokens). */
-  append(row: number, newKeys: Float32Array[], newValues: Float32Array[], tokens: number, count: number): void {
-    const { kvHeads, headDim: d } = this.shape, start = this.lengths[row];
-    if (start + count > this.capacity) throw new Error(`kv-cache: row ${row} overflows capacity ${this.capacity}`);
-    for (let l = 0; l < this.shape.layers; l++) {
-      for (let h = 0; h < kvHeads; h++) {
-        const src = ((row * kvHeads + h) * tokens) * d, dst = ((row * kvHeads + h) * this.capacity + start) * d;
-        this.keys[l].set(newKeys[l].subarray(src, src + count * d), dst);
-        this.values[l].set(newValues[l].subarray(src, src + count * d), dst);
-      }
-    }
-    this.lengths[row] = start + count;
+  /** Records that the graph wrote `count` new positions into `row`. */
+  advance(row: number, count: number): void {
+    if (this.lengths[this.checkRow(row)] + count > this.capacity) throw new Error(`kv-cache: row ${row} overflows capacity ${this.capacity}`);
+    this.lengths[row] += count;
   }
 
-  /**
-   * Additive attention bias [rows, T, capacity + T] for a step where row b adds newCounts[b] tokens
-   * (padded to T): each token sees its row's valid past and the new tokens up to itself.
-   */
-  attentionBias(newCounts: number[], T: number): Float32Array {
-    const cap = this.capacity, width = cap + T, bias = new Float32Array(this.rows * T * width).fill(MASKED);
-    for (let b = 0; b < this.rows; b++) {
-      for (let t = 0; t < T; t++) {
-        const o = (b * T + t) * width;
-        if (t < newCounts[b]) {
-          bias.fill(0, o, o + this.lengths[b]);
-          bias.fill(0, o + cap, o + cap + t + 1);
-        } else bias[o + cap + t] = 0; // padding attends to itself only, so its row stays finite
-      }
-    }
-    return bias;
+  /** Row `row`'s slice of layer `layer` ([1, kvHeads, capacity, headDim] views, no copy). */
+  rowView(layer: number, row: number): { k: Float32Array; v: Float32Array } {
+    const n = this.rowSize;
+    return { k: this.keys[layer].subarray(row * n, (row + 1) * n), v: this.values[layer].subarray(row * n, (row + 1) * n) };
   }
 
   private get rowSize(): number { return this.shape.kvHeads * this.capacity * this.shape.headDim; }
