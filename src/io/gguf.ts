@@ -29,7 +29,7 @@ export const SUPPORTED_TYPES: readonly GgmlType[] = ['F32', 'F16', 'BF16', 'Q8_0
 const TYPE_ID: Record<string, number> = Object.fromEntries(Object.entries(GGML).map(([id, [name]]) => [name, Number(id)]));
 export const ggmlTypeName = (id: number): string => GGML[id]?.[0] ?? `unknown type id ${id}`;
 
-/** Bytes of `n` elements (a row's length must be a whole number of blocks), or undefined for an unknown type. */
+/** Data size of a tensor: NaN when a row is not a whole number of blocks, undefined for a type not in the table. */
 function typeBytes(type: number, dims: readonly number[]): number | undefined {
   const t = GGML[type];
   return t && (dims[0] % t[1] === 0 ? (numel(dims) / t[1]) * t[2] : NaN);
@@ -40,7 +40,7 @@ function typeBytes(type: number, dims: readonly number[]): number | undefined {
 
 const QK = 32, fr = Math.fround;
 
-/** Per block of 32: scale = fp16(amax/127), q = round-half-away(x/scale); x ≈ q * scale. */
+/** Per block of 32: d = amax/127, scale = fp16(d), q = round-half-away(x/d); x ≈ q * scale. */
 export function quantizeQ8_0(x: Float32Array): { scales: Float32Array; q: Int8Array } {
   if (x.length % QK) throw new Error(`quantizeQ8_0: length ${x.length} is not a multiple of ${QK}`);
   const scales = new Float32Array(x.length / QK), q = new Int8Array(x.length);
@@ -98,11 +98,11 @@ export function encodeGgml(type: GgmlType, x: Float32Array): Uint8Array {
   }
 }
 
-/** ggml bytes of `type` holding `n` elements -> float32, exactly as llama.cpp's dequantize_row_*. */
+/** ggml bytes of `type` holding `n` elements -> float32, exactly as llama.cpp's dequantize_row_* (F32 may share `bytes`' memory). */
 export function decodeGgml(type: GgmlType, bytes: Uint8Array, n: number): Float32Array {
   const aligned = bytes.byteOffset % 4 ? bytes.slice() : bytes, buf = aligned.buffer, off = aligned.byteOffset;
   switch (type) {
-    case 'F32': return new Float32Array(buf.slice(off, off + 4 * n));
+    case 'F32': return new Float32Array(buf, off, n);
     case 'F16': return f16ToF32Array(new Uint16Array(buf, off, n));
     case 'BF16': return bf16ToF32Array(new Uint16Array(buf, off, n));
     case 'Q8_0': case 'Q4_0': {
@@ -238,7 +238,7 @@ export class GgufFile implements WeightSource {
   }
   raw(name: string): Uint8Array {
     const t = this.info(name);
-    if (t.bytes === undefined) throw new Error(`${this.path}: tensor "${name}" has ${t.typeName}, whose size is unknown`);
+    if (t.bytes === undefined) throw new Error(`${this.path}: tensor "${name}" has type ${t.typeName}, whose size is unknown`);
     const out = new Uint8Array(t.bytes);
     readAt(this.path, t.offset, out);
     return out;
@@ -358,8 +358,9 @@ export function writeGguf(path: string, { metadata, tensors }: { metadata: Recor
   for (const t of tensors) {
     const type = typeof t.type === 'number' ? t.type : TYPE_ID[t.type];
     if (type === undefined) throw new Error(`writeGguf(${path}): tensor "${t.name}" has unknown type ${t.type}`);
-    const dims = [...t.shape].reverse(), bytes = 'raw' in t ? t.raw.length : typeBytes(type, dims)!;
-    if (Number.isNaN(bytes)) throw new Error(`writeGguf(${path}): tensor "${t.name}" row length ${dims[0]} is not a multiple of ${t.type}'s block size`);
+    const dims = [...t.shape].reverse(), expected = typeBytes(type, dims), bytes = 'raw' in t ? t.raw.length : expected!;
+    if (Number.isNaN(expected)) throw new Error(`writeGguf(${path}): tensor "${t.name}" row length ${dims[0]} is not a multiple of ${t.type}'s block size`);
+    if (expected !== undefined && bytes !== expected) throw new Error(`writeGguf(${path}): tensor "${t.name}" has ${bytes} raw bytes, ${t.type} ${JSON.stringify(t.shape)} needs ${expected}`);
     const b = Buffer.alloc(4 + 8 * dims.length + 12);
     b.writeUInt32LE(dims.length, 0);
     dims.forEach((d, i) => b.writeBigUInt64LE(BigInt(d), 4 + 8 * i));
@@ -472,12 +473,8 @@ export function ggufToModel(path: string): { config: ModelConfig; weights: Weigh
     eosTokenIds: [...new Set(eos)],
   };
 
-  const toGguf = new Map<string, string>(), toHf = new Map<string, string>();
-  for (const name of file.names) {
-    const hf = ggufToHfName(name) ?? name; // unknown tensors keep their llama.cpp name
-    toGguf.set(hf, name);
-    toHf.set(name, hf);
-  }
+  // Unknown tensors (e.g. rope_freqs.weight) keep their llama.cpp name.
+  const toGguf = new Map(file.names.map((name) => [ggufToHfName(name) ?? name, name]));
   const src = (name: string) => {
     const g = toGguf.get(name);
     if (!g) throw new Error(`${path}: tensor "${name}" is not in this GGUF file`);
@@ -531,7 +528,7 @@ export function writeModelGguf(
     ...opts.metadata,
   };
   const hfNames = [...GLOBAL_NAMES.map(([, h]) => h), ...Array.from({ length: config.numLayers }, (_, l) => LAYER_NAMES.map(([, h]) => `model.layers.${l}.${h}`)).flat()]
-    .filter((n) => weights.has(n) && !(n === 'lm_head.weight' && config.tieWordEmbeddings));
+    .filter((n) => weights.has(n) && !(n === 'lm_head.weight' && config.tieWordEmbeddings) && !(n.endsWith('.bias') && !config.attentionBias));
   const tensors: GgufTensorIn[] = hfNames.map((hf) => {
     const name = hfToGgufName(hf)!, shape = weights.shape(hf);
     const quantOk = type === 'F32' || type === 'F16' || type === 'BF16' || shape[shape.length - 1] % QK === 0;
