@@ -115,6 +115,8 @@ describe('Hugging Face config.json', () => {
     assert.equal(parseHfConfig(llama).attentionBias, false);
     assert.equal(parseHfConfig({ ...llama, attention_bias: true }).attentionBias, true);
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral' }).architecture, 'llama');
+    assert.equal(parseHfConfig({ ...base, architectures: undefined, model_type: 'llama' }).architecture, 'llama');
+    assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen2ForSequenceClassification'] }), /unknown architecture "Qwen2ForSequenceClassification"/);
   });
   it('names config.json and the field when one is missing or mistyped', () => {
     assert.throws(() => parseHfConfig({ ...base, hidden_size: undefined }, '/m/config.json'), /\/m\/config\.json: required field "hidden_size" is missing/);

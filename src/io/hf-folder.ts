@@ -16,10 +16,11 @@ const MODEL_TYPES: Record<string, ModelConfig['architecture']> = { qwen2: 'qwen2
 
 /** Parse a config.json object; `file` names it in errors. */
 export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json', generation: Record<string, unknown> = {}): ModelConfig {
-  const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined;
-  const arch = ARCHITECTURES[archName as string] ?? MODEL_TYPES[raw.model_type as string];
+  // architectures[0] decides when present (Qwen2ForSequenceClassification is model_type qwen2 but no LM).
+  const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined, table = archName === undefined ? MODEL_TYPES : ARCHITECTURES;
+  const key = archName ?? raw.model_type, arch = typeof key === 'string' && Object.hasOwn(table, key) ? table[key] : undefined;
   if (!arch)
-    throw new Error(`${file}: unknown architecture ${JSON.stringify(archName ?? raw.model_type)} (supported: ${[...Object.keys(ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')})`);
+    throw new Error(`${file}: unknown architecture ${JSON.stringify(key)} (supported: ${[...Object.keys(ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')})`);
   const int = (key: string, fallback?: number): number => {
     const v = raw[key] ?? fallback;
     if (v === undefined) throw new Error(`${file}: required field "${key}" is missing`);
