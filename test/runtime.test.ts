@@ -243,3 +243,24 @@ test('bad input: prompt beyond the context, unknown token id, missing model path
   }
   await assert.rejects(loadModel(path.join(tmp, 'nope')), /nope does not exist/);
 });
+
+test('a lone GGUF file loads with its tokenizer rebuilt from metadata; logits equal the HF folder', async () => {
+  const m = makeRandomQwen2({ dir: path.join(tmp, 'gguf-src'), seed: 4 });
+  const lone = path.join(tmp, 'lone');
+  fs.mkdirSync(lone, { recursive: true });
+  fs.copyFileSync(m.files.ggufF32, path.join(lone, 'model.gguf'));
+  const hf = await loadModel(m.dir, { quant: 'fp32', worker: false });
+  const gg = await loadModel(path.join(lone, 'model.gguf'), { quant: 'fp32', worker: false });
+  try {
+    const text = 'Hello world, 你好 🙂 def f(x):\n\treturn x**2';
+    assert.deepEqual(gg.tokenizer.encode(text), hf.tokenizer.encode(text));
+    assert.equal(gg.tokenizer.decode(gg.tokenizer.encode(text)), text);
+    const chat = [{ role: 'user', content: 'hi' }];
+    assert.equal(gg.tokenizer.applyChatTemplate(chat, { addGenerationPrompt: true }), hf.tokenizer.applyChatTemplate(chat, { addGenerationPrompt: true }));
+    const ids = hf.tokenizer.encode(text);
+    assert.ok(maxDiff(await allLogits(gg.backend, ids), await allLogits(hf.backend, ids)) <= 1e-4);
+  } finally {
+    await hf.close();
+    await gg.close();
+  }
+});

@@ -9,6 +9,7 @@ import type { ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
+import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder } from './hf-folder.ts';
 import { ggufToModel } from './gguf.ts';
 import { loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
@@ -40,13 +41,11 @@ export function openSource(p: string): ModelSource {
     return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFiles(abs) };
   }
   if (abs.endsWith('.gguf')) {
-    const { config, weights } = ggufToModel(abs);
-    const dir = path.dirname(abs);
-    if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) {
-      throw new Error(`model: ${abs} needs a Hugging Face tokenizer.json beside it (reading the tokenizer from GGUF metadata is not supported yet)`);
-    }
-    const tokenizer = loadTokenizer(dir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
-    return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: readTokenizerFiles(dir) };
+    const { config, weights, metadata } = ggufToModel(abs);
+    // A tokenizer.json beside the file wins; otherwise rebuild it from the GGUF metadata.
+    const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFiles(dir) : tokenizerFromGguf(metadata, abs);
+    const tokenizer = loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+    return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: files };
   }
   if (abs.endsWith('.bin')) {
     const { config, weights, tokenizer } = loadLlama2c(abs);

@@ -1,0 +1,51 @@
+/**
+ * Rebuilds a Hugging Face tokenizer.json from a GGUF's `tokenizer.ggml.*` metadata (byte-level BPE, the
+ * "gpt2" model llama.cpp uses for Qwen2 and most recent models), so a lone .gguf file can be used.
+ */
+import type { GgufValue } from '../io/gguf.ts';
+import type { TokenizerFiles } from './hf.ts';
+
+/** Pre-tokenizer split patterns by llama.cpp's `tokenizer.ggml.pre` name. */
+const SPLIT_PATTERNS: Record<string, string> = {
+  qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  'llama-bpe': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  default: "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+};
+const CONTROL = 3, USER_DEFINED = 4;
+
+export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): TokenizerFiles {
+  const model = md['tokenizer.ggml.model'], pre = String(md['tokenizer.ggml.pre'] ?? 'default');
+  if (model !== 'gpt2') throw new Error(`tokenizer: ${file} has tokenizer.ggml.model = ${JSON.stringify(model)}; only "gpt2" (byte-level BPE) can be rebuilt from GGUF metadata — put the model's tokenizer.json beside the file`);
+  const pattern = SPLIT_PATTERNS[pre];
+  if (!pattern) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${JSON.stringify(pre)}, which is not supported (${Object.keys(SPLIT_PATTERNS).join(', ')}) — put the model's tokenizer.json beside the file`);
+  const tokens = md['tokenizer.ggml.tokens'] as string[], types = (md['tokenizer.ggml.token_type'] ?? []) as number[];
+  const merges = (md['tokenizer.ggml.merges'] ?? []) as string[];
+  if (!Array.isArray(tokens) || !tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
+  const vocab: Record<string, number> = {}, added: unknown[] = [];
+  tokens.forEach((t, id) => {
+    vocab[t] = id;
+    if (types[id] === CONTROL || types[id] === USER_DEFINED) {
+      added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: types[id] === CONTROL });
+    }
+  });
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false };
+  const name = (k: string) => (typeof md[k] === 'number' ? tokens[md[k] as number] : undefined);
+  return {
+    name: file,
+    tokenizerJson: {
+      version: '1.0', truncation: null, padding: null, added_tokens: added,
+      normalizer: pre === 'qwen2' ? { type: 'NFC' } : null,
+      pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false }, byteLevel] },
+      post_processor: byteLevel, decoder: byteLevel,
+      model: {
+        type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false,
+        vocab, merges: merges.map((m) => m.split(' ')),
+      },
+    },
+    tokenizerConfig: {
+      ...(name('tokenizer.ggml.bos_token_id') && md['tokenizer.ggml.add_bos_token'] ? { bos_token: name('tokenizer.ggml.bos_token_id') } : {}),
+      ...(name('tokenizer.ggml.eos_token_id') ? { eos_token: name('tokenizer.ggml.eos_token_id') } : {}),
+      ...(typeof md['tokenizer.chat_template'] === 'string' ? { chat_template: md['tokenizer.chat_template'] } : {}),
+    },
+  };
+}
