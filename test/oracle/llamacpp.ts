@@ -1,0 +1,155 @@
+/**
+ * llama.cpp (through node-llama-cpp's prebuilt CPU binaries) as a reference implementation: token ids in,
+ * greedy tokens / next-token distributions / timings out. No tokenization happens here.
+ *
+ * Greedy is node-llama-cpp's `temperature: 0` path, which builds a sampler chain of llama.cpp's greedy
+ * sampler alone (no top-k/top-p/min-p, no repeat penalty unless asked for, no token bias, no grammar), so
+ * it is the argmax of the raw logits (the first maximum on a tie). Probabilities come from the same
+ * sampler: the softmax of the raw logits over the whole vocabulary.
+ *
+ * By default the oracle is set up for accuracy (KV cache in F32, no flash attention: llama.cpp's defaults
+ * store K/V in F16); pass `kvType: 'F16', flashAttention: 'auto'` to time llama.cpp as it ships.
+ */
+import { openGguf } from '../../src/io/gguf.ts';
+import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
+
+export interface LlamaCppOptions {
+  threads?: number;
+  /** Tokens per sequence (default 1024). */
+  contextSize?: number;
+  /** Parallel sequences in the context (for batched decoding); default 1. */
+  sequences?: number;
+  /** Tokens per llama_decode call (default: node-llama-cpp's, min(contextSize × sequences, 512)). */
+  batchSize?: number;
+  /** KV cache element type (default F32, for comparisons). */
+  kvType?: 'F32' | 'F16';
+  /** Default false (exact attention in F32). */
+  flashAttention?: boolean | 'auto';
+}
+
+export interface DecodeTiming {
+  tokens: number[];
+  /** Prompt evaluation up to and including the first generated token. */
+  prefillMs: number;
+  /** The remaining tokens.length - 1 decode steps. */
+  decodeMs: number;
+}
+
+export interface LlamaCpp {
+  readonly vocabSize: number;
+  readonly llama: Llama;
+  readonly model: LlamaModel;
+  readonly context: LlamaContext;
+  /** Greedy continuation of `promptIds`: exactly n new tokens (end-of-generation tokens included, not stopping). */
+  greedy(promptIds: number[], n: number): Promise<number[]>;
+  /** Same, with the time spent on the prompt and on the decode steps. */
+  greedyTimed(promptIds: number[], n: number): Promise<DecodeTiming>;
+  /** B greedy continuations decoded concurrently, one sequence each (node-llama-cpp batches them into shared llama_decode calls). Needs `sequences` ≥ B. */
+  greedyBatchTimed(prompts: number[][], n: number): Promise<{ tokens: number[][]; prefillMs: number; decodeMs: number }>;
+  /** The next-token distribution after `prefixIds`, indexed by token id (length vocabSize). */
+  nextTokenProbs(prefixIds: number[]): Promise<Float32Array>;
+  /** Teacher-forced: for every i, the argmax next token after ids[0..i] (one pass over ids). */
+  argmaxAll(ids: number[]): Promise<number[]>;
+  /** Teacher-forced distributions after ids[0..i] for each i in `positions` (default: every position). */
+  probsAt(ids: number[], positions?: number[]): Promise<Map<number, Float32Array>>;
+  /** Evaluates `ids` as a prompt (no sampling); returns milliseconds. */
+  prefill(ids: number[]): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+let shared: Promise<Llama> | undefined;
+/** One Llama instance per process (loading the binding is the slow part); CPU only, never builds from source. */
+function llamaInstance(): Promise<Llama> {
+  shared ??= getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false });
+  return shared;
+}
+
+export async function openLlamaCpp(ggufPath: string, opts: LlamaCppOptions = {}): Promise<LlamaCpp> {
+  const threads = opts.threads ?? 2, sequences = opts.sequences ?? 1;
+  const llama = await llamaInstance();
+  const model = await llama.loadModel({ modelPath: ggufPath, gpuLayers: 0 });
+  const kv = opts.kvType ?? 'F32';
+  const context = await model.createContext({
+    contextSize: opts.contextSize ?? 1024, sequences, threads, batchSize: opts.batchSize,
+    flashAttention: opts.flashAttention ?? false, experimentalKvCacheKeyType: kv, experimentalKvCacheValueType: kv,
+    ignoreMemorySafetyChecks: true,
+  });
+  const seqs: LlamaContextSequence[] = Array.from({ length: sequences }, () => context.getSequence());
+  const seq = seqs[0];
+  const vocabSize = openGguf(ggufPath).shape('token_embd.weight')[0];
+  const asTokens = (ids: number[]) => ids as unknown as Token[];
+  const toArray = (m: Map<Token, number>) => {
+    const p = new Float32Array(vocabSize);
+    for (const [t, v] of m) p[t as unknown as number] = v;
+    return p;
+  };
+
+  async function greedyOn(s: LlamaContextSequence, promptIds: number[], n: number, onFirst: () => void): Promise<number[]> {
+    await s.clearHistory();
+    const out: number[] = [];
+    if (n <= 0) return out;
+    if (!promptIds.length) throw new Error('llamacpp: greedy needs a non-empty prompt');
+    for await (const t of s.evaluate(asTokens(promptIds), { temperature: 0, yieldEogToken: true })) {
+      if (!out.length) onFirst();
+      out.push(t as unknown as number);
+      if (out.length >= n) break;
+    }
+    return out;
+  }
+
+  async function greedyTimed(promptIds: number[], n: number): Promise<DecodeTiming> {
+    const t0 = performance.now();
+    let t1 = t0;
+    const tokens = await greedyOn(seq, promptIds, n, () => { t1 = performance.now(); });
+    return { tokens, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
+  }
+
+  async function probsAt(ids: number[], positions?: number[]): Promise<Map<number, Float32Array>> {
+    const want = new Set(positions ?? ids.map((_, i) => i));
+    await seq.clearHistory();
+    const res = await seq.controlledEvaluate(ids.map((t, i) => want.has(i) ? [t as unknown as Token, { generateNext: { probabilities: true } }] : t as unknown as Token));
+    const out = new Map<number, Float32Array>();
+    for (const i of want) {
+      const p = res[i]?.next.probabilities;
+      if (!p) throw new Error(`llamacpp: no probabilities at position ${i}`);
+      out.set(i, toArray(p));
+    }
+    return out;
+  }
+
+  return {
+    vocabSize, llama, model, context,
+    async greedy(promptIds, n) { return (await greedyTimed(promptIds, n)).tokens; },
+    greedyTimed,
+    async greedyBatchTimed(prompts, n) {
+      if (prompts.length > seqs.length) throw new Error(`llamacpp: ${prompts.length} prompts but the context has ${seqs.length} sequences`);
+      const t0 = performance.now();
+      let firsts = 0, t1 = t0;
+      const tokens = await Promise.all(prompts.map((p, i) => greedyOn(seqs[i], p, n, () => { if (++firsts === prompts.length) t1 = performance.now(); })));
+      return { tokens, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
+    },
+    async nextTokenProbs(prefixIds) {
+      return (await probsAt(prefixIds, [prefixIds.length - 1])).get(prefixIds.length - 1)!;
+    },
+    async argmaxAll(ids) {
+      await seq.clearHistory();
+      const res = await seq.controlledEvaluate(ids.map((t) => [t as unknown as Token, { generateNext: { token: true } }]));
+      return ids.map((_, i) => {
+        const t = res[i]?.next.token;
+        if (t == null) throw new Error(`llamacpp: no next token at position ${i}`);
+        return t as unknown as number;
+      });
+    },
+    probsAt,
+    async prefill(ids) {
+      await seq.clearHistory();
+      const t0 = performance.now();
+      await seq.evaluateWithoutGeneratingNewTokens(asTokens(ids));
+      return performance.now() - t0;
+    },
+    async dispose() {
+      await context.dispose();
+      await model.dispose();
+    },
+  };
+}
