@@ -5,9 +5,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { PROJECTIONS, projectionShape, type ModelConfig, type Projection } from '../models/config.ts';
+import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
-import { openSafetensors } from './safetensors.ts';
+import { atomicWrite, openSafetensors, writeAll, writeSafetensors } from './safetensors.ts';
 
 export interface AdapterConfig {
   r: number;
@@ -62,4 +62,61 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
     throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a list of token ids, got ${JSON.stringify(inv)}`);
   }
   return { r: r as number, loraAlpha: alpha, targets: list as Projection[], ...(Array.isArray(inv) && inv.length ? { aloraInvocationTokens: inv as number[] } : {}) };
+}
+
+export interface SaveAdapterOptions extends AdapterConfig {
+  /** base_model_name_or_path (a hub id or a folder); null when absent. */
+  baseModel?: string;
+  loraDropout?: number;
+}
+
+/**
+ * Write a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) that PEFT and loadAdapter
+ * read. `tensors` is keyed like AdapterTensors ("model.layers.<i>.self_attn.q_proj") and must hold every target of
+ * every layer; A is [r, in], B is [out, r] and UNSCALED (the trained parameter: loaders multiply by lora_alpha / r).
+ * Weights are written first, the config last, each atomically.
+ */
+export function saveAdapter(dir: string, cfg: SaveAdapterOptions, tensors: ReadonlyMap<string, { a: Float32Array; b: Float32Array }>, numLayers: number): void {
+  const { r } = cfg, out = new Map<string, { shape: number[]; data: Float32Array }>();
+  if (!Number.isInteger(r) || r <= 0) throw new Error(`saveAdapter: r must be a positive integer, got ${r}`);
+  for (const t of cfg.targets) if (!PROJECTIONS.includes(t)) throw new Error(`saveAdapter: target ${JSON.stringify(t)} is not a projection (${PROJECTIONS.join(', ')})`);
+  const want = new Set<string>();
+  for (let l = 0; l < numLayers; l++) {
+    for (const proj of cfg.targets) {
+      const base = projectionTensorName(l, proj), t = tensors.get(base);
+      want.add(base);
+      if (!t) throw new Error(`saveAdapter: no tensors for "${base}" (target ${proj}, layer ${l})`);
+      const inp = t.a.length / r, o = t.b.length / r;
+      if (!Number.isInteger(inp) || !Number.isInteger(o) || !inp || !o)
+        throw new Error(`saveAdapter: "${base}" lora_A has ${t.a.length} values and lora_B ${t.b.length}, not multiples of r = ${r}`);
+      out.set(`${PEFT_PREFIX}${base}.lora_A.weight`, { shape: [r, inp], data: t.a });
+      out.set(`${PEFT_PREFIX}${base}.lora_B.weight`, { shape: [o, r], data: t.b });
+    }
+  }
+  for (const k of tensors.keys()) if (!want.has(k)) throw new Error(`saveAdapter: "${k}" is not a target module of layers 0..${numLayers - 1} (targets ${cfg.targets.join(', ')})`);
+  const config = {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: cfg.baseModel ?? null,
+    revision: null,
+    inference_mode: true,
+    r,
+    lora_alpha: cfg.loraAlpha,
+    lora_dropout: cfg.loraDropout ?? 0,
+    target_modules: [...cfg.targets],
+    bias: 'none',
+    fan_in_fan_out: false,
+    use_rslora: false,
+    use_dora: false,
+    init_lora_weights: true,
+    modules_to_save: null,
+    layers_to_transform: null,
+    layers_pattern: null,
+    rank_pattern: {},
+    alpha_pattern: {},
+    ...(cfg.aloraInvocationTokens?.length ? { alora_invocation_tokens: [...cfg.aloraInvocationTokens] } : {}),
+  };
+  fs.mkdirSync(dir, { recursive: true });
+  writeSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { metadata: { format: 'pt' } });
+  atomicWrite(path.join(dir, 'adapter_config.json'), (fd) => writeAll(fd, Buffer.from(JSON.stringify(config, null, 2) + '\n')));
 }

@@ -1,0 +1,50 @@
+/**
+ * Headless SVG line charts (loss / reward curves, accuracy vs. token budget): a Vega-Lite spec compiled to Vega
+ * and rendered to an SVG string without a browser or canvas.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vega from 'vega';
+import * as vl from 'vega-lite';
+import { atomicWrite, writeAll } from '../io/safetensors.ts';
+
+export interface Series { name: string; points: [number, number][] }
+
+export interface LineChart {
+  title: string;
+  /** Axis titles. */
+  x: string;
+  y: string;
+  series: Series[];
+  width?: number; // 480
+  height?: number; // 300
+  /** Log-scale x axis (e.g. token budgets). */
+  logX?: boolean;
+  /** Draw a dot on every point as well as the line. */
+  points?: boolean;
+}
+
+/** Render a multi-series line chart to SVG markup. Non-finite values are left out (a gap-free line through the rest). */
+export async function lineChart(c: LineChart): Promise<string> {
+  const values = c.series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).map(([x, y]) => ({ series: s.name, x, y })));
+  const spec: vl.TopLevelSpec = {
+    title: c.title,
+    width: c.width ?? 480,
+    height: c.height ?? 300,
+    data: { values },
+    mark: { type: 'line', point: c.points ?? false },
+    encoding: {
+      x: { field: 'x', type: 'quantitative', title: c.x, scale: c.logX ? { type: 'log' } : { zero: false } },
+      y: { field: 'y', type: 'quantitative', title: c.y, scale: { zero: false } },
+      color: { field: 'series', type: 'nominal', title: null, sort: c.series.map((s) => s.name) },
+    },
+  };
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+  try { return await view.toSVG(); } finally { view.finalize(); }
+}
+
+/** Write an SVG (creating the folder), atomically. */
+export function writeSvg(file: string, svg: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  atomicWrite(file, (fd) => writeAll(fd, Buffer.from(svg)));
+}

@@ -1,0 +1,83 @@
+/**
+ * Training checkpoints in a folder:
+ *   tensors-<step>-<stamp>.safetensors  params as "param/<name>", AdamW moments as "adam.m/<name>", "adam.v/<name>"
+ *                                       (flat float32, bit-exact)
+ *   checkpoint.json                     step, epoch, data position, RNG state, config, AdamW step, and the name and
+ *                                       byte size of the tensor file
+ * Both are written to a temp file and renamed; the tensors first, checkpoint.json last. A crash before the JSON
+ * rename leaves the previous checkpoint intact (its tensor file is deleted only after the new JSON is in place);
+ * a JSON whose tensor file is missing or has the wrong size is reported, never half-loaded.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { atomicWrite, openSafetensors, writeAll, writeSafetensors } from '../io/safetensors.ts';
+import type { AdamW, AdamWState, Params } from './optim.ts';
+
+export interface TrainState {
+  step: number;
+  epoch: number;
+  /** Micro-batches of the current epoch's order already consumed. */
+  position: number;
+  /** Rng.state of the trainer's generator. */
+  rng: number;
+  config: Record<string, unknown>;
+}
+
+export interface Checkpoint { params: Params; optimizer: AdamWState; state: TrainState }
+
+const JSON_NAME = 'checkpoint.json', FORMAT = 'edgereason-checkpoint-1';
+
+/** Save a checkpoint into `dir` (created if needed), replacing the one there. */
+export function saveCheckpoint(dir: string, c: Checkpoint): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  const add = (prefix: string, m: Params) => { for (const [n, d] of m) tensors.set(prefix + n, { shape: [d.length], data: d }); };
+  add('param/', c.params);
+  add('adam.m/', c.optimizer.m);
+  add('adam.v/', c.optimizer.v);
+  let tensorFile: string; // a fresh name, so the file the current checkpoint.json names is never overwritten
+  for (let k = 0; fs.existsSync(path.join(dir, (tensorFile = `tensors-${c.state.step}-${Date.now().toString(36)}${k ? `-${k}` : ''}.safetensors`))); k++);
+  writeSafetensors(path.join(dir, tensorFile), tensors, { metadata: { format: FORMAT, step: String(c.state.step) } });
+  const json = {
+    format: FORMAT, tensorFile, tensorBytes: fs.statSync(path.join(dir, tensorFile)).size,
+    params: [...c.params.keys()], adamStep: c.optimizer.step, ...c.state,
+  };
+  atomicWrite(path.join(dir, JSON_NAME), (fd) => writeAll(fd, Buffer.from(JSON.stringify(json, null, 2) + '\n')));
+  for (const f of fs.readdirSync(dir)) // older tensor files and temp files of crashed saves
+    if ((f.startsWith('tensors-') && f !== tensorFile) || f.includes('.tmp-')) fs.rmSync(path.join(dir, f), { force: true });
+}
+
+/** Load the checkpoint in `dir`; errors name the file that is missing, truncated or inconsistent. */
+export function loadCheckpoint(dir: string): Checkpoint {
+  const jsonFile = path.join(dir, JSON_NAME);
+  if (!fs.existsSync(jsonFile)) throw new Error(`checkpoint: ${jsonFile} not found (no checkpoint in ${dir})`);
+  let j: Record<string, any>;
+  try { j = JSON.parse(fs.readFileSync(jsonFile, 'utf8')); } catch (e) { throw new Error(`checkpoint: ${jsonFile} is not valid JSON (truncated?): ${(e as Error).message}`); }
+  if (j.format !== FORMAT || typeof j.tensorFile !== 'string' || !Array.isArray(j.params))
+    throw new Error(`checkpoint: ${jsonFile} is not an edgereason checkpoint (format ${JSON.stringify(j.format)})`);
+  const tensorFile = path.join(dir, j.tensorFile);
+  if (!fs.existsSync(tensorFile)) throw new Error(`checkpoint: ${tensorFile} named by ${jsonFile} is missing (interrupted save?)`);
+  const size = fs.statSync(tensorFile).size;
+  if (size !== j.tensorBytes) throw new Error(`checkpoint: ${tensorFile} is truncated or corrupt: ${size} bytes, ${jsonFile} expects ${j.tensorBytes}`);
+  const f = openSafetensors(tensorFile);
+  const read = (prefix: string): Params => new Map((j.params as string[]).map((n) => {
+    if (!f.has(prefix + n)) throw new Error(`checkpoint: ${tensorFile} lacks tensor "${prefix + n}"`);
+    return [n, f.get(prefix + n)];
+  }));
+  const state: TrainState = { step: j.step, epoch: j.epoch, position: j.position, rng: j.rng, config: j.config };
+  return { params: read('param/'), optimizer: { step: j.adamStep, m: read('adam.m/'), v: read('adam.v/') }, state };
+}
+
+/** Restore a checkpoint into live training buffers (params copied in place, optimizer state loaded); returns the state. */
+export function resume(dir: string, params: Params, optimizer: AdamW): TrainState {
+  const c = loadCheckpoint(dir);
+  for (const [n, p] of params) {
+    const saved = c.params.get(n);
+    if (!saved) throw new Error(`checkpoint: ${dir} has no parameter "${n}"`);
+    if (saved.length !== p.length) throw new Error(`checkpoint: ${dir} parameter "${n}" has ${saved.length} values, the model ${p.length}`);
+  }
+  for (const n of c.params.keys()) if (!params.has(n)) throw new Error(`checkpoint: ${dir} has parameter "${n}" the model does not`);
+  for (const [n, p] of params) p.set(c.params.get(n)!);
+  optimizer.loadState(c.optimizer);
+  return c.state;
+}

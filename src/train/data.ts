@@ -1,0 +1,184 @@
+/**
+ * Fine-tuning data: JSONL files -> token ids with a loss mask, seeded shuffling, length-bucketed micro-batches
+ * under a token budget, and a train/eval split.
+ *
+ * Each line is either {"messages": [{"role", "content"}, ...]} (rendered with the tokenizer's chat template; loss
+ * on the assistant turns only) or {"prompt": "...", "completion": "..."} (loss on the completion only, which gets
+ * the EOS token appended). Blank lines are skipped; every other line becomes an example or an error naming the
+ * file and line.
+ *
+ * Loss-mask convention: mask[i] = 1 means token i is a TARGET, predicted from the logits at position i - 1.
+ * So mask[0] is always 0, and the loss is sum over i of mask[i] * -log p(ids[i] | ids[0..i-1]).
+ */
+import * as fs from 'node:fs';
+import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
+
+export interface Example { ids: number[]; lossMask: Uint8Array }
+
+export type DataRecord =
+  | { line: number; messages: ChatMessage[] }
+  | { line: number; prompt: string; completion: string };
+
+/** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
+export function readJsonl(file: string): DataRecord[] {
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) { throw new Error(`${file}: cannot read dataset (${(e as Error).message})`); }
+  const records: DataRecord[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = i + 1, where = `${file}:${line}`;
+    if (!raw.trim()) return;
+    let v: unknown;
+    try { v = JSON.parse(raw); } catch (e) { throw new Error(`${where}: invalid JSON (${(e as Error).message})`); }
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where}: expected a JSON object, got ${raw.trim().slice(0, 40)}`);
+    const o = v as Record<string, unknown>;
+    if ('messages' in o) {
+      const msgs = o.messages;
+      if (!Array.isArray(msgs) || !msgs.length) throw new Error(`${where}: "messages" must be a non-empty list`);
+      msgs.forEach((m, k) => {
+        if (!m || typeof m.role !== 'string' || typeof m.content !== 'string')
+          throw new Error(`${where}: messages[${k}] must be {"role": string, "content": string}, got ${JSON.stringify(m)}`);
+      });
+      if (!msgs.some((m) => m.role === 'assistant')) throw new Error(`${where}: no assistant message, so nothing to train on`);
+      records.push({ line, messages: msgs as ChatMessage[] });
+    } else if ('prompt' in o || 'completion' in o) {
+      if (typeof o.prompt !== 'string') throw new Error(`${where}: "prompt" must be a string (got ${JSON.stringify(o.prompt)})`);
+      if (typeof o.completion !== 'string') throw new Error(`${where}: missing "completion" string for the prompt`);
+      records.push({ line, prompt: o.prompt, completion: o.completion });
+    } else {
+      throw new Error(`${where}: expected {"messages": [...]} or {"prompt": ..., "completion": ...}, got keys ${JSON.stringify(Object.keys(o))}`);
+    }
+  });
+  if (!records.length) throw new Error(`${file}: empty dataset (no examples)`);
+  return records;
+}
+
+/** Chat-template rendering as token ids (the template writes its own special tokens, so none are added). */
+function renderIds(tok: TextTokenizer, msgs: ChatMessage[], addGenerationPrompt: boolean): number[] {
+  return tok.encode(tok.applyChatTemplate(msgs, { addGenerationPrompt }), { addSpecialTokens: false });
+}
+
+const isPrefix = (p: number[], of: number[]) => p.length <= of.length && p.every((x, i) => x === of[i]);
+
+/**
+ * Tokenize one record. Chat: each assistant turn k is the tokens between render(messages[0..k), generation
+ * prompt) and render(messages[0..k]), cut after the turn's last EOS token when it has one (Qwen's "\n" after
+ * <|im_end|> is no target). The first rendering must be a token prefix of the whole conversation; when the second
+ * is not (templates that render a turn differently once later turns follow), the turn ends at its first EOS token.
+ */
+export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line ${r.line}`): Example {
+  if ('prompt' in r) {
+    const p = tok.encode(r.prompt), c = tok.encode(r.completion, { addSpecialTokens: false });
+    if (tok.eosTokenIds.length) c.push(tok.eosTokenIds[0]);
+    if (!c.length) throw new Error(`${where}: empty completion and no EOS token, so nothing to train on`);
+    const lossMask = new Uint8Array(p.length + c.length).fill(1, p.length);
+    return { ids: [...p, ...c], lossMask };
+  }
+  const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), eos = new Set(tok.eosTokenIds);
+  r.messages.forEach((m, k) => {
+    if (m.role !== 'assistant') return;
+    const before = renderIds(tok, r.messages.slice(0, k), true), upTo = renderIds(tok, r.messages.slice(0, k + 1), false);
+    const fail = () => new Error(`${where}: the chat template does not render the conversation up to messages[${k}] as a prefix of the whole, cannot find the assistant tokens`);
+    if (!isPrefix(before, ids)) throw fail();
+    let end: number;
+    if (isPrefix(upTo, ids) && upTo.length > before.length) {
+      end = upTo.length;
+      while (end > before.length && !eos.has(ids[end - 1])) end--;
+      if (end === before.length) end = upTo.length;
+    } else { // e.g. Qwen3 drops <think> from earlier turns only when later ones follow: the turn ends at its EOS
+      end = ids.findIndex((id, i) => i >= before.length && eos.has(id)) + 1;
+      if (end <= 0) throw fail();
+    }
+    lossMask.fill(1, before.length, end);
+  });
+  return { ids, lossMask };
+}
+
+/** Read and tokenize a JSONL dataset (see the file comment for the formats and the mask convention). */
+export function loadDataset(file: string, tok: TextTokenizer): Example[] {
+  return readJsonl(file).map((r) => tokenizeRecord(r, tok, `${file}:${r.line}`));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Order and batching.
+
+/** mulberry32: a tiny seeded PRNG whose whole state is one uint32 (saved in checkpoints). */
+export class Rng {
+  state: number;
+  constructor(seed: number) { this.state = seed >>> 0; }
+  /** Uniform in [0, 1). */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(this.state ^ (this.state >>> 15), 1 | this.state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** Fisher-Yates, in place. */
+  shuffle<T>(a: T[]): T[] {
+    for (let i = a.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [a[i], a[j]] = [a[j], a[i]];
+    }
+    return a;
+  }
+}
+
+/** The generator for (seed, epoch): independent streams per epoch, identical for identical inputs. */
+export const epochRng = (seed: number, epoch: number) => new Rng((Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(epoch + 1, 0x85ebca6b)) >>> 0);
+
+export interface BatchOptions {
+  /** Padded-token budget of one micro-batch: count × longest ≤ batchTokens (a single example always fits). */
+  batchTokens: number;
+  seed: number;
+  epoch: number;
+  /** Examples longer than this are cut to their first maxLen tokens (default batchTokens). */
+  maxLen?: number;
+  /** Examples per length-sorting chunk (default 64): larger packs tighter, smaller is more random. */
+  bucket?: number;
+}
+
+export interface Batch {
+  /** Indices into the examples array (position in the data order = index of the batch in the list). */
+  indices: number[];
+  examples: Example[];
+  /** Longest example in the batch: the padded length. */
+  maxLen: number;
+}
+
+/**
+ * One epoch's micro-batches: shuffle with (seed, epoch), sort chunks of `bucket` examples by length, cut each
+ * chunk greedily into batches under the token budget, then shuffle the batch order. Deterministic.
+ */
+export function batches(examples: readonly Example[], o: BatchOptions): { batches: Batch[]; truncated: number } {
+  const maxLen = o.maxLen ?? o.batchTokens, bucket = o.bucket ?? 64, rng = epochRng(o.seed, o.epoch);
+  if (!(maxLen >= 2) || !(o.batchTokens >= 1)) throw new Error(`batches: need maxLen >= 2 and batchTokens >= 1 (got ${maxLen}, ${o.batchTokens})`);
+  let truncated = 0;
+  const ex = examples.map((e) => {
+    if (e.ids.length <= maxLen) return e;
+    truncated++;
+    return { ids: e.ids.slice(0, maxLen), lossMask: e.lossMask.slice(0, maxLen) };
+  });
+  const order = rng.shuffle(ex.map((_, i) => i)), out: Batch[] = [];
+  for (let c = 0; c < order.length; c += bucket) {
+    const chunk = order.slice(c, c + bucket).sort((a, b) => ex[b].ids.length - ex[a].ids.length || a - b);
+    let cur: number[] = [], longest = 0;
+    const flush = () => { if (cur.length) out.push({ indices: cur, examples: cur.map((i) => ex[i]), maxLen: longest }); cur = []; longest = 0; };
+    for (const i of chunk) {
+      const len = Math.max(longest, ex[i].ids.length);
+      if (cur.length && (cur.length + 1) * len > o.batchTokens) flush();
+      cur.push(i);
+      longest = Math.max(longest, ex[i].ids.length);
+    }
+    flush();
+  }
+  return { batches: rng.shuffle(out), truncated };
+}
+
+/** Deterministic split: a seeded shuffle, the first round(n · evalFraction) to eval (at least 1, train keeps ≥ 1). */
+export function splitTrainEval<T>(items: readonly T[], evalFraction: number, seed = 0): { train: T[]; eval: T[] } {
+  if (!(evalFraction >= 0 && evalFraction < 1)) throw new Error(`splitTrainEval: evalFraction must be in [0, 1), got ${evalFraction}`);
+  const order = new Rng(seed).shuffle(items.map((_, i) => i));
+  const nEval = evalFraction === 0 || items.length < 2 ? 0 : Math.min(items.length - 1, Math.max(1, Math.round(items.length * evalFraction)));
+  const evalSet = new Set(order.slice(0, nEval));
+  // keep the file order inside each part
+  return { train: items.filter((_, i) => !evalSet.has(i)), eval: items.filter((_, i) => evalSet.has(i)) };
+}

@@ -1,0 +1,54 @@
+/**
+ * Saving a full-parameter fine-tune as a Hugging Face model folder: config.json (the keys transformers writes
+ * for Qwen2 / Llama) + model.safetensors, both atomically, weights first. loadHfFolder reads it back.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ModelConfig } from '../models/config.ts';
+import { checkWeights } from '../io/hf-folder.ts';
+import { atomicWrite, writeAll, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
+import { MemoryWeights, type WeightSource } from '../io/weights.ts';
+
+/** ModelConfig -> config.json contents; `torchDtype` names the dtype the weights are stored in. */
+export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<string, unknown> {
+  const qwen = c.architecture === 'qwen2';
+  return {
+    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    model_type: c.architecture,
+    bos_token_id: c.bosTokenId ?? null,
+    eos_token_id: c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds,
+    hidden_act: 'silu',
+    hidden_size: c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    max_position_embeddings: c.maxPositionEmbeddings,
+    rms_norm_eps: c.rmsNormEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: null,
+    tie_word_embeddings: c.tieWordEmbeddings,
+    attention_bias: c.attentionBias,
+    attention_dropout: 0.0,
+    initializer_range: 0.02,
+    torch_dtype: torchDtype,
+    use_cache: true,
+    vocab_size: c.vocabSize,
+    ...(qwen ? { use_sliding_window: false, sliding_window: null, max_window_layers: c.numLayers } : { mlp_bias: false }),
+  };
+}
+
+const TORCH_DTYPE: Record<SafetensorsDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/** Write `dir`/config.json + model.safetensors; the weights must be complete for the config (checked first). */
+export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSource | Map<string, { shape: number[]; data: Float32Array }>,
+  opts: { dtype?: SafetensorsDtype } = {}): void {
+  const src = weights instanceof Map ? new MemoryWeights(weights) : weights;
+  checkWeights(config, src, `saveHfFolder(${dir})`);
+  const tensors = new Map(src.names.map((n) => [n, { shape: src.shape(n), data: src.get(n) }]));
+  fs.mkdirSync(dir, { recursive: true });
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { dtype: opts.dtype, metadata: { format: 'pt' } });
+  const json = JSON.stringify(toHfConfig(config, TORCH_DTYPE[opts.dtype ?? 'F32']), null, 2) + '\n';
+  atomicWrite(path.join(dir, 'config.json'), (fd) => writeAll(fd, Buffer.from(json)));
+}

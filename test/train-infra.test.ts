@@ -1,0 +1,438 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { AdamW, clipGradNorm, lrAt, type Params } from '../src/train/optim.ts';
+import { batches, loadDataset, readJsonl, Rng, splitTrainEval, tokenizeRecord, type Example } from '../src/train/data.ts';
+import { loadCheckpoint, resume, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
+import { saveHfFolder, toHfConfig } from '../src/train/save.ts';
+import { Progress, formatSeconds, type ProgressInfo } from '../src/train/progress.ts';
+import { lineChart, writeSvg } from '../src/eval/plot.ts';
+import { loadAdapter, parseAdapterConfig, saveAdapter } from '../src/io/peft.ts';
+import { openSafetensors } from '../src/io/safetensors.ts';
+import { loadHfFolder, parseHfConfig } from '../src/io/hf-folder.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { projectionShape, projectionTensorName, type ModelConfig } from '../src/models/config.ts';
+import { makeRandomQwen2, qwenTokenizer, rng } from './helpers/random-model.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-train-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const file = (name: string) => path.join(tmp, name);
+const f32 = (xs: number[]) => Float32Array.from(xs);
+const close = (got: ArrayLike<number>, want: number[], tol = 1e-6) => {
+  assert.equal(got.length, want.length);
+  for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= tol, `[${i}] ${got[i]} vs ${want[i]}`);
+};
+const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+describe('optim', () => {
+  // Reference: torch 1.13 torch.optim.AdamW([w, b], lr=0.1, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1), two steps.
+  it('AdamW matches torch.optim.AdamW over two steps', () => {
+    const params: Params = new Map([['w', f32([0.5, -1.25, 2.0, 0.0])], ['b', f32([0.1, -0.2])]]);
+    const opt = new AdamW(params, { lr: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+    opt.update(new Map([['w', f32([0.3, -0.7, 0.05, 1.5])], ['b', f32([2.0, -0.01])]]));
+    close(params.get('w')!, [0.395000011, -1.13749993, 1.88, -0.099999994]);
+    close(params.get('b')!, [-0.00100000203, -0.0980001017]);
+    opt.update(new Map([['w', f32([-0.2, 0.4, 0.0, 0.9])], ['b', f32([1.0, 0.5])]]));
+    close(params.get('w')!, [0.376527548, -1.10475135, 1.7933352, -0.195320636]);
+    close(params.get('b')!, [-0.0949193165, -0.169179469]);
+    close(opt.m.get('w')!, [0.00700000022, -0.023, 0.00450000027, 0.225000009]);
+    close(opt.v.get('w')!, [0.00627500052, 0.0312750004, 0.000118750002, 0.147375003]);
+    assert.equal(opt.step, 2);
+  });
+
+  it('AdamW: a zero gradient only decays, and only the parameters `decay` selects', () => {
+    const params: Params = new Map([['w', f32([2, -4])], ['norm', f32([2, -4])]]);
+    const opt = new AdamW(params, { lr: 0.5, weightDecay: 0.1, decay: (n) => n !== 'norm' });
+    opt.update(new Map([['w', f32([0, 0])], ['norm', f32([0, 0])]]));
+    assert.deepEqual([...params.get('w')!], [2 * 0.95, -4 * 0.95].map(Math.fround));
+    assert.deepEqual([...params.get('norm')!], [2, -4]);
+  });
+
+  it('AdamW rejects missing or mis-sized gradients before touching anything', () => {
+    const params: Params = new Map([['w', f32([1, 2])]]), opt = new AdamW(params, { lr: 0.1 });
+    assert.throws(() => opt.update(new Map()), /no gradient for parameter "w"/);
+    assert.throws(() => opt.update(new Map([['w', f32([1])]])), /"w" has 1 values, the parameter 2/);
+    assert.equal(opt.step, 0);
+    assert.deepEqual([...params.get('w')!], [1, 2]);
+  });
+
+  it('clipGradNorm: global L2 norm like torch.nn.utils.clip_grad_norm_', () => {
+    const g: Params = new Map([['a', f32([3, 4])], ['b', f32([12])]]);
+    assert.equal(clipGradNorm(g, 6.5), 13);
+    close(g.get('a')!, [1.49999988, 1.99999988], 1e-7); // torch: coef = 6.5 / (13 + 1e-6)
+    close(g.get('b')!, [5.99999952], 1e-7);
+    const small = [f32([0.3, -0.4])];
+    assert.equal(Math.fround(clipGradNorm(small, 1)), Math.fround(0.5));
+    assert.deepEqual([...small[0]], [0.3, -0.4].map(Math.fround));
+  });
+
+  it('lrAt: linear warmup, cosine decay to the floor', () => {
+    const s = { lr: 1e-3, warmup: 10, total: 110, minLr: 1e-4 };
+    assert.equal(lrAt(0, s), 1e-4);
+    assert.equal(lrAt(4, s), 5e-4);
+    assert.equal(lrAt(9, s), 1e-3);
+    assert.equal(lrAt(10, s), 1e-3);
+    assert.ok(Math.abs(lrAt(60, s) - 5.5e-4) < 1e-15);
+    assert.ok(Math.abs(lrAt(35, s) - (1e-4 + 0.5 * (1 + Math.cos(Math.PI / 4)) * 9e-4)) < 1e-15);
+    assert.equal(lrAt(110, s), 1e-4);
+    assert.equal(lrAt(500, s), 1e-4);
+    for (let i = 11; i < 110; i++) assert.ok(lrAt(i, s) < lrAt(i - 1, s));
+  });
+});
+
+// ChatML as Qwen2.5 writes it, without the default system prompt, so expectations can be spelled out.
+const CHATML = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+const qt = qwenTokenizer(600);
+const tok = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, chatTemplate: CHATML, name: 'test' });
+const enc = (s: string) => tok.encode(s, { addSpecialTokens: false });
+const writeLines = (name: string, lines: string[]) => { fs.writeFileSync(file(name), lines.join('\n')); return file(name); };
+/** ids + mask from (text, isTarget) pieces. */
+const expectPieces = (pieces: [string, 0 | 1][]) => {
+  const ids: number[] = [], mask: number[] = [];
+  for (const [s, t] of pieces) for (const id of enc(s)) { ids.push(id); mask.push(t); }
+  return { ids, mask };
+};
+
+describe('data', () => {
+  it('chat: loss on the assistant turns through <|im_end|>, not on the newline after it', () => {
+    const rec = {
+      line: 1, messages: [
+        { role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello there' },
+        { role: 'user', content: 'and?' }, { role: 'assistant', content: 'bye' },
+      ],
+    };
+    const e = tokenizeRecord(rec, tok);
+    const want = expectPieces([
+      ['<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n', 0],
+      ['hello there<|im_end|>', 1], ['\n<|im_start|>user\nand?<|im_end|>\n<|im_start|>assistant\n', 0], ['bye<|im_end|>', 1], ['\n', 0],
+    ]);
+    assert.deepEqual(e.ids, want.ids);
+    assert.deepEqual([...e.lossMask], want.mask);
+    assert.equal(e.ids[want.mask.indexOf(1) + enc('hello there').length], qt.ids.imEnd);
+  });
+
+  it('prompt/completion: loss on the completion and the appended EOS', () => {
+    const e = tokenizeRecord({ line: 1, prompt: 'Q: 2+2?\nA:', completion: ' 4' }, tok);
+    const p = enc('Q: 2+2?\nA:'), c = enc(' 4');
+    assert.deepEqual(e.ids, [...p, ...c, qt.ids.imEnd]);
+    assert.deepEqual([...e.lossMask], [...p.map(() => 0), ...c.map(() => 1), 1]);
+  });
+
+  it('loadDataset reads both forms, skips blank lines, keeps every example in file order', () => {
+    const f = writeLines('mixed.jsonl', [
+      JSON.stringify({ prompt: 'a', completion: 'b' }), '',
+      JSON.stringify({ messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: 'y' }] }), '   ',
+      JSON.stringify({ prompt: 'c', completion: '' }), '',
+    ]);
+    assert.deepEqual(readJsonl(f).map((r) => r.line), [1, 3, 5]);
+    const ex = loadDataset(f, tok);
+    assert.equal(ex.length, 3);
+    assert.deepEqual(ex[2].ids, [...enc('c'), qt.ids.imEnd]);
+    assert.deepEqual([...ex[2].lossMask], [0, 1]);
+  });
+
+  it('errors name the file and line', () => {
+    const cases: [string[], RegExp][] = [
+      [['{"prompt":"a","completion":"b"}', '{"prompt": "a", '], /bad\.jsonl:2: invalid JSON/],
+      [['{"text":"a"}'], /bad\.jsonl:1: expected \{"messages": \[\.\.\.\]\} or \{"prompt": \.\.\., "completion": \.\.\.\}, got keys \["text"\]/],
+      [['', '{"prompt":"a"}'], /bad\.jsonl:2: missing "completion"/],
+      [['{"messages":[{"role":"user","content":"q"}]}'], /bad\.jsonl:1: no assistant message/],
+      [['{"messages":[{"role":"user"}]}'], /bad\.jsonl:1: messages\[0\] must be/],
+      [['[1,2]'], /bad\.jsonl:1: expected a JSON object/],
+      [['', '  ', ''], /bad\.jsonl: empty dataset/],
+    ];
+    for (const [lines, re] of cases) assert.throws(() => loadDataset(writeLines('bad.jsonl', lines), tok), re);
+    assert.throws(() => loadDataset(file('nope.jsonl'), tok), /nope\.jsonl: cannot read dataset/);
+  });
+
+  it('a template that renders earlier turns differently: those turns end at their EOS', () => {
+    const t = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, name: 'last-differs',
+      chatTemplate: CHATML.replace("m.content + '<|im_end|>", "m.content + (loop.last and m.role == 'assistant' and ' [final]' or '') + '<|im_end|>") });
+    const msgs = [{ role: 'user', content: 'q1' }, { role: 'assistant', content: 'a1' }, { role: 'user', content: 'q2' }, { role: 'assistant', content: 'a2' }];
+    const e = tokenizeRecord({ line: 1, messages: msgs }, t);
+    const want = expectPieces([['<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n', 0], ['a1<|im_end|>', 1],
+      ['\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n', 0], ['a2 [final]<|im_end|>', 1], ['\n', 0]]);
+    assert.deepEqual(e.ids, want.ids);
+    assert.deepEqual([...e.lossMask], want.mask);
+  });
+
+  it('a chat template whose prefixes do not match the whole is an error, not a silent drop', () => {
+    const odd = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, name: 'odd',
+      chatTemplate: "{% for m in messages %}{{ m.content }}{% if loop.last %}<|im_end|>{% endif %}{% endfor %}{% if add_generation_prompt %}>{% endif %}" });
+    assert.throws(() => tokenizeRecord({ line: 7, messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }] }, odd, 'f.jsonl:7'),
+      /f\.jsonl:7: the chat template does not render the conversation up to messages\[1\]/);
+  });
+
+  const mk = (lens: number[]): Example[] => lens.map((n, k) => ({ ids: Array.from({ length: n }, (_, i) => k * 1000 + i), lossMask: new Uint8Array(n).fill(1, 1) }));
+  const lens = Array.from({ length: 40 }, (_, i) => 3 + ((i * 37) % 29));
+  const ex = mk(lens);
+
+  it('batches: deterministic per (seed, epoch), each example once, within the token budget', () => {
+    const a = batches(ex, { batchTokens: 64, seed: 1, epoch: 0 }), b = batches(ex, { batchTokens: 64, seed: 1, epoch: 0 });
+    assert.deepEqual(a.batches.map((x) => x.indices), b.batches.map((x) => x.indices));
+    assert.notDeepEqual(a.batches.map((x) => x.indices), batches(ex, { batchTokens: 64, seed: 1, epoch: 1 }).batches.map((x) => x.indices));
+    assert.notDeepEqual(a.batches.map((x) => x.indices), batches(ex, { batchTokens: 64, seed: 2, epoch: 0 }).batches.map((x) => x.indices));
+    assert.deepEqual(a.batches.flatMap((x) => x.indices).sort((p, q) => p - q), ex.map((_, i) => i));
+    for (const x of a.batches) {
+      assert.equal(x.maxLen, Math.max(...x.examples.map((e) => e.ids.length)));
+      assert.ok(x.indices.length * x.maxLen <= 64);
+      assert.deepEqual(x.examples, x.indices.map((i) => ex[i]));
+    }
+    assert.equal(a.truncated, 0);
+  });
+
+  it('batches: length bucketing gives non-overlapping length ranges within a chunk', () => {
+    const { batches: bs } = batches(ex, { batchTokens: 100, seed: 3, epoch: 0, bucket: 1000 });
+    const ranges = bs.map((x) => [Math.min(...x.examples.map((e) => e.ids.length)), x.maxLen]).sort((p, q) => p[1] - q[1]);
+    for (let i = 1; i < ranges.length; i++) assert.ok(ranges[i - 1][1] <= ranges[i][0], JSON.stringify(ranges));
+    // one chunk: exactly the greedy packing of the examples sorted longest first (ties by index)
+    const sorted = lens.map((_, i) => i).sort((p, q) => lens[q] - lens[p] || p - q), want: number[][] = [[]];
+    for (const i of sorted) {
+      const cur = want[want.length - 1];
+      if (cur.length && (cur.length + 1) * lens[cur[0]] > 100) want.push([i]); else cur.push(i);
+    }
+    const key = (b: number[][]) => b.map((x) => x.join()).sort();
+    assert.deepEqual(key(bs.map((x) => x.indices)), key(want));
+  });
+
+  it('batches: over-long examples are truncated and counted; one example always fits', () => {
+    const e = mk([5, 50, 12]);
+    const { batches: bs, truncated } = batches(e, { batchTokens: 16, maxLen: 20, seed: 0, epoch: 0 });
+    assert.equal(truncated, 1);
+    const long = bs.find((x) => x.indices.includes(1))!;
+    assert.deepEqual(long.indices, [1]);
+    assert.equal(long.examples[0].ids.length, 20);
+    assert.deepEqual(long.examples[0].ids, e[1].ids.slice(0, 20));
+    assert.equal(long.examples[0].lossMask.length, 20);
+    assert.equal(e[1].ids.length, 50); // the input is not modified
+  });
+
+  it('splitTrainEval: deterministic, disjoint, complete, file order kept', () => {
+    const items = Array.from({ length: 20 }, (_, i) => i);
+    const s = splitTrainEval(items, 0.1, 5);
+    assert.equal(s.eval.length, 2);
+    assert.deepEqual([...s.train, ...s.eval].sort((a, b) => a - b), items);
+    assert.deepEqual(s, splitTrainEval(items, 0.1, 5));
+    assert.deepEqual(s.train, [...s.train].sort((a, b) => a - b));
+    assert.equal(splitTrainEval([1, 2], 0.01).eval.length, 1);
+    assert.equal(splitTrainEval([1], 0.5).eval.length, 0);
+    assert.throws(() => splitTrainEval(items, 1), /evalFraction/);
+  });
+
+  it('Rng continues identically from a saved state', () => {
+    const r = new Rng(42);
+    for (let i = 0; i < 5; i++) r.next();
+    const copy = new Rng(0);
+    copy.state = r.state;
+    assert.deepEqual([r.next(), r.next(), r.next()], [copy.next(), copy.next(), copy.next()]);
+  });
+});
+
+describe('checkpoint', () => {
+  const make = (seed: number) => {
+    const r = rng(seed);
+    const params: Params = new Map([['layer.w', Float32Array.from({ length: 37 }, () => r.normal())], ['norm', Float32Array.from({ length: 5 }, () => 1 + r.normal())]]);
+    return { params, opt: new AdamW(params, { lr: 0.01, weightDecay: 0.1 }) };
+  };
+  const grads = (step: number, params: Params): Params =>
+    new Map([...params].map(([n, p]) => [n, Float32Array.from(p, (x, i) => Math.sin(x * 3 + i + step))]));
+  const state: TrainState = { step: 2, epoch: 1, position: 7, rng: 123456789, config: { lr: 0.01, note: 'x', nested: { a: [1, 2.5] } } };
+
+  it('save -> load is bit-exact, including -0, subnormals and NaN', () => {
+    const { params, opt } = make(1);
+    params.get('norm')!.set([-0, 1e-40, NaN, Infinity, -3.5]);
+    opt.update(grads(0, params));
+    params.get('norm')!.set([-0, 1e-40, NaN, Infinity, -3.5]);
+    const dir = file('ckpt-exact');
+    saveCheckpoint(dir, { params, optimizer: opt.state(), state });
+    const c = loadCheckpoint(dir);
+    assert.deepEqual(c.state, state);
+    assert.equal(c.optimizer.step, 1);
+    for (const [n, p] of params) {
+      assert.ok(bytes(c.params.get(n)!).equals(bytes(p)), n);
+      assert.ok(bytes(c.optimizer.m.get(n)!).equals(bytes(opt.m.get(n)!)));
+      assert.ok(bytes(c.optimizer.v.get(n)!).equals(bytes(opt.v.get(n)!)));
+    }
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
+  });
+
+  it('resume continues training bit-identically to an uninterrupted run', () => {
+    const ref = make(2);
+    for (let s = 0; s < 4; s++) ref.opt.update(grads(s, ref.params));
+    const first = make(2), dir = file('ckpt-resume');
+    for (let s = 0; s < 2; s++) first.opt.update(grads(s, first.params));
+    saveCheckpoint(dir, { params: first.params, optimizer: first.opt.state(), state: { ...state, step: 2 } });
+    first.opt.update(grads(2, first.params));
+    saveCheckpoint(dir, { params: first.params, optimizer: first.opt.state(), state: { ...state, step: 3 } });
+    assert.equal(fs.readdirSync(dir).filter((f) => f.startsWith('tensors-')).length, 1); // the older tensor file is gone
+    const second = make(99); // different starting values: everything must come from the checkpoint
+    const st = resume(dir, second.params, second.opt);
+    assert.equal(st.step, 3);
+    second.opt.update(grads(3, second.params));
+    for (const [n, p] of ref.params) assert.ok(bytes(second.params.get(n)!).equals(bytes(p)), n);
+    assert.equal(second.opt.step, 4);
+    const wrong = new Map([['layer.w', new Float32Array(37)]]);
+    assert.throws(() => resume(dir, wrong, new AdamW(wrong, { lr: 1 })), /has parameter "norm" the model does not/);
+  });
+
+  it('a crash before checkpoint.json is renamed leaves the previous checkpoint loadable', () => {
+    const { params, opt } = make(3), dir = file('ckpt-crash');
+    saveCheckpoint(dir, { params, optimizer: opt.state(), state });
+    fs.writeFileSync(path.join(dir, 'tensors-9-zzz.safetensors'), 'half-written');
+    fs.writeFileSync(path.join(dir, 'checkpoint.json.tmp-1234'), '{"format": "edg');
+    assert.equal(loadCheckpoint(dir).state.step, 2);
+  });
+
+  it('truncated or missing files give errors naming them', () => {
+    const { params, opt } = make(4), dir = file('ckpt-bad');
+    saveCheckpoint(dir, { params, optimizer: opt.state(), state });
+    const jsonFile = path.join(dir, 'checkpoint.json'), j = JSON.parse(fs.readFileSync(jsonFile, 'utf8'));
+    const tensorFile = path.join(dir, j.tensorFile), full = fs.readFileSync(tensorFile);
+    fs.writeFileSync(tensorFile, full.subarray(0, full.length - 10));
+    assert.throws(() => loadCheckpoint(dir), (e: Error) => e.message.includes(tensorFile) && /truncated/.test(e.message));
+    fs.rmSync(tensorFile);
+    assert.throws(() => loadCheckpoint(dir), (e: Error) => e.message.includes(tensorFile) && /missing/.test(e.message));
+    fs.writeFileSync(tensorFile, full);
+    const text = fs.readFileSync(jsonFile, 'utf8');
+    fs.writeFileSync(jsonFile, text.slice(0, text.length / 2));
+    assert.throws(() => loadCheckpoint(dir), (e: Error) => e.message.includes(jsonFile) && /not valid JSON/.test(e.message));
+    fs.rmSync(jsonFile);
+    assert.throws(() => loadCheckpoint(dir), /checkpoint\.json not found/);
+  });
+});
+
+describe('saving models', () => {
+  const model: ModelConfig = {
+    architecture: 'qwen2', vocabSize: 300, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2,
+    headDim: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, tieWordEmbeddings: true, attentionBias: true, eosTokenIds: [5],
+  };
+
+  it('saveAdapter -> loadAdapter round trip, PEFT config schema and tensor names', () => {
+    const r = 4, alpha = 8, targets = ['q_proj', 'v_proj', 'down_proj'] as const, g = rng(7), dir = file('adapter');
+    const tensors = new Map<string, { a: Float32Array; b: Float32Array }>();
+    for (let l = 0; l < model.numLayers; l++) for (const p of targets) {
+      const [out, inp] = projectionShape(model, p);
+      tensors.set(projectionTensorName(l, p), { a: Float32Array.from({ length: r * inp }, () => g.normal()), b: Float32Array.from({ length: out * r }, () => g.normal()) });
+    }
+    saveAdapter(dir, { r, loraAlpha: alpha, targets: [...targets], baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', aloraInvocationTokens: [10, 11] }, tensors, model.numLayers);
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    assert.deepEqual(Object.keys(cfg).sort(), ['alora_invocation_tokens', 'alpha_pattern', 'base_model_name_or_path', 'bias', 'fan_in_fan_out', 'inference_mode',
+      'init_lora_weights', 'layers_pattern', 'layers_to_transform', 'lora_alpha', 'lora_dropout', 'modules_to_save', 'peft_type', 'r', 'rank_pattern', 'revision',
+      'target_modules', 'task_type', 'use_dora', 'use_rslora']);
+    assert.deepEqual({ peft_type: cfg.peft_type, task_type: cfg.task_type, r: cfg.r, lora_alpha: cfg.lora_alpha, lora_dropout: cfg.lora_dropout, bias: cfg.bias,
+      target_modules: cfg.target_modules, base_model_name_or_path: cfg.base_model_name_or_path, fan_in_fan_out: cfg.fan_in_fan_out,
+      inference_mode: cfg.inference_mode, alora_invocation_tokens: cfg.alora_invocation_tokens },
+    { peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 8, lora_dropout: 0, bias: 'none', target_modules: ['q_proj', 'v_proj', 'down_proj'],
+      base_model_name_or_path: 'Qwen/Qwen2.5-0.5B-Instruct', fan_in_fan_out: false, inference_mode: true, alora_invocation_tokens: [10, 11] });
+    const st = openSafetensors(path.join(dir, 'adapter_model.safetensors'));
+    assert.deepEqual(st.metadata, { format: 'pt' });
+    assert.deepEqual(st.names.sort(), [0, 1].flatMap((l) => [`self_attn.q_proj`, `self_attn.v_proj`, `mlp.down_proj`]
+      .flatMap((m) => ['A', 'B'].map((ab) => `base_model.model.model.layers.${l}.${m}.lora_${ab}.weight`))).sort());
+    assert.deepEqual(st.shape('base_model.model.model.layers.1.mlp.down_proj.lora_A.weight'), [4, 48]);
+    assert.deepEqual(st.shape('base_model.model.model.layers.1.mlp.down_proj.lora_B.weight'), [32, 4]);
+
+    const loaded = loadAdapter(dir, model);
+    assert.deepEqual(loaded.config, { r: 4, loraAlpha: 8, targets: ['q_proj', 'v_proj', 'down_proj'], aloraInvocationTokens: [10, 11] });
+    assert.equal(loaded.tensors.size, tensors.size);
+    for (const [name, t] of tensors) {
+      const got = loaded.tensors.get(name)!;
+      assert.ok(bytes(got.a).equals(bytes(t.a)), name);
+      assert.ok(bytes(got.b).equals(bytes(Float32Array.from(t.b, (x) => x * (alpha / r)))), name); // stored unscaled
+    }
+    assert.equal(fs.readdirSync(dir).length, 2);
+  });
+
+  it('saveAdapter without aLoRA omits the key; missing or extra modules are errors', () => {
+    const [out, inp] = projectionShape(model, 'k_proj'), t = { a: new Float32Array(2 * inp), b: new Float32Array(out * 2) };
+    const one = new Map([[projectionTensorName(0, 'k_proj'), t]]), dir = file('adapter-plain');
+    saveAdapter(dir, { r: 2, loraAlpha: 2, targets: ['k_proj'] }, one, 1);
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    assert.equal('alora_invocation_tokens' in cfg, false);
+    assert.equal(cfg.base_model_name_or_path, null);
+    assert.deepEqual(parseAdapterConfig(cfg, 'x'), { r: 2, loraAlpha: 2, targets: ['k_proj'] });
+    assert.throws(() => saveAdapter(file('a2'), { r: 2, loraAlpha: 2, targets: ['k_proj'] }, one, 2), /no tensors for "model\.layers\.1\.self_attn\.k_proj"/);
+    assert.throws(() => saveAdapter(file('a3'), { r: 2, loraAlpha: 2, targets: ['q_proj'] }, one, 1), /no tensors for "model\.layers\.0\.self_attn\.q_proj"/);
+    assert.throws(() => saveAdapter(file('a4'), { r: 3, loraAlpha: 2, targets: ['k_proj'] }, one, 1), /not multiples of r = 3/);
+    const extra = new Map([...one, ['model.layers.0.mlp.up_proj', t]]);
+    assert.throws(() => saveAdapter(file('a5'), { r: 2, loraAlpha: 2, targets: ['k_proj'] }, extra, 1), /"model\.layers\.0\.mlp\.up_proj" is not a target module/);
+  });
+
+  it('toHfConfig parses back to the same ModelConfig (Qwen2 and Llama)', () => {
+    const llama: ModelConfig = { ...model, architecture: 'llama', attentionBias: false, tieWordEmbeddings: false, bosTokenId: 1, eosTokenIds: [2, 3], headDim: 16 };
+    for (const c of [model, llama]) assert.deepEqual(parseHfConfig(toHfConfig(c)), c);
+    assert.equal(toHfConfig(llama, 'bfloat16').torch_dtype, 'bfloat16');
+  });
+
+  it('saveHfFolder -> loadHfFolder round trip; incomplete weights are refused', () => {
+    const src = makeRandomQwen2({ dir: file('rand-src'), gguf: false, seed: 5, config: { tieWordEmbeddings: false } });
+    const dir = file('full-ft');
+    saveHfFolder(dir, src.config, src.weights);
+    const back = loadHfFolder(dir);
+    assert.deepEqual(back.config, src.config);
+    assert.deepEqual([...back.weights.names].sort(), [...src.weights.keys()].sort());
+    for (const [n, t] of src.weights) assert.ok(bytes(back.weights.get(n)).equals(bytes(t.data)), n);
+    const partial = new Map(src.weights);
+    partial.delete('lm_head.weight');
+    assert.throws(() => saveHfFolder(file('full-bad'), src.config, partial), /lm_head\.weight" is missing/);
+    assert.equal(fs.existsSync(file('full-bad/model.safetensors')), false);
+  });
+});
+
+describe('plot', () => {
+  it('lineChart renders one line per series, the title and the legend', async () => {
+    const series = ['train', 'eval', 'ema'].map((name, k) => ({ name, points: Array.from({ length: 6 }, (_, i) => [i * 10, 3 - i * 0.3 + k * 0.1] as [number, number]) }));
+    series[1].points.push([60, NaN]);
+    const svg = await lineChart({ title: 'Loss & reward', x: 'step', y: 'loss', series });
+    assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.ok(svg.trimEnd().endsWith('</svg>'));
+    assert.equal(svg.match(/aria-roledescription="line mark"/g)?.length, 3);
+    const texts = [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]);
+    assert.ok(texts.includes('Loss &amp; reward'), texts.join('|'));
+    for (const t of ['step', 'loss', 'train', 'eval', 'ema']) assert.ok(texts.includes(t), t);
+    const one = await lineChart({ title: 'Accuracy vs budget', x: 'tokens', y: 'accuracy', logX: true, points: true, series: [{ name: 'greedy', points: [[64, 0.1], [256, 0.4], [1024, 0.5]] }] });
+    assert.equal(one.match(/aria-roledescription="line mark"/g)?.length, 1);
+    const out = file('plots/loss.svg');
+    writeSvg(out, svg);
+    assert.equal(fs.readFileSync(out, 'utf8'), svg);
+  });
+});
+
+describe('progress', () => {
+  it('quiet or non-TTY: draws nothing, reports step, tokens/s and ETA to the hook', () => {
+    let t = 1000;
+    const seen: ProgressInfo[] = [], written: string[] = [];
+    const stream = { isTTY: false, write: (s: string) => { written.push(s); return true; } } as unknown as NodeJS.WriteStream;
+    const p = new Progress(10, { stream, now: () => t, onUpdate: (i) => seen.push(i) });
+    t = 3000;
+    assert.deepEqual(p.update(1, { loss: 2.5, tokens: 1000 }), { step: 1, total: 10, loss: 2.5, elapsedSec: 2, tokensPerSec: 500, etaSec: 18 });
+    t = 5000;
+    p.update(2, { tokens: 1000 });
+    p.stop();
+    assert.deepEqual(seen.map((i) => [i.step, i.tokensPerSec, i.etaSec]), [[1, 500, 18], [2, 500, 16]]);
+    assert.deepEqual(written, []);
+    const resumed = new Progress(10, { startStep: 8, quiet: true, now: () => t });
+    assert.equal(resumed.update(8).etaSec, undefined);
+  });
+
+  it('on a TTY: the bar shows step/total, loss, tokens/s and ETA', () => {
+    let t = 0;
+    const written: string[] = [];
+    const stream = { isTTY: true, columns: 200, write: (s: string) => { written.push(s); return true; } } as unknown as NodeJS.WriteStream;
+    const p = new Progress(4, { stream, now: () => t });
+    t = 1000;
+    p.update(1, { loss: 1.23456, tokens: 300 });
+    p.stop();
+    const out = written.join('');
+    assert.match(out, /1\/4 \| loss 1\.2346 \| 300 tok\/s \| ETA 3s/);
+    const quiet: string[] = [];
+    new Progress(4, { quiet: true, stream: { ...stream, write: (s: string) => quiet.push(s) } as unknown as NodeJS.WriteStream }).stop();
+    assert.deepEqual(quiet, []);
+  });
+
+  it('formatSeconds', () => {
+    assert.deepEqual([formatSeconds(5.4), formatSeconds(65), formatSeconds(3725), formatSeconds(undefined), formatSeconds(Infinity)], ['5s', '1m05s', '1h02m', '--', '--']);
+  });
+});
