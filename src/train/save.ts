@@ -29,13 +29,12 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
     rope_theta: c.ropeTheta,
     rope_scaling: null,
     tie_word_embeddings: c.tieWordEmbeddings,
-    attention_bias: c.attentionBias,
     attention_dropout: 0.0,
     initializer_range: 0.02,
     torch_dtype: torchDtype,
     use_cache: true,
     vocab_size: c.vocabSize,
-    ...(qwen ? { use_sliding_window: false, sliding_window: null, max_window_layers: c.numLayers } : { mlp_bias: false }),
+    ...(qwen ? { use_sliding_window: false, sliding_window: null, max_window_layers: c.numLayers } : { attention_bias: c.attentionBias, mlp_bias: false }),
   };
 }
 

@@ -171,30 +171,5 @@ export function makeRandomQwen2(opts: { config?: Partial<ModelConfig>; seed?: nu
 }
 
 /** ModelConfig -> config.json with the keys transformers writes for Qwen2 / Llama. */
-export function hfConfig(c: ModelConfig): Record<string, unknown> {
-  const qwen = c.architecture === 'qwen2';
-  return {
-    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
-    model_type: c.architecture,
-    attention_dropout: 0.0,
-    bos_token_id: c.bosTokenId,
-    eos_token_id: c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds,
-    hidden_act: 'silu',
-    hidden_size: c.hiddenSize,
-    initializer_range: 0.02,
-    intermediate_size: c.intermediateSize,
-    max_position_embeddings: c.maxPositionEmbeddings,
-    num_attention_heads: c.numHeads,
-    num_hidden_layers: c.numLayers,
-    num_key_value_heads: c.numKvHeads,
-    ...(c.headDim * c.numHeads !== c.hiddenSize ? { head_dim: c.headDim } : {}),
-    rms_norm_eps: c.rmsNormEps,
-    rope_scaling: null,
-    rope_theta: c.ropeTheta,
-    tie_word_embeddings: c.tieWordEmbeddings,
-    torch_dtype: 'float32',
-    use_cache: true,
-    vocab_size: c.vocabSize,
-    ...(qwen ? { max_window_layers: c.numLayers, sliding_window: c.maxPositionEmbeddings, use_sliding_window: false } : { attention_bias: c.attentionBias, mlp_bias: false }),
-  };
-}
+export { toHfConfig as hfConfig } from '../../src/train/save.ts';
+import { toHfConfig as hfConfig } from '../../src/train/save.ts';
