@@ -33,6 +33,8 @@ export interface DecodeTiming {
   prefillMs: number;
   /** The remaining tokens.length - 1 decode steps. */
   decodeMs: number;
+  /** When each token arrived, in ms from the call. */
+  times: number[];
 }
 
 export interface LlamaCpp {
@@ -45,7 +47,7 @@ export interface LlamaCpp {
   /** Same, with the time spent on the prompt and on the decode steps. */
   greedyTimed(promptIds: number[], n: number): Promise<DecodeTiming>;
   /** B greedy continuations decoded concurrently, one sequence each (node-llama-cpp batches them into shared llama_decode calls). Needs `sequences` ≥ B. */
-  greedyBatchTimed(prompts: number[][], n: number): Promise<{ tokens: number[][]; prefillMs: number; decodeMs: number }>;
+  greedyBatchTimed(prompts: number[][], n: number): Promise<{ tokens: number[][]; prefillMs: number; decodeMs: number; times: number[][] }>;
   /** The next-token distribution after `prefixIds`, indexed by token id (length vocabSize). */
   nextTokenProbs(prefixIds: number[]): Promise<Float32Array>;
   /** Teacher-forced: for every i, the argmax next token after ids[0..i] (one pass over ids). */
@@ -84,13 +86,14 @@ export async function openLlamaCpp(ggufPath: string, opts: LlamaCppOptions = {})
     return p;
   };
 
-  async function greedyOn(s: LlamaContextSequence, promptIds: number[], n: number, onFirst: () => void): Promise<number[]> {
+  /** Greedy on one sequence; pushes the arrival time of each token onto `times`. */
+  async function greedyOn(s: LlamaContextSequence, promptIds: number[], n: number, times: number[]): Promise<number[]> {
     await s.clearHistory();
     const out: number[] = [];
     if (n <= 0) return out;
     if (!promptIds.length) throw new Error('llamacpp: greedy needs a non-empty prompt');
     for await (const t of s.evaluate(asTokens(promptIds), { temperature: 0, yieldEogToken: true })) {
-      if (!out.length) onFirst();
+      times.push(performance.now());
       out.push(t as unknown as number);
       if (out.length >= n) break;
     }
@@ -98,10 +101,10 @@ export async function openLlamaCpp(ggufPath: string, opts: LlamaCppOptions = {})
   }
 
   async function greedyTimed(promptIds: number[], n: number): Promise<DecodeTiming> {
-    const t0 = performance.now();
-    let t1 = t0;
-    const tokens = await greedyOn(seq, promptIds, n, () => { t1 = performance.now(); });
-    return { tokens, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
+    const t0 = performance.now(), times: number[] = [];
+    const tokens = await greedyOn(seq, promptIds, n, times);
+    const end = times.at(-1) ?? t0, first = times[0] ?? t0;
+    return { tokens, prefillMs: first - t0, decodeMs: end - first, times: times.map((t) => t - t0) };
   }
 
   async function probsAt(ids: number[], positions?: number[]): Promise<Map<number, Float32Array>> {
@@ -123,10 +126,10 @@ export async function openLlamaCpp(ggufPath: string, opts: LlamaCppOptions = {})
     greedyTimed,
     async greedyBatchTimed(prompts, n) {
       if (prompts.length > seqs.length) throw new Error(`llamacpp: ${prompts.length} prompts but the context has ${seqs.length} sequences`);
-      const t0 = performance.now();
-      let firsts = 0, t1 = t0;
-      const tokens = await Promise.all(prompts.map((p, i) => greedyOn(seqs[i], p, n, () => { if (++firsts === prompts.length) t1 = performance.now(); })));
-      return { tokens, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
+      const t0 = performance.now(), times = prompts.map((): number[] => []);
+      const tokens = await Promise.all(prompts.map((p, i) => greedyOn(seqs[i], p, n, times[i])));
+      const first = Math.max(...times.map((t) => t[0] ?? t0)), end = Math.max(...times.map((t) => t.at(-1) ?? t0));
+      return { tokens, prefillMs: first - t0, decodeMs: end - first, times: times.map((ts) => ts.map((t) => t - t0)) };
     },
     async nextTokenProbs(prefixIds) {
       return (await probsAt(prefixIds, [prefixIds.length - 1])).get(prefixIds.length - 1)!;
