@@ -19,6 +19,8 @@ export interface LayerOptions {
   loraTargets: readonly Projection[];
   /** Weights fed as graph inputs instead of initializers (full-parameter training). */
   weightsAsInputs: boolean;
+  /** LoRA scale alpha/r applied in the graph (training: B is PEFT's unscaled B). Inference pre-scales B: 1. */
+  loraScale?: number;
 }
 
 export class Layers {
@@ -60,14 +62,15 @@ export class Layers {
     return y;
   }
 
-  /** ((x·A^T) ⊙ adapter_mask)·B^T with A [r, in] and B [out, r] as graph inputs (PEFT layout, B pre-scaled by alpha/r). */
+  /** ((x·A^T) ⊙ adapter_mask)·B^T·scale with A [r, in] and B [out, r] as graph inputs (PEFT layout). */
   private lora(x: string, name: string, n: number, k: number): string {
     const g = this.g;
     const a = g.input(`${name}.lora_A`, 'float32', ['lora_rank', k]);
     const b = g.input(`${name}.lora_B`, 'float32', [n, 'lora_rank']);
     this.adapterGate ??= g.node('Unsqueeze', [g.input('adapter_mask', 'float32', ['batch', 'tokens']), g.constant([2])]);
+    const scale = this.opts.loraScale ?? 1;
     const h = g.node('Mul', [this.matmulT(x, a), this.adapterGate]);
-    return this.matmulT(h, b);
+    return scale === 1 ? this.matmulT(h, b) : g.node('Mul', [this.matmulT(h, b), g.scalar(scale)]);
   }
 
   /** x @ w^T for a runtime tensor w. */

@@ -1,0 +1,55 @@
+/**
+ * The training graph: the model's forward (the same `decoder()` as inference, in the plain-op lowering),
+ * logits only at target positions, masked token cross-entropy, and the backward pass emitted by autodiff.
+ *
+ * Inputs: input_ids int64 [B,T]; position_ids int64 [B,T]; attention_bias float [B,1,1,T,T] (causal + padding,
+ * 0 or -1e9); target_index int64 [N] (flat b*T+t of each position that predicts a target); targets int64 [N];
+ * target_weight float [N] (per-target loss weight, e.g. 1/targets-in-the-optimizer-step); with LoRA also
+ * adapter_mask float [B,T] and the trainable <projection>.lora_A / .lora_B; with full training every weight.
+ * Outputs: loss (scalar), and grad.<name> per trainable tensor.
+ */
+import { Graph } from '../onnx/graph.ts';
+import type { WeightSource } from '../io/weights.ts';
+import type { ModelConfig, Projection } from '../models/config.ts';
+import { Layers } from '../models/layers.ts';
+import { decoder, lmHead } from '../models/qwen2.ts';
+import { addBackward } from '../autodiff/backward.ts';
+import { crossEntropy } from '../autodiff/loss.ts';
+
+/** LoRA: `scale` = lora_alpha / r (B is PEFT's unscaled B). */
+export type TrainMode = { kind: 'lora'; targets: readonly Projection[]; scale: number } | { kind: 'full' };
+
+export interface TrainingGraph {
+  graph: Graph;
+  /** Trainable tensor names (graph inputs), in a stable order, with their shapes. */
+  params: { name: string; shape: (number | string)[] }[];
+}
+
+export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode): TrainingGraph {
+  const g = new Graph();
+  const L = new Layers(g, cfg, weights, {
+    quant: 'fp32', accuracyLevel: 0, fused: false,
+    loraTargets: mode.kind === 'lora' ? mode.targets : [], weightsAsInputs: mode.kind === 'full',
+    loraScale: mode.kind === 'lora' ? mode.scale : 1,
+  });
+  const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
+  const positions = g.input('position_ids', 'int64', ['batch', 'tokens']);
+  const bias = g.input('attention_bias', 'float32', ['batch', 1, 1, 'tokens', 'tokens']);
+  const index = g.input('target_index', 'int64', ['targets']);
+  const targets = g.input('targets', 'int64', ['targets']);
+  const weight = g.input('target_weight', 'float32', ['targets']);
+  const hidden = decoder(L, { inputIds, positions, bias });
+  const rows = g.node('Gather', [g.node('Reshape', [hidden, g.constant([-1, cfg.hiddenSize])]), index], { axis: 0 });
+  const loss = crossEntropy(g, lmHead(L, rows), targets, weight);
+  g.nodeN('Identity', [loss], {}, { names: ['loss'] });
+  g.output('loss', 'float32', []);
+  const params = g.inputs
+    .filter((i) => (mode.kind === 'lora' ? /\.lora_[AB]$/.test(i.name) : i.dtype === 'float32' && weights.has(i.name)))
+    .map((i) => ({ name: i.name, shape: i.dims }));
+  const grads = addBackward(g, 'loss', params.map((p) => p.name));
+  for (const p of params) {
+    g.nodeN('Identity', [grads.get(p.name)!], {}, { names: [`grad.${p.name}`] });
+    g.output(`grad.${p.name}`, 'float32', p.shape);
+  }
+  return { graph: g, params };
+}

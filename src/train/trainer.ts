@@ -1,0 +1,99 @@
+/**
+ * One training step on onnxruntime-node: a micro-batch of examples in, the masked cross-entropy loss and the
+ * gradients of the trainable tensors out. The optimizer and the loop live in TypeScript (sft.ts, rl.ts).
+ */
+import os from 'node:os';
+import ort from 'onnxruntime-node';
+import type { ModelConfig } from '../models/config.ts';
+import type { WeightSource } from '../io/weights.ts';
+import type { Example } from './data.ts';
+import type { Params } from './optim.ts';
+import { buildTrainingGraph, type TrainMode } from './graph.ts';
+
+const MASKED = -1e9;
+
+export interface MicroBatch {
+  examples: readonly Example[];
+  /** Per-target weight; pass 1/(targets in the whole optimizer step) so accumulated micro-batches give the mean. */
+  targetWeight: number;
+  /** Per-token adapter switch for each example (activated LoRA); default: adapter on everywhere. */
+  adapterMasks?: readonly (ArrayLike<number> | undefined)[];
+}
+
+export interface StepResult { loss: number; grads: Params; targets: number; tokens: number }
+
+export class Trainer {
+  readonly paramNames: string[];
+  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, private readonly session: ort.InferenceSession, paramNames: string[]) {
+    this.paramNames = paramNames;
+  }
+
+  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number } = {}): Promise<Trainer> {
+    const { graph, params } = buildTrainingGraph(config, weights, mode);
+    const session = await ort.InferenceSession.create(graph.toModelProto(), {
+      intraOpNumThreads: opts.threads ?? Math.min(8, os.availableParallelism()), graphOptimizationLevel: 'all',
+    });
+    return new Trainer(config, mode, session, params.map((p) => p.name));
+  }
+
+  /** Forward + backward for one micro-batch at the given parameter values (names as in paramNames). */
+  async step(params: Params, batch: MicroBatch): Promise<StepResult> {
+    const feeds = this.feeds(batch);
+    for (const name of this.paramNames) {
+      const p = params.get(name);
+      if (!p) throw new Error(`trainer: missing value for trainable tensor "${name}"`);
+      feeds[name] = new ort.Tensor('float32', p, this.shapeOf(name, p.length));
+    }
+    const out = await this.session.run(feeds);
+    const grads: Params = new Map(this.paramNames.map((n) => [n, out[`grad.${n}`].data as Float32Array]));
+    const targets = (feeds.targets.dims[0] as number);
+    return { loss: (out.loss.data as Float32Array)[0], grads, targets, tokens: feeds.input_ids.dims[0] * feeds.input_ids.dims[1] };
+  }
+
+  async close(): Promise<void> { await this.session.release(); }
+
+  private feeds(batch: MicroBatch): Record<string, ort.Tensor> {
+    const ex = batch.examples, B = ex.length, T = Math.max(...ex.map((e) => e.ids.length));
+    const ids = new BigInt64Array(B * T), pos = new BigInt64Array(B * T), bias = new Float32Array(B * T * T).fill(MASKED);
+    const mask = new Float32Array(B * T), index: bigint[] = [], targets: bigint[] = [];
+    ex.forEach((e, b) => {
+      const n = e.ids.length;
+      for (let t = 0; t < T; t++) {
+        ids[b * T + t] = BigInt(t < n ? e.ids[t] : 0);
+        pos[b * T + t] = BigInt(t);
+        // Real tokens see themselves and earlier real tokens; padding sees only itself (keeps softmax finite).
+        const row = (b * T + t) * T;
+        if (t < n) bias.fill(0, row, row + t + 1); else bias[row + t] = 0;
+        mask[b * T + t] = t < n ? batch.adapterMasks?.[b]?.[t] ?? 1 : 0;
+        if (t > 0 && t < n && e.lossMask[t]) { index.push(BigInt(b * T + t - 1)); targets.push(BigInt(e.ids[t])); }
+      }
+    });
+    if (!targets.length) throw new Error('trainer: the micro-batch has no target tokens (every loss mask is empty)');
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [B, T]),
+      position_ids: new ort.Tensor('int64', pos, [B, T]),
+      attention_bias: new ort.Tensor('float32', bias, [B, 1, 1, T, T]),
+      target_index: new ort.Tensor('int64', BigInt64Array.from(index), [index.length]),
+      targets: new ort.Tensor('int64', BigInt64Array.from(targets), [targets.length]),
+      target_weight: new ort.Tensor('float32', new Float32Array(targets.length).fill(batch.targetWeight), [targets.length]),
+    };
+    if (this.mode.kind === 'lora') feeds.adapter_mask = new ort.Tensor('float32', mask, [B, T]);
+    return feeds;
+  }
+
+  private shapeOf(name: string, size: number): number[] {
+    const meta = this.session.inputMetadata.find((m) => m.name === name);
+    const dims = meta?.isTensor ? meta.shape.map(Number) : [];
+    const known = dims.filter((d) => Number.isFinite(d) && d > 0).reduce((a, b) => a * b, 1);
+    return dims.map((d) => (Number.isFinite(d) && d > 0 ? d : size / known));
+  }
+}
+
+/** Activated LoRA: the adapter acts from the last occurrence of the invocation sequence on (1), base before (0). */
+export function aloraMask(ids: readonly number[], invocation: readonly number[]): Uint8Array {
+  const mask = new Uint8Array(ids.length);
+  for (let s = ids.length - invocation.length; s >= 0; s--) {
+    if (invocation.every((t, i) => ids[s + i] === t)) { mask.fill(1, s); return mask; }
+  }
+  return mask;
+}

@@ -1,0 +1,116 @@
+"""PyTorch oracle for the training engine (test use only): an independent Qwen2/Llama forward with LoRA and
+activated-LoRA masking, masked token cross-entropy, and autograd gradients.
+
+Usage: /usr/bin/python3 torch_qwen2.py <in.json> <in.safetensors> <out.safetensors>
+in.json: {"config": ModelConfig (edgereason's camelCase fields), "mode": "lora"|"full", "rank", "alpha",
+          "targets": [...], "input_ids": [[...]], "lengths": [...], "adapter_mask": [[...]], "loss_mask": [[...]]}
+loss_mask[b][t] = 1 means token t is a target predicted from position t-1.
+Writes the loss (key "loss", shape [1]) and the gradient of every trainable tensor under its own name.
+"""
+import json, struct, sys
+import torch
+
+torch.set_num_threads(2)
+DT = torch.float64 if '--f64' in sys.argv else torch.float32
+
+
+def read_safetensors(path):
+    raw = open(path, 'rb').read()
+    n = struct.unpack('<Q', raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == '__metadata__':
+            continue
+        assert info['dtype'] == 'F32', (name, info['dtype'])
+        a, b = info['data_offsets']
+        buf = bytearray(raw[8 + n + a: 8 + n + b])
+        out[name] = torch.frombuffer(buf, dtype=torch.float32).reshape(info['shape']).to(DT)
+    return out
+
+
+def write_safetensors(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for name, t in tensors.items():
+        b = t.detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[name] = {'dtype': 'F32', 'shape': list(t.shape), 'data_offsets': [offset, offset + len(b)]}
+        offset += len(b)
+        blobs.append(b)
+    h = json.dumps(header).encode()
+    h += b' ' * ((8 - len(h) % 8) % 8)
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(h)) + h + b''.join(blobs))
+
+
+def main():
+    spec = json.load(open(sys.argv[1]))
+    w = read_safetensors(sys.argv[2])
+    c = spec['config']
+    ids = torch.tensor(spec['input_ids'])
+    B, T = ids.shape
+    lengths = torch.tensor(spec['lengths'])
+    amask = torch.tensor(spec['adapter_mask'], dtype=DT)
+    lmask = torch.tensor(spec['loss_mask'], dtype=DT)
+    trainable = [n for n in w if ('lora_' in n) == (spec['mode'] == 'lora')]
+    for n in trainable:
+        w[n].requires_grad_(True)
+    scale = spec.get('alpha', 1) / spec.get('rank', 1)
+    H, D, Hkv = c['numHeads'], c['headDim'], c['numKvHeads']
+
+    def linear(x, name, bias=False):
+        y = x @ w[name + '.weight'].T
+        if bias:
+            y = y + w[name + '.bias']
+        a = name + '.lora_A.weight'
+        if a in w:
+            y = y + ((x @ w[a].T) * amask[..., None]) @ w[name + '.lora_B.weight'].T * scale
+        return y
+
+    def rms(x, name):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + c['rmsNormEps']) * w[name]
+
+    pos = torch.arange(T, dtype=torch.float64)
+    inv = 1.0 / (c['ropeTheta'] ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+    f = pos[:, None] * inv[None, :]
+    emb = torch.cat([f, f], -1)
+    cos, sin = emb.cos().to(DT)[None, :, None, :], emb.sin().to(DT)[None, :, None, :]
+
+    def rope(x):
+        x1, x2 = x[..., :D // 2], x[..., D // 2:]
+        return x * cos + torch.cat([-x2, x1], -1) * sin
+
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    keyok = torch.arange(T)[None, :] < lengths[:, None]
+    allowed = causal[None, :, :] & keyok[:, None, :]  # [B, Tq, Tk]
+    bias = torch.where(allowed, torch.zeros((), dtype=DT), torch.tensor(-1e9, dtype=DT))[:, None, :, :]
+
+    h = w['model.embed_tokens.weight'][ids]
+    for l in range(c['numLayers']):
+        p = f'model.layers.{l}'
+        x = rms(h, f'{p}.input_layernorm.weight')
+        qb = c['attentionBias']
+        q = rope(linear(x, f'{p}.self_attn.q_proj', qb).view(B, T, H, D)).transpose(1, 2)
+        k = rope(linear(x, f'{p}.self_attn.k_proj', qb).view(B, T, Hkv, D)).transpose(1, 2)
+        v = linear(x, f'{p}.self_attn.v_proj', qb).view(B, T, Hkv, D).transpose(1, 2)
+        k = k.repeat_interleave(H // Hkv, dim=1)
+        v = v.repeat_interleave(H // Hkv, dim=1)
+        att = torch.softmax(q @ k.transpose(-1, -2) / D ** 0.5 + bias, dim=-1) @ v
+        h = h + linear(att.transpose(1, 2).reshape(B, T, H * D), f'{p}.self_attn.o_proj')
+        y = rms(h, f'{p}.post_attention_layernorm.weight')
+        g = linear(y, f'{p}.mlp.gate_proj')
+        h = h + linear(torch.nn.functional.silu(g) * linear(y, f'{p}.mlp.up_proj'), f'{p}.mlp.down_proj')
+    h = rms(h, 'model.norm.weight')
+    head = w['lm_head.weight'] if 'lm_head.weight' in w else w['model.embed_tokens.weight']
+    logits = h @ head.T  # [B, T, V]
+    # Token t is predicted from position t-1.
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+    m = lmask[:, 1:]
+    loss = -(logp * m).sum() / m.sum()
+    loss.backward()
+    out = {'loss': loss.detach().reshape(1)}
+    for n in trainable:
+        out[n] = w[n].grad
+    write_safetensors(sys.argv[3], out)
+
+
+main()

@@ -1,0 +1,107 @@
+/**
+ * The training graph against PyTorch (Debian's python3-torch, used only as the oracle): loss and gradients of
+ * a small random Qwen2 with LoRA on all 7 projections (plain and activated-LoRA masking) and full-parameter.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MemoryWeights } from '../src/io/weights.ts';
+import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
+import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
+import { Trainer, aloraMask } from '../src/train/trainer.ts';
+import type { Example } from '../src/train/data.ts';
+import type { Params } from '../src/train/optim.ts';
+import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+
+const PY = '/usr/bin/python3';
+const ORACLE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'oracle/torch_qwen2.py');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-oracle-'));
+const hasTorch = (() => { try { execFileSync(PY, ['-c', 'import torch']); return true; } catch { return false; } })();
+const torchNote = 'PyTorch oracle missing: install Debian\'s python3-torch (apt-get install python3-torch); .ci/run does this';
+
+const model = makeRandomQwen2({ dir: path.join(tmp, 'm'), seed: 7, gguf: false, config: { numLayers: 2, vocabSize: 512 } });
+const cfg = model.config;
+const r = rng(11);
+const RANK = 4, ALPHA = 8;
+const lora: Params = new Map();
+for (let l = 0; l < cfg.numLayers; l++) for (const p of PROJECTIONS) {
+  const [out, inp] = projectionShape(cfg, p), name = projectionTensorName(l, p);
+  lora.set(`${name}.lora_A`, Float32Array.from({ length: RANK * inp }, () => 0.2 * r.normal()));
+  lora.set(`${name}.lora_B`, Float32Array.from({ length: out * RANK }, () => 0.2 * r.normal()));
+}
+const seqs = [[5, 17, 99, 3, 250, 7, 7, 41, 300, 12, 8], [44, 2, 91, 160, 33, 70]];
+const examples: Example[] = seqs.map((ids, i) => ({ ids, lossMask: Uint8Array.from(ids, (_, t) => (t >= 3 + i ? 1 : 0)) }));
+const INVOCATION = [7, 41];
+
+/** Runs the PyTorch oracle; returns its loss and gradients keyed by our tensor names. */
+function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[]): { loss: number; grads: Map<string, Float32Array> } {
+  const tensors = new Map(model.weights);
+  if (mode === 'lora') for (const [n, d] of lora) {
+    const proj = n.replace(/\.lora_[AB]$/, '') as string, [out, inp] = projectionShape(cfg, proj.split('.').pop() as never);
+    tensors.set(`${n}.weight`, { shape: n.endsWith('A') ? [RANK, inp] : [out, RANK], data: d });
+  }
+  const T = Math.max(...seqs.map((s) => s.length));
+  const spec = {
+    config: cfg, mode, rank: RANK, alpha: ALPHA,
+    input_ids: seqs.map((s) => [...s, ...new Array(T - s.length).fill(0)]),
+    lengths: seqs.map((s) => s.length),
+    adapter_mask: seqs.map((s, b) => Array.from({ length: T }, (_, t) => (t < s.length ? adapterMasks?.[b]?.[t] ?? 1 : 0))),
+    loss_mask: examples.map((e) => Array.from({ length: T }, (_, t) => e.lossMask[t] ?? 0)),
+  };
+  const dir = fs.mkdtempSync(path.join(tmp, 'run-'));
+  fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify(spec));
+  writeSafetensors(path.join(dir, 'in.safetensors'), tensors);
+  execFileSync(PY, [ORACLE, path.join(dir, 'in.json'), path.join(dir, 'in.safetensors'), path.join(dir, 'out.safetensors')]);
+  const out = openSafetensors(path.join(dir, 'out.safetensors'));
+  const ours = (n: string) => (/\.lora_[AB]\.weight$/.test(n) ? n.slice(0, -'.weight'.length) : n);
+  const grads = new Map(out.names.filter((n) => n !== 'loss').map((n) => [ours(n), out.get(n)] as const));
+  return { loss: out.get('loss')[0], grads };
+}
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+async function compare(mode: 'lora' | 'full', adapterMasks?: Uint8Array[]) {
+  const trainer = await Trainer.create(cfg, new MemoryWeights(model.weights), mode === 'lora' ? { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK } : { kind: 'full' }, { threads: 2 });
+  try {
+    const targets = examples.reduce((s, e) => s + e.lossMask.reduce((a, b) => a + b, 0), 0);
+    const params: Params = mode === 'lora' ? lora : new Map([...model.weights].map(([n, t]) => [n, t.data]));
+    const ours = await trainer.step(params, { examples, targetWeight: 1 / targets, adapterMasks });
+    const ref = torchOracle(mode, adapterMasks);
+    assert.ok(Math.abs(ours.loss - ref.loss) / ref.loss <= 1e-5, `loss ${ours.loss} vs torch ${ref.loss}`);
+    assert.equal(ours.grads.size, trainer.paramNames.length);
+    let worst = 0, worstName = '';
+    for (const name of trainer.paramNames) {
+      const refGrad = ref.grads.get(name);
+      assert.ok(refGrad, `torch gave no gradient for ${name}`);
+      const e = relErr(ours.grads.get(name)!, refGrad);
+      if (e > worst) { worst = e; worstName = name; }
+    }
+    console.log(`${mode}${adapterMasks ? ' (activated LoRA)' : ''}: loss ${ours.loss.toFixed(6)} (torch ${ref.loss.toFixed(6)}), worst gradient relative error ${worst.toExponential(2)} (${worstName}) over ${trainer.paramNames.length} tensors`);
+    assert.ok(worst <= 1e-4, `gradient of ${worstName}: relative error ${worst}`);
+  } finally {
+    await trainer.close();
+  }
+}
+
+test('LoRA on all 7 projections: loss and gradients match PyTorch (fp32, ≤ 1e-4 relative)', { skip: !hasTorch && torchNote }, async () => {
+  await compare('lora');
+});
+
+test('activated LoRA (adapter from the invocation tokens on): loss and gradients match PyTorch', { skip: !hasTorch && torchNote }, async () => {
+  const masks = seqs.map((s) => aloraMask(s, INVOCATION));
+  assert.deepEqual([...masks[0]], [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1], 'from the last occurrence of [7, 41] on');
+  assert.deepEqual([...masks[1]], [0, 0, 0, 0, 0, 0], 'no invocation: base weights only');
+  await compare('lora', masks);
+});
+
+test('full-parameter training: loss and gradients of every weight match PyTorch', { skip: !hasTorch && torchNote }, async () => {
+  await compare('full');
+});
