@@ -1,0 +1,219 @@
+/**
+ * Answer extraction and grading, shared by eval, RL rewards and majority voting (one grader, no copies).
+ *
+ * - gsm8k / svamp / asdiv / aime24 / amc23: numeric. The answer is the number after the last "####", else
+ *   after the last "answer is", else in the last \boxed{}, else the last number in the text; "$" and thousands
+ *   commas are ignored and values compare numerically. ASDiv also has non-numeric golds (names, "3:4",
+ *   "3:30 p.m."), compared as case-folded strings.
+ * - math500: the last \boxed{...}, normalised (LaTeX spacing, \left/\right, units, degrees, percent, \dfrac,
+ *   shorthand fractions); equal if the strings match, or both are numbers and equal, or both are tuples /
+ *   intervals / lists whose elements are equal one by one.
+ * - synthetic: math golds need the fixed "#### n" line; chat golds must match exactly after trimming and case-folding.
+ *
+ * Text after the last </think> is graded when the model wrote a think block.
+ */
+
+export type Task = 'gsm8k' | 'svamp' | 'asdiv' | 'aime24' | 'amc23' | 'math500' | 'synthetic';
+export const TASKS: readonly Task[] = ['gsm8k', 'svamp', 'asdiv', 'aime24', 'amc23', 'math500', 'synthetic'];
+
+/** The reply proper: whatever follows the last </think> (thinking may contain trial answers). */
+function reply(text: string): string {
+  const i = text.lastIndexOf('</think>');
+  return i < 0 ? text : text.slice(i + '</think>'.length);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Numbers
+
+// a minus sign counts only where it cannot be subtraction ("16-3" holds 16 and 3)
+const NUMBER = /(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\w.])-?\.\d+/g;
+
+/** A plain number, allowing "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)". */
+export function parseNumber(s: string): number | undefined {
+  let t = s.trim().replace(/\s*\([^()]*[A-Za-z][^()]*\)$/, '') // "9 (apples)"
+    .replace(/\\?\$/g, '').replace(/(\d),(?=\d{3}\b)/g, '$1').replace(/[.%]$/, '').trim();
+  const neg = /^-\((.*)\)$/.exec(t); // "-(1/3)"
+  if (neg) t = '-' + neg[1];
+  if (/^-?(\d+(\.\d+)?|\.\d+)$/.test(t)) return Number(t);
+  const frac = /^(-?\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)$/.exec(t);
+  if (frac && Number(frac[2]) !== 0) return Number(frac[1]) / Number(frac[2]);
+  return undefined;
+}
+
+/** Canonical text of a number, so voting can group equal answers by string. */
+const numberKey = (x: number) => String(Number(x.toPrecision(15)));
+// tight enough that 1450001 != 1450000, loose enough for float noise and 15-digit voting keys
+const close = (x: number, y: number) => Math.abs(x - y) <= 1e-12 * Math.max(1, Math.abs(x), Math.abs(y));
+
+function lastNumber(text: string): number | undefined {
+  const all = text.match(NUMBER);
+  return all ? parseNumber(all[all.length - 1]) : undefined;
+}
+function firstNumber(text: string): number | undefined {
+  const m = text.match(NUMBER);
+  return m ? parseNumber(m[0]) : undefined;
+}
+
+/** The answer phrase a model states explicitly: after the last "####", else after the last "answer is", else the last box. */
+function statedAnswer(text: string): string | undefined {
+  const hash = text.lastIndexOf('####');
+  if (hash >= 0) return text.slice(hash + 4).split('\n')[0].trim();
+  const is = [...text.matchAll(/answer is:?\s*([^\n]*)/gi)].at(-1);
+  if (is) return is[1].trim();
+  return lastBoxed(text);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// LaTeX answers (MATH)
+
+/** Contents of the last \boxed{...} (nested braces allowed) or \boxed x / \fbox{...}; undefined if none. */
+export function lastBoxed(text: string): string | undefined {
+  const i = Math.max(text.lastIndexOf('\\boxed'), text.lastIndexOf('\\fbox'));
+  if (i < 0) return undefined;
+  const j = i + (text.startsWith('\\boxed', i) ? 6 : 5);
+  if (text[j] === ' ') return /^ *([^\s$]+)/.exec(text.slice(j))?.[1]; // "\boxed 5"
+  if (text[j] !== '{') return undefined;
+  for (let depth = 0, k = j; k < text.length; k++) {
+    if (text[k] === '{') depth++;
+    else if (text[k] === '}' && --depth === 0) return text.slice(j + 1, k);
+  }
+  return undefined; // unbalanced: the model stopped mid-box
+}
+
+/** Strips presentation from a MATH answer so equal answers become equal strings. */
+export function normalizeMath(s: string): string {
+  let t = s.trim()
+    .replace(/(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)/g, ' ') // not the \\ of matrix rows
+    .replace(/\\[dt]frac/g, '\\frac')
+    .replace(/\\(?:left|right)(?![a-z])/g, '')
+    .replace(/\^\s*\{?\\circ\}?|\\circ|°/g, '')
+    .replace(/\\?%/g, '')
+    .replace(/\\?\$/g, '');
+  // \text{...}: a whole-answer word is unwrapped ("\text{(C)}", "\text{east}"), a trailing unit is dropped
+  const whole = /^\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}$/.exec(t);
+  if (whole) t = whole[1];
+  else {
+    const noUnits = t.replace(/\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?/g, '').trim();
+    if (noUnits) t = noUnits;
+  }
+  t = t.replace(/^[A-Za-z]\s*(?:=|\\in)\s*/, '') // "x = 5", "x \in [-2,7]"
+    .replace(/\s+/g, '')
+    .replace(/\.$/, '')
+    .replace(/\\frac(\d)(\d)/g, '\\frac{$1}{$2}') // \frac12
+    .replace(/\\frac(\d)\{/g, '\\frac{$1}{') // \frac9{19}
+    .replace(/\\frac\{([^{}]*)\}(\d)/g, '\\frac{$1}{$2}') // \frac{270}7
+    .replace(/\\sqrt(\d+)/g, '\\sqrt{$1}')
+    .replace(/([_^])\{(\w+)\}/g, '$1$2'); // 4210_{5}, x^{2}
+  if (/^-?\d{1,3}(,\d{3})+(\.\d+)?$/.test(t)) t = t.replace(/,/g, ''); // 10,080
+  t = t.replace(/^(-?)\.(\d)/, '$10.$2'); // .35 -> 0.35
+  const choice = /^\(([A-E])\)$/.exec(t); // multiple-choice letter "(C)"
+  if (choice) t = choice[1];
+  return t;
+}
+
+/** The value of a normalised answer that is a plain number, fraction (\frac{a}{b}, a/b) or mixed number. */
+function latexNumber(t: string): number | undefined {
+  if (/^-?(\d+(\.\d+)?|\.\d+)$/.test(t)) return Number(t);
+  const ab = /^(-?\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/.exec(t);
+  if (ab && Number(ab[2]) !== 0) return Number(ab[1]) / Number(ab[2]);
+  const f = /^(-?)(\d+)?\\frac\{(-?\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}$/.exec(t);
+  if (f && Number(f[4]) !== 0) return (f[1] ? -1 : 1) * (Number(f[2] ?? 0) + Number(f[3]) / Number(f[4]));
+  return undefined;
+}
+
+/** Splits at `sep` where not nested in (), [] or {}. */
+function splitTop(t: string, sep: string): string[] {
+  const parts: string[] = [];
+  let depth = 0, start = 0;
+  for (let i = 0; i < t.length; i++) {
+    const ch = t[i];
+    if ('([{'.includes(ch)) depth++;
+    else if (')]}'.includes(ch)) depth--;
+    else if (depth === 0 && t.startsWith(sep, i)) { parts.push(t.slice(start, i)); start = i + sep.length; i += sep.length - 1; }
+  }
+  parts.push(t.slice(start));
+  return parts;
+}
+
+/** "(a,b]" -> brackets and inner text when the outer brackets enclose the whole string. */
+function bracketed(t: string): { open: string; close: string; inner: string } | undefined {
+  const m = /^(\\\{|\(|\[|\\begin\{[pb]matrix\})(.*)(\\\}|\)|\]|\\end\{[pb]matrix\})$/.exec(t);
+  if (!m) return undefined;
+  let depth = 0;
+  for (let i = 0; i < m[2].length; i++) { // the outer pair must not close early, as in "(1,2)\cup(3,4)"
+    if ('([{'.includes(m[2][i])) depth++;
+    else if (')]}'.includes(m[2][i]) && --depth < 0) return undefined;
+  }
+  return { open: m[1], close: m[3], inner: m[2] };
+}
+
+/** Equality of two normalised MATH answers. */
+export function mathEqual(a: string, b: string): boolean {
+  if (a === b) return true;
+  const x = latexNumber(a), y = latexNumber(b);
+  if (x !== undefined && y !== undefined) return close(x, y);
+  const ba = bracketed(a), bb = bracketed(b);
+  if (ba && bb) return ba.open === bb.open && ba.close === bb.close && mathEqual(ba.inner, bb.inner);
+  for (const sep of ['\\cup', '\\\\', ',', '&']) { // unions, matrix rows, tuple/list elements, matrix columns
+    const pa = splitTop(a, sep), pb = splitTop(b, sep);
+    if (pa.length > 1 || pb.length > 1) return pa.length === pb.length && pa.every((p, i) => mathEqual(p, pb[i]));
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Public API
+
+/** ASDiv's non-numeric golds ("Mrs. Hilt", "3:30 p.m."): case-folded, spaces collapsed, unit and final dots dropped. */
+const foldPhrase = (s: string) => s.trim().toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '').replace(/\.+$/, '');
+
+/** A synthetic reply's "#### n" number, or undefined if the line is missing or holds no number. */
+function hashAnswer(r: string): number | undefined {
+  const i = r.lastIndexOf('####');
+  return i < 0 ? undefined : firstNumber(r.slice(i + 4).split('\n')[0]);
+}
+
+/**
+ * The answer a model gave, canonicalised so equal answers are equal strings where possible (numbers as plain
+ * decimals, MATH answers normalised): usable directly as a voting key. undefined when there is none.
+ */
+export function extractAnswer(task: Task, text: string): string | undefined {
+  const r = reply(text);
+  if (task === 'math500') {
+    const box = lastBoxed(r);
+    if (box === undefined) return undefined;
+    const t = normalizeMath(box), n = latexNumber(t);
+    return n === undefined ? t : numberKey(n);
+  }
+  if (task === 'synthetic') { // math replies count only through the fixed "#### n" line; chat replies whole
+    if (r.includes('####')) { const n = hashAnswer(r); return n === undefined ? undefined : numberKey(n); }
+    return r.trim().toLowerCase() || undefined;
+  }
+  const stated = statedAnswer(r);
+  const n = stated === undefined ? undefined : parseNumber(stated) ?? firstNumber(stated);
+  if (n !== undefined) return numberKey(n);
+  if (task === 'asdiv' && stated) return foldPhrase(stated);
+  const last = lastNumber(r); // no explicit answer: the last number written
+  return last === undefined ? undefined : numberKey(last);
+}
+
+/** Whether `predictedText` (a model's whole output) answers `gold` (the dataset's answer field) correctly. */
+export function isCorrect(task: Task, predictedText: string, gold: string | number): boolean {
+  if (task === 'synthetic') {
+    const r = reply(predictedText);
+    if (typeof gold === 'number') { const n = hashAnswer(r); return n !== undefined && close(n, gold); }
+    return r.trim().toLowerCase() === gold.trim().toLowerCase();
+  }
+  if (task === 'math500') {
+    const pred = extractAnswer(task, predictedText);
+    return pred !== undefined && mathEqual(pred, normalizeMath(String(gold)));
+  }
+  const g = typeof gold === 'number' ? gold : parseNumber(gold);
+  if (g === undefined) { // ASDiv names, times, ratios: compare the stated phrase (or the last line) as text
+    if (task !== 'asdiv') return false;
+    const r = reply(predictedText), phrase = statedAnswer(r) ?? r.trim().split('\n').at(-1) ?? '';
+    return foldPhrase(phrase) === foldPhrase(String(gold));
+  }
+  const pred = extractAnswer(task, predictedText), p = pred === undefined ? undefined : parseNumber(pred);
+  return p !== undefined && close(p, g);
+}

@@ -1,0 +1,253 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { sharedPath } from './helpers/shared.ts';
+import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath } from '../src/tasks/grade.ts';
+import {
+  DIFFICULTY, Rng, formatAnswer, formatResponse, formatThinking, generateItem, generateMath, makeSplits, questionKey,
+  splitOf, type Item, type MathItem,
+} from '../src/tasks/synthetic.ts';
+import { buildTokenizerFiles, pretokenize } from '../src/tasks/vocab.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const jsonl = (rel: string) => readFileSync(sharedPath(rel), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+/** Replaces the contents of the last \boxed{...}. */
+const rebox = (text: string, content: string) => {
+  const box = lastBoxed(text)!, i = text.lastIndexOf('\\boxed{' + box + '}');
+  return text.slice(0, i) + '\\boxed{' + content + '}' + text.slice(i + box.length + 8);
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Grading on the real benchmarks' gold solutions
+
+test('gsm8k: every gold solution grades correct, off-by-one wrong', () => {
+  const rows = jsonl('data/gsm8k/test.jsonl');
+  assert.equal(rows.length, 1319);
+  for (const r of rows) {
+    const gold: string = r.answer.split('####').at(-1).trim();
+    assert.ok(isCorrect('gsm8k', r.answer, gold), `gold solution graded wrong: ${r.question}`);
+    const n = Number(gold.replace(/,/g, ''));
+    assert.ok(!isCorrect('gsm8k', r.answer.replace(/####.*$/, `#### ${n + 1}`), gold), `off-by-one graded correct: ${gold}`);
+    assert.ok(isCorrect('gsm8k', `So she pays $${gold} in total.`, gold), `last-number fallback: ${gold}`);
+  }
+});
+
+test('math500: every gold solution grades correct against its answer; perturbed ones wrong', () => {
+  const rows = jsonl('data/math500/test.jsonl');
+  assert.equal(rows.length, 500);
+  const failures = rows.filter((r) => !isCorrect('math500', r.solution, r.answer)).map((r) => `${r.unique_id}: ${r.answer}`);
+  assert.deepEqual(failures, [], 'gold solutions graded wrong');
+  for (const r of rows) {
+    const box = lastBoxed(r.solution)!;
+    assert.ok(!isCorrect('math500', r.solution.replaceAll('\\boxed', ''), r.answer), `missing box graded correct: ${r.unique_id}`);
+    const n = Number(normalizeMath(r.answer));
+    const wrong = Number.isFinite(n) ? String(n + 1) : box + '+1';
+    assert.ok(!isCorrect('math500', rebox(r.solution, wrong), r.answer), `perturbed answer graded correct: ${r.unique_id} ${wrong}`);
+    const frac = /^\\frac\{(\d+)\}\{(\d+)\}$/.exec(r.answer);
+    if (frac && frac[1] !== frac[2]) {
+      assert.ok(!isCorrect('math500', rebox(r.solution, `\\frac{${frac[2]}}{${frac[1]}}`), r.answer), `inverted fraction graded correct: ${r.answer}`);
+    }
+  }
+});
+
+test('math500: normalisation equivalences and near misses', () => {
+  const same: [string, string][] = [
+    ['0.5', '\\frac12'], ['\\frac{1}{2}', '\\frac12'], ['\\dfrac{1}{2}', '1/2'], ['.5', '\\tfrac{1}{2}'],
+    ['\\frac{270}7\\text{ degrees}', '\\frac{270}{7}'], ['10\\%', '10'], ['30^\\circ', '30'], ['30^{\\circ}', '30'],
+    ['\\$18.90', '18.9'], ['\\$32,\\!348', '32348'], ['10,\\!080', '10080'], ['\\text{(C)}', 'C'], ['(C)', '\\text{(C)}'],
+    ['x \\in [-2,7]', '[-2, 7]'], ['x=5', '5'], ['\\left( 3, \\frac{\\pi}{2} \\right)', '(3,\\frac{\\pi}{2})'],
+    ['864 \\mbox{ inches}^2', '864'], ['5.4 \\text{ cents}', '5.4'], ['1\\frac{4}{5}', '1.8'], ['137 \\frac{1}{2}', '137.5'],
+    ['11\\sqrt2', '11\\sqrt{2}'], ['4210_{5}', '4210_5'], ['(0,9) \\cup (9,36)', '(0, 9)\\cup(9, 36)'], ['3, 5, 7', '3,5,7'],
+    ['\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}', '\\begin{pmatrix} \\frac15 \\\\ -\\frac{18}{5} \\end{pmatrix}'],
+    ['(1, 0.5)', '(1,\\frac{1}{2})'], ['\\text{Evelyn}', 'Evelyn'], ['-\\frac{3}{8}', '-0.375'], ['2.', '2'],
+  ];
+  for (const [a, b] of same) assert.ok(mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should equal ${b}`);
+  const differ: [string, string][] = [
+    ['\\frac{2}{3}', '\\frac{3}{2}'], ['(3,4]', '[3,4]'], ['(3,4]', '(3,4)'], ['(1,2)', '(2,1)'], ['(1,2)', '(1,2,3)'],
+    ['\\sqrt{2}', '\\sqrt{3}'], ['0.33', '\\frac13'], ['x+1', 'x-1'], ['\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}', '\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}'],
+  ];
+  for (const [a, b] of differ) assert.ok(!mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should differ from ${b}`);
+  assert.equal(lastBoxed('so \\boxed{\\frac{\\sqrt{3}}{3}} and then \\boxed{\\left\\{1,2\\right\\}}.'), '\\left\\{1,2\\right\\}');
+  assert.equal(lastBoxed('\\boxed 5$'), '5');
+  assert.equal(lastBoxed('unfinished \\boxed{\\frac{1}{'), undefined);
+  assert.equal(extractAnswer('math500', 'The answer is 5.'), undefined, 'MATH needs a box');
+});
+
+test('svamp and asdiv: every gold answer, stated as a sentence, grades correct; off-by-one wrong', () => {
+  const svamp = jsonl('data/svamp/test.jsonl');
+  assert.equal(svamp.length, 1000);
+  for (const r of svamp) {
+    assert.ok(isCorrect('svamp', `${r.Body} ${r.Question} The answer is ${r.Answer}.`, r.Answer), `svamp ${r.ID}`);
+    assert.ok(isCorrect('svamp', `${r.Equation} = ${r.Answer}`, String(r.Answer)), `svamp last number ${r.ID}`);
+    assert.ok(!isCorrect('svamp', `The answer is ${r.Answer + 1}.`, r.Answer), `svamp off-by-one ${r.ID}`);
+  }
+  const asdiv = jsonl('data/asdiv/test.jsonl');
+  assert.equal(asdiv.length, 2215);
+  let numeric = 0;
+  for (const r of asdiv) {
+    const stated = String(r.answer).replace(/\s*\([^()]*[a-z][^()]*\)$/i, ''); // "9 (apples)", not "-(1/3)"
+    assert.ok(isCorrect('asdiv', `${r.body} The answer is ${stated}.`, r.answer), `asdiv ${r.idx}: ${r.answer}`);
+    const n = Number(stated);
+    if (Number.isFinite(n)) {
+      numeric++;
+      assert.ok(!isCorrect('asdiv', `The answer is ${n + 1}.`, r.answer), `asdiv off-by-one ${r.idx}`);
+    } else {
+      assert.ok(!isCorrect('asdiv', 'The answer is Nobody.', r.answer), `asdiv wrong text ${r.idx}`);
+    }
+  }
+  assert.ok(numeric > 2000, `asdiv: only ${numeric} numeric golds`);
+});
+
+test('numeric extraction: ####, stated answer, box, last number, think blocks, voting keys', () => {
+  assert.equal(extractAnswer('gsm8k', 'x = 3\n#### 1,000'), '1000');
+  assert.equal(extractAnswer('gsm8k', 'The answer is $1,000.00.'), '1000');
+  assert.equal(extractAnswer('gsm8k', 'so 16-3 = 13 eggs'), '13');
+  assert.equal(extractAnswer('gsm8k', 'it is -4 degrees'), '-4');
+  assert.equal(extractAnswer('gsm8k', '<think>maybe 7? #### 7</think>\n\nThe answer is 8.'), '8');
+  assert.equal(extractAnswer('aime24', 'thus $\\boxed{204}$'), '204');
+  assert.equal(extractAnswer('gsm8k', 'no numbers here'), undefined);
+  assert.ok(isCorrect('asdiv', 'The ratio is 3:4, so the answer is 3:4.', '3:4'));
+  assert.ok(isCorrect('asdiv', 'The answer is -1/3.', '-(1/3)'));
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Synthetic generator
+
+const isMath = (i: Item): i is MathItem => i.kind === 'math';
+
+test('synthetic: same seed gives identical items (golden hash guards cross-machine determinism)', () => {
+  const a = makeSplits({ train: 300, val: 100, test: 100, seed: 7 }), b = makeSplits({ train: 300, val: 100, test: 100, seed: 7 });
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a.train.slice(0, 50), makeSplits({ train: 50, val: 0, test: 0, seed: 8 }).train);
+  const g = makeSplits({ train: 50, val: 20, test: 20, seed: 7 }), r = new Rng(1);
+  const digest = createHash('sha256').update(JSON.stringify(g) + g.train.map((i) => formatThinking(i, 'verbose', r)).join('')).digest('hex');
+  // changes when templates or the PRNG change: then rebuild the tokenizer (src/tasks/vocab.ts) and update this hash
+  assert.equal(digest, 'e9d8e4bbab67b0f928dbadd27f331eb12ff285194cc8d5c8d622470b3c48f781');
+});
+
+test('synthetic: splits never overlap (5000 items each)', () => {
+  const s = makeSplits({ train: 5000, val: 5000, test: 5000, seed: 3 });
+  const keys = { train: new Set<string>(), val: new Set<string>(), test: new Set<string>() };
+  for (const split of ['train', 'val', 'test'] as const) {
+    assert.equal(s[split].length, 5000);
+    for (const it of s[split]) { keys[split].add(questionKey(it.question)); assert.equal(splitOf(it), split); }
+  }
+  for (const [x, y] of [['train', 'val'], ['train', 'test'], ['val', 'test']] as const) {
+    const shared = [...keys[x]].filter((k) => keys[y].has(k));
+    assert.deepEqual(shared, [], `${x} and ${y} share questions`);
+  }
+  const ids = [...s.train, ...s.val, ...s.test].map((i) => i.id);
+  assert.equal(new Set(ids).size, ids.length, 'ids are unique (disjoint seed ranges)');
+  assert.equal(keys.test.size, 5000, 'test questions are distinct');
+  for (const split of ['train', 'val', 'test'] as const) assert.ok(s[split].some((i) => i.kind === 'chat') && s[split].some(isMath));
+});
+
+test('synthetic: op counts per difficulty; steps are correct non-negative integer arithmetic ending at the answer', () => {
+  const check = (it: MathItem, max: number) => {
+    assert.equal(it.steps.length, it.ops);
+    let last = NaN;
+    for (const s of it.steps) {
+      const m = /^(\d+) ([-+*/]) (\d+) = (\d+)$/.exec(s);
+      assert.ok(m, `bad step line "${s}"`);
+      const [a, b, c] = [m[1], m[3], m[4]].map(Number);
+      const want = m[2] === '+' ? a + b : m[2] === '-' ? a - b : m[2] === '*' ? a * b : a / b;
+      assert.equal(c, want, `wrong step "${s}" in ${it.question}`);
+      assert.ok(Number.isInteger(c) && c >= 0 && c <= max, `value out of range in "${s}"`);
+      last = c;
+    }
+    assert.equal(last, it.answer);
+    for (const n of it.question.match(/\d+(?!\d|%)/g) ?? []) assert.ok(Number(n) <= max, `number ${n} above maxValue in ${it.question}`);
+  };
+  for (const d of ['easy', 'medium', 'hard'] as const) {
+    const items = Array.from({ length: 1500 }, (_, i) => generateItem(11, i, { [d]: 1 })).filter(isMath);
+    assert.equal(items.length, 1500);
+    const ops = new Set(items.map((i) => i.ops));
+    assert.deepEqual([...ops].sort(), Array.from({ length: DIFFICULTY[d].maxOps - DIFFICULTY[d].minOps + 1 }, (_, k) => DIFFICULTY[d].minOps + k));
+    items.forEach((it) => check(it, DIFFICULTY[d].maxValue));
+  }
+  assert.ok(Array.from({ length: 200 }, (_, i) => generateItem(11, i, { easy: 1 }) as MathItem).every((i) => i.ops <= 2));
+  assert.ok(Array.from({ length: 200 }, (_, i) => generateItem(11, i, { hard: 1 }) as MathItem).every((i) => i.ops >= 4));
+  for (let ops = 1; ops <= 8; ops++) for (let i = 0; i < 100; i++) check(generateMath(new Rng(i * 8 + ops), { ops, maxValue: 30 }), 30);
+  assert.throws(() => generateMath(new Rng(1), { ops: 9, maxValue: 100 }), /ops must be/);
+});
+
+test('synthetic: canonical answers grade correct, perturbed ones wrong', () => {
+  const items = makeSplits({ train: 1000, val: 0, test: 0, seed: 5 }).train, r = new Rng(2);
+  for (const it of items) {
+    const reply = formatResponse(it, 'verbose', r);
+    assert.ok(isCorrect('synthetic', reply, it.answer), `canonical reply graded wrong: ${reply}`);
+    assert.ok(isCorrect('synthetic', formatAnswer(it), it.answer));
+    if (isMath(it)) {
+      assert.equal(formatAnswer(it), `#### ${it.answer}`);
+      assert.ok(!isCorrect('synthetic', `#### ${it.answer + 1}`, it.answer));
+      assert.ok(!isCorrect('synthetic', `${it.steps.join('\n')}`, it.answer), 'an answer without "####" is wrong');
+      assert.ok(!isCorrect('synthetic', `<think>\n#### ${it.answer}\n</think>\n\n#### ${it.answer - 1}`, it.answer));
+    } else {
+      assert.ok(isCorrect('synthetic', `  ${it.answer.toUpperCase()} \n`, it.answer));
+      assert.ok(!isCorrect('synthetic', `${it.answer} Anything else?`, it.answer));
+    }
+  }
+});
+
+test('synthetic: verbose traces are at least 2.5x longer than concise ones, and vary', () => {
+  const tok = loadTokenizer(path.join(root, 'models/default'));
+  let concise = 0, verbose = 0;
+  const lengths = new Set<number>();
+  const items = Array.from({ length: 600 }, (_, i) => generateItem(13, i, { easy: 1, medium: 1, hard: 1 })).filter(isMath);
+  items.forEach((it, i) => {
+    const c = formatThinking(it, 'concise', new Rng(i)), v = formatThinking(it, 'verbose', new Rng(i));
+    assert.equal(c, it.steps.join('\n'));
+    concise += tok.encode(c).length; verbose += tok.encode(v).length;
+    if (i < 20) for (let s = 0; s < 10; s++) lengths.add(formatThinking(items[0], 'verbose', new Rng(1000 * i + s)).length);
+  });
+  assert.ok(verbose / concise >= 2.5, `verbose/concise token ratio ${(verbose / concise).toFixed(2)}`);
+  assert.ok(lengths.size > 20, 'verbose lengths vary for the same problem');
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Tokenizer for the synthetic world
+
+test('tokenizer: committed files match src/tasks/vocab.ts output', () => {
+  const { tokenizerJson, tokenizerConfig } = buildTokenizerFiles();
+  const read = (f: string) => JSON.parse(readFileSync(path.join(root, 'models/default', f), 'utf8'));
+  assert.deepEqual(read('tokenizer.json'), tokenizerJson, 'run: node --import tsx src/tasks/vocab.ts');
+  assert.deepEqual(read('tokenizer_config.json'), tokenizerConfig, 'run: node --import tsx src/tasks/vocab.ts');
+});
+
+test('tokenizer: every generated text round-trips exactly, word by word, with no <unk>', () => {
+  const tok = loadTokenizer(path.join(root, 'models/default'));
+  const unk = tok.tokenToId('<unk>')!;
+  const s = makeSplits({ train: 1500, val: 500, test: 500, seed: 99 }), r = new Rng(4);
+  for (const it of [...s.train, ...s.val, ...s.test]) {
+    for (const text of [it.question, formatThinking(it, 'concise', r), formatThinking(it, 'verbose', r), formatAnswer(it)]) {
+      const ids = tok.encode(text);
+      assert.ok(!ids.includes(unk), `<unk> in ${JSON.stringify(text)}`);
+      assert.equal(tok.decode(ids), text);
+      assert.equal(ids.length, pretokenize(text).length, `a word fell back to characters in ${JSON.stringify(text)}`);
+    }
+    const chat = tok.applyChatTemplate([{ role: 'user', content: it.question }, { role: 'assistant', content: formatResponse(it, 'verbose', r) }]);
+    const ids = tok.encode(chat);
+    assert.ok(!ids.includes(unk));
+    assert.equal(tok.decode(ids), chat);
+  }
+});
+
+test('tokenizer: digits split one by one, special tokens, ChatML template', () => {
+  const tok = loadTokenizer(path.join(root, 'models/default'));
+  const pieces = (t: string) => tok.encode(t).map((i) => tok.tokenizer.id_to_token(i));
+  assert.deepEqual(pieces('Mia has 123 apples.\n#### 42'), ['Mia', '▁has', '▁', '1', '2', '3', '▁apples', '.', '\n', '####', '▁', '4', '2']);
+  assert.deepEqual(pieces('Zebra'), ['Z', 'e', 'b', 'r', 'a'], 'unknown words fall back to letters');
+  for (const t of ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>', '</think>']) assert.deepEqual(tok.encode(t), [tok.tokenToId(t)]);
+  assert.equal(tok.vocabSize, Object.keys(buildTokenizerFiles().tokenizerJson.model.vocab).length);
+  assert.ok(tok.vocabSize < 1000, `vocab size ${tok.vocabSize}`);
+  assert.deepEqual(tok.eosTokenIds, [tok.tokenToId('<|im_end|>')]);
+  assert.equal(tok.decode(tok.encode('<think>\n1 + 2 = 3\n</think>\n\n#### 3<|im_end|>'), { skipSpecialTokens: true }), '<think>\n1 + 2 = 3\n</think>\n\n#### 3');
+  assert.equal(tok.applyChatTemplate([{ role: 'user', content: 'Hi!' }], { addGenerationPrompt: true }),
+    '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n');
+  assert.equal(tok.applyChatTemplate([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi!' }], { addGenerationPrompt: true, vars: { enable_thinking: false } }),
+    '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n');
+});
