@@ -4,12 +4,13 @@ import { generateCommand } from './generate.ts';
 import { convertCommand } from './convert.ts';
 import { benchCommand } from './bench.ts';
 import { demoCommand } from './demo.ts';
+import { trainSftCommand } from './train-sft.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')
     .showHelpAfterError();
-  for (const add of [generateCommand, convertCommand, benchCommand, demoCommand]) add(program);
+  for (const add of [generateCommand, convertCommand, trainSftCommand, benchCommand, demoCommand]) add(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -1,0 +1,55 @@
+import type { Command } from 'commander';
+import { openSource } from '../io/source.ts';
+import { PROJECTIONS, type Projection } from '../models/config.ts';
+import { loadDataset } from '../train/data.ts';
+import { trainSft } from '../train/sft.ts';
+import { floatArg, intArg } from './main.ts';
+
+/** q,k,v,o,gate,up,down (or full names) -> projection names. */
+export function parseTargets(list: string): Projection[] {
+  return list.split(',').map((t) => t.trim()).filter(Boolean).map((t) => {
+    const p = (t.endsWith('_proj') ? t : `${t}_proj`) as Projection;
+    if (!PROJECTIONS.includes(p)) throw new Error(`--targets: unknown target module "${t}" (use q,k,v,o,gate,up,down)`);
+    return p;
+  });
+}
+
+export function trainSftCommand(program: Command): void {
+  program.command('train-sft')
+    .description('supervised fine-tuning: a LoRA adapter (PEFT format) or, with --full, all weights')
+    .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf or llama2.c .bin)')
+    .requiredOption('--data <file>', 'training JSONL: {"messages":[...]} or {"prompt","completion"} per line')
+    .option('--eval <file>', 'held-out JSONL for eval loss')
+    .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint)')
+    .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 0), 16)
+    .option('--lora-alpha <a>', 'LoRA alpha', floatArg('--lora-alpha', 0), 32)
+    .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
+    .option('--full', 'train every weight instead of a LoRA adapter')
+    .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>")')
+    .option('--lr <lr>', 'peak learning rate', floatArg('--lr', 0))
+    .option('--epochs <n>', 'epochs', intArg('--epochs', 1), 1)
+    .option('--batch-tokens <n>', 'padded tokens per micro-batch', intArg('--batch-tokens', 2), 4096)
+    .option('--accum <n>', 'micro-batches per optimizer step', intArg('--accum', 1), 1)
+    .option('--max-len <n>', 'truncate examples to this many tokens', intArg('--max-len', 2))
+    .option('--eval-every <n>', 'eval loss every n steps', intArg('--eval-every', 1))
+    .option('--checkpoint-every <n>', 'checkpoint every n steps', intArg('--checkpoint-every', 1), 50)
+    .option('--max-steps <n>', 'stop after n optimizer steps', intArg('--max-steps', 1))
+    .option('--seed <s>', 'seed for data order and LoRA init', intArg('--seed'), 0)
+    .option('--resume', 'continue from <out>/checkpoint')
+    .action(async (o) => {
+      if (!o.full && o.loraR <= 0) throw new Error(`--lora-r must be a positive integer, got ${o.loraR}`);
+      const src = openSource(o.model);
+      if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
+      const train = loadDataset(o.data, src.tokenizer);
+      const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer) : [];
+      const invocation = o.aloraInvocation ? src.tokenizer.encode(o.aloraInvocation, { addSpecialTokens: false }) : undefined;
+      if (invocation && !invocation.length) throw new Error(`--alora-invocation "${o.aloraInvocation}" encodes to no tokens`);
+      const r = await trainSft(src.config, src.weights, train, evalSet, {
+        out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), aloraInvocation: invocation,
+        lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
+        checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
+      });
+      const last = r.evalLosses.at(-1);
+      console.log(`trained ${r.steps} steps; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
+    });
+}
