@@ -39,6 +39,24 @@ export async function lineChart(c: LineChart): Promise<string> {
       color: { field: 'series', type: 'nominal', title: null, sort: c.series.map((s) => s.name) },
     },
   };
+  return render(spec);
+}
+
+/** Grouped bars: one group per category, one bar per series (e.g. accuracy by difficulty, base vs adapter). */
+export async function barChart(c: { title: string; y: string; bars: { category: string; series: string; value: number }[]; width?: number; height?: number }): Promise<string> {
+  return render({
+    title: c.title, width: c.width ?? 480, height: c.height ?? 300, data: { values: c.bars },
+    mark: 'bar',
+    encoding: {
+      x: { field: 'category', type: 'nominal', title: null, sort: null },
+      xOffset: { field: 'series', sort: null },
+      y: { field: 'value', type: 'quantitative', title: c.y },
+      color: { field: 'series', type: 'nominal', title: null, sort: null },
+    },
+  });
+}
+
+async function render(spec: vl.TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
   try { return await view.toSVG(); } finally { view.finalize(); }
 }

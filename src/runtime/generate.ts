@@ -14,8 +14,10 @@ export interface GenerateOptions extends SamplingParams {
   stop?: string[];
   /** Token ids that end generation (default: the model's EOS ids). */
   stopTokens?: number[];
-  /** Run the new tokens with the LoRA adapter switched on (per-token adapter mask = 1). */
+  /** Run with the LoRA adapter switched on (per-token adapter mask = 1) ... */
   adapter?: boolean;
+  /** ... from this prompt position on (activated LoRA: the invocation tokens' position); default 0. */
+  adapterFrom?: number;
 }
 
 export type FinishReason = 'stop' | 'length';
@@ -50,6 +52,12 @@ export class Sequence {
   }
 
   get done(): boolean { return this.finishReason !== undefined; }
+
+  /** Adapter mask for the next `count` tokens fed, starting at absolute position `from`. */
+  adapterMask(from: number, count: number): number[] {
+    const on = this.opts.adapter ? this.opts.adapterFrom ?? 0 : Infinity;
+    return Array.from({ length: count }, (_, i) => (from + i >= on ? 1 : 0));
+  }
 
   /** Parameters (with this sequence's next random draw) for the engine's sampler. */
   sampling(): SamplingParams & { u: number } {
@@ -98,13 +106,15 @@ export class Sequence {
 export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequence[], pending: number[][], start = performance.now()): Promise<void> {
   let rows = seqs.map((_, i) => i);
   let feed = pending;
+  const pos = await backend.lengths(cache); // next absolute position of each row
   while (rows.length) {
     const live = rows.map((r) => seqs[r]);
     const res = await backend.step(cache, {
       tokens: feed,
-      adapterMask: live.map((s, i) => feed[i].map(() => (s.opts.adapter ? 1 : 0))),
+      adapterMask: live.map((s, i) => s.adapterMask(pos[rows[i]], feed[i].length)),
       sample: live.map((s) => s.sampling()),
     });
+    rows.forEach((r, i) => { pos[r] += feed[i].length; });
     const next: number[][] = [], still: number[] = [];
     live.forEach((s, i) => {
       if (!s.tokens.length && !s.done) s.ttftMs = performance.now() - start;

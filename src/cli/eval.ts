@@ -1,0 +1,46 @@
+import path from 'node:path';
+import type { Command } from 'commander';
+import { loadModel } from '../runtime/model.ts';
+import { datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
+import { writeReport, markdownTable } from '../eval/report.ts';
+import { sharedDir } from './demo.ts';
+import { intArg, quantArg } from './main.ts';
+import type { Task } from '../tasks/grade.ts';
+
+const FILES: Record<string, string> = { gsm8k: 'gsm8k/test.jsonl', math500: 'math500/test.jsonl', svamp: 'svamp/test.jsonl' };
+
+export function evalCommand(program: Command): void {
+  program.command('eval')
+    .description('accuracy, tokens, TTFT and latency on a task; writes JSON, a Markdown table and an SVG plot')
+    .requiredOption('--model <path>', 'model path')
+    .option('--adapter <dir>', 'reasoning adapter: also evaluates base + adapter (switched on from "<think>")')
+    .option('--task <task>', 'synthetic | gsm8k | math500 | svamp', 'synthetic')
+    .option('--split <split>', 'synthetic split: test | val', 'test')
+    .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
+    .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
+    .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
+    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .requiredOption('--out <file>', 'results JSON (the .md and -accuracy.svg go beside it)')
+    .action(async (o) => {
+      if (!['synthetic', ...Object.keys(FILES)].includes(o.task)) throw new Error(`--task must be synthetic, gsm8k, math500 or svamp; got "${o.task}"`);
+      if (o.split !== 'test' && o.split !== 'val') throw new Error(`--split must be test or val, got "${o.split}"`);
+      const cases = o.task === 'synthetic' ? syntheticCases(o.split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', FILES[o.task]), o.limit);
+      const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      const runs: { name: string; report: EvalReport }[] = [];
+      try {
+        for (const reasoning of o.adapter ? [false, true] : [false]) {
+          const name = reasoning ? 'base + reasoning adapter' : 'base';
+          const report = await runEval(model, cases, {
+            reasoning, maxTokens: o.maxTokens, batch: o.batch,
+            onCase: (d, t) => process.stderr.write(`\r${name}: ${d}/${t}`),
+          });
+          process.stderr.write('\n');
+          runs.push({ name, report });
+        }
+      } finally {
+        await model.close();
+      }
+      await writeReport(o.out, runs);
+      console.log(markdownTable(runs));
+    });
+}

@@ -1,0 +1,100 @@
+/**
+ * The eval harness: questions in, graded answers out, with accuracy, generated and thinking tokens, TTFT,
+ * latency (p50/p90) and tokens/s per category. Reasoning mode switches the adapter on from the invocation
+ * token ("<think>") after the chat prompt, as activated LoRA does at inference.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Model } from '../runtime/model.ts';
+import { generateBatch, type GenerateOptions } from '../runtime/generate.ts';
+import { isCorrect, type Task } from '../tasks/grade.ts';
+import { makeSplits, type Item } from '../tasks/synthetic.ts';
+
+export interface EvalCase { id: string; question: string; gold: string | number; category: string; task: Task }
+
+export interface EvalOptions extends GenerateOptions {
+  /** Switch the reasoning adapter on from the invocation token. */
+  reasoning?: boolean;
+  invocation?: string;
+  /** Prompts decoded together (1 = per-request latency). */
+  batch?: number;
+  onCase?: (done: number, total: number) => void;
+}
+
+export interface CaseResult {
+  id: string; category: string; correct: boolean; text: string;
+  tokens: number; thinkingTokens: number; ttftMs: number; latencyMs: number;
+}
+
+export interface Summary {
+  n: number; accuracy: number; meanTokens: number; meanThinkingTokens: number;
+  ttftP50: number; ttftP90: number; latencyP50: number; latencyP90: number; tokensPerSec: number;
+}
+
+export interface EvalReport { options: Record<string, unknown>; summary: Record<string, Summary>; cases: CaseResult[] }
+
+export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = {}): Promise<EvalReport> {
+  const tok = model.tokenizer, batch = o.batch ?? 1, results: CaseResult[] = [];
+  const invocation = o.reasoning ? tok.encode(o.invocation ?? '<think>', { addSpecialTokens: false }) : [];
+  const endThink = tok.tokenToId('</think>');
+  if (o.reasoning && !model.adapter) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter)');
+  for (let i = 0; i < cases.length; i += batch) {
+    const group = cases.slice(i, i + batch);
+    const prompts = group.map((c) => {
+      const ids = model.encode([{ role: 'user', content: c.question }]);
+      return { ids: [...ids, ...invocation], from: ids.length };
+    });
+    const opts = prompts.map((p) => ({ ...o, adapter: !!o.reasoning, adapterFrom: p.from }));
+    const out = await generateBatch(model.backend, tok, prompts.map((p) => p.ids), opts);
+    out.forEach((c, k) => {
+      const end = endThink === undefined ? -1 : c.tokens.indexOf(endThink);
+      const thinking = o.reasoning ? (end >= 0 ? end + 1 : c.tokens.length) + invocation.length : 0;
+      results.push({
+        id: group[k].id, category: group[k].category, correct: isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
+        tokens: c.tokens.length, thinkingTokens: thinking, ttftMs: c.ttftMs, latencyMs: c.totalMs,
+      });
+    });
+    o.onCase?.(results.length, cases.length);
+  }
+  const summary: Record<string, Summary> = { all: summarize(results) };
+  for (const cat of [...new Set(results.map((r) => r.category))].sort()) summary[cat] = summarize(results.filter((r) => r.category === cat));
+  const { onCase, ...options } = o;
+  return { options, summary, cases: results };
+}
+
+function summarize(rs: CaseResult[]): Summary {
+  const mean = (f: (r: CaseResult) => number) => rs.reduce((s, r) => s + f(r), 0) / Math.max(1, rs.length);
+  const pct = (f: (r: CaseResult) => number, p: number) => {
+    const v = rs.map(f).sort((a, b) => a - b);
+    return v.length ? v[Math.min(v.length - 1, Math.floor(p * v.length))] : 0;
+  };
+  const time = rs.reduce((s, r) => s + r.latencyMs, 0) / 1000;
+  return {
+    n: rs.length, accuracy: mean((r) => (r.correct ? 1 : 0)), meanTokens: mean((r) => r.tokens), meanThinkingTokens: mean((r) => r.thinkingTokens),
+    ttftP50: pct((r) => r.ttftMs, 0.5), ttftP90: pct((r) => r.ttftMs, 0.9), latencyP50: pct((r) => r.latencyMs, 0.5), latencyP90: pct((r) => r.latencyMs, 0.9),
+    tokensPerSec: rs.reduce((s, r) => s + r.tokens, 0) / Math.max(time, 1e-9),
+  };
+}
+
+/** The synthetic test split (or val) as eval cases, categorised easy / medium / hard / chat. */
+export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0): EvalCase[] {
+  const s = makeSplits({ train: 0, val: split === 'val' ? limit : 0, test: split === 'test' ? limit : 0, seed });
+  return s[split].map((it: Item) => ({
+    id: it.id, question: it.question, gold: it.answer, task: 'synthetic',
+    category: it.kind === 'chat' ? 'chat' : it.difficulty ?? 'math',
+  }));
+}
+
+/** GSM8K / MATH-500 / SVAMP / ASDiv test files from ../shared/data. */
+export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
+  if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (the shared data folder must sit beside the project)`);
+  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).slice(0, limit);
+  return lines.map((l, i) => {
+    const r = JSON.parse(l);
+    const where = `${path.basename(file)}:${i + 1}`;
+    if (task === 'gsm8k') return { id: where, question: r.question, gold: String(r.answer).split('####').pop()!.trim(), category: task, task };
+    if (task === 'math500') return { id: where, question: r.problem, gold: r.answer, category: r.level ? `level ${r.level}` : task, task };
+    if (task === 'svamp') return { id: where, question: `${r.Body} ${r.Question}`, gold: r.Answer, category: task, task };
+    throw new Error(`eval: task ${task} has no dataset reader`);
+  });
+}

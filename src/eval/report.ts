@@ -1,0 +1,27 @@
+/** Eval reports: JSON, a Markdown table and SVG plots beside it. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { atomicWrite, writeAll } from '../io/safetensors.ts';
+import { barChart, writeSvg } from './plot.ts';
+import type { EvalReport, Summary } from './harness.ts';
+
+export function markdownTable(runs: { name: string; report: EvalReport }[]): string {
+  const rows = ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'];
+  for (const { name, report } of runs) {
+    for (const [cat, s] of Object.entries(report.summary) as [string, Summary][]) {
+      rows.push(`| ${name} | ${cat} | ${s.n} | ${(100 * s.accuracy).toFixed(1)} % | ${s.meanTokens.toFixed(1)} | ${s.meanThinkingTokens.toFixed(1)} | ${s.ttftP50.toFixed(1)} / ${s.ttftP90.toFixed(1)} | ${s.latencyP50.toFixed(0)} / ${s.latencyP90.toFixed(0)} | ${s.tokensPerSec.toFixed(0)} |`);
+    }
+  }
+  return rows.join('\n') + '\n';
+}
+
+/** Writes <out>.json, <out>.md and <out>-accuracy.svg (out without extension). */
+export async function writeReport(out: string, runs: { name: string; report: EvalReport }[]): Promise<void> {
+  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+  const base = out.replace(/\.json$/, '');
+  const write = (f: string, text: string) => atomicWrite(f, (fd) => writeAll(fd, Buffer.from(text)));
+  write(`${base}.json`, JSON.stringify(runs.length === 1 ? runs[0].report : Object.fromEntries(runs.map((r) => [r.name, r.report])), null, 1) + '\n');
+  write(`${base}.md`, markdownTable(runs));
+  const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));
+  writeSvg(`${base}-accuracy.svg`, await barChart({ title: 'Accuracy by category', y: 'accuracy (%)', bars }));
+}

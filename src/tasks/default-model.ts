@@ -1,0 +1,124 @@
+/**
+ * The recipe of the embedded default model (models/default): a small Qwen2 trained from scratch on direct
+ * answers (so it answers easy items and chat queries, and guesses on hard ones), then an activated-LoRA
+ * reasoning adapter trained on step-by-step traces (invocation "<think>"), both with edgereason's own engine.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ModelConfig } from '../models/config.ts';
+import { MemoryWeights } from '../io/weights.ts';
+import { loadTokenizer } from '../tokenizer/hf.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
+import { tokenizeRecord, type Example } from '../train/data.ts';
+import { trainSft } from '../train/sft.ts';
+import { formatAnswer, formatResponse, generateMath, makeSplits, Rng, splitOf, type Item, type Mix } from './synthetic.ts';
+
+export const DEFAULT_DIR = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../models/default');
+export const ADAPTER_DIR = path.join(DEFAULT_DIR, 'reasoning-adapter');
+export const INVOCATION = '<think>';
+
+export function defaultConfig(vocabSize: number): ModelConfig {
+  return {
+    architecture: 'qwen2', vocabSize, hiddenSize: 192, intermediateSize: 512, numLayers: 6, numHeads: 6, numKvHeads: 2,
+    headDim: 32, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 1024, tieWordEmbeddings: true,
+    attentionBias: true, bosTokenId: 0, eosTokenIds: [2],
+  };
+}
+
+/** GPT-2 style initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2·layers), norms 1. */
+export function initWeights(c: ModelConfig, seed: number): Map<string, { shape: number[]; data: Float32Array }> {
+  const rng = new Rng(seed), w = new Map<string, { shape: number[]; data: Float32Array }>();
+  const normal = () => Math.sqrt(-2 * Math.log(1 - rng.float())) * Math.cos(2 * Math.PI * rng.float());
+  const add = (name: string, shape: number[], std: number, fill?: number) =>
+    w.set(name, { shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => fill ?? std * normal()) });
+  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, resid = 0.02 / Math.sqrt(2 * c.numLayers);
+  add('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize], 0.02);
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    add(`${p}.input_layernorm.weight`, [c.hiddenSize], 0, 1);
+    add(`${p}.post_attention_layernorm.weight`, [c.hiddenSize], 0, 1);
+    for (const [n, rows] of [['q', q], ['k', kv], ['v', kv]] as const) {
+      add(`${p}.self_attn.${n}_proj.weight`, [rows, c.hiddenSize], 0.02);
+      add(`${p}.self_attn.${n}_proj.bias`, [rows], 0, 0);
+    }
+    add(`${p}.self_attn.o_proj.weight`, [c.hiddenSize, q], resid);
+    add(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, c.hiddenSize], 0.02);
+    add(`${p}.mlp.up_proj.weight`, [c.intermediateSize, c.hiddenSize], 0.02);
+    add(`${p}.mlp.down_proj.weight`, [c.hiddenSize, c.intermediateSize], resid);
+  }
+  add('model.norm.weight', [c.hiddenSize], 0, 1);
+  return w;
+}
+
+const chat = (tok: TextTokenizer, question: string, reply: string, line: number): Example =>
+  tokenizeRecord({ line, messages: [{ role: 'user', content: question }, { role: 'assistant', content: reply }] }, tok);
+
+/** Base-model data: direct answers for every difficulty and the chat queries, plus single operations up to 200. */
+export function baseExamples(tok: TextTokenizer, n: number, seed: number): Example[] {
+  const mix: Mix = { easy: 0.45, medium: 0.1, hard: 0.1, chat: 0.35 };
+  const items: Item[] = makeSplits({ train: Math.round(n * 0.8), val: 0, test: 0, seed, mix }).train;
+  const rng = new Rng(seed ^ 0xa11), extra: Item[] = [];
+  while (extra.length < n - items.length) {
+    const it = generateMath(rng, { ops: 1, maxValue: 200, id: `op-${extra.length}` });
+    if (splitOf(it) === 'train') extra.push(it);
+  }
+  return [...items, ...extra].map((it, i) => chat(tok, it.question, formatAnswer(it), i + 1));
+}
+
+/** Adapter data: "<think>\n…\n</think>\n\n#### n" replies, concise and verbose traces mixed. */
+export function reasoningExamples(tok: TextTokenizer, n: number, seed: number): Example[] {
+  const items = makeSplits({ train: n, val: 0, test: 0, seed: seed + 1, mix: { easy: 0.2, medium: 0.3, hard: 0.4, chat: 0.1 } }).train;
+  const rng = new Rng(seed ^ 0x7e5);
+  return items.map((it, i) => chat(tok, it.question, formatResponse(it, rng.chance(0.5) ? 'verbose' : 'concise', rng), i + 1));
+}
+
+export interface DefaultRecipe {
+  out?: string;
+  baseExamples?: number;
+  baseEpochs?: number;
+  adapterExamples?: number;
+  adapterEpochs?: number;
+  /** Stop each stage after this many steps (CI runs a few steps of the same recipe). */
+  maxSteps?: number;
+  seed?: number;
+  quiet?: boolean;
+  stages?: ('base' | 'adapter')[];
+}
+
+export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses: number[]; adapterLosses: number[] }> {
+  const out = r.out ?? DEFAULT_DIR, seed = r.seed ?? 0, stages = r.stages ?? ['base', 'adapter'];
+  fs.mkdirSync(out, { recursive: true });
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) if (out !== DEFAULT_DIR) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(out, f));
+  const tok = loadTokenizer(out);
+  const config = defaultConfig(tok.vocabSize);
+  let baseLosses: number[] = [], adapterLosses: number[] = [];
+  if (stages.includes('base')) {
+    const data = baseExamples(tok, r.baseExamples ?? 60000, seed);
+    const res = await trainSft(config, new MemoryWeights(initWeights(config, seed)), data, [], {
+      out, full: true, lr: 2e-3, epochs: r.baseEpochs ?? 3, batchTokens: 4096, weightDecay: 0.1, maxSteps: r.maxSteps,
+      checkpointEvery: 200, quiet: r.quiet, seed,
+    });
+    baseLosses = res.losses;
+    fs.rmSync(path.join(out, 'checkpoint'), { recursive: true, force: true });
+  }
+  if (stages.includes('adapter')) {
+    const { loadHfFolder } = await import('../io/hf-folder.ts');
+    const base = loadHfFolder(out);
+    const data = reasoningExamples(tok, r.adapterExamples ?? 20000, seed);
+    const invocation = tok.encode(INVOCATION, { addSpecialTokens: false });
+    const res = await trainSft(base.config, base.weights, data, [], {
+      out: path.join(out, 'reasoning-adapter'), rank: 16, alpha: 32, lr: 2e-3, epochs: r.adapterEpochs ?? 2, batchTokens: 8192,
+      aloraInvocation: invocation, maxSteps: r.maxSteps, checkpointEvery: 200, quiet: r.quiet, seed, baseModel: 'models/default',
+    });
+    adapterLosses = res.losses;
+    fs.rmSync(path.join(out, 'reasoning-adapter', 'checkpoint'), { recursive: true, force: true });
+  }
+  return { baseLosses, adapterLosses };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const stages = (process.argv[2] ?? 'base,adapter').split(',') as ('base' | 'adapter')[];
+  const t0 = Date.now();
+  await trainDefault({ stages });
+  console.log(`trained ${stages.join(' + ')} in ${((Date.now() - t0) / 60000).toFixed(1)} min → ${DEFAULT_DIR}`);
+}
