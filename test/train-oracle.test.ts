@@ -38,7 +38,7 @@ const examples: Example[] = seqs.map((ids, i) => ({ ids, lossMask: Uint8Array.fr
 const INVOCATION = [7, 41];
 
 /** Runs the PyTorch oracle; returns its loss and gradients keyed by our tensor names. */
-function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[]): { loss: number; grads: Map<string, Float32Array> } {
+function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], policy?: Record<string, unknown>): { loss: number; grads: Map<string, Float32Array> } {
   const tensors = new Map(model.weights);
   if (mode === 'lora') for (const [n, d] of lora) {
     const proj = n.replace(/\.lora_[AB]$/, '') as string, [out, inp] = projectionShape(cfg, proj.split('.').pop() as never);
@@ -51,6 +51,7 @@ function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[]): { loss
     lengths: seqs.map((s) => s.length),
     adapter_mask: seqs.map((s, b) => Array.from({ length: T }, (_, t) => (t < s.length ? adapterMasks?.[b]?.[t] ?? 1 : 0))),
     loss_mask: examples.map((e) => Array.from({ length: T }, (_, t) => e.lossMask[t] ?? 0)),
+    ...policy,
   };
   const dir = fs.mkdtempSync(path.join(tmp, 'run-'));
   fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify(spec));
@@ -104,4 +105,32 @@ test('activated LoRA (adapter from the invocation tokens on): loss and gradients
 
 test('full-parameter training: loss and gradients of every weight match PyTorch', { skip: !hasTorch && torchNote }, async () => {
   await compare('full');
+});
+
+test('GRPO clipped policy-gradient loss with KL: loss and gradients match PyTorch', { skip: !hasTorch && torchNote }, async () => {
+  const objective = { kind: 'policy' as const, clipEps: 0.2, beta: 0.05 };
+  const trainer = await Trainer.create(cfg, new MemoryWeights(model.weights), { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK }, { threads: 2, objective });
+  try {
+    const counts = examples.map((e) => e.lossMask.reduce((a, b) => a + b, 0));
+    // Behaviour log-probs shifted so that some ratios fall outside [0.8, 1.2] and the clip is exercised.
+    const probe = await Trainer.create(cfg, new MemoryWeights(model.weights), { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK }, { threads: 2 });
+    const cur = (await probe.step(lora, { examples, targetWeight: 1 })).logprobs;
+    await probe.close();
+    const shifts = [0.5, -0.3, 0.05, 0.1, -0.02, 0.4, -0.5, 0.0];
+    const old = cur.map((lp, b) => Float32Array.from(lp, (x, k) => x + shifts[(b * 3 + k) % shifts.length]));
+    const ref = cur.map((lp, b) => Float32Array.from(lp, (x, k) => x - 0.1 * ((b + k) % 3)));
+    const advantages = [1.3, -0.7];
+    const weight = 1 / counts.reduce((a, b) => a + b);
+    const ours = await trainer.step(lora, { examples, targetWeight: weight, policy: { advantages, oldLogprobs: old, refLogprobs: ref } });
+    const refOut = torchOracle('lora', undefined, {
+      objective, weight, advantage: advantages, old_logprob: old.flatMap((a) => [...a]), ref_logprob: ref.flatMap((a) => [...a]),
+    });
+    assert.ok(Math.abs(ours.loss - refOut.loss) <= 1e-5 * Math.max(1, Math.abs(refOut.loss)), `loss ${ours.loss} vs torch ${refOut.loss}`);
+    let worst = 0;
+    for (const name of trainer.paramNames) worst = Math.max(worst, relErr(ours.grads.get(name)!, refOut.grads.get(name)!));
+    console.log(`policy loss ${ours.loss.toFixed(6)} (torch ${refOut.loss.toFixed(6)}), worst gradient relative error ${worst.toExponential(2)}`);
+    assert.ok(worst <= 1e-4, `worst gradient relative error ${worst}`);
+  } finally {
+    await trainer.close();
+  }
 });

@@ -6,7 +6,8 @@
  * 0 or -1e9); target_index int64 [N] (flat b*T+t of each position that predicts a target); targets int64 [N];
  * target_weight float [N] (per-target loss weight, e.g. 1/targets-in-the-optimizer-step); with LoRA also
  * adapter_mask float [B,T] and the trainable <projection>.lora_A / .lora_B; with full training every weight.
- * Outputs: loss (scalar), and grad.<name> per trainable tensor.
+ * With the policy objective also old_logprob, advantage (and ref_logprob when beta > 0), all float [N].
+ * Outputs: loss (scalar), token_logprob [N] (log p of each target), and grad.<name> per trainable tensor.
  */
 import { Graph } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';
@@ -14,10 +15,13 @@ import type { ModelConfig, Projection } from '../models/config.ts';
 import { Layers } from '../models/layers.ts';
 import { decoder, lmHead } from '../models/qwen2.ts';
 import { addBackward } from '../autodiff/backward.ts';
-import { crossEntropy } from '../autodiff/loss.ts';
+import { policyLoss, tokenLogprobs, weightedNll } from '../autodiff/loss.ts';
 
 /** LoRA: `scale` = lora_alpha / r (B is PEFT's unscaled B). */
 export type TrainMode = { kind: 'lora'; targets: readonly Projection[]; scale: number } | { kind: 'full' };
+
+/** 'nll': −Σ w·log p (SFT). 'policy': clipped policy gradient + optional KL (RL; see autodiff/loss.ts). */
+export type Objective = { kind: 'nll' } | { kind: 'policy'; clipEps: number; beta: number };
 
 export interface TrainingGraph {
   graph: Graph;
@@ -25,7 +29,7 @@ export interface TrainingGraph {
   params: { name: string; shape: (number | string)[] }[];
 }
 
-export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode): TrainingGraph {
+export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode, objective: Objective = { kind: 'nll' }): TrainingGraph {
   const g = new Graph();
   const L = new Layers(g, cfg, weights, {
     quant: 'fp32', accuracyLevel: 0, fused: false,
@@ -40,9 +44,15 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode
   const weight = g.input('target_weight', 'float32', ['targets']);
   const hidden = decoder(L, { inputIds, positions, bias });
   const rows = g.node('Gather', [g.node('Reshape', [hidden, g.constant([-1, cfg.hiddenSize])]), index], { axis: 0 });
-  const loss = crossEntropy(g, lmHead(L, rows), targets, weight);
+  const logp = tokenLogprobs(g, lmHead(L, rows), targets);
+  const loss = objective.kind === 'nll' ? weightedNll(g, logp, weight) : policyLoss(g, logp, {
+    old: g.input('old_logprob', 'float32', ['targets']), advantage: g.input('advantage', 'float32', ['targets']),
+    ref: objective.beta > 0 ? g.input('ref_logprob', 'float32', ['targets']) : undefined, weights: weight,
+  }, objective.clipEps, objective.beta);
   g.nodeN('Identity', [loss], {}, { names: ['loss'] });
+  g.nodeN('Identity', [logp], {}, { names: ['token_logprob'] });
   g.output('loss', 'float32', []);
+  g.output('token_logprob', 'float32', ['targets']);
   const params = g.inputs
     .filter((i) => (mode.kind === 'lora' ? /\.lora_[AB]$/.test(i.name) : i.dtype === 'float32' && weights.has(i.name)))
     .map((i) => ({ name: i.name, shape: i.dims }));

@@ -8,7 +8,7 @@ import type { ModelConfig } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { Example } from './data.ts';
 import type { Params } from './optim.ts';
-import { buildTrainingGraph, type TrainMode } from './graph.ts';
+import { buildTrainingGraph, type Objective, type TrainMode } from './graph.ts';
 
 const MASKED = -1e9;
 
@@ -18,22 +18,29 @@ export interface MicroBatch {
   targetWeight: number;
   /** Per-token adapter switch for each example (activated LoRA); default: adapter on everywhere. */
   adapterMasks?: readonly (ArrayLike<number> | undefined)[];
+  /** Policy objective: per-example advantage, and per-target behaviour (and reference) log-probs in target order. */
+  policy?: { advantages: readonly number[]; oldLogprobs: readonly ArrayLike<number>[]; refLogprobs?: readonly ArrayLike<number>[] };
 }
 
-export interface StepResult { loss: number; grads: Params; targets: number; tokens: number }
+export interface StepResult {
+  loss: number; grads: Params; targets: number; tokens: number;
+  /** log p of every target, per example (in target order). */
+  logprobs: Float32Array[];
+}
 
 export class Trainer {
   readonly paramNames: string[];
-  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, private readonly session: ort.InferenceSession, paramNames: string[]) {
+  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, readonly objective: Objective, private readonly session: ort.InferenceSession, paramNames: string[]) {
     this.paramNames = paramNames;
   }
 
-  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number } = {}): Promise<Trainer> {
-    const { graph, params } = buildTrainingGraph(config, weights, mode);
+  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number; objective?: Objective } = {}): Promise<Trainer> {
+    const objective = opts.objective ?? { kind: 'nll' };
+    const { graph, params } = buildTrainingGraph(config, weights, mode, objective);
     const session = await ort.InferenceSession.create(graph.toModelProto(), {
       intraOpNumThreads: opts.threads ?? Math.min(8, os.availableParallelism()), graphOptimizationLevel: 'all',
     });
-    return new Trainer(config, mode, session, params.map((p) => p.name));
+    return new Trainer(config, mode, objective, session, params.map((p) => p.name));
   }
 
   /** Forward + backward for one micro-batch at the given parameter values (names as in paramNames). */
@@ -46,8 +53,10 @@ export class Trainer {
     }
     const out = await this.session.run(feeds);
     const grads: Params = new Map(this.paramNames.map((n) => [n, out[`grad.${n}`].data as Float32Array]));
-    const targets = (feeds.targets.dims[0] as number);
-    return { loss: (out.loss.data as Float32Array)[0], grads, targets, tokens: feeds.input_ids.dims[0] * feeds.input_ids.dims[1] };
+    const flat = out.token_logprob.data as Float32Array, logprobs: Float32Array[] = [];
+    let at = 0;
+    for (const n of this.counts(batch)) { logprobs.push(flat.slice(at, at + n)); at += n; }
+    return { loss: (out.loss.data as Float32Array)[0], grads, targets: flat.length, tokens: feeds.input_ids.dims[0] * feeds.input_ids.dims[1], logprobs };
   }
 
   async close(): Promise<void> { await this.session.release(); }
@@ -55,7 +64,9 @@ export class Trainer {
   private feeds(batch: MicroBatch): Record<string, ort.Tensor> {
     const ex = batch.examples, B = ex.length, T = Math.max(...ex.map((e) => e.ids.length));
     const ids = new BigInt64Array(B * T), pos = new BigInt64Array(B * T), bias = new Float32Array(B * T * T).fill(MASKED);
-    const mask = new Float32Array(B * T), index: bigint[] = [], targets: bigint[] = [];
+    const mask = new Float32Array(B * T), index: bigint[] = [], targets: bigint[] = [], weight: number[] = [];
+    const old: number[] = [], adv: number[] = [], ref: number[] = [];
+    const counts = this.counts(batch), offsets = counts.map((_, b) => counts.slice(0, b).reduce((a, x) => a + x, 0));
     ex.forEach((e, b) => {
       const n = e.ids.length;
       for (let t = 0; t < T; t++) {
@@ -65,9 +76,16 @@ export class Trainer {
         const row = (b * T + t) * T;
         if (t < n) bias.fill(0, row, row + t + 1); else bias[row + t] = 0;
         mask[b * T + t] = t < n ? batch.adapterMasks?.[b]?.[t] ?? 1 : 0;
-        if (t > 0 && t < n && e.lossMask[t]) { index.push(BigInt(b * T + t - 1)); targets.push(BigInt(e.ids[t])); }
+        if (t > 0 && t < n && e.lossMask[t]) {
+          index.push(BigInt(b * T + t - 1)); targets.push(BigInt(e.ids[t])); weight.push(batch.targetWeight);
+          if (batch.policy) {
+            const k = old.length - offsets[b];
+            old.push(batch.policy.oldLogprobs[b][k]); adv.push(batch.policy.advantages[b]); ref.push(batch.policy.refLogprobs?.[b]?.[k] ?? 0);
+          }
+        }
       }
     });
+    if (this.objective.kind === 'policy' && !batch.policy) throw new Error('trainer: the policy objective needs advantages and behaviour log-probs');
     if (!targets.length) throw new Error('trainer: the micro-batch has no target tokens (every loss mask is empty)');
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [B, T]),
@@ -75,10 +93,20 @@ export class Trainer {
       attention_bias: new ort.Tensor('float32', bias, [B, 1, 1, T, T]),
       target_index: new ort.Tensor('int64', BigInt64Array.from(index), [index.length]),
       targets: new ort.Tensor('int64', BigInt64Array.from(targets), [targets.length]),
-      target_weight: new ort.Tensor('float32', new Float32Array(targets.length).fill(batch.targetWeight), [targets.length]),
+      target_weight: new ort.Tensor('float32', Float32Array.from(weight), [targets.length]),
     };
+    if (this.objective.kind === 'policy') {
+      feeds.old_logprob = new ort.Tensor('float32', Float32Array.from(old), [old.length]);
+      feeds.advantage = new ort.Tensor('float32', Float32Array.from(adv), [adv.length]);
+      if (this.objective.beta > 0) feeds.ref_logprob = new ort.Tensor('float32', Float32Array.from(ref), [ref.length]);
+    }
     if (this.mode.kind === 'lora') feeds.adapter_mask = new ort.Tensor('float32', mask, [B, T]);
     return feeds;
+  }
+
+  /** Targets per example (loss-mask ones after position 0). */
+  private counts(batch: MicroBatch): number[] {
+    return batch.examples.map((e) => { let c = 0; for (let t = 1; t < e.ids.length; t++) c += e.lossMask[t] ? 1 : 0; return c; });
   }
 
   private shapeOf(name: string, size: number): number[] {

@@ -105,7 +105,18 @@ def main():
     # Token t is predicted from position t-1.
     logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
     m = lmask[:, 1:]
-    loss = -(logp * m).sum() / m.sum()
+    obj = spec.get('objective', {'kind': 'nll'})
+    if obj['kind'] == 'nll':
+        loss = -(logp * m).sum() / m.sum()
+    else:  # clipped policy gradient + k3 KL, targets in (row, position) order
+        lp = logp[m > 0]
+        old = torch.tensor(spec['old_logprob'], dtype=DT)
+        ref = torch.tensor(spec['ref_logprob'], dtype=DT)
+        adv = torch.tensor(spec['advantage'], dtype=DT)[:, None].expand(B, T - 1)[m > 0]
+        ratio = torch.exp(lp - old)
+        pg = -torch.min(ratio * adv, torch.clamp(ratio, 1 - obj['clipEps'], 1 + obj['clipEps']) * adv)
+        d = ref - lp
+        loss = (spec['weight'] * (pg + obj['beta'] * (torch.exp(d) - d - 1))).sum()
     loss.backward()
     out = {'loss': loss.detach().reshape(1)}
     for n in trainable:
