@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import {
   DIFFICULTY, LEXICON_SOURCES, Rng, SYSTEM_PROMPT, formatAnswer, formatThinking, generateItem, type Mix,
 } from './synthetic.ts';
+import { budgetSystemLine } from '../reason/budget.ts';
 
 export const SPACE = '\u2581';
 export const PRETOKENIZE = `####|${SPACE}?[A-Za-z]+|${SPACE}?[^${SPACE}A-Za-z0-9\\n]|[0-9]|${SPACE}|\\n`;
@@ -42,7 +43,7 @@ export function pretokenize(text: string): string[] {
 
 /** Texts covering every kind, difficulty, template and trace style of the generator. */
 export function sampleCorpus(perCategory = 4000): string[] {
-  const texts: string[] = [SYSTEM_PROMPT, 'system\nuser\nassistant\n'];
+  const texts: string[] = [SYSTEM_PROMPT, 'system\nuser\nassistant\n', budgetSystemLine(64)];
   const mixes: Mix[] = [...Object.keys(DIFFICULTY).map((d) => ({ [d]: 1 })), { chat: 1 }];
   mixes.forEach((mix, m) => {
     for (let i = 0; i < perCategory; i++) {
