@@ -6,12 +6,13 @@ import { benchCommand } from './bench.ts';
 import { demoCommand } from './demo.ts';
 import { trainSftCommand } from './train-sft.ts';
 import { evalCommand } from './eval.ts';
+import { trainRlCommand } from './train-rl.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')
     .showHelpAfterError();
-  for (const add of [generateCommand, convertCommand, trainSftCommand, evalCommand, benchCommand, demoCommand]) add(program);
+  for (const add of [generateCommand, convertCommand, trainSftCommand, trainRlCommand, evalCommand, benchCommand, demoCommand]) add(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {

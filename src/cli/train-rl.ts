@@ -1,0 +1,63 @@
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { openSource } from '../io/source.ts';
+import { loadModel } from '../runtime/model.ts';
+import { trainRl, type RlPrompt } from '../train/rl.ts';
+import { makeSplits } from '../tasks/synthetic.ts';
+import { DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { floatArg, intArg } from './main.ts';
+
+/** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
+export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[] {
+  if (task === 'synthetic') {
+    return makeSplits({ train: limit, val: 0, test: 0, seed: seed + 7, mix: { easy: 0.2, medium: 0.3, hard: 0.5 } }).train
+      .map((it) => ({ question: it.question, gold: it.answer }));
+  }
+  if (!fs.existsSync(task)) throw new Error(`--task must be "synthetic" or a JSONL file of {"prompt","answer"} lines; ${task} does not exist`);
+  return fs.readFileSync(task, 'utf8').split('\n').map((l, i) => [l, i + 1] as const).filter(([l]) => l.trim()).map(([l, n]) => {
+    let r: { prompt?: unknown; answer?: unknown };
+    try { r = JSON.parse(l); } catch (e) { throw new Error(`${task}:${n}: invalid JSON (${(e as Error).message})`); }
+    if (typeof r.prompt !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
+    return { question: r.prompt, gold: r.answer };
+  });
+}
+
+export function trainRlCommand(program: Command): void {
+  program.command('train-rl')
+    .description('budget forcing: GRPO on a reasoning adapter with a length budget in the prompt')
+    .requiredOption('--model <dir>', 'base model')
+    .requiredOption('--adapter <dir>', 'the SFT reasoning adapter to start from')
+    .option('--task <task>', 'synthetic, or a JSONL file of {"prompt","answer"}', 'synthetic')
+    .requiredOption('--out <dir>', 'output adapter folder')
+    .option('--budgets <list>', 'thinking budget buckets trained', DEFAULT_BUDGETS.join(','))
+    .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 100)
+    .option('--group <n>', 'completions per prompt (G)', intArg('--group', 2), 8)
+    .option('--prompts-per-step <n>', 'prompts per step', intArg('--prompts-per-step', 1), 8)
+    .option('--penalty <kind>', 'budget (past the prompted budget) or group (past the group mean)', 'budget')
+    .option('--lambda <x>', 'length penalty weight', floatArg('--lambda', 0), 1)
+    .option('--beta <x>', 'KL weight to the SFT adapter', floatArg('--beta', 0), 0)
+    .option('--lr <lr>', 'learning rate', floatArg('--lr', 0), 1e-4)
+    .option('--temperature <t>', 'rollout temperature', floatArg('--temperature', 0), 1)
+    .option('--seed <s>', 'seed', intArg('--seed'), 0)
+    .option('--checkpoint-every <n>', 'checkpoint every n steps', intArg('--checkpoint-every', 1), 10)
+    .option('--resume', 'continue from <out>/checkpoint')
+    .action(async (o) => {
+      if (o.penalty !== 'budget' && o.penalty !== 'group') throw new Error(`--penalty must be budget or group, got "${o.penalty}"`);
+      const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
+      if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`--budgets must list positive integers, got "${o.budgets}"`);
+      const src = openSource(o.model);
+      if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
+      const model = await loadModel(o.model, { adapter: o.adapter, quant: 'fp32' });
+      try {
+        const { history, out } = await trainRl({ config: src.config, weights: src.weights, tokenizer: model.tokenizer, backend: model.backend }, o.adapter,
+          rlPrompts(o.task, 4000, o.seed), {
+            out: o.out, budgets, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
+            beta: o.beta, lr: o.lr, temperature: o.temperature, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
+          });
+        const first = history[0], last = history.at(-1)!;
+        console.log(`GRPO ${history.length} steps: reward ${first.reward.toFixed(3)} → ${last.reward.toFixed(3)}, accuracy ${(100 * last.accuracy).toFixed(1)} %, thinking ${first.thinking.toFixed(0)} → ${last.thinking.toFixed(0)} tokens; adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
+      } finally {
+        await model.close();
+      }
+    });
+}

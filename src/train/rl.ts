@@ -1,0 +1,200 @@
+/**
+ * Budget forcing by RL: GRPO on the reasoning adapter's LoRA weights. Each prompt carries a thinking budget
+ * (a system line); G completions are sampled as one batch forked from the prompt's KV cache; the reward is
+ * correctness minus a soft penalty for thinking past the prompted budget (or, optionally, past the group's
+ * mean length); advantages are group-normalised; the clipped policy-gradient loss runs in the training graph.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ModelConfig, Projection } from '../models/config.ts';
+import type { WeightSource } from '../io/weights.ts';
+import { loadAdapter, saveAdapter, type LoadedAdapter } from '../io/peft.ts';
+import type { Backend } from '../runtime/backend.ts';
+import { decode, Sequence } from '../runtime/generate.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
+import { isCorrect, type Task } from '../tasks/grade.ts';
+import { budgetSystemLine } from '../reason/budget.ts';
+import { lineChart, writeSvg } from '../eval/plot.ts';
+import { AdamW, clipGradNorm, type Params } from './optim.ts';
+import { Rng, type Example } from './data.ts';
+import { resume, saveCheckpoint } from './checkpoint.ts';
+import { Progress } from './progress.ts';
+import { Trainer } from './trainer.ts';
+
+export interface RlPrompt { question: string; gold: string | number }
+
+export interface RlOptions {
+  out: string;
+  budgets: number[];
+  /** 'budget': penalty per token past the prompted budget; 'group': past the group's mean thinking length. */
+  penalty?: 'budget' | 'group';
+  /** Penalty weight: reward = correct − min(1, λ·excess/budget). */
+  lambda?: number;
+  group?: number;
+  promptsPerStep?: number;
+  steps: number;
+  lr?: number;
+  temperature?: number;
+  maxTokens?: number;
+  clipEps?: number;
+  /** KL weight to the starting (SFT) adapter; 0 skips the reference pass. */
+  beta?: number;
+  seed?: number;
+  task?: Task;
+  checkpointEvery?: number;
+  resume?: boolean;
+  threads?: number;
+  quiet?: boolean;
+  onStep?: (s: RlStepStats) => void;
+}
+
+export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number }
+
+interface Rollout { prompt: number[]; generated: number[]; logprobs: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
+
+/** Thinking tokens of a completion that starts right after the invocation: up to and including </think>. */
+export function thinkingLength(tokens: readonly number[], endThink: number): { length: number; closed: boolean } {
+  const i = tokens.indexOf(endThink);
+  return i < 0 ? { length: tokens.length, closed: false } : { length: i + 1, closed: true };
+}
+
+/** Reward of one completion (exported for tests). */
+export function reward(r: { correct: boolean; thinking: number; closed: boolean; budget: number }, o: { penalty: 'budget' | 'group'; lambda: number; groupMean: number }): number {
+  if (!r.closed) return -1; // never closed its thinking: no answer at all
+  const limit = o.penalty === 'budget' ? r.budget : Math.max(1, o.groupMean);
+  return (r.correct ? 1 : 0) - Math.min(1, o.lambda * Math.max(0, r.thinking - limit) / limit);
+}
+
+/** (r − mean) / (std + ε) within each group of G. */
+export function groupAdvantages(rewards: number[], G: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < rewards.length; i += G) {
+    const g = rewards.slice(i, i + G), m = g.reduce((a, b) => a + b) / g.length;
+    const sd = Math.sqrt(g.reduce((a, b) => a + (b - m) ** 2, 0) / g.length);
+    out.push(...g.map((x) => (x - m) / (sd + 1e-4)));
+  }
+  return out;
+}
+
+export async function trainRl(
+  model: { config: ModelConfig; weights: WeightSource; tokenizer: TextTokenizer; backend: Backend },
+  adapterDir: string, prompts: RlPrompt[], o: RlOptions,
+): Promise<{ history: RlStepStats[]; out: string }> {
+  const { config, tokenizer: tok, backend } = model;
+  const start: LoadedAdapter = loadAdapter(adapterDir, config);
+  const { r: rank, loraAlpha: alpha, targets } = start.config;
+  const invocation = start.config.aloraInvocationTokens ?? tok.encode('<think>', { addSpecialTokens: false });
+  const endThink = tok.tokenToId('</think>');
+  if (endThink === undefined) throw new Error('train-rl: the tokenizer has no </think> token');
+  const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0;
+  const scale = alpha / rank, unscaled = (b: Float32Array) => b.map((x) => x / scale);
+  const params: Params = new Map();
+  for (const [proj, t] of start.tensors) { params.set(`${proj}.lora_A`, t.a.slice()); params.set(`${proj}.lora_B`, unscaled(t.b)); }
+  const reference = o.beta ? new Map([...params].map(([k, v]) => [k, v.slice()])) : undefined;
+  const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
+    threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 },
+  });
+  const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads }) : undefined;
+  const opt = new AdamW(params, { lr: o.lr ?? 1e-4, weightDecay: 0 });
+  const ckpt = path.join(o.out, 'checkpoint'), history: RlStepStats[] = [];
+  let step = 0;
+  if (o.resume) {
+    const st = resume(ckpt, params, opt);
+    step = st.step;
+    history.push(...((st.config.history as RlStepStats[]) ?? []));
+  }
+  const push = async () => backend.setAdapter(new Map([...start.tensors.keys()].map((proj) => {
+    const t = start.tensors.get(proj)!;
+    return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
+  })));
+  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step });
+  try {
+    while (step < o.steps) {
+      await push();
+      const t0 = performance.now(), rng = new Rng((seed * 1000003 + step) >>> 0);
+      const batch = Array.from({ length: P }, () => ({ p: prompts[Math.floor(rng.next() * prompts.length)], budget: o.budgets[Math.floor(rng.next() * o.budgets.length)] }));
+      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature: o.temperature ?? 1, maxTokens: o.maxTokens ?? 4 * Math.max(...o.budgets), seed: seed + step * 7919 });
+      rolls.forEach((r, k) => {
+        const gold = batch[Math.floor(k / G)].p.gold;
+        const t = thinkingLength(r.generated, endThink);
+        r.thinking = t.length; r.closed = t.closed;
+        r.correct = isCorrect(task, tok.decode(r.generated), gold);
+      });
+      const rewards: number[] = [];
+      for (let i = 0; i < rolls.length; i += G) {
+        const grp = rolls.slice(i, i + G), mean = grp.reduce((a, r) => a + r.thinking, 0) / G;
+        for (const r of grp) rewards.push(reward(r, { penalty: o.penalty ?? 'budget', lambda: o.lambda ?? 1, groupMean: mean }));
+      }
+      const adv = groupAdvantages(rewards, G);
+      const live = rolls.map((r, i) => ({ r, a: adv[i] })).filter((x) => Math.abs(x.a) > 1e-6 && x.r.generated.length);
+      const tokens = live.reduce((s, x) => s + x.r.generated.length, 0);
+      if (live.length) {
+        const grads: Params = new Map([...params].map(([n, p]) => [n, new Float32Array(p.length)]));
+        for (let i = 0; i < live.length; i += 16) {
+          const chunk = live.slice(i, i + 16);
+          const examples: Example[] = chunk.map(({ r }) => {
+            const ids = [...r.prompt, ...r.generated];
+            return { ids, lossMask: Uint8Array.from(ids, (_, k) => (k >= r.prompt.length ? 1 : 0)) };
+          });
+          const masks = chunk.map(({ r }) => Uint8Array.from({ length: r.prompt.length + r.generated.length }, (_, k) => (k >= r.prompt.length - invocation.length ? 1 : 0)));
+          const refLogprobs = refTrainer ? (await refTrainer.step(reference!, { examples, targetWeight: 1, adapterMasks: masks })).logprobs : undefined;
+          const res = await trainer.step(params, {
+            examples, targetWeight: 1 / tokens, adapterMasks: masks,
+            policy: { advantages: chunk.map((x) => x.a), oldLogprobs: chunk.map((x) => x.r.logprobs), refLogprobs },
+          });
+          for (const [n, g] of res.grads) { const acc = grads.get(n)!; for (let k = 0; k < g.length; k++) acc[k] += g[k]; }
+        }
+        clipGradNorm(grads, 1.0);
+        opt.update(grads);
+      }
+      step++;
+      const all = rolls.reduce((s, r) => s + r.generated.length, 0);
+      const stats: RlStepStats = {
+        step, reward: mean(rewards), accuracy: mean(rolls.map((r) => (r.correct ? 1 : 0))), thinking: mean(rolls.map((r) => r.thinking)),
+        withinBudget: mean(rolls.map((r) => (r.closed && r.thinking <= r.budget ? 1 : 0))), tokensPerSec: all / ((performance.now() - t0) / 1000),
+      };
+      history.push(stats);
+      progress.update(step, { loss: -stats.reward, tokens: all });
+      o.onStep?.(stats);
+      if (o.checkpointEvery && step % o.checkpointEvery === 0) saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, config: { history } } });
+    }
+  } finally {
+    progress.stop();
+    await trainer.close();
+    await refTrainer?.close();
+  }
+  const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
+  saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, aloraInvocationTokens: invocation, baseModel: adapterDir }, tensors, config.numLayers);
+  fs.writeFileSync(path.join(o.out, 'rl_log.json'), JSON.stringify({ budgets: o.budgets, history }, null, 1));
+  const curve = (name: keyof RlStepStats) => history.map((h) => [h.step, h[name]] as [number, number]);
+  writeSvg(path.join(o.out, 'rl-curves.svg'), await lineChart({
+    title: 'GRPO: reward, accuracy and within-budget rate', x: 'step', y: 'value',
+    series: [{ name: 'mean reward', points: curve('reward') }, { name: 'accuracy', points: curve('accuracy') }, { name: 'within budget', points: curve('withinBudget') }],
+  }));
+  writeSvg(path.join(o.out, 'rl-length.svg'), await lineChart({ title: 'GRPO: mean thinking tokens', x: 'step', y: 'tokens', series: [{ name: 'thinking tokens', points: curve('thinking') }] }));
+  return { history, out: o.out };
+}
+
+/** P prompts prefilled in one step, each forked into G rows, decoded as one batch with the adapter on from the invocation. */
+async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number }[], invocation: number[], G: number,
+  o: { temperature: number; maxTokens: number; seed: number }): Promise<Rollout[]> {
+  const prompts = batch.map(({ p, budget }) => [...tok.encode(tok.applyChatTemplate([{ role: 'system', content: budgetSystemLine(budget) }, { role: 'user', content: p.question }], { addGenerationPrompt: true }), { addSpecialTokens: false }), ...invocation]);
+  const cache = await backend.newCache(prompts.length);
+  try {
+    // Everything but the last invocation token is shared; the fork then feeds it with the adapter on.
+    await backend.step(cache, { tokens: prompts.map((p) => p.slice(0, -1)) });
+    const forked = await backend.select(cache, prompts.flatMap((_, i) => new Array(G).fill(i)));
+    const seqs = prompts.flatMap((p, i) => Array.from({ length: G }, (_, g) => new Sequence(tok,
+      { temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed + i * G + g, adapter: true, adapterFrom: p.length - invocation.length }, p.length)));
+    try {
+      await decode(backend, forked, seqs, prompts.flatMap((p) => new Array(G).fill(p.slice(-1))));
+    } finally {
+      await backend.free(forked);
+    }
+    return seqs.map((s, k) => ({ prompt: prompts[Math.floor(k / G)], generated: s.tokens, logprobs: s.logprobs, budget: batch[Math.floor(k / G)].budget, thinking: 0, correct: false, closed: false }));
+  } finally {
+    await backend.free(cache);
+  }
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
