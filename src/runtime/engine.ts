@@ -5,7 +5,7 @@
 import os from 'node:os';
 import ort from 'onnxruntime-node';
 import type { ModelConfig, Projection } from '../models/config.ts';
-import { KVCache } from './kv-cache.ts';
+import { KVCache, copyPositions } from './kv-cache.ts';
 
 export interface StepInput {
   /** New tokens per cache row (rows may add different counts; 0 = idle this step). */
@@ -30,8 +30,19 @@ export type AdapterTensors = Map<string, { a: Float32Array; b: Float32Array; ran
 
 export interface EngineOptions { threads?: number; loraTargets?: readonly Projection[] }
 
+/** One cache's step inside a stepMany call. */
+export interface BatchEntry { cache: KVCache; input: StepInput }
+
+/** Row `slot` of the batch mirror holds `owner`'s row `row`, as of the owner's `version`. */
+interface MirrorSlot { owner: KVCache; row: number; version: number }
+
 export class Engine {
   private adapterFeeds: Record<string, ort.Tensor> = {};
+  /**
+   * stepMany's batch cache: rows gathered from several caches, kept between calls so a steady batch is not
+   * copied again each step (only rows whose cache changed, or that joined, are copied in).
+   */
+  private mirror?: { cache: KVCache; rowCap: number; slots: (MirrorSlot | null)[] };
   private readonly loraInputs: string[];
 
   private constructor(readonly config: ModelConfig, private readonly session: ort.InferenceSession) {
@@ -75,14 +86,8 @@ export class Engine {
   }
 
   async step(cache: KVCache, input: StepInput): Promise<StepOutput> {
-    const rows = cache.rows, counts = input.tokens.map((t) => t.length);
-    if (input.tokens.length !== rows) throw new Error(`engine: step has ${input.tokens.length} token rows for a cache of ${rows} rows`);
-    for (const row of input.tokens) for (const id of row) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
-    }
+    const rows = cache.rows, counts = this.validate(cache, input);
     const T = Math.max(1, ...counts);
-    const max = Math.max(...cache.lengths.map((l, b) => l + counts[b]));
-    if (max > this.config.maxPositionEmbeddings) throw new Error(`engine: sequence length ${max} exceeds the model's context of ${this.config.maxPositionEmbeddings} tokens`);
     // The attention op writes T rows for every row (padding included), so make room for all of them.
     cache.ensureCapacity(Math.max(...cache.lengths) + T);
     const L = input.logits === 'all' ? T : 1;
@@ -102,6 +107,110 @@ export class Engine {
     }
     counts.forEach((n, b) => cache.advance(b, n));
     return out;
+  }
+
+  /**
+   * Steps several caches. Entries that add at most one token per row (decode steps) run as ONE session run over
+   * their rows gathered into a batch cache; GroupQueryAttention appends the new positions there, and they are
+   * copied back into each entry's own cache. Other entries (multi-token prefills) run alone, first. Results are
+   * the same as stepping each cache by itself. The batch cache persists between calls: a row is copied in
+   * only when it joins or its cache changed since (KVCache.version).
+   */
+  async stepMany(entries: BatchEntry[]): Promise<StepOutput[]> {
+    const seen = new Set<KVCache>();
+    for (const e of entries) {
+      if (seen.has(e.cache)) throw new Error('engine: stepMany got the same cache twice');
+      seen.add(e.cache);
+    }
+    const outs: StepOutput[] = new Array(entries.length), batch: number[] = [];
+    entries.forEach((e, i) => { if (e.input.tokens.every((t) => t.length <= 1) && e.cache.rows > 0) batch.push(i); });
+    for (let i = 0; i < entries.length; i++) if (!batch.includes(i)) outs[i] = await this.step(entries[i].cache, entries[i].input);
+    if (batch.length === 1) outs[batch[0]] = await this.step(entries[batch[0]].cache, entries[batch[0]].input);
+    else if (batch.length > 1) {
+      const r = await this.stepBatched(batch.map((i) => entries[i]));
+      batch.forEach((i, k) => { outs[i] = r[k]; });
+    }
+    return outs;
+  }
+
+  /** Drops `cache` from the batch mirror (it was freed); the mirror itself goes once no row is left in it. */
+  forget(cache: KVCache): void {
+    const m = this.mirror;
+    if (!m) return;
+    m.slots = m.slots.map((s) => (s && s.owner !== cache ? s : null));
+    if (m.slots.every((s) => !s)) this.mirror = undefined;
+  }
+
+  private async stepBatched(entries: BatchEntry[]): Promise<StepOutput[]> {
+    const counts = entries.map((e) => this.validate(e.cache, e.input));
+    const want: MirrorSlot[] = entries.flatMap((e) => e.cache.lengths.map((_, row) => ({ owner: e.cache, row, version: e.cache.version })));
+    const R = want.length, needed = Math.max(...want.map((w) => w.owner.lengths[w.row])) + 1;
+    const shape = entries[0].cache.shape;
+    let m = this.mirror;
+    if (!m || m.rowCap < R || m.cache.capacity < needed) {
+      const rowCap = pow2(Math.max(R, m?.rowCap ?? 1)), capacity = pow2(Math.max(needed, m?.cache.capacity ?? 64));
+      m = this.mirror = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [] };
+    }
+    // Rows still valid where they sit stay; the others fill the free slots and are copied in.
+    const index = new Map<KVCache, number[]>();
+    want.forEach((w, i) => { const a = index.get(w.owner) ?? []; a[w.row] = i; index.set(w.owner, a); });
+    const slotOf = new Array<number>(R).fill(-1), slots: (MirrorSlot | null)[] = new Array(R).fill(null);
+    m.slots.forEach((s, i) => {
+      if (!s || i >= R || s.owner.version !== s.version) return;
+      const w = index.get(s.owner)?.[s.row];
+      if (w !== undefined) { slotOf[w] = i; slots[i] = want[w]; }
+    });
+    let free = 0;
+    want.forEach((w, i) => {
+      if (slotOf[i] >= 0) return;
+      while (slots[free]) free++;
+      slotOf[i] = free; slots[free] = w;
+      copyPositions(w.owner, w.row, m!.cache, free, 0, w.owner.lengths[w.row]);
+    });
+    // A view of the first R rows (rows are the outermost dimension, so the prefix is contiguous).
+    const view = new KVCache(shape, 0, m.cache.capacity), rowSize = shape.kvHeads * m.cache.capacity * shape.headDim;
+    view.keys = m.cache.keys.map((k) => k.subarray(0, R * rowSize));
+    view.values = m.cache.values.map((v) => v.subarray(0, R * rowSize));
+    view.lengths = slots.map((s) => s!.owner.lengths[s!.row]);
+    const tokens: number[][] = new Array(R), mask: number[][] = new Array(R), slotCounts: number[] = new Array(R);
+    let i = 0;
+    entries.forEach((e, k) => e.input.tokens.forEach((t, row) => {
+      const s = slotOf[i++];
+      tokens[s] = t; slotCounts[s] = counts[k][row];
+      mask[s] = t.map((_, j) => e.input.adapterMask?.[row]?.[j] ?? 0);
+    }));
+    this.mirror = { ...m, slots };
+    const out = await this.run(view, { tokens, adapterMask: mask }, slotCounts, 1, 1, [...Array(R).keys()]);
+    // Copy each row's new position back into its own cache; split logits / hidden states per entry.
+    const V = this.config.vocabSize, Hd = this.config.hiddenSize, results: StepOutput[] = [];
+    i = 0;
+    entries.forEach((e, k) => {
+      const c = e.cache, rows = c.rows;
+      c.ensureCapacity(Math.max(...c.lengths) + 1);
+      const res: StepOutput = { logits: new Float32Array(rows * V), hidden: new Float32Array(rows * Hd), positions: 1 };
+      for (let row = 0; row < rows; row++) {
+        const s = slotOf[i++], n = counts[k][row], len = c.lengths[row];
+        copyPositions(view, s, c, row, len, len + n);
+        c.advance(row, n);
+        res.logits.set(out.logits.subarray(s * V, (s + 1) * V), row * V);
+        res.hidden.set(out.hidden.subarray(s * Hd, (s + 1) * Hd), row * Hd);
+      }
+      results.push(res);
+    });
+    for (const s of slots) if (s) s.version = s.owner.version;
+    return results;
+  }
+
+  /** Validates a step's tokens against the cache and the context (throws); returns the new-token count per row. */
+  validate(cache: KVCache, input: StepInput): number[] {
+    const rows = cache.rows, counts = input.tokens.map((t) => t.length);
+    if (input.tokens.length !== rows) throw new Error(`engine: step has ${input.tokens.length} token rows for a cache of ${rows} rows`);
+    for (const row of input.tokens) for (const id of row) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+    }
+    const max = Math.max(...cache.lengths.map((l, b) => l + counts[b]));
+    if (max > this.config.maxPositionEmbeddings) throw new Error(`engine: sequence length ${max} exceeds the model's context of ${this.config.maxPositionEmbeddings} tokens`);
+    return counts;
   }
 
   /** One session run over the given cache rows (all rows, or a single row through views of the buffers). */
@@ -148,6 +257,8 @@ export class Engine {
     return new ort.Tensor('float32', new Float32Array(0), isA ? [0, other] : [other, 0]);
   }
 }
+
+const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
 export function defaultThreads(): number {
   const env = Number(process.env.EDGEREASON_THREADS);

@@ -11,6 +11,8 @@ export class KVCache {
   values: Float32Array[];
   /** Valid positions per row (row b holds positions 0..lengths[b]-1). */
   lengths: number[];
+  /** Bumped by every change of rows, lengths or layout, so a batch that mirrors this cache can tell it changed. */
+  version = 0;
 
   constructor(readonly shape: CacheShape, rows: number, public capacity = 64) {
     this.lengths = new Array(rows).fill(0);
@@ -28,6 +30,7 @@ export class KVCache {
     let cap = this.capacity;
     while (cap < needed) cap *= 2;
     this.relayout(this.lengths.map((_, i) => i), cap);
+    this.version++;
   }
 
   /** A cache with the given rows of this one (rows may repeat: forking a prompt into N samples). */
@@ -46,17 +49,20 @@ export class KVCache {
   keep(rows: number[]): void {
     const c = this.select(rows);
     this.keys = c.keys; this.values = c.values; this.lengths = c.lengths;
+    this.version++;
   }
 
   truncate(row: number, length: number): void {
     if (length < 0 || length > this.lengths[this.checkRow(row)]) throw new Error(`kv-cache: cannot truncate row ${row} of length ${this.lengths[row]} to ${length}`);
     this.lengths[row] = length;
+    this.version++;
   }
 
   /** Records that the graph wrote `count` new positions into `row`. */
   advance(row: number, count: number): void {
     if (this.lengths[this.checkRow(row)] + count > this.capacity) throw new Error(`kv-cache: row ${row} overflows capacity ${this.capacity}`);
     this.lengths[row] += count;
+    this.version++;
   }
 
   /** Row `row`'s slice of layer `layer` ([1, kvHeads, capacity, headDim] views, no copy). */
@@ -87,6 +93,27 @@ export class KVCache {
   private checkRow(r: number): number {
     if (!Number.isInteger(r) || r < 0 || r >= this.rows) throw new Error(`kv-cache: row ${r} out of range (cache has ${this.rows} rows)`);
     return r;
+  }
+}
+
+/**
+ * Copies positions [from, to) of `src` row `srcRow` into `dst` row `dstRow`, every layer, K and V (the caches may
+ * have different capacities and row counts). Gathers rows of several caches into one batch cache and scatters
+ * the positions a batched step wrote back to their own caches. `dst` must have room for `to` positions.
+ */
+export function copyPositions(src: KVCache, srcRow: number, dst: KVCache, dstRow: number, from: number, to: number): void {
+  if (to <= from) return;
+  const { kvHeads, headDim: d } = src.shape;
+  if (dst.shape.kvHeads !== kvHeads || dst.shape.headDim !== d || dst.shape.layers !== src.shape.layers) throw new Error('kv-cache: copyPositions between caches of different shapes');
+  if (to > dst.capacity || to > src.capacity) throw new Error(`kv-cache: copyPositions up to ${to} exceeds capacity (${src.capacity} → ${dst.capacity})`);
+  const sc = src.capacity, dc = dst.capacity;
+  for (let l = 0; l < src.shape.layers; l++) {
+    for (const [s, t] of [[src.keys[l], dst.keys[l]], [src.values[l], dst.values[l]]]) {
+      for (let h = 0; h < kvHeads; h++) {
+        const so = ((srcRow * kvHeads + h) * sc + from) * d, dO = ((dstRow * kvHeads + h) * dc + from) * d;
+        t.set(s.subarray(so, so + (to - from) * d), dO);
+      }
+    }
   }
 }
 

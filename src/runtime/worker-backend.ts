@@ -3,6 +3,7 @@ import { Worker } from 'node:worker_threads';
 import type { ModelConfig } from '../models/config.ts';
 import type { Backend, CacheHandle, StepRequest, StepResult } from './backend.ts';
 import type { AdapterTensors, EngineOptions } from './engine.ts';
+import type { StepManyResult } from './scheduler.ts';
 
 export class WorkerBackend implements Backend {
   private pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
@@ -39,6 +40,8 @@ export class WorkerBackend implements Backend {
 
   newCache(rows: number): Promise<CacheHandle> { return this.call('newCache', rows); }
   step(cache: CacheHandle, req: StepRequest): Promise<StepResult> { return this.call('step', cache, req); }
+  /** Several caches in one call (the worker batches their decode steps into one session run). */
+  stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.call('stepMany', caches, reqs); }
   select(cache: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.call('select', cache, rows); }
   keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.call('keep', cache, rows); }
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.call('truncate', cache, row, length); }

@@ -1,18 +1,20 @@
 /** Worker-thread side of WorkerBackend: owns the ONNX session and the KV caches, answers RPC messages. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { LocalBackend } from './backend.ts';
+import { BatchedLocalBackend } from './scheduler.ts';
 
 const { config, model, opts } = workerData;
-const ready = LocalBackend.create(config, model, opts);
+// A LocalBackend that also answers stepMany (continuous batching across requests, see scheduler.ts).
+const ready = BatchedLocalBackend.create(config, model, opts);
 
 parentPort!.on('message', async ({ id, method, args }: { id: number; method: string; args: unknown[] }) => {
   try {
     const backend = await ready;
     if (method === 'setAdapter' && args[0]) args[0] = new Map(args[0] as []);
     const result = await (backend as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[method](...args);
-    const transfer = result && typeof result === 'object'
-      ? Object.values(result).filter((v): v is Float32Array => v instanceof Float32Array).map((v) => v.buffer as ArrayBuffer)
-      : [];
+    // Float32Arrays of the result (or of each result of a stepMany) are transferred, each buffer once.
+    const parts = Array.isArray(result) ? result : [result];
+    const transfer = [...new Set(parts.flatMap((r) => (r && typeof r === 'object' ? Object.values(r) : []))
+      .filter((v): v is Float32Array => v instanceof Float32Array).map((v) => v.buffer as ArrayBuffer))];
     parentPort!.postMessage({ id, result }, transfer);
     if (method === 'close') process.exit(0);
   } catch (e) {

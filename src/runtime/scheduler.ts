@@ -1,0 +1,225 @@
+/**
+ * Continuous batching at the Backend boundary. Every request keeps its own generation loop (generateBatch,
+ * answer(), ...) over its own KV caches; a CoalescingBackend collects the `step()` calls those loops issue while a
+ * session run is in flight (or within the same tick) and executes them together through `stepMany`: the decode
+ * steps of all requests become ONE session run over their rows (Engine.stepMany), multi-token prefills run alone.
+ * A request that arrives while others decode joins the next run; a finished or cancelled one simply stops
+ * stepping. Each row keeps its own adapter mask, sampling parameters and seeded draws, so a sequence produces the
+ * same tokens alone or batched with others.
+ *
+ * The coalescing runs on the side of the generation loops (the main thread); the engine side (BatchedLocalBackend,
+ * in this thread or in the runtime worker) only has to answer `stepMany`.
+ */
+import type { Model } from './model.ts';
+import { LocalBackend, type Backend, type CacheHandle, type StepRequest, type StepResult } from './backend.ts';
+import { Engine, type AdapterTensors, type EngineOptions, type StepOutput } from './engine.ts';
+import type { KVCache } from './kv-cache.ts';
+import type { ModelConfig } from '../models/config.ts';
+import { sampleToken } from './sampler.ts';
+
+/** Per entry of a stepMany call: its result, or why that entry failed (the others are unaffected). */
+export type StepManyResult = StepResult | { error: string };
+
+/** A backend that can step several caches in one call. */
+export interface BatchingBackend extends Backend {
+  stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]>;
+}
+
+/** The step result a LocalBackend returns for this engine output (sampling done next to the logits). */
+export function stepResult(config: ModelConfig, out: StepOutput, req: StepRequest): StepResult {
+  const res: StepResult = { positions: out.positions };
+  if (req.sample) {
+    const V = config.vocabSize, L = out.positions;
+    res.tokens = []; res.logprobs = [];
+    req.sample.forEach((p, b) => {
+      if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
+      const s = sampleToken(out.logits.subarray((b * L + L - 1) * V, (b * L + L) * V), p, p.u);
+      res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
+    });
+  }
+  if (req.want?.logits) res.logits = out.logits;
+  if (req.want?.hidden) res.hidden = out.hidden;
+  return res;
+}
+
+/** LocalBackend plus `stepMany` (Engine.stepMany over the caches it holds). The runtime worker runs this one. */
+export class BatchedLocalBackend extends LocalBackend implements BatchingBackend {
+  static override async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions = {}): Promise<BatchedLocalBackend> {
+    return new BatchedLocalBackend(await Engine.create(config, model, opts));
+  }
+
+  async stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> {
+    if (caches.length !== reqs.length) throw new Error(`runtime: stepMany got ${caches.length} caches and ${reqs.length} requests`);
+    const out: StepManyResult[] = new Array(caches.length), ok: number[] = [], seen = new Set<CacheHandle>();
+    caches.forEach((h, i) => {
+      try {
+        if (seen.has(h)) throw new Error(`runtime: KV cache ${h} appears twice in one batched step`);
+        seen.add(h);
+        this.engine.validate(this.kv(h), reqs[i]);
+        ok.push(i);
+      } catch (e) {
+        out[i] = { error: e instanceof Error ? e.message : String(e) };
+      }
+    });
+    if (!ok.length) return out;
+    try {
+      const res = await this.engine.stepMany(ok.map((i) => ({ cache: this.kv(caches[i]), input: reqs[i] })));
+      ok.forEach((i, k) => { out[i] = stepResult(this.config, res[k], reqs[i]); });
+    } catch (e) {
+      for (const i of ok) out[i] = { error: e instanceof Error ? e.message : String(e) };
+    }
+    return out;
+  }
+
+  override async free(handle: CacheHandle): Promise<void> {
+    const c = this.tryKv(handle);
+    if (c) this.engine.forget(c);
+    await super.free(handle);
+  }
+
+  private kv(h: CacheHandle): KVCache { return (this as unknown as { cache(h: CacheHandle): KVCache }).cache(h); }
+  private tryKv(h: CacheHandle): KVCache | undefined { try { return this.kv(h); } catch { return undefined; } }
+}
+
+export class AbortedError extends Error {
+  constructor(message = 'request cancelled') { super(message); this.name = 'AbortError'; }
+}
+
+/** One session run of the coalescer: entries (caches) and rows stepped, and its duration. */
+export interface RunStats { entries: number; rows: number; ms: number }
+
+interface Pending { cache: CacheHandle; req: StepRequest; rows: number; resolve: (r: StepResult) => void; reject: (e: Error) => void; signal?: AbortSignal }
+
+export interface CoalescingOptions {
+  /** Most rows stepped in one run (further steps wait for the next run). Default 64. */
+  maxRows?: number;
+  /** Called after every run (batch occupancy for metrics). */
+  onRun?: (s: RunStats) => void;
+}
+
+/**
+ * Backend whose `step()` calls are coalesced: while a run is in flight, new steps queue; when it ends (and on the
+ * first step of an idle backend, after the current tick) all queued steps go out as one `stepMany`.
+ * The other calls pass straight through to the inner backend.
+ */
+export class CoalescingBackend implements Backend {
+  private pending: Pending[] = [];
+  private running = false;
+  private scheduled = false;
+  private readonly maxRows: number;
+  private idleWaiters: (() => void)[] = [];
+  /** Runs and rows so far (for tests and metrics). */
+  readonly stats = { runs: 0, rows: 0, maxRows: 0 };
+
+  constructor(readonly inner: BatchingBackend, private readonly opts: CoalescingOptions = {}) {
+    this.maxRows = opts.maxRows ?? 64;
+  }
+
+  get config(): ModelConfig { return this.inner.config; }
+  get hasLora(): boolean { return this.inner.hasLora; }
+
+  step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
+    if (signal?.aborted) return Promise.reject(new AbortedError());
+    return new Promise<StepResult>((resolve, reject) => {
+      const p: Pending = { cache, req, rows: req.tokens.length, resolve, reject, signal };
+      if (signal) {
+        const onAbort = () => {
+          const i = this.pending.indexOf(p);
+          if (i >= 0) { this.pending.splice(i, 1); reject(new AbortedError()); }
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        p.resolve = (r) => { signal.removeEventListener('abort', onAbort); resolve(r); };
+        p.reject = (e) => { signal.removeEventListener('abort', onAbort); reject(e); };
+      }
+      this.pending.push(p);
+      this.kick();
+    });
+  }
+
+  /** A view of this backend for one request: its steps fail with AbortedError once `signal` aborts. */
+  forRequest(signal: AbortSignal): Backend {
+    const self = this;
+    return {
+      get config() { return self.config; },
+      get hasLora() { return self.hasLora; },
+      newCache: (rows) => self.newCache(rows),
+      step: async (cache, req) => {
+        const r = await self.step(cache, req, signal);
+        if (signal.aborted) throw new AbortedError();
+        return r;
+      },
+      select: (cache, rows) => self.select(cache, rows),
+      keep: (cache, rows) => self.keep(cache, rows),
+      truncate: (cache, row, length) => self.truncate(cache, row, length),
+      lengths: (cache) => self.lengths(cache),
+      free: (cache) => self.free(cache),
+      setAdapter: () => Promise.reject(new Error('runtime: a request cannot change the shared adapter')),
+      close: () => Promise.resolve(),
+    };
+  }
+
+  /** Resolves once nothing is queued or running. */
+  idle(): Promise<void> {
+    if (!this.running && !this.pending.length) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  get queued(): number { return this.pending.length; }
+
+  newCache(rows: number): Promise<CacheHandle> { return this.inner.newCache(rows); }
+  select(cache: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.inner.select(cache, rows); }
+  keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.inner.keep(cache, rows); }
+  truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.inner.truncate(cache, row, length); }
+  lengths(cache: CacheHandle): Promise<number[]> { return this.inner.lengths(cache); }
+  free(cache: CacheHandle): Promise<void> { return this.inner.free(cache); }
+  setAdapter(adapter: AdapterTensors | null): Promise<void> { return this.inner.setAdapter(adapter); }
+  async close(): Promise<void> {
+    await this.idle();
+    await this.inner.close();
+  }
+
+  private kick(): void {
+    if (this.running || this.scheduled) return;
+    if (!this.pending.length) {
+      for (const w of this.idleWaiters.splice(0)) w();
+      return;
+    }
+    this.scheduled = true;
+    // After the current tick: the loops whose previous step just resolved issue their next one first.
+    setImmediate(() => { this.scheduled = false; void this.flush(); });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.running) return;
+    const batch: Pending[] = [], later: Pending[] = [], seen = new Set<CacheHandle>();
+    let rows = 0;
+    for (const p of this.pending) {
+      if (seen.has(p.cache) || (batch.length && rows + p.rows > this.maxRows)) { later.push(p); continue; }
+      seen.add(p.cache); batch.push(p); rows += p.rows;
+    }
+    this.pending = later;
+    if (!batch.length) { this.kick(); return; }
+    this.running = true;
+    const t0 = performance.now();
+    try {
+      const res = await this.inner.stepMany(batch.map((p) => p.cache), batch.map((p) => p.req));
+      batch.forEach((p, i) => {
+        const r = res[i];
+        if (r && 'error' in r) p.reject(new Error(r.error)); else p.resolve(r);
+      });
+    } catch (e) {
+      for (const p of batch) p.reject(e instanceof Error ? e : new Error(String(e)));
+    } finally {
+      const ms = performance.now() - t0;
+      this.stats.runs++; this.stats.rows += rows; this.stats.maxRows = Math.max(this.stats.maxRows, rows);
+      this.opts.onRun?.({ entries: batch.length, rows, ms });
+      this.running = false;
+      this.kick();
+    }
+  }
+}
+
+/** The same model (tokenizer, config, adapter) driven through another backend, e.g. a request's view. */
+export function withBackend(model: Model, backend: Backend): Model {
+  return Object.create(model, { backend: { value: backend, enumerable: true } }) as Model;
+}

@@ -1,0 +1,150 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildInferenceGraph } from '../src/models/inference-graph.ts';
+import { MemoryWeights } from '../src/io/weights.ts';
+import { Engine } from '../src/runtime/engine.ts';
+import type { KVCache } from '../src/runtime/kv-cache.ts';
+import type { AdapterTensors } from '../src/runtime/engine.ts';
+import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
+import { generateBatch } from '../src/runtime/generate.ts';
+import { loadModel } from '../src/runtime/model.ts';
+import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-scheduler-'));
+const model = makeRandomQwen2({ dir: path.join(tmp, 'qwen2'), seed: 5, gguf: false });
+const V = model.config.vocabSize;
+const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+
+function randomAdapter(): AdapterTensors {
+  const r = rng(9), t: AdapterTensors = new Map(), c = model.config, rank = 4;
+  for (let l = 0; l < c.numLayers; l++) {
+    for (const p of ALL) {
+      const mlp = p.startsWith('gate') || p.startsWith('up') || p.startsWith('down');
+      const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+      const [out, inp] = p === 'q_proj' ? [q, c.hiddenSize] : p === 'k_proj' || p === 'v_proj' ? [kv, c.hiddenSize] : p === 'o_proj' ? [c.hiddenSize, q]
+        : p === 'down_proj' ? [c.hiddenSize, c.intermediateSize] : [c.intermediateSize, c.hiddenSize];
+      const a = Float32Array.from({ length: rank * inp }, () => 0.3 * r.normal()), b = Float32Array.from({ length: out * rank }, () => 0.3 * r.normal());
+      t.set(`model.layers.${l}.${mlp ? 'mlp' : 'self_attn'}.${p}`, { a, b, rank, in: inp, out });
+    }
+  }
+  return t;
+}
+
+async function engine(): Promise<Engine> {
+  const g = buildInferenceGraph(model.config, new MemoryWeights(model.weights), { quant: 'fp32', loraTargets: [...ALL] });
+  const e = await Engine.create(model.config, g.toModelProto(), { threads: 1 });
+  e.setAdapter(randomAdapter());
+  return e;
+}
+
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+const ids = (n: number, k: number) => Array.from({ length: n }, (_, i) => (i * 31 + k * 17 + 3) % V);
+
+test('Engine.stepMany: one batched run equals stepping each cache alone (rows joining, leaving, changing, masks per row)', async () => {
+  const e = await engine();
+  // Two copies of every cache: `a` stepped alone, `b` stepped through stepMany.
+  const prompts = [ids(5, 1), ids(9, 2), ids(3, 3), ids(12, 4)];
+  const masks = (n: number, k: number) => Array.from({ length: n }, (_, i) => ((i + k) % 3 === 0 ? 1 : 0));
+  const a: KVCache[] = [], b: KVCache[] = [];
+  for (const [k, p] of prompts.entries()) {
+    const rows = k === 1 ? 2 : 1; // cache 1 holds two rows (a forked prefix)
+    for (const set of [a, b]) {
+      const c = e.newCache(rows);
+      await e.step(c, { tokens: Array.from({ length: rows }, (_, r) => p.slice(0, p.length - r)), adapterMask: Array.from({ length: rows }, (_, r) => masks(p.length - r, k)) });
+      set.push(c);
+    }
+  }
+  let active = [0, 1, 2];
+  for (let t = 0; t < 14; t++) {
+    if (t === 4) active = [0, 1, 2, 3]; // a cache joins the batch
+    if (t === 7) active = [3, 0, 2]; // one leaves, order changes
+    if (t === 9) { a[0].keep([0, 0]); b[0].keep([0, 0]); } // a cache changes shape (fork) between steps
+    if (t === 11) { a[2].truncate(0, 4); b[2].truncate(0, 4); } // ... or is rewound
+    const inputs = active.map((k) => ({
+      tokens: a[k].lengths.map((_, r) => [(t * 7 + k * 13 + r * 5) % V]),
+      adapterMask: a[k].lengths.map((_, r) => [(t + k + r) % 2]),
+    }));
+    const many = await e.stepMany(active.map((k, i) => ({ cache: b[k], input: inputs[i] })));
+    for (const [i, k] of active.entries()) {
+      const alone = await e.step(a[k], inputs[i]);
+      assert.ok(maxDiff(many[i].logits, alone.logits) <= 1e-4, `step ${t}, cache ${k}: logits differ by ${maxDiff(many[i].logits, alone.logits)}`);
+      assert.ok(maxDiff(many[i].hidden, alone.hidden) <= 1e-4, `step ${t}, cache ${k}: hidden states differ`);
+      assert.deepEqual(b[k].lengths, a[k].lengths);
+    }
+  }
+  // A prefill entry mixed with decode entries runs alone; results are still per entry.
+  const fresh = e.newCache(1), freshRef = e.newCache(1);
+  const mixed = await e.stepMany([
+    { cache: fresh, input: { tokens: [ids(6, 9)] } },
+    { cache: b[3], input: { tokens: [[5]] } },
+    { cache: b[1], input: { tokens: [[6], [7]] } },
+  ]);
+  const ref = [await e.step(freshRef, { tokens: [ids(6, 9)] }), await e.step(a[3], { tokens: [[5]] }), await e.step(a[1], { tokens: [[6], [7]] })];
+  mixed.forEach((m, i) => assert.ok(maxDiff(m.logits, ref[i].logits) <= 1e-4, `mixed entry ${i}`));
+  assert.throws(() => e.validate(fresh, { tokens: [[V]] }), /outside the vocabulary/);
+  await assert.rejects(e.stepMany([{ cache: b[0], input: { tokens: [[1], [1]] } }, { cache: b[0], input: { tokens: [[1], [1]] } }]), /same cache twice/);
+  for (const c of b) e.forget(c);
+  await e.close();
+});
+
+test('CoalescingBackend: concurrent generations share batched runs and equal their single runs (in-process)', async () => {
+  const g = buildInferenceGraph(model.config, new MemoryWeights(model.weights), { quant: 'fp32' });
+  const inner = await BatchedLocalBackend.create(model.config, g.toModelProto(), { threads: 1 });
+  const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
+  const runs: number[] = [];
+  let third!: () => void;
+  const thirdRun = new Promise<void>((r) => { third = r; });
+  const co = new CoalescingBackend(inner, { onRun: (s) => { if (runs.push(s.rows) === 3) third(); } });
+  const jobs = Array.from({ length: 6 }, (_, i) => ({
+    prompt: m.encode(`question ${i}: ${'x'.repeat(i)}`),
+    opts: { maxTokens: 12 + i, temperature: i % 2 ? 0.9 : 0, topP: 0.95, seed: 100 + i },
+  }));
+  const single = [];
+  for (const j of jobs) single.push((await generateBatch(inner, m.tokenizer, [j.prompt], [{ ...j.opts }]))[0]);
+  // Two waves: the second starts while the first decodes, and joins its batch.
+  const together = await Promise.all(jobs.map(async (j, i) => {
+    if (i >= 3) await thirdRun;
+    return (await generateBatch(co, m.tokenizer, [j.prompt], [{ ...j.opts }]))[0];
+  }));
+  together.forEach((c, i) => assert.deepEqual(c.tokens, single[i].tokens, `request ${i}`));
+  assert.ok(Math.max(...runs) >= 4, `batches of up to ${Math.max(...runs)} rows`);
+  assert.ok(co.stats.runs < together.reduce((s, c) => s + c.tokens.length, 0), 'fewer runs than tokens generated');
+  await co.close();
+  await m.close();
+});
+
+test('CoalescingBackend over the runtime worker: batched decode, per-request errors, cancellation frees the slot', async () => {
+  const m = await loadModel(model.dir, { quant: 'fp32' });
+  const co = new CoalescingBackend(m.backend as unknown as BatchingBackend);
+  try {
+    const prompts = [0, 1, 2, 3].map((i) => m.encode(`prompt number ${i}`));
+    const alone = await m.generateBatch(prompts.map((_, i) => `prompt number ${i}`), { maxTokens: 10, temperature: 0.8, seed: 7 });
+    const shared = await Promise.all(prompts.map((p) => generateBatch(co, m.tokenizer, [p], [{ maxTokens: 10, temperature: 0.8, seed: 7 }])));
+    shared.forEach((c, i) => assert.deepEqual(c[0].tokens, alone[i].tokens, `request ${i}`));
+    assert.ok(co.stats.maxRows >= 2);
+    // A bad request fails alone; the others in the same run go on.
+    const bad = co.newCache(1).then((c) => co.step(c, { tokens: [[V + 5]] }));
+    const good = generateBatch(co, m.tokenizer, [prompts[0]], [{ maxTokens: 4 }]);
+    await assert.rejects(bad, /outside the vocabulary/);
+    assert.equal((await good)[0].tokens.length, 4);
+    // Cancellation: the request's view rejects its next step; generateBatch frees its cache.
+    const ac = new AbortController();
+    const view = withBackend(m, co.forRequest(ac.signal));
+    const gen = view.generateBatch(['cancel me'], { maxTokens: 500, stopTokens: [] });
+    setTimeout(() => ac.abort(), 30);
+    await assert.rejects(gen, /cancelled/);
+    await co.idle();
+    assert.equal(co.queued, 0);
+  } finally {
+    await co.close();
+  }
+});
