@@ -53,13 +53,13 @@ export function initWeights(c: ModelConfig, seed: number): Map<string, { shape: 
 const chat = (tok: TextTokenizer, question: string, reply: string, line: number): Example =>
   tokenizeRecord({ line, messages: [{ role: 'user', content: question }, { role: 'assistant', content: reply }] }, tok);
 
-/** Base-model data: direct answers for every difficulty and the chat queries, plus single operations up to 200. */
+/** Base-model data: direct answers for every difficulty and the chat queries, plus single operations up to 40. */
 export function baseExamples(tok: TextTokenizer, n: number, seed: number): Example[] {
-  const mix: Mix = { easy: 0.45, medium: 0.1, hard: 0.1, chat: 0.35 };
+  const mix: Mix = { easy: 0.5, medium: 0.1, hard: 0.1, chat: 0.3 };
   const items: Item[] = makeSplits({ train: Math.round(n * 0.8), val: 0, test: 0, seed, mix }).train;
   const rng = new Rng(seed ^ 0xa11), extra: Item[] = [];
   while (extra.length < n - items.length) {
-    const it = generateMath(rng, { ops: 1, maxValue: 200, id: `op-${extra.length}` });
+    const it = generateMath(rng, { ops: 1, maxValue: 40, id: `op-${extra.length}` });
     if (splitOf(it) === 'train') extra.push(it);
   }
   return [...items, ...extra].map((it, i) => chat(tok, it.question, formatAnswer(it), i + 1));
@@ -95,7 +95,7 @@ export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses:
   if (stages.includes('base')) {
     const data = baseExamples(tok, r.baseExamples ?? 60000, seed);
     const res = await trainSft(config, new MemoryWeights(initWeights(config, seed)), data, [], {
-      out, full: true, lr: 2e-3, epochs: r.baseEpochs ?? 3, batchTokens: 4096, weightDecay: 0.1, maxSteps: r.maxSteps,
+      out, full: true, lr: 2e-3, epochs: r.baseEpochs ?? 3, batchTokens: 2048, weightDecay: 0.1, maxSteps: r.maxSteps,
       checkpointEvery: 200, quiet: r.quiet, seed,
     });
     baseLosses = res.losses;

@@ -78,9 +78,9 @@ export type Item = MathItem | ChatItem;
 
 /** Difficulty presets: easy = 1–2 operations, medium = 3, hard = 4–8; maxValue bounds every number. */
 export const DIFFICULTY: Record<Difficulty, { minOps: number; maxOps: number; maxValue: number }> = {
-  easy: { minOps: 1, maxOps: 2, maxValue: 50 },
-  medium: { minOps: 3, maxOps: 3, maxValue: 100 },
-  hard: { minOps: 4, maxOps: 8, maxValue: 200 },
+  easy: { minOps: 1, maxOps: 2, maxValue: 20 },
+  medium: { minOps: 3, maxOps: 3, maxValue: 40 },
+  hard: { minOps: 4, maxOps: 8, maxValue: 40 },
 };
 
 export type Mix = Partial<Record<Difficulty | 'chat', number>>;
