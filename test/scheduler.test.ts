@@ -9,7 +9,7 @@ import { Engine } from '../src/runtime/engine.ts';
 import type { KVCache } from '../src/runtime/kv-cache.ts';
 import type { AdapterTensors } from '../src/runtime/engine.ts';
 import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
-import { generateBatch } from '../src/runtime/generate.ts';
+import { generateBatch, type Completion } from '../src/runtime/generate.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 
@@ -108,7 +108,7 @@ test('CoalescingBackend: concurrent generations share batched runs and equal the
     prompt: m.encode(`question ${i}: ${'x'.repeat(i)}`),
     opts: { maxTokens: 12 + i, temperature: i % 2 ? 0.9 : 0, topP: 0.95, seed: 100 + i },
   }));
-  const single = [];
+  const single: Completion[] = [];
   for (const j of jobs) single.push((await generateBatch(inner, m.tokenizer, [j.prompt], [{ ...j.opts }]))[0]);
   // Two waves: the second starts while the first decodes, and joins its batch.
   const together = await Promise.all(jobs.map(async (j, i) => {
