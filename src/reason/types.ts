@@ -35,6 +35,16 @@ export interface AnswerOptions extends SamplingParams {
   /** Called once the route is known (before any generated text). */
   onRoute?: (route: Route, routerScore: number | undefined) => void;
   signal?: AbortSignal;
+  /** Invocation text when the adapter config names no alora_invocation_tokens (default "<think>"). */
+  invocation?: string;
+  /**
+   * How the adapter is applied on the reasoning route: 'activated' reuses the base model's prompt KV cache
+   * and switches the adapter on from the invocation; 'classic' (plain LoRA) re-encodes the prompt with the
+   * adapter on everywhere. Default: activated when the adapter config has alora_invocation_tokens.
+   */
+  adapterMode?: 'activated' | 'classic';
+  /** Return hidden states: the prompt's (router input) and each sample's last one (verifier input). */
+  collectHidden?: boolean;
 }
 
 export interface SampleResult {
@@ -43,12 +53,22 @@ export interface SampleResult {
   answer: string;
   /** Extracted answer used for voting (undefined when none could be parsed). */
   extracted?: string;
+  /** Generated tokens: thinking + "</think>" + answer (forced closing tokens included). */
   tokens: number;
+  /** Tokens inside the thinking segment, tags excluded (forced text before "</think>" included). */
   thinkingTokens: number;
   /** Mean log-probability of the sampled tokens (confidence-weighted vote). */
   meanLogprob: number;
   verifierScore?: number;
   finishReason: 'stop' | 'length' | 'early-stop' | 'cancelled';
+  /** Generated token ids (forced closing tokens included). */
+  tokenIds?: number[];
+  /** Tokens after the closing tag (all of them on the direct route). */
+  answerTokens?: number;
+  /** Whether the thinking cap closed the segment. */
+  capped?: boolean;
+  /** Final hidden state at the sample's last token (collectHidden). */
+  hidden?: Float32Array;
 }
 
 export interface AnswerResult {
@@ -62,9 +82,14 @@ export interface AnswerResult {
   chosen: number;
   /** Extracted answer → votes (count, or summed weight for weighted votes). */
   votes?: Record<string, number>;
+  /** promptTokens: chat prompt (+ invocation on the reasoning route); the rest summed over samples. */
   usage: { promptTokens: number; thinkingTokens: number; answerTokens: number; completionTokens: number };
   ttftMs: number;
   latencyMs: number;
+  /** The winning extracted answer, when any sample gave one. */
+  winner?: string;
+  /** Final hidden state of the prompt's last token under the base model (collectHidden; the router's input). */
+  promptHidden?: Float32Array;
 }
 
 export type AnswerInput = string | ChatMessage[];

@@ -18,9 +18,25 @@ export interface GenerateOptions extends SamplingParams {
   adapter?: boolean;
   /** ... from this prompt position on (activated LoRA: the invocation tokens' position); default 0. */
   adapterFrom?: number;
+  /** The sequence starts inside a thinking segment (its prompt ends with the invocation, e.g. "<think>"). */
+  thinking?: ThinkingOptions;
 }
 
-export type FinishReason = 'stop' | 'length';
+/**
+ * A thinking segment and its s1-style cap ("budget forcing"): once the segment holds `maxTokens` tokens
+ * without having been closed, the runtime appends `force` (the tokens of "\n</think>\n\n") instead of
+ * sampling, so the model goes on with its answer. The segment never exceeds `maxTokens` tokens: the forced
+ * tokens before `end` count towards it.
+ */
+export interface ThinkingOptions {
+  /** The token ids that close the segment (the tokens of "</think>"). */
+  end: number[];
+  maxTokens?: number;
+  /** Closing tokens fed when capped; must contain `end`. */
+  force?: number[];
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled';
 
 export interface Completion {
   text: string;
@@ -33,25 +49,52 @@ export interface Completion {
   totalMs: number;
 }
 
-/** One sequence in a running batch: its sampling state, stop handling and streamed text. */
+/** One sequence in a running batch: its sampling state, stop handling, thinking segment and streamed text. */
 export class Sequence {
   readonly tokens: number[] = [];
   readonly logprobs: number[] = [];
   text = '';
   finishReason?: FinishReason;
   ttftMs = 0;
+  /** Tokens in the thinking segment (without its tags), and whether that segment is still open. */
+  thinkingTokens = 0;
+  thinkingOpen: boolean;
+  /** Index in `tokens` where the answer starts (after the closing tag); undefined while thinking. */
+  answerFrom?: number;
+  /** Tokens the runtime appended instead of sampling (budget forcing); their logprobs are 0. */
+  forcedTokens = 0;
+  private logprobSum = 0;
+  private queued: number[] = [];
   private emitted = 0;
   private readonly random: () => number;
   private readonly decoder: StreamDecoder;
   private readonly stopTokens: Set<number>;
+  /** Index of `thinking.end` inside `thinking.force`. */
+  private readonly forceEndAt: number = 0;
 
   constructor(tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void) {
     this.random = seededRandom(opts.seed ?? 0);
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
+    const th = opts.thinking;
+    this.thinkingOpen = !!th;
+    if (th) {
+      if (!th.end.length) throw new Error('generate: thinking.end is empty (the tokens that close the thinking segment)');
+      if (th.force) {
+        this.forceEndAt = indexOfRun(th.force, th.end);
+        if (this.forceEndAt < 0) throw new Error(`generate: thinking.force [${th.force}] does not contain the closing tokens [${th.end}]`);
+      }
+      this.checkCap();
+    } else this.answerFrom = 0;
   }
 
   get done(): boolean { return this.finishReason !== undefined; }
+
+  /** Mean log-probability of the sampled tokens (forced ones left out); 0 when none. */
+  get meanLogprob(): number {
+    const n = this.tokens.length - this.forcedTokens;
+    return n > 0 ? this.logprobSum / n : 0;
+  }
 
   /** Adapter mask for the next `count` tokens fed, starting at absolute position `from`. */
   adapterMask(from: number, count: number): number[] {
@@ -65,17 +108,68 @@ export class Sequence {
     return { temperature, topK, topP, minP, u: this.random() };
   }
 
+  /** Tokens the runtime appended (budget forcing) that still have to be fed after the last sampled token. */
+  takeForced(): number[] {
+    const q = this.queued;
+    this.queued = [];
+    return q;
+  }
+
   /** Accepts a sampled token; returns true when the sequence has finished. */
   accept(token: number, logprob: number): boolean {
     if (this.stopTokens.has(token)) return this.finish('stop');
+    this.logprobSum += logprob;
+    this.push(token, logprob);
+    if (this.finished()) return true;
+    this.checkCap();
+    if (this.done) return true;
+    this.emit(false);
+    return false;
+  }
+
+  /** Ends the sequence from outside (early stop, abort); it leaves the batch at the next step. */
+  cancel(): void {
+    if (!this.done) this.finish('cancelled');
+  }
+
+  private push(token: number, logprob: number): void {
     this.tokens.push(token);
     this.logprobs.push(logprob);
     this.text += this.decoder.push(token);
+    if (!this.thinkingOpen) return;
+    const end = this.opts.thinking!.end;
+    if (endsWithRun(this.tokens, end)) {
+      this.thinkingOpen = false;
+      this.thinkingTokens = this.tokens.length - end.length;
+      this.answerFrom = this.tokens.length;
+    } else this.thinkingTokens = this.tokens.length;
+  }
+
+  /** Finishes the sequence on a stop string or at the length limit; true if it did. */
+  private finished(): boolean {
     const stop = this.opts.stop?.map((s) => [s, this.text.indexOf(s)] as const).filter(([, i]) => i >= 0).sort((a, b) => a[1] - b[1])[0];
     if (stop) { this.text = this.text.slice(0, stop[1]); return this.finish('stop'); }
     if (this.tokens.length >= (this.opts.maxTokens ?? 256)) { this.text += this.decoder.flush(); return this.finish('length'); }
-    this.emit(false);
     return false;
+  }
+
+  /** Budget forcing: closes the open thinking segment once one more sampled token could exceed the cap. */
+  private checkCap(): void {
+    const th = this.opts.thinking!;
+    if (!this.thinkingOpen || th.maxTokens === undefined || !th.force) return;
+    const room = Math.max(0, th.maxTokens - this.thinkingTokens); // segment tokens still allowed
+    if (room > this.forceEndAt) return;
+    // The text before the closing tag goes in as far as it fits (all of it unless the cap is tiny), then the tag.
+    const force = th.force.slice(this.forceEndAt - room), endAt = room + th.end.length;
+    this.thinkingOpen = false;
+    this.thinkingTokens += room;
+    for (let i = 0; i < force.length; i++) {
+      this.forcedTokens++;
+      this.queued.push(force[i]);
+      this.push(force[i], 0);
+      if (i === endAt - 1) this.answerFrom = this.tokens.length;
+      if (this.finished()) return;
+    }
   }
 
   private finish(reason: FinishReason): boolean {
@@ -98,31 +192,68 @@ export class Sequence {
   }
 }
 
+function indexOfRun(xs: readonly number[], run: readonly number[]): number {
+  for (let s = 0; s + run.length <= xs.length; s++) if (run.every((t, i) => xs[s + i] === t)) return s;
+  return -1;
+}
+
+function endsWithRun(xs: readonly number[], run: readonly number[]): boolean {
+  return xs.length >= run.length && run.every((t, i) => xs[xs.length - run.length + i] === t);
+}
+
+export interface DecodeHooks {
+  /**
+   * Called when a sequence finishes, with the final hidden state of its row in that step: the state of the
+   * last token fed, which for a stop-token finish is the state at the last generated token (verifier input).
+   * Giving it makes every step return hidden states.
+   */
+  onFinish?: (seq: number, hidden: Float32Array) => void;
+  /** Called after each step, before finished rows leave the batch; may cancel sequences (early stop). */
+  afterStep?: () => void;
+  /** Aborting cancels every running sequence before the next step. */
+  signal?: AbortSignal;
+}
+
 /**
  * Decodes all sequences to completion. `cache` already holds each row's prompt except its last token,
  * `lastTokens[b]`, which the first step feeds (so prefill can be shared, forked or skipped by the caller).
- * `adapterMask` is the per-row switch for the generated tokens.
+ * `adapterMask` is the per-row switch for the generated tokens. Tokens a sequence appends without sampling
+ * (budget forcing) are fed together with its next token. Sequences already done are skipped (their rows
+ * are dropped first).
  */
-export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequence[], pending: number[][], start = performance.now()): Promise<void> {
+export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequence[], pending: number[][], start = performance.now(), hooks: DecodeHooks = {}): Promise<void> {
   let rows = seqs.map((_, i) => i);
-  let feed = pending;
+  let feed = pending.map((p, i) => [...p, ...seqs[i].takeForced()]);
   const pos = await backend.lengths(cache); // next absolute position of each row
-  while (rows.length) {
-    const live = rows.map((r) => seqs[r]);
-    const res = await backend.step(cache, {
-      tokens: feed,
-      adapterMask: live.map((s, i) => s.adapterMask(pos[rows[i]], feed[i].length)),
-      sample: live.map((s) => s.sampling()),
-    });
-    rows.forEach((r, i) => { pos[r] += feed[i].length; });
-    const next: number[][] = [], still: number[] = [];
-    live.forEach((s, i) => {
-      if (!s.tokens.length && !s.done) s.ttftMs = performance.now() - start;
-      if (!s.accept(res.tokens![i], res.logprobs![i])) { still.push(i); next.push([res.tokens![i]]); }
-    });
-    if (still.length < rows.length && still.length) await backend.keep(cache, still);
-    rows = still.map((i) => rows[i]);
-    feed = next;
+  const H = backend.config.hiddenSize;
+  const stopAll = () => rows.forEach((r) => seqs[r].cancel());
+  if (hooks.signal?.aborted) stopAll();
+  hooks.signal?.addEventListener('abort', stopAll);
+  try {
+    for (;;) {
+      const still = rows.map((_, i) => i).filter((i) => !seqs[rows[i]].done);
+      if (still.length < rows.length && still.length) await backend.keep(cache, still);
+      rows = still.map((i) => rows[i]);
+      feed = still.map((i) => feed[i]);
+      if (!rows.length) break;
+      const live = rows.map((r) => seqs[r]);
+      const res = await backend.step(cache, {
+        tokens: feed,
+        adapterMask: live.map((s, i) => s.adapterMask(pos[rows[i]], feed[i].length)),
+        sample: live.map((s) => s.sampling()),
+        ...(hooks.onFinish ? { want: { hidden: true } } : {}),
+      });
+      rows.forEach((r, i) => { pos[r] += feed[i].length; });
+      feed = live.map((s, i) => {
+        if (s.done) return []; // cancelled while the step ran
+        if (s.ttftMs === 0) s.ttftMs = performance.now() - start; // the first sampled token
+        if (s.accept(res.tokens![i], res.logprobs![i])) { hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H)); return []; }
+        return [res.tokens![i], ...s.takeForced()];
+      });
+      hooks.afterStep?.();
+    }
+  } finally {
+    hooks.signal?.removeEventListener('abort', stopAll);
   }
 }
 

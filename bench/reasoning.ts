@@ -1,0 +1,304 @@
+/**
+ * Efficient-reasoning benchmark on the embedded default model (models/default + reasoning-adapter + router.json +
+ * verifier.json), or any model given by flags:
+ *
+ * 1. TTFT of the reasoning turn vs prompt length (64 / 256 / 1024 tokens, the prompt padded with a long system
+ *    message): activated LoRA reusing the base prefill (router pass, then the invocation on the same KV cache)
+ *    vs the same adapter weights treated as a classic LoRA (router pass, then the prompt encoded again with the
+ *    adapter on everywhere); the base model's direct TTFT for reference. Median of `reps` runs after a warm-up.
+ * 2. Routing on the synthetic test split: router accuracy (label: the greedy direct answer is wrong), share of
+ *    easy + chat questions answered without the adapter, accuracy and mean latency of routed vs always-reason
+ *    (and base only). Every question is answered both ways (greedy); the routed result takes the answer and the
+ *    latency of the run its route selects (the auto path runs exactly that computation).
+ * 3. Parallel samples N = 1, 2, 4, 8 on the synthetic test split: accuracy by majority, confidence, verifier
+ *    best-of-N and verifier-weighted vote. One N = max run per question: sample i has seed + i, so its first N
+ *    samples are the N-sample run (test/reason.test.ts checks forked = single decoding). Wall time of N vs 1 at
+ *    the same tokens per sample: one prefill, fork N, decode a fixed number of tokens (stop tokens off).
+ *
+ * Writes bench/results/reasoning-<date>.json, .md, -accuracy-vs-n.svg and -ttft.svg.
+ *
+ *   node --import tsx bench/reasoning.ts [--model dir] [--adapter dir] [--router f] [--verifier f]
+ *     [--router-items 100] [--parallel-items 40] [--reps 3] [--max-tokens 384] [--no-write]
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { loadModel, type Model } from '../src/runtime/model.ts';
+import { decode, Sequence } from '../src/runtime/generate.ts';
+import { answer, prefill, reasoningTokens } from '../src/reason/answer.ts';
+import { LinearProbe, Router } from '../src/reason/router.ts';
+import { Verifier } from '../src/reason/verifier.ts';
+import { vote, type Candidate } from '../src/reason/vote.ts';
+import type { AnswerResult, VoteMethod } from '../src/reason/types.ts';
+import { syntheticCases, type EvalCase } from '../src/eval/harness.ts';
+import { isCorrect } from '../src/tasks/grade.ts';
+import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
+import { SYSTEM_PROMPT } from '../src/tasks/synthetic.ts';
+import { lineChart, writeSvg } from '../src/eval/plot.ts';
+import type { ChatMessage } from '../src/tokenizer/types.ts';
+
+export interface ReasoningBenchOptions {
+  model?: string;
+  adapter?: string;
+  /** router.json / verifier.json (default beside the model); sections needing a missing one are skipped. */
+  router?: string;
+  verifier?: string;
+  quant?: 'fp32' | 'q4';
+  threads?: number;
+  promptLengths?: number[];
+  reps?: number;
+  routerItems?: number;
+  parallelItems?: number;
+  samples?: number[];
+  temperature?: number;
+  topP?: number;
+  /** Tokens per answer (thinking + answer) and the thinking cap, for sections 2 and 3. */
+  maxTokens?: number;
+  maxThinkingTokens?: number;
+  /** Tokens per sample in the wall-time comparison. */
+  timingTokens?: number;
+  seed?: number;
+  /** Where reasoning-<date>.* go (default bench/results); null = do not write. */
+  resultsDir?: string | null;
+  log?: (line: string) => void;
+}
+
+const METHODS: VoteMethod[] = ['majority', 'confidence', 'verifier', 'verifier-vote'];
+
+export interface ReasoningBenchResult {
+  date: string;
+  model: { path: string; adapter: string; router?: string; verifier?: string; hiddenSize: number; layers: number; context: number };
+  settings: Record<string, unknown>;
+  ttft: { targetTokens: number; promptTokens: number; sharedKvMs: number; classicMs: number; baseDirectMs: number; saving: number }[];
+  routing?: {
+    n: number; threshold: number; routerAccuracy: number; reasoningShare: number; easyChatDirectShare: number; easyChatN: number;
+    accuracy: { base: number; alwaysReason: number; routed: number };
+    meanLatencyMs: { base: number; alwaysReason: number; routed: number };
+    meanTokens: { alwaysReason: number; routed: number };
+    byCategory: Record<string, { n: number; directShare: number; base: number; alwaysReason: number; routed: number }>;
+  };
+  parallel?: {
+    n: number; samples: number[];
+    accuracy: Record<string, Record<string, number>>;
+    meanTokensPerSample: number;
+    wallTime: { samples: number; ms: number; ratio: number; tokensPerSample: number }[];
+  };
+  machine: { cpu: string; cores: number; node: string; threads: string };
+}
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
+/** Messages whose chat prompt has at most `target` tokens (as close as the filler allows), padded in the system message. */
+export function paddedPrompt(model: Model, question: string, target: number): { messages: ChatMessage[]; tokens: number } {
+  const filler = ' Answer the question and show your work when it helps.';
+  let extra = '';
+  const build = (k: number): ChatMessage[] => [{ role: 'system', content: SYSTEM_PROMPT + filler.repeat(k) + extra }, { role: 'user', content: question }];
+  const len = (k: number) => model.encode(build(k), true).length;
+  if (len(0) > target) return { messages: build(0), tokens: len(0) };
+  let lo = 0, hi = 1; // the most whole filler sentences that fit, then single words
+  while (len(hi) <= target) hi *= 2;
+  while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (len(mid) <= target) lo = mid; else hi = mid; }
+  for (const w of filler.split(/(?= )/)) { const before = extra; extra += w; if (len(lo) > target) { extra = before; break; } }
+  return { messages: build(lo), tokens: len(lo) };
+}
+
+export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<ReasoningBenchResult> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  const modelDir = o.model ?? DEFAULT_DIR, adapterDir = o.adapter ?? (o.model ? undefined : ADAPTER_DIR);
+  if (!adapterDir || !fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new Error(`bench: reasoning adapter not found (${adapterDir ?? 'pass --adapter'})`);
+  const routerFile = o.router ?? path.join(modelDir, 'router.json'), verifierFile = o.verifier ?? path.join(modelDir, 'verifier.json');
+  const model = await loadModel(modelDir, { adapter: adapterDir, quant: o.quant, threads: o.threads });
+  const H = model.config.hiddenSize, ctx = model.config.maxPositionEmbeddings;
+  const router = fs.existsSync(routerFile) ? Router.load(routerFile, H) : undefined;
+  const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, H) : undefined;
+  if (!router) log(`no router at ${routerFile}: the routing section is skipped`);
+  if (!verifier) log(`no verifier at ${verifierFile}: verifier votes are skipped`);
+  const reps = o.reps ?? 3, maxTokens = o.maxTokens ?? 384, temperature = o.temperature ?? 0.8, topP = o.topP ?? 0.95, seed = o.seed ?? 0;
+  const sampleCounts = o.samples ?? [1, 2, 4, 8], maxN = Math.max(...sampleCounts);
+  const result: ReasoningBenchResult = {
+    date: new Date().toISOString(),
+    model: { path: modelDir, adapter: adapterDir, router: router ? routerFile : undefined, verifier: verifier ? verifierFile : undefined, hiddenSize: H, layers: model.config.numLayers, context: ctx },
+    settings: { reps, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold },
+    ttft: [],
+    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, threads: String(o.threads ?? process.env.EDGEREASON_THREADS ?? 'default') },
+  };
+  try {
+    // 1. TTFT of the reasoning turn.
+    const always = new Router(router?.probe ?? new LinearProbe(new Float64Array(H), 0, new Float64Array(H), new Float64Array(H).fill(1)), -1); // routes everything to reasoning
+    const inv = reasoningTokens(model).invocation.length;
+    for (const target of o.promptLengths ?? [64, 256, 1024]) {
+      const { messages, tokens } = paddedPrompt(model, 'Mia has 12 apples and buys 30 more. How many apples does she have now?', Math.min(target, ctx - inv - 2));
+      const run = async (mode: 'activated' | 'classic' | 'base') => {
+        const r = await answer(model, messages, mode === 'base' ? { reasoning: 'off', maxTokens: 1 } : { reasoning: 'auto', maxTokens: 1, adapterMode: mode }, { router: always });
+        if (mode !== 'base' && r.route !== 'reasoning') throw new Error('bench: expected the reasoning route');
+        return r.ttftMs;
+      };
+      await run('activated'); await run('classic'); // warm-up (allocations, ORT first-run)
+      const t: Record<string, number[]> = { activated: [], classic: [], base: [] };
+      for (let i = 0; i < reps; i++) for (const m of ['activated', 'classic', 'base'] as const) t[m].push(await run(m));
+      const row = { targetTokens: target, promptTokens: tokens, sharedKvMs: median(t.activated), classicMs: median(t.classic), baseDirectMs: median(t.base), saving: 0 };
+      row.saving = 1 - row.sharedKvMs / row.classicMs;
+      result.ttft.push(row);
+      log(`TTFT @ ${tokens} prompt tokens: shared KV ${row.sharedKvMs.toFixed(1)} ms, classic re-prefill ${row.classicMs.toFixed(1)} ms, base direct ${row.baseDirectMs.toFixed(1)} ms`);
+    }
+
+    // 2. Routing.
+    const gen = { maxTokens, maxThinkingTokens: o.maxThinkingTokens };
+    if (router && (o.routerItems ?? 100) > 0) {
+      const cases = syntheticCases('test', o.routerItems ?? 100, seed);
+      const rows: { c: EvalCase; score: number; off: AnswerResult; on: AnswerResult; offOk: boolean; onOk: boolean }[] = [];
+      for (const c of cases) {
+        const off = await answer(model, c.question, { ...gen, reasoning: 'off', task: c.task, collectHidden: true });
+        const on = await answer(model, c.question, { ...gen, reasoning: 'on', task: c.task });
+        rows.push({ c, score: router.score(off.promptHidden!), off, on, offOk: isCorrect(c.task, off.answer, c.gold), onOk: isCorrect(c.task, on.answer, c.gold) });
+        if (rows.length % 10 === 0) log(`routing: ${rows.length}/${cases.length}`);
+      }
+      const reason = (r: (typeof rows)[number]) => r.score >= router.threshold;
+      const pick = (r: (typeof rows)[number]) => (reason(r) ? { ok: r.onOk, res: r.on } : { ok: r.offOk, res: r.off });
+      const easyChat = rows.filter((r) => r.c.category === 'easy' || r.c.category === 'chat');
+      const byCategory: NonNullable<ReasoningBenchResult['routing']>['byCategory'] = {};
+      for (const cat of [...new Set(rows.map((r) => r.c.category))].sort()) {
+        const rs = rows.filter((r) => r.c.category === cat);
+        byCategory[cat] = { n: rs.length, directShare: mean(rs.map((r) => (reason(r) ? 0 : 1))), base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +pick(r).ok)) };
+      }
+      result.routing = {
+        n: rows.length, threshold: router.threshold,
+        routerAccuracy: mean(rows.map((r) => (reason(r) === !r.offOk ? 1 : 0))),
+        reasoningShare: mean(rows.map((r) => +reason(r))),
+        easyChatDirectShare: mean(easyChat.map((r) => (reason(r) ? 0 : 1))), easyChatN: easyChat.length,
+        accuracy: { base: mean(rows.map((r) => +r.offOk)), alwaysReason: mean(rows.map((r) => +r.onOk)), routed: mean(rows.map((r) => +pick(r).ok)) },
+        meanLatencyMs: { base: mean(rows.map((r) => r.off.latencyMs)), alwaysReason: mean(rows.map((r) => r.on.latencyMs)), routed: mean(rows.map((r) => pick(r).res.latencyMs)) },
+        meanTokens: { alwaysReason: mean(rows.map((r) => r.on.usage.completionTokens)), routed: mean(rows.map((r) => pick(r).res.usage.completionTokens)) },
+        byCategory,
+      };
+      const g = result.routing;
+      log(`routing: router accuracy ${(100 * g.routerAccuracy).toFixed(1)} %, easy+chat direct ${(100 * g.easyChatDirectShare).toFixed(1)} %, accuracy routed ${(100 * g.accuracy.routed).toFixed(1)} % vs always-reason ${(100 * g.accuracy.alwaysReason).toFixed(1)} %, latency ${g.meanLatencyMs.routed.toFixed(0)} vs ${g.meanLatencyMs.alwaysReason.toFixed(0)} ms`);
+    }
+
+    // 3. Parallel samples.
+    if ((o.parallelItems ?? 40) > 0) {
+      const cases = syntheticCases('test', o.parallelItems ?? 40, seed + 1);
+      const methods = METHODS.filter((m) => verifier || !m.startsWith('verifier'));
+      const hits: Record<string, Record<string, number>> = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, 0]))]));
+      const tokens: number[] = [];
+      for (let k = 0; k < cases.length; k++) {
+        const c = cases[k];
+        const r = await answer(model, c.question, { ...gen, reasoning: 'on', samples: maxN, temperature, topP, seed: seed + 1000 * k, task: c.task }, { verifier });
+        r.samples.forEach((s) => tokens.push(s.tokens));
+        const cands: Candidate[] = r.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore }));
+        for (const m of methods) for (const n of sampleCounts) {
+          const chosen = vote(m, cands.slice(0, n)).chosen;
+          if (isCorrect(c.task, r.samples[chosen].answer, c.gold) && r.samples[chosen].extracted !== undefined) hits[m][n]++;
+        }
+        if ((k + 1) % 10 === 0) log(`parallel: ${k + 1}/${cases.length}`);
+      }
+      const accuracy = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, hits[m][n] / cases.length]))]));
+      // Wall time at the same tokens per sample: one prefill, a fork, fixed-length decoding.
+      const T = o.timingTokens ?? 64, ids = model.encode([{ role: 'user', content: cases[0]?.question ?? 'What is 2 plus 3?' }], true);
+      const rt = reasoningTokens(model);
+      const timeN = async (n: number) => {
+        const t0 = performance.now();
+        const p = await prefill(model.backend, ids, 0);
+        const cache = n === 1 ? p.cache : await model.backend.select(p.cache, new Array(n).fill(0));
+        if (cache !== p.cache) await model.backend.free(p.cache);
+        const seqs = Array.from({ length: n }, (_, i) => new Sequence(model.tokenizer, { temperature, topP, seed: i, maxTokens: T, stopTokens: [], adapter: true, adapterFrom: ids.length }, ids.length + rt.invocation.length));
+        await decode(model.backend, cache, seqs, seqs.map(() => rt.invocation), t0);
+        await model.backend.free(cache);
+        return performance.now() - t0;
+      };
+      await timeN(maxN);
+      const wallTime: NonNullable<ReasoningBenchResult['parallel']>['wallTime'] = [];
+      for (const n of sampleCounts) {
+        const xs: number[] = [];
+        for (let i = 0; i < reps; i++) xs.push(await timeN(n));
+        wallTime.push({ samples: n, ms: Math.min(...xs), ratio: 0, tokensPerSample: T });
+      }
+      wallTime.forEach((w) => { w.ratio = w.ms / wallTime.find((x) => x.samples === 1)!.ms; });
+      result.parallel = { n: cases.length, samples: sampleCounts, accuracy, meanTokensPerSample: mean(tokens), wallTime };
+      log(`parallel: ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTime.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`);
+    }
+  } finally {
+    await model.close();
+  }
+
+  if (o.resultsDir !== null) {
+    const dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results'), stem = path.join(dir, `reasoning-${result.date.slice(0, 10)}`);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(`${stem}.json`, JSON.stringify(result, null, 1) + '\n');
+    fs.writeFileSync(`${stem}.md`, markdown(result, path.basename(stem)));
+    writeSvg(`${stem}-ttft.svg`, await lineChart({
+      title: 'TTFT of the reasoning turn vs prompt length', x: 'prompt tokens', y: 'TTFT (ms)', points: true,
+      series: [
+        { name: 'activated LoRA (shared KV)', points: result.ttft.map((t) => [t.promptTokens, t.sharedKvMs]) },
+        { name: 'classic LoRA (re-prefill)', points: result.ttft.map((t) => [t.promptTokens, t.classicMs]) },
+        { name: 'base, direct', points: result.ttft.map((t) => [t.promptTokens, t.baseDirectMs]) },
+      ],
+    }));
+    if (result.parallel) {
+      const p = result.parallel;
+      writeSvg(`${stem}-accuracy-vs-n.svg`, await lineChart({
+        title: 'Accuracy vs parallel samples (synthetic test)', x: 'samples N', y: 'accuracy (%)', points: true, logX: true,
+        series: Object.entries(p.accuracy).map(([m, byN]) => ({ name: m, points: p.samples.map((n) => [n, 100 * byN[n]] as [number, number]) })),
+      }));
+    }
+    log(`wrote ${stem}.json, .md and SVG plots`);
+  }
+  return result;
+}
+
+export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  const out = [`# Efficient reasoning benchmark ${r.date.slice(0, 10)}`, '',
+    `Model: ${r.model.path} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, context ${r.model.context}) + adapter ${r.model.adapter}; router ${r.model.router ?? 'none'}; verifier ${r.model.verifier ?? 'none'}.`,
+    `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, threads ${r.machine.threads}, node ${r.machine.node}. Settings: ${JSON.stringify(r.settings)}.`, '',
+    '## TTFT of the reasoning turn', '',
+    'Both paths first run the base prefill (router input); activated LoRA then feeds the invocation on the same KV cache, the classic adapter encodes the prompt again with the adapter on. Median of the runs.', '',
+    '| prompt tokens | activated LoRA, shared KV (ms) | classic LoRA, re-prefill (ms) | saving | base direct (ms) |', '|---:|---:|---:|---:|---:|',
+    ...r.ttft.map((t) => `| ${t.promptTokens} | ${t.sharedKvMs.toFixed(1)} | ${t.classicMs.toFixed(1)} | ${pct(t.saving)} | ${t.baseDirectMs.toFixed(1)} |`), '',
+    `![TTFT](${stem}-ttft.svg)`, ''];
+  if (r.routing) {
+    const g = r.routing;
+    out.push('## Routing (synthetic test split)', '',
+      `${g.n} questions; threshold ${g.threshold.toFixed(4)}. Greedy answers; the routed result uses the run its route selects.`, '',
+      '| | value |', '|---|---:|',
+      `| router accuracy (label: direct answer wrong) | ${pct(g.routerAccuracy)} |`,
+      `| questions sent to reasoning | ${pct(g.reasoningShare)} |`,
+      `| easy + chat answered without the adapter (${g.easyChatN}) | ${pct(g.easyChatDirectShare)} |`,
+      `| accuracy: base / always-reason / routed | ${pct(g.accuracy.base)} / ${pct(g.accuracy.alwaysReason)} / ${pct(g.accuracy.routed)} |`,
+      `| mean latency ms: base / always-reason / routed | ${g.meanLatencyMs.base.toFixed(0)} / ${g.meanLatencyMs.alwaysReason.toFixed(0)} / ${g.meanLatencyMs.routed.toFixed(0)} |`,
+      `| mean generated tokens: always-reason / routed | ${g.meanTokens.alwaysReason.toFixed(1)} / ${g.meanTokens.routed.toFixed(1)} |`, '',
+      '| category | n | answered directly | base | always-reason | routed |', '|---|---:|---:|---:|---:|---:|',
+      ...Object.entries(g.byCategory).map(([c, v]) => `| ${c} | ${v.n} | ${pct(v.directShare)} | ${pct(v.base)} | ${pct(v.alwaysReason)} | ${pct(v.routed)} |`), '');
+  }
+  if (r.parallel) {
+    const p = r.parallel;
+    out.push('## Parallel samples (synthetic test split)', '',
+      `${p.n} questions; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
+      `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
+      ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
+      `Wall time at ${p.wallTime[0]?.tokensPerSample} tokens per sample (prefill + fork + decode, best of the runs):`, '',
+      '| N | ms | vs N=1 |', '|---:|---:|---:|',
+      ...p.wallTime.map((w) => `| ${w.samples} | ${w.ms.toFixed(0)} | ${w.ratio.toFixed(2)}× |`), '',
+      `![accuracy vs N](${stem}-accuracy-vs-n.svg)`, '');
+  }
+  return out.join('\n');
+}
+
+function flag(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  const num = (n: string) => (flag(n) === undefined ? undefined : Number(flag(n)));
+  await runReasoningBench({
+    model: flag('--model'), adapter: flag('--adapter'), router: flag('--router'), verifier: flag('--verifier'),
+    quant: flag('--quant') as 'fp32' | 'q4' | undefined, threads: num('--threads'), reps: num('--reps'),
+    routerItems: num('--router-items'), parallelItems: num('--parallel-items'), maxTokens: num('--max-tokens'),
+    maxThinkingTokens: num('--max-thinking-tokens'), timingTokens: num('--timing-tokens'), seed: num('--seed'),
+    promptLengths: flag('--prompt-lengths')?.split(',').map(Number), samples: flag('--samples')?.split(',').map(Number),
+    resultsDir: process.argv.includes('--no-write') ? null : flag('--results-dir'),
+  });
+}

@@ -1,0 +1,78 @@
+import type { Command } from 'commander';
+import { loadModel } from '../runtime/model.ts';
+import { answer } from '../reason/answer.ts';
+import { Router } from '../reason/router.ts';
+import { Verifier } from '../reason/verifier.ts';
+import { VOTE_METHODS } from '../reason/vote.ts';
+import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
+import { TASKS, type Task } from '../tasks/grade.ts';
+import { floatArg, intArg, quantArg } from './main.ts';
+
+export function answerCommand(program: Command): void {
+  program.command('answer')
+    .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
+    .requiredOption('--model <path>', 'base model')
+    .option('--adapter <dir>', 'reasoning adapter (activated LoRA, invocation "<think>")')
+    .option('--router <file>', 'router.json (reasoning auto)')
+    .option('--verifier <file>', 'verifier.json (votes verifier / verifier-vote)')
+    .requiredOption('--question <text>', 'the question')
+    .option('--system <text>', 'system message')
+    .option('--reasoning <mode>', 'auto | on | off', 'auto')
+    .option('--samples <n>', 'parallel reasoning samples (one prefill, forked KV cache)', intArg('--samples', 1), 1)
+    .option('--vote <method>', `${VOTE_METHODS.join(' | ')}`, 'majority')
+    .option('--early-stop', 'stop the other samples once the vote is decided')
+    .option('--max-thinking-tokens <n>', 'thinking cap (then "</think>" is forced)', intArg('--max-thinking-tokens', 0))
+    .option('--budget <n>', 'thinking budget line in the system prompt (budget-trained adapters)', intArg('--budget', 1))
+    .option('--max-tokens <n>', 'tokens per sample (thinking + answer)', intArg('--max-tokens', 1), 512)
+    .option('--temperature <t>', 'default 0 (greedy) for one sample, 0.8 for several', floatArg('--temperature'))
+    .option('--top-k <k>', 'top-k', intArg('--top-k'), 0)
+    .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
+    .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
+    .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i)', intArg('--seed'), 0)
+    .option('--task <task>', `answer extraction for votes: ${TASKS.join(' | ')}`, 'synthetic')
+    .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
+    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--json', 'print the whole result as JSON at the end')
+    .action(async (o) => {
+      if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
+      if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
+      if (!TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
+      if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
+      const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      try {
+        const router = o.router ? Router.load(o.router, model.config.hiddenSize) : undefined;
+        const verifier = o.verifier ? Verifier.load(o.verifier, model.config.hiddenSize) : undefined;
+        const tty = process.stdout.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
+        let phase: Phase | undefined;
+        const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
+        const r = await answer(model, input, {
+          reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
+          maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
+          temperature: o.temperature ?? (o.samples > 1 ? 0.8 : 0), topK: o.topK, topP: o.topP, minP: o.minP, seed: o.seed,
+          task: o.task as Task, adapterMode: o.adapterMode,
+          onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
+          onText: (sample, ph, piece) => {
+            if (sample !== 0) return;
+            if (ph !== phase) {
+              if (ph === 'thinking') process.stdout.write(dim('<think>\n'));
+              else if (phase === 'thinking') process.stdout.write(dim('\n</think>\n\n'));
+              phase = ph;
+            }
+            process.stdout.write(ph === 'thinking' ? dim(piece) : piece);
+          },
+        }, { router, verifier });
+        process.stdout.write('\n');
+        if (r.samples.length > 1) {
+          console.error('\nsamples:');
+          r.samples.forEach((s, i) => console.error(`  ${i === r.chosen ? '*' : ' '} ${i}: ${JSON.stringify(s.extracted ?? null)}  ${s.thinkingTokens} thinking + ${s.answerTokens} answer tokens, ${s.finishReason}${s.capped ? ', capped' : ''}, mean logprob ${s.meanLogprob.toFixed(3)}${s.verifierScore === undefined ? '' : `, verifier ${s.verifierScore.toFixed(3)}`}`));
+          console.error(`chosen answer (sample ${r.chosen}): ${r.answer}`);
+        }
+        if (r.votes) console.error(`votes (${o.vote}): ${Object.entries(r.votes).map(([k, v]) => `${k}: ${+v.toFixed(3)}`).join(', ') || 'none'}`);
+        const u = r.usage;
+        console.error(`tokens: prompt ${u.promptTokens}, thinking ${u.thinkingTokens}, answer ${u.answerTokens}, generated ${u.completionTokens}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms`);
+        if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
+      } finally {
+        await model.close();
+      }
+    });
+}

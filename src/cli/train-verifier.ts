@@ -1,0 +1,43 @@
+import type { Command } from 'commander';
+import { loadModel } from '../runtime/model.ts';
+import { trainVerifier } from '../reason/verifier.ts';
+import { floatArg, intArg, quantArg } from './main.ts';
+import { labelItems, progressLine } from './train-router.ts';
+
+export function trainVerifierCommand(program: Command): void {
+  program.command('train-verifier')
+    .description('train the answer verifier (a probe on the hidden state at each sampled candidate\'s end) and write verifier.json')
+    .requiredOption('--model <path>', 'base model')
+    .requiredOption('--adapter <dir>', 'reasoning adapter')
+    .requiredOption('--out <file>', 'verifier JSON to write')
+    .option('--task <task>', 'synthetic | gsm8k', 'synthetic')
+    .option('--samples <n>', 'candidates sampled per question', intArg('--samples', 1), 8)
+    .option('--limit <n>', 'training questions', intArg('--limit', 1), 100)
+    .option('--val <n>', 'validation questions', intArg('--val', 1), 25)
+    .option('--temperature <t>', 'sampling temperature', floatArg('--temperature', 0), 0.8)
+    .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
+    .option('--max-tokens <n>', 'tokens per candidate', intArg('--max-tokens', 1), 512)
+    .option('--max-thinking-tokens <n>', 'thinking cap', intArg('--max-thinking-tokens', 0))
+    .option('--l2 <x>', 'L2 penalty', floatArg('--l2', 0), 1e-3)
+    .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 500)
+    .option('--seed <s>', 'seed of the items and the samples', intArg('--seed'), 0)
+    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .action(async (o) => {
+      const items = labelItems(o.task, o.limit, o.val, o.seed);
+      const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      try {
+        const { verifier, report } = await trainVerifier(model, items.train, {
+          val: items.val, samples: o.samples, temperature: o.temperature, topP: o.topP, maxTokens: o.maxTokens, maxThinkingTokens: o.maxThinkingTokens,
+          l2: o.l2, steps: o.steps, seed: o.seed, onProgress: progressLine, metadata: { model: o.model, task: o.task },
+        });
+        verifier.save(o.out);
+        const pct = (x: number) => `${(100 * x).toFixed(1)} %`, t = report.train, v = report.val;
+        console.log(`verifier → ${o.out} (threshold ${report.threshold.toFixed(4)})`);
+        console.log(`train: ${t.candidates} candidates of ${t.items} questions, ${t.positives} correct; accuracy ${pct(t.accuracy)}, AUC ${t.auc.toFixed(3)}`);
+        console.log(`val: ${v.candidates} candidates of ${v.items} questions, ${v.positives} correct; accuracy ${pct(v.accuracy)}, AUC ${v.auc.toFixed(3)}`);
+        console.log(`val questions right: first sample ${pct(v.firstSample)}, majority ${pct(v.majority)}, verifier best-of-${o.samples} ${pct(v.bestOfN)}, verifier-weighted vote ${pct(v.verifierVote)}, any sample (oracle) ${pct(v.oracle)}`);
+      } finally {
+        await model.close();
+      }
+    });
+}

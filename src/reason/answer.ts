@@ -1,0 +1,244 @@
+/**
+ * answer(): one question in, one answer out, reasoning only when it pays.
+ *
+ * 1. The chat prompt is encoded once by the base model (adapter mask 0) in one prefill step, which also
+ *    returns the last position's logits and final hidden state.
+ * 2. Route: 'on' / 'off' forced; 'auto' asks the router (score ≥ threshold → reason; no router → reason).
+ * 3. Direct route: the first token is sampled from the prefill logits; decoding goes on with the adapter off.
+ * 4. Reasoning route (activated LoRA): the prompt's KV row is forked into N rows (no second prefill), the
+ *    invocation ("<think>") is fed with the adapter on from its position, and the N samples (seeds seed+i)
+ *    decode as one batch; a finished sample leaves the batch. A thinking segment that reaches the cap gets
+ *    "\n</think>\n\n" appended by the runtime (src/runtime/generate.ts). A classic LoRA adapter cannot reuse
+ *    the base cache: its prompt is encoded again with the adapter on everywhere.
+ * 5. The samples' extracted answers are combined by vote (vote.ts), optionally scored by the verifier from the
+ *    hidden state the decode steps already return, and the decode stops early once the vote is decided.
+ */
+import type { Model } from '../runtime/model.ts';
+import type { Backend, CacheHandle } from '../runtime/backend.ts';
+import { decode, Sequence } from '../runtime/generate.ts';
+import { sampleToken } from '../runtime/sampler.ts';
+import { extractAnswer } from '../tasks/grade.ts';
+import { SYSTEM_PROMPT } from '../tasks/synthetic.ts';
+import type { ChatMessage } from '../tokenizer/types.ts';
+import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
+import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
+import type { Router } from './router.ts';
+import type { Verifier } from './verifier.ts';
+
+export const THINK_OPEN = '<think>';
+export const THINK_CLOSE = '</think>';
+/** What budget forcing appends when the thinking cap is reached. */
+export const FORCED_CLOSE = '\n</think>\n\n';
+
+/** The system line that tells a budget-trained adapter its thinking budget (the RL trainer writes the same). */
+export function budgetSystemLine(budget: number): string {
+  return `Thinking budget: ${budget} tokens.`;
+}
+
+/**
+ * Messages with the budget line at the end of the system message (a system message with the default system
+ * prompt and the line is added when there is none, so the rest of the prompt stays what the model knows).
+ */
+export function withBudget(messages: readonly ChatMessage[], budget: number, defaultSystem = SYSTEM_PROMPT): ChatMessage[] {
+  if (!Number.isInteger(budget) || budget <= 0) throw new Error(`answer: budget must be a positive integer number of tokens, got ${budget}`);
+  const line = budgetSystemLine(budget);
+  if (messages[0]?.role === 'system') return [{ role: 'system', content: `${messages[0].content}\n${line}` }, ...messages.slice(1)];
+  return [{ role: 'system', content: `${defaultSystem}\n${line}` }, ...messages];
+}
+
+export interface ReasoningTokens {
+  /** Fed after the prompt to start reasoning (the adapter config's alora_invocation_tokens, else "<think>"). */
+  invocation: number[];
+  /** "</think>" */
+  end: number[];
+  /** "\n</think>\n\n", appended when the thinking cap is reached. */
+  force: number[];
+}
+
+export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, invocation = THINK_OPEN): ReasoningTokens {
+  const enc = (t: string) => model.tokenizer.encode(t, { addSpecialTokens: false });
+  const inv = model.adapter?.config.aloraInvocationTokens ?? enc(invocation), end = enc(THINK_CLOSE);
+  if (!inv.length) throw new Error(`answer: the invocation "${invocation}" encodes to no tokens`);
+  if (!end.length) throw new Error(`answer: "${THINK_CLOSE}" encodes to no tokens`);
+  const [before, after] = FORCED_CLOSE.split(THINK_CLOSE);
+  return { invocation: inv, end, force: [...enc(before), ...end, ...enc(after)] };
+}
+
+export interface Prefill { cache: CacheHandle; logits: Float32Array; hidden: Float32Array }
+
+/** Encodes a prompt into a new one-row cache in one step; returns its last position's logits and hidden state. */
+export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0): Promise<Prefill> {
+  const cache = await backend.newCache(1);
+  try {
+    const r = await backend.step(cache, {
+      tokens: [ids], ...(adapterMask ? { adapterMask: [ids.map(() => 1)] } : {}), want: { logits: true, hidden: true },
+    });
+    return { cache, logits: r.logits!, hidden: r.hidden! };
+  } catch (e) {
+    await backend.free(cache);
+    throw e;
+  }
+}
+
+/** Splits a sample's streamed text into its thinking and answer phases (the tags and leading blank lines dropped). */
+function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) {
+  let phase = start, held = '', lead = true;
+  const out = (text: string) => {
+    if (lead) { text = text.replace(/^\s+/, ''); if (text) lead = false; }
+    if (text) emit(phase, text);
+  };
+  return {
+    push(piece: string): void {
+      if (phase === 'answer') return out(piece);
+      held += piece;
+      const at = held.indexOf(THINK_CLOSE);
+      if (at >= 0) {
+        const rest = held.slice(at + THINK_CLOSE.length);
+        out(held.slice(0, at));
+        phase = 'answer'; lead = true; held = '';
+        return out(rest);
+      }
+      let keep = 0; // a tail that may still become the closing tag
+      for (let k = Math.min(THINK_CLOSE.length - 1, held.length); k > 0; k--) if (THINK_CLOSE.startsWith(held.slice(-k))) { keep = k; break; }
+      out(held.slice(0, held.length - keep));
+      held = held.slice(held.length - keep);
+    },
+    flush(): void { out(held); held = ''; },
+  };
+}
+
+/** Thinking and answer text of a finished sequence. */
+function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking: string; answer: string } {
+  if (!reasoning) return { thinking: '', answer: seq.text.trim() };
+  const at = seq.text.lastIndexOf(THINK_CLOSE);
+  if (at >= 0) return { thinking: seq.text.slice(0, at).trim(), answer: seq.text.slice(at + THINK_CLOSE.length).trim() };
+  if (seq.answerFrom === undefined) return { thinking: seq.text.trim(), answer: '' };
+  // The tag decoded to nothing (a tokenizer that treats it as special): split by tokens instead.
+  const dec = (ids: number[]) => model.tokenizer.decode(ids, { skipSpecialTokens: true }).trim();
+  return { thinking: dec(seq.tokens.slice(0, seq.thinkingTokens)), answer: dec(seq.tokens.slice(seq.answerFrom)) };
+}
+
+const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vote';
+
+export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
+  const start = performance.now();
+  const { backend, tokenizer: tok } = model;
+  const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task ?? 'synthetic';
+  if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got "${mode}"`);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${n}`);
+  if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
+  if (isVerifierVote(method) && !aux.verifier) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
+  if (mode === 'on' && !model.adapter) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (--adapter)');
+  const K = opts.maxThinkingTokens;
+  if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${K}`);
+
+  let messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
+  if (opts.budget !== undefined) messages = withBudget(messages, opts.budget);
+  const ids = model.encode(messages, true), ctx = backend.config.maxPositionEmbeddings;
+  if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
+  const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
+  const sampling = { temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop };
+  const seed = opts.seed ?? 0;
+  const handles = new Set<CacheHandle>();
+  const release = async (h: CacheHandle) => { handles.delete(h); await backend.free(h); };
+
+  try {
+    // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
+    let base: Prefill | undefined;
+    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0); handles.add(base.cache); }
+    // 2. Route.
+    const router = mode === 'auto' && model.adapter ? aux.router : undefined;
+    const routerScore = router && base ? router.score(base.hidden) : undefined;
+    const route: Route = mode === 'off' || !model.adapter ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
+    opts.onRoute?.(route, routerScore);
+    const reasoning = route === 'reasoning';
+    const rt = reasoning ? reasoningTokens(model, opts.invocation) : undefined;
+    const promptTokens = ids.length + (rt?.invocation.length ?? 0);
+    const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptTokens);
+    if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+
+    // 3./4. Sequences and their KV cache.
+    const streams = Array.from({ length: reasoning ? n : 1 }, (_, i) =>
+      opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), reasoning ? 'thinking' : 'answer') : undefined);
+    let cache: CacheHandle, seqs: Sequence[], pending: number[][];
+    if (!reasoning) {
+      const seq = new Sequence(tok, { ...sampling, seed, maxTokens }, ids.length, streams[0] && ((p) => streams[0]!.push(p)));
+      const draw = seq.sampling(), first = sampleToken(base!.logits, draw, draw.u); // the engine's sampler, same draw
+      seq.ttftMs = performance.now() - start;
+      seq.accept(first.token, first.logprob);
+      cache = base!.cache; seqs = [seq]; pending = [[first.token]];
+    } else {
+      let prompt: CacheHandle;
+      if (classic) { // plain LoRA: the base cache is of no use, encode the prompt again with the adapter on
+        if (base) await release(base.cache);
+        prompt = (await prefill(backend, ids, 1)).cache;
+        handles.add(prompt);
+      } else prompt = base!.cache;
+      if (n === 1) cache = prompt;
+      else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
+      seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
+        ...sampling, seed: seed + i, maxTokens, adapter: true, adapterFrom: classic ? 0 : ids.length,
+        thinking: { end: rt!.end, maxTokens: K, force: rt!.force },
+      }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
+      pending = seqs.map(() => rt!.invocation);
+    }
+
+    // 5. Decode with verifier scoring and early stop.
+    const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [], early = new Set<number>();
+    const candidate = (i: number): Candidate => {
+      const s = seqs[i], { answer: a } = splitText(s, reasoning, model);
+      const voting = s.finishReason !== 'cancelled' && (!reasoning || s.answerFrom !== undefined);
+      return { extracted: voting ? extractAnswer(task, a) : undefined, meanLogprob: s.meanLogprob, verifierScore: scores[i] };
+    };
+    const wantHidden = !!aux.verifier || !!opts.collectHidden;
+    await decode(backend, cache, seqs, pending, start, {
+      signal: opts.signal,
+      ...(wantHidden ? { onFinish: (i: number, h: Float32Array) => { hidden[i] = h; if (aux.verifier) scores[i] = aux.verifier.score(h); } } : {}),
+      afterStep: () => {
+        if (!opts.earlyStop || !reasoning || n < 2) return;
+        const done = seqs.map((s, i) => i).filter((i) => seqs[i].done && seqs[i].finishReason !== 'cancelled');
+        const remaining = seqs.filter((s) => !s.done).length;
+        if (!remaining || !canStopEarly(method, done.map(candidate), remaining)) return;
+        seqs.forEach((s, i) => { if (!s.done) { s.cancel(); early.add(i); } });
+      },
+    });
+    streams.forEach((s) => s?.flush());
+
+    // Results and vote.
+    const samples: SampleResult[] = seqs.map((s, i) => {
+      const { thinking, answer: a } = splitText(s, reasoning, model), c = candidate(i);
+      return {
+        thinking, answer: a, extracted: c.extracted, // none for an unclosed thinking segment or a stopped sample
+        tokens: s.tokens.length, thinkingTokens: reasoning ? s.thinkingTokens : 0,
+        answerTokens: s.answerFrom === undefined ? 0 : s.tokens.length - s.answerFrom,
+        meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}),
+        finishReason: early.has(i) ? 'early-stop' : s.finishReason!,
+        tokenIds: s.tokens, capped: s.forcedTokens > 0,
+        ...(opts.collectHidden && hidden[i] ? { hidden: hidden[i] } : {}),
+      };
+    });
+    const v = reasoning ? vote(method, seqs.map((_, i) => candidate(i))) : undefined;
+    const chosen = v?.chosen ?? 0, winner = v ? v.winner : samples[0].extracted;
+    const ttfts = seqs.map((s) => s.ttftMs).filter((t) => t > 0);
+    const sum = (f: (s: SampleResult) => number) => samples.reduce((a, s) => a + f(s), 0);
+    return {
+      answer: samples[chosen].answer, thinking: samples[chosen].thinking, route,
+      ...(routerScore !== undefined ? { routerScore } : {}),
+      samples, chosen, ...(v ? { votes: v.votes } : {}),
+      ...(winner !== undefined ? { winner } : {}),
+      usage: { promptTokens, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) },
+      ttftMs: ttfts.length ? Math.min(...ttfts) : performance.now() - start,
+      latencyMs: performance.now() - start,
+      ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),
+    };
+  } finally {
+    for (const h of [...handles]) await backend.free(h);
+  }
+}
+
+/** A model with its router and verifier: `new Reasoner(model, { router, verifier }).answer(question, opts)`. */
+export class Reasoner {
+  constructor(readonly model: Model, readonly aux: { router?: Router; verifier?: Verifier } = {}) {}
+  answer(input: AnswerInput, opts: AnswerOptions = {}): Promise<AnswerResult> { return answer(this.model, input, opts, this.aux); }
+  async close(): Promise<void> { await this.model.close(); }
+}

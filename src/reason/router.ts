@@ -1,0 +1,316 @@
+/**
+ * The router: does this prompt need the reasoning adapter? A logistic-regression probe on the base model's final
+ * hidden state at the prompt's last token (the state the prefill returns anyway, so routing costs one dot
+ * product). Label 1 = "needs reasoning" = the base model, answering directly and greedily, gets it wrong.
+ *
+ * Training: features standardised (training mean/std), full-batch gradient descent with AdamW on the mean
+ * (optionally class-balanced) log loss + L2/2·|w|², deterministic. The threshold is chosen on validation items
+ * by one of two rules (recorded in router.json):
+ *
+ * - 'savings' (default when the adapter is loaded): the fewest reasoning calls whose routed accuracy is at most
+ *   `maxLoss` (default 0.01 = 1 point) below always-reason accuracy, on the validation items (routed accuracy:
+ *   the reasoning answer where score ≥ threshold, the direct answer elsewhere);
+ * - 'accuracy': the highest routing accuracy (predicting the label), ties to the lowest threshold.
+ *
+ * Candidate thresholds are 0 (always reason), the midpoints between consecutive distinct validation scores, and
+ * the midpoint between the highest score and 1.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Model } from '../runtime/model.ts';
+import { atomicWrite, writeAll } from '../io/safetensors.ts';
+import { AdamW } from '../train/optim.ts';
+import { isCorrect, type Task } from '../tasks/grade.ts';
+import { answer } from './answer.ts';
+
+// ---------------------------------------------------------------------------------------------------------
+// Logistic probe (shared with the verifier)
+
+export interface ProbeData { weights: number[]; bias: number; mean: number[]; std: number[] }
+
+export class LinearProbe {
+  constructor(readonly weights: Float64Array, readonly bias: number, readonly mean: Float64Array, readonly std: Float64Array) {
+    if (mean.length !== weights.length || std.length !== weights.length) throw new Error(`probe: weights (${weights.length}), mean (${mean.length}) and std (${std.length}) differ in size`);
+  }
+
+  get dim(): number { return this.weights.length; }
+
+  logit(x: ArrayLike<number>): number {
+    if (x.length !== this.dim) throw new Error(`probe: feature vector has ${x.length} values, the probe expects ${this.dim} (hidden size of the model it was trained on)`);
+    let z = this.bias;
+    for (let i = 0; i < x.length; i++) z += this.weights[i] * ((x[i] - this.mean[i]) / this.std[i]);
+    return z;
+  }
+
+  /** Probability of the positive class. */
+  score(x: ArrayLike<number>): number { return sigmoid(this.logit(x)); }
+
+  toJSON(): ProbeData {
+    return { weights: [...this.weights], bias: this.bias, mean: [...this.mean], std: [...this.std] };
+  }
+
+  static fromJSON(d: ProbeData, where: string): LinearProbe {
+    const arr = (k: keyof ProbeData) => {
+      const v = d?.[k];
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new Error(`${where}: field "${k}" must be an array of finite numbers`);
+      return Float64Array.from(v);
+    };
+    if (typeof d?.bias !== 'number' || !Number.isFinite(d.bias)) throw new Error(`${where}: field "bias" must be a finite number`);
+    return new LinearProbe(arr('weights'), d.bias, arr('mean'), arr('std'));
+  }
+}
+
+export const sigmoid = (z: number): number => (z >= 0 ? 1 / (1 + Math.exp(-z)) : Math.exp(z) / (1 + Math.exp(z)));
+
+export interface FitOptions {
+  /** L2 penalty on the weights (on standardised features); default 1e-3. */
+  l2?: number;
+  /** Full-batch optimizer steps (default 500) and AdamW learning rate (default 0.05). */
+  steps?: number;
+  lr?: number;
+  /** Weight the classes equally (each class's examples share half the loss). */
+  balance?: boolean;
+}
+
+/** Fits a logistic regression on feature rows X and 0/1 labels y. */
+export function fitProbe(X: readonly ArrayLike<number>[], y: readonly number[], o: FitOptions = {}): LinearProbe {
+  const n = X.length;
+  if (!n) throw new Error('probe: no training examples');
+  if (y.length !== n) throw new Error(`probe: ${n} feature rows but ${y.length} labels`);
+  if (!y.every((v) => v === 0 || v === 1)) throw new Error('probe: labels must be 0 or 1');
+  const d = X[0].length;
+  X.forEach((x, i) => { if (x.length !== d) throw new Error(`probe: feature row ${i} has ${x.length} values, row 0 has ${d}`); });
+  const mean = new Float64Array(d), std = new Float64Array(d);
+  for (const x of X) for (let j = 0; j < d; j++) mean[j] += x[j] / n;
+  for (const x of X) for (let j = 0; j < d; j++) std[j] += (x[j] - mean[j]) ** 2 / n;
+  for (let j = 0; j < d; j++) std[j] = std[j] > 1e-12 ? Math.sqrt(std[j]) : 1; // a constant feature stays 0 after centring
+  const Z = new Float64Array(n * d);
+  X.forEach((x, i) => { for (let j = 0; j < d; j++) Z[i * d + j] = (x[j] - mean[j]) / std[j]; });
+  const pos = y.reduce((a: number, b) => a + b, 0);
+  const sw = y.map((v) => (o.balance && pos > 0 && pos < n ? n / (2 * (v ? pos : n - pos)) : 1));
+  const W = sw.reduce((a: number, b) => a + b, 0), l2 = o.l2 ?? 1e-3;
+  const w = new Float32Array(d), b = new Float32Array(1);
+  const opt = new AdamW(new Map([['w', w], ['b', b]]), { lr: o.lr ?? 0.05, weightDecay: 0 });
+  const gw = new Float32Array(d), gb = new Float32Array(1), g64 = new Float64Array(d);
+  for (let step = 0; step < (o.steps ?? 500); step++) {
+    g64.fill(0);
+    let g0 = 0;
+    for (let i = 0; i < n; i++) {
+      let z = b[0];
+      for (let j = 0; j < d; j++) z += w[j] * Z[i * d + j];
+      const g = ((sigmoid(z) - y[i]) * sw[i]) / W;
+      g0 += g;
+      for (let j = 0; j < d; j++) g64[j] += g * Z[i * d + j];
+    }
+    for (let j = 0; j < d; j++) gw[j] = g64[j] + l2 * w[j];
+    gb[0] = g0;
+    opt.update(new Map([['w', gw], ['b', gb]]));
+  }
+  return new LinearProbe(Float64Array.from(w), b[0], mean, std);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Thresholds and metrics
+
+/** Share of items whose prediction (score ≥ t) equals the label. */
+export function accuracyAt(scores: readonly number[], labels: readonly number[], t: number): number {
+  return scores.reduce((a, s, i) => a + (Number(s >= t) === labels[i] ? 1 : 0), 0) / Math.max(1, scores.length);
+}
+
+/** Area under the ROC curve (probability a random positive outscores a random negative; ties count half). NaN with one class. */
+export function auc(scores: readonly number[], labels: readonly number[]): number {
+  let pairs = 0, wins = 0;
+  scores.forEach((p, i) => {
+    if (labels[i] !== 1) return;
+    scores.forEach((q, k) => { if (labels[k] === 0) { pairs++; wins += p > q ? 1 : p === q ? 0.5 : 0; } });
+  });
+  return pairs ? wins / pairs : NaN;
+}
+
+/** 0, the midpoints between consecutive distinct scores, and the midpoint between the highest score and 1. */
+export function thresholdCandidates(scores: readonly number[]): number[] {
+  const s = [...new Set(scores)].sort((a, b) => a - b), out = [0];
+  for (let i = 1; i < s.length; i++) out.push((s[i - 1] + s[i]) / 2);
+  if (s.length) out.push((s[s.length - 1] + 1) / 2);
+  return [...new Set(out)].sort((a, b) => a - b);
+}
+
+/** Highest routing accuracy; ties go to the lowest threshold (more reasoning). */
+export function accuracyThreshold(scores: readonly number[], labels: readonly number[]): number {
+  let best = 0, bestAcc = -1;
+  for (const t of thresholdCandidates(scores)) {
+    const a = accuracyAt(scores, labels, t);
+    if (a > bestAcc + 1e-12) { best = t; bestAcc = a; }
+  }
+  return best;
+}
+
+/** Accuracy when items scoring ≥ t get the reasoning answer and the others the direct one. */
+export function routedAccuracy(scores: readonly number[], baseCorrect: readonly boolean[], reasonCorrect: readonly boolean[], t: number): number {
+  return scores.reduce((a, s, i) => a + ((s >= t ? reasonCorrect[i] : baseCorrect[i]) ? 1 : 0), 0) / Math.max(1, scores.length);
+}
+
+/** The highest threshold (fewest reasoning calls) whose routed accuracy is ≥ always-reason accuracy − maxLoss. */
+export function savingsThreshold(scores: readonly number[], baseCorrect: readonly boolean[], reasonCorrect: readonly boolean[], maxLoss = 0.01): number {
+  const always = routedAccuracy(scores, baseCorrect, reasonCorrect, 0);
+  let best = 0;
+  for (const t of thresholdCandidates(scores)) if (routedAccuracy(scores, baseCorrect, reasonCorrect, t) >= always - maxLoss - 1e-12) best = t;
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Router and its file
+
+export type ThresholdRule = { name: 'accuracy' } | { name: 'savings'; maxLoss: number };
+
+export interface ProbeFile {
+  format: string;
+  version: 1;
+  kind: 'logistic';
+  /** What the features are (documentation for readers of the file). */
+  features: string;
+  hiddenSize: number;
+  probe: ProbeData;
+  threshold: number;
+  metadata: Record<string, unknown>;
+}
+
+export interface RouterFile extends ProbeFile { format: 'edgereason-router'; rule: ThresholdRule }
+
+export const ROUTER_FEATURES = 'final hidden state (after the final norm) of the last prompt token, base model (adapter off), chat-templated prompt';
+
+export class Router {
+  constructor(readonly probe: LinearProbe, public threshold: number, readonly rule: ThresholdRule = { name: 'accuracy' }, readonly metadata: Record<string, unknown> = {}) {}
+
+  /** Probability that the prompt needs reasoning, from the base model's final hidden state of its last token. */
+  score(hidden: ArrayLike<number>): number { return this.probe.score(hidden); }
+  needsReasoning(hidden: ArrayLike<number>): boolean { return this.score(hidden) >= this.threshold; }
+
+  toJSON(): RouterFile {
+    return { format: 'edgereason-router', version: 1, kind: 'logistic', features: ROUTER_FEATURES, hiddenSize: this.probe.dim, probe: this.probe.toJSON(), threshold: this.threshold, rule: this.rule, metadata: this.metadata };
+  }
+
+  save(file: string): void { writeJson(file, this.toJSON()); }
+
+  /** Reads router.json; with `hiddenSize`, checks it matches the model it will route for. */
+  static load(file: string, hiddenSize?: number): Router {
+    const d = readProbeFile(file, 'edgereason-router', hiddenSize) as RouterFile;
+    const rule = d.rule?.name === 'savings' ? { name: 'savings' as const, maxLoss: Number(d.rule.maxLoss) } : { name: 'accuracy' as const };
+    return new Router(LinearProbe.fromJSON(d.probe, file), d.threshold, rule, d.metadata ?? {});
+  }
+}
+
+export function writeJson(file: string, v: unknown): void {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  atomicWrite(file, (fd) => writeAll(fd, Buffer.from(JSON.stringify(v, null, 1) + '\n')));
+}
+
+export function readProbeFile(file: string, format: string, hiddenSize?: number): ProbeFile {
+  if (!fs.existsSync(file)) throw new Error(`${file} not found`);
+  let d: ProbeFile;
+  try { d = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file} is not valid JSON: ${(e as Error).message}`); }
+  if (d?.format !== format) throw new Error(`${file}: field "format" is ${JSON.stringify(d?.format)}, expected "${format}"`);
+  if (d.version !== 1) throw new Error(`${file}: unsupported version ${JSON.stringify(d.version)} (this edgereason reads version 1)`);
+  if (d.kind !== 'logistic') throw new Error(`${file}: unsupported kind ${JSON.stringify(d.kind)} (expected "logistic")`);
+  if (typeof d.threshold !== 'number' || !Number.isFinite(d.threshold)) throw new Error(`${file}: field "threshold" must be a finite number`);
+  if (hiddenSize !== undefined && d.hiddenSize !== hiddenSize) throw new Error(`${file} was trained on hidden states of size ${d.hiddenSize}, this model's is ${hiddenSize}: train it for this model`);
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Training on a model
+
+export interface LabelItem { question: string; gold: string | number; task: Task; category?: string }
+
+export interface BaseOutcome { hidden: Float32Array; correct: boolean; text: string }
+
+/** Greedy direct answers of the base model (adapter off): the prompt's hidden state and whether it was right. */
+export async function baseOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; onItem?: (done: number) => void } = {}): Promise<BaseOutcome[]> {
+  const out: BaseOutcome[] = [];
+  for (const it of items) {
+    const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true });
+    out.push({ hidden: r.promptHidden!, correct: isCorrect(it.task, r.answer, it.gold), text: r.answer });
+    o.onItem?.(out.length);
+  }
+  return out;
+}
+
+/** Greedy single-sample reasoning answers (adapter on from the invocation): whether each was right. */
+export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; onItem?: (done: number) => void } = {}): Promise<boolean[]> {
+  const out: boolean[] = [];
+  for (const it of items) {
+    const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task });
+    out.push(isCorrect(it.task, r.answer, it.gold));
+    o.onItem?.(out.length);
+  }
+  return out;
+}
+
+export interface TrainRouterOptions extends FitOptions {
+  /** Validation items for the threshold (default: the last valFraction of `items`). */
+  val?: LabelItem[];
+  valFraction?: number;
+  /** Threshold rule (default 'savings' when the model has its adapter, else 'accuracy') and its tolerance. */
+  rule?: 'accuracy' | 'savings';
+  maxLoss?: number;
+  /** Token limits for the direct (default 64) and reasoning (default 512) answers used for labels. */
+  maxTokens?: number;
+  reasoningMaxTokens?: number;
+  maxThinkingTokens?: number;
+  metadata?: Record<string, unknown>;
+  onProgress?: (stage: string, done: number, total: number) => void;
+}
+
+export interface RouterReport {
+  rule: ThresholdRule;
+  threshold: number;
+  train: { n: number; positives: number; accuracy: number; auc: number };
+  val: {
+    n: number; positives: number; auc: number; routingAccuracy: number; baseAccuracy: number; reasoningShare: number;
+    reasoningAccuracy?: number; routedAccuracy?: number;
+  };
+}
+
+export async function trainRouter(model: Model, items: readonly LabelItem[], o: TrainRouterOptions = {}): Promise<{ router: Router; report: RouterReport }> {
+  let train = [...items], val = o.val ? [...o.val] : [];
+  if (!o.val) {
+    const k = Math.round(items.length * (o.valFraction ?? 0.2));
+    val = train.slice(train.length - k); train = train.slice(0, train.length - k);
+  }
+  if (!train.length || !val.length) throw new Error(`router: need training and validation items (got ${train.length} and ${val.length})`);
+  const ruleName = o.rule ?? (model.adapter ? 'savings' : 'accuracy');
+  if (ruleName === 'savings' && !model.adapter) throw new Error('router: the savings rule needs the reasoning adapter (to measure always-reason accuracy)');
+  const progress = (stage: string, total: number) => (d: number) => o.onProgress?.(stage, d, total);
+  const tr = await baseOutcomes(model, train, { maxTokens: o.maxTokens, onItem: progress('base answers (train)', train.length) });
+  const va = await baseOutcomes(model, val, { maxTokens: o.maxTokens, onItem: progress('base answers (val)', val.length) });
+  const yTr = tr.map((r) => (r.correct ? 0 : 1)), yVa = va.map((r) => (r.correct ? 0 : 1));
+  const probe = fitProbe(tr.map((r) => r.hidden), yTr, o);
+  const sTr = tr.map((r) => probe.score(r.hidden)), sVa = va.map((r) => probe.score(r.hidden));
+  let threshold: number, rule: ThresholdRule, reasonOk: boolean[] | undefined;
+  if (ruleName === 'savings') {
+    reasonOk = await reasoningOutcomes(model, val, { maxTokens: o.reasoningMaxTokens, maxThinkingTokens: o.maxThinkingTokens, onItem: progress('reasoning answers (val)', val.length) });
+    rule = { name: 'savings', maxLoss: o.maxLoss ?? 0.01 };
+    threshold = savingsThreshold(sVa, va.map((r) => r.correct), reasonOk, rule.maxLoss);
+  } else {
+    rule = { name: 'accuracy' };
+    threshold = accuracyThreshold(sVa, yVa);
+  }
+  const mean = (xs: number[]) => xs.reduce((a: number, b) => a + b, 0) / Math.max(1, xs.length);
+  const report: RouterReport = {
+    rule, threshold,
+    train: { n: train.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, 0.5), auc: auc(sTr, yTr) },
+    val: {
+      n: val.length, positives: yVa.reduce((a: number, b) => a + b, 0), auc: auc(sVa, yVa), routingAccuracy: accuracyAt(sVa, yVa, threshold),
+      baseAccuracy: mean(va.map((r) => (r.correct ? 1 : 0))), reasoningShare: mean(sVa.map((s) => (s >= threshold ? 1 : 0))),
+      ...(reasonOk ? {
+        reasoningAccuracy: mean(reasonOk.map(Number)),
+        routedAccuracy: routedAccuracy(sVa, va.map((r) => r.correct), reasonOk, threshold),
+      } : {}),
+    },
+  };
+  const router = new Router(probe, threshold, rule, {
+    ...o.metadata, hiddenSize: probe.dim, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500, balance: !!o.balance,
+    adapter: model.adapter?.dir, report, createdAt: new Date().toISOString(),
+  });
+  return { router, report };
+}

@@ -1,0 +1,124 @@
+/**
+ * The verifier: how likely is a finished candidate to be correct? A logistic-regression probe (router.ts's
+ * LinearProbe) on the final hidden state at the candidate's last token. That state comes back from the decode
+ * step that sampled the stop token, so scoring needs no extra forward pass. Trained on N sampled candidates
+ * per question, labelled correct / incorrect by the task's grader; classes are balanced by default (a good
+ * adapter is right far more often than not).
+ *
+ * verifier.json: the probe, a threshold (the validation-accuracy-maximising one, for accept/reject uses; the
+ * votes use the raw scores) and metadata with the validation report.
+ */
+import type { Model } from '../runtime/model.ts';
+import { isCorrect } from '../tasks/grade.ts';
+import { answer } from './answer.ts';
+import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './vote.ts';
+import { accuracyAt, accuracyThreshold, auc, fitProbe, LinearProbe, readProbeFile, writeJson, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
+
+export const VERIFIER_FEATURES = 'final hidden state (after the final norm) at the candidate\'s last token (the step that sampled its stop token), adapter on';
+
+export interface VerifierFile extends ProbeFile { format: 'edgereason-verifier' }
+
+export class Verifier {
+  constructor(readonly probe: LinearProbe, public threshold = 0.5, readonly metadata: Record<string, unknown> = {}) {}
+
+  /** Probability that the candidate ending in this hidden state is correct. */
+  score(hidden: ArrayLike<number>): number { return this.probe.score(hidden); }
+
+  toJSON(): VerifierFile {
+    return { format: 'edgereason-verifier', version: 1, kind: 'logistic', features: VERIFIER_FEATURES, hiddenSize: this.probe.dim, probe: this.probe.toJSON(), threshold: this.threshold, metadata: this.metadata };
+  }
+
+  save(file: string): void { writeJson(file, this.toJSON()); }
+
+  static load(file: string, hiddenSize?: number): Verifier {
+    const d = readProbeFile(file, 'edgereason-verifier', hiddenSize);
+    return new Verifier(LinearProbe.fromJSON(d.probe, file), d.threshold, d.metadata ?? {});
+  }
+}
+
+/** One sampled candidate: its features, grade and vote key. */
+export interface ScoredCandidate { item: number; sample: number; hidden: Float32Array; correct: boolean; extracted?: string; meanLogprob: number }
+
+export interface SampleOptions {
+  samples?: number;
+  temperature?: number;
+  topP?: number;
+  maxTokens?: number;
+  maxThinkingTokens?: number;
+  seed?: number;
+  onItem?: (done: number) => void;
+}
+
+/** N reasoning samples per item (forked from one prefill), each with its final hidden state and grade. */
+export async function sampleCandidates(model: Model, items: readonly LabelItem[], o: SampleOptions = {}): Promise<ScoredCandidate[]> {
+  const out: ScoredCandidate[] = [];
+  for (let k = 0; k < items.length; k++) {
+    const it = items[k];
+    const r = await answer(model, it.question, {
+      reasoning: 'on', samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, topP: o.topP ?? 0.95, seed: (o.seed ?? 0) + 1000 * k,
+      maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, collectHidden: true,
+    });
+    r.samples.forEach((s, i) => {
+      if (s.hidden) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold) && s.extracted !== undefined, extracted: s.extracted, meanLogprob: s.meanLogprob });
+    });
+    o.onItem?.(k + 1);
+  }
+  return out;
+}
+
+export interface TrainVerifierOptions extends FitOptions, SampleOptions {
+  val?: LabelItem[];
+  valFraction?: number;
+  metadata?: Record<string, unknown>;
+  onProgress?: (stage: string, done: number, total: number) => void;
+}
+
+export interface VerifierReport {
+  threshold: number;
+  train: { items: number; candidates: number; positives: number; accuracy: number; auc: number };
+  /** Per validation item: share answered correctly by the first sample, majority vote, best-of-N and verifier-weighted vote. */
+  val: { items: number; candidates: number; positives: number; accuracy: number; auc: number; firstSample: number; majority: number; bestOfN: number; verifierVote: number; oracle: number };
+}
+
+export async function trainVerifier(model: Model, items: readonly LabelItem[], o: TrainVerifierOptions = {}): Promise<{ verifier: Verifier; report: VerifierReport }> {
+  if (!model.adapter) throw new Error('verifier: the model must be loaded with its reasoning adapter (--adapter)');
+  let train = [...items], val = o.val ? [...o.val] : [];
+  if (!o.val) {
+    const k = Math.round(items.length * (o.valFraction ?? 0.2));
+    val = train.slice(train.length - k); train = train.slice(0, train.length - k);
+  }
+  if (!train.length || !val.length) throw new Error(`verifier: need training and validation items (got ${train.length} and ${val.length})`);
+  const tr = await sampleCandidates(model, train, { ...o, onItem: (d) => o.onProgress?.('samples (train)', d, train.length) });
+  const va = await sampleCandidates(model, val, { ...o, seed: (o.seed ?? 0) + 7919, onItem: (d) => o.onProgress?.('samples (val)', d, val.length) });
+  const yTr = tr.map((c) => (c.correct ? 1 : 0)), yVa = va.map((c) => (c.correct ? 1 : 0));
+  const probe = fitProbe(tr.map((c) => c.hidden), yTr, { ...o, balance: o.balance ?? true });
+  const sTr = tr.map((c) => probe.score(c.hidden)), sVa = va.map((c) => probe.score(c.hidden));
+  const threshold = accuracyThreshold(sVa, yVa);
+
+  // Voting on the validation items with these scores.
+  const perItem = new Map<number, { c: Candidate; ok: boolean }[]>();
+  va.forEach((c, i) => {
+    const l = perItem.get(c.item) ?? [];
+    l.push({ c: { extracted: c.extracted, meanLogprob: c.meanLogprob, verifierScore: sVa[i] }, ok: c.correct });
+    perItem.set(c.item, l);
+  });
+  const share = (pick: (l: { c: Candidate; ok: boolean }[]) => boolean) => [...perItem.values()].filter(pick).length / Math.max(1, val.length);
+  const okOf = (l: { c: Candidate; ok: boolean }[], chosen: number) => l[chosen]?.ok ?? false;
+  const report: VerifierReport = {
+    threshold,
+    train: { items: train.length, candidates: tr.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, 0.5), auc: auc(sTr, yTr) },
+    val: {
+      items: val.length, candidates: va.length, positives: yVa.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sVa, yVa, threshold), auc: auc(sVa, yVa),
+      firstSample: share((l) => l[0].ok),
+      majority: share((l) => okOf(l, majorityVote(l.map((x) => x.c)).chosen)),
+      bestOfN: share((l) => okOf(l, verifierBestOfN(l.map((x) => x.c)).chosen)),
+      verifierVote: share((l) => okOf(l, verifierVote(l.map((x) => x.c)).chosen)),
+      oracle: share((l) => l.some((x) => x.ok)),
+    },
+  };
+  const verifier = new Verifier(probe, threshold, {
+    ...o.metadata, hiddenSize: probe.dim, samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500,
+    adapter: model.adapter.dir, report, createdAt: new Date().toISOString(),
+  });
+  return { verifier, report };
+}

@@ -1,0 +1,99 @@
+/**
+ * Combining N sampled answers into one (pure functions over the extracted answers):
+ *
+ * - majority: one vote per sample;
+ * - confidence: each sample votes with weight exp(mean token log-probability), in (0, 1];
+ * - verifier: best-of-N, the sample with the highest verifier score;
+ * - verifier-vote: each sample votes with its verifier score, in [0, 1].
+ *
+ * Samples without an extracted answer do not vote. Ties go to the answer first given by the lowest sample
+ * index (best-of-N: the lowest index among equal scores); with no vote at all, sample 0 is chosen.
+ */
+import type { VoteMethod } from './types.ts';
+
+export interface Candidate {
+  /** The extracted, canonical answer (grade.ts extractAnswer); undefined = no vote. */
+  extracted?: string;
+  meanLogprob: number;
+  verifierScore?: number;
+}
+
+export interface VoteResult {
+  /** Index of the chosen sample: the lowest-index sample giving the winning answer (best-of-N: the top-scored one). */
+  chosen: number;
+  winner?: string;
+  /** Answer → count (majority) or summed weight. */
+  votes: Record<string, number>;
+}
+
+export const VOTE_METHODS: readonly VoteMethod[] = ['majority', 'confidence', 'verifier', 'verifier-vote'];
+
+/** The weight of one sample's vote under a method (best-of-N counts samples, as majority does). */
+export function voteWeight(method: VoteMethod, c: Candidate): number {
+  if (method === 'confidence') return Math.exp(c.meanLogprob);
+  if (method === 'verifier-vote') return needScore(c);
+  return 1;
+}
+
+function needScore(c: Candidate): number {
+  if (c.verifierScore === undefined) throw new Error('vote: the verifier methods need a verifier score for every sample (load a verifier)');
+  return c.verifierScore;
+}
+
+/** Summed weights per answer, keyed in order of first appearance (lowest sample index first). */
+export function tally(method: VoteMethod, cands: readonly Candidate[]): Map<string, { weight: number; first: number }> {
+  const t = new Map<string, { weight: number; first: number }>();
+  cands.forEach((c, i) => {
+    if (c.extracted === undefined) return;
+    const e = t.get(c.extracted);
+    const w = voteWeight(method, c);
+    if (e) e.weight += w; else t.set(c.extracted, { weight: w, first: i });
+  });
+  return t;
+}
+
+function weighted(method: VoteMethod, cands: readonly Candidate[]): VoteResult {
+  const t = tally(method, cands);
+  let best: [string, { weight: number; first: number }] | undefined;
+  for (const e of t) if (!best || e[1].weight > best[1].weight) best = e; // insertion order = first index: ties keep the earlier
+  return { chosen: best ? best[1].first : 0, winner: best?.[0], votes: Object.fromEntries([...t].map(([k, v]) => [k, v.weight])) };
+}
+
+export const majorityVote = (c: readonly Candidate[]): VoteResult => weighted('majority', c);
+export const confidenceVote = (c: readonly Candidate[]): VoteResult => weighted('confidence', c);
+export const verifierVote = (c: readonly Candidate[]): VoteResult => weighted('verifier-vote', c);
+
+/**
+ * Best-of-N by verifier score: every scored sample competes, with or without a parsable answer (samples stopped
+ * early have no score and do not compete); votes = counts.
+ */
+export function verifierBestOfN(cands: readonly Candidate[]): VoteResult {
+  let chosen = -1;
+  cands.forEach((c, i) => { if (c.verifierScore !== undefined && (chosen < 0 || c.verifierScore > cands[chosen].verifierScore!)) chosen = i; });
+  if (chosen < 0) needScore(cands[0]);
+  const votes = Object.fromEntries([...tally('majority', cands)].map(([k, v]) => [k, v.weight]));
+  return { chosen, winner: cands[chosen]?.extracted, votes };
+}
+
+export function vote(method: VoteMethod, cands: readonly Candidate[]): VoteResult {
+  if (!cands.length) throw new Error('vote: no samples');
+  switch (method) {
+    case 'majority': return majorityVote(cands);
+    case 'confidence': return confidenceVote(cands);
+    case 'verifier': return verifierBestOfN(cands);
+    case 'verifier-vote': return verifierVote(cands);
+    default: throw new Error(`vote: unknown method "${method as string}" (use ${VOTE_METHODS.join(', ')})`);
+  }
+}
+
+/**
+ * Early stop: true when the answer leading among the finished samples can no longer be overtaken, or tied,
+ * by the `remaining` unfinished ones, each adding at most weight 1 (exp of a log-probability, a verifier
+ * probability) to any answer. Best-of-N never stops early (an unfinished sample may score higher).
+ */
+export function canStopEarly(method: VoteMethod, finished: readonly Candidate[], remaining: number): boolean {
+  if (method === 'verifier') return remaining === 0;
+  const w = [...tally(method, finished).values()].map((e) => e.weight).sort((a, b) => b - a);
+  const lead = w[0] ?? 0, second = w[1] ?? 0;
+  return lead - second > remaining;
+}

@@ -1,0 +1,509 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadModel, type Model } from '../src/runtime/model.ts';
+import type { Backend, CacheHandle, StepRequest, StepResult } from '../src/runtime/backend.ts';
+import type { ModelConfig } from '../src/models/config.ts';
+import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
+import { saveAdapter } from '../src/io/peft.ts';
+import { writeSafetensors } from '../src/io/safetensors.ts';
+import { generateBatch, Sequence } from '../src/runtime/generate.ts';
+import type { TextTokenizer } from '../src/tokenizer/types.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { answer, budgetSystemLine, prefill, reasoningTokens, withBudget } from '../src/reason/answer.ts';
+import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
+import { accuracyAt, accuracyThreshold, auc, fitProbe, routedAccuracy, Router, savingsThreshold, thresholdCandidates, trainRouter } from '../src/reason/router.ts';
+import { trainVerifier, Verifier } from '../src/reason/verifier.ts';
+import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
+
+// A random Qwen2 whose next-token choices are peaked (embeddings ×50, as in runtime.test.ts) and that never
+// chooses "</think>", an EOS token or a whitespace-only token by itself: their (tied) embedding rows are zero, so
+// their logit is exactly 0 while the best token's is positive (so a capped sample always has a visible answer).
+const rm = makeRandomQwen2({ dir: path.join(tmp, 'qwen2'), seed: 3, gguf: false, config: { numLayers: 2 } });
+const V = rm.config.vocabSize, Hd = rm.config.hiddenSize;
+const THINK = V - 2, END_THINK = V - 1; // the cut-down Qwen tokenizer puts its added tokens last: <think>, </think>
+const emb = rm.weights.get('model.embed_tokens.weight')!;
+emb.data.forEach((v, i) => { emb.data[i] = v * 50; });
+const tokenizer = loadTokenizer(rm.dir);
+const silent = Array.from({ length: V }, (_, id) => id).filter((id) => !tokenizer.decode([id]).trim());
+for (const id of [END_THINK, ...rm.config.eosTokenIds, ...silent]) emb.data.fill(0, id * Hd, (id + 1) * Hd);
+writeSafetensors(path.join(rm.dir, 'model.safetensors'), rm.weights);
+
+// A random LoRA adapter on every projection with alora_invocation_tokens = [<think>], and the same weights as a
+// classic LoRA folder (no invocation tokens).
+const adapterDir = path.join(tmp, 'alora'), classicDir = path.join(tmp, 'lora');
+{
+  const r = rng(9), rank = 4, tensors = new Map<string, { a: Float32Array; b: Float32Array }>();
+  for (let l = 0; l < rm.config.numLayers; l++) for (const p of PROJECTIONS) {
+    const [out, inp] = projectionShape(rm.config, p);
+    tensors.set(projectionTensorName(l, p), {
+      a: Float32Array.from({ length: rank * inp }, () => 0.1 * r.normal()),
+      b: Float32Array.from({ length: out * rank }, () => 0.1 * r.normal()),
+    });
+  }
+  saveAdapter(adapterDir, { r: rank, loraAlpha: 8, targets: [...PROJECTIONS], aloraInvocationTokens: [THINK] }, tensors, rm.config.numLayers);
+  saveAdapter(classicDir, { r: rank, loraAlpha: 8, targets: [...PROJECTIONS] }, tensors, rm.config.numLayers);
+}
+
+let shared: Model | undefined;
+async function model(): Promise<Model> {
+  shared ??= await loadModel(rm.dir, { quant: 'fp32', adapter: adapterDir, worker: false, threads: 1 });
+  return shared;
+}
+
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** Logits [T, V] of a fresh single run of `ids` with the given adapter mask. */
+async function fresh(m: Model, ids: number[], mask: number[]): Promise<Float32Array> {
+  const c = await m.backend.newCache(1);
+  const r = await m.backend.step(c, { tokens: [ids], adapterMask: [mask], logits: 'all', want: { logits: true } });
+  await m.backend.free(c);
+  return r.logits!;
+}
+
+function logSoftmaxAt(row: Float32Array, k: number): number {
+  let max = -Infinity;
+  for (const v of row) max = Math.max(max, v);
+  let s = 0;
+  for (const v of row) s += Math.exp(v - max);
+  return row[k] - max - Math.log(s);
+}
+
+function argmax(row: Float32Array): number {
+  let b = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[b]) b = i;
+  return b;
+}
+
+test('the invocation tokens come from the adapter config; the forced close is "\\n</think>\\n\\n"', async () => {
+  const m = await model();
+  const rt = reasoningTokens(m);
+  assert.deepEqual(rt.invocation, [THINK]);
+  assert.deepEqual(rt.end, [END_THINK]);
+  assert.equal(m.tokenizer.decode(rt.force), '\n</think>\n\n');
+});
+
+test('(a) shared KV: base prefill + invocation/continuation with the adapter equals one fresh run with the adapter from the invocation (≤ 1e-4)', async () => {
+  const m = await model();
+  const ids = m.encode('What is 12 plus 30?', true), inv = reasoningTokens(m).invocation;
+  const cont = [17, 200, 3, 91, 45, 300];
+  const feed = [...inv, ...cont], full = [...ids, ...feed];
+  const ref = await fresh(m, full, [...ids.map(() => 0), ...feed.map(() => 1)]);
+  const at = (t: number) => ref.subarray(t * V, (t + 1) * V);
+
+  // The path answer() takes: one base prefill (mask 0), forked into rows, invocation + continuation with mask 1.
+  const p = await prefill(m.backend, ids, 0);
+  assert.ok(maxDiff(p.logits, at(ids.length - 1)) <= 1e-4, 'base prefill = the prompt part of the fresh run');
+  const forked = await m.backend.select(p.cache, [0, 0, 0]);
+  const r = await m.backend.step(forked, { tokens: [feed, feed, feed], adapterMask: [feed.map(() => 1), feed.map(() => 1), feed.map(() => 1)], logits: 'all', want: { logits: true } });
+  for (let row = 0; row < 3; row++) {
+    for (let t = 0; t < feed.length; t++) {
+      const got = r.logits!.subarray((row * feed.length + t) * V, (row * feed.length + t + 1) * V);
+      assert.ok(maxDiff(got, at(ids.length + t)) <= 1e-4, `row ${row} position ${t}`);
+    }
+  }
+  // Token by token after the invocation (the decode loop's steps) gives the same logits.
+  await m.backend.step(p.cache, { tokens: [inv], adapterMask: [inv.map(() => 1)] });
+  for (let t = 0; t < cont.length; t++) {
+    const s = await m.backend.step(p.cache, { tokens: [[cont[t]]], adapterMask: [[1]], want: { logits: true } });
+    assert.ok(maxDiff(s.logits!, at(ids.length + inv.length + t)) <= 1e-4, `decode step ${t}`);
+  }
+  await Promise.all([m.backend.free(p.cache), m.backend.free(forked)]);
+  // The adapter does change the continuation (the comparison is not vacuous).
+  const allBase = await fresh(m, full, full.map(() => 0));
+  assert.ok(maxDiff(allBase.subarray(ids.length * V), ref.subarray(ids.length * V)) > 1e-2);
+
+  // answer() itself: a greedy sample is the argmax of the fresh run at every position; a sampled one has the
+  // fresh run's log-probabilities (activated: adapter from the invocation on; classic: everywhere).
+  for (const adapterMode of ['activated', 'classic'] as const) {
+    for (const temperature of [0, 1]) {
+      const res = await answer(m, 'What is 12 plus 30?', { reasoning: 'on', maxTokens: 8, adapterMode, temperature, seed: 4 });
+      const toks = res.samples[0].tokenIds!;
+      assert.equal(toks.length, 8);
+      const seq = [...ids, ...inv, ...toks];
+      const lg = await fresh(m, seq, seq.map((_, i) => (adapterMode === 'classic' || i >= ids.length ? 1 : 0)));
+      let lp = 0;
+      toks.forEach((tok, k) => {
+        const row = lg.subarray((ids.length + inv.length - 1 + k) * V, (ids.length + inv.length + k) * V);
+        if (!temperature) assert.equal(tok, argmax(row), `${adapterMode}: token ${k}`);
+        lp += logSoftmaxAt(row, tok);
+      });
+      if (temperature) assert.ok(Math.abs(res.samples[0].meanLogprob - lp / toks.length) <= 1e-4, `${adapterMode}: ${res.samples[0].meanLogprob} vs ${lp / toks.length}`);
+      assert.equal(res.route, 'reasoning');
+      assert.equal(res.usage.promptTokens, ids.length + inv.length);
+    }
+  }
+});
+
+test('a classic LoRA folder (no alora_invocation_tokens) re-encodes the prompt with the adapter: same samples as adapterMode classic', async () => {
+  const m = await model(), classic = await loadModel(rm.dir, { quant: 'fp32', adapter: classicDir, worker: false, threads: 1 });
+  try {
+    assert.deepEqual(reasoningTokens(classic).invocation, [THINK], '"<think>" from the tokenizer');
+    const opts = { reasoning: 'on' as const, samples: 2, temperature: 8, topP: 0.95, maxTokens: 6, seed: 2 };
+    const a = await answer(classic, 'Name a color.', opts), b = await answer(m, 'Name a color.', { ...opts, adapterMode: 'classic' });
+    assert.deepEqual(a.samples.map((s) => s.tokenIds), b.samples.map((s) => s.tokenIds));
+    const act = await answer(m, 'Name a color.', opts);
+    assert.notDeepEqual(act.samples.map((s) => s.tokenIds), a.samples.map((s) => s.tokenIds), 'activated differs: base prompt states');
+  } finally {
+    await classic.close();
+  }
+});
+
+test('(b) forked parallel samples with fixed seeds equal the same samples decoded one by one', async () => {
+  const m = await model();
+  const q = 'Tell me a story about 7 cats.', opts = { reasoning: 'on' as const, temperature: 8, topP: 0.95, maxTokens: 10, seed: 11 };
+  const texts: Record<string, string>[] = [];
+  const par = await answer(m, q, { ...opts, samples: 4, onText: (i, phase, piece) => { (texts[i] ??= { thinking: '', answer: '' })[phase] += piece; } });
+  assert.equal(par.samples.length, 4);
+  assert.ok(new Set(par.samples.map((s) => s.tokenIds!.join())).size > 1, 'the samples differ');
+  const ids = m.encode(q, true), inv = reasoningTokens(m).invocation;
+  for (let i = 0; i < 4; i++) {
+    const one = await answer(m, q, { ...opts, samples: 1, seed: 11 + i });
+    assert.deepEqual(par.samples[i].tokenIds, one.samples[0].tokenIds, `sample ${i} vs alone`);
+    assert.ok(Math.abs(par.samples[i].meanLogprob - one.samples[0].meanLogprob) <= 1e-5); // batch-size rounding only
+    // An independent path: the prompt and invocation re-encoded as one prompt (as the eval harness does).
+    const [c] = await generateBatch(m.backend, m.tokenizer, [[...ids, ...inv]], [{ ...opts, seed: 11 + i, adapter: true, adapterFrom: ids.length }]);
+    assert.deepEqual(par.samples[i].tokenIds, c.tokens, `sample ${i} vs a fresh prefill`);
+    assert.equal(texts[i].thinking.trim(), par.samples[i].thinking);
+    assert.equal(texts[i].answer.trim(), par.samples[i].answer);
+  }
+  assert.equal(par.usage.completionTokens, par.samples.reduce((a, s) => a + s.tokens, 0));
+  assert.ok(par.ttftMs > 0 && par.ttftMs <= par.latencyMs);
+});
+
+test('(d) thinking cap on a model that never closes its thinking: ≤ K thinking tokens, then "</think>" and an answer', async () => {
+  const m = await model();
+  const { force } = reasoningTokens(m), before = force.indexOf(END_THINK);
+  for (const K of [0, 1, 3, 7]) {
+    for (const sampling of [{}, { temperature: 1, samples: 3 }]) {
+      const res = await answer(m, 'How many legs do 3 spiders have?', { reasoning: 'on', maxThinkingTokens: K, maxTokens: 30, ...sampling });
+      for (const s of res.samples) {
+        const toks = s.tokenIds!, end = toks.indexOf(END_THINK);
+        assert.ok(s.thinkingTokens <= K, `K=${K}: ${s.thinkingTokens} thinking tokens`);
+        assert.equal(end, K, `K=${K}: "</think>" follows exactly K segment tokens`);
+        assert.deepEqual(toks.slice(end - Math.min(K, before), end + force.length - before), force.slice(before - Math.min(K, before)));
+        assert.equal(s.capped, true);
+        assert.ok(s.answer.length > 0 && s.extracted !== undefined, `K=${K}: a parsable answer after </think>`);
+        assert.ok(s.answerTokens! > 0);
+        assert.equal(s.tokens, s.thinkingTokens + 1 + s.answerTokens!, 'segment + "</think>" + answer (from the forced blank line on)');
+      }
+      assert.ok(res.answer.length > 0);
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// A scripted model: exact control over what is sampled, to test routing, forcing, early stop and hidden states.
+
+const VOCAB = ['<eos>', '<think>', '</think>', '\n', 'hmm ', '#### 5', '#### 7', 'q'];
+const [EOS, OPEN, CLOSE, NL, HMM, A5, A7, Q] = VOCAB.map((_, i) => i);
+
+class ScriptedBackend implements Backend {
+  readonly config = { vocabSize: VOCAB.length, hiddenSize: 2, maxPositionEmbeddings: 1000, numLayers: 1 } as ModelConfig;
+  readonly hasLora = true;
+  private caches = new Map<CacheHandle, number[][]>();
+  private next = 1;
+  steps = 0;
+  /** Every token fed to each row, when that row sampled EOS. */
+  finished: number[][] = [];
+  constructor(private readonly policy: (history: number[], u: number) => number) {}
+  async newCache(rows: number): Promise<CacheHandle> { const h = this.next++; this.caches.set(h, Array.from({ length: rows }, () => [])); return h; }
+  async step(h: CacheHandle, req: StepRequest): Promise<StepResult> {
+    const c = this.caches.get(h)!;
+    this.steps++;
+    req.tokens.forEach((t, b) => c[b].push(...t));
+    const res: StepResult = { positions: 1 };
+    if (req.want?.hidden) res.hidden = Float32Array.from(c.flatMap((row) => [row.length, row.at(-1)!]));
+    if (req.want?.logits) res.logits = Float32Array.from(c.flatMap((row) => VOCAB.map((_, k) => (k === this.policy(row, 0) ? 10 : 0))));
+    if (req.sample) {
+      res.tokens = req.sample.map((p, b) => (p ? this.policy(c[b], p.u) : -1));
+      res.logprobs = res.tokens.map((t) => (t === A7 ? Math.log(0.25) : Math.log(0.5)));
+      res.tokens.forEach((t, b) => { if (t === EOS) this.finished.push([...c[b]]); });
+    }
+    return res;
+  }
+  async select(h: CacheHandle, rows: number[]): Promise<CacheHandle> { const c = this.caches.get(h)!, n = this.next++; this.caches.set(n, rows.map((r) => [...c[r]])); return n; }
+  async keep(h: CacheHandle, rows: number[]): Promise<void> { const c = this.caches.get(h)!; this.caches.set(h, rows.map((r) => c[r])); }
+  async truncate(): Promise<void> {}
+  async lengths(h: CacheHandle): Promise<number[]> { return this.caches.get(h)!.map((r) => r.length); }
+  async free(h: CacheHandle): Promise<void> { this.caches.delete(h); }
+  async setAdapter(): Promise<void> {}
+  async close(): Promise<void> {}
+  get live(): number { return this.caches.size; }
+}
+
+const scriptedTokenizer: TextTokenizer = {
+  encode(text: string): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < text.length;) {
+      const k = VOCAB.map((v, id) => [v, id] as const).filter(([v]) => text.startsWith(v, i)).sort((a, b) => b[0].length - a[0].length)[0];
+      if (!k) throw new Error(`scripted tokenizer: cannot encode ${JSON.stringify(text.slice(i))}`);
+      out.push(k[1]); i += k[0].length;
+    }
+    return out;
+  },
+  decode: (ids, o) => ids.filter((i) => !(o?.skipSpecialTokens && i === EOS)).map((i) => VOCAB[i]).join(''),
+  tokenToId: (t) => (VOCAB.includes(t) ? VOCAB.indexOf(t) : undefined),
+  vocabSize: VOCAB.length,
+  eosTokenIds: [EOS],
+  applyChatTemplate: () => 'qqq',
+};
+
+function scripted(policy: (history: number[], u: number) => number, activated = true): { m: Model; b: ScriptedBackend } {
+  const b = new ScriptedBackend(policy);
+  const m = {
+    backend: b, tokenizer: scriptedTokenizer, config: b.config,
+    adapter: { dir: 'scripted', config: { r: 1, loraAlpha: 1, targets: ['q_proj'], ...(activated ? { aloraInvocationTokens: [OPEN] } : {}) }, tensors: new Map() },
+    encode: () => [Q, Q, Q],
+  } as unknown as Model;
+  return { m, b };
+}
+
+/** Thinks "hmm" until `close` says so, then answers `ans` and stops. */
+const thinker = (close: (h: number[], u: number) => boolean, ans: (h: number[]) => number = () => A5) => (h: number[], u: number): number => {
+  const last = h.at(-1)!;
+  if (!h.includes(CLOSE)) return close(h, u) ? CLOSE : HMM;
+  return last === A5 || last === A7 ? EOS : last === CLOSE || last === NL ? ans(h) : EOS;
+};
+
+test('thinking cap (scripted): forced "\\n</think>\\n\\n" is fed, counted and streamed exactly', async () => {
+  const never = thinker(() => false);
+  const cases: [number, number[], number][] = [ // K, generated tokens, thinking tokens
+    [0, [CLOSE, NL, NL, A5], 0],
+    [1, [NL, CLOSE, NL, NL, A5], 1],
+    [3, [HMM, HMM, NL, CLOSE, NL, NL, A5], 3],
+  ];
+  for (const [K, toks, thinking] of cases) {
+    const { m, b } = scripted(never);
+    const pieces: Record<string, string> = { thinking: '', answer: '' };
+    const r = await answer(m, 'q', { reasoning: 'on', maxThinkingTokens: K, onText: (_, phase, p) => { pieces[phase] += p; } });
+    const s = r.samples[0];
+    assert.deepEqual(s.tokenIds, toks, `K=${K}`);
+    assert.equal(s.thinkingTokens, thinking);
+    assert.equal(s.answer, '#### 5');
+    assert.equal(s.extracted, '5');
+    assert.equal(s.answerTokens, toks.length - toks.indexOf(CLOSE) - 1);
+    assert.equal(s.capped, true);
+    assert.equal(s.finishReason, 'stop');
+    assert.equal(s.thinking, 'hmm '.repeat(Math.max(0, K - 1)).trim());
+    assert.equal(pieces.answer, '#### 5');
+    assert.equal(pieces.thinking.trim(), s.thinking);
+    // Every forced token was fed to the model, in order, after the prompt and the invocation.
+    assert.deepEqual(b.finished, [[Q, Q, Q, OPEN, ...toks]]);
+    assert.equal(b.live, 0, 'every KV cache is freed');
+  }
+  // A sample that closes by itself before the cap is not forced.
+  const { m } = scripted(thinker((h) => h.filter((t) => t === HMM).length === 2));
+  const s = (await answer(m, 'q', { reasoning: 'on', maxThinkingTokens: 5 })).samples[0];
+  assert.deepEqual(s.tokenIds, [HMM, HMM, CLOSE, A5]);
+  assert.equal(s.thinkingTokens, 2);
+  assert.equal(s.capped, false);
+  // Without a close and without a cap, the length limit ends it: no vote.
+  const cut = (await answer(scripted(never).m, 'q', { reasoning: 'on', maxTokens: 4 })).samples[0];
+  assert.equal(cut.finishReason, 'length');
+  assert.equal(cut.extracted, undefined);
+  assert.equal(cut.answer, '');
+});
+
+test('routing: off/on forced, auto by router threshold, no router means on; classic adapters re-prefill', async () => {
+  const policy = thinker(() => true, () => A7);
+  const router = (t: number) => new Router(fitProbe([[0, 0], [1, 1]], [0, 1], { steps: 1 }), t);
+  for (const [mode, r, route] of [['off', undefined, 'direct'], ['on', undefined, 'reasoning'], ['auto', undefined, 'reasoning'], ['auto', router(0), 'reasoning'], ['auto', router(1.1), 'direct']] as const) {
+    const { m, b } = scripted(policy);
+    let seen: [string, number | undefined] | undefined;
+    const res = await answer(m, 'q', { reasoning: mode, onRoute: (rt, sc) => { seen = [rt, sc]; } }, { router: r });
+    assert.equal(res.route, route, `${mode} ${r?.threshold}`);
+    assert.deepEqual(seen, [route, res.routerScore]);
+    assert.equal(res.routerScore === undefined, r === undefined);
+    // One prefill (the prompt) either way; the reasoning route feeds the invocation on the same cache.
+    assert.deepEqual(b.finished[0].slice(0, 4), route === 'reasoning' ? [Q, Q, Q, OPEN] : [Q, Q, Q, CLOSE]);
+    assert.equal(res.usage.promptTokens, route === 'reasoning' ? 4 : 3);
+  }
+  // Classic LoRA with routing: the base prefill for the router, then the prompt again with the adapter on.
+  const { m, b } = scripted(policy, false);
+  const steps: number[][][] = [];
+  const orig = b.step.bind(b);
+  b.step = async (h, req) => { steps.push(req.adapterMask ?? req.tokens.map((t) => t.map(() => 0))); return orig(h, req); };
+  const res = await answer(m, 'q', { reasoning: 'auto' }, { router: router(0) });
+  assert.equal(res.route, 'reasoning');
+  assert.deepEqual(steps.slice(0, 3), [[[0, 0, 0]], [[1, 1, 1]], [[1]]]);
+  assert.equal(b.live, 0);
+});
+
+test('early stop: the remaining samples stop once the leading answer cannot be overtaken', async () => {
+  // Each sample either closes at once (u < 0.6) and answers 5, or thinks until the length limit.
+  const policy = thinker((h, u) => h.at(-1) === OPEN && u < 0.6);
+  let stopped = 0, kept = 0;
+  for (let seed = 0; seed < 12; seed++) {
+    const base = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 6, maxTokens: 40, seed });
+    const quick = base.samples.filter((s) => s.finishReason === 'stop').length;
+    const { m, b } = scripted(policy);
+    const es = await answer(m, 'q', { reasoning: 'on', samples: 6, maxTokens: 40, seed, earlyStop: true });
+    const expectStop = quick > 6 - quick; // all quick ones finish on the same step; the others can add ≤ 1 vote each
+    es.samples.forEach((s, i) => {
+      assert.equal(s.finishReason, base.samples[i].finishReason === 'stop' ? 'stop' : expectStop ? 'early-stop' : 'length', `seed ${seed} sample ${i}`);
+    });
+    assert.equal(es.winner, quick ? '5' : undefined);
+    if (expectStop) { stopped++; assert.ok(b.steps <= 4, `seed ${seed}: ${b.steps} steps`); assert.deepEqual(es.votes, { 5: quick }); } else kept++;
+  }
+  assert.ok(stopped > 0 && kept > 0, `both cases occur (${stopped} stopped, ${kept} ran on)`);
+});
+
+test('verifier scores come from the hidden state of the step that sampled the stop token (no extra pass)', async () => {
+  const policy = thinker((h, u) => u < 0.5, (h) => (h.length % 2 ? A5 : A7));
+  const { m } = scripted(policy);
+  const probe = fitProbe([[0, 5], [0, 6]], [1, 0], { steps: 200, lr: 0.1 }); // feature 1 = last token: "#### 5" good, "#### 7" bad
+  const verifier = new Verifier(probe);
+  const res = await answer(m, 'q', { reasoning: 'on', samples: 6, seed: 3, vote: 'verifier', collectHidden: true }, { verifier });
+  res.samples.forEach((s, i) => {
+    assert.deepEqual([...s.hidden!], [3 + 1 + s.tokens, s.tokenIds!.at(-1)!], `sample ${i}: state at its last token`);
+    assert.equal(s.verifierScore, verifier.score(s.hidden!));
+  });
+  const fives = res.samples.map((s, i) => [s, i] as const).filter(([s]) => s.extracted === '5');
+  assert.ok(fives.length && fives.length < 6, 'both answers occur');
+  assert.equal(res.winner, '5');
+  assert.equal(res.chosen, fives[0][1]);
+  // Weighted votes from the same samples.
+  const cands = res.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore }));
+  assert.deepEqual(vote('verifier-vote', cands).winner, '5');
+  await assert.rejects(answer(m, 'q', { reasoning: 'on', vote: 'verifier' }), /needs a verifier/);
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Pure pieces
+
+test('votes: majority, confidence, best-of-N, verifier-weighted; ties to the lowest sample index', () => {
+  const c = (extracted: string | undefined, p = 1, verifierScore?: number): Candidate => ({ extracted, meanLogprob: Math.log(p), verifierScore });
+  assert.deepEqual(majorityVote([c('5'), c('7'), c('5'), c(undefined), c('7')]), { chosen: 0, winner: '5', votes: { 5: 2, 7: 2 } });
+  assert.deepEqual(majorityVote([c('7'), c('5'), c('5')]), { chosen: 1, winner: '5', votes: { 7: 1, 5: 2 } });
+  assert.deepEqual(majorityVote([c(undefined), c(undefined)]), { chosen: 0, winner: undefined, votes: {} });
+  const conf = confidenceVote([c('7', 0.9), c('5', 0.3), c('5', 0.4)]);
+  assert.equal(conf.winner, '7'); assert.equal(conf.chosen, 0);
+  assert.ok(Math.abs(conf.votes['5'] - 0.7) < 1e-12);
+  assert.equal(confidenceVote([c('7', 0.5), c('5', 0.3), c('5', 0.3)]).winner, '5');
+  assert.deepEqual(verifierBestOfN([c('7', 1, 0.2), c('5', 1, 0.9), c(undefined, 1, 0.9), c('7', 1, 0.1)]), { chosen: 1, winner: '5', votes: { 7: 2, 5: 1 } });
+  assert.equal(verifierBestOfN([c('7', 1, 0.2), c(undefined, 1, 0.95)]).chosen, 1, 'best-of-N may pick an unparsable sample');
+  const vv = verifierVote([c('5', 1, 0.1), c('7', 1, 0.9), c('5', 1, 0.2), c('5', 1, 0.1)]); // majority would say 5
+  assert.equal(vv.winner, '7'); assert.equal(vv.chosen, 1);
+  assert.ok(Math.abs(vv.votes['5'] - 0.4) < 1e-12 && vv.votes['7'] === 0.9);
+  assert.equal(verifierVote([c('7', 1, 0.2), c('5', 1, 0.5), c('7', 1, 0.25)]).winner, '5');
+  assert.throws(() => verifierVote([c('7')]), /verifier score/);
+  assert.throws(() => vote('nope' as never, [c('1')]), /unknown method/);
+});
+
+test('early-stop rule: lead minus runner-up must exceed the remaining samples', () => {
+  const c = (e: string, p = 1, s?: number): Candidate => ({ extracted: e, meanLogprob: Math.log(p), verifierScore: s });
+  assert.equal(canStopEarly('majority', [c('5'), c('5'), c('5')], 2), true);
+  assert.equal(canStopEarly('majority', [c('5'), c('5'), c('5')], 3), false, 'a tie is still possible');
+  assert.equal(canStopEarly('majority', [c('5'), c('5'), c('7')], 1), false);
+  assert.equal(canStopEarly('majority', [c('5'), c('5'), c('7')], 0), true);
+  assert.equal(canStopEarly('majority', [], 1), false);
+  assert.equal(canStopEarly('confidence', [c('5', 0.9), c('5', 0.9), c('7', 0.5)], 1), true); // 1.8 - 0.5 > 1
+  assert.equal(canStopEarly('confidence', [c('5', 0.9), c('5', 0.5), c('7', 0.5)], 1), false); // 1.4 - 0.5 < 1
+  assert.equal(canStopEarly('verifier-vote', [c('5', 1, 0.9), c('5', 1, 0.8)], 1), true);
+  assert.equal(canStopEarly('verifier', [c('5', 1, 0.99), c('5', 1, 0.99)], 1), false, 'best-of-N cannot stop early');
+});
+
+test('router: separable features give 100 % training accuracy; save/load round trip; hand-computed thresholds', () => {
+  const r = rng(5), X: number[][] = [], y: number[] = [];
+  for (let i = 0; i < 80; i++) {
+    const x = Array.from({ length: 6 }, () => 3 * r.normal() + 10); // off-centre and scaled: standardisation matters
+    const side = x[0] - 10 + 0.5 * (x[1] - 10);
+    if (Math.abs(side) < 0.5) continue; // a margin
+    X.push(x); y.push(side > 0 ? 1 : 0);
+  }
+  const probe = fitProbe(X, y, { steps: 400, lr: 0.05, l2: 1e-4 });
+  const scores = X.map((x) => probe.score(x));
+  assert.equal(accuracyAt(scores, y, 0.5), 1);
+  assert.equal(auc(scores, y), 1);
+  const router = new Router(probe, 0.42, { name: 'savings', maxLoss: 0.01 }, { note: 'test' });
+  const file = path.join(tmp, 'router.json');
+  router.save(file);
+  const back = Router.load(file, 6);
+  assert.equal(back.threshold, 0.42);
+  assert.deepEqual(back.rule, { name: 'savings', maxLoss: 0.01 });
+  X.forEach((x) => assert.equal(back.score(x), router.score(x)));
+  assert.throws(() => Router.load(file, 7), /hidden states of size 6, this model's is 7/);
+  assert.throws(() => back.score([1, 2]), /feature vector has 2 values, the probe expects 6/);
+  assert.throws(() => Verifier.load(file), /"format" is "edgereason-router", expected "edgereason-verifier"/);
+
+  // Candidates 0, .2, .45, .7, .85, .95; routing accuracy 2/5, 3/5, 4/5, 3/5, 4/5, 3/5 → 0.45 (lowest of the best).
+  const s = [0.1, 0.3, 0.6, 0.8, 0.9], labels = [0, 0, 1, 0, 1];
+  const near = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} ≠ ${b}`);
+  thresholdCandidates(s).forEach((t, i) => near(t, [0, 0.2, 0.45, 0.7, 0.85, 0.95][i]));
+  near(accuracyThreshold(s, labels), 0.45);
+  // Savings: reasoning is right on items 0,1,2,4, the base on 0,1,3; always-reason = 4/5. Routed accuracy:
+  // t=.2 → base 0 ✓, reason 1-4 ✓✓✗✓ = .8; t=.45 → ✓✓ + ✓✗✓ = .8; t=.7 → ✓✓✗ + ✗✓ = .6; t=.85 → ✓✓✗✓ + ✓ = .8;
+  // t=.95 (never) → .6. Within 1 point: 0, .2, .45, .85; the fewest reasoning calls: .85 (one call).
+  const baseOk = [true, true, false, true, false], reasonOk = [true, true, true, false, true];
+  const acc = thresholdCandidates(s).map((t) => routedAccuracy(s, baseOk, reasonOk, t));
+  acc.forEach((a, i) => near(a, [0.8, 0.8, 0.8, 0.6, 0.8, 0.6][i]));
+  near(savingsThreshold(s, baseOk, reasonOk, 0.01), 0.85);
+  near(savingsThreshold(s, baseOk, reasonOk, 0.25), 0.95); // never reasoning costs 20 points
+});
+
+test('verifier: class-balanced fit on imbalanced separable data; save/load', () => {
+  const X: number[][] = [], y: number[] = [];
+  for (let i = 0; i < 60; i++) { const good = i % 6 !== 0; X.push([good ? 1 + (i % 5) * 0.1 : -1 - (i % 3) * 0.1, i % 7]); y.push(good ? 1 : 0); }
+  const probe = fitProbe(X, y, { balance: true, steps: 300 });
+  assert.equal(accuracyAt(X.map((x) => probe.score(x)), y, 0.5), 1);
+  const v = new Verifier(probe, 0.6), file = path.join(tmp, 'verifier.json');
+  v.save(file);
+  const back = Verifier.load(file, 2);
+  assert.equal(back.threshold, 0.6);
+  X.forEach((x) => assert.equal(back.score(x), v.score(x)));
+});
+
+test('budget line: exact format, appended to the system message', () => {
+  assert.equal(budgetSystemLine(128), 'Thinking budget: 128 tokens.');
+  assert.deepEqual(withBudget([{ role: 'user', content: 'hi' }], 64), [{ role: 'system', content: 'You are a helpful assistant.\nThinking budget: 64 tokens.' }, { role: 'user', content: 'hi' }]);
+  assert.deepEqual(withBudget([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }], 256)[0], { role: 'system', content: 'Be brief.\nThinking budget: 256 tokens.' });
+  assert.throws(() => withBudget([], 0), /positive integer/);
+});
+
+test('Sequence: a forced close is queued for the next feed and left out of the mean log-probability', () => {
+  const s = new Sequence(scriptedTokenizer, { thinking: { end: [CLOSE], maxTokens: 2, force: [NL, CLOSE, NL, NL] }, maxTokens: 50 }, 3);
+  assert.deepEqual(s.takeForced(), []);
+  assert.equal(s.accept(HMM, -1), false);
+  assert.deepEqual(s.takeForced(), [NL, CLOSE, NL, NL]);
+  assert.deepEqual(s.tokens, [HMM, NL, CLOSE, NL, NL]);
+  assert.equal(s.thinkingTokens, 2);
+  assert.equal(s.answerFrom, 3);
+  assert.equal(s.accept(A5, -3), false);
+  assert.equal(s.meanLogprob, -2);
+  assert.equal(s.accept(EOS, 0), true);
+  assert.equal(s.text, 'hmm \n</think>\n\n#### 5');
+  // The length limit during forcing ends the sequence.
+  const t = new Sequence(scriptedTokenizer, { thinking: { end: [CLOSE], maxTokens: 1, force: [NL, CLOSE, NL, NL] }, maxTokens: 3 }, 3);
+  assert.equal(t.accept(HMM, 0), true);
+  assert.equal(t.finishReason, 'length');
+  assert.throws(() => new Sequence(scriptedTokenizer, { thinking: { end: [CLOSE], maxTokens: 1, force: [NL] } }, 3), /does not contain the closing tokens/);
+});
+
+test('trainRouter and trainVerifier run end to end on a model (labels from the graders)', async () => {
+  const m = await model();
+  const items = Array.from({ length: 6 }, (_, i) => ({ question: `What is ${i} plus ${i + 1}?`, gold: 2 * i + 1, task: 'synthetic' as const }));
+  const { router, report } = await trainRouter(m, items, { valFraction: 0.5, maxTokens: 4, reasoningMaxTokens: 6, maxThinkingTokens: 2, steps: 20 });
+  assert.equal(report.train.n, 3); assert.equal(report.val.n, 3);
+  assert.equal(report.train.positives, 3, 'a random model answers nothing right: everything needs reasoning');
+  assert.deepEqual(report.rule, { name: 'savings', maxLoss: 0.01 });
+  assert.equal(router.probe.dim, Hd);
+  const res = await answer(m, items[0].question, { reasoning: 'auto', maxTokens: 4 }, { router });
+  assert.equal(res.route, res.routerScore! >= router.threshold ? 'reasoning' : 'direct');
+  const { verifier, report: vr } = await trainVerifier(m, items.slice(0, 4), { valFraction: 0.5, samples: 2, maxTokens: 6, maxThinkingTokens: 2, steps: 20 });
+  assert.equal(vr.train.candidates, 4); assert.equal(vr.val.candidates, 4);
+  assert.equal(verifier.probe.dim, Hd);
+  const scored = await answer(m, items[0].question, { reasoning: 'on', samples: 2, temperature: 1, maxTokens: 6, maxThinkingTokens: 2, vote: 'verifier-vote' }, { verifier });
+  scored.samples.forEach((s) => assert.ok(s.verifierScore! >= 0 && s.verifierScore! <= 1));
+  await m.close();
+  shared = undefined;
+});
