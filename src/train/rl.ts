@@ -13,7 +13,7 @@ import type { Backend } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
-import { budgetSystemLine } from '../reason/budget.ts';
+import { withBudget } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
@@ -178,7 +178,7 @@ export async function trainRl(
 /** P prompts prefilled in one step, each forked into G rows, decoded as one batch with the adapter on from the invocation. */
 async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number }[], invocation: number[], G: number,
   o: { temperature: number; maxTokens: number; seed: number }): Promise<Rollout[]> {
-  const prompts = batch.map(({ p, budget }) => [...tok.encode(tok.applyChatTemplate([{ role: 'system', content: budgetSystemLine(budget) }, { role: 'user', content: p.question }], { addGenerationPrompt: true }), { addSpecialTokens: false }), ...invocation]);
+  const prompts = batch.map(({ p, budget }) => [...tok.encode(tok.applyChatTemplate(withBudget([{ role: 'user', content: p.question }], budget), { addGenerationPrompt: true }), { addSpecialTokens: false }), ...invocation]);
   const cache = await backend.newCache(prompts.length);
   try {
     // Everything but the last invocation token is shared; the fork then feeds it with the adapter on.
