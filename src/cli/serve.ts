@@ -1,0 +1,64 @@
+import type { Command } from 'commander';
+import { createServer } from '../server/app.ts';
+import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
+import type { EffortBudgets } from '../server/chat.ts';
+import { floatArg, intArg, quantArg } from './main.ts';
+
+function effortBudgets(v: string): Partial<EffortBudgets> {
+  let o: unknown;
+  try { o = JSON.parse(v); } catch (e) { throw new Error(`--reasoning-effort-budgets is not valid JSON: ${(e as Error).message}`); }
+  if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error('--reasoning-effort-budgets must be a JSON object like {"low":32,"medium":64,"high":128}');
+  for (const [k, n] of Object.entries(o)) {
+    if (!['minimal', 'low', 'medium', 'high'].includes(k)) throw new Error(`--reasoning-effort-budgets: unknown effort "${k}" (use minimal, low, medium, high)`);
+    if (!Number.isInteger(n) || (n as number) < 1) throw new Error(`--reasoning-effort-budgets: "${k}" must be a positive integer number of thinking tokens, got ${JSON.stringify(n)}`);
+  }
+  return o as Partial<EffortBudgets>;
+}
+
+export function serveCommand(program: Command): void {
+  program.command('serve')
+    .description('OpenAI-compatible server (chat completions with reasoning, streaming, continuous batching) and a playground page')
+    .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf, llama2.c .bin or converted folder)')
+    .option('--adapter <name=dir...>', 'PEFT adapter(s) served as model "name" (default: <model>/reasoning-adapter as "reasoning")')
+    .option('--router <file>', 'router.json (default: <model>/router.json when present)')
+    .option('--verifier <file>', 'verifier.json (default: <model>/verifier.json when present)')
+    .option('--served-model-name <id>', 'model id of the base model (default: the model folder name)')
+    .option('--port <n>', 'port', intArg('--port', 0), 8080)
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--max-batch <n>', 'sequences decoding at once across requests', intArg('--max-batch', 1), 16)
+    .option('--max-queue <n>', 'requests waiting for a batch slot before 429', intArg('--max-queue', 0), 64)
+    .option('--ctx <n>', 'context limit in tokens (clamped to the model\'s)', intArg('--ctx', 2), 4096)
+    .option('--max-n <n>', 'largest n (choices) per request (default: min(8, --max-batch))', intArg('--max-n', 1))
+    .option('--max-tokens <n>', 'default max_tokens when a request gives none', intArg('--max-tokens', 1), 512)
+    .option('--answer-reserve <n>', 'tokens of max_tokens the thinking cap always leaves for the answer', intArg('--answer-reserve', 0), 32)
+    .option('--reasoning-effort-budgets <json>', 'reasoning_effort → thinking tokens, e.g. \'{"low":32,"medium":64,"high":128}\'', effortBudgets)
+    .option('--temperature <t>', 'temperature when a request gives none (OpenAI: 1)', floatArg('--temperature', 0, 2), 1)
+    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
+    .option('--shutdown-grace <ms>', 'on SIGTERM, how long in-flight requests may finish before they are cancelled', intArg('--shutdown-grace', 0), 10000)
+    .option('--log', 'log every request (fastify/pino JSON lines)')
+    .action(async (o) => {
+      const adapters: AdapterSpec[] | undefined = o.adapter ? (o.adapter as string[]).map(parseAdapterArg) : undefined;
+      const server = await createServer({
+        model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName,
+        host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN,
+        defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
+        defaultTemperature: o.temperature, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log,
+      });
+      const url = await server.listen();
+      const ids = [...server.served.models.keys()];
+      console.log(`edgereason: serving ${ids.join(', ')} at ${url}/v1 (playground: ${url}/)`);
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const stop = (sig: string) => {
+          if (stopping) return;
+          stopping = true;
+          console.log(`edgereason: ${sig}: finishing ${server.admission.active} in-flight request(s), then shutting down`);
+          server.close().then(resolve, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      console.log('edgereason: stopped');
+    });
+}

@@ -1,0 +1,257 @@
+/**
+ * The OpenAI-compatible HTTP server (fastify): POST /v1/chat/completions (JSON or SSE), GET /v1/models,
+ * GET /health, GET /metrics (Prometheus), GET / (the playground page).
+ *
+ * Every request is validated (JSON schema, then the semantic checks of planChat) before it takes batch rows;
+ * bad input gets a 400 OpenAI error naming the field and never reaches the runtime. Admitted requests decode
+ * concurrently through the coalescing backend (continuous batching); a full queue answers 429; a client that
+ * disconnects cancels its request and frees its rows. `close()` stops accepting, lets in-flight requests
+ * finish for a grace period, cancels the rest and closes the models.
+ */
+import fs from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { AbortedError } from '../runtime/scheduler.ts';
+import { loadServed, type AdapterSpec, type Served } from './models.ts';
+import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type EffortBudgets, type Plan } from './chat.ts';
+import { Admission } from './queue.ts';
+import { Metrics } from './metrics.ts';
+import { SseWriter } from './sse.ts';
+import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
+
+export interface ServerOptions {
+  model: string;
+  adapters?: AdapterSpec[];
+  router?: string;
+  verifier?: string;
+  servedModelName?: string;
+  host?: string;
+  port?: number;
+  /** Sequences decoding at once, across requests (rows of the batched decode). Default 16. */
+  maxBatch?: number;
+  /** Requests waiting for rows before 429. Default 64. */
+  maxQueue?: number;
+  /** Context limit (clamped to the model's). Default 4096. */
+  ctx?: number;
+  maxN?: number;
+  maxSamples?: number;
+  defaultMaxTokens?: number;
+  answerReserve?: number;
+  effortBudgets?: Partial<EffortBudgets>;
+  defaultTemperature?: number;
+  quant?: 'q4' | 'fp32';
+  threads?: number;
+  /** How long close() lets in-flight requests finish before cancelling them. Default 10 s. */
+  shutdownGraceMs?: number;
+  bodyLimit?: number;
+  logger?: boolean;
+}
+
+export interface EdgeServer {
+  app: FastifyInstance;
+  served: Served;
+  metrics: Metrics;
+  admission: Admission;
+  limits: ChatLimits;
+  /** Starts listening; resolves with the base URL. */
+  listen(): Promise<string>;
+  close(graceMs?: number): Promise<void>;
+}
+
+const PLAYGROUND = new URL('./playground.html', import.meta.url);
+
+export async function createServer(o: ServerOptions): Promise<EdgeServer> {
+  const metrics = new Metrics();
+  const maxBatch = o.maxBatch ?? 16;
+  const served = await loadServed({
+    model: o.model, adapters: o.adapters, servedModelName: o.servedModelName, router: o.router, verifier: o.verifier,
+    quant: o.quant, threads: o.threads, maxBatch,
+    onRun: (s) => { metrics.batchRows.observe(s.rows); metrics.runSeconds.observe(s.ms / 1000); },
+  });
+  const limits: ChatLimits = {
+    ctx: Math.min(o.ctx ?? 4096, served.contextLength),
+    maxN: o.maxN ?? Math.min(8, maxBatch), maxSamples: o.maxSamples ?? Math.min(8, maxBatch),
+    defaultMaxTokens: o.defaultMaxTokens ?? 512, answerReserve: o.answerReserve ?? 32,
+    effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? 1,
+  };
+  const admission = new Admission(maxBatch, o.maxQueue ?? 64);
+  const inflight = new Map<symbol, { abort: AbortController; done: Promise<void> }>();
+  let closing = false;
+  metrics.gauge('edgereason_requests_running', 'Chat requests admitted and decoding', () => admission.active);
+  metrics.gauge('edgereason_requests_waiting', 'Chat requests waiting for batch rows', () => admission.queued);
+  metrics.gauge('edgereason_batch_rows_in_use', 'Batch rows held by admitted requests', () => admission.rowsInUse);
+  metrics.gauge('edgereason_batch_rows_max', 'Batch rows available (--max-batch)', () => maxBatch);
+  metrics.gauge('process_resident_memory_bytes', 'Resident set size of the server process', () => process.memoryUsage.rss());
+
+  const app = Fastify({
+    logger: o.logger ?? false,
+    bodyLimit: o.bodyLimit ?? 4 * 1024 * 1024,
+    return503OnClosing: true,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
+  });
+
+  app.setErrorHandler((err: Error & { validation?: unknown[]; statusCode?: number; code?: string }, _req, reply) => {
+    let e: ApiError;
+    if (err instanceof ApiError) e = err;
+    else if (err.validation) e = validationError(err.validation as never);
+    else if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
+      e = new ApiError(400, `The request body is not valid JSON: ${err.message}`, null, 'invalid_request_error', 'invalid_json');
+    } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message, null);
+    else {
+      app.log.error(err);
+      e = new ApiError(500, `Internal error: ${err.message}`, null, 'server_error');
+    }
+    reply.code(e.status).send(e.toJSON());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send(errorBody(`Unknown route ${req.method} ${req.url}`, 'invalid_request_error', null, 'unknown_url'));
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', code: String(reply.statusCode) });
+  });
+
+  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(fs.readFileSync(PLAYGROUND)));
+  app.get('/health', async (_req, reply) => {
+    const body = { status: closing ? 'closing' : 'ok', models: [...served.models.keys()], running: admission.active, queued: admission.queued };
+    return reply.code(closing ? 503 : 200).send(body);
+  });
+  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render()));
+  app.get('/v1/models', async () => ({
+    object: 'list',
+    data: [...served.models.values()].map((m) => ({
+      id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null,
+      max_model_len: limits.ctx,
+      edgereason: { kind: m.kind, reasoning: m.kind === 'adapter', budgets: m.budgets, router: !!served.router && m.kind === 'adapter', verifier: !!served.verifier, default: m.id === served.defaultId },
+    })),
+  }));
+  app.get('/v1/models/:id', async (req) => {
+    const id = (req.params as { id: string }).id, m = served.models.get(id);
+    if (!m) throw new ApiError(404, `The model '${id}' does not exist`, 'model', 'not_found_error', 'model_not_found');
+    return { id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null, max_model_len: limits.ctx };
+  });
+
+  app.post('/v1/chat/completions', { schema: { body: chatRequestSchema } }, async (req: FastifyRequest, reply: FastifyReply) => {
+    const start = performance.now();
+    if (closing) throw new ApiError(503, 'The server is shutting down', null, 'server_error');
+    const plan = planChat(req.body as ChatRequest, served, limits);
+    const abort = new AbortController();
+    const onClose = () => { if (!reply.raw.writableFinished) abort.abort(); };
+    reply.raw.on('close', onClose);
+    const key = Symbol('request');
+    let finish!: () => void;
+    inflight.set(key, { abort, done: new Promise<void>((r) => { finish = r; }) });
+    let release: (() => void) | undefined;
+    try {
+      let waited: number;
+      try {
+        ({ release, waitedMs: waited } = await admission.acquire(plan.rows, abort.signal));
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 429) metrics.rejected.inc();
+        throw e;
+      }
+      metrics.queueWait.observe(waited / 1000);
+      const id = `chatcmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
+      if (plan.stream) {
+        reply.hijack();
+        await streamChat(plan, reply, id, created, start, waited, abort);
+        return reply;
+      }
+      const out = await runChat(plan, served, abort.signal, undefined, start);
+      record(plan, out);
+      return {
+        id, object: 'chat.completion', created, model: plan.served.id, system_fingerprint: null,
+        choices: out.choices.map((c) => ({
+          index: c.index,
+          message: { role: 'assistant', content: c.content, reasoning_content: c.route === 'reasoning' ? c.thinking : null, reasoning: c.route === 'reasoning' ? c.thinking : null, refusal: null },
+          logprobs: null, finish_reason: c.finishReason,
+        })),
+        usage: out.usage,
+        edgereason: report(plan, out, waited),
+      };
+    } catch (e) {
+      if (e instanceof AbortedError || (e instanceof ApiError && e.status === 499)) {
+        metrics.cancelled.inc();
+        if (reply.sent || reply.raw.headersSent) return reply;
+        throw new ApiError(closing ? 503 : 499, closing ? 'The server shut down before the request finished' : 'client closed the request', null, 'server_error');
+      }
+      throw e;
+    } finally {
+      release?.();
+      reply.raw.off('close', onClose);
+      inflight.delete(key);
+      finish();
+    }
+  });
+
+  function record(plan: Plan, out: ChatOutcome): void {
+    metrics.promptTokens.inc({}, out.usage.prompt_tokens);
+    metrics.completionTokens.inc({}, out.usage.completion_tokens);
+    metrics.reasoningTokens.inc({}, out.usage.completion_tokens_details.reasoning_tokens);
+    metrics.routes.inc({ route: out.route, model: plan.served.id });
+    metrics.ttft.observe(out.ttftMs / 1000);
+    metrics.latency.observe(out.latencyMs / 1000);
+  }
+
+  async function streamChat(plan: Plan, reply: FastifyReply, id: string, created: number, start: number, waited: number, abort: AbortController): Promise<void> {
+    const sse = new SseWriter(reply.raw);
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({
+      id, object: 'chat.completion.chunk', created, model: plan.served.id, system_fingerprint: null, choices,
+      ...(plan.includeUsage ? { usage: null } : {}), ...extra,
+    });
+    const started = new Set<number>();
+    const delta = (index: number, d: Record<string, unknown>, extra: Record<string, unknown> = {}) => {
+      if (!started.has(index)) { started.add(index); d = { role: 'assistant', ...d }; }
+      sse.send(chunk([{ index, delta: d, logprobs: null, finish_reason: null }], extra));
+    };
+    let out: ChatOutcome;
+    try {
+      out = await runChat(plan, served, abort.signal, (e) => {
+        if (e.type === 'route') {
+          for (let i = 0; i < plan.n; i++) if (!started.has(i)) delta(i, { content: '' }, { edgereason: { route: e.route, ...(e.routerScore !== undefined ? { router_score: e.routerScore } : {}) } });
+        } else if (e.phase === 'thinking') delta(e.choice, { reasoning_content: e.text, reasoning: e.text });
+        else delta(e.choice, { content: e.text });
+      }, start);
+    } catch (e) {
+      if (e instanceof AbortedError) {
+        metrics.cancelled.inc();
+        sse.end();
+        return;
+      }
+      const err = e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error');
+      sse.send(err.toJSON());
+      sse.done();
+      metrics.requests.inc({ route: '/v1/chat/completions (stream)', code: String(err.status) });
+      return;
+    }
+    record(plan, out);
+    for (const c of out.choices) {
+      if (!started.has(c.index)) delta(c.index, { content: '' });
+      sse.send(chunk([{ index: c.index, delta: {}, logprobs: null, finish_reason: c.finishReason }]));
+    }
+    // The last chunk: no choices, the usage (when asked for) and edgereason's report (route, votes, TTFT).
+    sse.send(chunk([], { ...(plan.includeUsage ? { usage: out.usage } : {}), edgereason: report(plan, out, waited) }));
+    sse.done();
+    metrics.requests.inc({ route: '/v1/chat/completions (stream)', code: '200' });
+  }
+
+  return {
+    app, served, metrics, admission, limits,
+    async listen() {
+      return app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+    },
+    async close(graceMs = o.shutdownGraceMs ?? 10_000) {
+      if (closing) return;
+      closing = true;
+      admission.drain(new ApiError(503, 'The server is shutting down', null, 'server_error'));
+      const closed = app.close(); // stops accepting; open keep-alive connections get 503
+      const all = () => Promise.all([...inflight.values()].map((r) => r.done));
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([all(), new Promise((r) => { timer = setTimeout(r, graceMs); })]);
+      clearTimeout(timer);
+      for (const r of inflight.values()) r.abort.abort();
+      await all();
+      await closed;
+      await served.close();
+    },
+  };
+}

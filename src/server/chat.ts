@@ -1,0 +1,285 @@
+/**
+ * Chat completions: an OpenAI request → a plan (model, prompt, sampling, reasoning mode, thinking budget and cap,
+ * how `n` maps onto answer() calls) → answer() calls → choices, usage and the `edgereason` report.
+ *
+ * `n` and the reasoning controls:
+ * - reasoning on (or auto, and the router picks reasoning): ONE answer() call with `samples = n`, forked from
+ *   one prefill; the n samples are the n choices and their vote is reported (`edgereason.votes`, `chosen`).
+ * - reasoning off, the base model, or auto routed to the direct answer: n independent answer() calls with seeds
+ *   seed, seed+1, … (OpenAI semantics: n choices).
+ * - `edgereason.samples = k`: every choice is an answer() call with k voting samples; its content is the voted
+ *   answer (streamed once the vote is in).
+ *
+ * Thinking budget: `thinking_token_budget` (vLLM's per-request field) wins over `reasoning_effort`, which maps
+ * through the server's effort → tokens table. The tokens are the hard thinking cap; for an adapter RL-trained on
+ * prompted budgets (rl_log.json) the prompt also carries the smallest trained bucket ≥ the cap. The cap never
+ * exceeds max_tokens minus a reserve for the answer, so the thinking segment cannot eat the whole completion.
+ */
+import { randomInt } from 'node:crypto';
+import type { ChatMessage } from '../tokenizer/types.ts';
+import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
+import { answer } from '../reason/answer.ts';
+import { AbortedError, withBackend } from '../runtime/scheduler.ts';
+import type { Served, ServedModel } from './models.ts';
+import { ApiError, type ChatRequest, type Effort } from './schemas.ts';
+
+export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
+export const DEFAULT_EFFORT_BUDGETS: EffortBudgets = { minimal: 32, low: 32, medium: 64, high: 128 };
+
+export interface ChatLimits {
+  /** Context the server allows (≤ the model's). */
+  ctx: number;
+  maxN: number;
+  maxSamples: number;
+  defaultMaxTokens: number;
+  /** Tokens of max_tokens kept for the answer when capping the thinking segment. */
+  answerReserve: number;
+  effortBudgets: EffortBudgets;
+  defaultTemperature: number;
+}
+
+export interface Plan {
+  served: ServedModel;
+  messages: ChatMessage[];
+  promptTokens: number;
+  n: number;
+  /** Voting samples per choice (edgereason.samples); undefined = n maps to samples / independent calls. */
+  perChoice?: number;
+  mode: ReasoningMode;
+  /** Sequences this request decodes at once (admission control). */
+  rows: number;
+  options: AnswerOptions;
+  maxTokens: number;
+  thinkingCap?: number;
+  budget?: number;
+  seed: number;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+function text(content: ChatRequest['messages'][number]['content']): string {
+  if (content == null) return '';
+  if (typeof content === 'string') return content;
+  return content.filter((p) => p.type === 'text' && typeof p.text === 'string').map((p) => p.text).join('');
+}
+
+/** Validates a request against the served models and limits (ApiError 400 naming the field) and plans it. */
+export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): Plan {
+  const id = req.model ?? served.defaultId;
+  const m = served.models.get(id);
+  if (!m) throw new ApiError(400, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
+  const n = req.n ?? 1;
+  if (n > limits.maxN) throw new ApiError(400, `Invalid value for 'n': ${n} is more than this server allows (${limits.maxN}).`, 'n');
+  const ext = req.edgereason ?? {};
+  const perChoice = ext.samples;
+  if (perChoice !== undefined && perChoice > limits.maxSamples) throw new ApiError(400, `Invalid value for 'edgereason.samples': ${perChoice} is more than this server allows (${limits.maxSamples}).`, 'edgereason.samples');
+  if (ext.vote && (ext.vote === 'verifier' || ext.vote === 'verifier-vote') && !served.verifier) {
+    throw new ApiError(400, `Invalid value for 'edgereason.vote': "${ext.vote}" needs a verifier; start the server with --verifier.`, 'edgereason.vote');
+  }
+  const messages: ChatMessage[] = req.messages.map((msg) => ({ role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) }));
+
+  // Reasoning mode and thinking budget.
+  const effort = req.reasoning_effort ?? undefined, budgetReq = req.thinking_token_budget ?? undefined;
+  let mode: ReasoningMode = ext.reasoning ?? (effort === 'none' || budgetReq === 0 ? 'off' : effort !== undefined || budgetReq !== undefined ? 'on' : 'auto');
+  const wantsReasoning = mode === 'on' || (ext.reasoning === undefined && (effort !== undefined && effort !== 'none'));
+  if (m.kind === 'base') {
+    if (wantsReasoning) {
+      const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
+      const adapters = [...served.models.values()].filter((s) => s.kind === 'adapter').map((s) => s.id);
+      throw new ApiError(400, `The model '${m.id}' has no reasoning adapter, so it cannot reason${adapters.length ? `; use ${adapters.map((a) => `'${a}'`).join(' or ')}` : ''}.`, param);
+    }
+    mode = 'off';
+  }
+  let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
+  const budget = cap !== undefined && m.budgets.length ? m.budgets.find((b) => b >= cap!) ?? m.budgets[m.budgets.length - 1] : undefined;
+
+  // Prompt and context.
+  let ids: number[];
+  try { ids = m.model.encode(messages, true); } catch (e) { throw new ApiError(400, `Invalid 'messages': ${(e as Error).message}`, 'messages'); }
+  const ctx = limits.ctx, reserve = 1 + (mode === 'off' ? 0 : 16); // invocation and budget line
+  if (ids.length + reserve >= ctx) {
+    throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${ids.length} tokens. Please reduce the length of the messages.`, 'messages', 'invalid_request_error', 'context_length_exceeded');
+  }
+  const asked = req.max_completion_tokens ?? req.max_tokens ?? undefined;
+  const askedParam = req.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+  if (asked !== undefined && asked > ctx) throw new ApiError(400, `Invalid value for '${askedParam}': ${asked} is more than this model's context of ${ctx} tokens.`, askedParam);
+  if (asked !== undefined && ids.length + asked > ctx) {
+    throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + asked} tokens (${ids.length} in the messages, ${asked} in the completion). Please reduce the length of the messages or completion.`, askedParam, 'invalid_request_error', 'context_length_exceeded');
+  }
+  const maxTokens = asked ?? Math.min(limits.defaultMaxTokens, ctx - ids.length - reserve);
+  // The thinking segment always leaves room for the answer.
+  if (mode !== 'off') {
+    const room = Math.max(0, maxTokens - Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
+    cap = Math.min(cap ?? room, room);
+  }
+
+  const seed = req.seed ?? randomInt(0, 2 ** 31);
+  const stop = req.stop == null ? undefined : typeof req.stop === 'string' ? [req.stop] : req.stop;
+  const options: AnswerOptions = {
+    reasoning: mode, maxTokens, seed, stop: stop?.length ? stop : undefined,
+    temperature: req.temperature ?? limits.defaultTemperature,
+    ...(req.top_p != null ? { topP: req.top_p } : {}),
+    ...(req.top_k != null && req.top_k > 0 ? { topK: req.top_k } : {}),
+    ...(req.min_p != null ? { minP: req.min_p } : {}),
+    ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
+    ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
+    ...(ext.vote ? { vote: ext.vote as VoteMethod } : served.verifier ? { vote: 'verifier-vote' as VoteMethod } : {}),
+    ...(ext.early_stop ? { earlyStop: true } : {}),
+  };
+  return {
+    served: m, messages, promptTokens: ids.length, n, perChoice, mode, rows: n * (perChoice ?? 1), options, maxTokens,
+    thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage,
+  };
+}
+
+export interface ChoiceOut {
+  index: number;
+  thinking: string;
+  content: string;
+  finishReason: 'stop' | 'length';
+  /** edgereason's own finish reason (early-stop, cancelled, ...). */
+  finish: string;
+  route: Route;
+  thinkingTokens: number;
+  tokens: number;
+  capped: boolean;
+  extracted?: string;
+  /** Per-choice vote (edgereason.samples). */
+  votes?: Record<string, number>;
+  chosen?: number;
+}
+
+export interface ChatOutcome {
+  choices: ChoiceOut[];
+  route: Route;
+  routerScore?: number;
+  votes?: Record<string, number>;
+  chosen?: number;
+  winner?: string;
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; completion_tokens_details: { reasoning_tokens: number } };
+  ttftMs: number;
+  latencyMs: number;
+  cancelled: boolean;
+}
+
+export type ChatEvent =
+  | { type: 'route'; route: Route; routerScore?: number }
+  | { type: 'delta'; choice: number; phase: Phase; text: string };
+
+/**
+ * Runs a plan: answer() calls over the model's coalescing backend through a view that `signal` cancels.
+ * `onEvent` receives the route as soon as it is known and every streamed piece, per choice.
+ */
+export async function runChat(plan: Plan, served: Served, signal: AbortSignal, onEvent?: (e: ChatEvent) => void, startedAt = performance.now()): Promise<ChatOutcome> {
+  const m = plan.served;
+  const model = withBackend(m.model, m.backend.forRequest(signal));
+  const aux = { router: served.router, verifier: served.verifier };
+  const results: AnswerResult[] = [];
+  // Whitespace at the end of a phase is held back until more text follows: the final texts are trimmed, and the
+  // stream must add up to them.
+  const held = new Map<string, string>();
+  const emit = (choice: number, phase: Phase, piece: string) => {
+    const k = `${choice}:${phase}`, text = (held.get(k) ?? '') + piece, body = text.trimEnd();
+    held.set(k, text.slice(body.length));
+    if (body) onEvent?.({ type: 'delta', choice, phase, text: body });
+  };
+  const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {
+    const t0 = performance.now();
+    const r = await answer(model, plan.messages, {
+      ...o, signal,
+      onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
+      onRoute: o.onRoute,
+    }, aux);
+    (r as AnswerResult & { startMs: number }).startMs = t0 - startedAt;
+    return r;
+  };
+  let route: Route = 'direct', routerScore: number | undefined;
+  const onRoute = (r: Route, s: number | undefined) => { route = r; routerScore = s; onEvent?.({ type: 'route', route: r, routerScore: s }); };
+  const choices: ChoiceOut[] = [];
+  const toChoice = (index: number, r: AnswerResult, sample: number, perChoice: boolean): ChoiceOut => {
+    const s = r.samples[sample];
+    const answerText = perChoice ? r.answer : s.answer, thinking = perChoice ? r.thinking : s.thinking;
+    return {
+      index, thinking, content: answerText, finishReason: s.finishReason === 'length' ? 'length' : 'stop', finish: s.finishReason,
+      route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens : s.tokens,
+      capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
+      ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen } : {}),
+    };
+  };
+  try {
+    if (plan.perChoice !== undefined) {
+      // Every choice votes over its own samples; its text is known once the vote is in.
+      const k = plan.perChoice;
+      const rs = await Promise.all(Array.from({ length: plan.n }, (_, i) => call(() => undefined,
+        { ...plan.options, samples: k, seed: plan.seed + i * k, ...(i === 0 ? { onRoute } : {}) }, true)));
+      rs.forEach((r, i) => {
+        results.push(r);
+        const c = toChoice(i, r, r.chosen, true);
+        choices.push(c);
+        if (c.thinking) onEvent?.({ type: 'delta', choice: i, phase: 'thinking', text: c.thinking });
+        if (c.content) onEvent?.({ type: 'delta', choice: i, phase: 'answer', text: c.content });
+      });
+    } else {
+      // One call with samples = n; if it answers directly, n-1 further direct samples start as soon as the route is known.
+      let extras: Promise<AnswerResult>[] = [];
+      const startExtras = () => {
+        extras = Array.from({ length: plan.n - 1 }, (_, j) => call((s) => (s === 0 ? j + 1 : undefined), { ...plan.options, reasoning: 'off', seed: plan.seed + j + 1 }));
+      };
+      const primary = await call((s) => s, {
+        ...plan.options, samples: plan.n,
+        onRoute: (r, s) => { onRoute(r, s); if (r === 'direct' && plan.n > 1) startExtras(); },
+      });
+      results.push(primary);
+      if (primary.route === 'reasoning') primary.samples.forEach((_, i) => choices.push(toChoice(i, primary, i, false)));
+      else {
+        choices.push(toChoice(0, primary, 0, false));
+        const rest = await Promise.all(extras);
+        rest.forEach((r, j) => { results.push(r); choices.push(toChoice(j + 1, r, 0, false)); });
+      }
+    }
+  } catch (e) {
+    if (signal.aborted || e instanceof AbortedError) throw new AbortedError();
+    const msg = (e as Error).message ?? String(e);
+    if (/context|no room|prompt encodes to no tokens/i.test(msg)) throw new ApiError(400, msg, 'messages', 'invalid_request_error', 'context_length_exceeded');
+    throw e;
+  }
+  const primary = results[0];
+  const completion = results.reduce((a, r) => a + r.usage.completionTokens, 0);
+  const reasoningTokens = results.reduce((a, r) => a + r.usage.thinkingTokens, 0);
+  const ttft = Math.min(...results.map((r) => (r as AnswerResult & { startMs: number }).startMs + r.ttftMs));
+  return {
+    choices, route, ...(routerScore !== undefined ? { routerScore } : {}),
+    ...(plan.perChoice === undefined && primary.votes ? { votes: primary.votes, chosen: primary.chosen } : {}),
+    ...(plan.perChoice !== undefined && primary.votes ? { votes: primary.votes, chosen: 0 } : {}),
+    ...(primary.winner !== undefined ? { winner: primary.winner } : {}),
+    usage: {
+      prompt_tokens: primary.usage.promptTokens, completion_tokens: completion, total_tokens: primary.usage.promptTokens + completion,
+      completion_tokens_details: { reasoning_tokens: reasoningTokens },
+    },
+    ttftMs: ttft, latencyMs: performance.now() - startedAt,
+    cancelled: signal.aborted || choices.some((c) => c.finish === 'cancelled'),
+  };
+}
+
+/** The `edgereason` report attached to responses. */
+export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<string, unknown> {
+  return {
+    route: out.route,
+    ...(out.routerScore !== undefined ? { router_score: out.routerScore } : {}),
+    reasoning: plan.mode,
+    ...(out.votes ? { votes: out.votes, chosen: out.chosen } : {}),
+    ...(out.winner !== undefined ? { winner: out.winner } : {}),
+    ...(plan.thinkingCap !== undefined ? { thinking_cap: plan.thinkingCap } : {}),
+    ...(plan.budget !== undefined ? { budget: plan.budget } : {}),
+    seed: plan.seed,
+    ttft_ms: round(out.ttftMs), latency_ms: round(out.latencyMs), queue_ms: round(queueMs),
+    tokens_per_second: round(out.usage.completion_tokens / Math.max(1e-3, (out.latencyMs - out.ttftMs) / 1000)),
+    choices: out.choices.map((c) => ({
+      index: c.index, route: c.route, finish: c.finish, tokens: c.tokens, thinking_tokens: c.thinkingTokens, capped: c.capped,
+      ...(c.extracted !== undefined ? { extracted: c.extracted } : {}), ...(c.votes ? { votes: c.votes, chosen: c.chosen } : {}),
+    })),
+  };
+}
+
+const round = (x: number) => Math.round(x * 10) / 10;

@@ -1,0 +1,124 @@
+/**
+ * The models a server answers for: the base model and each PEFT adapter (`--adapter name=<dir>`), each adapter in
+ * its own runtime worker (the graph is built with that adapter's LoRA inputs). Requests for the base model run
+ * on the first adapter's worker with the adapter switched off (mask 0 is exactly the base weights), so base and
+ * adapter requests share batched decode steps. Every worker's steps go through one CoalescingBackend
+ * (continuous batching); each request drives it through its own cancellable view.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadModel, type Model } from '../runtime/model.ts';
+import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } from '../runtime/scheduler.ts';
+import { Router } from '../reason/router.ts';
+import { Verifier } from '../reason/verifier.ts';
+
+export interface AdapterSpec { name: string; dir: string }
+
+export interface ServedModel {
+  id: string;
+  /** 'base' = no adapter (direct answers only); 'adapter' = base + this adapter (reasoning route available). */
+  kind: 'base' | 'adapter';
+  /** The model as answer() sees it (for 'base': the adapter hidden). */
+  model: Model;
+  backend: CoalescingBackend;
+  /** Prompted thinking-budget buckets the adapter was RL-trained on (rl_log.json beside it); empty = none. */
+  budgets: number[];
+  adapterDir?: string;
+  parent?: string;
+  created: number;
+}
+
+export interface LoadServedOptions {
+  model: string;
+  /** Adapters to serve; default: `<model>/reasoning-adapter` as "reasoning" when that folder exists. */
+  adapters?: AdapterSpec[];
+  servedModelName?: string;
+  router?: string;
+  verifier?: string;
+  quant?: 'q4' | 'fp32';
+  threads?: number;
+  maxBatch: number;
+  onRun?: (s: RunStats) => void;
+}
+
+export interface Served {
+  models: Map<string, ServedModel>;
+  /** Used when a request names no model: the first adapter, else the base. */
+  defaultId: string;
+  baseId: string;
+  router?: Router;
+  verifier?: Verifier;
+  /** The model's own context (max position embeddings). */
+  contextLength: number;
+  close(): Promise<void>;
+}
+
+/** `name=<dir>` → AdapterSpec (a bare `<dir>` is named after its folder). */
+export function parseAdapterArg(v: string): AdapterSpec {
+  const at = v.indexOf('=');
+  const name = at > 0 ? v.slice(0, at) : path.basename(path.resolve(v));
+  const dir = at > 0 ? v.slice(at + 1) : v;
+  if (!/^[A-Za-z0-9._:/-]+$/.test(name)) throw new Error(`--adapter: name "${name}" may only use letters, digits and . _ : / -`);
+  if (!dir) throw new Error(`--adapter ${v}: missing folder after "="`);
+  return { name, dir };
+}
+
+export function rlBudgets(adapterDir: string): number[] {
+  const f = path.join(adapterDir, 'rl_log.json');
+  if (!fs.existsSync(f)) return [];
+  try {
+    const b = JSON.parse(fs.readFileSync(f, 'utf8')).budgets;
+    return Array.isArray(b) ? b.filter((x: unknown): x is number => Number.isInteger(x) && (x as number) > 0).sort((a, c) => a - c) : [];
+  } catch { return []; }
+}
+
+export async function loadServed(o: LoadServedOptions): Promise<Served> {
+  const auto = path.join(o.model, 'reasoning-adapter');
+  const adapters = o.adapters ?? (fs.existsSync(path.join(auto, 'adapter_config.json')) ? [{ name: 'reasoning', dir: auto }] : []);
+  const baseId = o.servedModelName ?? path.basename(path.resolve(o.model)).replace(/\.(gguf|bin)$/, '');
+  const names = new Set([baseId]);
+  for (const a of adapters) {
+    if (names.has(a.name)) throw new Error(`serve: model id "${a.name}" is used twice (base model and adapters need distinct names)`);
+    names.add(a.name);
+  }
+  const loaded: Model[] = [];
+  const models = new Map<string, ServedModel>();
+  const created = Math.floor(Date.now() / 1000);
+  const coalesce = (m: Model) => new CoalescingBackend(m.backend as unknown as BatchingBackend, { maxRows: o.maxBatch, onRun: o.onRun });
+  try {
+    for (const a of adapters) {
+      const m = await loadModel(o.model, { adapter: a.dir, quant: o.quant, threads: o.threads });
+      loaded.push(m);
+      const backend = coalesce(m);
+      models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, backend), backend, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
+    }
+    if (adapters.length) {
+      const first = models.get(adapters[0].name)!;
+      const model = Object.create(first.model, { adapter: { value: undefined, enumerable: true } }) as Model;
+      models.set(baseId, { id: baseId, kind: 'base', model, backend: first.backend, budgets: [], created });
+    } else {
+      const m = await loadModel(o.model, { quant: o.quant, threads: o.threads });
+      loaded.push(m);
+      const backend = coalesce(m);
+      models.set(baseId, { id: baseId, kind: 'base', model: withBackend(m, backend), backend, budgets: [], created });
+    }
+    const hidden = loaded[0].config.hiddenSize;
+    const routerFile = o.router ?? (fs.existsSync(path.join(o.model, 'router.json')) ? path.join(o.model, 'router.json') : undefined);
+    const verifierFile = o.verifier ?? (fs.existsSync(path.join(o.model, 'verifier.json')) ? path.join(o.model, 'verifier.json') : undefined);
+    const router = routerFile ? Router.load(routerFile, hidden) : undefined;
+    const verifier = verifierFile ? Verifier.load(verifierFile, hidden) : undefined;
+    // Base first in listings, as vLLM does; requests without a model go to the reasoning pipeline when there is one.
+    const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
+    return {
+      models: ordered, baseId, defaultId: adapters[0]?.name ?? baseId, router, verifier,
+      contextLength: loaded[0].config.maxPositionEmbeddings,
+      async close() {
+        for (const s of models.values()) await s.backend.idle();
+        for (const m of loaded) await m.close();
+      },
+    };
+  } catch (e) {
+    for (const m of loaded) await m.close().catch(() => undefined);
+    throw e;
+  }
+}

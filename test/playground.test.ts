@@ -1,0 +1,118 @@
+/**
+ * The playground page in a real browser: headless Chromium (Debian package `chromium`) driven by playwright-core
+ * sends questions through the page and checks the streamed thinking and answer, the route, votes and timings.
+ * Set UPDATE_SCREENSHOTS=1 to rewrite docs/playground.png.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+import { createServer } from '../src/server/app.ts';
+import { saveAdapter } from '../src/io/peft.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
+import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+
+/** models/default when it is complete, else a random model with a random aLoRA adapter (as in server.test.ts). */
+function testModel(): string {
+  const def = path.join(ROOT, 'models/default');
+  if (fs.existsSync(path.join(def, 'config.json')) && fs.existsSync(path.join(def, 'reasoning-adapter/adapter_config.json'))) return def;
+  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-playground-')), 'model');
+  const m = makeRandomQwen2({ dir, seed: 1, gguf: false });
+  const inv = loadTokenizer(dir).encode('<think>', { addSpecialTokens: false });
+  const r = rng(2), t = new Map<string, { a: Float32Array; b: Float32Array }>();
+  for (let l = 0; l < m.config.numLayers; l++) for (const p of PROJECTIONS) {
+    const [out, inp] = projectionShape(m.config, p);
+    t.set(projectionTensorName(l, p), { a: Float32Array.from({ length: 4 * inp }, () => 0.1 * r.normal()), b: Float32Array.from({ length: out * 4 }, () => 0.1 * r.normal()) });
+  }
+  saveAdapter(path.join(dir, 'reasoning-adapter'), { r: 4, loraAlpha: 8, targets: [...PROJECTIONS], aloraInvocationTokens: inv }, t, m.config.numLayers);
+  return dir;
+}
+
+function chromiumPath(): string | undefined {
+  return [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => !!p && fs.existsSync(p));
+}
+
+test('playground: a question streams thinking and answer into the page; route, votes, TTFT and tokens/s shown', async (t) => {
+  const exe = chromiumPath();
+  if (!exe) {
+    if (process.env.CI) assert.fail('headless Chromium is missing: install the Debian package "chromium" (apt-get install -y chromium) or set CHROMIUM_PATH');
+    t.skip('no Chromium (apt-get install -y chromium)');
+    return;
+  }
+  const server = await createServer({ model: testModel(), port: 0, ctx: 512 });
+  const url = await server.listen();
+  let browser: Browser | undefined;
+  try {
+    browser = await chromium.launch({ executablePath: exe, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.waitForFunction(() => (document.getElementById('model') as HTMLSelectElement).options.length >= 2);
+    assert.equal(await page.inputValue('#model'), 'reasoning', 'the reasoning adapter is preselected');
+
+    // Reasoning on, 3 samples: three thinking/answer pairs stream in, the vote and the chosen sample are shown.
+    const question = 'Tom has 12 apples and buys 7 more. How many apples does he have?';
+    await page.selectOption('#reasoning', 'on');
+    await page.fill('#n', '3');
+    await page.fill('#max-tokens', '48');
+    // Count the answer/thinking text updates to see that text arrives in pieces (streaming), not at once.
+    await page.evaluate(() => {
+      (window as any).updates = 0;
+      new MutationObserver((m) => { (window as any).updates += m.length; }).observe(document.getElementById('log')!, { subtree: true, characterData: true, childList: true });
+    });
+    await page.fill('#prompt', question);
+    await page.click('#send');
+    await page.waitForFunction(() => /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    const samples = await page.$$eval('.turn:last-child .sample', (els) => els.map((e) => ({
+      thinking: e.querySelector('details.thinking .text')!.textContent, answer: e.querySelector('.answer')!.textContent, chosen: e.classList.contains('chosen'),
+    })));
+    assert.equal(samples.length, 3);
+    assert.equal(await page.textContent('#route'), 'reasoning');
+    assert.ok(await page.isVisible('#votes'), 'votes are shown for n > 1');
+    assert.equal(samples.filter((s) => s.chosen).length, 1, 'the chosen sample is marked');
+    assert.match((await page.textContent('#ttft'))!, /^\d+ ms$/);
+    assert.ok(await page.evaluate(() => (window as any).updates) > 6, 'text arrived in several pieces');
+    // The page shows what the API returns for the same request (greedy, so the seed does not matter).
+    const api = await (await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'reasoning', messages: [{ role: 'user', content: question }], n: 3, temperature: 0, max_tokens: 48, edgereason: { reasoning: 'on' } }),
+    })).json();
+    assert.deepEqual(samples.map((s) => s.answer), api.choices.map((c: { message: { content: string } }) => c.message.content));
+    assert.deepEqual(samples.map((s) => s.thinking), api.choices.map((c: { message: { reasoning_content: string } }) => c.message.reasoning_content));
+    assert.ok(samples.some((s) => s.thinking), 'the thinking segments appeared');
+
+    // Reasoning off: one direct answer, no thinking segment.
+    await page.selectOption('#reasoning', 'off');
+    await page.fill('#n', '1');
+    await page.fill('#temperature', '0.8');
+    await page.fill('#seed', '4');
+    await page.fill('#prompt', 'What is the capital of France?');
+    await page.click('#send');
+    await page.waitForFunction(() => document.querySelectorAll('.turn').length === 2 && /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    assert.equal(await page.textContent('#route'), 'direct');
+    const direct = await page.$$eval('.turn:last-child .sample .answer', (els) => els.map((e) => e.textContent));
+    const history = [{ role: 'user', content: question }, { role: 'assistant', content: samples[api.edgereason.chosen].answer }, { role: 'user', content: 'What is the capital of France?' }];
+    const api2 = await (await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'reasoning', messages: history, temperature: 0.8, seed: 4, max_tokens: 48, edgereason: { reasoning: 'off' } }),
+    })).json();
+    assert.deepEqual(direct, [api2.choices[0].message.content], 'the streamed answer (with the conversation so far) equals the API\'s');
+    assert.ok(direct[0], 'an answer appeared');
+    assert.equal(await page.$$eval('.turn:last-child .sample.direct', (els) => els.length), 1, 'no thinking panel on the direct route');
+    assert.deepEqual(errors, []);
+
+    const shot = process.env.UPDATE_SCREENSHOTS ? path.join(ROOT, 'docs/playground.png') : path.join(os.tmpdir(), 'edgereason-playground.png');
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: shot, fullPage: true });
+    assert.ok(fs.statSync(shot).size > 10_000);
+  } finally {
+    await browser?.close();
+    await server.close(1000);
+  }
+});

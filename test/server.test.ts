@@ -1,0 +1,321 @@
+/**
+ * The OpenAI-compatible server, driven by the official `openai` npm client against a live server on 127.0.0.1:
+ * non-streaming, streaming, n = 4, reasoning on/off/effort/budget, usage, errors as APIError; then a bounded load
+ * test (32 concurrent streaming clients, seeded outputs equal single-request outputs, RSS bounded) against a
+ * server process that is then stopped with SIGTERM while requests are in flight.
+ *
+ * The model: the embedded default model (models/default + its reasoning adapter) once it exists, else a random
+ * tiny Qwen2 with a random activated-LoRA adapter (the same code paths, gibberish text).
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import OpenAI, { APIError } from 'openai';
+import { createServer, type EdgeServer } from '../src/server/app.ts';
+import { saveAdapter } from '../src/io/peft.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
+import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+
+/** models/default when it is complete, else a random model with a random aLoRA adapter "reasoning-adapter". */
+function testModel(): { dir: string; embedded: boolean } {
+  const def = path.join(ROOT, 'models/default');
+  if (fs.existsSync(path.join(def, 'config.json')) && fs.existsSync(path.join(def, 'reasoning-adapter/adapter_config.json'))) return { dir: def, embedded: true };
+  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-server-')), 'model');
+  const m = makeRandomQwen2({ dir, seed: 1, gguf: false });
+  const inv = loadTokenizer(dir).encode('<think>', { addSpecialTokens: false });
+  const r = rng(2), t = new Map<string, { a: Float32Array; b: Float32Array }>();
+  for (let l = 0; l < m.config.numLayers; l++) for (const p of PROJECTIONS) {
+    const [out, inp] = projectionShape(m.config, p);
+    t.set(projectionTensorName(l, p), { a: Float32Array.from({ length: 4 * inp }, () => 0.1 * r.normal()), b: Float32Array.from({ length: out * 4 }, () => 0.1 * r.normal()) });
+  }
+  saveAdapter(path.join(dir, 'reasoning-adapter'), { r: 4, loraAlpha: 8, targets: [...PROJECTIONS], aloraInvocationTokens: inv }, t, m.config.numLayers);
+  return { dir, embedded: false };
+}
+
+const fixture = testModel();
+const BASE = path.basename(fixture.dir);
+let server: EdgeServer;
+let client: OpenAI;
+let url: string;
+
+// Fields the openai types do not know (vLLM / DeepSeek / edgereason extensions) go through these loose types.
+type Loose = Record<string, any>;
+const create = (body: Loose): Promise<Loose> => client.chat.completions.create(body as any) as unknown as Promise<Loose>;
+const ask = (content: string, extra: Loose = {}): Loose => ({ model: 'reasoning', messages: [{ role: 'user', content }], max_tokens: 24, temperature: 0, seed: 1, ...extra });
+
+async function streamed(body: Loose): Promise<{ chunks: Loose[]; content: string[]; thinking: string[] }> {
+  const stream = await client.chat.completions.create({ ...body, stream: true } as any) as unknown as AsyncIterable<Loose>;
+  const chunks: Loose[] = [], content: string[] = [], thinking: string[] = [];
+  for await (const c of stream) {
+    chunks.push(c);
+    for (const ch of c.choices) {
+      content[ch.index] = (content[ch.index] ?? '') + (ch.delta.content ?? '');
+      if (ch.delta.reasoning_content !== undefined) assert.equal(ch.delta.reasoning, ch.delta.reasoning_content, 'reasoning and reasoning_content carry the same text');
+      thinking[ch.index] = (thinking[ch.index] ?? '') + (ch.delta.reasoning_content ?? '');
+    }
+  }
+  return { chunks, content, thinking };
+}
+
+async function status(p: Promise<unknown>): Promise<APIError> {
+  try { await p; } catch (e) { assert.ok(e instanceof APIError, `expected an APIError, got ${e}`); return e; }
+  assert.fail('expected the request to fail');
+}
+
+test('server: start, /v1/models, /health', async () => {
+  server = await createServer({ model: fixture.dir, port: 0, maxBatch: 16, maxQueue: 64, ctx: 512, effortBudgets: { low: 12, medium: 20, high: 40 } });
+  url = await server.listen();
+  client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
+  const models = await client.models.list();
+  assert.deepEqual(models.data.map((m) => m.id), [BASE, 'reasoning']);
+  assert.equal((models.data[1] as Loose).parent, BASE);
+  const health = await (await fetch(`${url}/health`)).json();
+  assert.equal(health.status, 'ok');
+});
+
+test('server: non-streaming with reasoning on: thinking in reasoning_content and reasoning, answer in content, usage', async () => {
+  const r = await create(ask('What is 12 plus 7?', { max_tokens: 40, edgereason: { reasoning: 'on' } }));
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.model, 'reasoning');
+  assert.equal(r.choices.length, 1);
+  const msg = r.choices[0].message;
+  assert.equal(typeof msg.content, 'string');
+  assert.equal(typeof msg.reasoning_content, 'string');
+  assert.equal(msg.reasoning, msg.reasoning_content);
+  assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
+  const u = r.usage;
+  assert.ok(u.prompt_tokens > 5);
+  assert.ok(u.completion_tokens >= 1 && u.completion_tokens <= 40);
+  assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+  const rt = u.completion_tokens_details.reasoning_tokens;
+  assert.equal(r.edgereason.route, 'reasoning');
+  // The thinking cap leaves room for the answer: thinking never takes the whole max_tokens.
+  assert.ok(r.edgereason.thinking_cap <= 40 - 20, `cap ${r.edgereason.thinking_cap}`);
+  assert.ok(rt <= r.edgereason.thinking_cap, `reasoning_tokens ${rt} within the cap`);
+  if (u.completion_tokens === 40) assert.ok(u.completion_tokens - rt >= 20, 'a full-length completion still spent its reserve on the answer');
+  assert.ok(r.edgereason.ttft_ms > 0 && r.edgereason.latency_ms >= r.edgereason.ttft_ms);
+});
+
+test('server: reasoning off, reasoning_effort and thinking_token_budget', async () => {
+  const off = await create(ask('What is 12 plus 7?', { edgereason: { reasoning: 'off' } }));
+  assert.equal(off.edgereason.route, 'direct');
+  assert.equal(off.choices[0].message.reasoning_content, null);
+  assert.equal(off.usage.completion_tokens_details.reasoning_tokens, 0);
+  const none = await create(ask('What is 12 plus 7?', { reasoning_effort: 'none' }));
+  assert.equal(none.edgereason.route, 'direct');
+  assert.equal(none.choices[0].message.content, off.choices[0].message.content, 'effort none = reasoning off');
+  // The effort map gives the thinking cap; the base model cannot reason.
+  const low = await create(ask('What is 12 plus 7?', { reasoning_effort: 'low', max_tokens: 100 }));
+  assert.equal(low.edgereason.route, 'reasoning');
+  assert.equal(low.edgereason.thinking_cap, 12);
+  assert.ok(low.usage.completion_tokens_details.reasoning_tokens <= 12);
+  // vLLM's thinking_token_budget wins over the effort map.
+  const budget = await create(ask('What is 12 plus 7?', { reasoning_effort: 'high', thinking_token_budget: 5, max_tokens: 100 }));
+  assert.equal(budget.edgereason.thinking_cap, 5);
+  assert.ok(budget.usage.completion_tokens_details.reasoning_tokens <= 5);
+  // A cap larger than max_tokens allows is cut to leave the answer room.
+  const tight = await create(ask('What is 12 plus 7?', { reasoning_effort: 'high', max_tokens: 16 }));
+  assert.equal(tight.edgereason.thinking_cap, 8);
+  const e = await status(create(ask('hi', { model: BASE, reasoning_effort: 'high' })));
+  assert.equal(e.status, 400);
+  assert.equal(e.param, 'reasoning_effort');
+});
+
+test('server: streaming equals non-streaming (same seed); role first, finish_reason, usage chunk, [DONE]', async () => {
+  for (const mode of ['on', 'off'] as const) {
+    const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 30, temperature: 0.8, seed: 11, edgereason: { reasoning: mode } });
+    const ref = await create(body);
+    const s = await streamed({ ...body, stream_options: { include_usage: true } });
+    assert.equal(s.chunks[0].choices[0].delta.role, 'assistant');
+    assert.equal(s.chunks[0].object, 'chat.completion.chunk');
+    assert.equal(s.content[0], ref.choices[0].message.content, `content (reasoning ${mode})`);
+    assert.equal(s.thinking[0] ?? '', ref.choices[0].message.reasoning_content ?? '', `thinking (reasoning ${mode})`);
+    const finish = s.chunks.flatMap((c) => c.choices).filter((c: Loose) => c.finish_reason);
+    assert.deepEqual(finish.map((c: Loose) => c.finish_reason), [ref.choices[0].finish_reason]);
+    const last = s.chunks.at(-1)!;
+    assert.deepEqual(last.choices, []);
+    assert.deepEqual(last.usage, ref.usage);
+    assert.equal(last.edgereason.route, mode === 'on' ? 'reasoning' : 'direct');
+    assert.ok(s.chunks.slice(0, -1).every((c) => c.usage === null), 'usage is null before the last chunk');
+  }
+  // Without include_usage no chunk carries usage.
+  const s = await streamed(ask('hello', { max_tokens: 5 }));
+  assert.ok(s.chunks.every((c) => c.usage === undefined || c.usage === null));
+});
+
+test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded choices', async () => {
+  const on = await create(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on' } }));
+  assert.deepEqual(on.choices.map((c: Loose) => c.index), [0, 1, 2, 3]);
+  assert.equal(on.edgereason.route, 'reasoning');
+  assert.ok(on.edgereason.votes && typeof on.edgereason.votes === 'object');
+  assert.ok(on.edgereason.chosen >= 0 && on.edgereason.chosen < 4);
+  assert.ok(Object.values(on.edgereason.votes as Record<string, number>).reduce((a, b) => a + b, 0) <= 4);
+  const off = await create(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, edgereason: { reasoning: 'off' } }));
+  assert.equal(off.choices.length, 4);
+  const single = await create(ask('What is 5 times 6?', { n: 1, temperature: 0.9, seed: 5, edgereason: { reasoning: 'off' } }));
+  assert.equal(off.choices[2].message.content, single.choices[0].message.content, 'choice i is the request with seed + i');
+  assert.equal(off.usage.completion_tokens, off.edgereason.choices.reduce((a: number, c: Loose) => a + c.tokens, 0));
+  // Streaming n = 4: every choice streams under its own index.
+  const s = await streamed(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on' } }));
+  assert.deepEqual(s.content, on.choices.map((c: Loose) => c.message.content));
+  // edgereason.samples: one choice whose content is the vote over 3 samples.
+  const voted = await create(ask('What is 5 times 6?', { temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on', samples: 3, vote: 'majority' } }));
+  assert.equal(voted.choices.length, 1);
+  assert.equal(voted.choices[0].message.content, on.choices[voted.edgereason.choices[0].chosen].message.content, 'samples 0..2 are the n = 4 request\'s first three');
+});
+
+test('server: bad input gives 400 APIErrors naming the field; the server keeps serving', async () => {
+  const cases: [Loose, string | null][] = [
+    [ask('x', { model: 'no-such-model' }), 'model'],
+    [ask('x', { n: 100 }), 'n'],
+    [ask('x', { max_tokens: 100000 }), 'max_tokens'],
+    [ask('x', { max_completion_tokens: 100000 }), 'max_completion_tokens'],
+    [ask('x', { temperature: 'hot' }), 'temperature'],
+    [ask('x', { max_tokens: 2.5 }), 'max_tokens'],
+    [ask('x', { top_p: 0 }), 'top_p'],
+    [ask('x', { stop: 7 }), 'stop'],
+    [ask('x', { edgereason: { reasoning: 'maybe' } }), 'edgereason.reasoning'],
+    [ask('x', { edgereason: { samples: 0 } }), 'edgereason.samples'],
+    [ask('x', { reasoning_effort: 'extreme' }), 'reasoning_effort'],
+    [ask('x', { edgereason: { vote: 'verifier' } }), 'edgereason.vote'],
+    [{ model: 'reasoning', messages: [] }, 'messages'],
+    [{ model: 'reasoning', messages: [{ role: 'user', content: 42 }] }, 'messages[0].content'],
+    [{ model: 'reasoning' }, 'messages'],
+    [ask('word '.repeat(600)), 'messages'],
+  ];
+  for (const [body, param] of cases) {
+    const e = await status(create(body));
+    assert.equal(e.status, 400, `${JSON.stringify(body).slice(0, 80)}: ${e.message}`);
+    assert.equal(e.param, param, `${JSON.stringify(body).slice(0, 80)}: ${e.message}`);
+    assert.equal(e.type, 'invalid_request_error');
+  }
+  // Beyond the context: OpenAI's code.
+  const long = await status(create(ask('word '.repeat(600))));
+  assert.equal(long.code, 'context_length_exceeded');
+  // Invalid JSON and a non-object body (the client cannot send these).
+  for (const raw of ['{"messages": [', '[1,2]', '"x"']) {
+    const r = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
+    assert.equal(r.status, 400, raw);
+    const b = await r.json();
+    assert.equal(b.error.type, 'invalid_request_error');
+    assert.ok(typeof b.error.message === 'string' && 'param' in b.error);
+  }
+  const nf = await fetch(`${url}/v1/nothing`);
+  assert.equal(nf.status, 404);
+  assert.ok((await create(ask('still alive?', { max_tokens: 3 }))).choices.length === 1);
+});
+
+test('server: full queue → 429; a client disconnect cancels its request and frees its rows', async () => {
+  const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 1, maxQueue: 1, ctx: 512 });
+  const u = await small.listen();
+  const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
+  try {
+    const long = ask('count', { max_tokens: 400, temperature: 1, edgereason: { reasoning: 'off' }, stop: [] });
+    const ac = new AbortController();
+    const first = (c.chat.completions.create({ ...long, stream: true } as any, { signal: ac.signal }) as unknown as Promise<AsyncIterable<Loose>>);
+    const it = (await first)[Symbol.asyncIterator]();
+    await it.next(); // the first request is decoding and holds the only row
+    const queued = c.chat.completions.create(ask('queued', { max_tokens: 2 }) as any);
+    while (small.admission.queued < 1) await new Promise((r) => setTimeout(r, 5));
+    const refused = await status(c.chat.completions.create(ask('refused', { max_tokens: 2 }) as any));
+    assert.equal(refused.status, 429);
+    assert.equal(refused.type, 'rate_limit_error');
+    ac.abort(); // the client goes away mid-stream
+    await it.next().catch(() => undefined);
+    const q = await queued; // ... so the queued request gets the row
+    assert.equal(q.choices.length, 1);
+    while (small.admission.rowsInUse) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(small.metrics.cancelled.get(), 1);
+    const metrics = await (await fetch(`${u}/metrics`)).text();
+    assert.match(metrics, /edgereason_rejected_total 1/);
+  } finally {
+    await small.close(1000);
+  }
+});
+
+test('server: /metrics exposes requests, tokens, TTFT and latency histograms, batch occupancy', async () => {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  for (const name of ['edgereason_requests_total', 'edgereason_prompt_tokens_total', 'edgereason_completion_tokens_total', 'edgereason_reasoning_tokens_total',
+    'edgereason_time_to_first_token_seconds_bucket', 'edgereason_request_duration_seconds_count', 'edgereason_batch_rows_bucket', 'edgereason_requests_running']) {
+    assert.match(text, new RegExp(`^${name}`, 'm'), name);
+  }
+  assert.match(text, /^# TYPE edgereason_batch_rows histogram$/m);
+  // Several choices of one request decode as one batch: occupancy above 1 was observed.
+  const rows = Number(/edgereason_batch_rows_bucket\{le="1"\} (\d+)/.exec(text)![1]), all = Number(/edgereason_batch_rows_count (\d+)/.exec(text)![1]);
+  assert.ok(all > rows, 'some runs stepped more than one row');
+  await server.close(1000);
+});
+
+test('server load: 32 concurrent streaming clients, seeded outputs equal single requests, RSS bounded, clean SIGTERM', async () => {
+  const code = `(async () => { const { Command } = await import('commander'); const { serveCommand } = await import('./src/cli/serve.ts');
+    const p = new Command('edgereason'); serveCommand(p);
+    await p.parseAsync(['node', 'edgereason', 'serve', '--model', ${JSON.stringify(fixture.dir)}, '--port', '0', '--max-batch', '16', '--max-queue', '64', '--ctx', '512']); })()`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  try {
+    while (!/at (http:\/\/\S+)\/v1/.test(out)) {
+      if (child.exitCode !== null) assert.fail(`server exited: ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const base = /at (http:\/\/\S+)\/v1/.exec(out)![1];
+    const c = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120_000 });
+    const rss = async () => Number(/^process_resident_memory_bytes (\d+)/m.exec(await (await fetch(`${base}/metrics`)).text())![1]);
+    // 8 distinct seeded requests, mixing reasoning on and off; their single-request outputs first.
+    const jobs = Array.from({ length: 8 }, (_, i) => ask(`Question ${i}: what is ${i} plus ${i + 2}?`, {
+      max_tokens: 20, temperature: 0.7, seed: 100 + i, edgereason: { reasoning: i % 2 ? 'on' : 'off' },
+    }));
+    const single: string[] = [];
+    for (const j of jobs) { const r = await c.chat.completions.create(j as any) as unknown as Loose; single.push(r.choices[0].message.reasoning_content + '|' + r.choices[0].message.content); }
+    const rss0 = await rss();
+    const wave = async (requests: number) => {
+      let next = 0;
+      const results: string[] = new Array(requests);
+      await Promise.all(Array.from({ length: 32 }, async () => {
+        while (next < requests) {
+          const k = next++;
+          const stream = await c.chat.completions.create({ ...jobs[k % jobs.length], stream: true } as any) as unknown as AsyncIterable<Loose>;
+          let th = '', ct = '';
+          for await (const ch of stream) for (const x of ch.choices) { th += x.delta.reasoning_content ?? ''; ct += x.delta.content ?? ''; }
+          results[k] = (jobs[k % jobs.length].edgereason.reasoning === 'on' ? th : 'null') + '|' + ct;
+        }
+      }));
+      results.forEach((r, k) => assert.equal(r, single[k % jobs.length], `request ${k} equals its single-request output`));
+    };
+    await wave(64);
+    const rss1 = await rss();
+    await wave(64);
+    const rss2 = await rss();
+    const mb = (x: number) => Math.round(x / 2 ** 20);
+    assert.ok(rss2 - rss1 < 64 * 2 ** 20, `RSS grows between equal waves: ${mb(rss0)} → ${mb(rss1)} → ${mb(rss2)} MB`);
+    assert.ok(rss2 < rss0 + 400 * 2 ** 20, `RSS bounded: ${mb(rss0)} → ${mb(rss2)} MB`);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const runs = Number(/edgereason_batch_rows_count (\d+)/.exec(metrics)![1]), rows = Number(/edgereason_batch_rows_sum (\d+)/.exec(metrics)![1]);
+    assert.ok(rows / runs > 2, `continuous batching: ${(rows / runs).toFixed(1)} rows per run on average`);
+    // SIGTERM with requests in flight: they finish (or end cleanly), new ones are refused, the process exits 0.
+    const inflight = Array.from({ length: 6 }, (_, i) => (async () => {
+      const stream = await c.chat.completions.create({ ...jobs[i], max_tokens: 60, stream: true } as any) as unknown as AsyncIterable<Loose>;
+      let finish: string | undefined;
+      for await (const ch of stream) for (const x of ch.choices) finish = x.finish_reason ?? finish;
+      return finish;
+    })());
+    while (!/edgereason_requests_running [1-9]/.test(await (await fetch(`${base}/metrics`)).text())) await new Promise((r) => setTimeout(r, 10));
+    child.kill('SIGTERM');
+    const finishes = await Promise.all(inflight);
+    assert.ok(finishes.every((f) => f === 'stop' || f === 'length'), `in-flight requests finished: ${finishes}`);
+    assert.equal(await exited, 0, err);
+    assert.match(out, /stopped/);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+});
+
+after(async () => { await server?.close(100).catch(() => undefined); });
