@@ -1,0 +1,283 @@
+/**
+ * `edgereason export-trl`: the reasoning-adapter recipe as a Hugging Face TRL job, to train the same adapter at
+ * scale on GPUs and bring it back (PEFT folders load here with --adapter).
+ *
+ * Writes to --out:
+ *   data/sft/train.jsonl   {"messages": [...]} conversations (the synthetic reasoning traces of the default recipe,
+ *                          or the user's --data converted), TRL's conversational SFT format
+ *   data/grpo/train.jsonl  {"prompt": [system with the thinking budget, user], "answer", "budget"} — the RL prompts
+ *   sft.yaml, grpo.yaml    TRL CLI configs (`trl sft --config sft.yaml`, `trl grpo --config grpo.yaml`; plain LoRA)
+ *   train_sft.py           SFT with PEFT's activated LoRA (alora_invocation_tokens from the tokenizer), reading sft.yaml
+ *   train_grpo.py, rewards.py  GRPO on the SFT adapter with the budget reward of src/train/rl.ts
+ *   recipe.json            every hyper-parameter, the invocation, budgets and reward, in one place
+ *   README.md              the commands
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { DEFAULT_DIR, INVOCATION } from '../tasks/default-model.ts';
+import { formatResponse, makeSplits, Rng } from '../tasks/synthetic.ts';
+import { readJsonl } from '../train/data.ts';
+import { loadTokenizer } from '../tokenizer/hf.ts';
+import { withBudget } from '../reason/answer.ts';
+import { DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { PROJECTIONS, type Projection } from '../models/config.ts';
+import { rlPrompts } from './train-rl.ts';
+import { parseTargets } from './train-sft.ts';
+import { floatArg, intArg } from './main.ts';
+
+export interface ExportTrlOptions {
+  out: string;
+  /** Base model for TRL: a Hub id or a local Hugging Face folder. */
+  baseModel: string;
+  /** Local tokenizer folder used to record the invocation's token ids (default: the base model if local, else models/default). */
+  tokenizer?: string;
+  /** User SFT data (edgereason JSONL: messages or prompt/completion); default: the synthetic reasoning traces. */
+  data?: string;
+  /** User RL prompts (JSONL of {"prompt","answer"}); default: the synthetic train split. */
+  rlData?: string;
+  examples?: number;
+  rlPrompts?: number;
+  rank?: number;
+  alpha?: number;
+  dropout?: number;
+  targets?: Projection[];
+  invocation?: string;
+  lr?: number;
+  epochs?: number;
+  batchSize?: number;
+  maxLength?: number;
+  budgets?: number[];
+  group?: number;
+  lambda?: number;
+  beta?: number;
+  rlLr?: number;
+  rlSteps?: number;
+  temperature?: number;
+  seed?: number;
+}
+
+export interface ExportTrlResult { files: string[]; sftExamples: number; grpoPrompts: number; recipe: Record<string, unknown> }
+
+/** Minimal YAML for flat configs: JSON scalars and flow lists are valid YAML. */
+function yaml(o: Record<string, unknown>, comment: string): string {
+  return `# ${comment}\n` + Object.entries(o).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n';
+}
+
+export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
+  const seed = o.seed ?? 0, rank = o.rank ?? 16, alpha = o.alpha ?? 32, targets = o.targets ?? [...PROJECTIONS];
+  const invocation = o.invocation ?? INVOCATION, budgets = o.budgets ?? [...DEFAULT_BUDGETS];
+  if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`export-trl: budgets must be positive integers, got ${budgets}`);
+  const tokDir = o.tokenizer ?? (fs.existsSync(path.join(o.baseModel, 'tokenizer.json')) ? o.baseModel : DEFAULT_DIR);
+  const tok = loadTokenizer(tokDir);
+  const invocationIds = tok.encode(invocation, { addSpecialTokens: false });
+  if (!invocationIds.length) throw new Error(`export-trl: the invocation "${invocation}" encodes to no tokens with the tokenizer in ${tokDir}`);
+
+  // SFT conversations: the default recipe's adapter data (reasoningExamples), or the user's file.
+  let sft: Record<string, unknown>[];
+  if (o.data) {
+    sft = readJsonl(o.data).map((r) => ('messages' in r ? { messages: r.messages } : { prompt: r.prompt, completion: r.completion }));
+  } else {
+    const n = o.examples ?? 20000;
+    const items = makeSplits({ train: n, val: 0, test: 0, seed: seed + 1, mix: { easy: 0.2, medium: 0.3, hard: 0.4, chat: 0.1 } }).train;
+    const rng = new Rng(seed ^ 0x7e5);
+    sft = items.map((it) => ({ messages: [{ role: 'user', content: it.question }, { role: 'assistant', content: formatResponse(it, rng.chance(0.5) ? 'verbose' : 'concise', rng) }] }));
+  }
+  // GRPO prompts: the same prompts as train-rl, each with its budget bucket written into the system message.
+  const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed);
+  const grpo = prompts.map((p, i) => {
+    const budget = budgets[i % budgets.length];
+    return { prompt: withBudget([{ role: 'user', content: p.question }], budget), answer: String(p.gold), budget };
+  });
+
+  const lora = { r: rank, lora_alpha: alpha, lora_dropout: o.dropout ?? 0, target_modules: targets, task_type: 'CAUSAL_LM', bias: 'none' };
+  const recipe = {
+    format: 'edgereason-trl-recipe', version: 1,
+    base_model: o.baseModel,
+    lora,
+    alora: { invocation, invocation_tokens: invocationIds, tokenizer: path.resolve(tokDir) },
+    sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? 2e-3, num_train_epochs: o.epochs ?? 2, per_device_train_batch_size: o.batchSize ?? 16, max_length: o.maxLength ?? 1024, seed },
+    grpo: {
+      dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 100,
+      beta: o.beta ?? 0, temperature: o.temperature ?? 1, max_completion_length: 4 * Math.max(...budgets), seed,
+      reward: { penalty: 'budget', lambda: o.lambda ?? 1, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
+    },
+  };
+
+  fs.mkdirSync(path.join(o.out, 'data/sft'), { recursive: true });
+  fs.mkdirSync(path.join(o.out, 'data/grpo'), { recursive: true });
+  const files: string[] = [];
+  const write = (rel: string, text: string) => { fs.writeFileSync(path.join(o.out, rel), text); files.push(rel); };
+  write('data/sft/train.jsonl', sft.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  write('data/grpo/train.jsonl', grpo.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  write('recipe.json', JSON.stringify(recipe, null, 2) + '\n');
+  const common = { model_name_or_path: o.baseModel, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none' };
+  write('sft.yaml', yaml({
+    ...common, dataset_name: 'data/sft', output_dir: 'out/sft-adapter', learning_rate: recipe.sft.learning_rate, num_train_epochs: recipe.sft.num_train_epochs,
+    per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, assistant_only_loss: true, lr_scheduler_type: 'cosine', warmup_ratio: 0.03,
+  }, 'TRL SFT config (edgereason export-trl). Plain LoRA via `trl sft --config sft.yaml`; train_sft.py reads it and adds activated LoRA.'));
+  write('grpo.yaml', yaml({
+    ...common, dataset_name: 'data/grpo', output_dir: 'out/grpo-adapter', learning_rate: recipe.grpo.learning_rate, max_steps: recipe.grpo.max_steps,
+    num_generations: recipe.grpo.num_generations, per_device_train_batch_size: recipe.grpo.num_generations, max_completion_length: recipe.grpo.max_completion_length,
+    temperature: recipe.grpo.temperature, beta: recipe.grpo.beta, reward_funcs: ['rewards.budget_reward'],
+  }, 'TRL GRPO config (edgereason export-trl): budget-conditioned prompts, reward in rewards.py; train_grpo.py starts from the SFT adapter.'));
+  write('rewards.py', REWARDS.replace('__LAMBDA__', String(recipe.grpo.reward.lambda)));
+  write('train_sft.py', TRAIN_SFT.replace('__INVOCATION__', JSON.stringify(invocation)));
+  write('train_grpo.py', TRAIN_GRPO.replace('__INVOCATION__', JSON.stringify(invocation)));
+  write('README.md', readme(o.baseModel, recipe));
+  return { files, sftExamples: sft.length, grpoPrompts: grpo.length, recipe };
+}
+
+const REWARDS = `"""Budget reward for TRL GRPO (written by edgereason export-trl; the same reward as edgereason's train-rl):
+correct - min(1, lam * max(0, thinking - budget) / budget), and -1 when the thinking segment never closes."""
+import re
+
+LAMBDA = __LAMBDA__
+TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
+
+
+def _text(completion):
+    return completion if isinstance(completion, str) else "".join(m.get("content", "") for m in completion)
+
+
+def _number(s):
+    m = re.search(r"####\\s*(-?[\\d,]*\\.?\\d+)", s) or re.findall(r"-?[\\d,]*\\.?\\d+", s)
+    if not m:
+        return None
+    v = m.group(1) if hasattr(m, "group") else m[-1]
+    try:
+        return float(v.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def budget_reward(completions, answer, budget, **kwargs):
+    rewards = []
+    for completion, gold, b in zip(completions, answer, budget):
+        text = _text(completion)
+        if "</think>" not in text:
+            rewards.append(-1.0)
+            continue
+        thinking, reply = text.split("</think>", 1)
+        n = len(TOKENIZER.encode(thinking, add_special_tokens=False)) + 1 if TOKENIZER else len(thinking.split()) + 1
+        got, want = _number(reply), _number(str(gold))
+        correct = got is not None and want is not None and abs(got - want) < 1e-6
+        rewards.append((1.0 if correct else 0.0) - min(1.0, LAMBDA * max(0, n - b) / b))
+    return rewards
+`;
+
+const TRAIN_SFT = `"""SFT of the reasoning adapter with PEFT's activated LoRA (written by edgereason export-trl).
+Usage: python train_sft.py            (reads sft.yaml; needs torch, transformers, datasets, peft>=0.17, trl)"""
+import yaml
+from datasets import load_dataset
+from peft import LoraConfig
+from transformers import AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+INVOCATION = __INVOCATION__
+
+cfg = yaml.safe_load(open("sft.yaml"))
+tok = AutoTokenizer.from_pretrained(cfg["model_name_or_path"])
+invocation_tokens = tok.encode(INVOCATION, add_special_tokens=False)
+peft_config = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
+                         target_modules=cfg["lora_target_modules"], task_type="CAUSAL_LM",
+                         alora_invocation_tokens=invocation_tokens)
+args = SFTConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate"], num_train_epochs=cfg["num_train_epochs"],
+                 per_device_train_batch_size=cfg["per_device_train_batch_size"], max_length=cfg["max_length"],
+                 assistant_only_loss=cfg["assistant_only_loss"], lr_scheduler_type=cfg["lr_scheduler_type"],
+                 warmup_ratio=cfg["warmup_ratio"], bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
+trainer = SFTTrainer(model=cfg["model_name_or_path"], args=args, train_dataset=load_dataset(cfg["dataset_name"], split="train"),
+                     processing_class=tok, peft_config=peft_config)
+trainer.train()
+trainer.save_model(cfg["output_dir"])  # adapter_config.json + adapter_model.safetensors: npx edgereason serve --adapter reasoning=<dir>
+`;
+
+const TRAIN_GRPO = `"""GRPO with thinking budgets on the SFT adapter (written by edgereason export-trl).
+Usage: python train_grpo.py out/sft-adapter      (reads grpo.yaml and rewards.py)"""
+import sys
+import yaml
+from datasets import load_dataset
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig, GRPOTrainer
+
+import rewards
+
+INVOCATION = __INVOCATION__
+
+cfg = yaml.safe_load(open("grpo.yaml"))
+tok = AutoTokenizer.from_pretrained(cfg["model_name_or_path"])
+rewards.TOKENIZER = tok
+base = AutoModelForCausalLM.from_pretrained(cfg["model_name_or_path"], torch_dtype="auto")
+model = PeftModel.from_pretrained(base, sys.argv[1], is_trainable=True)
+
+
+def render(row):
+    # The chat-templated prompt followed by the invocation: the completion starts inside the thinking segment.
+    return {"prompt": tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) + INVOCATION}
+
+
+data = load_dataset(cfg["dataset_name"], split="train").map(render)
+args = GRPOConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate"], max_steps=cfg["max_steps"],
+                  num_generations=cfg["num_generations"], per_device_train_batch_size=cfg["per_device_train_batch_size"],
+                  max_completion_length=cfg["max_completion_length"], temperature=cfg["temperature"], beta=cfg["beta"],
+                  bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
+trainer = GRPOTrainer(model=model, args=args, train_dataset=data, reward_funcs=[rewards.budget_reward], processing_class=tok)
+trainer.train()
+trainer.save_model(cfg["output_dir"])
+`;
+
+function readme(base: string, recipe: { sft: { examples: number }; grpo: { prompts: number; budgets: number[] } }): string {
+  return `# edgereason → TRL
+
+Base model: \`${base}\`. ${recipe.sft.examples} SFT conversations in \`data/sft\`, ${recipe.grpo.prompts} GRPO prompts
+(budgets ${recipe.grpo.budgets.join(', ')}) in \`data/grpo\`. All hyper-parameters: \`recipe.json\`.
+
+\`\`\`sh
+pip install "torch" "transformers" "datasets" "peft>=0.17" "trl" pyyaml
+python train_sft.py                       # activated LoRA (alora_invocation_tokens), → out/sft-adapter
+python train_grpo.py out/sft-adapter      # thinking budgets, → out/grpo-adapter
+# plain LoRA instead: trl sft --config sft.yaml
+\`\`\`
+
+Back in edgereason (the adapter folders are PEFT format):
+
+\`\`\`sh
+npx edgereason serve --model <base model folder> --adapter reasoning=out/grpo-adapter
+\`\`\`
+`;
+}
+
+export function exportTrlCommand(program: Command): void {
+  program.command('export-trl')
+    .description('write the reasoning-adapter recipe as a Hugging Face TRL job: datasets (synthetic or yours), SFT/GRPO configs and scripts')
+    .requiredOption('--out <dir>', 'output folder')
+    .option('--base-model <id|dir>', 'base model for TRL: a Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local HF folder', 'models/default')
+    .option('--tokenizer <dir>', 'local tokenizer folder for the invocation token ids (default: the base model if local, else models/default)')
+    .option('--data <file>', 'your SFT JSONL ({"messages"} or {"prompt","completion"}); default: the synthetic reasoning traces')
+    .option('--rl-data <file>', 'your RL prompts, JSONL of {"prompt","answer"}; default: the synthetic train split')
+    .option('--examples <n>', 'synthetic SFT conversations', intArg('--examples', 1), 20000)
+    .option('--rl-prompts <n>', 'synthetic GRPO prompts', intArg('--rl-prompts', 1), 4000)
+    .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 1), 16)
+    .option('--lora-alpha <a>', 'LoRA alpha', floatArg('--lora-alpha', 0), 32)
+    .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
+    .option('--alora-invocation <text>', 'activated-LoRA invocation', INVOCATION)
+    .option('--lr <lr>', 'SFT learning rate', floatArg('--lr', 0), 2e-3)
+    .option('--epochs <n>', 'SFT epochs', intArg('--epochs', 1), 2)
+    .option('--budgets <list>', 'GRPO thinking budget buckets', DEFAULT_BUDGETS.join(','))
+    .option('--group <n>', 'GRPO completions per prompt', intArg('--group', 2), 8)
+    .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 1)
+    .option('--beta <x>', 'GRPO KL weight', floatArg('--beta', 0), 0)
+    .option('--rl-lr <lr>', 'GRPO learning rate', floatArg('--rl-lr', 0), 1e-4)
+    .option('--rl-steps <n>', 'GRPO steps', intArg('--rl-steps', 1), 100)
+    .option('--seed <s>', 'seed', intArg('--seed'), 0)
+    .action((o) => {
+      const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
+      const r = exportTrl({
+        out: o.out, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: o.examples, rlPrompts: o.rlPrompts,
+        rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), invocation: o.aloraInvocation, lr: o.lr, epochs: o.epochs,
+        budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, seed: o.seed,
+      });
+      console.log(`export-trl: ${r.sftExamples} SFT conversations, ${r.grpoPrompts} GRPO prompts; wrote ${r.files.join(', ')} to ${o.out} (see README.md there)`);
+    });
+}

@@ -1,0 +1,162 @@
+/**
+ * Scale-out path: `export-trl` writes the default recipe's data and TRL configs; adapters trained here are PEFT
+ * folders whose config keys and tensor names follow PEFT's documented schema (so PEFT/TRL and vLLM load them).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { exportTrl } from '../src/cli/export-trl.ts';
+import { DEFAULT_DIR, INVOCATION, reasoningExamples } from '../src/tasks/default-model.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { tokenizeRecord } from '../src/train/data.ts';
+import { withBudget } from '../src/reason/answer.ts';
+import { trainSft } from '../src/train/sft.ts';
+import { MemoryWeights } from '../src/io/weights.ts';
+import { loadAdapter } from '../src/io/peft.ts';
+import { projectionShape, type Projection } from '../src/models/config.ts';
+import { makeRandomQwen2 } from './helpers/random-model.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-export-'));
+const jsonl = (f: string) => fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+/** Our YAML is one `key: <JSON value>` per line. */
+const readYaml = (f: string) => Object.fromEntries(fs.readFileSync(f, 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => {
+  const at = l.indexOf(': ');
+  return [l.slice(0, at), JSON.parse(l.slice(at + 2))];
+}));
+
+test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompts, TRL configs and scripts', () => {
+  const out = path.join(tmp, 'trl');
+  const r = exportTrl({ out, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 60, rlPrompts: 12, budgets: [32, 64, 128] });
+  for (const f of ['data/sft/train.jsonl', 'data/grpo/train.jsonl', 'sft.yaml', 'grpo.yaml', 'rewards.py', 'train_sft.py', 'train_grpo.py', 'recipe.json', 'README.md']) {
+    assert.ok(fs.existsSync(path.join(out, f)), f);
+  }
+  // SFT: conversational records whose tokens are exactly the default recipe's adapter examples.
+  const sft = jsonl(path.join(out, 'data/sft/train.jsonl'));
+  assert.equal(sft.length, 60);
+  const tok = loadTokenizer(DEFAULT_DIR);
+  const recipe = reasoningExamples(tok, 60, 0);
+  sft.forEach((rec, i) => {
+    assert.deepEqual(rec.messages.map((m: { role: string }) => m.role), ['user', 'assistant']);
+    assert.match(rec.messages[1].content, /^<think>\n[\s\S]*\n<\/think>\n\n/);
+    assert.deepEqual(tokenizeRecord({ line: i + 1, messages: rec.messages }, tok).ids, recipe[i].ids, `example ${i} is the recipe's`);
+  });
+  // GRPO: prompts as answer() and train-rl build them, budgets cycling over the buckets.
+  const grpo = jsonl(path.join(out, 'data/grpo/train.jsonl'));
+  assert.equal(grpo.length, 12);
+  grpo.forEach((g, i) => {
+    assert.equal(g.budget, [32, 64, 128][i % 3]);
+    assert.deepEqual(g.prompt, withBudget([{ role: 'user', content: g.prompt.at(-1).content }], g.budget));
+    assert.match(g.answer, /^-?\d+$/);
+  });
+  // TRL configs: ModelConfig / SFTConfig / GRPOConfig field names.
+  const sc = readYaml(path.join(out, 'sft.yaml')), gc = readYaml(path.join(out, 'grpo.yaml'));
+  for (const c of [sc, gc]) {
+    assert.equal(c.model_name_or_path, 'Qwen/Qwen2.5-0.5B-Instruct');
+    assert.equal(c.use_peft, true);
+    assert.deepEqual(c.lora_target_modules, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    assert.equal(c.lora_r, 16);
+    assert.equal(c.lora_alpha, 32);
+  }
+  assert.equal(sc.dataset_name, 'data/sft');
+  assert.equal(sc.assistant_only_loss, true);
+  assert.equal(gc.dataset_name, 'data/grpo');
+  assert.equal(gc.num_generations, 8);
+  assert.equal(gc.max_completion_length, 512);
+  assert.deepEqual(gc.reward_funcs, ['rewards.budget_reward']);
+  const rec = JSON.parse(fs.readFileSync(path.join(out, 'recipe.json'), 'utf8'));
+  assert.equal(rec.alora.invocation, INVOCATION);
+  assert.deepEqual(rec.alora.invocation_tokens, tok.encode(INVOCATION, { addSpecialTokens: false }));
+  assert.equal(r.recipe.format, 'edgereason-trl-recipe');
+  // Same seed, same files.
+  const again = path.join(tmp, 'trl2');
+  exportTrl({ out: again, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 60, rlPrompts: 12, budgets: [32, 64, 128] });
+  for (const f of ['data/sft/train.jsonl', 'data/grpo/train.jsonl']) assert.equal(fs.readFileSync(path.join(again, f), 'utf8'), fs.readFileSync(path.join(out, f), 'utf8'));
+  // The Python files compile, and the reward follows train-rl's formula (where python3 is installed).
+  const py = spawnSync('python3', ['-c', `import sys, py_compile; [py_compile.compile(f, doraise=True) for f in ["train_sft.py", "train_grpo.py", "rewards.py"]]
+sys.path.insert(0, "."); import rewards
+print(rewards.budget_reward(["a b</think>\\n\\n#### 19", " ".join(["w"] * 95) + "</think>#### 19", "never closed"], ["19", "19", "3"], [32, 32, 32]))`], { cwd: out, encoding: 'utf8' });
+  if (py.error) return; // no python3 here
+  assert.equal(py.status, 0, py.stderr);
+  assert.equal(py.stdout.trim(), '[1.0, 0.0, -1.0]');
+});
+
+test('export-trl: a user dataset is converted (messages stay, prompt/completion kept) and bad lines are refused', () => {
+  const data = path.join(tmp, 'mine.jsonl');
+  fs.writeFileSync(data, [
+    JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '<think>\n\n</think>\n\nhello' }] }),
+    JSON.stringify({ prompt: 'Q: 2+2?', completion: '#### 4' }),
+  ].join('\n'));
+  const out = path.join(tmp, 'user');
+  exportTrl({ out, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 });
+  const sft = jsonl(path.join(out, 'data/sft/train.jsonl'));
+  assert.deepEqual(sft, [{ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '<think>\n\n</think>\n\nhello' }] }, { prompt: 'Q: 2+2?', completion: '#### 4' }]);
+  fs.writeFileSync(data, '{"messages": "nope"}\n');
+  assert.throws(() => exportTrl({ out, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl:1: "messages" must be a non-empty list/);
+  assert.throws(() => exportTrl({ out, baseModel: 'x', tokenizer: DEFAULT_DIR, budgets: [0] }), /budgets must be positive integers/);
+});
+
+/** PEFT's documented configuration fields (PeftConfig + LoraConfig, peft 0.17–0.20). */
+const PEFT_FIELDS = new Set([
+  'peft_type', 'auto_mapping', 'peft_version', 'base_model_name_or_path', 'revision', 'task_type', 'inference_mode',
+  'r', 'target_modules', 'exclude_modules', 'lora_alpha', 'lora_dropout', 'fan_in_fan_out', 'bias', 'use_rslora', 'modules_to_save',
+  'init_lora_weights', 'layers_to_transform', 'layers_pattern', 'rank_pattern', 'alpha_pattern', 'megatron_config', 'megatron_core',
+  'trainable_token_indices', 'loftq_config', 'eva_config', 'corda_config', 'use_dora', 'alora_invocation_tokens', 'use_qalora',
+  'qalora_group_size', 'layer_replication', 'runtime_config', 'lora_bias', 'target_parameters',
+]);
+
+function checkPeftAdapter(dir: string, config: { numLayers: number; hiddenSize: number } & Parameters<typeof projectionShape>[0]): void {
+  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+  for (const k of Object.keys(cfg)) assert.ok(PEFT_FIELDS.has(k), `adapter_config.json key "${k}" is a PEFT LoraConfig field`);
+  assert.equal(cfg.peft_type, 'LORA');
+  assert.equal(cfg.task_type, 'CAUSAL_LM');
+  assert.ok(Number.isInteger(cfg.r) && cfg.r > 0);
+  assert.equal(typeof cfg.lora_alpha, 'number');
+  assert.ok(['none', 'all', 'lora_only'].includes(cfg.bias));
+  assert.ok(Array.isArray(cfg.target_modules) && cfg.target_modules.every((t: string) => /^(q|k|v|o|gate|up|down)_proj$/.test(t)));
+  if ('alora_invocation_tokens' in cfg) assert.ok(cfg.alora_invocation_tokens.length > 0 && cfg.alora_invocation_tokens.every(Number.isInteger));
+  // safetensors: 8-byte header length, JSON header; tensor names as PEFT saves them (adapter name stripped).
+  const buf = fs.readFileSync(path.join(dir, 'adapter_model.safetensors'));
+  const header = JSON.parse(buf.subarray(8, 8 + Number(buf.readBigUInt64LE(0))).toString('utf8'));
+  const names = Object.keys(header).filter((k) => k !== '__metadata__');
+  const re = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.((?:q|k|v|o|gate|up|down)_proj)\.lora_(A|B)\.weight$/;
+  const seen = new Set<string>();
+  for (const n of names) {
+    const m = re.exec(n);
+    assert.ok(m, `tensor "${n}" follows PEFT's naming`);
+    const [, layer, block, proj, ab] = m!;
+    assert.equal(block, ['gate_proj', 'up_proj', 'down_proj'].includes(proj) ? 'mlp' : 'self_attn');
+    assert.ok(cfg.target_modules.includes(proj));
+    assert.ok(Number(layer) < config.numLayers);
+    const [out, inp] = projectionShape(config as never, proj as Projection);
+    assert.deepEqual(header[n].shape, ab === 'A' ? [cfg.r, inp] : [out, cfg.r], n);
+    assert.ok(['F32', 'F16', 'BF16'].includes(header[n].dtype));
+    seen.add(n);
+  }
+  assert.equal(seen.size, config.numLayers * cfg.target_modules.length * 2, 'every targeted projection of every layer has lora_A and lora_B');
+  assert.equal(header.__metadata__?.format, 'pt');
+}
+
+test('adapters trained here are PEFT adapters: config keys and tensor names follow PEFT\'s schema; they load back', async () => {
+  const model = makeRandomQwen2({ dir: path.join(tmp, 'base'), seed: 4, gguf: false, config: { numLayers: 2 } });
+  const tok = loadTokenizer(model.dir);
+  const inv = tok.encode('<think>', { addSpecialTokens: false });
+  const ex = [0, 1, 2].map((i) => tokenizeRecord({ line: i + 1, messages: [{ role: 'user', content: `q${i}` }, { role: 'assistant', content: `<think>\nstep ${i}\n</think>\n\n#### ${i}` }] }, tok));
+  const out = path.join(tmp, 'adapter');
+  await trainSft(model.config, new MemoryWeights(model.weights), ex, [], {
+    out, rank: 4, alpha: 8, targets: ['q_proj', 'v_proj', 'down_proj'], aloraInvocation: inv, maxSteps: 1, batchTokens: 256, quiet: true, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct',
+  });
+  checkPeftAdapter(out, model.config);
+  const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+  assert.deepEqual(cfg.alora_invocation_tokens, inv);
+  assert.equal(cfg.base_model_name_or_path, 'Qwen/Qwen2.5-0.5B-Instruct');
+  assert.equal(loadAdapter(out, model.config).tensors.size, 2 * 3);
+  // The embedded default model's adapter, once trained, too.
+  const def = path.join(DEFAULT_DIR, 'reasoning-adapter');
+  if (fs.existsSync(path.join(def, 'adapter_config.json')) && fs.existsSync(path.join(DEFAULT_DIR, 'config.json'))) {
+    const c = JSON.parse(fs.readFileSync(path.join(DEFAULT_DIR, 'config.json'), 'utf8'));
+    checkPeftAdapter(def, { ...c, numLayers: c.num_hidden_layers, hiddenSize: c.hidden_size, numHeads: c.num_attention_heads, numKvHeads: c.num_key_value_heads, headDim: c.head_dim, intermediateSize: c.intermediate_size });
+  }
+});
