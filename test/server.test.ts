@@ -183,7 +183,7 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
     [ask('x', { edgereason: { reasoning: 'maybe' } }), 'edgereason.reasoning'],
     [ask('x', { edgereason: { samples: 0 } }), 'edgereason.samples'],
     [ask('x', { reasoning_effort: 'extreme' }), 'reasoning_effort'],
-    [ask('x', { edgereason: { vote: 'verifier' } }), 'edgereason.vote'],
+    ...(fs.existsSync(path.join(fixture.dir, 'verifier.json')) ? [] : [[ask('x', { edgereason: { vote: 'verifier' } }), 'edgereason.vote'] as [Loose, string]]),
     [{ model: 'reasoning', messages: [] }, 'messages'],
     [{ model: 'reasoning', messages: [{ role: 'user', content: 42 }] }, 'messages[0].content'],
     [{ model: 'reasoning' }, 'messages'],

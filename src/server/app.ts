@@ -220,7 +220,6 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       const err = e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error');
       sse.send(err.toJSON());
       sse.done();
-      metrics.requests.inc({ route: '/v1/chat/completions (stream)', code: String(err.status) });
       return;
     }
     record(plan, out);
@@ -231,7 +230,6 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     // The last chunk: no choices, the usage (when asked for) and edgereason's report (route, votes, TTFT).
     sse.send(chunk([], { ...(plan.includeUsage ? { usage: out.usage } : {}), edgereason: report(plan, out, waited) }));
     sse.done();
-    metrics.requests.inc({ route: '/v1/chat/completions (stream)', code: '200' });
   }
 
   return {
