@@ -3,6 +3,12 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { loadModel } from '../runtime/model.ts';
+import { Reasoner } from '../reason/answer.ts';
+import { Router } from '../reason/router.ts';
+import { Verifier } from '../reason/verifier.ts';
+import type { AnswerOptions, AnswerResult } from '../reason/types.ts';
+import { isCorrect } from '../tasks/grade.ts';
+import { makeSplits, type Item } from '../tasks/synthetic.ts';
 
 /** ../shared beside the project root (data and the stories260K model live there). */
 export function sharedDir(): string {
@@ -11,25 +17,69 @@ export function sharedDir(): string {
   return dir;
 }
 
+export const DEFAULT_MODEL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/default');
+
+const dim = (s: string) => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
+
+/** Three test-split questions: a chat query, an easy and a hard problem. */
+function examples(): Item[] {
+  const test = makeSplits({ train: 0, val: 0, test: 60, seed: 0 }).test;
+  const pick = (f: (i: Item) => boolean) => test.find(f)!;
+  return [pick((i) => i.kind === 'chat' && i.topic === 'capital'), pick((i) => i.kind === 'math' && i.difficulty === 'easy'), pick((i) => i.kind === 'math' && i.difficulty === 'hard' && i.ops >= 5)];
+}
+
+async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions): Promise<AnswerResult> {
+  process.stdout.write(`  ${label}: `);
+  let phase = '', routed = false;
+  const res = await r.answer(item.question, {
+    ...opts,
+    onRoute: (route) => { routed = route === 'reasoning'; },
+    onText: (sample, p, piece) => {
+      if (sample !== 0) return;
+      if (p !== phase) {
+        if (p === 'thinking') process.stdout.write(dim('<think> '));
+        else if (routed) process.stdout.write(dim(' </think> '));
+        phase = p;
+      }
+      process.stdout.write(p === 'thinking' ? dim(piece.replace(/\n/g, ' ')) : piece.replace(/\n/g, ' '));
+    },
+  });
+  const ok = isCorrect('synthetic', res.answer, item.answer) ? 'correct' : `wrong (gold ${item.answer})`;
+  const votes = res.votes && res.samples.length > 1 ? `, votes ${JSON.stringify(res.votes)}` : '';
+  console.log(`\n    → ${ok}; route ${res.route}${res.routerScore !== undefined ? ` (router ${res.routerScore.toFixed(2)})` : ''}; ` +
+    `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms${votes}`);
+  return res;
+}
+
 export function demoCommand(program: Command): void {
   program.command('demo')
-    .description('generate from the bundled demo model, streaming tokens and reporting speed')
-    .option('--max-tokens <n>', 'tokens to generate', '200')
+    .description('the embedded default model: answers with and without the reasoning adapter, routing, budgets and voting')
+    .option('--model <dir>', 'model folder (default: the embedded models/default)', DEFAULT_MODEL)
     .action(async (o) => {
-      const file = path.join(sharedDir(), 'models/stories260K/stories260K.bin');
-      const model = await loadModel(file, { quant: 'fp32' });
+      const adapter = path.join(o.model, 'reasoning-adapter'), rl = path.join(o.model, 'reasoning-adapter-rl');
+      const useRl = fs.existsSync(path.join(rl, 'adapter_config.json'));
+      const model = await loadModel(o.model, { adapter: useRl ? rl : adapter });
+      const routerFile = path.join(o.model, 'router.json'), verifierFile = path.join(o.model, 'verifier.json');
+      const router = fs.existsSync(routerFile) ? Router.load(routerFile, model.config.hiddenSize) : undefined;
+      const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
+      const r = new Reasoner(model, { router, verifier });
       try {
-        console.log(`model: ${file} (llama2.c, ${model.config.numLayers} layers, dim ${model.config.hiddenSize})\n`);
-        for (const [label, temperature] of [['greedy', 0], ['sampled, T=0.8, seed 7', 0.8]] as const) {
-          console.log(`--- ${label} ---`);
-          const gen = model.generate('Once upon a time', { maxTokens: Number(o.maxTokens), temperature, topP: 0.95, seed: 7 });
-          let r = await gen.next();
-          while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }
-          const c = r.value;
-          console.log(`\n[${c.tokens.length} tokens, TTFT ${c.ttftMs.toFixed(1)} ms, ${(c.tokens.length / (c.totalMs / 1000)).toFixed(0)} tok/s]\n`);
+        console.log(`edgereason demo — ${o.model}: Qwen2 architecture, ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}, vocab ${model.config.vocabSize}; ` +
+          `reasoning adapter: ${path.basename(useRl ? rl : adapter)} (activated LoRA, invocation <think>)${router ? '; router loaded' : ''}${verifier ? '; verifier loaded' : ''}\n`);
+        for (const item of examples()) {
+          console.log(`Q (${item.kind === 'chat' ? 'chat' : `${item.difficulty}, ${item.ops} steps`}): ${item.question}`);
+          await show(r, item, 'base model, no reasoning', { reasoning: 'off', maxTokens: 32 });
+          await show(r, item, 'reasoning adapter on     ', { reasoning: 'on', maxTokens: 400 });
+          if (router) await show(r, item, 'router decides (auto)    ', { reasoning: 'auto', maxTokens: 400 });
+          if (item.kind === 'math' && item.difficulty === 'hard') {
+            await show(r, item, 'thinking capped at 16    ', { reasoning: 'on', maxThinkingTokens: 16, maxTokens: 400 });
+            if (useRl) await show(r, item, 'RL budget 32 tokens      ', { reasoning: 'on', budget: 32, maxTokens: 400 });
+            await show(r, item, '8 samples, majority vote ', { reasoning: 'on', samples: 8, temperature: 0.8, seed: 1, vote: verifier ? 'verifier-vote' : 'majority', maxTokens: 400 });
+          }
+          console.log();
         }
       } finally {
-        await model.close();
+        await r.close();
       }
     });
 }
