@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { intArg } from './main.ts';
 
 export function benchCommand(program: Command): void {
   const bench = program.command('bench').description('benchmarks (results under bench/results/)');
@@ -9,5 +10,18 @@ export function benchCommand(program: Command): void {
     .action(async (o) => {
       const { runDecodeBench } = await import('../../bench/decode.ts');
       await runDecodeBench({ json: !!o.json, accuracyLevel: Number(o.accuracyLevel) });
+    });
+  bench.command('train')
+    .description('training-step speed (LoRA r16 on a Qwen2.5-0.5B-shaped model; full-parameter on the default model\'s shape) vs PyTorch CPU')
+    .option('--json', 'print the result as JSON')
+    .option('--threads <n>', 'threads for both sides', intArg('--threads', 1), 2)
+    .option('--steps <n>', 'timed steps after the warm-up (LoRA 0.5B)', intArg('--steps', 1), 3)
+    .option('--small-steps <n>', 'timed steps after the warm-up (full-parameter, small model)', intArg('--small-steps', 1), 10)
+    .option('--no-full', 'skip the full-parameter small-model comparison')
+    .option('--profile', 'also profile one LoRA step on each side and report the op split')
+    .option('--python <path>', 'Python with torch', '/usr/bin/python3')
+    .action(async (o) => {
+      const { runTrainBench } = await import('../../bench/train.ts');
+      await runTrainBench({ json: !!o.json, threads: o.threads, steps: o.steps, smallSteps: o.smallSteps, full: o.full, profile: !!o.profile, python: o.python });
     });
 }

@@ -1,11 +1,12 @@
-"""PyTorch oracle for the training engine (test use only): an independent Qwen2/Llama forward with LoRA and
-activated-LoRA masking, masked token cross-entropy, and autograd gradients.
+"""PyTorch oracle for the training engine (tests; bench/torch_train_step.py reuses its model): an independent
+Qwen2/Llama forward with LoRA and activated-LoRA masking, masked token cross-entropy, and autograd gradients.
 
 Usage: /usr/bin/python3 torch_qwen2.py <in.json> <in.safetensors> <out.safetensors>
 in.json: {"config": ModelConfig (edgereason's camelCase fields), "mode": "lora"|"full", "rank", "alpha",
           "targets": [...], "input_ids": [[...]], "lengths": [...], "adapter_mask": [[...]], "loss_mask": [[...]]}
 loss_mask[b][t] = 1 means token t is a target predicted from position t-1.
 Writes the loss (key "loss", shape [1]) and the gradient of every trainable tensor under its own name.
+Importable: model_loss(w, spec) is the forward + loss alone (bench/torch_train_step.py times it).
 """
 import json, struct, sys
 import torch
@@ -42,18 +43,15 @@ def write_safetensors(path, tensors):
         f.write(struct.pack('<Q', len(h)) + h + b''.join(blobs))
 
 
-def main():
-    spec = json.load(open(sys.argv[1]))
-    w = read_safetensors(sys.argv[2])
+def model_loss(w, spec):
+    """The loss of one micro-batch under `spec` (the in.json fields) with tensors `w` (HF names; LoRA as
+    <projection>.lora_A.weight / .lora_B.weight). Callers mark the trainable tensors and call backward()."""
     c = spec['config']
     ids = torch.tensor(spec['input_ids'])
     B, T = ids.shape
     lengths = torch.tensor(spec['lengths'])
     amask = torch.tensor(spec['adapter_mask'], dtype=DT)
     lmask = torch.tensor(spec['loss_mask'], dtype=DT)
-    trainable = [n for n in w if ('lora_' in n) == (spec['mode'] == 'lora')]
-    for n in trainable:
-        w[n].requires_grad_(True)
     scale = spec.get('alpha', 1) / spec.get('rank', 1)
     H, D, Hkv = c['numHeads'], c['headDim'], c['numKvHeads']
 
@@ -117,6 +115,16 @@ def main():
         pg = -torch.min(ratio * adv, torch.clamp(ratio, 1 - obj['clipEps'], 1 + obj['clipEps']) * adv)
         d = ref - lp
         loss = (spec['weight'] * (pg + obj['beta'] * (torch.exp(d) - d - 1))).sum()
+    return loss
+
+
+def main():
+    spec = json.load(open(sys.argv[1]))
+    w = read_safetensors(sys.argv[2])
+    trainable = [n for n in w if ('lora_' in n) == (spec['mode'] == 'lora')]
+    for n in trainable:
+        w[n].requires_grad_(True)
+    loss = model_loss(w, spec)
     loss.backward()
     out = {'loss': loss.detach().reshape(1)}
     for n in trainable:
@@ -124,4 +132,5 @@ def main():
     write_safetensors(sys.argv[3], out)
 
 
-main()
+if __name__ == '__main__':
+    main()
