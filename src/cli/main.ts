@@ -7,12 +7,17 @@ import { demoCommand } from './demo.ts';
 import { trainSftCommand } from './train-sft.ts';
 import { evalCommand } from './eval.ts';
 import { trainRlCommand } from './train-rl.ts';
+import { serveCommand } from './serve.ts';
+import { answerCommand } from './answer.ts';
+import { trainRouterCommand } from './train-router.ts';
+import { trainVerifierCommand } from './train-verifier.ts';
+import { exportTrlCommand } from './export-trl.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')
     .showHelpAfterError();
-  for (const add of [generateCommand, convertCommand, trainSftCommand, trainRlCommand, evalCommand, benchCommand, demoCommand]) add(program);
+  for (const add of [generateCommand, convertCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {
