@@ -1,0 +1,43 @@
+/**
+ * The embedded default: a few steps of the same recipe `npm run train:default` runs (the loss falls), and the
+ * committed model answering exactly what it answered when it was trained.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { trainDefault, DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
+import { loadModel } from '../src/runtime/model.ts';
+import { answer } from '../src/reason/answer.ts';
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+test('the default recipe: base (full-parameter) and reasoning adapter (activated LoRA) losses fall within a few steps', async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-default-'));
+  const r = await trainDefault({ out, baseExamples: 1500, adapterExamples: 200, maxSteps: 40, quiet: true });
+  const b = r.baseLosses, a = r.adapterLosses;
+  console.log(`base loss ${mean(b.slice(0, 5)).toFixed(3)} → ${mean(b.slice(-5)).toFixed(3)} over ${b.length} steps; adapter loss ${mean(a.slice(0, 3)).toFixed(3)} → ${mean(a.slice(-3)).toFixed(3)} over ${a.length} steps`);
+  assert.equal(b.length, 40);
+  assert.ok(mean(b.slice(-5)) < 0.6 * mean(b.slice(0, 5)), 'base loss falls by 40 %');
+  assert.ok(mean(a.slice(-3)) < mean(a.slice(0, 3)), 'adapter loss falls');
+  for (const f of ['config.json', 'model.safetensors', 'reasoning-adapter/adapter_config.json', 'reasoning-adapter/adapter_model.safetensors']) {
+    assert.ok(fs.existsSync(path.join(out, f)), f);
+  }
+  const cfg = JSON.parse(fs.readFileSync(path.join(out, 'reasoning-adapter/adapter_config.json'), 'utf8'));
+  assert.equal(cfg.peft_type, 'LORA');
+  assert.equal(cfg.alora_invocation_tokens.length, 1, 'invocation "<think>" is one token');
+});
+
+test('the committed default model and adapter answer test questions as recorded', { skip: !fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet' }, async () => {
+  const m = await loadModel(DEFAULT_DIR, { adapter: ADAPTER_DIR, worker: false });
+  try {
+    const expected = JSON.parse(fs.readFileSync(path.join(DEFAULT_DIR, 'expected.json'), 'utf8')) as { question: string; reasoning: 'on' | 'off'; answer: string }[];
+    for (const e of expected) {
+      const r = await answer(m, e.question, { reasoning: e.reasoning, maxTokens: 400 });
+      assert.equal(r.answer, e.answer, `${e.reasoning}: ${e.question}`);
+    }
+  } finally {
+    await m.close();
+  }
+});
