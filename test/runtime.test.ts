@@ -213,6 +213,7 @@ test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens
   assert.equal(sampleToken(logits, { temperature: 1, minP: 0.4 }, 0.97).token, 1);
   assert.equal(sampleToken(logits, { temperature: 1, topK: 3 }, 0.99).token, 2);
   assert.ok(Math.abs(sampleToken(logits, { temperature: 1 }, 0.6).logprob - Math.log(0.3)) < 1e-6);
+  assert.ok(Math.abs(sampleToken(logits.map((x) => x + 40), {}, 0).logprob - Math.log(0.5)) < 1e-6, 'greedy reports the model log-probability');
   const a = seededRandom(42), b = seededRandom(42);
   assert.deepEqual([a(), a(), a()], [b(), b(), b()]);
 });

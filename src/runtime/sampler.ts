@@ -21,7 +21,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   let best = 0;
   for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
   const max = logits[best];
-  if (temp <= 0) return { token: best, logprob: -logSumExp(logits, max) + max };
+  if (temp <= 0) return { token: best, logprob: -logSumExp(logits, max) };
   const cand: number[] = [];
   for (let i = 0; i < V; i++) if ((logits[i] - max) / temp > -TAIL) cand.push(i);
   cand.sort((a, b) => logits[b] - logits[a] || a - b);
