@@ -1,0 +1,389 @@
+/**
+ * Decode benchmark: our q4 runtime (MatMulNBits) vs llama.cpp (node-llama-cpp, prebuilt CPU build) on the
+ * same random weights in Qwen2.5-0.5B's exact shape: ours from the HF folder converted to ONNX q4, llama.cpp
+ * from a Q4_0 GGUF of the same tensors (our q4 blocks are Q4_0 blocks, so both hold the same 4-bit weights;
+ * our input-embedding table is fp16, llama.cpp's is Q4_0).
+ *
+ * Each side runs in its own child process (so peak RSS is attributable), one after the other, with the same
+ * thread count. Measured: prefill tok/s for one 256-token prompt, decode tok/s at several batch sizes (ours:
+ * one KV cache of B rows stepping B tokens at a time; llama.cpp: B sequences of one context decoding
+ * concurrently, which node-llama-cpp merges into shared llama_decode calls), peak RSS.
+ * Model files are cached under os.tmpdir(), so only the first run pays for generating them.
+ *
+ *   node --import tsx bench/decode.ts [--json] [--accuracy-level 4] [--threads 2] [--llama-threads N]
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fork } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import cliProgress from 'cli-progress';
+import type { ModelConfig } from '../src/models/config.ts';
+
+export interface DecodeBenchOptions {
+  /** Print the result as JSON on stdout (otherwise a table). */
+  json?: boolean;
+  /** MatMulNBits accuracy_level of our graph (default 4: int8 activations). */
+  accuracyLevel?: number;
+  /** Threads for both runtimes (default 2). */
+  threads?: number;
+  /** Threads for llama.cpp only (default: threads). */
+  llamaThreads?: number;
+  /** Prefill prompt length (default 256). */
+  promptTokens?: number;
+  /** Prompt length per row before timing decode (default 24) and timed decode steps (default 32). */
+  decodePromptTokens?: number;
+  decodeSteps?: number;
+  /** Repetitions of each measurement; the best is reported (other work on the machine only slows runs down). Default 3. */
+  reps?: number;
+  /** Batch sizes for our decode (default 1, 4, 8, 16) and llama.cpp's (default the same). */
+  batches?: number[];
+  llamaBatches?: number[];
+  /** Model cache (default <tmpdir>/edgereason-bench-decode). */
+  cacheDir?: string;
+  /** Where decode-<date>.json/.md go (default bench/results); null = do not write. */
+  resultsDir?: string | null;
+  /** Progress bars on stderr (default: when stderr is a TTY). */
+  progress?: boolean;
+}
+
+export interface DecodeBenchResult {
+  date: string;
+  prefill_tok_s: number;
+  decode_tok_s: Record<string, number>;
+  llamacpp_prefill_tok_s: number;
+  llamacpp_decode_tok_s: Record<string, number>;
+  /** ours / llama.cpp (> 1: we are faster). */
+  prefill_ratio: number;
+  decode_ratio_b1: number;
+  /** Peak RSS of our benchmark process (load + all runs). */
+  peak_rss_mb: number;
+  /** RSS of our process right after loading the model. */
+  rss_after_load_mb: number;
+  llamacpp_peak_rss_mb: number;
+  load_s: number;
+  llamacpp_load_s: number;
+  model: { shape: string; params_m: number; quant: string; accuracy_level: number; llamacpp_file: string; gguf_mb: number; onnx_mb: number };
+  settings: { threads: number; llamacpp_threads: number; reps: number; prompt_tokens: number; decode_prompt_tokens: number; decode_steps: number; batches: number[]; llamacpp_batches: number[]; our_kv_cache: string; llamacpp_kv_cache: string; llamacpp_flash_attention: string };
+  machine: { cpu: string; cores: number; memory_gb: number; os: string; node: string; onnxruntime_node: string; node_llama_cpp: string; llama_cpp_release: string; llamacpp_system_info: string; loadavg_start: number[]; loadavg_end: number[] };
+}
+
+/** Qwen2.5-0.5B's shape (the helper's QWEN25_05B; repeated here so the bench does not import test code at load). */
+const SHAPE = 'Qwen2.5-0.5B (hidden 896, 24 layers, 14 heads / 2 KV heads, intermediate 4864, vocab 151936, tied, rope 1e6)';
+
+interface ChildConfig {
+  kind: 'ours' | 'llama';
+  path: string;
+  threads: number;
+  accuracyLevel: number;
+  promptTokens: number;
+  decodePromptTokens: number;
+  decodeSteps: number;
+  reps: number;
+  batches: number[];
+}
+
+interface ChildResult {
+  loadMs: number;
+  prefillTokS: number;
+  decodeTokS: Record<string, number>;
+  peakRssMb: number;
+  rssAfterLoadMb: number;
+  info?: { release: string; systemInfo: string };
+}
+
+type ChildMessage = { type: 'progress'; label: string } | { type: 'result'; result: ChildResult } | { type: 'error'; message: string };
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+const mb = (bytes: number) => Math.round(bytes / 2 ** 20);
+
+/** Deterministic token ids below 150000 (ordinary BPE tokens): a fixed "prompt" per row. */
+function promptIds(n: number, row = 0): number[] {
+  return Array.from({ length: n }, (_, i) => (Math.imul(i + 1 + 7919 * row, 2654435761) >>> 0) % 150000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent.
+
+export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<DecodeBenchResult> {
+  const loadStart = os.loadavg();
+  const threads = opts.threads ?? 2, accuracyLevel = opts.accuracyLevel ?? 4;
+  const batches = opts.batches ?? [1, 4, 8, 16], llamaBatches = opts.llamaBatches ?? batches;
+  const promptTokens = opts.promptTokens ?? 256, decodePromptTokens = opts.decodePromptTokens ?? 24, decodeSteps = opts.decodeSteps ?? 32;
+  if (decodePromptTokens + decodeSteps + 1 > 64) throw new Error('bench: decode prompt + steps must stay within 64 positions (our KV cache\'s initial capacity)');
+  const progress = opts.progress ?? !!process.stderr.isTTY;
+  const bar = progress
+    ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {value}/{total} {label}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
+    : undefined;
+  const note = (phase: string, total: number) => { bar?.start(total, 0, { phase, label: '' }); };
+  const tick = (label: string) => bar?.increment(1, { label });
+
+  const files = await prepareModels(opts.cacheDir ?? path.join(os.tmpdir(), 'edgereason-bench-decode'), accuracyLevel, note, tick);
+  bar?.stop();
+
+  const base = { threads, accuracyLevel, promptTokens, decodePromptTokens, decodeSteps, reps: opts.reps ?? 3 };
+  note('ours (onnxruntime)', 2 + batches.length);
+  const ours = await runChild({ kind: 'ours', path: files.onnxDir, ...base, batches }, tick);
+  bar?.stop();
+  note('llama.cpp', 2 + llamaBatches.length);
+  const llamaThreads = opts.llamaThreads ?? threads;
+  const ll = await runChild({ kind: 'llama', path: files.q4gguf, ...base, threads: llamaThreads, batches: llamaBatches }, tick);
+  bar?.stop();
+
+  const ortVersion = require('onnxruntime-node/package.json').version as string;
+  const nlcVersion = JSON.parse(fs.readFileSync(path.join(path.dirname(require.resolve('node-llama-cpp')), '..', 'package.json'), 'utf8')).version as string;
+  const cpus = os.cpus();
+  const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+  const roundAll = (r: Record<string, number>) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v)]));
+  const result: DecodeBenchResult = {
+    date: new Date().toISOString(),
+    prefill_tok_s: round(ours.prefillTokS),
+    decode_tok_s: roundAll(ours.decodeTokS),
+    llamacpp_prefill_tok_s: round(ll.prefillTokS),
+    llamacpp_decode_tok_s: roundAll(ll.decodeTokS),
+    prefill_ratio: round(ours.prefillTokS / ll.prefillTokS, 3),
+    decode_ratio_b1: round(ours.decodeTokS['1'] / ll.decodeTokS['1'], 3),
+    peak_rss_mb: Math.round(ours.peakRssMb),
+    rss_after_load_mb: Math.round(ours.rssAfterLoadMb),
+    llamacpp_peak_rss_mb: Math.round(ll.peakRssMb),
+    load_s: round(ours.loadMs / 1000, 2),
+    llamacpp_load_s: round(ll.loadMs / 1000, 2),
+    model: {
+      shape: SHAPE, params_m: Math.round(params(files.config) / 1e6), quant: 'q4 (MatMulNBits bits 4, block 32; fp16 input embedding; q4 tied lm_head)',
+      accuracy_level: accuracyLevel, llamacpp_file: 'Q4_0 GGUF (all 2-D weights Q4_0)', gguf_mb: mb(fs.statSync(files.q4gguf).size), onnx_mb: mb(dirBytes(files.onnxDir)),
+    },
+    settings: {
+      threads, llamacpp_threads: llamaThreads, reps: base.reps, prompt_tokens: promptTokens, decode_prompt_tokens: decodePromptTokens, decode_steps: decodeSteps, batches, llamacpp_batches: llamaBatches,
+      our_kv_cache: 'F32', llamacpp_kv_cache: 'F16 (default)', llamacpp_flash_attention: 'auto (default)',
+    },
+    machine: {
+      cpu: cpus[0]?.model ?? 'unknown', cores: os.availableParallelism(), memory_gb: round(os.totalmem() / 2 ** 30), os: `${os.type()} ${os.release()} ${os.arch()}`,
+      node: process.version, onnxruntime_node: ortVersion, node_llama_cpp: nlcVersion, llama_cpp_release: ll.info?.release ?? 'unknown',
+      llamacpp_system_info: ll.info?.systemInfo ?? '',
+      // 1/5/15-minute load averages: above ~0.5 before the start, other work shared the cores and the numbers are low.
+      loadavg_start: loadStart.map((x) => round(x, 2)), loadavg_end: os.loadavg().map((x) => round(x, 2)),
+    },
+  };
+
+  if (opts.resultsDir !== null) {
+    const dir = opts.resultsDir ?? path.join(here, 'results'), stem = path.join(dir, `decode-${result.date.slice(0, 10)}`);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(`${stem}.json`, JSON.stringify(result, null, 2) + '\n');
+    fs.writeFileSync(`${stem}.md`, markdown(result));
+    if (!opts.json) console.error(`wrote ${stem}.json and .md`);
+  }
+  console.log(opts.json ? JSON.stringify(result, null, 2) : markdown(result));
+  return result;
+}
+
+function params(c: ModelConfig): number {
+  const attn = c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize;
+  return c.vocabSize * c.hiddenSize + c.numLayers * (attn + 3 * c.hiddenSize * c.intermediateSize);
+}
+
+function dirBytes(dir: string): number {
+  return fs.readdirSync(dir).reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
+}
+
+/** Short hash of the source files that decide what a cached artefact contains, so code changes invalidate it. */
+function sourceKey(globs: string[]): string {
+  const h = crypto.createHash('sha256'), root = path.join(here, '..');
+  for (const g of globs) {
+    const dir = path.join(root, path.dirname(g)), base = path.basename(g);
+    const files = base === '*' ? fs.readdirSync(dir).filter((f) => f.endsWith('.ts')).sort() : [base];
+    for (const f of files) h.update(`${g}/${f}\0`).update(fs.readFileSync(path.join(dir, f)));
+  }
+  return h.digest('hex').slice(0, 10);
+}
+
+/**
+ * The random model (seed 0, the helper's default init) as an HF folder + Q4_0 GGUF, and our converted
+ * q4 ONNX folder for this accuracy level; each is reused while the code that writes it is unchanged.
+ */
+async function prepareModels(cacheDir: string, accuracyLevel: number, note: (phase: string, total: number) => void, tick: (label: string) => void) {
+  const modelKey = sourceKey(['test/helpers/random-model.ts', 'src/io/gguf.ts', 'src/io/safetensors.ts']);
+  const graphKey = sourceKey(['src/models/*', 'src/onnx/*', 'src/io/*', 'src/runtime/model.ts']);
+  const hf = path.join(cacheDir, `qwen2.5-0.5b-shape-seed0-${modelKey}`), onnxDir = path.join(cacheDir, `onnx-q4-al${accuracyLevel}-${graphKey}-${modelKey}`);
+  const q4gguf = path.join(hf, 'model-q4_0.gguf'), done = path.join(hf, 'bench-ready.json');
+  if (fs.existsSync(cacheDir)) { // drop artefacts written by older code
+    const keep = (d: string) => d === path.basename(hf) || (d.startsWith('onnx-q4-al') && d.endsWith(`-${graphKey}-${modelKey}`));
+    for (const d of fs.readdirSync(cacheDir)) if (!keep(d)) fs.rmSync(path.join(cacheDir, d), { recursive: true, force: true });
+  }
+  const { makeRandomQwen2, QWEN25_05B } = await import('../test/helpers/random-model.ts');
+  const steps = (fs.existsSync(done) ? 0 : 1) + (fs.existsSync(path.join(onnxDir, 'edgereason.json')) ? 0 : 1);
+  if (steps) note('preparing models', steps);
+  if (!fs.existsSync(done)) {
+    tick('random weights → HF folder + Q4_0 GGUF (~1 min)');
+    await new Promise((r) => setImmediate(r)); // let the bar draw before the long synchronous work
+    fs.rmSync(hf, { recursive: true, force: true });
+    makeRandomQwen2({ dir: hf, config: QWEN25_05B, seed: 0, gguf: false, q4_0: true });
+    fs.writeFileSync(done, JSON.stringify({ config: QWEN25_05B }) + '\n');
+  }
+  if (!fs.existsSync(path.join(onnxDir, 'edgereason.json'))) {
+    tick(`converting to ONNX q4 (accuracy level ${accuracyLevel})`);
+    await new Promise((r) => setImmediate(r));
+    const { openSource } = await import('../src/io/source.ts');
+    const { convertModel } = await import('../src/runtime/model.ts');
+    fs.rmSync(onnxDir, { recursive: true, force: true });
+    convertModel(openSource(hf), onnxDir, { quant: 'q4', accuracyLevel });
+  }
+  return { hf, q4gguf, onnxDir, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
+}
+
+function runChild(cfg: ChildConfig, tick: (label: string) => void): Promise<ChildResult> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(import.meta.url), ['--child', JSON.stringify(cfg)], {
+      execArgv: ['--import', import.meta.resolve('tsx')],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    });
+    let result: ChildResult | undefined, error: string | undefined, stderr = '';
+    child.stdout!.on('data', () => {});
+    child.stderr!.on('data', (d) => { stderr += d; });
+    child.on('message', (m: ChildMessage) => {
+      if (m.type === 'progress') tick(m.label);
+      else if (m.type === 'result') result = m.result;
+      else error = m.message;
+    });
+    child.on('exit', (code) => {
+      if (result) resolve(result);
+      else reject(new Error(`bench: the ${cfg.kind} child failed (exit ${code}): ${error ?? ''}\n${stderr.slice(-4000)}`));
+    });
+  });
+}
+
+function markdown(r: DecodeBenchResult): string {
+  const bs = [...new Set([...Object.keys(r.decode_tok_s), ...Object.keys(r.llamacpp_decode_tok_s)])].sort((a, b) => Number(a) - Number(b));
+  const cell = (v: number | undefined) => (v === undefined ? '–' : v.toFixed(1));
+  const lines = [
+    `# Decode benchmark ${r.date.slice(0, 10)}`,
+    '',
+    `Model: random weights, ${r.model.shape}, ${r.model.params_m}M parameters.`,
+    `Ours: ${r.model.quant}, accuracy_level ${r.model.accuracy_level}, ONNX ${r.model.onnx_mb} MB, KV cache ${r.settings.our_kv_cache}. llama.cpp: ${r.model.llamacpp_file}, ${r.model.gguf_mb} MB, KV cache ${r.settings.llamacpp_kv_cache}, flash attention ${r.settings.llamacpp_flash_attention}.`,
+    `Threads: ours ${r.settings.threads}, llama.cpp ${r.settings.llamacpp_threads}; prefill = one ${r.settings.prompt_tokens}-token prompt; decode = ${r.settings.decode_steps} greedy steps per row after a ${r.settings.decode_prompt_tokens}-token prompt (best of ${r.settings.reps} runs each).`,
+    '',
+    '| | ours (onnxruntime) | llama.cpp | ours / llama.cpp |',
+    '|---|---:|---:|---:|',
+    `| prefill tok/s | ${cell(r.prefill_tok_s)} | ${cell(r.llamacpp_prefill_tok_s)} | ${r.prefill_ratio.toFixed(2)} |`,
+    ...bs.map((b) => {
+      const o = r.decode_tok_s[b], l = r.llamacpp_decode_tok_s[b];
+      return `| decode tok/s, batch ${b} | ${cell(o)} | ${cell(l)} | ${o && l ? (o / l).toFixed(2) : '–'} |`;
+    }),
+    `| peak RSS MB | ${r.peak_rss_mb} (after load ${r.rss_after_load_mb}) | ${r.llamacpp_peak_rss_mb} | |`,
+    `| load s | ${r.load_s} | ${r.llamacpp_load_s} | |`,
+    '',
+    `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memory_gb} GB, ${r.machine.os} (load average ${r.machine.loadavg_start[0]} at the start, ${r.machine.loadavg_end[0]} at the end); node ${r.machine.node}, onnxruntime-node ${r.machine.onnxruntime_node}, node-llama-cpp ${r.machine.node_llama_cpp} (llama.cpp ${r.machine.llama_cpp_release}).`,
+    '',
+  ];
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Children.
+
+const send = (m: ChildMessage) => process.send!(m);
+const now = () => performance.now();
+const rssMb = () => process.memoryUsage().rss / 2 ** 20;
+const peakMb = () => process.resourceUsage().maxRSS / 1024; // maxRSS is in KiB
+
+async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
+  const { loadModel } = await import('../src/runtime/model.ts');
+  let t = now();
+  const m = await loadModel(cfg.path, { worker: false, threads: cfg.threads });
+  const loadMs = now() - t, rssAfterLoadMb = rssMb();
+  send({ type: 'progress', label: `loaded in ${(loadMs / 1000).toFixed(1)} s` });
+  const b = m.backend, greedy = (rows: number) => Array.from({ length: rows }, () => ({ temperature: 0, u: 0 }));
+
+  // Warm-up (first runs allocate and pick kernels).
+  let c = await b.newCache(1);
+  await b.step(c, { tokens: [promptIds(16, 99)], sample: greedy(1) });
+  await b.step(c, { tokens: [[1]], sample: greedy(1) });
+  await b.free(c);
+
+  let best = Infinity;
+  for (let rep = 0; rep < cfg.reps; rep++) {
+    c = await b.newCache(1);
+    t = now();
+    await b.step(c, { tokens: [promptIds(cfg.promptTokens)], sample: greedy(1) });
+    best = Math.min(best, now() - t);
+    await b.free(c);
+  }
+  const prefillTokS = (cfg.promptTokens * 1000) / best;
+  send({ type: 'progress', label: `prefill ${prefillTokS.toFixed(1)} tok/s` });
+
+  const decodeTokS: Record<string, number> = {};
+  for (const B of cfg.batches) {
+    let bestMs = Infinity;
+    for (let rep = 0; rep < cfg.reps; rep++) {
+      c = await b.newCache(B);
+      let s = await b.step(c, { tokens: Array.from({ length: B }, (_, r) => promptIds(cfg.decodePromptTokens, r + 1)), sample: greedy(B) });
+      s = await b.step(c, { tokens: s.tokens!.map((x) => [x]), sample: greedy(B) }); // untimed first decode step
+      t = now();
+      for (let i = 0; i < cfg.decodeSteps; i++) s = await b.step(c, { tokens: s.tokens!.map((x) => [x]), sample: greedy(B) });
+      bestMs = Math.min(bestMs, now() - t);
+      await b.free(c);
+    }
+    decodeTokS[B] = (B * cfg.decodeSteps * 1000) / bestMs;
+    send({ type: 'progress', label: `decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s` });
+  }
+  await m.close();
+  return { loadMs, prefillTokS, decodeTokS, peakRssMb: peakMb(), rssAfterLoadMb };
+}
+
+async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
+  const { openLlamaCpp } = await import('../test/oracle/llamacpp.ts');
+  let t = now();
+  // llama.cpp as it ships: F16 KV cache, flash attention 'auto'. One context with a sequence per batch row.
+  const ll = await openLlamaCpp(cfg.path, {
+    threads: cfg.threads, contextSize: Math.max(cfg.promptTokens, 64) + 64, sequences: Math.max(1, ...cfg.batches),
+    batchSize: Math.max(512, cfg.promptTokens), kvType: 'F16', flashAttention: 'auto',
+  });
+  const loadMs = now() - t, rssAfterLoadMb = rssMb();
+  send({ type: 'progress', label: `loaded in ${(loadMs / 1000).toFixed(1)} s` });
+
+  await ll.greedy(promptIds(16, 99), 2); // warm-up
+  let best = Infinity;
+  for (let rep = 0; rep < cfg.reps; rep++) best = Math.min(best, await ll.prefill(promptIds(cfg.promptTokens)));
+  const prefillTokS = (cfg.promptTokens * 1000) / best;
+  send({ type: 'progress', label: `prefill ${prefillTokS.toFixed(1)} tok/s` });
+
+  const decodeTokS: Record<string, number> = {};
+  for (const B of cfg.batches) {
+    // As for ours: the first token ends the prompt phase, the second decode step is untimed; then decodeSteps timed steps.
+    const prompts = Array.from({ length: B }, (_, r) => promptIds(cfg.decodePromptTokens, r + 1));
+    let bestMs = Infinity;
+    for (let rep = 0; rep < cfg.reps; rep++) {
+      const times = B === 1 ? [(await ll.greedyTimed(prompts[0], cfg.decodeSteps + 2)).times] : (await ll.greedyBatchTimed(prompts, cfg.decodeSteps + 2)).times;
+      bestMs = Math.min(bestMs, Math.max(...times.map((ts) => ts[cfg.decodeSteps + 1])) - Math.max(...times.map((ts) => ts[1])));
+    }
+    decodeTokS[B] = (B * cfg.decodeSteps * 1000) / bestMs;
+    send({ type: 'progress', label: `decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s` });
+  }
+  const info = { release: `${ll.llama.llamaCppRelease.repo} ${ll.llama.llamaCppRelease.release}`, systemInfo: ll.llama.systemInfo };
+  await ll.dispose();
+  return { loadMs, prefillTokS, decodeTokS, peakRssMb: peakMb(), rssAfterLoadMb, info };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry point.
+
+function argValue(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  const child = argValue('--child');
+  if (child) {
+    const cfg = JSON.parse(child) as ChildConfig;
+    (cfg.kind === 'ours' ? oursChild(cfg) : llamaChild(cfg)).then(
+      (result) => process.send!({ type: 'result', result } satisfies ChildMessage, () => process.exit(0)),
+      (e) => process.send!({ type: 'error', message: e instanceof Error ? e.stack ?? e.message : String(e) } satisfies ChildMessage, () => process.exit(1)),
+    );
+  } else {
+    const num = (n: string) => (argValue(n) === undefined ? undefined : Number(argValue(n)));
+    await runDecodeBench({ json: process.argv.includes('--json'), accuracyLevel: num('--accuracy-level'), threads: num('--threads'), llamaThreads: num('--llama-threads') });
+  }
+}
