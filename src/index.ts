@@ -1,0 +1,13 @@
+/** edgereason's public API. */
+export { loadModel, Model, convertModel, type LoadOptions, type PromptOptions } from './runtime/model.ts';
+export type { Completion, GenerateOptions } from './runtime/generate.ts';
+export type { SamplingParams } from './runtime/sampler.ts';
+export { answer, Reasoner } from './reason/answer.ts';
+export { Router } from './reason/router.ts';
+export { Verifier } from './reason/verifier.ts';
+export type { AnswerOptions, AnswerResult, SampleResult, ReasoningMode, VoteMethod } from './reason/types.ts';
+export { trainSft, type SftOptions } from './train/sft.ts';
+export { trainRl, type RlOptions } from './train/rl.ts';
+export { runEval, type EvalReport } from './eval/harness.ts';
+export type { ModelConfig } from './models/config.ts';
+export type { ChatMessage } from './tokenizer/types.ts';
