@@ -1,0 +1,54 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { groupAdvantages, reward, thinkingLength, trainRl } from '../src/train/rl.ts';
+import { loadAdapter } from '../src/io/peft.ts';
+import { openSource } from '../src/io/source.ts';
+import { loadModel } from '../src/runtime/model.ts';
+import { rlPrompts } from '../src/cli/train-rl.ts';
+import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
+import { makeSplits } from '../src/tasks/synthetic.ts';
+
+test('rewards: correctness minus a soft, bounded penalty past the budget (or the group mean); unclosed thinking is −1', () => {
+  const o = { penalty: 'budget' as const, lambda: 1, groupMean: 0 };
+  assert.equal(reward({ correct: true, thinking: 60, closed: true, budget: 64 }, o), 1);
+  assert.equal(reward({ correct: true, thinking: 96, closed: true, budget: 64 }, o), 0.5);
+  assert.equal(reward({ correct: false, thinking: 96, closed: true, budget: 64 }, o), -0.5);
+  assert.equal(reward({ correct: true, thinking: 1000, closed: true, budget: 64 }, o), 0, 'the penalty is capped at 1');
+  assert.equal(reward({ correct: true, thinking: 10, closed: false, budget: 64 }, o), -1);
+  assert.equal(reward({ correct: true, thinking: 150, closed: true, budget: 64 }, { penalty: 'group', lambda: 0.5, groupMean: 100 }), 0.75);
+  assert.deepEqual(thinkingLength([5, 6, 9, 7], 9), { length: 3, closed: true });
+  assert.deepEqual(thinkingLength([5, 6], 9), { length: 2, closed: false });
+});
+
+test('group advantages are normalised within each group of G', () => {
+  const a = groupAdvantages([1, 0, 1, 0, 2, 2, 2, 2], 4);
+  for (const [x, y] of a.slice(0, 4).map((v, i) => [v, [1, -1, 1, -1][i]])) assert.ok(Math.abs(x - y) < 1e-3);
+  assert.deepEqual(a.slice(4), [0, 0, 0, 0], 'equal rewards carry no signal');
+});
+
+test('train-rl on the embedded model: forked rollouts, policy steps, a loadable PEFT adapter and curves', { skip: !fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet' }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-rl-'));
+  const src = openSource(DEFAULT_DIR);
+  const m = await loadModel(DEFAULT_DIR, { adapter: ADAPTER_DIR, quant: 'fp32' });
+  try {
+    const steps: number[] = [];
+    // Chat queries close their thinking quickly and mostly correctly, math ones mostly not: rewards differ within groups.
+    const chat = makeSplits({ train: 20, val: 0, test: 0, seed: 1, mix: { chat: 1 } }).train.map((it) => ({ question: it.question, gold: it.answer }));
+    const { history } = await trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, ...rlPrompts('synthetic', 20, 0)], {
+      out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, quiet: true, onStep: (s) => steps.push(s.step),
+    });
+    assert.deepEqual(steps, [1, 2]);
+    assert.equal(history.length, 2);
+    for (const h of history) assert.ok(h.thinking > 0 && h.thinking <= 96 && h.reward >= -1 && h.reward <= 1, JSON.stringify(h));
+    const a = loadAdapter(out, src.config), start = loadAdapter(ADAPTER_DIR, src.config);
+    assert.deepEqual(a.config.aloraInvocationTokens, start.config.aloraInvocationTokens);
+    const k = [...start.tensors.keys()][0];
+    assert.notDeepEqual(a.tensors.get(k)!.b, start.tensors.get(k)!.b, 'the policy steps changed the adapter');
+    for (const f of ['rl-curves.svg', 'rl-length.svg', 'rl_log.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
+  } finally {
+    await m.close();
+  }
+});
