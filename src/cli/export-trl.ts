@@ -15,8 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { DEFAULT_DIR, INVOCATION } from '../tasks/default-model.ts';
-import { formatResponse, makeSplits, Rng } from '../tasks/synthetic.ts';
+import { DEFAULT_DIR, INVOCATION, reasoningConversations } from '../tasks/default-model.ts';
 import { readJsonl } from '../train/data.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
 import { withBudget } from '../reason/answer.ts';
@@ -78,10 +77,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   if (o.data) {
     sft = readJsonl(o.data).map((r) => ('messages' in r ? { messages: r.messages } : { prompt: r.prompt, completion: r.completion }));
   } else {
-    const n = o.examples ?? 20000;
-    const items = makeSplits({ train: n, val: 0, test: 0, seed: seed + 1, mix: { easy: 0.2, medium: 0.3, hard: 0.4, chat: 0.1 } }).train;
-    const rng = new Rng(seed ^ 0x7e5);
-    sft = items.map((it) => ({ messages: [{ role: 'user', content: it.question }, { role: 'assistant', content: formatResponse(it, rng.chance(0.5) ? 'verbose' : 'concise', rng) }] }));
+    sft = reasoningConversations(o.examples ?? 12000, seed).map((c) => ({ messages: [{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }] }));
   }
   // GRPO prompts: the same prompts as train-rl, each with its budget bucket written into the system message.
   const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed);

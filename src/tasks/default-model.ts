@@ -65,11 +65,18 @@ export function baseExamples(tok: TextTokenizer, n: number, seed: number): Examp
   return [...items, ...extra].map((it, i) => chat(tok, it.question, formatAnswer(it), i + 1));
 }
 
-/** Adapter data: "<think>\n…\n</think>\n\n#### n" replies, concise and verbose traces mixed. */
-export function reasoningExamples(tok: TextTokenizer, n: number, seed: number): Example[] {
+/** The recipe's share of verbose (long-CoT style) traces; the rest are concise. */
+export const VERBOSE_SHARE = 0.3;
+
+/** Adapter conversations: "<think>\n…\n</think>\n\n#### n" replies, concise and verbose traces mixed. */
+export function reasoningConversations(n: number, seed: number, verboseShare = VERBOSE_SHARE): { question: string; reply: string }[] {
   const items = makeSplits({ train: n, val: 0, test: 0, seed: seed + 1, mix: { easy: 0.2, medium: 0.3, hard: 0.4, chat: 0.1 } }).train;
   const rng = new Rng(seed ^ 0x7e5);
-  return items.map((it, i) => chat(tok, it.question, formatResponse(it, rng.chance(0.5) ? 'verbose' : 'concise', rng), i + 1));
+  return items.map((it) => ({ question: it.question, reply: formatResponse(it, rng.chance(verboseShare) ? 'verbose' : 'concise', rng) }));
+}
+
+export function reasoningExamples(tok: TextTokenizer, n: number, seed: number): Example[] {
+  return reasoningConversations(n, seed).map((c, i) => chat(tok, c.question, c.reply, i + 1));
 }
 
 export interface DefaultRecipe {
@@ -104,10 +111,10 @@ export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses:
   if (stages.includes('adapter')) {
     const { loadHfFolder } = await import('../io/hf-folder.ts');
     const base = loadHfFolder(out);
-    const data = reasoningExamples(tok, r.adapterExamples ?? 20000, seed);
+    const data = reasoningExamples(tok, r.adapterExamples ?? 12000, seed);
     const invocation = tok.encode(INVOCATION, { addSpecialTokens: false });
     const res = await trainSft(base.config, base.weights, data, [], {
-      out: path.join(out, 'reasoning-adapter'), rank: 16, alpha: 32, lr: 2e-3, epochs: r.adapterEpochs ?? 2, batchTokens: 8192,
+      out: path.join(out, 'reasoning-adapter'), rank: 64, alpha: 128, lr: 3e-3, epochs: r.adapterEpochs ?? 3, batchTokens: 8192,
       aloraInvocation: invocation, maxSteps: r.maxSteps, checkpointEvery: 200, quiet: r.quiet, seed, baseModel: 'models/default',
     });
     adapterLosses = res.losses;
