@@ -77,7 +77,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   if (o.data) {
     sft = readJsonl(o.data).map((r) => ('messages' in r ? { messages: r.messages } : { prompt: r.prompt, completion: r.completion }));
   } else {
-    sft = reasoningConversations(o.examples ?? 12000, seed).map((c) => ({ messages: [{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }] }));
+    sft = reasoningConversations(o.examples ?? 20000, seed).map((c) => ({ messages: [{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }] }));
   }
   // GRPO prompts: the same prompts as train-rl, each with its budget bucket written into the system message.
   const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed);

@@ -66,7 +66,7 @@ export function baseExamples(tok: TextTokenizer, n: number, seed: number): Examp
 }
 
 /** The recipe's share of verbose (long-CoT style) traces; the rest are concise. */
-export const VERBOSE_SHARE = 0.3;
+export const VERBOSE_SHARE = 0.5;
 
 /** Adapter conversations: "<think>\n…\n</think>\n\n#### n" replies, concise and verbose traces mixed. */
 export function reasoningConversations(n: number, seed: number, verboseShare = VERBOSE_SHARE): { question: string; reply: string }[] {
@@ -111,10 +111,10 @@ export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses:
   if (stages.includes('adapter')) {
     const { loadHfFolder } = await import('../io/hf-folder.ts');
     const base = loadHfFolder(out);
-    const data = reasoningExamples(tok, r.adapterExamples ?? 12000, seed);
+    const data = reasoningExamples(tok, r.adapterExamples ?? 20000, seed);
     const invocation = tok.encode(INVOCATION, { addSpecialTokens: false });
     const res = await trainSft(base.config, base.weights, data, [], {
-      out: path.join(out, 'reasoning-adapter'), rank: 64, alpha: 128, lr: 3e-3, epochs: r.adapterEpochs ?? 3, batchTokens: 8192,
+      out: path.join(out, 'reasoning-adapter'), rank: 16, alpha: 32, lr: 2e-3, epochs: r.adapterEpochs ?? 2, batchTokens: 8192,
       aloraInvocation: invocation, maxSteps: r.maxSteps, checkpointEvery: 200, quiet: r.quiet, seed, baseModel: 'models/default',
     });
     adapterLosses = res.losses;
