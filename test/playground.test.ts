@@ -10,28 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { createServer } from '../src/server/app.ts';
-import { saveAdapter } from '../src/io/peft.ts';
-import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
-import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-
-/** models/default when it is complete, else a random model with a random aLoRA adapter (as in server.test.ts). */
-function testModel(): string {
-  const def = path.join(ROOT, 'models/default');
-  if (fs.existsSync(path.join(def, 'config.json')) && fs.existsSync(path.join(def, 'reasoning-adapter/adapter_config.json'))) return def;
-  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-playground-')), 'model');
-  const m = makeRandomQwen2({ dir, seed: 1, gguf: false });
-  const inv = loadTokenizer(dir).encode('<think>', { addSpecialTokens: false });
-  const r = rng(2), t = new Map<string, { a: Float32Array; b: Float32Array }>();
-  for (let l = 0; l < m.config.numLayers; l++) for (const p of PROJECTIONS) {
-    const [out, inp] = projectionShape(m.config, p);
-    t.set(projectionTensorName(l, p), { a: Float32Array.from({ length: 4 * inp }, () => 0.1 * r.normal()), b: Float32Array.from({ length: out * 4 }, () => 0.1 * r.normal()) });
-  }
-  saveAdapter(path.join(dir, 'reasoning-adapter'), { r: 4, loraAlpha: 8, targets: [...PROJECTIONS], aloraInvocationTokens: inv }, t, m.config.numLayers);
-  return dir;
-}
 
 function chromiumPath(): string | undefined {
   return [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => !!p && fs.existsSync(p));
@@ -44,7 +24,7 @@ test('playground: a question streams thinking and answer into the page; route, v
     t.skip('no Chromium (apt-get install -y chromium)');
     return;
   }
-  const server = await createServer({ model: testModel(), port: 0, ctx: 512 });
+  const server = await createServer({ model: path.join(ROOT, 'models/default'), port: 0, ctx: 512 });
   const url = await server.listen();
   let browser: Browser | undefined;
   try {

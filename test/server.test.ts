@@ -4,41 +4,20 @@
  * test (32 concurrent streaming clients, seeded outputs equal single-request outputs, RSS bounded) against a
  * server process that is then stopped with SIGTERM while requests are in flight.
  *
- * The model: the embedded default model (models/default + its reasoning adapter) once it exists, else a random
- * tiny Qwen2 with a random activated-LoRA adapter (the same code paths, gibberish text).
+ * The model: the embedded default model (models/default + its reasoning adapter).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
-import { saveAdapter } from '../src/io/peft.ts';
-import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
-import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
-/** models/default when it is complete, else a random model with a random aLoRA adapter "reasoning-adapter". */
-function testModel(): { dir: string; embedded: boolean } {
-  const def = path.join(ROOT, 'models/default');
-  if (fs.existsSync(path.join(def, 'config.json')) && fs.existsSync(path.join(def, 'reasoning-adapter/adapter_config.json'))) return { dir: def, embedded: true };
-  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-server-')), 'model');
-  const m = makeRandomQwen2({ dir, seed: 1, gguf: false });
-  const inv = loadTokenizer(dir).encode('<think>', { addSpecialTokens: false });
-  const r = rng(2), t = new Map<string, { a: Float32Array; b: Float32Array }>();
-  for (let l = 0; l < m.config.numLayers; l++) for (const p of PROJECTIONS) {
-    const [out, inp] = projectionShape(m.config, p);
-    t.set(projectionTensorName(l, p), { a: Float32Array.from({ length: 4 * inp }, () => 0.1 * r.normal()), b: Float32Array.from({ length: out * 4 }, () => 0.1 * r.normal()) });
-  }
-  saveAdapter(path.join(dir, 'reasoning-adapter'), { r: 4, loraAlpha: 8, targets: [...PROJECTIONS], aloraInvocationTokens: inv }, t, m.config.numLayers);
-  return { dir, embedded: false };
-}
+const fixture = { dir: path.join(ROOT, 'models/default') };
 
-const fixture = testModel();
 const BASE = path.basename(fixture.dir);
 let server: EdgeServer;
 let client: OpenAI;
