@@ -163,7 +163,8 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
       cpu: cpus[0]?.model ?? 'unknown', cores: os.availableParallelism(), memory_gb: round(os.totalmem() / 2 ** 30), os: `${os.type()} ${os.release()} ${os.arch()}`,
       node: process.version, onnxruntime_node: ortVersion, node_llama_cpp: nlcVersion, llama_cpp_release: ll.info?.release ?? 'unknown',
       llamacpp_system_info: ll.info?.systemInfo ?? '',
-      // 1/5/15-minute load averages: above ~0.5 before the start, other work shared the cores and the numbers are low.
+      // 1/5/15-minute load averages. At the start, above ~0.5 means other work shares the cores (numbers come out low);
+      // at the end they include the benchmark's own ~2 busy threads.
       loadavg_start: loadStart.map((x) => round(x, 2)), loadavg_end: os.loadavg().map((x) => round(x, 2)),
     },
   };
@@ -274,7 +275,7 @@ function markdown(r: DecodeBenchResult): string {
     `| peak RSS MB | ${r.peak_rss_mb} (after load ${r.rss_after_load_mb}) | ${r.llamacpp_peak_rss_mb} | |`,
     `| load s | ${r.load_s} | ${r.llamacpp_load_s} | |`,
     '',
-    `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memory_gb} GB, ${r.machine.os} (load average ${r.machine.loadavg_start[0]} at the start, ${r.machine.loadavg_end[0]} at the end); node ${r.machine.node}, onnxruntime-node ${r.machine.onnxruntime_node}, node-llama-cpp ${r.machine.node_llama_cpp} (llama.cpp ${r.machine.llama_cpp_release}).`,
+    `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memory_gb} GB, ${r.machine.os} (1-minute load average ${r.machine.loadavg_start[0]} before the run); node ${r.machine.node}, onnxruntime-node ${r.machine.onnxruntime_node}, node-llama-cpp ${r.machine.node_llama_cpp} (llama.cpp ${r.machine.llama_cpp_release}).`,
     '',
   ];
   return lines.join('\n');
