@@ -42,9 +42,6 @@ export class KVCache {
     return out;
   }
 
-  /** Forks one row's prefix into n rows. */
-  fork(row: number, n: number): KVCache { return this.select(new Array(n).fill(row)); }
-
   /** Keeps only the given rows, in that order (finished sequences leave the batch). */
   keep(rows: number[]): void {
     const c = this.select(rows);
