@@ -13,6 +13,7 @@
  * 5. The samples' extracted answers are combined by vote (vote.ts), optionally scored by the verifier from the
  *    hidden state the decode steps already return, and the decode stops early once the vote is decided.
  */
+import { budgetSystemLine } from './budget.ts';
 import type { Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
@@ -30,10 +31,7 @@ export const THINK_CLOSE = '</think>';
 /** What budget forcing appends when the thinking cap is reached. */
 export const FORCED_CLOSE = '\n</think>\n\n';
 
-/** The system line that tells a budget-trained adapter its thinking budget (the RL trainer writes the same). */
-export function budgetSystemLine(budget: number): string {
-  return `Thinking budget: ${budget} tokens.`;
-}
+export { budgetSystemLine };
 
 /**
  * Messages with the budget line at the end of the system message (a system message with the default system
