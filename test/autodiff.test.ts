@@ -86,6 +86,32 @@ const ints = (dims: number[], values: number[]) => ({ dims, ints: values });
 // ---------------------------------------------------------------------------------------------
 // Linear algebra and layout.
 
+test('FusedMatMul (transB, com.microsoft; float32 only in ORT): gradients equal those of MatMul·Transpose, which the float64 check covers', async () => {
+  const r = rng(99), x = Float32Array.from({ length: 2 * 3 * 4 }, () => r.normal()), w = Float32Array.from({ length: 5 * 4 }, () => r.normal());
+  const run = async (fused: boolean) => {
+    const g = new Graph();
+    g.input('x', 'float32', [2, 3, 4]); g.input('w', 'float32', [5, 4]);
+    const y = fused ? g.node('FusedMatMul', ['x', 'w'], { transB: 1, alpha: { float: 0.5 } }, { domain: 'com.microsoft' })
+      : g.node('Mul', [g.node('MatMul', ['x', g.node('Transpose', ['w'], { perm: [1, 0] })]), g.scalar(0.5)]);
+    g.nodeN('ReduceSum', [g.node('Mul', [y, g.node('Sin', [y])])], { keepdims: 0 }, { names: ['loss'] });
+    g.output('loss', 'float32', []);
+    const grads = addBackward(g, 'loss', ['x', 'w'], { outputs: true });
+    const s = await ort.InferenceSession.create(g.toModelProto(), sessionOptions);
+    const out = await s.run({ x: new ort.Tensor('float32', x, [2, 3, 4]), w: new ort.Tensor('float32', w, [5, 4]) });
+    await s.release();
+    return [grads.get('x')!, grads.get('w')!].map((k) => out[k].data as Float32Array);
+  };
+  const [fused, plain] = [await run(true), await run(false)];
+  for (let i = 0; i < 2; i++) {
+    const worst = Math.max(...fused[i].map((v, j) => Math.abs(v - plain[i][j]) / Math.max(1e-3, Math.abs(plain[i][j]))));
+    assert.ok(worst < 1e-5, `FusedMatMul d/d${'xw'[i]} differs from MatMul·Transpose by ${worst}`);
+  }
+  const g = new Graph();
+  g.input('x', 'float32', [3, 4]); g.input('w', 'float32', [4, 5]);
+  g.nodeN('ReduceSum', [g.node('FusedMatMul', ['x', 'w'], { transA: 0 }, { domain: 'com.microsoft' })], { keepdims: 0 }, { names: ['loss'] });
+  assert.throws(() => addBackward(g, 'loss', ['w']), /FusedMatMul .* only differentiable as a·bᵀ with a 2-D b \(transB=1\)/);
+});
+
 test('MatMul: 2-D, batched weight, equal-rank batches, 2-D x batched, 5-D attention broadcast', async () => {
   const mm = (g: Graph) => g.node('MatMul', ['a', 'b']);
   await gradCheck('MatMul [3,4]x[4,5]', { a: [3, 4], b: [4, 5] }, mm);

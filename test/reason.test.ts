@@ -221,9 +221,10 @@ class ScriptedBackend implements Backend {
     const c = this.caches.get(h)!;
     this.steps++;
     req.tokens.forEach((t, b) => c[b].push(...t));
-    const res: StepResult = { positions: 1 };
-    if (req.want?.hidden) res.hidden = Float32Array.from(c.flatMap((row) => [row.length, row.at(-1)!]));
-    if (req.want?.logits) res.logits = Float32Array.from(c.flatMap((row) => VOCAB.map((_, k) => (k === this.policy(row, 0) ? 10 : 0))));
+    const L = typeof req.logits === 'number' ? req.logits : 1, res: StepResult = { positions: L };
+    const at = (row: number[]) => Array.from({ length: L }, (_, i) => row.slice(0, row.length - (L - 1 - i))); // history at each returned position
+    if (req.want?.hidden) res.hidden = Float32Array.from(c.flatMap((row) => at(row).flatMap((h) => [h.length, h.at(-1)!])));
+    if (req.want?.logits) res.logits = Float32Array.from(c.flatMap((row) => at(row).flatMap((h) => VOCAB.map((_, k) => (k === this.policy(h, 0) ? 10 : 0)))));
     if (req.sample) {
       res.tokens = req.sample.map((p, b) => (p ? this.policy(c[b], p.u) : -1));
       res.logprobs = res.tokens.map((t) => (t === A7 ? Math.log(0.25) : Math.log(0.5)));
@@ -233,7 +234,7 @@ class ScriptedBackend implements Backend {
   }
   async select(h: CacheHandle, rows: number[]): Promise<CacheHandle> { const c = this.caches.get(h)!, n = this.next++; this.caches.set(n, rows.map((r) => [...c[r]])); return n; }
   async keep(h: CacheHandle, rows: number[]): Promise<void> { const c = this.caches.get(h)!; this.caches.set(h, rows.map((r) => c[r])); }
-  async truncate(): Promise<void> {}
+  async truncate(h: CacheHandle, row: number, length: number): Promise<void> { this.caches.get(h)![row].length = length; }
   async lengths(h: CacheHandle): Promise<number[]> { return this.caches.get(h)!.map((r) => r.length); }
   async free(h: CacheHandle): Promise<void> { this.caches.delete(h); }
   async setAdapter(): Promise<void> {}
@@ -324,8 +325,10 @@ test('routing: off/on forced, auto by router threshold, no router means on; clas
     assert.equal(res.route, route, `${mode} ${r?.threshold}`);
     assert.deepEqual(seen, [route, res.routerScore]);
     assert.equal(res.routerScore === undefined, r === undefined);
-    // One prefill (the prompt) either way; the reasoning route feeds the invocation on the same cache.
+    // One prefill either way; with the adapter loadable it carries the invocation (speculatively), which the
+    // direct route truncates away and the reasoning route samples its first token after: no extra step.
     assert.deepEqual(b.finished[0].slice(0, 4), route === 'reasoning' ? [Q, Q, Q, OPEN] : [Q, Q, Q, CLOSE]);
+    assert.equal(b.steps, 3, 'the prefill, then one step per fed token (CLOSE, A7): no step for the invocation');
     assert.equal(res.usage.promptTokens, route === 'reasoning' ? 4 : 3);
   }
   // Classic LoRA with routing: the base prefill for the router, then the prompt again with the adapter on.
@@ -340,8 +343,9 @@ test('routing: off/on forced, auto by router threshold, no router means on; clas
 });
 
 test('early stop: the remaining samples stop once the leading answer cannot be overtaken', async () => {
-  // Each sample either closes at once (u < 0.6) and answers 5, or thinks until the length limit.
-  const policy = thinker((h, u) => h.at(-1) === OPEN && u < 0.6);
+  // Each sample thinks one "hmm" (its first token comes from the prefill's invocation logits, where this scripted
+  // model is deterministic), then either closes (u < 0.5) and answers 5, or thinks until the length limit.
+  const policy = thinker((h, u) => h.at(-1) === HMM && h.at(-2) === OPEN && u < 0.5);
   let stopped = 0, kept = 0;
   for (let seed = 0; seed < 12; seed++) {
     const base = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 6, maxTokens: 40, seed });
@@ -359,7 +363,7 @@ test('early stop: the remaining samples stop once the leading answer cannot be o
 });
 
 test('verifier scores come from the hidden state of the step that sampled the stop token (no extra pass)', async () => {
-  const policy = thinker((h, u) => u < 0.5, (h) => (h.length % 2 ? A5 : A7));
+  const policy = thinker((h, u) => h.at(-1) !== OPEN && u < 0.5, (h) => (h.length % 2 ? A5 : A7));
   const { m } = scripted(policy);
   const probe = fitProbe([[0, 5], [0, 6]], [1, 0], { steps: 200, lr: 0.1 }); // feature 1 = last token: "#### 5" good, "#### 7" bad
   const verifier = new Verifier(probe);

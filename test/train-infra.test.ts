@@ -401,18 +401,21 @@ describe('plot', () => {
 });
 
 describe('progress', () => {
-  it('quiet or non-TTY: draws nothing, reports step, tokens/s and ETA to the hook', () => {
+  it('non-TTY: a plain line every logEverySec and at the end; the hook gets step, tokens/s and ETA', () => {
     let t = 1000;
     const seen: ProgressInfo[] = [], written: string[] = [];
     const stream = { isTTY: false, write: (s: string) => { written.push(s); return true; } } as unknown as NodeJS.WriteStream;
-    const p = new Progress(10, { stream, now: () => t, onUpdate: (i) => seen.push(i) });
+    const p = new Progress(10, { stream, now: () => t, onUpdate: (i) => seen.push(i), logEverySec: 3 });
     t = 3000;
     assert.deepEqual(p.update(1, { loss: 2.5, tokens: 1000 }), { step: 1, total: 10, loss: 2.5, elapsedSec: 2, tokensPerSec: 500, etaSec: 18 });
     t = 5000;
     p.update(2, { tokens: 1000 });
     p.stop();
     assert.deepEqual(seen.map((i) => [i.step, i.tokensPerSec, i.etaSec]), [[1, 500, 18], [2, 500, 16]]);
-    assert.deepEqual(written, []);
+    assert.deepEqual(written, ['train 2/10 | loss - | 500 tok/s | elapsed 4s | ETA 16s\n']);
+    t = 5500;
+    new Progress(1, { stream, now: () => t }).update(1, { loss: 0.5 });
+    assert.equal(written[1], 'train 1/1 | loss 0.5000 | 0 tok/s | elapsed 0s | ETA 0s\n');
     const resumed = new Progress(10, { startStep: 8, quiet: true, now: () => t });
     assert.equal(resumed.update(8).etaSec, undefined);
   });

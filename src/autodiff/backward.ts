@@ -179,6 +179,11 @@ export function inferShapes(g: Graph, order: Node[]): Map<string, Shape> {
         if (!a || !b || a.length < 2 || b.length < 2) return undefined;
         return [[...broadcastShapes([a.slice(0, -2), b.slice(0, -2)], fresh), a.at(-2)!, b.at(-1)!]];
       }
+      case 'FusedMatMul': { // com.microsoft, transB=1 with a 2-D B only (see vjp.ts)
+        const [a, b] = ins;
+        if (!a || !b || a.length < 2 || b.length !== 2) return undefined;
+        return [[...a.slice(0, -1), b[0]]];
+      }
       case 'Transpose': {
         const perm = (n.attrs.perm as number[] | undefined) ?? x?.map((_, i) => x.length - 1 - i);
         return x && perm && [perm.map((p) => x[p])];

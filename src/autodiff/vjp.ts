@@ -195,6 +195,23 @@ export const VJP: Record<string, Rule> = {
       return [da, db];
     },
   },
+  // com.microsoft FusedMatMul as the linear layers use it: y = alpha·a·bᵀ with b a 2-D weight [N,K] (transB=1).
+  // dA = alpha·dY·B and dB = alpha·dYᵀ·A need no transposed copy of the weight, which is why linear() uses it.
+  FusedMatMul: {
+    vjp: (c, n, [dy], need) => {
+      const g = c.g, [a, b] = n.inputs, A = c.shape(a), B = c.shape(b);
+      const alpha = typeof n.attrs.alpha === 'object' ? (n.attrs.alpha as { float: number }).float : (n.attrs.alpha as number | undefined) ?? 1;
+      if (attr(n, 'transA', 0) || !attr(n, 'transB', 0) || attr(n, 'transBatchA', 0) || attr(n, 'transBatchB', 0) || !A || A.length < 2 || B?.length !== 2) {
+        throw new Error(`autodiff: FusedMatMul ${n.outputs[0]} is only differentiable as a·bᵀ with a 2-D b (transB=1), shapes [${A}], [${B}]`);
+      }
+      const scaled = (t: string) => (alpha === 1 ? t : mul(c, t, scalar(c, alpha)));
+      const flat = (t: string) => (A.length === 2 ? t : g.node('Flatten', [t], { axis: A.length - 1 }));
+      return [
+        need[0] ? scaled(g.node('MatMul', [dy!, b])) : null,
+        need[1] ? scaled(g.node('MatMul', [g.node('Transpose', [flat(dy!)], { perm: [1, 0] }), flat(a)])) : null,
+      ];
+    },
+  },
   Transpose: {
     vjp: (c, n, [dy]) => {
       const perm = n.attrs.perm as number[] | undefined; // absent: reversed axes, its own inverse

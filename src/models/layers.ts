@@ -49,7 +49,7 @@ export class Layers {
       const scales = g.initializer(`${name}.weight_scales`, 'float32', [n * blocks], q.scales);
       y = g.node('MatMulNBits', [x, packed, scales], { K: k, N: n, bits: 4, block_size: Q4_BLOCK, accuracy_level: this.opts.accuracyLevel }, { domain: MS });
     } else if (this.opts.weightsAsInputs || !this.opts.fused) {
-      y = g.node('MatMul', [x, g.node('Transpose', [this.param(`${name}.weight`)], { perm: [1, 0] })]);
+      y = this.matmulT(x, this.param(`${name}.weight`), true);
     } else {
       // Stored pre-transposed so MatMul can prepack it (MLAS packs constant B operands once).
       const w = this.weights.get(`${name}.weight`);
@@ -73,9 +73,12 @@ export class Layers {
     return scale === 1 ? this.matmulT(h, b) : g.node('Mul', [this.matmulT(h, b), g.scalar(scale)]);
   }
 
-  /** x @ w^T for a runtime tensor w. */
-  matmulT(x: string, w: string): string {
-    if (this.opts.fused) return this.g.node('FusedMatMul', [x, w], { transB: 1, alpha: { float: 1 } }, { domain: MS });
+  /**
+   * x @ w^T. FusedMatMul (transB) reads w in its stored [out, in] layout, so neither the forward nor the training
+   * backward (dx = dy·w) needs a transposed copy: one copy of the weights in memory. `always` uses it unfused too.
+   */
+  matmulT(x: string, w: string, always = false): string {
+    if (this.opts.fused || always) return this.g.node('FusedMatMul', [x, w], { transB: 1, alpha: { float: 1 } }, { domain: MS });
     return this.g.node('MatMul', [x, this.g.node('Transpose', [w], { perm: [1, 0] })]);
   }
 

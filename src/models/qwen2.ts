@@ -42,5 +42,5 @@ export function lmHead(L: Layers, hidden: string): string {
   const tied = L.cfg.tieWordEmbeddings || !L.weights.has('lm_head.weight');
   if (!tied) return L.linear(hidden, 'lm_head');
   if (L.opts.quant === 'q4' && !L.opts.weightsAsInputs) return L.linear(hidden, 'model.embed_tokens', {});
-  return L.matmulT(hidden, L.param('model.embed_tokens.weight'));
+  return L.matmulT(hidden, L.param('model.embed_tokens.weight'), true);
 }

@@ -5,9 +5,10 @@
  *    returns the last position's logits and final hidden state.
  * 2. Route: 'on' / 'off' forced; 'auto' asks the router (score ≥ threshold → reason; no router → reason).
  * 3. Direct route: the first token is sampled from the prefill logits; decoding goes on with the adapter off.
- * 4. Reasoning route (activated LoRA): the prompt's KV row is forked into N rows (no second prefill), the
- *    invocation ("<think>") is fed with the adapter on from its position, and the N samples (seeds seed+i)
- *    decode as one batch; a finished sample leaves the batch. A thinking segment that reaches the cap gets
+ * 4. Reasoning route (activated LoRA): the invocation ("<think>") was already in the prefill with the adapter on
+ *    from its position (speculative invocation: the prompt positions before it are unaffected), so its logits
+ *    give each sample's first thinking token with no extra step; the KV row is forked into N rows (no second
+ *    prefill) and the N samples (seeds seed+i) decode as one batch; a finished sample leaves the batch. A thinking segment that reaches the cap gets
  *    "\n</think>\n\n" appended by the runtime (src/runtime/generate.ts). A classic LoRA adapter cannot reuse
  *    the base cache: its prompt is encoded again with the adapter on everywhere.
  * 5. The samples' extracted answers are combined by vote (vote.ts), optionally scored by the verifier from the
@@ -62,16 +63,31 @@ export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, inv
   return { invocation: inv, end, force: [...enc(before), ...end, ...enc(after)] };
 }
 
-export interface Prefill { cache: CacheHandle; logits: Float32Array; hidden: Float32Array }
+export interface Prefill {
+  cache: CacheHandle;
+  /** The prompt's last position: logits (the direct answer's first token) and final hidden state (the router's input). */
+  logits: Float32Array;
+  hidden: Float32Array;
+  /** With an invocation: the logits after it (the first thinking token). */
+  invocationLogits?: Float32Array;
+}
 
-/** Encodes a prompt into a new one-row cache in one step; returns its last position's logits and hidden state. */
-export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0): Promise<Prefill> {
-  const cache = await backend.newCache(1);
+/**
+ * Encodes a prompt into a new one-row cache in one step. With `invocation`, those tokens are appended with the
+ * adapter on (speculative invocation): the prompt's positions still see base weights only (attention is causal),
+ * so its logits and hidden state are the base model's, and the reasoning route starts from the invocation's
+ * logits without another step; the direct route truncates the invocation away.
+ */
+export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = []): Promise<Prefill> {
+  const cache = await backend.newCache(1), L = invocation.length + 1, V = backend.config.vocabSize, H = backend.config.hiddenSize;
   try {
-    const r = await backend.step(cache, {
-      tokens: [ids], ...(adapterMask ? { adapterMask: [ids.map(() => 1)] } : {}), want: { logits: true, hidden: true },
-    });
-    return { cache, logits: r.logits!, hidden: r.hidden! };
+    const tokens = [...ids, ...invocation];
+    const mask = adapterMask || invocation.length ? [tokens.map((_, i) => (adapterMask || i >= ids.length ? 1 : 0))] : undefined;
+    const r = await backend.step(cache, { tokens: [tokens], ...(mask ? { adapterMask: mask } : {}), logits: L, want: { logits: true, hidden: true } });
+    return {
+      cache, logits: r.logits!.slice(0, V), hidden: r.hidden!.slice(0, H),
+      ...(invocation.length ? { invocationLogits: r.logits!.slice((L - 1) * V, L * V) } : {}),
+    };
   } catch (e) {
     await backend.free(cache);
     throw e;
@@ -142,8 +158,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
 
   try {
     // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
+    //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
     let base: Prefill | undefined;
-    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0); handles.add(base.cache); }
+    const spec = !!model.adapter && !classic && mode !== 'off' ? reasoningTokens(model, opts.invocation).invocation : [];
+    const speculate = spec.length > 0 && ids.length + spec.length < ctx;
+    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : []); handles.add(base.cache); }
     // 2. Route.
     const router = mode === 'auto' && model.adapter ? aux.router : undefined;
     const routerScore = router && base ? router.score(base.hidden) : undefined;
@@ -160,6 +179,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), reasoning ? 'thinking' : 'answer') : undefined);
     let cache: CacheHandle, seqs: Sequence[], pending: number[][];
     if (!reasoning) {
+      if (speculate) await backend.truncate(base!.cache, 0, ids.length);
       const seq = new Sequence(tok, { ...sampling, seed, maxTokens }, ids.length, streams[0] && ((p) => streams[0]!.push(p)));
       const draw = seq.sampling(), first = sampleToken(base!.logits, draw, draw.u); // the engine's sampler, same draw
       seq.ttftMs = performance.now() - start;
@@ -178,7 +198,15 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         ...sampling, seed: seed + i, maxTokens, adapter: true, adapterFrom: classic ? 0 : ids.length,
         thinking: { end: rt!.end, maxTokens: K, force: rt!.force },
       }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
-      pending = seqs.map(() => rt!.invocation);
+      if (base?.invocationLogits && !classic) { // the invocation is in the cache: each sample's first token from its logits
+        pending = seqs.map((seq) => {
+          const forced = seq.takeForced(); // a cap of 0 closes the thinking before anything is sampled
+          if (forced.length) return forced;
+          const draw = seq.sampling(), first = sampleToken(base!.invocationLogits!, draw, draw.u);
+          seq.ttftMs = performance.now() - start;
+          return seq.accept(first.token, first.logprob) ? [] : [first.token, ...seq.takeForced()];
+        });
+      } else pending = seqs.map(() => rt!.invocation);
     }
 
     // 5. Decode with verifier scoring and early stop.

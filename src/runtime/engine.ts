@@ -12,8 +12,11 @@ export interface StepInput {
   tokens: number[][];
   /** Per-token adapter switch (1 = base + LoRA), same shape as tokens; default all 0. */
   adapterMask?: number[][];
-  /** 'last' = logits of each row's last new token; 'all' = every new position (padded to T). */
-  logits?: 'last' | 'all';
+  /**
+   * 'last' = logits of each row's last new token; a number k = of each row's last k new tokens (a row with fewer
+   * repeats its first); 'all' = every new position (padded to T). Hidden states come at the same positions.
+   */
+  logits?: 'last' | 'all' | number;
 }
 
 export interface StepOutput {
@@ -90,7 +93,7 @@ export class Engine {
     const T = Math.max(1, ...counts);
     // The attention op writes T rows for every row (padding included), so make room for all of them.
     cache.ensureCapacity(Math.max(...cache.lengths) + T);
-    const L = input.logits === 'all' ? T : 1;
+    const L = input.logits === 'all' ? T : typeof input.logits === 'number' ? input.logits : 1;
     const fresh = cache.lengths.every((l) => l === 0);
     let out: StepOutput;
     if (T === 1 || rows === 1 || fresh) out = await this.run(cache, input, counts, T, L, [...Array(rows).keys()]);
@@ -208,6 +211,9 @@ export class Engine {
     for (const row of input.tokens) for (const id of row) {
       if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
     }
+    if (typeof input.logits === 'number' && !(Number.isInteger(input.logits) && input.logits >= 1 && input.logits <= Math.max(...counts))) {
+      throw new Error(`engine: logits must be 'last', 'all' or a count of last positions in 1..${Math.max(...counts)}, got ${input.logits}`);
+    }
     const max = Math.max(...cache.lengths.map((l, b) => l + counts[b]));
     if (max > this.config.maxPositionEmbeddings) throw new Error(`engine: sequence length ${max} exceeds the model's context of ${this.config.maxPositionEmbeddings} tokens`);
     return counts;
@@ -223,7 +229,7 @@ export class Engine {
         mask[b * T + t] = input.adapterMask?.[row]?.[t] ?? 0;
       }
       seqlens[b] = cache.lengths[row] + T - 1;
-      for (let i = 0; i < L; i++) index[b * L + i] = BigInt(L === 1 ? Math.max(0, counts[row] - 1) : i);
+      for (let i = 0; i < L; i++) index[b * L + i] = BigInt(input.logits === 'all' ? i : Math.max(0, counts[row] - L + i));
     });
     const { kvHeads, headDim } = cache.shape, dims = [B, kvHeads, cache.capacity, headDim];
     const feeds: Record<string, ort.Tensor> = {

@@ -19,12 +19,14 @@ import { randomInt } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
 import { answer } from '../reason/answer.ts';
+import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, type ChatRequest, type Effort } from './schemas.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
-export const DEFAULT_EFFORT_BUDGETS: EffortBudgets = { minimal: 32, low: 32, medium: 64, high: 128 };
+/** reasoning_effort → thinking budget: the RL buckets (DEFAULT_BUDGETS), minimal half of the smallest. */
+export const DEFAULT_EFFORT_BUDGETS: EffortBudgets = { minimal: 48, low: DEFAULT_BUDGETS[0], medium: DEFAULT_BUDGETS[1], high: DEFAULT_BUDGETS[2] };
 
 export interface ChatLimits {
   /** Context the server allows (≤ the model's). */

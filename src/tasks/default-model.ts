@@ -11,7 +11,9 @@ import { loadTokenizer } from '../tokenizer/hf.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { tokenizeRecord, type Example } from '../train/data.ts';
 import { trainSft } from '../train/sft.ts';
-import { formatAnswer, formatResponse, generateMath, makeSplits, Rng, splitOf, type Item, type Mix } from './synthetic.ts';
+import {
+  formatAnswer, formatResponse, formatThinking, generateMath, makeSplits, Rng, splitOf, type Item, type MathItem, type Mix, type TraceStyle,
+} from './synthetic.ts';
 
 export const DEFAULT_DIR = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../models/default');
 export const ADAPTER_DIR = path.join(DEFAULT_DIR, 'reasoning-adapter');
@@ -53,16 +55,36 @@ export function initWeights(c: ModelConfig, seed: number): Map<string, { shape: 
 const chat = (tok: TextTokenizer, question: string, reply: string, line: number): Example =>
   tokenizeRecord({ line, messages: [{ role: 'user', content: question }, { role: 'assistant', content: reply }] }, tok);
 
-/** Base-model data: direct answers for every difficulty and the chat queries, plus single operations up to 40. */
+/**
+ * Base-model data, the "pretraining" of the default model:
+ * - chat turns answered directly ("#### n", or the chat reply) for every difficulty and the chat queries, plus
+ *   single operations up to 40, so the base answers easy items and chat queries and guesses on hard ones;
+ * - plain-text worked solutions ("Problem: … Solution: … The answer is n.", no chat template, loss on every token),
+ *   concise and verbose, the way a real base model has read solved problems without being tuned to reason in chat.
+ *   They teach the arithmetic facts and every word the reasoning traces use; eliciting that in chat, after
+ *   "<think>", is the reasoning adapter's job.
+ */
 export function baseExamples(tok: TextTokenizer, n: number, seed: number): Example[] {
-  const mix: Mix = { easy: 0.5, medium: 0.1, hard: 0.1, chat: 0.3 };
-  const items: Item[] = makeSplits({ train: Math.round(n * 0.8), val: 0, test: 0, seed, mix }).train;
-  const rng = new Rng(seed ^ 0xa11), extra: Item[] = [];
-  while (extra.length < n - items.length) {
-    const it = generateMath(rng, { ops: 1, maxValue: 40, id: `op-${extra.length}` });
-    if (splitOf(it) === 'train') extra.push(it);
+  const mix: Mix = { easy: 0.5, medium: 0.08, hard: 0.08, chat: 0.34 };
+  const nDirect = Math.round(n * 0.75), nOps = Math.round(n * 0.1), nDocs = n - nDirect - nOps;
+  const items: Item[] = makeSplits({ train: nDirect, val: 0, test: 0, seed, mix }).train;
+  const rng = new Rng(seed ^ 0xa11);
+  while (items.length < nDirect + nOps) {
+    const it = generateMath(rng, { ops: 1, maxValue: 40, id: `op-${items.length}` });
+    if (splitOf(it) === 'train') items.push(it);
   }
-  return [...items, ...extra].map((it, i) => chat(tok, it.question, formatAnswer(it), i + 1));
+  const direct = items.map((it, i) => chat(tok, it.question, formatAnswer(it), i + 1));
+  const docItems = makeSplits({ train: nDocs, val: 0, test: 0, seed: seed + 2, mix: { easy: 0.2, medium: 0.3, hard: 0.5 } }).train;
+  const docs = docItems.map((it) => solutionDocument(tok, it as MathItem, rng.chance(0.5) ? 'verbose' : 'concise', rng));
+  return [...direct, ...docs];
+}
+
+/** One worked solution as a plain-text document between <|endoftext|> tokens; every token after the first is a target. */
+export function solutionDocument(tok: TextTokenizer, item: MathItem, style: TraceStyle, rng: Rng): Example {
+  const text = `Problem: ${item.question}\nSolution:\n${formatThinking(item, style, rng)}\nThe answer is ${item.answer}.`;
+  const sep = tok.encode('<|endoftext|>', { addSpecialTokens: false });
+  const ids = [...sep, ...tok.encode(text, { addSpecialTokens: false }), ...sep];
+  return { ids, lossMask: new Uint8Array(ids.length).fill(1, 1) };
 }
 
 /** The recipe's share of verbose (long-CoT style) traces; the rest are concise. */
@@ -100,9 +122,9 @@ export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses:
   const config = defaultConfig(tok.vocabSize);
   let baseLosses: number[] = [], adapterLosses: number[] = [];
   if (stages.includes('base')) {
-    const data = baseExamples(tok, r.baseExamples ?? 60000, seed);
+    const data = baseExamples(tok, r.baseExamples ?? 120000, seed);
     const res = await trainSft(config, new MemoryWeights(initWeights(config, seed)), data, [], {
-      out, full: true, lr: 2e-3, epochs: r.baseEpochs ?? 3, batchTokens: 2048, weightDecay: 0.1, maxSteps: r.maxSteps,
+      out, full: true, lr: 2e-3, epochs: r.baseEpochs ?? 2, batchTokens: 2048, weightDecay: 0.1, maxSteps: r.maxSteps,
       checkpointEvery: 200, quiet: r.quiet, seed,
     });
     baseLosses = res.losses;
@@ -111,10 +133,10 @@ export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses:
   if (stages.includes('adapter')) {
     const { loadHfFolder } = await import('../io/hf-folder.ts');
     const base = loadHfFolder(out);
-    const data = reasoningExamples(tok, r.adapterExamples ?? 20000, seed);
+    const data = reasoningExamples(tok, r.adapterExamples ?? 24000, seed);
     const invocation = tok.encode(INVOCATION, { addSpecialTokens: false });
     const res = await trainSft(base.config, base.weights, data, [], {
-      out: path.join(out, 'reasoning-adapter'), rank: 16, alpha: 32, lr: 2e-3, epochs: r.adapterEpochs ?? 2, batchTokens: 8192,
+      out: path.join(out, 'reasoning-adapter'), rank: 16, alpha: 32, lr: 2e-3, epochs: r.adapterEpochs ?? 2, batchTokens: 4096,
       aloraInvocation: invocation, maxSteps: r.maxSteps, checkpointEvery: 200, quiet: r.quiet, seed, baseModel: 'models/default',
     });
     adapterLosses = res.losses;

@@ -1,6 +1,7 @@
 /**
- * Training progress: step/total, loss, tokens/s and ETA on a cli-progress bar. Draws nothing when the stream is
- * not a TTY or `quiet` is set; `onUpdate` receives the numbers either way (tests, logs).
+ * Training progress: step/total, loss, tokens/s and ETA on a cli-progress bar; when the stream is not a TTY (a
+ * log file, CI) one plain line every `logEverySec` seconds instead. Nothing when `quiet` is set; `onUpdate`
+ * receives the numbers either way (tests, logs).
  */
 import cliProgress from 'cli-progress';
 
@@ -23,6 +24,8 @@ export interface ProgressOptions {
   startStep?: number;
   /** Clock in milliseconds (injectable for tests). */
   now?: () => number;
+  /** Seconds between plain progress lines when the stream is not a TTY (default 30). */
+  logEverySec?: number;
 }
 
 export function formatSeconds(s: number | undefined): string {
@@ -37,12 +40,16 @@ export class Progress {
   private readonly t0: number;
   private readonly startStep: number;
   private tokens = 0;
+  private readonly logStream?: NodeJS.WriteStream;
+  private lastLog: number;
 
   constructor(readonly total: number, private readonly opts: ProgressOptions = {}) {
     this.now = opts.now ?? Date.now;
     this.t0 = this.now();
     this.startStep = opts.startStep ?? 0;
     const stream = opts.stream ?? process.stderr;
+    this.lastLog = this.t0;
+    if (!opts.quiet && !stream.isTTY) this.logStream = stream;
     if (!opts.quiet && stream.isTTY) {
       this.bar = new cliProgress.SingleBar({
         stream, hideCursor: true, clearOnComplete: false,
@@ -62,6 +69,10 @@ export class Progress {
       etaSec: done > 0 ? (elapsedSec / done) * Math.max(0, this.total - step) : undefined,
     };
     this.bar?.update(step, { loss: o.loss === undefined ? '-' : o.loss.toFixed(4), tps: info.tokensPerSec.toFixed(0), eta_s: formatSeconds(info.etaSec) });
+    if (this.logStream && (this.now() - this.lastLog >= 1000 * (this.opts.logEverySec ?? 30) || step === this.total)) {
+      this.lastLog = this.now();
+      this.logStream.write(`train ${step}/${this.total} | loss ${o.loss === undefined ? '-' : o.loss.toFixed(4)} | ${info.tokensPerSec.toFixed(0)} tok/s | elapsed ${formatSeconds(elapsedSec)} | ETA ${formatSeconds(info.etaSec)}\n`);
+    }
     this.opts.onUpdate?.(info);
     return info;
   }

@@ -51,6 +51,16 @@ export interface SftResult { steps: number; losses: number[]; evalLosses: [numbe
 
 export async function trainSft(config: ModelConfig, weights: WeightSource, train: Example[], evalSet: Example[], o: SftOptions): Promise<SftResult> {
   if (!train.length) throw new Error('train-sft: the training set is empty');
+  if (o.aloraInvocation) {
+    // A target predicted from a position the adapter does not act on (the invocation's first token, anything
+    // before it) cannot be learnt by the adapter: it only adds a constant to the loss, so it is dropped.
+    const adapted = (e: Example): Example => {
+      const m = aloraMask(e.ids, o.aloraInvocation!), lossMask = e.lossMask.map((v, i) => (i > 0 && m[i - 1] ? v : 0));
+      return { ids: e.ids, lossMask };
+    };
+    train = train.map(adapted); evalSet = evalSet.map(adapted);
+    if (!train.some((e) => e.lossMask.some((v) => v))) throw new Error(`train-sft: no training example contains the activated-LoRA invocation tokens [${o.aloraInvocation.join(', ')}] before its completion`);
+  }
   const rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
   if (!o.full && (!Number.isInteger(rank) || rank <= 0)) throw new Error(`train-sft: --lora-r must be a positive integer, got ${rank}`);
   for (const t of targets) if (!PROJECTIONS.includes(t)) throw new Error(`train-sft: unknown target module "${t}" (use ${PROJECTIONS.join(', ')})`);
