@@ -35,7 +35,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
   const model = o.model ?? path.join(ROOT, 'models/default');
   const sftDir = o.sft ?? path.join(model, 'reasoning-adapter'), rlDir = o.rl ?? path.join(model, 'reasoning-adapter-rl');
   const items = makeSplits({ train: 0, val: 0, test: o.items ?? 100, seed: 0, mix: { hard: 1 } }).test as MathItem[];
-  const caps = o.caps ?? [8, 16, 24, 32, 48, 64, 96, 128];
+  const caps = o.caps ?? [16, 32, 48, 64, 96, 128, 192, 256];
   const result: Record<string, unknown> = { items: items.length, split: 'synthetic test, hard (4–8 steps)', decoding: 'greedy' };
   const capCurves: { name: string; points: [number, number][] }[] = [];
   for (const [name, dir] of [['SFT', sftDir], ['RL', rlDir]] as const) {

@@ -70,7 +70,11 @@ export interface ReasoningBenchResult {
   date: string;
   model: { path: string; adapter: string; router?: string; verifier?: string; hiddenSize: number; layers: number; context: number };
   settings: Record<string, unknown>;
-  ttft: { targetTokens: number; promptTokens: number; sharedKvMs: number; classicMs: number; baseDirectMs: number; saving: number }[];
+  ttft: {
+    targetTokens: number; promptTokens: number; sharedKvMs: number; classicMs: number; baseDirectMs: number; saving: number;
+    /** The reasoning turn's own cost over the base prefill the router needs anyway: (shared − base) / (classic − base). */
+    turnCostRatio: number;
+  }[];
   routing?: {
     n: number; threshold: number; routerAccuracy: number; reasoningShare: number; easyChatDirectShare: number; easyChatN: number;
     accuracy: { base: number; alwaysReason: number; routed: number };
@@ -138,8 +142,9 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       await run('activated'); await run('classic'); // warm-up (allocations, ORT first-run)
       const t: Record<string, number[]> = { activated: [], classic: [], base: [] };
       for (let i = 0; i < reps; i++) for (const m of ['activated', 'classic', 'base'] as const) t[m].push(await run(m));
-      const row = { targetTokens: target, promptTokens: tokens, sharedKvMs: median(t.activated), classicMs: median(t.classic), baseDirectMs: median(t.base), saving: 0 };
+      const row = { targetTokens: target, promptTokens: tokens, sharedKvMs: median(t.activated), classicMs: median(t.classic), baseDirectMs: median(t.base), saving: 0, turnCostRatio: 0 };
       row.saving = 1 - row.sharedKvMs / row.classicMs;
+      row.turnCostRatio = Math.max(0, row.sharedKvMs - row.baseDirectMs) / Math.max(1e-9, row.classicMs - row.baseDirectMs);
       result.ttft.push(row);
       log(`TTFT @ ${tokens} prompt tokens: shared KV ${row.sharedKvMs.toFixed(1)} ms, classic re-prefill ${row.classicMs.toFixed(1)} ms, base direct ${row.baseDirectMs.toFixed(1)} ms`);
     }
@@ -254,9 +259,9 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     `Model: ${r.model.path} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, context ${r.model.context}) + adapter ${r.model.adapter}; router ${r.model.router ?? 'none'}; verifier ${r.model.verifier ?? 'none'}.`,
     `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, threads ${r.machine.threads}, node ${r.machine.node}. Settings: ${JSON.stringify(r.settings)}.`, '',
     '## TTFT of the reasoning turn', '',
-    'Both paths first run the base prefill (router input); activated LoRA then feeds the invocation on the same KV cache, the classic adapter encodes the prompt again with the adapter on. Median of the runs.', '',
-    '| prompt tokens | activated LoRA, shared KV (ms) | classic LoRA, re-prefill (ms) | saving | base direct (ms) |', '|---:|---:|---:|---:|---:|',
-    ...r.ttft.map((t) => `| ${t.promptTokens} | ${t.sharedKvMs.toFixed(1)} | ${t.classicMs.toFixed(1)} | ${pct(t.saving)} | ${t.baseDirectMs.toFixed(1)} |`), '',
+    'Both paths first run the base prefill (the router\'s input). Activated LoRA: that prefill already carries the invocation with the adapter on (speculative invocation), so the first thinking token comes from the same step; the classic adapter encodes the prompt again with the adapter on. "Turn cost" is the reasoning turn\'s own time over the base prefill: (shared − base) / (classic − base). Median of the runs.', '',
+    '| prompt tokens | activated LoRA, shared KV (ms) | classic LoRA, re-prefill (ms) | saving | turn cost, shared / re-prefill | base direct (ms) |', '|---:|---:|---:|---:|---:|---:|',
+    ...r.ttft.map((t) => `| ${t.promptTokens} | ${t.sharedKvMs.toFixed(1)} | ${t.classicMs.toFixed(1)} | ${pct(t.saving)} | ${(t.turnCostRatio ?? 0).toFixed(2)}× | ${t.baseDirectMs.toFixed(1)} |`), '',
     `![TTFT](${stem}-ttft.svg)`, ''];
   if (r.routing) {
     const g = r.routing;

@@ -13,15 +13,17 @@ import { answer } from '../src/reason/answer.ts';
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-test('the default recipe: base (full-parameter) and reasoning adapter (activated LoRA) losses fall within a few steps', async () => {
+test('the default recipe: base (full-parameter), anneal and reasoning adapter (activated LoRA) losses fall within a few steps', async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-default-'));
-  const r = await trainDefault({ out, baseExamples: 1500, adapterExamples: 200, maxSteps: 40, quiet: true });
+  const r = await trainDefault({ out, baseExamples: 1500, annealExamples: 600, adapterExamples: 200, maxSteps: 40, quiet: true });
   const b = r.baseLosses, a = r.adapterLosses;
   console.log(`base loss ${mean(b.slice(0, 5)).toFixed(3)} → ${mean(b.slice(-5)).toFixed(3)} over ${b.length} steps; adapter loss ${mean(a.slice(0, 3)).toFixed(3)} → ${mean(a.slice(-3)).toFixed(3)} over ${a.length} steps`);
   assert.equal(b.length, 40);
   assert.ok(mean(b.slice(-5)) < 0.6 * mean(b.slice(0, 5)), 'base loss falls by 40 %');
   assert.ok(mean(a.slice(-3)) < mean(a.slice(0, 3)), 'adapter loss falls');
-  for (const f of ['config.json', 'model.safetensors', 'reasoning-adapter/adapter_config.json', 'reasoning-adapter/adapter_model.safetensors']) {
+  assert.equal(r.annealLosses.length, 40);
+  assert.ok(mean(r.annealLosses.slice(-5)) < mean(b.slice(0, 5)), 'the anneal continues from the trained base');
+  for (const f of ['config.json', 'model.safetensors', 'loss-anneal.svg', 'training_log-anneal.json', 'reasoning-adapter/adapter_config.json', 'reasoning-adapter/adapter_model.safetensors']) {
     assert.ok(fs.existsSync(path.join(out, f)), f);
   }
   const cfg = JSON.parse(fs.readFileSync(path.join(out, 'reasoning-adapter/adapter_config.json'), 'utf8'));

@@ -218,6 +218,28 @@ test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens
   assert.deepEqual([a(), a(), a()], [b(), b(), b()]);
 });
 
+test('sampler: the pruned fast path picks exactly what a full sort over the vocabulary picks', () => {
+  // Reference: sort every token by probability, then top-k, min-p, top-p, and walk the kept mass with u.
+  const reference = (logits: Float32Array, p: { temperature: number; topK?: number; topP?: number; minP?: number }, u: number) => {
+    const max = Math.max(...logits), order = [...logits.keys()].filter((i) => (logits[i] - max) / p.temperature > -25).sort((a, b) => logits[b] - logits[a] || a - b);
+    const kept = p.topK ? order.slice(0, p.topK) : order, w = kept.map((i) => Math.exp((logits[i] - max) / p.temperature)), z = w.reduce((a, b) => a + b);
+    let probs = w.map((x) => x / z), n = probs.length;
+    if (p.minP) while (n > 1 && probs[n - 1] < p.minP * probs[0]) n--;
+    if (p.topP !== undefined && p.topP < 1) { let acc = 0, k = 0; while (k < n) { acc += probs[k++]; if (acc >= p.topP) break; } n = k; }
+    probs = probs.slice(0, n);
+    let r = u * probs.reduce((a, b) => a + b), pick = n - 1;
+    for (let i = 0; i < n; i++) { r -= probs[i]; if (r < 0) { pick = i; break; } }
+    return kept[pick];
+  };
+  const rand = seededRandom(7);
+  for (let trial = 0; trial < 300; trial++) {
+    const V = 50 + Math.floor(rand() * 900), spread = 1 + 8 * rand();
+    const logits = Float32Array.from({ length: V }, () => spread * (rand() * 2 - 1) ** 3 * 4);
+    const params = { temperature: [0.3, 0.8, 1, 1.5][trial % 4], topP: [undefined, 0.95, 0.5][trial % 3], minP: [0, 0.05][trial % 2], topK: [0, 0, 40][trial % 3] };
+    for (const u of [rand(), rand(), 0, 0.999999]) assert.equal(sampleToken(logits, params, u).token, reference(logits, params, u), `trial ${trial} u ${u}`);
+  }
+});
+
 test('convert writes a loadable graph; a changed source makes the converted folder stale', async () => {
   const out = path.join(tmp, 'converted');
   convertModel(openSource(model.dir), out, { quant: 'q4' });

@@ -33,11 +33,13 @@ export function trainRlCommand(program: Command): void {
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 100)
     .option('--group <n>', 'completions per prompt (G)', intArg('--group', 2), 8)
     .option('--prompts-per-step <n>', 'prompts per step', intArg('--prompts-per-step', 1), 8)
+    .option('--unbudgeted-share <x>', 'share of prompts without a budget line (held to the smallest budget: brief by default)', floatArg('--unbudgeted-share', 0, 1), 0.25)
     .option('--penalty <kind>', 'budget (past the prompted budget) or group (past the group mean)', 'budget')
     .option('--lambda <x>', 'length penalty weight', floatArg('--lambda', 0), 1)
     .option('--beta <x>', 'KL weight to the SFT adapter', floatArg('--beta', 0), 0)
     .option('--lr <lr>', 'learning rate', floatArg('--lr', 0), 1e-4)
     .option('--temperature <t>', 'rollout temperature', floatArg('--temperature', 0), 1)
+    .option('--max-tokens <n>', 'rollout length limit (thinking + answer; default twice the largest budget)', intArg('--max-tokens', 1))
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
     .option('--checkpoint-every <n>', 'checkpoint every n steps', intArg('--checkpoint-every', 1), 10)
     .option('--resume', 'continue from <out>/checkpoint')
@@ -51,8 +53,8 @@ export function trainRlCommand(program: Command): void {
       try {
         const { history, out } = await trainRl({ config: src.config, weights: src.weights, tokenizer: model.tokenizer, backend: model.backend }, o.adapter,
           rlPrompts(o.task, 4000, o.seed), {
-            out: o.out, budgets, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
-            beta: o.beta, lr: o.lr, temperature: o.temperature, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
+            out: o.out, budgets, unbudgetedShare: o.unbudgetedShare, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
+            beta: o.beta, lr: o.lr, temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
           });
         const first = history[0], last = history.at(-1)!;
         console.log(`GRPO ${history.length} steps: reward ${first.reward.toFixed(3)} → ${last.reward.toFixed(3)}, accuracy ${(100 * last.accuracy).toFixed(1)} %, thinking ${first.thinking.toFixed(0)} → ${last.thinking.toFixed(0)} tokens; adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);

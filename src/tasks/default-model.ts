@@ -12,7 +12,7 @@ import type { TextTokenizer } from '../tokenizer/types.ts';
 import { tokenizeRecord, type Example } from '../train/data.ts';
 import { trainSft } from '../train/sft.ts';
 import {
-  formatAnswer, formatResponse, formatThinking, generateMath, makeSplits, Rng, splitOf, type Item, type MathItem, type Mix, type TraceStyle,
+  formatAnswer, formatResponse, formatThinking, generateMath, makeSplits, Rng, splitOf, type Item, type Mix, type TraceStyle,
 } from './synthetic.ts';
 
 export const DEFAULT_DIR = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../models/default');
@@ -59,14 +59,15 @@ const chat = (tok: TextTokenizer, question: string, reply: string, line: number)
  * Base-model data, the "pretraining" of the default model:
  * - chat turns answered directly ("#### n", or the chat reply) for every difficulty and the chat queries, plus
  *   single operations up to 40, so the base answers easy items and chat queries and guesses on hard ones;
- * - plain-text worked solutions ("Problem: … Solution: … The answer is n.", no chat template, loss on every token),
- *   concise and verbose, the way a real base model has read solved problems without being tuned to reason in chat.
- *   They teach the arithmetic facts and every word the reasoning traces use; eliciting that in chat, after
- *   "<think>", is the reasoning adapter's job.
+ * - plain-text worked solutions ("Problem: … Solution: <think> … </think> The answer is n.", no chat template, loss
+ *   on every token), concise and verbose, the way a real base model has read solved problems without being tuned to
+ *   reason in chat. They teach the arithmetic facts and every token the reasoning traces use — a token the base never
+ *   sees keeps an untrained embedding that the LoRA adapter cannot move (tied embeddings), so e.g. "</think>" would
+ *   be indistinguishable from every other unseen token. Eliciting the reasoning in chat is the adapter's job.
  */
-export function baseExamples(tok: TextTokenizer, n: number, seed: number): Example[] {
-  const mix: Mix = { easy: 0.5, medium: 0.08, hard: 0.08, chat: 0.34 };
-  const nDirect = Math.round(n * 0.75), nOps = Math.round(n * 0.1), nDocs = n - nDirect - nOps;
+export function baseExamples(tok: TextTokenizer, n: number, seed: number, o: { mix?: Mix; opsShare?: number; docsShare?: number } = {}): Example[] {
+  const mix: Mix = o.mix ?? { easy: 0.5, medium: 0.08, hard: 0.08, chat: 0.34 };
+  const nOps = Math.round(n * (o.opsShare ?? 0.1)), nDocs = Math.round(n * (o.docsShare ?? 0.15)), nDirect = n - nOps - nDocs;
   const items: Item[] = makeSplits({ train: nDirect, val: 0, test: 0, seed, mix }).train;
   const rng = new Rng(seed ^ 0xa11);
   while (items.length < nDirect + nOps) {
@@ -74,21 +75,24 @@ export function baseExamples(tok: TextTokenizer, n: number, seed: number): Examp
     if (splitOf(it) === 'train') items.push(it);
   }
   const direct = items.map((it, i) => chat(tok, it.question, formatAnswer(it), i + 1));
-  const docItems = makeSplits({ train: nDocs, val: 0, test: 0, seed: seed + 2, mix: { easy: 0.2, medium: 0.3, hard: 0.5 } }).train;
-  const docs = docItems.map((it) => solutionDocument(tok, it as MathItem, rng.chance(0.5) ? 'verbose' : 'concise', rng));
+  const docItems = makeSplits({ train: nDocs, val: 0, test: 0, seed: seed + 2, mix: { easy: 0.2, medium: 0.3, hard: 0.4, chat: 0.1 } }).train;
+  const docs = docItems.map((it) => solutionDocument(tok, it, it.kind === 'chat' || rng.chance(0.5) ? 'verbose' : 'concise', rng));
   return [...direct, ...docs];
 }
 
 /** One worked solution as a plain-text document between <|endoftext|> tokens; every token after the first is a target. */
-export function solutionDocument(tok: TextTokenizer, item: MathItem, style: TraceStyle, rng: Rng): Example {
-  const text = `Problem: ${item.question}\nSolution:\n${formatThinking(item, style, rng)}\nThe answer is ${item.answer}.`;
+export function solutionDocument(tok: TextTokenizer, item: Item, style: TraceStyle, rng: Rng): Example {
+  const text = `Problem: ${item.question}\nSolution:\n<think>\n${formatThinking(item, style, rng)}\n</think>\n${item.kind === 'math' ? `The answer is ${item.answer}.` : item.answer}`;
   const sep = tok.encode('<|endoftext|>', { addSpecialTokens: false });
   const ids = [...sep, ...tok.encode(text, { addSpecialTokens: false }), ...sep];
   return { ids, lossMask: new Uint8Array(ids.length).fill(1, 1) };
 }
 
-/** The recipe's share of verbose (long-CoT style) traces; the rest are concise. */
-export const VERBOSE_SHARE = 0.5;
+/**
+ * The recipe's share of verbose (long-CoT style) traces; the rest are concise. Long-CoT teachers dominate, so the
+ * SFT adapter thinks at length by default (greedy decoding starts a verbose trace); budget forcing (RL) shortens it.
+ */
+export const VERBOSE_SHARE = 0.7;
 
 /** Adapter conversations: "<think>\n…\n</think>\n\n#### n" replies, concise and verbose traces mixed. */
 export function reasoningConversations(n: number, seed: number, verboseShare = VERBOSE_SHARE): { question: string; reply: string }[] {
@@ -111,16 +115,23 @@ export interface DefaultRecipe {
   maxSteps?: number;
   seed?: number;
   quiet?: boolean;
-  stages?: ('base' | 'adapter')[];
+  annealExamples?: number;
+  stages?: Stage[];
 }
 
-export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses: number[]; adapterLosses: number[] }> {
-  const out = r.out ?? DEFAULT_DIR, seed = r.seed ?? 0, stages = r.stages ?? ['base', 'adapter'];
+/**
+ * base: full-parameter pretraining from random weights; anneal: one more pass at a lower learning rate on fresh
+ * items weighted towards two-step direct answers (what the base still got wrong most); adapter: the reasoning LoRA.
+ */
+export type Stage = 'base' | 'anneal' | 'adapter';
+
+export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses: number[]; annealLosses: number[]; adapterLosses: number[] }> {
+  const out = r.out ?? DEFAULT_DIR, seed = r.seed ?? 0, stages = r.stages ?? ['base', 'anneal', 'adapter'];
   fs.mkdirSync(out, { recursive: true });
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) if (out !== DEFAULT_DIR) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(out, f));
   const tok = loadTokenizer(out);
   const config = defaultConfig(tok.vocabSize);
-  let baseLosses: number[] = [], adapterLosses: number[] = [];
+  let baseLosses: number[] = [], annealLosses: number[] = [], adapterLosses: number[] = [];
   if (stages.includes('base')) {
     const data = baseExamples(tok, r.baseExamples ?? 120000, seed);
     const res = await trainSft(config, new MemoryWeights(initWeights(config, seed)), data, [], {
@@ -129,6 +140,20 @@ export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses:
     });
     baseLosses = res.losses;
     fs.rmSync(path.join(out, 'checkpoint'), { recursive: true, force: true });
+  }
+  if (stages.includes('anneal')) {
+    const { loadHfFolder } = await import('../io/hf-folder.ts');
+    const base = loadHfFolder(out), tmp = path.join(out, '.anneal');
+    const data = baseExamples(tok, r.annealExamples ?? 45000, seed + 3, { mix: { easy: 0.6, medium: 0.05, hard: 0.05, chat: 0.3 }, opsShare: 0.05, docsShare: 0.15 });
+    const res = await trainSft(base.config, base.weights, data, [], {
+      out: tmp, full: true, lr: 1e-3, epochs: 1, batchTokens: 2048, weightDecay: 0.1, maxSteps: r.maxSteps, checkpointEvery: 200, quiet: r.quiet, seed: seed + 3,
+    });
+    annealLosses = res.losses;
+    // The annealed weights replace the base's (rename: atomic); its loss curve sits beside the base's.
+    fs.renameSync(path.join(tmp, 'model.safetensors'), path.join(out, 'model.safetensors'));
+    fs.renameSync(path.join(tmp, 'loss.svg'), path.join(out, 'loss-anneal.svg'));
+    fs.renameSync(path.join(tmp, 'training_log.json'), path.join(out, 'training_log-anneal.json'));
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
   if (stages.includes('adapter')) {
     const { loadHfFolder } = await import('../io/hf-folder.ts');
@@ -142,11 +167,12 @@ export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses:
     adapterLosses = res.losses;
     fs.rmSync(path.join(out, 'reasoning-adapter', 'checkpoint'), { recursive: true, force: true });
   }
-  return { baseLosses, adapterLosses };
+  return { baseLosses, annealLosses, adapterLosses };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const stages = (process.argv[2] ?? 'base,adapter').split(',') as ('base' | 'adapter')[];
+  const stages = (process.argv[2] ?? 'base,anneal,adapter').split(',') as Stage[];
+  for (const st of stages) if (!['base', 'anneal', 'adapter'].includes(st)) throw new Error(`train:default: unknown stage "${st}" (use base, anneal, adapter)`);
   const t0 = Date.now();
   await trainDefault({ stages });
   console.log(`trained ${stages.join(' + ')} in ${((Date.now() - t0) / 60000).toFixed(1)} min → ${DEFAULT_DIR}`);

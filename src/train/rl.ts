@@ -1,6 +1,6 @@
 /**
  * Budget forcing by RL: GRPO on the reasoning adapter's LoRA weights. Each prompt carries a thinking budget
- * (a system line); G completions are sampled as one batch forked from the prompt's KV cache; the reward is
+ * (a system line; a share of prompts carries none and is held to the smallest budget); G completions are sampled as one batch forked from the prompt's KV cache; the reward is
  * correctness minus a soft penalty for thinking past the prompted budget (or, optionally, past the group's
  * mean length); advantages are group-normalised; the clipped policy-gradient loss runs in the training graph.
  */
@@ -28,6 +28,11 @@ export interface RlOptions {
   budgets: number[];
   /** 'budget': penalty per token past the prompted budget; 'group': past the group's mean thinking length. */
   penalty?: 'budget' | 'group';
+  /**
+   * Share of prompts with no budget line (default 0.25): they are held to the smallest budget, so the adapter is
+   * brief by default, when a request names no budget.
+   */
+  unbudgetedShare?: number;
   /** Penalty weight: reward = correct − min(1, λ·excess/budget). */
   lambda?: number;
   group?: number;
@@ -112,8 +117,11 @@ export async function trainRl(
     while (step < o.steps) {
       await push();
       const t0 = performance.now(), rng = new Rng((seed * 1000003 + step) >>> 0);
-      const batch = Array.from({ length: P }, () => ({ p: prompts[Math.floor(rng.next() * prompts.length)], budget: o.budgets[Math.floor(rng.next() * o.budgets.length)] }));
-      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature: o.temperature ?? 1, maxTokens: o.maxTokens ?? 4 * Math.max(...o.budgets), seed: seed + step * 7919 });
+      const batch = Array.from({ length: P }, () => {
+        const p = prompts[Math.floor(rng.next() * prompts.length)], b = o.budgets[Math.floor(rng.next() * o.budgets.length)];
+        return rng.next() < (o.unbudgetedShare ?? 0.25) ? { p, budget: Math.min(...o.budgets), line: false } : { p, budget: b, line: true };
+      });
+      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature: o.temperature ?? 1, maxTokens: o.maxTokens ?? 2 * Math.max(...o.budgets), seed: seed + step * 7919 });
       rolls.forEach((r, k) => {
         const gold = batch[Math.floor(k / G)].p.gold;
         const t = thinkingLength(r.generated, endThink);
@@ -176,9 +184,12 @@ export async function trainRl(
 }
 
 /** P prompts prefilled in one step, each forked into G rows, decoded as one batch with the adapter on from the invocation. */
-async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number }[], invocation: number[], G: number,
+async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number; line: boolean }[], invocation: number[], G: number,
   o: { temperature: number; maxTokens: number; seed: number }): Promise<Rollout[]> {
-  const prompts = batch.map(({ p, budget }) => [...tok.encode(tok.applyChatTemplate(withBudget([{ role: 'user', content: p.question }], budget), { addGenerationPrompt: true }), { addSpecialTokens: false }), ...invocation]);
+  const prompts = batch.map(({ p, budget, line }) => {
+    const messages = [{ role: 'user', content: p.question }];
+    return [...tok.encode(tok.applyChatTemplate(line ? withBudget(messages, budget) : messages, { addGenerationPrompt: true }), { addSpecialTokens: false }), ...invocation];
+  });
   const cache = await backend.newCache(prompts.length);
   try {
     // Everything but the last invocation token is shared; the fork then feeds it with the adapter on.
