@@ -1,7 +1,8 @@
 /**
  * Budget forcing, measured (issue 6): SFT vs RL reasoning adapter on the synthetic test split's hard items —
- * accuracy and mean thinking tokens; for each prompted budget the share of responses within it; and accuracy
- * versus an inference-time thinking cap K for both adapters (does RL beat truncation at equal budget?).
+ * accuracy and mean thinking tokens, sampled (temperature 1, as the RL rollouts; one seeded sample per item) and
+ * greedy; for each prompted budget the share of responses within it; and accuracy versus an inference-time
+ * thinking cap K for both adapters, sampled (does RL beat truncation at equal budget?).
  * Writes bench/results/budget-<date>.json + .md and budget-cap.svg.
  *   node --import tsx bench/budget.ts [--sft dir] [--rl dir] [--items 100]
  */
@@ -19,10 +20,10 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 interface Run { accuracy: number; thinking: number; within?: number }
 
-async function run(m: Model, items: MathItem[], o: { budget?: number; cap?: number }): Promise<Run> {
+async function run(m: Model, items: MathItem[], o: { budget?: number; cap?: number; temperature?: number }): Promise<Run> {
   let correct = 0, thinking = 0, within = 0;
-  for (const it of items) {
-    const r = await answer(m, it.question, { reasoning: 'on', budget: o.budget, maxThinkingTokens: o.cap, maxTokens: 512 });
+  for (const [i, it] of items.entries()) {
+    const r = await answer(m, it.question, { reasoning: 'on', budget: o.budget, maxThinkingTokens: o.cap, maxTokens: 512, temperature: o.temperature ?? 1, topP: 1, seed: i });
     correct += isCorrect('synthetic', r.answer, it.answer) ? 1 : 0;
     thinking += r.usage.thinkingTokens;
     if (o.budget !== undefined && r.usage.thinkingTokens <= o.budget) within++;
@@ -36,36 +37,40 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
   const sftDir = o.sft ?? path.join(model, 'reasoning-adapter'), rlDir = o.rl ?? path.join(model, 'reasoning-adapter-rl');
   const items = makeSplits({ train: 0, val: 0, test: o.items ?? 100, seed: 0, mix: { hard: 1 } }).test as MathItem[];
   const caps = o.caps ?? [16, 32, 48, 64, 96, 128, 192, 256];
-  const result: Record<string, unknown> = { items: items.length, split: 'synthetic test, hard (4–8 steps)', decoding: 'greedy' };
+  const result: Record<string, unknown> = { items: items.length, split: 'synthetic test, hard (4–8 steps)', decoding: 'sampled at temperature 1 (seed = item index), and greedy where marked' };
   const capCurves: { name: string; points: [number, number][] }[] = [];
   for (const [name, dir] of [['SFT', sftDir], ['RL', rlDir]] as const) {
     const m = await loadModel(model, { adapter: dir });
     try {
-      const free = await run(m, items, {});
-      process.stderr.write(`${name}: accuracy ${(100 * free.accuracy).toFixed(1)} %, thinking ${free.thinking.toFixed(1)}\n`);
+      const free = await run(m, items, {}), greedy = await run(m, items, { temperature: 0 });
+      process.stderr.write(`${name}: sampled accuracy ${(100 * free.accuracy).toFixed(1)} %, thinking ${free.thinking.toFixed(1)}; greedy ${(100 * greedy.accuracy).toFixed(1)} %, ${greedy.thinking.toFixed(1)}\n`);
       const buckets: Record<number, Run> = {};
       if (name === 'RL') for (const b of DEFAULT_BUDGETS) { buckets[b] = await run(m, items, { budget: b }); process.stderr.write(`  budget ${b}: ${JSON.stringify(buckets[b])}\n`); }
       const curve: [number, number][] = [];
       for (const k of caps) { const r = await run(m, items, { cap: k }); curve.push([k, 100 * r.accuracy]); process.stderr.write(`  cap ${k}: ${(100 * r.accuracy).toFixed(1)} %\n`); }
       capCurves.push({ name: `${name} adapter, capped at K`, points: curve });
-      result[name] = { unconstrained: free, ...(name === 'RL' ? { budgets: buckets } : {}), capCurve: curve };
+      result[name] = { unconstrained: free, greedy, ...(name === 'RL' ? { budgets: buckets } : {}), capCurve: curve };
     } finally {
       await m.close();
     }
   }
   const sft = (result.SFT as { unconstrained: Run }).unconstrained, rl = (result.RL as { unconstrained: Run }).unconstrained;
+  const sftG = (result.SFT as { greedy: Run }).greedy, rlG = (result.RL as { greedy: Run }).greedy;
   result.thinking_reduction = 1 - rl.thinking / sft.thinking;
   result.accuracy_change_points = 100 * (rl.accuracy - sft.accuracy);
   const date = new Date().toISOString().slice(0, 10), out = path.join(ROOT, 'bench/results');
   fs.mkdirSync(out, { recursive: true });
   fs.writeFileSync(path.join(out, `budget-${date}.json`), JSON.stringify(result, null, 1) + '\n');
   const rlb = (result.RL as { budgets: Record<number, Run> }).budgets;
-  const md = [`# Budget forcing ${date}`, '', `${items.length} hard items of the synthetic test split, greedy decoding.`, '',
-    '| adapter | accuracy | mean thinking tokens |', '|---|---:|---:|',
-    `| SFT | ${(100 * sft.accuracy).toFixed(1)} % | ${sft.thinking.toFixed(1)} |`, `| RL (GRPO, budgets ${DEFAULT_BUDGETS.join('/')}) | ${(100 * rl.accuracy).toFixed(1)} % | ${rl.thinking.toFixed(1)} |`, '',
-    `Thinking tokens −${(100 * (result.thinking_reduction as number)).toFixed(1)} %, accuracy ${(result.accuracy_change_points as number) >= 0 ? '+' : ''}${(result.accuracy_change_points as number).toFixed(1)} points.`, '',
+  const md = [`# Budget forcing ${date}`, '', `${items.length} hard items of the synthetic test split, no budget line in the prompt; sampled at temperature 1 (one sample per item, seed = item index) unless marked greedy.`, '',
+    '| adapter | accuracy | mean thinking tokens | greedy accuracy | greedy thinking tokens |', '|---|---:|---:|---:|---:|',
+    `| SFT | ${(100 * sft.accuracy).toFixed(1)} % | ${sft.thinking.toFixed(1)} | ${(100 * sftG.accuracy).toFixed(1)} % | ${sftG.thinking.toFixed(1)} |`,
+    `| RL (GRPO) | ${(100 * rl.accuracy).toFixed(1)} % | ${rl.thinking.toFixed(1)} | ${(100 * rlG.accuracy).toFixed(1)} % | ${rlG.thinking.toFixed(1)} |`, '',
+    `Sampled: thinking tokens −${(100 * (result.thinking_reduction as number)).toFixed(1)} %, accuracy ${(result.accuracy_change_points as number) >= 0 ? '+' : ''}${(result.accuracy_change_points as number).toFixed(1)} points.`, '',
+    'With a budget line in the system prompt (`Thinking budget: N tokens.`), RL adapter:', '',
     '| prompted budget | accuracy | mean thinking | within budget |', '|---:|---:|---:|---:|',
     ...Object.entries(rlb).map(([b, r]) => `| ${b} | ${(100 * r.accuracy).toFixed(1)} % | ${r.thinking.toFixed(1)} | ${(100 * r.within!).toFixed(1)} % |`), '',
+    'Accuracy with an inference-time thinking cap K (sampled):', '',
     '| thinking cap K | ' + caps.join(' | ') + ' |', '|---|' + caps.map(() => '---:').join('|') + '|',
     ...capCurves.map((c) => `| ${c.name} | ${c.points.map(([, a]) => `${a.toFixed(1)} %`).join(' | ')} |`), ''].join('\n');
   fs.writeFileSync(path.join(out, `budget-${date}.md`), md);

@@ -10,7 +10,7 @@
  *    easy + chat questions answered without the adapter, accuracy and mean latency of routed vs always-reason
  *    (and base only). Every question is answered both ways (greedy); the routed result takes the answer and the
  *    latency of the run its route selects (the auto path runs exactly that computation).
- * 3. Parallel samples N = 1, 2, 4, 8 on the synthetic test split: accuracy by majority, confidence, verifier
+ * 3. Parallel samples N = 1, 2, 4, 8 on the synthetic test split's hard items: accuracy by majority, confidence, verifier
  *    best-of-N and verifier-weighted vote. One N = max run per question: sample i has seed + i, so its first N
  *    samples are the N-sample run (test/reason.test.ts checks forked = single decoding). Wall time of N vs 1 at
  *    the same tokens per sample: one prefill, fork N, decode a fixed number of tokens (stop tokens off).
@@ -184,7 +184,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
 
     // 3. Parallel samples.
     if ((o.parallelItems ?? 40) > 0) {
-      const cases = syntheticCases('test', o.parallelItems ?? 40, seed + 1);
+      const cases = syntheticCases('test', o.parallelItems ?? 40, seed + 1, { hard: 1 }); // the items reasoning is for
       const methods = METHODS.filter((m) => verifier || !m.startsWith('verifier'));
       const hits: Record<string, Record<string, number>> = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, 0]))]));
       const tokens: number[] = [];
@@ -279,8 +279,8 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
   }
   if (r.parallel) {
     const p = r.parallel;
-    out.push('## Parallel samples (synthetic test split)', '',
-      `${p.n} questions; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
+    out.push('## Parallel samples (synthetic test split, hard items)', '',
+      `${p.n} hard (4–8 step) questions; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
       `Wall time at ${p.wallTime[0]?.tokensPerSample} tokens per sample (prefill + fork + decode, best of the runs):`, '',

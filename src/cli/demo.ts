@@ -58,28 +58,32 @@ export function demoCommand(program: Command): void {
     .action(async (o) => {
       const adapter = path.join(o.model, 'reasoning-adapter'), rl = path.join(o.model, 'reasoning-adapter-rl');
       const useRl = fs.existsSync(path.join(rl, 'adapter_config.json'));
-      const model = await loadModel(o.model, { adapter: useRl ? rl : adapter });
+      // The router and verifier were trained with the SFT adapter; the budget-forced one is shown beside it.
+      const model = await loadModel(o.model, { adapter });
+      const rlr = useRl ? new Reasoner(await loadModel(o.model, { adapter: rl })) : undefined;
       const routerFile = path.join(o.model, 'router.json'), verifierFile = path.join(o.model, 'verifier.json');
       const router = fs.existsSync(routerFile) ? Router.load(routerFile, model.config.hiddenSize) : undefined;
       const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
       const r = new Reasoner(model, { router, verifier });
       try {
         console.log(`edgereason demo — ${o.model}: Qwen2 architecture, ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}, vocab ${model.config.vocabSize}; ` +
-          `reasoning adapter: ${path.basename(useRl ? rl : adapter)} (activated LoRA, invocation <think>)${router ? '; router loaded' : ''}${verifier ? '; verifier loaded' : ''}\n`);
+          `reasoning adapter: ${path.basename(adapter)} (activated LoRA, invocation <think>)${useRl ? `, budget-forced: ${path.basename(rl)}` : ''}${router ? '; router loaded' : ''}${verifier ? '; verifier loaded' : ''}\n`);
         for (const item of examples()) {
           console.log(`Q (${item.kind === 'chat' ? 'chat' : `${item.difficulty}, ${item.ops} steps`}): ${item.question}`);
           await show(r, item, 'base model, no reasoning', { reasoning: 'off', maxTokens: 32 });
           await show(r, item, 'reasoning adapter on     ', { reasoning: 'on', maxTokens: 400 });
           if (router) await show(r, item, 'router decides (auto)    ', { reasoning: 'auto', maxTokens: 400 });
           if (item.kind === 'math' && item.difficulty === 'hard') {
-            await show(r, item, 'thinking capped at 16    ', { reasoning: 'on', maxThinkingTokens: 16, maxTokens: 400 });
-            if (useRl) await show(r, item, 'RL budget 32 tokens      ', { reasoning: 'on', budget: 32, maxTokens: 400 });
+            await show(r, item, 'SFT adapter, sampled     ', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
+            if (rlr) await show(rlr, item, 'RL (budget-forced), same ', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
+            await show(r, item, 'thinking capped at 48    ', { reasoning: 'on', maxThinkingTokens: 48, maxTokens: 400 });
             await show(r, item, '8 samples, majority vote ', { reasoning: 'on', samples: 8, temperature: 0.8, seed: 1, vote: verifier ? 'verifier-vote' : 'majority', maxTokens: 400 });
           }
           console.log();
         }
       } finally {
         await r.close();
+        await rlr?.close();
       }
     });
 }

@@ -6,6 +6,7 @@ import { writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
 import { intArg, quantArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
+import { progressLine } from './train-router.ts';
 
 const FILES: Record<string, string> = { gsm8k: 'gsm8k/test.jsonl', math500: 'math500/test.jsonl', svamp: 'svamp/test.jsonl' };
 
@@ -32,9 +33,8 @@ export function evalCommand(program: Command): void {
           const name = reasoning ? 'base + reasoning adapter' : 'base';
           const report = await runEval(model, cases, {
             reasoning, maxTokens: o.maxTokens, batch: o.batch,
-            onCase: (d, t) => process.stderr.write(`\r${name}: ${d}/${t}`),
+            onCase: (d, t) => progressLine(name, d, t),
           });
-          process.stderr.write('\n');
           runs.push({ name, report });
         }
       } finally {

@@ -23,8 +23,10 @@ export function labelItems(task: string, train: number, val: number, seed = 0): 
   throw new Error(`--task must be synthetic or gsm8k, got "${task}"`);
 }
 
+/** "stage: done/total", redrawn in place on a terminal; in a log (not a TTY), one line per tenth and at the end. */
 export function progressLine(stage: string, done: number, total: number): void {
-  process.stderr.write(`\r${stage}: ${done}/${total}${done === total ? '\n' : ''}`);
+  if (process.stderr.isTTY) process.stderr.write(`\r${stage}: ${done}/${total}${done === total ? '\n' : ''}`);
+  else if (done === total || done % Math.max(1, Math.ceil(total / 10)) === 0) process.stderr.write(`${stage}: ${done}/${total}\n`);
 }
 
 export function trainRouterCommand(program: Command): void {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
 import { generateBatch, type GenerateOptions } from '../runtime/generate.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
-import { makeSplits, type Item } from '../tasks/synthetic.ts';
+import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
 
 export interface EvalCase { id: string; question: string; gold: string | number; category: string; task: Task }
 
@@ -77,8 +77,8 @@ function summarize(rs: CaseResult[]): Summary {
 }
 
 /** The synthetic test split (or val) as eval cases, categorised easy / medium / hard / chat. */
-export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0): EvalCase[] {
-  const s = makeSplits({ train: 0, val: split === 'val' ? limit : 0, test: split === 'test' ? limit : 0, seed });
+export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, mix?: Mix): EvalCase[] {
+  const s = makeSplits({ train: 0, val: split === 'val' ? limit : 0, test: split === 'test' ? limit : 0, seed, mix });
   return s[split].map((it: Item) => ({
     id: it.id, question: it.question, gold: it.answer, task: 'synthetic',
     category: it.kind === 'chat' ? 'chat' : it.difficulty ?? 'math',

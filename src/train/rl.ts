@@ -112,14 +112,14 @@ export async function trainRl(
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
   })));
-  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step });
+  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step }), share = o.unbudgetedShare ?? 0.25;
   try {
     while (step < o.steps) {
       await push();
       const t0 = performance.now(), rng = new Rng((seed * 1000003 + step) >>> 0);
       const batch = Array.from({ length: P }, () => {
         const p = prompts[Math.floor(rng.next() * prompts.length)], b = o.budgets[Math.floor(rng.next() * o.budgets.length)];
-        return rng.next() < (o.unbudgetedShare ?? 0.25) ? { p, budget: Math.min(...o.budgets), line: false } : { p, budget: b, line: true };
+        return rng.next() < share ? { p, budget: Math.min(...o.budgets), line: false } : { p, budget: b, line: true };
       });
       const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature: o.temperature ?? 1, maxTokens: o.maxTokens ?? 2 * Math.max(...o.budgets), seed: seed + step * 7919 });
       rolls.forEach((r, k) => {
@@ -173,7 +173,11 @@ export async function trainRl(
   }
   const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
   saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, aloraInvocationTokens: invocation, baseModel: adapterDir }, tensors, config.numLayers);
-  fs.writeFileSync(path.join(o.out, 'rl_log.json'), JSON.stringify({ budgets: o.budgets, history }, null, 1));
+  // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
+  // writes a request's bucket into the prompt only for adapters trained with them.
+  fs.writeFileSync(path.join(o.out, 'rl_log.json'), JSON.stringify({
+    budgets: share < 1 ? o.budgets : [], unbudgetedShare: share, unbudgetedBudget: Math.min(...o.budgets), history,
+  }, null, 1));
   const curve = (name: keyof RlStepStats) => history.map((h) => [h.step, h[name]] as [number, number]);
   writeSvg(path.join(o.out, 'rl-curves.svg'), await lineChart({
     title: 'GRPO: reward, accuracy and within-budget rate', x: 'step', y: 'value',

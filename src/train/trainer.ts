@@ -41,8 +41,10 @@ export class Trainer {
       intraOpNumThreads: opts.threads ?? Math.min(8, os.availableParallelism()), graphOptimizationLevel: 'all',
       // ORT's memory pattern pre-plans one block per run for the whole graph on top of the arena's own chunks;
       // for a training step (activations kept for the backward) that doubled peak memory (0.5B LoRA: 15.6 →
-      // 10.9 GB measured) and was no faster, so it is off.
+      // 10.9 GB measured) and was no faster, so it is off. Prepacking would keep a second, packed copy of every
+      // frozen weight (≈ 1 GB more at 0.5B); packing per call costs O(K·N) against the matmul's O(M·K·N).
       enableMemPattern: false,
+      extra: { session: { disable_prepacking: '1' } },
     });
     return new Trainer(config, mode, objective, session, params.map((p) => p.name));
   }
