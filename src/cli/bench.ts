@@ -24,4 +24,21 @@ export function benchCommand(program: Command): void {
       const { runTrainBench } = await import('../../bench/train.ts');
       await runTrainBench({ json: !!o.json, threads: o.threads, steps: o.steps, smallSteps: o.smallSteps, full: o.full, profile: !!o.profile, python: o.python });
     });
+  bench.command('reasoning')
+    .description('the embedded default: reasoning-turn TTFT (shared KV vs re-prefill), routing, parallel samples and votes')
+    .option('--model <dir>', 'model folder (default models/default)')
+    .option('--adapter <dir>', 'reasoning adapter (default <model>/reasoning-adapter)')
+    .option('--router-items <n>', 'test questions for routing', intArg('--router-items', 0), 100)
+    .option('--parallel-items <n>', 'hard test questions for parallel sampling', intArg('--parallel-items', 0), 60)
+    .action(async (o) => {
+      const { runReasoningBench } = await import('../../bench/reasoning.ts');
+      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, parallelItems: o.parallelItems });
+    });
+  bench.command('budget')
+    .description('budget forcing: SFT vs RL adapter on hard items (accuracy, thinking tokens), budget buckets, accuracy vs thinking cap')
+    .option('--items <n>', 'hard test questions', intArg('--items', 1), 100)
+    .action(async (o) => {
+      const { runBudgetBench } = await import('../../bench/budget.ts');
+      await runBudgetBench({ items: o.items });
+    });
 }
