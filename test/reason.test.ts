@@ -12,7 +12,8 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { answer, budgetSystemLine, prefill, reasoningTokens, withBudget } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, prefill, reasoningTokens } from '../src/reason/answer.ts';
+import { budgetControl } from '../src/reason/budget.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
 import { accuracyAt, accuracyThreshold, auc, fitProbe, routedAccuracy, Router, savingsThreshold, thresholdCandidates, trainRouter } from '../src/reason/router.ts';
 import { trainVerifier, Verifier } from '../src/reason/verifier.ts';
@@ -467,11 +468,21 @@ test('verifier: class-balanced fit on imbalanced separable data; save/load', () 
   X.forEach((x) => assert.equal(back.score(x), v.score(x)));
 });
 
-test('budget line: exact format, appended to the system message', () => {
+test('budget control: "\\nThinking budget: N tokens." after the invocation; the base prompt (router, direct route) is untouched', async () => {
   assert.equal(budgetSystemLine(128), 'Thinking budget: 128 tokens.');
-  assert.deepEqual(withBudget([{ role: 'user', content: 'hi' }], 64), [{ role: 'system', content: 'You are a helpful assistant.\nThinking budget: 64 tokens.' }, { role: 'user', content: 'hi' }]);
-  assert.deepEqual(withBudget([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }], 256)[0], { role: 'system', content: 'Be brief.\nThinking budget: 256 tokens.' });
-  assert.throws(() => withBudget([], 0), /positive integer/);
+  const chars = { encode: (t: string) => [...t].map((c) => c.charCodeAt(0)) };
+  assert.deepEqual(budgetControl(chars, 96), [...'\nThinking budget: 96 tokens.'].map((c) => c.charCodeAt(0)));
+  assert.throws(() => budgetControl(chars, 0), /positive integer/);
+  // Scripted model: every token fed is recorded; with a budget the control follows the invocation, the prompt stays.
+  const { m, b } = scripted(thinker(() => true));
+  const seen: number[][] = [];
+  const orig = b.step.bind(b);
+  b.step = async (h, req) => { seen.push(...req.tokens); return orig(h, req); };
+  (m as unknown as { tokenizer: TextTokenizer }).tokenizer = { ...scriptedTokenizer, encode: (t: string) => (t.startsWith('\n') ? [NL, HMM] : scriptedTokenizer.encode(t)) };
+  const r = await answer(m, 'q', { reasoning: 'on', budget: 96 });
+  assert.deepEqual(seen[0], [Q, Q, Q, OPEN, NL, HMM], 'one prefill: prompt, invocation, control');
+  assert.equal(r.usage.promptTokens, 6);
+  assert.equal(r.samples[0].thinkingTokens, 0, 'the control line is prompt, not thinking');
 });
 
 test('Sequence: a forced close is queued for the next feed and left out of the mean log-probability', () => {

@@ -22,7 +22,7 @@ export function answerCommand(program: Command): void {
     .option('--vote <method>', `${VOTE_METHODS.join(' | ')}`, 'majority')
     .option('--early-stop', 'stop the other samples once the vote is decided')
     .option('--max-thinking-tokens <n>', 'thinking cap (then "</think>" is forced)', intArg('--max-thinking-tokens', 0))
-    .option('--budget <n>', 'thinking budget line in the system prompt (budget-trained adapters)', intArg('--budget', 1))
+    .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per sample (thinking + answer)', intArg('--max-tokens', 1), 512)
     .option('--temperature <t>', 'default 0 (greedy) for one sample, 0.8 for several', floatArg('--temperature'))
     .option('--top-k <k>', 'top-k', intArg('--top-k'), 0)

@@ -5,7 +5,8 @@
  * Writes to --out:
  *   data/sft/train.jsonl   {"messages": [...]} conversations (the synthetic reasoning traces of the default recipe,
  *                          or the user's --data converted), TRL's conversational SFT format
- *   data/grpo/train.jsonl  {"prompt": [system with the thinking budget, user], "answer", "budget"} — the RL prompts
+ *   data/grpo/train.jsonl  {"prompt": [user], "control", "answer", "budget"} — the RL prompts; "control" is the budget
+ *                          line fed after the invocation
  *   sft.yaml, grpo.yaml    TRL CLI configs (`trl sft --config sft.yaml`, `trl grpo --config grpo.yaml`; plain LoRA)
  *   train_sft.py           SFT with PEFT's activated LoRA (alora_invocation_tokens from the tokenizer), reading sft.yaml
  *   train_grpo.py, rewards.py  GRPO on the SFT adapter with the budget reward of src/train/rl.ts
@@ -18,8 +19,7 @@ import type { Command } from 'commander';
 import { DEFAULT_DIR, INVOCATION, reasoningConversations } from '../tasks/default-model.ts';
 import { readJsonl } from '../train/data.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
-import { withBudget } from '../reason/answer.ts';
-import { DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { rlPrompts } from './train-rl.ts';
 import { parseTargets } from './train-sft.ts';
@@ -79,11 +79,12 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   } else {
     sft = reasoningConversations(o.examples ?? 20000, seed).map((c) => ({ messages: [{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }] }));
   }
-  // GRPO prompts: the same prompts as train-rl, each with its budget bucket written into the system message.
+  // GRPO prompts: the same prompts as train-rl, each with its budget bucket as the control text that follows the
+  // invocation (train_grpo.py appends both to the chat-templated prompt, as answer() and train-rl feed them).
   const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed);
   const grpo = prompts.map((p, i) => {
     const budget = budgets[i % budgets.length];
-    return { prompt: withBudget([{ role: 'user', content: p.question }], budget), answer: String(p.gold), budget };
+    return { prompt: [{ role: 'user', content: p.question }], control: `\n${budgetSystemLine(budget)}`, answer: String(p.gold), budget };
   });
 
   const lora = { r: rank, lora_alpha: alpha, lora_dropout: o.dropout ?? 0, target_modules: targets, task_type: 'CAUSAL_LM', bias: 'none' };
@@ -209,8 +210,8 @@ model = PeftModel.from_pretrained(base, sys.argv[1], is_trainable=True)
 
 
 def render(row):
-    # The chat-templated prompt followed by the invocation: the completion starts inside the thinking segment.
-    return {"prompt": tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) + INVOCATION}
+    # The chat-templated prompt, the invocation and the budget control line: the completion starts inside the thinking.
+    return {"prompt": tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) + INVOCATION + row["control"]}
 
 
 data = load_dataset(cfg["dataset_name"], split="train").map(render)

@@ -14,13 +14,12 @@
  * 5. The samples' extracted answers are combined by vote (vote.ts), optionally scored by the verifier from the
  *    hidden state the decode steps already return, and the decode stops early once the vote is decided.
  */
-import { budgetSystemLine } from './budget.ts';
+import { budgetControl, budgetSystemLine } from './budget.ts';
 import type { Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
 import { sampleToken } from '../runtime/sampler.ts';
 import { extractAnswer } from '../tasks/grade.ts';
-import { SYSTEM_PROMPT } from '../tasks/synthetic.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
 import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
@@ -33,17 +32,6 @@ export const THINK_CLOSE = '</think>';
 export const FORCED_CLOSE = '\n</think>\n\n';
 
 export { budgetSystemLine };
-
-/**
- * Messages with the budget line at the end of the system message (a system message with the default system
- * prompt and the line is added when there is none, so the rest of the prompt stays what the model knows).
- */
-export function withBudget(messages: readonly ChatMessage[], budget: number, defaultSystem = SYSTEM_PROMPT): ChatMessage[] {
-  if (!Number.isInteger(budget) || budget <= 0) throw new Error(`answer: budget must be a positive integer number of tokens, got ${budget}`);
-  const line = budgetSystemLine(budget);
-  if (messages[0]?.role === 'system') return [{ role: 'system', content: `${messages[0].content}\n${line}` }, ...messages.slice(1)];
-  return [{ role: 'system', content: `${defaultSystem}\n${line}` }, ...messages];
-}
 
 export interface ReasoningTokens {
   /** Fed after the prompt to start reasoning (the adapter config's alora_invocation_tokens, else "<think>"). */
@@ -146,8 +134,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const K = opts.maxThinkingTokens;
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${K}`);
 
-  let messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
-  if (opts.budget !== undefined) messages = withBudget(messages, opts.budget);
+  const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
+  const control = opts.budget !== undefined ? budgetControl(tok, opts.budget) : []; // fed after the invocation
   const ids = model.encode(messages, true), ctx = backend.config.maxPositionEmbeddings;
   if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
@@ -160,7 +148,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
     //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
     let base: Prefill | undefined;
-    const spec = !!model.adapter && !classic && mode !== 'off' ? reasoningTokens(model, opts.invocation).invocation : [];
+    const spec = !!model.adapter && !classic && mode !== 'off' ? [...reasoningTokens(model, opts.invocation).invocation, ...control] : [];
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
     if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : []); handles.add(base.cache); }
     // 2. Route.
@@ -170,7 +158,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     opts.onRoute?.(route, routerScore);
     const reasoning = route === 'reasoning';
     const rt = reasoning ? reasoningTokens(model, opts.invocation) : undefined;
-    const promptTokens = ids.length + (rt?.invocation.length ?? 0);
+    const promptTokens = ids.length + (rt ? rt.invocation.length + control.length : 0);
     const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptTokens);
     if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
 
@@ -206,7 +194,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           seq.ttftMs = performance.now() - start;
           return seq.accept(first.token, first.logprob) ? [] : [first.token, ...seq.takeForced()];
         });
-      } else pending = seqs.map(() => rt!.invocation);
+      } else pending = seqs.map(() => [...rt!.invocation, ...control]);
     }
 
     // 5. Decode with verifier scoring and early stop.

@@ -1,8 +1,16 @@
 /**
- * Budget-conditioned reasoning: the thinking budget a request asks for is written into the prompt as a system
- * line, the same text in RL training and at inference, so one adapter serves several budgets.
+ * Budget-conditioned reasoning: the thinking budget a request asks for is a control line right after the
+ * adapter's invocation ("<think>\nThinking budget: 96 tokens.\n…"), the same text in SFT traces, RL rollouts and
+ * at inference, so one adapter serves several budgets. It sits inside the adapter's turn, not in the system
+ * prompt: the base prefill the router reads and the direct route answers from stays the same for every budget.
  */
 export const budgetSystemLine = (budget: number): string => `Thinking budget: ${budget} tokens.`;
+
+/** Token ids fed after the invocation for a budget ("\n" + the line); the model then writes "\n" + its thinking. */
+export function budgetControl(tok: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] }, budget: number): number[] {
+  if (!Number.isInteger(budget) || budget <= 0) throw new Error(`answer: budget must be a positive integer number of tokens, got ${budget}`);
+  return tok.encode(`\n${budgetSystemLine(budget)}`, { addSpecialTokens: false });
+}
 
 /**
  * The default buckets RL trains and the server's reasoning_effort maps onto. Sized for the embedded model's

@@ -22,7 +22,7 @@ export interface AnswerOptions extends SamplingParams {
   earlyStop?: boolean;
   /** s1-style cap: a thinking segment is closed after this many tokens and the model answers. */
   maxThinkingTokens?: number;
-  /** Prompted thinking budget bucket for a budget-trained (RL) adapter, e.g. 64 | 128 | 256. */
+  /** Thinking budget bucket for a budget-trained (RL) adapter, e.g. 96 | 160 | 256: fed as a control line after the invocation. */
   budget?: number;
   /** Total generated tokens per sample (thinking + answer). */
   maxTokens?: number;

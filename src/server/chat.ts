@@ -12,7 +12,8 @@
  *
  * Thinking budget: `thinking_token_budget` (vLLM's per-request field) wins over `reasoning_effort`, which maps
  * through the server's effort → tokens table. The tokens are the hard thinking cap; for an adapter RL-trained on
- * prompted budgets (rl_log.json) the prompt also carries the smallest trained bucket ≥ the cap. The cap never
+ * prompted budgets (rl_log.json) the reasoning turn also carries the smallest trained bucket ≥ the cap as its budget
+ * control line (after the invocation). The cap never
  * exceeds max_tokens minus a reserve for the answer, so the thinking segment cannot eat the whole completion.
  */
 import { randomInt } from 'node:crypto';

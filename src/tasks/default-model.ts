@@ -10,6 +10,7 @@ import { MemoryWeights } from '../io/weights.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { tokenizeRecord, type Example } from '../train/data.ts';
+import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { trainSft } from '../train/sft.ts';
 import {
   formatAnswer, formatResponse, formatThinking, generateMath, makeSplits, Rng, splitOf, type Item, type Mix, type TraceStyle,
@@ -93,12 +94,20 @@ export function solutionDocument(tok: TextTokenizer, item: Item, style: TraceSty
  * SFT adapter thinks at length by default (greedy decoding starts a verbose trace); budget forcing (RL) shortens it.
  */
 export const VERBOSE_SHARE = 0.7;
+/** Share of SFT traces that carry a budget control line after "<think>". */
+export const BUDGETED_SHARE = 0.3;
 
 /** Adapter conversations: "<think>\n…\n</think>\n\n#### n" replies, concise and verbose traces mixed. */
 export function reasoningConversations(n: number, seed: number, verboseShare = VERBOSE_SHARE): { question: string; reply: string }[] {
   const items = makeSplits({ train: n, val: 0, test: 0, seed: seed + 1, mix: { easy: 0.2, medium: 0.3, hard: 0.4, chat: 0.1 } }).train;
   const rng = new Rng(seed ^ 0x7e5);
-  return items.map((it) => ({ question: it.question, reply: formatResponse(it, rng.chance(verboseShare) ? 'verbose' : 'concise', rng) }));
+  return items.map((it) => {
+    const reply = formatResponse(it, rng.chance(verboseShare) ? 'verbose' : 'concise', rng);
+    // A share of traces open with a budget control line (random bucket, whatever the trace's length): SFT teaches
+    // the adapter to read past it; budget forcing (RL) then teaches it to obey.
+    if (!rng.chance(BUDGETED_SHARE)) return { question: it.question, reply };
+    return { question: it.question, reply: reply.replace(/^<think>\n/, `<think>\n${budgetSystemLine(rng.pick(DEFAULT_BUDGETS))}\n`) };
+  });
 }
 
 export function reasoningExamples(tok: TextTokenizer, n: number, seed: number): Example[] {

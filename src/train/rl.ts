@@ -1,6 +1,7 @@
 /**
  * Budget forcing by RL: GRPO on the reasoning adapter's LoRA weights. Each prompt carries a thinking budget
- * (a system line; a share of prompts carries none and is held to the smallest budget); G completions are sampled as one batch forked from the prompt's KV cache; the reward is
+ * (a control line after the invocation, see reason/budget.ts; a share of prompts carries none and is held to the
+ * smallest budget); G completions are sampled as one batch forked from the prompt's KV cache; the reward is
  * correctness minus a soft penalty for thinking past the prompted budget (or, optionally, past the group's
  * mean length); advantages are group-normalised; the clipped policy-gradient loss runs in the training graph.
  */
@@ -13,7 +14,7 @@ import type { Backend } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
-import { withBudget } from '../reason/answer.ts';
+import { budgetControl } from '../reason/budget.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
@@ -55,7 +56,7 @@ export interface RlOptions {
 
 export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number }
 
-interface Rollout { prompt: number[]; generated: number[]; logprobs: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
+interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; logprobs: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
 
 /** Thinking tokens of a completion that starts right after the invocation: up to and including </think>. */
 export function thinkingLength(tokens: readonly number[], endThink: number): { length: number; closed: boolean } {
@@ -144,7 +145,7 @@ export async function trainRl(
             const ids = [...r.prompt, ...r.generated];
             return { ids, lossMask: Uint8Array.from(ids, (_, k) => (k >= r.prompt.length ? 1 : 0)) };
           });
-          const masks = chunk.map(({ r }) => Uint8Array.from({ length: r.prompt.length + r.generated.length }, (_, k) => (k >= r.prompt.length - invocation.length ? 1 : 0)));
+          const masks = chunk.map(({ r }) => Uint8Array.from({ length: r.prompt.length + r.generated.length }, (_, k) => (k >= r.adapterFrom ? 1 : 0)));
           const refLogprobs = refTrainer ? (await refTrainer.step(reference!, { examples, targetWeight: 1, adapterMasks: masks })).logprobs : undefined;
           const res = await trainer.step(params, {
             examples, targetWeight: 1 / tokens, adapterMasks: masks,
@@ -187,26 +188,34 @@ export async function trainRl(
   return { history, out: o.out };
 }
 
-/** P prompts prefilled in one step, each forked into G rows, decoded as one batch with the adapter on from the invocation. */
+/**
+ * P prompts prefilled in one step (the chat prompt with base weights, then the invocation and, for a budgeted
+ * prompt, the budget control line with the adapter on), each forked into G rows, decoded as one batch.
+ */
 async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number; line: boolean }[], invocation: number[], G: number,
   o: { temperature: number; maxTokens: number; seed: number }): Promise<Rollout[]> {
   const prompts = batch.map(({ p, budget, line }) => {
-    const messages = [{ role: 'user', content: p.question }];
-    return [...tok.encode(tok.applyChatTemplate(line ? withBudget(messages, budget) : messages, { addGenerationPrompt: true }), { addSpecialTokens: false }), ...invocation];
+    const chat = tok.encode(tok.applyChatTemplate([{ role: 'user', content: p.question }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+    return { ids: [...chat, ...invocation, ...(line ? budgetControl(tok, budget) : [])], from: chat.length };
   });
   const cache = await backend.newCache(prompts.length);
   try {
-    // Everything but the last invocation token is shared; the fork then feeds it with the adapter on.
-    await backend.step(cache, { tokens: prompts.map((p) => p.slice(0, -1)) });
+    // Everything but the last token is shared; the fork then feeds it.
+    await backend.step(cache, {
+      tokens: prompts.map((p) => p.ids.slice(0, -1)), adapterMask: prompts.map((p) => p.ids.slice(0, -1).map((_, i) => (i >= p.from ? 1 : 0))),
+    });
     const forked = await backend.select(cache, prompts.flatMap((_, i) => new Array(G).fill(i)));
     const seqs = prompts.flatMap((p, i) => Array.from({ length: G }, (_, g) => new Sequence(tok,
-      { temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed + i * G + g, adapter: true, adapterFrom: p.length - invocation.length }, p.length)));
+      { temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed + i * G + g, adapter: true, adapterFrom: p.from }, p.ids.length)));
     try {
-      await decode(backend, forked, seqs, prompts.flatMap((p) => new Array(G).fill(p.slice(-1))));
+      await decode(backend, forked, seqs, prompts.flatMap((p) => new Array(G).fill(p.ids.slice(-1))));
     } finally {
       await backend.free(forked);
     }
-    return seqs.map((s, k) => ({ prompt: prompts[Math.floor(k / G)], generated: s.tokens, logprobs: s.logprobs, budget: batch[Math.floor(k / G)].budget, thinking: 0, correct: false, closed: false }));
+    return seqs.map((s, k) => {
+      const p = prompts[Math.floor(k / G)];
+      return { prompt: p.ids, adapterFrom: p.from, generated: s.tokens, logprobs: s.logprobs, budget: batch[Math.floor(k / G)].budget, thinking: 0, correct: false, closed: false };
+    });
   } finally {
     await backend.free(cache);
   }
