@@ -67,7 +67,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
     `| SFT | ${(100 * sft.accuracy).toFixed(1)} % | ${sft.thinking.toFixed(1)} | ${(100 * sftG.accuracy).toFixed(1)} % | ${sftG.thinking.toFixed(1)} |`,
     `| RL (GRPO) | ${(100 * rl.accuracy).toFixed(1)} % | ${rl.thinking.toFixed(1)} | ${(100 * rlG.accuracy).toFixed(1)} % | ${rlG.thinking.toFixed(1)} |`, '',
     `Sampled: thinking tokens −${(100 * (result.thinking_reduction as number)).toFixed(1)} %, accuracy ${(result.accuracy_change_points as number) >= 0 ? '+' : ''}${(result.accuracy_change_points as number).toFixed(1)} points.`, '',
-    'With a budget line in the system prompt (`Thinking budget: N tokens.`), RL adapter:', '',
+    'With the budget control line after the invocation (`Thinking budget: N tokens.`), RL adapter:', '',
     '| prompted budget | accuracy | mean thinking | within budget |', '|---:|---:|---:|---:|',
     ...Object.entries(rlb).map(([b, r]) => `| ${b} | ${(100 * r.accuracy).toFixed(1)} % | ${r.thinking.toFixed(1)} | ${(100 * r.within!).toFixed(1)} % |`), '',
     'Accuracy with an inference-time thinking cap K (sampled):', '',
