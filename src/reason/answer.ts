@@ -186,7 +186,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         ...sampling, seed: seed + i, maxTokens, adapter: true, adapterFrom: classic ? 0 : ids.length,
         thinking: { end: rt!.end, maxTokens: K, force: rt!.force },
       }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
-      if (base?.invocationLogits && !classic) { // the invocation is in the cache: each sample's first token from its logits
+      if (base?.invocationLogits) { // speculated (activated adapter): each sample's first token from the invocation's logits
         pending = seqs.map((seq) => {
           const forced = seq.takeForced(); // a cap of 0 closes the thinking before anything is sampled
           if (forced.length) return forced;

@@ -91,7 +91,8 @@ export function solutionDocument(tok: TextTokenizer, item: Item, style: TraceSty
 
 /**
  * The recipe's share of verbose (long-CoT style) traces; the rest are concise. Long-CoT teachers dominate, so the
- * SFT adapter thinks at length by default (greedy decoding starts a verbose trace); budget forcing (RL) shortens it.
+ * SFT adapter thinks at length when sampled (about 190 thinking tokens on hard items at temperature 1; greedy
+ * decoding still picks the concise style); budget forcing (RL) shortens it.
  */
 export const VERBOSE_SHARE = 0.7;
 /** Share of SFT traces that carry a budget control line after "<think>". */
