@@ -64,6 +64,19 @@ export interface ReasoningBenchOptions {
   log?: (line: string) => void;
 }
 
+export interface RoutingSummary {
+  n: number; routerAccuracy: number; reasoningShare: number; easyChatDirectShare: number; easyChatN: number;
+  /**
+   * Routing accuracy of an oracle that knows each item's category and reasons on every medium and hard item: the
+   * label (greedy direct answer wrong) also counts the base's lucky direct hits, which no probe of the prompt sees.
+   */
+  categoryOracleAccuracy: number;
+  accuracy: { base: number; alwaysReason: number; routed: number };
+  meanLatencyMs: { base: number; alwaysReason: number; routed: number };
+  latencyRatio: number;
+  meanTokens: { alwaysReason: number; routed: number };
+}
+
 const METHODS: VoteMethod[] = ['majority', 'confidence', 'verifier', 'verifier-vote'];
 
 export interface ReasoningBenchResult {
@@ -75,12 +88,11 @@ export interface ReasoningBenchResult {
     /** The reasoning turn's own cost over the base prefill the router needs anyway: (shared − base) / (classic − base). */
     turnCostRatio: number;
   }[];
-  routing?: {
-    n: number; threshold: number; routerAccuracy: number; reasoningShare: number; easyChatDirectShare: number; easyChatN: number;
-    accuracy: { base: number; alwaysReason: number; routed: number };
-    meanLatencyMs: { base: number; alwaysReason: number; routed: number };
-    meanTokens: { alwaysReason: number; routed: number };
-    byCategory: Record<string, { n: number; directShare: number; base: number; alwaysReason: number; routed: number }>;
+  /** Routing over the whole test mix; `issueMix`: the same rows without the medium items (easy, hard and chat). */
+  routing?: RoutingSummary & {
+    threshold: number;
+    issueMix: RoutingSummary;
+    byCategory: Record<string, { n: number; directShare: number; base: number; alwaysReason: number; routed: number; latencyMs: { base: number; alwaysReason: number; routed: number } }>;
   };
   parallel?: {
     n: number; samples: number[];
@@ -160,24 +172,29 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
         rows.push({ c, score: router.score(off.promptHidden!), off, on, offOk: isCorrect(c.task, off.answer, c.gold), onOk: isCorrect(c.task, on.answer, c.gold) });
         if (rows.length % 10 === 0) log(`routing: ${rows.length}/${cases.length}`);
       }
-      const reason = (r: (typeof rows)[number]) => r.score >= router.threshold;
-      const pick = (r: (typeof rows)[number]) => (reason(r) ? { ok: r.onOk, res: r.on } : { ok: r.offOk, res: r.off });
-      const easyChat = rows.filter((r) => r.c.category === 'easy' || r.c.category === 'chat');
+      type Row = (typeof rows)[number];
+      const reason = (r: Row) => r.score >= router.threshold;
+      const pick = (r: Row) => (reason(r) ? { ok: r.onOk, res: r.on } : { ok: r.offOk, res: r.off });
+      const latency = (rs: Row[]) => ({ base: mean(rs.map((r) => r.off.latencyMs)), alwaysReason: mean(rs.map((r) => r.on.latencyMs)), routed: mean(rs.map((r) => pick(r).res.latencyMs)) });
+      const summary = (rs: Row[]): RoutingSummary => {
+        const easyChat = rs.filter((r) => r.c.category === 'easy' || r.c.category === 'chat'), lat = latency(rs);
+        return {
+          n: rs.length,
+          routerAccuracy: mean(rs.map((r) => (reason(r) === !r.offOk ? 1 : 0))),
+          reasoningShare: mean(rs.map((r) => +reason(r))),
+          easyChatDirectShare: mean(easyChat.map((r) => (reason(r) ? 0 : 1))), easyChatN: easyChat.length,
+          categoryOracleAccuracy: mean(rs.map((r) => ((r.c.category === 'medium' || r.c.category === 'hard') === !r.offOk ? 1 : 0))),
+          accuracy: { base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +pick(r).ok)) },
+          meanLatencyMs: lat, latencyRatio: lat.routed / Math.max(1e-9, lat.alwaysReason),
+          meanTokens: { alwaysReason: mean(rs.map((r) => r.on.usage.completionTokens)), routed: mean(rs.map((r) => pick(r).res.usage.completionTokens)) },
+        };
+      };
       const byCategory: NonNullable<ReasoningBenchResult['routing']>['byCategory'] = {};
       for (const cat of [...new Set(rows.map((r) => r.c.category))].sort()) {
         const rs = rows.filter((r) => r.c.category === cat);
-        byCategory[cat] = { n: rs.length, directShare: mean(rs.map((r) => (reason(r) ? 0 : 1))), base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +pick(r).ok)) };
+        byCategory[cat] = { n: rs.length, directShare: mean(rs.map((r) => (reason(r) ? 0 : 1))), base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +pick(r).ok)), latencyMs: latency(rs) };
       }
-      result.routing = {
-        n: rows.length, threshold: router.threshold,
-        routerAccuracy: mean(rows.map((r) => (reason(r) === !r.offOk ? 1 : 0))),
-        reasoningShare: mean(rows.map((r) => +reason(r))),
-        easyChatDirectShare: mean(easyChat.map((r) => (reason(r) ? 0 : 1))), easyChatN: easyChat.length,
-        accuracy: { base: mean(rows.map((r) => +r.offOk)), alwaysReason: mean(rows.map((r) => +r.onOk)), routed: mean(rows.map((r) => +pick(r).ok)) },
-        meanLatencyMs: { base: mean(rows.map((r) => r.off.latencyMs)), alwaysReason: mean(rows.map((r) => r.on.latencyMs)), routed: mean(rows.map((r) => pick(r).res.latencyMs)) },
-        meanTokens: { alwaysReason: mean(rows.map((r) => r.on.usage.completionTokens)), routed: mean(rows.map((r) => pick(r).res.usage.completionTokens)) },
-        byCategory,
-      };
+      result.routing = { ...summary(rows), threshold: router.threshold, issueMix: summary(rows.filter((r) => r.c.category !== 'medium')), byCategory };
       const g = result.routing;
       log(`routing: router accuracy ${(100 * g.routerAccuracy).toFixed(1)} %, easy+chat direct ${(100 * g.easyChatDirectShare).toFixed(1)} %, accuracy routed ${(100 * g.accuracy.routed).toFixed(1)} % vs always-reason ${(100 * g.accuracy.alwaysReason).toFixed(1)} %, latency ${g.meanLatencyMs.routed.toFixed(0)} vs ${g.meanLatencyMs.alwaysReason.toFixed(0)} ms`);
     }
@@ -264,18 +281,22 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     ...r.ttft.map((t) => `| ${t.promptTokens} | ${t.sharedKvMs.toFixed(1)} | ${t.classicMs.toFixed(1)} | ${pct(t.saving)} | ${(t.turnCostRatio ?? 0).toFixed(2)}× | ${t.baseDirectMs.toFixed(1)} |`), '',
     `![TTFT](${stem}-ttft.svg)`, ''];
   if (r.routing) {
-    const g = r.routing;
+    const g = r.routing, m = g.issueMix;
+    const col = (f: (x: RoutingSummary) => string) => `${f(g)} | ${f(m)} |`;
     out.push('## Routing (synthetic test split)', '',
-      `${g.n} questions; threshold ${g.threshold.toFixed(4)}. Greedy answers; the routed result uses the run its route selects.`, '',
-      '| | value |', '|---|---:|',
-      `| router accuracy (label: direct answer wrong) | ${pct(g.routerAccuracy)} |`,
-      `| questions sent to reasoning | ${pct(g.reasoningShare)} |`,
-      `| easy + chat answered without the adapter (${g.easyChatN}) | ${pct(g.easyChatDirectShare)} |`,
-      `| accuracy: base / always-reason / routed | ${pct(g.accuracy.base)} / ${pct(g.accuracy.alwaysReason)} / ${pct(g.accuracy.routed)} |`,
-      `| mean latency ms: base / always-reason / routed | ${g.meanLatencyMs.base.toFixed(0)} / ${g.meanLatencyMs.alwaysReason.toFixed(0)} / ${g.meanLatencyMs.routed.toFixed(0)} |`,
-      `| mean generated tokens: always-reason / routed | ${g.meanTokens.alwaysReason.toFixed(1)} / ${g.meanTokens.routed.toFixed(1)} |`, '',
-      '| category | n | answered directly | base | always-reason | routed |', '|---|---:|---:|---:|---:|---:|',
-      ...Object.entries(g.byCategory).map(([c, v]) => `| ${c} | ${v.n} | ${pct(v.directShare)} | ${pct(v.base)} | ${pct(v.alwaysReason)} | ${pct(v.routed)} |`), '');
+      `${g.n} questions (all categories), and the same rows without the medium items (the issue's mix of easy, hard and chat queries); threshold ${g.threshold.toFixed(4)}. Greedy answers; the routed result uses the answer and the latency of the run its route selects.`, '',
+      '| | all categories | easy + hard + chat |', '|---|---:|---:|',
+      `| questions | ${col((x) => String(x.n))}`,
+      `| router accuracy (label: direct answer wrong) | ${col((x) => pct(x.routerAccuracy))}`,
+      `| same, category oracle (reasons on every medium/hard item) | ${col((x) => pct(x.categoryOracleAccuracy))}`,
+      `| questions sent to reasoning | ${col((x) => pct(x.reasoningShare))}`,
+      `| easy + chat answered without the adapter | ${col((x) => `${pct(x.easyChatDirectShare)} of ${x.easyChatN}`)}`,
+      `| accuracy: base / always-reason / routed | ${col((x) => `${pct(x.accuracy.base)} / ${pct(x.accuracy.alwaysReason)} / ${pct(x.accuracy.routed)}`)}`,
+      `| mean latency ms: base / always-reason / routed | ${col((x) => `${x.meanLatencyMs.base.toFixed(1)} / ${x.meanLatencyMs.alwaysReason.toFixed(1)} / ${x.meanLatencyMs.routed.toFixed(1)}`)}`,
+      `| routed latency / always-reason | ${col((x) => `${x.latencyRatio.toFixed(2)}×`)}`,
+      `| mean generated tokens: always-reason / routed | ${col((x) => `${x.meanTokens.alwaysReason.toFixed(1)} / ${x.meanTokens.routed.toFixed(1)}`)}`, '',
+      '| category | n | answered directly | base | always-reason | routed | latency ms: base / always-reason / routed |', '|---|---:|---:|---:|---:|---:|---:|',
+      ...Object.entries(g.byCategory).map(([c, v]) => `| ${c} | ${v.n} | ${pct(v.directShare)} | ${pct(v.base)} | ${pct(v.alwaysReason)} | ${pct(v.routed)} | ${v.latencyMs.base.toFixed(1)} / ${v.latencyMs.alwaysReason.toFixed(1)} / ${v.latencyMs.routed.toFixed(1)} |`), '');
   }
   if (r.parallel) {
     const p = r.parallel;

@@ -13,8 +13,9 @@ import { answer } from '../src/reason/answer.ts';
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-test('the default recipe: base (full-parameter), anneal and reasoning adapter (activated LoRA) losses fall within a few steps', async () => {
+test('the default recipe: base (full-parameter), anneal and reasoning adapter (activated LoRA) losses fall within a few steps', async (t) => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-default-'));
+  t.after(() => fs.rmSync(out, { recursive: true, force: true }));
   const r = await trainDefault({ out, baseExamples: 1500, annealExamples: 2000, adapterExamples: 200, maxSteps: 40, quiet: true });
   const b = r.baseLosses, a = r.adapterLosses;
   console.log(`base loss ${mean(b.slice(0, 5)).toFixed(3)} → ${mean(b.slice(-5)).toFixed(3)} over ${b.length} steps; adapter loss ${mean(a.slice(0, 3)).toFixed(3)} → ${mean(a.slice(-3)).toFixed(3)} over ${a.length} steps`);

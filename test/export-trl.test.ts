@@ -2,7 +2,7 @@
  * Scale-out path: `export-trl` writes the default recipe's data and TRL configs; adapters trained here are PEFT
  * folders whose config keys and tensor names follow PEFT's documented schema (so PEFT/TRL and vLLM load them).
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,6 +19,7 @@ import { projectionShape, type Projection } from '../src/models/config.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-export-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const jsonl = (f: string) => fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
 /** Our YAML is one `key: <JSON value>` per line. */
 const readYaml = (f: string) => Object.fromEntries(fs.readFileSync(f, 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => {

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,6 +20,7 @@ import { trainVerifier, Verifier } from '../src/reason/verifier.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 // A random Qwen2 whose next-token choices are peaked (embeddings ×50, as in runtime.test.ts) and that never
 // chooses "</think>", an EOS token or a whitespace-only token by itself: their (tied) embedding rows are zero, so

@@ -29,8 +29,9 @@ test('group advantages are normalised within each group of G', () => {
   assert.deepEqual(a.slice(4), [0, 0, 0, 0], 'equal rewards carry no signal');
 });
 
-test('train-rl on the embedded model: forked rollouts, policy steps, a loadable PEFT adapter and curves', { skip: !fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet' }, async () => {
+test('train-rl on the embedded model: forked rollouts, policy steps, a loadable PEFT adapter and curves', { skip: !fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet' }, async (t) => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-rl-'));
+  t.after(() => fs.rmSync(out, { recursive: true, force: true }));
   const src = openSource(DEFAULT_DIR);
   const m = await loadModel(DEFAULT_DIR, { adapter: ADAPTER_DIR, quant: 'fp32' });
   try {

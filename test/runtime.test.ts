@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +14,7 @@ import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 import { sharedPath } from './helpers/shared.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-runtime-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 // Embedding std 1 makes next-token distributions peaked, so greedy choices are not near-ties.
 const model = makeRandomQwen2({ dir: path.join(tmp, 'qwen2'), seed: 3, gguf: false, config: { numLayers: 2 } });
 for (const [name, t] of model.weights) if (name === 'model.embed_tokens.weight') t.data.forEach((v, i) => { t.data[i] = v * 50; });

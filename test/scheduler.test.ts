@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +14,7 @@ import { loadModel } from '../src/runtime/model.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-scheduler-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const model = makeRandomQwen2({ dir: path.join(tmp, 'qwen2'), seed: 5, gguf: false });
 const V = model.config.vocabSize;
 const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
