@@ -97,7 +97,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     grpo: {
       dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 100,
       beta: o.beta ?? 0, temperature: o.temperature ?? 1, max_completion_length: 4 * Math.max(...budgets), seed,
-      reward: { penalty: 'budget', lambda: o.lambda ?? 1, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
+      reward: { penalty: 'budget', lambda: o.lambda ?? 3, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
     },
   };
 
@@ -263,7 +263,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--epochs <n>', 'SFT epochs', intArg('--epochs', 1), 2)
     .option('--budgets <list>', 'GRPO thinking budget buckets', DEFAULT_BUDGETS.join(','))
     .option('--group <n>', 'GRPO completions per prompt', intArg('--group', 2), 8)
-    .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 1)
+    .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'GRPO KL weight', floatArg('--beta', 0), 0)
     .option('--rl-lr <lr>', 'GRPO learning rate', floatArg('--rl-lr', 0), 1e-4)
     .option('--rl-steps <n>', 'GRPO steps', intArg('--rl-steps', 1), 100)

@@ -34,7 +34,7 @@ export interface RlOptions {
    * brief by default, when a request names no budget.
    */
   unbudgetedShare?: number;
-  /** Penalty weight: reward = correct − min(1, λ·excess/budget). */
+  /** Penalty weight (default 3): reward = correct − min(1, λ·excess/budget). */
   lambda?: number;
   group?: number;
   promptsPerStep?: number;
@@ -132,7 +132,7 @@ export async function trainRl(
       const rewards: number[] = [];
       for (let i = 0; i < rolls.length; i += G) {
         const grp = rolls.slice(i, i + G), mean = grp.reduce((a, r) => a + r.thinking, 0) / G;
-        for (const r of grp) rewards.push(reward(r, { penalty: o.penalty ?? 'budget', lambda: o.lambda ?? 1, groupMean: mean }));
+        for (const r of grp) rewards.push(reward(r, { penalty: o.penalty ?? 'budget', lambda: o.lambda ?? 3, groupMean: mean }));
       }
       const adv = groupAdvantages(rewards, G);
       const live = rolls.map((r, i) => ({ r, a: adv[i] })).filter((x) => Math.abs(x.a) > 1e-6 && x.r.generated.length);
