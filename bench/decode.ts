@@ -202,19 +202,21 @@ function sourceKey(globs: string[]): string {
 
 /**
  * The random model (seed 0, the helper's default init) as an HF folder + Q4_0 GGUF, and our converted
- * q4 ONNX folder for this accuracy level; each is reused while the code that writes it is unchanged.
+ * q4 ONNX folder for this accuracy level (with `fp32`, also an fp32 ONNX folder); each is reused while the code
+ * that writes it is unchanged.
  */
-async function prepareModels(cacheDir: string, accuracyLevel: number, note: (phase: string, total: number) => void, tick: (label: string) => void) {
+export async function prepareModels(cacheDir: string, accuracyLevel: number, note: (phase: string, total: number) => void, tick: (label: string) => void, o: { fp32?: boolean } = {}) {
   const modelKey = sourceKey(['test/helpers/random-model.ts', 'src/io/gguf.ts', 'src/io/safetensors.ts']);
   const graphKey = sourceKey(['src/models/*', 'src/onnx/*', 'src/io/*', 'src/runtime/model.ts']);
   const hf = path.join(cacheDir, `qwen2.5-0.5b-shape-seed0-${modelKey}`), onnxDir = path.join(cacheDir, `onnx-q4-al${accuracyLevel}-${graphKey}-${modelKey}`);
-  const q4gguf = path.join(hf, 'model-q4_0.gguf'), done = path.join(hf, 'bench-ready.json');
+  const q4gguf = path.join(hf, 'model-q4_0.gguf'), done = path.join(hf, 'bench-ready.json'), fp32Dir = path.join(cacheDir, `onnx-fp32-${graphKey}-${modelKey}`);
   if (fs.existsSync(cacheDir)) { // drop artefacts written by older code
-    const keep = (d: string) => d === path.basename(hf) || (d.startsWith('onnx-q4-al') && d.endsWith(`-${graphKey}-${modelKey}`));
+    const keep = (d: string) => d === path.basename(hf) || ((d.startsWith('onnx-q4-al') || d.startsWith('onnx-fp32-')) && d.endsWith(`-${graphKey}-${modelKey}`));
     for (const d of fs.readdirSync(cacheDir)) if (!keep(d)) fs.rmSync(path.join(cacheDir, d), { recursive: true, force: true });
   }
   const { makeRandomQwen2, QWEN25_05B } = await import('../test/helpers/random-model.ts');
-  const steps = (fs.existsSync(done) ? 0 : 1) + (fs.existsSync(path.join(onnxDir, 'edgereason.json')) ? 0 : 1);
+  const needFp32 = !!o.fp32 && !fs.existsSync(path.join(fp32Dir, 'edgereason.json'));
+  const steps = (fs.existsSync(done) ? 0 : 1) + (fs.existsSync(path.join(onnxDir, 'edgereason.json')) ? 0 : 1) + (needFp32 ? 1 : 0);
   if (steps) note('preparing models', steps);
   if (!fs.existsSync(done)) {
     tick('random weights → HF folder + Q4_0 GGUF (~1 min)');
@@ -231,7 +233,15 @@ async function prepareModels(cacheDir: string, accuracyLevel: number, note: (pha
     fs.rmSync(onnxDir, { recursive: true, force: true });
     convertModel(openSource(hf), onnxDir, { quant: 'q4', accuracyLevel });
   }
-  return { hf, q4gguf, onnxDir, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
+  if (needFp32) {
+    tick('converting to ONNX fp32');
+    await new Promise((r) => setImmediate(r));
+    const { openSource } = await import('../src/io/source.ts');
+    const { convertModel } = await import('../src/runtime/model.ts');
+    fs.rmSync(fp32Dir, { recursive: true, force: true });
+    convertModel(openSource(hf), fp32Dir, { quant: 'fp32' });
+  }
+  return { hf, q4gguf, onnxDir, fp32Dir: o.fp32 ? fp32Dir : undefined, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
 }
 
 function runChild(cfg: ChildConfig, tick: (label: string) => void): Promise<ChildResult> {

@@ -15,10 +15,12 @@
  *    samples are the N-sample run (test/reason.test.ts checks forked = single decoding). Wall time of N vs 1 at
  *    the same tokens per sample: one prefill, fork N, decode a fixed number of tokens (stop tokens off).
  *
+ * 4. With --shape-timing: the same wall-time comparison on random weights in Qwen2.5-0.5B's shape, fp32 and q4.
+ *
  * Writes bench/results/reasoning-<date>.json, .md, -accuracy-vs-n.svg and -ttft.svg.
  *
  *   node --import tsx bench/reasoning.ts [--model dir] [--adapter dir] [--router f] [--verifier f]
- *     [--router-items 100] [--parallel-items 40] [--reps 3] [--max-tokens 384] [--no-write]
+ *     [--router-items 100] [--parallel-items 40] [--reps 3] [--max-tokens 384] [--shape-timing] [--no-write]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -26,6 +28,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import { decode, Sequence } from '../src/runtime/generate.ts';
+import type { SamplingParams } from '../src/runtime/sampler.ts';
 import { answer, prefill, reasoningTokens } from '../src/reason/answer.ts';
 import { LinearProbe, Router } from '../src/reason/router.ts';
 import { Verifier } from '../src/reason/verifier.ts';
@@ -59,6 +62,8 @@ export interface ReasoningBenchOptions {
   /** Tokens per sample in the wall-time comparison. */
   timingTokens?: number;
   seed?: number;
+  /** Also time parallel samples on random weights in Qwen2.5-0.5B's shape, fp32 and q4 (minutes; ~3 GB of cache under the temp folder). */
+  shapeTiming?: boolean;
   /** Where reasoning-<date>.* go (default bench/results); null = do not write. */
   resultsDir?: string | null;
   log?: (line: string) => void;
@@ -100,6 +105,8 @@ export interface ReasoningBenchResult {
     meanTokensPerSample: number;
     wallTime: { samples: number; ms: number; ratio: number; tokensPerSample: number }[];
   };
+  /** Parallel wall time on the 0.5B shape (`shapeTiming`). */
+  shapeTiming?: { model: string; quant: string; promptTokens: number; wallTime: { samples: number; ms: number; ratio: number; tokensPerSample: number }[] }[];
   machine: { cpu: string; cores: number; node: string; threads: string };
 }
 
@@ -218,32 +225,15 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       }
       const accuracy = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, hits[m][n] / cases.length]))]));
       // Wall time at the same tokens per sample: one prefill, a fork, fixed-length decoding.
-      const T = o.timingTokens ?? 64, ids = model.encode([{ role: 'user', content: cases[0]?.question ?? 'What is 2 plus 3?' }], true);
-      const rt = reasoningTokens(model);
-      const timeN = async (n: number) => {
-        const t0 = performance.now();
-        const p = await prefill(model.backend, ids, 0);
-        const cache = n === 1 ? p.cache : await model.backend.select(p.cache, new Array(n).fill(0));
-        if (cache !== p.cache) await model.backend.free(p.cache);
-        const seqs = Array.from({ length: n }, (_, i) => new Sequence(model.tokenizer, { temperature, topP, seed: i, maxTokens: T, stopTokens: [], adapter: true, adapterFrom: ids.length }, ids.length + rt.invocation.length));
-        await decode(model.backend, cache, seqs, seqs.map(() => rt.invocation), t0);
-        await model.backend.free(cache);
-        return performance.now() - t0;
-      };
-      await timeN(maxN);
-      const wallTime: NonNullable<ReasoningBenchResult['parallel']>['wallTime'] = [];
-      for (const n of sampleCounts) {
-        const xs: number[] = [];
-        for (let i = 0; i < reps; i++) xs.push(await timeN(n));
-        wallTime.push({ samples: n, ms: Math.min(...xs), ratio: 0, tokensPerSample: T });
-      }
-      wallTime.forEach((w) => { w.ratio = w.ms / wallTime.find((x) => x.samples === 1)!.ms; });
+      const ids = model.encode([{ role: 'user', content: cases[0]?.question ?? 'What is 2 plus 3?' }], true);
+      const wallTime = await parallelWallTime(model, ids, { invocation: reasoningTokens(model).invocation, sampleCounts, tokens: o.timingTokens ?? 64, reps, sampling: { temperature, topP } });
       result.parallel = { n: cases.length, samples: sampleCounts, accuracy, meanTokensPerSample: mean(tokens), wallTime };
       log(`parallel: ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTime.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`);
     }
   } finally {
     await model.close();
   }
+  if (o.shapeTiming) result.shapeTiming = await shapeWallTimes(sampleCounts, reps, log);
 
   if (o.resultsDir !== null) {
     const dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results'), stem = path.join(dir, `reasoning-${result.date.slice(0, 10)}`);
@@ -268,6 +258,61 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     log(`wrote ${stem}.json, .md and SVG plots`);
   }
   return result;
+}
+
+type WallTime = NonNullable<ReasoningBenchResult['parallel']>['wallTime'];
+
+/**
+ * Wall time of N samples at the same tokens per sample: one prefill of `ids`, a fork into N rows, then `tokens`
+ * decode steps with stop tokens off (with `invocation`, the rows start with it and the adapter on from there).
+ * Best of `reps` runs after a warm-up at the largest N.
+ */
+export async function parallelWallTime(model: Model, ids: number[], o: { invocation?: number[]; sampleCounts: number[]; tokens: number; reps: number; sampling: SamplingParams }): Promise<WallTime> {
+  const pending = o.invocation ?? [];
+  const timeN = async (n: number) => {
+    const t0 = performance.now();
+    const p = await prefill(model.backend, ids, 0);
+    const cache = n === 1 ? p.cache : await model.backend.select(p.cache, new Array(n).fill(0));
+    if (cache !== p.cache) await model.backend.free(p.cache);
+    const adapter = o.invocation ? { adapter: true, adapterFrom: ids.length } : {};
+    const seqs = Array.from({ length: n }, (_, i) => new Sequence(model.tokenizer, { ...o.sampling, seed: i, maxTokens: o.tokens, stopTokens: [], ...adapter }, ids.length + pending.length));
+    await decode(model.backend, cache, seqs, seqs.map(() => pending), t0);
+    await model.backend.free(cache);
+    return performance.now() - t0;
+  };
+  await timeN(Math.max(...o.sampleCounts));
+  const rows: WallTime = [];
+  for (const n of o.sampleCounts) {
+    const xs: number[] = [];
+    for (let i = 0; i < o.reps; i++) xs.push(await timeN(n));
+    rows.push({ samples: n, ms: Math.min(...xs), ratio: 0, tokensPerSample: o.tokens });
+  }
+  rows.forEach((w) => { w.ratio = w.ms / rows.find((x) => x.samples === 1)!.ms; });
+  return rows;
+}
+
+/**
+ * The same wall-time comparison on random weights in Qwen2.5-0.5B's shape (the decode bench's cached model),
+ * fp32 and q4: where decoding is memory-bound, N rows cost little more than one. 40-token prompt, 32 tokens per
+ * sample, temperature 0.8 with top-k 40 (random weights give a flat distribution, which top-p would keep whole).
+ */
+async function shapeWallTimes(sampleCounts: number[], reps: number, log: (l: string) => void): Promise<NonNullable<ReasoningBenchResult['shapeTiming']>> {
+  const { prepareModels } = await import('./decode.ts');
+  log('Qwen2.5-0.5B shape: preparing the random-weight model (cached; the first run takes a few minutes)');
+  const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => log(`  ${l}`), { fp32: true });
+  const out: NonNullable<ReasoningBenchResult['shapeTiming']> = [];
+  for (const [quant, dir] of [['fp32', files.fp32Dir!], ['q4', files.onnxDir]] as const) {
+    const m = await loadModel(dir);
+    try {
+      const ids = Array.from({ length: 40 }, (_, i) => 100 + 37 * i);
+      const wallTime = await parallelWallTime(m, ids, { sampleCounts, tokens: 32, reps, sampling: { temperature: 0.8, topK: 40 } });
+      out.push({ model: 'random weights, Qwen2.5-0.5B shape', quant, promptTokens: ids.length, wallTime });
+      log(`0.5B shape ${quant}: wall time ratio ${wallTime.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`);
+    } finally {
+      await m.close();
+    }
+  }
+  return out;
 }
 
 export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
@@ -309,6 +354,13 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       ...p.wallTime.map((w) => `| ${w.samples} | ${w.ms.toFixed(0)} | ${w.ratio.toFixed(2)}× |`), '',
       `![accuracy vs N](${stem}-accuracy-vs-n.svg)`, '');
   }
+  if (r.shapeTiming?.length) {
+    const st = r.shapeTiming, ns = st[0].wallTime.map((w) => w.samples);
+    out.push('## Parallel wall time on the Qwen2.5-0.5B shape', '',
+      `Random weights in Qwen2.5-0.5B's shape (no adapter): one ${st[0].promptTokens}-token prefill, fork, ${st[0].wallTime[0]?.tokensPerSample} tokens per sample (temperature 0.8, top-k 40), best of the runs.`, '',
+      `| weights | ${ns.map((n) => `N=${n}`).join(' | ')} |`, `|---|${ns.map(() => '---:').join('|')}|`,
+      ...st.map((x) => `| ${x.quant} | ${x.wallTime.map((w) => `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×)`).join(' | ')} |`), '');
+  }
   return out.join('\n');
 }
 
@@ -325,6 +377,6 @@ if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.ar
     routerItems: num('--router-items'), parallelItems: num('--parallel-items'), maxTokens: num('--max-tokens'),
     maxThinkingTokens: num('--max-thinking-tokens'), timingTokens: num('--timing-tokens'), seed: num('--seed'),
     promptLengths: flag('--prompt-lengths')?.split(',').map(Number), samples: flag('--samples')?.split(',').map(Number),
-    resultsDir: process.argv.includes('--no-write') ? null : flag('--results-dir'),
+    resultsDir: process.argv.includes('--no-write') ? null : flag('--results-dir'), shapeTiming: process.argv.includes('--shape-timing'),
   });
 }

@@ -219,7 +219,7 @@ test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens
   assert.deepEqual([a(), a(), a()], [b(), b(), b()]);
 });
 
-test('sampler: the pruned fast path picks exactly what a full sort over the vocabulary picks', () => {
+test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick exactly what a full sort over the vocabulary picks', () => {
   // Reference: sort every token by probability, then top-k, min-p, top-p, and walk the kept mass with u.
   const reference = (logits: Float32Array, p: { temperature: number; topK?: number; topP?: number; minP?: number }, u: number) => {
     const max = Math.max(...logits), order = [...logits.keys()].filter((i) => (logits[i] - max) / p.temperature > -25).sort((a, b) => logits[b] - logits[a] || a - b);
@@ -234,8 +234,9 @@ test('sampler: the pruned fast path picks exactly what a full sort over the voca
   };
   const rand = seededRandom(7);
   for (let trial = 0; trial < 300; trial++) {
-    const V = 50 + Math.floor(rand() * 900), spread = 1 + 8 * rand();
-    const logits = Float32Array.from({ length: V }, () => spread * (rand() * 2 - 1) ** 3 * 4);
+    const flat = trial % 10 === 9; // a large, flat vocabulary: a nucleus of thousands of tokens (the packed-key sort)
+    const V = flat ? 3000 + Math.floor(rand() * 3000) : 50 + Math.floor(rand() * 900), spread = flat ? 0.3 : 1 + 8 * rand();
+    const logits = Float32Array.from({ length: V }, () => spread * (rand() * 2 - 1) ** 3 * 4).map((x) => (trial % 5 === 0 ? Math.round(x) : x)); // rounded: ties at the top-k boundary
     const params = { temperature: [0.3, 0.8, 1, 1.5][trial % 4], topP: [undefined, 0.95, 0.5][trial % 3], minP: [0, 0.05][trial % 2], topK: [0, 0, 40][trial % 3] };
     for (const u of [rand(), rand(), 0, 0.999999]) assert.equal(sampleToken(logits, params, u).token, reference(logits, params, u), `trial ${trial} u ${u}`);
   }

@@ -30,9 +30,10 @@ export function benchCommand(program: Command): void {
     .option('--adapter <dir>', 'reasoning adapter (default <model>/reasoning-adapter)')
     .option('--router-items <n>', 'test questions for routing', intArg('--router-items', 0), 100)
     .option('--parallel-items <n>', 'hard test questions for parallel sampling', intArg('--parallel-items', 0), 60)
+    .option('--shape-timing', 'also time parallel samples on random weights in Qwen2.5-0.5B\'s shape, fp32 and q4 (minutes; ~3 GB cached in the temp folder)')
     .action(async (o) => {
       const { runReasoningBench } = await import('../../bench/reasoning.ts');
-      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, parallelItems: o.parallelItems });
+      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, parallelItems: o.parallelItems, shapeTiming: !!o.shapeTiming });
     });
   bench.command('budget')
     .description('budget forcing: SFT vs RL adapter on hard items (accuracy, thinking tokens), budget buckets, accuracy vs thinking cap')

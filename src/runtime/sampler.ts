@@ -35,7 +35,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   const byLogit = (a: number, b: number) => logits[b] - logits[a] || a - b;
   let sorted: Int32Array, norm: number;
   if (params.topK && params.topK > 0 && params.topK < count) {
-    sorted = cand.slice(0, count).sort(byLogit).subarray(0, params.topK);
+    sorted = topKSorted(logits, cand, count, params.topK).sort(byLogit);
     norm = 0;
     for (let i = 0; i < sorted.length; i++) norm += e[sorted[i]];
   } else {
@@ -47,7 +47,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     if (params.topP !== undefined && params.topP < 1) floor = Math.max(floor, 0.5 * (1 - params.topP) / count);
     let k = 0;
     for (let j = 0; j < count; j++) if (e[cand[j]] / sumAll >= floor) cand[k++] = cand[j];
-    sorted = cand.subarray(0, k).sort(byLogit);
+    sorted = k > 64 ? sortByLogit(logits, cand.subarray(0, k)) : cand.subarray(0, k).sort(byLogit);
   }
   let n = sorted.length;
   const prob = (i: number) => e[sorted[i]] / norm;
@@ -66,6 +66,58 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   for (let i = 0; i < n; i++) { r -= prob(i); if (r < 0) { pick = i; break; } }
   const token = sorted[pick];
   return { token, logprob: (logits[token] - max) - logSumExp(logits, max) };
+}
+
+let scratchV = new Float32Array(0);
+
+/**
+ * The k candidates with the largest logits (ties to the lower index), unsorted: the k-th largest value by
+ * quickselect, then one pass in index order. O(V) instead of sorting the whole vocabulary.
+ */
+function topKSorted(logits: Float32Array, cand: Int32Array, count: number, k: number): Int32Array {
+  if (scratchV.length < count) scratchV = new Float32Array(logits.length);
+  const v = scratchV;
+  for (let i = 0; i < count; i++) v[i] = logits[cand[i]];
+  // Quickselect: afterwards v[want] is the k-th largest (v sorted descending at position want).
+  const want = k - 1;
+  let lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const pivot = v[(lo + hi) >> 1];
+    let i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] > pivot) i++;
+      while (v[j] < pivot) j--;
+      if (i <= j) { const t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
+    }
+    if (want <= j) hi = j; else if (want >= i) lo = i; else break;
+  }
+  const kth = v[want], out = new Int32Array(k);
+  let n = 0;
+  for (let i = 0; i < count && n < k; i++) if (logits[cand[i]] > kth) out[n++] = cand[i];
+  for (let i = 0; i < count && n < k; i++) if (logits[cand[i]] === kth) out[n++] = cand[i];
+  return out;
+}
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+let scratchK = new Float64Array(0);
+
+/**
+ * `idx` sorted by logit, largest first, ties to the lower index — the comparator sort's order — through one
+ * native numeric sort of packed keys (order-preserving 32-bit image of the float, then the inverted index in the
+ * low 21 bits: exact in a float64), so flat distributions with a large nucleus stay cheap.
+ */
+function sortByLogit(logits: Float32Array, idx: Int32Array): Int32Array {
+  if (logits.length > 2 ** 21) return idx.sort((a, b) => logits[b] - logits[a] || a - b);
+  if (scratchK.length < idx.length) scratchK = new Float64Array(logits.length);
+  const keys = scratchK.subarray(0, idx.length), low = 2 ** 21 - 1;
+  for (let i = 0; i < idx.length; i++) {
+    f32[0] = logits[idx[i]] || 0; // -0 → +0 (equal logits tie on the index)
+    const bits = u32[0], ord = bits & 0x80000000 ? ~bits >>> 0 : (bits | 0x80000000) >>> 0;
+    keys[i] = ord * 2 ** 21 + (low - idx[i]);
+  }
+  keys.sort();
+  for (let i = 0; i < idx.length; i++) idx[i] = low - (keys[idx.length - 1 - i] % 2 ** 21);
+  return idx;
 }
 
 /** log Σ exp(x - max) */
