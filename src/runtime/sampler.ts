@@ -27,18 +27,18 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   if (temp <= 0) return { token: best, logprob: -logSumExp(logits, max) };
   if (scratchP.length < V) { scratchP = new Float64Array(V); scratchI = new Int32Array(V); }
   const e = scratchP, cand = scratchI;
-  let count = 0, sumAll = 0;
-  for (let i = 0; i < V; i++) {
-    const x = (logits[i] - max) / temp;
-    if (x > -TAIL) { sumAll += e[i] = Math.exp(x); cand[count++] = i; }
-  }
+  let count = 0;
+  for (let i = 0; i < V; i++) if ((logits[i] - max) / temp > -TAIL) cand[count++] = i;
   const byLogit = (a: number, b: number) => logits[b] - logits[a] || a - b;
   let sorted: Int32Array, norm: number;
   if (params.topK && params.topK > 0 && params.topK < count) {
+    // Only the k kept tokens need their weights.
     sorted = topKSorted(logits, cand, count, params.topK).sort(byLogit);
     norm = 0;
-    for (let i = 0; i < sorted.length; i++) norm += e[sorted[i]];
+    for (let i = 0; i < sorted.length; i++) norm += e[sorted[i]] = Math.exp((logits[sorted[i]] - max) / temp);
   } else {
+    let sumAll = 0;
+    for (let j = 0; j < count; j++) sumAll += e[cand[j]] = Math.exp((logits[cand[j]] - max) / temp);
     // Without top-k the probabilities are e / sumAll. A token below minP·p_best is cut by min-p, and one below
     // (1 − topP) / count cannot enter the nucleus (everything at or below it weighs < 1 − topP), so only the few
     // tokens above both floors need sorting.
