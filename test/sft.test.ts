@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,6 +15,7 @@ import type { Example } from '../src/train/data.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-sft-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const model = makeRandomQwen2({ dir: path.join(tmp, 'm'), seed: 2, gguf: false, config: { numLayers: 2, vocabSize: 512 } });
 // Embedding std 0.2 (not 0.02): with tied embeddings the logits are bounded by |h|·|e|, and at 0.02 no
 // adapter could make any token likely.

@@ -2,7 +2,7 @@
  * The training graph against PyTorch (Debian's python3-torch, used only as the oracle): loss and gradients of
  * a small random Qwen2 with LoRA on all 7 projections (plain and activated-LoRA masking) and full-parameter.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -20,6 +20,7 @@ import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 const PY = '/usr/bin/python3';
 const ORACLE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'oracle/torch_qwen2.py');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-oracle-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const hasTorch = (() => { try { execFileSync(PY, ['-c', 'import torch']); return true; } catch { return false; } })();
 const torchNote = 'PyTorch oracle missing: install Debian\'s python3-torch (apt-get install python3-torch); .ci/run does this';
 

@@ -35,6 +35,13 @@ export function benchCommand(program: Command): void {
       const { runReasoningBench } = await import('../../bench/reasoning.ts');
       await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, parallelItems: o.parallelItems, shapeTiming: !!o.shapeTiming });
     });
+  bench.command('matmul')
+    .description('batch cost of Qwen2.5-0.5B-sized linear layers: 4-bit MatMulNBits vs fp32 MatMul at M = 1, 2, 4, 8 rows')
+    .option('--layers <n>', 'layers in the stack', intArg('--layers', 1), 12)
+    .action(async (o) => {
+      const { runMatmulBench } = await import('../../bench/matmul.ts');
+      await runMatmulBench({ layers: o.layers });
+    });
   bench.command('budget')
     .description('budget forcing: SFT vs RL adapter on hard items (accuracy, thinking tokens), budget buckets, accuracy vs thinking cap')
     .option('--items <n>', 'hard test questions', intArg('--items', 1), 100)
