@@ -200,6 +200,31 @@ test('generate: worker thread, streaming, batch equals singles, seeded sampling,
   }
 });
 
+test('the graph\'s log-normaliser (logits_lse) equals log Σ exp of its logits; sampled log-probabilities use it', async () => {
+  const b = await backend();
+  try {
+    const c = await b.newCache(2);
+    const sample = [{ temperature: 0.9, topK: 5, u: 0.3 }, { u: 0 }];
+    const r = await b.step(c, { tokens: [[5, 9, 11], [7, 3, 2]], logits: 'all', want: { logits: true }, sample });
+    const out = await (b as LocalBackend).engine.step((b as LocalBackend).engine.newCache(1), { tokens: [[5, 9, 11]], logits: 'all' });
+    assert.ok(out.lse && out.lse.length === 3, 'one normaliser per returned position');
+    for (let t = 0; t < 3; t++) {
+      const row = out.logits.subarray(t * V, (t + 1) * V), max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0));
+      assert.ok(Math.abs(out.lse[t] - lse) < 1e-4, `position ${t}: ${out.lse[t]} vs ${lse}`);
+    }
+    // The sampled tokens' log-probabilities equal the ones computed from the logits alone.
+    sample.forEach((p, row) => {
+      const last = r.logits!.subarray((row * 3 + 2) * V, (row * 3 + 3) * V), ref = sampleToken(last, p, p.u);
+      assert.equal(r.tokens![row], ref.token);
+      assert.ok(Math.abs(r.logprobs![row] - ref.logprob) < 1e-4, `row ${row}: ${r.logprobs![row]} vs ${ref.logprob}`);
+    });
+    await b.free(c);
+  } finally {
+    await b.close();
+  }
+});
+
 test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens', () => {
   const logits = Float32Array.from([Math.log(0.5), Math.log(0.3), Math.log(0.15), Math.log(0.05)]);
   assert.equal(sampleToken(logits, {}, 0.99).token, 0);

@@ -6,7 +6,9 @@
  *            int64 [B,L]: positions within T whose logits and hidden states are returned; with LoRA also
  *            adapter_mask float [B,T] (0 = base weights, 1 = base + LoRA for that token) and
  *            <projection>.lora_A [r,in] / .lora_B [out,r] for each targeted projection.
- *   outputs  logits [B,L,V]; hidden_states [B,L,H] (after the final norm: for routers and verifiers);
+ *   outputs  logits [B,L,V]; logits_lse [B,L] = log Σ exp(logits) (the log-probability normaliser, so the
+ *            sampler never exponentiates the whole vocabulary in JS); hidden_states [B,L,H] (after the final norm:
+ *            for routers and verifiers);
  *            present_key.i / present_value.i: the cache with this step's rows appended. The engine passes
  *            the cache buffers as pre-allocated outputs, so only the new rows are written, in place.
  * New tokens of row b sit at positions lengths[b] .. lengths[b]+T-1 (RoPE is fused into the attention op).
@@ -40,8 +42,10 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opt
   const logitsIndex = g.input('logits_index', 'int64', ['batch', 'selected']);
   const hidden = decoder(L, { inputIds, cache: { seqlensK, total, past } });
   const picked = g.nodeN('GatherND', [hidden, g.node('Unsqueeze', [logitsIndex, g.constant([2])])], { batch_dims: 1 }, { names: ['hidden_states'] })[0];
-  g.nodeN('Identity', [lmHead(L, picked)], {}, { names: ['logits'] });
+  const logits = g.nodeN('Identity', [lmHead(L, picked)], {}, { names: ['logits'] })[0];
+  g.nodeN('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 0 }, { names: ['logits_lse'] });
   g.output('logits', 'float32', ['batch', 'selected', cfg.vocabSize]);
+  g.output('logits_lse', 'float32', ['batch', 'selected']);
   g.output('hidden_states', 'float32', ['batch', 'selected', cfg.hiddenSize]);
   for (let i = 0; i < cfg.numLayers; i++) {
     g.output(`present_key.${i}`, 'float32', ['batch', hkv, 'capacity', d]);

@@ -5,7 +5,7 @@
  * hidden states cross the boundary.
  */
 import type { ModelConfig } from '../models/config.ts';
-import { Engine, type AdapterTensors, type EngineOptions, type StepInput } from './engine.ts';
+import { Engine, type AdapterTensors, type EngineOptions, type StepInput, type StepOutput } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import { sampleToken, type SamplingParams } from './sampler.ts';
 
@@ -59,21 +59,7 @@ export class LocalBackend implements Backend {
   async newCache(rows: number): Promise<CacheHandle> { return this.register(this.engine.newCache(rows)); }
 
   async step(handle: CacheHandle, req: StepRequest): Promise<StepResult> {
-    const out = await this.engine.step(this.cache(handle), req);
-    const res: StepResult = { positions: out.positions };
-    if (req.sample) {
-      const V = this.config.vocabSize, L = out.positions;
-      res.tokens = []; res.logprobs = [];
-      req.sample.forEach((p, b) => {
-        if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
-        const row = out.logits.subarray((b * L + L - 1) * V, (b * L + L) * V);
-        const s = sampleToken(row, p, p.u);
-        res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
-      });
-    }
-    if (req.want?.logits) res.logits = out.logits;
-    if (req.want?.hidden) res.hidden = out.hidden;
-    return res;
+    return stepResult(this.config, await this.engine.step(this.cache(handle), req), req);
   }
 
   async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.cache(handle).select(rows)); }
@@ -92,4 +78,21 @@ export class LocalBackend implements Backend {
     if (!c) throw new Error(`runtime: KV cache ${h} does not exist (freed?)`);
     return c;
   }
+}
+
+/** The step result for an engine output: sampling happens next to the logits (log-probabilities from the graph's normaliser). */
+export function stepResult(config: ModelConfig, out: StepOutput, req: StepRequest): StepResult {
+  const res: StepResult = { positions: out.positions };
+  if (req.sample) {
+    const V = config.vocabSize, L = out.positions;
+    res.tokens = []; res.logprobs = [];
+    req.sample.forEach((p, b) => {
+      if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
+      const at = b * L + L - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse?.[at]);
+      res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
+    });
+  }
+  if (req.want?.logits) res.logits = out.logits;
+  if (req.want?.hidden) res.hidden = out.hidden;
+  return res;
 }

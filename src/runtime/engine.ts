@@ -24,6 +24,8 @@ export interface StepOutput {
   logits: Float32Array;
   /** [rows, L, hidden] final-norm hidden states at the same positions. */
   hidden: Float32Array;
+  /** [rows, L] log Σ exp(logits) per position (graphs converted before this output existed have none). */
+  lse?: Float32Array;
   /** L: positions returned per row. */
   positions: number;
 }
@@ -47,9 +49,11 @@ export class Engine {
    */
   private mirror?: { cache: KVCache; rowCap: number; slots: (MirrorSlot | null)[] };
   private readonly loraInputs: string[];
+  private readonly hasLse: boolean;
 
   private constructor(readonly config: ModelConfig, private readonly session: ort.InferenceSession) {
     this.loraInputs = session.inputNames.filter((n) => n.endsWith('.lora_A') || n.endsWith('.lora_B'));
+    this.hasLse = session.outputNames.includes('logits_lse');
   }
 
   /** `model` is ModelProto bytes or the path of a .onnx file (its external data beside it). */
@@ -106,6 +110,7 @@ export class Engine {
         const r = await this.run(cache, input, counts, T, L, [b]);
         out.logits.set(r.logits, b * L * V);
         out.hidden.set(r.hidden, b * L * Hd);
+        if (r.lse) (out.lse ??= new Float32Array(rows * L)).set(r.lse, b * L);
       }
     }
     counts.forEach((n, b) => cache.advance(b, n));
@@ -190,13 +195,14 @@ export class Engine {
     entries.forEach((e, k) => {
       const c = e.cache, rows = c.rows;
       c.ensureCapacity(Math.max(...c.lengths) + 1);
-      const res: StepOutput = { logits: new Float32Array(rows * V), hidden: new Float32Array(rows * Hd), positions: 1 };
+      const res: StepOutput = { logits: new Float32Array(rows * V), hidden: new Float32Array(rows * Hd), positions: 1, ...(out.lse ? { lse: new Float32Array(rows) } : {}) };
       for (let row = 0; row < rows; row++) {
         const s = slotOf[i++], n = counts[k][row], len = c.lengths[row];
         copyPositions(view, s, c, row, len, len + n);
         c.advance(row, n);
         res.logits.set(out.logits.subarray(s * V, (s + 1) * V), row * V);
         res.hidden.set(out.hidden.subarray(s * Hd, (s + 1) * Hd), row * Hd);
+        if (res.lse) res.lse[row] = out.lse![s];
       }
       results.push(res);
     });
@@ -238,7 +244,7 @@ export class Engine {
       total_sequence_length: new ort.Tensor('int32', Int32Array.of(Math.max(...seqlens) + 1), []),
       logits_index: new ort.Tensor('int64', index, [B, L]),
     };
-    const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null };
+    const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null, ...(this.hasLse ? { logits_lse: null } : {}) };
     for (let l = 0; l < this.config.numLayers; l++) {
       const view = all ? { k: cache.keys[l], v: cache.values[l] } : cache.rowView(l, rowsIn[0]);
       const k = new ort.Tensor('float32', view.k, dims), v = new ort.Tensor('float32', view.v, dims);
@@ -251,7 +257,7 @@ export class Engine {
       feeds.adapter_mask = new ort.Tensor('float32', mask, [B, T]);
     }
     const out = await this.session.run(feeds, fetches);
-    return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, positions: L };
+    return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, positions: L, ...(this.hasLse ? { lse: out.logits_lse.data as Float32Array } : {}) };
   }
 
   async close(): Promise<void> { await this.session.release(); }

@@ -19,12 +19,14 @@ const TAIL = 25;
 // Scratch buffers reused across calls (sampling runs once per row per decode step: no garbage per token).
 let scratchP = new Float64Array(0), scratchI = new Int32Array(0);
 
-export function sampleToken(logits: Float32Array, params: SamplingParams, u: number): Sampled {
+/** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
+export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number): Sampled {
   const V = logits.length, temp = params.temperature ?? 0;
   let best = 0;
   for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
   const max = logits[best];
-  if (temp <= 0) return { token: best, logprob: -logSumExp(logits, max) };
+  const logprob = (token: number) => (lse !== undefined ? logits[token] - lse : (logits[token] - max) - logSumExp(logits, max));
+  if (temp <= 0) return { token: best, logprob: logprob(best) };
   if (scratchP.length < V) { scratchP = new Float64Array(V); scratchI = new Int32Array(V); }
   const e = scratchP, cand = scratchI;
   let count = 0;
@@ -65,7 +67,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   let r = u * total, pick = n - 1;
   for (let i = 0; i < n; i++) { r -= prob(i); if (r < 0) { pick = i; break; } }
   const token = sorted[pick];
-  return { token, logprob: (logits[token] - max) - logSumExp(logits, max) };
+  return { token, logprob: logprob(token) };
 }
 
 let scratchV = new Float32Array(0);

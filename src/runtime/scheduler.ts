@@ -11,11 +11,10 @@
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
 import type { Model } from './model.ts';
-import { LocalBackend, type Backend, type CacheHandle, type StepRequest, type StepResult } from './backend.ts';
-import { Engine, type AdapterTensors, type EngineOptions, type StepOutput } from './engine.ts';
+import { LocalBackend, stepResult, type Backend, type CacheHandle, type StepRequest, type StepResult } from './backend.ts';
+import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { sampleToken } from './sampler.ts';
 
 /** Per entry of a stepMany call: its result, or why that entry failed (the others are unaffected). */
 export type StepManyResult = StepResult | { error: string };
@@ -23,23 +22,6 @@ export type StepManyResult = StepResult | { error: string };
 /** A backend that can step several caches in one call. */
 export interface BatchingBackend extends Backend {
   stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]>;
-}
-
-/** The step result a LocalBackend returns for this engine output (sampling done next to the logits). */
-export function stepResult(config: ModelConfig, out: StepOutput, req: StepRequest): StepResult {
-  const res: StepResult = { positions: out.positions };
-  if (req.sample) {
-    const V = config.vocabSize, L = out.positions;
-    res.tokens = []; res.logprobs = [];
-    req.sample.forEach((p, b) => {
-      if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
-      const s = sampleToken(out.logits.subarray((b * L + L - 1) * V, (b * L + L) * V), p, p.u);
-      res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
-    });
-  }
-  if (req.want?.logits) res.logits = out.logits;
-  if (req.want?.hidden) res.hidden = out.hidden;
-  return res;
 }
 
 /** LocalBackend plus `stepMany` (Engine.stepMany over the caches it holds). The runtime worker runs this one. */
