@@ -25,6 +25,7 @@ export interface LayerOptions {
 
 export class Layers {
   private adapterGate?: string;
+  private readonly q4Made = new Map<string, { packed: string; scales: string; n: number; k: number }>();
   private ropeCache?: { cos: string; sin: string };
   private ropeTablesCached?: { cos: string; sin: string };
   constructor(readonly g: Graph, readonly cfg: ModelConfig, readonly weights: WeightSource, readonly opts: LayerOptions) {}
@@ -43,10 +44,7 @@ export class Layers {
     const [n, k] = this.weights.shape(`${name}.weight`);
     let y: string;
     if (this.opts.quant === 'q4' && !this.opts.weightsAsInputs && k % Q4_BLOCK === 0) {
-      const q = quantizeQ4(this.weights.get(`${name}.weight`), n, k);
-      const blocks = k / Q4_BLOCK;
-      const packed = g.initializer(`${name}.weight_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed);
-      const scales = g.initializer(`${name}.weight_scales`, 'float32', [n * blocks], q.scales);
+      const { packed, scales } = this.q4(`${name}.weight`);
       y = g.node('MatMulNBits', [x, packed, scales], { K: k, N: n, bits: 4, block_size: Q4_BLOCK, accuracy_level: this.opts.accuracyLevel }, { domain: MS });
     } else if (this.opts.weightsAsInputs || !this.opts.fused) {
       y = this.matmulT(x, this.param(`${name}.weight`), true);
@@ -90,10 +88,31 @@ export class Layers {
     return g.node('Mul', [g.node('Mul', [x, inv]), w]);
   }
 
+  /** The q4 initializers of a [n, k] weight (packed [n, k/32, 16], scales [n·k/32]), made once and shared. */
+  private q4(name: string): { packed: string; scales: string; n: number; k: number } {
+    const hit = this.q4Made.get(name);
+    if (hit) return hit;
+    const [n, k] = this.weights.shape(name), q = quantizeQ4(this.weights.get(name), n, k), blocks = k / Q4_BLOCK;
+    const made = {
+      packed: this.g.initializer(`${name.replace(/\.weight$/, '')}.weight_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed),
+      scales: this.g.initializer(`${name.replace(/\.weight$/, '')}.weight_scales`, 'float32', [n * blocks], q.scales), n, k,
+    };
+    this.q4Made.set(name, made);
+    return made;
+  }
+
   embed(ids: string): string {
     const g = this.g, name = 'model.embed_tokens.weight';
     if (this.opts.quant === 'q4' && !this.opts.weightsAsInputs) {
-      // fp16 table halves the largest tensor of small models; the gathered rows are cast back to fp32.
+      const [vocab, hidden] = this.weights.shape(name);
+      if (hidden % Q4_BLOCK === 0) {
+        // Rows looked up in the same 4-bit blocks the (tied) lm_head's MatMulNBits reads: one copy of the table.
+        const { packed, scales } = this.q4(name), blocks = hidden / Q4_BLOCK;
+        const blockScales = g.node('Reshape', [scales, g.constant([vocab, blocks, 1])]);
+        const rows = g.node('GatherBlockQuantized', [packed, ids, blockScales], { gather_axis: 0, quantize_axis: 2, block_size: Q4_BLOCK, bits: 4 }, { domain: MS });
+        return g.node('Reshape', [rows, g.constant([0, 0, hidden])]);
+      }
+      // fp16 table otherwise: half the size; the gathered rows are cast back to fp32.
       const table = g.initializer(`${name}_f16`, 'float16', this.weights.shape(name), f32ToF16Array(this.weights.get(name)));
       return g.node('Cast', [g.node('Gather', [table, ids])], { to: 1 });
     }
