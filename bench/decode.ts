@@ -2,7 +2,7 @@
  * Decode benchmark: our q4 runtime (MatMulNBits) vs llama.cpp (node-llama-cpp, prebuilt CPU build) on the
  * same random weights in Qwen2.5-0.5B's exact shape: ours from the HF folder converted to ONNX q4, llama.cpp
  * from a Q4_0 GGUF of the same tensors (our q4 blocks are Q4_0 blocks, so both hold the same 4-bit weights;
- * our input-embedding table is fp16, llama.cpp's is Q4_0).
+ * both look token embeddings up in the same 4-bit table).
  *
  * Each side runs in its own child process (so peak RSS is attributable), one after the other, with the same
  * thread count. Measured: prefill tok/s for one 256-token prompt, decode tok/s at several batch sizes (ours:
@@ -152,7 +152,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
     load_s: round(ours.loadMs / 1000, 2),
     llamacpp_load_s: round(ll.loadMs / 1000, 2),
     model: {
-      shape: SHAPE, params_m: Math.round(params(files.config) / 1e6), quant: 'q4 (MatMulNBits bits 4, block 32; fp16 input embedding; q4 tied lm_head)',
+      shape: SHAPE, params_m: Math.round(params(files.config) / 1e6), quant: 'q4 (MatMulNBits bits 4, block 32; tied lm_head and input embedding share the q4 table, GatherBlockQuantized)',
       accuracy_level: accuracyLevel, llamacpp_file: 'Q4_0 GGUF (all 2-D weights Q4_0)', gguf_mb: mb(fs.statSync(files.q4gguf).size), onnx_mb: mb(dirBytes(files.onnxDir)),
     },
     settings: {

@@ -12,6 +12,11 @@ import { openSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 import { sharedPath } from './helpers/shared.ts';
+import ort from 'onnxruntime-node';
+import { Graph } from '../src/onnx/graph.ts';
+import { Layers } from '../src/models/layers.ts';
+import { lmHead } from '../src/models/qwen2.ts';
+import { quantizeQ4_0 } from '../src/io/gguf.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-runtime-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -223,6 +228,26 @@ test('the graph\'s log-normaliser (logits_lse) equals log Σ exp of its logits; 
   } finally {
     await b.close();
   }
+});
+
+test('q4: token embeddings are the Q4_0-dequantised rows of the one 4-bit table the tied lm_head reads', async () => {
+  const g = new Graph(), weights = new MemoryWeights(model.weights);
+  const L = new Layers(g, model.config, weights, { quant: 'q4', accuracyLevel: 4, fused: true, loraTargets: [], weightsAsInputs: false });
+  const ids = g.input('ids', 'int64', ['batch', 'tokens']);
+  g.nodeN('Identity', [L.embed(ids)], {}, { names: ['rows'] });
+  g.output('rows', 'float32', ['batch', 'tokens', model.config.hiddenSize]);
+  lmHead(L, g.input('h', 'float32', ['batch', model.config.hiddenSize]));
+  assert.deepEqual([...g.initializers.keys()].filter((n) => n.includes('embed_tokens')), ['model.embed_tokens.weight_q4', 'model.embed_tokens.weight_scales'], 'one table: no fp16 copy');
+  const session = await ort.InferenceSession.create(g.toModelProto(), { intraOpNumThreads: 1 });
+  const picks = [0, 7, V - 1], H = model.config.hiddenSize, table = weights.get('model.embed_tokens.weight');
+  const out = await session.run({ ids: new ort.Tensor('int64', BigInt64Array.from(picks.map(BigInt)), [1, 3]), h: new ort.Tensor('float32', new Float32Array(H), [1, H]) }, ['rows']);
+  const rows = out.rows.data as Float32Array;
+  picks.forEach((id, i) => {
+    const { q, scales } = quantizeQ4_0(table.slice(id * H, (id + 1) * H));
+    const want = Float32Array.from(q, (v, j) => (v - 8) * scales[Math.floor(j / 32)]);
+    assert.ok(maxDiff(rows.subarray(i * H, (i + 1) * H), want) < 1e-6, `row ${id}`);
+  });
+  await session.release();
 });
 
 test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens', () => {
