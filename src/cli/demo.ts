@@ -45,7 +45,8 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
     },
   });
   const ok = isCorrect('synthetic', res.answer, item.answer) ? 'correct' : `wrong (gold ${item.answer})`;
-  const votes = res.votes && res.samples.length > 1 ? `, votes ${JSON.stringify(res.votes)}` : '';
+  // With several samples only sample 1 streams; the vote picks the answer.
+  const votes = res.votes && res.samples.length > 1 ? `, votes ${JSON.stringify(res.votes)} → sample ${res.chosen + 1}'s answer: ${res.answer.replace(/\n/g, ' ').trim()}` : '';
   console.log(`\n    → ${ok}; route ${res.route}${res.routerScore !== undefined ? ` (router ${res.routerScore.toFixed(2)})` : ''}; ` +
     `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms${votes}`);
   return res;
