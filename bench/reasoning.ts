@@ -5,7 +5,8 @@
  * 1. TTFT of the reasoning turn vs prompt length (64 / 256 / 1024 tokens, the prompt padded with a long system
  *    message): activated LoRA reusing the base prefill (router pass, then the invocation on the same KV cache)
  *    vs the same adapter weights treated as a classic LoRA (router pass, then the prompt encoded again with the
- *    adapter on everywhere); the base model's direct TTFT for reference. Median of `reps` runs after a warm-up.
+ *    adapter on everywhere); the base model's direct TTFT for reference. Median of `ttftReps` runs (default 15:
+ *    a reasoning turn costs well under a millisecond, so single runs are noise) after a warm-up.
  * 2. Routing on the synthetic test split: router accuracy (label: the greedy direct answer is wrong), share of
  *    easy + chat questions answered without the adapter, accuracy and mean latency of routed vs always-reason
  *    (and base only). Every question is answered both ways (greedy); the routed result takes the answer and the
@@ -51,6 +52,8 @@ export interface ReasoningBenchOptions {
   threads?: number;
   promptLengths?: number[];
   reps?: number;
+  /** Runs per TTFT measurement (median; default 15). */
+  ttftReps?: number;
   routerItems?: number;
   parallelItems?: number;
   samples?: number[];
@@ -143,7 +146,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   const result: ReasoningBenchResult = {
     date: new Date().toISOString(),
     model: { path: modelDir, adapter: adapterDir, router: router ? routerFile : undefined, verifier: verifier ? verifierFile : undefined, hiddenSize: H, layers: model.config.numLayers, context: ctx },
-    settings: { reps, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold },
+    settings: { reps, ttftReps: o.ttftReps ?? 15, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold },
     ttft: [],
     machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, threads: String(o.threads ?? process.env.EDGEREASON_THREADS ?? 'default') },
   };
@@ -160,7 +163,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       };
       await run('activated'); await run('classic'); // warm-up (allocations, ORT first-run)
       const t: Record<string, number[]> = { activated: [], classic: [], base: [] };
-      for (let i = 0; i < reps; i++) for (const m of ['activated', 'classic', 'base'] as const) t[m].push(await run(m));
+      for (let i = 0; i < (o.ttftReps ?? 15); i++) for (const m of ['activated', 'classic', 'base'] as const) t[m].push(await run(m));
       const row = { targetTokens: target, promptTokens: tokens, sharedKvMs: median(t.activated), classicMs: median(t.classic), baseDirectMs: median(t.base), saving: 0, turnCostRatio: 0 };
       row.saving = 1 - row.sharedKvMs / row.classicMs;
       row.turnCostRatio = Math.max(0, row.sharedKvMs - row.baseDirectMs) / Math.max(1e-9, row.classicMs - row.baseDirectMs);
@@ -321,7 +324,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     `Model: ${r.model.path} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, context ${r.model.context}) + adapter ${r.model.adapter}; router ${r.model.router ?? 'none'}; verifier ${r.model.verifier ?? 'none'}.`,
     `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, threads ${r.machine.threads}, node ${r.machine.node}. Settings: ${JSON.stringify(r.settings)}.`, '',
     '## TTFT of the reasoning turn', '',
-    'Both paths first run the base prefill (the router\'s input). Activated LoRA: that prefill already carries the invocation with the adapter on (speculative invocation), so the first thinking token comes from the same step; the classic adapter encodes the prompt again with the adapter on. "Turn cost" is the reasoning turn\'s own time over the base prefill: (shared − base) / (classic − base). Median of the runs.', '',
+    `Both paths first run the base prefill (the router\'s input). Activated LoRA: that prefill already carries the invocation with the adapter on (speculative invocation), so the first thinking token comes from the same step; the classic adapter encodes the prompt again with the adapter on. "Turn cost" is the reasoning turn\'s own time over the base prefill: (shared − base) / (classic − base). Median of ${r.settings.ttftReps ?? r.settings.reps} runs.`, '',
     '| prompt tokens | activated LoRA, shared KV (ms) | classic LoRA, re-prefill (ms) | saving | turn cost, shared / re-prefill | base direct (ms) |', '|---:|---:|---:|---:|---:|---:|',
     ...r.ttft.map((t) => `| ${t.promptTokens} | ${t.sharedKvMs.toFixed(1)} | ${t.classicMs.toFixed(1)} | ${pct(t.saving)} | ${(t.turnCostRatio ?? 0).toFixed(2)}× | ${t.baseDirectMs.toFixed(1)} |`), '',
     `![TTFT](${stem}-ttft.svg)`, ''];
