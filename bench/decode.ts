@@ -225,22 +225,16 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
     makeRandomQwen2({ dir: hf, config: QWEN25_05B, seed: 0, gguf: false, q4_0: true });
     fs.writeFileSync(done, JSON.stringify({ config: QWEN25_05B }) + '\n');
   }
-  if (!fs.existsSync(path.join(onnxDir, 'edgereason.json'))) {
-    tick(`converting to ONNX q4 (accuracy level ${accuracyLevel})`);
+  const convert = async (dir: string, label: string, opts: { quant: 'q4' | 'fp32'; accuracyLevel?: number }) => {
+    tick(`converting to ONNX ${label}`);
     await new Promise((r) => setImmediate(r));
     const { openSource } = await import('../src/io/source.ts');
     const { convertModel } = await import('../src/runtime/model.ts');
-    fs.rmSync(onnxDir, { recursive: true, force: true });
-    convertModel(openSource(hf), onnxDir, { quant: 'q4', accuracyLevel });
-  }
-  if (needFp32) {
-    tick('converting to ONNX fp32');
-    await new Promise((r) => setImmediate(r));
-    const { openSource } = await import('../src/io/source.ts');
-    const { convertModel } = await import('../src/runtime/model.ts');
-    fs.rmSync(fp32Dir, { recursive: true, force: true });
-    convertModel(openSource(hf), fp32Dir, { quant: 'fp32' });
-  }
+    fs.rmSync(dir, { recursive: true, force: true });
+    convertModel(openSource(hf), dir, opts);
+  };
+  if (!fs.existsSync(path.join(onnxDir, 'edgereason.json'))) await convert(onnxDir, `q4 (accuracy level ${accuracyLevel})`, { quant: 'q4', accuracyLevel });
+  if (needFp32) await convert(fp32Dir, 'fp32', { quant: 'fp32' });
   return { hf, q4gguf, onnxDir, fp32Dir: o.fp32 ? fp32Dir : undefined, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
 }
 

@@ -11,36 +11,31 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
-import { Graph, MS } from '../src/onnx/graph.ts';
-import { quantizeQ4, Q4_BLOCK } from '../src/onnx/quant.ts';
+import { Graph } from '../src/onnx/graph.ts';
+import { Layers } from '../src/models/layers.ts';
+import { MemoryWeights } from '../src/io/weights.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
+import { QWEN25_05B } from '../test/helpers/random-model.ts';
 
-const H = 896, I = 4864, ROWS = [1, 2, 4, 8];
-const KINDS = { 'q4, accuracy level 4': 'q4a4', 'q4, accuracy level 1': 'q4a1', fp32: 'fp32' } as const;
-type Kind = (typeof KINDS)[keyof typeof KINDS];
+const H = QWEN25_05B.hiddenSize, I = QWEN25_05B.intermediateSize, ROWS = [1, 2, 4, 8];
+const KINDS: Record<string, { quant: 'q4' | 'fp32'; accuracyLevel: number }> = {
+  'q4, accuracy level 4': { quant: 'q4', accuracyLevel: 4 }, 'q4, accuracy level 1': { quant: 'q4', accuracyLevel: 1 }, fp32: { quant: 'fp32', accuracyLevel: 4 },
+};
 
 function randomWeights(n: number, rand: () => number): Float32Array {
   return Float32Array.from({ length: n }, () => (rand() - 0.5) * 0.1);
 }
 
-function stack(kind: Kind, layers: number): Uint8Array {
-  const g = new Graph(), rand = seededRandom(1);
+/** The stack, built by the runtime's own linear layer (so it measures exactly the nodes the inference graph uses). */
+function stack(kind: { quant: 'q4' | 'fp32'; accuracyLevel: number }, layers: number): Uint8Array {
+  const rand = seededRandom(1), tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  const weight = (name: string, n: number, k: number) => { tensors.set(`${name}.weight`, { shape: [n, k], data: randomWeights(n * k, rand) }); return name; };
+  const g = new Graph(), L = new Layers(g, QWEN25_05B, new MemoryWeights(tensors), { ...kind, fused: true, loraTargets: [], weightsAsInputs: false });
   let x = g.input('x', 'float32', ['m', H]);
-  const linear = (input: string, n: number, k: number, name: string) => {
-    const w = randomWeights(n * k, rand);
-    if (kind === 'fp32') {
-      const wt = new Float32Array(w.length);
-      for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) wt[j * n + i] = w[i * k + j];
-      return g.node('MatMul', [input, g.initializer(name, 'float32', [k, n], wt)]);
-    }
-    const q = quantizeQ4(w, n, k), blocks = k / Q4_BLOCK;
-    return g.node('MatMulNBits', [input, g.initializer(`${name}_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed), g.initializer(`${name}_scales`, 'float32', [n * blocks], q.scales)],
-      { K: k, N: n, bits: 4, block_size: Q4_BLOCK, accuracy_level: kind === 'q4a1' ? 1 : 4 }, { domain: MS });
-  };
   for (let l = 0; l < layers; l++) {
-    const gateUp = linear(x, 2 * I, H, `gate_up.${l}`);
-    const down = linear(g.node('Slice', [gateUp, g.constant([0]), g.constant([I]), g.constant([1])]), H, I, `down.${l}`);
-    x = linear(linear(down, H, H, `o.${l}`), H, H, `q.${l}`);
+    const gateUp = L.linear(x, weight(`gate_up.${l}`, 2 * I, H));
+    const down = L.linear(g.node('Slice', [gateUp, g.constant([0]), g.constant([I]), g.constant([1])]), weight(`down.${l}`, H, I));
+    x = L.linear(L.linear(down, weight(`o.${l}`, H, H)), weight(`q.${l}`, H, H));
   }
   g.nodeN('Identity', [x], {}, { names: ['y'] });
   g.output('y', 'float32', ['m', H]);

@@ -72,6 +72,9 @@ export interface ReasoningBenchOptions {
   log?: (line: string) => void;
 }
 
+/** Wall time of N forked samples at the same tokens per sample, and its ratio to N = 1. */
+export type WallTime = { samples: number; ms: number; ratio: number; tokensPerSample: number }[];
+
 export interface RoutingSummary {
   n: number; routerAccuracy: number; reasoningShare: number; easyChatDirectShare: number; easyChatN: number;
   /**
@@ -106,10 +109,10 @@ export interface ReasoningBenchResult {
     n: number; samples: number[];
     accuracy: Record<string, Record<string, number>>;
     meanTokensPerSample: number;
-    wallTime: { samples: number; ms: number; ratio: number; tokensPerSample: number }[];
+    wallTime: WallTime;
   };
   /** Parallel wall time on the 0.5B shape (`shapeTiming`). */
-  shapeTiming?: { model: string; quant: string; promptTokens: number; wallTime: { samples: number; ms: number; ratio: number; tokensPerSample: number }[] }[];
+  shapeTiming?: { model: string; quant: string; promptTokens: number; wallTime: WallTime }[];
   machine: { cpu: string; cores: number; node: string; threads: string };
 }
 
@@ -262,8 +265,6 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   }
   return result;
 }
-
-type WallTime = NonNullable<ReasoningBenchResult['parallel']>['wallTime'];
 
 /**
  * Wall time of N samples at the same tokens per sample: one prefill of `ids`, a fork into N rows, then `tokens`

@@ -211,7 +211,7 @@ test('the graph\'s log-normaliser (logits_lse) equals log Σ exp of its logits; 
     const c = await b.newCache(2);
     const sample = [{ temperature: 0.9, topK: 5, u: 0.3 }, { u: 0 }];
     const r = await b.step(c, { tokens: [[5, 9, 11], [7, 3, 2]], logits: 'all', want: { logits: true }, sample });
-    const out = await (b as LocalBackend).engine.step((b as LocalBackend).engine.newCache(1), { tokens: [[5, 9, 11]], logits: 'all' });
+    const out = await b.engine.step(b.engine.newCache(1), { tokens: [[5, 9, 11]], logits: 'all' });
     assert.ok(out.lse && out.lse.length === 3, 'one normaliser per returned position');
     for (let t = 0; t < 3; t++) {
       const row = out.logits.subarray(t * V, (t + 1) * V), max = Math.max(...row);

@@ -25,7 +25,7 @@ export interface LayerOptions {
 
 export class Layers {
   private adapterGate?: string;
-  private readonly q4Made = new Map<string, { packed: string; scales: string; n: number; k: number }>();
+  private readonly q4Made = new Map<string, { packed: string; scales: string }>();
   private ropeCache?: { cos: string; sin: string };
   private ropeTablesCached?: { cos: string; sin: string };
   constructor(readonly g: Graph, readonly cfg: ModelConfig, readonly weights: WeightSource, readonly opts: LayerOptions) {}
@@ -89,13 +89,13 @@ export class Layers {
   }
 
   /** The q4 initializers of a [n, k] weight (packed [n, k/32, 16], scales [n·k/32]), made once and shared. */
-  private q4(name: string): { packed: string; scales: string; n: number; k: number } {
+  private q4(name: string): { packed: string; scales: string } {
     const hit = this.q4Made.get(name);
     if (hit) return hit;
     const [n, k] = this.weights.shape(name), q = quantizeQ4(this.weights.get(name), n, k), blocks = k / Q4_BLOCK;
     const made = {
-      packed: this.g.initializer(`${name.replace(/\.weight$/, '')}.weight_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed),
-      scales: this.g.initializer(`${name.replace(/\.weight$/, '')}.weight_scales`, 'float32', [n * blocks], q.scales), n, k,
+      packed: this.g.initializer(`${name}_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed),
+      scales: this.g.initializer(`${name}_scales`, 'float32', [n * blocks], q.scales),
     };
     this.q4Made.set(name, made);
     return made;

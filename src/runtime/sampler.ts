@@ -31,11 +31,10 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   const e = scratchP, cand = scratchI;
   let count = 0;
   for (let i = 0; i < V; i++) if ((logits[i] - max) / temp > -TAIL) cand[count++] = i;
-  const byLogit = (a: number, b: number) => logits[b] - logits[a] || a - b;
   let sorted: Int32Array, norm: number;
   if (params.topK && params.topK > 0 && params.topK < count) {
     // Only the k kept tokens need their weights.
-    sorted = topKSorted(logits, cand, count, params.topK).sort(byLogit);
+    sorted = sortByLogit(logits, topK(logits, cand, count, params.topK));
     norm = 0;
     for (let i = 0; i < sorted.length; i++) norm += e[sorted[i]] = Math.exp((logits[sorted[i]] - max) / temp);
   } else {
@@ -49,7 +48,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     if (params.topP !== undefined && params.topP < 1) floor = Math.max(floor, 0.5 * (1 - params.topP) / count);
     let k = 0;
     for (let j = 0; j < count; j++) if (e[cand[j]] / sumAll >= floor) cand[k++] = cand[j];
-    sorted = k > 64 ? sortByLogit(logits, cand.subarray(0, k)) : cand.subarray(0, k).sort(byLogit);
+    sorted = sortByLogit(logits, cand.subarray(0, k));
   }
   let n = sorted.length;
   const prob = (i: number) => e[sorted[i]] / norm;
@@ -76,7 +75,7 @@ let scratchV = new Float32Array(0);
  * The k candidates with the largest logits (ties to the lower index), unsorted: the k-th largest value by
  * quickselect, then one pass in index order. O(V) instead of sorting the whole vocabulary.
  */
-function topKSorted(logits: Float32Array, cand: Int32Array, count: number, k: number): Int32Array {
+function topK(logits: Float32Array, cand: Int32Array, count: number, k: number): Int32Array {
   if (scratchV.length < count) scratchV = new Float32Array(logits.length);
   const v = scratchV;
   for (let i = 0; i < count; i++) v[i] = logits[cand[i]];
@@ -104,12 +103,13 @@ const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
 let scratchK = new Float64Array(0);
 
 /**
- * `idx` sorted by logit, largest first, ties to the lower index — the comparator sort's order — through one
- * native numeric sort of packed keys (order-preserving 32-bit image of the float, then the inverted index in the
- * low 21 bits: exact in a float64), so flat distributions with a large nucleus stay cheap.
+ * `idx` sorted in place by logit, largest first, ties to the lower index. A few tokens go through a comparator
+ * sort; many (flat distributions with a large nucleus) through one native numeric sort of packed keys in the same
+ * order: the order-preserving 32-bit image of the float, then the inverted index in the low 21 bits (exact in a
+ * float64; larger vocabularies keep the comparator).
  */
 function sortByLogit(logits: Float32Array, idx: Int32Array): Int32Array {
-  if (logits.length > 2 ** 21) return idx.sort((a, b) => logits[b] - logits[a] || a - b);
+  if (idx.length <= 64 || logits.length > 2 ** 21) return idx.sort((a, b) => logits[b] - logits[a] || a - b);
   if (scratchK.length < idx.length) scratchK = new Float64Array(logits.length);
   const keys = scratchK.subarray(0, idx.length), low = 2 ** 21 - 1;
   for (let i = 0; i < idx.length; i++) {
