@@ -31,7 +31,7 @@ import { loadModel, type Model } from '../src/runtime/model.ts';
 import { decode, Sequence } from '../src/runtime/generate.ts';
 import type { SamplingParams } from '../src/runtime/sampler.ts';
 import { answer, prefill, reasoningTokens } from '../src/reason/answer.ts';
-import { LinearProbe, Router } from '../src/reason/router.ts';
+import { LinearProbe, Router, type RouterGate } from '../src/reason/router.ts';
 import { Verifier } from '../src/reason/verifier.ts';
 import { vote, type Candidate } from '../src/reason/vote.ts';
 import type { AnswerResult, VoteMethod } from '../src/reason/types.ts';
@@ -77,6 +77,10 @@ export type WallTime = { samples: number; ms: number; ratio: number; tokensPerSa
 
 export interface RoutingSummary {
   n: number; routerAccuracy: number; reasoningShare: number; easyChatDirectShare: number; easyChatN: number;
+  /** Share sent to reasoning by the router's gate after a direct attempt (part of reasoningShare). */
+  escalatedShare: number;
+  /** The probe alone (score ≥ threshold, no gate), from the same direct and reasoning runs. */
+  probeOnly: { routerAccuracy: number; accuracy: number; latencyRatio: number };
   /**
    * Routing accuracy of an oracle that knows each item's category and reasons on every medium and hard item: the
    * label (greedy direct answer wrong) also counts the base's lucky direct hits, which no probe of the prompt sees.
@@ -102,6 +106,7 @@ export interface ReasoningBenchResult {
   /** Routing over the whole test mix; `issueMix`: the same rows without the medium items (easy, hard and chat). */
   routing?: RoutingSummary & {
     threshold: number;
+    gate?: RouterGate;
     issueMix: RoutingSummary;
     byCategory: Record<string, { n: number; directShare: number; base: number; alwaysReason: number; routed: number; latencyMs: { base: number; alwaysReason: number; routed: number } }>;
   };
@@ -178,36 +183,40 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     const gen = { maxTokens, maxThinkingTokens: o.maxThinkingTokens };
     if (router && (o.routerItems ?? 100) > 0) {
       const cases = syntheticCases('test', o.routerItems ?? 100, seed);
-      const rows: { c: EvalCase; score: number; off: AnswerResult; on: AnswerResult; offOk: boolean; onOk: boolean }[] = [];
+      const rows: { c: EvalCase; score: number; off: AnswerResult; on: AnswerResult; auto: AnswerResult; offOk: boolean; onOk: boolean; autoOk: boolean }[] = [];
       for (const c of cases) {
         const off = await answer(model, c.question, { ...gen, reasoning: 'off', task: c.task, collectHidden: true });
         const on = await answer(model, c.question, { ...gen, reasoning: 'on', task: c.task });
-        rows.push({ c, score: router.score(off.promptHidden!), off, on, offOk: isCorrect(c.task, off.answer, c.gold), onOk: isCorrect(c.task, on.answer, c.gold) });
+        const auto = await answer(model, c.question, { ...gen, reasoning: 'auto', task: c.task }, { router });
+        rows.push({ c, score: router.score(off.promptHidden!), off, on, auto, offOk: isCorrect(c.task, off.answer, c.gold), onOk: isCorrect(c.task, on.answer, c.gold), autoOk: isCorrect(c.task, auto.answer, c.gold) });
         if (rows.length % 10 === 0) log(`routing: ${rows.length}/${cases.length}`);
       }
       type Row = (typeof rows)[number];
-      const reason = (r: Row) => r.score >= router.threshold;
-      const pick = (r: Row) => (reason(r) ? { ok: r.onOk, res: r.on } : { ok: r.offOk, res: r.off });
-      const latency = (rs: Row[]) => ({ base: mean(rs.map((r) => r.off.latencyMs)), alwaysReason: mean(rs.map((r) => r.on.latencyMs)), routed: mean(rs.map((r) => pick(r).res.latencyMs)) });
+      const reason = (r: Row) => r.auto.route === 'reasoning', probe = (r: Row) => r.score >= router.threshold;
+      const latency = (rs: Row[]) => ({ base: mean(rs.map((r) => r.off.latencyMs)), alwaysReason: mean(rs.map((r) => r.on.latencyMs)), routed: mean(rs.map((r) => r.auto.latencyMs)) });
       const summary = (rs: Row[]): RoutingSummary => {
         const easyChat = rs.filter((r) => r.c.category === 'easy' || r.c.category === 'chat'), lat = latency(rs);
         return {
           n: rs.length,
           routerAccuracy: mean(rs.map((r) => (reason(r) === !r.offOk ? 1 : 0))),
-          reasoningShare: mean(rs.map((r) => +reason(r))),
+          reasoningShare: mean(rs.map((r) => +reason(r))), escalatedShare: mean(rs.map((r) => +!!r.auto.escalation)),
           easyChatDirectShare: mean(easyChat.map((r) => (reason(r) ? 0 : 1))), easyChatN: easyChat.length,
           categoryOracleAccuracy: mean(rs.map((r) => ((r.c.category === 'medium' || r.c.category === 'hard') === !r.offOk ? 1 : 0))),
-          accuracy: { base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +pick(r).ok)) },
+          accuracy: { base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +r.autoOk)) },
           meanLatencyMs: lat, latencyRatio: lat.routed / Math.max(1e-9, lat.alwaysReason),
-          meanTokens: { alwaysReason: mean(rs.map((r) => r.on.usage.completionTokens)), routed: mean(rs.map((r) => pick(r).res.usage.completionTokens)) },
+          meanTokens: { alwaysReason: mean(rs.map((r) => r.on.usage.completionTokens)), routed: mean(rs.map((r) => r.auto.usage.completionTokens + (r.auto.escalation?.tokens ?? 0))) },
+          probeOnly: {
+            routerAccuracy: mean(rs.map((r) => (probe(r) === !r.offOk ? 1 : 0))), accuracy: mean(rs.map((r) => +(probe(r) ? r.onOk : r.offOk))),
+            latencyRatio: mean(rs.map((r) => (probe(r) ? r.on : r.off).latencyMs)) / Math.max(1e-9, lat.alwaysReason),
+          },
         };
       };
       const byCategory: NonNullable<ReasoningBenchResult['routing']>['byCategory'] = {};
       for (const cat of [...new Set(rows.map((r) => r.c.category))].sort()) {
         const rs = rows.filter((r) => r.c.category === cat);
-        byCategory[cat] = { n: rs.length, directShare: mean(rs.map((r) => (reason(r) ? 0 : 1))), base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +pick(r).ok)), latencyMs: latency(rs) };
+        byCategory[cat] = { n: rs.length, directShare: mean(rs.map((r) => (reason(r) ? 0 : 1))), base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +r.autoOk)), latencyMs: latency(rs) };
       }
-      result.routing = { ...summary(rows), threshold: router.threshold, issueMix: summary(rows.filter((r) => r.c.category !== 'medium')), byCategory };
+      result.routing = { ...summary(rows), threshold: router.threshold, ...(router.gate ? { gate: router.gate } : {}), issueMix: summary(rows.filter((r) => r.c.category !== 'medium')), byCategory };
       const g = result.routing;
       log(`routing: router accuracy ${(100 * g.routerAccuracy).toFixed(1)} %, easy+chat direct ${(100 * g.easyChatDirectShare).toFixed(1)} %, accuracy routed ${(100 * g.accuracy.routed).toFixed(1)} % vs always-reason ${(100 * g.accuracy.alwaysReason).toFixed(1)} %, latency ${g.meanLatencyMs.routed.toFixed(0)} vs ${g.meanLatencyMs.alwaysReason.toFixed(0)} ms`);
     }
@@ -333,17 +342,19 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     const g = r.routing, m = g.issueMix;
     const col = (f: (x: RoutingSummary) => string) => `${f(g)} | ${f(m)} |`;
     out.push('## Routing (synthetic test split)', '',
-      `${g.n} questions (all categories), and the same rows without the medium items (the issue's mix of easy, hard and chat queries); threshold ${g.threshold.toFixed(4)}. Greedy answers; the routed result uses the answer and the latency of the run its route selects.`, '',
+      `${g.n} questions (all categories), and the same rows without the medium items (the issue's mix of easy, hard and chat queries); probe threshold ${g.threshold.toFixed(4)}, ${g.gate ? `gate: escalate when one of the first ${g.gate.tokens} direct tokens has log-probability < ${g.gate.minLogprob}` : 'no gate'}. Greedy answers, each question answered three times: directly, always reasoning, and routed (reasoning "auto": its own answer and latency, escalations included).`, '',
       '| | all categories | easy + hard + chat |', '|---|---:|---:|',
       `| questions | ${col((x) => String(x.n))}`,
       `| router accuracy (label: direct answer wrong) | ${col((x) => pct(x.routerAccuracy))}`,
       `| same, category oracle (reasons on every medium/hard item) | ${col((x) => pct(x.categoryOracleAccuracy))}`,
-      `| questions sent to reasoning | ${col((x) => pct(x.reasoningShare))}`,
+      `| same, probe alone (no gate) | ${col((x) => pct(x.probeOnly.routerAccuracy))}`,
+      `| questions sent to reasoning (of which escalated by the gate) | ${col((x) => `${pct(x.reasoningShare)} (${pct(x.escalatedShare)})`)}`,
       `| easy + chat answered without the adapter | ${col((x) => `${pct(x.easyChatDirectShare)} of ${x.easyChatN}`)}`,
       `| accuracy: base / always-reason / routed | ${col((x) => `${pct(x.accuracy.base)} / ${pct(x.accuracy.alwaysReason)} / ${pct(x.accuracy.routed)}`)}`,
       `| mean latency ms: base / always-reason / routed | ${col((x) => `${x.meanLatencyMs.base.toFixed(1)} / ${x.meanLatencyMs.alwaysReason.toFixed(1)} / ${x.meanLatencyMs.routed.toFixed(1)}`)}`,
-      `| routed latency / always-reason | ${col((x) => `${x.latencyRatio.toFixed(2)}×`)}`,
-      `| mean generated tokens: always-reason / routed | ${col((x) => `${x.meanTokens.alwaysReason.toFixed(1)} / ${x.meanTokens.routed.toFixed(1)}`)}`, '',
+      `| accuracy, probe alone | ${col((x) => pct(x.probeOnly.accuracy))}`,
+      `| routed latency / always-reason (probe alone) | ${col((x) => `${x.latencyRatio.toFixed(2)}× (${x.probeOnly.latencyRatio.toFixed(2)}×)`)}`,
+      `| mean generated tokens: always-reason / routed (direct attempts included) | ${col((x) => `${x.meanTokens.alwaysReason.toFixed(1)} / ${x.meanTokens.routed.toFixed(1)}`)}`, '',
       '| category | n | answered directly | base | always-reason | routed | latency ms: base / always-reason / routed |', '|---|---:|---:|---:|---:|---:|---:|',
       ...Object.entries(g.byCategory).map(([c, v]) => `| ${c} | ${v.n} | ${pct(v.directShare)} | ${pct(v.base)} | ${pct(v.alwaysReason)} | ${pct(v.routed)} | ${v.latencyMs.base.toFixed(1)} / ${v.latencyMs.alwaysReason.toFixed(1)} / ${v.latencyMs.routed.toFixed(1)} |`), '');
   }

@@ -15,7 +15,7 @@ import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { answer, budgetSystemLine, prefill, reasoningTokens } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
-import { accuracyAt, accuracyThreshold, auc, fitProbe, routedAccuracy, Router, savingsThreshold, thresholdCandidates, trainRouter } from '../src/reason/router.ts';
+import { accuracyAt, accuracyThreshold, auc, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier } from '../src/reason/verifier.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 
@@ -203,6 +203,25 @@ test('(d) thinking cap on a model that never closes its thinking: ≤ K thinking
   }
 });
 
+test('(e) an escalated request reasons exactly as reasoning "on" does: the invocation is fed on the cut-back prompt cache', async () => {
+  const m = await model();
+  const half = new LinearProbe(new Float64Array(Hd), 0, new Float64Array(Hd), new Float64Array(Hd).fill(1)); // scores 0.5: direct at 0.9
+  const gated = (minLogprob: number) => new Router(half, 0.9, { name: 'savings', maxLoss: 0 }, {}, { minLogprob, tokens: 8 });
+  const q = 'What is 2 plus 3?';
+  for (const o of [{ maxTokens: 12 }, { maxTokens: 12, samples: 3, temperature: 1, seed: 5 }]) {
+    const on = await answer(m, q, { ...o, reasoning: 'on' });
+    const esc = await answer(m, q, { ...o, reasoning: 'auto' }, { router: gated(1) }); // every token is below log-probability 1
+    assert.equal(esc.route, 'reasoning');
+    assert.deepEqual([esc.escalation!.at, esc.escalation!.tokens], [0, 1], 'cancelled at its first token');
+    assert.deepEqual(esc.samples.map((s) => s.tokenIds), on.samples.map((s) => s.tokenIds));
+    esc.samples.forEach((s, i) => s.logprobs!.forEach((lp, k) => assert.ok(Math.abs(lp - on.samples[i].logprobs![k]) < 1e-4)));
+  }
+  const off = await answer(m, q, { reasoning: 'off', maxTokens: 12 });
+  const pass = await answer(m, q, { reasoning: 'auto', maxTokens: 12 }, { router: gated(-1e9) });
+  assert.equal(pass.route, 'direct');
+  assert.deepEqual(pass.samples[0].tokenIds, off.samples[0].tokenIds);
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // A scripted model: exact control over what is sampled, to test routing, forcing, early stop and hidden states.
 
@@ -277,6 +296,33 @@ const thinker = (close: (h: number[], u: number) => boolean, ans: (h: number[]) 
   if (!h.includes(CLOSE)) return close(h, u) ? CLOSE : HMM;
   return last === A5 || last === A7 ? EOS : last === CLOSE || last === NL ? ans(h) : EOS;
 };
+
+test('router gate (scripted): an unlikely direct token escalates to reasoning on the prompt cache, nothing of the direct answer streams', async () => {
+  // Direct route: "</think>" (from the prefill logits, logprob ≈ 0), "#### 7" (log .25), <eos> (log .5).
+  const policy = thinker(() => true, () => A7);
+  const direct = (gate: { minLogprob: number; tokens: number }) => new Router(fitProbe([[0, 0], [1, 1]], [0, 1], { steps: 1 }), 1.1, { name: 'savings', maxLoss: 0 }, {}, gate);
+  for (const [gate, escalates] of [[{ minLogprob: -1, tokens: 4 }, true], [{ minLogprob: -2, tokens: 4 }, false], [{ minLogprob: -1, tokens: 1 }, false]] as const) {
+    const { m, b } = scripted(policy);
+    const routes: string[] = [], text: string[] = [];
+    const res = await answer(m, 'q', { reasoning: 'auto', onRoute: (r) => routes.push(r), onText: (i, phase, piece) => text.push(`${i}:${phase}:${piece}`) }, { router: direct(gate) });
+    assert.deepEqual(routes, [res.route], 'onRoute fires once, with the final route');
+    if (escalates) {
+      assert.equal(res.route, 'reasoning');
+      assert.deepEqual(res.escalation, { answer: '</think>#### 7', tokens: 2, logprob: Math.log(0.25), at: 1 });
+      // The direct tokens were cut from the cache: the reasoning row holds prompt, invocation, its own tokens.
+      assert.deepEqual(b.finished, [[Q, Q, Q, OPEN, CLOSE, A7]]);
+      assert.equal(b.steps, 5, 'prefill, one direct step (cancelled at "#### 7"), invocation, "</think>", "#### 7"');
+      assert.deepEqual(text, ['0:answer:#### 7'], 'only the reasoning sample streams');
+      assert.equal(res.usage.promptTokens, 4);
+    } else {
+      assert.equal(res.route, 'direct');
+      assert.equal(res.escalation, undefined);
+      assert.equal(res.answer, '</think>#### 7');
+      assert.equal(text.map((t) => t.split(':answer:')[1]).join(''), res.answer, 'the held-back answer streams once the gate passes');
+    }
+    assert.equal(b.live, 0);
+  }
+});
 
 test('thinking cap (scripted): forced "\\n</think>\\n\\n" is fed, counted and streamed exactly', async () => {
   const never = thinker(() => false);
@@ -441,20 +487,50 @@ test('router: separable features give 100 % training accuracy; save/load round t
   assert.throws(() => Router.load(file, 7), /hidden states of size 6, this model's is 7/);
   assert.throws(() => back.score([1, 2]), /feature vector has 2 values, the probe expects 6/);
   assert.throws(() => Verifier.load(file), /"format" is "edgereason-router", expected "edgereason-verifier"/);
+  assert.equal(back.gate, undefined);
+  router.gate = { minLogprob: -0.3, tokens: 16 };
+  router.save(file);
+  assert.deepEqual(Router.load(file, 6).gate, { minLogprob: -0.3, tokens: 16 });
+  fs.writeFileSync(file, JSON.stringify({ ...router.toJSON(), gate: { minLogprob: 'x', tokens: 16 } }));
+  assert.throws(() => Router.load(file), /router\.json: field "gate" must be \{"minLogprob": finite number, "tokens": integer ≥ 1\}, got \{"minLogprob":"x","tokens":16\}/);
 
   // Candidates 0, .2, .45, .7, .85, .95; routing accuracy 2/5, 3/5, 4/5, 3/5, 4/5, 3/5 → 0.45 (lowest of the best).
   const s = [0.1, 0.3, 0.6, 0.8, 0.9], labels = [0, 0, 1, 0, 1];
   const near = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} ≠ ${b}`);
   thresholdCandidates(s).forEach((t, i) => near(t, [0, 0.2, 0.45, 0.7, 0.85, 0.95][i]));
   near(accuracyThreshold(s, labels), 0.45);
-  // Savings: reasoning is right on items 0,1,2,4, the base on 0,1,3; always-reason = 4/5. Routed accuracy:
-  // t=.2 → base 0 ✓, reason 1-4 ✓✓✗✓ = .8; t=.45 → ✓✓ + ✓✗✓ = .8; t=.7 → ✓✓✗ + ✗✓ = .6; t=.85 → ✓✓✗✓ + ✓ = .8;
-  // t=.95 (never) → .6. Within 1 point: 0, .2, .45, .85; the fewest reasoning calls: .85 (one call).
-  const baseOk = [true, true, false, true, false], reasonOk = [true, true, true, false, true];
-  const acc = thresholdCandidates(s).map((t) => routedAccuracy(s, baseOk, reasonOk, t));
-  acc.forEach((a, i) => near(a, [0.8, 0.8, 0.8, 0.6, 0.8, 0.6][i]));
-  near(savingsThreshold(s, baseOk, reasonOk, 0.01), 0.85);
-  near(savingsThreshold(s, baseOk, reasonOk, 0.25), 0.95); // never reasoning costs 20 points
+});
+
+test('router gate and the joint choice of threshold and gate (exact, hand-computed)', () => {
+  const g = { minLogprob: -0.5, tokens: 16 };
+  assert.equal(gateTrip(undefined, [-9]), -1);
+  assert.equal(gateTrip(g, [-0.1, -0.6, -0.7]), 1);
+  assert.equal(gateTrip({ minLogprob: -0.5, tokens: 1 }, [-0.1, -0.6]), -1, 'only the first `tokens` tokens count');
+  // Scores .1 .3 .6 .8 .9; the base is right on 0 and 3, reasoning on all but 3. Item 1's and 2's direct answers
+  // hold a token below -0.5 (they escalate under the gate), item 4's first token already does, item 3's none.
+  const rows: RoutingRow[] = [
+    { score: 0.1, baseCorrect: true, baseLogprobs: [-0.01, -0.02], baseTokens: 2, reasonCorrect: true, reasonTokens: 10 },
+    { score: 0.3, baseCorrect: false, baseLogprobs: [-0.01, -0.9], baseTokens: 2, reasonCorrect: true, reasonTokens: 12 },
+    { score: 0.6, baseCorrect: false, baseLogprobs: [-0.3, -1.2], baseTokens: 2, reasonCorrect: true, reasonTokens: 20 },
+    { score: 0.8, baseCorrect: true, baseLogprobs: [-0.2, -0.1], baseTokens: 2, reasonCorrect: false, reasonTokens: 30 },
+    { score: 0.9, baseCorrect: false, baseLogprobs: [-2, -3], baseTokens: 2, reasonCorrect: true, reasonTokens: 40 },
+  ];
+  const near = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} ≠ ${b}`);
+  // Without a gate (candidates 0 .2 .45 .7 .85 .95): accuracy .8 .8 .6 .4 .6 .4; tokens at 0 and .2: 22.4, 20.8.
+  [0.8, 0.8, 0.6, 0.4, 0.6, 0.4].forEach((a, i) => near(routingStats(rows, [0, 0.2, 0.45, 0.7, 0.85, 0.95][i]).accuracy, a));
+  const plain = chooseRouting(rows, { name: 'savings', maxLoss: 0 });
+  near(plain.threshold, 0.2); near(plain.stats.meanTokens, 20.8); assert.equal(plain.gate, undefined);
+  near(chooseRouting(rows, { name: 'savings', maxLoss: 0.45 }).threshold, 0.95); // never reasoning: 2 tokens each, 40 points lost
+  // With the gate at t = .85: 0 direct (2 tokens), 1 and 2 escalate after 2 tokens (14, 22), 3 direct (2), 4 reasons
+  // (40): all correct with 16 tokens on average; at .95 item 4 escalates at its first token (41): 16.2.
+  const gated = chooseRouting(rows, { name: 'savings', maxLoss: 0 }, [undefined, g]);
+  near(gated.threshold, 0.85); assert.deepEqual(gated.gate, g);
+  near(gated.stats.accuracy, 1); near(gated.stats.meanTokens, 16); near(gated.stats.reasoningShare, 0.6); near(gated.stats.escalatedShare, 0.4);
+  near(routingStats(rows, 0.95, g).meanTokens, 16.2);
+  // Routing accuracy (reason ⇔ the base is wrong: items 1, 2, 4): best without a gate 4/5 at .2; with it 5/5 at .85.
+  near(chooseRouting(rows, { name: 'accuracy' }).stats.routingAccuracy, 0.8);
+  const acc = chooseRouting(rows, { name: 'accuracy' }, [undefined, g]);
+  near(acc.threshold, 0.85); near(acc.stats.routingAccuracy, 1);
 });
 
 test('verifier: class-balanced fit on imbalanced separable data; save/load', () => {
@@ -511,10 +587,10 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
   const { router, report } = await trainRouter(m, items, { valFraction: 0.5, maxTokens: 4, reasoningMaxTokens: 6, maxThinkingTokens: 2, steps: 20 });
   assert.equal(report.train.n, 3); assert.equal(report.val.n, 3);
   assert.equal(report.train.positives, 3, 'a random model answers nothing right: everything needs reasoning');
-  assert.deepEqual(report.rule, { name: 'savings', maxLoss: 0.01 });
+  assert.deepEqual(report.rule, { name: 'savings', maxLoss: 0 });
   assert.equal(router.probe.dim, Hd);
   const res = await answer(m, items[0].question, { reasoning: 'auto', maxTokens: 4 }, { router });
-  assert.equal(res.route, res.routerScore! >= router.threshold ? 'reasoning' : 'direct');
+  assert.equal(res.route, res.routerScore! >= router.threshold || res.escalation ? 'reasoning' : 'direct');
   const { verifier, report: vr } = await trainVerifier(m, items.slice(0, 4), { valFraction: 0.5, samples: 2, maxTokens: 6, maxThinkingTokens: 2, steps: 20 });
   assert.equal(vr.train.candidates, 4); assert.equal(vr.val.candidates, 4);
   assert.equal(verifier.probe.dim, Hd);

@@ -47,7 +47,8 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
   const ok = isCorrect('synthetic', res.answer, item.answer) ? 'correct' : `wrong (gold ${item.answer})`;
   // With several samples only sample 1 streams; the vote picks the answer.
   const votes = res.votes && res.samples.length > 1 ? `, votes ${JSON.stringify(res.votes)} → sample ${res.chosen + 1}'s answer: ${res.answer.replace(/\n/g, ' ').trim()}` : '';
-  console.log(`\n    → ${ok}; route ${res.route}${res.routerScore !== undefined ? ` (router ${res.routerScore.toFixed(2)})` : ''}; ` +
+  const esc = res.escalation ? `, escalated: the direct answer "${res.escalation.answer}" had a token at p = ${Math.exp(res.escalation.logprob).toFixed(2)}` : '';
+  console.log(`\n    → ${ok}; route ${res.route}${res.routerScore !== undefined ? ` (router ${res.routerScore.toFixed(2)}${esc})` : ''}; ` +
     `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms${votes}`);
   return res;
 }

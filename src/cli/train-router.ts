@@ -31,15 +31,17 @@ export function progressLine(stage: string, done: number, total: number): void {
 
 export function trainRouterCommand(program: Command): void {
   program.command('train-router')
-    .description('train the reasoning router (a probe on the base model\'s prompt hidden state) and write router.json')
+    .description('train the reasoning router (a probe on the base model\'s prompt hidden state, plus a confidence gate on the direct answer) and write router.json')
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter (needed for the default "savings" threshold rule)')
     .option('--task <task>', 'synthetic | gsm8k', 'synthetic')
     .requiredOption('--out <file>', 'router JSON to write')
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 400)
     .option('--val <n>', 'validation questions (threshold choice)', intArg('--val', 1), 100)
-    .option('--rule <rule>', 'threshold rule: savings (fewest reasoning calls within --max-loss of always-reason accuracy) | accuracy (best routing accuracy)')
-    .option('--max-loss <x>', 'accuracy loss allowed by the savings rule (0.01 = 1 point)', floatArg('--max-loss', 0, 1), 0.01)
+    .option('--rule <rule>', 'threshold rule: savings (fewest generated tokens within --max-loss of always-reason accuracy) | accuracy (best routing accuracy)')
+    .option('--max-loss <x>', 'accuracy loss allowed by the savings rule (0.01 = 1 point)', floatArg('--max-loss', 0, 1), 0)
+    .option('--no-gate', 'no confidence gate on the direct answer (the probe alone decides)')
+    .option('--gate-tokens <n>', 'direct-answer tokens the gate watches', intArg('--gate-tokens', 1), 16)
     .option('--max-tokens <n>', 'direct answer length for labelling', intArg('--max-tokens', 1), 64)
     .option('--reasoning-max-tokens <n>', 'reasoning answer length (savings rule)', intArg('--reasoning-max-tokens', 1), 512)
     .option('--max-thinking-tokens <n>', 'thinking cap for the reasoning answers', intArg('--max-thinking-tokens', 0))
@@ -53,17 +55,18 @@ export function trainRouterCommand(program: Command): void {
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
       try {
         const { router, report } = await trainRouter(model, items.train, {
-          val: items.val, rule: o.rule, maxLoss: o.maxLoss, maxTokens: o.maxTokens, reasoningMaxTokens: o.reasoningMaxTokens,
+          val: items.val, rule: o.rule, maxLoss: o.maxLoss, gate: o.gate, gateTokens: o.gateTokens, maxTokens: o.maxTokens, reasoningMaxTokens: o.reasoningMaxTokens,
           maxThinkingTokens: o.maxThinkingTokens, l2: o.l2, steps: o.steps, onProgress: progressLine,
           metadata: { model: o.model, task: o.task, seed: o.seed },
         });
         router.save(o.out);
         const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)} %`);
-        console.log(`router → ${o.out} (rule ${report.rule.name}${report.rule.name === 'savings' ? `, max loss ${report.rule.maxLoss}` : ''}, threshold ${report.threshold.toFixed(4)})`);
+        const gate = report.gate ? `gate: escalate when one of the first ${report.gate.tokens} direct tokens has log-probability < ${report.gate.minLogprob}` : 'no gate';
+        console.log(`router → ${o.out} (rule ${report.rule.name}${report.rule.name === 'savings' ? `, max loss ${report.rule.maxLoss}` : ''}, threshold ${report.threshold.toFixed(4)}, ${gate})`);
         console.log(`train: ${report.train.n} questions, ${report.train.positives} need reasoning; accuracy ${pct(report.train.accuracy)}, AUC ${report.train.auc.toFixed(3)}`);
         const v = report.val;
-        console.log(`val: ${v.n} questions, ${v.positives} need reasoning; routing accuracy ${pct(v.routingAccuracy)}, AUC ${v.auc.toFixed(3)}; reasoning share ${pct(v.reasoningShare)}`);
-        console.log(`val answers: base ${pct(v.baseAccuracy)}, always-reason ${pct(v.reasoningAccuracy)}, routed ${pct(v.routedAccuracy)}`);
+        console.log(`val: ${v.n} questions, ${v.positives} need reasoning; routing accuracy ${pct(v.routingAccuracy)}, probe AUC ${v.auc.toFixed(3)}; reasoning share ${pct(v.reasoningShare)} (escalated by the gate ${pct(v.escalatedShare)})`);
+        console.log(`val answers: base ${pct(v.baseAccuracy)}, always-reason ${pct(v.reasoningAccuracy)}, routed ${pct(v.routedAccuracy)}; generated tokens routed ${v.meanTokens?.toFixed(1) ?? '-'} vs always-reason ${v.alwaysReasonTokens?.toFixed(1) ?? '-'}`);
       } finally {
         await model.close();
       }

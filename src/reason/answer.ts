@@ -5,6 +5,9 @@
  *    returns the last position's logits and final hidden state.
  * 2. Route: 'on' / 'off' forced; 'auto' asks the router (score ≥ threshold → reason; no router → reason).
  * 3. Direct route: the first token is sampled from the prefill logits; decoding goes on with the adapter off.
+ *    A router with a confidence gate holds the answer back until its first tokens pass the gate; a token the
+ *    base model found too unlikely drops the answer, the cache is cut back to the prompt, and the request
+ *    escalates to the reasoning route on that same cache (the invocation is fed in one step; no re-prefill).
  * 4. Reasoning route (activated LoRA): the invocation ("<think>") was already in the prefill with the adapter on
  *    from its position (speculative invocation: the prompt positions before it are unaffected), so its logits
  *    give each sample's first thinking token with no extra step; the KV row is forked into N rows (no second
@@ -23,7 +26,7 @@ import { extractAnswer } from '../tasks/grade.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
 import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
-import type { Router } from './router.ts';
+import { gateTrip, type Router } from './router.ts';
 import type { Verifier } from './verifier.ts';
 
 export const THINK_OPEN = '<think>';
@@ -151,100 +154,139 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const spec = !!model.adapter && !classic && mode !== 'off' ? [...reasoningTokens(model, opts.invocation).invocation, ...control] : [];
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
     if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : []); handles.add(base.cache); }
-    // 2. Route.
+    // 2. Route by the probe; a gated direct route may still escalate (3).
     const router = mode === 'auto' && model.adapter ? aux.router : undefined;
     const routerScore = router && base ? router.score(base.hidden) : undefined;
     const route: Route = mode === 'off' || !model.adapter ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
-    opts.onRoute?.(route, routerScore);
-    const reasoning = route === 'reasoning';
-    const rt = reasoning ? reasoningTokens(model, opts.invocation) : undefined;
-    const promptTokens = ids.length + (rt ? rt.invocation.length + control.length : 0);
-    const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptTokens);
-    if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+    const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [];
+    const wantHidden = !!aux.verifier || !!opts.collectHidden;
+    let escalation: AnswerResult['escalation'];
 
-    // 3./4. Sequences and their KV cache.
-    const streams = Array.from({ length: reasoning ? n : 1 }, (_, i) =>
-      opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), reasoning ? 'thinking' : 'answer') : undefined);
-    let cache: CacheHandle, seqs: Sequence[], pending: number[][];
-    if (!reasoning) {
-      if (speculate) await backend.truncate(base!.cache, 0, ids.length);
-      const seq = new Sequence(tok, { ...sampling, seed, maxTokens }, ids.length, streams[0] && ((p) => streams[0]!.push(p)));
-      const draw = seq.sampling(), first = sampleToken(base!.logits, draw, draw.u); // the engine's sampler, same draw
-      seq.ttftMs = performance.now() - start;
-      seq.accept(first.token, first.logprob);
-      cache = base!.cache; seqs = [seq]; pending = [[first.token]];
-    } else {
-      let prompt: CacheHandle;
-      if (classic) { // plain LoRA: the base cache is of no use, encode the prompt again with the adapter on
-        if (base) await release(base.cache);
-        prompt = (await prefill(backend, ids, 1)).cache;
-        handles.add(prompt);
-      } else prompt = base!.cache;
-      if (n === 1) cache = prompt;
-      else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
-      seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
-        ...sampling, seed: seed + i, maxTokens, adapter: true, adapterFrom: classic ? 0 : ids.length,
-        thinking: { end: rt!.end, maxTokens: K, force: rt!.force },
-      }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
-      if (base?.invocationLogits) { // speculated (activated adapter): each sample's first token from the invocation's logits
-        pending = seqs.map((seq) => {
-          const forced = seq.takeForced(); // a cap of 0 closes the thinking before anything is sampled
-          if (forced.length) return forced;
-          const draw = seq.sampling(), first = sampleToken(base!.invocationLogits!, draw, draw.u);
-          seq.ttftMs = performance.now() - start;
-          return seq.accept(first.token, first.logprob) ? [] : [first.token, ...seq.takeForced()];
-        });
-      } else pending = seqs.map(() => [...rt!.invocation, ...control]);
-    }
-
-    // 5. Decode with verifier scoring and early stop.
-    const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [], early = new Set<number>();
-    const candidate = (i: number): Candidate => {
+    const early = new Set<number>();
+    const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
       const s = seqs[i], { answer: a } = splitText(s, reasoning, model);
       const voting = s.finishReason !== 'cancelled' && (!reasoning || s.answerFrom !== undefined);
       return { extracted: voting ? extractAnswer(task, a) : undefined, meanLogprob: s.meanLogprob, verifierScore: scores[i] };
     };
-    const wantHidden = !!aux.verifier || !!opts.collectHidden;
+    const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
+      const samples: SampleResult[] = seqs.map((s, i) => {
+        const { thinking, answer: a } = splitText(s, reasoning, model), c = candidate(seqs, reasoning, i);
+        return {
+          thinking, answer: a, extracted: c.extracted, // none for an unclosed thinking segment or a stopped sample
+          tokens: s.tokens.length, thinkingTokens: reasoning ? s.thinkingTokens : 0,
+          answerTokens: s.answerFrom === undefined ? 0 : s.tokens.length - s.answerFrom,
+          meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}),
+          finishReason: early.has(i) ? 'early-stop' : s.finishReason!,
+          tokenIds: s.tokens, logprobs: s.logprobs, capped: s.forcedTokens > 0,
+          ...(opts.collectHidden && hidden[i] ? { hidden: hidden[i] } : {}),
+        };
+      });
+      const v = reasoning ? vote(method, seqs.map((_, i) => candidate(seqs, reasoning, i))) : undefined;
+      const chosen = v?.chosen ?? 0, winner = v ? v.winner : samples[0].extracted;
+      const ttfts = seqs.map((s) => s.ttftMs).filter((t) => t > 0);
+      const sum = (f: (s: SampleResult) => number) => samples.reduce((a, s) => a + f(s), 0);
+      return {
+        answer: samples[chosen].answer, thinking: samples[chosen].thinking, route: reasoning ? 'reasoning' : 'direct',
+        ...(routerScore !== undefined ? { routerScore } : {}),
+        ...(escalation ? { escalation } : {}),
+        samples, chosen, ...(v ? { votes: v.votes } : {}),
+        ...(winner !== undefined ? { winner } : {}),
+        usage: { promptTokens, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) },
+        ttftMs: ttfts.length ? Math.min(...ttfts) : performance.now() - start,
+        latencyMs: performance.now() - start,
+        ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),
+      };
+    };
+
+    // 3. Direct route: the first token comes from the prefill logits, decoding goes on with the adapter off.
+    //    With the router's gate, the answer is held back (not streamed) until its first gate.tokens tokens pass;
+    //    a token below the gate cancels it, and the request escalates to reasoning on the same prompt cache.
+    if (route === 'direct') {
+      const gate = router?.gate;
+      const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - ids.length);
+      if (maxTokens < 1) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+      if (speculate) await backend.truncate(base!.cache, 0, ids.length);
+      let decided = !gate, held: [Phase, string][] = [];
+      const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');
+      if (decided) opts.onRoute?.('direct', routerScore);
+      const seq = new Sequence(tok, { ...sampling, seed, maxTokens }, ids.length, stream && ((p) => stream.push(p)));
+      const check = () => {
+        if (decided) return;
+        if (gateTrip(gate, seq.logprobs) >= 0) { seq.cancel(); decided = true; return; } // escalate
+        if (seq.done || seq.tokens.length >= gate!.tokens) {
+          decided = true;
+          opts.onRoute?.('direct', routerScore);
+          for (const [phase, piece] of held) opts.onText!(0, phase, piece);
+          held = [];
+        }
+      };
+      const draw = seq.sampling(), first = sampleToken(base!.logits, draw, draw.u); // the engine's sampler, same draw
+      seq.ttftMs = performance.now() - start;
+      seq.accept(first.token, first.logprob);
+      check();
+      if (!seq.done) {
+        await decode(backend, base!.cache, [seq], [[first.token]], start, {
+          signal: opts.signal, afterStep: check,
+          ...(wantHidden ? { onFinish: (_: number, h: Float32Array) => { hidden[0] = h; } } : {}),
+        });
+      }
+      check();
+      const trip = gateTrip(gate, seq.logprobs);
+      if (trip < 0 || opts.signal?.aborted) { // passed (or no gate), or cancelled by the caller
+        stream?.flush();
+        return result([seq], false, ids.length);
+      }
+      escalation = { answer: seq.text.trim(), tokens: seq.tokens.length, logprob: seq.logprobs[trip], at: trip };
+      hidden.length = 0;
+      await backend.truncate(base!.cache, 0, ids.length);
+    } else opts.onRoute?.(route, routerScore);
+    if (escalation) opts.onRoute?.('reasoning', routerScore);
+
+    // 4. Reasoning route.
+    const rt = reasoningTokens(model, opts.invocation);
+    const promptTokens = ids.length + rt.invocation.length + control.length;
+    const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptTokens);
+    if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+    const streams = Array.from({ length: n }, (_, i) => opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), 'thinking') : undefined);
+    let prompt: CacheHandle;
+    if (classic) { // plain LoRA: the base cache is of no use, encode the prompt again with the adapter on
+      if (base) await release(base.cache);
+      prompt = (await prefill(backend, ids, 1)).cache;
+      handles.add(prompt);
+    } else prompt = base!.cache;
+    let cache: CacheHandle;
+    if (n === 1) cache = prompt;
+    else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
+    const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
+      ...sampling, seed: seed + i, maxTokens, adapter: true, adapterFrom: classic ? 0 : ids.length,
+      thinking: { end: rt.end, maxTokens: K, force: rt.force },
+    }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
+    let pending: number[][];
+    if (base?.invocationLogits && !escalation) { // speculated (activated adapter): each sample's first token from the invocation's logits
+      pending = seqs.map((seq) => {
+        const forced = seq.takeForced(); // a cap of 0 closes the thinking before anything is sampled
+        if (forced.length) return forced;
+        const draw = seq.sampling(), first = sampleToken(base!.invocationLogits!, draw, draw.u);
+        seq.ttftMs = performance.now() - start;
+        return seq.accept(first.token, first.logprob) ? [] : [first.token, ...seq.takeForced()];
+      });
+    } else pending = seqs.map(() => [...rt.invocation, ...control]);
+
+    // 5. Decode with verifier scoring and early stop.
     await decode(backend, cache, seqs, pending, start, {
       signal: opts.signal,
       ...(wantHidden ? { onFinish: (i: number, h: Float32Array) => { hidden[i] = h; if (aux.verifier) scores[i] = aux.verifier.score(h); } } : {}),
       afterStep: () => {
-        if (!opts.earlyStop || !reasoning || n < 2) return;
+        if (!opts.earlyStop || n < 2) return;
         const done = seqs.map((s, i) => i).filter((i) => seqs[i].done && seqs[i].finishReason !== 'cancelled');
         const remaining = seqs.filter((s) => !s.done).length;
-        if (!remaining || !canStopEarly(method, done.map(candidate), remaining)) return;
+        if (!remaining || !canStopEarly(method, done.map((i) => candidate(seqs, true, i)), remaining)) return;
         seqs.forEach((s, i) => { if (!s.done) { s.cancel(); early.add(i); } });
       },
     });
     streams.forEach((s) => s?.flush());
+    return result(seqs, true, promptTokens);
 
-    // Results and vote.
-    const samples: SampleResult[] = seqs.map((s, i) => {
-      const { thinking, answer: a } = splitText(s, reasoning, model), c = candidate(i);
-      return {
-        thinking, answer: a, extracted: c.extracted, // none for an unclosed thinking segment or a stopped sample
-        tokens: s.tokens.length, thinkingTokens: reasoning ? s.thinkingTokens : 0,
-        answerTokens: s.answerFrom === undefined ? 0 : s.tokens.length - s.answerFrom,
-        meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}),
-        finishReason: early.has(i) ? 'early-stop' : s.finishReason!,
-        tokenIds: s.tokens, capped: s.forcedTokens > 0,
-        ...(opts.collectHidden && hidden[i] ? { hidden: hidden[i] } : {}),
-      };
-    });
-    const v = reasoning ? vote(method, seqs.map((_, i) => candidate(i))) : undefined;
-    const chosen = v?.chosen ?? 0, winner = v ? v.winner : samples[0].extracted;
-    const ttfts = seqs.map((s) => s.ttftMs).filter((t) => t > 0);
-    const sum = (f: (s: SampleResult) => number) => samples.reduce((a, s) => a + f(s), 0);
-    return {
-      answer: samples[chosen].answer, thinking: samples[chosen].thinking, route,
-      ...(routerScore !== undefined ? { routerScore } : {}),
-      samples, chosen, ...(v ? { votes: v.votes } : {}),
-      ...(winner !== undefined ? { winner } : {}),
-      usage: { promptTokens, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) },
-      ttftMs: ttfts.length ? Math.min(...ttfts) : performance.now() - start,
-      latencyMs: performance.now() - start,
-      ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),
-    };
   } finally {
     for (const h of [...handles]) await backend.free(h);
   }

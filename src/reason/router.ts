@@ -1,19 +1,25 @@
 /**
- * The router: does this prompt need the reasoning adapter? A logistic-regression probe on the base model's final
- * hidden state at the prompt's last token (the state the prefill returns anyway, so routing costs one dot
- * product). Label 1 = "needs reasoning" = the base model, answering directly and greedily, gets it wrong.
+ * The router: does this prompt need the reasoning adapter? Two stages, both free of extra forward passes:
+ *
+ * 1. A logistic-regression probe on the base model's final hidden state at the prompt's last token (the state
+ *    the prefill returns anyway, so this costs one dot product): score ≥ threshold → reason.
+ * 2. Optionally, a confidence gate on the direct route (RouterGate): the direct answer is decoded, and when one
+ *    of its first tokens is less likely than the gate allows, it is dropped and the request escalates to
+ *    reasoning on the same prompt KV cache (answer.ts). A probe of the prompt cannot see whether the base will
+ *    slip on an easy question; the answer's own token probabilities can.
+ *
+ * Label 1 = "needs reasoning" = the base model, answering directly and greedily, gets it wrong.
  *
  * Training: features standardised (training mean/std), full-batch gradient descent with AdamW on the mean
- * (optionally class-balanced) log loss + L2/2·|w|², deterministic. The threshold is chosen on validation items
- * by one of two rules (recorded in router.json):
+ * (optionally class-balanced) log loss + L2/2·|w|², deterministic. Threshold and gate are chosen jointly on
+ * validation items by one of two rules (recorded in router.json; see chooseRouting):
  *
- * - 'savings' (default when the adapter is loaded): the fewest reasoning calls whose routed accuracy is at most
- *   `maxLoss` (default 0.01 = 1 point) below always-reason accuracy, on the validation items (routed accuracy:
- *   the reasoning answer where score ≥ threshold, the direct answer elsewhere);
- * - 'accuracy': the highest routing accuracy (predicting the label), ties to the lowest threshold.
+ * - 'savings' (default when the adapter is loaded): the fewest generated tokens whose routed accuracy is at
+ *   most `maxLoss` (default 0) below always-reason accuracy;
+ * - 'accuracy': the highest routing accuracy (predicting the label).
  *
  * Candidate thresholds are 0 (always reason), the midpoints between consecutive distinct validation scores, and
- * the midpoint between the highest score and 1.
+ * the midpoint between the highest score and 1; candidate gates are none and GATE_CANDIDATES.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -145,17 +151,80 @@ export function accuracyThreshold(scores: readonly number[], labels: readonly nu
   return best;
 }
 
-/** Accuracy when items scoring ≥ t get the reasoning answer and the others the direct one. */
-export function routedAccuracy(scores: readonly number[], baseCorrect: readonly boolean[], reasonCorrect: readonly boolean[], t: number): number {
-  return scores.reduce((a, s, i) => a + ((s >= t ? reasonCorrect[i] : baseCorrect[i]) ? 1 : 0), 0) / Math.max(1, scores.length);
+/**
+ * The router's second stage, on the direct route: the direct answer's own confidence. When one of its first
+ * `tokens` tokens has a log-probability (under the base model, before temperature) below `minLogprob`, the
+ * direct answer is dropped and the request escalates to reasoning on the same prompt KV cache.
+ */
+export interface RouterGate { minLogprob: number; tokens: number }
+
+/** Gate thresholds train-router tries (besides no gate). */
+export const GATE_CANDIDATES = [-4, -3, -2, -1.5, -1, -0.7, -0.5, -0.4, -0.3, -0.2, -0.15, -0.1, -0.07, -0.05, -0.03, -0.02, -0.01];
+
+/** Index of the direct-answer token that trips the gate (-1: the answer passes). */
+export function gateTrip(gate: RouterGate | undefined, logprobs: readonly number[]): number {
+  if (!gate) return -1;
+  const n = Math.min(gate.tokens, logprobs.length);
+  for (let i = 0; i < n; i++) if (logprobs[i] < gate.minLogprob) return i;
+  return -1;
 }
 
-/** The highest threshold (fewest reasoning calls) whose routed accuracy is ≥ always-reason accuracy − maxLoss. */
-export function savingsThreshold(scores: readonly number[], baseCorrect: readonly boolean[], reasonCorrect: readonly boolean[], maxLoss = 0.01): number {
-  const always = routedAccuracy(scores, baseCorrect, reasonCorrect, 0);
-  let best = 0;
-  for (const t of thresholdCandidates(scores)) if (routedAccuracy(scores, baseCorrect, reasonCorrect, t) >= always - maxLoss - 1e-12) best = t;
-  return best;
+/** One validation question answered both ways: the router's score, and each route's grade and generated tokens. */
+export interface RoutingRow {
+  score: number;
+  baseCorrect: boolean;
+  /** Log-probabilities of the direct answer's tokens (the gate's input). */
+  baseLogprobs: readonly number[];
+  baseTokens: number;
+  reasonCorrect?: boolean;
+  reasonTokens?: number;
+}
+
+/**
+ * How a row is answered at threshold t with a gate: reasoning when score ≥ t (the direct answer is never
+ * started) or when the gate trips (the direct tokens up to the tripping one were generated first).
+ */
+export function routeRow(r: RoutingRow, t: number, gate?: RouterGate): { reason: boolean; escalated: boolean; correct: boolean; tokens: number } {
+  if (r.score >= t) return { reason: true, escalated: false, correct: !!r.reasonCorrect, tokens: r.reasonTokens ?? 0 };
+  const k = gateTrip(gate, r.baseLogprobs);
+  if (k < 0) return { reason: false, escalated: false, correct: r.baseCorrect, tokens: r.baseTokens };
+  return { reason: true, escalated: true, correct: !!r.reasonCorrect, tokens: k + 1 + (r.reasonTokens ?? 0) };
+}
+
+export interface RoutingStats { accuracy: number; routingAccuracy: number; reasoningShare: number; escalatedShare: number; meanTokens: number }
+
+/** Routed accuracy, routing accuracy (reasoning ⇔ the direct answer is wrong), shares and mean generated tokens. */
+export function routingStats(rows: readonly RoutingRow[], t: number, gate?: RouterGate): RoutingStats {
+  const st = { accuracy: 0, routingAccuracy: 0, reasoningShare: 0, escalatedShare: 0, meanTokens: 0 }, n = Math.max(1, rows.length);
+  for (const r of rows) {
+    const x = routeRow(r, t, gate);
+    st.accuracy += +x.correct / n; st.routingAccuracy += +(x.reason === !r.baseCorrect) / n;
+    st.reasoningShare += +x.reason / n; st.escalatedShare += +x.escalated / n; st.meanTokens += x.tokens / n;
+  }
+  return st;
+}
+
+/**
+ * Threshold and gate for a rule, searched jointly over the thresholds of `thresholdCandidates` and `gates`
+ * (undefined = no gate):
+ * - savings: the fewest generated tokens (direct attempts included) among the choices whose routed accuracy
+ *   is at most maxLoss below always-reason accuracy; ties to the higher accuracy, then to the earlier gate;
+ * - accuracy: the highest routing accuracy; ties to the fewest reasoning calls, then to the earlier gate.
+ */
+export function chooseRouting(rows: readonly RoutingRow[], rule: ThresholdRule, gates: readonly (RouterGate | undefined)[] = [undefined]): { threshold: number; gate?: RouterGate; stats: RoutingStats } {
+  const always = routingStats(rows, 0).accuracy;
+  let best: { threshold: number; gate?: RouterGate; stats: RoutingStats } | undefined;
+  const better = (a: RoutingStats, b: RoutingStats) => rule.name === 'savings'
+    ? a.meanTokens < b.meanTokens - 1e-9 || (Math.abs(a.meanTokens - b.meanTokens) <= 1e-9 && a.accuracy > b.accuracy + 1e-12)
+    : a.routingAccuracy > b.routingAccuracy + 1e-12 || (Math.abs(a.routingAccuracy - b.routingAccuracy) <= 1e-12 && a.reasoningShare < b.reasoningShare - 1e-12);
+  for (const gate of gates) {
+    for (const t of thresholdCandidates(rows.map((r) => r.score))) {
+      const stats = routingStats(rows, t, gate);
+      if (rule.name === 'savings' && stats.accuracy < always - rule.maxLoss - 1e-12) continue;
+      if (!best || better(stats, best.stats)) best = { threshold: t, ...(gate ? { gate } : {}), stats };
+    }
+  }
+  return best!; // t = 0 (always reason) always qualifies
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -175,19 +244,19 @@ export interface ProbeFile {
   metadata: Record<string, unknown>;
 }
 
-export interface RouterFile extends ProbeFile { format: 'edgereason-router'; rule: ThresholdRule }
+export interface RouterFile extends ProbeFile { format: 'edgereason-router'; rule: ThresholdRule; gate?: RouterGate }
 
 export const ROUTER_FEATURES = 'final hidden state (after the final norm) of the last prompt token, base model (adapter off), chat-templated prompt';
 
 export class Router {
-  constructor(readonly probe: LinearProbe, public threshold: number, readonly rule: ThresholdRule = { name: 'accuracy' }, readonly metadata: Record<string, unknown> = {}) {}
+  constructor(readonly probe: LinearProbe, public threshold: number, readonly rule: ThresholdRule = { name: 'accuracy' }, readonly metadata: Record<string, unknown> = {}, public gate?: RouterGate) {}
 
   /** Probability that the prompt needs reasoning, from the base model's final hidden state of its last token. */
   score(hidden: ArrayLike<number>): number { return this.probe.score(hidden); }
   needsReasoning(hidden: ArrayLike<number>): boolean { return this.score(hidden) >= this.threshold; }
 
   toJSON(): RouterFile {
-    return { format: 'edgereason-router', version: 1, kind: 'logistic', features: ROUTER_FEATURES, hiddenSize: this.probe.dim, probe: this.probe.toJSON(), threshold: this.threshold, rule: this.rule, metadata: this.metadata };
+    return { format: 'edgereason-router', version: 1, kind: 'logistic', features: ROUTER_FEATURES, hiddenSize: this.probe.dim, probe: this.probe.toJSON(), threshold: this.threshold, rule: this.rule, ...(this.gate ? { gate: this.gate } : {}), metadata: this.metadata };
   }
 
   save(file: string): void { writeJson(file, this.toJSON()); }
@@ -196,7 +265,11 @@ export class Router {
   static load(file: string, hiddenSize?: number): Router {
     const d = readProbeFile(file, 'edgereason-router', hiddenSize) as RouterFile;
     const rule = d.rule?.name === 'savings' ? { name: 'savings' as const, maxLoss: Number(d.rule.maxLoss) } : { name: 'accuracy' as const };
-    return new Router(LinearProbe.fromJSON(d.probe, file), d.threshold, rule, d.metadata ?? {});
+    const g = d.gate;
+    if (g !== undefined && (typeof g?.minLogprob !== 'number' || !Number.isFinite(g.minLogprob) || !Number.isInteger(g.tokens) || g.tokens < 1)) {
+      throw new Error(`${file}: field "gate" must be {"minLogprob": finite number, "tokens": integer ≥ 1}, got ${JSON.stringify(g)}`);
+    }
+    return new Router(LinearProbe.fromJSON(d.probe, file), d.threshold, rule, d.metadata ?? {}, g && { minLogprob: g.minLogprob, tokens: g.tokens });
   }
 }
 
@@ -222,25 +295,25 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
 
 export interface LabelItem { question: string; gold: string | number; task: Task; category?: string }
 
-export interface BaseOutcome { hidden: Float32Array; correct: boolean; text: string }
+export interface BaseOutcome { hidden: Float32Array; correct: boolean; text: string; logprobs: number[] }
 
-/** Greedy direct answers of the base model (adapter off): the prompt's hidden state and whether it was right. */
+/** Greedy direct answers of the base model (adapter off): the prompt's hidden state, the answer's token log-probabilities, whether it was right. */
 export async function baseOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; onItem?: (done: number) => void } = {}): Promise<BaseOutcome[]> {
   const out: BaseOutcome[] = [];
   for (const it of items) {
     const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true });
-    out.push({ hidden: r.promptHidden!, correct: isCorrect(it.task, r.answer, it.gold), text: r.answer });
+    out.push({ hidden: r.promptHidden!, correct: isCorrect(it.task, r.answer, it.gold), text: r.answer, logprobs: r.samples[0].logprobs ?? [] });
     o.onItem?.(out.length);
   }
   return out;
 }
 
-/** Greedy single-sample reasoning answers (adapter on from the invocation): whether each was right. */
-export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; onItem?: (done: number) => void } = {}): Promise<boolean[]> {
-  const out: boolean[] = [];
+/** Greedy single-sample reasoning answers (adapter on from the invocation): whether each was right, and its generated tokens. */
+export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; onItem?: (done: number) => void } = {}): Promise<{ correct: boolean; tokens: number }[]> {
+  const out: { correct: boolean; tokens: number }[] = [];
   for (const it of items) {
     const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task });
-    out.push(isCorrect(it.task, r.answer, it.gold));
+    out.push({ correct: isCorrect(it.task, r.answer, it.gold), tokens: r.usage.completionTokens });
     o.onItem?.(out.length);
   }
   return out;
@@ -250,9 +323,12 @@ export interface TrainRouterOptions extends FitOptions {
   /** Validation items for the threshold (default: the last valFraction of `items`). */
   val?: LabelItem[];
   valFraction?: number;
-  /** Threshold rule (default 'savings' when the model has its adapter, else 'accuracy') and its tolerance. */
+  /** Threshold rule (default 'savings' when the model has its adapter, else 'accuracy') and its tolerance (default 0). */
   rule?: 'accuracy' | 'savings';
   maxLoss?: number;
+  /** Search a confidence gate on the direct answer (default true) over its first `gateTokens` tokens (default 16). */
+  gate?: boolean;
+  gateTokens?: number;
   /** Token limits for the direct (default 64) and reasoning (default 512) answers used for labels. */
   maxTokens?: number;
   reasoningMaxTokens?: number;
@@ -264,10 +340,11 @@ export interface TrainRouterOptions extends FitOptions {
 export interface RouterReport {
   rule: ThresholdRule;
   threshold: number;
+  gate?: RouterGate;
   train: { n: number; positives: number; accuracy: number; auc: number };
   val: {
-    n: number; positives: number; auc: number; routingAccuracy: number; baseAccuracy: number; reasoningShare: number;
-    reasoningAccuracy?: number; routedAccuracy?: number;
+    n: number; positives: number; auc: number; routingAccuracy: number; baseAccuracy: number; reasoningShare: number; escalatedShare: number;
+    reasoningAccuracy?: number; routedAccuracy?: number; meanTokens?: number; alwaysReasonTokens?: number;
   };
 }
 
@@ -280,37 +357,40 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
   if (!train.length || !val.length) throw new Error(`router: need training and validation items (got ${train.length} and ${val.length})`);
   const ruleName = o.rule ?? (model.adapter ? 'savings' : 'accuracy');
   if (ruleName === 'savings' && !model.adapter) throw new Error('router: the savings rule needs the reasoning adapter (to measure always-reason accuracy)');
+  const gateTokens = o.gateTokens ?? 16;
+  if (!Number.isInteger(gateTokens) || gateTokens < 1) throw new Error(`router: gateTokens must be an integer ≥ 1, got ${gateTokens}`);
   const progress = (stage: string, total: number) => (d: number) => o.onProgress?.(stage, d, total);
   const tr = await baseOutcomes(model, train, { maxTokens: o.maxTokens, onItem: progress('base answers (train)', train.length) });
   const va = await baseOutcomes(model, val, { maxTokens: o.maxTokens, onItem: progress('base answers (val)', val.length) });
   const yTr = tr.map((r) => (r.correct ? 0 : 1)), yVa = va.map((r) => (r.correct ? 0 : 1));
   const probe = fitProbe(tr.map((r) => r.hidden), yTr, o);
   const sTr = tr.map((r) => probe.score(r.hidden)), sVa = va.map((r) => probe.score(r.hidden));
-  let threshold: number, rule: ThresholdRule, reasonOk: boolean[] | undefined;
-  if (ruleName === 'savings') {
-    reasonOk = await reasoningOutcomes(model, val, { maxTokens: o.reasoningMaxTokens, maxThinkingTokens: o.maxThinkingTokens, onItem: progress('reasoning answers (val)', val.length) });
-    rule = { name: 'savings', maxLoss: o.maxLoss ?? 0.01 };
-    threshold = savingsThreshold(sVa, va.map((r) => r.correct), reasonOk, rule.maxLoss);
-  } else {
-    rule = { name: 'accuracy' };
-    threshold = accuracyThreshold(sVa, yVa);
-  }
+  const reasonOk = ruleName === 'savings'
+    ? await reasoningOutcomes(model, val, { maxTokens: o.reasoningMaxTokens, maxThinkingTokens: o.maxThinkingTokens, onItem: progress('reasoning answers (val)', val.length) })
+    : undefined;
+  const rows: RoutingRow[] = va.map((r, i) => ({
+    score: sVa[i], baseCorrect: r.correct, baseLogprobs: r.logprobs, baseTokens: r.logprobs.length,
+    ...(reasonOk ? { reasonCorrect: reasonOk[i].correct, reasonTokens: reasonOk[i].tokens } : {}),
+  }));
+  const rule: ThresholdRule = ruleName === 'savings' ? { name: 'savings', maxLoss: o.maxLoss ?? 0 } : { name: 'accuracy' };
+  const gates = [undefined, ...(o.gate ?? true ? GATE_CANDIDATES.map((minLogprob) => ({ minLogprob, tokens: gateTokens })) : [])];
+  const { threshold, gate, stats } = chooseRouting(rows, rule, gates);
   const mean = (xs: number[]) => xs.reduce((a: number, b) => a + b, 0) / Math.max(1, xs.length);
   const report: RouterReport = {
-    rule, threshold,
+    rule, threshold, ...(gate ? { gate } : {}),
     train: { n: train.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, 0.5), auc: auc(sTr, yTr) },
     val: {
-      n: val.length, positives: yVa.reduce((a: number, b) => a + b, 0), auc: auc(sVa, yVa), routingAccuracy: accuracyAt(sVa, yVa, threshold),
-      baseAccuracy: mean(va.map((r) => (r.correct ? 1 : 0))), reasoningShare: mean(sVa.map((s) => (s >= threshold ? 1 : 0))),
+      n: val.length, positives: yVa.reduce((a: number, b) => a + b, 0), auc: auc(sVa, yVa), routingAccuracy: stats.routingAccuracy,
+      baseAccuracy: mean(va.map((r) => (r.correct ? 1 : 0))), reasoningShare: stats.reasoningShare, escalatedShare: stats.escalatedShare,
       ...(reasonOk ? {
-        reasoningAccuracy: mean(reasonOk.map(Number)),
-        routedAccuracy: routedAccuracy(sVa, va.map((r) => r.correct), reasonOk, threshold),
+        reasoningAccuracy: mean(reasonOk.map((r) => +r.correct)), routedAccuracy: stats.accuracy,
+        meanTokens: stats.meanTokens, alwaysReasonTokens: mean(reasonOk.map((r) => r.tokens)),
       } : {}),
     },
   };
   const router = new Router(probe, threshold, rule, {
     ...o.metadata, hiddenSize: probe.dim, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500, balance: !!o.balance,
     adapter: model.adapter?.dir, report, createdAt: new Date().toISOString(),
-  });
+  }, gate);
   return { router, report };
 }

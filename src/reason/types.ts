@@ -63,6 +63,8 @@ export interface SampleResult {
   finishReason: 'stop' | 'length' | 'early-stop' | 'cancelled';
   /** Generated token ids (forced closing tokens included). */
   tokenIds?: number[];
+  /** Log-probability of each generated token (0 for forced ones). */
+  logprobs?: number[];
   /** Tokens after the closing tag (all of them on the direct route). */
   answerTokens?: number;
   /** Whether the thinking cap closed the segment. */
@@ -88,6 +90,11 @@ export interface AnswerResult {
   latencyMs: number;
   /** The winning extracted answer, when any sample gave one. */
   winner?: string;
+  /**
+   * Set when the router's gate rejected the direct answer and the request escalated to reasoning: the dropped
+   * direct answer, its generated tokens, and the log-probability of the token that tripped the gate (index `at`).
+   */
+  escalation?: { answer: string; tokens: number; logprob: number; at: number };
   /** Final hidden state of the prompt's last token under the base model (collectHidden; the router's input). */
   promptHidden?: Float32Array;
 }

@@ -157,6 +157,8 @@ export interface ChatOutcome {
   choices: ChoiceOut[];
   route: Route;
   routerScore?: number;
+  /** The router's gate dropped the direct answer and the request escalated to reasoning. */
+  escalation?: AnswerResult['escalation'];
   votes?: Record<string, number>;
   chosen?: number;
   winner?: string;
@@ -252,7 +254,7 @@ export async function runChat(plan: Plan, served: Served, signal: AbortSignal, o
   const reasoningTokens = results.reduce((a, r) => a + r.usage.thinkingTokens, 0);
   const ttft = Math.min(...results.map((r) => (r as AnswerResult & { startMs: number }).startMs + r.ttftMs));
   return {
-    choices, route, ...(routerScore !== undefined ? { routerScore } : {}),
+    choices, route, ...(routerScore !== undefined ? { routerScore } : {}), ...(primary.escalation ? { escalation: primary.escalation } : {}),
     ...(plan.perChoice === undefined && primary.votes ? { votes: primary.votes, chosen: primary.chosen } : {}),
     ...(plan.perChoice !== undefined && primary.votes ? { votes: primary.votes, chosen: 0 } : {}),
     ...(primary.winner !== undefined ? { winner: primary.winner } : {}),
@@ -270,6 +272,7 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
   return {
     route: out.route,
     ...(out.routerScore !== undefined ? { router_score: out.routerScore } : {}),
+    ...(out.escalation ? { escalated: { direct_answer: out.escalation.answer, tokens: out.escalation.tokens, logprob: Math.round(out.escalation.logprob * 1000) / 1000 } } : {}),
     reasoning: plan.mode,
     ...(out.votes ? { votes: out.votes, chosen: out.chosen } : {}),
     ...(out.winner !== undefined ? { winner: out.winner } : {}),
