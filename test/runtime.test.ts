@@ -290,6 +290,13 @@ test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick 
     const params = { temperature: [0.3, 0.8, 1, 1.5][trial % 4], topP: [undefined, 0.95, 0.5][trial % 3], minP: [0, 0.05][trial % 2], topK: [0, 0, 40][trial % 3] };
     for (const u of [rand(), rand(), 0, 0.999999]) assert.equal(sampleToken(logits, params, u).token, reference(logits, params, u), `trial ${trial} u ${u}`);
   }
+  // Vocabularies in ascending and descending logit order (every token enters the top-k heap, or none after the first k), with ties.
+  for (const dir of [1, -1]) {
+    const logits = Float32Array.from({ length: 2000 }, (_, i) => dir * Math.round(i / 3) / 50);
+    for (const topK of [1, 7, 40, 64, 300]) {
+      for (const u of [0, 0.37, 0.999999]) assert.equal(sampleToken(logits, { temperature: 1, topK }, u).token, reference(logits, { temperature: 1, topK }, u), `order ${dir} top-k ${topK} u ${u}`);
+    }
+  }
 });
 
 test('convert writes a loadable graph; a changed source makes the converted folder stale', async () => {

@@ -21,34 +21,35 @@ let scratchP = new Float64Array(0), scratchI = new Int32Array(0);
 
 /** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number): Sampled {
-  const V = logits.length, temp = params.temperature ?? 0;
-  let best = 0;
-  for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+  const V = logits.length, temp = params.temperature ?? 0, k = params.topK && params.topK > 0 ? params.topK : 0;
+  // The k best tokens (top-k), else the single best: its logit is the maximum.
+  let sorted = temp > 0 && k ? topK(logits, k) : undefined, best = sorted?.[0] ?? 0;
+  if (!sorted) for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
   const max = logits[best];
   const logprob = (token: number) => (lse !== undefined ? logits[token] - lse : (logits[token] - max) - logSumExp(logits, max));
   if (temp <= 0) return { token: best, logprob: logprob(best) };
   if (scratchP.length < V) { scratchP = new Float64Array(V); scratchI = new Int32Array(V); }
-  const e = scratchP, cand = scratchI;
-  let count = 0;
-  for (let i = 0; i < V; i++) if ((logits[i] - max) / temp > -TAIL) cand[count++] = i;
-  let sorted: Int32Array, norm: number;
-  if (params.topK && params.topK > 0 && params.topK < count) {
-    // Only the k kept tokens need their weights.
-    sorted = sortByLogit(logits, topK(logits, cand, count, params.topK));
-    norm = 0;
-    for (let i = 0; i < sorted.length; i++) norm += e[sorted[i]] = Math.exp((logits[sorted[i]] - max) / temp);
+  const e = scratchP, floorLogit = max - TAIL * temp; // tokens at or below the floor weigh < e^-25 of the best
+  let norm = 0;
+  if (sorted) {
+    // Only the k kept tokens need their weights; those at or below the floor are dropped (as without top-k).
+    let n = 0;
+    while (n < sorted.length && logits[sorted[n]] > floorLogit) n++;
+    sorted = sorted.subarray(0, n);
+    for (let i = 0; i < n; i++) norm += e[sorted[i]] = Math.exp((logits[sorted[i]] - max) / temp);
   } else {
-    let sumAll = 0;
-    for (let j = 0; j < count; j++) sumAll += e[cand[j]] = Math.exp((logits[cand[j]] - max) / temp);
-    // Without top-k the probabilities are e / sumAll. A token below minP·p_best is cut by min-p, and one below
+    const cand = scratchI;
+    let count = 0;
+    for (let i = 0; i < V; i++) if (logits[i] > floorLogit) cand[count++] = i;
+    for (let j = 0; j < count; j++) norm += e[cand[j]] = Math.exp((logits[cand[j]] - max) / temp);
+    // The probabilities are e / norm. A token below minP·p_best is cut by min-p, and one below
     // (1 − topP) / count cannot enter the nucleus (everything at or below it weighs < 1 − topP), so only the few
     // tokens above both floors need sorting.
-    norm = sumAll;
-    let floor = params.minP && params.minP > 0 ? params.minP / sumAll : 0;
+    let floor = params.minP && params.minP > 0 ? params.minP / norm : 0;
     if (params.topP !== undefined && params.topP < 1) floor = Math.max(floor, 0.5 * (1 - params.topP) / count);
-    let k = 0;
-    for (let j = 0; j < count; j++) if (e[cand[j]] / sumAll >= floor) cand[k++] = cand[j];
-    sorted = sortByLogit(logits, cand.subarray(0, k));
+    let kept = 0;
+    for (let j = 0; j < count; j++) if (e[cand[j]] / norm >= floor) cand[kept++] = cand[j];
+    sorted = sortByLogit(logits, cand.subarray(0, kept));
   }
   let n = sorted.length;
   const prob = (i: number) => e[sorted[i]] / norm;
@@ -69,34 +70,39 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   return { token, logprob: logprob(token) };
 }
 
-let scratchV = new Float32Array(0);
+let heapV = new Float32Array(0), heapI = new Int32Array(0);
 
 /**
- * The k candidates with the largest logits (ties to the lower index), unsorted: the k-th largest value by
- * quickselect, then one pass in index order. O(V) instead of sorting the whole vocabulary.
+ * The k tokens with the largest logits (ties to the lower index), largest first. One pass in index
+ * order over a min-heap of the k best so far whose root is the weakest kept token (lowest logit; among equal
+ * logits the highest index, so a later token that merely ties never enters): almost every token costs one
+ * comparison with the root, O(V + k log k · log V) instead of sorting or partitioning the vocabulary.
  */
-function topK(logits: Float32Array, cand: Int32Array, count: number, k: number): Int32Array {
-  if (scratchV.length < count) scratchV = new Float32Array(logits.length);
-  const v = scratchV;
-  for (let i = 0; i < count; i++) v[i] = logits[cand[i]];
-  // Quickselect: afterwards v[want] is the k-th largest (v sorted descending at position want).
-  const want = k - 1;
-  let lo = 0, hi = count - 1;
-  while (lo < hi) {
-    const pivot = v[(lo + hi) >> 1];
-    let i = lo, j = hi;
-    while (i <= j) {
-      while (v[i] > pivot) i++;
-      while (v[j] < pivot) j--;
-      if (i <= j) { const t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
-    }
-    if (want <= j) hi = j; else if (want >= i) lo = i; else break;
-  }
-  const kth = v[want], out = new Int32Array(k);
+function topK(logits: Float32Array, k: number): Int32Array {
+  if (heapV.length < k) { heapV = new Float32Array(k); heapI = new Int32Array(k); }
+  const hv = heapV, hi = heapI;
+  const weaker = (a: number, b: number) => hv[a] < hv[b] || (hv[a] === hv[b] && hi[a] > hi[b]);
+  const swap = (a: number, b: number) => { const v = hv[a]; hv[a] = hv[b]; hv[b] = v; const t = hi[a]; hi[a] = hi[b]; hi[b] = t; };
   let n = 0;
-  for (let i = 0; i < count && n < k; i++) if (logits[cand[i]] > kth) out[n++] = cand[i];
-  for (let i = 0; i < count && n < k; i++) if (logits[cand[i]] === kth) out[n++] = cand[i];
-  return out;
+  for (let i = 0; i < logits.length; i++) {
+    const x = logits[i];
+    if (n < k) { // sift up
+      let c = n++;
+      hv[c] = x; hi[c] = i;
+      while (c > 0) { const p = (c - 1) >> 1; if (!weaker(c, p)) break; swap(c, p); c = p; }
+    } else if (x > hv[0]) { // replace the root, sift down
+      hv[0] = x; hi[0] = i;
+      for (let c = 0; ;) {
+        const l = 2 * c + 1, r = l + 1;
+        let m = c;
+        if (l < n && weaker(l, m)) m = l;
+        if (r < n && weaker(r, m)) m = r;
+        if (m === c) break;
+        swap(c, m); c = m;
+      }
+    }
+  }
+  return sortByLogit(logits, hi.slice(0, n));
 }
 
 const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
