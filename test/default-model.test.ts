@@ -10,6 +10,7 @@ import path from 'node:path';
 import { trainDefault, DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { answer } from '../src/reason/answer.ts';
+import { Router } from '../src/reason/router.ts';
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
@@ -40,6 +41,14 @@ test('the committed default model and adapter answer test questions as recorded'
       const r = await answer(m, e.question, { reasoning: e.reasoning, maxTokens: 400 });
       assert.equal(r.answer, e.answer, `${e.reasoning}: ${e.question}`);
     }
+    // The committed router: its probe sends this easy question to the direct route, the base slips ("#### 17"),
+    // the gate catches the unsure "7" and the request escalates to reasoning, which gets it right.
+    const router = Router.load(path.join(DEFAULT_DIR, 'router.json'), m.config.hiddenSize), q = 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?';
+    assert.equal((await answer(m, q, { reasoning: 'off' })).answer, '#### 17');
+    const r = await answer(m, q, { reasoning: 'auto', maxTokens: 400 }, { router });
+    assert.ok(r.routerScore! < router.threshold);
+    assert.deepEqual([r.route, r.escalation?.answer, r.answer], ['reasoning', '#### 17', '#### 19']);
+    assert.ok(r.escalation!.logprob < router.gate!.minLogprob);
   } finally {
     await m.close();
   }

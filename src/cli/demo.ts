@@ -8,7 +8,7 @@ import { Router } from '../reason/router.ts';
 import { Verifier } from '../reason/verifier.ts';
 import type { AnswerOptions, AnswerResult } from '../reason/types.ts';
 import { isCorrect } from '../tasks/grade.ts';
-import { makeSplits, type Item } from '../tasks/synthetic.ts';
+import { makeSplits, type Item, type MathItem } from '../tasks/synthetic.ts';
 
 /** ../shared beside the project root (data and the stories260K model live there). */
 export function sharedDir(): string {
@@ -82,6 +82,18 @@ export function demoCommand(program: Command): void {
             await show(r, item, '8 samples, majority vote ', { reasoning: 'on', samples: 8, temperature: 0.8, seed: 1, vote: 'majority', maxTokens: 400 }); // the best vote on this model (docs/results.md)
           }
           console.log();
+        }
+        if (router?.gate) {
+          // The gate at work: the first easy test question the base model gets wrong and is unsure of.
+          const easy = makeSplits({ train: 0, val: 0, test: 300, seed: 0 }).test.filter((i): i is MathItem => i.kind === 'math' && i.difficulty === 'easy');
+          for (const item of easy) {
+            const direct = await r.answer(item.question, { reasoning: 'off', maxTokens: 32 });
+            if (isCorrect('synthetic', direct.answer, item.answer) || !(await r.answer(item.question, { reasoning: 'auto', maxTokens: 400 })).escalation) continue;
+            console.log(`Q (easy, ${item.ops} steps; the router's gate at work): ${item.question}`);
+            await show(r, item, 'base model, no reasoning', { reasoning: 'off', maxTokens: 32 });
+            await show(r, item, 'router decides (auto)    ', { reasoning: 'auto', maxTokens: 400 });
+            break;
+          }
         }
       } finally {
         await r.close();
