@@ -15,9 +15,11 @@ export interface Sampled { token: number; logprob: number }
 
 /** Tokens whose probability is below e^-25 of the best one cannot matter for top-p/min-p at fp32 precision. */
 const TAIL = 25;
+/** Slices of the scaled logit range that locate the end of the top-p nucleus before sorting. */
+const NUCLEUS_BUCKETS = 4096;
 
 // Scratch buffers reused across calls (sampling runs once per row per decode step: no garbage per token).
-let scratchP = new Float64Array(0), scratchI = new Int32Array(0);
+let scratchP = new Float64Array(0), scratchI = new Int32Array(0), scratchB = new Float64Array(0);
 
 /** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number): Sampled {
@@ -42,13 +44,24 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     let count = 0;
     for (let i = 0; i < V; i++) if (logits[i] > floorLogit) cand[count++] = i;
     for (let j = 0; j < count; j++) norm += e[cand[j]] = Math.exp((logits[cand[j]] - max) / temp);
-    // The probabilities are e / norm. A token below minP·p_best is cut by min-p, and one below
-    // (1 − topP) / count cannot enter the nucleus (everything at or below it weighs < 1 − topP), so only the few
-    // tokens above both floors need sorting.
-    let floor = params.minP && params.minP > 0 ? params.minP / norm : 0;
-    if (params.topP !== undefined && params.topP < 1) floor = Math.max(floor, 0.5 * (1 - params.topP) / count);
+    // The probabilities are e / norm. A token below minP·p_best (= minP / norm) is cut by min-p. The top-p nucleus
+    // ends in the first of NUCLEUS_BUCKETS equal slices of the scaled logit range (−TAIL, 0] where the mass summed
+    // from the top reaches topP (with a hair of slack for summation order): only tokens down to that slice can be
+    // in it, so only they are sorted.
+    const floor = params.minP && params.minP > 0 ? params.minP / norm : 0, scale = NUCLEUS_BUCKETS / (TAIL * temp);
+    let last = NUCLEUS_BUCKETS - 1;
+    if (params.topP !== undefined && params.topP < 1) {
+      if (scratchB.length < NUCLEUS_BUCKETS) scratchB = new Float64Array(NUCLEUS_BUCKETS);
+      const mass = scratchB.fill(0), target = params.topP * norm * (1 + 1e-9);
+      for (let j = 0; j < count; j++) mass[Math.min(last, Math.floor((max - logits[cand[j]]) * scale))] += e[cand[j]];
+      let acc = 0;
+      for (let b = 0; b < NUCLEUS_BUCKETS; b++) { acc += mass[b]; if (acc >= target) { last = b; break; } }
+    }
     let kept = 0;
-    for (let j = 0; j < count; j++) if (e[cand[j]] / norm >= floor) cand[kept++] = cand[j];
+    for (let j = 0; j < count; j++) {
+      const c = cand[j];
+      if (e[c] / norm >= floor && Math.floor((max - logits[c]) * scale) <= last) cand[kept++] = c;
+    }
     sorted = sortByLogit(logits, cand.subarray(0, kept));
   }
   let n = sorted.length;
