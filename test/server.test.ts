@@ -104,6 +104,14 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
   const e = await status(create(ask('hi', { model: BASE, reasoning_effort: 'high' })));
   assert.equal(e.status, 400);
   assert.equal(e.param, 'reasoning_effort');
+  // Reasoning auto (the default) with the model's router.json: the router's gate drops the base's unsure "#### 17"
+  // and the request escalates to reasoning, reported under edgereason.escalated.
+  const zoe = await create(ask('Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?', { max_tokens: 100 }));
+  assert.equal(zoe.edgereason.reasoning, 'auto');
+  assert.equal(zoe.edgereason.route, 'reasoning');
+  assert.equal(zoe.edgereason.escalated.direct_answer, '#### 17');
+  assert.equal(zoe.choices[0].message.content, '#### 19');
+  assert.ok(zoe.choices[0].message.reasoning_content.includes('7 + 12 = 19'));
 });
 
 test('server: streaming equals non-streaming (same seed); role first, finish_reason, usage chunk, [DONE]', async () => {
