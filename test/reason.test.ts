@@ -18,6 +18,7 @@ import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVo
 import { accuracyAt, accuracyThreshold, auc, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier } from '../src/reason/verifier.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+import { maxDiff } from './helpers/numeric.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -55,13 +56,6 @@ let shared: Model | undefined;
 async function model(): Promise<Model> {
   shared ??= await loadModel(rm.dir, { quant: 'fp32', adapter: adapterDir, worker: false, threads: 1 });
   return shared;
-}
-
-function maxDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 /** Logits [T, V] of a fresh single run of `ids` with the given adapter mask. */

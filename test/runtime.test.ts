@@ -17,6 +17,7 @@ import { Graph } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
 import { lmHead } from '../src/models/qwen2.ts';
 import { quantizeQ4_0 } from '../src/io/gguf.ts';
+import { maxDiff } from './helpers/numeric.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-runtime-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -39,13 +40,6 @@ async function allLogits(b: Backend, ids: number[]): Promise<Float32Array> {
   const r = await b.step(c, { tokens: [ids], logits: 'all', want: { logits: true } });
   await b.free(c);
   return r.logits!;
-}
-
-function maxDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 const prompt = Array.from({ length: 23 }, (_, i) => (i * 37 + 11) % V);

@@ -12,6 +12,7 @@ import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBacke
 import { generateBatch, type Completion } from '../src/runtime/generate.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+import { maxDiff } from './helpers/numeric.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-scheduler-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -39,13 +40,6 @@ async function engine(): Promise<Engine> {
   const e = await Engine.create(model.config, g.toModelProto(), { threads: 1 });
   e.setAdapter(randomAdapter());
   return e;
-}
-
-function maxDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 const ids = (n: number, k: number) => Array.from({ length: n }, (_, i) => (i * 31 + k * 17 + 3) % V);
