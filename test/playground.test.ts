@@ -91,6 +91,19 @@ test('playground: a question streams thinking and answer into the page; route, v
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: shot, fullPage: true });
     assert.ok(fs.statSync(shot).size > 10_000);
+
+    // Reasoning auto in a fresh conversation: the router's gate escalates the base's unsure answer, and the page says so.
+    await page.reload();
+    await page.waitForFunction(() => (document.getElementById('model') as HTMLSelectElement).options.length >= 2);
+    await page.selectOption('#reasoning', 'auto');
+    await page.fill('#temperature', '0');
+    await page.fill('#max-tokens', '100');
+    await page.fill('#prompt', 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?');
+    await page.click('#send');
+    await page.waitForFunction(() => /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    assert.equal(await page.textContent('#route'), 'reasoning (router 0.18) · escalated: the direct answer "#### 17" was unsure');
+    assert.deepEqual(await page.$$eval('.turn:last-child .sample .answer', (els) => els.map((e) => e.textContent)), ['#### 19']);
+    assert.deepEqual(errors, []);
   } finally {
     await browser?.close();
     await server.close(1000);
