@@ -55,6 +55,8 @@ export interface ReasoningBenchOptions {
   /** Runs per TTFT measurement (median; default 15). */
   ttftReps?: number;
   routerItems?: number;
+  /** Sampling temperature of the routing section's answers (default 0: greedy; top-p as `topP`, seed per question). */
+  routerTemperature?: number;
   parallelItems?: number;
   samples?: number[];
   temperature?: number;
@@ -154,7 +156,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   const result: ReasoningBenchResult = {
     date: new Date().toISOString(),
     model: { path: modelDir, adapter: adapterDir, router: router ? routerFile : undefined, verifier: verifier ? verifierFile : undefined, hiddenSize: H, layers: model.config.numLayers, context: ctx },
-    settings: { reps, ttftReps: o.ttftReps ?? 15, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold },
+    settings: { reps, ttftReps: o.ttftReps ?? 15, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold, routerTemperature: o.routerTemperature ?? 0 },
     ttft: [],
     machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, threads: String(o.threads ?? process.env.EDGEREASON_THREADS ?? 'default') },
   };
@@ -184,10 +186,12 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     if (router && (o.routerItems ?? 100) > 0) {
       const cases = syntheticCases('test', o.routerItems ?? 100, seed);
       const rows: { c: EvalCase; score: number; off: AnswerResult; on: AnswerResult; auto: AnswerResult; offOk: boolean; onOk: boolean; autoOk: boolean }[] = [];
-      for (const c of cases) {
-        const off = await answer(model, c.question, { ...gen, reasoning: 'off', task: c.task, collectHidden: true });
-        const on = await answer(model, c.question, { ...gen, reasoning: 'on', task: c.task });
-        const auto = await answer(model, c.question, { ...gen, reasoning: 'auto', task: c.task }, { router });
+      const rt = o.routerTemperature ?? 0;
+      for (const [k, c] of cases.entries()) {
+        const g = { ...gen, task: c.task, ...(rt > 0 ? { temperature: rt, topP, seed: seed + k } : {}) };
+        const off = await answer(model, c.question, { ...g, reasoning: 'off', collectHidden: true });
+        const on = await answer(model, c.question, { ...g, reasoning: 'on' });
+        const auto = await answer(model, c.question, { ...g, reasoning: 'auto' }, { router });
         rows.push({ c, score: router.score(off.promptHidden!), off, on, auto, offOk: isCorrect(c.task, off.answer, c.gold), onOk: isCorrect(c.task, on.answer, c.gold), autoOk: isCorrect(c.task, auto.answer, c.gold) });
         if (rows.length % 10 === 0) log(`routing: ${rows.length}/${cases.length}`);
       }
@@ -342,7 +346,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     const g = r.routing, m = g.issueMix;
     const col = (f: (x: RoutingSummary) => string) => `${f(g)} | ${f(m)} |`;
     out.push('## Routing (synthetic test split)', '',
-      `${g.n} questions (all categories), and the same rows without the medium items (the issue's mix of easy, hard and chat queries); probe threshold ${g.threshold.toFixed(4)}, ${g.gate ? `gate: escalate when one of the first ${g.gate.tokens} direct tokens has log-probability < ${g.gate.minLogprob}` : 'no gate'}. Greedy answers, each question answered three times: directly, always reasoning, and routed (reasoning "auto": its own answer and latency, escalations included).`, '',
+      `${g.n} questions (all categories), and the same rows without the medium items (the issue's mix of easy, hard and chat queries); probe threshold ${g.threshold.toFixed(4)}, ${g.gate ? `gate: escalate when one of the first ${g.gate.tokens} direct tokens has log-probability < ${g.gate.minLogprob}` : 'no gate'}. ${r.settings.routerTemperature ? `Sampled answers (temperature ${r.settings.routerTemperature}, top-p ${r.settings.topP}, one seed per question)` : 'Greedy answers'}, each question answered three times: directly, always reasoning, and routed (reasoning "auto": its own answer and latency, escalations included).`, '',
       '| | all categories | easy + hard + chat |', '|---|---:|---:|',
       `| questions | ${col((x) => String(x.n))}`,
       `| router accuracy (label: direct answer wrong) | ${col((x) => pct(x.routerAccuracy))}`,
@@ -389,7 +393,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.ar
   await runReasoningBench({
     model: flag('--model'), adapter: flag('--adapter'), router: flag('--router'), verifier: flag('--verifier'),
     quant: flag('--quant') as 'fp32' | 'q4' | undefined, threads: num('--threads'), reps: num('--reps'),
-    routerItems: num('--router-items'), parallelItems: num('--parallel-items'), maxTokens: num('--max-tokens'),
+    routerItems: num('--router-items'), routerTemperature: num('--router-temperature'), parallelItems: num('--parallel-items'), maxTokens: num('--max-tokens'),
     maxThinkingTokens: num('--max-thinking-tokens'), timingTokens: num('--timing-tokens'), seed: num('--seed'),
     promptLengths: flag('--prompt-lengths')?.split(',').map(Number), samples: flag('--samples')?.split(',').map(Number),
     resultsDir: process.argv.includes('--no-write') ? null : flag('--results-dir'), shapeTiming: process.argv.includes('--shape-timing'),

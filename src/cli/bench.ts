@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { intArg } from './main.ts';
+import { floatArg, intArg } from './main.ts';
 
 export function benchCommand(program: Command): void {
   const bench = program.command('bench').description('benchmarks (results under bench/results/)');
@@ -29,11 +29,12 @@ export function benchCommand(program: Command): void {
     .option('--model <dir>', 'model folder (default models/default)')
     .option('--adapter <dir>', 'reasoning adapter (default <model>/reasoning-adapter)')
     .option('--router-items <n>', 'test questions for routing', intArg('--router-items', 0), 100)
+    .option('--router-temperature <t>', 'sample the routing section\'s answers at this temperature (top-p 0.95) instead of greedy', floatArg('--router-temperature', 0, 2))
     .option('--parallel-items <n>', 'hard test questions for parallel sampling', intArg('--parallel-items', 0), 60)
     .option('--shape-timing', 'also time parallel samples on random weights in Qwen2.5-0.5B\'s shape, fp32 and q4 (minutes; ~3 GB cached in the temp folder)')
     .action(async (o) => {
       const { runReasoningBench } = await import('../../bench/reasoning.ts');
-      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, parallelItems: o.parallelItems, shapeTiming: !!o.shapeTiming });
+      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, routerTemperature: o.routerTemperature, parallelItems: o.parallelItems, shapeTiming: !!o.shapeTiming });
     });
   bench.command('matmul')
     .description('batch cost of Qwen2.5-0.5B-sized linear layers: 4-bit MatMulNBits vs fp32 MatMul at M = 1, 2, 4, 8 rows')
