@@ -215,6 +215,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         if (gateTrip(gate, seq.logprobs) >= 0) { seq.cancel(); decided = true; return; } // escalate
         if (seq.done || seq.tokens.length >= gate!.tokens) {
           decided = true;
+          seq.ttftMs = performance.now() - start; // the held-back text is released now: that is when it is first seen
           opts.onRoute?.('direct', routerScore);
           for (const [phase, piece] of held) opts.onText!(0, phase, piece);
           held = [];
