@@ -3,7 +3,7 @@ export { loadModel, Model, convertModel, type LoadOptions, type PromptOptions } 
 export type { Completion, GenerateOptions } from './runtime/generate.ts';
 export type { SamplingParams } from './runtime/sampler.ts';
 export { answer, Reasoner } from './reason/answer.ts';
-export { Router } from './reason/router.ts';
+export { Router, trainRouter, type RouterGate, type TrainRouterOptions } from './reason/router.ts';
 export { Verifier } from './reason/verifier.ts';
 export type { AnswerOptions, AnswerResult, SampleResult, ReasoningMode, VoteMethod } from './reason/types.ts';
 export { trainSft, type SftOptions } from './train/sft.ts';
