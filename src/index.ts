@@ -4,7 +4,7 @@ export type { Completion, GenerateOptions } from './runtime/generate.ts';
 export type { SamplingParams } from './runtime/sampler.ts';
 export { answer, Reasoner } from './reason/answer.ts';
 export { Router, trainRouter, type RouterGate, type TrainRouterOptions } from './reason/router.ts';
-export { Verifier } from './reason/verifier.ts';
+export { Verifier, trainVerifier, type TrainVerifierOptions } from './reason/verifier.ts';
 export type { AnswerOptions, AnswerResult, SampleResult, ReasoningMode, VoteMethod } from './reason/types.ts';
 export { trainSft, type SftOptions } from './train/sft.ts';
 export { trainRl, type RlOptions } from './train/rl.ts';
