@@ -206,13 +206,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - ids.length);
       if (maxTokens < 1) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
       if (speculate) await backend.truncate(base!.cache, 0, ids.length);
-      let decided = !gate, held: [Phase, string][] = [];
+      let decided = !gate, trip = -1, held: [Phase, string][] = [];
       const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');
       if (decided) opts.onRoute?.('direct', routerScore);
       const seq = new Sequence(tok, { ...sampling, seed, maxTokens }, ids.length, stream && ((p) => stream.push(p)));
       const check = () => {
         if (decided) return;
-        if (gateTrip(gate, seq.logprobs) >= 0) { seq.cancel(); decided = true; return; } // escalate
+        if ((trip = gateTrip(gate, seq.logprobs)) >= 0) { seq.cancel(); decided = true; return; } // escalate
         if (seq.done || seq.tokens.length >= gate!.tokens) {
           decided = true;
           seq.ttftMs = performance.now() - start; // the held-back text is released now: that is when it is first seen
@@ -232,7 +232,6 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         });
       }
       check();
-      const trip = gateTrip(gate, seq.logprobs);
       if (trip < 0 || opts.signal?.aborted) { // passed (or no gate), or cancelled by the caller
         stream?.flush();
         return result([seq], false, ids.length);

@@ -217,8 +217,9 @@ export function chooseRouting(rows: readonly RoutingRow[], rule: ThresholdRule, 
   const better = (a: RoutingStats, b: RoutingStats) => rule.name === 'savings'
     ? a.meanTokens < b.meanTokens - 1e-9 || (Math.abs(a.meanTokens - b.meanTokens) <= 1e-9 && a.accuracy > b.accuracy + 1e-12)
     : a.routingAccuracy > b.routingAccuracy + 1e-12 || (Math.abs(a.routingAccuracy - b.routingAccuracy) <= 1e-12 && a.reasoningShare < b.reasoningShare - 1e-12);
+  const thresholds = thresholdCandidates(rows.map((r) => r.score));
   for (const gate of gates) {
-    for (const t of thresholdCandidates(rows.map((r) => r.score))) {
+    for (const t of thresholds) {
       const stats = routingStats(rows, t, gate);
       if (rule.name === 'savings' && stats.accuracy < always - rule.maxLoss - 1e-12) continue;
       if (!best || better(stats, best.stats)) best = { threshold: t, ...(gate ? { gate } : {}), stats };

@@ -49,18 +49,19 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     // from the top reaches topP (with a hair of slack for summation order): only tokens down to that slice can be
     // in it, so only they are sorted.
     const floor = params.minP && params.minP > 0 ? params.minP / norm : 0, scale = NUCLEUS_BUCKETS / (TAIL * temp);
-    let last = NUCLEUS_BUCKETS - 1;
+    const slice = (c: number) => Math.min(NUCLEUS_BUCKETS - 1, Math.floor((max - logits[c]) * scale));
+    let last = NUCLEUS_BUCKETS - 1; // the nucleus's last slice; every slice without top-p
     if (params.topP !== undefined && params.topP < 1) {
       if (scratchB.length < NUCLEUS_BUCKETS) scratchB = new Float64Array(NUCLEUS_BUCKETS);
       const mass = scratchB.fill(0), target = params.topP * norm * (1 + 1e-9);
-      for (let j = 0; j < count; j++) mass[Math.min(last, Math.floor((max - logits[cand[j]]) * scale))] += e[cand[j]];
+      for (let j = 0; j < count; j++) mass[slice(cand[j])] += e[cand[j]];
       let acc = 0;
       for (let b = 0; b < NUCLEUS_BUCKETS; b++) { acc += mass[b]; if (acc >= target) { last = b; break; } }
     }
     let kept = 0;
     for (let j = 0; j < count; j++) {
       const c = cand[j];
-      if (e[c] / norm >= floor && Math.floor((max - logits[c]) * scale) <= last) cand[kept++] = c;
+      if (e[c] / norm >= floor && (last === NUCLEUS_BUCKETS - 1 || slice(c) <= last)) cand[kept++] = c;
     }
     sorted = sortByLogit(logits, cand.subarray(0, kept));
   }
