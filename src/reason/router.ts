@@ -254,6 +254,7 @@ export class Router {
 
   /** Probability that the prompt needs reasoning, from the base model's final hidden state of its last token. */
   score(hidden: ArrayLike<number>): number { return this.probe.score(hidden); }
+  /** The probe's decision alone: false can still end in reasoning when the gate rejects the direct answer (answer.ts). */
   needsReasoning(hidden: ArrayLike<number>): boolean { return this.score(hidden) >= this.threshold; }
 
   toJSON(): RouterFile {
