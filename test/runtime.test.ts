@@ -302,6 +302,11 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   const ids = prompt.slice(0, 9);
   assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(converted.backend, ids)) <= 1e-5);
   await Promise.all([direct.close(), converted.close()]);
+  // A folder converted by an older edgereason (its graph returned the whole cache) is refused with the fix.
+  const manifest = path.join(out, 'edgereason.json'), current = fs.readFileSync(manifest, 'utf8');
+  fs.writeFileSync(manifest, current.replace('"format": 2', '"format": 1'));
+  await assert.rejects(loadModel(out), new RegExp(`has format 1; this edgereason reads format 2: run \`edgereason convert --model ${model.dir} --out ${out}\` again`));
+  fs.writeFileSync(manifest, current);
   const cfg = path.join(model.dir, 'config.json');
   fs.utimesSync(cfg, new Date(), new Date(Date.now() + 5000));
   await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);

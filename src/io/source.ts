@@ -78,7 +78,8 @@ export function fingerprint(files: string[]): string {
 }
 
 export interface Manifest {
-  format: 1;
+  /** 2: the graph returns only each step's new K/V rows (format 1 returned the whole cache). */
+  format: 2;
   config: ModelConfig;
   options: { quant: 'fp32' | 'q4'; accuracyLevel: number; loraTargets: string[] };
   source: { path: string; kind: SourceKind; fingerprint: string };
@@ -89,7 +90,7 @@ function openConverted(dir: string): ModelSource {
   const file = path.join(dir, MANIFEST);
   let m: Manifest;
   try { m = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
-  if (m.format !== 1) throw new Error(`model: ${file} has format ${JSON.stringify(m.format)}; this edgereason reads format 1 (re-run convert)`);
+  if (m.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m.format)}; this edgereason reads format 2: run \`edgereason convert --model ${m.source?.path ?? '<source>'} --out ${dir}\` again`);
   if (fs.existsSync(m.source.path)) {
     const now = fingerprint(openSourceFiles(m.source.path));
     if (now !== m.source.fingerprint) {

@@ -9,8 +9,9 @@
  *   outputs  logits [B,L,V]; logits_lse [B,L] = log Σ exp(logits) (the log-probability normaliser, so the
  *            sampler never exponentiates the whole vocabulary in JS); hidden_states [B,L,H] (after the final norm:
  *            for routers and verifiers);
- *            present_key.i / present_value.i: the cache with this step's rows appended. The engine passes
- *            the cache buffers as pre-allocated outputs, so only the new rows are written, in place.
+ *            new_key.i / new_value.i [B,Hkv,T,D]: this step's K/V rows (RoPE applied), which the engine writes
+ *            into its cache at positions lengths[b] .. lengths[b]+T-1. Only they leave the graph: onnxruntime-node
+ *            copies every output back into JS, so a whole-cache output would cost O(rows × capacity) per step.
  * New tokens of row b sit at positions lengths[b] .. lengths[b]+T-1 (RoPE is fused into the attention op).
  */
 import { Graph } from '../onnx/graph.ts';
@@ -40,16 +41,19 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opt
     v: g.input(`past_value.${i}`, 'float32', ['batch', hkv, 'capacity', d]),
   }));
   const logitsIndex = g.input('logits_index', 'int64', ['batch', 'selected']);
-  const hidden = decoder(L, { inputIds, cache: { seqlensK, total, past } });
+  const cache = { seqlensK, total, past, newRows: [] as { k: string; v: string }[] };
+  const hidden = decoder(L, { inputIds, cache });
   const picked = g.nodeN('GatherND', [hidden, g.node('Unsqueeze', [logitsIndex, g.constant([2])])], { batch_dims: 1 }, { names: ['hidden_states'] })[0];
   const logits = g.nodeN('Identity', [lmHead(L, picked)], {}, { names: ['logits'] })[0];
   g.nodeN('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 0 }, { names: ['logits_lse'] });
   g.output('logits', 'float32', ['batch', 'selected', cfg.vocabSize]);
   g.output('logits_lse', 'float32', ['batch', 'selected']);
   g.output('hidden_states', 'float32', ['batch', 'selected', cfg.hiddenSize]);
-  for (let i = 0; i < cfg.numLayers; i++) {
-    g.output(`present_key.${i}`, 'float32', ['batch', hkv, 'capacity', d]);
-    g.output(`present_value.${i}`, 'float32', ['batch', hkv, 'capacity', d]);
-  }
+  cache.newRows.forEach((r, i) => {
+    g.nodeN('Identity', [r.k], {}, { names: [`new_key.${i}`] });
+    g.nodeN('Identity', [r.v], {}, { names: [`new_value.${i}`] });
+    g.output(`new_key.${i}`, 'float32', ['batch', hkv, 'tokens', d]);
+    g.output(`new_value.${i}`, 'float32', ['batch', hkv, 'tokens', d]);
+  });
   return g;
 }

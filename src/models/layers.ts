@@ -28,6 +28,7 @@ export class Layers {
   private readonly q4Made = new Map<string, { packed: string; scales: string }>();
   private ropeCache?: { cos: string; sin: string };
   private ropeTablesCached?: { cos: string; sin: string };
+  private newPositions?: { pos: string; gather: string };
   constructor(readonly g: Graph, readonly cfg: ModelConfig, readonly weights: WeightSource, readonly opts: LayerOptions) {}
 
   /** A float32 parameter under its Hugging Face name (initializer, or graph input when training all weights). */
@@ -121,11 +122,25 @@ export class Layers {
 
   /**
    * Inference attention: ORT's GroupQueryAttention with RoPE fused (do_rotary). The JS-owned cache
-   * [B,Hkv,capacity,D] is both the past input and the pre-allocated present output, so ORT appends the
-   * new rows in place; seqlens_k[b] = (row b's length after this step) - 1 masks the unused capacity.
+   * [B,Hkv,capacity,D] is the past input; seqlens_k[b] = (row b's length after this step) - 1 masks the unused
+   * capacity. Returns the attention output and this step's new K/V rows [B,Hkv,T,D] (RoPE applied), gathered
+   * out of GQA's present buffers: only they leave the graph (a whole-cache output would be copied back into
+   * JS on every step by onnxruntime-node, O(rows × capacity)).
    */
-  cachedAttention(q: string, k: string, v: string, layer: number, io: { seqlensK: string; total: string; pastKey: string; pastValue: string }): string {
+  cachedAttention(q: string, k: string, v: string, io: { seqlensK: string; total: string; pastKey: string; pastValue: string }): { out: string; newKey: string; newValue: string } {
     const g = this.g, c = this.cfg, half = c.headDim / 2;
+    // Positions of the new tokens: seqlens_k[b] - T + 1 + t, [B, T] int32 (shared by every layer).
+    this.newPositions ??= (() => {
+      const T = g.node('Cast', [g.node('Slice', [g.node('Shape', [q]), g.constant([1]), g.constant([2])])], { to: 6 });
+      const first = g.node('Sub', [g.node('Add', [io.seqlensK, g.constant([1], 'int32', [])]), T]);
+      const steps = g.node('Range', [g.constant([0], 'int32', []), g.node('Squeeze', [T, g.constant([0])]), g.constant([1], 'int32', [])]);
+      const pos = g.node('Add', [g.node('Unsqueeze', [first, g.constant([1])]), g.node('Unsqueeze', [steps, g.constant([0])])]);
+      // GatherElements indices [B, Hkv, T, D] selecting those positions out of a [B, Hkv, capacity, D] buffer.
+      const shape = g.node('Concat', [g.node('Slice', [g.node('Shape', [q]), g.constant([0]), g.constant([1])]), g.constant([c.numKvHeads]),
+        g.node('Slice', [g.node('Shape', [q]), g.constant([1]), g.constant([2])]), g.constant([c.headDim])], { axis: 0 });
+      const gather = g.node('Expand', [g.node('Unsqueeze', [g.node('Cast', [pos], { to: 7 }), g.constant([1, 3])]), shape]);
+      return { pos, gather };
+    })();
     // ORT fuses RoPE only for head sizes that are multiples of 16; tiny models rotate q/k here instead.
     const fuseRope = c.headDim % 16 === 0;
     let extra: string[] = [];
@@ -140,21 +155,15 @@ export class Layers {
       })();
       extra = [this.ropeCache.cos, this.ropeCache.sin];
     } else {
-      // Positions of the new tokens: seqlens_k[b] - T + 1 + t.
-      this.ropeTablesCached ??= (() => {
-        const T = g.node('Cast', [g.node('Slice', [g.node('Shape', [q]), g.constant([1]), g.constant([2])])], { to: 6 });
-        const first = g.node('Sub', [g.node('Add', [io.seqlensK, g.constant([1], 'int32', [])]), T]);
-        const steps = g.node('Range', [g.constant([0], 'int32', []), g.node('Squeeze', [T, g.constant([0])]), g.constant([1], 'int32', [])]);
-        const pos = g.node('Add', [g.node('Unsqueeze', [first, g.constant([1])]), g.node('Unsqueeze', [steps, g.constant([0])])]);
-        return this.ropeTables(pos);
-      })();
+      this.ropeTablesCached ??= this.ropeTables(this.newPositions.pos);
       const flat = (x: string) => g.node('Reshape', [x, g.constant([0, 0, -1])]);
       q = flat(this.rope(this.splitHeads(q, c.numHeads), this.ropeTablesCached));
       k = flat(this.rope(this.splitHeads(k, c.numKvHeads), this.ropeTablesCached));
     }
-    return g.nodeN('GroupQueryAttention', [q, k, v, io.pastKey, io.pastValue, io.seqlensK, io.total, ...extra],
-      { num_heads: c.numHeads, kv_num_heads: c.numKvHeads, do_rotary: fuseRope ? 1 : 0, rotary_interleaved: 0 },
-      { domain: MS, names: [g.fresh('attn'), `present_key.${layer}`, `present_value.${layer}`] })[0];
+    const [out, presentK, presentV] = g.nodeN('GroupQueryAttention', [q, k, v, io.pastKey, io.pastValue, io.seqlensK, io.total, ...extra],
+      { num_heads: c.numHeads, kv_num_heads: c.numKvHeads, do_rotary: fuseRope ? 1 : 0, rotary_interleaved: 0 }, { domain: MS, outputs: 3 });
+    const rows = (present: string) => g.node('GatherElements', [present, this.newPositions!.gather], { axis: 2 });
+    return { out, newKey: rows(presentK), newValue: rows(presentV) };
   }
 
   /** cos/sin tables for the given positions, [B, T, 1, headDim] (Hugging Face rotate_half convention). */

@@ -7,8 +7,8 @@ import type { Layers } from './layers.ts';
 
 export interface DecoderIO {
   inputIds: string; // int64 [B, T]
-  /** Inference: the JS-owned KV cache (GroupQueryAttention appends in place). */
-  cache?: { seqlensK: string; total: string; past: { k: string; v: string }[] };
+  /** Inference: the JS-owned KV cache; `newRows` receives each layer's new K/V rows [B, Hkv, T, D]. */
+  cache?: { seqlensK: string; total: string; past: { k: string; v: string }[]; newRows?: { k: string; v: string }[] };
   /** Training: positions int64 [B, T] and an additive causal mask [B, 1, 1, T, T]. */
   positions?: string;
   bias?: string;
@@ -25,9 +25,14 @@ export function decoder(L: Layers, io: DecoderIO): string {
     const q = L.linear(x, `${p}.self_attn.q_proj`, { bias, projection: 'q_proj' });
     const k = L.linear(x, `${p}.self_attn.k_proj`, { bias, projection: 'k_proj' });
     const v = L.linear(x, `${p}.self_attn.v_proj`, { bias, projection: 'v_proj' });
-    const attn = io.cache
-      ? L.cachedAttention(q, k, v, i, { seqlensK: io.cache.seqlensK, total: io.cache.total, pastKey: io.cache.past[i].k, pastValue: io.cache.past[i].v })
-      : L.attention(L.rope(L.splitHeads(q, cfg.numHeads), rope!), L.rope(L.splitHeads(k, cfg.numKvHeads), rope!), L.splitHeads(v, cfg.numKvHeads), io.bias!);
+    let attn: string;
+    if (io.cache) {
+      const a = L.cachedAttention(q, k, v, { seqlensK: io.cache.seqlensK, total: io.cache.total, pastKey: io.cache.past[i].k, pastValue: io.cache.past[i].v });
+      (io.cache.newRows ??= []).push({ k: a.newKey, v: a.newValue });
+      attn = a.out;
+    } else {
+      attn = L.attention(L.rope(L.splitHeads(q, cfg.numHeads), rope!), L.rope(L.splitHeads(k, cfg.numKvHeads), rope!), L.splitHeads(v, cfg.numKvHeads), io.bias!);
+    }
     h = g.node('Add', [h, L.linear(attn, `${p}.self_attn.o_proj`, { projection: 'o_proj' })]);
     const y = L.rmsNorm(h, `${p}.post_attention_layernorm.weight`);
     const gate = L.silu(L.linear(y, `${p}.mlp.gate_proj`, { projection: 'gate_proj' }));

@@ -237,7 +237,7 @@ export class Engine {
       seqlens[b] = cache.lengths[row] + T - 1;
       for (let i = 0; i < L; i++) index[b * L + i] = BigInt(input.logits === 'all' ? i : Math.max(0, counts[row] - L + i));
     });
-    const { kvHeads, headDim } = cache.shape, dims = [B, kvHeads, cache.capacity, headDim];
+    const { kvHeads, headDim: D } = cache.shape, dims = [B, kvHeads, cache.capacity, D];
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [B, T]),
       seqlens_k: new ort.Tensor('int32', seqlens, [B]),
@@ -245,18 +245,29 @@ export class Engine {
       logits_index: new ort.Tensor('int64', index, [B, L]),
     };
     const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null, ...(this.hasLse ? { logits_lse: null } : {}) };
-    for (let l = 0; l < this.config.numLayers; l++) {
-      const view = all ? { k: cache.keys[l], v: cache.values[l] } : cache.rowView(l, rowsIn[0]);
-      const k = new ort.Tensor('float32', view.k, dims), v = new ort.Tensor('float32', view.v, dims);
-      // Same buffer in and out: ORT's attention appends the new rows in place (shared past/present buffer).
-      feeds[`past_key.${l}`] = k; fetches[`present_key.${l}`] = k;
-      feeds[`past_value.${l}`] = v; fetches[`present_value.${l}`] = v;
-    }
+    const views = Array.from({ length: this.config.numLayers }, (_, l) => (all ? { k: cache.keys[l], v: cache.values[l] } : cache.rowView(l, rowsIn[0])));
+    views.forEach((view, l) => {
+      feeds[`past_key.${l}`] = new ort.Tensor('float32', view.k, dims);
+      feeds[`past_value.${l}`] = new ort.Tensor('float32', view.v, dims);
+      fetches[`new_key.${l}`] = null; fetches[`new_value.${l}`] = null;
+    });
     if (this.hasLora) {
       Object.assign(feeds, this.adapterFeeds);
       feeds.adapter_mask = new ort.Tensor('float32', mask, [B, T]);
     }
     const out = await this.session.run(feeds, fetches);
+    // Write the new rows [B, Hkv, T, D] into the cache at each row's positions lengths .. lengths + T - 1.
+    const cap = cache.capacity;
+    views.forEach((view, l) => {
+      for (const [dst, rows] of [[view.k, out[`new_key.${l}`].data], [view.v, out[`new_value.${l}`].data]] as [Float32Array, Float32Array][]) {
+        rowsIn.forEach((row, b) => {
+          for (let h = 0; h < kvHeads; h++) {
+            const src = (b * kvHeads + h) * T * D;
+            dst.set(rows.subarray(src, src + T * D), ((b * kvHeads + h) * cap + cache.lengths[row]) * D);
+          }
+        });
+      }
+    });
     return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, positions: L, ...(this.hasLse ? { lse: out.logits_lse.data as Float32Array } : {}) };
   }
 

@@ -1,7 +1,7 @@
 /**
  * The JS-owned KV cache: per layer one K and one V buffer [rows, kvHeads, capacity, headDim].
- * The buffers are passed to the graph each step as input and as pre-allocated output (no copy): the
- * attention op appends the new rows in place and masks everything past each row's length.
+ * The buffers are passed to the graph each step as inputs (no copy; the attention op masks everything past
+ * each row's length); the graph returns only the step's new rows, which the engine writes in here.
  * Capacity grows by doubling.
  */
 export interface CacheShape { layers: number; kvHeads: number; headDim: number }

@@ -137,7 +137,7 @@ export function convertModel(src: ModelSource, out: string, opts: ConvertOptions
   writeJson('tokenizer.json', src.tokenizerFiles.tokenizerJson);
   if (src.tokenizerFiles.tokenizerConfig) writeJson('tokenizer_config.json', src.tokenizerFiles.tokenizerConfig);
   const manifest: Manifest = {
-    format: 1, config: src.config, graph: 'model.onnx',
+    format: 2, config: src.config, graph: 'model.onnx',
     options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },
     source: { path: src.path, kind: src.kind, fingerprint: fingerprint(src.files) },
   };
