@@ -38,6 +38,8 @@ export interface DecodeBenchOptions {
   decodeSteps?: number;
   /** Repetitions of each measurement; the best is reported (other work on the machine only slows runs down). Default 3. */
   reps?: number;
+  /** Context before the long-context decode measurement (batch 1; default 1000 tokens; 0 = skip). */
+  longContextTokens?: number;
   /** Batch sizes for our decode (default 1, 4, 8, 16) and llama.cpp's (default the same). */
   batches?: number[];
   llamaBatches?: number[];
@@ -53,8 +55,11 @@ export interface DecodeBenchResult {
   date: string;
   prefill_tok_s: number;
   decode_tok_s: Record<string, number>;
+  /** Batch-1 decode after a longContextTokens prompt (absent when skipped). */
+  decode_long_tok_s?: number;
   llamacpp_prefill_tok_s: number;
   llamacpp_decode_tok_s: Record<string, number>;
+  llamacpp_decode_long_tok_s?: number;
   /** ours / llama.cpp (> 1: we are faster). */
   prefill_ratio: number;
   decode_ratio_b1: number;
@@ -66,7 +71,7 @@ export interface DecodeBenchResult {
   load_s: number;
   llamacpp_load_s: number;
   model: { shape: string; params_m: number; quant: string; accuracy_level: number; llamacpp_file: string; gguf_mb: number; onnx_mb: number };
-  settings: { threads: number; llamacpp_threads: number; reps: number; prompt_tokens: number; decode_prompt_tokens: number; decode_steps: number; batches: number[]; llamacpp_batches: number[]; our_kv_cache: string; llamacpp_kv_cache: string; llamacpp_flash_attention: string };
+  settings: { threads: number; llamacpp_threads: number; reps: number; prompt_tokens: number; decode_prompt_tokens: number; decode_steps: number; long_context_tokens: number; batches: number[]; llamacpp_batches: number[]; our_kv_cache: string; llamacpp_kv_cache: string; llamacpp_flash_attention: string };
   machine: { cpu: string; cores: number; memory_gb: number; os: string; node: string; onnxruntime_node: string; node_llama_cpp: string; llama_cpp_release: string; llamacpp_system_info: string; loadavg_start: number[]; loadavg_end: number[] };
 }
 
@@ -81,6 +86,7 @@ interface ChildConfig {
   promptTokens: number;
   decodePromptTokens: number;
   decodeSteps: number;
+  longContextTokens: number;
   reps: number;
   batches: number[];
 }
@@ -89,6 +95,7 @@ interface ChildResult {
   loadMs: number;
   prefillTokS: number;
   decodeTokS: Record<string, number>;
+  decodeLongTokS?: number;
   peakRssMb: number;
   rssAfterLoadMb: number;
   info?: { release: string; systemInfo: string };
@@ -113,7 +120,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   const threads = opts.threads ?? 2, accuracyLevel = opts.accuracyLevel ?? 4;
   const batches = opts.batches ?? [1, 4, 8, 16], llamaBatches = opts.llamaBatches ?? batches;
   const promptTokens = opts.promptTokens ?? 256, decodePromptTokens = opts.decodePromptTokens ?? 24, decodeSteps = opts.decodeSteps ?? 32;
-  if (decodePromptTokens + decodeSteps + 1 > 64) throw new Error('bench: decode prompt + steps must stay within 64 positions (our KV cache\'s initial capacity)');
+  const longContextTokens = opts.longContextTokens ?? 1000;
   const progress = opts.progress ?? !!process.stderr.isTTY;
   const bar = progress
     ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {value}/{total} {label}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
@@ -124,11 +131,12 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   const files = await prepareModels(opts.cacheDir ?? path.join(os.tmpdir(), 'edgereason-bench-decode'), accuracyLevel, note, tick);
   bar?.stop();
 
-  const base = { threads, accuracyLevel, promptTokens, decodePromptTokens, decodeSteps, reps: opts.reps ?? 3 };
-  note('ours (onnxruntime)', 2 + batches.length);
+  const base = { threads, accuracyLevel, promptTokens, decodePromptTokens, decodeSteps, longContextTokens, reps: opts.reps ?? 3 };
+  const phases = 2 + batches.length + (longContextTokens ? 1 : 0);
+  note('ours (onnxruntime)', phases);
   const ours = await runChild({ kind: 'ours', path: files.onnxDir, ...base, batches }, tick);
   bar?.stop();
-  note('llama.cpp', 2 + llamaBatches.length);
+  note('llama.cpp', phases - batches.length + llamaBatches.length);
   const llamaThreads = opts.llamaThreads ?? threads;
   const ll = await runChild({ kind: 'llama', path: files.q4gguf, ...base, threads: llamaThreads, batches: llamaBatches }, tick);
   bar?.stop();
@@ -142,8 +150,10 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
     date: new Date().toISOString(),
     prefill_tok_s: round(ours.prefillTokS),
     decode_tok_s: roundAll(ours.decodeTokS),
+    ...(ours.decodeLongTokS ? { decode_long_tok_s: round(ours.decodeLongTokS) } : {}),
     llamacpp_prefill_tok_s: round(ll.prefillTokS),
     llamacpp_decode_tok_s: roundAll(ll.decodeTokS),
+    ...(ll.decodeLongTokS ? { llamacpp_decode_long_tok_s: round(ll.decodeLongTokS) } : {}),
     prefill_ratio: round(ours.prefillTokS / ll.prefillTokS, 3),
     decode_ratio_b1: round(ours.decodeTokS['1'] / ll.decodeTokS['1'], 3),
     peak_rss_mb: Math.round(ours.peakRssMb),
@@ -156,7 +166,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
       accuracy_level: accuracyLevel, llamacpp_file: 'Q4_0 GGUF (all 2-D weights Q4_0)', gguf_mb: mb(fs.statSync(files.q4gguf).size), onnx_mb: mb(dirBytes(files.onnxDir)),
     },
     settings: {
-      threads, llamacpp_threads: llamaThreads, reps: base.reps, prompt_tokens: promptTokens, decode_prompt_tokens: decodePromptTokens, decode_steps: decodeSteps, batches, llamacpp_batches: llamaBatches,
+      threads, llamacpp_threads: llamaThreads, reps: base.reps, prompt_tokens: promptTokens, decode_prompt_tokens: decodePromptTokens, decode_steps: decodeSteps, long_context_tokens: longContextTokens, batches, llamacpp_batches: llamaBatches,
       our_kv_cache: 'F32', llamacpp_kv_cache: 'F16 (default)', llamacpp_flash_attention: 'auto (default)',
     },
     machine: {
@@ -276,6 +286,9 @@ function markdown(r: DecodeBenchResult): string {
       const o = r.decode_tok_s[b], l = r.llamacpp_decode_tok_s[b];
       return `| decode tok/s, batch ${b} | ${cell(o)} | ${cell(l)} | ${o && l ? (o / l).toFixed(2) : '–'} |`;
     }),
+    ...(r.decode_long_tok_s && r.llamacpp_decode_long_tok_s
+      ? [`| decode tok/s, batch 1 after ${r.settings.long_context_tokens} tokens | ${cell(r.decode_long_tok_s)} | ${cell(r.llamacpp_decode_long_tok_s)} | ${(r.decode_long_tok_s / r.llamacpp_decode_long_tok_s).toFixed(2)} |`]
+      : []),
     `| peak RSS MB | ${r.peak_rss_mb} (after load ${r.rss_after_load_mb}) | ${r.llamacpp_peak_rss_mb} | |`,
     `| load s | ${r.load_s} | ${r.llamacpp_load_s} | |`,
     '',
@@ -333,8 +346,23 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
     decodeTokS[B] = (B * cfg.decodeSteps * 1000) / bestMs;
     send({ type: 'progress', label: `decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s` });
   }
+  let decodeLongTokS: number | undefined;
+  if (cfg.longContextTokens) {
+    let bestMs = Infinity;
+    for (let rep = 0; rep < cfg.reps; rep++) {
+      c = await b.newCache(1);
+      let s = await b.step(c, { tokens: [promptIds(cfg.longContextTokens, 50)], sample: greedy(1) });
+      s = await b.step(c, { tokens: [s.tokens!], sample: greedy(1) });
+      t = now();
+      for (let i = 0; i < cfg.decodeSteps; i++) s = await b.step(c, { tokens: [s.tokens!], sample: greedy(1) });
+      bestMs = Math.min(bestMs, now() - t);
+      await b.free(c);
+    }
+    decodeLongTokS = (cfg.decodeSteps * 1000) / bestMs;
+    send({ type: 'progress', label: `decode after ${cfg.longContextTokens} tokens: ${decodeLongTokS.toFixed(1)} tok/s` });
+  }
   await m.close();
-  return { loadMs, prefillTokS, decodeTokS, peakRssMb: peakMb(), rssAfterLoadMb };
+  return { loadMs, prefillTokS, decodeTokS, decodeLongTokS, peakRssMb: peakMb(), rssAfterLoadMb };
 }
 
 async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
@@ -342,7 +370,7 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
   let t = now();
   // llama.cpp as it ships: F16 KV cache, flash attention 'auto'. One context with a sequence per batch row.
   const ll = await openLlamaCpp(cfg.path, {
-    threads: cfg.threads, contextSize: Math.max(cfg.promptTokens, 64) + 64, sequences: Math.max(1, ...cfg.batches),
+    threads: cfg.threads, contextSize: Math.max(cfg.promptTokens, cfg.longContextTokens, 64) + 64, sequences: Math.max(1, ...cfg.batches),
     batchSize: Math.max(512, cfg.promptTokens), kvType: 'F16', flashAttention: 'auto',
   });
   const loadMs = now() - t, rssAfterLoadMb = rssMb();
@@ -366,9 +394,19 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
     decodeTokS[B] = (B * cfg.decodeSteps * 1000) / bestMs;
     send({ type: 'progress', label: `decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s` });
   }
+  let decodeLongTokS: number | undefined;
+  if (cfg.longContextTokens) {
+    let bestMs = Infinity;
+    for (let rep = 0; rep < cfg.reps; rep++) {
+      const { times } = await ll.greedyTimed(promptIds(cfg.longContextTokens, 50), cfg.decodeSteps + 2);
+      bestMs = Math.min(bestMs, times[cfg.decodeSteps + 1] - times[1]);
+    }
+    decodeLongTokS = (cfg.decodeSteps * 1000) / bestMs;
+    send({ type: 'progress', label: `decode after ${cfg.longContextTokens} tokens: ${decodeLongTokS.toFixed(1)} tok/s` });
+  }
   const info = { release: `${ll.llama.llamaCppRelease.repo} ${ll.llama.llamaCppRelease.release}`, systemInfo: ll.llama.systemInfo };
   await ll.dispose();
-  return { loadMs, prefillTokS, decodeTokS, peakRssMb: peakMb(), rssAfterLoadMb, info };
+  return { loadMs, prefillTokS, decodeTokS, decodeLongTokS, peakRssMb: peakMb(), rssAfterLoadMb, info };
 }
 
 // ---------------------------------------------------------------------------------------------
