@@ -30,6 +30,8 @@ function examples(): Item[] {
 
 async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions): Promise<AnswerResult> {
   process.stdout.write(`  ${label}: `);
+  // With several samples only sample 1 streams; the vote picks the answer, printed after it.
+  if ((opts.samples ?? 1) > 1) process.stdout.write(dim(`(sample 1 of ${opts.samples}) `));
   let phase = '', routed = false;
   const res = await r.answer(item.question, {
     ...opts,
@@ -44,12 +46,13 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
       process.stdout.write(p === 'thinking' ? dim(piece.replace(/\n/g, ' ')) : piece.replace(/\n/g, ' '));
     },
   });
-  const ok = isCorrect('synthetic', res.answer, item.answer) ? 'correct' : `wrong (gold ${item.answer})`;
-  // With several samples only sample 1 streams; the vote picks the answer.
-  const votes = res.votes && res.samples.length > 1 ? `, votes ${JSON.stringify(res.votes)} → sample ${res.chosen + 1}'s answer: ${res.answer.replace(/\n/g, ' ').trim()}` : '';
+  const verdict = isCorrect('synthetic', res.answer, item.answer) ? 'correct' : `wrong (gold ${item.answer})`;
+  const ok = res.votes && res.samples.length > 1
+    ? `votes ${JSON.stringify(res.votes)} → sample ${res.chosen + 1}'s answer "${res.answer.replace(/\n/g, ' ').trim()}": ${verdict}`
+    : verdict;
   const esc = res.escalation ? `, escalated: the direct answer "${res.escalation.answer}" had a token at p = ${Math.exp(res.escalation.logprob).toFixed(2)}` : '';
   console.log(`\n    → ${ok}; route ${res.route}${res.routerScore !== undefined ? ` (router ${res.routerScore.toFixed(2)}${esc})` : ''}; ` +
-    `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms${votes}`);
+    `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms`);
   return res;
 }
 

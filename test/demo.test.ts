@@ -1,0 +1,54 @@
+/**
+ * `npm run demo`, the README's first command: the embedded default answering with and without reasoning, routed,
+ * capped and voted. Greedy lines are checked to the token; sampled ones by their shape.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+test('npm run demo: direct, reasoning, routed, capped, voted and escalated answers from the embedded default', async () => {
+  const { stdout } = await promisify(execFile)(process.execPath, [path.join(root, 'bin/edgereason.js'), 'demo'], { cwd: root, timeout: 120_000 });
+  const lines = stdout.split('\n');
+  const after = (prefix: string, from = 0) => {
+    const i = lines.findIndex((l, k) => k >= from && l.startsWith(prefix));
+    assert.ok(i >= 0, `demo output has a line starting ${JSON.stringify(prefix)}:\n${stdout}`);
+    return { line: lines[i], result: lines[i + 1], at: i };
+  };
+  assert.match(lines[0], /^edgereason demo — .*models\/default: Qwen2 architecture, 6 layers, hidden 192, vocab 826; reasoning adapter: reasoning-adapter \(activated LoRA, invocation <think>\), budget-forced: reasoning-adapter-rl; router loaded; verifier loaded$/);
+
+  const chat = after('Q (chat): Can you help me? Tell me the capital of Jastow.');
+  const chatDirect = after('  base model, no reasoning: ', chat.at);
+  assert.equal(chatDirect.line, '  base model, no reasoning: Pirra');
+  assert.match(chatDirect.result, /^ {4}→ correct; route direct; 0 thinking \+ 1 answer tokens; TTFT [\d.]+ ms; total \d+ ms$/);
+  assert.match(after('  router decides (auto)    : ', chat.at).result, /→ correct; route direct \(router 0\.00\)/);
+
+  const hard = after('Q (hard, 6 steps): Jack starts with 15 marbles.');
+  const trace = '<think> 4 * 4 = 16 15 + 16 = 31 31 + 2 = 33 33 - 19 = 14 14 * 2 = 28 28 / 2 = 14  </think> #### 14';
+  assert.equal(after('  base model, no reasoning: ', hard.at).line, '  base model, no reasoning: #### 11');
+  const on = after('  reasoning adapter on     : ', hard.at);
+  assert.equal(on.line, `  reasoning adapter on     : ${trace}`);
+  assert.match(on.result, /→ correct; route reasoning; 62 thinking \+ 6 answer tokens;/);
+  const auto = after('  router decides (auto)    : ', hard.at);
+  assert.equal(auto.line, `  router decides (auto)    : ${trace}`);
+  assert.match(auto.result, /→ correct; route reasoning \(router 0\.92\); 62 thinking/);
+  const capped = after('  thinking capped at 48    : ', hard.at);
+  assert.equal(capped.line, '  thinking capped at 48    : <think> 4 * 4 = 16 15 + 16 = 31 31 + 2 = 33 33 - 19 = 14 14 * 2  </think> #### 14');
+  assert.match(capped.result, /route reasoning; 48 thinking \+ 6 answer tokens/);
+  assert.match(after('  SFT adapter, sampled     : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
+  assert.match(after('  RL (budget-forced), same : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
+  const voted = after('  8 samples, majority vote : (sample 1 of 8) <think> ', hard.at);
+  assert.match(voted.result, /^ {4}→ votes \{("\d+":\d+,?)+\} → sample [1-8]'s answer "#### \d+": (correct|wrong \(gold 14\)); route reasoning;/);
+  const votes = JSON.parse(/votes (\{.*?\})/.exec(voted.result)![1]) as Record<string, number>;
+  assert.equal(Object.values(votes).reduce((a, b) => a + b, 0), 8, 'eight candidates voted');
+
+  const gate = after("Q (easy, 2 steps; the router's gate at work): Zoe has 7 dollars.");
+  assert.equal(after('  base model, no reasoning: ', gate.at).line, '  base model, no reasoning: #### 17');
+  const escalated = after('  router decides (auto)    : ', gate.at);
+  assert.equal(escalated.line, '  router decides (auto)    : <think> 4 * 3 = 12 7 + 12 = 19  </think> #### 19');
+  assert.match(escalated.result, /→ correct; route reasoning \(router 0\.18, escalated: the direct answer "#### 17" had a token at p = 0\.28\); 20 thinking/);
+});
