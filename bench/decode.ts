@@ -331,38 +331,36 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
   const prefillTokS = (cfg.promptTokens * 1000) / best;
   send({ type: 'progress', label: `prefill ${prefillTokS.toFixed(1)} tok/s` });
 
-  const decodeTokS: Record<string, number> = {};
-  for (const B of cfg.batches) {
+  // Best of reps: one prompt per row, an untimed first decode step, then decodeSteps timed steps of all rows.
+  const decodeMs = async (prompts: number[][]) => {
     let bestMs = Infinity;
     for (let rep = 0; rep < cfg.reps; rep++) {
-      c = await b.newCache(B);
-      let s = await b.step(c, { tokens: Array.from({ length: B }, (_, r) => promptIds(cfg.decodePromptTokens, r + 1)), sample: greedy(B) });
-      s = await b.step(c, { tokens: s.tokens!.map((x) => [x]), sample: greedy(B) }); // untimed first decode step
+      c = await b.newCache(prompts.length);
+      let s = await b.step(c, { tokens: prompts, sample: greedy(prompts.length) });
+      s = await b.step(c, { tokens: s.tokens!.map((x) => [x]), sample: greedy(prompts.length) });
       t = now();
-      for (let i = 0; i < cfg.decodeSteps; i++) s = await b.step(c, { tokens: s.tokens!.map((x) => [x]), sample: greedy(B) });
+      for (let i = 0; i < cfg.decodeSteps; i++) s = await b.step(c, { tokens: s.tokens!.map((x) => [x]), sample: greedy(prompts.length) });
       bestMs = Math.min(bestMs, now() - t);
       await b.free(c);
     }
-    decodeTokS[B] = (B * cfg.decodeSteps * 1000) / bestMs;
-    send({ type: 'progress', label: `decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s` });
-  }
-  let decodeLongTokS: number | undefined;
-  if (cfg.longContextTokens) {
-    let bestMs = Infinity;
-    for (let rep = 0; rep < cfg.reps; rep++) {
-      c = await b.newCache(1);
-      let s = await b.step(c, { tokens: [promptIds(cfg.longContextTokens, 50)], sample: greedy(1) });
-      s = await b.step(c, { tokens: [s.tokens!], sample: greedy(1) });
-      t = now();
-      for (let i = 0; i < cfg.decodeSteps; i++) s = await b.step(c, { tokens: [s.tokens!], sample: greedy(1) });
-      bestMs = Math.min(bestMs, now() - t);
-      await b.free(c);
-    }
-    decodeLongTokS = (cfg.decodeSteps * 1000) / bestMs;
-    send({ type: 'progress', label: `decode after ${cfg.longContextTokens} tokens: ${decodeLongTokS.toFixed(1)} tok/s` });
-  }
+    return bestMs;
+  };
+  const { decodeTokS, decodeLongTokS } = await decodeRates(cfg, decodeMs);
   await m.close();
   return { loadMs, prefillTokS, decodeTokS, decodeLongTokS, peakRssMb: peakMb(), rssAfterLoadMb };
+}
+
+/** Decode tok/s per batch size (a short prompt per row) and at batch 1 after a long context, from a timing function. */
+async function decodeRates(cfg: ChildConfig, decodeMs: (prompts: number[][]) => Promise<number>): Promise<{ decodeTokS: Record<string, number>; decodeLongTokS?: number }> {
+  const decodeTokS: Record<string, number> = {};
+  for (const B of cfg.batches) {
+    decodeTokS[B] = (B * cfg.decodeSteps * 1000) / await decodeMs(Array.from({ length: B }, (_, r) => promptIds(cfg.decodePromptTokens, r + 1)));
+    send({ type: 'progress', label: `decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s` });
+  }
+  if (!cfg.longContextTokens) return { decodeTokS };
+  const decodeLongTokS = (cfg.decodeSteps * 1000) / await decodeMs([promptIds(cfg.longContextTokens, 50)]);
+  send({ type: 'progress', label: `decode after ${cfg.longContextTokens} tokens: ${decodeLongTokS.toFixed(1)} tok/s` });
+  return { decodeTokS, decodeLongTokS };
 }
 
 async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
@@ -382,28 +380,16 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
   const prefillTokS = (cfg.promptTokens * 1000) / best;
   send({ type: 'progress', label: `prefill ${prefillTokS.toFixed(1)} tok/s` });
 
-  const decodeTokS: Record<string, number> = {};
-  for (const B of cfg.batches) {
-    // As for ours: the first token ends the prompt phase, the second decode step is untimed; then decodeSteps timed steps.
-    const prompts = Array.from({ length: B }, (_, r) => promptIds(cfg.decodePromptTokens, r + 1));
+  // As for ours: the first token ends the prompt phase, the second decode step is untimed; then decodeSteps timed steps.
+  const decodeMs = async (prompts: number[][]) => {
     let bestMs = Infinity;
     for (let rep = 0; rep < cfg.reps; rep++) {
-      const times = B === 1 ? [(await ll.greedyTimed(prompts[0], cfg.decodeSteps + 2)).times] : (await ll.greedyBatchTimed(prompts, cfg.decodeSteps + 2)).times;
+      const times = prompts.length === 1 ? [(await ll.greedyTimed(prompts[0], cfg.decodeSteps + 2)).times] : (await ll.greedyBatchTimed(prompts, cfg.decodeSteps + 2)).times;
       bestMs = Math.min(bestMs, Math.max(...times.map((ts) => ts[cfg.decodeSteps + 1])) - Math.max(...times.map((ts) => ts[1])));
     }
-    decodeTokS[B] = (B * cfg.decodeSteps * 1000) / bestMs;
-    send({ type: 'progress', label: `decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s` });
-  }
-  let decodeLongTokS: number | undefined;
-  if (cfg.longContextTokens) {
-    let bestMs = Infinity;
-    for (let rep = 0; rep < cfg.reps; rep++) {
-      const { times } = await ll.greedyTimed(promptIds(cfg.longContextTokens, 50), cfg.decodeSteps + 2);
-      bestMs = Math.min(bestMs, times[cfg.decodeSteps + 1] - times[1]);
-    }
-    decodeLongTokS = (cfg.decodeSteps * 1000) / bestMs;
-    send({ type: 'progress', label: `decode after ${cfg.longContextTokens} tokens: ${decodeLongTokS.toFixed(1)} tok/s` });
-  }
+    return bestMs;
+  };
+  const { decodeTokS, decodeLongTokS } = await decodeRates(cfg, decodeMs);
   const info = { release: `${ll.llama.llamaCppRelease.repo} ${ll.llama.llamaCppRelease.release}`, systemInfo: ll.llama.systemInfo };
   await ll.dispose();
   return { loadMs, prefillTokS, decodeTokS, decodeLongTokS, peakRssMb: peakMb(), rssAfterLoadMb, info };
