@@ -9,6 +9,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
@@ -196,6 +197,31 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
   const nf = await fetch(`${url}/v1/nothing`);
   assert.equal(nf.status, 404);
   assert.ok((await create(ask('still alive?', { max_tokens: 3 }))).choices.length === 1);
+});
+
+test('server: --vote sets the vote of requests that name none; a verifier vote without a verifier is refused at start', async () => {
+  await assert.rejects(createServer({ model: fixture.dir, port: 0, defaultVote: 'best' as never }), /serve: --vote must be one of majority, confidence, verifier, verifier-vote; got "best"/);
+  // The default model without its verifier.json (and router, adapters): the base model alone.
+  const bare = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bare-'));
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(bare, f));
+  try {
+    await assert.rejects(createServer({ model: bare, port: 0, defaultVote: 'verifier-vote' }), /serve: --vote verifier-vote needs a verifier \(--verifier <file>, or verifier.json in the model folder\)/);
+  } finally {
+    fs.rmSync(bare, { recursive: true, force: true });
+  }
+  const body = ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on' } });
+  const majority = await create(body); // the main server (with a verifier): default majority, one vote per sample
+  assert.ok(Object.values(majority.edgereason.votes as Record<string, number>).every((v) => Number.isInteger(v)));
+  const conf = await createServer({ model: fixture.dir, port: 0, ctx: 512, defaultVote: 'confidence' });
+  try {
+    const c = new OpenAI({ baseURL: `${await conf.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const weighted = await c.chat.completions.create(body as any) as unknown as Loose;
+    assert.deepEqual(weighted.choices.map((x: Loose) => x.message.content), majority.choices.map((x: Loose) => x.message.content), 'same samples');
+    // Confidence weights are exp(mean log-probability) < 1 per sample, so no answer's weight is a whole count.
+    assert.ok(Object.values(weighted.edgereason.votes as Record<string, number>).every((v) => v > 0 && !Number.isInteger(v)));
+  } finally {
+    await conf.close(1000);
+  }
 });
 
 test('server: full queue → 429; a client disconnect cancels its request and frees its rows', async () => {

@@ -3,6 +3,7 @@ import { createServer } from '../server/app.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import type { EffortBudgets } from '../server/chat.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
+import { VOTE_METHODS } from '../reason/vote.ts';
 
 function effortBudgets(v: string): Partial<EffortBudgets> {
   let o: unknown;
@@ -32,6 +33,7 @@ export function serveCommand(program: Command): void {
     .option('--max-tokens <n>', 'default max_tokens when a request gives none', intArg('--max-tokens', 1), 512)
     .option('--answer-reserve <n>', 'tokens of max_tokens the thinking cap always leaves for the answer', intArg('--answer-reserve', 0), 32)
     .option('--reasoning-effort-budgets <json>', 'reasoning_effort → thinking tokens, e.g. \'{"low":32,"medium":64,"high":128}\'', effortBudgets)
+    .option('--vote <method>', `how samples are combined when a request names no edgereason.vote: ${VOTE_METHODS.join(' | ')}`, 'majority')
     .option('--temperature <t>', 'temperature when a request gives none (OpenAI: 1)', floatArg('--temperature', 0, 2), 1)
     .option('--quant <q>', 'q4 or fp32', quantArg)
     .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
@@ -43,7 +45,7 @@ export function serveCommand(program: Command): void {
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName,
         host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
-        defaultTemperature: o.temperature, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log,
+        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log,
       });
       const url = await server.listen();
       const ids = [...server.served.models.keys()];

@@ -12,6 +12,8 @@ import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AbortedError } from '../runtime/scheduler.ts';
+import { VOTE_METHODS } from '../reason/vote.ts';
+import type { VoteMethod } from '../reason/types.ts';
 import { loadServed, type AdapterSpec, type Served } from './models.ts';
 import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type EffortBudgets, type Plan } from './chat.ts';
 import { Admission } from './queue.ts';
@@ -39,6 +41,8 @@ export interface ServerOptions {
   answerReserve?: number;
   effortBudgets?: Partial<EffortBudgets>;
   defaultTemperature?: number;
+  /** Vote for requests that name none (default majority: the best on the embedded model, docs/results.md). */
+  defaultVote?: VoteMethod;
   quant?: 'q4' | 'fp32';
   threads?: number;
   /** How long close() lets in-flight requests finish before cancelling them. Default 10 s. */
@@ -61,6 +65,7 @@ export interface EdgeServer {
 const PLAYGROUND = new URL('./playground.html', import.meta.url);
 
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
+  if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
   const metrics = new Metrics();
   const maxBatch = o.maxBatch ?? 16;
   const served = await loadServed({
@@ -73,7 +78,12 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     maxN: o.maxN ?? Math.min(8, maxBatch), maxSamples: o.maxSamples ?? Math.min(8, maxBatch),
     defaultMaxTokens: o.defaultMaxTokens ?? 512, answerReserve: o.answerReserve ?? 32,
     effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? 1,
+    defaultVote: o.defaultVote ?? 'majority',
   };
+  if (limits.defaultVote.startsWith('verifier') && !served.verifier) {
+    await served.close();
+    throw new Error(`serve: --vote ${limits.defaultVote} needs a verifier (--verifier <file>, or verifier.json in the model folder)`);
+  }
   const admission = new Admission(maxBatch, o.maxQueue ?? 64);
   const inflight = new Map<symbol, { abort: AbortController; done: Promise<void> }>();
   let closing = false;

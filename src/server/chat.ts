@@ -39,6 +39,8 @@ export interface ChatLimits {
   answerReserve: number;
   effortBudgets: EffortBudgets;
   defaultTemperature: number;
+  /** How samples are combined when a request names no edgereason.vote. */
+  defaultVote: VoteMethod;
 }
 
 export interface Plan {
@@ -126,7 +128,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     ...(req.min_p != null ? { minP: req.min_p } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
-    ...(ext.vote ? { vote: ext.vote as VoteMethod } : served.verifier ? { vote: 'verifier-vote' as VoteMethod } : {}),
+    vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
     ...(ext.early_stop ? { earlyStop: true } : {}),
   };
   return {
