@@ -21,7 +21,7 @@
  * Writes bench/results/reasoning-<date>.json, .md, -accuracy-vs-n.svg and -ttft.svg.
  *
  *   node --import tsx bench/reasoning.ts [--model dir] [--adapter dir] [--router f] [--verifier f]
- *     [--router-items 100] [--parallel-items 40] [--reps 3] [--max-tokens 384] [--shape-timing] [--no-write]
+ *     [--router-items 100] [--parallel-items 40] [--parallel-split test|val] [--reps 3] [--max-tokens 384] [--shape-timing] [--no-write]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -58,6 +58,8 @@ export interface ReasoningBenchOptions {
   /** Sampling temperature of the routing section's answers (default 0: greedy; top-p as `topP`, seed per question). */
   routerTemperature?: number;
   parallelItems?: number;
+  /** Split the parallel section's hard questions come from (default test; val = questions no probe was trained on). */
+  parallelSplit?: 'test' | 'val';
   samples?: number[];
   temperature?: number;
   topP?: number;
@@ -113,7 +115,8 @@ export interface ReasoningBenchResult {
     byCategory: Record<string, { n: number; directShare: number; base: number; alwaysReason: number; routed: number; latencyMs: { base: number; alwaysReason: number; routed: number } }>;
   };
   parallel?: {
-    n: number; samples: number[];
+    /** Split of the hard questions (older results have none: test). */
+    split?: 'test' | 'val'; n: number; samples: number[];
     accuracy: Record<string, Record<string, number>>;
     meanTokensPerSample: number;
     wallTime: WallTime;
@@ -227,7 +230,9 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
 
     // 3. Parallel samples.
     if ((o.parallelItems ?? 40) > 0) {
-      const cases = syntheticCases('test', o.parallelItems ?? 40, seed + 1, { hard: 1 }); // the items reasoning is for
+      const split = o.parallelSplit ?? 'test';
+      if (split !== 'test' && split !== 'val') throw new Error(`bench: --parallel-split must be test or val, got "${split as string}"`);
+      const cases = syntheticCases(split, o.parallelItems ?? 40, seed + 1, { hard: 1 }); // the items reasoning is for
       const methods = METHODS.filter((m) => verifier || !m.startsWith('verifier'));
       const hits: Record<string, Record<string, number>> = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, 0]))]));
       const tokens: number[] = [];
@@ -246,7 +251,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       // Wall time at the same tokens per sample: one prefill, a fork, fixed-length decoding.
       const ids = model.encode([{ role: 'user', content: cases[0]?.question ?? 'What is 2 plus 3?' }], true);
       const wallTime = await parallelWallTime(model, ids, { invocation: reasoningTokens(model).invocation, sampleCounts, tokens: o.timingTokens ?? 64, reps, sampling: { temperature, topP } });
-      result.parallel = { n: cases.length, samples: sampleCounts, accuracy, meanTokensPerSample: mean(tokens), wallTime };
+      result.parallel = { split, n: cases.length, samples: sampleCounts, accuracy, meanTokensPerSample: mean(tokens), wallTime };
       log(`parallel: ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTime.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`);
     }
   } finally {
@@ -365,7 +370,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
   if (r.parallel) {
     const p = r.parallel;
     out.push('## Parallel samples (synthetic test split, hard items)', '',
-      `${p.n} hard (4–8 step) questions; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
+      `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
       `Wall time at ${p.wallTime[0]?.tokensPerSample} tokens per sample (prefill + fork + decode, best of the runs):`, '',
@@ -393,7 +398,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.ar
   await runReasoningBench({
     model: flag('--model'), adapter: flag('--adapter'), router: flag('--router'), verifier: flag('--verifier'),
     quant: flag('--quant') as 'fp32' | 'q4' | undefined, threads: num('--threads'), reps: num('--reps'),
-    routerItems: num('--router-items'), routerTemperature: num('--router-temperature'), parallelItems: num('--parallel-items'), maxTokens: num('--max-tokens'),
+    routerItems: num('--router-items'), routerTemperature: num('--router-temperature'), parallelItems: num('--parallel-items'), parallelSplit: flag('--parallel-split') as 'test' | 'val' | undefined, maxTokens: num('--max-tokens'),
     maxThinkingTokens: num('--max-thinking-tokens'), timingTokens: num('--timing-tokens'), seed: num('--seed'),
     promptLengths: flag('--prompt-lengths')?.split(',').map(Number), samples: flag('--samples')?.split(',').map(Number),
     resultsDir: process.argv.includes('--no-write') ? null : flag('--results-dir'), shapeTiming: process.argv.includes('--shape-timing'),
