@@ -90,6 +90,8 @@ export interface RoutingSummary {
    * label (greedy direct answer wrong) also counts the base's lucky direct hits, which no probe of the prompt sees.
    */
   categoryOracleAccuracy: number;
+  /** Routing errors by category and kind: "hard: reasoned, direct right", "easy: escalated, direct right", "easy: direct, wrong". */
+  errors?: Record<string, number>;
   accuracy: { base: number; alwaysReason: number; routed: number };
   meanLatencyMs: { base: number; alwaysReason: number; routed: number };
   latencyRatio: number;
@@ -179,9 +181,11 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       for (let i = 0; i < (o.ttftReps ?? 15); i++) for (const m of ['activated', 'classic', 'base'] as const) t[m].push(await run(m));
       const row = { targetTokens: target, promptTokens: tokens, sharedKvMs: median(t.activated), classicMs: median(t.classic), baseDirectMs: median(t.base), saving: 0, turnCostRatio: 0 };
       row.saving = 1 - row.sharedKvMs / row.classicMs;
-      row.turnCostRatio = Math.max(0, row.sharedKvMs - row.baseDirectMs) / Math.max(1e-9, row.classicMs - row.baseDirectMs);
+      // Paired within each round (the three runs sit side by side), so drift between rounds cancels out.
+      const paired = (m: 'activated' | 'classic') => median(t[m].map((x, i) => x - t.base[i]));
+      row.turnCostRatio = Math.max(0, paired('activated')) / Math.max(1e-9, paired('classic'));
       result.ttft.push(row);
-      log(`TTFT @ ${tokens} prompt tokens: shared KV ${row.sharedKvMs.toFixed(1)} ms, classic re-prefill ${row.classicMs.toFixed(1)} ms, base direct ${row.baseDirectMs.toFixed(1)} ms`);
+      log(`TTFT @ ${tokens} prompt tokens: shared KV ${row.sharedKvMs.toFixed(1)} ms, classic re-prefill ${row.classicMs.toFixed(1)} ms, base direct ${row.baseDirectMs.toFixed(1)} ms, turn cost ${row.turnCostRatio.toFixed(2)}×`);
     }
 
     // 2. Routing.
@@ -209,6 +213,11 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
           reasoningShare: mean(rs.map((r) => +reason(r))), escalatedShare: mean(rs.map((r) => +!!r.auto.escalation)),
           easyChatDirectShare: mean(easyChat.map((r) => (reason(r) ? 0 : 1))), easyChatN: easyChat.length,
           categoryOracleAccuracy: mean(rs.map((r) => ((r.c.category === 'medium' || r.c.category === 'hard') === !r.offOk ? 1 : 0))),
+          errors: rs.filter((r) => reason(r) === r.offOk).reduce<Record<string, number>>((e, r) => {
+            const k = `${r.c.category}: ${!reason(r) ? 'direct, wrong' : r.auto.escalation ? 'escalated, direct right' : 'reasoned, direct right'}`;
+            e[k] = (e[k] ?? 0) + 1;
+            return e;
+          }, {}),
           accuracy: { base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +r.autoOk)) },
           meanLatencyMs: lat, latencyRatio: lat.routed / Math.max(1e-9, lat.alwaysReason),
           meanTokens: { alwaysReason: mean(rs.map((r) => r.on.usage.completionTokens)), routed: mean(rs.map((r) => r.auto.usage.completionTokens + (r.auto.escalation?.tokens ?? 0))) },
@@ -343,7 +352,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     `Model: ${r.model.path} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, context ${r.model.context}) + adapter ${r.model.adapter}; router ${r.model.router ?? 'none'}; verifier ${r.model.verifier ?? 'none'}.`,
     `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, threads ${r.machine.threads}, node ${r.machine.node}. Settings: ${JSON.stringify(r.settings)}.`, '',
     '## TTFT of the reasoning turn', '',
-    `Both paths first run the base prefill (the router\'s input). Activated LoRA: that prefill already carries the invocation with the adapter on (speculative invocation), so the first thinking token comes from the same step; the classic adapter encodes the prompt again with the adapter on. "Turn cost" is the reasoning turn\'s own time over the base prefill: (shared − base) / (classic − base). Median of ${r.settings.ttftReps ?? r.settings.reps} runs.`, '',
+    `Both paths first run the base prefill (the router\'s input). Activated LoRA: that prefill already carries the invocation with the adapter on (speculative invocation), so the first thinking token comes from the same step; the classic adapter encodes the prompt again with the adapter on. "Turn cost" is the reasoning turn\'s own time over the base prefill: (shared − base) / (classic − base), each difference the median over rounds of the three runs side by side. Times: median of ${r.settings.ttftReps ?? r.settings.reps} runs.`, '',
     '| prompt tokens | activated LoRA, shared KV (ms) | classic LoRA, re-prefill (ms) | saving | turn cost, shared / re-prefill | base direct (ms) |', '|---:|---:|---:|---:|---:|---:|',
     ...r.ttft.map((t) => `| ${t.promptTokens} | ${t.sharedKvMs.toFixed(1)} | ${t.classicMs.toFixed(1)} | ${pct(t.saving)} | ${(t.turnCostRatio ?? 0).toFixed(2)}× | ${t.baseDirectMs.toFixed(1)} |`), '',
     `![TTFT](${stem}-ttft.svg)`, ''];
@@ -364,12 +373,13 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `| accuracy, probe alone | ${col((x) => pct(x.probeOnly.accuracy))}`,
       `| routed latency / always-reason (probe alone) | ${col((x) => `${x.latencyRatio.toFixed(2)}× (${x.probeOnly.latencyRatio.toFixed(2)}×)`)}`,
       `| mean generated tokens: always-reason / routed (direct attempts included) | ${col((x) => `${x.meanTokens.alwaysReason.toFixed(1)} / ${x.meanTokens.routed.toFixed(1)}`)}`, '',
+      ...(m.errors ? [`Routing errors on the easy + hard + chat rows (${Object.values(m.errors).reduce((a, b) => a + b, 0)} of ${m.n}; "direct right" = the label said no reasoning was needed): ${Object.entries(m.errors).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join('; ')}.`, ''] : []),
       '| category | n | answered directly | base | always-reason | routed | latency ms: base / always-reason / routed |', '|---|---:|---:|---:|---:|---:|---:|',
       ...Object.entries(g.byCategory).map(([c, v]) => `| ${c} | ${v.n} | ${pct(v.directShare)} | ${pct(v.base)} | ${pct(v.alwaysReason)} | ${pct(v.routed)} | ${v.latencyMs.base.toFixed(1)} / ${v.latencyMs.alwaysReason.toFixed(1)} / ${v.latencyMs.routed.toFixed(1)} |`), '');
   }
   if (r.parallel) {
     const p = r.parallel;
-    out.push('## Parallel samples (synthetic test split, hard items)', '',
+    out.push(`## Parallel samples (synthetic ${p.split ?? 'test'} split, hard items)`, '',
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
