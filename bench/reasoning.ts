@@ -150,6 +150,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   const modelDir = o.model ?? DEFAULT_DIR, adapterDir = o.adapter ?? (o.model ? undefined : ADAPTER_DIR);
   if (!adapterDir || !fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new Error(`bench: reasoning adapter not found (${adapterDir ?? 'pass --adapter'})`);
   const routerFile = o.router ?? path.join(modelDir, 'router.json'), verifierFile = o.verifier ?? path.join(modelDir, 'verifier.json');
+  if (o.parallelSplit !== undefined && o.parallelSplit !== 'test' && o.parallelSplit !== 'val') throw new Error(`bench: --parallel-split must be test or val, got "${o.parallelSplit as string}"`);
   const model = await loadModel(modelDir, { adapter: adapterDir, quant: o.quant, threads: o.threads });
   const H = model.config.hiddenSize, ctx = model.config.maxPositionEmbeddings;
   const router = fs.existsSync(routerFile) ? Router.load(routerFile, H) : undefined;
@@ -240,7 +241,6 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     // 3. Parallel samples.
     if ((o.parallelItems ?? 40) > 0) {
       const split = o.parallelSplit ?? 'test';
-      if (split !== 'test' && split !== 'val') throw new Error(`bench: --parallel-split must be test or val, got "${split as string}"`);
       const cases = syntheticCases(split, o.parallelItems ?? 40, seed + 1, { hard: 1 }); // the items reasoning is for
       const methods = METHODS.filter((m) => verifier || !m.startsWith('verifier'));
       const hits: Record<string, Record<string, number>> = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, 0]))]));

@@ -31,10 +31,11 @@ export function benchCommand(program: Command): void {
     .option('--router-items <n>', 'test questions for routing', intArg('--router-items', 0), 100)
     .option('--router-temperature <t>', 'sample the routing section\'s answers at this temperature (top-p 0.95) instead of greedy', floatArg('--router-temperature', 0, 2))
     .option('--parallel-items <n>', 'hard test questions for parallel sampling', intArg('--parallel-items', 0), 60)
+    .option('--parallel-split <split>', 'split of those questions: test, or val (no probe was trained on them)', 'test')
     .option('--shape-timing', 'also time parallel samples on random weights in Qwen2.5-0.5B\'s shape, fp32 and q4 (minutes; ~3 GB cached in the temp folder)')
     .action(async (o) => {
       const { runReasoningBench } = await import('../../bench/reasoning.ts');
-      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, routerTemperature: o.routerTemperature, parallelItems: o.parallelItems, shapeTiming: !!o.shapeTiming });
+      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, routerTemperature: o.routerTemperature, parallelItems: o.parallelItems, parallelSplit: o.parallelSplit, shapeTiming: !!o.shapeTiming });
     });
   bench.command('matmul')
     .description('batch cost of Qwen2.5-0.5B-sized linear layers: 4-bit MatMulNBits vs fp32 MatMul at M = 1, 2, 4, 8 rows')
