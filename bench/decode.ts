@@ -38,7 +38,7 @@ export interface DecodeBenchOptions {
   decodeSteps?: number;
   /** Repetitions of each measurement; the best is reported (other work on the machine only slows runs down). Default 3. */
   reps?: number;
-  /** Context before the long-context decode measurement (batch 1; default 1000 tokens; 0 = skip). */
+  /** Context before the long-context decode measurement (batch 1; default 960 tokens, so the timed steps stay within one 1,024-position cache; 0 = skip). */
   longContextTokens?: number;
   /** Batch sizes for our decode (default 1, 4, 8, 16) and llama.cpp's (default the same). */
   batches?: number[];
@@ -120,7 +120,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   const threads = opts.threads ?? 2, accuracyLevel = opts.accuracyLevel ?? 4;
   const batches = opts.batches ?? [1, 4, 8, 16], llamaBatches = opts.llamaBatches ?? batches;
   const promptTokens = opts.promptTokens ?? 256, decodePromptTokens = opts.decodePromptTokens ?? 24, decodeSteps = opts.decodeSteps ?? 32;
-  const longContextTokens = opts.longContextTokens ?? 1000;
+  const longContextTokens = opts.longContextTokens ?? 960;
   const progress = opts.progress ?? !!process.stderr.isTTY;
   const bar = progress
     ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {value}/{total} {label}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
@@ -368,7 +368,7 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
   let t = now();
   // llama.cpp as it ships: F16 KV cache, flash attention 'auto'. One context with a sequence per batch row.
   const ll = await openLlamaCpp(cfg.path, {
-    threads: cfg.threads, contextSize: Math.max(cfg.promptTokens, cfg.longContextTokens, 64) + 64, sequences: Math.max(1, ...cfg.batches),
+    threads: cfg.threads, contextSize: Math.max(cfg.promptTokens, cfg.longContextTokens, 64) + cfg.decodeSteps + 32, sequences: Math.max(1, ...cfg.batches),
     batchSize: Math.max(512, cfg.promptTokens), kvType: 'F16', flashAttention: 'auto',
   });
   const loadMs = now() - t, rssAfterLoadMb = rssMb();

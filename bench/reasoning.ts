@@ -11,7 +11,8 @@
  *    easy + chat questions answered without the adapter, accuracy and mean latency of routed vs always-reason
  *    (and base only). Every question is answered both ways (greedy); the routed result takes the answer and the
  *    latency of the run its route selects (the auto path runs exactly that computation).
- * 3. Parallel samples N = 1, 2, 4, 8 on the synthetic test split's hard items: accuracy by majority, confidence, verifier
+ * 3. Parallel samples N = 1, 2, 4, 8 on the hard items of the synthetic test split (or, --parallel-split val, of
+ *    the validation split, which no probe was trained on): accuracy by majority, confidence, verifier
  *    best-of-N and verifier-weighted vote. One N = max run per question: sample i has seed + i, so its first N
  *    samples are the N-sample run (test/reason.test.ts checks forked = single decoding). Wall time of N vs 1 at
  *    the same tokens per sample: one prefill, fork N, decode a fixed number of tokens (stop tokens off).

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadModel, convertModel } from '../src/runtime/model.ts';
 import { LocalBackend, type Backend } from '../src/runtime/backend.ts';
+import { Engine } from '../src/runtime/engine.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
@@ -305,11 +306,18 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   // A folder converted by an older edgereason (its graph returned the whole cache) is refused with the fix.
   const manifest = path.join(out, 'edgereason.json'), current = fs.readFileSync(manifest, 'utf8');
   fs.writeFileSync(manifest, current.replace('"format": 2', '"format": 1'));
-  await assert.rejects(loadModel(out), new RegExp(`has format 1; this edgereason reads format 2: run \`edgereason convert --model ${model.dir} --out ${out}\` again`));
+  await assert.rejects(loadModel(out), new RegExp(`has format 1; this edgereason reads format 2: run \`edgereason convert --model ${model.dir} --out ${out} --quant q4\` again`));
   fs.writeFileSync(manifest, current);
   const cfg = path.join(model.dir, 'config.json');
   fs.utimesSync(cfg, new Date(), new Date(Date.now() + 5000));
   await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);
+});
+
+test('a graph without the inference contract\'s outputs is refused by name', async () => {
+  const g = new Graph();
+  g.nodeN('Identity', [g.input('input_ids', 'int64', ['batch', 'tokens'])], {}, { names: ['logits'] });
+  g.output('logits', 'int64', ['batch', 'tokens']);
+  await assert.rejects(Engine.create(model.config, g.toModelProto()), /engine: the graph has no logits_lse, hidden_states, new_key\.0, new_value\.0 output: it was built for another inference-graph contract/);
 });
 
 test('bad input: prompt beyond the context, unknown token id, missing model path', async () => {

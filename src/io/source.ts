@@ -90,7 +90,11 @@ function openConverted(dir: string): ModelSource {
   const file = path.join(dir, MANIFEST);
   let m: Manifest;
   try { m = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
-  if (m.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m.format)}; this edgereason reads format 2: run \`edgereason convert --model ${m.source?.path ?? '<source>'} --out ${dir}\` again`);
+  if (m.format !== 2) {
+    const targets = m.options?.loraTargets?.length ? ` --lora-targets ${m.options.loraTargets.join(',')}` : '';
+    const again = `edgereason convert --model ${m.source?.path ?? '<source>'} --out ${dir}${m.options?.quant ? ` --quant ${m.options.quant}` : ''}${targets}`;
+    throw new Error(`model: ${file} has format ${JSON.stringify(m.format)}; this edgereason reads format 2: run \`${again}\` again`);
+  }
   if (fs.existsSync(m.source.path)) {
     const now = fingerprint(openSourceFiles(m.source.path));
     if (now !== m.source.fingerprint) {

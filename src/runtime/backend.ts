@@ -88,7 +88,7 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
     res.tokens = []; res.logprobs = [];
     req.sample.forEach((p, b) => {
       if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
-      const at = b * L + L - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse?.[at]);
+      const at = b * L + L - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse[at]);
       res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
     });
   }

@@ -24,8 +24,8 @@ export interface StepOutput {
   logits: Float32Array;
   /** [rows, L, hidden] final-norm hidden states at the same positions. */
   hidden: Float32Array;
-  /** [rows, L] log Σ exp(logits) per position (graphs converted before this output existed have none). */
-  lse?: Float32Array;
+  /** [rows, L] log Σ exp(logits) per position. */
+  lse: Float32Array;
   /** L: positions returned per row. */
   positions: number;
 }
@@ -49,11 +49,11 @@ export class Engine {
    */
   private mirror?: { cache: KVCache; rowCap: number; slots: (MirrorSlot | null)[] };
   private readonly loraInputs: string[];
-  private readonly hasLse: boolean;
 
   private constructor(readonly config: ModelConfig, private readonly session: ort.InferenceSession) {
     this.loraInputs = session.inputNames.filter((n) => n.endsWith('.lora_A') || n.endsWith('.lora_B'));
-    this.hasLse = session.outputNames.includes('logits_lse');
+    const missing = ['logits', 'logits_lse', 'hidden_states', 'new_key.0', 'new_value.0'].filter((n) => !session.outputNames.includes(n));
+    if (missing.length) throw new Error(`engine: the graph has no ${missing.join(', ')} output: it was built for another inference-graph contract (an older edgereason?); build it again (edgereason convert, or load the source model)`);
   }
 
   /** `model` is ModelProto bytes or the path of a .onnx file (its external data beside it). */
@@ -95,7 +95,7 @@ export class Engine {
   async step(cache: KVCache, input: StepInput): Promise<StepOutput> {
     const rows = cache.rows, counts = this.validate(cache, input);
     const T = Math.max(1, ...counts);
-    // The attention op writes T rows for every row (padding included), so make room for all of them.
+    // run() writes T rows for every row (padding included, beyond the row's length), so make room for all of them.
     cache.ensureCapacity(Math.max(...cache.lengths) + T);
     const L = input.logits === 'all' ? T : typeof input.logits === 'number' ? input.logits : 1;
     const fresh = cache.lengths.every((l) => l === 0);
@@ -104,13 +104,13 @@ export class Engine {
     else {
       // GroupQueryAttention takes several new tokens per row over a non-empty cache only at batch 1.
       const V = this.config.vocabSize, Hd = this.config.hiddenSize;
-      out = { logits: new Float32Array(rows * L * V), hidden: new Float32Array(rows * L * Hd), positions: L };
+      out = { logits: new Float32Array(rows * L * V), hidden: new Float32Array(rows * L * Hd), lse: new Float32Array(rows * L), positions: L };
       for (let b = 0; b < rows; b++) {
         if (!counts[b]) continue;
         const r = await this.run(cache, input, counts, T, L, [b]);
         out.logits.set(r.logits, b * L * V);
         out.hidden.set(r.hidden, b * L * Hd);
-        if (r.lse) (out.lse ??= new Float32Array(rows * L)).set(r.lse, b * L);
+        out.lse.set(r.lse, b * L);
       }
     }
     counts.forEach((n, b) => cache.advance(b, n));
@@ -119,8 +119,8 @@ export class Engine {
 
   /**
    * Steps several caches. Entries that add at most one token per row (decode steps) run as ONE session run over
-   * their rows gathered into a batch cache; GroupQueryAttention appends the new positions there, and they are
-   * copied back into each entry's own cache. Other entries (multi-token prefills) run alone, first. Results are
+   * their rows gathered into a batch cache; the new positions land there, and they are copied back into each
+   * entry's own cache. Other entries (multi-token prefills) run alone, first. Results are
    * the same as stepping each cache by itself. The batch cache persists between calls: a row is copied in
    * only when it joins or its cache changed since (KVCache.version).
    */
@@ -195,14 +195,14 @@ export class Engine {
     entries.forEach((e, k) => {
       const c = e.cache, rows = c.rows;
       c.ensureCapacity(Math.max(...c.lengths) + 1);
-      const res: StepOutput = { logits: new Float32Array(rows * V), hidden: new Float32Array(rows * Hd), positions: 1, ...(out.lse ? { lse: new Float32Array(rows) } : {}) };
+      const res: StepOutput = { logits: new Float32Array(rows * V), hidden: new Float32Array(rows * Hd), lse: new Float32Array(rows), positions: 1 };
       for (let row = 0; row < rows; row++) {
         const s = slotOf[i++], n = counts[k][row], len = c.lengths[row];
         copyPositions(view, s, c, row, len, len + n);
         c.advance(row, n);
         res.logits.set(out.logits.subarray(s * V, (s + 1) * V), row * V);
         res.hidden.set(out.hidden.subarray(s * Hd, (s + 1) * Hd), row * Hd);
-        if (res.lse) res.lse[row] = out.lse![s];
+        res.lse[row] = out.lse[s];
       }
       results.push(res);
     });
@@ -244,7 +244,7 @@ export class Engine {
       total_sequence_length: new ort.Tensor('int32', Int32Array.of(Math.max(...seqlens) + 1), []),
       logits_index: new ort.Tensor('int64', index, [B, L]),
     };
-    const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null, ...(this.hasLse ? { logits_lse: null } : {}) };
+    const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null, logits_lse: null };
     const views = Array.from({ length: this.config.numLayers }, (_, l) => (all ? { k: cache.keys[l], v: cache.values[l] } : cache.rowView(l, rowsIn[0])));
     views.forEach((view, l) => {
       feeds[`past_key.${l}`] = new ort.Tensor('float32', view.k, dims);
@@ -268,7 +268,7 @@ export class Engine {
         });
       }
     });
-    return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, positions: L, ...(this.hasLse ? { lse: out.logits_lse.data as Float32Array } : {}) };
+    return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, lse: out.logits_lse.data as Float32Array, positions: L };
   }
 
   async close(): Promise<void> { await this.session.release(); }

@@ -55,7 +55,7 @@ export class KVCache {
     this.version++;
   }
 
-  /** Records that the graph wrote `count` new positions into `row`. */
+  /** Records that `count` new positions were written into `row` (the engine, from the graph's new rows). */
   advance(row: number, count: number): void {
     if (this.lengths[this.checkRow(row)] + count > this.capacity) throw new Error(`kv-cache: row ${row} overflows capacity ${this.capacity}`);
     this.lengths[row] += count;

@@ -41,7 +41,10 @@ export interface ServerOptions {
   answerReserve?: number;
   effortBudgets?: Partial<EffortBudgets>;
   defaultTemperature?: number;
-  /** Vote for requests that name none (default majority: the best on the embedded model, docs/results.md). */
+  /**
+   * Vote for requests that name none. Default majority: on the embedded model the verifier votes trail it and
+   * confidence weighting matches it within noise (docs/results.md).
+   */
   defaultVote?: VoteMethod;
   quant?: 'q4' | 'fp32';
   threads?: number;
