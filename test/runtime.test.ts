@@ -6,6 +6,7 @@ import path from 'node:path';
 import { loadModel, convertModel } from '../src/runtime/model.ts';
 import { LocalBackend, type Backend } from '../src/runtime/backend.ts';
 import { Engine } from '../src/runtime/engine.ts';
+import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
@@ -311,6 +312,21 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   const cfg = path.join(model.dir, 'config.json');
   fs.utimesSync(cfg, new Date(), new Date(Date.now() + 5000));
   await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);
+});
+
+test('KV cache capacity grows by a quarter at least, in 64-position steps (at most 25 % slack)', () => {
+  assert.equal(grownCapacity(64, 64), 64);
+  assert.equal(grownCapacity(64, 89), 128); // what is needed, rounded up to 64
+  assert.equal(grownCapacity(128, 129), 192); // +25 % = 160, rounded up
+  assert.equal(grownCapacity(1024, 1025), 1280);
+  assert.equal(grownCapacity(64, 1100), 1152);
+  const c = new KVCache({ layers: 1, kvHeads: 1, headDim: 2 }, 2, 64);
+  c.keys[0].set([1, 2], 2 * 5); // row 0, position 5
+  c.keys[0].set([3, 4], 64 * 2 + 2 * 7); // row 1, position 7
+  c.lengths = [6, 8];
+  c.ensureCapacity(65);
+  assert.equal(c.capacity, 128);
+  assert.deepEqual([...c.keys[0].subarray(2 * 5, 2 * 6), ...c.keys[0].subarray(128 * 2 + 2 * 7, 128 * 2 + 2 * 8)], [1, 2, 3, 4], 'rows keep their positions');
 });
 
 test('a graph without the inference contract\'s outputs is refused by name', async () => {

@@ -5,7 +5,7 @@
 import os from 'node:os';
 import ort from 'onnxruntime-node';
 import type { ModelConfig, Projection } from '../models/config.ts';
-import { KVCache, copyPositions } from './kv-cache.ts';
+import { KVCache, copyPositions, grownCapacity } from './kv-cache.ts';
 
 export interface StepInput {
   /** New tokens per cache row (rows may add different counts; 0 = idle this step). */
@@ -156,7 +156,7 @@ export class Engine {
     const shape = entries[0].cache.shape;
     let m = this.mirror;
     if (!m || m.rowCap < R || m.cache.capacity < needed) {
-      const rowCap = pow2(Math.max(R, m?.rowCap ?? 1)), capacity = pow2(Math.max(needed, m?.cache.capacity ?? 64));
+      const rowCap = pow2(Math.max(R, m?.rowCap ?? 1)), capacity = grownCapacity(m?.cache.capacity ?? 64, needed);
       m = this.mirror = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [] };
     }
     // Rows still valid where they sit stay; the others fill the free slots and are copied in.

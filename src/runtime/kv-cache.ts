@@ -2,7 +2,8 @@
  * The JS-owned KV cache: per layer one K and one V buffer [rows, kvHeads, capacity, headDim].
  * The buffers are passed to the graph each step as inputs (no copy; the attention op masks everything past
  * each row's length); the graph returns only the step's new rows, which the engine writes in here.
- * Capacity grows by doubling.
+ * Capacity grows by a quarter (at least to what is needed), in steps of 64 positions: at most 25 % of the cache
+ * is slack (doubling left up to half), and ORT's attention zero-fills rows × capacity every step.
  */
 export interface CacheShape { layers: number; kvHeads: number; headDim: number }
 
@@ -24,12 +25,10 @@ export class KVCache {
   get rows(): number { return this.lengths.length; }
   get bytes(): number { return 8 * this.shape.layers * this.keys[0].length; }
 
-  /** Makes room for `needed` positions in every row, doubling the capacity as needed. */
+  /** Makes room for `needed` positions in every row. */
   ensureCapacity(needed: number): void {
     if (needed <= this.capacity) return;
-    let cap = this.capacity;
-    while (cap < needed) cap *= 2;
-    this.relayout(this.lengths.map((_, i) => i), cap);
+    this.relayout(this.lengths.map((_, i) => i), grownCapacity(this.capacity, needed));
     this.version++;
   }
 
@@ -118,4 +117,10 @@ function gatherRows(buf: Float32Array, rows: number[], srcSize: number, dstSize:
   const out = new Float32Array(rows.length * dstSize);
   rows.forEach((r, i) => out.set(buf.subarray(r * srcSize, r * srcSize + dstSize), i * dstSize));
   return out;
+}
+
+/** The capacity after growing `current` to hold `needed` positions: +25 % at least, rounded up to 64. */
+export function grownCapacity(current: number, needed: number): number {
+  if (needed <= current) return current;
+  return 64 * Math.ceil(Math.max(needed, Math.ceil(current * 1.25)) / 64);
 }
