@@ -44,6 +44,12 @@ export function benchCommand(program: Command): void {
       const { runMatmulBench } = await import('../../bench/matmul.ts');
       await runMatmulBench({ layers: o.layers });
     });
+  bench.command('attention')
+    .description('one decode step\'s attention over a KV cache (Qwen2.5-0.5B heads): GroupQueryAttention vs ONNX Attention, 1 and 8 rows, 64 and 1000 positions')
+    .action(async () => {
+      const { runAttentionBench } = await import('../../bench/attention.ts');
+      await runAttentionBench();
+    });
   bench.command('budget')
     .description('budget forcing: SFT vs RL adapter on hard items (accuracy, thinking tokens), budget buckets, accuracy vs thinking cap')
     .option('--items <n>', 'hard test questions', intArg('--items', 1), 100)

@@ -82,8 +82,11 @@ export class Graph {
     return outputs;
   }
 
-  /** Serialises to ModelProto bytes. Initializers of at least `externalMinBytes` go to `external.write` (e.g. model.onnx.data). */
-  toModelProto(opts: { external?: { location: string; minBytes: number; write: (bytes: Uint8Array) => number } } = {}): Uint8Array {
+  /**
+   * Serialises to ModelProto bytes. Initializers of at least `externalMinBytes` go to `external.write` (e.g.
+   * model.onnx.data). `opset`: the default-domain opset (17 unless a graph needs a newer operator).
+   */
+  toModelProto(opts: { external?: { location: string; minBytes: number; write: (bytes: Uint8Array) => number }; opset?: number } = {}): Uint8Array {
     const valueInfo = (v: ValueInfo) => ({
       name: v.name,
       type: { tensorType: { elemType: ONNX_TYPES[v.dtype], shape: { dim: v.dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
@@ -103,9 +106,9 @@ export class Graph {
       return proto;
     });
     const model = {
-      irVersion: 8,
+      irVersion: (opts.opset ?? 17) >= 21 ? 10 : 8,
       producerName: 'edgereason',
-      opsetImport: [{ domain: '', version: 17 }, { domain: MS, version: 1 }],
+      opsetImport: [{ domain: '', version: opts.opset ?? 17 }, { domain: MS, version: 1 }],
       graph: {
         name: 'edgereason',
         node: this.nodes.map((n, i) => ({
