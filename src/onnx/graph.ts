@@ -8,7 +8,7 @@ const { onnx } = onnxProto;
 
 export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
 export type Dim = number | string;
-export type AttrValue = number | string | number[] | { floats: number[] } | { float: number };
+export type AttrValue = number | string | number[] | { floats: number[] } | { float: number } | { graph: Graph };
 export type TypedData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 
 export interface Node {
@@ -34,9 +34,21 @@ export class Graph {
   readonly initializers = new Map<string, Initializer>();
   private counter = 0;
   private constCache = new Map<string, string>();
+  /** For a branch (an If's subgraph): the graph whose names, constants and initializers it shares. */
+  private root: Graph = this;
 
   /** A fresh tensor name with a readable prefix. */
-  fresh(prefix: string): string { return `${prefix}_${this.counter++}`; }
+  fresh(prefix: string): string { return this.root === this ? `${prefix}_${this.counter++}` : this.root.fresh(prefix); }
+
+  /**
+   * A subgraph for an `If` node's branch: its nodes are its own; names, constants and initializers come from (and
+   * go to) this graph, whose values the branch may read.
+   */
+  branch(): Graph {
+    const b = new Graph();
+    b.root = this.root;
+    return b;
+  }
 
   input(name: string, dtype: DType, dims: Dim[]): string {
     this.inputs.push({ name, dtype, dims });
@@ -48,6 +60,7 @@ export class Graph {
   }
 
   initializer(name: string, dtype: DType, dims: number[], data: TypedData): string {
+    if (this.root !== this) return this.root.initializer(name, dtype, dims, data);
     if (this.initializers.has(name)) throw new Error(`graph: initializer "${name}" defined twice`);
     const size = dims.reduce((a, b) => a * b, 1);
     const expected = dtype === 'float16' ? size : size;
@@ -58,6 +71,7 @@ export class Graph {
 
   /** A small constant, deduplicated by value. */
   constant(values: number[] | bigint[], dtype: DType = 'int64', dims: number[] = [values.length]): string {
+    if (this.root !== this) return this.root.constant(values, dtype, dims);
     const key = `${dtype}:${dims}:${values.join(',')}`;
     const hit = this.constCache.get(key);
     if (hit) return hit;
@@ -82,15 +96,24 @@ export class Graph {
     return outputs;
   }
 
+  /** This graph's nodes, inputs and outputs as a GraphProto object (initializers are added by toModelProto). */
+  graphProto(name: string): Record<string, unknown> {
+    return {
+      name,
+      node: this.nodes.map((n, i) => ({
+        opType: n.op, input: n.inputs, output: n.outputs, domain: n.domain, name: `${name}/${n.op}_${i}`,
+        attribute: Object.entries(n.attrs).map(([k, v]) => attribute(k, v)),
+      })),
+      input: this.inputs.map(valueInfo),
+      output: this.outputs.map(valueInfo),
+    };
+  }
+
   /**
    * Serialises to ModelProto bytes. Initializers of at least `externalMinBytes` go to `external.write` (e.g.
    * model.onnx.data). `opset`: the default-domain opset (17 unless a graph needs a newer operator).
    */
   toModelProto(opts: { external?: { location: string; minBytes: number; write: (bytes: Uint8Array) => number }; opset?: number } = {}): Uint8Array {
-    const valueInfo = (v: ValueInfo) => ({
-      name: v.name,
-      type: { tensorType: { elemType: ONNX_TYPES[v.dtype], shape: { dim: v.dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
-    });
     const initializer = [...this.initializers.values()].map((t) => {
       const raw = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
       const proto: Record<string, unknown> = { name: t.name, dataType: ONNX_TYPES[t.dtype], dims: t.dims };
@@ -109,23 +132,22 @@ export class Graph {
       irVersion: (opts.opset ?? 17) >= 21 ? 10 : 8,
       producerName: 'edgereason',
       opsetImport: [{ domain: '', version: opts.opset ?? 17 }, { domain: MS, version: 1 }],
-      graph: {
-        name: 'edgereason',
-        node: this.nodes.map((n, i) => ({
-          opType: n.op, input: n.inputs, output: n.outputs, domain: n.domain, name: `${n.op}_${i}`,
-          attribute: Object.entries(n.attrs).map(([name, v]) => attribute(name, v)),
-        })),
-        input: this.inputs.map(valueInfo),
-        output: this.outputs.map(valueInfo),
-        initializer,
-      },
+      graph: { ...this.graphProto('edgereason'), initializer },
     };
     return onnx.ModelProto.encode(onnx.ModelProto.fromObject(model)).finish();
   }
 }
 
-function attribute(name: string, v: AttrValue) {
+function valueInfo(v: ValueInfo) {
+  return {
+    name: v.name,
+    type: { tensorType: { elemType: ONNX_TYPES[v.dtype], shape: { dim: v.dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+  };
+}
+
+function attribute(name: string, v: AttrValue): Record<string, unknown> {
   const T = onnx.AttributeProto.AttributeType;
+  if (typeof v === 'object' && 'graph' in v) return { name, type: T.GRAPH, g: v.graph.graphProto(name) };
   if (typeof v === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(v) };
   if (typeof v === 'number') return Number.isInteger(v) ? { name, type: T.INT, i: v } : { name, type: T.FLOAT, f: v };
   if (Array.isArray(v)) return { name, type: T.INTS, ints: v };
