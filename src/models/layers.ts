@@ -28,7 +28,7 @@ export class Layers {
   private readonly q4Made = new Map<string, { packed: string; scales: string }>();
   private ropeCache?: { cos: string; sin: string };
   private ropeTablesCached?: { cos: string; sin: string };
-  private newPositions?: { pos: string; gather: string; pastMask: string; split: string; decode: string };
+  private newPositions?: { pos: string; pos64: string; gather: string; pastMask: string; split: string; decode: string };
   constructor(readonly g: Graph, readonly cfg: ModelConfig, readonly weights: WeightSource, readonly opts: LayerOptions) {}
 
   /** A float32 parameter under its Hugging Face name (initializer, or graph input when training all weights). */
@@ -145,7 +145,7 @@ export class Layers {
         g.node('Unsqueeze', [g.node('Cast', [io.seqlensK], { to: 7 }), g.constant([1])])]);
       const pastMask = g.node('Unsqueeze', [g.node('Where', [visible, g.scalar(0), g.scalar(-1e30)]), g.constant([1, 2])]);
       const decode = g.node('Equal', [g.node('Squeeze', [T, g.constant([0])]), g.constant([1], 'int32', [])]);
-      return { pos, gather, pastMask, split: g.node('Concat', [g.node('Unsqueeze', [cap, g.constant([0])]), g.constant([1])], { axis: 0 }), decode };
+      return { pos, pos64: g.node('Cast', [pos], { to: 7 }), gather, pastMask, split: g.node('Concat', [g.node('Unsqueeze', [cap, g.constant([0])]), g.constant([1])], { axis: 0 }), decode };
     })();
     // ORT fuses RoPE only for head sizes that are multiples of 16; tiny models rotate q/k here instead.
     const fuseRope = c.headDim % 16 === 0;
@@ -176,14 +176,14 @@ export class Layers {
     // Decode steps: plain ops that read the cache in place, once per KV head (GroupQueryAttention copies each row's
     // past once per query head into a zero-filled buffer: 3× slower at 1,000 positions, `npm run bench -- attention`).
     const step = g.branch();
-    const rotate = (x: string, n: number) => (fuseRope ? step.node('RotaryEmbedding', [x, step.node('Cast', [np.pos], { to: 7 }), extra[0], extra[1]], { num_heads: n, interleaved: 0 }, { domain: MS }) : x);
+    const rotate = (x: string, n: number) => (fuseRope ? step.node('RotaryEmbedding', [x, np.pos64, extra[0], extra[1]], { num_heads: n, interleaved: 0 }, { domain: MS }) : x);
     const qg = step.node('Reshape', [rotate(q, c.numHeads), step.constant([0, hkv, grp, d])]); // [B,1,H*D] -> [B,Hkv,G,D]
     const kn = step.node('Reshape', [rotate(k, hkv), step.constant([0, hkv, 1, d])]), vn = step.node('Reshape', [v, step.constant([0, hkv, 1, d])]);
     const scores = (keys: string) => step.node('FusedMatMul', [qg, keys], { transB: 1, alpha: 1 / Math.sqrt(d) }, { domain: MS });
     const probs = step.node('Softmax', [step.node('Concat', [step.node('Add', [scores(io.pastKey), np.pastMask]), scores(kn)], { axis: -1 })], { axis: -1 });
     const [pPast, pNew] = step.nodeN('Split', [probs, np.split], { axis: -1 }, { outputs: 2 });
     const sOut = step.node('Reshape', [step.node('Add', [step.node('MatMul', [pPast, io.pastValue]), step.node('Mul', [pNew, vn])]), step.constant([0, 1, -1])]);
-    branchOutputs(step, [sOut, step.node('Identity', [kn]), step.node('Identity', [vn])]);
+    branchOutputs(step, [sOut, kn, vn]);
     const [out, newKey, newValue] = g.nodeN('If', [np.decode], { then_branch: { graph: step }, else_branch: { graph: prompt } }, { outputs: 3 });
     return { out, newKey, newValue };
   }
