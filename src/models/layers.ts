@@ -131,13 +131,13 @@ export class Layers {
     const g = this.g, c = this.cfg, half = c.headDim / 2;
     // Positions of the new tokens: seqlens_k[b] - T + 1 + t, [B, T] int32 (shared by every layer).
     this.newPositions ??= (() => {
-      const T = g.node('Cast', [g.node('Slice', [g.node('Shape', [q]), g.constant([1]), g.constant([2])])], { to: 6 });
+      const qShape = g.node('Shape', [q]), T64 = g.node('Slice', [qShape, g.constant([1]), g.constant([2])]);
+      const T = g.node('Cast', [T64], { to: 6 });
       const first = g.node('Sub', [g.node('Add', [io.seqlensK, g.constant([1], 'int32', [])]), T]);
       const steps = g.node('Range', [g.constant([0], 'int32', []), g.node('Squeeze', [T, g.constant([0])]), g.constant([1], 'int32', [])]);
       const pos = g.node('Add', [g.node('Unsqueeze', [first, g.constant([1])]), g.node('Unsqueeze', [steps, g.constant([0])])]);
       // GatherElements indices [B, Hkv, T, D] selecting those positions out of a [B, Hkv, capacity, D] buffer.
-      const shape = g.node('Concat', [g.node('Slice', [g.node('Shape', [q]), g.constant([0]), g.constant([1])]), g.constant([c.numKvHeads]),
-        g.node('Slice', [g.node('Shape', [q]), g.constant([1]), g.constant([2])]), g.constant([c.headDim])], { axis: 0 });
+      const shape = g.node('Concat', [g.node('Slice', [qShape, g.constant([0]), g.constant([1])]), g.constant([c.numKvHeads]), T64, g.constant([c.headDim])], { axis: 0 });
       const gather = g.node('Expand', [g.node('Unsqueeze', [g.node('Cast', [pos], { to: 7 }), g.constant([1, 3])]), shape]);
       // Decode steps (one new token per row): the past is visible below each row's length; [B,1,1,capacity].
       const cap = g.node('Squeeze', [g.node('Slice', [g.node('Shape', [io.pastKey]), g.constant([2]), g.constant([3])]), g.constant([0])]);

@@ -8,7 +8,7 @@ import type { Layers } from './layers.ts';
 export interface DecoderIO {
   inputIds: string; // int64 [B, T]
   /** Inference: the JS-owned KV cache; `newRows` receives each layer's new K/V rows [B, Hkv, T, D]. */
-  cache?: { seqlensK: string; total: string; past: { k: string; v: string }[]; newRows?: { k: string; v: string }[] };
+  cache?: { seqlensK: string; total: string; past: { k: string; v: string }[]; newRows: { k: string; v: string }[] };
   /** Training: positions int64 [B, T] and an additive causal mask [B, 1, 1, T, T]. */
   positions?: string;
   bias?: string;
@@ -28,7 +28,7 @@ export function decoder(L: Layers, io: DecoderIO): string {
     let attn: string;
     if (io.cache) {
       const a = L.cachedAttention(q, k, v, { seqlensK: io.cache.seqlensK, total: io.cache.total, pastKey: io.cache.past[i].k, pastValue: io.cache.past[i].v });
-      (io.cache.newRows ??= []).push({ k: a.newKey, v: a.newValue });
+      io.cache.newRows.push({ k: a.newKey, v: a.newValue });
       attn = a.out;
     } else {
       attn = L.attention(L.rope(L.splitHeads(q, cfg.numHeads), rope!), L.rope(L.splitHeads(k, cfg.numKvHeads), rope!), L.splitHeads(v, cfg.numKvHeads), io.bias!);
