@@ -91,6 +91,11 @@ export interface RoutingSummary {
    * label (greedy direct answer wrong) also counts the base's lucky direct hits, which no probe of the prompt sees.
    */
   categoryOracleAccuracy: number;
+  /**
+   * Routing accuracy against each query's category, the split's own ground truth: easy and chat questions should be
+   * answered directly, medium and hard ones with reasoning (whatever the base's greedy answer happened to be).
+   */
+  categoryAccuracy: number;
   /** Routing errors by category and kind: "hard: reasoned, direct right", "easy: escalated, direct right", "easy: direct, wrong". */
   errors?: Record<string, number>;
   accuracy: { base: number; alwaysReason: number; routed: number };
@@ -206,6 +211,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       }
       type Row = (typeof rows)[number];
       const reason = (r: Row) => r.auto.route === 'reasoning', probe = (r: Row) => r.score >= router.threshold;
+      const needsReasoning = (r: Row) => r.c.category === 'medium' || r.c.category === 'hard';
       const latency = (rs: Row[]) => ({ base: mean(rs.map((r) => r.off.latencyMs)), alwaysReason: mean(rs.map((r) => r.on.latencyMs)), routed: mean(rs.map((r) => r.auto.latencyMs)) });
       const summary = (rs: Row[]): RoutingSummary => {
         const easyChat = rs.filter((r) => r.c.category === 'easy' || r.c.category === 'chat'), lat = latency(rs);
@@ -214,7 +220,8 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
           routerAccuracy: mean(rs.map((r) => (reason(r) === !r.offOk ? 1 : 0))),
           reasoningShare: mean(rs.map((r) => +reason(r))), escalatedShare: mean(rs.map((r) => +!!r.auto.escalation)),
           easyChatDirectShare: mean(easyChat.map((r) => (reason(r) ? 0 : 1))), easyChatN: easyChat.length,
-          categoryOracleAccuracy: mean(rs.map((r) => ((r.c.category === 'medium' || r.c.category === 'hard') === !r.offOk ? 1 : 0))),
+          categoryOracleAccuracy: mean(rs.map((r) => (needsReasoning(r) === !r.offOk ? 1 : 0))),
+          categoryAccuracy: mean(rs.map((r) => (reason(r) === needsReasoning(r) ? 1 : 0))),
           errors: rs.filter((r) => reason(r) === r.offOk).reduce<Record<string, number>>((e, r) => {
             const k = `${r.c.category}: ${!reason(r) ? 'direct, wrong' : r.auto.escalation ? 'escalated, direct right' : 'reasoned, direct right'}`;
             e[k] = (e[k] ?? 0) + 1;
@@ -236,7 +243,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       }
       result.routing = { ...summary(rows), threshold: router.threshold, ...(router.gate ? { gate: router.gate } : {}), issueMix: summary(rows.filter((r) => r.c.category !== 'medium')), byCategory };
       const g = result.routing;
-      log(`routing: router accuracy ${(100 * g.routerAccuracy).toFixed(1)} %, easy+chat direct ${(100 * g.easyChatDirectShare).toFixed(1)} %, accuracy routed ${(100 * g.accuracy.routed).toFixed(1)} % vs always-reason ${(100 * g.accuracy.alwaysReason).toFixed(1)} %, latency ${g.meanLatencyMs.routed.toFixed(0)} vs ${g.meanLatencyMs.alwaysReason.toFixed(0)} ms`);
+      log(`routing: accuracy vs category ${(100 * g.categoryAccuracy).toFixed(1)} %, vs direct-answer label ${(100 * g.routerAccuracy).toFixed(1)} %, easy+chat direct ${(100 * g.easyChatDirectShare).toFixed(1)} %, accuracy routed ${(100 * g.accuracy.routed).toFixed(1)} % vs always-reason ${(100 * g.accuracy.alwaysReason).toFixed(1)} %, latency ${g.meanLatencyMs.routed.toFixed(0)} vs ${g.meanLatencyMs.alwaysReason.toFixed(0)} ms`);
     }
 
     // 3. Parallel samples.
@@ -364,6 +371,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `${g.n} questions (all categories), and the same rows without the medium items (the issue's mix of easy, hard and chat queries); probe threshold ${g.threshold.toFixed(4)}, ${g.gate ? `gate: escalate when one of the first ${g.gate.tokens} direct tokens has log-probability < ${g.gate.minLogprob}` : 'no gate'}. ${r.settings.routerTemperature ? `Sampled answers (temperature ${r.settings.routerTemperature}, top-p ${r.settings.topP}, one seed per question)` : 'Greedy answers'}, each question answered three times: directly, always reasoning, and routed (reasoning "auto": its own answer and latency, escalations included).`, '',
       '| | all categories | easy + hard + chat |', '|---|---:|---:|',
       `| questions | ${col((x) => String(x.n))}`,
+      `| routing accuracy against the category (easy, chat: direct; medium, hard: reason) | ${col((x) => pct(x.categoryAccuracy))}`,
       `| router accuracy (label: direct answer wrong) | ${col((x) => pct(x.routerAccuracy))}`,
       `| same, category oracle (reasons on every medium/hard item) | ${col((x) => pct(x.categoryOracleAccuracy))}`,
       `| same, probe alone (no gate) | ${col((x) => pct(x.probeOnly.routerAccuracy))}`,

@@ -154,7 +154,24 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
   const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
   assert.deepEqual(cfg.alora_invocation_tokens, inv);
   assert.equal(cfg.base_model_name_or_path, 'Qwen/Qwen2.5-0.5B-Instruct');
-  assert.equal(loadAdapter(out, model.config).tensors.size, 2 * 3);
+  const plain = loadAdapter(out, model.config);
+  assert.equal(plain.tensors.size, 2 * 3);
+  // use_rslora scales B·A by alpha / √r (PEFT), not alpha / r; options that change what the tensors mean are refused by name.
+  const cfgFile = path.join(out, 'adapter_config.json'), saved = fs.readFileSync(cfgFile, 'utf8');
+  try {
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, use_rslora: true }));
+    const rs = loadAdapter(out, model.config), key = 'model.layers.1.mlp.down_proj';
+    const ratio = (8 / Math.sqrt(4)) / (8 / 4), b0 = plain.tensors.get(key)!.b, b1 = rs.tensors.get(key)!.b;
+    assert.ok(b0.some((x) => x !== 0) && b1.every((x, i) => Math.abs(x - ratio * b0[i]) <= 1e-6 * Math.abs(b0[i])), 'rsLoRA scale');
+    for (const [field, value] of [['use_dora', true], ['alpha_pattern', { q_proj: 16 }], ['rank_pattern', { v_proj: 2 }], ['layers_to_transform', [0]], ['bias', 'lora_only']] as const) {
+      fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, [field]: value }));
+      assert.throws(() => loadAdapter(out, model.config), new RegExp(`adapter_config\\.json sets "${field}": .*does not support`));
+    }
+    fs.writeFileSync(cfgFile, 'null');
+    assert.throws(() => loadAdapter(out, model.config), /adapter_config\.json must hold a JSON object/);
+  } finally {
+    fs.writeFileSync(cfgFile, saved);
+  }
   // The embedded default model's adapter, once trained, too.
   const def = path.join(DEFAULT_DIR, 'reasoning-adapter');
   if (fs.existsSync(path.join(def, 'adapter_config.json')) && fs.existsSync(path.join(DEFAULT_DIR, 'config.json'))) {

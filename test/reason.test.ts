@@ -442,7 +442,11 @@ test('votes: majority, confidence, best-of-N, verifier-weighted; ties to the low
   assert.equal(vv.winner, '7'); assert.equal(vv.chosen, 1);
   assert.ok(Math.abs(vv.votes['5'] - 0.4) < 1e-12 && vv.votes['7'] === 0.9);
   assert.equal(verifierVote([c('7', 1, 0.2), c('5', 1, 0.5), c('7', 1, 0.25)]).winner, '5');
-  assert.throws(() => verifierVote([c('7')]), /verifier score/);
+  // Samples that never reached their end carry no score: they have no say in a verifier vote, and with no
+  // scored sample at all best-of-N falls back to the majority.
+  assert.deepEqual(verifierVote([c('7'), c('5', 1, 0.3)]), { chosen: 1, winner: '5', votes: { 5: 0.3 } });
+  assert.deepEqual(verifierVote([c('7')]), { chosen: 0, winner: undefined, votes: {} });
+  assert.deepEqual(verifierBestOfN([c('7'), c('5'), c('5')]), { chosen: 1, winner: '5', votes: { 7: 1, 5: 2 } });
   assert.throws(() => vote('nope' as never, [c('1')]), /unknown method/);
 });
 

@@ -309,6 +309,13 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   fs.writeFileSync(manifest, current.replace('"format": 2', '"format": 1'));
   await assert.rejects(loadModel(out), new RegExp(`has format 1; this edgereason reads format 2: run \`edgereason convert --model ${model.dir} --out ${out} --quant q4\` again`));
   fs.writeFileSync(manifest, current);
+  // A setting that contradicts the conversion is refused, not silently ignored.
+  await assert.rejects(loadModel(out, { quant: 'fp32' }), /was converted with quant q4, not fp32/);
+  // A graph that does not match the weights beside it (an interrupted re-conversion) is refused by size.
+  const data = path.join(out, 'model.onnx.data');
+  fs.appendFileSync(data, Buffer.alloc(64));
+  await assert.rejects(loadModel(out), new RegExp(`model\\.onnx\\.data has \\d+ bytes, edgereason\\.json recorded \\d+ \\(an interrupted convert\\?\\); run \`edgereason convert --model ${model.dir} --out ${out}\` again`));
+  fs.truncateSync(data, fs.statSync(data).size - 64);
   const cfg = path.join(model.dir, 'config.json');
   fs.utimesSync(cfg, new Date(), new Date(Date.now() + 5000));
   await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);

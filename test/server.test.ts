@@ -168,6 +168,10 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
     [ask('x', { max_tokens: 2.5 }), 'max_tokens'],
     [ask('x', { top_p: 0 }), 'top_p'],
     [ask('x', { stop: 7 }), 'stop'],
+    [ask('x', { stop: '' }), 'stop'],
+    [ask('x', { stop: ['ok', ''] }), 'stop[1]'],
+    [ask('x', { seed: 2 ** 40 }), 'seed'],
+    [{ model: 'reasoning', messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:,' } }] }] }, 'messages[0].content[0].type'],
     [ask('x', { edgereason: { reasoning: 'maybe' } }), 'edgereason.reasoning'],
     [ask('x', { edgereason: { samples: 0 } }), 'edgereason.samples'],
     [ask('x', { reasoning_effort: 'extreme' }), 'reasoning_effort'],
@@ -250,6 +254,31 @@ test('server: full queue → 429; a client disconnect cancels its request and fr
     const metrics = await (await fetch(`${u}/metrics`)).text();
     assert.match(metrics, /edgereason_rejected_total 1/);
   } finally {
+    await small.close(1000);
+  }
+});
+
+test('server: a client that disconnects from an n = 3 direct request cancels all three calls; the server keeps serving', async () => {
+  const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 4, ctx: 1024 });
+  const u = await small.listen();
+  const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const rejections: unknown[] = [], onRejection = (e: unknown) => rejections.push(e);
+  process.on('unhandledRejection', onRejection);
+  try {
+    const ac = new AbortController();
+    const body = ask('count', { n: 3, max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [], stream: true }); // long, random: still running when the client goes
+    const it = (await (c.chat.completions.create(body as any, { signal: ac.signal }) as unknown as Promise<AsyncIterable<Loose>>))[Symbol.asyncIterator]();
+    await it.next();
+    while (small.admission.rowsInUse < 3) await new Promise((r) => setTimeout(r, 5)); // the two extra direct calls run too
+    ac.abort();
+    await it.next().catch(() => undefined);
+    while (small.admission.rowsInUse) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(rejections, [], 'no call of the cancelled request is left rejecting unhandled');
+    const after = await c.chat.completions.create(ask('hello', { max_tokens: 4 }) as any);
+    assert.equal(after.choices.length, 1);
+  } finally {
+    process.off('unhandledRejection', onRejection);
     await small.close(1000);
   }
 });

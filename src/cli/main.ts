@@ -23,13 +23,17 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     console.error(`edgereason: ${e instanceof Error ? e.message : String(e)}`);
     process.exitCode = 1;
+    // A command that failed with a model open may leave its ONNX Runtime worker threads holding the process.
+    setTimeout(() => process.exit(1), 2000).unref();
   }
 }
 
-export function intArg(name: string, min = 0) {
+export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got "${v}"`);
+    const n = /^\s*[+-]?\d+\s*$/.test(v) ? Number(v) : NaN; // decimal digits only: not "", "0x10" or "1e3"
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`${name} must be an integer ${max < Number.MAX_SAFE_INTEGER ? `in [${min}, ${max}]` : `≥ ${min}`}, got "${v}"`);
+    }
     return n;
   };
 }

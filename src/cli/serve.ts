@@ -24,7 +24,7 @@ export function serveCommand(program: Command): void {
     .option('--router <file>', 'router.json (default: <model>/router.json when present)')
     .option('--verifier <file>', 'verifier.json (default: <model>/verifier.json when present)')
     .option('--served-model-name <id>', 'model id of the base model (default: the model folder name)')
-    .option('--port <n>', 'port', intArg('--port', 0), 8080)
+    .option('--port <n>', 'port', intArg('--port', 0, 65535), 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--max-batch <n>', 'sequences decoding at once across requests', intArg('--max-batch', 1), 16)
     .option('--max-queue <n>', 'requests waiting for a batch slot before 429', intArg('--max-queue', 0), 64)
@@ -47,7 +47,13 @@ export function serveCommand(program: Command): void {
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
         defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log,
       });
-      const url = await server.listen();
+      let url: string;
+      try {
+        url = await server.listen();
+      } catch (e) {
+        await server.close(0);
+        throw new Error(`cannot listen on ${o.host}:${o.port}: ${(e as Error).message}`);
+      }
       const ids = [...server.served.models.keys()];
       console.log(`edgereason: serving ${ids.join(', ')} at ${url}/v1 (playground: ${url}/)`);
       await new Promise<void>((resolve) => {

@@ -5,6 +5,7 @@ import { loadModel } from '../runtime/model.ts';
 import { trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg } from './main.ts';
 
 /** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
@@ -14,12 +15,14 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
       .map((it) => ({ question: it.question, gold: it.answer }));
   }
   if (!fs.existsSync(task)) throw new Error(`--task must be "synthetic" or a JSONL file of {"prompt","answer"} lines; ${task} does not exist`);
-  return fs.readFileSync(task, 'utf8').split('\n').map((l, i) => [l, i + 1] as const).filter(([l]) => l.trim()).map(([l, n]) => {
+  const rows = fs.readFileSync(task, 'utf8').split('\n').map((l, i) => [l, i + 1] as const).filter(([l]) => l.trim()).map(([l, n]) => {
     let r: { prompt?: unknown; answer?: unknown };
     try { r = JSON.parse(l); } catch (e) { throw new Error(`${task}:${n}: invalid JSON (${(e as Error).message})`); }
     if (typeof r.prompt !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
     return { question: r.prompt, gold: r.answer };
   });
+  if (!rows.length) throw new Error(`${task}: no prompts (expected JSONL lines of {"prompt","answer"})`);
+  return rows;
 }
 
 export function trainRlCommand(program: Command): void {
@@ -28,6 +31,7 @@ export function trainRlCommand(program: Command): void {
     .requiredOption('--model <dir>', 'base model')
     .requiredOption('--adapter <dir>', 'the SFT reasoning adapter to start from')
     .option('--task <task>', 'synthetic, or a JSONL file of {"prompt","answer"}', 'synthetic')
+    .option('--grader <task>', `how answers are graded: ${TASKS.join(' | ')} (default: synthetic for the synthetic task, gsm8k for a file: the last number)`)
     .requiredOption('--out <dir>', 'output adapter folder')
     .option('--budgets <list>', 'thinking budget buckets trained', DEFAULT_BUDGETS.join(','))
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 160)
@@ -45,6 +49,9 @@ export function trainRlCommand(program: Command): void {
     .option('--resume', 'continue from <out>/checkpoint')
     .action(async (o) => {
       if (o.penalty !== 'budget' && o.penalty !== 'group') throw new Error(`--penalty must be budget or group, got "${o.penalty}"`);
+      const grader: Task = o.grader ?? (o.task === 'synthetic' ? 'synthetic' : 'gsm8k');
+      if (!TASKS.includes(grader)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
+      const prompts = rlPrompts(o.task, 4000, o.seed);
       const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
       if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`--budgets must list positive integers, got "${o.budgets}"`);
       const src = openSource(o.model);
@@ -52,8 +59,8 @@ export function trainRlCommand(program: Command): void {
       const model = await loadModel(o.model, { adapter: o.adapter, quant: 'fp32' });
       try {
         const { history, out } = await trainRl({ config: src.config, weights: src.weights, tokenizer: model.tokenizer, backend: model.backend }, o.adapter,
-          rlPrompts(o.task, 4000, o.seed), {
-            out: o.out, budgets, unbudgetedShare: o.unbudgetedShare, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
+          prompts, {
+            out: o.out, task: grader, budgets, unbudgetedShare: o.unbudgetedShare, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
             beta: o.beta, lr: o.lr, temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
           });
         const first = history[0], last = history.at(-1)!;

@@ -7,11 +7,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
-import { atomicWrite, openSafetensors, writeAll, writeSafetensors } from './safetensors.ts';
+import { openSafetensors, writeJson, writeSafetensors } from './safetensors.ts';
 
 export interface AdapterConfig {
   r: number;
   loraAlpha: number;
+  /** Rank-stabilised LoRA (use_rslora): B·A is scaled by alpha / √r instead of alpha / r. */
+  rslora?: boolean;
   targets: Projection[];
   /** Activated LoRA: the adapter applies from these tokens on. */
   aloraInvocationTokens?: number[];
@@ -21,6 +23,9 @@ export interface LoadedAdapter { dir: string; config: AdapterConfig; tensors: Ad
 
 export const PEFT_PREFIX = 'base_model.model.';
 
+/** The factor PEFT applies to B·A: lora_alpha / r, or lora_alpha / √r for rank-stabilised LoRA. */
+export const loraScale = (c: AdapterConfig): number => c.loraAlpha / (c.rslora ? Math.sqrt(c.r) : c.r);
+
 export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
   const cfgFile = path.join(dir, 'adapter_config.json'), wFile = path.join(dir, 'adapter_model.safetensors');
   if (!fs.existsSync(cfgFile)) throw new Error(`adapter: ${cfgFile} not found (expected a PEFT adapter folder)`);
@@ -29,7 +34,7 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
   const config = parseAdapterConfig(raw, cfgFile);
   if (!fs.existsSync(wFile)) throw new Error(`adapter: ${wFile} not found`);
   const file = openSafetensors(wFile);
-  const scale = config.loraAlpha / config.r, tensors: AdapterTensors = new Map();
+  const scale = loraScale(config), tensors: AdapterTensors = new Map();
   for (let l = 0; l < model.numLayers; l++) {
     for (const proj of config.targets) {
       const base = `model.layers.${l}.${proj.startsWith('gate') || proj.startsWith('up') || proj.startsWith('down') ? 'mlp' : 'self_attn'}.${proj}`;
@@ -49,6 +54,16 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
 }
 
 export function parseAdapterConfig(raw: Record<string, unknown>, file: string): AdapterConfig {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`adapter: ${file} must hold a JSON object (a PEFT adapter_config.json), got ${JSON.stringify(raw)}`);
+  if (raw.peft_type !== undefined && raw.peft_type !== 'LORA') throw new Error(`adapter: ${file} field "peft_type" is ${JSON.stringify(raw.peft_type)}; only LORA adapters are supported`);
+  // Options that change what the tensors mean: refused by name rather than silently read as plain LoRA.
+  const unsupported: [string, boolean][] = [
+    ['use_dora', raw.use_dora === true],
+    ['rank_pattern', isNonEmpty(raw.rank_pattern)], ['alpha_pattern', isNonEmpty(raw.alpha_pattern)],
+    ['layers_to_transform', raw.layers_to_transform !== undefined && raw.layers_to_transform !== null],
+    ['bias', raw.bias !== undefined && raw.bias !== 'none'], ['fan_in_fan_out', raw.fan_in_fan_out === true],
+  ];
+  for (const [field, bad] of unsupported) if (bad) throw new Error(`adapter: ${file} sets "${field}": ${JSON.stringify(raw[field])}, which edgereason does not support (plain or rank-stabilised LoRA on every layer, no bias)`);
   const r = raw.r, alpha = raw.lora_alpha ?? r, targets = raw.target_modules;
   if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${JSON.stringify(r)}`);
   if (typeof alpha !== 'number') throw new Error(`adapter: ${file} field "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
@@ -61,8 +76,10 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
   if (inv !== undefined && inv !== null && (!Array.isArray(inv) || !inv.every(Number.isInteger))) {
     throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a list of token ids, got ${JSON.stringify(inv)}`);
   }
-  return { r: r as number, loraAlpha: alpha, targets: list as Projection[], ...(Array.isArray(inv) && inv.length ? { aloraInvocationTokens: inv as number[] } : {}) };
+  return { r: r as number, loraAlpha: alpha, targets: list as Projection[], ...(raw.use_rslora === true ? { rslora: true } : {}), ...(Array.isArray(inv) && inv.length ? { aloraInvocationTokens: inv as number[] } : {}) };
 }
+
+const isNonEmpty = (x: unknown) => x !== undefined && x !== null && (typeof x !== 'object' || Object.keys(x).length > 0);
 
 export interface SaveAdapterOptions extends AdapterConfig {
   /** base_model_name_or_path (a hub id or a folder); null when absent. */
@@ -73,7 +90,7 @@ export interface SaveAdapterOptions extends AdapterConfig {
 /**
  * Write a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) that PEFT and loadAdapter
  * read. `tensors` is keyed like AdapterTensors ("model.layers.<i>.self_attn.q_proj") and must hold every target of
- * every layer; A is [r, in], B is [out, r] and UNSCALED (the trained parameter: loaders multiply by lora_alpha / r).
+ * every layer; A is [r, in], B is [out, r] and UNSCALED (the trained parameter: loaders multiply by loraScale).
  * Weights are written first, the config last, each atomically.
  */
 export function saveAdapter(dir: string, cfg: SaveAdapterOptions, tensors: ReadonlyMap<string, { a: Float32Array; b: Float32Array }>, numLayers: number): void {
@@ -106,7 +123,7 @@ export function saveAdapter(dir: string, cfg: SaveAdapterOptions, tensors: Reado
     target_modules: [...cfg.targets],
     bias: 'none',
     fan_in_fan_out: false,
-    use_rslora: false,
+    use_rslora: !!cfg.rslora,
     use_dora: false,
     init_lora_weights: true,
     modules_to_save: null,
@@ -118,5 +135,5 @@ export function saveAdapter(dir: string, cfg: SaveAdapterOptions, tensors: Reado
   };
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { metadata: { format: 'pt' } });
-  atomicWrite(path.join(dir, 'adapter_config.json'), (fd) => writeAll(fd, Buffer.from(JSON.stringify(config, null, 2) + '\n')));
+  writeJson(path.join(dir, 'adapter_config.json'), config);
 }

@@ -5,6 +5,7 @@
  * Also home of the fp16/bf16 <-> fp32 conversions shared by the other loaders.
  */
 import * as fs from 'node:fs';
+import nodePath from 'node:path';
 import type { WeightSource } from './weights.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -88,6 +89,12 @@ export function readFully(fd: number, into: Uint8Array, pos: number, file: strin
 export function readAt(file: string, pos: number, bytes: Uint8Array): void {
   const fd = fs.openSync(file, 'r');
   try { readFully(fd, bytes, pos, file); } finally { fs.closeSync(fd); }
+}
+
+/** JSON (with a final newline) written atomically; creates the folder. */
+export function writeJson(file: string, value: unknown, indent = 2): void {
+  fs.mkdirSync(nodePath.dirname(nodePath.resolve(file)), { recursive: true });
+  atomicWrite(file, (fd) => writeAll(fd, Buffer.from(JSON.stringify(value, null, indent) + '\n')));
 }
 
 /** Write via `path.tmp-<pid>` and rename, so readers never see a half-written model file. */

@@ -84,6 +84,8 @@ export interface Manifest {
   options: { quant: 'fp32' | 'q4'; accuracyLevel: number; loraTargets: string[] };
   source: { path: string; kind: SourceKind; fingerprint: string };
   graph: string;
+  /** Bytes of each file convert wrote (graph and weights), checked at load; absent in folders from before it. */
+  sizes?: Record<string, number>;
 }
 
 function openConverted(dir: string): ModelSource {
@@ -94,6 +96,12 @@ function openConverted(dir: string): ModelSource {
     const targets = m.options?.loraTargets?.length ? ` --lora-targets ${m.options.loraTargets.join(',')}` : '';
     const again = `edgereason convert --model ${m.source?.path ?? '<source>'} --out ${dir}${m.options?.quant ? ` --quant ${m.options.quant}` : ''}${targets}`;
     throw new Error(`model: ${file} has format ${JSON.stringify(m.format)}; this edgereason reads format 2: run \`${again}\` again`);
+  }
+  for (const [name, size] of Object.entries(m.sizes ?? {})) {
+    const f = path.join(dir, name), got = fs.existsSync(f) ? fs.statSync(f).size : -1;
+    if (got !== size) {
+      throw new Error(`model: ${f} ${got < 0 ? 'is missing' : `has ${got} bytes, ${MANIFEST} recorded ${size}`} (an interrupted convert?); run \`edgereason convert --model ${m.source?.path ?? '<source>'} --out ${dir}\` again`);
+    }
   }
   if (fs.existsSync(m.source.path)) {
     const now = fingerprint(openSourceFiles(m.source.path));

@@ -115,7 +115,7 @@ function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) 
 /** Thinking and answer text of a finished sequence. */
 function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking: string; answer: string } {
   if (!reasoning) return { thinking: '', answer: seq.text.trim() };
-  const at = seq.text.lastIndexOf(THINK_CLOSE);
+  const at = seq.text.indexOf(THINK_CLOSE); // the first close, as the stream splits (phaseStream)
   if (at >= 0) return { thinking: seq.text.slice(0, at).trim(), answer: seq.text.slice(at + THINK_CLOSE.length).trim() };
   if (seq.answerFrom === undefined) return { thinking: seq.text.trim(), answer: '' };
   // The tag decoded to nothing (a tokenizer that treats it as special): split by tokens instead.

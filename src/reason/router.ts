@@ -24,7 +24,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
-import { atomicWrite, writeAll } from '../io/safetensors.ts';
+import { writeJson } from '../io/safetensors.ts';
 import { AdamW } from '../train/optim.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
 import { answer } from './answer.ts';
@@ -261,7 +261,7 @@ export class Router {
     return { format: 'edgereason-router', version: 1, kind: 'logistic', features: ROUTER_FEATURES, hiddenSize: this.probe.dim, probe: this.probe.toJSON(), threshold: this.threshold, rule: this.rule, ...(this.gate ? { gate: this.gate } : {}), metadata: this.metadata };
   }
 
-  save(file: string): void { writeJson(file, this.toJSON()); }
+  save(file: string): void { writeJson(file, this.toJSON(), 1); }
 
   /** Reads router.json; with `hiddenSize`, checks it matches the model it will route for. */
   static load(file: string, hiddenSize?: number): Router {
@@ -275,10 +275,6 @@ export class Router {
   }
 }
 
-export function writeJson(file: string, v: unknown): void {
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  atomicWrite(file, (fd) => writeAll(fd, Buffer.from(JSON.stringify(v, null, 1) + '\n')));
-}
 
 export function readProbeFile(file: string, format: string, hiddenSize?: number): ProbeFile {
   if (!fs.existsSync(file)) throw new Error(`${file} not found`);

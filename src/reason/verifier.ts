@@ -12,7 +12,8 @@ import type { Model } from '../runtime/model.ts';
 import { isCorrect } from '../tasks/grade.ts';
 import { answer } from './answer.ts';
 import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './vote.ts';
-import { accuracyAt, accuracyThreshold, auc, fitProbe, LinearProbe, readProbeFile, writeJson, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
+import { accuracyAt, accuracyThreshold, auc, fitProbe, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
+import { writeJson } from '../io/safetensors.ts';
 
 export const VERIFIER_FEATURES = 'final hidden state (after the final norm) at the candidate\'s last token (the step that sampled its stop token), adapter on';
 
@@ -28,7 +29,7 @@ export class Verifier {
     return { format: 'edgereason-verifier', version: 1, kind: 'logistic', features: VERIFIER_FEATURES, hiddenSize: this.probe.dim, probe: this.probe.toJSON(), threshold: this.threshold, metadata: this.metadata };
   }
 
-  save(file: string): void { writeJson(file, this.toJSON()); }
+  save(file: string): void { writeJson(file, this.toJSON(), 1); }
 
   static load(file: string, hiddenSize?: number): Verifier {
     const d = readProbeFile(file, 'edgereason-verifier', hiddenSize);

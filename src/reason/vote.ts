@@ -31,20 +31,15 @@ export const VOTE_METHODS: readonly VoteMethod[] = ['majority', 'confidence', 'v
 /** The weight of one sample's vote under a method (best-of-N counts samples, as majority does). */
 export function voteWeight(method: VoteMethod, c: Candidate): number {
   if (method === 'confidence') return Math.exp(c.meanLogprob);
-  if (method === 'verifier-vote') return needScore(c);
+  if (method === 'verifier-vote') return c.verifierScore ?? 0; // unscored (stopped before its end): no say
   return 1;
-}
-
-function needScore(c: Candidate): number {
-  if (c.verifierScore === undefined) throw new Error('vote: the verifier methods need a verifier score for every sample (load a verifier)');
-  return c.verifierScore;
 }
 
 /** Summed weights per answer, keyed in order of first appearance (lowest sample index first). */
 export function tally(method: VoteMethod, cands: readonly Candidate[]): Map<string, { weight: number; first: number }> {
   const t = new Map<string, { weight: number; first: number }>();
   cands.forEach((c, i) => {
-    if (c.extracted === undefined) return;
+    if (c.extracted === undefined || (method === 'verifier-vote' && c.verifierScore === undefined)) return;
     const e = t.get(c.extracted);
     const w = voteWeight(method, c);
     if (e) e.weight += w; else t.set(c.extracted, { weight: w, first: i });
@@ -65,12 +60,12 @@ export const verifierVote = (c: readonly Candidate[]): VoteResult => weighted('v
 
 /**
  * Best-of-N by verifier score: every scored sample competes, with or without a parsable answer (samples stopped
- * early have no score and do not compete); votes = counts.
+ * early have no score and do not compete; when none has one, the majority decides); votes = counts.
  */
 export function verifierBestOfN(cands: readonly Candidate[]): VoteResult {
   let chosen = -1;
   cands.forEach((c, i) => { if (c.verifierScore !== undefined && (chosen < 0 || c.verifierScore > cands[chosen].verifierScore!)) chosen = i; });
-  if (chosen < 0) needScore(cands[0]);
+  if (chosen < 0) return majorityVote(cands); // no sample reached its end (cancelled, or stopped at its first token)
   const votes = Object.fromEntries([...tally('majority', cands)].map(([k, v]) => [k, v.weight]));
   return { chosen, winner: cands[chosen]?.extracted, votes };
 }

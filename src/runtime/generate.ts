@@ -76,6 +76,7 @@ export class Sequence {
     this.random = seededRandom(opts.seed ?? 0);
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
+    if (opts.stop?.some((x) => !x)) throw new Error('generate: stop strings must be non-empty (an empty one would match before the first token)');
     const th = opts.thinking;
     this.thinkingOpen = !!th;
     if (th) {

@@ -8,7 +8,7 @@ import type { ModelConfig, Projection } from '../models/config.ts';
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, fingerprint, MANIFEST, type Manifest, type ModelSource } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
-import { atomicWrite, writeAll } from '../io/safetensors.ts';
+import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
 import { LocalBackend, type Backend } from './backend.ts';
 import { WorkerBackend } from './worker-backend.ts';
@@ -45,6 +45,10 @@ export class Model {
     let graph: Uint8Array | string;
     if (src.kind === 'converted') {
       const m = readManifest(src.path);
+      const differs = (['quant', 'accuracyLevel'] as const).find((k) => opts[k] !== undefined && opts[k] !== m.options[k]);
+      if (differs) {
+        throw new Error(`model: ${src.path} was converted with ${differs} ${m.options[differs]}, not ${opts[differs]}; convert the source again with that setting (or leave it out)`);
+      }
       if (adapter && adapter.config.targets.some((t) => !m.options.loraTargets.includes(t))) {
         throw new Error(`model: ${src.path} was converted without LoRA inputs for ${adapter.config.targets.join(',')}; convert again with --lora-targets`);
       }
@@ -123,24 +127,25 @@ export function convertModel(src: ModelSource, out: string, opts: ConvertOptions
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets });
   const dataName = 'model.onnx.data';
-  let offset = 0;
+  let offset = 0, bytes: Uint8Array | undefined;
+  // Weights first, then the graph that points into them, then the manifest with both sizes: an interrupted
+  // re-conversion is refused at load (size check) instead of pairing one run's graph with another's weights.
   atomicWrite(path.join(out, dataName), (fd) => {
-    const bytes = graph.toModelProto({
+    bytes = graph.toModelProto({
       external: {
         location: dataName, minBytes: 1024,
         write: (raw) => { const at = offset; writeAll(fd, raw); offset += raw.byteLength; const pad = (64 - (offset % 64)) % 64; if (pad) { writeAll(fd, new Uint8Array(pad)); offset += pad; } return at; },
       },
     });
-    atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes));
   });
-  const writeJson = (name: string, v: unknown) => atomicWrite(path.join(out, name), (fd) => writeAll(fd, new TextEncoder().encode(JSON.stringify(v, null, 2) + '\n')));
-  writeJson('tokenizer.json', src.tokenizerFiles.tokenizerJson);
-  if (src.tokenizerFiles.tokenizerConfig) writeJson('tokenizer_config.json', src.tokenizerFiles.tokenizerConfig);
+  atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!));
+  writeJson(path.join(out, 'tokenizer.json'), src.tokenizerFiles.tokenizerJson);
+  if (src.tokenizerFiles.tokenizerConfig) writeJson(path.join(out, 'tokenizer_config.json'), src.tokenizerFiles.tokenizerConfig);
   const manifest: Manifest = {
-    format: 2, config: src.config, graph: 'model.onnx',
+    format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },
     source: { path: src.path, kind: src.kind, fingerprint: fingerprint(src.files) },
   };
-  writeJson(MANIFEST, manifest);
+  writeJson(path.join(out, MANIFEST), manifest);
   return manifest;
 }

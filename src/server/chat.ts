@@ -178,14 +178,17 @@ export type ChatEvent =
  * Runs a plan: answer() calls over the model's coalescing backend through a view that `signal` cancels.
  * `onEvent` receives the route as soon as it is known and every streamed piece, per choice.
  */
-export async function runChat(plan: Plan, served: Served, signal: AbortSignal, onEvent?: (e: ChatEvent) => void, startedAt = performance.now()): Promise<ChatOutcome> {
+export async function runChat(plan: Plan, served: Served, requestSignal: AbortSignal, onEvent?: (e: ChatEvent) => void, startedAt = performance.now()): Promise<ChatOutcome> {
   const m = plan.served;
+  // The request's signal, plus our own abort: when one call fails, the request's other calls stop with it.
+  const local = new AbortController(), signal = AbortSignal.any([requestSignal, local.signal]);
   const model = withBackend(m.model, m.backend.forRequest(signal));
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
   // Whitespace at the end of a phase is held back until more text follows: the final texts are trimmed, and the
   // stream must add up to them.
   const held = new Map<string, string>();
+  const pending: Promise<AnswerResult>[] = []; // every answer() call of this request
   const emit = (choice: number, phase: Phase, piece: string) => {
     const k = `${choice}:${phase}`, text = (held.get(k) ?? '') + piece, body = text.trimEnd();
     held.set(k, text.slice(body.length));
@@ -193,11 +196,13 @@ export async function runChat(plan: Plan, served: Served, signal: AbortSignal, o
   };
   const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {
     const t0 = performance.now();
-    const r = await answer(model, plan.messages, {
+    const run = answer(model, plan.messages, {
       ...o, signal,
       onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
       onRoute: o.onRoute,
     }, aux);
+    pending.push(run);
+    const r = await run;
     (r as AnswerResult & { startMs: number }).startMs = t0 - startedAt;
     return r;
   };
@@ -231,7 +236,11 @@ export async function runChat(plan: Plan, served: Served, signal: AbortSignal, o
       // One call with samples = n; if it answers directly, n-1 further direct samples start as soon as the route is known.
       let extras: Promise<AnswerResult>[] = [];
       const startExtras = () => {
-        extras = Array.from({ length: plan.n - 1 }, (_, j) => call((s) => (s === 0 ? j + 1 : undefined), { ...plan.options, reasoning: 'off', seed: plan.seed + j + 1 }));
+        extras = Array.from({ length: plan.n - 1 }, (_, j) => {
+          const p = call((s) => (s === 0 ? j + 1 : undefined), { ...plan.options, reasoning: 'off', seed: plan.seed + j + 1 });
+          p.catch(() => {}); // awaited below, or settled in the catch block when the primary call fails first
+          return p;
+        });
       };
       const primary = await call((s) => s, {
         ...plan.options, samples: plan.n,
@@ -246,7 +255,10 @@ export async function runChat(plan: Plan, served: Served, signal: AbortSignal, o
       }
     }
   } catch (e) {
-    if (signal.aborted || e instanceof AbortedError) throw new AbortedError();
+    const cancelled = requestSignal.aborted || e instanceof AbortedError;
+    local.abort();
+    await Promise.allSettled(pending);
+    if (cancelled) throw new AbortedError();
     const msg = (e as Error).message ?? String(e);
     if (/context|no room|prompt encodes to no tokens/i.test(msg)) throw new ApiError(400, msg, 'messages', 'invalid_request_error', 'context_length_exceeded');
     throw e;

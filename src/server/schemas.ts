@@ -8,9 +8,10 @@ export type Effort = (typeof EFFORTS)[number];
 
 const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: 'null' }] });
 
+/** Text parts only: the models served are text models, so an image or audio part is refused rather than dropped. */
 const contentPart = {
-  type: 'object', required: ['type'],
-  properties: { type: { type: 'string' }, text: { type: 'string' } },
+  type: 'object', required: ['type', 'text'],
+  properties: { type: { type: 'string', enum: ['text'] }, text: { type: 'string' } },
 };
 
 export const chatRequestSchema = {
@@ -35,8 +36,8 @@ export const chatRequestSchema = {
     top_p: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 1 }),
     top_k: nullable({ type: 'integer', minimum: -1 }),
     min_p: nullable({ type: 'number', minimum: 0, maximum: 1 }),
-    seed: nullable({ type: 'integer' }),
-    stop: nullable({ anyOf: [{ type: 'string' }, { type: 'array', maxItems: 4, items: { type: 'string' } }] }),
+    seed: nullable({ type: 'integer', minimum: -2147483648, maximum: 4294967295 }),
+    stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1 } }] }),
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),
     stream_options: nullable({ type: 'object', properties: { include_usage: { type: 'boolean' } } }),

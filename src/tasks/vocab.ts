@@ -12,7 +12,7 @@
  *   falls back to single characters (letters, digits and ASCII punctuation are all in the vocab), else <unk>;
  * - decoder Replace "▁" -> " " then Fuse: decode(encode(text)) === text.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeJson } from '../io/safetensors.ts';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -109,8 +109,7 @@ export function buildTokenizerFiles(vocab = buildVocab()) {
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const out = path.resolve(process.argv[2] ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '../../models/default'));
   const { tokenizerJson, tokenizerConfig } = buildTokenizerFiles();
-  mkdirSync(out, { recursive: true });
-  writeFileSync(path.join(out, 'tokenizer.json'), JSON.stringify(tokenizerJson, null, 2) + '\n');
-  writeFileSync(path.join(out, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig, null, 2) + '\n');
+  writeJson(path.join(out, 'tokenizer.json'), tokenizerJson);
+  writeJson(path.join(out, 'tokenizer_config.json'), tokenizerConfig);
   console.log(`wrote ${out}/tokenizer.json (${Object.keys(tokenizerJson.model.vocab).length} tokens) and tokenizer_config.json`);
 }

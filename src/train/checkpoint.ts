@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { atomicWrite, openSafetensors, writeAll, writeSafetensors } from '../io/safetensors.ts';
+import { openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamW, AdamWState, Params } from './optim.ts';
 
 export interface TrainState {
@@ -42,7 +42,7 @@ export function saveCheckpoint(dir: string, c: Checkpoint): void {
     format: FORMAT, tensorFile, tensorBytes: fs.statSync(path.join(dir, tensorFile)).size,
     params: [...c.params.keys()], adamStep: c.optimizer.step, ...c.state,
   };
-  atomicWrite(path.join(dir, JSON_NAME), (fd) => writeAll(fd, Buffer.from(JSON.stringify(json, null, 2) + '\n')));
+  writeJson(path.join(dir, JSON_NAME), json);
   for (const f of fs.readdirSync(dir)) // older tensor files and temp files of crashed saves
     if ((f.startsWith('tensors-') && f !== tensorFile) || f.includes('.tmp-')) fs.rmSync(path.join(dir, f), { force: true });
 }

@@ -6,10 +6,11 @@
  * mean length); advantages are group-normalised; the clipped policy-gradient loss runs in the training graph.
  */
 import fs from 'node:fs';
+import { writeJson } from '../io/safetensors.ts';
 import path from 'node:path';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
-import { loadAdapter, saveAdapter, type LoadedAdapter } from '../io/peft.ts';
+import { loadAdapter, loraScale, saveAdapter, type LoadedAdapter } from '../io/peft.ts';
 import type { Backend } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
@@ -88,12 +89,12 @@ export async function trainRl(
 ): Promise<{ history: RlStepStats[]; out: string }> {
   const { config, tokenizer: tok, backend } = model;
   const start: LoadedAdapter = loadAdapter(adapterDir, config);
-  const { r: rank, loraAlpha: alpha, targets } = start.config;
+  const { r: rank, loraAlpha: alpha, targets, rslora } = start.config;
   const invocation = start.config.aloraInvocationTokens ?? tok.encode('<think>', { addSpecialTokens: false });
   const endThink = tok.tokenToId('</think>');
   if (endThink === undefined) throw new Error('train-rl: the tokenizer has no </think> token');
   const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0;
-  const scale = alpha / rank, unscaled = (b: Float32Array) => b.map((x) => x / scale);
+  const scale = loraScale(start.config), unscaled = (b: Float32Array) => b.map((x) => x / scale);
   const params: Params = new Map();
   for (const [proj, t] of start.tensors) { params.set(`${proj}.lora_A`, t.a.slice()); params.set(`${proj}.lora_B`, unscaled(t.b)); }
   const reference = o.beta ? new Map([...params].map(([k, v]) => [k, v.slice()])) : undefined;
@@ -173,12 +174,12 @@ export async function trainRl(
     await refTrainer?.close();
   }
   const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
-  saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, aloraInvocationTokens: invocation, baseModel: adapterDir }, tensors, config.numLayers);
+  saveAdapter(o.out, { r: rank, loraAlpha: alpha, rslora, targets, aloraInvocationTokens: invocation, baseModel: adapterDir }, tensors, config.numLayers);
   // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
   // writes a request's bucket into the prompt only for adapters trained with them.
-  fs.writeFileSync(path.join(o.out, 'rl_log.json'), JSON.stringify({
+  writeJson(path.join(o.out, 'rl_log.json'), {
     budgets: share < 1 ? o.budgets : [], unbudgetedShare: share, unbudgetedBudget: Math.min(...o.budgets), history,
-  }, null, 1));
+  }, 1);
   const curve = (name: keyof RlStepStats) => history.map((h) => [h.step, h[name]] as [number, number]);
   writeSvg(path.join(o.out, 'rl-curves.svg'), await lineChart({
     title: 'GRPO: reward, accuracy and within-budget rate', x: 'step', y: 'value',

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { checkWeights } from '../io/hf-folder.ts';
-import { atomicWrite, writeAll, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
+import { writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
 import { MemoryWeights, type WeightSource } from '../io/weights.ts';
 
 /** ModelConfig -> config.json contents; `torchDtype` names the dtype the weights are stored in. */
@@ -48,6 +48,5 @@ export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSo
   const tensors = new Map(src.names.map((n) => [n, { shape: src.shape(n), data: src.get(n) }]));
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { dtype: opts.dtype, metadata: { format: 'pt' } });
-  const json = JSON.stringify(toHfConfig(config, TORCH_DTYPE[opts.dtype ?? 'F32']), null, 2) + '\n';
-  atomicWrite(path.join(dir, 'config.json'), (fd) => writeAll(fd, Buffer.from(json)));
+  writeJson(path.join(dir, 'config.json'), toHfConfig(config, TORCH_DTYPE[opts.dtype ?? 'F32']));
 }

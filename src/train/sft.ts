@@ -4,6 +4,7 @@
  * checkpoints with bit-identical resume, and the result saved as a PEFT adapter or a Hugging Face folder.
  */
 import fs from 'node:fs';
+import { writeJson } from '../io/safetensors.ts';
 import path from 'node:path';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import { projectionShape, PROJECTIONS } from '../models/config.ts';
@@ -128,7 +129,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     title: 'SFT loss', x: 'optimizer step', y: 'cross-entropy',
     series: [{ name: 'train', points: losses.map((l, i) => [i + 1, l]) }, ...(evalLosses.length ? [{ name: 'eval', points: evalLosses }] : [])],
   }));
-  fs.writeFileSync(path.join(o.out, 'training_log.json'), JSON.stringify({ steps: step, losses, evalLosses }, null, 1));
+  writeJson(path.join(o.out, 'training_log.json'), { steps: step, losses, evalLosses }, 1);
   return { steps: step, losses, evalLosses, params, out: o.out };
 }
 
