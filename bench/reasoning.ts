@@ -153,8 +153,8 @@ export function paddedPrompt(model: Model, question: string, target: number): { 
 
 export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<ReasoningBenchResult> {
   const log = o.log ?? ((l: string) => console.error(l));
-  const modelDir = o.model ?? DEFAULT_DIR, adapterDir = o.adapter ?? (o.model ? undefined : ADAPTER_DIR);
-  if (!adapterDir || !fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new Error(`bench: reasoning adapter not found (${adapterDir ?? 'pass --adapter'})`);
+  const modelDir = o.model ?? DEFAULT_DIR, adapterDir = o.adapter ?? (o.model ? path.join(o.model, 'reasoning-adapter') : ADAPTER_DIR);
+  if (!fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new Error(`bench: no reasoning adapter at ${adapterDir} (no adapter_config.json; pass --adapter)`);
   const routerFile = o.router ?? path.join(modelDir, 'router.json'), verifierFile = o.verifier ?? path.join(modelDir, 'verifier.json');
   if (o.parallelSplit !== undefined && o.parallelSplit !== 'test' && o.parallelSplit !== 'val') throw new Error(`bench: --parallel-split must be test or val, got "${o.parallelSplit as string}"`);
   const model = await loadModel(modelDir, { adapter: adapterDir, quant: o.quant, threads: o.threads });

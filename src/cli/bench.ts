@@ -6,10 +6,10 @@ export function benchCommand(program: Command): void {
   bench.command('decode')
     .description('prefill and batched decode speed on a Qwen2.5-0.5B-shaped q4 model vs llama.cpp')
     .option('--json', 'print the result as JSON')
-    .option('--accuracy-level <n>', 'MatMulNBits accuracy level', '4')
+    .option('--accuracy-level <n>', 'MatMulNBits accuracy level (0: fp32 activations … 4: int8)', intArg('--accuracy-level', 0, 4), 4)
     .action(async (o) => {
       const { runDecodeBench } = await import('../../bench/decode.ts');
-      await runDecodeBench({ json: !!o.json, accuracyLevel: Number(o.accuracyLevel) });
+      await runDecodeBench({ json: !!o.json, accuracyLevel: o.accuracyLevel });
     });
   bench.command('train')
     .description('training-step speed (LoRA r16 on a Qwen2.5-0.5B-shaped model; full-parameter on the default model\'s shape) vs PyTorch CPU')

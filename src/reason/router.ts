@@ -62,7 +62,9 @@ export class LinearProbe {
       return Float64Array.from(v);
     };
     if (typeof d?.bias !== 'number' || !Number.isFinite(d.bias)) throw new Error(`${where}: field "bias" must be a finite number`);
-    return new LinearProbe(arr('weights'), d.bias, arr('mean'), arr('std'));
+    const std = arr('std');
+    if (std.some((s) => !(s > 0))) throw new Error(`${where}: field "std" must hold positive numbers (the features' standard deviations), found ${std.find((s) => !(s > 0))}`);
+    return new LinearProbe(arr('weights'), d.bias, arr('mean'), std);
   }
 }
 
