@@ -3,10 +3,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel } from '../src/runtime/model.ts';
+import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { LocalBackend, type Backend } from '../src/runtime/backend.ts';
 import { Engine } from '../src/runtime/engine.ts';
 import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
+import type { ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
@@ -45,6 +49,15 @@ async function allLogits(b: Backend, ids: number[]): Promise<Float32Array> {
 }
 
 const prompt = Array.from({ length: 23 }, (_, i) => (i * 37 + 11) % V);
+
+/** Rejects instead of waiting forever when `p` does not settle within `ms`. */
+function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
+  let timer!: NodeJS.Timeout;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms); });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+const graphBytes = (config: ModelConfig = model.config) => buildInferenceGraph(config, new MemoryWeights(model.weights), { quant: 'fp32' }).toModelProto();
 
 test('stories260K: greedy output equals llama2.c run.c output exactly', async () => {
   const dir = sharedPath('models/stories260K');
@@ -123,6 +136,40 @@ test('a forked prefix equals re-encoding it; rows can be dropped from a batch', 
   await b.close();
 });
 
+test('several new tokens on several non-empty rows near the end of the context: each row runs with its own count', async () => {
+  // The RoPE tables hold exactly the context (64 here): a row padded to the step's widest count would run past them.
+  const config = { ...model.config, maxPositionEmbeddings: 64 };
+  const e = await Engine.create(config, graphBytes(config), { threads: 1 });
+  try {
+    const c = e.newCache(2), long = Array.from({ length: 62 }, (_, i) => (i * 29 + 7) % V);
+    await e.step(c, { tokens: [long, prompt.slice(0, 10)] });
+    c.ensureCapacity(128); // the capacity the step grows to, so each row alone runs the very same computation
+    const step = [[5], [5, 6, 7, 8]];
+    for (const logits of ['last', 'all'] as const) {
+      const both = c.select([0, 1]), out = await e.step(both, { tokens: step, logits });
+      assert.deepEqual(both.lengths, [63, 14]);
+      for (const b of [0, 1]) {
+        const alone = c.select([b]), ref = await e.step(alone, { tokens: [step[b]], logits }), L = out.positions;
+        assert.deepEqual(out.logits.subarray(b * L * V, b * L * V + ref.logits.length), ref.logits, `row ${b}, logits ${logits}`);
+        const { kvHeads, headDim: D } = c.shape, cap = both.capacity, n = both.lengths[b];
+        for (let h = 0; h < kvHeads; h++) {
+          assert.deepEqual(alone.keys[1].subarray(h * cap * D, (h * cap + n) * D), both.rowView(1, b).k.subarray(h * cap * D, (h * cap + n) * D), `row ${b}: the same cached keys`);
+        }
+      }
+    }
+    // A row at the very end of the context may sit idle while another one decodes; one more token is refused by name.
+    const full = c.select([0, 1]);
+    await e.step(full, { tokens: [[5, 6], [7]] });
+    const idle = await e.step(full, { tokens: [[], [8]] }), ref = c.select([1]);
+    await e.step(ref, { tokens: [[7]] });
+    assert.deepEqual(idle.logits.subarray(V), (await e.step(ref, { tokens: [[8]] })).logits);
+    assert.deepEqual(full.lengths, [64, 12]);
+    assert.throws(() => e.validate(full, { tokens: [[1], [2, 3]] }), /engine: sequence length 65 exceeds the model's context of 64 tokens/);
+  } finally {
+    await e.close();
+  }
+});
+
 test('LoRA inputs: mask 1 equals the merged weights W + (alpha/r)·B·A, mask 0 equals the base', async () => {
   const r = rng(9), rank = 4, alpha = 8;
   const adapter = new Map<string, { shape: number[]; data: Float32Array }>();
@@ -199,6 +246,49 @@ test('generate: worker thread, streaming, batch equals singles, seeded sampling,
     await m.close();
     await local.close();
   }
+});
+
+test('breaking out of generate() stops decoding', async () => {
+  const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
+  try {
+    let steps = 0;
+    const step = m.backend.step.bind(m.backend);
+    m.backend.step = (cache, req) => { steps++; return step(cache, req); };
+    for await (const piece of m.generate('Hello there', { maxTokens: 300, stopTokens: [] })) { assert.ok(piece); break; }
+    const at = steps;
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(steps, at, 'no step after the loop ended');
+    assert.ok(at < 20, `${at} steps for one piece of text`);
+  } finally {
+    await m.close();
+  }
+});
+
+test('runtime worker: a failed load ends the worker; calls after close() or after the worker exited are refused, none hangs', async () => {
+  const junk = () => Uint8Array.from({ length: 64 }, (_, i) => (i * 7) % 256);
+  await assert.rejects(within(WorkerBackend.create(model.config, junk(), { hasLora: false, threads: 1 })), /protobuf parsing failed/);
+  // A process whose only load failed exits by itself (a live worker thread would keep it running).
+  const script = path.join(tmp, 'failed-load.mts'), src = new URL('../src/runtime/worker-backend.ts', import.meta.url).href;
+  fs.writeFileSync(script, `import { WorkerBackend } from ${JSON.stringify(src)};\nawait WorkerBackend.create(${JSON.stringify(model.config)}, new Uint8Array(64).fill(7), { hasLora: false, threads: 1 }).catch((e) => console.log('rejected:', e.message));\n`);
+  const child = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 30_000 });
+  assert.equal(child.signal, null, `the process did not exit by itself: ${child.stderr}`);
+  assert.match(child.stdout, /rejected: .*protobuf parsing failed/);
+
+  // The worker exits under the backend (a crash): calls in flight settle, later ones are refused with the exit code.
+  const b = await WorkerBackend.create(model.config, graphBytes(), { hasLora: false, threads: 1 });
+  const c = await b.newCache(1);
+  const inFlight = [b.step(c, { tokens: [prompt] }), b.lengths(c)];
+  await (b as unknown as { worker: Worker }).worker.terminate();
+  for (const r of await within(Promise.allSettled(inFlight))) if (r.status === 'rejected') assert.match(r.reason.message, /runtime worker exited with code 1/);
+  await assert.rejects(within(b.lengths(c)), /runtime worker exited with code 1/);
+  await within(b.close());
+
+  // close(): calls made from then on are refused at once; the ones before it settle.
+  const b2 = await WorkerBackend.create(model.config, graphBytes(), { hasLora: false, threads: 1 });
+  const c2 = await b2.newCache(1), before = b2.lengths(c2), closing = b2.close();
+  await assert.rejects(within(b2.step(c2, { tokens: [[1]] })), /runtime: model is closed/);
+  await within(Promise.all([closing, b2.close(), Promise.allSettled([before])]));
+  await assert.rejects(within(b2.lengths(c2)), /runtime: model is closed/);
 });
 
 test('the graph\'s log-normaliser (logits_lse) equals log Σ exp of its logits; sampled log-probabilities use it', async () => {
@@ -343,11 +433,12 @@ test('a graph without the inference contract\'s outputs is refused by name', asy
   await assert.rejects(Engine.create(model.config, g.toModelProto()), /engine: the graph has no logits_lse, hidden_states, new_key\.0, new_value\.0 output: it was built for another inference-graph contract/);
 });
 
-test('bad input: prompt beyond the context, unknown token id, missing model path', async () => {
+test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missing model path', async () => {
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     const long = 'word '.repeat(model.config.maxPositionEmbeddings + 10);
     await assert.rejects(m.complete(long), /prompt 0 has \d+ tokens, more than the model's context of 2048 tokens allows/);
+    await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be ≥ 1, got 0/);
     const c = await m.backend.newCache(1);
     await assert.rejects(m.backend.step(c, { tokens: [[V + 5]] }), new RegExp(`token id ${V + 5} is outside the vocabulary`));
   } finally {

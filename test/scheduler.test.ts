@@ -6,8 +6,8 @@ import path from 'node:path';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { Engine } from '../src/runtime/engine.ts';
-import type { KVCache } from '../src/runtime/kv-cache.ts';
-import type { AdapterTensors } from '../src/runtime/engine.ts';
+import { KVCache } from '../src/runtime/kv-cache.ts';
+import type { AdapterTensors, StepOutput } from '../src/runtime/engine.ts';
 import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
 import { generateBatch, type Completion } from '../src/runtime/generate.ts';
 import { loadModel } from '../src/runtime/model.ts';
@@ -42,6 +42,9 @@ async function engine(): Promise<Engine> {
   return e;
 }
 
+/** A stepMany entry's output (its error thrown). */
+const ok = (r: StepOutput | Error): StepOutput => { if (r instanceof Error) throw r; return r; };
+
 const ids = (n: number, k: number) => Array.from({ length: n }, (_, i) => (i * 31 + k * 17 + 3) % V);
 
 test('Engine.stepMany: one batched run equals stepping each cache alone (rows joining, leaving, changing, masks per row)', async () => {
@@ -68,7 +71,7 @@ test('Engine.stepMany: one batched run equals stepping each cache alone (rows jo
       tokens: a[k].lengths.map((_, r) => [(t * 7 + k * 13 + r * 5) % V]),
       adapterMask: a[k].lengths.map((_, r) => [(t + k + r) % 2]),
     }));
-    const many = await e.stepMany(active.map((k, i) => ({ cache: b[k], input: inputs[i] })));
+    const many = (await e.stepMany(active.map((k, i) => ({ cache: b[k], input: inputs[i] })))).map(ok);
     for (const [i, k] of active.entries()) {
       const alone = await e.step(a[k], inputs[i]);
       assert.ok(maxDiff(many[i].logits, alone.logits) <= 1e-4, `step ${t}, cache ${k}: logits differ by ${maxDiff(many[i].logits, alone.logits)}`);
@@ -78,17 +81,63 @@ test('Engine.stepMany: one batched run equals stepping each cache alone (rows jo
   }
   // A prefill entry mixed with decode entries runs alone; results are still per entry.
   const fresh = e.newCache(1), freshRef = e.newCache(1);
-  const mixed = await e.stepMany([
+  const mixed = (await e.stepMany([
     { cache: fresh, input: { tokens: [ids(6, 9)] } },
     { cache: b[3], input: { tokens: [[5]] } },
     { cache: b[1], input: { tokens: [[6], [7]] } },
-  ]);
+  ])).map(ok);
   const ref = [await e.step(freshRef, { tokens: [ids(6, 9)] }), await e.step(a[3], { tokens: [[5]] }), await e.step(a[1], { tokens: [[6], [7]] })];
   mixed.forEach((m, i) => assert.ok(maxDiff(m.logits, ref[i].logits) <= 1e-4, `mixed entry ${i}`));
   assert.throws(() => e.validate(fresh, { tokens: [[V]] }), /outside the vocabulary/);
   await assert.rejects(e.stepMany([{ cache: b[0], input: { tokens: [[1], [1]] } }, { cache: b[0], input: { tokens: [[1], [1]] } }]), /same cache twice/);
   for (const c of b) e.forget(c);
   await e.close();
+});
+
+test('stepMany: a step near the end of the context succeeds; an entry that fails in the session run fails alone', async () => {
+  const config = { ...model.config, maxPositionEmbeddings: 64 };
+  const g = buildInferenceGraph(config, new MemoryWeights(model.weights), { quant: 'fp32' }).toModelProto();
+  const e = await Engine.create(config, g, { threads: 1 });
+  try {
+    // Two copies of each cache: `a` stepped alone, `b` through stepMany.
+    const near: KVCache[] = [], d1: KVCache[] = [], d2: KVCache[] = [];
+    for (const set of [near, d1, d2]) for (let k = 0; k < 2; k++) set.push(e.newCache(set === near ? 2 : 1));
+    for (const k of [0, 1]) {
+      await e.step(near[k], { tokens: [ids(62, 1), ids(10, 2)] });
+      await e.step(d1[k], { tokens: [ids(5, 3)] });
+      await e.step(d2[k], { tokens: [ids(7, 4)] });
+    }
+    // A cache built for another model passes validation but fails in the session run (in the batch, then alone).
+    const bad = new KVCache({ ...near[0].shape, headDim: 2 * near[0].shape.headDim }, 1);
+    bad.lengths = [3];
+    const inputs = [{ tokens: [[5], [5, 6, 7, 8]] }, { tokens: [[1]] }, { tokens: [[1]] }, { tokens: [[2]] }];
+    const out = await e.stepMany([near[1], d1[1], bad, d2[1]].map((cache, i) => ({ cache, input: inputs[i] })));
+    assert.ok(out[2] instanceof Error && /past_key\.0/.test(out[2].message), `the bad entry's own error, got ${out[2]}`);
+    assert.deepEqual(bad.lengths, [3]);
+    for (const [i, a] of [[0, near[0]], [1, d1[0]], [3, d2[0]]] as const) {
+      const alone = await e.step(a, inputs[i]);
+      assert.ok(maxDiff(ok(out[i]).logits, alone.logits) <= 1e-5, `entry ${i}`);
+    }
+    assert.deepEqual([near[1].lengths, d1[1].lengths, d2[1].lengths], [[63, 14], [6], [8]]);
+    // The batch goes on (the batch cache was rebuilt after the failed run).
+    const next = await e.stepMany([{ cache: d1[1], input: { tokens: [[9]] } }, { cache: d2[1], input: { tokens: [[9]] } }]);
+    for (const [i, a] of [d1[0], d2[0]].entries()) assert.ok(maxDiff(ok(next[i]).logits, (await e.step(a, { tokens: [[9]] })).logits) <= 1e-5, `next step, entry ${i}`);
+  } finally {
+    await e.close();
+  }
+  // Through the backend: the near-context entry and a decode entry in one stepMany both succeed.
+  const be = await BatchedLocalBackend.create(config, buildInferenceGraph(config, new MemoryWeights(model.weights), { quant: 'fp32' }).toModelProto(), { threads: 1 });
+  try {
+    const [n, d] = [await be.newCache(2), await be.newCache(1)];
+    await be.step(n, { tokens: [ids(62, 1), ids(10, 2)] });
+    await be.step(d, { tokens: [ids(5, 3)] });
+    const res = await be.stepMany([n, d, n + d + 1], [{ tokens: [[5], [5, 6, 7, 8]], sample: [{ u: 0 }, { u: 0 }] }, { tokens: [[1]], sample: [{ u: 0 }] }, { tokens: [[1]] }]);
+    assert.ok(!('error' in res[0]) && !('error' in res[1]), JSON.stringify(res.slice(0, 2)));
+    assert.deepEqual(res[2], { error: `runtime: KV cache ${n + d + 1} does not exist (freed?)` });
+    assert.deepEqual([await be.lengths(n), await be.lengths(d)], [[63, 14], [6]]);
+  } finally {
+    await be.close();
+  }
 });
 
 test('CoalescingBackend: concurrent generations share batched runs and equal their single runs (in-process)', async () => {

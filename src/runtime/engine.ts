@@ -63,9 +63,14 @@ export class Engine {
       graphOptimizationLevel: 'all', executionMode: 'sequential',
     };
     const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
-    const engine = new Engine(config, session);
-    if (engine.loraInputs.length) engine.clearAdapter();
-    return engine;
+    try {
+      const engine = new Engine(config, session);
+      if (engine.loraInputs.length) engine.clearAdapter();
+      return engine;
+    } catch (e) {
+      await session.release(); // a refused graph leaves no session behind
+      throw e;
+    }
   }
 
   get hasLora(): boolean { return this.loraInputs.length > 0; }
@@ -102,12 +107,13 @@ export class Engine {
     let out: StepOutput;
     if (T === 1 || rows === 1 || fresh) out = await this.run(cache, input, counts, T, L, [...Array(rows).keys()]);
     else {
-      // GroupQueryAttention takes several new tokens per row over a non-empty cache only at batch 1.
+      // GroupQueryAttention takes several new tokens per row over a non-empty cache only at batch 1. Each row runs
+      // with its own token count: padded to T, a row near the context would run past the RoPE tables.
       const V = this.config.vocabSize, Hd = this.config.hiddenSize;
       out = { logits: new Float32Array(rows * L * V), hidden: new Float32Array(rows * L * Hd), lse: new Float32Array(rows * L), positions: L };
       for (let b = 0; b < rows; b++) {
         if (!counts[b]) continue;
-        const r = await this.run(cache, input, counts, T, L, [b]);
+        const r = await this.run(cache, input, counts, counts[b], input.logits === 'all' ? counts[b] : L, [b]);
         out.logits.set(r.logits, b * L * V);
         out.hidden.set(r.hidden, b * L * Hd);
         out.lse.set(r.lse, b * L);
@@ -123,20 +129,35 @@ export class Engine {
    * entry's own cache. Other entries (multi-token prefills) run alone, first. Results are
    * the same as stepping each cache by itself. The batch cache persists between calls: a row is copied in
    * only when it joins or its cache changed since (KVCache.version).
+   * An entry that fails gets its Error in place of a result and leaves its cache as it was; the others are
+   * unaffected (when the batched run fails, its entries are stepped one by one).
    */
-  async stepMany(entries: BatchEntry[]): Promise<StepOutput[]> {
+  async stepMany(entries: BatchEntry[]): Promise<(StepOutput | Error)[]> {
     const seen = new Set<KVCache>();
     for (const e of entries) {
       if (seen.has(e.cache)) throw new Error('engine: stepMany got the same cache twice');
       seen.add(e.cache);
     }
-    const outs: StepOutput[] = new Array(entries.length), batch: number[] = [];
-    entries.forEach((e, i) => { if (e.input.tokens.every((t) => t.length <= 1) && e.cache.rows > 0) batch.push(i); });
-    for (let i = 0; i < entries.length; i++) if (!batch.includes(i)) outs[i] = await this.step(entries[i].cache, entries[i].input);
-    if (batch.length === 1) outs[batch[0]] = await this.step(entries[batch[0]].cache, entries[batch[0]].input);
+    const outs: (StepOutput | Error)[] = new Array(entries.length), alone: number[] = [], batch: number[] = [];
+    const settle = async (i: number) => {
+      try { outs[i] = await this.step(entries[i].cache, entries[i].input); } catch (e) { outs[i] = asError(e); }
+    };
+    entries.forEach((e, i) => {
+      try { this.validate(e.cache, e.input); } catch (err) { outs[i] = asError(err); return; }
+      (e.input.tokens.every((t) => t.length <= 1) && e.cache.rows > 0 ? batch : alone).push(i);
+    });
+    for (const i of alone) await settle(i);
+    if (batch.length === 1) await settle(batch[0]);
     else if (batch.length > 1) {
-      const r = await this.stepBatched(batch.map((i) => entries[i]));
-      batch.forEach((i, k) => { outs[i] = r[k]; });
+      try {
+        const r = await this.stepBatched(batch.map((i) => entries[i]));
+        batch.forEach((i, k) => { outs[i] = r[k]; });
+      } catch {
+        // The batch mirror may hold half-copied rows: drop it. A failed run advanced no cache, so each entry
+        // steps alone once more, and only the one that fails again gets an error.
+        this.mirror = undefined;
+        for (const i of batch) await settle(i);
+      }
     }
     return outs;
   }
@@ -234,7 +255,8 @@ export class Engine {
         ids[b * T + t] = BigInt(input.tokens[row][t]);
         mask[b * T + t] = input.adapterMask?.[row]?.[t] ?? 0;
       }
-      seqlens[b] = cache.lengths[row] + T - 1;
+      // An idle row (no new tokens) at the end of the context would put its padding past the RoPE tables.
+      seqlens[b] = counts[row] ? cache.lengths[row] + T - 1 : Math.min(cache.lengths[row] + T, this.config.maxPositionEmbeddings) - 1;
       for (let i = 0; i < L; i++) index[b * L + i] = BigInt(input.logits === 'all' ? i : Math.max(0, counts[row] - L + i));
     });
     const { kvHeads, headDim: D } = cache.shape, dims = [B, kvHeads, cache.capacity, D];
@@ -280,6 +302,8 @@ export class Engine {
     return new ort.Tensor('float32', new Float32Array(0), isA ? [0, other] : [other, 0]);
   }
 }
+
+const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 
 const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 

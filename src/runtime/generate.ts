@@ -76,6 +76,8 @@ export class Sequence {
     this.random = seededRandom(opts.seed ?? 0);
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
+    // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
+    if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`generate: maxTokens must be ≥ 1, got ${opts.maxTokens}`);
     if (opts.stop?.some((x) => !x)) throw new Error('generate: stop strings must be non-empty (an empty one would match before the first token)');
     const th = opts.thinking;
     this.thinkingOpen = !!th;
@@ -258,8 +260,8 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
   }
 }
 
-/** Prefills each prompt in one batched step and decodes them together. */
-export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void): Promise<Completion[]> {
+/** Prefills each prompt in one batched step and decodes them together; aborting `signal` cancels them all. */
+export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
   const start = performance.now();
   prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: prompt ${i} is empty (no tokens)`); });
   const ctx = backend.config.maxPositionEmbeddings;
@@ -270,7 +272,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   const seqs = prompts.map((p, i) => new Sequence(tokenizer, opts[i], p.length, onText && ((piece) => onText(i, piece))));
   const cache = await backend.newCache(prompts.length);
   try {
-    await decode(backend, cache, seqs, prompts, start);
+    await decode(backend, cache, seqs, prompts, start, { signal });
   } finally {
     await backend.free(cache);
   }

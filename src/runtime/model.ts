@@ -62,7 +62,14 @@ export class Model {
     const backend = opts.worker === false
       ? await LocalBackend.create(src.config, graph, { threads: opts.threads })
       : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora });
-    if (adapter) await backend.setAdapter(adapter.tensors);
+    if (adapter) {
+      try {
+        await backend.setAdapter(adapter.tensors);
+      } catch (e) {
+        await backend.close().catch(() => undefined); // the error that matters is the adapter's
+        throw e;
+      }
+    }
     return new Model(src.config, src.tokenizer, backend, adapter);
   }
 
@@ -73,19 +80,26 @@ export class Model {
     return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
   }
 
-  /** Streams the completion's text as it is generated; the generator's return value is the Completion. */
+  /**
+   * Streams the completion's text as it is generated; the generator's return value is the Completion.
+   * Leaving the loop early (break, return, a throw) cancels the generation: it ends once decoding has stopped.
+   */
   async *generate(prompt: string | ChatMessage[], opts: PromptOptions = {}): AsyncGenerator<string, Completion> {
-    const queue: string[] = [];
+    const queue: string[] = [], stop = new AbortController();
     let wake: (() => void) | undefined;
     let done = false, result: Completion | undefined, error: unknown;
-    this.generateBatch([prompt], opts, (_, piece) => { queue.push(piece); wake?.(); })
+    const running = this.generateBatch([prompt], opts, (_, piece) => { queue.push(piece); wake?.(); }, stop.signal)
       .then((r) => { result = r[0]; }, (e) => { error = e; })
       .finally(() => { done = true; wake?.(); });
-    for (;;) {
-      while (queue.length) yield queue.shift()!;
-      if (done) break;
-      await new Promise<void>((r) => { wake = r; });
-      wake = undefined;
+    try {
+      for (;;) {
+        while (queue.length) yield queue.shift()!;
+        if (done) break;
+        await new Promise<void>((r) => { wake = r; });
+        wake = undefined;
+      }
+    } finally {
+      if (!done) { stop.abort(); await running; }
     }
     if (error) throw error;
     return result!;
@@ -95,12 +109,15 @@ export class Model {
     return (await this.generateBatch([prompt], opts))[0];
   }
 
-  /** Several independent prompts decoded as one batch (each with its own options, seed and stops). */
-  async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | PromptOptions[] = {}, onText?: (row: number, piece: string) => void): Promise<Completion[]> {
+  /**
+   * Several independent prompts decoded as one batch (each with its own options, seed and stops). Aborting
+   * `signal` ends every sequence at the next step (finish reason 'cancelled').
+   */
+  async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | PromptOptions[] = {}, onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p)));
-    return generateBatch(this.backend, this.tokenizer, ids, per, onText);
+    return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal);
   }
 
   async close(): Promise<void> { await this.backend.close(); }

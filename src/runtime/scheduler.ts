@@ -33,23 +33,25 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
   async stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> {
     if (caches.length !== reqs.length) throw new Error(`runtime: stepMany got ${caches.length} caches and ${reqs.length} requests`);
     const out: StepManyResult[] = new Array(caches.length), ok: number[] = [], seen = new Set<CacheHandle>();
+    const fail = (i: number, e: unknown) => { out[i] = { error: e instanceof Error ? e.message : String(e) }; };
     caches.forEach((h, i) => {
       try {
         if (seen.has(h)) throw new Error(`runtime: KV cache ${h} appears twice in one batched step`);
         seen.add(h);
-        this.engine.validate(this.kv(h), reqs[i]);
+        this.kv(h); // throws for a cache that does not exist
         ok.push(i);
       } catch (e) {
-        out[i] = { error: e instanceof Error ? e.message : String(e) };
+        fail(i, e);
       }
     });
     if (!ok.length) return out;
-    try {
-      const res = await this.engine.stepMany(ok.map((i) => ({ cache: this.kv(caches[i]), input: reqs[i] })));
-      ok.forEach((i, k) => { out[i] = stepResult(this.config, res[k], reqs[i]); });
-    } catch (e) {
-      for (const i of ok) out[i] = { error: e instanceof Error ? e.message : String(e) };
-    }
+    // Engine.stepMany validates each entry and settles each on its own: one bad entry fails alone.
+    const res = await this.engine.stepMany(ok.map((i) => ({ cache: this.kv(caches[i]), input: reqs[i] })));
+    ok.forEach((i, k) => {
+      const r = res[k];
+      if (r instanceof Error) return fail(i, r);
+      try { out[i] = stepResult(this.config, r, reqs[i]); } catch (e) { fail(i, e); }
+    });
     return out;
   }
 

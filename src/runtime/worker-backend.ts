@@ -8,7 +8,9 @@ import type { StepManyResult } from './scheduler.ts';
 export class WorkerBackend implements Backend {
   private pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private next = 1;
-  private closed = false;
+  /** Why calls are refused once the model is closed or the worker is gone; undefined while it serves. */
+  private gone?: string;
+  private closing?: Promise<void>;
 
   private constructor(readonly config: ModelConfig, readonly hasLora: boolean, private readonly worker: Worker) {}
 
@@ -22,15 +24,27 @@ export class WorkerBackend implements Backend {
       backend.pending.delete(m.id);
       if (m.error !== undefined) p.reject(new Error(m.error)); else p.resolve(m.result);
     });
-    const fail = (e: Error) => { for (const p of backend.pending.values()) p.reject(e); backend.pending.clear(); };
-    worker.on('error', fail);
-    worker.on('exit', (code) => { if (!backend.closed) fail(new Error(`runtime worker exited with code ${code}`)); });
-    await new Promise((resolve, reject) => backend.pending.set(0, { resolve, reject }));
+    // Once the worker is gone, every pending call and every later one is rejected (none waits forever).
+    worker.on('error', (e) => backend.fail(`runtime worker failed: ${e.message}`));
+    worker.on('exit', (code) => backend.fail(`runtime worker exited with code ${code}`));
+    try {
+      await new Promise((resolve, reject) => backend.pending.set(0, { resolve, reject }));
+    } catch (e) {
+      backend.gone ??= 'runtime: the model failed to load';
+      await worker.terminate(); // the worker would otherwise keep the process alive
+      throw e;
+    }
     return backend;
   }
 
+  private fail(why: string): void {
+    this.gone ??= why;
+    for (const p of this.pending.values()) p.reject(new Error(this.gone));
+    this.pending.clear();
+  }
+
   private call<T>(method: string, ...args: unknown[]): Promise<T> {
-    if (this.closed) return Promise.reject(new Error('runtime: model is closed'));
+    if (this.gone) return Promise.reject(new Error(this.gone));
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -49,11 +63,13 @@ export class WorkerBackend implements Backend {
   free(cache: CacheHandle): Promise<void> { return this.call('free', cache); }
   setAdapter(adapter: AdapterTensors | null): Promise<void> { return this.call('setAdapter', adapter ? [...adapter] : null); }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    const done = new Promise((r) => this.worker.once('exit', r));
-    await this.call('close').catch(() => undefined);
-    this.closed = true;
-    await done;
+  /** Releases the session and ends the worker; calls made from now on are rejected. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    if (this.gone) return Promise.resolve(); // the worker has already exited
+    const exited = new Promise<void>((r) => this.worker.once('exit', () => r()));
+    const bye = this.call('close');
+    this.gone = 'runtime: model is closed';
+    return (this.closing = bye.catch(() => undefined).then(() => exited));
   }
 }

@@ -16,9 +16,10 @@ parentPort!.on('message', async ({ id, method, args }: { id: number; method: str
     const transfer = [...new Set(parts.flatMap((r) => (r && typeof r === 'object' ? Object.values(r) : []))
       .filter((v): v is Float32Array => v instanceof Float32Array).map((v) => v.buffer as ArrayBuffer))];
     parentPort!.postMessage({ id, result }, transfer);
-    if (method === 'close') process.exit(0);
   } catch (e) {
     parentPort!.postMessage({ id, error: e instanceof Error ? e.message : String(e) });
   }
+  // The worker ends on close even when releasing the session failed (the parent waits for its exit).
+  if (method === 'close') process.exit(0);
 });
 ready.then(() => parentPort!.postMessage({ id: 0, result: 'ready' }), (e) => parentPort!.postMessage({ id: 0, error: e instanceof Error ? e.message : String(e) }));
