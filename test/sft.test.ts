@@ -11,7 +11,12 @@ import { loadAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { trainSft } from '../src/train/sft.ts';
 import { Trainer } from '../src/train/trainer.ts';
-import type { Example } from '../src/train/data.ts';
+import { batches, type Example } from '../src/train/data.ts';
+import { lrAt } from '../src/train/optim.ts';
+import { saveCheckpoint } from '../src/train/checkpoint.ts';
+import { trainRl, type RlOptions } from '../src/train/rl.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import type { Backend } from '../src/runtime/backend.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-sft-'));
@@ -98,4 +103,114 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
   assert.match(run(['--data', path.join(tmp, 'empty.jsonl')]), /empty\.jsonl: empty dataset/);
   fs.writeFileSync(path.join(tmp, 'bad.jsonl'), '{"prompt":"a","completion":"b"}\n{"prompt":"only a prompt"}\n');
   assert.match(run(['--data', path.join(tmp, 'bad.jsonl')]), /bad\.jsonl:2: .*completion/);
+});
+
+/** `n` examples whose targets all lie past token 16 (cut off by maxLen 16), the invocation 3 before them. */
+const cutOff = (n: number) => Array.from({ length: n }, (_, k): Example => {
+  const ids = [...Array.from({ length: 20 }, (_, i) => 10 + ((i + k) % 40)), 3, 100, 101, 102, 2];
+  return { ids, lossMask: Uint8Array.from(ids, (_, i) => (i > 20 ? 1 : 0)) };
+});
+/** toy examples without the invocation token 3 (it is replaced by 4). */
+const noInvocation = (n: number, seed: number) => toy(n, seed).map((e) => ({ ids: e.ids.map((t) => (t === 3 ? 4 : t)), lossMask: e.lossMask }));
+
+test('examples left without targets (no invocation, completion cut off by maxLen) are dropped and reported; the run completes', async () => {
+  // Longer than maxLen 16 but with targets inside it: kept and cut.
+  const cut = Array.from({ length: 4 }, (_, k): Example => {
+    const ids = [10 + k, 11, 12, 13, 14, 3, ...Array.from({ length: 14 }, (_, i) => 100 + i), 2];
+    return { ids, lossMask: Uint8Array.from(ids, (_, i) => (i > 5 ? 1 : 0)) };
+  });
+  // The cut-off examples are all 16 tokens once cut: sorted together, they make micro-batches of their own.
+  const data = [...toy(16, 3), ...noInvocation(8, 4), ...cutOff(8), ...cut], held = [...toy(4, 5), ...cutOff(2), ...noInvocation(1, 6)];
+  const out = path.join(tmp, 'dropped'), written: string[] = [], write = process.stderr.write;
+  process.stderr.write = ((s: string) => { written.push(String(s)); return true; }) as typeof process.stderr.write;
+  let r;
+  try {
+    r = await trainSft(model.config, weights, data, held, { ...base, quiet: false, out, aloraInvocation: [3], maxLen: 16, batchTokens: 64, epochs: 2 });
+  } finally {
+    process.stderr.write = write;
+  }
+  const want = {
+    train: { examples: 36, used: 20, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, truncated: 4 },
+    eval: { examples: 7, used: 4, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, truncated: 0 },
+  };
+  assert.deepEqual(r.data, want);
+  assert.equal(r.steps, r.total);
+  assert.ok(r.evalLosses.length === 1 && Number.isFinite(r.evalLosses[0][1]));
+  assert.deepEqual(written.filter((l) => l.startsWith('train-sft:')), [
+    'train-sft: dropped 16 of 36 training examples with no target tokens (8 without the activated-LoRA invocation tokens [3] before their completion, 8 whose completion is cut off by --max-len 16); 4 kept examples cut to --max-len 16 tokens\n',
+    'train-sft: dropped 3 of 7 eval examples with no target tokens (1 without the activated-LoRA invocation tokens [3] before their completion, 2 whose completion is cut off by --max-len 16)\n',
+  ]);
+  const log = JSON.parse(fs.readFileSync(path.join(out, 'training_log.json'), 'utf8'));
+  assert.deepEqual({ steps: log.steps, total: log.total, data: log.data }, { steps: r.steps, total: r.total, data: want });
+});
+
+test('every training example without targets: refused before training, naming the reasons', async () => {
+  await assert.rejects(trainSft(model.config, weights, cutOff(8), [], { ...base, out: path.join(tmp, 'none'), maxLen: 16 }),
+    { message: 'train-sft: none of the 8 training examples has a target token left: 8 whose completion is cut off by --max-len 16' });
+  await assert.rejects(trainSft(model.config, weights, noInvocation(4, 1), [], { ...base, out: path.join(tmp, 'none'), aloraInvocation: [3] }),
+    { message: 'train-sft: none of the 4 training examples has a target token left: 4 without the activated-LoRA invocation tokens [3] before their completion' });
+  assert.equal(fs.existsSync(path.join(tmp, 'none')), false);
+});
+
+test('the run spans the sum of every epoch\'s micro-batches: all are trained and the schedule ends on the last', async () => {
+  const data = toy(100, 1), o = { batchTokens: 64, seed: 1 };
+  const counts = [0, 1, 2].map((epoch) => batches(data, { ...o, epoch }).batches.length);
+  assert.deepEqual(counts, [18, 17, 17]); // epochs differ: epoch 0 × 3 would be 54
+  const lrs: number[] = [];
+  const r = await trainSft(model.config, weights, data, [], { ...base, ...o, out: path.join(tmp, 'epochs'), epochs: 3, onStep: (s) => lrs.push(s.lr) });
+  assert.equal(r.total, 52);
+  assert.equal(r.steps, 52);
+  const schedule = { lr: base.lr, warmup: 3, total: 52, minLr: base.lr * 0.1 };
+  assert.deepEqual(lrs, Array.from({ length: 52 }, (_, i) => lrAt(i, schedule)));
+});
+
+test('a resume with other options is refused, naming the option and both values; an older checkpoint without them resumes', async () => {
+  const out = path.join(tmp, 'resume-opts'), dir = path.join(out, 'checkpoint'), opts = { ...base, epochs: 2, checkpointEvery: 2, out };
+  await trainSft(model.config, weights, train, [], { ...opts, maxSteps: 2 });
+  const saved = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8'));
+  assert.deepEqual(saved.options, {
+    '--seed': 0, '--batch-tokens': 256, '--accum': 1, '--max-len': 256, '--epochs': 2, '--lr': 0.005, '--lora-alpha': 16, '--alora-invocation': 'none',
+    examples: 64, warmupSteps: 1, minLrRatio: 0.1, weightDecay: 0, clip: 1,
+  });
+  await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, lr: 0.002, resume: true }),
+    { message: `resume: ${dir} was trained with --lr 0.005, this run has --lr 0.002 (resume with the same options, or start a new --out)` });
+  await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, seed: 1, resume: true }), /was trained with --seed 0, this run has --seed 1 /);
+  await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, maxLen: 64, resume: true }), /was trained with --max-len 256, this run has --max-len 64 /);
+  await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, epochs: 3, resume: true }), /was trained with --epochs 2, this run has --epochs 3 /);
+  delete saved.options;
+  fs.writeFileSync(path.join(dir, 'checkpoint.json'), JSON.stringify(saved));
+  const r = await trainSft(model.config, weights, train, [], { ...opts, lr: 0.002, resume: true });
+  assert.equal(r.losses.length, r.total);
+});
+
+test('train-sft --full writes a folder the runtime loads: weights, config and the base model\'s tokenizer files', async () => {
+  const data = path.join(tmp, 'full.jsonl'), out = path.join(tmp, 'full-out');
+  fs.writeFileSync(data, ['{"prompt":"a b","completion":" c"}', '{"prompt":"d","completion":" e f"}'].join('\n'));
+  execFileSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--full', '--max-steps', '1', '--batch-tokens', '64'], { stdio: 'pipe' });
+  for (const f of ['tokenizer.json', 'tokenizer_config.json'])
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')), JSON.parse(fs.readFileSync(path.join(model.dir, f), 'utf8')), f);
+  assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-')), []);
+  const m = await loadModel(out, { quant: 'fp32', worker: false }), src = await loadModel(model.dir, { quant: 'fp32', worker: false });
+  try {
+    assert.deepEqual(m.tokenizer.encode('a b c'), src.tokenizer.encode('a b c'));
+    assert.deepEqual(m.config, src.config);
+  } finally {
+    await m.close();
+    await src.close();
+  }
+});
+
+test('train-rl: a resume with other options is refused before any rollout, naming the option and both values', async () => {
+  const out = path.join(tmp, 'rl-resume'), dir = path.join(out, 'checkpoint'), x = new Map([['x', new Float32Array(1)]]);
+  const options = {
+    '--seed': 0, '--group': 4, '--prompts-per-step': 2, '--budgets': [32, 64], '--unbudgeted-share': 0.25, '--penalty': 'budget', '--lambda': 3, '--beta': 0,
+    '--lr': 0.0001, '--temperature': 1, '--max-tokens': 128, '--grader': 'synthetic', clipEps: 0.2, prompts: 1,
+  };
+  saveCheckpoint(dir, { params: x, optimizer: { step: 1, m: x, v: x }, state: { step: 1, epoch: 0, position: 0, rng: 0, options, config: { history: [] } } });
+  const run = (o: Partial<RlOptions>) => trainRl({ config: model.config, weights, tokenizer: loadTokenizer(model.dir), backend: {} as Backend }, path.join(tmp, 'a'),
+    [{ question: '1+1?', gold: 2 }], { out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 2, quiet: true, resume: true, ...o });
+  await assert.rejects(run({ lr: 0.0002 }),
+    { message: `resume: ${dir} was trained with --lr 0.0001, this run has --lr 0.0002 (resume with the same options, or start a new --out)` });
+  await assert.rejects(run({ lr: 0.0001, budgets: [32, 128] }), /was trained with --budgets 32,64, this run has --budgets 32,128 /);
+  await assert.rejects(run({ lr: 0.0001, group: 8 }), /was trained with --group 4, this run has --group 8 /);
 });

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { AdamW, clipGradNorm, lrAt, type Params } from '../src/train/optim.ts';
 import { batches, loadDataset, readJsonl, Rng, splitTrainEval, tokenizeRecord, type Example } from '../src/train/data.ts';
-import { loadCheckpoint, resume, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
+import { checkOptions, loadCheckpoint, resume, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
 import { saveHfFolder, toHfConfig } from '../src/train/save.ts';
 import { Progress, formatSeconds, type ProgressInfo } from '../src/train/progress.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
@@ -278,6 +278,28 @@ describe('checkpoint', () => {
     assert.throws(() => resume(dir, wrong, new AdamW(wrong, { lr: 1 })), /has parameter "norm" the model does not/);
   });
 
+  it('the run\'s options are saved; a resume with other options is refused before anything is touched; none saved: no check', () => {
+    const { params, opt } = make(5), dir = file('ckpt-options');
+    const options = { '--lr': 0.0001, '--budgets': [64, 128], '--penalty': 'budget' };
+    opt.update(grads(0, params));
+    saveCheckpoint(dir, { params, optimizer: opt.state(), state: { ...state, options } });
+    assert.deepEqual(loadCheckpoint(dir).state, { ...state, options });
+    const other = make(6), before = new Map([...other.params].map(([n, p]) => [n, p.slice()]));
+    assert.throws(() => resume(dir, other.params, other.opt, { ...options, '--lr': 0.0002 }),
+      { message: `resume: ${dir} was trained with --lr 0.0001, this run has --lr 0.0002 (resume with the same options, or start a new --out)` });
+    assert.throws(() => resume(dir, other.params, other.opt, { ...options, '--budgets': [64, 256] }), /was trained with --budgets 64,128, this run has --budgets 64,256 /);
+    assert.throws(() => resume(dir, other.params, other.opt, { ...options, '--group': 8 }), /was trained with --group \(unset\), this run has --group 8 /);
+    for (const [n, p] of other.params) assert.ok(bytes(p).equals(bytes(before.get(n)!)), n);
+    assert.equal(other.opt.step, 0);
+    assert.equal(resume(dir, other.params, other.opt, options).step, 2);
+    assert.equal(other.opt.step, 1);
+    checkOptions(dir, undefined, { '--lr': 1 }); // a checkpoint from before options were saved
+    const old = file('ckpt-old');
+    saveCheckpoint(old, { params, optimizer: opt.state(), state });
+    assert.equal('options' in loadCheckpoint(old).state, false);
+    assert.equal(resume(old, make(7).params, make(7).opt, options).step, 2);
+  });
+
   it('a crash before checkpoint.json is renamed leaves the previous checkpoint loadable', () => {
     const { params, opt } = make(3), dir = file('ckpt-crash');
     saveCheckpoint(dir, { params, optimizer: opt.state(), state });
@@ -378,6 +400,19 @@ describe('saving models', () => {
     partial.delete('lm_head.weight');
     assert.throws(() => saveHfFolder(file('full-bad'), src.config, partial), /lm_head\.weight" is missing/);
     assert.equal(fs.existsSync(file('full-bad/model.safetensors')), false);
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['config.json', 'model.safetensors']); // no tokenizer given: none written
+  });
+
+  it('saveHfFolder with the tokenizer files: the folder loads on its own, chat template included', () => {
+    const src = makeRandomQwen2({ dir: file('rand-tok'), gguf: false, seed: 6 }), dir = file('full-tok');
+    saveHfFolder(dir, src.config, src.weights, { tokenizer: { tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, chatTemplate: CHATML } });
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['chat_template.jinja', 'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')), qt.tokenizerJson);
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')), qt.tokenizerConfig);
+    const back = loadTokenizer(dir), msgs = [{ role: 'user', content: 'hi' }];
+    assert.equal(back.applyChatTemplate(msgs, { addGenerationPrompt: true }), tok.applyChatTemplate(msgs, { addGenerationPrompt: true }));
+    assert.deepEqual(back.encode('Q: 2+2?'), tok.encode('Q: 2+2?'));
+    assert.deepEqual(loadHfFolder(dir).config, src.config);
   });
 });
 

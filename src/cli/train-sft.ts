@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
@@ -40,6 +42,8 @@ export function trainSftCommand(program: Command): void {
       if (!o.full && o.loraR <= 0) throw new Error(`--lora-r must be a positive integer, got ${o.loraR}`);
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
+      // A --full output folder gets the base model's tokenizer files, so it loads on its own.
+      const jinja = src.kind === 'hf' ? path.join(src.path, 'chat_template.jinja') : undefined;
       const train = loadDataset(o.data, src.tokenizer);
       const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer) : [];
       const invocation = o.aloraInvocation ? src.tokenizer.encode(o.aloraInvocation, { addSpecialTokens: false }) : undefined;
@@ -48,6 +52,7 @@ export function trainSftCommand(program: Command): void {
         out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), aloraInvocation: invocation,
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
         checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
+        tokenizerFiles: { ...src.tokenizerFiles, ...(jinja && fs.existsSync(jinja) ? { chatTemplate: fs.readFileSync(jinja, 'utf8') } : {}) },
       });
       const last = r.evalLosses.at(-1);
       console.log(`trained ${r.steps} steps; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);

@@ -2,8 +2,8 @@
  * Training checkpoints in a folder:
  *   tensors-<step>-<stamp>.safetensors  params as "param/<name>", AdamW moments as "adam.m/<name>", "adam.v/<name>"
  *                                       (flat float32, bit-exact)
- *   checkpoint.json                     step, epoch, data position, RNG state, config, AdamW step, and the name and
- *                                       byte size of the tensor file
+ *   checkpoint.json                     step, epoch, data position, RNG state, the run's options, config, AdamW step,
+ *                                       and the name and byte size of the tensor file
  * Both are written to a temp file and renamed; the tensors first, checkpoint.json last. A crash before the JSON
  * rename leaves the previous checkpoint intact (its tensor file is deleted only after the new JSON is in place);
  * a JSON whose tensor file is missing or has the wrong size is reported, never half-loaded.
@@ -20,8 +20,15 @@ export interface TrainState {
   position: number;
   /** Rng.state of the trainer's generator. */
   rng: number;
+  /**
+   * The options that fix the data order, the schedule and the objective, by CLI flag (e.g. "--lr": 0.0002); a
+   * resume with different ones is refused. Absent in checkpoints from before it (their resume is not checked).
+   */
+  options?: RunOptions;
   config: Record<string, unknown>;
 }
+
+export type RunOptions = Record<string, number | string | boolean | number[]>;
 
 export interface Checkpoint { params: Params; optimizer: AdamWState; state: TrainState }
 
@@ -64,13 +71,17 @@ export function loadCheckpoint(dir: string): Checkpoint {
     if (!f.has(prefix + n)) throw new Error(`checkpoint: ${tensorFile} lacks tensor "${prefix + n}"`);
     return [n, f.get(prefix + n)];
   }));
-  const state: TrainState = { step: j.step, epoch: j.epoch, position: j.position, rng: j.rng, config: j.config };
+  const state: TrainState = { step: j.step, epoch: j.epoch, position: j.position, rng: j.rng, ...(j.options ? { options: j.options } : {}), config: j.config };
   return { params: read('param/'), optimizer: { step: j.adamStep, m: read('adam.m/'), v: read('adam.v/') }, state };
 }
 
-/** Restore a checkpoint into live training buffers (params copied in place, optimizer state loaded); returns the state. */
-export function resume(dir: string, params: Params, optimizer: AdamW): TrainState {
+/**
+ * Restore a checkpoint into live training buffers (params copied in place, optimizer state loaded); returns the state.
+ * With `options`, a checkpoint saved with different options is refused first (nothing is touched).
+ */
+export function resume(dir: string, params: Params, optimizer: AdamW, options?: RunOptions): TrainState {
   const c = loadCheckpoint(dir);
+  if (options) checkOptions(dir, c.state.options, options);
   for (const [n, p] of params) {
     const saved = c.params.get(n);
     if (!saved) throw new Error(`checkpoint: ${dir} has no parameter "${n}"`);
@@ -80,4 +91,14 @@ export function resume(dir: string, params: Params, optimizer: AdamW): TrainStat
   for (const [n, p] of params) p.set(c.params.get(n)!);
   optimizer.loadState(c.optimizer);
   return c.state;
+}
+
+/** Refuse to continue a run with options other than those it was saved with; `saved` absent (old checkpoint): no check. */
+export function checkOptions(dir: string, saved: RunOptions | undefined, now: RunOptions): void {
+  if (!saved) return;
+  const show = (v: unknown) => (v === undefined ? '(unset)' : Array.isArray(v) ? v.join(',') : String(v));
+  for (const k of new Set([...Object.keys(saved), ...Object.keys(now)])) {
+    if (show(saved[k]) !== show(now[k]))
+      throw new Error(`resume: ${dir} was trained with ${k} ${show(saved[k])}, this run has ${k} ${show(now[k])} (resume with the same options, or start a new --out)`);
+  }
 }

@@ -19,7 +19,7 @@ import { budgetControl } from '../reason/budget.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
-import { resume, saveCheckpoint } from './checkpoint.ts';
+import { resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 
@@ -98,23 +98,31 @@ export async function trainRl(
   const params: Params = new Map();
   for (const [proj, t] of start.tensors) { params.set(`${proj}.lora_A`, t.a.slice()); params.set(`${proj}.lora_B`, unscaled(t.b)); }
   const reference = o.beta ? new Map([...params].map(([k, v]) => [k, v.slice()])) : undefined;
+  const opt = new AdamW(params, { lr: o.lr ?? 1e-4, weightDecay: 0 });
+  const ckpt = path.join(o.out, 'checkpoint'), history: RlStepStats[] = [], share = o.unbudgetedShare ?? 0.25;
+  const temperature = o.temperature ?? 1, maxTokens = o.maxTokens ?? 2 * Math.max(...o.budgets), penalty = o.penalty ?? 'budget', lambda = o.lambda ?? 3;
+  // What fixes the prompts drawn, the rollouts and the objective: a resume with other values is refused (--steps
+  // may grow: nothing depends on it).
+  const options: RunOptions = {
+    '--seed': seed, '--group': G, '--prompts-per-step': P, '--budgets': o.budgets, '--unbudgeted-share': share, '--penalty': penalty,
+    '--lambda': lambda, '--beta': o.beta ?? 0, '--lr': o.lr ?? 1e-4, '--temperature': temperature, '--max-tokens': maxTokens, '--grader': task,
+    clipEps: o.clipEps ?? 0.2, prompts: prompts.length,
+  };
+  let step = 0;
+  if (o.resume) {
+    const st = resume(ckpt, params, opt, options);
+    step = st.step;
+    history.push(...((st.config.history as RlStepStats[]) ?? []));
+  }
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
     threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 },
   });
   const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads }) : undefined;
-  const opt = new AdamW(params, { lr: o.lr ?? 1e-4, weightDecay: 0 });
-  const ckpt = path.join(o.out, 'checkpoint'), history: RlStepStats[] = [];
-  let step = 0;
-  if (o.resume) {
-    const st = resume(ckpt, params, opt);
-    step = st.step;
-    history.push(...((st.config.history as RlStepStats[]) ?? []));
-  }
   const push = async () => backend.setAdapter(new Map([...start.tensors.keys()].map((proj) => {
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
   })));
-  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step }), share = o.unbudgetedShare ?? 0.25;
+  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step });
   try {
     while (step < o.steps) {
       await push();
@@ -123,7 +131,7 @@ export async function trainRl(
         const p = prompts[Math.floor(rng.next() * prompts.length)], b = o.budgets[Math.floor(rng.next() * o.budgets.length)];
         return rng.next() < share ? { p, budget: Math.min(...o.budgets), line: false } : { p, budget: b, line: true };
       });
-      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature: o.temperature ?? 1, maxTokens: o.maxTokens ?? 2 * Math.max(...o.budgets), seed: seed + step * 7919 });
+      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature, maxTokens, seed: seed + step * 7919 });
       rolls.forEach((r, k) => {
         const gold = batch[Math.floor(k / G)].p.gold;
         const t = thinkingLength(r.generated, endThink);
@@ -133,7 +141,7 @@ export async function trainRl(
       const rewards: number[] = [];
       for (let i = 0; i < rolls.length; i += G) {
         const grp = rolls.slice(i, i + G), mean = grp.reduce((a, r) => a + r.thinking, 0) / G;
-        for (const r of grp) rewards.push(reward(r, { penalty: o.penalty ?? 'budget', lambda: o.lambda ?? 3, groupMean: mean }));
+        for (const r of grp) rewards.push(reward(r, { penalty, lambda, groupMean: mean }));
       }
       const adv = groupAdvantages(rewards, G);
       const live = rolls.map((r, i) => ({ r, a: adv[i] })).filter((x) => Math.abs(x.a) > 1e-6 && x.r.generated.length);
@@ -166,7 +174,7 @@ export async function trainRl(
       history.push(stats);
       progress.update(step, { loss: -stats.reward, tokens: all });
       o.onStep?.(stats);
-      if (o.checkpointEvery && step % o.checkpointEvery === 0) saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, config: { history } } });
+      if (o.checkpointEvery && step % o.checkpointEvery === 0) saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, options, config: { history } } });
     }
   } finally {
     progress.stop();

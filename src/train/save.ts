@@ -1,17 +1,23 @@
 /**
  * Saving a full-parameter fine-tune as a Hugging Face model folder: config.json (the keys transformers writes
- * for Qwen2 / Llama) + model.safetensors, both atomically, weights first. loadHfFolder reads it back.
+ * for Qwen2 / Llama) + model.safetensors, and, when given, the tokenizer files (tokenizer.json,
+ * tokenizer_config.json, chat_template.jinja) that make the folder loadable on its own; all atomically, weights
+ * first. loadHfFolder reads it back.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { checkWeights } from '../io/hf-folder.ts';
-import { writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
+import { atomicWrite, writeAll, writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
+import type { TokenizerFiles } from '../tokenizer/hf.ts';
 import { MemoryWeights, type WeightSource } from '../io/weights.ts';
 
 /** ModelConfig -> config.json contents; `torchDtype` names the dtype the weights are stored in. */
 export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<string, unknown> {
   const qwen = c.architecture === 'qwen2';
+  if (c.ropeFreqFactors && !c.ropeScaling && c.ropeFreqFactors.some((f) => f !== 1)) {
+    throw new Error('toHfConfig: this model\'s RoPE frequency factors come from a GGUF rope_freqs tensor, which config.json cannot express (start from the Hugging Face checkpoint)');
+  }
   return {
     architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
     model_type: c.architecture,
@@ -27,7 +33,10 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
     max_position_embeddings: c.maxPositionEmbeddings,
     rms_norm_eps: c.rmsNormEps,
     rope_theta: c.ropeTheta,
-    rope_scaling: null,
+    rope_scaling: c.ropeScaling ? {
+      rope_type: 'llama3', factor: c.ropeScaling.factor, low_freq_factor: c.ropeScaling.lowFreqFactor,
+      high_freq_factor: c.ropeScaling.highFreqFactor, original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings,
+    } : null,
     tie_word_embeddings: c.tieWordEmbeddings,
     attention_dropout: 0.0,
     initializer_range: 0.02,
@@ -40,13 +49,22 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
 
 const TORCH_DTYPE: Record<SafetensorsDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
-/** Write `dir`/config.json + model.safetensors; the weights must be complete for the config (checked first). */
+/**
+ * Write `dir`/config.json + model.safetensors (+ the tokenizer files when `opts.tokenizer` is given); the weights
+ * must be complete for the config (checked first).
+ */
 export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSource | Map<string, { shape: number[]; data: Float32Array }>,
-  opts: { dtype?: SafetensorsDtype } = {}): void {
+  opts: { dtype?: SafetensorsDtype; tokenizer?: TokenizerFiles } = {}): void {
   const src = weights instanceof Map ? new MemoryWeights(weights) : weights;
   checkWeights(config, src, `saveHfFolder(${dir})`);
   const tensors = new Map(src.names.map((n) => [n, { shape: src.shape(n), data: src.get(n) }]));
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { dtype: opts.dtype, metadata: { format: 'pt' } });
+  const tok = opts.tokenizer;
+  if (tok) {
+    writeJson(path.join(dir, 'tokenizer.json'), tok.tokenizerJson);
+    if (tok.tokenizerConfig) writeJson(path.join(dir, 'tokenizer_config.json'), tok.tokenizerConfig);
+    if (tok.chatTemplate !== undefined) atomicWrite(path.join(dir, 'chat_template.jinja'), (fd) => writeAll(fd, Buffer.from(tok.chatTemplate!)));
+  }
   writeJson(path.join(dir, 'config.json'), toHfConfig(config, TORCH_DTYPE[opts.dtype ?? 'F32']));
 }

@@ -13,7 +13,8 @@ import { saveAdapter } from '../io/peft.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
-import { loadCheckpoint, resume, saveCheckpoint } from './checkpoint.ts';
+import { resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import type { TokenizerFiles } from '../tokenizer/hf.ts';
 import { Progress } from './progress.ts';
 import { saveHfFolder } from './save.ts';
 import { Trainer, aloraMask, type MicroBatch } from './trainer.ts';
@@ -45,53 +46,84 @@ export interface SftOptions {
   threads?: number;
   quiet?: boolean;
   baseModel?: string;
+  /** With `full`: written beside the weights so the output folder loads on its own (the CLI passes the base model's). */
+  tokenizerFiles?: TokenizerFiles;
   onStep?: (s: { step: number; loss: number; lr: number; gradNorm: number }) => void;
 }
 
-export interface SftResult { steps: number; losses: number[]; evalLosses: [number, number][]; params: Params; out: string }
+/**
+ * What became of a data set: examples with no target token left after the activated-LoRA masking and the cut to
+ * maxLen are dropped (a micro-batch of only those has nothing to learn); `truncated` kept examples are cut.
+ */
+export interface DataReport {
+  examples: number;
+  used: number;
+  dropped: { noTargets: number; noInvocation: number; cutOff: number };
+  truncated: number;
+}
+
+export interface SftResult {
+  steps: number;
+  /** Optimizer steps the whole run spans (the schedule's length; `steps` is less when maxSteps stops it). */
+  total: number;
+  losses: number[]; evalLosses: [number, number][]; params: Params; out: string;
+  data: { train: DataReport; eval: DataReport };
+}
 
 export async function trainSft(config: ModelConfig, weights: WeightSource, train: Example[], evalSet: Example[], o: SftOptions): Promise<SftResult> {
   if (!train.length) throw new Error('train-sft: the training set is empty');
-  if (o.aloraInvocation) {
-    // A target predicted from a position the adapter does not act on (the invocation's first token, anything
-    // before it) cannot be learnt by the adapter: it only adds a constant to the loss, so it is dropped.
-    const adapted = (e: Example): Example => {
-      const m = aloraMask(e.ids, o.aloraInvocation!), lossMask = e.lossMask.map((v, i) => (i > 0 && m[i - 1] ? v : 0));
-      return { ids: e.ids, lossMask };
-    };
-    train = train.map(adapted); evalSet = evalSet.map(adapted);
-    if (!train.some((e) => e.lossMask.some((v) => v))) throw new Error(`train-sft: no training example contains the activated-LoRA invocation tokens [${o.aloraInvocation.join(', ')}] before its completion`);
-  }
   const rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
   if (!o.full && (!Number.isInteger(rank) || rank <= 0)) throw new Error(`train-sft: --lora-r must be a positive integer, got ${rank}`);
   for (const t of targets) if (!PROJECTIONS.includes(t)) throw new Error(`train-sft: unknown target module "${t}" (use ${PROJECTIONS.join(', ')})`);
-  const seed = o.seed ?? 0, accum = o.accum ?? 1, epochs = o.epochs ?? 1, batchTokens = o.batchTokens ?? 4096;
+  const seed = o.seed ?? 0, accum = o.accum ?? 1, epochs = o.epochs ?? 1, batchTokens = o.batchTokens ?? 4096, maxLen = o.maxLen ?? batchTokens;
+  const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation);
+  if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, maxLen, o.aloraInvocation)}`);
+  train = trainData.examples; evalSet = evalData.examples;
+  const epochBatches = (epoch: number) => batches(train, { batchTokens, seed, epoch, maxLen });
+  // Micro-batches per epoch differ (the length buckets change with the shuffle): the run is the sum over epochs,
+  // so the schedule ends on the last step. The schedule spans the whole run even when maxSteps stops it early, so
+  // a stopped run resumes exactly.
+  const perEpoch = Array.from({ length: epochs }, (_, e) => Math.ceil(epochBatches(e).batches.length / accum));
+  const total = perEpoch.reduce((a, b) => a + b, 0), stopAt = Math.min(o.maxSteps ?? Infinity, total);
+  trainData.report.truncated = epochBatches(0).truncated;
+  evalData.report.truncated = evalSet.filter((e) => e.ids.length > maxLen).length;
+  const report = { train: trainData.report, eval: evalData.report };
+  if (!o.quiet) {
+    for (const [what, r] of [['training', report.train], ['eval', report.eval]] as const) {
+      const line = dataLine(what, r, maxLen, o.aloraInvocation);
+      if (line) process.stderr.write(`train-sft: ${line}\n`);
+    }
+  }
   const mode = o.full ? { kind: 'full' as const } : { kind: 'lora' as const, targets, scale: alpha / rank };
   const trainer = await Trainer.create(config, weights, mode, { threads: o.threads });
   const params: Params = o.full ? new Map(trainer.paramNames.map((n) => [n, weights.get(n).slice()])) : initLora(trainer.paramNames, config, rank, seed);
-  const lr = o.lr ?? (o.full ? 1e-3 : 2e-4);
-  const opt = new AdamW(params, { lr, weightDecay: o.weightDecay ?? (o.full ? 0.1 : 0), decay: (n) => !/norm|bias/.test(n) });
-  const epochBatches = (epoch: number) => batches(train, { batchTokens, seed, epoch, maxLen: o.maxLen ?? batchTokens }).batches;
-  const perEpoch = Math.ceil(epochBatches(0).length / accum);
-  // The schedule spans the whole run even when maxSteps stops it early, so a stopped run resumes exactly.
-  const total = perEpoch * epochs, stopAt = Math.min(o.maxSteps ?? Infinity, total);
+  const lr = o.lr ?? (o.full ? 1e-3 : 2e-4), weightDecay = o.weightDecay ?? (o.full ? 0.1 : 0), clip = o.clip ?? 1.0;
+  const opt = new AdamW(params, { lr, weightDecay, decay: (n) => !/norm|bias/.test(n) });
   const schedule = { lr, warmup: o.warmupSteps ?? Math.max(1, Math.round(total * 0.05)), total, minLr: lr * (o.minLrRatio ?? 0.1) };
+  // What fixes the data order, the schedule and the objective: a resume with other values is refused.
+  const options: RunOptions = {
+    '--seed': seed, '--batch-tokens': batchTokens, '--accum': accum, '--max-len': maxLen, '--epochs': epochs, '--lr': lr,
+    ...(o.full ? {} : { '--lora-alpha': alpha }), '--alora-invocation': o.aloraInvocation ?? 'none',
+    examples: train.length, warmupSteps: schedule.warmup, minLrRatio: o.minLrRatio ?? 0.1, weightDecay, clip,
+  };
   const ckptDir = path.join(o.out, 'checkpoint');
   const masks = (b: Batch) => (o.aloraInvocation ? b.examples.map((e) => aloraMask(e.ids, o.aloraInvocation!)) : undefined);
 
   let step = 0, epoch = 0, position = 0;
   const losses: number[] = [], evalLosses: [number, number][] = [];
-  if (o.resume) {
-    if (!fs.existsSync(path.join(ckptDir, 'checkpoint.json'))) throw new Error(`train-sft: --resume given but ${ckptDir} holds no checkpoint`);
-    const st = resume(ckptDir, params, opt);
-    ({ step, epoch, position } = st);
-    losses.push(...((st.config.losses as number[]) ?? []));
-    evalLosses.push(...((st.config.evalLosses as [number, number][]) ?? []));
-  }
-  const progress = new Progress(stopAt, { quiet: o.quiet, startStep: step });
+  const evaluate = () => evalLoss(trainer, params, evalSet, batchTokens, masks, maxLen);
+  let progress: Progress | undefined;
   try {
+    if (o.resume) {
+      if (!fs.existsSync(path.join(ckptDir, 'checkpoint.json'))) throw new Error(`train-sft: --resume given but ${ckptDir} holds no checkpoint`);
+      const st = resume(ckptDir, params, opt, options);
+      ({ step, epoch, position } = st);
+      losses.push(...((st.config.losses as number[]) ?? []));
+      evalLosses.push(...((st.config.evalLosses as [number, number][]) ?? []));
+    }
+    progress = new Progress(stopAt, { quiet: o.quiet, startStep: step });
     while (step < stopAt && epoch < epochs) {
-      const order = epochBatches(epoch);
+      const order = epochBatches(epoch).batches;
       while (position < order.length && step < stopAt) {
         const group = order.slice(position, position + accum);
         const count = group.reduce((s, b) => s + b.examples.reduce((a, e) => a + sum(e.lossMask, 1), 0), 0);
@@ -103,43 +135,90 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
           loss += r.loss; tokens += r.tokens;
           for (const [n, g] of r.grads) { const acc = grads.get(n)!; for (let i = 0; i < g.length; i++) acc[i] += g[i]; }
         }
-        const gradNorm = clipGradNorm(grads, o.clip ?? 1.0);
+        const gradNorm = clipGradNorm(grads, clip);
         const stepLr = lrAt(step, schedule);
         opt.update(grads, stepLr);
         step++; position += group.length;
         losses.push(loss);
         progress.update(step, { loss, tokens });
         o.onStep?.({ step, loss, lr: stepLr, gradNorm });
-        if (o.evalEvery && evalSet.length && step % o.evalEvery === 0) evalLosses.push([step, await evalLoss(trainer, params, evalSet, batchTokens, masks)]);
+        if (o.evalEvery && evalSet.length && step % o.evalEvery === 0) evalLosses.push([step, await evaluate()]);
         if (o.checkpointEvery && step % o.checkpointEvery === 0) {
-          saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, config: { losses, evalLosses } } });
+          saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, options, config: { losses, evalLosses } } });
         }
       }
       if (position >= order.length) { epoch++; position = 0; }
     }
-    if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) evalLosses.push([step, await evalLoss(trainer, params, evalSet, batchTokens, masks)]);
+    if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) evalLosses.push([step, await evaluate()]);
   } finally {
-    progress.stop();
+    progress?.stop();
     await trainer.close();
   }
   fs.mkdirSync(o.out, { recursive: true });
-  if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])));
+  if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles });
   else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
   await writeSvg(path.join(o.out, 'loss.svg'), await lineChart({
     title: 'SFT loss', x: 'optimizer step', y: 'cross-entropy',
     series: [{ name: 'train', points: losses.map((l, i) => [i + 1, l]) }, ...(evalLosses.length ? [{ name: 'eval', points: evalLosses }] : [])],
   }));
-  writeJson(path.join(o.out, 'training_log.json'), { steps: step, losses, evalLosses }, 1);
-  return { steps: step, losses, evalLosses, params, out: o.out };
+  writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
+  return { steps: step, total, losses, evalLosses, params, out: o.out, data: report };
 }
 
-/** Mean token cross-entropy over a held-out set. */
-export async function evalLoss(trainer: Trainer, params: Params, set: Example[], batchTokens: number, masks: (b: Batch) => Uint8Array[] | undefined): Promise<number> {
-  const count = set.reduce((s, e) => s + sum(e.lossMask, 1), 0);
-  let loss = 0;
-  for (const b of batches(set, { batchTokens, seed: 0, epoch: 0 }).batches) {
-    loss += (await trainer.step(params, { examples: b.examples, targetWeight: 1 / count, adapterMasks: masks(b) })).loss;
+/** Target tokens of an example (loss-mask ones after position 0) within its first `maxLen` tokens. */
+const targetsWithin = (lossMask: Uint8Array, maxLen: number) => sum(lossMask.subarray(0, maxLen), 1);
+
+/**
+ * The examples that keep a target token after the activated-LoRA masking and the cut to maxLen (the rest counted
+ * by reason). With an invocation, a target predicted from a position the adapter does not act on (the invocation's
+ * first token, anything before it) cannot be learnt by the adapter: it only adds a constant to the loss, so it is
+ * dropped from the mask.
+ */
+function usable(set: Example[], maxLen: number, invocation?: number[]): { examples: Example[]; report: DataReport } {
+  const report: DataReport = { examples: set.length, used: 0, dropped: { noTargets: 0, noInvocation: 0, cutOff: 0 }, truncated: 0 };
+  const examples: Example[] = [];
+  for (const e of set) {
+    let lossMask = e.lossMask;
+    if (!sum(lossMask, 1)) { report.dropped.noTargets++; continue; }
+    if (invocation) {
+      const m = aloraMask(e.ids, invocation);
+      lossMask = lossMask.map((v, i) => (i > 0 && m[i - 1] ? v : 0));
+      if (!sum(lossMask, 1)) { report.dropped.noInvocation++; continue; }
+    }
+    if (!targetsWithin(lossMask, maxLen)) { report.dropped.cutOff++; continue; }
+    examples.push(invocation ? { ids: e.ids, lossMask } : e);
   }
+  report.used = examples.length;
+  return { examples, report };
+}
+
+function dropReasons(r: DataReport, maxLen: number, invocation?: number[]): string {
+  const { noTargets, noInvocation, cutOff } = r.dropped;
+  return [
+    noTargets && `${noTargets} with an empty loss mask`,
+    noInvocation && `${noInvocation} without the activated-LoRA invocation tokens [${invocation?.join(', ')}] before their completion`,
+    cutOff && `${cutOff} whose completion is cut off by --max-len ${maxLen}`,
+  ].filter(Boolean).join(', ');
+}
+
+/** One line on what was dropped and cut, or '' when every example is used whole. */
+function dataLine(what: string, r: DataReport, maxLen: number, invocation?: number[]): string {
+  const dropped = r.examples - r.used, parts: string[] = [];
+  if (dropped) parts.push(`dropped ${dropped} of ${r.examples} ${what} examples with no target tokens (${dropReasons(r, maxLen, invocation)})`);
+  if (r.truncated) parts.push(`${r.truncated} ${dropped ? 'kept' : `of ${r.examples} ${what}`} examples cut to --max-len ${maxLen} tokens`);
+  return parts.join('; ');
+}
+
+/**
+ * Mean token cross-entropy over a held-out set, each example cut to `maxLen` tokens as in training (default
+ * batchTokens); examples with no target token within them are skipped.
+ */
+export async function evalLoss(trainer: Trainer, params: Params, set: Example[], batchTokens: number, masks: (b: Batch) => Uint8Array[] | undefined, maxLen = batchTokens): Promise<number> {
+  const bs = batches(set.filter((e) => targetsWithin(e.lossMask, maxLen)), { batchTokens, seed: 0, epoch: 0, maxLen }).batches;
+  const count = bs.reduce((s, b) => s + b.examples.reduce((a, e) => a + sum(e.lossMask, 1), 0), 0);
+  if (!count) throw new Error(`evalLoss: none of the ${set.length} eval examples has a target token within --max-len ${maxLen}`);
+  let loss = 0;
+  for (const b of bs) loss += (await trainer.step(params, { examples: b.examples, targetWeight: 1 / count, adapterMasks: masks(b) })).loss;
   return loss;
 }
 
