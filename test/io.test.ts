@@ -8,6 +8,8 @@ import {
   openSafetensors, writeSafetensors,
 } from '../src/io/safetensors.ts';
 import { loadHfFolder, parseHfConfig } from '../src/io/hf-folder.ts';
+import { tokenizerFromGguf } from '../src/tokenizer/gguf.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import {
   decodeGgml, encodeGgml, ggufToModel, openGguf, permuteQK, quantizeQ4_0, typed, writeGguf, writeModelGguf,
 } from '../src/io/gguf.ts';
@@ -113,7 +115,11 @@ describe('Hugging Face config.json', () => {
   it('maps Llama and Mistral, with attention_bias from the config', () => {
     const llama = { ...base, architectures: ['LlamaForCausalLM'], model_type: 'llama' };
     assert.equal(parseHfConfig(llama).attentionBias, false);
-    assert.equal(parseHfConfig({ ...llama, attention_bias: true }).attentionBias, true);
+    // Llama's attention_bias also biases o_proj, which the graph does not have; Qwen2's q/k/v biases it does.
+    assert.throws(() => parseHfConfig({ ...llama, attention_bias: true }, 'l/config.json'), /l\/config\.json: attention_bias = true is not supported for "LlamaForCausalLM" \(its o_proj bias/);
+    assert.throws(() => parseHfConfig({ ...llama, mlp_bias: true }), /mlp_bias = true is not supported/);
+    // Mistral's sliding window: exact up to the window, so the context stops there.
+    assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', max_position_embeddings: 32768, sliding_window: 4096 }).maxPositionEmbeddings, 4096);
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral' }).architecture, 'llama');
     assert.equal(parseHfConfig({ ...base, architectures: undefined, model_type: 'llama' }).architecture, 'llama');
     assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen2ForSequenceClassification'] }), /unknown architecture "Qwen2ForSequenceClassification"/);
@@ -127,8 +133,14 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' }, 'q3/config.json'),
       /q3\/config\.json: unknown architecture "Qwen3ForCausalLM" \(supported: Qwen2ForCausalLM, LlamaForCausalLM/);
   });
-  it('rejects rope_scaling', () => {
-    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /rope_scaling \{"rope_type":"llama3","factor":8\} is not supported/);
+  it('reads llama3 rope_scaling; refuses other kinds, incomplete ones and quantized checkpoints by name', () => {
+    const llama3 = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+    assert.deepEqual(parseHfConfig({ ...base, rope_scaling: llama3 }).ropeScaling, { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 });
+    assert.equal(parseHfConfig({ ...base, rope_scaling: { type: 'default' } }).ropeScaling, undefined);
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4 } }), /rope_scaling type "yarn" is not supported \(plain RoPE or "llama3"\)/);
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /rope_scaling\.low_freq_factor must be a positive number, got undefined/);
+    assert.throws(() => parseHfConfig({ ...base, quantization_config: { quant_method: 'bitsandbytes', load_in_8bit: true } }, 'q/config.json'),
+      /q\/config\.json: quantization_config \(quant_method "bitsandbytes"\) is not supported: load the unquantized checkpoint/);
   });
 });
 
@@ -164,6 +176,36 @@ describe('random model in every format', () => {
     for (const [name, t] of m.weights) assert.deepEqual(weights.get(name), bf16ToF32Array(f32ToBf16Array(t.data)));
     fs.rmSync(path.join(dir, 'model-00002-of-00002.safetensors'));
     assert.throws(() => loadHfFolder(dir), /model\.safetensors\.index\.json: shard "model-00002-of-00002\.safetensors" \(holding "[^"]+"\) is missing/);
+  });
+
+  it('refuses a tensor the graph would not use, and integer-typed (quantized) weights, naming them', () => {
+    const extra = file('extra'), int8 = file('int8');
+    for (const d of [extra, int8]) { fs.mkdirSync(d); fs.copyFileSync(path.join(m.dir, 'config.json'), path.join(d, 'config.json')); }
+    writeSafetensors(path.join(extra, 'model.safetensors'), new Map([...m.weights, ['model.layers.0.self_attn.o_proj.bias', { shape: [64], data: new Float32Array(64) }]]));
+    assert.throws(() => loadHfFolder(extra), /extra: tensor "model\.layers\.0\.self_attn\.o_proj\.bias" is not part of the qwen2 graph this runtime builds/);
+    // Raw bytes: the q_proj weight stored as I8.
+    const q = 'model.layers.0.self_attn.q_proj.weight', header: Record<string, unknown> = {};
+    let off = 0;
+    const blobs: Buffer[] = [];
+    for (const [n, t] of m.weights) {
+      const b = n === q ? Buffer.from(Int8Array.from(t.data, () => 7).buffer) : Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      header[n] = { dtype: n === q ? 'I8' : 'F32', shape: t.shape, data_offsets: [off, off + b.length] };
+      off += b.length; blobs.push(b);
+    }
+    let h = Buffer.from(JSON.stringify(header));
+    h = Buffer.concat([h, Buffer.alloc((8 - (h.length % 8)) % 8, 0x20)]);
+    const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(h.length));
+    fs.writeFileSync(path.join(int8, 'model.safetensors'), Buffer.concat([len, h, ...blobs]));
+    assert.throws(() => loadHfFolder(int8), /int8\/model\.safetensors: tensor "model\.layers\.0\.self_attn\.q_proj\.weight" is stored as I8; weights must be F32, F16, BF16 or F64/);
+  });
+
+  it('a tokenizer rebuilt from GGUF metadata adds BOS when tokenizer.ggml.add_bos_token says so', () => {
+    const md = ggufToModel(m.files.ggufF32).metadata, bos = m.config.bosTokenId!;
+    const plain = loadTokenizer(tokenizerFromGguf(md, 'x.gguf'));
+    const withBos = loadTokenizer(tokenizerFromGguf({ ...md, 'tokenizer.ggml.add_bos_token': true, 'tokenizer.ggml.bos_token_id': bos }, 'x.gguf'));
+    assert.deepEqual(withBos.encode('Hi there'), [bos, ...plain.encode('Hi there')]);
+    assert.deepEqual(withBos.encode('Hi there', { addSpecialTokens: false }), plain.encode('Hi there'));
+    assert.notEqual(plain.encode('Hi there')[0], bos);
   });
 
   it('requires lm_head.weight when embeddings are not tied', () => {

@@ -12,6 +12,7 @@ import { quantizeQ4_0, writeModelGguf } from '../src/io/gguf.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { makeRandomQwen2, qwenTokenizer, rng } from './helpers/random-model.ts';
+import { ropeFreqFactors, type ModelConfig } from '../src/models/config.ts';
 import { openLlamaCpp, type LlamaCpp } from './oracle/llamacpp.ts';
 
 const THREADS = 1; // the suite runs beside other work on 2 cores; llama.cpp's 2-thread decode also syncs badly there
@@ -34,10 +35,10 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
  *    table; snapped, both read the same values, and the q4 comparison measures the 4-bit matmuls (same
  *    blocks on both sides) rather than 4-bit noise on the inputs. The fp32 tests are unaffected.
  */
-function buildModel(dir: string) {
+function buildModel(dir: string, config: Partial<ModelConfig> = {}) {
   const m = makeRandomQwen2({
     dir, seed: 1, gguf: false,
-    config: { vocabSize: 2048, hiddenSize: 256, intermediateSize: 512, numLayers: 4, numHeads: 4, numKvHeads: 2 },
+    config: { vocabSize: 2048, hiddenSize: 256, intermediateSize: 512, numLayers: 4, numHeads: 4, numKvHeads: 2, ...config },
   });
   const sign = rng(99);
   for (const [name, w] of m.weights) {
@@ -59,7 +60,7 @@ function buildModel(dir: string) {
   const meta = qwenTokenizer(m.config.vocabSize).gguf, src = new MemoryWeights(m.weights);
   const f32 = path.join(dir, 'model-f32.gguf'), q4 = path.join(dir, 'model-q4_0.gguf');
   writeModelGguf(f32, m.config, src, { type: 'F32', metadata: meta });
-  writeModelGguf(q4, m.config, src, { type: 'Q4_0', metadata: meta });
+  if (!config.architecture) writeModelGguf(q4, m.config, src, { type: 'Q4_0', metadata: meta });
   return { config: m.config, hf: dir, f32, q4 };
 }
 
@@ -155,6 +156,40 @@ test('fp32: the F32 GGUF loaded by our loader gives the HF folder\'s logits', as
   } finally {
     await hf.close();
     await gg.close();
+  }
+});
+
+test('Llama with Llama 3.1 RoPE scaling: our graph (HF rope_scaling) and our GGUF (rope_freqs.weight) equal llama.cpp', async () => {
+  // A short original context: at these positions most frequencies are slowed (factor 8) or blended.
+  const ropeScaling = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 256 } as const;
+  const L = buildModel(path.join(tmp, 'llama3'), { architecture: 'llama', ropeScaling });
+  // The same weights with plain RoPE, to show the scaling matters here.
+  const plainDir = path.join(tmp, 'llama3-plain');
+  fs.mkdirSync(plainDir);
+  for (const f of fs.readdirSync(L.hf)) if (!f.endsWith('.gguf') && f !== 'config.json') fs.symlinkSync(path.join(L.hf, f), path.join(plainDir, f));
+  const cfg = JSON.parse(fs.readFileSync(path.join(L.hf, 'config.json'), 'utf8'));
+  assert.equal(cfg.rope_scaling.rope_type, 'llama3');
+  fs.writeFileSync(path.join(plainDir, 'config.json'), JSON.stringify({ ...cfg, rope_scaling: null }));
+  const [hf, gg, plain] = await Promise.all([L.hf, L.f32, plainDir].map((p) => loadModel(p, { quant: 'fp32', worker: false, threads: THREADS })));
+  let ll: LlamaCpp | undefined;
+  try {
+    assert.deepEqual(gg.config.ropeFreqFactors?.map((x) => Math.fround(x)), ropeFreqFactors(hf.config).map((x) => Math.fround(x)));
+    ll = await openLlamaCpp(L.f32, { threads: THREADS, contextSize: 512 });
+    const ids = SEQ256.slice(0, 96), positions = [15, 47, 95];
+    const theirs = await ll.probsAt(ids, positions);
+    const diff = (logits: Float32Array) => Math.max(...positions.map((i) => {
+      const p = softmax(logits.subarray(i * V, (i + 1) * V)), q = theirs.get(i)!;
+      let m = 0;
+      for (let j = 0; j < V; j++) m = Math.max(m, Math.abs(p[j] - q[j]));
+      return m;
+    }));
+    const [dHf, dGg, dPlain] = [diff(await allLogits(hf, ids)), diff(await allLogits(gg, ids)), diff(await allLogits(plain, ids))];
+    console.log(`llama3 RoPE vs llama.cpp: max |Δp| ${dHf.toExponential(2)} (HF folder), ${dGg.toExponential(2)} (GGUF); plain RoPE would differ by ${dPlain.toFixed(3)}`);
+    assert.ok(dHf < 1e-3 && dGg < 1e-3, `max probability difference ${dHf} / ${dGg}`);
+    assert.ok(dPlain > 0.05, `the scaling should matter at these positions (plain RoPE differs by only ${dPlain})`);
+  } finally {
+    await ll?.dispose();
+    await Promise.all([hf, gg, plain].map((m) => m.close()));
   }
 });
 

@@ -39,15 +39,15 @@ const examples: Example[] = seqs.map((ids, i) => ({ ids, lossMask: Uint8Array.fr
 const INVOCATION = [7, 41];
 
 /** Runs the PyTorch oracle; returns its loss and gradients keyed by our tensor names. */
-function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], policy?: Record<string, unknown>): { loss: number; grads: Map<string, Float32Array> } {
-  const tensors = new Map(model.weights);
+function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], policy?: Record<string, unknown>, m = model): { loss: number; grads: Map<string, Float32Array> } {
+  const tensors = new Map(m.weights);
   if (mode === 'lora') for (const [n, d] of lora) {
     const proj = n.replace(/\.lora_[AB]$/, '') as string, [out, inp] = projectionShape(cfg, proj.split('.').pop() as never);
     tensors.set(`${n}.weight`, { shape: n.endsWith('A') ? [RANK, inp] : [out, RANK], data: d });
   }
   const T = Math.max(...seqs.map((s) => s.length));
   const spec = {
-    config: cfg, mode, rank: RANK, alpha: ALPHA,
+    config: m.config, mode, rank: RANK, alpha: ALPHA,
     input_ids: seqs.map((s) => [...s, ...new Array(T - s.length).fill(0)]),
     lengths: seqs.map((s) => s.length),
     adapter_mask: seqs.map((s, b) => Array.from({ length: T }, (_, t) => (t < s.length ? adapterMasks?.[b]?.[t] ?? 1 : 0))),
@@ -70,13 +70,13 @@ function relErr(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
-async function compare(mode: 'lora' | 'full', adapterMasks?: Uint8Array[]) {
-  const trainer = await Trainer.create(cfg, new MemoryWeights(model.weights), mode === 'lora' ? { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK } : { kind: 'full' }, { threads: 2 });
+async function compare(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], m = model): Promise<number> {
+  const trainer = await Trainer.create(m.config, new MemoryWeights(m.weights), mode === 'lora' ? { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK } : { kind: 'full' }, { threads: 2 });
   try {
     const targets = examples.reduce((s, e) => s + e.lossMask.reduce((a, b) => a + b, 0), 0);
-    const params: Params = mode === 'lora' ? lora : new Map([...model.weights].map(([n, t]) => [n, t.data]));
+    const params: Params = mode === 'lora' ? lora : new Map([...m.weights].map(([n, t]) => [n, t.data]));
     const ours = await trainer.step(params, { examples, targetWeight: 1 / targets, adapterMasks });
-    const ref = torchOracle(mode, adapterMasks);
+    const ref = torchOracle(mode, adapterMasks, undefined, m);
     assert.ok(Math.abs(ours.loss - ref.loss) / ref.loss <= 1e-5, `loss ${ours.loss} vs torch ${ref.loss}`);
     assert.equal(ours.grads.size, trainer.paramNames.length);
     let worst = 0, worstName = '';
@@ -88,6 +88,7 @@ async function compare(mode: 'lora' | 'full', adapterMasks?: Uint8Array[]) {
     }
     console.log(`${mode}${adapterMasks ? ' (activated LoRA)' : ''}: loss ${ours.loss.toFixed(6)} (torch ${ref.loss.toFixed(6)}), worst gradient relative error ${worst.toExponential(2)} (${worstName}) over ${trainer.paramNames.length} tensors`);
     assert.ok(worst <= 1e-4, `gradient of ${worstName}: relative error ${worst}`);
+    return ref.loss;
   } finally {
     await trainer.close();
   }
@@ -106,6 +107,17 @@ test('activated LoRA (adapter from the invocation tokens on): loss and gradients
 
 test('full-parameter training: loss and gradients of every weight match PyTorch', { skip: !hasTorch && torchNote }, async () => {
   await compare('full');
+});
+
+test('Llama with Llama 3.1 RoPE scaling (rope_scaling llama3): loss and gradients match PyTorch', { skip: !hasTorch && torchNote }, async () => {
+  // A short original context, so most of the tiny model's frequencies are slowed or blended at these positions.
+  const ropeScaling = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 } as const;
+  const llama = makeRandomQwen2({ dir: path.join(tmp, 'llama3'), seed: 8, gguf: false, config: { architecture: 'llama', numLayers: 2, vocabSize: 512, ropeTheta: 10000, ropeScaling } });
+  // Sharper attention than the helper's std 0.02 gives, so positions (and so RoPE) matter to the loss.
+  for (const [n, t] of llama.weights) if (/\.(q|k)_proj\.weight$/.test(n)) t.data.forEach((x, i) => { t.data[i] = 40 * x; });
+  const scaled = await compare('full', undefined, llama);
+  const plain = torchOracle('full', undefined, undefined, { ...llama, config: { ...llama.config, ropeScaling: undefined } }).loss;
+  assert.ok(Math.abs(scaled - plain) > 1e-3 * plain, `the scaling must matter at these positions (loss ${scaled} vs plain RoPE ${plain})`);
 });
 
 test('GRPO clipped policy-gradient loss with KL: loss and gradients match PyTorch', { skip: !hasTorch && torchNote }, async () => {

@@ -24,6 +24,8 @@ export interface EvalOptions extends GenerateOptions {
 export interface CaseResult {
   id: string; category: string; correct: boolean; text: string;
   tokens: number; thinkingTokens: number; ttftMs: number; latencyMs: number;
+  /** This case's share of the wall time of its batch (the batch's time / its size): what tokens/s divides by. */
+  wallShareMs: number;
 }
 
 export interface Summary {
@@ -51,7 +53,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
       const thinking = o.reasoning ? (end >= 0 ? end + 1 : c.tokens.length) + invocation.length : 0;
       results.push({
         id: group[k].id, category: group[k].category, correct: isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
-        tokens: c.tokens.length, thinkingTokens: thinking, ttftMs: c.ttftMs, latencyMs: c.totalMs,
+        tokens: c.tokens.length, thinkingTokens: thinking, ttftMs: c.ttftMs, latencyMs: c.totalMs, wallShareMs: Math.max(...out.map((x) => x.totalMs)) / out.length,
       });
     });
     o.onCase?.(results.length, cases.length);
@@ -62,13 +64,13 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   return { options, summary, cases: results };
 }
 
-function summarize(rs: CaseResult[]): Summary {
+export function summarize(rs: CaseResult[]): Summary {
   const mean = (f: (r: CaseResult) => number) => rs.reduce((s, r) => s + f(r), 0) / Math.max(1, rs.length);
   const pct = (f: (r: CaseResult) => number, p: number) => {
     const v = rs.map(f).sort((a, b) => a - b);
-    return v.length ? v[Math.min(v.length - 1, Math.floor(p * v.length))] : 0;
+    return v.length ? v[Math.max(0, Math.ceil(p * v.length) - 1)] : 0; // nearest rank
   };
-  const time = rs.reduce((s, r) => s + r.latencyMs, 0) / 1000;
+  const time = rs.reduce((s, r) => s + (r.wallShareMs ?? r.latencyMs), 0) / 1000;
   return {
     n: rs.length, accuracy: mean((r) => (r.correct ? 1 : 0)), meanTokens: mean((r) => r.tokens), meanThinkingTokens: mean((r) => r.thinkingTokens),
     ttftP50: pct((r) => r.ttftMs, 0.5), ttftP90: pct((r) => r.ttftMs, 0.9), latencyP50: pct((r) => r.latencyMs, 0.5), latencyP90: pct((r) => r.latencyMs, 0.9),
@@ -88,13 +90,17 @@ export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, m
 /** GSM8K / MATH-500 / SVAMP / ASDiv test files from ../shared/data. */
 export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
   if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (the shared data folder must sit beside the project)`);
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).slice(0, limit);
-  return lines.map((l, i) => {
-    const r = JSON.parse(l);
-    const where = `${path.basename(file)}:${i + 1}`;
-    if (task === 'gsm8k') return { id: where, question: r.question, gold: String(r.answer).split('####').pop()!.trim(), category: task, task };
-    if (task === 'math500') return { id: where, question: r.problem, gold: r.answer, category: r.level ? `level ${r.level}` : task, task };
-    if (task === 'svamp') return { id: where, question: `${r.Body} ${r.Question}`, gold: r.Answer, category: task, task };
+  const lines = fs.readFileSync(file, 'utf8').split('\n').map((l, i) => [l, i + 1] as const).filter(([l]) => l.trim()).slice(0, limit);
+  const fields: Partial<Record<Task, string[]>> = { gsm8k: ['question', 'answer'], math500: ['problem', 'answer'], svamp: ['Body', 'Question', 'Answer'] };
+  return lines.map(([l, n]) => {
+    const where = `${path.basename(file)}:${n}`;
+    let r: Record<string, unknown>;
+    try { r = JSON.parse(l); } catch (e) { throw new Error(`eval: ${file}:${n}: invalid JSON (${(e as Error).message})`); }
+    const missing = (fields[task] ?? []).find((k) => r?.[k] === undefined || r[k] === null);
+    if (missing) throw new Error(`eval: ${file}:${n}: field "${missing}" is missing (a ${task} line needs ${fields[task]!.join(', ')})`);
+    if (task === 'gsm8k') return { id: where, question: String(r.question), gold: String(r.answer).split('####').pop()!.trim(), category: task, task };
+    if (task === 'math500') return { id: where, question: String(r.problem), gold: r.answer as string | number, category: r.level ? `level ${r.level}` : task, task };
+    if (task === 'svamp') return { id: where, question: `${r.Body} ${r.Question}`, gold: r.Answer as string | number, category: task, task };
     throw new Error(`eval: task ${task} has no dataset reader`);
   });
 }

@@ -7,7 +7,7 @@
  * Dims are innermost-first: a PyTorch [out, in] weight is stored with dims [in, out].
  */
 import * as fs from 'node:fs';
-import type { ModelConfig } from '../models/config.ts';
+import { ropeFreqFactors, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { checkWeights } from './hf-folder.ts';
 import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, numel, readAt, readFully, writeAll } from './safetensors.ts';
@@ -433,6 +433,7 @@ export function permuteQK(x: Float32Array, rows: number, nHeads: number, toGguf:
 }
 
 const GGUF_ARCHS = ['qwen2', 'llama'] as const;
+const ROPE_FREQS = 'rope_freqs.weight';
 const EOG_TEXTS = ['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|end|>'];
 
 /** Load a Qwen2/Llama GGUF as a ModelConfig plus Hugging Face-named float32 weights (llama q/k un-permuted). */
@@ -448,7 +449,7 @@ export function ggufToModel(path: string): { config: ModelConfig; weights: Weigh
   };
   const scaling = md[`${arch}.rope.scaling.type`];
   if (scaling !== undefined && scaling !== 'none') throw new Error(`${path}: ${arch}.rope.scaling.type = ${JSON.stringify(scaling)}: RoPE scaling is not supported`);
-  for (const name of file.names) if (ggufToHfName(name)) file.checkSupported(name); // fail now, not mid-conversion
+  for (const name of file.names) if (ggufToHfName(name) || name === ROPE_FREQS) file.checkSupported(name); // fail now, not mid-conversion
   if (!file.has('token_embd.weight')) throw new Error(`${path}: tensor "token_embd.weight" is missing`);
 
   const hiddenSize = key('embedding_length'), numHeads = key('attention.head_count');
@@ -466,6 +467,8 @@ export function ggufToModel(path: string): { config: ModelConfig; weights: Weigh
     headDim: key('attention.key_length', hiddenSize / numHeads),
     rmsNormEps: key('attention.layer_norm_rms_epsilon'),
     ropeTheta: key('rope.freq_base', 10000),
+    // Llama 3.x long-context RoPE: llama.cpp's converter stores it only as per-frequency divisors.
+    ...(file.has(ROPE_FREQS) ? { ropeFreqFactors: [...file.get(ROPE_FREQS)] } : {}),
     maxPositionEmbeddings: key('context_length'),
     tieWordEmbeddings: !file.has('output.weight'),
     attentionBias: file.has('blk.0.attn_q.bias'),
@@ -473,8 +476,11 @@ export function ggufToModel(path: string): { config: ModelConfig; weights: Weigh
     eosTokenIds: [...new Set(eos)],
   };
 
-  // Unknown tensors (e.g. rope_freqs.weight) keep their llama.cpp name.
-  const toGguf = new Map(file.names.map((name) => [ggufToHfName(name) ?? name, name]));
+  if (config.ropeFreqFactors && config.ropeFreqFactors.length !== config.headDim / 2) {
+    throw new Error(`${path}: tensor "${ROPE_FREQS}" has ${config.ropeFreqFactors.length} values, expected head_dim / 2 = ${config.headDim / 2}`);
+  }
+  // Unknown tensors keep their llama.cpp name (checkWeights refuses them).
+  const toGguf = new Map(file.names.filter((name) => name !== ROPE_FREQS).map((name) => [ggufToHfName(name) ?? name, name]));
   const src = (name: string) => {
     const g = toGguf.get(name);
     if (!g) throw new Error(`${path}: tensor "${name}" is not in this GGUF file`);
@@ -541,5 +547,9 @@ export function writeModelGguf(
     };
     return { name, shape, type: shape.length === 2 && quantOk ? type : 'F32', data };
   });
+  if (config.ropeScaling || config.ropeFreqFactors) {
+    const f = Float32Array.from(ropeFreqFactors(config));
+    tensors.push({ name: ROPE_FREQS, shape: [f.length], type: 'F32', data: () => f });
+  }
   writeGguf(path, { metadata, tensors });
 }

@@ -4,9 +4,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig } from '../models/config.ts';
+import { PROJECTIONS, projectionShape, projectionTensorName, type Llama3RopeScaling, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
-import { openSafetensors, type SafetensorsFile } from './safetensors.ts';
+import { openSafetensors, SafetensorsFile } from './safetensors.ts';
+
+const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 /** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */
 const ARCHITECTURES: Record<string, ModelConfig['architecture']> = {
@@ -38,12 +40,20 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     if (!list.every((x) => Number.isInteger(x) && x >= 0)) throw new Error(`${file}: field "${key}" must be a token id or a list of them, got ${JSON.stringify(v)}`);
     return list;
   };
-  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null)
-    throw new Error(`${file}: rope_scaling ${JSON.stringify(raw.rope_scaling)} is not supported (only plain RoPE)`);
+  const ropeScaling = parseRopeScaling(raw.rope_scaling, file);
   if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') throw new Error(`${file}: hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu)`);
   if (raw.use_sliding_window === true) throw new Error(`${file}: use_sliding_window = true is not supported`);
+  if (raw.quantization_config !== undefined && raw.quantization_config !== null) {
+    const q = raw.quantization_config as Record<string, unknown>;
+    throw new Error(`${file}: quantization_config (quant_method ${JSON.stringify(q?.quant_method)}) is not supported: load the unquantized checkpoint (edgereason quantizes to 4 bits itself, --quant q4)`);
+  }
+  if (raw.mlp_bias === true) throw new Error(`${file}: mlp_bias = true is not supported (MLP projections without bias only)`);
   const bias = raw.attention_bias ?? arch === 'qwen2';
   if (typeof bias !== 'boolean') throw new Error(`${file}: field "attention_bias" must be a boolean, got ${JSON.stringify(bias)}`);
+  // Llama's attention_bias also puts a bias on o_proj, which the graph (Qwen2's q/k/v biases) does not have.
+  if (bias && arch === 'llama') throw new Error(`${file}: attention_bias = true is not supported for ${JSON.stringify(key)} (its o_proj bias; q/k/v biases as in Qwen2 only)`);
+  // Mistral attends within a sliding window: exact up to the window, so the context stops there.
+  const window = arch === 'llama' && Number.isInteger(raw.sliding_window) && (raw.sliding_window as number) > 0 ? raw.sliding_window as number : undefined;
   const tie = raw.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') throw new Error(`${file}: field "tie_word_embeddings" must be a boolean, got ${JSON.stringify(tie)}`);
 
@@ -60,8 +70,9 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     headDim: int('head_dim', hiddenSize / numHeads),
     rmsNormEps: num('rms_norm_eps', 1e-6),
     ropeTheta: num('rope_theta', 10000),
+    ...(ropeScaling ? { ropeScaling } : {}),
     // transformers' defaults when the field is absent
-    maxPositionEmbeddings: int('max_position_embeddings', arch === 'qwen2' ? 32768 : 2048),
+    maxPositionEmbeddings: Math.min(int('max_position_embeddings', arch === 'qwen2' ? 32768 : 2048), window ?? Infinity),
     tieWordEmbeddings: tie,
     attentionBias: bias,
     ...(bos.length ? { bosTokenId: bos[0] } : {}),
@@ -70,9 +81,26 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   };
 }
 
+/** rope_scaling: absent, null or "default" (plain RoPE), or Llama 3's "llama3"; anything else is refused by name. */
+function parseRopeScaling(v: unknown, file: string): Llama3RopeScaling | undefined {
+  if (v === undefined || v === null) return undefined;
+  const r = v as Record<string, unknown>, type = r.rope_type ?? r.type;
+  if (type === 'default') return undefined;
+  if (type !== 'llama3') throw new Error(`${file}: rope_scaling type ${JSON.stringify(type)} is not supported (plain RoPE or "llama3"): ${JSON.stringify(v)}`);
+  const num = (k: string) => {
+    if (typeof r[k] !== 'number' || !((r[k] as number) > 0)) throw new Error(`${file}: rope_scaling.${k} must be a positive number, got ${JSON.stringify(r[k])}`);
+    return r[k] as number;
+  };
+  const s = { type, factor: num('factor'), lowFreqFactor: num('low_freq_factor'), highFreqFactor: num('high_freq_factor'), originalMaxPositionEmbeddings: num('original_max_position_embeddings') } as const;
+  if (!(s.highFreqFactor > s.lowFreqFactor)) throw new Error(`${file}: rope_scaling.high_freq_factor (${s.highFreqFactor}) must exceed low_freq_factor (${s.lowFreqFactor})`);
+  return s;
+}
+
 /** Check that the tensors a Qwen2/Llama graph needs exist with the shapes the config implies; `what` names the source. */
 export function checkWeights(c: ModelConfig, w: WeightSource, what: string): void {
+  const used = new Set<string>();
   const expect = (name: string, shape: number[]) => {
+    used.add(name);
     if (!w.has(name)) {
       const hint = name === 'lm_head.weight' ? ' (tie_word_embeddings is false, so the checkpoint needs its own lm_head)' : '';
       throw new Error(`${what}: tensor "${name}" is missing${hint}`);
@@ -92,6 +120,10 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string): voi
       if (c.attentionBias && ['q_proj', 'k_proj', 'v_proj'].includes(p)) expect(`${name}.bias`, [shape[0]]);
     }
   }
+  // A tensor the graph would not use means the checkpoint is something else (biases, extra norms): refuse it
+  // rather than compute without it. Cached RoPE frequencies and a tied lm_head saved anyway are harmless.
+  const unused = w.names.find((n) => !used.has(n) && !/\.rotary_emb\.inv_freq$/.test(n) && n !== 'lm_head.weight');
+  if (unused !== undefined) throw new Error(`${what}: tensor "${unused}" is not part of the ${c.architecture} graph this runtime builds (an unsupported variant of the architecture?)`);
 }
 
 /** Tensors spread over several safetensors files, opened (header only) up front. */
@@ -101,6 +133,7 @@ class ShardedWeights implements WeightSource {
   has(name: string): boolean { return this.where.has(name); }
   shape(name: string): number[] { return this.file(name).shape(name); }
   get(name: string): Float32Array { return this.file(name).get(name); }
+  fileOf(name: string): SafetensorsFile { return this.file(name); }
   private file(name: string): SafetensorsFile {
     const f = this.where.get(name);
     if (!f) throw new Error(`weights: tensor "${name}" is missing`);
@@ -142,6 +175,10 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     }
     weights = new ShardedWeights(where);
   } else throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json`);
+  for (const name of weights.names) {
+    const f = weights instanceof SafetensorsFile ? weights : (weights as ShardedWeights).fileOf(name), dtype = f.info(name).dtype;
+    if (!FLOAT_DTYPES.has(dtype)) throw new Error(`${f.path}: tensor "${name}" is stored as ${dtype}; weights must be F32, F16, BF16 or F64 (a quantized checkpoint? load the unquantized one)`);
+  }
   checkWeights(config, weights, dir);
   return { config, weights, dir };
 }

@@ -37,14 +37,15 @@ export function openSource(p: string): ModelSource {
   if (fs.statSync(abs).isDirectory()) {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
     const { config, weights } = loadHfFolder(abs);
-    const tokenizer = loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+    const tokenizer = checkVocab(loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
     return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFiles(abs) };
   }
   if (abs.endsWith('.gguf')) {
     const { config, weights, metadata } = ggufToModel(abs);
     // A tokenizer.json beside the file wins; otherwise rebuild it from the GGUF metadata.
     const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFiles(dir) : tokenizerFromGguf(metadata, abs);
-    const tokenizer = loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+    const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
+      'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
     return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: files };
   }
   if (abs.endsWith('.bin')) {
@@ -57,6 +58,14 @@ export function openSource(p: string): ModelSource {
     };
   }
   throw new Error(`model: ${abs} is not a model folder (config.json), a .gguf file or a llama2.c .bin file`);
+}
+
+/** A tokenizer with ids past the embedding table belongs to another model: refuse it before it indexes out of range. */
+function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: ModelConfig, where: string): T {
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new Error(`model: ${where} has token ids up to ${tokenizer.vocabSize - 1}, but the model's embedding has ${config.vocabSize} rows: the tokenizer belongs to another model`);
+  }
+  return tokenizer;
 }
 
 function readTokenizerFiles(dir: string): ModelSource['tokenizerFiles'] {
@@ -116,7 +125,9 @@ function openConverted(dir: string): ModelSource {
 /** The files that make up a source checkpoint (without loading it). */
 export function openSourceFiles(p: string): string[] {
   const abs = path.resolve(p);
-  if (fs.statSync(abs).isDirectory()) return fs.readdirSync(abs).filter((f) => /\.(json|safetensors|jinja)$/.test(f)).map((f) => path.join(abs, f));
+  // What defines the model: weights, config, tokenizer, chat template (not e.g. a router.json trained beside it).
+  const defining = /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|chat_template\.(jinja|json)|.*\.safetensors|model\.safetensors\.index\.json)$/;
+  if (fs.statSync(abs).isDirectory()) return fs.readdirSync(abs).filter((f) => defining.test(f)).map((f) => path.join(abs, f));
   if (abs.endsWith('.bin')) {
     const tok = fs.readdirSync(path.dirname(abs)).filter((f) => /^tok.*\.bin$/.test(f)).sort()[0];
     return tok ? [abs, path.join(path.dirname(abs), tok)] : [abs];

@@ -8,7 +8,7 @@ import { Graph, MS } from '../onnx/graph.ts';
 import { quantizeQ4, Q4_BLOCK } from '../onnx/quant.ts';
 import { f32ToF16Array } from '../io/safetensors.ts';
 import type { WeightSource } from '../io/weights.ts';
-import type { ModelConfig, Projection } from './config.ts';
+import { ropePeriods, type ModelConfig, type Projection } from './config.ts';
 
 export interface LayerOptions {
   quant: 'fp32' | 'q4';
@@ -152,9 +152,9 @@ export class Layers {
     let extra: string[] = [];
     if (fuseRope) {
       this.ropeCache ??= (() => {
-        const n = c.maxPositionEmbeddings, cos = new Float32Array(n * half), sin = new Float32Array(n * half);
+        const n = c.maxPositionEmbeddings, cos = new Float32Array(n * half), sin = new Float32Array(n * half), period = ropePeriods(c);
         for (let p = 0; p < n; p++) for (let i = 0; i < half; i++) {
-          const a = p / Math.pow(c.ropeTheta, (2 * i) / c.headDim);
+          const a = p / period[i];
           cos[p * half + i] = Math.cos(a); sin[p * half + i] = Math.sin(a);
         }
         return { cos: g.initializer('rope_cos', 'float32', [n, half], cos), sin: g.initializer('rope_sin', 'float32', [n, half], sin) };
@@ -191,7 +191,7 @@ export class Layers {
   /** cos/sin tables for the given positions, [B, T, 1, headDim] (Hugging Face rotate_half convention). */
   ropeTables(positions: string): { cos: string; sin: string } {
     const g = this.g, d = this.cfg.headDim;
-    const invFreq = Array.from({ length: d / 2 }, (_, i) => 1 / Math.pow(this.cfg.ropeTheta, (2 * i) / d));
+    const invFreq = ropePeriods(this.cfg).map((x) => 1 / x);
     const pos = g.node('Unsqueeze', [g.node('Cast', [positions], { to: 1 }), g.constant([2])]);
     const freqs = g.node('Mul', [pos, g.constant(invFreq, 'float32', [d / 2])]);
     const emb = g.node('Unsqueeze', [g.node('Concat', [freqs, freqs], { axis: -1 }), g.constant([2])]);

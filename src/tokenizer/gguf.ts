@@ -30,20 +30,31 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   });
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false };
   const name = (k: string) => (typeof md[k] === 'number' ? tokens[md[k] as number] : undefined);
+  // add_bos_token (Llama 3): encoding with special tokens starts with BOS, as llama.cpp and the model's own
+  // tokenizer.json (a TemplateProcessing step) do.
+  const bos = md['tokenizer.ggml.add_bos_token'] === true ? name('tokenizer.ggml.bos_token_id') : undefined;
+  const post = bos === undefined ? byteLevel : {
+    type: 'Sequence', processors: [byteLevel, {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { [bos]: { id: bos, ids: [md['tokenizer.ggml.bos_token_id'] as number], tokens: [bos] } },
+    }],
+  };
   return {
     name: file,
     tokenizerJson: {
       version: '1.0', truncation: null, padding: null, added_tokens: added,
       normalizer: pre === 'qwen2' ? { type: 'NFC' } : null,
       pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false }, byteLevel] },
-      post_processor: byteLevel, decoder: byteLevel,
+      post_processor: post, decoder: byteLevel,
       model: {
         type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false,
         vocab, merges: merges.map((m) => m.split(' ')),
       },
     },
     tokenizerConfig: {
-      ...(name('tokenizer.ggml.bos_token_id') && md['tokenizer.ggml.add_bos_token'] ? { bos_token: name('tokenizer.ggml.bos_token_id') } : {}),
+      ...(bos !== undefined ? { bos_token: bos } : {}),
       ...(name('tokenizer.ggml.eos_token_id') ? { eos_token: name('tokenizer.ggml.eos_token_id') } : {}),
       ...(typeof md['tokenizer.chat_template'] === 'string' ? { chat_template: md['tokenizer.chat_template'] } : {}),
     },

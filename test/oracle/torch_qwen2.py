@@ -69,6 +69,15 @@ def model_loss(w, spec):
 
     pos = torch.arange(T, dtype=torch.float64)
     inv = 1.0 / (c['ropeTheta'] ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+    s = c.get('ropeScaling')
+    if s:  # Llama 3.1's rule as transformers writes it: long wavelengths slowed by `factor`, a blend in between
+        orig, lo, hi, factor = s['originalMaxPositionEmbeddings'], s['lowFreqFactor'], s['highFreqFactor'], s['factor']
+        wavelen = 2 * torch.pi / inv
+        slowed = torch.where(wavelen > orig / lo, inv / factor, inv)
+        smooth = (orig / wavelen - lo) / (hi - lo)
+        blended = (1 - smooth) * slowed / factor + smooth * slowed
+        medium = ~(wavelen < orig / hi) & ~(wavelen > orig / lo)
+        inv = torch.where(medium, blended, slowed)
     f = pos[:, None] * inv[None, :]
     emb = torch.cat([f, f], -1)
     cos, sin = emb.cos().to(DT)[None, :, None, :], emb.sin().to(DT)[None, :, None, :]

@@ -1,0 +1,64 @@
+/**
+ * The eval harness: dataset readers on the shared GSM8K / SVAMP files (bad lines named by file:line), summary
+ * statistics (nearest-rank percentiles, tokens/s over wall time), and a small run on the embedded model.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { datasetCases, runEval, summarize, syntheticCases, type CaseResult } from '../src/eval/harness.ts';
+import { loadModel } from '../src/runtime/model.ts';
+import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
+import { sharedPath } from './helpers/shared.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-eval-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines named by file and line', () => {
+  const gsm = sharedPath('data/gsm8k/test.jsonl'), first = JSON.parse(fs.readFileSync(gsm, 'utf8').split('\n')[0]);
+  const [c] = datasetCases('gsm8k', gsm, 1);
+  assert.equal(c.question, first.question);
+  assert.equal(c.gold, String(first.answer).split('####').pop()!.trim());
+  assert.equal(c.id, 'test.jsonl:1');
+  const sv = datasetCases('svamp', sharedPath('data/svamp/test.jsonl'), 2);
+  assert.equal(sv.length, 2);
+  assert.ok(sv.every((x) => typeof x.question === 'string' && x.question.length > 10 && x.gold !== undefined));
+  const bad = path.join(tmp, 'bad.jsonl');
+  fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n\n{"question": "q"\n`);
+  assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`eval: ${bad}:3: invalid JSON`));
+  fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n${JSON.stringify({ question: 'q2' })}\n`);
+  assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`eval: ${bad}:2: field "answer" is missing \\(a gsm8k line needs question, answer\\)`));
+  assert.throws(() => datasetCases('gsm8k', path.join(tmp, 'none.jsonl'), 1), /none\.jsonl not found/);
+});
+
+test('summary: nearest-rank percentiles; tokens/s over each batch\'s wall time, not the sum of its latencies', () => {
+  const cases: CaseResult[] = Array.from({ length: 10 }, (_, i) => ({
+    id: String(i), category: 'x', correct: i < 7, text: '', tokens: 10, thinkingTokens: 4, ttftMs: i + 1, latencyMs: 100 * (i + 1), wallShareMs: 50,
+  }));
+  const s = summarize(cases);
+  assert.equal(s.accuracy, 0.7);
+  assert.deepEqual([s.ttftP50, s.ttftP90, s.latencyP50, s.latencyP90], [5, 9, 500, 900]);
+  assert.equal(s.tokensPerSec, 100 / 0.5); // 100 tokens over 10 × 50 ms of wall time
+  assert.deepEqual([summarize(cases.slice(0, 2)).ttftP50, summarize([]).ttftP90], [1, 0]);
+});
+
+test('runEval on the embedded model: batched cases get the same answers as one by one; wall shares add up per batch', async () => {
+  const model = await loadModel(DEFAULT_DIR, { worker: false });
+  try {
+    const cases = syntheticCases('test', 4, 3);
+    const one = await runEval(model, cases, { maxTokens: 24, temperature: 0 });
+    const two = await runEval(model, cases, { maxTokens: 24, temperature: 0, batch: 2 });
+    assert.deepEqual(two.cases.map((c) => c.text), one.cases.map((c) => c.text));
+    assert.equal(one.summary.all.n, 4);
+    assert.equal(one.summary.all.accuracy, one.cases.filter((c) => c.correct).length / 4);
+    one.cases.forEach((c) => assert.equal(c.wallShareMs, c.latencyMs));
+    for (const k of [0, 2]) {
+      const [a, b] = two.cases.slice(k, k + 2);
+      assert.equal(a.wallShareMs, b.wallShareMs);
+      assert.ok(Math.abs(2 * a.wallShareMs - Math.max(a.latencyMs, b.latencyMs)) < 1e-9);
+    }
+  } finally {
+    await model.close();
+  }
+});
