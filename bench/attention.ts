@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { Graph, MS } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
@@ -20,6 +20,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { grownCapacity } from '../src/runtime/kv-cache.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
+import { isMainModule } from '../src/main-module.ts';
 
 const { numHeads: H, numKvHeads: HKV, headDim: D, numLayers: LAYERS } = QWEN25_05B;
 const CASES = [{ rows: 1, len: 64 }, { rows: 8, len: 64 }, { rows: 1, len: 1000 }, { rows: 8, len: 1000 }];
@@ -100,7 +101,7 @@ export async function runAttentionBench(o: { threads?: number; reps?: number } =
   return result;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+if (isMainModule(import.meta.url)) {
   const i = process.argv.indexOf('--threads');
   await runAttentionBench({ threads: i > 0 ? Number(process.argv[i + 1]) : undefined });
 }

@@ -15,6 +15,7 @@ import { isCorrect } from '../src/tasks/grade.ts';
 import { makeSplits, type MathItem } from '../src/tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../src/reason/budget.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
+import { isMainModule } from '../src/main-module.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -78,7 +79,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
   return result;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (isMainModule(import.meta.url)) {
   const arg = (k: string) => { const i = process.argv.indexOf(k); return i > 0 ? process.argv[i + 1] : undefined; };
   const r = await runBudgetBench({ sft: arg('--sft'), rl: arg('--rl'), items: arg('--items') ? Number(arg('--items')) : undefined });
   console.log(JSON.stringify(r, null, 1));

@@ -18,9 +18,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
+import { isMainModule } from '../src/main-module.ts';
 
 export interface DecodeBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -403,7 +404,7 @@ function argValue(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+if (isMainModule(import.meta.url)) {
   const child = argValue('--child');
   if (child) {
     const cfg = JSON.parse(child) as ChildConfig;

@@ -9,13 +9,14 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { Graph } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
+import { isMainModule } from '../src/main-module.ts';
 
 const H = QWEN25_05B.hiddenSize, I = QWEN25_05B.intermediateSize, ROWS = [1, 2, 4, 8];
 const KINDS: Record<string, { quant: 'q4' | 'fp32'; accuracyLevel: number }> = {
@@ -70,7 +71,7 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
   return result;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+if (isMainModule(import.meta.url)) {
   const arg = (k: string) => { const i = process.argv.indexOf(k); return i > 0 ? Number(process.argv[i + 1]) : undefined; };
   await runMatmulBench({ layers: arg('--layers'), threads: arg('--threads') });
 }

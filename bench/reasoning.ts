@@ -27,7 +27,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import { decode, Sequence } from '../src/runtime/generate.ts';
 import type { SamplingParams } from '../src/runtime/sampler.ts';
@@ -42,6 +42,7 @@ import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { SYSTEM_PROMPT } from '../src/tasks/synthetic.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
+import { isMainModule } from '../src/main-module.ts';
 
 export interface ReasoningBenchOptions {
   model?: string;
@@ -412,7 +413,7 @@ function flag(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+if (isMainModule(import.meta.url)) {
   const num = (n: string) => (flag(n) === undefined ? undefined : Number(flag(n)));
   await runReasoningBench({
     model: flag('--model'), adapter: flag('--adapter'), router: flag('--router'), verifier: flag('--verifier'),

@@ -15,6 +15,7 @@ import { tokenizeRecord } from '../src/train/data.ts';
 import { trainSft } from '../src/train/sft.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { loadAdapter } from '../src/io/peft.ts';
+import { isCorrect } from '../src/tasks/grade.ts';
 import { projectionShape, type Projection } from '../src/models/config.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 
@@ -79,10 +80,13 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   // The Python files compile, and the reward follows train-rl's formula (where python3 is installed).
   const py = spawnSync('python3', ['-c', `import sys, py_compile; [py_compile.compile(f, doraise=True) for f in ["train_sft.py", "train_grpo.py", "rewards.py"]]
 sys.path.insert(0, "."); import rewards
-print(rewards.budget_reward(["a b</think>\\n\\n#### 19", " ".join(["w"] * 95) + "</think>#### 19", "never closed"], ["19", "19", "3"], [32, 32, 32]))`], { cwd: out, encoding: 'utf8' });
+cases = ["a b</think>\\n\\n#### 19", " ".join(["w"] * 95) + "</think>#### 19", "never closed", "a</think>\\n\\nThe answer is 19", "a</think>#### 19\\n#### 18", "#### 18 </think> #### 19", "a</think>LAMP", "a</think>lamp"]
+print(rewards.budget_reward(cases, ["19", "19", "3", "19", "19", "19", "LAMP", "LAMP"], [32] * 8))`], { cwd: out, encoding: 'utf8' });
   if (py.error) return; // no python3 here
   assert.equal(py.status, 0, py.stderr);
-  assert.equal(py.stdout.trim(), '[1.0, 0.0, -1.0]');
+  assert.equal(py.stdout.trim(), '[1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 1.0, 0.0]');
+  // ... and the verdicts are the grader's
+  for (const [text, ok] of [['a</think>\n\nThe answer is 19', false], ['a</think>#### 19\n#### 18', false], ['#### 18 </think> #### 19', true]] as const) assert.equal(isCorrect('synthetic', text, 19), ok, text);
 });
 
 test('export-trl: a user dataset is converted (messages stay, prompt/completion kept) and bad lines are refused', () => {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sharedPath } from './helpers/shared.ts';
-import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath } from '../src/tasks/grade.ts';
+import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath, type Task } from '../src/tasks/grade.ts';
 import {
   DIFFICULTY, Rng, formatAnswer, formatResponse, formatThinking, generateItem, generateMath, makeSplits, questionKey,
   splitOf, type Item, type MathItem,
@@ -114,6 +114,45 @@ test('numeric extraction: ####, stated answer, box, last number, think blocks, v
   assert.ok(isCorrect('asdiv', 'The answer is -1/3.', '-(1/3)'));
 });
 
+test('numeric answers: the last answer stated wins, its sentence after "=", LaTeX read as a value, ratios kept whole', () => {
+  const x = (t: string, task: Task = 'gsm8k') => extractAnswer(task, t);
+  assert.equal(x('The answer is 5 + 3 = 8.'), '8');
+  assert.equal(x('The answer is 20 - 5 = 15 apples. That was easy.'), '15');
+  assert.equal(x('Therefore, the answer is $100 + 13 = \\boxed{\\textbf{(113) }}$', 'aime24'), '113');
+  assert.equal(x('so our answer is $25+8 = \\boxed{033}$', 'aime24'), '33');
+  // markdown headings are not the GSM8K marker
+  assert.equal(x('#### Step 1: add\n9 + 9 = 18\n#### Step 2: check\nThe answer is 18.'), '18');
+  assert.equal(x('#### 2. Subtract\n12 - 5 = 7\n\nSo the answer is $\\boxed{7}$.', 'svamp'), '7');
+  // a later correction beats an earlier statement; "answer is" without a number is no answer
+  assert.equal(x('So the answer is 5.\nWait, 4 + 2 = 6.\n$\\boxed{6}$'), '6');
+  assert.equal(x('Check: 9 + 9 = 18, so the answer is correct.\n#### 18'), '18');
+  assert.equal(x('9 + 9 = 18. I verified it, so the answer is correct.'), '18');
+  assert.equal(x('Answer: 18\nThis used 3 steps.'), '18');
+  assert.equal(x('**Final Answer:** 18 (it took 2 hours)'), '18');
+  // LaTeX boxes are values, not their first digit
+  assert.ok(!isCorrect('amc23', '$\\boxed{\\frac{3}{4}}$', 3));
+  assert.ok(isCorrect('amc23', '$\\boxed{\\frac{3}{4}}$', '0.75'));
+  assert.ok(!isCorrect('amc23', '$\\boxed{3\\sqrt{3}}$', 3));
+  assert.ok(!isCorrect('amc23', '$\\boxed{2^{10}}$', 2));
+  assert.ok(!isCorrect('aime24', '$\\boxed{\\frac{204}{5}}$', 204));
+  // ASDiv ratios and times are answers of their own
+  assert.equal(x('The answer is 3:4.', 'asdiv'), '3:4');
+  assert.notEqual(x('The answer is 3:5.', 'asdiv'), x('The answer is 3:4.', 'asdiv'));
+  assert.ok(!isCorrect('asdiv', 'The answer is 3:5.', 3));
+  assert.ok(isCorrect('asdiv', 'The answer is 3:30 pm.', '3:30 p.m.'));
+  assert.ok(isCorrect('asdiv', 'The answer is Mrs. Hilt.', 'Mrs. Hilt'));
+});
+
+test('aime24 and amc23: every gold solution grades correct against its answer', () => {
+  for (const task of ['aime24', 'amc23'] as const) {
+    const rows = readFileSync(sharedPath(`data/${task}/test.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const withSolution = rows.filter((r) => typeof r.solution === 'string');
+    const failures = withSolution.filter((r) => !isCorrect(task, r.solution, r.answer)).map((r) => `${r.id}: ${r.answer}`);
+    assert.deepEqual(failures, [], `${task} gold solutions graded wrong`);
+    for (const r of rows) assert.ok(isCorrect(task, `The answer is $\\boxed{${r.answer}}$.`, r.answer), `${task} ${r.id}: boxed gold`);
+  }
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // Synthetic generator
 
@@ -187,7 +226,9 @@ test('synthetic: canonical answers grade correct, perturbed ones wrong', () => {
       assert.ok(!isCorrect('synthetic', `${it.steps.join('\n')}`, it.answer), 'an answer without "####" is wrong');
       assert.ok(!isCorrect('synthetic', `<think>\n#### ${it.answer}\n</think>\n\n#### ${it.answer - 1}`, it.answer));
     } else {
-      assert.ok(isCorrect('synthetic', `  ${it.answer.toUpperCase()} \n`, it.answer));
+      assert.ok(isCorrect('synthetic', `  ${it.answer} \n`, it.answer));
+      // exact, case included: "upper-case this word" answered in lower case is wrong
+      if (it.answer !== it.answer.toLowerCase()) assert.ok(!isCorrect('synthetic', it.answer.toLowerCase(), it.answer), `case-folded reply graded correct: ${it.answer}`);
       assert.ok(!isCorrect('synthetic', `${it.answer} Anything else?`, it.answer));
     }
   }

@@ -125,27 +125,42 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   return { files, sftExamples: sft.length, grpoPrompts: grpo.length, recipe };
 }
 
-const REWARDS = `"""Budget reward for TRL GRPO (written by edgereason export-trl; the same reward as edgereason's train-rl):
-correct - min(1, lam * max(0, thinking - budget) / budget), and -1 when the thinking segment never closes."""
+const REWARDS = `"""Budget reward for TRL GRPO (written by edgereason export-trl; the same reward as edgereason's train-rl with the
+synthetic task's grader): correct - min(1, lam * max(0, thinking - budget) / budget), and -1 when the thinking segment
+never closes. Thinking runs to the first </think>; the reply is what follows the last one. A numeric gold needs the
+reply's last "#### n" line (its first number); any other gold must equal the reply exactly (trimmed)."""
 import re
 
 LAMBDA = __LAMBDA__
 TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
+NUMBER = re.compile(r"(?<![\\w.])-?(?:\\d{1,3}(?:,\\d{3})+|\\d+)(?:\\.\\d+)?|(?<![\\w.])-?\\.\\d+")
 
 
 def _text(completion):
     return completion if isinstance(completion, str) else "".join(m.get("content", "") for m in completion)
 
 
-def _number(s):
-    m = re.search(r"####\\s*(-?[\\d,]*\\.?\\d+)", s) or re.findall(r"-?[\\d,]*\\.?\\d+", s)
-    if not m:
-        return None
-    v = m.group(1) if hasattr(m, "group") else m[-1]
+def _float(s):
     try:
-        return float(v.replace(",", ""))
+        return float(str(s).replace(",", "").replace("$", "").strip())
     except ValueError:
         return None
+
+
+def _hash_answer(reply):
+    i = reply.rfind("####")
+    if i < 0:
+        return None
+    m = NUMBER.search(reply[i + 4:].split("\\n")[0])
+    return _float(m.group(0)) if m else None
+
+
+def _correct(reply, gold):
+    want = _float(gold)
+    if want is None:
+        return reply.strip() == str(gold).strip()
+    got = _hash_answer(reply)
+    return got is not None and abs(got - want) <= 1e-12 * max(1.0, abs(got), abs(want))
 
 
 def budget_reward(completions, answer, budget, **kwargs):
@@ -155,11 +170,9 @@ def budget_reward(completions, answer, budget, **kwargs):
         if "</think>" not in text:
             rewards.append(-1.0)
             continue
-        thinking, reply = text.split("</think>", 1)
+        thinking, reply = text.split("</think>", 1)[0], text.rsplit("</think>", 1)[1]
         n = len(TOKENIZER.encode(thinking, add_special_tokens=False)) + 1 if TOKENIZER else len(thinking.split()) + 1
-        got, want = _number(reply), _number(str(gold))
-        correct = got is not None and want is not None and abs(got - want) < 1e-6
-        rewards.append((1.0 if correct else 0.0) - min(1.0, LAMBDA * max(0, n - b) / b))
+        rewards.append((1.0 if _correct(reply, gold) else 0.0) - min(1.0, LAMBDA * max(0, n - b) / b))
     return rewards
 `;
 

@@ -15,8 +15,10 @@ import { trainSft } from '../train/sft.ts';
 import {
   formatAnswer, formatResponse, formatThinking, generateMath, makeSplits, Rng, splitOf, type Item, type Mix, type TraceStyle,
 } from './synthetic.ts';
+import { isMainModule } from '../main-module.ts';
+import { fileURLToPath } from 'node:url';
 
-export const DEFAULT_DIR = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../models/default');
+export const DEFAULT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/default');
 export const ADAPTER_DIR = path.join(DEFAULT_DIR, 'reasoning-adapter');
 export const INVOCATION = '<think>';
 
@@ -180,7 +182,7 @@ export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses:
   return { baseLosses, annealLosses, adapterLosses };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (isMainModule(import.meta.url)) {
   const stages = (process.argv[2] ?? 'base,anneal,adapter').split(',') as Stage[];
   for (const st of stages) if (!['base', 'anneal', 'adapter'].includes(st)) throw new Error(`train:default: unknown stage "${st}" (use base, anneal, adapter)`);
   const t0 = Date.now();

@@ -1,14 +1,14 @@
 /**
  * Answer extraction and grading, shared by eval, RL rewards and majority voting (one grader, no copies).
  *
- * - gsm8k / svamp / asdiv / aime24 / amc23: numeric. The answer is the number after the last "####", else
- *   after the last "answer is", else in the last \boxed{}, else the last number in the text; "$" and thousands
- *   commas are ignored and values compare numerically. ASDiv also has non-numeric golds (names, "3:4",
- *   "3:30 p.m."), compared as case-folded strings.
+ * - gsm8k / svamp / asdiv / aime24 / amc23: numeric. The answer is the last one stated — a "####" line, an
+ *   "answer is" / "answer:" phrase, a \boxed{} — else the last number in the text; "$" and thousands commas are
+ *   ignored, LaTeX is read as MATH answers are, values compare numerically. ASDiv also has non-numeric golds
+ *   (names, "3:4", "3:30 p.m."), compared as case-folded strings.
  * - math500: the last \boxed{...}, normalised (LaTeX spacing, \left/\right, units, degrees, percent, \dfrac,
  *   shorthand fractions); equal if the strings match, or both are numbers and equal, or both are tuples /
  *   intervals / lists whose elements are equal one by one.
- * - synthetic: math golds need the fixed "#### n" line; chat golds must match exactly after trimming and case-folding.
+ * - synthetic: math golds need the fixed "#### n" line; chat golds must match exactly after trimming.
  *
  * Text after the last </think> is graded when the model wrote a think block.
  */
@@ -54,13 +54,48 @@ function firstNumber(text: string): number | undefined {
   return m ? parseNumber(m[0]) : undefined;
 }
 
-/** The answer phrase a model states explicitly: after the last "####", else after the last "answer is", else the last box. */
-function statedAnswer(text: string): string | undefined {
-  const hash = text.lastIndexOf('####');
-  if (hash >= 0) return text.slice(hash + 4).split('\n')[0].trim();
-  const is = [...text.matchAll(/answer is:?\s*([^\n]*)/gi)].at(-1);
-  if (is) return is[1].trim();
-  return lastBoxed(text);
+/**
+ * The answer a model states explicitly, and where: the last of a "####" line that holds a number (not a
+ * markdown heading), an "answer is" / "answer:" phrase that holds a number or a box, and a \boxed{}; undefined
+ * when there is none. An "answer is" phrase keeps its box if it has one, else its sentence after the last "="
+ * ("the answer is 5 + 3 = 8.").
+ */
+function statedAnswer(text: string, needNumber = true): { phrase: string; boxed: boolean } | undefined {
+  const found: { at: number; phrase: string; boxed: boolean }[] = [];
+  for (const m of text.matchAll(/####[ \t]*([^\n]*)/g)) { // a number, perhaps with a unit word: not "#### 2. Subtract"
+    const line = m[1].trim();
+    if (parseNumber(line) !== undefined || /^\$?-?[\d.,]*\d\s+[A-Za-z]+\.?$/.test(line)) found.push({ at: m.index!, phrase: line, boxed: false });
+  }
+  for (const m of text.matchAll(/\banswer(?:\s+is|\s*:)\**:?\s*([^\n]*)/gi)) {
+    const box = lastBoxed(m[1]);
+    // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
+    const cut = [...m[1].matchAll(/\.\s+(?=[A-Z])/g)].find((d) => /\d/.test(m[1].slice(0, d.index)));
+    let phrase = box ?? (cut ? m[1].slice(0, cut.index) : m[1]);
+    if (box === undefined && phrase.includes('=')) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
+    phrase = phrase.replace(/\*+/g, '').trim();
+    if (phrase && (!needNumber || /\d/.test(phrase))) found.push({ at: m.index!, phrase, boxed: box !== undefined });
+  }
+  const b = Math.max(text.lastIndexOf('\\boxed'), text.lastIndexOf('\\fbox')), box = lastBoxed(text);
+  if (box !== undefined && box.trim()) found.push({ at: b, phrase: box, boxed: true });
+  const last = found.sort((x, y) => x.at - y.at).at(-1);
+  return last && { phrase: last.phrase, boxed: last.boxed };
+}
+
+/** A ratio or clock time ("3:4", "5:45 p.m."): an answer of its own, not the number before its colon. */
+const isRatioOrTime = (s: string) => /^\d+:\d+/.test(s.trim());
+
+/**
+ * The numeric value of a stated answer, undefined when it is not a number: LaTeX goes through the MATH
+ * normaliser ("\frac{3}{4}" is 0.75, "3\sqrt{3}" is no number); plain text may carry words ("18 dollars").
+ */
+function statedNumber(s: { phrase: string; boxed: boolean }): number | undefined {
+  const direct = parseNumber(s.phrase);
+  if (direct !== undefined) return direct;
+  if (s.boxed || s.phrase.includes('\\')) {
+    const t = normalizeMath(s.phrase);
+    return latexNumber(t) ?? latexNumber(t.replace(/^\((.+)\)$/, '$1')); // AIME's "\textbf{(113)}"
+  }
+  return isRatioOrTime(s.phrase) ? undefined : firstNumber(s.phrase);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -89,8 +124,9 @@ export function normalizeMath(s: string): string {
     .replace(/\^\s*\{?\\circ\}?|\\circ|°/g, '')
     .replace(/\\?%/g, '')
     .replace(/\\?\$/g, '');
+  t = t.replace(/\\(?:text|mbox|mathrm)\{\s*(?:or|and)\s*\}/g, ','); // "1 \text{ or } 2" lists two answers
   // \text{...}: a whole-answer word is unwrapped ("\text{(C)}", "\text{east}"), a trailing unit is dropped
-  const whole = /^\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}$/.exec(t);
+  const whole = /^\\(?:text|textbf|mbox|mathrm|mathbf|boldsymbol)\{([^{}]*)\}$/.exec(t);
   if (whole) t = whole[1];
   else {
     const noUnits = t.replace(/\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?/g, '').trim();
@@ -147,25 +183,41 @@ function bracketed(t: string): { open: string; close: string; inner: string } | 
   return { open: m[1], close: m[3], inner: m[2] };
 }
 
-/** Equality of two normalised MATH answers. */
-export function mathEqual(a: string, b: string): boolean {
+/** Equality of two normalised MATH answers; `ordered`: inside a tuple, interval or matrix (lists keep their order). */
+export function mathEqual(a: string, b: string, ordered = false): boolean {
   if (a === b) return true;
   const x = latexNumber(a), y = latexNumber(b);
   if (x !== undefined && y !== undefined) return close(x, y);
   const ba = bracketed(a), bb = bracketed(b);
-  if (ba && bb) return ba.open === bb.open && ba.close === bb.close && mathEqual(ba.inner, bb.inner);
+  if (ba && bb) {
+    if (ba.open !== bb.open || ba.close !== bb.close) return false;
+    // a set \{...\} is unordered; tuples, intervals and matrices are not
+    return ba.open === '\\{' ? sameElements(splitTop(ba.inner, ','), splitTop(bb.inner, ',')) : mathEqual(ba.inner, bb.inner, true);
+  }
   for (const sep of ['\\cup', '\\\\', ',', '&']) { // unions, matrix rows, tuple/list elements, matrix columns
     const pa = splitTop(a, sep), pb = splitTop(b, sep);
-    if (pa.length > 1 || pb.length > 1) return pa.length === pb.length && pa.every((p, i) => mathEqual(p, pb[i]));
+    if (pa.length > 1 || pb.length > 1) {
+      // a bare comma list ("all solutions, separated by commas") is unordered; elements of a bracketed one are not
+      if (sep === ',' && !ordered && !ba && !bb) return sameElements(pa, pb);
+      return pa.length === pb.length && pa.every((p, i) => mathEqual(p, pb[i]));
+    }
   }
   return false;
+}
+
+/** Equal as multisets under mathEqual. */
+function sameElements(pa: string[], pb: string[]): boolean {
+  if (pa.length !== pb.length) return false;
+  const left = [...pb];
+  return pa.every((p) => { const k = left.findIndex((q) => mathEqual(p, q)); return k >= 0 && left.splice(k, 1).length === 1; });
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Public API
 
 /** ASDiv's non-numeric golds ("Mrs. Hilt", "3:30 p.m."): case-folded, spaces collapsed, unit and final dots dropped. */
-const foldPhrase = (s: string) => s.trim().toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '').replace(/\.+$/, '');
+const foldPhrase = (s: string) => s.trim().toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '')
+  .replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/\.+$/, '');
 
 /** A synthetic reply's "#### n" number, or undefined if the line is missing or holds no number. */
 function hashAnswer(r: string): number | undefined {
@@ -183,16 +235,18 @@ export function extractAnswer(task: Task, text: string): string | undefined {
     const box = lastBoxed(r);
     if (box === undefined) return undefined;
     const t = normalizeMath(box), n = latexNumber(t);
-    return n === undefined ? t : numberKey(n);
+    return n === undefined ? t || undefined : numberKey(n);
   }
   if (task === 'synthetic') { // math replies count only through the fixed "#### n" line; chat replies whole
     if (r.includes('####')) { const n = hashAnswer(r); return n === undefined ? undefined : numberKey(n); }
-    return r.trim().toLowerCase() || undefined;
+    return r.trim() || undefined;
   }
-  const stated = statedAnswer(r);
-  const n = stated === undefined ? undefined : parseNumber(stated) ?? firstNumber(stated);
-  if (n !== undefined) return numberKey(n);
-  if (task === 'asdiv' && stated) return foldPhrase(stated);
+  const stated = statedAnswer(r, task !== 'asdiv');
+  if (stated) { // a stated answer decides, number or not (a non-number can then only be wrong, or an ASDiv phrase)
+    const n = statedNumber(stated);
+    if (n !== undefined) return numberKey(n);
+    return (task === 'asdiv' ? foldPhrase(stated.phrase) : stated.boxed ? normalizeMath(stated.phrase) : stated.phrase.trim()) || undefined;
+  }
   const last = lastNumber(r); // no explicit answer: the last number written
   return last === undefined ? undefined : numberKey(last);
 }
@@ -202,7 +256,7 @@ export function isCorrect(task: Task, predictedText: string, gold: string | numb
   if (task === 'synthetic') {
     const r = reply(predictedText);
     if (typeof gold === 'number') { const n = hashAnswer(r); return n !== undefined && close(n, gold); }
-    return r.trim().toLowerCase() === gold.trim().toLowerCase();
+    return r.trim() === gold.trim(); // exact: an "upper-case this word" reply must be upper case
   }
   if (task === 'math500') {
     const pred = extractAnswer(task, predictedText);
@@ -211,7 +265,7 @@ export function isCorrect(task: Task, predictedText: string, gold: string | numb
   const g = typeof gold === 'number' ? gold : parseNumber(gold);
   if (g === undefined) { // ASDiv names, times, ratios: compare the stated phrase (or the last line) as text
     if (task !== 'asdiv') return false;
-    const r = reply(predictedText), phrase = statedAnswer(r) ?? r.trim().split('\n').at(-1) ?? '';
+    const r = reply(predictedText), phrase = statedAnswer(r, false)?.phrase ?? r.trim().split('\n').at(-1) ?? '';
     return foldPhrase(phrase) === foldPhrase(String(gold));
   }
   const pred = extractAnswer(task, predictedText), p = pred === undefined ? undefined : parseNumber(pred);
