@@ -132,9 +132,13 @@ test('server: streaming equals non-streaming (same seed); role first, finish_rea
     assert.equal(last.edgereason.route, mode === 'on' ? 'reasoning' : 'direct');
     assert.ok(s.chunks.slice(0, -1).every((c) => c.usage === null), 'usage is null before the last chunk');
   }
-  // Without include_usage no chunk carries usage.
+  // Without include_usage no chunk carries usage, none has empty choices (OpenAI sends that chunk only when asked),
+  // and edgereason's report rides on the last finish_reason chunk.
   const s = await streamed(ask('hello', { max_tokens: 5 }));
   assert.ok(s.chunks.every((c) => c.usage === undefined || c.usage === null));
+  assert.ok(s.chunks.every((c) => c.choices.length > 0), 'no empty-choices chunk');
+  const last = s.chunks.at(-1)!;
+  assert.ok(last.choices[0].finish_reason && last.edgereason.ttft_ms !== undefined);
 });
 
 test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded choices', async () => {
@@ -160,7 +164,6 @@ test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded ch
 
 test('server: bad input gives 400 APIErrors naming the field; the server keeps serving', async () => {
   const cases: [Loose, string | null][] = [
-    [ask('x', { model: 'no-such-model' }), 'model'],
     [ask('x', { n: 100 }), 'n'],
     [ask('x', { max_tokens: 100000 }), 'max_tokens'],
     [ask('x', { max_completion_tokens: 100000 }), 'max_completion_tokens'],
@@ -181,6 +184,8 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
     [{ model: 'reasoning' }, 'messages'],
     [ask('word '.repeat(600)), 'messages'],
   ];
+  const unknown = await status(create(ask('x', { model: 'no-such-model' })));
+  assert.deepEqual([unknown.status, unknown.param, unknown.code], [404, 'model', 'model_not_found'], 'OpenAI answers an unknown model with 404');
   for (const [body, param] of cases) {
     const e = await status(create(body));
     assert.equal(e.status, 400, `${JSON.stringify(body).slice(0, 80)}: ${e.message}`);
@@ -281,6 +286,21 @@ test('server: a client that disconnects from an n = 3 direct request cancels all
     process.off('unhandledRejection', onRejection);
     await small.close(1000);
   }
+});
+
+test('server: shutting down mid-stream ends the stream with an error, not a truncated answer', async () => {
+  const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 2, ctx: 1024 });
+  const u = await small.listen();
+  const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const stream = await c.chat.completions.create({ ...ask('count', { max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [] }), stream: true } as any) as unknown as AsyncIterable<Loose>;
+  const it = stream[Symbol.asyncIterator]();
+  await it.next();
+  const closed = small.close(0);
+  let err: unknown;
+  try { while (!(await it.next()).done); } catch (e) { err = e; }
+  await closed;
+  assert.ok(err instanceof APIError, `expected the stream to fail, got ${err}`);
+  assert.match((err as APIError).message, /The server shut down before the request finished/);
 });
 
 test('server: /metrics exposes requests, tokens, TTFT and latency histograms, batch occupancy', async () => {

@@ -99,7 +99,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   const app = Fastify({
     logger: o.logger ?? false,
     bodyLimit: o.bodyLimit ?? 4 * 1024 * 1024,
-    return503OnClosing: true,
+    return503OnClosing: false, // the handlers answer 503 themselves, with an OpenAI error body
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
   });
 
@@ -170,6 +170,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         return reply;
       }
       const out = await runChat(plan, served, abort.signal, undefined, start);
+      if (abort.signal.aborted) throw new AbortedError(); // cut short by shutdown (or a client already gone): not an answer
       record(plan, out);
       return {
         id, object: 'chat.completion', created, model: plan.served.id, system_fingerprint: null,
@@ -216,7 +217,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (!started.has(index)) { started.add(index); d = { role: 'assistant', ...d }; }
       sse.send(chunk([{ index, delta: d, logprobs: null, finish_reason: null }], extra));
     };
-    let out: ChatOutcome;
+    let out: ChatOutcome | undefined;
     try {
       out = await runChat(plan, served, abort.signal, (e) => {
         if (e.type === 'route') {
@@ -225,23 +226,32 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         else delta(e.choice, { content: e.text });
       }, start);
     } catch (e) {
-      if (e instanceof AbortedError) {
-        metrics.cancelled.inc();
-        sse.end();
+      if (!(e instanceof AbortedError) && !abort.signal.aborted) {
+        const err = e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error');
+        sse.send(err.toJSON());
+        sse.done();
         return;
       }
-      const err = e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error');
-      sse.send(err.toJSON());
-      sse.done();
+    }
+    if (abort.signal.aborted || !out) {
+      metrics.cancelled.inc();
+      // Shutting down: say so, so a client never takes the text so far for a whole answer (OpenAI's clients stop
+      // quietly at the end of the body). A client that left hears nothing.
+      if (closing) { sse.send(new ApiError(503, 'The server shut down before the request finished', null, 'server_error').toJSON()); sse.done(); } else {
+        metrics.requests.inc({ route: '/v1/chat/completions', code: '499' }); // no response finished, so onResponse never counts it
+        sse.end();
+      }
       return;
     }
     record(plan, out);
-    for (const c of out.choices) {
+    // The edgereason report (route, votes, TTFT) rides on the last chunk: the usage chunk (choices: []) when
+    // stream_options.include_usage asks for one, as OpenAI sends it, else the last finish_reason chunk.
+    const rep = { edgereason: report(plan, out, waited) }, choices = out.choices;
+    choices.forEach((c, k) => {
       if (!started.has(c.index)) delta(c.index, { content: '' });
-      sse.send(chunk([{ index: c.index, delta: {}, logprobs: null, finish_reason: c.finishReason }]));
-    }
-    // The last chunk: no choices, the usage (when asked for) and edgereason's report (route, votes, TTFT).
-    sse.send(chunk([], { ...(plan.includeUsage ? { usage: out.usage } : {}), edgereason: report(plan, out, waited) }));
+      sse.send(chunk([{ index: c.index, delta: {}, logprobs: null, finish_reason: c.finishReason }], !plan.includeUsage && k === choices.length - 1 ? rep : {}));
+    });
+    if (plan.includeUsage) sse.send(chunk([], { usage: out.usage, ...rep }));
     sse.done();
   }
 

@@ -72,7 +72,7 @@ function text(content: ChatRequest['messages'][number]['content']): string {
 export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): Plan {
   const id = req.model ?? served.defaultId;
   const m = served.models.get(id);
-  if (!m) throw new ApiError(400, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
+  if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
   const n = req.n ?? 1;
   if (n > limits.maxN) throw new ApiError(400, `Invalid value for 'n': ${n} is more than this server allows (${limits.maxN}).`, 'n');
   const ext = req.edgereason ?? {};
