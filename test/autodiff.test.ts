@@ -189,6 +189,13 @@ test('ReduceMean, ReduceSum, Softmax, LogSoftmax', async () => {
   await gradCheck('ReduceSum axes [1] no keepdims', { x: [2, 3, 4] }, (g) => g.node('ReduceSum', ['x', g.constant([1])], { keepdims: 0 }));
   await gradCheck('ReduceSum axes [-1,0] keepdims', { x: [2, 3, 4] }, (g) => g.node('ReduceSum', ['x', g.constant([-1, 0])], { keepdims: 1 }));
   await gradCheck('ReduceSum all', { x: [2, 3, 4] }, (g) => g.node('ReduceSum', ['x'], { keepdims: 0 }));
+  // No axes with noop_with_empty_axes: the identity, whose output keeps x's shape (the Mul then broadcasts b over it).
+  await gradCheck('ReduceSum no axes, noop_with_empty_axes', { x: [2, 3], b: [3] }, (g) => g.node('Mul', [g.node('ReduceSum', ['x'], { keepdims: 0, noop_with_empty_axes: 1 }), 'b']));
+  const g = new Graph();
+  g.input('x', 'float64', [2, 3]);
+  const noop = g.node('ReduceSum', ['x'], { keepdims: 0, noop_with_empty_axes: 1 }), all = g.node('ReduceSum', ['x', g.constant([])], { keepdims: 0 });
+  const shapes = inferShapes(g, ancestors(g, [noop, all]));
+  assert.deepEqual([shapes.get(noop), shapes.get(all)], [[2, 3], []]);
   await gradCheck('Softmax axis -1', { x: [2, 3, 5] }, (g) => g.node('Softmax', ['x'], { axis: -1 }));
   await gradCheck('Softmax axis 1', { x: [2, 3, 5] }, (g) => g.node('Softmax', ['x'], { axis: 1 }));
   await gradCheck('LogSoftmax axis -1', { x: [2, 3, 5] }, (g) => g.node('LogSoftmax', ['x'], { axis: -1 }));
@@ -274,6 +281,37 @@ test('pruning: unreached inputs get zeros, non-differentiable branches need no r
   g.input('x', 'float64', [2, 3]);
   const e = g.node('Erf', ['x']);
   assert.throws(() => addBackward(g, g.node('ReduceSum', [e], { keepdims: 0 }), ['x']), /no VJP rule for Erf/);
+});
+
+test('subgraphs (If): a branch that reads a differentiated tensor from the outer scope is refused, not given zero gradients', async () => {
+  /** If(c) { x·x } else { x+x }, x read from the outer scope: directly, through a node only the branches use, or from a nested If. */
+  const build = (how: 'direct' | 'intermediate' | 'nested') => {
+    const g = new Graph();
+    g.input('x', 'float64', [2]);
+    const x = how === 'intermediate' ? g.node('Mul', ['x', f64(g, 2)]) : 'x';
+    const then = g.branch(), other = g.branch();
+    if (how === 'nested') {
+      const inner = then.branch(), innerElse = then.branch();
+      inner.output(inner.node('Mul', [x, x]), 'float64', [2]);
+      innerElse.output(innerElse.node('Neg', [x]), 'float64', [2]);
+      then.output(then.node('If', [g.constant([1], 'bool', [])], { then_branch: { graph: inner }, else_branch: { graph: innerElse } }), 'float64', [2]);
+    } else then.output(then.node('Mul', [x, x]), 'float64', [2]);
+    other.output(other.node('Add', [x, x]), 'float64', [2]);
+    const y = g.node('If', [g.constant([1], 'bool', [])], { then_branch: { graph: then }, else_branch: { graph: other } });
+    return { g, loss: g.node('ReduceSum', [y], { keepdims: 0 }) };
+  };
+  for (const how of ['direct', 'intermediate', 'nested'] as const) {
+    const { g, loss } = build(how);
+    assert.ok(ancestors(g, [loss]).some((n) => n.op === (how === 'intermediate' ? 'Mul' : 'If')), how);
+    assert.throws(() => addBackward(g, loss, ['x']), /no VJP rule for If \(producing "If_\d+"\) through the outer-scope tensor "(x|Mul_\d+)"/, how);
+  }
+  // A subgraph that reads only fixed tensors is a constant for the backward pass.
+  await gradCheck('If reading only a fixed input', { x: [2, 3], c: { dims: [2, 3], fixed: true } }, (g) => {
+    const then = g.branch(), other = g.branch();
+    then.output(then.node('Exp', ['c']), 'float64', [2, 3]);
+    other.output(other.node('Neg', ['c']), 'float64', [2, 3]);
+    return g.node('Mul', ['x', g.node('If', [g.constant([1], 'bool', [])], { then_branch: { graph: then }, else_branch: { graph: other } })]);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

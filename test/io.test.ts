@@ -11,9 +11,10 @@ import { loadHfFolder, parseHfConfig } from '../src/io/hf-folder.ts';
 import { tokenizerFromGguf } from '../src/tokenizer/gguf.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import {
-  decodeGgml, encodeGgml, ggufToModel, openGguf, permuteQK, quantizeQ4_0, typed, writeGguf, writeModelGguf,
+  decodeGgml, encodeGgml, ggufToModel, openGguf, permuteQK, quantizeQ4_0, quantizeQ8_0, typed, writeGguf, writeModelGguf,
 } from '../src/io/gguf.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
+import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-io-'));
@@ -335,6 +336,30 @@ describe('GGUF', () => {
     assert.equal(q.scales[0], 2);
     assert.deepEqual([...q.q.subarray(0, 4)], [0, 1, 1, 2]);
     assert.deepEqual(encodeGgml('Q4_0', new Float32Array(32)), hex('0080' + '88'.repeat(16))); // all zeros: d = 0 / -8 = -0, q = 8
+  });
+
+  it('Q4_0 / Q8_0: non-finite weights are refused by tensor name; huge ones saturate at the largest fp16 scale; q4 checks the length', () => {
+    const name = 'model.layers.0.mlp.up_proj.weight';
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const x = seq(64, (i) => (i === 40 ? bad : 1));
+      assert.throws(() => quantizeQ4(x, 2, 32, name), new RegExp(`quantizeQ4_0: tensor "${name}" holds ${bad} at element 40`));
+      assert.throws(() => quantizeQ8_0(x, name), new RegExp(`quantizeQ8_0: tensor "${name}" holds ${bad} at element 40`));
+      assert.throws(() => encodeGgml('Q4_0', x), new RegExp(`quantizeQ4_0: holds ${bad} at element 40`));
+    }
+    assert.throws(() => quantizeQ4(new Float32Array(64), 1, 32, name), new RegExp(`q4 "${name}": 64 weights, shape \\[1, 32\\] needs 32`));
+    // Block 0: max 1e6 would need d = -125000 (fp16 Inf, turning every weight of the block into NaN): d = -65504, the
+    // largest weights saturate, the others are quantised against that scale. Block 1 is untouched (see above).
+    const x = seq(64, (i) => (i < 32 ? 0 : i - 48));
+    x.set([1e6, 3e5, 1, -2e5]);
+    const q = quantizeQ4_0(x);
+    assert.deepEqual([...q.scales], [-65504, 2]);
+    assert.deepEqual([...q.q.subarray(0, 5)], [0, 3, 8, 11, 8]);
+    assert.deepEqual([...q.q.subarray(32)], [...quantizeQ4_0(x.slice(32)).q]);
+    assert.deepEqual([...decodeGgml('Q4_0', encodeGgml('Q4_0', x), 64).subarray(0, 5)], [524032, 327520, -0, -196512, -0]);
+    assert.deepEqual([...decodeGgml('Q4_0', encodeGgml('Q4_0', x.map((v) => -v)), 64).subarray(0, 5)], [-524032, -327520, 0, 196512, 0]);
+    const y = seq(32, () => 0);
+    y.set([1e8, -5e6, 1]);
+    assert.deepEqual([...decodeGgml('Q8_0', encodeGgml('Q8_0', y), 32).subarray(0, 4)], [65504 * 127, -65504 * 76, 0, 0]);
   });
 
   it('names file, tensor and type for an unsupported tensor type', () => {

@@ -433,6 +433,21 @@ test('a graph without the inference contract\'s outputs is refused by name', asy
   await assert.rejects(Engine.create(model.config, g.toModelProto()), /engine: the graph has no logits_lse, hidden_states, new_key\.0, new_value\.0 output: it was built for another inference-graph contract/);
 });
 
+test('graph builder: bool, uint8 and float16 constants load in ORT with their own element types; an integer float attribute is refused', async () => {
+  const g = new Graph();
+  g.input('x', 'float32', [1, 3]);
+  const mask = g.constant([1, 0, 1], 'bool', [1, 3]), bytes = g.constant([7, 255, 200], 'uint8', [1, 3]), half = g.constant([0.5, -2, 65504], 'float16', [1, 3]);
+  const picked = g.node('Where', [mask, g.node('Cast', [bytes], { to: 1 }), g.node('Cast', [half], { to: 1 })]);
+  g.nodeN('FusedMatMul', [picked, 'x'], { transB: 1, alpha: { float: 1 } }, { domain: 'com.microsoft', names: ['y'] }); // alpha serialised as FLOAT
+  g.output('y', 'float32', [1, 1]);
+  const session = await ort.InferenceSession.create(g.toModelProto(), { intraOpNumThreads: 1 });
+  const out = await session.run({ x: new ort.Tensor('float32', Float32Array.from([1, 10, 100]), [1, 3]) });
+  await session.release();
+  assert.deepEqual([...(out.y.data as Float32Array)], [7 - 20 + 20000]); // picks 7, -2, 200
+  assert.throws(() => g.node('FusedMatMul', ['x', 'x'], { transB: 1, alpha: 1 }, { domain: 'com.microsoft' }), /graph: FusedMatMul attribute "alpha" is a float; pass \{ float: 1 \}/);
+  assert.throws(() => g.initializer('w', 'float16', [2], new Float32Array(2)), /graph: initializer "w" \(float16\) needs a Uint16Array, got a Float32Array/);
+});
+
 test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missing model path', async () => {
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {

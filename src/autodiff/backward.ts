@@ -18,22 +18,44 @@ export interface BackwardOptions {
   outputs?: boolean;
 }
 
-/** The nodes `roots` depend on, in topological order (iterative DFS: graphs are thousands of nodes deep). */
+/**
+ * The outer-scope tensors a node's subgraphs (If branches, Loop/Scan bodies, nested ones included) read: names
+ * used there that the subgraph neither produces nor takes as a formal input. They are the node's implicit inputs.
+ */
+export function outerReads(n: Node): string[] {
+  const reads = new Set<string>();
+  for (const v of Object.values(n.attrs)) {
+    if (typeof v !== 'object' || !('graph' in v)) continue;
+    const sub = v.graph, local = new Set([...sub.inputs.map((i) => i.name), ...sub.nodes.flatMap((m) => m.outputs)]);
+    for (const m of sub.nodes) for (const t of [...m.inputs, ...outerReads(m)]) if (t && !local.has(t)) reads.add(t);
+    for (const o of sub.outputs) if (!local.has(o.name)) reads.add(o.name);
+  }
+  return [...reads];
+}
+
+const hasSubgraph = (n: Node) => Object.values(n.attrs).some((v) => typeof v === 'object' && 'graph' in v);
+/** A node's explicit inputs followed by its implicit ones (see outerReads). */
+const allInputs = (n: Node) => (hasSubgraph(n) ? [...n.inputs, ...outerReads(n)] : n.inputs);
+
+/**
+ * The nodes `roots` depend on, in topological order (iterative DFS: graphs are thousands of nodes deep).
+ * A node with subgraphs depends on the outer-scope tensors they read as well as on its inputs.
+ */
 export function ancestors(g: Graph, roots: string[]): Node[] {
   const producer = new Map<string, Node>();
   for (const n of g.nodes) for (const o of n.outputs) producer.set(o, n);
-  const order: Node[] = [], state = new Map<Node, 'open' | 'done'>(), stack: [Node, number][] = [];
+  const order: Node[] = [], state = new Map<Node, 'open' | 'done'>(), stack: [Node, number, string[]][] = [];
   const push = (t: string) => {
     const p = producer.get(t);
     if (!p) return;
     if (state.get(p) === 'open') throw new Error(`autodiff: cycle through tensor "${t}"`);
-    if (!state.has(p)) { state.set(p, 'open'); stack.push([p, 0]); }
+    if (!state.has(p)) { state.set(p, 'open'); stack.push([p, 0, allInputs(p)]); }
   };
   for (const r of roots) {
     push(r);
     while (stack.length) {
-      const top = stack[stack.length - 1], [n, i] = top;
-      if (i < n.inputs.length) { top[1]++; push(n.inputs[i]); continue; }
+      const top = stack[stack.length - 1], [n, i, ins] = top;
+      if (i < ins.length) { top[1]++; push(ins[i]); continue; }
       stack.pop(); state.set(n, 'done'); order.push(n);
     }
   }
@@ -52,9 +74,11 @@ export function addBackward(g: Graph, loss: string, wrt: string[], opts: Backwar
   const c: Ctx = { g, dtype: opts.dtype ?? info.get(wrt[0])?.dtype ?? 'float32', shape: (t) => shapes.get(t) };
   const diffInputs = (n: Node) => (VJP[n.op]?.diff ?? ((m: Node) => m.inputs.map((_, i) => i)))(n);
 
-  // Forward sweep: which tensors depend on a wrt tensor through differentiable inputs.
+  // Forward sweep: which tensors depend on a wrt tensor through differentiable inputs, or through the outer-scope
+  // tensors a subgraph reads (outerDep: no VJP rule covers those, so reaching one is an error, not a zero gradient).
   const dep = new Set(wrt);
-  for (const n of order) if (diffInputs(n).some((i) => dep.has(n.inputs[i]))) n.outputs.forEach((o) => dep.add(o));
+  const outerDep = (n: Node) => (hasSubgraph(n) ? outerReads(n).filter((t) => dep.has(t)) : []);
+  for (const n of order) if (diffInputs(n).some((i) => dep.has(n.inputs[i])) || outerDep(n).length) n.outputs.forEach((o) => dep.add(o));
 
   // Reverse sweep. A tensor's contributions (one per use) are summed when its producer is reached,
   // which in reverse topological order is after all of its consumers.
@@ -70,10 +94,11 @@ export function addBackward(g: Graph, loss: string, wrt: string[], opts: Backwar
   for (let k = order.length - 1; k >= 0; k--) {
     const n = order[k];
     const diff = new Set(diffInputs(n));
-    const need = n.inputs.map((t, i) => t !== '' && diff.has(i) && dep.has(t));
-    if (!need.some(Boolean)) continue;
+    const need = n.inputs.map((t, i) => t !== '' && diff.has(i) && dep.has(t)), outer = outerDep(n);
+    if (!need.some(Boolean) && !outer.length) continue;
     const dys = n.outputs.map((o) => (dep.has(o) ? total(o) : null));
     if (dys.every((d) => d === null)) continue;
+    if (outer.length) throw new Error(`autodiff: no VJP rule for ${n.op} (producing "${n.outputs[0]}") through the outer-scope tensor "${outer[0]}" its subgraph reads`);
     const rule = VJP[n.op];
     if (!rule) throw new Error(`autodiff: no VJP rule for ${n.op} (producing "${n.outputs[0]}")`);
     const dxs = rule.vjp(c, n, dys, need);
@@ -167,10 +192,11 @@ export function inferShapes(g: Graph, order: Node[]): Map<string, Shape> {
     }
     if (n.op.startsWith('Reduce')) {
       if (!x) return undefined;
-      const axes = (n.attrs.axes as number[] | undefined) ?? (n.inputs[1] ? ints(n.inputs[1]) : x.map((_, i) => i));
+      // No axes (absent or empty): all of them, or none with noop_with_empty_axes.
+      const axes = (n.attrs.axes as number[] | undefined) ?? (n.inputs[1] ? ints(n.inputs[1]) : []);
       if (!axes) return undefined;
-      const red = new Set(axes.map((a) => norm(a, x.length)));
-      if (!red.size && attr('noop_with_empty_axes', 0)) return [x];
+      if (!axes.length && attr('noop_with_empty_axes', 0)) return [x];
+      const red = new Set((axes.length ? axes : x.map((_, i) => i)).map((a) => norm(a, x.length)));
       return [attr('keepdims', 1) ? x.map((d, i) => (red.has(i) ? 1 : d)) : x.filter((_, i) => !red.has(i))];
     }
     switch (n.op) {

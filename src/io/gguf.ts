@@ -40,47 +40,62 @@ function typeBytes(type: number, dims: readonly number[]): number | undefined {
 
 const QK = 32, fr = Math.fround;
 
+/** Refuses NaN and ±Inf (they would corrupt their whole block), naming the tensor when the caller gives its name. */
+function checkFinite(fn: string, x: Float32Array, name?: string): void {
+  const i = x.findIndex((v) => !Number.isFinite(v));
+  if (i >= 0) throw new Error(`${fn}: ${name ? `tensor "${name}" ` : ''}holds ${x[i]} at element ${i}; only finite weights can be quantized`);
+}
+
+/**
+ * d kept in the fp16 range: a |d| that fp16 would round to Inf (≥ 65520, from weights beyond about ±65504·127 in
+ * Q8_0 or ±65504·8 in Q4_0) becomes ±65504, the largest fp16, and the block's largest weights saturate. Smaller d
+ * are left alone, so blocks stay bit-exact with llama.cpp wherever its scale is finite.
+ */
+const clampScale = (d: number) => (Math.abs(d) < 65520 ? d : Math.sign(d) * 65504);
+
 /** Per block of 32: d = amax/127, scale = fp16(d), q = round-half-away(x/d); x ≈ q * scale. */
-export function quantizeQ8_0(x: Float32Array): { scales: Float32Array; q: Int8Array } {
+export function quantizeQ8_0(x: Float32Array, name?: string): { scales: Float32Array; q: Int8Array } {
   if (x.length % QK) throw new Error(`quantizeQ8_0: length ${x.length} is not a multiple of ${QK}`);
+  checkFinite('quantizeQ8_0', x, name);
   const scales = new Float32Array(x.length / QK), q = new Int8Array(x.length);
   for (let b = 0; b < scales.length; b++) {
     let amax = 0;
     for (let j = b * QK; j < (b + 1) * QK; j++) amax = Math.max(amax, Math.abs(x[j]));
-    const d = fr(amax / 127), id = d ? fr(1 / d) : 0;
+    const d = clampScale(fr(amax / 127)), id = d ? fr(1 / d) : 0;
     scales[b] = f16BitsToF32(f32ToF16Bits(d));
-    for (let j = b * QK; j < (b + 1) * QK; j++) { const v = fr(x[j] * id); q[j] = Math.sign(v) * Math.round(Math.abs(v)); }
+    for (let j = b * QK; j < (b + 1) * QK; j++) { const v = fr(x[j] * id); q[j] = Math.sign(v) * Math.min(127, Math.round(Math.abs(v))); }
   }
   return { scales, q };
 }
 
 /**
  * Per block of 32: d = m / -8 where m is the element of largest |x| (sign kept), scale = fp16(d),
- * q = min(15, trunc(x/d + 8.5)) in 0..15; x ≈ (q - 8) * scale. Same blocks as ONNX MatMulNBits
+ * q = trunc(x/d + 8.5) clamped to 0..15; x ≈ (q - 8) * scale. Same blocks as ONNX MatMulNBits
  * (bits 4, block 32, zero point 8), so they can be repacked there unchanged.
  */
-export function quantizeQ4_0(x: Float32Array): { scales: Float32Array; q: Uint8Array } {
+export function quantizeQ4_0(x: Float32Array, name?: string): { scales: Float32Array; q: Uint8Array } {
   if (x.length % QK) throw new Error(`quantizeQ4_0: length ${x.length} is not a multiple of ${QK}`);
+  checkFinite('quantizeQ4_0', x, name);
   const scales = new Float32Array(x.length / QK), q = new Uint8Array(x.length);
   for (let b = 0; b < scales.length; b++) {
     let amax = 0, max = 0;
     for (let j = b * QK; j < (b + 1) * QK; j++) if (amax < Math.abs(x[j])) { amax = Math.abs(x[j]); max = x[j]; }
-    const d = fr(max / -8), id = d ? fr(1 / d) : 0; // the reference uses the unrounded d here
+    const d = clampScale(fr(max / -8)), id = d ? fr(1 / d) : 0; // the reference uses the unrounded d here
     scales[b] = f16BitsToF32(f32ToF16Bits(d));
-    for (let j = b * QK; j < (b + 1) * QK; j++) q[j] = Math.min(15, Math.trunc(fr(fr(x[j] * id) + 8.5)));
+    for (let j = b * QK; j < (b + 1) * QK; j++) q[j] = Math.max(0, Math.min(15, Math.trunc(fr(fr(x[j] * id) + 8.5))));
   }
   return { scales, q };
 }
 
 /** Float32 data -> ggml bytes of `type`. Block layouts: Q8_0 = fp16 d + 32 × i8; Q4_0 = fp16 d + 16 bytes, element j in the low nibble of byte j, j+16 in the high. */
-export function encodeGgml(type: GgmlType, x: Float32Array): Uint8Array {
+export function encodeGgml(type: GgmlType, x: Float32Array, name?: string): Uint8Array {
   const asBytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   switch (type) {
     case 'F32': return asBytes(x);
     case 'F16': return asBytes(f32ToF16Array(x));
     case 'BF16': return asBytes(f32ToBf16Array(x));
     case 'Q8_0': {
-      const { scales, q } = quantizeQ8_0(x), out = new Uint8Array(scales.length * 34), dv = new DataView(out.buffer);
+      const { scales, q } = quantizeQ8_0(x, name), out = new Uint8Array(scales.length * 34), dv = new DataView(out.buffer);
       for (let b = 0; b < scales.length; b++) {
         dv.setUint16(b * 34, f32ToF16Bits(scales[b]), true);
         out.set(new Uint8Array(q.buffer, b * QK, QK), b * 34 + 2);
@@ -88,7 +103,7 @@ export function encodeGgml(type: GgmlType, x: Float32Array): Uint8Array {
       return out;
     }
     case 'Q4_0': {
-      const { scales, q } = quantizeQ4_0(x), out = new Uint8Array(scales.length * 18), dv = new DataView(out.buffer);
+      const { scales, q } = quantizeQ4_0(x, name), out = new Uint8Array(scales.length * 18), dv = new DataView(out.buffer);
       for (let b = 0; b < scales.length; b++) {
         dv.setUint16(b * 18, f32ToF16Bits(scales[b]), true);
         for (let j = 0; j < 16; j++) out[b * 18 + 2 + j] = q[b * QK + j] | (q[b * QK + 16 + j] << 4);
@@ -380,7 +395,7 @@ export function writeGguf(path: string, { metadata, tensors }: { metadata: Recor
       else {
         const data = typeof t.data === 'function' ? t.data() : t.data;
         if (data.length !== numel(t.shape)) throw new Error(`writeGguf(${path}): tensor "${t.name}" has ${data.length} values but shape ${JSON.stringify(t.shape)}`);
-        bytes = encodeGgml(t.type, data);
+        bytes = encodeGgml(t.type, data, t.name);
       }
       writeAll(fd, bytes);
       writeAll(fd, pad(sizes[i]));

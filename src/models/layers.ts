@@ -93,7 +93,7 @@ export class Layers {
   private q4(name: string): { packed: string; scales: string } {
     const hit = this.q4Made.get(name);
     if (hit) return hit;
-    const [n, k] = this.weights.shape(name), q = quantizeQ4(this.weights.get(name), n, k), blocks = k / Q4_BLOCK;
+    const [n, k] = this.weights.shape(name), q = quantizeQ4(this.weights.get(name), n, k, name), blocks = k / Q4_BLOCK;
     const made = {
       packed: this.g.initializer(`${name}_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed),
       scales: this.g.initializer(`${name}_scales`, 'float32', [n * blocks], q.scales),
@@ -179,7 +179,7 @@ export class Layers {
     const rotate = (x: string, n: number) => (fuseRope ? step.node('RotaryEmbedding', [x, np.pos64, extra[0], extra[1]], { num_heads: n, interleaved: 0 }, { domain: MS }) : x);
     const qg = step.node('Reshape', [rotate(q, c.numHeads), step.constant([0, hkv, grp, d])]); // [B,1,H*D] -> [B,Hkv,G,D]
     const kn = step.node('Reshape', [rotate(k, hkv), step.constant([0, hkv, 1, d])]), vn = step.node('Reshape', [v, step.constant([0, hkv, 1, d])]);
-    const scores = (keys: string) => step.node('FusedMatMul', [qg, keys], { transB: 1, alpha: 1 / Math.sqrt(d) }, { domain: MS });
+    const scores = (keys: string) => step.node('FusedMatMul', [qg, keys], { transB: 1, alpha: { float: 1 / Math.sqrt(d) } }, { domain: MS });
     const probs = step.node('Softmax', [step.node('Concat', [step.node('Add', [scores(io.pastKey), np.pastMask]), scores(kn)], { axis: -1 })], { axis: -1 });
     const [pPast, pNew] = step.nodeN('Split', [probs, np.split], { axis: -1 }, { outputs: 2 });
     const sOut = step.node('Reshape', [step.node('Add', [step.node('MatMul', [pPast, io.pastValue]), step.node('Mul', [pNew, vn])]), step.constant([0, 1, -1])]);

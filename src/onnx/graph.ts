@@ -4,6 +4,7 @@
  * onnx-proto (protobufjs), optionally moving large initializers to an external data file.
  */
 import onnxProto from 'onnx-proto';
+import { f32ToF16Array } from '../io/safetensors.ts';
 const { onnx } = onnxProto;
 
 export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
@@ -24,6 +25,14 @@ export interface Initializer extends ValueInfo { data: TypedData }
 const ONNX_TYPES: Record<DType, number> = {
   float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11,
 };
+
+/** The typed array an initializer of each dtype holds (float16: the raw fp16 bits; bool: 0/1 bytes). */
+const ARRAY_TYPES: Record<DType, { name: string; BYTES_PER_ELEMENT: number }> = {
+  float32: Float32Array, float16: Uint16Array, float64: Float64Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array, bool: Uint8Array,
+};
+
+/** Attributes that are floats wherever ONNX and com.microsoft ops define them: a plain integer (serialised as INT) is refused. */
+const FLOAT_ATTRS = new Set(['alpha', 'beta', 'gamma', 'epsilon', 'scale']);
 
 export const MS = 'com.microsoft';
 
@@ -62,9 +71,11 @@ export class Graph {
   initializer(name: string, dtype: DType, dims: number[], data: TypedData): string {
     if (this.root !== this) return this.root.initializer(name, dtype, dims, data);
     if (this.initializers.has(name)) throw new Error(`graph: initializer "${name}" defined twice`);
-    const size = dims.reduce((a, b) => a * b, 1);
-    const expected = dtype === 'float16' ? size : size;
-    if (data.length !== expected) throw new Error(`graph: initializer "${name}" has ${data.length} elements, shape [${dims}] needs ${size}`);
+    const size = dims.reduce((a, b) => a * b, 1), want = ARRAY_TYPES[dtype];
+    if (data.BYTES_PER_ELEMENT !== want.BYTES_PER_ELEMENT || (data instanceof BigInt64Array) !== (want === BigInt64Array)) {
+      throw new Error(`graph: initializer "${name}" (${dtype}) needs a ${want.name}, got a ${data.constructor.name}`);
+    }
+    if (data.length !== size) throw new Error(`graph: initializer "${name}" has ${data.length} elements, shape [${dims}] needs ${size}`);
     this.initializers.set(name, { name, dtype, dims, data });
     return name;
   }
@@ -76,9 +87,13 @@ export class Graph {
     const hit = this.constCache.get(key);
     if (hit) return hit;
     const name = this.fresh('const');
+    const nums = values.map(Number);
     const data = dtype === 'int64' ? BigInt64Array.from(values.map(BigInt))
-      : dtype === 'int32' ? Int32Array.from(values as number[])
-      : dtype === 'float64' ? Float64Array.from(values as number[]) : Float32Array.from(values as number[]);
+      : dtype === 'int32' ? Int32Array.from(nums)
+      : dtype === 'uint8' ? Uint8Array.from(nums)
+      : dtype === 'bool' ? Uint8Array.from(nums, (v) => (v ? 1 : 0))
+      : dtype === 'float16' ? f32ToF16Array(Float32Array.from(nums))
+      : dtype === 'float64' ? Float64Array.from(nums) : Float32Array.from(nums);
     this.initializer(name, dtype, dims, data);
     this.constCache.set(key, name);
     return name;
@@ -91,6 +106,11 @@ export class Graph {
   }
   nodeN(op: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { domain?: string; outputs?: number; names?: string[] } = {}): string[] {
     const n = opts.names?.length ?? opts.outputs ?? 1;
+    for (const [k, v] of Object.entries(attrs)) {
+      if (FLOAT_ATTRS.has(k) && typeof v === 'number' && Number.isInteger(v)) {
+        throw new Error(`graph: ${op} attribute "${k}" is a float; pass { float: ${v} } (a plain integer is serialised as INT)`);
+      }
+    }
     const outputs = opts.names ?? Array.from({ length: n }, () => this.fresh(op));
     this.nodes.push({ op, inputs, outputs, attrs, domain: opts.domain ?? '' });
     return outputs;
