@@ -68,8 +68,8 @@ export interface ReasoningBenchOptions {
   /** Tokens per answer (thinking + answer) and the thinking cap, for sections 2 and 3. */
   maxTokens?: number;
   maxThinkingTokens?: number;
-  /** Tokens per sample in the wall-time comparison. */
-  timingTokens?: number;
+  /** Tokens per sample in the wall-time comparison (default 64 and 160: the hard items' samples average ≈ 165). */
+  timingTokens?: number[];
   seed?: number;
   /** Also time parallel samples on random weights in Qwen2.5-0.5B's shape, fp32 and q4 (minutes; ~3 GB of cache under the temp folder). */
   shapeTiming?: boolean;
@@ -128,11 +128,14 @@ export interface ReasoningBenchResult {
     split?: 'test' | 'val'; n: number; samples: number[];
     accuracy: Record<string, Record<string, number>>;
     meanTokensPerSample: number;
+    /** At the first of the timing lengths; `wallTimes`: at each. */
     wallTime: WallTime;
+    wallTimes?: WallTime[];
   };
   /** Parallel wall time on the 0.5B shape (`shapeTiming`). */
-  shapeTiming?: { model: string; quant: string; promptTokens: number; wallTime: WallTime }[];
-  machine: { cpu: string; cores: number; node: string; threads: string };
+  shapeTiming?: { model: string; quant: string; sampling?: string; promptTokens: number; wallTime: WallTime }[];
+  /** 1-minute load averages at the start and end: above ≈ 0.5 at the start, other work shared the 2 cores. */
+  machine: { cpu: string; cores: number; node: string; threads: string; loadavg?: [number, number] };
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
@@ -171,8 +174,9 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     model: { path: modelDir, adapter: adapterDir, router: router ? routerFile : undefined, verifier: verifier ? verifierFile : undefined, hiddenSize: H, layers: model.config.numLayers, context: ctx },
     settings: { reps, ttftReps: o.ttftReps ?? 15, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold, routerTemperature: o.routerTemperature ?? 0 },
     ttft: [],
-    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, threads: String(o.threads ?? process.env.EDGEREASON_THREADS ?? 'default') },
+    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, threads: String(o.threads ?? process.env.EDGEREASON_THREADS ?? 'default'), loadavg: [os.loadavg()[0], 0] },
   };
+  if (os.loadavg()[0] > 0.5) log(`warning: 1-minute load average ${os.loadavg()[0].toFixed(2)} before the run: other work shares the cores, timings will be high`);
   try {
     // 1. TTFT of the reasoning turn.
     const always = new Router(router?.probe ?? new LinearProbe(new Float64Array(H), 0, new Float64Array(H), new Float64Array(H).fill(1)), -1); // routes everything to reasoning
@@ -191,7 +195,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       row.saving = 1 - row.sharedKvMs / row.classicMs;
       // Paired within each round (the three runs sit side by side), so drift between rounds cancels out.
       const paired = (m: 'activated' | 'classic') => median(t[m].map((x, i) => x - t.base[i]));
-      row.turnCostRatio = Math.max(0, paired('activated')) / Math.max(1e-9, paired('classic'));
+      row.turnCostRatio = paired('activated') / Math.max(1e-9, paired('classic')); // unclamped: a noise-level negative shows as such
       result.ttft.push(row);
       log(`TTFT @ ${tokens} prompt tokens: shared KV ${row.sharedKvMs.toFixed(1)} ms, classic re-prefill ${row.classicMs.toFixed(1)} ms, base direct ${row.baseDirectMs.toFixed(1)} ms, turn cost ${row.turnCostRatio.toFixed(2)}×`);
     }
@@ -268,14 +272,16 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       const accuracy = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, hits[m][n] / cases.length]))]));
       // Wall time at the same tokens per sample: one prefill, a fork, fixed-length decoding.
       const ids = model.encode([{ role: 'user', content: cases[0]?.question ?? 'What is 2 plus 3?' }], true);
-      const wallTime = await parallelWallTime(model, ids, { invocation: reasoningTokens(model).invocation, sampleCounts, tokens: o.timingTokens ?? 64, reps, sampling: { temperature, topP } });
-      result.parallel = { split, n: cases.length, samples: sampleCounts, accuracy, meanTokensPerSample: mean(tokens), wallTime };
-      log(`parallel: ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTime.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`);
+      const wallTimes: WallTime[] = [];
+      for (const t of o.timingTokens ?? [64, 160]) wallTimes.push(await parallelWallTime(model, ids, { invocation: reasoningTokens(model).invocation, sampleCounts, tokens: t, reps, sampling: { temperature, topP } }));
+      result.parallel = { split, n: cases.length, samples: sampleCounts, accuracy, meanTokensPerSample: mean(tokens), wallTime: wallTimes[0], wallTimes };
+      log(`parallel: ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTimes.map((wt) => `@${wt[0].tokensPerSample} tokens ${wt.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`).join('; ')}`);
     }
   } finally {
     await model.close();
   }
   if (o.shapeTiming) result.shapeTiming = await shapeWallTimes(sampleCounts, reps, log);
+  result.machine.loadavg![1] = os.loadavg()[0];
 
   if (o.resultsDir !== null) {
     const dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results'), stem = path.join(dir, `reasoning-${result.date.slice(0, 10)}`);
@@ -334,7 +340,8 @@ export async function parallelWallTime(model: Model, ids: number[], o: { invocat
 /**
  * The same wall-time comparison on random weights in Qwen2.5-0.5B's shape (the decode bench's cached model),
  * fp32 and q4: where decoding is memory-bound, N rows cost little more than one. 40-token prompt, 32 tokens per
- * sample, temperature 0.8 with top-k 40 (random weights give a flat distribution, which top-p would keep whole).
+ * sample, temperature 0.8 with top-k 40, and with top-p 0.95 (random weights give a flat distribution, whose
+ * nucleus is most of the 151,936-token vocabulary: the sampler's worst case).
  */
 async function shapeWallTimes(sampleCounts: number[], reps: number, log: (l: string) => void): Promise<NonNullable<ReasoningBenchResult['shapeTiming']>> {
   const { prepareModels } = await import('./decode.ts');
@@ -345,9 +352,11 @@ async function shapeWallTimes(sampleCounts: number[], reps: number, log: (l: str
     const m = await loadModel(dir);
     try {
       const ids = Array.from({ length: 40 }, (_, i) => 100 + 37 * i);
-      const wallTime = await parallelWallTime(m, ids, { sampleCounts, tokens: 32, reps, sampling: { temperature: 0.8, topK: 40 } });
-      out.push({ model: 'random weights, Qwen2.5-0.5B shape', quant, promptTokens: ids.length, wallTime });
-      log(`0.5B shape ${quant}: wall time ratio ${wallTime.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`);
+      for (const [name, sampling] of [['top-k 40', { temperature: 0.8, topK: 40 }], ['top-p 0.95', { temperature: 0.8, topP: 0.95 }]] as const) {
+        const wallTime = await parallelWallTime(m, ids, { sampleCounts, tokens: 32, reps, sampling });
+        out.push({ model: 'random weights, Qwen2.5-0.5B shape', quant, sampling: `temperature 0.8, ${name}`, promptTokens: ids.length, wallTime });
+        log(`0.5B shape ${quant}, ${name}: wall time ratio ${wallTime.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`);
+      }
     } finally {
       await m.close();
     }
@@ -359,7 +368,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
   const out = [`# Efficient reasoning benchmark ${r.date.slice(0, 10)}`, '',
     `Model: ${r.model.path} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, context ${r.model.context}) + adapter ${r.model.adapter}; router ${r.model.router ?? 'none'}; verifier ${r.model.verifier ?? 'none'}.`,
-    `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, threads ${r.machine.threads}, node ${r.machine.node}. Settings: ${JSON.stringify(r.settings)}.`, '',
+    `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, threads ${r.machine.threads}, node ${r.machine.node}${r.machine.loadavg ? `, 1-minute load average ${r.machine.loadavg[0].toFixed(2)} at the start and ${r.machine.loadavg[1].toFixed(2)} at the end${r.machine.loadavg[0] > 0.5 ? ' (other work shared the cores: timings are high)' : ''}` : ''}. Settings: ${JSON.stringify(r.settings)}.`, '',
     '## TTFT of the reasoning turn', '',
     `Both paths first run the base prefill (the router\'s input). Activated LoRA: that prefill already carries the invocation with the adapter on (speculative invocation), so the first thinking token comes from the same step; the classic adapter encodes the prompt again with the adapter on. "Turn cost" is the reasoning turn\'s own time over the base prefill: (shared − base) / (classic − base), each difference the median over rounds of the three runs side by side. Times: median of ${r.settings.ttftReps ?? r.settings.reps} runs.`, '',
     '| prompt tokens | activated LoRA, shared KV (ms) | classic LoRA, re-prefill (ms) | saving | turn cost, shared / re-prefill | base direct (ms) |', '|---:|---:|---:|---:|---:|---:|',
@@ -393,17 +402,17 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
-      `Wall time at ${p.wallTime[0]?.tokensPerSample} tokens per sample (prefill + fork + decode, best of the runs):`, '',
-      '| N | ms | vs N=1 |', '|---:|---:|---:|',
-      ...p.wallTime.map((w) => `| ${w.samples} | ${w.ms.toFixed(0)} | ${w.ratio.toFixed(2)}× |`), '',
+      `Wall time at the same tokens per sample (prefill + fork + decode, best of the runs):`, '',
+      `| tokens per sample | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---:|${p.samples.map(() => '---:').join('|')}|`,
+      ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map((w) => `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×)`).join(' | ')} |`), '',
       `![accuracy vs N](${stem}-accuracy-vs-n.svg)`, '');
   }
   if (r.shapeTiming?.length) {
     const st = r.shapeTiming, ns = st[0].wallTime.map((w) => w.samples);
     out.push('## Parallel wall time on the Qwen2.5-0.5B shape', '',
-      `Random weights in Qwen2.5-0.5B's shape (no adapter): one ${st[0].promptTokens}-token prefill, fork, ${st[0].wallTime[0]?.tokensPerSample} tokens per sample (temperature 0.8, top-k 40), best of the runs.`, '',
+      `Random weights in Qwen2.5-0.5B's shape (no adapter): one ${st[0].promptTokens}-token prefill, fork, ${st[0].wallTime[0]?.tokensPerSample} tokens per sample, best of the runs. Random weights give flat next-token distributions: with top-p 0.95 the nucleus is most of the vocabulary, the sampler's worst case.`, '',
       `| weights | ${ns.map((n) => `N=${n}`).join(' | ')} |`, `|---|${ns.map(() => '---:').join('|')}|`,
-      ...st.map((x) => `| ${x.quant} | ${x.wallTime.map((w) => `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×)`).join(' | ')} |`), '');
+      ...st.map((x) => `| ${x.quant}${x.sampling ? `, ${x.sampling}` : ''} | ${x.wallTime.map((w) => `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×)`).join(' | ')} |`), '');
   }
   return out.join('\n');
 }
@@ -419,7 +428,7 @@ if (isMainModule(import.meta.url)) {
     model: flag('--model'), adapter: flag('--adapter'), router: flag('--router'), verifier: flag('--verifier'),
     quant: flag('--quant') as 'fp32' | 'q4' | undefined, threads: num('--threads'), reps: num('--reps'),
     routerItems: num('--router-items'), routerTemperature: num('--router-temperature'), parallelItems: num('--parallel-items'), parallelSplit: flag('--parallel-split') as 'test' | 'val' | undefined, maxTokens: num('--max-tokens'),
-    maxThinkingTokens: num('--max-thinking-tokens'), timingTokens: num('--timing-tokens'), seed: num('--seed'),
+    maxThinkingTokens: num('--max-thinking-tokens'), timingTokens: flag('--timing-tokens')?.split(',').map(Number), seed: num('--seed'),
     promptLengths: flag('--prompt-lengths')?.split(',').map(Number), samples: flag('--samples')?.split(',').map(Number),
     resultsDir: process.argv.includes('--no-write') ? null : flag('--results-dir'), shapeTiming: process.argv.includes('--shape-timing'),
   });

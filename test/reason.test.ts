@@ -373,14 +373,15 @@ test('routing: off/on forced, auto by router threshold, no router means on; clas
     assert.equal(b.steps, 3, 'the prefill, then one step per fed token (CLOSE, A7): no step for the invocation');
     assert.equal(res.usage.promptTokens, route === 'reasoning' ? 4 : 3);
   }
-  // Classic LoRA with routing: the base prefill for the router, then the prompt again with the adapter on.
+  // Classic LoRA with routing: the base prefill for the router, then the prompt and the invocation again with the
+  // adapter on (one prefill: its last logits give the first thinking token), then one step per sampled token.
   const { m, b } = scripted(policy, false);
   const steps: number[][][] = [];
   const orig = b.step.bind(b);
   b.step = async (h, req) => { steps.push(req.adapterMask ?? req.tokens.map((t) => t.map(() => 0))); return orig(h, req); };
   const res = await answer(m, 'q', { reasoning: 'auto' }, { router: router(0) });
   assert.equal(res.route, 'reasoning');
-  assert.deepEqual(steps.slice(0, 3), [[[0, 0, 0]], [[1, 1, 1]], [[1]]]);
+  assert.deepEqual(steps.slice(0, 3), [[[0, 0, 0]], [[1, 1, 1, 1]], [[1]]]);
   assert.equal(b.live, 0);
 });
 

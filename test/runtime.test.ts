@@ -358,7 +358,7 @@ test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens
 test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick exactly what a full sort over the vocabulary picks', () => {
   // Reference: sort every token by probability, then top-k, min-p, top-p, and walk the kept mass with u.
   const reference = (logits: Float32Array, p: { temperature: number; topK?: number; topP?: number; minP?: number }, u: number) => {
-    const max = Math.max(...logits), order = [...logits.keys()].filter((i) => (logits[i] - max) / p.temperature > -25).sort((a, b) => logits[b] - logits[a] || a - b);
+    const max = logits.reduce((a, b) => Math.max(a, b), -Infinity), order = [...logits.keys()].filter((i) => (logits[i] - max) / p.temperature > -25).sort((a, b) => logits[b] - logits[a] || a - b);
     const kept = p.topK ? order.slice(0, p.topK) : order, w = kept.map((i) => Math.exp((logits[i] - max) / p.temperature)), z = w.reduce((a, b) => a + b);
     let probs = w.map((x) => x / z), n = probs.length;
     if (p.minP) while (n > 1 && probs[n - 1] < p.minP * probs[0]) n--;
@@ -375,6 +375,13 @@ test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick 
     const logits = Float32Array.from({ length: V }, () => spread * (rand() * 2 - 1) ** 3 * 4).map((x) => (trial % 5 === 0 ? Math.round(x) : x)); // rounded: ties at the top-k boundary
     const params = { temperature: [0.3, 0.8, 1, 1.5][trial % 4], topP: [undefined, 0.95, 0.5][trial % 3], minP: [0, 0.05][trial % 2], topK: [0, 0, 40][trial % 3] };
     for (const u of [rand(), rand(), 0, 0.999999]) assert.equal(sampleToken(logits, params, u).token, reference(logits, params, u), `trial ${trial} u ${u}`);
+  }
+  // Qwen's vocabulary size, Zipf-shaped and flat: nuclei of thousands of tokens spread over many slices.
+  for (const flat of [false, true]) {
+    const logits = Float32Array.from({ length: 151936 }, (_, i) => (flat ? 0.5 * (rand() * 2 - 1) : -1.3 * Math.log(1 + ((i * 7919) % 151936)) + 0.01 * rand()));
+    for (const params of [{ temperature: 0.8, topP: 0.95 }, { temperature: 1 }, { temperature: 0.7, topP: 0.9, minP: 0.05 }]) {
+      for (const u of [rand(), rand(), 0, 0.999999]) assert.equal(sampleToken(logits, params, u).token, reference(logits, params, u), `V 151936 ${flat ? 'flat' : 'Zipf'} ${JSON.stringify(params)} u ${u}`);
+    }
   }
   // Vocabularies in ascending and descending logit order (every token enters the top-k heap, or none after the first k), with ties.
   for (const dir of [1, -1]) {

@@ -248,10 +248,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptTokens);
     if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
     const streams = Array.from({ length: n }, (_, i) => opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), 'thinking') : undefined);
-    let prompt: CacheHandle;
-    if (classic) { // plain LoRA: the base cache is of no use, encode the prompt again with the adapter on
+    let prompt: CacheHandle, firstLogits = escalation ? undefined : base?.invocationLogits;
+    if (classic) { // plain LoRA: the base cache is of no use, encode the prompt (and the invocation) again with the adapter on
       if (base) await release(base.cache);
-      prompt = (await prefill(backend, ids, 1)).cache;
+      const p = await prefill(backend, ids, 1, [...rt.invocation, ...control]);
+      prompt = p.cache; firstLogits = p.invocationLogits;
       handles.add(prompt);
     } else prompt = base!.cache;
     let cache: CacheHandle;
@@ -262,11 +263,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       thinking: { end: rt.end, maxTokens: K, force: rt.force },
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
     let pending: number[][];
-    if (base?.invocationLogits && !escalation) { // speculated (activated adapter): each sample's first token from the invocation's logits
+    if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
         const forced = seq.takeForced(); // a cap of 0 closes the thinking before anything is sampled
         if (forced.length) return forced;
-        const draw = seq.sampling(), first = sampleToken(base!.invocationLogits!, draw, draw.u);
+        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u);
         seq.ttftMs = performance.now() - start;
         return seq.accept(first.token, first.logprob) ? [] : [first.token, ...seq.takeForced()];
       });

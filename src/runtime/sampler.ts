@@ -20,6 +20,7 @@ const NUCLEUS_BUCKETS = 4096;
 
 // Scratch buffers reused across calls (sampling runs once per row per decode step: no garbage per token).
 let scratchP = new Float64Array(0), scratchI = new Int32Array(0), scratchB = new Float64Array(0);
+let scratchC = new Int32Array(0), scratchO = new Int32Array(0), scratchF = new Int32Array(0), scratchS = new Int32Array(0);
 
 /** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number): Sampled {
@@ -39,32 +40,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     while (n < sorted.length && logits[sorted[n]] > floorLogit) n++;
     sorted = sorted.subarray(0, n);
     for (let i = 0; i < n; i++) norm += e[sorted[i]] = Math.exp((logits[sorted[i]] - max) / temp);
-  } else {
-    const cand = scratchI;
-    let count = 0;
-    for (let i = 0; i < V; i++) if (logits[i] > floorLogit) cand[count++] = i;
-    for (let j = 0; j < count; j++) norm += e[cand[j]] = Math.exp((logits[cand[j]] - max) / temp);
-    // The probabilities are e / norm. A token below minP·p_best (= minP / norm) is cut by min-p. The top-p nucleus
-    // ends in the first of NUCLEUS_BUCKETS equal slices of the scaled logit range (−TAIL, 0] where the mass summed
-    // from the top reaches topP (with a hair of slack for summation order): only tokens down to that slice can be
-    // in it, so only they are sorted.
-    const floor = params.minP && params.minP > 0 ? params.minP / norm : 0, scale = NUCLEUS_BUCKETS / (TAIL * temp);
-    const slice = (c: number) => Math.min(NUCLEUS_BUCKETS - 1, Math.floor((max - logits[c]) * scale));
-    let last = NUCLEUS_BUCKETS - 1; // the nucleus's last slice; every slice without top-p
-    if (params.topP !== undefined && params.topP < 1) {
-      if (scratchB.length < NUCLEUS_BUCKETS) scratchB = new Float64Array(NUCLEUS_BUCKETS);
-      const mass = scratchB.fill(0), target = params.topP * norm * (1 + 1e-9);
-      for (let j = 0; j < count; j++) mass[slice(cand[j])] += e[cand[j]];
-      let acc = 0;
-      for (let b = 0; b < NUCLEUS_BUCKETS; b++) { acc += mass[b]; if (acc >= target) { last = b; break; } }
-    }
-    let kept = 0;
-    for (let j = 0; j < count; j++) {
-      const c = cand[j];
-      if (e[c] / norm >= floor && (last === NUCLEUS_BUCKETS - 1 || slice(c) <= last)) cand[kept++] = c;
-    }
-    sorted = sortByLogit(logits, cand.subarray(0, kept));
-  }
+  } else return fromSlices(logits, params, u, max, floorLogit, temp, logprob);
   let n = sorted.length;
   const prob = (i: number) => e[sorted[i]] / norm;
   if (params.minP && params.minP > 0) {
@@ -81,6 +57,66 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   let r = u * total, pick = n - 1;
   for (let i = 0; i < n; i++) { r -= prob(i); if (r < 0) { pick = i; break; } }
   const token = sorted[pick];
+  return { token, logprob: logprob(token) };
+}
+
+/**
+ * Sampling without top-k: the tokens above the tail floor are bucketed into NUCLEUS_BUCKETS equal slices of the
+ * scaled logit range (−TAIL, 0] (a counting sort: the slices are in logit order, so slice by slice is the order a
+ * full sort gives). Min-p is a logit threshold; the top-p nucleus ends in the first slice whose mass reaches topP,
+ * and the draw lands in one slice: only those (at most two) slices are sorted, never the whole nucleus, which on
+ * a flat distribution is most of the vocabulary. Picks exactly what sorting every token would.
+ */
+function fromSlices(logits: Float32Array, params: SamplingParams, u: number, max: number, floorLogit: number, temp: number, logprob: (t: number) => number): Sampled {
+  const V = logits.length, B = NUCLEUS_BUCKETS, scale = B / (TAIL * temp);
+  if (scratchB.length < B) { scratchB = new Float64Array(B); scratchC = new Int32Array(B + 1); }
+  if (scratchO.length < V) scratchO = new Int32Array(V);
+  const e = scratchP, cand = scratchI, sl = scratchS.length < V ? (scratchS = new Int32Array(V)) : scratchS;
+  const mass = scratchB.fill(0), start = scratchC.fill(0), ordered = scratchO;
+  // One pass: weights (all above the floor count towards the normaliser), then min-p, which keeps tokens whose
+  // probability is at least minP × the best's (whose weight is 1), and each kept token's slice.
+  const minP = params.minP && params.minP > 0 ? params.minP : 0;
+  let kept = 0, norm = 0;
+  for (let i = 0; i < V; i++) {
+    const x = logits[i];
+    if (x <= floorLogit) continue;
+    const w = Math.exp((x - max) / temp);
+    norm += w;
+    if (w < minP && x !== max) continue;
+    const b = Math.min(B - 1, Math.floor((max - x) * scale));
+    e[i] = w; cand[kept] = i; sl[kept++] = b; start[b + 1]++; mass[b] += w;
+  }
+  for (let b = 0; b < B; b++) start[b + 1] += start[b];
+  const fill = scratchF.length < B ? (scratchF = new Int32Array(B)) : scratchF.fill(0);
+  for (let j = 0; j < kept; j++) ordered[start[sl[j]] + fill[sl[j]]++] = cand[j]; // index order within a slice
+  const sortSlice = (b: number) => sortByLogit(logits, ordered.subarray(start[b], start[b + 1])); // in place
+  // The nucleus: whole slices while the mass stays below topP, then the sorted tokens of the slice that reaches it.
+  const topP = params.topP !== undefined && params.topP < 1 ? params.topP : undefined;
+  let endSlice = B, endCount = 0, acc = 0; // nucleus = slices < endSlice + the first endCount tokens of endSlice
+  for (let b = 0; b < B; b++) {
+    const m = mass[b] / norm;
+    if (!m) continue;
+    if (topP !== undefined && acc + m >= topP * (1 - 1e-12)) {
+      const toks = sortSlice(b);
+      let a = acc, k = 0;
+      while (k < toks.length) { a += e[toks[k++]] / norm; if (a >= topP) break; }
+      if (a >= topP) { endSlice = b; endCount = k; acc = a; break; }
+    }
+    acc += m;
+  }
+  // The draw: skip whole slices by their mass, then walk the sorted tokens of the slice it lands in.
+  const size = (b: number) => (b === endSlice ? endCount : start[b + 1] - start[b]);
+  let r = u * acc, lastSlice = -1;
+  for (let b = 0; b < Math.min(B, endSlice + 1); b++) {
+    const n = size(b);
+    if (!n) continue;
+    lastSlice = b;
+    if (b !== endSlice && r - mass[b] / norm >= 0) { r -= mass[b] / norm; continue; }
+    const toks = b === endSlice ? ordered.subarray(start[b], start[b] + n) : sortSlice(b); // endSlice is sorted already
+    for (let i = 0; i < n; i++) { r -= e[toks[i]] / norm; if (r < 0) return { token: toks[i], logprob: logprob(toks[i]) }; }
+  }
+  // Rounding left u · mass at the very end: the nucleus's last token.
+  const n = size(lastSlice), token = (lastSlice === endSlice ? ordered.subarray(start[lastSlice], start[lastSlice] + n) : sortSlice(lastSlice))[n - 1];
   return { token, logprob: logprob(token) };
 }
 
