@@ -39,7 +39,7 @@ export interface DecodeBenchOptions {
   decodeSteps?: number;
   /** Repetitions of each measurement; the best is reported (other work on the machine only slows runs down). Default 3. */
   reps?: number;
-  /** Context before the long-context decode measurement (batch 1; default 960 tokens, so the timed steps stay within one 1,024-position cache; 0 = skip). */
+  /** Context before the long-context decode measurement (batch 1; default 960 tokens: the untimed first step grows the cache to 1,216 positions, so the timed steps stay within one allocation; 0 = skip). */
   longContextTokens?: number;
   /** Batch sizes for our decode (default 1, 4, 8, 16) and llama.cpp's (default the same). */
   batches?: number[];
