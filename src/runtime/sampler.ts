@@ -20,6 +20,7 @@ const NUCLEUS_BUCKETS = 4096;
 
 // Scratch buffers reused across calls (sampling runs once per row per decode step: no garbage per token).
 let scratchP = new Float64Array(0), scratchI = new Int32Array(0), scratchB = new Float64Array(0);
+let sliceExp = new Float64Array(0);
 let scratchC = new Int32Array(0), scratchO = new Int32Array(0), scratchF = new Int32Array(0), scratchS = new Int32Array(0);
 
 /** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
@@ -68,22 +69,26 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
  * a flat distribution is most of the vocabulary. Picks exactly what sorting every token would.
  */
 function fromSlices(logits: Float32Array, params: SamplingParams, u: number, max: number, floorLogit: number, temp: number, logprob: (t: number) => number): Sampled {
-  const V = logits.length, B = NUCLEUS_BUCKETS, scale = B / (TAIL * temp);
+  const V = logits.length, B = NUCLEUS_BUCKETS;
   if (scratchB.length < B) { scratchB = new Float64Array(B); scratchC = new Int32Array(B + 1); }
   if (scratchO.length < V) scratchO = new Int32Array(V);
   const e = scratchP, cand = scratchI, sl = scratchS.length < V ? (scratchS = new Int32Array(V)) : scratchS;
   const mass = scratchB.fill(0), start = scratchC.fill(0), ordered = scratchO;
   // One pass: weights (all above the floor count towards the normaliser), then min-p, which keeps tokens whose
   // probability is at least minP × the best's (whose weight is 1), and each kept token's slice.
-  const minP = params.minP && params.minP > 0 ? params.minP : 0;
+  // Weights without an exponential per token: d = (max − x) / temp is split into its slice's start bΔ and a
+  // remainder f < Δ = TAIL / B ≈ 0.006, and exp(−d) = exp(−bΔ) · exp(−f) with exp(−f) from its Taylor series to f⁵
+  // (the next term, < 7e-17, is below double rounding), one table of B exponentials per call.
+  const minP = params.minP && params.minP > 0 ? params.minP : 0, step = TAIL / B;
+  if (sliceExp.length < B) sliceExp = Float64Array.from({ length: B }, (_, b) => Math.exp(-b * step));
   let kept = 0, norm = 0;
   for (let i = 0; i < V; i++) {
     const x = logits[i];
     if (x <= floorLogit) continue;
-    const w = Math.exp((x - max) / temp);
+    const d = (max - x) / temp, b = Math.min(B - 1, Math.floor(d / step)), f = d - b * step;
+    const w = sliceExp[b] * (1 - f * (1 - f * (0.5 - f * (1 / 6 - f * (1 / 24 - f / 120)))));
     norm += w;
     if (w < minP && x !== max) continue;
-    const b = Math.min(B - 1, Math.floor((max - x) * scale));
     e[i] = w; cand[kept] = i; sl[kept++] = b; start[b + 1]++; mass[b] += w;
   }
   for (let b = 0; b < B; b++) start[b + 1] += start[b];
