@@ -447,6 +447,7 @@ test('votes: majority, confidence, best-of-N, verifier-weighted; ties to the low
   // scored sample at all best-of-N falls back to the majority.
   assert.deepEqual(verifierVote([c('7'), c('5', 1, 0.3)]), { chosen: 1, winner: '5', votes: { 5: 0.3 } });
   assert.deepEqual(verifierVote([c('7')]), { chosen: 0, winner: undefined, votes: {} });
+  assert.deepEqual(vote('verifier-vote', [c('7'), c('5'), c('5')]), { chosen: 1, winner: '5', votes: { 7: 1, 5: 2 } });
   assert.deepEqual(verifierBestOfN([c('7'), c('5'), c('5')]), { chosen: 1, winner: '5', votes: { 7: 1, 5: 2 } });
   assert.throws(() => vote('nope' as never, [c('1')]), /unknown method/);
 });

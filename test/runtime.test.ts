@@ -376,6 +376,10 @@ test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick 
     const params = { temperature: [0.3, 0.8, 1, 1.5][trial % 4], topP: [undefined, 0.95, 0.5][trial % 3], minP: [0, 0.05][trial % 2], topK: [0, 0, 40][trial % 3] };
     for (const u of [rand(), rand(), 0, 0.999999]) assert.equal(sampleToken(logits, params, u).token, reference(logits, params, u), `trial ${trial} u ${u}`);
   }
+  // A NaN logit is no candidate (as −∞ would be), not a poison for the whole draw.
+  const withNaN = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 3), asInf = withNaN.slice();
+  withNaN[500] = NaN; asInf[500] = -Infinity;
+  for (const u of [0, 0.3, 0.9]) assert.equal(sampleToken(withNaN, { temperature: 1, topP: 0.9 }, u).token, sampleToken(asInf, { temperature: 1, topP: 0.9 }, u).token);
   // Qwen's vocabulary size, Zipf-shaped and flat: nuclei of thousands of tokens spread over many slices.
   for (const flat of [false, true]) {
     const logits = Float32Array.from({ length: 151936 }, (_, i) => (flat ? 0.5 * (rand() * 2 - 1) : -1.3 * Math.log(1 + ((i * 7919) % 151936)) + 0.01 * rand()));

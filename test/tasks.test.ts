@@ -141,6 +141,15 @@ test('numeric answers: the last answer stated wins, its sentence after "=", LaTe
   assert.ok(!isCorrect('asdiv', 'The answer is 3:5.', 3));
   assert.ok(isCorrect('asdiv', 'The answer is 3:30 pm.', '3:30 p.m.'));
   assert.ok(isCorrect('asdiv', 'The answer is Mrs. Hilt.', 'Mrs. Hilt'));
+  // what models write around the answer
+  for (const t of ['The answer is \\(18\\).', 'The answer is \\( 18 \\) dollars.', 'Answer: \\(18\\)', 'The answer is \\[18\\]', 'The answer is \\textbf{18}.',
+    'Final Answer: The final answer is \\$18. I hope it is correct.', 'The answer is 18 = 9 + 9.', 'The answer is 18 (= 9 × 2).', 'The answer is 18 since 2 = 2.',
+    'The answer is 18 dollars.', 'the answer is: $18', 'Answer: **18**', '#### 18 apples left\nCheck: 3 steps', '#### $18 per day\nI used 2 steps.',
+    'To find the answer: add 9 and 9. That gives 18.']) assert.equal(x(t), '18', t);
+  assert.equal(x('The answer is \\(-5\\).'), '-5');
+  assert.equal(x('The answer is \\(3.5\\) hours.'), '3.5');
+  assert.equal(x('Answer: Let\'s solve this step by step.\nShe has 9 + 9 = 18 apples.', 'asdiv'), '18');
+  assert.equal(x('The answer is 18 apples.\nI double-checked the answer: it is right.', 'asdiv'), '18');
 });
 
 test('aime24 and amc23: every gold solution grades correct against its answer', () => {

@@ -114,7 +114,9 @@ function openConverted(dir: string): ModelSource {
   }
   if (fs.existsSync(m.source.path)) {
     const now = fingerprint(openSourceFiles(m.source.path));
-    if (now !== m.source.fingerprint) {
+    // folders converted before the file set was narrowed (no recorded sizes) hashed every .json/.safetensors/.jinja
+    const legacy = () => fingerprint(openSourceFiles(m.source.path, /\.(json|safetensors|jinja)$/));
+    if (now !== m.source.fingerprint && (m.sizes || legacy() !== m.source.fingerprint)) {
       throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`edgereason convert --model ${m.source.path} --out ${dir}\` again`);
     }
   }
@@ -122,11 +124,12 @@ function openConverted(dir: string): ModelSource {
   return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFiles(dir) };
 }
 
+/** What defines a model folder: weights, config, tokenizer, chat template (not e.g. a router.json trained beside it). */
+const DEFINING = /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.json|merges\.txt|chat_template\.(jinja|json)|.*\.safetensors|model\.safetensors\.index\.json)$/;
+
 /** The files that make up a source checkpoint (without loading it). */
-export function openSourceFiles(p: string): string[] {
+export function openSourceFiles(p: string, defining = DEFINING): string[] {
   const abs = path.resolve(p);
-  // What defines the model: weights, config, tokenizer, chat template (not e.g. a router.json trained beside it).
-  const defining = /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|chat_template\.(jinja|json)|.*\.safetensors|model\.safetensors\.index\.json)$/;
   if (fs.statSync(abs).isDirectory()) return fs.readdirSync(abs).filter((f) => defining.test(f)).map((f) => path.join(abs, f));
   if (abs.endsWith('.bin')) {
     const tok = fs.readdirSync(path.dirname(abs)).filter((f) => /^tok.*\.bin$/.test(f)).sort()[0];

@@ -22,7 +22,6 @@
  * the midpoint between the highest score and 1; candidate gates are none and GATE_CANDIDATES.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
 import { writeJson } from '../io/safetensors.ts';
 import { AdamW } from '../train/optim.ts';

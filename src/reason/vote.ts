@@ -76,7 +76,10 @@ export function vote(method: VoteMethod, cands: readonly Candidate[]): VoteResul
     case 'majority': return majorityVote(cands);
     case 'confidence': return confidenceVote(cands);
     case 'verifier': return verifierBestOfN(cands);
-    case 'verifier-vote': return verifierVote(cands);
+    case 'verifier-vote': { // no sample scored (all stopped before their end): the majority decides, as for best-of-N
+      const r = verifierVote(cands);
+      return r.winner === undefined && cands.some((c) => c.extracted !== undefined) ? majorityVote(cands) : r;
+    }
     default: throw new Error(`vote: unknown method "${method as string}" (use ${VOTE_METHODS.join(', ')})`);
   }
 }

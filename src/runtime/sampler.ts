@@ -84,7 +84,7 @@ function fromSlices(logits: Float32Array, params: SamplingParams, u: number, max
   let kept = 0, norm = 0;
   for (let i = 0; i < V; i++) {
     const x = logits[i];
-    if (x <= floorLogit) continue;
+    if (!(x > floorLogit)) continue; // NaN too
     const d = (max - x) / temp, b = Math.min(B - 1, Math.floor(d / step)), f = d - b * step;
     const w = sliceExp[b] * (1 - f * (1 - f * (0.5 - f * (1 / 6 - f * (1 / 24 - f / 120)))));
     norm += w;

@@ -264,7 +264,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (closing) return;
       closing = true;
       admission.drain(new ApiError(503, 'The server is shutting down', null, 'server_error'));
-      const closed = app.close(); // stops accepting; open keep-alive connections get 503
+      const closed = app.close(); // stops accepting; chat requests on open keep-alive connections get 503 (their handler)
       const all = () => Promise.all([...inflight.values()].map((r) => r.done));
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([all(), new Promise((r) => { timer = setTimeout(r, graceMs); })]);

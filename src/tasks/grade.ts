@@ -64,16 +64,22 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   const found: { at: number; phrase: string; boxed: boolean }[] = [];
   for (const m of text.matchAll(/####[ \t]*([^\n]*)/g)) { // a number, perhaps with a unit word: not "#### 2. Subtract"
     const line = m[1].trim();
-    if (parseNumber(line) !== undefined || /^\$?-?[\d.,]*\d\s+[A-Za-z]+\.?$/.test(line)) found.push({ at: m.index!, phrase: line, boxed: false });
+    if (/^\$?-?\.?\d/.test(line) && !/^\d+[.:)]\s+[A-Za-z]/.test(line)) found.push({ at: m.index!, phrase: line, boxed: false });
   }
-  for (const m of text.matchAll(/\banswer(?:\s+is|\s*:)\**:?\s*([^\n]*)/gi)) {
-    const box = lastBoxed(m[1]);
+  // "answer is" anywhere; "answer:" only where a line starts with it ("Final Answer:", "**Answer:**")
+  for (const m of text.matchAll(/\banswer\s+is\**:?\s*([^\n]*)|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)/gi)) {
+    const rest = m[1] ?? m[2];
+    const box = lastBoxed(rest);
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
-    const cut = [...m[1].matchAll(/\.\s+(?=[A-Z])/g)].find((d) => /\d/.test(m[1].slice(0, d.index)));
-    let phrase = box ?? (cut ? m[1].slice(0, cut.index) : m[1]);
-    if (box === undefined && phrase.includes('=')) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
+    const cut = [...rest.matchAll(/\.\s+(?=[A-Z])/g)].find((d) => /\d/.test(rest.slice(0, d.index)));
+    let phrase = box ?? (cut ? rest.slice(0, cut.index) : rest);
+    // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not
+    const eq = phrase.indexOf('=');
+    if (box === undefined && eq >= 0 && /\d\s*[-+*/×÷^]\s*\(?-?\$?\d/.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
     phrase = phrase.replace(/\*+/g, '').trim();
-    if (phrase && (!needNumber || /\d/.test(phrase))) found.push({ at: m.index!, phrase, boxed: box !== undefined });
+    // a phrase without a number (an ASDiv name) only when no number is written after it
+    const ok = /\d/.test(phrase) || (!needNumber && !/\d/.test(text.slice(m.index! + m[0].length)));
+    if (phrase && ok) found.push({ at: m.index!, phrase, boxed: box !== undefined });
   }
   const b = Math.max(text.lastIndexOf('\\boxed'), text.lastIndexOf('\\fbox')), box = lastBoxed(text);
   if (box !== undefined && box.trim()) found.push({ at: b, phrase: box, boxed: true });
@@ -92,8 +98,9 @@ function statedNumber(s: { phrase: string; boxed: boolean }): number | undefined
   const direct = parseNumber(s.phrase);
   if (direct !== undefined) return direct;
   if (s.boxed || s.phrase.includes('\\')) {
-    const t = normalizeMath(s.phrase);
-    return latexNumber(t) ?? latexNumber(t.replace(/^\((.+)\)$/, '$1')); // AIME's "\textbf{(113)}"
+    const t = normalizeMath(s.phrase), n = latexNumber(t) ?? latexNumber(t.replace(/^\((.+)\)$/, '$1')); // AIME's "\textbf{(113)}"
+    // unboxed LaTeX that is not one value ("\(18\) dollars"): its first number, unless it is a fraction, root or power
+    if (n !== undefined || s.boxed || /\\(?:frac|sqrt)|\^/.test(s.phrase)) return n;
   }
   return isRatioOrTime(s.phrase) ? undefined : firstNumber(s.phrase);
 }
@@ -119,6 +126,7 @@ export function lastBoxed(text: string): string | undefined {
 export function normalizeMath(s: string): string {
   let t = s.trim()
     .replace(/(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)/g, ' ') // not the \\ of matrix rows
+    .replace(/\\[()[\]]/g, ' ') // \( \) \[ \] math delimiters
     .replace(/\\[dt]frac/g, '\\frac')
     .replace(/\\(?:left|right)(?![a-z])/g, '')
     .replace(/\^\s*\{?\\circ\}?|\\circ|°/g, '')

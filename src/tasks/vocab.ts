@@ -12,6 +12,7 @@
  *   falls back to single characters (letters, digits and ASCII punctuation are all in the vocab), else <unk>;
  * - decoder Replace "▁" -> " " then Fuse: decode(encode(text)) === text.
  */
+import { isMainModule } from '../main-module.ts';
 import { writeJson } from '../io/safetensors.ts';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,7 +107,7 @@ export function buildTokenizerFiles(vocab = buildVocab()) {
   return { tokenizerJson, tokenizerConfig };
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (isMainModule(import.meta.url)) {
   const out = path.resolve(process.argv[2] ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '../../models/default'));
   const { tokenizerJson, tokenizerConfig } = buildTokenizerFiles();
   writeJson(path.join(out, 'tokenizer.json'), tokenizerJson);

@@ -17,7 +17,7 @@ import { decoder, lmHead } from '../models/qwen2.ts';
 import { addBackward } from '../autodiff/backward.ts';
 import { policyLoss, tokenLogprobs, weightedNll } from '../autodiff/loss.ts';
 
-/** LoRA: `scale` = lora_alpha / r (B is PEFT's unscaled B). */
+/** LoRA: `scale` = PEFT's factor, lora_alpha / r (or / √r with rsLoRA; B is PEFT's unscaled B). */
 export type TrainMode = { kind: 'lora'; targets: readonly Projection[]; scale: number } | { kind: 'full' };
 
 /** 'nll': −Σ w·log p (SFT). 'policy': clipped policy gradient + optional KL (RL; see autodiff/loss.ts). */

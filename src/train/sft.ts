@@ -16,7 +16,7 @@ import { batches, Rng, type Batch, type Example } from './data.ts';
 import { resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import type { TokenizerFiles } from '../tokenizer/hf.ts';
 import { Progress } from './progress.ts';
-import { saveHfFolder } from './save.ts';
+import { saveHfFolder, toHfConfig } from './save.ts';
 import { Trainer, aloraMask, type MicroBatch } from './trainer.ts';
 
 export interface SftOptions {
@@ -75,6 +75,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
   if (!o.full && (!Number.isInteger(rank) || rank <= 0)) throw new Error(`train-sft: --lora-r must be a positive integer, got ${rank}`);
   for (const t of targets) if (!PROJECTIONS.includes(t)) throw new Error(`train-sft: unknown target module "${t}" (use ${PROJECTIONS.join(', ')})`);
+  if (o.full) toHfConfig(config); // a config that config.json cannot express fails now, not after the run
   const seed = o.seed ?? 0, accum = o.accum ?? 1, epochs = o.epochs ?? 1, batchTokens = o.batchTokens ?? 4096, maxLen = o.maxLen ?? batchTokens;
   const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation);
   if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, maxLen, o.aloraInvocation)}`);
