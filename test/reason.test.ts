@@ -499,6 +499,12 @@ test('router: separable features give 100 % training accuracy; save/load round t
   const near = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} ≠ ${b}`);
   thresholdCandidates(s).forEach((t, i) => near(t, [0, 0.2, 0.45, 0.7, 0.85, 0.95][i]));
   near(accuracyThreshold(s, labels), 0.45);
+  // A saturated top score (sigmoid = 1) still leaves a threshold above every score.
+  assert.deepEqual(thresholdCandidates([0.2, 1, 1]), [0, 0.6, Infinity]);
+  // A probe file whose weights do not match its hidden size is refused when loaded, not on the first request.
+  const bad = path.join(tmp, 'short.json'), good = JSON.parse(fs.readFileSync(file, 'utf8'));
+  fs.writeFileSync(bad, JSON.stringify({ ...good, gate: undefined, probe: { ...good.probe, weights: good.probe.weights.slice(1) } }));
+  assert.throws(() => Router.load(bad), /short\.json: field "probe\.weights" has \d+ values, "hiddenSize" says \d+/);
 });
 
 test('router gate and the joint choice of threshold and gate (exact, hand-computed)', () => {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
+import { planChat } from '../src/server/chat.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
@@ -95,6 +96,14 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
   assert.equal(low.edgereason.route, 'reasoning');
   assert.equal(low.edgereason.thinking_cap, 12);
   assert.ok(low.usage.completion_tokens_details.reasoning_tokens <= 12);
+  // The budget line names the bucket of the cap the model is held to, after max_tokens has trimmed it.
+  const m0 = server.served.models.get('reasoning')!;
+  const withBudgets = { ...server.served, models: new Map([['r', { ...m0, id: 'r', budgets: [96, 160, 256] }]]) };
+  for (const extra of [{ reasoning_effort: 'high' }, { thinking_token_budget: 300 }]) {
+    const plan = planChat({ model: 'r', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens: 120, ...extra } as never, withBudgets as never, server.limits);
+    assert.ok(plan.thinkingCap! <= 96, `cap ${plan.thinkingCap}`);
+    assert.equal(plan.budget, 96, JSON.stringify(extra));
+  }
   // vLLM's thinking_token_budget wins over the effort map.
   const budget = await create(ask('What is 12 plus 7?', { reasoning_effort: 'high', thinking_token_budget: 5, max_tokens: 100 }));
   assert.equal(budget.edgereason.thinking_cap, 5);

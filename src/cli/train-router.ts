@@ -63,9 +63,11 @@ export function trainRouterCommand(program: Command): void {
         const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)} %`);
         const gate = report.gate ? `gate: escalate when one of the first ${report.gate.tokens} direct tokens has log-probability < ${report.gate.minLogprob}` : 'no gate';
         console.log(`router → ${o.out} (rule ${report.rule.name}${report.rule.name === 'savings' ? `, max loss ${report.rule.maxLoss}` : ''}, threshold ${report.threshold.toFixed(4)}, ${gate})`);
-        console.log(`train: ${report.train.n} questions, ${report.train.positives} need reasoning; accuracy ${pct(report.train.accuracy)}, AUC ${report.train.auc.toFixed(3)}`);
+        const aucText = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a (one class only)');
+        console.log(`train: ${report.train.n} questions, ${report.train.positives} need reasoning; probe accuracy at the threshold ${pct(report.train.accuracy)}, AUC ${aucText(report.train.auc)}`);
         const v = report.val;
-        console.log(`val: ${v.n} questions, ${v.positives} need reasoning; routing accuracy ${pct(v.routingAccuracy)}, probe AUC ${v.auc.toFixed(3)}; reasoning share ${pct(v.reasoningShare)} (escalated by the gate ${pct(v.escalatedShare)})`);
+        if (!report.train.positives || report.train.positives === report.train.n) console.warn(`warning: every training question has the same label (${report.train.positives ? 'reasoning needed' : 'direct answer right'}): the probe cannot learn to route; use more or harder questions`);
+        console.log(`val (the threshold and gate were chosen on these, so the figures are optimistic; measure held-out with eval or the bench): ${v.n} questions, ${v.positives} need reasoning; routing accuracy ${pct(v.routingAccuracy)}, probe AUC ${aucText(v.auc)}; reasoning share ${pct(v.reasoningShare)} (escalated by the gate ${pct(v.escalatedShare)})`);
         console.log(`val answers: base ${pct(v.baseAccuracy)}, always-reason ${pct(v.reasoningAccuracy)}, routed ${pct(v.routedAccuracy)}; generated tokens routed ${v.meanTokens?.toFixed(1) ?? '-'} vs always-reason ${v.alwaysReasonTokens?.toFixed(1) ?? '-'}`);
       } finally {
         await model.close();

@@ -134,11 +134,14 @@ export function auc(scores: readonly number[], labels: readonly number[]): numbe
   return pairs ? wins / pairs : NaN;
 }
 
-/** 0, the midpoints between consecutive distinct scores, and the midpoint between the highest score and 1. */
+/**
+ * 0, the midpoints between consecutive distinct scores, and one above every score: the midpoint between the
+ * highest score and 1, or Infinity when the highest score is 1 (a saturated sigmoid), so "never" stays an option.
+ */
 export function thresholdCandidates(scores: readonly number[]): number[] {
   const s = [...new Set(scores)].sort((a, b) => a - b), out = [0];
   for (let i = 1; i < s.length; i++) out.push((s[i - 1] + s[i]) / 2);
-  if (s.length) out.push((s[s.length - 1] + 1) / 2);
+  if (s.length) out.push(s[s.length - 1] < 1 ? (s[s.length - 1] + 1) / 2 : Infinity);
   return [...new Set(out)].sort((a, b) => a - b);
 }
 
@@ -267,7 +270,9 @@ export class Router {
   /** Reads router.json; with `hiddenSize`, checks it matches the model it will route for. */
   static load(file: string, hiddenSize?: number): Router {
     const d = readProbeFile(file, 'edgereason-router', hiddenSize) as RouterFile;
-    const rule = d.rule?.name === 'savings' ? { name: 'savings' as const, maxLoss: Number(d.rule.maxLoss) } : { name: 'accuracy' as const };
+    const maxLoss = d.rule?.name === 'savings' ? Number(d.rule.maxLoss ?? 0) : 0;
+    if (!(Number.isFinite(maxLoss) && maxLoss >= 0)) throw new Error(`${file}: field "rule.maxLoss" must be a number ≥ 0, got ${JSON.stringify((d.rule as { maxLoss?: unknown }).maxLoss)}`);
+    const rule = d.rule?.name === 'savings' ? { name: 'savings' as const, maxLoss } : { name: 'accuracy' as const };
     const g = d.gate;
     if (g !== undefined && (typeof g?.minLogprob !== 'number' || !Number.isFinite(g.minLogprob) || !Number.isInteger(g.tokens) || g.tokens < 1)) {
       throw new Error(`${file}: field "gate" must be {"minLogprob": finite number, "tokens": integer ≥ 1}, got ${JSON.stringify(g)}`);
@@ -286,6 +291,8 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
   if (d.kind !== 'logistic') throw new Error(`${file}: unsupported kind ${JSON.stringify(d.kind)} (expected "logistic")`);
   if (typeof d.threshold !== 'number' || !Number.isFinite(d.threshold)) throw new Error(`${file}: field "threshold" must be a finite number`);
   if (hiddenSize !== undefined && d.hiddenSize !== hiddenSize) throw new Error(`${file} was trained on hidden states of size ${d.hiddenSize}, this model's is ${hiddenSize}: train it for this model`);
+  const w = (d.probe as { weights?: unknown })?.weights;
+  if (Array.isArray(w) && w.length !== d.hiddenSize) throw new Error(`${file}: field "probe.weights" has ${w.length} values, "hiddenSize" says ${d.hiddenSize}`);
   return d;
 }
 
@@ -377,7 +384,7 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
   const mean = (xs: number[]) => xs.reduce((a: number, b) => a + b, 0) / Math.max(1, xs.length);
   const report: RouterReport = {
     rule, threshold, ...(gate ? { gate } : {}),
-    train: { n: train.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, 0.5), auc: auc(sTr, yTr) },
+    train: { n: train.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, threshold), auc: auc(sTr, yTr) },
     val: {
       n: val.length, positives: yVa.reduce((a: number, b) => a + b, 0), auc: auc(sVa, yVa), routingAccuracy: stats.routingAccuracy,
       baseAccuracy: mean(va.map((r) => (r.correct ? 1 : 0))), reasoningShare: stats.reasoningShare, escalatedShare: stats.escalatedShare,

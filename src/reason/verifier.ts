@@ -107,7 +107,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
   const okOf = (l: { c: Candidate; ok: boolean }[], chosen: number) => l[chosen]?.ok ?? false;
   const report: VerifierReport = {
     threshold,
-    train: { items: train.length, candidates: tr.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, 0.5), auc: auc(sTr, yTr) },
+    train: { items: train.length, candidates: tr.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, threshold), auc: auc(sTr, yTr) },
     val: {
       items: val.length, candidates: va.length, positives: yVa.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sVa, yVa, threshold), auc: auc(sVa, yVa),
       firstSample: share((l) => l[0].ok),

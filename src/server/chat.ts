@@ -96,7 +96,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     mode = 'off';
   }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
-  const budget = cap !== undefined && m.budgets.length ? m.budgets.find((b) => b >= cap!) ?? m.budgets[m.budgets.length - 1] : undefined;
+  const budgetAsked = cap !== undefined;
 
   // Prompt and context.
   let ids: number[];
@@ -117,6 +117,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     const room = Math.max(0, maxTokens - Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
     cap = Math.min(cap ?? room, room);
   }
+  // The budget line the model reads: the smallest trained bucket ≥ the cap it will actually be held to.
+  const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.find((b) => b >= cap!) ?? m.budgets[m.budgets.length - 1] : undefined;
 
   const seed = req.seed ?? randomInt(0, 2 ** 31);
   const stop = req.stop == null ? undefined : typeof req.stop === 'string' ? [req.stop] : req.stop;
