@@ -21,9 +21,7 @@ test('the default recipe: base (full-parameter), anneal and reasoning adapter (a
   const b = r.baseLosses, a = r.adapterLosses;
   console.log(`base loss ${mean(b.slice(0, 5)).toFixed(3)} → ${mean(b.slice(-5)).toFixed(3)} over ${b.length} steps; adapter loss ${mean(a.slice(0, 3)).toFixed(3)} → ${mean(a.slice(-3)).toFixed(3)} over ${a.length} steps`);
   assert.equal(b.length, 40);
-  // Runs differ slightly (ORT's multi-threaded kernels; lr 1e-3 amplifies it): the last five steps averaged 3.74–4.51
-  // from 6.34 over six runs of this test, so the bound is a 25 % fall.
-  assert.ok(mean(b.slice(-5)) < 0.75 * mean(b.slice(0, 5)), 'base loss falls by 25 % (its worked-solution documents carry loss on every token)');
+  assert.ok(mean(b.slice(-5)) < 0.7 * mean(b.slice(0, 5)), 'base loss falls by 30 % (its worked-solution documents carry loss on every token)');
   assert.ok(mean(a.slice(-3)) < mean(a.slice(0, 3)), 'adapter loss falls');
   assert.equal(r.annealLosses.length, 40);
   assert.ok(mean(r.annealLosses.slice(-5)) < mean(b.slice(0, 5)), 'the anneal continues from the trained base');

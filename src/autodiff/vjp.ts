@@ -247,9 +247,20 @@ export const VJP: Record<string, Rule> = {
     diff: only(0),
     vjp: (c, n, [dy]) => {
       const g = c.g, [data, idx] = n.inputs, axis = attr(n, 'axis', 0);
-      // Embedding lookup: scatter-add each row's gradient into a zero table (repeated ids accumulate).
+      // Embedding lookup. A ScatterND-add of each row's gradient races in ORT's CPU kernel when ids repeat across
+      // its threads (the table's gradient came out different from run to run, ≈ 2 % off): repeated ids are summed
+      // first — Unique, then a one-hot [N, U] matmul — and the U distinct rows scattered without reduction.
       // Ids must be non-negative here (ScatterND does not wrap them as Gather does).
-      if (axis === 0) return [g.node('ScatterND', [zerosLike(c, data), g.node('Unsqueeze', [idx, g.constant([-1])]), dy!], { reduction: 'add' })];
+      if (axis === 0) {
+        const flat = g.node('Reshape', [idx, g.constant([-1])]);
+        const [uniq, , inverse] = g.nodeN('Unique', [flat], { sorted: 1 }, { outputs: 4 });
+        const rows = g.node('Reshape', [dy!, g.node('Concat', [shape(c, flat), g.constant([-1])], { axis: 0 })]); // [N, R]
+        const oneHot = g.node('OneHot', [inverse, shape(c, uniq), g.constant([0, 1], 'float32', [2])], { axis: -1 }); // [N, U]
+        const summed = g.node('MatMul', [g.node('Transpose', [g.node('CastLike', [oneHot, rows])], { perm: [1, 0] }), rows]); // [U, R]
+        const rest = g.node('Slice', [shape(c, data), g.constant([1]), g.constant([2 ** 62])]);
+        const table = g.node('Reshape', [summed, g.node('Concat', [shape(c, uniq), rest], { axis: 0 })]);
+        return [g.node('ScatterND', [zerosLike(c, data), g.node('Unsqueeze', [uniq, g.constant([-1])]), table])];
+      }
       return [scatterThroughIota(c, data, dy!, (iota) => g.node('Gather', [iota, idx], { axis }))];
     },
   },
