@@ -19,9 +19,10 @@ const TAIL = 25;
 const NUCLEUS_BUCKETS = 4096;
 
 // Scratch buffers reused across calls (sampling runs once per row per decode step: no garbage per token).
-let scratchP = new Float64Array(0), scratchI = new Int32Array(0), scratchB = new Float64Array(0);
-let sliceExp = new Float64Array(0);
-let scratchC = new Int32Array(0), scratchO = new Int32Array(0), scratchF = new Int32Array(0), scratchS = new Int32Array(0);
+let scratchP = new Float64Array(0), scratchI = new Int32Array(0), scratchO = new Int32Array(0), scratchS = new Int32Array(0);
+// Per slice (fixed size): mass, start offsets, fill counts, and exp(−bΔ) with Δ = TAIL / NUCLEUS_BUCKETS.
+const sliceMass = new Float64Array(NUCLEUS_BUCKETS), sliceStart = new Int32Array(NUCLEUS_BUCKETS + 1), sliceFill = new Int32Array(NUCLEUS_BUCKETS);
+const SLICE_STEP = TAIL / NUCLEUS_BUCKETS, SLICE_EXP = Float64Array.from({ length: NUCLEUS_BUCKETS }, (_, b) => Math.exp(-b * SLICE_STEP));
 
 /** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number): Sampled {
@@ -70,29 +71,26 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
  */
 function fromSlices(logits: Float32Array, params: SamplingParams, u: number, max: number, floorLogit: number, temp: number, logprob: (t: number) => number): Sampled {
   const V = logits.length, B = NUCLEUS_BUCKETS;
-  if (scratchB.length < B) { scratchB = new Float64Array(B); scratchC = new Int32Array(B + 1); }
-  if (scratchO.length < V) scratchO = new Int32Array(V);
-  const e = scratchP, cand = scratchI, sl = scratchS.length < V ? (scratchS = new Int32Array(V)) : scratchS;
-  const mass = scratchB.fill(0), start = scratchC.fill(0), ordered = scratchO;
+  if (scratchO.length < V) { scratchO = new Int32Array(V); scratchS = new Int32Array(V); }
+  const e = scratchP, cand = scratchI, sl = scratchS, ordered = scratchO;
+  const mass = sliceMass.fill(0), start = sliceStart.fill(0), fill = sliceFill.fill(0), step = SLICE_STEP;
   // One pass: weights (all above the floor count towards the normaliser), then min-p, which keeps tokens whose
   // probability is at least minP × the best's (whose weight is 1), and each kept token's slice.
   // Weights without an exponential per token: d = (max − x) / temp is split into its slice's start bΔ and a
   // remainder f < Δ = TAIL / B ≈ 0.006, and exp(−d) = exp(−bΔ) · exp(−f) with exp(−f) from its Taylor series to f⁵
   // (the next term, < 7e-17, is below double rounding), one table of B exponentials per call.
-  const minP = params.minP && params.minP > 0 ? params.minP : 0, step = TAIL / B;
-  if (sliceExp.length < B) sliceExp = Float64Array.from({ length: B }, (_, b) => Math.exp(-b * step));
+  const minP = params.minP && params.minP > 0 ? params.minP : 0;
   let kept = 0, norm = 0;
   for (let i = 0; i < V; i++) {
     const x = logits[i];
     if (!(x > floorLogit)) continue; // NaN too
     const d = (max - x) / temp, b = Math.min(B - 1, Math.floor(d / step)), f = d - b * step;
-    const w = sliceExp[b] * (1 - f * (1 - f * (0.5 - f * (1 / 6 - f * (1 / 24 - f / 120)))));
+    const w = SLICE_EXP[b] * (1 - f * (1 - f * (0.5 - f * (1 / 6 - f * (1 / 24 - f / 120)))));
     norm += w;
     if (w < minP && x !== max) continue;
     e[i] = w; cand[kept] = i; sl[kept++] = b; start[b + 1]++; mass[b] += w;
   }
   for (let b = 0; b < B; b++) start[b + 1] += start[b];
-  const fill = scratchF.length < B ? (scratchF = new Int32Array(B)) : scratchF.fill(0);
   for (let j = 0; j < kept; j++) ordered[start[sl[j]] + fill[sl[j]]++] = cand[j]; // index order within a slice
   const sortSlice = (b: number) => sortByLogit(logits, ordered.subarray(start[b], start[b + 1])); // in place
   // The nucleus: whole slices while the mass stays below topP, then the sorted tokens of the slice that reaches it.
