@@ -80,13 +80,12 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation);
   if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, maxLen, o.aloraInvocation)}`);
   train = trainData.examples; evalSet = evalData.examples;
-  const epochBatches = (epoch: number) => batches(train, { batchTokens, seed, epoch, maxLen });
-  // Micro-batches per epoch differ (the length buckets change with the shuffle): the run is the sum over epochs,
-  // so the schedule ends on the last step. The schedule spans the whole run even when maxSteps stops it early, so
-  // a stopped run resumes exactly.
-  const perEpoch = Array.from({ length: epochs }, (_, e) => Math.ceil(epochBatches(e).batches.length / accum));
-  const total = perEpoch.reduce((a, b) => a + b, 0), stopAt = Math.min(o.maxSteps ?? Infinity, total);
-  trainData.report.truncated = epochBatches(0).truncated;
+  // Every epoch's batches, once (the order is a function of seed and epoch). Micro-batches per epoch differ (the
+  // length buckets change with the shuffle): the run is the sum over epochs, so the schedule ends on the last
+  // step. The schedule spans the whole run even when maxSteps stops it early, so a stopped run resumes exactly.
+  const plan = Array.from({ length: epochs }, (_, epoch) => batches(train, { batchTokens, seed, epoch, maxLen }));
+  const total = plan.reduce((a, p) => a + Math.ceil(p.batches.length / accum), 0), stopAt = Math.min(o.maxSteps ?? Infinity, total);
+  trainData.report.truncated = plan[0].truncated;
   evalData.report.truncated = evalSet.filter((e) => e.ids.length > maxLen).length;
   const report = { train: trainData.report, eval: evalData.report };
   if (!o.quiet) {
@@ -124,7 +123,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     }
     progress = new Progress(stopAt, { quiet: o.quiet, startStep: step });
     while (step < stopAt && epoch < epochs) {
-      const order = epochBatches(epoch).batches;
+      const order = plan[epoch].batches;
       while (position < order.length && step < stopAt) {
         const group = order.slice(position, position + accum);
         const count = group.reduce((s, b) => s + b.examples.reduce((a, e) => a + sum(e.lossMask, 1), 0), 0);
