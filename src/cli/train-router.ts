@@ -9,6 +9,9 @@ import { sharedDir } from './demo.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
 
 /** Training and validation questions: the synthetic train/val splits, or GSM8K's train file (its tail as validation). */
+/** An AUC for the console: n/a when the labels hold one class only (it is undefined then). */
+export const aucText = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a (one class only)');
+
 export function labelItems(task: string, train: number, val: number, seed = 0): { train: LabelItem[]; val: LabelItem[] } {
   if (task === 'synthetic') {
     const s = makeSplits({ train, val, test: 0, seed });
@@ -63,7 +66,6 @@ export function trainRouterCommand(program: Command): void {
         const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)} %`);
         const gate = report.gate ? `gate: escalate when one of the first ${report.gate.tokens} direct tokens has log-probability < ${report.gate.minLogprob}` : 'no gate';
         console.log(`router → ${o.out} (rule ${report.rule.name}${report.rule.name === 'savings' ? `, max loss ${report.rule.maxLoss}` : ''}, threshold ${report.threshold.toFixed(4)}, ${gate})`);
-        const aucText = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a (one class only)');
         console.log(`train: ${report.train.n} questions, ${report.train.positives} need reasoning; probe accuracy at the threshold ${pct(report.train.accuracy)}, AUC ${aucText(report.train.auc)}`);
         const v = report.val;
         if (!report.train.positives || report.train.positives === report.train.n) console.warn(`warning: every training question has the same label (${report.train.positives ? 'reasoning needed' : 'direct answer right'}): the probe cannot learn to route; use more or harder questions`);

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadModel } from '../runtime/model.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { labelItems, progressLine } from './train-router.ts';
+import { aucText, labelItems, progressLine } from './train-router.ts';
 
 export function trainVerifierCommand(program: Command): void {
   program.command('train-verifier')
@@ -33,7 +33,6 @@ export function trainVerifierCommand(program: Command): void {
         verifier.save(o.out);
         const pct = (x: number) => `${(100 * x).toFixed(1)} %`, t = report.train, v = report.val;
         console.log(`verifier → ${o.out} (threshold ${report.threshold.toFixed(4)})`);
-        const aucText = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a (one class only)');
         if (!t.positives || t.positives === t.candidates) console.warn(`warning: every training candidate is ${t.positives ? 'correct' : 'wrong'}: the verifier cannot learn to tell them apart; use harder or easier questions`);
         console.log(`train: ${t.candidates} candidates of ${t.items} questions, ${t.positives} correct; accuracy at the threshold ${pct(t.accuracy)}, AUC ${aucText(t.auc)}`);
         console.log(`val (the threshold was chosen on these: accuracy is optimistic): ${v.candidates} candidates of ${v.items} questions, ${v.positives} correct; accuracy ${pct(v.accuracy)}, AUC ${aucText(v.auc)}`);
