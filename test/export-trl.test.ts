@@ -15,6 +15,7 @@ import { tokenizeRecord } from '../src/train/data.ts';
 import { trainSft } from '../src/train/sft.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { loadAdapter } from '../src/io/peft.ts';
+import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
 import { projectionShape, type Projection } from '../src/models/config.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
@@ -171,10 +172,26 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
       fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, [field]: value }));
       assert.throws(() => loadAdapter(out, model.config), new RegExp(`adapter_config\\.json sets "${field}": .*does not support`));
     }
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, modules_to_save: ['lm_head'] }));
+    assert.throws(() => loadAdapter(out, model.config), /adapter_config\.json sets "modules_to_save": \["lm_head"\], which edgereason does not support/);
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, alora_invocation_tokens: [] }));
+    assert.throws(() => loadAdapter(out, model.config), /field "alora_invocation_tokens" must be a non-empty list of token ids \(or absent, for a plain LoRA adapter\), got \[\]/);
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, alora_invocation_tokens: [model.config.vocabSize + 3] }));
+    assert.throws(() => loadAdapter(out, model.config), new RegExp(`holds token id ${model.config.vocabSize + 3}, outside the model's vocabulary`));
     fs.writeFileSync(cfgFile, 'null');
     assert.throws(() => loadAdapter(out, model.config), /adapter_config\.json must hold a JSON object/);
   } finally {
     fs.writeFileSync(cfgFile, saved);
+  }
+  // A tensor the loader would not apply (here a lm_head copy) is refused, not dropped.
+  const wFile = path.join(out, 'adapter_model.safetensors'), weights = fs.readFileSync(wFile), file = openSafetensors(wFile);
+  try {
+    const t = new Map(file.names.map((n) => [n, { shape: file.shape(n), data: file.get(n) }]));
+    t.set('base_model.model.lm_head.weight', { shape: [2, 2], data: new Float32Array(4) });
+    writeSafetensors(wFile, t);
+    assert.throws(() => loadAdapter(out, model.config), /adapter_model\.safetensors holds "base_model\.model\.lm_head\.weight", which is not a LoRA A\/B tensor of the 2 layers/);
+  } finally {
+    fs.writeFileSync(wFile, weights);
   }
   // The embedded default model's adapter, once trained, too.
   const def = path.join(DEFAULT_DIR, 'reasoning-adapter');

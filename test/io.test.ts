@@ -129,6 +129,7 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...base, hidden_size: undefined }, '/m/config.json'), /\/m\/config\.json: required field "hidden_size" is missing/);
     assert.throws(() => parseHfConfig({ ...base, num_hidden_layers: '2' }, '/m/config.json'), /\/m\/config\.json: field "num_hidden_layers" must be a positive integer, got "2"/);
     assert.throws(() => parseHfConfig({ ...base, eos_token_id: 'x' }), /config\.json: field "eos_token_id" must be a token id/);
+    assert.throws(() => parseHfConfig({ ...base, eos_token_id: 5000, vocab_size: 900 }), /config\.json: token id 5000 \(bos_token_id \/ eos_token_id\) is outside the vocabulary \(vocab_size 900\)/);
   });
   it('lists the supported architectures for an unknown one', () => {
     assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' }, 'q3/config.json'),

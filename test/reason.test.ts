@@ -385,6 +385,35 @@ test('routing: off/on forced, auto by router threshold, no router means on; clas
   assert.equal(b.live, 0);
 });
 
+test('generate with an activated adapter switches it on at the prompt\'s invocation (as PEFT\'s aLoRA), and refuses a prompt without one', async () => {
+  const m = await model(), prompt = 'Hello there<think>';
+  const ids = m.encode(prompt), at = ids.lastIndexOf(THINK);
+  assert.equal(at, ids.length - 1);
+  // This random model is sure of its greedy token: a near-flat temperature makes the draws show the logits.
+  const o = { adapter: true, maxTokens: 8, temperature: 1000, seed: 5 } as const;
+  const auto = await m.complete(prompt, o), explicit = await m.complete(prompt, { ...o, adapterFrom: at }), everywhere = await m.complete(prompt, { ...o, adapterFrom: 0 });
+  assert.deepEqual(auto.tokens, explicit.tokens);
+  assert.notDeepEqual(auto.tokens, everywhere.tokens, 'adapterFrom 0 is a different computation');
+  await assert.rejects(m.complete('Hello there', { adapter: true }), /generate: the adapter .* is activated LoRA: it acts from its invocation "<think>" on, and prompt 0 does not contain it/);
+});
+
+test('stop strings apply from the answer on, never inside the thinking; answer options are checked by name', async () => {
+  const policy = thinker((h) => h.filter((t) => t === HMM).length === 2);
+  const run = (o: Parameters<typeof answer>[2]) => answer(scripted(policy).m, 'q', { reasoning: 'on', ...o });
+  const free = (await run({})).samples[0];
+  assert.equal(free.thinking, 'hmm hmm');
+  const hmm = (await run({ stop: 'hmm' })).samples[0]; // would have ended the sample at its first thought
+  assert.deepEqual([hmm.thinking, hmm.answer, hmm.finishReason], [free.thinking, free.answer, 'stop']);
+  const hash = (await run({ stop: ['#'] })).samples[0];
+  assert.deepEqual([hash.thinking, hash.answer, hash.finishReason], ['hmm hmm', '', 'stop']);
+  await assert.rejects(run({ maxTokens: 0 }), /answer: maxTokens must be an integer ≥ 1, got 0/);
+  await assert.rejects(run({ max_tokens: 5 } as object), /answer: unknown option "max_tokens"/);
+  // A router with nothing to route to (no adapter) is an error, not a silent "direct".
+  const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;
+  await assert.rejects(answer(bare, 'q', { reasoning: 'auto' }, { router: new Router(fitProbe([[0, 0], [1, 1]], [0, 1], { steps: 1 }), 0.5) }),
+    /answer: a router was given, but the model was loaded without its reasoning adapter/);
+});
+
 test('early stop: the remaining samples stop once the leading answer cannot be overtaken', async () => {
   // Each sample thinks one "hmm" (its first token comes from the prefill's invocation logits, where this scripted
   // model is deterministic), then either closes (u < 0.5) and answers 5, or thinks until the length limit.
@@ -492,7 +521,15 @@ test('router: separable features give 100 % training accuracy; save/load round t
   router.save(file);
   assert.deepEqual(Router.load(file, 6).gate, { minLogprob: -0.3, tokens: 16 });
   fs.writeFileSync(file, JSON.stringify({ ...router.toJSON(), gate: { minLogprob: 'x', tokens: 16 } }));
-  assert.throws(() => Router.load(file), /router\.json: field "gate" must be \{"minLogprob": finite number, "tokens": integer ≥ 1\}, got \{"minLogprob":"x","tokens":16\}/);
+  assert.throws(() => Router.load(file), /router\.json: field "gate" must be \{"minLogprob": a log-probability ≤ 0, "tokens": integer ≥ 1\} or null, got \{"minLogprob":"x","tokens":16\}/);
+  // Every field of a hand-edited file is checked by name; null means no gate.
+  const edited = (change: Record<string, unknown>) => { fs.writeFileSync(file, JSON.stringify({ ...router.toJSON(), ...change })); return () => Router.load(file); };
+  assert.equal(edited({ gate: null })().gate, undefined);
+  assert.throws(edited({ gate: { minLogprob: 5, tokens: 16 } }), /field "gate" must be \{"minLogprob": a log-probability ≤ 0/);
+  assert.throws(edited({ threshold: 5 }), /router\.json: field "threshold" must be a probability in \[0, 1\], got 5/);
+  assert.throws(edited({ rule: { name: 'cheapest' } }), /router\.json: field "rule\.name" must be "savings" or "accuracy", got "cheapest"/);
+  assert.throws(edited({ probe: undefined }), /router\.json: field "probe" must be an object \{weights, bias, mean, std\}, got undefined/);
+  assert.throws(edited({ probe: { ...router.probe.toJSON(), mean: [1, 2] } }), /router\.json: fields "probe\.weights" \(6\), "probe\.mean" \(2\) and "probe\.std" \(6\) differ in size/);
 
   // Candidates 0, .2, .45, .7, .85, .95; routing accuracy 2/5, 3/5, 4/5, 3/5, 4/5, 3/5 → 0.45 (lowest of the best).
   const s = [0.1, 0.3, 0.6, 0.8, 0.9], labels = [0, 0, 1, 0, 1];

@@ -273,6 +273,13 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   const child = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 30_000 });
   assert.equal(child.signal, null, `the process did not exit by itself: ${child.stderr}`);
   assert.match(child.stdout, /rejected: .*protobuf parsing failed/);
+  // An idle model does not keep the process alive (a script that forgets close() still exits), and a timer's
+  // later call still works: the worker is referenced while a call is in flight.
+  const forgot = path.join(tmp, 'no-close.mts'), lib = new URL('../src/runtime/model.ts', import.meta.url).href;
+  fs.writeFileSync(forgot, `import { loadModel } from ${JSON.stringify(lib)};\nconst m = await loadModel(${JSON.stringify(model.dir)}, { quant: 'fp32', threads: 1 });\nconsole.log('first', (await m.complete('Hello', { maxTokens: 3 })).tokens.length);\nsetTimeout(async () => console.log('later', (await m.complete('Hi', { maxTokens: 2 })).tokens.length), 50);\n`);
+  const idle = spawnSync(process.execPath, ['--import', 'tsx', forgot], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 });
+  assert.equal(idle.signal, null, `the process did not exit by itself: ${idle.stderr}`);
+  assert.equal(idle.stdout, 'first 3\nlater 2\n');
 
   // The worker exits under the backend (a crash): calls in flight settle, later ones are refused with the exit code.
   const b = await WorkerBackend.create(model.config, graphBytes(), { hasLora: false, threads: 1 });
@@ -409,13 +416,21 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   const manifest = path.join(out, 'edgereason.json'), current = fs.readFileSync(manifest, 'utf8');
   fs.writeFileSync(manifest, current.replace('"format": 2', '"format": 1'));
   await assert.rejects(loadModel(out), new RegExp(`has format 1; this edgereason reads format 2: run \`edgereason convert --model ${model.dir} --out ${out} --quant q4\` again`));
+  // Every field is checked by name, and the config must agree with the graph it describes.
+  const edited = (edit: (m: Record<string, any>) => void) => { const m = JSON.parse(current); edit(m); fs.writeFileSync(manifest, JSON.stringify(m)); return loadModel(out, { worker: false }); };
+  await assert.rejects(edited((m) => { delete m.source; }), /edgereason\.json field "source" must be an object \{path, kind, fingerprint\}, got undefined/);
+  await assert.rejects(edited((m) => { m.options.quant = 'q8'; }), /edgereason\.json field "options\.quant" must be "fp32" or "q4", got "q8"/);
+  await assert.rejects(edited((m) => { m.config.hiddenSize = 'x'; }), /edgereason\.json field "config\.hiddenSize" must be a positive integer, got "x"/);
+  await assert.rejects(edited((m) => { m.config.eosTokenIds = [V + 9]; }), new RegExp(`field "config\\.eosTokenIds" must be a list of token ids below vocabSize \\(${V}\\), got \\[${V + 9}\\]`));
+  await assert.rejects(edited((m) => { m.config.numLayers = 1; }), /edgereason\.json does not match .*model\.onnx: engine: the model config says numLayers 1, but the graph has 2/);
+  await assert.rejects(edited((m) => { m.config.vocabSize = V + 64; }), new RegExp(`engine: the model config says vocabSize ${V + 64}, but the graph has ${V}`));
   fs.writeFileSync(manifest, current);
   // A setting that contradicts the conversion is refused, not silently ignored.
   await assert.rejects(loadModel(out, { quant: 'fp32' }), /was converted with quant q4, not fp32/);
   // A graph that does not match the weights beside it (an interrupted re-conversion) is refused by size.
   const data = path.join(out, 'model.onnx.data');
   fs.appendFileSync(data, Buffer.alloc(64));
-  await assert.rejects(loadModel(out), new RegExp(`model\\.onnx\\.data has \\d+ bytes, edgereason\\.json recorded \\d+ \\(an interrupted convert\\?\\); run \`edgereason convert --model ${model.dir} --out ${out}\` again`));
+  await assert.rejects(loadModel(out), new RegExp(`model\\.onnx\\.data has \\d+ bytes, edgereason\\.json recorded \\d+ \\(an interrupted convert\\?\\); run \`edgereason convert --model ${model.dir} --out ${out} --quant q4\` again`));
   fs.truncateSync(data, fs.statSync(data).size - 64);
   const cfg = path.join(model.dir, 'config.json');
   fs.utimesSync(cfg, new Date(), new Date(Date.now() + 5000));
@@ -464,13 +479,52 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
   try {
     const long = 'word '.repeat(model.config.maxPositionEmbeddings + 10);
     await assert.rejects(m.complete(long), /prompt 0 has \d+ tokens, more than the model's context of 2048 tokens allows/);
-    await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be ≥ 1, got 0/);
+    await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);
     const c = await m.backend.newCache(1);
     await assert.rejects(m.backend.step(c, { tokens: [[V + 5]] }), new RegExp(`token id ${V + 5} is outside the vocabulary`));
   } finally {
     await m.close();
   }
   await assert.rejects(loadModel(path.join(tmp, 'nope')), /nope does not exist/);
+});
+
+test('options that would be ignored or mean nothing are refused by name; seeds, stop strings and tiny temperatures behave', async () => {
+  await assert.rejects(loadModel(model.dir, { quant: 'q8' as 'q4' }), /loadModel: quant must be "q4" or "fp32", got "q8"/);
+  await assert.rejects(loadModel(model.dir, { quant: 'q4', accuracyLevel: 7 }), /loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got 7/);
+  await assert.rejects(loadModel(model.dir, { quant: 'fp32', accuracyLevel: 4 }), /accuracyLevel applies to 4-bit weights/);
+  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, threads, worker\)/);
+  const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
+  try {
+    const bad: [object, RegExp][] = [
+      [{ temperature: NaN }, /generate: temperature must be a finite number ≥ 0 \(0 = greedy\), got NaN/],
+      [{ temperature: -1 }, /temperature must be a finite number ≥ 0/],
+      [{ topK: 1.5 }, /generate: topK must be an integer ≥ 0 \(0 = off\), got 1\.5/],
+      [{ topP: 2 }, /generate: topP must be in \(0, 1\], got 2/],
+      [{ minP: -1 }, /generate: minP must be in \[0, 1\], got -1/],
+      [{ seed: 1.5 }, /generate: seed must be an integer, got 1\.5/],
+      [{ stopTokens: [V + 1] }, new RegExp(`generate: stopTokens must be token ids \\(0\\.\\.${V - 1}\\), got \\[${V + 1}\\]`)],
+      [{ adapterFrom: 3 }, /generate: adapterFrom needs adapter: true, got 3/],
+      [{ max_tokens: 5 }, /generate: unknown option "max_tokens"/],
+    ];
+    for (const [opts, re] of bad) await assert.rejects(m.complete('Hello', opts), re);
+    await assert.rejects(m.complete([{ role: 'user', content: 'hi' }], { chat: false }), /a list of messages is rendered by the chat template/);
+    await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant\)/);
+    // A temperature so small that every logit but the best falls below the tail floor is greedy (it used to pick no token).
+    const greedy = await m.complete('Hello', { maxTokens: 6 }), tiny = await m.complete('Hello', { maxTokens: 6, temperature: 1e-300, seed: 1 });
+    assert.deepEqual(tiny.tokens, greedy.tokens);
+    // Seeds: the same seed repeats; 1 and 2^32 + 1 differ; one options object gives batch row i the seed + i.
+    const draw = (seed: number) => m.complete('Hello', { maxTokens: 8, temperature: 50, seed }).then((c) => c.tokens.join());
+    assert.equal(await draw(1), await draw(1));
+    assert.notEqual(await draw(1), await draw(2 ** 32 + 1));
+    const rows = await m.generateBatch(['Hello', 'Hello'], { maxTokens: 8, temperature: 50, seed: 1 }); // near-flat: draws differ
+    assert.equal(rows[0].tokens.join(), await draw(1));
+    assert.equal(rows[1].tokens.join(), await draw(2));
+    // A stop string may be given as a string, as OpenAI's API allows.
+    const text = greedy.text, cut = text.slice(2, 4);
+    if (cut) assert.equal((await m.complete('Hello', { maxTokens: 6, stop: cut })).text, text.slice(0, text.indexOf(cut)));
+  } finally {
+    await m.close();
+  }
 });
 
 test('a lone GGUF file loads with its tokenizer rebuilt from metadata; logits equal the HF folder', async () => {

@@ -171,8 +171,8 @@ test('CoalescingBackend over the runtime worker: batched decode, per-request err
   const co = new CoalescingBackend(m.backend as unknown as BatchingBackend);
   try {
     const prompts = [0, 1, 2, 3].map((i) => m.encode(`prompt number ${i}`));
-    const alone = await m.generateBatch(prompts.map((_, i) => `prompt number ${i}`), { maxTokens: 10, temperature: 0.8, seed: 7 });
-    const shared = await Promise.all(prompts.map((p) => generateBatch(co, m.tokenizer, [p], [{ maxTokens: 10, temperature: 0.8, seed: 7 }])));
+    const alone = await m.generateBatch(prompts.map((_, i) => `prompt number ${i}`), { maxTokens: 10, temperature: 0.8, seed: 7 }); // row i: seed 7 + i
+    const shared = await Promise.all(prompts.map((p, i) => generateBatch(co, m.tokenizer, [p], [{ maxTokens: 10, temperature: 0.8, seed: 7 + i }])));
     shared.forEach((c, i) => assert.deepEqual(c[0].tokens, alone[i].tokens, `request ${i}`));
     assert.ok(co.stats.maxRows >= 2);
     // A bad request fails alone; the others in the same run go on.

@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModel } from '../runtime/model.ts';
 import { answer } from '../reason/answer.ts';
@@ -13,8 +16,8 @@ export function answerCommand(program: Command): void {
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter (activated LoRA, invocation "<think>")')
-    .option('--router <file>', 'router.json (reasoning auto)')
-    .option('--verifier <file>', 'verifier.json (votes verifier / verifier-vote)')
+    .option('--router <file>', 'router.json for reasoning auto (default: <model>/router.json when present; without one, auto reasons)')
+    .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question')
     .option('--system <text>', 'system message')
     .option('--reasoning <mode>', 'auto | on | off', 'auto')
@@ -28,7 +31,7 @@ export function answerCommand(program: Command): void {
     .option('--top-k <k>', 'top-k', intArg('--top-k'), 0)
     .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
     .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
-    .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i)', intArg('--seed'), 0)
+    .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', intArg('--seed'))
     .option('--task <task>', `answer extraction for votes: ${TASKS.join(' | ')}`, 'synthetic')
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4 or fp32', quantArg)
@@ -38,17 +41,27 @@ export function answerCommand(program: Command): void {
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
       if (!TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
       if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
+      if (o.reasoning === 'off') {
+        for (const [flag, set] of [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop], ['--max-thinking-tokens', o.maxThinkingTokens !== undefined], ['--budget', o.budget !== undefined]] as const) {
+          if (set) console.error(`edgereason: note: ${flag} applies to reasoning; it has no effect with --reasoning off`);
+        }
+      }
+      const temperature: number = o.temperature ?? (o.samples > 1 ? 0.8 : 0), seed: number = o.seed ?? randomInt(2 ** 31);
+      const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
+      const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && o.adapter ? beside('router.json') : undefined);
+      const verifierFile: string | undefined = o.verifier ?? (o.vote.startsWith('verifier') ? beside('verifier.json') : undefined);
+      if (o.reasoning === 'auto' && o.adapter && !routerFile) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
       try {
-        const router = o.router ? Router.load(o.router, model.config.hiddenSize) : undefined;
-        const verifier = o.verifier ? Verifier.load(o.verifier, model.config.hiddenSize) : undefined;
+        const router = routerFile ? Router.load(routerFile, model.config.hiddenSize) : undefined;
+        const verifier = verifierFile ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
         const tty = process.stdout.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
         let phase: Phase | undefined;
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
         const r = await answer(model, input, {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
-          temperature: o.temperature ?? (o.samples > 1 ? 0.8 : 0), topK: o.topK, topP: o.topP, minP: o.minP, seed: o.seed,
+          temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
           task: o.task as Task, adapterMode: o.adapterMode,
           onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
           onText: (sample, ph, piece) => {
@@ -70,7 +83,7 @@ export function answerCommand(program: Command): void {
         }
         if (r.votes) console.error(`votes (${o.vote}): ${Object.entries(r.votes).map(([k, v]) => `${k}: ${+v.toFixed(3)}`).join(', ') || 'none'}`);
         const u = r.usage;
-        console.error(`tokens: prompt ${u.promptTokens}, thinking ${u.thinkingTokens}, answer ${u.answerTokens}, generated ${u.completionTokens}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms`);
+        console.error(`tokens: prompt ${u.promptTokens}, thinking ${u.thinkingTokens}, answer ${u.answerTokens}, generated ${u.completionTokens}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${temperature > 0 ? `; seed ${seed}` : ''}`);
         if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
       } finally {
         await model.close();

@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModel } from '../runtime/model.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
@@ -12,26 +13,35 @@ export function generateCommand(program: Command): void {
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k'), 0)
     .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
     .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0)
-    .option('--seed <s>', 'random seed', intArg('--seed'), 0)
+    .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', intArg('--seed'))
     .option('--stop <text...>', 'stop strings')
-    .option('--adapter <dir>', 'PEFT LoRA adapter folder (applied to the generated tokens)')
+    .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the prompt\'s invocation on, e.g. a prompt ending in <think>)')
     .option('--chat', 'apply the model\'s chat template')
     .option('--quant <q>', 'q4 or fp32 (default: q4 for models from 50M parameters)', quantArg)
     .option('--stats', 'print token counts and timings to stderr')
     .action(async (o) => {
+      const greedy = o.temperature === 0, seed: number = o.seed ?? randomInt(2 ** 31);
+      for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 1], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
+        if (greedy && set) console.error(`edgereason: note: ${flag} has no effect at --temperature 0 (greedy)`);
+      }
       const model = await loadModel(o.model, { quant: o.quant, adapter: o.adapter });
       try {
         const gen = model.generate(o.prompt, {
           chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,
-          seed: o.seed, stop: o.stop, adapter: !!o.adapter,
+          seed, stop: o.stop, adapter: !!o.adapter,
         });
         let r = await gen.next();
         while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }
         process.stdout.write('\n');
         const c = r.value;
+        const ctx = model.config.maxPositionEmbeddings;
+        if (c.finishReason === 'length' && c.tokens.length < o.maxTokens) {
+          console.error(`edgereason: note: stopped after ${c.tokens.length} tokens, at the end of the model's context (${ctx} tokens)`);
+        }
         if (o.stats) {
           const decodeS = (c.totalMs - c.ttftMs) / 1000;
-          console.error(`prompt ${c.promptTokens} tokens, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${((c.tokens.length - 1) / Math.max(decodeS, 1e-9)).toFixed(1)} tok/s`);
+          const rate = c.tokens.length > 1 ? `${((c.tokens.length - 1) / Math.max(decodeS, 1e-9)).toFixed(1)} tok/s after the first` : 'one token: no decode rate';
+          console.error(`prompt ${c.promptTokens} tokens, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${greedy ? '' : `; seed ${seed}`}`);
         }
       } finally {
         await model.close();

@@ -46,7 +46,8 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
       const ids = model.encode([{ role: 'user', content: c.question }]);
       return { ids: [...ids, ...invocation], from: ids.length };
     });
-    const opts = prompts.map((p) => ({ ...o, adapter: !!o.reasoning, adapterFrom: p.from }));
+    // A given seed makes the run reproducible, case j drawing with seed + j.
+    const opts = prompts.map((p, k) => ({ ...o, ...(o.reasoning ? { adapter: true, adapterFrom: p.from } : {}), ...(o.seed !== undefined ? { seed: o.seed + i + k } : {}) }));
     const out = await generateBatch(model.backend, tok, prompts.map((p) => p.ids), opts);
     out.forEach((c, k) => {
       const end = endThink === undefined ? -1 : c.tokens.indexOf(endThink);

@@ -58,10 +58,13 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   if (typeof tie !== 'boolean') throw new Error(`${file}: field "tie_word_embeddings" must be a boolean, got ${JSON.stringify(tie)}`);
 
   const hiddenSize = int('hidden_size'), numHeads = int('num_attention_heads');
-  const bos = ids(raw.bos_token_id, 'bos_token_id');
+  const vocabSize = int('vocab_size'), bos = ids(raw.bos_token_id, 'bos_token_id');
+  const eos = [...new Set([...ids(raw.eos_token_id, 'eos_token_id'), ...ids(generation.eos_token_id, 'generation_config.json eos_token_id')])];
+  const outside = [...bos, ...eos].find((t) => t >= vocabSize);
+  if (outside !== undefined) throw new Error(`${file}: token id ${outside} (bos_token_id / eos_token_id) is outside the vocabulary (vocab_size ${vocabSize})`);
   return {
     architecture: arch,
-    vocabSize: int('vocab_size'),
+    vocabSize,
     hiddenSize,
     intermediateSize: int('intermediate_size'),
     numLayers: int('num_hidden_layers'),
@@ -77,7 +80,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     attentionBias: bias,
     ...(bos.length ? { bosTokenId: bos[0] } : {}),
     // generate() stops on generation_config.json's eos ids; keep config.json's too.
-    eosTokenIds: [...new Set([...ids(raw.eos_token_id, 'eos_token_id'), ...ids(generation.eos_token_id, 'generation_config.json eos_token_id')])],
+    eosTokenIds: eos,
   };
 }
 

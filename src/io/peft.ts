@@ -34,7 +34,9 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
   const config = parseAdapterConfig(raw, cfgFile);
   if (!fs.existsSync(wFile)) throw new Error(`adapter: ${wFile} not found`);
   const file = openSafetensors(wFile);
-  const scale = loraScale(config), tensors: AdapterTensors = new Map();
+  const inv = config.aloraInvocationTokens?.find((t) => t >= model.vocabSize);
+  if (inv !== undefined) throw new Error(`adapter: ${cfgFile} field "alora_invocation_tokens" holds token id ${inv}, outside the model's vocabulary (0..${model.vocabSize - 1}): the adapter belongs to another model`);
+  const scale = loraScale(config), tensors: AdapterTensors = new Map(), used = new Set<string>();
   for (let l = 0; l < model.numLayers; l++) {
     for (const proj of config.targets) {
       const base = `model.layers.${l}.${proj.startsWith('gate') || proj.startsWith('up') || proj.startsWith('down') ? 'mlp' : 'self_attn'}.${proj}`;
@@ -46,10 +48,14 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
         const got = file.shape(n);
         if (got.join() !== s.join()) throw new Error(`adapter: ${wFile} tensor "${n}" has shape [${got}], the base model needs [${s}]`);
       }
+      used.add(aName).add(bName);
       const b = file.get(bName).map((x) => x * scale);
       tensors.set(base, { a: file.get(aName), b, rank: config.r, in: inp, out });
     }
   }
+  // A tensor this loader does not apply (another layer, lm_head, a DoRA magnitude, ...) would be dropped silently.
+  const extra = file.names.find((n) => !used.has(n));
+  if (extra !== undefined) throw new Error(`adapter: ${wFile} holds "${extra}", which is not a LoRA A/B tensor of the ${model.numLayers} layers and targets (${config.targets.join(', ')}) this runtime applies`);
   return { dir, config, tensors };
 }
 
@@ -62,6 +68,7 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
     ['rank_pattern', isNonEmpty(raw.rank_pattern)], ['alpha_pattern', isNonEmpty(raw.alpha_pattern)],
     ['layers_to_transform', raw.layers_to_transform !== undefined && raw.layers_to_transform !== null],
     ['bias', raw.bias !== undefined && raw.bias !== 'none'], ['fan_in_fan_out', raw.fan_in_fan_out === true],
+    ['modules_to_save', isNonEmpty(raw.modules_to_save)], ['trainable_token_indices', isNonEmpty(raw.trainable_token_indices)],
   ];
   for (const [field, bad] of unsupported) if (bad) throw new Error(`adapter: ${file} sets "${field}": ${JSON.stringify(raw[field])}, which edgereason does not support (plain or rank-stabilised LoRA on every layer, no bias)`);
   const r = raw.r, alpha = raw.lora_alpha ?? r, targets = raw.target_modules;
@@ -73,8 +80,8 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
     if (!PROJECTIONS.includes(t)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')})`);
   }
   const inv = raw.alora_invocation_tokens;
-  if (inv !== undefined && inv !== null && (!Array.isArray(inv) || !inv.every(Number.isInteger))) {
-    throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a list of token ids, got ${JSON.stringify(inv)}`);
+  if (inv !== undefined && inv !== null && (!Array.isArray(inv) || !inv.length || !inv.every((t) => Number.isInteger(t) && t >= 0))) {
+    throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a non-empty list of token ids (or absent, for a plain LoRA adapter), got ${JSON.stringify(inv)}`);
   }
   return { r: r as number, loraAlpha: alpha, targets: list as Projection[], ...(raw.use_rslora === true ? { rslora: true } : {}), ...(Array.isArray(inv) && inv.length ? { aloraInvocationTokens: inv as number[] } : {}) };
 }

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import type { ModelConfig } from '../models/config.ts';
+import { checkModelConfig, PROJECTIONS, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
@@ -101,15 +101,17 @@ function openConverted(dir: string): ModelSource {
   const file = path.join(dir, MANIFEST);
   let m: Manifest;
   try { m = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
-  if (m.format !== 2) {
-    const targets = m.options?.loraTargets?.length ? ` --lora-targets ${m.options.loraTargets.join(',')}` : '';
-    const again = `edgereason convert --model ${m.source?.path ?? '<source>'} --out ${dir}${m.options?.quant ? ` --quant ${m.options.quant}` : ''}${targets}`;
-    throw new Error(`model: ${file} has format ${JSON.stringify(m.format)}; this edgereason reads format 2: run \`${again}\` again`);
-  }
+  // The command that rebuilds this folder with the settings it was converted with.
+  const again = () => {
+    const o = m?.options, targets = Array.isArray(o?.loraTargets) && o.loraTargets.length ? ` --lora-targets ${o.loraTargets.join(',')}` : '';
+    return `edgereason convert --model ${m?.source?.path ?? '<source>'} --out ${dir}${o?.quant ? ` --quant ${o.quant}` : ''}${targets}`;
+  };
+  if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
+  checkManifest(m, file);
   for (const [name, size] of Object.entries(m.sizes ?? {})) {
     const f = path.join(dir, name), got = fs.existsSync(f) ? fs.statSync(f).size : -1;
     if (got !== size) {
-      throw new Error(`model: ${f} ${got < 0 ? 'is missing' : `has ${got} bytes, ${MANIFEST} recorded ${size}`} (an interrupted convert?); run \`edgereason convert --model ${m.source?.path ?? '<source>'} --out ${dir}\` again`);
+      throw new Error(`model: ${f} ${got < 0 ? 'is missing' : `has ${got} bytes, ${MANIFEST} recorded ${size}`} (an interrupted convert?); run \`${again()}\` again`);
     }
   }
   if (fs.existsSync(m.source.path)) {
@@ -117,11 +119,25 @@ function openConverted(dir: string): ModelSource {
     // folders converted before the file set was narrowed (no recorded sizes) hashed every .json/.safetensors/.jinja
     const legacy = () => fingerprint(openSourceFiles(m.source.path, /\.(json|safetensors|jinja)$/));
     if (now !== m.source.fingerprint && (m.sizes || legacy() !== m.source.fingerprint)) {
-      throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`edgereason convert --model ${m.source.path} --out ${dir}\` again`);
+      throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`${again()}\` again`);
     }
   }
   const tokenizer = loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds });
   return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFiles(dir) };
+}
+
+/** The manifest's fields, each checked by name (a hand-edited or truncated edgereason.json must not load as garbage). */
+function checkManifest(m: Manifest, file: string): void {
+  const bad = (field: string, want: string, got: unknown) => { throw new Error(`model: ${file} field "${field}" must be ${want}, got ${JSON.stringify(got)}`); };
+  const o = m.options, src = m.source;
+  if (typeof m.graph !== 'string' || !m.graph) bad('graph', 'the graph file name', m.graph);
+  if (!o || typeof o !== 'object') bad('options', 'an object {quant, accuracyLevel, loraTargets}', o);
+  if (o.quant !== 'fp32' && o.quant !== 'q4') bad('options.quant', '"fp32" or "q4"', o.quant);
+  if (!Number.isInteger(o.accuracyLevel)) bad('options.accuracyLevel', 'an integer', o.accuracyLevel);
+  if (!Array.isArray(o.loraTargets) || !o.loraTargets.every((t) => (PROJECTIONS as readonly string[]).includes(t))) bad('options.loraTargets', `a list of projections (${PROJECTIONS.join(', ')})`, o.loraTargets);
+  if (!src || typeof src !== 'object' || typeof src.path !== 'string' || typeof src.fingerprint !== 'string') bad('source', 'an object {path, kind, fingerprint}', src);
+  if (m.sizes !== undefined && (typeof m.sizes !== 'object' || !Object.values(m.sizes).every((n) => Number.isInteger(n)))) bad('sizes', 'an object of byte counts', m.sizes);
+  checkModelConfig(m.config, `model: ${file} field "config`);
 }
 
 /** What defines a model folder: weights, config, tokenizer, chat template (not e.g. a router.json trained beside it). */

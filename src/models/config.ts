@@ -25,6 +25,32 @@ export interface ModelConfig {
   eosTokenIds: number[];
 }
 
+/**
+ * Checks a ModelConfig read from a file edgereason wrote (a converted folder's manifest). `where` is the message
+ * prefix up to the field name's opening quote, e.g. `model: x/edgereason.json field "config`.
+ */
+export function checkModelConfig(c: ModelConfig, where: string): void {
+  const bad = (field: string, want: string, got: unknown) => { throw new Error(`${where}${field}" must be ${want}, got ${JSON.stringify(got)}`); };
+  if (!c || typeof c !== 'object') bad('', 'an object', c);
+  if (c.architecture !== 'qwen2' && c.architecture !== 'llama') bad('.architecture', '"qwen2" or "llama"', c.architecture);
+  for (const k of ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'maxPositionEmbeddings'] as const) {
+    if (!Number.isInteger(c[k]) || c[k] <= 0) bad(`.${k}`, 'a positive integer', c[k]);
+  }
+  for (const k of ['rmsNormEps', 'ropeTheta'] as const) if (typeof c[k] !== 'number' || !(c[k] > 0)) bad(`.${k}`, 'a positive number', c[k]);
+  for (const k of ['tieWordEmbeddings', 'attentionBias'] as const) if (typeof c[k] !== 'boolean') bad(`.${k}`, 'true or false', c[k]);
+  if (c.numHeads % c.numKvHeads) bad('.numKvHeads', `a divisor of numHeads (${c.numHeads})`, c.numKvHeads);
+  const id = (t: unknown) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < c.vocabSize;
+  if (!Array.isArray(c.eosTokenIds) || !c.eosTokenIds.every(id)) bad('.eosTokenIds', `a list of token ids below vocabSize (${c.vocabSize})`, c.eosTokenIds);
+  if (c.bosTokenId !== undefined && !id(c.bosTokenId)) bad('.bosTokenId', `a token id below vocabSize (${c.vocabSize})`, c.bosTokenId);
+  if (c.ropeFreqFactors !== undefined && !(Array.isArray(c.ropeFreqFactors) && c.ropeFreqFactors.length === c.headDim / 2 && c.ropeFreqFactors.every((x) => x > 0))) {
+    bad('.ropeFreqFactors', `${c.headDim / 2} positive numbers`, c.ropeFreqFactors);
+  }
+  const r = c.ropeScaling;
+  if (r !== undefined && !(r && r.type === 'llama3' && [r.factor, r.lowFreqFactor, r.highFreqFactor, r.originalMaxPositionEmbeddings].every((x) => typeof x === 'number' && x > 0))) {
+    bad('.ropeScaling', '{type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings}', r);
+  }
+}
+
 export interface Llama3RopeScaling { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
 
 /**

@@ -18,7 +18,8 @@
  *    hidden state the decode steps already return, and the decode stops early once the vote is decided.
  */
 import { budgetControl, budgetSystemLine } from './budget.ts';
-import type { Model } from '../runtime/model.ts';
+import { randomInt } from 'node:crypto';
+import { checkKeys, type Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
 import { sampleToken } from '../runtime/sampler.ts';
@@ -123,17 +124,23 @@ function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking:
   return { thinking: dec(seq.tokens.slice(0, seq.thinkingTokens)), answer: dec(seq.tokens.slice(seq.answerFrom)) };
 }
 
+const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
+  'signal', 'invocation', 'adapterMode', 'collectHidden', 'temperature', 'topK', 'topP', 'minP'];
+
 const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vote';
 
 export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
   const start = performance.now();
   const { backend, tokenizer: tok } = model;
+  checkKeys(opts, ANSWER_OPTIONS, 'answer');
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task ?? 'synthetic';
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got "${mode}"`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${n}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
   if (isVerifierVote(method) && !aux.verifier) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
   if (mode === 'on' && !model.adapter) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (--adapter)');
+  if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${opts.maxTokens}`);
+  if (aux.router && !model.adapter && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (--adapter): there is nothing to route to');
   const K = opts.maxThinkingTokens;
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${K}`);
 
@@ -142,8 +149,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const ids = model.encode(messages, true), ctx = backend.config.maxPositionEmbeddings;
   if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
-  const sampling = { temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop };
-  const seed = opts.seed ?? 0;
+  const sampling = { temperature: opts.temperature ?? (n > 1 ? 0.8 : 0), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop };
+  const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
   const release = async (h: CacheHandle) => { handles.delete(h); await backend.free(h); };
 

@@ -55,15 +55,17 @@ export class LinearProbe {
   }
 
   static fromJSON(d: ProbeData, where: string): LinearProbe {
+    if (!d || typeof d !== 'object' || Array.isArray(d)) throw new Error(`${where}: field "probe" must be an object {weights, bias, mean, std}, got ${JSON.stringify(d)}`);
     const arr = (k: keyof ProbeData) => {
-      const v = d?.[k];
-      if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new Error(`${where}: field "${k}" must be an array of finite numbers`);
+      const v = d[k];
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new Error(`${where}: field "probe.${k}" must be an array of finite numbers`);
       return Float64Array.from(v);
     };
-    if (typeof d?.bias !== 'number' || !Number.isFinite(d.bias)) throw new Error(`${where}: field "bias" must be a finite number`);
-    const std = arr('std');
-    if (std.some((s) => !(s > 0))) throw new Error(`${where}: field "std" must hold positive numbers (the features' standard deviations), found ${std.find((s) => !(s > 0))}`);
-    return new LinearProbe(arr('weights'), d.bias, arr('mean'), std);
+    if (typeof d.bias !== 'number' || !Number.isFinite(d.bias)) throw new Error(`${where}: field "probe.bias" must be a finite number`);
+    const weights = arr('weights'), mean = arr('mean'), std = arr('std');
+    if (mean.length !== weights.length || std.length !== weights.length) throw new Error(`${where}: fields "probe.weights" (${weights.length}), "probe.mean" (${mean.length}) and "probe.std" (${std.length}) differ in size`);
+    if (std.some((s) => !(s > 0))) throw new Error(`${where}: field "probe.std" must hold positive numbers (the features' standard deviations), found ${std.find((s) => !(s > 0))}`);
+    return new LinearProbe(weights, d.bias, mean, std);
   }
 }
 
@@ -270,12 +272,13 @@ export class Router {
   /** Reads router.json; with `hiddenSize`, checks it matches the model it will route for. */
   static load(file: string, hiddenSize?: number): Router {
     const d = readProbeFile(file, 'edgereason-router', hiddenSize) as RouterFile;
+    if (d.rule !== undefined && !['savings', 'accuracy'].includes(d.rule?.name)) throw new Error(`${file}: field "rule.name" must be "savings" or "accuracy", got ${JSON.stringify(d.rule?.name)}`);
     const maxLoss = d.rule?.name === 'savings' ? Number(d.rule.maxLoss ?? 0) : 0;
     if (!(Number.isFinite(maxLoss) && maxLoss >= 0)) throw new Error(`${file}: field "rule.maxLoss" must be a number ≥ 0, got ${JSON.stringify((d.rule as { maxLoss?: unknown }).maxLoss)}`);
     const rule = d.rule?.name === 'savings' ? { name: 'savings' as const, maxLoss } : { name: 'accuracy' as const };
-    const g = d.gate;
-    if (g !== undefined && (typeof g?.minLogprob !== 'number' || !Number.isFinite(g.minLogprob) || !Number.isInteger(g.tokens) || g.tokens < 1)) {
-      throw new Error(`${file}: field "gate" must be {"minLogprob": finite number, "tokens": integer ≥ 1}, got ${JSON.stringify(g)}`);
+    const g = d.gate ?? undefined; // null: no gate
+    if (g !== undefined && (typeof g?.minLogprob !== 'number' || !Number.isFinite(g.minLogprob) || g.minLogprob > 0 || !Number.isInteger(g.tokens) || g.tokens < 1)) {
+      throw new Error(`${file}: field "gate" must be {"minLogprob": a log-probability ≤ 0, "tokens": integer ≥ 1} or null, got ${JSON.stringify(g)}`);
     }
     return new Router(LinearProbe.fromJSON(d.probe, file), d.threshold, rule, d.metadata ?? {}, g && { minLogprob: g.minLogprob, tokens: g.tokens });
   }
@@ -289,7 +292,7 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
   if (d?.format !== format) throw new Error(`${file}: field "format" is ${JSON.stringify(d?.format)}, expected "${format}"`);
   if (d.version !== 1) throw new Error(`${file}: unsupported version ${JSON.stringify(d.version)} (this edgereason reads version 1)`);
   if (d.kind !== 'logistic') throw new Error(`${file}: unsupported kind ${JSON.stringify(d.kind)} (expected "logistic")`);
-  if (typeof d.threshold !== 'number' || !Number.isFinite(d.threshold)) throw new Error(`${file}: field "threshold" must be a finite number`);
+  if (typeof d.threshold !== 'number' || !(d.threshold >= 0 && d.threshold <= 1)) throw new Error(`${file}: field "threshold" must be a probability in [0, 1], got ${JSON.stringify(d.threshold)}`);
   if (hiddenSize !== undefined && d.hiddenSize !== hiddenSize) throw new Error(`${file} was trained on hidden states of size ${d.hiddenSize}, this model's is ${hiddenSize}: train it for this model`);
   const w = (d.probe as { weights?: unknown })?.weights;
   if (Array.isArray(w) && w.length !== d.hiddenSize) throw new Error(`${file}: field "probe.weights" has ${w.length} values, "hiddenSize" says ${d.hiddenSize}`);

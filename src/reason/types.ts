@@ -13,6 +13,7 @@ export type Route = 'direct' | 'reasoning';
 export type Phase = 'thinking' | 'answer';
 
 export interface AnswerOptions extends SamplingParams {
+  // temperature: default 0 (greedy) for one sample, 0.8 for several (N greedy samples would all be the same).
   /** auto = the router decides (needs a router; without one auto means on); on / off force it. */
   reasoning?: ReasoningMode;
   /** Parallel samples on the reasoning route (forked from the prompt's KV cache; never N prefills). */
@@ -20,14 +21,21 @@ export interface AnswerOptions extends SamplingParams {
   vote?: VoteMethod;
   /** Stop the remaining samples once the leading answer cannot be overtaken. */
   earlyStop?: boolean;
-  /** s1-style cap: a thinking segment is closed after this many tokens and the model answers. */
+  /**
+   * s1-style cap: a thinking segment is closed after this many tokens and the model answers. A model not trained
+   * with caps may go on reasoning in its answer after the forced close (and write the closing tag again there,
+   * as s1 allows): `thinkingTokens` counts the segment up to the forced close, `answerTokens` the rest. The
+   * budget-trained (RL) adapter answers directly.
+   */
   maxThinkingTokens?: number;
   /** Thinking budget bucket for a budget-trained (RL) adapter, e.g. 96 | 160 | 256: fed as a control line after the invocation. */
   budget?: number;
-  /** Total generated tokens per sample (thinking + answer). */
+  /** Total generated tokens per sample (thinking + answer; default 512, and never past the model's context). */
   maxTokens?: number;
+  /** Sample i draws with seed + i. Default: a fresh random seed per call. */
   seed?: number;
-  stop?: string[];
+  /** Stop strings; they apply to the answer, never inside the thinking segment. */
+  stop?: string | string[];
   /** Grader used to extract comparable answers for voting (default 'synthetic'). */
   task?: Task;
   /** Streams text as it is generated: sample index, phase, piece. */

@@ -54,6 +54,20 @@ export class Engine {
     this.loraInputs = session.inputNames.filter((n) => n.endsWith('.lora_A') || n.endsWith('.lora_B'));
     const missing = ['logits', 'logits_lse', 'hidden_states', 'new_key.0', 'new_value.0'].filter((n) => !session.outputNames.includes(n));
     if (missing.length) throw new Error(`engine: the graph has no ${missing.join(', ')} output: it was built for another inference-graph contract (an older edgereason?); build it again (edgereason convert, or load the source model)`);
+    // The config sizes every feed and output buffer: one that disagrees with the graph would misread its outputs.
+    const shape = (list: readonly ort.InferenceSession.ValueMetadata[], name: string) => {
+      const m = list.find((v) => v.name === name);
+      return m && m.isTensor ? m.shape : [];
+    };
+    const c = config, layers = session.inputNames.filter((n) => n.startsWith('past_key.')).length;
+    const key = shape(session.inputMetadata, 'past_key.0');
+    const checks: [string, number, unknown][] = [
+      ['numLayers', c.numLayers, layers], ['vocabSize', c.vocabSize, shape(session.outputMetadata, 'logits')[2]],
+      ['hiddenSize', c.hiddenSize, shape(session.outputMetadata, 'hidden_states')[2]], ['numKvHeads', c.numKvHeads, key[1]], ['headDim', c.headDim, key[3]],
+    ];
+    for (const [field, want, got] of checks) {
+      if (typeof got === 'number' && got !== want) throw new Error(`engine: the model config says ${field} ${want}, but the graph has ${got}`);
+    }
   }
 
   /** `model` is ModelProto bytes or the path of a .onnx file (its external data beside it). */

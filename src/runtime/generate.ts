@@ -5,13 +5,22 @@
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { StreamDecoder } from '../tokenizer/stream.ts';
 import type { Backend, CacheHandle } from './backend.ts';
+import { randomInt } from 'node:crypto';
 import { seededRandom, type SamplingParams } from './sampler.ts';
 
 export interface GenerateOptions extends SamplingParams {
+  /** Most tokens to generate (default 256, and never past the model's context). */
   maxTokens?: number;
+  /**
+   * Seed of this sequence's random draws: the same seed, prompt and options give the same tokens. Default: a
+   * fresh random seed per sequence. (Irrelevant when greedy.)
+   */
   seed?: number;
-  /** Generation ends when the text contains one of these (the stop string is not returned). */
-  stop?: string[];
+  /**
+   * Generation ends when the text contains one of these (the stop string is not returned). In a thinking
+   * segment they apply from the answer on: the thinking itself is never cut by a stop string.
+   */
+  stop?: string | string[];
   /** Token ids that end generation (default: the model's EOS ids). */
   stopTokens?: number[];
   /** Run with the LoRA adapter switched on (per-token adapter mask = 1) ... */
@@ -71,14 +80,16 @@ export class Sequence {
   private readonly stopTokens: Set<number>;
   /** Index of `thinking.end` inside `thinking.force`. */
   private readonly forceEndAt: number = 0;
+  private readonly stops: string[];
+  /** Where in `text` stop strings are looked for: the answer's start (0 without a thinking segment). */
+  private stopFrom = 0;
 
   constructor(tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void) {
-    this.random = seededRandom(opts.seed ?? 0);
+    checkGenerateOptions(opts, tokenizer.vocabSize);
+    this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
-    // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
-    if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`generate: maxTokens must be ≥ 1, got ${opts.maxTokens}`);
-    if (opts.stop?.some((x) => !x)) throw new Error('generate: stop strings must be non-empty (an empty one would match before the first token)');
+    this.stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : opts.stop;
     const th = opts.thinking;
     this.thinkingOpen = !!th;
     if (th) {
@@ -145,12 +156,14 @@ export class Sequence {
       this.thinkingOpen = false;
       this.thinkingTokens = this.tokens.length - end.length;
       this.answerFrom = this.tokens.length;
+      this.stopFrom = this.text.length;
     } else this.thinkingTokens = this.tokens.length;
   }
 
   /** Finishes the sequence on a stop string or at the length limit; true if it did. */
   private finished(): boolean {
-    const stop = this.opts.stop?.map((s) => [s, this.text.indexOf(s)] as const).filter(([, i]) => i >= 0).sort((a, b) => a[1] - b[1])[0];
+    const stop = this.thinkingOpen ? undefined
+      : this.stops.map((s) => [s, this.text.indexOf(s, this.stopFrom)] as const).filter(([, i]) => i >= 0).sort((a, b) => a[1] - b[1])[0];
     if (stop) { this.text = this.text.slice(0, stop[1]); return this.finish('stop'); }
     if (this.tokens.length >= (this.opts.maxTokens ?? 256)) { this.text += this.decoder.flush(); return this.finish('length'); }
     return false;
@@ -170,7 +183,7 @@ export class Sequence {
       this.forcedTokens++;
       this.queued.push(force[i]);
       this.push(force[i], 0);
-      if (i === endAt - 1) this.answerFrom = this.tokens.length;
+      if (i === endAt - 1) { this.answerFrom = this.tokens.length; this.stopFrom = this.text.length; }
       if (this.finished()) return;
     }
   }
@@ -184,14 +197,37 @@ export class Sequence {
   /** Streams text that can no longer turn into a stop string. */
   private emit(final: boolean): void {
     let safe = this.text.length;
-    if (!final) {
-      for (const s of this.opts.stop ?? []) {
+    if (!final && !this.thinkingOpen) {
+      for (const s of this.stops) {
         for (let k = Math.min(s.length - 1, this.text.length); k > 0; k--) {
-          if (this.text.endsWith(s.slice(0, k))) { safe = Math.min(safe, this.text.length - k); break; }
+          if (this.text.length - k >= this.stopFrom && this.text.endsWith(s.slice(0, k))) { safe = Math.min(safe, this.text.length - k); break; }
         }
       }
     }
     if (safe > this.emitted) { this.onText?.(this.text.slice(this.emitted, safe)); this.emitted = safe; }
+  }
+}
+
+/** Refuses options that would be ignored or mean nothing, naming the option and the value. */
+export function checkGenerateOptions(o: GenerateOptions, vocabSize: number): void {
+  const bad = (what: string, v: unknown) => { throw new Error(`generate: ${what}, got ${typeof v === 'number' ? String(v) : JSON.stringify(v)}`); };
+  const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+  if (o.temperature !== undefined && !(num(o.temperature) && o.temperature >= 0)) bad('temperature must be a finite number ≥ 0 (0 = greedy)', o.temperature);
+  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK must be an integer ≥ 0 (0 = off)', o.topK);
+  if (o.topP !== undefined && !(num(o.topP) && o.topP > 0 && o.topP <= 1)) bad('topP must be in (0, 1]', o.topP);
+  if (o.minP !== undefined && !(num(o.minP) && o.minP >= 0 && o.minP <= 1)) bad('minP must be in [0, 1]', o.minP);
+  if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) bad('seed must be an integer', o.seed);
+  // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
+  if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
+  const stops = o.stop === undefined ? [] : typeof o.stop === 'string' ? [o.stop] : o.stop;
+  if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad('stop must be a string or a list of strings', o.stop);
+  if (stops.some((x) => !x)) throw new Error('generate: stop strings must be non-empty (an empty one would match before the first token)');
+  if (o.stopTokens !== undefined && !(Array.isArray(o.stopTokens) && o.stopTokens.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize))) {
+    bad(`stopTokens must be token ids (0..${vocabSize - 1})`, o.stopTokens);
+  }
+  if (o.adapterFrom !== undefined) {
+    if (!(Number.isInteger(o.adapterFrom) && o.adapterFrom >= 0)) bad('adapterFrom must be a position ≥ 0', o.adapterFrom);
+    if (!o.adapter) bad('adapterFrom needs adapter: true', o.adapterFrom);
   }
 }
 

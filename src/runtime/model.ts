@@ -17,10 +17,11 @@ import { generateBatch, type Completion, type GenerateOptions } from './generate
 export interface LoadOptions {
   /** Weight format of the linear layers: 'q4' (MatMulNBits, 4-bit) or 'fp32'. Default: q4 from 50M parameters up, else fp32. */
   quant?: 'fp32' | 'q4';
-  /** MatMulNBits accuracy level (4 = int8 activations; see docs). */
+  /** MatMulNBits accuracy level with q4: 0–4 (4, the default, = int8 activations; see docs). */
   accuracyLevel?: number;
   /** A PEFT LoRA adapter folder; builds the graph with LoRA inputs. */
   adapter?: string;
+  /** ONNX Runtime intra-op threads (default: the physical cores, at most 8). */
   threads?: number;
   /** Run the session in a worker thread (default true). */
   worker?: boolean;
@@ -40,6 +41,7 @@ export class Model {
   ) {}
 
   static async load(p: string, opts: LoadOptions = {}): Promise<Model> {
+    checkLoadOptions(opts);
     const src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     let graph: Uint8Array | string;
@@ -59,9 +61,15 @@ export class Model {
       }).toModelProto();
     }
     const hasLora = !!adapter || (src.kind === 'converted' && readManifest(src.path).options.loraTargets.length > 0);
-    const backend = opts.worker === false
-      ? await LocalBackend.create(src.config, graph, { threads: opts.threads })
-      : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora });
+    let backend: Backend;
+    try {
+      backend = opts.worker === false
+        ? await LocalBackend.create(src.config, graph, { threads: opts.threads })
+        : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora });
+    } catch (e) {
+      if (src.kind !== 'converted') throw e;
+      throw new Error(`model: ${path.join(src.path, MANIFEST)} does not match ${graph}: ${(e as Error).message}`);
+    }
     if (adapter) {
       try {
         await backend.setAdapter(adapter.tensors);
@@ -75,8 +83,12 @@ export class Model {
 
   /** Token ids for a prompt: raw text (with the tokenizer's special tokens), chat-templated text, or messages. */
   encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt)): number[] {
+    if (Array.isArray(prompt)) {
+      if (!chat) throw new Error('generate: a list of messages is rendered by the chat template: leave chat out (or set it to true)');
+      checkMessages(prompt);
+    } else if (typeof prompt !== 'string') throw new Error(`generate: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     if (!chat) return this.tokenizer.encode(prompt as string);
-    const messages = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+    const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
     return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
   }
 
@@ -110,13 +122,29 @@ export class Model {
   }
 
   /**
-   * Several independent prompts decoded as one batch (each with its own options, seed and stops). Aborting
-   * `signal` ends every sequence at the next step (finish reason 'cancelled').
+   * Several independent prompts decoded as one batch (each with its own options, seed and stops). One options
+   * object for every row gives row i the seed `seed + i` (when a seed is given), so equal prompts still draw
+   * independently. Aborting `signal` ends every sequence at the next step (finish reason 'cancelled').
    */
   async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | PromptOptions[] = {}, onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
-    const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts));
+    if (Array.isArray(opts)) opts.forEach((o) => checkKeys(o, PROMPT_OPTIONS, 'generate'));
+    else checkKeys(opts, PROMPT_OPTIONS, 'generate');
+    const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: opts.seed + i }));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p)));
+    // An activated-LoRA adapter acts from its invocation on (as PEFT's aLoRA does): from the last place the
+    // prompt holds the invocation tokens, unless adapterFrom says otherwise.
+    const inv = this.adapter?.config.aloraInvocationTokens;
+    if (inv) {
+      per.forEach((o, i) => {
+        if (!o.adapter || o.adapterFrom !== undefined) return;
+        const at = lastIndexOfRun(ids[i], inv);
+        if (at < 0) {
+          throw new Error(`generate: the adapter ${this.adapter!.dir} is activated LoRA: it acts from its invocation ${JSON.stringify(this.tokenizer.decode(inv))} on, and prompt ${i} does not contain it (end the prompt with it, or use answer() / \`edgereason answer\`, which add it)`);
+        }
+        per[i] = { ...o, adapterFrom: at };
+      });
+    }
     return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal);
   }
 
@@ -124,6 +152,43 @@ export class Model {
 }
 
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
+
+const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'threads', 'worker'];
+const PROMPT_OPTIONS = ['chat', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
+
+/** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
+export function checkKeys(o: object, known: readonly string[], where: string): void {
+  if (o === null || typeof o !== 'object') throw new Error(`${where}: options must be an object, got ${o === null ? 'null' : typeof o}`);
+  const unknown = Object.keys(o).filter((k) => !known.includes(k));
+  if (unknown.length) throw new Error(`${where}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (options: ${known.join(', ')})`);
+}
+
+function checkLoadOptions(o: LoadOptions): void {
+  checkKeys(o, LOAD_OPTIONS, 'loadModel');
+  if (o.quant !== undefined && o.quant !== 'fp32' && o.quant !== 'q4') throw new Error(`loadModel: quant must be "q4" or "fp32", got ${JSON.stringify(o.quant)}`);
+  if (o.accuracyLevel !== undefined) {
+    if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got ${JSON.stringify(o.accuracyLevel)}`);
+    if (o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to 4-bit weights (quant "q4"), not to fp32');
+  }
+  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
+  if (o.adapter !== undefined && typeof o.adapter !== 'string') throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
+}
+
+function lastIndexOfRun(xs: readonly number[], run: readonly number[]): number {
+  for (let s = xs.length - run.length; s >= 0; s--) if (run.every((t, i) => xs[s + i] === t)) return s;
+  return -1;
+}
+
+const ROLES = ['system', 'user', 'assistant'];
+
+function checkMessages(messages: ChatMessage[]): void {
+  if (!messages.length) throw new Error('generate: the list of messages is empty');
+  messages.forEach((m, i) => {
+    if (!m || typeof m !== 'object') throw new Error(`generate: message ${i} is not an object ({ role, content })`);
+    if (!ROLES.includes(m.role)) throw new Error(`generate: message ${i} has role ${JSON.stringify(m.role)} (roles: ${ROLES.join(', ')})`);
+    if (typeof m.content !== 'string') throw new Error(`generate: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
+  });
+}
 
 export function defaultQuant(c: ModelConfig): 'fp32' | 'q4' {
   const params = c.vocabSize * c.hiddenSize + c.numLayers * (c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.hiddenSize * c.numHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize);
@@ -138,7 +203,8 @@ export interface ConvertOptions { quant?: 'fp32' | 'q4'; accuracyLevel?: number;
  * Writes model.onnx + model.onnx.data + tokenizer files + edgereason.json into `out`, so later loads skip
  * quantisation and graph building. The manifest records the source's fingerprint to detect a stale folder.
  */
-export function convertModel(src: ModelSource, out: string, opts: ConvertOptions = {}): Manifest {
+export function convertModel(source: string | ModelSource, out: string, opts: ConvertOptions = {}): Manifest {
+  const src = typeof source === 'string' ? openSource(source) : source;
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
   fs.mkdirSync(out, { recursive: true });
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;

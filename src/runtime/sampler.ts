@@ -32,7 +32,8 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   if (!sorted) for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
   const max = logits[best];
   const logprob = (token: number) => (lse !== undefined ? logits[token] - lse : (logits[token] - max) - logSumExp(logits, max));
-  if (temp <= 0) return { token: best, logprob: logprob(best) };
+  // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.
+  if (temp <= 0 || !(max - TAIL * temp < max)) return { token: best, logprob: logprob(best) };
   if (scratchP.length < V) { scratchP = new Float64Array(V); scratchI = new Int32Array(V); }
   const e = scratchP, floorLogit = max - TAIL * temp; // tokens at or below the floor weigh < e^-25 of the best
   let norm = 0;
@@ -190,7 +191,8 @@ function logSumExp(x: Float32Array, max: number): number {
 
 /** Seeded generator (SplitMix32-style mixing of a 32-bit state): small, fast and reproducible across platforms. */
 export function seededRandom(seed: number): () => number {
-  let s = (seed >>> 0) ^ 0x9e3779b9;
+  // Seeds outside 0..2^32-1 fold their high part in (so 1 and 2^32 + 1 differ); those inside keep their stream.
+  let s = ((seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) | 0, 0x85ebca6b) ^ 0x9e3779b9) >>> 0;
   return () => {
     s = (s + 0x6d2b79f5) >>> 0;
     let t = s;

@@ -22,6 +22,7 @@ export class WorkerBackend implements Backend {
       const p = backend.pending.get(m.id);
       if (!p) return;
       backend.pending.delete(m.id);
+      if (!backend.pending.size && !backend.closing) worker.unref(); // a closing worker stays referenced until it exits
       if (m.error !== undefined) p.reject(new Error(m.error)); else p.resolve(m.result);
     });
     // Once the worker is gone, every pending call and every later one is rejected (none waits forever).
@@ -34,6 +35,9 @@ export class WorkerBackend implements Backend {
       await worker.terminate(); // the worker would otherwise keep the process alive
       throw e;
     }
+    // Idle, the worker does not keep the process alive (as an idle socket would not): a script that forgets
+    // close() still exits. It is referenced again while a call is in flight.
+    worker.unref();
     return backend;
   }
 
@@ -47,6 +51,7 @@ export class WorkerBackend implements Backend {
     if (this.gone) return Promise.reject(new Error(this.gone));
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
+      if (!this.pending.size) this.worker.ref();
       this.pending.set(id, { resolve, reject });
       this.worker.postMessage({ id, method, args });
     });
@@ -70,6 +75,7 @@ export class WorkerBackend implements Backend {
     const exited = new Promise<void>((r) => this.worker.once('exit', () => r()));
     const bye = this.call('close');
     this.gone = 'runtime: model is closed';
+    // Set before the worker can answer: the message handler leaves a closing worker referenced until it exits.
     return (this.closing = bye.catch(() => undefined).then(() => exited));
   }
 }

@@ -81,6 +81,12 @@ export class HfTokenizer implements TextTokenizer {
     const eos = id('eos_token');
     this.eosTokenIds = [...new Set([...(eos === undefined ? [] : [eos]), ...(opts.eosTokenIds ?? [])])];
     this.templateSource = chatTemplate ?? pickTemplate(config.chat_template);
+    // Parsed now, so a broken template is reported when the model loads, not at its first chat request.
+    if (this.templateSource !== undefined) {
+      try { this.template = new Template(this.templateSource); } catch (e) {
+        throw new Error(`tokenizer: the chat template of ${name} does not parse: ${(e as Error).message}`);
+      }
+    }
   }
 
   /** addSpecialTokens (default true) applies the tokenizer's post-processor, e.g. Llama's BOS; Qwen adds nothing. */
@@ -108,7 +114,6 @@ export class HfTokenizer implements TextTokenizer {
     if (this.templateSource === undefined) {
       throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)`);
     }
-    this.template ??= new Template(this.templateSource);
-    return this.template.render({ ...this.specialTokens, ...opts.vars, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+    return this.template!.render({ ...this.specialTokens, ...opts.vars, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
   }
 }

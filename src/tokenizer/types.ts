@@ -1,4 +1,5 @@
-export interface ChatMessage { role: 'system' | 'user' | 'assistant' | string; content: string }
+/** One chat turn. Roles other than these three are refused at run time (`string & {}` keeps editor completion). */
+export interface ChatMessage { role: 'system' | 'user' | 'assistant' | (string & {}); content: string }
 
 /** What the runtime needs from a tokenizer; implemented over @huggingface/tokenizers + @huggingface/jinja. */
 export interface TextTokenizer {

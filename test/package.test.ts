@@ -1,0 +1,70 @@
+/**
+ * The package as a user's project sees it: `import ... from 'edgereason'` resolves to the built JS and
+ * declarations in dist/ (`npm run build`, run by `npm ci` and `npm test`), which plain node runs without tsx and
+ * which a strict TypeScript project type-checks, README example included.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const dist = path.join(root, 'dist', 'index.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-package-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** A user's project folder with edgereason installed (a link, as `npm i <path>` makes). */
+function consumer(files: Record<string, string>): string {
+  const dir = fs.mkdtempSync(path.join(tmp, 'app-'));
+  fs.mkdirSync(path.join(dir, 'node_modules'));
+  fs.symlinkSync(root, path.join(dir, 'node_modules', 'edgereason'));
+  fs.writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }\n');
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
+  return dir;
+}
+
+test('the built package exports what src/index.ts exports', async () => {
+  assert.ok(fs.existsSync(dist), `${dist} is missing: run \`npm run build\``);
+  const built = await import(new URL('../dist/index.js', import.meta.url).href), src = await import('../src/index.ts');
+  assert.deepEqual(Object.keys(built).sort(), Object.keys(src).sort());
+});
+
+test('plain node (no tsx) runs the package: a model loads in its worker thread and answers as from the sources', async () => {
+  const script = `import { loadModel } from 'edgereason';
+const m = await loadModel(${JSON.stringify(path.join(root, 'models/default'))});
+const c = await m.complete('Tom has 3 apples and buys 4 more. How many apples does he have?', { chat: true, maxTokens: 12 });
+console.log(JSON.stringify(c.tokens));
+await m.close();
+`;
+  const dir = consumer({ 'app.mjs': script });
+  const run = spawnSync(process.execPath, ['app.mjs'], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
+  assert.equal(run.status, 0, run.stderr);
+  const { loadModel } = await import('../src/index.ts');
+  const m = await loadModel(path.join(root, 'models/default'), { worker: false });
+  try {
+    const c = await m.complete('Tom has 3 apples and buys 4 more. How many apples does he have?', { chat: true, maxTokens: 12 });
+    assert.equal(run.stdout.trim(), JSON.stringify(c.tokens));
+  } finally {
+    await m.close();
+  }
+});
+
+test('a strict TypeScript project type-checks the README example against the declarations', () => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+  const example = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(example?.includes("from 'edgereason'"), 'README has a ```ts example importing edgereason');
+  const tsconfig = {
+    compilerOptions: {
+      target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true,
+      noUncheckedIndexedAccess: true, exactOptionalPropertyTypes: true, skipLibCheck: true,
+      types: ['node'], typeRoots: [path.join(root, 'node_modules/@types')],
+    },
+    files: ['app.ts'],
+  };
+  const dir = consumer({ 'app.ts': `${example}\nexport {};\n`, 'tsconfig.json': JSON.stringify(tsconfig) });
+  const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', dir], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(tsc.status, 0, `tsc: ${tsc.stdout}${tsc.stderr}`);
+});
