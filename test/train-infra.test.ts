@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { AdamW, clipGradNorm, lrAt, type Params } from '../src/train/optim.ts';
 import { batches, loadDataset, readJsonl, Rng, splitTrainEval, tokenizeRecord, type Example } from '../src/train/data.ts';
-import { checkOptions, loadCheckpoint, resume, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
+import { checkOptions, checkpointOptions, loadCheckpoint, resume, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
 import { saveHfFolder, toHfConfig } from '../src/train/save.ts';
 import { Progress, formatSeconds, type ProgressInfo } from '../src/train/progress.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
@@ -138,7 +138,10 @@ describe('data', () => {
     const cases: [string[], RegExp][] = [
       [['{"prompt":"a","completion":"b"}', '{"prompt": "a", '], /bad\.jsonl:2: invalid JSON/],
       [['{"text":"a"}'], /bad\.jsonl:1: expected \{"messages": \[\.\.\.\]\} or \{"prompt": \.\.\., "completion": \.\.\.\}, got keys \["text"\]/],
-      [['', '{"prompt":"a"}'], /bad\.jsonl:2: missing "completion"/],
+      [['', '{"prompt":"a"}'], /bad\.jsonl:2: "completion" must be a string \(missing\)/],
+      [['{"prompt":"a","completion":7}'], /bad\.jsonl:1: "completion" must be a string \(got 7\)/],
+      [['{"prompt":["a"],"completion":"b"}'], /bad\.jsonl:1: "prompt" must be a string \(got \["a"\]\)/],
+      [['{"messages":[{"role":"wizard","content":"q"},{"role":"assistant","content":"a"}]}'], /bad\.jsonl:1: messages\[0\] has role "wizard" \(expected system, user or assistant\)/],
       [['{"messages":[{"role":"user","content":"q"}]}'], /bad\.jsonl:1: no assistant message/],
       [['{"messages":[{"role":"user"}]}'], /bad\.jsonl:1: messages\[0\] must be/],
       [['[1,2]'], /bad\.jsonl:1: expected a JSON object/],
@@ -275,7 +278,11 @@ describe('checkpoint', () => {
     for (const [n, p] of ref.params) assert.ok(bytes(second.params.get(n)!).equals(bytes(p)), n);
     assert.equal(second.opt.step, 4);
     const wrong = new Map([['layer.w', new Float32Array(37)]]);
-    assert.throws(() => resume(dir, wrong, new AdamW(wrong, { lr: 1 })), /has parameter "norm" the model does not/);
+    assert.throws(() => resume(dir, wrong, new AdamW(wrong, { lr: 1 })), /has parameter "norm" this run does not \(the checkpoint was trained with another model, LoRA rank or targets\)/);
+    const extra = new Map([...ref.params, ['lm_head', new Float32Array(3)]]);
+    assert.throws(() => resume(dir, extra, new AdamW(extra, { lr: 1 })), /has no parameter "lm_head" \(the checkpoint was trained with another model, LoRA rank or targets\)/);
+    const short = new Map([...ref.params].map(([n, p]) => [n, new Float32Array(p.length - 1)]));
+    assert.throws(() => resume(dir, short, new AdamW(short, { lr: 1 })), /parameter ".*" has \d+ values, this run's \d+ \(the checkpoint was trained with another model, LoRA rank or targets\)/);
   });
 
   it('the run\'s options are saved; a resume with other options is refused before anything is touched; none saved: no check', () => {
@@ -294,6 +301,10 @@ describe('checkpoint', () => {
     assert.equal(resume(dir, other.params, other.opt, options).step, 2);
     assert.equal(other.opt.step, 1);
     checkOptions(dir, undefined, { '--lr': 1 }); // a checkpoint from before options were saved
+    // Options recorded since a later version: unchecked when the checkpoint lacks them, checked when it has them.
+    checkOptions(dir, options, { ...options, '--lora-r': 4 }, ['--lora-r']);
+    assert.throws(() => checkOptions(dir, { ...options, '--lora-r': 16 }, { ...options, '--lora-r': 4 }, ['--lora-r']), /was trained with --lora-r 16, this run has --lora-r 4 /);
+    assert.deepEqual(checkpointOptions(dir), options, 'read from checkpoint.json alone');
     const old = file('ckpt-old');
     saveCheckpoint(old, { params, optimizer: opt.state(), state });
     assert.equal('options' in loadCheckpoint(old).state, false);

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { loadModel } from '../runtime/model.ts';
 import { Reasoner } from '../reason/answer.ts';
 import { Router } from '../reason/router.ts';
@@ -59,7 +59,7 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
 export function demoCommand(program: Command): void {
   program.command('demo')
     .description('the embedded default model: answers with and without the reasoning adapter, routing, budgets and voting')
-    .option('--model <dir>', 'model folder (default: the embedded models/default)', DEFAULT_MODEL)
+    .addOption(new Option('--model <dir>', 'model folder').default(DEFAULT_MODEL, 'the embedded models/default'))
     .action(async (o) => {
       const adapter = path.join(o.model, 'reasoning-adapter'), rl = path.join(o.model, 'reasoning-adapter-rl');
       const useRl = fs.existsSync(path.join(rl, 'adapter_config.json'));

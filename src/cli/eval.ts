@@ -2,11 +2,12 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModel } from '../runtime/model.ts';
 import { datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
-import { writeReport, markdownTable } from '../eval/report.ts';
+import { reportFiles, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
 import { intArg, quantArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
-import { progressLine } from './train-router.ts';
+import { stageProgress } from './train-router.ts';
+import { checkOutFile } from './outputs.ts';
 
 const FILES: Record<string, string> = { gsm8k: 'gsm8k/test.jsonl', math500: 'math500/test.jsonl', svamp: 'svamp/test.jsonl' };
 
@@ -21,26 +22,31 @@ export function evalCommand(program: Command): void {
     .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
     .option('--quant <q>', 'q4 or fp32', quantArg)
-    .requiredOption('--out <file>', 'results JSON (the .md and -accuracy.svg go beside it)')
+    .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
     .action(async (o) => {
       if (!['synthetic', ...Object.keys(FILES)].includes(o.task)) throw new Error(`--task must be synthetic, gsm8k, math500 or svamp; got "${o.task}"`);
       if (o.split !== 'test' && o.split !== 'val') throw new Error(`--split must be test or val, got "${o.split}"`);
+      const files = reportFiles(o.out);
+      checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg] });
       const cases = o.task === 'synthetic' ? syntheticCases(o.split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', FILES[o.task]), o.limit);
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
       const runs: { name: string; report: EvalReport }[] = [];
+      const progress = stageProgress('eval', 'questions', `nothing was written to ${o.out}`);
       try {
         for (const reasoning of o.adapter ? [false, true] : [false]) {
           const name = reasoning ? 'base + reasoning adapter' : 'base';
           const report = await runEval(model, cases, {
             reasoning, maxTokens: o.maxTokens, batch: o.batch,
-            onCase: (d, t) => progressLine(name, d, t),
+            onCase: (d, t) => progress.update(name, d, t),
           });
           runs.push({ name, report });
         }
       } finally {
+        progress.stop();
         await model.close();
       }
       await writeReport(o.out, runs);
       console.log(markdownTable(runs));
+      console.log(`wrote ${files.json}, ${files.md} and ${files.svg}`);
     });
 }

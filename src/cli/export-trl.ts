@@ -15,21 +15,32 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { DEFAULT_DIR, INVOCATION, reasoningConversations } from '../tasks/default-model.ts';
 import { readJsonl } from '../train/data.ts';
+import { atomicWrite, writeAll } from '../io/safetensors.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
 import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { rlPrompts } from './train-rl.ts';
 import { parseTargets } from './train-sft.ts';
 import { floatArg, intArg } from './main.ts';
+import { checkOutDir, expandPath } from './outputs.ts';
 
 export interface ExportTrlOptions {
   out: string;
-  /** Base model for TRL: a Hub id or a local Hugging Face folder. */
+  /** Replace the files of a non-empty `out` (refused otherwise). */
+  overwrite?: boolean;
+  /**
+   * Base model for TRL: a Hub id ("org/name") or a local Hugging Face folder, written to the configs as an absolute
+   * path (the scripts run from inside the job folder). A local-looking path (/, ., ~, or one that exists) must be a
+   * folder holding config.json.
+   */
   baseModel: string;
-  /** Local tokenizer folder used to record the invocation's token ids (default: the base model if local, else models/default). */
+  /**
+   * Local tokenizer folder whose ids of the invocation recipe.json records (default: the base model when local). With
+   * neither, the ids are left out (train_sft.py takes them from the base model's own tokenizer).
+   */
   tokenizer?: string;
   /** User SFT data (edgereason JSONL: messages or prompt/completion); default: the synthetic reasoning traces. */
   data?: string;
@@ -63,14 +74,37 @@ function yaml(o: Record<string, unknown>, comment: string): string {
   return `# ${comment}\n` + Object.entries(o).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n';
 }
 
+/**
+ * The base model as the job's configs name it: a local folder as an absolute path (refused when it does not exist or
+ * is no Hugging Face folder), a Hub id as given. Local: starts with /, . or ~, or exists here; a Hub id is "org/name".
+ */
+export function resolveBaseModel(base: string, flag = '--base-model'): { name: string; local: boolean } {
+  const abs = expandPath(base);
+  const looksLocal = /^[/.~]/.test(base) || base.includes('\\') || fs.existsSync(abs);
+  if (!looksLocal) {
+    if (!/^[\w.-]+(\/[\w.-]+)?$/.test(base)) throw new Error(`${flag} "${base}" is neither a local folder (it does not exist) nor a Hugging Face Hub id ("org/name")`);
+    const first = base.split('/')[0];
+    if (base.includes('/') && fs.existsSync(first) && fs.statSync(first).isDirectory()) {
+      throw new Error(`${flag} ${base}: no such folder (${abs}), though ${first}/ exists here; give an existing local folder, or write a Hub id whose owner is not a local folder name`);
+    }
+    return { name: base, local: false };
+  }
+  if (!fs.existsSync(abs)) throw new Error(`${flag} ${base}: no such folder (${abs}); give a local Hugging Face folder or a Hub id ("org/name")`);
+  if (!fs.statSync(abs).isDirectory() || !fs.existsSync(path.join(abs, 'config.json'))) throw new Error(`${flag} ${base}: not a Hugging Face model folder (no config.json in ${abs})`);
+  return { name: abs, local: true };
+}
+
 export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const seed = o.seed ?? 0, rank = o.rank ?? 16, alpha = o.alpha ?? 32, targets = o.targets ?? [...PROJECTIONS];
   const invocation = o.invocation ?? INVOCATION, budgets = o.budgets ?? [...DEFAULT_BUDGETS];
   if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`export-trl: budgets must be positive integers, got ${budgets}`);
-  const tokDir = o.tokenizer ?? (fs.existsSync(path.join(o.baseModel, 'tokenizer.json')) ? o.baseModel : DEFAULT_DIR);
-  const tok = loadTokenizer(tokDir);
-  const invocationIds = tok.encode(invocation, { addSpecialTokens: false });
-  if (!invocationIds.length) throw new Error(`export-trl: the invocation "${invocation}" encodes to no tokens with the tokenizer in ${tokDir}`);
+  if (!invocation) throw new Error('export-trl: the invocation is empty');
+  const base = resolveBaseModel(o.baseModel);
+  // The invocation's ids only from the tokenizer the job trains with (given, or the local base model's): another
+  // one's ids (models/default's for a Qwen base) would be wrong, so without it they are left to train_sft.py.
+  const tokDir = o.tokenizer ?? (base.local && fs.existsSync(path.join(base.name, 'tokenizer.json')) ? base.name : undefined);
+  const invocationIds = tokDir ? loadTokenizer(tokDir).encode(invocation, { addSpecialTokens: false }) : undefined;
+  if (invocationIds && !invocationIds.length) throw new Error(`export-trl: the invocation "${invocation}" encodes to no tokens with the tokenizer in ${tokDir}`);
 
   // SFT conversations: the default recipe's adapter data (reasoningExamples), or the user's file.
   let sft: Record<string, unknown>[];
@@ -90,9 +124,11 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const lora = { r: rank, lora_alpha: alpha, lora_dropout: o.dropout ?? 0, target_modules: targets, task_type: 'CAUSAL_LM', bias: 'none' };
   const recipe = {
     format: 'edgereason-trl-recipe', version: 1,
-    base_model: o.baseModel,
+    base_model: base.name,
     lora,
-    alora: { invocation, invocation_tokens: invocationIds, tokenizer: path.resolve(tokDir) },
+    alora: tokDir
+      ? { invocation, invocation_tokens: invocationIds, tokenizer: path.resolve(tokDir) }
+      : { invocation, invocation_tokens: null, note: `no local tokenizer of ${base.name} was given (--tokenizer): train_sft.py encodes the invocation with the base model's tokenizer` },
     sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? 2e-3, num_train_epochs: o.epochs ?? 2, per_device_train_batch_size: o.batchSize ?? 16, max_length: o.maxLength ?? 1024, seed },
     grpo: {
       dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 100,
@@ -101,14 +137,15 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     },
   };
 
+  checkOutDir(o.out, { what: 'TRL job', empty: true, overwrite: o.overwrite });
   fs.mkdirSync(path.join(o.out, 'data/sft'), { recursive: true });
   fs.mkdirSync(path.join(o.out, 'data/grpo'), { recursive: true });
   const files: string[] = [];
-  const write = (rel: string, text: string) => { fs.writeFileSync(path.join(o.out, rel), text); files.push(rel); };
+  const write = (rel: string, text: string) => { atomicWrite(path.join(o.out, rel), (fd) => writeAll(fd, Buffer.from(text))); files.push(rel); };
   write('data/sft/train.jsonl', sft.map((r) => JSON.stringify(r)).join('\n') + '\n');
   write('data/grpo/train.jsonl', grpo.map((r) => JSON.stringify(r)).join('\n') + '\n');
   write('recipe.json', JSON.stringify(recipe, null, 2) + '\n');
-  const common = { model_name_or_path: o.baseModel, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none' };
+  const common = { model_name_or_path: base.name, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none' };
   write('sft.yaml', yaml({
     ...common, dataset_name: 'data/sft', output_dir: 'out/sft-adapter', learning_rate: recipe.sft.learning_rate, num_train_epochs: recipe.sft.num_train_epochs,
     per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, assistant_only_loss: true, lr_scheduler_type: 'cosine', warmup_ratio: 0.03,
@@ -121,7 +158,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   write('rewards.py', REWARDS.replace('__LAMBDA__', String(recipe.grpo.reward.lambda)));
   write('train_sft.py', TRAIN_SFT.replace('__INVOCATION__', JSON.stringify(invocation)));
   write('train_grpo.py', TRAIN_GRPO.replace('__INVOCATION__', JSON.stringify(invocation)));
-  write('README.md', readme(o.baseModel, recipe));
+  write('README.md', readme(base.name, recipe));
   return { files, sftExamples: sft.length, grpoPrompts: grpo.length, recipe };
 }
 
@@ -261,9 +298,10 @@ npx edgereason serve --model <base model folder> --adapter reasoning=out/grpo-ad
 export function exportTrlCommand(program: Command): void {
   program.command('export-trl')
     .description('write the reasoning-adapter recipe as a Hugging Face TRL job: datasets (synthetic or yours), SFT/GRPO configs and scripts')
-    .requiredOption('--out <dir>', 'output folder')
-    .option('--base-model <id|dir>', 'base model for TRL: a Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local HF folder', 'models/default')
-    .option('--tokenizer <dir>', 'local tokenizer folder for the invocation token ids (default: the base model if local, else models/default)')
+    .requiredOption('--out <dir>', 'output folder (a non-empty one is refused without --overwrite)')
+    .option('--overwrite', 'write into a non-empty --out, replacing the files of the same names')
+    .addOption(new Option('--base-model <id|dir>', 'base model for TRL: a Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local HF folder (written as an absolute path)').default(DEFAULT_DIR, 'the embedded models/default'))
+    .option('--tokenizer <dir>', 'local tokenizer folder for the invocation token ids in recipe.json (default: the base model if local; for a Hub id without it, they are left to train_sft.py)')
     .option('--data <file>', 'your SFT JSONL ({"messages"} or {"prompt","completion"}); default: the synthetic reasoning traces')
     .option('--rl-data <file>', 'your RL prompts, JSONL of {"prompt","answer"}; default: the synthetic train split')
     .option('--examples <n>', 'synthetic SFT conversations', intArg('--examples', 1), 20000)
@@ -282,9 +320,11 @@ export function exportTrlCommand(program: Command): void {
     .option('--rl-steps <n>', 'GRPO steps', intArg('--rl-steps', 1), 100)
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
     .action((o) => {
+      checkOutDir(o.out, { what: 'TRL job', empty: true, overwrite: !!o.overwrite });
+      resolveBaseModel(o.baseModel);
       const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
       const r = exportTrl({
-        out: o.out, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: o.examples, rlPrompts: o.rlPrompts,
+        out: o.out, overwrite: !!o.overwrite, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: o.examples, rlPrompts: o.rlPrompts,
         rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), invocation: o.aloraInvocation, lr: o.lr, epochs: o.epochs,
         budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, seed: o.seed,
       });

@@ -7,6 +7,7 @@ import { makeSplits } from '../tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg } from './main.ts';
+import { artefacts, checkOutDir, removeStale } from './outputs.ts';
 
 /** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
 export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[] {
@@ -32,7 +33,7 @@ export function trainRlCommand(program: Command): void {
     .requiredOption('--adapter <dir>', 'the SFT reasoning adapter to start from')
     .option('--task <task>', 'synthetic, or a JSONL file of {"prompt","answer"}', 'synthetic')
     .option('--grader <task>', `how answers are graded: ${TASKS.join(' | ')} (default: synthetic for the synthetic task, gsm8k for a file: the last number)`)
-    .requiredOption('--out <dir>', 'output adapter folder')
+    .requiredOption('--out <dir>', 'output adapter folder (not the --adapter one; one that holds a model, adapter or checkpoint is refused without --overwrite or --resume)')
     .option('--budgets <list>', 'thinking budget buckets trained', DEFAULT_BUDGETS.join(','))
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 160)
     .option('--group <n>', 'completions per prompt (G)', intArg('--group', 2), 8)
@@ -45,8 +46,9 @@ export function trainRlCommand(program: Command): void {
     .option('--temperature <t>', 'rollout temperature', floatArg('--temperature', 0), 1)
     .option('--max-tokens <n>', 'rollout length limit (thinking + answer; default twice the largest budget)', intArg('--max-tokens', 1))
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
-    .option('--checkpoint-every <n>', 'checkpoint every n steps', intArg('--checkpoint-every', 1), 10)
-    .option('--resume', 'continue from <out>/checkpoint')
+    .option('--checkpoint-every <n>', 'checkpoint every n steps, and at the last step', intArg('--checkpoint-every', 1), 10)
+    .option('--resume', 'continue the run saved in <out>/checkpoint (same options; a larger --steps goes on)')
+    .option('--overwrite', 'replace the adapter already in --out (its other training files are removed after)')
     .action(async (o) => {
       if (o.penalty !== 'budget' && o.penalty !== 'group') throw new Error(`--penalty must be budget or group, got "${o.penalty}"`);
       const grader: Task = o.grader ?? (o.task === 'synthetic' ? 'synthetic' : 'gsm8k');
@@ -54,6 +56,8 @@ export function trainRlCommand(program: Command): void {
       const prompts = rlPrompts(o.task, 4000, o.seed);
       const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
       if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`--budgets must list positive integers, got "${o.budgets}"`);
+      checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });
+      const before = o.overwrite ? artefacts(o.out) : undefined;
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
       const model = await loadModel(o.model, { adapter: o.adapter, quant: 'fp32' });
@@ -62,7 +66,10 @@ export function trainRlCommand(program: Command): void {
           prompts, {
             out: o.out, task: grader, budgets, unbudgetedShare: o.unbudgetedShare, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
             beta: o.beta, lr: o.lr, temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
+            baseModel: src.path, handleSignals: true,
           });
+        const stale = before ? removeStale(o.out, before) : [];
+        if (stale.length) process.stderr.write(`train-rl: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
         const first = history[0], last = history.at(-1)!;
         console.log(`GRPO ${history.length} steps: reward ${first.reward.toFixed(3)} → ${last.reward.toFixed(3)}, accuracy ${(100 * last.accuracy).toFixed(1)} %, thinking ${first.thinking.toFixed(0)} → ${last.thinking.toFixed(0)} tokens; adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
       } finally {

@@ -7,6 +7,8 @@ import type { LabelItem } from '../reason/router.ts';
 import { trainRouter } from '../reason/router.ts';
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
+import { checkOutFile } from './outputs.ts';
+import { StagedProgress } from '../train/progress.ts';
 
 /** Training and validation questions: the synthetic train/val splits, or GSM8K's train file (its tail as validation). */
 /** An AUC for the console: n/a when the labels hold one class only (it is undefined then). */
@@ -26,25 +28,27 @@ export function labelItems(task: string, train: number, val: number, seed = 0): 
   throw new Error(`--task must be synthetic or gsm8k, got "${task}"`);
 }
 
-/** "stage: done/total", redrawn in place on a terminal; in a log (not a TTY), one line per tenth and at the end. */
-export function progressLine(stage: string, done: number, total: number): void {
-  if (process.stderr.isTTY) process.stderr.write(`\r${stage}: ${done}/${total}${done === total ? '\n' : ''}`);
-  else if (done === total || done % Math.max(1, Math.ceil(total / 10)) === 0) process.stderr.write(`${stage}: ${done}/${total}\n`);
+/**
+ * The progress of a command's stages (a bar with items/s and ETA on a terminal, a line now and then in a log);
+ * Ctrl-C stops the bar, says where the command was and that `nothing` was written, and exits 130.
+ */
+export function stageProgress(command: string, unit: string, nothing: string): StagedProgress {
+  return new StagedProgress({ itemUnit: unit, interrupt: (stage, done, total) => `${command}: interrupted during ${stage} at ${done}/${total}; ${nothing}` });
 }
 
 export function trainRouterCommand(program: Command): void {
   program.command('train-router')
     .description('train the reasoning router (a probe on the base model\'s prompt hidden state, plus a confidence gate on the direct answer) and write router.json')
     .requiredOption('--model <path>', 'base model')
-    .option('--adapter <dir>', 'reasoning adapter (needed for the default "savings" threshold rule)')
+    .option('--adapter <dir>', 'reasoning adapter: required by the savings rule (the default); optional with --rule accuracy')
     .option('--task <task>', 'synthetic | gsm8k', 'synthetic')
     .requiredOption('--out <file>', 'router JSON to write')
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 400)
     .option('--val <n>', 'validation questions (threshold choice)', intArg('--val', 1), 100)
-    .option('--rule <rule>', 'threshold rule: savings (fewest generated tokens within --max-loss of always-reason accuracy) | accuracy (best routing accuracy)')
-    .option('--max-loss <x>', 'accuracy loss allowed by the savings rule (0.01 = 1 point)', floatArg('--max-loss', 0, 1), 0)
+    .option('--rule <rule>', 'threshold rule: savings (default; fewest generated tokens within --max-loss of always-reason accuracy, needs --adapter) | accuracy (best routing accuracy)', 'savings')
+    .option('--max-loss <x>', 'accuracy loss allowed by the savings rule (0.01 = 1 point; savings rule only)', floatArg('--max-loss', 0, 1), 0)
     .option('--no-gate', 'no confidence gate on the direct answer (the probe alone decides)')
-    .option('--gate-tokens <n>', 'direct-answer tokens the gate watches', intArg('--gate-tokens', 1), 16)
+    .option('--gate-tokens <n>', 'direct-answer tokens the gate watches (not with --no-gate)', intArg('--gate-tokens', 1), 16)
     .option('--max-tokens <n>', 'direct answer length for labelling', intArg('--max-tokens', 1), 64)
     .option('--reasoning-max-tokens <n>', 'reasoning answer length (savings rule)', intArg('--reasoning-max-tokens', 1), 512)
     .option('--max-thinking-tokens <n>', 'thinking cap for the reasoning answers', intArg('--max-thinking-tokens', 0))
@@ -52,16 +56,30 @@ export function trainRouterCommand(program: Command): void {
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 500)
     .option('--seed <s>', 'seed of the synthetic items', intArg('--seed'), 0)
     .option('--quant <q>', 'q4 or fp32', quantArg)
-    .action(async (o) => {
-      if (o.rule !== undefined && o.rule !== 'savings' && o.rule !== 'accuracy') throw new Error(`--rule must be savings or accuracy, got "${o.rule}"`);
+    .action(async (o, cmd: Command) => {
+      const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+      if (o.rule !== 'savings' && o.rule !== 'accuracy') throw new Error(`--rule must be savings or accuracy, got "${o.rule}"`);
+      if (o.rule === 'savings' && !o.adapter) {
+        throw new Error(`train-router: the savings rule${given('rule') ? '' : ' (the default)'} needs --adapter <reasoning adapter> to measure always-reason accuracy and tokens; pass --adapter, or --rule accuracy to route by the base model's answers alone`);
+      }
+      // Flags the chosen rule or gate does not use: said, not silently dropped.
+      const unused = (why: string, flags: [string, string][]) => {
+        const f = flags.filter(([k]) => given(k)).map(([, name]) => name);
+        if (f.length) process.stderr.write(`train-router: warning: ${f.join(', ')} ignored: ${why}\n`);
+      };
+      if (o.rule === 'accuracy') unused('the accuracy rule generates no reasoning answers (they serve the savings rule)', [['maxLoss', '--max-loss'], ['reasoningMaxTokens', '--reasoning-max-tokens'], ['maxThinkingTokens', '--max-thinking-tokens']]);
+      if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
+      checkOutFile(o.out, { what: 'router JSON', example: 'router.json' });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);
       try {
         const { router, report } = await trainRouter(model, items.train, {
           val: items.val, rule: o.rule, maxLoss: o.maxLoss, gate: o.gate, gateTokens: o.gateTokens, maxTokens: o.maxTokens, reasoningMaxTokens: o.reasoningMaxTokens,
-          maxThinkingTokens: o.maxThinkingTokens, l2: o.l2, steps: o.steps, onProgress: progressLine,
+          maxThinkingTokens: o.maxThinkingTokens, l2: o.l2, steps: o.steps, onProgress: (s, d, t) => progress.update(s, d, t),
           metadata: { model: o.model, task: o.task, seed: o.seed },
         });
+        progress.stop();
         router.save(o.out);
         const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)} %`);
         const gate = report.gate ? `gate: escalate when one of the first ${report.gate.tokens} direct tokens has log-probability < ${report.gate.minLogprob}` : 'no gate';
@@ -72,6 +90,7 @@ export function trainRouterCommand(program: Command): void {
         console.log(`val (the threshold and gate were chosen on these, so the figures are optimistic; measure held-out with eval or the bench): ${v.n} questions, ${v.positives} need reasoning; routing accuracy ${pct(v.routingAccuracy)}, probe AUC ${aucText(v.auc)}; reasoning share ${pct(v.reasoningShare)} (escalated by the gate ${pct(v.escalatedShare)})`);
         console.log(`val answers: base ${pct(v.baseAccuracy)}, always-reason ${pct(v.reasoningAccuracy)}, routed ${pct(v.routedAccuracy)}; generated tokens routed ${v.meanTokens?.toFixed(1) ?? '-'} vs always-reason ${v.alwaysReasonTokens?.toFixed(1) ?? '-'}`);
       } finally {
+        progress.stop();
         await model.close();
       }
     });

@@ -6,6 +6,7 @@ import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { loadDataset } from '../train/data.ts';
 import { trainSft } from '../train/sft.ts';
 import { floatArg, intArg } from './main.ts';
+import { artefacts, checkOutDir, removeStale } from './outputs.ts';
 
 /** q,k,v,o,gate,up,down (or full names) -> projection names. */
 export function parseTargets(list: string): Projection[] {
@@ -22,24 +23,35 @@ export function trainSftCommand(program: Command): void {
     .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf or llama2.c .bin)')
     .requiredOption('--data <file>', 'training JSONL: {"messages":[...]} or {"prompt","completion"} per line')
     .option('--eval <file>', 'held-out JSONL for eval loss')
-    .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint)')
+    .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 0), 16)
     .option('--lora-alpha <a>', 'LoRA alpha', floatArg('--lora-alpha', 0), 32)
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
-    .option('--full', 'train every weight instead of a LoRA adapter')
-    .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>")')
+    .option('--full', 'train every weight instead of a LoRA adapter (refused with --lora-r, --lora-alpha, --targets, --alora-invocation)')
+    .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>"), and the loss counts only what follows it; LoRA only')
     .option('--lr <lr>', 'peak learning rate', floatArg('--lr', 0))
     .option('--epochs <n>', 'epochs', intArg('--epochs', 1), 1)
     .option('--batch-tokens <n>', 'padded tokens per micro-batch', intArg('--batch-tokens', 2), 4096)
     .option('--accum <n>', 'micro-batches per optimizer step', intArg('--accum', 1), 1)
     .option('--max-len <n>', 'truncate examples to this many tokens', intArg('--max-len', 2))
-    .option('--eval-every <n>', 'eval loss every n steps', intArg('--eval-every', 1))
-    .option('--checkpoint-every <n>', 'checkpoint every n steps', intArg('--checkpoint-every', 1), 50)
-    .option('--max-steps <n>', 'stop after n optimizer steps', intArg('--max-steps', 1))
+    .option('--eval-every <n>', 'eval loss every n steps (with --eval; the eval loss is always taken at the end)', intArg('--eval-every', 1))
+    .option('--checkpoint-every <n>', 'checkpoint every n steps, and at the last step', intArg('--checkpoint-every', 1), 50)
+    .option('--max-steps <n>', 'stop after n optimizer steps (the schedule still spans every epoch: --resume continues)', intArg('--max-steps', 1))
     .option('--seed <s>', 'seed for data order and LoRA init', intArg('--seed'), 0)
-    .option('--resume', 'continue from <out>/checkpoint')
-    .action(async (o) => {
+    .option('--resume', 'continue the run saved in <out>/checkpoint (same options; a larger or no --max-steps goes on)')
+    .option('--overwrite', 'replace the model or adapter already in --out (its other training files are removed after)')
+    .action(async (o, cmd: Command) => {
+      const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+      if (o.full) {
+        const loraFlags = [['loraR', '--lora-r'], ['loraAlpha', '--lora-alpha'], ['targets', '--targets']].filter(([k]) => given(k)).map(([, f]) => f);
+        if (loraFlags.length) throw new Error(`--full trains every weight, not a LoRA adapter: ${loraFlags.join(', ')} contradict${loraFlags.length === 1 ? 's' : ''} it; drop ${loraFlags.length === 1 ? 'it' : 'them'} or --full`);
+        if (o.aloraInvocation !== undefined) throw new Error('--alora-invocation makes an activated LoRA adapter (acting from the invocation on); --full trains every weight, with no adapter to activate: drop one of them');
+      }
       if (!o.full && o.loraR <= 0) throw new Error(`--lora-r must be a positive integer, got ${o.loraR}`);
+      const targets = parseTargets(o.targets);
+      if (o.evalEvery !== undefined && !o.eval) process.stderr.write('train-sft: warning: --eval-every has no effect without --eval (no held-out set to take the loss on)\n');
+      checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
+      const before = o.overwrite ? artefacts(o.out) : undefined;
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       // A --full output folder gets the base model's tokenizer files, so it loads on its own.
@@ -49,12 +61,15 @@ export function trainSftCommand(program: Command): void {
       const invocation = o.aloraInvocation ? src.tokenizer.encode(o.aloraInvocation, { addSpecialTokens: false }) : undefined;
       if (invocation && !invocation.length) throw new Error(`--alora-invocation "${o.aloraInvocation}" encodes to no tokens`);
       const r = await trainSft(src.config, src.weights, train, evalSet, {
-        out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), aloraInvocation: invocation,
+        out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation, handleSignals: true,
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
         checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
         tokenizerFiles: { ...src.tokenizerFiles, ...(jinja && fs.existsSync(jinja) ? { chatTemplate: fs.readFileSync(jinja, 'utf8') } : {}) },
       });
+      const stale = before ? removeStale(o.out, before) : [];
+      if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
       const last = r.evalLosses.at(-1);
-      console.log(`trained ${r.steps} steps; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
+      const stopped = r.steps < r.total ? ` (stopped at step ${r.steps} of ${r.total}: rerun with --resume and a larger or no --max-steps to continue)` : '';
+      console.log(`trained ${r.steps} steps${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
     });
 }

@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { loadModel } from '../runtime/model.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { aucText, labelItems, progressLine } from './train-router.ts';
+import { aucText, labelItems, stageProgress } from './train-router.ts';
+import { checkOutFile } from './outputs.ts';
 
 export function trainVerifierCommand(program: Command): void {
   program.command('train-verifier')
@@ -23,13 +24,16 @@ export function trainVerifierCommand(program: Command): void {
     .option('--seed <s>', 'seed of the items and the samples', intArg('--seed'), 0)
     .option('--quant <q>', 'q4 or fp32', quantArg)
     .action(async (o) => {
+      checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json' });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      const progress = stageProgress('train-verifier', 'questions', `nothing was written to ${o.out}`);
       try {
         const { verifier, report } = await trainVerifier(model, items.train, {
           val: items.val, samples: o.samples, temperature: o.temperature, topP: o.topP, maxTokens: o.maxTokens, maxThinkingTokens: o.maxThinkingTokens,
-          l2: o.l2, steps: o.steps, seed: o.seed, onProgress: progressLine, metadata: { model: o.model, task: o.task },
+          l2: o.l2, steps: o.steps, seed: o.seed, onProgress: (s, d, t) => progress.update(s, d, t), metadata: { model: o.model, task: o.task },
         });
+        progress.stop();
         verifier.save(o.out);
         const pct = (x: number) => `${(100 * x).toFixed(1)} %`, t = report.train, v = report.val;
         console.log(`verifier → ${o.out} (threshold ${report.threshold.toFixed(4)})`);
@@ -38,6 +42,7 @@ export function trainVerifierCommand(program: Command): void {
         console.log(`val (the threshold was chosen on these: accuracy is optimistic): ${v.candidates} candidates of ${v.items} questions, ${v.positives} correct; accuracy ${pct(v.accuracy)}, AUC ${aucText(v.auc)}`);
         console.log(`val questions right: first sample ${pct(v.firstSample)}, majority ${pct(v.majority)}, verifier best-of-${o.samples} ${pct(v.bestOfN)}, verifier-weighted vote ${pct(v.verifierVote)}, any sample (oracle) ${pct(v.oracle)}`);
       } finally {
+        progress.stop();
         await model.close();
       }
     });

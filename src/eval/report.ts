@@ -15,13 +15,22 @@ export function markdownTable(runs: { name: string; report: EvalReport }[]): str
   return rows.join('\n') + '\n';
 }
 
-/** Writes <out>.json, <out>.md and <out>-accuracy.svg (out without extension). */
+/**
+ * The files of a report whose JSON is `out`: `out` itself, and beside it the Markdown table and the accuracy plot,
+ * named after `out` without its .json extension (results.json → results.md, results-accuracy.svg).
+ */
+export function reportFiles(out: string): { json: string; md: string; svg: string } {
+  const base = out.replace(/\.json$/i, '');
+  return { json: out, md: `${base}.md`, svg: `${base}-accuracy.svg` };
+}
+
+/** Writes the JSON report to `out` exactly, the .md table and -accuracy.svg plot beside it (reportFiles). */
 export async function writeReport(out: string, runs: { name: string; report: EvalReport }[]): Promise<void> {
   fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
-  const base = out.replace(/\.json$/, '');
+  const files = reportFiles(out);
   const write = (f: string, text: string) => atomicWrite(f, (fd) => writeAll(fd, Buffer.from(text)));
-  write(`${base}.json`, JSON.stringify(runs.length === 1 ? runs[0].report : Object.fromEntries(runs.map((r) => [r.name, r.report])), null, 1) + '\n');
-  write(`${base}.md`, markdownTable(runs));
+  write(files.json, JSON.stringify(runs.length === 1 ? runs[0].report : Object.fromEntries(runs.map((r) => [r.name, r.report])), null, 1) + '\n');
+  write(files.md, markdownTable(runs));
   const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));
-  writeSvg(`${base}-accuracy.svg`, await barChart({ title: 'Accuracy by category', y: 'accuracy (%)', bars }));
+  writeSvg(files.svg, await barChart({ title: 'Accuracy by category', y: 'accuracy (%)', bars }));
 }

@@ -97,19 +97,24 @@ export function writeJson(file: string, value: unknown, indent = 2): void {
   atomicWrite(file, (fd) => writeAll(fd, Buffer.from(JSON.stringify(value, null, indent) + '\n')));
 }
 
-/** Write via `path.tmp-<pid>` and rename, so readers never see a half-written model file. */
+/**
+ * Write via `path.tmp-<pid>` and rename, so readers never see a half-written model file. When the write or the
+ * rename fails (disk full, `path` is a folder, ...) the temp file is deleted and `path` is left as it was.
+ */
 export function atomicWrite(path: string, write: (fd: number) => void): void {
   const tmp = `${path}.tmp-${process.pid}`, fd = fs.openSync(tmp, 'w');
+  let open = true;
   try {
     write(fd);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
+    open = false;
+    fs.renameSync(tmp, path);
   } catch (e) {
-    fs.closeSync(fd);
+    if (open) { try { fs.closeSync(fd); } catch { /* already failing: the first error is the one to report */ } }
     fs.rmSync(tmp, { force: true });
     throw e;
   }
-  fs.renameSync(tmp, path);
 }
 
 export function writeAll(fd: number, bytes: Uint8Array): void {

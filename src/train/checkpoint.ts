@@ -76,28 +76,46 @@ export function loadCheckpoint(dir: string): Checkpoint {
 }
 
 /**
- * Restore a checkpoint into live training buffers (params copied in place, optimizer state loaded); returns the state.
- * With `options`, a checkpoint saved with different options is refused first (nothing is touched).
+ * The options a checkpoint was saved with, from its JSON alone (cheap: no tensor is read), so a run can refuse a
+ * resume with other options before it loads anything; undefined for a checkpoint from before options were saved.
  */
-export function resume(dir: string, params: Params, optimizer: AdamW, options?: RunOptions): TrainState {
+export function checkpointOptions(dir: string): RunOptions | undefined {
+  const jsonFile = path.join(dir, JSON_NAME);
+  if (!fs.existsSync(jsonFile)) throw new Error(`checkpoint: ${jsonFile} not found (no checkpoint in ${dir})`);
+  let j: Record<string, any>;
+  try { j = JSON.parse(fs.readFileSync(jsonFile, 'utf8')); } catch (e) { throw new Error(`checkpoint: ${jsonFile} is not valid JSON (truncated?): ${(e as Error).message}`); }
+  return j.options ?? undefined;
+}
+
+/**
+ * Restore a checkpoint into live training buffers (params copied in place, optimizer state loaded); returns the state.
+ * With `options`, a checkpoint saved with different options is refused first (nothing is touched); `optional` as
+ * in checkOptions.
+ */
+export function resume(dir: string, params: Params, optimizer: AdamW, options?: RunOptions, optional: readonly string[] = []): TrainState {
   const c = loadCheckpoint(dir);
-  if (options) checkOptions(dir, c.state.options, options);
+  if (options) checkOptions(dir, c.state.options, options, optional);
+  const other = 'the checkpoint was trained with another model, LoRA rank or targets';
   for (const [n, p] of params) {
     const saved = c.params.get(n);
-    if (!saved) throw new Error(`checkpoint: ${dir} has no parameter "${n}"`);
-    if (saved.length !== p.length) throw new Error(`checkpoint: ${dir} parameter "${n}" has ${saved.length} values, the model ${p.length}`);
+    if (!saved) throw new Error(`checkpoint: ${dir} has no parameter "${n}" (${other})`);
+    if (saved.length !== p.length) throw new Error(`checkpoint: ${dir} parameter "${n}" has ${saved.length} values, this run's ${p.length} (${other})`);
   }
-  for (const n of c.params.keys()) if (!params.has(n)) throw new Error(`checkpoint: ${dir} has parameter "${n}" the model does not`);
+  for (const n of c.params.keys()) if (!params.has(n)) throw new Error(`checkpoint: ${dir} has parameter "${n}" this run does not (${other})`);
   for (const [n, p] of params) p.set(c.params.get(n)!);
   optimizer.loadState(c.optimizer);
   return c.state;
 }
 
-/** Refuse to continue a run with options other than those it was saved with; `saved` absent (old checkpoint): no check. */
-export function checkOptions(dir: string, saved: RunOptions | undefined, now: RunOptions): void {
+/**
+ * Refuse to continue a run with options other than those it was saved with; `saved` absent (old checkpoint): no
+ * check. Keys in `optional` (options recorded since a later version) are checked only when the checkpoint has them.
+ */
+export function checkOptions(dir: string, saved: RunOptions | undefined, now: RunOptions, optional: readonly string[] = []): void {
   if (!saved) return;
   const show = (v: unknown) => (v === undefined ? '(unset)' : Array.isArray(v) ? v.join(',') : String(v));
   for (const k of new Set([...Object.keys(saved), ...Object.keys(now)])) {
+    if (optional.includes(k) && !(k in saved)) continue;
     if (show(saved[k]) !== show(now[k]))
       throw new Error(`resume: ${dir} was trained with ${k} ${show(saved[k])}, this run has ${k} ${show(now[k])} (resume with the same options, or start a new --out)`);
   }

@@ -2,10 +2,10 @@
  * Fine-tuning data: JSONL files -> token ids with a loss mask, seeded shuffling, length-bucketed micro-batches
  * under a token budget, and a train/eval split.
  *
- * Each line is either {"messages": [{"role", "content"}, ...]} (rendered with the tokenizer's chat template; loss
- * on the assistant turns only) or {"prompt": "...", "completion": "..."} (loss on the completion only, which gets
- * the EOS token appended). Blank lines are skipped; every other line becomes an example or an error naming the
- * file and line.
+ * Each line is either {"messages": [{"role", "content"}, ...]} (roles system, user and assistant; rendered with the
+ * tokenizer's chat template; loss on the assistant turns only) or {"prompt": "...", "completion": "..."} (both
+ * strings; loss on the completion only, which gets the EOS token appended). Blank lines are skipped; every other
+ * line becomes an example or an error naming the file and line.
  *
  * Loss-mask convention: mask[i] = 1 means token i is a TARGET, predicted from the logits at position i - 1.
  * So mask[0] is always 0, and the loss is sum over i of mask[i] * -log p(ids[i] | ids[0..i-1]).
@@ -18,6 +18,9 @@ export interface Example { ids: number[]; lossMask: Uint8Array }
 export type DataRecord =
   | { line: number; messages: ChatMessage[] }
   | { line: number; prompt: string; completion: string };
+
+/** The chat roles a training conversation may use. */
+const ROLES = ['system', 'user', 'assistant'];
 
 /** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
 export function readJsonl(file: string): DataRecord[] {
@@ -37,13 +40,15 @@ export function readJsonl(file: string): DataRecord[] {
       msgs.forEach((m, k) => {
         if (!m || typeof m.role !== 'string' || typeof m.content !== 'string')
           throw new Error(`${where}: messages[${k}] must be {"role": string, "content": string}, got ${JSON.stringify(m)}`);
+        if (!ROLES.includes(m.role)) throw new Error(`${where}: messages[${k}] has role ${JSON.stringify(m.role)} (expected system, user or assistant)`);
       });
       if (!msgs.some((m) => m.role === 'assistant')) throw new Error(`${where}: no assistant message, so nothing to train on`);
       records.push({ line, messages: msgs as ChatMessage[] });
     } else if ('prompt' in o || 'completion' in o) {
-      if (typeof o.prompt !== 'string') throw new Error(`${where}: "prompt" must be a string (got ${JSON.stringify(o.prompt)})`);
-      if (typeof o.completion !== 'string') throw new Error(`${where}: missing "completion" string for the prompt`);
-      records.push({ line, prompt: o.prompt, completion: o.completion });
+      for (const k of ['prompt', 'completion'] as const) {
+        if (typeof o[k] !== 'string') throw new Error(`${where}: "${k}" must be a string (${k in o ? `got ${JSON.stringify(o[k])}` : 'missing'})`);
+      }
+      records.push({ line, prompt: o.prompt as string, completion: o.completion as string });
     } else {
       throw new Error(`${where}: expected {"messages": [...]} or {"prompt": ..., "completion": ...}, got keys ${JSON.stringify(Object.keys(o))}`);
     }

@@ -1,7 +1,11 @@
 /**
- * Training progress: step/total, loss, tokens/s and ETA on a cli-progress bar; when the stream is not a TTY (a
- * log file, CI) one plain line every `logEverySec` seconds instead. Nothing when `quiet` is set; `onUpdate`
- * receives the numbers either way (tests, logs).
+ * Progress of long work: step/total, loss, tokens/s (or items/s) and ETA on a cli-progress bar; when the stream is
+ * not a TTY (a log file, CI) one plain line every `logEverySec` seconds instead. Nothing when `quiet` is set;
+ * `onUpdate` receives the numbers either way (tests, logs).
+ *
+ * With `interrupt`, Ctrl-C (SIGINT) or SIGTERM while the reporter runs stops the bar (which restores the cursor it
+ * hid), prints what `interrupt` says (what was saved, how to continue) and exits with 130 (SIGINT) or 143 (SIGTERM).
+ * Signal handlers run between synchronous operations, so a checkpoint or file being written is never cut in half.
  */
 import cliProgress from 'cli-progress';
 
@@ -24,8 +28,21 @@ export interface ProgressOptions {
   startStep?: number;
   /** Clock in milliseconds (injectable for tests). */
   now?: () => number;
+  /** When the work began, on that clock (default: now). */
+  startedAt?: number;
   /** Seconds between plain progress lines when the stream is not a TTY (default 30). */
   logEverySec?: number;
+  /** What is counted, first on the bar and the lines (default "train"). */
+  label?: string;
+  /**
+   * Items instead of training steps: the rate shown is steps per second named by this unit (e.g. "questions"),
+   * and no loss is shown. Default: a training run, with loss and tokens/s.
+   */
+  itemUnit?: string;
+  /** Handle SIGINT/SIGTERM while running: the message printed for the last step reported (see the file comment). */
+  interrupt?: (step: number) => string;
+  /** process.exit, injectable for tests. */
+  exit?: (code: number) => void;
 }
 
 export function formatSeconds(s: number | undefined): string {
@@ -34,48 +51,114 @@ export function formatSeconds(s: number | undefined): string {
   return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
 }
 
+/** A rate for display: whole numbers from 10 up, two decimals below (0.35 questions/s is not 0). */
+const rate = (x: number) => (x >= 10 || x === 0 ? x.toFixed(0) : x.toFixed(2));
+
 export class Progress {
   private readonly bar?: cliProgress.SingleBar;
   private readonly now: () => number;
   private readonly t0: number;
   private readonly startStep: number;
   private tokens = 0;
+  private step: number;
   private readonly logStream?: NodeJS.WriteStream;
   private lastLog: number;
+  private readonly label: string;
+  private readonly onSignal?: (signal: NodeJS.Signals) => void;
+  private stopped = false;
 
   constructor(readonly total: number, private readonly opts: ProgressOptions = {}) {
     this.now = opts.now ?? Date.now;
-    this.t0 = this.now();
-    this.startStep = opts.startStep ?? 0;
+    this.t0 = opts.startedAt ?? this.now();
+    this.startStep = this.step = opts.startStep ?? 0;
+    this.label = opts.label ?? 'train';
     const stream = opts.stream ?? process.stderr;
     this.lastLog = this.t0;
     if (!opts.quiet && !stream.isTTY) this.logStream = stream;
     if (!opts.quiet && stream.isTTY) {
+      const fields = opts.itemUnit ? `{rate} ${opts.itemUnit}/s` : 'loss {loss} | {rate} tok/s';
       this.bar = new cliProgress.SingleBar({
         stream, hideCursor: true, clearOnComplete: false,
-        format: 'train |{bar}| {value}/{total} | loss {loss} | {tps} tok/s | ETA {eta_s}',
+        format: `${this.label} |{bar}| {value}/{total} | ${fields} | ETA {eta_s}`,
       }, cliProgress.Presets.shades_classic);
-      this.bar.start(total, this.startStep, { loss: '-', tps: '0', eta_s: '--' });
+      this.bar.start(total, this.startStep, { loss: '-', rate: '0', eta_s: '--' });
+    }
+    if (!opts.quiet && opts.interrupt) {
+      const interrupt = opts.interrupt;
+      this.onSignal = (signal) => {
+        this.stop();
+        stream.write(`\n${interrupt(this.step)}\n`);
+        (opts.exit ?? process.exit)(signal === 'SIGINT' ? 130 : 143);
+      };
+      process.on('SIGINT', this.onSignal);
+      process.on('SIGTERM', this.onSignal);
     }
   }
 
   /** Report that `step` steps are done, `tokens` more tokens were processed, with the latest loss. */
   update(step: number, o: { loss?: number; tokens?: number } = {}): ProgressInfo {
     this.tokens += o.tokens ?? 0;
+    this.step = step;
     const elapsedSec = (this.now() - this.t0) / 1000, done = step - this.startStep;
     const info: ProgressInfo = {
       step, total: this.total, loss: o.loss, elapsedSec,
       tokensPerSec: elapsedSec > 0 ? this.tokens / elapsedSec : 0,
       etaSec: done > 0 ? (elapsedSec / done) * Math.max(0, this.total - step) : undefined,
     };
-    this.bar?.update(step, { loss: o.loss === undefined ? '-' : o.loss.toFixed(4), tps: info.tokensPerSec.toFixed(0), eta_s: formatSeconds(info.etaSec) });
+    const loss = o.loss === undefined ? '-' : o.loss.toFixed(4);
+    const shown = this.opts.itemUnit ? rate(elapsedSec > 0 ? done / elapsedSec : 0) : info.tokensPerSec.toFixed(0);
+    this.bar?.update(step, { loss, rate: shown, eta_s: formatSeconds(info.etaSec) });
     if (this.logStream && (this.now() - this.lastLog >= 1000 * (this.opts.logEverySec ?? 30) || step === this.total)) {
       this.lastLog = this.now();
-      this.logStream.write(`train ${step}/${this.total} | loss ${o.loss === undefined ? '-' : o.loss.toFixed(4)} | ${info.tokensPerSec.toFixed(0)} tok/s | elapsed ${formatSeconds(elapsedSec)} | ETA ${formatSeconds(info.etaSec)}\n`);
+      const fields = this.opts.itemUnit ? `${shown} ${this.opts.itemUnit}/s` : `loss ${loss} | ${shown} tok/s`;
+      this.logStream.write(`${this.label} ${step}/${this.total} | ${fields} | elapsed ${formatSeconds(elapsedSec)} | ETA ${formatSeconds(info.etaSec)}\n`);
     }
     this.opts.onUpdate?.(info);
     return info;
   }
 
-  stop(): void { this.bar?.stop(); }
+  /** Stop the bar (restoring the cursor) and the signal handlers; safe to call twice. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.bar?.stop();
+    if (this.onSignal) {
+      process.off('SIGINT', this.onSignal);
+      process.off('SIGTERM', this.onSignal);
+    }
+  }
+}
+
+/**
+ * Progress of work in stages ("base answers (train)", then "base answers (val)", ...), each with its own count:
+ * one Progress (in items) per stage, the previous one stopped when the next begins. `update` fits the
+ * `onProgress(stage, done, total)` hooks of the router, the verifier and the eval harness.
+ */
+export class StagedProgress {
+  private current?: { stage: string; progress: Progress };
+  private readonly now: () => number;
+  /** When the last stage ended (or this reporter began): the next stage's work began then. */
+  private since: number;
+
+  /** `interrupt` gets the stage, the items done and its total. */
+  constructor(private readonly opts: Omit<ProgressOptions, 'label' | 'startStep' | 'startedAt' | 'interrupt'> & { itemUnit: string; interrupt?: (stage: string, done: number, total: number) => string }) {
+    this.now = opts.now ?? Date.now;
+    this.since = this.now();
+  }
+
+  update(stage: string, done: number, total: number): void {
+    if (this.current?.stage !== stage || this.current.progress.total !== total) {
+      this.current?.progress.stop();
+      const { interrupt, ...rest } = this.opts;
+      this.current = { stage, progress: new Progress(total, { ...rest, label: stage, startedAt: this.since, ...(interrupt ? { interrupt: (d) => interrupt(stage, d, total) } : {}) }) };
+    }
+    this.current.progress.update(done);
+    this.since = this.now();
+    if (done >= total) this.stop();
+  }
+
+  stop(): void {
+    this.current?.progress.stop();
+    this.current = undefined;
+  }
 }

@@ -19,7 +19,7 @@ import { budgetControl } from '../reason/budget.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
-import { resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 
@@ -48,10 +48,18 @@ export interface RlOptions {
   beta?: number;
   seed?: number;
   task?: Task;
+  /** Save a checkpoint every n steps and at the last step (so a finished run continues with --resume and more steps). */
   checkpointEvery?: number;
   resume?: boolean;
+  /**
+   * base_model_name_or_path of the adapter written: the base model (what train-sft records). Default: what the
+   * starting adapter's adapter_config.json records.
+   */
+  baseModel?: string;
   threads?: number;
   quiet?: boolean;
+  /** On SIGINT/SIGTERM: stop the progress bar, say which step the last checkpoint holds, exit 130 (the CLI's). */
+  handleSignals?: boolean;
   onStep?: (s: RlStepStats) => void;
 }
 
@@ -106,14 +114,24 @@ export async function trainRl(
   const options: RunOptions = {
     '--seed': seed, '--group': G, '--prompts-per-step': P, '--budgets': o.budgets, '--unbudgeted-share': share, '--penalty': penalty,
     '--lambda': lambda, '--beta': o.beta ?? 0, '--lr': o.lr ?? 1e-4, '--temperature': temperature, '--max-tokens': maxTokens, '--grader': task,
-    clipEps: o.clipEps ?? 0.2, prompts: prompts.length,
+    clipEps: o.clipEps ?? 0.2, prompts: prompts.length, 'the --adapter\'s r': rank, 'the --adapter\'s targets': targets.join(','),
   };
-  let step = 0;
+  const later = ['the --adapter\'s r', 'the --adapter\'s targets']; // recorded since a later version
+  let step = 0, checkpoint: number | undefined;
   if (o.resume) {
-    const st = resume(ckpt, params, opt, options);
-    step = st.step;
+    if (!fs.existsSync(path.join(ckpt, 'checkpoint.json'))) throw new Error(`train-rl: --resume given but ${ckpt} holds no checkpoint`);
+    checkOptions(ckpt, checkpointOptions(ckpt), options, later);
+    const st = resume(ckpt, params, opt, options, later);
+    step = checkpoint = st.step;
     history.push(...((st.config.history as RlStepStats[]) ?? []));
   }
+  const save = () => {
+    saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, options, config: { history } } });
+    checkpoint = step;
+  };
+  const interrupted = (at: number) => `train-rl: interrupted at step ${at} of ${o.steps}; ` + (checkpoint !== undefined
+    ? `the last checkpoint is step ${checkpoint} (${ckpt}): rerun the same command with --resume to continue from it`
+    : `no checkpoint was saved yet (${o.checkpointEvery ? `every ${o.checkpointEvery} steps` : 'checkpoints are off'}): nothing to resume, rerun to start again`);
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
     threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 },
   });
@@ -122,7 +140,7 @@ export async function trainRl(
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
   })));
-  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step });
+  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: interrupted } : {}) });
   try {
     while (step < o.steps) {
       await push();
@@ -174,15 +192,17 @@ export async function trainRl(
       history.push(stats);
       progress.update(step, { loss: -stats.reward, tokens: all });
       o.onStep?.(stats);
-      if (o.checkpointEvery && step % o.checkpointEvery === 0) saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, options, config: { history } } });
+      if (o.checkpointEvery && step % o.checkpointEvery === 0) save();
     }
+    // The last step is always saved: --resume with a larger --steps continues from it.
+    if (o.checkpointEvery && checkpoint !== step) save();
   } finally {
     progress.stop();
     await trainer.close();
     await refTrainer?.close();
   }
   const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
-  saveAdapter(o.out, { r: rank, loraAlpha: alpha, rslora, targets, aloraInvocationTokens: invocation, baseModel: adapterDir }, tensors, config.numLayers);
+  saveAdapter(o.out, { r: rank, loraAlpha: alpha, rslora, targets, aloraInvocationTokens: invocation, baseModel: o.baseModel ?? recordedBase(adapterDir) }, tensors, config.numLayers);
   // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
   // writes a request's bucket into the prompt only for adapters trained with them.
   writeJson(path.join(o.out, 'rl_log.json'), {
@@ -227,6 +247,16 @@ async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlProm
     });
   } finally {
     await backend.free(cache);
+  }
+}
+
+/** base_model_name_or_path recorded in an adapter folder's adapter_config.json (undefined when absent or unreadable). */
+function recordedBase(dir: string): string | undefined {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')).base_model_name_or_path;
+    return typeof v === 'string' ? v : undefined;
+  } catch {
+    return undefined;
   }
 }
 

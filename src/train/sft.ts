@@ -13,7 +13,7 @@ import { saveAdapter } from '../io/peft.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
-import { resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import type { TokenizerFiles } from '../tokenizer/hf.ts';
 import { Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
@@ -38,6 +38,10 @@ export interface SftOptions {
   clip?: number;
   maxLen?: number;
   evalEvery?: number;
+  /**
+   * Save a checkpoint every n optimizer steps, and at the step the run ends or stops (maxSteps), so that a stopped
+   * run can be resumed; none when unset.
+   */
   checkpointEvery?: number;
   /** Continue from the checkpoint in `<out>/checkpoint`. */
   resume?: boolean;
@@ -45,6 +49,8 @@ export interface SftOptions {
   maxSteps?: number;
   threads?: number;
   quiet?: boolean;
+  /** On SIGINT/SIGTERM: stop the progress bar, say which step the last checkpoint holds, exit 130 (the CLI's). */
+  handleSignals?: boolean;
   baseModel?: string;
   /** With `full`: written beside the weights so the output folder loads on its own (the CLI passes the base model's). */
   tokenizerFiles?: TokenizerFiles;
@@ -68,7 +74,12 @@ export interface SftResult {
   total: number;
   losses: number[]; evalLosses: [number, number][]; params: Params; out: string;
   data: { train: DataReport; eval: DataReport };
+  /** The step the checkpoint in `<out>/checkpoint` holds, when there is one. */
+  checkpoint?: number;
 }
+
+/** Resume options recorded since a later version: checked only when the checkpoint has them. */
+const LATER_OPTIONS = ['--lora-r', '--targets'];
 
 export async function trainSft(config: ModelConfig, weights: WeightSource, train: Example[], evalSet: Example[], o: SftOptions): Promise<SftResult> {
   if (!train.length) throw new Error('train-sft: the training set is empty');
@@ -94,34 +105,50 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       if (line) process.stderr.write(`train-sft: ${line}\n`);
     }
   }
-  const mode = o.full ? { kind: 'full' as const } : { kind: 'lora' as const, targets, scale: alpha / rank };
-  const trainer = await Trainer.create(config, weights, mode, { threads: o.threads });
-  const params: Params = o.full ? new Map(trainer.paramNames.map((n) => [n, weights.get(n).slice()])) : initLora(trainer.paramNames, config, rank, seed);
   const lr = o.lr ?? (o.full ? 1e-3 : 2e-4), weightDecay = o.weightDecay ?? (o.full ? 0.1 : 0), clip = o.clip ?? 1.0;
-  const opt = new AdamW(params, { lr, weightDecay, decay: (n) => !/norm|bias/.test(n) });
   const schedule = { lr, warmup: o.warmupSteps ?? Math.max(1, Math.round(total * 0.05)), total, minLr: lr * (o.minLrRatio ?? 0.1) };
-  // What fixes the data order, the schedule and the objective: a resume with other values is refused.
+  // What fixes the data order, the schedule, the objective and the trained parameters: a resume with other values
+  // is refused (before the trainer is built).
   const options: RunOptions = {
     '--seed': seed, '--batch-tokens': batchTokens, '--accum': accum, '--max-len': maxLen, '--epochs': epochs, '--lr': lr,
-    ...(o.full ? {} : { '--lora-alpha': alpha }), '--alora-invocation': o.aloraInvocation ?? 'none',
+    ...(o.full ? {} : { '--lora-r': rank, '--lora-alpha': alpha, '--targets': PROJECTIONS.filter((p) => targets.includes(p)).map((p) => p.replace(/_proj$/, '')).join(',') }),
+    '--alora-invocation': o.aloraInvocation ?? 'none',
     examples: train.length, warmupSteps: schedule.warmup, minLrRatio: o.minLrRatio ?? 0.1, weightDecay, clip,
   };
   const ckptDir = path.join(o.out, 'checkpoint');
+  if (o.resume) {
+    if (!fs.existsSync(path.join(ckptDir, 'checkpoint.json'))) throw new Error(`train-sft: --resume given but ${ckptDir} holds no checkpoint`);
+    checkOptions(ckptDir, checkpointOptions(ckptDir), options, LATER_OPTIONS);
+  }
+  const mode = o.full ? { kind: 'full' as const } : { kind: 'lora' as const, targets, scale: alpha / rank };
+  const trainer = await Trainer.create(config, weights, mode, { threads: o.threads });
+  const params: Params = o.full ? new Map(trainer.paramNames.map((n) => [n, weights.get(n).slice()])) : initLora(trainer.paramNames, config, rank, seed);
+  const opt = new AdamW(params, { lr, weightDecay, decay: (n) => !/norm|bias/.test(n) });
   const masks = (b: Batch) => (o.aloraInvocation ? b.examples.map((e) => aloraMask(e.ids, o.aloraInvocation!)) : undefined);
 
-  let step = 0, epoch = 0, position = 0;
+  let step = 0, epoch = 0, position = 0, checkpoint: number | undefined;
   const losses: number[] = [], evalLosses: [number, number][] = [];
   const evaluate = () => evalLoss(trainer, params, evalSet, batchTokens, masks, maxLen);
+  const save = () => {
+    saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, options, config: { losses, evalLosses } } });
+    checkpoint = step;
+  };
+  const interrupted = (at: number) => `train-sft: interrupted at step ${at} of ${stopAt}; ` + (checkpoint !== undefined
+    ? `the last checkpoint is step ${checkpoint} (${ckptDir}): rerun the same command with --resume to continue from it`
+    : `no checkpoint was saved yet (${o.checkpointEvery ? `every ${o.checkpointEvery} steps` : 'checkpoints are off'}): nothing to resume, rerun to start again`);
   let progress: Progress | undefined;
   try {
     if (o.resume) {
-      if (!fs.existsSync(path.join(ckptDir, 'checkpoint.json'))) throw new Error(`train-sft: --resume given but ${ckptDir} holds no checkpoint`);
-      const st = resume(ckptDir, params, opt, options);
+      const st = resume(ckptDir, params, opt, options, LATER_OPTIONS);
       ({ step, epoch, position } = st);
+      checkpoint = step;
       losses.push(...((st.config.losses as number[]) ?? []));
       evalLosses.push(...((st.config.evalLosses as [number, number][]) ?? []));
+      if (step >= stopAt && !o.quiet) {
+        process.stderr.write(`train-sft: the checkpoint is at step ${step}${step >= total ? `, the end of the run (${total} steps)` : `, --max-steps is ${stopAt}`}: nothing left to train; writing the outputs from it\n`);
+      }
     }
-    progress = new Progress(stopAt, { quiet: o.quiet, startStep: step });
+    progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: interrupted } : {}) });
     while (step < stopAt && epoch < epochs) {
       const order = plan[epoch].batches;
       while (position < order.length && step < stopAt) {
@@ -143,12 +170,12 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
         progress.update(step, { loss, tokens });
         o.onStep?.({ step, loss, lr: stepLr, gradNorm });
         if (o.evalEvery && evalSet.length && step % o.evalEvery === 0) evalLosses.push([step, await evaluate()]);
-        if (o.checkpointEvery && step % o.checkpointEvery === 0) {
-          saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, options, config: { losses, evalLosses } } });
-        }
+        if (o.checkpointEvery && step % o.checkpointEvery === 0) save();
       }
       if (position >= order.length) { epoch++; position = 0; }
     }
+    // The step the run ended or was stopped at (maxSteps) is always saved, so --resume continues from it.
+    if (o.checkpointEvery && checkpoint !== step) save();
     if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) evalLosses.push([step, await evaluate()]);
   } finally {
     progress?.stop();
@@ -162,7 +189,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     series: [{ name: 'train', points: losses.map((l, i) => [i + 1, l]) }, ...(evalLosses.length ? [{ name: 'eval', points: evalLosses }] : [])],
   }));
   writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
-  return { steps: step, total, losses, evalLosses, params, out: o.out, data: report };
+  return { steps: step, total, losses, evalLosses, params, out: o.out, data: report, ...(checkpoint !== undefined ? { checkpoint } : {}) };
 }
 
 /** Target tokens of an example (loss-mask ones after position 0) within its first `maxLen` tokens. */

@@ -1,0 +1,135 @@
+/**
+ * Checks on where a command writes, run before any long work: a folder where a folder is expected and a file
+ * where a file is, a parent that can be created, and no model, adapter or checkpoint of the user's replaced
+ * unless the command is told so (--overwrite) or continues that same run (--resume).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/** The files that make a folder a model or an adapter (what a training run would replace). */
+const MODEL_FILES = ['config.json', 'model.safetensors', 'adapter_config.json', 'adapter_model.safetensors'];
+const CHECKPOINT = path.join('checkpoint', 'checkpoint.json');
+
+/** What training writes into an output folder: files of an earlier run replaced by --overwrite are removed after. */
+const ARTEFACTS = [
+  ...MODEL_FILES, 'model.safetensors.index.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja',
+  'training_log.json', 'loss.svg', 'rl_log.json', 'rl-curves.svg', 'rl-length.svg',
+];
+const SHARD = /^model-\d+-of-\d+\.safetensors$/;
+
+/** `~` expanded, then resolved against the working directory. */
+export function expandPath(p: string): string {
+  return path.resolve(p === '~' || p.startsWith('~/') ? path.join(os.homedir(), p.slice(1)) : p);
+}
+
+/** The path with symbolic links resolved as far as it exists (so two spellings of one folder compare equal). */
+function canonical(p: string): string {
+  const abs = expandPath(p);
+  let head = abs, tail = '';
+  while (!fs.existsSync(head)) {
+    const up = path.dirname(head);
+    if (up === head) return abs;
+    tail = tail ? path.join(path.basename(head), tail) : path.basename(head);
+    head = up;
+  }
+  const real = fs.realpathSync(head);
+  return tail ? path.join(real, tail) : real;
+}
+
+/** The parent folders of `p` must be creatable: the nearest one that exists is a writable folder. */
+function checkParents(flag: string, p: string): void {
+  let up = path.dirname(expandPath(p));
+  while (!fs.existsSync(up)) up = path.dirname(up);
+  if (!fs.statSync(up).isDirectory()) throw new Error(`${flag} ${p}: ${up} is a file, so the folder cannot be created`);
+  try { fs.accessSync(up, fs.constants.W_OK); } catch { throw new Error(`${flag} ${p}: ${up} is not writable`); }
+}
+
+export interface OutDirCheck {
+  /** The flag named in messages (default --out). */
+  flag?: string;
+  /** What the run writes there, for messages ("adapter", "model", "TRL job"). */
+  what: string;
+  /** Inputs the output must not replace: flag → path (e.g. {"--model": "models/default"}). */
+  inputs?: Record<string, string | undefined>;
+  /** The run continues the checkpoint in `<dir>/checkpoint` (it must exist). */
+  resume?: boolean;
+  overwrite?: boolean;
+  /** Refuse any non-empty folder, not only one holding a model, adapter or checkpoint (export-trl). */
+  empty?: boolean;
+}
+
+/** Refuse an output folder that is a file, overwrites an input, or holds a model, adapter or checkpoint (see OutDirCheck). */
+export function checkOutDir(dir: string, c: OutDirCheck): void {
+  const flag = c.flag ?? '--out';
+  if (c.resume && c.overwrite) throw new Error('--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite starts a new one there');
+  const abs = expandPath(dir), exists = fs.existsSync(abs);
+  if (exists && !fs.statSync(abs).isDirectory()) throw new Error(`${flag} ${dir} is a file; expected a folder (for the ${c.what})`);
+  if (!exists) checkParents(flag, dir);
+  for (const [inFlag, p] of Object.entries(c.inputs ?? {})) {
+    if (p !== undefined && canonical(p) === canonical(dir)) {
+      throw new Error(`${flag} ${dir} is the ${inFlag} folder: the ${c.what} would be written over its own input; choose another ${flag}`);
+    }
+  }
+  if (c.resume) {
+    if (!fs.existsSync(path.join(abs, CHECKPOINT))) throw new Error(`--resume: ${flag} ${dir} holds no checkpoint (${path.join(dir, CHECKPOINT)} not found); start without --resume`);
+    return;
+  }
+  if (!exists || c.overwrite) return;
+  const found = c.empty ? fs.readdirSync(abs) : [...MODEL_FILES, CHECKPOINT].filter((f) => fs.existsSync(path.join(abs, f)));
+  if (found.length) {
+    const shown = found.slice(0, 4).join(', ') + (found.length > 4 ? `, … (${found.length} entries)` : '');
+    const kind = c.empty ? 'is not empty' : `already holds ${found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : 'a model or adapter'}`;
+    throw new Error(`${flag} ${dir} ${kind} (${shown}); choose another folder, or pass --overwrite to replace it${c.empty ? '' : ' (or --resume to continue the run saved there)'}`);
+  }
+}
+
+export interface OutFileCheck {
+  flag?: string;
+  /** What the file is, for messages ("router JSON"). */
+  what: string;
+  /** A file name to suggest inside a folder given instead (e.g. "router.json"). */
+  example?: string;
+  /** Files written beside it (e.g. the eval report's .md and .svg): they must not be folders either. */
+  siblings?: string[];
+}
+
+/** Refuse an output file path that is a folder, or whose parent cannot be created. */
+export function checkOutFile(file: string, c: OutFileCheck): void {
+  const flag = c.flag ?? '--out';
+  for (const f of [file, ...(c.siblings ?? [])]) {
+    const abs = expandPath(f);
+    if (fs.existsSync(abs) && fs.statSync(abs).isDirectory()) {
+      throw new Error(f === file
+        ? `${flag} ${file} is a folder; expected a file (the ${c.what})${c.example ? `, e.g. ${path.join(file, c.example)}` : ''}`
+        : `${flag} ${file}: ${f}, written beside it, is a folder`);
+    }
+  }
+  checkParents(flag, file);
+}
+
+/** A snapshot of the training artefacts in `dir` (name → identity), taken before a run that --overwrite lets replace them. */
+export function artefacts(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!fs.existsSync(dir)) return out;
+  for (const f of fs.readdirSync(dir)) {
+    if (!ARTEFACTS.includes(f) && !SHARD.test(f)) continue;
+    const s = fs.statSync(path.join(dir, f));
+    out.set(f, `${s.ino}:${s.mtimeMs}:${s.size}`);
+  }
+  return out;
+}
+
+/**
+ * After a run with --overwrite: remove the artefacts of the earlier run that this one did not rewrite (an old
+ * training_log.json beside a new adapter, a model's config.json beside an adapter, ...); returns their names.
+ */
+export function removeStale(dir: string, before: Map<string, string>): string[] {
+  const now = artefacts(dir), removed: string[] = [];
+  for (const [f, id] of before) {
+    if (now.get(f) !== id) continue; // rewritten (atomic writes make a new file) or already gone
+    fs.rmSync(path.join(dir, f), { force: true });
+    removed.push(f);
+  }
+  return removed;
+}

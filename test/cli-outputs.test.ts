@@ -1,0 +1,265 @@
+/**
+ * Where the commands write, and what they say: outputs checked before any work (a file for a folder, a folder for a
+ * file, an input or a user's model/adapter in the way), atomic writes that leave no temp file, runs stopped by
+ * --max-steps/--steps that resume, Ctrl-C that restores the terminal and says how to continue, flags that
+ * contradict or go unused, and the eval report's file names.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { atomicWrite, writeAll, writeJson } from '../src/io/safetensors.ts';
+import { MemoryWeights } from '../src/io/weights.ts';
+import { readJsonl, type Example } from '../src/train/data.ts';
+import { trainSft } from '../src/train/sft.ts';
+import { Progress, StagedProgress } from '../src/train/progress.ts';
+import { writeReport } from '../src/eval/report.ts';
+import type { EvalReport } from '../src/eval/harness.ts';
+import { exportTrl } from '../src/cli/export-trl.ts';
+import { DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
+import { makeRandomQwen2 } from './helpers/random-model.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(ROOT, 'bin/edgereason.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-cli-out-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const at = (...p: string[]) => path.join(tmp, ...p);
+
+const model = makeRandomQwen2({ dir: at('m'), seed: 3, gguf: false, config: { numLayers: 2, vocabSize: 512 } });
+const weights = new MemoryWeights(model.weights);
+const data = at('d.jsonl');
+fs.writeFileSync(data, Array.from({ length: 12 }, (_, i) => JSON.stringify({ prompt: `q ${i}`, completion: ` a ${i % 3}` })).join('\n') + '\n');
+
+/** Run the CLI; status, stdout and stderr (never throws). */
+function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+const sft = (out: string, ...extra: string[]) => cli(['train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '64', ...extra]);
+/** name → bytes of every file under dir (recursively), to show that nothing changed. */
+const snapshot = (dir: string): Record<string, string> => Object.fromEntries((fs.readdirSync(dir, { recursive: true }) as string[])
+  .filter((f) => fs.statSync(path.join(dir, f)).isFile()).map((f) => [f, fs.readFileSync(path.join(dir, f)).toString('base64')]));
+
+test('atomicWrite: a failed rename (the target is a folder) leaves no temp file and the folder as it was', () => {
+  const dir = at('aw');
+  fs.mkdirSync(path.join(dir, 'router.json'), { recursive: true });
+  assert.throws(() => writeJson(path.join(dir, 'router.json'), { a: 1 }), /EISDIR|EEXIST|ENOTEMPTY|EPERM/);
+  assert.deepEqual(fs.readdirSync(dir), ['router.json']);
+  assert.ok(fs.statSync(path.join(dir, 'router.json')).isDirectory());
+  assert.throws(() => atomicWrite(path.join(dir, 'x.bin'), (fd) => { writeAll(fd, Buffer.from('half')); throw new Error('disk full'); }), /disk full/);
+  assert.deepEqual(fs.readdirSync(dir), ['router.json']);
+});
+
+test('training data: a non-string completion and an unknown role are refused, naming file:line and the value', () => {
+  const f = at('bad.jsonl');
+  fs.writeFileSync(f, '{"prompt":"a","completion":"b"}\n{"prompt":"a","completion":7}\n');
+  assert.throws(() => readJsonl(f), { message: `${f}:2: "completion" must be a string (got 7)` });
+  fs.writeFileSync(f, '{"prompt":"a"}\n');
+  assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" must be a string (missing)` });
+  fs.writeFileSync(f, '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"x"}]}\n{"messages":[{"role":"wizard","content":"hi"},{"role":"assistant","content":"x"}]}\n');
+  assert.throws(() => readJsonl(f), { message: `${f}:2: messages[0] has role "wizard" (expected system, user or assistant)` });
+});
+
+test('train-sft refuses, before loading anything, an --out that is the base model, a file, or holds an adapter; --overwrite replaces it', () => {
+  const before = snapshot(model.dir);
+  let r = sft(model.dir, '--full');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, new RegExp(`--out ${model.dir} is the --model folder: the model would be written over its own input`));
+  assert.deepEqual(snapshot(model.dir), before, 'the base model is untouched');
+
+  fs.writeFileSync(at('afile'), 'mine');
+  r = sft(at('afile'));
+  assert.match(r.stderr, new RegExp(`--out ${at('afile')} is a file; expected a folder`));
+  assert.doesNotMatch(r.stderr, /EEXIST/);
+  r = sft(at('afile', 'sub'));
+  assert.match(r.stderr, /afile is a file, so the folder cannot be created/);
+
+  // Someone's adapter (rank 4) in --out: refused, untouched; --overwrite trains over it and clears its old files.
+  const user = at('useradapter');
+  assert.equal(sft(user, '--lora-r', '4', '--max-steps', '1').status, 0);
+  fs.writeFileSync(path.join(user, 'rl_log.json'), '{}'); // an artefact a rank-8 SFT run does not write
+  const mine = snapshot(user);
+  r = sft(user, '--lora-r', '8', '--max-steps', '1');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /useradapter already holds a model or adapter \(adapter_config\.json, adapter_model\.safetensors, checkpoint\/checkpoint\.json\); choose another folder, or pass --overwrite/);
+  assert.deepEqual(snapshot(user), mine, 'the adapter is untouched');
+  r = sft(user, '--lora-r', '8', '--max-steps', '1', '--overwrite');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(user, 'adapter_config.json'), 'utf8')).r, 8);
+  assert.ok(!fs.existsSync(path.join(user, 'rl_log.json')), 'the earlier run\'s files are removed');
+  assert.match(r.stderr, /--overwrite: removed the earlier run's rl_log\.json/);
+  assert.match(sft(user, '--resume', '--overwrite').stderr, /--resume and --overwrite contradict/);
+  assert.match(sft(at('never'), '--resume').stderr, /--resume: --out .*never holds no checkpoint/);
+});
+
+test('train-sft: contradictory and unused flags are refused or warned about', () => {
+  assert.match(sft(at('f1'), '--full', '--lora-r', '4', '--targets', 'q,v').stderr, /--full trains every weight, not a LoRA adapter: --lora-r, --targets contradict it/);
+  assert.match(sft(at('f1'), '--full', '--alora-invocation', '<think>').stderr, /--alora-invocation makes an activated LoRA adapter .* --full trains every weight/);
+  const r = sft(at('afile'), '--eval-every', '5');
+  assert.match(r.stderr, /warning: --eval-every has no effect without --eval/);
+  assert.ok(!fs.existsSync(at('f1')));
+});
+
+test('a run stopped by --max-steps saves its checkpoint there and --resume finishes it exactly as one run; a rank change is named', async () => {
+  const ex: Example[] = Array.from({ length: 24 }, (_, k) => {
+    const ids = [10 + (k % 7), 11 + (k % 5), 12, 3, 100 + (k % 4), 2];
+    return { ids, lossMask: Uint8Array.from(ids, (_, i) => (i > 3 ? 1 : 0)) };
+  });
+  const o = { rank: 4, alpha: 8, lr: 5e-3, batchTokens: 24, epochs: 2, checkpointEvery: 50, quiet: true, threads: 1 };
+  const whole = await trainSft(model.config, weights, ex, [], { ...o, out: at('whole') });
+  const stopped = await trainSft(model.config, weights, ex, [], { ...o, out: at('stopped'), maxSteps: 3 });
+  assert.equal(stopped.steps, 3);
+  assert.equal(stopped.checkpoint, 3, 'saved at the stopped step, though 3 is no multiple of 50');
+  assert.equal(JSON.parse(fs.readFileSync(at('stopped', 'checkpoint', 'checkpoint.json'), 'utf8')).step, 3);
+  await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, rank: 2, out: at('stopped'), resume: true }),
+    { message: `resume: ${at('stopped', 'checkpoint')} was trained with --lora-r 4, this run has --lora-r 2 (resume with the same options, or start a new --out)` });
+  await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, targets: ['q_proj', 'v_proj'], out: at('stopped'), resume: true }),
+    /was trained with --targets q,k,v,o,gate,up,down, this run has --targets q,v /);
+  const resumed = await trainSft(model.config, weights, ex, [], { ...o, out: at('stopped'), resume: true });
+  assert.equal(resumed.steps, whole.steps);
+  assert.deepEqual(resumed.losses, whole.losses);
+  for (const [n, p] of whole.params) assert.deepEqual(Buffer.from(resumed.params.get(n)!.buffer), Buffer.from(p.buffer), n);
+  assert.equal(resumed.checkpoint, whole.steps, 'the end of the run is saved too');
+});
+
+test('Progress: on SIGINT the bar is stopped (cursor shown again), the message printed and the exit code is 130', () => {
+  const written: string[] = [], codes: number[] = [];
+  const stream = { isTTY: true, columns: 120, write: (s: string) => { written.push(s); return true; } } as unknown as NodeJS.WriteStream;
+  const p = new Progress(10, { stream, interrupt: (step) => `interrupted at step ${step}; the last checkpoint is step 2`, exit: (c) => codes.push(c) });
+  p.update(3, { loss: 1, tokens: 10 });
+  const listeners = process.listenerCount('SIGINT');
+  process.emit('SIGINT', 'SIGINT');
+  const out = written.join('');
+  assert.ok(out.includes('\x1b[?25l'), 'the bar hid the cursor');
+  assert.ok(out.lastIndexOf('\x1b[?25h') > out.lastIndexOf('\x1b[?25l'), 'and shows it again');
+  assert.match(out, /\ninterrupted at step 3; the last checkpoint is step 2\n$/);
+  assert.deepEqual(codes, [130]);
+  assert.equal(process.listenerCount('SIGINT'), listeners - 1, 'the handler is removed');
+  p.stop();
+});
+
+test('StagedProgress: one counter per stage with items/s and ETA (the eval, router and verifier progress)', () => {
+  let t = 0;
+  const written: string[] = [];
+  const stream = { isTTY: false, write: (s: string) => { written.push(s); return true; } } as unknown as NodeJS.WriteStream;
+  const sp = new StagedProgress({ stream, now: () => t, itemUnit: 'questions', logEverySec: 1 });
+  t = 2000; sp.update('base', 1, 4);
+  t = 4000; sp.update('base', 2, 4);
+  t = 8000; sp.update('base', 4, 4);
+  t = 10000; sp.update('base + reasoning adapter', 1, 2);
+  t = 12000; sp.update('base + reasoning adapter', 2, 2);
+  sp.stop();
+  assert.deepEqual(written, [
+    'base 1/4 | 0.50 questions/s | elapsed 2s | ETA 6s\n',
+    'base 2/4 | 0.50 questions/s | elapsed 4s | ETA 4s\n',
+    'base 4/4 | 0.50 questions/s | elapsed 8s | ETA 0s\n',
+    'base + reasoning adapter 1/2 | 0.50 questions/s | elapsed 2s | ETA 2s\n',
+    'base + reasoning adapter 2/2 | 0.50 questions/s | elapsed 4s | ETA 0s\n',
+  ]);
+});
+
+test('train-sft interrupted by SIGINT exits 130 naming the last checkpoint, and --resume continues from it', async () => {
+  const out = at('int');
+  const child = spawn(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '16', '--epochs', '400', '--checkpoint-every', '2'], { cwd: ROOT });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const ckpt = path.join(out, 'checkpoint', 'checkpoint.json');
+  for (let i = 0; i < 600 && !fs.existsSync(ckpt); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(fs.existsSync(ckpt), `no checkpoint appeared: ${stderr}`);
+  child.kill('SIGINT');
+  assert.equal(await done, 130, stderr);
+  const m = stderr.match(/train-sft: interrupted at step (\d+) of \d+; the last checkpoint is step (\d+) \(.*\): rerun the same command with --resume/);
+  assert.ok(m, stderr);
+  const saved = JSON.parse(fs.readFileSync(ckpt, 'utf8')).step;
+  assert.equal(Number(m[2]), saved);
+  const r = cli(['train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '16', '--epochs', '400', '--checkpoint-every', '2', '--resume', '--max-steps', String(saved + 1)]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`trained ${saved + 1} steps \\(stopped at step ${saved + 1} of \\d+: rerun with --resume`));
+});
+
+test('train-router, train-verifier and eval refuse a folder as --out before loading the model; eval --out is the JSON path', async () => {
+  const dir = at('outdir');
+  fs.mkdirSync(dir);
+  for (const [cmd, what] of [['train-router', 'router JSON'], ['train-verifier', 'verifier JSON'], ['eval', 'JSON report']]) {
+    const r = cli([cmd, '--model', at('no-such-model'), '--adapter', at('no-such-adapter'), '--out', dir]);
+    assert.match(r.stderr, new RegExp(`--out ${dir} is a folder; expected a file \\(the ${what}\\), e\\.g\\. ${dir}/`), cmd);
+  }
+  assert.deepEqual(fs.readdirSync(dir), [], 'no temp file left');
+  assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.startsWith('outdir')), ['outdir'], 'no outdir.json beside it');
+  // The report: JSON exactly at --out, the table and plot named after it.
+  const report: EvalReport = { options: {}, summary: { all: { n: 1, accuracy: 1, meanTokens: 2, meanThinkingTokens: 0, ttftP50: 1, ttftP90: 1, latencyP50: 2, latencyP90: 2, tokensPerSec: 1 } }, cases: [] };
+  await writeReport(at('rep', 'x'), [{ name: 'base', report }]);
+  await writeReport(at('rep', 'y.json'), [{ name: 'base', report }]);
+  assert.deepEqual(fs.readdirSync(at('rep')).sort(), ['x', 'x-accuracy.svg', 'x.md', 'y-accuracy.svg', 'y.json', 'y.md']);
+  assert.deepEqual(JSON.parse(fs.readFileSync(at('rep', 'x'), 'utf8')).summary.all.n, 1);
+  assert.match(cli(['eval', '--help']).stdout, /results\.md\)[\s\S]*results-accuracy\.svg/);
+});
+
+test('train-router: the savings rule (the default) needs --adapter; unused flags are named', () => {
+  let r = cli(['train-router', '--model', at('m'), '--out', at('r.json')]);
+  assert.match(r.stderr, /the savings rule \(the default\) needs --adapter <reasoning adapter>.*or --rule accuracy/);
+  r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--max-loss', '0.02', '--no-gate', '--gate-tokens', '4', '--out', at('outdir')]);
+  assert.match(r.stderr, /warning: --max-loss ignored: the accuracy rule generates no reasoning answers/);
+  assert.match(r.stderr, /warning: --gate-tokens ignored: --no-gate searches no gate/);
+  assert.match(cli(['train-router', '--help']).stdout, /required\s+by\s+the\s+savings\s+rule\s+\(the\s+default\)/);
+});
+
+test('train-rl: --out must not be its --adapter; a run stopped by --steps resumes with more; the adapter records the base model', { skip: !fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet' }, async () => {
+  const sftCopy = at('sft-adapter');
+  fs.cpSync(ADAPTER_DIR, sftCopy, { recursive: true });
+  const before = snapshot(sftCopy);
+  const rl = (out: string, ...extra: string[]) => cli(['train-rl', '--model', DEFAULT_DIR, '--adapter', sftCopy, '--out', out, '--group', '2', '--prompts-per-step', '1', '--budgets', '16', '--max-tokens', '12', ...extra]);
+  let r = rl(sftCopy, '--steps', '1');
+  assert.match(r.stderr, /--out .*sft-adapter is the --adapter folder: the adapter would be written over its own input/);
+  r = rl(sftCopy, '--steps', '1', '--overwrite');
+  assert.match(r.stderr, /is the --adapter folder/, '--overwrite does not make writing over the input right');
+  assert.deepEqual(snapshot(sftCopy), before);
+  const out = at('rl');
+  r = rl(out, '--steps', '1');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'checkpoint.json'), 'utf8')).step, 1, 'the last step is saved (checkpoint every 10)');
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')).base_model_name_or_path, DEFAULT_DIR);
+  assert.match(rl(out, '--steps', '2').stderr, /already holds a model or adapter/);
+  r = rl(out, '--steps', '2', '--resume');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^GRPO 2 steps/);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'rl_log.json'), 'utf8')).history.length, 2);
+  // The shipped budget-forced adapter records the base model as the SFT one does.
+  const shipped = (d: string) => JSON.parse(fs.readFileSync(path.join(DEFAULT_DIR, d, 'adapter_config.json'), 'utf8')).base_model_name_or_path;
+  assert.equal(shipped('reasoning-adapter-rl'), shipped('reasoning-adapter'));
+});
+
+test('export-trl: a non-empty --out is refused without --overwrite; local base models are absolute, missing ones refused; no fallback token ids', async () => {
+  const out = at('trl');
+  fs.mkdirSync(out);
+  fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
+  let r = cli(['export-trl', '--out', out, '--examples', '4', '--rl-prompts', '2']);
+  assert.match(r.stderr, /--out .*trl is not empty \(notes\.txt\); choose another folder, or pass --overwrite/);
+  assert.match(cli(['export-trl', '--out', at('trl-x'), '--base-model', '/nope']).stderr, /--base-model \/nope: no such folder/);
+  assert.match(cli(['export-trl', '--out', at('trl-x'), '--base-model', 'models/nope']).stderr, /--base-model models\/nope: no such folder .* though models\/ exists here/);
+  assert.ok(!fs.existsSync(at('trl-x')));
+  r = cli(['export-trl', '--out', out, '--examples', '4', '--rl-prompts', '2', '--overwrite', '--base-model', 'models/default']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8'), 'mine');
+  for (const f of ['sft.yaml', 'grpo.yaml']) assert.match(fs.readFileSync(path.join(out, f), 'utf8'), new RegExp(`^model_name_or_path: ${JSON.stringify(DEFAULT_DIR)}$`, 'm'), f);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'recipe.json'), 'utf8')).base_model, DEFAULT_DIR);
+  // A Hub id with no local tokenizer: the ids would come from another model's tokenizer, so none are recorded.
+  exportTrl({ out: at('trl-hub'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 4, rlPrompts: 2 });
+  const alora = JSON.parse(fs.readFileSync(at('trl-hub', 'recipe.json'), 'utf8')).alora;
+  assert.equal(alora.invocation_tokens, null);
+  assert.match(alora.note, /train_sft\.py encodes the invocation with the base model's tokenizer/);
+  assert.throws(() => exportTrl({ out: at('trl-hub'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 4, rlPrompts: 2 }), /is not empty/);
+});
+
+test('--version prints package.json\'s version; demo --help names its default once', async () => {
+  const { stdout } = await promisify(execFile)(process.execPath, [BIN, '--version'], { cwd: ROOT });
+  assert.equal(stdout.trim(), JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
+  const help = cli(['demo', '--help']).stdout;
+  assert.equal(help.match(/default:/g)?.length, 1, help);
+  assert.match(help, /\(default: the embedded models\/default\)/);
+});
