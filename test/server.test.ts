@@ -15,6 +15,8 @@ import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
+import { promptCharBound } from '../src/server/prompt-bound.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
@@ -217,6 +219,147 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
   assert.ok((await create(ask('still alive?', { max_tokens: 3 }))).choices.length === 1);
 });
 
+test('server: OpenAI options edgereason cannot honour are refused naming the parameter; unknown fields too; harmless ones pass', async () => {
+  const unsupported = (param: string, what: string) => `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`;
+  const cases: [Loose, string, string, string][] = [
+    [{ logprobs: true }, 'logprobs', unsupported('logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],
+    [{ top_logprobs: 3 }, 'top_logprobs', unsupported('top_logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],
+    [{ tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools', unsupported('tools', '(tool calling)'), 'unsupported_parameter'],
+    [{ tool_choice: 'auto' }, 'tool_choice', unsupported('tool_choice', '(tool calling)'), 'unsupported_parameter'],
+    [{ functions: [{ name: 'f', parameters: {} }] }, 'functions', unsupported('functions', '(function calling)'), 'unsupported_parameter'],
+    [{ function_call: { name: 'f' } }, 'function_call', unsupported('function_call', '(function calling)'), 'unsupported_parameter'],
+    [{ response_format: { type: 'json_object' } }, 'response_format.type', `Unsupported value: 'response_format.type' "json_object" (structured output) is not supported by edgereason; only "text" is.`, 'unsupported_value'],
+    [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }, 'response_format.type', `Unsupported value: 'response_format.type' "json_schema" (structured output) is not supported by edgereason; only "text" is.`, 'unsupported_value'],
+    [{ presence_penalty: 0.5 }, 'presence_penalty', unsupported('presence_penalty', '0.5 (only 0)'), 'unsupported_parameter'],
+    [{ frequency_penalty: -1 }, 'frequency_penalty', unsupported('frequency_penalty', '-1 (only 0)'), 'unsupported_parameter'],
+    [{ logit_bias: { 50: -100 } }, 'logit_bias', unsupported('logit_bias', '(token biases)'), 'unsupported_parameter'],
+    [{ modalities: ['text', 'audio'] }, 'modalities', `Unsupported value: 'modalities' ["text","audio"] is not supported by edgereason; the models served output text only (["text"]).`, 'unsupported_value'],
+    [{ audio: { voice: 'alloy', format: 'wav' } }, 'audio', unsupported('audio', '(audio output)'), 'unsupported_parameter'],
+    [{ prediction: { type: 'content', content: 'x' } }, 'prediction', unsupported('prediction', '(predicted outputs)'), 'unsupported_parameter'],
+    [{ verbosity: 'low' }, 'verbosity', unsupported('verbosity', '"low" (only "medium")'), 'unsupported_parameter'],
+    [{ stream_options: { include_usage: true } }, 'stream_options', "Invalid value for 'stream_options': stream_options is only allowed when 'stream' is true.", 'invalid_value'],
+    [{ foo: 1 }, 'foo', 'Unrecognized request argument supplied: foo', 'unknown_parameter'],
+    [{ foo: 1, max_token: 5 }, 'foo', 'Unrecognized request arguments supplied: foo, max_token', 'unknown_parameter'],
+    [{ edgereason: { reasoning: 'on', sample: 3 } }, 'edgereason.sample', 'Unrecognized request argument supplied: edgereason.sample', 'unknown_parameter'],
+  ];
+  for (const [extra, param, message, code] of cases) {
+    const e = await status(create(ask('x', extra)));
+    assert.deepEqual([e.status, e.param, e.type, e.code, (e.error as Loose).message], [400, param, 'invalid_request_error', code, message], JSON.stringify(extra));
+  }
+  // Fields that ask for nothing (or only label the request) are accepted.
+  const ok = await create(ask('hi', {
+    max_tokens: 3, user: 'u1', metadata: { k: 'v' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', safety_identifier: 's',
+    logprobs: false, top_logprobs: 0, tools: [], tool_choice: 'none', presence_penalty: 0, frequency_penalty: 0, logit_bias: {}, response_format: { type: 'text' },
+    modalities: ['text'], verbosity: 'medium', edgereason: { reasoning: 'off' },
+  }));
+  assert.equal(ok.choices.length, 1);
+});
+
+test('server: contradictory reasoning controls are refused naming both; agreeing ones plan as asked', async () => {
+  const conflict = (a: string, b: string) => `Conflicting reasoning controls: ${a}, but ${b}. Send one of them, or make them agree.`;
+  const cases: [Loose, string, string][] = [
+    [{ reasoning_effort: 'none', edgereason: { reasoning: 'auto' } }, 'edgereason.reasoning', conflict(`'edgereason.reasoning' "auto" lets the router choose reasoning`, `'reasoning_effort' "none" turns it off`)],
+    [{ thinking_token_budget: 0, edgereason: { reasoning: 'on' } }, 'edgereason.reasoning', conflict(`'edgereason.reasoning' "on" forces reasoning on`, `'thinking_token_budget' 0 turns it off`)],
+    [{ reasoning_effort: 'low', edgereason: { reasoning: 'off' } }, 'edgereason.reasoning', conflict(`'edgereason.reasoning' "off" turns reasoning off`, `'reasoning_effort' "low" asks for thinking`)],
+    [{ thinking_token_budget: 20, edgereason: { reasoning: 'off' } }, 'edgereason.reasoning', conflict(`'edgereason.reasoning' "off" turns reasoning off`, `'thinking_token_budget' 20 asks for thinking`)],
+    [{ reasoning_effort: 'none', thinking_token_budget: 5 }, 'thinking_token_budget', conflict(`'reasoning_effort' "none" turns reasoning off`, `'thinking_token_budget' 5 asks for thinking`)],
+    [{ reasoning_effort: 'high', thinking_token_budget: 0 }, 'thinking_token_budget', conflict(`'thinking_token_budget' 0 turns reasoning off`, `'reasoning_effort' "high" asks for thinking`)],
+  ];
+  for (const [extra, param, message] of cases) {
+    const e = await status(create(ask('x', extra)));
+    assert.deepEqual([e.status, e.param, e.code, (e.error as Loose).message], [400, param, 'conflicting_parameters', message], JSON.stringify(extra));
+  }
+  const plan = (extra: Loose) => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens: 100, ...extra } as never, server.served, server.limits);
+  assert.deepEqual([plan({ reasoning_effort: 'none', edgereason: { reasoning: 'off' } }).mode, plan({ thinking_token_budget: 0 }).mode], ['off', 'off']);
+  const autoLow = plan({ reasoning_effort: 'low', edgereason: { reasoning: 'auto' } }); // the router decides; low is the budget if it reasons
+  assert.deepEqual([autoLow.mode, autoLow.thinkingCap], ['auto', 12]);
+  const onBudget = plan({ thinking_token_budget: 8, edgereason: { reasoning: 'on' } });
+  assert.deepEqual([onBudget.mode, onBudget.thinkingCap], ['on', 8]);
+});
+
+test('server: content parts are joined with newlines; early-stopped samples finish with "abort"', async () => {
+  const plan = planChat({ model: 'reasoning', messages: [{ role: 'user', content: [{ type: 'text', text: 'What is' }, { type: 'text', text: 'the capital?' }] }] }, server.served, server.limits);
+  assert.equal(plan.messages[0].content, 'What is\nthe capital?');
+  // Four samples with early stopping: once the vote is decided, the samples still running stop with "abort"
+  // (vLLM's finish_reason for a request cut short), not "stop", since their text is cut off.
+  const body = ask('Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?', { n: 4, seed: 1, temperature: 0.9, max_tokens: 100, edgereason: { reasoning: 'on', early_stop: true } });
+  const r = await create(body);
+  const finish = r.edgereason.choices.map((c: Loose) => c.finish);
+  assert.ok(finish.includes('early-stop'), `some sample stopped early: ${finish}`);
+  assert.deepEqual(r.choices.map((c: Loose) => c.finish_reason), finish.map((f: string) => (f === 'early-stop' ? 'abort' : f)));
+  const s = await streamed(body);
+  const streamedFinish: string[] = [];
+  for (const c of s.chunks) for (const ch of c.choices) if (ch.finish_reason) streamedFinish[ch.index] = ch.finish_reason;
+  assert.deepEqual(streamedFinish, r.choices.map((c: Loose) => c.finish_reason));
+});
+
+test('server: misleading limits explained: reasoning reserve, stop count, body content type, Retry-After', async () => {
+  // A prompt that fits with reasoning off but not with the tokens the reasoning route keeps back.
+  const m = server.served.models.get('reasoning')!, ctx = server.limits.ctx;
+  const tokens = (content: string) => m.model.encode([{ role: 'user', content }], true).length;
+  let k = 1;
+  while (tokens('seven '.repeat(k)) < ctx - 10) k++;
+  const content = 'seven '.repeat(k), n = tokens(content);
+  assert.ok(n + 1 < ctx && n + 17 >= ctx, `${n} tokens`);
+  const e = await status(create({ model: 'reasoning', messages: [{ role: 'user', content }], max_tokens: 1 }));
+  assert.deepEqual([e.status, e.param, e.code], [400, 'messages', 'context_length_exceeded']);
+  assert.equal((e.error as Loose).message, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${n} tokens, and 16 more are kept back for the reasoning invocation and budget line (reasoning "auto" may take the reasoning route), which leaves too little room for a completion. Please reduce the length of the messages, or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none").`);
+  assert.equal(planChat({ model: 'reasoning', messages: [{ role: 'user', content }], edgereason: { reasoning: 'off' } }, server.served, server.limits).promptTokens, n);
+  const stop = await status(create(ask('x', { stop: ['a', 'b', 'c', 'd', 'e'] })));
+  assert.deepEqual([stop.param, (stop.error as Loose).message], ['stop', "Invalid value for 'stop': at most 4 stop sequences are allowed."]);
+  const post = (body: string, headers: Record<string, string>) => fetch(`${url}/v1/chat/completions`, { method: 'POST', headers, body });
+  const json = JSON.stringify(ask('x'));
+  const plain = await post(json, { 'content-type': 'text/plain' });
+  assert.equal(plain.status, 415);
+  assert.deepEqual(await plain.json(), { error: { message: 'The request body must be sent as JSON with Content-Type: application/json; got Content-Type "text/plain".', type: 'invalid_request_error', param: null, code: 'unsupported_media_type' } });
+  const array = await post('[1,2]', { 'content-type': 'application/json' });
+  assert.deepEqual([array.status, (await array.json()).error.message], [400, 'The request body must be a JSON object.']);
+});
+
+test('server: a prompt longer than context × the longest token is refused by its length, without tokenizing it', async () => {
+  const m = server.served.models.get('reasoning')!, ctx = server.limits.ctx;
+  const bound = promptCharBound(m.model.tokenizer)!;
+  // The longest string of the default model's vocabulary is "<|endoftext|>".
+  assert.equal(bound.maxTokenChars, '<|endoftext|>'.length);
+  const content = 'word '.repeat(Math.ceil((ctx * 13) / 5) + 1);
+  const chars = m.model.tokenizer.applyChatTemplate([{ role: 'user', content }], { addGenerationPrompt: true }).length;
+  const message = `This model's maximum context length is ${ctx} tokens. However, your messages are ${chars} characters long (with the chat template), and no token of this model spans more than 13 characters, so they need more than ${ctx} tokens. Please reduce the length of the messages.`;
+  const e = await status(create({ model: 'reasoning', messages: [{ role: 'user', content }] }));
+  assert.deepEqual([e.status, e.param, e.code, (e.error as Loose).message], [400, 'messages', 'context_length_exceeded', message]);
+  // planChat never calls encode() for it: a model whose encode throws gets the same error.
+  const untokenized = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') } }) };
+  const served = { ...server.served, models: new Map([['reasoning', untokenized]]) };
+  assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content }] }, served as never, server.limits), (err: Error) => err.message === message);
+  // A tokenizer whose pre-tokenizer drops whitespace has no such bound (its prompts are tokenized).
+  const json = JSON.parse(fs.readFileSync(path.join(fixture.dir, 'tokenizer.json'), 'utf8'));
+  assert.equal(promptCharBound(loadTokenizer({ tokenizerJson: { ...json, pre_tokenizer: { type: 'WhitespaceSplit' } } })), undefined);
+  assert.equal(promptCharBound(loadTokenizer({ tokenizerJson: { ...json, normalizer: { type: 'Strip', strip_left: true, strip_right: true } } })), undefined);
+  assert.equal(promptCharBound(loadTokenizer({ tokenizerJson: { ...json, normalizer: { type: 'NFKC' } } }))!.normalizedLength('\u{1D400}\u{1D401}'), 2, 'NFKC: two 2-unit math letters are two characters');
+});
+
+test('server: close() with requests in flight returns as soon as they finish (no keep-alive connection holds it)', async () => {
+  const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 4, ctx: 512 });
+  const u = await small.listen();
+  const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 60, temperature: 0.8, edgereason: { reasoning: 'on' } });
+  const whole = c.chat.completions.create(body as any) as unknown as Promise<Loose>;
+  const stream = await c.chat.completions.create({ ...body, stream: true } as any) as unknown as AsyncIterable<Loose>;
+  const it = stream[Symbol.asyncIterator]();
+  await it.next();
+  while (small.admission.active < 2) await new Promise((r) => setTimeout(r, 5));
+  const closed = small.close(60_000); // a grace long enough for both to finish
+  let finish: string | undefined;
+  for (let x = await it.next(); !x.done; x = await it.next()) finish = x.value.choices[0]?.finish_reason ?? finish;
+  const r = await whole;
+  assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason) && ['stop', 'length'].includes(finish!), 'both requests finished normally');
+  // Before, their keep-alive connections held close() until the 72 s keep-alive timeout.
+  let timer: NodeJS.Timeout | undefined;
+  const won = await Promise.race([closed.then(() => 'closed'), new Promise((res) => { timer = setTimeout(() => res('still open'), 10_000); })]);
+  clearTimeout(timer);
+  assert.equal(won, 'closed');
+  await closed;
+});
+
 test('server: --vote sets the vote of requests that name none; a verifier vote without a verifier is refused at start', async () => {
   await assert.rejects(createServer({ model: fixture.dir, port: 0, defaultVote: 'best' as never }), /serve: --vote must be one of majority, confidence, verifier, verifier-vote; got "best"/);
   // The default model without its verifier.json (and router, adapters): the base model alone.
@@ -259,6 +402,7 @@ test('server: full queue → 429; a client disconnect cancels its request and fr
     const refused = await status(c.chat.completions.create(ask('refused', { max_tokens: 2 }) as any));
     assert.equal(refused.status, 429);
     assert.equal(refused.type, 'rate_limit_error');
+    assert.equal(refused.headers?.get('retry-after'), '1', 'a 429 says when to retry');
     ac.abort(); // the client goes away mid-stream
     await it.next().catch(() => undefined);
     const q = await queued; // ... so the queued request gets the row

@@ -6,7 +6,8 @@
  * bad input gets a 400 OpenAI error naming the field and never reaches the runtime. Admitted requests decode
  * concurrently through the coalescing backend (continuous batching); a full queue answers 429; a client that
  * disconnects cancels its request and frees its rows. `close()` stops accepting, lets in-flight requests
- * finish for a grace period, cancels the rest and closes the models.
+ * finish for a grace period, cancels the rest and closes the models; every response finished while closing ends its
+ * connection (`Connection: close`), so no keep-alive connection holds the process after the last request.
  */
 import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
@@ -19,6 +20,7 @@ import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, typ
 import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
 import { SseWriter } from './sse.ts';
+import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
 
 export interface ServerOptions {
@@ -66,6 +68,10 @@ export interface EdgeServer {
 }
 
 const PLAYGROUND = new URL('./playground.html', import.meta.url);
+/** Retry-After on 429 (queue full), in seconds. */
+const RETRY_AFTER_S = 1;
+/** After the last in-flight request, how long close() waits for connections to end before cutting them. */
+const CLOSE_CONNECTIONS_AFTER_MS = 2000;
 
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
@@ -87,6 +93,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     await served.close();
     throw new Error(`serve: --vote ${limits.defaultVote} needs a verifier (--verifier <file>, or verifier.json in the model folder)`);
   }
+  for (const m of served.models.values()) promptCharBound(m.model.tokenizer); // computed once, before the first request
   const admission = new Admission(maxBatch, o.maxQueue ?? 64);
   const inflight = new Map<symbol, { abort: AbortController; done: Promise<void> }>();
   let closing = false;
@@ -103,21 +110,37 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
   });
 
-  app.setErrorHandler((err: Error & { validation?: unknown[]; statusCode?: number; code?: string }, _req, reply) => {
+  // Bodies are JSON only: a text/plain body is refused by its content type (415), not read as a string.
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler((err: Error & { validation?: unknown[]; statusCode?: number; code?: string }, req, reply) => {
     let e: ApiError;
     if (err instanceof ApiError) e = err;
     else if (err.validation) e = validationError(err.validation as never);
     else if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
       e = new ApiError(400, `The request body is not valid JSON: ${err.message}`, null, 'invalid_request_error', 'invalid_json');
+    } else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      const type = req.headers['content-type'];
+      e = new ApiError(415, `The request body must be sent as JSON with Content-Type: application/json; got ${type ? `Content-Type "${type}"` : 'no Content-Type'}.`, null, 'invalid_request_error', 'unsupported_media_type');
     } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message, null);
     else {
       app.log.error(err);
       e = new ApiError(500, `Internal error: ${err.message}`, null, 'server_error');
     }
+    if (e.status === 429) reply.header('retry-after', String(RETRY_AFTER_S));
     reply.code(e.status).send(e.toJSON());
   });
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(errorBody(`Unknown route ${req.method} ${req.url}`, 'invalid_request_error', null, 'unknown_url'));
+  });
+  // While closing, every response ends its connection: `Connection: close` where headers are still to be sent, and
+  // for a stream that began before close() (its headers said keep-alive) the socket is ended once the response is.
+  app.addHook('onRequest', async (req, reply) => {
+    const socket = req.raw.socket;
+    reply.raw.once('finish', () => { if (closing && socket && !socket.destroyed) socket.end(); });
+  });
+  app.addHook('onSend', async (_req, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
   });
   app.addHook('onResponse', async (req, reply) => {
     metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', code: String(reply.statusCode) });
@@ -207,7 +230,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   }
 
   async function streamChat(plan: Plan, reply: FastifyReply, id: string, created: number, start: number, waited: number, abort: AbortController): Promise<void> {
-    const sse = new SseWriter(reply.raw);
+    const sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {});
     const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({
       id, object: 'chat.completion.chunk', created, model: plan.served.id, system_fingerprint: null, choices,
       ...(plan.includeUsage ? { usage: null } : {}), ...extra,
@@ -271,6 +294,12 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       clearTimeout(timer);
       for (const r of inflight.values()) r.abort.abort();
       await all();
+      // Responses finished while closing end their connections (the hooks above); a connection still open a moment
+      // later (a client that never finished sending its request, a stalled download) is cut.
+      let cut: NodeJS.Timeout | undefined;
+      await Promise.race([closed, new Promise<void>((r) => { cut = setTimeout(r, CLOSE_CONNECTIONS_AFTER_MS); })]);
+      clearTimeout(cut);
+      app.server.closeAllConnections();
       await closed;
       await served.close();
     },

@@ -15,6 +15,11 @@
  * prompted budgets (rl_log.json) the reasoning turn also carries the smallest trained bucket ≥ the cap as its budget
  * control line (after the invocation). The cap never
  * exceeds max_tokens minus a reserve for the answer, so the thinking segment cannot eat the whole completion.
+ * Reasoning controls that contradict each other (an effort or budget asking for thinking with reasoning off, or
+ * "none" / 0 with reasoning on or auto) are refused, naming both.
+ *
+ * finish_reason: "stop", "length", or vLLM's "abort" for a sample edgereason.early_stop cut off once the vote was
+ * decided (its text is incomplete; edgereason.choices[i].finish says "early-stop").
  */
 import { randomInt } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
@@ -23,7 +28,8 @@ import { answer } from '../reason/answer.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import type { Served, ServedModel } from './models.ts';
-import { ApiError, type ChatRequest, type Effort } from './schemas.ts';
+import { ApiError, checkUnsupported, type ChatRequest, type Effort } from './schemas.ts';
+import { promptCharBound } from './prompt-bound.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
 /** reasoning_effort → thinking budget: the RL buckets (DEFAULT_BUDGETS), minimal half of the smallest. */
@@ -62,14 +68,42 @@ export interface Plan {
   includeUsage: boolean;
 }
 
+/** A message's text; several text parts are joined with newlines, as vLLM joins them. */
 function text(content: ChatRequest['messages'][number]['content']): string {
   if (content == null) return '';
   if (typeof content === 'string') return content;
-  return content.filter((p) => p.type === 'text' && typeof p.text === 'string').map((p) => p.text).join('');
+  return content.filter((p) => p.type === 'text' && typeof p.text === 'string').map((p) => p.text).join('\n');
+}
+
+/**
+ * The reasoning mode the request's controls ask for. `edgereason.reasoning` names it; `reasoning_effort` "none" and
+ * `thinking_token_budget` 0 ask for reasoning off, any other effort or budget for reasoning on (or, with
+ * reasoning "auto", for that budget when the router picks reasoning). Controls that contradict each other are
+ * refused (400 naming both) rather than one of them winning silently.
+ */
+function reasoningMode(req: ChatRequest): ReasoningMode {
+  const effort = req.reasoning_effort ?? undefined, budget = req.thinking_token_budget ?? undefined, ext = req.edgereason?.reasoning;
+  const off = effort === 'none' ? `'reasoning_effort' "none"` : budget === 0 ? `'thinking_token_budget' 0` : undefined;
+  const on = effort !== undefined && effort !== 'none' ? `'reasoning_effort' "${effort}"` : budget !== undefined && budget > 0 ? `'thinking_token_budget' ${budget}` : undefined;
+  const conflict = (param: string, a: string, b: string) => {
+    throw new ApiError(400, `Conflicting reasoning controls: ${a}, but ${b}. Send one of them, or make them agree.`, param, 'invalid_request_error', 'conflicting_parameters');
+  };
+  if (off && on) conflict('thinking_token_budget', `${off} turns reasoning off`, `${on} asks for thinking`);
+  if (ext === 'off' && on) conflict('edgereason.reasoning', `'edgereason.reasoning' "off" turns reasoning off`, `${on} asks for thinking`);
+  if ((ext === 'on' || ext === 'auto') && off) {
+    conflict('edgereason.reasoning', `'edgereason.reasoning' "${ext}" ${ext === 'on' ? 'forces reasoning on' : 'lets the router choose reasoning'}`, `${off} turns it off`);
+  }
+  return ext ?? (off ? 'off' : on ? 'on' : 'auto');
+}
+
+/** finish_reason: "abort" (vLLM's) for a sample that early stopping (edgereason.early_stop) or a cancel cut short. */
+export function finishReason(f: AnswerResult['samples'][number]['finishReason']): 'stop' | 'length' | 'abort' {
+  return f === 'length' ? 'length' : f === 'stop' ? 'stop' : 'abort';
 }
 
 /** Validates a request against the served models and limits (ApiError 400 naming the field) and plans it. */
 export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): Plan {
+  checkUnsupported(req);
   const id = req.model ?? served.defaultId;
   const m = served.models.get(id);
   if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
@@ -85,7 +119,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
 
   // Reasoning mode and thinking budget.
   const effort = req.reasoning_effort ?? undefined, budgetReq = req.thinking_token_budget ?? undefined;
-  let mode: ReasoningMode = ext.reasoning ?? (effort === 'none' || budgetReq === 0 ? 'off' : effort !== undefined || budgetReq !== undefined ? 'on' : 'auto');
+  let mode = reasoningMode(req);
   const wantsReasoning = mode === 'on' || (ext.reasoning === undefined && (effort !== undefined && effort !== 'none'));
   if (m.kind === 'base') {
     if (wantsReasoning) {
@@ -98,12 +132,28 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
   const budgetAsked = cap !== undefined;
 
-  // Prompt and context.
+  // Prompt and context. A prompt longer than ctx × the longest token (in characters) cannot fit: refused before
+  // tokenizing it, which for megabytes of text would hold up every other request's decoding for seconds.
+  const ctx = limits.ctx;
+  const bound = promptCharBound(m.model.tokenizer);
+  if (bound && messages.reduce((a, x) => a + x.content.length, 0) > ctx * bound.maxTokenChars) {
+    let rendered: string | undefined;
+    try { rendered = m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }); } catch { /* encode() below says what is wrong */ }
+    const chars = rendered === undefined ? 0 : bound.normalizedLength(rendered);
+    if (chars > ctx * bound.maxTokenChars) {
+      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages are ${chars} characters long (with the chat template), and no token of this model spans more than ${bound.maxTokenChars} characters, so they need more than ${ctx} tokens. Please reduce the length of the messages.`,
+        'messages', 'invalid_request_error', 'context_length_exceeded');
+    }
+  }
   let ids: number[];
   try { ids = m.model.encode(messages, true); } catch (e) { throw new ApiError(400, `Invalid 'messages': ${(e as Error).message}`, 'messages'); }
-  const ctx = limits.ctx, reserve = 1 + (mode === 'off' ? 0 : 16); // invocation and budget line
+  const kept = mode === 'off' ? 0 : REASONING_RESERVE, reserve = 1 + kept; // one completion token, plus the invocation and budget line
   if (ids.length + reserve >= ctx) {
-    throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${ids.length} tokens. Please reduce the length of the messages.`, 'messages', 'invalid_request_error', 'context_length_exceeded');
+    const tail = ids.length >= ctx ? ''
+      : kept ? `, and ${kept} more are kept back for the reasoning invocation and budget line (reasoning "${mode}"${mode === 'auto' ? ' may take the reasoning route' : ''}), which leaves too little room for a completion`
+        : ', which leaves too little room for a completion';
+    const hint = kept && ids.length + 1 < ctx ? ', or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none")' : '';
+    throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${ids.length} tokens${tail}. Please reduce the length of the messages${hint}.`, 'messages', 'invalid_request_error', 'context_length_exceeded');
   }
   const asked = req.max_completion_tokens ?? req.max_tokens ?? undefined;
   const askedParam = req.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
@@ -140,11 +190,15 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   };
 }
 
+/** Tokens kept back beyond the prompt when reasoning may run: the invocation and the budget control line. */
+const REASONING_RESERVE = 16;
+
 export interface ChoiceOut {
   index: number;
   thinking: string;
   content: string;
-  finishReason: 'stop' | 'length';
+  /** OpenAI's, plus vLLM's "abort" for a sample stopped early (edgereason.early_stop: the vote was decided). */
+  finishReason: 'stop' | 'length' | 'abort';
   /** edgereason's own finish reason (early-stop, cancelled, ...). */
   finish: string;
   route: Route;
@@ -215,7 +269,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const s = r.samples[sample];
     const answerText = perChoice ? r.answer : s.answer, thinking = perChoice ? r.thinking : s.thinking;
     return {
-      index, thinking, content: answerText, finishReason: s.finishReason === 'length' ? 'length' : 'stop', finish: s.finishReason,
+      index, thinking, content: answerText, finishReason: finishReason(s.finishReason), finish: s.finishReason,
       route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens : s.tokens,
       capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
       ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen } : {}),

@@ -14,10 +14,47 @@ const contentPart = {
   properties: { type: { type: 'string', enum: ['text'] }, text: { type: 'string' } },
 };
 
+/**
+ * OpenAI request fields edgereason cannot honour. They are declared (so a wrong type still names the field) and
+ * refused by `checkUnsupported` unless their value asks for nothing (false, 0, empty, "none", {type: "text"}).
+ */
+const unsupportedFields = {
+  logprobs: nullable({ type: 'boolean' }),
+  top_logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
+  tools: nullable({ type: 'array' }),
+  tool_choice: nullable({ anyOf: [{ type: 'string' }, { type: 'object' }] }),
+  functions: nullable({ type: 'array' }),
+  function_call: nullable({ anyOf: [{ type: 'string' }, { type: 'object' }] }),
+  response_format: nullable({ type: 'object', required: ['type'], properties: { type: { type: 'string' } } }),
+  presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
+  frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
+  logit_bias: nullable({ type: 'object' }),
+  modalities: nullable({ type: 'array', items: { type: 'string' } }),
+  audio: nullable({ type: 'object' }),
+  prediction: nullable({ type: 'object' }),
+  web_search_options: nullable({ type: 'object' }),
+  verbosity: nullable({ type: 'string', enum: ['low', 'medium', 'high'] }),
+} as const;
+
+/** OpenAI request fields that change nothing here (bookkeeping, routing hints): accepted and ignored. */
+const harmlessFields = {
+  user: nullable({ type: 'string' }),
+  metadata: nullable({ type: 'object' }),
+  store: nullable({ type: 'boolean' }),
+  service_tier: nullable({ type: 'string' }),
+  parallel_tool_calls: nullable({ type: 'boolean' }),
+  prompt_cache_key: nullable({ type: 'string' }),
+  safety_identifier: nullable({ type: 'string' }),
+} as const;
+
+/** Fields outside OpenAI's request, vLLM's and edgereason's are refused ("Unrecognized request argument supplied"). */
 export const chatRequestSchema = {
   type: 'object',
   required: ['messages'],
+  additionalProperties: false,
   properties: {
+    ...unsupportedFields,
+    ...harmlessFields,
     model: { type: 'string' },
     messages: {
       type: 'array', minItems: 1,
@@ -74,6 +111,56 @@ export interface ChatRequest {
   reasoning_effort?: Effort | null;
   thinking_token_budget?: number | null;
   edgereason?: { reasoning?: 'auto' | 'on' | 'off'; samples?: number; vote?: (typeof VOTES)[number]; early_stop?: boolean } | null;
+  // Accepted by the schema, refused by checkUnsupported when they ask for something.
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
+  tools?: unknown[] | null;
+  tool_choice?: string | Record<string, unknown> | null;
+  functions?: unknown[] | null;
+  function_call?: string | Record<string, unknown> | null;
+  response_format?: { type: string } | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  logit_bias?: Record<string, unknown> | null;
+  modalities?: string[] | null;
+  audio?: Record<string, unknown> | null;
+  prediction?: Record<string, unknown> | null;
+  web_search_options?: Record<string, unknown> | null;
+  verbosity?: 'low' | 'medium' | 'high' | null;
+}
+
+/**
+ * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): log
+ * probabilities, tools and functions, structured output, penalties, logit bias, audio, predicted outputs, web
+ * search, verbosity, and stream_options without stream (as OpenAI does). Values that ask for nothing pass.
+ */
+export function checkUnsupported(req: ChatRequest): void {
+  const refuse = (param: string, what: string) => {
+    throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter');
+  };
+  const given = (v: unknown) => v !== undefined && v !== null;
+  if (req.logprobs === true) refuse('logprobs', '(log probabilities of the output tokens)');
+  if (given(req.top_logprobs) && req.top_logprobs !== 0) refuse('top_logprobs', '(log probabilities of the output tokens)');
+  if (req.tools?.length) refuse('tools', '(tool calling)');
+  if (given(req.tool_choice) && req.tool_choice !== 'none') refuse('tool_choice', '(tool calling)');
+  if (req.functions?.length) refuse('functions', '(function calling)');
+  if (given(req.function_call) && req.function_call !== 'none') refuse('function_call', '(function calling)');
+  if (given(req.response_format) && req.response_format!.type !== 'text') {
+    throw new ApiError(400, `Unsupported value: 'response_format.type' "${req.response_format!.type}" (structured output) is not supported by edgereason; only "text" is.`, 'response_format.type', 'invalid_request_error', 'unsupported_value');
+  }
+  if (given(req.presence_penalty) && req.presence_penalty !== 0) refuse('presence_penalty', `${req.presence_penalty} (only 0)`);
+  if (given(req.frequency_penalty) && req.frequency_penalty !== 0) refuse('frequency_penalty', `${req.frequency_penalty} (only 0)`);
+  if (given(req.logit_bias) && Object.keys(req.logit_bias!).length) refuse('logit_bias', '(token biases)');
+  if (req.modalities?.some((m) => m !== 'text')) {
+    throw new ApiError(400, `Unsupported value: 'modalities' ${JSON.stringify(req.modalities)} is not supported by edgereason; the models served output text only (["text"]).`, 'modalities', 'invalid_request_error', 'unsupported_value');
+  }
+  if (given(req.audio)) refuse('audio', '(audio output)');
+  if (given(req.prediction)) refuse('prediction', '(predicted outputs)');
+  if (given(req.web_search_options)) refuse('web_search_options', '(web search)');
+  if (given(req.verbosity) && req.verbosity !== 'medium') refuse('verbosity', `"${req.verbosity}" (only "medium")`);
+  if (given(req.stream_options) && req.stream !== true) {
+    throw new ApiError(400, "Invalid value for 'stream_options': stream_options is only allowed when 'stream' is true.", 'stream_options', 'invalid_request_error', 'invalid_value');
+  }
 }
 
 export type ErrorType = 'invalid_request_error' | 'rate_limit_error' | 'server_error' | 'not_found_error';
@@ -102,16 +189,26 @@ export function pointerToParam(pointer: string): string {
 
 /** The most useful of Ajv's errors, as an ApiError naming the field. */
 export function validationError(errors: AjvError[]): ApiError {
-  // anyOf failures list every branch; prefer the deepest specific error over the anyOf summary.
+  // Unknown fields first (most often a misspelt name), all of them at once, as OpenAI lists them.
+  const unknown = errors.filter((e) => e.keyword === 'additionalProperties' && typeof e.params?.additionalProperty === 'string')
+    .map((e) => { const at = pointerToParam(e.instancePath ?? ''); return at ? `${at}.${e.params!.additionalProperty}` : e.params!.additionalProperty as string; });
+  if (unknown.length) {
+    const names = [...new Set(unknown)];
+    return new ApiError(400, `Unrecognized request argument${names.length > 1 ? 's' : ''} supplied: ${names.join(', ')}`, names[0], 'invalid_request_error', 'unknown_parameter');
+  }
+  // anyOf failures list every branch; prefer the deepest specific error over the anyOf summary, and at one field a
+  // constraint of the branch whose type matched (maxItems, minLength, ...) over the other branches' type errors.
   const specific = errors.filter((e) => e.keyword !== 'anyOf');
-  const pick = specific.sort((a, b) => (b.instancePath?.length ?? 0) - (a.instancePath?.length ?? 0))[0] ?? errors[0];
+  const depth = (e: AjvError) => e.instancePath?.length ?? 0;
+  const pick = specific.sort((a, b) => depth(b) - depth(a) || Number(a.keyword === 'type') - Number(b.keyword === 'type'))[0] ?? errors[0];
   let param = pointerToParam(pick?.instancePath ?? '');
   if (pick?.keyword === 'required' && typeof pick.params?.missingProperty === 'string') param = param ? `${param}.${pick.params.missingProperty}` : pick.params.missingProperty;
-  if (pick?.keyword === 'additionalProperties' && typeof pick.params?.additionalProperty === 'string') param = `${param}.${pick.params.additionalProperty}`;
+  if (!param && pick?.keyword === 'type') return new ApiError(400, 'The request body must be a JSON object.', null, 'invalid_request_error', 'invalid_value');
   const sameField = errors.filter((e) => e.instancePath === pick?.instancePath && e.keyword !== 'anyOf');
   let what = pick?.message ?? 'is invalid';
   if (pick?.keyword === 'type' && sameField.length > 1) what = `must be ${sameField.filter((e) => e.keyword === 'type').map((e) => e.params?.type).join(' or ')}`;
   if (pick?.keyword === 'enum' && Array.isArray(pick.params?.allowedValues)) what = `must be one of ${(pick.params!.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+  if (pick?.keyword === 'maxItems') what = `at most ${pick.params?.limit} ${param === 'stop' ? 'stop sequences are' : 'items are'} allowed`;
   if (pick?.keyword === 'required') return new ApiError(400, `Missing required parameter: '${param}'.`, param || null, 'invalid_request_error', 'missing_required_parameter');
   return new ApiError(400, `Invalid value for '${param || 'body'}': ${what}.`, param || null, 'invalid_request_error', 'invalid_value');
 }
