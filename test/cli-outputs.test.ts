@@ -190,6 +190,15 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
     assert.match(r.stderr, new RegExp(`--out ${dir} is a folder; expected a file \\(the ${what}\\), e\\.g\\. ${dir}/`), cmd);
   }
   assert.deepEqual(fs.readdirSync(dir), [], 'no temp file left');
+  // A router or verifier already there is a trained artefact: replaced only with --overwrite.
+  for (const [cmd, what] of [['train-router', 'router JSON'], ['train-verifier', 'verifier JSON']]) {
+    const file = at(`${cmd}.json`);
+    fs.writeFileSync(file, '{"mine": true}');
+    const r = cli([cmd, '--model', at('no-such-model'), '--adapter', at('no-such-adapter'), '--out', file]);
+    assert.match(r.stderr, new RegExp(`--out ${file} already exists \\(a ${what} from an earlier run\\?\\); pass --overwrite to replace it`), cmd);
+    assert.equal(fs.readFileSync(file, 'utf8'), '{"mine": true}');
+    assert.match(cli([cmd, '--model', at('no-such-model'), '--adapter', at('no-such-adapter'), '--out', file, '--overwrite']).stderr, /no-such-model does not exist/, `${cmd} --overwrite gets past the check`);
+  }
   assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.startsWith('outdir')), ['outdir'], 'no outdir.json beside it');
   // The report: JSON exactly at --out, the table and plot named after it.
   const report: EvalReport = { options: {}, summary: { all: { n: 1, accuracy: 1, meanTokens: 2, meanThinkingTokens: 0, ttftP50: 1, ttftP90: 1, latencyP50: 2, latencyP90: 2, tokensPerSec: 1 } }, cases: [] };

@@ -45,14 +45,16 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
     assert.match(rec.messages[1].content, /^<think>\n[\s\S]*\n<\/think>\n\n/);
     assert.deepEqual(tokenizeRecord({ line: i + 1, messages: rec.messages }, tok).ids, recipe[i].ids, `example ${i} is the recipe's`);
   });
-  // GRPO: prompts as answer() and train-rl build them, budgets cycling over the buckets.
+  // GRPO: prompts as answer() and train-rl build them, budgets cycling over the buckets; as in train-rl, a quarter
+  // of them (every fourth) carries no budget line and is held to the smallest budget.
   const grpo = jsonl(path.join(out, 'data/grpo/train.jsonl'));
   assert.equal(grpo.length, 12);
   grpo.forEach((g, i) => {
-    assert.equal(g.budget, [32, 64, 128][i % 3]);
+    const bare = i % 4 === 3;
+    assert.equal(g.budget, bare ? 32 : [32, 64, 128][i % 3]);
     assert.equal(g.prompt.length, 1);
     assert.equal(g.prompt[0].role, 'user');
-    assert.equal(g.control, `\nThinking budget: ${g.budget} tokens.`, 'the control line answer() feeds after the invocation');
+    assert.equal(g.control, bare ? '' : `\nThinking budget: ${g.budget} tokens.`, 'the control line answer() feeds after the invocation');
     assert.match(g.answer, /^-?\d+$/);
   });
   // TRL configs: ModelConfig / SFTConfig / GRPOConfig field names.
@@ -68,7 +70,8 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   assert.equal(sc.assistant_only_loss, true);
   assert.equal(gc.dataset_name, 'data/grpo');
   assert.equal(gc.num_generations, 8);
-  assert.equal(gc.max_completion_length, 512);
+  assert.equal(gc.max_completion_length, 256); // train-rl's: twice the largest budget
+  assert.equal(gc.max_steps, 160);
   assert.deepEqual(gc.reward_funcs, ['rewards.budget_reward']);
   const rec = JSON.parse(fs.readFileSync(path.join(out, 'recipe.json'), 'utf8'));
   assert.equal(rec.alora.invocation, INVOCATION);

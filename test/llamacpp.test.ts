@@ -31,9 +31,9 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
  *    in one activation flips later argmaxes), which no 4-bit comparison survives;
  *  - final norm weights get random signs: otherwise h ≈ e_x and every token's top prediction is itself;
  *  - the embedding table is snapped to the Q4_0 grid (quantize + dequantize, which Q4_0 reproduces
- *    exactly). llama.cpp looks input embeddings up in the Q4_0 table while our q4 graph keeps an fp16
- *    table; snapped, both read the same values, and the q4 comparison measures the 4-bit matmuls (same
- *    blocks on both sides) rather than 4-bit noise on the inputs. The fp32 tests are unaffected.
+ *    exactly). llama.cpp looks input embeddings up in its Q4_0 table and our q4 graph in its own 4-bit
+ *    blocks (GatherBlockQuantized); snapped, both read the same values, and the q4 comparison measures the
+ *    4-bit matmuls (same blocks on both sides) rather than 4-bit noise on the inputs. The fp32 tests are unaffected.
  */
 function buildModel(dir: string, config: Partial<ModelConfig> = {}) {
   const m = makeRandomQwen2({

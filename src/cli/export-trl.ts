@@ -63,6 +63,8 @@ export interface ExportTrlOptions {
   beta?: number;
   rlLr?: number;
   rlSteps?: number;
+  /** Share of GRPO prompts without a budget line, held to the smallest budget (train-rl's --unbudgeted-share). */
+  unbudgetedShare?: number;
   temperature?: number;
   seed?: number;
 }
@@ -111,14 +113,15 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   if (o.data) {
     sft = readJsonl(o.data).map((r) => ('messages' in r ? { messages: r.messages } : { prompt: r.prompt, completion: r.completion }));
   } else {
-    sft = reasoningConversations(o.examples ?? 20000, seed).map((c) => ({ messages: [{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }] }));
+    sft = reasoningConversations(o.examples ?? 24000, seed).map((c) => ({ messages: [{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }] }));
   }
   // GRPO prompts: the same prompts as train-rl, each with its budget bucket as the control text that follows the
-  // invocation (train_grpo.py appends both to the chat-templated prompt, as answer() and train-rl feed them).
-  const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed);
+  // invocation (train_grpo.py appends both to the chat-templated prompt, as answer() and train-rl feed them). As
+  // in train-rl, a share of the prompts carries no control line and is held to the smallest budget.
+  const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed), share = o.unbudgetedShare ?? 0.25;
   const grpo = prompts.map((p, i) => {
-    const budget = budgets[i % budgets.length];
-    return { prompt: [{ role: 'user', content: p.question }], control: `\n${budgetSystemLine(budget)}`, answer: String(p.gold), budget };
+    const bare = Math.floor((i + 1) * share) > Math.floor(i * share), budget = bare ? Math.min(...budgets) : budgets[i % budgets.length];
+    return { prompt: [{ role: 'user', content: p.question }], control: bare ? '' : `\n${budgetSystemLine(budget)}`, answer: String(p.gold), budget };
   });
 
   const lora = { r: rank, lora_alpha: alpha, lora_dropout: o.dropout ?? 0, target_modules: targets, task_type: 'CAUSAL_LM', bias: 'none' };
@@ -131,8 +134,8 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
       : { invocation, invocation_tokens: null, note: `no local tokenizer of ${base.name} was given (--tokenizer): train_sft.py encodes the invocation with the base model's tokenizer` },
     sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? 2e-3, num_train_epochs: o.epochs ?? 2, per_device_train_batch_size: o.batchSize ?? 16, max_length: o.maxLength ?? 1024, seed },
     grpo: {
-      dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 100,
-      beta: o.beta ?? 0, temperature: o.temperature ?? 1, max_completion_length: 4 * Math.max(...budgets), seed,
+      dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 160,
+      beta: o.beta ?? 0, temperature: o.temperature ?? 1, max_completion_length: 2 * Math.max(...budgets), unbudgeted_share: share, seed,
       reward: { penalty: 'budget', lambda: o.lambda ?? 3, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
     },
   };
@@ -304,7 +307,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--tokenizer <dir>', 'local tokenizer folder for the invocation token ids in recipe.json (default: the base model if local; for a Hub id without it, they are left to train_sft.py)')
     .option('--data <file>', 'your SFT JSONL ({"messages"} or {"prompt","completion"}); default: the synthetic reasoning traces')
     .option('--rl-data <file>', 'your RL prompts, JSONL of {"prompt","answer"}; default: the synthetic train split')
-    .option('--examples <n>', 'synthetic SFT conversations', intArg('--examples', 1), 20000)
+    .option('--examples <n>', 'synthetic SFT conversations (the default recipe trains on 24000)', intArg('--examples', 1), 24000)
     .option('--rl-prompts <n>', 'synthetic GRPO prompts', intArg('--rl-prompts', 1), 4000)
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 1), 16)
     .option('--lora-alpha <a>', 'LoRA alpha', floatArg('--lora-alpha', 0), 32)
@@ -317,7 +320,8 @@ export function exportTrlCommand(program: Command): void {
     .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'GRPO KL weight', floatArg('--beta', 0), 0)
     .option('--rl-lr <lr>', 'GRPO learning rate', floatArg('--rl-lr', 0), 1e-4)
-    .option('--rl-steps <n>', 'GRPO steps', intArg('--rl-steps', 1), 100)
+    .option('--rl-steps <n>', 'GRPO steps (train-rl\'s default)', intArg('--rl-steps', 1), 160)
+    .option('--unbudgeted-share <x>', 'share of GRPO prompts without a budget line, held to the smallest budget', floatArg('--unbudgeted-share', 0, 1), 0.25)
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
     .action((o) => {
       checkOutDir(o.out, { what: 'TRL job', empty: true, overwrite: !!o.overwrite });
@@ -326,7 +330,7 @@ export function exportTrlCommand(program: Command): void {
       const r = exportTrl({
         out: o.out, overwrite: !!o.overwrite, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: o.examples, rlPrompts: o.rlPrompts,
         rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), invocation: o.aloraInvocation, lr: o.lr, epochs: o.epochs,
-        budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, seed: o.seed,
+        budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, unbudgetedShare: o.unbudgetedShare, seed: o.seed,
       });
       console.log(`export-trl: ${r.sftExamples} SFT conversations, ${r.grpoPrompts} GRPO prompts; wrote ${r.files.join(', ')} to ${o.out} (see README.md there)`);
     });

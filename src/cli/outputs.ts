@@ -92,6 +92,11 @@ export interface OutFileCheck {
   example?: string;
   /** Files written beside it (e.g. the eval report's .md and .svg): they must not be folders either. */
   siblings?: string[];
+  /**
+   * A trained artefact (router, verifier): an existing file is refused unless this is true (--overwrite). When
+   * absent, an existing file is replaced (reports, which a rerun refreshes).
+   */
+  overwrite?: boolean;
 }
 
 /** Refuse an output file path that is a folder, or whose parent cannot be created. */
@@ -104,6 +109,9 @@ export function checkOutFile(file: string, c: OutFileCheck): void {
         ? `${flag} ${file} is a folder; expected a file (the ${c.what})${c.example ? `, e.g. ${path.join(file, c.example)}` : ''}`
         : `${flag} ${file}: ${f}, written beside it, is a folder`);
     }
+  }
+  if (c.overwrite === false && fs.existsSync(expandPath(file))) {
+    throw new Error(`${flag} ${file} already exists (a ${c.what} from an earlier run?); pass --overwrite to replace it, or choose another ${flag}`);
   }
   checkParents(flag, file);
 }

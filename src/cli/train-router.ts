@@ -56,6 +56,7 @@ export function trainRouterCommand(program: Command): void {
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 500)
     .option('--seed <s>', 'seed of the synthetic items', intArg('--seed'), 0)
     .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--overwrite', 'replace the router JSON already at --out')
     .action(async (o, cmd: Command) => {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.rule !== 'savings' && o.rule !== 'accuracy') throw new Error(`--rule must be savings or accuracy, got "${o.rule}"`);
@@ -69,7 +70,7 @@ export function trainRouterCommand(program: Command): void {
       };
       if (o.rule === 'accuracy') unused('the accuracy rule generates no reasoning answers (they serve the savings rule)', [['maxLoss', '--max-loss'], ['reasoningMaxTokens', '--reasoning-max-tokens'], ['maxThinkingTokens', '--max-thinking-tokens']]);
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
-      checkOutFile(o.out, { what: 'router JSON', example: 'router.json' });
+      checkOutFile(o.out, { what: 'router JSON', example: 'router.json', overwrite: !!o.overwrite });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
       const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);

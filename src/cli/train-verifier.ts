@@ -23,8 +23,9 @@ export function trainVerifierCommand(program: Command): void {
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 500)
     .option('--seed <s>', 'seed of the items and the samples', intArg('--seed'), 0)
     .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--overwrite', 'replace the verifier JSON already at --out')
     .action(async (o) => {
-      checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json' });
+      checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json', overwrite: !!o.overwrite });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
       const progress = stageProgress('train-verifier', 'questions', `nothing was written to ${o.out}`);
