@@ -394,7 +394,10 @@ test('generate with an activated adapter switches it on at the prompt\'s invocat
   const auto = await m.complete(prompt, o), explicit = await m.complete(prompt, { ...o, adapterFrom: at }), everywhere = await m.complete(prompt, { ...o, adapterFrom: 0 });
   assert.deepEqual(auto.tokens, explicit.tokens);
   assert.notDeepEqual(auto.tokens, everywhere.tokens, 'adapterFrom 0 is a different computation');
-  await assert.rejects(m.complete('Hello there', { adapter: true }), /generate: the adapter .* is activated LoRA: it acts from its invocation "<think>" on, and prompt 0 does not contain it/);
+  await assert.rejects(m.complete('Hello there', { adapter: true }), /generate: the adapter .* is activated LoRA: it acts from its invocation "<think>" on, and raw prompt 0 does not contain it/);
+  // A chat prompt gets the invocation after its generation prompt: the same tokens as that raw text.
+  const chat = m.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hello there' }], { addGenerationPrompt: true });
+  assert.deepEqual((await m.complete('Hello there', { ...o, chat: true })).tokens, (await m.complete(`${chat}<think>`, o)).tokens);
 });
 
 test('stop strings apply from the answer on, never inside the thinking; answer options are checked by name', async () => {
@@ -406,6 +409,14 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   assert.deepEqual([hmm.thinking, hmm.answer, hmm.finishReason], [free.thinking, free.answer, 'stop']);
   const hash = (await run({ stop: ['#'] })).samples[0];
   assert.deepEqual([hash.thinking, hash.answer, hash.finishReason], ['hmm hmm', '', 'stop']);
+  // With a thinking cap: neither the thinking nor the forced "\n</think>\n\n" is cut, and the answer's opening
+  // blank lines are not taken by a "\n" stop.
+  const capped = (stop: string[]) => answer(scripted(thinker(() => false)).m, 'q', { reasoning: 'on', maxThinkingTokens: 3, stop }).then((r) => r.samples[0]);
+  for (const stop of [['hmm'], ['\n'], ['\n', 'hmm', '</think>']]) {
+    const c = await capped(stop);
+    assert.deepEqual([c.thinking, c.answer, c.capped, c.finishReason], ['hmm hmm', '#### 5', true, 'stop'], JSON.stringify(stop));
+  }
+  assert.equal((await capped(['5'])).answer, '####');
   await assert.rejects(run({ maxTokens: 0 }), /answer: maxTokens must be an integer ≥ 1, got 0/);
   await assert.rejects(run({ max_tokens: 5 } as object), /answer: unknown option "max_tokens"/);
   // A router with nothing to route to (no adapter) is an error, not a silent "direct".
@@ -526,7 +537,8 @@ test('router: separable features give 100 % training accuracy; save/load round t
   const edited = (change: Record<string, unknown>) => { fs.writeFileSync(file, JSON.stringify({ ...router.toJSON(), ...change })); return () => Router.load(file); };
   assert.equal(edited({ gate: null })().gate, undefined);
   assert.throws(edited({ gate: { minLogprob: 5, tokens: 16 } }), /field "gate" must be \{"minLogprob": a log-probability ≤ 0/);
-  assert.throws(edited({ threshold: 5 }), /router\.json: field "threshold" must be a probability in \[0, 1\], got 5/);
+  assert.throws(edited({ threshold: 5 }), /router\.json: field "threshold" must be a probability in \[0, 1\] \(or null: never\), got 5/);
+  assert.equal(edited({ threshold: null })().threshold, Infinity, 'a saved "never" threshold (Infinity is null in JSON) loads back');
   assert.throws(edited({ rule: { name: 'cheapest' } }), /router\.json: field "rule\.name" must be "savings" or "accuracy", got "cheapest"/);
   assert.throws(edited({ probe: undefined }), /router\.json: field "probe" must be an object \{weights, bias, mean, std\}, got undefined/);
   assert.throws(edited({ probe: { ...router.probe.toJSON(), mean: [1, 2] } }), /router\.json: fields "probe\.weights" \(6\), "probe\.mean" \(2\) and "probe\.std" \(6\) differ in size/);

@@ -499,7 +499,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ temperature: NaN }, /generate: temperature must be a finite number ≥ 0 \(0 = greedy\), got NaN/],
       [{ temperature: -1 }, /temperature must be a finite number ≥ 0/],
       [{ topK: 1.5 }, /generate: topK must be an integer ≥ 0 \(0 = off\), got 1\.5/],
-      [{ topP: 2 }, /generate: topP must be in \(0, 1\], got 2/],
+      [{ topP: 2 }, /generate: topP must be in \[0, 1\] \(0 keeps the most likely token\), got 2/],
       [{ minP: -1 }, /generate: minP must be in \[0, 1\], got -1/],
       [{ seed: 1.5 }, /generate: seed must be an integer, got 1\.5/],
       [{ stopTokens: [V + 1] }, new RegExp(`generate: stopTokens must be token ids \\(0\\.\\.${V - 1}\\), got \\[${V + 1}\\]`)],
@@ -521,7 +521,8 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
     assert.equal(rows[1].tokens.join(), await draw(2));
     // A stop string may be given as a string, as OpenAI's API allows.
     const text = greedy.text, cut = text.slice(2, 4);
-    if (cut) assert.equal((await m.complete('Hello', { maxTokens: 6, stop: cut })).text, text.slice(0, text.indexOf(cut)));
+    assert.equal(cut.length, 2, `the greedy text ${JSON.stringify(text)} is long enough to cut`);
+    assert.equal((await m.complete('Hello', { maxTokens: 6, stop: cut })).text, text.slice(0, text.indexOf(cut)));
   } finally {
     await m.close();
   }

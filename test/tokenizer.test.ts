@@ -91,9 +91,11 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   symlinkSync(path.join(qwenDir, 'tokenizer_config.json'), path.join(dir, 'tokenizer_config.json'));
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}|{% endfor %}');
   assert.equal(loadTokenizer(dir).applyChatTemplate(chat), 'You are a helpful assistant.|What is 2+2?|2+2 = 4.|And 3+3?|');
-  // A template that does not parse is reported when the tokenizer loads, naming it, not at the first chat request.
+  // A template that does not parse leaves raw text working and is reported by name at the first chat request.
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}');
-  assert.throws(() => loadTokenizer(dir), new RegExp(`tokenizer: the chat template of ${dir} does not parse: `));
+  const broken = loadTokenizer(dir);
+  assert.deepEqual(broken.encode('Hello'), loadTokenizer(qwenDir).encode('Hello'));
+  assert.throws(() => broken.applyChatTemplate(chat), new RegExp(`tokenizer: the chat template of ${dir} does not parse: `));
 });
 
 test('tokenizer errors name the file', () => {

@@ -15,7 +15,7 @@ export function generateCommand(program: Command): void {
     .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0)
     .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', intArg('--seed'))
     .option('--stop <text...>', 'stop strings')
-    .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the prompt\'s invocation on, e.g. a prompt ending in <think>)')
+    .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')
     .option('--chat', 'apply the model\'s chat template')
     .option('--quant <q>', 'q4 or fp32 (default: q4 for models from 50M parameters)', quantArg)
     .option('--stats', 'print token counts and timings to stderr')

@@ -18,14 +18,14 @@ const ARTEFACTS = [
 ];
 const SHARD = /^model-\d+-of-\d+\.safetensors$/;
 
-/** `~` expanded, then resolved against the working directory. */
+/** `~` expanded, then resolved against the working directory (for inputs such as a base model; outputs are checked where they will be written: as given). */
 export function expandPath(p: string): string {
   return path.resolve(p === '~' || p.startsWith('~/') ? path.join(os.homedir(), p.slice(1)) : p);
 }
 
 /** The path with symbolic links resolved as far as it exists (so two spellings of one folder compare equal). */
 function canonical(p: string): string {
-  const abs = expandPath(p);
+  const abs = path.resolve(p);
   let head = abs, tail = '';
   while (!fs.existsSync(head)) {
     const up = path.dirname(head);
@@ -39,7 +39,7 @@ function canonical(p: string): string {
 
 /** The parent folders of `p` must be creatable: the nearest one that exists is a writable folder. */
 function checkParents(flag: string, p: string): void {
-  let up = path.dirname(expandPath(p));
+  let up = path.dirname(path.resolve(p));
   while (!fs.existsSync(up)) up = path.dirname(up);
   if (!fs.statSync(up).isDirectory()) throw new Error(`${flag} ${p}: ${up} is a file, so the folder cannot be created`);
   try { fs.accessSync(up, fs.constants.W_OK); } catch { throw new Error(`${flag} ${p}: ${up} is not writable`); }
@@ -63,7 +63,7 @@ export interface OutDirCheck {
 export function checkOutDir(dir: string, c: OutDirCheck): void {
   const flag = c.flag ?? '--out';
   if (c.resume && c.overwrite) throw new Error('--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite starts a new one there');
-  const abs = expandPath(dir), exists = fs.existsSync(abs);
+  const abs = path.resolve(dir), exists = fs.existsSync(abs);
   if (exists && !fs.statSync(abs).isDirectory()) throw new Error(`${flag} ${dir} is a file; expected a folder (for the ${c.what})`);
   if (!exists) checkParents(flag, dir);
   for (const [inFlag, p] of Object.entries(c.inputs ?? {})) {
@@ -103,14 +103,14 @@ export interface OutFileCheck {
 export function checkOutFile(file: string, c: OutFileCheck): void {
   const flag = c.flag ?? '--out';
   for (const f of [file, ...(c.siblings ?? [])]) {
-    const abs = expandPath(f);
+    const abs = path.resolve(f);
     if (fs.existsSync(abs) && fs.statSync(abs).isDirectory()) {
       throw new Error(f === file
         ? `${flag} ${file} is a folder; expected a file (the ${c.what})${c.example ? `, e.g. ${path.join(file, c.example)}` : ''}`
         : `${flag} ${file}: ${f}, written beside it, is a folder`);
     }
   }
-  if (c.overwrite === false && fs.existsSync(expandPath(file))) {
+  if (c.overwrite === false && fs.existsSync(path.resolve(file))) {
     throw new Error(`${flag} ${file} already exists (a ${c.what} from an earlier run?); pass --overwrite to replace it, or choose another ${flag}`);
   }
   checkParents(flag, file);

@@ -292,7 +292,9 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
   if (d?.format !== format) throw new Error(`${file}: field "format" is ${JSON.stringify(d?.format)}, expected "${format}"`);
   if (d.version !== 1) throw new Error(`${file}: unsupported version ${JSON.stringify(d.version)} (this edgereason reads version 1)`);
   if (d.kind !== 'logistic') throw new Error(`${file}: unsupported kind ${JSON.stringify(d.kind)} (expected "logistic")`);
-  if (typeof d.threshold !== 'number' || !(d.threshold >= 0 && d.threshold <= 1)) throw new Error(`${file}: field "threshold" must be a probability in [0, 1], got ${JSON.stringify(d.threshold)}`);
+  // null: "never" (JSON's Infinity; chosen when the top training score is a saturated 1)
+  if (d.threshold === null) d.threshold = Infinity;
+  else if (typeof d.threshold !== 'number' || !(d.threshold >= 0 && d.threshold <= 1)) throw new Error(`${file}: field "threshold" must be a probability in [0, 1] (or null: never), got ${JSON.stringify(d.threshold)}`);
   if (hiddenSize !== undefined && d.hiddenSize !== hiddenSize) throw new Error(`${file} was trained on hidden states of size ${d.hiddenSize}, this model's is ${hiddenSize}: train it for this model`);
   const w = (d.probe as { weights?: unknown })?.weights;
   if (Array.isArray(w) && w.length !== d.hiddenSize) throw new Error(`${file}: field "probe.weights" has ${w.length} values, "hiddenSize" says ${d.hiddenSize}`);

@@ -81,7 +81,10 @@ export class Sequence {
   /** Index of `thinking.end` inside `thinking.force`. */
   private readonly forceEndAt: number = 0;
   private readonly stops: string[];
-  /** Where in `text` stop strings are looked for: the answer's start (0 without a thinking segment). */
+  /**
+   * Where in `text` the answer starts (0 without a thinking segment; Infinity while the segment, or the forced
+   * text that closes it, is being written): stop strings are looked for from its first non-blank character.
+   */
   private stopFrom = 0;
 
   constructor(tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void) {
@@ -89,9 +92,10 @@ export class Sequence {
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
-    this.stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : opts.stop;
+    this.stops = stopList(opts.stop);
     const th = opts.thinking;
     this.thinkingOpen = !!th;
+    if (th) this.stopFrom = Infinity;
     if (th) {
       if (!th.end.length) throw new Error('generate: thinking.end is empty (the tokens that close the thinking segment)');
       if (th.force) {
@@ -160,10 +164,21 @@ export class Sequence {
     } else this.thinkingTokens = this.tokens.length;
   }
 
+  /**
+   * Where stop strings are looked for: from the start without a thinking segment; after one, from the answer's
+   * first non-blank character (the answer opens with the "\n\n" after the tag, which a "\n" stop must not take).
+   */
+  private stopStart(): number {
+    if (!this.opts.thinking || this.stopFrom === Infinity) return this.stopFrom;
+    const rest = this.text.slice(this.stopFrom);
+    return this.text.length - rest.trimStart().length;
+  }
+
   /** Finishes the sequence on a stop string or at the length limit; true if it did. */
   private finished(): boolean {
-    const stop = this.thinkingOpen ? undefined
-      : this.stops.map((s) => [s, this.text.indexOf(s, this.stopFrom)] as const).filter(([, i]) => i >= 0).sort((a, b) => a[1] - b[1])[0];
+    const from = this.stopStart();
+    const stop = from === Infinity ? undefined
+      : this.stops.map((s) => [s, this.text.indexOf(s, from)] as const).filter(([, i]) => i >= 0).sort((a, b) => a[1] - b[1])[0];
     if (stop) { this.text = this.text.slice(0, stop[1]); return this.finish('stop'); }
     if (this.tokens.length >= (this.opts.maxTokens ?? 256)) { this.text += this.decoder.flush(); return this.finish('length'); }
     return false;
@@ -197,10 +212,11 @@ export class Sequence {
   /** Streams text that can no longer turn into a stop string. */
   private emit(final: boolean): void {
     let safe = this.text.length;
-    if (!final && !this.thinkingOpen) {
+    const from = this.stopStart();
+    if (!final && from !== Infinity) {
       for (const s of this.stops) {
         for (let k = Math.min(s.length - 1, this.text.length); k > 0; k--) {
-          if (this.text.length - k >= this.stopFrom && this.text.endsWith(s.slice(0, k))) { safe = Math.min(safe, this.text.length - k); break; }
+          if (this.text.length - k >= from && this.text.endsWith(s.slice(0, k))) { safe = Math.min(safe, this.text.length - k); break; }
         }
       }
     }
@@ -208,18 +224,21 @@ export class Sequence {
   }
 }
 
+/** Stop strings as a list: OpenAI's API, and so these options, take one string or several. */
+export const stopList = (stop: string | string[] | null | undefined): string[] => (stop == null ? [] : typeof stop === 'string' ? [stop] : stop);
+
 /** Refuses options that would be ignored or mean nothing, naming the option and the value. */
 export function checkGenerateOptions(o: GenerateOptions, vocabSize: number): void {
   const bad = (what: string, v: unknown) => { throw new Error(`generate: ${what}, got ${typeof v === 'number' ? String(v) : JSON.stringify(v)}`); };
   const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
   if (o.temperature !== undefined && !(num(o.temperature) && o.temperature >= 0)) bad('temperature must be a finite number ≥ 0 (0 = greedy)', o.temperature);
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK must be an integer ≥ 0 (0 = off)', o.topK);
-  if (o.topP !== undefined && !(num(o.topP) && o.topP > 0 && o.topP <= 1)) bad('topP must be in (0, 1]', o.topP);
+  if (o.topP !== undefined && !(num(o.topP) && o.topP >= 0 && o.topP <= 1)) bad('topP must be in [0, 1] (0 keeps the most likely token)', o.topP);
   if (o.minP !== undefined && !(num(o.minP) && o.minP >= 0 && o.minP <= 1)) bad('minP must be in [0, 1]', o.minP);
   if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) bad('seed must be an integer', o.seed);
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
-  const stops = o.stop === undefined ? [] : typeof o.stop === 'string' ? [o.stop] : o.stop;
+  const stops = stopList(o.stop);
   if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad('stop must be a string or a list of strings', o.stop);
   if (stops.some((x) => !x)) throw new Error('generate: stop strings must be non-empty (an empty one would match before the first token)');
   if (o.stopTokens !== undefined && !(Array.isArray(o.stopTokens) && o.stopTokens.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize))) {

@@ -9,7 +9,7 @@ import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, fingerprint, MANIFEST, type Manifest, type ModelSource } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
-import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
+import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { LocalBackend, type Backend } from './backend.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { generateBatch, type Completion, type GenerateOptions } from './generate.ts';
@@ -67,7 +67,8 @@ export class Model {
         ? await LocalBackend.create(src.config, graph, { threads: opts.threads })
         : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora });
     } catch (e) {
-      if (src.kind !== 'converted') throw e;
+      // The engine's own size check: for a converted folder, the manifest's config is what disagrees.
+      if (src.kind !== 'converted' || !/^engine: the model config says/.test((e as Error).message)) throw e;
       throw new Error(`model: ${path.join(src.path, MANIFEST)} does not match ${graph}: ${(e as Error).message}`);
     }
     if (adapter) {
@@ -132,15 +133,21 @@ export class Model {
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: opts.seed + i }));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p)));
-    // An activated-LoRA adapter acts from its invocation on (as PEFT's aLoRA does): from the last place the
-    // prompt holds the invocation tokens, unless adapterFrom says otherwise.
+    // An activated-LoRA adapter acts from its invocation on (as PEFT's aLoRA does): from the last place a raw
+    // prompt holds the invocation tokens, unless adapterFrom says otherwise; a chat prompt gets the invocation
+    // appended after its generation prompt (as answer() does), so the completion starts inside the thinking.
     const inv = this.adapter?.config.aloraInvocationTokens;
     if (inv) {
       per.forEach((o, i) => {
         if (!o.adapter || o.adapterFrom !== undefined) return;
+        if (o.chat ?? Array.isArray(prompts[i])) {
+          per[i] = { ...o, adapterFrom: ids[i].length };
+          ids[i] = [...ids[i], ...inv];
+          return;
+        }
         const at = lastIndexOfRun(ids[i], inv);
         if (at < 0) {
-          throw new Error(`generate: the adapter ${this.adapter!.dir} is activated LoRA: it acts from its invocation ${JSON.stringify(this.tokenizer.decode(inv))} on, and prompt ${i} does not contain it (end the prompt with it, or use answer() / \`edgereason answer\`, which add it)`);
+          throw new Error(`generate: the adapter ${this.adapter!.dir} is activated LoRA: it acts from its invocation ${JSON.stringify(this.tokenizer.decode(inv))} on, and raw prompt ${i} does not contain it (end the prompt with it, use chat: true, which appends it, or answer())`);
         }
         per[i] = { ...o, adapterFrom: at };
       });
@@ -179,13 +186,12 @@ function lastIndexOfRun(xs: readonly number[], run: readonly number[]): number {
   return -1;
 }
 
-const ROLES = ['system', 'user', 'assistant'];
 
 function checkMessages(messages: ChatMessage[]): void {
   if (!messages.length) throw new Error('generate: the list of messages is empty');
   messages.forEach((m, i) => {
     if (!m || typeof m !== 'object') throw new Error(`generate: message ${i} is not an object ({ role, content })`);
-    if (!ROLES.includes(m.role)) throw new Error(`generate: message ${i} has role ${JSON.stringify(m.role)} (roles: ${ROLES.join(', ')})`);
+    if (!CHAT_ROLES.includes(m.role)) throw new Error(`generate: message ${i} has role ${JSON.stringify(m.role)} (roles: ${CHAT_ROLES.join(', ')})`);
     if (typeof m.content !== 'string') throw new Error(`generate: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
   });
 }

@@ -27,6 +27,7 @@ import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMeth
 import { answer } from '../reason/answer.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
+import { stopList } from '../runtime/generate.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatRequest, type Effort } from './schemas.ts';
 import { promptCharBound } from './prompt-bound.ts';
@@ -171,7 +172,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.find((b) => b >= cap!) ?? m.budgets[m.budgets.length - 1] : undefined;
 
   const seed = req.seed ?? randomInt(0, 2 ** 31);
-  const stop = req.stop == null ? undefined : typeof req.stop === 'string' ? [req.stop] : req.stop;
+  const stop = req.stop == null ? undefined : stopList(req.stop);
   const options: AnswerOptions = {
     reasoning: mode, maxTokens, seed, stop: stop?.length ? stop : undefined,
     temperature: req.temperature ?? limits.defaultTemperature,

@@ -66,6 +66,7 @@ export class HfTokenizer implements TextTokenizer {
   private readonly specialTokens: Record<string, string>;
   private readonly templateSource?: string;
   private template?: Template;
+  private templateError?: string;
 
   constructor(readonly tokenizer: Tokenizer, config: Record<string, unknown>, readonly name: string,
     chatTemplate: string | undefined, opts: LoadTokenizerOptions = {}) {
@@ -81,10 +82,11 @@ export class HfTokenizer implements TextTokenizer {
     const eos = id('eos_token');
     this.eosTokenIds = [...new Set([...(eos === undefined ? [] : [eos]), ...(opts.eosTokenIds ?? [])])];
     this.templateSource = chatTemplate ?? pickTemplate(config.chat_template);
-    // Parsed now, so a broken template is reported when the model loads, not at its first chat request.
+    // Parsed now, and a template that does not parse is reported by name at the first chat request (raw
+    // prompts, training on prompt/completion data and convert do not need it).
     if (this.templateSource !== undefined) {
       try { this.template = new Template(this.templateSource); } catch (e) {
-        throw new Error(`tokenizer: the chat template of ${name} does not parse: ${(e as Error).message}`);
+        this.templateError = `tokenizer: the chat template of ${name} does not parse: ${(e as Error).message}`;
       }
     }
   }
@@ -114,6 +116,7 @@ export class HfTokenizer implements TextTokenizer {
     if (this.templateSource === undefined) {
       throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)`);
     }
+    if (this.templateError) throw new Error(this.templateError);
     return this.template!.render({ ...this.specialTokens, ...opts.vars, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
   }
 }

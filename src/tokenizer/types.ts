@@ -1,3 +1,6 @@
+/** The chat roles every supported template renders. */
+export const CHAT_ROLES: readonly string[] = ['system', 'user', 'assistant'];
+
 /** One chat turn. Roles other than these three are refused at run time (`string & {}` keeps editor completion). */
 export interface ChatMessage { role: 'system' | 'user' | 'assistant' | (string & {}); content: string }
 

@@ -120,3 +120,10 @@ export function checkOptions(dir: string, saved: RunOptions | undefined, now: Ru
       throw new Error(`resume: ${dir} was trained with ${k} ${show(saved[k])}, this run has ${k} ${show(now[k])} (resume with the same options, or start a new --out)`);
   }
 }
+
+/** What Ctrl-C says about resuming: the last checkpoint and how to continue from it, or that there is none. */
+export function interruptedMessage(command: string, at: number, total: number, checkpoint: number | undefined, dir: string, every: number | undefined): string {
+  return `${command}: interrupted at step ${at} of ${total}; ` + (checkpoint !== undefined
+    ? `the last checkpoint is step ${checkpoint} (${dir}): rerun the same command with --resume (and without --overwrite) to continue from it`
+    : `no checkpoint was saved yet (${every ? `every ${every} steps` : 'checkpoints are off'}): nothing to resume, rerun to start again`);
+}

@@ -11,7 +11,7 @@
  * So mask[0] is always 0, and the loss is sum over i of mask[i] * -log p(ids[i] | ids[0..i-1]).
  */
 import * as fs from 'node:fs';
-import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
+import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 
 export interface Example { ids: number[]; lossMask: Uint8Array }
 
@@ -20,7 +20,6 @@ export type DataRecord =
   | { line: number; prompt: string; completion: string };
 
 /** The chat roles a training conversation may use. */
-const ROLES = ['system', 'user', 'assistant'];
 
 /** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
 export function readJsonl(file: string): DataRecord[] {
@@ -40,7 +39,7 @@ export function readJsonl(file: string): DataRecord[] {
       msgs.forEach((m, k) => {
         if (!m || typeof m.role !== 'string' || typeof m.content !== 'string')
           throw new Error(`${where}: messages[${k}] must be {"role": string, "content": string}, got ${JSON.stringify(m)}`);
-        if (!ROLES.includes(m.role)) throw new Error(`${where}: messages[${k}] has role ${JSON.stringify(m.role)} (expected system, user or assistant)`);
+        if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: messages[${k}] has role ${JSON.stringify(m.role)} (expected system, user or assistant)`);
       });
       if (!msgs.some((m) => m.role === 'assistant')) throw new Error(`${where}: no assistant message, so nothing to train on`);
       records.push({ line, messages: msgs as ChatMessage[] });

@@ -19,7 +19,7 @@ import { budgetControl } from '../reason/budget.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, interruptedMessage, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 
@@ -129,9 +129,7 @@ export async function trainRl(
     saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, options, config: { history } } });
     checkpoint = step;
   };
-  const interrupted = (at: number) => `train-rl: interrupted at step ${at} of ${o.steps}; ` + (checkpoint !== undefined
-    ? `the last checkpoint is step ${checkpoint} (${ckpt}): rerun the same command with --resume to continue from it`
-    : `no checkpoint was saved yet (${o.checkpointEvery ? `every ${o.checkpointEvery} steps` : 'checkpoints are off'}): nothing to resume, rerun to start again`);
+  const interrupted = (at: number) => interruptedMessage('train-rl', at, o.steps, checkpoint, ckpt, o.checkpointEvery);
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
     threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 },
   });

@@ -13,7 +13,7 @@ import { saveAdapter } from '../io/peft.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, interruptedMessage, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import type { TokenizerFiles } from '../tokenizer/hf.ts';
 import { Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
@@ -133,9 +133,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, options, config: { losses, evalLosses } } });
     checkpoint = step;
   };
-  const interrupted = (at: number) => `train-sft: interrupted at step ${at} of ${stopAt}; ` + (checkpoint !== undefined
-    ? `the last checkpoint is step ${checkpoint} (${ckptDir}): rerun the same command with --resume to continue from it`
-    : `no checkpoint was saved yet (${o.checkpointEvery ? `every ${o.checkpointEvery} steps` : 'checkpoints are off'}): nothing to resume, rerun to start again`);
+  const interrupted = (at: number) => interruptedMessage('train-sft', at, stopAt, checkpoint, ckptDir, o.checkpointEvery);
   let progress: Progress | undefined;
   try {
     if (o.resume) {
