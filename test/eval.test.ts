@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { answer } from '../src/reason/answer.ts';
 import { datasetCases, runEval, summarize, syntheticCases, type CaseResult } from '../src/eval/harness.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
@@ -57,6 +58,21 @@ test('runEval on the embedded model: batched cases get the same answers as one b
       const [a, b] = two.cases.slice(k, k + 2);
       assert.equal(a.wallShareMs, b.wallShareMs);
       assert.ok(Math.abs(2 * a.wallShareMs - Math.max(a.latencyMs, b.latencyMs)) < 1e-9);
+    }
+  } finally {
+    await model.close();
+  }
+});
+
+test('runEval with the reasoning adapter: thinking tokens are the segment before "</think>", as answer() counts them', async () => {
+  const model = await loadModel(DEFAULT_DIR, { adapter: path.join(DEFAULT_DIR, 'reasoning-adapter'), worker: false });
+  try {
+    const cases = syntheticCases('test', 40, 3).filter((c) => c.category === 'hard').slice(0, 2);
+    const r = await runEval(model, cases, { maxTokens: 256, temperature: 0, reasoning: true });
+    for (const [k, c] of r.cases.entries()) {
+      const a = await answer(model, cases[k].question, { reasoning: 'on', maxTokens: 256 });
+      assert.equal(c.thinkingTokens, a.samples[0].thinkingTokens, `case ${k}`);
+      assert.ok(c.thinkingTokens < c.tokens, `case ${k}: ${c.thinkingTokens} thinking of ${c.tokens} tokens`);
     }
   } finally {
     await model.close();

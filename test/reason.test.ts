@@ -385,7 +385,7 @@ test('routing: off/on forced, auto by router threshold, no router means on; clas
   assert.equal(b.live, 0);
 });
 
-test('generate with an activated adapter switches it on at the prompt\'s invocation (as PEFT\'s aLoRA), and refuses a prompt without one', async () => {
+test('generate applies a loaded adapter by default: an activated one from the prompt\'s invocation (as PEFT\'s aLoRA), a plain one everywhere', async () => {
   const m = await model(), prompt = 'Hello there<think>';
   const ids = m.encode(prompt), at = ids.lastIndexOf(THINK);
   assert.equal(at, ids.length - 1);
@@ -395,6 +395,19 @@ test('generate with an activated adapter switches it on at the prompt\'s invocat
   assert.deepEqual(auto.tokens, explicit.tokens);
   assert.notDeepEqual(auto.tokens, everywhere.tokens, 'adapterFrom 0 is a different computation');
   await assert.rejects(m.complete('Hello there', { adapter: true }), /generate: the adapter .* is activated LoRA: it acts from its invocation "<think>" on, and raw prompt 0 does not contain it/);
+  // By default a loaded adapter applies: an activated one from the invocation its prompt holds, else not at all.
+  const { adapter: _, ...plain } = o;
+  assert.deepEqual((await m.complete(prompt, plain)).tokens, auto.tokens);
+  assert.deepEqual((await m.complete('Hello there', plain)).tokens, (await m.complete('Hello there', { ...plain, adapter: false })).tokens);
+  assert.notDeepEqual((await m.complete(prompt, { ...plain, adapter: false })).tokens, auto.tokens, 'adapter: false is the base model');
+  // A plain LoRA applies everywhere by default.
+  const classic = await loadModel(rm.dir, { quant: 'fp32', adapter: classicDir, worker: false, threads: 1 });
+  try {
+    assert.deepEqual((await classic.complete('Hello there', plain)).tokens, (await classic.complete('Hello there', { ...plain, adapter: true })).tokens);
+    assert.notDeepEqual((await classic.complete('Hello there', plain)).tokens, (await classic.complete('Hello there', { ...plain, adapter: false })).tokens);
+  } finally {
+    await classic.close();
+  }
   // A chat prompt gets the invocation after its generation prompt: the same tokens as that raw text.
   const chat = m.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hello there' }], { addGenerationPrompt: true });
   assert.deepEqual((await m.complete('Hello there', { ...o, chat: true })).tokens, (await m.complete(`${chat}<think>`, o)).tokens);

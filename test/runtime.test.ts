@@ -488,6 +488,22 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
   await assert.rejects(loadModel(path.join(tmp, 'nope')), /nope does not exist/);
 });
 
+test('convert carries the chat template of chat_template.jinja into the converted folder', async () => {
+  const dir = path.join(tmp, 'with jinja'), out = path.join(tmp, 'with jinja converted');
+  fs.mkdirSync(dir);
+  for (const f of fs.readdirSync(model.dir)) if (!f.endsWith('.gguf')) fs.copyFileSync(path.join(model.dir, f), path.join(dir, f));
+  fs.writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}');
+  convertModel(dir, out, { quant: 'fp32' });
+  const chat = [{ role: 'user', content: 'hi' }];
+  const src = openSource(dir).tokenizer.applyChatTemplate(chat), conv = openSource(out).tokenizer.applyChatTemplate(chat);
+  assert.equal(src, '<user>hi');
+  assert.equal(conv, src);
+  // The command a stale folder suggests can be pasted: paths with spaces are quoted.
+  const later = new Date(Date.now() + 5000);
+  fs.utimesSync(path.join(dir, 'config.json'), later, later);
+  assert.throws(() => openSource(out), { message: `model: ${out} is stale: its source ${dir} changed after it was converted; run \`edgereason convert --model '${dir}' --out '${out}' --quant fp32\` again` });
+});
+
 test('options that would be ignored or mean nothing are refused by name; seeds, stop strings and tiny temperatures behave', async () => {
   await assert.rejects(loadModel(model.dir, { quant: 'q8' as 'q4' }), /loadModel: quant must be "q4" or "fp32", got "q8"/);
   await assert.rejects(loadModel(model.dir, { quant: 'q4', accuracyLevel: 7 }), /loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got 7/);

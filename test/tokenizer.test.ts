@@ -98,6 +98,23 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   assert.throws(() => broken.applyChatTemplate(chat), new RegExp(`tokenizer: the chat template of ${dir} does not parse: `));
 });
 
+test('a folder\'s tokenizer files as transformers reads them: special_tokens_map.json fills missing special tokens; chat_template.json', () => {
+  const dir = tmp();
+  symlinkSync(path.join(qwenDir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+  const config = JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer_config.json'), 'utf8'));
+  delete config.chat_template; delete config.eos_token; delete config.bos_token;
+  writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+  writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<|endoftext|>', eos_token: { content: '<|im_end|>' } }));
+  writeFileSync(path.join(dir, 'chat_template.json'), JSON.stringify({ chat_template: '{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}' }));
+  const tok = loadTokenizer(dir);
+  assert.equal(tok.bosTokenId, 151643);
+  assert.deepEqual(tok.eosTokenIds, [151645]);
+  assert.equal(tok.applyChatTemplate(chat.slice(0, 2)), '<|endoftext|>You are a helpful assistant.<|im_end|>What is 2+2?<|im_end|>');
+  // chat_template.jinja wins over chat_template.json, as in transformers.
+  writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}[{{ m.content }}]{% endfor %}');
+  assert.equal(loadTokenizer(dir).applyChatTemplate(chat.slice(0, 1)), '[You are a helpful assistant.]');
+});
+
 test('tokenizer errors name the file', () => {
   const dir = tmp();
   assert.throws(() => loadTokenizer(dir), { message: `tokenizer: ${path.join(dir, 'tokenizer.json')} not found` });

@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
@@ -9,10 +7,10 @@ import { floatArg, intArg } from './main.ts';
 import { artefacts, checkOutDir, removeStale } from './outputs.ts';
 
 /** q,k,v,o,gate,up,down (or full names) -> projection names. */
-export function parseTargets(list: string): Projection[] {
+export function parseTargets(list: string, flag = '--targets'): Projection[] {
   return list.split(',').map((t) => t.trim()).filter(Boolean).map((t) => {
     const p = (t.endsWith('_proj') ? t : `${t}_proj`) as Projection;
-    if (!PROJECTIONS.includes(p)) throw new Error(`--targets: unknown target module "${t}" (use q,k,v,o,gate,up,down)`);
+    if (!PROJECTIONS.includes(p)) throw new Error(`${flag}: unknown target module "${t}" (use q,k,v,o,gate,up,down)`);
     return p;
   });
 }
@@ -54,8 +52,6 @@ export function trainSftCommand(program: Command): void {
       const before = o.overwrite ? artefacts(o.out) : undefined;
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
-      // A --full output folder gets the base model's tokenizer files, so it loads on its own.
-      const jinja = src.kind === 'hf' ? path.join(src.path, 'chat_template.jinja') : undefined;
       const train = loadDataset(o.data, src.tokenizer);
       const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer) : [];
       const invocation = o.aloraInvocation ? src.tokenizer.encode(o.aloraInvocation, { addSpecialTokens: false }) : undefined;
@@ -64,7 +60,7 @@ export function trainSftCommand(program: Command): void {
         out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation, handleSignals: true,
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
         checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
-        tokenizerFiles: { ...src.tokenizerFiles, ...(jinja && fs.existsSync(jinja) ? { chatTemplate: fs.readFileSync(jinja, 'utf8') } : {}) },
+        tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
       });
       const stale = before ? removeStale(o.out, before) : [];
       if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);

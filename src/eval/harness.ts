@@ -37,7 +37,10 @@ export interface EvalReport { options: Record<string, unknown>; summary: Record<
 
 export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = {}): Promise<EvalReport> {
   const tok = model.tokenizer, batch = o.batch ?? 1, results: CaseResult[] = [];
-  const invocation = o.reasoning ? tok.encode(o.invocation ?? '<think>', { addSpecialTokens: false }) : [];
+  // The adapter's own invocation when it names one (activated LoRA: on from there); a plain LoRA applies to the
+  // whole prompt, as answer() applies it.
+  const aloraTokens = model.adapter?.config.aloraInvocationTokens;
+  const invocation = o.reasoning ? (o.invocation !== undefined || !aloraTokens ? tok.encode(o.invocation ?? '<think>', { addSpecialTokens: false }) : aloraTokens) : [];
   const endThink = tok.tokenToId('</think>');
   if (o.reasoning && !model.adapter) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter)');
   for (let i = 0; i < cases.length; i += batch) {
@@ -47,11 +50,11 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
       return { ids: [...ids, ...invocation], from: ids.length };
     });
     // A given seed makes the run reproducible, case j drawing with seed + j.
-    const opts = prompts.map((p, k) => ({ ...o, ...(o.reasoning ? { adapter: true, adapterFrom: p.from } : {}), ...(o.seed !== undefined ? { seed: o.seed + i + k } : {}) }));
+    const opts = prompts.map((p, k) => ({ ...o, ...(o.reasoning ? { adapter: true, adapterFrom: aloraTokens ? p.from : 0 } : {}), ...(o.seed !== undefined ? { seed: o.seed + i + k } : {}) }));
     const out = await generateBatch(model.backend, tok, prompts.map((p) => p.ids), opts);
     out.forEach((c, k) => {
       const end = endThink === undefined ? -1 : c.tokens.indexOf(endThink);
-      const thinking = o.reasoning ? (end >= 0 ? end + 1 : c.tokens.length) + invocation.length : 0;
+      const thinking = o.reasoning ? (end >= 0 ? end : c.tokens.length) : 0; // the segment, without its tags
       results.push({
         id: group[k].id, category: group[k].category, correct: isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
         tokens: c.tokens.length, thinkingTokens: thinking, ttftMs: c.ttftMs, latencyMs: c.totalMs, wallShareMs: Math.max(...out.map((x) => x.totalMs)) / out.length,

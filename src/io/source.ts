@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import { checkModelConfig, PROJECTIONS, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
-import { loadTokenizer } from '../tokenizer/hf.ts';
+import { loadTokenizer, readTokenizerFolder, type TokenizerFiles } from '../tokenizer/hf.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder } from './hf-folder.ts';
 import { ggufToModel } from './gguf.ts';
@@ -25,8 +25,8 @@ export interface ModelSource {
   tokenizer: TextTokenizer;
   /** Files whose size and mtime identify this checkpoint (for cache staleness). */
   files: string[];
-  /** tokenizer.json (+ tokenizer_config.json) contents to copy into a converted folder. */
-  tokenizerFiles: { tokenizerJson: unknown; tokenizerConfig?: Record<string, unknown> };
+  /** tokenizer.json (+ tokenizer_config.json, chat template) contents to copy into a converted folder. */
+  tokenizerFiles: TokenizerFiles;
 }
 
 export const MANIFEST = 'edgereason.json';
@@ -38,12 +38,12 @@ export function openSource(p: string): ModelSource {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
     const { config, weights } = loadHfFolder(abs);
     const tokenizer = checkVocab(loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
-    return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFiles(abs) };
+    return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFolder(abs) };
   }
   if (abs.endsWith('.gguf')) {
     const { config, weights, metadata } = ggufToModel(abs);
     // A tokenizer.json beside the file wins; otherwise rebuild it from the GGUF metadata.
-    const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFiles(dir) : tokenizerFromGguf(metadata, abs);
+    const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFolder(dir) : tokenizerFromGguf(metadata, abs);
     const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
       'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
     return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: files };
@@ -68,13 +68,6 @@ function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: Model
   return tokenizer;
 }
 
-function readTokenizerFiles(dir: string): ModelSource['tokenizerFiles'] {
-  const read = (f: string) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
-  return {
-    tokenizerJson: read('tokenizer.json'),
-    ...(fs.existsSync(path.join(dir, 'tokenizer_config.json')) ? { tokenizerConfig: read('tokenizer_config.json') } : {}),
-  };
-}
 
 /** Identity of a checkpoint: path, size and modification time of each of its files. */
 export function fingerprint(files: string[]): string {
@@ -104,7 +97,7 @@ function openConverted(dir: string): ModelSource {
   // The command that rebuilds this folder with the settings it was converted with.
   const again = () => {
     const o = m?.options, targets = Array.isArray(o?.loraTargets) && o.loraTargets.length ? ` --lora-targets ${o.loraTargets.join(',')}` : '';
-    return `edgereason convert --model ${m?.source?.path ?? '<source>'} --out ${dir}${o?.quant ? ` --quant ${o.quant}` : ''}${targets}`;
+    return `edgereason convert --model ${shellQuote(m?.source?.path ?? '<source>')} --out ${shellQuote(dir)}${o?.quant ? ` --quant ${o.quant}` : ''}${targets}`;
   };
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
   checkManifest(m, file);
@@ -123,8 +116,11 @@ function openConverted(dir: string): ModelSource {
     }
   }
   const tokenizer = loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds });
-  return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFiles(dir) };
+  return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFolder(dir) };
 }
+
+/** A path as a shell word: as is when plain, else in single quotes (so a suggested command can be pasted). */
+const shellQuote = (p: string): string => (/^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`);
 
 /** The manifest's fields, each checked by name (a hand-edited or truncated edgereason.json must not load as garbage). */
 function checkManifest(m: Manifest, file: string): void {

@@ -133,6 +133,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const start = performance.now();
   const { backend, tokenizer: tok } = model;
   checkKeys(opts, ANSWER_OPTIONS, 'answer');
+  if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task ?? 'synthetic';
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got "${mode}"`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${n}`);

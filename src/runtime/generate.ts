@@ -23,9 +23,14 @@ export interface GenerateOptions extends SamplingParams {
   stop?: string | string[];
   /** Token ids that end generation (default: the model's EOS ids). */
   stopTokens?: number[];
-  /** Run with the LoRA adapter switched on (per-token adapter mask = 1) ... */
+  /**
+   * The LoRA adapter the model was loaded with (per-token adapter mask = 1). Default (Model's generate/complete):
+   * on — a plain LoRA everywhere, an activated one from the invocation its prompt holds (none: base weights).
+   * true insists (a chat prompt gets the activated adapter's invocation appended); false = base weights. The
+   * low-level generateBatch(backend, ...) takes it literally (default off).
+   */
   adapter?: boolean;
-  /** ... from this prompt position on (activated LoRA: the invocation tokens' position); default 0. */
+  /** With adapter: true, on from this prompt position (activated LoRA: the invocation tokens' position); default 0. */
   adapterFrom?: number;
   /** The sequence starts inside a thinking segment (its prompt ends with the invocation, e.g. "<think>"). */
   thinking?: ThinkingOptions;

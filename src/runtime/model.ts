@@ -133,23 +133,23 @@ export class Model {
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: opts.seed + i }));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p)));
-    // An activated-LoRA adapter acts from its invocation on (as PEFT's aLoRA does): from the last place a raw
-    // prompt holds the invocation tokens, unless adapterFrom says otherwise; a chat prompt gets the invocation
-    // appended after its generation prompt (as answer() does), so the completion starts inside the thinking.
+    // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as
+    // PEFT's aLoRA) from the last place the prompt holds its invocation tokens, and not at all when it holds none.
+    // adapter: true insists: a chat prompt then gets the invocation appended after its generation prompt (as
+    // answer() does, so the completion starts inside the thinking), and a raw prompt without it is refused.
     const inv = this.adapter?.config.aloraInvocationTokens;
-    if (inv) {
+    if (this.adapter) {
       per.forEach((o, i) => {
-        if (!o.adapter || o.adapterFrom !== undefined) return;
-        if (o.chat ?? Array.isArray(prompts[i])) {
+        if (o.adapter === false || o.adapterFrom !== undefined) return;
+        if (!inv) { per[i] = { ...o, adapter: true }; return; }
+        const at = lastIndexOfRun(ids[i], inv);
+        if (o.adapter === true && at < 0 && (o.chat ?? Array.isArray(prompts[i]))) {
           per[i] = { ...o, adapterFrom: ids[i].length };
           ids[i] = [...ids[i], ...inv];
-          return;
-        }
-        const at = lastIndexOfRun(ids[i], inv);
-        if (at < 0) {
+        } else if (at >= 0) per[i] = { ...o, adapter: true, adapterFrom: at };
+        else if (o.adapter === true) {
           throw new Error(`generate: the adapter ${this.adapter!.dir} is activated LoRA: it acts from its invocation ${JSON.stringify(this.tokenizer.decode(inv))} on, and raw prompt ${i} does not contain it (end the prompt with it, use chat: true, which appends it, or answer())`);
         }
-        per[i] = { ...o, adapterFrom: at };
       });
     }
     return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal);
@@ -230,6 +230,8 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!));
   writeJson(path.join(out, 'tokenizer.json'), src.tokenizerFiles.tokenizerJson);
   if (src.tokenizerFiles.tokenizerConfig) writeJson(path.join(out, 'tokenizer_config.json'), src.tokenizerFiles.tokenizerConfig);
+  const template = src.tokenizerFiles.chatTemplate;
+  if (template !== undefined) atomicWrite(path.join(out, 'chat_template.jinja'), (fd) => writeAll(fd, Buffer.from(template)));
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },

@@ -18,20 +18,34 @@ export interface TokenizerFiles {
 export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: readonly number[] }
 
 /**
- * Loads a Hugging Face tokenizer from a model folder (tokenizer.json, optional tokenizer_config.json
- * and chat_template.jinja) or from parsed files.
+ * Loads a Hugging Face tokenizer from a model folder (see readTokenizerFolder) or from parsed files.
  */
 export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerOptions = {}): HfTokenizer {
   if (typeof src !== 'string') {
     const name = src.name ?? 'in-memory tokenizer';
     return new HfTokenizer(build(src.tokenizerJson, src.tokenizerConfig ?? {}, name), src.tokenizerConfig ?? {}, name, src.chatTemplate, opts);
   }
-  const jsonFile = path.join(src, 'tokenizer.json'), configFile = path.join(src, 'tokenizer_config.json');
-  if (!existsSync(jsonFile)) throw new Error(`tokenizer: ${jsonFile} not found`);
-  const config = existsSync(configFile) ? readJson(configFile) as Record<string, unknown> : {};
-  const jinjaFile = path.join(src, 'chat_template.jinja');
-  const template = existsSync(jinjaFile) ? readFileSync(jinjaFile, 'utf8') : undefined;
-  return new HfTokenizer(build(readJson(jsonFile), config, jsonFile), config, src, template, opts);
+  const f = readTokenizerFolder(src);
+  return new HfTokenizer(build(f.tokenizerJson, f.tokenizerConfig ?? {}, path.join(src, 'tokenizer.json')), f.tokenizerConfig ?? {}, src, f.chatTemplate, opts);
+}
+
+const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];
+
+/**
+ * A folder's tokenizer files as transformers reads them: tokenizer.json; tokenizer_config.json, plus the special
+ * tokens only special_tokens_map.json names; the chat template from chat_template.jinja, else chat_template.json,
+ * else tokenizer_config.json.
+ */
+export function readTokenizerFolder(dir: string): TokenizerFiles {
+  const file = (f: string) => path.join(dir, f), has = (f: string) => existsSync(file(f));
+  if (!has('tokenizer.json')) throw new Error(`tokenizer: ${file('tokenizer.json')} not found`);
+  const config = has('tokenizer_config.json') ? readJson(file('tokenizer_config.json')) as Record<string, unknown> : undefined;
+  const map = has('special_tokens_map.json') ? readJson(file('special_tokens_map.json')) as Record<string, unknown> : {};
+  const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
+  const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
+  const json = has('chat_template.json') ? readJson(file('chat_template.json')) as { chat_template?: unknown } : undefined;
+  const chatTemplate = has('chat_template.jinja') ? readFileSync(file('chat_template.jinja'), 'utf8') : pickTemplate(json?.chat_template);
+  return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}) };
 }
 
 function readJson(file: string): unknown {
