@@ -411,6 +411,13 @@ test('generate applies a loaded adapter by default: an activated one from the pr
   // A chat prompt gets the invocation after its generation prompt: the same tokens as that raw text.
   const chat = m.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hello there' }], { addGenerationPrompt: true });
   assert.deepEqual((await m.complete('Hello there', { ...o, chat: true })).tokens, (await m.complete(`${chat}<think>`, o)).tokens);
+  // In a chat prompt only a generation prompt that ends with the invocation invokes it, not the user's own text.
+  const quoted = 'I wrote <think> in my notes';
+  const quotedChat = m.tokenizer.applyChatTemplate([{ role: 'user', content: quoted }], { addGenerationPrompt: true });
+  const asked = await m.complete(quoted, { ...o, chat: true });
+  assert.equal(asked.promptTokens, m.encode(quoted, true).length + 1, 'the invocation was appended');
+  assert.deepEqual(asked.tokens, (await m.complete(`${quotedChat}<think>`, { ...o, adapterFrom: m.encode(`${quotedChat}<think>`).length - 1 })).tokens);
+  assert.deepEqual((await m.complete(quoted, { ...plain, chat: true })).tokens, (await m.complete(quoted, { ...plain, chat: true, adapter: false })).tokens, 'by default: base weights');
 });
 
 test('stop strings apply from the answer on, never inside the thinking; answer options are checked by name', async () => {
@@ -432,6 +439,7 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   assert.equal((await capped(['5'])).answer, '####');
   await assert.rejects(run({ maxTokens: 0 }), /answer: maxTokens must be an integer ≥ 1, got 0/);
   await assert.rejects(run({ max_tokens: 5 } as object), /answer: unknown option "max_tokens"/);
+  await assert.rejects(answer(scripted(policy).m, { messages: [] } as never), /answer: the question must be a string or a list of messages, got object/);
   // A router with nothing to route to (no adapter) is an error, not a silent "direct".
   const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;
   await assert.rejects(answer(bare, 'q', { reasoning: 'auto' }, { router: new Router(fitProbe([[0, 0], [1, 1]], [0, 1], { steps: 1 }), 0.5) }),

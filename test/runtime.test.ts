@@ -498,6 +498,14 @@ test('convert carries the chat template of chat_template.jinja into the converte
   const src = openSource(dir).tokenizer.applyChatTemplate(chat), conv = openSource(out).tokenizer.applyChatTemplate(chat);
   assert.equal(src, '<user>hi');
   assert.equal(conv, src);
+  // Converting another source into the same folder leaves none of the first one's tokenizer files behind.
+  const other = path.join(tmp, 'without-jinja');
+  fs.mkdirSync(other);
+  for (const f of fs.readdirSync(model.dir)) if (!f.endsWith('.gguf')) fs.copyFileSync(path.join(model.dir, f), path.join(other, f));
+  convertModel(other, out, { quant: 'fp32' });
+  assert.equal(fs.existsSync(path.join(out, 'chat_template.jinja')), false);
+  assert.equal(openSource(out).tokenizer.applyChatTemplate(chat), openSource(other).tokenizer.applyChatTemplate(chat));
+  convertModel(dir, out, { quant: 'fp32' });
   // The command a stale folder suggests can be pasted: paths with spaces are quoted.
   const later = new Date(Date.now() + 5000);
   fs.utimesSync(path.join(dir, 'config.json'), later, later);

@@ -98,7 +98,7 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   assert.throws(() => broken.applyChatTemplate(chat), new RegExp(`tokenizer: the chat template of ${dir} does not parse: `));
 });
 
-test('a folder\'s tokenizer files as transformers reads them: special_tokens_map.json fills missing special tokens; chat_template.json', () => {
+test('a folder\'s tokenizer files: special_tokens_map.json fills the special tokens tokenizer_config.json lacks; chat_template.json', () => {
   const dir = tmp();
   symlinkSync(path.join(qwenDir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
   const config = JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer_config.json'), 'utf8'));

@@ -15,7 +15,7 @@ export function evalCommand(program: Command): void {
   program.command('eval')
     .description('accuracy, tokens, TTFT and latency on a task; writes JSON, a Markdown table and an SVG plot')
     .requiredOption('--model <path>', 'model path')
-    .option('--adapter <dir>', 'reasoning adapter: also evaluates base + adapter (switched on from "<think>")')
+    .option('--adapter <dir>', 'reasoning adapter: also evaluates base + adapter ("<think>" after the prompt; an activated adapter on from there, a plain LoRA everywhere)')
     .option('--task <task>', 'synthetic | gsm8k | math500 | svamp', 'synthetic')
     .option('--split <split>', 'synthetic split: test | val', 'test')
     .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)

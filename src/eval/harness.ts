@@ -1,7 +1,8 @@
 /**
  * The eval harness: questions in, graded answers out, with accuracy, generated and thinking tokens, TTFT,
- * latency (p50/p90) and tokens/s per category. Reasoning mode switches the adapter on from the invocation
- * token ("<think>") after the chat prompt, as activated LoRA does at inference.
+ * latency (p50/p90) and tokens/s per category. Reasoning mode appends the invocation ("<think>", or the
+ * adapter's own invocation tokens) to the chat prompt and runs the adapter as answer() does: an activated one
+ * from the invocation on, a plain LoRA on the whole sequence.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,8 +14,9 @@ import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
 export interface EvalCase { id: string; question: string; gold: string | number; category: string; task: Task }
 
 export interface EvalOptions extends GenerateOptions {
-  /** Switch the reasoning adapter on from the invocation token. */
+  /** Reason: the invocation after the chat prompt, with the reasoning adapter on (see the header). */
   reasoning?: boolean;
+  /** Invocation text for an adapter that names no invocation tokens (default "<think>"). */
   invocation?: string;
   /** Prompts decoded together (1 = per-request latency). */
   batch?: number;
@@ -37,10 +39,10 @@ export interface EvalReport { options: Record<string, unknown>; summary: Record<
 
 export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = {}): Promise<EvalReport> {
   const tok = model.tokenizer, batch = o.batch ?? 1, results: CaseResult[] = [];
-  // The adapter's own invocation when it names one (activated LoRA: on from there); a plain LoRA applies to the
-  // whole prompt, as answer() applies it.
+  // The adapter's own invocation when it names one (activated LoRA: on from there), as answer() uses it; a plain
+  // LoRA applies to the whole sequence.
   const aloraTokens = model.adapter?.config.aloraInvocationTokens;
-  const invocation = o.reasoning ? (o.invocation !== undefined || !aloraTokens ? tok.encode(o.invocation ?? '<think>', { addSpecialTokens: false }) : aloraTokens) : [];
+  const invocation = o.reasoning ? aloraTokens ?? tok.encode(o.invocation ?? '<think>', { addSpecialTokens: false }) : [];
   const endThink = tok.tokenToId('</think>');
   if (o.reasoning && !model.adapter) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter)');
   for (let i = 0; i < cases.length; i += batch) {

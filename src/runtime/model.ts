@@ -134,16 +134,18 @@ export class Model {
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p)));
     // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as
-    // PEFT's aLoRA) from the last place the prompt holds its invocation tokens, and not at all when it holds none.
-    // adapter: true insists: a chat prompt then gets the invocation appended after its generation prompt (as
-    // answer() does, so the completion starts inside the thinking), and a raw prompt without it is refused.
+    // PEFT's aLoRA) from its invocation tokens — where a raw prompt last holds them, or where a chat prompt ends
+    // with them (a generation prompt that opens the thinking; the user's own text does not invoke it) — and not at
+    // all without them. adapter: true insists: a chat prompt then gets the invocation appended after its
+    // generation prompt (as answer() does, so the completion starts inside the thinking); a raw one is refused.
     const inv = this.adapter?.config.aloraInvocationTokens;
     if (this.adapter) {
       per.forEach((o, i) => {
         if (o.adapter === false || o.adapterFrom !== undefined) return;
         if (!inv) { per[i] = { ...o, adapter: true }; return; }
-        const at = lastIndexOfRun(ids[i], inv);
-        if (o.adapter === true && at < 0 && (o.chat ?? Array.isArray(prompts[i]))) {
+        const chat = o.chat ?? Array.isArray(prompts[i]), n = ids[i].length;
+        const at = !chat ? lastIndexOfRun(ids[i], inv) : lastIndexOfRun(ids[i].slice(n - inv.length), inv) === 0 ? n - inv.length : -1;
+        if (o.adapter === true && at < 0 && chat) {
           per[i] = { ...o, adapterFrom: ids[i].length };
           ids[i] = [...ids[i], ...inv];
         } else if (at >= 0) per[i] = { ...o, adapter: true, adapterFrom: at };
@@ -229,9 +231,10 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   });
   atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!));
   writeJson(path.join(out, 'tokenizer.json'), src.tokenizerFiles.tokenizerJson);
-  if (src.tokenizerFiles.tokenizerConfig) writeJson(path.join(out, 'tokenizer_config.json'), src.tokenizerFiles.tokenizerConfig);
-  const template = src.tokenizerFiles.chatTemplate;
-  if (template !== undefined) atomicWrite(path.join(out, 'chat_template.jinja'), (fd) => writeAll(fd, Buffer.from(template)));
+  // Tokenizer files; one this source lacks is removed, so a folder converted before from another source keeps none of its.
+  const { tokenizerConfig, chatTemplate } = src.tokenizerFiles, configFile = path.join(out, 'tokenizer_config.json'), jinja = path.join(out, 'chat_template.jinja');
+  if (tokenizerConfig) writeJson(configFile, tokenizerConfig); else fs.rmSync(configFile, { force: true });
+  if (chatTemplate !== undefined) atomicWrite(jinja, (fd) => writeAll(fd, Buffer.from(chatTemplate))); else fs.rmSync(jinja, { force: true });
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },

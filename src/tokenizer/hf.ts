@@ -32,9 +32,9 @@ export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerO
 const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];
 
 /**
- * A folder's tokenizer files as transformers reads them: tokenizer.json; tokenizer_config.json, plus the special
- * tokens only special_tokens_map.json names; the chat template from chat_template.jinja, else chat_template.json,
- * else tokenizer_config.json.
+ * A folder's tokenizer files: tokenizer.json; tokenizer_config.json, with the special tokens it lacks filled in
+ * from special_tokens_map.json (older folders keep them only there); the chat template from chat_template.jinja,
+ * else chat_template.json (a processor's file, which some folders alone carry), else tokenizer_config.json.
  */
 export function readTokenizerFolder(dir: string): TokenizerFiles {
   const file = (f: string) => path.join(dir, f), has = (f: string) => existsSync(file(f));
@@ -128,7 +128,7 @@ export class HfTokenizer implements TextTokenizer {
    */
   applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> } = {}): string {
     if (this.templateSource === undefined) {
-      throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)`);
+      throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json)`);
     }
     if (this.templateError) throw new Error(this.templateError);
     return this.template!.render({ ...this.specialTokens, ...opts.vars, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
