@@ -8,6 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { answer } from '../src/reason/answer.ts';
+import { readJsonl } from '../src/train/data.ts';
+import { checkGolds, rlPrompts } from '../src/cli/train-rl.ts';
 import { datasetCases, runEval, summarize, syntheticCases, type CaseResult } from '../src/eval/harness.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
@@ -27,10 +29,21 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   assert.ok(sv.every((x) => typeof x.question === 'string' && x.question.length > 10 && x.gold !== undefined));
   const bad = path.join(tmp, 'bad.jsonl');
   fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n\n{"question": "q"\n`);
-  assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`eval: ${bad}:3: invalid JSON`));
+  assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`${bad}:3: invalid JSON`));
   fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n${JSON.stringify({ question: 'q2' })}\n`);
   assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`eval: ${bad}:2: field "answer" is missing \\(a gsm8k line needs question, answer\\)`));
   assert.throws(() => datasetCases('gsm8k', path.join(tmp, 'none.jsonl'), 1), /none\.jsonl not found/);
+  // A byte-order mark and Windows line ends are read through; a SVAMP body without its final period gets one.
+  fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ Body: 'Tom has 3 apples', Question: 'How many? ', Answer: 3 })}\r\n${JSON.stringify({ Body: 'Ann ran. ', Question: 'Far?', Answer: 1 })}\r\n`);
+  assert.deepEqual(datasetCases('svamp', bad, 10).map((x) => x.question), ['Tom has 3 apples. How many?', 'Ann ran. Far?']);
+  fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ prompt: 'Q', completion: 'A' })}\r\n`);
+  assert.deepEqual(readJsonl(bad), [{ line: 1, prompt: 'Q', completion: 'A' }]);
+  fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ prompt: 'Q', answer: 7 })}\r\n${JSON.stringify({ prompt: 'Q2', answer: 'seven apples' })}\n`);
+  const prompts = rlPrompts(bad, 10, 0);
+  assert.deepEqual(prompts, [{ question: 'Q', gold: 7, line: 1 }, { question: 'Q2', gold: 'seven apples', line: 2 }]);
+  // A gold the grader can never match would give its prompt no reward, ever: refused, naming the line.
+  assert.throws(() => checkGolds(prompts, 'gsm8k', bad), new RegExp(`${bad}: 1 answer the gsm8k grader can never match, e\\.g\\. line 2: "seven apples"`));
+  checkGolds(prompts, 'synthetic', bad); // a chat reply's gold: an exact reply
 });
 
 test('summary: nearest-rank percentiles; tokens/s over each batch\'s wall time, not the sum of its latencies', () => {
@@ -74,6 +87,10 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
       assert.equal(c.thinkingTokens, a.samples[0].thinkingTokens, `case ${k}`);
       assert.ok(c.thinkingTokens < c.tokens, `case ${k}: ${c.thinkingTokens} thinking of ${c.tokens} tokens`);
     }
+    // Cut off inside its thinking, an output has no answer: its last number is not graded.
+    const cut = await runEval(model, cases, { maxTokens: 6, temperature: 0, reasoning: true });
+    for (const c of cut.cases) assert.deepEqual([c.thinkingTokens, c.correct], [c.tokens, false], c.text);
+    assert.ok(cut.cases.some((c) => /\d/.test(c.text)), 'the cut-off thinking holds numbers the old grading read');
   } finally {
     await model.close();
   }

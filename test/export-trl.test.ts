@@ -35,15 +35,16 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   for (const f of ['data/sft/train.jsonl', 'data/grpo/train.jsonl', 'sft.yaml', 'grpo.yaml', 'rewards.py', 'train_sft.py', 'train_grpo.py', 'recipe.json', 'README.md']) {
     assert.ok(fs.existsSync(path.join(out, f)), f);
   }
-  // SFT: conversational records whose tokens are exactly the default recipe's adapter examples.
+  // SFT: conversational prompt-completion records whose tokens are exactly the default recipe's adapter examples.
   const sft = jsonl(path.join(out, 'data/sft/train.jsonl'));
   assert.equal(sft.length, 60);
   const tok = loadTokenizer(DEFAULT_DIR);
   const recipe = reasoningExamples(tok, 60, 0);
   sft.forEach((rec, i) => {
-    assert.deepEqual(rec.messages.map((m: { role: string }) => m.role), ['user', 'assistant']);
-    assert.match(rec.messages[1].content, /^<think>\n[\s\S]*\n<\/think>\n\n/);
-    assert.deepEqual(tokenizeRecord({ line: i + 1, messages: rec.messages }, tok).ids, recipe[i].ids, `example ${i} is the recipe's`);
+    const messages = [...rec.prompt, ...rec.completion];
+    assert.deepEqual(messages.map((m: { role: string }) => m.role), ['user', 'assistant']);
+    assert.match(rec.completion[0].content, /^<think>\n[\s\S]*\n<\/think>\n\n/);
+    assert.deepEqual(tokenizeRecord({ line: i + 1, messages }, tok).ids, recipe[i].ids, `example ${i} is the recipe's`);
   });
   // GRPO: prompts as answer() and train-rl build them, budgets cycling over the buckets; as in train-rl, a quarter
   // of them (every fourth) carries no budget line and is held to the smallest budget.
@@ -67,7 +68,7 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
     assert.equal(c.lora_alpha, 32);
   }
   assert.equal(sc.dataset_name, 'data/sft');
-  assert.equal(sc.assistant_only_loss, true);
+  assert.equal(sc.completion_only_loss, true); // TRL's assistant_only_loss needs {% generation %} markers the templates lack
   assert.equal(gc.dataset_name, 'data/grpo');
   assert.equal(gc.num_generations, 8);
   assert.equal(gc.max_completion_length, 256); // train-rl's: twice the largest budget
@@ -93,16 +94,40 @@ print(rewards.budget_reward(cases, ["19", "19", "3", "19", "19", "19", "LAMP", "
   for (const [text, ok] of [['a</think>\n\nThe answer is 19', false], ['a</think>#### 19\n#### 18', false], ['#### 18 </think> #### 19', true]] as const) assert.equal(isCorrect('synthetic', text, 19), ok, text);
 });
 
-test('export-trl: a user dataset is converted (messages stay, prompt/completion kept) and bad lines are refused', () => {
+test('export-trl: a user dataset becomes TRL prompt-completion records (one per assistant turn); mixed files, bad lines and unmatchable golds are refused; rewards.py grades as gsm8k', () => {
   const data = path.join(tmp, 'mine.jsonl');
   fs.writeFileSync(data, [
-    JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '<think>\n\n</think>\n\nhello' }] }),
-    JSON.stringify({ prompt: 'Q: 2+2?', completion: '#### 4' }),
+    JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '<think>\n\n</think>\n\nhello' }, { role: 'user', content: 'and?' }, { role: 'assistant', content: 'more' }] }),
   ].join('\n'));
   const out = path.join(tmp, 'user');
   exportTrl({ out, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 });
   const sft = jsonl(path.join(out, 'data/sft/train.jsonl'));
-  assert.deepEqual(sft, [{ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '<think>\n\n</think>\n\nhello' }] }, { prompt: 'Q: 2+2?', completion: '#### 4' }]);
+  assert.deepEqual(sft, [
+    { prompt: [{ role: 'user', content: 'hi' }], completion: [{ role: 'assistant', content: '<think>\n\n</think>\n\nhello' }] },
+    { prompt: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '<think>\n\n</think>\n\nhello' }, { role: 'user', content: 'and?' }], completion: [{ role: 'assistant', content: 'more' }] },
+  ], 'one prompt-completion record per assistant turn');
+  fs.writeFileSync(data, [JSON.stringify({ prompt: 'Q: 2+2?', completion: '#### 4' })].join('\n'));
+  exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 });
+  assert.deepEqual(jsonl(path.join(out, 'data/sft/train.jsonl')), [{ prompt: 'Q: 2+2?', completion: '#### 4' }]);
+  fs.writeFileSync(data, [JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'x' }] }), JSON.stringify({ prompt: 'Q', completion: 'A' })].join('\n'));
+  assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl mixes conversations \("messages"\) and prompt\/completion lines \(e\.g\. line 2\)/);
+  // RL prompts of your own are graded as train-rl grades a file (gsm8k), and golds it can never match are refused.
+  const rl = path.join(tmp, 'rl.jsonl');
+  fs.writeFileSync(rl, [JSON.stringify({ prompt: 'Q1', answer: '72' }), JSON.stringify({ prompt: 'Q2', answer: '5 apples' })].join('\n'));
+  assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, rlData: rl }), /rl\.jsonl: 1 answer the gsm8k grader can never match, e\.g\. line 2: "5 apples"/);
+  fs.writeFileSync(rl, JSON.stringify({ prompt: 'Q1', answer: '1,000' }) + '\n');
+  exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, rlData: rl });
+  assert.match(fs.readFileSync(path.join(out, 'rewards.py'), 'utf8'), /^GRADER = "gsm8k"$/m);
+  const replies = ['a</think>The answer is 72.', 'a</think>So 60 + 12 = 72 apples.', 'a</think>The answer is 5 + 3 = 8. Then 72.', 'a</think>#### 72\nThe answer is 71', 'a</think>$\\boxed{72}$',
+    'a</think>Answer: $1,000', 'a</think>**Answer:** 72 apples', 'a</think>#### 2. Subtract 5\nso 72', 'a</think>The answer is 3:45', 'a</think>nothing'];
+  const golds = ['72', '72', '8', '71', '72', '1000', '72', '72', '72', '72'];
+  const py = spawnSync('python3', ['-c', `import sys; sys.path.insert(0, "."); import rewards\nprint(rewards.budget_reward(${JSON.stringify(replies)}, ${JSON.stringify(golds)}, [1000] * ${replies.length}))`], { cwd: out, encoding: 'utf8' });
+  if (!py.error) {
+    assert.equal(py.status, 0, py.stderr);
+    const want = replies.map((r, i) => (isCorrect('gsm8k', r, golds[i]) ? '1.0' : '0.0'));
+    assert.equal(py.stdout.trim(), `[${want.join(', ')}]`, 'rewards.py grades as the gsm8k grader does');
+    assert.ok(want.includes('1.0') && want.includes('0.0'));
+  }
   fs.writeFileSync(data, '{"messages": "nope"}\n');
   assert.throws(() => exportTrl({ out, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl:1: "messages" must be a non-empty list/);
   assert.throws(() => exportTrl({ out, baseModel: 'x', tokenizer: DEFAULT_DIR, budgets: [0] }), /budgets must be positive integers/);

@@ -150,6 +150,13 @@ test('every training example without targets: refused before training, naming th
   await assert.rejects(trainSft(model.config, weights, noInvocation(4, 1), [], { ...base, out: path.join(tmp, 'none'), aloraInvocation: [3] }),
     { message: 'train-sft: none of the 4 training examples has a target token left: 4 without the activated-LoRA invocation tokens [3] before their completion' });
   assert.equal(fs.existsSync(path.join(tmp, 'none')), false);
+  // Examples are cut to the model's context at most (positions past it are never seen at inference).
+  const ctx = model.config.maxPositionEmbeddings;
+  await assert.rejects(trainSft(model.config, weights, cutOff(8), [], { ...base, out: path.join(tmp, 'none'), maxLen: ctx + 1 }),
+    { message: `train-sft: --max-len ${ctx + 1} exceeds the model's context of ${ctx} tokens` });
+  const short = { ...model.config, maxPositionEmbeddings: 16 };
+  await assert.rejects(trainSft(short, weights, cutOff(8), [], { ...base, out: path.join(tmp, 'none'), batchTokens: 4096 }),
+    { message: 'train-sft: none of the 8 training examples has a target token left: 8 whose completion is cut off by --max-len 16' });
 });
 
 test('the run spans the sum of every epoch\'s micro-batches: all are trained and the schedule ends on the last', async () => {

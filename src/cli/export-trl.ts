@@ -22,7 +22,7 @@ import { atomicWrite, writeAll } from '../io/safetensors.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
 import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
-import { rlPrompts } from './train-rl.ts';
+import { checkGolds, rlPrompts } from './train-rl.ts';
 import { parseTargets } from './train-sft.ts';
 import { floatArg, intArg } from './main.ts';
 import { checkOutDir, expandPath } from './outputs.ts';
@@ -63,6 +63,8 @@ export interface ExportTrlOptions {
   beta?: number;
   rlLr?: number;
   rlSteps?: number;
+  /** How rewards.py grades: synthetic (default for the synthetic prompts) or gsm8k (default for --rl-data), as train-rl's --grader. */
+  grader?: 'synthetic' | 'gsm8k';
   /** Share of GRPO prompts without a budget line, held to the smallest budget (train-rl's --unbudgeted-share). */
   unbudgetedShare?: number;
   temperature?: number;
@@ -108,17 +110,29 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const invocationIds = tokDir ? loadTokenizer(tokDir).encode(invocation, { addSpecialTokens: false }) : undefined;
   if (invocationIds && !invocationIds.length) throw new Error(`export-trl: the invocation "${invocation}" encodes to no tokens with the tokenizer in ${tokDir}`);
 
-  // SFT conversations: the default recipe's adapter data (reasoningExamples), or the user's file.
+  // SFT data in TRL's prompt-completion form, trained with completion_only_loss (TRL's assistant_only_loss needs
+  // a template with {% generation %} markers, which Qwen's and the default model's lack): a conversation gives
+  // one record per assistant turn, the turns before it as the prompt, as train-sft trains every assistant turn.
+  // The default recipe's adapter data (reasoningExamples), or the user's file, which must be all conversations
+  // or all prompt/completion pairs (a TRL dataset has one format).
   let sft: Record<string, unknown>[];
   if (o.data) {
-    sft = readJsonl(o.data).map((r) => ('messages' in r ? { messages: r.messages } : { prompt: r.prompt, completion: r.completion }));
+    const records = readJsonl(o.data), conversations = records.filter((r) => 'messages' in r);
+    if (conversations.length && conversations.length < records.length) {
+      const odd = records.find((r) => !('messages' in r))!;
+      throw new Error(`export-trl: ${o.data} mixes conversations ("messages") and prompt/completion lines (e.g. line ${odd.line}); a TRL dataset has one format: split the file`);
+    }
+    sft = records.flatMap((r) => ('messages' in r ? turns(r.messages) : [{ prompt: r.prompt, completion: r.completion }]));
   } else {
-    sft = reasoningConversations(o.examples ?? 24000, seed).map((c) => ({ messages: [{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }] }));
+    sft = reasoningConversations(o.examples ?? 24000, seed).flatMap((c) => turns([{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }]));
   }
   // GRPO prompts: the same prompts as train-rl, each with its budget bucket as the control text that follows the
   // invocation (train_grpo.py appends both to the chat-templated prompt, as answer() and train-rl feed them). As
   // in train-rl, a share of the prompts carries no control line and is held to the smallest budget.
+  const grader = o.grader ?? (o.rlData ? 'gsm8k' : 'synthetic');
+  if (grader !== 'synthetic' && grader !== 'gsm8k') throw new Error(`export-trl: rewards.py grades as synthetic or gsm8k, not ${JSON.stringify(grader)}`);
   const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed), share = o.unbudgetedShare ?? 0.25;
+  if (o.rlData) checkGolds(prompts, grader, o.rlData);
   const grpo = prompts.map((p, i) => {
     const bare = Math.floor((i + 1) * share) > Math.floor(i * share), budget = bare ? Math.min(...budgets) : budgets[i % budgets.length];
     return { prompt: [{ role: 'user', content: p.question }], control: bare ? '' : `\n${budgetSystemLine(budget)}`, answer: String(p.gold), budget };
@@ -136,7 +150,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     grpo: {
       dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 160,
       beta: o.beta ?? 0, temperature: o.temperature ?? 1, max_completion_length: 2 * Math.max(...budgets), unbudgeted_share: share, seed,
-      reward: { penalty: 'budget', lambda: o.lambda ?? 3, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
+      reward: { penalty: 'budget', grader, lambda: o.lambda ?? 3, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
     },
   };
 
@@ -151,27 +165,36 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const common = { model_name_or_path: base.name, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none' };
   write('sft.yaml', yaml({
     ...common, dataset_name: 'data/sft', output_dir: 'out/sft-adapter', learning_rate: recipe.sft.learning_rate, num_train_epochs: recipe.sft.num_train_epochs,
-    per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, assistant_only_loss: true, lr_scheduler_type: 'cosine', warmup_ratio: 0.03,
+    per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, completion_only_loss: true, lr_scheduler_type: 'cosine', warmup_ratio: 0.03,
   }, 'TRL SFT config (edgereason export-trl). Plain LoRA via `trl sft --config sft.yaml`; train_sft.py reads it and adds activated LoRA.'));
   write('grpo.yaml', yaml({
     ...common, dataset_name: 'data/grpo', output_dir: 'out/grpo-adapter', learning_rate: recipe.grpo.learning_rate, max_steps: recipe.grpo.max_steps,
     num_generations: recipe.grpo.num_generations, per_device_train_batch_size: recipe.grpo.num_generations, max_completion_length: recipe.grpo.max_completion_length,
     temperature: recipe.grpo.temperature, beta: recipe.grpo.beta, reward_funcs: ['rewards.budget_reward'],
   }, 'TRL GRPO config (edgereason export-trl): budget-conditioned prompts, reward in rewards.py; train_grpo.py starts from the SFT adapter.'));
-  write('rewards.py', REWARDS.replace('__LAMBDA__', String(recipe.grpo.reward.lambda)));
+  write('rewards.py', REWARDS.replace('__LAMBDA__', String(recipe.grpo.reward.lambda)).replaceAll('__GRADER__', grader));
   write('train_sft.py', TRAIN_SFT.replace('__INVOCATION__', JSON.stringify(invocation)));
   write('train_grpo.py', TRAIN_GRPO.replace('__INVOCATION__', JSON.stringify(invocation)));
   write('README.md', readme(base.name, recipe));
   return { files, sftExamples: sft.length, grpoPrompts: grpo.length, recipe };
 }
 
-const REWARDS = `"""Budget reward for TRL GRPO (written by edgereason export-trl; the same reward as edgereason's train-rl with the
-synthetic task's grader): correct - min(1, lam * max(0, thinking - budget) / budget), and -1 when the thinking segment
-never closes. Thinking runs to the first </think>; the reply is what follows the last one. A numeric gold needs the
-reply's last "#### n" line (its first number); any other gold must equal the reply exactly (trimmed)."""
+/** One prompt-completion record per assistant turn: the turns before it are its prompt. */
+function turns(messages: { role: string; content: string }[]): Record<string, unknown>[] {
+  return messages.flatMap((m, i) => (m.role === 'assistant' ? [{ prompt: messages.slice(0, i), completion: [m] }] : []));
+}
+
+const REWARDS = `"""Budget reward for TRL GRPO (written by edgereason export-trl; the same reward as edgereason's train-rl):
+correct - min(1, lam * max(0, thinking - budget) / budget), and -1 when the thinking segment never closes. Thinking
+runs to the first </think>; the reply is what follows the last one. Graded as train-rl's --grader __GRADER__ grades:
+- synthetic: a numeric gold needs the reply's last "#### n" line (its first number); any other gold must equal
+  the reply exactly (trimmed);
+- gsm8k: the last answer the reply states ("#### n", "the answer is n", "Answer: n", \\boxed{n}; after the last "="
+  of a worked expression), else its last number, equal to the gold's number."""
 import re
 
 LAMBDA = __LAMBDA__
+GRADER = "__GRADER__"
 TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
 NUMBER = re.compile(r"(?<![\\w.])-?(?:\\d{1,3}(?:,\\d{3})+|\\d+)(?:\\.\\d+)?|(?<![\\w.])-?\\.\\d+")
 
@@ -181,26 +204,65 @@ def _text(completion):
 
 
 def _float(s):
-    try:
-        return float(str(s).replace(",", "").replace("$", "").strip())
-    except ValueError:
-        return None
+    t = re.sub(r"\\s*\\([^()]*[A-Za-z][^()]*\\)$", "", str(s).strip()).replace("\\\\$", "").replace("$", "")
+    t = re.sub(r"(\\d),(?=\\d{3}\\b)", r"\\1", t)
+    t = re.sub(r"[.%]$", "", t).strip()
+    if re.fullmatch(r"-?(\\d+(\\.\\d+)?|\\.\\d+)", t):
+        return float(t)
+    frac = re.fullmatch(r"(-?\\d+(?:\\.\\d+)?)\\s*/\\s*(\\d+(?:\\.\\d+)?)", t)
+    return float(frac.group(1)) / float(frac.group(2)) if frac and float(frac.group(2)) != 0 else None
+
+
+def _first_number(s):
+    m = NUMBER.search(s)
+    return _float(m.group(0)) if m else None
+
+
+def _stated(reply):
+    """The last explicit answer's number (None when that answer holds none); the last number when there is none."""
+    found = []
+    for m in re.finditer(r"####[ \\t]*([^\\n]*)", reply):
+        line = m.group(1).strip()
+        if re.match(r"\\$?-?\\.?\\d", line) and not re.match(r"\\d+[.:)]\\s+[A-Za-z]", line):
+            found.append((m.start(), line))
+    for m in re.finditer(r"\\banswer\\s+is\\**:?\\s*([^\\n]*)|(?:^|\\n)[ \\t*#]*(?:final\\s+)?answer\\s*\\**:\\**\\s*([^\\n]*)", reply, re.I):
+        rest = m.group(1) if m.group(1) is not None else m.group(2)
+        box = re.findall(r"\\\\boxed\\{([^{}]*)\\}", rest)
+        if box:
+            phrase = box[-1]
+        else:
+            cut = next((d for d in re.finditer(r"\\.\\s+(?=[A-Z])", rest) if re.search(r"\\d", rest[:d.start()])), None)
+            phrase = rest[:cut.start()] if cut else rest
+            eq = phrase.find("=")
+            if eq >= 0 and re.search(r"\\d\\s*[-+*/×÷^]\\s*\\(?-?\\$?\\d", phrase[:eq]):
+                phrase = phrase[phrase.rfind("=") + 1:]
+        phrase = phrase.replace("*", "").strip()
+        if phrase and re.search(r"\\d", phrase):
+            found.append((m.start(), phrase))
+    for m in re.finditer(r"\\\\boxed\\{([^{}]*)\\}", reply):
+        if m.group(1).strip():
+            found.append((m.start(), m.group(1)))
+    if found:
+        phrase = max(found, key=lambda f: f[0])[1]
+        n = _float(phrase)
+        if n is not None:
+            return n
+        return None if re.match(r"\\d+:\\d+", phrase.strip()) else _first_number(phrase)
+    nums = NUMBER.findall(reply)
+    return _float(nums[-1]) if nums else None
 
 
 def _hash_answer(reply):
     i = reply.rfind("####")
-    if i < 0:
-        return None
-    m = NUMBER.search(reply[i + 4:].split("\\n")[0])
-    return _float(m.group(0)) if m else None
+    return None if i < 0 else _first_number(reply[i + 4:].split("\\n")[0])
 
 
 def _correct(reply, gold):
     want = _float(gold)
-    if want is None:
+    if GRADER == "synthetic" and want is None:
         return reply.strip() == str(gold).strip()
-    got = _hash_answer(reply)
-    return got is not None and abs(got - want) <= 1e-12 * max(1.0, abs(got), abs(want))
+    got = _hash_answer(reply) if GRADER == "synthetic" else _stated(reply)
+    return want is not None and got is not None and abs(got - want) <= 1e-12 * max(1.0, abs(got), abs(want))
 
 
 def budget_reward(completions, answer, budget, **kwargs):
@@ -234,7 +296,7 @@ peft_config = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dro
                          alora_invocation_tokens=invocation_tokens)
 args = SFTConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate"], num_train_epochs=cfg["num_train_epochs"],
                  per_device_train_batch_size=cfg["per_device_train_batch_size"], max_length=cfg["max_length"],
-                 assistant_only_loss=cfg["assistant_only_loss"], lr_scheduler_type=cfg["lr_scheduler_type"],
+                 completion_only_loss=cfg["completion_only_loss"], lr_scheduler_type=cfg["lr_scheduler_type"],
                  warmup_ratio=cfg["warmup_ratio"], bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
 trainer = SFTTrainer(model=cfg["model_name_or_path"], args=args, train_dataset=load_dataset(cfg["dataset_name"], split="train"),
                      processing_class=tok, peft_config=peft_config)
@@ -280,7 +342,7 @@ trainer.save_model(cfg["output_dir"])
 function readme(base: string, recipe: { sft: { examples: number }; grpo: { prompts: number; budgets: number[] } }): string {
   return `# edgereason → TRL
 
-Base model: \`${base}\`. ${recipe.sft.examples} SFT conversations in \`data/sft\`, ${recipe.grpo.prompts} GRPO prompts
+Base model: \`${base}\`. ${recipe.sft.examples} SFT examples (prompt-completion) in \`data/sft\`, ${recipe.grpo.prompts} GRPO prompts
 (budgets ${recipe.grpo.budgets.join(', ')}) in \`data/grpo\`. All hyper-parameters: \`recipe.json\`.
 
 \`\`\`sh
@@ -307,6 +369,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--tokenizer <dir>', 'local tokenizer folder for the invocation token ids in recipe.json (default: the base model if local; for a Hub id without it, they are left to train_sft.py)')
     .option('--data <file>', 'your SFT JSONL ({"messages"} or {"prompt","completion"}); default: the synthetic reasoning traces')
     .option('--rl-data <file>', 'your RL prompts, JSONL of {"prompt","answer"}; default: the synthetic train split')
+    .option('--grader <g>', 'how rewards.py grades: synthetic | gsm8k (default: synthetic for the synthetic prompts, gsm8k for --rl-data, as train-rl)')
     .option('--examples <n>', 'synthetic SFT conversations (the default recipe trains on 24000)', intArg('--examples', 1), 24000)
     .option('--rl-prompts <n>', 'synthetic GRPO prompts', intArg('--rl-prompts', 1), 4000)
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 1), 16)
@@ -330,8 +393,8 @@ export function exportTrlCommand(program: Command): void {
       const r = exportTrl({
         out: o.out, overwrite: !!o.overwrite, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: o.examples, rlPrompts: o.rlPrompts,
         rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), invocation: o.aloraInvocation, lr: o.lr, epochs: o.epochs,
-        budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, unbudgetedShare: o.unbudgetedShare, seed: o.seed,
+        budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, unbudgetedShare: o.unbudgetedShare, grader: o.grader, seed: o.seed,
       });
-      console.log(`export-trl: ${r.sftExamples} SFT conversations, ${r.grpoPrompts} GRPO prompts; wrote ${r.files.join(', ')} to ${o.out} (see README.md there)`);
+      console.log(`export-trl: ${r.sftExamples} SFT examples, ${r.grpoPrompts} GRPO prompts; wrote ${r.files.join(', ')} to ${o.out} (see README.md there)`);
     });
 }

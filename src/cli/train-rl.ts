@@ -1,11 +1,12 @@
 import fs from 'node:fs';
+import { readJsonlLines } from '../io/jsonl.ts';
 import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
 import { loadModel } from '../runtime/model.ts';
 import { trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
-import { TASKS, type Task } from '../tasks/grade.ts';
+import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg } from './main.ts';
 import { artefacts, checkOutDir, removeStale } from './outputs.ts';
 
@@ -16,14 +17,23 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
       .map((it) => ({ question: it.question, gold: it.answer }));
   }
   if (!fs.existsSync(task)) throw new Error(`--task must be "synthetic" or a JSONL file of {"prompt","answer"} lines; ${task} does not exist`);
-  const rows = fs.readFileSync(task, 'utf8').split('\n').map((l, i) => [l, i + 1] as const).filter(([l]) => l.trim()).map(([l, n]) => {
-    let r: { prompt?: unknown; answer?: unknown };
-    try { r = JSON.parse(l); } catch (e) { throw new Error(`${task}:${n}: invalid JSON (${(e as Error).message})`); }
+  const rows = readJsonlLines(task, 'prompts').map(({ line: n, value }) => {
+    const r = (value ?? {}) as { prompt?: unknown; answer?: unknown };
     if (typeof r.prompt !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
-    return { question: r.prompt, gold: r.answer };
+    return { question: r.prompt, gold: r.answer, line: n };
   });
   if (!rows.length) throw new Error(`${task}: no prompts (expected JSONL lines of {"prompt","answer"})`);
   return rows;
+}
+
+/** A gold answer the grader cannot match even in "The answer is <gold>." would give its prompt zero reward forever: refuse it. */
+export function checkGolds(prompts: RlPrompt[], grader: Task, file: string): void {
+  const replies = (g: string | number) => (grader === 'synthetic' ? [`#### ${g}`, String(g)] : [`The final answer is $\\boxed{${g}}$.`]);
+  const bad = prompts.filter((p) => !replies(p.gold).some((r) => isCorrect(grader, r, p.gold)));
+  if (bad.length) {
+    throw new Error(`${file}: ${bad.length} answer${bad.length > 1 ? 's' : ''} the ${grader} grader can never match, e.g. line ${bad[0].line}: ${JSON.stringify(bad[0].gold)}`
+      + ` (give the answer alone, e.g. "5" rather than "5 apples"; or choose another --grader)`);
+  }
 }
 
 export function trainRlCommand(program: Command): void {
@@ -54,6 +64,7 @@ export function trainRlCommand(program: Command): void {
       const grader: Task = o.grader ?? (o.task === 'synthetic' ? 'synthetic' : 'gsm8k');
       if (!TASKS.includes(grader)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
       const prompts = rlPrompts(o.task, 4000, o.seed);
+      if (o.task !== 'synthetic') checkGolds(prompts, grader, o.task);
       const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
       if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`--budgets must list positive integers, got "${o.budgets}"`);
       checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });

@@ -31,7 +31,7 @@ export function trainSftCommand(program: Command): void {
     .option('--epochs <n>', 'epochs', intArg('--epochs', 1), 1)
     .option('--batch-tokens <n>', 'padded tokens per micro-batch', intArg('--batch-tokens', 2), 4096)
     .option('--accum <n>', 'micro-batches per optimizer step', intArg('--accum', 1), 1)
-    .option('--max-len <n>', 'truncate examples to this many tokens', intArg('--max-len', 2))
+    .option('--max-len <n>', 'cut examples to this many tokens (default: --batch-tokens or the model\'s context, the smaller)', intArg('--max-len', 2))
     .option('--eval-every <n>', 'eval loss every n steps (with --eval; the eval loss is always taken at the end)', intArg('--eval-every', 1))
     .option('--checkpoint-every <n>', 'checkpoint every n steps, and at the last step', intArg('--checkpoint-every', 1), 50)
     .option('--max-steps <n>', 'stop after n optimizer steps (the schedule still spans every epoch: --resume continues)', intArg('--max-steps', 1))

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
 import { generateBatch, type GenerateOptions } from '../runtime/generate.ts';
+import { readJsonlLines } from '../io/jsonl.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
 
@@ -57,8 +58,10 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
     out.forEach((c, k) => {
       const end = endThink === undefined ? -1 : c.tokens.indexOf(endThink);
       const thinking = o.reasoning ? (end >= 0 ? end : c.tokens.length) : 0; // the segment, without its tags
+      const closed = end >= 0 || (endThink === undefined && c.text.includes('</think>')); // a tag of several tokens: in the text
       results.push({
-        id: group[k].id, category: group[k].category, correct: isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
+        // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
+        id: group[k].id, category: group[k].category, correct: (!o.reasoning || closed) && isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
         tokens: c.tokens.length, thinkingTokens: thinking, ttftMs: c.ttftMs, latencyMs: c.totalMs, wallShareMs: Math.max(...out.map((x) => x.totalMs)) / out.length,
       });
     });
@@ -96,17 +99,17 @@ export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, m
 /** GSM8K / MATH-500 / SVAMP / ASDiv test files from ../shared/data. */
 export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
   if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (the shared data folder must sit beside the project)`);
-  const lines = fs.readFileSync(file, 'utf8').split('\n').map((l, i) => [l, i + 1] as const).filter(([l]) => l.trim()).slice(0, limit);
+  const lines = readJsonlLines(file).slice(0, limit);
   const fields: Partial<Record<Task, string[]>> = { gsm8k: ['question', 'answer'], math500: ['problem', 'answer'], svamp: ['Body', 'Question', 'Answer'] };
-  return lines.map(([l, n]) => {
-    const where = `${path.basename(file)}:${n}`;
-    let r: Record<string, unknown>;
-    try { r = JSON.parse(l); } catch (e) { throw new Error(`eval: ${file}:${n}: invalid JSON (${(e as Error).message})`); }
+  return lines.map(({ line: n, value }) => {
+    const where = `${path.basename(file)}:${n}`, r = value as Record<string, unknown>;
     const missing = (fields[task] ?? []).find((k) => r?.[k] === undefined || r[k] === null);
     if (missing) throw new Error(`eval: ${file}:${n}: field "${missing}" is missing (a ${task} line needs ${fields[task]!.join(', ')})`);
     if (task === 'gsm8k') return { id: where, question: String(r.question), gold: String(r.answer).split('####').pop()!.trim(), category: task, task };
     if (task === 'math500') return { id: where, question: String(r.problem), gold: r.answer as string | number, category: r.level ? `level ${r.level}` : task, task };
-    if (task === 'svamp') return { id: where, question: `${r.Body} ${r.Question}`, gold: r.Answer as string | number, category: task, task };
+    // SVAMP bodies often lack their final period; joined as Qwen2.5-Math's evaluation joins them.
+    const body = () => String(r.Body).trim().replace(/([^.?!])$/, '$1.');
+    if (task === 'svamp') return { id: where, question: `${body()} ${String(r.Question).trim()}`, gold: r.Answer as string | number, category: task, task };
     throw new Error(`eval: task ${task} has no dataset reader`);
   });
 }

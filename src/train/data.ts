@@ -10,7 +10,7 @@
  * Loss-mask convention: mask[i] = 1 means token i is a TARGET, predicted from the logits at position i - 1.
  * So mask[0] is always 0, and the loss is sum over i of mask[i] * -log p(ids[i] | ids[0..i-1]).
  */
-import * as fs from 'node:fs';
+import { readJsonlLines } from '../io/jsonl.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 
 export interface Example { ids: number[]; lossMask: Uint8Array }
@@ -23,14 +23,9 @@ export type DataRecord =
 
 /** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
 export function readJsonl(file: string): DataRecord[] {
-  let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) { throw new Error(`${file}: cannot read dataset (${(e as Error).message})`); }
   const records: DataRecord[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const line = i + 1, where = `${file}:${line}`;
-    if (!raw.trim()) return;
-    let v: unknown;
-    try { v = JSON.parse(raw); } catch (e) { throw new Error(`${where}: invalid JSON (${(e as Error).message})`); }
+  readJsonlLines(file).forEach(({ line, value: v, raw }) => {
+    const where = `${file}:${line}`;
     if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where}: expected a JSON object, got ${raw.trim().slice(0, 40)}`);
     const o = v as Record<string, unknown>;
     if ('messages' in o) {

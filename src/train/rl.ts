@@ -23,7 +23,7 @@ import { checkOptions, checkpointOptions, interruptedMessage, resume, saveCheckp
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 
-export interface RlPrompt { question: string; gold: string | number }
+export interface RlPrompt { question: string; gold: string | number; /** Line of the prompts file. */ line?: number }
 
 export interface RlOptions {
   out: string;
@@ -152,7 +152,7 @@ export async function trainRl(
         const gold = batch[Math.floor(k / G)].p.gold;
         const t = thinkingLength(r.generated, endThink);
         r.thinking = t.length; r.closed = t.closed;
-        r.correct = isCorrect(task, tok.decode(r.generated), gold);
+        r.correct = t.closed && isCorrect(task, tok.decode(r.generated), gold); // an unclosed thinking has no answer
       });
       const rewards: number[] = [];
       for (let i = 0; i < rolls.length; i += G) {

@@ -87,7 +87,10 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   if (!o.full && (!Number.isInteger(rank) || rank <= 0)) throw new Error(`train-sft: --lora-r must be a positive integer, got ${rank}`);
   for (const t of targets) if (!PROJECTIONS.includes(t)) throw new Error(`train-sft: unknown target module "${t}" (use ${PROJECTIONS.join(', ')})`);
   if (o.full) toHfConfig(config); // a config that config.json cannot express fails now, not after the run
-  const seed = o.seed ?? 0, accum = o.accum ?? 1, epochs = o.epochs ?? 1, batchTokens = o.batchTokens ?? 4096, maxLen = o.maxLen ?? batchTokens;
+  // Examples are cut to the model's context at most: positions past it are never seen at inference.
+  const ctx = config.maxPositionEmbeddings;
+  if (o.maxLen !== undefined && o.maxLen > ctx) throw new Error(`train-sft: --max-len ${o.maxLen} exceeds the model's context of ${ctx} tokens`);
+  const seed = o.seed ?? 0, accum = o.accum ?? 1, epochs = o.epochs ?? 1, batchTokens = o.batchTokens ?? 4096, maxLen = o.maxLen ?? Math.min(batchTokens, ctx);
   const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation);
   if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, maxLen, o.aloraInvocation)}`);
   train = trainData.examples; evalSet = evalData.examples;

@@ -1,0 +1,14 @@
+/** JSONL files: one JSON value per non-blank line (a leading byte-order mark and CRLF line ends are fine). */
+import fs from 'node:fs';
+
+/** The non-blank lines of `file` with their 1-based line numbers, parsed; errors read `file:line: ...`. */
+export function readJsonlLines(file: string, what = 'dataset'): { line: number; value: unknown; raw: string }[] {
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) { throw new Error(`${file}: cannot read ${what} (${(e as Error).message})`); }
+  const out: { line: number; value: unknown; raw: string }[] = [];
+  text.replace(/^\uFEFF/, '').split('\n').forEach((raw, i) => {
+    if (!raw.trim()) return;
+    try { out.push({ line: i + 1, value: JSON.parse(raw), raw }); } catch (e) { throw new Error(`${file}:${i + 1}: invalid JSON (${(e as Error).message})`); }
+  });
+  return out;
+}
