@@ -272,3 +272,15 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.equal(help.match(/default:/g)?.length, 1, help);
   assert.match(help, /\(default: the embedded models\/default\)/);
 });
+
+test('answer uses the reasoning adapter beside the model by default (as serve does); --no-adapter is the base alone', () => {
+  const q = ['answer', '--model', 'models/default', '--question', 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?'];
+  const r = cli(q);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^adapter: models\/default\/reasoning-adapter \(the default; --no-adapter for the base model alone\)$/m);
+  assert.match(r.stderr, /^route: reasoning \(router score 0\.18\d, threshold 0\.411\)$/m, 'and its router.json: the gate escalates');
+  assert.equal(r.stdout.trim().split('\n').at(-1), '#### 19');
+  const base = cli([...q, '--no-adapter']);
+  assert.match(base.stderr, /^route: direct$/m);
+  assert.equal(base.stdout.trim(), '#### 17');
+});

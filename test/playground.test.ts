@@ -73,6 +73,7 @@ test('playground: a question streams thinking and answer into the page; route, v
     await page.fill('#temperature', '0.8');
     await page.fill('#seed', '4');
     await page.fill('#prompt', 'What is the capital of France?');
+    await page.check('#keep'); // this question goes with the conversation so far (by default each stands alone)
     await page.click('#send');
     await page.waitForFunction(() => document.querySelectorAll('.turn').length === 2 && /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
     assert.equal(await page.textContent('#route'), 'direct');
@@ -98,9 +99,15 @@ test('playground: a question streams thinking and answer into the page; route, v
     await page.selectOption('#reasoning', 'auto');
     await page.fill('#temperature', '0');
     await page.fill('#max-tokens', '100');
-    await page.fill('#prompt', 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?');
+    const zoe = 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?';
+    assert.match(await page.getAttribute('#prompt', 'placeholder') ?? '', new RegExp(zoe.replace(/[.?]/g, '\\$&')), 'the suggested question is one the model answers');
+    await page.fill('#prompt', 'What is the capital of France?');
     await page.click('#send');
     await page.waitForFunction(() => /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    await page.fill('#prompt', zoe);
+    await page.click('#send');
+    await page.waitForFunction(() => document.querySelectorAll('.turn').length === 2 && /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    // The second question stood alone (history off by default): the same answer as in a fresh conversation.
     assert.equal(await page.textContent('#route'), 'reasoning (router 0.18) · escalated: the direct answer "#### 17" was unsure');
     assert.deepEqual(await page.$$eval('.turn:last-child .sample .answer', (els) => els.map((e) => e.textContent)), ['#### 19']);
     assert.deepEqual(errors, []);

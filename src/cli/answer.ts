@@ -15,7 +15,8 @@ export function answerCommand(program: Command): void {
   program.command('answer')
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
     .requiredOption('--model <path>', 'base model')
-    .option('--adapter <dir>', 'reasoning adapter (activated LoRA, invocation "<think>")')
+    .option('--adapter <dir>', 'reasoning adapter (default: <model>/reasoning-adapter when present, as serve)')
+    .option('--no-adapter', 'the base model alone (reasoning off)')
     .option('--router <file>', 'router.json for reasoning auto (default: <model>/router.json when present; without one, auto reasons)')
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question')
@@ -48,6 +49,12 @@ export function answerCommand(program: Command): void {
       }
       const temperature: number = o.temperature ?? (o.samples > 1 ? 0.8 : 0), seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
+      // --no-adapter gives false; no flag, the adapter beside the model when there is one
+      if (o.adapter === undefined && beside('reasoning-adapter/adapter_config.json')) {
+        o.adapter = path.join(o.model, 'reasoning-adapter');
+        console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
+      }
+      if (o.adapter === false) o.adapter = undefined;
       const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && o.adapter ? beside('router.json') : undefined);
       const verifierFile: string | undefined = o.verifier ?? (o.vote.startsWith('verifier') ? beside('verifier.json') : undefined);
       if (o.reasoning === 'auto' && o.adapter && !routerFile) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
@@ -81,7 +88,7 @@ export function answerCommand(program: Command): void {
           r.samples.forEach((s, i) => console.error(`  ${i === r.chosen ? '*' : ' '} ${i}: ${JSON.stringify(s.extracted ?? null)}  ${s.thinkingTokens} thinking + ${s.answerTokens} answer tokens, ${s.finishReason}${s.capped ? ', capped' : ''}, mean logprob ${s.meanLogprob.toFixed(3)}${s.verifierScore === undefined ? '' : `, verifier ${s.verifierScore.toFixed(3)}`}`));
           console.error(`chosen answer (sample ${r.chosen}): ${r.answer}`);
         }
-        if (r.votes) console.error(`votes (${o.vote}): ${Object.entries(r.votes).map(([k, v]) => `${k}: ${+v.toFixed(3)}`).join(', ') || 'none'}`);
+        if (r.votes && r.samples.length > 1) console.error(`votes (${o.vote}): ${Object.entries(r.votes).map(([k, v]) => `${k}: ${+v.toFixed(3)}`).join(', ') || 'none'}`);
         const u = r.usage;
         console.error(`tokens: prompt ${u.promptTokens}, thinking ${u.thinkingTokens}, answer ${u.answerTokens}, generated ${u.completionTokens}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${temperature > 0 ? `; seed ${seed}` : ''}`);
         if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
