@@ -59,7 +59,7 @@ function graph(kind: Kind, B: number, cap: number): Uint8Array {
   return g.toModelProto({ opset: kind === 'Attention (opset 23)' ? 23 : 17 });
 }
 
-export async function runAttentionBench(o: { threads?: number; reps?: number } = {}) {
+export async function runAttentionBench(o: { threads?: number; reps?: number; /** null: write nothing */ resultsDir?: string | null } = {}) {
   const threads = o.threads ?? 2, reps = o.reps ?? 15, rand = seededRandom(7);
   const fill = (n: number) => Float32Array.from({ length: n }, () => rand() - 0.5);
   const rows: { kind: Kind; rows: number; len: number; capacity: number; ms: number }[] = [];
@@ -87,8 +87,9 @@ export async function runAttentionBench(o: { threads?: number; reps?: number } =
       console.error(`${kind}: ${B} rows × ${c.len} positions (capacity ${cap}): ${ms.toFixed(2)} ms`);
     }
   }
-  const date = new Date().toISOString().slice(0, 10), dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
   const result = { date, threads, layers: LAYERS, heads: { query: H, kv: HKV, size: D }, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows };
+  if (o.resultsDir === null) return result;
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, `attention-${date}.json`), JSON.stringify(result, null, 1) + '\n');
   fs.writeFileSync(path.join(dir, `attention-${date}.md`), [`# Decode-step attention cost ${date}`, '',

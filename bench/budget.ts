@@ -3,7 +3,7 @@
  * accuracy and mean thinking tokens, sampled (temperature 1, as the RL rollouts; one seeded sample per item) and
  * greedy; for each prompted budget the share of responses within it; and accuracy versus an inference-time
  * thinking cap K for both adapters, sampled (does RL beat truncation at equal budget?).
- * Writes bench/results/budget-<date>.json + .md and budget-cap.svg.
+ * Writes bench/results/budget-<date>.json, .md and -cap.svg (--results-dir elsewhere; --no-write: nothing).
  *   node --import tsx bench/budget.ts [--sft dir] [--rl dir] [--items 100]
  */
 import fs from 'node:fs';
@@ -33,7 +33,7 @@ async function run(m: Model, items: MathItem[], o: { budget?: number; cap?: numb
   return { accuracy: correct / n, thinking: thinking / n, ...(o.budget !== undefined ? { within: within / n } : {}) };
 }
 
-export async function runBudgetBench(o: { model?: string; sft?: string; rl?: string; items?: number; caps?: number[] } = {}) {
+export async function runBudgetBench(o: { model?: string; sft?: string; rl?: string; items?: number; caps?: number[]; /** null: write nothing */ resultsDir?: string | null } = {}) {
   const model = o.model ?? path.join(ROOT, 'models/default');
   const sftDir = o.sft ?? path.join(model, 'reasoning-adapter'), rlDir = o.rl ?? path.join(model, 'reasoning-adapter-rl');
   const items = makeSplits({ train: 0, val: 0, test: o.items ?? 100, seed: 0, mix: { hard: 1 } }).test as MathItem[];
@@ -59,7 +59,8 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
   const sftG = (result.SFT as { greedy: Run }).greedy, rlG = (result.RL as { greedy: Run }).greedy;
   result.thinking_reduction = 1 - rl.thinking / sft.thinking;
   result.accuracy_change_points = 100 * (rl.accuracy - sft.accuracy);
-  const date = new Date().toISOString().slice(0, 10), out = path.join(ROOT, 'bench/results');
+  const date = new Date().toISOString().slice(0, 10), out = o.resultsDir ?? path.join(ROOT, 'bench/results');
+  if (o.resultsDir === null) return result;
   fs.mkdirSync(out, { recursive: true });
   fs.writeFileSync(path.join(out, `budget-${date}.json`), JSON.stringify(result, null, 1) + '\n');
   const rlb = (result.RL as { budgets: Record<number, Run> }).budgets;
@@ -75,7 +76,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
     '| thinking cap K | ' + caps.join(' | ') + ' |', '|---|' + caps.map(() => '---:').join('|') + '|',
     ...capCurves.map((c) => `| ${c.name} | ${c.points.map(([, a]) => `${a.toFixed(1)} %`).join(' | ')} |`), ''].join('\n');
   fs.writeFileSync(path.join(out, `budget-${date}.md`), md);
-  writeSvg(path.join(out, 'budget-cap.svg'), await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true }));
+  writeSvg(path.join(out, `budget-${date}-cap.svg`), await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true }));
   return result;
 }
 

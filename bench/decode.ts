@@ -124,7 +124,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   const longContextTokens = opts.longContextTokens ?? 960;
   const progress = opts.progress ?? !!process.stderr.isTTY;
   const bar = progress
-    ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {value}/{total} {label}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
+    ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {value}/{total} {label} · ETA {eta_formatted}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
     : undefined;
   const note = (phase: string, total: number) => { bar?.start(total, 0, { phase, label: '' }); };
   const tick = (label: string) => bar?.increment(1, { label });

@@ -43,7 +43,7 @@ function stack(kind: { quant: 'q4' | 'fp32'; accuracyLevel: number }, layers: nu
   return g.toModelProto();
 }
 
-export async function runMatmulBench(o: { layers?: number; threads?: number; reps?: number } = {}) {
+export async function runMatmulBench(o: { layers?: number; threads?: number; reps?: number; /** null: write nothing */ resultsDir?: string | null } = {}) {
   const layers = o.layers ?? 12, threads = o.threads ?? 2, reps = o.reps ?? 15;
   const rows: { weights: string; ms: Record<number, number>; ratio: Record<number, number> }[] = [];
   for (const [label, kind] of Object.entries(KINDS)) {
@@ -60,8 +60,9 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
     rows.push({ weights: label, ms, ratio: Object.fromEntries(ROWS.map((m) => [m, ms[m] / ms[1]])) });
     console.error(`${label}: ${ROWS.map((m) => `M=${m} ${ms[m].toFixed(2)} ms (${(ms[m] / ms[1]).toFixed(2)}×)`).join(', ')}`);
   }
-  const date = new Date().toISOString().slice(0, 10), dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
   const result = { date, layers, threads, shape: `per layer: ${H}→${2 * I}, ${I}→${H}, 2 × ${H}→${H}`, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows };
+  if (o.resultsDir === null) return result;
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, `matmul-${date}.json`), JSON.stringify(result, null, 1) + '\n');
   fs.writeFileSync(path.join(dir, `matmul-${date}.md`), [`# Linear-layer batch cost ${date}`, '',

@@ -42,6 +42,7 @@ import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { SYSTEM_PROMPT } from '../src/tasks/synthetic.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
+import { StagedProgress } from '../src/train/progress.ts';
 import { isMainModule } from '../src/main-module.ts';
 
 export interface ReasoningBenchOptions {
@@ -157,6 +158,8 @@ export function paddedPrompt(model: Model, question: string, target: number): { 
 
 export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<ReasoningBenchResult> {
   const log = o.log ?? ((l: string) => console.error(l));
+  // A bar with ETA per section on a terminal (plain lines every 30 s otherwise); none when a caller takes the log.
+  const progress = o.log ? undefined : new StagedProgress({ itemUnit: 'questions' });
   const modelDir = o.model ?? DEFAULT_DIR, adapterDir = o.adapter ?? (o.model ? path.join(o.model, 'reasoning-adapter') : ADAPTER_DIR);
   if (!fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new Error(`bench: no reasoning adapter at ${adapterDir} (no adapter_config.json; pass --adapter)`);
   const routerFile = o.router ?? path.join(modelDir, 'router.json'), verifierFile = o.verifier ?? path.join(modelDir, 'verifier.json');
@@ -212,7 +215,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
         const on = await answer(model, c.question, { ...g, reasoning: 'on' });
         const auto = await answer(model, c.question, { ...g, reasoning: 'auto' }, { router });
         rows.push({ c, score: router.score(off.promptHidden!), off, on, auto, offOk: isCorrect(c.task, off.answer, c.gold), onOk: isCorrect(c.task, on.answer, c.gold), autoOk: isCorrect(c.task, auto.answer, c.gold) });
-        if (rows.length % 10 === 0) log(`routing: ${rows.length}/${cases.length}`);
+        progress?.update('routing', rows.length, cases.length);
       }
       type Row = (typeof rows)[number];
       const reason = (r: Row) => r.auto.route === 'reasoning', probe = (r: Row) => r.score >= router.threshold;
@@ -267,7 +270,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
           const chosen = vote(m, cands.slice(0, n)).chosen;
           if (isCorrect(c.task, r.samples[chosen].answer, c.gold) && r.samples[chosen].extracted !== undefined) hits[m][n]++;
         }
-        if ((k + 1) % 10 === 0) log(`parallel: ${k + 1}/${cases.length}`);
+        progress?.update('parallel', k + 1, cases.length);
       }
       const accuracy = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, hits[m][n] / cases.length]))]));
       // Wall time at the same tokens per sample: one prefill, a fork, fixed-length decoding.

@@ -184,7 +184,7 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
 
   const show = opts.progress ?? true, tty = !!process.stderr.isTTY;
   const bar = show && tty
-    ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {value}/{total} {label}', hideCursor: true, clearOnComplete: true, stream: process.stderr }, cliProgress.Presets.shades_classic)
+    ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {value}/{total} {label} · ETA {eta_formatted}', hideCursor: true, clearOnComplete: true, stream: process.stderr }, cliProgress.Presets.shades_classic)
     : undefined;
   let phase = '';
   const start = (name: string, total: number) => { phase = name; bar?.start(total, 0, { phase: name, label: '' }); };
@@ -259,6 +259,7 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
   }
   if (profile) result.profile = profile;
 
+  if (referenceBlas(info.blas)) console.error(`warning: PyTorch uses the reference BLAS (${info.blas}): its times are far slower than with OpenBLAS/MKL, so ours / torch flatters edgereason; install libopenblas0-pthread for a fair baseline`);
   // Key order: headline numbers first.
   const ordered = Object.fromEntries(['date', 'train_tok_s', 'torch_train_tok_s', 'train_ratio', 'peak_rss_mb', 'torch_peak_rss_mb', 'full_train_tok_s', 'torch_full_train_tok_s', 'full_train_ratio',
     'lora', 'full', 'model', 'settings', 'machine', 'profile'].filter((k) => k in result).map((k) => [k, result[k as keyof TrainBenchResult]])) as unknown as TrainBenchResult;
@@ -295,6 +296,9 @@ function runOurs(cfg: ChildConfig, tick: (label: string) => void): Promise<Child
     });
   });
 }
+
+/** Debian's netlib reference BLAS (libblas.so.3 under blas/): unoptimised, the slowest baseline PyTorch can have. */
+const referenceBlas = (blas: string) => /\/blas\/libblas\.so/.test(blas);
 
 function runTorch(cfg: ChildConfig, python: string, blasDir: string | undefined, tick: (label: string) => void): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
@@ -363,6 +367,7 @@ function markdown(r: TrainBenchResult): string {
     lines.push('');
   }
   const m = r.machine;
+  if (referenceBlas(m.torch_blas)) lines.push(`**Caution:** PyTorch ran on the reference BLAS (${m.torch_blas}), which is far slower than OpenBLAS or MKL: the ratios above flatter edgereason. Install \`libopenblas0-pthread\` (or pass --torch-blas) for a fair baseline.`, '');
   lines.push(`Machine: ${m.cpu}, ${m.cores} cores, ${m.memory_gb} GB, ${m.os}; node ${m.node}, onnxruntime-node ${m.onnxruntime_node}; Python ${m.python}, torch ${m.torch} (${m.torch_threads} threads, BLAS ${m.torch_blas}).`, '');
   return lines.filter((l, i) => l !== '' || lines[i - 1] !== '').join('\n');
 }

@@ -40,11 +40,13 @@ test('npm run demo: direct, reasoning, routed, capped, voted and escalated answe
   assert.equal(capped.line, '  thinking capped at 48    : <think> 4 * 4 = 16 15 + 16 = 31 31 + 2 = 33 33 - 19 = 14 14 * 2  </think> #### 14');
   assert.match(capped.result, /route reasoning; 48 thinking \+ 6 answer tokens/);
   assert.match(after('  SFT adapter, sampled     : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
-  assert.match(after('  RL (budget-forced), same : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
+  assert.match(after('  RL adapter, same sampling: <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
+  assert.match(after('  RL adapter, budget 96    : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
   const voted = after('  8 samples, majority vote : (sample 1 of 8) <think> ', hard.at);
-  assert.match(voted.result, /^ {4}→ votes \{("\d+":\d+,?)+\} → sample [1-8]'s answer "#### \d+": (correct|wrong \(gold 14\)); route reasoning;/);
-  const votes = JSON.parse(/votes (\{.*?\})/.exec(voted.result)![1]) as Record<string, number>;
-  assert.equal(Object.values(votes).reduce((a, b) => a + b, 0), 8, 'eight candidates voted');
+  assert.match(voted.result, /^ {4}→ votes (\d+( ×\d+)?(, )?)+ → sample [1-8]'s answer "#### \d+": (correct|wrong \(gold 14\)); route reasoning; \d+ thinking \+ \d+ answer tokens over the 8 samples;/);
+  const tally = /votes (.*?) →/.exec(voted.result)![1].split(', ').map((v) => Number(v.split(' ×')[1] ?? 1));
+  assert.equal(tally.reduce((a, b) => a + b, 0), 8, 'eight candidates voted');
+  assert.equal(after('  reasoning adapter on     : ', chat.at).line.startsWith('  reasoning adapter on     : <think> '), true, 'a chat answer with the adapter shows its (empty) thinking');
 
   const gate = after("Q (easy, 2 steps; the router's gate at work): Zoe has 7 dollars.");
   assert.equal(after('  base model, no reasoning: ', gate.at).line, '  base model, no reasoning: #### 17');

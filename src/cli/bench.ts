@@ -1,17 +1,23 @@
 import type { Command } from 'commander';
 import { floatArg, intArg } from './main.ts';
 
+/** Where a bench writes: bench/results/ (the committed results, by date), --results-dir, or nowhere (--no-write). */
+const output = (c: Command): Command => c
+  .option('--results-dir <dir>', 'write the JSON / Markdown / SVG results here instead of bench/results/')
+  .option('--no-write', 'write no result files (print only)');
+const resultsDir = (o: { write?: boolean; resultsDir?: string }): string | null | undefined => (o.write === false ? null : o.resultsDir);
+
 export function benchCommand(program: Command): void {
-  const bench = program.command('bench').description('benchmarks (results under bench/results/)');
-  bench.command('decode')
+  const bench = program.command('bench').description('benchmarks (results under bench/results/, or --results-dir / --no-write)');
+  output(bench.command('decode'))
     .description('prefill and batched decode speed on a Qwen2.5-0.5B-shaped q4 model vs llama.cpp')
     .option('--json', 'print the result as JSON')
     .option('--accuracy-level <n>', 'MatMulNBits accuracy level (0: fp32 activations … 4: int8)', intArg('--accuracy-level', 0, 4), 4)
     .action(async (o) => {
       const { runDecodeBench } = await import('../../bench/decode.ts');
-      await runDecodeBench({ json: !!o.json, accuracyLevel: o.accuracyLevel });
+      await runDecodeBench({ json: !!o.json, accuracyLevel: o.accuracyLevel, resultsDir: resultsDir(o) });
     });
-  bench.command('train')
+  output(bench.command('train'))
     .description('training-step speed (LoRA r16 on a Qwen2.5-0.5B-shaped model; full-parameter on the default model\'s shape) vs PyTorch CPU')
     .option('--json', 'print the result as JSON')
     .option('--threads <n>', 'threads for both sides', intArg('--threads', 1), 2)
@@ -22,9 +28,9 @@ export function benchCommand(program: Command): void {
     .option('--python <path>', 'Python with torch', '/usr/bin/python3')
     .action(async (o) => {
       const { runTrainBench } = await import('../../bench/train.ts');
-      await runTrainBench({ json: !!o.json, threads: o.threads, steps: o.steps, smallSteps: o.smallSteps, full: o.full, profile: !!o.profile, python: o.python });
+      await runTrainBench({ json: !!o.json, threads: o.threads, steps: o.steps, smallSteps: o.smallSteps, full: o.full, profile: !!o.profile, python: o.python, resultsDir: resultsDir(o) });
     });
-  bench.command('reasoning')
+  output(bench.command('reasoning'))
     .description('the embedded default: reasoning-turn TTFT (shared KV vs re-prefill), routing, parallel samples and votes')
     .option('--model <dir>', 'model folder (default models/default)')
     .option('--adapter <dir>', 'reasoning adapter (default <model>/reasoning-adapter)')
@@ -35,26 +41,26 @@ export function benchCommand(program: Command): void {
     .option('--shape-timing', 'also time parallel samples on random weights in Qwen2.5-0.5B\'s shape, fp32 and q4 (minutes; ~3 GB cached in the temp folder)')
     .action(async (o) => {
       const { runReasoningBench } = await import('../../bench/reasoning.ts');
-      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, routerTemperature: o.routerTemperature, parallelItems: o.parallelItems, parallelSplit: o.parallelSplit, shapeTiming: !!o.shapeTiming });
+      await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, routerTemperature: o.routerTemperature, parallelItems: o.parallelItems, parallelSplit: o.parallelSplit, shapeTiming: !!o.shapeTiming, resultsDir: resultsDir(o) });
     });
-  bench.command('matmul')
+  output(bench.command('matmul'))
     .description('batch cost of Qwen2.5-0.5B-sized linear layers: 4-bit MatMulNBits vs fp32 MatMul at M = 1, 2, 4, 8 rows')
     .option('--layers <n>', 'layers in the stack', intArg('--layers', 1), 12)
     .action(async (o) => {
       const { runMatmulBench } = await import('../../bench/matmul.ts');
-      await runMatmulBench({ layers: o.layers });
+      await runMatmulBench({ layers: o.layers, resultsDir: resultsDir(o) });
     });
-  bench.command('attention')
+  output(bench.command('attention'))
     .description('one decode step\'s attention over a KV cache (Qwen2.5-0.5B heads): GroupQueryAttention vs ONNX Attention, 1 and 8 rows, 64 and 1000 positions')
-    .action(async () => {
+    .action(async (o) => {
       const { runAttentionBench } = await import('../../bench/attention.ts');
-      await runAttentionBench();
+      await runAttentionBench({ resultsDir: resultsDir(o) });
     });
-  bench.command('budget')
+  output(bench.command('budget'))
     .description('budget forcing: SFT vs RL adapter on hard items (accuracy, thinking tokens), budget buckets, accuracy vs thinking cap')
     .option('--items <n>', 'hard test questions', intArg('--items', 1), 100)
     .action(async (o) => {
       const { runBudgetBench } = await import('../../bench/budget.ts');
-      await runBudgetBench({ items: o.items });
+      await runBudgetBench({ items: o.items, resultsDir: resultsDir(o) });
     });
 }

@@ -40,19 +40,19 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
       if (sample !== 0) return;
       if (p !== phase) {
         if (p === 'thinking') process.stdout.write(dim('<think> '));
-        else if (routed) process.stdout.write(dim(' </think> '));
+        else if (routed) process.stdout.write(dim(phase === 'thinking' ? ' </think> ' : '<think> </think> ')); // an empty thinking shows as such
         phase = p;
       }
       process.stdout.write(p === 'thinking' ? dim(piece.replace(/\n/g, ' ')) : piece.replace(/\n/g, ' '));
     },
   });
   const verdict = isCorrect('synthetic', res.answer, item.answer) ? 'correct' : `wrong (gold ${item.answer})`;
-  const ok = res.votes && res.samples.length > 1
-    ? `votes ${JSON.stringify(res.votes)} → sample ${res.chosen + 1}'s answer "${res.answer.replace(/\n/g, ' ').trim()}": ${verdict}`
-    : verdict;
+  const n = res.samples.length;
+  const tally = Object.entries(res.votes ?? {}).sort((a, b) => b[1] - a[1]).map(([k, v]) => (v > 1 ? `${k} ×${+v.toFixed(2)}` : k)).join(', ');
+  const ok = res.votes && n > 1 ? `votes ${tally} → sample ${res.chosen + 1}'s answer "${res.answer.replace(/\n/g, ' ').trim()}": ${verdict}` : verdict;
   const esc = res.escalation ? `, escalated: the direct answer "${res.escalation.answer}" had a token at p = ${Math.exp(res.escalation.logprob).toFixed(2)}` : '';
   console.log(`\n    → ${ok}; route ${res.route}${res.routerScore !== undefined ? ` (router ${res.routerScore.toFixed(2)}${esc})` : ''}; ` +
-    `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms`);
+    `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens${n > 1 ? ` over the ${n} samples` : ''}; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms`);
   return res;
 }
 
@@ -72,7 +72,8 @@ export function demoCommand(program: Command): void {
       const r = new Reasoner(model, { router, verifier });
       try {
         console.log(`edgereason demo — ${o.model}: Qwen2 architecture, ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}, vocab ${model.config.vocabSize}; ` +
-          `reasoning adapter: ${path.basename(adapter)} (activated LoRA, invocation <think>)${useRl ? `, budget-forced: ${path.basename(rl)}` : ''}${router ? '; router loaded' : ''}${verifier ? '; verifier loaded' : ''}\n`);
+          `reasoning adapter: ${path.basename(adapter)} (activated LoRA, invocation <think>)${useRl ? `, budget-forced: ${path.basename(rl)}` : ''}${router ? '; router loaded' : ''}${verifier ? '; verifier loaded' : ''}`);
+        console.log(dim(`Greedy unless marked sampled. TTFT: time to the first generated token. (router 0.xx): the probe's estimate that a question needs reasoning${router ? ` (it reasons from ${router.threshold.toFixed(2)}; a direct answer with an unlikely token escalates to reasoning)` : ''}. Measurements: docs/results.md\n`));
         for (const item of examples()) {
           console.log(`Q (${item.kind === 'chat' ? 'chat' : `${item.difficulty}, ${item.ops} steps`}): ${item.question}`);
           await show(r, item, 'base model, no reasoning', { reasoning: 'off', maxTokens: 32 });
@@ -80,7 +81,8 @@ export function demoCommand(program: Command): void {
           if (router) await show(r, item, 'router decides (auto)    ', { reasoning: 'auto', maxTokens: 400 });
           if (item.kind === 'math' && item.difficulty === 'hard') {
             await show(r, item, 'SFT adapter, sampled     ', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
-            if (rlr) await show(rlr, item, 'RL (budget-forced), same ', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
+            if (rlr) await show(rlr, item, 'RL adapter, same sampling', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
+            if (rlr) await show(rlr, item, 'RL adapter, budget 96    ', { reasoning: 'on', temperature: 1, seed: 2, budget: 96, maxTokens: 400 });
             await show(r, item, 'thinking capped at 48    ', { reasoning: 'on', maxThinkingTokens: 48, maxTokens: 400 });
             await show(r, item, '8 samples, majority vote ', { reasoning: 'on', samples: 8, temperature: 0.8, seed: 1, vote: 'majority', maxTokens: 400 }); // the best vote on this model (docs/results.md)
           }

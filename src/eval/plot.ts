@@ -34,9 +34,12 @@ export async function lineChart(c: LineChart): Promise<string> {
     data: { values },
     mark: { type: 'line', point: c.points ?? false },
     encoding: {
-      x: { field: 'x', type: 'quantitative', title: c.x, scale: c.logX ? { type: 'log' } : { zero: false } },
+      // The axis spans the data (a "nice" log axis ran on to 10 or 1,000 past the last point).
+      x: { field: 'x', type: 'quantitative', title: c.x, scale: c.logX ? { type: 'log', nice: false } : { zero: false, nice: false } },
       y: { field: 'y', type: 'quantitative', title: c.y, scale: { zero: false } },
-      color: { field: 'series', type: 'nominal', title: null, sort: c.series.map((s) => s.name) },
+      // Full legend labels; dashes tell apart series whose lines coincide.
+      color: { field: 'series', type: 'nominal', title: null, sort: c.series.map((s) => s.name), legend: { labelLimit: 400 } },
+      strokeDash: { field: 'series', type: 'nominal', sort: c.series.map((s) => s.name), title: null },
     },
   };
   return render(spec);
@@ -51,7 +54,7 @@ export async function barChart(c: { title: string; y: string; bars: { category: 
       x: { field: 'category', type: 'nominal', title: null, sort: null },
       xOffset: { field: 'series', sort: null },
       y: { field: 'value', type: 'quantitative', title: c.y },
-      color: { field: 'series', type: 'nominal', title: null, sort: null },
+      color: { field: 'series', type: 'nominal', title: null, sort: null, legend: { labelLimit: 400 } },
     },
   });
 }
