@@ -177,7 +177,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     model: { path: modelDir, adapter: adapterDir, router: router ? routerFile : undefined, verifier: verifier ? verifierFile : undefined, hiddenSize: H, layers: model.config.numLayers, context: ctx },
     settings: { reps, ttftReps: o.ttftReps ?? 15, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold, routerTemperature: o.routerTemperature ?? 0 },
     ttft: [],
-    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, threads: String(o.threads ?? process.env.EDGEREASON_THREADS ?? 'default'), loadavg: [os.loadavg()[0], 0] },
+    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, threads: String(o.threads ?? process.env.EDGEREASON_THREADS ?? 'default (the available CPUs, at most 8)'), loadavg: [os.loadavg()[0], 0] },
   };
   if (os.loadavg()[0] > 0.5) log(`warning: 1-minute load average ${os.loadavg()[0].toFixed(2)} before the run: other work shares the cores, timings will be high`);
   try {
@@ -245,7 +245,8 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
         };
       };
       const byCategory: NonNullable<ReasoningBenchResult['routing']>['byCategory'] = {};
-      for (const cat of [...new Set(rows.map((r) => r.c.category))].sort()) {
+      const ORDER = ['chat', 'easy', 'medium', 'hard']; // by difficulty
+      for (const cat of [...new Set(rows.map((r) => r.c.category))].sort((a, b) => ORDER.indexOf(a) - ORDER.indexOf(b))) {
         const rs = rows.filter((r) => r.c.category === cat);
         byCategory[cat] = { n: rs.length, directShare: mean(rs.map((r) => (reason(r) ? 0 : 1))), base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +r.autoOk)), latencyMs: latency(rs) };
       }
@@ -302,7 +303,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     if (result.parallel) {
       const p = result.parallel;
       writeSvg(`${stem}-accuracy-vs-n.svg`, await lineChart({
-        title: 'Accuracy vs parallel samples (synthetic test)', x: 'samples N', y: 'accuracy (%)', points: true, logX: true,
+        title: `Accuracy vs parallel samples (${p.n} hard ${p.split} items)`, x: 'samples N', y: 'accuracy (%)', points: true, logX: true,
         series: Object.entries(p.accuracy).map(([m, byN]) => ({ name: m, points: p.samples.map((n) => [n, 100 * byN[n]] as [number, number]) })),
       }));
     }

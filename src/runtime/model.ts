@@ -21,7 +21,7 @@ export interface LoadOptions {
   accuracyLevel?: number;
   /** A PEFT LoRA adapter folder; builds the graph with LoRA inputs. */
   adapter?: string;
-  /** ONNX Runtime intra-op threads (default: the physical cores, at most 8). */
+  /** ONNX Runtime intra-op threads (default: $EDGEREASON_THREADS, else the available CPUs, at most 8). */
   threads?: number;
   /** Run the session in a worker thread (default true). */
   worker?: boolean;
