@@ -89,20 +89,22 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
   }
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
   const result = { date, threads, layers: LAYERS, heads: { query: H, kv: HKV, size: D }, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows };
-  if (o.resultsDir === null) return result;
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, `attention-${date}.json`), JSON.stringify(result, null, 1) + '\n');
-  fs.writeFileSync(path.join(dir, `attention-${date}.md`), [`# Decode-step attention cost ${date}`, '',
+  const md = [`# Decode-step attention cost ${date}`, '',
     `${LAYERS} layers of Qwen2.5-0.5B's attention (${H} query heads, ${HKV} KV heads, head size ${D}), one new token per row over a cache of the runtime's capacity; random inputs, ${threads} threads, ${result.machine.cpu}. One session run (lower quartile of ${reps}).`, '',
     `| rows × cached positions | capacity | ${KINDS.join(' | ')} |`, `|---|---:|${KINDS.map(() => '---:').join('|')}|`,
     ...CASES.map((c) => {
       const r = rows.filter((x) => x.rows === c.rows && x.len === c.len);
       return `| ${c.rows} × ${c.len} | ${r[0].capacity} | ${r.map((x) => `${x.ms.toFixed(2)} ms`).join(' | ')} |`;
-    }), ''].join('\n'));
+    }), ''].join('\n');
+  if (o.resultsDir === null) { console.log(md); return result; }
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, `attention-${date}.json`), JSON.stringify(result, null, 1) + '\n');
+  fs.writeFileSync(path.join(dir, `attention-${date}.md`), md);
   return result;
 }
 
 if (isMainModule(import.meta.url)) {
   const i = process.argv.indexOf('--threads');
-  await runAttentionBench({ threads: i > 0 ? Number(process.argv[i + 1]) : undefined });
+  const dir = process.argv.indexOf('--results-dir');
+  await runAttentionBench({ threads: i > 0 ? Number(process.argv[i + 1]) : undefined, resultsDir: process.argv.includes('--no-write') ? null : dir > 0 ? process.argv[dir + 1] : undefined });
 }

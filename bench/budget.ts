@@ -60,9 +60,6 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
   result.thinking_reduction = 1 - rl.thinking / sft.thinking;
   result.accuracy_change_points = 100 * (rl.accuracy - sft.accuracy);
   const date = new Date().toISOString().slice(0, 10), out = o.resultsDir ?? path.join(ROOT, 'bench/results');
-  if (o.resultsDir === null) return result;
-  fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, `budget-${date}.json`), JSON.stringify(result, null, 1) + '\n');
   const rlb = (result.RL as { budgets: Record<number, Run> }).budgets;
   const md = [`# Budget forcing ${date}`, '', `${items.length} hard items of the synthetic test split, no budget line in the prompt; sampled at temperature 1 (one sample per item, seed = item index) unless marked greedy.`, '',
     '| adapter | accuracy | mean thinking tokens | greedy accuracy | greedy thinking tokens |', '|---|---:|---:|---:|---:|',
@@ -75,6 +72,9 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
     'Accuracy with an inference-time thinking cap K (sampled):', '',
     '| thinking cap K | ' + caps.join(' | ') + ' |', '|---|' + caps.map(() => '---:').join('|') + '|',
     ...capCurves.map((c) => `| ${c.name} | ${c.points.map(([, a]) => `${a.toFixed(1)} %`).join(' | ')} |`), ''].join('\n');
+  if (o.resultsDir === null) { console.log(md); return result; }
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, `budget-${date}.json`), JSON.stringify(result, null, 1) + '\n');
   fs.writeFileSync(path.join(out, `budget-${date}.md`), md);
   writeSvg(path.join(out, `budget-${date}-cap.svg`), await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true }));
   return result;
@@ -82,6 +82,6 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
 
 if (isMainModule(import.meta.url)) {
   const arg = (k: string) => { const i = process.argv.indexOf(k); return i > 0 ? process.argv[i + 1] : undefined; };
-  const r = await runBudgetBench({ sft: arg('--sft'), rl: arg('--rl'), items: arg('--items') ? Number(arg('--items')) : undefined });
+  const r = await runBudgetBench({ sft: arg('--sft'), rl: arg('--rl'), items: arg('--items') ? Number(arg('--items')) : undefined, resultsDir: process.argv.includes('--no-write') ? null : arg('--results-dir') });
   console.log(JSON.stringify(r, null, 1));
 }

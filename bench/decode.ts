@@ -414,6 +414,6 @@ if (isMainModule(import.meta.url)) {
     );
   } else {
     const num = (n: string) => (argValue(n) === undefined ? undefined : Number(argValue(n)));
-    await runDecodeBench({ json: process.argv.includes('--json'), accuracyLevel: num('--accuracy-level'), threads: num('--threads'), llamaThreads: num('--llama-threads') });
+    await runDecodeBench({ json: process.argv.includes('--json'), accuracyLevel: num('--accuracy-level'), threads: num('--threads'), llamaThreads: num('--llama-threads'), resultsDir: process.argv.includes('--no-write') ? null : argValue('--results-dir') });
   }
 }

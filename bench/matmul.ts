@@ -62,17 +62,19 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
   }
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
   const result = { date, layers, threads, shape: `per layer: ${H}→${2 * I}, ${I}→${H}, 2 × ${H}→${H}`, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows };
-  if (o.resultsDir === null) return result;
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, `matmul-${date}.json`), JSON.stringify(result, null, 1) + '\n');
-  fs.writeFileSync(path.join(dir, `matmul-${date}.md`), [`# Linear-layer batch cost ${date}`, '',
+  const md = [`# Linear-layer batch cost ${date}`, '',
     `${layers} layers of Qwen2.5-0.5B-sized projections (${result.shape}), random weights, ${threads} threads, ${result.machine.cpu}. One session run at M rows (lower quartile of ${reps}).`, '',
     `| weights | ${ROWS.map((m) => `M=${m}`).join(' | ')} |`, `|---|${ROWS.map(() => '---:').join('|')}|`,
-    ...rows.map((r) => `| ${r.weights} | ${ROWS.map((m) => `${r.ms[m].toFixed(2)} ms (${r.ratio[m].toFixed(2)}×)`).join(' | ')} |`), ''].join('\n'));
+    ...rows.map((r) => `| ${r.weights} | ${ROWS.map((m) => `${r.ms[m].toFixed(2)} ms (${r.ratio[m].toFixed(2)}×)`).join(' | ')} |`), ''].join('\n');
+  if (o.resultsDir === null) { console.log(md); return result; }
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, `matmul-${date}.json`), JSON.stringify(result, null, 1) + '\n');
+  fs.writeFileSync(path.join(dir, `matmul-${date}.md`), md);
   return result;
 }
 
 if (isMainModule(import.meta.url)) {
   const arg = (k: string) => { const i = process.argv.indexOf(k); return i > 0 ? Number(process.argv[i + 1]) : undefined; };
-  await runMatmulBench({ layers: arg('--layers'), threads: arg('--threads') });
+  const dir = process.argv.indexOf('--results-dir');
+  await runMatmulBench({ layers: arg('--layers'), threads: arg('--threads'), resultsDir: process.argv.includes('--no-write') ? null : dir > 0 ? process.argv[dir + 1] : undefined });
 }

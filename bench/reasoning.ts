@@ -282,6 +282,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       log(`parallel: ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTimes.map((wt) => `@${wt[0].tokensPerSample} tokens ${wt.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`).join('; ')}`);
     }
   } finally {
+    progress?.stop(); // a failure mid-section leaves no bar (or hidden cursor) behind
     await model.close();
   }
   if (o.shapeTiming) result.shapeTiming = await shapeWallTimes(sampleCounts, reps, log);

@@ -118,15 +118,26 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
   fs.writeFileSync(rl, JSON.stringify({ prompt: 'Q1', answer: '1,000' }) + '\n');
   exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, rlData: rl });
   assert.match(fs.readFileSync(path.join(out, 'rewards.py'), 'utf8'), /^GRADER = "gsm8k"$/m);
-  const replies = ['a</think>The answer is 72.', 'a</think>So 60 + 12 = 72 apples.', 'a</think>The answer is 5 + 3 = 8. Then 72.', 'a</think>#### 72\nThe answer is 71', 'a</think>$\\boxed{72}$',
-    'a</think>Answer: $1,000', 'a</think>**Answer:** 72 apples', 'a</think>#### 2. Subtract 5\nso 72', 'a</think>The answer is 3:45', 'a</think>nothing'];
-  const golds = ['72', '72', '8', '71', '72', '1000', '72', '72', '72', '72'];
+  const cases: [string, string][] = [
+    ['The answer is 72.', '72'], ['So 60 + 12 = 72 apples.', '72'], ['The answer is 5 + 3 = 8. Then 72.', '8'], ['#### 72\nThe answer is 71', '71'],
+    ['$\\boxed{72}$', '72'], ['Answer: $1,000', '1000'], ['**Answer:** 72 apples', '72'], ['#### 2. Subtract 5\nso 72', '72'], ['The answer is 3:45', '72'],
+    ['nothing', '72'], ['\\boxed{\\frac{7}{2}}', '3.5'], ['The answer is $\\frac{7}{2}$', '3.5'], ['\\boxed{\\dfrac{1}{4}}', '0.25'],
+    ['Answer: \\(\\frac{1}{2}\\)', '0.5'], ['\\boxed{1,\\!200}', '1200'], ['$\\boxed{\\$1,\\!200}$', '1200'], ['\\boxed{1\\,000}', '1000'],
+    ['\\boxed{5\\text{ hours}} (which is 300 minutes)', '5'], ['\\boxed{3} then \\boxed{4', '3'], ['The answer is 3\\sqrt{3}', '3'],
+    ['The answer is -(1/3)', String(-1 / 3)], ['The answer is ５', '5'], ['The answer is: 5', '5'], ['#### -3.5', '-3.5'], ['\\fbox{12}', '12'], ['\\boxed 9', '9'],
+  ];
+  const replies = cases.map(([r]) => `a</think>${r}`), golds = cases.map(([, g]) => g);
   const py = spawnSync('python3', ['-c', `import sys; sys.path.insert(0, "."); import rewards\nprint(rewards.budget_reward(${JSON.stringify(replies)}, ${JSON.stringify(golds)}, [1000] * ${replies.length}))`], { cwd: out, encoding: 'utf8' });
   if (!py.error) {
     assert.equal(py.status, 0, py.stderr);
     const want = replies.map((r, i) => (isCorrect('gsm8k', r, golds[i]) ? '1.0' : '0.0'));
-    assert.equal(py.stdout.trim(), `[${want.join(', ')}]`, 'rewards.py grades as the gsm8k grader does');
+    const got = JSON.parse(py.stdout.trim().replace(/'/g, '"'));
+    cases.forEach(([r, g], i) => assert.equal(got[i], Number(want[i]), `rewards.py grades ${JSON.stringify(r)} (gold ${g}) as the gsm8k grader does`));
     assert.ok(want.includes('1.0') && want.includes('0.0'));
+    // Under the synthetic grader a gold's JSON type decides (the "numeric" column keeps it): "5" is an exact reply, 5 a "#### 5" line.
+    const syn = spawnSync('python3', ['-c', 'import sys; sys.path.insert(0, "."); import rewards; rewards.GRADER = "synthetic"\nprint(rewards.budget_reward(["a</think>5", "a</think>#### 5"] * 2, ["5"] * 4, [99] * 4, numeric=[False, False, True, True]))'], { cwd: out, encoding: 'utf8' });
+    const ts = [['5', '5'], ['#### 5', '5'], ['5', 5], ['#### 5', 5]].map(([r, g]) => (isCorrect('synthetic', `a</think>${r}`, g) ? '1.0' : '0.0'));
+    assert.equal(syn.stdout.trim(), `[${ts.join(', ')}]`);
   }
   fs.writeFileSync(data, '{"messages": "nope"}\n');
   assert.throws(() => exportTrl({ out, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl:1: "messages" must be a non-empty list/);

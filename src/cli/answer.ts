@@ -50,7 +50,7 @@ export function answerCommand(program: Command): void {
       const temperature: number = o.temperature ?? (o.samples > 1 ? 0.8 : 0), seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
       // --no-adapter gives false; no flag, the adapter beside the model when there is one
-      if (o.adapter === undefined && beside('reasoning-adapter/adapter_config.json')) {
+      if (o.adapter === undefined && o.reasoning !== 'off' && beside('reasoning-adapter/adapter_config.json')) {
         o.adapter = path.join(o.model, 'reasoning-adapter');
         console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
       }

@@ -112,7 +112,8 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
 
   // SFT data in TRL's prompt-completion form, trained with completion_only_loss (TRL's assistant_only_loss needs
   // a template with {% generation %} markers, which Qwen's and the default model's lack): a conversation gives
-  // one record per assistant turn, the turns before it as the prompt, as train-sft trains every assistant turn.
+  // one record per assistant turn that follows something, the turns before it as the prompt (train-sft trains
+  // every assistant turn too; with an activated-LoRA invocation, only what follows the conversation's last one).
   // The default recipe's adapter data (reasoningExamples), or the user's file, which must be all conversations
   // or all prompt/completion pairs (a TRL dataset has one format).
   let sft: Record<string, unknown>[];
@@ -135,7 +136,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   if (o.rlData) checkGolds(prompts, grader, o.rlData);
   const grpo = prompts.map((p, i) => {
     const bare = Math.floor((i + 1) * share) > Math.floor(i * share), budget = bare ? Math.min(...budgets) : budgets[i % budgets.length];
-    return { prompt: [{ role: 'user', content: p.question }], control: bare ? '' : `\n${budgetSystemLine(budget)}`, answer: String(p.gold), budget };
+    return { prompt: [{ role: 'user', content: p.question }], control: bare ? '' : `\n${budgetSystemLine(budget)}`, answer: String(p.gold), numeric: typeof p.gold === 'number', budget };
   });
 
   const lora = { r: rank, lora_alpha: alpha, lora_dropout: o.dropout ?? 0, target_modules: targets, task_type: 'CAUSAL_LM', bias: 'none' };
@@ -181,102 +182,11 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
 
 /** One prompt-completion record per assistant turn: the turns before it are its prompt. */
 function turns(messages: { role: string; content: string }[]): Record<string, unknown>[] {
-  return messages.flatMap((m, i) => (m.role === 'assistant' ? [{ prompt: messages.slice(0, i), completion: [m] }] : []));
+  return messages.flatMap((m, i) => (m.role === 'assistant' && i > 0 ? [{ prompt: messages.slice(0, i), completion: [m] }] : []));
 }
 
-const REWARDS = `"""Budget reward for TRL GRPO (written by edgereason export-trl; the same reward as edgereason's train-rl):
-correct - min(1, lam * max(0, thinking - budget) / budget), and -1 when the thinking segment never closes. Thinking
-runs to the first </think>; the reply is what follows the last one. Graded as train-rl's --grader __GRADER__ grades:
-- synthetic: a numeric gold needs the reply's last "#### n" line (its first number); any other gold must equal
-  the reply exactly (trimmed);
-- gsm8k: the last answer the reply states ("#### n", "the answer is n", "Answer: n", \\boxed{n}; after the last "="
-  of a worked expression), else its last number, equal to the gold's number."""
-import re
-
-LAMBDA = __LAMBDA__
-GRADER = "__GRADER__"
-TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
-NUMBER = re.compile(r"(?<![\\w.])-?(?:\\d{1,3}(?:,\\d{3})+|\\d+)(?:\\.\\d+)?|(?<![\\w.])-?\\.\\d+")
-
-
-def _text(completion):
-    return completion if isinstance(completion, str) else "".join(m.get("content", "") for m in completion)
-
-
-def _float(s):
-    t = re.sub(r"\\s*\\([^()]*[A-Za-z][^()]*\\)$", "", str(s).strip()).replace("\\\\$", "").replace("$", "")
-    t = re.sub(r"(\\d),(?=\\d{3}\\b)", r"\\1", t)
-    t = re.sub(r"[.%]$", "", t).strip()
-    if re.fullmatch(r"-?(\\d+(\\.\\d+)?|\\.\\d+)", t):
-        return float(t)
-    frac = re.fullmatch(r"(-?\\d+(?:\\.\\d+)?)\\s*/\\s*(\\d+(?:\\.\\d+)?)", t)
-    return float(frac.group(1)) / float(frac.group(2)) if frac and float(frac.group(2)) != 0 else None
-
-
-def _first_number(s):
-    m = NUMBER.search(s)
-    return _float(m.group(0)) if m else None
-
-
-def _stated(reply):
-    """The last explicit answer's number (None when that answer holds none); the last number when there is none."""
-    found = []
-    for m in re.finditer(r"####[ \\t]*([^\\n]*)", reply):
-        line = m.group(1).strip()
-        if re.match(r"\\$?-?\\.?\\d", line) and not re.match(r"\\d+[.:)]\\s+[A-Za-z]", line):
-            found.append((m.start(), line))
-    for m in re.finditer(r"\\banswer\\s+is\\**:?\\s*([^\\n]*)|(?:^|\\n)[ \\t*#]*(?:final\\s+)?answer\\s*\\**:\\**\\s*([^\\n]*)", reply, re.I):
-        rest = m.group(1) if m.group(1) is not None else m.group(2)
-        box = re.findall(r"\\\\boxed\\{([^{}]*)\\}", rest)
-        if box:
-            phrase = box[-1]
-        else:
-            cut = next((d for d in re.finditer(r"\\.\\s+(?=[A-Z])", rest) if re.search(r"\\d", rest[:d.start()])), None)
-            phrase = rest[:cut.start()] if cut else rest
-            eq = phrase.find("=")
-            if eq >= 0 and re.search(r"\\d\\s*[-+*/×÷^]\\s*\\(?-?\\$?\\d", phrase[:eq]):
-                phrase = phrase[phrase.rfind("=") + 1:]
-        phrase = phrase.replace("*", "").strip()
-        if phrase and re.search(r"\\d", phrase):
-            found.append((m.start(), phrase))
-    for m in re.finditer(r"\\\\boxed\\{([^{}]*)\\}", reply):
-        if m.group(1).strip():
-            found.append((m.start(), m.group(1)))
-    if found:
-        phrase = max(found, key=lambda f: f[0])[1]
-        n = _float(phrase)
-        if n is not None:
-            return n
-        return None if re.match(r"\\d+:\\d+", phrase.strip()) else _first_number(phrase)
-    nums = NUMBER.findall(reply)
-    return _float(nums[-1]) if nums else None
-
-
-def _hash_answer(reply):
-    i = reply.rfind("####")
-    return None if i < 0 else _first_number(reply[i + 4:].split("\\n")[0])
-
-
-def _correct(reply, gold):
-    want = _float(gold)
-    if GRADER == "synthetic" and want is None:
-        return reply.strip() == str(gold).strip()
-    got = _hash_answer(reply) if GRADER == "synthetic" else _stated(reply)
-    return want is not None and got is not None and abs(got - want) <= 1e-12 * max(1.0, abs(got), abs(want))
-
-
-def budget_reward(completions, answer, budget, **kwargs):
-    rewards = []
-    for completion, gold, b in zip(completions, answer, budget):
-        text = _text(completion)
-        if "</think>" not in text:
-            rewards.append(-1.0)
-            continue
-        thinking, reply = text.split("</think>", 1)[0], text.rsplit("</think>", 1)[1]
-        n = len(TOKENIZER.encode(thinking, add_special_tokens=False)) + 1 if TOKENIZER else len(thinking.split()) + 1
-        rewards.append((1.0 if _correct(reply, gold) else 0.0) - min(1.0, LAMBDA * max(0, n - b) / b))
-    return rewards
-`;
+/** rewards.py: a Python file beside this one (its __LAMBDA__ and __GRADER__ filled in). */
+const REWARDS = fs.readFileSync(new URL('./trl-rewards.py', import.meta.url), 'utf8');
 
 const TRAIN_SFT = `"""SFT of the reasoning adapter with PEFT's activated LoRA (written by edgereason export-trl).
 Usage: python train_sft.py            (reads sft.yaml; needs torch, transformers, datasets, peft>=0.17, trl)"""

@@ -58,7 +58,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
     out.forEach((c, k) => {
       const end = endThink === undefined ? -1 : c.tokens.indexOf(endThink);
       const thinking = o.reasoning ? (end >= 0 ? end : c.tokens.length) : 0; // the segment, without its tags
-      const closed = end >= 0 || (endThink === undefined && c.text.includes('</think>')); // a tag of several tokens: in the text
+      const closed = end >= 0 || c.text.includes('</think>'); // a tag of several tokens shows in the text
       results.push({
         // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
         id: group[k].id, category: group[k].category, correct: (!o.reasoning || closed) && isCorrect(group[k].task, c.text, group[k].gold), text: c.text,

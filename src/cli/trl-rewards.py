@@ -1,0 +1,172 @@
+r"""Budget reward for TRL GRPO (written by edgereason export-trl; the same reward as edgereason's train-rl):
+correct - min(1, lam * max(0, thinking - budget) / budget), and -1 when the thinking segment never closes. Thinking
+runs to the first </think>; the reply is what follows the last one. Graded as train-rl's --grader __GRADER__ grades
+(a port of edgereason's src/tasks/grade.ts, checked against it by edgereason's tests):
+- synthetic: a numeric gold needs the reply's last "#### n" line (its first number); any other gold must equal
+  the reply exactly (trimmed);
+- gsm8k: the last answer the reply states ("#### n", "the answer is n", "Answer: n", \boxed{n}; after the last "="
+  of a worked expression; LaTeX fractions and spacing read as numbers), else its last number, equal to the gold."""
+import re
+
+LAMBDA = __LAMBDA__
+GRADER = "__GRADER__"
+TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
+A = re.ASCII  # \d and \w as in JavaScript: ASCII only
+NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\w.])-?\.\d+", A)
+
+
+def _text(completion):
+    return completion if isinstance(completion, str) else "".join(m.get("content", "") for m in completion)
+
+
+def _float(s):
+    """A plain number: "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)"."""
+    t = re.sub(r"\s*\([^()]*[A-Za-z][^()]*\)$", "", str(s).strip(), flags=A).replace("\\$", "").replace("$", "")
+    t = re.sub(r"(\d),(?=\d{3}\b)", r"\1", t, flags=A)
+    t = re.sub(r"[.%]$", "", t).strip()
+    neg = re.fullmatch(r"-\((.*)\)", t)
+    if neg:
+        t = "-" + neg.group(1)
+    if re.fullmatch(r"-?(\d+(\.\d+)?|\.\d+)", t, A):
+        return float(t)
+    frac = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)", t, A)
+    return float(frac.group(1)) / float(frac.group(2)) if frac and float(frac.group(2)) != 0 else None
+
+
+def _first_number(s):
+    m = NUMBER.search(s)
+    return _float(m.group(0)) if m else None
+
+
+def _last_boxed(text):
+    """Contents of the last \\boxed{...} (nested braces) or \\boxed x / \\fbox{...}; None if none or unclosed."""
+    i = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if i < 0:
+        return None
+    j = i + (6 if text.startswith("\\boxed", i) else 5)
+    if j < len(text) and text[j] == " ":
+        m = re.match(r" *([^\s$]+)", text[j:])
+        return m.group(1) if m else None
+    if j >= len(text) or text[j] != "{":
+        return None
+    depth = 0
+    for k in range(j, len(text)):
+        if text[k] == "{":
+            depth += 1
+        elif text[k] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[j + 1:k]
+    return None
+
+
+def _normalize_math(s):
+    """Strips LaTeX presentation so a value can be read (the parts of grade.ts's normalizeMath numbers need)."""
+    t = re.sub(r"(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)", " ", s.strip())
+    t = re.sub(r"\\[()\[\]]", " ", t)
+    t = re.sub(r"\\[dt]frac", r"\\frac", t)
+    t = re.sub(r"\\(?:left|right)(?![a-z])", "", t)
+    t = re.sub(r"\^\s*\{?\\circ\}?|\\circ|°", "", t)
+    t = re.sub(r"\\?%", "", t)
+    t = re.sub(r"\\?\$", "", t)
+    whole = re.fullmatch(r"\\(?:text|textbf|mbox|mathrm|mathbf|boldsymbol)\{([^{}]*)\}", t)
+    if whole:
+        t = whole.group(1)
+    else:
+        no_units = re.sub(r"\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?", "", t, flags=A).strip()
+        if no_units:
+            t = no_units
+    t = re.sub(r"^[A-Za-z]\s*(?:=|\\in)\s*", "", t)
+    t = re.sub(r"\s+", "", t)
+    t = re.sub(r"\.$", "", t)
+    t = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", t, flags=A)
+    t = re.sub(r"\\frac(\d)\{", r"\\frac{\1}{", t, flags=A)
+    t = re.sub(r"\\frac\{([^{}]*)\}(\d)", r"\\frac{\1}{\2}", t, flags=A)
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", t, A):
+        t = t.replace(",", "")
+    return re.sub(r"^(-?)\.(\d)", r"\g<1>0.\2", t, flags=A)
+
+
+def _latex_number(t):
+    if re.fullmatch(r"-?(\d+(\.\d+)?|\.\d+)", t, A):
+        return float(t)
+    ab = re.fullmatch(r"(-?\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)", t, A)
+    if ab and float(ab.group(2)) != 0:
+        return float(ab.group(1)) / float(ab.group(2))
+    f = re.fullmatch(r"(-?)(\d+)?\\frac\{(-?\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}", t, A)
+    if f and float(f.group(4)) != 0:
+        return (-1 if f.group(1) else 1) * (float(f.group(2) or 0) + float(f.group(3)) / float(f.group(4)))
+    return None
+
+
+def _stated_number(phrase, boxed):
+    n = _float(phrase)
+    if n is not None:
+        return n
+    if boxed or "\\" in phrase:
+        t = _normalize_math(phrase)
+        n = _latex_number(t)
+        if n is None:
+            m = re.fullmatch(r"\((.+)\)", t)
+            n = _latex_number(m.group(1)) if m else None
+        if n is not None or boxed or re.search(r"\\(?:frac|sqrt)|\^", phrase):
+            return n
+    return None if re.match(r"\d+:\d+", phrase.strip(), A) else _first_number(phrase)
+
+
+def _stated(reply):
+    """The last explicit answer's number (None when that answer holds none); the last number when there is none."""
+    found = []
+    for m in re.finditer(r"####[ \t]*([^\n]*)", reply):
+        line = m.group(1).strip()
+        if re.match(r"\$?-?\.?\d", line, A) and not re.match(r"\d+[.:)]\s+[A-Za-z]", line, A):
+            found.append((m.start(), line, False))
+    for m in re.finditer(r"\banswer\s+is\**:?\s*([^\n]*)|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)", reply, re.I | A):
+        rest = m.group(1) if m.group(1) is not None else m.group(2)
+        box = _last_boxed(rest)
+        if box is not None:
+            phrase = box
+        else:
+            cut = next((d for d in re.finditer(r"\.\s+(?=[A-Z])", rest) if re.search(r"\d", rest[:d.start()], A)), None)
+            phrase = rest[:cut.start()] if cut else rest
+            eq = phrase.find("=")
+            if eq >= 0 and re.search(r"\d\s*[-+*/×÷^]\s*\(?-?\$?\d", phrase[:eq], A):
+                phrase = phrase[phrase.rfind("=") + 1:]
+        phrase = phrase.replace("*", "").strip()
+        if phrase and re.search(r"\d", phrase, A):
+            found.append((m.start(), phrase, box is not None))
+    box = _last_boxed(reply)
+    if box is not None and box.strip():
+        found.append((max(reply.rfind("\\boxed"), reply.rfind("\\fbox")), box, True))
+    if found:
+        _, phrase, boxed = max(found, key=lambda f: f[0])
+        return _stated_number(phrase, boxed)
+    nums = NUMBER.findall(reply)
+    return _float(nums[-1]) if nums else None
+
+
+def _hash_answer(reply):
+    i = reply.rfind("####")
+    return None if i < 0 else _first_number(reply[i + 4:].split("\n")[0])
+
+
+def _correct(reply, gold, numeric):
+    if GRADER == "synthetic" and not numeric:  # a chat reply's gold: the exact reply
+        return reply.strip() == str(gold).strip()
+    want = _float(gold)
+    got = _hash_answer(reply) if GRADER == "synthetic" else _stated(reply)
+    return want is not None and got is not None and abs(got - want) <= 1e-12 * max(1.0, abs(got), abs(want))
+
+
+def budget_reward(completions, answer, budget, numeric=None, **kwargs):
+    rewards = []
+    for k, (completion, gold, b) in enumerate(zip(completions, answer, budget)):
+        text = _text(completion)
+        if "</think>" not in text:
+            rewards.append(-1.0)
+            continue
+        thinking, reply = text.split("</think>", 1)[0], text.rsplit("</think>", 1)[1]
+        n = len(TOKENIZER.encode(thinking, add_special_tokens=False)) + 1 if TOKENIZER else len(thinking.split()) + 1
+        num = numeric[k] if numeric is not None else _float(gold) is not None
+        rewards.append((1.0 if _correct(reply, gold, num) else 0.0) - min(1.0, LAMBDA * max(0, n - b) / b))
+    return rewards
