@@ -440,6 +440,16 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   await assert.rejects(run({ maxTokens: 0 }), /answer: maxTokens must be an integer ≥ 1, got 0/);
   await assert.rejects(run({ max_tokens: 5 } as object), /answer: unknown option "max_tokens"/);
   await assert.rejects(answer(scripted(policy).m, { messages: [] } as never), /answer: the question must be a string or a list of messages, got object/);
+  // A prompt that fills the context is refused before any prefill.
+  const full = scripted(policy);
+  (full.m as unknown as { encode: () => number[] }).encode = () => new Array(1000).fill(Q);
+  await assert.rejects(answer(full.m, 'q', { reasoning: 'off' }), /answer: the prompt has 1000 tokens, which leaves no room in the model's context of 1000 tokens/);
+  assert.equal(full.b.steps, 0, 'no prefill ran');
+  // A signal aborted before the call: nothing is generated, on either route.
+  for (const reasoning of ['off', 'on'] as const) {
+    const r = await answer(scripted(policy).m, 'q', { reasoning, samples: reasoning === 'on' ? 3 : 1, temperature: 0.5, signal: AbortSignal.abort() });
+    assert.deepEqual(r.samples.map((x) => [x.tokens, x.finishReason]), r.samples.map(() => [0, 'cancelled']), reasoning);
+  }
   // A router with nothing to route to (no adapter) is an error, not a silent "direct".
   const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;
   await assert.rejects(answer(bare, 'q', { reasoning: 'auto' }, { router: new Router(fitProbe([[0, 0], [1, 1]], [0, 1], { steps: 1 }), 0.5) }),

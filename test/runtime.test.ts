@@ -478,7 +478,8 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     const long = 'word '.repeat(model.config.maxPositionEmbeddings + 10);
-    await assert.rejects(m.complete(long), /prompt 0 has \d+ tokens, more than the model's context of 2048 tokens allows/);
+    await assert.rejects(m.complete(long), /prompt 0 has \d+ tokens; the model's context of 2048 tokens leaves no room to generate/);
+    await assert.rejects(m.generateBatch(['a', 'b', 'c'], [{ maxTokens: 2 }]), /generate: 1 option objects for 3 prompts \(give one per prompt, or one object for all\)/);
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);
     const c = await m.backend.newCache(1);
     await assert.rejects(m.backend.step(c, { tokens: [[V + 5]] }), new RegExp(`token id ${V + 5} is outside the vocabulary`));

@@ -149,6 +149,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const control = opts.budget !== undefined ? budgetControl(tok, opts.budget) : []; // fed after the invocation
   const ids = model.encode(messages, true), ctx = backend.config.maxPositionEmbeddings;
   if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
+  // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
+  if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = { temperature: opts.temperature ?? (n > 1 ? 0.8 : 0), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop };
   const seed = opts.seed ?? randomInt(2 ** 31);
@@ -231,7 +233,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       };
       const draw = seq.sampling(), first = sampleToken(base!.logits, draw, draw.u); // the engine's sampler, same draw
       seq.ttftMs = performance.now() - start;
-      seq.accept(first.token, first.logprob);
+      if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
+      else seq.accept(first.token, first.logprob);
       check();
       if (!seq.done) {
         await decode(backend, base!.cache, [seq], [[first.token]], start, {
@@ -273,6 +276,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     let pending: number[][];
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
+        if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
         const forced = seq.takeForced(); // a cap of 0 closes the thinking before anything is sampled
         if (forced.length) return forced;
         const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u);

@@ -326,7 +326,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: prompt ${i} is empty (no tokens)`); });
   const ctx = backend.config.maxPositionEmbeddings;
   prompts.forEach((p, i) => {
-    if (p.length >= ctx) throw new Error(`generate: prompt ${i} has ${p.length} tokens, more than the model's context of ${ctx} tokens allows`);
+    if (p.length >= ctx) throw new Error(`generate: prompt ${i} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`);
     opts[i] = { ...opts[i], maxTokens: Math.min(opts[i].maxTokens ?? 256, ctx - p.length) };
   });
   const seqs = prompts.map((p, i) => new Sequence(tokenizer, opts[i], p.length, onText && ((piece) => onText(i, piece))));

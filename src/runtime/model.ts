@@ -128,7 +128,10 @@ export class Model {
    * independently. Aborting `signal` ends every sequence at the next step (finish reason 'cancelled').
    */
   async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | PromptOptions[] = {}, onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
-    if (Array.isArray(opts)) opts.forEach((o) => checkKeys(o, PROMPT_OPTIONS, 'generate'));
+    if (Array.isArray(opts)) {
+      if (opts.length !== prompts.length) throw new Error(`generate: ${opts.length} option objects for ${prompts.length} prompts (give one per prompt, or one object for all)`);
+      opts.forEach((o) => checkKeys(o, PROMPT_OPTIONS, 'generate'));
+    }
     else checkKeys(opts, PROMPT_OPTIONS, 'generate');
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: opts.seed + i }));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
