@@ -284,3 +284,15 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.match(base.stderr, /^route: direct$/m);
   assert.equal(base.stdout.trim(), '#### 17');
 });
+
+test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', () => {
+  const src = at('conv-src');
+  fs.mkdirSync(src);
+  for (const f of fs.readdirSync(model.dir)) if (!f.endsWith('.gguf')) fs.copyFileSync(path.join(model.dir, f), path.join(src, f));
+  const before = snapshot(src);
+  assert.match(cli(['convert', '--model', src, '--out', src]).stderr, new RegExp(`--out ${src} is the --model folder: the converted model would be written over its own input`));
+  assert.deepEqual(snapshot(src), before, 'the source folder is untouched');
+  fs.writeFileSync(at('conv-file'), 'x');
+  assert.match(cli(['convert', '--model', src, '--out', at('conv-file')]).stderr, /conv-file is a file; expected a folder \(for the converted model\)/);
+  for (let k = 0; k < 2; k++) assert.equal(cli(['convert', '--model', src, '--out', at('conv-out'), '--quant', 'fp32']).status, 0, `convert #${k + 1}`);
+});

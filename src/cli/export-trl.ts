@@ -3,10 +3,11 @@
  * scale on GPUs and bring it back (PEFT folders load here with --adapter).
  *
  * Writes to --out:
- *   data/sft/train.jsonl   {"messages": [...]} conversations (the synthetic reasoning traces of the default recipe,
- *                          or the user's --data converted), TRL's conversational SFT format
- *   data/grpo/train.jsonl  {"prompt": [user], "control", "answer", "budget"} — the RL prompts; "control" is the budget
- *                          line fed after the invocation
+ *   data/sft/train.jsonl   TRL prompt-completion records, {"prompt": [turns], "completion": [assistant turn]} (the
+ *                          synthetic reasoning traces of the default recipe, or the user's --data), or the user's
+ *                          prompt/completion lines as they are; trained with completion_only_loss
+ *   data/grpo/train.jsonl  {"prompt": [user], "control", "answer", "numeric", "budget"} — the RL prompts; "control" is
+ *                          the budget line fed after the invocation; "numeric" keeps the gold's type for the grader
  *   sft.yaml, grpo.yaml    TRL CLI configs (`trl sft --config sft.yaml`, `trl grpo --config grpo.yaml`; plain LoRA)
  *   train_sft.py           SFT with PEFT's activated LoRA (alora_invocation_tokens from the tokenizer), reading sft.yaml
  *   train_grpo.py, rewards.py  GRPO on the SFT adapter with the budget reward of src/train/rl.ts
