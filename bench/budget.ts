@@ -6,7 +6,6 @@
  * Writes bench/results/budget-<date>.json, .md and -cap.svg (--results-dir elsewhere; --no-write: nothing).
  *   node --import tsx bench/budget.ts [--sft dir] [--rl dir] [--items 100]
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
@@ -16,6 +15,7 @@ import { makeSplits, type MathItem } from '../src/tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../src/reason/budget.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import { isMainModule } from '../src/main-module.ts';
+import { writeResults } from './write.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -73,9 +73,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
     '| thinking cap K | ' + caps.join(' | ') + ' |', '|---|' + caps.map(() => '---:').join('|') + '|',
     ...capCurves.map((c) => `| ${c.name} | ${c.points.map(([, a]) => `${a.toFixed(1)} %`).join(' | ')} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
-  fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, `budget-${date}.json`), JSON.stringify(result, null, 1) + '\n');
-  fs.writeFileSync(path.join(out, `budget-${date}.md`), md);
+  writeResults(out, `budget-${date}`, result, md);
   writeSvg(path.join(out, `budget-${date}-cap.svg`), await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true }));
   return result;
 }

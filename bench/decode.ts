@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
+import { writeResults } from './write.ts';
 
 export interface DecodeBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -181,10 +182,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   };
 
   if (opts.resultsDir !== null) {
-    const dir = opts.resultsDir ?? path.join(here, 'results'), stem = path.join(dir, `decode-${result.date.slice(0, 10)}`);
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(`${stem}.json`, JSON.stringify(result, null, 2) + '\n');
-    fs.writeFileSync(`${stem}.md`, markdown(result));
+    const stem = writeResults(opts.resultsDir ?? path.join(here, 'results'), `decode-${result.date.slice(0, 10)}`, result, markdown(result), 2);
     if (!opts.json) console.error(`wrote ${stem}.json and .md`);
   }
   console.log(opts.json ? JSON.stringify(result, null, 2) : markdown(result));

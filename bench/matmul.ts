@@ -6,7 +6,6 @@
  * Writes bench/results/matmul-<date>.json + .md.
  *   node --import tsx bench/matmul.ts [--layers 12] [--threads 2]
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +16,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
+import { writeResults } from './write.ts';
 
 const H = QWEN25_05B.hiddenSize, I = QWEN25_05B.intermediateSize, ROWS = [1, 2, 4, 8];
 const KINDS: Record<string, { quant: 'q4' | 'fp32'; accuracyLevel: number }> = {
@@ -67,9 +67,7 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
     `| weights | ${ROWS.map((m) => `M=${m}`).join(' | ')} |`, `|---|${ROWS.map(() => '---:').join('|')}|`,
     ...rows.map((r) => `| ${r.weights} | ${ROWS.map((m) => `${r.ms[m].toFixed(2)} ms (${r.ratio[m].toFixed(2)}×)`).join(' | ')} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, `matmul-${date}.json`), JSON.stringify(result, null, 1) + '\n');
-  fs.writeFileSync(path.join(dir, `matmul-${date}.md`), md);
+  writeResults(dir, `matmul-${date}`, result, md);
   return result;
 }
 

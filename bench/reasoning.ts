@@ -44,6 +44,7 @@ import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
 import { StagedProgress } from '../src/train/progress.ts';
 import { isMainModule } from '../src/main-module.ts';
+import { writeResults } from './write.ts';
 
 export interface ReasoningBenchOptions {
   model?: string;
@@ -289,10 +290,8 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   result.machine.loadavg![1] = os.loadavg()[0];
 
   if (o.resultsDir !== null) {
-    const dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results'), stem = path.join(dir, `reasoning-${result.date.slice(0, 10)}`);
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(`${stem}.json`, JSON.stringify(result, null, 1) + '\n');
-    fs.writeFileSync(`${stem}.md`, markdown(result, path.basename(stem)));
+    const name = `reasoning-${result.date.slice(0, 10)}`;
+    const stem = writeResults(o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results'), name, result, markdown(result, name));
     writeSvg(`${stem}-ttft.svg`, await lineChart({
       title: 'TTFT of the reasoning turn vs prompt length', x: 'prompt tokens', y: 'TTFT (ms)', points: true,
       series: [

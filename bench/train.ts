@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
+import { writeResults } from './write.ts';
 
 export interface TrainBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -265,10 +266,7 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
     'lora', 'full', 'model', 'settings', 'machine', 'profile'].filter((k) => k in result).map((k) => [k, result[k as keyof TrainBenchResult]])) as unknown as TrainBenchResult;
 
   if (opts.resultsDir !== null) {
-    const dir = opts.resultsDir ?? path.join(here, 'results'), stem = path.join(dir, `train-${ordered.date.slice(0, 10)}`);
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(`${stem}.json`, JSON.stringify(ordered, null, 2) + '\n');
-    fs.writeFileSync(`${stem}.md`, markdown(ordered));
+    const stem = writeResults(opts.resultsDir ?? path.join(here, 'results'), `train-${ordered.date.slice(0, 10)}`, ordered, markdown(ordered), 2);
     if (!opts.json) console.error(`wrote ${stem}.json and .md`);
   }
   console.log(opts.json ? JSON.stringify(ordered, null, 2) : markdown(ordered));
