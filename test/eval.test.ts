@@ -30,6 +30,7 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   const bad = path.join(tmp, 'bad.jsonl');
   fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n\n{"question": "q"\n`);
   assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`${bad}:3: invalid JSON`));
+  assert.equal(datasetCases('gsm8k', bad, 1).length, 1, 'a bad line past --limit is not read');
   fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n${JSON.stringify({ question: 'q2' })}\n`);
   assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`eval: ${bad}:2: field "answer" is missing \\(a gsm8k line needs question, answer\\)`));
   assert.throws(() => datasetCases('gsm8k', path.join(tmp, 'none.jsonl'), 1), /none\.jsonl not found/);

@@ -156,7 +156,7 @@ test('every training example without targets: refused before training, naming th
     { message: `train-sft: --max-len ${ctx + 1} exceeds the model's context of ${ctx} tokens` });
   const short = { ...model.config, maxPositionEmbeddings: 16 };
   await assert.rejects(trainSft(short, weights, cutOff(8), [], { ...base, out: path.join(tmp, 'none'), batchTokens: 4096 }),
-    { message: 'train-sft: none of the 8 training examples has a target token left: 8 whose completion is cut off by --max-len 16' });
+    { message: 'train-sft: none of the 8 training examples has a target token left: 8 whose completion is cut off by the model\'s context of 16' });
 });
 
 test('the run spans the sum of every epoch\'s micro-batches: all are trained and the schedule ends on the last', async () => {

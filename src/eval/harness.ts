@@ -99,7 +99,7 @@ export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, m
 /** GSM8K / MATH-500 / SVAMP / ASDiv test files from ../shared/data. */
 export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
   if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (the shared data folder must sit beside the project)`);
-  const lines = readJsonlLines(file).slice(0, limit);
+  const lines = readJsonlLines(file, 'dataset', limit);
   const fields: Partial<Record<Task, string[]>> = { gsm8k: ['question', 'answer'], math500: ['problem', 'answer'], svamp: ['Body', 'Question', 'Answer'] };
   return lines.map(({ line: n, value }) => {
     const where = `${path.basename(file)}:${n}`, r = value as Record<string, unknown>;

@@ -91,8 +91,10 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const ctx = config.maxPositionEmbeddings;
   if (o.maxLen !== undefined && o.maxLen > ctx) throw new Error(`train-sft: --max-len ${o.maxLen} exceeds the model's context of ${ctx} tokens`);
   const seed = o.seed ?? 0, accum = o.accum ?? 1, epochs = o.epochs ?? 1, batchTokens = o.batchTokens ?? 4096, maxLen = o.maxLen ?? Math.min(batchTokens, ctx);
+  // How messages name the cut: the flag when given, else where its default came from.
+  const cut = o.maxLen !== undefined ? `--max-len ${maxLen}` : maxLen === ctx ? `the model's context of ${maxLen}` : `--batch-tokens ${maxLen} (the --max-len default)`;
   const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation);
-  if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, maxLen, o.aloraInvocation)}`);
+  if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, cut, o.aloraInvocation)}`);
   train = trainData.examples; evalSet = evalData.examples;
   // Every epoch's batches, once (the order is a function of seed and epoch). Micro-batches per epoch differ (the
   // length buckets change with the shuffle): the run is the sum over epochs, so the schedule ends on the last
@@ -104,7 +106,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const report = { train: trainData.report, eval: evalData.report };
   if (!o.quiet) {
     for (const [what, r] of [['training', report.train], ['eval', report.eval]] as const) {
-      const line = dataLine(what, r, maxLen, o.aloraInvocation);
+      const line = dataLine(what, r, cut, o.aloraInvocation);
       if (line) process.stderr.write(`train-sft: ${line}\n`);
     }
   }
@@ -220,20 +222,20 @@ function usable(set: Example[], maxLen: number, invocation?: number[]): { exampl
   return { examples, report };
 }
 
-function dropReasons(r: DataReport, maxLen: number, invocation?: number[]): string {
+function dropReasons(r: DataReport, cut: string, invocation?: number[]): string {
   const { noTargets, noInvocation, cutOff } = r.dropped;
   return [
     noTargets && `${noTargets} with an empty loss mask`,
     noInvocation && `${noInvocation} without the activated-LoRA invocation tokens [${invocation?.join(', ')}] before their completion`,
-    cutOff && `${cutOff} whose completion is cut off by --max-len ${maxLen}`,
+    cutOff && `${cutOff} whose completion is cut off by ${cut}`,
   ].filter(Boolean).join(', ');
 }
 
 /** One line on what was dropped and cut, or '' when every example is used whole. */
-function dataLine(what: string, r: DataReport, maxLen: number, invocation?: number[]): string {
+function dataLine(what: string, r: DataReport, cut: string, invocation?: number[]): string {
   const dropped = r.examples - r.used, parts: string[] = [];
-  if (dropped) parts.push(`dropped ${dropped} of ${r.examples} ${what} examples with no target tokens (${dropReasons(r, maxLen, invocation)})`);
-  if (r.truncated) parts.push(`${r.truncated} ${dropped ? 'kept' : `of ${r.examples} ${what}`} examples cut to --max-len ${maxLen} tokens`);
+  if (dropped) parts.push(`dropped ${dropped} of ${r.examples} ${what} examples with no target tokens (${dropReasons(r, cut, invocation)})`);
+  if (r.truncated) parts.push(`${r.truncated} ${dropped ? 'kept' : `of ${r.examples} ${what}`} examples cut to ${cut} tokens`);
   return parts.join('; ');
 }
 
