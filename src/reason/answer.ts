@@ -213,8 +213,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     //    a token below the gate cancels it, and the request escalates to reasoning on the same prompt cache.
     if (route === 'direct') {
       const gate = router?.gate;
-      const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - ids.length);
-      if (maxTokens < 1) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+      const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - ids.length); // ≥ 1: the prompt was checked against the context
       if (speculate) await backend.truncate(base!.cache, 0, ids.length);
       let decided = !gate, trip = -1, held: [Phase, string][] = [];
       const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');

@@ -100,8 +100,8 @@ export class Sequence {
     this.stops = stopList(opts.stop);
     const th = opts.thinking;
     this.thinkingOpen = !!th;
-    if (th) this.stopFrom = Infinity;
     if (th) {
+      this.stopFrom = Infinity;
       if (!th.end.length) throw new Error('generate: thinking.end is empty (the tokens that close the thinking segment)');
       if (th.force) {
         this.forceEndAt = indexOfRun(th.force, th.end);
@@ -260,7 +260,12 @@ function indexOfRun(xs: readonly number[], run: readonly number[]): number {
   return -1;
 }
 
-function endsWithRun(xs: readonly number[], run: readonly number[]): boolean {
+export function lastIndexOfRun(xs: readonly number[], run: readonly number[]): number {
+  for (let s = xs.length - run.length; s >= 0; s--) if (run.every((t, i) => xs[s + i] === t)) return s;
+  return -1;
+}
+
+export function endsWithRun(xs: readonly number[], run: readonly number[]): boolean {
   return xs.length >= run.length && run.every((t, i) => xs[xs.length - run.length + i] === t);
 }
 

@@ -10,9 +10,10 @@ import { openSource, fingerprint, MANIFEST, type Manifest, type ModelSource } fr
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
+import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { LocalBackend, type Backend } from './backend.ts';
 import { WorkerBackend } from './worker-backend.ts';
-import { generateBatch, type Completion, type GenerateOptions } from './generate.ts';
+import { endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 
 export interface LoadOptions {
   /** Weight format of the linear layers: 'q4' (MatMulNBits, 4-bit) or 'fp32'. Default: q4 from 50M parameters up, else fp32. */
@@ -146,8 +147,8 @@ export class Model {
       per.forEach((o, i) => {
         if (o.adapter === false || o.adapterFrom !== undefined) return;
         if (!inv) { per[i] = { ...o, adapter: true }; return; }
-        const chat = o.chat ?? Array.isArray(prompts[i]), n = ids[i].length;
-        const at = !chat ? lastIndexOfRun(ids[i], inv) : lastIndexOfRun(ids[i].slice(n - inv.length), inv) === 0 ? n - inv.length : -1;
+        const chat = o.chat ?? Array.isArray(prompts[i]);
+        const at = !chat ? lastIndexOfRun(ids[i], inv) : endsWithRun(ids[i], inv) ? ids[i].length - inv.length : -1;
         if (o.adapter === true && at < 0 && chat) {
           per[i] = { ...o, adapterFrom: ids[i].length };
           ids[i] = [...ids[i], ...inv];
@@ -185,12 +186,6 @@ function checkLoadOptions(o: LoadOptions): void {
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
   if (o.adapter !== undefined && typeof o.adapter !== 'string') throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
 }
-
-function lastIndexOfRun(xs: readonly number[], run: readonly number[]): number {
-  for (let s = xs.length - run.length; s >= 0; s--) if (run.every((t, i) => xs[s + i] === t)) return s;
-  return -1;
-}
-
 
 function checkMessages(messages: ChatMessage[]): void {
   if (!messages.length) throw new Error('generate: the list of messages is empty');
@@ -233,11 +228,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
     });
   });
   atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!));
-  writeJson(path.join(out, 'tokenizer.json'), src.tokenizerFiles.tokenizerJson);
-  // Tokenizer files; one this source lacks is removed, so a folder converted before from another source keeps none of its.
-  const { tokenizerConfig, chatTemplate } = src.tokenizerFiles, configFile = path.join(out, 'tokenizer_config.json'), jinja = path.join(out, 'chat_template.jinja');
-  if (tokenizerConfig) writeJson(configFile, tokenizerConfig); else fs.rmSync(configFile, { force: true });
-  if (chatTemplate !== undefined) atomicWrite(jinja, (fd) => writeAll(fd, Buffer.from(chatTemplate))); else fs.rmSync(jinja, { force: true });
+  writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },

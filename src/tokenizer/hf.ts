@@ -1,8 +1,9 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer } from './types.ts';
+import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 
 /** Already-parsed tokenizer files (e.g. produced by a converter such as the llama2.c one). */
 export interface TokenizerFiles {
@@ -27,6 +28,17 @@ export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerO
   }
   const f = readTokenizerFolder(src);
   return new HfTokenizer(build(f.tokenizerJson, f.tokenizerConfig ?? {}, path.join(src, 'tokenizer.json')), f.tokenizerConfig ?? {}, src, f.chatTemplate, opts);
+}
+
+/**
+ * Writes tokenizer files into a model folder (readTokenizerFolder's inverse), each atomically; a file these files
+ * lack (tokenizer_config.json, chat_template.jinja) is removed, so nothing of an earlier model's stays.
+ */
+export function writeTokenizerFiles(dir: string, t: TokenizerFiles): void {
+  writeJson(path.join(dir, 'tokenizer.json'), t.tokenizerJson);
+  const config = path.join(dir, 'tokenizer_config.json'), jinja = path.join(dir, 'chat_template.jinja'), template = t.chatTemplate;
+  if (t.tokenizerConfig) writeJson(config, t.tokenizerConfig); else rmSync(config, { force: true });
+  if (template !== undefined) atomicWrite(jinja, (fd) => writeAll(fd, Buffer.from(template))); else rmSync(jinja, { force: true });
 }
 
 const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];

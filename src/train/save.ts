@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { checkWeights } from '../io/hf-folder.ts';
-import { atomicWrite, writeAll, writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
-import type { TokenizerFiles } from '../tokenizer/hf.ts';
+import { writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
+import { writeTokenizerFiles, type TokenizerFiles } from '../tokenizer/hf.ts';
 import { MemoryWeights, type WeightSource } from '../io/weights.ts';
 
 /** ModelConfig -> config.json contents; `torchDtype` names the dtype the weights are stored in. */
@@ -60,11 +60,6 @@ export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSo
   const tensors = new Map(src.names.map((n) => [n, { shape: src.shape(n), data: src.get(n) }]));
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { dtype: opts.dtype, metadata: { format: 'pt' } });
-  const tok = opts.tokenizer;
-  if (tok) {
-    writeJson(path.join(dir, 'tokenizer.json'), tok.tokenizerJson);
-    if (tok.tokenizerConfig) writeJson(path.join(dir, 'tokenizer_config.json'), tok.tokenizerConfig);
-    if (tok.chatTemplate !== undefined) atomicWrite(path.join(dir, 'chat_template.jinja'), (fd) => writeAll(fd, Buffer.from(tok.chatTemplate!)));
-  }
+  if (opts.tokenizer) writeTokenizerFiles(dir, opts.tokenizer);
   writeJson(path.join(dir, 'config.json'), toHfConfig(config, TORCH_DTYPE[opts.dtype ?? 'F32']));
 }
