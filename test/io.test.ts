@@ -132,8 +132,28 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...base, eos_token_id: 5000, vocab_size: 900 }), /config\.json: token id 5000 \(bos_token_id \/ eos_token_id\) is outside the vocabulary \(vocab_size 900\)/);
   });
   it('lists the supported architectures for an unknown one', () => {
-    assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' }, 'q3/config.json'),
-      /q3\/config\.json: unknown architecture "Qwen3ForCausalLM" \(supported: Qwen2ForCausalLM, LlamaForCausalLM/);
+    assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe' }, 'q3/config.json'),
+      /q3\/config\.json: unknown architecture "Qwen3MoeForCausalLM" \(supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM/);
+  });
+  it('maps Qwen3 as Qwen3-0.6B\'s config.json writes it (head_dim 128 ≠ hidden / heads, no biases)', () => {
+    const q3 = { ...base, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', hidden_size: 1024, num_attention_heads: 16, num_key_value_heads: 8,
+      head_dim: 128, attention_bias: false, max_position_embeddings: 40960, rope_theta: 1000000, sliding_window: null, use_sliding_window: false, max_window_layers: 28 };
+    const c = parseHfConfig(q3);
+    assert.deepEqual([c.architecture, c.headDim, c.attentionBias, c.maxPositionEmbeddings, c.ropeTheta], ['qwen3', 128, false, 40960, 1000000]);
+    assert.equal(parseHfConfig({ ...q3, attention_bias: undefined, architectures: undefined }).attentionBias, false, 'transformers\' Qwen3 default');
+    assert.throws(() => parseHfConfig({ ...q3, attention_bias: true }, 'q3/config.json'), /q3\/config\.json: attention_bias = true is not supported for "Qwen3ForCausalLM" \(its o_proj bias/);
+    // A saved config reads back as it was written.
+    assert.deepEqual(parseHfConfig(hfConfig(c)), c);
+  });
+  it('reads transformers 5\'s rope_parameters (rope_theta and the scaling in one object)', () => {
+    const v5 = { ...base, rope_theta: undefined, rope_scaling: undefined };
+    assert.equal(parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1000000 } }).ropeTheta, 1000000);
+    const llama3 = { rope_type: 'llama3', rope_theta: 500000, factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+    const c = parseHfConfig({ ...v5, rope_parameters: llama3 });
+    assert.deepEqual([c.ropeTheta, c.ropeScaling], [500000, { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 }]);
+    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'yarn', rope_theta: 1e6, factor: 4 } }, 'v5/config.json'), /v5\/config\.json: rope_parameters type "yarn" is not supported/);
+    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 'big' } }), /field "rope_parameters\.rope_theta" must be a positive number, got "big"/);
+    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: 7 }), /field "rope_parameters" must be an object, got 7/);
   });
   it('reads llama3 rope_scaling; refuses other kinds, incomplete ones and quantized checkpoints by name', () => {
     const llama3 = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
@@ -378,7 +398,7 @@ describe('GGUF', () => {
   it('rejects truncated files and unknown architectures', () => {
     const p = file('trunc.gguf');
     writeGguf(p, { metadata: { 'general.architecture': 'gemma' }, tensors: [{ name: 'a', shape: [8, 32], type: 'F32', data: new Float32Array(256) }] });
-    assert.throws(() => ggufToModel(p), /trunc\.gguf: general\.architecture "gemma" is not supported \(supported: qwen2, llama\)/);
+    assert.throws(() => ggufToModel(p), /trunc\.gguf: general\.architecture "gemma" is not supported \(supported: qwen2, qwen3, llama\)/);
     fs.truncateSync(p, fs.statSync(p).size - 1);
     assert.throws(() => openGguf(p), /trunc\.gguf: truncated GGUF: tensor "a" needs bytes \d+\.\.\d+ but the file has \d+/);
     fs.truncateSync(p, 60);

@@ -193,6 +193,34 @@ test('Llama with Llama 3.1 RoPE scaling: our graph (HF rope_scaling) and our GGU
   }
 });
 
+test('Qwen3 (per-head q/k RMSNorm, head_dim 128 ≠ hidden / heads): greedy continuation and distributions equal llama.cpp; our GGUF loader agrees', async () => {
+  const Q = buildModel(path.join(tmp, 'qwen3'), { architecture: 'qwen3', headDim: 128 });
+  assert.equal(Q.config.attentionBias, false);
+  const [hf, gg] = await Promise.all([Q.hf, Q.f32].map((p) => loadModel(p, { quant: 'fp32', worker: false, threads: THREADS })));
+  let ll: LlamaCpp | undefined;
+  try {
+    assert.deepEqual(gg.config, hf.config);
+    ll = await openLlamaCpp(Q.f32, { threads: THREADS, contextSize: 512 });
+    const expected = await ll.greedy(PROMPT, 32);
+    assert.deepEqual(await oursGreedy(hf, PROMPT, 32), expected);
+    assert.ok(new Set(expected).size >= 8, `the continuation should not be degenerate: ${expected.join(' ')}`);
+    const ids = [...PROMPT, ...expected], positions = [0, 15, 31, 47];
+    const theirs = await ll.probsAt(ids, positions);
+    const diff = (logits: Float32Array) => Math.max(...positions.map((i) => {
+      const p = softmax(logits.subarray(i * V, (i + 1) * V)), q = theirs.get(i)!;
+      let m = 0;
+      for (let j = 0; j < V; j++) m = Math.max(m, Math.abs(p[j] - q[j]));
+      return m;
+    }));
+    const [dHf, dGg] = [diff(await allLogits(hf, ids)), diff(await allLogits(gg, ids))];
+    console.log(`qwen3 vs llama.cpp: max |Δp| ${dHf.toExponential(2)} (HF folder), ${dGg.toExponential(2)} (GGUF)`);
+    assert.ok(dHf < 1e-3 && dGg < 1e-3, `max probability difference ${dHf} / ${dGg}`);
+  } finally {
+    await ll?.dispose();
+    await Promise.all([hf, gg].map((m) => m.close()));
+  }
+});
+
 test('q4: top-1 agreement with llama.cpp on the Q4_0 GGUF over 256 teacher-forced positions', async () => {
   const ours = await loadModel(M.hf, { quant: 'q4', worker: false, threads: THREADS });
   let ll: LlamaCpp | undefined;

@@ -1,6 +1,7 @@
 /**
  * The training graph against PyTorch (Debian's python3-torch, used only as the oracle): loss and gradients of
- * a small random Qwen2 with LoRA on all 7 projections (plain and activated-LoRA masking) and full-parameter.
+ * a small random Qwen2 with LoRA on all 7 projections (plain and activated-LoRA masking) and full-parameter;
+ * full-parameter Qwen3 and Llama 3.1 variants.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -118,6 +119,16 @@ test('Llama with Llama 3.1 RoPE scaling (rope_scaling llama3): loss and gradient
   const scaled = await compare('full', undefined, llama);
   const plain = torchOracle('full', undefined, undefined, { ...llama, config: { ...llama.config, ropeScaling: undefined } }).loss;
   assert.ok(Math.abs(scaled - plain) > 1e-3 * plain, `the scaling must matter at these positions (loss ${scaled} vs plain RoPE ${plain})`);
+});
+
+test('Qwen3 (per-head q/k RMSNorm, head_dim ≠ hidden / heads): loss and gradients of every weight match PyTorch', { skip: !hasTorch && torchNote }, async () => {
+  const qwen3 = makeRandomQwen2({ dir: path.join(tmp, 'qwen3'), seed: 9, gguf: false, config: { architecture: 'qwen3', numLayers: 2, vocabSize: 512, headDim: 32 } });
+  assert.deepEqual(qwen3.weights.get('model.layers.1.self_attn.k_norm.weight')?.shape, [32]);
+  assert.deepEqual(qwen3.weights.get('model.layers.0.self_attn.q_proj.weight')?.shape, [128, 64]);
+  const loss = await compare('full', undefined, qwen3);
+  // Without the head norms the model computes something else: they are part of the graph, not ignored.
+  const unnormed = torchOracle('full', undefined, undefined, { ...qwen3, config: { ...qwen3.config, architecture: 'qwen2' } }).loss;
+  assert.ok(Math.abs(loss - unnormed) > 1e-3 * loss, `the q/k norms must matter (loss ${loss} vs ${unnormed} without them)`);
 });
 
 test('embedding gradient with many repeated ids on 2 threads: equals PyTorch, the same on every run', { skip: !hasTorch && torchNote }, async () => {

@@ -7,7 +7,7 @@
  * Dims are innermost-first: a PyTorch [out, in] weight is stored with dims [in, out].
  */
 import * as fs from 'node:fs';
-import { ropeFreqFactors, type ModelConfig } from '../models/config.ts';
+import { ARCHITECTURES, ropeFreqFactors, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { checkWeights } from './hf-folder.ts';
 import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, numel, readAt, readFully, writeAll } from './safetensors.ts';
@@ -412,11 +412,12 @@ const GLOBAL_NAMES: [gguf: string, hf: string][] = [
 const LAYER_NAMES: [gguf: string, hf: string][] = [
   ['attn_norm.weight', 'input_layernorm.weight'],
   ...['q', 'k', 'v'].flatMap((p) => ['weight', 'bias'].map((w): [string, string] => [`attn_${p}.${w}`, `self_attn.${p}_proj.${w}`])),
+  ['attn_q_norm.weight', 'self_attn.q_norm.weight'], ['attn_k_norm.weight', 'self_attn.k_norm.weight'],
   ['attn_output.weight', 'self_attn.o_proj.weight'], ['ffn_norm.weight', 'post_attention_layernorm.weight'],
   ['ffn_gate.weight', 'mlp.gate_proj.weight'], ['ffn_up.weight', 'mlp.up_proj.weight'], ['ffn_down.weight', 'mlp.down_proj.weight'],
 ];
 
-/** llama.cpp tensor name -> Hugging Face name (undefined when not a Qwen2/Llama tensor). */
+/** llama.cpp tensor name -> Hugging Face name (undefined when not a Qwen2/Qwen3/Llama tensor). */
 export function ggufToHfName(name: string): string | undefined {
   const g = GLOBAL_NAMES.find(([a]) => a === name);
   if (g) return g[1];
@@ -447,11 +448,11 @@ export function permuteQK(x: Float32Array, rows: number, nHeads: number, toGguf:
   return out;
 }
 
-const GGUF_ARCHS = ['qwen2', 'llama'] as const;
+const GGUF_ARCHS = ARCHITECTURES;
 const ROPE_FREQS = 'rope_freqs.weight';
 const EOG_TEXTS = ['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|end|>'];
 
-/** Load a Qwen2/Llama GGUF as a ModelConfig plus Hugging Face-named float32 weights (llama q/k un-permuted). */
+/** Load a Qwen2/Qwen3/Llama GGUF as a ModelConfig plus Hugging Face-named float32 weights (llama q/k un-permuted). */
 export function ggufToModel(path: string): { config: ModelConfig; weights: WeightSource; metadata: Record<string, GgufValue>; file: GgufFile } {
   const file = openGguf(path), md = file.metadata;
   const arch = md['general.architecture'];

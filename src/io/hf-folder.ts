@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PROJECTIONS, projectionShape, projectionTensorName, type Llama3RopeScaling, type ModelConfig } from '../models/config.ts';
+import { hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type Llama3RopeScaling, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { openSafetensors, SafetensorsFile } from './safetensors.ts';
 
@@ -12,9 +12,9 @@ const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 /** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */
 const ARCHITECTURES: Record<string, ModelConfig['architecture']> = {
-  Qwen2ForCausalLM: 'qwen2', LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama',
+  Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3', LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama',
 };
-const MODEL_TYPES: Record<string, ModelConfig['architecture']> = { qwen2: 'qwen2', llama: 'llama', mistral: 'llama' };
+const MODEL_TYPES: Record<string, ModelConfig['architecture']> = { qwen2: 'qwen2', qwen3: 'qwen3', llama: 'llama', mistral: 'llama' };
 
 /** Parse a config.json object; `file` names it in errors. */
 export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json', generation: Record<string, unknown> = {}): ModelConfig {
@@ -29,18 +29,22 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     if (!Number.isInteger(v) || (v as number) <= 0) throw new Error(`${file}: field "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
     return v as number;
   };
-  const num = (key: string, fallback: number): number => {
-    const v = raw[key] ?? fallback;
+  const positive = (v: unknown, key: string): number => {
     if (typeof v !== 'number' || !(v > 0)) throw new Error(`${file}: field "${key}" must be a positive number, got ${JSON.stringify(v)}`);
     return v;
   };
+  const num = (key: string, fallback: number): number => positive(raw[key] ?? fallback, key);
   const ids = (v: unknown, key: string): number[] => {
     if (v === undefined || v === null) return [];
     const list = Array.isArray(v) ? v : [v];
     if (!list.every((x) => Number.isInteger(x) && x >= 0)) throw new Error(`${file}: field "${key}" must be a token id or a list of them, got ${JSON.stringify(v)}`);
     return list;
   };
-  const ropeScaling = parseRopeScaling(raw.rope_scaling, file);
+  // transformers 5 writes rope_theta and the scaling together as rope_parameters.
+  const ropeParams = raw.rope_parameters as Record<string, unknown> | null | undefined;
+  if (ropeParams !== undefined && ropeParams !== null && typeof ropeParams !== 'object') throw new Error(`${file}: field "rope_parameters" must be an object, got ${JSON.stringify(ropeParams)}`);
+  const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters') : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling');
+  const ropeTheta = ropeParams?.rope_theta === undefined ? num('rope_theta', 10000) : positive(ropeParams.rope_theta, 'rope_parameters.rope_theta');
   if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') throw new Error(`${file}: hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu)`);
   if (raw.use_sliding_window === true) throw new Error(`${file}: use_sliding_window = true is not supported`);
   if (raw.quantization_config !== undefined && raw.quantization_config !== null) {
@@ -50,8 +54,8 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   if (raw.mlp_bias === true) throw new Error(`${file}: mlp_bias = true is not supported (MLP projections without bias only)`);
   const bias = raw.attention_bias ?? arch === 'qwen2';
   if (typeof bias !== 'boolean') throw new Error(`${file}: field "attention_bias" must be a boolean, got ${JSON.stringify(bias)}`);
-  // Llama's attention_bias also puts a bias on o_proj, which the graph (Qwen2's q/k/v biases) does not have.
-  if (bias && arch === 'llama') throw new Error(`${file}: attention_bias = true is not supported for ${JSON.stringify(key)} (its o_proj bias; q/k/v biases as in Qwen2 only)`);
+  // Llama's and Qwen3's attention_bias also puts a bias on o_proj, which the graph (Qwen2's q/k/v biases) does not have.
+  if (bias && arch !== 'qwen2') throw new Error(`${file}: attention_bias = true is not supported for ${JSON.stringify(key)} (its o_proj bias; q/k/v biases as in Qwen2 only)`);
   // Mistral attends within a sliding window: exact up to the window, so the context stops there.
   const window = arch === 'llama' && Number.isInteger(raw.sliding_window) && (raw.sliding_window as number) > 0 ? raw.sliding_window as number : undefined;
   const tie = raw.tie_word_embeddings ?? false;
@@ -72,10 +76,10 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     numKvHeads: int('num_key_value_heads', numHeads),
     headDim: int('head_dim', hiddenSize / numHeads),
     rmsNormEps: num('rms_norm_eps', 1e-6),
-    ropeTheta: num('rope_theta', 10000),
+    ropeTheta,
     ...(ropeScaling ? { ropeScaling } : {}),
     // transformers' defaults when the field is absent
-    maxPositionEmbeddings: Math.min(int('max_position_embeddings', arch === 'qwen2' ? 32768 : 2048), window ?? Infinity),
+    maxPositionEmbeddings: Math.min(int('max_position_embeddings', arch === 'llama' ? 2048 : 32768), window ?? Infinity),
     tieWordEmbeddings: tie,
     attentionBias: bias,
     ...(bos.length ? { bosTokenId: bos[0] } : {}),
@@ -84,22 +88,25 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   };
 }
 
-/** rope_scaling: absent, null or "default" (plain RoPE), or Llama 3's "llama3"; anything else is refused by name. */
-function parseRopeScaling(v: unknown, file: string): Llama3RopeScaling | undefined {
+/**
+ * rope_scaling (or transformers 5's rope_parameters, `field`): absent, null or "default" (plain RoPE), or Llama 3's
+ * "llama3"; anything else is refused by name.
+ */
+function parseRopeScaling(v: unknown, file: string, field: string): Llama3RopeScaling | undefined {
   if (v === undefined || v === null) return undefined;
   const r = v as Record<string, unknown>, type = r.rope_type ?? r.type;
-  if (type === 'default') return undefined;
-  if (type !== 'llama3') throw new Error(`${file}: rope_scaling type ${JSON.stringify(type)} is not supported (plain RoPE or "llama3"): ${JSON.stringify(v)}`);
+  if (type === 'default' || (type === undefined && field === 'rope_parameters')) return undefined;
+  if (type !== 'llama3') throw new Error(`${file}: ${field} type ${JSON.stringify(type)} is not supported (plain RoPE or "llama3"): ${JSON.stringify(v)}`);
   const num = (k: string) => {
-    if (typeof r[k] !== 'number' || !((r[k] as number) > 0)) throw new Error(`${file}: rope_scaling.${k} must be a positive number, got ${JSON.stringify(r[k])}`);
+    if (typeof r[k] !== 'number' || !((r[k] as number) > 0)) throw new Error(`${file}: ${field}.${k} must be a positive number, got ${JSON.stringify(r[k])}`);
     return r[k] as number;
   };
   const s = { type, factor: num('factor'), lowFreqFactor: num('low_freq_factor'), highFreqFactor: num('high_freq_factor'), originalMaxPositionEmbeddings: num('original_max_position_embeddings') } as const;
-  if (!(s.highFreqFactor > s.lowFreqFactor)) throw new Error(`${file}: rope_scaling.high_freq_factor (${s.highFreqFactor}) must exceed low_freq_factor (${s.lowFreqFactor})`);
+  if (!(s.highFreqFactor > s.lowFreqFactor)) throw new Error(`${file}: ${field}.high_freq_factor (${s.highFreqFactor}) must exceed low_freq_factor (${s.lowFreqFactor})`);
   return s;
 }
 
-/** Check that the tensors a Qwen2/Llama graph needs exist with the shapes the config implies; `what` names the source. */
+/** Check that the tensors a Qwen2/Qwen3/Llama graph needs exist with the shapes the config implies; `what` names the source. */
 export function checkWeights(c: ModelConfig, w: WeightSource, what: string): void {
   const used = new Set<string>();
   const expect = (name: string, shape: number[]) => {
@@ -122,6 +129,7 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string): voi
       expect(`${name}.weight`, shape);
       if (c.attentionBias && ['q_proj', 'k_proj', 'v_proj'].includes(p)) expect(`${name}.bias`, [shape[0]]);
     }
+    if (hasQkNorm(c)) for (const n of ['q_norm', 'k_norm']) expect(`model.layers.${l}.self_attn.${n}.weight`, [c.headDim]);
   }
   // A tensor the graph would not use means the checkpoint is something else (biases, extra norms): refuse it
   // rather than compute without it. Cached RoPE frequencies and a tied lm_head saved anyway are harmless.

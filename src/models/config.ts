@@ -1,6 +1,7 @@
-/** Decoder-only transformer configuration (Qwen2 and Llama families), normalised from any loader. */
+/** Decoder-only transformer configuration (Qwen2, Qwen3 and Llama families), normalised from any loader. */
 export interface ModelConfig {
-  architecture: 'qwen2' | 'llama';
+  /** Qwen3 is Qwen2 with an RMSNorm on each query and key head (q_norm, k_norm) and, by default, no biases. */
+  architecture: 'qwen2' | 'qwen3' | 'llama';
   vocabSize: number;
   hiddenSize: number;
   intermediateSize: number;
@@ -25,6 +26,11 @@ export interface ModelConfig {
   eosTokenIds: number[];
 }
 
+export const ARCHITECTURES: readonly ModelConfig['architecture'][] = ['qwen2', 'qwen3', 'llama'];
+
+/** Whether each query and key head is RMS-normalised before RoPE (Qwen3's q_norm / k_norm, weights [headDim]). */
+export const hasQkNorm = (c: ModelConfig): boolean => c.architecture === 'qwen3';
+
 /**
  * Checks a ModelConfig read from a file edgereason wrote (a converted folder's manifest). `where` is the message
  * prefix up to the field name's opening quote, e.g. `model: x/edgereason.json field "config`.
@@ -32,7 +38,7 @@ export interface ModelConfig {
 export function checkModelConfig(c: ModelConfig, where: string): void {
   const bad = (field: string, want: string, got: unknown) => { throw new Error(`${where}${field}" must be ${want}, got ${JSON.stringify(got)}`); };
   if (!c || typeof c !== 'object') bad('', 'an object', c);
-  if (c.architecture !== 'qwen2' && c.architecture !== 'llama') bad('.architecture', '"qwen2" or "llama"', c.architecture);
+  if (!ARCHITECTURES.includes(c.architecture)) bad('.architecture', ARCHITECTURES.map((a) => `"${a}"`).join(', '), c.architecture);
   for (const k of ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'maxPositionEmbeddings'] as const) {
     if (!Number.isInteger(c[k]) || c[k] <= 0) bad(`.${k}`, 'a positive integer', c[k]);
   }

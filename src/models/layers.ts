@@ -89,6 +89,11 @@ export class Layers {
     return g.node('Mul', [g.node('Mul', [x, inv]), w]);
   }
 
+  /** RMSNorm of each head of x [B, T, heads·D] over its D values (Qwen3's q_norm / k_norm); returns [B, T, heads·D]. */
+  headNorm(x: string, heads: number, weightName: string): string {
+    return this.g.node('Reshape', [this.rmsNorm(this.splitHeads(x, heads), weightName), this.g.constant([0, 0, -1])]);
+  }
+
   /** The q4 initializers of a [n, k] weight (packed [n, k/32, 16], scales [n·k/32]), made once and shared. */
   private q4(name: string): { packed: string; scales: string } {
     const hit = this.q4Made.get(name);

@@ -1,9 +1,11 @@
 /**
- * Qwen2 / Llama decoder (the two differ only by config: QKV bias, tied embeddings, rope_theta).
+ * Qwen2 / Qwen3 / Llama decoder (they differ only by config: QKV bias, Qwen3's per-head q/k RMSNorm, tied
+ * embeddings, rope_theta).
  * Tensor names are Hugging Face's, so loading is a lookup. The same function builds the inference
  * graph and the forward half of the training graph.
  */
 import type { Layers } from './layers.ts';
+import { hasQkNorm } from './config.ts';
 
 export interface DecoderIO {
   inputIds: string; // int64 [B, T]
@@ -22,8 +24,12 @@ export function decoder(L: Layers, io: DecoderIO): string {
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `model.layers.${i}`, bias = cfg.attentionBias;
     const x = L.rmsNorm(h, `${p}.input_layernorm.weight`);
-    const q = L.linear(x, `${p}.self_attn.q_proj`, { bias, projection: 'q_proj' });
-    const k = L.linear(x, `${p}.self_attn.k_proj`, { bias, projection: 'k_proj' });
+    let q = L.linear(x, `${p}.self_attn.q_proj`, { bias, projection: 'q_proj' });
+    let k = L.linear(x, `${p}.self_attn.k_proj`, { bias, projection: 'k_proj' });
+    if (hasQkNorm(cfg)) {
+      q = L.headNorm(q, cfg.numHeads, `${p}.self_attn.q_norm.weight`);
+      k = L.headNorm(k, cfg.numKvHeads, `${p}.self_attn.k_norm.weight`);
+    }
     const v = L.linear(x, `${p}.self_attn.v_proj`, { bias, projection: 'v_proj' });
     let attn: string;
     if (io.cache) {

@@ -1,6 +1,6 @@
 /**
  * Saving a full-parameter fine-tune as a Hugging Face model folder: config.json (the keys transformers writes
- * for Qwen2 / Llama) + model.safetensors, and, when given, the tokenizer files (tokenizer.json,
+ * for Qwen2 / Qwen3 / Llama) + model.safetensors, and, when given, the tokenizer files (tokenizer.json,
  * tokenizer_config.json, chat_template.jinja) that make the folder loadable on its own; all atomically, weights
  * first. loadHfFolder reads it back.
  */
@@ -14,12 +14,12 @@ import { MemoryWeights, type WeightSource } from '../io/weights.ts';
 
 /** ModelConfig -> config.json contents; `torchDtype` names the dtype the weights are stored in. */
 export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<string, unknown> {
-  const qwen = c.architecture === 'qwen2';
+  const qwen = c.architecture !== 'llama';
   if (c.ropeFreqFactors && !c.ropeScaling && c.ropeFreqFactors.some((f) => f !== 1)) {
     throw new Error('toHfConfig: this model\'s RoPE frequency factors come from a GGUF rope_freqs tensor, which config.json cannot express (start from the Hugging Face checkpoint)');
   }
   return {
-    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    architectures: [{ qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', llama: 'LlamaForCausalLM' }[c.architecture]],
     model_type: c.architecture,
     bos_token_id: c.bosTokenId ?? null,
     eos_token_id: c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds,
@@ -43,7 +43,8 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
     torch_dtype: torchDtype,
     use_cache: true,
     vocab_size: c.vocabSize,
-    ...(qwen ? { use_sliding_window: false, sliding_window: null, max_window_layers: c.numLayers } : { attention_bias: c.attentionBias, mlp_bias: false }),
+    ...(qwen ? { use_sliding_window: false, sliding_window: null, max_window_layers: c.numLayers } : { mlp_bias: false }),
+    ...(c.architecture !== 'qwen2' ? { attention_bias: c.attentionBias } : {}),
   };
 }
 

