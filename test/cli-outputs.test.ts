@@ -285,6 +285,17 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.equal(base.stdout.trim(), '#### 17');
 });
 
+test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named', () => {
+  const gen = (...extra: string[]) => cli(['generate', '--model', 'models/default', '--prompt', 'What is the capital of Vorland?', '--max-tokens', '4', '--stats', ...extra]);
+  const promptTokens = (r: ReturnType<typeof cli>) => Number(/^prompt (\d+) tokens/m.exec(r.stderr)?.[1]);
+  const [plain, direct] = [gen('--chat'), gen('--chat', '--chat-template-kwargs', '{"enable_thinking": false}')];
+  assert.equal(direct.status, 0, direct.stderr);
+  assert.equal(promptTokens(direct) - promptTokens(plain), 6, `${plain.stderr}\n${direct.stderr}`);
+  assert.match(gen('--chat', '--chat-template-kwargs', '{bad').stderr, /--chat-template-kwargs must be a JSON object, got "\{bad" \(/);
+  assert.match(gen('--chat', '--chat-template-kwargs', '[1]').stderr, /--chat-template-kwargs must be a JSON object, got "\[1\]"/);
+  assert.match(gen('--chat-template-kwargs', '{}').stderr, /generate: --chat-template-kwargs needs --chat/);
+});
+
 test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', () => {
   const src = at('conv-src');
   fs.mkdirSync(src);

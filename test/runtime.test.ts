@@ -553,6 +553,22 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   }
 });
 
+test('chatTemplateKwargs reach the chat template (Qwen3\'s enable_thinking: false pre-fills an empty thinking block); misuse is refused by name', async () => {
+  const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
+  try {
+    const thinking = m.tokenizer.decode(m.encode('hi', true)), direct = m.tokenizer.decode(m.encode('hi', true, { enable_thinking: false }));
+    assert.ok(thinking.endsWith('<|im_start|>assistant\n'), thinking);
+    assert.equal(direct, `${thinking}<think>\n\n</think>\n\n`);
+    const c = await m.complete('hi', { chat: true, chatTemplateKwargs: { enable_thinking: false }, maxTokens: 2 });
+    assert.equal(c.promptTokens, m.encode(direct, false).length);
+    await assert.rejects(m.complete('hi', { chatTemplateKwargs: { enable_thinking: false } }), /generate: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only/);
+    await assert.rejects(m.complete('hi', { chat: true, chatTemplateKwargs: { messages: [] } }), /generate: chatTemplateKwargs cannot set "messages": the call sets it/);
+    await assert.rejects(m.complete('hi', { chat: true, chatTemplateKwargs: [1] as never }), /generate: chatTemplateKwargs must be an object of template variables, got \[1\]/);
+  } finally {
+    await m.close();
+  }
+});
+
 test('a lone GGUF file loads with its tokenizer rebuilt from metadata; logits equal the HF folder', async () => {
   const m = makeRandomQwen2({ dir: path.join(tmp, 'gguf-src'), seed: 4 });
   const lone = path.join(tmp, 'lone');

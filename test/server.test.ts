@@ -126,6 +126,19 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
   assert.ok(zoe.choices[0].message.reasoning_content.includes('7 + 12 = 19'));
 });
 
+test('server: chat_template_kwargs (vLLM\'s and llama.cpp\'s) reach the chat template; misuse is a 400 naming it', async () => {
+  const off = { edgereason: { reasoning: 'off' } };
+  const plain = await create(ask('What is the capital of Vorland?', off));
+  const direct = await create(ask('What is the capital of Vorland?', { ...off, chat_template_kwargs: { enable_thinking: false } }));
+  // enable_thinking: false makes the template pre-fill an empty thinking block: <think> \n \n </think> \n \n.
+  assert.equal(direct.usage.prompt_tokens - plain.usage.prompt_tokens, 6);
+  for (const [kw, re] of [[[1], /Invalid value for 'chat_template_kwargs': must be object or null/], [{ add_generation_prompt: false }, /Invalid 'chat_template_kwargs': generate: chat_template_kwargs cannot set "add_generation_prompt"/]] as const) {
+    const e = await status(create(ask('hi', { chat_template_kwargs: kw })));
+    assert.equal(e.status, 400);
+    assert.match(e.message, re);
+  }
+});
+
 test('server: streaming equals non-streaming (same seed); role first, finish_reason, usage chunk, [DONE]', async () => {
   for (const mode of ['on', 'off'] as const) {
     const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 30, temperature: 0.8, seed: 11, edgereason: { reasoning: mode } });

@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModel } from '../runtime/model.ts';
-import { floatArg, intArg, quantArg } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
 
 export function generateCommand(program: Command): void {
   program.command('generate')
@@ -17,6 +17,7 @@ export function generateCommand(program: Command): void {
     .option('--stop <text...>', 'stop strings')
     .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')
     .option('--chat', 'apply the model\'s chat template')
+    .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\' (Qwen3: answer without thinking)', jsonObjectArg('--chat-template-kwargs'))
     .option('--quant <q>', 'q4 or fp32 (default: q4 for models from 50M parameters)', quantArg)
     .option('--stats', 'print token counts and timings to stderr')
     .action(async (o) => {
@@ -24,11 +25,12 @@ export function generateCommand(program: Command): void {
       for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 1], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
         if (greedy && set) console.error(`edgereason: note: ${flag} has no effect at --temperature 0 (greedy)`);
       }
+      if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
       const model = await loadModel(o.model, { quant: o.quant, adapter: o.adapter });
       try {
         const gen = model.generate(o.prompt, {
           chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,
-          seed, stop: o.stop, adapter: !!o.adapter,
+          seed, stop: o.stop, adapter: !!o.adapter, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
         });
         let r = await gen.next();
         while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }

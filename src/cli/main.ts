@@ -53,6 +53,15 @@ export function floatArg(name: string, min = 0, max = Infinity) {
   };
 }
 
+export function jsonObjectArg(name: string) {
+  return (v: string): Record<string, unknown> => {
+    let x: unknown;
+    try { x = JSON.parse(v); } catch (e) { throw new InvalidArgumentError(`${name} must be a JSON object, got ${JSON.stringify(v)} (${(e as Error).message})`); }
+    if (x === null || typeof x !== 'object' || Array.isArray(x)) throw new InvalidArgumentError(`${name} must be a JSON object, got ${JSON.stringify(v)}`);
+    return x as Record<string, unknown>;
+  };
+}
+
 export function quantArg(v: string): 'fp32' | 'q4' {
   if (v !== 'fp32' && v !== 'q4') throw new InvalidArgumentError(`--quant must be q4 or fp32, got "${v}"`);
   return v;

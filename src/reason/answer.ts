@@ -125,7 +125,7 @@ function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking:
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'signal', 'invocation', 'adapterMode', 'collectHidden', 'temperature', 'topK', 'topP', 'minP'];
+  'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'temperature', 'topK', 'topP', 'minP'];
 
 const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vote';
 
@@ -147,7 +147,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
 
   const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
   const control = opts.budget !== undefined ? budgetControl(tok, opts.budget) : []; // fed after the invocation
-  const ids = model.encode(messages, true), ctx = backend.config.maxPositionEmbeddings;
+  const ids = model.encode(messages, true, opts.chatTemplateKwargs), ctx = backend.config.maxPositionEmbeddings;
   if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
   if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);

@@ -53,6 +53,8 @@ export interface AnswerOptions extends SamplingParams {
   adapterMode?: 'activated' | 'classic';
   /** Return hidden states: the prompt's (router input) and each sample's last one (verifier input). */
   collectHidden?: boolean;
+  /** Extra variables for the chat template (generate's chatTemplateKwargs; the server's chat_template_kwargs). */
+  chatTemplateKwargs?: Record<string, unknown>;
 }
 
 export interface SampleResult {

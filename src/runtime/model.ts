@@ -31,6 +31,12 @@ export interface LoadOptions {
 export interface PromptOptions extends GenerateOptions {
   /** Render the prompt with the model's chat template (a string becomes one user message). */
   chat?: boolean;
+  /**
+   * Extra variables for the chat template, as transformers' apply_chat_template takes them (and vLLM's and
+   * llama.cpp's servers as chat_template_kwargs): e.g. `{ enable_thinking: false }` makes a Qwen3 template
+   * pre-fill an empty thinking block, so the model answers directly.
+   */
+  chatTemplateKwargs?: Record<string, unknown>;
 }
 
 export class Model {
@@ -84,14 +90,18 @@ export class Model {
   }
 
   /** Token ids for a prompt: raw text (with the tokenizer's special tokens), chat-templated text, or messages. */
-  encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt)): number[] {
+  encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt), chatTemplateKwargs?: Record<string, unknown>): number[] {
+    if (chatTemplateKwargs !== undefined) {
+      if (!chat) throw new Error('generate: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)');
+      checkTemplateKwargs(chatTemplateKwargs);
+    }
     if (Array.isArray(prompt)) {
       if (!chat) throw new Error('generate: a list of messages is rendered by the chat template: leave chat out (or set it to true)');
       checkMessages(prompt);
     } else if (typeof prompt !== 'string') throw new Error(`generate: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     if (!chat) return this.tokenizer.encode(prompt as string);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
-    return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: chatTemplateKwargs }), { addSpecialTokens: false });
   }
 
   /**
@@ -136,7 +146,7 @@ export class Model {
     else checkKeys(opts, PROMPT_OPTIONS, 'generate');
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: opts.seed + i }));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
-    const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p)));
+    const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p), per[i].chatTemplateKwargs));
     // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as
     // PEFT's aLoRA) from its invocation tokens — where a raw prompt last holds them, or where a chat prompt ends
     // with them (a generation prompt that opens the thinking; the user's own text does not invoke it) — and not at
@@ -167,7 +177,7 @@ export class Model {
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'threads', 'worker'];
-const PROMPT_OPTIONS = ['chat', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
+const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
 
 /** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
 export function checkKeys(o: object, known: readonly string[], where: string): void {
@@ -185,6 +195,13 @@ function checkLoadOptions(o: LoadOptions): void {
   }
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
   if (o.adapter !== undefined && typeof o.adapter !== 'string') throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
+}
+
+/** The template's own inputs (messages, add_generation_prompt) are set by the call, not by kwargs. */
+function checkTemplateKwargs(kw: Record<string, unknown>): void {
+  if (kw === null || typeof kw !== 'object' || Array.isArray(kw)) throw new Error(`generate: chatTemplateKwargs must be an object of template variables, got ${JSON.stringify(kw)}`);
+  const taken = ['messages', 'add_generation_prompt'].find((k) => Object.hasOwn(kw, k));
+  if (taken) throw new Error(`generate: chatTemplateKwargs cannot set "${taken}": the call sets it (pass messages as the prompt)`);
 }
 
 function checkMessages(messages: ChatMessage[]): void {

@@ -135,11 +135,11 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
 
   // Prompt and context. A prompt longer than ctx × the longest token (in characters) cannot fit: refused before
   // tokenizing it, which for megabytes of text would hold up every other request's decoding for seconds.
-  const ctx = limits.ctx;
+  const ctx = limits.ctx, kwargs = req.chat_template_kwargs ?? undefined;
   const bound = promptCharBound(m.model.tokenizer);
   if (bound && messages.reduce((a, x) => a + x.content.length, 0) > ctx * bound.maxTokenChars) {
     let rendered: string | undefined;
-    try { rendered = m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }); } catch { /* encode() below says what is wrong */ }
+    try { rendered = m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: kwargs }); } catch { /* encode() below says what is wrong */ }
     const chars = rendered === undefined ? 0 : bound.normalizedLength(rendered);
     if (chars > ctx * bound.maxTokenChars) {
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages are ${chars} characters long (with the chat template), and no token of this model spans more than ${bound.maxTokenChars} characters, so they need more than ${ctx} tokens. Please reduce the length of the messages.`,
@@ -147,7 +147,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     }
   }
   let ids: number[];
-  try { ids = m.model.encode(messages, true); } catch (e) { throw new ApiError(400, `Invalid 'messages': ${(e as Error).message}`, 'messages'); }
+  try { ids = m.model.encode(messages, true, kwargs); } catch (e) {
+    const msg = (e as Error).message, param = /chatTemplateKwargs/.test(msg) ? 'chat_template_kwargs' : 'messages';
+    throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', 'chat_template_kwargs')}`, param);
+  }
   const kept = mode === 'off' ? 0 : REASONING_RESERVE, reserve = 1 + kept; // one completion token, plus the invocation and budget line
   if (ids.length + reserve >= ctx) {
     const tail = ids.length >= ctx ? ''
@@ -183,6 +186,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
     ...(ext.early_stop ? { earlyStop: true } : {}),
+    ...(kwargs ? { chatTemplateKwargs: kwargs } : {}),
   };
   return {
     served: m, messages, promptTokens: ids.length, n, perChoice, mode, rows: n * (perChoice ?? 1), options, maxTokens,

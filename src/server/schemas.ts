@@ -80,6 +80,7 @@ export const chatRequestSchema = {
     stream_options: nullable({ type: 'object', properties: { include_usage: { type: 'boolean' } } }),
     reasoning_effort: nullable({ type: 'string', enum: EFFORTS }),
     thinking_token_budget: nullable({ type: 'integer', minimum: 0 }),
+    chat_template_kwargs: nullable({ type: 'object' }),
     edgereason: nullable({
       type: 'object', additionalProperties: false,
       properties: {
@@ -110,6 +111,8 @@ export interface ChatRequest {
   stream_options?: { include_usage?: boolean } | null;
   reasoning_effort?: Effort | null;
   thinking_token_budget?: number | null;
+  /** vLLM's and llama.cpp's: variables for the chat template, e.g. {"enable_thinking": false} for Qwen3. */
+  chat_template_kwargs?: Record<string, unknown> | null;
   edgereason?: { reasoning?: 'auto' | 'on' | 'off'; samples?: number; vote?: (typeof VOTES)[number]; early_stop?: boolean } | null;
   // Accepted by the schema, refused by checkUnsupported when they ask for something.
   logprobs?: boolean | null;

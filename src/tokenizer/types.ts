@@ -13,5 +13,5 @@ export interface TextTokenizer {
   readonly bosTokenId?: number;
   readonly eosTokenIds: number[];
   /** Renders the model's chat template (throws naming the model folder if it has none). */
-  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
+  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> }): string;
 }
