@@ -1,6 +1,6 @@
 /**
  * Decode benchmark: our q4 runtime (MatMulNBits) vs llama.cpp (node-llama-cpp, prebuilt CPU build) on the
- * same random weights in Qwen2.5-0.5B's exact shape: ours from the HF folder converted to ONNX q4, llama.cpp
+ * same random weights in Qwen2.5-0.5B's exact shape (or Qwen3-0.6B's, --shape qwen3-0.6b): ours from the HF folder converted to ONNX q4, llama.cpp
  * from a Q4_0 GGUF of the same tensors (our q4 blocks are Q4_0 blocks, so both hold the same 4-bit weights;
  * both look token embeddings up in the same 4-bit table).
  *
@@ -10,7 +10,7 @@
  * concurrently, which node-llama-cpp merges into shared llama_decode calls), peak RSS.
  * Model files are cached under os.tmpdir(), so only the first run pays for generating them.
  *
- *   node --import tsx bench/decode.ts [--json] [--accuracy-level 4] [--threads 2] [--llama-threads N]
+ *   node --import tsx bench/decode.ts [--json] [--accuracy-level 4] [--threads 2] [--llama-threads N] [--shape qwen3-0.6b]
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -51,6 +51,8 @@ export interface DecodeBenchOptions {
   resultsDir?: string | null;
   /** Progress bars on stderr (default: when stderr is a TTY). */
   progress?: boolean;
+  /** Model shape (default qwen2.5-0.5b). */
+  shape?: Shape;
 }
 
 export interface DecodeBenchResult {
@@ -77,8 +79,12 @@ export interface DecodeBenchResult {
   machine: { cpu: string; cores: number; memory_gb: number; os: string; node: string; onnxruntime_node: string; node_llama_cpp: string; llama_cpp_release: string; llamacpp_system_info: string; loadavg_start: number[]; loadavg_end: number[] };
 }
 
-/** Qwen2.5-0.5B's shape (the helper's QWEN25_05B; repeated here so the bench does not import test code at load). */
-const SHAPE = 'Qwen2.5-0.5B (hidden 896, 24 layers, 14 heads / 2 KV heads, intermediate 4864, vocab 151936, tied, rope 1e6)';
+/** The model shapes (the helper's QWEN25_05B and QWEN3_06B, imported when the models are made). */
+export const SHAPES = {
+  'qwen2.5-0.5b': { constant: 'QWEN25_05B', label: 'Qwen2.5-0.5B (hidden 896, 24 layers, 14 heads / 2 KV heads, intermediate 4864, vocab 151936, tied, rope 1e6)' },
+  'qwen3-0.6b': { constant: 'QWEN3_06B', label: 'Qwen3-0.6B (hidden 1024, 28 layers, 16 heads / 8 KV heads of 128, q/k head norms, intermediate 3072, vocab 151936, tied, rope 1e6)' },
+} as const;
+export type Shape = keyof typeof SHAPES;
 
 interface ChildConfig {
   kind: 'ours' | 'llama';
@@ -130,7 +136,9 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   const note = (phase: string, total: number) => { bar?.start(total, 0, { phase, label: '' }); };
   const tick = (label: string) => bar?.increment(1, { label });
 
-  const files = await prepareModels(opts.cacheDir ?? path.join(os.tmpdir(), 'edgereason-bench-decode'), accuracyLevel, note, tick);
+  const shape = opts.shape ?? 'qwen2.5-0.5b';
+  if (!Object.hasOwn(SHAPES, shape)) throw new Error(`bench decode: unknown shape ${JSON.stringify(shape)} (shapes: ${Object.keys(SHAPES).join(', ')})`);
+  const files = await prepareModels(opts.cacheDir ?? path.join(os.tmpdir(), 'edgereason-bench-decode'), accuracyLevel, note, tick, { shape });
   bar?.stop();
 
   const base = { threads, accuracyLevel, promptTokens, decodePromptTokens, decodeSteps, longContextTokens, reps: opts.reps ?? 3 };
@@ -164,7 +172,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
     load_s: round(ours.loadMs / 1000, 2),
     llamacpp_load_s: round(ll.loadMs / 1000, 2),
     model: {
-      shape: SHAPE, params_m: Math.round(params(files.config) / 1e6), quant: 'q4 (MatMulNBits bits 4, block 32; tied lm_head and input embedding share the q4 table, GatherBlockQuantized)',
+      shape: SHAPES[shape].label, params_m: Math.round(params(files.config) / 1e6), quant: 'q4 (MatMulNBits bits 4, block 32; tied lm_head and input embedding share the q4 table, GatherBlockQuantized)',
       accuracy_level: accuracyLevel, llamacpp_file: 'Q4_0 GGUF (all 2-D weights Q4_0)', gguf_mb: mb(fs.statSync(files.q4gguf).size), onnx_mb: mb(dirBytes(files.onnxDir)),
     },
     settings: {
@@ -182,7 +190,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   };
 
   if (opts.resultsDir !== null) {
-    const stem = writeResults(opts.resultsDir ?? path.join(here, 'results'), `decode-${result.date.slice(0, 10)}`, result, markdown(result), 2);
+    const stem = writeResults(opts.resultsDir ?? path.join(here, 'results'), `decode-${result.date.slice(0, 10)}${shape === 'qwen2.5-0.5b' ? '' : `-${shape}`}`, result, markdown(result), 2);
     if (!opts.json) console.error(`wrote ${stem}.json and .md`);
   }
   console.log(opts.json ? JSON.stringify(result, null, 2) : markdown(result));
@@ -214,16 +222,17 @@ function sourceKey(globs: string[]): string {
  * q4 ONNX folder for this accuracy level (with `fp32`, also an fp32 ONNX folder); each is reused while the code
  * that writes it is unchanged.
  */
-export async function prepareModels(cacheDir: string, accuracyLevel: number, note: (phase: string, total: number) => void, tick: (label: string) => void, o: { fp32?: boolean } = {}) {
+export async function prepareModels(cacheDir: string, accuracyLevel: number, note: (phase: string, total: number) => void, tick: (label: string) => void, o: { fp32?: boolean; shape?: Shape } = {}) {
+  const shape = o.shape ?? 'qwen2.5-0.5b';
   const modelKey = sourceKey(['test/helpers/random-model.ts', 'src/io/gguf.ts', 'src/io/safetensors.ts']);
   const graphKey = sourceKey(['src/models/*', 'src/onnx/*', 'src/io/*', 'src/runtime/model.ts']);
-  const hf = path.join(cacheDir, `qwen2.5-0.5b-shape-seed0-${modelKey}`), onnxDir = path.join(cacheDir, `onnx-q4-al${accuracyLevel}-${graphKey}-${modelKey}`);
-  const q4gguf = path.join(hf, 'model-q4_0.gguf'), done = path.join(hf, 'bench-ready.json'), fp32Dir = path.join(cacheDir, `onnx-fp32-${graphKey}-${modelKey}`);
-  if (fs.existsSync(cacheDir)) { // drop artefacts written by older code
-    const keep = (d: string) => d === path.basename(hf) || ((d.startsWith('onnx-q4-al') || d.startsWith('onnx-fp32-')) && d.endsWith(`-${graphKey}-${modelKey}`));
+  const hf = path.join(cacheDir, `${shape}-shape-seed0-${modelKey}`), onnxDir = path.join(cacheDir, `onnx-${shape}-q4-al${accuracyLevel}-${graphKey}-${modelKey}`);
+  const q4gguf = path.join(hf, 'model-q4_0.gguf'), done = path.join(hf, 'bench-ready.json'), fp32Dir = path.join(cacheDir, `onnx-${shape}-fp32-${graphKey}-${modelKey}`);
+  if (fs.existsSync(cacheDir)) { // drop artefacts written by older code (every shape's current ones stay)
+    const keep = (d: string) => d.endsWith(`-shape-seed0-${modelKey}`) || (d.startsWith('onnx-') && d.endsWith(`-${graphKey}-${modelKey}`));
     for (const d of fs.readdirSync(cacheDir)) if (!keep(d)) fs.rmSync(path.join(cacheDir, d), { recursive: true, force: true });
   }
-  const { makeRandomQwen2, QWEN25_05B } = await import('../test/helpers/random-model.ts');
+  const helper = await import('../test/helpers/random-model.ts'), config = helper[SHAPES[shape].constant];
   const needFp32 = !!o.fp32 && !fs.existsSync(path.join(fp32Dir, 'edgereason.json'));
   const steps = (fs.existsSync(done) ? 0 : 1) + (fs.existsSync(path.join(onnxDir, 'edgereason.json')) ? 0 : 1) + (needFp32 ? 1 : 0);
   if (steps) note('preparing models', steps);
@@ -231,8 +240,8 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
     tick('random weights → HF folder + Q4_0 GGUF (~1 min)');
     await new Promise((r) => setImmediate(r)); // let the bar draw before the long synchronous work
     fs.rmSync(hf, { recursive: true, force: true });
-    makeRandomQwen2({ dir: hf, config: QWEN25_05B, seed: 0, gguf: false, q4_0: true });
-    fs.writeFileSync(done, JSON.stringify({ config: QWEN25_05B }) + '\n');
+    helper.makeRandomQwen2({ dir: hf, config, seed: 0, gguf: false, q4_0: true });
+    fs.writeFileSync(done, JSON.stringify({ config }) + '\n');
   }
   const convert = async (dir: string, label: string, opts: { quant: 'q4' | 'fp32'; accuracyLevel?: number }) => {
     tick(`converting to ONNX ${label}`);
@@ -412,6 +421,6 @@ if (isMainModule(import.meta.url)) {
     );
   } else {
     const num = (n: string) => (argValue(n) === undefined ? undefined : Number(argValue(n)));
-    await runDecodeBench({ json: process.argv.includes('--json'), accuracyLevel: num('--accuracy-level'), threads: num('--threads'), llamaThreads: num('--llama-threads'), resultsDir: process.argv.includes('--no-write') ? null : argValue('--results-dir') });
+    await runDecodeBench({ json: process.argv.includes('--json'), accuracyLevel: num('--accuracy-level'), threads: num('--threads'), llamaThreads: num('--llama-threads'), shape: argValue('--shape') as Shape | undefined, resultsDir: process.argv.includes('--no-write') ? null : argValue('--results-dir') });
   }
 }

@@ -105,6 +105,16 @@ function argmax(row: Float32Array): number {
   return b;
 }
 
+/** Largest |Δp| over the whole vocabulary at `positions`, between our logits [T, V] and llama.cpp's probabilities. */
+function maxProbDiff(logits: Float32Array, theirs: Map<number, Float32Array>, positions: number[]): number {
+  return Math.max(...positions.map((i) => {
+    const p = softmax(logits.subarray(i * V, (i + 1) * V)), q = theirs.get(i)!;
+    let m = 0;
+    for (let j = 0; j < V; j++) m = Math.max(m, Math.abs(p[j] - q[j]));
+    return m;
+  }));
+}
+
 function softmax(row: Float32Array): Float64Array {
   const mx = row[argmax(row)], p = new Float64Array(row.length);
   let s = 0;
@@ -177,12 +187,7 @@ test('Llama with Llama 3.1 RoPE scaling: our graph (HF rope_scaling) and our GGU
     ll = await openLlamaCpp(L.f32, { threads: THREADS, contextSize: 512 });
     const ids = SEQ256.slice(0, 96), positions = [15, 47, 95];
     const theirs = await ll.probsAt(ids, positions);
-    const diff = (logits: Float32Array) => Math.max(...positions.map((i) => {
-      const p = softmax(logits.subarray(i * V, (i + 1) * V)), q = theirs.get(i)!;
-      let m = 0;
-      for (let j = 0; j < V; j++) m = Math.max(m, Math.abs(p[j] - q[j]));
-      return m;
-    }));
+    const diff = (logits: Float32Array) => maxProbDiff(logits, theirs, positions);
     const [dHf, dGg, dPlain] = [diff(await allLogits(hf, ids)), diff(await allLogits(gg, ids)), diff(await allLogits(plain, ids))];
     console.log(`llama3 RoPE vs llama.cpp: max |Δp| ${dHf.toExponential(2)} (HF folder), ${dGg.toExponential(2)} (GGUF); plain RoPE would differ by ${dPlain.toFixed(3)}`);
     assert.ok(dHf < 1e-3 && dGg < 1e-3, `max probability difference ${dHf} / ${dGg}`);
@@ -206,12 +211,7 @@ test('Qwen3 (per-head q/k RMSNorm, head_dim 128 ≠ hidden / heads): greedy cont
     assert.ok(new Set(expected).size >= 8, `the continuation should not be degenerate: ${expected.join(' ')}`);
     const ids = [...PROMPT, ...expected], positions = [0, 15, 31, 47];
     const theirs = await ll.probsAt(ids, positions);
-    const diff = (logits: Float32Array) => Math.max(...positions.map((i) => {
-      const p = softmax(logits.subarray(i * V, (i + 1) * V)), q = theirs.get(i)!;
-      let m = 0;
-      for (let j = 0; j < V; j++) m = Math.max(m, Math.abs(p[j] - q[j]));
-      return m;
-    }));
+    const diff = (logits: Float32Array) => maxProbDiff(logits, theirs, positions);
     const [dHf, dGg] = [diff(await allLogits(hf, ids)), diff(await allLogits(gg, ids))];
     console.log(`qwen3 vs llama.cpp: max |Δp| ${dHf.toExponential(2)} (HF folder), ${dGg.toExponential(2)} (GGUF)`);
     assert.ok(dHf < 1e-3 && dGg < 1e-3, `max probability difference ${dHf} / ${dGg}`);

@@ -10,12 +10,13 @@ const resultsDir = (o: { write?: boolean; resultsDir?: string }): string | null 
 export function benchCommand(program: Command): void {
   const bench = program.command('bench').description('benchmarks (results under bench/results/, or --results-dir / --no-write)');
   output(bench.command('decode'))
-    .description('prefill and batched decode speed on a Qwen2.5-0.5B-shaped q4 model vs llama.cpp')
+    .description('prefill and batched decode speed on a Qwen2.5-0.5B-shaped (or Qwen3-0.6B-shaped) q4 model vs llama.cpp')
     .option('--json', 'print the result as JSON')
     .option('--accuracy-level <n>', 'MatMulNBits accuracy level (0: fp32 activations … 4: int8)', intArg('--accuracy-level', 0, 4), 4)
+    .option('--shape <shape>', 'model shape: qwen2.5-0.5b or qwen3-0.6b', 'qwen2.5-0.5b')
     .action(async (o) => {
       const { runDecodeBench } = await import('../../bench/decode.ts');
-      await runDecodeBench({ json: !!o.json, accuracyLevel: o.accuracyLevel, resultsDir: resultsDir(o) });
+      await runDecodeBench({ json: !!o.json, accuracyLevel: o.accuracyLevel, shape: o.shape, resultsDir: resultsDir(o) });
     });
   output(bench.command('train'))
     .description('training-step speed (LoRA r16 on a Qwen2.5-0.5B-shaped model; full-parameter on the default model\'s shape) vs PyTorch CPU')

@@ -19,6 +19,13 @@ export const QWEN25_05B: ModelConfig = {
   tieWordEmbeddings: true, attentionBias: true, bosTokenId: 151643, eosTokenIds: [151645, 151643],
 };
 
+/** Qwen3-0.6B's shapes (head_dim 128 apart from hidden / heads, per-head q/k RMSNorm, no biases). */
+export const QWEN3_06B: ModelConfig = {
+  architecture: 'qwen3', vocabSize: 151936, hiddenSize: 1024, intermediateSize: 3072, numLayers: 28, numHeads: 16,
+  numKvHeads: 8, headDim: 128, rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 40960,
+  tieWordEmbeddings: true, attentionBias: false, bosTokenId: 151643, eosTokenIds: [151645, 151643],
+};
+
 /** A tiny default that still has GQA, biases, tied embeddings and rows that are whole Q4_0 blocks. */
 const SMALL: ModelConfig = {
   ...QWEN25_05B, vocabSize: 512, hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, numKvHeads: 2,
