@@ -216,6 +216,7 @@ test('train-router: the savings rule (the default) needs --adapter; unused flags
   assert.match(r.stderr, /warning: --max-loss ignored: the accuracy rule generates no reasoning answers/);
   assert.match(r.stderr, /warning: --gate-tokens ignored: --no-gate searches no gate/);
   assert.match(cli(['train-router', '--help']).stdout, /required\s+by\s+the\s+savings\s+rule\s+\(the\s+default\)/);
+  assert.match(cli(['train-router', '--model', at('m'), '--native-thinking', '--adapter', at('a'), '--out', at('r.json')]).stderr, /train-router: --native-thinking routes between the model's own thinking and direct answers: leave --adapter out/);
 });
 
 test('train-rl: --out must not be its --adapter; a run stopped by --steps resumes with more; the adapter records the base model', { skip: !fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet' }, async () => {

@@ -197,6 +197,41 @@ test('(d) thinking cap on a model that never closes its thinking: ≤ K thinking
   }
 });
 
+test('nativeThinking (a model that thinks by itself, no adapter): the reasoning route equals a fresh run of prompt + "<think>" up to the cap; the direct route equals the enable_thinking: false prompt', async () => {
+  const m = await loadModel(rm.dir, { quant: 'fp32', worker: false, threads: 1 });
+  try {
+    const q = 'How many legs do 3 spiders have?', K = 6;
+    const { force } = reasoningTokens(m), sampled = K - force.indexOf(END_THINK); // the forced "\n" counts as thinking
+    const on = await answer(m, q, { reasoning: 'on', nativeThinking: true, maxThinkingTokens: K, maxTokens: 20 });
+    const fresh = await m.complete(`${m.tokenizer.applyChatTemplate([{ role: 'user', content: q }], { addGenerationPrompt: true })}<think>`, { maxTokens: sampled });
+    const s = on.samples[0];
+    assert.equal(on.route, 'reasoning');
+    assert.deepEqual(s.tokenIds!.slice(0, sampled), fresh.tokens, 'the thinking continues the shared prompt cache exactly as a fresh run');
+    assert.deepEqual(s.tokenIds!.slice(sampled, sampled + force.length), force, 'then the cap forces "\n</think>\n\n"');
+    assert.deepEqual([s.thinkingTokens, s.capped, on.usage.promptTokens], [K, true, m.encode(q, true).length + 1]);
+    // Sampled at a high temperature (varied tokens): the same seed draws the same thinking as the fresh run.
+    const hot = { temperature: 200, seed: 11 };
+    const onHot = await answer(m, q, { reasoning: 'on', nativeThinking: true, maxThinkingTokens: K, maxTokens: 20, ...hot });
+    const freshHot = await m.complete(`${m.tokenizer.applyChatTemplate([{ role: 'user', content: q }], { addGenerationPrompt: true })}<think>`, { maxTokens: sampled, ...hot });
+    assert.deepEqual(onHot.samples[0].tokenIds!.slice(0, sampled), freshHot.tokens);
+    assert.ok(new Set(freshHot.tokens).size >= 3, `varied tokens: ${freshHot.tokens}`);
+    // Direct: the answer after Qwen3's empty thinking block, on the same kind of cache.
+    const off = await answer(m, q, { reasoning: 'off', nativeThinking: true, maxTokens: 8 });
+    const direct = await m.complete(q, { chat: true, chatTemplateKwargs: { enable_thinking: false }, maxTokens: 8 });
+    assert.equal(off.route, 'direct');
+    assert.deepEqual(off.samples[0].tokenIds, direct.tokens);
+    assert.equal(off.usage.promptTokens, direct.promptTokens);
+    // Parallel samples fork the same prompt cache.
+    const three = await answer(m, q, { reasoning: 'on', nativeThinking: true, maxThinkingTokens: 3, maxTokens: 12, samples: 3, seed: 4 });
+    assert.deepEqual(three.samples.map((x) => [x.thinkingTokens, x.capped]), [[3, true], [3, true], [3, true]]);
+    await assert.rejects(answer(m, q, { reasoning: 'on' }), /answer: reasoning "on" needs the model loaded with its reasoning adapter \(--adapter\), or nativeThinking for a model that thinks by itself/);
+    await assert.rejects(answer(m, q, { nativeThinking: true, adapterMode: 'classic' }), /answer: adapterMode applies to a reasoning adapter, not to nativeThinking/);
+  } finally {
+    await m.close();
+  }
+  await assert.rejects(answer(await model(), 'q', { nativeThinking: true }), /answer: nativeThinking reasons with the model's own weights, but it was loaded with the adapter .*alora: load it without one/);
+});
+
 test('(e) an escalated request reasons exactly as reasoning "on" does: the invocation is fed on the cut-back prompt cache', async () => {
   const m = await model();
   const half = new LinearProbe(new Float64Array(Hd), 0, new Float64Array(Hd), new Float64Array(Hd).fill(1)); // scores 0.5: direct at 0.9
@@ -684,4 +719,15 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
   scored.samples.forEach((s) => assert.ok(s.verifierScore! >= 0 && s.verifierScore! <= 1));
   await m.close();
   shared = undefined;
+  // A model that thinks by itself (no adapter): the savings rule measures its own thinking; a router for it routes.
+  const bare = await loadModel(rm.dir, { quant: 'fp32', worker: false, threads: 1 });
+  try {
+    await assert.rejects(trainRouter(bare, items, { valFraction: 0.5, rule: 'savings', steps: 1 }), /router: the savings rule needs the reasoning adapter, or nativeThinking/);
+    const nat = await trainRouter(bare, items, { valFraction: 0.5, maxTokens: 4, reasoningMaxTokens: 6, maxThinkingTokens: 2, steps: 20, nativeThinking: true });
+    assert.deepEqual([nat.report.rule, nat.router.metadata.nativeThinking, nat.report.val.reasoningAccuracy], [{ name: 'savings', maxLoss: 0 }, true, 0]);
+    const res = await answer(bare, items[0].question, { reasoning: 'auto', maxTokens: 4, nativeThinking: true }, { router: nat.router });
+    assert.equal(res.route, res.routerScore! >= nat.router.threshold || res.escalation ? 'reasoning' : 'direct');
+  } finally {
+    await bare.close();
+  }
 });

@@ -17,6 +17,7 @@ import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
 import { promptCharBound } from '../src/server/prompt-bound.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { makeRandomQwen2 } from './helpers/random-model.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
@@ -136,6 +137,31 @@ test('server: chat_template_kwargs (vLLM\'s and llama.cpp\'s) reach the chat tem
     const e = await status(create(ask('hi', { chat_template_kwargs: kw })));
     assert.equal(e.status, 400);
     assert.match(e.message, re);
+  }
+});
+
+test('server --native-thinking: a model that thinks by itself (random Qwen3) reasons with its own weights; reasoning off answers after an empty thinking block', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-native-'));
+  const q3 = makeRandomQwen2({ dir, seed: 2, gguf: false, config: { architecture: 'qwen3', numLayers: 2 } });
+  await assert.rejects(createServer({ model: q3.dir, nativeThinking: true, adapters: [{ name: 'r', dir: fixture.dir }] }), /serve: --native-thinking serves the model's own thinking; leave --adapter out/);
+  const s = await createServer({ model: q3.dir, nativeThinking: true, port: 0, ctx: 256 });
+  try {
+    const c = new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const [m] = (await c.models.list()).data as Loose[];
+    assert.deepEqual([m.id, m.edgereason.kind, m.edgereason.reasoning], [path.basename(dir), 'native', true]);
+    const body = { model: m.id, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 24, temperature: 0 };
+    const on = await c.chat.completions.create({ ...body, thinking_token_budget: 5 } as never) as unknown as Loose;
+    assert.equal(on.edgereason.route, 'reasoning');
+    assert.equal(on.usage.completion_tokens_details.reasoning_tokens, 5, 'the random model never closes its thinking: the cap does');
+    assert.ok(on.choices[0].message.reasoning_content.length > 0);
+    const off = await c.chat.completions.create({ ...body, reasoning_effort: 'none' } as never) as unknown as Loose;
+    const plain = await c.chat.completions.create({ ...body, reasoning_effort: 'none', chat_template_kwargs: { enable_thinking: false } } as never) as unknown as Loose;
+    assert.equal(off.edgereason.route, 'direct');
+    assert.equal(off.usage.prompt_tokens, plain.usage.prompt_tokens, 'the direct route adds the empty block itself, unless the template wrote it');
+    assert.equal(off.choices[0].message.content, plain.choices[0].message.content);
+  } finally {
+    await s.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

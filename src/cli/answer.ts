@@ -16,7 +16,8 @@ export function answerCommand(program: Command): void {
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter (default: <model>/reasoning-adapter when present, as serve)')
-    .option('--no-adapter', 'the base model alone (reasoning off)')
+    .option('--no-adapter', 'the base model alone (reasoning off, unless --native-thinking)')
+    .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): reason with its own weights, no adapter; the direct route answers after an empty thinking block')
     .option('--router <file>', 'router.json for reasoning auto (default: <model>/router.json when present; without one, auto reasons)')
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question')
@@ -49,15 +50,18 @@ export function answerCommand(program: Command): void {
       }
       const temperature: number = o.temperature ?? (o.samples > 1 ? 0.8 : 0), seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
+      if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
+      if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
       // --no-adapter gives false; no flag, the adapter beside the model when there is one
-      if (o.adapter === undefined && o.reasoning !== 'off' && beside('reasoning-adapter/adapter_config.json')) {
+      if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('reasoning-adapter/adapter_config.json')) {
         o.adapter = path.join(o.model, 'reasoning-adapter');
         console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
       }
       if (o.adapter === false) o.adapter = undefined;
-      const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && o.adapter ? beside('router.json') : undefined);
+      const reasons = !!o.adapter || !!o.nativeThinking;
+      const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
       const verifierFile: string | undefined = o.verifier ?? (o.vote.startsWith('verifier') ? beside('verifier.json') : undefined);
-      if (o.reasoning === 'auto' && o.adapter && !routerFile) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
+      if (o.reasoning === 'auto' && reasons && !routerFile) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
       try {
         const router = routerFile ? Router.load(routerFile, model.config.hiddenSize) : undefined;
@@ -69,7 +73,7 @@ export function answerCommand(program: Command): void {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
           temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
-          task: o.task as Task, adapterMode: o.adapterMode,
+          task: o.task as Task, adapterMode: o.adapterMode, ...(o.nativeThinking ? { nativeThinking: true } : {}),
           onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
           onText: (sample, ph, piece) => {
             if (sample !== 0) return;

@@ -23,6 +23,7 @@ export function serveCommand(program: Command): void {
     .option('--adapter <name=dir...>', 'PEFT adapter(s) served as model "name" (default: <model>/reasoning-adapter as "reasoning")')
     .option('--router <file>', 'router.json (default: <model>/router.json when present)')
     .option('--verifier <file>', 'verifier.json (default: <model>/verifier.json when present)')
+    .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): serve it as its own reasoner, no adapter; direct answers follow an empty thinking block')
     .option('--served-model-name <id>', 'model id of the base model (default: the model folder name)')
     .option('--port <n>', 'port', intArg('--port', 0, 65535), 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
@@ -42,7 +43,7 @@ export function serveCommand(program: Command): void {
     .action(async (o) => {
       const adapters: AdapterSpec[] | undefined = o.adapter ? (o.adapter as string[]).map(parseAdapterArg) : undefined;
       const server = await createServer({
-        model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName,
+        model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
         defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log,

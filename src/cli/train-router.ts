@@ -41,6 +41,7 @@ export function trainRouterCommand(program: Command): void {
     .description('train the reasoning router (a probe on the base model\'s prompt hidden state, plus a confidence gate on the direct answer) and write router.json')
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter: required by the savings rule (the default); optional with --rule accuracy')
+    .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): both routes on its own weights, no --adapter')
     .option('--task <task>', 'synthetic | gsm8k', 'synthetic')
     .requiredOption('--out <file>', 'router JSON to write')
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 400)
@@ -60,8 +61,9 @@ export function trainRouterCommand(program: Command): void {
     .action(async (o, cmd: Command) => {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.rule !== 'savings' && o.rule !== 'accuracy') throw new Error(`--rule must be savings or accuracy, got "${o.rule}"`);
-      if (o.rule === 'savings' && !o.adapter) {
-        throw new Error(`train-router: the savings rule${given('rule') ? '' : ' (the default)'} needs --adapter <reasoning adapter> to measure always-reason accuracy and tokens; pass --adapter, or --rule accuracy to route by the base model's answers alone`);
+      if (o.nativeThinking && o.adapter) throw new Error('train-router: --native-thinking routes between the model\'s own thinking and direct answers: leave --adapter out');
+      if (o.rule === 'savings' && !o.adapter && !o.nativeThinking) {
+        throw new Error(`train-router: the savings rule${given('rule') ? '' : ' (the default)'} needs --adapter <reasoning adapter> to measure always-reason accuracy and tokens; pass --adapter (--native-thinking for a model that thinks by itself), or --rule accuracy to route by the base model's answers alone`);
       }
       // Flags the chosen rule or gate does not use: said, not silently dropped.
       const unused = (why: string, flags: [string, string][]) => {
@@ -77,7 +79,7 @@ export function trainRouterCommand(program: Command): void {
       try {
         const { router, report } = await trainRouter(model, items.train, {
           val: items.val, rule: o.rule, maxLoss: o.maxLoss, gate: o.gate, gateTokens: o.gateTokens, maxTokens: o.maxTokens, reasoningMaxTokens: o.reasoningMaxTokens,
-          maxThinkingTokens: o.maxThinkingTokens, l2: o.l2, steps: o.steps, onProgress: (s, d, t) => progress.update(s, d, t),
+          maxThinkingTokens: o.maxThinkingTokens, nativeThinking: !!o.nativeThinking, l2: o.l2, steps: o.steps, onProgress: (s, d, t) => progress.update(s, d, t),
           metadata: { model: o.model, task: o.task, seed: o.seed },
         });
         progress.stop();

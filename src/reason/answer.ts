@@ -16,12 +16,14 @@
  *    the base cache: its prompt is encoded again with the adapter on everywhere.
  * 5. The samples' extracted answers are combined by vote (vote.ts), optionally scored by the verifier from the
  *    hidden state the decode steps already return, and the decode stops early once the vote is decided.
+ * A model that thinks by itself (nativeThinking, e.g. Qwen3) takes the same path with no adapter: the reasoning
+ * route is its own thinking after "<think>", and the direct route feeds the empty thinking block first.
  */
 import { budgetControl, budgetSystemLine } from './budget.ts';
 import { randomInt } from 'node:crypto';
 import { checkKeys, type Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
-import { decode, Sequence } from '../runtime/generate.ts';
+import { decode, endsWithRun, Sequence } from '../runtime/generate.ts';
 import { sampleToken } from '../runtime/sampler.ts';
 import { extractAnswer } from '../tasks/grade.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
@@ -34,6 +36,8 @@ export const THINK_OPEN = '<think>';
 export const THINK_CLOSE = '</think>';
 /** What budget forcing appends when the thinking cap is reached. */
 export const FORCED_CLOSE = '\n</think>\n\n';
+/** The empty thinking block a thinking model answers directly after (Qwen3's template, enable_thinking: false). */
+export const EMPTY_THINKING = '<think>\n\n</think>\n\n';
 
 export { budgetSystemLine };
 
@@ -70,11 +74,11 @@ export interface Prefill {
  * so its logits and hidden state are the base model's, and the reasoning route starts from the invocation's
  * logits without another step; the direct route truncates the invocation away.
  */
-export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = []): Promise<Prefill> {
+export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = [], invocationAdapter = true): Promise<Prefill> {
   const cache = await backend.newCache(1), L = invocation.length + 1, V = backend.config.vocabSize, H = backend.config.hiddenSize;
   try {
     const tokens = [...ids, ...invocation];
-    const mask = adapterMask || invocation.length ? [tokens.map((_, i) => (adapterMask || i >= ids.length ? 1 : 0))] : undefined;
+    const mask = adapterMask || (invocation.length && invocationAdapter) ? [tokens.map((_, i) => (adapterMask || i >= ids.length ? 1 : 0))] : undefined;
     const r = await backend.step(cache, { tokens: [tokens], ...(mask ? { adapterMask: mask } : {}), logits: L, want: { logits: true, hidden: true } });
     return {
       cache, logits: r.logits!.slice(0, V), hidden: r.hidden!.slice(0, H),
@@ -125,7 +129,7 @@ function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking:
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'temperature', 'topK', 'topP', 'minP'];
+  'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP'];
 
 const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vote';
 
@@ -139,9 +143,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${n}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
   if (isVerifierVote(method) && !aux.verifier) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
-  if (mode === 'on' && !model.adapter) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (--adapter)');
+  const native = !!opts.nativeThinking;
+  if (native && model.adapter) throw new Error(`answer: nativeThinking reasons with the model's own weights, but it was loaded with the adapter ${model.adapter.dir}: load it without one`);
+  if (native && opts.adapterMode !== undefined) throw new Error('answer: adapterMode applies to a reasoning adapter, not to nativeThinking');
+  const reasons = !!model.adapter || native; // whether this model can take the reasoning route at all
+  if (mode === 'on' && !reasons) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (--adapter), or nativeThinking for a model that thinks by itself (e.g. Qwen3)');
   if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${opts.maxTokens}`);
-  if (aux.router && !model.adapter && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (--adapter): there is nothing to route to');
+  if (aux.router && !reasons && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (--adapter) and nativeThinking is off: there is nothing to route to');
   const K = opts.maxThinkingTokens;
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${K}`);
 
@@ -161,13 +169,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
     //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
     let base: Prefill | undefined;
-    const spec = !!model.adapter && !classic && mode !== 'off' ? [...reasoningTokens(model, opts.invocation).invocation, ...control] : [];
+    const spec = reasons && !classic && mode !== 'off' ? [...reasoningTokens(model, opts.invocation).invocation, ...control] : [];
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
-    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : []); handles.add(base.cache); }
+    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native); handles.add(base.cache); }
     // 2. Route by the probe; a gated direct route may still escalate (3).
-    const router = mode === 'auto' && model.adapter ? aux.router : undefined;
+    const router = mode === 'auto' && reasons ? aux.router : undefined;
     const routerScore = router && base ? router.score(base.hidden) : undefined;
-    const route: Route = mode === 'off' || !model.adapter ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
+    const route: Route = mode === 'off' || !reasons ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
     const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [];
     const wantHidden = !!aux.verifier || !!opts.collectHidden;
     let escalation: AnswerResult['escalation'];
@@ -213,12 +221,19 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     //    a token below the gate cancels it, and the request escalates to reasoning on the same prompt cache.
     if (route === 'direct') {
       const gate = router?.gate;
-      const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - ids.length); // ≥ 1: the prompt was checked against the context
       if (speculate) await backend.truncate(base!.cache, 0, ids.length);
+      // A thinking model answers after an empty thinking block, fed on the prompt's cache (unless the template wrote
+      // it, as Qwen3's does for enable_thinking: false); its logits give the first token.
+      const empty = native ? tok.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
+      const block = endsWithRun(ids, empty) ? [] : empty;
+      const promptLen = ids.length + block.length;
+      if (promptLen >= ctx) throw new Error(`answer: the prompt and the empty thinking block have ${promptLen} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+      const firstLogits = block.length ? (await backend.step(base!.cache, { tokens: [block], logits: 1, want: { logits: true } })).logits! : base!.logits;
+      const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptLen); // ≥ 1: checked above
       let decided = !gate, trip = -1, held: [Phase, string][] = [];
       const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');
       if (decided) opts.onRoute?.('direct', routerScore);
-      const seq = new Sequence(tok, { ...sampling, seed, maxTokens }, ids.length, stream && ((p) => stream.push(p)));
+      const seq = new Sequence(tok, { ...sampling, seed, maxTokens }, promptLen, stream && ((p) => stream.push(p)));
       const check = () => {
         if (decided) return;
         if ((trip = gateTrip(gate, seq.logprobs)) >= 0) { seq.cancel(); decided = true; return; } // escalate
@@ -230,7 +245,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           held = [];
         }
       };
-      const draw = seq.sampling(), first = sampleToken(base!.logits, draw, draw.u); // the engine's sampler, same draw
+      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u); // the engine's sampler, same draw
       seq.ttftMs = performance.now() - start;
       if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
       else seq.accept(first.token, first.logprob);
@@ -244,7 +259,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       check();
       if (trip < 0 || opts.signal?.aborted) { // passed (or no gate), or cancelled by the caller
         stream?.flush();
-        return result([seq], false, ids.length);
+        return result([seq], false, promptLen);
       }
       escalation = { answer: seq.text.trim(), tokens: seq.tokens.length, logprob: seq.logprobs[trip], at: trip };
       hidden.length = 0;
@@ -269,7 +284,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (n === 1) cache = prompt;
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
-      ...sampling, seed: seed + i, maxTokens, adapter: true, adapterFrom: classic ? 0 : ids.length,
+      ...sampling, seed: seed + i, maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
       thinking: { end: rt.end, maxTokens: K, force: rt.force },
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
     let pending: number[][];

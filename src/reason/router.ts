@@ -308,11 +308,13 @@ export interface LabelItem { question: string; gold: string | number; task: Task
 
 export interface BaseOutcome { hidden: Float32Array; correct: boolean; text: string; logprobs: number[] }
 
+const native = (o: { nativeThinking?: boolean }) => (o.nativeThinking ? { nativeThinking: true } : {});
+
 /** Greedy direct answers of the base model (adapter off): the prompt's hidden state, the answer's token log-probabilities, whether it was right. */
-export async function baseOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; onItem?: (done: number) => void } = {}): Promise<BaseOutcome[]> {
+export async function baseOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<BaseOutcome[]> {
   const out: BaseOutcome[] = [];
   for (const it of items) {
-    const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true });
+    const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true, ...native(o) });
     out.push({ hidden: r.promptHidden!, correct: isCorrect(it.task, r.answer, it.gold), text: r.answer, logprobs: r.samples[0].logprobs ?? [] });
     o.onItem?.(out.length);
   }
@@ -320,10 +322,10 @@ export async function baseOutcomes(model: Model, items: readonly LabelItem[], o:
 }
 
 /** Greedy single-sample reasoning answers (adapter on from the invocation): whether each was right, and its generated tokens. */
-export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; onItem?: (done: number) => void } = {}): Promise<{ correct: boolean; tokens: number }[]> {
+export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<{ correct: boolean; tokens: number }[]> {
   const out: { correct: boolean; tokens: number }[] = [];
   for (const it of items) {
-    const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task });
+    const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, ...native(o) });
     out.push({ correct: isCorrect(it.task, r.answer, it.gold), tokens: r.usage.completionTokens });
     o.onItem?.(out.length);
   }
@@ -344,6 +346,8 @@ export interface TrainRouterOptions extends FitOptions {
   maxTokens?: number;
   reasoningMaxTokens?: number;
   maxThinkingTokens?: number;
+  /** The model thinks by itself (answer()'s nativeThinking): both routes run on its own weights, no adapter. */
+  nativeThinking?: boolean;
   metadata?: Record<string, unknown>;
   onProgress?: (stage: string, done: number, total: number) => void;
 }
@@ -366,18 +370,19 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
     val = train.slice(train.length - k); train = train.slice(0, train.length - k);
   }
   if (!train.length || !val.length) throw new Error(`router: need training and validation items (got ${train.length} and ${val.length})`);
-  const ruleName = o.rule ?? (model.adapter ? 'savings' : 'accuracy');
-  if (ruleName === 'savings' && !model.adapter) throw new Error('router: the savings rule needs the reasoning adapter (to measure always-reason accuracy)');
+  const reasons = !!model.adapter || !!o.nativeThinking;
+  const ruleName = o.rule ?? (reasons ? 'savings' : 'accuracy');
+  if (ruleName === 'savings' && !reasons) throw new Error('router: the savings rule needs the reasoning adapter, or nativeThinking for a model that thinks by itself (to measure always-reason accuracy)');
   const gateTokens = o.gateTokens ?? 16;
   if (!Number.isInteger(gateTokens) || gateTokens < 1) throw new Error(`router: gateTokens must be an integer ≥ 1, got ${gateTokens}`);
   const progress = (stage: string, total: number) => (d: number) => o.onProgress?.(stage, d, total);
-  const tr = await baseOutcomes(model, train, { maxTokens: o.maxTokens, onItem: progress('base answers (train)', train.length) });
-  const va = await baseOutcomes(model, val, { maxTokens: o.maxTokens, onItem: progress('base answers (val)', val.length) });
+  const tr = await baseOutcomes(model, train, { maxTokens: o.maxTokens, nativeThinking: o.nativeThinking, onItem: progress('base answers (train)', train.length) });
+  const va = await baseOutcomes(model, val, { maxTokens: o.maxTokens, nativeThinking: o.nativeThinking, onItem: progress('base answers (val)', val.length) });
   const yTr = tr.map((r) => (r.correct ? 0 : 1)), yVa = va.map((r) => (r.correct ? 0 : 1));
   const probe = fitProbe(tr.map((r) => r.hidden), yTr, o);
   const sTr = tr.map((r) => probe.score(r.hidden)), sVa = va.map((r) => probe.score(r.hidden));
   const reasonOk = ruleName === 'savings'
-    ? await reasoningOutcomes(model, val, { maxTokens: o.reasoningMaxTokens, maxThinkingTokens: o.maxThinkingTokens, onItem: progress('reasoning answers (val)', val.length) })
+    ? await reasoningOutcomes(model, val, { maxTokens: o.reasoningMaxTokens, maxThinkingTokens: o.maxThinkingTokens, nativeThinking: o.nativeThinking, onItem: progress('reasoning answers (val)', val.length) })
     : undefined;
   const rows: RoutingRow[] = va.map((r, i) => ({
     score: sVa[i], baseCorrect: r.correct, baseLogprobs: r.logprobs, baseTokens: r.logprobs.length,
@@ -401,7 +406,7 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
   };
   const router = new Router(probe, threshold, rule, {
     ...o.metadata, hiddenSize: probe.dim, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500, balance: !!o.balance,
-    adapter: model.adapter?.dir, report, createdAt: new Date().toISOString(),
+    adapter: model.adapter?.dir, ...(o.nativeThinking ? { nativeThinking: true } : {}), report, createdAt: new Date().toISOString(),
   }, gate);
   return { router, report };
 }

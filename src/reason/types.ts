@@ -55,6 +55,13 @@ export interface AnswerOptions extends SamplingParams {
   collectHidden?: boolean;
   /** Extra variables for the chat template (generate's chatTemplateKwargs; the server's chat_template_kwargs). */
   chatTemplateKwargs?: Record<string, unknown>;
+  /**
+   * The model thinks with its own weights (a thinking model such as Qwen3; no adapter loaded): the reasoning route
+   * opens "<think>" on the prompt's cache, and the direct route answers after an empty thinking block
+   * ("<think>\n\n</think>\n\n", what Qwen3's template writes for enable_thinking: false) on that same cache.
+   * Routing, the gate, budgets, the thinking cap, samples and votes work as with an adapter.
+   */
+  nativeThinking?: boolean;
 }
 
 export interface SampleResult {

@@ -29,6 +29,8 @@ export interface ServerOptions {
   router?: string;
   verifier?: string;
   servedModelName?: string;
+  /** Serve a thinking model (e.g. Qwen3) as its own reasoner: see LoadServedOptions. */
+  nativeThinking?: boolean;
   host?: string;
   port?: number;
   /** Sequences decoding at once, across requests (rows of the batched decode). Default 16. */
@@ -78,7 +80,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   const metrics = new Metrics();
   const maxBatch = o.maxBatch ?? 16;
   const served = await loadServed({
-    model: o.model, adapters: o.adapters, servedModelName: o.servedModelName, router: o.router, verifier: o.verifier,
+    model: o.model, adapters: o.adapters, servedModelName: o.servedModelName, nativeThinking: o.nativeThinking, router: o.router, verifier: o.verifier,
     quant: o.quant, threads: o.threads, maxBatch,
     onRun: (s) => { metrics.batchRows.observe(s.rows); metrics.runSeconds.observe(s.ms / 1000); },
   });
@@ -157,7 +159,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     data: [...served.models.values()].map((m) => ({
       id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null,
       max_model_len: limits.ctx,
-      edgereason: { kind: m.kind, reasoning: m.kind === 'adapter', budgets: m.budgets, router: !!served.router && m.kind === 'adapter', verifier: !!served.verifier, default: m.id === served.defaultId },
+      edgereason: { kind: m.kind, reasoning: m.kind !== 'base', budgets: m.budgets, router: !!served.router && m.kind !== 'base', verifier: !!served.verifier, default: m.id === served.defaultId },
     })),
   }));
   app.get('/v1/models/:id', async (req) => {

@@ -125,7 +125,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (m.kind === 'base') {
     if (wantsReasoning) {
       const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
-      const adapters = [...served.models.values()].filter((s) => s.kind === 'adapter').map((s) => s.id);
+      const adapters = [...served.models.values()].filter((s) => s.kind !== 'base').map((s) => s.id);
       throw new ApiError(400, `The model '${m.id}' has no reasoning adapter, so it cannot reason${adapters.length ? `; use ${adapters.map((a) => `'${a}'`).join(' or ')}` : ''}.`, param);
     }
     mode = 'off';
@@ -187,6 +187,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
     ...(ext.early_stop ? { earlyStop: true } : {}),
     ...(kwargs ? { chatTemplateKwargs: kwargs } : {}),
+    ...(m.kind === 'native' ? { nativeThinking: true } : {}),
   };
   return {
     served: m, messages, promptTokens: ids.length, n, perChoice, mode, rows: n * (perChoice ?? 1), options, maxTokens,

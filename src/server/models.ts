@@ -16,8 +16,11 @@ export interface AdapterSpec { name: string; dir: string }
 
 export interface ServedModel {
   id: string;
-  /** 'base' = no adapter (direct answers only); 'adapter' = base + this adapter (reasoning route available). */
-  kind: 'base' | 'adapter';
+  /**
+   * 'base' = no adapter (direct answers only); 'adapter' = base + this adapter (reasoning route available);
+   * 'native' = a model that thinks by itself (e.g. Qwen3; serve --native-thinking): it reasons with its own weights.
+   */
+  kind: 'base' | 'adapter' | 'native';
   /** The model as answer() sees it (for 'base': the adapter hidden). */
   model: Model;
   backend: CoalescingBackend;
@@ -33,6 +36,8 @@ export interface LoadServedOptions {
   /** Adapters to serve; default: `<model>/reasoning-adapter` as "reasoning" when that folder exists. */
   adapters?: AdapterSpec[];
   servedModelName?: string;
+  /** Serve the model itself as the reasoner (a thinking model such as Qwen3): no adapter. */
+  nativeThinking?: boolean;
   router?: string;
   verifier?: string;
   quant?: 'q4' | 'fp32';
@@ -74,7 +79,8 @@ export function rlBudgets(adapterDir: string): number[] {
 
 export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const auto = path.join(o.model, 'reasoning-adapter');
-  const adapters = o.adapters ?? (fs.existsSync(path.join(auto, 'adapter_config.json')) ? [{ name: 'reasoning', dir: auto }] : []);
+  if (o.nativeThinking && o.adapters?.length) throw new Error('serve: --native-thinking serves the model\'s own thinking; leave --adapter out');
+  const adapters = o.adapters ?? (!o.nativeThinking && fs.existsSync(path.join(auto, 'adapter_config.json')) ? [{ name: 'reasoning', dir: auto }] : []);
   const baseId = o.servedModelName ?? path.basename(path.resolve(o.model)).replace(/\.(gguf|bin)$/, '');
   const names = new Set([baseId]);
   for (const a of adapters) {
@@ -100,7 +106,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       const m = await loadModel(o.model, { quant: o.quant, threads: o.threads });
       loaded.push(m);
       const backend = coalesce(m);
-      models.set(baseId, { id: baseId, kind: 'base', model: withBackend(m, backend), backend, budgets: [], created });
+      models.set(baseId, { id: baseId, kind: o.nativeThinking ? 'native' : 'base', model: withBackend(m, backend), backend, budgets: [], created });
     }
     const hidden = loaded[0].config.hiddenSize;
     const routerFile = o.router ?? (fs.existsSync(path.join(o.model, 'router.json')) ? path.join(o.model, 'router.json') : undefined);
