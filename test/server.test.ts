@@ -373,6 +373,7 @@ test('server: a prompt longer than context × the longest token is refused by it
   const json = JSON.parse(fs.readFileSync(path.join(fixture.dir, 'tokenizer.json'), 'utf8'));
   assert.equal(promptCharBound(loadTokenizer({ tokenizerJson: { ...json, pre_tokenizer: { type: 'WhitespaceSplit' } } })), undefined);
   assert.equal(promptCharBound(loadTokenizer({ tokenizerJson: { ...json, normalizer: { type: 'Strip', strip_left: true, strip_right: true } } })), undefined);
+  assert.equal(promptCharBound(loadTokenizer({ tokenizerJson: json, tokenizerConfig: { remove_space: true } })), undefined, 'tokenizer_config.json\'s XLM-style remove_space drops spaces');
   assert.equal(promptCharBound(loadTokenizer({ tokenizerJson: { ...json, normalizer: { type: 'NFKC' } } }))!.normalizedLength('\u{1D400}\u{1D401}'), 2, 'NFKC: two 2-unit math letters are two characters');
 });
 

@@ -58,14 +58,10 @@ function keepsText(c: Config | null | undefined): boolean {
 
 function compute(tokenizer: TextTokenizer): PromptCharBound | undefined {
   if (!(tokenizer instanceof HfTokenizer)) return undefined;
-  // tokenizers.js keeps the tokenizer.json it was built from (not every pre-tokenizer keeps its own config), and
-  // tokenizer_config.json's XLM-style options as fields.
-  const t = tokenizer.tokenizer as unknown as {
-    tokenizer?: { normalizer?: Config | null; pre_tokenizer?: Config | null; model?: Config };
-    remove_space?: boolean; do_lowercase_and_remove_accent?: boolean;
-  };
-  const json = t.tokenizer;
-  if (!json || json.model?.type !== 'BPE' || (json.model.fuse_unk && !json.model.byte_fallback) || t.remove_space || t.do_lowercase_and_remove_accent) return undefined;
+  // The tokenizer.json it was built from, and tokenizer_config.json's XLM-style options that tokenizers.js applies.
+  const json = tokenizer.files.tokenizerJson as { normalizer?: Config | null; pre_tokenizer?: Config | null; model?: Config } | null;
+  const { remove_space: removeSpace, do_lowercase_and_remove_accent: lowercase } = tokenizer.files.config;
+  if (!json || json.model?.type !== 'BPE' || (json.model.fuse_unk && !json.model.byte_fallback) || removeSpace || lowercase) return undefined;
   if ([...tokenizer.tokenizer.get_added_tokens_decoder().values()].some((a) => a.lstrip || a.rstrip)) return undefined;
   if (!keepsText(json.pre_tokenizer)) return undefined;
   const forms = normalizerForms(json.normalizer);

@@ -24,10 +24,12 @@ export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: reado
 export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerOptions = {}): HfTokenizer {
   if (typeof src !== 'string') {
     const name = src.name ?? 'in-memory tokenizer';
-    return new HfTokenizer(build(src.tokenizerJson, src.tokenizerConfig ?? {}, name), src.tokenizerConfig ?? {}, name, src.chatTemplate, opts);
+    const config = src.tokenizerConfig ?? {};
+    return new HfTokenizer(build(src.tokenizerJson, config, name), { tokenizerJson: src.tokenizerJson, config }, name, src.chatTemplate, opts);
   }
   const f = readTokenizerFolder(src);
-  return new HfTokenizer(build(f.tokenizerJson, f.tokenizerConfig ?? {}, path.join(src, 'tokenizer.json')), f.tokenizerConfig ?? {}, src, f.chatTemplate, opts);
+  const config = f.tokenizerConfig ?? {};
+  return new HfTokenizer(build(f.tokenizerJson, config, path.join(src, 'tokenizer.json')), { tokenizerJson: f.tokenizerJson, config }, src, f.chatTemplate, opts);
 }
 
 /**
@@ -94,8 +96,10 @@ export class HfTokenizer implements TextTokenizer {
   private template?: Template;
   private templateError?: string;
 
-  constructor(readonly tokenizer: Tokenizer, config: Record<string, unknown>, readonly name: string,
+  /** `files`: the tokenizer.json and tokenizer_config.json contents `tokenizer` was built from. */
+  constructor(readonly tokenizer: Tokenizer, readonly files: { tokenizerJson: unknown; config: Record<string, unknown> }, readonly name: string,
     chatTemplate: string | undefined, opts: LoadTokenizerOptions = {}) {
+    const config = files.config;
     this.vocabSize = 1 + [...tokenizer.get_vocab(true).values()].reduce((a, b) => Math.max(a, b), -1);
     this.specialIds = new Set([...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
     this.specialTokens = {};
