@@ -700,6 +700,13 @@ test('Sequence: a forced close is queued for the next feed and left out of the m
   assert.equal(t.accept(HMM, 0), true);
   assert.equal(t.finishReason, 'length');
   assert.throws(() => new Sequence(scriptedTokenizer, { thinking: { end: [CLOSE], maxTokens: 1, force: [NL] } }, 3), /does not contain the closing tokens/);
+  // Stop strings are searched incrementally: one that spans two tokens is found, and after a thinking segment the
+  // answer's leading blank lines (over several tokens) are skipped, once, before a "\n" stop applies.
+  const span = new Sequence(scriptedTokenizer, { stop: ['x', 'm #'], maxTokens: 50 }, 3);
+  assert.deepEqual([span.accept(HMM, 0), span.accept(HMM, 0), span.accept(A5, 0), span.text, span.finishReason], [false, false, true, 'hmm hm', 'stop']);
+  const nl = new Sequence(scriptedTokenizer, { stop: '\n', thinking: { end: [CLOSE] }, maxTokens: 50 }, 3);
+  assert.deepEqual([HMM, NL, CLOSE, NL, NL, HMM, HMM].map((t) => nl.accept(t, 0)), [false, false, false, false, false, false, false]);
+  assert.deepEqual([nl.accept(NL, 0), nl.text], [true, 'hmm \n</think>\n\nhmm hmm ']);
 });
 
 test('trainRouter and trainVerifier run end to end on a model (labels from the graders)', async () => {

@@ -91,6 +91,11 @@ export class Sequence {
    * text that closes it, is being written): stop strings are looked for from its first non-blank character.
    */
   private stopFrom = 0;
+  /** Whether the answer's first non-blank character has been seen (stopFrom then points at it). */
+  private answerSeen = false;
+  /** Text length at the last stop search, and the longest stop string's length. */
+  private searched = 0;
+  private readonly longestStop: number;
 
   constructor(tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void) {
     checkGenerateOptions(opts, tokenizer.vocabSize);
@@ -98,6 +103,7 @@ export class Sequence {
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
     this.stops = stopList(opts.stop);
+    this.longestStop = Math.max(1, ...this.stops.map((s) => s.length));
     const th = opts.thinking;
     this.thinkingOpen = !!th;
     if (th) {
@@ -174,14 +180,18 @@ export class Sequence {
    * first non-blank character (the answer opens with the "\n\n" after the tag, which a "\n" stop must not take).
    */
   private stopStart(): number {
-    if (!this.opts.thinking || this.stopFrom === Infinity) return this.stopFrom;
-    const rest = this.text.slice(this.stopFrom);
-    return this.text.length - rest.trimStart().length;
+    if (!this.opts.thinking || this.stopFrom === Infinity || this.answerSeen) return this.stopFrom;
+    const rest = this.text.slice(this.stopFrom), blank = rest.length - rest.trimStart().length;
+    if (blank < rest.length) { this.stopFrom += blank; this.answerSeen = true; } // fixed from the first non-blank on
+    return this.stopFrom + blank;
   }
 
   /** Finishes the sequence on a stop string or at the length limit; true if it did. */
   private finished(): boolean {
-    const from = this.stopStart();
+    const start = this.stopStart();
+    // Text already searched holds no stop: look again only where a stop could end in the new text.
+    const from = Math.max(start, this.searched - this.longestStop + 1);
+    this.searched = this.text.length;
     const stop = from === Infinity ? undefined
       : this.stops.map((s) => [s, this.text.indexOf(s, from)] as const).filter(([, i]) => i >= 0).sort((a, b) => a[1] - b[1])[0];
     if (stop) { this.text = this.text.slice(0, stop[1]); return this.finish('stop'); }
