@@ -92,7 +92,27 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
     const cut = await runEval(model, cases, { maxTokens: 6, temperature: 0, reasoning: true });
     for (const c of cut.cases) assert.deepEqual([c.thinkingTokens, c.correct], [c.tokens, false], c.text);
     assert.ok(cut.cases.some((c) => /\d/.test(c.text)), 'the cut-off thinking holds numbers the old grading read');
+    // A thinking cap: the same thinking, forced close and answer as answer() with maxThinkingTokens.
+    const capped = await runEval(model, cases, { maxTokens: 64, temperature: 0, reasoning: true, maxThinkingTokens: 8 });
+    for (const [k, c] of capped.cases.entries()) {
+      const a = await answer(model, cases[k].question, { reasoning: 'on', maxTokens: 64, maxThinkingTokens: 8 });
+      assert.deepEqual([c.thinkingTokens, c.tokens, c.correct], [8, a.samples[0].tokens, a.winner === String(cases[k].gold)], `case ${k}`);
+    }
+    await assert.rejects(runEval(model, cases, { maxThinkingTokens: 8 }), /eval: maxThinkingTokens applies to reasoning mode/);
+    await assert.rejects(runEval(model, cases, { reasoning: true, nativeThinking: true }), /eval: nativeThinking evaluates the model's own thinking, but it was loaded with the adapter/);
   } finally {
     await model.close();
+  }
+  // nativeThinking (no adapter): the direct run answers after the empty thinking block, as answer() does.
+  const bare = await loadModel(DEFAULT_DIR, { worker: false });
+  try {
+    const cases = syntheticCases('test', 12, 3).slice(0, 3);
+    const r = await runEval(bare, cases, { maxTokens: 24, temperature: 0, nativeThinking: true });
+    for (const [k, c] of r.cases.entries()) {
+      const a = await answer(bare, cases[k].question, { reasoning: 'off', nativeThinking: true, maxTokens: 24 });
+      assert.deepEqual([c.text.trim(), c.tokens], [a.answer, a.samples[0].tokens], `case ${k}`);
+    }
+  } finally {
+    await bare.close();
   }
 });

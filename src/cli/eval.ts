@@ -16,6 +16,8 @@ export function evalCommand(program: Command): void {
     .description('accuracy, tokens, TTFT and latency on a task; writes JSON, a Markdown table and an SVG plot')
     .requiredOption('--model <path>', 'model path')
     .option('--adapter <dir>', 'reasoning adapter: also evaluates base + adapter ("<think>" after the prompt; an activated adapter on from there, a plain LoRA everywhere)')
+    .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): evaluates its direct answers (after an empty thinking block) and its thinking, no adapter')
+    .option('--max-thinking-tokens <n>', 'thinking cap in the reasoning run ("\\n</think>\\n\\n" forced after it)', intArg('--max-thinking-tokens', 0))
     .option('--task <task>', 'synthetic | gsm8k | math500 | svamp', 'synthetic')
     .option('--split <split>', 'synthetic split: test | val', 'test')
     .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
@@ -26,6 +28,9 @@ export function evalCommand(program: Command): void {
     .action(async (o) => {
       if (!['synthetic', ...Object.keys(FILES)].includes(o.task)) throw new Error(`--task must be synthetic, gsm8k, math500 or svamp; got "${o.task}"`);
       if (o.split !== 'test' && o.split !== 'val') throw new Error(`--split must be test or val, got "${o.split}"`);
+      if (o.nativeThinking && o.adapter) throw new Error('eval: --native-thinking evaluates the model\'s own thinking: leave --adapter out');
+      const reasons = !!o.adapter || !!o.nativeThinking;
+      if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       const files = reportFiles(o.out);
       checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg] });
       const cases = o.task === 'synthetic' ? syntheticCases(o.split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', FILES[o.task]), o.limit);
@@ -33,10 +38,11 @@ export function evalCommand(program: Command): void {
       const runs: { name: string; report: EvalReport }[] = [];
       const progress = stageProgress('eval', 'questions', `nothing was written to ${o.out}`);
       try {
-        for (const reasoning of o.adapter ? [false, true] : [false]) {
-          const name = reasoning ? 'base + reasoning adapter' : 'base';
+        for (const reasoning of reasons ? [false, true] : [false]) {
+          const name = o.nativeThinking ? (reasoning ? 'thinking' : 'no thinking') : reasoning ? 'base + reasoning adapter' : 'base';
           const report = await runEval(model, cases, {
-            reasoning, maxTokens: o.maxTokens, batch: o.batch,
+            reasoning, maxTokens: o.maxTokens, batch: o.batch, ...(o.nativeThinking ? { nativeThinking: true } : {}),
+            ...(reasoning && o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}),
             onCase: (d, t) => progress.update(name, d, t),
           });
           runs.push({ name, report });

@@ -2,12 +2,14 @@
  * The eval harness: questions in, graded answers out, with accuracy, generated and thinking tokens, TTFT,
  * latency (p50/p90) and tokens/s per category. Reasoning mode appends the invocation ("<think>", or the
  * adapter's own invocation tokens) to the chat prompt and runs the adapter as answer() does: an activated one
- * from the invocation on, a plain LoRA on the whole sequence.
+ * from the invocation on, a plain LoRA on the whole sequence. A model that thinks by itself (nativeThinking) runs
+ * both modes on its own weights, its direct answers after an empty thinking block, as answer() does.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
-import { generateBatch, type GenerateOptions } from '../runtime/generate.ts';
+import { endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
+import { EMPTY_THINKING, reasoningTokens } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
@@ -21,6 +23,10 @@ export interface EvalOptions extends GenerateOptions {
   invocation?: string;
   /** Prompts decoded together (1 = per-request latency). */
   batch?: number;
+  /** Reasoning mode: the thinking cap, as answer()'s maxThinkingTokens ("\n</think>\n\n" forced after it). */
+  maxThinkingTokens?: number;
+  /** The model thinks by itself (answer()'s nativeThinking): no adapter in either mode. */
+  nativeThinking?: boolean;
   onCase?: (done: number, total: number) => void;
 }
 
@@ -42,34 +48,43 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   const tok = model.tokenizer, batch = o.batch ?? 1, results: CaseResult[] = [];
   // The adapter's own invocation when it names one (activated LoRA: on from there), as answer() uses it; a plain
   // LoRA applies to the whole sequence.
+  const { onCase, reasoning, invocation: invocationText, maxThinkingTokens, nativeThinking: native, batch: _, ...gen } = o;
   const aloraTokens = model.adapter?.config.aloraInvocationTokens;
-  const invocation = o.reasoning ? aloraTokens ?? tok.encode(o.invocation ?? '<think>', { addSpecialTokens: false }) : [];
+  if (native && model.adapter) throw new Error(`eval: nativeThinking evaluates the model's own thinking, but it was loaded with the adapter ${model.adapter.dir}`);
+  if (reasoning && !model.adapter && !native) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter), or nativeThinking for a model that thinks by itself');
+  if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
+  const rt = reasoning ? reasoningTokens(model, invocationText) : undefined;
+  const invocation = rt?.invocation ?? [], empty = native && !reasoning ? tok.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
   const endThink = tok.tokenToId('</think>');
-  if (o.reasoning && !model.adapter) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter)');
   for (let i = 0; i < cases.length; i += batch) {
     const group = cases.slice(i, i + batch);
     const prompts = group.map((c) => {
       const ids = model.encode([{ role: 'user', content: c.question }]);
-      return { ids: [...ids, ...invocation], from: ids.length };
+      return { ids: [...ids, ...invocation, ...(endsWithRun(ids, empty) ? [] : empty)], from: ids.length };
     });
     // A given seed makes the run reproducible, case j drawing with seed + j.
-    const opts = prompts.map((p, k) => ({ ...o, ...(o.reasoning ? { adapter: true, adapterFrom: aloraTokens ? p.from : 0 } : {}), ...(o.seed !== undefined ? { seed: o.seed + i + k } : {}) }));
+    const opts = prompts.map((p, k): GenerateOptions => ({
+      ...gen,
+      ...(reasoning && !native ? { adapter: true, adapterFrom: aloraTokens ? p.from : 0 } : {}),
+      ...(rt && maxThinkingTokens !== undefined ? { thinking: { end: rt.end, maxTokens: maxThinkingTokens, force: rt.force } } : {}),
+      ...(o.seed !== undefined ? { seed: o.seed + i + k } : {}),
+    }));
     const out = await generateBatch(model.backend, tok, prompts.map((p) => p.ids), opts);
     out.forEach((c, k) => {
       const end = endThink === undefined ? -1 : c.tokens.indexOf(endThink);
-      const thinking = o.reasoning ? (end >= 0 ? end : c.tokens.length) : 0; // the segment, without its tags
+      const thinking = reasoning ? (end >= 0 ? end : c.tokens.length) : 0; // the segment, without its tags
       const closed = end >= 0 || c.text.includes('</think>'); // a tag of several tokens shows in the text
       results.push({
         // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
-        id: group[k].id, category: group[k].category, correct: (!o.reasoning || closed) && isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
+        id: group[k].id, category: group[k].category, correct: (!reasoning || closed) && isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
         tokens: c.tokens.length, thinkingTokens: thinking, ttftMs: c.ttftMs, latencyMs: c.totalMs, wallShareMs: Math.max(...out.map((x) => x.totalMs)) / out.length,
       });
     });
-    o.onCase?.(results.length, cases.length);
+    onCase?.(results.length, cases.length);
   }
   const summary: Record<string, Summary> = { all: summarize(results) };
   for (const cat of [...new Set(results.map((r) => r.category))].sort()) summary[cat] = summarize(results.filter((r) => r.category === cat));
-  const { onCase, ...options } = o;
+  const { onCase: _onCase, ...options } = o;
   return { options, summary, cases: results };
 }
 
