@@ -295,6 +295,13 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.match(gen('--chat', '--chat-template-kwargs', '{bad').stderr, /--chat-template-kwargs must be a JSON object, got "\{bad" \(/);
   assert.match(gen('--chat', '--chat-template-kwargs', '[1]').stderr, /--chat-template-kwargs must be a JSON object, got "\[1\]"/);
   assert.match(gen('--chat-template-kwargs', '{}').stderr, /generate: --chat-template-kwargs needs --chat/);
+  // answer --native-thinking: the model's own thinking, so no adapter (not even the default one beside the model).
+  const ask = (...extra: string[]) => cli(['answer', '--model', 'models/default', '--question', 'What is the capital of Vorland?', '--max-tokens', '8', ...extra]);
+  assert.match(ask('--native-thinking', '--adapter', 'models/default/reasoning-adapter').stderr, /--native-thinking reasons with the model's own weights: leave --adapter out/);
+  const nat = ask('--native-thinking', '--reasoning', 'off', '--chat-template-kwargs', '{"enable_thinking": false}');
+  assert.equal(nat.status, 0, nat.stderr);
+  assert.doesNotMatch(nat.stderr, /^adapter:/m);
+  assert.match(nat.stderr, new RegExp(`^tokens: prompt ${promptTokens(direct)}, thinking 0,`, 'm'), 'the template\'s empty block, not a second one');
 });
 
 test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', () => {

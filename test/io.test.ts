@@ -141,6 +141,8 @@ describe('Hugging Face config.json', () => {
     const c = parseHfConfig(q3);
     assert.deepEqual([c.architecture, c.headDim, c.attentionBias, c.maxPositionEmbeddings, c.ropeTheta], ['qwen3', 128, false, 40960, 1000000]);
     assert.equal(parseHfConfig({ ...q3, attention_bias: undefined, architectures: undefined }).attentionBias, false, 'transformers\' Qwen3 default');
+    assert.equal(parseHfConfig({ ...q3, head_dim: undefined, hidden_size: 2048 }).headDim, 128, 'transformers\' Qwen3 default, not hidden / heads');
+    assert.throws(() => parseHfConfig({ ...q3, rope_parameters: [1] }), /field "rope_parameters" must be an object, got \[1\]/);
     assert.throws(() => parseHfConfig({ ...q3, attention_bias: true }, 'q3/config.json'), /q3\/config\.json: attention_bias = true is not supported for "Qwen3ForCausalLM" \(its o_proj bias/);
     // A saved config reads back as it was written.
     assert.deepEqual(parseHfConfig(hfConfig(c)), c);

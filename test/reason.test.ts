@@ -225,11 +225,41 @@ test('nativeThinking (a model that thinks by itself, no adapter): the reasoning 
     const three = await answer(m, q, { reasoning: 'on', nativeThinking: true, maxThinkingTokens: 3, maxTokens: 12, samples: 3, seed: 4 });
     assert.deepEqual(three.samples.map((x) => [x.thinkingTokens, x.capped]), [[3, true], [3, true], [3, true]]);
     await assert.rejects(answer(m, q, { reasoning: 'on' }), /answer: reasoning "on" needs the model loaded with its reasoning adapter \(--adapter\), or nativeThinking for a model that thinks by itself/);
+    // The template's enable_thinking: false closes the thinking: "on" is refused, "auto" answers directly (no router).
+    const noThink = { nativeThinking: true, chatTemplateKwargs: { enable_thinking: false } };
+    await assert.rejects(answer(m, q, { reasoning: 'on', ...noThink }), /answer: reasoning "on", but the chat template already closed the thinking/);
+    const router = new Router(fitProbe([[0], [1]], [0, 1], { steps: 1 }), -1, { name: 'accuracy' }, { nativeThinking: true });
+    const auto = await answer(m, q, { reasoning: 'auto', maxTokens: 8, ...noThink }, { router: Object.assign(Object.create(router), { score: () => assert.fail('no routing') }) });
+    assert.deepEqual([auto.route, auto.samples[0].tokenIds], ['direct', off.samples[0].tokenIds]);
+    // A router trained for the other kind of reasoning is refused; a budget line is the RL adapter's, not Qwen3's.
+    await assert.rejects(answer(m, q, { nativeThinking: true }, { router: new Router(router.probe, 0, { name: 'accuracy' }, { adapter: 'a' }) }), /answer: this router was not trained for nativeThinking \(but with the reasoning adapter a\)/);
+    await assert.rejects(answer(m, q, { reasoning: 'on', nativeThinking: true, budget: 96 }), /answer: budget is the control line a budget-trained \(RL\) adapter reads/);
     await assert.rejects(answer(m, q, { nativeThinking: true, adapterMode: 'classic' }), /answer: adapterMode applies to a reasoning adapter, not to nativeThinking/);
   } finally {
     await m.close();
   }
   await assert.rejects(answer(await model(), 'q', { nativeThinking: true }), /answer: nativeThinking reasons with the model's own weights, but it was loaded with the adapter .*alora: load it without one/);
+});
+
+test('nativeThinking with a template that opens the thinking itself (thinking-only models): no second "<think>"; the direct route closes the open block', async () => {
+  const dir = path.join(tmp, 'opens-thinking');
+  fs.mkdirSync(dir);
+  for (const f of fs.readdirSync(rm.dir)) if (!f.endsWith('.gguf')) fs.copyFileSync(path.join(rm.dir, f), path.join(dir, f));
+  fs.writeFileSync(path.join(dir, 'chat_template.jinja'), "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}");
+  const m = await loadModel(dir, { quant: 'fp32', worker: false, threads: 1 });
+  try {
+    const q = 'How many legs do 3 spiders have?', ids = m.encode(q, true), hot = { temperature: 200, seed: 5 };
+    assert.ok(m.tokenizer.decode(ids).endsWith('assistant\n<think>\n'));
+    const on = await answer(m, q, { reasoning: 'on', nativeThinking: true, maxThinkingTokens: 6, maxTokens: 12, ...hot });
+    const fresh = await m.complete(q, { chat: true, maxTokens: 5, ...hot });
+    assert.equal(on.usage.promptTokens, ids.length, 'the prompt already holds the invocation');
+    assert.deepEqual(on.samples[0].tokenIds!.slice(0, 5), fresh.tokens, 'thinking continues the template\'s open block');
+    const off = await answer(m, q, { reasoning: 'off', nativeThinking: true, maxTokens: 4 });
+    const rest = m.tokenizer.encode('\n</think>\n\n', { addSpecialTokens: false });
+    assert.deepEqual([off.route, off.usage.promptTokens], ['direct', ids.length + rest.length]);
+  } finally {
+    await m.close();
+  }
 });
 
 test('(e) an escalated request reasons exactly as reasoning "on" does: the invocation is fed on the cut-back prompt cache', async () => {

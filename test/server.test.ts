@@ -133,7 +133,7 @@ test('server: chat_template_kwargs (vLLM\'s and llama.cpp\'s) reach the chat tem
   const direct = await create(ask('What is the capital of Vorland?', { ...off, chat_template_kwargs: { enable_thinking: false } }));
   // enable_thinking: false makes the template pre-fill an empty thinking block: <think> \n \n </think> \n \n.
   assert.equal(direct.usage.prompt_tokens - plain.usage.prompt_tokens, 6);
-  for (const [kw, re] of [[[1], /Invalid value for 'chat_template_kwargs': must be object or null/], [{ add_generation_prompt: false }, /Invalid 'chat_template_kwargs': generate: chat_template_kwargs cannot set "add_generation_prompt"/]] as const) {
+  for (const [kw, re] of [[[1], /Invalid value for 'chat_template_kwargs': must be object or null/], [{ add_generation_prompt: false }, /Invalid 'chat_template_kwargs': chat: chat_template_kwargs cannot set "add_generation_prompt"/]] as const) {
     const e = await status(create(ask('hi', { chat_template_kwargs: kw })));
     assert.equal(e.status, 400);
     assert.match(e.message, re);
@@ -159,6 +159,17 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
     assert.equal(off.edgereason.route, 'direct');
     assert.equal(off.usage.prompt_tokens, plain.usage.prompt_tokens, 'the direct route adds the empty block itself, unless the template wrote it');
     assert.equal(off.choices[0].message.content, plain.choices[0].message.content);
+    // enable_thinking: false is a reasoning control too: with an effort it conflicts, by name.
+    const e = await status(c.chat.completions.create({ ...body, reasoning_effort: 'high', chat_template_kwargs: { enable_thinking: false } } as never));
+    assert.deepEqual([e.status, e.param], [400, 'chat_template_kwargs']);
+    assert.match(e.message, /Conflicting reasoning controls: 'chat_template_kwargs.enable_thinking' false turns reasoning off, but 'reasoning_effort' "high" asks for thinking/);
+    // The empty block counts against the context before the request is admitted: a prompt that would fit without
+    // it (2 to 5 tokens short of the context) is refused, its count including the block's 4 tokens.
+    const sm = s.served.models.get(m.id)!, ctx = s.limits.ctx, len = (t: string) => sm.model.encode([{ role: 'user', content: t }], true).length;
+    const content = Array.from({ length: 400 }, (_, k) => 'x '.repeat(k)).find((t) => len(t) >= ctx - 5 && len(t) <= ctx - 2)!;
+    assert.ok(content, 'a prompt 2 to 5 tokens short of the context');
+    assert.throws(() => planChat({ model: m.id, messages: [{ role: 'user', content }], reasoning_effort: 'none' } as never, s.served, s.limits),
+      (err: Error & { code?: string }) => err.code === 'context_length_exceeded' && err.message.includes(`resulted in ${len(content) + 4} tokens`));
   } finally {
     await s.close();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -126,6 +126,9 @@ test('Qwen3 (per-head q/k RMSNorm, head_dim ≠ hidden / heads): loss and gradie
   assert.deepEqual(qwen3.weights.get('model.layers.1.self_attn.k_norm.weight')?.shape, [32]);
   assert.deepEqual(qwen3.weights.get('model.layers.0.self_attn.q_proj.weight')?.shape, [128, 64]);
   const loss = await compare('full', undefined, qwen3);
+  // LoRA (activated from the invocation) on the same architecture, with the shared LoRA tensors' shapes.
+  const q16 = makeRandomQwen2({ dir: path.join(tmp, 'qwen3-16'), seed: 10, gguf: false, config: { architecture: 'qwen3', numLayers: 2, vocabSize: 512 } });
+  await compare('lora', seqs.map((s) => aloraMask(s, INVOCATION)), q16);
   // Without the head norms the model computes something else: they are part of the graph, not ignored.
   const unnormed = torchOracle('full', undefined, undefined, { ...qwen3, config: { ...qwen3.config, architecture: 'qwen2' } }).loss;
   assert.ok(Math.abs(loss - unnormed) > 1e-3 * loss, `the q/k norms must matter (loss ${loss} vs ${unnormed} without them)`);

@@ -9,7 +9,7 @@ import { Verifier } from '../reason/verifier.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { floatArg, intArg, quantArg } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
 
 export function answerCommand(program: Command): void {
   program.command('answer')
@@ -22,6 +22,7 @@ export function answerCommand(program: Command): void {
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question')
     .option('--system <text>', 'system message')
+    .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\'', jsonObjectArg('--chat-template-kwargs'))
     .option('--reasoning <mode>', 'auto | on | off', 'auto')
     .option('--samples <n>', 'parallel reasoning samples (one prefill, forked KV cache)', intArg('--samples', 1), 1)
     .option('--vote <method>', `${VOTE_METHODS.join(' | ')}`, 'majority')
@@ -74,6 +75,7 @@ export function answerCommand(program: Command): void {
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
           temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
           task: o.task as Task, adapterMode: o.adapterMode, ...(o.nativeThinking ? { nativeThinking: true } : {}),
+          ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
           onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
           onText: (sample, ph, piece) => {
             if (sample !== 0) return;

@@ -9,7 +9,8 @@ export function trainVerifierCommand(program: Command): void {
   program.command('train-verifier')
     .description('train the answer verifier (a probe on the hidden state at each sampled candidate\'s end) and write verifier.json')
     .requiredOption('--model <path>', 'base model')
-    .requiredOption('--adapter <dir>', 'reasoning adapter')
+    .option('--adapter <dir>', 'reasoning adapter (required unless --native-thinking)')
+    .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): sample its own thinking, no --adapter')
     .requiredOption('--out <file>', 'verifier JSON to write')
     .option('--task <task>', 'synthetic | gsm8k', 'synthetic')
     .option('--samples <n>', 'candidates sampled per question', intArg('--samples', 1), 8)
@@ -25,6 +26,7 @@ export function trainVerifierCommand(program: Command): void {
     .option('--quant <q>', 'q4 or fp32', quantArg)
     .option('--overwrite', 'replace the verifier JSON already at --out')
     .action(async (o) => {
+      if (!o.adapter === !o.nativeThinking) throw new Error(o.adapter ? 'train-verifier: --native-thinking samples the model\'s own thinking: leave --adapter out' : 'train-verifier: --adapter <reasoning adapter> is required (or --native-thinking for a model that thinks by itself)');
       checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json', overwrite: !!o.overwrite });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
       const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
@@ -32,7 +34,7 @@ export function trainVerifierCommand(program: Command): void {
       try {
         const { verifier, report } = await trainVerifier(model, items.train, {
           val: items.val, samples: o.samples, temperature: o.temperature, topP: o.topP, maxTokens: o.maxTokens, maxThinkingTokens: o.maxThinkingTokens,
-          l2: o.l2, steps: o.steps, seed: o.seed, onProgress: (s, d, t) => progress.update(s, d, t), metadata: { model: o.model, task: o.task },
+          l2: o.l2, steps: o.steps, seed: o.seed, ...(o.nativeThinking ? { nativeThinking: true } : {}), onProgress: (s, d, t) => progress.update(s, d, t), metadata: { model: o.model, task: o.task },
         });
         progress.stop();
         verifier.save(o.out);

@@ -11,7 +11,7 @@ import { openSafetensors, SafetensorsFile } from './safetensors.ts';
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 /** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */
-const ARCHITECTURES: Record<string, ModelConfig['architecture']> = {
+const HF_ARCHITECTURES: Record<string, ModelConfig['architecture']> = {
   Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3', LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama',
 };
 const MODEL_TYPES: Record<string, ModelConfig['architecture']> = { qwen2: 'qwen2', qwen3: 'qwen3', llama: 'llama', mistral: 'llama' };
@@ -19,10 +19,10 @@ const MODEL_TYPES: Record<string, ModelConfig['architecture']> = { qwen2: 'qwen2
 /** Parse a config.json object; `file` names it in errors. */
 export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json', generation: Record<string, unknown> = {}): ModelConfig {
   // architectures[0] decides when present (Qwen2ForSequenceClassification is model_type qwen2 but no LM).
-  const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined, table = archName === undefined ? MODEL_TYPES : ARCHITECTURES;
+  const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined, table = archName === undefined ? MODEL_TYPES : HF_ARCHITECTURES;
   const key = archName ?? raw.model_type, arch = typeof key === 'string' && Object.hasOwn(table, key) ? table[key] : undefined;
   if (!arch)
-    throw new Error(`${file}: unknown architecture ${JSON.stringify(key)} (supported: ${[...Object.keys(ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')})`);
+    throw new Error(`${file}: unknown architecture ${JSON.stringify(key)} (supported: ${[...Object.keys(HF_ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')})`);
   const int = (key: string, fallback?: number): number => {
     const v = raw[key] ?? fallback;
     if (v === undefined) throw new Error(`${file}: required field "${key}" is missing`);
@@ -42,7 +42,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   };
   // transformers 5 writes rope_theta and the scaling together as rope_parameters.
   const ropeParams = raw.rope_parameters as Record<string, unknown> | null | undefined;
-  if (ropeParams !== undefined && ropeParams !== null && typeof ropeParams !== 'object') throw new Error(`${file}: field "rope_parameters" must be an object, got ${JSON.stringify(ropeParams)}`);
+  if (ropeParams !== undefined && ropeParams !== null && (typeof ropeParams !== 'object' || Array.isArray(ropeParams))) throw new Error(`${file}: field "rope_parameters" must be an object, got ${JSON.stringify(ropeParams)}`);
   const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters') : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling');
   const ropeTheta = ropeParams?.rope_theta === undefined ? num('rope_theta', 10000) : positive(ropeParams.rope_theta, 'rope_parameters.rope_theta');
   if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') throw new Error(`${file}: hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu)`);
@@ -74,7 +74,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     numLayers: int('num_hidden_layers'),
     numHeads,
     numKvHeads: int('num_key_value_heads', numHeads),
-    headDim: int('head_dim', hiddenSize / numHeads),
+    headDim: int('head_dim', arch === 'qwen3' ? 128 : hiddenSize / numHeads), // transformers' Qwen3Config defaults it to 128
     rmsNormEps: num('rms_norm_eps', 1e-6),
     ropeTheta,
     ...(ropeScaling ? { ropeScaling } : {}),

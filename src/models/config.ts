@@ -38,7 +38,7 @@ export const hasQkNorm = (c: ModelConfig): boolean => c.architecture === 'qwen3'
 export function checkModelConfig(c: ModelConfig, where: string): void {
   const bad = (field: string, want: string, got: unknown) => { throw new Error(`${where}${field}" must be ${want}, got ${JSON.stringify(got)}`); };
   if (!c || typeof c !== 'object') bad('', 'an object', c);
-  if (!ARCHITECTURES.includes(c.architecture)) bad('.architecture', ARCHITECTURES.map((a) => `"${a}"`).join(', '), c.architecture);
+  if (!ARCHITECTURES.includes(c.architecture)) bad('.architecture', `one of ${ARCHITECTURES.map((a) => `"${a}"`).join(', ')}`, c.architecture);
   for (const k of ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'maxPositionEmbeddings'] as const) {
     if (!Number.isInteger(c[k]) || c[k] <= 0) bad(`.${k}`, 'a positive integer', c[k]);
   }

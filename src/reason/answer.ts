@@ -90,6 +90,32 @@ export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 
   }
 }
 
+/** A router decides for the routes it was trained on: with the reasoning adapter, or on a model's own thinking. */
+export function checkRouterFor(router: Router, native: boolean): void {
+  const trained = router.metadata.nativeThinking === true;
+  if (trained !== native) {
+    throw new Error(trained
+      ? 'answer: this router was trained for a model that thinks by itself (train-router --native-thinking): use it with nativeThinking'
+      : `answer: this router was not trained for nativeThinking (${router.metadata.adapter ? `but with the reasoning adapter ${router.metadata.adapter}` : 'its direct answers had no empty thinking block'}): train one with train-router --native-thinking`);
+  }
+}
+
+/** nativeThinking needs "<think>" and "</think>" as tokens of their own: a model without them cannot think natively. */
+function checkThinkingTokens(rt: ReasoningTokens): void {
+  if (rt.invocation.length !== 1 || rt.end.length !== 1) {
+    throw new Error(`answer: nativeThinking needs a model whose tokenizer has "${THINK_OPEN}" and "${THINK_CLOSE}" tokens (a thinking model such as Qwen3); this one encodes them as ${rt.invocation.length} and ${rt.end.length} tokens`);
+  }
+}
+
+/** Where the prompt opens the thinking itself (the invocation, then at most two blank tokens, at its end), else -1. */
+function openedAt(tok: Model['tokenizer'], ids: number[], invocation: number[]): number {
+  for (let k = 0; k <= 2 && k < ids.length; k++) {
+    const at = ids.length - k - invocation.length;
+    if (at >= 0 && endsWithRun(ids.slice(0, ids.length - k), invocation) && !tok.decode(ids.slice(ids.length - k)).trim()) return at;
+  }
+  return -1;
+}
+
 /** Splits a sample's streamed text into its thinking and answer phases (the tags and leading blank lines dropped). */
 function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) {
   let phase = start, held = '', lead = true;
@@ -153,10 +179,20 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const K = opts.maxThinkingTokens;
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${K}`);
 
+  if (native && opts.budget !== undefined) throw new Error('answer: budget is the control line a budget-trained (RL) adapter reads; with nativeThinking cap the thinking with maxThinkingTokens');
+  if (aux.router && mode === 'auto') checkRouterFor(aux.router, native);
   const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
   const control = opts.budget !== undefined ? budgetControl(tok, opts.budget) : []; // fed after the invocation
-  const ids = model.encode(messages, true, opts.chatTemplateKwargs), ctx = backend.config.maxPositionEmbeddings;
+  const ids = model.encode(messages, true, opts.chatTemplateKwargs, 'answer'), ctx = backend.config.maxPositionEmbeddings;
   if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
+  // What the chat template already wrote: an empty thinking block (Qwen3's enable_thinking: false) asks for a direct
+  // answer; a generation prompt that opens the thinking (templates of thinking-only models) has the invocation in it.
+  const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }), closedByTemplate = endsWithRun(ids, empty);
+  if (closedByTemplate && mode === 'on') throw new Error('answer: reasoning "on", but the chat template already closed the thinking (an empty thinking block, e.g. chatTemplateKwargs enable_thinking: false)');
+  const rt = reasons ? reasoningTokens(model, opts.invocation) : undefined;
+  if (native) checkThinkingTokens(rt!);
+  const opened = native && !closedByTemplate ? openedAt(tok, ids, rt!.invocation) : -1;
+  const invocation = opened >= 0 ? [] : rt?.invocation ?? [];
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
   if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
@@ -169,13 +205,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
     //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
     let base: Prefill | undefined;
-    const spec = reasons && !classic && mode !== 'off' ? [...reasoningTokens(model, opts.invocation).invocation, ...control] : [];
+    const spec = reasons && !classic && mode !== 'off' && !closedByTemplate ? [...invocation, ...control] : [];
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
     if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native); handles.add(base.cache); }
     // 2. Route by the probe; a gated direct route may still escalate (3).
-    const router = mode === 'auto' && reasons ? aux.router : undefined;
+    const router = mode === 'auto' && reasons && !closedByTemplate ? aux.router : undefined;
     const routerScore = router && base ? router.score(base.hidden) : undefined;
-    const route: Route = mode === 'off' || !reasons ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
+    const route: Route = mode === 'off' || !reasons || closedByTemplate ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
     const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [];
     const wantHidden = !!aux.verifier || !!opts.collectHidden;
     let escalation: AnswerResult['escalation'];
@@ -223,9 +259,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const gate = router?.gate;
       if (speculate) await backend.truncate(base!.cache, 0, ids.length);
       // A thinking model answers after an empty thinking block, fed on the prompt's cache (unless the template wrote
-      // it, as Qwen3's does for enable_thinking: false); its logits give the first token.
-      const empty = native ? tok.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
-      const block = endsWithRun(ids, empty) ? [] : empty;
+      // it, as Qwen3's does for enable_thinking: false; after a template's opening tag, the rest of the block);
+      // its logits give the first token.
+      const block = !native || closedByTemplate ? [] : opened < 0 ? empty
+        : tok.encode(EMPTY_THINKING.slice(tok.decode(ids.slice(opened)).length), { addSpecialTokens: false });
       const promptLen = ids.length + block.length;
       if (promptLen >= ctx) throw new Error(`answer: the prompt and the empty thinking block have ${promptLen} tokens, which leaves no room in the model's context of ${ctx} tokens`);
       const firstLogits = block.length ? (await backend.step(base!.cache, { tokens: [block], logits: 1, want: { logits: true } })).logits! : base!.logits;
@@ -268,15 +305,16 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (escalation) opts.onRoute?.('reasoning', routerScore);
 
     // 4. Reasoning route.
-    const rt = reasoningTokens(model, opts.invocation);
-    const promptTokens = ids.length + rt.invocation.length + control.length;
+    const promptTokens = ids.length + invocation.length + control.length;
     const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptTokens);
     if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
     const streams = Array.from({ length: n }, (_, i) => opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), 'thinking') : undefined);
-    let prompt: CacheHandle, firstLogits = escalation ? undefined : base?.invocationLogits;
+    // The first thinking token's logits: after the speculated invocation, or the prompt's own when the template
+    // opened the thinking (still valid after an escalation, which cuts the cache back to the prompt).
+    let prompt: CacheHandle, firstLogits = !invocation.length && !control.length ? base?.logits : escalation ? undefined : base?.invocationLogits;
     if (classic) { // plain LoRA: the base cache is of no use, encode the prompt (and the invocation) again with the adapter on
       if (base) await release(base.cache);
-      const p = await prefill(backend, ids, 1, [...rt.invocation, ...control]);
+      const p = await prefill(backend, ids, 1, [...invocation, ...control]);
       prompt = p.cache; firstLogits = p.invocationLogits;
       handles.add(prompt);
     } else prompt = base!.cache;
@@ -285,7 +323,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
       ...sampling, seed: seed + i, maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
-      thinking: { end: rt.end, maxTokens: K, force: rt.force },
+      thinking: { end: rt!.end, maxTokens: K, force: rt!.force },
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
     let pending: number[][];
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
@@ -297,7 +335,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         seq.ttftMs = performance.now() - start;
         return seq.accept(first.token, first.logprob) ? [] : [first.token, ...seq.takeForced()];
       });
-    } else pending = seqs.map(() => [...rt.invocation, ...control]);
+    } else pending = seqs.map(() => [...invocation, ...control]);
 
     // 5. Decode with verifier scoring and early stop.
     await decode(backend, cache, seqs, pending, start, {

@@ -47,6 +47,8 @@ export interface SampleOptions {
   maxTokens?: number;
   maxThinkingTokens?: number;
   seed?: number;
+  /** The model thinks by itself (answer()'s nativeThinking): no adapter. */
+  nativeThinking?: boolean;
   onItem?: (done: number) => void;
 }
 
@@ -58,6 +60,7 @@ export async function sampleCandidates(model: Model, items: readonly LabelItem[]
     const r = await answer(model, it.question, {
       reasoning: 'on', samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, topP: o.topP ?? 0.95, seed: (o.seed ?? 0) + 1000 * k,
       maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, collectHidden: true,
+      ...(o.nativeThinking ? { nativeThinking: true } : {}),
     });
     r.samples.forEach((s, i) => {
       if (s.hidden) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold) && s.extracted !== undefined, extracted: s.extracted, meanLogprob: s.meanLogprob });
@@ -82,7 +85,7 @@ export interface VerifierReport {
 }
 
 export async function trainVerifier(model: Model, items: readonly LabelItem[], o: TrainVerifierOptions = {}): Promise<{ verifier: Verifier; report: VerifierReport }> {
-  if (!model.adapter) throw new Error('verifier: the model must be loaded with its reasoning adapter (--adapter)');
+  if (!model.adapter && !o.nativeThinking) throw new Error('verifier: the model must be loaded with its reasoning adapter (--adapter), or nativeThinking set for a model that thinks by itself');
   let train = [...items], val = o.val ? [...o.val] : [];
   if (!o.val) {
     const k = Math.round(items.length * (o.valFraction ?? 0.2));
@@ -119,7 +122,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
   };
   const verifier = new Verifier(probe, threshold, {
     ...o.metadata, hiddenSize: probe.dim, samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500,
-    adapter: model.adapter.dir, report, createdAt: new Date().toISOString(),
+    ...(model.adapter ? { adapter: model.adapter.dir } : { nativeThinking: true }), report, createdAt: new Date().toISOString(),
   });
   return { verifier, report };
 }

@@ -90,15 +90,15 @@ export class Model {
   }
 
   /** Token ids for a prompt: raw text (with the tokenizer's special tokens), chat-templated text, or messages. */
-  encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt), chatTemplateKwargs?: Record<string, unknown>): number[] {
+  encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt), chatTemplateKwargs?: Record<string, unknown>, where = 'generate'): number[] {
     if (chatTemplateKwargs !== undefined) {
-      if (!chat) throw new Error('generate: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)');
-      checkTemplateKwargs(chatTemplateKwargs);
+      if (!chat) throw new Error(`${where}: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)`);
+      checkTemplateKwargs(chatTemplateKwargs, where);
     }
     if (Array.isArray(prompt)) {
-      if (!chat) throw new Error('generate: a list of messages is rendered by the chat template: leave chat out (or set it to true)');
-      checkMessages(prompt);
-    } else if (typeof prompt !== 'string') throw new Error(`generate: a prompt must be a string or a list of messages, got ${typeof prompt}`);
+      if (!chat) throw new Error(`${where}: a list of messages is rendered by the chat template: leave chat out (or set it to true)`);
+      checkMessages(prompt, where);
+    } else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     if (!chat) return this.tokenizer.encode(prompt as string);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
     return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: chatTemplateKwargs }), { addSpecialTokens: false });
@@ -198,18 +198,18 @@ function checkLoadOptions(o: LoadOptions): void {
 }
 
 /** The template's own inputs (messages, add_generation_prompt) are set by the call, not by kwargs. */
-function checkTemplateKwargs(kw: Record<string, unknown>): void {
-  if (kw === null || typeof kw !== 'object' || Array.isArray(kw)) throw new Error(`generate: chatTemplateKwargs must be an object of template variables, got ${JSON.stringify(kw)}`);
+function checkTemplateKwargs(kw: Record<string, unknown>, where: string): void {
+  if (kw === null || typeof kw !== 'object' || Array.isArray(kw)) throw new Error(`${where}: chatTemplateKwargs must be an object of template variables, got ${JSON.stringify(kw)}`);
   const taken = ['messages', 'add_generation_prompt'].find((k) => Object.hasOwn(kw, k));
-  if (taken) throw new Error(`generate: chatTemplateKwargs cannot set "${taken}": the call sets it (pass messages as the prompt)`);
+  if (taken) throw new Error(`${where}: chatTemplateKwargs cannot set "${taken}": the call sets it (pass messages as the prompt)`);
 }
 
-function checkMessages(messages: ChatMessage[]): void {
-  if (!messages.length) throw new Error('generate: the list of messages is empty');
+function checkMessages(messages: ChatMessage[], where: string): void {
+  if (!messages.length) throw new Error(`${where}: the list of messages is empty`);
   messages.forEach((m, i) => {
-    if (!m || typeof m !== 'object') throw new Error(`generate: message ${i} is not an object ({ role, content })`);
-    if (!CHAT_ROLES.includes(m.role)) throw new Error(`generate: message ${i} has role ${JSON.stringify(m.role)} (roles: ${CHAT_ROLES.join(', ')})`);
-    if (typeof m.content !== 'string') throw new Error(`generate: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
+    if (!m || typeof m !== 'object') throw new Error(`${where}: message ${i} is not an object ({ role, content })`);
+    if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: message ${i} has role ${JSON.stringify(m.role)} (roles: ${CHAT_ROLES.join(', ')})`);
+    if (typeof m.content !== 'string') throw new Error(`${where}: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
   });
 }
 

@@ -24,10 +24,10 @@
 import { randomInt } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { answer } from '../reason/answer.ts';
+import { answer, EMPTY_THINKING } from '../reason/answer.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
-import { stopList } from '../runtime/generate.ts';
+import { endsWithRun, stopList } from '../runtime/generate.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatRequest, type Effort } from './schemas.ts';
 import { promptCharBound } from './prompt-bound.ts';
@@ -77,19 +77,21 @@ function text(content: ChatRequest['messages'][number]['content']): string {
 }
 
 /**
- * The reasoning mode the request's controls ask for. `edgereason.reasoning` names it; `reasoning_effort` "none" and
- * `thinking_token_budget` 0 ask for reasoning off, any other effort or budget for reasoning on (or, with
+ * The reasoning mode the request's controls ask for. `edgereason.reasoning` names it; `reasoning_effort` "none",
+ * `thinking_token_budget` 0 and `chat_template_kwargs.enable_thinking` false (Qwen3's switch: the template writes an
+ * empty thinking block) ask for reasoning off, any other effort or budget for reasoning on (or, with
  * reasoning "auto", for that budget when the router picks reasoning). Controls that contradict each other are
  * refused (400 naming both) rather than one of them winning silently.
  */
 function reasoningMode(req: ChatRequest): ReasoningMode {
   const effort = req.reasoning_effort ?? undefined, budget = req.thinking_token_budget ?? undefined, ext = req.edgereason?.reasoning;
-  const off = effort === 'none' ? `'reasoning_effort' "none"` : budget === 0 ? `'thinking_token_budget' 0` : undefined;
+  const noThinking = req.chat_template_kwargs?.enable_thinking === false;
+  const off = effort === 'none' ? `'reasoning_effort' "none"` : budget === 0 ? `'thinking_token_budget' 0` : noThinking ? `'chat_template_kwargs.enable_thinking' false` : undefined;
   const on = effort !== undefined && effort !== 'none' ? `'reasoning_effort' "${effort}"` : budget !== undefined && budget > 0 ? `'thinking_token_budget' ${budget}` : undefined;
   const conflict = (param: string, a: string, b: string) => {
     throw new ApiError(400, `Conflicting reasoning controls: ${a}, but ${b}. Send one of them, or make them agree.`, param, 'invalid_request_error', 'conflicting_parameters');
   };
-  if (off && on) conflict('thinking_token_budget', `${off} turns reasoning off`, `${on} asks for thinking`);
+  if (off && on) conflict(noThinking && !(effort === 'none' || budget === 0) ? 'chat_template_kwargs' : 'thinking_token_budget', `${off} turns reasoning off`, `${on} asks for thinking`);
   if (ext === 'off' && on) conflict('edgereason.reasoning', `'edgereason.reasoning' "off" turns reasoning off`, `${on} asks for thinking`);
   if ((ext === 'on' || ext === 'auto') && off) {
     conflict('edgereason.reasoning', `'edgereason.reasoning' "${ext}" ${ext === 'on' ? 'forces reasoning on' : 'lets the router choose reasoning'}`, `${off} turns it off`);
@@ -126,7 +128,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     if (wantsReasoning) {
       const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
       const adapters = [...served.models.values()].filter((s) => s.kind !== 'base').map((s) => s.id);
-      throw new ApiError(400, `The model '${m.id}' has no reasoning adapter, so it cannot reason${adapters.length ? `; use ${adapters.map((a) => `'${a}'`).join(' or ')}` : ''}.`, param);
+      throw new ApiError(400, `The model '${m.id}' has no reasoning adapter, so it cannot reason${adapters.length ? `; use ${adapters.map((a) => `'${a}'`).join(' or ')}` : ' (a model that thinks by itself, such as Qwen3, is served with --native-thinking)'}.`, param);
     }
     mode = 'off';
   }
@@ -147,10 +149,13 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     }
   }
   let ids: number[];
-  try { ids = m.model.encode(messages, true, kwargs); } catch (e) {
+  try { ids = m.model.encode(messages, true, kwargs, 'chat'); } catch (e) {
     const msg = (e as Error).message, param = /chatTemplateKwargs/.test(msg) ? 'chat_template_kwargs' : 'messages';
     throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', 'chat_template_kwargs')}`, param);
   }
+  // A thinking model's direct answer follows the empty thinking block answer() adds (unless the template wrote it).
+  const empty = m.kind === 'native' && mode === 'off' ? m.model.tokenizer.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
+  if (empty.length && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
   const kept = mode === 'off' ? 0 : REASONING_RESERVE, reserve = 1 + kept; // one completion token, plus the invocation and budget line
   if (ids.length + reserve >= ctx) {
     const tail = ids.length >= ctx ? ''

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } from '../runtime/scheduler.ts';
 import { Router } from '../reason/router.ts';
+import { checkRouterFor } from '../reason/answer.ts';
 import { Verifier } from '../reason/verifier.ts';
 
 export interface AdapterSpec { name: string; dir: string }
@@ -112,6 +113,9 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     const routerFile = o.router ?? (fs.existsSync(path.join(o.model, 'router.json')) ? path.join(o.model, 'router.json') : undefined);
     const verifierFile = o.verifier ?? (fs.existsSync(path.join(o.model, 'verifier.json')) ? path.join(o.model, 'verifier.json') : undefined);
     const router = routerFile ? Router.load(routerFile, hidden) : undefined;
+    if (router) {
+      try { checkRouterFor(router, !!o.nativeThinking); } catch (e) { throw new Error(`serve: ${routerFile}: ${(e as Error).message.replace(/^answer: /, '')}`); }
+    }
     const verifier = verifierFile ? Verifier.load(verifierFile, hidden) : undefined;
     // Base first in listings, as vLLM does; requests without a model go to the reasoning pipeline when there is one.
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
