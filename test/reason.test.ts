@@ -764,6 +764,9 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
     assert.deepEqual([nat.report.rule, nat.router.metadata.nativeThinking, nat.report.val.reasoningAccuracy], [{ name: 'savings', maxLoss: 0 }, true, 0]);
     const res = await answer(bare, items[0].question, { reasoning: 'auto', maxTokens: 4, nativeThinking: true }, { router: nat.router });
     assert.equal(res.route, res.routerScore! >= nat.router.threshold || res.escalation ? 'reasoning' : 'direct');
+    await assert.rejects(trainVerifier(bare, items, { steps: 1 }), /verifier: the model must be loaded with its reasoning adapter \(--adapter\), or nativeThinking set/);
+    const v = await trainVerifier(bare, items.slice(0, 4), { valFraction: 0.5, samples: 2, maxTokens: 6, maxThinkingTokens: 2, steps: 20, nativeThinking: true });
+    assert.deepEqual([v.report.train.candidates, v.verifier.metadata.nativeThinking], [4, true]);
   } finally {
     await bare.close();
   }
