@@ -60,11 +60,12 @@ function buildModel(dir: string, config: Partial<ModelConfig> = {}) {
   const meta = qwenTokenizer(m.config.vocabSize).gguf, src = new MemoryWeights(m.weights);
   const f32 = path.join(dir, 'model-f32.gguf'), q4 = path.join(dir, 'model-q4_0.gguf');
   writeModelGguf(f32, m.config, src, { type: 'F32', metadata: meta });
-  if (!config.architecture) writeModelGguf(q4, m.config, src, { type: 'Q4_0', metadata: meta });
+  if (config.architecture !== 'llama') writeModelGguf(q4, m.config, src, { type: 'Q4_0', metadata: meta });
   return { config: m.config, hf: dir, f32, q4 };
 }
 
 const M = buildModel(path.join(tmp, 'qwen2'));
+const Q3 = buildModel(path.join(tmp, 'qwen3'), { architecture: 'qwen3', headDim: 128 });
 const V = M.config.vocabSize;
 const r = rng(5);
 /** A fixed prompt of arbitrary token ids (the first 2000 ids are plain BPE tokens). */
@@ -199,7 +200,7 @@ test('Llama with Llama 3.1 RoPE scaling: our graph (HF rope_scaling) and our GGU
 });
 
 test('Qwen3 (per-head q/k RMSNorm, head_dim 128 ≠ hidden / heads): greedy continuation and distributions equal llama.cpp; our GGUF loader agrees', async () => {
-  const Q = buildModel(path.join(tmp, 'qwen3'), { architecture: 'qwen3', headDim: 128 });
+  const Q = Q3;
   assert.equal(Q.config.attentionBias, false);
   const [hf, gg] = await Promise.all([Q.hf, Q.f32].map((p) => loadModel(p, { quant: 'fp32', worker: false, threads: THREADS })));
   let ll: LlamaCpp | undefined;
@@ -221,11 +222,12 @@ test('Qwen3 (per-head q/k RMSNorm, head_dim 128 ≠ hidden / heads): greedy cont
   }
 });
 
-test('q4: top-1 agreement with llama.cpp on the Q4_0 GGUF over 256 teacher-forced positions', async () => {
-  const ours = await loadModel(M.hf, { quant: 'q4', worker: false, threads: THREADS });
+/** Our q4 graph against llama.cpp's Q4_0 kernels on the same 4-bit weights: top-1 agreement and whole distributions. */
+async function q4Agreement(m: { hf: string; q4: string }, label: string): Promise<void> {
+  const ours = await loadModel(m.hf, { quant: 'q4', worker: false, threads: THREADS });
   let ll: LlamaCpp | undefined;
   try {
-    ll = await openLlamaCpp(M.q4, { threads: THREADS, contextSize: 512 });
+    ll = await openLlamaCpp(m.q4, { threads: THREADS, contextSize: 512 });
     const theirs = await ll.argmaxAll(SEQ256);
     const logits = await allLogits(ours, SEQ256);
     const row = (i: number) => logits.subarray(i * V, (i + 1) * V);
@@ -235,18 +237,19 @@ test('q4: top-1 agreement with llama.cpp on the Q4_0 GGUF over 256 teacher-force
     // quantisations differ slightly. The whole distributions agree far more closely than q4 vs fp32 does.
     const positions = Array.from({ length: 32 }, (_, k) => 8 * k + 3), probs = await ll.probsAt(SEQ256, positions);
     let meanMax = 0;
-    for (const i of positions) {
-      const p = softmax(row(i)), q = probs.get(i)!;
-      let m = 0;
-      for (let j = 0; j < V; j++) m = Math.max(m, Math.abs(p[j] - q[j]));
-      meanMax += m / positions.length;
-    }
+    for (const i of positions) meanMax += maxProbDiff(logits, probs, [i]) / positions.length;
     const pct = (100 * agree) / SEQ256.length;
-    console.log(`q4 (MatMulNBits, accuracy level 4) vs llama.cpp Q4_0: top-1 agreement ${agree}/${SEQ256.length} = ${pct.toFixed(1)}%, mean over ${positions.length} positions of max |Δp| ${meanMax.toFixed(4)}`);
+    console.log(`${label} q4 (MatMulNBits, accuracy level 4) vs llama.cpp Q4_0: top-1 agreement ${agree}/${SEQ256.length} = ${pct.toFixed(1)}%, mean over ${positions.length} positions of max |Δp| ${meanMax.toFixed(4)}`);
     assert.ok(pct >= 95, `top-1 agreement ${pct.toFixed(1)}% < 95%`);
     assert.ok(meanMax < 0.05, `mean max |Δp| ${meanMax}`);
   } finally {
     await ll?.dispose();
     await ours.close();
   }
+}
+
+test('q4: top-1 agreement with llama.cpp on the Q4_0 GGUF over 256 teacher-forced positions (Qwen2, Qwen3)', async () => {
+  await q4Agreement(M, 'qwen2');
+  await q4Agreement(Q3, 'qwen3');
 });
+
