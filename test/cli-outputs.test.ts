@@ -16,7 +16,7 @@ import { atomicWrite, writeAll, writeJson } from '../src/io/safetensors.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { readJsonl, type Example } from '../src/train/data.ts';
 import { trainSft } from '../src/train/sft.ts';
-import { Progress, StagedProgress } from '../src/train/progress.ts';
+import { lateProgress, Progress, StagedProgress } from '../src/train/progress.ts';
 import { writeReport } from '../src/eval/report.ts';
 import type { EvalReport } from '../src/eval/harness.ts';
 import { exportTrl } from '../src/cli/export-trl.ts';
@@ -160,6 +160,20 @@ test('StagedProgress: one counter per stage with items/s and ETA (the eval, rout
     'base + reasoning adapter 1/2 | 0.50 questions/s | elapsed 2s | ETA 2s\n',
     'base + reasoning adapter 2/2 | 0.50 questions/s | elapsed 4s | ETA 0s\n',
   ]);
+});
+
+test('lateProgress (loading a checkpoint): nothing for work done within a second; a bar with rate and ETA after; each model afresh', () => {
+  let t = 0;
+  const written: string[] = [];
+  const stream = { isTTY: false, write: (s: string) => { written.push(s); return true; } } as unknown as NodeJS.WriteStream;
+  const lp = lateProgress('loading m', 'layers', { now: () => t, stream });
+  t = 500; lp.update(1, 5);
+  t = 1500; lp.update(2, 5);
+  t = 3000; lp.update(5, 5);
+  t = 3100; lp.update(1, 3);
+  t = 3200; lp.update(3, 3); // a second model, quick: no bar
+  lp.stop();
+  assert.deepEqual(written, ['loading m 5/5 | 1.67 layers/s | elapsed 3s | ETA 0s\n']);
 });
 
 test('train-sft interrupted by SIGINT exits 130 naming the last checkpoint, and --resume continues from it', async () => {

@@ -517,7 +517,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { quant: 'q8' as 'q4' }), /loadModel: quant must be "q4" or "fp32", got "q8"/);
   await assert.rejects(loadModel(model.dir, { quant: 'q4', accuracyLevel: 7 }), /loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got 7/);
   await assert.rejects(loadModel(model.dir, { quant: 'fp32', accuracyLevel: 4 }), /accuracyLevel applies to 4-bit weights/);
-  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, threads, worker\)/);
+  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, threads, worker, onProgress\)/);
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     const bad: [object, RegExp][] = [

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { loadModel } from '../runtime/model.ts';
+import { loadModelWithProgress } from './load.ts';
 import { answer } from '../reason/answer.ts';
 import { Router } from '../reason/router.ts';
 import { Verifier } from '../reason/verifier.ts';
@@ -63,7 +63,7 @@ export function answerCommand(program: Command): void {
       const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
       const verifierFile: string | undefined = o.verifier ?? (o.vote.startsWith('verifier') ? beside('verifier.json') : undefined);
       if (o.reasoning === 'auto' && reasons && !routerFile) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
-      const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       try {
         const router = routerFile ? Router.load(routerFile, model.config.hiddenSize) : undefined;
         const verifier = verifierFile ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;

@@ -1,5 +1,7 @@
+import path from 'node:path';
 import type { Command } from 'commander';
-import { openSource } from '../io/source.ts';
+import { openSource, type Manifest } from '../io/source.ts';
+import { lateProgress } from '../train/progress.ts';
 import { convertModel } from '../runtime/model.ts';
 import { parseTargets } from './train-sft.ts';
 import { checkOutDir } from './outputs.ts';
@@ -15,8 +17,9 @@ export function convertCommand(program: Command): void {
     .action(async (o) => {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
       checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model } });
-      const t0 = performance.now();
-      const m = convertModel(openSource(o.model), o.out, { quant: o.quant, loraTargets: targets });
+      const t0 = performance.now(), bar = lateProgress(`converting ${path.basename(path.resolve(o.model))}`, 'layers');
+      let m: Manifest;
+      try { m = convertModel(openSource(o.model), o.out, { quant: o.quant, loraTargets: targets, onProgress: bar.update }); } finally { bar.stop(); }
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
 }

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { loadModel } from '../runtime/model.ts';
+import { loadModelWithProgress } from './load.ts';
 import { datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
 import { reportFiles, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
@@ -34,7 +34,7 @@ export function evalCommand(program: Command): void {
       const files = reportFiles(o.out);
       checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg] });
       const cases = o.task === 'synthetic' ? syntheticCases(o.split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', FILES[o.task]), o.limit);
-      const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const runs: { name: string; report: EvalReport }[] = [];
       const progress = stageProgress('eval', 'questions', `nothing was written to ${o.out}`);
       try {

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { loadModel } from '../runtime/model.ts';
+import { loadModelWithProgress } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
 
 export function generateCommand(program: Command): void {
@@ -26,7 +26,7 @@ export function generateCommand(program: Command): void {
         if (greedy && set) console.error(`edgereason: note: ${flag} has no effect at --temperature 0 (greedy)`);
       }
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
-      const model = await loadModel(o.model, { quant: o.quant, adapter: o.adapter });
+      const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter });
       try {
         const gen = model.generate(o.prompt, {
           chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,

@@ -1,5 +1,7 @@
+import path from 'node:path';
 import type { Command } from 'commander';
 import { createServer } from '../server/app.ts';
+import { lateProgress } from '../train/progress.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import type { EffortBudgets } from '../server/chat.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
@@ -42,12 +44,13 @@ export function serveCommand(program: Command): void {
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
       const adapters: AdapterSpec[] | undefined = o.adapter ? (o.adapter as string[]).map(parseAdapterArg) : undefined;
+      const bar = lateProgress(`loading ${path.basename(path.resolve(o.model))}`, 'layers');
       const server = await createServer({
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
-        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log,
-      });
+        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update,
+      }).finally(() => bar.stop());
       let url: string;
       try {
         url = await server.listen();

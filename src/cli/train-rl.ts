@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { readJsonlLines } from '../io/jsonl.ts';
 import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModelWithProgress } from './load.ts';
 import { trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
@@ -71,7 +71,7 @@ export function trainRlCommand(program: Command): void {
       const before = o.overwrite ? artefacts(o.out) : undefined;
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
-      const model = await loadModel(o.model, { adapter: o.adapter, quant: 'fp32' });
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: 'fp32' });
       try {
         const { history, out } = await trainRl({ config: src.config, weights: src.weights, tokenizer: model.tokenizer, backend: model.backend }, o.adapter,
           prompts, {

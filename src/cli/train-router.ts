@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { loadModel } from '../runtime/model.ts';
+import { loadModelWithProgress } from './load.ts';
 import { datasetCases } from '../eval/harness.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import type { LabelItem } from '../reason/router.ts';
@@ -74,7 +74,7 @@ export function trainRouterCommand(program: Command): void {
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
       checkOutFile(o.out, { what: 'router JSON', example: 'router.json', overwrite: !!o.overwrite });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
-      const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);
       try {
         const { router, report } = await trainRouter(model, items.train, {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadModel } from '../runtime/model.ts';
+import { loadModelWithProgress } from './load.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
 import { aucText, labelItems, stageProgress } from './train-router.ts';
@@ -29,7 +29,7 @@ export function trainVerifierCommand(program: Command): void {
       if (!o.adapter === !o.nativeThinking) throw new Error(o.adapter ? 'train-verifier: --native-thinking samples the model\'s own thinking: leave --adapter out' : 'train-verifier: --adapter <reasoning adapter> is required (or --native-thinking for a model that thinks by itself)');
       checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json', overwrite: !!o.overwrite });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
-      const model = await loadModel(o.model, { adapter: o.adapter, quant: o.quant });
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const progress = stageProgress('train-verifier', 'questions', `nothing was written to ${o.out}`);
       try {
         const { verifier, report } = await trainVerifier(model, items.train, {

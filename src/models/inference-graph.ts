@@ -24,13 +24,15 @@ export interface InferenceGraphOptions {
   quant: 'fp32' | 'q4';
   accuracyLevel?: number;
   loraTargets?: readonly Projection[];
+  /** Building (and quantising) progress: parts done of the total, the embeddings and then each layer. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opts: InferenceGraphOptions): Graph {
   const g = new Graph();
   const L = new Layers(g, cfg, weights, {
     quant: opts.quant, accuracyLevel: opts.accuracyLevel ?? 4, fused: true,
-    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false,
+    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, onProgress: opts.onProgress,
   });
   const { numKvHeads: hkv, headDim: d } = cfg;
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);

@@ -21,6 +21,8 @@ export interface LayerOptions {
   weightsAsInputs: boolean;
   /** LoRA scale alpha/r applied in the graph (training: B is PEFT's unscaled B). Inference pre-scales B: 1. */
   loraScale?: number;
+  /** Called as the decoder is built (quantised): parts done of the total (the embeddings, then each layer). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export class Layers {

@@ -26,6 +26,8 @@ export interface LoadOptions {
   threads?: number;
   /** Run the session in a worker thread (default true). */
   worker?: boolean;
+  /** Progress of building the graph from a checkpoint (quantising it): parts done of the total. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface PromptOptions extends GenerateOptions {
@@ -64,7 +66,7 @@ export class Model {
       graph = path.join(src.path, m.graph);
     } else {
       graph = buildInferenceGraph(src.config, src.weights!, {
-        quant: opts.quant ?? defaultQuant(src.config), accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets,
+        quant: opts.quant ?? defaultQuant(src.config), accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, onProgress: opts.onProgress,
       }).toModelProto();
     }
     const hasLora = !!adapter || (src.kind === 'converted' && readManifest(src.path).options.loraTargets.length > 0);
@@ -176,7 +178,7 @@ export class Model {
 
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
 
-const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'threads', 'worker'];
+const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'threads', 'worker', 'onProgress'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
 
 /** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
@@ -220,7 +222,7 @@ export function defaultQuant(c: ModelConfig): 'fp32' | 'q4' {
 
 function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
 
-export interface ConvertOptions { quant?: 'fp32' | 'q4'; accuracyLevel?: number; loraTargets?: Projection[] }
+export interface ConvertOptions { quant?: 'fp32' | 'q4'; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void }
 
 /**
  * Writes model.onnx + model.onnx.data + tokenizer files + edgereason.json into `out`, so later loads skip
@@ -231,7 +233,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
   fs.mkdirSync(out, { recursive: true });
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
-  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets });
+  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress });
   const dataName = 'model.onnx.data';
   let offset = 0, bytes: Uint8Array | undefined;
   // Weights first, then the graph that points into them, then the manifest with both sizes: an interrupted

@@ -31,6 +31,8 @@ export interface ServerOptions {
   servedModelName?: string;
   /** Serve a thinking model (e.g. Qwen3) as its own reasoner: see LoadServedOptions. */
   nativeThinking?: boolean;
+  /** Progress of building the models' graphs from a checkpoint (see LoadServedOptions). */
+  onLoadProgress?: (done: number, total: number) => void;
   host?: string;
   port?: number;
   /** Sequences decoding at once, across requests (rows of the batched decode). Default 16. */
@@ -81,7 +83,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   const maxBatch = o.maxBatch ?? 16;
   const served = await loadServed({
     model: o.model, adapters: o.adapters, servedModelName: o.servedModelName, nativeThinking: o.nativeThinking, router: o.router, verifier: o.verifier,
-    quant: o.quant, threads: o.threads, maxBatch,
+    quant: o.quant, threads: o.threads, maxBatch, onProgress: o.onLoadProgress,
     onRun: (s) => { metrics.batchRows.observe(s.rows); metrics.runSeconds.observe(s.ms / 1000); },
   });
   const limits: ChatLimits = {

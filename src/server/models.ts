@@ -45,6 +45,8 @@ export interface LoadServedOptions {
   threads?: number;
   maxBatch: number;
   onRun?: (s: RunStats) => void;
+  /** Progress of building each model's graph from a checkpoint (loadModel's onProgress). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface Served {
@@ -94,7 +96,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const coalesce = (m: Model) => new CoalescingBackend(m.backend as unknown as BatchingBackend, { maxRows: o.maxBatch, onRun: o.onRun });
   try {
     for (const a of adapters) {
-      const m = await loadModel(o.model, { adapter: a.dir, quant: o.quant, threads: o.threads });
+      const m = await loadModel(o.model, { adapter: a.dir, quant: o.quant, threads: o.threads, onProgress: o.onProgress });
       loaded.push(m);
       const backend = coalesce(m);
       models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, backend), backend, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
@@ -104,7 +106,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       const model = Object.create(first.model, { adapter: { value: undefined, enumerable: true } }) as Model;
       models.set(baseId, { id: baseId, kind: 'base', model, backend: first.backend, budgets: [], created });
     } else {
-      const m = await loadModel(o.model, { quant: o.quant, threads: o.threads });
+      const m = await loadModel(o.model, { quant: o.quant, threads: o.threads, onProgress: o.onProgress });
       loaded.push(m);
       const backend = coalesce(m);
       models.set(baseId, { id: baseId, kind: o.nativeThinking ? 'native' : 'base', model: withBackend(m, backend), backend, budgets: [], created });

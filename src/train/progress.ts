@@ -162,3 +162,25 @@ export class StagedProgress {
     this.current = undefined;
   }
 }
+
+/**
+ * Progress that shows only once the work has taken `afterMs` (default 1 s): loading a large checkpoint gets a bar
+ * with ETA, a small model loads without one. `update` fits `onProgress(done, total)` hooks; a run that reaches its
+ * total ends the bar, and the next run (another model) starts afresh.
+ */
+export function lateProgress(label: string, itemUnit: string, o: { afterMs?: number; now?: () => number; stream?: NodeJS.WriteStream } = {}): { update: (done: number, total: number) => void; stop: () => void } {
+  const now = o.now ?? Date.now;
+  let t0 = now(), bar: Progress | undefined;
+  return {
+    update(done, total) {
+      if (!bar && (now() - t0 < (o.afterMs ?? 1000) || done >= total)) {
+        if (done >= total) t0 = now();
+        return;
+      }
+      bar ??= new Progress(total, { label, itemUnit, startedAt: t0, now, ...(o.stream ? { stream: o.stream } : {}) });
+      bar.update(done);
+      if (done >= total) { bar.stop(); bar = undefined; t0 = now(); }
+    },
+    stop: () => bar?.stop(),
+  };
+}

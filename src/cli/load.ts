@@ -1,0 +1,13 @@
+import path from 'node:path';
+import { loadModel, type LoadOptions, type Model } from '../runtime/model.ts';
+import { lateProgress } from '../train/progress.ts';
+
+/** loadModel with a progress bar while a checkpoint's graph is built and quantised (shown when that takes a while). */
+export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): Promise<Model> {
+  const bar = lateProgress(`loading ${path.basename(path.resolve(p))}`, 'layers');
+  try {
+    return await loadModel(p, { ...opts, onProgress: bar.update });
+  } finally {
+    bar.stop();
+  }
+}
