@@ -42,8 +42,9 @@ const QK = 32, fr = Math.fround;
 
 /** Refuses NaN and ±Inf (they would corrupt their whole block), naming the tensor when the caller gives its name. */
 function checkFinite(fn: string, x: Float32Array, name?: string): void {
-  const i = x.findIndex((v) => !Number.isFinite(v));
-  if (i >= 0) throw new Error(`${fn}: ${name ? `tensor "${name}" ` : ''}holds ${x[i]} at element ${i}; only finite weights can be quantized`);
+  let i = 0;
+  while (i < x.length && Number.isFinite(x[i])) i++;
+  if (i < x.length) throw new Error(`${fn}: ${name ? `tensor "${name}" ` : ''}holds ${x[i]} at element ${i}; only finite weights can be quantized`);
 }
 
 /**
@@ -75,14 +76,18 @@ export function quantizeQ8_0(x: Float32Array, name?: string): { scales: Float32A
  */
 export function quantizeQ4_0(x: Float32Array, name?: string): { scales: Float32Array; q: Uint8Array } {
   if (x.length % QK) throw new Error(`quantizeQ4_0: length ${x.length} is not a multiple of ${QK}`);
-  checkFinite('quantizeQ4_0', x, name);
   const scales = new Float32Array(x.length / QK), q = new Uint8Array(x.length);
-  for (let b = 0; b < scales.length; b++) {
+  // Written for speed (a 7B checkpoint has 7e9 weights): no closures or Math.max/min in the per-weight loops.
+  for (let b = 0, o = 0; b < scales.length; b++, o += QK) {
     let amax = 0, max = 0;
-    for (let j = b * QK; j < (b + 1) * QK; j++) if (amax < Math.abs(x[j])) { amax = Math.abs(x[j]); max = x[j]; }
+    for (let j = o; j < o + QK; j++) {
+      const v = x[j], a = v < 0 ? -v : v;
+      if (a > amax) { amax = a; max = v; } else if (a !== a) checkFinite('quantizeQ4_0', x, name); // NaN
+    }
+    if (amax === Infinity) checkFinite('quantizeQ4_0', x, name);
     const d = clampScale(fr(max / -8)), id = d ? fr(1 / d) : 0; // the reference uses the unrounded d here
     scales[b] = f16BitsToF32(f32ToF16Bits(d));
-    for (let j = b * QK; j < (b + 1) * QK; j++) q[j] = Math.max(0, Math.min(15, Math.trunc(fr(fr(x[j] * id) + 8.5))));
+    for (let j = o; j < o + QK; j++) { const v = Math.trunc(fr(fr(x[j] * id) + 8.5)); q[j] = v < 0 ? 0 : v > 15 ? 15 : v; }
   }
   return { scales, q };
 }
