@@ -20,7 +20,7 @@ import { grownCapacity } from '../src/runtime/kv-cache.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { writeResults } from './write.ts';
+import { scriptArgs, writeResults } from './write.ts';
 
 const { numHeads: H, numKvHeads: HKV, headDim: D, numLayers: LAYERS } = QWEN25_05B;
 const CASES = [{ rows: 1, len: 64 }, { rows: 8, len: 64 }, { rows: 1, len: 1000 }, { rows: 8, len: 1000 }];
@@ -102,7 +102,6 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
 }
 
 if (isMainModule(import.meta.url)) {
-  const i = process.argv.indexOf('--threads');
-  const dir = process.argv.indexOf('--results-dir');
-  await runAttentionBench({ threads: i > 0 ? Number(process.argv[i + 1]) : undefined, resultsDir: process.argv.includes('--no-write') ? null : dir > 0 ? process.argv[dir + 1] : undefined });
+  const a = scriptArgs('bench/attention.ts', { threads: 'string', 'results-dir': 'string', 'no-write': 'boolean' });
+  await runAttentionBench({ threads: a.num('threads'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
 }

@@ -15,7 +15,7 @@ import { makeSplits, type MathItem } from '../src/tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../src/reason/budget.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { writeResults } from './write.ts';
+import { scriptArgs, writeResults } from './write.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -79,7 +79,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
 }
 
 if (isMainModule(import.meta.url)) {
-  const arg = (k: string) => { const i = process.argv.indexOf(k); return i > 0 ? process.argv[i + 1] : undefined; };
-  const r = await runBudgetBench({ sft: arg('--sft'), rl: arg('--rl'), items: arg('--items') ? Number(arg('--items')) : undefined, resultsDir: process.argv.includes('--no-write') ? null : arg('--results-dir') });
+  const a = scriptArgs('bench/budget.ts', { sft: 'string', rl: 'string', items: 'string', 'results-dir': 'string', 'no-write': 'boolean' });
+  const r = await runBudgetBench({ sft: a.str('sft'), rl: a.str('rl'), items: a.num('items'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
   console.log(JSON.stringify(r, null, 1));
 }

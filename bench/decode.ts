@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { writeResults } from './write.ts';
+import { scriptArgs, writeResults } from './write.ts';
 
 export interface DecodeBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -406,13 +406,9 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
 // ---------------------------------------------------------------------------------------------
 // Entry point.
 
-function argValue(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 if (isMainModule(import.meta.url)) {
-  const child = argValue('--child');
+  const child = process.argv[2] === '--child' ? process.argv[3] : undefined;
   if (child) {
     const cfg = JSON.parse(child) as ChildConfig;
     (cfg.kind === 'ours' ? oursChild(cfg) : llamaChild(cfg)).then(
@@ -420,7 +416,7 @@ if (isMainModule(import.meta.url)) {
       (e) => process.send!({ type: 'error', message: e instanceof Error ? e.stack ?? e.message : String(e) } satisfies ChildMessage, () => process.exit(1)),
     );
   } else {
-    const num = (n: string) => (argValue(n) === undefined ? undefined : Number(argValue(n)));
-    await runDecodeBench({ json: process.argv.includes('--json'), accuracyLevel: num('--accuracy-level'), threads: num('--threads'), llamaThreads: num('--llama-threads'), shape: argValue('--shape') as Shape | undefined, resultsDir: process.argv.includes('--no-write') ? null : argValue('--results-dir') });
+    const s = 'string' as const, a = scriptArgs('bench/decode.ts', { json: 'boolean', 'accuracy-level': s, threads: s, 'llama-threads': s, shape: s, 'results-dir': s, 'no-write': 'boolean' });
+    await runDecodeBench({ json: a.has('json'), accuracyLevel: a.num('accuracy-level'), threads: a.num('threads'), llamaThreads: a.num('llama-threads'), shape: a.str('shape') as Shape | undefined, resultsDir: a.has('no-write') ? null : a.str('results-dir') });
   }
 }

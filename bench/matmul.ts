@@ -16,7 +16,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { writeResults } from './write.ts';
+import { scriptArgs, writeResults } from './write.ts';
 
 const H = QWEN25_05B.hiddenSize, I = QWEN25_05B.intermediateSize, ROWS = [1, 2, 4, 8];
 const KINDS: Record<string, { quant: 'q4' | 'fp32'; accuracyLevel: number }> = {
@@ -72,7 +72,6 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
 }
 
 if (isMainModule(import.meta.url)) {
-  const arg = (k: string) => { const i = process.argv.indexOf(k); return i > 0 ? Number(process.argv[i + 1]) : undefined; };
-  const dir = process.argv.indexOf('--results-dir');
-  await runMatmulBench({ layers: arg('--layers'), threads: arg('--threads'), resultsDir: process.argv.includes('--no-write') ? null : dir > 0 ? process.argv[dir + 1] : undefined });
+  const a = scriptArgs('bench/matmul.ts', { layers: 'string', threads: 'string', 'results-dir': 'string', 'no-write': 'boolean' });
+  await runMatmulBench({ layers: a.num('layers'), threads: a.num('threads'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
 }

@@ -44,7 +44,7 @@ import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
 import { StagedProgress } from '../src/train/progress.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { writeResults } from './write.ts';
+import { scriptArgs, writeResults } from './write.ts';
 
 export interface ReasoningBenchOptions {
   model?: string;
@@ -421,19 +421,19 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
   return out.join('\n');
 }
 
-function flag(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 if (isMainModule(import.meta.url)) {
-  const num = (n: string) => (flag(n) === undefined ? undefined : Number(flag(n)));
+  const s = 'string' as const, a = scriptArgs('bench/reasoning.ts', {
+    model: s, adapter: s, router: s, verifier: s, quant: s, threads: s, reps: s, 'router-items': s, 'router-temperature': s, 'parallel-items': s,
+    'parallel-split': s, 'max-tokens': s, 'max-thinking-tokens': s, 'timing-tokens': s, seed: s, 'prompt-lengths': s, samples: s,
+    'results-dir': s, 'no-write': 'boolean', 'shape-timing': 'boolean',
+  });
   await runReasoningBench({
-    model: flag('--model'), adapter: flag('--adapter'), router: flag('--router'), verifier: flag('--verifier'),
-    quant: flag('--quant') as 'fp32' | 'q4' | undefined, threads: num('--threads'), reps: num('--reps'),
-    routerItems: num('--router-items'), routerTemperature: num('--router-temperature'), parallelItems: num('--parallel-items'), parallelSplit: flag('--parallel-split') as 'test' | 'val' | undefined, maxTokens: num('--max-tokens'),
-    maxThinkingTokens: num('--max-thinking-tokens'), timingTokens: flag('--timing-tokens')?.split(',').map(Number), seed: num('--seed'),
-    promptLengths: flag('--prompt-lengths')?.split(',').map(Number), samples: flag('--samples')?.split(',').map(Number),
-    resultsDir: process.argv.includes('--no-write') ? null : flag('--results-dir'), shapeTiming: process.argv.includes('--shape-timing'),
+    model: a.str('model'), adapter: a.str('adapter'), router: a.str('router'), verifier: a.str('verifier'),
+    quant: a.str('quant') as 'fp32' | 'q4' | undefined, threads: a.num('threads'), reps: a.num('reps'),
+    routerItems: a.num('router-items'), routerTemperature: a.num('router-temperature'), parallelItems: a.num('parallel-items'), parallelSplit: a.str('parallel-split') as 'test' | 'val' | undefined, maxTokens: a.num('max-tokens'),
+    maxThinkingTokens: a.num('max-thinking-tokens'), timingTokens: a.nums('timing-tokens'), seed: a.num('seed'),
+    promptLengths: a.nums('prompt-lengths'), samples: a.nums('samples'),
+    resultsDir: a.has('no-write') ? null : a.str('results-dir'), shapeTiming: a.has('shape-timing'),
   });
 }

@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { writeResults } from './write.ts';
+import { scriptArgs, writeResults } from './write.ts';
 
 export interface TrainBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -539,13 +539,9 @@ function matmulFlop(op: string, inputs?: Record<string, number[]>[], outputs?: R
 // ---------------------------------------------------------------------------------------------
 // Entry point.
 
-function argValue(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 if (isMainModule(import.meta.url)) {
-  if (process.argv.includes('--child')) {
+  if (process.argv[2] === '--child') {
     process.once('message', (cfg: ChildConfig) => {
       oursChild(cfg).then(
         (result) => process.send!({ type: 'result', result } satisfies ChildMessage, () => process.exit(0)),
@@ -554,13 +550,15 @@ if (isMainModule(import.meta.url)) {
     });
     process.send!({ type: 'ready' });
   } else {
-    const num = (n: string) => (argValue(n) === undefined ? undefined : Number(argValue(n)));
+    const s = 'string' as const, a = scriptArgs('bench/train.ts', {
+      json: 'boolean', threads: s, steps: s, 'small-steps': s, batch: s, tokens: s, layers: s, rank: s, alpha: s, 'no-full': 'boolean', profile: 'boolean',
+      python: s, 'torch-blas': s, 'results-dir': s, 'no-write': 'boolean',
+    });
     await runTrainBench({
-      json: process.argv.includes('--json'), threads: num('--threads'), steps: num('--steps'), smallSteps: num('--small-steps'),
-      batch: num('--batch'), tokens: num('--tokens'), layers: num('--layers'), rank: num('--rank'), alpha: num('--alpha'),
-      full: !process.argv.includes('--no-full'), profile: process.argv.includes('--profile'),
-      python: argValue('--python'), torchBlas: argValue('--torch-blas'),
-      resultsDir: process.argv.includes('--no-write') ? null : argValue('--results-dir'),
+      json: a.has('json'), threads: a.num('threads'), steps: a.num('steps'), smallSteps: a.num('small-steps'),
+      batch: a.num('batch'), tokens: a.num('tokens'), layers: a.num('layers'), rank: a.num('rank'), alpha: a.num('alpha'),
+      full: !a.has('no-full'), profile: a.has('profile'), python: a.str('python'), torchBlas: a.str('torch-blas'),
+      resultsDir: a.has('no-write') ? null : a.str('results-dir'),
     });
   }
 }

@@ -1,6 +1,7 @@
 /** A bench's result files: <dir>/<stem>.json and .md (the folder made as needed); returns <dir>/<stem>. */
 import fs from 'node:fs';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 
 export function writeResults(dir: string, stem: string, result: unknown, markdown: string, indent = 1): string {
   fs.mkdirSync(dir, { recursive: true });
@@ -8,4 +9,35 @@ export function writeResults(dir: string, stem: string, result: unknown, markdow
   fs.writeFileSync(`${base}.json`, JSON.stringify(result, null, indent) + '\n');
   fs.writeFileSync(`${base}.md`, markdown);
   return base;
+}
+
+/**
+ * A bench script's own flags (`node --import tsx bench/<name>.ts ...`), parsed strictly: --help prints them, and a
+ * flag the script does not know, or a number that is not one, stops it before any work (and before any result
+ * file is written) instead of being ignored.
+ */
+export function scriptArgs(script: string, spec: Record<string, 'string' | 'boolean'>): {
+  str(name: string): string | undefined; has(name: string): boolean; num(name: string): number | undefined; nums(name: string): number[] | undefined;
+} {
+  const options = Object.fromEntries(Object.entries({ ...spec, help: 'boolean' as const }).map(([k, type]) => [k, { type }]));
+  const usage = `usage: node --import tsx ${script} ${Object.entries(spec).map(([k, t]) => `[--${k}${t === 'string' ? ' <value>' : ''}]`).join(' ')}`;
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: process.argv.slice(2), options, strict: true, allowPositionals: false }).values as typeof values;
+  } catch (e) {
+    console.error(`${script}: ${(e as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+  if (values.help) { console.log(usage); process.exit(0); }
+  const number = (name: string, v: string) => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) { console.error(`${script}: --${name} must be a number, got "${v}"\n${usage}`); process.exit(2); }
+    return n;
+  };
+  const str = (name: string) => values[name] as string | undefined;
+  return {
+    str, has: (name) => values[name] === true,
+    num: (name) => (str(name) === undefined ? undefined : number(name, str(name)!)),
+    nums: (name) => str(name)?.split(',').map((v) => number(name, v)),
+  };
 }

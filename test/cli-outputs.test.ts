@@ -176,6 +176,18 @@ test('lateProgress (loading a checkpoint): nothing for work done within a second
   assert.deepEqual(written, ['loading m 5/5 | 1.67 layers/s | elapsed 3s | ETA 0s\n']);
 });
 
+test('bench scripts run directly refuse unknown flags and non-numbers before any work (no result file written); --help lists theirs', () => {
+  const bench = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'bench/matmul.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+  const before = fs.readdirSync(path.join(ROOT, 'bench/results')).join();
+  for (const [args, re] of [[['--help'], /^usage: node --import tsx bench\/matmul\.ts \[--layers <value>\] \[--threads <value>\] \[--results-dir <value>\] \[--no-write\]$/m],
+    [['--layer', '2'], /^bench\/matmul\.ts: Unknown option '--layer'/m], [['--layers', 'two'], /^bench\/matmul\.ts: --layers must be a number, got "two"/m]] as const) {
+    const r = bench(...args);
+    assert.equal(r.status, args[0] === '--help' ? 0 : 2, r.stderr);
+    assert.match(args[0] === '--help' ? r.stdout : r.stderr, re);
+  }
+  assert.equal(fs.readdirSync(path.join(ROOT, 'bench/results')).join(), before);
+});
+
 test('train-sft interrupted by SIGINT exits 130 naming the last checkpoint, and --resume continues from it', async () => {
   const out = at('int');
   const child = spawn(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '16', '--epochs', '400', '--checkpoint-every', '2'], { cwd: ROOT });
