@@ -234,6 +234,8 @@ test('nativeThinking (a model that thinks by itself, no adapter): the reasoning 
     // A router trained for the other kind of reasoning is refused; a budget line is the RL adapter's, not Qwen3's.
     await assert.rejects(answer(m, q, { nativeThinking: true }, { router: new Router(router.probe, 0, { name: 'accuracy' }, { adapter: 'a' }) }), /answer: this router was not trained for nativeThinking \(but with the reasoning adapter a\)/);
     await assert.rejects(answer(m, q, { reasoning: 'on', nativeThinking: true, budget: 96 }), /answer: budget is the control line a budget-trained \(RL\) adapter reads/);
+    const adapterVerifier = new Verifier(router.probe, 0.5, { adapter: 'a' });
+    await assert.rejects(answer(m, q, { reasoning: 'on', nativeThinking: true }, { verifier: adapterVerifier }), /answer: this verifier was not trained for nativeThinking \(but with the reasoning adapter a\): train one with train-verifier --native-thinking/);
     await assert.rejects(answer(m, q, { nativeThinking: true, adapterMode: 'classic' }), /answer: adapterMode applies to a reasoning adapter, not to nativeThinking/);
   } finally {
     await m.close();

@@ -144,6 +144,12 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-native-'));
   const q3 = makeRandomQwen2({ dir, seed: 2, gguf: false, config: { architecture: 'qwen3', numLayers: 2 } });
   await assert.rejects(createServer({ model: q3.dir, nativeThinking: true, adapters: [{ name: 'r', dir: fixture.dir }] }), /serve: --native-thinking serves the model's own thinking; leave --adapter out/);
+  // The embedded model's router.json and verifier.json were trained with its adapter: refused at start, by file.
+  await assert.rejects(createServer({ model: fixture.dir, nativeThinking: true, port: 0 }), /serve: .*router\.json: this router was not trained for nativeThinking \(but with the reasoning adapter/);
+  const noRouter = path.join(dir, 'default-without-router');
+  fs.mkdirSync(noRouter);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'verifier.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(noRouter, f));
+  await assert.rejects(createServer({ model: noRouter, nativeThinking: true, port: 0 }), /serve: .*verifier\.json: this verifier was not trained for nativeThinking \(but with the reasoning adapter/);
   const s = await createServer({ model: q3.dir, nativeThinking: true, port: 0, ctx: 256 });
   try {
     const c = new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });
@@ -170,6 +176,10 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
     assert.ok(content, 'a prompt 2 to 5 tokens short of the context');
     assert.throws(() => planChat({ model: m.id, messages: [{ role: 'user', content }], reasoning_effort: 'none' } as never, s.served, s.limits),
       (err: Error & { code?: string }) => err.code === 'context_length_exceeded' && err.message.includes(`resulted in ${len(content) + 4} tokens`));
+    // One token short of the context (with the block) still fits a one-token answer.
+    const fits = Array.from({ length: 400 }, (_, k) => '1'.repeat(k)).find((t) => len(t) + 4 === ctx - 1)!; // a token per digit
+    assert.ok(fits, 'a prompt of ctx - 5 tokens');
+    assert.equal(planChat({ model: m.id, messages: [{ role: 'user', content: fits }], reasoning_effort: 'none' } as never, s.served, s.limits).maxTokens, 1);
   } finally {
     await s.close();
     fs.rmSync(dir, { recursive: true, force: true });

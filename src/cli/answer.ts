@@ -11,6 +11,9 @@ import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
 
+/** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter. */
+export const QWEN3_NOTE = 'edgereason: note: Qwen3 thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the answer';
+
 export function answerCommand(program: Command): void {
   program.command('answer')
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
@@ -53,6 +56,7 @@ export function answerCommand(program: Command): void {
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
       if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
       if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
+      if (o.nativeThinking && o.budget !== undefined) throw new Error('--budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens');
       // --no-adapter gives false; no flag, the adapter beside the model when there is one
       if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('reasoning-adapter/adapter_config.json')) {
         o.adapter = path.join(o.model, 'reasoning-adapter');
@@ -62,9 +66,11 @@ export function answerCommand(program: Command): void {
       const reasons = !!o.adapter || !!o.nativeThinking;
       const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
       const verifierFile: string | undefined = o.verifier ?? (o.vote.startsWith('verifier') ? beside('verifier.json') : undefined);
-      if (o.reasoning === 'auto' && reasons && !routerFile) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
+      const noThinking = o.chatTemplateKwargs?.enable_thinking === false; // the template's switch: a direct answer
+      if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       try {
+        if (!reasons && model.config.architecture === 'qwen3') console.error(QWEN3_NOTE);
         const router = routerFile ? Router.load(routerFile, model.config.hiddenSize) : undefined;
         const verifier = verifierFile ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
         const tty = process.stdout.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);

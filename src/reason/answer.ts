@@ -90,13 +90,16 @@ export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 
   }
 }
 
-/** A router decides for the routes it was trained on: with the reasoning adapter, or on a model's own thinking. */
-export function checkRouterFor(router: Router, native: boolean): void {
-  const trained = router.metadata.nativeThinking === true;
+/**
+ * A router or verifier scores what it was trained on: answers with the reasoning adapter, or a model's own
+ * thinking (nativeThinking, recorded in its metadata). The other kind is refused.
+ */
+export function checkTrainedFor(what: 'router' | 'verifier', probe: { metadata: Record<string, unknown> }, native: boolean): void {
+  const trained = probe.metadata.nativeThinking === true, command = `train-${what} --native-thinking`;
   if (trained !== native) {
     throw new Error(trained
-      ? 'answer: this router was trained for a model that thinks by itself (train-router --native-thinking): use it with nativeThinking'
-      : `answer: this router was not trained for nativeThinking (${router.metadata.adapter ? `but with the reasoning adapter ${router.metadata.adapter}` : 'its direct answers had no empty thinking block'}): train one with train-router --native-thinking`);
+      ? `answer: this ${what} was trained for a model that thinks by itself (${command}): use it with nativeThinking`
+      : `answer: this ${what} was not trained for nativeThinking (${probe.metadata.adapter ? `but with the reasoning adapter ${probe.metadata.adapter}` : 'its answers had no empty thinking block'}): train one with ${command}`);
   }
 }
 
@@ -180,7 +183,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${K}`);
 
   if (native && opts.budget !== undefined) throw new Error('answer: budget is the control line a budget-trained (RL) adapter reads; with nativeThinking cap the thinking with maxThinkingTokens');
-  if (aux.router && mode === 'auto') checkRouterFor(aux.router, native);
+  if (aux.router && mode === 'auto') checkTrainedFor('router', aux.router, native);
+  if (aux.verifier && mode !== 'off' && reasons) checkTrainedFor('verifier', aux.verifier, native);
   const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
   const control = opts.budget !== undefined ? budgetControl(tok, opts.budget) : []; // fed after the invocation
   const ids = model.encode(messages, true, opts.chatTemplateKwargs, 'answer'), ctx = backend.config.maxPositionEmbeddings;

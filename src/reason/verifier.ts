@@ -15,7 +15,7 @@ import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './v
 import { accuracyAt, accuracyThreshold, auc, fitProbe, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
 import { writeJson } from '../io/safetensors.ts';
 
-export const VERIFIER_FEATURES = 'final hidden state (after the final norm) at the candidate\'s last token (the step that sampled its stop token), adapter on';
+export const VERIFIER_FEATURES = 'final hidden state (after the final norm) at the candidate\'s last token (the step that sampled its stop token), on the reasoning route (adapter on, or the model\'s own thinking)';
 
 export interface VerifierFile extends ProbeFile { format: 'edgereason-verifier' }
 

@@ -153,13 +153,15 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     const msg = (e as Error).message, param = /chatTemplateKwargs/.test(msg) ? 'chat_template_kwargs' : 'messages';
     throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', 'chat_template_kwargs')}`, param);
   }
-  // A thinking model's direct answer follows the empty thinking block answer() adds (unless the template wrote it).
-  const empty = m.kind === 'native' && mode === 'off' ? m.model.tokenizer.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
-  if (empty.length && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
-  const kept = mode === 'off' ? 0 : REASONING_RESERVE, reserve = 1 + kept; // one completion token, plus the invocation and budget line
-  if (ids.length + reserve >= ctx) {
+  // A thinking model's direct answer follows the empty thinking block answer() adds (unless the template wrote it);
+  // its reasoning route adds "<think>" and no budget line.
+  const native = m.kind === 'native', empty = native ? m.model.tokenizer.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
+  if (native && mode === 'off' && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
+  // Kept back beyond the prompt: the invocation and budget line (a thinking model: its empty block or "<think>").
+  const kept = mode === 'off' ? 0 : native ? (mode === 'auto' ? empty.length : 1) : REASONING_RESERVE, reserve = 1 + kept; // plus one completion token
+  if (ids.length + reserve > ctx) {
     const tail = ids.length >= ctx ? ''
-      : kept ? `, and ${kept} more are kept back for the reasoning invocation and budget line (reasoning "${mode}"${mode === 'auto' ? ' may take the reasoning route' : ''}), which leaves too little room for a completion`
+      : kept ? `, and ${kept} more are kept back for ${native ? 'the thinking tags' : 'the reasoning invocation and budget line'} (reasoning "${mode}"${mode === 'auto' ? ' may take the reasoning route' : ''}), which leaves too little room for a completion`
         : ', which leaves too little room for a completion';
     const hint = kept && ids.length + 1 < ctx ? ', or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none")' : '';
     throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${ids.length} tokens${tail}. Please reduce the length of the messages${hint}.`, 'messages', 'invalid_request_error', 'context_length_exceeded');
@@ -170,7 +172,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (asked !== undefined && ids.length + asked > ctx) {
     throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + asked} tokens (${ids.length} in the messages, ${asked} in the completion). Please reduce the length of the messages or completion.`, askedParam, 'invalid_request_error', 'context_length_exceeded');
   }
-  const maxTokens = asked ?? Math.min(limits.defaultMaxTokens, ctx - ids.length - reserve);
+  const maxTokens = asked ?? Math.min(limits.defaultMaxTokens, ctx - ids.length - kept);
   // The thinking segment always leaves room for the answer.
   if (mode !== 'off') {
     const room = Math.max(0, maxTokens - Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
