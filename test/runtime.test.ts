@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Worker } from 'node:worker_threads';
-import { loadModel, convertModel } from '../src/runtime/model.ts';
+import { loadModel, convertModel, checkInMemorySize, parameterCount } from '../src/runtime/model.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { LocalBackend, type Backend } from '../src/runtime/backend.ts';
 import { Engine } from '../src/runtime/engine.ts';
@@ -16,7 +16,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { openSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
-import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+import { makeRandomQwen2, QWEN25_05B, rng } from './helpers/random-model.ts';
 import { sharedPath } from './helpers/shared.ts';
 import ort from 'onnxruntime-node';
 import { Graph } from '../src/onnx/graph.ts';
@@ -551,6 +551,18 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   } finally {
     await m.close();
   }
+});
+
+test('a checkpoint too large for an in-memory ONNX model (2 GiB) is refused before building, with the convert command that loads it', () => {
+  const qwen7b: ModelConfig = { ...QWEN25_05B, vocabSize: 152064, hiddenSize: 3584, intermediateSize: 18944, numLayers: 28, numHeads: 28, numKvHeads: 4, headDim: 128, tieWordEmbeddings: false };
+  const qwen3b: ModelConfig = { ...QWEN25_05B, hiddenSize: 2048, intermediateSize: 11008, numLayers: 36, numHeads: 16, numKvHeads: 2, headDim: 128 };
+  assert.equal(Math.round(parameterCount(qwen7b) / 1e6), 7615); // Qwen2.5-7B: 7.61B
+  assert.throws(() => checkInMemorySize(qwen7b, 'q4', '/m/Qwen2.5 7B/', ['q_proj']), {
+    message: "model: /m/Qwen2.5 7B/ is 7.6B parameters, whose q4 weights (about 4.4 GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: edgereason convert --model '/m/Qwen2.5 7B/' --out '/m/Qwen2.5 7B-onnx' --quant q4 --lora-targets q_proj",
+  });
+  checkInMemorySize(qwen3b, 'q4', 'm'); // 3.1B parameters: 1.8 GiB at q4
+  checkInMemorySize(QWEN25_05B, 'fp32', 'm'); // 0.5B in fp32: 1.8 GiB
+  assert.throws(() => checkInMemorySize(qwen3b, 'fp32', 'm.gguf'), /--out m-onnx --quant fp32$/);
 });
 
 test('chatTemplateKwargs reach the chat template (Qwen3\'s enable_thinking: false pre-fills an empty thinking block); misuse is refused by name', async () => {

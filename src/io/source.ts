@@ -120,7 +120,7 @@ function openConverted(dir: string): ModelSource {
 }
 
 /** A path as a shell word: as is when plain, else in single quotes (so a suggested command can be pasted). */
-const shellQuote = (p: string): string => (/^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`);
+export const shellQuote = (p: string): string => (/^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`);
 
 /** The manifest's fields, each checked by name (a hand-edited or truncated edgereason.json must not load as garbage). */
 function checkManifest(m: Manifest, file: string): void {

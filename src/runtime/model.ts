@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import { buildInferenceGraph } from '../models/inference-graph.ts';
-import { openSource, fingerprint, MANIFEST, type Manifest, type ModelSource } from '../io/source.ts';
+import { openSource, fingerprint, MANIFEST, shellQuote, type Manifest, type ModelSource } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
@@ -65,6 +65,7 @@ export class Model {
       }
       graph = path.join(src.path, m.graph);
     } else {
+      checkInMemorySize(src.config, opts.quant ?? defaultQuant(src.config), src.path, adapter?.config.targets);
       graph = buildInferenceGraph(src.config, src.weights!, {
         quant: opts.quant ?? defaultQuant(src.config), accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, onProgress: opts.onProgress,
       }).toModelProto();
@@ -215,9 +216,28 @@ function checkMessages(messages: ChatMessage[], where: string): void {
   });
 }
 
+/** Weights of the embeddings, the linear layers and an untied lm_head (norms and biases left out). */
+export function parameterCount(c: ModelConfig): number {
+  const layer = c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.hiddenSize * c.numHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize;
+  return c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * layer;
+}
+
 export function defaultQuant(c: ModelConfig): 'fp32' | 'q4' {
-  const params = c.vocabSize * c.hiddenSize + c.numLayers * (c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.hiddenSize * c.numHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize);
-  return params >= 50e6 ? 'q4' : 'fp32';
+  return parameterCount(c) - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize) >= 50e6 ? 'q4' : 'fp32';
+}
+
+/** An ONNX model built in memory is one protobuf message, which holds at most 2 GiB (less a margin for the graph). */
+const IN_MEMORY_LIMIT = 2 ** 31 - 2 ** 26;
+
+/**
+ * Refuses, before minutes of quantising, a checkpoint whose graph cannot be built in memory (about 3B parameters
+ * and up at q4): `convert` writes its weights to a separate file, which has no such limit.
+ */
+export function checkInMemorySize(c: ModelConfig, quant: 'fp32' | 'q4', source: string, loraTargets: readonly Projection[] = []): void {
+  const bytes = parameterCount(c) * (quant === 'q4' ? 0.625 : 4); // q4: 4 bits + an fp32 scale per 32 weights
+  if (bytes <= IN_MEMORY_LIMIT) return;
+  const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`, targets = loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : '';
+  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${(bytes / 2 ** 30).toFixed(1)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: edgereason convert --model ${shellQuote(source)} --out ${shellQuote(out)} --quant ${quant}${targets}`);
 }
 
 function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
