@@ -406,7 +406,6 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
 // ---------------------------------------------------------------------------------------------
 // Entry point.
 
-
 if (isMainModule(import.meta.url)) {
   const child = process.argv[2] === '--child' ? process.argv[3] : undefined;
   if (child) {

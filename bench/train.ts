@@ -539,7 +539,6 @@ function matmulFlop(op: string, inputs?: Record<string, number[]>[], outputs?: R
 // ---------------------------------------------------------------------------------------------
 // Entry point.
 
-
 if (isMainModule(import.meta.url)) {
   if (process.argv[2] === '--child') {
     process.once('message', (cfg: ChildConfig) => {

@@ -34,9 +34,13 @@ export function scriptArgs(script: string, spec: Record<string, 'string' | 'bool
     if (v.trim() === '' || !Number.isFinite(n)) { console.error(`${script}: --${name} must be a number, got "${v}"\n${usage}`); process.exit(2); }
     return n;
   };
-  const str = (name: string) => values[name] as string | undefined;
+  const value = (name: string) => {
+    if (!Object.hasOwn(spec, name)) throw new Error(`${script}: scriptArgs has no flag --${name}`); // a typo in the script
+    return values[name];
+  };
+  const str = (name: string) => value(name) as string | undefined;
   return {
-    str, has: (name) => values[name] === true,
+    str, has: (name) => value(name) === true,
     num: (name) => (str(name) === undefined ? undefined : number(name, str(name)!)),
     nums: (name) => str(name)?.split(',').map((v) => number(name, v)),
   };

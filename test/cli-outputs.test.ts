@@ -166,14 +166,15 @@ test('lateProgress (loading a checkpoint): nothing for work done within a second
   let t = 0;
   const written: string[] = [];
   const stream = { isTTY: false, write: (s: string) => { written.push(s); return true; } } as unknown as NodeJS.WriteStream;
-  const lp = lateProgress('loading m', 'layers', { now: () => t, stream });
+  const lp = lateProgress('loading m', 'M weights', { now: () => t, stream });
+  t = 100; lp.update(0, 5);
   t = 500; lp.update(1, 5);
-  t = 1500; lp.update(2, 5);
-  t = 3000; lp.update(5, 5);
-  t = 3100; lp.update(1, 3);
-  t = 3200; lp.update(3, 3); // a second model, quick: no bar
+  t = 1600; lp.update(2, 5);
+  t = 3100; lp.update(5, 5);
+  t = 7000; lp.update(0, 3); // a second model, after 4 s of session creation: its own clock
+  t = 7300; lp.update(3, 3); // quick: no bar
   lp.stop();
-  assert.deepEqual(written, ['loading m 5/5 | 1.67 layers/s | elapsed 3s | ETA 0s\n']);
+  assert.deepEqual(written, ['loading m 5/5 | 1.67 M weights/s | elapsed 3s | ETA 0s\n']);
 });
 
 test('bench scripts run directly refuse unknown flags and non-numbers before any work (no result file written); --help lists theirs', () => {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { answer } from '../reason/answer.ts';
+import { answer, checkTrainedFile } from '../reason/answer.ts';
 import { Router } from '../reason/router.ts';
 import { Verifier } from '../reason/verifier.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
@@ -68,6 +68,12 @@ export function answerCommand(program: Command): void {
       const verifierFile: string | undefined = o.verifier ?? (o.vote.startsWith('verifier') ? beside('verifier.json') : undefined);
       const noThinking = o.chatTemplateKwargs?.enable_thinking === false; // the template's switch: a direct answer
       if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
+      // A router or verifier trained for the other kind of reasoning is refused now, not after loading the model.
+      for (const [what, file] of [['router', routerFile], ['verifier', verifierFile]] as const) {
+        let metadata: unknown;
+        try { metadata = file && JSON.parse(fs.readFileSync(file, 'utf8')).metadata; } catch { /* Router.load / Verifier.load name the problem */ }
+        if (file && metadata && typeof metadata === 'object') checkTrainedFile(what, file, metadata as Record<string, unknown>, !!o.nativeThinking);
+      }
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       try {
         if (!reasons && model.config.architecture === 'qwen3') console.error(QWEN3_NOTE);

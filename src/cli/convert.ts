@@ -17,7 +17,7 @@ export function convertCommand(program: Command): void {
     .action(async (o) => {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
       checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model } });
-      const t0 = performance.now(), bar = lateProgress(`converting ${path.basename(path.resolve(o.model))}`, 'layers');
+      const t0 = performance.now(), bar = lateProgress(`converting ${path.basename(path.resolve(o.model))}`, 'M weights');
       let m: Manifest;
       try { m = convertModel(openSource(o.model), o.out, { quant: o.quant, loraTargets: targets, onProgress: bar.update }); } finally { bar.stop(); }
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -4,7 +4,7 @@ import { lateProgress } from '../train/progress.ts';
 
 /** loadModel with a progress bar while a checkpoint's graph is built and quantised (shown when that takes a while). */
 export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): Promise<Model> {
-  const bar = lateProgress(`loading ${path.basename(path.resolve(p))}`, 'layers');
+  const bar = lateProgress(`loading ${path.basename(path.resolve(p))}`, 'M weights');
   try {
     return await loadModel(p, { ...opts, onProgress: bar.update });
   } finally {

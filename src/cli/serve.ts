@@ -45,7 +45,7 @@ export function serveCommand(program: Command): void {
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
       const adapters: AdapterSpec[] | undefined = o.adapter ? (o.adapter as string[]).map(parseAdapterArg) : undefined;
-      const bar = lateProgress(`loading ${path.basename(path.resolve(o.model))}`, 'layers');
+      const bar = lateProgress(`loading ${path.basename(path.resolve(o.model))}`, 'M weights');
       const server = await createServer({
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN,

@@ -82,6 +82,12 @@ export function ropePeriods(c: ModelConfig): number[] {
   return ropeFreqFactors(c).map((x, i) => Math.pow(c.ropeTheta, (2 * i) / c.headDim) * x);
 }
 
+/** Weights of the embeddings, the linear layers and an untied lm_head (norms and biases left out). */
+export function parameterCount(c: ModelConfig): number {
+  const layer = c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.hiddenSize * c.numHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize;
+  return c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * layer;
+}
+
 /** Hugging Face tensor names of one decoder layer's linear projections, in graph order. */
 export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type Projection = (typeof PROJECTIONS)[number];

@@ -16,7 +16,7 @@
  */
 import { Graph } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';
-import type { ModelConfig, Projection } from './config.ts';
+import { parameterCount, type ModelConfig, type Projection } from './config.ts';
 import { Layers } from './layers.ts';
 import { decoder, lmHead } from './qwen2.ts';
 
@@ -24,15 +24,17 @@ export interface InferenceGraphOptions {
   quant: 'fp32' | 'q4';
   accuracyLevel?: number;
   loraTargets?: readonly Projection[];
-  /** Building (and quantising) progress: parts done of the total, the embeddings and then each layer. */
+  /** Building (and quantising) progress, in millions of weights: done of the total (0 first). */
   onProgress?: (done: number, total: number) => void;
 }
 
 export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opts: InferenceGraphOptions): Graph {
-  const g = new Graph();
+  const g = new Graph(), millions = Math.ceil(parameterCount(cfg) / 1e6);
+  opts.onProgress?.(0, millions);
   const L = new Layers(g, cfg, weights, {
     quant: opts.quant, accuracyLevel: opts.accuracyLevel ?? 4, fused: true,
-    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, onProgress: opts.onProgress,
+    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false,
+    onWeights: opts.onProgress && ((w) => opts.onProgress!(Math.min(millions, Math.floor(w / 1e6)), millions)),
   });
   const { numKvHeads: hkv, headDim: d } = cfg;
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);

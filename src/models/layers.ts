@@ -21,12 +21,13 @@ export interface LayerOptions {
   weightsAsInputs: boolean;
   /** LoRA scale alpha/r applied in the graph (training: B is PEFT's unscaled B). Inference pre-scales B: 1. */
   loraScale?: number;
-  /** Called as the decoder is built (quantised): parts done of the total (the embeddings, then each layer). */
-  onProgress?: (done: number, total: number) => void;
+  /** Called as weights are built into the graph (quantised): how many weights so far. */
+  onWeights?: (done: number) => void;
 }
 
 export class Layers {
   private adapterGate?: string;
+  private weightsDone = 0;
   private readonly q4Made = new Map<string, { packed: string; scales: string }>();
   private ropeCache?: { cos: string; sin: string };
   private ropeTablesCached?: { cos: string; sin: string };
@@ -60,6 +61,7 @@ export class Layers {
     }
     if (opts.bias) y = g.node('Add', [y, this.param(`${name}.bias`)]);
     if (opts.projection && this.opts.loraTargets.includes(opts.projection)) y = g.node('Add', [y, this.lora(x, name, n, k)]);
+    this.built(n * k);
     return y;
   }
 
@@ -109,10 +111,20 @@ export class Layers {
     return made;
   }
 
+  private built(weights: number): void {
+    this.weightsDone += weights;
+    this.opts.onWeights?.(this.weightsDone);
+  }
+
   embed(ids: string): string {
     const g = this.g, name = 'model.embed_tokens.weight';
+    const [vocab, hidden] = this.weights.shape(name);
+    try { return this.embedTable(ids, name, vocab, hidden); } finally { this.built(vocab * hidden); }
+  }
+
+  private embedTable(ids: string, name: string, vocab: number, hidden: number): string {
+    const g = this.g;
     if (this.opts.quant === 'q4' && !this.opts.weightsAsInputs) {
-      const [vocab, hidden] = this.weights.shape(name);
       if (hidden % Q4_BLOCK === 0) {
         // Rows looked up in the same 4-bit blocks the (tied) lm_head's MatMulNBits reads: one copy of the table.
         const { packed, scales } = this.q4(name), blocks = hidden / Q4_BLOCK;

@@ -21,7 +21,6 @@ export function decoder(L: Layers, io: DecoderIO): string {
   const { g, cfg } = L;
   const rope = io.cache ? undefined : L.ropeTables(io.positions!);
   let h = L.embed(io.inputIds);
-  L.opts.onProgress?.(1, cfg.numLayers + 1);
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `model.layers.${i}`, bias = cfg.attentionBias;
     const x = L.rmsNorm(h, `${p}.input_layernorm.weight`);
@@ -45,7 +44,6 @@ export function decoder(L: Layers, io: DecoderIO): string {
     const gate = L.silu(L.linear(y, `${p}.mlp.gate_proj`, { projection: 'gate_proj' }));
     const up = L.linear(y, `${p}.mlp.up_proj`, { projection: 'up_proj' });
     h = g.node('Add', [h, L.linear(g.node('Mul', [gate, up]), `${p}.mlp.down_proj`, { projection: 'down_proj' })]);
-    L.opts.onProgress?.(i + 2, cfg.numLayers + 1);
   }
   return L.rmsNorm(h, 'model.norm.weight');
 }

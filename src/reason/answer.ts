@@ -103,6 +103,11 @@ export function checkTrainedFor(what: 'router' | 'verifier', probe: { metadata: 
   }
 }
 
+/** checkTrainedFor for a router.json / verifier.json, its error naming the file (`where` prefixes it, e.g. "serve: "). */
+export function checkTrainedFile(what: 'router' | 'verifier', file: string, metadata: Record<string, unknown>, native: boolean, where = ''): void {
+  try { checkTrainedFor(what, { metadata }, native); } catch (e) { throw new Error(`${where}${file}: ${(e as Error).message.replace(/^answer: /, '')}`); }
+}
+
 /** nativeThinking needs "<think>" and "</think>" as tokens of their own: a model without them cannot think natively. */
 function checkThinkingTokens(rt: ReasoningTokens): void {
   if (rt.invocation.length !== 1 || rt.end.length !== 1) {

@@ -4,7 +4,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ModelConfig, Projection } from '../models/config.ts';
+import { parameterCount, type ModelConfig, type Projection } from '../models/config.ts';
+export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, fingerprint, MANIFEST, shellQuote, type Manifest, type ModelSource } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
@@ -197,6 +198,7 @@ function checkLoadOptions(o: LoadOptions): void {
     if (o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to 4-bit weights (quant "q4"), not to fp32');
   }
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`loadModel: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
   if (o.adapter !== undefined && typeof o.adapter !== 'string') throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
 }
 
@@ -214,12 +216,6 @@ function checkMessages(messages: ChatMessage[], where: string): void {
     if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: message ${i} has role ${JSON.stringify(m.role)} (roles: ${CHAT_ROLES.join(', ')})`);
     if (typeof m.content !== 'string') throw new Error(`${where}: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
   });
-}
-
-/** Weights of the embeddings, the linear layers and an untied lm_head (norms and biases left out). */
-export function parameterCount(c: ModelConfig): number {
-  const layer = c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.hiddenSize * c.numHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize;
-  return c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * layer;
 }
 
 export function defaultQuant(c: ModelConfig): 'fp32' | 'q4' {

@@ -161,9 +161,11 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const kept = mode === 'off' ? 0 : native ? (mode === 'auto' ? empty.length : 1) : REASONING_RESERVE, reserve = 1 + kept; // plus one completion token
   if (ids.length + reserve > ctx) {
     const tail = ids.length >= ctx ? ''
-      : kept ? `, and ${kept} more are kept back for ${native ? 'the thinking tags' : 'the reasoning invocation and budget line'} (reasoning "${mode}"${mode === 'auto' ? ' may take the reasoning route' : ''}), which leaves too little room for a completion`
+      : kept && native ? `, and ${kept} more are kept back for the thinking tags (reasoning "${mode}"${mode === 'auto' ? ': "<think>", or the empty thinking block of a direct answer' : ''}), which leaves too little room for a completion`
+      : kept ? `, and ${kept} more are kept back for the reasoning invocation and budget line (reasoning "${mode}"${mode === 'auto' ? ' may take the reasoning route' : ''}), which leaves too little room for a completion`
         : ', which leaves too little room for a completion';
-    const hint = kept && ids.length + 1 < ctx ? ', or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none")' : '';
+    // Off keeps nothing back (a thinking model's direct answer still needs its empty block, so no hint there).
+    const hint = kept && !native && ids.length < ctx ? ', or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none")' : '';
     throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${ids.length} tokens${tail}. Please reduce the length of the messages${hint}.`, 'messages', 'invalid_request_error', 'context_length_exceeded');
   }
   const asked = req.max_completion_tokens ?? req.max_tokens ?? undefined;

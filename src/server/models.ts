@@ -10,7 +10,7 @@ import path from 'node:path';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } from '../runtime/scheduler.ts';
 import { Router } from '../reason/router.ts';
-import { checkTrainedFor } from '../reason/answer.ts';
+import { checkTrainedFile } from '../reason/answer.ts';
 import { Verifier } from '../reason/verifier.ts';
 
 export interface AdapterSpec { name: string; dir: string }
@@ -116,10 +116,8 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     const verifierFile = o.verifier ?? (fs.existsSync(path.join(o.model, 'verifier.json')) ? path.join(o.model, 'verifier.json') : undefined);
     const router = routerFile ? Router.load(routerFile, hidden) : undefined;
     const verifier = verifierFile ? Verifier.load(verifierFile, hidden) : undefined;
-    for (const [what, probe, file] of [['router', router, routerFile], ['verifier', verifier, verifierFile]] as const) {
-      if (!probe) continue;
-      try { checkTrainedFor(what, probe, !!o.nativeThinking); } catch (e) { throw new Error(`serve: ${file}: ${(e as Error).message.replace(/^answer: /, '')}`); }
-    }
+    if (router) checkTrainedFile('router', routerFile!, router.metadata, !!o.nativeThinking, 'serve: ');
+    if (verifier) checkTrainedFile('verifier', verifierFile!, verifier.metadata, !!o.nativeThinking, 'serve: ');
     // Base first in listings, as vLLM does; requests without a model go to the reasoning pipeline when there is one.
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
     return {

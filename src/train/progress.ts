@@ -43,6 +43,8 @@ export interface ProgressOptions {
   interrupt?: (step: number) => string;
   /** process.exit, injectable for tests. */
   exit?: (code: number) => void;
+  /** Hide the terminal cursor while the bar runs (default true; restored on stop, and on Ctrl-C with `interrupt`). */
+  hideCursor?: boolean;
 }
 
 export function formatSeconds(s: number | undefined): string {
@@ -78,7 +80,7 @@ export class Progress {
     if (!opts.quiet && stream.isTTY) {
       const fields = opts.itemUnit ? `{rate} ${opts.itemUnit}/s` : 'loss {loss} | {rate} tok/s';
       this.bar = new cliProgress.SingleBar({
-        stream, hideCursor: true, clearOnComplete: false,
+        stream, hideCursor: opts.hideCursor ?? true, clearOnComplete: false,
         format: `${this.label} |{bar}| {value}/{total} | ${fields} | ETA {eta_s}`,
       }, cliProgress.Presets.shades_classic);
       this.bar.start(total, this.startStep, { loss: '-', rate: '0', eta_s: '--' });
@@ -165,21 +167,20 @@ export class StagedProgress {
 
 /**
  * Progress that shows only once the work has taken `afterMs` (default 1 s): loading a large checkpoint gets a bar
- * with ETA, a small model loads without one. `update` fits `onProgress(done, total)` hooks; a run that reaches its
- * total ends the bar, and the next run (another model) starts afresh.
+ * with ETA, a small model loads without one. `update` fits `onProgress(done, total)` hooks; a run starts at
+ * done = 0 and ends at its total, so each model loaded in turn gets its own bar and clock.
  */
 export function lateProgress(label: string, itemUnit: string, o: { afterMs?: number; now?: () => number; stream?: NodeJS.WriteStream } = {}): { update: (done: number, total: number) => void; stop: () => void } {
   const now = o.now ?? Date.now;
   let t0 = now(), bar: Progress | undefined;
   return {
     update(done, total) {
-      if (!bar && (now() - t0 < (o.afterMs ?? 1000) || done >= total)) {
-        if (done >= total) t0 = now();
-        return;
-      }
-      bar ??= new Progress(total, { label, itemUnit, startedAt: t0, now, ...(o.stream ? { stream: o.stream } : {}) });
+      if (!bar && done === 0) t0 = now(); // a run (a model) begins
+      if (!bar && (now() - t0 < (o.afterMs ?? 1000) || done >= total)) return;
+      // No hidden cursor: the work is synchronous, so nothing could restore it on Ctrl-C.
+      bar ??= new Progress(total, { label, itemUnit, startedAt: t0, now, hideCursor: false, ...(o.stream ? { stream: o.stream } : {}) });
       bar.update(done);
-      if (done >= total) { bar.stop(); bar = undefined; t0 = now(); }
+      if (done >= total) { bar.stop(); bar = undefined; }
     },
     stop: () => bar?.stop(),
   };
