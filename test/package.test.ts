@@ -52,6 +52,20 @@ await m.close();
   }
 });
 
+test('plain node runs the built quantisation workers (prequantize), which make the same blocks as quantizeQ4', () => {
+  const script = `import { prequantize } from ${JSON.stringify(path.join(root, 'dist/runtime/prequantize.js'))};
+import { quantizeQ4 } from ${JSON.stringify(path.join(root, 'dist/onnx/quant.js'))};
+const w = Float32Array.from({ length: 64 * 96 }, (_, i) => Math.sin(i));
+const src = { names: ['w'], has: (n) => n === 'w', shape: () => [64, 96], get: () => w };
+const [q] = [(await prequantize(src, ['w'], { threads: 2 })).get('w')], ref = quantizeQ4(w, 64, 96);
+console.log(Buffer.from(q.packed).equals(Buffer.from(ref.packed)) && Buffer.from(new Uint8Array(q.scales.buffer)).equals(Buffer.from(new Uint8Array(ref.scales.buffer))));
+`;
+  const dir = consumer({ 'q.mjs': script });
+  const run = spawnSync(process.execPath, ['q.mjs'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(run.stdout.trim(), 'true');
+});
+
 test('a strict TypeScript project type-checks the README example against the declarations', () => {
   const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
   const example = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];

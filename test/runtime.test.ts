@@ -12,6 +12,8 @@ import { Engine } from '../src/runtime/engine.ts';
 import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
 import type { ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
+import { prequantize, q4WeightNames } from '../src/runtime/prequantize.ts';
+import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { openSource } from '../src/io/source.ts';
@@ -551,6 +553,22 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   } finally {
     await m.close();
   }
+});
+
+test('prequantize: worker threads make exactly the 4-bit blocks the graph builder makes; a graph built from them is byte for byte the same', async () => {
+  const w = new MemoryWeights(model.weights), names = q4WeightNames(model.config, w);
+  assert.equal(names.length, 1 + 7 * model.config.numLayers, 'the embedding table and every projection (tied lm_head)');
+  let reported = 0;
+  const blocks = await prequantize(w, names, { threads: 2, onWeights: (d) => { reported = d; } });
+  for (const n of names) {
+    const [rows, cols] = w.shape(n), ref = quantizeQ4(w.get(n), rows, cols, n);
+    assert.deepEqual([blocks.get(n)!.packed, blocks.get(n)!.scales], [ref.packed, ref.scales], n);
+  }
+  assert.equal(reported, names.reduce((a, n) => a + w.shape(n)[0] * w.shape(n)[1], 0));
+  const plain = buildInferenceGraph(model.config, w, { quant: 'q4' }).toModelProto();
+  const pre = buildInferenceGraph(model.config, w, { quant: 'q4', q4Blocks: blocks }).toModelProto();
+  assert.ok(Buffer.from(pre).equals(Buffer.from(plain)));
+  assert.deepEqual(model.weights.get('model.embed_tokens.weight')!.data.length > 0, true, 'the source keeps its weights (copied to the workers, not transferred)');
 });
 
 test('a checkpoint too large for an in-memory ONNX model (2 GiB) is refused before building, with the convert command that loads it', () => {

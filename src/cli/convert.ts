@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { openSource, type Manifest } from '../io/source.ts';
 import { lateProgress } from '../train/progress.ts';
-import { convertModel } from '../runtime/model.ts';
+import { convertModel, defaultQuant, prequantizeLarge } from '../runtime/model.ts';
 import { parseTargets } from './train-sft.ts';
 import { checkOutDir } from './outputs.ts';
 import { quantArg } from './main.ts';
@@ -19,7 +19,11 @@ export function convertCommand(program: Command): void {
       checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model } });
       const t0 = performance.now(), bar = lateProgress(`converting ${path.basename(path.resolve(o.model))}`, 'M weights');
       let m: Manifest;
-      try { m = convertModel(openSource(o.model), o.out, { quant: o.quant, loraTargets: targets, onProgress: bar.update }); } finally { bar.stop(); }
+      try {
+        const src = openSource(o.model), quant = o.quant ?? defaultQuant(src.config);
+        const q4Blocks = src.kind === 'converted' ? undefined : await prequantizeLarge(src, quant, { onProgress: bar.update });
+        m = convertModel(src, o.out, { quant, loraTargets: targets, onProgress: bar.update, q4Blocks });
+      } finally { bar.stop(); }
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
 }

@@ -18,6 +18,7 @@ import { Graph } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { parameterCount, type ModelConfig, type Projection } from './config.ts';
 import { Layers } from './layers.ts';
+import type { Q4Weight } from '../onnx/quant.ts';
 import { decoder, lmHead } from './qwen2.ts';
 
 export interface InferenceGraphOptions {
@@ -26,6 +27,8 @@ export interface InferenceGraphOptions {
   loraTargets?: readonly Projection[];
   /** Building (and quantising) progress, in millions of weights: done of the total (0 first). */
   onProgress?: (done: number, total: number) => void;
+  /** 4-bit blocks made beforehand (prequantize), by weight name. */
+  q4Blocks?: ReadonlyMap<string, Q4Weight>;
 }
 
 export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opts: InferenceGraphOptions): Graph {
@@ -33,7 +36,7 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opt
   opts.onProgress?.(0, millions);
   const L = new Layers(g, cfg, weights, {
     quant: opts.quant, accuracyLevel: opts.accuracyLevel ?? 4, fused: true,
-    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false,
+    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, q4Blocks: opts.q4Blocks,
     onWeights: opts.onProgress && ((w) => opts.onProgress!(Math.min(millions, Math.floor(w / 1e6)), millions)),
   });
   const { numKvHeads: hkv, headDim: d } = cfg;

@@ -5,7 +5,7 @@
  *  - training (`!fused`): plain ONNX ops, each of which has a vector-Jacobian rule in autodiff/.
  */
 import { Graph, MS } from '../onnx/graph.ts';
-import { quantizeQ4, Q4_BLOCK } from '../onnx/quant.ts';
+import { quantizeQ4, Q4_BLOCK, type Q4Weight } from '../onnx/quant.ts';
 import { f32ToF16Array } from '../io/safetensors.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { ropePeriods, type ModelConfig, type Projection } from './config.ts';
@@ -23,6 +23,8 @@ export interface LayerOptions {
   loraScale?: number;
   /** Called as weights are built into the graph (quantised): how many weights so far. */
   onWeights?: (done: number) => void;
+  /** 4-bit blocks already made (prequantize, on worker threads), by weight name: used instead of quantising again. */
+  q4Blocks?: ReadonlyMap<string, Q4Weight>;
 }
 
 export class Layers {
@@ -102,7 +104,7 @@ export class Layers {
   private q4(name: string): { packed: string; scales: string } {
     const hit = this.q4Made.get(name);
     if (hit) return hit;
-    const [n, k] = this.weights.shape(name), q = quantizeQ4(this.weights.get(name), n, k, name), blocks = k / Q4_BLOCK;
+    const [n, k] = this.weights.shape(name), q = this.opts.q4Blocks?.get(name) ?? quantizeQ4(this.weights.get(name), n, k, name), blocks = k / Q4_BLOCK;
     const made = {
       packed: this.g.initializer(`${name}_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed),
       scales: this.g.initializer(`${name}_scales`, 'float32', [n * blocks], q.scales),

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { parameterCount, type ModelConfig, type Projection } from '../models/config.ts';
 export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
+import { prequantize, q4WeightNames } from './prequantize.ts';
+import type { Q4Weight } from '../onnx/quant.ts';
 import { openSource, fingerprint, MANIFEST, shellQuote, type Manifest, type ModelSource } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
@@ -66,9 +68,11 @@ export class Model {
       }
       graph = path.join(src.path, m.graph);
     } else {
-      checkInMemorySize(src.config, opts.quant ?? defaultQuant(src.config), src.path, adapter?.config.targets);
+      const quant = opts.quant ?? defaultQuant(src.config);
+      checkInMemorySize(src.config, quant, src.path, adapter?.config.targets);
+      const q4Blocks = await prequantizeLarge(src, quant, opts);
       graph = buildInferenceGraph(src.config, src.weights!, {
-        quant: opts.quant ?? defaultQuant(src.config), accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, onProgress: opts.onProgress,
+        quant, accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, onProgress: opts.onProgress, q4Blocks,
       }).toModelProto();
     }
     const hasLora = !!adapter || (src.kind === 'converted' && readManifest(src.path).options.loraTargets.length > 0);
@@ -238,7 +242,25 @@ export function checkInMemorySize(c: ModelConfig, quant: 'fp32' | 'q4', source: 
 
 function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
 
-export interface ConvertOptions { quant?: 'fp32' | 'q4'; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void }
+export interface ConvertOptions {
+  quant?: 'fp32' | 'q4'; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void;
+  /** 4-bit blocks made beforehand on worker threads (prequantizeLarge), by weight name. */
+  q4Blocks?: ReadonlyMap<string, Q4Weight>;
+}
+
+/**
+ * A large checkpoint's (100M parameters and up) 4-bit blocks, quantised on worker threads (`threads` of them, default
+ * the available CPUs) before the graph is built; undefined for fp32 or a small model, which the builder quantises
+ * itself. `onProgress` counts millions of weights, as the builder does.
+ */
+export async function prequantizeLarge(src: ModelSource, quant: 'fp32' | 'q4', o: { threads?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<Map<string, Q4Weight> | undefined> {
+  if (quant !== 'q4' || parameterCount(src.config) < 100e6 || !src.weights) return undefined;
+  const total = Math.ceil(parameterCount(src.config) / 1e6);
+  o.onProgress?.(0, total);
+  const blocks = await prequantize(src.weights, q4WeightNames(src.config, src.weights), { threads: o.threads, onWeights: (w) => o.onProgress?.(Math.min(total - 1, Math.floor(w / 1e6)), total) });
+  o.onProgress?.(total, total);
+  return blocks;
+}
 
 /**
  * Writes model.onnx + model.onnx.data + tokenizer files + edgereason.json into `out`, so later loads skip
@@ -249,7 +271,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
   fs.mkdirSync(out, { recursive: true });
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
-  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress });
+  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, q4Blocks: opts.q4Blocks });
   const dataName = 'model.onnx.data';
   let offset = 0, bytes: Uint8Array | undefined;
   // Weights first, then the graph that points into them, then the manifest with both sizes: an interrupted
