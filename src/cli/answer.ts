@@ -11,8 +11,8 @@ import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
 
-/** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter. */
-export const QWEN3_NOTE = 'edgereason: note: Qwen3 thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the answer';
+/** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
+export const qwen3Note = (output: string): string => `edgereason: note: Qwen3 thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}`;
 
 export function answerCommand(program: Command): void {
   program.command('answer')
@@ -76,7 +76,7 @@ export function answerCommand(program: Command): void {
       }
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       try {
-        if (!reasons && model.config.architecture === 'qwen3') console.error(QWEN3_NOTE);
+        if (!reasons && model.config.architecture === 'qwen3') console.error(qwen3Note('answer'));
         const router = routerFile ? Router.load(routerFile, model.config.hiddenSize) : undefined;
         const verifier = verifierFile ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
         const tty = process.stdout.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
@@ -86,7 +86,7 @@ export function answerCommand(program: Command): void {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
           temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
-          task: o.task as Task, adapterMode: o.adapterMode, ...(o.nativeThinking ? { nativeThinking: true } : {}),
+          task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
           onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
           onText: (sample, ph, piece) => {

@@ -21,7 +21,7 @@ export function convertCommand(program: Command): void {
       let m: Manifest;
       try {
         const src = openSource(o.model), quant = o.quant ?? defaultQuant(src.config);
-        const q4Blocks = src.kind === 'converted' ? undefined : await prequantizeLarge(src, quant, { onProgress: bar.update });
+        const q4Blocks = await prequantizeLarge(src, quant, { onProgress: bar.update }); // none for a converted folder, which convertModel refuses
         m = convertModel(src, o.out, { quant, loraTargets: targets, onProgress: bar.update, q4Blocks });
       } finally { bar.stop(); }
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -34,7 +34,7 @@ export function trainVerifierCommand(program: Command): void {
       try {
         const { verifier, report } = await trainVerifier(model, items.train, {
           val: items.val, samples: o.samples, temperature: o.temperature, topP: o.topP, maxTokens: o.maxTokens, maxThinkingTokens: o.maxThinkingTokens,
-          l2: o.l2, steps: o.steps, seed: o.seed, ...(o.nativeThinking ? { nativeThinking: true } : {}), onProgress: (s, d, t) => progress.update(s, d, t), metadata: { model: o.model, task: o.task },
+          l2: o.l2, steps: o.steps, seed: o.seed, nativeThinking: !!o.nativeThinking, onProgress: (s, d, t) => progress.update(s, d, t), metadata: { model: o.model, task: o.task },
         });
         progress.stop();
         verifier.save(o.out);

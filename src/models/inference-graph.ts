@@ -31,13 +31,22 @@ export interface InferenceGraphOptions {
   q4Blocks?: ReadonlyMap<string, Q4Weight>;
 }
 
+/**
+ * `onProgress(done, total)` in millions of a model's weights, fed with how many weights are done: it reports (0, total)
+ * at once, then each count, never past the total. Undefined without `onProgress`.
+ */
+export function weightProgress(cfg: ModelConfig, onProgress?: (done: number, total: number) => void): ((weights: number) => void) | undefined {
+  if (!onProgress) return undefined;
+  const total = Math.ceil(parameterCount(cfg) / 1e6);
+  onProgress(0, total);
+  return (w) => onProgress(Math.min(total, Math.floor(w / 1e6)), total);
+}
+
 export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opts: InferenceGraphOptions): Graph {
-  const g = new Graph(), millions = Math.ceil(parameterCount(cfg) / 1e6);
-  opts.onProgress?.(0, millions);
+  const g = new Graph();
   const L = new Layers(g, cfg, weights, {
     quant: opts.quant, accuracyLevel: opts.accuracyLevel ?? 4, fused: true,
-    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, q4Blocks: opts.q4Blocks,
-    onWeights: opts.onProgress && ((w) => opts.onProgress!(Math.min(millions, Math.floor(w / 1e6)), millions)),
+    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, q4Blocks: opts.q4Blocks, onWeights: weightProgress(cfg, opts.onProgress),
   });
   const { numKvHeads: hkv, headDim: d } = cfg;
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);

@@ -121,7 +121,9 @@ export class Layers {
   embed(ids: string): string {
     const g = this.g, name = 'model.embed_tokens.weight';
     const [vocab, hidden] = this.weights.shape(name);
-    try { return this.embedTable(ids, name, vocab, hidden); } finally { this.built(vocab * hidden); }
+    const rows = this.embedTable(ids, name, vocab, hidden);
+    this.built(vocab * hidden);
+    return rows;
   }
 
   private embedTable(ids: string, name: string, vocab: number, hidden: number): string {

@@ -308,13 +308,11 @@ export interface LabelItem { question: string; gold: string | number; task: Task
 
 export interface BaseOutcome { hidden: Float32Array; correct: boolean; text: string; logprobs: number[] }
 
-const native = (o: { nativeThinking?: boolean }) => (o.nativeThinking ? { nativeThinking: true } : {});
-
 /** Greedy direct answers of the base model (adapter off): the prompt's hidden state, the answer's token log-probabilities, whether it was right. */
 export async function baseOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<BaseOutcome[]> {
   const out: BaseOutcome[] = [];
   for (const it of items) {
-    const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true, ...native(o) });
+    const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true, nativeThinking: o.nativeThinking });
     out.push({ hidden: r.promptHidden!, correct: isCorrect(it.task, r.answer, it.gold), text: r.answer, logprobs: r.samples[0].logprobs ?? [] });
     o.onItem?.(out.length);
   }
@@ -325,7 +323,7 @@ export async function baseOutcomes(model: Model, items: readonly LabelItem[], o:
 export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<{ correct: boolean; tokens: number }[]> {
   const out: { correct: boolean; tokens: number }[] = [];
   for (const it of items) {
-    const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, ...native(o) });
+    const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, nativeThinking: o.nativeThinking });
     out.push({ correct: isCorrect(it.task, r.answer, it.gold), tokens: r.usage.completionTokens });
     o.onItem?.(out.length);
   }

@@ -59,8 +59,7 @@ export async function sampleCandidates(model: Model, items: readonly LabelItem[]
     const it = items[k];
     const r = await answer(model, it.question, {
       reasoning: 'on', samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, topP: o.topP ?? 0.95, seed: (o.seed ?? 0) + 1000 * k,
-      maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, collectHidden: true,
-      ...(o.nativeThinking ? { nativeThinking: true } : {}),
+      maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, collectHidden: true, nativeThinking: o.nativeThinking,
     });
     r.samples.forEach((s, i) => {
       if (s.hidden) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold) && s.extracted !== undefined, extracted: s.extracted, meanLogprob: s.meanLogprob });

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parameterCount, type ModelConfig, type Projection } from '../models/config.ts';
 export { parameterCount };
-import { buildInferenceGraph } from '../models/inference-graph.ts';
+import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, q4WeightNames } from './prequantize.ts';
 import type { Q4Weight } from '../onnx/quant.ts';
 import { openSource, fingerprint, MANIFEST, shellQuote, type Manifest, type ModelSource } from '../io/source.ts';
@@ -255,10 +255,9 @@ export interface ConvertOptions {
  */
 export async function prequantizeLarge(src: ModelSource, quant: 'fp32' | 'q4', o: { threads?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<Map<string, Q4Weight> | undefined> {
   if (quant !== 'q4' || parameterCount(src.config) < 100e6 || !src.weights) return undefined;
-  const total = Math.ceil(parameterCount(src.config) / 1e6);
-  o.onProgress?.(0, total);
-  const blocks = await prequantize(src.weights, q4WeightNames(src.config, src.weights), { threads: o.threads, onWeights: (w) => o.onProgress?.(Math.min(total - 1, Math.floor(w / 1e6)), total) });
-  o.onProgress?.(total, total);
+  const report = weightProgress(src.config, o.onProgress);
+  const blocks = await prequantize(src.weights, q4WeightNames(src.config, src.weights), { threads: o.threads, onWeights: report });
+  report?.(parameterCount(src.config)); // done: norms and any unquantised weight are not counted above
   return blocks;
 }
 

@@ -35,7 +35,7 @@ export async function prequantize(weights: WeightSource, names: string[], o: { t
         o.onWeights?.((done += n * k));
         resolve();
       });
-      w.postMessage({ id: 0, name, data, n, k }, [data.buffer as ArrayBuffer]);
+      w.postMessage({ name, data, n, k }, [data.buffer as ArrayBuffer]);
     });
     let next = 0;
     // Each worker takes the next weight as soon as it is free; at most one weight per worker is in memory unquantised.

@@ -2,11 +2,11 @@
 import { parentPort } from 'node:worker_threads';
 import { quantizeQ4 } from '../onnx/quant.ts';
 
-parentPort!.on('message', ({ id, name, data, n, k }: { id: number; name: string; data: Float32Array; n: number; k: number }) => {
+parentPort!.on('message', ({ name, data, n, k }: { name: string; data: Float32Array; n: number; k: number }) => {
   try {
     const q = quantizeQ4(data, n, k, name);
-    parentPort!.postMessage({ id, packed: q.packed, scales: q.scales }, [q.packed.buffer as ArrayBuffer, q.scales.buffer as ArrayBuffer]);
+    parentPort!.postMessage({ packed: q.packed, scales: q.scales }, [q.packed.buffer as ArrayBuffer, q.scales.buffer as ArrayBuffer]);
   } catch (e) {
-    parentPort!.postMessage({ id, error: e instanceof Error ? e.message : String(e) });
+    parentPort!.postMessage({ error: e instanceof Error ? e.message : String(e) });
   }
 });

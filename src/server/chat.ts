@@ -196,7 +196,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
     ...(ext.early_stop ? { earlyStop: true } : {}),
     ...(kwargs ? { chatTemplateKwargs: kwargs } : {}),
-    ...(m.kind === 'native' ? { nativeThinking: true } : {}),
+    nativeThinking: native,
   };
   return {
     served: m, messages, promptTokens: ids.length, n, perChoice, mode, rows: n * (perChoice ?? 1), options, maxTokens,
