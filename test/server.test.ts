@@ -365,6 +365,12 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   assert.deepEqual([e.status, e.param, e.code], [400, 'messages', 'context_length_exceeded']);
   assert.equal((e.error as Loose).message, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${n} tokens, and 16 more are kept back for the reasoning invocation and budget line (reasoning "auto" may take the reasoning route), which leaves too little room for a completion. Please reduce the length of the messages, or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none").`);
   assert.equal(planChat({ model: 'reasoning', messages: [{ role: 'user', content }], edgereason: { reasoning: 'off' } }, server.served, server.limits).promptTokens, n);
+  // max_tokens counts the completion only: the kept-back tokens come on top of it.
+  const short = tokens('x'), asked = ctx - short - 5;
+  const over = await status(create({ model: 'reasoning', messages: [{ role: 'user', content: 'x' }], max_tokens: asked }));
+  assert.deepEqual([over.status, over.param, over.code], [400, 'max_tokens', 'context_length_exceeded']);
+  assert.equal((over.error as Loose).message, `This model's maximum context length is ${ctx} tokens. However, you requested ${short + 16 + asked} tokens (${short} in the messages, 16 kept back for the reasoning invocation and budget line, ${asked} in the completion). Please reduce the length of the messages or completion.`);
+  assert.equal(planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'x' }], max_tokens: asked, edgereason: { reasoning: 'off' } }, server.served, server.limits).maxTokens, asked);
   const stop = await status(create(ask('x', { stop: ['a', 'b', 'c', 'd', 'e'] })));
   assert.deepEqual([stop.param, (stop.error as Loose).message], ['stop', "Invalid value for 'stop': at most 4 stop sequences are allowed."]);
   const post = (body: string, headers: Record<string, string>) => fetch(`${url}/v1/chat/completions`, { method: 'POST', headers, body });

@@ -171,8 +171,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const asked = req.max_completion_tokens ?? req.max_tokens ?? undefined;
   const askedParam = req.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
   if (asked !== undefined && asked > ctx) throw new ApiError(400, `Invalid value for '${askedParam}': ${asked} is more than this model's context of ${ctx} tokens.`, askedParam);
-  if (asked !== undefined && ids.length + asked > ctx) {
-    throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + asked} tokens (${ids.length} in the messages, ${asked} in the completion). Please reduce the length of the messages or completion.`, askedParam, 'invalid_request_error', 'context_length_exceeded');
+  if (asked !== undefined && ids.length + kept + asked > ctx) {
+    const keptNote = !kept ? '' : native ? `, ${kept} kept back for the thinking tags` : `, ${kept} kept back for the reasoning invocation and budget line`;
+    throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + kept + asked} tokens (${ids.length} in the messages${keptNote}, ${asked} in the completion). Please reduce the length of the messages or completion.`, askedParam, 'invalid_request_error', 'context_length_exceeded');
   }
   const maxTokens = asked ?? Math.min(limits.defaultMaxTokens, ctx - ids.length - kept);
   // The thinking segment always leaves room for the answer.
