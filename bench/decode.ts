@@ -225,7 +225,7 @@ function sourceKey(globs: string[]): string {
 export async function prepareModels(cacheDir: string, accuracyLevel: number, note: (phase: string, total: number) => void, tick: (label: string) => void, o: { fp32?: boolean; shape?: Shape } = {}) {
   const shape = o.shape ?? 'qwen2.5-0.5b';
   const modelKey = sourceKey(['test/helpers/random-model.ts', 'src/io/gguf.ts', 'src/io/safetensors.ts']);
-  const graphKey = sourceKey(['src/models/*', 'src/onnx/*', 'src/io/*', 'src/runtime/model.ts']);
+  const graphKey = sourceKey(['src/models/*', 'src/onnx/*', 'src/io/*', 'src/runtime/model.ts', 'src/runtime/convert.ts']);
   const hf = path.join(cacheDir, `${shape}-shape-seed0-${modelKey}`), onnxDir = path.join(cacheDir, `onnx-${shape}-q4-al${accuracyLevel}-${graphKey}-${modelKey}`);
   const q4gguf = path.join(hf, 'model-q4_0.gguf'), done = path.join(hf, 'bench-ready.json'), fp32Dir = path.join(cacheDir, `onnx-${shape}-fp32-${graphKey}-${modelKey}`);
   if (fs.existsSync(cacheDir)) { // drop artefacts written by older code (every shape's current ones stay)
@@ -247,7 +247,7 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
     tick(`converting to ONNX ${label}`);
     await new Promise((r) => setImmediate(r));
     const { openSource } = await import('../src/io/source.ts');
-    const { convertModel } = await import('../src/runtime/model.ts');
+    const { convertModel } = await import('../src/runtime/convert.ts');
     fs.rmSync(dir, { recursive: true, force: true });
     convertModel(openSource(hf), dir, opts);
   };

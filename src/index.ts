@@ -1,5 +1,6 @@
 /** edgereason's public API. */
-export { loadModel, Model, convertModel, type LoadOptions, type PromptOptions, type ConvertOptions } from './runtime/model.ts';
+export { loadModel, Model, type LoadOptions, type PromptOptions } from './runtime/model.ts';
+export { convertModel, type ConvertOptions, type CachePolicy } from './runtime/convert.ts';
 export type { Completion, FinishReason, GenerateOptions, ThinkingOptions } from './runtime/generate.ts';
 export type { SamplingParams } from './runtime/sampler.ts';
 export { answer, Reasoner } from './reason/answer.ts';

@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Worker } from 'node:worker_threads';
-import { loadModel, convertModel, checkInMemorySize, parameterCount } from '../src/runtime/model.ts';
+import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
+import { cacheEntries, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { LocalBackend, type Backend } from '../src/runtime/backend.ts';
 import { Engine } from '../src/runtime/engine.ts';
@@ -439,6 +440,63 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);
 });
 
+test('loadModel keeps a converted copy in the cache: written once, then used as is; converted again when stale, broken or from another version; listed and pruned', async () => {
+  const cacheDir = path.join(tmp, 'cache'), converted = path.join(cacheDir, 'converted'), notes: string[] = [];
+  const load = (o: LoadOptions = {}) => loadModel(model.dir, { quant: 'q4', worker: false, cacheDir, onNote: (n) => notes.push(n), ...o });
+  // 'auto' builds a checkpoint this small in memory (well under a second) and writes nothing.
+  await (await load()).close();
+  assert.deepEqual([notes, fs.existsSync(cacheDir)], [[], false]);
+  // 'always': the first load converts it into the cache, with the logits of the graph built in memory.
+  const direct = await loadModel(model.dir, { quant: 'q4', worker: false, cache: 'never' });
+  const first = await load({ cache: 'always' });
+  const entry = path.join(converted, fs.readdirSync(converted)[0]), ids = prompt.slice(0, 9);
+  assert.match(entry, /\/qwen2-q4-al4-[0-9a-f]{10}$/);
+  assert.equal(notes.shift(), `model: converting ${model.dir} once (about 0.0 GiB) into ${entry}; later loads use it (EDGEREASON_CACHE=off builds in memory instead)`);
+  assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(first.backend, ids)) <= 1e-5);
+  // The next load uses the copy: nothing is quantised again.
+  let progress = 0;
+  const second = await load({ cache: 'always', onProgress: () => progress++ });
+  assert.deepEqual([notes.shift(), progress], [`model: using the converted copy of ${model.dir} in ${entry}`, 0]);
+  assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(second.backend, ids)) <= 1e-5);
+  await Promise.all([direct.close(), first.close(), second.close()]);
+  // A changed source, a broken copy and a copy made by another edgereason version are each converted again, in place.
+  const touch = () => fs.utimesSync(path.join(model.dir, 'config.json'), new Date(), new Date(Date.now() + 1000 * Math.random() + 9000));
+  touch();
+  await (await load({ cache: 'always' })).close();
+  assert.equal(notes.shift()!.split('; converting')[0], `model: the converted copy in ${entry} cannot be used (${entry} is stale: its source ${model.dir} changed after it was converted; run \`edgereason convert --model ${model.dir} --out ${entry} --quant q4\` again)`);
+  fs.appendFileSync(path.join(entry, 'model.onnx.data'), Buffer.alloc(64));
+  await (await load({ cache: 'always' })).close();
+  assert.match(notes.shift()!, /^model: the converted copy in \S+ cannot be used \(\S+model\.onnx\.data has \d+ bytes, edgereason\.json recorded \d+ \(an interrupted convert\?\)/);
+  const manifest = path.join(entry, 'edgereason.json');
+  fs.writeFileSync(manifest, fs.readFileSync(manifest, 'utf8').replace(/"edgereason": "[^"]*"/, '"edgereason": "0.0.1"'));
+  await (await load({ cache: 'always' })).close();
+  assert.match(notes.shift()!, /^model: the converted copy in \S+ was made by edgereason 0\.0\.1; converting /);
+  assert.deepEqual([fs.readdirSync(converted), notes], [[path.basename(entry)], []]); // no temporary folder left behind
+  // A cache folder that cannot be written is named, with what to do instead.
+  const file = path.join(tmp, 'not-a-folder');
+  fs.writeFileSync(file, '');
+  await assert.rejects(load({ cache: 'always', cacheDir: file }), new RegExp(`^Error: model: cannot keep a converted copy of ${model.dir} \\(${file}/converted cannot be written: .*\\); set EDGEREASON_CACHE \\(or loadModel's cacheDir\\) to a folder with room, or convert it yourself: edgereason convert --model ${model.dir} --out <folder> --quant q4$`));
+  await assert.rejects(load({ cache: 'sometimes' as 'auto' }), /loadModel: cache must be "auto", "always", "never", got "sometimes"/);
+  // Listing: a copy whose source changed is stale; one a dead process left half-written is abandoned; ours is being written.
+  const dead = spawnSync(process.execPath, ['-e', '']).pid!, abandoned = `${entry}.partial-${dead}-0a0b0c`, writing = `${entry}.partial-${process.pid}-0d0e0f`;
+  fs.mkdirSync(abandoned);
+  fs.mkdirSync(writing);
+  const states = () => Object.fromEntries(cacheEntries(cacheDir).map((e) => [path.basename(e.dir), [e.state, e.why ?? '']]));
+  assert.deepEqual(states(), { [path.basename(entry)]: ['ready', ''], [path.basename(abandoned)]: ['abandoned', ''], [path.basename(writing)]: ['writing', ''] });
+  touch();
+  assert.match(states()[path.basename(entry)].join(' '), /^stale cannot be used \(.* is stale: its source .* changed after it was converted/);
+  const cli = (...args: string[]) => spawnSync(process.execPath, ['bin/edgereason.js', 'cache', '--dir', cacheDir, ...args], { cwd: path.join(import.meta.dirname, '..'), encoding: 'utf8' });
+  const listed = cli();
+  assert.equal(listed.stdout.split('\n')[0], `${cacheDir}: 3 converted copies, ${(cacheEntries(cacheDir).reduce((n, e) => n + e.bytes, 0) / 2 ** 30).toFixed(2)} GiB`);
+  assert.match(listed.stdout, /\n`edgereason cache --prune` removes the stale and abandoned ones\.\n$/);
+  assert.match(cli('--prune', '--clear').stderr, /cache: give --prune or --clear, not both/);
+  // Pruning removes the stale and abandoned copies; clearing removes the rest but the one being written.
+  assert.deepEqual(pruneCache(cacheDir).map((e) => path.basename(e.dir)).sort(), [path.basename(entry), path.basename(abandoned)].sort());
+  await (await load({ cache: 'always' })).close();
+  assert.equal(cli('--clear').stdout, `removed 1 converted copy (0.00 GiB) from ${cacheDir}\n`);
+  assert.deepEqual(fs.readdirSync(converted), [path.basename(writing)]);
+});
+
 test('KV cache capacity grows by a quarter at least, in 64-position steps (at most 25 % slack)', () => {
   assert.equal(grownCapacity(64, 64), 64);
   assert.equal(grownCapacity(64, 89), 128); // what is needed, rounded up to 64
@@ -519,7 +577,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { quant: 'q8' as 'q4' }), /loadModel: quant must be "q4" or "fp32", got "q8"/);
   await assert.rejects(loadModel(model.dir, { quant: 'q4', accuracyLevel: 7 }), /loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got 7/);
   await assert.rejects(loadModel(model.dir, { quant: 'fp32', accuracyLevel: 4 }), /accuracyLevel applies to 4-bit weights/);
-  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, threads, worker, onProgress\)/);
+  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, threads, worker, onProgress, cache, cacheDir, onNote\)/);
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     const bad: [object, RegExp][] = [

@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { openSource, type Manifest } from '../io/source.ts';
 import { lateProgress } from '../train/progress.ts';
-import { convertModel, defaultQuant, prequantizeLarge } from '../runtime/model.ts';
+import { convertModel, defaultQuant, prequantizeLarge } from '../runtime/convert.ts';
 import { parseTargets } from './train-sft.ts';
 import { checkOutDir } from './outputs.ts';
 import { quantArg } from './main.ts';

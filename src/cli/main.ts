@@ -1,5 +1,4 @@
 /** The `edgereason` command line: one thin subcommand per file, each parsing flags and calling the library. */
-import fs from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { generateCommand } from './generate.ts';
 import { convertCommand } from './convert.ts';
@@ -13,18 +12,16 @@ import { answerCommand } from './answer.ts';
 import { trainRouterCommand } from './train-router.ts';
 import { trainVerifierCommand } from './train-verifier.ts';
 import { exportTrlCommand } from './export-trl.ts';
+import { cacheCommand } from './cache.ts';
+import { version } from '../version.ts';
 
-/** The package's version, from package.json beside src/. */
-export function version(): string {
-  return JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
-}
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')
     .version(version(), '-V, --version', 'print the version')
     .showHelpAfterError();
-  for (const add of [generateCommand, convertCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
+  for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -50,7 +50,7 @@ export function serveCommand(program: Command): void {
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
-        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update,
+        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
       }).finally(() => bar.stop());
       let url: string;
       try {

@@ -4,16 +4,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parameterCount, type ModelConfig, type Projection } from '../models/config.ts';
+import { parameterCount, type ModelConfig } from '../models/config.ts';
 export { parameterCount };
-import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
-import { prequantize, q4WeightNames } from './prequantize.ts';
-import type { Q4Weight } from '../onnx/quant.ts';
-import { openSource, fingerprint, MANIFEST, shellQuote, type Manifest, type ModelSource } from '../io/source.ts';
+import { buildInferenceGraph } from '../models/inference-graph.ts';
+import { openSource, MANIFEST } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
-import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, readManifest, type CachePolicy } from './convert.ts';
+export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
-import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { LocalBackend, type Backend } from './backend.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
@@ -31,6 +29,16 @@ export interface LoadOptions {
   worker?: boolean;
   /** Progress of building the graph from a checkpoint (quantising it): parts done of the total. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Keeping a converted copy of the checkpoint (graph + quantised weights) so that later loads skip building it:
+   * 'auto' (the default) for checkpoints of 100M parameters and up at q4 and for any too large to build in memory,
+   * 'always', or 'never' (build in memory on every load; the default when $EDGEREASON_CACHE is "off").
+   */
+  cache?: CachePolicy;
+  /** The cache folder (default $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason). */
+  cacheDir?: string;
+  /** Notes for a person: a converted copy being written to the cache, or used from it. */
+  onNote?: (note: string) => void;
 }
 
 export interface PromptOptions extends GenerateOptions {
@@ -54,8 +62,15 @@ export class Model {
 
   static async load(p: string, opts: LoadOptions = {}): Promise<Model> {
     checkLoadOptions(opts);
-    const src = openSource(p);
+    let src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
+    const quant = opts.quant ?? defaultQuant(src.config);
+    if (src.kind !== 'converted') {
+      src = await cachedConversion(src, {
+        quant, accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, policy: opts.cache ?? defaultCachePolicy(),
+        dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote,
+      }) ?? src;
+    }
     let graph: Uint8Array | string;
     if (src.kind === 'converted') {
       const m = readManifest(src.path);
@@ -68,7 +83,6 @@ export class Model {
       }
       graph = path.join(src.path, m.graph);
     } else {
-      const quant = opts.quant ?? defaultQuant(src.config);
       checkInMemorySize(src.config, quant, src.path, adapter?.config.targets);
       const q4Blocks = await prequantizeLarge(src, quant, opts);
       graph = buildInferenceGraph(src.config, src.weights!, {
@@ -184,7 +198,7 @@ export class Model {
 
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
 
-const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'threads', 'worker', 'onProgress'];
+const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
 
 /** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
@@ -204,6 +218,9 @@ function checkLoadOptions(o: LoadOptions): void {
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`loadModel: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
   if (o.adapter !== undefined && typeof o.adapter !== 'string') throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
+  if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${JSON.stringify(o.cache)}`);
+  if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${JSON.stringify(o.cacheDir)}`);
+  if (o.onNote !== undefined && typeof o.onNote !== 'function') throw new Error(`loadModel: onNote must be a function (note) => void, got ${typeof o.onNote}`);
 }
 
 /** The template's own inputs (messages, add_generation_prompt) are set by the call, not by kwargs. */
@@ -220,76 +237,4 @@ function checkMessages(messages: ChatMessage[], where: string): void {
     if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: message ${i} has role ${JSON.stringify(m.role)} (roles: ${CHAT_ROLES.join(', ')})`);
     if (typeof m.content !== 'string') throw new Error(`${where}: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
   });
-}
-
-export function defaultQuant(c: ModelConfig): 'fp32' | 'q4' {
-  return parameterCount(c) - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize) >= 50e6 ? 'q4' : 'fp32';
-}
-
-/** An ONNX model built in memory is one protobuf message, which holds at most 2 GiB (less a margin for the graph). */
-const IN_MEMORY_LIMIT = 2 ** 31 - 2 ** 26;
-
-/**
- * Refuses, before minutes of quantising, a checkpoint whose graph cannot be built in memory (about 3B parameters
- * and up at q4): `convert` writes its weights to a separate file, which has no such limit.
- */
-export function checkInMemorySize(c: ModelConfig, quant: 'fp32' | 'q4', source: string, loraTargets: readonly Projection[] = []): void {
-  const bytes = parameterCount(c) * (quant === 'q4' ? 0.625 : 4); // q4: 4 bits + an fp32 scale per 32 weights
-  if (bytes <= IN_MEMORY_LIMIT) return;
-  const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`, targets = loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : '';
-  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${(bytes / 2 ** 30).toFixed(1)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: edgereason convert --model ${shellQuote(source)} --out ${shellQuote(out)} --quant ${quant}${targets}`);
-}
-
-function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
-
-export interface ConvertOptions {
-  quant?: 'fp32' | 'q4'; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void;
-  /** 4-bit blocks made beforehand on worker threads (prequantizeLarge), by weight name. */
-  q4Blocks?: ReadonlyMap<string, Q4Weight>;
-}
-
-/**
- * A large checkpoint's (100M parameters and up) 4-bit blocks, quantised on worker threads (`threads` of them, default
- * the available CPUs) before the graph is built; undefined for fp32 or a small model, which the builder quantises
- * itself. `onProgress` counts millions of weights, as the builder does.
- */
-export async function prequantizeLarge(src: ModelSource, quant: 'fp32' | 'q4', o: { threads?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<Map<string, Q4Weight> | undefined> {
-  if (quant !== 'q4' || parameterCount(src.config) < 100e6 || !src.weights) return undefined;
-  const report = weightProgress(src.config, o.onProgress);
-  const blocks = await prequantize(src.weights, q4WeightNames(src.config, src.weights), { threads: o.threads, onWeights: report });
-  report?.(parameterCount(src.config)); // done: norms and any unquantised weight are not counted above
-  return blocks;
-}
-
-/**
- * Writes model.onnx + model.onnx.data + tokenizer files + edgereason.json into `out`, so later loads skip
- * quantisation and graph building. The manifest records the source's fingerprint to detect a stale folder.
- */
-export function convertModel(source: string | ModelSource, out: string, opts: ConvertOptions = {}): Manifest {
-  const src = typeof source === 'string' ? openSource(source) : source;
-  if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
-  fs.mkdirSync(out, { recursive: true });
-  const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
-  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, q4Blocks: opts.q4Blocks });
-  const dataName = 'model.onnx.data';
-  let offset = 0, bytes: Uint8Array | undefined;
-  // Weights first, then the graph that points into them, then the manifest with both sizes: an interrupted
-  // re-conversion is refused at load (size check) instead of pairing one run's graph with another's weights.
-  atomicWrite(path.join(out, dataName), (fd) => {
-    bytes = graph.toModelProto({
-      external: {
-        location: dataName, minBytes: 1024,
-        write: (raw) => { const at = offset; writeAll(fd, raw); offset += raw.byteLength; const pad = (64 - (offset % 64)) % 64; if (pad) { writeAll(fd, new Uint8Array(pad)); offset += pad; } return at; },
-      },
-    });
-  });
-  atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!));
-  writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
-  const manifest: Manifest = {
-    format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
-    options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },
-    source: { path: src.path, kind: src.kind, fingerprint: fingerprint(src.files) },
-  };
-  writeJson(path.join(out, MANIFEST), manifest);
-  return manifest;
 }

@@ -33,6 +33,8 @@ export interface ServerOptions {
   nativeThinking?: boolean;
   /** Progress of building the models' graphs from a checkpoint (see LoadServedOptions). */
   onLoadProgress?: (done: number, total: number) => void;
+  /** loadModel's notes while loading (see LoadServedOptions). */
+  onLoadNote?: (note: string) => void;
   host?: string;
   port?: number;
   /** Sequences decoding at once, across requests (rows of the batched decode). Default 16. */
@@ -83,7 +85,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   const maxBatch = o.maxBatch ?? 16;
   const served = await loadServed({
     model: o.model, adapters: o.adapters, servedModelName: o.servedModelName, nativeThinking: o.nativeThinking, router: o.router, verifier: o.verifier,
-    quant: o.quant, threads: o.threads, maxBatch, onProgress: o.onLoadProgress,
+    quant: o.quant, threads: o.threads, maxBatch, onProgress: o.onLoadProgress, onNote: o.onLoadNote,
     onRun: (s) => { metrics.batchRows.observe(s.rows); metrics.runSeconds.observe(s.ms / 1000); },
   });
   const limits: ChatLimits = {

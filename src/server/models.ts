@@ -47,6 +47,8 @@ export interface LoadServedOptions {
   onRun?: (s: RunStats) => void;
   /** Progress of building each model's graph from a checkpoint (loadModel's onProgress). */
   onProgress?: (done: number, total: number) => void;
+  /** loadModel's notes: a converted copy of the checkpoint written to the cache or used from it. */
+  onNote?: (note: string) => void;
 }
 
 export interface Served {
@@ -96,7 +98,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const coalesce = (m: Model) => new CoalescingBackend(m.backend as unknown as BatchingBackend, { maxRows: o.maxBatch, onRun: o.onRun });
   try {
     for (const a of adapters) {
-      const m = await loadModel(o.model, { adapter: a.dir, quant: o.quant, threads: o.threads, onProgress: o.onProgress });
+      const m = await loadModel(o.model, { adapter: a.dir, quant: o.quant, threads: o.threads, onProgress: o.onProgress, onNote: o.onNote });
       loaded.push(m);
       const backend = coalesce(m);
       models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, backend), backend, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
@@ -106,7 +108,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       const model = Object.create(first.model, { adapter: { value: undefined, enumerable: true } }) as Model;
       models.set(baseId, { id: baseId, kind: 'base', model, backend: first.backend, budgets: [], created });
     } else {
-      const m = await loadModel(o.model, { quant: o.quant, threads: o.threads, onProgress: o.onProgress });
+      const m = await loadModel(o.model, { quant: o.quant, threads: o.threads, onProgress: o.onProgress, onNote: o.onNote });
       loaded.push(m);
       const backend = coalesce(m);
       models.set(baseId, { id: baseId, kind: o.nativeThinking ? 'native' : 'base', model: withBackend(m, backend), backend, budgets: [], created });

@@ -1,0 +1,28 @@
+import type { Command } from 'commander';
+import { cacheEntries, cacheFolder, pruneCache, type CacheEntry } from '../runtime/convert.ts';
+
+export function cacheCommand(program: Command): void {
+  program.command('cache')
+    .description('list the converted copies that loading keeps of large checkpoints (in $EDGEREASON_CACHE, else ~/.cache/edgereason), or remove them')
+    .option('--dir <dir>', 'the cache folder (default: $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason)')
+    .option('--prune', 'remove the copies that would be converted again (source changed or gone, another edgereason version) and half-written ones')
+    .option('--clear', 'remove every copy (except one being written now)')
+    .action((o: { dir?: string; prune?: boolean; clear?: boolean }) => {
+      if (o.prune && o.clear) throw new Error('cache: give --prune or --clear, not both');
+      const root = o.dir ?? cacheFolder();
+      if (o.prune || o.clear) {
+        const gone = pruneCache(root, !!o.clear);
+        console.log(`removed ${gone.length} converted cop${gone.length === 1 ? 'y' : 'ies'} (${gib(total(gone))} GiB) from ${root}`);
+        return;
+      }
+      const entries = cacheEntries(root);
+      console.log(`${root}: ${entries.length} converted cop${entries.length === 1 ? 'y' : 'ies'}, ${gib(total(entries))} GiB`);
+      for (const e of entries) {
+        console.log(`  ${gib(e.bytes).padStart(6)} GiB  ${e.state}${e.why ? ` (${e.why})` : ''}  ${e.dir}${e.source ? `\n              from ${e.source}` : ''}`);
+      }
+      if (entries.some((e) => e.state === 'stale' || e.state === 'abandoned')) console.log('`edgereason cache --prune` removes the stale and abandoned ones.');
+    });
+}
+
+const total = (entries: CacheEntry[]) => entries.reduce((n, e) => n + e.bytes, 0);
+const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(2);

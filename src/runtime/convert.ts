@@ -1,0 +1,260 @@
+/**
+ * A checkpoint's ONNX graph built once: `convertModel` writes it to a folder (graph + weights in a separate file),
+ * and `cachedConversion` keeps one such folder per checkpoint in a cache, so that a large model is quantised on its
+ * first load only and a model too large to build in memory (7B at q4) loads at all.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
+import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
+import { prequantize, q4WeightNames } from './prequantize.ts';
+import type { Q4Weight } from '../onnx/quant.ts';
+import { openSource, fingerprint, MANIFEST, shellQuote, type Manifest, type ModelSource } from '../io/source.ts';
+import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { writeTokenizerFiles } from '../tokenizer/hf.ts';
+import { version } from '../version.ts';
+
+export function defaultQuant(c: ModelConfig): 'fp32' | 'q4' {
+  return parameterCount(c) - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize) >= 50e6 ? 'q4' : 'fp32';
+}
+
+/** An ONNX model built in memory is one protobuf message, which holds at most 2 GiB (less a margin for the graph). */
+const IN_MEMORY_LIMIT = 2 ** 31 - 2 ** 26;
+
+/** The bytes of a checkpoint's weights in the graph: q4 is 4 bits plus an fp32 scale per 32 weights. */
+const weightBytes = (c: ModelConfig, quant: 'fp32' | 'q4'): number => parameterCount(c) * (quant === 'q4' ? 0.625 : 4);
+
+/**
+ * Refuses, before minutes of quantising, a checkpoint whose graph cannot be built in memory (about 3B parameters
+ * and up at q4): `convert` writes its weights to a separate file, which has no such limit.
+ */
+export function checkInMemorySize(c: ModelConfig, quant: 'fp32' | 'q4', source: string, loraTargets: readonly Projection[] = []): void {
+  const bytes = weightBytes(c, quant);
+  if (bytes <= IN_MEMORY_LIMIT) return;
+  const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`, targets = loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : '';
+  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${(bytes / 2 ** 30).toFixed(1)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: edgereason convert --model ${shellQuote(source)} --out ${shellQuote(out)} --quant ${quant}${targets}`);
+}
+
+export function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
+
+export interface ConvertOptions {
+  quant?: 'fp32' | 'q4'; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void;
+  /** 4-bit blocks made beforehand on worker threads (prequantizeLarge), by weight name. */
+  q4Blocks?: ReadonlyMap<string, Q4Weight>;
+}
+
+/**
+ * A large checkpoint's (100M parameters and up) 4-bit blocks, quantised on worker threads (`threads` of them, default
+ * the available CPUs) before the graph is built; undefined for fp32 or a small model, which the builder quantises
+ * itself. `onProgress` counts millions of weights, as the builder does.
+ */
+export async function prequantizeLarge(src: ModelSource, quant: 'fp32' | 'q4', o: { threads?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<Map<string, Q4Weight> | undefined> {
+  if (quant !== 'q4' || parameterCount(src.config) < 100e6 || !src.weights) return undefined;
+  const report = weightProgress(src.config, o.onProgress);
+  const blocks = await prequantize(src.weights, q4WeightNames(src.config, src.weights), { threads: o.threads, onWeights: report });
+  report?.(parameterCount(src.config)); // done: norms and any unquantised weight are not counted above
+  return blocks;
+}
+
+/**
+ * Writes model.onnx + model.onnx.data + tokenizer files + edgereason.json into `out`, so later loads skip
+ * quantisation and graph building. The manifest records the source's fingerprint to detect a stale folder.
+ */
+export function convertModel(source: string | ModelSource, out: string, opts: ConvertOptions = {}): Manifest {
+  const src = typeof source === 'string' ? openSource(source) : source;
+  if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
+  fs.mkdirSync(out, { recursive: true });
+  const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
+  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, q4Blocks: opts.q4Blocks });
+  const dataName = 'model.onnx.data';
+  let offset = 0, bytes: Uint8Array | undefined;
+  // Weights first, then the graph that points into them, then the manifest with both sizes: an interrupted
+  // re-conversion is refused at load (size check) instead of pairing one run's graph with another's weights.
+  atomicWrite(path.join(out, dataName), (fd) => {
+    bytes = graph.toModelProto({
+      external: {
+        location: dataName, minBytes: 1024,
+        write: (raw) => { const at = offset; writeAll(fd, raw); offset += raw.byteLength; const pad = (64 - (offset % 64)) % 64; if (pad) { writeAll(fd, new Uint8Array(pad)); offset += pad; } return at; },
+      },
+    });
+  });
+  atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!));
+  writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
+  const manifest: Manifest = {
+    format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
+    options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },
+    source: { path: src.path, kind: src.kind, fingerprint: fingerprint(src.files) }, edgereason: version(),
+  };
+  writeJson(path.join(out, MANIFEST), manifest);
+  return manifest;
+}
+
+/** 'auto': checkpoints of 100M parameters and up at q4, and any too large to build in memory; 'never': build in memory. */
+export type CachePolicy = 'auto' | 'always' | 'never';
+
+export const CACHE_POLICIES: readonly CachePolicy[] = ['auto', 'always', 'never'];
+
+/** From this size up a q4 checkpoint takes many seconds to quantise (Qwen3-0.6B: 14 s here) and is cached by 'auto'. */
+const CACHE_FROM_PARAMETERS = 100e6;
+
+/** The cache folder: $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason. */
+export function cacheFolder(): string {
+  const env = process.env.EDGEREASON_CACHE;
+  if (env && env !== 'off') return path.resolve(env);
+  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'edgereason');
+}
+
+/** The policy when loadModel is given none: $EDGEREASON_CACHE=off turns the cache off. */
+export const defaultCachePolicy = (): CachePolicy => (process.env.EDGEREASON_CACHE === 'off' ? 'never' : 'auto');
+
+export interface CacheOptions {
+  quant: 'fp32' | 'q4';
+  accuracyLevel?: number;
+  loraTargets?: readonly Projection[];
+  policy: CachePolicy;
+  /** The cache folder; converted copies go to its `converted/` subfolder. */
+  dir: string;
+  threads?: number;
+  onProgress?: (done: number, total: number) => void;
+  /** Where a converted copy is written or found, for a person to read. */
+  onNote?: (note: string) => void;
+}
+
+/**
+ * The converted copy of `src` in the cache, written now when it is missing, stale (its source changed) or from
+ * another edgereason version; undefined when the policy builds this checkpoint in memory. Copies are written
+ * under a temporary name and renamed into place, so an interrupted load leaves no half-written copy behind.
+ */
+export async function cachedConversion(src: ModelSource, o: CacheOptions): Promise<ModelSource | undefined> {
+  const bytes = weightBytes(src.config, o.quant), fits = bytes <= IN_MEMORY_LIMIT;
+  const worthIt = !fits || (o.quant === 'q4' && parameterCount(src.config) >= CACHE_FROM_PARAMETERS);
+  if (o.policy === 'never' || (o.policy === 'auto' && !worthIt)) return undefined;
+  const targets = PROJECTIONS.filter((p) => o.loraTargets?.includes(p)), accuracyLevel = o.accuracyLevel ?? 4;
+  const entry = path.join(o.dir, 'converted', entryName(src.path, o.quant, accuracyLevel, targets));
+  const found = openEntry(entry, src.path);
+  if (found.source) {
+    o.onNote?.(`model: using the converted copy of ${src.path} in ${entry}`);
+    return found.source;
+  }
+  const problem = roomFor(path.dirname(entry), bytes);
+  if (problem) {
+    if (fits && o.policy === 'auto') {
+      o.onNote?.(`model: not keeping a converted copy of ${src.path} (${problem}); building it in memory`);
+      return undefined;
+    }
+    const convert = `edgereason convert --model ${shellQuote(src.path)} --out <folder> --quant ${o.quant}${targets.length ? ` --lora-targets ${targets.join(',')}` : ''}`;
+    throw new Error(`model: cannot keep a converted copy of ${src.path} (${problem}); set EDGEREASON_CACHE (or loadModel's cacheDir) to a folder with room, or convert it yourself: ${convert}`);
+  }
+  o.onNote?.(`model: ${found.why ? `the converted copy in ${entry} ${found.why}; converting` : 'converting'} ${src.path} once (about ${gib(bytes)} GiB) into ${entry}; later loads use it (EDGEREASON_CACHE=off builds in memory instead)`);
+  removeAbandoned(path.dirname(entry));
+  const tmp = `${entry}.partial-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+  try {
+    const q4Blocks = await prequantizeLarge(src, o.quant, { threads: o.threads, onProgress: o.onProgress });
+    convertModel(src, tmp, { quant: o.quant, accuracyLevel, loraTargets: targets, onProgress: o.onProgress, q4Blocks });
+    install(tmp, entry);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  return openSource(entry);
+}
+
+/** One folder per checkpoint and graph setting: readable name, plus a hash of the source's path. */
+function entryName(source: string, quant: 'fp32' | 'q4', accuracyLevel: number, targets: readonly Projection[]): string {
+  const base = path.basename(source).replace(/\.(gguf|bin)$/, '').replace(/[^\w.-]+/g, '_');
+  const hash = crypto.createHash('sha256').update(source).digest('hex').slice(0, 10);
+  return `${base}-${quant}${quant === 'q4' ? `-al${accuracyLevel}` : ''}${targets.length ? `-lora-${targets.join('.')}` : ''}-${hash}`;
+}
+
+/** The cached copy when it is whole and current; otherwise why not (nothing when there is none). */
+function openEntry(dir: string, source: string): { source?: ModelSource; why?: string } {
+  if (!fs.existsSync(dir)) return {};
+  try {
+    const m = readManifest(dir);
+    if (m.edgereason !== version()) return { why: `was made by ${m.edgereason ? `edgereason ${m.edgereason}` : 'an earlier edgereason'}` };
+    if (m.source?.path !== source) return { why: `belongs to ${m.source?.path}` };
+    return { source: openSource(dir) };
+  } catch (e) {
+    return { why: `cannot be used (${(e as Error).message.replace(/^model: /, '')})` };
+  }
+}
+
+/** Why `dir` cannot take `bytes` more (not writable, too little free space), or undefined when it can. */
+function roomFor(dir: string, bytes: number): string | undefined {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.accessSync(dir, fs.constants.W_OK);
+    const s = fs.statfsSync(dir), free = s.bavail * s.bsize;
+    if (free < bytes * 1.05 + 2 ** 28) return `${dir} has ${gib(free)} GiB free, and the copy takes about ${gib(bytes)} GiB`;
+  } catch (e) {
+    return `${dir} cannot be written: ${(e as Error).message}`;
+  }
+  return undefined;
+}
+
+/** Puts a finished copy in place of the old one; when another process got there first, its copy stays. */
+function install(tmp: string, entry: string): void {
+  const old = `${entry}.old-${process.pid}`;
+  if (fs.existsSync(entry)) fs.renameSync(entry, old);
+  try {
+    fs.renameSync(tmp, entry);
+  } catch (e) {
+    if (!fs.existsSync(path.join(entry, MANIFEST))) throw e;
+  }
+  fs.rmSync(old, { recursive: true, force: true });
+}
+
+/** Copies left half-written by a process that died (its pid no longer runs). */
+function removeAbandoned(dir: string): void {
+  for (const name of fs.readdirSync(dir)) {
+    const pid = partialPid(name);
+    if (pid && !running(pid)) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  }
+}
+
+/** The process writing (or replacing) a copy, from the folder's temporary name; undefined for a finished copy. */
+const partialPid = (name: string): number | undefined => Number(/\.(?:partial|old)-(\d+)(?:-[0-9a-f]+)?$/.exec(name)?.[1]) || undefined;
+
+function running(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(1);
+
+export interface CacheEntry {
+  /** The copy's folder. */
+  dir: string;
+  bytes: number;
+  /** The checkpoint it was converted from (unknown for a half-written copy). */
+  source?: string;
+  /** ready: loads as is; stale: would be converted again (why says why); writing: a running process is writing it; abandoned: left half-written. */
+  state: 'ready' | 'stale' | 'writing' | 'abandoned';
+  why?: string;
+}
+
+/** The converted copies in a cache folder, each with its state. */
+export function cacheEntries(root: string = cacheFolder()): CacheEntry[] {
+  const dir = path.join(root, 'converted');
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir).sort().map((name): CacheEntry => {
+    const full = path.join(dir, name), bytes = folderBytes(full), pid = partialPid(name);
+    if (pid) return { dir: full, bytes, state: running(pid) ? 'writing' : 'abandoned' };
+    let source: string | undefined;
+    try { source = readManifest(full).source?.path; } catch { /* openEntry says why below */ }
+    if (source !== undefined && !fs.existsSync(source)) return { dir: full, bytes, source, state: 'stale', why: 'its source is gone' };
+    const found = openEntry(full, source ?? '');
+    return found.source ? { dir: full, bytes, source, state: 'ready' } : { dir: full, bytes, source, state: 'stale', why: found.why };
+  });
+}
+
+/** Removes the stale and abandoned copies (all of them with `all`, except those being written); returns those removed. */
+export function pruneCache(root: string = cacheFolder(), all = false): CacheEntry[] {
+  const gone = cacheEntries(root).filter((e) => e.state === 'stale' || e.state === 'abandoned' || (all && e.state === 'ready'));
+  for (const e of gone) fs.rmSync(e.dir, { recursive: true, force: true });
+  return gone;
+}
+
+function folderBytes(dir: string): number {
+  return fs.readdirSync(dir, { withFileTypes: true }).reduce((n, f) => n + (f.isFile() ? fs.statSync(path.join(dir, f.name)).size : 0), 0);
+}
