@@ -32,21 +32,24 @@ test('the built package exports what src/index.ts exports', async () => {
   assert.deepEqual(Object.keys(built).sort(), Object.keys(src).sort());
 });
 
-test('plain node (no tsx) runs the package: a model loads in its worker thread and answers as from the sources', async () => {
+test('plain node (no tsx) runs the package: a model loads in its worker thread (or from a copy converted on the conversion thread) and answers as from the sources', async () => {
   const script = `import { loadModel } from 'edgereason';
-const m = await loadModel(${JSON.stringify(path.join(root, 'models/default'))});
-const c = await m.complete('Tom has 3 apples and buys 4 more. How many apples does he have?', { chat: true, maxTokens: 12 });
-console.log(JSON.stringify(c.tokens));
-await m.close();
+for (const opts of [{}, { cache: 'always', cacheDir: 'cache' }]) {
+  const m = await loadModel(${JSON.stringify(path.join(root, 'models/default'))}, opts);
+  const c = await m.complete('Tom has 3 apples and buys 4 more. How many apples does he have?', { chat: true, maxTokens: 12 });
+  console.log(JSON.stringify(c.tokens));
+  await m.close();
+}
 `;
   const dir = consumer({ 'app.mjs': script });
   const run = spawnSync(process.execPath, ['app.mjs'], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
   assert.equal(run.status, 0, run.stderr);
+  assert.equal(fs.readdirSync(path.join(dir, 'cache/converted')).length, 1);
   const { loadModel } = await import('../src/index.ts');
   const m = await loadModel(path.join(root, 'models/default'), { worker: false });
   try {
     const c = await m.complete('Tom has 3 apples and buys 4 more. How many apples does he have?', { chat: true, maxTokens: 12 });
-    assert.equal(run.stdout.trim(), JSON.stringify(c.tokens));
+    assert.deepEqual(run.stdout.trim().split('\n'), [JSON.stringify(c.tokens), JSON.stringify(c.tokens)]);
   } finally {
     await m.close();
   }

@@ -232,6 +232,7 @@ export interface GgufTensorInfo {
 
 /** A GGUF file: metadata plus a lazy WeightSource under the file's own (llama.cpp) tensor names. */
 export class GgufFile implements WeightSource {
+  readonly fresh = true;
   constructor(
     readonly path: string,
     readonly version: number,
@@ -508,6 +509,7 @@ export function ggufToModel(path: string): { config: ModelConfig; weights: Weigh
     return g;
   };
   const weights: WeightSource = {
+    fresh: true,
     names: [...toGguf.keys()],
     has: (name) => toGguf.has(name),
     shape: (name) => file.shape(src(name)),

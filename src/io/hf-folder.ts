@@ -139,6 +139,7 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string): voi
 
 /** Tensors spread over several safetensors files, opened (header only) up front. */
 class ShardedWeights implements WeightSource {
+  readonly fresh = true;
   constructor(private readonly where: Map<string, SafetensorsFile>) {}
   get names(): string[] { return [...this.where.keys()]; }
   has(name: string): boolean { return this.where.has(name); }

@@ -139,6 +139,7 @@ export interface SafetensorsTensorInfo {
 }
 
 export class SafetensorsFile implements WeightSource {
+  readonly fresh = true;
   constructor(
     readonly path: string,
     readonly tensors: ReadonlyMap<string, SafetensorsTensorInfo>,

@@ -12,6 +12,8 @@ export interface WeightSource {
   shape(name: string): number[];
   /** The tensor converted to float32 (fp16/bf16/quantized types are decoded). Throws naming the file and tensor on error. */
   get(name: string): Float32Array;
+  /** True when get() reads a new array on every call (a file), which the caller may keep, change or transfer. */
+  readonly fresh?: boolean;
 }
 
 /** A WeightSource over tensors already in memory (random-weight test models, trained weights). */

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { Worker } from 'node:worker_threads';
 import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, q4WeightNames } from './prequantize.ts';
@@ -151,13 +152,35 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   removeAbandoned(path.dirname(entry));
   const tmp = `${entry}.partial-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   try {
-    const q4Blocks = await prequantizeLarge(src, o.quant, { threads: o.threads, onProgress: o.onProgress });
-    convertModel(src, tmp, { quant: o.quant, accuracyLevel, loraTargets: targets, onProgress: o.onProgress, q4Blocks });
+    await convertInWorker({ source: src.path, out: tmp, quant: o.quant, accuracyLevel, loraTargets: targets, threads: o.threads }, o.onProgress);
     install(tmp, entry);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   return openSource(entry);
+}
+
+export interface WorkerConvertJob { source: string; out: string; quant: 'fp32' | 'q4'; accuracyLevel: number; loraTargets: Projection[]; threads?: number }
+
+/**
+ * convertModel (with prequantizeLarge) on a worker thread: the gigabytes of 4-bit blocks it builds go with the
+ * thread, instead of sitting in this thread's heap (no GC comes while it waits) beside the session loaded next
+ * (7B: peak RSS 11.5 GB when converted here).
+ */
+export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: number, total: number) => void): Promise<Manifest> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { entry: 'convert-worker', job } });
+    let result: { manifest?: Manifest; error?: string } | undefined;
+    w.on('message', (m: { progress?: [number, number]; manifest?: Manifest; error?: string }) => {
+      if (m.progress) onProgress?.(...m.progress);
+      else result = m;
+    });
+    w.once('error', reject);
+    w.once('exit', (code) => {
+      if (result?.manifest) resolve(result.manifest);
+      else reject(new Error(result?.error ?? `convert: the conversion thread stopped (exit code ${code}) before it finished`));
+    });
+  });
 }
 
 /** One folder per checkpoint and graph setting: readable name, plus a hash of the source's path. */

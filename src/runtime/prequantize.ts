@@ -21,11 +21,13 @@ export async function prequantize(weights: WeightSource, names: string[], o: { t
   const count = Math.max(1, Math.min(o.threads ?? os.availableParallelism(), 8, names.length));
   const workers = Array.from({ length: count }, () => new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { entry: 'quant-worker' } }));
   let done = 0;
+  const size = (name: string) => weights.shape(name).reduce((a, b) => a * b, 1);
   try {
     const run = (w: Worker, name: string): Promise<void> => new Promise((resolve, reject) => {
-      // A copy, transferred: the source may keep (and reuse) its own buffer, and structured cloning a large array
-      // costs several times a memcpy (4 s vs 0.3 s for 622 MB here).
-      const [n, k] = weights.shape(name), data = weights.get(name).slice();
+      // Transferred, since structured cloning a large array costs several times a memcpy (4 s vs 0.3 s for 622 MB
+      // here): a file's own fresh array, or else a copy (the source may keep and reuse its buffer). Not copying a
+      // 7B's embedding table saves 2 GB of peak memory.
+      const [n, k] = weights.shape(name), data = weights.fresh ? weights.get(name) : weights.get(name).slice();
       const onError = (e: Error) => reject(e);
       w.once('error', onError);
       w.once('message', (m: { packed?: Uint8Array; scales?: Float32Array; error?: string }) => {
@@ -37,9 +39,12 @@ export async function prequantize(weights: WeightSource, names: string[], o: { t
       });
       w.postMessage({ name, data, n, k }, [data.buffer as ArrayBuffer]);
     });
-    let next = 0;
     // Each worker takes the next weight as soon as it is free; at most one weight per worker is in memory unquantised.
-    await Promise.all(workers.map(async (w) => { while (next < names.length) await run(w, names[next++]); }));
+    // Largest first: the embedding table and lm_head (2.2 GB each as float32 in a 7B) are read while few blocks are
+    // held, not at the end on top of all of them (a 7B's first load: peak RSS 8.8 → 7.1 GB).
+    const order = [...names].sort((a, b) => size(b) - size(a));
+    let next = 0;
+    await Promise.all(workers.map(async (w) => { while (next < order.length) await run(w, order[next++]); }));
     return out;
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));

@@ -1,0 +1,17 @@
+/**
+ * Worker-thread side of convertInWorker(): converts a checkpoint (quantising on further workers), posting progress
+ * and then the manifest. Every 4-bit block it made is freed when the thread ends, before the model is loaded.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { openSource } from '../io/source.ts';
+import { convertModel, prequantizeLarge, type WorkerConvertJob } from './convert.ts';
+
+const { source, out, quant, accuracyLevel, loraTargets, threads } = workerData.job as WorkerConvertJob;
+const onProgress = (done: number, total: number) => parentPort!.postMessage({ progress: [done, total] });
+try {
+  const src = openSource(source);
+  const q4Blocks = await prequantizeLarge(src, quant, { threads, onProgress });
+  parentPort!.postMessage({ manifest: convertModel(src, out, { quant, accuracyLevel, loraTargets, onProgress, q4Blocks }) });
+} catch (e) {
+  parentPort!.postMessage({ error: e instanceof Error ? e.message : String(e) });
+}
