@@ -627,6 +627,12 @@ test('prequantize: worker threads make exactly the 4-bit blocks the graph builde
   const pre = buildInferenceGraph(model.config, w, { quant: 'q4', q4Blocks: blocks }).toModelProto();
   assert.ok(Buffer.from(pre).equals(Buffer.from(plain)));
   assert.deepEqual(model.weights.get('model.embed_tokens.weight')!.data.length > 0, true, 'the source keeps its weights (copied to the workers, not transferred)');
+  // A file's fresh arrays are transferred as they are: the same blocks, and the file reads again afterwards.
+  const file = openSource(model.dir).weights!;
+  assert.equal(file.fresh, true);
+  const fromFile = await prequantize(file, names, { threads: 2 });
+  for (const n of names) assert.deepEqual([fromFile.get(n)!.packed, fromFile.get(n)!.scales], [blocks.get(n)!.packed, blocks.get(n)!.scales], n);
+  assert.deepEqual(file.get('model.embed_tokens.weight'), w.get('model.embed_tokens.weight'));
 });
 
 test('a checkpoint too large for an in-memory ONNX model (2 GiB) is refused before building, with the convert command that loads it', () => {
