@@ -386,15 +386,27 @@ describe('GGUF', () => {
   });
 
   it('names file, tensor and type for an unsupported tensor type', () => {
-    const p = file('q4k.gguf');
+    const p = file('iq4.gguf');
     writeGguf(p, { metadata: { 'general.architecture': 'qwen2' }, tensors: [
-      { name: 'token_embd.weight', shape: [1, 256], type: 'Q4_K', raw: new Uint8Array(144) },
+      { name: 'token_embd.weight', shape: [1, 256], type: 'IQ4_XS', raw: new Uint8Array(136) },
       { name: 'odd', shape: [4], type: 77, raw: new Uint8Array(4) },
     ] });
     const f = openGguf(p);
     assert.equal(f.info('odd').typeName, 'unknown type id 77');
-    assert.throws(() => f.get('token_embd.weight'), new RegExp(`${p}: tensor "token_embd.weight" has type Q4_K, which is not supported \\(supported: F32, F16, BF16, Q8_0, Q4_0\\)`));
-    assert.throws(() => ggufToModel(p), /q4k\.gguf: tensor "token_embd\.weight" has type Q4_K, which is not supported/);
+    assert.throws(() => f.get('token_embd.weight'), new RegExp(`${p}: tensor "token_embd.weight" has type IQ4_XS, which is not supported \\(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K\\)`));
+    assert.throws(() => ggufToModel(p), /iq4\.gguf: tensor "token_embd\.weight" has type IQ4_XS, which is not supported/);
+  });
+
+  it('decodes a Q4_K super-block: 8 sub-blocks of 32, each d·scale·q − dmin·min with 6-bit scales and mins', () => {
+    // d = 0.5, dmin = 0.25; scales 1..8 and mins 0..7 (sub-blocks 4..7 keep theirs in the last four bytes' nibbles);
+    // every byte of qs 0x21: sub-blocks 0, 2, 4, 6 read the low nibbles (1), 1, 3, 5, 7 the high ones (2).
+    const block = new Uint8Array(144), dv = new DataView(block.buffer);
+    dv.setUint16(0, 0x3800, true);
+    dv.setUint16(2, 0x3400, true);
+    block.set([1, 2, 3, 4, 0, 1, 2, 3, 5 | (4 << 4), 6 | (5 << 4), 7 | (6 << 4), 8 | (7 << 4)], 4);
+    block.fill(0x21, 16);
+    const y = decodeGgml('Q4_K', block, 256);
+    assert.deepEqual(Array.from({ length: 8 }, (_, k) => [...new Set(y.subarray(32 * k, 32 * k + 32))]), Array.from({ length: 8 }, (_, k) => [0.5 * (k + 1) * (k % 2 ? 2 : 1) - 0.25 * k]));
   });
 
   it('rejects truncated files and unknown architectures', () => {

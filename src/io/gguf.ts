@@ -23,9 +23,11 @@ const GGML: Record<number, [name: string, block: number, bytes: number]> = {
   23: ['IQ4_XS', 256, 136], 24: ['I8', 1, 1], 25: ['I16', 1, 2], 26: ['I32', 1, 4], 27: ['I64', 1, 8], 28: ['F64', 1, 8],
   29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2], 34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
 };
-/** Tensor types this module can decode (and encode). */
+/** Tensor types this module can encode (and decode). */
 export type GgmlType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
-export const SUPPORTED_TYPES: readonly GgmlType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'];
+/** Tensor types this module can decode: llama.cpp's other legacy types and its k-quants too (a Q4_K_M file is Q4_K + Q6_K). */
+export type DecodableType = GgmlType | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K';
+export const SUPPORTED_TYPES: readonly DecodableType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'];
 const TYPE_ID: Record<string, number> = Object.fromEntries(Object.entries(GGML).map(([id, [name]]) => [name, Number(id)]));
 export const ggmlTypeName = (id: number): string => GGML[id]?.[0] ?? `unknown type id ${id}`;
 
@@ -119,7 +121,7 @@ export function encodeGgml(type: GgmlType, x: Float32Array, name?: string): Uint
 }
 
 /** ggml bytes of `type` holding `n` elements -> float32, exactly as llama.cpp's dequantize_row_* (F32 may share `bytes`' memory). */
-export function decodeGgml(type: GgmlType, bytes: Uint8Array, n: number): Float32Array {
+export function decodeGgml(type: DecodableType, bytes: Uint8Array, n: number): Float32Array {
   const aligned = bytes.byteOffset % 4 ? bytes.slice() : bytes, buf = aligned.buffer, off = aligned.byteOffset;
   switch (type) {
     case 'F32': return new Float32Array(buf, off, n);
@@ -137,7 +139,103 @@ export function decodeGgml(type: GgmlType, bytes: Uint8Array, n: number): Float3
       }
       return out;
     }
+    default: return decodeBlocks(type, aligned, n);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// llama.cpp's other quantized types, decoded as its dequantize_row_* do (float32 arithmetic): the legacy blocks
+// of 32 with a minimum (Q4_1, Q5_1) or a fifth bit (Q5_0, Q5_1), and the k-quants' super-blocks of 256 weights in
+// sub-blocks of 16 or 32, each with its own scale (and minimum), the scales quantised against the block's fp16 d.
+
+const QK_K = 256;
+
+/** Sub-block j's 6-bit scale and minimum, packed in the 12 scale bytes at `q` (Q4_K, Q5_K). */
+function scaleMinK4(a: Uint8Array, q: number, j: number): [number, number] {
+  if (j < 4) return [a[q + j] & 63, a[q + j + 4] & 63];
+  return [(a[q + j + 4] & 15) | ((a[q + j - 4] >> 6) << 4), (a[q + j + 4] >> 4) | ((a[q + j] >> 6) << 4)];
+}
+
+function decodeBlocks(type: Exclude<DecodableType, GgmlType>, a: Uint8Array, n: number): Float32Array {
+  const y = new Float32Array(n), [, block, size] = GGML[TYPE_ID[type]], half = (p: number) => f16BitsToF32(a[p] | (a[p + 1] << 8));
+  for (let b = 0, o = 0; b < n / block; b++) {
+    const p = b * size;
+    switch (type) {
+      case 'Q4_1': {
+        const d = half(p), m = half(p + 2);
+        for (let j = 0; j < 16; j++) { const v = a[p + 4 + j]; y[o + j] = fr(fr((v & 15) * d) + m); y[o + j + 16] = fr(fr((v >> 4) * d) + m); }
+        o += QK;
+        break;
+      }
+      case 'Q5_0': case 'Q5_1': {
+        const one = type === 'Q5_1', d = half(p), m = one ? half(p + 2) : 0, h = p + (one ? 4 : 2);
+        const qh = (a[h] | (a[h + 1] << 8) | (a[h + 2] << 16) | (a[h + 3] << 24)) >>> 0;
+        for (let j = 0; j < 16; j++) {
+          const v = a[h + 4 + j], x0 = (v & 15) | (((qh >>> j) << 4) & 16), x1 = (v >> 4) | ((qh >>> (j + 12)) & 16);
+          y[o + j] = one ? fr(fr(x0 * d) + m) : fr((x0 - 16) * d);
+          y[o + j + 16] = one ? fr(fr(x1 * d) + m) : fr((x1 - 16) * d);
+        }
+        o += QK;
+        break;
+      }
+      case 'Q2_K': { // scales[16] (4-bit scale | 4-bit min << 4), qs[64], d, dmin
+        const d = half(p + 80), min = half(p + 82);
+        for (let n0 = 0, is = 0; n0 < 2; n0++) {
+          const q = p + 16 + 32 * n0;
+          for (let shift = 0; shift < 8; shift += 2) {
+            for (const half16 of [0, 16]) {
+              const sc = a[p + is++], dl = fr(d * (sc & 15)), ml = fr(min * (sc >> 4));
+              for (let l = 0; l < 16; l++) y[o++] = fr(fr(dl * ((a[q + half16 + l] >> shift) & 3)) - ml);
+            }
+          }
+        }
+        break;
+      }
+      case 'Q3_K': { // hmask[32] (third bit, set = no -4), qs[64] (low 2 bits), scales[12] (16 × 6 bits, offset 32), d
+        const d = half(p + 108), s = p + 96;
+        // Scale i: low 4 bits from byte (i & 7) (its high nibble for i ≥ 8), high 2 bits from byte 8 + i % 4.
+        const scale = (i: number) => (((a[s + ((i >> 2) & 1) * 4 + (i & 3)] >> ((i >> 3) * 4)) & 15) | (((a[s + 8 + (i & 3)] >> (2 * (i >> 2))) & 3) << 4)) - 32;
+        for (let n0 = 0, is = 0, m = 1; n0 < 2; n0++) {
+          const q = p + 32 + 32 * n0;
+          for (let shift = 0; shift < 8; shift += 2, m <<= 1) {
+            for (const half16 of [0, 16]) {
+              const dl = fr(d * scale(is++));
+              for (let l = 0; l < 16; l++) y[o++] = fr(dl * (((a[q + half16 + l] >> shift) & 3) - (a[p + half16 + l] & m ? 0 : 4)));
+            }
+          }
+        }
+        break;
+      }
+      case 'Q4_K': case 'Q5_K': { // d, dmin, scales[12], (Q5_K: qh[32],) qs[128]
+        const five = type === 'Q5_K', d = half(p), min = half(p + 2), qs = p + (five ? 48 : 16);
+        for (let j = 0, is = 0; j < QK_K / 64; j++, is += 2) {
+          const [sc1, m1] = scaleMinK4(a, p + 4, is), [sc2, m2] = scaleMinK4(a, p + 4, is + 1);
+          const d1 = fr(d * sc1), o1 = fr(min * m1), d2 = fr(d * sc2), o2 = fr(min * m2), u1 = 1 << (2 * j), u2 = 2 << (2 * j);
+          for (let l = 0; l < 32; l++) y[o + l] = fr(fr(d1 * ((a[qs + 32 * j + l] & 15) + (five && a[p + 16 + l] & u1 ? 16 : 0))) - o1);
+          for (let l = 0; l < 32; l++) y[o + 32 + l] = fr(fr(d2 * ((a[qs + 32 * j + l] >> 4) + (five && a[p + 16 + l] & u2 ? 16 : 0))) - o2);
+          o += 64;
+        }
+        break;
+      }
+      case 'Q6_K': { // ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (int8), d
+        const d = half(p + 208);
+        for (let n0 = 0; n0 < 2; n0++) {
+          const ql = p + 64 * n0, qh = p + 128 + 32 * n0, sc = p + 192 + 8 * n0;
+          const scale = (k: number) => fr(d * ((a[sc + k] << 24) >> 24));
+          for (let l = 0; l < 32; l++) {
+            const is = l >> 4, h = a[qh + l];
+            y[o + l] = fr(scale(is) * (((a[ql + l] & 15) | ((h & 3) << 4)) - 32));
+            y[o + l + 32] = fr(scale(is + 2) * (((a[ql + l + 32] & 15) | (((h >> 2) & 3) << 4)) - 32));
+            y[o + l + 64] = fr(scale(is + 4) * (((a[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32));
+            y[o + l + 96] = fr(scale(is + 6) * (((a[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32));
+          }
+          o += 128;
+        }
+        break;
+      }
+    }
+  }
+  return y;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -251,11 +349,11 @@ export class GgufFile implements WeightSource {
     return t;
   }
   /** Throws naming the file, tensor and type unless the tensor's type can be decoded. */
-  checkSupported(name: string): GgmlType {
+  checkSupported(name: string): DecodableType {
     const t = this.info(name);
     if (!(SUPPORTED_TYPES as readonly string[]).includes(t.typeName))
       throw new Error(`${this.path}: tensor "${name}" has type ${t.typeName}, which is not supported (supported: ${SUPPORTED_TYPES.join(', ')})`);
-    return t.typeName as GgmlType;
+    return t.typeName as DecodableType;
   }
   raw(name: string): Uint8Array {
     const t = this.info(name);

@@ -11,7 +11,7 @@ import type { TextTokenizer } from '../tokenizer/types.ts';
 import { loadTokenizer, readTokenizerFolder, type TokenizerFiles } from '../tokenizer/hf.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder } from './hf-folder.ts';
-import { ggufToModel } from './gguf.ts';
+import { ggufToModel, hfToGgufName } from './gguf.ts';
 import { loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
@@ -27,6 +27,8 @@ export interface ModelSource {
   files: string[];
   /** tokenizer.json (+ tokenizer_config.json, chat template) contents to copy into a converted folder. */
   tokenizerFiles: TokenizerFiles;
+  /** A GGUF's tensor types (e.g. F32, Q4_K, Q6_K). */
+  storedTypes?: string[];
 }
 
 export const MANIFEST = 'edgereason.json';
@@ -41,12 +43,13 @@ export function openSource(p: string): ModelSource {
     return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFolder(abs) };
   }
   if (abs.endsWith('.gguf')) {
-    const { config, weights, metadata } = ggufToModel(abs);
+    const { config, weights, metadata, file } = ggufToModel(abs);
     // A tokenizer.json beside the file wins; otherwise rebuild it from the GGUF metadata.
     const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFolder(dir) : tokenizerFromGguf(metadata, abs);
     const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
       'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
-    return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: files };
+    const storedTypes = [...new Set(weights.names.map((n) => file.info(hfToGgufName(n) ?? n).typeName))].sort();
+    return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: files, storedTypes };
   }
   if (abs.endsWith('.bin')) {
     const { config, weights, tokenizer } = loadLlama2c(abs);

@@ -65,6 +65,10 @@ export class Model {
     let src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
+    const requantised = quant === 'q4' ? src.storedTypes?.filter((t) => !['F32', 'F16', 'BF16', 'Q4_0'].includes(t)) : undefined;
+    if (requantised?.length) {
+      opts.onNote?.(`model: ${src.path} stores weights as ${requantised.join(', ')}: they are decoded and quantised again to q4 (4-bit blocks of 32, as Q4_0), a second rounding; quant "fp32" keeps the file's values exactly, in 4× the memory of q4`);
+    }
     if (src.kind !== 'converted') {
       src = await cachedConversion(src, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, policy: opts.cache ?? defaultCachePolicy(),
