@@ -1,7 +1,7 @@
 /**
  * Batch cost of the linear layers alone: a stack of Qwen2.5-0.5B-sized projections (per layer: gate+up 896→9728,
  * down 4864→896, two 896→896), random weights, as 4-bit MatMulNBits (accuracy level 4 = int8 activations, and 1 =
- * fp32) and as fp32 MatMul; one session run at M = 1, 2, 4, 8 rows. Shows whether batched decoding of N samples is
+ * fp32), 8-bit MatMulNBits (level 4) and as fp32 MatMul; one session run at M = 1, 2, 4, 8 rows. Shows whether batched decoding of N samples is
  * memory-bound (M rows ≈ the cost of one) or compute-bound (cost ∝ M) on this machine.
  * Writes bench/results/matmul-<date>.json + .md.
  *   node --import tsx bench/matmul.ts [--layers 12] [--threads 2]
@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { Graph } from '../src/onnx/graph.ts';
+import type { Quant } from '../src/onnx/quant.ts';
 import { Layers } from '../src/models/layers.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
@@ -19,8 +20,9 @@ import { isMainModule } from '../src/main-module.ts';
 import { scriptArgs, writeResults } from './write.ts';
 
 const H = QWEN25_05B.hiddenSize, I = QWEN25_05B.intermediateSize, ROWS = [1, 2, 4, 8];
-const KINDS: Record<string, { quant: 'q4' | 'fp32'; accuracyLevel: number }> = {
-  'q4, accuracy level 4': { quant: 'q4', accuracyLevel: 4 }, 'q4, accuracy level 1': { quant: 'q4', accuracyLevel: 1 }, fp32: { quant: 'fp32', accuracyLevel: 4 },
+const KINDS: Record<string, { quant: Quant; accuracyLevel: number }> = {
+  'q4, accuracy level 4': { quant: 'q4', accuracyLevel: 4 }, 'q4, accuracy level 1': { quant: 'q4', accuracyLevel: 1 },
+  'q8, accuracy level 4': { quant: 'q8', accuracyLevel: 4 }, fp32: { quant: 'fp32', accuracyLevel: 4 },
 };
 
 function randomWeights(n: number, rand: () => number): Float32Array {
@@ -28,7 +30,7 @@ function randomWeights(n: number, rand: () => number): Float32Array {
 }
 
 /** The stack, built by the runtime's own linear layer (so it measures exactly the nodes the inference graph uses). */
-function stack(kind: { quant: 'q4' | 'fp32'; accuracyLevel: number }, layers: number): Uint8Array {
+function stack(kind: { quant: Quant; accuracyLevel: number }, layers: number): Uint8Array {
   const rand = seededRandom(1), tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   const weight = (name: string, n: number, k: number) => { tensors.set(`${name}.weight`, { shape: [n, k], data: randomWeights(n * k, rand) }); return name; };
   const g = new Graph(), L = new Layers(g, QWEN25_05B, new MemoryWeights(tensors), { ...kind, fused: true, loraTargets: [], weightsAsInputs: false });

@@ -386,15 +386,15 @@ describe('GGUF', () => {
   });
 
   it('names file, tensor and type for an unsupported tensor type', () => {
-    const p = file('iq4.gguf');
+    const p = file('iq2.gguf');
     writeGguf(p, { metadata: { 'general.architecture': 'qwen2' }, tensors: [
-      { name: 'token_embd.weight', shape: [1, 256], type: 'IQ4_XS', raw: new Uint8Array(136) },
+      { name: 'token_embd.weight', shape: [1, 256], type: 'IQ2_XXS', raw: new Uint8Array(66) },
       { name: 'odd', shape: [4], type: 77, raw: new Uint8Array(4) },
     ] });
     const f = openGguf(p);
     assert.equal(f.info('odd').typeName, 'unknown type id 77');
-    assert.throws(() => f.get('token_embd.weight'), new RegExp(`${p}: tensor "token_embd.weight" has type IQ4_XS, which is not supported \\(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K\\)`));
-    assert.throws(() => ggufToModel(p), /iq4\.gguf: tensor "token_embd\.weight" has type IQ4_XS, which is not supported/);
+    assert.throws(() => f.get('token_embd.weight'), new RegExp(`${p}: tensor "token_embd.weight" has type IQ2_XXS, which is not supported \\(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS\\)`));
+    assert.throws(() => ggufToModel(p), /iq2\.gguf: tensor "token_embd\.weight" has type IQ2_XXS, which is not supported/);
   });
 
   it('decodes a Q4_K super-block: 8 sub-blocks of 32, each d·scale·q − dmin·min with 6-bit scales and mins', () => {

@@ -59,10 +59,13 @@ function buildModel(dir: string, config: Partial<ModelConfig> = {}) {
   }
   writeSafetensors(path.join(dir, 'model.safetensors'), m.weights);
   const meta = qwenTokenizer(m.config.vocabSize).gguf, src = new MemoryWeights(m.weights);
-  const f32 = path.join(dir, 'model-f32.gguf'), q4 = path.join(dir, 'model-q4_0.gguf');
+  const f32 = path.join(dir, 'model-f32.gguf'), q4 = path.join(dir, 'model-q4_0.gguf'), q8 = path.join(dir, 'model-q8_0.gguf');
   writeModelGguf(f32, m.config, src, { type: 'F32', metadata: meta });
-  if (config.architecture !== 'llama') writeModelGguf(q4, m.config, src, { type: 'Q4_0', metadata: meta });
-  return { config: m.config, hf: dir, f32, q4 };
+  if (config.architecture !== 'llama') {
+    writeModelGguf(q4, m.config, src, { type: 'Q4_0', metadata: meta });
+    writeModelGguf(q8, m.config, src, { type: 'Q8_0', metadata: meta });
+  }
+  return { config: m.config, hf: dir, f32, q4, q8 };
 }
 
 const M = buildModel(path.join(tmp, 'qwen2'));
@@ -223,12 +226,12 @@ test('Qwen3 (per-head q/k RMSNorm, head_dim 128 ≠ hidden / heads): greedy cont
   }
 });
 
-/** Our q4 graph against llama.cpp's Q4_0 kernels on the same 4-bit weights: top-1 agreement and whole distributions. */
-async function q4Agreement(m: { hf: string; q4: string }, label: string): Promise<void> {
-  const ours = await loadModel(m.hf, { quant: 'q4', worker: false, threads: THREADS });
+/** Our q4 / q8 graph against llama.cpp's Q4_0 / Q8_0 kernels on the same blocks: top-1 agreement and whole distributions. */
+async function blockAgreement(m: { hf: string; q4: string; q8: string }, label: string, quant: 'q4' | 'q8' = 'q4'): Promise<number> {
+  const ours = await loadModel(m.hf, { quant, worker: false, threads: THREADS });
   let ll: LlamaCpp | undefined;
   try {
-    ll = await openLlamaCpp(m.q4, { threads: THREADS, contextSize: 512 });
+    ll = await openLlamaCpp(m[quant], { threads: THREADS, contextSize: 512 });
     const theirs = await ll.argmaxAll(SEQ256);
     const logits = await allLogits(ours, SEQ256);
     const row = (i: number) => logits.subarray(i * V, (i + 1) * V);
@@ -240,9 +243,10 @@ async function q4Agreement(m: { hf: string; q4: string }, label: string): Promis
     let meanMax = 0;
     for (const i of positions) meanMax += maxProbDiff(logits, probs, [i]) / positions.length;
     const pct = (100 * agree) / SEQ256.length;
-    console.log(`${label} q4 (MatMulNBits, accuracy level 4) vs llama.cpp Q4_0: top-1 agreement ${agree}/${SEQ256.length} = ${pct.toFixed(1)}%, mean over ${positions.length} positions of max |Δp| ${meanMax.toFixed(4)}`);
+    console.log(`${label} ${quant} (MatMulNBits, accuracy level 4) vs llama.cpp ${quant === 'q4' ? 'Q4_0' : 'Q8_0'}: top-1 agreement ${agree}/${SEQ256.length} = ${pct.toFixed(1)}%, mean over ${positions.length} positions of max |Δp| ${meanMax.toFixed(4)}`);
     assert.ok(pct >= 95, `top-1 agreement ${pct.toFixed(1)}% < 95%`);
     assert.ok(meanMax < 0.05, `mean max |Δp| ${meanMax}`);
+    return meanMax;
   } finally {
     await ll?.dispose();
     await ours.close();
@@ -250,8 +254,32 @@ async function q4Agreement(m: { hf: string; q4: string }, label: string): Promis
 }
 
 test('q4: top-1 agreement with llama.cpp on the Q4_0 GGUF over 256 teacher-forced positions (Qwen2, Qwen3)', async () => {
-  await q4Agreement(M, 'qwen2');
-  await q4Agreement(Q3, 'qwen3');
+  await blockAgreement(M, 'qwen2');
+  await blockAgreement(Q3, 'qwen3');
+});
+
+test('q8: agreement with llama.cpp on the Q8_0 GGUF (the same blocks); against our fp32, q8 is several times closer than q4', async () => {
+  await blockAgreement(M, 'qwen2', 'q8');
+  const logits = async (quant: 'q4' | 'q8' | 'fp32') => {
+    const m = await loadModel(M.hf, { quant, worker: false, threads: THREADS });
+    try { return await allLogits(m, SEQ256); } finally { await m.close(); }
+  };
+  const [fp32, q4, q8] = [await logits('fp32'), await logits('q4'), await logits('q8')];
+  const versus = (l: Float32Array) => {
+    let agree = 0, meanMax = 0;
+    for (let i = 0; i < SEQ256.length; i++) {
+      const p = softmax(l.subarray(i * V, (i + 1) * V)), q = softmax(fp32.subarray(i * V, (i + 1) * V));
+      if (argmax(l.subarray(i * V, (i + 1) * V)) === argmax(fp32.subarray(i * V, (i + 1) * V))) agree++;
+      let m = 0;
+      for (let j = 0; j < V; j++) m = Math.max(m, Math.abs(p[j] - q[j]));
+      meanMax += m / SEQ256.length;
+    }
+    return { agree, meanMax };
+  };
+  const a4 = versus(q4), a8 = versus(q8);
+  console.log(`against fp32: q4 top-1 ${a4.agree}/256, mean max |Δp| ${a4.meanMax.toFixed(4)}; q8 top-1 ${a8.agree}/256, mean max |Δp| ${a8.meanMax.toFixed(4)}`);
+  // Measured: q4 215/256 and 0.148, q8 250/256 and 0.019.
+  assert.ok(a8.agree >= 0.95 * SEQ256.length && a8.meanMax * 4 < a4.meanMax, JSON.stringify({ a4, a8 }));
 });
 
 
@@ -262,15 +290,15 @@ test('q4: top-1 agreement with llama.cpp on the Q4_0 GGUF over 256 teacher-force
  * decode the blocks and run in fp32; llama.cpp multiplies them as they are, its activations rounded to 8 bits.
  * Measured: top-1 agreement 96–99 %, mean max |Δp| 0.002–0.038 (llama.cpp's 8-bit activations), where a decoder
  * that misreads one field (nibble order, a scale's high bits, a sign, the fifth bit's position) gets 7–36 % and
- * 0.65–0.92: the weights are then unrelated.
+ * 0.65–0.93: the weights are then unrelated.
  */
-test('GGUF k-quants (Q2_K … Q6_K) and legacy types (Q4_1, Q5_0, Q5_1) decode as llama.cpp reads them', async () => {
+test('GGUF k-quants (Q2_K … Q6_K), 4-bit i-quants (IQ4_NL, IQ4_XS) and legacy types (Q4_1, Q5_0, Q5_1) decode as llama.cpp reads them', async () => {
   const f = openGguf(M.f32), r = rng(11);
   const metadata = Object.fromEntries(Object.entries(f.metadata).map(([k, v]) => [k, typed(f.metadataTypes[k], v)]));
   // Byte offsets of each block's fp16 scales: [d, dmin or m] (absent: the type has none).
   const SCALES: Record<string, [block: number, size: number, d: number, min?: number]> = {
     Q4_1: [32, 20, 0, 2], Q5_0: [32, 22, 0], Q5_1: [32, 24, 0, 2], Q2_K: [256, 84, 80, 82], Q3_K: [256, 110, 108],
-    Q4_K: [256, 144, 0, 2], Q5_K: [256, 176, 0, 2], Q6_K: [256, 210, 208],
+    Q4_K: [256, 144, 0, 2], Q5_K: [256, 176, 0, 2], Q6_K: [256, 210, 208], IQ4_NL: [32, 18, 0], IQ4_XS: [256, 136, 0],
   };
   const blocks = (type: string, shape: number[]): Uint8Array => {
     const [block, size, d, min] = SCALES[type], n = (shape[0] * shape[1]) / block, raw = new Uint8Array(n * size);

@@ -13,7 +13,7 @@ import { Engine } from '../src/runtime/engine.ts';
 import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
 import type { ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
-import { prequantize, q4WeightNames } from '../src/runtime/prequantize.ts';
+import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
 import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
@@ -422,7 +422,7 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   // Every field is checked by name, and the config must agree with the graph it describes.
   const edited = (edit: (m: Record<string, any>) => void) => { const m = JSON.parse(current); edit(m); fs.writeFileSync(manifest, JSON.stringify(m)); return loadModel(out, { worker: false }); };
   await assert.rejects(edited((m) => { delete m.source; }), /edgereason\.json field "source" must be an object \{path, kind, fingerprint\}, got undefined/);
-  await assert.rejects(edited((m) => { m.options.quant = 'q8'; }), /edgereason\.json field "options\.quant" must be "fp32" or "q4", got "q8"/);
+  await assert.rejects(edited((m) => { m.options.quant = 'q3'; }), /edgereason\.json field "options\.quant" must be "q4", "q8", "fp32", got "q3"/);
   await assert.rejects(edited((m) => { m.config.hiddenSize = 'x'; }), /edgereason\.json field "config\.hiddenSize" must be a positive integer, got "x"/);
   await assert.rejects(edited((m) => { m.config.eosTokenIds = [V + 9]; }), new RegExp(`field "config\\.eosTokenIds" must be a list of token ids below vocabSize \\(${V}\\), got \\[${V + 9}\\]`));
   await assert.rejects(edited((m) => { m.config.numLayers = 1; }), /edgereason\.json does not match .*model\.onnx: engine: the model config says numLayers 1, but the graph has 2/);
@@ -574,9 +574,9 @@ test('convert carries the chat template of chat_template.jinja into the converte
 });
 
 test('options that would be ignored or mean nothing are refused by name; seeds, stop strings and tiny temperatures behave', async () => {
-  await assert.rejects(loadModel(model.dir, { quant: 'q8' as 'q4' }), /loadModel: quant must be "q4" or "fp32", got "q8"/);
+  await assert.rejects(loadModel(model.dir, { quant: 'q3' as 'q4' }), /loadModel: quant must be "q4", "q8", "fp32", got "q3"/);
   await assert.rejects(loadModel(model.dir, { quant: 'q4', accuracyLevel: 7 }), /loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got 7/);
-  await assert.rejects(loadModel(model.dir, { quant: 'fp32', accuracyLevel: 4 }), /accuracyLevel applies to 4-bit weights/);
+  await assert.rejects(loadModel(model.dir, { quant: 'fp32', accuracyLevel: 4 }), /accuracyLevel applies to block-quantised weights \(quant "q4" or "q8"\), not to fp32/);
   await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, threads, worker, onProgress, cache, cacheDir, onNote\)/);
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
@@ -614,7 +614,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
 });
 
 test('prequantize: worker threads make exactly the 4-bit blocks the graph builder makes; a graph built from them is byte for byte the same', async () => {
-  const w = new MemoryWeights(model.weights), names = q4WeightNames(model.config, w);
+  const w = new MemoryWeights(model.weights), names = blockWeightNames(model.config, w);
   assert.equal(names.length, 1 + 7 * model.config.numLayers, 'the embedding table and every projection (tied lm_head)');
   let reported = 0;
   const blocks = await prequantize(w, names, { threads: 2, onWeights: (d) => { reported = d; } });
@@ -624,7 +624,7 @@ test('prequantize: worker threads make exactly the 4-bit blocks the graph builde
   }
   assert.equal(reported, names.reduce((a, n) => a + w.shape(n)[0] * w.shape(n)[1], 0));
   const plain = buildInferenceGraph(model.config, w, { quant: 'q4' }).toModelProto();
-  const pre = buildInferenceGraph(model.config, w, { quant: 'q4', q4Blocks: blocks }).toModelProto();
+  const pre = buildInferenceGraph(model.config, w, { quant: 'q4', blocks: blocks }).toModelProto();
   assert.ok(Buffer.from(pre).equals(Buffer.from(plain)));
   assert.deepEqual(model.weights.get('model.embed_tokens.weight')!.data.length > 0, true, 'the source keeps its weights (copied to the workers, not transferred)');
   // A file's fresh arrays are transferred as they are: the same blocks, and the file reads again afterwards.

@@ -40,7 +40,7 @@ export function answerCommand(program: Command): void {
     .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', intArg('--seed'))
     .option('--task <task>', `answer extraction for votes: ${TASKS.join(' | ')}`, 'synthetic')
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
-    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--json', 'print the whole result as JSON at the end')
     .action(async (o) => {
       if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);

@@ -45,11 +45,18 @@ export function benchCommand(program: Command): void {
       await runReasoningBench({ model: o.model, adapter: o.adapter, routerItems: o.routerItems, routerTemperature: o.routerTemperature, parallelItems: o.parallelItems, parallelSplit: o.parallelSplit, shapeTiming: !!o.shapeTiming, resultsDir: resultsDir(o) });
     });
   output(bench.command('matmul'))
-    .description('batch cost of Qwen2.5-0.5B-sized linear layers: 4-bit MatMulNBits vs fp32 MatMul at M = 1, 2, 4, 8 rows')
+    .description('batch cost of Qwen2.5-0.5B-sized linear layers: 4- and 8-bit MatMulNBits vs fp32 MatMul at M = 1, 2, 4, 8 rows')
     .option('--layers <n>', 'layers in the stack', intArg('--layers', 1), 12)
     .action(async (o) => {
       const { runMatmulBench } = await import('../../bench/matmul.ts');
       await runMatmulBench({ layers: o.layers, resultsDir: resultsDir(o) });
+    });
+  output(bench.command('quant'))
+    .description('choosing a weight format: q4, q8 and fp32 side by side (speed on Qwen2.5-0.5B\'s shape, agreement with fp32 on the embedded default)')
+    .option('--questions <n>', 'test questions for the agreement part', intArg('--questions', 1), 24)
+    .action(async (o) => {
+      const { runQuantBench } = await import('../../bench/quant.ts');
+      await runQuantBench({ questions: o.questions, resultsDir: resultsDir(o) });
     });
   output(bench.command('attention'))
     .description('one decode step\'s attention over a KV cache (Qwen2.5-0.5B heads): GroupQueryAttention vs ONNX Attention, 1 and 8 rows, 64 and 1000 positions')

@@ -12,7 +12,7 @@ export function convertCommand(program: Command): void {
     .description('build the ONNX graph and weights once (model.onnx + model.onnx.data) for fast loading')
     .requiredOption('--model <path>', 'Hugging Face folder, .gguf or llama2.c .bin')
     .requiredOption('--out <dir>', 'output folder (a converted folder there is rebuilt; a model\'s own folder, or one holding a model or adapter, is refused)')
-    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...)')
     .action(async (o) => {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
@@ -21,8 +21,8 @@ export function convertCommand(program: Command): void {
       let m: Manifest;
       try {
         const src = openSource(o.model), quant = o.quant ?? defaultQuant(src.config);
-        const q4Blocks = await prequantizeLarge(src, quant, { onProgress: bar.update }); // none for a converted folder, which convertModel refuses
-        m = convertModel(src, o.out, { quant, loraTargets: targets, onProgress: bar.update, q4Blocks });
+        const blocks = await prequantizeLarge(src, quant, { onProgress: bar.update }); // none for a converted folder, which convertModel refuses
+        m = convertModel(src, o.out, { quant, loraTargets: targets, onProgress: bar.update, blocks });
       } finally { bar.stop(); }
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });

@@ -23,7 +23,7 @@ export function evalCommand(program: Command): void {
     .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
-    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
     .action(async (o) => {
       if (!['synthetic', ...Object.keys(FILES)].includes(o.task)) throw new Error(`--task must be synthetic, gsm8k, math500 or svamp; got "${o.task}"`);

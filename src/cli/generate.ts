@@ -18,7 +18,7 @@ export function generateCommand(program: Command): void {
     .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')
     .option('--chat', 'apply the model\'s chat template')
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\' (Qwen3: answer without thinking)', jsonObjectArg('--chat-template-kwargs'))
-    .option('--quant <q>', 'q4 or fp32 (default: q4 for models from 50M parameters)', quantArg)
+    .option('--quant <q>', 'q4, q8 (near-lossless, about twice the size of q4) or fp32 (default: q4 for models from 50M parameters)', quantArg)
     .option('--stats', 'print token counts and timings to stderr')
     .action(async (o) => {
       const greedy = o.temperature === 0, seed: number = o.seed ?? randomInt(2 ** 31);

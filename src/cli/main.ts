@@ -14,6 +14,7 @@ import { trainVerifierCommand } from './train-verifier.ts';
 import { exportTrlCommand } from './export-trl.ts';
 import { cacheCommand } from './cache.ts';
 import { version } from '../version.ts';
+import { QUANTS, type Quant } from '../onnx/quant.ts';
 
 
 export async function main(argv: string[]): Promise<void> {
@@ -59,7 +60,7 @@ export function jsonObjectArg(name: string) {
   };
 }
 
-export function quantArg(v: string): 'fp32' | 'q4' {
-  if (v !== 'fp32' && v !== 'q4') throw new InvalidArgumentError(`--quant must be q4 or fp32, got "${v}"`);
-  return v;
+export function quantArg(v: string): Quant {
+  if (!(QUANTS as readonly string[]).includes(v)) throw new InvalidArgumentError(`--quant must be ${QUANTS.join(', ')}, got "${v}"`);
+  return v as Quant;
 }

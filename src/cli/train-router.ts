@@ -56,7 +56,7 @@ export function trainRouterCommand(program: Command): void {
     .option('--l2 <x>', 'L2 penalty', floatArg('--l2', 0), 1e-3)
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 500)
     .option('--seed <s>', 'seed of the synthetic items', intArg('--seed'), 0)
-    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--overwrite', 'replace the router JSON already at --out')
     .action(async (o, cmd: Command) => {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';

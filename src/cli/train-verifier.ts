@@ -23,7 +23,7 @@ export function trainVerifierCommand(program: Command): void {
     .option('--l2 <x>', 'L2 penalty', floatArg('--l2', 0), 1e-3)
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 500)
     .option('--seed <s>', 'seed of the items and the samples', intArg('--seed'), 0)
-    .option('--quant <q>', 'q4 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--overwrite', 'replace the verifier JSON already at --out')
     .action(async (o) => {
       if (!o.adapter === !o.nativeThinking) throw new Error(o.adapter ? 'train-verifier: --native-thinking samples the model\'s own thinking: leave --adapter out' : 'train-verifier: --adapter <reasoning adapter> is required (or --native-thinking for a model that thinks by itself)');

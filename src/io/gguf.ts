@@ -25,9 +25,12 @@ const GGML: Record<number, [name: string, block: number, bytes: number]> = {
 };
 /** Tensor types this module can encode (and decode). */
 export type GgmlType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
-/** Tensor types this module can decode: llama.cpp's other legacy types and its k-quants too (a Q4_K_M file is Q4_K + Q6_K). */
-export type DecodableType = GgmlType | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K';
-export const SUPPORTED_TYPES: readonly DecodableType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'];
+/**
+ * Tensor types this module can decode: llama.cpp's other legacy types, its k-quants (a Q4_K_M file is Q4_K + Q6_K)
+ * and the 4-bit i-quants (non-linear levels); not the 1–3-bit i-quants, whose codebooks are grids of thousands of entries.
+ */
+export type DecodableType = GgmlType | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K' | 'IQ4_NL' | 'IQ4_XS';
+export const SUPPORTED_TYPES: readonly DecodableType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'IQ4_NL', 'IQ4_XS'];
 const TYPE_ID: Record<string, number> = Object.fromEntries(Object.entries(GGML).map(([id, [name]]) => [name, Number(id)]));
 export const ggmlTypeName = (id: number): string => GGML[id]?.[0] ?? `unknown type id ${id}`;
 
@@ -149,6 +152,8 @@ export function decodeGgml(type: DecodableType, bytes: Uint8Array, n: number): F
 // sub-blocks of 16 or 32, each with its own scale (and minimum), the scales quantised against the block's fp16 d.
 
 const QK_K = 256;
+/** The 16 levels of IQ4_NL and IQ4_XS (a 4-bit index picks one, times the block's scale). */
+const IQ4_LEVELS = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /** Sub-block j's 6-bit scale and minimum, packed in the 12 scale bytes at `q` (Q4_K, Q5_K). */
 function scaleMinK4(a: Uint8Array, q: number, j: number): [number, number] {
@@ -214,6 +219,16 @@ function decodeBlocks(type: Exclude<DecodableType, GgmlType>, a: Uint8Array, n: 
           for (let l = 0; l < 32; l++) y[o + l] = fr(fr(d1 * ((a[qs + 32 * j + l] & 15) + (five && a[p + 16 + l] & u1 ? 16 : 0))) - o1);
           for (let l = 0; l < 32; l++) y[o + 32 + l] = fr(fr(d2 * ((a[qs + 32 * j + l] >> 4) + (five && a[p + 16 + l] & u2 ? 16 : 0))) - o2);
           o += 64;
+        }
+        break;
+      }
+      case 'IQ4_NL': case 'IQ4_XS': { // NL: d, qs[16]; XS: d, scales_h (u16), scales_l[4], qs[128] (8 sub-blocks of 32, 6-bit scales offset 32)
+        const d = half(p), xs = type === 'IQ4_XS', high = xs ? a[p + 2] | (a[p + 3] << 8) : 0;
+        for (let ib = 0; ib < block / 32; ib++) {
+          const ls = xs ? ((a[p + 4 + (ib >> 1)] >> (4 * (ib & 1))) & 15) | (((high >> (2 * ib)) & 3) << 4) : 33;
+          const dl = fr(d * (ls - 32)), qs = p + (xs ? 8 : 2) + 16 * ib;
+          for (let j = 0; j < 16; j++) { y[o + j] = fr(dl * IQ4_LEVELS[a[qs + j] & 15]); y[o + j + 16] = fr(dl * IQ4_LEVELS[a[qs + j] >> 4]); }
+          o += 32;
         }
         break;
       }

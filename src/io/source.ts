@@ -13,6 +13,7 @@ import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder } from './hf-folder.ts';
 import { ggufToModel, hfToGgufName } from './gguf.ts';
 import { loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
+import { QUANTS, type Quant } from '../onnx/quant.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
 
@@ -86,7 +87,7 @@ export interface Manifest {
   /** 2: the graph returns only each step's new K/V rows (format 1 returned the whole cache). */
   format: 2;
   config: ModelConfig;
-  options: { quant: 'fp32' | 'q4'; accuracyLevel: number; loraTargets: string[] };
+  options: { quant: Quant; accuracyLevel: number; loraTargets: string[] };
   source: { path: string; kind: SourceKind; fingerprint: string };
   graph: string;
   /** Bytes of each file convert wrote (graph and weights), checked at load; absent in folders from before it. */
@@ -133,7 +134,7 @@ function checkManifest(m: Manifest, file: string): void {
   const o = m.options, src = m.source;
   if (typeof m.graph !== 'string' || !m.graph) bad('graph', 'the graph file name', m.graph);
   if (!o || typeof o !== 'object') bad('options', 'an object {quant, accuracyLevel, loraTargets}', o);
-  if (o.quant !== 'fp32' && o.quant !== 'q4') bad('options.quant', '"fp32" or "q4"', o.quant);
+  if (!QUANTS.includes(o.quant)) bad('options.quant', QUANTS.map((q) => `"${q}"`).join(', '), o.quant);
   if (!Number.isInteger(o.accuracyLevel)) bad('options.accuracyLevel', 'an integer', o.accuracyLevel);
   if (!Array.isArray(o.loraTargets) || !o.loraTargets.every((t) => (PROJECTIONS as readonly string[]).includes(t))) bad('options.loraTargets', `a list of projections (${PROJECTIONS.join(', ')})`, o.loraTargets);
   if (!src || typeof src !== 'object' || typeof src.path !== 'string' || typeof src.fingerprint !== 'string') bad('source', 'an object {path, kind, fingerprint}', src);

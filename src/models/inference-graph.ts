@@ -18,17 +18,17 @@ import { Graph } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { parameterCount, type ModelConfig, type Projection } from './config.ts';
 import { Layers } from './layers.ts';
-import type { Q4Weight } from '../onnx/quant.ts';
+import type { BlockWeight, Quant } from '../onnx/quant.ts';
 import { decoder, lmHead } from './qwen2.ts';
 
 export interface InferenceGraphOptions {
-  quant: 'fp32' | 'q4';
+  quant: Quant;
   accuracyLevel?: number;
   loraTargets?: readonly Projection[];
   /** Building (and quantising) progress, in millions of weights: done of the total (0 first). */
   onProgress?: (done: number, total: number) => void;
   /** 4-bit blocks made beforehand (prequantize), by weight name. */
-  q4Blocks?: ReadonlyMap<string, Q4Weight>;
+  blocks?: ReadonlyMap<string, BlockWeight>;
 }
 
 /**
@@ -46,7 +46,7 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opt
   const g = new Graph();
   const L = new Layers(g, cfg, weights, {
     quant: opts.quant, accuracyLevel: opts.accuracyLevel ?? 4, fused: true,
-    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, q4Blocks: opts.q4Blocks, onWeights: weightProgress(cfg, opts.onProgress),
+    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, blocks: opts.blocks, onWeights: weightProgress(cfg, opts.onProgress),
   });
   const { numKvHeads: hkv, headDim: d } = cfg;
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);

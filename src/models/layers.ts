@@ -5,13 +5,13 @@
  *  - training (`!fused`): plain ONNX ops, each of which has a vector-Jacobian rule in autodiff/.
  */
 import { Graph, MS } from '../onnx/graph.ts';
-import { quantizeQ4, Q4_BLOCK, type Q4Weight } from '../onnx/quant.ts';
+import { quantizeBlocks, QBLOCK, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { f32ToF16Array } from '../io/safetensors.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { ropePeriods, type ModelConfig, type Projection } from './config.ts';
 
 export interface LayerOptions {
-  quant: 'fp32' | 'q4';
+  quant: Quant;
   /** MatMulNBits accuracy_level: 4 = int8 activations (fast), 0 = fp32 activations. */
   accuracyLevel: number;
   fused: boolean;
@@ -23,14 +23,14 @@ export interface LayerOptions {
   loraScale?: number;
   /** Called as weights are built into the graph (quantised): how many weights so far. */
   onWeights?: (done: number) => void;
-  /** 4-bit blocks already made (prequantize, on worker threads), by weight name: used instead of quantising again. */
-  q4Blocks?: ReadonlyMap<string, Q4Weight>;
+  /** Blocks already made (prequantize, on worker threads), by weight name: used instead of quantising again. */
+  blocks?: ReadonlyMap<string, BlockWeight>;
 }
 
 export class Layers {
   private adapterGate?: string;
   private weightsDone = 0;
-  private readonly q4Made = new Map<string, { packed: string; scales: string }>();
+  private readonly blocksMade = new Map<string, { packed: string; scales: string }>();
   private ropeCache?: { cos: string; sin: string };
   private ropeTablesCached?: { cos: string; sin: string };
   private newPositions?: { pos: string; pos64: string; gather: string; pastMask: string; split: string; decode: string };
@@ -49,9 +49,9 @@ export class Layers {
     const g = this.g;
     const [n, k] = this.weights.shape(`${name}.weight`);
     let y: string;
-    if (this.opts.quant === 'q4' && !this.opts.weightsAsInputs && k % Q4_BLOCK === 0) {
-      const { packed, scales } = this.q4(`${name}.weight`);
-      y = g.node('MatMulNBits', [x, packed, scales], { K: k, N: n, bits: 4, block_size: Q4_BLOCK, accuracy_level: this.opts.accuracyLevel }, { domain: MS });
+    if (this.bits && !this.opts.weightsAsInputs && k % QBLOCK === 0) {
+      const { packed, scales } = this.quantized(`${name}.weight`);
+      y = g.node('MatMulNBits', [x, packed, scales], { K: k, N: n, bits: this.bits, block_size: QBLOCK, accuracy_level: this.opts.accuracyLevel }, { domain: MS });
     } else if (this.opts.weightsAsInputs || !this.opts.fused) {
       y = this.matmulT(x, this.param(`${name}.weight`), true);
     } else {
@@ -100,16 +100,21 @@ export class Layers {
     return this.g.node('Reshape', [this.rmsNorm(this.splitHeads(x, heads), weightName), this.g.constant([0, 0, -1])]);
   }
 
-  /** The q4 initializers of a [n, k] weight (packed [n, k/32, 16], scales [n·k/32]), made once and shared. */
-  private q4(name: string): { packed: string; scales: string } {
-    const hit = this.q4Made.get(name);
+  /** Bits of the quantised formats (MatMulNBits), undefined for fp32. */
+  get bits(): 4 | 8 | undefined { return this.opts.quant === 'q4' ? 4 : this.opts.quant === 'q8' ? 8 : undefined; }
+
+  /** The q4/q8 initializers of a [n, k] weight (packed [n, k/32, 32·bits/8], scales [n·k/32]), made once and shared. */
+  private quantized(name: string): { packed: string; scales: string } {
+    const hit = this.blocksMade.get(name);
     if (hit) return hit;
-    const [n, k] = this.weights.shape(name), q = this.opts.q4Blocks?.get(name) ?? quantizeQ4(this.weights.get(name), n, k, name), blocks = k / Q4_BLOCK;
+    const bits = this.bits!, [n, k] = this.weights.shape(name), blocks = k / QBLOCK;
+    const q = this.opts.blocks?.get(name) ?? quantizeBlocks(this.weights.get(name), n, k, bits, name);
+    if (q.bits !== bits) throw new Error(`graph: the prepared blocks of "${name}" are ${q.bits}-bit, the graph is ${this.opts.quant}`);
     const made = {
-      packed: this.g.initializer(`${name}_q4`, 'uint8', [n, blocks, Q4_BLOCK / 2], q.packed),
+      packed: this.g.initializer(`${name}_q${bits}`, 'uint8', [n, blocks, (QBLOCK * bits) / 8], q.packed),
       scales: this.g.initializer(`${name}_scales`, 'float32', [n * blocks], q.scales),
     };
-    this.q4Made.set(name, made);
+    this.blocksMade.set(name, made);
     return made;
   }
 
@@ -128,12 +133,12 @@ export class Layers {
 
   private embedTable(ids: string, name: string, vocab: number, hidden: number): string {
     const g = this.g;
-    if (this.opts.quant === 'q4' && !this.opts.weightsAsInputs) {
-      if (hidden % Q4_BLOCK === 0) {
-        // Rows looked up in the same 4-bit blocks the (tied) lm_head's MatMulNBits reads: one copy of the table.
-        const { packed, scales } = this.q4(name), blocks = hidden / Q4_BLOCK;
+    if (this.bits && !this.opts.weightsAsInputs) {
+      if (hidden % QBLOCK === 0) {
+        // Rows looked up in the same blocks the (tied) lm_head's MatMulNBits reads: one copy of the table.
+        const { packed, scales } = this.quantized(name), blocks = hidden / QBLOCK;
         const blockScales = g.node('Reshape', [scales, g.constant([vocab, blocks, 1])]);
-        const rows = g.node('GatherBlockQuantized', [packed, ids, blockScales], { gather_axis: 0, quantize_axis: 2, block_size: Q4_BLOCK, bits: 4 }, { domain: MS });
+        const rows = g.node('GatherBlockQuantized', [packed, ids, blockScales], { gather_axis: 0, quantize_axis: 2, block_size: QBLOCK, bits: this.bits }, { domain: MS });
         return g.node('Reshape', [rows, g.constant([0, 0, hidden])]);
       }
       // fp16 table otherwise: half the size; the gathered rows are cast back to fp32.

@@ -1,24 +1,38 @@
 /**
- * 4-bit weights for ORT's MatMulNBits (bits 4, block 32, no zero-point input ⇒ zero point 8).
- * The blocks are llama.cpp's Q4_0 blocks (see io/gguf.ts), so a Q4_0 GGUF and our graph hold the
- * same dequantised weights; only the nibble order differs (MatMulNBits packs neighbours in a byte).
+ * Block-quantised weights for ORT's MatMulNBits (block 32, no zero-point input ⇒ zero point 2^(bits−1)): 4-bit
+ * blocks are llama.cpp's Q4_0 blocks and 8-bit ones its Q8_0 blocks (see io/gguf.ts), so a GGUF of that type and
+ * our graph hold the same dequantised weights; only the packing differs (MatMulNBits puts neighbours in a byte,
+ * and stores 8-bit values offset by 128).
  */
-import { quantizeQ4_0 } from '../io/gguf.ts';
+import { quantizeQ4_0, quantizeQ8_0 } from '../io/gguf.ts';
 
-export const Q4_BLOCK = 32;
+/** Weight format of a graph's linear layers: 4- or 8-bit blocks (MatMulNBits), or float32. */
+export type Quant = 'q4' | 'q8' | 'fp32';
+export const QUANTS: readonly Quant[] = ['q4', 'q8', 'fp32'];
+/** Bytes per weight in the graph (a block of 32 also holds one float32 scale). */
+export const quantBytes = (q: Quant): number => (q === 'q4' ? 0.5 + 4 / 32 : q === 'q8' ? 1 + 4 / 32 : 4);
 
-export interface Q4Weight { n: number; k: number; packed: Uint8Array; scales: Float32Array }
+export const QBLOCK = 32;
+
+export interface BlockWeight { n: number; k: number; bits: 4 | 8; packed: Uint8Array; scales: Float32Array }
 
 /**
  * Quantises a row-major [n, k] weight (PyTorch Linear layout [out, in]); k must be a multiple of 32. `name`
  * (the tensor's) goes into the errors; non-finite weights are refused.
  */
-export function quantizeQ4(w: Float32Array, n: number, k: number, name?: string): Q4Weight {
-  const what = name ? ` "${name}"` : '';
-  if (k % Q4_BLOCK !== 0) throw new Error(`q4${what}: input size ${k} is not a multiple of ${Q4_BLOCK}`);
-  if (w.length !== n * k) throw new Error(`q4${what}: ${w.length} weights, shape [${n}, ${k}] needs ${n * k}`);
+export function quantizeBlocks(w: Float32Array, n: number, k: number, bits: 4 | 8, name?: string): BlockWeight {
+  const what = `q${bits}${name ? ` "${name}"` : ''}`;
+  if (k % QBLOCK !== 0) throw new Error(`${what}: input size ${k} is not a multiple of ${QBLOCK}`);
+  if (w.length !== n * k) throw new Error(`${what}: ${w.length} weights, shape [${n}, ${k}] needs ${n * k}`);
+  if (bits === 8) {
+    const { q, scales } = quantizeQ8_0(w, name), packed = new Uint8Array(q.buffer, q.byteOffset, q.length);
+    for (let i = 0; i < packed.length; i++) packed[i] ^= 0x80; // two's complement v → v + 128
+    return { n, k, bits, packed, scales };
+  }
   const { q, scales } = quantizeQ4_0(w, name);
   const packed = new Uint8Array(q.length / 2);
   for (let i = 0; i < packed.length; i++) packed[i] = q[2 * i] | (q[2 * i + 1] << 4);
-  return { n, k, packed, scales };
+  return { n, k, bits, packed, scales };
 }
+
+export const quantizeQ4 = (w: Float32Array, n: number, k: number, name?: string): BlockWeight => quantizeBlocks(w, n, k, 4, name);

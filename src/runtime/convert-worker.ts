@@ -10,8 +10,8 @@ const { source, out, quant, accuracyLevel, loraTargets, threads } = workerData.j
 const onProgress = (done: number, total: number) => parentPort!.postMessage({ progress: [done, total] });
 try {
   const src = openSource(source);
-  const q4Blocks = await prequantizeLarge(src, quant, { threads, onProgress });
-  parentPort!.postMessage({ manifest: convertModel(src, out, { quant, accuracyLevel, loraTargets, onProgress, q4Blocks }) });
+  const blocks = await prequantizeLarge(src, quant, { threads, onProgress });
+  parentPort!.postMessage({ manifest: convertModel(src, out, { quant, accuracyLevel, loraTargets, onProgress, blocks }) });
 } catch (e) {
   parentPort!.postMessage({ error: e instanceof Error ? e.message : String(e) });
 }

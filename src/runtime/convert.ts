@@ -10,28 +10,28 @@ import crypto from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
-import { prequantize, q4WeightNames } from './prequantize.ts';
-import type { Q4Weight } from '../onnx/quant.ts';
+import { prequantize, blockWeightNames } from './prequantize.ts';
+import { quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, fingerprint, MANIFEST, shellQuote, type Manifest, type ModelSource } from '../io/source.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 
-export function defaultQuant(c: ModelConfig): 'fp32' | 'q4' {
+export function defaultQuant(c: ModelConfig): Quant {
   return parameterCount(c) - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize) >= 50e6 ? 'q4' : 'fp32';
 }
 
 /** An ONNX model built in memory is one protobuf message, which holds at most 2 GiB (less a margin for the graph). */
 const IN_MEMORY_LIMIT = 2 ** 31 - 2 ** 26;
 
-/** The bytes of a checkpoint's weights in the graph: q4 is 4 bits plus an fp32 scale per 32 weights. */
-const weightBytes = (c: ModelConfig, quant: 'fp32' | 'q4'): number => parameterCount(c) * (quant === 'q4' ? 0.625 : 4);
+/** The bytes of a checkpoint's weights in the graph. */
+const weightBytes = (c: ModelConfig, quant: Quant): number => parameterCount(c) * quantBytes(quant);
 
 /**
  * Refuses, before minutes of quantising, a checkpoint whose graph cannot be built in memory (about 3B parameters
  * and up at q4): `convert` writes its weights to a separate file, which has no such limit.
  */
-export function checkInMemorySize(c: ModelConfig, quant: 'fp32' | 'q4', source: string, loraTargets: readonly Projection[] = []): void {
+export function checkInMemorySize(c: ModelConfig, quant: Quant, source: string, loraTargets: readonly Projection[] = []): void {
   const bytes = weightBytes(c, quant);
   if (bytes <= IN_MEMORY_LIMIT) return;
   const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`, targets = loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : '';
@@ -41,9 +41,9 @@ export function checkInMemorySize(c: ModelConfig, quant: 'fp32' | 'q4', source: 
 export function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
 
 export interface ConvertOptions {
-  quant?: 'fp32' | 'q4'; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void;
+  quant?: Quant; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void;
   /** 4-bit blocks made beforehand on worker threads (prequantizeLarge), by weight name. */
-  q4Blocks?: ReadonlyMap<string, Q4Weight>;
+  blocks?: ReadonlyMap<string, BlockWeight>;
 }
 
 /**
@@ -51,10 +51,10 @@ export interface ConvertOptions {
  * the available CPUs) before the graph is built; undefined for fp32 or a small model, which the builder quantises
  * itself. `onProgress` counts millions of weights, as the builder does.
  */
-export async function prequantizeLarge(src: ModelSource, quant: 'fp32' | 'q4', o: { threads?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<Map<string, Q4Weight> | undefined> {
-  if (quant !== 'q4' || parameterCount(src.config) < 100e6 || !src.weights) return undefined;
+export async function prequantizeLarge(src: ModelSource, quant: Quant, o: { threads?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<Map<string, BlockWeight> | undefined> {
+  if (quant === 'fp32' || parameterCount(src.config) < 100e6 || !src.weights) return undefined;
   const report = weightProgress(src.config, o.onProgress);
-  const blocks = await prequantize(src.weights, q4WeightNames(src.config, src.weights), { threads: o.threads, onWeights: report });
+  const blocks = await prequantize(src.weights, blockWeightNames(src.config, src.weights), { bits: quant === 'q4' ? 4 : 8, threads: o.threads, onWeights: report });
   report?.(parameterCount(src.config)); // done: norms and any unquantised weight are not counted above
   return blocks;
 }
@@ -68,7 +68,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
   fs.mkdirSync(out, { recursive: true });
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
-  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, q4Blocks: opts.q4Blocks });
+  const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, blocks: opts.blocks });
   const dataName = 'model.onnx.data';
   let offset = 0, bytes: Uint8Array | undefined;
   // Weights first, then the graph that points into them, then the manifest with both sizes: an interrupted
@@ -92,12 +92,12 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   return manifest;
 }
 
-/** 'auto': checkpoints of 100M parameters and up at q4, and any too large to build in memory; 'never': build in memory. */
+/** 'auto': checkpoints of 100M parameters and up at q4 or q8, and any too large to build in memory; 'never': build in memory. */
 export type CachePolicy = 'auto' | 'always' | 'never';
 
 export const CACHE_POLICIES: readonly CachePolicy[] = ['auto', 'always', 'never'];
 
-/** From this size up a q4 checkpoint takes many seconds to quantise (Qwen3-0.6B: 14 s here) and is cached by 'auto'. */
+/** From this size up a q4 or q8 checkpoint takes many seconds to quantise (Qwen3-0.6B: 14 s here) and is cached by 'auto'. */
 const CACHE_FROM_PARAMETERS = 100e6;
 
 /** The cache folder: $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason. */
@@ -111,7 +111,7 @@ export function cacheFolder(): string {
 export const defaultCachePolicy = (): CachePolicy => (process.env.EDGEREASON_CACHE === 'off' ? 'never' : 'auto');
 
 export interface CacheOptions {
-  quant: 'fp32' | 'q4';
+  quant: Quant;
   accuracyLevel?: number;
   loraTargets?: readonly Projection[];
   policy: CachePolicy;
@@ -130,7 +130,7 @@ export interface CacheOptions {
  */
 export async function cachedConversion(src: ModelSource, o: CacheOptions): Promise<ModelSource | undefined> {
   const bytes = weightBytes(src.config, o.quant), fits = bytes <= IN_MEMORY_LIMIT;
-  const worthIt = !fits || (o.quant === 'q4' && parameterCount(src.config) >= CACHE_FROM_PARAMETERS);
+  const worthIt = !fits || (o.quant !== 'fp32' && parameterCount(src.config) >= CACHE_FROM_PARAMETERS);
   if (o.policy === 'never' || (o.policy === 'auto' && !worthIt)) return undefined;
   const targets = PROJECTIONS.filter((p) => o.loraTargets?.includes(p)), accuracyLevel = o.accuracyLevel ?? 4;
   const entry = path.join(o.dir, 'converted', entryName(src.path, o.quant, accuracyLevel, targets));
@@ -160,7 +160,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   return openSource(entry);
 }
 
-export interface WorkerConvertJob { source: string; out: string; quant: 'fp32' | 'q4'; accuracyLevel: number; loraTargets: Projection[]; threads?: number }
+export interface WorkerConvertJob { source: string; out: string; quant: Quant; accuracyLevel: number; loraTargets: Projection[]; threads?: number }
 
 /**
  * convertModel (with prequantizeLarge) on a worker thread: the gigabytes of 4-bit blocks it builds go with the
@@ -184,10 +184,10 @@ export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: numbe
 }
 
 /** One folder per checkpoint and graph setting: readable name, plus a hash of the source's path. */
-function entryName(source: string, quant: 'fp32' | 'q4', accuracyLevel: number, targets: readonly Projection[]): string {
+function entryName(source: string, quant: Quant, accuracyLevel: number, targets: readonly Projection[]): string {
   const base = path.basename(source).replace(/\.(gguf|bin)$/, '').replace(/[^\w.-]+/g, '_');
   const hash = crypto.createHash('sha256').update(source).digest('hex').slice(0, 10);
-  return `${base}-${quant}${quant === 'q4' ? `-al${accuracyLevel}` : ''}${targets.length ? `-lora-${targets.join('.')}` : ''}-${hash}`;
+  return `${base}-${quant}${quant !== 'fp32' ? `-al${accuracyLevel}` : ''}${targets.length ? `-lora-${targets.join('.')}` : ''}-${hash}`;
 }
 
 /** The cached copy when it is whole and current; otherwise why not (nothing when there is none). */

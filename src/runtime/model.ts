@@ -9,6 +9,7 @@ export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, MANIFEST } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
+import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, readManifest, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
@@ -17,9 +18,12 @@ import { WorkerBackend } from './worker-backend.ts';
 import { endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 
 export interface LoadOptions {
-  /** Weight format of the linear layers: 'q4' (MatMulNBits, 4-bit) or 'fp32'. Default: q4 from 50M parameters up, else fp32. */
-  quant?: 'fp32' | 'q4';
-  /** MatMulNBits accuracy level with q4: 0–4 (4, the default, = int8 activations; see docs). */
+  /**
+   * Weight format of the linear layers: 'q4' or 'q8' (MatMulNBits, 4- or 8-bit blocks of 32, as llama.cpp's Q4_0 and
+   * Q8_0) or 'fp32'. Default: q4 from 50M parameters up, else fp32. q8 is nearly lossless at about twice q4's size.
+   */
+  quant?: Quant;
+  /** MatMulNBits accuracy level with q4 / q8: 0–4 (4, the default, = int8 activations; see docs). */
   accuracyLevel?: number;
   /** A PEFT LoRA adapter folder; builds the graph with LoRA inputs. */
   adapter?: string;
@@ -31,7 +35,7 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number) => void;
   /**
    * Keeping a converted copy of the checkpoint (graph + quantised weights) so that later loads skip building it:
-   * 'auto' (the default) for checkpoints of 100M parameters and up at q4 and for any too large to build in memory,
+   * 'auto' (the default) for checkpoints of 100M parameters and up at q4 or q8 and for any too large to build in memory,
    * 'always', or 'never' (build in memory on every load; the default when $EDGEREASON_CACHE is "off").
    */
   cache?: CachePolicy;
@@ -65,9 +69,10 @@ export class Model {
     let src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
-    const requantised = quant === 'q4' ? src.storedTypes?.filter((t) => !['F32', 'F16', 'BF16', 'Q4_0'].includes(t)) : undefined;
+    // A GGUF's blocks of another type are decoded and rounded to ours again (Q4_0 and Q8_0 blocks come back as they were).
+    const same = quant === 'q4' ? 'Q4_0' : 'Q8_0', requantised = quant !== 'fp32' ? src.storedTypes?.filter((t) => !['F32', 'F16', 'BF16', same].includes(t)) : undefined;
     if (requantised?.length) {
-      opts.onNote?.(`model: ${src.path} stores weights as ${requantised.join(', ')}: they are decoded and quantised again to q4 (4-bit blocks of 32, as Q4_0), a second rounding; quant "fp32" keeps the file's values exactly, in 4× the memory of q4`);
+      opts.onNote?.(`model: ${src.path} stores weights as ${requantised.join(', ')}: they are decoded and quantised again to ${quant} (${quant === 'q4' ? '4' : '8'}-bit blocks of 32, as ${same}), a second rounding; quant "fp32" keeps the file's values exactly, in ${quant === 'q4' ? '4' : '2'}× the memory of ${quant}`);
     }
     if (src.kind !== 'converted') {
       src = await cachedConversion(src, {
@@ -88,9 +93,9 @@ export class Model {
       graph = path.join(src.path, m.graph);
     } else {
       checkInMemorySize(src.config, quant, src.path, adapter?.config.targets);
-      const q4Blocks = await prequantizeLarge(src, quant, opts);
+      const blocks = await prequantizeLarge(src, quant, opts);
       graph = buildInferenceGraph(src.config, src.weights!, {
-        quant, accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, onProgress: opts.onProgress, q4Blocks,
+        quant, accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, onProgress: opts.onProgress, blocks,
       }).toModelProto();
     }
     const hasLora = !!adapter || (src.kind === 'converted' && readManifest(src.path).options.loraTargets.length > 0);
@@ -214,10 +219,10 @@ export function checkKeys(o: object, known: readonly string[], where: string): v
 
 function checkLoadOptions(o: LoadOptions): void {
   checkKeys(o, LOAD_OPTIONS, 'loadModel');
-  if (o.quant !== undefined && o.quant !== 'fp32' && o.quant !== 'q4') throw new Error(`loadModel: quant must be "q4" or "fp32", got ${JSON.stringify(o.quant)}`);
+  if (o.quant !== undefined && !QUANTS.includes(o.quant)) throw new Error(`loadModel: quant must be ${QUANTS.map((q) => `"${q}"`).join(', ')}, got ${JSON.stringify(o.quant)}`);
   if (o.accuracyLevel !== undefined) {
     if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got ${JSON.stringify(o.accuracyLevel)}`);
-    if (o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to 4-bit weights (quant "q4"), not to fp32');
+    if (o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to block-quantised weights (quant "q4" or "q8"), not to fp32');
   }
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`loadModel: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);

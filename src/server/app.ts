@@ -22,6 +22,7 @@ import { Metrics } from './metrics.ts';
 import { SseWriter } from './sse.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
+import type { Quant } from '../onnx/quant.ts';
 
 export interface ServerOptions {
   model: string;
@@ -54,7 +55,7 @@ export interface ServerOptions {
    * confidence weighting matches it within noise (docs/results.md).
    */
   defaultVote?: VoteMethod;
-  quant?: 'q4' | 'fp32';
+  quant?: Quant;
   threads?: number;
   /** How long close() lets in-flight requests finish before cancelling them. Default 10 s. */
   shutdownGraceMs?: number;

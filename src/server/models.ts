@@ -12,6 +12,7 @@ import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } f
 import { Router } from '../reason/router.ts';
 import { checkTrainedFile } from '../reason/answer.ts';
 import { Verifier } from '../reason/verifier.ts';
+import type { Quant } from '../onnx/quant.ts';
 
 export interface AdapterSpec { name: string; dir: string }
 
@@ -41,7 +42,7 @@ export interface LoadServedOptions {
   nativeThinking?: boolean;
   router?: string;
   verifier?: string;
-  quant?: 'q4' | 'fp32';
+  quant?: Quant;
   threads?: number;
   maxBatch: number;
   onRun?: (s: RunStats) => void;
