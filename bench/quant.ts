@@ -1,13 +1,14 @@
 /**
  * Choosing a weight format: the same checkpoint as q4, q8 and fp32.
  *  - Speed: random weights in Qwen2.5-0.5B's shape; a 256-token prefill and 32 batch-1 decode steps, the three
- *    formats taking turns (best of 4 runs each, the first dropped), plus graph size and load time.
+ *    formats taking turns (best of 4 runs each, the first dropped), plus the weights' size and the first load's time.
  *  - Fidelity: the embedded default model (trained, so its predictions mean something); the fp32 model's greedy
  *    answers to test questions, then each format teacher-forced through them: top-1 agreement with fp32 at every
  *    answer position, mean max |Δp|, and how many greedy answers come out word for word the same.
  * Writes bench/results/quant-<date>.json + .md.
  *   node --import tsx bench/quant.ts [--questions 24] [--threads 2]
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,12 +58,16 @@ export async function runQuantBench(o: { questions?: number; threads?: number; r
   // Speed on the 0.5B shape (the decode bench's cached random checkpoint).
   const cache = path.join(os.tmpdir(), 'edgereason-bench-decode');
   const { hf, config } = await prepareModels(cache, 4, (phase) => console.error(`${phase}…`), (label) => console.error(label));
-  const speedRows: Record<string, { loadS: number; graphMb: number; prefill: number[]; decode: number[] }> = {};
-  const models: Partial<Record<Quant, Model>> = {};
-  for (const q of QUANTS) {
-    const t = performance.now();
-    models[q] = await loadModel(hf, { quant: q, worker: false, threads, cacheDir: path.join(os.tmpdir(), 'edgereason-bench-quant') });
-    speedRows[q] = { loadS: (performance.now() - t) / 1000, graphMb: (parameterCount(config) * quantBytes(q)) / 1e6, prefill: [], decode: [] };
+  const speedRows: Record<string, { loadS: number; weightsMb: number; prefill: number[]; decode: number[] }> = {};
+  const models: Partial<Record<Quant, Model>> = {}, cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bench-quant-'));
+  try {
+    for (const q of QUANTS) {
+      const t = performance.now(); // a first load: q4 and q8 quantise into the (fresh) cache, fp32 builds in memory
+      models[q] = await loadModel(hf, { quant: q, worker: false, threads, cacheDir });
+      speedRows[q] = { loadS: (performance.now() - t) / 1000, weightsMb: (parameterCount(config) * quantBytes(q)) / 1e6, prefill: [], decode: [] };
+    }
+  } finally {
+    fs.rmSync(cacheDir, { recursive: true, force: true }); // the sessions hold what they read
   }
   const prompt = Array.from({ length: 256 }, (_, i) => (i * 37 + 11) % 20000);
   for (let rep = 0; rep < 4; rep++) {
@@ -74,7 +79,7 @@ export async function runQuantBench(o: { questions?: number; threads?: number; r
   }
   for (const m of Object.values(models)) await m!.close();
   const speedOut = QUANTS.map((q) => ({
-    quant: q, graphMb: Math.round(speedRows[q].graphMb), loadS: speedRows[q].loadS,
+    quant: q, weightsMb: Math.round(speedRows[q].weightsMb), loadS: speedRows[q].loadS,
     prefillTokS: 256000 / Math.min(...speedRows[q].prefill), decodeTokS: 1000 / Math.min(...speedRows[q].decode),
   }));
 
@@ -101,9 +106,9 @@ export async function runQuantBench(o: { questions?: number; threads?: number; r
   const date = new Date().toISOString().slice(0, 10);
   const result = { date, threads, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, speedShape: 'Qwen2.5-0.5B (random weights)', speed: speedOut, fidelity };
   const md = [`# Weight formats ${date}`, '',
-    `Speed: random weights in Qwen2.5-0.5B's shape, ${threads} threads, ${result.machine.cpu}; prefill of 256 tokens and 32 batch-1 decode steps, the formats taking turns (best of 3 runs after a warm-up). Graph size: weights in the graph. Load: the first (q4 and q8 quantise into the cache; fp32 builds in memory).`, '',
-    '| format | graph MB | load s | prefill tok/s | decode tok/s |', '|---|---:|---:|---:|---:|',
-    ...speedOut.map((r) => `| ${r.quant} | ${r.graphMb} | ${r.loadS.toFixed(1)} | ${r.prefillTokS.toFixed(1)} | ${r.decodeTokS.toFixed(1)} |`), '',
+    `Speed: random weights in Qwen2.5-0.5B's shape, ${threads} threads, ${result.machine.cpu}; prefill of 256 tokens and 32 batch-1 decode steps, the formats taking turns (best of 3 runs after a warm-up). Weights: parameters × bytes per weight of the format. Load: the first (q4 and q8 quantise into a cache; fp32 builds in memory).`, '',
+    '| format | weights MB | first load s | prefill tok/s | decode tok/s |', '|---|---:|---:|---:|---:|',
+    ...speedOut.map((r) => `| ${r.quant} | ${r.weightsMb} | ${r.loadS.toFixed(1)} | ${r.prefillTokS.toFixed(1)} | ${r.decodeTokS.toFixed(1)} |`), '',
     `Fidelity: the embedded default model (fp32 is its own format), the fp32 model's greedy answers to ${nq} test questions teacher-forced through each format.`, '',
     '| format | top-1 agreement with fp32 | mean max \\|Δp\\| | same greedy answer |', '|---|---:|---:|---:|',
     ...fidelity.map((r) => `| ${r.quant} | ${(100 * r.top1).toFixed(1)} % | ${r.meanMaxDp.toFixed(4)} | ${r.sameAnswers}/${r.questions} |`), ''].join('\n');

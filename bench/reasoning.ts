@@ -45,6 +45,8 @@ import type { ChatMessage } from '../src/tokenizer/types.ts';
 import { StagedProgress } from '../src/train/progress.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { scriptArgs, writeResults } from './write.ts';
+import type { Quant } from '../src/onnx/quant.ts';
+import { quantArg } from '../src/cli/main.ts';
 
 export interface ReasoningBenchOptions {
   model?: string;
@@ -52,7 +54,7 @@ export interface ReasoningBenchOptions {
   /** router.json / verifier.json (default beside the model); sections needing a missing one are skipped. */
   router?: string;
   verifier?: string;
-  quant?: 'fp32' | 'q4';
+  quant?: Quant;
   threads?: number;
   promptLengths?: number[];
   reps?: number;
@@ -430,7 +432,7 @@ if (isMainModule(import.meta.url)) {
   });
   await runReasoningBench({
     model: a.str('model'), adapter: a.str('adapter'), router: a.str('router'), verifier: a.str('verifier'),
-    quant: a.str('quant') as 'fp32' | 'q4' | undefined, threads: a.num('threads'), reps: a.num('reps'),
+    quant: a.str('quant') === undefined ? undefined : quantArg(a.str('quant')!), threads: a.num('threads'), reps: a.num('reps'),
     routerItems: a.num('router-items'), routerTemperature: a.num('router-temperature'), parallelItems: a.num('parallel-items'), parallelSplit: a.str('parallel-split') as 'test' | 'val' | undefined, maxTokens: a.num('max-tokens'),
     maxThinkingTokens: a.num('max-thinking-tokens'), timingTokens: a.nums('timing-tokens'), seed: a.num('seed'),
     promptLengths: a.nums('prompt-lengths'), samples: a.nums('samples'),

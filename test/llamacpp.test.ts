@@ -344,5 +344,5 @@ test('GGUF k-quants (Q2_K … Q6_K), 4-bit i-quants (IQ4_NL, IQ4_XS) and legacy 
   // Loaded as q4, the decoded weights are rounded a second time: the loader says so.
   const notes: string[] = [], file = path.join(tmp, 'model-Q4_K.gguf');
   await (await loadModel(file, { quant: 'q4', worker: false, onNote: (n) => notes.push(n) })).close();
-  assert.deepEqual(notes, [`model: ${file} stores weights as Q4_K: they are decoded and quantised again to q4 (4-bit blocks of 32, as Q4_0), a second rounding; quant "fp32" keeps the file's values exactly, in 4× the memory of q4`]);
+  assert.deepEqual(notes, [`model: ${file} stores weights as Q4_K: they are decoded and quantised again to q4 (4-bit blocks of 32, as Q4_0), a second rounding; quant "fp32" keeps the file's values exactly, in 6.4× the memory of q4`]);
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
 import { cacheEntries, pruneCache } from '../src/runtime/convert.ts';
@@ -463,38 +463,50 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   const touch = () => fs.utimesSync(path.join(model.dir, 'config.json'), new Date(), new Date(Date.now() + 1000 * Math.random() + 9000));
   touch();
   await (await load({ cache: 'always' })).close();
-  assert.equal(notes.shift()!.split('; converting')[0], `model: the converted copy in ${entry} cannot be used (${entry} is stale: its source ${model.dir} changed after it was converted; run \`edgereason convert --model ${model.dir} --out ${entry} --quant q4\` again)`);
+  assert.equal(notes.shift()!.split('; converting')[0], `model: the converted copy in ${entry} cannot be used (${entry} is stale: its source ${model.dir} changed after it was converted)`);
   fs.appendFileSync(path.join(entry, 'model.onnx.data'), Buffer.alloc(64));
   await (await load({ cache: 'always' })).close();
   assert.match(notes.shift()!, /^model: the converted copy in \S+ cannot be used \(\S+model\.onnx\.data has \d+ bytes, edgereason\.json recorded \d+ \(an interrupted convert\?\)/);
   const manifest = path.join(entry, 'edgereason.json');
   fs.writeFileSync(manifest, fs.readFileSync(manifest, 'utf8').replace(/"edgereason": "[^"]*"/, '"edgereason": "0.0.1"'));
   await (await load({ cache: 'always' })).close();
-  assert.match(notes.shift()!, /^model: the converted copy in \S+ was made by edgereason 0\.0\.1; converting /);
+  assert.match(notes.shift()!, /^model: the converted copy in \S+ was made by edgereason 0\.0\.1, not this one \(0\.1\.0\+[0-9a-f]{8}\); converting /);
   assert.deepEqual([fs.readdirSync(converted), notes], [[path.basename(entry)], []]); // no temporary folder left behind
+  // Two loads converting at once (as two processes would): the copy installed first stays, the other is dropped.
+  fs.rmSync(converted, { recursive: true, force: true });
+  const both = await Promise.all([load({ cache: 'always' }), load({ cache: 'always' })]);
+  notes.length = 0;
+  assert.deepEqual(fs.readdirSync(converted), [path.basename(entry)]);
+  assert.ok(maxDiff(await allLogits(both[0].backend, ids), await allLogits(both[1].backend, ids)) <= 1e-6);
+  await Promise.all(both.map((m) => m.close()));
   // A cache folder that cannot be written is named, with what to do instead.
   const file = path.join(tmp, 'not-a-folder');
   fs.writeFileSync(file, '');
   await assert.rejects(load({ cache: 'always', cacheDir: file }), new RegExp(`^Error: model: cannot keep a converted copy of ${model.dir} \\(${file}/converted cannot be written: .*\\); set EDGEREASON_CACHE \\(or loadModel's cacheDir\\) to a folder with room, or convert it yourself: edgereason convert --model ${model.dir} --out <folder> --quant q4$`));
   await assert.rejects(load({ cache: 'sometimes' as 'auto' }), /loadModel: cache must be "auto", "always", "never", got "sometimes"/);
-  // Listing: a copy whose source changed is stale; one a dead process left half-written is abandoned; ours is being written.
-  const dead = spawnSync(process.execPath, ['-e', '']).pid!, abandoned = `${entry}.partial-${dead}-0a0b0c`, writing = `${entry}.partial-${process.pid}-0d0e0f`;
+  // Listing: a copy whose source changed is stale; one a dead process left half-written is abandoned, as is one
+  // with this process's pid that it is not writing (containers reuse pids across runs); a live process's is being written.
+  const live = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+  after(() => live.kill());
+  const dead = spawnSync(process.execPath, ['-e', '']).pid!, abandoned = `${entry}.partial-${dead}-0a0b0c`, writing = `${entry}.partial-${live.pid}-0d0e0f`;
   fs.mkdirSync(abandoned);
   fs.mkdirSync(writing);
+  fs.mkdirSync(`${entry}.old-${process.pid}-0f0f0f`);
+  fs.writeFileSync(path.join(converted, 'stray-file'), '');
   const states = () => Object.fromEntries(cacheEntries(cacheDir).map((e) => [path.basename(e.dir), [e.state, e.why ?? '']]));
-  assert.deepEqual(states(), { [path.basename(entry)]: ['ready', ''], [path.basename(abandoned)]: ['abandoned', ''], [path.basename(writing)]: ['writing', ''] });
+  assert.deepEqual(states(), { [path.basename(entry)]: ['ready', ''], [path.basename(abandoned)]: ['abandoned', ''], [path.basename(writing)]: ['writing', ''], [`${path.basename(entry)}.old-${process.pid}-0f0f0f`]: ['abandoned', ''] });
   touch();
   assert.match(states()[path.basename(entry)].join(' '), /^stale cannot be used \(.* is stale: its source .* changed after it was converted/);
   const cli = (...args: string[]) => spawnSync(process.execPath, ['bin/edgereason.js', 'cache', '--dir', cacheDir, ...args], { cwd: path.join(import.meta.dirname, '..'), encoding: 'utf8' });
   const listed = cli();
-  assert.equal(listed.stdout.split('\n')[0], `${cacheDir}: 3 converted copies, ${(cacheEntries(cacheDir).reduce((n, e) => n + e.bytes, 0) / 2 ** 30).toFixed(2)} GiB`);
+  assert.equal(listed.stdout.split('\n')[0], `${cacheDir}: 4 converted copies, ${(cacheEntries(cacheDir).reduce((n, e) => n + e.bytes, 0) / 2 ** 30).toFixed(2)} GiB`);
   assert.match(listed.stdout, /\n`edgereason cache --prune` removes the stale and abandoned ones\.\n$/);
   assert.match(cli('--prune', '--clear').stderr, /cache: give --prune or --clear, not both/);
   // Pruning removes the stale and abandoned copies; clearing removes the rest but the one being written.
-  assert.deepEqual(pruneCache(cacheDir).map((e) => path.basename(e.dir)).sort(), [path.basename(entry), path.basename(abandoned)].sort());
+  assert.deepEqual(pruneCache(cacheDir).map((e) => path.basename(e.dir)).sort(), [path.basename(entry), path.basename(abandoned), `${path.basename(entry)}.old-${process.pid}-0f0f0f`].sort());
   await (await load({ cache: 'always' })).close();
   assert.equal(cli('--clear').stdout, `removed 1 converted copy (0.00 GiB) from ${cacheDir}\n`);
-  assert.deepEqual(fs.readdirSync(converted), [path.basename(writing)]);
+  assert.deepEqual(fs.readdirSync(converted).sort(), [path.basename(writing), 'stray-file']);
 });
 
 test('KV cache capacity grows by a quarter at least, in 64-position steps (at most 25 % slack)', () => {

@@ -2,7 +2,8 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { openSource, type Manifest } from '../io/source.ts';
 import { lateProgress } from '../train/progress.ts';
-import { convertModel, defaultQuant, prequantizeLarge } from '../runtime/convert.ts';
+import { convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
+import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
 import { checkOutDir } from './outputs.ts';
 import { quantArg } from './main.ts';
@@ -17,12 +18,13 @@ export function convertCommand(program: Command): void {
     .action(async (o) => {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
       checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model } });
-      const t0 = performance.now(), bar = lateProgress(`converting ${path.basename(path.resolve(o.model))}`, 'M weights');
+      const t0 = performance.now(), src = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(src.config);
+      const note = requantisedNote(src, quant);
+      if (note) console.error(note);
+      const bar = lateProgress(`converting ${path.basename(src.path)}`, 'M weights');
       let m: Manifest;
       try {
-        const src = openSource(o.model), quant = o.quant ?? defaultQuant(src.config);
-        const blocks = await prequantizeLarge(src, quant, { onProgress: bar.update }); // none for a converted folder, which convertModel refuses
-        m = convertModel(src, o.out, { quant, loraTargets: targets, onProgress: bar.update, blocks });
+        m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, accuracyLevel: 4, loraTargets: targets }, bar.update);
       } finally { bar.stop(); }
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });

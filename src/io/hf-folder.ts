@@ -49,7 +49,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   if (raw.use_sliding_window === true) throw new Error(`${file}: use_sliding_window = true is not supported`);
   if (raw.quantization_config !== undefined && raw.quantization_config !== null) {
     const q = raw.quantization_config as Record<string, unknown>;
-    throw new Error(`${file}: quantization_config (quant_method ${JSON.stringify(q?.quant_method)}) is not supported: load the unquantized checkpoint (edgereason quantizes to 4 bits itself, --quant q4)`);
+    throw new Error(`${file}: quantization_config (quant_method ${JSON.stringify(q?.quant_method)}) is not supported: load the unquantized checkpoint (edgereason quantizes it itself: --quant q4 or q8)`);
   }
   if (raw.mlp_bias === true) throw new Error(`${file}: mlp_bias = true is not supported (MLP projections without bias only)`);
   const bias = raw.attention_bias ?? arch === 'qwen2';

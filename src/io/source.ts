@@ -101,10 +101,7 @@ function openConverted(dir: string): ModelSource {
   let m: Manifest;
   try { m = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
   // The command that rebuilds this folder with the settings it was converted with.
-  const again = () => {
-    const o = m?.options, targets = Array.isArray(o?.loraTargets) && o.loraTargets.length ? ` --lora-targets ${o.loraTargets.join(',')}` : '';
-    return `edgereason convert --model ${shellQuote(m?.source?.path ?? '<source>')} --out ${shellQuote(dir)}${o?.quant ? ` --quant ${o.quant}` : ''}${targets}`;
-  };
+  const again = () => convertCommand(m?.source?.path ?? '<source>', dir, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
   checkManifest(m, file);
   for (const [name, size] of Object.entries(m.sizes ?? {})) {
@@ -123,6 +120,11 @@ function openConverted(dir: string): ModelSource {
   }
   const tokenizer = loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds });
   return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFolder(dir) };
+}
+
+/** The `edgereason convert` command line for a source, as the errors suggest it (`out` "<folder>" stays as is). */
+export function convertCommand(source: string, out: string, quant?: string, loraTargets: readonly string[] = []): string {
+  return `edgereason convert --model ${shellQuote(source)} --out ${out === '<folder>' ? out : shellQuote(out)}${quant ? ` --quant ${quant}` : ''}${loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : ''}`;
 }
 
 /** A path as a shell word: as is when plain, else in single quotes (so a suggested command can be pasted). */

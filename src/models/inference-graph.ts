@@ -27,7 +27,7 @@ export interface InferenceGraphOptions {
   loraTargets?: readonly Projection[];
   /** Building (and quantising) progress, in millions of weights: done of the total (0 first). */
   onProgress?: (done: number, total: number) => void;
-  /** 4-bit blocks made beforehand (prequantize), by weight name. */
+  /** q4 / q8 blocks made beforehand (prequantize), by weight name. */
   blocks?: ReadonlyMap<string, BlockWeight>;
 }
 

@@ -5,7 +5,7 @@
  *  - training (`!fused`): plain ONNX ops, each of which has a vector-Jacobian rule in autodiff/.
  */
 import { Graph, MS } from '../onnx/graph.ts';
-import { quantizeBlocks, QBLOCK, type BlockWeight, type Quant } from '../onnx/quant.ts';
+import { quantBits, quantizeBlocks, QBLOCK, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { f32ToF16Array } from '../io/safetensors.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { ropePeriods, type ModelConfig, type Projection } from './config.ts';
@@ -101,7 +101,7 @@ export class Layers {
   }
 
   /** Bits of the quantised formats (MatMulNBits), undefined for fp32. */
-  get bits(): 4 | 8 | undefined { return this.opts.quant === 'q4' ? 4 : this.opts.quant === 'q8' ? 8 : undefined; }
+  get bits(): 4 | 8 | undefined { return quantBits(this.opts.quant); }
 
   /** The q4/q8 initializers of a [n, k] weight (packed [n, k/32, 32·bits/8], scales [n·k/32]), made once and shared. */
   private quantized(name: string): { packed: string; scales: string } {

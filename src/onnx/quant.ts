@@ -9,6 +9,8 @@ import { quantizeQ4_0, quantizeQ8_0 } from '../io/gguf.ts';
 /** Weight format of a graph's linear layers: 4- or 8-bit blocks (MatMulNBits), or float32. */
 export type Quant = 'q4' | 'q8' | 'fp32';
 export const QUANTS: readonly Quant[] = ['q4', 'q8', 'fp32'];
+/** Bits of a block-quantised format's weights; undefined for fp32. */
+export const quantBits = (q: Quant): 4 | 8 | undefined => (q === 'q4' ? 4 : q === 'q8' ? 8 : undefined);
 /** Bytes per weight in the graph (a block of 32 also holds one float32 scale). */
 export const quantBytes = (q: Quant): number => (q === 'q4' ? 0.5 + 4 / 32 : q === 'q8' ? 1 + 4 / 32 : 4);
 

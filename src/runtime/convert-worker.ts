@@ -1,6 +1,6 @@
 /**
  * Worker-thread side of convertInWorker(): converts a checkpoint (quantising on further workers), posting progress
- * and then the manifest. Every 4-bit block it made is freed when the thread ends, before the model is loaded.
+ * and then the manifest. Every block it made is freed when the thread ends, before the model is loaded.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { openSource } from '../io/source.ts';
@@ -13,5 +13,5 @@ try {
   const blocks = await prequantizeLarge(src, quant, { threads, onProgress });
   parentPort!.postMessage({ manifest: convertModel(src, out, { quant, accuracyLevel, loraTargets, onProgress, blocks }) });
 } catch (e) {
-  parentPort!.postMessage({ error: e instanceof Error ? e.message : String(e) });
+  parentPort!.postMessage({ error: { message: e instanceof Error ? e.message : String(e), code: (e as NodeJS.ErrnoException).code } });
 }

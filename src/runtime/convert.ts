@@ -11,8 +11,8 @@ import { Worker } from 'node:worker_threads';
 import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
-import { quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
-import { openSource, fingerprint, MANIFEST, shellQuote, type Manifest, type ModelSource } from '../io/source.ts';
+import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
+import { openSource, convertCommand, fingerprint, MANIFEST, type Manifest, type ModelSource } from '../io/source.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
@@ -34,27 +34,39 @@ const weightBytes = (c: ModelConfig, quant: Quant): number => parameterCount(c) 
 export function checkInMemorySize(c: ModelConfig, quant: Quant, source: string, loraTargets: readonly Projection[] = []): void {
   const bytes = weightBytes(c, quant);
   if (bytes <= IN_MEMORY_LIMIT) return;
-  const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`, targets = loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : '';
-  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${(bytes / 2 ** 30).toFixed(1)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: edgereason convert --model ${shellQuote(source)} --out ${shellQuote(out)} --quant ${quant}${targets}`);
+  const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`;
+  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${(bytes / 2 ** 30).toFixed(1)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: ${convertCommand(source, out, quant, loraTargets)}`);
+}
+
+/**
+ * A note when a GGUF's blocks of another type are decoded and rounded to `quant`'s blocks a second time (Q4_0 and
+ * Q8_0 blocks come back exactly as they were); undefined when nothing is rounded again.
+ */
+export function requantisedNote(src: ModelSource, quant: Quant): string | undefined {
+  const bits = quantBits(quant), same = `Q${bits}_0`, again = bits ? src.storedTypes?.filter((t) => !['F32', 'F16', 'BF16', same].includes(t)) : undefined;
+  if (!again?.length) return undefined;
+  const ratio = quantBytes('fp32') / quantBytes(quant);
+  return `model: ${src.path} stores weights as ${again.join(', ')}: they are decoded and quantised again to ${quant} (${bits}-bit blocks of 32, as ${same}), a second rounding; quant "fp32" keeps the file's values exactly, in ${ratio.toFixed(1)}× the memory of ${quant}`;
 }
 
 export function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
 
 export interface ConvertOptions {
   quant?: Quant; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void;
-  /** 4-bit blocks made beforehand on worker threads (prequantizeLarge), by weight name. */
+  /** Blocks made beforehand on worker threads (prequantizeLarge), by weight name. */
   blocks?: ReadonlyMap<string, BlockWeight>;
 }
 
 /**
- * A large checkpoint's (100M parameters and up) 4-bit blocks, quantised on worker threads (`threads` of them, default
- * the available CPUs) before the graph is built; undefined for fp32 or a small model, which the builder quantises
- * itself. `onProgress` counts millions of weights, as the builder does.
+ * A large checkpoint's (100M parameters and up) q4 / q8 blocks, quantised on worker threads (`threads` of them,
+ * default the available CPUs) before the graph is built; undefined for fp32 or a small model, which the builder
+ * quantises itself. `onProgress` counts millions of weights, as the builder does.
  */
 export async function prequantizeLarge(src: ModelSource, quant: Quant, o: { threads?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<Map<string, BlockWeight> | undefined> {
-  if (quant === 'fp32' || parameterCount(src.config) < 100e6 || !src.weights) return undefined;
+  const bits = quantBits(quant);
+  if (!bits || parameterCount(src.config) < LARGE || !src.weights) return undefined;
   const report = weightProgress(src.config, o.onProgress);
-  const blocks = await prequantize(src.weights, blockWeightNames(src.config, src.weights), { bits: quant === 'q4' ? 4 : 8, threads: o.threads, onWeights: report });
+  const blocks = await prequantize(src.weights, blockWeightNames(src.config, src.weights), { bits, threads: o.threads, onWeights: report });
   report?.(parameterCount(src.config)); // done: norms and any unquantised weight are not counted above
   return blocks;
 }
@@ -86,7 +98,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },
-    source: { path: src.path, kind: src.kind, fingerprint: fingerprint(src.files) }, edgereason: version(),
+    source: { path: src.path, kind: src.kind, fingerprint: fingerprint(src.files) }, edgereason: builder(),
   };
   writeJson(path.join(out, MANIFEST), manifest);
   return manifest;
@@ -97,8 +109,11 @@ export type CachePolicy = 'auto' | 'always' | 'never';
 
 export const CACHE_POLICIES: readonly CachePolicy[] = ['auto', 'always', 'never'];
 
-/** From this size up a q4 or q8 checkpoint takes many seconds to quantise (Qwen3-0.6B: 14 s here) and is cached by 'auto'. */
-const CACHE_FROM_PARAMETERS = 100e6;
+/**
+ * From this size up a q4 or q8 checkpoint takes many seconds to quantise (Qwen3-0.6B: 14 s here): it is quantised
+ * on worker threads, and cached by 'auto'.
+ */
+const LARGE = 100e6;
 
 /** The cache folder: $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason. */
 export function cacheFolder(): string {
@@ -130,7 +145,7 @@ export interface CacheOptions {
  */
 export async function cachedConversion(src: ModelSource, o: CacheOptions): Promise<ModelSource | undefined> {
   const bytes = weightBytes(src.config, o.quant), fits = bytes <= IN_MEMORY_LIMIT;
-  const worthIt = !fits || (o.quant !== 'fp32' && parameterCount(src.config) >= CACHE_FROM_PARAMETERS);
+  const worthIt = !fits || (o.quant !== 'fp32' && parameterCount(src.config) >= LARGE);
   if (o.policy === 'never' || (o.policy === 'auto' && !worthIt)) return undefined;
   const targets = PROJECTIONS.filter((p) => o.loraTargets?.includes(p)), accuracyLevel = o.accuracyLevel ?? 4;
   const entry = path.join(o.dir, 'converted', entryName(src.path, o.quant, accuracyLevel, targets));
@@ -139,46 +154,67 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
     o.onNote?.(`model: using the converted copy of ${src.path} in ${entry}`);
     return found.source;
   }
-  const problem = roomFor(path.dirname(entry), bytes);
-  if (problem) {
+  // Without a copy, when one cannot be written: build in memory where that is possible, else say what to do.
+  const withoutCopy = (problem: string): undefined => {
     if (fits && o.policy === 'auto') {
       o.onNote?.(`model: not keeping a converted copy of ${src.path} (${problem}); building it in memory`);
       return undefined;
     }
-    const convert = `edgereason convert --model ${shellQuote(src.path)} --out <folder> --quant ${o.quant}${targets.length ? ` --lora-targets ${targets.join(',')}` : ''}`;
-    throw new Error(`model: cannot keep a converted copy of ${src.path} (${problem}); set EDGEREASON_CACHE (or loadModel's cacheDir) to a folder with room, or convert it yourself: ${convert}`);
+    throw new Error(`model: cannot keep a converted copy of ${src.path} (${problem}); set EDGEREASON_CACHE (or loadModel's cacheDir) to a folder with room, or convert it yourself: ${convertCommand(src.path, '<folder>', o.quant, targets)}`);
+  };
+  // Space held by copies that go anyway (half-written ones, this one when it cannot be used) counts as free.
+  try {
+    fs.mkdirSync(path.dirname(entry), { recursive: true });
+    removeAbandoned(path.dirname(entry));
+    if (found.why) fs.rmSync(entry, { recursive: true, force: true });
+  } catch (e) {
+    return withoutCopy(`${path.dirname(entry)} cannot be written: ${(e as Error).message}`);
   }
+  const problem = roomFor(path.dirname(entry), bytes);
+  if (problem) return withoutCopy(problem);
   o.onNote?.(`model: ${found.why ? `the converted copy in ${entry} ${found.why}; converting` : 'converting'} ${src.path} once (about ${gib(bytes)} GiB) into ${entry}; later loads use it (EDGEREASON_CACHE=off builds in memory instead)`);
-  removeAbandoned(path.dirname(entry));
   const tmp = `${entry}.partial-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+  writing.add(tmp);
   try {
     await convertInWorker({ source: src.path, out: tmp, quant: o.quant, accuracyLevel, loraTargets: targets, threads: o.threads }, o.onProgress);
-    install(tmp, entry);
+    install(tmp, entry, src.path);
+  } catch (e) {
+    if (!DISK_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    return withoutCopy(`writing it failed: ${(e as Error).message}`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
+    writing.delete(tmp);
   }
   return openSource(entry);
 }
 
+/** Errors of the cache folder's disk (full, read-only, no permission), after which a load can still build in memory. */
+const DISK_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM']);
+
+/** Temporary folders this process is writing now (a pid alone is not enough: containers reuse them across runs). */
+const writing = new Set<string>();
+
 export interface WorkerConvertJob { source: string; out: string; quant: Quant; accuracyLevel: number; loraTargets: Projection[]; threads?: number }
 
 /**
- * convertModel (with prequantizeLarge) on a worker thread: the gigabytes of 4-bit blocks it builds go with the
+ * convertModel (with prequantizeLarge) on a worker thread: the gigabytes of blocks it builds go with the
  * thread, instead of sitting in this thread's heap (no GC comes while it waits) beside the session loaded next
  * (7B: peak RSS 11.5 GB when converted here).
  */
 export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: number, total: number) => void): Promise<Manifest> {
   return new Promise((resolve, reject) => {
     const w = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { entry: 'convert-worker', job } });
-    let result: { manifest?: Manifest; error?: string } | undefined;
-    w.on('message', (m: { progress?: [number, number]; manifest?: Manifest; error?: string }) => {
+    let result: { manifest?: Manifest; error?: { message: string; code?: string } } | undefined;
+    w.on('message', (m: { progress?: [number, number] } & NonNullable<typeof result>) => {
       if (m.progress) onProgress?.(...m.progress);
       else result = m;
     });
     w.once('error', reject);
-    w.once('exit', (code) => {
-      if (result?.manifest) resolve(result.manifest);
-      else reject(new Error(result?.error ?? `convert: the conversion thread stopped (exit code ${code}) before it finished`));
+    w.once('exit', (exit) => {
+      if (result?.manifest) return resolve(result.manifest);
+      const e: NodeJS.ErrnoException = new Error(result?.error?.message ?? `convert: the conversion thread stopped (exit code ${exit}) before it finished`);
+      if (result?.error?.code) e.code = result.error.code;
+      reject(e);
     });
   });
 }
@@ -194,19 +230,34 @@ function entryName(source: string, quant: Quant, accuracyLevel: number, targets:
 function openEntry(dir: string, source: string): { source?: ModelSource; why?: string } {
   if (!fs.existsSync(dir)) return {};
   try {
-    const m = readManifest(dir);
-    if (m.edgereason !== version()) return { why: `was made by ${m.edgereason ? `edgereason ${m.edgereason}` : 'an earlier edgereason'}` };
+    const m = readManifest(dir), made = m.edgereason;
+    if (made !== builder()) return { why: `was made by ${made ? `edgereason ${made}` : 'an earlier edgereason'}, not this one (${builder()})` };
     if (m.source?.path !== source) return { why: `belongs to ${m.source?.path}` };
     return { source: openSource(dir) };
   } catch (e) {
-    return { why: `cannot be used (${(e as Error).message.replace(/^model: /, '')})` };
+    // The loader's own advice ("run edgereason convert … again") is what the cache is about to do.
+    return { why: `cannot be used (${(e as Error).message.replace(/^model: /, '').replace(/; run `[^`]*` again$/, '')})` };
   }
+}
+
+let builderId: string | undefined;
+/**
+ * What built a converted folder: the version, plus a hash of the graph builder's code (models/, onnx/), so a
+ * cached copy is converted again after any change to the graph it holds, released or not.
+ */
+export function builder(): string {
+  if (builderId) return builderId;
+  const h = crypto.createHash('sha256');
+  for (const folder of ['../models/', '../onnx/']) {
+    const dir = new URL(folder, import.meta.url);
+    for (const f of fs.readdirSync(dir).filter((n) => /\.(ts|js)$/.test(n) && !n.endsWith('.d.ts')).sort()) h.update(f).update(fs.readFileSync(new URL(f, dir)));
+  }
+  return (builderId = `${version()}+${h.digest('hex').slice(0, 8)}`);
 }
 
 /** Why `dir` cannot take `bytes` more (not writable, too little free space), or undefined when it can. */
 function roomFor(dir: string, bytes: number): string | undefined {
   try {
-    fs.mkdirSync(dir, { recursive: true });
     fs.accessSync(dir, fs.constants.W_OK);
     const s = fs.statfsSync(dir), free = s.bavail * s.bsize;
     if (free < bytes * 1.05 + 2 ** 28) return `${dir} has ${gib(free)} GiB free, and the copy takes about ${gib(bytes)} GiB`;
@@ -216,31 +267,38 @@ function roomFor(dir: string, bytes: number): string | undefined {
   return undefined;
 }
 
-/** Puts a finished copy in place of the old one; when another process got there first, its copy stays. */
-function install(tmp: string, entry: string): void {
-  const old = `${entry}.old-${process.pid}`;
-  if (fs.existsSync(entry)) fs.renameSync(entry, old);
+/**
+ * Puts a finished copy in place of an old one. When another load (another process) installed a current copy
+ * meanwhile, that one stays, since it may be in use; ours is dropped by the caller.
+ */
+function install(tmp: string, entry: string, source: string): void {
+  if (openEntry(entry, source).source) return;
+  const old = `${entry}.old-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+  try {
+    fs.renameSync(entry, old);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
   try {
     fs.renameSync(tmp, entry);
   } catch (e) {
-    if (!fs.existsSync(path.join(entry, MANIFEST))) throw e;
+    if (!openEntry(entry, source).source) throw e; // another load got there between our two renames
+  } finally {
+    fs.rmSync(old, { recursive: true, force: true });
   }
-  fs.rmSync(old, { recursive: true, force: true });
 }
 
-/** Copies left half-written by a process that died (its pid no longer runs). */
+/** Copies left half-written by a load that died. */
 function removeAbandoned(dir: string): void {
-  for (const name of fs.readdirSync(dir)) {
-    const pid = partialPid(name);
-    if (pid && !running(pid)) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
-  }
+  for (const name of fs.readdirSync(dir)) if (tempState(path.join(dir, name)) === 'abandoned') fs.rmSync(path.join(dir, name), { recursive: true, force: true });
 }
 
-/** The process writing (or replacing) a copy, from the folder's temporary name; undefined for a finished copy. */
-const partialPid = (name: string): number | undefined => Number(/\.(?:partial|old)-(\d+)(?:-[0-9a-f]+)?$/.exec(name)?.[1]) || undefined;
-
-function running(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+/** A temporary copy's state, from the pid in its name; undefined for a finished copy. */
+function tempState(dir: string): 'writing' | 'abandoned' | undefined {
+  const pid = Number(/\.(?:partial|old)-(\d+)-[0-9a-f]+$/.exec(dir)?.[1]);
+  if (!pid) return undefined;
+  if (pid === process.pid) return writing.has(dir) ? 'writing' : 'abandoned';
+  try { process.kill(pid, 0); return 'writing'; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM' ? 'writing' : 'abandoned'; }
 }
 
 const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(1);
@@ -260,14 +318,17 @@ export interface CacheEntry {
 export function cacheEntries(root: string = cacheFolder()): CacheEntry[] {
   const dir = path.join(root, 'converted');
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).sort().map((name): CacheEntry => {
-    const full = path.join(dir, name), bytes = folderBytes(full), pid = partialPid(name);
-    if (pid) return { dir: full, bytes, state: running(pid) ? 'writing' : 'abandoned' };
+  // Folders only, and any that goes meanwhile (another load installing or replacing it) is left out.
+  const folders = fs.readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  return folders.flatMap((name): CacheEntry[] => {
+    const full = path.join(dir, name), bytes = folderBytes(full), temp = tempState(full);
+    if (bytes === undefined) return [];
+    if (temp) return [{ dir: full, bytes, state: temp }];
     let source: string | undefined;
     try { source = readManifest(full).source?.path; } catch { /* openEntry says why below */ }
-    if (source !== undefined && !fs.existsSync(source)) return { dir: full, bytes, source, state: 'stale', why: 'its source is gone' };
+    if (source !== undefined && !fs.existsSync(source)) return [{ dir: full, bytes, source, state: 'stale', why: 'its source is gone' }];
     const found = openEntry(full, source ?? '');
-    return found.source ? { dir: full, bytes, source, state: 'ready' } : { dir: full, bytes, source, state: 'stale', why: found.why };
+    return [found.source ? { dir: full, bytes, source, state: 'ready' } : { dir: full, bytes, source, state: 'stale', why: found.why }];
   });
 }
 
@@ -278,6 +339,12 @@ export function pruneCache(root: string = cacheFolder(), all = false): CacheEntr
   return gone;
 }
 
-function folderBytes(dir: string): number {
-  return fs.readdirSync(dir, { withFileTypes: true }).reduce((n, f) => n + (f.isFile() ? fs.statSync(path.join(dir, f.name)).size : 0), 0);
+/** The bytes of a folder's files; undefined when it is gone. */
+function folderBytes(dir: string): number | undefined {
+  try {
+    return fs.readdirSync(dir, { withFileTypes: true }).reduce((n, f) => n + (f.isFile() ? fs.statSync(path.join(dir, f.name)).size : 0), 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
 }

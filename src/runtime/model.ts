@@ -10,7 +10,7 @@ import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, MANIFEST } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
-import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, readManifest, type CachePolicy } from './convert.ts';
+import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, readManifest, requantisedNote, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { LocalBackend, type Backend } from './backend.ts';
@@ -69,11 +69,8 @@ export class Model {
     let src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
-    // A GGUF's blocks of another type are decoded and rounded to ours again (Q4_0 and Q8_0 blocks come back as they were).
-    const same = quant === 'q4' ? 'Q4_0' : 'Q8_0', requantised = quant !== 'fp32' ? src.storedTypes?.filter((t) => !['F32', 'F16', 'BF16', same].includes(t)) : undefined;
-    if (requantised?.length) {
-      opts.onNote?.(`model: ${src.path} stores weights as ${requantised.join(', ')}: they are decoded and quantised again to ${quant} (${quant === 'q4' ? '4' : '8'}-bit blocks of 32, as ${same}), a second rounding; quant "fp32" keeps the file's values exactly, in ${quant === 'q4' ? '4' : '2'}× the memory of ${quant}`);
-    }
+    const requantised = requantisedNote(src, quant);
+    if (requantised) opts.onNote?.(requantised);
     if (src.kind !== 'converted') {
       src = await cachedConversion(src, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, policy: opts.cache ?? defaultCachePolicy(),
