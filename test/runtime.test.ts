@@ -14,7 +14,7 @@ import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
 import type { ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
-import { quantizeQ4 } from '../src/onnx/quant.ts';
+import { quantizeBlocks, quantizeQ4 } from '../src/onnx/quant.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { openSource } from '../src/io/source.ts';
@@ -25,7 +25,7 @@ import ort from 'onnxruntime-node';
 import { Graph } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
 import { lmHead } from '../src/models/qwen2.ts';
-import { quantizeQ4_0 } from '../src/io/gguf.ts';
+import { ggufToModel, quantizeQ4_0, writeModelGguf } from '../src/io/gguf.ts';
 import { maxDiff } from './helpers/numeric.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-runtime-'));
@@ -645,6 +645,19 @@ test('prequantize: worker threads make exactly the 4-bit blocks the graph builde
   const fromFile = await prequantize(file, names, { threads: 2 });
   for (const n of names) assert.deepEqual([fromFile.get(n)!.packed, fromFile.get(n)!.scales], [blocks.get(n)!.packed, blocks.get(n)!.scales], n);
   assert.deepEqual(file.get('model.embed_tokens.weight'), w.get('model.embed_tokens.weight'));
+  // A quantised GGUF's tensors go to the workers as their stored blocks and are decoded there: the blocks are those
+  // of the values the main thread decodes (q4 and q8).
+  const gguf = path.join(tmp, 'prequantize-q8_0.gguf');
+  writeModelGguf(gguf, model.config, w, { type: 'Q8_0' });
+  const gw = ggufToModel(gguf).weights;
+  assert.equal(gw.encoded?.('model.layers.0.mlp.down_proj.weight')?.type, 'Q8_0');
+  for (const bits of [4, 8] as const) {
+    const fromBlocks = await prequantize(gw, names, { threads: 2, bits });
+    for (const n of names) {
+      const [rows, cols] = gw.shape(n), ref = quantizeBlocks(gw.get(n), rows, cols, bits, n);
+      assert.deepEqual([fromBlocks.get(n)!.bits, fromBlocks.get(n)!.packed, fromBlocks.get(n)!.scales], [bits, ref.packed, ref.scales], `${n} q${bits}`);
+    }
+  }
 });
 
 test('a checkpoint too large for an in-memory ONNX model (2 GiB) is refused before building, with the convert command that loads it', () => {

@@ -62,14 +62,19 @@ const clampScale = (d: number) => (Math.abs(d) < 65520 ? d : Math.sign(d) * 6550
 /** Per block of 32: d = amax/127, scale = fp16(d), q = round-half-away(x/d); x ≈ q * scale. */
 export function quantizeQ8_0(x: Float32Array, name?: string): { scales: Float32Array; q: Int8Array } {
   if (x.length % QK) throw new Error(`quantizeQ8_0: length ${x.length} is not a multiple of ${QK}`);
-  checkFinite('quantizeQ8_0', x, name);
   const scales = new Float32Array(x.length / QK), q = new Int8Array(x.length);
-  for (let b = 0; b < scales.length; b++) {
+  // Written for speed, as quantizeQ4_0: no closures or Math.max/min/sign in the per-weight loops.
+  for (let b = 0, o = 0; b < scales.length; b++, o += QK) {
     let amax = 0;
-    for (let j = b * QK; j < (b + 1) * QK; j++) amax = Math.max(amax, Math.abs(x[j]));
+    for (let j = o; j < o + QK; j++) {
+      const v = x[j], a = v < 0 ? -v : v;
+      if (a > amax) amax = a; else if (a !== a) checkFinite('quantizeQ8_0', x, name); // NaN
+    }
+    if (amax === Infinity) checkFinite('quantizeQ8_0', x, name);
     const d = clampScale(fr(amax / 127)), id = d ? fr(1 / d) : 0;
     scales[b] = f16BitsToF32(f32ToF16Bits(d));
-    for (let j = b * QK; j < (b + 1) * QK; j++) { const v = fr(x[j] * id); q[j] = Math.sign(v) * Math.min(127, Math.round(Math.abs(v))); }
+    // roundf (half away from zero): floor(|v| + 0.5) is exact for float32 |v| < 2^24.
+    for (let j = o; j < o + QK; j++) { const v = fr(x[j] * id), a = v < 0 ? -v : v, r = Math.floor(a + 0.5), c = r > 127 ? 127 : r; q[j] = v < 0 ? -c : c; }
   }
   return { scales, q };
 }
@@ -381,6 +386,9 @@ export class GgufFile implements WeightSource {
     const type = this.checkSupported(name);
     return decodeGgml(type, this.raw(name), numel(this.info(name).dims));
   }
+  encoded(name: string): { type: DecodableType; bytes: Uint8Array } {
+    return { type: this.checkSupported(name), bytes: this.raw(name) };
+  }
 }
 
 /** Parse a GGUF v2/v3 header, metadata and tensor infos, validating every tensor's extent against the file size. */
@@ -634,6 +642,8 @@ export function ggufToModel(path: string): { config: ModelConfig; weights: Weigh
       if (/^blk\.\d+\.attn_k\./.test(g)) return permuteQK(data, rows, config.numKvHeads, false);
       return data;
     },
+    // Llama's q/k rows are permuted after decoding: those are decoded here.
+    encoded: (name) => (config.architecture === 'llama' && /^blk\.\d+\.attn_[qk]\./.test(src(name)) ? undefined : file.encoded(src(name))),
   };
   checkWeights(config, weights, path);
   return { config, weights, metadata: md, file };

@@ -4,6 +4,8 @@
  * Tensors are materialised one at a time as float32 so that converting a large model
  * never holds the whole checkpoint in memory.
  */
+import type { DecodableType } from './gguf.ts';
+
 export interface WeightSource {
   /** Every tensor name the checkpoint holds. */
   readonly names: readonly string[];
@@ -14,6 +16,11 @@ export interface WeightSource {
   get(name: string): Float32Array;
   /** True when get() reads a new array on every call (a file), which the caller may keep, change or transfer. */
   readonly fresh?: boolean;
+  /**
+   * The tensor as stored, when decoding those bytes (decodeGgml) gives exactly get()'s values: a GGUF's quantised
+   * blocks, which are a fraction of the float32 size and can be decoded elsewhere (prequantize's workers).
+   */
+  encoded?(name: string): { type: DecodableType; bytes: Uint8Array } | undefined;
 }
 
 /** A WeightSource over tensors already in memory (random-weight test models, trained weights). */
