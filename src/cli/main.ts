@@ -16,7 +16,6 @@ import { cacheCommand } from './cache.ts';
 import { version } from '../version.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 
-
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')

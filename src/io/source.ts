@@ -92,7 +92,7 @@ export interface Manifest {
   graph: string;
   /** Bytes of each file convert wrote (graph and weights), checked at load; absent in folders from before it. */
   sizes?: Record<string, number>;
-  /** The edgereason version that wrote the folder (absent in folders from before it). */
+  /** What wrote the folder: the edgereason version + a hash of its graph-building code (absent in folders from before it). */
   edgereason?: string;
 }
 
@@ -101,7 +101,7 @@ function openConverted(dir: string): ModelSource {
   let m: Manifest;
   try { m = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
   // The command that rebuilds this folder with the settings it was converted with.
-  const again = () => convertCommand(m?.source?.path ?? '<source>', dir, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
+  const again = () => convertCommandLine(m?.source?.path ?? '<source>', dir, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
   checkManifest(m, file);
   for (const [name, size] of Object.entries(m.sizes ?? {})) {
@@ -123,7 +123,7 @@ function openConverted(dir: string): ModelSource {
 }
 
 /** The `edgereason convert` command line for a source, as the errors suggest it (`out` "<folder>" stays as is). */
-export function convertCommand(source: string, out: string, quant?: string, loraTargets: readonly string[] = []): string {
+export function convertCommandLine(source: string, out: string, quant?: string, loraTargets: readonly string[] = []): string {
   return `edgereason convert --model ${shellQuote(source)} --out ${out === '<folder>' ? out : shellQuote(out)}${quant ? ` --quant ${quant}` : ''}${loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : ''}`;
 }
 

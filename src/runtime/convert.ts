@@ -12,7 +12,7 @@ import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
-import { openSource, convertCommand, fingerprint, MANIFEST, type Manifest, type ModelSource } from '../io/source.ts';
+import { openSource, convertCommandLine, fingerprint, MANIFEST, type Manifest, type ModelSource } from '../io/source.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
@@ -35,7 +35,7 @@ export function checkInMemorySize(c: ModelConfig, quant: Quant, source: string, 
   const bytes = weightBytes(c, quant);
   if (bytes <= IN_MEMORY_LIMIT) return;
   const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`;
-  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${(bytes / 2 ** 30).toFixed(1)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: ${convertCommand(source, out, quant, loraTargets)}`);
+  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${(bytes / 2 ** 30).toFixed(1)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: ${convertCommandLine(source, out, quant, loraTargets)}`);
 }
 
 /**
@@ -160,7 +160,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
       o.onNote?.(`model: not keeping a converted copy of ${src.path} (${problem}); building it in memory`);
       return undefined;
     }
-    throw new Error(`model: cannot keep a converted copy of ${src.path} (${problem}); set EDGEREASON_CACHE (or loadModel's cacheDir) to a folder with room, or convert it yourself: ${convertCommand(src.path, '<folder>', o.quant, targets)}`);
+    throw new Error(`model: cannot keep a converted copy of ${src.path} (${problem}); set EDGEREASON_CACHE (or loadModel's cacheDir) to a folder with room, or convert it yourself: ${convertCommandLine(src.path, '<folder>', o.quant, targets)}`);
   };
   // Space held by copies that go anyway (half-written ones, this one when it cannot be used) counts as free.
   try {
