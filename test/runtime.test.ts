@@ -8,7 +8,8 @@ import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
 import { cacheEntries, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
-import { LocalBackend, type Backend } from '../src/runtime/backend.ts';
+import { LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
+import { loadAdapter } from '../src/io/peft.ts';
 import { Engine } from '../src/runtime/engine.ts';
 import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
 import type { ModelConfig } from '../src/models/config.ts';
@@ -706,5 +707,49 @@ test('a lone GGUF file loads with its tokenizer rebuilt from metadata; logits eq
   } finally {
     await hf.close();
     await gg.close();
+  }
+});
+
+test('withAdapter: a second adapter in the same session gives a separate load\'s logits, while the first keeps its own; batched steps group rows by adapter; names and targets are checked', async () => {
+  const dir = path.join(import.meta.dirname, '../models/default'), sftDir = path.join(dir, 'reasoning-adapter'), rlDir = path.join(dir, 'reasoning-adapter-rl');
+  const logitsOf = async (m: { backend: Backend }, ids: number[]) => {
+    const c = await m.backend.newCache(1);
+    try { return (await m.backend.step(c, { tokens: [ids], adapterMask: [ids.map(() => 1)], logits: 'all', want: { logits: true } })).logits!; } finally { await m.backend.free(c); }
+  };
+  const sft = await loadModel(dir, { adapter: sftDir }), ref = await loadModel(dir, { adapter: rlDir, worker: false });
+  const ids = sft.encode('Sam has 12 apples. He gives 5 to Ann and buys 9 more. How many apples does Sam have now?', true);
+  try {
+    const before = await logitsOf(sft, ids);
+    const rl = await sft.withAdapter(rlDir);
+    const [viaView, viaFirst] = await Promise.all([logitsOf(rl, ids), logitsOf(sft, ids)]); // both at once, one session
+    assert.ok(maxDiff(viaView, await logitsOf(ref, ids)) <= 1e-5, 'the second adapter gives what loading the model with it gives');
+    assert.ok(maxDiff(viaFirst, before) <= 1e-6, 'the first adapter is unchanged');
+    assert.ok(maxDiff(viaView, viaFirst) > 0.1, 'the two adapters differ');
+    // Decode steps of both adapters in one stepMany: each row gets its own adapter's logits, as alone.
+    const b = sft.backend as WorkerBackend, name = 'rl';
+    await b.setAdapter(loadAdapter(rlDir, sft.config).tensors, name);
+    const caches = await Promise.all([0, 1, 2].map(() => b.newCache(1)));
+    for (const [i, c] of caches.entries()) await b.step(c, { tokens: [ids], adapterMask: [ids.map(() => 1)], ...(i ? { adapterName: name } : {}) });
+    const req = (i: number): StepRequest => ({ tokens: [[ids[3 + i]]], adapterMask: [[1]], want: { logits: true }, ...(i ? { adapterName: name } : {}) });
+    const many = await b.stepMany(caches, [0, 1, 2].map(req)) as StepResult[];
+    const forks = await Promise.all(caches.map((c) => b.select(c, [0])));
+    for (const c of caches) await b.truncate(c, 0, ids.length);
+    for (let i = 0; i < 3; i++) assert.ok(maxDiff(many[i].logits!, (await b.step(caches[i], req(i))).logits!) <= 1e-5, `row ${i}`);
+    assert.ok(maxDiff(many[1].logits!, many[0].logits!) > 0.01);
+    await assert.rejects(b.step(forks[0], { tokens: [[1]], adapterName: 'nope' }), /engine: no adapter named "nope" is set \(adapters: "", "adapter 1: .*reasoning-adapter-rl", "rl"\)/);
+    // Closing the second model removes its adapter and leaves the session to the first.
+    await rl.close();
+    assert.ok(maxDiff(await logitsOf(sft, ids), before) <= 1e-6);
+  } finally {
+    await Promise.all([sft.close(), ref.close()]);
+  }
+  // A graph without LoRA inputs for an adapter's projections refuses it by name.
+  const out = path.join(tmp, 'default-q-only');
+  convertModel(openSource(dir), out, { loraTargets: ['q_proj'] });
+  const qOnly = await loadModel(out, { worker: false });
+  try {
+    await assert.rejects(qOnly.withAdapter(rlDir), /engine: the adapter has LoRA weights for model\.layers\.0\.self_attn\.k_proj, but this graph takes LoRA inputs only for q: load the model with an adapter on the same projections/);
+  } finally {
+    await qOnly.close();
   }
 });

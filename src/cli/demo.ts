@@ -63,9 +63,10 @@ export function demoCommand(program: Command): void {
     .action(async (o) => {
       const adapter = path.join(o.model, 'reasoning-adapter'), rl = path.join(o.model, 'reasoning-adapter-rl');
       const useRl = fs.existsSync(path.join(rl, 'adapter_config.json'));
-      // The router and verifier were trained with the SFT adapter; the budget-forced one is shown beside it.
+      // The router and verifier were trained with the SFT adapter; the budget-forced one is shown beside it, in the
+      // same session (one copy of the weights).
       const model = await loadModel(o.model, { adapter });
-      const rlr = useRl ? new Reasoner(await loadModel(o.model, { adapter: rl })) : undefined;
+      const rlr = useRl ? new Reasoner(await model.withAdapter(rl)) : undefined;
       const routerFile = path.join(o.model, 'router.json'), verifierFile = path.join(o.model, 'verifier.json');
       const router = fs.existsSync(routerFile) ? Router.load(routerFile, model.config.hiddenSize) : undefined;
       const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
@@ -101,8 +102,8 @@ export function demoCommand(program: Command): void {
           }
         }
       } finally {
-        await r.close();
         await rlr?.close();
+        await r.close();
       }
     });
 }

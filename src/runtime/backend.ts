@@ -39,7 +39,8 @@ export interface Backend {
   truncate(cache: CacheHandle, row: number, length: number): Promise<void>;
   lengths(cache: CacheHandle): Promise<number[]>;
   free(cache: CacheHandle): Promise<void>;
-  setAdapter(adapter: AdapterTensors | null): Promise<void>;
+  /** Sets (or with null clears) the LoRA weights steps use under `name` (StepInput.adapterName; default '', the first). */
+  setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -67,8 +68,8 @@ export class LocalBackend implements Backend {
   async truncate(handle: CacheHandle, row: number, length: number): Promise<void> { this.cache(handle).truncate(row, length); }
   async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }
   async free(handle: CacheHandle): Promise<void> { this.caches.delete(handle); }
-  async setAdapter(adapter: AdapterTensors | null): Promise<void> {
-    if (adapter) this.engine.setAdapter(adapter); else if (this.engine.hasLora) this.engine.clearAdapter();
+  async setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> {
+    if (adapter) this.engine.setAdapter(adapter, name); else if (this.engine.hasLora) this.engine.clearAdapter(name);
   }
   async close(): Promise<void> { this.caches.clear(); await this.engine.close(); }
 
@@ -95,4 +96,25 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
   if (req.want?.logits) res.logits = out.logits;
   if (req.want?.hidden) res.hidden = out.hidden;
   return res;
+}
+
+/**
+ * `backend` whose steps use the adapter set under `name` (Backend.setAdapter): a model's second adapter in the same
+ * session. Closing the view removes that adapter; the session stays with its owner.
+ */
+export function adapterView(backend: Backend, name: string): Backend {
+  // Every call goes to `backend` itself (a prototype-based view would keep its own copy of state it writes).
+  return {
+    get config() { return backend.config; },
+    get hasLora() { return backend.hasLora; },
+    newCache: (rows) => backend.newCache(rows),
+    step: (cache, req) => backend.step(cache, { ...req, adapterName: name }),
+    select: (cache, rows) => backend.select(cache, rows),
+    keep: (cache, rows) => backend.keep(cache, rows),
+    truncate: (cache, row, length) => backend.truncate(cache, row, length),
+    lengths: (cache) => backend.lengths(cache),
+    free: (cache) => backend.free(cache),
+    setAdapter: (adapter) => backend.setAdapter(adapter, name),
+    close: () => backend.setAdapter(null, name),
+  };
 }

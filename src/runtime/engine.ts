@@ -12,6 +12,8 @@ export interface StepInput {
   tokens: number[][];
   /** Per-token adapter switch (1 = base + LoRA), same shape as tokens; default all 0. */
   adapterMask?: number[][];
+  /** Which of the engine's adapters the switched-on tokens use (setAdapter's name; default '', the first). */
+  adapterName?: string;
   /**
    * 'last' = logits of each row's last new token; a number k = of each row's last k new tokens (a row with fewer
    * repeats its first); 'all' = every new position (padded to T). Hidden states come at the same positions.
@@ -41,13 +43,17 @@ export interface BatchEntry { cache: KVCache; input: StepInput }
 /** Row `slot` of the batch mirror holds `owner`'s row `row`, as of the owner's `version`. */
 interface MirrorSlot { owner: KVCache; row: number; version: number }
 
+/**
+ * stepMany's batch cache: rows gathered from several caches, kept between calls so a steady batch is not copied
+ * again each step (only rows whose cache changed, or that joined, are copied in).
+ */
+interface Mirror { cache: KVCache; rowCap: number; slots: (MirrorSlot | null)[] }
+
 export class Engine {
-  private adapterFeeds: Record<string, ort.Tensor> = {};
-  /**
-   * stepMany's batch cache: rows gathered from several caches, kept between calls so a steady batch is not
-   * copied again each step (only rows whose cache changed, or that joined, are copied in).
-   */
-  private mirror?: { cache: KVCache; rowCap: number; slots: (MirrorSlot | null)[] };
+  /** The LoRA weights fed to the graph, by adapter name: several adapters share one session (and its weights). */
+  private readonly adapterFeeds = new Map<string, Record<string, ort.Tensor>>();
+  /** One batch mirror per adapter name (rows of different adapters run separately). */
+  private readonly mirrors = new Map<string, Mirror>();
   private readonly loraInputs: string[];
 
   private constructor(readonly config: ModelConfig, private readonly session: ort.InferenceSession) {
@@ -93,9 +99,17 @@ export class Engine {
     return new KVCache({ layers: this.config.numLayers, kvHeads: this.config.numKvHeads, headDim: this.config.headDim }, rows, capacity);
   }
 
-  /** Sets the LoRA weights fed to the graph; projections the adapter does not touch get rank-0 tensors. */
-  setAdapter(adapter: AdapterTensors): void {
+  /**
+   * Sets the LoRA weights fed to the graph under `name` (steps choose one by StepInput.adapterName); projections
+   * the adapter does not touch get rank-0 tensors. The graph must take LoRA inputs for every projection it has.
+   */
+  setAdapter(adapter: AdapterTensors, name = ''): void {
     if (!this.hasLora) throw new Error('engine: this model was built without LoRA inputs; load it with an adapter');
+    const missing = [...adapter.keys()].find((proj) => !this.loraInputs.includes(`${proj}.lora_A`));
+    if (missing) {
+      const has = [...new Set(this.loraInputs.map((n) => /\.(\w+)_proj\.lora_[AB]$/.exec(n)?.[1]))].join(',');
+      throw new Error(`engine: the adapter has LoRA weights for ${missing}, but this graph takes LoRA inputs only for ${has}: load the model with an adapter on the same projections (or convert it with --lora-targets covering them)`);
+    }
     const feeds: Record<string, ort.Tensor> = {};
     for (const input of this.loraInputs) {
       const proj = input.slice(0, -'.lora_A'.length), t = adapter.get(proj);
@@ -104,11 +118,15 @@ export class Engine {
         ? new ort.Tensor('float32', isA ? t.a : t.b, isA ? [t.rank, t.in] : [t.out, t.rank])
         : this.zeroRank(input, isA);
     }
-    this.adapterFeeds = feeds;
+    this.adapterFeeds.set(name, feeds);
+    this.mirrors.delete(name); // its rows were computed with other weights
   }
 
-  clearAdapter(): void {
-    this.adapterFeeds = Object.fromEntries(this.loraInputs.map((n) => [n, this.zeroRank(n, n.endsWith('.lora_A'))]));
+  /** The default adapter ('') becomes none (rank 0); another name is removed. */
+  clearAdapter(name = ''): void {
+    if (name) this.adapterFeeds.delete(name);
+    else this.adapterFeeds.set('', Object.fromEntries(this.loraInputs.map((n) => [n, this.zeroRank(n, n.endsWith('.lora_A'))])));
+    this.mirrors.delete(name);
   }
 
   async step(cache: KVCache, input: StepInput): Promise<StepOutput> {
@@ -156,20 +174,24 @@ export class Engine {
     const settle = async (i: number) => {
       try { outs[i] = await this.step(entries[i].cache, entries[i].input); } catch (e) { outs[i] = asError(e); }
     };
+    // Decode steps batch by adapter: rows of one session run share its LoRA weights.
+    const batches = new Map<string, number[]>();
     entries.forEach((e, i) => {
       try { this.validate(e.cache, e.input); } catch (err) { outs[i] = asError(err); return; }
-      (e.input.tokens.every((t) => t.length <= 1) && e.cache.rows > 0 ? batch : alone).push(i);
+      if (!(e.input.tokens.every((t) => t.length <= 1) && e.cache.rows > 0)) return void alone.push(i);
+      const name = e.input.adapterName ?? '';
+      batches.set(name, [...(batches.get(name) ?? []), i]);
     });
     for (const i of alone) await settle(i);
-    if (batch.length === 1) await settle(batch[0]);
-    else if (batch.length > 1) {
+    for (const [name, batch] of batches) {
+      if (batch.length === 1) { await settle(batch[0]); continue; }
       try {
-        const r = await this.stepBatched(batch.map((i) => entries[i]));
+        const r = await this.stepBatched(batch.map((i) => entries[i]), name);
         batch.forEach((i, k) => { outs[i] = r[k]; });
       } catch {
         // The batch mirror may hold half-copied rows: drop it. A failed run advanced no cache, so each entry
         // steps alone once more, and only the one that fails again gets an error.
-        this.mirror = undefined;
+        this.mirrors.delete(name);
         for (const i of batch) await settle(i);
       }
     }
@@ -178,21 +200,22 @@ export class Engine {
 
   /** Drops `cache` from the batch mirror (it was freed); the mirror itself goes once no row is left in it. */
   forget(cache: KVCache): void {
-    const m = this.mirror;
-    if (!m) return;
-    m.slots = m.slots.map((s) => (s && s.owner !== cache ? s : null));
-    if (m.slots.every((s) => !s)) this.mirror = undefined;
+    for (const [name, m] of this.mirrors) {
+      m.slots = m.slots.map((s) => (s && s.owner !== cache ? s : null));
+      if (m.slots.every((s) => !s)) this.mirrors.delete(name);
+    }
   }
 
-  private async stepBatched(entries: BatchEntry[]): Promise<StepOutput[]> {
+  private async stepBatched(entries: BatchEntry[], adapterName: string): Promise<StepOutput[]> {
     const counts = entries.map((e) => this.validate(e.cache, e.input));
     const want: MirrorSlot[] = entries.flatMap((e) => e.cache.lengths.map((_, row) => ({ owner: e.cache, row, version: e.cache.version })));
     const R = want.length, needed = Math.max(...want.map((w) => w.owner.lengths[w.row])) + 1;
     const shape = entries[0].cache.shape;
-    let m = this.mirror;
+    let m = this.mirrors.get(adapterName);
     if (!m || m.rowCap < R || m.cache.capacity < needed) {
       const rowCap = pow2(Math.max(R, m?.rowCap ?? 1)), capacity = grownCapacity(m?.cache.capacity ?? 64, needed);
-      m = this.mirror = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [] };
+      m = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [] };
+      this.mirrors.set(adapterName, m);
     }
     // Rows still valid where they sit stay; the others fill the free slots and are copied in.
     const index = new Map<KVCache, number[]>();
@@ -222,8 +245,8 @@ export class Engine {
       tokens[s] = t; slotCounts[s] = counts[k][row];
       mask[s] = t.map((_, j) => e.input.adapterMask?.[row]?.[j] ?? 0);
     }));
-    this.mirror = { ...m, slots };
-    const out = await this.run(view, { tokens, adapterMask: mask }, slotCounts, 1, 1, [...Array(R).keys()]);
+    this.mirrors.set(adapterName, { ...m, slots });
+    const out = await this.run(view, { tokens, adapterMask: mask, adapterName }, slotCounts, 1, 1, [...Array(R).keys()]);
     // Copy each row's new position back into its own cache; split logits / hidden states per entry.
     const V = this.config.vocabSize, Hd = this.config.hiddenSize, results: StepOutput[] = [];
     i = 0;
@@ -257,6 +280,7 @@ export class Engine {
     }
     const max = Math.max(...cache.lengths.map((l, b) => l + counts[b]));
     if (max > this.config.maxPositionEmbeddings) throw new Error(`engine: sequence length ${max} exceeds the model's context of ${this.config.maxPositionEmbeddings} tokens`);
+    if (this.hasLora && !this.adapterFeeds.has(input.adapterName ?? '')) throw new Error(`engine: no adapter named ${JSON.stringify(input.adapterName)} is set (adapters: ${[...this.adapterFeeds.keys()].map((n) => JSON.stringify(n)).join(', ')})`);
     return counts;
   }
 
@@ -288,7 +312,7 @@ export class Engine {
       fetches[`new_key.${l}`] = null; fetches[`new_value.${l}`] = null;
     });
     if (this.hasLora) {
-      Object.assign(feeds, this.adapterFeeds);
+      Object.assign(feeds, this.adapterFeeds.get(input.adapterName ?? ''));
       feeds.adapter_mask = new ort.Tensor('float32', mask, [B, T]);
     }
     const out = await this.session.run(feeds, fetches);

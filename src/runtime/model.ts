@@ -13,7 +13,7 @@ import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, readManifest, requantisedNote, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
-import { LocalBackend, type Backend } from './backend.ts';
+import { adapterView, LocalBackend, type Backend } from './backend.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 
@@ -199,10 +199,24 @@ export class Model {
     return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal);
   }
 
+  /**
+   * This model with another PEFT adapter, in the same session: no second copy of the weights, and both models can
+   * generate at once (a server batches their rows by adapter). The graph must take LoRA inputs for the adapter's
+   * projections: load this model with an adapter on them (or from a folder converted with --lora-targets).
+   * Closing the returned model removes its adapter; closing this one ends the session for both.
+   */
+  async withAdapter(dir: string): Promise<Model> {
+    const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
+    await this.backend.setAdapter(adapter.tensors, name);
+    return new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter);
+  }
+
   async close(): Promise<void> { await this.backend.close(); }
 }
 
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
+
+let adapterViews = 0;
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];

@@ -156,7 +156,7 @@ export class CoalescingBackend implements Backend {
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.inner.truncate(cache, row, length); }
   lengths(cache: CacheHandle): Promise<number[]> { return this.inner.lengths(cache); }
   free(cache: CacheHandle): Promise<void> { return this.inner.free(cache); }
-  setAdapter(adapter: AdapterTensors | null): Promise<void> { return this.inner.setAdapter(adapter); }
+  setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> { return this.inner.setAdapter(adapter, name); }
   async close(): Promise<void> {
     await this.idle();
     await this.inner.close();

@@ -66,7 +66,7 @@ export class WorkerBackend implements Backend {
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.call('truncate', cache, row, length); }
   lengths(cache: CacheHandle): Promise<number[]> { return this.call('lengths', cache); }
   free(cache: CacheHandle): Promise<void> { return this.call('free', cache); }
-  setAdapter(adapter: AdapterTensors | null): Promise<void> { return this.call('setAdapter', adapter ? [...adapter] : null); }
+  setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> { return this.call('setAdapter', adapter ? [...adapter] : null, name); }
 
   /** Releases the session and ends the worker; calls made from now on are rejected. */
   close(): Promise<void> {
