@@ -602,3 +602,25 @@ test('server load: 32 concurrent streaming clients, seeded outputs equal single 
 });
 
 after(async () => { await server?.close(100).catch(() => undefined); });
+
+test('server: several adapters share one session; each answers as when served alone, also when their requests run at once', async () => {
+  const rl = { name: 'rl', dir: path.join(fixture.dir, 'reasoning-adapter-rl') }, sft = { name: 'sft', dir: path.join(fixture.dir, 'reasoning-adapter') };
+  const both = await createServer({ model: fixture.dir, adapters: [sft, rl], port: 0, ctx: 512 });
+  const alone = await createServer({ model: fixture.dir, adapters: [rl], port: 0, ctx: 512 });
+  try {
+    assert.equal(both.served.models.get('rl')!.backend, both.served.models.get('sft')!.backend, 'one batching backend (one session)');
+    const clients = [new OpenAI({ baseURL: `${await both.listen()}/v1`, apiKey: 'x' }), new OpenAI({ baseURL: `${await alone.listen()}/v1`, apiKey: 'x' })];
+    const body = (model: string, q: string): Loose => ({ model, messages: [{ role: 'user', content: q }], max_tokens: 120, temperature: 1, seed: 7, edgereason: { reasoning: 'on' } });
+    const text = (r: Loose) => `${r.choices[0].message.reasoning_content} | ${r.choices[0].message.content}`;
+    const q = 'Mia has 15 pencils. She gives 4 to Leo and buys 3 packs of 2. How many pencils does Mia have now?';
+    const [viaBoth, viaSft] = await Promise.all([
+      clients[0].chat.completions.create(body('rl', q) as any) as unknown as Promise<Loose>,
+      clients[0].chat.completions.create(body('sft', q) as any) as unknown as Promise<Loose>,
+    ]);
+    const viaAlone = await clients[1].chat.completions.create(body('rl', q) as any) as unknown as Loose;
+    assert.equal(text(viaBoth), text(viaAlone));
+    assert.notEqual(text(viaSft), text(viaBoth), 'the SFT adapter thinks differently');
+  } finally {
+    await Promise.all([both.close(), alone.close()]);
+  }
+});

@@ -62,6 +62,8 @@ export class Model {
     readonly tokenizer: TextTokenizer,
     readonly backend: Backend,
     readonly adapter?: LoadedAdapter,
+    /** The engine adapter this model's steps use when it shares a session (withAdapter); undefined for the first. */
+    readonly adapterName?: string,
   ) {}
 
   static async load(p: string, opts: LoadOptions = {}): Promise<Model> {
@@ -208,7 +210,7 @@ export class Model {
   async withAdapter(dir: string): Promise<Model> {
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     await this.backend.setAdapter(adapter.tensors, name);
-    return new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter);
+    return new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
   }
 
   async close(): Promise<void> { await this.backend.close(); }

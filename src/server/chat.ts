@@ -27,6 +27,7 @@ import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMeth
 import { answer, EMPTY_THINKING } from '../reason/answer.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
+import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList } from '../runtime/generate.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatRequest, type Effort } from './schemas.ts';
@@ -254,7 +255,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const m = plan.served;
   // The request's signal, plus our own abort: when one call fails, the request's other calls stop with it.
   const local = new AbortController(), signal = AbortSignal.any([requestSignal, local.signal]);
-  const model = withBackend(m.model, m.backend.forRequest(signal));
+  const view = m.backend.forRequest(signal), model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
   // Whitespace at the end of a phase is held back until more text follows: the final texts are trimmed, and the

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } from '../runtime/scheduler.ts';
+import { adapterView } from '../runtime/backend.ts';
 import { Router } from '../reason/router.ts';
 import { checkTrainedFile } from '../reason/answer.ts';
 import { Verifier } from '../reason/verifier.ts';
@@ -25,7 +26,10 @@ export interface ServedModel {
   kind: 'base' | 'adapter' | 'native';
   /** The model as answer() sees it (for 'base': the adapter hidden). */
   model: Model;
+  /** The session's batching backend, shared by every served model (one copy of the weights). */
   backend: CoalescingBackend;
+  /** The engine adapter this model's steps use (Model.withAdapter); absent for the first adapter and the base. */
+  adapterName?: string;
   /** Prompted thinking-budget buckets the adapter was RL-trained on (rl_log.json beside it); empty = none. */
   budgets: number[];
   adapterDir?: string;
@@ -98,11 +102,14 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const created = Math.floor(Date.now() / 1000);
   const coalesce = (m: Model) => new CoalescingBackend(m.backend as unknown as BatchingBackend, { maxRows: o.maxBatch, onRun: o.onRun });
   try {
+    // One session: the first adapter is loaded with the model, the others join it (Model.withAdapter), so the
+    // weights are in memory once and requests for different adapters batch together (rows grouped by adapter).
+    let backend: CoalescingBackend | undefined;
     for (const a of adapters) {
-      const m = await loadModel(o.model, { adapter: a.dir, quant: o.quant, threads: o.threads, onProgress: o.onProgress, onNote: o.onNote });
-      loaded.push(m);
-      const backend = coalesce(m);
-      models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, backend), backend, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
+      const m = loaded[0] ? await loaded[0].withAdapter(a.dir) : await loadModel(o.model, { adapter: a.dir, quant: o.quant, threads: o.threads, onProgress: o.onProgress, onNote: o.onNote });
+      if (!loaded[0]) loaded.push(m);
+      backend ??= coalesce(m);
+      models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
     }
     if (adapters.length) {
       const first = models.get(adapters[0].name)!;
