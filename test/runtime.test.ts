@@ -725,6 +725,11 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     assert.ok(maxDiff(viaView, await logitsOf(ref, ids)) <= 1e-5, 'the second adapter gives what loading the model with it gives');
     assert.ok(maxDiff(viaFirst, before) <= 1e-6, 'the first adapter is unchanged');
     assert.ok(maxDiff(viaView, viaFirst) > 0.1, 'the two adapters differ');
+    // withAdapter on the second model adds a third adapter; the second keeps its own.
+    const third = await rl.withAdapter(sftDir);
+    assert.ok(maxDiff(await logitsOf(third, ids), before) <= 1e-5);
+    assert.ok(maxDiff(await logitsOf(rl, ids), viaView) <= 1e-6);
+    await third.close();
     // Decode steps of both adapters in one stepMany: each row gets its own adapter's logits, as alone.
     const b = sft.backend as WorkerBackend, name = 'rl';
     await b.setAdapter(loadAdapter(rlDir, sft.config).tensors, name);

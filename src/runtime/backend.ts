@@ -108,13 +108,13 @@ export function adapterView(backend: Backend, name: string): Backend {
     get config() { return backend.config; },
     get hasLora() { return backend.hasLora; },
     newCache: (rows) => backend.newCache(rows),
-    step: (cache, req) => backend.step(cache, { ...req, adapterName: name }),
+    step: (cache, req) => backend.step(cache, { ...req, adapterName: req.adapterName ?? name }), // a view of a view keeps the outer name
     select: (cache, rows) => backend.select(cache, rows),
     keep: (cache, rows) => backend.keep(cache, rows),
     truncate: (cache, row, length) => backend.truncate(cache, row, length),
     lengths: (cache) => backend.lengths(cache),
     free: (cache) => backend.free(cache),
-    setAdapter: (adapter) => backend.setAdapter(adapter, name),
+    setAdapter: (adapter, other) => backend.setAdapter(adapter, other ?? name),
     close: () => backend.setAdapter(null, name),
   };
 }
