@@ -590,7 +590,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { quant: 'q3' as 'q4' }), /loadModel: quant must be "q4", "q8", "fp32", got "q3"/);
   await assert.rejects(loadModel(model.dir, { quant: 'q4', accuracyLevel: 7 }), /loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got 7/);
   await assert.rejects(loadModel(model.dir, { quant: 'fp32', accuracyLevel: 4 }), /accuracyLevel applies to block-quantised weights \(quant "q4" or "q8"\), not to fp32/);
-  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, threads, worker, onProgress, cache, cacheDir, onNote\)/);
+  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, cache, cacheDir, onNote\)/);
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     const bad: [object, RegExp][] = [
@@ -718,11 +718,13 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
   };
   const sft = await loadModel(dir, { adapter: sftDir }), ref = await loadModel(dir, { adapter: rlDir, worker: false });
   const ids = sft.encode('Sam has 12 apples. He gives 5 to Ann and buys 9 more. How many apples does Sam have now?', true);
+  let refLogits: Float32Array = new Float32Array();
   try {
     const before = await logitsOf(sft, ids);
     const rl = await sft.withAdapter(rlDir);
     const [viaView, viaFirst] = await Promise.all([logitsOf(rl, ids), logitsOf(sft, ids)]); // both at once, one session
-    assert.ok(maxDiff(viaView, await logitsOf(ref, ids)) <= 1e-5, 'the second adapter gives what loading the model with it gives');
+    refLogits = await logitsOf(ref, ids);
+    assert.ok(maxDiff(viaView, refLogits) <= 1e-5, 'the second adapter gives what loading the model with it gives');
     assert.ok(maxDiff(viaFirst, before) <= 1e-6, 'the first adapter is unchanged');
     assert.ok(maxDiff(viaView, viaFirst) > 0.1, 'the two adapters differ');
     // withAdapter on the second model adds a third adapter; the second keeps its own.
@@ -756,5 +758,13 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     await assert.rejects(qOnly.withAdapter(rlDir), /engine: the adapter has LoRA weights for model\.layers\.0\.self_attn\.k_proj, but this graph takes LoRA inputs only for q: load the model with an adapter on the same projections/);
   } finally {
     await qOnly.close();
+  }
+  await assert.rejects(loadModel(out, { loraTargets: ['k_proj'] }), /default-q-only was converted without LoRA inputs for k_proj; convert again with --lora-targets/);
+  // loraTargets builds LoRA inputs without an adapter, so that any adapter on them can join later.
+  const bare = await loadModel(dir, { worker: false, loraTargets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
+  try {
+    assert.ok(maxDiff(await logitsOf(await bare.withAdapter(rlDir), ids), refLogits) <= 1e-5);
+  } finally {
+    await bare.close();
   }
 });

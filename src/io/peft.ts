@@ -26,12 +26,18 @@ export const PEFT_PREFIX = 'base_model.model.';
 /** The factor PEFT applies to B·A: lora_alpha / r, or lora_alpha / √r for rank-stabilised LoRA. */
 export const loraScale = (c: AdapterConfig): number => c.loraAlpha / (c.rslora ? Math.sqrt(c.r) : c.r);
 
-export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
-  const cfgFile = path.join(dir, 'adapter_config.json'), wFile = path.join(dir, 'adapter_model.safetensors');
+/** A PEFT adapter folder's adapter_config.json, checked (see parseAdapterConfig). */
+export function readAdapterConfig(dir: string): AdapterConfig {
+  const cfgFile = path.join(dir, 'adapter_config.json');
   if (!fs.existsSync(cfgFile)) throw new Error(`adapter: ${cfgFile} not found (expected a PEFT adapter folder)`);
   let raw: Record<string, unknown>;
   try { raw = JSON.parse(fs.readFileSync(cfgFile, 'utf8')); } catch (e) { throw new Error(`adapter: ${cfgFile} is not valid JSON: ${(e as Error).message}`); }
-  const config = parseAdapterConfig(raw, cfgFile);
+  return parseAdapterConfig(raw, cfgFile);
+}
+
+export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
+  const cfgFile = path.join(dir, 'adapter_config.json'), wFile = path.join(dir, 'adapter_model.safetensors');
+  const config = readAdapterConfig(dir);
   if (!fs.existsSync(wFile)) throw new Error(`adapter: ${wFile} not found`);
   const file = openSafetensors(wFile);
   const inv = config.aloraInvocationTokens?.find((t) => t >= model.vocabSize);

@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parameterCount, type ModelConfig } from '../models/config.ts';
+import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
 export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, MANIFEST } from '../io/source.ts';
@@ -27,6 +27,8 @@ export interface LoadOptions {
   accuracyLevel?: number;
   /** A PEFT LoRA adapter folder; builds the graph with LoRA inputs. */
   adapter?: string;
+  /** Projections that take LoRA inputs beyond the adapter's, so that withAdapter can add adapters on them. */
+  loraTargets?: Projection[];
   /** ONNX Runtime intra-op threads (default: $EDGEREASON_THREADS, else the available CPUs, at most 8). */
   threads?: number;
   /** Run the session in a worker thread (default true). */
@@ -71,11 +73,12 @@ export class Model {
     let src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
+    const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
     const requantised = requantisedNote(src, quant);
     if (requantised) opts.onNote?.(requantised);
     if (src.kind !== 'converted') {
       src = await cachedConversion(src, {
-        quant, accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, policy: opts.cache ?? defaultCachePolicy(),
+        quant, accuracyLevel: opts.accuracyLevel, loraTargets, policy: opts.cache ?? defaultCachePolicy(),
         dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote,
       }) ?? src;
     }
@@ -86,18 +89,18 @@ export class Model {
       if (differs) {
         throw new Error(`model: ${src.path} was converted with ${differs} ${m.options[differs]}, not ${opts[differs]}; convert the source again with that setting (or leave it out)`);
       }
-      if (adapter && adapter.config.targets.some((t) => !m.options.loraTargets.includes(t))) {
-        throw new Error(`model: ${src.path} was converted without LoRA inputs for ${adapter.config.targets.join(',')}; convert again with --lora-targets`);
+      if (loraTargets.some((t) => !m.options.loraTargets.includes(t))) {
+        throw new Error(`model: ${src.path} was converted without LoRA inputs for ${loraTargets.join(',')}; convert again with --lora-targets`);
       }
       graph = path.join(src.path, m.graph);
     } else {
-      checkInMemorySize(src.config, quant, src.path, adapter?.config.targets);
+      checkInMemorySize(src.config, quant, src.path, loraTargets);
       const blocks = await prequantizeLarge(src, quant, opts);
       graph = buildInferenceGraph(src.config, src.weights!, {
-        quant, accuracyLevel: opts.accuracyLevel, loraTargets: adapter?.config.targets, onProgress: opts.onProgress, blocks,
+        quant, accuracyLevel: opts.accuracyLevel, loraTargets, onProgress: opts.onProgress, blocks,
       }).toModelProto();
     }
-    const hasLora = !!adapter || (src.kind === 'converted' && readManifest(src.path).options.loraTargets.length > 0);
+    const hasLora = loraTargets.length > 0 || (src.kind === 'converted' && readManifest(src.path).options.loraTargets.length > 0);
     let backend: Backend;
     try {
       backend = opts.worker === false
@@ -220,7 +223,7 @@ export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Mode
 
 let adapterViews = 0;
 
-const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
+const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
 
 /** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
@@ -240,6 +243,7 @@ function checkLoadOptions(o: LoadOptions): void {
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`loadModel: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
   if (o.adapter !== undefined && typeof o.adapter !== 'string') throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
+  if (o.loraTargets !== undefined && !(Array.isArray(o.loraTargets) && o.loraTargets.every((t) => PROJECTIONS.includes(t)))) throw new Error(`loadModel: loraTargets must be a list of projections (${PROJECTIONS.join(', ')}), got ${JSON.stringify(o.loraTargets)}`);
   if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${JSON.stringify(o.cache)}`);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${JSON.stringify(o.cacheDir)}`);
   if (o.onNote !== undefined && typeof o.onNote !== 'function') throw new Error(`loadModel: onNote must be a function (note) => void, got ${typeof o.onNote}`);

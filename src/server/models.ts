@@ -10,6 +10,7 @@ import path from 'node:path';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
+import { readAdapterConfig } from '../io/peft.ts';
 import { Router } from '../reason/router.ts';
 import { checkTrainedFile } from '../reason/answer.ts';
 import { Verifier } from '../reason/verifier.ts';
@@ -104,9 +105,11 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
   try {
     // One session: the first adapter is loaded with the model, the others join it (Model.withAdapter), so the
     // weights are in memory once and requests for different adapters batch together (rows grouped by adapter).
+    // The graph takes LoRA inputs for every projection any of them touches.
     let backend: CoalescingBackend | undefined;
+    const loraTargets = [...new Set(adapters.flatMap((a) => readAdapterConfig(a.dir).targets))];
     for (const a of adapters) {
-      const m = loaded[0] ? await loaded[0].withAdapter(a.dir) : await loadModel(o.model, { adapter: a.dir, quant: o.quant, threads: o.threads, onProgress: o.onProgress, onNote: o.onNote });
+      const m = loaded[0] ? await loaded[0].withAdapter(a.dir) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, threads: o.threads, onProgress: o.onProgress, onNote: o.onNote });
       if (!loaded[0]) loaded.push(m);
       backend ??= coalesce(m);
       models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
@@ -143,3 +146,4 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     throw e;
   }
 }
+
