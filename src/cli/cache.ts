@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { cacheEntries, cacheFolder, pruneCache, type CacheEntry } from '../runtime/convert.ts';
+import { cacheEntries, cacheFolder, gib, pruneCache, type CacheEntry } from '../runtime/convert.ts';
 
 export function cacheCommand(program: Command): void {
   program.command('cache')
@@ -12,17 +12,16 @@ export function cacheCommand(program: Command): void {
       const root = o.dir ?? cacheFolder();
       if (o.prune || o.clear) {
         const gone = pruneCache(root, !!o.clear);
-        console.log(`removed ${gone.length} converted cop${gone.length === 1 ? 'y' : 'ies'} (${gib(total(gone))} GiB) from ${root}`);
+        console.log(`removed ${gone.length} converted cop${gone.length === 1 ? 'y' : 'ies'} (${gib(total(gone), 2)} GiB) from ${root}`);
         return;
       }
       const entries = cacheEntries(root);
-      console.log(`${root}: ${entries.length} converted cop${entries.length === 1 ? 'y' : 'ies'}, ${gib(total(entries))} GiB`);
+      console.log(`${root}: ${entries.length} converted cop${entries.length === 1 ? 'y' : 'ies'}, ${gib(total(entries), 2)} GiB`);
       for (const e of entries) {
-        console.log(`  ${gib(e.bytes).padStart(6)} GiB  ${e.state}${e.why ? ` (${e.why})` : ''}  ${e.dir}${e.source ? `\n              from ${e.source}` : ''}`);
+        console.log(`  ${gib(e.bytes, 2).padStart(6)} GiB  ${e.state}${e.why ? ` (${e.why})` : ''}  ${e.dir}${e.source ? `\n              from ${e.source}` : ''}`);
       }
       if (entries.some((e) => e.state === 'stale' || e.state === 'abandoned')) console.log('`edgereason cache --prune` removes the stale and abandoned ones.');
     });
 }
 
 const total = (entries: CacheEntry[]) => entries.reduce((n, e) => n + e.bytes, 0);
-const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(2);

@@ -580,7 +580,11 @@ const ROPE_FREQS = 'rope_freqs.weight';
 const EOG_TEXTS = ['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|end|>'];
 
 /** Load a Qwen2/Qwen3/Llama GGUF as a ModelConfig plus Hugging Face-named float32 weights (llama q/k un-permuted). */
-export function ggufToModel(path: string): { config: ModelConfig; weights: WeightSource; metadata: Record<string, GgufValue>; file: GgufFile } {
+export function ggufToModel(path: string): {
+  config: ModelConfig; weights: WeightSource; metadata: Record<string, GgufValue>; file: GgufFile;
+  /** The tensor types the model's weights are stored in (e.g. F32, Q4_K, Q6_K). */
+  storedTypes: string[];
+} {
   const file = openGguf(path), md = file.metadata;
   const arch = md['general.architecture'];
   if (!GGUF_ARCHS.includes(arch as ModelConfig['architecture']))
@@ -646,7 +650,8 @@ export function ggufToModel(path: string): { config: ModelConfig; weights: Weigh
     encoded: (name) => (config.architecture === 'llama' && /^blk\.\d+\.attn_[qk]\./.test(src(name)) ? undefined : file.encoded(src(name))),
   };
   checkWeights(config, weights, path);
-  return { config, weights, metadata: md, file };
+  const storedTypes = [...new Set([...toGguf.values()].map((g) => file.info(g).typeName))].sort();
+  return { config, weights, metadata: md, file, storedTypes };
 }
 
 /**

@@ -11,7 +11,7 @@ import type { TextTokenizer } from '../tokenizer/types.ts';
 import { loadTokenizer, readTokenizerFolder, type TokenizerFiles } from '../tokenizer/hf.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder } from './hf-folder.ts';
-import { ggufToModel, hfToGgufName } from './gguf.ts';
+import { ggufToModel } from './gguf.ts';
 import { loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 
@@ -44,12 +44,11 @@ export function openSource(p: string): ModelSource {
     return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFolder(abs) };
   }
   if (abs.endsWith('.gguf')) {
-    const { config, weights, metadata, file } = ggufToModel(abs);
+    const { config, weights, metadata, storedTypes } = ggufToModel(abs);
     // A tokenizer.json beside the file wins; otherwise rebuild it from the GGUF metadata.
     const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFolder(dir) : tokenizerFromGguf(metadata, abs);
     const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
       'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
-    const storedTypes = [...new Set(weights.names.map((n) => file.info(hfToGgufName(n) ?? n).typeName))].sort();
     return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: files, storedTypes };
   }
   if (abs.endsWith('.bin')) {

@@ -17,8 +17,8 @@ export interface WeightSource {
   /** True when get() reads a new array on every call (a file), which the caller may keep, change or transfer. */
   readonly fresh?: boolean;
   /**
-   * The tensor as stored, when decoding those bytes (decodeGgml) gives exactly get()'s values: a GGUF's quantised
-   * blocks, which are a fraction of the float32 size and can be decoded elsewhere (prequantize's workers).
+   * The tensor as stored, when decoding those bytes (decodeGgml) gives exactly get()'s values: a GGUF's tensors,
+   * whose quantised blocks are a fraction of the float32 size, can be decoded elsewhere (prequantize's workers).
    */
   encoded?(name: string): { type: DecodableType; bytes: Uint8Array } | undefined;
 }

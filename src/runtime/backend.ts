@@ -103,18 +103,30 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
  * session. Closing the view removes that adapter; the session stays with its owner.
  */
 export function adapterView(backend: Backend, name: string): Backend {
-  // Every call goes to `backend` itself (a prototype-based view would keep its own copy of state it writes).
+  return delegate(backend, {
+    step: (cache, req) => backend.step(cache, { ...req, adapterName: req.adapterName ?? name }), // a view of a view keeps the outer name
+    setAdapter: (adapter, other) => backend.setAdapter(adapter, other ?? name),
+    close: () => backend.setAdapter(null, name),
+  });
+}
+
+/**
+ * A Backend whose calls go to `backend` itself, but for the ones `replace` gives (a prototype-based view would keep
+ * its own copy of any state it writes, such as the next cache handle).
+ */
+export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'step' | 'setAdapter' | 'close'>>): Backend {
   return {
     get config() { return backend.config; },
     get hasLora() { return backend.hasLora; },
     newCache: (rows) => backend.newCache(rows),
-    step: (cache, req) => backend.step(cache, { ...req, adapterName: req.adapterName ?? name }), // a view of a view keeps the outer name
+    step: (cache, req) => backend.step(cache, req),
     select: (cache, rows) => backend.select(cache, rows),
     keep: (cache, rows) => backend.keep(cache, rows),
     truncate: (cache, row, length) => backend.truncate(cache, row, length),
     lengths: (cache) => backend.lengths(cache),
     free: (cache) => backend.free(cache),
-    setAdapter: (adapter, other) => backend.setAdapter(adapter, other ?? name),
-    close: () => backend.setAdapter(null, name),
+    setAdapter: (adapter, name) => backend.setAdapter(adapter, name),
+    close: () => backend.close(),
+    ...replace,
   };
 }

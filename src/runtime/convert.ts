@@ -301,7 +301,7 @@ function tempState(dir: string): 'writing' | 'abandoned' | undefined {
   try { process.kill(pid, 0); return 'writing'; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM' ? 'writing' : 'abandoned'; }
 }
 
-const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(1);
+export const gib = (bytes: number, digits = 1): string => (bytes / 2 ** 30).toFixed(digits);
 
 export interface CacheEntry {
   /** The copy's folder. */

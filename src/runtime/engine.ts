@@ -179,8 +179,8 @@ export class Engine {
     entries.forEach((e, i) => {
       try { this.validate(e.cache, e.input); } catch (err) { outs[i] = asError(err); return; }
       if (!(e.input.tokens.every((t) => t.length <= 1) && e.cache.rows > 0)) return void alone.push(i);
-      const name = e.input.adapterName ?? '';
-      batches.set(name, [...(batches.get(name) ?? []), i]);
+      const name = e.input.adapterName ?? '', same = batches.get(name);
+      if (same) same.push(i); else batches.set(name, [i]);
     });
     for (const i of alone) await settle(i);
     for (const [name, batch] of batches) {

@@ -82,9 +82,10 @@ export class Model {
         dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote,
       }) ?? src;
     }
-    let graph: Uint8Array | string;
+    let graph: Uint8Array | string, hasLora = loraTargets.length > 0;
     if (src.kind === 'converted') {
       const m = readManifest(src.path);
+      hasLora = m.options.loraTargets.length > 0;
       const differs = (['quant', 'accuracyLevel'] as const).find((k) => opts[k] !== undefined && opts[k] !== m.options[k]);
       if (differs) {
         throw new Error(`model: ${src.path} was converted with ${differs} ${m.options[differs]}, not ${opts[differs]}; convert the source again with that setting (or leave it out)`);
@@ -100,7 +101,6 @@ export class Model {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, onProgress: opts.onProgress, blocks,
       }).toModelProto();
     }
-    const hasLora = loraTargets.length > 0 || (src.kind === 'converted' && readManifest(src.path).options.loraTargets.length > 0);
     let backend: Backend;
     try {
       backend = opts.worker === false

@@ -28,8 +28,8 @@ export async function prequantize(weights: WeightSource, names: string[], o: { b
       // Transferred, since structured cloning a large array costs several times a memcpy (4 s vs 0.3 s for 622 MB
       // here): a file's own fresh array, or else a copy (the source may keep and reuse its buffer). Not copying a
       // 7B's embedding table saves 2 GB of peak memory.
-      // A quantised GGUF tensor goes as its stored blocks, decoded by the worker (in parallel, and 4–8× fewer bytes).
-      const [n, k] = weights.shape(name), stored = weights.encoded?.(name), encoded = stored && stored.type !== 'F32' ? stored : undefined;
+      // A GGUF tensor goes as stored, decoded by the worker (in parallel; quantised blocks are 4–8× fewer bytes).
+      const [n, k] = weights.shape(name), encoded = weights.encoded?.(name);
       const data = encoded?.bytes ?? (weights.fresh ? weights.get(name) : weights.get(name).slice());
       const onError = (e: Error) => reject(e);
       w.once('error', onError);

@@ -11,7 +11,7 @@
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
 import type { Model } from './model.ts';
-import { LocalBackend, stepResult, type Backend, type CacheHandle, type StepRequest, type StepResult } from './backend.ts';
+import { delegate, LocalBackend, stepResult, type Backend, type CacheHandle, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -122,24 +122,15 @@ export class CoalescingBackend implements Backend {
 
   /** A view of this backend for one request: its steps fail with AbortedError once `signal` aborts. */
   forRequest(signal: AbortSignal): Backend {
-    const self = this;
-    return {
-      get config() { return self.config; },
-      get hasLora() { return self.hasLora; },
-      newCache: (rows) => self.newCache(rows),
+    return delegate(this, {
       step: async (cache, req) => {
-        const r = await self.step(cache, req, signal);
+        const r = await this.step(cache, req, signal);
         if (signal.aborted) throw new AbortedError();
         return r;
       },
-      select: (cache, rows) => self.select(cache, rows),
-      keep: (cache, rows) => self.keep(cache, rows),
-      truncate: (cache, row, length) => self.truncate(cache, row, length),
-      lengths: (cache) => self.lengths(cache),
-      free: (cache) => self.free(cache),
       setAdapter: () => Promise.reject(new Error('runtime: a request cannot change the shared adapter')),
       close: () => Promise.resolve(),
-    };
+    });
   }
 
   /** Resolves once nothing is queued or running. */
