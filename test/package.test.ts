@@ -32,7 +32,7 @@ test('the built package exports what src/index.ts exports', async () => {
   assert.deepEqual(Object.keys(built).sort(), Object.keys(src).sort());
 });
 
-test('plain node (no tsx) runs the package: a model loads in its worker thread (or from a copy converted on the conversion thread) and answers as from the sources', async () => {
+test('plain node (no tsx) runs the package: a model loads in its worker thread (or from a copy converted on the conversion thread) and answers as from the sources, which use the same copy', async () => {
   const script = `import { loadModel } from 'edgereason';
 for (const opts of [{}, { cache: 'always', cacheDir: 'cache' }]) {
   const m = await loadModel(${JSON.stringify(path.join(root, 'models/default'))}, opts);
@@ -46,6 +46,10 @@ for (const opts of [{}, { cache: 'always', cacheDir: 'cache' }]) {
   assert.equal(run.status, 0, run.stderr);
   assert.equal(fs.readdirSync(path.join(dir, 'cache/converted')).length, 1);
   const { loadModel } = await import('../src/index.ts');
+  // The CLI runs the sources: it must take the built package's copy as its own, not convert the model again.
+  const notes: string[] = [];
+  await (await loadModel(path.join(root, 'models/default'), { cache: 'always', cacheDir: path.join(dir, 'cache'), onNote: (n) => notes.push(n) })).close();
+  assert.deepEqual(notes.map((n) => n.split(' of ')[0]), ['model: using the converted copy']);
   const m = await loadModel(path.join(root, 'models/default'), { worker: false });
   try {
     const c = await m.complete('Tom has 3 apples and buys 4 more. How many apples does he have?', { chat: true, maxTokens: 12 });

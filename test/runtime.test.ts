@@ -6,7 +6,7 @@ import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
-import { cacheEntries, pruneCache } from '../src/runtime/convert.ts';
+import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { loadAdapter } from '../src/io/peft.ts';
@@ -18,7 +18,7 @@ import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
 import { quantizeBlocks, quantizeQ4 } from '../src/onnx/quant.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
-import { openSource } from '../src/io/source.ts';
+import { openSource, type ModelSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
 import { makeRandomQwen2, QWEN25_05B, rng } from './helpers/random-model.ts';
 import { sharedPath } from './helpers/shared.ts';
@@ -508,6 +508,27 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   await (await load({ cache: 'always' })).close();
   assert.equal(cli('--clear').stdout, `removed 1 converted copy (0.00 GiB) from ${cacheDir}\n`);
   assert.deepEqual(fs.readdirSync(converted).sort(), [path.basename(writing), 'stray-file']);
+});
+
+test('without a writable cache, "auto" builds a checkpoint that fits in memory (with a note); one too large to is refused with what to do, after half-written copies are removed', async () => {
+  // Sources of the shapes only: every decision here comes before a weight is read.
+  const source = (config: ModelConfig, name: string) => ({ kind: 'hf', path: path.join(tmp, name), config, files: [] }) as unknown as ModelSource;
+  const notes: string[] = [], file = path.join(tmp, 'cache-is-a-file');
+  fs.writeFileSync(file, '');
+  const opts = (dir: string, policy: 'auto' | 'always' = 'auto') => ({ quant: 'q4' as const, policy, dir, onNote: (n: string) => notes.push(n) });
+  const small = source(QWEN25_05B, 'qwen2.5-0.5b');
+  assert.equal(await cachedConversion(small, opts(file)), undefined);
+  assert.match(notes.join('\n'), new RegExp(`^model: not keeping a converted copy of ${small.path} \\(${file}/converted cannot be written: .*\\); building it in memory$`));
+  // 'always' insists on the copy.
+  await assert.rejects(cachedConversion(small, opts(file, 'always')), /^Error: model: cannot keep a converted copy of .*qwen2\.5-0\.5b \(.*cannot be written/);
+  // A checkpoint no disk has room for (and that no graph in memory could hold) names the free space it found;
+  // the half-written copy a dead process left was removed first, since its space counts as free.
+  const huge = source({ ...QWEN25_05B, numLayers: 1_000_000 }, 'huge');
+  const cacheDir = path.join(tmp, 'cache-room'), converted = path.join(cacheDir, 'converted');
+  const dead = spawnSync(process.execPath, ['-e', '']).pid!, abandoned = path.join(converted, `huge-q4-al4-0123456789.partial-${dead}-0a0b0c`);
+  fs.mkdirSync(abandoned, { recursive: true });
+  await assert.rejects(cachedConversion(huge, opts(cacheDir)), new RegExp(`^Error: model: cannot keep a converted copy of ${huge.path} \\(${converted} has [\\d.]+ GiB free, and the copy takes about [\\d.]+ GiB\\); set EDGEREASON_CACHE .* or convert it yourself: edgereason convert --model ${huge.path} --out <folder> --quant q4$`));
+  assert.deepEqual(fs.readdirSync(converted), []);
 });
 
 test('KV cache capacity grows by a quarter at least, in 64-position steps (at most 25 % slack)', () => {

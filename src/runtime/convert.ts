@@ -242,15 +242,16 @@ function openEntry(dir: string, source: string): { source?: ModelSource; why?: s
 
 let builderId: string | undefined;
 /**
- * What built a converted folder: the version, plus a hash of the graph builder's code (models/, onnx/), so a
- * cached copy is converted again after any change to the graph it holds, released or not.
+ * What built a converted folder: the version, plus a hash of the graph builder's code (src/models/, src/onnx/),
+ * so a cached copy is converted again after any change to the graph it holds, released or not. The TypeScript
+ * sources are hashed from both the CLI (src/, through tsx) and the built package (dist/), so the two share copies.
  */
 export function builder(): string {
   if (builderId) return builderId;
   const h = crypto.createHash('sha256');
-  for (const folder of ['../models/', '../onnx/']) {
+  for (const folder of ['../../src/models/', '../../src/onnx/']) {
     const dir = new URL(folder, import.meta.url);
-    for (const f of fs.readdirSync(dir).filter((n) => /\.(ts|js)$/.test(n) && !n.endsWith('.d.ts')).sort()) h.update(f).update(fs.readFileSync(new URL(f, dir)));
+    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.ts')).sort()) h.update(f).update(fs.readFileSync(new URL(f, dir)));
   }
   return (builderId = `${version()}+${h.digest('hex').slice(0, 8)}`);
 }
