@@ -12,8 +12,9 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { answer, budgetSystemLine, prefill, reasoningTokens } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, reasoningTokens } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
+import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
 import { accuracyAt, accuracyThreshold, auc, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier } from '../src/reason/verifier.ts';
@@ -189,7 +190,9 @@ test('(d) thinking cap on a model that never closes its thinking: ≤ K thinking
         assert.deepEqual(toks.slice(end - Math.min(K, before), end + force.length - before), force.slice(before - Math.min(K, before)));
         assert.equal(s.capped, true);
         // Greedy writes a parsable answer; a draw at temperature 1 may end at once or write no number (seeds 4 and 6 here).
-        if (!('temperature' in sampling)) assert.ok(s.answer.length > 0 && s.extracted !== undefined, `K=${K}: a parsable answer after </think>`);
+        // This model never writes <eos>: maxTokens cuts every answer, which therefore has no vote.
+        if (!('temperature' in sampling)) assert.ok(s.answer.length > 0 && extractAnswer('synthetic', s.answer) !== undefined, `K=${K}: a parsable answer after </think>`);
+        assert.deepEqual([s.finishReason, s.extracted], ['length', undefined]);
         assert.ok(s.answerTokens! > 0);
         assert.equal(s.tokens, s.thinkingTokens + 1 + s.answerTokens!, 'segment + "</think>" + answer (from the forced blank line on)');
       }
@@ -291,11 +294,13 @@ const VOCAB = ['<eos>', '<think>', '</think>', '\n', 'hmm ', '#### 5', '#### 7',
 const [EOS, OPEN, CLOSE, NL, HMM, A5, A7, Q] = VOCAB.map((_, i) => i);
 
 class ScriptedBackend implements Backend {
-  readonly config = { vocabSize: VOCAB.length, hiddenSize: 2, maxPositionEmbeddings: 1000, numLayers: 1 } as ModelConfig;
+  readonly config = { vocabSize: VOCAB.length, hiddenSize: 2, maxPositionEmbeddings: 1000, numLayers: 1 } as ModelConfig & { maxPositionEmbeddings: number };
   readonly hasLora = true;
   private caches = new Map<CacheHandle, number[][]>();
   private next = 1;
   steps = 0;
+  /** The temperature of every row sampled by a step. */
+  temperatures: number[] = [];
   /** Every token fed to each row, when that row sampled EOS. */
   finished: number[][] = [];
   constructor(private readonly policy: (history: number[], u: number) => number) {}
@@ -310,6 +315,7 @@ class ScriptedBackend implements Backend {
     if (req.want?.logits) res.logits = Float32Array.from(c.flatMap((row) => at(row).flatMap((h) => VOCAB.map((_, k) => (k === this.policy(h, 0) ? 10 : 0)))));
     if (req.sample) {
       res.tokens = req.sample.map((p, b) => (p ? this.policy(c[b], p.u) : -1));
+      for (const p of req.sample) if (p) this.temperatures.push(p.temperature ?? 0);
       res.logprobs = res.tokens.map((t) => (t === A7 ? Math.log(0.25) : Math.log(0.5)));
       res.tokens.forEach((t, b) => { if (t === EOS) this.finished.push([...c[b]]); });
     }
@@ -342,8 +348,9 @@ const scriptedTokenizer: TextTokenizer = {
   applyChatTemplate: () => 'qqq',
 };
 
-function scripted(policy: (history: number[], u: number) => number, activated = true): { m: Model; b: ScriptedBackend } {
+function scripted(policy: (history: number[], u: number) => number, activated = true, context = 1000): { m: Model; b: ScriptedBackend } {
   const b = new ScriptedBackend(policy);
+  b.config.maxPositionEmbeddings = context;
   const m = {
     backend: b, tokenizer: scriptedTokenizer, config: b.config,
     adapter: { dir: 'scripted', config: { r: 1, loraAlpha: 1, targets: ['q_proj'], ...(activated ? { aloraInvocationTokens: [OPEN] } : {}) }, tensors: new Map() },
@@ -376,6 +383,7 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
       assert.equal(b.steps, 5, 'prefill, one direct step (cancelled at "#### 7"), invocation, "</think>", "#### 7"');
       assert.deepEqual(text, ['0:answer:#### 7'], 'only the reasoning sample streams');
       assert.equal(res.usage.promptTokens, 4);
+      assert.deepEqual([res.samples[0].tokens, res.usage.completionTokens], [2, 2 + 2], 'the dropped direct attempt counts as generated');
     } else {
       assert.equal(res.route, 'direct');
       assert.equal(res.escalation, undefined);
@@ -384,6 +392,35 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
     }
     assert.equal(b.live, 0);
   }
+  // Near the end of the context the gate stands down: a reasoning turn needs MIN_ESCALATION_ROOM tokens after the
+  // prompt (3 tokens) and the invocation.
+  for (const [context, escalates] of [[3 + 1 + MIN_ESCALATION_ROOM, true], [3 + MIN_ESCALATION_ROOM, false]] as const) {
+    const res = await answer(scripted(policy, true, context).m, 'q', { reasoning: 'auto' }, { router: direct({ minLogprob: -1, tokens: 4 }) });
+    assert.deepEqual([res.route, !!res.escalation, res.answer], [escalates ? 'reasoning' : 'direct', escalates, escalates ? '#### 7' : '</think>#### 7'], `context ${context}`);
+  }
+});
+
+test('an answer cut off by maxTokens has no vote and no verifier score; a direct answer is greedy unless asked, whatever samples says', async () => {
+  // Reasoning: "</think>", "#### 5", <eos>. With 2 tokens the answer is written but the sample never ended.
+  const policy = thinker(() => true);
+  const verifier = new Verifier(fitProbe([[0, 0], [1, 1]], [0, 1], { steps: 1 }));
+  for (const method of ['majority', 'verifier'] as const) {
+    const cut = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 2, maxTokens: 2, vote: method }, { verifier });
+    assert.deepEqual(cut.samples.map((s) => [s.finishReason, s.answer, s.extracted, s.verifierScore]), [['length', '#### 5', undefined, undefined], ['length', '#### 5', undefined, undefined]], method);
+    assert.deepEqual([cut.winner, cut.votes], [undefined, {}]);
+    const whole = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 2, maxTokens: 3, vote: method }, { verifier });
+    assert.deepEqual([whole.winner, whole.votes, whole.samples.map((s) => s.verifierScore !== undefined)], ['5', { 5: 2 }, [true, true]], method);
+  }
+  // Several samples sample at 0.8 on the reasoning route only; the direct answer is one greedy sample.
+  const { m, b } = scripted(thinker(() => true, () => A7));
+  const off = await answer(m, 'q', { reasoning: 'off', samples: 4 });
+  assert.deepEqual([off.samples.length, b.temperatures], [1, [0, 0]]); // "#### 7" and <eos> (the first token comes from the prefill)
+  b.temperatures.length = 0;
+  await answer(m, 'q', { reasoning: 'on', samples: 4 });
+  assert.deepEqual(b.temperatures, [0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]);
+  b.temperatures.length = 0;
+  await answer(m, 'q', { reasoning: 'off', samples: 4, temperature: 0.5 });
+  assert.deepEqual(b.temperatures, [0.5, 0.5]);
 });
 
 test('thinking cap (scripted): forced "\\n</think>\\n\\n" is fed, counted and streamed exactly', async () => {
@@ -577,7 +614,8 @@ test('votes: majority, confidence, best-of-N, verifier-weighted; ties to the low
   assert.ok(Math.abs(conf.votes['5'] - 0.7) < 1e-12);
   assert.equal(confidenceVote([c('7', 0.5), c('5', 0.3), c('5', 0.3)]).winner, '5');
   assert.deepEqual(verifierBestOfN([c('7', 1, 0.2), c('5', 1, 0.9), c(undefined, 1, 0.9), c('7', 1, 0.1)]), { chosen: 1, winner: '5', votes: { 7: 2, 5: 1 } });
-  assert.equal(verifierBestOfN([c('7', 1, 0.2), c(undefined, 1, 0.95)]).chosen, 1, 'best-of-N may pick an unparsable sample');
+  assert.equal(verifierBestOfN([c('7', 1, 0.2), c(undefined, 1, 0.95)]).chosen, 0, 'a parsable answer goes before a higher-scored unparsable one');
+  assert.equal(verifierBestOfN([c(undefined, 1, 0.2), c(undefined, 1, 0.95)]).chosen, 1, 'among unparsable ones only, the best score');
   const vv = verifierVote([c('5', 1, 0.1), c('7', 1, 0.9), c('5', 1, 0.2), c('5', 1, 0.1)]); // majority would say 5
   assert.equal(vv.winner, '7'); assert.equal(vv.chosen, 1);
   assert.ok(Math.abs(vv.votes['5'] - 0.4) < 1e-12 && vv.votes['7'] === 0.9);
@@ -755,8 +793,9 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
   const { verifier, report: vr } = await trainVerifier(m, items.slice(0, 4), { valFraction: 0.5, samples: 2, maxTokens: 6, maxThinkingTokens: 2, steps: 20 });
   assert.equal(vr.train.candidates, 4); assert.equal(vr.val.candidates, 4);
   assert.equal(verifier.probe.dim, Hd);
-  const scored = await answer(m, items[0].question, { reasoning: 'on', samples: 2, temperature: 1, maxTokens: 6, maxThinkingTokens: 2, vote: 'verifier-vote' }, { verifier });
-  scored.samples.forEach((s) => assert.ok(s.verifierScore! >= 0 && s.verifierScore! <= 1));
+  // This model never ends a sample by itself: cut by maxTokens, its samples get no score (and no vote).
+  const scored = await answer(m, items[0].question, { reasoning: 'on', samples: 2, temperature: 1, maxTokens: 6, maxThinkingTokens: 2, vote: 'verifier-vote', collectHidden: true }, { verifier });
+  scored.samples.forEach((s) => assert.deepEqual([s.finishReason, s.verifierScore, verifier.score(s.hidden!) >= 0 && verifier.score(s.hidden!) <= 1], ['length', undefined, true]));
   await m.close();
   shared = undefined;
   // A model that thinks by itself (no adapter): the savings rule measures its own thinking; a router for it routes.

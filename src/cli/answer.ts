@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { answer, checkTrainedFile } from '../reason/answer.ts';
+import { answer, answerTemperature, checkTrainedFile } from '../reason/answer.ts';
 import { Router } from '../reason/router.ts';
 import { Verifier } from '../reason/verifier.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
@@ -33,7 +33,7 @@ export function answerCommand(program: Command): void {
     .option('--max-thinking-tokens <n>', 'thinking cap (then "</think>" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per sample (thinking + answer)', intArg('--max-tokens', 1), 512)
-    .option('--temperature <t>', 'default 0 (greedy) for one sample, 0.8 for several', floatArg('--temperature'))
+    .option('--temperature <t>', 'default 0 (greedy); 0.8 for several reasoning samples', floatArg('--temperature'))
     .option('--top-k <k>', 'top-k', intArg('--top-k'), 0)
     .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
     .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
@@ -52,7 +52,7 @@ export function answerCommand(program: Command): void {
           if (set) console.error(`edgereason: note: ${flag} applies to reasoning; it has no effect with --reasoning off`);
         }
       }
-      const temperature: number = o.temperature ?? (o.samples > 1 ? 0.8 : 0), seed: number = o.seed ?? randomInt(2 ** 31);
+      const seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
       if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
       if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
@@ -85,7 +85,7 @@ export function answerCommand(program: Command): void {
         const r = await answer(model, input, {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
-          temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
+          temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
           task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
           onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
@@ -108,7 +108,7 @@ export function answerCommand(program: Command): void {
         }
         if (r.votes && r.samples.length > 1) console.error(`votes (${o.vote}): ${Object.entries(r.votes).map(([k, v]) => `${k}: ${+v.toFixed(3)}`).join(', ') || 'none'}`);
         const u = r.usage;
-        console.error(`tokens: prompt ${u.promptTokens}, thinking ${u.thinkingTokens}, answer ${u.answerTokens}, generated ${u.completionTokens}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${temperature > 0 ? `; seed ${seed}` : ''}`);
+        console.error(`tokens: prompt ${u.promptTokens}, thinking ${u.thinkingTokens}, answer ${u.answerTokens}, generated ${u.completionTokens}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
         if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
       } finally {
         await model.close();

@@ -205,7 +205,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
   if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
-  const sampling = { temperature: opts.temperature ?? (n > 1 ? 0.8 : 0), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop };
+  const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
   const release = async (h: CacheHandle) => { handles.delete(h); await backend.free(h); };
@@ -226,16 +226,18 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     let escalation: AnswerResult['escalation'];
 
     const early = new Set<number>();
+    // Only a sample that ended by itself (a stop token or string), with its thinking closed, has an answer to give:
+    // one cut off by maxTokens may hold half a number ("#### 3" of 39), and its hidden state is not at an end.
     const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
       const s = seqs[i], { answer: a } = splitText(s, reasoning, model);
-      const voting = s.finishReason !== 'cancelled' && (!reasoning || s.answerFrom !== undefined);
-      return { extracted: voting ? extractAnswer(task, a) : undefined, meanLogprob: s.meanLogprob, verifierScore: scores[i] };
+      const voting = s.finishReason === 'stop' && (!reasoning || s.answerFrom !== undefined);
+      return voting ? { extracted: extractAnswer(task, a), meanLogprob: s.meanLogprob, verifierScore: scores[i] } : { meanLogprob: s.meanLogprob };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
       const samples: SampleResult[] = seqs.map((s, i) => {
         const { thinking, answer: a } = splitText(s, reasoning, model), c = candidate(seqs, reasoning, i);
         return {
-          thinking, answer: a, extracted: c.extracted, // none for an unclosed thinking segment or a stopped sample
+          thinking, answer: a, extracted: c.extracted, // none for an unclosed thinking segment, a cut or a stopped sample
           tokens: s.tokens.length, thinkingTokens: reasoning ? s.thinkingTokens : 0,
           answerTokens: s.answerFrom === undefined ? 0 : s.tokens.length - s.answerFrom,
           meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}),
@@ -254,7 +256,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         ...(escalation ? { escalation } : {}),
         samples, chosen, ...(v ? { votes: v.votes } : {}),
         ...(winner !== undefined ? { winner } : {}),
-        usage: { promptTokens, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) },
+        usage: { promptTokens, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) + (escalation?.tokens ?? 0) },
         ttftMs: ttfts.length ? Math.min(...ttfts) : performance.now() - start,
         latencyMs: performance.now() - start,
         ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),
@@ -265,7 +267,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     //    With the router's gate, the answer is held back (not streamed) until its first gate.tokens tokens pass;
     //    a token below the gate cancels it, and the request escalates to reasoning on the same prompt cache.
     if (route === 'direct') {
-      const gate = router?.gate;
+      // Near the end of the context an escalation would have no room to think: the direct answer stands.
+      const gate = ctx - (ids.length + invocation.length + control.length) >= MIN_ESCALATION_ROOM ? router?.gate : undefined;
       if (speculate) await backend.truncate(base!.cache, 0, ids.length);
       // A thinking model answers after an empty thinking block, fed on the prompt's cache (unless the template wrote
       // it, as Qwen3's does for enable_thinking: false; after a template's opening tag, the rest of the block);
@@ -279,7 +282,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       let decided = !gate, trip = -1, held: [Phase, string][] = [];
       const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');
       if (decided) opts.onRoute?.('direct', routerScore);
-      const seq = new Sequence(tok, { ...sampling, seed, maxTokens }, promptLen, stream && ((p) => stream.push(p)));
+      const seq = new Sequence(tok, { ...sampling('direct'), seed, maxTokens }, promptLen, stream && ((p) => stream.push(p)));
       const check = () => {
         if (decided) return;
         if ((trip = gateTrip(gate, seq.logprobs)) >= 0) { seq.cancel(); decided = true; return; } // escalate
@@ -331,7 +334,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (n === 1) cache = prompt;
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
-      ...sampling, seed: seed + i, maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
+      ...sampling('reasoning'), seed: seed + i, maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
       thinking: { end: rt!.end, maxTokens: K, force: rt!.force },
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
     let pending: number[][];
@@ -365,6 +368,15 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     for (const h of [...handles]) await backend.free(h);
   }
 }
+
+/** The room in the context a reasoning turn needs (thinking and an answer) for the gate to escalate to it. */
+export const MIN_ESCALATION_ROOM = 64;
+
+/**
+ * The sampling temperature of a route: the one asked for, else greedy, except for several reasoning samples (N
+ * greedy samples would all be the same), which draw at 0.8. A direct answer is one sample, whatever `samples` says.
+ */
+export const answerTemperature = (asked: number | undefined, route: Route, samples: number): number => asked ?? (route === 'reasoning' && samples > 1 ? 0.8 : 0);
 
 /** A model with its router and verifier: `new Reasoner(model, { router, verifier }).answer(question, opts)`. */
 export class Reasoner {

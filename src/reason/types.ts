@@ -13,7 +13,8 @@ export type Route = 'direct' | 'reasoning';
 export type Phase = 'thinking' | 'answer';
 
 export interface AnswerOptions extends SamplingParams {
-  // temperature: default 0 (greedy) for one sample, 0.8 for several (N greedy samples would all be the same).
+  // temperature: default 0 (greedy), except 0.8 for several samples on the reasoning route (N greedy samples would
+  // all be the same); a direct answer is one sample.
   /** auto = the router decides (needs a router; without one auto means on); on / off force it. */
   reasoning?: ReasoningMode;
   /** Parallel samples on the reasoning route (forked from the prompt's KV cache; never N prefills). */
@@ -68,7 +69,7 @@ export interface SampleResult {
   /** Text of the thinking segment (without the tags) and of the answer after it. */
   thinking: string;
   answer: string;
-  /** Extracted answer used for voting (undefined when none could be parsed). */
+  /** Extracted answer used for voting (undefined when none could be parsed, or the sample did not end by itself). */
   extracted?: string;
   /** Generated tokens: thinking + "</think>" + answer (forced closing tokens included). */
   tokens: number;
@@ -101,7 +102,10 @@ export interface AnswerResult {
   chosen: number;
   /** Extracted answer → votes (count, or summed weight for weighted votes). */
   votes?: Record<string, number>;
-  /** promptTokens: chat prompt (+ invocation on the reasoning route); the rest summed over samples. */
+  /**
+   * promptTokens: chat prompt (+ invocation on the reasoning route); the rest summed over samples, and
+   * completionTokens also counts the direct attempt an escalation dropped (escalation.tokens).
+   */
   usage: { promptTokens: number; thinkingTokens: number; answerTokens: number; completionTokens: number };
   ttftMs: number;
   latencyMs: number;

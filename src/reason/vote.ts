@@ -59,12 +59,17 @@ export const confidenceVote = (c: readonly Candidate[]): VoteResult => weighted(
 export const verifierVote = (c: readonly Candidate[]): VoteResult => weighted('verifier-vote', c);
 
 /**
- * Best-of-N by verifier score: every scored sample competes, with or without a parsable answer (samples stopped
- * early have no score and do not compete; when none has one, the majority decides); votes = counts.
+ * Best-of-N by verifier score: the scored samples with a parsable answer compete (all scored ones when none has
+ * one; samples stopped or cut before their end have no score and do not compete; when none has one, the majority
+ * decides); votes = counts.
  */
 export function verifierBestOfN(cands: readonly Candidate[]): VoteResult {
+  const answered = cands.some((c) => c.verifierScore !== undefined && c.extracted !== undefined);
   let chosen = -1;
-  cands.forEach((c, i) => { if (c.verifierScore !== undefined && (chosen < 0 || c.verifierScore > cands[chosen].verifierScore!)) chosen = i; });
+  cands.forEach((c, i) => {
+    if (c.verifierScore === undefined || (answered && c.extracted === undefined)) return;
+    if (chosen < 0 || c.verifierScore > cands[chosen].verifierScore!) chosen = i;
+  });
   if (chosen < 0) return majorityVote(cands); // no sample reached its end (cancelled, or stopped at its first token)
   const votes = Object.fromEntries([...tally('majority', cands)].map(([k, v]) => [k, v.weight]));
   return { chosen, winner: cands[chosen]?.extracted, votes };

@@ -363,8 +363,9 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
     reasoning: plan.mode,
     ...(out.votes ? { votes: out.votes, chosen: out.chosen } : {}),
     ...(out.winner !== undefined ? { winner: out.winner } : {}),
-    ...(plan.thinkingCap !== undefined ? { thinking_cap: plan.thinkingCap } : {}),
-    ...(plan.budget !== undefined ? { budget: plan.budget } : {}),
+    // The cap and the budget line apply to the reasoning route only.
+    ...(out.route === 'reasoning' && plan.thinkingCap !== undefined ? { thinking_cap: plan.thinkingCap } : {}),
+    ...(out.route === 'reasoning' && plan.budget !== undefined ? { budget: plan.budget } : {}),
     seed: plan.seed,
     ttft_ms: round(out.ttftMs), latency_ms: round(out.latencyMs), queue_ms: round(queueMs),
     tokens_per_second: round(out.usage.completion_tokens / Math.max(1e-3, (out.latencyMs - out.ttftMs) / 1000)),
