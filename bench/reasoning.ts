@@ -19,10 +19,11 @@
  *
  * 4. With --shape-timing: the same wall-time comparison on random weights in Qwen2.5-0.5B's shape, fp32 and q4.
  *
- * Writes bench/results/reasoning-<date>.json, .md, -accuracy-vs-n.svg and -ttft.svg.
+ * Writes bench/results/reasoning-<date>.json, .md, -accuracy-vs-n.svg, -ttft.svg and -latency-vs-mix.svg.
  *
  *   node --import tsx bench/reasoning.ts [--model dir] [--adapter dir] [--router f] [--verifier f]
  *     [--router-items 100] [--parallel-items 40] [--parallel-split test|val] [--reps 3] [--max-tokens 384] [--shape-timing] [--no-write]
+ *   node --import tsx bench/reasoning.ts --report bench/results/reasoning-<date>.json   (the .md and plots again, no run)
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -240,7 +241,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
           }, {}),
           accuracy: { base: mean(rs.map((r) => +r.offOk)), alwaysReason: mean(rs.map((r) => +r.onOk)), routed: mean(rs.map((r) => +r.autoOk)) },
           meanLatencyMs: lat, latencyRatio: lat.routed / Math.max(1e-9, lat.alwaysReason),
-          meanTokens: { alwaysReason: mean(rs.map((r) => r.on.usage.completionTokens)), routed: mean(rs.map((r) => r.auto.usage.completionTokens + (r.auto.escalation?.tokens ?? 0))) },
+          meanTokens: { alwaysReason: mean(rs.map((r) => r.on.usage.completionTokens)), routed: mean(rs.map((r) => r.auto.usage.completionTokens)) },
           probeOnly: {
             routerAccuracy: mean(rs.map((r) => (probe(r) === !r.offOk ? 1 : 0))), accuracy: mean(rs.map((r) => +(probe(r) ? r.onOk : r.offOk))),
             latencyRatio: mean(rs.map((r) => (probe(r) ? r.on : r.off).latencyMs)) / Math.max(1e-9, lat.alwaysReason),
@@ -291,27 +292,67 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   if (o.shapeTiming) result.shapeTiming = await shapeWallTimes(sampleCounts, reps, log);
   result.machine.loadavg![1] = os.loadavg()[0];
 
-  if (o.resultsDir !== null) {
-    const name = `reasoning-${result.date.slice(0, 10)}`;
-    const stem = writeResults(o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results'), name, result, markdown(result, name));
-    writeSvg(`${stem}-ttft.svg`, await lineChart({
-      title: 'TTFT of the reasoning turn vs prompt length', x: 'prompt tokens', y: 'TTFT (ms)', points: true,
-      series: [
-        { name: 'activated LoRA (shared KV)', points: result.ttft.map((t) => [t.promptTokens, t.sharedKvMs]) },
-        { name: 'classic LoRA (re-prefill)', points: result.ttft.map((t) => [t.promptTokens, t.classicMs]) },
-        { name: 'base, direct', points: result.ttft.map((t) => [t.promptTokens, t.baseDirectMs]) },
-      ],
-    }));
-    if (result.parallel) {
-      const p = result.parallel;
-      writeSvg(`${stem}-accuracy-vs-n.svg`, await lineChart({
-        title: `Accuracy vs parallel samples (${p.n} hard ${p.split} items)`, x: 'samples N', y: 'accuracy (%)', points: true, logX: true,
-        series: Object.entries(p.accuracy).map(([m, byN]) => ({ name: m, points: p.samples.map((n) => [n, 100 * byN[n]] as [number, number]) })),
-      }));
-    }
-    log(`wrote ${stem}.json, .md and SVG plots`);
-  }
+  if (o.resultsDir !== null) await writeReport(result, o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results'), log);
   return result;
+}
+
+/** reasoning-<date>.json, .md and the SVG plots in `dir`. */
+async function writeReport(result: ReasoningBenchResult, dir: string, log: (l: string) => void): Promise<void> {
+  const name = `reasoning-${result.date.slice(0, 10)}`;
+  const stem = writeResults(dir, name, result, markdown(result, name));
+  writeSvg(`${stem}-ttft.svg`, await lineChart({
+    title: 'TTFT of the reasoning turn vs prompt length', x: 'prompt tokens', y: 'TTFT (ms)', points: true,
+    series: [
+      { name: 'activated LoRA (shared KV)', points: result.ttft.map((t) => [t.promptTokens, t.sharedKvMs]) },
+      { name: 'classic LoRA (re-prefill)', points: result.ttft.map((t) => [t.promptTokens, t.classicMs]) },
+      { name: 'base, direct', points: result.ttft.map((t) => [t.promptTokens, t.baseDirectMs]) },
+    ],
+  }));
+  if (result.parallel) {
+    const p = result.parallel;
+    writeSvg(`${stem}-accuracy-vs-n.svg`, await lineChart({
+      title: `Accuracy vs parallel samples (${p.n} hard ${p.split} items)`, x: 'samples N', y: 'accuracy (%)', points: true, logX: true,
+      series: Object.entries(p.accuracy).map(([m, byN]) => ({ name: m, points: p.samples.map((n) => [n, 100 * byN[n]] as [number, number]) })),
+    }));
+  }
+  if (result.routing) {
+    const curve = latencyByMix(result.routing.byCategory), at = (k: keyof MixPoint) => curve.map((c) => [100 * c.hardShare, c[k]] as [number, number]);
+    writeSvg(`${stem}-latency-vs-mix.svg`, await lineChart({
+      title: 'Routed / always-reason mean latency vs the share of hard questions', x: 'hard questions in the mix (%), easy : chat as measured', y: 'routed / always-reason latency', points: true,
+      series: [{ name: 'routed (measured per category)', points: at('routed') }, { name: 'perfect routing (easy + chat at the base\'s latency)', points: at('perfect') }, { name: 'target 0.6×', points: at('target') },
+        { name: `this mix: ${result.routing.issueMix.latencyRatio.toFixed(2)}× measured`, points: [[100 * hardShare(result.routing.byCategory), result.routing.issueMix.latencyRatio]] }],
+    }));
+  }
+  log(`wrote ${stem}.json, .md and SVG plots`);
+}
+
+export interface MixPoint { hardShare: number; routed: number; perfect: number; target: number }
+
+/**
+ * The routed / always-reason latency ratio of mixes with more or fewer hard questions, from the per-category mean
+ * latencies measured (easy and chat in their measured proportion): how far the ratio depends on the mix, since hard
+ * questions take the same reasoning on both paths. `perfect`: every easy and chat question answered directly at
+ * the base model's latency, every hard one reasoned.
+ */
+export function latencyByMix(byCategory: NonNullable<ReasoningBenchResult['routing']>['byCategory'], shares = Array.from({ length: 13 }, (_, i) => i / 20)): MixPoint[] {
+  const { easy, chat, hard } = byCategory;
+  if (!easy || !chat || !hard) return [];
+  const light = easy.n + chat.n, mixOf = (h: number, f: (c: typeof easy) => number) => h * f(hard) + (1 - h) * (easy.n * f(easy) + chat.n * f(chat)) / light;
+  return shares.map((h) => {
+    const always = mixOf(h, (c) => c.latencyMs.alwaysReason);
+    return { hardShare: h, routed: mixOf(h, (c) => c.latencyMs.routed) / always, perfect: mixOf(h, (c) => (c === hard ? c.latencyMs.alwaysReason : c.latencyMs.base)) / always, target: 0.6 };
+  });
+}
+
+const hardShare = (c: NonNullable<ReasoningBenchResult['routing']>['byCategory']): number => c.hard!.n / (c.hard!.n + c.easy!.n + c.chat!.n);
+
+/** The largest share of hard questions (to 0.1 %) at which the routed latency is at most `target`× always-reason. */
+export function hardShareAtRatio(byCategory: NonNullable<ReasoningBenchResult['routing']>['byCategory'], target: number): number | undefined {
+  const fits = (h: number) => (latencyByMix(byCategory, [h])[0]?.routed ?? Infinity) <= target;
+  if (!fits(0)) return undefined;
+  let lo = 0, hi = 1;
+  for (let i = 0; i < 20; i++) { const mid = (lo + hi) / 2; if (fits(mid)) lo = mid; else hi = mid; }
+  return Math.floor(lo * 1000) / 1000;
 }
 
 /**
@@ -401,6 +442,12 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       ...(m.errors ? [`Routing errors on the easy + hard + chat rows (${Object.values(m.errors).reduce((a, b) => a + b, 0)} of ${m.n}; "direct right" = the label said no reasoning was needed): ${Object.entries(m.errors).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join('; ')}.`, ''] : []),
       '| category | n | answered directly | base | always-reason | routed | latency ms: base / always-reason / routed |', '|---|---:|---:|---:|---:|---:|---:|',
       ...Object.entries(g.byCategory).map(([c, v]) => `| ${c} | ${v.n} | ${pct(v.directShare)} | ${pct(v.base)} | ${pct(v.alwaysReason)} | ${pct(v.routed)} | ${v.latencyMs.base.toFixed(1)} / ${v.latencyMs.alwaysReason.toFixed(1)} / ${v.latencyMs.routed.toFixed(1)} |`), '');
+    const curve = latencyByMix(g.byCategory), share = hardShareAtRatio(g.byCategory, 0.6);
+    if (curve.length) {
+      const hard = hardShare(g.byCategory);
+      out.push(`Hard questions reason on both paths, so the routed / always-reason latency ratio depends on how many the mix holds. From the per-category latencies above (easy : chat as measured), the ratio is ${curve.filter((c) => [0, 0.1, 0.2, 0.3, 0.4, 0.5].some((h) => Math.abs(c.hardShare - h) < 1e-9)).map((c) => `${c.routed.toFixed(2)}× at ${(100 * c.hardShare).toFixed(0)} %`).join(', ')} hard questions (${pct(hard)} in this mix); it is at most 0.6× up to ${share === undefined ? '— (nowhere)' : pct(share)}.`, '',
+        `![latency vs mix](${stem}-latency-vs-mix.svg)`, '');
+    }
   }
   if (r.parallel) {
     const p = r.parallel;
@@ -428,9 +475,12 @@ if (isMainModule(import.meta.url)) {
   const s = 'string' as const, a = scriptArgs('bench/reasoning.ts', {
     model: s, adapter: s, router: s, verifier: s, quant: s, threads: s, reps: s, 'router-items': s, 'router-temperature': s, 'parallel-items': s,
     'parallel-split': s, 'max-tokens': s, 'max-thinking-tokens': s, 'timing-tokens': s, seed: s, 'prompt-lengths': s, samples: s,
-    'results-dir': s, 'no-write': 'boolean', 'shape-timing': 'boolean',
+    'results-dir': s, 'no-write': 'boolean', 'shape-timing': 'boolean', report: s,
   });
-  await runReasoningBench({
+  const report = a.str('report');
+  // --report <reasoning-<date>.json>: the Markdown and plots again from a run's results, with no model run.
+  if (report) await writeReport(JSON.parse(fs.readFileSync(report, 'utf8')) as ReasoningBenchResult, a.str('results-dir') ?? path.dirname(report), console.log);
+  else await runReasoningBench({
     model: a.str('model'), adapter: a.str('adapter'), router: a.str('router'), verifier: a.str('verifier'),
     quant: a.str('quant') === undefined ? undefined : quantArg(a.str('quant')!), threads: a.num('threads'), reps: a.num('reps'),
     routerItems: a.num('router-items'), routerTemperature: a.num('router-temperature'), parallelItems: a.num('parallel-items'), parallelSplit: a.str('parallel-split') as 'test' | 'val' | undefined, maxTokens: a.num('max-tokens'),

@@ -1,6 +1,7 @@
 /**
  * The eval harness: dataset readers on the shared GSM8K / SVAMP files (bad lines named by file:line), summary
- * statistics (nearest-rank percentiles, tokens/s over wall time), and a small run on the embedded model.
+ * statistics (nearest-rank percentiles, tokens/s over wall time), a small run on the embedded model, and the
+ * reasoning bench's latency-vs-mix arithmetic.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +15,7 @@ import { datasetCases, runEval, summarize, syntheticCases, type CaseResult } fro
 import { loadModel } from '../src/runtime/model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { sharedPath } from './helpers/shared.ts';
+import { hardShareAtRatio, latencyByMix } from '../bench/reasoning.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-eval-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -115,4 +117,17 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
   } finally {
     await bare.close();
   }
+});
+
+test('the reasoning bench\'s latency-vs-mix curve: routed / always-reason of each mix from the per-category latencies, exactly', () => {
+  const cat = (n: number, base: number, alwaysReason: number, routed: number) => ({ n, directShare: 0, base: 0, alwaysReason: 0, routed: 0, latencyMs: { base, alwaysReason, routed } });
+  const byCategory = { chat: cat(1, 1, 3, 1), easy: cat(3, 2, 6, 2.5), hard: cat(4, 2, 10, 10) };
+  // Easy + chat alone: routed (1 + 3·2.5) / 4 = 2.125 ms, perfect (1 + 3·2) / 4 = 1.75, always (3 + 3·6) / 4 = 5.25.
+  const [none, half] = latencyByMix(byCategory, [0, 0.5]);
+  assert.deepEqual(none, { hardShare: 0, routed: 2.125 / 5.25, perfect: 1.75 / 5.25, target: 0.6 });
+  assert.deepEqual(half, { hardShare: 0.5, routed: (5 + 2.125 / 2) / (5 + 5.25 / 2), perfect: (5 + 1.75 / 2) / (5 + 5.25 / 2), target: 0.6 });
+  // 0.6× where 10h + 2.125(1 − h) = 0.6 (10h + 5.25(1 − h)): h = 1.025 / 5.025.
+  assert.equal(hardShareAtRatio(byCategory, 0.6), Math.floor(1000 * 1.025 / 5.025) / 1000);
+  assert.equal(hardShareAtRatio(byCategory, 0.3), undefined); // above 0.6 even without hard questions
+  assert.deepEqual(latencyByMix({ chat: byCategory.chat, hard: byCategory.hard }), []);
 });
