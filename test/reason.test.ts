@@ -778,6 +778,12 @@ test('Sequence: a forced close is queued for the next feed and left out of the m
   const nl = new Sequence(scriptedTokenizer, { stop: '\n', thinking: { end: [CLOSE] }, maxTokens: 50 }, 3);
   assert.deepEqual([HMM, NL, CLOSE, NL, NL, HMM, HMM].map((t) => nl.accept(t, 0)), [false, false, false, false, false, false, false]);
   assert.deepEqual([nl.accept(NL, 0), nl.text], [true, 'hmm \n</think>\n\nhmm hmm ']);
+  // A stop string at the answer's very first character (after the blank lines) is found there.
+  for (const stop of ['#', '#### 5']) {
+    const first = new Sequence(scriptedTokenizer, { stop, thinking: { end: [CLOSE] }, maxTokens: 50 }, 3);
+    assert.deepEqual([HMM, CLOSE, NL, NL].map((t) => first.accept(t, 0)), [false, false, false, false]);
+    assert.deepEqual([first.accept(A5, 0), first.text, first.finishReason], [true, 'hmm </think>\n\n', 'stop'], stop);
+  }
 });
 
 test('trainRouter and trainVerifier run end to end on a model (labels from the graders)', async () => {

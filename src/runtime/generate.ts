@@ -182,8 +182,10 @@ export class Sequence {
   private stopStart(): number {
     if (!this.opts.thinking || this.stopFrom === Infinity || this.answerSeen) return this.stopFrom;
     const rest = this.text.slice(this.stopFrom), blank = rest.length - rest.trimStart().length;
-    if (blank < rest.length) { this.stopFrom += blank; this.answerSeen = true; } // fixed from the first non-blank on
-    return this.stopFrom + blank;
+    if (blank === rest.length) return this.text.length; // blank so far
+    this.stopFrom += blank; // fixed from the first non-blank on
+    this.answerSeen = true;
+    return this.stopFrom;
   }
 
   /** Finishes the sequence on a stop string or at the length limit; true if it did. */
