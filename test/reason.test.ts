@@ -398,6 +398,15 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
     const res = await answer(scripted(policy, true, context).m, 'q', { reasoning: 'auto' }, { router: direct({ minLogprob: -1, tokens: 4 }) });
     assert.deepEqual([res.route, !!res.escalation, res.answer], [escalates ? 'reasoning' : 'direct', escalates, escalates ? '#### 7' : '</think>#### 7'], `context ${context}`);
   }
+  // The dropped direct attempt (2 tokens) comes off maxTokens and the thinking cap: completion tokens stay within
+  // maxTokens (here the reasoning thinks until it is cut), and the gate stands down where what would be left is too little.
+  const endless = (h: number[], u: number) => (h.includes(OPEN) ? HMM : policy(h, u));
+  for (const [maxTokens, escalates] of [[4 + MIN_ESCALATION_ROOM, true], [3 + MIN_ESCALATION_ROOM, false]] as const) {
+    const res = await answer(scripted(endless).m, 'q', { reasoning: 'auto', maxTokens }, { router: direct({ minLogprob: -1, tokens: 4 }) });
+    assert.deepEqual([res.route, res.usage.completionTokens], escalates ? ['reasoning', maxTokens] : ['direct', 2], `maxTokens ${maxTokens}`);
+  }
+  const capped = await answer(scripted(endless).m, 'q', { reasoning: 'auto', maxTokens: 80, maxThinkingTokens: 10 }, { router: direct({ minLogprob: -1, tokens: 4 }) });
+  assert.deepEqual([capped.escalation?.tokens, capped.samples[0].thinkingTokens, capped.samples[0].capped], [2, 8, true]);
 });
 
 test('an answer cut off by maxTokens has no vote and no verifier score; a direct answer is greedy unless asked, whatever samples says', async () => {

@@ -507,6 +507,30 @@ test('server: a client that disconnects from an n = 3 direct request cancels all
   }
 });
 
+test('server: a model id with "/" is found at /v1/models/<id> unencoded; a non-streaming client that disconnects counts as a 499', async () => {
+  const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 1, ctx: 512, servedModelName: 'org/tiny' });
+  const u = await small.listen();
+  try {
+    const got = await fetch(`${u}/v1/models/org/tiny`);
+    assert.deepEqual([got.status, (await got.json()).id], [200, 'org/tiny']);
+    const missing = await fetch(`${u}/v1/models/org/other`);
+    assert.deepEqual([missing.status, (await missing.json()).error.code], [404, 'model_not_found']);
+    const ac = new AbortController();
+    const body = JSON.stringify({ ...ask('count', { max_tokens: 400, temperature: 1, edgereason: { reasoning: 'off' }, stop: [] }), model: 'org/tiny' });
+    const cut = fetch(`${u}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: ac.signal }).catch(() => 'aborted');
+    while (!small.admission.rowsInUse) await new Promise((r) => setTimeout(r, 5));
+    ac.abort();
+    assert.equal(await cut, 'aborted');
+    while (small.admission.rowsInUse) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 20));
+    const metrics = await (await fetch(`${u}/metrics`)).text();
+    assert.match(metrics, /^edgereason_requests_total\{code="499",route="\/v1\/chat\/completions"\} 1$/m);
+    assert.equal(small.metrics.cancelled.get(), 1);
+  } finally {
+    await small.close(1000);
+  }
+});
+
 test('server: shutting down mid-stream ends the stream with an error, not a truncated answer', async () => {
   const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 2, ctx: 1024 });
   const u = await small.listen();

@@ -29,7 +29,7 @@ import { extractAnswer } from '../tasks/grade.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
 import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
-import { gateTrip, type Router } from './router.ts';
+import { gateTrip, type Router, type RouterGate } from './router.ts';
 import type { Verifier } from './verifier.ts';
 
 export const THINK_OPEN = '<think>';
@@ -267,8 +267,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     //    With the router's gate, the answer is held back (not streamed) until its first gate.tokens tokens pass;
     //    a token below the gate cancels it, and the request escalates to reasoning on the same prompt cache.
     if (route === 'direct') {
-      // Near the end of the context an escalation would have no room to think: the direct answer stands.
-      const gate = ctx - (ids.length + invocation.length + control.length) >= MIN_ESCALATION_ROOM ? router?.gate : undefined;
+      // The tokens of a dropped direct attempt count against maxTokens: where what would be left (or the context's
+      // end) gives a reasoning turn no room to think, the direct answer stands.
+      const room = (g: RouterGate) => Math.min((opts.maxTokens ?? 512) - g.tokens, ctx - (ids.length + invocation.length + control.length));
+      const gate = router?.gate && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
       if (speculate) await backend.truncate(base!.cache, 0, ids.length);
       // A thinking model answers after an empty thinking block, fed on the prompt's cache (unless the template wrote
       // it, as Qwen3's does for enable_thinking: false; after a template's opening tag, the rest of the block);
@@ -317,8 +319,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (escalation) opts.onRoute?.('reasoning', routerScore);
 
     // 4. Reasoning route.
-    const promptTokens = ids.length + invocation.length + control.length;
-    const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptTokens);
+    // After an escalation the direct attempt's tokens come off maxTokens and the thinking cap, so the answer keeps its room.
+    const promptTokens = ids.length + invocation.length + control.length, spent = escalation?.tokens ?? 0;
+    const maxTokens = Math.min((opts.maxTokens ?? 512) - spent, ctx - promptTokens), cap = K === undefined ? undefined : Math.max(0, K - spent);
     if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
     const streams = Array.from({ length: n }, (_, i) => opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), 'thinking') : undefined);
     // The first thinking token's logits: after the speculated invocation, or the prompt's own when the template
@@ -335,7 +338,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
       ...sampling('reasoning'), seed: seed + i, maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
-      thinking: { end: rt!.end, maxTokens: K, force: rt!.force },
+      thinking: { end: rt!.end, maxTokens: cap, force: rt!.force },
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
     let pending: number[][];
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
@@ -369,7 +372,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   }
 }
 
-/** The room in the context a reasoning turn needs (thinking and an answer) for the gate to escalate to it. */
+/** The room a reasoning turn needs (thinking and an answer; in the context and in maxTokens) for the gate to escalate to it. */
 export const MIN_ESCALATION_ROOM = 64;
 
 /**

@@ -31,7 +31,10 @@ export interface AnswerOptions extends SamplingParams {
   maxThinkingTokens?: number;
   /** Thinking budget bucket for a budget-trained (RL) adapter, e.g. 96 | 160 | 256: fed as a control line after the invocation. */
   budget?: number;
-  /** Total generated tokens per sample (thinking + answer; default 512, and never past the model's context). */
+  /**
+   * Total generated tokens per sample (thinking + answer, and an escalated request's dropped direct attempt;
+   * default 512, and never past the model's context).
+   */
   maxTokens?: number;
   /** Sample i draws with seed + i. Default: a fresh random seed per call. */
   seed?: number;

@@ -167,8 +167,9 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       edgereason: { kind: m.kind, reasoning: m.kind !== 'base', budgets: m.budgets, router: !!served.router && m.kind !== 'base', verifier: !!served.verifier, default: m.id === served.defaultId },
     })),
   }));
-  app.get('/v1/models/:id', async (req) => {
-    const id = (req.params as { id: string }).id, m = served.models.get(id);
+  // A wildcard: model ids may hold "/" (adapter names, --served-model-name org/model), sent unencoded by curl.
+  app.get('/v1/models/*', async (req) => {
+    const id = (req.params as { '*': string })['*'], m = served.models.get(id);
     if (!m) throw new ApiError(404, `The model '${id}' does not exist`, 'model', 'not_found_error', 'model_not_found');
     return { id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null, max_model_len: limits.ctx };
   });
@@ -216,6 +217,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (e instanceof AbortedError || (e instanceof ApiError && e.status === 499)) {
         metrics.cancelled.inc();
         if (reply.sent || reply.raw.headersSent) return reply;
+        // The client is gone: no response finishes, so onResponse never counts it (as on the streaming path).
+        if (!closing && reply.raw.destroyed) metrics.requests.inc({ route: '/v1/chat/completions', code: '499' });
         throw new ApiError(closing ? 503 : 499, closing ? 'The server shut down before the request finished' : 'client closed the request', null, 'server_error');
       }
       throw e;
