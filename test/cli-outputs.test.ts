@@ -85,7 +85,7 @@ test('train-sft refuses, before loading anything, an --out that is the base mode
   const mine = snapshot(user);
   r = sft(user, '--lora-r', '8', '--max-steps', '1');
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /useradapter already holds a model or adapter \(adapter_config\.json, adapter_model\.safetensors, checkpoint\/checkpoint\.json\); choose another folder, or pass --overwrite/);
+  assert.match(r.stderr, /useradapter already holds a model or adapter \(adapter_config\.json, adapter_model\.safetensors, training_log\.json, loss\.svg, … \(6 entries\)\); choose another folder, or pass --overwrite/);
   assert.deepEqual(snapshot(user), mine, 'the adapter is untouched');
   r = sft(user, '--lora-r', '8', '--max-steps', '1', '--overwrite');
   assert.equal(r.status, 0, r.stderr);
@@ -94,6 +94,14 @@ test('train-sft refuses, before loading anything, an --out that is the base mode
   assert.match(r.stderr, /--overwrite: removed the earlier run's rl_log\.json/);
   assert.match(sft(user, '--resume', '--overwrite').stderr, /--resume and --overwrite contradict/);
   assert.match(sft(at('never'), '--resume').stderr, /--resume: --out .*never holds no checkpoint/);
+});
+
+test('train-sft --full refuses a folder with files it would replace (a tokenizer config of the user\'s)', () => {
+  const dir = at('with-template');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), '{"chat_template": "mine"}');
+  assert.match(sft(dir, '--full').stderr, /with-template already holds files this run would replace \(tokenizer_config\.json\); choose another folder, or pass --overwrite/);
+  assert.equal(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'), '{"chat_template": "mine"}');
 });
 
 test('train-sft: contradictory and unused flags are refused or warned about', () => {
@@ -234,6 +242,14 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.deepEqual(fs.readdirSync(at('rep')).sort(), ['x', 'x-accuracy.svg', 'x.md', 'y-accuracy.svg', 'y.json', 'y.md']);
   assert.deepEqual(JSON.parse(fs.readFileSync(at('rep', 'x'), 'utf8')).summary.all.n, 1);
   assert.match(cli(['eval', '--help']).stdout, /results\.md\)[\s\S]*results-accuracy\.svg/);
+  // A file of the user's at --out, or beside it, is refused untouched; an earlier report is refreshed; --overwrite replaces.
+  const evalOut = (out: string, ...flags: string[]) => cli(['eval', '--model', at('no-such-model'), '--out', out, ...flags]).stderr;
+  fs.writeFileSync(at('notes.md'), 'my notes');
+  assert.match(evalOut(at('notes.md')), new RegExp(`--out ${at('notes.md')} already exists \\(and is not a JSON report edgereason wrote\\); pass --overwrite to replace it`));
+  fs.writeFileSync(at('mine.md'), 'my table');
+  assert.match(evalOut(at('mine.json')), new RegExp(`--out ${at('mine.json')}: ${at('mine.md')}, written beside it, already exists; pass --overwrite`));
+  assert.deepEqual([fs.readFileSync(at('notes.md'), 'utf8'), fs.readFileSync(at('mine.md'), 'utf8')], ['my notes', 'my table']);
+  for (const [out, flags] of [[at('rep', 'y.json'), []], [at('mine.json'), ['--overwrite']]] as const) assert.match(evalOut(out, ...flags), /no-such-model does not exist/, out);
 });
 
 test('train-router: the savings rule (the default) needs --adapter; unused flags are named', () => {
@@ -341,4 +357,13 @@ test('convert refuses to write into its own --model folder or a file; a converte
   fs.writeFileSync(at('conv-file'), 'x');
   assert.match(cli(['convert', '--model', src, '--out', at('conv-file')]).stderr, /conv-file is a file; expected a folder \(for the converted model\)/);
   for (let k = 0; k < 2; k++) assert.equal(cli(['convert', '--model', src, '--out', at('conv-out'), '--quant', 'fp32']).status, 0, `convert #${k + 1}`);
+  // Another tool's ONNX export with its own chat template: refused untouched, replaced with --overwrite.
+  const theirs = at('their-onnx');
+  fs.mkdirSync(theirs);
+  fs.writeFileSync(path.join(theirs, 'model.onnx'), 'onnx');
+  fs.writeFileSync(path.join(theirs, 'tokenizer_config.json'), '{"chat_template": "mine"}');
+  const kept = snapshot(theirs);
+  assert.match(cli(['convert', '--model', src, '--out', theirs]).stderr, /their-onnx already holds a model or adapter \(tokenizer_config\.json, model\.onnx\); choose another folder, or pass --overwrite/);
+  assert.deepEqual(snapshot(theirs), kept);
+  assert.equal(cli(['convert', '--model', src, '--out', theirs, '--quant', 'fp32', '--overwrite']).status, 0);
 });

@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
 import { datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
-import { reportFiles, writeReport, markdownTable } from '../eval/report.ts';
+import { isReport, reportFiles, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
 import { intArg, quantArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
@@ -25,6 +25,7 @@ export function evalCommand(program: Command): void {
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
+    .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier eval report; an earlier report is replaced anyway')
     .action(async (o) => {
       if (!['synthetic', ...Object.keys(FILES)].includes(o.task)) throw new Error(`--task must be synthetic, gsm8k, math500 or svamp; got "${o.task}"`);
       if (o.split !== 'test' && o.split !== 'val') throw new Error(`--split must be test or val, got "${o.split}"`);
@@ -32,7 +33,7 @@ export function evalCommand(program: Command): void {
       const reasons = !!o.adapter || !!o.nativeThinking;
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       const files = reportFiles(o.out);
-      checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg] });
+      checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport });
       const cases = o.task === 'synthetic' ? syntheticCases(o.split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', FILES[o.task]), o.limit);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const runs: { name: string; report: EvalReport }[] = [];

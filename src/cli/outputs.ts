@@ -17,6 +17,8 @@ const ARTEFACTS = [
   'training_log.json', 'loss.svg', 'rl_log.json', 'rl-curves.svg', 'rl-length.svg',
 ];
 const SHARD = /^model-\d+-of-\d+\.safetensors$/;
+/** Every file a training run or convert writes into a folder: any of them found there is replaced only when told so. */
+const WRITTEN = [...ARTEFACTS, 'model.onnx', 'model.onnx.data', 'edgereason.json'];
 
 /** `~` expanded, then resolved against the working directory (for inputs such as a base model; outputs are checked where they will be written: as given). */
 export function expandPath(p: string): string {
@@ -57,9 +59,11 @@ export interface OutDirCheck {
   overwrite?: boolean;
   /** Refuse any non-empty folder, not only one holding a model, adapter or checkpoint (export-trl). */
   empty?: boolean;
+  /** Whether the folder holds this command's own earlier output (a converted model), which it rebuilds in place. */
+  ours?: (dir: string) => boolean;
 }
 
-/** Refuse an output folder that is a file, overwrites an input, or holds a model, adapter or checkpoint (see OutDirCheck). */
+/** Refuse an output folder that is a file, overwrites an input, or holds files the command would replace (see OutDirCheck). */
 export function checkOutDir(dir: string, c: OutDirCheck): void {
   const flag = c.flag ?? '--out';
   if (c.resume && c.overwrite) throw new Error('--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite starts a new one there');
@@ -75,11 +79,13 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
     if (!fs.existsSync(path.join(abs, CHECKPOINT))) throw new Error(`--resume: ${flag} ${dir} holds no checkpoint (${path.join(dir, CHECKPOINT)} not found); start without --resume`);
     return;
   }
-  if (!exists || c.overwrite) return;
-  const found = c.empty ? fs.readdirSync(abs) : [...MODEL_FILES, CHECKPOINT].filter((f) => fs.existsSync(path.join(abs, f)));
+  if (!exists || c.overwrite || c.ours?.(abs)) return;
+  const found = c.empty ? fs.readdirSync(abs) : [...WRITTEN.filter((f) => fs.existsSync(path.join(abs, f))), ...fs.readdirSync(abs).filter((f) => SHARD.test(f)),
+    ...(fs.existsSync(path.join(abs, CHECKPOINT)) ? [CHECKPOINT] : [])];
   if (found.length) {
     const shown = found.slice(0, 4).join(', ') + (found.length > 4 ? `, … (${found.length} entries)` : '');
-    const kind = c.empty ? 'is not empty' : `already holds ${found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : 'a model or adapter'}`;
+    const holds = found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : found.some((f) => MODEL_FILES.includes(f) || f === 'model.onnx') ? 'a model or adapter' : 'files this run would replace';
+    const kind = c.empty ? 'is not empty' : `already holds ${holds}`;
     throw new Error(`${flag} ${dir} ${kind} (${shown}); choose another folder, or pass --overwrite to replace it${c.empty ? '' : ' (or --resume to continue the run saved there)'}`);
   }
 }
@@ -92,14 +98,13 @@ export interface OutFileCheck {
   example?: string;
   /** Files written beside it (e.g. the eval report's .md and .svg): they must not be folders either. */
   siblings?: string[];
-  /**
-   * A trained artefact (router, verifier): an existing file is refused unless this is true (--overwrite). When
-   * absent, an existing file is replaced (reports, which a rerun refreshes).
-   */
+  /** Replace an existing file and the files beside it (--overwrite); otherwise they are refused. */
   overwrite?: boolean;
+  /** Whether an existing file is this command's own earlier output (a report, which a rerun refreshes with the files beside it). */
+  ours?: (file: string) => boolean;
 }
 
-/** Refuse an output file path that is a folder, or whose parent cannot be created. */
+/** Refuse an output file path that is a folder, whose parent cannot be created, or that would replace a file (or one beside it) of the user's. */
 export function checkOutFile(file: string, c: OutFileCheck): void {
   const flag = c.flag ?? '--out';
   for (const f of [file, ...(c.siblings ?? [])]) {
@@ -110,9 +115,12 @@ export function checkOutFile(file: string, c: OutFileCheck): void {
         : `${flag} ${file}: ${f}, written beside it, is a folder`);
     }
   }
-  if (c.overwrite === false && fs.existsSync(path.resolve(file))) {
-    throw new Error(`${flag} ${file} already exists (a ${c.what} from an earlier run?); pass --overwrite to replace it, or choose another ${flag}`);
+  const retry = `pass --overwrite to replace it, or choose another ${flag}`;
+  if (!c.overwrite && fs.existsSync(path.resolve(file)) && !c.ours?.(path.resolve(file))) {
+    throw new Error(`${flag} ${file} already exists (${c.ours ? `and is not a ${c.what} edgereason wrote` : `a ${c.what} from an earlier run?`}); ${retry}`);
   }
+  const beside = c.overwrite || fs.existsSync(path.resolve(file)) ? undefined : c.siblings?.find((f) => fs.existsSync(path.resolve(f)));
+  if (beside) throw new Error(`${flag} ${file}: ${beside}, written beside it, already exists; ${retry}`);
   checkParents(flag, file);
 }
 

@@ -24,6 +24,17 @@ export function reportFiles(out: string): { json: string; md: string; svg: strin
   return { json: out, md: `${base}.md`, svg: `${base}-accuracy.svg` };
 }
 
+/** Whether `file` holds an eval report (one run's, or several by name), as writeReport writes it. */
+export function isReport(file: string): boolean {
+  const one = (r: unknown) => !!r && typeof r === 'object' && 'options' in r && 'summary' in r && Array.isArray((r as { cases?: unknown }).cases);
+  try {
+    const j: unknown = JSON.parse(fs.readFileSync(file, 'utf8'));
+    return one(j) || (!!j && typeof j === 'object' && Object.keys(j).length > 0 && Object.values(j).every(one));
+  } catch {
+    return false;
+  }
+}
+
 /** Writes the JSON report to `out` exactly, the .md table and -accuracy.svg plot beside it (reportFiles). */
 export async function writeReport(out: string, runs: { name: string; report: EvalReport }[]): Promise<void> {
   fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
