@@ -197,6 +197,19 @@ test('bench scripts run directly refuse unknown flags and non-numbers before any
   assert.equal(fs.readdirSync(path.join(ROOT, 'bench/results')).join(), before);
 });
 
+test('train-router interrupted by SIGINT while the runtime worker decodes exits 130 with its message (it aborted with SIGABRT)', async () => {
+  const child = spawn(process.execPath, [BIN, 'train-router', '--model', DEFAULT_DIR, '--adapter', ADAPTER_DIR, '--out', at('int-router.json'), '--limit', '20000', '--max-tokens', '8'], { cwd: ROOT });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const done = new Promise<[number | null, string | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+  await new Promise((r) => setTimeout(r, 4000)); // the model is loaded and the base answers are being decoded
+  child.kill('SIGINT');
+  assert.deepEqual(await done, [130, null], stderr);
+  assert.match(stderr, /train-router: interrupted during base answers \(train\) at \d+\/\d+; nothing was written to /);
+  assert.doesNotMatch(stderr, /terminate called|Napi/);
+  assert.ok(!fs.existsSync(at('int-router.json')));
+});
+
 test('train-sft interrupted by SIGINT exits 130 naming the last checkpoint, and --resume continues from it', async () => {
   const out = at('int');
   const child = spawn(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '16', '--epochs', '400', '--checkpoint-every', '2'], { cwd: ROOT });

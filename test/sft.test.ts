@@ -1,19 +1,19 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
-import { loadAdapter } from '../src/io/peft.ts';
+import { loadAdapter, loraScale, saveAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { trainSft } from '../src/train/sft.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { batches, type Example } from '../src/train/data.ts';
-import { lrAt } from '../src/train/optim.ts';
-import { saveCheckpoint } from '../src/train/checkpoint.ts';
+import { checkDiverged, lrAt } from '../src/train/optim.ts';
+import { dataIdentity, modelIdentity, saveCheckpoint } from '../src/train/checkpoint.ts';
 import { trainRl, type RlOptions } from '../src/train/rl.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import type { Backend } from '../src/runtime/backend.ts';
@@ -99,6 +99,8 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
   };
   assert.match(run(['--data', data, '--lora-r', '0']), /--lora-r must be a positive integer, got 0/);
   assert.match(run(['--data', data, '--targets', 'q,qkv']), /unknown target module "qkv"/);
+  assert.match(run(['--data', data, '--targets', ',']), /--targets: no projection named in ","/);
+  for (const flag of ['--lr', '--lora-alpha']) assert.match(run(['--data', data, flag, '0']), new RegExp(`${flag} must be a number above 0, got "0"`));
   fs.writeFileSync(path.join(tmp, 'empty.jsonl'), '');
   assert.match(run(['--data', path.join(tmp, 'empty.jsonl')]), /empty\.jsonl: empty dataset/);
   fs.writeFileSync(path.join(tmp, 'bad.jsonl'), '{"prompt":"a","completion":"b"}\n{"prompt":"only a prompt"}\n');
@@ -178,7 +180,12 @@ test('a resume with other options is refused, naming the option and both values;
   assert.deepEqual(saved.options, {
     '--seed': 0, '--batch-tokens': 256, '--accum': 1, '--max-len': 256, '--epochs': 2, '--lr': 0.005, '--lora-r': 8, '--lora-alpha': 16, '--targets': 'q,k,v,o,gate,up,down', '--alora-invocation': 'none',
     examples: 64, warmupSteps: 1, minLrRatio: 0.1, weightDecay: 0, clip: 1,
+    'the --model (a hash of its config and weights)': modelIdentity(model.config, weights), 'the --data (a hash of its token ids)': dataIdentity(train),
   });
+  // Another base model of the same shape (Qwen2.5-0.5B for -Instruct), or other data: refused by name.
+  const twin = makeRandomQwen2({ dir: path.join(tmp, 'twin'), seed: 9, gguf: false, config: { numLayers: 2, vocabSize: 512 } });
+  await assert.rejects(trainSft(model.config, new MemoryWeights(twin.weights), train, [], { ...opts, resume: true }), /was trained with the --model \(a hash of its config and weights\) [0-9a-f]{12}, this run has the --model \(a hash of its config and weights\) [0-9a-f]{12} /);
+  await assert.rejects(trainSft(model.config, weights, toy(64, 7), [], { ...opts, resume: true }), /was trained with the --data \(a hash of its token ids\) [0-9a-f]{12}, this run has/);
   await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, lr: 0.002, resume: true }),
     { message: `resume: ${dir} was trained with --lr 0.005, this run has --lr 0.002 (resume with the same options, or start a new --out)` });
   await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, seed: 1, resume: true }), /was trained with --seed 0, this run has --seed 1 /);
@@ -188,6 +195,16 @@ test('a resume with other options is refused, naming the option and both values;
   fs.writeFileSync(path.join(dir, 'checkpoint.json'), JSON.stringify(saved));
   const r = await trainSft(model.config, weights, train, [], { ...opts, lr: 0.002, resume: true });
   assert.equal(r.losses.length, r.total);
+});
+
+test('a diverging run stops at its first non-finite loss, before that update or anything more is saved; no adapter is written', async () => {
+  const out = path.join(tmp, 'diverge'), dir = path.join(out, 'checkpoint');
+  await assert.rejects(trainSft(model.config, weights, train, [], { ...base, lr: 1e30, checkpointEvery: 1, out }),
+    { message: `train-sft: step 2 has a loss NaN, gradient norm NaN: the run diverged, and nothing more was saved; lower --lr (1e+30) and start again. The checkpoint of step 1 in ${dir} holds the weights that gave it.` });
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8')).step, 1);
+  assert.deepEqual(fs.readdirSync(out), ['checkpoint']);
+  assert.throws(() => checkDiverged('x', 9, { gradNorm: Infinity }, 0.1, { step: 5, dir: 'd' }), { message: 'x: step 9 has a gradient norm Infinity: the run diverged, and nothing more was saved; lower --lr (0.1) and start again. The checkpoint of step 5 in d is from before it.' });
+  checkDiverged('x', 9, { loss: 1, gradNorm: 0 }, 0.1);
 });
 
 test('train-sft --full writes a folder the runtime loads: weights, config and the base model\'s tokenizer files', async () => {
@@ -214,10 +231,17 @@ test('train-rl: a resume with other options is refused before any rollout, namin
     '--lr': 0.0001, '--temperature': 1, '--max-tokens': 128, '--grader': 'synthetic', clipEps: 0.2, prompts: 1,
   };
   saveCheckpoint(dir, { params: x, optimizer: { step: 1, m: x, v: x }, state: { step: 1, epoch: 0, position: 0, rng: 0, options, config: { history: [] } } });
-  const run = (o: Partial<RlOptions>) => trainRl({ config: model.config, weights, tokenizer: loadTokenizer(model.dir), backend: {} as Backend }, path.join(tmp, 'a'),
+  const start = path.join(tmp, 'rl-start'), plain = loadAdapter(path.join(tmp, 'a'), model.config); // an activated copy of the SFT adapter
+  saveAdapter(start, { ...plain.config, aloraInvocationTokens: [3] }, new Map([...plain.tensors].map(([k, t]) => [k, { a: t.a, b: t.b.map((x) => x / loraScale(plain.config)) }])), model.config.numLayers);
+  const run = (o: Partial<RlOptions>) => trainRl({ config: model.config, weights, tokenizer: loadTokenizer(model.dir), backend: {} as Backend }, start,
     [{ question: '1+1?', gold: 2 }], { out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 2, quiet: true, resume: true, ...o });
   await assert.rejects(run({ lr: 0.0002 }),
     { message: `resume: ${dir} was trained with --lr 0.0001, this run has --lr 0.0002 (resume with the same options, or start a new --out)` });
   await assert.rejects(run({ lr: 0.0001, budgets: [32, 128] }), /was trained with --budgets 32,64, this run has --budgets 32,128 /);
   await assert.rejects(run({ lr: 0.0001, group: 8 }), /was trained with --group 4, this run has --group 8 /);
+  // Budget forcing trains an activated adapter: a plain LoRA start is refused by name, not made into one.
+  await assert.rejects(trainRl({ config: model.config, weights, tokenizer: loadTokenizer(model.dir), backend: {} as Backend }, path.join(tmp, 'a'), [{ question: '1+1?', gold: 2 }],
+    { out: path.join(tmp, 'rl-plain'), budgets: [32], steps: 1, quiet: true }), /train-rl: .*\/a is a plain LoRA adapter \(its adapter_config\.json has no alora_invocation_tokens\); budget forcing trains an activated one/);
+  const t0 = spawnSync(process.execPath, [BIN, 'train-rl', '--model', model.dir, '--adapter', start, '--out', path.join(tmp, 'rl-t0'), '--temperature', '0'], { encoding: 'utf8' });
+  assert.match(t0.stderr, /--temperature must be a number above 0, got "0"/);
 });

@@ -10,7 +10,7 @@ import { saveHfFolder, toHfConfig } from '../src/train/save.ts';
 import { Progress, formatSeconds, type ProgressInfo } from '../src/train/progress.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import { loadAdapter, parseAdapterConfig, saveAdapter } from '../src/io/peft.ts';
-import { openSafetensors } from '../src/io/safetensors.ts';
+import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadHfFolder, parseHfConfig } from '../src/io/hf-folder.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { projectionShape, projectionTensorName, type ModelConfig } from '../src/models/config.ts';
@@ -244,12 +244,14 @@ describe('checkpoint', () => {
     new Map([...params].map(([n, p]) => [n, Float32Array.from(p, (x, i) => Math.sin(x * 3 + i + step))]));
   const state: TrainState = { step: 2, epoch: 1, position: 7, rng: 123456789, config: { lr: 0.01, note: 'x', nested: { a: [1, 2.5] } } };
 
-  it('save -> load is bit-exact, including -0, subnormals and NaN', () => {
+  it('save -> load is bit-exact, including -0, subnormals and NaN (in the moments); non-finite weights are never saved', () => {
     const { params, opt } = make(1);
     params.get('norm')!.set([-0, 1e-40, NaN, Infinity, -3.5]);
     opt.update(grads(0, params));
-    params.get('norm')!.set([-0, 1e-40, NaN, Infinity, -3.5]);
     const dir = file('ckpt-exact');
+    assert.throws(() => saveCheckpoint(dir, { params, optimizer: opt.state(), state }), /checkpoint .*ckpt-exact \(step 2\): "norm" holds NaN at index 2: the run diverged/);
+    assert.equal(fs.existsSync(dir), false);
+    params.get('norm')!.set([-0, 1e-40, 3.4e38, -1e-45, -3.5]);
     saveCheckpoint(dir, { params, optimizer: opt.state(), state });
     const c = loadCheckpoint(dir);
     assert.deepEqual(c.state, state);
@@ -361,7 +363,7 @@ describe('saving models', () => {
     { peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 8, lora_dropout: 0, bias: 'none', target_modules: ['q_proj', 'v_proj', 'down_proj'],
       base_model_name_or_path: 'Qwen/Qwen2.5-0.5B-Instruct', fan_in_fan_out: false, inference_mode: true, alora_invocation_tokens: [10, 11] });
     const st = openSafetensors(path.join(dir, 'adapter_model.safetensors'));
-    assert.deepEqual(st.metadata, { format: 'pt' });
+    assert.deepEqual(st.metadata, { format: 'pt', 'edgereason.lora': '{"r":4,"lora_alpha":8,"use_rslora":false,"target_modules":["q_proj","v_proj","down_proj"],"alora_invocation_tokens":[10,11]}' });
     assert.deepEqual(st.names.sort(), [0, 1].flatMap((l) => [`self_attn.q_proj`, `self_attn.v_proj`, `mlp.down_proj`]
       .flatMap((m) => ['A', 'B'].map((ab) => `base_model.model.model.layers.${l}.${m}.lora_${ab}.weight`))).sort());
     assert.deepEqual(st.shape('base_model.model.model.layers.1.mlp.down_proj.lora_A.weight'), [4, 48]);
@@ -391,6 +393,41 @@ describe('saving models', () => {
     assert.throws(() => saveAdapter(file('a4'), { r: 3, loraAlpha: 2, targets: ['k_proj'] }, one, 1), /not multiples of r = 3/);
     const extra = new Map([...one, ['model.layers.0.mlp.up_proj', t]]);
     assert.throws(() => saveAdapter(file('a5'), { r: 2, loraAlpha: 2, targets: ['k_proj'] }, extra, 1), /"model\.layers\.0\.mlp\.up_proj" is not a target module/);
+  });
+
+  it('an adapter whose config is not the one its weights were saved with, or stored as integers, is refused; non-finite weights are never written', () => {
+    const [out, inp] = projectionShape(model, 'k_proj'), g = rng(3);
+    const t = { a: Float32Array.from({ length: 2 * inp }, () => g.normal()), b: Float32Array.from({ length: out * 2 }, () => g.normal()) };
+    const dir = file('adapter-pair'), cfgFile = path.join(dir, 'adapter_config.json'), wFile = path.join(dir, 'adapter_model.safetensors');
+    saveAdapter(dir, { r: 2, loraAlpha: 4, targets: ['k_proj'] }, new Map([[projectionTensorName(0, 'k_proj'), t]]), 1);
+    const one = { ...model, numLayers: 1 };
+    assert.equal(loadAdapter(dir, one).config.loraAlpha, 4);
+    // A save cut between its two files: new weights (alpha 4) beside an earlier config (alpha 16).
+    const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, lora_alpha: 16 }));
+    assert.throws(() => loadAdapter(dir, one), { message: `adapter: ${wFile} was saved with {"r":2,"lora_alpha":4,"use_rslora":false,"target_modules":["k_proj"],"alora_invocation_tokens":null}, but ${cfgFile} says {"r":2,"lora_alpha":16,"use_rslora":false,"target_modules":["k_proj"],"alora_invocation_tokens":null}: the two files are from different saves (an interrupted one?); train or copy the adapter again` });
+    // Fields that do not change what the tensors mean may be edited (e.g. base_model_name_or_path for an upload).
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, base_model_name_or_path: 'Qwen/Qwen2.5-0.5B' }));
+    assert.equal(loadAdapter(dir, one).config.loraAlpha, 4);
+    // PEFT's defaults and types: lora_alpha absent is 8; use_rslora must be a boolean.
+    assert.equal(parseAdapterConfig({ r: 2, target_modules: ['k_proj'] }, 'x').loraAlpha, 8);
+    assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], use_rslora: 'yes' }, 'x'), /adapter: x field "use_rslora" must be true or false, got "yes"/);
+    // Integer tensors are not LoRA weights.
+    const ints = file('adapter-int');
+    fs.mkdirSync(ints);
+    fs.writeFileSync(path.join(ints, 'adapter_config.json'), JSON.stringify({ r: 2, lora_alpha: 4, target_modules: ['k_proj'] }));
+    writeSafetensors(path.join(ints, 'adapter_model.safetensors'), new Map([
+      ['base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight', { shape: [2, inp], data: t.a }],
+      ['base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight', { shape: [out, 2], data: t.b }]]));
+    const st = path.join(ints, 'adapter_model.safetensors'); // relabelled as I32 (the same 4 bytes a value)
+    fs.writeFileSync(st, Buffer.from(fs.readFileSync(st).toString('latin1').replaceAll('"dtype":"F32"', '"dtype":"I32"'), 'latin1'));
+    assert.throws(() => loadAdapter(ints, one), /adapter_model\.safetensors tensor "base_model\.model\.model\.layers\.0\.self_attn\.k_proj\.lora_A\.weight" is stored as I32; LoRA weights must be F32, F16, BF16 or F64/);
+    // A diverged run's weights are refused before anything is written.
+    const bad = { a: t.a.slice(), b: t.b.slice() };
+    bad.b[5] = NaN;
+    assert.throws(() => saveAdapter(file('adapter-nan'), { r: 2, loraAlpha: 4, targets: ['k_proj'] }, new Map([[projectionTensorName(0, 'k_proj'), bad]]), 1),
+      /saveAdapter\(.*adapter-nan\): "base_model\.model\.model\.layers\.0\.self_attn\.k_proj\.lora_B\.weight" holds NaN at index 5: the run diverged \(lower the learning rate\); nothing was written/);
+    assert.equal(fs.existsSync(file('adapter-nan')), false);
   });
 
   it('toHfConfig parses back to the same ModelConfig (Qwen2 and Llama)', () => {

@@ -50,6 +50,15 @@ export function floatArg(name: string, min = 0, max = Infinity) {
   };
 }
 
+/** A number above 0 (a learning rate, a LoRA alpha, a sampling temperature where 0 would make the run a no-op). */
+export function positiveArg(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a number above 0, got "${v}"`);
+    return n;
+  };
+}
+
 export function jsonObjectArg(name: string) {
   return (v: string): Record<string, unknown> => {
     let x: unknown;

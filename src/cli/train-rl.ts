@@ -7,7 +7,7 @@ import { trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
-import { floatArg, intArg } from './main.ts';
+import { floatArg, intArg, positiveArg } from './main.ts';
 import { artefacts, checkOutDir, removeStale } from './outputs.ts';
 
 /** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
@@ -52,8 +52,8 @@ export function trainRlCommand(program: Command): void {
     .option('--penalty <kind>', 'budget (past the prompted budget) or group (past the group mean)', 'budget')
     .option('--lambda <x>', 'length penalty weight: reward loses lambda × (excess / budget), at most 1', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'KL weight to the SFT adapter', floatArg('--beta', 0), 0)
-    .option('--lr <lr>', 'learning rate', floatArg('--lr', 0), 1e-4)
-    .option('--temperature <t>', 'rollout temperature', floatArg('--temperature', 0), 1)
+    .option('--lr <lr>', 'learning rate', positiveArg('--lr'), 1e-4)
+    .option('--temperature <t>', 'rollout temperature (above 0: greedy rollouts of a group are all the same, and teach nothing)', positiveArg('--temperature'), 1)
     .option('--max-tokens <n>', 'rollout length limit (thinking + answer; default twice the largest budget)', intArg('--max-tokens', 1))
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
     .option('--checkpoint-every <n>', 'checkpoint every n steps, and at the last step', intArg('--checkpoint-every', 1), 10)

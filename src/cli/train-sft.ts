@@ -3,16 +3,18 @@ import { openSource } from '../io/source.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { loadDataset } from '../train/data.ts';
 import { trainSft } from '../train/sft.ts';
-import { floatArg, intArg } from './main.ts';
+import { intArg, positiveArg } from './main.ts';
 import { artefacts, checkOutDir, removeStale } from './outputs.ts';
 
 /** q,k,v,o,gate,up,down (or full names) -> projection names. */
 export function parseTargets(list: string, flag = '--targets'): Projection[] {
-  return list.split(',').map((t) => t.trim()).filter(Boolean).map((t) => {
+  const names = list.split(',').map((t) => t.trim()).filter(Boolean).map((t) => {
     const p = (t.endsWith('_proj') ? t : `${t}_proj`) as Projection;
     if (!PROJECTIONS.includes(p)) throw new Error(`${flag}: unknown target module "${t}" (use q,k,v,o,gate,up,down)`);
     return p;
   });
+  if (!names.length) throw new Error(`${flag}: no projection named in ${JSON.stringify(list)} (use q,k,v,o,gate,up,down)`);
+  return PROJECTIONS.filter((p) => names.includes(p)); // each once, in the model's order
 }
 
 export function trainSftCommand(program: Command): void {
@@ -23,11 +25,11 @@ export function trainSftCommand(program: Command): void {
     .option('--eval <file>', 'held-out JSONL for eval loss')
     .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 0), 16)
-    .option('--lora-alpha <a>', 'LoRA alpha', floatArg('--lora-alpha', 0), 32)
+    .option('--lora-alpha <a>', 'LoRA alpha', positiveArg('--lora-alpha'), 32)
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
     .option('--full', 'train every weight instead of a LoRA adapter (refused with --lora-r, --lora-alpha, --targets, --alora-invocation)')
     .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>"), and the loss counts only what follows it; LoRA only')
-    .option('--lr <lr>', 'peak learning rate (default: 2e-4 for LoRA, 1e-3 with --full)', floatArg('--lr', 0))
+    .option('--lr <lr>', 'peak learning rate (default: 2e-4 for LoRA, 1e-3 with --full)', positiveArg('--lr'))
     .option('--epochs <n>', 'epochs', intArg('--epochs', 1), 1)
     .option('--batch-tokens <n>', 'padded tokens per micro-batch', intArg('--batch-tokens', 2), 4096)
     .option('--accum <n>', 'micro-batches per optimizer step', intArg('--accum', 1), 1)

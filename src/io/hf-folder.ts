@@ -6,9 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type Llama3RopeScaling, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
-import { openSafetensors, SafetensorsFile } from './safetensors.ts';
+import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 
-const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 /** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */
 const HF_ARCHITECTURES: Record<string, ModelConfig['architecture']> = {

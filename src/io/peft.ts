@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
-import { openSafetensors, writeJson, writeSafetensors } from './safetensors.ts';
+import { checkFinite, FLOAT_DTYPES, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
 
 export interface AdapterConfig {
   r: number;
@@ -40,6 +40,7 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
   const config = readAdapterConfig(dir);
   if (!fs.existsSync(wFile)) throw new Error(`adapter: ${wFile} not found`);
   const file = openSafetensors(wFile);
+  checkSavedWith(file, config, cfgFile);
   const inv = config.aloraInvocationTokens?.find((t) => t >= model.vocabSize);
   if (inv !== undefined) throw new Error(`adapter: ${cfgFile} field "alora_invocation_tokens" holds token id ${inv}, outside the model's vocabulary (0..${model.vocabSize - 1}): the adapter belongs to another model`);
   const scale = loraScale(config), tensors: AdapterTensors = new Map(), used = new Set<string>();
@@ -51,8 +52,9 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
       const [out, inp] = projectionShape(model, proj);
       const want = { [aName]: [config.r, inp], [bName]: [out, config.r] };
       for (const [n, s] of Object.entries(want)) {
-        const got = file.shape(n);
+        const got = file.shape(n), dtype = file.info(n).dtype;
         if (got.join() !== s.join()) throw new Error(`adapter: ${wFile} tensor "${n}" has shape [${got}], the base model needs [${s}]`);
+        if (!FLOAT_DTYPES.has(dtype)) throw new Error(`adapter: ${wFile} tensor "${n}" is stored as ${dtype}; LoRA weights must be F32, F16, BF16 or F64`);
       }
       used.add(aName).add(bName);
       const b = file.get(bName).map((x) => x * scale);
@@ -77,7 +79,7 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
     ['modules_to_save', isNonEmpty(raw.modules_to_save)], ['trainable_token_indices', isNonEmpty(raw.trainable_token_indices)],
   ];
   for (const [field, bad] of unsupported) if (bad) throw new Error(`adapter: ${file} sets "${field}": ${JSON.stringify(raw[field])}, which edgereason does not support (plain or rank-stabilised LoRA on every layer, no bias)`);
-  const r = raw.r, alpha = raw.lora_alpha ?? r, targets = raw.target_modules;
+  const r = raw.r, alpha = raw.lora_alpha ?? 8, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8
   if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${JSON.stringify(r)}`);
   if (typeof alpha !== 'number') throw new Error(`adapter: ${file} field "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
   const list = typeof targets === 'string' ? [targets] : targets;
@@ -85,6 +87,7 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
   for (const t of list) {
     if (!PROJECTIONS.includes(t)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')})`);
   }
+  if (raw.use_rslora !== undefined && raw.use_rslora !== null && typeof raw.use_rslora !== 'boolean') throw new Error(`adapter: ${file} field "use_rslora" must be true or false, got ${JSON.stringify(raw.use_rslora)}`);
   const inv = raw.alora_invocation_tokens;
   if (inv !== undefined && inv !== null && (!Array.isArray(inv) || !inv.length || !inv.every((t) => Number.isInteger(t) && t >= 0))) {
     throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a non-empty list of token ids (or absent, for a plain LoRA adapter), got ${JSON.stringify(inv)}`);
@@ -146,7 +149,23 @@ export function saveAdapter(dir: string, cfg: SaveAdapterOptions, tensors: Reado
     alpha_pattern: {},
     ...(cfg.aloraInvocationTokens?.length ? { alora_invocation_tokens: [...cfg.aloraInvocationTokens] } : {}),
   };
+  checkFinite(out, `saveAdapter(${dir})`);
   fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { metadata: { format: 'pt' } });
+  // The fields that give the tensors their meaning ride in the weights file too: a save cut between the two
+  // files (new weights beside an earlier config) is refused at load instead of applied at the wrong scale.
+  writeSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { metadata: { format: 'pt', [SAVED_WITH]: JSON.stringify(meaning(parseAdapterConfig(config, 'saveAdapter'))) } });
   writeJson(path.join(dir, 'adapter_config.json'), config);
+}
+
+/** Metadata key of the LoRA settings an adapter's weights were saved with. */
+const SAVED_WITH = 'edgereason.lora';
+
+const meaning = (c: AdapterConfig) => ({ r: c.r, lora_alpha: c.loraAlpha, use_rslora: !!c.rslora, target_modules: c.targets, alora_invocation_tokens: c.aloraInvocationTokens ?? null });
+
+/** A weights file saved by edgereason names its settings: they must be the config's (see saveAdapter). */
+function checkSavedWith(file: SafetensorsFile, config: AdapterConfig, cfgFile: string): void {
+  const saved = file.metadata?.[SAVED_WITH];
+  if (typeof saved !== 'string') return; // another tool's adapter
+  const want = JSON.stringify(meaning(config));
+  if (saved !== want) throw new Error(`adapter: ${file.path} was saved with ${saved}, but ${cfgFile} says ${want}: the two files are from different saves (an interrupted one?); train or copy the adapter again`);
 }

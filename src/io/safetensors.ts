@@ -180,6 +180,21 @@ export class SafetensorsFile implements WeightSource {
   }
 }
 
+/** The dtypes weights may be stored in (integers are quantized or index data, not weights). */
+export const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16', 'F64']);
+
+/**
+ * Refuses to write weights that are not finite (a run that diverged): the file the user has stays as it was.
+ * `what` names the write for the message.
+ */
+export function checkFinite(tensors: Iterable<readonly [string, { data: ArrayLike<number> }]>, what: string): void {
+  for (const [name, t] of tensors) {
+    for (let i = 0; i < t.data.length; i++) {
+      if (!Number.isFinite(t.data[i])) throw new Error(`${what}: "${name}" holds ${t.data[i]} at index ${i}: the run diverged (lower the learning rate); nothing was written`);
+    }
+  }
+}
+
 /** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
 export function openSafetensors(path: string): SafetensorsFile {
   const size = fs.statSync(path).size;
@@ -206,6 +221,7 @@ export function openSafetensors(path: string): SafetensorsFile {
     if (name === '__metadata__') { metadata = v as Record<string, string>; continue; }
     const t = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const where = `${path}: tensor "${name}"`;
+    if (!t || typeof t !== 'object') throw new Error(`${where} is ${JSON.stringify(t)}, not a tensor entry ({ dtype, shape, data_offsets })`);
     if (typeof t.dtype !== 'string' || !(t.dtype in DTYPE_SIZE))
       throw new Error(`${where} has unsupported dtype ${JSON.stringify(t.dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
     if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0))

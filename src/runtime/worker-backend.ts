@@ -5,6 +5,24 @@ import type { Backend, CacheHandle, StepRequest, StepResult } from './backend.ts
 import type { AdapterTensors, EngineOptions } from './engine.ts';
 import type { StepManyResult } from './scheduler.ts';
 
+/** Every backend whose worker runs, and whether new calls are held back (quiesceWorkers). */
+const live = new Set<WorkerBackend>();
+let halted = false;
+
+/**
+ * Holds back every new call (they never settle) and resolves once the calls in flight have answered, or after
+ * `timeoutMs`: a process that exits on Ctrl-C while a worker is inside an onnxruntime call aborts (SIGABRT)
+ * instead of exiting with its own code.
+ */
+export function quiesceWorkers(timeoutMs = 10_000): Promise<void> {
+  halted = true;
+  const until = Date.now() + timeoutMs;
+  return new Promise((resolve) => {
+    const poll = () => ([...live].every((b) => b.idle) || Date.now() > until ? resolve() : setTimeout(poll, 5));
+    poll();
+  });
+}
+
 export class WorkerBackend implements Backend {
   private pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private next = 1;
@@ -38,6 +56,8 @@ export class WorkerBackend implements Backend {
     // Idle, the worker does not keep the process alive (as an idle socket would not): a script that forgets
     // close() still exits. It is referenced again while a call is in flight.
     worker.unref();
+    live.add(backend);
+    worker.once('exit', () => live.delete(backend));
     return backend;
   }
 
@@ -47,8 +67,12 @@ export class WorkerBackend implements Backend {
     this.pending.clear();
   }
 
+  /** No call in flight. */
+  get idle(): boolean { return this.pending.size === 0; }
+
   private call<T>(method: string, ...args: unknown[]): Promise<T> {
     if (this.gone) return Promise.reject(new Error(this.gone));
+    if (halted) return new Promise<T>(() => {}); // the process is about to exit (quiesceWorkers)
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
       if (!this.pending.size) this.worker.ref();

@@ -8,9 +8,12 @@
  * rename leaves the previous checkpoint intact (its tensor file is deleted only after the new JSON is in place);
  * a JSON whose tensor file is missing or has the wrong size is reported, never half-loaded.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
+import type { ModelConfig } from '../models/config.ts';
+import type { WeightSource } from '../io/weights.ts';
+import { checkFinite, openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamW, AdamWState, Params } from './optim.ts';
 
 export interface TrainState {
@@ -36,6 +39,7 @@ const JSON_NAME = 'checkpoint.json', FORMAT = 'edgereason-checkpoint-1';
 
 /** Save a checkpoint into `dir` (created if needed), replacing the one there. */
 export function saveCheckpoint(dir: string, c: Checkpoint): void {
+  checkFinite([...c.params].map(([n, data]) => [n, { data }] as const), `checkpoint ${dir} (step ${c.state.step})`); // a diverged run keeps its last good checkpoint
   fs.mkdirSync(dir, { recursive: true });
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   const add = (prefix: string, m: Params) => { for (const [n, d] of m) tensors.set(prefix + n, { shape: [d.length], data: d }); };
@@ -119,6 +123,23 @@ export function checkOptions(dir: string, saved: RunOptions | undefined, now: Ru
     if (show(saved[k]) !== show(now[k]))
       throw new Error(`resume: ${dir} was trained with ${k} ${show(saved[k])}, this run has ${k} ${show(now[k])} (resume with the same options, or start a new --out)`);
   }
+}
+
+/**
+ * A short hash that tells base models apart (Qwen2.5-0.5B from -Instruct, of one shape): the config and the
+ * first layer's query projection and the final norm, read in full (small next to what training reads).
+ */
+export function modelIdentity(config: ModelConfig, weights: WeightSource): string {
+  const h = crypto.createHash('sha256').update(JSON.stringify(config));
+  for (const n of ['model.layers.0.self_attn.q_proj.weight', 'model.norm.weight']) if (weights.has(n)) h.update(n).update(new Uint8Array(weights.get(n).buffer));
+  return h.digest('hex').slice(0, 12);
+}
+
+/** A short hash of data (token ids, prompts): a resume with other data than the run's is refused. */
+export function dataIdentity(items: Iterable<unknown>): string {
+  const h = crypto.createHash('sha256');
+  for (const x of items) h.update(JSON.stringify(x, (_, v) => (v instanceof Uint8Array ? [...v] : v)));
+  return h.digest('hex').slice(0, 12);
 }
 
 /** What Ctrl-C says about resuming: the last checkpoint and how to continue from it, or that there is none. */

@@ -8,6 +8,7 @@
  * Signal handlers run between synchronous operations, so a checkpoint or file being written is never cut in half.
  */
 import cliProgress from 'cli-progress';
+import { quiesceWorkers } from '../runtime/worker-backend.ts';
 
 export interface ProgressInfo {
   step: number;
@@ -41,7 +42,7 @@ export interface ProgressOptions {
   itemUnit?: string;
   /** Handle SIGINT/SIGTERM while running: the message printed for the last step reported (see the file comment). */
   interrupt?: (step: number) => string;
-  /** process.exit, injectable for tests. */
+  /** Exits the process (default: once the runtime workers' calls in flight have answered), injectable for tests. */
   exit?: (code: number) => void;
   /** Hide the terminal cursor while the bar runs (default true; restored on stop, and on Ctrl-C with `interrupt`). */
   hideCursor?: boolean;
@@ -90,7 +91,9 @@ export class Progress {
       this.onSignal = (signal) => {
         this.stop();
         stream.write(`\n${interrupt(this.step)}\n`);
-        (opts.exit ?? process.exit)(signal === 'SIGINT' ? 130 : 143);
+        const code = signal === 'SIGINT' ? 130 : 143;
+        if (opts.exit) opts.exit(code);
+        else void quiesceWorkers().then(() => process.exit(code));
       };
       process.on('SIGINT', this.onSignal);
       process.on('SIGTERM', this.onSignal);

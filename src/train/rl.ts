@@ -17,9 +17,9 @@ import type { TextTokenizer } from '../tokenizer/types.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
 import { budgetControl } from '../reason/budget.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
-import { AdamW, clipGradNorm, type Params } from './optim.ts';
+import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, interruptedMessage, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 
@@ -98,7 +98,10 @@ export async function trainRl(
   const { config, tokenizer: tok, backend } = model;
   const start: LoadedAdapter = loadAdapter(adapterDir, config);
   const { r: rank, loraAlpha: alpha, targets, rslora } = start.config;
-  const invocation = start.config.aloraInvocationTokens ?? tok.encode('<think>', { addSpecialTokens: false });
+  // Budget forcing trains the adapter from its invocation on (rollouts switch it on there): a plain LoRA would come out
+  // an activated one, a different policy from the one it started as.
+  const invocation = start.config.aloraInvocationTokens;
+  if (!invocation) throw new Error(`train-rl: ${adapterDir} is a plain LoRA adapter (its adapter_config.json has no alora_invocation_tokens); budget forcing trains an activated one, which acts from "<think>" on: train the SFT adapter with --alora-invocation "<think>"`);
   const endThink = tok.tokenToId('</think>');
   if (endThink === undefined) throw new Error('train-rl: the tokenizer has no </think> token');
   const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0;
@@ -115,8 +118,11 @@ export async function trainRl(
     '--seed': seed, '--group': G, '--prompts-per-step': P, '--budgets': o.budgets, '--unbudgeted-share': share, '--penalty': penalty,
     '--lambda': lambda, '--beta': o.beta ?? 0, '--lr': o.lr ?? 1e-4, '--temperature': temperature, '--max-tokens': maxTokens, '--grader': task,
     clipEps: o.clipEps ?? 0.2, prompts: prompts.length, 'the --adapter\'s r': rank, 'the --adapter\'s targets': targets.join(','),
+    'the --adapter\'s lora_alpha': alpha, 'the --adapter\'s use_rslora': !!rslora,
+    'the --model (a hash of its config and weights)': modelIdentity(config, model.weights), 'the prompts (a hash)': dataIdentity(prompts),
   };
-  const later = ['the --adapter\'s r', 'the --adapter\'s targets']; // recorded since a later version
+  const later = ['the --adapter\'s r', 'the --adapter\'s targets', 'the --adapter\'s lora_alpha', 'the --adapter\'s use_rslora', // recorded since a later version
+    'the --model (a hash of its config and weights)', 'the prompts (a hash)'];
   let step = 0, checkpoint: number | undefined;
   if (o.resume) {
     if (!fs.existsSync(path.join(ckpt, 'checkpoint.json'))) throw new Error(`train-rl: --resume given but ${ckpt} holds no checkpoint`);
@@ -178,7 +184,7 @@ export async function trainRl(
           });
           for (const [n, g] of res.grads) { const acc = grads.get(n)!; for (let k = 0; k < g.length; k++) acc[k] += g[k]; }
         }
-        clipGradNorm(grads, 1.0);
+        checkDiverged('train-rl', step + 1, { gradNorm: clipGradNorm(grads, 1.0) }, o.lr ?? 1e-4, checkpoint === undefined ? undefined : { step: checkpoint, dir: ckpt });
         opt.update(grads);
       }
       step++;
@@ -194,24 +200,25 @@ export async function trainRl(
     }
     // The last step is always saved: --resume with a larger --steps continues from it.
     if (o.checkpointEvery && checkpoint !== step) save();
+    // Written while Ctrl-C is still handled: each file is written whole, and the message says how to finish.
+    const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
+    saveAdapter(o.out, { r: rank, loraAlpha: alpha, rslora, targets, aloraInvocationTokens: invocation, baseModel: o.baseModel ?? recordedBase(adapterDir) }, tensors, config.numLayers);
+    // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
+    // writes a request's bucket into the prompt only for adapters trained with them.
+    writeJson(path.join(o.out, 'rl_log.json'), {
+      budgets: share < 1 ? o.budgets : [], unbudgetedShare: share, unbudgetedBudget: Math.min(...o.budgets), history,
+    }, 1);
+    const curve = (name: keyof RlStepStats) => history.map((h) => [h.step, h[name]] as [number, number]);
+    writeSvg(path.join(o.out, 'rl-curves.svg'), await lineChart({
+      title: 'GRPO: reward, accuracy and within-budget rate', x: 'step', y: 'value',
+      series: [{ name: 'mean reward', points: curve('reward') }, { name: 'accuracy', points: curve('accuracy') }, { name: 'within budget', points: curve('withinBudget') }],
+    }));
+    writeSvg(path.join(o.out, 'rl-length.svg'), await lineChart({ title: 'GRPO: mean thinking tokens', x: 'step', y: 'tokens', series: [{ name: 'thinking tokens', points: curve('thinking') }] }));
   } finally {
     progress.stop();
     await trainer.close();
     await refTrainer?.close();
   }
-  const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
-  saveAdapter(o.out, { r: rank, loraAlpha: alpha, rslora, targets, aloraInvocationTokens: invocation, baseModel: o.baseModel ?? recordedBase(adapterDir) }, tensors, config.numLayers);
-  // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
-  // writes a request's bucket into the prompt only for adapters trained with them.
-  writeJson(path.join(o.out, 'rl_log.json'), {
-    budgets: share < 1 ? o.budgets : [], unbudgetedShare: share, unbudgetedBudget: Math.min(...o.budgets), history,
-  }, 1);
-  const curve = (name: keyof RlStepStats) => history.map((h) => [h.step, h[name]] as [number, number]);
-  writeSvg(path.join(o.out, 'rl-curves.svg'), await lineChart({
-    title: 'GRPO: reward, accuracy and within-budget rate', x: 'step', y: 'value',
-    series: [{ name: 'mean reward', points: curve('reward') }, { name: 'accuracy', points: curve('accuracy') }, { name: 'within budget', points: curve('withinBudget') }],
-  }));
-  writeSvg(path.join(o.out, 'rl-length.svg'), await lineChart({ title: 'GRPO: mean thinking tokens', x: 'step', y: 'tokens', series: [{ name: 'thinking tokens', points: curve('thinking') }] }));
   return { history, out: o.out };
 }
 

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { checkWeights } from '../io/hf-folder.ts';
-import { writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
+import { checkFinite, writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
 import { writeTokenizerFiles, type TokenizerFiles } from '../tokenizer/hf.ts';
 import { MemoryWeights, type WeightSource } from '../io/weights.ts';
 
@@ -59,6 +59,7 @@ export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSo
   const src = weights instanceof Map ? new MemoryWeights(weights) : weights;
   checkWeights(config, src, `saveHfFolder(${dir})`);
   const tensors = new Map(src.names.map((n) => [n, { shape: src.shape(n), data: src.get(n) }]));
+  checkFinite(tensors, `saveHfFolder(${dir})`);
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { dtype: opts.dtype, metadata: { format: 'pt' } });
   if (opts.tokenizer) writeTokenizerFiles(dir, opts.tokenizer);

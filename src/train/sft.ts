@@ -11,9 +11,9 @@ import { projectionShape, PROJECTIONS } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { saveAdapter } from '../io/peft.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
-import { AdamW, clipGradNorm, lrAt, type Params } from './optim.ts';
+import { AdamW, checkDiverged, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, interruptedMessage, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import type { TokenizerFiles } from '../tokenizer/hf.ts';
 import { Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
@@ -79,7 +79,7 @@ export interface SftResult {
 }
 
 /** Resume options recorded since a later version: checked only when the checkpoint has them. */
-const LATER_OPTIONS = ['--lora-r', '--targets'];
+const LATER_OPTIONS = ['--lora-r', '--targets', 'the --model (a hash of its config and weights)', 'the --data (a hash of its token ids)'];
 
 export async function trainSft(config: ModelConfig, weights: WeightSource, train: Example[], evalSet: Example[], o: SftOptions): Promise<SftResult> {
   if (!train.length) throw new Error('train-sft: the training set is empty');
@@ -119,6 +119,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     ...(o.full ? {} : { '--lora-r': rank, '--lora-alpha': alpha, '--targets': PROJECTIONS.filter((p) => targets.includes(p)).map((p) => p.replace(/_proj$/, '')).join(',') }),
     '--alora-invocation': o.aloraInvocation ?? 'none',
     examples: train.length, warmupSteps: schedule.warmup, minLrRatio: o.minLrRatio ?? 0.1, weightDecay, clip,
+    'the --model (a hash of its config and weights)': modelIdentity(config, weights), 'the --data (a hash of its token ids)': dataIdentity(train),
   };
   const ckptDir = path.join(o.out, 'checkpoint');
   if (o.resume) {
@@ -167,6 +168,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
         }
         const gradNorm = clipGradNorm(grads, clip);
         const stepLr = lrAt(step, schedule);
+        checkDiverged('train-sft', step + 1, { loss, gradNorm }, lr, checkpoint === undefined ? undefined : { step: checkpoint, dir: ckptDir });
         opt.update(grads, stepLr);
         step++; position += group.length;
         losses.push(loss);
@@ -180,18 +182,19 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     // The step the run ended or was stopped at (maxSteps) is always saved, so --resume continues from it.
     if (o.checkpointEvery && checkpoint !== step) save();
     if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) evalLosses.push([step, await evaluate()]);
+    // Written while Ctrl-C is still handled: each file is written whole, and the message says how to finish.
+    fs.mkdirSync(o.out, { recursive: true });
+    if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles });
+    else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
+    await writeSvg(path.join(o.out, 'loss.svg'), await lineChart({
+      title: 'SFT loss', x: 'optimizer step', y: 'cross-entropy',
+      series: [{ name: 'train', points: losses.map((l, i) => [i + 1, l]) }, ...(evalLosses.length ? [{ name: 'eval', points: evalLosses }] : [])],
+    }));
+    writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
   } finally {
     progress?.stop();
     await trainer.close();
   }
-  fs.mkdirSync(o.out, { recursive: true });
-  if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles });
-  else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
-  await writeSvg(path.join(o.out, 'loss.svg'), await lineChart({
-    title: 'SFT loss', x: 'optimizer step', y: 'cross-entropy',
-    series: [{ name: 'train', points: losses.map((l, i) => [i + 1, l]) }, ...(evalLosses.length ? [{ name: 'eval', points: evalLosses }] : [])],
-  }));
-  writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
   return { steps: step, total, losses, evalLosses, params, out: o.out, data: report, ...(checkpoint !== undefined ? { checkpoint } : {}) };
 }
 
