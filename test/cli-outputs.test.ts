@@ -198,14 +198,16 @@ test('bench scripts run directly refuse unknown flags and non-numbers before any
 });
 
 test('train-router interrupted by SIGINT while the runtime worker decodes exits 130 with its message (it aborted with SIGABRT)', async () => {
-  const child = spawn(process.execPath, [BIN, 'train-router', '--model', DEFAULT_DIR, '--adapter', ADAPTER_DIR, '--out', at('int-router.json'), '--limit', '20000', '--max-tokens', '8'], { cwd: ROOT });
+  // A short first stage, whose last progress line says the run is under way; the second is long.
+  const child = spawn(process.execPath, [BIN, 'train-router', '--model', DEFAULT_DIR, '--adapter', ADAPTER_DIR, '--out', at('int-router.json'), '--limit', '20', '--val', '20000', '--max-tokens', '8'], { cwd: ROOT });
   let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
+  const started = new Promise<void>((resolve) => child.stderr.on('data', (d) => { stderr += d; if (/base answers \(train\) 20\/20/.test(stderr)) resolve(); }));
   const done = new Promise<[number | null, string | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
-  await new Promise((r) => setTimeout(r, 4000)); // the model is loaded and the base answers are being decoded
+  await started;
   child.kill('SIGINT');
   assert.deepEqual(await done, [130, null], stderr);
-  assert.match(stderr, /train-router: interrupted during base answers \(train\) at \d+\/\d+; nothing was written to /);
+  // (At once, before the second stage's first answer is in, the message names the first stage's end.)
+  assert.match(stderr, /train-router: interrupted during base answers (\(train\) at 20\/20|\(val\) at \d+\/20000); nothing was written to /);
   assert.doesNotMatch(stderr, /terminate called|Napi/);
   assert.ok(!fs.existsSync(at('int-router.json')));
 });

@@ -12,7 +12,7 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, reasoningTokens } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
@@ -553,6 +553,15 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   assert.equal((await capped(['5'])).answer, '####');
   await assert.rejects(run({ maxTokens: 0 }), /answer: maxTokens must be an integer ≥ 1, got 0/);
   await assert.rejects(run({ max_tokens: 5 } as object), /answer: unknown option "max_tokens"/);
+  await assert.rejects(run({ samples: '2' as never }), /answer: samples must be a positive integer, got "2"/);
+  await assert.rejects(run({ task: 'foo' as never }), /answer: task must be one of gsm8k, svamp, asdiv, aime24, amc23, math500, synthetic; got "foo"/);
+  await assert.rejects(run({ adapterMode: 'lora' as never }), /answer: adapterMode must be "activated" or "classic", got "lora"/);
+  await assert.rejects(run({ seed: 'x' as never }), /answer: seed must be an integer, got "x"/);
+  await assert.rejects(answer(scripted(policy).m, 'q', {}, { routr: 1 } as never), /answer: unknown option "routr" \(options: router, verifier\)/);
+  assert.throws(() => new Reasoner(scripted(policy).m, { routr: 1 } as never), /Reasoner: unknown option "routr" \(options: router, verifier\)/);
+  assert.throws(() => new Reasoner(null as never), /Reasoner: the first argument must be a model from loadModel, got null/);
+  // Samples whose KV cache could never fit in this machine's memory are refused before any work.
+  await assert.rejects(answer(await model(), 'q', { reasoning: 'on', samples: 1e9, maxTokens: 64 }), /answer: 1000000000 samples of up to \d+ tokens need about [\d.]+ GiB of KV cache; this machine has [\d.]+ GiB of memory: ask for fewer samples \(or a lower maxTokens\)/);
   await assert.rejects(answer(scripted(policy).m, { messages: [] } as never), /answer: the question must be a string or a list of messages, got object/);
   // A prompt that fills the context is refused before any prefill.
   const full = scripted(policy);

@@ -624,9 +624,15 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ stopTokens: [V + 1] }, new RegExp(`generate: stopTokens must be token ids \\(0\\.\\.${V - 1}\\), got \\[${V + 1}\\]`)],
       [{ adapterFrom: 3 }, /generate: adapterFrom needs adapter: true, got 3/],
       [{ max_tokens: 5 }, /generate: unknown option "max_tokens"/],
+      // Checked as given, before the defaults and per-row seeds are made from them.
+      [{ maxTokens: '4' }, /generate: maxTokens must be an integer ≥ 1, got "4"/],
+      [{ maxTokens: Infinity }, /generate: maxTokens must be an integer ≥ 1, got Infinity/],
+      [{ seed: 'x' }, /generate: seed must be an integer, got "x"/],
+      [{ adapter: 'yes' }, /generate: adapter must be true or false, got "yes"/],
     ];
     for (const [opts, re] of bad) await assert.rejects(m.complete('Hello', opts), re);
     await assert.rejects(m.complete([{ role: 'user', content: 'hi' }], { chat: false }), /a list of messages is rendered by the chat template/);
+    await assert.rejects(m.generateBatch('Hello' as never), /generate: generateBatch takes a list of prompts \(one per row\), got string/);
     await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant\)/);
     // A temperature so small that every logit but the best falls below the tail floor is greedy (it used to pick no token).
     const greedy = await m.complete('Hello', { maxTokens: 6 }), tiny = await m.complete('Hello', { maxTokens: 6, temperature: 1e-300, seed: 1 });

@@ -100,6 +100,8 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
   assert.match(run(['--data', data, '--lora-r', '0']), /--lora-r must be a positive integer, got 0/);
   assert.match(run(['--data', data, '--targets', 'q,qkv']), /unknown target module "qkv"/);
   assert.match(run(['--data', data, '--targets', ',']), /--targets: no projection named in ","/);
+  assert.match(run(['--data', data, '--lora-r', '1000']), /--lora-r 1000 is larger than the projections it adapts \(their smallest side is \d+\)/);
+  assert.match(run(['--data', data, '--alora-invocation', '']), /edgereason: --alora-invocation is empty; give it a value or leave it out/); // an unset shell variable
   for (const flag of ['--lr', '--lora-alpha']) assert.match(run(['--data', data, flag, '0']), new RegExp(`${flag} must be a number above 0, got "0"`));
   fs.writeFileSync(path.join(tmp, 'empty.jsonl'), '');
   assert.match(run(['--data', path.join(tmp, 'empty.jsonl')]), /empty\.jsonl: empty dataset/);

@@ -21,6 +21,13 @@ export async function main(argv: string[]): Promise<void> {
     .description('Small language models that reason efficiently on edge devices')
     .version(version(), '-V, --version', 'print the version')
     .showHelpAfterError();
+  // An empty value (an unset shell variable: --adapter "$ADAPTER") would otherwise mean "none" or "everything".
+  program.hook('preAction', (_, command) => {
+    for (const o of command.options) {
+      const v: unknown = command.getOptionValue(o.attributeName());
+      if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value or leave it out`);
+    }
+  });
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   try {
     await program.parseAsync(argv);

@@ -33,7 +33,7 @@ export function labelItems(task: string, train: number, val: number, seed = 0): 
  * Ctrl-C stops the bar, says where the command was and that `nothing` was written, and exits 130.
  */
 export function stageProgress(command: string, unit: string, nothing: string): StagedProgress {
-  return new StagedProgress({ itemUnit: unit, interrupt: (stage, done, total) => `${command}: interrupted during ${stage} at ${done}/${total}; ${nothing}` });
+  return new StagedProgress({ itemUnit: unit, interrupt: (stage, done, total) => `${command}: interrupted ${stage ? `during ${stage} at ${done}/${total}` : 'before the first question'}; ${nothing}` });
 }
 
 export function trainRouterCommand(program: Command): void {

@@ -21,11 +21,14 @@
  */
 import { budgetControl, budgetSystemLine } from './budget.ts';
 import { randomInt } from 'node:crypto';
+import os from 'node:os';
 import { checkKeys, type Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { decode, endsWithRun, Sequence } from '../runtime/generate.ts';
 import { sampleToken } from '../runtime/sampler.ts';
-import { extractAnswer } from '../tasks/grade.ts';
+import { extractAnswer, TASKS } from '../tasks/grade.ts';
+import type { ModelConfig } from '../models/config.ts';
+import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
 import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
@@ -171,10 +174,14 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const start = performance.now();
   const { backend, tokenizer: tok } = model;
   checkKeys(opts, ANSWER_OPTIONS, 'answer');
+  checkKeys(aux, ['router', 'verifier'], 'answer');
   if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task ?? 'synthetic';
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got "${mode}"`);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${n}`);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${JSON.stringify(n)}`);
+  if (opts.seed !== undefined && !Number.isSafeInteger(opts.seed)) throw new Error(`answer: seed must be an integer, got ${JSON.stringify(opts.seed)}`);
+  if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${JSON.stringify(task)}`);
+  if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${JSON.stringify(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
   if (isVerifierVote(method) && !aux.verifier) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
   const native = !!opts.nativeThinking;
@@ -182,10 +189,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (native && opts.adapterMode !== undefined) throw new Error('answer: adapterMode applies to a reasoning adapter, not to nativeThinking');
   const reasons = !!model.adapter || native; // whether this model can take the reasoning route at all
   if (mode === 'on' && !reasons) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (--adapter), or nativeThinking for a model that thinks by itself (e.g. Qwen3)');
-  if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${opts.maxTokens}`);
+  if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${JSON.stringify(opts.maxTokens)}`);
   if (aux.router && !reasons && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (--adapter) and nativeThinking is off: there is nothing to route to');
   const K = opts.maxThinkingTokens;
-  if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${K}`);
+  if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${JSON.stringify(K)}`);
 
   if (native && opts.budget !== undefined) throw new Error('answer: budget is the control line a budget-trained (RL) adapter reads; with nativeThinking cap the thinking with maxThinkingTokens');
   if (aux.router && mode === 'auto') checkTrainedFor('router', aux.router, native);
@@ -204,6 +211,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const invocation = opened >= 0 ? [] : rt?.invocation ?? [];
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
   if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+  checkKvMemory(backend.config, n, Math.min(ctx, ids.length + (opts.maxTokens ?? 512)));
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop });
   const seed = opts.seed ?? randomInt(2 ** 31);
@@ -372,6 +380,17 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   }
 }
 
+/**
+ * N samples hold N rows of KV cache (float32) up to the prompt plus maxTokens: a request that could not fit in this
+ * machine's memory is refused before any work, instead of growing until the process is killed.
+ */
+function checkKvMemory(c: ModelConfig, samples: number, positions: number): void {
+  const bytes = samples * positions * c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
+  if (bytes > os.totalmem()) {
+    throw new Error(`answer: ${samples} samples of up to ${positions} tokens need about ${gib(bytes)} GiB of KV cache; this machine has ${gib(os.totalmem())} GiB of memory: ask for fewer samples (or a lower maxTokens)`);
+  }
+}
+
 /** The room a reasoning turn needs (thinking and an answer; in the context and in maxTokens) for the gate to escalate to it. */
 export const MIN_ESCALATION_ROOM = 64;
 
@@ -383,7 +402,10 @@ export const answerTemperature = (asked: number | undefined, route: Route, sampl
 
 /** A model with its router and verifier: `new Reasoner(model, { router, verifier }).answer(question, opts)`. */
 export class Reasoner {
-  constructor(readonly model: Model, readonly aux: { router?: Router; verifier?: Verifier } = {}) {}
+  constructor(readonly model: Model, readonly aux: { router?: Router; verifier?: Verifier } = {}) {
+    if (!model || typeof model.encode !== 'function') throw new Error(`Reasoner: the first argument must be a model from loadModel, got ${model === null ? 'null' : typeof model}`);
+    checkKeys(aux, ['router', 'verifier'], 'Reasoner');
+  }
   answer(input: AnswerInput, opts: AnswerOptions = {}): Promise<AnswerResult> { return answer(this.model, input, opts, this.aux); }
   async close(): Promise<void> { await this.model.close(); }
 }

@@ -8,7 +8,7 @@ export const budgetSystemLine = (budget: number): string => `Thinking budget: ${
 
 /** Token ids fed after the invocation for a budget ("\n" + the line); the model then writes "\n" + its thinking. */
 export function budgetControl(tok: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] }, budget: number): number[] {
-  if (!Number.isInteger(budget) || budget <= 0) throw new Error(`answer: budget must be a positive integer number of tokens, got ${budget}`);
+  if (!Number.isInteger(budget) || budget <= 0) throw new Error(`answer: budget must be a positive integer number of tokens, got ${JSON.stringify(budget)}`);
   return tok.encode(`\n${budgetSystemLine(budget)}`, { addSpecialTokens: false });
 }
 

@@ -15,7 +15,7 @@ export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type C
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { adapterView, LocalBackend, type Backend } from './backend.ts';
 import { WorkerBackend } from './worker-backend.ts';
-import { endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
+import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 
 export interface LoadOptions {
   /**
@@ -172,11 +172,14 @@ export class Model {
    * independently. Aborting `signal` ends every sequence at the next step (finish reason 'cancelled').
    */
   async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | PromptOptions[] = {}, onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
-    if (Array.isArray(opts)) {
-      if (opts.length !== prompts.length) throw new Error(`generate: ${opts.length} option objects for ${prompts.length} prompts (give one per prompt, or one object for all)`);
-      opts.forEach((o) => checkKeys(o, PROMPT_OPTIONS, 'generate'));
+    if (!Array.isArray(prompts)) throw new Error(`generate: generateBatch takes a list of prompts (one per row), got ${typeof prompts}`);
+    if (Array.isArray(opts) && opts.length !== prompts.length) throw new Error(`generate: ${opts.length} option objects for ${prompts.length} prompts (give one per prompt, or one object for all)`);
+    // Checked as given, before defaults and per-row seeds are derived from them.
+    for (const o of Array.isArray(opts) ? opts : [opts]) {
+      checkKeys(o, PROMPT_OPTIONS, 'generate');
+      checkGenerateOptions(o, this.config.vocabSize);
+      for (const k of ['chat', 'adapter'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`generate: ${k} must be true or false, got ${JSON.stringify(o[k])}`);
     }
-    else checkKeys(opts, PROMPT_OPTIONS, 'generate');
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: opts.seed + i }));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p), per[i].chatTemplateKwargs));

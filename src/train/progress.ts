@@ -67,7 +67,7 @@ export class Progress {
   private readonly logStream?: NodeJS.WriteStream;
   private lastLog: number;
   private readonly label: string;
-  private readonly onSignal?: (signal: NodeJS.Signals) => void;
+  private readonly offSignals?: () => void;
   private stopped = false;
 
   constructor(readonly total: number, private readonly opts: ProgressOptions = {}) {
@@ -86,18 +86,8 @@ export class Progress {
       }, cliProgress.Presets.shades_classic);
       this.bar.start(total, this.startStep, { loss: '-', rate: '0', eta_s: '--' });
     }
-    if (!opts.quiet && opts.interrupt) {
-      const interrupt = opts.interrupt;
-      this.onSignal = (signal) => {
-        this.stop();
-        stream.write(`\n${interrupt(this.step)}\n`);
-        const code = signal === 'SIGINT' ? 130 : 143;
-        if (opts.exit) opts.exit(code);
-        else void quiesceWorkers().then(() => process.exit(code));
-      };
-      process.on('SIGINT', this.onSignal);
-      process.on('SIGTERM', this.onSignal);
-    }
+    const interrupt = opts.interrupt;
+    if (!opts.quiet && interrupt) this.offSignals = onInterrupt(stream, () => { this.stop(); return interrupt(this.step); }, opts.exit);
   }
 
   /** Report that `step` steps are done, `tokens` more tokens were processed, with the latest loss. */
@@ -127,44 +117,77 @@ export class Progress {
     if (this.stopped) return;
     this.stopped = true;
     this.bar?.stop();
-    if (this.onSignal) {
-      process.off('SIGINT', this.onSignal);
-      process.off('SIGTERM', this.onSignal);
-    }
+    this.offSignals?.();
   }
+}
+
+/**
+ * Handles SIGINT and SIGTERM until the returned function is called: `message` (which stops any bar, restoring the
+ * cursor it hid) is printed, and the process exits with 130 (SIGINT) or 143 (SIGTERM) once the runtime workers'
+ * calls in flight have answered (or through `exit`, in tests).
+ */
+function onInterrupt(stream: NodeJS.WriteStream, message: () => string, exit?: (code: number) => void): () => void {
+  const handler = (signal: NodeJS.Signals) => {
+    off();
+    stream.write(`\n${message()}\n`);
+    const code = signal === 'SIGINT' ? 130 : 143;
+    if (exit) exit(code);
+    else void quiesceWorkers().then(() => process.exit(code));
+  };
+  const off = () => { process.off('SIGINT', handler); process.off('SIGTERM', handler); };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return off;
 }
 
 /**
  * Progress of work in stages ("base answers (train)", then "base answers (val)", ...), each with its own count:
  * one Progress (in items) per stage, the previous one stopped when the next begins. `update` fits the
- * `onProgress(stage, done, total)` hooks of the router, the verifier and the eval harness.
+ * `onProgress(stage, done, total)` hooks of the router, the verifier and the eval harness. With `interrupt`, Ctrl-C
+ * is handled from construction until stop(), between stages too, naming the stage last reported.
  */
 export class StagedProgress {
   private current?: { stage: string; progress: Progress };
+  private last?: [stage: string, done: number, total: number];
+  private readonly offSignals?: () => void;
   private readonly now: () => number;
   /** When the last stage ended (or this reporter began): the next stage's work began then. */
   private since: number;
 
-  /** `interrupt` gets the stage, the items done and its total. */
+  /** `interrupt` gets the stage ('' before the first), the items done and its total. */
   constructor(private readonly opts: Omit<ProgressOptions, 'label' | 'startStep' | 'startedAt' | 'interrupt'> & { itemUnit: string; interrupt?: (stage: string, done: number, total: number) => string }) {
     this.now = opts.now ?? Date.now;
     this.since = this.now();
+    const interrupt = opts.interrupt;
+    if (!opts.quiet && interrupt) {
+      this.offSignals = onInterrupt(opts.stream ?? process.stderr, () => {
+        this.endStage();
+        return interrupt(...(this.last ?? ['', 0, 0])); // '': before the first stage
+      }, opts.exit);
+    }
   }
 
   update(stage: string, done: number, total: number): void {
     if (this.current?.stage !== stage || this.current.progress.total !== total) {
-      this.current?.progress.stop();
-      const { interrupt, ...rest } = this.opts;
-      this.current = { stage, progress: new Progress(total, { ...rest, label: stage, startedAt: this.since, ...(interrupt ? { interrupt: (d) => interrupt(stage, d, total) } : {}) }) };
+      this.endStage();
+      const { interrupt: _, ...rest } = this.opts;
+      this.current = { stage, progress: new Progress(total, { ...rest, label: stage, startedAt: this.since }) };
     }
+    this.last = [stage, done, total];
     this.current.progress.update(done);
     this.since = this.now();
-    if (done >= total) this.stop();
+    if (done >= total) this.endStage();
   }
 
-  stop(): void {
+  private endStage(): void {
     this.current?.progress.stop();
     this.current = undefined;
+  }
+
+  /** Ends the current stage's bar and the handling of Ctrl-C. */
+  stop(): void {
+    this.endStage();
+    this.offSignals?.();
   }
 }
 

@@ -86,6 +86,10 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
   if (!o.full && (!Number.isInteger(rank) || rank <= 0)) throw new Error(`train-sft: --lora-r must be a positive integer, got ${rank}`);
   for (const t of targets) if (!PROJECTIONS.includes(t)) throw new Error(`train-sft: unknown target module "${t}" (use ${PROJECTIONS.join(', ')})`);
+  // A rank past the smallest side of an adapted projection adds parameters and no expressiveness.
+  const side = Math.min(...targets.flatMap((t) => projectionShape(config, t)));
+  if (!o.full && rank > side) throw new Error(`train-sft: --lora-r ${rank} is larger than the projections it adapts (their smallest side is ${side}); a LoRA rank is usually 8–64`);
+  for (const [flag, v] of [['--lr', o.lr], ['--lora-alpha', o.alpha]] as const) if (v !== undefined && !(v > 0)) throw new Error(`train-sft: ${flag} must be above 0 (at 0 nothing is learnt), got ${v}`);
   if (o.full) toHfConfig(config); // a config that config.json cannot express fails now, not after the run
   // Examples are cut to the model's context at most: positions past it are never seen at inference.
   const ctx = config.maxPositionEmbeddings;
