@@ -130,6 +130,23 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...base, num_hidden_layers: '2' }, '/m/config.json'), /\/m\/config\.json: field "num_hidden_layers" must be a positive integer, got "2"/);
     assert.throws(() => parseHfConfig({ ...base, eos_token_id: 'x' }), /config\.json: field "eos_token_id" must be a token id/);
     assert.throws(() => parseHfConfig({ ...base, eos_token_id: 5000, vocab_size: 900 }), /config\.json: token id 5000 \(bos_token_id \/ eos_token_id\) is outside the vocabulary \(vocab_size 900\)/);
+    assert.throws(() => parseHfConfig({ ...base }, '/m/config.json', { eos_token_id: '2' }), { message: '/m/generation_config.json: field "eos_token_id" must be a token id or a list of them, got "2"' });
+    assert.throws(() => parseHfConfig({ ...base, architectures: undefined, model_type: undefined }, '/m/config.json'), /^Error: \/m\/config\.json: names no architecture \(neither "architectures" nor "model_type"\); supported: Qwen2ForCausalLM/);
+  });
+  it('a config.json, generation_config.json or shard index that is not a JSON object, or a shard that is not a file name, is named', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-null-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'config.json'), 'null');
+      assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'config.json')}: must hold a JSON object, got null` });
+      fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(base));
+      fs.writeFileSync(path.join(dir, 'generation_config.json'), '[]');
+      assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'generation_config.json')}: must hold a JSON object, got []` });
+      fs.rmSync(path.join(dir, 'generation_config.json'));
+      fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': 5 } }));
+      assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: "weight_map" gives 5 as the file of "model.norm.weight"; expected a file name` });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
   it('lists the supported architectures for an unknown one', () => {
     assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe' }, 'q3/config.json'),

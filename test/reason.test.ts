@@ -693,6 +693,7 @@ test('router: separable features give 100 % training accuracy; save/load round t
   assert.equal(edited({ gate: null })().gate, undefined);
   assert.throws(edited({ gate: { minLogprob: 5, tokens: 16 } }), /field "gate" must be \{"minLogprob": a log-probability ≤ 0/);
   assert.throws(edited({ threshold: 5 }), /router\.json: field "threshold" must be a probability in \[0, 1\] \(or null: never\), got 5/);
+  assert.throws(edited({ hiddenSize: undefined }), /router\.json: field "hiddenSize" must be a positive integer \(the model's hidden size\), got undefined/);
   assert.equal(edited({ threshold: null })().threshold, Infinity, 'a saved "never" threshold (Infinity is null in JSON) loads back');
   assert.throws(edited({ rule: { name: 'cheapest' } }), /router\.json: field "rule\.name" must be "savings" or "accuracy", got "cheapest"/);
   assert.throws(edited({ probe: undefined }), /router\.json: field "probe" must be an object \{weights, bias, mean, std\}, got undefined/);

@@ -252,6 +252,7 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
     ...(fs.existsSync(path.join(fixture.dir, 'verifier.json')) ? [] : [[ask('x', { edgereason: { vote: 'verifier' } }), 'edgereason.vote'] as [Loose, string]]),
     [{ model: 'reasoning', messages: [] }, 'messages'],
     [{ model: 'reasoning', messages: [{ role: 'user', content: 42 }] }, 'messages[0].content'],
+    [{ model: 'reasoning', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user' }] }, 'messages[1].content'],
     [{ model: 'reasoning' }, 'messages'],
     [ask('word '.repeat(600)), 'messages'],
   ];
@@ -528,6 +529,34 @@ test('server: a model id with "/" is found at /v1/models/<id> unencoded; a non-s
     assert.equal(small.metrics.cancelled.get(), 1);
   } finally {
     await small.close(1000);
+  }
+});
+
+test('server: a chat template that fails on a plain conversation stops the start; one that refuses some messages is a 400, one that breaks on them a 500', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-template-'));
+  try {
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(dir, f));
+    fs.writeFileSync(path.join(dir, 'chat_template.jinja'), '{{ messages[0].content | nosuchfilter }}');
+    await assert.rejects(createServer({ model: dir, port: 0, ctx: 512 }), new RegExp(`^Error: serve: the chat template of ${dir} failed: .*nosuchfilter.* \\(on a plain user message\\)$`));
+    fs.writeFileSync(path.join(dir, 'chat_template.jinja'), "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+      + "{% if m.role == 'assistant' %}{{ m.content | nosuchfilter }}{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n");
+    const s = await createServer({ model: dir, port: 0, ctx: 512 });
+    const u = await s.listen();
+    try {
+      const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const post = (messages: Loose[]) => status(c.chat.completions.create({ model: path.basename(dir), messages, max_tokens: 2 } as any));
+      const refused = await post([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }]);
+      assert.deepEqual([refused.status, refused.param], [400, 'messages']);
+      assert.match(refused.message, /refuses these messages: System role not supported/);
+      const broken = await post([{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }, { role: 'user', content: 'hi' }]);
+      assert.deepEqual([broken.status, broken.type], [500, 'server_error']);
+      assert.match(broken.message, /^500 The server's chat template of .* failed: .*nosuchfilter/);
+      assert.equal((await c.chat.completions.create({ model: path.basename(dir), messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 })).choices.length, 1);
+    } finally {
+      await s.close(1000);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSy
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { loadTokenizer, ChatTemplateError } from '../src/tokenizer/hf.ts';
 import { StreamDecoder } from '../src/tokenizer/stream.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadLlama2c, llama2cTokenizerJson, readLlama2cModel } from '../src/io/llama2c.ts';
@@ -96,6 +96,14 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   const broken = loadTokenizer(dir);
   assert.deepEqual(broken.encode('Hello'), loadTokenizer(qwenDir).encode('Hello'));
   assert.throws(() => broken.applyChatTemplate(chat), new RegExp(`tokenizer: the chat template of ${dir} does not parse: `));
+  // A template that refuses the conversation (raise_exception) blames the messages; one that fails otherwise, itself.
+  writeFileSync(path.join(dir, 'chat_template.jinja'), "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}");
+  assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'refused'
+    && e.message === `tokenizer: the chat template of ${dir} refuses these messages: System role not supported`);
+  assert.equal(loadTokenizer(dir).applyChatTemplate(chat.slice(1, 2)), 'What is 2+2?');
+  writeFileSync(path.join(dir, 'chat_template.jinja'), '{{ messages[0].content | nosuchfilter }}');
+  assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
+    && e.message.startsWith(`tokenizer: the chat template of ${dir} failed: `) && /nosuchfilter/.test(e.message));
 });
 
 test('a folder\'s tokenizer files: special_tokens_map.json fills the special tokens tokenizer_config.json lacks; chat_template.json', () => {

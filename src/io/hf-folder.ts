@@ -20,6 +20,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   // architectures[0] decides when present (Qwen2ForSequenceClassification is model_type qwen2 but no LM).
   const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined, table = archName === undefined ? MODEL_TYPES : HF_ARCHITECTURES;
   const key = archName ?? raw.model_type, arch = typeof key === 'string' && Object.hasOwn(table, key) ? table[key] : undefined;
+  if (key === undefined) throw new Error(`${file}: names no architecture (neither "architectures" nor "model_type"); supported: ${[...Object.keys(HF_ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')}`);
   if (!arch)
     throw new Error(`${file}: unknown architecture ${JSON.stringify(key)} (supported: ${[...Object.keys(HF_ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')})`);
   const int = (key: string, fallback?: number): number => {
@@ -33,10 +34,10 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     return v;
   };
   const num = (key: string, fallback: number): number => positive(raw[key] ?? fallback, key);
-  const ids = (v: unknown, key: string): number[] => {
+  const ids = (v: unknown, key: string, where = file): number[] => {
     if (v === undefined || v === null) return [];
     const list = Array.isArray(v) ? v : [v];
-    if (!list.every((x) => Number.isInteger(x) && x >= 0)) throw new Error(`${file}: field "${key}" must be a token id or a list of them, got ${JSON.stringify(v)}`);
+    if (!list.every((x) => Number.isInteger(x) && x >= 0)) throw new Error(`${where}: field "${key}" must be a token id or a list of them, got ${JSON.stringify(v)}`);
     return list;
   };
   // transformers 5 writes rope_theta and the scaling together as rope_parameters.
@@ -62,7 +63,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
 
   const hiddenSize = int('hidden_size'), numHeads = int('num_attention_heads');
   const vocabSize = int('vocab_size'), bos = ids(raw.bos_token_id, 'bos_token_id');
-  const eos = [...new Set([...ids(raw.eos_token_id, 'eos_token_id'), ...ids(generation.eos_token_id, 'generation_config.json eos_token_id')])];
+  const eos = [...new Set([...ids(raw.eos_token_id, 'eos_token_id'), ...ids(generation.eos_token_id, 'eos_token_id', path.join(path.dirname(file), 'generation_config.json'))])];
   const outside = [...bos, ...eos].find((t) => t >= vocabSize);
   if (outside !== undefined) throw new Error(`${file}: token id ${outside} (bos_token_id / eos_token_id) is outside the vocabulary (vocab_size ${vocabSize})`);
   return {
@@ -153,11 +154,14 @@ class ShardedWeights implements WeightSource {
 }
 
 function readJson(file: string): Record<string, unknown> {
+  let v: unknown;
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
+    v = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     throw new Error(`${file}: cannot read JSON (${(e as Error).message})`);
   }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${file}: must hold a JSON object, got ${JSON.stringify(v)}`);
+  return v as Record<string, unknown>;
 }
 
 /** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */
@@ -175,6 +179,7 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     if (!map || typeof map !== 'object') throw new Error(`${index}: no "weight_map" object`);
     const shards = new Map<string, SafetensorsFile>(), where = new Map<string, SafetensorsFile>();
     for (const [tensor, shard] of Object.entries(map)) {
+      if (typeof shard !== 'string') throw new Error(`${index}: "weight_map" gives ${JSON.stringify(shard)} as the file of "${tensor}"; expected a file name`);
       if (!shards.has(shard)) {
         const file = path.join(dir, shard);
         if (!fs.existsSync(file)) throw new Error(`${index}: shard "${shard}" (holding "${tensor}") is missing from ${dir}`);

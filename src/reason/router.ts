@@ -295,6 +295,7 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
   // null: "never" (JSON's Infinity; chosen when the top training score is a saturated 1)
   if (d.threshold === null) d.threshold = Infinity;
   else if (typeof d.threshold !== 'number' || !(d.threshold >= 0 && d.threshold <= 1)) throw new Error(`${file}: field "threshold" must be a probability in [0, 1] (or null: never), got ${JSON.stringify(d.threshold)}`);
+  if (!Number.isInteger(d.hiddenSize) || d.hiddenSize <= 0) throw new Error(`${file}: field "hiddenSize" must be a positive integer (the model's hidden size), got ${JSON.stringify(d.hiddenSize)}`);
   if (hiddenSize !== undefined && d.hiddenSize !== hiddenSize) throw new Error(`${file} was trained on hidden states of size ${d.hiddenSize}, this model's is ${hiddenSize}: train it for this model`);
   const w = (d.probe as { weights?: unknown })?.weights;
   if (Array.isArray(w) && w.length !== d.hiddenSize) throw new Error(`${file}: field "probe.weights" has ${w.length} values, "hiddenSize" says ${d.hiddenSize}`);

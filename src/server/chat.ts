@@ -23,6 +23,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
+import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
 import { answer, EMPTY_THINKING } from '../reason/answer.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
@@ -119,6 +120,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (ext.vote && (ext.vote === 'verifier' || ext.vote === 'verifier-vote') && !served.verifier) {
     throw new ApiError(400, `Invalid value for 'edgereason.vote': "${ext.vote}" needs a verifier; start the server with --verifier.`, 'edgereason.vote');
   }
+  // As OpenAI's API: only an assistant message (one that made tool calls) may come without content.
+  const bare = req.messages.findIndex((msg) => msg.content == null && msg.role !== 'assistant');
+  if (bare >= 0) throw new ApiError(400, `Invalid value for 'messages[${bare}].content': a ${req.messages[bare].role} message must have content.`, `messages[${bare}].content`);
   const messages: ChatMessage[] = req.messages.map((msg) => ({ role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) }));
 
   // Reasoning mode and thinking budget.
@@ -151,6 +155,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   let ids: number[];
   try { ids = m.model.encode(messages, true, kwargs, 'chat'); } catch (e) {
+    if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The server's ${e.message.replace(/^tokenizer: the /, '')}`, null, 'server_error');
     const msg = (e as Error).message, param = /chatTemplateKwargs/.test(msg) ? 'chat_template_kwargs' : 'messages';
     throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', 'chat_template_kwargs')}`, param);
   }

@@ -124,6 +124,11 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       const backend = coalesce(m);
       models.set(baseId, { id: baseId, kind: o.nativeThinking ? 'native' : 'base', model: withBackend(m, backend), backend, budgets: [], created });
     }
+    // Every request is rendered by the chat template: one that fails on a plain conversation fails them all.
+    const tok = loaded[0].tokenizer;
+    try { tok.applyChatTemplate([{ role: 'user', content: 'Hello' }], { addGenerationPrompt: true }); } catch (e) {
+      throw new Error(`serve: ${(e as Error).message.replace(/^tokenizer: /, '')} (on a plain user message)`);
+    }
     const hidden = loaded[0].config.hiddenSize;
     const routerFile = o.router ?? (fs.existsSync(path.join(o.model, 'router.json')) ? path.join(o.model, 'router.json') : undefined);
     const verifierFile = o.verifier ?? (fs.existsSync(path.join(o.model, 'verifier.json')) ? path.join(o.model, 'verifier.json') : undefined);

@@ -115,7 +115,10 @@ export class HfTokenizer implements TextTokenizer {
     // Parsed now, and a template that does not parse is reported by name at the first chat request (raw
     // prompts, training on prompt/completion data and convert do not need it).
     if (this.templateSource !== undefined) {
-      try { this.template = new Template(this.templateSource); } catch (e) {
+      // raise_exception is how templates refuse a conversation (a system role, alternation): the caller's messages are
+      // at fault, where any other failure is the template's. The interpreter's own raise_exception throws a plain
+      // Error like every other failure, so calls to it go to ours (a global cannot be redefined).
+      try { this.template = new Template(this.templateSource.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`)); } catch (e) {
         this.templateError = `tokenizer: the chat template of ${name} does not parse: ${(e as Error).message}`;
       }
     }
@@ -146,7 +149,21 @@ export class HfTokenizer implements TextTokenizer {
     if (this.templateSource === undefined) {
       throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json)`);
     }
-    if (this.templateError) throw new Error(this.templateError);
-    return this.template!.render({ ...this.specialTokens, ...opts.vars, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+    if (this.templateError) throw new ChatTemplateError(this.templateError, 'broken');
+    const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
+    try {
+      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+    } catch (e) {
+      if (e instanceof ChatTemplateError) throw e;
+      throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');
+    }
   }
+}
+
+/** What the templates' raise_exception calls are renamed to (see the constructor). */
+const RAISE = '__edgereason_raise_exception';
+
+/** A chat template that refused the messages (raise_exception), or that is broken (does not parse or render). */
+export class ChatTemplateError extends Error {
+  constructor(message: string, readonly kind: 'refused' | 'broken') { super(message); }
 }
