@@ -143,6 +143,7 @@ describe('data', () => {
       [['{"prompt":["a"],"completion":"b"}'], /bad\.jsonl:1: "prompt" must be a string \(got \["a"\]\)/],
       [['{"messages":[{"role":"wizard","content":"q"},{"role":"assistant","content":"a"}]}'], /bad\.jsonl:1: messages\[0\] has role "wizard" \(expected system, user or assistant\)/],
       [['{"messages":[{"role":"user","content":"q"}]}'], /bad\.jsonl:1: no assistant message/],
+      [['{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"prompt":"p","completion":"c"}'], /bad\.jsonl:1: holds both "messages" and "prompt"\/"completion"; one format a line/],
       [['{"messages":[{"role":"user"}]}'], /bad\.jsonl:1: messages\[0\] must be/],
       [['[1,2]'], /bad\.jsonl:1: expected a JSON object/],
       [['', '  ', ''], /bad\.jsonl: empty dataset/],
@@ -499,6 +500,8 @@ describe('progress', () => {
     t = 5500;
     new Progress(1, { stream, now: () => t }).update(1, { loss: 0.5 });
     assert.equal(written[1], 'train 1/1 | loss 0.5000 | 0 tok/s | elapsed 0s | ETA 0s\n');
+    new Progress(1, { stream, now: () => t, metric: 'reward' }).update(1, { loss: 0.25 }); // GRPO's figure is its mean reward
+    assert.equal(written[2], 'train 1/1 | reward 0.2500 | 0 tok/s | elapsed 0s | ETA 0s\n');
     const resumed = new Progress(10, { startStep: 8, quiet: true, now: () => t });
     assert.equal(resumed.update(8).etaSec, undefined);
   });

@@ -29,7 +29,7 @@ export function trainSftCommand(program: Command): void {
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
     .option('--full', 'train every weight instead of a LoRA adapter (refused with --lora-r, --lora-alpha, --targets, --alora-invocation)')
     .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>"), and the loss counts only what follows it; LoRA only')
-    .option('--lr <lr>', 'peak learning rate (default: 2e-4 for LoRA, 1e-3 with --full)', positiveArg('--lr'))
+    .option('--lr <lr>', 'peak learning rate (default: 2e-4 for LoRA, 2e-5 with --full, as for fine-tuning a pretrained model; from scratch ~1e-3)', positiveArg('--lr'))
     .option('--epochs <n>', 'epochs', intArg('--epochs', 1), 1)
     .option('--batch-tokens <n>', 'padded tokens per micro-batch', intArg('--batch-tokens', 2), 4096)
     .option('--accum <n>', 'micro-batches per optimizer step', intArg('--accum', 1), 1)

@@ -28,6 +28,7 @@ export function readJsonl(file: string): DataRecord[] {
     const where = `${file}:${line}`;
     if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where}: expected a JSON object, got ${raw.trim().slice(0, 40)}`);
     const o = v as Record<string, unknown>;
+    if ('messages' in o && ('prompt' in o || 'completion' in o)) throw new Error(`${where}: holds both "messages" and "prompt"/"completion"; one format a line`);
     if ('messages' in o) {
       const msgs = o.messages;
       if (!Array.isArray(msgs) || !msgs.length) throw new Error(`${where}: "messages" must be a non-empty list`);

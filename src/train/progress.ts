@@ -39,6 +39,8 @@ export interface ProgressOptions {
    * Items instead of training steps: the rate shown is steps per second named by this unit (e.g. "questions"),
    * and no loss is shown. Default: a training run, with loss and tokens/s.
    */
+  /** What the `loss` figure is called (default "loss"; GRPO reports its mean reward). */
+  metric?: string;
   itemUnit?: string;
   /** Handle SIGINT/SIGTERM while running: the message printed for the last step reported (see the file comment). */
   interrupt?: (step: number) => string;
@@ -79,7 +81,7 @@ export class Progress {
     this.lastLog = this.t0;
     if (!opts.quiet && !stream.isTTY) this.logStream = stream;
     if (!opts.quiet && stream.isTTY) {
-      const fields = opts.itemUnit ? `{rate} ${opts.itemUnit}/s` : 'loss {loss} | {rate} tok/s';
+      const fields = opts.itemUnit ? `{rate} ${opts.itemUnit}/s` : `${opts.metric ?? 'loss'} {loss} | {rate} tok/s`;
       this.bar = new cliProgress.SingleBar({
         stream, hideCursor: opts.hideCursor ?? true, clearOnComplete: false,
         format: `${this.label} |{bar}| {value}/{total} | ${fields} | ETA {eta_s}`,
@@ -105,7 +107,7 @@ export class Progress {
     this.bar?.update(step, { loss, rate: shown, eta_s: formatSeconds(info.etaSec) });
     if (this.logStream && (this.now() - this.lastLog >= 1000 * (this.opts.logEverySec ?? 30) || step === this.total)) {
       this.lastLog = this.now();
-      const fields = this.opts.itemUnit ? `${shown} ${this.opts.itemUnit}/s` : `loss ${loss} | ${shown} tok/s`;
+      const fields = this.opts.itemUnit ? `${shown} ${this.opts.itemUnit}/s` : `${this.opts.metric ?? 'loss'} ${loss} | ${shown} tok/s`;
       this.logStream.write(`${this.label} ${step}/${this.total} | ${fields} | elapsed ${formatSeconds(elapsedSec)} | ETA ${formatSeconds(info.etaSec)}\n`);
     }
     this.opts.onUpdate?.(info);

@@ -144,7 +144,7 @@ export async function trainRl(
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
   })));
-  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: interrupted } : {}) });
+  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step, metric: 'reward', ...(o.handleSignals ? { interrupt: interrupted } : {}) });
   try {
     while (step < o.steps) {
       await push();
@@ -194,7 +194,7 @@ export async function trainRl(
         withinBudget: mean(rolls.map((r) => (r.closed && r.thinking <= r.budget ? 1 : 0))), tokensPerSec: all / ((performance.now() - t0) / 1000),
       };
       history.push(stats);
-      progress.update(step, { loss: -stats.reward, tokens: all });
+      progress.update(step, { loss: stats.reward, tokens: all });
       o.onStep?.(stats);
       if (o.checkpointEvery && step % o.checkpointEvery === 0) save();
     }

@@ -114,7 +114,8 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       if (line) process.stderr.write(`train-sft: ${line}\n`);
     }
   }
-  const lr = o.lr ?? (o.full ? 1e-3 : 2e-4), weightDecay = o.weightDecay ?? (o.full ? 0.1 : 0), clip = o.clip ?? 1.0;
+  // --full's default suits fine-tuning a pretrained model; training from scratch (the embedded model) takes ~1e-3.
+  const lr = o.lr ?? (o.full ? 2e-5 : 2e-4), weightDecay = o.weightDecay ?? (o.full ? 0.1 : 0), clip = o.clip ?? 1.0;
   const schedule = { lr, warmup: o.warmupSteps ?? Math.max(1, Math.round(total * 0.05)), total, minLr: lr * (o.minLrRatio ?? 0.1) };
   // What fixes the data order, the schedule, the objective and the trained parameters: a resume with other values
   // is refused (before the trainer is built).
