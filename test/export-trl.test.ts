@@ -201,6 +201,10 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
   const plain = loadAdapter(out, model.config);
   assert.equal(plain.tensors.size, 2 * 3);
   // use_rslora scales B·A by alpha / √r (PEFT), not alpha / r; options that change what the tensors mean are refused by name.
+  // The config is edited as one of PEFT's own would be: weights without the settings edgereason records beside them.
+  const weightsFile = path.join(out, 'adapter_model.safetensors'), st = openSafetensors(weightsFile);
+  assert.ok(st.metadata['edgereason.lora']);
+  writeSafetensors(weightsFile, new Map(st.names.map((n) => [n, { shape: st.shape(n), data: st.get(n) }])), { metadata: { format: 'pt' } });
   const cfgFile = path.join(out, 'adapter_config.json'), saved = fs.readFileSync(cfgFile, 'utf8');
   try {
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, use_rslora: true }));

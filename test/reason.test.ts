@@ -273,16 +273,18 @@ test('(e) an escalated request reasons exactly as reasoning "on" does: the invoc
   const half = new LinearProbe(new Float64Array(Hd), 0, new Float64Array(Hd), new Float64Array(Hd).fill(1)); // scores 0.5: direct at 0.9
   const gated = (minLogprob: number) => new Router(half, 0.9, { name: 'savings', maxLoss: 0 }, {}, { minLogprob, tokens: 8 });
   const q = 'What is 2 plus 3?';
-  for (const o of [{ maxTokens: 12 }, { maxTokens: 12, samples: 3, temperature: 1, seed: 5 }]) {
-    const on = await answer(m, q, { ...o, reasoning: 'on' });
-    const esc = await answer(m, q, { ...o, reasoning: 'auto' }, { router: gated(1) }); // every token is below log-probability 1
+  // The escalation's one dropped token comes off maxTokens (room enough is left for the gate to escalate).
+  const M = 8 + MIN_ESCALATION_ROOM;
+  for (const o of [{}, { samples: 3, temperature: 1, seed: 5 }]) {
+    const on = await answer(m, q, { ...o, maxTokens: M - 1, reasoning: 'on' });
+    const esc = await answer(m, q, { ...o, maxTokens: M, reasoning: 'auto' }, { router: gated(1) }); // every token is below log-probability 1
     assert.equal(esc.route, 'reasoning');
     assert.deepEqual([esc.escalation!.at, esc.escalation!.tokens], [0, 1], 'cancelled at its first token');
     assert.deepEqual(esc.samples.map((s) => s.tokenIds), on.samples.map((s) => s.tokenIds));
     esc.samples.forEach((s, i) => s.logprobs!.forEach((lp, k) => assert.ok(Math.abs(lp - on.samples[i].logprobs![k]) < 1e-4)));
   }
-  const off = await answer(m, q, { reasoning: 'off', maxTokens: 12 });
-  const pass = await answer(m, q, { reasoning: 'auto', maxTokens: 12 }, { router: gated(-1e9) });
+  const off = await answer(m, q, { reasoning: 'off', maxTokens: M });
+  const pass = await answer(m, q, { reasoning: 'auto', maxTokens: M }, { router: gated(-1e9) });
   assert.equal(pass.route, 'direct');
   assert.deepEqual(pass.samples[0].tokenIds, off.samples[0].tokenIds);
 });
