@@ -211,7 +211,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const invocation = opened >= 0 ? [] : rt?.invocation ?? [];
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
   if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
-  checkKvMemory(backend.config, n, Math.min(ctx, ids.length + (opts.maxTokens ?? 512)));
+  const limit = opts.maxTokens ?? 512; // generated tokens per sample
+  checkKvMemory(backend.config, n, Math.min(ctx, ids.length + limit));
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop });
   const seed = opts.seed ?? randomInt(2 ** 31);
@@ -277,7 +278,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (route === 'direct') {
       // The tokens of a dropped direct attempt count against maxTokens: where what would be left (or the context's
       // end) gives a reasoning turn no room to think, the direct answer stands.
-      const room = (g: RouterGate) => Math.min((opts.maxTokens ?? 512) - g.tokens, ctx - (ids.length + invocation.length + control.length));
+      const room = (g: RouterGate) => Math.min(limit - g.tokens, ctx - (ids.length + invocation.length + control.length));
       const gate = router?.gate && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
       if (speculate) await backend.truncate(base!.cache, 0, ids.length);
       // A thinking model answers after an empty thinking block, fed on the prompt's cache (unless the template wrote
@@ -288,7 +289,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const promptLen = ids.length + block.length;
       if (promptLen >= ctx) throw new Error(`answer: the prompt and the empty thinking block have ${promptLen} tokens, which leaves no room in the model's context of ${ctx} tokens`);
       const firstLogits = block.length ? (await backend.step(base!.cache, { tokens: [block], logits: 1, want: { logits: true } })).logits! : base!.logits;
-      const maxTokens = Math.min(opts.maxTokens ?? 512, ctx - promptLen); // ≥ 1: checked above
+      const maxTokens = Math.min(limit, ctx - promptLen); // ≥ 1: checked above
       let decided = !gate, trip = -1, held: [Phase, string][] = [];
       const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');
       if (decided) opts.onRoute?.('direct', routerScore);
@@ -329,7 +330,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // 4. Reasoning route.
     // After an escalation the direct attempt's tokens come off maxTokens and the thinking cap, so the answer keeps its room.
     const promptTokens = ids.length + invocation.length + control.length, spent = escalation?.tokens ?? 0;
-    const maxTokens = Math.min((opts.maxTokens ?? 512) - spent, ctx - promptTokens), cap = K === undefined ? undefined : Math.max(0, K - spent);
+    const maxTokens = Math.min(limit - spent, ctx - promptTokens), cap = K === undefined ? undefined : Math.max(0, K - spent);
     if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
     const streams = Array.from({ length: n }, (_, i) => opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), 'thinking') : undefined);
     // The first thinking token's logits: after the speculated invocation, or the prompt's own when the template

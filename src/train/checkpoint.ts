@@ -131,7 +131,11 @@ export function checkOptions(dir: string, saved: RunOptions | undefined, now: Ru
  */
 export function modelIdentity(config: ModelConfig, weights: WeightSource): string {
   const h = crypto.createHash('sha256').update(JSON.stringify(config));
-  for (const n of ['model.layers.0.self_attn.q_proj.weight', 'model.norm.weight']) if (weights.has(n)) h.update(n).update(new Uint8Array(weights.get(n).buffer));
+  for (const n of ['model.layers.0.self_attn.q_proj.weight', 'model.norm.weight']) {
+    if (!weights.has(n)) continue;
+    const w = weights.get(n);
+    h.update(n).update(new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
+  }
   return h.digest('hex').slice(0, 12);
 }
 
