@@ -249,6 +249,22 @@ describe('random model in every format', () => {
     assert.notEqual(plain.encode('Hi there')[0], bos);
   });
 
+  it('a tokenizer rebuilt from GGUF metadata decodes and splits as the model\'s own: no space clean-up for Qwen, whole-word entries first for Llama 3, padding rows without text, llama.cpp\'s aliases', () => {
+    const md = ggufToModel(m.files.ggufF32).metadata, hf = loadTokenizer(m.dir);
+    const rebuilt = loadTokenizer(tokenizerFromGguf(md, 'x.gguf'));
+    for (const text of ['Bonjour ! Comment ça va ?', 'print(a , b)']) assert.equal(rebuilt.decode(rebuilt.encode(text)), hf.decode(hf.encode(text)), text);
+    assert.equal(rebuilt.decode(rebuilt.encode('print(a , b)')), 'print(a , b)');
+    // DeepSeek-R1-Distill-Qwen's GGUFs name Qwen2's pre-tokenizer differently.
+    assert.deepEqual(loadTokenizer(tokenizerFromGguf({ ...md, 'tokenizer.ggml.pre': 'deepseek-r1-qwen' }, 'r1.gguf')).encode('Hi 123 there'), rebuilt.encode('Hi 123 there'));
+    // A vocabulary where "abc" is an entry but no merge reaches it: Llama 3 takes the entry (ignore_merges), Qwen merges.
+    const tiny = { 'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.tokens': ['a', 'b', 'c', 'ab', 'abc', '[PAD5]'], 'tokenizer.ggml.token_type': [1, 1, 1, 1, 1, 5], 'tokenizer.ggml.merges': ['a b'] };
+    for (const [pre, ids] of [['llama3', [4]], ['llama-bpe', [4]], ['qwen2', [3, 2]]] as const) {
+      assert.deepEqual(loadTokenizer(tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.pre': pre }, 't.gguf')).encode('abc'), ids, pre);
+    }
+    assert.equal(loadTokenizer(tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.pre': 'qwen2' }, 't.gguf')).decode([0, 5, 1]), 'ab', 'a padding row has no text');
+    assert.throws(() => tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.pre': 'tekken' }, 't.gguf'), /tokenizer\.ggml\.pre = "tekken", which is not supported \(qwen2, llama-bpe, default, deepseek-r1-qwen, llama3, llama-v3\)/);
+  });
+
   it('requires lm_head.weight when embeddings are not tied', () => {
     const dir = file('untied');
     fs.mkdirSync(dir);

@@ -146,6 +146,13 @@ test('StreamDecoder: token-by-token pieces add up to the text, emoji split acros
   const sd = new StreamDecoder(qwen);
   assert.equal(sd.push(ids[pieces.indexOf(' 👋') - 1]), '');
   assert.equal(sd.flush(), qwen.decode([ids[pieces.indexOf(' 👋') - 1]]));
+  // A tokenizer whose config asks for transformers' space clean-up (Llama 3's) streams the text as generated: the
+  // clean-up takes spaces away as later tokens arrive, which lost characters from pieces already cut.
+  const tokenizerJson = JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer.json'), 'utf8'));
+  const cleaning = loadTokenizer({ tokenizerJson, tokenizerConfig: { clean_up_tokenization_spaces: true } });
+  const said = "He said ' hello ' and I 'm here , don 't";
+  assert.notEqual(cleaning.decode(cleaning.encode(said)), said, 'the clean-up changes this text');
+  assert.equal(stream(cleaning, cleaning.encode(said)).join(''), said);
 });
 
 test('llama2c: stories260K config and weights', () => {
@@ -207,6 +214,9 @@ test('llama2c: tokenizer encodes like run.c and decodes with run.c semantics', (
   assert.deepEqual(tok.encode(odd, { addSpecialTokens: false }), [280, 412, 431, 485, 410, 243, 162, 148, 142, 297, 412, 198, 178, 360, 410, 481, 410, 465, 456, 425, 309, 266, 466, 13, 12, 367]);
   assert.equal(tok.decode(tok.encode(odd)), '<s> ' + odd);
   assert.equal(stream(tok, tok.encode(odd, { addSpecialTokens: false })).join(''), odd);
+  // A completion decoded after its prompt's last token keeps its leading space (alone, the decoder strips it).
+  const sd = new StreamDecoder(tok, { skipSpecialTokens: true }, [ids[2]]); // "... upon"
+  assert.equal([...ids.slice(3, 6).map((id) => sd.push(id)), sd.flush()].join(''), ' a time,');
   assert.throws(() => tok.applyChatTemplate([{ role: 'user', content: 'hi' }]), /tok512\.bin has no chat template/);
 });
 

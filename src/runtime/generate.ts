@@ -97,10 +97,11 @@ export class Sequence {
   private searched = 0;
   private readonly longestStop: number;
 
-  constructor(tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void) {
+  /** `promptTail`: the prompt's last token, the first generated one's neighbour when text is decoded (StreamDecoder). */
+  constructor(tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void, promptTail: readonly number[] = []) {
     checkGenerateOptions(opts, tokenizer.vocabSize);
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
-    this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
+    this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true }, promptTail);
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
     this.stops = stopList(opts.stop);
     this.longestStop = Math.max(1, ...this.stops.map((s) => s.length));
@@ -346,7 +347,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     if (p.length >= ctx) throw new Error(`generate: prompt ${i} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`);
     opts[i] = { ...opts[i], maxTokens: Math.min(opts[i].maxTokens ?? 256, ctx - p.length) };
   });
-  const seqs = prompts.map((p, i) => new Sequence(tokenizer, opts[i], p.length, onText && ((piece) => onText(i, piece))));
+  const seqs = prompts.map((p, i) => new Sequence(tokenizer, opts[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1)));
   const cache = await backend.newCache(prompts.length);
   try {
     await decode(backend, cache, seqs, prompts, start, { signal });

@@ -5,24 +5,27 @@
 import type { GgufValue } from '../io/gguf.ts';
 import type { TokenizerFiles } from './hf.ts';
 
-/** Pre-tokenizer split patterns by llama.cpp's `tokenizer.ggml.pre` name. */
+/** Pre-tokenizer split patterns by llama.cpp's `tokenizer.ggml.pre` name (its aliases in PRE_ALIASES). */
 const SPLIT_PATTERNS: Record<string, string> = {
   qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
   'llama-bpe': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
   default: "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
 };
-const CONTROL = 3, USER_DEFINED = 4;
+/** Names llama.cpp gives the same pre-tokenizer as another (DeepSeek-R1-Distill-Qwen: Qwen2's; Llama 3's). */
+const PRE_ALIASES: Record<string, string> = { 'deepseek-r1-qwen': 'qwen2', llama3: 'llama-bpe', 'llama-v3': 'llama-bpe' };
+const CONTROL = 3, USER_DEFINED = 4, UNUSED = 5;
 
 export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): TokenizerFiles {
-  const model = md['tokenizer.ggml.model'], pre = String(md['tokenizer.ggml.pre'] ?? 'default');
+  const model = md['tokenizer.ggml.model'], named = String(md['tokenizer.ggml.pre'] ?? 'default'), pre = PRE_ALIASES[named] ?? named;
   if (model !== 'gpt2') throw new Error(`tokenizer: ${file} has tokenizer.ggml.model = ${JSON.stringify(model)}; only "gpt2" (byte-level BPE) can be rebuilt from GGUF metadata — put the model's tokenizer.json beside the file`);
   const pattern = SPLIT_PATTERNS[pre];
-  if (!pattern) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${JSON.stringify(pre)}, which is not supported (${Object.keys(SPLIT_PATTERNS).join(', ')}) — put the model's tokenizer.json beside the file`);
+  if (!pattern) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${JSON.stringify(named)}, which is not supported (${[...Object.keys(SPLIT_PATTERNS), ...Object.keys(PRE_ALIASES)].join(', ')}) — put the model's tokenizer.json beside the file`);
   const tokens = md['tokenizer.ggml.tokens'] as string[], types = (md['tokenizer.ggml.token_type'] ?? []) as number[];
   const merges = (md['tokenizer.ggml.merges'] ?? []) as string[];
   if (!Array.isArray(tokens) || !tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
   const vocab: Record<string, number> = {}, added: unknown[] = [];
   tokens.forEach((t, id) => {
+    if (types[id] === UNUSED) return; // a padding row of the embedding ([PAD151700]): no text, as in the model's tokenizer.json
     vocab[t] = id;
     if (types[id] === CONTROL || types[id] === USER_DEFINED) {
       added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: types[id] === CONTROL });
@@ -49,11 +52,14 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
       pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false }, byteLevel] },
       post_processor: post, decoder: byteLevel,
       model: {
-        type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false,
+        // Llama 3's tokenizer.json takes whole-word vocabulary entries before merges, as llama.cpp does for it.
+        type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: pre === 'llama-bpe',
         vocab, merges: merges.map((m) => m.split(' ')),
       },
     },
     tokenizerConfig: {
+      // Qwen's tokenizer_config.json (and llama.cpp for its pre-tokenizer) keep " ." and " ,": no clean-up.
+      clean_up_tokenization_spaces: pre !== 'qwen2',
       ...(bos !== undefined ? { bos_token: bos } : {}),
       ...(name('tokenizer.ggml.eos_token_id') ? { eos_token: name('tokenizer.ggml.eos_token_id') } : {}),
       ...(typeof md['tokenizer.chat_template'] === 'string' ? { chat_template: md['tokenizer.chat_template'] } : {}),

@@ -132,9 +132,9 @@ export class HfTokenizer implements TextTokenizer {
   }
 
   /** Ids the tokenizer does not know (e.g. a model's padded vocab rows) are skipped, as Rust tokenizers does. */
-  decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): string {
+  decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean; cleanUp?: boolean } = {}): string {
     const known = ids.filter((i) => this.tokenizer.id_to_token(i) !== undefined);
-    return known.length ? this.tokenizer.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false }) : '';
+    return known.length ? this.tokenizer.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false, ...(opts.cleanUp !== undefined ? { clean_up_tokenization_spaces: opts.cleanUp } : {}) }) : '';
   }
 
   tokenToId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }

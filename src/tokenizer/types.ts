@@ -7,7 +7,8 @@ export interface ChatMessage { role: 'system' | 'user' | 'assistant' | (string &
 /** What the runtime needs from a tokenizer; implemented over @huggingface/tokenizers + @huggingface/jinja. */
 export interface TextTokenizer {
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
-  decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean }): string;
+  /** cleanUp: transformers' clean_up_tokenization_spaces (" ." → "."); default the tokenizer config's. */
+  decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean; cleanUp?: boolean }): string;
   tokenToId(token: string): number | undefined;
   readonly vocabSize: number;
   readonly bosTokenId?: number;
