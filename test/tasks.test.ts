@@ -150,6 +150,17 @@ test('numeric answers: the last answer stated wins, its sentence after "=", LaTe
   assert.equal(x('The answer is \\(3.5\\) hours.'), '3.5');
   assert.equal(x('Answer: Let\'s solve this step by step.\nShe has 9 + 9 = 18 apples.', 'asdiv'), '18');
   assert.equal(x('The answer is 18 apples.\nI double-checked the answer: it is right.', 'asdiv'), '18');
+  // LaTeX and typographic operators, signs and separators; fractions as one number; large numbers as plain decimals
+  for (const t of ['The answer is $12 \\times 3 = 36$.', 'The answer is $12 \\cdot 3 = 36$.', 'Final Answer: 12 x 3 = 36']) assert.equal(x(t), '36', t);
+  assert.equal(x('The answer is 2x + 3 = 7, so 2.'), '2', 'an unknown x is no multiplication');
+  assert.equal(x('The answer is \u22125.'), '-5');
+  assert.equal(x('#### 10{,}000'), '10000');
+  assert.ok(isCorrect('math500', '\\boxed{10{,}080}', '10,080'));
+  assert.equal(x('Each friend gets 5/2 pies.'), '2.5');
+  assert.equal(x('The answer is 1/2 of the pie.'), '0.5');
+  assert.equal(x('#### 1000000000000000000000'), '1000000000000000000000');
+  assert.ok(isCorrect('gsm8k', '#### 1000000000000000000000', 1e21));
+  assert.ok(isCorrect('gsm8k', 'The answer is 0.0000001', '0.0000001'));
 });
 
 test('aime24 and amc23: every gold solution grades correct against its answer', () => {

@@ -12,7 +12,8 @@ LAMBDA = __LAMBDA__
 GRADER = "__GRADER__"
 TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
 A = re.ASCII  # \d and \w as in JavaScript: ASCII only
-NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\w.])-?\.\d+", A)
+NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?![\d.]))?|(?<![\w.])-?\.\d+", A)
+OPERATION = re.compile(r"\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d", A)  # "5 + 3", "12 \\times 3" before "="
 
 
 def _text(completion):
@@ -130,7 +131,7 @@ def _stated(reply):
             cut = next((d for d in re.finditer(r"\.\s+(?=[A-Z])", rest) if re.search(r"\d", rest[:d.start()], A)), None)
             phrase = rest[:cut.start()] if cut else rest
             eq = phrase.find("=")
-            if eq >= 0 and re.search(r"\d\s*[-+*/×÷^]\s*\(?-?\$?\d", phrase[:eq], A):
+            if eq >= 0 and OPERATION.search(phrase[:eq]):
                 phrase = phrase[phrase.rfind("=") + 1:]
         phrase = phrase.replace("*", "").strip()
         if phrase and re.search(r"\d", phrase, A):
@@ -166,6 +167,7 @@ def budget_reward(completions, answer, budget, numeric=None, **kwargs):
             rewards.append(-1.0)
             continue
         thinking, reply = text.split("</think>", 1)[0], text.rsplit("</think>", 1)[1]
+        reply = reply.replace("\u2212", "-").replace("{,}", ",")  # a Unicode minus; LaTeX's 10{,}080
         n = len(TOKENIZER.encode(thinking, add_special_tokens=False)) + 1 if TOKENIZER else len(thinking.split()) + 1
         num = numeric[k] if numeric is not None else _float(gold) is not None
         rewards.append((1.0 if _correct(reply, gold, num) else 0.0) - min(1.0, LAMBDA * max(0, n - b) / b))

@@ -19,14 +19,15 @@ export const TASKS: readonly Task[] = ['gsm8k', 'svamp', 'asdiv', 'aime24', 'amc
 /** The reply proper: whatever follows the last </think> (thinking may contain trial answers). */
 function reply(text: string): string {
   const i = text.lastIndexOf('</think>');
-  return i < 0 ? text : text.slice(i + '</think>'.length);
+  // A Unicode minus is a minus; LaTeX's "{,}" (10{,}080) a thousands comma.
+  return (i < 0 ? text : text.slice(i + '</think>'.length)).replace(/\u2212/g, '-').replace(/\{,\}/g, ',');
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Numbers
 
-// a minus sign counts only where it cannot be subtraction ("16-3" holds 16 and 3)
-const NUMBER = /(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\w.])-?\.\d+/g;
+// a minus sign counts only where it cannot be subtraction ("16-3" holds 16 and 3); "5/2" is one number
+const NUMBER = /(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\/\d+(?![\d.]))?|(?<![\w.])-?\.\d+/g;
 
 /** A plain number, allowing "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)". */
 export function parseNumber(s: string): number | undefined {
@@ -40,8 +41,8 @@ export function parseNumber(s: string): number | undefined {
   return undefined;
 }
 
-/** Canonical text of a number, so voting can group equal answers by string. */
-const numberKey = (x: number) => String(Number(x.toPrecision(15)));
+/** Canonical text of a number, so voting can group equal answers by string: a plain decimal (never "1e+21"). */
+const numberKey = (x: number) => Number(x.toPrecision(15)).toLocaleString('en-US', { useGrouping: false, maximumFractionDigits: 20 });
 // tight enough that 1450001 != 1450000, loose enough for float noise and 15-digit voting keys
 const close = (x: number, y: number) => Math.abs(x - y) <= 1e-12 * Math.max(1, Math.abs(x), Math.abs(y));
 
@@ -75,7 +76,7 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     let phrase = box ?? (cut ? rest.slice(0, cut.index) : rest);
     // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not
     const eq = phrase.indexOf('=');
-    if (box === undefined && eq >= 0 && /\d\s*[-+*/×÷^]\s*\(?-?\$?\d/.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
+    if (box === undefined && eq >= 0 && OPERATION.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
     phrase = phrase.replace(/\*+/g, '').trim();
     // a phrase without a number (an ASDiv name) only when no number is written after it
     const ok = /\d/.test(phrase) || (!needNumber && !/\d/.test(text.slice(m.index! + m[0].length)));
@@ -86,6 +87,9 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   const last = found.sort((x, y) => x.at - y.at).at(-1);
   return last && { phrase: last.phrase, boxed: last.boxed };
 }
+
+/** An operation between numbers ("5 + 3", "12 \times 3", "12 x 3"): what a worked expression before "=" holds. */
+const OPERATION = /\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
 
 /** A ratio or clock time ("3:4", "5:45 p.m."): an answer of its own, not the number before its colon. */
 const isRatioOrTime = (s: string) => /^\d+:\d+/.test(s.trim());
