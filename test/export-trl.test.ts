@@ -18,7 +18,7 @@ import { loadAdapter } from '../src/io/peft.ts';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
 import { projectionShape, type Projection } from '../src/models/config.ts';
-import { makeRandomQwen2 } from './helpers/random-model.ts';
+import { makeRandomQwen2, QWEN_TOKENIZER_DIR } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-export-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -73,6 +73,7 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   assert.equal(gc.num_generations, 8);
   assert.equal(gc.max_completion_length, 256); // train-rl's: twice the largest budget
   assert.equal(gc.max_steps, 160);
+  assert.equal(gc.gradient_accumulation_steps, 8, 'TRL counts completions: 8 groups of 8 per optimizer step are train-rl\'s 8 prompts');
   assert.deepEqual(gc.reward_funcs, ['rewards.budget_reward']);
   const rec = JSON.parse(fs.readFileSync(path.join(out, 'recipe.json'), 'utf8'));
   assert.equal(rec.alora.invocation, INVOCATION);
@@ -92,6 +93,22 @@ print(rewards.budget_reward(cases, ["19", "19", "3", "19", "19", "19", "LAMP", "
   assert.equal(py.stdout.trim(), '[1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 1.0, 0.0]');
   // ... and the verdicts are the grader's
   for (const [text, ok] of [['a</think>\n\nThe answer is 19', false], ['a</think>#### 19\n#### 18', false], ['#### 18 </think> #### 19', true]] as const) assert.equal(isCorrect('synthetic', text, 19), ok, text);
+});
+
+test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the examples hold "<think>\\n" as one run of ids, not "<think>" — what train_sft.py picks', () => {
+  // Qwen's tokenizer without its <think> tokens splits "<think>" as Qwen2.5's does: "<th" "ink" ">", and ">\n" in context.
+  const json = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
+  json.added_tokens = json.added_tokens.filter((t: { content: string }) => !/^<\/?think>$/.test(t.content));
+  const config = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8'));
+  const tok = loadTokenizer({ tokenizerJson: json, tokenizerConfig: config });
+  const out = path.join(tmp, 'trl-qwen25');
+  exportTrl({ out, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 40, rlPrompts: 4 });
+  const holds = (ids: number[], run: number[]) => ids.some((_, i) => run.every((t, k) => ids[i + k] === t));
+  const alone = tok.encode(INVOCATION, { addSpecialTokens: false }), withNewline = tok.encode(`${INVOCATION}\n`, { addSpecialTokens: false });
+  assert.equal(alone.length, 3);
+  const examples = jsonl(path.join(out, 'data/sft/train.jsonl')).map((r) => tok.encode(tok.applyChatTemplate([...r.prompt, ...r.completion]), { addSpecialTokens: false }));
+  assert.deepEqual([examples.filter((ids) => holds(ids, alone)).length, examples.filter((ids) => holds(ids, withNewline)).length], [0, 40]);
+  assert.ok(fs.readFileSync(path.join(out, 'train_sft.py'), 'utf8').includes('for text in (INVOCATION, INVOCATION + "\\n")'));
 });
 
 test('export-trl: a user dataset becomes TRL prompt-completion records (one per assistant turn); mixed files, bad lines and unmatchable golds are refused; rewards.py grades as gsm8k', () => {

@@ -8,7 +8,7 @@
  *                          prompt/completion lines as they are; trained with completion_only_loss
  *   data/grpo/train.jsonl  {"prompt": [user], "control", "answer", "numeric", "budget"} — the RL prompts; "control" is
  *                          the budget line fed after the invocation; "numeric" keeps the gold's type for the grader
- *   sft.yaml, grpo.yaml    TRL CLI configs (`trl sft --config sft.yaml`, `trl grpo --config grpo.yaml`; plain LoRA)
+ *   sft.yaml, grpo.yaml    configs the scripts read (`trl sft --config sft.yaml` also trains a plain LoRA; GRPO needs train_grpo.py)
  *   train_sft.py           SFT with PEFT's activated LoRA (alora_invocation_tokens from the tokenizer), reading sft.yaml
  *   train_grpo.py, rewards.py  GRPO on the SFT adapter with the budget reward of src/train/rl.ts
  *   recipe.json            every hyper-parameter, the invocation, budgets and reward, in one place
@@ -150,7 +150,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
       : { invocation, invocation_tokens: null, note: `no local tokenizer of ${base.name} was given (--tokenizer): train_sft.py encodes the invocation with the base model's tokenizer` },
     sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? 2e-3, num_train_epochs: o.epochs ?? 2, per_device_train_batch_size: o.batchSize ?? 16, max_length: o.maxLength ?? 1024, seed },
     grpo: {
-      dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 160,
+      dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, prompts_per_step: 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 160,
       beta: o.beta ?? 0, temperature: o.temperature ?? 1, max_completion_length: 2 * Math.max(...budgets), unbudgeted_share: share, seed,
       reward: { penalty: 'budget', grader, lambda: o.lambda ?? 3, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
     },
@@ -171,9 +171,11 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   }, 'TRL SFT config (edgereason export-trl). Plain LoRA via `trl sft --config sft.yaml`; train_sft.py reads it and adds activated LoRA.'));
   write('grpo.yaml', yaml({
     ...common, dataset_name: 'data/grpo', output_dir: 'out/grpo-adapter', learning_rate: recipe.grpo.learning_rate, max_steps: recipe.grpo.max_steps,
-    num_generations: recipe.grpo.num_generations, per_device_train_batch_size: recipe.grpo.num_generations, max_completion_length: recipe.grpo.max_completion_length,
+    // TRL counts its batches in completions: a group per device batch, prompts_per_step groups per optimizer step (train-rl's 8 prompts × 8).
+    num_generations: recipe.grpo.num_generations, per_device_train_batch_size: recipe.grpo.num_generations, gradient_accumulation_steps: recipe.grpo.prompts_per_step,
+    max_completion_length: recipe.grpo.max_completion_length,
     temperature: recipe.grpo.temperature, beta: recipe.grpo.beta, reward_funcs: ['rewards.budget_reward'],
-  }, 'TRL GRPO config (edgereason export-trl): budget-conditioned prompts, reward in rewards.py; train_grpo.py starts from the SFT adapter.'));
+  }, 'TRL GRPO config (edgereason export-trl) for train_grpo.py, which starts from the SFT adapter and appends the invocation and budget line to each prompt (`trl grpo --config` would do neither).'));
   write('rewards.py', REWARDS.replace('__LAMBDA__', String(recipe.grpo.reward.lambda)).replaceAll('__GRADER__', grader));
   write('train_sft.py', TRAIN_SFT.replace('__INVOCATION__', JSON.stringify(invocation)));
   write('train_grpo.py', TRAIN_GRPO.replace('__INVOCATION__', JSON.stringify(invocation)));
@@ -191,6 +193,7 @@ const REWARDS = fs.readFileSync(new URL('./trl-rewards.py', import.meta.url), 'u
 
 const TRAIN_SFT = `"""SFT of the reasoning adapter with PEFT's activated LoRA (written by edgereason export-trl).
 Usage: python train_sft.py            (reads sft.yaml; needs torch, transformers, datasets, peft>=0.17, trl)"""
+import sys
 import yaml
 from datasets import load_dataset
 from peft import LoraConfig
@@ -201,7 +204,32 @@ INVOCATION = __INVOCATION__
 
 cfg = yaml.safe_load(open("sft.yaml"))
 tok = AutoTokenizer.from_pretrained(cfg["model_name_or_path"])
-invocation_tokens = tok.encode(INVOCATION, add_special_tokens=False)
+dataset = load_dataset(cfg["dataset_name"], split="train")
+
+
+def token_ids(row):
+    if isinstance(row["prompt"], list):  # conversational prompt-completion
+        return list(tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=True))
+    return tok(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"]
+
+
+def holds(ids, run):
+    return any(ids[i:i + len(run)] == run for i in range(len(ids) - len(run) + 1))
+
+
+# PEFT switches the adapter on where these exact ids occur, and silently leaves it off (no gradient) where they do
+# not. A tokenizer without a "<think>" token (Qwen2.5's) splits it differently in context, the newline after it
+# joining its last piece ("<th" "ink" ">\\n"): then the invocation with its newline is what the examples hold.
+sample = [token_ids(r) for r in dataset.select(range(min(200, len(dataset))))]
+counts = {text: sum(holds(ids, tok.encode(text, add_special_tokens=False)) for ids in sample) for text in (INVOCATION, INVOCATION + "\\n")}
+invocation = max(counts, key=counts.get)
+if not counts[invocation]:
+    sys.exit(f"train_sft.py: the invocation {INVOCATION!r} occurs as the same tokens in none of {len(sample)} examples (the tokenizer "
+             "splits it differently in context), so the adapter would never switch on: export again with --alora-invocation "
+             "set to the text as the completions hold it")
+if invocation != INVOCATION:
+    print(f"train_sft.py: the examples hold the invocation as {invocation!r} (with its newline, one token boundary later)")
+invocation_tokens = tok.encode(invocation, add_special_tokens=False)
 peft_config = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
                          target_modules=cfg["lora_target_modules"], task_type="CAUSAL_LM",
                          alora_invocation_tokens=invocation_tokens)
@@ -209,8 +237,7 @@ args = SFTConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate"
                  per_device_train_batch_size=cfg["per_device_train_batch_size"], max_length=cfg["max_length"],
                  completion_only_loss=cfg["completion_only_loss"], lr_scheduler_type=cfg["lr_scheduler_type"],
                  warmup_ratio=cfg["warmup_ratio"], bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
-trainer = SFTTrainer(model=cfg["model_name_or_path"], args=args, train_dataset=load_dataset(cfg["dataset_name"], split="train"),
-                     processing_class=tok, peft_config=peft_config)
+trainer = SFTTrainer(model=cfg["model_name_or_path"], args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
 trainer.train()
 trainer.save_model(cfg["output_dir"])  # adapter_config.json + adapter_model.safetensors: npx edgereason serve --adapter reasoning=<dir>
 `;
@@ -235,14 +262,21 @@ base = AutoModelForCausalLM.from_pretrained(cfg["model_name_or_path"], torch_dty
 model = PeftModel.from_pretrained(base, sys.argv[1], is_trainable=True)
 
 
+# The invocation as the SFT adapter was trained with it ("<think>", or "<think>\\n" where the tokenizer joins the
+# newline to it): PEFT switches the adapter on only where its exact ids occur.
+invocation = tok.decode(model.peft_config["default"].alora_invocation_tokens or tok.encode(INVOCATION, add_special_tokens=False))
+
+
 def render(row):
     # The chat-templated prompt, the invocation and the budget control line: the completion starts inside the thinking.
-    return {"prompt": tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) + INVOCATION + row["control"]}
+    control = row["control"][1:] if invocation.endswith("\\n") and row["control"].startswith("\\n") else row["control"]
+    return {"prompt": tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) + invocation + control}
 
 
 data = load_dataset(cfg["dataset_name"], split="train").map(render)
 args = GRPOConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate"], max_steps=cfg["max_steps"],
                   num_generations=cfg["num_generations"], per_device_train_batch_size=cfg["per_device_train_batch_size"],
+                  gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
                   max_completion_length=cfg["max_completion_length"], temperature=cfg["temperature"], beta=cfg["beta"],
                   bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
 trainer = GRPOTrainer(model=model, args=args, train_dataset=data, reward_funcs=[rewards.budget_reward], processing_class=tok)
