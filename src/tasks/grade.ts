@@ -138,7 +138,8 @@ export function normalizeMath(s: string): string {
     .replace(/\\?\$/g, '');
   t = t.replace(/\\(?:text|mbox|mathrm)\{\s*(?:or|and)\s*\}/g, ','); // "1 \text{ or } 2" lists two answers
   // \text{...}: a whole-answer word is unwrapped ("\text{(C)}", "\text{east}"), a trailing unit is dropped
-  const whole = /^\\(?:text|textbf|mbox|mathrm|mathbf|boldsymbol)\{([^{}]*)\}$/.exec(t);
+  t = t.trim(); // "\displaystyle \text{Evelyn}" left a space before the \text
+  const whole = /^\\(?:text|textbf|textnormal|mbox|mathrm|mathbf|boldsymbol)\{([^{}]*)\}$/.exec(t);
   if (whole) t = whole[1];
   else {
     const noUnits = t.replace(/\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?/g, '').trim();
