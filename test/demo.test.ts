@@ -41,7 +41,7 @@ test('npm run demo: direct, reasoning, routed, capped, voted and escalated answe
   assert.match(capped.result, /route reasoning; 48 thinking \+ 6 answer tokens/);
   assert.match(after('  SFT adapter, sampled     : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
   assert.match(after('  RL adapter, same sampling: <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
-  assert.match(after('  RL adapter, budget 96    : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
+  assert.match(after('  RL, sampled, budget 96   : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
   const voted = after('  8 samples, majority vote : (sample 1 of 8) <think> ', hard.at);
   assert.match(voted.result, /^ {4}→ votes (\d+( ×\d+)?(, )?)+ → sample [1-8]'s answer "#### \d+": (correct|wrong \(gold 14\)); route reasoning; \d+ thinking \+ \d+ answer tokens over the 8 samples;/);
   const tally = /votes (.*?) →/.exec(voted.result)![1].split(', ').map((v) => Number(v.split(' ×')[1] ?? 1));

@@ -83,7 +83,7 @@ export function demoCommand(program: Command): void {
           if (item.kind === 'math' && item.difficulty === 'hard') {
             await show(r, item, 'SFT adapter, sampled     ', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
             if (rlr) await show(rlr, item, 'RL adapter, same sampling', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
-            if (rlr) await show(rlr, item, 'RL adapter, budget 96    ', { reasoning: 'on', temperature: 1, seed: 2, budget: 96, maxTokens: 400 });
+            if (rlr) await show(rlr, item, 'RL, sampled, budget 96   ', { reasoning: 'on', temperature: 1, seed: 2, budget: 96, maxTokens: 400 });
             await show(r, item, 'thinking capped at 48    ', { reasoning: 'on', maxThinkingTokens: 48, maxTokens: 400 });
             await show(r, item, '8 samples, majority vote ', { reasoning: 'on', samples: 8, temperature: 0.8, seed: 1, vote: 'majority', maxTokens: 400 }); // the best vote on this model (docs/results.md)
           }
