@@ -1,8 +1,8 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { openSource, type Manifest } from '../io/source.ts';
+import { openSource, readManifest, type Manifest } from '../io/source.ts';
 import { lateProgress } from '../train/progress.ts';
-import { convertInWorker, defaultQuant, readManifest, requantisedNote } from '../runtime/convert.ts';
+import { convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
 import { checkOutDir } from './outputs.ts';

@@ -30,9 +30,14 @@ export interface ModelSource {
   tokenizerFiles: TokenizerFiles;
   /** A GGUF's tensor types (e.g. F32, Q4_K, Q6_K). */
   storedTypes?: string[];
+  /** A converted folder's edgereason.json, as checked when it was opened. */
+  manifest?: Manifest;
 }
 
 export const MANIFEST = 'edgereason.json';
+
+/** A converted folder's edgereason.json, parsed but not checked (openSource checks it). */
+export function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
 
 export function openSource(p: string): ModelSource {
   if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist`);
@@ -98,7 +103,7 @@ export interface Manifest {
 function openConverted(dir: string): ModelSource {
   const file = path.join(dir, MANIFEST);
   let m: Manifest;
-  try { m = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
+  try { m = readManifest(dir); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
   // The command that rebuilds this folder with the settings it was converted with.
   const again = () => convertCommandLine(m?.source?.path ?? '<source>', dir, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
@@ -118,7 +123,7 @@ function openConverted(dir: string): ModelSource {
     }
   }
   const tokenizer = loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds });
-  return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFolder(dir) };
+  return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFolder(dir), manifest: m };
 }
 
 /** The `edgereason convert` command line for a source, as the errors suggest it (`out` "<folder>" stays as is). */

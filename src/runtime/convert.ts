@@ -12,7 +12,7 @@ import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
-import { openSource, convertCommandLine, fingerprint, MANIFEST, type Manifest, type ModelSource } from '../io/source.ts';
+import { openSource, convertCommandLine, fingerprint, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
@@ -35,7 +35,7 @@ export function checkInMemorySize(c: ModelConfig, quant: Quant, source: string, 
   const bytes = weightBytes(c, quant);
   if (bytes <= IN_MEMORY_LIMIT) return;
   const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`;
-  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${(bytes / 2 ** 30).toFixed(1)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: ${convertCommandLine(source, out, quant, loraTargets)}`);
+  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${gib(bytes)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: ${convertCommandLine(source, out, quant, loraTargets)}`);
 }
 
 /**
@@ -48,8 +48,6 @@ export function requantisedNote(src: ModelSource, quant: Quant): string | undefi
   const ratio = quantBytes('fp32') / quantBytes(quant);
   return `model: ${src.path} stores weights as ${again.join(', ')}: they are decoded and quantised again to ${quant} (${bits}-bit blocks of 32, as ${same}), a second rounding; quant "fp32" keeps the file's values exactly, in ${ratio.toFixed(1)}× the memory of ${quant}`;
 }
-
-export function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
 
 export interface ConvertOptions {
   quant?: Quant; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void;

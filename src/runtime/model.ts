@@ -2,7 +2,6 @@
  * The user-facing model: `const m = await loadModel(path)`, `for await (const piece of m.generate(prompt))`,
  * `await m.generateBatch([...])`, `await m.close()`. The ONNX session runs in a worker thread by default.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
 export { parameterCount };
@@ -10,7 +9,7 @@ import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, MANIFEST } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
-import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, readManifest, requantisedNote, type CachePolicy } from './convert.ts';
+import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { adapterView, LocalBackend, type Backend } from './backend.ts';
@@ -84,7 +83,7 @@ export class Model {
     }
     let graph: Uint8Array | string, hasLora = loraTargets.length > 0;
     if (src.kind === 'converted') {
-      const m = readManifest(src.path);
+      const m = src.manifest!;
       hasLora = m.options.loraTargets.length > 0;
       const differs = (['quant', 'accuracyLevel'] as const).find((k) => opts[k] !== undefined && opts[k] !== m.options[k]);
       if (differs) {
