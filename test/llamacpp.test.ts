@@ -12,9 +12,11 @@ import { decodeGgml, openGguf, quantizeQ4_0, typed, writeGguf, writeModelGguf, t
 import { f32ToF16Bits } from '../src/io/safetensors.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
-import { makeRandomQwen2, qwenTokenizer, rng } from './helpers/random-model.ts';
+import { llama3TokenizerGguf, makeRandomQwen2, qwenTokenizer, rng } from './helpers/random-model.ts';
+import { sharedPath } from './helpers/shared.ts';
+import { openSource } from '../src/io/source.ts';
 import { ropeFreqFactors, type ModelConfig } from '../src/models/config.ts';
-import { openLlamaCpp, type LlamaCpp } from './oracle/llamacpp.ts';
+import { openLlamaCpp, openLlamaCppVocab, type LlamaCpp } from './oracle/llamacpp.ts';
 
 const THREADS = 1; // the suite runs beside other work on 2 cores; llama.cpp's 2-thread decode also syncs badly there
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-llamacpp-'));
@@ -345,4 +347,41 @@ test('GGUF k-quants (Q2_K … Q6_K), 4-bit i-quants (IQ4_NL, IQ4_XS) and legacy 
   const notes: string[] = [], file = path.join(tmp, 'model-Q4_K.gguf');
   await (await loadModel(file, { quant: 'q4', worker: false, onNote: (n) => notes.push(n) })).close();
   assert.deepEqual(notes, [`model: ${file} stores weights as Q4_K: they are decoded and quantised again to q4 (4-bit blocks of 32, as Q4_0), a second rounding; quant "fp32" keeps the file's values exactly, in 6.4× the memory of q4`]);
+});
+
+/** Text that tells pre-tokenizers apart: contractions, digit runs, punctuation runs, scripts, emoji, whitespace kinds, special tokens. */
+const TRICKY = [
+  'Hello world', ' leading space', "It's 12345 apples, isn't it? I'LL see.", 'x = 3.14159 * 2^10 - 1,000,000 and 1234567',
+  'Ünïcödé café naïve — “quotes” ‘single’ …', '中文测试，你好世界！', '日本語のテキスト', '한국어 텍스트', 'emoji 😀👍🏽 🇯🇵',
+  '   multiple   spaces\t\ttabs\n\nnewlines\r\n crlf', 'code: def f(x):\n    return x**2  # comment\n', '\n\n\n', '  ', '!!!???...',
+  "What is 17 × 23? Let's think step by step.", 'snake_case camelCase kebab-case', 'https://example.com/a?b=c&d=e#f',
+  '<|im_start|>user\nhi<|im_end|>', '<think>\nok\n</think>', '<|begin_of_text|>Hi<|eot_id|>', 'a\u00a0b\u2009c\u3000d',
+  'ﬁ Å Å', '$$\\frac{1}{2}$$ \\boxed{42}', '-12.5e-3 +7 <=> ~|^', "'s 'S 'Re 'VE", 'Ⅻ ½ ² ①',
+];
+
+test('GGUF tokenizers: the tokenizer rebuilt from a GGUF\'s metadata encodes as llama.cpp does (Qwen2, Llama 3, llama.cpp\'s default pre-tokenizer) and adds BOS where it does', async () => {
+  const lines = (rel: string, n: number) => fs.readFileSync(sharedPath(rel), 'utf8').split('\n').filter(Boolean).slice(0, n).map((l) => JSON.parse(l));
+  const texts = [...TRICKY, ...lines('data/chat/mt_bench_questions.jsonl', 80).flatMap((q) => q.turns as string[]),
+    ...lines('data/math500/test.jsonl', 40).map((q) => `${q.problem}\n${q.solution}`), ...lines('data/gsm8k/test.jsonl', 40).map((q) => `${q.question}\n${q.answer}`)];
+  const dir = path.join(tmp, 'vocab');
+  fs.mkdirSync(dir);
+  const qwen = qwenTokenizer(151936).gguf, llama3 = llama3TokenizerGguf();
+  const cases: [string, Record<string, any>, 'qwen2' | 'llama', boolean][] = [
+    ['qwen2', qwen, 'qwen2', false],
+    ['qwen2-default-pre', { ...qwen, 'tokenizer.ggml.pre': 'default' }, 'qwen2', false],
+    ['llama3', llama3, 'llama', true], // no add_bos_token: llama.cpp adds BOS for Llama 3's pre-tokenizer
+    ['llama3-no-bos', { ...llama3, 'tokenizer.ggml.add_bos_token': false }, 'llama', false],
+    ['llama3-default-pre', { ...llama3, 'tokenizer.ggml.pre': 'default' }, 'llama', false],
+  ];
+  for (const [name, md, arch, bos] of cases) {
+    const file = path.join(dir, `${name}.gguf`), ref = await openLlamaCppVocab(file, md, arch);
+    try {
+      const ours = openSource(file).tokenizer;
+      const differ = texts.filter((t) => JSON.stringify(ours.encode(t, { addSpecialTokens: false })) !== JSON.stringify(ref.tokenize(t)));
+      assert.deepEqual(differ, [], `${name}: ${differ.length} of ${texts.length} texts encode differently from llama.cpp`);
+      assert.equal(ref.addsBos, bos, `${name}: llama.cpp's BOS`);
+      const bosId = (md['tokenizer.ggml.bos_token_id'] as { value: number }).value;
+      assert.equal(ours.encode('Hi')[0] === bosId, bos, `${name}: our BOS`);
+    } finally { await ref.dispose(); }
+  }
 });

