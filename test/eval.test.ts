@@ -29,6 +29,14 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   const sv = datasetCases('svamp', sharedPath('data/svamp/test.jsonl'), 2);
   assert.equal(sv.length, 2);
   assert.ok(sv.every((x) => typeof x.question === 'string' && x.question.length > 10 && x.gold !== undefined));
+  // ASDiv: body + question; the competition sets are asked for the box their grader reads.
+  const [as] = datasetCases('asdiv', sharedPath('data/asdiv/test.jsonl'), 1);
+  assert.deepEqual([as.question, as.gold], ['Seven red apples and two green apples are in the basket. How many apples are in the basket?', '9 (apples)']);
+  for (const task of ['math500', 'aime24', 'amc23'] as const) {
+    const file = sharedPath(`data/${task}/test.jsonl`), row = JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]);
+    const [m] = datasetCases(task, file, 1);
+    assert.deepEqual([m.question, m.gold], [`${row.problem.trim()}\n\nPut your final answer within \\boxed{}.`, row.answer], task);
+  }
   const bad = path.join(tmp, 'bad.jsonl');
   fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n\n{"question": "q"\n`);
   assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`${bad}:3: invalid JSON`));

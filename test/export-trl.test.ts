@@ -143,7 +143,8 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     ['\\boxed{5\\text{ hours}} (which is 300 minutes)', '5'], ['\\boxed{3} then \\boxed{4', '3'], ['The answer is 3\\sqrt{3}', '3'],
     ['The answer is -(1/3)', String(-1 / 3)], ['The answer is ５', '5'], ['The answer is: 5', '5'], ['#### -3.5', '-3.5'], ['\\fbox{12}', '12'], ['\\boxed 9', '9'],
     ['The answer is $12 \\times 3 = 36$.', '36'], ['Final Answer: 12 x 3 = 36', '36'], ['The answer is \u22125.', '-5'], ['#### 10{,}000', '10000'],
-    ['Each friend gets 5/2 pies.', '2.5'], ['The answer is 1/2 of the pie.', '0.5'],
+    ['Each friend gets 5/2 pies.', '2.5'], ['The answer is 1/2 of the pie.', '0.5'], ['Each friend gets 1/3.', String(1 / 3)], ['She ends up with 5/2.', '2'],
+    ['#### -(1/3)', String(-1 / 3)], ['Final Answer: The final answer is $72$. I hope it is correct.', '72'],
   ];
   const replies = cases.map(([r]) => `a</think>${r}`), golds = cases.map(([, g]) => g);
   const py = spawnSync('python3', ['-c', `import sys; sys.path.insert(0, "."); import rewards\nprint(rewards.budget_reward(${JSON.stringify(replies)}, ${JSON.stringify(golds)}, [1000] * ${replies.length}))`], { cwd: out, encoding: 'utf8' });

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sharedPath } from './helpers/shared.ts';
-import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath, type Task } from '../src/tasks/grade.ts';
+import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath, parseNumber, type Task } from '../src/tasks/grade.ts';
 import {
   DIFFICULTY, Rng, formatAnswer, formatResponse, formatThinking, generateItem, generateMath, makeSplits, questionKey,
   splitOf, type Item, type MathItem,
@@ -75,7 +75,14 @@ test('math500: normalisation equivalences and near misses', () => {
   assert.equal(lastBoxed('so \\boxed{\\frac{\\sqrt{3}}{3}} and then \\boxed{\\left\\{1,2\\right\\}}.'), '\\left\\{1,2\\right\\}');
   assert.equal(lastBoxed('\\boxed 5$'), '5');
   assert.equal(lastBoxed('unfinished \\boxed{\\frac{1}{'), undefined);
-  assert.equal(extractAnswer('math500', 'The answer is 5.'), undefined, 'MATH needs a box');
+  // Without a box, the last answer stated (the prompt asks for a box; models do not always give one).
+  assert.equal(extractAnswer('math500', 'The answer is 5.'), '5');
+  assert.equal(extractAnswer('math500', 'We find that x = 5.'), undefined, 'no answer stated: no number is guessed');
+  for (const [reply, gold] of [['The answer is $\\frac{1}{2}$.', '\\frac{1}{2}'], ['Final Answer: The final answer is $\\text{east}$. I hope it is correct.', '\\text{east}'],
+    ['#### 5', '5'], ['**Answer:** (1,2)', '(1,2)'], ['We get \\boxed{5}. The answer is in the box above.', '5'], ['So the answer is \\(\\sqrt{2}\\), as claimed.', '\\sqrt{2}']]) {
+    assert.ok(isCorrect('math500', reply, gold), `${reply} answers ${gold}`);
+  }
+  assert.ok(!isCorrect('math500', 'The answer is 6.', '5'));
 });
 
 test('svamp and asdiv: every gold answer, stated as a sentence, grades correct; off-by-one wrong', () => {
@@ -98,9 +105,17 @@ test('svamp and asdiv: every gold answer, stated as a sentence, grades correct; 
       assert.ok(!isCorrect('asdiv', `The answer is ${n + 1}.`, r.answer), `asdiv off-by-one ${r.idx}`);
     } else {
       assert.ok(!isCorrect('asdiv', 'The answer is Nobody.', r.answer), `asdiv wrong text ${r.idx}`);
+      // a name, "Yes" or a time, however it is wrapped
+      if (parseNumber(String(r.answer)) === undefined) for (const form of [`$${stated}$`, `\\boxed{\\text{${stated}}}`, `"${stated}"`, `#### ${stated}`, `The answer is \\(\\text{${stated}}\\).`]) {
+        assert.ok(isCorrect('asdiv', form, r.answer), `asdiv ${r.idx}: ${form} answers ${r.answer}`);
+      }
+      assert.ok(!isCorrect('asdiv', '#### Nobody', r.answer));
     }
+    // a fraction ends the sentence: "5/2." is 2.5, not 2
+    if (/^-?\d+\/\d+$/.test(stated)) assert.ok(isCorrect('asdiv', `Each one gets ${stated}.`, r.answer) && !isCorrect('asdiv', `Each one gets ${stated}.`, stated.split('/')[1]), `asdiv ${r.idx}: ${stated}.`);
   }
   assert.ok(numeric > 2000, `asdiv: only ${numeric} numeric golds`);
+  assert.ok(isCorrect('asdiv', '#### -(1/3)', '-(1/3)') && !isCorrect('asdiv', '#### -(1/3)', '1/3'), 'a negative fraction on the #### line keeps its sign');
 });
 
 test('numeric extraction: ####, stated answer, box, last number, think blocks, voting keys', () => {

@@ -9,7 +9,10 @@ import type { Task } from '../tasks/grade.ts';
 import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
 
-const FILES: Record<string, string> = { gsm8k: 'gsm8k/test.jsonl', math500: 'math500/test.jsonl', svamp: 'svamp/test.jsonl' };
+const FILES: Record<string, string> = {
+  gsm8k: 'gsm8k/test.jsonl', math500: 'math500/test.jsonl', svamp: 'svamp/test.jsonl', asdiv: 'asdiv/test.jsonl', aime24: 'aime24/test.jsonl', amc23: 'amc23/test.jsonl',
+};
+const TASK_NAMES = ['synthetic', ...Object.keys(FILES)];
 
 export function evalCommand(program: Command): void {
   program.command('eval')
@@ -18,7 +21,7 @@ export function evalCommand(program: Command): void {
     .option('--adapter <dir>', 'reasoning adapter: also evaluates base + adapter ("<think>" after the prompt; an activated adapter on from there, a plain LoRA everywhere)')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): evaluates its direct answers (after an empty thinking block) and its thinking, no adapter')
     .option('--max-thinking-tokens <n>', 'thinking cap in the reasoning run ("\\n</think>\\n\\n" forced after it)', intArg('--max-thinking-tokens', 0))
-    .option('--task <task>', 'synthetic | gsm8k | math500 | svamp', 'synthetic')
+    .option('--task <task>', `${TASK_NAMES.join(' | ')} (datasets from ../shared/data; math500, aime24 and amc23 are asked for a \\boxed{} answer)`, 'synthetic')
     .option('--split <split>', 'synthetic split: test | val', 'test')
     .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
@@ -27,7 +30,7 @@ export function evalCommand(program: Command): void {
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier eval report; an earlier report is replaced anyway')
     .action(async (o) => {
-      if (!['synthetic', ...Object.keys(FILES)].includes(o.task)) throw new Error(`--task must be synthetic, gsm8k, math500 or svamp; got "${o.task}"`);
+      if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
       if (o.split !== 'test' && o.split !== 'val') throw new Error(`--split must be test or val, got "${o.split}"`);
       if (o.nativeThinking && o.adapter) throw new Error('eval: --native-thinking evaluates the model\'s own thinking: leave --adapter out');
       const reasons = !!o.adapter || !!o.nativeThinking;

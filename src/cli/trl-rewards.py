@@ -12,7 +12,7 @@ LAMBDA = __LAMBDA__
 GRADER = "__GRADER__"
 TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
 A = re.ASCII  # \d and \w as in JavaScript: ASCII only
-NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?![\d.]))?|(?<![\w.])-?\.\d+", A)
+NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+", A)
 OPERATION = re.compile(r"\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d", A)  # "5 + 3", "12 \\times 3" before "="
 
 
@@ -120,10 +120,11 @@ def _stated(reply):
     found = []
     for m in re.finditer(r"####[ \t]*([^\n]*)", reply):
         line = m.group(1).strip()
-        if re.match(r"\$?-?\.?\d", line, A) and not re.match(r"\d+[.:)]\s+[A-Za-z]", line, A):
+        if re.match(r"\$?-?\(?\.?\d", line, A) and not re.match(r"\d+[.:)]\s+[A-Za-z]", line, A):
             found.append((m.start(), line, False))
     for m in re.finditer(r"\banswer\s+is\**:?\s*([^\n]*)|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)", reply, re.I | A):
         rest = m.group(1) if m.group(1) is not None else m.group(2)
+        rest = re.sub(r"^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*", "", rest, flags=re.I | A)  # Minerva's "Final Answer: The final answer is ..."
         box = _last_boxed(rest)
         if box is not None:
             phrase = box

@@ -111,20 +111,34 @@ export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, m
   }));
 }
 
-/** GSM8K / MATH-500 / SVAMP / ASDiv test files from ../shared/data. */
+/** The fields each dataset's lines hold: question parts, then the gold answer. */
+const FIELDS: Record<Exclude<Task, 'synthetic'>, string[]> = {
+  gsm8k: ['question', 'answer'], math500: ['problem', 'answer'], svamp: ['Body', 'Question', 'Answer'], asdiv: ['body', 'question', 'answer'],
+  aime24: ['problem', 'answer'], amc23: ['problem', 'answer'],
+};
+/** Competition answers are graded from a \\boxed{} (MATH's solutions box theirs): the prompt asks for one, as MATH evaluations do. */
+export const BOX_INSTRUCTION = 'Put your final answer within \\boxed{}.';
+
+/** GSM8K / MATH-500 / SVAMP / ASDiv / AIME 2024 / AMC 2023 test files from ../shared/data. */
 export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
+  if (task === 'synthetic') throw new Error('eval: the synthetic task is generated (syntheticCases), not read from a file');
   if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (the shared data folder must sit beside the project)`);
-  const lines = readJsonlLines(file, 'dataset', limit);
-  const fields: Partial<Record<Task, string[]>> = { gsm8k: ['question', 'answer'], math500: ['problem', 'answer'], svamp: ['Body', 'Question', 'Answer'] };
+  const lines = readJsonlLines(file, 'dataset', limit), fields = FIELDS[task];
   return lines.map(({ line: n, value }) => {
     const where = `${path.basename(file)}:${n}`, r = value as Record<string, unknown>;
-    const missing = (fields[task] ?? []).find((k) => r?.[k] === undefined || r[k] === null);
-    if (missing) throw new Error(`eval: ${file}:${n}: field "${missing}" is missing (a ${task} line needs ${fields[task]!.join(', ')})`);
-    if (task === 'gsm8k') return { id: where, question: String(r.question), gold: String(r.answer).split('####').pop()!.trim(), category: task, task };
-    if (task === 'math500') return { id: where, question: String(r.problem), gold: r.answer as string | number, category: r.level ? `level ${r.level}` : task, task };
-    // SVAMP bodies often lack their final period; joined as Qwen2.5-Math's evaluation joins them.
-    const body = () => String(r.Body).trim().replace(/([^.?!])$/, '$1.');
-    if (task === 'svamp') return { id: where, question: `${body()} ${String(r.Question).trim()}`, gold: r.Answer as string | number, category: task, task };
-    throw new Error(`eval: task ${task} has no dataset reader`);
+    const missing = fields.find((k) => r?.[k] === undefined || r[k] === null);
+    if (missing) throw new Error(`eval: ${file}:${n}: field "${missing}" is missing (a ${task} line needs ${fields.join(', ')})`);
+    const gold = r[fields.at(-1)!] as string | number;
+    // SVAMP and ASDiv bodies may lack their final period; joined as Qwen2.5-Math's evaluation joins them.
+    const body = (k: string) => String(r[k]).trim().replace(/([^.?!])$/, '$1.');
+    switch (task) {
+      case 'gsm8k': return { id: where, question: String(r.question), gold: String(r.answer).split('####').pop()!.trim(), category: task, task };
+      case 'svamp': return { id: where, question: `${body('Body')} ${String(r.Question).trim()}`, gold, category: task, task };
+      case 'asdiv': return { id: where, question: `${body('body')} ${String(r.question).trim()}`, gold, category: task, task };
+      default: return { // math500, aime24, amc23
+        id: where, question: `${String(r.problem).trim()}\n\n${BOX_INSTRUCTION}`, gold, task,
+        category: task === 'math500' && r.level ? `level ${r.level}` : task,
+      };
+    }
   });
 }

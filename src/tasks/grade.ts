@@ -5,7 +5,7 @@
  *   "answer is" / "answer:" phrase, a \boxed{} — else the last number in the text; "$" and thousands commas are
  *   ignored, LaTeX is read as MATH answers are, values compare numerically. ASDiv also has non-numeric golds
  *   (names, "3:4", "3:30 p.m."), compared as case-folded strings.
- * - math500: the last \boxed{...}, normalised (LaTeX spacing, \left/\right, units, degrees, percent, \dfrac,
+ * - math500: the last \boxed{...} (else the last answer stated), normalised (LaTeX spacing, \left/\right, units, degrees, percent, \dfrac,
  *   shorthand fractions); equal if the strings match, or both are numbers and equal, or both are tuples /
  *   intervals / lists whose elements are equal one by one.
  * - synthetic: math golds need the fixed "#### n" line; chat golds must match exactly after trimming.
@@ -26,8 +26,8 @@ function reply(text: string): string {
 // ---------------------------------------------------------------------------------------------------------
 // Numbers
 
-// a minus sign counts only where it cannot be subtraction ("16-3" holds 16 and 3); "5/2" is one number
-const NUMBER = /(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\/\d+(?![\d.]))?|(?<![\w.])-?\.\d+/g;
+// a minus sign counts only where it cannot be subtraction ("16-3" holds 16 and 3); "5/2" is one number, also before a full stop
+const NUMBER = /(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+/g;
 
 /** A plain number, allowing "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)". */
 export function parseNumber(s: string): number | undefined {
@@ -65,11 +65,13 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   const found: { at: number; phrase: string; boxed: boolean }[] = [];
   for (const m of text.matchAll(/####[ \t]*([^\n]*)/g)) { // a number, perhaps with a unit word: not "#### 2. Subtract"
     const line = m[1].trim();
-    if (/^\$?-?\.?\d/.test(line) && !/^\d+[.:)]\s+[A-Za-z]/.test(line)) found.push({ at: m.index!, phrase: line, boxed: false });
+    if (/^\$?-?\(?\.?\d/.test(line) ? !/^\d+[.:)]\s+[A-Za-z]/.test(line) : !needNumber && line && !/\d/.test(text.slice(m.index! + m[0].length))) {
+      found.push({ at: m.index!, phrase: line, boxed: false }); // "-(1/3)"; an ASDiv "#### Yes" as the last word
+    }
   }
   // "answer is" anywhere; "answer:" only where a line starts with it ("Final Answer:", "**Answer:**")
   for (const m of text.matchAll(/\banswer\s+is\**:?\s*([^\n]*)|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)/gi)) {
-    const rest = m[1] ?? m[2];
+    const rest = (m[1] ?? m[2]).replace(/^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*/i, ''); // Minerva's "Final Answer: The final answer is …"
     const box = lastBoxed(rest);
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
     const cut = [...rest.matchAll(/\.\s+(?=[A-Z])/g)].find((d) => /\d/.test(rest.slice(0, d.index)));
@@ -228,9 +230,25 @@ function sameElements(pa: string[], pb: string[]): boolean {
 // ---------------------------------------------------------------------------------------------------------
 // Public API
 
-/** ASDiv's non-numeric golds ("Mrs. Hilt", "3:30 p.m."): case-folded, spaces collapsed, unit and final dots dropped. */
-const foldPhrase = (s: string) => s.trim().toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '')
-  .replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/\.+$/, '');
+/**
+ * ASDiv's non-numeric golds ("Mrs. Hilt", "3:30 p.m."): out of "$…$", "\\(…\\)", \\boxed{}, \\text{} and quotes,
+ * case-folded, spaces collapsed, unit and final dots dropped.
+ */
+function foldPhrase(s: string): string {
+  let t = s.trim(), was;
+  do {
+    was = t;
+    t = t.replace(/\.+$/, '').replace(/^\$+|\$+$/g, '').replace(/^\\\(|\\\)$/g, '').replace(/^["'“”‘’]+|["'“”‘’]+$/g, '')
+      .replace(/^\\(?:boxed|text|textbf|textnormal|mbox|mathrm)\{(.*)\}$/, '$1').trim();
+  } while (t !== was);
+  return t.toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '').replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/\.+$/, '');
+}
+
+/** A stated phrase's leading "$…$" or "\\(…\\)" (a sentence may go on after it), else the phrase. */
+function mathSpan(phrase: string | undefined): string | undefined {
+  const m = phrase === undefined ? null : /^(?:\$([^$]+)\$|\\\((.+?)\\\))/.exec(phrase);
+  return m ? m[1] ?? m[2] : phrase;
+}
 
 /** A synthetic reply's "#### n" number, or undefined if the line is missing or holds no number. */
 function hashAnswer(r: string): number | undefined {
@@ -244,8 +262,8 @@ function hashAnswer(r: string): number | undefined {
  */
 export function extractAnswer(task: Task, text: string): string | undefined {
   const r = reply(text);
-  if (task === 'math500') {
-    const box = lastBoxed(r);
+  if (task === 'math500') { // the last \\boxed{}; without one, the last answer stated ("The answer is $\\frac{1}{2}$.")
+    const box = lastBoxed(r) ?? mathSpan(statedAnswer(r, false)?.phrase);
     if (box === undefined) return undefined;
     const t = normalizeMath(box), n = latexNumber(t);
     return n === undefined ? t || undefined : numberKey(n);
