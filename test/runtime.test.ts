@@ -20,6 +20,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { openSource, type ModelSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
+import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import { makeRandomQwen2, QWEN25_05B, rng } from './helpers/random-model.ts';
 import { sharedPath } from './helpers/shared.ts';
 import ort from 'onnxruntime-node';
@@ -109,6 +110,11 @@ test('a batch of 4 prompts of different lengths equals the 4 single runs', async
     const single = await allLogits(b, prompts[i]);
     assert.ok(maxDiff(next[i][0], single.subarray((prompts[i].length - 1) * V)) <= 1e-4, `prompt ${i}`);
   }
+  // With every position's logits ('all'), each row samples at its own last token, not at the padding after it.
+  const greedy = { temperature: 0, u: 0 }, c2 = await b.newCache(4);
+  const all = await b.step(c2, { tokens: prompts, logits: 'all', sample: prompts.map(() => greedy) });
+  assert.deepEqual(all.tokens, next.map(([l]) => sampleToken(l, greedy, 0).token));
+  await b.free(c2);
   // Then decode 3 steps in the batch and compare each row with its own single-row cache.
   const singles = await Promise.all(prompts.map(async (p) => { const s = await b.newCache(1); await b.step(s, { tokens: [p] }); return s; }));
   for (let step = 0; step < 3; step++) {
@@ -544,6 +550,23 @@ test('KV cache capacity grows by a quarter at least, in 64-position steps (at mo
   c.ensureCapacity(65);
   assert.equal(c.capacity, 128);
   assert.deepEqual([...c.keys[0].subarray(2 * 5, 2 * 6), ...c.keys[0].subarray(128 * 2 + 2 * 7, 128 * 2 + 2 * 8)], [1, 2, 3, 4], 'rows keep their positions');
+  // Lengths are whole positions: NaN or 2.5 would corrupt the next step's writes.
+  for (const bad of [NaN, 2.5, -1, 7]) assert.throws(() => c.truncate(0, bad), new RegExp(`kv-cache: cannot truncate row 0 of length 6 to ${bad}`));
+  assert.throws(() => c.advance(0, 1.5), /kv-cache: row 0 cannot advance by 1\.5 positions/);
+});
+
+test('a sequence that ends on a stop token or is cancelled keeps its half-decoded last character, as decoding its tokens does', () => {
+  // token 0 is "a", token 1 half of a character (decoded alone: U+FFFD), token 2 the stop token
+  const tok = { vocabSize: 3, eosTokenIds: [2], decode: (ids: readonly number[]) => ids.filter((i) => i < 2).map((i) => (i === 0 ? 'a' : '\uFFFD')).join('') };
+  const run = (ids: number[], maxTokens: number) => {
+    const s = new Sequence(tok as never, { maxTokens }, 1);
+    for (const id of ids) if (s.accept(id, 0)) break;
+    if (!s.done) s.cancel();
+    return [s.finishReason, s.text];
+  };
+  assert.deepEqual(run([0, 1], 2), ['length', 'a\uFFFD']);
+  assert.deepEqual(run([0, 1, 2], 5), ['stop', 'a\uFFFD']);
+  assert.deepEqual(run([0, 1], 5), ['cancelled', 'a\uFFFD']);
 });
 
 test('a graph without the inference contract\'s outputs is refused by name', async () => {
@@ -629,6 +652,10 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ maxTokens: Infinity }, /generate: maxTokens must be an integer ≥ 1, got Infinity/],
       [{ seed: 'x' }, /generate: seed must be an integer, got "x"/],
       [{ adapter: 'yes' }, /generate: adapter must be true or false, got "yes"/],
+      [{ thinking: {} }, new RegExp(`generate: thinking\\.end must be the token ids that close the thinking segment \\(a non-empty list of 0\\.\\.${V - 1}\\), got undefined`)],
+      [{ thinking: { end: [1], maxTokens: NaN } }, /generate: thinking\.maxTokens must be an integer ≥ 0, got NaN/],
+      [{ thinking: { end: [1], force: [V] } }, new RegExp(`generate: thinking\\.force must be a non-empty list of token ids \\(0\\.\\.${V - 1}\\), got \\[${V}\\]`)],
+      [{ thinking: [1] }, /generate: thinking must be an object \{ end, force\?, maxTokens\? \}, got \[1\]/],
     ];
     for (const [opts, re] of bad) await assert.rejects(m.complete('Hello', opts), re);
     await assert.rejects(m.complete([{ role: 'user', content: 'hi' }], { chat: false }), /a list of messages is rendered by the chat template/);
@@ -644,6 +671,17 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
     const rows = await m.generateBatch(['Hello', 'Hello'], { maxTokens: 8, temperature: 50, seed: 1 }); // near-flat: draws differ
     assert.equal(rows[0].tokens.join(), await draw(1));
     assert.equal(rows[1].tokens.join(), await draw(2));
+    // The largest seed still gives each row a valid seed of its own.
+    const top = await m.generateBatch(['Hello', 'Hello'], { maxTokens: 8, temperature: 50, seed: Number.MAX_SAFE_INTEGER });
+    assert.equal(top[0].tokens.join(), await draw(Number.MAX_SAFE_INTEGER));
+    assert.notEqual(top[1].tokens.join(), top[0].tokens.join());
+    // A top-k past the vocabulary keeps all of it (it used to allocate top-k-sized buffers: 2^31 took 16 GB).
+    assert.equal((await m.complete('Hello', { maxTokens: 8, temperature: 50, seed: 3, topK: 2 ** 31 - 1 })).tokens.join(),
+      (await m.complete('Hello', { maxTokens: 8, temperature: 50, seed: 3, topK: V })).tokens.join());
+    // The low-level generateBatch leaves the caller's options as they were (a context cap once leaked into the next call).
+    const opts = [{ maxTokens: 1000 }];
+    await generateBatch(m.backend, m.tokenizer, [m.tokenizer.encode('Hello')], opts);
+    assert.deepEqual(opts, [{ maxTokens: 1000 }]);
     // A stop string may be given as a string, as OpenAI's API allows.
     const text = greedy.text, cut = text.slice(2, 4);
     assert.equal(cut.length, 2, `the greedy text ${JSON.stringify(text)} is long enough to cut`);

@@ -25,7 +25,7 @@ import os from 'node:os';
 import { checkKeys, type Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { decode, endsWithRun, Sequence } from '../runtime/generate.ts';
-import { sampleToken } from '../runtime/sampler.ts';
+import { sampleToken, seedAt } from '../runtime/sampler.ts';
 import { extractAnswer, TASKS } from '../tasks/grade.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { gib } from '../runtime/convert.ts';
@@ -346,7 +346,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (n === 1) cache = prompt;
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
-      ...sampling('reasoning'), seed: seed + i, maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
+      ...sampling('reasoning'), seed: seedAt(seed, i), maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
       thinking: { end: rt!.end, maxTokens: cap, force: rt!.force },
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
     let pending: number[][];

@@ -109,7 +109,6 @@ export class Sequence {
     this.thinkingOpen = !!th;
     if (th) {
       this.stopFrom = Infinity;
-      if (!th.end.length) throw new Error('generate: thinking.end is empty (the tokens that close the thinking segment)');
       if (th.force) {
         this.forceEndAt = indexOfRun(th.force, th.end);
         if (this.forceEndAt < 0) throw new Error(`generate: thinking.force [${th.force}] does not contain the closing tokens [${th.end}]`);
@@ -197,8 +196,8 @@ export class Sequence {
     this.searched = this.text.length;
     const stop = from === Infinity ? undefined
       : this.stops.map((s) => [s, this.text.indexOf(s, from)] as const).filter(([, i]) => i >= 0).sort((a, b) => a[1] - b[1])[0];
-    if (stop) { this.text = this.text.slice(0, stop[1]); return this.finish('stop'); }
-    if (this.tokens.length >= (this.opts.maxTokens ?? 256)) { this.text += this.decoder.flush(); return this.finish('length'); }
+    if (stop) { this.text = this.text.slice(0, stop[1]); return this.finish('stop', false); }
+    if (this.tokens.length >= (this.opts.maxTokens ?? 256)) return this.finish('length');
     return false;
   }
 
@@ -221,7 +220,9 @@ export class Sequence {
     }
   }
 
-  private finish(reason: FinishReason): boolean {
+  /** `flush`: the decoder's held-back bytes (half a character) end the text, as decoding the tokens gives it; not after a stop string. */
+  private finish(reason: FinishReason, flush = true): boolean {
+    if (flush) this.text += this.decoder.flush();
     this.finishReason = reason;
     this.emit(true);
     return true;
@@ -261,6 +262,15 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number): voi
   if (stops.some((x) => !x)) throw new Error('generate: stop strings must be non-empty (an empty one would match before the first token)');
   if (o.stopTokens !== undefined && !(Array.isArray(o.stopTokens) && o.stopTokens.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize))) {
     bad(`stopTokens must be token ids (0..${vocabSize - 1})`, o.stopTokens);
+  }
+  const th: unknown = o.thinking;
+  if (th !== undefined) {
+    if (th === null || typeof th !== 'object' || Array.isArray(th)) bad('thinking must be an object { end, force?, maxTokens? }', th);
+    const { end, force, maxTokens } = th as ThinkingOptions;
+    const ids = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize);
+    if (!ids(end)) bad(`thinking.end must be the token ids that close the thinking segment (a non-empty list of 0..${vocabSize - 1})`, end);
+    if (force !== undefined && !ids(force)) bad(`thinking.force must be a non-empty list of token ids (0..${vocabSize - 1})`, force);
+    if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 0)) bad('thinking.maxTokens must be an integer ≥ 0', maxTokens);
   }
   if (o.adapterFrom !== undefined) {
     if (!(Number.isInteger(o.adapterFrom) && o.adapterFrom >= 0)) bad('adapterFrom must be a position ≥ 0', o.adapterFrom);
@@ -343,11 +353,12 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   const start = performance.now();
   prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: prompt ${i} is empty (no tokens)`); });
   const ctx = backend.config.maxPositionEmbeddings;
-  prompts.forEach((p, i) => {
+  const per = prompts.map((p, i): GenerateOptions => { // the caller's options stay as they were
+    checkGenerateOptions(opts[i], tokenizer.vocabSize); // as given, before the context's cap
     if (p.length >= ctx) throw new Error(`generate: prompt ${i} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`);
-    opts[i] = { ...opts[i], maxTokens: Math.min(opts[i].maxTokens ?? 256, ctx - p.length) };
+    return { ...opts[i], maxTokens: Math.min(opts[i].maxTokens ?? 256, ctx - p.length) };
   });
-  const seqs = prompts.map((p, i) => new Sequence(tokenizer, opts[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1)));
+  const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1)));
   const cache = await backend.newCache(prompts.length);
   try {
     await decode(backend, cache, seqs, prompts, start, { signal });

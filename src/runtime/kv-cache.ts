@@ -49,13 +49,14 @@ export class KVCache {
   }
 
   truncate(row: number, length: number): void {
-    if (length < 0 || length > this.lengths[this.checkRow(row)]) throw new Error(`kv-cache: cannot truncate row ${row} of length ${this.lengths[row]} to ${length}`);
+    if (!Number.isInteger(length) || length < 0 || length > this.lengths[this.checkRow(row)]) throw new Error(`kv-cache: cannot truncate row ${row} of length ${this.lengths[row]} to ${length}`);
     this.lengths[row] = length;
     this.version++;
   }
 
   /** Records that `count` new positions were written into `row` (the engine, from the graph's new rows). */
   advance(row: number, count: number): void {
+    if (!Number.isInteger(count) || count < 0) throw new Error(`kv-cache: row ${row} cannot advance by ${count} positions`);
     if (this.lengths[this.checkRow(row)] + count > this.capacity) throw new Error(`kv-cache: row ${row} overflows capacity ${this.capacity}`);
     this.lengths[row] += count;
     this.version++;

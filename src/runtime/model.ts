@@ -15,6 +15,7 @@ import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/t
 import { adapterView, LocalBackend, type Backend } from './backend.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
+import { seedAt } from './sampler.ts';
 
 export interface LoadOptions {
   /**
@@ -179,7 +180,7 @@ export class Model {
       checkGenerateOptions(o, this.config.vocabSize);
       for (const k of ['chat', 'adapter'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`generate: ${k} must be true or false, got ${JSON.stringify(o[k])}`);
     }
-    const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: opts.seed + i }));
+    const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p), per[i].chatTemplateKwargs));
     // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as

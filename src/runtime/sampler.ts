@@ -26,7 +26,7 @@ const SLICE_STEP = TAIL / NUCLEUS_BUCKETS, SLICE_EXP = Float64Array.from({ lengt
 
 /** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number): Sampled {
-  const V = logits.length, temp = params.temperature ?? 0, k = params.topK && params.topK > 0 ? params.topK : 0;
+  const V = logits.length, temp = params.temperature ?? 0, k = params.topK && params.topK > 0 ? Math.min(params.topK, V) : 0; // more than the vocabulary keeps all of it
   // The k best tokens (top-k), else the single best: its logit is the maximum.
   let sorted = temp > 0 && k ? topK(logits, k) : undefined, best = sorted?.[0] ?? 0;
   if (!sorted) for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
@@ -190,6 +190,9 @@ function logSumExp(x: Float32Array, max: number): number {
 }
 
 /** Seeded generator (SplitMix32-style mixing of a 32-bit state): small, fast and reproducible across platforms. */
+/** Seed `seed + i` for row or sample i, wrapped within the safe integers: a seed near 2^53 still gives valid, distinct seeds. */
+export const seedAt = (seed: number, i: number): number => (seed + i <= Number.MAX_SAFE_INTEGER ? seed + i : seed - 2 ** 53 + i);
+
 export function seededRandom(seed: number): () => number {
   // Seeds outside 0..2^32-1 fold their high part in (so 1 and 2^32 + 1 differ); those inside keep their stream.
   let s = ((seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) | 0, 0x85ebca6b) ^ 0x9e3779b9) >>> 0;

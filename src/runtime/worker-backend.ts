@@ -32,7 +32,9 @@ export class WorkerBackend implements Backend {
 
   private constructor(readonly config: ModelConfig, readonly hasLora: boolean, private readonly worker: Worker) {}
 
+  /** `model`: an ONNX file's path, or its bytes, which move to the worker (the caller's buffer is emptied, not copied). */
   static async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions & { hasLora: boolean }): Promise<WorkerBackend> {
+    if (typeof model !== 'string' && !model.byteLength) throw new Error('runtime: the model\'s ONNX bytes are empty (a buffer already moved to another worker?)');
     const transfer = typeof model === 'string' ? [] : [model.buffer as ArrayBuffer];
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { config, model, opts }, transferList: transfer });
     const backend = new WorkerBackend(config, opts.hasLora, worker);

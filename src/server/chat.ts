@@ -30,6 +30,7 @@ import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList } from '../runtime/generate.ts';
+import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatRequest, type Effort } from './schemas.ts';
 import { promptCharBound } from './prompt-bound.ts';
@@ -302,7 +303,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       // Every choice votes over its own samples; its text is known once the vote is in.
       const k = plan.perChoice;
       const rs = await Promise.all(Array.from({ length: plan.n }, (_, i) => call(() => undefined,
-        { ...plan.options, samples: k, seed: plan.seed + i * k, ...(i === 0 ? { onRoute } : {}) }, true)));
+        { ...plan.options, samples: k, seed: seedAt(plan.seed, i * k), ...(i === 0 ? { onRoute } : {}) }, true)));
       rs.forEach((r, i) => {
         results.push(r);
         const c = toChoice(i, r, r.chosen, true);
@@ -315,7 +316,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       let extras: Promise<AnswerResult>[] = [];
       const startExtras = () => {
         extras = Array.from({ length: plan.n - 1 }, (_, j) => {
-          const p = call((s) => (s === 0 ? j + 1 : undefined), { ...plan.options, reasoning: 'off', seed: plan.seed + j + 1 });
+          const p = call((s) => (s === 0 ? j + 1 : undefined), { ...plan.options, reasoning: 'off', seed: seedAt(plan.seed, j + 1) });
           p.catch(() => {}); // awaited below, or settled in the catch block when the primary call fails first
           return p;
         });
