@@ -14,6 +14,7 @@ import {
   decodeGgml, encodeGgml, ggufToModel, openGguf, permuteQK, quantizeQ4_0, quantizeQ8_0, typed, writeGguf, writeModelGguf,
 } from '../src/io/gguf.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
+import { openSource, openSourceFiles } from '../src/io/source.ts';
 import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
 
@@ -88,6 +89,12 @@ describe('safetensors', () => {
     b.writeBigUInt64LE(1000n);
     fs.writeFileSync(file('long.safetensors'), b);
     assert.throws(() => openSafetensors(file('long.safetensors')), /long\.safetensors: header length 1000 goes beyond the end of the file \(16 bytes\)/);
+    // A repository cloned without git-lfs holds pointers.
+    const pointer = 'version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 988097824\n';
+    fs.writeFileSync(file('lfs.safetensors'), pointer);
+    assert.throws(() => openSafetensors(file('lfs.safetensors')), /lfs\.safetensors: a Git LFS pointer \(\d+ bytes\), not the weights: fetch them \(git lfs pull/);
+    fs.writeFileSync(file('lfs.gguf'), pointer);
+    assert.throws(() => openGguf(file('lfs.gguf')), /lfs\.gguf: a Git LFS pointer .*, not the model: fetch it \(git lfs pull/);
   });
   it('rejects data_offsets outside the file or inconsistent with the shape', () => {
     const out = rawFile('out.safetensors', { w: { dtype: 'F32', shape: [1000], data_offsets: [0, 4000] } }, 16);
@@ -182,6 +189,8 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /rope_scaling\.low_freq_factor must be a positive number, got undefined/);
     assert.throws(() => parseHfConfig({ ...base, quantization_config: { quant_method: 'bitsandbytes', load_in_8bit: true } }, 'q/config.json'),
       /q\/config\.json: quantization_config \(quant_method "bitsandbytes"\) is not supported: load the unquantized checkpoint/);
+    assert.throws(() => parseHfConfig({ ...base, quantization: { group_size: 64, bits: 4 } }, 'mlx/config.json'),
+      /mlx\/config\.json: "quantization" \{"group_size":64,"bits":4\} marks an MLX-quantized checkpoint, which is not supported: load the unquantized one/);
   });
 });
 
@@ -282,6 +291,45 @@ describe('random model in every format', () => {
     // GGUF dims are innermost-first.
     assert.deepEqual(g.file.info('blk.0.attn_q.weight').dims, [64, 64]);
     assert.deepEqual(g.file.info('blk.0.ffn_down.weight').dims, [128, 64]);
+  });
+
+  it('a split GGUF (gguf-split parts) loads from its first part as the whole file does; missing or misnamed parts are named', () => {
+    const whole = openGguf(m.files.ggufF32), names = whole.names, dir = file('split');
+    fs.mkdirSync(dir);
+    const metadata = (no: number, extra = {}) => ({ ...extra, 'split.no': typed('u16', no), 'split.count': typed('u16', 2), 'split.tensors.count': typed('i32', names.length) });
+    const part = (k: number) => path.join(dir, `model-0000${k}-of-00002.gguf`);
+    const tensors = (ns: string[]) => ns.map((n) => ({ name: n, shape: whole.shape(n), type: 'F32' as const, data: whole.get(n) }));
+    const mdAll = Object.fromEntries(Object.entries(whole.metadata).map(([k, v]) => [k, typed(whole.metadataTypes[k], v)]));
+    writeGguf(part(1), { metadata: metadata(0, mdAll), tensors: tensors(names.slice(0, 5)) });
+    writeGguf(part(2), { metadata: metadata(1), tensors: tensors(names.slice(5)) });
+    const g = ggufToModel(part(1)), ref = ggufToModel(m.files.ggufF32);
+    assert.deepEqual(g.config, ref.config);
+    for (const n of ref.weights.names) assert.deepEqual(g.weights.get(n), ref.weights.get(n), n);
+    assert.deepEqual(openSourceFiles(part(1)).sort(), [part(1), part(2)]);
+    assert.throws(() => openGguf(part(2)), new RegExp(`model-00002-of-00002\\.gguf: part 2 of a GGUF split into 2 files: load the first part, .*model-00001-of-00002\\.gguf`));
+    const renamed = path.join(dir, 'renamed.gguf');
+    fs.renameSync(part(1), renamed);
+    assert.throws(() => openGguf(renamed), /renamed\.gguf: part 1 of a GGUF split into 2 files, but its name does not end in -0000k-of-00002\.gguf/);
+    fs.renameSync(renamed, part(1));
+    fs.rmSync(part(2));
+    assert.throws(() => openGguf(part(1)), /the first of 2 parts of a split GGUF; part 2, .*model-00002-of-00002\.gguf, is missing/);
+  });
+
+  it('a tokenizer.json beside a GGUF must be its vocabulary; the cache fingerprint covers it', () => {
+    const dir = file('gguf-tok');
+    fs.mkdirSync(dir);
+    const g = path.join(dir, 'model.gguf');
+    fs.copyFileSync(m.files.ggufF32, g);
+    assert.deepEqual(openSourceFiles(g), [g]);
+    fs.copyFileSync(path.join(m.dir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+    assert.deepEqual(openSource(g).tokenizer.encode('Hello world'), loadTokenizer(m.dir).encode('Hello world'));
+    assert.deepEqual(openSourceFiles(g).sort(), [g, path.join(dir, 'tokenizer.json')]);
+    // another model's vocabulary: the ids swapped
+    const other = JSON.parse(fs.readFileSync(path.join(m.dir, 'tokenizer.json'), 'utf8')), v = other.model.vocab as Record<string, number>;
+    const [a, b] = Object.keys(v).filter((k) => v[k] === 0 || v[k] === 64);
+    [v[a], v[b]] = [v[b], v[a]];
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(other));
+    assert.throws(() => openSource(g), new RegExp(`model: .*gguf-tok/tokenizer\\.json is not the vocabulary of .*gguf-tok/model\\.gguf \\(the GGUF's token 0 is ".*", which .*tokenizer\\.json numbers 64\\): move it away`));
   });
 
   it('GGUF (Q4_0) weights equal llama.cpp-style dequantization of the originals', () => {

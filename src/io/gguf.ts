@@ -346,6 +346,8 @@ export interface GgufTensorInfo {
   offset: number;
   /** Data size in bytes (undefined for a type this module does not know the block size of). */
   bytes?: number;
+  /** The file holding the data (a part of a split GGUF; the GgufFile's own path otherwise). */
+  file: string;
 }
 
 /** A GGUF file: metadata plus a lazy WeightSource under the file's own (llama.cpp) tensor names. */
@@ -359,6 +361,8 @@ export class GgufFile implements WeightSource {
     readonly metadataTypes: Record<string, GgufScalarType>,
     readonly tensors: ReadonlyMap<string, GgufTensorInfo>,
     readonly alignment: number,
+    /** Every file the tensors come from: this one, then the other parts of a split GGUF. */
+    readonly files: readonly string[] = [path],
   ) {}
   get names(): string[] { return [...this.tensors.keys()]; }
   has(name: string): boolean { return this.tensors.has(name); }
@@ -379,7 +383,7 @@ export class GgufFile implements WeightSource {
     const t = this.info(name);
     if (t.bytes === undefined) throw new Error(`${this.path}: tensor "${name}" has type ${t.typeName}, whose size is unknown`);
     const out = new Uint8Array(t.bytes);
-    readAt(this.path, t.offset, out);
+    readAt(t.file, t.offset, out);
     return out;
   }
   get(name: string): Float32Array {
@@ -391,12 +395,42 @@ export class GgufFile implements WeightSource {
   }
 }
 
-/** Parse a GGUF v2/v3 header, metadata and tensor infos, validating every tensor's extent against the file size. */
+/**
+ * Parse a GGUF v2/v3 header, metadata and tensor infos, validating every tensor's extent against the file size.
+ * The first part of a split GGUF (llama.cpp's gguf-split: `<name>-00001-of-0000N.gguf`, `split.*` metadata) brings
+ * the tensors of the other parts, found beside it by name.
+ */
 export function openGguf(path: string): GgufFile {
+  const first = readGguf(path), md = first.metadata, count = md['split.count'];
+  if (count === undefined || count === 1) return first;
+  const no = md['split.no'] ?? 0, m = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/.exec(path);
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || typeof no !== 'number') throw new Error(`${path}: split.count = ${JSON.stringify(count)}, split.no = ${JSON.stringify(no)} do not describe a split GGUF`);
+  const part = (k: number) => `${m![1]}-${String(k + 1).padStart(5, '0')}-of-${String(count).padStart(5, '0')}.gguf`;
+  if (!m) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files, but its name does not end in -0000k-of-${String(count).padStart(5, '0')}.gguf, so the other parts cannot be found (merge them with llama.cpp's llama-gguf-split --merge, or restore their names)`);
+  if (no !== 0) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files: load the first part, ${part(0)}`);
+  const tensors = new Map(first.tensors), files = [path];
+  for (let k = 1; k < count; k++) {
+    const f = part(k);
+    if (!fs.existsSync(f)) throw new Error(`${path}: the first of ${count} parts of a split GGUF; part ${k + 1}, ${f}, is missing`);
+    const g = readGguf(f);
+    if (g.metadata['split.no'] !== k || g.metadata['split.count'] !== count) throw new Error(`${f}: its split.no / split.count (${g.metadata['split.no']} / ${g.metadata['split.count']}) are not those of part ${k + 1} of ${count}`);
+    for (const [name, t] of g.tensors) {
+      if (tensors.has(name)) throw new Error(`${f}: tensor "${name}" is also in ${tensors.get(name)!.file}`);
+      tensors.set(name, t);
+    }
+    files.push(f);
+  }
+  const total = md['split.tensors.count'];
+  if (typeof total === 'number' && total !== tensors.size) throw new Error(`${path}: split.tensors.count says ${total} tensors, but the ${count} parts hold ${tensors.size}`);
+  return new GgufFile(path, first.version, md, first.metadataTypes, tensors, first.alignment, files);
+}
+
+function readGguf(path: string): GgufFile {
   const size = fs.statSync(path).size, fd = fs.openSync(path, 'r');
   try {
     const c = new Cursor(fd, size, path);
     const magic = c.u32('magic');
+    if (magic === 0x73726576) throw new Error(`${path}: a Git LFS pointer ("version https://git-lfs…", ${size} bytes), not the model: fetch it (git lfs pull, or download the file itself)`);
     if (magic !== 0x46554747) throw new Error(`${path}: not a GGUF file (magic 0x${magic.toString(16)}, expected "GGUF")`);
     const version = c.u32('version');
     if (version !== 2 && version !== 3) throw new Error(`${path}: GGUF version ${version} is not supported (2 and 3 are)`);
@@ -422,7 +456,7 @@ export function openGguf(path: string): GgufFile {
       const dims = Array.from({ length: nd }, () => c.u64(`tensor "${name}" dims`));
       const type = c.u32(`tensor "${name}" type`), offset = c.u64(`tensor "${name}" offset`);
       if (offset % alignment) throw new Error(`${path}: tensor "${name}" offset ${offset} is not a multiple of the alignment ${alignment}`);
-      infos.push({ name, dims, shape: [...dims].reverse(), type, typeName: ggmlTypeName(type), offset, bytes: typeBytes(type, dims) });
+      infos.push({ name, dims, shape: [...dims].reverse(), type, typeName: ggmlTypeName(type), offset, bytes: typeBytes(type, dims), file: path });
     }
     const dataStart = Math.ceil(c.pos / alignment) * alignment;
     const tensors = new Map<string, GgufTensorInfo>();

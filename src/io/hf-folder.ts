@@ -51,6 +51,9 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     const q = raw.quantization_config as Record<string, unknown>;
     throw new Error(`${file}: quantization_config (quant_method ${JSON.stringify(q?.quant_method)}) is not supported: load the unquantized checkpoint (edgereason quantizes it itself: --quant q4 or q8)`);
   }
+  if (raw.quantization !== undefined && raw.quantization !== null) { // MLX's 4/8-bit folders (mlx-community)
+    throw new Error(`${file}: "quantization" ${JSON.stringify(raw.quantization)} marks an MLX-quantized checkpoint, which is not supported: load the unquantized one (edgereason quantizes it itself: --quant q4 or q8)`);
+  }
   if (raw.mlp_bias === true) throw new Error(`${file}: mlp_bias = true is not supported (MLP projections without bias only)`);
   const bias = raw.attention_bias ?? arch === 'qwen2';
   if (typeof bias !== 'boolean') throw new Error(`${file}: field "attention_bias" must be a boolean, got ${JSON.stringify(bias)}`);

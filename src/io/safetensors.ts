@@ -202,6 +202,9 @@ export function openSafetensors(path: string): SafetensorsFile {
   const lenBytes = new Uint8Array(8);
   readAt(path, 0, lenBytes);
   const headerLen = Number(Buffer.from(lenBytes).readBigUInt64LE(0));
+  if (Buffer.from(lenBytes).toString('latin1') === 'version ') { // "version https://git-lfs.github.com/spec/v1"
+    throw new Error(`${path}: a Git LFS pointer (${size} bytes), not the weights: fetch them (git lfs pull, or download the file itself)`);
+  }
   if (8 + headerLen > size)
     throw new Error(`${path}: header length ${headerLen} goes beyond the end of the file (${size} bytes): file truncated or not safetensors`);
   const headerBytes = new Uint8Array(headerLen);

@@ -54,7 +54,8 @@ export function openSource(p: string): ModelSource {
     const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFolder(dir) : tokenizerFromGguf(metadata, abs);
     const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
       'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
-    return { kind: 'gguf', path: abs, config, weights, tokenizer, files: [abs], tokenizerFiles: files, storedTypes };
+    if (!('name' in files)) checkGgufVocab(tokenizer, metadata, path.join(dir, 'tokenizer.json'), abs);
+    return { kind: 'gguf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: files, storedTypes };
   }
   if (abs.endsWith('.bin')) {
     const { config, weights, tokenizer } = loadLlama2c(abs);
@@ -76,6 +77,17 @@ function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: Model
   return tokenizer;
 }
 
+/** A tokenizer.json beside a GGUF must be the GGUF's own vocabulary (a shared models folder may hold another model's). */
+function checkGgufVocab(tokenizer: TextTokenizer, metadata: Record<string, unknown>, where: string, gguf: string): void {
+  const tokens = metadata['tokenizer.ggml.tokens'], types = metadata['tokenizer.ggml.token_type'];
+  if (!Array.isArray(tokens)) return;
+  const ids = new Set([...Array.from({ length: 64 }, (_, i) => Math.floor((i * tokens.length) / 64)), tokens.length - 1, tokenizer.bosTokenId, ...tokenizer.eosTokenIds]);
+  for (const id of ids) {
+    if (id === undefined || id >= tokens.length || (Array.isArray(types) && types[id] === 5)) continue; // 5: an unused padding row ([PAD151700])
+    if (tokenizer.tokenToId(String(tokens[id])) === id) continue;
+    throw new Error(`model: ${where} is not the vocabulary of ${gguf} (the GGUF's token ${id} is ${JSON.stringify(tokens[id])}, which ${where} ${tokenizer.tokenToId(String(tokens[id])) === undefined ? 'does not have' : `numbers ${tokenizer.tokenToId(String(tokens[id]))}`}): move it away to use the GGUF's own tokenizer, or put the model's own there`);
+  }
+}
 
 /** Identity of a checkpoint: path, size and modification time of each of its files. */
 export function fingerprint(files: string[]): string {
@@ -160,5 +172,10 @@ export function openSourceFiles(p: string, defining = DEFINING): string[] {
     const tok = fs.readdirSync(path.dirname(abs)).filter((f) => /^tok.*\.bin$/.test(f)).sort()[0];
     return tok ? [abs, path.join(path.dirname(abs), tok)] : [abs];
   }
-  return [abs];
+  // A GGUF: its parts (a split one's, by llama.cpp's naming) and, when a tokenizer.json sits beside it, the tokenizer files it is read with.
+  const dir = path.dirname(abs), split = /^(.*)-\d{5}-of-(\d{5})\.gguf$/.exec(path.basename(abs));
+  const parts = split ? fs.readdirSync(dir).filter((f) => f.startsWith(`${split[1]}-`) && f.endsWith(`-of-${split[2]}.gguf`)).map((f) => path.join(dir, f)) : [abs];
+  const tokenizer = fs.existsSync(path.join(dir, 'tokenizer.json')) ? fs.readdirSync(dir).filter((f) => TOKENIZER_FILES.test(f)).map((f) => path.join(dir, f)) : [];
+  return [...parts, ...tokenizer];
 }
+const TOKENIZER_FILES = /^(tokenizer(_config)?\.json|special_tokens_map\.json|chat_template\.(jinja|json))$/;
