@@ -85,7 +85,7 @@ test('train-sft refuses, before loading anything, an --out that is the base mode
   const mine = snapshot(user);
   r = sft(user, '--lora-r', '8', '--max-steps', '1');
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /useradapter already holds a model or adapter \(adapter_config\.json, adapter_model\.safetensors, training_log\.json, loss\.svg, … \(6 entries\)\); choose another folder, or pass --overwrite/);
+  assert.match(r.stderr, /useradapter already holds a model or adapter \(adapter_config\.json, adapter_model\.safetensors, training_log\.json, loss\.svg, … \(6 entries\)\); choose another folder, or pass --overwrite to replace it \(or --resume to continue the run saved there\)/);
   assert.deepEqual(snapshot(user), mine, 'the adapter is untouched');
   r = sft(user, '--lora-r', '8', '--max-steps', '1', '--overwrite');
   assert.equal(r.status, 0, r.stderr);
@@ -378,7 +378,7 @@ test('convert refuses to write into its own --model folder or a file; a converte
   fs.writeFileSync(path.join(theirs, 'model.onnx'), 'onnx');
   fs.writeFileSync(path.join(theirs, 'tokenizer_config.json'), '{"chat_template": "mine"}');
   const kept = snapshot(theirs);
-  assert.match(cli(['convert', '--model', src, '--out', theirs]).stderr, /their-onnx already holds a model or adapter \(tokenizer_config\.json, model\.onnx\); choose another folder, or pass --overwrite/);
+  assert.match(cli(['convert', '--model', src, '--out', theirs]).stderr, /their-onnx already holds a model or adapter \(tokenizer_config\.json, model\.onnx\); choose another folder, or pass --overwrite to replace it\n/); // convert has no --resume
   assert.deepEqual(snapshot(theirs), kept);
   assert.equal(cli(['convert', '--model', src, '--out', theirs, '--quant', 'fp32', '--overwrite']).status, 0);
 });

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { exportTrl } from '../src/cli/export-trl.ts';
+import { invocationIds } from '../src/cli/train-sft.ts';
 import { DEFAULT_DIR, INVOCATION, reasoningExamples } from '../src/tasks/default-model.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { tokenizeRecord } from '../src/train/data.ts';
@@ -44,7 +45,7 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
     const messages = [...rec.prompt, ...rec.completion];
     assert.deepEqual(messages.map((m: { role: string }) => m.role), ['user', 'assistant']);
     assert.match(rec.completion[0].content, /^<think>\n[\s\S]*\n<\/think>\n\n/);
-    assert.deepEqual(tokenizeRecord({ line: i + 1, messages }, tok).ids, recipe[i].ids, `example ${i} is the recipe's`);
+    assert.deepEqual(tokenizeRecord({ line: i + 1, messages }, tok)[0].ids, recipe[i].ids, `example ${i} is the recipe's`);
   });
   // GRPO: prompts as answer() and train-rl build them, budgets cycling over the buckets; as in train-rl, a quarter
   // of them (every fourth) carries no budget line and is held to the smallest budget.
@@ -108,6 +109,11 @@ test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the e
   assert.equal(alone.length, 3);
   const examples = jsonl(path.join(out, 'data/sft/train.jsonl')).map((r) => tok.encode(tok.applyChatTemplate([...r.prompt, ...r.completion]), { addSpecialTokens: false }));
   assert.deepEqual([examples.filter((ids) => holds(ids, alone)).length, examples.filter((ids) => holds(ids, withNewline)).length], [0, 40]);
+  // train-sft --alora-invocation "<think>" picks the same ids (it matched none of the examples before); Qwen3's own <think> token stays one id.
+  assert.deepEqual(invocationIds(tok, INVOCATION, examples.map((ids) => ({ ids }))), withNewline);
+  const qwen3 = loadTokenizer(QWEN_TOKENIZER_DIR), own = qwen3.encode(INVOCATION, { addSpecialTokens: false });
+  assert.equal(own.length, 1);
+  assert.deepEqual(invocationIds(qwen3, INVOCATION, [{ ids: [5, ...own, 198, 7] }]), own);
   assert.ok(fs.readFileSync(path.join(out, 'train_sft.py'), 'utf8').includes('for text in (INVOCATION, INVOCATION + "\\n")'));
 });
 
@@ -209,7 +215,7 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
   const model = makeRandomQwen2({ dir: path.join(tmp, 'base'), seed: 4, gguf: false, config: { numLayers: 2 } });
   const tok = loadTokenizer(model.dir);
   const inv = tok.encode('<think>', { addSpecialTokens: false });
-  const ex = [0, 1, 2].map((i) => tokenizeRecord({ line: i + 1, messages: [{ role: 'user', content: `q${i}` }, { role: 'assistant', content: `<think>\nstep ${i}\n</think>\n\n#### ${i}` }] }, tok));
+  const ex = [0, 1, 2].map((i) => tokenizeRecord({ line: i + 1, messages: [{ role: 'user', content: `q${i}` }, { role: 'assistant', content: `<think>\nstep ${i}\n</think>\n\n#### ${i}` }] }, tok)[0]);
   const out = path.join(tmp, 'adapter');
   await trainSft(model.config, new MemoryWeights(model.weights), ex, [], {
     out, rank: 4, alpha: 8, targets: ['q_proj', 'v_proj', 'down_proj'], aloraInvocation: inv, maxSteps: 1, batchTokens: 256, quiet: true, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct',

@@ -104,7 +104,8 @@ describe('data', () => {
         { role: 'user', content: 'and?' }, { role: 'assistant', content: 'bye' },
       ],
     };
-    const e = tokenizeRecord(rec, tok);
+    const [e, ...more] = tokenizeRecord(rec, tok);
+    assert.equal(more.length, 0, 'one example for the whole conversation');
     const want = expectPieces([
       ['<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n', 0],
       ['hello there<|im_end|>', 1], ['\n<|im_start|>user\nand?<|im_end|>\n<|im_start|>assistant\n', 0], ['bye<|im_end|>', 1], ['\n', 0],
@@ -115,7 +116,7 @@ describe('data', () => {
   });
 
   it('prompt/completion: loss on the completion and the appended EOS', () => {
-    const e = tokenizeRecord({ line: 1, prompt: 'Q: 2+2?\nA:', completion: ' 4' }, tok);
+    const [e] = tokenizeRecord({ line: 1, prompt: 'Q: 2+2?\nA:', completion: ' 4' }, tok);
     const p = enc('Q: 2+2?\nA:'), c = enc(' 4');
     assert.deepEqual(e.ids, [...p, ...c, qt.ids.imEnd]);
     assert.deepEqual([...e.lossMask], [...p.map(() => 0), ...c.map(() => 1), 1]);
@@ -152,15 +153,27 @@ describe('data', () => {
     assert.throws(() => loadDataset(file('nope.jsonl'), tok), /nope\.jsonl: cannot read dataset/);
   });
 
-  it('a template that renders earlier turns differently: those turns end at their EOS', () => {
+  it('a template that renders earlier turns differently (Qwen3 drops their thinking): each such turn is an example of its own, as it renders last', () => {
     const t = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, name: 'last-differs',
       chatTemplate: CHATML.replace("m.content + '<|im_end|>", "m.content + (loop.last and m.role == 'assistant' and ' [final]' or '') + '<|im_end|>") });
     const msgs = [{ role: 'user', content: 'q1' }, { role: 'assistant', content: 'a1' }, { role: 'user', content: 'q2' }, { role: 'assistant', content: 'a2' }];
-    const e = tokenizeRecord({ line: 1, messages: msgs }, t);
-    const want = expectPieces([['<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n', 0], ['a1<|im_end|>', 1],
-      ['\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n', 0], ['a2 [final]<|im_end|>', 1], ['\n', 0]]);
-    assert.deepEqual(e.ids, want.ids);
-    assert.deepEqual([...e.lossMask], want.mask);
+    const [whole, first, ...more] = tokenizeRecord({ line: 1, messages: msgs }, t);
+    assert.equal(more.length, 0);
+    const want = expectPieces([['<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n', 0],
+      ['a2 [final]<|im_end|>', 1], ['\n', 0]]);
+    assert.deepEqual([whole.ids, [...whole.lossMask]], [want.ids, want.mask]);
+    const one = expectPieces([['<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n', 0], ['a1 [final]<|im_end|>', 1]]);
+    assert.deepEqual([first.ids, [...first.lossMask]], [one.ids, one.mask]);
+  });
+
+  it('a reply that starts with a newline (merged with the generation prompt\'s into one token) is trained from that token; the turn ends at its end token whatever the EOS ids are', () => {
+    const noEos = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: { ...qt.tokenizerConfig, eos_token: '<|endoftext|>' }, name: 'base-eos', chatTemplate: CHATML });
+    for (const t of [tok, noEos]) {
+      const [e, ...more] = tokenizeRecord({ line: 1, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '\nHello' }, { role: 'user', content: 'q' }, { role: 'assistant', content: 'ok' }] }, t);
+      assert.equal(more.length, 0);
+      const text = (on: number) => t.decode(e.ids.filter((_, i) => e.lossMask[i] === on));
+      assert.equal(text(1), '\n\nHello<|im_end|>ok<|im_end|>', 'the merged "\n\n", each reply through <|im_end|>, not the newline after it');
+    }
   });
 
   it('a chat template whose prefixes do not match the whole is an error, not a silent drop', () => {

@@ -86,7 +86,9 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
     const shown = found.slice(0, 4).join(', ') + (found.length > 4 ? `, … (${found.length} entries)` : '');
     const holds = found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : found.some((f) => MODEL_FILES.includes(f) || f === 'model.onnx') ? 'a model or adapter' : 'files this run would replace';
     const kind = c.empty ? 'is not empty' : `already holds ${holds}`;
-    throw new Error(`${flag} ${dir} ${kind} (${shown}); choose another folder, or pass --overwrite to replace it${c.empty ? '' : ' (or --resume to continue the run saved there)'}`);
+    // --resume is offered by the commands that have it (the training commands say whether it was given)
+    const resume = c.resume !== undefined && found.includes(CHECKPOINT) ? ' (or --resume to continue the run saved there)' : '';
+    throw new Error(`${flag} ${dir} ${kind} (${shown}); choose another folder, or pass --overwrite to replace it${resume}`);
   }
 }
 

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
-import { loadDataset } from '../train/data.ts';
+import { loadDataset, type Example } from '../train/data.ts';
+import { lastIndexOfRun } from '../runtime/generate.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 import { trainSft } from '../train/sft.ts';
 import { intArg, positiveArg } from './main.ts';
 import { artefacts, checkOutDir, removeStale } from './outputs.ts';
@@ -56,8 +58,7 @@ export function trainSftCommand(program: Command): void {
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const train = loadDataset(o.data, src.tokenizer);
       const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer) : [];
-      const invocation = o.aloraInvocation ? src.tokenizer.encode(o.aloraInvocation, { addSpecialTokens: false }) : undefined;
-      if (invocation && !invocation.length) throw new Error(`--alora-invocation "${o.aloraInvocation}" encodes to no tokens`);
+      const invocation = o.aloraInvocation ? invocationIds(src.tokenizer, o.aloraInvocation, train) : undefined;
       const r = await trainSft(src.config, src.weights, train, evalSet, {
         out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation, handleSignals: true,
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
@@ -70,4 +71,20 @@ export function trainSftCommand(program: Command): void {
       const stopped = r.steps < r.total ? ` (stopped at step ${r.steps} of ${r.total}: rerun with --resume and a larger or no --max-steps to continue)` : '';
       console.log(`trained ${r.steps} steps${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
     });
+}
+
+/**
+ * The invocation's token ids as the training examples hold them: on its own ("<think>" is one token in Qwen3's
+ * vocabulary), else as it tokenizes before a newline — Qwen2.5's and Llama 3's vocabularies have no <think> token,
+ * and "<think>\n" ends in one ">\n" token. Those ids are what the adapter records, so inference invokes it the same way.
+ */
+export function invocationIds(tok: TextTokenizer, text: string, examples: readonly Pick<Example, 'ids'>[]): number[] {
+  const alone = tok.encode(text, { addSpecialTokens: false });
+  if (!alone.length) throw new Error(`--alora-invocation "${text}" encodes to no tokens`);
+  const held = (run: number[]) => examples.some((e) => lastIndexOfRun(e.ids, run) >= 0);
+  if (held(alone)) return alone;
+  const before = tok.encode(`${text}\n`, { addSpecialTokens: false });
+  if (!held(before)) return alone; // training reports the examples without it
+  process.stderr.write(`train-sft: --alora-invocation ${JSON.stringify(text)} is tokenized [${alone}] alone, but the data holds it before a newline: [${before}] (${JSON.stringify(`${text}\n`)}); the adapter is invoked by those tokens\n`);
+  return before;
 }

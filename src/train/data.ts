@@ -60,42 +60,42 @@ function renderIds(tok: TextTokenizer, msgs: ChatMessage[], addGenerationPrompt:
 const isPrefix = (p: number[], of: number[]) => p.length <= of.length && p.every((x, i) => x === of[i]);
 
 /**
- * Tokenize one record. Chat: each assistant turn k is the tokens between render(messages[0..k), generation
- * prompt) and render(messages[0..k]), cut after the turn's last EOS token when it has one (Qwen's "\n" after
- * <|im_end|> is no target). The first rendering must be a token prefix of the whole conversation; when the second
- * is not (templates that render a turn differently once later turns follow), the turn ends at its first EOS token.
+ * Tokenize one record into its training examples. Chat: assistant turn k's targets are the tokens from the end of
+ * render(messages[0..k), generation prompt) to the end of render(messages[0..k]), less the whitespace a template
+ * writes after the turn's end token (Qwen's "\n" after <|im_end|>). Turns rendered as a prefix of the whole
+ * conversation are trained in it, as one example; a turn the template renders differently once later turns follow
+ * (Qwen3 drops the thinking of earlier turns) is an example of its own, the conversation up to it, as TRL trains
+ * each assistant turn. The generation prompt's last token may merge with the reply's first ("\n" + "\nHello" is
+ * one "\n\n"): the targets start at that token.
  */
-export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line ${r.line}`): Example {
+export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line ${r.line}`): Example[] {
   if ('prompt' in r) {
     const p = tok.encode(r.prompt), c = tok.encode(r.completion, { addSpecialTokens: false });
     if (tok.eosTokenIds.length) c.push(tok.eosTokenIds[0]);
     if (!c.length) throw new Error(`${where}: empty completion and no EOS token, so nothing to train on`);
     const lossMask = new Uint8Array(p.length + c.length).fill(1, p.length);
-    return { ids: [...p, ...c], lossMask };
+    return [{ ids: [...p, ...c], lossMask }];
   }
-  const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), eos = new Set(tok.eosTokenIds);
+  const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
   r.messages.forEach((m, k) => {
     if (m.role !== 'assistant') return;
     const before = renderIds(tok, r.messages.slice(0, k), true), upTo = renderIds(tok, r.messages.slice(0, k + 1), false);
-    const fail = () => new Error(`${where}: the chat template does not render the conversation up to messages[${k}] as a prefix of the whole, cannot find the assistant tokens`);
-    if (!isPrefix(before, ids)) throw fail();
-    let end: number;
-    if (isPrefix(upTo, ids) && upTo.length > before.length) {
-      end = upTo.length;
-      while (end > before.length && !eos.has(ids[end - 1])) end--;
-      if (end === before.length) end = upTo.length;
-    } else { // e.g. Qwen3 drops <think> from earlier turns only when later ones follow: the turn ends at its EOS
-      end = ids.findIndex((id, i) => i >= before.length && eos.has(id)) + 1;
-      if (end <= 0) throw fail();
+    let start = 0;
+    while (start < before.length && before[start] === upTo[start]) start++;
+    if (start < before.length - 1 || start === upTo.length) {
+      throw new Error(`${where}: the chat template does not render the conversation up to messages[${k}] as a prefix of the conversation through it, cannot find the assistant tokens`);
     }
-    lossMask.fill(1, before.length, end);
+    let end = upTo.length;
+    while (end > start + 1 && !tok.decode([upTo[end - 1]]).trim()) end--;
+    if (isPrefix(upTo.slice(0, end), ids)) lossMask.fill(1, start, end);
+    else own.push({ ids: upTo.slice(0, end), lossMask: new Uint8Array(end).fill(1, start) });
   });
-  return { ids, lossMask };
+  return lossMask.includes(1) || !own.length ? [{ ids, lossMask }, ...own] : own;
 }
 
 /** Read and tokenize a JSONL dataset (see the file comment for the formats and the mask convention). */
 export function loadDataset(file: string, tok: TextTokenizer): Example[] {
-  return readJsonl(file).map((r) => tokenizeRecord(r, tok, `${file}:${r.line}`));
+  return readJsonl(file).flatMap((r) => tokenizeRecord(r, tok, `${file}:${r.line}`));
 }
 
 // ---------------------------------------------------------------------------------------------
