@@ -315,8 +315,9 @@ async function writeReport(result: ReasoningBenchResult, dir: string, log: (l: s
       series: Object.entries(p.accuracy).map(([m, byN]) => ({ name: m, points: p.samples.map((n) => [n, 100 * byN[n]] as [number, number]) })),
     }));
   }
-  if (result.routing) {
-    const curve = latencyByMix(result.routing.byCategory), at = (k: keyof MixPoint) => curve.map((c) => [100 * c.hardShare, c[k]] as [number, number]);
+  const curve = result.routing ? latencyByMix(result.routing.byCategory) : [];
+  if (result.routing && curve.length) { // a run too small to hold every category draws no curve
+    const at = (k: keyof MixPoint) => curve.map((c) => [100 * c.hardShare, c[k]] as [number, number]);
     writeSvg(`${stem}-latency-vs-mix.svg`, await lineChart({
       title: 'Routed / always-reason mean latency vs the share of hard questions', x: 'hard questions in the mix (%), easy : chat as measured', y: 'routed / always-reason latency', points: true,
       series: [{ name: 'routed (measured per category)', points: at('routed') }, { name: 'perfect routing (easy + chat at the base\'s latency)', points: at('perfect') }, { name: 'target 0.6×', points: at('target') },
