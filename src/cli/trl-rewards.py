@@ -169,7 +169,7 @@ def budget_reward(completions, answer, budget, numeric=None, **kwargs):
             continue
         thinking, reply = text.split("</think>", 1)[0], text.rsplit("</think>", 1)[1]
         reply = reply.replace("\u2212", "-").replace("{,}", ",")  # a Unicode minus; LaTeX's 10{,}080
-        n = len(TOKENIZER.encode(thinking, add_special_tokens=False)) + 1 if TOKENIZER else len(thinking.split()) + 1
+        n = len(TOKENIZER.encode(thinking, add_special_tokens=False)) if TOKENIZER else len(thinking.split())  # before </think>, as train-rl counts
         num = numeric[k] if numeric is not None else _float(gold) is not None
         rewards.append((1.0 if _correct(reply, gold, num) else 0.0) - min(1.0, LAMBDA * max(0, n - b) / b))
     return rewards

@@ -61,8 +61,10 @@ export async function sampleCandidates(model: Model, items: readonly LabelItem[]
       reasoning: 'on', samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, topP: o.topP ?? 0.95, seed: (o.seed ?? 0) + 1000 * k,
       maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, collectHidden: true, nativeThinking: o.nativeThinking,
     });
+    // Only candidates that end by themselves after closing their thinking, the ones answer() scores: a cut-off one's
+    // state is not at an end.
     r.samples.forEach((s, i) => {
-      if (s.hidden) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold) && s.extracted !== undefined, extracted: s.extracted, meanLogprob: s.meanLogprob });
+      if (s.hidden && s.finishReason === 'stop' && (s.answerTokens ?? 0) > 0) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold), extracted: s.extracted, meanLogprob: s.meanLogprob });
     });
     o.onItem?.(k + 1);
   }

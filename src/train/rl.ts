@@ -65,12 +65,13 @@ export interface RlOptions {
 
 export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number }
 
-interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; logprobs: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
+/** `generated`: the completion's tokens; `trained`: the same with the stop token that ended it (stopping is a choice the policy learns). */
+interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; trained: number[]; logprobs: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
 
-/** Thinking tokens of a completion that starts right after the invocation: up to and including </think>. */
+/** Thinking tokens of a completion that starts right after the invocation: those before </think>, as inference counts them. */
 export function thinkingLength(tokens: readonly number[], endThink: number): { length: number; closed: boolean } {
   const i = tokens.indexOf(endThink);
-  return i < 0 ? { length: tokens.length, closed: false } : { length: i + 1, closed: true };
+  return i < 0 ? { length: tokens.length, closed: false } : { length: i, closed: true };
 }
 
 /** Reward of one completion (exported for tests). */
@@ -166,17 +167,17 @@ export async function trainRl(
         for (const r of grp) rewards.push(reward(r, { penalty, lambda, groupMean: mean }));
       }
       const adv = groupAdvantages(rewards, G);
-      const live = rolls.map((r, i) => ({ r, a: adv[i] })).filter((x) => Math.abs(x.a) > 1e-6 && x.r.generated.length);
-      const tokens = live.reduce((s, x) => s + x.r.generated.length, 0);
+      const live = rolls.map((r, i) => ({ r, a: adv[i] })).filter((x) => Math.abs(x.a) > 1e-6 && x.r.trained.length);
+      const tokens = live.reduce((s, x) => s + x.r.trained.length, 0);
       if (live.length) {
         const grads: Params = new Map([...params].map(([n, p]) => [n, new Float32Array(p.length)]));
         for (let i = 0; i < live.length; i += 16) {
           const chunk = live.slice(i, i + 16);
           const examples: Example[] = chunk.map(({ r }) => {
-            const ids = [...r.prompt, ...r.generated];
+            const ids = [...r.prompt, ...r.trained];
             return { ids, lossMask: Uint8Array.from(ids, (_, k) => (k >= r.prompt.length ? 1 : 0)) };
           });
-          const masks = chunk.map(({ r }) => Uint8Array.from({ length: r.prompt.length + r.generated.length }, (_, k) => (k >= r.adapterFrom ? 1 : 0)));
+          const masks = chunk.map(({ r }) => Uint8Array.from({ length: r.prompt.length + r.trained.length }, (_, k) => (k >= r.adapterFrom ? 1 : 0)));
           const refLogprobs = refTrainer ? (await refTrainer.step(reference!, { examples, targetWeight: 1, adapterMasks: masks })).logprobs : undefined;
           const res = await trainer.step(params, {
             examples, targetWeight: 1 / tokens, adapterMasks: masks,
@@ -226,7 +227,7 @@ export async function trainRl(
  * P prompts prefilled in one step (the chat prompt with base weights, then the invocation and, for a budgeted
  * prompt, the budget control line with the adapter on), each forked into G rows, decoded as one batch.
  */
-async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number; line: boolean }[], invocation: number[], G: number,
+export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number; line: boolean }[], invocation: number[], G: number,
   o: { temperature: number; maxTokens: number; seed: number }): Promise<Rollout[]> {
   const prompts = batch.map(({ p, budget, line }) => {
     const chat = tok.encode(tok.applyChatTemplate([{ role: 'user', content: p.question }], { addGenerationPrompt: true }), { addSpecialTokens: false });
@@ -239,8 +240,9 @@ async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlProm
       tokens: prompts.map((p) => p.ids.slice(0, -1)), adapterMask: prompts.map((p) => p.ids.slice(0, -1).map((_, i) => (i >= p.from ? 1 : 0))),
     });
     const forked = await backend.select(cache, prompts.flatMap((_, i) => new Array(G).fill(i)));
+    const ctx = backend.config.maxPositionEmbeddings;
     const seqs = prompts.flatMap((p, i) => Array.from({ length: G }, (_, g) => new Sequence(tok,
-      { temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed + i * G + g, adapter: true, adapterFrom: p.from }, p.ids.length)));
+      { temperature: o.temperature, maxTokens: Math.min(o.maxTokens, ctx - p.ids.length), seed: o.seed + i * G + g, adapter: true, adapterFrom: p.from }, p.ids.length)));
     try {
       await decode(backend, forked, seqs, prompts.flatMap((p) => new Array(G).fill(p.ids.slice(-1))));
     } finally {
@@ -248,7 +250,11 @@ async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlProm
     }
     return seqs.map((s, k) => {
       const p = prompts[Math.floor(k / G)];
-      return { prompt: p.ids, adapterFrom: p.from, generated: s.tokens, logprobs: s.logprobs, budget: batch[Math.floor(k / G)].budget, thinking: 0, correct: false, closed: false };
+      const stop = s.stopToken ? [s.stopToken] : [];
+      return {
+        prompt: p.ids, adapterFrom: p.from, generated: s.tokens, trained: [...s.tokens, ...stop.map((t) => t.token)], logprobs: [...s.logprobs, ...stop.map((t) => t.logprob)],
+        budget: batch[Math.floor(k / G)].budget, thinking: 0, correct: false, closed: false,
+      };
     });
   } finally {
     await backend.free(cache);
