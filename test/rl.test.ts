@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { groupAdvantages, reward, rollouts, thinkingLength, trainRl } from '../src/train/rl.ts';
+import { groupAdvantages, reward, rollouts, trainRl } from '../src/train/rl.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { openSource } from '../src/io/source.ts';
 import { loadModel } from '../src/runtime/model.ts';
@@ -19,8 +19,6 @@ test('rewards: correctness minus a soft, bounded penalty past the budget (or the
   assert.equal(reward({ correct: true, thinking: 1000, closed: true, budget: 64 }, o), 0, 'the penalty is capped at 1');
   assert.equal(reward({ correct: true, thinking: 10, closed: false, budget: 64 }, o), -1);
   assert.equal(reward({ correct: true, thinking: 150, closed: true, budget: 64 }, { penalty: 'group', lambda: 0.5, groupMean: 100 }), 0.75);
-  assert.deepEqual(thinkingLength([5, 6, 9, 7], 9), { length: 2, closed: true }, 'the tokens before </think>, as inference counts them');
-  assert.deepEqual(thinkingLength([5, 6], 9), { length: 2, closed: false });
 });
 
 test('group advantages are normalised within each group of G', () => {
@@ -52,13 +50,17 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     // Rollouts: a completion that ends on the stop token trains that token too (stopping is a choice the policy
     // learns); at a high temperature, rows run to the model's context, not past it.
     const inv = start.config.aloraInvocationTokens!, ctx = src.config.maxPositionEmbeddings, eos = new Set(m.tokenizer.eosTokenIds);
-    const rolls = await rollouts(m.backend, m.tokenizer, chat.slice(0, 2).map((p) => ({ p, budget: 32, line: true })), inv, 2, { temperature: 1, maxTokens: 96, seed: 1 });
+    const end = m.tokenizer.encode('</think>', { addSpecialTokens: false });
+    const rolls = await rollouts(m.backend, m.tokenizer, chat.slice(0, 2).map((p) => ({ p, budget: 32, line: true })), inv, 2, { temperature: 1, maxTokens: 96, seed: 1, end });
     for (const r of rolls) {
       assert.equal(r.logprobs.length, r.trained.length);
       assert.deepEqual(r.trained.slice(0, r.generated.length), r.generated);
+      // thinking: the tokens before </think>, as inference counts them
+      assert.deepEqual([r.closed, r.thinking], r.generated.includes(end[0]) ? [true, r.generated.indexOf(end[0])] : [false, r.generated.length]);
     }
+    assert.ok(rolls.some((r) => r.closed));
     assert.ok(rolls.some((r) => r.trained.length === r.generated.length + 1 && eos.has(r.trained.at(-1)!)), 'a chat reply ends on its stop token, trained');
-    const hot = await rollouts(m.backend, m.tokenizer, chat.slice(0, 1).map((p) => ({ p, budget: 32, line: true })), inv, 4, { temperature: 50, maxTokens: 5000, seed: 3 });
+    const hot = await rollouts(m.backend, m.tokenizer, chat.slice(0, 1).map((p) => ({ p, budget: 32, line: true })), inv, 4, { temperature: 50, maxTokens: 5000, seed: 3, end });
     assert.equal(Math.max(...hot.map((r) => r.prompt.length + r.generated.length)), ctx, 'a row ran to the end of the context');
   } finally {
     await m.close();

@@ -21,7 +21,9 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { openSource, type ModelSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
-import { makeRandomQwen2, QWEN25_05B, rng } from './helpers/random-model.ts';
+import { makeRandomQwen2, QWEN25_05B, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { reasoningTokens, thinkingOptions } from '../src/reason/answer.ts';
 import { sharedPath } from './helpers/shared.ts';
 import ort from 'onnxruntime-node';
 import { Graph } from '../src/onnx/graph.ts';
@@ -832,4 +834,26 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
   } finally {
     await bare.close();
   }
+});
+
+test('a vocabulary without <think> tokens (Qwen2.5\'s): the thinking closes where its text does, stop strings apply after it, and the cap forces the close as the model writes it', () => {
+  const json = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
+  json.added_tokens = json.added_tokens.filter((t: { content: string }) => !/^<\/?think>$/.test(t.content));
+  const tok = loadTokenizer({ tokenizerJson: json, tokenizerConfig: JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8')) });
+  const enc = (t: string) => tok.encode(t, { addSpecialTokens: false }), rt = reasoningTokens({ tokenizer: tok, adapter: undefined });
+  assert.deepEqual([rt.invocation, rt.force], [enc('<think>\n'), enc('\n</think>\n\n')], 'as the model writes them: ">\\n" and ">\\n\\n" are single tokens');
+  const ids = enc('12 - 4 = 8.\n</think>\n\n#### 8');
+  assert.ok(!ids.some((_, i) => rt.end.every((t, k) => ids[i + k] === t)), 'the "</think>" ids never occur as a run');
+  const run = (o: object) => { const s = new Sequence(tok, { maxTokens: 100, stopTokens: [], thinking: thinkingOptions(rt), ...o }, 1); for (const t of ids) if (s.accept(t, 0)) break; return s; };
+  const s = run({});
+  assert.equal(tok.decode(ids.slice(0, s.thinkingTokens)), '12 - 4 = 8.\n');
+  assert.equal(tok.decode(ids.slice(s.answerFrom!)), '#### 8');
+  const cut = run({ stop: ['8'] });
+  assert.deepEqual([cut.finishReason, cut.text.trim()], ['stop', '12 - 4 = 8.\n</think>\n\n####'], 'the "8" of the thinking is not a stop; the answer\'s is');
+  // Capped at 3 thinking tokens: after two, "\n</think>\n\n" is forced (its "\n" the third), and the segment is closed.
+  const capped = new Sequence(tok, { maxTokens: 100, stopTokens: [], thinking: thinkingOptions(rt, 3) }, 1);
+  capped.accept(ids[0], 0);
+  capped.accept(ids[1], 0);
+  assert.deepEqual(capped.takeForced(), rt.force);
+  assert.deepEqual([capped.thinkingTokens, capped.answerFrom, capped.thinkingOpen], [3, 2 + rt.force.length, false]);
 });

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
 import { endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
-import { EMPTY_THINKING, reasoningTokens } from '../reason/answer.ts';
+import { EMPTY_THINKING, reasoningTokens, thinkingOptions } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
@@ -55,7 +55,6 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
   const rt = reasoning ? reasoningTokens(model, invocationText) : undefined;
   const invocation = rt?.invocation ?? [], empty = native && !reasoning ? tok.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
-  const endThink = tok.tokenToId('</think>');
   for (let i = 0; i < cases.length; i += batch) {
     const group = cases.slice(i, i + batch);
     const prompts = group.map((c) => {
@@ -66,18 +65,16 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
     const opts = prompts.map((p, k): GenerateOptions => ({
       ...gen,
       ...(reasoning && !native ? { adapter: true, adapterFrom: aloraTokens ? p.from : 0 } : {}),
-      ...(rt && maxThinkingTokens !== undefined ? { thinking: { end: rt.end, maxTokens: maxThinkingTokens, force: rt.force } } : {}),
+      ...(rt ? { thinking: thinkingOptions(rt, maxThinkingTokens) } : {}),
       ...(o.seed !== undefined ? { seed: o.seed + i + k } : {}),
     }));
     const out = await generateBatch(model.backend, tok, prompts.map((p) => p.ids), opts);
     out.forEach((c, k) => {
-      const end = endThink === undefined ? -1 : c.tokens.indexOf(endThink);
-      const thinking = reasoning ? (end >= 0 ? end : c.tokens.length) : 0; // the segment, without its tags
-      const closed = end >= 0 || c.text.includes('</think>'); // a tag of several tokens shows in the text
+      const closed = c.thinking?.closed ?? true; // the segment's tokens and whether it closed, as answer() counts them
       results.push({
         // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
-        id: group[k].id, category: group[k].category, correct: (!reasoning || closed) && isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
-        tokens: c.tokens.length, thinkingTokens: thinking, ttftMs: c.ttftMs, latencyMs: c.totalMs, wallShareMs: Math.max(...out.map((x) => x.totalMs)) / out.length,
+        id: group[k].id, category: group[k].category, correct: closed && isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
+        tokens: c.tokens.length, thinkingTokens: c.thinking?.tokens ?? 0, ttftMs: c.ttftMs, latencyMs: c.totalMs, wallShareMs: Math.max(...out.map((x) => x.totalMs)) / out.length,
       });
     });
     onCase?.(results.length, cases.length);

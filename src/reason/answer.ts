@@ -24,7 +24,7 @@ import { randomInt } from 'node:crypto';
 import os from 'node:os';
 import { checkKeys, type Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
-import { decode, endsWithRun, Sequence } from '../runtime/generate.ts';
+import { decode, endsWithRun, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
 import { extractAnswer, TASKS } from '../tasks/grade.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -49,17 +49,30 @@ export interface ReasoningTokens {
   invocation: number[];
   /** "</think>" */
   end: number[];
-  /** "\n</think>\n\n", appended when the thinking cap is reached. */
+  /** "\n</think>\n\n", appended when the thinking cap is reached (encoded whole, as the model writes it). */
   force: number[];
 }
 
+/** The thinking segment's options for generate: closed by the "</think>" tokens or text, capped at `maxTokens` when given. */
+export const thinkingOptions = (rt: ReasoningTokens, maxTokens?: number): ThinkingOptions =>
+  ({ end: rt.end, endText: THINK_CLOSE, force: rt.force, ...(maxTokens !== undefined ? { maxTokens } : {}) });
+
 export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, invocation = THINK_OPEN): ReasoningTokens {
   const enc = (t: string) => model.tokenizer.encode(t, { addSpecialTokens: false });
-  const inv = model.adapter?.config.aloraInvocationTokens ?? enc(invocation), end = enc(THINK_CLOSE);
+  const inv = model.adapter?.config.aloraInvocationTokens ?? invocationIds(enc, invocation), end = enc(THINK_CLOSE);
   if (!inv.length) throw new Error(`answer: the invocation "${invocation}" encodes to no tokens`);
   if (!end.length) throw new Error(`answer: "${THINK_CLOSE}" encodes to no tokens`);
-  const [before, after] = FORCED_CLOSE.split(THINK_CLOSE);
-  return { invocation: inv, end, force: [...enc(before), ...end, ...enc(after)] };
+  return { invocation: inv, end, force: enc(FORCED_CLOSE) };
+}
+
+/**
+ * An invocation's ids as reasoning data holds it: "<think>" is one token in a thinking model's vocabulary; without
+ * such a token (Qwen2.5, Llama 3) the text before the thinking's first newline tokenizes with it ("<think>\n" ends
+ * in one ">\n" token), and the model was trained on that, not on a lone ">".
+ */
+export function invocationIds(enc: (text: string) => number[], invocation: string): number[] {
+  const alone = enc(invocation), before = enc(`${invocation}\n`);
+  return alone.length > 1 && !endsWithRun(before, enc('\n')) ? before : alone;
 }
 
 export interface Prefill {
@@ -347,7 +360,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
       ...sampling('reasoning'), seed: seedAt(seed, i), maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
-      thinking: { end: rt!.end, maxTokens: cap, force: rt!.force },
+      thinking: thinkingOptions(rt!, cap),
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
     let pending: number[][];
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits

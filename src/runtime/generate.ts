@@ -45,6 +45,12 @@ export interface GenerateOptions extends SamplingParams {
 export interface ThinkingOptions {
   /** The token ids that close the segment (the tokens of "</think>"). */
   end: number[];
+  /**
+   * The closing tag's text: the segment also closes where its text first holds it. A vocabulary without a "</think>"
+   * token (Qwen2.5's, Llama 3's) writes it in pieces whose last one carries what follows (">\n\n"), so `end` never
+   * appears as a run.
+   */
+  endText?: string;
   maxTokens?: number;
   /** Closing tokens fed when capped; must contain `end`. */
   force?: number[];
@@ -61,6 +67,8 @@ export interface Completion {
   /** Milliseconds from start to the first generated token, and to the end. */
   ttftMs: number;
   totalMs: number;
+  /** With a thinking segment: its tokens (without the tags) and whether it was closed. */
+  thinking?: { tokens: number; closed: boolean };
 }
 
 /** One sequence in a running batch: its sampling state, stop handling, thinking segment and streamed text. */
@@ -88,6 +96,8 @@ export class Sequence {
   /** Index of `thinking.end` inside `thinking.force`. */
   private readonly forceEndAt: number = 0;
   private readonly stops: string[];
+  /** While thinking: the text length after each token (where a closing tag written in pieces began). */
+  private readonly textEnds: number[] = [];
   /**
    * Where in `text` the answer starts (0 without a thinking segment; Infinity while the segment, or the forced
    * text that closes it, is being written): stop strings are looked for from its first non-blank character.
@@ -113,7 +123,8 @@ export class Sequence {
       this.stopFrom = Infinity;
       if (th.force) {
         this.forceEndAt = indexOfRun(th.force, th.end);
-        if (this.forceEndAt < 0) throw new Error(`generate: thinking.force [${th.force}] does not contain the closing tokens [${th.end}]`);
+        if (this.forceEndAt < 0 && th.endText) this.forceEndAt = tokensBefore(tokenizer, th.force, th.endText);
+        if (this.forceEndAt < 0) throw new Error(`generate: thinking.force [${th.force}] does not contain the closing tokens [${th.end}]${th.endText ? ` or text ${JSON.stringify(th.endText)}` : ''}`);
       }
       this.checkCap();
     } else this.answerFrom = 0;
@@ -168,13 +179,21 @@ export class Sequence {
     this.logprobs.push(logprob);
     this.text += this.decoder.push(token);
     if (!this.thinkingOpen) return;
-    const end = this.opts.thinking!.end;
+    const { end, endText } = this.opts.thinking!;
+    this.textEnds.push(this.text.length);
+    const at = endText ? this.text.indexOf(endText) : -1;
     if (endsWithRun(this.tokens, end)) {
-      this.thinkingOpen = false;
       this.thinkingTokens = this.tokens.length - end.length;
-      this.answerFrom = this.tokens.length;
       this.stopFrom = this.text.length;
-    } else this.thinkingTokens = this.tokens.length;
+    } else if (at >= 0) { // written in pieces: the segment ends before the token where the tag began
+      this.thinkingTokens = this.textEnds.findIndex((e) => e > at);
+      this.stopFrom = at + endText!.length;
+    } else {
+      this.thinkingTokens = this.tokens.length;
+      return;
+    }
+    this.thinkingOpen = false;
+    this.answerFrom = this.tokens.length;
   }
 
   /**
@@ -209,15 +228,12 @@ export class Sequence {
     if (!this.thinkingOpen || th.maxTokens === undefined || !th.force) return;
     const room = Math.max(0, th.maxTokens - this.thinkingTokens); // segment tokens still allowed
     if (room > this.forceEndAt) return;
-    // The text before the closing tag goes in as far as it fits (all of it unless the cap is tiny), then the tag.
-    const force = th.force.slice(this.forceEndAt - room), endAt = room + th.end.length;
-    this.thinkingOpen = false;
-    this.thinkingTokens += room;
-    for (let i = 0; i < force.length; i++) {
+    // The text before the closing tag goes in as far as it fits (all of it unless the cap is tiny), then the tag,
+    // which closes the segment as a written one does (push).
+    for (const token of th.force.slice(this.forceEndAt - room)) {
       this.forcedTokens++;
-      this.queued.push(force[i]);
-      this.push(force[i], 0);
-      if (i === endAt - 1) { this.answerFrom = this.tokens.length; this.stopFrom = this.text.length; }
+      this.queued.push(token);
+      this.push(token, 0);
       if (this.finished()) return;
     }
   }
@@ -273,11 +289,22 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number): voi
     if (!ids(end)) bad(`thinking.end must be the token ids that close the thinking segment (a non-empty list of 0..${vocabSize - 1})`, end);
     if (force !== undefined && !ids(force)) bad(`thinking.force must be a non-empty list of token ids (0..${vocabSize - 1})`, force);
     if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 0)) bad('thinking.maxTokens must be an integer ≥ 0', maxTokens);
+    const { endText } = th as ThinkingOptions;
+    if (endText !== undefined && !(typeof endText === 'string' && endText)) bad('thinking.endText must be a non-empty string', endText);
   }
   if (o.adapterFrom !== undefined) {
     if (!(Number.isInteger(o.adapterFrom) && o.adapterFrom >= 0)) bad('adapterFrom must be a position ≥ 0', o.adapterFrom);
     if (!o.adapter) bad('adapterFrom needs adapter: true', o.adapterFrom);
   }
+}
+
+/** How many of `ids` decode wholly before `text` begins in their decoded text; -1 when it does not occur. */
+function tokensBefore(tokenizer: TextTokenizer, ids: readonly number[], text: string): number {
+  const at = tokenizer.decode(ids).indexOf(text);
+  if (at < 0) return -1;
+  let k = 0;
+  while (k < ids.length && tokenizer.decode(ids.slice(0, k + 1)).length <= at) k++;
+  return k;
 }
 
 function indexOfRun(xs: readonly number[], run: readonly number[]): number {
@@ -371,5 +398,6 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   return seqs.map((s) => ({
     text: s.text, tokens: s.tokens, logprobs: s.logprobs, finishReason: s.finishReason!,
     promptTokens: s.promptTokens, ttftMs: s.ttftMs, totalMs: end - start,
+    ...(s.opts.thinking ? { thinking: { tokens: s.thinkingTokens, closed: s.answerFrom !== undefined } } : {}),
   }));
 }

@@ -16,6 +16,7 @@ import { decode, Sequence } from '../runtime/generate.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
 import { budgetControl } from '../reason/budget.ts';
+import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
@@ -68,12 +69,6 @@ export interface RlStepStats { step: number; reward: number; accuracy: number; t
 /** `generated`: the completion's tokens; `trained`: the same with the stop token that ended it (stopping is a choice the policy learns). */
 interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; trained: number[]; logprobs: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
 
-/** Thinking tokens of a completion that starts right after the invocation: those before </think>, as inference counts them. */
-export function thinkingLength(tokens: readonly number[], endThink: number): { length: number; closed: boolean } {
-  const i = tokens.indexOf(endThink);
-  return i < 0 ? { length: tokens.length, closed: false } : { length: i, closed: true };
-}
-
 /** Reward of one completion (exported for tests). */
 export function reward(r: { correct: boolean; thinking: number; closed: boolean; budget: number }, o: { penalty: 'budget' | 'group'; lambda: number; groupMean: number }): number {
   if (!r.closed) return -1; // never closed its thinking: no answer at all
@@ -103,8 +98,7 @@ export async function trainRl(
   // an activated one, a different policy from the one it started as.
   const invocation = start.config.aloraInvocationTokens;
   if (!invocation) throw new Error(`train-rl: ${adapterDir} is a plain LoRA adapter (its adapter_config.json has no alora_invocation_tokens); budget forcing trains an activated one, which acts from "<think>" on: train the SFT adapter with --alora-invocation "<think>"`);
-  const endThink = tok.tokenToId('</think>');
-  if (endThink === undefined) throw new Error('train-rl: the tokenizer has no </think> token');
+  const end = tok.encode(THINK_CLOSE, { addSpecialTokens: false });
   const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0;
   const scale = loraScale(start.config), unscaled = (b: Float32Array) => b.map((x) => x / scale);
   const params: Params = new Map();
@@ -154,13 +148,8 @@ export async function trainRl(
         const p = prompts[Math.floor(rng.next() * prompts.length)], b = o.budgets[Math.floor(rng.next() * o.budgets.length)];
         return rng.next() < share ? { p, budget: Math.min(...o.budgets), line: false } : { p, budget: b, line: true };
       });
-      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature, maxTokens, seed: seed + step * 7919 });
-      rolls.forEach((r, k) => {
-        const gold = batch[Math.floor(k / G)].p.gold;
-        const t = thinkingLength(r.generated, endThink);
-        r.thinking = t.length; r.closed = t.closed;
-        r.correct = t.closed && isCorrect(task, tok.decode(r.generated), gold); // an unclosed thinking has no answer
-      });
+      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature, maxTokens, seed: seed + step * 7919, end });
+      rolls.forEach((r, k) => { r.correct = r.closed && isCorrect(task, tok.decode(r.generated), batch[Math.floor(k / G)].p.gold); }); // an unclosed thinking has no answer
       const rewards: number[] = [];
       for (let i = 0; i < rolls.length; i += G) {
         const grp = rolls.slice(i, i + G), mean = grp.reduce((a, r) => a + r.thinking, 0) / G;
@@ -228,7 +217,7 @@ export async function trainRl(
  * prompt, the budget control line with the adapter on), each forked into G rows, decoded as one batch.
  */
 export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number; line: boolean }[], invocation: number[], G: number,
-  o: { temperature: number; maxTokens: number; seed: number }): Promise<Rollout[]> {
+  o: { temperature: number; maxTokens: number; seed: number; end: number[] }): Promise<Rollout[]> {
   const prompts = batch.map(({ p, budget, line }) => {
     const chat = tok.encode(tok.applyChatTemplate([{ role: 'user', content: p.question }], { addGenerationPrompt: true }), { addSpecialTokens: false });
     return { ids: [...chat, ...invocation, ...(line ? budgetControl(tok, budget) : [])], from: chat.length };
@@ -242,7 +231,8 @@ export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p:
     const forked = await backend.select(cache, prompts.flatMap((_, i) => new Array(G).fill(i)));
     const ctx = backend.config.maxPositionEmbeddings;
     const seqs = prompts.flatMap((p, i) => Array.from({ length: G }, (_, g) => new Sequence(tok,
-      { temperature: o.temperature, maxTokens: Math.min(o.maxTokens, ctx - p.ids.length), seed: o.seed + i * G + g, adapter: true, adapterFrom: p.from }, p.ids.length)));
+      { temperature: o.temperature, maxTokens: Math.min(o.maxTokens, ctx - p.ids.length), seed: o.seed + i * G + g, adapter: true, adapterFrom: p.from,
+        thinking: { end: o.end, endText: THINK_CLOSE } }, p.ids.length))); // thinking tokens and its close, as inference counts them
     try {
       await decode(backend, forked, seqs, prompts.flatMap((p) => new Array(G).fill(p.ids.slice(-1))));
     } finally {
@@ -253,7 +243,7 @@ export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p:
       const stop = s.stopToken ? [s.stopToken] : [];
       return {
         prompt: p.ids, adapterFrom: p.from, generated: s.tokens, trained: [...s.tokens, ...stop.map((t) => t.token)], logprobs: [...s.logprobs, ...stop.map((t) => t.logprob)],
-        budget: batch[Math.floor(k / G)].budget, thinking: 0, correct: false, closed: false,
+        budget: batch[Math.floor(k / G)].budget, thinking: s.thinkingTokens, closed: s.answerFrom !== undefined, correct: false,
       };
     });
   } finally {
