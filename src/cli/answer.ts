@@ -80,7 +80,7 @@ export function answerCommand(program: Command): void {
         const router = routerFile ? Router.load(routerFile, model.config.hiddenSize) : undefined;
         const verifier = verifierFile ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
         const tty = process.stdout.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
-        let phase: Phase | undefined;
+        let phase: Phase | undefined, last = '';
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
         const r = await answer(model, input, {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
@@ -93,10 +93,11 @@ export function answerCommand(program: Command): void {
             if (sample !== 0) return;
             if (ph !== phase) {
               if (ph === 'thinking') process.stdout.write(dim('<think>\n'));
-              else if (phase === 'thinking') process.stdout.write(dim('\n</think>\n\n'));
+              else if (phase === 'thinking') process.stdout.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n\n`)); // the transcript as written
               phase = ph;
             }
             process.stdout.write(ph === 'thinking' ? dim(piece) : piece);
+            last = piece;
           },
         }, { router, verifier });
         process.stdout.write('\n');

@@ -69,7 +69,7 @@ export function trainSftCommand(program: Command): void {
       if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
       const last = r.evalLosses.at(-1);
       const stopped = r.steps < r.total ? ` (stopped at step ${r.steps} of ${r.total}: rerun with --resume and a larger or no --max-steps to continue)` : '';
-      console.log(`trained ${r.steps} steps${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
+      console.log(`trained ${r.steps} step${r.steps === 1 ? '' : 's'}${o.maxSteps !== undefined && r.steps < o.maxSteps ? ` (the whole schedule of ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}, fewer than --max-steps ${o.maxSteps})` : ''}${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
     });
 }
 
