@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { exportTrl } from '../src/cli/export-trl.ts';
-import { invocationIds } from '../src/cli/train-sft.ts';
+import { heldInvocation } from '../src/cli/train-sft.ts';
 import { DEFAULT_DIR, INVOCATION, reasoningExamples } from '../src/tasks/default-model.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { tokenizeRecord } from '../src/train/data.ts';
@@ -110,10 +110,10 @@ test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the e
   const examples = jsonl(path.join(out, 'data/sft/train.jsonl')).map((r) => tok.encode(tok.applyChatTemplate([...r.prompt, ...r.completion]), { addSpecialTokens: false }));
   assert.deepEqual([examples.filter((ids) => holds(ids, alone)).length, examples.filter((ids) => holds(ids, withNewline)).length], [0, 40]);
   // train-sft --alora-invocation "<think>" picks the same ids (it matched none of the examples before); Qwen3's own <think> token stays one id.
-  assert.deepEqual(invocationIds(tok, INVOCATION, examples.map((ids) => ({ ids }))), withNewline);
+  assert.deepEqual(heldInvocation(tok, INVOCATION, examples.map((ids) => ({ ids }))), withNewline);
   const qwen3 = loadTokenizer(QWEN_TOKENIZER_DIR), own = qwen3.encode(INVOCATION, { addSpecialTokens: false });
   assert.equal(own.length, 1);
-  assert.deepEqual(invocationIds(qwen3, INVOCATION, [{ ids: [5, ...own, 198, 7] }]), own);
+  assert.deepEqual(heldInvocation(qwen3, INVOCATION, [{ ids: [5, ...own, 198, 7] }]), own);
   assert.ok(fs.readFileSync(path.join(out, 'train_sft.py'), 'utf8').includes('for text in (INVOCATION, INVOCATION + "\\n")'));
 });
 

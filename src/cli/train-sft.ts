@@ -3,6 +3,7 @@ import { openSource } from '../io/source.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { loadDataset, type Example } from '../train/data.ts';
 import { lastIndexOfRun } from '../runtime/generate.ts';
+import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { trainSft } from '../train/sft.ts';
 import { intArg, positiveArg } from './main.ts';
@@ -58,7 +59,7 @@ export function trainSftCommand(program: Command): void {
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const train = loadDataset(o.data, src.tokenizer);
       const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer) : [];
-      const invocation = o.aloraInvocation ? invocationIds(src.tokenizer, o.aloraInvocation, train) : undefined;
+      const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
       const r = await trainSft(src.config, src.weights, train, evalSet, {
         out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation, handleSignals: true,
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
@@ -75,16 +76,14 @@ export function trainSftCommand(program: Command): void {
 
 /**
  * The invocation's token ids as the training examples hold them: on its own ("<think>" is one token in Qwen3's
- * vocabulary), else as it tokenizes before a newline — Qwen2.5's and Llama 3's vocabularies have no <think> token,
- * and "<think>\n" ends in one ">\n" token. Those ids are what the adapter records, so inference invokes it the same way.
+ * vocabulary), else as written before a newline (invocationIds: Qwen2.5's and Llama 3's vocabularies have no <think>
+ * token, and "<think>\n" ends in one ">\n" token). Those ids are what the adapter records, so inference invokes it the same way.
  */
-export function invocationIds(tok: TextTokenizer, text: string, examples: readonly Pick<Example, 'ids'>[]): number[] {
-  const alone = tok.encode(text, { addSpecialTokens: false });
+export function heldInvocation(tok: TextTokenizer, text: string, examples: readonly Pick<Example, 'ids'>[]): number[] {
+  const enc = (t: string) => tok.encode(t, { addSpecialTokens: false }), alone = enc(text), written = invocationIds(enc, text);
   if (!alone.length) throw new Error(`--alora-invocation "${text}" encodes to no tokens`);
   const held = (run: number[]) => examples.some((e) => lastIndexOfRun(e.ids, run) >= 0);
-  if (held(alone)) return alone;
-  const before = tok.encode(`${text}\n`, { addSpecialTokens: false });
-  if (!held(before)) return alone; // training reports the examples without it
-  process.stderr.write(`train-sft: --alora-invocation ${JSON.stringify(text)} is tokenized [${alone}] alone, but the data holds it before a newline: [${before}] (${JSON.stringify(`${text}\n`)}); the adapter is invoked by those tokens\n`);
-  return before;
+  if (held(alone) || !held(written)) return alone; // training reports the examples without it
+  process.stderr.write(`train-sft: --alora-invocation ${JSON.stringify(text)} is tokenized [${alone}] alone, but the data holds it before a newline: [${written}] (${JSON.stringify(`${text}\n`)}); the adapter is invoked by those tokens\n`);
+  return written;
 }

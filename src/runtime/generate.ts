@@ -52,7 +52,7 @@ export interface ThinkingOptions {
    */
   endText?: string;
   maxTokens?: number;
-  /** Closing tokens fed when capped; must contain `end`. */
+  /** Closing tokens fed when capped; must contain `end`, or `endText` in their text. */
   force?: number[];
 }
 
@@ -93,7 +93,7 @@ export class Sequence {
   private readonly random: () => number;
   private readonly decoder: StreamDecoder;
   private readonly stopTokens: Set<number>;
-  /** Index of `thinking.end` inside `thinking.force`. */
+  /** How many tokens of `thinking.force` come before its closing tag. */
   private readonly forceEndAt: number = 0;
   private readonly stops: string[];
   /** While thinking: the text length after each token (where a closing tag written in pieces began). */
@@ -181,7 +181,7 @@ export class Sequence {
     if (!this.thinkingOpen) return;
     const { end, endText } = this.opts.thinking!;
     this.textEnds.push(this.text.length);
-    const at = endText ? this.text.indexOf(endText) : -1;
+    const at = endText ? this.text.indexOf(endText, Math.max(0, (this.textEnds.at(-2) ?? 0) - endText.length + 1)) : -1; // new text only
     if (endsWithRun(this.tokens, end)) {
       this.thinkingTokens = this.tokens.length - end.length;
       this.stopFrom = this.text.length;
@@ -284,12 +284,11 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number): voi
   const th: unknown = o.thinking;
   if (th !== undefined) {
     if (th === null || typeof th !== 'object' || Array.isArray(th)) bad('thinking must be an object { end, force?, maxTokens? }', th);
-    const { end, force, maxTokens } = th as ThinkingOptions;
+    const { end, force, maxTokens, endText } = th as ThinkingOptions;
     const ids = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize);
     if (!ids(end)) bad(`thinking.end must be the token ids that close the thinking segment (a non-empty list of 0..${vocabSize - 1})`, end);
     if (force !== undefined && !ids(force)) bad(`thinking.force must be a non-empty list of token ids (0..${vocabSize - 1})`, force);
     if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 0)) bad('thinking.maxTokens must be an integer ≥ 0', maxTokens);
-    const { endText } = th as ThinkingOptions;
     if (endText !== undefined && !(typeof endText === 'string' && endText)) bad('thinking.endText must be a non-empty string', endText);
   }
   if (o.adapterFrom !== undefined) {
