@@ -359,7 +359,7 @@ export function hardShareAtRatio(byCategory: NonNullable<ReasoningBenchResult['r
 /**
  * Wall time of N samples at the same tokens per sample: one prefill of `ids`, a fork into N rows, then `tokens`
  * decode steps with stop tokens off (with `invocation`, the rows start with it and the adapter on from there).
- * Best of `reps` runs after a warm-up at the largest N.
+ * Best of `reps` rounds (each times every N in turn) after a warm-up at the largest N.
  */
 export async function parallelWallTime(model: Model, ids: number[], o: { invocation?: number[]; sampleCounts: number[]; tokens: number; reps: number; sampling: SamplingParams }): Promise<WallTime> {
   const pending = o.invocation ?? [];
@@ -375,12 +375,11 @@ export async function parallelWallTime(model: Model, ids: number[], o: { invocat
     return performance.now() - t0;
   };
   await timeN(Math.max(...o.sampleCounts));
-  const rows: WallTime = [];
-  for (const n of o.sampleCounts) {
-    const xs: number[] = [];
-    for (let i = 0; i < o.reps; i++) xs.push(await timeN(n));
-    rows.push({ samples: n, ms: Math.min(...xs), ratio: 0, tokensPerSample: o.tokens });
-  }
+  // Round after round of every N, side by side, so a drift in the machine's speed hits every N alike; every other
+  // round in reverse, so no N always follows the largest one (whose garbage the next run collects).
+  const xs = o.sampleCounts.map((): number[] => []), order = [...o.sampleCounts.keys()];
+  for (let i = 0; i < o.reps; i++) for (const k of i % 2 ? [...order].reverse() : order) xs[k].push(await timeN(o.sampleCounts[k]));
+  const rows: WallTime = o.sampleCounts.map((n, k) => ({ samples: n, ms: Math.min(...xs[k]), ratio: 0, tokensPerSample: o.tokens }));
   rows.forEach((w) => { w.ratio = w.ms / rows.find((x) => x.samples === 1)!.ms; });
   return rows;
 }
@@ -456,7 +455,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
-      `Wall time at the same tokens per sample (prefill + fork + decode, best of the runs):`, '',
+      `Wall time at the same tokens per sample (prefill + fork + decode, best of the rounds, every N timed in each round side by side):`, '',
       `| tokens per sample | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---:|${p.samples.map(() => '---:').join('|')}|`,
       ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map((w) => `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×)`).join(' | ')} |`), '',
       `![accuracy vs N](${stem}-accuracy-vs-n.svg)`, '');
@@ -464,7 +463,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
   if (r.shapeTiming?.length) {
     const st = r.shapeTiming, ns = st[0].wallTime.map((w) => w.samples);
     out.push('## Parallel wall time on the Qwen2.5-0.5B shape', '',
-      `Random weights in Qwen2.5-0.5B's shape (no adapter): one ${st[0].promptTokens}-token prefill, fork, ${st[0].wallTime[0]?.tokensPerSample} tokens per sample, best of the runs. Random weights give flat next-token distributions: with top-p 0.95 the nucleus is most of the vocabulary, the sampler's worst case.`, '',
+      `Random weights in Qwen2.5-0.5B's shape (no adapter): one ${st[0].promptTokens}-token prefill, fork, ${st[0].wallTime[0]?.tokensPerSample} tokens per sample, best of the rounds (every N in each). Random weights give flat next-token distributions: with top-p 0.95 the nucleus is most of the vocabulary, the sampler's worst case.`, '',
       `| weights | ${ns.map((n) => `N=${n}`).join(' | ')} |`, `|---|${ns.map(() => '---:').join('|')}|`,
       ...st.map((x) => `| ${x.quant}${x.sampling ? `, ${x.sampling}` : ''} | ${x.wallTime.map((w) => `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×)`).join(' | ')} |`), '');
   }
