@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
+import { DATASETS, datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
 import { isReport, reportFiles, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
 import { intArg, quantArg } from './main.ts';
@@ -9,10 +9,7 @@ import type { Task } from '../tasks/grade.ts';
 import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
 
-const FILES: Record<string, string> = {
-  gsm8k: 'gsm8k/test.jsonl', math500: 'math500/test.jsonl', svamp: 'svamp/test.jsonl', asdiv: 'asdiv/test.jsonl', aime24: 'aime24/test.jsonl', amc23: 'amc23/test.jsonl',
-};
-const TASK_NAMES = ['synthetic', ...Object.keys(FILES)];
+const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
 
 export function evalCommand(program: Command): void {
   program.command('eval')
@@ -37,7 +34,7 @@ export function evalCommand(program: Command): void {
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       const files = reportFiles(o.out);
       checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport });
-      const cases = o.task === 'synthetic' ? syntheticCases(o.split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', FILES[o.task]), o.limit);
+      const cases = o.task === 'synthetic' ? syntheticCases(o.split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const runs: { name: string; report: EvalReport }[] = [];
       const progress = stageProgress('eval', 'questions', `nothing was written to ${o.out}`);

@@ -108,10 +108,11 @@ export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, m
   }));
 }
 
-/** The fields each dataset's lines hold: question parts, then the gold answer. */
-const FIELDS: Record<Exclude<Task, 'synthetic'>, string[]> = {
-  gsm8k: ['question', 'answer'], math500: ['problem', 'answer'], svamp: ['Body', 'Question', 'Answer'], asdiv: ['body', 'question', 'answer'],
-  aime24: ['problem', 'answer'], amc23: ['problem', 'answer'],
+/** Each dataset in ../shared/data: its test file (under data/), and the fields its lines hold (question parts, then the gold answer). */
+export const DATASETS: Record<Exclude<Task, 'synthetic'>, { test: string; fields: string[] }> = {
+  gsm8k: { test: 'gsm8k/test.jsonl', fields: ['question', 'answer'] }, math500: { test: 'math500/test.jsonl', fields: ['problem', 'answer'] },
+  svamp: { test: 'svamp/test.jsonl', fields: ['Body', 'Question', 'Answer'] }, asdiv: { test: 'asdiv/test.jsonl', fields: ['body', 'question', 'answer'] },
+  aime24: { test: 'aime24/test.jsonl', fields: ['problem', 'answer'] }, amc23: { test: 'amc23/test.jsonl', fields: ['problem', 'answer'] },
 };
 /** Competition answers are graded from a \\boxed{} (MATH's solutions box theirs): the prompt asks for one, as MATH evaluations do. */
 export const BOX_INSTRUCTION = 'Put your final answer within \\boxed{}.';
@@ -120,7 +121,7 @@ export const BOX_INSTRUCTION = 'Put your final answer within \\boxed{}.';
 export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
   if (task === 'synthetic') throw new Error('eval: the synthetic task is generated (syntheticCases), not read from a file');
   if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (the shared data folder must sit beside the project)`);
-  const lines = readJsonlLines(file, 'dataset', limit), fields = FIELDS[task];
+  const lines = readJsonlLines(file, 'dataset', limit), fields = DATASETS[task].fields;
   return lines.map(({ line: n, value }) => {
     const where = `${path.basename(file)}:${n}`, r = value as Record<string, unknown>;
     const missing = fields.find((k) => r?.[k] === undefined || r[k] === null);

@@ -403,14 +403,13 @@ export class GgufFile implements WeightSource {
 export function openGguf(path: string): GgufFile {
   const first = readGguf(path), md = first.metadata, count = md['split.count'];
   if (count === undefined || count === 1) return first;
-  const no = md['split.no'] ?? 0, m = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/.exec(path);
+  const no = md['split.no'] ?? 0, parts = splitGgufParts(path);
   if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || typeof no !== 'number') throw new Error(`${path}: split.count = ${JSON.stringify(count)}, split.no = ${JSON.stringify(no)} do not describe a split GGUF`);
-  const part = (k: number) => `${m![1]}-${String(k + 1).padStart(5, '0')}-of-${String(count).padStart(5, '0')}.gguf`;
-  if (!m) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files, but its name does not end in -0000k-of-${String(count).padStart(5, '0')}.gguf, so the other parts cannot be found (merge them with llama.cpp's llama-gguf-split --merge, or restore their names)`);
-  if (no !== 0) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files: load the first part, ${part(0)}`);
+  if (parts?.length !== count) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files, but its name does not end in -0000k-of-${String(count).padStart(5, '0')}.gguf, so the other parts cannot be found (merge them with llama.cpp's llama-gguf-split --merge, or restore their names)`);
+  if (no !== 0) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files: load the first part, ${parts[0]}`);
   const tensors = new Map(first.tensors), files = [path];
   for (let k = 1; k < count; k++) {
-    const f = part(k);
+    const f = parts[k];
     if (!fs.existsSync(f)) throw new Error(`${path}: the first of ${count} parts of a split GGUF; part ${k + 1}, ${f}, is missing`);
     const g = readGguf(f);
     if (g.metadata['split.no'] !== k || g.metadata['split.count'] !== count) throw new Error(`${f}: its split.no / split.count (${g.metadata['split.no']} / ${g.metadata['split.count']}) are not those of part ${k + 1} of ${count}`);
@@ -423,6 +422,12 @@ export function openGguf(path: string): GgufFile {
   const total = md['split.tensors.count'];
   if (typeof total === 'number' && total !== tensors.size) throw new Error(`${path}: split.tensors.count says ${total} tensors, but the ${count} parts hold ${tensors.size}`);
   return new GgufFile(path, first.version, md, first.metadataTypes, tensors, first.alignment, files);
+}
+
+/** The files of a split GGUF by llama.cpp's naming (`<name>-0000k-of-0000N.gguf`, k = 1…N), from any part's name; undefined for another name. */
+export function splitGgufParts(file: string): string[] | undefined {
+  const m = /^(.*)-\d{5}-of-(\d{5})\.gguf$/.exec(file);
+  return m ? Array.from({ length: Number(m[2]) }, (_, k) => `${m[1]}-${String(k + 1).padStart(5, '0')}-of-${m[2]}.gguf`) : undefined;
 }
 
 function readGguf(path: string): GgufFile {

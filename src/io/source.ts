@@ -11,7 +11,7 @@ import type { TextTokenizer } from '../tokenizer/types.ts';
 import { loadTokenizer, readTokenizerFolder, type TokenizerFiles } from '../tokenizer/hf.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder } from './hf-folder.ts';
-import { ggufToModel } from './gguf.ts';
+import { ggufToModel, splitGgufParts } from './gguf.ts';
 import { loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 
@@ -173,8 +173,7 @@ export function openSourceFiles(p: string, defining = DEFINING): string[] {
     return tok ? [abs, path.join(path.dirname(abs), tok)] : [abs];
   }
   // A GGUF: its parts (a split one's, by llama.cpp's naming) and, when a tokenizer.json sits beside it, the tokenizer files it is read with.
-  const dir = path.dirname(abs), split = /^(.*)-\d{5}-of-(\d{5})\.gguf$/.exec(path.basename(abs));
-  const parts = split ? fs.readdirSync(dir).filter((f) => f.startsWith(`${split[1]}-`) && f.endsWith(`-of-${split[2]}.gguf`)).map((f) => path.join(dir, f)) : [abs];
+  const dir = path.dirname(abs), parts = splitGgufParts(abs)?.filter((f) => fs.existsSync(f)) ?? [abs];
   const tokenizer = fs.existsSync(path.join(dir, 'tokenizer.json')) ? fs.readdirSync(dir).filter((f) => TOKENIZER_FILES.test(f)).map((f) => path.join(dir, f)) : [];
   return [...parts, ...tokenizer];
 }
