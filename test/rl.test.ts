@@ -53,7 +53,6 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     const end = m.tokenizer.encode('</think>', { addSpecialTokens: false });
     const rolls = await rollouts(m.backend, m.tokenizer, chat.slice(0, 2).map((p) => ({ p, budget: 32, line: true })), inv, 2, { temperature: 1, maxTokens: 96, seed: 1, end });
     for (const r of rolls) {
-      assert.equal(r.logprobs.length, r.trained.length);
       assert.deepEqual(r.trained.slice(0, r.generated.length), r.generated);
       // thinking: the tokens before </think>, as inference counts them
       assert.deepEqual([r.closed, r.thinking], r.generated.includes(end[0]) ? [true, r.generated.indexOf(end[0])] : [false, r.generated.length]);

@@ -564,7 +564,7 @@ test('a sequence that ends on a stop token or is cancelled keeps its half-decode
     const s = new Sequence(tok as never, { maxTokens }, 1);
     for (const id of ids) if (s.accept(id, 0)) break;
     if (!s.done) s.cancel();
-    return [s.finishReason, s.text, s.stopToken?.token];
+    return [s.finishReason, s.text, s.stopToken];
   };
   assert.deepEqual(run([0, 1], 2), ['length', 'a\uFFFD', undefined]);
   assert.deepEqual(run([0, 1, 2], 5), ['stop', 'a\uFFFD', 2], 'the stop token is kept apart from the tokens (RL trains it)');

@@ -156,7 +156,7 @@ test('embedding gradient with many repeated ids on 2 threads: equals PyTorch, th
 });
 
 test('GRPO clipped policy-gradient loss with KL: loss and gradients match PyTorch', { skip: !hasTorch && torchNote }, async () => {
-  const objective = { kind: 'policy' as const, clipEps: 0.2, beta: 0.05 };
+  const objective = { kind: 'policy' as const, clipEps: 0.2, beta: 0.05, behaviour: 'input' as const };
   const trainer = await Trainer.create(cfg, new MemoryWeights(model.weights), { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK }, { threads: 2, objective });
   try {
     const counts = examples.map((e) => e.lossMask.reduce((a, b) => a + b, 0));
@@ -178,6 +178,31 @@ test('GRPO clipped policy-gradient loss with KL: loss and gradients match PyTorc
     for (const name of trainer.paramNames) worst = Math.max(worst, relErr(ours.grads.get(name)!, refOut.grads.get(name)!));
     console.log(`policy loss ${ours.loss.toFixed(6)} (torch ${refOut.loss.toFixed(6)}), worst gradient relative error ${worst.toExponential(2)}`);
     assert.ok(worst <= 1e-4, `worst gradient relative error ${worst}`);
+  } finally {
+    await trainer.close();
+  }
+});
+
+test('GRPO on-policy at temperature 0.7 (ratio against the detached current policy): loss, log-probs and gradients match PyTorch', { skip: !hasTorch && torchNote }, async () => {
+  const objective = { kind: 'policy' as const, clipEps: 0.2, beta: 0 }, temperature = 0.7;
+  const trainer = await Trainer.create(cfg, new MemoryWeights(model.weights), { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK }, { threads: 2, objective, temperature });
+  try {
+    const counts = examples.map((e) => e.lossMask.reduce((a, b) => a + b, 0));
+    const advantages = [1.3, -0.7], weight = 1 / counts.reduce((a, b) => a + b);
+    const ours = await trainer.step(lora, { examples, targetWeight: weight, policy: { advantages } });
+    const refOut = torchOracle('lora', undefined, { objective, weight, advantage: advantages, temperature });
+    // ρ = 1: the loss is −Σ w·A, whatever the log-probs
+    const expected = -weight * advantages.reduce((s, a, b) => s + a * counts[b], 0);
+    assert.ok(Math.abs(ours.loss - expected) <= 1e-6 && Math.abs(refOut.loss - expected) <= 1e-6, `loss ${ours.loss}, torch ${refOut.loss}, expected ${expected}`);
+    let worst = 0;
+    for (const name of trainer.paramNames) worst = Math.max(worst, relErr(ours.grads.get(name)!, refOut.grads.get(name)!));
+    console.log(`on-policy loss at temperature ${temperature}: worst gradient relative error ${worst.toExponential(2)}`);
+    assert.ok(worst <= 1e-4, `worst gradient relative error ${worst}`);
+    // The log-probs are of the tempered distribution: not the untempered ones.
+    const plain = await Trainer.create(cfg, new MemoryWeights(model.weights), { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK }, { threads: 2 });
+    const untempered = (await plain.step(lora, { examples, targetWeight: weight })).logprobs;
+    await plain.close();
+    assert.ok(ours.logprobs.some((lp, b) => lp.some((x, k) => Math.abs(x - untempered[b][k]) > 1e-3)), 'tempered log-probs differ from untempered ones');
   } finally {
     await trainer.close();
   }

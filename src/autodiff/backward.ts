@@ -62,6 +62,16 @@ export function ancestors(g: Graph, roots: string[]): Node[] {
   return order;
 }
 
+const detached = new WeakMap<Graph, Set<string>>();
+
+/** A copy of `t` that the backward pass treats as a constant (PyTorch's detach, TensorFlow's stop_gradient). */
+export function stopGradient(g: Graph, t: string): string {
+  const out = g.node('Identity', [t]);
+  if (!detached.has(g)) detached.set(g, new Set());
+  detached.get(g)!.add(out);
+  return out;
+}
+
 /**
  * Appends nodes computing d(loss)/d(w) for each w in `wrt` (graph inputs, initializers or intermediate
  * tensors) and returns the gradient tensor names. `loss` should be a scalar: its gradient is seeded with 1.
@@ -72,7 +82,8 @@ export function addBackward(g: Graph, loss: string, wrt: string[], opts: Backwar
   const order = ancestors(g, [loss]);
   const shapes = inferShapes(g, order);
   const c: Ctx = { g, dtype: opts.dtype ?? info.get(wrt[0])?.dtype ?? 'float32', shape: (t) => shapes.get(t) };
-  const diffInputs = (n: Node) => (VJP[n.op]?.diff ?? ((m: Node) => m.inputs.map((_, i) => i)))(n);
+  const constant = detached.get(g) ?? new Set<string>();
+  const diffInputs = (n: Node) => (constant.has(n.outputs[0]) ? [] : (VJP[n.op]?.diff ?? ((m: Node) => m.inputs.map((_, i) => i)))(n));
 
   // Forward sweep: which tensors depend on a wrt tensor through differentiable inputs, or through the outer-scope
   // tensors a subgraph reads (outerDep: no VJP rule covers those, so reaching one is an error, not a zero gradient).

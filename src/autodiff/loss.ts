@@ -2,6 +2,7 @@
  * Losses built only from ops that have VJP rules, so `addBackward` can differentiate them.
  */
 import type { Graph } from '../onnx/graph.ts';
+import { stopGradient } from './backward.ts';
 
 /**
  * Weighted token cross-entropy: Σ_i w_i · (−log softmax(logits_i)[t_i]) / Σ_i w_i, a scalar.
@@ -35,9 +36,11 @@ export function weightedNll(g: Graph, logp: string, weights: string): string {
  * GRPO / PPO clipped policy-gradient loss with an optional k3 KL penalty to a reference policy:
  *   Σ_i w_i · ( −min(ρ_i A_i, clip(ρ_i, 1−ε, 1+ε) A_i) + β·(exp(ref_i − logp_i) − (ref_i − logp_i) − 1) ),
  * ρ_i = exp(logp_i − old_i). All inputs [N]; min/clip are written with Where so they have VJP rules.
+ * Without `old` the behaviour policy is the current one, detached: ρ = 1 and the gradient is A·∇logp (on-policy,
+ * one update per batch of rollouts, as TRL's GRPO with num_iterations = 1).
  */
-export function policyLoss(g: Graph, logp: string, io: { old: string; advantage: string; ref?: string; weights: string }, clipEps: number, beta: number): string {
-  const ratio = g.node('Exp', [g.node('Sub', [logp, io.old])]);
+export function policyLoss(g: Graph, logp: string, io: { old?: string; advantage: string; ref?: string; weights: string }, clipEps: number, beta: number): string {
+  const ratio = g.node('Exp', [g.node('Sub', [logp, io.old ?? stopGradient(g, logp)])]);
   const hi = g.scalar(1 + clipEps), lo = g.scalar(1 - clipEps);
   const clipped = g.node('Where', [g.node('Greater', [ratio, hi]), hi, g.node('Where', [g.node('Less', [ratio, lo]), lo, ratio])]);
   const a = g.node('Mul', [ratio, io.advantage]), b = g.node('Mul', [clipped, io.advantage]);

@@ -75,8 +75,8 @@ export interface Completion {
 export class Sequence {
   readonly tokens: number[] = [];
   readonly logprobs: number[] = [];
-  /** The stop token that ended the sequence, with its log-probability (not among `tokens`). */
-  stopToken?: { token: number; logprob: number };
+  /** The stop token that ended the sequence (not among `tokens`). */
+  stopToken?: number;
   text = '';
   finishReason?: FinishReason;
   ttftMs = 0;
@@ -159,7 +159,7 @@ export class Sequence {
 
   /** Accepts a sampled token; returns true when the sequence has finished. */
   accept(token: number, logprob: number): boolean {
-    if (this.stopTokens.has(token)) { this.stopToken = { token, logprob }; return this.finish('stop'); }
+    if (this.stopTokens.has(token)) { this.stopToken = token; return this.finish('stop'); }
     this.logprobSum += logprob;
     this.push(token, logprob);
     if (this.finished()) return true;

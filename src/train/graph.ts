@@ -6,8 +6,9 @@
  * 0 or -1e9); target_index int64 [N] (flat b*T+t of each position that predicts a target); targets int64 [N];
  * target_weight float [N] (per-target loss weight, e.g. 1/targets-in-the-optimizer-step); with LoRA also
  * adapter_mask float [B,T] and the trainable <projection>.lora_A / .lora_B; with full training every weight.
- * With the policy objective also old_logprob, advantage (and ref_logprob when beta > 0), all float [N].
+ * With the policy objective also advantage, old_logprob (behaviour 'input') and ref_logprob (beta > 0), all float [N].
  * Outputs: loss (scalar), token_logprob [N] (log p of each target), and grad.<name> per trainable tensor.
+ * With a temperature τ every log p is of softmax(logits / τ), the distribution rollouts sample from.
  */
 import { Graph } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';
@@ -20,8 +21,12 @@ import { policyLoss, tokenLogprobs, weightedNll } from '../autodiff/loss.ts';
 /** LoRA: `scale` = PEFT's factor, lora_alpha / r (or / √r with rsLoRA; B is PEFT's unscaled B). */
 export type TrainMode = { kind: 'lora'; targets: readonly Projection[]; scale: number } | { kind: 'full' };
 
-/** 'nll': −Σ w·log p (SFT). 'policy': clipped policy gradient + optional KL (RL; see autodiff/loss.ts). */
-export type Objective = { kind: 'nll' } | { kind: 'policy'; clipEps: number; beta: number };
+/**
+ * 'nll': −Σ w·log p (SFT). 'policy': clipped policy gradient + optional KL (RL; see autodiff/loss.ts), the ratio
+ * against behaviour log-probs fed as old_logprob ('input') or against the current policy detached ('current', the
+ * default: on-policy, one update per batch of rollouts).
+ */
+export type Objective = { kind: 'nll' } | { kind: 'policy'; clipEps: number; beta: number; behaviour?: 'input' | 'current' };
 
 export interface TrainingGraph {
   graph: Graph;
@@ -29,7 +34,7 @@ export interface TrainingGraph {
   params: { name: string; shape: (number | string)[] }[];
 }
 
-export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode, objective: Objective = { kind: 'nll' }): TrainingGraph {
+export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode, objective: Objective = { kind: 'nll' }, temperature = 1): TrainingGraph {
   const g = new Graph();
   const L = new Layers(g, cfg, weights, {
     quant: 'fp32', accuracyLevel: 0, fused: false,
@@ -44,9 +49,10 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode
   const weight = g.input('target_weight', 'float32', ['targets']);
   const hidden = decoder(L, { inputIds, positions, bias });
   const rows = g.node('Gather', [g.node('Reshape', [hidden, g.constant([-1, cfg.hiddenSize])]), index], { axis: 0 });
-  const logp = tokenLogprobs(g, lmHead(L, rows), targets);
+  const logits = lmHead(L, rows);
+  const logp = tokenLogprobs(g, temperature === 1 ? logits : g.node('Mul', [logits, g.scalar(1 / temperature)]), targets);
   const loss = objective.kind === 'nll' ? weightedNll(g, logp, weight) : policyLoss(g, logp, {
-    old: g.input('old_logprob', 'float32', ['targets']), advantage: g.input('advantage', 'float32', ['targets']),
+    old: objective.behaviour === 'input' ? g.input('old_logprob', 'float32', ['targets']) : undefined, advantage: g.input('advantage', 'float32', ['targets']),
     ref: objective.beta > 0 ? g.input('ref_logprob', 'float32', ['targets']) : undefined, weights: weight,
   }, objective.clipEps, objective.beta);
   g.nodeN('Identity', [loss], {}, { names: ['loss'] });

@@ -67,7 +67,7 @@ export interface RlOptions {
 export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number }
 
 /** `generated`: the completion's tokens; `trained`: the same with the stop token that ended it (stopping is a choice the policy learns). */
-interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; trained: number[]; logprobs: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
+interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; trained: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
 
 /** Reward of one completion (exported for tests). */
 export function reward(r: { correct: boolean; thinking: number; closed: boolean; budget: number }, o: { penalty: 'budget' | 'group'; lambda: number; groupMean: number }): number {
@@ -132,9 +132,9 @@ export async function trainRl(
   };
   const interrupted = (at: number) => interruptedMessage('train-rl', at, o.steps, checkpoint, ckpt, o.checkpointEvery);
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
-    threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 },
+    threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 }, temperature,
   });
-  const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads }) : undefined;
+  const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads, temperature }) : undefined;
   const push = async () => backend.setAdapter(new Map([...start.tensors.keys()].map((proj) => {
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
@@ -170,7 +170,7 @@ export async function trainRl(
           const refLogprobs = refTrainer ? (await refTrainer.step(reference!, { examples, targetWeight: 1, adapterMasks: masks })).logprobs : undefined;
           const res = await trainer.step(params, {
             examples, targetWeight: 1 / tokens, adapterMasks: masks,
-            policy: { advantages: chunk.map((x) => x.a), oldLogprobs: chunk.map((x) => x.r.logprobs), refLogprobs },
+            policy: { advantages: chunk.map((x) => x.a), refLogprobs },
           });
           for (const [n, g] of res.grads) { const acc = grads.get(n)!; for (let k = 0; k < g.length; k++) acc[k] += g[k]; }
         }
@@ -240,9 +240,8 @@ export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p:
     }
     return seqs.map((s, k) => {
       const p = prompts[Math.floor(k / G)];
-      const stop = s.stopToken ? [s.stopToken] : [];
       return {
-        prompt: p.ids, adapterFrom: p.from, generated: s.tokens, trained: [...s.tokens, ...stop.map((t) => t.token)], logprobs: [...s.logprobs, ...stop.map((t) => t.logprob)],
+        prompt: p.ids, adapterFrom: p.from, generated: s.tokens, trained: s.stopToken === undefined ? s.tokens : [...s.tokens, s.stopToken],
         budget: batch[Math.floor(k / G)].budget, thinking: s.thinkingTokens, closed: s.answerFrom !== undefined, correct: false,
       };
     });

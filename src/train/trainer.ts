@@ -18,8 +18,8 @@ export interface MicroBatch {
   targetWeight: number;
   /** Per-token adapter switch for each example (activated LoRA); default: adapter on everywhere. */
   adapterMasks?: readonly (ArrayLike<number> | undefined)[];
-  /** Policy objective: per-example advantage, and per-target behaviour (and reference) log-probs in target order. */
-  policy?: { advantages: readonly number[]; oldLogprobs: readonly ArrayLike<number>[]; refLogprobs?: readonly ArrayLike<number>[] };
+  /** Policy objective: per-example advantage, and per-target behaviour (objective behaviour 'input') and reference log-probs in target order. */
+  policy?: { advantages: readonly number[]; oldLogprobs?: readonly ArrayLike<number>[]; refLogprobs?: readonly ArrayLike<number>[] };
 }
 
 export interface StepResult {
@@ -34,9 +34,10 @@ export class Trainer {
     this.paramNames = paramNames;
   }
 
-  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number; objective?: Objective } = {}): Promise<Trainer> {
+  /** `temperature`: log-probs (and the policy loss) of softmax(logits / temperature), as rollouts sample. */
+  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number; objective?: Objective; temperature?: number } = {}): Promise<Trainer> {
     const objective = opts.objective ?? { kind: 'nll' };
-    const { graph, params } = buildTrainingGraph(config, weights, mode, objective);
+    const { graph, params } = buildTrainingGraph(config, weights, mode, objective, opts.temperature);
     const session = await ort.InferenceSession.create(graph.toModelProto(), {
       intraOpNumThreads: opts.threads ?? Math.min(8, os.availableParallelism()), graphOptimizationLevel: 'all',
       // ORT's memory pattern pre-plans one block per run for the whole graph on top of the arena's own chunks;
@@ -86,12 +87,14 @@ export class Trainer {
           index.push(BigInt(b * T + t - 1)); targets.push(BigInt(e.ids[t])); weight.push(batch.targetWeight);
           if (batch.policy) {
             const k = old.length - offsets[b];
-            old.push(batch.policy.oldLogprobs[b][k]); adv.push(batch.policy.advantages[b]); ref.push(batch.policy.refLogprobs?.[b]?.[k] ?? 0);
+            old.push(batch.policy.oldLogprobs?.[b]?.[k] ?? 0); adv.push(batch.policy.advantages[b]); ref.push(batch.policy.refLogprobs?.[b]?.[k] ?? 0);
           }
         }
       }
     });
-    if (this.objective.kind === 'policy' && !batch.policy) throw new Error('trainer: the policy objective needs advantages and behaviour log-probs');
+    if (this.objective.kind === 'policy' && !batch.policy) throw new Error('trainer: the policy objective needs advantages');
+    if (this.objective.kind === 'policy' && this.objective.behaviour === 'input' && !batch.policy?.oldLogprobs) throw new Error('trainer: the policy objective with behaviour "input" needs behaviour log-probs (oldLogprobs)');
+    if (this.objective.kind === 'policy' && this.objective.beta > 0 && !batch.policy?.refLogprobs) throw new Error('trainer: the policy objective with beta > 0 needs reference log-probs (refLogprobs)');
     if (!targets.length) throw new Error('trainer: the micro-batch has no target tokens (every loss mask is empty)');
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [B, T]),
@@ -102,7 +105,7 @@ export class Trainer {
       target_weight: new ort.Tensor('float32', Float32Array.from(weight), [targets.length]),
     };
     if (this.objective.kind === 'policy') {
-      feeds.old_logprob = new ort.Tensor('float32', Float32Array.from(old), [old.length]);
+      if (this.objective.behaviour === 'input') feeds.old_logprob = new ort.Tensor('float32', Float32Array.from(old), [old.length]);
       feeds.advantage = new ort.Tensor('float32', Float32Array.from(adv), [adv.length]);
       if (this.objective.beta > 0) feeds.ref_logprob = new ort.Tensor('float32', Float32Array.from(ref), [ref.length]);
     }

@@ -111,7 +111,7 @@ def model_loss(w, spec):
         h = h + linear(torch.nn.functional.silu(g) * linear(y, f'{p}.mlp.up_proj'), f'{p}.mlp.down_proj')
     h = rms(h, 'model.norm.weight')
     head = w['lm_head.weight'] if 'lm_head.weight' in w else w['model.embed_tokens.weight']
-    logits = h @ head.T  # [B, T, V]
+    logits = h @ head.T / spec.get('temperature', 1)  # [B, T, V]
     # Token t is predicted from position t-1.
     logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
     m = lmask[:, 1:]
@@ -120,8 +120,8 @@ def model_loss(w, spec):
         loss = -(logp * m).sum() / m.sum()
     else:  # clipped policy gradient + k3 KL, targets in (row, position) order
         lp = logp[m > 0]
-        old = torch.tensor(spec['old_logprob'], dtype=DT)
-        ref = torch.tensor(spec['ref_logprob'], dtype=DT)
+        old = torch.tensor(spec['old_logprob'], dtype=DT) if 'old_logprob' in spec else lp.detach()
+        ref = torch.tensor(spec['ref_logprob'], dtype=DT) if obj['beta'] > 0 else lp.detach()
         adv = torch.tensor(spec['advantage'], dtype=DT)[:, None].expand(B, T - 1)[m > 0]
         ratio = torch.exp(lp - old)
         pg = -torch.min(ratio * adv, torch.clamp(ratio, 1 - obj['clipEps'], 1 + obj['clipEps']) * adv)
