@@ -397,6 +397,14 @@ test('server: a prompt longer than context × the longest token is refused by it
   const untokenized = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') } }) };
   const served = { ...server.served, models: new Map([['reasoning', untokenized]]) };
   assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content }] }, served as never, server.limits), (err: Error) => err.message === message);
+  // Many short messages: refused by their number, before the chat template renders them.
+  const many = Array.from({ length: ctx + 1 }, () => ({ role: 'user' as const, content: '' }));
+  const unrendered = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },
+    tokenizer: { value: Object.create(m.model.tokenizer, { applyChatTemplate: { value: () => assert.fail('the prompt was rendered') } }) } }) };
+  const tooMany = `Invalid 'messages': ${ctx + 1} messages are more than this server takes in one request (${ctx}, the context length of the model: each message takes at least one token of its chat template).`;
+  assert.throws(() => planChat({ model: 'reasoning', messages: many }, { ...server.served, models: new Map([['reasoning', unrendered]]) } as never, server.limits), (err: Error) => err.message === tooMany);
+  const e2 = await status(create({ model: 'reasoning', messages: many }));
+  assert.deepEqual([e2.status, e2.param, e2.code, (e2.error as Loose).message], [400, 'messages', 'context_length_exceeded', tooMany]);
   // A tokenizer whose pre-tokenizer drops whitespace has no such bound (its prompts are tokenized).
   const json = JSON.parse(fs.readFileSync(path.join(fixture.dir, 'tokenizer.json'), 'utf8'));
   assert.equal(promptCharBound(loadTokenizer({ tokenizerJson: { ...json, pre_tokenizer: { type: 'WhitespaceSplit' } } })), undefined);

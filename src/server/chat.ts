@@ -142,8 +142,13 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const budgetAsked = cap !== undefined;
 
   // Prompt and context. A prompt longer than ctx × the longest token (in characters) cannot fit: refused before
-  // tokenizing it, which for megabytes of text would hold up every other request's decoding for seconds.
+  // tokenizing it, which for megabytes of text would hold up every other request's decoding for seconds. More
+  // messages than context tokens are refused before the chat template renders them (135,000 empty ones: 5 s).
   const ctx = limits.ctx, kwargs = req.chat_template_kwargs ?? undefined;
+  if (messages.length > ctx) {
+    throw new ApiError(400, `Invalid 'messages': ${messages.length} messages are more than this server takes in one request (${ctx}, the context length of the model: each message takes at least one token of its chat template).`,
+      'messages', 'invalid_request_error', 'context_length_exceeded');
+  }
   const bound = promptCharBound(m.model.tokenizer);
   if (bound && messages.reduce((a, x) => a + x.content.length, 0) > ctx * bound.maxTokenChars) {
     let rendered: string | undefined;
