@@ -336,6 +336,8 @@ test('server: contradictory reasoning controls are refused naming both; agreeing
   assert.deepEqual([autoLow.mode, autoLow.thinkingCap], ['auto', 12]);
   const onBudget = plan({ thinking_token_budget: 8, edgereason: { reasoning: 'on' } });
   assert.deepEqual([onBudget.mode, onBudget.thinkingCap], ['on', 8]);
+  // Batch rows: a choice that may reason holds a row per sample; a direct answer decodes one sequence per choice.
+  assert.deepEqual(['auto', 'on', 'off'].map((reasoning) => plan({ n: 2, edgereason: { reasoning, samples: 3 } }).rows), [6, 6, 2]);
 });
 
 test('server: content parts are joined with newlines; early-stopped samples finish with "abort"', async () => {

@@ -212,7 +212,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     nativeThinking: native,
   };
   return {
-    served: m, messages, promptTokens: ids.length, n, perChoice, mode, rows: n * (perChoice ?? 1), options, maxTokens,
+    served: m, messages, promptTokens: ids.length, n, perChoice, mode,
+    rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage,
   };
