@@ -265,6 +265,15 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.match(evalOut(at('mine.json')), new RegExp(`--out ${at('mine.json')}: ${at('mine.md')}, written beside it, already exists; pass --overwrite`));
   assert.deepEqual([fs.readFileSync(at('notes.md'), 'utf8'), fs.readFileSync(at('mine.md'), 'utf8')], ['my notes', 'my table']);
   for (const [out, flags] of [[at('rep', 'y.json'), []], [at('mine.json'), ['--overwrite']]] as const) assert.match(evalOut(out, ...flags), /no-such-model does not exist/, out);
+  // Beside an earlier report, a file of the user's under the table's or the plot's name is refused too.
+  for (const f of ['y.md', 'y-accuracy.svg']) {
+    const keep = fs.readFileSync(at('rep', f));
+    fs.writeFileSync(at('rep', f), f.endsWith('.md') ? `${keep}\nmy notes\n` : '<svg><text>mine</text></svg>');
+    assert.match(evalOut(at('rep', 'y.json')), new RegExp(`--out ${at('rep', 'y.json')}: ${at('rep', f)}, written beside it, already exists; pass --overwrite`), f);
+    fs.writeFileSync(at('rep', f), keep);
+  }
+  // --split is the synthetic task's
+  assert.match(evalOut(at('mine.json'), '--task', 'gsm8k', '--split', 'val', '--overwrite'), /--split chooses a split of --task synthetic; gsm8k is read from gsm8k\/test\.jsonl/);
 });
 
 test('train-router: the savings rule (the default) needs --adapter; unused flags are named', () => {
@@ -342,6 +351,10 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   const base = cli([...q, '--no-adapter']);
   assert.match(base.stderr, /^route: direct$/m);
   assert.equal(base.stdout.trim(), '#### 17');
+  // --json: stdout is the JSON alone (the transcript goes to stderr)
+  const json = cli([...q, '--no-adapter', '--json']);
+  assert.deepEqual([JSON.parse(json.stdout).answer, JSON.parse(json.stdout).route], ['#### 17', 'direct']);
+  assert.match(json.stderr, /^#### 17$/m);
 });
 
 test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named', () => {

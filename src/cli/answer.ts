@@ -41,7 +41,7 @@ export function answerCommand(program: Command): void {
     .option('--task <task>', `answer extraction for votes: ${TASKS.join(' | ')}`, 'synthetic')
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
-    .option('--json', 'print the whole result as JSON at the end')
+    .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
     .action(async (o) => {
       if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
@@ -79,7 +79,8 @@ export function answerCommand(program: Command): void {
         if (!reasons && model.config.architecture === 'qwen3') console.error(qwen3Note('answer'));
         const router = routerFile ? Router.load(routerFile, model.config.hiddenSize) : undefined;
         const verifier = verifierFile ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
-        const tty = process.stdout.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
+        const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
+        const tty = out.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
         let phase: Phase | undefined, last = '';
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
         const r = await answer(model, input, {
@@ -92,15 +93,15 @@ export function answerCommand(program: Command): void {
           onText: (sample, ph, piece) => {
             if (sample !== 0) return;
             if (ph !== phase) {
-              if (ph === 'thinking') process.stdout.write(dim('<think>\n'));
-              else if (phase === 'thinking') process.stdout.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n\n`)); // the transcript as written
+              if (ph === 'thinking') out.write(dim('<think>\n'));
+              else if (phase === 'thinking') out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n\n`)); // the transcript as written
               phase = ph;
             }
-            process.stdout.write(ph === 'thinking' ? dim(piece) : piece);
+            out.write(ph === 'thinking' ? dim(piece) : piece);
             last = piece;
           },
         }, { router, verifier });
-        process.stdout.write('\n');
+        out.write('\n');
         if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} tokens) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);
         if (r.samples.length > 1) {
           console.error('\nsamples:');

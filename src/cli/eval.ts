@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
 import { DATASETS, datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
-import { isReport, reportFiles, writeReport, markdownTable } from '../eval/report.ts';
+import { isReport, isReportSibling, reportFiles, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
 import { intArg, quantArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
@@ -19,7 +19,7 @@ export function evalCommand(program: Command): void {
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): evaluates its direct answers (after an empty thinking block) and its thinking, no adapter')
     .option('--max-thinking-tokens <n>', 'thinking cap in the reasoning run ("\\n</think>\\n\\n" forced after it)', intArg('--max-thinking-tokens', 0))
     .option('--task <task>', `${TASK_NAMES.join(' | ')} (datasets from ../shared/data; math500, aime24 and amc23 are asked for a \\boxed{} answer)`, 'synthetic')
-    .option('--split <split>', 'synthetic split: test | val', 'test')
+    .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
     .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
@@ -28,13 +28,15 @@ export function evalCommand(program: Command): void {
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier eval report; an earlier report is replaced anyway')
     .action(async (o) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
-      if (o.split !== 'test' && o.split !== 'val') throw new Error(`--split must be test or val, got "${o.split}"`);
+      if (o.split !== undefined && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);
+      const split = o.split ?? 'test';
+      if (split !== 'test' && split !== 'val') throw new Error(`--split must be test or val, got "${split}"`);
       if (o.nativeThinking && o.adapter) throw new Error('eval: --native-thinking evaluates the model\'s own thinking: leave --adapter out');
       const reasons = !!o.adapter || !!o.nativeThinking;
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       const files = reportFiles(o.out);
-      checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport });
-      const cases = o.task === 'synthetic' ? syntheticCases(o.split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
+      checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling });
+      const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const runs: { name: string; report: EvalReport }[] = [];
       const progress = stageProgress('eval', 'questions', `nothing was written to ${o.out}`);
@@ -46,7 +48,9 @@ export function evalCommand(program: Command): void {
             ...(reasoning && o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}),
             onCase: (d, t) => progress.update(name, d, t),
           });
-          runs.push({ name, report });
+          // what was evaluated, ahead of the run's own options
+          const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(o.quant ? { quant: o.quant } : {}) };
+          runs.push({ name, report: { ...report, options: { ...what, ...report.options } } });
         }
       } finally {
         progress.stop();

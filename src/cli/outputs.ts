@@ -102,8 +102,10 @@ export interface OutFileCheck {
   siblings?: string[];
   /** Replace an existing file and the files beside it (--overwrite); otherwise they are refused. */
   overwrite?: boolean;
-  /** Whether an existing file is this command's own earlier output (a report, which a rerun refreshes with the files beside it). */
+  /** Whether an existing file is this command's own earlier output (a report, which a rerun refreshes). */
   ours?: (file: string) => boolean;
+  /** Whether a file beside such an earlier output is that output's own (refreshed with it); default: none is. */
+  oursBeside?: (file: string) => boolean;
 }
 
 /** Refuse an output file path that is a folder, whose parent cannot be created, or that would replace a file (or one beside it) of the user's. */
@@ -121,7 +123,8 @@ export function checkOutFile(file: string, c: OutFileCheck): void {
   if (!c.overwrite && fs.existsSync(path.resolve(file)) && !c.ours?.(path.resolve(file))) {
     throw new Error(`${flag} ${file} already exists (${c.ours ? `and is not a ${c.what} edgereason wrote` : `a ${c.what} from an earlier run?`}); ${retry}`);
   }
-  const beside = c.overwrite || fs.existsSync(path.resolve(file)) ? undefined : c.siblings?.find((f) => fs.existsSync(path.resolve(f)));
+  const earlier = fs.existsSync(path.resolve(file)); // and ours: refused above otherwise
+  const beside = c.overwrite ? undefined : c.siblings?.find((f) => fs.existsSync(path.resolve(f)) && !(earlier && c.oursBeside?.(path.resolve(f))));
   if (beside) throw new Error(`${flag} ${file}: ${beside}, written beside it, already exists; ${retry}`);
   checkParents(flag, file);
 }

@@ -5,8 +5,11 @@ import { atomicWrite, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
 import type { EvalReport, Summary } from './harness.ts';
 
+const TABLE_HEAD = ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'];
+const PLOT_TITLE = 'Accuracy by category';
+
 export function markdownTable(runs: { name: string; report: EvalReport }[]): string {
-  const rows = ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'];
+  const rows = [...TABLE_HEAD];
   for (const { name, report } of runs) {
     for (const [cat, s] of Object.entries(report.summary) as [string, Summary][]) {
       rows.push(`| ${name} | ${cat} | ${s.n} | ${(100 * s.accuracy).toFixed(1)} % | ${s.meanTokens.toFixed(1)} | ${s.meanThinkingTokens.toFixed(1)} | ${s.ttftP50.toFixed(1)} / ${s.ttftP90.toFixed(1)} | ${s.latencyP50.toFixed(0)} / ${s.latencyP90.toFixed(0)} | ${s.tokensPerSec.toFixed(0)} |`);
@@ -35,6 +38,19 @@ export function isReport(file: string): boolean {
   }
 }
 
+/**
+ * Whether `file`, beside a report, is one writeReport wrote: a Markdown file holding only the table, or the accuracy
+ * plot. A rerun replaces those with the report, never a file of the user's.
+ */
+export function isReportSibling(file: string): boolean {
+  if (file.endsWith('.md')) {
+    const lines = fs.readFileSync(file, 'utf8').split('\n');
+    return lines.at(-1) === '' && lines[0] === TABLE_HEAD[0] && lines[1] === TABLE_HEAD[1] && lines.slice(2, -1).every((l) => /^\|( [^|\n]* \|){9}$/.test(l));
+  }
+  const text = fs.readFileSync(file, 'utf8');
+  return file.endsWith('.svg') && text.startsWith('<svg') && text.includes(`>${PLOT_TITLE}</text>`);
+}
+
 /** Writes the JSON report to `out` exactly, the .md table and -accuracy.svg plot beside it (reportFiles). */
 export async function writeReport(out: string, runs: { name: string; report: EvalReport }[]): Promise<void> {
   fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
@@ -43,5 +59,5 @@ export async function writeReport(out: string, runs: { name: string; report: Eva
   write(files.json, JSON.stringify(runs.length === 1 ? runs[0].report : Object.fromEntries(runs.map((r) => [r.name, r.report])), null, 1) + '\n');
   write(files.md, markdownTable(runs));
   const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));
-  writeSvg(files.svg, await barChart({ title: 'Accuracy by category', y: 'accuracy (%)', bars }));
+  writeSvg(files.svg, await barChart({ title: PLOT_TITLE, y: 'accuracy (%)', bars }));
 }
