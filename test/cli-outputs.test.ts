@@ -394,4 +394,11 @@ test('convert refuses to write into its own --model folder or a file; a converte
   assert.match(cli(['convert', '--model', src, '--out', theirs]).stderr, /their-onnx already holds a model or adapter \(tokenizer_config\.json, model\.onnx\); choose another folder, or pass --overwrite to replace it\n/); // convert has no --resume
   assert.deepEqual(snapshot(theirs), kept);
   assert.equal(cli(['convert', '--model', src, '--out', theirs, '--quant', 'fp32', '--overwrite']).status, 0);
+  // Another model's conversion: refused untouched, replaced with --overwrite.
+  const other = at('conv-src2');
+  fs.cpSync(src, other, { recursive: true });
+  const converted = snapshot(at('conv-out'));
+  assert.match(cli(['convert', '--model', other, '--out', at('conv-out')]).stderr, new RegExp(`--out ${at('conv-out')} holds a conversion of another model \\(${src}\\); choose another folder, or pass --overwrite to replace it`));
+  assert.deepEqual(snapshot(at('conv-out')), converted);
+  assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32', '--overwrite']).status, 0);
 });

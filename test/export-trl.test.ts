@@ -129,9 +129,13 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     { prompt: [{ role: 'user', content: 'hi' }], completion: [{ role: 'assistant', content: '<think>\n\n</think>\n\nhello' }] },
     { prompt: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '<think>\n\n</think>\n\nhello' }, { role: 'user', content: 'and?' }], completion: [{ role: 'assistant', content: 'more' }] },
   ], 'one prompt-completion record per assistant turn');
+  // As train-sft: records without the invocation train nothing, and a file with none is refused.
   fs.writeFileSync(data, [JSON.stringify({ prompt: 'Q: 2+2?', completion: '#### 4' })].join('\n'));
+  assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 }),
+    /export-trl: none of the 1 training records of .*mine\.jsonl holds the activated-LoRA invocation "<think>" \(the adapter switches on there and trains only what follows\)/);
+  fs.writeFileSync(data, [JSON.stringify({ prompt: 'Q: 2+2?', completion: '<think>\n2+2=4\n</think>\n\n#### 4' })].join('\n'));
   exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 });
-  assert.deepEqual(jsonl(path.join(out, 'data/sft/train.jsonl')), [{ prompt: 'Q: 2+2?', completion: '#### 4' }]);
+  assert.deepEqual(jsonl(path.join(out, 'data/sft/train.jsonl')), [{ prompt: 'Q: 2+2?', completion: '<think>\n2+2=4\n</think>\n\n#### 4' }]);
   fs.writeFileSync(data, [JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'x' }] }), JSON.stringify({ prompt: 'Q', completion: 'A' })].join('\n'));
   assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl mixes conversations \("messages"\) and prompt\/completion lines \(e\.g\. line 2\)/);
   // RL prompts of your own are graded as train-rl grades a file (gsm8k), and golds it can never match are refused.

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { openSource, readManifest, type Manifest } from '../io/source.ts';
@@ -8,27 +9,34 @@ import { parseTargets } from './train-sft.ts';
 import { checkOutDir } from './outputs.ts';
 import { quantArg } from './main.ts';
 
-/** A folder an earlier convert wrote (its edgereason.json is a manifest), which convert rebuilds in place. */
-function isConverted(dir: string): boolean {
+/** The source of a folder an earlier convert wrote (its edgereason.json is a manifest), else undefined. */
+function convertedFrom(dir: string): string | undefined {
   try {
     const m = readManifest(dir);
-    return typeof m.format === 'number' && typeof m.source?.path === 'string';
+    return typeof m.format === 'number' && typeof m.source?.path === 'string' ? m.source.path : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
+
+const real = (p: string) => (fs.existsSync(p) ? fs.realpathSync(p) : path.resolve(p));
 
 export function convertCommand(program: Command): void {
   program.command('convert')
     .description('build the ONNX graph and weights once (model.onnx + model.onnx.data) for fast loading')
     .requiredOption('--model <path>', 'Hugging Face folder, .gguf or llama2.c .bin')
-    .requiredOption('--out <dir>', 'output folder (a converted folder there is rebuilt; a model\'s own folder, or one holding files convert writes, is refused)')
+    .requiredOption('--out <dir>', 'output folder (a conversion of the same --model there is rebuilt; a model\'s own folder, another model\'s conversion, or one holding files convert writes, is refused)')
     .option('--overwrite', 'replace the model, tokenizer or ONNX files another tool left in --out')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...)')
     .action(async (o) => {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
-      checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: isConverted, overwrite: !!o.overwrite });
+      // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
+      const earlier = fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() ? convertedFrom(o.out) : undefined;
+      if (earlier !== undefined && real(earlier) !== real(o.model) && !o.overwrite) {
+        throw new Error(`--out ${o.out} holds a conversion of another model (${earlier}); choose another folder, or pass --overwrite to replace it`);
+      }
+      checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });
       const t0 = performance.now(), src = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(src.config);
       const note = requantisedNote(src, quant);
       if (note) console.error(note);

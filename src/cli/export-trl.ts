@@ -125,6 +125,11 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
       throw new Error(`export-trl: ${o.data} mixes conversations ("messages") and prompt/completion lines (e.g. line ${odd.line}); a TRL dataset has one format: split the file`);
     }
     sft = records.flatMap((r) => ('messages' in r ? turns(r.messages) : [{ prompt: r.prompt, completion: r.completion }]));
+    // As train-sft: the activated LoRA trains only from its invocation on, so a record without it teaches nothing.
+    const text = (x: unknown) => (typeof x === 'string' ? x : Array.isArray(x) ? x.map((m) => String((m as { content?: unknown }).content ?? '')).join('\n') : '');
+    const without = sft.filter((r) => !(text(r.prompt) + text(r.completion)).includes(invocation)).length;
+    if (without === sft.length) throw new Error(`export-trl: none of the ${sft.length} training records of ${o.data} holds the activated-LoRA invocation "${invocation}" (the adapter switches on there and trains only what follows): write it at the start of each reply, or set --alora-invocation`);
+    if (without) console.error(`export-trl: note: ${without} of the ${sft.length} training records of ${o.data} do not hold the invocation "${invocation}" and train nothing`);
   } else {
     sft = reasoningConversations(o.examples ?? 24000, seed).flatMap((c) => turns([{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }]));
   }
