@@ -333,12 +333,20 @@ test('export-trl: a non-empty --out is refused without --overwrite; local base m
   assert.throws(() => exportTrl({ out: at('trl-hub'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 4, rlPrompts: 2 }), /is not empty/);
 });
 
-test('--version prints package.json\'s version; demo --help names its default once', async () => {
+test('--version prints package.json\'s version; demo --help names its default once; CLI errors name flags, not API options', async () => {
   const { stdout } = await promisify(execFile)(process.execPath, [BIN, '--version'], { cwd: ROOT });
   assert.equal(stdout.trim(), JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
   const help = cli(['demo', '--help']).stdout;
   assert.equal(help.match(/default:/g)?.length, 1, help);
   assert.match(help, /\(default: the embedded models\/default\)/);
+  assert.match(cli(['demo', '--model', at('no-such-model')]).stderr, /demo: .*no-such-model has no reasoning adapter \(.*reasoning-adapter\/adapter_config\.json not found\); the demo runs on a folder laid out as models\/default/);
+  // A required option given empty cannot be left out; a number's range says what it is.
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: --prompt is empty; give it a value$/m);
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', 'Infinity']).stderr, /--temperature must be a finite number ≥ 0, got "Infinity"/);
+  // The library's option names come out as the command line's flags.
+  assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
+    /raw prompt 0 does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
+  assert.match(cli(['answer', '--model', 'models/default', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr, /or --native-thinking for a model that thinks by itself/);
 });
 
 test('answer uses the reasoning adapter beside the model by default (as serve does); --no-adapter is the base alone', () => {

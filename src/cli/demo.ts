@@ -59,9 +59,12 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
 export function demoCommand(program: Command): void {
   program.command('demo')
     .description('the embedded default model: answers with and without the reasoning adapter, routing, budgets and voting')
-    .addOption(new Option('--model <dir>', 'model folder').default(DEFAULT_MODEL, 'the embedded models/default'))
+    .addOption(new Option('--model <dir>', 'model folder laid out as models/default (reasoning-adapter/ inside; router.json, verifier.json and reasoning-adapter-rl/ when present)').default(DEFAULT_MODEL, 'the embedded models/default'))
     .action(async (o) => {
       const adapter = path.join(o.model, 'reasoning-adapter'), rl = path.join(o.model, 'reasoning-adapter-rl');
+      if (!fs.existsSync(path.join(adapter, 'adapter_config.json'))) {
+        throw new Error(`demo: ${o.model} has no reasoning adapter (${path.join(adapter, 'adapter_config.json')} not found); the demo runs on a folder laid out as models/default. For another model use answer, generate or serve`);
+      }
       const useRl = fs.existsSync(path.join(rl, 'adapter_config.json'));
       // The router and verifier were trained with the SFT adapter; the budget-forced one is shown beside it, in the
       // same session (one copy of the weights).

@@ -25,19 +25,23 @@ export async function main(argv: string[]): Promise<void> {
   program.hook('preAction', (_, command) => {
     for (const o of command.options) {
       const v: unknown = command.getOptionValue(o.attributeName());
-      if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value or leave it out`);
+      if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
     }
   });
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {
-    console.error(`edgereason: ${e instanceof Error ? e.message : String(e)}`);
+    console.error(`edgereason: ${cliWords(e instanceof Error ? e.message : String(e))}`);
     process.exitCode = 1;
     // A command that failed with a model open may leave its ONNX Runtime worker threads holding the process.
     setTimeout(() => process.exit(1), 2000).unref();
   }
 }
+
+/** The library's errors name API options; on the command line they are flags and commands. */
+const CLI_WORDS: [RegExp, string][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command']];
+export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message);
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -52,7 +56,7 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
 export function floatArg(name: string, min = 0, max = Infinity) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number in [${min}, ${max}], got "${v}"`);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a ${max === Infinity ? `finite number ≥ ${min}` : `number in [${min}, ${max}]`}, got "${v}"`);
     return n;
   };
 }
