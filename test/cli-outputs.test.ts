@@ -347,6 +347,8 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /raw prompt 0 does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
   assert.match(cli(['answer', '--model', 'models/default', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr, /or --native-thinking for a model that thinks by itself/);
+  // A misspelt required flag is named (commander alone says only that the right one is missing).
+  assert.match(cli(['answer', '--model', 'models/default', '--questions', 'hi']).stderr, /error: unknown option '--questions'\n\(Did you mean --question\?\)/);
 });
 
 test('answer uses the reasoning adapter beside the model by default (as serve does); --no-adapter is the base alone', () => {

@@ -29,6 +29,16 @@ export async function main(argv: string[]): Promise<void> {
     }
   });
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
+  // A misspelt required flag (--questions) is named as unknown, with commander's suggestion; commander checks the
+  // required options first, and would only say that --question is missing.
+  for (const cmd of program.commands as (Command & Hidden)[]) {
+    const missing = cmd.missingMandatoryOptionValue.bind(cmd);
+    cmd.missingMandatoryOptionValue = (option) => {
+      const unknown = cmd.args.find((a) => a.startsWith('--'));
+      if (unknown) cmd.unknownOption(unknown);
+      missing(option);
+    };
+  }
   try {
     await program.parseAsync(argv);
   } catch (e) {
@@ -38,6 +48,9 @@ export async function main(argv: string[]): Promise<void> {
     setTimeout(() => process.exit(1), 2000).unref();
   }
 }
+
+/** Commander's methods behind its error messages (not in its typings). */
+interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOption(flag: string): void }
 
 /** The library's errors name API options; on the command line they are flags and commands. */
 const CLI_WORDS: [RegExp, string][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command']];
