@@ -7,10 +7,10 @@
  * Dims are innermost-first: a PyTorch [out, in] weight is stored with dims [in, out].
  */
 import * as fs from 'node:fs';
-import { ARCHITECTURES, ropeFreqFactors, type ModelConfig } from '../models/config.ts';
+import { ARCHITECTURES, checkModelConfig, ropeFreqFactors, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { checkWeights } from './hf-folder.ts';
-import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, numel, readAt, readFully, writeAll } from './safetensors.ts';
+import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, finiteWeights, numel, readAt, readFully, writeAll } from './safetensors.ts';
 
 // ---------------------------------------------------------------------------------------------
 // ggml tensor types: id -> name, elements per block, bytes per block (ggml's type traits).
@@ -274,6 +274,10 @@ function shortF32(x: number): number {
   return x;
 }
 
+/** Arrays of arrays nest no deeper than this in any real GGUF (llama.cpp writes none). */
+const MAX_ARRAY_DEPTH = 8;
+const VT_SIZE: Partial<Record<GgufScalarType, number>> = { u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 };
+
 class Cursor {
   private buf = new Uint8Array(0);
   private dv = new DataView(this.buf.buffer);
@@ -305,7 +309,7 @@ class Cursor {
     const n = this.u64(`${what} length`), at = this.take(n, what);
     return new TextDecoder().decode(this.buf.subarray(at, at + n));
   }
-  value(t: number, what: string): GgufValue {
+  value(t: number, what: string, depth = 0): GgufValue {
     switch (VT[t]) {
       case 'u8': return this.num(1, what, (dv, at) => dv.getUint8(at));
       case 'i8': return this.num(1, what, (dv, at) => dv.getInt8(at));
@@ -322,8 +326,13 @@ class Cursor {
       }
       case 'f64': return this.num(8, what, (dv, at) => dv.getFloat64(at, true));
       case 'array': {
+        if (depth >= MAX_ARRAY_DEPTH) throw new Error(`${this.file}: ${what} nests arrays more than ${MAX_ARRAY_DEPTH} deep (corrupt file?)`);
         const et = this.u32(`${what} element type`), n = this.u64(`${what} length`), out: GgufValue[] = [];
-        for (let i = 0; i < n; i++) out.push(this.value(et, what));
+        // Each element takes at least its fixed size (a string its length, an array its type and length): a length
+        // the rest of the file cannot hold is refused before it is allocated.
+        const least = VT[et] === 'string' ? 8 : VT[et] === 'array' ? 12 : VT_SIZE[VT[et] as GgufScalarType] ?? 1;
+        if (n * least > this.size - this.pos) throw new Error(`${this.file}: ${what} declares ${n} elements, more than the ${this.size - this.pos} bytes left in the file hold (corrupt file?)`);
+        for (let i = 0; i < n; i++) out.push(this.value(et, what, depth + 1));
         return out;
       }
       default: throw new Error(`${this.file}: ${what} has unknown metadata value type ${t}`);
@@ -388,7 +397,7 @@ export class GgufFile implements WeightSource {
   }
   get(name: string): Float32Array {
     const type = this.checkSupported(name);
-    return decodeGgml(type, this.raw(name), numel(this.info(name).dims));
+    return finiteWeights(decodeGgml(type, this.raw(name), numel(this.info(name).dims)), `${this.path}: tensor "${name}"`);
   }
   encoded(name: string): { type: DecodableType; bytes: Uint8Array } {
     return { type: this.checkSupported(name), bytes: this.raw(name) };
@@ -639,6 +648,9 @@ export function ggufToModel(path: string): {
   if (!file.has('token_embd.weight')) throw new Error(`${path}: tensor "token_embd.weight" is missing`);
 
   const hiddenSize = key('embedding_length'), numHeads = key('attention.head_count');
+  if (md[`${arch}.attention.key_length`] === undefined && hiddenSize % numHeads) {
+    throw new Error(`${path}: ${arch}.embedding_length (${hiddenSize}) is not a multiple of ${arch}.attention.head_count (${numHeads}), and there is no ${arch}.attention.key_length`);
+  }
   // Stop tokens as llama.cpp decides them: eos, eot, eom, plus the end-of-generation tokens it recognises by text.
   const tokens = md['tokenizer.ggml.tokens'], byText = Array.isArray(tokens) ? EOG_TEXTS.map((t) => tokens.indexOf(t)) : [];
   const eos = [...['eos', 'eot', 'eom'].map((k) => md[`tokenizer.ggml.${k}_token_id`]), ...byText].filter((x): x is number => typeof x === 'number' && x >= 0);
@@ -665,6 +677,15 @@ export function ggufToModel(path: string): {
   if (config.ropeFreqFactors && config.ropeFreqFactors.length !== config.headDim / 2) {
     throw new Error(`${path}: tensor "${ROPE_FREQS}" has ${config.ropeFreqFactors.length} values, expected head_dim / 2 = ${config.headDim / 2}`);
   }
+  const meta = (k: string) => `metadata "${k}"`, names: Record<keyof ModelConfig, string> = {
+    architecture: meta('general.architecture'), vocabSize: 'the rows of tensor "token_embd.weight"', hiddenSize: meta(`${arch}.embedding_length`),
+    intermediateSize: meta(`${arch}.feed_forward_length`), numLayers: meta(`${arch}.block_count`), numHeads: meta(`${arch}.attention.head_count`),
+    numKvHeads: meta(`${arch}.attention.head_count_kv`), headDim: meta(`${arch}.attention.key_length`), rmsNormEps: meta(`${arch}.attention.layer_norm_rms_epsilon`),
+    ropeTheta: meta(`${arch}.rope.freq_base`), ropeScaling: meta(`${arch}.rope.scaling.type`), ropeFreqFactors: `tensor "${ROPE_FREQS}"`,
+    maxPositionEmbeddings: meta(`${arch}.context_length`), tieWordEmbeddings: 'tensor "output.weight"', attentionBias: 'tensor "blk.0.attn_q.bias"',
+    bosTokenId: meta('tokenizer.ggml.bos_token_id'), eosTokenIds: 'the end-of-generation ids (tokenizer.ggml.eos_token_id, eot, eom)',
+  };
+  checkModelConfig(config, `${path}:`, (k) => names[k]);
   // Unknown tensors keep their llama.cpp name (checkWeights refuses them).
   const toGguf = new Map(file.names.filter((name) => name !== ROPE_FREQS).map((name) => [ggufToHfName(name) ?? name, name]));
   const src = (name: string) => {

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type Llama3RopeScaling, type ModelConfig } from '../models/config.ts';
+import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type Llama3RopeScaling, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 
@@ -65,11 +65,12 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   if (typeof tie !== 'boolean') throw new Error(`${file}: field "tie_word_embeddings" must be a boolean, got ${JSON.stringify(tie)}`);
 
   const hiddenSize = int('hidden_size'), numHeads = int('num_attention_heads');
+  if (raw.head_dim === undefined && arch !== 'qwen3' && hiddenSize % numHeads) throw new Error(`${file}: hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads}), and no head_dim is given`);
   const vocabSize = int('vocab_size'), bos = ids(raw.bos_token_id, 'bos_token_id');
   const eos = [...new Set([...ids(raw.eos_token_id, 'eos_token_id'), ...ids(generation.eos_token_id, 'eos_token_id', path.join(path.dirname(file), 'generation_config.json'))])];
   const outside = [...bos, ...eos].find((t) => t >= vocabSize);
   if (outside !== undefined) throw new Error(`${file}: token id ${outside} (bos_token_id / eos_token_id) is outside the vocabulary (vocab_size ${vocabSize})`);
-  return {
+  const config: ModelConfig = {
     architecture: arch,
     vocabSize,
     hiddenSize,
@@ -89,7 +90,17 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     // generate() stops on generation_config.json's eos ids; keep config.json's too.
     eosTokenIds: eos,
   };
+  checkModelConfig(config, `${file}:`, (k) => `field "${HF_FIELDS[k]}"`);
+  return config;
 }
+
+/** config.json's name for each ModelConfig field. */
+const HF_FIELDS: Record<keyof ModelConfig, string> = {
+  architecture: 'model_type', vocabSize: 'vocab_size', hiddenSize: 'hidden_size', intermediateSize: 'intermediate_size', numLayers: 'num_hidden_layers',
+  numHeads: 'num_attention_heads', numKvHeads: 'num_key_value_heads', headDim: 'head_dim', rmsNormEps: 'rms_norm_eps', ropeTheta: 'rope_theta',
+  ropeScaling: 'rope_scaling', ropeFreqFactors: 'rope_scaling', maxPositionEmbeddings: 'max_position_embeddings', tieWordEmbeddings: 'tie_word_embeddings',
+  attentionBias: 'attention_bias', bosTokenId: 'bos_token_id', eosTokenIds: 'eos_token_id',
+};
 
 /**
  * rope_scaling (or transformers 5's rope_parameters, `field`): absent, null or "default" (plain RoPE), or Llama 3's
@@ -186,6 +197,7 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
       if (!shards.has(shard)) {
         const file = path.join(dir, shard);
         if (!fs.existsSync(file)) throw new Error(`${index}: shard "${shard}" (holding "${tensor}") is missing from ${dir}`);
+        if (!fs.statSync(file).isFile()) throw new Error(`${index}: shard "${shard}" (holding "${tensor}") is not a file in ${dir}`);
         shards.set(shard, openSafetensors(file));
       }
       const f = shards.get(shard)!;

@@ -7,13 +7,15 @@
  * gives run.c's printed text: the Strip decoder drops the first token's leading space as run.c does after BOS.
  * `tokenizer.encode(prompt)` prepends BOS as run.c does; an empty prompt encodes to just [1].
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
+import { checkModelConfig, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import { MemoryWeights } from './weights.ts';
 import { loadTokenizer, type HfTokenizer } from '../tokenizer/hf.ts';
 
 const HEADER_BYTES = 7 * 4;
+/** The largest file Node reads whole (2 GiB − 1). */
+const MAX_READ = 2 ** 31 - 1;
 
 export function loadLlama2c(modelPath: string, tokenizerPath?: string): { config: ModelConfig; weights: MemoryWeights; tokenizer: HfTokenizer } {
   const { config, weights } = readLlama2cModel(modelPath);
@@ -37,6 +39,8 @@ function findTokenizer(modelPath: string): string {
 
 /** Reads a llama2.c checkpoint: 7 int32 header fields, then float32 tensors in run.c's order. */
 export function readLlama2cModel(file: string): { config: ModelConfig; weights: MemoryWeights } {
+  const size = statSync(file).size;
+  if (size > MAX_READ) throw new Error(`llama2c: ${file} is ${(size / 2 ** 30).toFixed(1)} GiB; llama2.c checkpoints over 2 GiB are not supported (load the model's Hugging Face folder or a GGUF instead)`);
   const buf = readFileSync(file);
   if (buf.length < HEADER_BYTES) throw new Error(`llama2c: ${file} is too small (${buf.length} bytes) for a llama2.c header`);
   const h = new DataView(buf.buffer, buf.byteOffset, HEADER_BYTES);
@@ -53,6 +57,8 @@ export function readLlama2cModel(file: string): { config: ModelConfig; weights: 
     numHeads: heads, numKvHeads: kvHeads, headDim, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: seqLen,
     tieWordEmbeddings: shared, attentionBias: false, bosTokenId: 1, eosTokenIds: [2],
   };
+  const fields: Partial<Record<keyof ModelConfig, string>> = { vocabSize: 'vocab_size', hiddenSize: 'dim', maxPositionEmbeddings: 'seq_len' };
+  checkModelConfig(config, `llama2c: ${file}:`, (k) => `header field ${fields[k] ?? k}`);
   // run.c's order; each per-layer tensor is stored for all layers back to back. freq_cis is skipped (RoPE is recomputed).
   const sizes = {
     embed: vocab * dim, rmsAtt: layers * dim, wq: layers * dim * dim, wk: layers * dim * kvDim, wv: layers * dim * kvDim,

@@ -159,18 +159,19 @@ export class SafetensorsFile implements WeightSource {
     readAt(this.path, t.begin, bytes);
     return bytes;
   }
+  /** The tensor as float32; a float tensor must hold finite values only. */
   get(name: string): Float32Array {
-    const t = this.info(name), n = numel(t.shape);
+    const t = this.info(name), n = numel(t.shape), what = `${this.path}: tensor "${name}"`;
     if (t.dtype === 'F32') { // read straight into the result (little-endian host assumed, as everywhere in ML)
       const out = new Float32Array(n);
       readAt(this.path, t.begin, new Uint8Array(out.buffer));
-      return out;
+      return finiteWeights(out, what);
     }
     const b = this.raw(name), buf = b.buffer; // fresh allocation: offset 0, so typed views are aligned
     switch (t.dtype) {
-      case 'F16': return f16ToF32Array(new Uint16Array(buf, 0, n));
-      case 'BF16': return bf16ToF32Array(new Uint16Array(buf, 0, n));
-      case 'F64': return Float32Array.from(new Float64Array(buf, 0, n));
+      case 'F16': return finiteWeights(f16ToF32Array(new Uint16Array(buf, 0, n)), what);
+      case 'BF16': return finiteWeights(bf16ToF32Array(new Uint16Array(buf, 0, n)), what);
+      case 'F64': return finiteWeights(Float32Array.from(new Float64Array(buf, 0, n)), what);
       case 'I64': return Float32Array.from(new BigInt64Array(buf, 0, n), Number);
       case 'I32': return Float32Array.from(new Int32Array(buf, 0, n));
       case 'I16': return Float32Array.from(new Int16Array(buf, 0, n));
@@ -182,6 +183,14 @@ export class SafetensorsFile implements WeightSource {
 
 /** The dtypes weights may be stored in (integers are quantized or index data, not weights). */
 export const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16', 'F64']);
+
+/** `x`, refused where it holds a value that is not finite (a corrupt file, or one saved from a diverged run). */
+export function finiteWeights(x: Float32Array, what: string): Float32Array {
+  for (let i = 0; i < x.length; i++) {
+    if (x[i] - x[i] !== 0) throw new Error(`${what} holds ${x[i]} at element ${i}: weights must be finite (the file is corrupt, or was saved from a training run that diverged)`);
+  }
+  return x;
+}
 
 /**
  * Refuses to write weights that are not finite (a run that diverged): the file the user has stays as it was.
@@ -238,6 +247,11 @@ export function openSafetensors(path: string): SafetensorsFile {
     if (off[1] > dataLen)
       throw new Error(`${where}: data_offsets ${JSON.stringify(off)} point outside the file (data section has ${dataLen} bytes): file truncated?`);
     tensors.set(name, { dtype: t.dtype, shape: t.shape, begin: dataStart + off[0], end: dataStart + off[1] });
+  }
+  // As the format requires: no two tensors share bytes (a header that points two tensors at one block is corrupt).
+  const spans = [...tensors].filter(([, t]) => t.end > t.begin).sort((a, b) => a[1].begin - b[1].begin);
+  for (let i = 1; i < spans.length; i++) {
+    if (spans[i][1].begin < spans[i - 1][1].end) throw new Error(`${path}: tensors "${spans[i - 1][0]}" and "${spans[i][0]}" overlap in the data section (corrupt header)`);
   }
   return new SafetensorsFile(path, tensors, metadata);
 }

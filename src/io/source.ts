@@ -158,7 +158,7 @@ function checkManifest(m: Manifest, file: string): void {
   if (!src || typeof src !== 'object' || typeof src.path !== 'string' || typeof src.fingerprint !== 'string') bad('source', 'an object {path, kind, fingerprint}', src);
   if (m.sizes !== undefined && (typeof m.sizes !== 'object' || !Object.values(m.sizes).every((n) => Number.isInteger(n)))) bad('sizes', 'an object of byte counts', m.sizes);
   if (m.edgereason !== undefined && typeof m.edgereason !== 'string') bad('edgereason', 'a version string', m.edgereason);
-  checkModelConfig(m.config, `model: ${file} field "config`);
+  checkModelConfig(m.config, `model: ${file}`);
 }
 
 /** What defines a model folder: weights, config, tokenizer, chat template (not e.g. a router.json trained beside it). */

@@ -31,29 +31,36 @@ export const ARCHITECTURES: readonly ModelConfig['architecture'][] = ['qwen2', '
 /** Whether each query and key head is RMS-normalised before RoPE (Qwen3's q_norm / k_norm, weights [headDim]). */
 export const hasQkNorm = (c: ModelConfig): boolean => c.architecture === 'qwen3';
 
+/** The longest context a model may declare: its RoPE table is built for every position (2^20: Qwen2.5-1M fits). */
+export const MAX_POSITIONS = 1 << 20;
+
 /**
- * Checks a ModelConfig read from a file edgereason wrote (a converted folder's manifest). `where` is the message
- * prefix up to the field name's opening quote, e.g. `model: x/edgereason.json field "config`.
+ * Checks a ModelConfig, as a loader built it or as read from a file edgereason wrote (a converted folder's manifest).
+ * `where` names the file (the message prefix, e.g. `x/config.json:`); `name` names a field as that file holds it.
  */
-export function checkModelConfig(c: ModelConfig, where: string): void {
-  const bad = (field: string, want: string, got: unknown) => { throw new Error(`${where}${field}" must be ${want}, got ${JSON.stringify(got)}`); };
+export function checkModelConfig(c: ModelConfig, where: string, name: (field: keyof ModelConfig) => string = (k) => `field "config.${k}"`): void {
+  const bad = (field: keyof ModelConfig | '', want: string, got: unknown) => {
+    throw new Error(`${where} ${field ? name(field) : 'field "config"'} must be ${want}, got ${JSON.stringify(got)}`);
+  };
   if (!c || typeof c !== 'object') bad('', 'an object', c);
-  if (!ARCHITECTURES.includes(c.architecture)) bad('.architecture', `one of ${ARCHITECTURES.map((a) => `"${a}"`).join(', ')}`, c.architecture);
+  if (!ARCHITECTURES.includes(c.architecture)) bad('architecture', `one of ${ARCHITECTURES.map((a) => `"${a}"`).join(', ')}`, c.architecture);
   for (const k of ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'maxPositionEmbeddings'] as const) {
-    if (!Number.isInteger(c[k]) || c[k] <= 0) bad(`.${k}`, 'a positive integer', c[k]);
+    if (!Number.isInteger(c[k]) || c[k] <= 0) bad(k, 'a positive integer', c[k]);
   }
-  for (const k of ['rmsNormEps', 'ropeTheta'] as const) if (typeof c[k] !== 'number' || !(c[k] > 0)) bad(`.${k}`, 'a positive number', c[k]);
-  for (const k of ['tieWordEmbeddings', 'attentionBias'] as const) if (typeof c[k] !== 'boolean') bad(`.${k}`, 'true or false', c[k]);
-  if (c.numHeads % c.numKvHeads) bad('.numKvHeads', `a divisor of numHeads (${c.numHeads})`, c.numKvHeads);
+  for (const k of ['rmsNormEps', 'ropeTheta'] as const) if (typeof c[k] !== 'number' || !(c[k] > 0) || !Number.isFinite(c[k])) bad(k, 'a positive number', c[k]);
+  for (const k of ['tieWordEmbeddings', 'attentionBias'] as const) if (typeof c[k] !== 'boolean') bad(k, 'true or false', c[k]);
+  if (c.numHeads % c.numKvHeads) bad('numKvHeads', `a divisor of the number of attention heads (${c.numHeads})`, c.numKvHeads);
+  if (c.headDim % 2) bad('headDim', 'even (RoPE turns pairs of dimensions)', c.headDim);
+  if (c.maxPositionEmbeddings > MAX_POSITIONS) bad('maxPositionEmbeddings', `at most ${MAX_POSITIONS} (the RoPE table holds every position)`, c.maxPositionEmbeddings);
   const id = (t: unknown) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < c.vocabSize;
-  if (!Array.isArray(c.eosTokenIds) || !c.eosTokenIds.every(id)) bad('.eosTokenIds', `a list of token ids below vocabSize (${c.vocabSize})`, c.eosTokenIds);
-  if (c.bosTokenId !== undefined && !id(c.bosTokenId)) bad('.bosTokenId', `a token id below vocabSize (${c.vocabSize})`, c.bosTokenId);
-  if (c.ropeFreqFactors !== undefined && !(Array.isArray(c.ropeFreqFactors) && c.ropeFreqFactors.length === c.headDim / 2 && c.ropeFreqFactors.every((x) => x > 0))) {
-    bad('.ropeFreqFactors', `${c.headDim / 2} positive numbers`, c.ropeFreqFactors);
+  if (!Array.isArray(c.eosTokenIds) || !c.eosTokenIds.every(id)) bad('eosTokenIds', `token ids below the vocabulary size (${c.vocabSize})`, c.eosTokenIds);
+  if (c.bosTokenId !== undefined && !id(c.bosTokenId)) bad('bosTokenId', `a token id below the vocabulary size (${c.vocabSize})`, c.bosTokenId);
+  if (c.ropeFreqFactors !== undefined && !(Array.isArray(c.ropeFreqFactors) && c.ropeFreqFactors.length === c.headDim / 2 && c.ropeFreqFactors.every((x) => x > 0 && Number.isFinite(x)))) {
+    bad('ropeFreqFactors', `${c.headDim / 2} positive numbers`, c.ropeFreqFactors);
   }
   const r = c.ropeScaling;
   if (r !== undefined && !(r && r.type === 'llama3' && [r.factor, r.lowFreqFactor, r.highFreqFactor, r.originalMaxPositionEmbeddings].every((x) => typeof x === 'number' && x > 0))) {
-    bad('.ropeScaling', '{type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings}', r);
+    bad('ropeScaling', '{type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings}', r);
   }
 }
 

@@ -24,9 +24,18 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   if (model !== 'gpt2') throw new Error(`tokenizer: ${file} has tokenizer.ggml.model = ${JSON.stringify(model)}; only "gpt2" (byte-level BPE) can be rebuilt from GGUF metadata — put the model's tokenizer.json beside the file`);
   const patterns = SPLIT_PATTERNS[pre];
   if (!patterns) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${JSON.stringify(named)}, which is not supported (${[...Object.keys(SPLIT_PATTERNS), ...Object.keys(PRE_ALIASES)].join(', ')}) — put the model's tokenizer.json beside the file`);
-  const tokens = md['tokenizer.ggml.tokens'] as string[], types = (md['tokenizer.ggml.token_type'] ?? []) as number[];
-  const merges = (md['tokenizer.ggml.merges'] ?? []) as string[];
-  if (!Array.isArray(tokens) || !tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
+  // The lists as llama.cpp writes them: refused by key when they are of another type.
+  const list = <T>(key: string, ok: (x: unknown) => boolean, want: string, fallback?: T[]): T[] => {
+    const v = md[key] ?? fallback;
+    if (v === undefined) throw new Error(`tokenizer: ${file} has no ${key}`);
+    const bad = Array.isArray(v) ? v.findIndex((x) => !ok(x)) : -1;
+    if (!Array.isArray(v) || bad >= 0) throw new Error(`tokenizer: ${file} metadata "${key}" must be an array of ${want}, got ${Array.isArray(v) ? `${JSON.stringify(v[bad])} at index ${bad}` : JSON.stringify(v)}`);
+    return v as T[];
+  };
+  const tokens = list<string>('tokenizer.ggml.tokens', (x) => typeof x === 'string', 'strings');
+  const types = list<number>('tokenizer.ggml.token_type', Number.isInteger, 'integers', []);
+  const merges = list<string>('tokenizer.ggml.merges', (x) => typeof x === 'string' && x.includes(' '), 'strings "left right"', []);
+  if (!tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
   const vocab: Record<string, number> = {}, added: unknown[] = [];
   tokens.forEach((t, id) => {
     if (types[id] === UNUSED) return; // a padding row of the embedding ([PAD151700]): no text, as in the model's tokenizer.json

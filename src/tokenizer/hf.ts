@@ -58,7 +58,7 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
   const json = has('chat_template.json') ? readJson(file('chat_template.json')) as { chat_template?: unknown } : undefined;
-  const chatTemplate = has('chat_template.jinja') ? readFileSync(file('chat_template.jinja'), 'utf8') : pickTemplate(json?.chat_template);
+  const chatTemplate = has('chat_template.jinja') ? readFileSync(file('chat_template.jinja'), 'utf8') : pickTemplate(json?.chat_template, file('chat_template.json'));
   return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}) };
 }
 
@@ -80,10 +80,17 @@ function tokenString(v: unknown): string | undefined {
   if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
 }
 
-/** chat_template is a string, or transformers' list of named templates ({name, template}) where "default" is the chat one. */
-function pickTemplate(t: unknown): string | undefined {
-  if (typeof t === 'string') return t;
-  if (Array.isArray(t)) return (t.find((x) => x?.name === 'default') ?? t[0])?.template;
+/**
+ * chat_template is a string, or transformers' list of named templates ({name, template}) where "default" is the chat
+ * one; anything else is refused, naming `file`, as a list without "default" is (transformers refuses it when applied).
+ */
+function pickTemplate(t: unknown, file: string): string | undefined {
+  if (t === undefined || t === null || typeof t === 'string') return t ?? undefined;
+  const named = Array.isArray(t) && t.every((x) => x && typeof x === 'object' && typeof x.name === 'string' && typeof x.template === 'string');
+  if (!named) throw new Error(`tokenizer: ${file} field "chat_template" must be a string or a list of {name, template}, got ${JSON.stringify(t).slice(0, 200)}`);
+  const chat = (t as { name: string; template: string }[]).find((x) => x.name === 'default');
+  if (!chat) throw new Error(`tokenizer: ${file} field "chat_template" lists templates named ${t.map((x) => JSON.stringify(x.name)).join(', ')}, none of them "default" (the chat template)`);
+  return chat.template;
 }
 
 export class HfTokenizer implements TextTokenizer {
@@ -101,6 +108,7 @@ export class HfTokenizer implements TextTokenizer {
     chatTemplate: string | undefined, opts: LoadTokenizerOptions = {}) {
     const config = files.config;
     this.vocabSize = 1 + [...tokenizer.get_vocab(true).values()].reduce((a, b) => Math.max(a, b), -1);
+    if (!this.vocabSize) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`);
     this.specialIds = new Set([...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
     this.specialTokens = {};
     for (const k of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
@@ -111,7 +119,7 @@ export class HfTokenizer implements TextTokenizer {
     this.bosTokenId = id('bos_token') ?? opts.bosTokenId;
     const eos = id('eos_token');
     this.eosTokenIds = [...new Set([...(eos === undefined ? [] : [eos]), ...(opts.eosTokenIds ?? [])])];
-    this.templateSource = chatTemplate ?? pickTemplate(config.chat_template);
+    this.templateSource = chatTemplate ?? pickTemplate(config.chat_template, `${this.name} (tokenizer_config.json)`);
     // Parsed now, and a template that does not parse is reported by name at the first chat request (raw
     // prompts, training on prompt/completion data and convert do not need it).
     if (this.templateSource !== undefined) {

@@ -1,0 +1,135 @@
+/**
+ * Malformed checkpoints are refused at load, naming the file and the field (config.json key, GGUF metadata key,
+ * tensor): never a RangeError deep in graph building, a stack overflow, a huge allocation or NaN output.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadHfFolder } from '../src/io/hf-folder.ts';
+import { ggufToModel, openGguf, typed, writeGguf, type GgufTyped, type GgufValue } from '../src/io/gguf.ts';
+import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
+import { loadAdapter, saveAdapter } from '../src/io/peft.ts';
+import { readLlama2cModel } from '../src/io/llama2c.ts';
+import { tokenizerFromGguf } from '../src/tokenizer/gguf.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { MAX_POSITIONS } from '../src/models/config.ts';
+import { makeRandomQwen2 } from './helpers/random-model.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-loader-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const base = makeRandomQwen2({ dir: path.join(tmp, 'base'), seed: 1, gguf: true });
+
+/** A copy of the base HF folder with config.json edited. */
+function hfWith(name: string, edit: (c: Record<string, unknown>) => void): string {
+  const dir = path.join(tmp, name);
+  fs.cpSync(base.dir, dir, { recursive: true });
+  const c = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  edit(c);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(c));
+  return dir;
+}
+
+/** A copy of the base GGUF with its metadata edited. */
+function ggufWith(name: string, edit: (md: Record<string, GgufTyped>) => void): string {
+  const f = openGguf(base.files.ggufF32), md: Record<string, GgufTyped> = {};
+  for (const [k, v] of Object.entries(f.metadata)) md[k] = typed(f.metadataTypes[k] as never, v as GgufValue);
+  edit(md);
+  const out = path.join(tmp, `${name}.gguf`);
+  writeGguf(out, { metadata: md, tensors: f.names.map((n) => ({ name: n, shape: f.shape(n), type: f.info(n).type, raw: f.raw(n) })) });
+  return out;
+}
+
+test('config.json: heads that do not divide, an odd head size, a context past the RoPE table, no head_dim for an uneven split', () => {
+  const cfg = path.join(tmp, 'kv3', 'config.json');
+  assert.throws(() => loadHfFolder(hfWith('kv3', (c) => { c.num_key_value_heads = 3; })),
+    (e: Error) => e.message === `${cfg}: field "num_key_value_heads" must be a divisor of the number of attention heads (4), got 3`);
+  assert.throws(() => loadHfFolder(hfWith('hd15', (c) => { c.head_dim = 15; })), /hd15\/config\.json: field "head_dim" must be even \(RoPE turns pairs of dimensions\), got 15/);
+  assert.throws(() => loadHfFolder(hfWith('pos', (c) => { c.max_position_embeddings = 2 ** 31 - 1; })),
+    new RegExp(`pos/config\\.json: field "max_position_embeddings" must be at most ${MAX_POSITIONS} \\(the RoPE table holds every position\\), got 2147483647`));
+  assert.throws(() => loadHfFolder(hfWith('heads5', (c) => { c.num_attention_heads = 5; c.num_key_value_heads = 5; delete c.head_dim; })),
+    /heads5\/config\.json: hidden_size \(64\) is not a multiple of num_attention_heads \(5\), and no head_dim is given/);
+});
+
+test('GGUF metadata: values are checked as config.json\'s are, naming the key; nested and oversized arrays are refused', () => {
+  assert.throws(() => ggufToModel(ggufWith('eps', (md) => { md['qwen2.attention.layer_norm_rms_epsilon'] = typed('f32', -1); })),
+    /eps\.gguf: metadata "qwen2\.attention\.layer_norm_rms_epsilon" must be a positive number, got -1/);
+  assert.throws(() => ggufToModel(ggufWith('theta', (md) => { md['qwen2.rope.freq_base'] = typed('f32', -10000); })),
+    /theta\.gguf: metadata "qwen2\.rope\.freq_base" must be a positive number, got -10000/);
+  assert.throws(() => ggufToModel(ggufWith('ctx0', (md) => { md['qwen2.context_length'] = typed('u32', 0); })),
+    /ctx0\.gguf: metadata "qwen2\.context_length" must be a positive integer, got 0/);
+  assert.throws(() => ggufToModel(ggufWith('eos', (md) => { md['tokenizer.ggml.eos_token_id'] = typed('u32', 600); })),
+    /eos\.gguf: the end-of-generation ids \(tokenizer\.ggml\.eos_token_id, eot, eom\) must be token ids below the vocabulary size \(512\), got \[600/);
+  // Arrays nested 100 000 deep (writeGguf writes none: the bytes by hand): refused before the reader recurses that far.
+  const u32 = (x: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(x); return b; }, u64 = (x: number) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(x)); return b; };
+  const key = Buffer.from('general.nested'), ARRAY = 9, U8 = 0;
+  const nest = path.join(tmp, 'nest.gguf');
+  fs.writeFileSync(nest, Buffer.concat([Buffer.from('GGUF'), u32(3), u64(0), u64(1), u64(key.length), key, u32(ARRAY),
+    ...Array.from({ length: 100_000 }, () => Buffer.concat([u32(ARRAY), u64(1)])), u32(U8), u64(1), Buffer.from([7])]));
+  assert.throws(() => openGguf(nest), /nest\.gguf: metadata "general\.nested" nests arrays more than 8 deep \(corrupt file\?\)/);
+  // An array length the file cannot hold: refused before it is allocated.
+  const big = ggufWith('biglen', (md) => { md['general.zz'] = typed('u8', [1, 2, 3, 4]); });
+  const bytes = fs.readFileSync(big), at = bytes.indexOf(Buffer.from('general.zz')) + 'general.zz'.length + 4 + 4; // key, value type, element type
+  bytes.writeBigUInt64LE(2n ** 40n, at);
+  fs.writeFileSync(big, bytes);
+  assert.throws(() => openGguf(big), /biglen\.gguf: metadata "general\.zz" declares 1099511627776 elements, more than the \d+ bytes left in the file hold \(corrupt file\?\)/);
+});
+
+test('GGUF tokenizer lists of the wrong type are refused by key', () => {
+  const md = openGguf(base.files.ggufF32).metadata;
+  assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.merges': [1, 2] }, 'x.gguf'),
+    /tokenizer: x\.gguf metadata "tokenizer\.ggml\.merges" must be an array of strings "left right", got 1 at index 0/);
+  assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.tokens': 'abc' }, 'x.gguf'), /metadata "tokenizer\.ggml\.tokens" must be an array of strings, got "abc"/);
+});
+
+test('weights that are not finite are refused at load (model and adapter), naming file, tensor and element', () => {
+  const dir = path.join(tmp, 'nan');
+  fs.cpSync(base.dir, dir, { recursive: true });
+  const st = openSafetensors(path.join(dir, 'model.safetensors'));
+  const tensors = new Map(st.names.map((n) => [n, { shape: st.shape(n), data: st.get(n) }]));
+  tensors.get('model.layers.0.mlp.down_proj.weight')!.data[5] = NaN;
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+  const m = loadHfFolder(dir);
+  assert.throws(() => m.weights.get('model.layers.0.mlp.down_proj.weight'),
+    /nan\/model\.safetensors: tensor "model\.layers\.0\.mlp\.down_proj\.weight" holds NaN at element 5: weights must be finite/);
+  const ad = path.join(tmp, 'adapter');
+  const a = new Float32Array(4 * base.config.hiddenSize).fill(0.1), b = new Float32Array(base.config.numHeads * base.config.headDim * 4).fill(0.1);
+  saveAdapter(ad, { r: 4, loraAlpha: 8, targets: ['q_proj'] }, new Map(Array.from({ length: base.config.numLayers }, (_, l) => [`model.layers.${l}.self_attn.q_proj`, { a, b }])), base.config.numLayers);
+  const w = path.join(ad, 'adapter_model.safetensors'), f = openSafetensors(w);
+  const t = new Map(f.names.map((n) => [n, { shape: f.shape(n), data: f.get(n) }]));
+  t.get(f.names.find((n) => n.endsWith('lora_B.weight'))!)!.data[0] = Infinity;
+  writeSafetensors(w, t);
+  assert.throws(() => loadAdapter(ad, base.config), /adapter_model\.safetensors: tensor ".*lora_B\.weight" holds Infinity at element 0/);
+});
+
+test('safetensors: two tensors pointing at the same bytes are refused', () => {
+  const p = path.join(tmp, 'overlap.safetensors');
+  const json = Buffer.from(JSON.stringify({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }));
+  const buf = Buffer.alloc(8 + json.length + 12);
+  buf.writeBigUInt64LE(BigInt(json.length));
+  json.copy(buf, 8);
+  fs.writeFileSync(p, buf);
+  assert.throws(() => openSafetensors(p), /overlap\.safetensors: tensors "a" and "b" overlap in the data section \(corrupt header\)/);
+});
+
+test('tokenizer: a chat_template that is not a template, or a list without "default", and an empty vocabulary are refused by file', () => {
+  const dir = path.join(tmp, 'tok');
+  fs.mkdirSync(dir);
+  fs.copyFileSync(path.join(base.dir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+  const withConfig = (c: object) => { fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(c)); return () => loadTokenizer(dir); };
+  assert.throws(withConfig({ chat_template: 42 }), /tokenizer: .*tok.* \(tokenizer_config\.json\) field "chat_template" must be a string or a list of \{name, template\}, got 42/);
+  assert.throws(withConfig({ chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'rag', template: 'y' }] }),
+    /field "chat_template" lists templates named "tool_use", "rag", none of them "default" \(the chat template\)/);
+  assert.equal(withConfig({ chat_template: [{ name: 'rag', template: 'y' }, { name: 'default', template: 'z' }] })().applyChatTemplate([]), 'z');
+  const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, added_tokens: [], model: { ...json.model, vocab: {}, merges: [] } }));
+  assert.throws(withConfig({}), /tokenizer: .*tok.* has no vocabulary \(its "model\.vocab" holds no tokens\)/);
+});
+
+test('llama2.c: a checkpoint over 2 GiB is refused by name, before it is read', () => {
+  const p = path.join(tmp, 'big.bin');
+  fs.writeFileSync(p, '');
+  fs.truncateSync(p, 3_763_486_748); // sparse
+  assert.throws(() => readLlama2cModel(p), /llama2c: .*big\.bin is 3\.5 GiB; llama2\.c checkpoints over 2 GiB are not supported/);
+});
