@@ -151,6 +151,12 @@ describe('data', () => {
     ];
     for (const [lines, re] of cases) assert.throws(() => loadDataset(writeLines('bad.jsonl', lines), tok), re);
     assert.throws(() => loadDataset(file('nope.jsonl'), tok), /nope\.jsonl: cannot read dataset/);
+    // Not JSONL, or not UTF-8: said so.
+    assert.throws(() => loadDataset(writeLines('arr.jsonl', ['[', '{"prompt":"a","completion":"b"}', ']']), tok), /arr\.jsonl:1: invalid JSON \(.*\); a JSONL file holds one JSON object per line \(not a JSON array, nor pretty-printed JSON\)/);
+    fs.writeFileSync(file('latin1.jsonl'), Buffer.from('{"prompt":"a","completion":"b"}\n{"prompt":"caf\xe9","completion":"b"}\n', 'latin1'));
+    assert.throws(() => loadDataset(file('latin1.jsonl'), tok), /latin1\.jsonl:2: the dataset is not UTF-8 \(byte 0xe9 at offset 46\); save it as UTF-8/);
+    fs.writeFileSync(file('utf16.jsonl'), Buffer.from('\ufeff{"prompt":"a","completion":"b"}\n', 'utf16le'));
+    assert.throws(() => loadDataset(file('utf16.jsonl'), tok), /utf16\.jsonl: the dataset is UTF-16 text; save it as UTF-8/);
   });
 
   it('a template that renders earlier turns differently (Qwen3 drops their thinking): each such turn is an example of its own, as it renders last', () => {
