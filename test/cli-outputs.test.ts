@@ -20,6 +20,7 @@ import { lateProgress, Progress, StagedProgress } from '../src/train/progress.ts
 import { writeReport } from '../src/eval/report.ts';
 import type { EvalReport } from '../src/eval/harness.ts';
 import { exportTrl } from '../src/cli/export-trl.ts';
+import { removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
 import { DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 
@@ -94,6 +95,20 @@ test('train-sft refuses, before loading anything, an --out that is the base mode
   assert.match(r.stderr, /--overwrite: removed the earlier run's rl_log\.json/);
   assert.match(sft(user, '--resume', '--overwrite').stderr, /--resume and --overwrite contradict/);
   assert.match(sft(at('never'), '--resume').stderr, /--resume: --out .*never holds no checkpoint/);
+  // An --overwrite run records what it replaces beside its checkpoint: its --resume after an interruption removes
+  // the earlier run's files it did not rewrite.
+  fs.writeFileSync(path.join(user, 'rl_log.json'), '{}');
+  const replaced = replacedArtefacts(user, { overwrite: true })!;
+  assert.ok(replaced.has('rl_log.json') && fs.existsSync(path.join(user, 'checkpoint', 'replaced.json')));
+  assert.deepEqual(replacedArtefacts(user, { resume: true }), replaced);
+  assert.ok(removeStale(user, replacedArtefacts(user, { resume: true })!).includes('rl_log.json'));
+  // A folder where the run writes a file, or a file where it keeps its checkpoint folder: refused before training.
+  const odd = at('odd-out');
+  fs.mkdirSync(path.join(odd, 'loss.svg'), { recursive: true });
+  assert.match(sft(odd, '--overwrite').stderr, /--out .*odd-out: .*odd-out\/loss\.svg is a folder, where the adapter has a file; move it away or choose another --out/);
+  fs.rmSync(path.join(odd, 'loss.svg'), { recursive: true });
+  fs.writeFileSync(path.join(odd, 'checkpoint'), 'my notes');
+  assert.match(sft(odd).stderr, /--out .*odd-out: .*odd-out\/checkpoint is a file, where training keeps its checkpoint folder/);
 });
 
 test('train-sft --full refuses a folder with files it would replace (a tokenizer config of the user\'s)', () => {

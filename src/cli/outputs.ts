@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { writeJson } from '../io/safetensors.ts';
 
 /** The files that make a folder a model or an adapter (what a training run would replace). */
 const MODEL_FILES = ['config.json', 'model.safetensors', 'adapter_config.json', 'adapter_model.safetensors'];
@@ -75,6 +76,14 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
       throw new Error(`${flag} ${dir} is the ${inFlag} folder: the ${c.what} would be written over its own input; choose another ${flag}`);
     }
   }
+  // What the run writes must be writable whatever it is told: a folder where a file goes (or a file where the
+  // checkpoint folder goes) would fail the first save, after the work.
+  if (exists && !c.empty) {
+    const folder = WRITTEN.find((f) => fs.existsSync(path.join(abs, f)) && fs.statSync(path.join(abs, f)).isDirectory());
+    if (folder) throw new Error(`${flag} ${dir}: ${path.join(dir, folder)} is a folder, where the ${c.what} has a file; move it away or choose another ${flag}`);
+    const ckpt = path.join(abs, path.dirname(CHECKPOINT));
+    if (fs.existsSync(ckpt) && !fs.statSync(ckpt).isDirectory()) throw new Error(`${flag} ${dir}: ${path.join(dir, path.dirname(CHECKPOINT))} is a file, where training keeps its checkpoint folder; move it away or choose another ${flag}`);
+  }
   if (c.resume) {
     if (!fs.existsSync(path.join(abs, CHECKPOINT))) throw new Error(`--resume: ${flag} ${dir} holds no checkpoint (${path.join(dir, CHECKPOINT)} not found); start without --resume`);
     return;
@@ -139,6 +148,23 @@ export function artefacts(dir: string): Map<string, string> {
     out.set(f, `${s.ino}:${s.mtimeMs}:${s.size}`);
   }
   return out;
+}
+
+/** Where a run started with --overwrite records the earlier run's artefacts, for a --resume after an interruption. */
+const REPLACED = path.join('checkpoint', 'replaced.json');
+
+/**
+ * The earlier run's artefacts that this run replaces, for removeStale at its end: with --overwrite, those in `dir`
+ * now (recorded beside the checkpoint); with --resume, those the interrupted --overwrite run recorded.
+ */
+export function replacedArtefacts(dir: string, o: { overwrite?: boolean; resume?: boolean }): Map<string, string> | undefined {
+  const file = path.join(dir, REPLACED);
+  if (o.overwrite) {
+    const before = artefacts(dir);
+    if (before.size) writeJson(file, Object.fromEntries(before));
+    return before;
+  }
+  if (o.resume && fs.existsSync(file)) return new Map(Object.entries(JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, string>));
 }
 
 /**

@@ -8,7 +8,7 @@ import { makeSplits } from '../tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, positiveArg } from './main.ts';
-import { artefacts, checkOutDir, removeStale } from './outputs.ts';
+import { checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
 
 /** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
 export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[] {
@@ -68,7 +68,7 @@ export function trainRlCommand(program: Command): void {
       const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
       if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`--budgets must list positive integers, got "${o.budgets}"`);
       checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });
-      const before = o.overwrite ? artefacts(o.out) : undefined;
+      const before = replacedArtefacts(o.out, o); // removed after the run (or its --resume), where not rewritten
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: 'fp32' });

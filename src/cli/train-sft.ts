@@ -7,7 +7,7 @@ import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { trainSft } from '../train/sft.ts';
 import { intArg, positiveArg } from './main.ts';
-import { artefacts, checkOutDir, removeStale } from './outputs.ts';
+import { checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
 
 /** q,k,v,o,gate,up,down (or full names) -> projection names. */
 export function parseTargets(list: string, flag = '--targets'): Projection[] {
@@ -54,7 +54,7 @@ export function trainSftCommand(program: Command): void {
       const targets = parseTargets(o.targets);
       if (o.evalEvery !== undefined && !o.eval) process.stderr.write('train-sft: warning: --eval-every has no effect without --eval (no held-out set to take the loss on)\n');
       checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
-      const before = o.overwrite ? artefacts(o.out) : undefined;
+      const before = replacedArtefacts(o.out, o); // removed after the run (or its --resume), where not rewritten
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const train = loadDataset(o.data, src.tokenizer);
