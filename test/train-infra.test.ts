@@ -172,6 +172,16 @@ describe('data', () => {
     assert.deepEqual([first.ids, [...first.lossMask]], [one.ids, one.mask]);
   });
 
+  it('perTurn (activated LoRA, which trains only after an example\'s last invocation): every assistant turn is an example of its own', () => {
+    const msgs = [{ role: 'user', content: 'q1' }, { role: 'assistant', content: '<think>\na1' }, { role: 'user', content: 'q2' }, { role: 'assistant', content: '<think>\na2' }];
+    assert.equal(tokenizeRecord({ line: 1, messages: msgs }, tok).length, 1, 'one example without perTurn');
+    const [first, second, ...more] = tokenizeRecord({ line: 1, messages: msgs }, tok, 'line 1', true);
+    assert.equal(more.length, 0);
+    const one = expectPieces([['<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n', 0], ['<think>\na1<|im_end|>', 1]]);
+    const two = expectPieces([['<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n<think>\na1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n', 0], ['<think>\na2<|im_end|>', 1]]);
+    assert.deepEqual([first.ids, [...first.lossMask], second.ids, [...second.lossMask]], [one.ids, one.mask, two.ids, two.mask]);
+  });
+
   it('a reply that starts with a newline (merged with the generation prompt\'s into one token) is trained from that token; the turn ends at its end token whatever the EOS ids are', () => {
     const noEos = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: { ...qt.tokenizerConfig, eos_token: '<|endoftext|>' }, name: 'base-eos', chatTemplate: CHATML });
     for (const t of [tok, noEos]) {

@@ -114,7 +114,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   // SFT data in TRL's prompt-completion form, trained with completion_only_loss (TRL's assistant_only_loss needs
   // a template with {% generation %} markers, which Qwen's and the default model's lack): a conversation gives
   // one record per assistant turn that follows something, the turns before it as the prompt (train-sft trains
-  // every assistant turn too; with an activated-LoRA invocation, only what follows the conversation's last one).
+  // every assistant turn too, each as an example of its own with an activated-LoRA invocation).
   // The default recipe's adapter data (reasoningExamples), or the user's file, which must be all conversations
   // or all prompt/completion pairs (a TRL dataset has one format).
   let sft: Record<string, unknown>[];

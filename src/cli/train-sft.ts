@@ -57,8 +57,9 @@ export function trainSftCommand(program: Command): void {
       const before = replacedArtefacts(o.out, o); // removed after the run (or its --resume), where not rewritten
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
-      const train = loadDataset(o.data, src.tokenizer);
-      const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer) : [];
+      const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own
+      const train = loadDataset(o.data, src.tokenizer, perTurn);
+      const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer, perTurn) : [];
       const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
       const r = await trainSft(src.config, src.weights, train, evalSet, {
         out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation, handleSignals: true,

@@ -66,9 +66,10 @@ const isPrefix = (p: number[], of: number[]) => p.length <= of.length && p.every
  * conversation are trained in it, as one example; a turn the template renders differently once later turns follow
  * (Qwen3 drops the thinking of earlier turns) is an example of its own, the conversation up to it, as TRL trains
  * each assistant turn. The generation prompt's last token may merge with the reply's first ("\n" + "\nHello" is
- * one "\n\n"): the targets start at that token.
+ * one "\n\n"): the targets start at that token. `perTurn`: every assistant turn is an example of its own (an
+ * activated LoRA trains only what follows the last invocation of an example, so the earlier turns would be lost).
  */
-export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line ${r.line}`): Example[] {
+export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line ${r.line}`, perTurn = false): Example[] {
   if ('prompt' in r) {
     const p = tok.encode(r.prompt), c = tok.encode(r.completion, { addSpecialTokens: false });
     if (tok.eosTokenIds.length) c.push(tok.eosTokenIds[0]);
@@ -87,15 +88,15 @@ export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line 
     }
     let end = upTo.length;
     while (end > start + 1 && !tok.decode([upTo[end - 1]]).trim()) end--;
-    if (isPrefix(upTo.slice(0, end), ids)) lossMask.fill(1, start, end);
+    if (!perTurn && isPrefix(upTo.slice(0, end), ids)) lossMask.fill(1, start, end);
     else own.push({ ids: upTo.slice(0, end), lossMask: new Uint8Array(end).fill(1, start) });
   });
   return lossMask.includes(1) || !own.length ? [{ ids, lossMask }, ...own] : own;
 }
 
-/** Read and tokenize a JSONL dataset (see the file comment for the formats and the mask convention). */
-export function loadDataset(file: string, tok: TextTokenizer): Example[] {
-  return readJsonl(file).flatMap((r) => tokenizeRecord(r, tok, `${file}:${r.line}`));
+/** Read and tokenize a JSONL dataset (see the file comment for the formats and the mask convention; tokenizeRecord for `perTurn`). */
+export function loadDataset(file: string, tok: TextTokenizer, perTurn = false): Example[] {
+  return readJsonl(file).flatMap((r) => tokenizeRecord(r, tok, `${file}:${r.line}`, perTurn));
 }
 
 // ---------------------------------------------------------------------------------------------
