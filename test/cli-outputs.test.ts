@@ -321,6 +321,9 @@ test('train-rl: --out must not be its --adapter; a run stopped by --steps resume
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^GRPO 2 steps/);
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'rl_log.json'), 'utf8')).history.length, 2);
+  // --resume from another starting adapter (the same shape): refused.
+  const rlFrom = (adapter: string, ...extra: string[]) => cli(['train-rl', '--model', DEFAULT_DIR, '--adapter', adapter, '--out', out, '--group', '2', '--prompts-per-step', '1', '--budgets', '16', '--max-tokens', '12', ...extra]);
+  assert.match(rlFrom(path.join(DEFAULT_DIR, 'reasoning-adapter-rl'), '--steps', '3', '--resume').stderr, /resume: .* was trained with the --adapter \(a hash of its weights\) [0-9a-f]{12}, this run has the --adapter \(a hash of its weights\) [0-9a-f]{12}/);
   // The shipped budget-forced adapter records the base model as the SFT one does.
   const shipped = (d: string) => JSON.parse(fs.readFileSync(path.join(DEFAULT_DIR, d, 'adapter_config.json'), 'utf8')).base_model_name_or_path;
   assert.equal(shipped('reasoning-adapter-rl'), shipped('reasoning-adapter'));

@@ -139,6 +139,13 @@ export function modelIdentity(config: ModelConfig, weights: WeightSource): strin
   return h.digest('hex').slice(0, 12);
 }
 
+/** A short hash of named tensors (an adapter's starting weights): a resume from other ones is refused. */
+export function tensorsIdentity(tensors: Iterable<readonly [string, Float32Array]>): string {
+  const h = crypto.createHash('sha256');
+  for (const [n, x] of tensors) h.update(n).update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
+  return h.digest('hex').slice(0, 12);
+}
+
 /** A short hash of data (token ids, prompts): a resume with other data than the run's is refused. */
 export function dataIdentity(items: Iterable<unknown>): string {
   const h = crypto.createHash('sha256');

@@ -20,7 +20,7 @@ import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, tensorsIdentity, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 
@@ -115,9 +115,11 @@ export async function trainRl(
     clipEps: o.clipEps ?? 0.2, prompts: prompts.length, 'the --adapter\'s r': rank, 'the --adapter\'s targets': targets.join(','),
     'the --adapter\'s lora_alpha': alpha, 'the --adapter\'s use_rslora': !!rslora,
     'the --model (a hash of its config and weights)': modelIdentity(config, model.weights), 'the prompts (a hash)': dataIdentity(prompts),
+    // the policy starts from it, and with --beta it stays the reference
+    'the --adapter (a hash of its weights)': tensorsIdentity([...start.tensors].flatMap(([p, t]) => [[`${p}.a`, t.a], [`${p}.b`, t.b]] as const)),
   };
   const later = ['the --adapter\'s r', 'the --adapter\'s targets', 'the --adapter\'s lora_alpha', 'the --adapter\'s use_rslora', // recorded since a later version
-    'the --model (a hash of its config and weights)', 'the prompts (a hash)'];
+    'the --model (a hash of its config and weights)', 'the prompts (a hash)', 'the --adapter (a hash of its weights)'];
   let step = 0, checkpoint: number | undefined;
   if (o.resume) {
     if (!fs.existsSync(path.join(ckpt, 'checkpoint.json'))) throw new Error(`train-rl: --resume given but ${ckpt} holds no checkpoint`);
