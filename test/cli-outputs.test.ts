@@ -142,6 +142,10 @@ test('a run stopped by --max-steps saves its checkpoint there and --resume finis
     { message: `resume: ${at('stopped', 'checkpoint')} was trained with --lora-r 4, this run has --lora-r 2 (resume with the same options, or start a new --out)` });
   await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, targets: ['q_proj', 'v_proj'], out: at('stopped'), resume: true }),
     /was trained with --targets q,k,v,o,gate,up,down, this run has --targets q,v /);
+  // --full, and another --eval set (its losses would join the same curve), are named too.
+  await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, full: true, out: at('stopped'), resume: true }), /was trained with --full false, this run has --full true /);
+  await assert.rejects(trainSft(model.config, weights, ex, ex.slice(0, 2), { ...o, out: at('stopped'), resume: true }),
+    /was trained with the --eval \(a hash of its token ids\) [0-9a-f]{12}, this run has the --eval \(a hash of its token ids\) [0-9a-f]{12} /);
   const resumed = await trainSft(model.config, weights, ex, [], { ...o, out: at('stopped'), resume: true });
   assert.equal(resumed.steps, whole.steps);
   assert.deepEqual(resumed.losses, whole.losses);

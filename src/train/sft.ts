@@ -79,7 +79,7 @@ export interface SftResult {
 }
 
 /** Resume options recorded since a later version: checked only when the checkpoint has them. */
-const LATER_OPTIONS = ['--lora-r', '--targets', 'the --model (a hash of its config and weights)', 'the --data (a hash of its token ids)'];
+const LATER_OPTIONS = ['--full', '--lora-r', '--targets', 'the --model (a hash of its config and weights)', 'the --data (a hash of its token ids)', 'the --eval (a hash of its token ids)'];
 
 export async function trainSft(config: ModelConfig, weights: WeightSource, train: Example[], evalSet: Example[], o: SftOptions): Promise<SftResult> {
   if (!train.length) throw new Error('train-sft: the training set is empty');
@@ -120,11 +120,12 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   // What fixes the data order, the schedule, the objective and the trained parameters: a resume with other values
   // is refused (before the trainer is built).
   const options: RunOptions = {
-    '--seed': seed, '--batch-tokens': batchTokens, '--accum': accum, '--max-len': maxLen, '--epochs': epochs, '--lr': lr,
+    '--full': !!o.full, '--seed': seed, '--batch-tokens': batchTokens, '--accum': accum, '--max-len': maxLen, '--epochs': epochs, '--lr': lr,
     ...(o.full ? {} : { '--lora-r': rank, '--lora-alpha': alpha, '--targets': PROJECTIONS.filter((p) => targets.includes(p)).map((p) => p.replace(/_proj$/, '')).join(',') }),
     '--alora-invocation': o.aloraInvocation ?? 'none',
     examples: train.length, warmupSteps: schedule.warmup, minLrRatio: o.minLrRatio ?? 0.1, weightDecay, clip,
     'the --model (a hash of its config and weights)': modelIdentity(config, weights), 'the --data (a hash of its token ids)': dataIdentity(train),
+    'the --eval (a hash of its token ids)': dataIdentity(evalSet), // its losses go on one curve
   };
   const ckptDir = path.join(o.out, 'checkpoint');
   if (o.resume) {
