@@ -295,12 +295,14 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.match(evalOut(at('mine.json'), '--task', 'gsm8k', '--split', 'val', '--overwrite'), /--split chooses a split of --task synthetic; gsm8k is read from gsm8k\/test\.jsonl/);
 });
 
-test('train-router: the savings rule (the default) needs --adapter; unused flags are named', () => {
+test('train-router: the savings rule (the default) needs --adapter; unused flags are named; train-verifier refuses greedy candidates', () => {
   let r = cli(['train-router', '--model', at('m'), '--out', at('r.json')]);
   assert.match(r.stderr, /the savings rule \(the default\) needs --adapter <reasoning adapter>.*or --rule accuracy/);
   r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--max-loss', '0.02', '--no-gate', '--gate-tokens', '4', '--out', at('outdir')]);
   assert.match(r.stderr, /warning: --max-loss ignored: the accuracy rule generates no reasoning answers/);
   assert.match(r.stderr, /warning: --gate-tokens ignored: --no-gate searches no gate/);
+  assert.match(cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--task', 'gsm8k', '--seed', '5', '--out', at('outdir')]).stderr, /warning: --seed ignored: the gsm8k items are the first of its train file/);
+  assert.match(cli(['train-verifier', '--model', at('m'), '--adapter', at('a'), '--temperature', '0', '--out', at('v.json')]).stderr, /train-verifier: --temperature 0 samples greedily, so the 8 candidates of a question would all be the same/);
   assert.match(cli(['train-router', '--help']).stdout, /required\s+by\s+the\s+savings\s+rule\s+\(the\s+default\)/);
   assert.match(cli(['train-router', '--model', at('m'), '--native-thinking', '--adapter', at('a'), '--out', at('r.json')]).stderr, /train-router: --native-thinking routes between the model's own thinking and direct answers: leave --adapter out/);
 });

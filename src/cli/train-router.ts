@@ -72,6 +72,7 @@ export function trainRouterCommand(program: Command): void {
       };
       if (o.rule === 'accuracy') unused('the accuracy rule generates no reasoning answers (they serve the savings rule)', [['maxLoss', '--max-loss'], ['reasoningMaxTokens', '--reasoning-max-tokens'], ['maxThinkingTokens', '--max-thinking-tokens']]);
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
+      if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of its train file`, [['seed', '--seed']]);
       checkOutFile(o.out, { what: 'router JSON', example: 'router.json', overwrite: !!o.overwrite });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
@@ -80,7 +81,7 @@ export function trainRouterCommand(program: Command): void {
         const { router, report } = await trainRouter(model, items.train, {
           val: items.val, rule: o.rule, maxLoss: o.maxLoss, gate: o.gate, gateTokens: o.gateTokens, maxTokens: o.maxTokens, reasoningMaxTokens: o.reasoningMaxTokens,
           maxThinkingTokens: o.maxThinkingTokens, nativeThinking: !!o.nativeThinking, l2: o.l2, steps: o.steps, onProgress: (s, d, t) => progress.update(s, d, t),
-          metadata: { model: o.model, task: o.task, seed: o.seed },
+          metadata: { model: o.model, task: o.task, ...(o.task === 'synthetic' ? { seed: o.seed } : {}) },
         });
         progress.stop();
         router.save(o.out);
