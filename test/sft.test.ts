@@ -9,7 +9,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { loadAdapter, loraScale, saveAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
-import { trainSft } from '../src/train/sft.ts';
+import { evalLoss, trainSft } from '../src/train/sft.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { batches, type Example } from '../src/train/data.ts';
 import { checkDiverged, lrAt } from '../src/train/optim.ts';
@@ -246,4 +246,19 @@ test('train-rl: a resume with other options is refused before any rollout, namin
     { out: path.join(tmp, 'rl-plain'), budgets: [32], steps: 1, quiet: true }), /train-rl: .*\/a is a plain LoRA adapter \(its adapter_config\.json has no alora_invocation_tokens\); budget forcing trains an activated one/);
   const t0 = spawnSync(process.execPath, [BIN, 'train-rl', '--model', model.dir, '--adapter', start, '--out', path.join(tmp, 'rl-t0'), '--temperature', '0'], { encoding: 'utf8' });
   assert.match(t0.stderr, /--temperature must be a number above 0, got "0"/);
+});
+
+test('evalLoss reports its batches as it goes (the last eval of a run shows a bar of its own)', async () => {
+  const trainer = await Trainer.create(model.config, weights, { kind: 'lora', targets: ['q_proj'], scale: 2 }, { threads: 1 });
+  try {
+    const c = model.config, params = new Map(trainer.paramNames.map((n) => [n, new Float32Array(4 * (n.endsWith('lora_A') ? c.hiddenSize : c.numHeads * c.headDim))])); // rank 4
+    const calls: [number, number][] = [];
+    const set = toy(12, 9);
+    const loss = await evalLoss(trainer, params, set, 40, () => undefined, 40, (d, t) => calls.push([d, t]));
+    const n = calls[0][1];
+    assert.ok(n > 1 && Number.isFinite(loss));
+    assert.deepEqual(calls, Array.from({ length: n + 1 }, (_, k) => [k, n]));
+  } finally {
+    await trainer.close();
+  }
 });

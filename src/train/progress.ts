@@ -114,6 +114,9 @@ export class Progress {
     return info;
   }
 
+  /** Stop drawing the bar (another follows, e.g. the last eval's), keeping Ctrl-C handled until stop(). */
+  endBar(): void { this.bar?.stop(); }
+
   /** Stop the bar (restoring the cursor) and the signal handlers; safe to call twice. */
   stop(): void {
     if (this.stopped) return;

@@ -15,7 +15,7 @@ import { AdamW, checkDiverged, clipGradNorm, lrAt, type Params } from './optim.t
 import { batches, Rng, type Batch, type Example } from './data.ts';
 import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import type { TokenizerFiles } from '../tokenizer/hf.ts';
-import { Progress } from './progress.ts';
+import { lateProgress, Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
 import { Trainer, aloraMask, type MicroBatch } from './trainer.ts';
 
@@ -140,7 +140,11 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
 
   let step = 0, epoch = 0, position = 0, checkpoint: number | undefined;
   const losses: number[] = [], evalLosses: [number, number][] = [];
-  const evaluate = () => evalLoss(trainer, params, evalSet, batchTokens, masks, maxLen);
+  const evaluate = async (final = false) => {
+    // The last one runs after the training bar is done: it gets a bar of its own (shown after a second).
+    const bar = final && !o.quiet ? lateProgress('eval', 'batches') : undefined;
+    try { return await evalLoss(trainer, params, evalSet, batchTokens, masks, maxLen, bar?.update); } finally { bar?.stop(); }
+  };
   const save = () => {
     saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, options, config: { losses, evalLosses } } });
     checkpoint = step;
@@ -187,7 +191,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     }
     // The step the run ended or was stopped at (maxSteps) is always saved, so --resume continues from it.
     if (o.checkpointEvery && checkpoint !== step) save();
-    if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) evalLosses.push([step, await evaluate()]);
+    if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) { progress.endBar(); evalLosses.push([step, await evaluate(true)]); }
     // Written while Ctrl-C is still handled: each file is written whole, and the message says how to finish.
     fs.mkdirSync(o.out, { recursive: true });
     if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles });
@@ -252,12 +256,17 @@ function dataLine(what: string, r: DataReport, cut: string, invocation?: number[
  * Mean token cross-entropy over a held-out set, each example cut to `maxLen` tokens as in training (default
  * batchTokens); examples with no target token within them are skipped.
  */
-export async function evalLoss(trainer: Trainer, params: Params, set: Example[], batchTokens: number, masks: (b: Batch) => Uint8Array[] | undefined, maxLen = batchTokens): Promise<number> {
+export async function evalLoss(trainer: Trainer, params: Params, set: Example[], batchTokens: number, masks: (b: Batch) => Uint8Array[] | undefined, maxLen = batchTokens,
+  onBatch?: (done: number, total: number) => void): Promise<number> {
   const bs = batches(set.filter((e) => targetsWithin(e.lossMask, maxLen)), { batchTokens, seed: 0, epoch: 0, maxLen }).batches;
   const count = bs.reduce((s, b) => s + b.examples.reduce((a, e) => a + sum(e.lossMask, 1), 0), 0);
   if (!count) throw new Error(`evalLoss: none of the ${set.length} eval examples has a target token within --max-len ${maxLen}`);
   let loss = 0;
-  for (const b of bs) loss += (await trainer.step(params, { examples: b.examples, targetWeight: 1 / count, adapterMasks: masks(b) })).loss;
+  onBatch?.(0, bs.length);
+  for (const [k, b] of bs.entries()) {
+    loss += (await trainer.step(params, { examples: b.examples, targetWeight: 1 / count, adapterMasks: masks(b) })).loss;
+    onBatch?.(k + 1, bs.length);
+  }
   return loss;
 }
 
