@@ -636,6 +636,9 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { quant: 'q3' as 'q4' }), /loadModel: quant must be "q4", "q8", "fp32", got "q3"/);
   await assert.rejects(loadModel(model.dir, { quant: 'q4', accuracyLevel: 7 }), /loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got 7/);
   await assert.rejects(loadModel(model.dir, { quant: 'fp32', accuracyLevel: 4 }), /accuracyLevel applies to block-quantised weights \(quant "q4" or "q8"\), not to fp32/);
+  await assert.rejects(loadModel(model.dir, { accuracyLevel: 4 }), /loadModel: accuracyLevel applies to block-quantised weights, and this model loads as fp32 \(small models do by default\)/);
+  await assert.rejects(loadModel(model.dir, { adapter: '' }), /loadModel: adapter must be the path of a PEFT adapter folder, got ""/);
+  await assert.rejects(loadModel(model.dir, { worker: 'false' as never }), /loadModel: worker must be true or false, got "false"/);
   await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, cache, cacheDir, onNote\)/);
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
@@ -657,11 +660,16 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ thinking: {} }, new RegExp(`generate: thinking\\.end must be the token ids that close the thinking segment \\(a non-empty list of 0\\.\\.${V - 1}\\), got undefined`)],
       [{ thinking: { end: [1], maxTokens: NaN } }, /generate: thinking\.maxTokens must be an integer ≥ 0, got NaN/],
       [{ thinking: { end: [1], force: [V] } }, new RegExp(`generate: thinking\\.force must be a non-empty list of token ids \\(0\\.\\.${V - 1}\\), got \\[${V}\\]`)],
-      [{ thinking: [1] }, /generate: thinking must be an object \{ end, force\?, maxTokens\? \}, got \[1\]/],
+      [{ thinking: [1] }, /generate: thinking must be an object \{ end, endText\?, maxTokens\?, force\? \}, got \[1\]/],
+      // A cap without the tokens to force at it, or a misspelt key, would be ignored.
+      [{ thinking: { end: [1], maxTokens: 2 } }, /generate: thinking\.maxTokens needs thinking\.force, the closing tokens fed at the cap .*; maxTokens, got 2/],
+      [{ thinking: { end: [1], force: [1], max_tokens: 2 } }, /generate: thinking has an unknown option "max_tokens" \(options: end, endText, maxTokens, force\)/],
     ];
     for (const [opts, re] of bad) await assert.rejects(m.complete('Hello', opts), re);
     await assert.rejects(m.complete([{ role: 'user', content: 'hi' }], { chat: false }), /a list of messages is rendered by the chat template/);
     await assert.rejects(m.generateBatch('Hello' as never), /generate: generateBatch takes a list of prompts \(one per row\), got string/);
+    await assert.rejects(m.generateBatch(['Hello'], {}, 5 as never), /generate: onText must be a function \(row, piece\) => void, got number/);
+    await assert.rejects(m.generateBatch(['Hello'], {}, undefined, {} as never), /generate: signal must be an AbortSignal, got \{\}/);
     await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant\)/);
     // A temperature so small that every logit but the best falls below the tail floor is greedy (it used to pick no token).
     const greedy = await m.complete('Hello', { maxTokens: 6 }), tiny = await m.complete('Hello', { maxTokens: 6, temperature: 1e-300, seed: 1 });
@@ -811,11 +819,23 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     for (let i = 0; i < 3; i++) assert.ok(maxDiff(many[i].logits!, (await b.step(caches[i], req(i))).logits!) <= 1e-5, `row ${i}`);
     assert.ok(maxDiff(many[1].logits!, many[0].logits!) > 0.01);
     await assert.rejects(b.step(forks[0], { tokens: [[1]], adapterName: 'nope' }), /engine: no adapter named "nope" is set \(adapters: "", "adapter 1: .*reasoning-adapter-rl", "rl"\)/);
-    // Closing the second model removes its adapter and leaves the session to the first.
+    // Closing the second model removes its adapter and leaves the session to the first; the closed one refuses calls.
     await rl.close();
     assert.ok(maxDiff(await logitsOf(sft, ids), before) <= 1e-6);
+    await assert.rejects(rl.complete('Hello', { maxTokens: 1 }), /^Error: runtime: model is closed$/);
+    await assert.rejects(rl.withAdapter(sftDir), /^Error: runtime: model is closed$/);
+    await rl.close(); // again: a no-op
+    await assert.rejects(sft.withAdapter(5 as never), /withAdapter: dir must be the path of a PEFT adapter folder, got 5/);
   } finally {
     await Promise.all([sft.close(), ref.close()]);
+  }
+  // Closing a view after its model, in either backend, and a local model twice: no-ops; later calls are refused alike.
+  for (const worker of [true, false]) {
+    const m = await loadModel(dir, { adapter: sftDir, worker }), v = await m.withAdapter(rlDir);
+    await m.close();
+    await v.close();
+    await m.close();
+    await assert.rejects(m.complete('Hello', { maxTokens: 1 }), /runtime: model is closed/, `worker ${worker}`);
   }
   // A graph without LoRA inputs for an adapter's projections refuses it by name.
   const out = path.join(tmp, 'default-q-only');

@@ -69,12 +69,22 @@ export class LocalBackend implements Backend {
   async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }
   async free(handle: CacheHandle): Promise<void> { this.caches.delete(handle); }
   async setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> {
+    this.open();
     if (adapter) this.engine.setAdapter(adapter, name); else if (this.engine.hasLora) this.engine.clearAdapter(name);
   }
-  async close(): Promise<void> { this.caches.clear(); await this.engine.close(); }
+  /** Idempotent; later calls are refused as the worker backend refuses them. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.caches.clear();
+    await this.engine.close();
+  }
 
-  private register(c: KVCache): CacheHandle { const h = this.next++; this.caches.set(h, c); return h; }
+  private closed = false;
+  private open(): void { if (this.closed) throw new Error(CLOSED); }
+  private register(c: KVCache): CacheHandle { this.open(); const h = this.next++; this.caches.set(h, c); return h; }
   private cache(h: CacheHandle): KVCache {
+    this.open();
     const c = this.caches.get(h);
     if (!c) throw new Error(`runtime: KV cache ${h} does not exist (freed?)`);
     return c;
@@ -99,15 +109,25 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
   return res;
 }
 
+/** What a closed model's calls are refused with. */
+export const CLOSED = 'runtime: model is closed';
+
 /**
  * `backend` whose steps use the adapter set under `name` (Backend.setAdapter): a model's second adapter in the same
- * session. Closing the view removes that adapter; the session stays with its owner.
+ * session. Closing the view removes that adapter (a no-op once the session is closed); the session stays with its
+ * owner. A closed view refuses its calls.
  */
 export function adapterView(backend: Backend, name: string): Backend {
+  let closed = false;
+  const open = () => { if (closed) throw new Error(CLOSED); };
   return delegate(backend, {
-    step: (cache, req) => backend.step(cache, { ...req, adapterName: req.adapterName ?? name }), // a view of a view keeps the outer name
-    setAdapter: (adapter, other) => backend.setAdapter(adapter, other ?? name),
-    close: () => backend.setAdapter(null, name),
+    step: async (cache, req) => { open(); return backend.step(cache, { ...req, adapterName: req.adapterName ?? name }); }, // a view of a view keeps the outer name
+    setAdapter: async (adapter, other) => { open(); return backend.setAdapter(adapter, other ?? name); },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      try { await backend.setAdapter(null, name); } catch (e) { if ((e as Error).message !== CLOSED) throw e; }
+    },
   });
 }
 

@@ -283,12 +283,15 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number): voi
   }
   const th: unknown = o.thinking;
   if (th !== undefined) {
-    if (th === null || typeof th !== 'object' || Array.isArray(th)) bad('thinking must be an object { end, force?, maxTokens? }', th);
+    if (th === null || typeof th !== 'object' || Array.isArray(th)) bad('thinking must be an object { end, endText?, maxTokens?, force? }', th);
+    const unknown = Object.keys(th as object).find((k) => !['end', 'endText', 'maxTokens', 'force'].includes(k));
+    if (unknown !== undefined) bad(`thinking has an unknown option "${unknown}" (options: end, endText, maxTokens, force)`, th);
     const { end, force, maxTokens, endText } = th as ThinkingOptions;
     const ids = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize);
     if (!ids(end)) bad(`thinking.end must be the token ids that close the thinking segment (a non-empty list of 0..${vocabSize - 1})`, end);
     if (force !== undefined && !ids(force)) bad(`thinking.force must be a non-empty list of token ids (0..${vocabSize - 1})`, force);
     if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 0)) bad('thinking.maxTokens must be an integer ≥ 0', maxTokens);
+    if (maxTokens !== undefined && force === undefined) bad('thinking.maxTokens needs thinking.force, the closing tokens fed at the cap (the tokens of "\\n</think>\\n\\n"); maxTokens', maxTokens);
     if (endText !== undefined && !(typeof endText === 'string' && endText)) bad('thinking.endText must be a non-empty string', endText);
   }
   if (o.adapterFrom !== undefined) {
@@ -379,6 +382,8 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
 /** Prefills each prompt in one batched step and decodes them together; aborting `signal` cancels them all. */
 export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
   const start = performance.now();
+  if (onText !== undefined && typeof onText !== 'function') throw new Error(`generate: onText must be a function (row, piece) => void, got ${typeof onText}`);
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${JSON.stringify(signal)}`);
   prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: prompt ${i} is empty (no tokens)`); });
   const ctx = backend.config.maxPositionEmbeddings;
   const per = prompts.map((p, i): GenerateOptions => { // the caller's options stay as they were

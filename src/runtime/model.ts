@@ -73,6 +73,9 @@ export class Model {
     let src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
+    if (quant === 'fp32' && opts.accuracyLevel !== undefined && opts.quant === undefined) {
+      throw new Error(`loadModel: accuracyLevel applies to block-quantised weights, and this model loads as fp32 (small models do by default): pass quant "q4" or "q8" with it, or leave it out`);
+    }
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
     const requantised = requantisedNote(src, quant);
     if (requantised) opts.onNote?.(requantised);
@@ -214,6 +217,7 @@ export class Model {
    * Closing the returned model removes its adapter; closing this one ends the session for both.
    */
   async withAdapter(dir: string): Promise<Model> {
+    if (typeof dir !== 'string' || !dir) throw new Error(`withAdapter: dir must be the path of a PEFT adapter folder, got ${JSON.stringify(dir)}`);
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     await this.backend.setAdapter(adapter.tensors, name);
     return new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
@@ -243,9 +247,10 @@ function checkLoadOptions(o: LoadOptions): void {
     if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got ${JSON.stringify(o.accuracyLevel)}`);
     if (o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to block-quantised weights (quant "q4" or "q8"), not to fp32');
   }
+  if (o.worker !== undefined && typeof o.worker !== 'boolean') throw new Error(`loadModel: worker must be true or false, got ${JSON.stringify(o.worker)}`);
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`loadModel: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
-  if (o.adapter !== undefined && typeof o.adapter !== 'string') throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
+  if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
   if (o.loraTargets !== undefined && !(Array.isArray(o.loraTargets) && o.loraTargets.every((t) => PROJECTIONS.includes(t)))) throw new Error(`loadModel: loraTargets must be a list of projections (${PROJECTIONS.join(', ')}), got ${JSON.stringify(o.loraTargets)}`);
   if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${JSON.stringify(o.cache)}`);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${JSON.stringify(o.cacheDir)}`);

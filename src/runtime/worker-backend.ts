@@ -1,5 +1,6 @@
 /** Backend that runs the engine in a worker thread: calls are RPC messages, results come back transferred. */
 import { Worker } from 'node:worker_threads';
+import { CLOSED } from './backend.ts';
 import type { ModelConfig } from '../models/config.ts';
 import type { Backend, CacheHandle, StepRequest, StepResult } from './backend.ts';
 import type { AdapterTensors, EngineOptions } from './engine.ts';
@@ -100,7 +101,7 @@ export class WorkerBackend implements Backend {
     if (this.gone) return Promise.resolve(); // the worker has already exited
     const exited = new Promise<void>((r) => this.worker.once('exit', () => r()));
     const bye = this.call('close');
-    this.gone = 'runtime: model is closed';
+    this.gone = CLOSED;
     // Set before the worker can answer: the message handler leaves a closing worker referenced until it exits.
     return (this.closing = bye.catch(() => undefined).then(() => exited));
   }
