@@ -561,6 +561,10 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   await assert.rejects(run({ task: 'foo' as never }), /answer: task must be one of gsm8k, svamp, asdiv, aime24, amc23, math500, synthetic; got "foo"/);
   await assert.rejects(run({ adapterMode: 'lora' as never }), /answer: adapterMode must be "activated" or "classic", got "lora"/);
   await assert.rejects(run({ seed: 'x' as never }), /answer: seed must be an integer, got "x"/);
+  await assert.rejects(run({ onRoute: 5 as never }), /answer: onRoute must be a function, got number/);
+  await assert.rejects(run({ earlyStop: 'no' as never }), /answer: earlyStop must be true or false, got "no"/);
+  await assert.rejects(run({ signal: 'x' as never }), /answer: signal must be an AbortSignal, got "x"/);
+  await assert.rejects(run({ invocation: 5 as never }), /answer: invocation must be a non-empty string, got 5/);
   await assert.rejects(answer(scripted(policy).m, 'q', {}, { routr: 1 } as never), /answer: unknown option "routr" \(options: router, verifier\)/);
   assert.throws(() => new Reasoner(scripted(policy).m, { routr: 1 } as never), /Reasoner: unknown option "routr" \(options: router, verifier\)/);
   assert.throws(() => new Reasoner(null as never), /Reasoner: the first argument must be a model from loadModel, got null/);
@@ -572,10 +576,14 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   (full.m as unknown as { encode: () => number[] }).encode = () => new Array(1000).fill(Q);
   await assert.rejects(answer(full.m, 'q', { reasoning: 'off' }), /answer: the prompt has 1000 tokens, which leaves no room in the model's context of 1000 tokens/);
   assert.equal(full.b.steps, 0, 'no prefill ran');
-  // A signal aborted before the call: nothing is generated, on either route.
-  for (const reasoning of ['off', 'on'] as const) {
-    const r = await answer(scripted(policy).m, 'q', { reasoning, samples: reasoning === 'on' ? 3 : 1, temperature: 0.5, signal: AbortSignal.abort() });
-    assert.deepEqual(r.samples.map((x) => [x.tokens, x.finishReason]), r.samples.map(() => [0, 'cancelled']), reasoning);
+  // One that fits, but not with the invocation: said so.
+  (full.m as unknown as { encode: () => number[] }).encode = () => new Array(999).fill(Q);
+  await assert.rejects(answer(full.m, 'q', { reasoning: 'on' }), /answer: the prompt has 999 tokens, 1000 with the invocation's 1, which leaves no room to reason in the model's context of 1000 tokens/);
+  // A signal aborted before the call: nothing is generated, on either route (a cap of 0 forces no close either).
+  for (const [reasoning, cap] of [['off', undefined], ['on', undefined], ['on', 0]] as const) {
+    const r = await answer(scripted(policy).m, 'q', { reasoning, samples: reasoning === 'on' ? 3 : 1, temperature: 0.5, maxThinkingTokens: cap, signal: AbortSignal.abort() });
+    assert.deepEqual(r.samples.map((x) => [x.tokens, x.finishReason, !!x.capped]), r.samples.map(() => [0, 'cancelled', false]), `${reasoning} ${cap}`);
+    assert.equal(r.usage.completionTokens, 0);
   }
   // A router with nothing to route to (no adapter) is an error, not a silent "direct".
   const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;
@@ -777,11 +785,25 @@ test('budget control: "\\nThinking budget: N tokens." after the invocation; the 
   assert.equal(r.samples[0].thinkingTokens, 0, 'the control line is prompt, not thinking');
 });
 
-test('Sequence: a forced close is queued for the next feed and left out of the mean log-probability', () => {
-  const s = new Sequence(scriptedTokenizer, { thinking: { end: [CLOSE], maxTokens: 2, force: [NL, CLOSE, NL, NL] }, maxTokens: 50 }, 3);
-  assert.deepEqual(s.takeForced(), []);
+test('Sequence: at the cap\'s edge one more token is sampled; a forced close is queued for the next feed and left out of the mean log-probability', () => {
+  const th = { end: [CLOSE], maxTokens: 2, force: [NL, CLOSE, NL, NL] };
+  // One token of room left, the forced "\n" the only text before the tag: the model samples once more. Its own
+  // close, or its own "\n", is kept (a segment that closes by itself within the cap is not capped) ...
+  const closes = new Sequence(scriptedTokenizer, { thinking: th, maxTokens: 50 }, 3);
+  closes.accept(HMM, 0);
+  closes.accept(CLOSE, 0);
+  assert.deepEqual([closes.takeFeed(), closes.thinkingTokens, closes.forcedTokens], [[HMM, CLOSE], 1, 0]);
+  const newline = new Sequence(scriptedTokenizer, { thinking: th, maxTokens: 50 }, 3);
+  newline.accept(HMM, 0);
+  newline.accept(NL, 0);
+  assert.deepEqual([newline.takeFeed(), newline.thinkingTokens, newline.forcedTokens], [[HMM, NL, CLOSE, NL, NL], 2, 3]);
+  // ... any other token is dropped, never fed, and the close forced in its place.
+  const s = new Sequence(scriptedTokenizer, { thinking: th, maxTokens: 50 }, 3);
+  assert.deepEqual(s.takeFeed(), []);
   assert.equal(s.accept(HMM, -1), false);
-  assert.deepEqual(s.takeForced(), [NL, CLOSE, NL, NL]);
+  assert.deepEqual(s.takeFeed(), [HMM]);
+  assert.equal(s.accept(A5, -7), false);
+  assert.deepEqual(s.takeFeed(), [NL, CLOSE, NL, NL]);
   assert.deepEqual(s.tokens, [HMM, NL, CLOSE, NL, NL]);
   assert.equal(s.thinkingTokens, 2);
   assert.equal(s.answerFrom, 3);

@@ -870,10 +870,14 @@ test('a vocabulary without <think> tokens (Qwen2.5\'s): the thinking closes wher
   assert.equal(tok.decode(ids.slice(s.answerFrom!)), '#### 8');
   const cut = run({ stop: ['8'] });
   assert.deepEqual([cut.finishReason, cut.text.trim()], ['stop', '12 - 4 = 8.\n</think>\n\n####'], 'the "8" of the thinking is not a stop; the answer\'s is');
-  // Capped at 3 thinking tokens: after two, "\n</think>\n\n" is forced (its "\n" the third), and the segment is closed.
+  // Capped at 3 thinking tokens: after two, one more is sampled; a third that is not the forced "\n" is dropped and
+  // "\n</think>\n\n" forced (its "\n" the third), and the segment is closed.
   const capped = new Sequence(tok, { maxTokens: 100, stopTokens: [], thinking: thinkingOptions(rt, 3) }, 1);
   capped.accept(ids[0], 0);
   capped.accept(ids[1], 0);
-  assert.deepEqual(capped.takeForced(), rt.force);
+  assert.deepEqual(capped.takeFeed(), ids.slice(0, 2));
+  assert.notEqual(ids[2], rt.force[0]);
+  capped.accept(ids[2], 0);
+  assert.deepEqual(capped.takeFeed(), rt.force);
   assert.deepEqual([capped.thinkingTokens, capped.answerFrom, capped.thinkingOpen], [3, 2 + rt.force.length, false]);
 });

@@ -197,6 +197,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${JSON.stringify(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
   if (isVerifierVote(method) && !aux.verifier) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
+  for (const k of ['onText', 'onRoute'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new Error(`answer: ${k} must be a function, got ${typeof opts[k]}`);
+  for (const k of ['earlyStop', 'collectHidden', 'nativeThinking'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw new Error(`answer: ${k} must be true or false, got ${JSON.stringify(opts[k])}`);
+  if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new Error(`answer: signal must be an AbortSignal, got ${JSON.stringify(opts.signal)}`);
+  if (opts.invocation !== undefined && (typeof opts.invocation !== 'string' || !opts.invocation)) throw new Error(`answer: invocation must be a non-empty string, got ${JSON.stringify(opts.invocation)}`);
   const native = !!opts.nativeThinking;
   if (native && model.adapter) throw new Error(`answer: nativeThinking reasons with the model's own weights, but it was loaded with the adapter ${model.adapter.dir}: load it without one`);
   if (native && opts.adapterMode !== undefined) throw new Error('answer: adapterMode applies to a reasoning adapter, not to nativeThinking');
@@ -324,7 +328,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       else seq.accept(first.token, first.logprob);
       check();
       if (!seq.done) {
-        await decode(backend, base!.cache, [seq], [[first.token]], start, {
+        await decode(backend, base!.cache, [seq], [[]], start, { // the first token is fed as the sequence's own (takeFeed)
           signal: opts.signal, afterStep: check,
           ...(wantHidden ? { onFinish: (_: number, h: Float32Array) => { hidden[0] = h; } } : {}),
         });
@@ -344,7 +348,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // After an escalation the direct attempt's tokens come off maxTokens and the thinking cap, so the answer keeps its room.
     const promptTokens = ids.length + invocation.length + control.length, spent = escalation?.tokens ?? 0;
     const maxTokens = Math.min(limit - spent, ctx - promptTokens), cap = K === undefined ? undefined : Math.max(0, K - spent);
-    if (maxTokens < 1) throw new Error(`answer: the prompt has ${promptTokens} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+    if (maxTokens < 1) {
+      const added = [invocation.length && `the invocation's ${invocation.length}`, control.length && `the budget line's ${control.length}`].filter(Boolean).join(' and ');
+      throw new Error(`answer: the prompt has ${ids.length} tokens${added ? `, ${promptTokens} with ${added}` : ''}, which leaves no room to reason in the model's context of ${ctx} tokens`);
+    }
     const streams = Array.from({ length: n }, (_, i) => opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), 'thinking') : undefined);
     // The first thinking token's logits: after the speculated invocation, or the prompt's own when the template
     // opened the thinking (still valid after an escalation, which cuts the cache back to the prompt).
@@ -366,11 +373,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
         if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
-        const forced = seq.takeForced(); // a cap of 0 closes the thinking before anything is sampled
+        const forced = seq.takeFeed(); // a cap of 0 closes the thinking before anything is sampled
         if (forced.length) return forced;
         const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u);
         seq.ttftMs = performance.now() - start;
-        return seq.accept(first.token, first.logprob) ? [] : [first.token, ...seq.takeForced()];
+        return seq.accept(first.token, first.logprob) ? [] : seq.takeFeed();
       });
     } else pending = seqs.map(() => [...invocation, ...control]);
 

@@ -55,7 +55,11 @@ export interface AnswerOptions extends SamplingParams {
    * adapter on everywhere. Default: activated when the adapter config has alora_invocation_tokens.
    */
   adapterMode?: 'activated' | 'classic';
-  /** Return hidden states: the prompt's (router input) and each sample's last one (verifier input). */
+  /**
+   * Return hidden states: the prompt's (router input) and each sample's last one (verifier input). There is no
+   * prompt state when a classic adapter is forced on (reasoning "on": the base prefill is skipped), and none for a
+   * sample that ended at its first token (no decode step ran for it).
+   */
   collectHidden?: boolean;
   /** Extra variables for the chat template (generate's chatTemplateKwargs; the server's chat_template_kwargs). */
   chatTemplateKwargs?: Record<string, unknown>;
@@ -90,7 +94,7 @@ export interface SampleResult {
   answerTokens?: number;
   /** Whether the thinking cap closed the segment. */
   capped?: boolean;
-  /** Final hidden state at the sample's last token (collectHidden). */
+  /** Final hidden state at the sample's last token (collectHidden; absent for a sample that ended at its first token). */
   hidden?: Float32Array;
 }
 
@@ -119,7 +123,7 @@ export interface AnswerResult {
    * direct answer, its generated tokens, and the log-probability of the token that tripped the gate (index `at`).
    */
   escalation?: { answer: string; tokens: number; logprob: number; at: number };
-  /** Final hidden state of the prompt's last token under the base model (collectHidden; the router's input). */
+  /** Final hidden state of the prompt's last token under the base model (collectHidden; the router's input; absent when no base prefill ran). */
   promptHidden?: Float32Array;
 }
 

@@ -95,6 +95,9 @@ export class Sequence {
   private readonly stopTokens: Set<number>;
   /** How many tokens of `thinking.force` come before its closing tag. */
   private readonly forceEndAt: number = 0;
+  /** At the cap's edge: the next sampled token stays only if it closes the segment or is the forced text's own next token. */
+  private atEdge = false;
+  private started = false;
   private readonly stops: string[];
   /** While thinking: the text length after each token (where a closing tag written in pieces began). */
   private readonly textEnds: number[] = [];
@@ -126,7 +129,6 @@ export class Sequence {
         if (this.forceEndAt < 0 && th.endText) this.forceEndAt = tokensBefore(tokenizer, th.force, th.endText);
         if (this.forceEndAt < 0) throw new Error(`generate: thinking.force [${th.force}] does not contain the closing tokens [${th.end}]${th.endText ? ` or text ${JSON.stringify(th.endText)}` : ''}`);
       }
-      this.checkCap();
     } else this.answerFrom = 0;
   }
 
@@ -150,8 +152,12 @@ export class Sequence {
     return { temperature, topK, topP, minP, u: this.random() };
   }
 
-  /** Tokens the runtime appended (budget forcing) that still have to be fed after the last sampled token. */
-  takeForced(): number[] {
+  /**
+   * The tokens to feed next: the last sampled token when it was kept, then those the runtime appended (budget
+   * forcing). The first call closes a segment capped at 0, before anything is sampled.
+   */
+  takeFeed(): number[] {
+    if (!this.started) { this.started = true; if (!this.done) this.checkCap(); }
     const q = this.queued;
     this.queued = [];
     return q;
@@ -160,7 +166,18 @@ export class Sequence {
   /** Accepts a sampled token; returns true when the sequence has finished. */
   accept(token: number, logprob: number): boolean {
     if (this.stopTokens.has(token)) { this.stopToken = token; return this.finish('stop'); }
+    if (this.atEdge) {
+      this.atEdge = false;
+      const { end, force } = this.opts.thinking!, room = this.opts.thinking!.maxTokens! - this.thinkingTokens;
+      if (token !== force![this.forceEndAt - room] && !(end.length === 1 && token === end[0])) { // neither: dropped, the close forced
+        this.force(this.forceEndAt - room);
+        if (this.done) return true;
+        this.emit(false);
+        return false;
+      }
+    }
     this.logprobSum += logprob;
+    this.queued.push(token);
     this.push(token, logprob);
     if (this.finished()) return true;
     this.checkCap();
@@ -222,15 +239,24 @@ export class Sequence {
     return false;
   }
 
-  /** Budget forcing: closes the open thinking segment once one more sampled token could exceed the cap. */
+  /**
+   * Budget forcing: once the segment's room is down to the forced text before the closing tag ("\n"), the model
+   * samples once more: a token that closes the segment, or is the forced text's own next token, is kept (a segment
+   * that closes by itself within the cap is not forced); any other is dropped and the close forced in its place.
+   * With no room left (a cap of 0), the close is forced at once.
+   */
   private checkCap(): void {
     const th = this.opts.thinking!;
     if (!this.thinkingOpen || th.maxTokens === undefined || !th.force) return;
     const room = Math.max(0, th.maxTokens - this.thinkingTokens); // segment tokens still allowed
     if (room > this.forceEndAt) return;
-    // The text before the closing tag goes in as far as it fits (all of it unless the cap is tiny), then the tag,
-    // which closes the segment as a written one does (push).
-    for (const token of th.force.slice(this.forceEndAt - room)) {
+    if (room > 0) { this.atEdge = true; return; }
+    this.force(this.forceEndAt);
+  }
+
+  /** Feeds `thinking.force` from `from` on: the text before the closing tag as far as it fits, then the tag (push closes the segment as a written one). */
+  private force(from: number): void {
+    for (const token of this.opts.thinking!.force!.slice(from)) {
       this.forcedTokens++;
       this.queued.push(token);
       this.push(token, 0);
@@ -345,11 +371,11 @@ export interface DecodeHooks {
  */
 export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequence[], pending: number[][], start = performance.now(), hooks: DecodeHooks = {}): Promise<void> {
   let rows = seqs.map((_, i) => i);
-  let feed = pending.map((p, i) => [...p, ...seqs[i].takeForced()]);
+  const stopAll = () => rows.forEach((r) => seqs[r].cancel());
+  if (hooks.signal?.aborted) stopAll(); // before anything is fed (a cap of 0 would feed its close)
+  let feed = pending.map((p, i) => [...p, ...seqs[i].takeFeed()]);
   const pos = await backend.lengths(cache); // next absolute position of each row
   const H = backend.config.hiddenSize;
-  const stopAll = () => rows.forEach((r) => seqs[r].cancel());
-  if (hooks.signal?.aborted) stopAll();
   hooks.signal?.addEventListener('abort', stopAll);
   try {
     for (;;) {
@@ -370,7 +396,7 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
         if (s.done) return []; // cancelled while the step ran
         if (s.ttftMs === 0) s.ttftMs = performance.now() - start; // the first sampled token
         if (s.accept(res.tokens![i], res.logprobs![i])) { hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H)); return []; }
-        return [res.tokens![i], ...s.takeForced()];
+        return s.takeFeed();
       });
       hooks.afterStep?.();
     }
