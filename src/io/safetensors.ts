@@ -159,19 +159,24 @@ export class SafetensorsFile implements WeightSource {
     readAt(this.path, t.begin, bytes);
     return bytes;
   }
-  /** The tensor as float32; a float tensor must hold finite values only. */
+  /** The tensor as float32, as weights: a float tensor must hold finite values only. */
   get(name: string): Float32Array {
-    const t = this.info(name), n = numel(t.shape), what = `${this.path}: tensor "${name}"`;
+    const x = this.values(name);
+    return FLOAT_DTYPES.has(this.info(name).dtype) ? finiteWeights(x, `${this.path}: tensor "${name}"`) : x;
+  }
+  /** The tensor as float32, whatever it holds (a checkpoint's optimizer moments may hold NaN). */
+  values(name: string): Float32Array {
+    const t = this.info(name), n = numel(t.shape);
     if (t.dtype === 'F32') { // read straight into the result (little-endian host assumed, as everywhere in ML)
       const out = new Float32Array(n);
       readAt(this.path, t.begin, new Uint8Array(out.buffer));
-      return finiteWeights(out, what);
+      return out;
     }
     const b = this.raw(name), buf = b.buffer; // fresh allocation: offset 0, so typed views are aligned
     switch (t.dtype) {
-      case 'F16': return finiteWeights(f16ToF32Array(new Uint16Array(buf, 0, n)), what);
-      case 'BF16': return finiteWeights(bf16ToF32Array(new Uint16Array(buf, 0, n)), what);
-      case 'F64': return finiteWeights(Float32Array.from(new Float64Array(buf, 0, n)), what);
+      case 'F16': return f16ToF32Array(new Uint16Array(buf, 0, n));
+      case 'BF16': return bf16ToF32Array(new Uint16Array(buf, 0, n));
+      case 'F64': return Float32Array.from(new Float64Array(buf, 0, n));
       case 'I64': return Float32Array.from(new BigInt64Array(buf, 0, n), Number);
       case 'I32': return Float32Array.from(new Int32Array(buf, 0, n));
       case 'I16': return Float32Array.from(new Int16Array(buf, 0, n));

@@ -73,7 +73,7 @@ export function loadCheckpoint(dir: string): Checkpoint {
   const f = openSafetensors(tensorFile);
   const read = (prefix: string): Params => new Map((j.params as string[]).map((n) => {
     if (!f.has(prefix + n)) throw new Error(`checkpoint: ${tensorFile} lacks tensor "${prefix + n}"`);
-    return [n, f.get(prefix + n)];
+    return [n, f.values(prefix + n)]; // moments may hold NaN (params are checked when saved)
   }));
   const state: TrainState = { step: j.step, epoch: j.epoch, position: j.position, rng: j.rng, ...(j.options ? { options: j.options } : {}), config: j.config };
   return { params: read('param/'), optimizer: { step: j.adamStep, m: read('adam.m/'), v: read('adam.v/') }, state };
