@@ -20,7 +20,7 @@ import { lateProgress, Progress, StagedProgress } from '../src/train/progress.ts
 import { writeReport } from '../src/eval/report.ts';
 import type { EvalReport } from '../src/eval/harness.ts';
 import { exportTrl } from '../src/cli/export-trl.ts';
-import { removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
+import { checkOutDir, removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
 import { DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 
@@ -109,6 +109,9 @@ test('train-sft refuses, before loading anything, an --out that is the base mode
   fs.rmSync(path.join(odd, 'loss.svg'), { recursive: true });
   fs.writeFileSync(path.join(odd, 'checkpoint'), 'my notes');
   assert.match(sft(odd).stderr, /--out .*odd-out: .*odd-out\/checkpoint is a file, where training keeps its checkpoint folder/);
+  // convert writes no checkpoint and no loss curve: neither name is in its way.
+  fs.mkdirSync(path.join(odd, 'loss.svg'));
+  assert.doesNotThrow(() => checkOutDir(odd, { what: 'converted model', overwrite: true }));
 });
 
 test('train-sft --full refuses a folder with files it would replace (a tokenizer config of the user\'s)', () => {

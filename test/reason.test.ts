@@ -796,8 +796,15 @@ test('Sequence: at the cap\'s edge one more token is sampled; a forced close is 
   const newline = new Sequence(scriptedTokenizer, { thinking: th, maxTokens: 50 }, 3);
   newline.accept(HMM, 0);
   newline.accept(NL, 0);
-  assert.deepEqual([newline.takeFeed(), newline.thinkingTokens, newline.forcedTokens], [[HMM, NL, CLOSE, NL, NL], 2, 3]);
-  // ... any other token is dropped, never fed, and the close forced in its place.
+  assert.deepEqual([newline.takeFeed(), newline.thinkingTokens, newline.forcedTokens], [[HMM, NL], 2, 0]);
+  newline.accept(CLOSE, 0); // no room left, but the close is not thinking: kept
+  assert.deepEqual([newline.takeFeed(), newline.thinkingTokens, newline.forcedTokens], [[CLOSE], 2, 0]);
+  // ... any other token is dropped, never fed, and the close forced in its place (after the model's own "\n", the tag).
+  const after = new Sequence(scriptedTokenizer, { thinking: th, maxTokens: 50 }, 3);
+  after.accept(HMM, 0);
+  after.accept(NL, 0);
+  after.accept(EOS, 0);
+  assert.deepEqual([after.takeFeed(), after.thinkingTokens, after.forcedTokens, after.done], [[HMM, NL, CLOSE, NL, NL], 2, 3, false], 'a stop token at the edge too');
   const s = new Sequence(scriptedTokenizer, { thinking: th, maxTokens: 50 }, 3);
   assert.deepEqual(s.takeFeed(), []);
   assert.equal(s.accept(HMM, -1), false);

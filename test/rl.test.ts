@@ -64,6 +64,8 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, long], { out: path.join(out, 'long'), budgets: [32, 64], steps: 1, quiet: true }),
       /train-rl: 1 prompt leaves less room than the smallest budget \(32 tokens\) in the model's context of 1024 tokens, e\.g\. line 7 \(\d+ tokens with the chat template, the invocation and the budget line\): shorten or leave them out/);
     assert.ok(!fs.existsSync(path.join(out, 'long')));
+    await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [long], { out: path.join(out, 'long'), budgets: [32], unbudgetedShare: 1, steps: 1, quiet: true }),
+      /\(\d+ tokens with the chat template and the invocation\)/, 'no budget line is fed when every prompt goes without one');
     const hot = await rollouts(m.backend, m.tokenizer, chat.slice(0, 1).map((p) => ({ p, budget: 32, line: true })), inv, 4, { temperature: 50, maxTokens: 5000, seed: 3, end });
     assert.equal(Math.max(...hot.map((r) => r.prompt.length + r.generated.length)), ctx, 'a row ran to the end of the context');
   } finally {

@@ -423,7 +423,10 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   const converted = await loadModel(out, { worker: false });
   const ids = prompt.slice(0, 9);
   assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(converted.backend, ids)) <= 1e-5);
-  await Promise.all([direct.close(), converted.close()]);
+  // The folder's own accuracy level may be named (the model would load as fp32 from its source, not from here).
+  const level = JSON.parse(fs.readFileSync(path.join(out, 'edgereason.json'), 'utf8')).options.accuracyLevel;
+  const named = await loadModel(out, { worker: false, accuracyLevel: level });
+  await Promise.all([direct.close(), converted.close(), named.close()]);
   // A folder converted by an older edgereason (its graph returned the whole cache) is refused with the fix.
   const manifest = path.join(out, 'edgereason.json'), current = fs.readFileSync(manifest, 'utf8');
   fs.writeFileSync(manifest, current.replace('"format": 2', '"format": 1'));
@@ -879,5 +882,11 @@ test('a vocabulary without <think> tokens (Qwen2.5\'s): the thinking closes wher
   assert.notEqual(ids[2], rt.force[0]);
   capped.accept(ids[2], 0);
   assert.deepEqual(capped.takeFeed(), rt.force);
+  // A segment that closes by itself exactly at the cap, its tag written in pieces ("</" "think" ">\n\n"), is not cut.
+  const exact = run({ thinking: thinkingOptions(rt, s.thinkingTokens) });
+  assert.deepEqual([exact.thinkingTokens, exact.answerFrom, exact.forcedTokens, exact.text], [s.thinkingTokens, s.answerFrom, 0, s.text]);
+  // One token less: the close is forced, the segment stays within the cap.
+  const under = run({ thinking: thinkingOptions(rt, s.thinkingTokens - 1) });
+  assert.ok(under.forcedTokens > 0 && under.thinkingTokens === s.thinkingTokens - 1, JSON.stringify([under.forcedTokens, under.thinkingTokens]));
   assert.deepEqual([capped.thinkingTokens, capped.answerFrom, capped.thinkingOpen], [3, 2 + rt.force.length, false]);
 });

@@ -18,8 +18,10 @@ const ARTEFACTS = [
   'training_log.json', 'loss.svg', 'rl_log.json', 'rl-curves.svg', 'rl-length.svg',
 ];
 const SHARD = /^model-\d+-of-\d+\.safetensors$/;
+/** What convert writes into its folder. */
+const CONVERTED = ['model.onnx', 'model.onnx.data', 'edgereason.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
 /** Every file a training run or convert writes into a folder: any of them found there is replaced only when told so. */
-const WRITTEN = [...ARTEFACTS, 'model.onnx', 'model.onnx.data', 'edgereason.json'];
+const WRITTEN = [...new Set([...ARTEFACTS, ...CONVERTED])];
 
 /** `~` expanded, then resolved against the working directory (for inputs such as a base model; outputs are checked where they will be written: as given). */
 export function expandPath(p: string): string {
@@ -78,11 +80,13 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
   }
   // What the run writes must be writable whatever it is told: a folder where a file goes (or a file where the
   // checkpoint folder goes) would fail the first save, after the work.
+  // (Training commands say whether --resume was given; convert writes no artefacts of training, and no checkpoint.)
   if (exists && !c.empty) {
-    const folder = WRITTEN.find((f) => fs.existsSync(path.join(abs, f)) && fs.statSync(path.join(abs, f)).isDirectory());
+    const training = c.resume !== undefined, writes = training ? ARTEFACTS : CONVERTED;
+    const folder = writes.find((f) => fs.existsSync(path.join(abs, f)) && fs.statSync(path.join(abs, f)).isDirectory());
     if (folder) throw new Error(`${flag} ${dir}: ${path.join(dir, folder)} is a folder, where the ${c.what} has a file; move it away or choose another ${flag}`);
     const ckpt = path.join(abs, path.dirname(CHECKPOINT));
-    if (fs.existsSync(ckpt) && !fs.statSync(ckpt).isDirectory()) throw new Error(`${flag} ${dir}: ${path.join(dir, path.dirname(CHECKPOINT))} is a file, where training keeps its checkpoint folder; move it away or choose another ${flag}`);
+    if (training && fs.existsSync(ckpt) && !fs.statSync(ckpt).isDirectory()) throw new Error(`${flag} ${dir}: ${path.join(dir, path.dirname(CHECKPOINT))} is a file, where training keeps its checkpoint folder; move it away or choose another ${flag}`);
   }
   if (c.resume) {
     if (!fs.existsSync(path.join(abs, CHECKPOINT))) throw new Error(`--resume: ${flag} ${dir} holds no checkpoint (${path.join(dir, CHECKPOINT)} not found); start without --resume`);

@@ -373,8 +373,6 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
         if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
-        const forced = seq.takeFeed(); // a cap of 0 closes the thinking before anything is sampled
-        if (forced.length) return forced;
         const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u);
         seq.ttftMs = performance.now() - start;
         return seq.accept(first.token, first.logprob) ? [] : seq.takeFeed();

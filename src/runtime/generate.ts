@@ -97,7 +97,6 @@ export class Sequence {
   private readonly forceEndAt: number = 0;
   /** At the cap's edge: the next sampled token stays only if it closes the segment or is the forced text's own next token. */
   private atEdge = false;
-  private started = false;
   private readonly stops: string[];
   /** While thinking: the text length after each token (where a closing tag written in pieces began). */
   private readonly textEnds: number[] = [];
@@ -113,7 +112,7 @@ export class Sequence {
   private readonly longestStop: number;
 
   /** `promptTail`: the prompt's last token, the first generated one's neighbour when text is decoded (StreamDecoder). */
-  constructor(tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void, promptTail: readonly number[] = []) {
+  constructor(private readonly tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void, promptTail: readonly number[] = []) {
     checkGenerateOptions(opts, tokenizer.vocabSize);
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true }, promptTail);
@@ -129,6 +128,7 @@ export class Sequence {
         if (this.forceEndAt < 0 && th.endText) this.forceEndAt = tokensBefore(tokenizer, th.force, th.endText);
         if (this.forceEndAt < 0) throw new Error(`generate: thinking.force [${th.force}] does not contain the closing tokens [${th.end}]${th.endText ? ` or text ${JSON.stringify(th.endText)}` : ''}`);
       }
+      this.checkCap(); // a cap of 0: at the edge from the first token
     } else this.answerFrom = 0;
   }
 
@@ -152,12 +152,8 @@ export class Sequence {
     return { temperature, topK, topP, minP, u: this.random() };
   }
 
-  /**
-   * The tokens to feed next: the last sampled token when it was kept, then those the runtime appended (budget
-   * forcing). The first call closes a segment capped at 0, before anything is sampled.
-   */
+  /** The tokens to feed next: the last sampled token when it was kept, then those the runtime appended (budget forcing). */
   takeFeed(): number[] {
-    if (!this.started) { this.started = true; if (!this.done) this.checkCap(); }
     const q = this.queued;
     this.queued = [];
     return q;
@@ -165,17 +161,21 @@ export class Sequence {
 
   /** Accepts a sampled token; returns true when the sequence has finished. */
   accept(token: number, logprob: number): boolean {
-    if (this.stopTokens.has(token)) { this.stopToken = token; return this.finish('stop'); }
-    if (this.atEdge) {
+    if (this.atEdge) { // a stop token there is dropped too: the close is forced and the model answers
       this.atEdge = false;
-      const { end, force } = this.opts.thinking!, room = this.opts.thinking!.maxTokens! - this.thinkingTokens;
-      if (token !== force![this.forceEndAt - room] && !(end.length === 1 && token === end[0])) { // neither: dropped, the close forced
+      const room = this.room(), { end, endText, force } = this.opts.thinking!, text = this.tokenizer.decode([token]);
+      const piece = this.tagInProgress().text + text; // a closing tag written in pieces: begun, continued or ended
+      const closes = (end.length === 1 && token === end[0]) || (!!endText && (endText.startsWith(piece) || piece.startsWith(endText)));
+      // the forced text before the tag ("\n"), written by the model itself (alone, or ending its token: ".\n")
+      const own = room > 0 && (token === force![this.forceEndAt - room] || text.endsWith(this.tokenizer.decode(force!.slice(this.forceEndAt - room, this.forceEndAt))));
+      if (!closes && !own) { // neither: dropped, the close forced
         this.force(this.forceEndAt - room);
         if (this.done) return true;
         this.emit(false);
         return false;
       }
     }
+    if (this.stopTokens.has(token)) { this.stopToken = token; return this.finish('stop'); }
     this.logprobSum += logprob;
     this.queued.push(token);
     this.push(token, logprob);
@@ -240,18 +240,35 @@ export class Sequence {
   }
 
   /**
-   * Budget forcing: once the segment's room is down to the forced text before the closing tag ("\n"), the model
-   * samples once more: a token that closes the segment, or is the forced text's own next token, is kept (a segment
-   * that closes by itself within the cap is not forced); any other is dropped and the close forced in its place.
-   * With no room left (a cap of 0), the close is forced at once.
+   * Budget forcing: once the segment's room is down to the forced text before the closing tag ("\n"), each sampled
+   * token is kept only if it begins, continues or ends the closing tag, or (while there is room) writes that text
+   * itself ("\n", or a token ending in it): a segment that closes by itself within the cap is not forced. Any other
+   * token is dropped, never fed, and the close forced in its place.
    */
   private checkCap(): void {
     const th = this.opts.thinking!;
-    if (!this.thinkingOpen || th.maxTokens === undefined || !th.force) return;
-    const room = Math.max(0, th.maxTokens - this.thinkingTokens); // segment tokens still allowed
-    if (room > this.forceEndAt) return;
-    if (room > 0) { this.atEdge = true; return; }
-    this.force(this.forceEndAt);
+    if (this.thinkingOpen && th.maxTokens !== undefined && th.force && this.room() <= this.forceEndAt) this.atEdge = true;
+  }
+
+  /**
+   * Segment tokens still allowed. The tokens of a closing tag the model is writing in pieces ("</" "think") do not
+   * count while it may still close: should the tag not come, they do, and the segment ends by at most those past the cap.
+   */
+  private room(): number {
+    return Math.max(0, this.opts.thinking!.maxTokens! - (this.thinkingTokens - this.tagInProgress().tokens));
+  }
+
+  /** The trailing tokens whose text begins `endText` (a closing tag being written in pieces), and that text. */
+  private tagInProgress(): { tokens: number; text: string } {
+    const endText = this.opts.thinking!.endText, n = this.tokens.length;
+    let found = { tokens: 0, text: '' };
+    if (!endText || !this.thinkingOpen) return found;
+    for (let k = 1; k <= n && k < endText.length; k++) {
+      const text = this.text.slice(this.textEnds[n - k - 1] ?? 0);
+      if (text.length >= endText.length) break;
+      if (text && endText.startsWith(text)) found = { tokens: k, text };
+    }
+    return found;
   }
 
   /** Feeds `thinking.force` from `from` on: the text before the closing tag as far as it fits, then the tag (push closes the segment as a written one). */
@@ -372,7 +389,7 @@ export interface DecodeHooks {
 export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequence[], pending: number[][], start = performance.now(), hooks: DecodeHooks = {}): Promise<void> {
   let rows = seqs.map((_, i) => i);
   const stopAll = () => rows.forEach((r) => seqs[r].cancel());
-  if (hooks.signal?.aborted) stopAll(); // before anything is fed (a cap of 0 would feed its close)
+  if (hooks.signal?.aborted) stopAll();
   let feed = pending.map((p, i) => [...p, ...seqs[i].takeFeed()]);
   const pos = await backend.lengths(cache); // next absolute position of each row
   const H = backend.config.hiddenSize;

@@ -73,7 +73,7 @@ export class Model {
     let src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
-    if (quant === 'fp32' && opts.accuracyLevel !== undefined && opts.quant === undefined) {
+    if (src.kind !== 'converted' && quant === 'fp32' && opts.accuracyLevel !== undefined && opts.quant === undefined) {
       throw new Error(`loadModel: accuracyLevel applies to block-quantised weights, and this model loads as fp32 (small models do by default): pass quant "q4" or "q8" with it, or leave it out`);
     }
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));

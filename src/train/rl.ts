@@ -99,7 +99,7 @@ export async function trainRl(
   const invocation = start.config.aloraInvocationTokens;
   if (!invocation) throw new Error(`train-rl: ${adapterDir} is a plain LoRA adapter (its adapter_config.json has no alora_invocation_tokens); budget forcing trains an activated one, which acts from "<think>" on: train the SFT adapter with --alora-invocation "<think>"`);
   const end = tok.encode(THINK_CLOSE, { addSpecialTokens: false });
-  checkPromptRoom(tok, prompts, invocation, o.budgets, config.maxPositionEmbeddings);
+  checkPromptRoom(tok, prompts, invocation, (o.unbudgetedShare ?? 0.25) < 1 ? o.budgets : [], Math.min(...o.budgets), config.maxPositionEmbeddings);
   const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0;
   const scale = loraScale(start.config), unscaled = (b: Float32Array) => b.map((x) => x / scale);
   const params: Params = new Map();
@@ -216,17 +216,17 @@ export async function trainRl(
 }
 
 /**
- * Every prompt, with its chat template, the invocation and the longest budget line, must leave room in the context
+ * Every prompt, with its chat template, the invocation and the longest budget line (of `lines`), must leave room in the context
  * for the smallest budget's thinking: a longer one could never be answered within it (and one past the context
  * would stop the run when drawn).
  */
-function checkPromptRoom(tok: TextTokenizer, prompts: RlPrompt[], invocation: number[], budgets: number[], ctx: number): void {
-  const control = Math.max(...budgets.map((b) => budgetControl(tok, b).length)), least = Math.min(...budgets);
+function checkPromptRoom(tok: TextTokenizer, prompts: RlPrompt[], invocation: number[], lines: number[], least: number, ctx: number): void {
+  const control = Math.max(0, ...lines.map((b) => budgetControl(tok, b).length)); // the longest budget line fed
   const tooLong = prompts.map((p, i) => ({ p, i, n: tok.encode(tok.applyChatTemplate([{ role: 'user', content: p.question }], { addGenerationPrompt: true }), { addSpecialTokens: false }).length + invocation.length + control }))
     .filter((x) => x.n + least > ctx);
   if (tooLong.length) {
     const { p, i, n } = tooLong[0];
-    throw new Error(`train-rl: ${tooLong.length} prompt${tooLong.length > 1 ? 's' : ''} leave${tooLong.length > 1 ? '' : 's'} less room than the smallest budget (${least} tokens) in the model's context of ${ctx} tokens, e.g. ${p.line !== undefined ? `line ${p.line}` : `prompt ${i}`} (${n} tokens with the chat template, the invocation and the budget line): shorten or leave them out`);
+    throw new Error(`train-rl: ${tooLong.length} prompt${tooLong.length > 1 ? 's' : ''} leave${tooLong.length > 1 ? '' : 's'} less room than the smallest budget (${least} tokens) in the model's context of ${ctx} tokens, e.g. ${p.line !== undefined ? `line ${p.line}` : `prompt ${i}`} (${n} tokens with the chat template${control ? ', the invocation and the budget line' : ' and the invocation'}): shorten or leave them out`);
   }
 }
 
