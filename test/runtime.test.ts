@@ -885,6 +885,13 @@ test('a vocabulary without <think> tokens (Qwen2.5\'s): the thinking closes wher
   // A segment that closes by itself exactly at the cap, its tag written in pieces ("</" "think" ">\n\n"), is not cut.
   const exact = run({ thinking: thinkingOptions(rt, s.thinkingTokens) });
   assert.deepEqual([exact.thinkingTokens, exact.answerFrom, exact.forcedTokens, exact.text], [s.thinkingTokens, s.answerFrom, 0, s.text]);
+  // A stop token at the edge (it begins no closing tag) is dropped: the close is forced, and the model answers.
+  const eos = new Sequence(tok, { maxTokens: 100, thinking: thinkingOptions(rt, 3) }, 1);
+  eos.accept(ids[0], 0);
+  eos.accept(ids[1], 0);
+  eos.takeFeed();
+  assert.equal(eos.accept(tok.eosTokenIds[0], 0), false);
+  assert.deepEqual([eos.takeFeed(), eos.thinkingOpen, eos.done], [rt.force, false, false]);
   // One token less: the close is forced, the segment stays within the cap.
   const under = run({ thinking: thinkingOptions(rt, s.thinkingTokens - 1) });
   assert.ok(under.forcedTokens > 0 && under.thinkingTokens === s.thinkingTokens - 1, JSON.stringify([under.forcedTokens, under.thinkingTokens]));

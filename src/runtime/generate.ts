@@ -165,7 +165,7 @@ export class Sequence {
       this.atEdge = false;
       const room = this.room(), { end, endText, force } = this.opts.thinking!, text = this.tokenizer.decode([token]);
       const piece = this.tagInProgress().text + text; // a closing tag written in pieces: begun, continued or ended
-      const closes = (end.length === 1 && token === end[0]) || (!!endText && (endText.startsWith(piece) || piece.startsWith(endText)));
+      const closes = (end.length === 1 && token === end[0]) || (!!endText && text !== '' && (endText.startsWith(piece) || piece.startsWith(endText))); // not a token without text (EOS)
       // the forced text before the tag ("\n"), written by the model itself (alone, or ending its token: ".\n")
       const own = room > 0 && (token === force![this.forceEndAt - room] || text.endsWith(this.tokenizer.decode(force!.slice(this.forceEndAt - room, this.forceEndAt))));
       if (!closes && !own) { // neither: dropped, the close forced
