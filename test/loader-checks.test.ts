@@ -113,13 +113,15 @@ test('safetensors: two tensors pointing at the same bytes are refused', () => {
   assert.throws(() => openSafetensors(p), /overlap\.safetensors: tensors "a" and "b" overlap in the data section \(corrupt header\)/);
 });
 
-test('tokenizer: a chat_template that is not a template, or a list without "default", and an empty vocabulary are refused by file', () => {
+test('tokenizer: a chat_template that is not a template, or a list without "default" (at the first chat request), and an empty vocabulary are refused by file', () => {
   const dir = path.join(tmp, 'tok');
   fs.mkdirSync(dir);
   fs.copyFileSync(path.join(base.dir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
   const withConfig = (c: object) => { fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(c)); return () => loadTokenizer(dir); };
-  assert.throws(withConfig({ chat_template: 42 }), /tokenizer: .*tok.* \(tokenizer_config\.json\) field "chat_template" must be a string or a list of \{name, template\}, got 42/);
-  assert.throws(withConfig({ chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'rag', template: 'y' }] }),
+  // Said at the first chat request: raw prompts do not need a template.
+  const chat = (c: object) => () => { const t = withConfig(c)(); assert.ok(t.encode('hi').length > 0); return t.applyChatTemplate([{ role: 'user', content: 'hi' }]); };
+  assert.throws(chat({ chat_template: 42 }), /tokenizer: .*tok.* \(tokenizer_config\.json\) field "chat_template" must be a string or a list of \{name, template\}, got 42/);
+  assert.throws(chat({ chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'rag', template: 'y' }] }),
     /field "chat_template" lists templates named "tool_use", "rag", none of them "default" \(the chat template\)/);
   assert.equal(withConfig({ chat_template: [{ name: 'rag', template: 'y' }, { name: 'default', template: 'z' }] })().applyChatTemplate([]), 'z');
   const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));

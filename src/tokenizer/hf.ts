@@ -82,7 +82,7 @@ function tokenString(v: unknown): string | undefined {
 
 /**
  * chat_template is a string, or transformers' list of named templates ({name, template}) where "default" is the chat
- * one; anything else is refused, naming `file`, as a list without "default" is (transformers refuses it when applied).
+ * one; anything else is an error naming `file`, as a list without "default" is (transformers refuses it when applied).
  */
 function pickTemplate(t: unknown, file: string): string | undefined {
   if (t === undefined || t === null || typeof t === 'string') return t ?? undefined;
@@ -119,9 +119,9 @@ export class HfTokenizer implements TextTokenizer {
     this.bosTokenId = id('bos_token') ?? opts.bosTokenId;
     const eos = id('eos_token');
     this.eosTokenIds = [...new Set([...(eos === undefined ? [] : [eos]), ...(opts.eosTokenIds ?? [])])];
-    this.templateSource = chatTemplate ?? pickTemplate(config.chat_template, `${this.name} (tokenizer_config.json)`);
-    // Parsed now, and a template that does not parse is reported by name at the first chat request (raw
-    // prompts, training on prompt/completion data and convert do not need it).
+    // Parsed now, and a template that is not one (or does not parse) is reported by name at the first chat request
+    // (raw prompts, training on prompt/completion data and convert do not need it).
+    try { this.templateSource = chatTemplate ?? pickTemplate(config.chat_template, `${this.name} (tokenizer_config.json)`); } catch (e) { this.templateError = (e as Error).message; }
     if (this.templateSource !== undefined) {
       // raise_exception is how templates refuse a conversation (a system role, alternation): the caller's messages are
       // at fault, where any other failure is the template's. The interpreter's own raise_exception throws a plain
@@ -147,17 +147,17 @@ export class HfTokenizer implements TextTokenizer {
 
   tokenToId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
 
-  get hasChatTemplate(): boolean { return this.templateSource !== undefined; }
+  get hasChatTemplate(): boolean { return this.templateSource !== undefined || this.templateError !== undefined; }
 
   /**
    * Renders the chat template as transformers does: special tokens (bos_token, eos_token, ...), then `vars`
    * (e.g. { enable_thinking: false } for Qwen3), then messages and add_generation_prompt (default false).
    */
   applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> } = {}): string {
+    if (this.templateError) throw new ChatTemplateError(this.templateError, 'broken');
     if (this.templateSource === undefined) {
       throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json)`);
     }
-    if (this.templateError) throw new ChatTemplateError(this.templateError, 'broken');
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
     try {
       return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
