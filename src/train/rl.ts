@@ -215,6 +215,10 @@ export async function trainRl(
   return { history, out: o.out };
 }
 
+/** A rollout prompt's tokens up to the invocation: the question as the chat template renders it for a reply. */
+const chatIds = (tok: TextTokenizer, question: string) =>
+  tok.encode(tok.applyChatTemplate([{ role: 'user', content: question }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+
 /**
  * Every prompt, with its chat template, the invocation and the longest budget line (of `lines`), must leave room in the context
  * for the smallest budget's thinking: a longer one could never be answered within it (and one past the context
@@ -222,7 +226,7 @@ export async function trainRl(
  */
 function checkPromptRoom(tok: TextTokenizer, prompts: RlPrompt[], invocation: number[], lines: number[], least: number, ctx: number): void {
   const control = Math.max(0, ...lines.map((b) => budgetControl(tok, b).length)); // the longest budget line fed
-  const tooLong = prompts.map((p, i) => ({ p, i, n: tok.encode(tok.applyChatTemplate([{ role: 'user', content: p.question }], { addGenerationPrompt: true }), { addSpecialTokens: false }).length + invocation.length + control }))
+  const tooLong = prompts.map((p, i) => ({ p, i, n: chatIds(tok, p.question).length + invocation.length + control }))
     .filter((x) => x.n + least > ctx);
   if (tooLong.length) {
     const { p, i, n } = tooLong[0];
@@ -237,7 +241,7 @@ function checkPromptRoom(tok: TextTokenizer, prompts: RlPrompt[], invocation: nu
 export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number; line: boolean }[], invocation: number[], G: number,
   o: { temperature: number; maxTokens: number; seed: number; end: number[] }): Promise<Rollout[]> {
   const prompts = batch.map(({ p, budget, line }) => {
-    const chat = tok.encode(tok.applyChatTemplate([{ role: 'user', content: p.question }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+    const chat = chatIds(tok, p.question);
     return { ids: [...chat, ...invocation, ...(line ? budgetControl(tok, budget) : [])], from: chat.length };
   });
   const cache = await backend.newCache(prompts.length);
