@@ -245,6 +245,11 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
       fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, [field]: value }));
       assert.throws(() => loadAdapter(out, model.config), new RegExp(`adapter_config\\.json sets "${field}": .*does not support`));
     }
+    // PiSSA-style adapters apply to a rebuilt residual base; plain initialisations are fine.
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, init_lora_weights: 'pissa_niter_4' }));
+    assert.throws(() => loadAdapter(out, model.config), /adapter_config\.json sets "init_lora_weights": "pissa_niter_4": such an adapter applies to a modified copy of the base weights/);
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, init_lora_weights: 'gaussian' }));
+    assert.equal(loadAdapter(out, model.config).config.r, cfg.r);
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, modules_to_save: ['lm_head'] }));
     assert.throws(() => loadAdapter(out, model.config), /adapter_config\.json sets "modules_to_save": \["lm_head"\], which edgereason does not support/);
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, alora_invocation_tokens: [] }));

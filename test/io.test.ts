@@ -126,6 +126,8 @@ describe('Hugging Face config.json', () => {
     // Llama's attention_bias also biases o_proj, which the graph does not have; Qwen2's q/k/v biases it does.
     assert.throws(() => parseHfConfig({ ...llama, attention_bias: true }, 'l/config.json'), /l\/config\.json: attention_bias = true is not supported for "LlamaForCausalLM" \(its o_proj bias/);
     assert.throws(() => parseHfConfig({ ...llama, mlp_bias: true }), /mlp_bias = true is not supported/);
+    // transformers' Qwen2 has q/k/v biases whatever attention_bias says.
+    assert.equal(parseHfConfig({ ...base, attention_bias: false }).attentionBias, true);
     // Mistral's sliding window: exact up to the window, so the context stops there.
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', max_position_embeddings: 32768, sliding_window: 4096 }).maxPositionEmbeddings, 4096);
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral' }).architecture, 'llama');

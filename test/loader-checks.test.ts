@@ -61,6 +61,12 @@ test('GGUF metadata: values are checked as config.json\'s are, naming the key; n
     /ctx0\.gguf: metadata "qwen2\.context_length" must be a positive integer, got 0/);
   assert.throws(() => ggufToModel(ggufWith('eos', (md) => { md['tokenizer.ggml.eos_token_id'] = typed('u32', 600); })),
     /eos\.gguf: the end-of-generation ids \(tokenizer\.ggml\.eos_token_id, eot, eom\) must be token ids below the vocabulary size \(512\), got \[600/);
+  // Without rope.scaling.type llama.cpp scales linearly by either factor key: refused, not run unscaled.
+  assert.throws(() => ggufToModel(ggufWith('linear', (md) => { md['qwen2.rope.scaling.factor'] = typed('f32', 4); })),
+    /linear\.gguf: qwen2\.rope\.scaling\.factor = 4: linear RoPE scaling is not supported/);
+  assert.throws(() => ggufToModel(ggufWith('linear-old', (md) => { md['qwen2.rope.scale_linear'] = typed('f32', 2); })),
+    /linear-old\.gguf: qwen2\.rope\.scale_linear = 2: linear RoPE scaling is not supported/);
+  assert.deepEqual(ggufToModel(ggufWith('factor1', (md) => { md['qwen2.rope.scaling.factor'] = typed('f32', 1); })).config, ggufToModel(base.files.ggufF32).config);
   // Arrays nested 100 000 deep (writeGguf writes none: the bytes by hand): refused before the reader recurses that far.
   const u32 = (x: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(x); return b; }, u64 = (x: number) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(x)); return b; };
   const key = Buffer.from('general.nested'), ARRAY = 9, U8 = 0;

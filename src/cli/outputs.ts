@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeJson } from '../io/safetensors.ts';
+import { CONVERTED_FILES } from '../runtime/convert.ts';
 
 /** The files that make a folder a model or an adapter (what a training run would replace). */
 const MODEL_FILES = ['config.json', 'model.safetensors', 'adapter_config.json', 'adapter_model.safetensors'];
@@ -18,10 +19,8 @@ const ARTEFACTS = [
   'training_log.json', 'loss.svg', 'rl_log.json', 'rl-curves.svg', 'rl-length.svg',
 ];
 const SHARD = /^model-\d+-of-\d+\.safetensors$/;
-/** What convert writes into its folder. */
-const CONVERTED = ['model.onnx', 'model.onnx.data', 'edgereason.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
 /** Every file a training run or convert writes into a folder: any of them found there is replaced only when told so. */
-const WRITTEN = [...new Set([...ARTEFACTS, ...CONVERTED])];
+const WRITTEN = [...new Set([...ARTEFACTS, ...CONVERTED_FILES])];
 
 /** `~` expanded, then resolved against the working directory (for inputs such as a base model; outputs are checked where they will be written: as given). */
 export function expandPath(p: string): string {
@@ -82,7 +81,7 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
   // checkpoint folder goes) would fail the first save, after the work.
   // (Training commands say whether --resume was given; convert writes no artefacts of training, and no checkpoint.)
   if (exists && !c.empty) {
-    const training = c.resume !== undefined, writes = training ? ARTEFACTS : CONVERTED;
+    const training = c.resume !== undefined, writes = training ? ARTEFACTS : CONVERTED_FILES;
     const folder = writes.find((f) => fs.existsSync(path.join(abs, f)) && fs.statSync(path.join(abs, f)).isDirectory());
     if (folder) throw new Error(`${flag} ${dir}: ${path.join(dir, folder)} is a folder, where the ${c.what} has a file; move it away or choose another ${flag}`);
     const ckpt = path.join(abs, path.dirname(CHECKPOINT));

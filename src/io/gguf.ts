@@ -644,6 +644,11 @@ export function ggufToModel(path: string): {
   };
   const scaling = md[`${arch}.rope.scaling.type`];
   if (scaling !== undefined && scaling !== 'none') throw new Error(`${path}: ${arch}.rope.scaling.type = ${JSON.stringify(scaling)}: RoPE scaling is not supported`);
+  // Without a type, llama.cpp scales linearly by either factor key.
+  for (const k of ['rope.scaling.factor', 'rope.scale_linear']) {
+    const f = md[`${arch}.${k}`];
+    if (scaling === undefined && f !== undefined && f !== 0 && f !== 1) throw new Error(`${path}: ${arch}.${k} = ${JSON.stringify(f)}: linear RoPE scaling is not supported`);
+  }
   for (const name of file.names) if (ggufToHfName(name) || name === ROPE_FREQS) file.checkSupported(name); // fail now, not mid-conversion
   if (!file.has('token_embd.weight')) throw new Error(`${path}: tensor "token_embd.weight" is missing`);
 

@@ -55,7 +55,8 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     throw new Error(`${file}: "quantization" ${JSON.stringify(raw.quantization)} marks an MLX-quantized checkpoint, which is not supported: load the unquantized one (edgereason quantizes it itself: --quant q4 or q8)`);
   }
   if (raw.mlp_bias === true) throw new Error(`${file}: mlp_bias = true is not supported (MLP projections without bias only)`);
-  const bias = raw.attention_bias ?? arch === 'qwen2';
+  // transformers' Qwen2 always has q/k/v biases, whatever attention_bias says; Llama and Qwen3 read the field.
+  const bias = arch === 'qwen2' ? true : raw.attention_bias ?? false;
   if (typeof bias !== 'boolean') throw new Error(`${file}: field "attention_bias" must be a boolean, got ${JSON.stringify(bias)}`);
   // Llama's and Qwen3's attention_bias also puts a bias on o_proj, which the graph (Qwen2's q/k/v biases) does not have.
   if (bias && arch !== 'qwen2') throw new Error(`${file}: attention_bias = true is not supported for ${JSON.stringify(key)} (its o_proj bias; q/k/v biases as in Qwen2 only)`);

@@ -7,7 +7,7 @@
  * gives run.c's printed text: the Strip decoder drops the first token's leading space as run.c does after BOS.
  * `tokenizer.encode(prompt)` prepends BOS as run.c does; an empty prompt encodes to just [1].
  */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { checkModelConfig, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import { MemoryWeights } from './weights.ts';
@@ -19,7 +19,7 @@ const MAX_READ = 2 ** 31 - 1;
 
 export function loadLlama2c(modelPath: string, tokenizerPath?: string): { config: ModelConfig; weights: MemoryWeights; tokenizer: HfTokenizer } {
   const { config, weights } = readLlama2cModel(modelPath);
-  tokenizerPath ??= findTokenizer(modelPath);
+  tokenizerPath ??= findLlama2cTokenizer(modelPath, config.vocabSize);
   const tokenizerJson = llama2cTokenizerJson(tokenizerPath);
   const n = Object.keys(tokenizerJson.model.vocab).length;
   if (n !== config.vocabSize) throw new Error(`llama2c: ${tokenizerPath} has ${n} tokens but ${modelPath} has vocab_size ${config.vocabSize}`);
@@ -30,11 +30,34 @@ export function loadLlama2c(modelPath: string, tokenizerPath?: string): { config
   return { config, weights, tokenizer };
 }
 
-function findTokenizer(modelPath: string): string {
+/**
+ * The tok*.bin beside a llama2.c model whose token count is the model's vocabulary size (llama2.c folders often
+ * hold several: tokenizer.bin, tok512.bin, ...); without `vocabSize` (read from the model's header when absent), the first.
+ */
+export function findLlama2cTokenizer(modelPath: string, vocabSize = llama2cVocabSize(modelPath)): string {
   const dir = path.dirname(modelPath);
   const found = readdirSync(dir).filter((f) => /^tok.*\.bin$/.test(f)).sort();
   if (!found.length) throw new Error(`llama2c: no tok*.bin tokenizer next to ${modelPath}; pass its path explicitly`);
-  return path.join(dir, found[0]);
+  if (found.length === 1) return path.join(dir, found[0]);
+  const counts = found.map((f) => tokenCount(path.join(dir, f)));
+  const i = counts.indexOf(vocabSize);
+  if (i < 0) throw new Error(`llama2c: none of the tokenizers next to ${modelPath} (${found.map((f, k) => `${f}: ${counts[k] < 0 ? 'unreadable' : `${counts[k]} tokens`}`).join(', ')}) has its vocab_size, ${vocabSize}`);
+  return path.join(dir, found[i]);
+}
+
+/** Tokens in a llama2.c tokenizer file (-1 when it is not one). */
+function tokenCount(file: string): number {
+  const buf = readFileSync(file);
+  let n = 0, off = 4;
+  for (; off + 8 <= buf.length; n++) off += 8 + Math.max(0, buf.readInt32LE(off + 4));
+  return off === buf.length ? n : -1;
+}
+
+/** The vocabulary size in a llama2.c checkpoint's header (negative there when the classifier is not shared). */
+function llama2cVocabSize(file: string): number {
+  const fd = openSync(file, 'r'), h = Buffer.alloc(HEADER_BYTES);
+  try { readSync(fd, h, 0, HEADER_BYTES, 0); } finally { closeSync(fd); }
+  return Math.abs(h.readInt32LE(20));
 }
 
 /** Reads a llama2.c checkpoint: 7 int32 header fields, then float32 tensors in run.c's order. */

@@ -78,6 +78,11 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
     ['bias', raw.bias !== undefined && raw.bias !== 'none'], ['fan_in_fan_out', raw.fan_in_fan_out === true],
     ['modules_to_save', isNonEmpty(raw.modules_to_save)], ['trainable_token_indices', isNonEmpty(raw.trainable_token_indices)],
   ];
+  // PiSSA / OLoRA / CorDA / LoftQ adapters are saved against a modified ("residual") base that PEFT rebuilds on load.
+  const init = raw.init_lora_weights;
+  if (typeof init === 'string' && /^(pissa|olora|corda|loftq)/.test(init)) {
+    throw new Error(`adapter: ${file} sets "init_lora_weights": ${JSON.stringify(init)}: such an adapter applies to a modified copy of the base weights, which edgereason does not rebuild; convert it to a plain LoRA adapter first (PEFT's save_pretrained with path_initial_model_for_weight_conversion)`);
+  }
   for (const [field, bad] of unsupported) if (bad) throw new Error(`adapter: ${file} sets "${field}": ${JSON.stringify(raw[field])}, which edgereason does not support (plain or rank-stabilised LoRA on every layer, no bias)`);
   const r = raw.r, alpha = raw.lora_alpha ?? 8, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8
   if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${JSON.stringify(r)}`);

@@ -12,7 +12,7 @@ import { loadTokenizer, readTokenizerFolder, type TokenizerFiles } from '../toke
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder } from './hf-folder.ts';
 import { ggufToModel, splitGgufParts } from './gguf.ts';
-import { loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
+import { findLlama2cTokenizer, loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
@@ -119,6 +119,7 @@ function openConverted(dir: string): ModelSource {
   // The command that rebuilds this folder with the settings it was converted with.
   const again = () => convertCommandLine(m?.source?.path ?? '<source>', dir, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
+  if ((m as { converting?: unknown }).converting) throw new Error(`model: ${dir} holds a conversion that did not finish; run \`${again()}\` again`);
   checkManifest(m, file);
   for (const [name, size] of Object.entries(m.sizes ?? {})) {
     const f = path.join(dir, name), got = fs.existsSync(f) ? fs.statSync(f).size : -1;
@@ -169,8 +170,9 @@ export function openSourceFiles(p: string, defining = DEFINING): string[] {
   const abs = path.resolve(p);
   if (fs.statSync(abs).isDirectory()) return fs.readdirSync(abs).filter((f) => defining.test(f)).map((f) => path.join(abs, f));
   if (abs.endsWith('.bin')) {
-    const tok = fs.readdirSync(path.dirname(abs)).filter((f) => /^tok.*\.bin$/.test(f)).sort()[0];
-    return tok ? [abs, path.join(path.dirname(abs), tok)] : [abs];
+    let tok: string | undefined;
+    try { tok = findLlama2cTokenizer(abs); } catch { /* the load says why */ }
+    return tok ? [abs, tok] : [abs];
   }
   // A GGUF: its parts (a split one's, by llama.cpp's naming) and, when a tokenizer.json sits beside it, the tokenizer files it is read with.
   const dir = path.dirname(abs), parts = splitGgufParts(abs)?.filter((f) => fs.existsSync(f)) ?? [abs];

@@ -78,11 +78,15 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
   fs.mkdirSync(out, { recursive: true });
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
+  removeDeadTemps(out);
+  // Until the last write the folder says it is being converted: a conversion that dies half-way (a crash, a full
+  // disk, kill -9) is refused at load with the command to run again, never paired with an earlier run's files.
+  const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] }, from = { path: src.path, kind: src.kind, fingerprint: '' };
+  writeJson(path.join(out, MANIFEST), { format: 2, converting: true, source: from, options });
   const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, blocks: opts.blocks });
   const dataName = 'model.onnx.data';
   let offset = 0, bytes: Uint8Array | undefined;
-  // Weights first, then the graph that points into them, then the manifest with both sizes: an interrupted
-  // re-conversion is refused at load (size check) instead of pairing one run's graph with another's weights.
+  // Weights first, then the graph that points into them, then the manifest with both sizes.
   atomicWrite(path.join(out, dataName), (fd) => {
     bytes = graph.toModelProto({
       external: {
@@ -95,8 +99,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
-    options: { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] },
-    source: { path: src.path, kind: src.kind, fingerprint: fingerprint(src.files) }, edgereason: builder(),
+    options, source: { ...from, fingerprint: fingerprint(src.files) }, edgereason: builder(),
   };
   writeJson(path.join(out, MANIFEST), manifest);
   return manifest;
@@ -287,6 +290,22 @@ function install(tmp: string, entry: string, source: string): void {
   }
 }
 
+/** The files convert writes (see convertModel). */
+export const CONVERTED_FILES = ['model.onnx', 'model.onnx.data', MANIFEST, 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
+
+/** Temp files of convert's (atomicWrite's `<file>.tmp-<pid>`) that a process killed mid-write left in `dir`. */
+function removeDeadTemps(dir: string): void {
+  for (const name of fs.readdirSync(dir)) {
+    const m = /^(.*)\.tmp-(\d+)$/.exec(name);
+    if (m && CONVERTED_FILES.includes(m[1]) && !alive(Number(m[2]))) fs.rmSync(path.join(dir, name), { force: true });
+  }
+}
+
+/** Whether a process of that id runs (one we may not signal does). */
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
 /** Copies left half-written by a load that died. */
 function removeAbandoned(dir: string): void {
   for (const name of fs.readdirSync(dir)) if (tempState(path.join(dir, name)) === 'abandoned') fs.rmSync(path.join(dir, name), { recursive: true, force: true });
@@ -297,7 +316,7 @@ function tempState(dir: string): 'writing' | 'abandoned' | undefined {
   const pid = Number(/\.(?:partial|old)-(\d+)-[0-9a-f]+$/.exec(dir)?.[1]);
   if (!pid) return undefined;
   if (pid === process.pid) return writing.has(dir) ? 'writing' : 'abandoned';
-  try { process.kill(pid, 0); return 'writing'; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM' ? 'writing' : 'abandoned'; }
+  return alive(pid) ? 'writing' : 'abandoned';
 }
 
 export const gib = (bytes: number, digits = 1): string => (bytes / 2 ** 30).toFixed(digits);

@@ -60,6 +60,13 @@ export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSo
   checkWeights(config, src, `saveHfFolder(${dir})`);
   const tensors = new Map(src.names.map((n) => [n, { shape: src.shape(n), data: src.get(n) }]));
   checkFinite(tensors, `saveHfFolder(${dir})`);
+  // A Qwen2 config always means q/k/v biases (transformers' Qwen2 has them unconditionally): zeros keep the math.
+  if (config.architecture === 'qwen2' && !config.attentionBias) {
+    for (let l = 0; l < config.numLayers; l++) for (const [p, heads] of [['q', config.numHeads], ['k', config.numKvHeads], ['v', config.numKvHeads]] as const) {
+      const n = heads * config.headDim;
+      tensors.set(`model.layers.${l}.self_attn.${p}_proj.bias`, { shape: [n], data: new Float32Array(n) });
+    }
+  }
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { dtype: opts.dtype, metadata: { format: 'pt' } });
   if (opts.tokenizer) writeTokenizerFiles(dir, opts.tokenizer);
