@@ -8,7 +8,7 @@ import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
 import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
-import { LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
+import { delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { Engine } from '../src/runtime/engine.ts';
 import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
@@ -452,6 +452,23 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);
 });
 
+test('convert: a conversion that died half-way is refused at load; its dead temp files go at the next convert', async () => {
+  const out = path.join(tmp, 'converted-half');
+  convertModel(openSource(model.dir), out, { quant: 'fp32' });
+  // Re-converting dies after the weights are written (here: model.onnx cannot be replaced).
+  fs.rmSync(path.join(out, 'model.onnx'));
+  fs.mkdirSync(path.join(out, 'model.onnx'));
+  assert.throws(() => convertModel(openSource(model.dir), out, { quant: 'fp32' }));
+  await assert.rejects(loadModel(out, { worker: false }), new RegExp(`model: ${out} holds a conversion that did not finish; run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32\` again`));
+  fs.rmdirSync(path.join(out, 'model.onnx'));
+  // A convert killed mid-write leaves <file>.tmp-<pid>; the next one removes those of dead processes, not other files.
+  const dead = spawnSync('true').pid;
+  for (const f of [`model.onnx.data.tmp-${dead}`, `notes.tmp-${dead}`, `model.onnx.tmp-${process.ppid}`]) fs.writeFileSync(path.join(out, f), 'x');
+  convertModel(openSource(model.dir), out, { quant: 'fp32' });
+  assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-')).sort(), [`model.onnx.tmp-${process.ppid}`, `notes.tmp-${dead}`]);
+  await (await loadModel(out, { worker: false })).close();
+});
+
 test('loadModel keeps a converted copy in the cache: written once, then used as is; converted again when stale, broken or from another version; listed and pruned', async () => {
   const cacheDir = path.join(tmp, 'cache'), converted = path.join(cacheDir, 'converted'), notes: string[] = [];
   const load = (o: LoadOptions = {}) => loadModel(model.dir, { quant: 'q4', worker: false, cacheDir, onNote: (n) => notes.push(n), ...o });
@@ -673,6 +690,11 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
     await assert.rejects(m.generateBatch('Hello' as never), /generate: generateBatch takes a list of prompts \(one per row\), got string/);
     await assert.rejects(m.generateBatch(['Hello'], {}, 5 as never), /generate: onText must be a function \(row, piece\) => void, got number/);
     await assert.rejects(m.generateBatch(['Hello'], {}, undefined, {} as never), /generate: signal must be an AbortSignal, got \{\}/);
+    // An abort that comes while decoding starts (here: during its first call to the backend) cancels the row.
+    const ac = new AbortController(), be = delegate(m.backend, {}), lengths = be.lengths.bind(be);
+    be.lengths = async (c) => { const r = await lengths(c); ac.abort(); return r; };
+    const [aborted] = await generateBatch(be, m.tokenizer, [m.encode('Hello')], [{ maxTokens: 16 }], undefined, ac.signal);
+    assert.deepEqual([aborted.finishReason, aborted.tokens.length], ['cancelled', 0]);
     await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant\)/);
     // A temperature so small that every logit but the best falls below the tail floor is greedy (it used to pick no token).
     const greedy = await m.complete('Hello', { maxTokens: 6 }), tiny = await m.complete('Hello', { maxTokens: 6, temperature: 1e-300, seed: 1 });
@@ -896,4 +918,16 @@ test('a vocabulary without <think> tokens (Qwen2.5\'s): the thinking closes wher
   const under = run({ thinking: thinkingOptions(rt, s.thinkingTokens - 1) });
   assert.ok(under.forcedTokens > 0 && under.thinkingTokens === s.thinkingTokens - 1, JSON.stringify([under.forcedTokens, under.thinkingTokens]));
   assert.deepEqual([capped.thinkingTokens, capped.answerFrom, capped.thinkingOpen], [3, 2 + rt.force.length, false]);
+  // A tag begun at the edge and then abandoned ("</" "think" then "\n", or a word): the token is dropped and the
+  // tag completed by force, so its pieces stay out of the segment, which never passes the cap.
+  const [lt, think] = [enc('</')[0], enc('think')[0]];
+  assert.deepEqual(tok.decode([lt, think]), '</think');
+  for (const K of [0, 1, 3]) {
+    for (const abandon of [enc('\n')[0], enc(' a')[0], lt]) {
+      const q = new Sequence(tok, { maxTokens: 100, stopTokens: [], thinking: thinkingOptions(rt, K) }, 1);
+      for (const t of [...enc(' a a a').slice(0, Math.max(0, K - 1)), lt, think, abandon, lt, think]) if (q.accept(t, 0) || !q.thinkingOpen) break;
+      assert.ok(!q.thinkingOpen && q.thinkingTokens <= K, `cap ${K}, then ${JSON.stringify(tok.decode([abandon]))}: ${q.thinkingTokens} thinking tokens in ${JSON.stringify(q.text)}`);
+      assert.ok(q.text.includes('</think>\n\n'), JSON.stringify(q.text));
+    }
+  }
 });

@@ -164,12 +164,12 @@ export class Sequence {
     if (this.atEdge) { // a stop token there is dropped too: the close is forced and the model answers
       this.atEdge = false;
       const room = this.room(), { end, endText, force } = this.opts.thinking!, text = this.tokenizer.decode([token]);
-      const piece = this.tagInProgress().text + text; // a closing tag written in pieces: begun, continued or ended
+      const tag = this.tagInProgress(), piece = tag.text + text; // a closing tag written in pieces: begun, continued or ended
       const closes = (end.length === 1 && token === end[0]) || (!!endText && text !== '' && (endText.startsWith(piece) || piece.startsWith(endText))); // not a token without text (EOS)
-      // the forced text before the tag ("\n"), written by the model itself (alone, or ending its token: ".\n")
-      const own = room > 0 && (token === force![this.forceEndAt - room] || text.endsWith(this.tokenizer.decode(force!.slice(this.forceEndAt - room, this.forceEndAt))));
-      if (!closes && !own) { // neither: dropped, the close forced
-        this.force(this.forceEndAt - room);
+      // the forced text before the tag ("\n"), written by the model itself (alone, or ending its token: ".\n"), not after a begun tag
+      const own = room > 0 && !tag.tokens && (token === force![this.forceEndAt - room] || text.endsWith(this.tokenizer.decode(force!.slice(this.forceEndAt - room, this.forceEndAt))));
+      if (!closes && !own) { // neither: dropped, the close forced (a begun tag completed, so its pieces stay out of the count)
+        this.force(tag.tokens ? this.tokenizer.encode(this.tokenizer.decode(force!.slice(this.forceEndAt)).slice(tag.text.length), { addSpecialTokens: false }) : force!.slice(this.forceEndAt - room));
         if (this.done) return true;
         this.emit(false);
         return false;
@@ -251,11 +251,12 @@ export class Sequence {
   }
 
   /**
-   * Segment tokens still allowed. The tokens of a closing tag the model is writing in pieces ("</" "think") do not
-   * count while it may still close: should the tag not come, they do, and the segment ends by at most those past the cap.
+   * Segment tokens still allowed, counting those of a closing tag the model is writing in pieces ("</" "think"): the
+   * next token must complete such a tag, else it is dropped and the tag completed by force, so the pieces end up
+   * outside the segment and it never passes the cap.
    */
   private room(): number {
-    return Math.max(0, this.opts.thinking!.maxTokens! - (this.thinkingTokens - this.tagInProgress().tokens));
+    return Math.max(0, this.opts.thinking!.maxTokens! - this.thinkingTokens);
   }
 
   /** The trailing tokens whose text begins `endText` (a closing tag being written in pieces), and that text. */
@@ -271,9 +272,9 @@ export class Sequence {
     return found;
   }
 
-  /** Feeds `thinking.force` from `from` on: the text before the closing tag as far as it fits, then the tag (push closes the segment as a written one). */
-  private force(from: number): void {
-    for (const token of this.opts.thinking!.force!.slice(from)) {
+  /** Feeds forced tokens: the text before the closing tag as far as it fits, then the tag, or the rest of a begun one (push closes the segment as a written one). */
+  private force(tokens: number[]): void {
+    for (const token of tokens) {
       this.forcedTokens++;
       this.queued.push(token);
       this.push(token, 0);
@@ -389,10 +390,10 @@ export interface DecodeHooks {
 export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequence[], pending: number[][], start = performance.now(), hooks: DecodeHooks = {}): Promise<void> {
   let rows = seqs.map((_, i) => i);
   const stopAll = () => rows.forEach((r) => seqs[r].cancel());
-  if (hooks.signal?.aborted) stopAll();
   let feed = pending.map((p, i) => [...p, ...seqs[i].takeFeed()]);
   const pos = await backend.lengths(cache); // next absolute position of each row
   const H = backend.config.hiddenSize;
+  if (hooks.signal?.aborted) stopAll(); // checked after the await: an abort during it has no listener yet
   hooks.signal?.addEventListener('abort', stopAll);
   try {
     for (;;) {
