@@ -65,11 +65,16 @@ test('math500: normalisation equivalences and near misses', () => {
     ['11\\sqrt2', '11\\sqrt{2}'], ['4210_{5}', '4210_5'], ['(0,9) \\cup (9,36)', '(0, 9)\\cup(9, 36)'], ['3, 5, 7', '3,5,7'],
     ['\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}', '\\begin{pmatrix} \\frac15 \\\\ -\\frac{18}{5} \\end{pmatrix}'],
     ['(1, 0.5)', '(1,\\frac{1}{2})'], ['\\text{Evelyn}', 'Evelyn'], ['-\\frac{3}{8}', '-0.375'], ['2.', '2'],
+    // words and choice letters in either case; bmatrix for pmatrix; the sign of a fraction; ±; units without \text
+    ['\\text{even}', '\\text{Even}'], ['\\text{ellipse}', 'Ellipse'], ['\\text{(C)}', '(c)'],
+    ['\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}', '\\begin{bmatrix} -1/3 \\\\ 2/3 \\end{bmatrix}'], ['-\\frac{\\pi}{6}', '\\frac{-\\pi}{6}'],
+    ['1 \\pm \\sqrt{19}', '1+\\sqrt{19}, 1-\\sqrt{19}'], ['1 \\pm \\sqrt{19}', '1-\\sqrt{19},1+\\sqrt{19}'], ['5.4 \\text{ cents}', '5.4 cents'],
   ];
   for (const [a, b] of same) assert.ok(mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should equal ${b}`);
   const differ: [string, string][] = [
     ['\\frac{2}{3}', '\\frac{3}{2}'], ['(3,4]', '[3,4]'], ['(3,4]', '(3,4)'], ['(1,2)', '(2,1)'], ['(1,2)', '(1,2,3)'],
     ['\\sqrt{2}', '\\sqrt{3}'], ['0.33', '\\frac13'], ['x+1', 'x-1'], ['\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}', '\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}'],
+    ['x', 'X'], ['\\text{(C)}', '(D)'], ['1 \\pm \\sqrt{19}', '1+\\sqrt{19}'], ['5.4 \\text{ cents}', '5.5 cents'], ['\\frac{-\\pi}{6}', '\\frac{\\pi}{6}'],
   ];
   for (const [a, b] of differ) assert.ok(!mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should differ from ${b}`);
   assert.equal(lastBoxed('so \\boxed{\\frac{\\sqrt{3}}{3}} and then \\boxed{\\left\\{1,2\\right\\}}.'), '\\left\\{1,2\\right\\}');
@@ -116,6 +121,7 @@ test('svamp and asdiv: every gold answer, stated as a sentence, grades correct; 
   }
   assert.ok(numeric > 2000, `asdiv: only ${numeric} numeric golds`);
   assert.ok(isCorrect('asdiv', '#### -(1/3)', '-(1/3)') && !isCorrect('asdiv', '#### -(1/3)', '1/3'), 'a negative fraction on the #### line keeps its sign');
+  assert.ok(isCorrect('asdiv', 'The answer is 3 : 4', '3:4') && !isCorrect('asdiv', 'The answer is 3 : 5', '3:4'), 'a ratio with spaces around its colon');
 });
 
 test('numeric extraction: ####, stated answer, box, last number, think blocks, voting keys', () => {

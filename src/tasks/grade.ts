@@ -94,7 +94,7 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
 const OPERATION = /\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
 
 /** A ratio or clock time ("3:4", "5:45 p.m."): an answer of its own, not the number before its colon. */
-const isRatioOrTime = (s: string) => /^\d+:\d+/.test(s.trim());
+const isRatioOrTime = (s: string) => /^\d+\s*:\s*\d+/.test(s.trim());
 
 /**
  * The numeric value of a stated answer, undefined when it is not a number: LaTeX goes through the MATH
@@ -134,6 +134,8 @@ export function normalizeMath(s: string): string {
     .replace(/(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)/g, ' ') // not the \\ of matrix rows
     .replace(/\\[()[\]]/g, ' ') // \( \) \[ \] math delimiters
     .replace(/\\[dt]frac/g, '\\frac')
+    .replace(/\\frac\s*\{\s*-/g, '-\\frac{') // \frac{-\pi}{6}
+    .replace(/\{bmatrix\}/g, '{pmatrix}')
     .replace(/\\(?:left|right)(?![a-z])/g, '')
     .replace(/\^\s*\{?\\circ\}?|\\circ|°/g, '')
     .replace(/\\?%/g, '')
@@ -147,6 +149,7 @@ export function normalizeMath(s: string): string {
     const noUnits = t.replace(/\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?/g, '').trim();
     if (noUnits) t = noUnits;
   }
+  t = t.replace(/^(-?\d+(?:\.\d+)?)\s+[A-Za-z]{2,}(?:\s+[A-Za-z]+)*$/, '$1'); // a unit without \text: "5.4 cents"
   t = t.replace(/^[A-Za-z]\s*(?:=|\\in)\s*/, '') // "x = 5", "x \in [-2,7]"
     .replace(/\s+/g, '')
     .replace(/\.$/, '')
@@ -157,8 +160,11 @@ export function normalizeMath(s: string): string {
     .replace(/([_^])\{(\w+)\}/g, '$1$2'); // 4210_{5}, x^{2}
   if (/^-?\d{1,3}(,\d{3})+(\.\d+)?$/.test(t)) t = t.replace(/,/g, ''); // 10,080
   t = t.replace(/^(-?)\.(\d)/, '$10.$2'); // .35 -> 0.35
-  const choice = /^\(([A-E])\)$/.exec(t); // multiple-choice letter "(C)"
-  if (choice) t = choice[1];
+  const choice = /^\(([A-Ea-e])\)$/.exec(t); // multiple-choice letter "(C)"
+  if (choice) t = choice[1].toUpperCase();
+  if (/^[A-Za-z]{2,}$/.test(t)) t = t.toLowerCase(); // a word: "\text{Even}", "East"
+  const pm = splitTop(t, '\\pm'); // "1\pm\sqrt{19}": both solutions
+  if (pm.length === 2 && pm[0] && !t.includes(',')) t = `${pm[0]}+${pm[1]},${pm[0]}-${pm[1]}`;
   return t;
 }
 
@@ -241,7 +247,8 @@ function foldPhrase(s: string): string {
     t = t.replace(/\.+$/, '').replace(/^\$+|\$+$/g, '').replace(/^\\\(|\\\)$/g, '').replace(/^["'“”‘’]+|["'“”‘’]+$/g, '')
       .replace(/^\\(?:boxed|text|textbf|textnormal|mbox|mathrm)\{(.*)\}$/, '$1').trim();
   } while (t !== was);
-  return t.toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '').replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/\.+$/, '');
+  return t.toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '').replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/\.+$/, '')
+    .replace(/(\d)\s*:\s*(\d)/g, '$1:$2'); // a ratio written "3 : 4"
 }
 
 /** A stated phrase's leading "$…$" or "\\(…\\)" (a sentence may go on after it), else the phrase. */
