@@ -12,7 +12,7 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
@@ -173,7 +173,7 @@ test('(b) forked parallel samples with fixed seeds equal the same samples decode
     const [c] = await generateBatch(m.backend, m.tokenizer, [[...ids, ...inv]], [{ ...opts, seed: 11 + i, adapter: true, adapterFrom: ids.length }]);
     assert.deepEqual(par.samples[i].tokenIds, c.tokens, `sample ${i} vs a fresh prefill`);
     assert.equal(texts[i].thinking.trim(), par.samples[i].thinking);
-    assert.equal(texts[i].answer.trim(), par.samples[i].answer);
+    assert.equal(texts[i].answer, par.samples[i].answer, 'the streamed answer is the answer, exactly');
   }
   assert.equal(par.usage.completionTokens, par.samples.reduce((a, s) => a + s.tokens, 0));
   assert.ok(par.ttftMs > 0 && par.ttftMs <= par.latencyMs);
@@ -243,6 +243,11 @@ test('nativeThinking (a model that thinks by itself, no adapter): the reasoning 
     const adapterVerifier = new Verifier(router.probe, 0.5, { adapter: 'a' });
     await assert.rejects(answer(m, q, { reasoning: 'on', nativeThinking: true }, { verifier: adapterVerifier }), /answer: this verifier was not trained for nativeThinking \(but with the reasoning adapter a\): train one with train-verifier --native-thinking/);
     await assert.rejects(answer(m, q, { nativeThinking: true, adapterMode: 'classic' }), /answer: adapterMode applies to a reasoning adapter, not to nativeThinking/);
+    await assert.rejects(answer(m, q, { nativeThinking: true, invocation: '<think>\n' }), /answer: invocation names a reasoning adapter's opening text; with nativeThinking the model opens its thinking with its own "<think>": leave invocation out/);
+    // A router trained on a model of another shape is refused by name (its probe reads that model's hidden states).
+    const other = new Router(router.probe, 0, { name: 'accuracy' }, { nativeThinking: true, modelShape: 'llama, 2 layers, hidden 64, heads 4/2×16, MLP 128, vocabulary 512' });
+    await assert.rejects(answer(m, q, { nativeThinking: true }, { router: other }),
+      new RegExp(`answer: this router was trained on a model of another shape \\(llama, 2 layers, hidden 64, heads 4/2×16, MLP 128, vocabulary 512\\); this one is ${modelShape(m.config).replace(/[()]/g, '\\$&')}: train one for it \\(train-router\\)`));
   } finally {
     await m.close();
   }
@@ -391,7 +396,7 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
     } else {
       assert.equal(res.route, 'direct');
       assert.equal(res.escalation, undefined);
-      assert.equal(res.answer, '</think>#### 7');
+      assert.equal(res.answer, '#### 7', 'a tag in the answer is dropped, its text kept');
       assert.equal(text.map((t) => t.split(':answer:')[1]).join(''), res.answer, 'the held-back answer streams once the gate passes');
     }
     assert.equal(b.live, 0);
@@ -400,9 +405,9 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
   // prompt (3 tokens) and the invocation.
   for (const [context, escalates] of [[3 + 1 + MIN_ESCALATION_ROOM, true], [3 + MIN_ESCALATION_ROOM, false]] as const) {
     const res = await answer(scripted(policy, true, context).m, 'q', { reasoning: 'auto' }, { router: direct({ minLogprob: -1, tokens: 4 }) });
-    assert.deepEqual([res.route, !!res.escalation, res.answer], [escalates ? 'reasoning' : 'direct', escalates, escalates ? '#### 7' : '</think>#### 7'], `context ${context}`);
+    assert.deepEqual([res.route, !!res.escalation, res.answer], [escalates ? 'reasoning' : 'direct', escalates, '#### 7'], `context ${context}`);
   }
-  // The dropped direct attempt (2 tokens) comes off maxTokens and the thinking cap: completion tokens stay within
+  // The dropped direct attempt (2 tokens) comes off maxTokens, not off the thinking cap: completion tokens stay within
   // maxTokens (here the reasoning thinks until it is cut), and the gate stands down where what would be left is too little.
   const endless = (h: number[], u: number) => (h.includes(OPEN) ? HMM : policy(h, u));
   for (const [maxTokens, escalates] of [[4 + MIN_ESCALATION_ROOM, true], [3 + MIN_ESCALATION_ROOM, false]] as const) {
@@ -410,7 +415,12 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
     assert.deepEqual([res.route, res.usage.completionTokens], escalates ? ['reasoning', maxTokens] : ['direct', 2], `maxTokens ${maxTokens}`);
   }
   const capped = await answer(scripted(endless).m, 'q', { reasoning: 'auto', maxTokens: 80, maxThinkingTokens: 10 }, { router: direct({ minLogprob: -1, tokens: 4 }) });
-  assert.deepEqual([capped.escalation?.tokens, capped.samples[0].thinkingTokens, capped.samples[0].capped], [2, 8, true]);
+  assert.deepEqual([capped.escalation?.tokens, capped.samples[0].thinkingTokens, capped.samples[0].capped], [2, 10, true]);
+  // Cancelled before the first token: nothing generated, and no time to a first token that never came.
+  const ac = new AbortController();
+  ac.abort();
+  const none = await answer(scripted(policy).m, 'q', { reasoning: 'off', signal: ac.signal });
+  assert.deepEqual([none.samples[0].tokens, none.ttftMs], [0, none.latencyMs]);
 });
 
 test('an answer cut off by maxTokens has no vote and no verifier score; a direct answer is greedy unless asked, whatever samples says', async () => {
@@ -462,6 +472,14 @@ test('thinking cap (scripted): forced "\\n</think>\\n\\n" is fed, counted and st
     assert.deepEqual(b.finished, [[Q, Q, Q, OPEN, ...toks]]);
     assert.equal(b.live, 0, 'every KV cache is freed');
   }
+  // A capped model that goes on reasoning in its answer and closes again: the tags are dropped from the answer, the
+  // text kept, and the stream adds up to it.
+  const again = (h: number[]) => (h.filter((t) => t === CLOSE).length === 1 ? [HMM, OPEN, HMM, CLOSE][h.length - h.lastIndexOf(NL) - 1] ?? A5 : h.at(-1) === A5 ? EOS : never(h));
+  const pieces: Record<string, string> = { thinking: '', answer: '' };
+  const re = (await answer(scripted(again).m, 'q', { reasoning: 'on', maxThinkingTokens: 2, onText: (_, phase, p) => { pieces[phase] += p; } })).samples[0];
+  assert.equal(re.answer, 'hmm hmm #### 5');
+  assert.equal(pieces.answer, re.answer);
+  assert.equal(re.extracted, '5');
   // A sample that closes by itself before the cap is not forced.
   const { m } = scripted(thinker((h) => h.filter((t) => t === HMM).length === 2));
   const s = (await answer(m, 'q', { reasoning: 'on', maxThinkingTokens: 5 })).samples[0];
@@ -554,7 +572,7 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
     const c = await capped(stop);
     assert.deepEqual([c.thinking, c.answer, c.capped, c.finishReason], ['hmm hmm', '#### 5', true, 'stop'], JSON.stringify(stop));
   }
-  assert.equal((await capped(['5'])).answer, '####');
+  assert.equal((await capped(['5'])).answer, '#### ', 'the answer as generated, up to the stop');
   await assert.rejects(run({ maxTokens: 0 }), /answer: maxTokens must be an integer ≥ 1, got 0/);
   await assert.rejects(run({ max_tokens: 5 } as object), /answer: unknown option "max_tokens"/);
   await assert.rejects(run({ samples: '2' as never }), /answer: samples must be a positive integer, got "2"/);
@@ -629,6 +647,7 @@ test('verifier scores come from the hidden state of the step that sampled the st
   const cands = res.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore }));
   assert.deepEqual(vote('verifier-vote', cands).winner, '5');
   await assert.rejects(answer(m, 'q', { reasoning: 'on', vote: 'verifier' }), /needs a verifier/);
+  assert.equal((await answer(m, 'q', { reasoning: 'off', vote: 'verifier' })).route, 'direct', 'no reasoning, no vote: no verifier needed');
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -708,6 +727,9 @@ test('router: separable features give 100 % training accuracy; save/load round t
   assert.throws(edited({ hiddenSize: undefined }), /router\.json: field "hiddenSize" must be a positive integer \(the model's hidden size\), got undefined/);
   assert.equal(edited({ threshold: null })().threshold, Infinity, 'a saved "never" threshold (Infinity is null in JSON) loads back');
   assert.throws(edited({ rule: { name: 'cheapest' } }), /router\.json: field "rule\.name" must be "savings" or "accuracy", got "cheapest"/);
+  assert.throws(edited({ rule: { name: 'savings', maxLoss: '0.1' } }), /router\.json: field "rule\.maxLoss" must be a number ≥ 0, got "0\.1"/);
+  assert.throws(edited({ metadata: 'oops' }), /router\.json: field "metadata" must be an object, got "oops"/);
+  assert.throws(edited({ metadata: { nativeThinking: 'true' } }), /router\.json: field "metadata\.nativeThinking" must be true or false, got "true"/);
   assert.throws(edited({ probe: undefined }), /router\.json: field "probe" must be an object \{weights, bias, mean, std\}, got undefined/);
   assert.throws(edited({ probe: { ...router.probe.toJSON(), mean: [1, 2] } }), /router\.json: fields "probe\.weights" \(6\), "probe\.mean" \(2\) and "probe\.std" \(6\) differ in size/);
 
@@ -846,6 +868,12 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
   assert.equal(report.train.positives, 3, 'a random model answers nothing right: everything needs reasoning');
   assert.deepEqual(report.rule, { name: 'savings', maxLoss: 0 });
   assert.equal(router.probe.dim, Hd);
+  // It records the model's shape and its adapter's weights: another adapter gets a note naming both.
+  assert.deepEqual([router.metadata.modelShape, router.metadata.adapterHash], [modelShape(m.config), adapterHash(m.adapter!)]);
+  assert.equal(pairingNote('router', 'r.json', router.metadata, [m.adapter!]), undefined);
+  const otherAdapter = { ...m.adapter!, dir: 'other', tensors: new Map([...m.adapter!.tensors].map(([k, t]) => [k, { ...t, b: t.b.map((x) => x + 1) }])) };
+  assert.equal(pairingNote('router', 'r.json', router.metadata, [otherAdapter]),
+    `note: r.json was trained with another reasoning adapter (${JSON.stringify(m.adapter!.dir)}) than other: its threshold was chosen for that adapter; train-router with this adapter makes a matching one`);
   const res = await answer(m, items[0].question, { reasoning: 'auto', maxTokens: 4 }, { router });
   assert.equal(res.route, res.routerScore! >= router.threshold || res.escalation ? 'reasoning' : 'direct');
   // This model never ends a sample by itself: its samples, cut by maxTokens, are not what answer() scores, so there

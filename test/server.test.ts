@@ -15,6 +15,7 @@ import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
+import { reasoningTokens } from '../src/reason/answer.ts';
 import { promptCharBound } from '../src/server/prompt-bound.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
@@ -299,6 +300,8 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ prediction: { type: 'content', content: 'x' } }, 'prediction', unsupported('prediction', '(predicted outputs)'), 'unsupported_parameter'],
     [{ verbosity: 'low' }, 'verbosity', unsupported('verbosity', '"low" (only "medium")'), 'unsupported_parameter'],
     [{ stream_options: { include_usage: true } }, 'stream_options', "Invalid value for 'stream_options': stream_options is only allowed when 'stream' is true.", 'invalid_value'],
+    [{ max_tokens: -5 }, 'max_tokens', "Invalid value for 'max_tokens': must be >= 1, got -5.", 'invalid_value'],
+    [{ seed: 1e12 }, 'seed', "Invalid value for 'seed': must be <= 4294967295, got 1000000000000.", 'invalid_value'],
     [{ foo: 1 }, 'foo', 'Unrecognized request argument supplied: foo', 'unknown_parameter'],
     [{ foo: 1, max_token: 5 }, 'foo', 'Unrecognized request arguments supplied: foo, max_token', 'unknown_parameter'],
     [{ edgereason: { reasoning: 'on', sample: 3 } }, 'edgereason.sample', 'Unrecognized request argument supplied: edgereason.sample', 'unknown_parameter'],
@@ -360,19 +363,22 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   // A prompt that fits with reasoning off but not with the tokens the reasoning route keeps back.
   const m = server.served.models.get('reasoning')!, ctx = server.limits.ctx;
   const tokens = (content: string) => m.model.encode([{ role: 'user', content }], true).length;
+  // The default adapter's invocation is one token, and it reads no budget line: one token is kept back.
+  const kept = reasoningTokens(m.model).invocation.length;
+  assert.equal(kept, 1);
   let k = 1;
-  while (tokens('seven '.repeat(k)) < ctx - 10) k++;
+  while (tokens('seven '.repeat(k)) < ctx - 1) k++;
   const content = 'seven '.repeat(k), n = tokens(content);
-  assert.ok(n + 1 < ctx && n + 17 >= ctx, `${n} tokens`);
+  assert.ok(n + 1 <= ctx && n + 1 + kept > ctx, `${n} tokens`);
   const e = await status(create({ model: 'reasoning', messages: [{ role: 'user', content }], max_tokens: 1 }));
   assert.deepEqual([e.status, e.param, e.code], [400, 'messages', 'context_length_exceeded']);
-  assert.equal((e.error as Loose).message, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${n} tokens, and 16 more are kept back for the reasoning invocation and budget line (reasoning "auto" may take the reasoning route), which leaves too little room for a completion. Please reduce the length of the messages, or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none").`);
+  assert.equal((e.error as Loose).message, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${n} tokens, and ${kept} more are kept back for the reasoning invocation and budget line (reasoning "auto" may take the reasoning route), which leaves too little room for a completion. Please reduce the length of the messages, or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none").`);
   assert.equal(planChat({ model: 'reasoning', messages: [{ role: 'user', content }], edgereason: { reasoning: 'off' } }, server.served, server.limits).promptTokens, n);
   // max_tokens counts the completion only: the kept-back tokens come on top of it.
-  const short = tokens('x'), asked = ctx - short - 5;
+  const short = tokens('x'), asked = ctx - short;
   const over = await status(create({ model: 'reasoning', messages: [{ role: 'user', content: 'x' }], max_tokens: asked }));
   assert.deepEqual([over.status, over.param, over.code], [400, 'max_tokens', 'context_length_exceeded']);
-  assert.equal((over.error as Loose).message, `This model's maximum context length is ${ctx} tokens. However, you requested ${short + 16 + asked} tokens (${short} in the messages, 16 kept back for the reasoning invocation and budget line, ${asked} in the completion). Please reduce the length of the messages or completion.`);
+  assert.equal((over.error as Loose).message, `This model's maximum context length is ${ctx} tokens. However, you requested ${short + kept + asked} tokens (${short} in the messages, ${kept} kept back for the reasoning invocation and budget line, ${asked} in the completion). Please reduce the length of the messages or completion.`);
   assert.equal(planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'x' }], max_tokens: asked, edgereason: { reasoning: 'off' } }, server.served, server.limits).maxTokens, asked);
   const stop = await status(create(ask('x', { stop: ['a', 'b', 'c', 'd', 'e'] })));
   assert.deepEqual([stop.param, (stop.error as Loose).message], ['stop', "Invalid value for 'stop': at most 4 stop sequences are allowed."]);

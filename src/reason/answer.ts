@@ -20,7 +20,8 @@
  * route is its own thinking after "<think>", and the direct route feeds the empty thinking block first.
  */
 import { budgetControl, budgetSystemLine } from './budget.ts';
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
+import type { LoadedAdapter } from '../io/peft.ts';
 import os from 'node:os';
 import { checkKeys, type Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
@@ -110,7 +111,11 @@ export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 
  * A router or verifier scores what it was trained on: answers with the reasoning adapter, or a model's own
  * thinking (nativeThinking, recorded in its metadata). The other kind is refused.
  */
-export function checkTrainedFor(what: 'router' | 'verifier', probe: { metadata: Record<string, unknown> }, native: boolean): void {
+export function checkTrainedFor(what: 'router' | 'verifier', probe: { metadata: Record<string, unknown> }, native: boolean, config?: ModelConfig): void {
+  const shape = probe.metadata.modelShape;
+  if (config && typeof shape === 'string' && shape !== modelShape(config)) {
+    throw new Error(`answer: this ${what} was trained on a model of another shape (${shape}); this one is ${modelShape(config)}: train one for it (train-${what})`);
+  }
   const trained = probe.metadata.nativeThinking === true, command = `train-${what} --native-thinking`;
   if (trained !== native) {
     throw new Error(trained
@@ -120,8 +125,37 @@ export function checkTrainedFor(what: 'router' | 'verifier', probe: { metadata: 
 }
 
 /** checkTrainedFor for a router.json / verifier.json, its error naming the file (`where` prefixes it, e.g. "serve: "). */
-export function checkTrainedFile(what: 'router' | 'verifier', file: string, metadata: Record<string, unknown>, native: boolean, where = ''): void {
-  try { checkTrainedFor(what, { metadata }, native); } catch (e) { throw new Error(`${where}${file}: ${(e as Error).message.replace(/^answer: /, '')}`); }
+export function checkTrainedFile(what: 'router' | 'verifier', file: string, metadata: Record<string, unknown>, native: boolean, where = '', config?: ModelConfig): void {
+  try { checkTrainedFor(what, { metadata }, native, config); } catch (e) { throw new Error(`${where}${file}: ${(e as Error).message.replace(/^answer: /, '')}`); }
+}
+
+/** A model's shape as a router or verifier records it (the probe reads that model's hidden states). */
+export const modelShape = (c: ModelConfig): string =>
+  `${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, heads ${c.numHeads}/${c.numKvHeads}×${c.headDim}, MLP ${c.intermediateSize}, vocabulary ${c.vocabSize}`;
+
+const adapterHashes = new WeakMap<LoadedAdapter, string>();
+/** A hash of an adapter's weights: what a router or verifier records of the adapter it was trained with. */
+export function adapterHash(a: LoadedAdapter): string {
+  let h = adapterHashes.get(a);
+  if (h === undefined) {
+    const sha = createHash('sha256');
+    for (const [name, t] of [...a.tensors].sort(([x], [y]) => (x < y ? -1 : 1))) sha.update(name).update(new Uint8Array(t.a.buffer, t.a.byteOffset, t.a.byteLength)).update(new Uint8Array(t.b.buffer, t.b.byteOffset, t.b.byteLength));
+    adapterHashes.set(a, h = sha.digest('hex').slice(0, 16));
+  }
+  return h;
+}
+
+/** What a router or verifier records of the model it is trained with. */
+export const trainedWith = (model: Model): Record<string, string> => ({ modelShape: modelShape(model.config), ...(model.adapter ? { adapterHash: adapterHash(model.adapter) } : {}) });
+
+/**
+ * A note when a router or verifier was trained with another reasoning adapter than any of `adapters` (its threshold,
+ * or the hidden states it scores, came from that adapter); undefined when one matches or the file records none.
+ */
+export function pairingNote(what: 'router' | 'verifier', file: string, metadata: Record<string, unknown>, adapters: readonly LoadedAdapter[]): string | undefined {
+  const want = metadata.adapterHash;
+  if (typeof want !== 'string' || !adapters.length || adapters.some((a) => adapterHash(a) === want)) return undefined;
+  return `note: ${file} was trained with another reasoning adapter (${JSON.stringify(metadata.adapter)}) than ${adapters.map((a) => a.dir).join(', ')}: its ${what === 'router' ? 'threshold was chosen for that adapter' : 'scores are for that adapter\'s answers'}; train-${what} with this adapter makes a matching one`;
 }
 
 /** nativeThinking needs "<think>" and "</think>" as tokens of their own: a model without them cannot think natively. */
@@ -140,42 +174,53 @@ function openedAt(tok: Model['tokenizer'], ids: number[], invocation: number[]):
   return -1;
 }
 
-/** Splits a sample's streamed text into its thinking and answer phases (the tags and leading blank lines dropped). */
+/**
+ * Splits a sample's streamed text into its thinking and answer phases: the tags dropped, the thinking's leading
+ * blank space and the newlines that follow "</think>" too; the answer otherwise as generated. A tag written again
+ * in the answer (a capped model that goes on reasoning there, as s1 allows) is dropped, its text kept.
+ */
 function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) {
-  let phase = start, held = '', lead = true;
+  let phase = start, held = '', lead = start === 'thinking';
   const out = (text: string) => {
-    if (lead) { text = text.replace(/^\s+/, ''); if (text) lead = false; }
+    if (lead) { text = text.replace(phase === 'thinking' ? /^\s+/ : /^[\r\n]+/, ''); if (text) lead = false; }
     if (text) emit(phase, text);
+  };
+  const release = () => { // all but a tail that may still become a tag
+    const tags = phase === 'thinking' ? [THINK_CLOSE] : ANSWER_TAGS;
+    let keep = 0;
+    for (let k = Math.min(THINK_CLOSE.length - 1, held.length); k > 0 && !keep; k--) if (tags.some((t) => t.startsWith(held.slice(-k)))) keep = k;
+    out(held.slice(0, held.length - keep));
+    held = held.slice(held.length - keep);
   };
   return {
     push(piece: string): void {
-      if (phase === 'answer') return out(piece);
       held += piece;
-      const at = held.indexOf(THINK_CLOSE);
-      if (at >= 0) {
-        const rest = held.slice(at + THINK_CLOSE.length);
+      if (phase === 'thinking') {
+        const at = held.indexOf(THINK_CLOSE);
+        if (at < 0) return release();
         out(held.slice(0, at));
-        phase = 'answer'; lead = true; held = '';
-        return out(rest);
+        phase = 'answer'; lead = true; held = held.slice(at + THINK_CLOSE.length);
       }
-      let keep = 0; // a tail that may still become the closing tag
-      for (let k = Math.min(THINK_CLOSE.length - 1, held.length); k > 0; k--) if (THINK_CLOSE.startsWith(held.slice(-k))) { keep = k; break; }
-      out(held.slice(0, held.length - keep));
-      held = held.slice(held.length - keep);
+      held = dropTags(held);
+      release();
     },
     flush(): void { out(held); held = ''; },
   };
 }
 
-/** Thinking and answer text of a finished sequence. */
+const ANSWER_TAGS = [THINK_OPEN, THINK_CLOSE];
+const dropTags = (text: string) => text.replaceAll(THINK_OPEN, '').replaceAll(THINK_CLOSE, '');
+
+/** Thinking and answer text of a finished sequence, as phaseStream streams them. */
 function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking: string; answer: string } {
-  if (!reasoning) return { thinking: '', answer: seq.text.trim() };
-  const at = seq.text.indexOf(THINK_CLOSE); // the first close, as the stream splits (phaseStream)
-  if (at >= 0) return { thinking: seq.text.slice(0, at).trim(), answer: seq.text.slice(at + THINK_CLOSE.length).trim() };
+  const answerText = (t: string) => dropTags(t).replace(/^[\r\n]+/, '');
+  if (!reasoning) return { thinking: '', answer: dropTags(seq.text) };
+  const at = seq.text.indexOf(THINK_CLOSE); // the first close, as the stream splits
+  if (at >= 0) return { thinking: seq.text.slice(0, at).trim(), answer: answerText(seq.text.slice(at + THINK_CLOSE.length)) };
   if (seq.answerFrom === undefined) return { thinking: seq.text.trim(), answer: '' };
   // The tag decoded to nothing (a tokenizer that treats it as special): split by tokens instead.
-  const dec = (ids: number[]) => model.tokenizer.decode(ids, { skipSpecialTokens: true }).trim();
-  return { thinking: dec(seq.tokens.slice(0, seq.thinkingTokens)), answer: dec(seq.tokens.slice(seq.answerFrom)) };
+  const dec = (ids: number[]) => model.tokenizer.decode(ids, { skipSpecialTokens: true });
+  return { thinking: dec(seq.tokens.slice(0, seq.thinkingTokens)).trim(), answer: answerText(dec(seq.tokens.slice(seq.answerFrom))) };
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
@@ -196,15 +241,16 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${JSON.stringify(task)}`);
   if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${JSON.stringify(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
-  if (isVerifierVote(method) && !aux.verifier) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
   for (const k of ['onText', 'onRoute'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new Error(`answer: ${k} must be a function, got ${typeof opts[k]}`);
   for (const k of ['earlyStop', 'collectHidden', 'nativeThinking'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw new Error(`answer: ${k} must be true or false, got ${JSON.stringify(opts[k])}`);
   if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new Error(`answer: signal must be an AbortSignal, got ${JSON.stringify(opts.signal)}`);
   if (opts.invocation !== undefined && (typeof opts.invocation !== 'string' || !opts.invocation)) throw new Error(`answer: invocation must be a non-empty string, got ${JSON.stringify(opts.invocation)}`);
   const native = !!opts.nativeThinking;
+  if (opts.invocation !== undefined && native) throw new Error(`answer: invocation names a reasoning adapter's opening text; with nativeThinking the model opens its thinking with its own "${THINK_OPEN}": leave invocation out`);
   if (native && model.adapter) throw new Error(`answer: nativeThinking reasons with the model's own weights, but it was loaded with the adapter ${model.adapter.dir}: load it without one`);
   if (native && opts.adapterMode !== undefined) throw new Error('answer: adapterMode applies to a reasoning adapter, not to nativeThinking');
   const reasons = !!model.adapter || native; // whether this model can take the reasoning route at all
+  if (isVerifierVote(method) && !aux.verifier && mode !== 'off' && reasons) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
   if (mode === 'on' && !reasons) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (--adapter), or nativeThinking for a model that thinks by itself (e.g. Qwen3)');
   if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${JSON.stringify(opts.maxTokens)}`);
   if (aux.router && !reasons && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (--adapter) and nativeThinking is off: there is nothing to route to');
@@ -212,8 +258,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${JSON.stringify(K)}`);
 
   if (native && opts.budget !== undefined) throw new Error('answer: budget is the control line a budget-trained (RL) adapter reads; with nativeThinking cap the thinking with maxThinkingTokens');
-  if (aux.router && mode === 'auto') checkTrainedFor('router', aux.router, native);
-  if (aux.verifier && mode !== 'off' && reasons) checkTrainedFor('verifier', aux.verifier, native);
+  if (aux.router && mode === 'auto') checkTrainedFor('router', aux.router, native, model.config);
+  if (aux.verifier && mode !== 'off' && reasons) checkTrainedFor('verifier', aux.verifier, native, model.config);
   const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
   const control = opts.budget !== undefined ? budgetControl(tok, opts.budget) : []; // fed after the invocation
   const ids = model.encode(messages, true, opts.chatTemplateKwargs, 'answer'), ctx = backend.config.maxPositionEmbeddings;
@@ -274,7 +320,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       });
       const v = reasoning ? vote(method, seqs.map((_, i) => candidate(seqs, reasoning, i))) : undefined;
       const chosen = v?.chosen ?? 0, winner = v ? v.winner : samples[0].extracted;
-      const ttfts = seqs.map((s) => s.ttftMs).filter((t) => t > 0);
+      const ttfts = seqs.map((s) => s.ttftMs).filter((t) => t > 0), latencyMs = performance.now() - start;
       const sum = (f: (s: SampleResult) => number) => samples.reduce((a, s) => a + f(s), 0);
       return {
         answer: samples[chosen].answer, thinking: samples[chosen].thinking, route: reasoning ? 'reasoning' : 'direct',
@@ -283,8 +329,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         samples, chosen, ...(v ? { votes: v.votes } : {}),
         ...(winner !== undefined ? { winner } : {}),
         usage: { promptTokens, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) + (escalation?.tokens ?? 0) },
-        ttftMs: ttfts.length ? Math.min(...ttfts) : performance.now() - start,
-        latencyMs: performance.now() - start,
+        ttftMs: ttfts.length ? Math.min(...ttfts) : latencyMs,
+        latencyMs,
         ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),
       };
     };
@@ -323,9 +369,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         }
       };
       const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u); // the engine's sampler, same draw
-      seq.ttftMs = performance.now() - start;
       if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
-      else seq.accept(first.token, first.logprob);
+      else { seq.ttftMs = performance.now() - start; seq.accept(first.token, first.logprob); }
       check();
       if (!seq.done) {
         await decode(backend, base!.cache, [seq], [[]], start, { // the first token is fed as the sequence's own (takeFeed)
@@ -345,9 +390,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (escalation) opts.onRoute?.('reasoning', routerScore);
 
     // 4. Reasoning route.
-    // After an escalation the direct attempt's tokens come off maxTokens and the thinking cap, so the answer keeps its room.
+    // After an escalation the direct attempt's tokens come off maxTokens (a request's total); the thinking cap is the thinking's own.
     const promptTokens = ids.length + invocation.length + control.length, spent = escalation?.tokens ?? 0;
-    const maxTokens = Math.min(limit - spent, ctx - promptTokens), cap = K === undefined ? undefined : Math.max(0, K - spent);
+    const maxTokens = Math.min(limit - spent, ctx - promptTokens), cap = K;
     if (maxTokens < 1) {
       const added = [invocation.length && `the invocation's ${invocation.length}`, control.length && `the budget line's ${control.length}`].filter(Boolean).join(' and ');
       throw new Error(`answer: the prompt has ${ids.length} tokens${added ? `, ${promptTokens} with ${added}` : ''}, which leaves no room to reason in the model's context of ${ctx} tokens`);

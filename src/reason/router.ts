@@ -26,7 +26,7 @@ import type { Model } from '../runtime/model.ts';
 import { writeJson } from '../io/safetensors.ts';
 import { AdamW } from '../train/optim.ts';
 import { isCorrect, type Task } from '../tasks/grade.ts';
-import { answer } from './answer.ts';
+import { answer, trainedWith } from './answer.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Logistic probe (shared with the verifier)
@@ -273,8 +273,8 @@ export class Router {
   static load(file: string, hiddenSize?: number): Router {
     const d = readProbeFile(file, 'edgereason-router', hiddenSize) as RouterFile;
     if (d.rule !== undefined && !['savings', 'accuracy'].includes(d.rule?.name)) throw new Error(`${file}: field "rule.name" must be "savings" or "accuracy", got ${JSON.stringify(d.rule?.name)}`);
-    const maxLoss = d.rule?.name === 'savings' ? Number(d.rule.maxLoss ?? 0) : 0;
-    if (!(Number.isFinite(maxLoss) && maxLoss >= 0)) throw new Error(`${file}: field "rule.maxLoss" must be a number ≥ 0, got ${JSON.stringify((d.rule as { maxLoss?: unknown }).maxLoss)}`);
+    const maxLoss = d.rule?.name === 'savings' ? d.rule.maxLoss ?? 0 : 0;
+    if (!(typeof maxLoss === 'number' && Number.isFinite(maxLoss) && maxLoss >= 0)) throw new Error(`${file}: field "rule.maxLoss" must be a number ≥ 0, got ${JSON.stringify((d.rule as { maxLoss?: unknown }).maxLoss)}`);
     const rule = d.rule?.name === 'savings' ? { name: 'savings' as const, maxLoss } : { name: 'accuracy' as const };
     const g = d.gate ?? undefined; // null: no gate
     if (g !== undefined && (typeof g?.minLogprob !== 'number' || !Number.isFinite(g.minLogprob) || g.minLogprob > 0 || !Number.isInteger(g.tokens) || g.tokens < 1)) {
@@ -295,6 +295,8 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
   // null: "never" (JSON's Infinity; chosen when the top training score is a saturated 1)
   if (d.threshold === null) d.threshold = Infinity;
   else if (typeof d.threshold !== 'number' || !(d.threshold >= 0 && d.threshold <= 1)) throw new Error(`${file}: field "threshold" must be a probability in [0, 1] (or null: never), got ${JSON.stringify(d.threshold)}`);
+  if (d.metadata !== undefined && (d.metadata === null || typeof d.metadata !== 'object' || Array.isArray(d.metadata))) throw new Error(`${file}: field "metadata" must be an object, got ${JSON.stringify(d.metadata)}`);
+  if (d.metadata?.nativeThinking !== undefined && typeof d.metadata.nativeThinking !== 'boolean') throw new Error(`${file}: field "metadata.nativeThinking" must be true or false, got ${JSON.stringify(d.metadata.nativeThinking)}`);
   if (!Number.isInteger(d.hiddenSize) || d.hiddenSize <= 0) throw new Error(`${file}: field "hiddenSize" must be a positive integer (the model's hidden size), got ${JSON.stringify(d.hiddenSize)}`);
   if (hiddenSize !== undefined && d.hiddenSize !== hiddenSize) throw new Error(`${file} was trained on hidden states of size ${d.hiddenSize}, this model's is ${hiddenSize}: train it for this model`);
   const w = (d.probe as { weights?: unknown })?.weights;
@@ -405,7 +407,7 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
   };
   const router = new Router(probe, threshold, rule, {
     ...o.metadata, hiddenSize: probe.dim, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500, balance: !!o.balance,
-    adapter: model.adapter?.dir, ...(o.nativeThinking ? { nativeThinking: true } : {}), report, createdAt: new Date().toISOString(),
+    adapter: model.adapter?.dir, ...trainedWith(model), ...(o.nativeThinking ? { nativeThinking: true } : {}), report, createdAt: new Date().toISOString(),
   }, gate);
   return { router, report };
 }

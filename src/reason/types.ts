@@ -19,6 +19,10 @@ export interface AnswerOptions extends SamplingParams {
   reasoning?: ReasoningMode;
   /** Parallel samples on the reasoning route (forked from the prompt's KV cache; never N prefills). */
   samples?: number;
+  /**
+   * How the samples' extracted answers are combined (default majority). Samples without an answer do not vote;
+   * a tie goes to the answer given first (by the lowest sample index), and `chosen` is that sample.
+   */
   vote?: VoteMethod;
   /** Stop the remaining samples once the leading answer cannot be overtaken. */
   earlyStop?: boolean;
@@ -114,6 +118,7 @@ export interface AnswerResult {
    * completionTokens also counts the direct attempt an escalation dropped (escalation.tokens).
    */
   usage: { promptTokens: number; thinkingTokens: number; answerTokens: number; completionTokens: number };
+  /** Time to the first generated token (to the whole answer when none was generated, e.g. cancelled before its first). */
   ttftMs: number;
   latencyMs: number;
   /** The winning extracted answer, when any sample gave one. */

@@ -10,7 +10,7 @@
  */
 import type { Model } from '../runtime/model.ts';
 import { isCorrect } from '../tasks/grade.ts';
-import { answer } from './answer.ts';
+import { answer, trainedWith } from './answer.ts';
 import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './vote.ts';
 import { accuracyAt, accuracyThreshold, auc, fitProbe, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
 import { writeJson } from '../io/safetensors.ts';
@@ -126,7 +126,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
   };
   const verifier = new Verifier(probe, threshold, {
     ...o.metadata, hiddenSize: probe.dim, samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500,
-    ...(model.adapter ? { adapter: model.adapter.dir } : { nativeThinking: true }), report, createdAt: new Date().toISOString(),
+    ...(model.adapter ? { adapter: model.adapter.dir } : { nativeThinking: true }), ...trainedWith(model), report, createdAt: new Date().toISOString(),
   });
   return { verifier, report };
 }

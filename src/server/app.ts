@@ -122,7 +122,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   app.setErrorHandler((err: Error & { validation?: unknown[]; statusCode?: number; code?: string }, req, reply) => {
     let e: ApiError;
     if (err instanceof ApiError) e = err;
-    else if (err.validation) e = validationError(err.validation as never);
+    else if (err.validation) e = validationError(err.validation as never, req.body);
     else if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
       e = new ApiError(400, `The request body is not valid JSON: ${err.message}`, null, 'invalid_request_error', 'invalid_json');
     } else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {

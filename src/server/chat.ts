@@ -25,8 +25,8 @@ import { randomInt } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { answer, EMPTY_THINKING } from '../reason/answer.ts';
-import { DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { answer, EMPTY_THINKING, reasoningTokens } from '../reason/answer.ts';
+import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList } from '../runtime/generate.ts';
@@ -170,7 +170,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const native = m.kind === 'native', empty = native ? m.model.tokenizer.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
   if (native && mode === 'off' && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
   // Kept back beyond the prompt: the invocation and budget line (a thinking model: its empty block or "<think>").
-  const kept = mode === 'off' ? 0 : native ? (mode === 'auto' ? empty.length : 1) : REASONING_RESERVE, reserve = 1 + kept; // plus one completion token
+  const kept = mode === 'off' ? 0 : native ? (mode === 'auto' ? empty.length : 1) : reasoningReserve(m, budgetAsked), reserve = 1 + kept; // plus one completion token
   if (ids.length + reserve > ctx) {
     const tail = ids.length >= ctx ? ''
       : kept && native ? `, and ${kept} more are kept back for the thinking tags (reasoning "${mode}"${mode === 'auto' ? ': "<think>", or the empty thinking block of a direct answer' : ''}), which leaves too little room for a completion`
@@ -219,8 +219,12 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   };
 }
 
-/** Tokens kept back beyond the prompt when reasoning may run: the invocation and the budget control line. */
-const REASONING_RESERVE = 16;
+/** Tokens kept back beyond the prompt when an adapter may reason: its invocation, and the longest budget line it may read. */
+function reasoningReserve(m: ServedModel, budgetAsked: boolean): number {
+  if (!m.model.adapter) return 0;
+  const line = budgetAsked && m.budgets.length ? budgetControl(m.model.tokenizer, Math.max(...m.budgets)).length : 0;
+  return reasoningTokens(m.model).invocation.length + line;
+}
 
 export interface ChoiceOut {
   index: number;
@@ -270,13 +274,13 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const view = m.backend.forRequest(signal), model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
-  // Whitespace at the end of a phase is held back until more text follows: the final texts are trimmed, and the
-  // stream must add up to them.
-  const held = new Map<string, string>();
+  // Whitespace at the end of the thinking is held back until more text follows: the final thinking is trimmed, and
+  // the stream must add up to it (the answer streams as generated).
+  const held = new Map<number, string>();
   const pending: Promise<AnswerResult>[] = []; // every answer() call of this request
   const emit = (choice: number, phase: Phase, piece: string) => {
-    const k = `${choice}:${phase}`, text = (held.get(k) ?? '') + piece, body = text.trimEnd();
-    held.set(k, text.slice(body.length));
+    const text = phase === 'thinking' ? (held.get(choice) ?? '') + piece : piece, body = phase === 'thinking' ? text.trimEnd() : text;
+    if (phase === 'thinking') held.set(choice, text.slice(body.length));
     if (body) onEvent?.({ type: 'delta', choice, phase, text: body });
   };
   const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {

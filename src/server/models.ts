@@ -12,7 +12,7 @@ import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } f
 import { adapterView } from '../runtime/backend.ts';
 import { readAdapterConfig } from '../io/peft.ts';
 import { Router } from '../reason/router.ts';
-import { checkTrainedFile } from '../reason/answer.ts';
+import { checkTrainedFile, pairingNote } from '../reason/answer.ts';
 import { Verifier } from '../reason/verifier.ts';
 import type { Quant } from '../onnx/quant.ts';
 
@@ -134,8 +134,13 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     const verifierFile = o.verifier ?? (fs.existsSync(path.join(o.model, 'verifier.json')) ? path.join(o.model, 'verifier.json') : undefined);
     const router = routerFile ? Router.load(routerFile, hidden) : undefined;
     const verifier = verifierFile ? Verifier.load(verifierFile, hidden) : undefined;
-    if (router) checkTrainedFile('router', routerFile!, router.metadata, !!o.nativeThinking, 'serve: ');
-    if (verifier) checkTrainedFile('verifier', verifierFile!, verifier.metadata, !!o.nativeThinking, 'serve: ');
+    const served = [...models.values()].flatMap((s) => (s.model.adapter ? [s.model.adapter] : []));
+    for (const [what, file, p] of [['router', routerFile, router], ['verifier', verifierFile, verifier]] as const) {
+      if (!p) continue;
+      checkTrainedFile(what, file!, p.metadata, !!o.nativeThinking, 'serve: ', loaded[0].config);
+      const note = pairingNote(what, file!, p.metadata, served);
+      if (note) o.onNote?.(note);
+    }
     // Base first in listings, as vLLM does; requests without a model go to the reasoning pipeline when there is one.
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
     return {

@@ -190,8 +190,18 @@ export function pointerToParam(pointer: string): string {
     .reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '');
 }
 
-/** The most useful of Ajv's errors, as an ApiError naming the field. */
-export function validationError(errors: AjvError[]): ApiError {
+/** The value a JSON pointer names in `body` (undefined when it names nothing). */
+function valueAt(body: unknown, pointer: string): unknown {
+  let v = body;
+  for (const p of pointer.split('/').filter(Boolean).map((q) => q.replace(/~1/g, '/').replace(/~0/g, '~'))) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[p] : undefined;
+  return v;
+}
+
+/** A value as an error shows it: JSON, cut after 60 characters. */
+const shown = (v: unknown): string => { const j = JSON.stringify(v) ?? String(v); return j.length > 60 ? `${j.slice(0, 57)}...` : j; };
+
+/** The most useful of Ajv's errors, as an ApiError naming the field and the value sent. */
+export function validationError(errors: AjvError[], body?: unknown): ApiError {
   // Unknown fields first (most often a misspelt name), all of them at once, as OpenAI lists them.
   const unknown = errors.filter((e) => e.keyword === 'additionalProperties' && typeof e.params?.additionalProperty === 'string')
     .map((e) => { const at = pointerToParam(e.instancePath ?? ''); return at ? `${at}.${e.params!.additionalProperty}` : e.params!.additionalProperty as string; });
@@ -213,5 +223,6 @@ export function validationError(errors: AjvError[]): ApiError {
   if (pick?.keyword === 'enum' && Array.isArray(pick.params?.allowedValues)) what = `must be one of ${(pick.params!.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
   if (pick?.keyword === 'maxItems') what = `at most ${pick.params?.limit} ${param === 'stop' ? 'stop sequences are' : 'items are'} allowed`;
   if (pick?.keyword === 'required') return new ApiError(400, `Missing required parameter: '${param}'.`, param || null, 'invalid_request_error', 'missing_required_parameter');
-  return new ApiError(400, `Invalid value for '${param || 'body'}': ${what}.`, param || null, 'invalid_request_error', 'invalid_value');
+  const got = body === undefined || pick?.keyword === 'maxItems' ? '' : `, got ${shown(valueAt(body, pick?.instancePath ?? ''))}`;
+  return new ApiError(400, `Invalid value for '${param || 'body'}': ${what}${got}.`, param || null, 'invalid_request_error', 'invalid_value');
 }
