@@ -93,6 +93,13 @@ test('train-sft refuses, before loading anything, an --out that is the base mode
   assert.equal(JSON.parse(fs.readFileSync(path.join(user, 'adapter_config.json'), 'utf8')).r, 8);
   assert.ok(!fs.existsSync(path.join(user, 'rl_log.json')), 'the earlier run\'s files are removed');
   assert.match(r.stderr, /--overwrite: removed the earlier run's rl_log\.json/);
+  // An --overwrite run that stops on bad data writes nothing there (not even its record of what it would replace).
+  fs.writeFileSync(at('bad.jsonl'), 'not json\n');
+  const kept = snapshot(user);
+  r = sft(user, '--data', at('bad.jsonl'), '--overwrite');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /bad\.jsonl/);
+  assert.deepEqual(snapshot(user), kept);
   assert.match(sft(user, '--resume', '--overwrite').stderr, /--resume and --overwrite contradict/);
   assert.match(sft(at('never'), '--resume').stderr, /--resume: --out .*never holds no checkpoint/);
   // An --overwrite run records what it replaces beside its checkpoint: its --resume after an interruption removes

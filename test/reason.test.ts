@@ -474,7 +474,7 @@ test('thinking cap (scripted): forced "\\n</think>\\n\\n" is fed, counted and st
   }
   // A capped model that goes on reasoning in its answer and closes again: the tags are dropped from the answer, the
   // text kept, and the stream adds up to it.
-  const again = (h: number[]) => (h.filter((t) => t === CLOSE).length === 1 ? [HMM, OPEN, HMM, CLOSE][h.length - h.lastIndexOf(NL) - 1] ?? A5 : h.at(-1) === A5 ? EOS : never(h));
+  const again = (h: number[]) => (h.filter((t) => t === CLOSE).length === 1 ? [HMM, OPEN, HMM, CLOSE][h.length - h.lastIndexOf(NL) - 1] ?? A5 : h.at(-1) === A5 ? EOS : never(h, 0));
   const pieces: Record<string, string> = { thinking: '', answer: '' };
   const re = (await answer(scripted(again).m, 'q', { reasoning: 'on', maxThinkingTokens: 2, onText: (_, phase, p) => { pieces[phase] += p; } })).samples[0];
   assert.equal(re.answer, 'hmm hmm #### 5');

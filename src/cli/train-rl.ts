@@ -68,10 +68,10 @@ export function trainRlCommand(program: Command): void {
       const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
       if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`--budgets must list positive integers, got "${o.budgets}"`);
       checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });
-      const before = replacedArtefacts(o.out, o); // removed after the run (or its --resume), where not rewritten
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: 'fp32' });
+      const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
       try {
         const { history, out } = await trainRl({ config: src.config, weights: src.weights, tokenizer: model.tokenizer, backend: model.backend }, o.adapter,
           prompts, {

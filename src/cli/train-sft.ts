@@ -54,13 +54,13 @@ export function trainSftCommand(program: Command): void {
       const targets = parseTargets(o.targets);
       if (o.evalEvery !== undefined && !o.eval) process.stderr.write('train-sft: warning: --eval-every has no effect without --eval (no held-out set to take the loss on)\n');
       checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
-      const before = replacedArtefacts(o.out, o); // removed after the run (or its --resume), where not rewritten
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own
       const train = loadDataset(o.data, src.tokenizer, perTurn);
       const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer, perTurn) : [];
       const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
+      const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
       const r = await trainSft(src.config, src.weights, train, evalSet, {
         out: o.out, full: !!o.full, rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation, handleSignals: true,
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
