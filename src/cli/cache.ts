@@ -3,7 +3,7 @@ import { cacheEntries, cacheFolder, gib, pruneCache, type CacheEntry } from '../
 
 export function cacheCommand(program: Command): void {
   program.command('cache')
-    .description('list the converted copies that loading keeps of large checkpoints (in $EDGEREASON_CACHE, else ~/.cache/edgereason), or remove them')
+    .description('list the converted copies that loading keeps of large checkpoints (in $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason), or remove them')
     .option('--dir <dir>', 'the cache folder (default: $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason)')
     .option('--prune', 'remove the copies that would be converted again (source changed or gone, another edgereason version) and half-written ones')
     .option('--clear', 'remove every copy (except one being written now)')
