@@ -10,6 +10,7 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import type { AdapterTensors, StepOutput } from '../src/runtime/engine.ts';
 import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
 import { generateBatch, type Completion } from '../src/runtime/generate.ts';
+import { stepResult } from '../src/runtime/backend.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 import { maxDiff } from './helpers/numeric.ts';
@@ -90,6 +91,25 @@ test('Engine.stepMany: one batched run equals stepping each cache alone (rows jo
   mixed.forEach((m, i) => assert.ok(maxDiff(m.logits, ref[i].logits) <= 1e-4, `mixed entry ${i}`));
   assert.throws(() => e.validate(fresh, { tokens: [[V]] }), /outside the vocabulary/);
   await assert.rejects(e.stepMany([{ cache: b[0], input: { tokens: [[1], [1]] } }, { cache: b[0], input: { tokens: [[1], [1]] } }]), /same cache twice/);
+  // Once a long row has left, the batch cache is rebuilt small (every step attends over its whole capacity).
+  const mirror = () => (e as unknown as { mirrors: Map<string, { cache: KVCache; rowCap: number }> }).mirrors.get('')!;
+  const long = e.newCache(1);
+  await e.step(long, { tokens: [ids(700, 5)] });
+  const decode = (cs: KVCache[], t: number) => cs.map((c) => ({ cache: c, input: { tokens: c.lengths.map((_, r) => [(t + r) % V]) } }));
+  ok((await e.stepMany(decode([b[3], long], 1)))[0]);
+  await e.step(a[3], decode([a[3]], 1)[0].input);
+  assert.ok(mirror().cache.capacity >= 701);
+  e.forget(long);
+  const after = (await e.stepMany(decode([b[3], b[2]], 2))).map(ok);
+  assert.ok(mirror().cache.capacity < 256 && mirror().rowCap === 2, `capacity ${mirror().cache.capacity}, rows ${mirror().rowCap}`);
+  const alone = [await e.step(a[3], decode([a[3]], 2)[0].input), await e.step(a[2], decode([a[2]], 2)[0].input)];
+  after.forEach((m, i) => assert.ok(maxDiff(m.logits, alone[i].logits) <= 1e-4, `after the rebuild, entry ${i}`));
+  // A cache with no rows left, or a row sampled without being fed, is refused by name.
+  const empty = e.newCache(1);
+  empty.keep([]);
+  await assert.rejects(e.step(empty, { tokens: [] }), /engine: the cache has no rows to step/);
+  const out = { logits: new Float32Array(V), hidden: new Float32Array(model.config.hiddenSize), lse: new Float32Array(1), positions: 1 };
+  assert.throws(() => stepResult(model.config, out, { tokens: [[]], sample: [{ u: 0.5 }] }), /engine: row 0 is sampled but was fed no token/);
   for (const c of b) e.forget(c);
   await e.close();
 });

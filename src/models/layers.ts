@@ -62,16 +62,20 @@ export class Layers {
       y = g.node('MatMul', [x, g.initializer(`${name}.weight_t`, 'float32', [k, n], wt)]);
     }
     if (opts.bias) y = g.node('Add', [y, this.param(`${name}.bias`)]);
-    if (opts.projection && this.opts.loraTargets.includes(opts.projection)) y = g.node('Add', [y, this.lora(x, name, n, k)]);
+    if (opts.projection && this.opts.loraTargets.includes(opts.projection)) y = g.node('Add', [y, this.lora(x, name, n, k, opts.projection)]);
     this.built(n * k);
     return y;
   }
 
-  /** ((x·A^T) ⊙ adapter_mask)·B^T·scale with A [r, in] and B [out, r] as graph inputs (PEFT layout). */
-  private lora(x: string, name: string, n: number, k: number): string {
-    const g = this.g;
-    const a = g.input(`${name}.lora_A`, 'float32', ['lora_rank', k]);
-    const b = g.input(`${name}.lora_B`, 'float32', [n, 'lora_rank']);
+  /**
+   * ((x·A^T) ⊙ adapter_mask)·B^T·scale with A [r, in] and B [out, r] as graph inputs (PEFT layout). The rank is a
+   * dimension per projection: an adapter feeds rank 0 to the projections it leaves out, and one shared name would
+   * tell ORT's memory planner those buffers match (it warns on every run when they do not).
+   */
+  private lora(x: string, name: string, n: number, k: number, projection: string): string {
+    const g = this.g, rank = `lora_rank_${projection}`;
+    const a = g.input(`${name}.lora_A`, 'float32', [rank, k]);
+    const b = g.input(`${name}.lora_B`, 'float32', [n, rank]);
     this.adapterGate ??= g.node('Unsqueeze', [g.input('adapter_mask', 'float32', ['batch', 'tokens']), g.constant([2])]);
     const scale = this.opts.loraScale ?? 1;
     const h = g.node('Mul', [this.matmulT(x, a), this.adapterGate]);

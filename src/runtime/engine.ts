@@ -212,8 +212,11 @@ export class Engine {
     const R = want.length, needed = Math.max(...want.map((w) => w.owner.lengths[w.row])) + 1;
     const shape = entries[0].cache.shape;
     let m = this.mirrors.get(adapterName);
-    if (!m || m.rowCap < R || m.cache.capacity < needed) {
-      const rowCap = pow2(Math.max(R, m?.rowCap ?? 1)), capacity = grownCapacity(m?.cache.capacity ?? 64, needed);
+    // A mirror far larger than the rows now need (a long request has left) is rebuilt small: every step attends
+    // over its whole capacity, and it holds the memory.
+    const oversized = !!m && (m.cache.capacity >= 4 * grownCapacity(64, needed) || m.rowCap >= 4 * pow2(R));
+    if (!m || oversized || m.rowCap < R || m.cache.capacity < needed) {
+      const rowCap = pow2(Math.max(R, oversized ? 1 : m?.rowCap ?? 1)), capacity = grownCapacity(oversized ? 64 : m?.cache.capacity ?? 64, needed);
       m = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [] };
       this.mirrors.set(adapterName, m);
     }
@@ -272,6 +275,7 @@ export class Engine {
   validate(cache: KVCache, input: StepInput): number[] {
     const rows = cache.rows, counts = input.tokens.map((t) => t.length);
     if (input.tokens.length !== rows) throw new Error(`engine: step has ${input.tokens.length} token rows for a cache of ${rows} rows`);
+    if (!rows) throw new Error('engine: the cache has no rows to step (every row was dropped)');
     for (const row of input.tokens) for (const id of row) {
       if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
     }
