@@ -58,11 +58,19 @@ test('atomicWrite: a failed rename (the target is a folder) leaves no temp file 
 test('training data: a non-string completion and an unknown role are refused, naming file:line and the value', () => {
   const f = at('bad.jsonl');
   fs.writeFileSync(f, '{"prompt":"a","completion":"b"}\n{"prompt":"a","completion":7}\n');
-  assert.throws(() => readJsonl(f), { message: `${f}:2: "completion" must be a string (got 7)` });
+  assert.throws(() => readJsonl(f), { message: `${f}:2: "completion" must be a string, or both lists of chat messages (got 7)` });
   fs.writeFileSync(f, '{"prompt":"a"}\n');
-  assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" must be a string (missing)` });
+  assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" must be a string, or both lists of chat messages (missing)` });
   fs.writeFileSync(f, '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"x"}]}\n{"messages":[{"role":"wizard","content":"hi"},{"role":"assistant","content":"x"}]}\n');
   assert.throws(() => readJsonl(f), { message: `${f}:2: messages[0] has role "wizard" (expected system, user or assistant)` });
+  // TRL's conversational prompt-completion: one conversation, trained on the completion's assistant turns only.
+  fs.writeFileSync(f, '{"prompt":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}],"completion":[{"role":"assistant","content":"d"}]}\n');
+  const [rec] = readJsonl(f);
+  assert.deepEqual(rec, { line: 1, messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }, { role: 'assistant', content: 'd' }], trainFrom: 3 });
+  fs.writeFileSync(f, '{"prompt":[{"role":"user","content":"a"}],"completion":"d"}\n');
+  assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" must be a non-empty list` });
+  fs.writeFileSync(f, '{"prompt":[{"role":"user","content":"a"}],"completion":[{"role":"user","content":"d"}]}\n');
+  assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" has no assistant message, so nothing to train on` });
 });
 
 test('train-sft refuses, before loading anything, an --out that is the base model, a file, or holds an adapter; --overwrite replaces it', () => {
@@ -288,11 +296,12 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.match(cli(['eval', '--help']).stdout, /results\.md\)[\s\S]*results-accuracy\.svg/);
   // A file of the user's at --out, or beside it, is refused untouched; an earlier report is refreshed; --overwrite replaces.
   const evalOut = (out: string, ...flags: string[]) => cli(['eval', '--model', at('no-such-model'), '--out', out, ...flags]).stderr;
-  fs.writeFileSync(at('notes.md'), 'my notes');
-  assert.match(evalOut(at('notes.md')), new RegExp(`--out ${at('notes.md')} already exists \\(and is not a JSON report edgereason wrote\\); pass --overwrite to replace it`));
+  fs.writeFileSync(at('notes.json'), 'my notes');
+  assert.match(evalOut(at('notes.json')), new RegExp(`--out ${at('notes.json')} already exists \\(and is not a JSON report edgereason wrote\\); pass --overwrite to replace it`));
+  assert.match(evalOut(at('new.md')), new RegExp(`--out ${at('new.md')}: the report is JSON, so name it \\*\\.json`));
   fs.writeFileSync(at('mine.md'), 'my table');
   assert.match(evalOut(at('mine.json')), new RegExp(`--out ${at('mine.json')}: ${at('mine.md')}, written beside it, already exists; pass --overwrite`));
-  assert.deepEqual([fs.readFileSync(at('notes.md'), 'utf8'), fs.readFileSync(at('mine.md'), 'utf8')], ['my notes', 'my table']);
+  assert.deepEqual([fs.readFileSync(at('notes.json'), 'utf8'), fs.readFileSync(at('mine.md'), 'utf8')], ['my notes', 'my table']);
   for (const [out, flags] of [[at('rep', 'y.json'), []], [at('mine.json'), ['--overwrite']]] as const) assert.match(evalOut(out, ...flags), /no-such-model does not exist/, out);
   // Beside an earlier report, a file of the user's under the table's or the plot's name is refused too.
   for (const f of ['y.md', 'y-accuracy.svg']) {
@@ -445,4 +454,16 @@ test('convert refuses to write into its own --model folder or a file; a converte
   assert.match(cli(['convert', '--model', other, '--out', at('conv-out')]).stderr, new RegExp(`--out ${at('conv-out')} holds a conversion of another model \\(${src}\\); choose another folder, or pass --overwrite to replace it`));
   assert.deepEqual(snapshot(at('conv-out')), converted);
   assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32', '--overwrite']).status, 0);
+});
+
+test('the CLI: output piped into a reader that stops early ends quietly; list flags and folders are checked by name; greedy answers note ignored sampling flags', () => {
+  const pipe = spawnSync('bash', ['-c', `"${process.execPath}" "${BIN}" generate --model "${model.dir}" --prompt hi --max-tokens 200 --quant fp32 | head -c 1; exit \${PIPESTATUS[0]}`], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  assert.deepEqual([pipe.status, pipe.stderr.includes('EPIPE')], [0, false], pipe.stderr);
+  for (const cmd of [['export-trl', '--out', at('trl-x')], ['train-rl', '--model', model.dir, '--adapter', at('a'), '--out', at('rl-x')]]) {
+    assert.match(cli([...cmd, '--budgets', '96,abc']).stderr, /--budgets must list positive integers separated by commas, got "96,abc"/, cmd[0]);
+  }
+  assert.match(cli(['cache', '--dir', at('no-such-cache')]).stderr, /cache: --dir .*no-such-cache does not exist/);
+  assert.match(cli(['cache', '--dir', data]).stderr, /cache: --dir .*d\.jsonl is not a folder/);
+  const notes = cli(['answer', '--model', model.dir, '--question', 'hi', '--reasoning', 'off', '--top-k', '5', '--max-tokens', '2', '--quant', 'fp32']).stderr;
+  assert.match(notes, /note: --top-k has no effect: answers are greedy with one sample unless --temperature is given/);
 });

@@ -12,7 +12,8 @@ import { exportTrl } from '../src/cli/export-trl.ts';
 import { heldInvocation } from '../src/cli/train-sft.ts';
 import { DEFAULT_DIR, INVOCATION, reasoningExamples } from '../src/tasks/default-model.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { tokenizeRecord } from '../src/train/data.ts';
+import { loadDataset, tokenizeRecord } from '../src/train/data.ts';
+import { rlPrompts } from '../src/cli/train-rl.ts';
 import { trainSft } from '../src/train/sft.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { loadAdapter } from '../src/io/peft.ts';
@@ -59,6 +60,10 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
     assert.equal(g.control, bare ? '' : `\nThinking budget: ${g.budget} tokens.`, 'the control line answer() feeds after the invocation');
     assert.match(g.answer, /^-?\d+$/);
   });
+  // edgereason's own commands read both files: train-sft the recipe's examples (loss on the completion), train-rl the prompts.
+  const loaded = loadDataset(path.join(out, 'data/sft/train.jsonl'), tok);
+  loaded.forEach((e, i) => assert.deepEqual([e.ids, [...e.lossMask]], [recipe[i].ids, [...recipe[i].lossMask]], `example ${i}`));
+  assert.deepEqual(rlPrompts(path.join(out, 'data/grpo/train.jsonl'), 100, 0).map((p) => [p.question, p.gold]), grpo.map((g) => [g.prompt[0].content, g.answer]));
   // TRL configs: ModelConfig / SFTConfig / GRPOConfig field names.
   const sc = readYaml(path.join(out, 'sft.yaml')), gc = readYaml(path.join(out, 'grpo.yaml'));
   for (const c of [sc, gc]) {

@@ -52,6 +52,13 @@ export function answerCommand(program: Command): void {
           if (set) console.error(`edgereason: note: ${flag} applies to reasoning; it has no effect with --reasoning off`);
         }
       }
+      // Greedy on every route: an explicit --temperature 0, or the default with one sample.
+      if (o.temperature === 0 || (o.temperature === undefined && o.samples === 1)) {
+        for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 0.95], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
+          if (set) console.error(`edgereason: note: ${flag} has no effect: answers are greedy ${o.temperature === 0 ? 'at --temperature 0' : 'with one sample unless --temperature is given'}`);
+        }
+        if (o.samples > 1) console.error(`edgereason: note: at --temperature 0 the ${o.samples} samples are all the same greedy answer; give a temperature above 0 to vary them`);
+      }
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
       if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
@@ -95,7 +102,7 @@ export function answerCommand(program: Command): void {
           temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
           task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
-          onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
+          onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
           onText: (sample, ph, piece) => {
             if (sample !== 0) return;
             if (ph !== phase) {
@@ -116,7 +123,10 @@ export function answerCommand(program: Command): void {
         }
         if (r.votes && r.samples.length > 1) console.error(`votes (${o.vote}): ${Object.entries(r.votes).map(([k, v]) => `${k}: ${+v.toFixed(3)}`).join(', ') || 'none'}`);
         const u = r.usage;
-        console.error(`tokens: prompt ${u.promptTokens}, thinking ${u.thinkingTokens}, answer ${u.answerTokens}, generated ${u.completionTokens}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
+        // generated = thinking + the closing tag's tokens + answer (+ an escalation's dropped direct attempt)
+        const dropped = r.escalation?.tokens ?? 0, tag = u.completionTokens - u.thinkingTokens - u.answerTokens - dropped;
+        const parts = [`${u.thinkingTokens} thinking`, tag && `${tag} closing the thinking`, `${u.answerTokens} answer`, dropped && `${dropped} of the dropped direct answer`].filter(Boolean);
+        console.error(`tokens: prompt ${u.promptTokens}, generated ${u.completionTokens}${r.route === 'reasoning' ? ` (${parts.join(' + ')})` : ''}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
         if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
       } finally {
         await model.close();

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type { Command } from 'commander';
 import { cacheEntries, cacheFolder, gib, pruneCache, type CacheEntry } from '../runtime/convert.ts';
 
@@ -10,6 +11,8 @@ export function cacheCommand(program: Command): void {
     .action((o: { dir?: string; prune?: boolean; clear?: boolean }) => {
       if (o.prune && o.clear) throw new Error('cache: give --prune or --clear, not both');
       const root = o.dir ?? cacheFolder();
+      // A --dir given by hand must be a folder (a misspelt one would list "0 copies"); the default may not exist yet.
+      if (o.dir !== undefined && !(fs.existsSync(root) && fs.statSync(root).isDirectory())) throw new Error(`cache: --dir ${root} ${fs.existsSync(root) ? 'is not a folder' : 'does not exist'}`);
       if (o.prune || o.clear) {
         const gone = pruneCache(root, !!o.clear);
         console.log(`removed ${gone.length} converted cop${gone.length === 1 ? 'y' : 'ies'} (${gib(total(gone), 2)} GiB) from ${root}`);

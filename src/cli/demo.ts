@@ -10,10 +10,14 @@ import type { AnswerOptions, AnswerResult } from '../reason/types.ts';
 import { isCorrect } from '../tasks/grade.ts';
 import { makeSplits, type Item, type MathItem } from '../tasks/synthetic.ts';
 
-/** ../shared beside the project root (data and the stories260K model live there). */
+/** $EDGEREASON_SHARED, else ../shared beside the project root: the folder whose data/ holds the datasets (gsm8k, math500, ...). */
 export function sharedDir(): string {
-  const dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared');
-  if (!fs.existsSync(dir)) throw new Error(`shared data folder not found at ${dir}: it must sit beside the project folder`);
+  const env = process.env.EDGEREASON_SHARED;
+  const dir = env ? path.resolve(env) : path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared');
+  if (!fs.existsSync(path.join(dir, 'data'))) {
+    throw new Error(env ? `EDGEREASON_SHARED=${env}: ${path.join(dir, 'data')} not found (it names the folder whose data/ holds gsm8k, math500, ...)`
+      : `shared data folder not found at ${dir}: it sits beside the project folder, or set EDGEREASON_SHARED to the folder whose data/ holds gsm8k, math500, ...`);
+  }
   return dir;
 }
 

@@ -36,7 +36,9 @@ export function evalCommand(program: Command): void {
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       const files = reportFiles(o.out);
       checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling });
+      if (!/\.json$/i.test(o.out)) throw new Error(`--out ${o.out}: the report is JSON, so name it *.json (its .md table and -accuracy.svg plot are written beside it)`);
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
+      if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const runs: { name: string; report: EvalReport }[] = [];
       const progress = stageProgress('eval', 'questions', `nothing was written to ${o.out}`);
@@ -49,7 +51,7 @@ export function evalCommand(program: Command): void {
             onCase: (d, t) => progress.update(name, d, t),
           });
           // what was evaluated, ahead of the run's own options
-          const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(o.quant ? { quant: o.quant } : {}) };
+          const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, questions: cases.length, ...(o.quant ? { quant: o.quant } : {}) };
           runs.push({ name, report: { ...report, options: { ...what, ...report.options } } });
         }
       } finally {

@@ -25,7 +25,7 @@ import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { checkGolds, rlPrompts } from './train-rl.ts';
 import { parseTargets } from './train-sft.ts';
-import { floatArg, intArg } from './main.ts';
+import { budgetsArg, floatArg, intArg } from './main.ts';
 import { checkOutDir, expandPath } from './outputs.ts';
 
 export interface ExportTrlOptions {
@@ -328,7 +328,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--alora-invocation <text>', 'activated-LoRA invocation', INVOCATION)
     .option('--lr <lr>', 'SFT learning rate', floatArg('--lr', 0), 2e-3)
     .option('--epochs <n>', 'SFT epochs', intArg('--epochs', 1), 2)
-    .option('--budgets <list>', 'GRPO thinking budget buckets', DEFAULT_BUDGETS.join(','))
+    .option('--budgets <list>', 'GRPO thinking budget buckets', budgetsArg, [...DEFAULT_BUDGETS])
     .option('--group <n>', 'GRPO completions per prompt', intArg('--group', 2), 8)
     .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'GRPO KL weight', floatArg('--beta', 0), 0)
@@ -339,11 +339,10 @@ export function exportTrlCommand(program: Command): void {
     .action((o) => {
       checkOutDir(o.out, { what: 'TRL job', empty: true, overwrite: !!o.overwrite });
       resolveBaseModel(o.baseModel);
-      const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
       const r = exportTrl({
         out: o.out, overwrite: !!o.overwrite, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: o.examples, rlPrompts: o.rlPrompts,
         rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), invocation: o.aloraInvocation, lr: o.lr, epochs: o.epochs,
-        budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, unbudgetedShare: o.unbudgetedShare, grader: o.grader, seed: o.seed,
+        budgets: o.budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, unbudgetedShare: o.unbudgetedShare, grader: o.grader, seed: o.seed,
       });
       console.log(`export-trl: ${r.sftExamples} SFT examples, ${r.grpoPrompts} GRPO prompts; wrote ${r.files.join(', ')} to ${o.out} (see README.md there)`);
     });

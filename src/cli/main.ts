@@ -17,6 +17,8 @@ import { version } from '../version.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 
 export async function main(argv: string[]): Promise<void> {
+  // Output piped into a reader that stops early (| head) ends the command quietly, not with a stack trace.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); else throw e; });
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')
     .version(version(), '-V, --version', 'print the version')
@@ -64,6 +66,13 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
     }
     return n;
   };
+}
+
+/** --budgets: a comma-separated list of positive integers (thinking budget buckets). */
+export function budgetsArg(v: string): number[] {
+  const budgets = v.split(',').map((b) => (/^\s*\d+\s*$/.test(b) ? Number(b) : NaN));
+  if (budgets.some((b) => !Number.isSafeInteger(b) || b <= 0)) throw new InvalidArgumentError(`--budgets must list positive integers separated by commas, got "${v}"`);
+  return budgets;
 }
 
 export function floatArg(name: string, min = 0, max = Infinity) {

@@ -7,7 +7,7 @@ import { trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
-import { floatArg, intArg, positiveArg } from './main.ts';
+import { budgetsArg, floatArg, intArg, positiveArg } from './main.ts';
 import { checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
 
 /** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
@@ -19,8 +19,11 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
   if (!fs.existsSync(task)) throw new Error(`--task must be "synthetic" or a JSONL file of {"prompt","answer"} lines; ${task} does not exist`);
   const rows = readJsonlLines(task, 'prompts').map(({ line: n, value }) => {
     const r = (value ?? {}) as { prompt?: unknown; answer?: unknown };
-    if (typeof r.prompt !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
-    return { question: r.prompt, gold: r.answer, line: n };
+    // TRL's conversational form (export-trl's data/grpo): a list holding the user's message
+    const one = Array.isArray(r.prompt) && r.prompt.length === 1 && r.prompt[0]?.role === 'user' ? r.prompt[0].content : r.prompt;
+    if (Array.isArray(r.prompt) && typeof one !== 'string') throw new Error(`${task}:${n}: a "prompt" list must hold one {"role": "user", "content": string} message (train-rl renders it with the chat template), got ${JSON.stringify(r.prompt).slice(0, 80)}`);
+    if (typeof one !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
+    return { question: one, gold: r.answer, line: n };
   });
   if (!rows.length) throw new Error(`${task}: no prompts (expected JSONL lines of {"prompt","answer"})`);
   return rows;
@@ -41,10 +44,10 @@ export function trainRlCommand(program: Command): void {
     .description('budget forcing: GRPO on a reasoning adapter with a length budget in the prompt')
     .requiredOption('--model <dir>', 'base model')
     .requiredOption('--adapter <dir>', 'the SFT reasoning adapter to start from')
-    .option('--task <task>', 'synthetic, or a JSONL file of {"prompt","answer"}', 'synthetic')
+    .option('--task <task>', 'synthetic, or a JSONL file of {"prompt","answer"} (the prompt a string, or a list holding the user message)', 'synthetic')
     .option('--grader <task>', `how answers are graded: ${TASKS.join(' | ')} (default: synthetic for the synthetic task, gsm8k for a file: the last number)`)
     .requiredOption('--out <dir>', 'output adapter folder (not the --adapter one; one that holds a model, adapter or checkpoint is refused without --overwrite or --resume)')
-    .option('--budgets <list>', 'thinking budget buckets trained', DEFAULT_BUDGETS.join(','))
+    .option('--budgets <list>', 'thinking budget buckets trained', budgetsArg, [...DEFAULT_BUDGETS])
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 160)
     .option('--group <n>', 'completions per prompt (G)', intArg('--group', 2), 8)
     .option('--prompts-per-step <n>', 'prompts per step', intArg('--prompts-per-step', 1), 8)
@@ -65,8 +68,7 @@ export function trainRlCommand(program: Command): void {
       if (!TASKS.includes(grader)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
       const prompts = rlPrompts(o.task, 4000, o.seed);
       if (o.task !== 'synthetic') checkGolds(prompts, grader, o.task);
-      const budgets = String(o.budgets).split(',').map((b) => Number(b.trim()));
-      if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`--budgets must list positive integers, got "${o.budgets}"`);
+      const budgets: number[] = o.budgets;
       checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);

@@ -24,7 +24,7 @@ export function trainSftCommand(program: Command): void {
   program.command('train-sft')
     .description('supervised fine-tuning: a LoRA adapter (PEFT format) or, with --full, all weights')
     .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf or llama2.c .bin)')
-    .requiredOption('--data <file>', 'training JSONL: {"messages":[...]} or {"prompt","completion"} per line')
+    .requiredOption('--data <file>', 'training JSONL: {"messages":[...]} or {"prompt","completion"} (strings, or lists of chat messages as TRL writes them) per line')
     .option('--eval <file>', 'held-out JSONL for eval loss')
     .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 0), 16)

@@ -3,8 +3,10 @@
  * under a token budget, and a train/eval split.
  *
  * Each line is either {"messages": [{"role", "content"}, ...]} (roles system, user and assistant; rendered with the
- * tokenizer's chat template; loss on the assistant turns only) or {"prompt": "...", "completion": "..."} (both
- * strings; loss on the completion only, which gets the EOS token appended). Blank lines are skipped; every other
+ * tokenizer's chat template; loss on the assistant turns only), {"prompt": "...", "completion": "..."} (both
+ * strings; loss on the completion only, which gets the EOS token appended), or TRL's conversational
+ * {"prompt": [messages], "completion": [messages]} (rendered as one conversation; loss on the completion's
+ * assistant turns only). Blank lines are skipped; every other
  * line becomes an example or an error naming the file and line.
  *
  * Loss-mask convention: mask[i] = 1 means token i is a TARGET, predicted from the logits at position i - 1.
@@ -16,8 +18,20 @@ import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/t
 export interface Example { ids: number[]; lossMask: Uint8Array }
 
 export type DataRecord =
-  | { line: number; messages: ChatMessage[] }
+  /** `trainFrom`: the assistant turns before this message are context, not targets (a conversational prompt's). */
+  | { line: number; messages: ChatMessage[]; trainFrom?: number }
   | { line: number; prompt: string; completion: string };
+
+/** A list of chat messages, checked; `key` names it in errors ("messages", "prompt", "completion"). */
+function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
+  if (!Array.isArray(v) || !v.length) throw new Error(`${where}: "${key}" must be a non-empty list`);
+  v.forEach((m, k) => {
+    if (!m || typeof m.role !== 'string' || typeof m.content !== 'string')
+      throw new Error(`${where}: ${key}[${k}] must be {"role": string, "content": string}, got ${JSON.stringify(m)}`);
+    if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: ${key}[${k}] has role ${JSON.stringify(m.role)} (expected system, user or assistant)`);
+  });
+  return v as ChatMessage[];
+}
 
 /** The chat roles a training conversation may use. */
 
@@ -30,22 +44,20 @@ export function readJsonl(file: string): DataRecord[] {
     const o = v as Record<string, unknown>;
     if ('messages' in o && ('prompt' in o || 'completion' in o)) throw new Error(`${where}: holds both "messages" and "prompt"/"completion"; one format a line`);
     if ('messages' in o) {
-      const msgs = o.messages;
-      if (!Array.isArray(msgs) || !msgs.length) throw new Error(`${where}: "messages" must be a non-empty list`);
-      msgs.forEach((m, k) => {
-        if (!m || typeof m.role !== 'string' || typeof m.content !== 'string')
-          throw new Error(`${where}: messages[${k}] must be {"role": string, "content": string}, got ${JSON.stringify(m)}`);
-        if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: messages[${k}] has role ${JSON.stringify(m.role)} (expected system, user or assistant)`);
-      });
+      const msgs = chatMessages(o.messages, where, 'messages');
       if (!msgs.some((m) => m.role === 'assistant')) throw new Error(`${where}: no assistant message, so nothing to train on`);
-      records.push({ line, messages: msgs as ChatMessage[] });
+      records.push({ line, messages: msgs });
+    } else if (Array.isArray(o.prompt) || Array.isArray(o.completion)) { // TRL's conversational prompt-completion
+      const prompt = chatMessages(o.prompt, where, 'prompt'), completion = chatMessages(o.completion, where, 'completion');
+      if (!completion.some((m) => m.role === 'assistant')) throw new Error(`${where}: "completion" has no assistant message, so nothing to train on`);
+      records.push({ line, messages: [...prompt, ...completion], trainFrom: prompt.length });
     } else if ('prompt' in o || 'completion' in o) {
       for (const k of ['prompt', 'completion'] as const) {
-        if (typeof o[k] !== 'string') throw new Error(`${where}: "${k}" must be a string (${k in o ? `got ${JSON.stringify(o[k])}` : 'missing'})`);
+        if (typeof o[k] !== 'string') throw new Error(`${where}: "${k}" must be a string, or both lists of chat messages (${k in o ? `got ${JSON.stringify(o[k])}` : 'missing'})`);
       }
       records.push({ line, prompt: o.prompt as string, completion: o.completion as string });
     } else {
-      throw new Error(`${where}: expected {"messages": [...]} or {"prompt": ..., "completion": ...}, got keys ${JSON.stringify(Object.keys(o))}`);
+      throw new Error(`${where}: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ${JSON.stringify(Object.keys(o))}`);
     }
   });
   if (!records.length) throw new Error(`${file}: empty dataset (no examples)`);
@@ -79,7 +91,7 @@ export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line 
   }
   const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
   r.messages.forEach((m, k) => {
-    if (m.role !== 'assistant') return;
+    if (m.role !== 'assistant' || k < (r.trainFrom ?? 0)) return;
     const before = renderIds(tok, r.messages.slice(0, k), true), upTo = renderIds(tok, r.messages.slice(0, k + 1), false);
     let start = 0;
     while (start < before.length && before[start] === upTo[start]) start++;
