@@ -30,7 +30,8 @@ export function generateCommand(program: Command): void {
       try {
         const gen = model.generate(o.prompt, {
           chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,
-          seed, stop: o.stop, adapter: !!o.adapter, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
+          // --adapter insists (--chat appends an activated adapter's invocation), unless the template is told not to think
+          seed, stop: o.stop, adapter: !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
         });
         let r = await gen.next();
         while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }
