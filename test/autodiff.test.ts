@@ -393,10 +393,11 @@ function tinySetup(cfg: ModelConfig, r: ReturnType<typeof rng>) {
   for (const v of g.inputs) {
     if (feeds32[v.name]) continue;
     if (weights.has(v.name)) { feeds32[v.name] = new ort.Tensor('float32', weights.get(v.name)!.data, weights.get(v.name)!.shape); continue; }
-    const dims = v.dims.map((d) => (d === 'lora_rank' ? rank : (d as number)));
+    const dims = v.dims.map((d) => (typeof d === 'string' && d.startsWith('lora_rank') ? rank : (d as number)));
     feeds32[v.name] = new ort.Tensor('float32', Float32Array.from({ length: prod(dims) }, () => 0.3 * r.normal()), dims);
   }
-  return { weights: new MemoryWeights(weights), feeds32, sizes: { batch: B, tokens: T, lora_rank: rank } as Record<string, number> };
+  const ranks = Object.fromEntries(['q', 'k', 'v', 'o', 'gate', 'up', 'down'].map((p) => [`lora_rank_${p}_proj`, rank]));
+  return { weights: new MemoryWeights(weights), feeds32, sizes: { batch: B, tokens: T, ...ranks } as Record<string, number> };
 }
 
 test('decoder training graph (2 layers, GQA, biases, LoRA, tied head): float64 FD check; float32 agrees', async () => {

@@ -138,10 +138,10 @@ describe('data', () => {
   it('errors name the file and line', () => {
     const cases: [string[], RegExp][] = [
       [['{"prompt":"a","completion":"b"}', '{"prompt": "a", '], /bad\.jsonl:2: invalid JSON/],
-      [['{"text":"a"}'], /bad\.jsonl:1: expected \{"messages": \[\.\.\.\]\} or \{"prompt": \.\.\., "completion": \.\.\.\}, got keys \["text"\]/],
-      [['', '{"prompt":"a"}'], /bad\.jsonl:2: "completion" must be a string \(missing\)/],
-      [['{"prompt":"a","completion":7}'], /bad\.jsonl:1: "completion" must be a string \(got 7\)/],
-      [['{"prompt":["a"],"completion":"b"}'], /bad\.jsonl:1: "prompt" must be a string \(got \["a"\]\)/],
+      [['{"text":"a"}'], /bad\.jsonl:1: expected \{"messages": \[\.\.\.\]\}, or \{"prompt": \.\.\., "completion": \.\.\.\} \(strings, or lists of chat messages\), got keys \["text"\]/],
+      [['', '{"prompt":"a"}'], /bad\.jsonl:2: "completion" must be a string, or both lists of chat messages \(missing\)/],
+      [['{"prompt":"a","completion":7}'], /bad\.jsonl:1: "completion" must be a string, or both lists of chat messages \(got 7\)/],
+      [['{"prompt":["a"],"completion":"b"}'], /bad\.jsonl:1: prompt\[0\] must be \{"role": string, "content": string\}, got "a"/],
       [['{"messages":[{"role":"wizard","content":"q"},{"role":"assistant","content":"a"}]}'], /bad\.jsonl:1: messages\[0\] has role "wizard" \(expected system, user or assistant\)/],
       [['{"messages":[{"role":"user","content":"q"}]}'], /bad\.jsonl:1: no assistant message/],
       [['{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"prompt":"p","completion":"c"}'], /bad\.jsonl:1: holds both "messages" and "prompt"\/"completion"; one format a line/],

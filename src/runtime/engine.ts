@@ -212,9 +212,10 @@ export class Engine {
     const R = want.length, needed = Math.max(...want.map((w) => w.owner.lengths[w.row])) + 1;
     const shape = entries[0].cache.shape;
     let m = this.mirrors.get(adapterName);
-    // A mirror far larger than the rows now need (a long request has left) is rebuilt small: every step attends
-    // over its whole capacity, and it holds the memory.
-    const oversized = !!m && (m.cache.capacity >= 4 * grownCapacity(64, needed) || m.rowCap >= 4 * pow2(R));
+    // A mirror far longer than the rows now need (a long request has left) is rebuilt small, with rows for those
+    // now batched: every step attends over its whole capacity, and it holds the memory. (Row slots left unused
+    // cost memory only, not time, so a batch that merely shrinks keeps them, rather than copying rows back and forth.)
+    const oversized = !!m && m.cache.capacity >= 4 * grownCapacity(64, needed);
     if (!m || oversized || m.rowCap < R || m.cache.capacity < needed) {
       const rowCap = pow2(Math.max(R, oversized ? 1 : m?.rowCap ?? 1)), capacity = grownCapacity(oversized ? 64 : m?.cache.capacity ?? 64, needed);
       m = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [] };
