@@ -141,6 +141,11 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
   fs.writeFileSync(data, [JSON.stringify({ prompt: 'Q: 2+2?', completion: '<think>\n2+2=4\n</think>\n\n#### 4' })].join('\n'));
   exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 });
   assert.deepEqual(jsonl(path.join(out, 'data/sft/train.jsonl')), [{ prompt: 'Q: 2+2?', completion: '<think>\n2+2=4\n</think>\n\n#### 4' }]);
+  // TRL's conversational form: the prompt's assistant turns are context, as train-sft takes them.
+  const convo = { prompt: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'OLD' }, { role: 'user', content: 'and?' }], completion: [{ role: 'assistant', content: '<think>\n</think>\n\nNEW' }] };
+  fs.writeFileSync(data, JSON.stringify(convo) + '\n');
+  exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 });
+  assert.deepEqual(jsonl(path.join(out, 'data/sft/train.jsonl')), [convo]);
   fs.writeFileSync(data, [JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'x' }] }), JSON.stringify({ prompt: 'Q', completion: 'A' })].join('\n'));
   assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl mixes conversations \("messages"\) and prompt\/completion lines \(e\.g\. line 2\)/);
   // RL prompts of your own are graded as train-rl grades a file (gsm8k), and golds it can never match are refused.

@@ -386,7 +386,7 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
     assert.deepEqual(routes, [res.route], 'onRoute fires once, with the final route');
     if (escalates) {
       assert.equal(res.route, 'reasoning');
-      assert.deepEqual(res.escalation, { answer: '</think>#### 7', tokens: 2, logprob: Math.log(0.25), at: 1 });
+      assert.deepEqual(res.escalation, { answer: '#### 7', tokens: 2, logprob: Math.log(0.25), at: 1 });
       // The direct tokens were cut from the cache: the reasoning row holds prompt, invocation, its own tokens.
       assert.deepEqual(b.finished, [[Q, Q, Q, OPEN, CLOSE, A7]]);
       assert.equal(b.steps, 5, 'prefill, one direct step (cancelled at "#### 7"), invocation, "</think>", "#### 7"');

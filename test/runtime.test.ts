@@ -25,6 +25,7 @@ import { makeRandomQwen2, QWEN25_05B, QWEN_TOKENIZER_DIR, rng } from './helpers/
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { reasoningTokens, thinkingOptions } from '../src/reason/answer.ts';
 import { sharedPath } from './helpers/shared.ts';
+import { loadLlama2c } from '../src/io/llama2c.ts';
 import ort from 'onnxruntime-node';
 import { Graph } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
@@ -928,6 +929,21 @@ test('a vocabulary without <think> tokens (Qwen2.5\'s): the thinking closes wher
       for (const t of [...enc(' a a a').slice(0, Math.max(0, K - 1)), lt, think, abandon, lt, think]) if (q.accept(t, 0) || !q.thinkingOpen) break;
       assert.ok(!q.thinkingOpen && q.thinkingTokens <= K, `cap ${K}, then ${JSON.stringify(tok.decode([abandon]))}: ${q.thinkingTokens} thinking tokens in ${JSON.stringify(q.text)}`);
       assert.ok(q.text.includes('</think>\n\n'), JSON.stringify(q.text));
+    }
+  }
+});
+
+test('thinking cap on Qwen3 (a "</think>" token) and SentencePiece (llama2.c) vocabularies: a tag begun in pieces and then abandoned, or closed by the tag token, never passes the cap', () => {
+  const qwen3 = loadTokenizer(QWEN_TOKENIZER_DIR), sp = loadLlama2c(sharedPath('models/stories260K/stories260K.bin')).tokenizer;
+  for (const [name, tok] of [['qwen3', qwen3], ['sentencepiece', sp]] as const) {
+    const enc = (t: string) => tok.encode(t, { addSpecialTokens: false }), rt = reasoningTokens({ tokenizer: tok, adapter: undefined });
+    const word = enc(' a').at(-1)!, begun = name === 'qwen3' ? [enc('</')[0], enc('think')[0]] : [enc('<').at(-1)!, enc('/').at(-1)!];
+    for (const K of [0, 1, 2, 4]) {
+      for (const after of [word, ...(name === 'qwen3' ? [rt.end[0]] : [])]) {
+        const q = new Sequence(tok, { maxTokens: 60, stopTokens: [], thinking: thinkingOptions(rt, K) }, 1);
+        for (const t of [...Array(Math.max(0, K - 1)).fill(word), ...begun, after, word, word, word]) if (q.accept(t, 0) || !q.thinkingOpen) break;
+        assert.ok(!q.thinkingOpen && q.thinkingTokens <= K, `${name} cap ${K}, then ${JSON.stringify(tok.decode([after]))}: open ${q.thinkingOpen}, ${q.thinkingTokens} thinking tokens in ${JSON.stringify(q.text)}`);
+      }
     }
   }
 });

@@ -75,6 +75,7 @@ test('math500: normalisation equivalences and near misses', () => {
     ['\\frac{2}{3}', '\\frac{3}{2}'], ['(3,4]', '[3,4]'], ['(3,4]', '(3,4)'], ['(1,2)', '(2,1)'], ['(1,2)', '(1,2,3)'],
     ['\\sqrt{2}', '\\sqrt{3}'], ['0.33', '\\frac13'], ['x+1', 'x-1'], ['\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}', '\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}'],
     ['x', 'X'], ['\\text{(C)}', '(D)'], ['1 \\pm \\sqrt{19}', '1+\\sqrt{19}'], ['5.4 \\text{ cents}', '5.5 cents'], ['\\frac{-\\pi}{6}', '\\frac{\\pi}{6}'],
+    ['\\frac{-1+\\sqrt5}{2}', '-\\frac{1+\\sqrt5}{2}'], ['x\\frac{-1}{2}', 'x-\\frac12'], ['3 pi', '3'], ['\\text{AB}', 'ab'],
   ];
   for (const [a, b] of differ) assert.ok(!mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should differ from ${b}`);
   assert.equal(lastBoxed('so \\boxed{\\frac{\\sqrt{3}}{3}} and then \\boxed{\\left\\{1,2\\right\\}}.'), '\\left\\{1,2\\right\\}');

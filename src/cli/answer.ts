@@ -3,9 +3,8 @@ import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { answer, answerTemperature, checkTrainedFile, pairingNote } from '../reason/answer.ts';
-import { Router } from '../reason/router.ts';
-import { Verifier } from '../reason/verifier.ts';
+import { answer, answerTemperature, checkTrainedFile } from '../reason/answer.ts';
+import { loadProbes } from '../reason/probes.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
@@ -84,14 +83,9 @@ export function answerCommand(program: Command): void {
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       try {
         if (!reasons && model.config.architecture === 'qwen3') console.error(qwen3Note('answer'));
-        const router = routerFile ? Router.load(routerFile, model.config.hiddenSize) : undefined;
-        const verifier = verifierFile ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
-        for (const [what, file, p] of [['router', routerFile, router], ['verifier', verifierFile, verifier]] as const) {
-          if (!p) continue;
-          checkTrainedFile(what, file!, p.metadata, !!o.nativeThinking, '', model.config);
-          const note = pairingNote(what, file!, p.metadata, model.adapter ? [model.adapter] : []);
-          if (note) console.error(`edgereason: ${note}`);
-        }
+        const { router, verifier } = loadProbes({ router: routerFile, verifier: verifierFile }, {
+          config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`edgereason: ${n}`),
+        });
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
         const tty = out.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
         let phase: Phase | undefined, last = '';

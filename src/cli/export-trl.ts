@@ -124,7 +124,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
       const odd = records.find((r) => !('messages' in r))!;
       throw new Error(`export-trl: ${o.data} mixes conversations ("messages") and prompt/completion lines (e.g. line ${odd.line}); a TRL dataset has one format: split the file`);
     }
-    sft = records.flatMap((r) => ('messages' in r ? turns(r.messages) : [{ prompt: r.prompt, completion: r.completion }]));
+    sft = records.flatMap((r) => ('messages' in r ? turns(r.messages, r.trainFrom) : [{ prompt: r.prompt, completion: r.completion }]));
     // As train-sft: the activated LoRA trains only from its invocation on, so a record without it teaches nothing.
     const text = (x: unknown) => (typeof x === 'string' ? x : Array.isArray(x) ? x.map((m) => String((m as { content?: unknown }).content ?? '')).join('\n') : '');
     const without = sft.filter((r) => !(text(r.prompt) + text(r.completion)).includes(invocation)).length;
@@ -189,8 +189,9 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
 }
 
 /** One prompt-completion record per assistant turn: the turns before it are its prompt. */
-function turns(messages: { role: string; content: string }[]): Record<string, unknown>[] {
-  return messages.flatMap((m, i) => (m.role === 'assistant' && i > 0 ? [{ prompt: messages.slice(0, i), completion: [m] }] : []));
+/** One record per assistant turn that follows something (from `trainFrom` on: a conversational prompt's turns are context). */
+function turns(messages: { role: string; content: string }[], trainFrom = 0): Record<string, unknown>[] {
+  return messages.flatMap((m, i) => (m.role === 'assistant' && i > 0 && i >= trainFrom ? [{ prompt: messages.slice(0, i), completion: [m] }] : []));
 }
 
 /** rewards.py: a Python file beside this one (its __LAMBDA__ and __GRADER__ filled in). */

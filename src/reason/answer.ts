@@ -209,7 +209,11 @@ function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) 
 }
 
 const ANSWER_TAGS = [THINK_OPEN, THINK_CLOSE];
-const dropTags = (text: string) => text.replaceAll(THINK_OPEN, '').replaceAll(THINK_CLOSE, '');
+/** The text without think tags, removed until none is left ("<th</think>ink>" leaves none either). */
+function dropTags(text: string): string {
+  for (let was = ''; was !== text;) { was = text; text = text.replaceAll(THINK_OPEN, '').replaceAll(THINK_CLOSE, ''); }
+  return text;
+}
 
 /** Thinking and answer text of a finished sequence, as phaseStream streams them. */
 function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking: string; answer: string } {
@@ -383,7 +387,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         stream?.flush();
         return result([seq], false, promptLen);
       }
-      escalation = { answer: seq.text.trim(), tokens: seq.tokens.length, logprob: seq.logprobs[trip], at: trip };
+      escalation = { answer: splitText(seq, false, model).answer, tokens: seq.tokens.length, logprob: seq.logprobs[trip], at: trip };
       hidden.length = 0;
       await backend.truncate(base!.cache, 0, ids.length);
     } else opts.onRoute?.(route, routerScore);

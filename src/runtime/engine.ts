@@ -47,7 +47,14 @@ interface MirrorSlot { owner: KVCache; row: number; version: number }
  * stepMany's batch cache: rows gathered from several caches, kept between calls so a steady batch is not copied
  * again each step (only rows whose cache changed, or that joined, are copied in).
  */
-interface Mirror { cache: KVCache; rowCap: number; slots: (MirrorSlot | null)[] }
+interface Mirror {
+  cache: KVCache; rowCap: number; slots: (MirrorSlot | null)[];
+  /** Consecutive runs whose rows needed under a quarter of its capacity (see stepBatched). */
+  oversizedRuns: number;
+}
+
+/** Runs in a row a batch cache may be far too long before it is rebuilt small: a long row missing a run or two keeps it. */
+const SHRINK_AFTER = 16;
 
 export class Engine {
   /** The LoRA weights fed to the graph, by adapter name: several adapters share one session (and its weights). */
@@ -178,7 +185,7 @@ export class Engine {
     const batches = new Map<string, number[]>();
     entries.forEach((e, i) => {
       try { this.validate(e.cache, e.input); } catch (err) { outs[i] = asError(err); return; }
-      if (!(e.input.tokens.every((t) => t.length <= 1) && e.cache.rows > 0)) return void alone.push(i);
+      if (!e.input.tokens.every((t) => t.length <= 1)) return void alone.push(i);
       const name = e.input.adapterName ?? '', same = batches.get(name);
       if (same) same.push(i); else batches.set(name, [i]);
     });
@@ -213,12 +220,13 @@ export class Engine {
     const shape = entries[0].cache.shape;
     let m = this.mirrors.get(adapterName);
     // A mirror far longer than the rows now need (a long request has left) is rebuilt small, with rows for those
-    // now batched: every step attends over its whole capacity, and it holds the memory. (Row slots left unused
-    // cost memory only, not time, so a batch that merely shrinks keeps them, rather than copying rows back and forth.)
-    const oversized = !!m && m.cache.capacity >= 4 * grownCapacity(64, needed);
-    if (!m || oversized || m.rowCap < R || m.cache.capacity < needed) {
-      const rowCap = pow2(Math.max(R, oversized ? 1 : m?.rowCap ?? 1)), capacity = grownCapacity(oversized ? 64 : m?.cache.capacity ?? 64, needed);
-      m = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [] };
+    // now batched, once that has lasted SHRINK_AFTER runs: every step attends over its whole capacity, and it holds
+    // the memory. (Row slots left unused cost memory only, not time: a batch that merely shrinks keeps them.)
+    if (m) m.oversizedRuns = m.cache.capacity >= 4 * grownCapacity(64, needed) ? m.oversizedRuns + 1 : 0;
+    const shrink = !!m && m.oversizedRuns >= SHRINK_AFTER;
+    if (!m || shrink || m.rowCap < R || m.cache.capacity < needed) {
+      const rowCap = pow2(Math.max(R, shrink ? 1 : m?.rowCap ?? 1)), capacity = grownCapacity(shrink ? 64 : m?.cache.capacity ?? 64, needed);
+      m = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [], oversizedRuns: 0 };
       this.mirrors.set(adapterName, m);
     }
     // Rows still valid where they sit stay; the others fill the free slots and are copied in.

@@ -165,12 +165,14 @@ export class Sequence {
       this.atEdge = false;
       const room = this.room(), { end, endText, force } = this.opts.thinking!, text = this.tokenizer.decode([token]);
       const tag = this.tagInProgress(), piece = tag.text + text; // a closing tag written in pieces: begun, continued or ended
-      const closes = (end.length === 1 && token === end[0]) || (!!endText && text !== '' && (endText.startsWith(piece) || piece.startsWith(endText))); // not a token without text (EOS)
+      // (the closing token after a tag begun in pieces would leave the pieces in the segment: it does not count)
+      const closes = (end.length === 1 && token === end[0] && !tag.tokens) || (!!endText && text !== '' && (endText.startsWith(piece) || piece.startsWith(endText))); // not a token without text (EOS)
       // the forced text before the tag ("\n"), written by the model itself (alone, or ending its token: ".\n"), not after a begun tag
       const own = room > 0 && !tag.tokens && (token === force![this.forceEndAt - room] || text.endsWith(this.tokenizer.decode(force!.slice(this.forceEndAt - room, this.forceEndAt))));
       if (!closes && !own) { // neither: dropped, the close forced (a begun tag completed, so its pieces stay out of the count)
-        this.force(tag.tokens ? this.tokenizer.encode(this.tokenizer.decode(force!.slice(this.forceEndAt)).slice(tag.text.length), { addSpecialTokens: false }) : force!.slice(this.forceEndAt - room));
+        this.force(tag.tokens ? this.tagCompletion(tag.tokens, tag.text) : force!.slice(this.forceEndAt - room));
         if (this.done) return true;
+        this.checkCap(); // a segment the force left open (see tagCompletion) is held at the edge
         this.emit(false);
         return false;
       }
@@ -270,6 +272,19 @@ export class Sequence {
       if (text && endText.startsWith(text)) found = { tokens: k, text };
     }
     return found;
+  }
+
+  /**
+   * The forced tokens that finish a closing tag the model began in `n` pieces writing `text`, then what the forced
+   * text has after the tag: the forced tokens themselves where the model began the tag as they do, else the rest of
+   * the text encoded, when it joins the pieces into the tag (not on SentencePiece vocabularies, whose encoding opens
+   * with a space: "</ think>"). Else the whole tag after the pieces, which then count as thinking.
+   */
+  private tagCompletion(n: number, text: string): number[] {
+    const th = this.opts.thinking!, rest = th.force!.slice(this.forceEndAt), begun = this.tokens.slice(-n);
+    if (begun.every((t, i) => rest[i] === t)) return rest.slice(n);
+    const tail = this.tokenizer.encode(this.tokenizer.decode(rest).slice(text.length), { addSpecialTokens: false });
+    return this.tokenizer.decode([...begun, ...tail]).includes(th.endText!) ? tail : rest;
   }
 
   /** Feeds forced tokens: the text before the closing tag as far as it fits, then the tag, or the rest of a begun one (push closes the segment as a written one). */

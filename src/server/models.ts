@@ -11,9 +11,9 @@ import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { readAdapterConfig } from '../io/peft.ts';
-import { Router } from '../reason/router.ts';
-import { checkTrainedFile, pairingNote } from '../reason/answer.ts';
-import { Verifier } from '../reason/verifier.ts';
+import type { Router } from '../reason/router.ts';
+import { loadProbes } from '../reason/probes.ts';
+import type { Verifier } from '../reason/verifier.ts';
 import type { Quant } from '../onnx/quant.ts';
 
 export interface AdapterSpec { name: string; dir: string }
@@ -129,18 +129,12 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     try { tok.applyChatTemplate([{ role: 'user', content: 'Hello' }], { addGenerationPrompt: true }); } catch (e) {
       throw new Error(`serve: ${(e as Error).message.replace(/^tokenizer: /, '')} (on a plain user message)`);
     }
-    const hidden = loaded[0].config.hiddenSize;
     const routerFile = o.router ?? (fs.existsSync(path.join(o.model, 'router.json')) ? path.join(o.model, 'router.json') : undefined);
     const verifierFile = o.verifier ?? (fs.existsSync(path.join(o.model, 'verifier.json')) ? path.join(o.model, 'verifier.json') : undefined);
-    const router = routerFile ? Router.load(routerFile, hidden) : undefined;
-    const verifier = verifierFile ? Verifier.load(verifierFile, hidden) : undefined;
-    const served = [...models.values()].flatMap((s) => (s.model.adapter ? [s.model.adapter] : []));
-    for (const [what, file, p] of [['router', routerFile, router], ['verifier', verifierFile, verifier]] as const) {
-      if (!p) continue;
-      checkTrainedFile(what, file!, p.metadata, !!o.nativeThinking, 'serve: ', loaded[0].config);
-      const note = pairingNote(what, file!, p.metadata, served);
-      if (note) o.onNote?.(note);
-    }
+    const { router, verifier } = loadProbes({ router: routerFile, verifier: verifierFile }, {
+      config: loaded[0].config, native: !!o.nativeThinking, where: 'serve: ', onNote: o.onNote,
+      adapters: [...models.values()].flatMap((s) => (s.model.adapter ? [s.model.adapter] : [])),
+    });
     // Base first in listings, as vLLM does; requests without a model go to the reasoning pipeline when there is one.
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
     return {

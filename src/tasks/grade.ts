@@ -134,7 +134,6 @@ export function normalizeMath(s: string): string {
     .replace(/(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)/g, ' ') // not the \\ of matrix rows
     .replace(/\\[()[\]]/g, ' ') // \( \) \[ \] math delimiters
     .replace(/\\[dt]frac/g, '\\frac')
-    .replace(/\\frac\s*\{\s*-/g, '-\\frac{') // \frac{-\pi}{6}
     .replace(/\{bmatrix\}/g, '{pmatrix}')
     .replace(/\\(?:left|right)(?![a-z])/g, '')
     .replace(/\^\s*\{?\\circ\}?|\\circ|°/g, '')
@@ -149,7 +148,8 @@ export function normalizeMath(s: string): string {
     const noUnits = t.replace(/\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?/g, '').trim();
     if (noUnits) t = noUnits;
   }
-  t = t.replace(/^(-?\d+(?:\.\d+)?)\s+[A-Za-z]{2,}(?:\s+[A-Za-z]+)*$/, '$1'); // a unit without \text: "5.4 cents"
+  const unit = /^(-?\d+(?:\.\d+)?)\s+([A-Za-z]{2,}(?:\s+[A-Za-z]+)*)$/.exec(t); // a unit without \text: "5.4 cents"
+  if (unit && !/\b(?:pi|sqrt|log|ln|sin|cos|tan|sec|csc|cot|exp|i)\b/.test(unit[2])) t = unit[1];
   t = t.replace(/^[A-Za-z]\s*(?:=|\\in)\s*/, '') // "x = 5", "x \in [-2,7]"
     .replace(/\s+/g, '')
     .replace(/\.$/, '')
@@ -162,7 +162,9 @@ export function normalizeMath(s: string): string {
   t = t.replace(/^(-?)\.(\d)/, '$10.$2'); // .35 -> 0.35
   const choice = /^\(([A-Ea-e])\)$/.exec(t); // multiple-choice letter "(C)"
   if (choice) t = choice[1].toUpperCase();
-  if (/^[A-Za-z]{2,}$/.test(t)) t = t.toLowerCase(); // a word: "\text{Even}", "East"
+  if (/^[A-Za-z][a-z]{2,}$/.test(t)) t = t.toLowerCase(); // a word: "\text{Even}", "East" (not "AB", a segment)
+  // \frac{-\pi}{6} = -\frac{\pi}{6}: the sign of a one-term numerator, when the fraction is the whole answer
+  t = t.replace(/^(-?)\\frac\{-([^{}+-]*(?:\{[^{}]*\}[^{}+-]*)*)\}(\{[^{}]*\})$/, (_, neg, num, den) => `${neg ? '' : '-'}\\frac{${num}}${den}`);
   const pm = splitTop(t, '\\pm'); // "1\pm\sqrt{19}": both solutions
   if (pm.length === 2 && pm[0] && !t.includes(',')) t = `${pm[0]}+${pm[1]},${pm[0]}-${pm[1]}`;
   return t;

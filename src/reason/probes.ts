@@ -1,0 +1,23 @@
+/** Loading the router and verifier files a model is served with, each checked against that model. */
+import type { LoadedAdapter } from '../io/peft.ts';
+import type { ModelConfig } from '../models/config.ts';
+import { checkTrainedFile, pairingNote } from './answer.ts';
+import { Router } from './router.ts';
+import { Verifier } from './verifier.ts';
+
+/**
+ * Router.load / Verifier.load for the files given, refused when trained for the other kind of reasoning or a model
+ * of another shape (errors prefixed with `where`); `onNote` hears when one was trained with another adapter than
+ * any of `adapters`.
+ */
+export function loadProbes(files: { router?: string; verifier?: string }, o: { config: ModelConfig; native: boolean; adapters: readonly LoadedAdapter[]; where?: string; onNote?: (note: string) => void }): { router?: Router; verifier?: Verifier } {
+  const router = files.router ? Router.load(files.router, o.config.hiddenSize) : undefined;
+  const verifier = files.verifier ? Verifier.load(files.verifier, o.config.hiddenSize) : undefined;
+  for (const [what, file, p] of [['router', files.router, router], ['verifier', files.verifier, verifier]] as const) {
+    if (!p) continue;
+    checkTrainedFile(what, file!, p.metadata, o.native, o.where ?? '', o.config);
+    const note = pairingNote(what, file!, p.metadata, o.adapters);
+    if (note) o.onNote?.(note);
+  }
+  return { router, verifier };
+}
