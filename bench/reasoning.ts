@@ -362,14 +362,15 @@ export function hardShareAtRatio(byCategory: NonNullable<ReasoningBenchResult['r
  * Best of `reps` rounds (each times every N in turn) after a warm-up at the largest N.
  */
 export async function parallelWallTime(model: Model, ids: number[], o: { invocation?: number[]; sampleCounts: number[]; tokens: number; reps: number; sampling: SamplingParams }): Promise<WallTime> {
-  const pending = o.invocation ?? [];
+  // The first decode step feeds the invocation, or else the prompt's last token (its logits give the first sample).
+  const head = o.invocation ? ids : ids.slice(0, -1), pending = o.invocation ?? ids.slice(-1);
   const timeN = async (n: number) => {
     const t0 = performance.now();
-    const p = await prefill(model.backend, ids, 0);
+    const p = await prefill(model.backend, head, 0);
     const cache = n === 1 ? p.cache : await model.backend.select(p.cache, new Array(n).fill(0));
     if (cache !== p.cache) await model.backend.free(p.cache);
     const adapter = o.invocation ? { adapter: true, adapterFrom: ids.length } : {};
-    const seqs = Array.from({ length: n }, (_, i) => new Sequence(model.tokenizer, { ...o.sampling, seed: i, maxTokens: o.tokens, stopTokens: [], ...adapter }, ids.length + pending.length));
+    const seqs = Array.from({ length: n }, (_, i) => new Sequence(model.tokenizer, { ...o.sampling, seed: i, maxTokens: o.tokens, stopTokens: [], ...adapter }, head.length + pending.length));
     await decode(model.backend, cache, seqs, seqs.map(() => pending), t0);
     await model.backend.free(cache);
     return performance.now() - t0;
