@@ -26,7 +26,7 @@ after(() => {
     [...report].map(([k, e]) => `  ${k.padEnd(w)}  ${e.toExponential(2)}`).join('\n'));
 });
 
-type InputSpec = number[] | { dims: number[]; positive?: boolean; ints?: number[]; fixed?: boolean };
+type InputSpec = number[] | { dims: number[]; positive?: boolean; ints?: number[]; int32?: boolean; fixed?: boolean };
 const prod = (d: number[]) => d.reduce((a, b) => a * b, 1);
 const seedOf = (s: string) => [...s].reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) >>> 0, 7);
 const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => { let s = 0; for (let i = 0; i < a.length; i++) s += a[i] * b[i]; return s; };
@@ -38,8 +38,8 @@ async function gradCheck(name: string, inputs: Record<string, InputSpec>, build:
     const spec = Array.isArray(s) ? { dims: s } : s;
     const dims: Dim[] = opts.symbolic ? spec.dims.map((_, i) => `${k}_${i}`) : spec.dims;
     if (spec.ints) {
-      g.input(k, 'int64', dims);
-      feeds[k] = new ort.Tensor('int64', BigInt64Array.from(spec.ints.map(BigInt)), spec.dims);
+      g.input(k, spec.int32 ? 'int32' : 'int64', dims);
+      feeds[k] = spec.int32 ? new ort.Tensor('int32', Int32Array.from(spec.ints), spec.dims) : new ort.Tensor('int64', BigInt64Array.from(spec.ints.map(BigInt)), spec.dims);
       continue;
     }
     g.input(k, 'float64', dims);
@@ -221,6 +221,10 @@ test('Gather (embedding and axis 1), GatherElements, GatherND', async () => {
   await gradCheck('Gather axis 0 (repeated ids)', { table: [4, 3], ids: ints([2, 3], [0, 2, 2, 1, 2, 0]) }, (g) => g.node('Gather', ['table', 'ids']));
   await gradCheck('Gather axis 0 scalar index', { table: [4, 3], ids: ints([], [2]) }, (g) => g.node('Gather', ['table', 'ids']));
   await gradCheck('Gather axis 1', { x: [2, 4, 3], ids: ints([3], [3, 0, 3]) }, (g) => g.node('Gather', ['x', 'ids'], { axis: 1 }));
+  // Ids counted from the end (-1 is the last row) and int32 ids, as Gather takes them.
+  await gradCheck('Gather axis 0 (negative ids)', { table: [4, 3], ids: ints([4], [-1, 3, 0, -4]) }, (g) => g.node('Gather', ['table', 'ids']));
+  await gradCheck('Gather axis 0 (int32 ids)', { table: [4, 3], ids: { ...ints([3], [1, 1, 2]), int32: true } }, (g) => g.node('Gather', ['table', 'ids']));
+  await gradCheck('Gather axis 1 (negative ids)', { x: [2, 4, 3], ids: ints([3], [-1, 0, 3]) }, (g) => g.node('Gather', ['x', 'ids'], { axis: 1 }));
   await gradCheck('GatherElements axis 1', { x: [3, 5], ids: ints([3, 2], [0, 4, 2, 2, 1, 0]) }, (g) => g.node('GatherElements', ['x', 'ids'], { axis: 1 }));
   await gradCheck('GatherND', { x: [3, 4, 2], ids: ints([3, 2], [0, 1, 2, 3, 0, 1]) }, (g) => g.node('GatherND', ['x', 'ids']));
   await gradCheck('GatherND batch_dims 1', { x: [2, 4, 3], ids: ints([2, 2, 1], [3, 1, 0, 0]) }, (g) => g.node('GatherND', ['x', 'ids'], { batch_dims: 1 }));

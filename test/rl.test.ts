@@ -3,13 +3,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { groupAdvantages, reward, rollouts, trainRl } from '../src/train/rl.ts';
+import { chatIds, groupAdvantages, policyBatch, reward, rollouts, trainRl } from '../src/train/rl.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { openSource } from '../src/io/source.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { rlPrompts } from '../src/cli/train-rl.ts';
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
+import { budgetControl } from '../src/reason/budget.ts';
 
 test('rewards: correctness minus a soft, bounded penalty past the budget (or the group mean); unclosed thinking is −1', () => {
   const o = { penalty: 'budget' as const, lambda: 1, groupMean: 0 };
@@ -19,6 +20,13 @@ test('rewards: correctness minus a soft, bounded penalty past the budget (or the
   assert.equal(reward({ correct: true, thinking: 1000, closed: true, budget: 64 }, o), 0, 'the penalty is capped at 1');
   assert.equal(reward({ correct: true, thinking: 10, closed: false, budget: 64 }, o), -1);
   assert.equal(reward({ correct: true, thinking: 150, closed: true, budget: 64 }, { penalty: 'group', lambda: 0.5, groupMean: 100 }), 0.75);
+});
+
+test('a policy step: every rollout\'s tokens count in 1/N; zero-advantage rollouts run only for the KL term', () => {
+  const rolls = [[1, 2], [3], [], [4, 5, 6]].map((trained) => ({ trained }));
+  const adv = [0.5, 0, 1, 0];
+  assert.deepEqual(policyBatch(rolls, adv, false), { live: [{ r: rolls[0], a: 0.5 }], tokens: 6 });
+  assert.deepEqual(policyBatch(rolls, adv, true), { live: [{ r: rolls[0], a: 0.5 }, { r: rolls[1], a: 0 }, { r: rolls[3], a: 0 }], tokens: 6 });
 });
 
 test('group advantages are normalised within each group of G', () => {
@@ -66,7 +74,15 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     assert.ok(!fs.existsSync(path.join(out, 'long')));
     await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [long], { out: path.join(out, 'long'), budgets: [32], unbudgetedShare: 1, steps: 1, quiet: true }),
       /\(\d+ tokens with the chat template and the invocation\)/, 'no budget line is fed when every prompt goes without one');
-    const hot = await rollouts(m.backend, m.tokenizer, chat.slice(0, 1).map((p) => ({ p, budget: 32, line: true })), inv, 4, { temperature: 50, maxTokens: 5000, seed: 3, end });
+    // A prompt a few tokens short of the context: sampled rows stop at its end (at temperature 50 a stop token is
+    // unlikely within the few tokens left), not at maxTokens.
+    const room = (q: string) => ctx - chatIds(m.tokenizer, q).length - inv.length - budgetControl(m.tokenizer, 32).length;
+    const padded = (n: number) => chat[0].question + ' seven'.repeat(n);
+    let [lo, hi] = [0, ctx]; // the most words that leave room: room(padded(lo)) ≥ 1
+    while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (room(padded(mid)) >= 1) lo = mid; else hi = mid; }
+    const longQ = padded(lo);
+    const hot = await rollouts(m.backend, m.tokenizer, [{ p: { question: longQ, gold: 1 }, budget: 32, line: true }], inv, 4, { temperature: 50, maxTokens: 5000, seed: 3, end });
+    assert.ok(room(longQ) > 0 && room(longQ) <= 6, `${room(longQ)} tokens of room`);
     assert.equal(Math.max(...hot.map((r) => r.prompt.length + r.generated.length)), ctx, 'a row ran to the end of the context');
   } finally {
     await m.close();

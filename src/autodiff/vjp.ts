@@ -84,13 +84,14 @@ function swapLast(c: Ctx, t: string, r: number): string {
 }
 
 /** iota shaped like t: each element holds its own flat index (int64). Applying a gather/slice op to it
- *  tells where each output element came from, which turns any indexing op's VJP into a ScatterND-add. */
+ *  tells where each output element came from, which turns any indexing op's VJP into a scatter-add over the flat
+ *  data: ScatterElements, whose add is exact where indices repeat (ScatterND's add races across ORT's threads). */
 function scatterThroughIota(c: Ctx, data: string, dy: string, apply: (iota: string) => string): string {
   const g = c.g, size = g.node('Size', [data]);
   const iota = reshapeLike(c, g.node('Range', [g.constant([0], 'int64', []), size, g.constant([1], 'int64', [])]), data);
-  const where = g.node('Reshape', [apply(iota), g.constant([-1, 1])]);
+  const where = g.node('Reshape', [apply(iota), g.constant([-1])]);
   const flat = g.node('Expand', [scalar(c, 0), g.node('Reshape', [size, g.constant([1])])]);
-  const scattered = g.node('ScatterND', [flat, where, g.node('Reshape', [dy, g.constant([-1])])], { reduction: 'add' });
+  const scattered = g.node('ScatterElements', [flat, where, g.node('Reshape', [dy, g.constant([-1])])], { axis: 0, reduction: 'add' });
   return reshapeLike(c, scattered, data);
 }
 
@@ -250,9 +251,11 @@ export const VJP: Record<string, Rule> = {
       // Embedding lookup. A ScatterND-add of each row's gradient races in ORT's CPU kernel when ids repeat across
       // its threads (the table's gradient came out different from run to run, ≈ 2 % off): repeated ids are summed
       // first — Unique, then a one-hot [N, U] matmul — and the U distinct rows scattered without reduction.
-      // Ids must be non-negative here (ScatterND does not wrap them as Gather does).
+      // Ids are made int64 and non-negative first (Gather counts -1 from the end; ScatterND wants int64 and no wrap).
       if (axis === 0) {
-        const flat = g.node('Reshape', [idx, g.constant([-1])]);
+        const ids = g.node('Cast', [g.node('Reshape', [idx, g.constant([-1])])], { to: 7 }); // INT64
+        const rows0 = g.node('Slice', [shape(c, data), g.constant([0]), g.constant([1])]);
+        const flat = g.node('Where', [g.node('Less', [ids, g.constant([0], 'int64', [])]), g.node('Add', [ids, rows0]), ids]);
         const [uniq, , inverse] = g.nodeN('Unique', [flat], { sorted: 1 }, { outputs: 4 });
         const rows = g.node('Reshape', [dy!, g.node('Concat', [shape(c, flat), g.constant([-1])], { axis: 0 })]); // [N, R]
         const oneHot = g.node('OneHot', [inverse, shape(c, uniq), g.constant([0, 1], 'float32', [2])], { axis: -1 }); // [N, U]
@@ -275,7 +278,7 @@ export const VJP: Record<string, Rule> = {
     diff: only(0),
     vjp: (c, n, [dy]) => {
       const g = c.g, [data, idx] = n.inputs, batchDims = attr(n, 'batch_dims', 0);
-      if (batchDims === 0) return [g.node('ScatterND', [zerosLike(c, data), idx, dy!], { reduction: 'add' })];
+      // (ScatterND with idx itself would race where indices repeat, as Gather's comment says)
       return [scatterThroughIota(c, data, dy!, (iota) => g.node('GatherND', [iota, idx], { batch_dims: batchDims }))];
     },
   },

@@ -77,6 +77,16 @@ export function reward(r: { correct: boolean; thinking: number; closed: boolean;
 }
 
 /** (r − mean) / (std + ε) within each group of G. */
+/**
+ * The rollouts a policy step runs, each with its advantage, and the token count N of the loss's 1/N. Every
+ * rollout's trained tokens count in N (as TRL's); one with zero advantage (a group whose rewards are all equal)
+ * adds only its KL term, so it is run only `withKl` (beta > 0).
+ */
+export function policyBatch<R extends { trained: number[] }>(rolls: R[], adv: number[], withKl: boolean): { live: { r: R; a: number }[]; tokens: number } {
+  const trained = rolls.map((r, i) => ({ r, a: adv[i] })).filter((x) => x.r.trained.length);
+  return { live: withKl ? trained : trained.filter((x) => Math.abs(x.a) > 1e-6), tokens: trained.reduce((s, x) => s + x.r.trained.length, 0) };
+}
+
 export function groupAdvantages(rewards: number[], G: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < rewards.length; i += G) {
@@ -159,8 +169,7 @@ export async function trainRl(
         for (const r of grp) rewards.push(reward(r, { penalty, lambda, groupMean: mean }));
       }
       const adv = groupAdvantages(rewards, G);
-      const live = rolls.map((r, i) => ({ r, a: adv[i] })).filter((x) => Math.abs(x.a) > 1e-6 && x.r.trained.length);
-      const tokens = live.reduce((s, x) => s + x.r.trained.length, 0);
+      const { live, tokens } = policyBatch(rolls, adv, !!refTrainer);
       if (live.length) {
         const grads: Params = new Map([...params].map(([n, p]) => [n, new Float32Array(p.length)]));
         for (let i = 0; i < live.length; i += 16) {
@@ -216,7 +225,7 @@ export async function trainRl(
 }
 
 /** A rollout prompt's tokens up to the invocation: the question as the chat template renders it for a reply. */
-const chatIds = (tok: TextTokenizer, question: string) =>
+export const chatIds = (tok: TextTokenizer, question: string) =>
   tok.encode(tok.applyChatTemplate([{ role: 'user', content: question }], { addGenerationPrompt: true }), { addSpecialTokens: false });
 
 /**
