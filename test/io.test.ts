@@ -258,6 +258,14 @@ describe('random model in every format', () => {
     assert.deepEqual(withBos.encode('Hi there'), [bos, ...plain.encode('Hi there')]);
     assert.deepEqual(withBos.encode('Hi there', { addSpecialTokens: false }), plain.encode('Hi there'));
     assert.notEqual(plain.encode('Hi there')[0], bos);
+    // add_eos_token ends the encoding with EOS; a template reads bos_token even where encoding does not add it.
+    const eos = m.config.eosTokenIds[0];
+    const withEos = loadTokenizer(tokenizerFromGguf({ ...md, 'tokenizer.ggml.add_eos_token': true, 'tokenizer.ggml.eos_token_id': eos }, 'x.gguf'));
+    assert.deepEqual(withEos.encode('Hi there'), [...plain.encode('Hi there'), eos]);
+    const bosTemplate = '{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}';
+    const noBos = loadTokenizer(tokenizerFromGguf({ ...md, 'tokenizer.ggml.add_bos_token': false, 'tokenizer.ggml.bos_token_id': bos, 'tokenizer.chat_template': bosTemplate }, 'x.gguf'));
+    assert.equal(noBos.applyChatTemplate([{ role: 'user', content: 'hi' }]), `${noBos.decode([bos], { skipSpecialTokens: false })}hi`);
+    assert.deepEqual(noBos.encode('Hi there'), plain.encode('Hi there'));
   });
 
   it('a tokenizer rebuilt from GGUF metadata decodes and splits as the model\'s own: no space clean-up for Qwen, whole-word entries first for Llama 3, padding rows without text, llama.cpp\'s aliases', () => {
@@ -406,7 +414,7 @@ describe('GGUF', () => {
       metadata: {
         'general.architecture': 'qwen2', 'general.alignment': typed('u32', 64), s: 'héllo', u32: 7, i32: -7, f32: 0.1, b: true, big: 2n ** 60n,
         u8: typed('u8', 255), i8: typed('i8', -128), u16: typed('u16', 65535), i16: typed('i16', -32768), i64: typed('i64', -5), f64: typed('f64', Math.PI),
-        strs: ['a', 'b c', ''], ints: [1, -2, 3], floats: [0.5, 1.25], u64s: typed('u64', [1, 2]),
+        strs: ['a', 'b c', ''], ints: [1, -2, 3], floats: [0.5, 1.25], u64s: typed('u64', [1, 2]), wide: 2 ** 33, wides: [1, 2 ** 33], flags: [true, false],
       },
       tensors: (['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'] as const).map((type) => ({ name: `t.${type}`, shape: [2, 32], type, data: x })),
     });
@@ -416,8 +424,10 @@ describe('GGUF', () => {
     assert.deepEqual({ ...f.metadata, 'general.alignment': undefined, 'general.architecture': undefined }, {
       'general.alignment': undefined, 'general.architecture': undefined, s: 'héllo', u32: 7, i32: -7, f32: 0.1, b: true, big: 2n ** 60n,
       u8: 255, i8: -128, u16: 65535, i16: -32768, i64: -5, f64: Math.PI, strs: ['a', 'b c', ''], ints: [1, -2, 3], floats: [0.5, 1.25], u64s: [1, 2],
+      wide: 2 ** 33, wides: [1, 2 ** 33], flags: [true, false],
     });
     assert.deepEqual([f.metadataTypes.f32, f.metadataTypes.ints, f.metadataTypes.big, f.metadataTypes.u64s], ['f32', 'i32', 'u64', 'u64']);
+    assert.deepEqual([f.metadataTypes.wide, f.metadataTypes.wides, f.metadataTypes.flags], ['u64', 'u64', 'bool'], 'untyped values get a type wide enough');
     for (const t of f.tensors.values()) assert.equal(t.offset % 64, 0);
     assert.deepEqual(f.shape('t.Q4_0'), [2, 32]);
     assert.deepEqual(f.info('t.Q4_0').dims, [32, 2]);

@@ -518,20 +518,32 @@ function ggufScalar(t: GgufScalarType, x: GgufValue): Buffer {
   return b;
 }
 
-/** Type tag + payload of one metadata value; untyped numbers become u32 / i32 / i64 (integers) or f32. */
+/**
+ * The type an untyped value is written as: string, bool, an integer type wide enough for its range (an array's:
+ * all its values'; i32 first, as llama.cpp writes integer arrays such as token types; u32 first for a scalar), else f32.
+ */
+function untypedType(values: unknown[], array: boolean): GgufScalarType {
+  if (values.every((x) => typeof x === 'string')) return 'string';
+  if (values.every((x) => typeof x === 'boolean')) return 'bool';
+  if (!values.every((x) => typeof x === 'bigint' || Number.isInteger(x))) return 'f32';
+  const ns = values.map((x) => BigInt(x as number | bigint)), min = ns.reduce((a, b) => (b < a ? b : a), 0n), max = ns.reduce((a, b) => (b > a ? b : a), 0n);
+  const i32 = min >= -(2n ** 31n) && max < 2n ** 31n, u32 = min >= 0n && max < 2n ** 32n;
+  if (array ? i32 : u32) return array ? 'i32' : 'u32';
+  return u32 ? 'u32' : i32 ? 'i32' : min >= 0n ? 'u64' : 'i64';
+}
+
+/** Type tag + payload of one metadata value (untyped ones typed by untypedType). */
 function ggufValue(v: GgufValue | GgufTyped, key: string): Buffer {
   const val = isTyped(v) ? v.value : v, explicit = isTyped(v) ? v.type : undefined;
   const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b; };
   if (Array.isArray(val)) {
     if (val.some(Array.isArray)) throw new Error(`writeGguf: metadata "${key}": nested arrays are not supported`);
-    const et = explicit ?? (val.every((x) => typeof x === 'string') ? 'string' : val.every((x) => Number.isInteger(x)) ? 'i32' : 'f32');
+    const et = explicit ?? untypedType(val, true);
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(val.length));
     return Buffer.concat([u32(VT.indexOf('array')), u32(VT.indexOf(et)), len, ...val.map((x) => ggufScalar(et, x))]);
   }
-  const t = explicit ?? (typeof val === 'string' ? 'string' : typeof val === 'boolean' ? 'bool'
-    : typeof val === 'bigint' ? (val < 0n ? 'i64' : 'u64')
-    : Number.isInteger(val) ? (val >= 0 && val < 2 ** 32 ? 'u32' : val >= -(2 ** 31) ? 'i32' : 'i64') : 'f32');
+  const t = explicit ?? untypedType([val], false);
   return Buffer.concat([u32(VT.indexOf(t)), ggufScalar(t, val)]);
 }
 

@@ -48,15 +48,18 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   const name = (k: string) => (typeof md[k] === 'number' ? tokens[md[k] as number] : undefined);
   // add_bos_token (Llama 3): encoding with special tokens starts with BOS, as llama.cpp and the model's own
   // tokenizer.json (a TemplateProcessing step) do. Where the file does not say, llama.cpp adds it for Llama 3's
-  // pre-tokenizer only.
+  // pre-tokenizer only. add_eos_token: it ends with EOS.
   const addBos = md['tokenizer.ggml.add_bos_token'] ?? pre === 'llama-bpe';
-  const bos = addBos === true ? name('tokenizer.ggml.bos_token_id') : undefined;
-  const post = bos === undefined ? byteLevel : {
+  const bosText = name('tokenizer.ggml.bos_token_id'), eosText = name('tokenizer.ggml.eos_token_id');
+  const around = [addBos === true ? bosText : undefined, md['tokenizer.ggml.add_eos_token'] === true ? eosText : undefined];
+  const wrap = (seq: string, type: number) => [
+    ...(around[0] !== undefined ? [{ SpecialToken: { id: around[0], type_id: type } }] : []), { Sequence: { id: seq, type_id: type } },
+    ...(around[1] !== undefined ? [{ SpecialToken: { id: around[1], type_id: type } }] : []),
+  ];
+  const post = around.every((t) => t === undefined) ? byteLevel : {
     type: 'Sequence', processors: [byteLevel, {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
-      special_tokens: { [bos]: { id: bos, ids: [md['tokenizer.ggml.bos_token_id'] as number], tokens: [bos] } },
+      type: 'TemplateProcessing', single: wrap('A', 0), pair: [...wrap('A', 0), ...wrap('B', 1)],
+      special_tokens: Object.fromEntries(around.filter((t): t is string => t !== undefined).map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }])),
     }],
   };
   return {
@@ -75,8 +78,9 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
     tokenizerConfig: {
       // Qwen's tokenizer_config.json (and llama.cpp for its pre-tokenizer) keep " ." and " ,": no clean-up.
       clean_up_tokenization_spaces: pre !== 'qwen2',
-      ...(bos !== undefined ? { bos_token: bos } : {}),
-      ...(name('tokenizer.ggml.eos_token_id') ? { eos_token: name('tokenizer.ggml.eos_token_id') } : {}),
+      // chat templates read bos_token whether or not encoding adds it (as llama.cpp and transformers pass it)
+      ...(bosText !== undefined ? { bos_token: bosText } : {}),
+      ...(eosText !== undefined ? { eos_token: eosText } : {}),
       ...(typeof md['tokenizer.chat_template'] === 'string' ? { chat_template: md['tokenizer.chat_template'] } : {}),
     },
   };
