@@ -15,7 +15,7 @@ import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
 import type { ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
-import { quantizeBlocks, quantizeQ4 } from '../src/onnx/quant.ts';
+import { blocksFromGgml, quantizeBlocks, quantizeQ4 } from '../src/onnx/quant.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { openSource, type ModelSource } from '../src/io/source.ts';
@@ -30,7 +30,8 @@ import ort from 'onnxruntime-node';
 import { Graph } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
 import { lmHead } from '../src/models/qwen2.ts';
-import { ggufToModel, quantizeQ4_0, writeModelGguf } from '../src/io/gguf.ts';
+import { decodeGgml, ggufToModel, quantizeQ4_0, writeModelGguf } from '../src/io/gguf.ts';
+import { f32ToF16Bits } from '../src/io/safetensors.ts';
 import { maxDiff } from './helpers/numeric.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-runtime-'));
@@ -333,6 +334,28 @@ test('the graph\'s log-normaliser (logits_lse) equals log Σ exp of its logits; 
     await b.free(c);
   } finally {
     await b.close();
+  }
+});
+
+test('a GGUF\'s Q4_0 / Q8_0 blocks are taken exactly as stored, also those a second rounding would change', () => {
+  const n = 3, k = 64, r = rng(4), blocks = (n * k) / 32;
+  // Blocks as an importance matrix may leave them: Q4_0 codes 1..15 (none at −8), Q8_0 codes within ±100.
+  for (const [type, bits, size] of [['Q4_0', 4, 18], ['Q8_0', 8, 34]] as const) {
+    const raw = new Uint8Array(blocks * size);
+    for (let b = 0; b < blocks; b++) {
+      const d = f32ToF16Bits(0.01 + 0.1 * r.uniform());
+      raw[b * size] = d & 0xff; raw[b * size + 1] = d >> 8;
+      for (let j = 2; j < size; j++) raw[b * size + j] = bits === 4 ? (1 + Math.floor(15 * r.uniform())) | ((1 + Math.floor(15 * r.uniform())) << 4) : (Math.floor(201 * r.uniform()) - 100) & 0xff;
+    }
+    const stored = decodeGgml(type, raw, n * k), q = blocksFromGgml(type, raw, n, k, bits)!;
+    const back = Float32Array.from({ length: n * k }, (_, i) => {
+      const code = bits === 4 ? (q.packed[i >> 1] >> (4 * (i & 1))) & 0xf : q.packed[i];
+      return (code - (bits === 4 ? 8 : 128)) * q.scales[i >> 5];
+    });
+    assert.deepEqual(back, stored, `${type}: the blocks hold the file's values`);
+    const again = quantizeBlocks(stored, n, k, bits);
+    assert.ok(again.packed.some((x, i) => x !== q.packed[i]) || again.scales.some((x, i) => x !== q.scales[i]), `${type}: rounding again would change them`);
+    assert.equal(blocksFromGgml(type === 'Q4_0' ? 'Q8_0' : 'Q4_0', raw, n, k, bits), undefined);
   }
 });
 

@@ -5,7 +5,7 @@
  *  - training (`!fused`): plain ONNX ops, each of which has a vector-Jacobian rule in autodiff/.
  */
 import { Graph, MS } from '../onnx/graph.ts';
-import { quantBits, quantizeBlocks, QBLOCK, type BlockWeight, type Quant } from '../onnx/quant.ts';
+import { blocksFromGgml, quantBits, quantizeBlocks, QBLOCK, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { f32ToF16Array } from '../io/safetensors.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { ropePeriods, type ModelConfig, type Projection } from './config.ts';
@@ -112,7 +112,8 @@ export class Layers {
     const hit = this.blocksMade.get(name);
     if (hit) return hit;
     const bits = this.bits!, [n, k] = this.weights.shape(name), blocks = k / QBLOCK;
-    const q = this.opts.blocks?.get(name) ?? quantizeBlocks(this.weights.get(name), n, k, bits, name);
+    const stored = this.weights.encoded?.(name); // a GGUF's Q4_0 / Q8_0 blocks are taken as they are
+    const q = this.opts.blocks?.get(name) ?? (stored && blocksFromGgml(stored.type, stored.bytes, n, k, bits)) ?? quantizeBlocks(this.weights.get(name), n, k, bits, name);
     if (q.bits !== bits) throw new Error(`graph: the prepared blocks of "${name}" are ${q.bits}-bit, the graph is ${this.opts.quant}`);
     const made = {
       packed: this.g.initializer(`${name}_q${bits}`, 'uint8', [n, blocks, (QBLOCK * bits) / 8], q.packed),

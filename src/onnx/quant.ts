@@ -5,6 +5,7 @@
  * and stores 8-bit values offset by 128).
  */
 import { quantizeQ4_0, quantizeQ8_0 } from '../io/gguf.ts';
+import { f16BitsToF32 } from '../io/safetensors.ts';
 
 /** Weight format of a graph's linear layers: 4- or 8-bit blocks (MatMulNBits), or float32. */
 export type Quant = 'q4' | 'q8' | 'fp32';
@@ -38,3 +39,27 @@ export function quantizeBlocks(w: Float32Array, n: number, k: number, bits: 4 | 
 }
 
 export const quantizeQ4 = (w: Float32Array, n: number, k: number, name?: string): BlockWeight => quantizeBlocks(w, n, k, 4, name);
+
+/**
+ * A GGUF tensor stored as Q4_0 (for 4 bits) or Q8_0 (for 8 bits), repacked into MatMulNBits blocks exactly: the
+ * same scales and codes (quantising its decoded values again could change them: a Q4_0 made with an importance
+ * matrix need not use code −8 in every block). Undefined for any other type.
+ */
+export function blocksFromGgml(type: string, bytes: Uint8Array, n: number, k: number, bits: 4 | 8): BlockWeight | undefined {
+  if (type !== `Q${bits}_0` || k % QBLOCK) return undefined;
+  const count = (n * k) / QBLOCK, size = 2 + (QBLOCK * bits) / 8; // f16 scale, then the codes
+  if (bytes.length !== count * size) throw new Error(`${type}: ${bytes.length} bytes for [${n}, ${k}], expected ${count * size}`);
+  const scales = new Float32Array(count), packed = new Uint8Array((count * QBLOCK * bits) / 8);
+  for (let b = 0; b < count; b++) {
+    const at = b * size, qs = at + 2;
+    scales[b] = f16BitsToF32(bytes[at] | (bytes[at + 1] << 8));
+    if (bits === 8) {
+      for (let j = 0; j < QBLOCK; j++) packed[b * QBLOCK + j] = bytes[qs + j] ^ 0x80; // two's complement v → v + 128
+    } else {
+      // Q4_0: byte j holds elements j (low nibble) and j + 16 (high); MatMulNBits: byte i holds 2i (low) and 2i + 1 (high)
+      const code = (e: number) => (e < 16 ? bytes[qs + e] & 0xf : bytes[qs + e - 16] >> 4);
+      for (let i = 0; i < QBLOCK / 2; i++) packed[b * 16 + i] = code(2 * i) | (code(2 * i + 1) << 4);
+    }
+  }
+  return { n, k, bits, packed, scales };
+}
