@@ -188,8 +188,10 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   return { files, sftExamples: sft.length, grpoPrompts: grpo.length, recipe };
 }
 
-/** One prompt-completion record per assistant turn: the turns before it are its prompt. */
-/** One record per assistant turn that follows something (from `trainFrom` on: a conversational prompt's turns are context). */
+/**
+ * One prompt-completion record per assistant turn that follows something, the turns before it as its prompt (from
+ * `trainFrom` on: a conversational prompt's own assistant turns are context).
+ */
 function turns(messages: { role: string; content: string }[], trainFrom = 0): Record<string, unknown>[] {
   return messages.flatMap((m, i) => (m.role === 'assistant' && i > 0 && i >= trainFrom ? [{ prompt: messages.slice(0, i), completion: [m] }] : []));
 }

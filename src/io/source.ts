@@ -12,7 +12,7 @@ import { loadTokenizer, readTokenizerFolder, type TokenizerFiles } from '../toke
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder } from './hf-folder.ts';
 import { ggufToModel, splitGgufParts } from './gguf.ts';
-import { findLlama2cTokenizer, loadLlama2c, llama2cTokenizerJson } from './llama2c.ts';
+import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
@@ -58,13 +58,8 @@ export function openSource(p: string): ModelSource {
     return { kind: 'gguf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: files, storedTypes };
   }
   if (abs.endsWith('.bin')) {
-    const { config, weights, tokenizer } = loadLlama2c(abs);
-    const files = openSourceFiles(abs);
-    const tokenizerJson = llama2cTokenizerJson(files[1]);
-    return {
-      kind: 'llama2c', path: abs, config, weights, tokenizer, files,
-      tokenizerFiles: { tokenizerJson, tokenizerConfig: { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', clean_up_tokenization_spaces: false } },
-    };
+    const { config, weights, tokenizer, tokenizerPath, tokenizerFiles } = loadLlama2c(abs);
+    return { kind: 'llama2c', path: abs, config, weights, tokenizer, files: [abs, tokenizerPath], tokenizerFiles }; // the files openSourceFiles lists
   }
   throw new Error(`model: ${abs} is not a model folder (config.json), a .gguf file or a llama2.c .bin file`);
 }

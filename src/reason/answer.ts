@@ -20,7 +20,8 @@
  * route is its own thinking after "<think>", and the direct route feeds the empty thinking block first.
  */
 import { budgetControl, budgetSystemLine } from './budget.ts';
-import { createHash, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
+import { adapterIdentity } from '../train/checkpoint.ts';
 import type { LoadedAdapter } from '../io/peft.ts';
 import os from 'node:os';
 import { checkKeys, type Model } from '../runtime/model.ts';
@@ -134,14 +135,10 @@ export const modelShape = (c: ModelConfig): string =>
   `${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, heads ${c.numHeads}/${c.numKvHeads}×${c.headDim}, MLP ${c.intermediateSize}, vocabulary ${c.vocabSize}`;
 
 const adapterHashes = new WeakMap<LoadedAdapter, string>();
-/** A hash of an adapter's weights: what a router or verifier records of the adapter it was trained with. */
+/** adapterIdentity, once per loaded adapter: what a router or verifier records of the adapter it was trained with. */
 export function adapterHash(a: LoadedAdapter): string {
   let h = adapterHashes.get(a);
-  if (h === undefined) {
-    const sha = createHash('sha256');
-    for (const [name, t] of [...a.tensors].sort(([x], [y]) => (x < y ? -1 : 1))) sha.update(name).update(new Uint8Array(t.a.buffer, t.a.byteOffset, t.a.byteLength)).update(new Uint8Array(t.b.buffer, t.b.byteOffset, t.b.byteLength));
-    adapterHashes.set(a, h = sha.digest('hex').slice(0, 16));
-  }
+  if (h === undefined) adapterHashes.set(a, h = adapterIdentity(a.tensors));
   return h;
 }
 
@@ -396,7 +393,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // 4. Reasoning route.
     // After an escalation the direct attempt's tokens come off maxTokens (a request's total); the thinking cap is the thinking's own.
     const promptTokens = ids.length + invocation.length + control.length, spent = escalation?.tokens ?? 0;
-    const maxTokens = Math.min(limit - spent, ctx - promptTokens), cap = K;
+    const maxTokens = Math.min(limit - spent, ctx - promptTokens);
     if (maxTokens < 1) {
       const added = [invocation.length && `the invocation's ${invocation.length}`, control.length && `the budget line's ${control.length}`].filter(Boolean).join(' and ');
       throw new Error(`answer: the prompt has ${ids.length} tokens${added ? `, ${promptTokens} with ${added}` : ''}, which leaves no room to reason in the model's context of ${ctx} tokens`);
@@ -416,7 +413,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
       ...sampling('reasoning'), seed: seedAt(seed, i), maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
-      thinking: thinkingOptions(rt!, cap),
+      thinking: thinkingOptions(rt!, K),
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
     let pending: number[][];
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits

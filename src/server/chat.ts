@@ -279,9 +279,13 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const held = new Map<number, string>();
   const pending: Promise<AnswerResult>[] = []; // every answer() call of this request
   const emit = (choice: number, phase: Phase, piece: string) => {
-    const text = phase === 'thinking' ? (held.get(choice) ?? '') + piece : piece, body = phase === 'thinking' ? text.trimEnd() : text;
-    if (phase === 'thinking') held.set(choice, text.slice(body.length));
-    if (body) onEvent?.({ type: 'delta', choice, phase, text: body });
+    let text = piece;
+    if (phase === 'thinking') {
+      const all = (held.get(choice) ?? '') + piece;
+      text = all.trimEnd();
+      held.set(choice, all.slice(text.length));
+    }
+    if (text) onEvent?.({ type: 'delta', choice, phase, text });
   };
   const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {
     const t0 = performance.now();

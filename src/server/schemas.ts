@@ -184,16 +184,19 @@ export function errorBody(message: string, type: string, param: string | null = 
 
 interface AjvError { instancePath?: string; keyword?: string; message?: string; params?: Record<string, unknown> }
 
+/** A JSON pointer's segments, unescaped: "/messages/0/role" → ["messages", "0", "role"]. */
+const pointerSegments = (pointer: string): string[] => pointer.split('/').filter(Boolean).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+
 /** JSON pointer "/messages/0/role" → "messages[0].role". */
 export function pointerToParam(pointer: string): string {
-  return pointer.split('/').filter(Boolean).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+  return pointerSegments(pointer)
     .reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '');
 }
 
 /** The value a JSON pointer names in `body` (undefined when it names nothing). */
 function valueAt(body: unknown, pointer: string): unknown {
   let v = body;
-  for (const p of pointer.split('/').filter(Boolean).map((q) => q.replace(/~1/g, '/').replace(/~0/g, '~'))) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[p] : undefined;
+  for (const p of pointerSegments(pointer)) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[p] : undefined;
   return v;
 }
 

@@ -12,6 +12,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
+import type { AdapterTensors } from '../runtime/engine.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { checkFinite, openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamW, AdamWState, Params } from './optim.ts';
@@ -139,10 +140,13 @@ export function modelIdentity(config: ModelConfig, weights: WeightSource): strin
   return h.digest('hex').slice(0, 12);
 }
 
-/** A short hash of named tensors (an adapter's starting weights): a resume from other ones is refused. */
-export function tensorsIdentity(tensors: Iterable<readonly [string, Float32Array]>): string {
+/**
+ * A short hash of an adapter's A and B weights: train-rl refuses a resume from another adapter, and a router or
+ * verifier records the adapter it was trained with.
+ */
+export function adapterIdentity(tensors: AdapterTensors): string {
   const h = crypto.createHash('sha256');
-  for (const [n, x] of tensors) h.update(n).update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
+  for (const [p, t] of tensors) for (const [n, x] of [[`${p}.a`, t.a], [`${p}.b`, t.b]] as const) h.update(n).update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
   return h.digest('hex').slice(0, 12);
 }
 

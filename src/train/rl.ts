@@ -20,7 +20,7 @@ import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, tensorsIdentity, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, adapterIdentity, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 
@@ -127,7 +127,7 @@ export async function trainRl(
     'the --adapter\'s lora_alpha': alpha, 'the --adapter\'s use_rslora': !!rslora,
     'the --model (a hash of its config and weights)': modelIdentity(config, model.weights), 'the prompts (a hash)': dataIdentity(prompts),
     // the policy starts from it, and with --beta it stays the reference
-    'the --adapter (a hash of its weights)': tensorsIdentity([...start.tensors].flatMap(([p, t]) => [[`${p}.a`, t.a], [`${p}.b`, t.b]] as const)),
+    'the --adapter (a hash of its weights)': adapterIdentity(start.tensors),
   };
   const later = ['the --adapter\'s r', 'the --adapter\'s targets', 'the --adapter\'s lora_alpha', 'the --adapter\'s use_rslora', // recorded since a later version
     'the --model (a hash of its config and weights)', 'the prompts (a hash)', 'the --adapter (a hash of its weights)'];
