@@ -250,7 +250,7 @@ test('llama2c: truncated or malformed files give clear errors', () => {
   writeFileSync(bin, src.subarray(0, 10));
   assert.throws(() => readLlama2cModel(bin), /too small/);
   writeFileSync(bin, src);
-  assert.throws(() => loadLlama2c(bin), /no tok\*\.bin tokenizer next to/);
+  assert.throws(() => loadLlama2c(bin), /no tok\*\.bin tokenizer next to .*model\.bin: put the model's tokenizer file \(llama2\.c's tokenizer\.bin, or the tok<N>\.bin it was trained with\) in that folder/);
   const tok = readFileSync(path.join(stories(), 'tok512.bin'));
   writeFileSync(path.join(dir, 'tok512.bin'), tok.subarray(0, tok.length - 3));
   assert.throws(() => llama2cTokenizerJson(path.join(dir, 'tok512.bin')), /tok512\.bin is truncated/);

@@ -39,7 +39,7 @@ export function loadLlama2c(modelPath: string, tokenizerPath?: string): {
 export function findLlama2cTokenizer(modelPath: string, vocabSize = llama2cVocabSize(modelPath)): string {
   const dir = path.dirname(modelPath);
   const found = readdirSync(dir).filter((f) => /^tok.*\.bin$/.test(f)).sort();
-  if (!found.length) throw new Error(`llama2c: no tok*.bin tokenizer next to ${modelPath}; pass its path explicitly`);
+  if (!found.length) throw new Error(`llama2c: no tok*.bin tokenizer next to ${modelPath}: put the model's tokenizer file (llama2.c's tokenizer.bin, or the tok<N>.bin it was trained with) in that folder`);
   if (found.length === 1) return path.join(dir, found[0]);
   const counts = found.map((f) => tokenCount(path.join(dir, f)));
   const i = counts.indexOf(vocabSize);
