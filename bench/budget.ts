@@ -16,6 +16,7 @@ import { DEFAULT_BUDGETS } from '../src/reason/budget.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { scriptArgs, writeResults } from './write.ts';
+import { defaultModel, defaultModelFiles } from '../src/models/embedded.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -34,8 +35,8 @@ async function run(m: Model, items: MathItem[], o: { budget?: number; cap?: numb
 }
 
 export async function runBudgetBench(o: { model?: string; sft?: string; rl?: string; items?: number; caps?: number[]; /** null: write nothing */ resultsDir?: string | null } = {}) {
-  const model = o.model ?? path.join(ROOT, 'models/default');
-  const sftDir = o.sft ?? path.join(model, 'reasoning-adapter'), rlDir = o.rl ?? path.join(model, 'reasoning-adapter-rl');
+  const files = defaultModelFiles(o.model ?? defaultModel.dir), model = files.dir;
+  const sftDir = o.sft ?? files.adapter, rlDir = o.rl ?? files.budgetAdapter;
   const items = makeSplits({ train: 0, val: 0, test: o.items ?? 100, seed: 0, mix: { hard: 1 } }).test as MathItem[];
   const caps = o.caps ?? [16, 32, 48, 64, 96, 128, 192, 256];
   const result: Record<string, unknown> = { items: items.length, split: 'synthetic test, hard (4–8 steps)', decoding: 'sampled at temperature 1 (seed = item index), and greedy where marked' };

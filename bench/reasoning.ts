@@ -39,7 +39,7 @@ import { vote, type Candidate } from '../src/reason/vote.ts';
 import type { AnswerResult, VoteMethod } from '../src/reason/types.ts';
 import { syntheticCases, type EvalCase } from '../src/eval/harness.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
-import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
+import { defaultModel, defaultModelFiles } from '../src/models/embedded.ts';
 import { SYSTEM_PROMPT } from '../src/tasks/synthetic.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
@@ -164,9 +164,9 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   const log = o.log ?? ((l: string) => console.error(l));
   // A bar with ETA per section on a terminal (plain lines every 30 s otherwise); none when a caller takes the log.
   const progress = o.log ? undefined : new StagedProgress({ itemUnit: 'questions' });
-  const modelDir = o.model ?? DEFAULT_DIR, adapterDir = o.adapter ?? (o.model ? path.join(o.model, 'reasoning-adapter') : ADAPTER_DIR);
+  const files = defaultModelFiles(o.model ?? defaultModel.dir), modelDir = files.dir, adapterDir = o.adapter ?? files.adapter;
   if (!fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new Error(`bench: no reasoning adapter at ${adapterDir} (no adapter_config.json; pass --adapter)`);
-  const routerFile = o.router ?? path.join(modelDir, 'router.json'), verifierFile = o.verifier ?? path.join(modelDir, 'verifier.json');
+  const routerFile = o.router ?? files.router, verifierFile = o.verifier ?? files.verifier;
   if (o.parallelSplit !== undefined && o.parallelSplit !== 'test' && o.parallelSplit !== 'val') throw new Error(`bench: --parallel-split must be test or val, got "${o.parallelSplit as string}"`);
   const model = await loadModel(modelDir, { adapter: adapterDir, quant: o.quant, threads: o.threads });
   const H = model.config.hiddenSize, ctx = model.config.maxPositionEmbeddings;

@@ -80,7 +80,7 @@ test('a strict TypeScript project type-checks the README example against the dec
   const tsconfig = {
     compilerOptions: {
       target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true,
-      noUncheckedIndexedAccess: true, exactOptionalPropertyTypes: true, skipLibCheck: true,
+      noUncheckedIndexedAccess: true, exactOptionalPropertyTypes: true, skipLibCheck: false,
       types: ['node'], typeRoots: [path.join(root, 'node_modules/@types')],
     },
     files: ['app.ts'],
@@ -88,4 +88,18 @@ test('a strict TypeScript project type-checks the README example against the dec
   const dir = consumer({ 'app.ts': `${example}\nexport {};\n`, 'tsconfig.json': JSON.stringify(tsconfig) });
   const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', dir], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(tsc.status, 0, `tsc: ${tsc.stdout}${tsc.stderr}`);
+});
+
+test('a user\'s project runs the README example on the embedded default, found through the package (defaultModel), and exits', async () => {
+  const example = /```ts\n([\s\S]*?)```/.exec(fs.readFileSync(path.join(root, 'README.md'), 'utf8'))?.[1] ?? '';
+  const imports = example.split('\n')[0], start = example.indexOf('// the embedded default model');
+  assert.ok(imports.startsWith('import ') && start > 0, 'README\'s ```ts example begins with its import and has the embedded-model part');
+  const dir = consumer({ 'app.mjs': `${imports}\n${example.slice(start)}` });
+  const run = spawnSync(process.execPath, ['app.mjs'], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
+  assert.equal(run.status, 0, run.stderr);
+  assert.match(run.stdout, /^reasoning /); // reasoning: "on"
+  // "auto" on a chat request, greedy: answered directly (the last line; the model was not closed: the process exits all the same)
+  assert.match(run.stdout, /\ndirect dnas 0\.\d+ undefined\n$/);
+  const { defaultModel } = await import('../src/index.ts');
+  assert.equal(defaultModel.dir, path.join(root, 'models', 'default'));
 });

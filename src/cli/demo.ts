@@ -6,6 +6,7 @@ import { loadModel } from '../runtime/model.ts';
 import { Reasoner } from '../reason/answer.ts';
 import { Router } from '../reason/router.ts';
 import { Verifier } from '../reason/verifier.ts';
+import { defaultModel, defaultModelFiles } from '../models/embedded.ts';
 import type { AnswerOptions, AnswerResult } from '../reason/types.ts';
 import { isCorrect } from '../tasks/grade.ts';
 import { makeSplits, type Item, type MathItem } from '../tasks/synthetic.ts';
@@ -21,7 +22,6 @@ export function sharedDir(): string {
   return dir;
 }
 
-export const DEFAULT_MODEL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/default');
 
 const dim = (s: string) => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
 
@@ -63,9 +63,9 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
 export function demoCommand(program: Command): void {
   program.command('demo')
     .description('the embedded default model: answers with and without the reasoning adapter, routing, budgets and voting')
-    .addOption(new Option('--model <dir>', 'model folder laid out as models/default (reasoning-adapter/ inside; router.json, verifier.json and reasoning-adapter-rl/ when present)').default(DEFAULT_MODEL, 'the embedded models/default'))
+    .addOption(new Option('--model <dir>', 'model folder laid out as models/default (reasoning-adapter/ inside; router.json, verifier.json and reasoning-adapter-rl/ when present)').default(defaultModel.dir, 'the embedded models/default'))
     .action(async (o) => {
-      const adapter = path.join(o.model, 'reasoning-adapter'), rl = path.join(o.model, 'reasoning-adapter-rl');
+      const { adapter, budgetAdapter: rl, router: routerFile, verifier: verifierFile } = defaultModelFiles(o.model);
       if (!fs.existsSync(path.join(adapter, 'adapter_config.json'))) {
         throw new Error(`demo: ${o.model} has no reasoning adapter (${path.join(adapter, 'adapter_config.json')} not found); the demo runs on a folder laid out as models/default. For another model use answer, generate or serve`);
       }
@@ -74,7 +74,6 @@ export function demoCommand(program: Command): void {
       // same session (one copy of the weights).
       const model = await loadModel(o.model, { adapter });
       const rlr = useRl ? new Reasoner(await model.withAdapter(rl)) : undefined;
-      const routerFile = path.join(o.model, 'router.json'), verifierFile = path.join(o.model, 'verifier.json');
       const router = fs.existsSync(routerFile) ? Router.load(routerFile, model.config.hiddenSize) : undefined;
       const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
       const r = new Reasoner(model, { router, verifier });

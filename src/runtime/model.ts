@@ -144,7 +144,7 @@ export class Model {
    * Streams the completion's text as it is generated; the generator's return value is the Completion.
    * Leaving the loop early (break, return, a throw) cancels the generation: it ends once decoding has stopped.
    */
-  async *generate(prompt: string | ChatMessage[], opts: PromptOptions = {}): AsyncGenerator<string, Completion> {
+  async *generate(prompt: string | ChatMessage[], opts: PromptOptions = {}): AsyncGenerator<string, Completion, undefined> {
     const queue: string[] = [], stop = new AbortController();
     let wake: (() => void) | undefined;
     let done = false, result: Completion | undefined, error: unknown;

@@ -16,10 +16,9 @@ import {
   formatAnswer, formatResponse, formatThinking, generateMath, makeSplits, Rng, splitOf, type Item, type Mix, type TraceStyle,
 } from './synthetic.ts';
 import { isMainModule } from '../main-module.ts';
-import { fileURLToPath } from 'node:url';
+import { defaultModel } from '../models/embedded.ts';
 
-export const DEFAULT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/default');
-export const ADAPTER_DIR = path.join(DEFAULT_DIR, 'reasoning-adapter');
+export const DEFAULT_DIR = defaultModel.dir, ADAPTER_DIR = defaultModel.adapter;
 export const INVOCATION = '<think>';
 
 export function defaultConfig(vocabSize: number): ModelConfig {

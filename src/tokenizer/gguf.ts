@@ -3,7 +3,7 @@
  * "gpt2" model llama.cpp uses for Qwen2 and most recent models), so a lone .gguf file can be used.
  */
 import type { GgufValue } from '../io/gguf.ts';
-import type { TokenizerFiles } from './hf.ts';
+import type { TokenizerFiles } from './types.ts';
 
 /**
  * Pre-tokenizer split patterns by llama.cpp's `tokenizer.ggml.pre` name (its aliases in PRE_ALIASES), applied in turn,

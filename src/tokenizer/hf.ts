@@ -2,18 +2,8 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
-import type { ChatMessage, TextTokenizer } from './types.ts';
+import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
-
-/** Already-parsed tokenizer files (e.g. produced by a converter such as the llama2.c one). */
-export interface TokenizerFiles {
-  tokenizerJson: unknown;
-  tokenizerConfig?: Record<string, unknown>;
-  /** Overrides tokenizer_config.json's chat_template, like a chat_template.jinja file does. */
-  chatTemplate?: string;
-  /** Used in error messages in place of a folder name. */
-  name?: string;
-}
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
 export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: readonly number[] }

@@ -16,3 +16,13 @@ export interface TextTokenizer {
   /** Renders the model's chat template (throws naming the model folder if it has none). */
   applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> }): string;
 }
+
+/** Parsed tokenizer files: read from a folder, or made by a converter (llama2.c, GGUF metadata). */
+export interface TokenizerFiles {
+  tokenizerJson: unknown;
+  tokenizerConfig?: Record<string, unknown>;
+  /** Overrides tokenizer_config.json's chat_template, like a chat_template.jinja file does. */
+  chatTemplate?: string;
+  /** Used in error messages in place of a folder name. */
+  name?: string;
+}

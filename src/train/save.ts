@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { checkWeights } from '../io/hf-folder.ts';
 import { checkFinite, writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
-import { writeTokenizerFiles, type TokenizerFiles } from '../tokenizer/hf.ts';
+import { writeTokenizerFiles } from '../tokenizer/hf.ts';
+import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { MemoryWeights, type WeightSource } from '../io/weights.ts';
 
 /** ModelConfig -> config.json contents; `torchDtype` names the dtype the weights are stored in. */

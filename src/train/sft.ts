@@ -14,7 +14,7 @@ import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
 import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
-import type { TokenizerFiles } from '../tokenizer/hf.ts';
+import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { lateProgress, Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
 import { Trainer, aloraMask, type MicroBatch } from './trainer.ts';

@@ -1,0 +1,20 @@
+/** The embedded default model's files (models/default), found from wherever the package is installed. */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The files of a folder laid out as models/default: the base model, its adapters, router and verifier. */
+export function defaultModelFiles(dir: string) {
+  return {
+    /** The base model (a Hugging Face folder). */
+    dir,
+    /** The SFT reasoning adapter (activated LoRA, invoked by `<think>`); the router and verifier were trained with it. */
+    adapter: path.join(dir, 'reasoning-adapter'),
+    /** The same adapter after budget forcing (GRPO with a thinking budget in the prompt). */
+    budgetAdapter: path.join(dir, 'reasoning-adapter-rl'),
+    router: path.join(dir, 'router.json'),
+    verifier: path.join(dir, 'verifier.json'),
+  } as const;
+}
+
+/** The embedded default model, trained from scratch by edgereason (`npm run train:default`). */
+export const defaultModel = defaultModelFiles(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/default'));
