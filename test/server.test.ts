@@ -225,6 +225,16 @@ test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded ch
   const single = await create(ask('What is 5 times 6?', { n: 1, temperature: 0.9, seed: 5, edgereason: { reasoning: 'off' } }));
   assert.equal(off.choices[2].message.content, single.choices[0].message.content, 'choice i is the request with seed + i');
   assert.equal(off.usage.completion_tokens, off.edgereason.choices.reduce((a: number, c: Loose) => a + c.tokens, 0));
+  // n = 8 calls answer() 8 times on the request's one signal, with no MaxListenersExceededWarning.
+  const warnings: string[] = [], onWarning = (w: Error) => warnings.push(w.name);
+  process.on('warning', onWarning);
+  try {
+    assert.equal((await create(ask('What is 5 times 6?', { n: 8, max_tokens: 4, edgereason: { reasoning: 'off' } }))).choices.length, 8);
+    await new Promise((r) => setTimeout(r, 10));
+  } finally {
+    process.off('warning', onWarning);
+  }
+  assert.deepEqual(warnings, []);
   // Streaming n = 4: every choice streams under its own index.
   const s = await streamed(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on' } }));
   assert.deepEqual(s.content, on.choices.map((c: Loose) => c.message.content));
@@ -555,7 +565,7 @@ test('server: a chat template that fails on a plain conversation stops the start
     fs.writeFileSync(path.join(dir, 'chat_template.jinja'), '{{ messages[0].content | nosuchfilter }}');
     await assert.rejects(createServer({ model: dir, port: 0, ctx: 512 }), new RegExp(`^Error: serve: the chat template of ${dir} failed: .*nosuchfilter.* \\(on a plain user message\\)$`));
     fs.writeFileSync(path.join(dir, 'chat_template.jinja'), "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
-      + "{% if m.role == 'assistant' %}{{ m.content | nosuchfilter }}{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n");
+      + "{% if m.role == 'assistant' or shout is defined %}{{ m.content | nosuchfilter }}{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n");
     const s = await createServer({ model: dir, port: 0, ctx: 512 });
     const u = await s.listen();
     try {
@@ -566,7 +576,17 @@ test('server: a chat template that fails on a plain conversation stops the start
       assert.match(refused.message, /refuses these messages: System role not supported/);
       const broken = await post([{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }, { role: 'user', content: 'hi' }]);
       assert.deepEqual([broken.status, broken.type], [500, 'server_error']);
-      assert.match(broken.message, /^500 The server's chat template of .* failed: .*nosuchfilter/);
+      assert.equal(broken.message, `500 The chat template of the model '${path.basename(dir)}' failed: ${broken.message.split(' failed: ')[1]}`);
+      assert.match(broken.message, /failed: .*nosuchfilter/);
+      assert.ok(!broken.message.includes(dir), broken.message); // no server paths
+      // The same template with the request's kwargs to blame: a 400 naming them (and raise_exception is refused by name).
+      const kwargs = (kw: Loose) => status(c.chat.completions.create({ model: path.basename(dir), messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, chat_template_kwargs: kw } as never));
+      for (const [kw, re] of [[{ messages: 1 }, /cannot set "messages"/], [{ raise_exception: 1 }, /cannot set "raise_exception": it is the template's own function/],
+        [{ shout: true }, /^400 Invalid 'chat_template_kwargs': chat: the chat template fails with these chat_template_kwargs \(shout\): .*nosuchfilter/]] as const) {
+        const e = await kwargs(kw);
+        assert.deepEqual([e.status, e.param], [400, 'chat_template_kwargs']);
+        assert.match(e.message, re);
+      }
       assert.equal((await c.chat.completions.create({ model: path.basename(dir), messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 })).choices.length, 1);
     } finally {
       await s.close(1000);

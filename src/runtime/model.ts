@@ -12,6 +12,7 @@ import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
+import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { adapterView, LocalBackend, type Backend } from './backend.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
@@ -137,7 +138,16 @@ export class Model {
     } else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     if (!chat) return this.tokenizer.encode(prompt as string);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
-    return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: chatTemplateKwargs }), { addSpecialTokens: false });
+    let text: string;
+    try {
+      text = this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: chatTemplateKwargs });
+    } catch (e) {
+      // A template that renders these messages without the kwargs fails because of them: the caller's value, not the template.
+      if (!(e instanceof ChatTemplateError && e.kind === 'broken') || !chatTemplateKwargs || !Object.keys(chatTemplateKwargs).length) throw e;
+      try { this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }); } catch { throw e; }
+      throw new Error(`${where}: the chat template fails with these chatTemplateKwargs (${Object.keys(chatTemplateKwargs).join(', ')}): ${e.message.replace(/^tokenizer: the chat template of .*? failed: /, '')}`);
+    }
+    return this.tokenizer.encode(text, { addSpecialTokens: false });
   }
 
   /**
@@ -262,6 +272,7 @@ function checkTemplateKwargs(kw: Record<string, unknown>, where: string): void {
   if (kw === null || typeof kw !== 'object' || Array.isArray(kw)) throw new Error(`${where}: chatTemplateKwargs must be an object of template variables, got ${JSON.stringify(kw)}`);
   const taken = ['messages', 'add_generation_prompt'].find((k) => Object.hasOwn(kw, k));
   if (taken) throw new Error(`${where}: chatTemplateKwargs cannot set "${taken}": the call sets it (pass messages as the prompt)`);
+  if (Object.hasOwn(kw, 'raise_exception')) throw new Error(`${where}: chatTemplateKwargs cannot set "raise_exception": it is the template's own function for refusing messages`);
 }
 
 function checkMessages(messages: ChatMessage[], where: string): void {

@@ -22,6 +22,7 @@
  * decided (its text is incomplete; edgereason.choices[i].finish says "early-stop").
  */
 import { randomInt } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
@@ -161,7 +162,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   let ids: number[];
   try { ids = m.model.encode(messages, true, kwargs, 'chat'); } catch (e) {
-    if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The server's ${e.message.replace(/^tokenizer: the /, '')}`, null, 'server_error');
+    // The server's fault, said without its file paths.
+    if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
     const msg = (e as Error).message, param = /chatTemplateKwargs/.test(msg) ? 'chat_template_kwargs' : 'messages';
     throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', 'chat_template_kwargs')}`, param);
   }
@@ -271,6 +273,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const m = plan.served;
   // The request's signal, plus our own abort: when one call fails, the request's other calls stop with it.
   const local = new AbortController(), signal = AbortSignal.any([requestSignal, local.signal]);
+  setMaxListeners(0, signal); // each of the n answer() calls listens to it (Node warns past 10)
   const view = m.backend.forRequest(signal), model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
