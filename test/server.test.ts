@@ -320,6 +320,19 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     const e = await status(create(ask('x', extra)));
     assert.deepEqual([e.status, e.param, e.type, e.code, (e.error as Loose).message], [400, param, 'invalid_request_error', code, message], JSON.stringify(extra));
   }
+  // Message fields: a reply sent back as it came is accepted (its thinking dropped); tool calls, content-less and unknown fields are refused.
+  const reply = { role: 'assistant', content: 'Paris.', reasoning_content: 'It is Paris.', reasoning: 'It is Paris.', refusal: null, tool_calls: [], annotations: [] };
+  const turn = (m: Loose) => ({ model: 'reasoning', max_tokens: 3, messages: [{ role: 'user', content: 'Capital of France?' }, m, { role: 'user', content: 'Thanks' }] });
+  assert.equal((await create(turn(reply))).usage.prompt_tokens, (await create(turn({ role: 'assistant', content: 'Paris.' }))).usage.prompt_tokens);
+  const messageCases: [Loose, string, string][] = [
+    [{ ...reply, foo: 1 }, 'messages[1].foo', 'Unrecognized request argument supplied: messages[1].foo'],
+    [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }, 'messages[1].tool_calls', unsupported('messages[1].tool_calls', '(tool calling)')],
+    [{ role: 'assistant', content: null }, 'messages[1].content', "Invalid value for 'messages[1].content': an assistant message must have content."],
+  ];
+  for (const [m, param, message] of messageCases) {
+    const e = await status(create(turn(m)));
+    assert.deepEqual([e.status, e.param, e.type, (e.error as Loose).message], [400, param, 'invalid_request_error', message], JSON.stringify(m));
+  }
   // Fields that ask for nothing (or only label the request) are accepted.
   const ok = await create(ask('hi', {
     max_tokens: 3, user: 'u1', metadata: { k: 'v' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', safety_identifier: 's',
@@ -541,7 +554,8 @@ test('server: a model id with "/" is found at /v1/models/<id> unencoded; a non-s
     const got = await fetch(`${u}/v1/models/org/tiny`);
     assert.deepEqual([got.status, (await got.json()).id], [200, 'org/tiny']);
     const missing = await fetch(`${u}/v1/models/org/other`);
-    assert.deepEqual([missing.status, (await missing.json()).error.code], [404, 'model_not_found']);
+    const { error } = await missing.json();
+    assert.deepEqual([missing.status, error.type, error.code], [404, 'invalid_request_error', 'model_not_found']); // as OpenAI's
     const ac = new AbortController();
     const body = JSON.stringify({ ...ask('count', { max_tokens: 400, temperature: 1, edgereason: { reasoning: 'off' }, stop: [] }), model: 'org/tiny' });
     const cut = fetch(`${u}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: ac.signal }).catch(() => 'aborted');

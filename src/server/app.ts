@@ -170,7 +170,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   // A wildcard: model ids may hold "/" (adapter names, --served-model-name org/model), sent unencoded by curl.
   app.get('/v1/models/*', async (req) => {
     const id = (req.params as { '*': string })['*'], m = served.models.get(id);
-    if (!m) throw new ApiError(404, `The model '${id}' does not exist`, 'model', 'not_found_error', 'model_not_found');
+    if (!m) throw new ApiError(404, `The model '${id}' does not exist`, 'model', 'invalid_request_error', 'model_not_found');
     return { id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null, max_model_len: limits.ctx };
   });
 

@@ -122,9 +122,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (ext.vote && (ext.vote === 'verifier' || ext.vote === 'verifier-vote') && !served.verifier) {
     throw new ApiError(400, `Invalid value for 'edgereason.vote': "${ext.vote}" needs a verifier; start the server with --verifier.`, 'edgereason.vote');
   }
-  // As OpenAI's API: only an assistant message (one that made tool calls) may come without content.
-  const bare = req.messages.findIndex((msg) => msg.content == null && msg.role !== 'assistant');
-  if (bare >= 0) throw new ApiError(400, `Invalid value for 'messages[${bare}].content': a ${req.messages[bare].role} message must have content.`, `messages[${bare}].content`);
+  // In OpenAI's API only an assistant message that made tool calls may come without content; tool calls are refused.
+  const bare = req.messages.findIndex((msg) => msg.content == null);
+  if (bare >= 0) throw new ApiError(400, `Invalid value for 'messages[${bare}].content': ${/^[aeiou]/.test(req.messages[bare].role) ? 'an' : 'a'} ${req.messages[bare].role} message must have content.`, `messages[${bare}].content`);
   const messages: ChatMessage[] = req.messages.map((msg) => ({ role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) }));
 
   // Reasoning mode and thinking budget.

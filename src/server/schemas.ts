@@ -59,11 +59,20 @@ export const chatRequestSchema = {
     messages: {
       type: 'array', minItems: 1,
       items: {
-        type: 'object', required: ['role'],
+        type: 'object', required: ['role'], additionalProperties: false,
         properties: {
           role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant'] },
           content: nullable({ anyOf: [{ type: 'string' }, { type: 'array', items: contentPart }] }),
           name: { type: 'string' },
+          // A reply's own fields, as a client sends an earlier reply back: the thinking and an empty refusal are
+          // dropped (chat templates drop earlier thinking); tool calls and audio are refused by checkUnsupported.
+          reasoning_content: nullable({ type: 'string' }),
+          reasoning: nullable({ type: 'string' }),
+          refusal: { type: 'null' },
+          annotations: nullable({ type: 'array', maxItems: 0 }),
+          tool_calls: nullable({ type: 'array' }),
+          function_call: nullable({ type: 'object' }),
+          audio: nullable({ type: 'object' }),
         },
       },
     },
@@ -93,7 +102,10 @@ export const chatRequestSchema = {
   },
 } as const;
 
-export interface ChatMessageIn { role: string; content?: string | { type: string; text?: string }[] | null; name?: string }
+export interface ChatMessageIn {
+  role: string; content?: string | { type: string; text?: string }[] | null; name?: string;
+  tool_calls?: unknown[] | null; function_call?: Record<string, unknown> | null; audio?: Record<string, unknown> | null;
+}
 
 export interface ChatRequest {
   model?: string;
@@ -161,12 +173,17 @@ export function checkUnsupported(req: ChatRequest): void {
   if (given(req.prediction)) refuse('prediction', '(predicted outputs)');
   if (given(req.web_search_options)) refuse('web_search_options', '(web search)');
   if (given(req.verbosity) && req.verbosity !== 'medium') refuse('verbosity', `"${req.verbosity}" (only "medium")`);
+  req.messages.forEach((m, i) => {
+    if (m.tool_calls?.length) refuse(`messages[${i}].tool_calls`, '(tool calling)');
+    if (given(m.function_call)) refuse(`messages[${i}].function_call`, '(function calling)');
+    if (given(m.audio)) refuse(`messages[${i}].audio`, '(audio)');
+  });
   if (given(req.stream_options) && req.stream !== true) {
     throw new ApiError(400, "Invalid value for 'stream_options': stream_options is only allowed when 'stream' is true.", 'stream_options', 'invalid_request_error', 'invalid_value');
   }
 }
 
-export type ErrorType = 'invalid_request_error' | 'rate_limit_error' | 'server_error' | 'not_found_error';
+export type ErrorType = 'invalid_request_error' | 'rate_limit_error' | 'server_error';
 
 /** An error the client caused (or a busy server), sent as an OpenAI error object with this status. */
 export class ApiError extends Error {
