@@ -135,6 +135,13 @@ test('train-sft --full refuses a folder with files it would replace (a tokenizer
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), '{"chat_template": "mine"}');
   assert.match(sft(dir, '--full').stderr, /with-template already holds files this run would replace \(tokenizer_config\.json\); choose another folder, or pass --overwrite/);
   assert.equal(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'), '{"chat_template": "mine"}');
+  // Another command's output is refused too (a folder holding both would load as one of them), and said to be that.
+  const trained = at('trained-out');
+  fs.mkdirSync(trained);
+  fs.writeFileSync(path.join(trained, 'loss.svg'), '<svg/>');
+  assert.throws(() => checkOutDir(trained, { what: 'converted model' }), /trained-out already holds the output of a training run \(loss\.svg\); choose another folder/);
+  fs.renameSync(path.join(trained, 'loss.svg'), path.join(trained, 'edgereason.json'));
+  assert.throws(() => checkOutDir(trained, { what: 'adapter', resume: false }), /trained-out already holds a converted model's files \(edgereason\.json\); choose another folder/);
 });
 
 test('train-sft: contradictory and unused flags are refused or warned about', () => {
@@ -382,9 +389,12 @@ test('--version prints package.json\'s version; demo --help names its default on
   const help = cli(['demo', '--help']).stdout;
   assert.equal(help.match(/default:/g)?.length, 1, help);
   assert.match(help, /\(default: the embedded models\/default\)/);
+  for (const cmd of ['train-rl', 'export-trl']) assert.match(cli([cmd, '--help']).stdout, /--budgets <list> .*\(default: 96,160,256\)/); // as the flag takes it
   assert.match(cli(['demo', '--model', at('no-such-model')]).stderr, /demo: .*no-such-model has no reasoning adapter \(.*reasoning-adapter\/adapter_config\.json not found\); the demo runs on a folder laid out as models\/default/);
   // A required option given empty cannot be left out; a number's range says what it is.
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: --prompt is empty; give it a value$/m);
+  // An unquoted unset variable (--prompt $P --stats): the next flag is not taken as the value.
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt', '--stats', '--max-tokens', '2']).stderr, /^edgereason: --prompt took the flag --stats as its value: give --prompt a value \(an unset shell variable\?\)$/m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', 'Infinity']).stderr, /--temperature must be a finite number ≥ 0, got "Infinity"/);
   // The library's option names come out as the command line's flags.
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,

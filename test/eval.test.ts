@@ -23,6 +23,7 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines named by file and line', () => {
   const gsm = sharedPath('data/gsm8k/test.jsonl'), first = JSON.parse(fs.readFileSync(gsm, 'utf8').split('\n')[0]);
   const [c] = datasetCases('gsm8k', gsm, 1);
+  assert.throws(() => datasetCases('math500', path.join(tmp, 'none.jsonl'), 1), { message: `eval: ${path.join(tmp, 'none.jsonl')} not found (math500's test set is data/math500/test.jsonl in the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)` });
   assert.equal(c.question, first.question);
   assert.equal(c.gold, String(first.answer).split('####').pop()!.trim());
   assert.equal(c.id, 'test.jsonl:1');

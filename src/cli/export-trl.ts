@@ -331,7 +331,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--alora-invocation <text>', 'activated-LoRA invocation', INVOCATION)
     .option('--lr <lr>', 'SFT learning rate', floatArg('--lr', 0), 2e-3)
     .option('--epochs <n>', 'SFT epochs', intArg('--epochs', 1), 2)
-    .option('--budgets <list>', 'GRPO thinking budget buckets', budgetsArg, [...DEFAULT_BUDGETS])
+    .addOption(new Option('--budgets <list>', 'GRPO thinking budget buckets').argParser(budgetsArg).default([...DEFAULT_BUDGETS], DEFAULT_BUDGETS.join(',')))
     .option('--group <n>', 'GRPO completions per prompt', intArg('--group', 2), 8)
     .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'GRPO KL weight', floatArg('--beta', 0), 0)

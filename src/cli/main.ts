@@ -23,11 +23,16 @@ export async function main(argv: string[]): Promise<void> {
     .description('Small language models that reason efficiently on edge devices')
     .version(version(), '-V, --version', 'print the version')
     .showHelpAfterError();
-  // An empty value (an unset shell variable: --adapter "$ADAPTER") would otherwise mean "none" or "everything".
+  // An empty value (an unset shell variable: --adapter "$ADAPTER") would otherwise mean "none" or "everything";
+  // unquoted ($ADAPTER), the flag takes the next flag as its value, which then goes missing.
   program.hook('preAction', (_, command) => {
+    const flags = new Set(command.options.flatMap((o) => [o.long, o.short]).filter(Boolean));
     for (const o of command.options) {
-      const v: unknown = command.getOptionValue(o.attributeName());
-      if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
+      const v: unknown = command.getOptionValue(o.attributeName()), values = Array.isArray(v) ? v : [v];
+      const name = o.long ?? o.flags;
+      if (values.includes('')) throw new Error(`${name} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
+      const flag = values.find((x) => typeof x === 'string' && flags.has(x));
+      if (flag) throw new Error(`${name} took the flag ${flag} as its value: give ${name} a value (an unset shell variable?)`);
     }
   });
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);

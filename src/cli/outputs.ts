@@ -96,7 +96,10 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
     ...(fs.existsSync(path.join(abs, CHECKPOINT)) ? [CHECKPOINT] : [])];
   if (found.length) {
     const shown = found.slice(0, 4).join(', ') + (found.length > 4 ? `, … (${found.length} entries)` : '');
-    const holds = found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : found.some((f) => MODEL_FILES.includes(f) || f === 'model.onnx') ? 'a model or adapter' : 'files this run would replace';
+    // Another command's files are refused too: a folder holding two outputs loads as one of them.
+    const own = c.resume !== undefined ? ARTEFACTS : CONVERTED_FILES;
+    const holds = found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : found.some((f) => MODEL_FILES.includes(f) || f === 'model.onnx') ? 'a model or adapter'
+      : found.every((f) => own.includes(f) || SHARD.test(f)) ? 'files this run would replace' : c.resume !== undefined ? "a converted model's files" : 'the output of a training run';
     const kind = c.empty ? 'is not empty' : `already holds ${holds}`;
     // --resume is offered by the commands that have it (the training commands say whether it was given)
     const resume = c.resume !== undefined && found.includes(CHECKPOINT) ? ' (or --resume to continue the run saved there)' : '';

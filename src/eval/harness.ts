@@ -120,7 +120,7 @@ export const BOX_INSTRUCTION = 'Put your final answer within \\boxed{}.';
 /** GSM8K / MATH-500 / SVAMP / ASDiv / AIME 2024 / AMC 2023 test files from ../shared/data. */
 export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
   if (task === 'synthetic') throw new Error('eval: the synthetic task is generated (syntheticCases), not read from a file');
-  if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (the shared data folder must sit beside the project)`);
+  if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (${task}'s test set is data/${DATASETS[task].test} in the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)`);
   const lines = readJsonlLines(file, 'dataset', limit), fields = DATASETS[task].fields;
   return lines.map(({ line: n, value }) => {
     const where = `${path.basename(file)}:${n}`, r = value as Record<string, unknown>;
