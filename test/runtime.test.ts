@@ -719,6 +719,29 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
     be.lengths = async (c) => { const r = await lengths(c); ac.abort(); return r; };
     const [aborted] = await generateBatch(be, m.tokenizer, [m.encode('Hello')], [{ maxTokens: 16 }], undefined, ac.signal);
     assert.deepEqual([aborted.finishReason, aborted.tokens.length], ['cancelled', 0]);
+    // options.signal cancels complete() and generate(); one signal shared by many calls adds one listener (Node warns past ten).
+    const warnings: string[] = [], onWarning = (w: Error) => warnings.push(w.name), shared = new AbortController();
+    process.on('warning', onWarning);
+    try {
+      // Aborted once every call has taken a few steps (each call's first step follows the listener's setup).
+      const step = m.backend.step.bind(m.backend);
+      let steps = 0;
+      m.backend.step = async (...a) => { const r = await step(...a); if (++steps === 36) shared.abort(); return r; };
+      const calls = Array.from({ length: 12 }, () => m.complete('Hello', { maxTokens: 64, temperature: 1, stopTokens: [], signal: shared.signal }));
+      const done = await Promise.all(calls);
+      m.backend.step = step;
+      assert.deepEqual(done.map((c) => c.finishReason), Array(12).fill('cancelled'));
+      await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.deepEqual(warnings, []);
+    const pieces: string[] = [], gen = m.generate('Hello', { maxTokens: 5, signal: AbortSignal.abort() });
+    for await (const p of gen) pieces.push(p);
+    assert.deepEqual(pieces, []);
+    await assert.rejects(m.complete('Hello', { signal: 'stop' as never }), /generate: signal must be an AbortSignal, got "stop"/);
+    await assert.rejects(m.generate('Hello', { signal: 'stop' as never }).next(), /generate: signal must be an AbortSignal, got "stop"/);
+    await assert.rejects(m.generateBatch(['a', 'b'], [{ signal: shared.signal }, {}]), /generate: a signal cancels the whole batch/);
     await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant\)/);
     // A temperature so small that every logit but the best falls below the tail floor is greedy (it used to pick no token).
     const greedy = await m.complete('Hello', { maxTokens: 6 }), tiny = await m.complete('Hello', { maxTokens: 6, temperature: 1e-300, seed: 1 });

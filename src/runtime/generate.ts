@@ -7,6 +7,7 @@ import { StreamDecoder } from '../tokenizer/stream.ts';
 import type { Backend, CacheHandle } from './backend.ts';
 import { randomInt } from 'node:crypto';
 import { seededRandom, type SamplingParams } from './sampler.ts';
+import { onAbort } from './abort.ts';
 
 export interface GenerateOptions extends SamplingParams {
   /** Most tokens to generate (default 256, and never past the model's context). */
@@ -409,7 +410,7 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
   const pos = await backend.lengths(cache); // next absolute position of each row
   const H = backend.config.hiddenSize;
   if (hooks.signal?.aborted) stopAll(); // checked after the await: an abort during it has no listener yet
-  hooks.signal?.addEventListener('abort', stopAll);
+  const stopWaiting = hooks.signal && onAbort(hooks.signal, stopAll);
   try {
     for (;;) {
       const still = rows.map((_, i) => i).filter((i) => !seqs[rows[i]].done);
@@ -434,7 +435,7 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
       hooks.afterStep?.();
     }
   } finally {
-    hooks.signal?.removeEventListener('abort', stopAll);
+    stopWaiting?.();
   }
 }
 

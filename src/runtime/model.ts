@@ -57,6 +57,8 @@ export interface PromptOptions extends GenerateOptions {
    * pre-fill an empty thinking block, so the model answers directly.
    */
   chatTemplateKwargs?: Record<string, unknown>;
+  /** Cancels the call: generation ends at the next step, finish reason 'cancelled' (for a batch, every row). */
+  signal?: AbortSignal;
 }
 
 export class Model {
@@ -158,7 +160,9 @@ export class Model {
     const queue: string[] = [], stop = new AbortController();
     let wake: (() => void) | undefined;
     let done = false, result: Completion | undefined, error: unknown;
-    const running = this.generateBatch([prompt], opts, (_, piece) => { queue.push(piece); wake?.(); }, stop.signal)
+    const { signal, ...rest } = opts;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${JSON.stringify(signal)}`);
+    const running = this.generateBatch([prompt], rest, (_, piece) => { queue.push(piece); wake?.(); }, signal ? AbortSignal.any([signal, stop.signal]) : stop.signal)
       .then((r) => { result = r[0]; }, (e) => { error = e; })
       .finally(() => { done = true; wake?.(); });
     try {
@@ -192,6 +196,11 @@ export class Model {
       checkKeys(o, PROMPT_OPTIONS, 'generate');
       checkGenerateOptions(o, this.config.vocabSize);
       for (const k of ['chat', 'adapter'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`generate: ${k} must be true or false, got ${JSON.stringify(o[k])}`);
+    }
+    if (Array.isArray(opts) && opts.some((o) => o.signal !== undefined)) throw new Error('generate: a signal cancels the whole batch: give it in one options object for every row, or as generateBatch\'s fourth argument');
+    if (!Array.isArray(opts) && opts.signal !== undefined) {
+      if (signal !== undefined) throw new Error('generate: two signals (options.signal and the fourth argument): give one');
+      ({ signal, ...opts } = opts);
     }
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
     if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
@@ -241,7 +250,7 @@ export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Mode
 let adapterViews = 0;
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
-const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
+const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
 
 /** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
 export function checkKeys(o: object, known: readonly string[], where: string): void {

@@ -15,6 +15,7 @@ import { delegate, LocalBackend, stepResult, type Backend, type CacheHandle, typ
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
+import { onAbort } from './abort.ts';
 
 /** Per entry of a stepMany call: its result, or why that entry failed (the others are unaffected). */
 export type StepManyResult = StepResult | { error: string };
@@ -107,13 +108,13 @@ export class CoalescingBackend implements Backend {
     return new Promise<StepResult>((resolve, reject) => {
       const p: Pending = { cache, req, rows: req.tokens.length, resolve, reject, signal };
       if (signal) {
-        const onAbort = () => {
+        const abort = () => {
           const i = this.pending.indexOf(p);
           if (i >= 0) { this.pending.splice(i, 1); reject(new AbortedError()); }
         };
-        signal.addEventListener('abort', onAbort, { once: true });
-        p.resolve = (r) => { signal.removeEventListener('abort', onAbort); resolve(r); };
-        p.reject = (e) => { signal.removeEventListener('abort', onAbort); reject(e); };
+        const stopWaiting = onAbort(signal, abort);
+        p.resolve = (r) => { stopWaiting(); resolve(r); };
+        p.reject = (e) => { stopWaiting(); reject(e); };
       }
       this.pending.push(p);
       this.kick();

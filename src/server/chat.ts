@@ -22,7 +22,6 @@
  * decided (its text is incomplete; edgereason.choices[i].finish says "early-stop").
  */
 import { randomInt } from 'node:crypto';
-import { setMaxListeners } from 'node:events';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
@@ -273,7 +272,6 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const m = plan.served;
   // The request's signal, plus our own abort: when one call fails, the request's other calls stop with it.
   const local = new AbortController(), signal = AbortSignal.any([requestSignal, local.signal]);
-  setMaxListeners(0, signal); // each of the n answer() calls listens to it (Node warns past 10)
   const view = m.backend.forRequest(signal), model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
