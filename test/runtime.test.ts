@@ -298,6 +298,10 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   // The worker exits under the backend (a crash): calls in flight settle, later ones are refused with the exit code.
   const b = await WorkerBackend.create(model.config, graphBytes(), { hasLora: false, threads: 1 });
   const c = await b.newCache(1);
+  // An error inside the worker comes back with the caller's frames in its stack and the worker's error as its cause.
+  const failing = async function callerOfSetAdapter() { await b.setAdapter(new Map()); };
+  await assert.rejects(failing(), (e: Error) => e.message === 'engine: this model was built without LoRA inputs; load it with an adapter'
+    && /at async callerOfSetAdapter/.test(e.stack ?? '') && /at Engine\.setAdapter/.test((e.cause as Error)?.stack ?? ''));
   const inFlight = [b.step(c, { tokens: [prompt] }), b.lengths(c)];
   await (b as unknown as { worker: Worker }).worker.terminate();
   for (const r of await within(Promise.allSettled(inFlight))) if (r.status === 'rejected') assert.match(r.reason.message, /runtime worker exited with code 1/);
@@ -908,6 +912,13 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     await v.close();
     await m.close();
     await assert.rejects(m.complete('Hello', { maxTokens: 1 }), /runtime: model is closed/, `worker ${worker}`);
+    // Closed while generating: the step running finishes, the generation is refused alike (an in-process session
+    // used to be released under its step: "Session already disposed").
+    const busy = await loadModel(dir, { worker }), step = busy.backend.step.bind(busy.backend);
+    let closing: Promise<void> | undefined;
+    busy.backend.step = (...a) => { const r = step(...a); closing ??= busy.close(); return r; };
+    await assert.rejects(busy.complete('Hello', { maxTokens: 20, temperature: 1, stopTokens: [] }), /^Error: runtime: model is closed$/, `worker ${worker}`);
+    await closing;
   }
   // A graph without LoRA inputs for an adapter's projections refuses it by name.
   const out = path.join(tmp, 'default-q-only');

@@ -60,7 +60,9 @@ export class LocalBackend implements Backend {
   async newCache(rows: number): Promise<CacheHandle> { return this.register(this.engine.newCache(rows)); }
 
   async step(handle: CacheHandle, req: StepRequest): Promise<StepResult> {
-    return stepResult(this.config, await this.engine.step(this.cache(handle), req), req);
+    const run = this.engine.step(this.cache(handle), req);
+    this.running.add(run);
+    try { return stepResult(this.config, await run, req); } finally { this.running.delete(run); }
   }
 
   async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.cache(handle).select(rows)); }
@@ -72,15 +74,17 @@ export class LocalBackend implements Backend {
     this.open();
     if (adapter) this.engine.setAdapter(adapter, name); else if (this.engine.hasLora) this.engine.clearAdapter(name);
   }
-  /** Idempotent; later calls are refused as the worker backend refuses them. */
+  /** Idempotent; steps already running finish first, and later calls are refused, as the worker backend does. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await Promise.allSettled(this.running);
     this.caches.clear();
     await this.engine.close();
   }
 
   private closed = false;
+  private running = new Set<Promise<unknown>>();
   private open(): void { if (this.closed) throw new Error(CLOSED); }
   private register(c: KVCache): CacheHandle { this.open(); const h = this.next++; this.caches.set(h, c); return h; }
   private cache(h: CacheHandle): KVCache {

@@ -5,6 +5,7 @@ import type { ModelConfig } from '../models/config.ts';
 import type { Backend, CacheHandle, StepRequest, StepResult } from './backend.ts';
 import type { AdapterTensors, EngineOptions } from './engine.ts';
 import type { StepManyResult } from './scheduler.ts';
+import type { RemoteError } from './worker.ts';
 
 /** Every backend whose worker runs, and whether new calls are held back (quiesceWorkers). */
 const live = new Set<WorkerBackend>();
@@ -39,12 +40,12 @@ export class WorkerBackend implements Backend {
     const transfer = typeof model === 'string' ? [] : [model.buffer as ArrayBuffer];
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { config, model, opts }, transferList: transfer });
     const backend = new WorkerBackend(config, opts.hasLora, worker);
-    worker.on('message', (m: { id: number; result?: unknown; error?: string }) => {
+    worker.on('message', (m: { id: number; result?: unknown; error?: RemoteError }) => {
       const p = backend.pending.get(m.id);
       if (!p) return;
       backend.pending.delete(m.id);
       if (!backend.pending.size && !backend.closing) worker.unref(); // a closing worker stays referenced until it exits
-      if (m.error !== undefined) p.reject(new Error(m.error)); else p.resolve(m.result);
+      if (m.error !== undefined) p.reject(Object.assign(new Error(m.error.message), m.error)); else p.resolve(m.result);
     });
     // Once the worker is gone, every pending call and every later one is rejected (none waits forever).
     worker.on('error', (e) => backend.fail(`runtime worker failed: ${e.message}`));
@@ -73,15 +74,20 @@ export class WorkerBackend implements Backend {
   /** No call in flight. */
   get idle(): boolean { return this.pending.size === 0; }
 
-  private call<T>(method: string, ...args: unknown[]): Promise<T> {
-    if (this.gone) return Promise.reject(new Error(this.gone));
+  private async call<T>(method: string, ...args: unknown[]): Promise<T> {
+    if (this.gone) throw new Error(this.gone);
     if (halted) return new Promise<T>(() => {}); // the process is about to exit (quiesceWorkers)
     const id = this.next++;
-    return new Promise<T>((resolve, reject) => {
-      if (!this.pending.size) this.worker.ref();
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, method, args });
-    });
+    try {
+      return await new Promise<T>((resolve, reject) => {
+        if (!this.pending.size) this.worker.ref();
+        this.pending.set(id, { resolve, reject });
+        this.worker.postMessage({ id, method, args });
+      });
+    } catch (e) {
+      // Thrown again here, so that its stack holds the caller's frames (V8's async stack); the worker's is its cause.
+      throw Object.assign(new Error((e as Error).message, { cause: e }), { name: (e as Error).name });
+    }
   }
 
   newCache(rows: number): Promise<CacheHandle> { return this.call('newCache', rows); }

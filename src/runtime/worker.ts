@@ -17,9 +17,16 @@ parentPort!.on('message', async ({ id, method, args }: { id: number; method: str
       .filter((v): v is Float32Array => v instanceof Float32Array).map((v) => v.buffer as ArrayBuffer))];
     parentPort!.postMessage({ id, result }, transfer);
   } catch (e) {
-    parentPort!.postMessage({ id, error: e instanceof Error ? e.message : String(e) });
+    parentPort!.postMessage({ id, error: remoteError(e) });
   }
   // The worker ends on close even when releasing the session failed (the parent waits for its exit).
   if (method === 'close') process.exit(0);
 });
-ready.then(() => parentPort!.postMessage({ id: 0, result: 'ready' }), (e) => parentPort!.postMessage({ id: 0, error: e instanceof Error ? e.message : String(e) }));
+ready.then(() => parentPort!.postMessage({ id: 0, result: 'ready' }), (e) => parentPort!.postMessage({ id: 0, error: remoteError(e) }));
+
+export interface RemoteError { message: string; name: string; stack?: string }
+
+/** An error as a message carries it: the parent rebuilds it at the call's own site, with this one as its cause. */
+function remoteError(e: unknown): RemoteError {
+  return e instanceof Error ? { message: e.message, name: e.name, stack: e.stack } : { message: String(e), name: 'Error' };
+}
