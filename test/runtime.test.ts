@@ -295,6 +295,13 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   assert.equal(idle.signal, null, `the process did not exit by itself: ${idle.stderr}`);
   assert.equal(idle.stdout, 'first 3\nlater 2\n');
 
+  // process.exit() while the worker is inside a session run exits with the code given (it used to abort: SIGABRT).
+  const exiting = path.join(tmp, 'exit-mid-run.mts');
+  fs.writeFileSync(exiting, `import { loadModel } from ${JSON.stringify(lib)};\nconst m = await loadModel(${JSON.stringify(model.dir)}, { quant: 'fp32', threads: 1 });\nlet n = 0;\nfor await (const _ of m.generate('Hello', { maxTokens: 200, temperature: 1, stopTokens: [] })) if (++n === 3 + Number(process.argv[2])) setImmediate(() => process.exit(3));\n`);
+  const codes = [0, 1, 2, 3, 4, 5].map((k) => spawnSync(process.execPath, ['--import', 'tsx', exiting, String(k)], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 }))
+    .map((r) => r.signal ?? r.status);
+  assert.deepEqual(codes, [3, 3, 3, 3, 3, 3]);
+
   // The worker exits under the backend (a crash): calls in flight settle, later ones are refused with the exit code.
   const b = await WorkerBackend.create(model.config, graphBytes(), { hasLora: false, threads: 1 });
   const c = await b.newCache(1);

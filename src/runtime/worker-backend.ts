@@ -7,22 +7,23 @@ import type { AdapterTensors, EngineOptions } from './engine.ts';
 import type { StepManyResult } from './scheduler.ts';
 import type { RemoteError } from './worker.ts';
 
-/** Every backend whose worker runs, and whether new calls are held back (quiesceWorkers). */
-const live = new Set<WorkerBackend>();
-let halted = false;
-
 /**
- * Holds back every new call (they never settle) and resolves once the calls in flight have answered, or after
- * `timeoutMs`: a process that exits on Ctrl-C while a worker is inside an onnxruntime call aborts (SIGABRT)
- * instead of exiting with its own code.
+ * Each worker's state, shared with it: calls it is running (BUSY) and whether it may start more (HALTED). A process
+ * that exits while a worker is inside an onnxruntime call aborts (SIGABRT) instead of exiting with its own code: on
+ * exit (process.exit, or the end of the program; a signal handler exits through process.exit), the workers are halted and the
+ * exit waits for the calls they are running (at most EXIT_WAIT_MS).
  */
-export function quiesceWorkers(timeoutMs = 10_000): Promise<void> {
-  halted = true;
-  const until = Date.now() + timeoutMs;
-  return new Promise((resolve) => {
-    const poll = () => ([...live].every((b) => b.idle) || Date.now() > until ? resolve() : setTimeout(poll, 5));
-    poll();
-  });
+const workers = new Set<Int32Array>();
+export const BUSY = 0, HALTED = 1;
+const EXIT_WAIT_MS = 10_000;
+let exitHook = false;
+
+function settleWorkers(): void {
+  const until = Date.now() + EXIT_WAIT_MS;
+  for (const w of workers) Atomics.store(w, HALTED, 1);
+  for (const w of workers) {
+    for (let busy = Atomics.load(w, BUSY); busy > 0 && Date.now() < until; busy = Atomics.load(w, BUSY)) Atomics.wait(w, BUSY, busy, until - Date.now());
+  }
 }
 
 export class WorkerBackend implements Backend {
@@ -38,7 +39,12 @@ export class WorkerBackend implements Backend {
   static async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions & { hasLora: boolean }): Promise<WorkerBackend> {
     if (typeof model !== 'string' && !model.byteLength) throw new Error('runtime: the model\'s ONNX bytes are empty (a buffer already moved to another worker?)');
     const transfer = typeof model === 'string' ? [] : [model.buffer as ArrayBuffer];
-    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { config, model, opts }, transferList: transfer });
+    const state = new Int32Array(new SharedArrayBuffer(8));
+    Atomics.store(state, BUSY, 1); // loading: the worker's first call
+    if (!exitHook) { exitHook = true; process.on('exit', settleWorkers); }
+    workers.add(state);
+    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { config, model, opts, state }, transferList: transfer });
+    worker.once('exit', () => workers.delete(state));
     const backend = new WorkerBackend(config, opts.hasLora, worker);
     worker.on('message', (m: { id: number; result?: unknown; error?: RemoteError }) => {
       const p = backend.pending.get(m.id);
@@ -60,8 +66,6 @@ export class WorkerBackend implements Backend {
     // Idle, the worker does not keep the process alive (as an idle socket would not): a script that forgets
     // close() still exits. It is referenced again while a call is in flight.
     worker.unref();
-    live.add(backend);
-    worker.once('exit', () => live.delete(backend));
     return backend;
   }
 
@@ -71,12 +75,8 @@ export class WorkerBackend implements Backend {
     this.pending.clear();
   }
 
-  /** No call in flight. */
-  get idle(): boolean { return this.pending.size === 0; }
-
   private async call<T>(method: string, ...args: unknown[]): Promise<T> {
     if (this.gone) throw new Error(this.gone);
-    if (halted) return new Promise<T>(() => {}); // the process is about to exit (quiesceWorkers)
     const id = this.next++;
     try {
       return await new Promise<T>((resolve, reject) => {

@@ -1,12 +1,21 @@
 /** Worker-thread side of WorkerBackend: owns the ONNX session and the KV caches, answers RPC messages. */
 import { parentPort, workerData } from 'node:worker_threads';
 import { BatchedLocalBackend } from './scheduler.ts';
+import { BUSY, HALTED } from './worker-backend.ts';
+import type { ModelConfig } from '../models/config.ts';
+import type { EngineOptions } from './engine.ts';
 
-const { config, model, opts } = workerData;
-// A LocalBackend that also answers stepMany (continuous batching across requests, see scheduler.ts).
+const { config, model, opts, state } = workerData as { config: ModelConfig; model: Uint8Array | string; opts: EngineOptions; state: Int32Array };
+/** One call fewer running; the parent may be waiting for none to run (worker-backend.ts's settleWorkers). */
+const done = () => { if (Atomics.sub(state, BUSY, 1) === 1) Atomics.notify(state, BUSY); };
+// A LocalBackend that also answers stepMany (continuous batching across requests, see scheduler.ts). Loading is
+// the first call the parent counts (BUSY starts at 1).
 const ready = BatchedLocalBackend.create(config, model, opts);
+ready.finally(done).catch(() => {});
 
 parentPort!.on('message', async ({ id, method, args }: { id: number; method: string; args: unknown[] }) => {
+  if (Atomics.load(state, HALTED)) return; // the process is exiting: start nothing
+  Atomics.add(state, BUSY, 1);
   try {
     const backend = await ready;
     if (method === 'setAdapter' && args[0]) args[0] = new Map(args[0] as []);
@@ -18,6 +27,8 @@ parentPort!.on('message', async ({ id, method, args }: { id: number; method: str
     parentPort!.postMessage({ id, result }, transfer);
   } catch (e) {
     parentPort!.postMessage({ id, error: remoteError(e) });
+  } finally {
+    done();
   }
   // The worker ends on close even when releasing the session failed (the parent waits for its exit).
   if (method === 'close') process.exit(0);

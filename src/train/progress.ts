@@ -8,7 +8,6 @@
  * Signal handlers run between synchronous operations, so a checkpoint or file being written is never cut in half.
  */
 import cliProgress from 'cli-progress';
-import { quiesceWorkers } from '../runtime/worker-backend.ts';
 
 export interface ProgressInfo {
   step: number;
@@ -137,7 +136,7 @@ function onInterrupt(stream: NodeJS.WriteStream, message: () => string, exit?: (
     stream.write(`\n${message()}\n`);
     const code = signal === 'SIGINT' ? 130 : 143;
     if (exit) exit(code);
-    else void quiesceWorkers().then(() => process.exit(code));
+    else process.exit(code); // which waits for the runtime workers' calls in flight (worker-backend.ts)
   };
   const off = () => { process.off('SIGINT', handler); process.off('SIGTERM', handler); };
   process.on('SIGINT', handler);
