@@ -193,6 +193,24 @@ test('CoalescingBackend: concurrent generations share batched runs and equal the
   await m.close();
 });
 
+test('a loaded model batches concurrent calls (its own coalescing backend, in the worker and in-process): each gets what it gets alone', async () => {
+  for (const worker of [true, false]) {
+    const m = await loadModel(model.dir, { quant: 'fp32', worker });
+    try {
+      const prompts = [0, 1, 2, 3].map((i) => `prompt number ${i}`), opts = (i: number) => ({ maxTokens: 10, temperature: 0.8, seed: 7 + i, stopTokens: [] });
+      const alone: Completion[] = [];
+      for (const [i, p] of prompts.entries()) alone.push(await m.complete(p, opts(i)));
+      const co = m.backend as CoalescingBackend, before = co.stats.maxRows;
+      assert.equal(before, 1, 'one call at a time steps one row');
+      const together = await Promise.all(prompts.map((p, i) => m.complete(p, opts(i))));
+      together.forEach((c, i) => assert.deepEqual(c.tokens, alone[i].tokens, `call ${i}, worker ${worker}`));
+      assert.ok(co.stats.maxRows >= 2, `concurrent calls shared runs (worker ${worker})`);
+    } finally {
+      await m.close();
+    }
+  }
+});
+
 test('CoalescingBackend over the runtime worker: batched decode, per-request errors, cancellation frees the slot', async () => {
   const m = await loadModel(model.dir, { quant: 'fp32' });
   const co = new CoalescingBackend(m.backend as unknown as BatchingBackend);

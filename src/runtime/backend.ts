@@ -60,9 +60,7 @@ export class LocalBackend implements Backend {
   async newCache(rows: number): Promise<CacheHandle> { return this.register(this.engine.newCache(rows)); }
 
   async step(handle: CacheHandle, req: StepRequest): Promise<StepResult> {
-    const run = this.engine.step(this.cache(handle), req);
-    this.running.add(run);
-    try { return stepResult(this.config, await run, req); } finally { this.running.delete(run); }
+    return stepResult(this.config, await this.track(this.engine.step(this.cache(handle), req)), req);
   }
 
   async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.cache(handle).select(rows)); }
@@ -85,6 +83,11 @@ export class LocalBackend implements Backend {
 
   private closed = false;
   private running = new Set<Promise<unknown>>();
+  /** A session run that close() waits for. */
+  protected async track<T>(run: Promise<T>): Promise<T> {
+    this.running.add(run);
+    try { return await run; } finally { this.running.delete(run); }
+  }
   private open(): void { if (this.closed) throw new Error(CLOSED); }
   private register(c: KVCache): CacheHandle { this.open(); const h = this.next++; this.caches.set(h, c); return h; }
   private cache(h: CacheHandle): KVCache {

@@ -13,7 +13,8 @@ import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defau
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
-import { adapterView, LocalBackend, type Backend } from './backend.ts';
+import { adapterView, type Backend } from './backend.ts';
+import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { seedAt } from './sampler.ts';
@@ -109,9 +110,10 @@ export class Model {
     }
     let backend: Backend;
     try {
-      backend = opts.worker === false
-        ? await LocalBackend.create(src.config, graph, { threads: opts.threads })
-        : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora });
+      // Concurrent calls on the model (and its withAdapter views) step as one batch: see scheduler.ts.
+      backend = new CoalescingBackend(opts.worker === false
+        ? await BatchedLocalBackend.create(src.config, graph, { threads: opts.threads })
+        : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora }));
     } catch (e) {
       // The engine's own size check: for a converted folder, the manifest's config is what disagrees.
       if (src.kind !== 'converted' || !/^engine: the model config says/.test((e as Error).message)) throw e;
@@ -231,7 +233,7 @@ export class Model {
 
   /**
    * This model with another PEFT adapter, in the same session: no second copy of the weights, and both models can
-   * generate at once (a server batches their rows by adapter). The graph must take LoRA inputs for the adapter's
+   * generate at once (concurrent calls step as one batch, rows grouped by adapter). The graph must take LoRA inputs for the adapter's
    * projections: load this model with an adapter on them (or from a folder converted with --lora-targets).
    * Closing the returned model removes its adapter; closing this one ends the session for both.
    */

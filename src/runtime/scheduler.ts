@@ -47,7 +47,7 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
     });
     if (!ok.length) return out;
     // Engine.stepMany validates each entry and settles each on its own: one bad entry fails alone.
-    const res = await this.engine.stepMany(ok.map((i) => ({ cache: this.kv(caches[i]), input: reqs[i] })));
+    const res = await this.track(this.engine.stepMany(ok.map((i) => ({ cache: this.kv(caches[i]), input: reqs[i] }))));
     ok.forEach((i, k) => {
       const r = res[k];
       if (r instanceof Error) return fail(i, r);
@@ -87,7 +87,7 @@ export interface CoalescingOptions {
  * first step of an idle backend, after the current tick) all queued steps go out as one `stepMany`.
  * The other calls pass straight through to the inner backend.
  */
-export class CoalescingBackend implements Backend {
+export class CoalescingBackend implements BatchingBackend {
   private pending: Pending[] = [];
   private running = false;
   private scheduled = false;
@@ -103,7 +103,17 @@ export class CoalescingBackend implements Backend {
   get config(): ModelConfig { return this.inner.config; }
   get hasLora(): boolean { return this.inner.hasLora; }
 
-  step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
+  async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
+    try {
+      return await this.queue(cache, req, signal);
+    } catch (e) {
+      if (e instanceof AbortedError) throw e;
+      // Thrown again here, so that its stack holds the caller's frames (the run failed in a later tick); the original is its cause.
+      throw Object.assign(new Error((e as Error).message, { cause: e }), { name: (e as Error).name });
+    }
+  }
+
+  private queue(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
     if (signal?.aborted) return Promise.reject(new AbortedError());
     return new Promise<StepResult>((resolve, reject) => {
       const p: Pending = { cache, req, rows: req.tokens.length, resolve, reject, signal };
@@ -143,6 +153,8 @@ export class CoalescingBackend implements Backend {
   get queued(): number { return this.pending.length; }
 
   newCache(rows: number): Promise<CacheHandle> { return this.inner.newCache(rows); }
+  /** Straight through, not queued (a coalescer over this one batches its own steps). */
+  stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.inner.stepMany(caches, reqs); }
   select(cache: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.inner.select(cache, rows); }
   keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.inner.keep(cache, rows); }
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.inner.truncate(cache, row, length); }
