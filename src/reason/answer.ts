@@ -438,6 +438,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       },
     });
     streams.forEach((s) => s?.flush());
+    // A model that does not think by itself stops at once after "<think>" (the embedded model does): say so, not answer "".
+    if (opts.nativeThinking && seqs.every((s) => s.finishReason === 'stop' && !s.tokens.length)) {
+      throw new Error(`answer: the model stopped right after ${JSON.stringify(model.tokenizer.decode(invocation))}, without thinking or answering: nativeThinking is for a model that thinks by itself (such as Qwen3); give this one its reasoning adapter instead`);
+    }
     return result(seqs, true, promptTokens);
 
   } finally {
