@@ -142,6 +142,11 @@ test('train-sft --full refuses a folder with files it would replace (a tokenizer
   assert.throws(() => checkOutDir(trained, { what: 'converted model' }), /trained-out already holds the output of a training run \(loss\.svg\); choose another folder/);
   fs.renameSync(path.join(trained, 'loss.svg'), path.join(trained, 'edgereason.json'));
   assert.throws(() => checkOutDir(trained, { what: 'adapter', resume: false }), /trained-out already holds a converted model's files \(edgereason\.json\); choose another folder/);
+  fs.rmSync(path.join(trained, 'edgereason.json'));
+  fs.writeFileSync(path.join(trained, 'training_log.json'), '[]');
+  fs.mkdirSync(path.join(trained, 'checkpoint'));
+  fs.writeFileSync(path.join(trained, 'checkpoint', 'checkpoint.json'), '{}');
+  assert.throws(() => checkOutDir(trained, { what: 'adapter', resume: false }), /trained-out already holds files this run would replace \(training_log\.json, checkpoint\/checkpoint\.json\); choose another folder, or pass --overwrite to replace it \(or --resume/);
 });
 
 test('train-sft: contradictory and unused flags are refused or warned about', () => {
@@ -395,6 +400,8 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: --prompt is empty; give it a value$/m);
   // An unquoted unset variable (--prompt $P --stats): the next flag is not taken as the value.
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '--stats', '--max-tokens', '2']).stderr, /^edgereason: --prompt took the flag --stats as its value: give --prompt a value \(an unset shell variable\?\)$/m);
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt', '--max-tokens=2', '--stats']).stderr, /^edgereason: --prompt took the flag --max-tokens=2 as its value/m);
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt=--stats', '--max-tokens', '1', '--stats']).stderr, /prompt \d+ tokens, generated 1/); // meant: = joins them
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', 'Infinity']).stderr, /--temperature must be a finite number ≥ 0, got "Infinity"/);
   // The library's option names come out as the command line's flags.
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,

@@ -160,7 +160,9 @@ test('stepMany: a step near the end of the context succeeds; an entry that fails
     await be.step(d, { tokens: [ids(5, 3)] });
     const res = await be.stepMany([n, d, n + d + 1], [{ tokens: [[5], [5, 6, 7, 8]], sample: [{ u: 0 }, { u: 0 }] }, { tokens: [[1]], sample: [{ u: 0 }] }, { tokens: [[1]] }]);
     assert.ok(!('error' in res[0]) && !('error' in res[1]), JSON.stringify(res.slice(0, 2)));
-    assert.deepEqual(res[2], { error: `runtime: KV cache ${n + d + 1} does not exist (freed?)` });
+    const { error } = res[2] as { error: { message: string; name: string; stack: string } };
+    assert.deepEqual([error.message, error.name], [`runtime: KV cache ${n + d + 1} does not exist (freed?)`, 'Error']);
+    assert.match(error.stack, /at \w*LocalBackend\.cache/); // where it was thrown, for the error rebuilt from it
     assert.deepEqual([await be.lengths(n), await be.lengths(d)], [[63, 14], [6]]);
   } finally {
     await be.close();
@@ -205,6 +207,10 @@ test('a loaded model batches concurrent calls (its own coalescing backend, in th
       const together = await Promise.all(prompts.map((p, i) => m.complete(p, opts(i))));
       together.forEach((c, i) => assert.deepEqual(c.tokens, alone[i].tokens, `call ${i}, worker ${worker}`));
       assert.ok(co.stats.maxRows >= 2, `concurrent calls shared runs (worker ${worker})`);
+      // A failed step is thrown at the caller, with the engine's own error (and its frames) as its cause.
+      const c = await co.newCache(1), V = m.config.vocabSize;
+      await assert.rejects(co.step(c, { tokens: [[V + 5]] }), (e: Error) => /token id \d+ is outside the vocabulary/.test(e.message) && /at Engine\./.test((e.cause as Error)?.stack ?? ''));
+      await co.free(c);
     } finally {
       await m.close();
     }

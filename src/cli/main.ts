@@ -26,14 +26,17 @@ export async function main(argv: string[]): Promise<void> {
   // An empty value (an unset shell variable: --adapter "$ADAPTER") would otherwise mean "none" or "everything";
   // unquoted ($ADAPTER), the flag takes the next flag as its value, which then goes missing.
   program.hook('preAction', (_, command) => {
-    const flags = new Set(command.options.flatMap((o) => [o.long, o.short]).filter(Boolean));
     for (const o of command.options) {
-      const v: unknown = command.getOptionValue(o.attributeName()), values = Array.isArray(v) ? v : [v];
-      const name = o.long ?? o.flags;
-      if (values.includes('')) throw new Error(`${name} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
-      const flag = values.find((x) => typeof x === 'string' && flags.has(x));
-      if (flag) throw new Error(`${name} took the flag ${flag} as its value: give ${name} a value (an unset shell variable?)`);
+      const v: unknown = command.getOptionValue(o.attributeName());
+      if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
     }
+    // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).
+    const flags = new Set(command.options.flatMap((o) => [o.long, o.short]).filter(Boolean));
+    const valued = new Set(command.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]).filter(Boolean));
+    argv.forEach((word, i) => {
+      const next = argv[i + 1];
+      if (valued.has(word) && next !== undefined && flags.has(next.split('=')[0])) throw new Error(`${word} took the flag ${next} as its value: give ${word} a value (an unset shell variable?)`);
+    });
   });
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   // A misspelt required flag (--questions) is named as unknown, with commander's suggestion; commander checks the

@@ -99,7 +99,7 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
     // Another command's files are refused too: a folder holding two outputs loads as one of them.
     const own = c.resume !== undefined ? ARTEFACTS : CONVERTED_FILES;
     const holds = found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : found.some((f) => MODEL_FILES.includes(f) || f === 'model.onnx') ? 'a model or adapter'
-      : found.every((f) => own.includes(f) || SHARD.test(f)) ? 'files this run would replace' : c.resume !== undefined ? "a converted model's files" : 'the output of a training run';
+      : found.every((f) => own.includes(f) || SHARD.test(f) || (c.resume !== undefined && f === CHECKPOINT)) ? 'files this run would replace' : c.resume !== undefined ? "a converted model's files" : 'the output of a training run';
     const kind = c.empty ? 'is not empty' : `already holds ${holds}`;
     // --resume is offered by the commands that have it (the training commands say whether it was given)
     const resume = c.resume !== undefined && found.includes(CHECKPOINT) ? ' (or --resume to continue the run saved there)' : '';

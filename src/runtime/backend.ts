@@ -73,15 +73,17 @@ export class LocalBackend implements Backend {
     if (adapter) this.engine.setAdapter(adapter, name); else if (this.engine.hasLora) this.engine.clearAdapter(name);
   }
   /** Idempotent; steps already running finish first, and later calls are refused, as the worker backend does. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await Promise.allSettled(this.running);
-    this.caches.clear();
-    await this.engine.close();
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.allSettled(this.running);
+      this.caches.clear();
+      await this.engine.close();
+    })();
+    return this.closing;
   }
 
-  private closed = false;
+  private closing?: Promise<void>;
+  private get closed(): boolean { return this.closing !== undefined; }
   private running = new Set<Promise<unknown>>();
   /** A session run that close() waits for. */
   protected async track<T>(run: Promise<T>): Promise<T> {
@@ -116,6 +118,14 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
   if (req.want?.hidden) res.hidden = out.hidden;
   return res;
 }
+
+/** An error as a message carries it (across the worker boundary, or in a stepMany result). */
+export interface RemoteError { message: string; name: string; stack?: string }
+export function remoteError(e: unknown): RemoteError {
+  return e instanceof Error ? { message: e.message, name: e.name, stack: e.stack } : { message: String(e), name: 'Error' };
+}
+/** The error again, with the stack it was thrown with (whose frames are the other side's). */
+export function fromRemote(r: RemoteError): Error { return Object.assign(new Error(r.message), r); }
 
 /** What a closed model's calls are refused with. */
 export const CLOSED = 'runtime: model is closed';

@@ -18,6 +18,7 @@ import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { seedAt } from './sampler.ts';
+import { onAbort } from './abort.ts';
 
 export interface LoadOptions {
   /**
@@ -164,7 +165,10 @@ export class Model {
     let done = false, result: Completion | undefined, error: unknown;
     const { signal, ...rest } = opts;
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${JSON.stringify(signal)}`);
-    const running = this.generateBatch([prompt], rest, (_, piece) => { queue.push(piece); wake?.(); }, signal ? AbortSignal.any([signal, stop.signal]) : stop.signal)
+    // The caller's signal stops this call through onAbort (AbortSignal.any would tie every call to it for good).
+    if (signal?.aborted) stop.abort();
+    const stopWaiting = signal && onAbort(signal, () => stop.abort());
+    const running = this.generateBatch([prompt], rest, (_, piece) => { queue.push(piece); wake?.(); }, stop.signal)
       .then((r) => { result = r[0]; }, (e) => { error = e; })
       .finally(() => { done = true; wake?.(); });
     try {
@@ -175,6 +179,7 @@ export class Model {
         wake = undefined;
       }
     } finally {
+      stopWaiting?.();
       if (!done) { stop.abort(); await running; }
     }
     if (error) throw error;

@@ -11,14 +11,14 @@
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
 import type { Model } from './model.ts';
-import { delegate, LocalBackend, stepResult, type Backend, type CacheHandle, type StepRequest, type StepResult } from './backend.ts';
+import { delegate, fromRemote, LocalBackend, remoteError, stepResult, type Backend, type CacheHandle, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { onAbort } from './abort.ts';
 
 /** Per entry of a stepMany call: its result, or why that entry failed (the others are unaffected). */
-export type StepManyResult = StepResult | { error: string };
+export type StepManyResult = StepResult | { error: RemoteError };
 
 /** A backend that can step several caches in one call. */
 export interface BatchingBackend extends Backend {
@@ -34,7 +34,7 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
   async stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> {
     if (caches.length !== reqs.length) throw new Error(`runtime: stepMany got ${caches.length} caches and ${reqs.length} requests`);
     const out: StepManyResult[] = new Array(caches.length), ok: number[] = [], seen = new Set<CacheHandle>();
-    const fail = (i: number, e: unknown) => { out[i] = { error: e instanceof Error ? e.message : String(e) }; };
+    const fail = (i: number, e: unknown) => { out[i] = { error: remoteError(e) }; };
     caches.forEach((h, i) => {
       try {
         if (seen.has(h)) throw new Error(`runtime: KV cache ${h} appears twice in one batched step`);
@@ -193,7 +193,7 @@ export class CoalescingBackend implements BatchingBackend {
       const res = await this.inner.stepMany(batch.map((p) => p.cache), batch.map((p) => p.req));
       batch.forEach((p, i) => {
         const r = res[i];
-        if (r && 'error' in r) p.reject(new Error(r.error)); else p.resolve(r);
+        if (r && 'error' in r) p.reject(fromRemote(r.error)); else p.resolve(r);
       });
     } catch (e) {
       for (const p of batch) p.reject(e instanceof Error ? e : new Error(String(e)));

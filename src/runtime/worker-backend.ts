@@ -1,11 +1,10 @@
 /** Backend that runs the engine in a worker thread: calls are RPC messages, results come back transferred. */
 import { Worker } from 'node:worker_threads';
-import { CLOSED } from './backend.ts';
+import { CLOSED, fromRemote, type RemoteError } from './backend.ts';
 import type { ModelConfig } from '../models/config.ts';
 import type { Backend, CacheHandle, StepRequest, StepResult } from './backend.ts';
 import type { AdapterTensors, EngineOptions } from './engine.ts';
 import type { StepManyResult } from './scheduler.ts';
-import type { RemoteError } from './worker.ts';
 
 /**
  * Each worker's state, shared with it: calls it is running (BUSY) and whether it may start more (HALTED). A process
@@ -41,9 +40,9 @@ export class WorkerBackend implements Backend {
     const transfer = typeof model === 'string' ? [] : [model.buffer as ArrayBuffer];
     const state = new Int32Array(new SharedArrayBuffer(8));
     Atomics.store(state, BUSY, 1); // loading: the worker's first call
+    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { config, model, opts, state }, transferList: transfer });
     if (!exitHook) { exitHook = true; process.on('exit', settleWorkers); }
     workers.add(state);
-    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { config, model, opts, state }, transferList: transfer });
     worker.once('exit', () => workers.delete(state));
     const backend = new WorkerBackend(config, opts.hasLora, worker);
     worker.on('message', (m: { id: number; result?: unknown; error?: RemoteError }) => {
@@ -51,7 +50,7 @@ export class WorkerBackend implements Backend {
       if (!p) return;
       backend.pending.delete(m.id);
       if (!backend.pending.size && !backend.closing) worker.unref(); // a closing worker stays referenced until it exits
-      if (m.error !== undefined) p.reject(Object.assign(new Error(m.error.message), m.error)); else p.resolve(m.result);
+      if (m.error !== undefined) p.reject(fromRemote(m.error)); else p.resolve(m.result);
     });
     // Once the worker is gone, every pending call and every later one is rejected (none waits forever).
     worker.on('error', (e) => backend.fail(`runtime worker failed: ${e.message}`));

@@ -2,6 +2,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { BatchedLocalBackend } from './scheduler.ts';
 import { BUSY, HALTED } from './worker-backend.ts';
+import { remoteError } from './backend.ts';
 import type { ModelConfig } from '../models/config.ts';
 import type { EngineOptions } from './engine.ts';
 
@@ -14,8 +15,9 @@ const ready = BatchedLocalBackend.create(config, model, opts);
 ready.finally(done).catch(() => {});
 
 parentPort!.on('message', async ({ id, method, args }: { id: number; method: string; args: unknown[] }) => {
-  if (Atomics.load(state, HALTED)) return; // the process is exiting: start nothing
+  // Counted before HALTED is read: the parent sets HALTED, then waits while BUSY > 0 (worker-backend.ts).
   Atomics.add(state, BUSY, 1);
+  if (Atomics.load(state, HALTED)) return done(); // the process is exiting: start nothing
   try {
     const backend = await ready;
     if (method === 'setAdapter' && args[0]) args[0] = new Map(args[0] as []);
@@ -34,10 +36,3 @@ parentPort!.on('message', async ({ id, method, args }: { id: number; method: str
   if (method === 'close') process.exit(0);
 });
 ready.then(() => parentPort!.postMessage({ id: 0, result: 'ready' }), (e) => parentPort!.postMessage({ id: 0, error: remoteError(e) }));
-
-export interface RemoteError { message: string; name: string; stack?: string }
-
-/** An error as a message carries it: the parent rebuilds it at the call's own site, with this one as its cause. */
-function remoteError(e: unknown): RemoteError {
-  return e instanceof Error ? { message: e.message, name: e.name, stack: e.stack } : { message: String(e), name: 'Error' };
-}

@@ -1,14 +1,14 @@
 /**
- * The models a server answers for: the base model and each PEFT adapter (`--adapter name=<dir>`), each adapter in
- * its own runtime worker (the graph is built with that adapter's LoRA inputs). Requests for the base model run
- * on the first adapter's worker with the adapter switched off (mask 0 is exactly the base weights), so base and
- * adapter requests share batched decode steps. Every worker's steps go through one CoalescingBackend
- * (continuous batching); each request drives it through its own cancellable view.
+ * The models a server answers for: the base model and each PEFT adapter (`--adapter name=<dir>`), all in one
+ * runtime worker (one copy of the weights; the graph takes LoRA inputs for every projection the adapters touch).
+ * Requests for the base model run with the adapters switched off (mask 0 is exactly the base weights), so base and
+ * adapter requests share batched decode steps. All steps go through one CoalescingBackend (continuous batching);
+ * each request drives it through its own cancellable view.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadModel, type Model } from '../runtime/model.ts';
-import { CoalescingBackend, withBackend, type BatchingBackend, type RunStats } from '../runtime/scheduler.ts';
+import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { readAdapterConfig } from '../io/peft.ts';
 import type { Router } from '../reason/router.ts';
@@ -101,7 +101,8 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const loaded: Model[] = [];
   const models = new Map<string, ServedModel>();
   const created = Math.floor(Date.now() / 1000);
-  const coalesce = (m: Model) => new CoalescingBackend(m.backend as unknown as BatchingBackend, { maxRows: o.maxBatch, onRun: o.onRun });
+  // The server's own coalescer (its batch limit and metrics) over the session, in place of the model's.
+  const coalesce = (m: Model) => new CoalescingBackend((m.backend as CoalescingBackend).inner, { maxRows: o.maxBatch, onRun: o.onRun });
   try {
     // One session: the first adapter is loaded with the model, the others join it (Model.withAdapter), so the
     // weights are in memory once and requests for different adapters batch together (rows grouped by adapter).

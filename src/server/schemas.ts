@@ -147,7 +147,8 @@ export interface ChatRequest {
 /**
  * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): log
  * probabilities, tools and functions, structured output, penalties, logit bias, audio, predicted outputs, web
- * search, verbosity, and stream_options without stream (as OpenAI does). Values that ask for nothing pass.
+ * search, verbosity, stream_options without stream (as OpenAI does), and a message's tool calls, function call or
+ * audio. Values that ask for nothing pass.
  */
 export function checkUnsupported(req: ChatRequest): void {
   const refuse = (param: string, what: string) => {
