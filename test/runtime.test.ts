@@ -9,6 +9,7 @@ import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOp
 import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
+import type { CoalescingBackend } from '../src/runtime/scheduler.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { Engine } from '../src/runtime/engine.ts';
 import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
@@ -926,6 +927,19 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     busy.backend.step = (...a) => { const r = step(...a); closing ??= busy.close(); return r; };
     await assert.rejects(busy.complete('Hello', { maxTokens: 20, temperature: 1, stopTokens: [] }), /^Error: runtime: model is closed$/, `worker ${worker}`);
     await closing;
+    if (!worker) {
+      // Closed twice while a step runs: neither close() resolves before the session is released.
+      const twice = await loadModel(dir, { worker: false }), engine = ((twice.backend as CoalescingBackend).inner as unknown as LocalBackend).engine;
+      const release = engine.close.bind(engine);
+      let released = false;
+      engine.close = async () => { await release(); released = true; };
+      const gen = twice.complete('Hello', { maxTokens: 20, temperature: 1, stopTokens: [] }).catch(() => undefined);
+      await new Promise((r) => setImmediate(r));
+      const closes = [twice.close(), twice.close()];
+      await closes[1];
+      assert.ok(released, 'the second close() waited for the release');
+      await Promise.all([...closes, gen]);
+    }
   }
   // A graph without LoRA inputs for an adapter's projections refuses it by name.
   const out = path.join(tmp, 'default-q-only');
