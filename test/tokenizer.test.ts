@@ -38,6 +38,18 @@ test('qwen: known encoding of "Hello world"', () => {
   assert.deepEqual(qwen.encode(''), []);
 });
 
+test('tokenizer_class LlamaTokenizerFast: BOS/EOS come from add_bos_token (default true) and add_eos_token, as transformers rebuilds them (DeepSeek-R1-Distill-Qwen)', () => {
+  const json = JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer.json'), 'utf8'));
+  const eot = qwen.tokenToId('<|endoftext|>')!, im = qwen.tokenToId('<|im_end|>')!;
+  const withConfig = (config: Record<string, unknown>) => loadTokenizer({ tokenizerJson: json, tokenizerConfig: config, name: 'r1' });
+  const llama = { tokenizer_class: 'LlamaTokenizerFast', bos_token: '<|endoftext|>', eos_token: '<|im_end|>' };
+  assert.deepEqual(withConfig(llama).encode('Hello world'), [eot, 9707, 1879]);
+  assert.deepEqual(withConfig({ ...llama, add_bos_token: false, add_eos_token: true }).encode('Hello world'), [9707, 1879, im]);
+  assert.deepEqual(withConfig({ ...llama, add_bos_token: true }).encode('Hello world', { addSpecialTokens: false }), [9707, 1879]);
+  // Another class keeps tokenizer.json's own post-processor (Qwen's adds nothing).
+  assert.deepEqual(withConfig({ ...llama, tokenizer_class: 'Qwen2TokenizerFast', add_bos_token: true }).encode('Hello world'), [9707, 1879]);
+});
+
 test('qwen: round-trips mixed text (English, CJK, emoji, code with tabs/newlines)', () => {
   const text = 'Hi 👋🏽 there! 你好，世界 🇫🇷 naïve café\n\ndef f(x):\n\treturn x ** 2  # square\r\n\t}\n';
   const ids = qwen.encode(text);

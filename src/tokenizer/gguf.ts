@@ -4,6 +4,7 @@
  */
 import type { GgufValue } from '../io/gguf.ts';
 import type { TokenizerFiles } from './types.ts';
+import { bosEosProcessor } from './hf.ts';
 
 /**
  * Pre-tokenizer split patterns by llama.cpp's `tokenizer.ggml.pre` name (its aliases in PRE_ALIASES), applied in turn,
@@ -51,17 +52,9 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   // pre-tokenizer only. add_eos_token: it ends with EOS.
   const addBos = md['tokenizer.ggml.add_bos_token'] ?? pre === 'llama-bpe';
   const bosText = name('tokenizer.ggml.bos_token_id'), eosText = name('tokenizer.ggml.eos_token_id');
-  const around = [addBos === true ? bosText : undefined, md['tokenizer.ggml.add_eos_token'] === true ? eosText : undefined];
-  const wrap = (seq: string, type: number) => [
-    ...(around[0] !== undefined ? [{ SpecialToken: { id: around[0], type_id: type } }] : []), { Sequence: { id: seq, type_id: type } },
-    ...(around[1] !== undefined ? [{ SpecialToken: { id: around[1], type_id: type } }] : []),
-  ];
-  const post = around.every((t) => t === undefined) ? byteLevel : {
-    type: 'Sequence', processors: [byteLevel, {
-      type: 'TemplateProcessing', single: wrap('A', 0), pair: [...wrap('A', 0), ...wrap('B', 1)],
-      special_tokens: Object.fromEntries(around.filter((t): t is string => t !== undefined).map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }])),
-    }],
-  };
+  const token = (text: string | undefined, add: boolean) => (add && text !== undefined ? { text, id: vocab[text] } : undefined);
+  const bos = token(bosText, addBos === true), eos = token(eosText, md['tokenizer.ggml.add_eos_token'] === true);
+  const post = !bos && !eos ? byteLevel : { type: 'Sequence', processors: [byteLevel, bosEosProcessor(bos, eos)] };
   return {
     name: file,
     tokenizerJson: {

@@ -58,10 +58,32 @@ function readJson(file: string): unknown {
 }
 
 function build(json: unknown, config: Record<string, unknown>, name: string): Tokenizer {
-  const j = json as { model?: unknown; added_tokens?: unknown };
+  const j = json as { model?: { vocab?: Record<string, number> }; added_tokens?: { id: number; content: string }[] };
   if (!j || typeof j !== 'object' || !j.model) throw new Error(`tokenizer: ${name} is not a tokenizer.json (no "model" section)`);
-  try { return new Tokenizer({ added_tokens: [], ...j }, config); }
+  // transformers' Llama and Gemma fast tokenizers rebuild the post-processor from add_bos_token (default true) and
+  // add_eos_token (default false) whatever tokenizer.json says: DeepSeek-R1-Distill-Qwen's file has Qwen's ByteLevel
+  // step, and its raw prompts start with BOS all the same.
+  const post = BOS_EOS_CLASSES.includes(config.tokenizer_class as string) ? (() => {
+    const id = (t: string | undefined) => (t === undefined ? undefined : j.added_tokens?.find((a) => a.content === t)?.id ?? j.model!.vocab?.[t]);
+    const pick = (k: string, flag: unknown) => { const text = tokenString(config[k]); return flag && text !== undefined && id(text) !== undefined ? { text, id: id(text)! } : undefined; };
+    return { post_processor: bosEosProcessor(pick('bos_token', config.add_bos_token ?? true), pick('eos_token', config.add_eos_token ?? false)) };
+  })() : {};
+  try { return new Tokenizer({ added_tokens: [], ...j, ...post }, config); }
   catch (e) { throw new Error(`tokenizer: ${name} could not be loaded: ${(e as Error).message}`); }
+}
+
+const BOS_EOS_CLASSES = ['LlamaTokenizerFast', 'CodeLlamaTokenizerFast', 'GemmaTokenizerFast', 'LlamaTokenizer', 'GemmaTokenizer'];
+
+/** A post-processor that puts BOS before and EOS after each sequence (either may be absent), as transformers writes it. */
+export function bosEosProcessor(bos?: { text: string; id: number }, eos?: { text: string; id: number }): Record<string, unknown> {
+  const wrap = (seq: string, type: number) => [
+    ...(bos ? [{ SpecialToken: { id: bos.text, type_id: type } }] : []), { Sequence: { id: seq, type_id: type } },
+    ...(eos ? [{ SpecialToken: { id: eos.text, type_id: type } }] : []),
+  ];
+  return {
+    type: 'TemplateProcessing', single: wrap('A', 0), pair: [...wrap('A', 0), ...wrap('B', 1)],
+    special_tokens: Object.fromEntries([bos, eos].filter((t) => t !== undefined).map((t) => [t.text, { id: t.text, ids: [t.id], tokens: [t.text] }])),
+  };
 }
 
 /** tokenizer_config.json writes special tokens as a string or as an AddedToken object. */
