@@ -12,7 +12,7 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
@@ -201,6 +201,20 @@ test('(d) thinking cap on a model that never closes its thinking: ≤ K thinking
       assert.ok(res.answer.length > 0);
     }
   }
+});
+
+test('thinksByItself: a generation prompt that opens the thinking, or a Qwen3 template that answers to enable_thinking; not the embedded model', () => {
+  const dir = path.resolve(import.meta.dirname, '../models/default');
+  const tokenizerJson = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+  const own = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')).chat_template as string;
+  const r1 = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}";
+  const plain = r1.replace('<think>\n', '');
+  const thinks = (architecture: string, template?: string) => thinksByItself({
+    config: { architecture } as ModelConfig,
+    tokenizer: loadTokenizer({ tokenizerJson, tokenizerConfig: template === undefined ? {} : { chat_template: template }, name: 't' }),
+  });
+  assert.deepEqual([thinks('qwen2', own), thinks('qwen3', own), thinks('qwen2', r1), thinks('llama', r1), thinks('qwen3', plain), thinks('qwen3')],
+    [false, true, true, true, false, false]);
 });
 
 test('nativeThinking (a model that thinks by itself, no adapter): the reasoning route equals a fresh run of prompt + "<think>" up to the cap; the direct route equals the enable_thinking: false prompt', async () => {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { answer, answerTemperature, checkTrainedFile } from '../reason/answer.ts';
+import { answer, answerTemperature, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
@@ -11,7 +11,7 @@ import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
 
 /** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
-export const qwen3Note = (output: string): string => `edgereason: note: Qwen3 thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}`;
+export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}`;
 
 export function answerCommand(program: Command): void {
   program.command('answer')
@@ -82,7 +82,7 @@ export function answerCommand(program: Command): void {
       }
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       try {
-        if (!reasons && model.config.architecture === 'qwen3') console.error(qwen3Note('answer'));
+        if (!reasons && thinksByItself(model)) console.error(thinkingNote('answer'));
         const { router, verifier } = loadProbes({ router: routerFile, verifier: verifierFile }, {
           config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`edgereason: ${n}`),
         });

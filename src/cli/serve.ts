@@ -2,7 +2,8 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { createServer } from '../server/app.ts';
 import { lateProgress } from '../train/progress.ts';
-import { qwen3Note } from './answer.ts';
+import { thinkingNote } from './answer.ts';
+import { thinksByItself } from '../reason/answer.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import type { EffortBudgets } from '../server/chat.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
@@ -61,7 +62,7 @@ export function serveCommand(program: Command): void {
       }
       const ids = [...server.served.models.keys()];
       const models = [...server.served.models.values()];
-      if (models.every((m) => m.kind === 'base') && models[0].model.config.architecture === 'qwen3') console.error(qwen3Note('content'));
+      if (models.every((m) => m.kind === 'base') && thinksByItself(models[0].model)) console.error(thinkingNote('content'));
       console.log(`edgereason: serving ${ids.join(', ')} at ${url}/v1 (playground: ${url}/)`);
       await new Promise<void>((resolve) => {
         let stopping = false;

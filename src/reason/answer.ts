@@ -162,6 +162,22 @@ function checkThinkingTokens(rt: ReasoningTokens): void {
   }
 }
 
+/**
+ * Whether a model thinks by itself, as its chat template tells: its generation prompt opens the thinking
+ * (DeepSeek-R1-Distill, Qwen3-Thinking-2507), or a Qwen3 template answers to enable_thinking (Qwen3's hybrid
+ * models; the Instruct-2507 ones do not think). Templates that only pre-fill an empty block for enable_thinking:
+ * false on another architecture (the embedded model's) do not count: its adapter does the thinking.
+ */
+export function thinksByItself(model: Pick<Model, 'tokenizer' | 'config'>): boolean {
+  const render = (vars?: Record<string, unknown>) => model.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true, vars });
+  try {
+    const prompt = render();
+    return prompt.trimEnd().endsWith(THINK_OPEN) || (model.config.architecture === 'qwen3' && render({ enable_thinking: false }) !== prompt);
+  } catch {
+    return false; // no chat template (or one that fails): nothing to tell
+  }
+}
+
 /** Where the prompt opens the thinking itself (the invocation, then at most two blank tokens, at its end), else -1. */
 function openedAt(tok: Model['tokenizer'], ids: number[], invocation: number[]): number {
   for (let k = 0; k <= 2 && k < ids.length; k++) {
