@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadHfFolder } from '../src/io/hf-folder.ts';
+import { openSource } from '../src/io/source.ts';
 import { ggufToModel, openGguf, typed, writeGguf, type GgufTyped, type GgufValue } from '../src/io/gguf.ts';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadAdapter, saveAdapter } from '../src/io/peft.ts';
@@ -107,6 +108,19 @@ test('weights that are not finite are refused at load (model and adapter), namin
   t.get(f.names.find((n) => n.endsWith('lora_B.weight'))!)!.data[0] = Infinity;
   writeSafetensors(w, t);
   assert.throws(() => loadAdapter(ad, base.config), /adapter_model\.safetensors: tensor ".*lora_B\.weight" holds Infinity at element 0/);
+});
+
+test('PyTorch checkpoints are refused by name; a file of a Hugging Face folder stands for the folder', () => {
+  const dir = path.join(tmp, 'pickled');
+  fs.mkdirSync(dir);
+  fs.copyFileSync(path.resolve(import.meta.dirname, '../models/default/config.json'), path.join(dir, 'config.json'));
+  fs.writeFileSync(path.join(dir, 'pytorch_model.bin'), Buffer.from([0x50, 0x4b, 0x03, 0x04, 0, 0]));
+  assert.throws(() => openSource(dir), { message: `${dir}: no model.safetensors or model.safetensors.index.json; pytorch_model.bin is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True))` });
+  assert.throws(() => openSource(path.join(dir, 'pytorch_model.bin')), /^Error: model: .*pytorch_model\.bin is a PyTorch checkpoint, which edgereason does not read/);
+  fs.copyFileSync(path.join(dir, 'pytorch_model.bin'), path.join(dir, 'weights.bin')); // torch.save's zip, whatever its name
+  assert.throws(() => openSource(path.join(dir, 'weights.bin')), /weights\.bin is a PyTorch checkpoint/);
+  const def = path.resolve(import.meta.dirname, '../models/default');
+  for (const f of ['config.json', 'model.safetensors']) assert.equal(openSource(path.join(def, f)).path, def);
 });
 
 test('safetensors: two tensors pointing at the same bytes are refused', () => {

@@ -8,6 +8,9 @@ import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTe
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 
+/** PyTorch's pickled checkpoints (torch.save), which carry code rather than data: never read. */
+export const PYTORCH_FILE = /^(pytorch_model.*\.bin|.*\.(pt|pth))$/;
+
 
 /** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */
 const HF_ARCHITECTURES: Record<string, ModelConfig['architecture']> = {
@@ -206,7 +209,10 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
       where.set(tensor, f);
     }
     weights = new ShardedWeights(where);
-  } else throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json`);
+  } else {
+    const pickled = fs.readdirSync(dir).find((f) => PYTORCH_FILE.test(f));
+    throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${pickled ? `; ${pickled} is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True))` : ''}`);
+  }
   for (const name of weights.names) {
     const f = weights instanceof SafetensorsFile ? weights : (weights as ShardedWeights).fileOf(name), dtype = f.info(name).dtype;
     if (!FLOAT_DTYPES.has(dtype)) throw new Error(`${f.path}: tensor "${name}" is stored as ${dtype}; weights must be F32, F16, BF16 or F64 (a quantized checkpoint? load the unquantized one)`);

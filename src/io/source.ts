@@ -10,7 +10,7 @@ import type { WeightSource } from './weights.ts';
 import { loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
 import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
-import { loadHfFolder } from './hf-folder.ts';
+import { loadHfFolder, PYTORCH_FILE } from './hf-folder.ts';
 import { ggufToModel, splitGgufParts } from './gguf.ts';
 import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
@@ -41,7 +41,12 @@ export function readManifest(dir: string): Manifest { return JSON.parse(fs.readF
 
 export function openSource(p: string): ModelSource {
   if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist`);
-  const abs = path.resolve(p);
+  let abs = path.resolve(p);
+  // A file of a Hugging Face folder (its config.json or weights) stands for the folder.
+  if (/^(config\.json|model.*\.safetensors(\.index\.json)?)$/.test(path.basename(abs)) && fs.existsSync(path.join(path.dirname(abs), 'config.json'))) abs = path.dirname(abs);
+  if (PYTORCH_FILE.test(path.basename(abs)) || (fs.statSync(abs).isFile() && isZip(abs))) {
+    throw new Error(`model: ${abs} is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True)) and give its folder`);
+  }
   if (fs.statSync(abs).isDirectory()) {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
     const { config, weights } = loadHfFolder(abs);
@@ -62,6 +67,12 @@ export function openSource(p: string): ModelSource {
     return { kind: 'llama2c', path: abs, config, weights, tokenizer, files: [abs, tokenizerPath], tokenizerFiles }; // the files openSourceFiles lists
   }
   throw new Error(`model: ${abs} is not a model folder (config.json), a .gguf file or a llama2.c .bin file`);
+}
+
+/** torch.save writes a zip archive. */
+function isZip(file: string): boolean {
+  const fd = fs.openSync(file, 'r'), head = Buffer.alloc(4);
+  try { return fs.readSync(fd, head, 0, 4, 0) === 4 && head.readUInt32LE(0) === 0x04034b50; } finally { fs.closeSync(fd); }
 }
 
 /** A tokenizer with ids past the embedding table belongs to another model: refuse it before it indexes out of range. */
