@@ -157,6 +157,14 @@ describe('data', () => {
     assert.throws(() => loadDataset(file('latin1.jsonl'), tok), /latin1\.jsonl:2: the dataset is not UTF-8 \(byte 0xe9 at offset 46\); save it as UTF-8/);
     fs.writeFileSync(file('utf16.jsonl'), Buffer.from('\ufeff{"prompt":"a","completion":"b"}\n', 'utf16le'));
     assert.throws(() => loadDataset(file('utf16.jsonl'), tok), /utf16\.jsonl: the dataset is UTF-16 text; save it as UTF-8/);
+    // A CESU-8 surrogate (ED A0 BD) and lone-CR line ends are named by line; a byte-order mark inside (two files joined) is read through.
+    const good = '{"prompt":"a","completion":"b"}\n';
+    fs.writeFileSync(file('cesu.jsonl'), Buffer.concat([Buffer.from(good + good), Buffer.from('{"prompt":"'), Buffer.from([0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80]), Buffer.from('","completion":"b"}\n')]));
+    assert.throws(() => loadDataset(file('cesu.jsonl'), tok), /cesu\.jsonl:3: the dataset is not UTF-8 \(byte 0xed at offset 75\); save it as UTF-8/);
+    fs.writeFileSync(file('joined.jsonl'), `\ufeff${good}\ufeff${good}`);
+    assert.equal(loadDataset(file('joined.jsonl'), tok).length, 2);
+    fs.writeFileSync(file('mac.jsonl'), good.trim() + '\r' + good.trim() + '\r');
+    assert.throws(() => loadDataset(file('mac.jsonl'), tok), /mac\.jsonl:1: invalid JSON \(.*\); its lines end in a lone carriage return \(CR\): save the file with LF or CRLF line ends/);
   });
 
   it('a template that renders earlier turns differently (Qwen3 drops their thinking): each such turn is an example of its own, as it renders last', () => {

@@ -9,30 +9,37 @@ export function readJsonlLines(file: string, what = 'dataset', limit = Infinity)
   let bytes: Buffer;
   try { bytes = fs.readFileSync(file); } catch (e) { throw new Error(`${file}: cannot read ${what} (${(e as Error).message})`); }
   if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) throw new Error(`${file}: the ${what} is UTF-16 text; save it as UTF-8`);
-  let text: string;
-  try { text = new TextDecoder('utf-8', { fatal: true }).decode(bytes); } catch {
-    const at = firstInvalidUtf8(bytes), line = bytes.subarray(0, Math.max(0, at)).toString('latin1').split('\n').length;
-    throw new Error(`${file}${at < 0 ? '' : `:${line}`}: the ${what} is not UTF-8${at < 0 ? '' : ` (byte 0x${bytes[at].toString(16)} at offset ${at})`}; save it as UTF-8`);
-  }
-  const out: { line: number; value: unknown; raw: string }[] = [], lines = text.replace(/^\uFEFF/, '').split('\n');
-  for (let i = 0; i < lines.length && out.length < limit; i++) {
-    const raw = lines[i];
+  // Line by line: a file of any size (one string holds at most 512 MiB), and errors name their line. The decoder
+  // drops a byte-order mark at the start of any line (files joined together).
+  const utf8 = new TextDecoder('utf-8', { fatal: true }), out: { line: number; value: unknown; raw: string }[] = [];
+  for (let start = 0, i = 0; start < bytes.length && out.length < limit; i++) {
+    const nl = bytes.indexOf(0x0a, start), end = nl < 0 ? bytes.length : nl, lineBytes = bytes.subarray(start, end);
+    start = end + 1;
+    let raw: string;
+    try { raw = utf8.decode(lineBytes); } catch {
+      const at = firstInvalidUtf8(lineBytes);
+      throw new Error(`${file}:${i + 1}: the ${what} is not UTF-8${at < 0 ? '' : ` (byte 0x${lineBytes[at].toString(16)} at offset ${end - lineBytes.length + at})`}; save it as UTF-8`);
+    }
     if (!raw.trim()) continue;
     try { out.push({ line: i + 1, value: JSON.parse(raw), raw }); } catch (e) {
       // A JSON array or a pretty-printed object fails on its first line: say what the format is.
-      const hint = /^\s*[[{]\s*$/.test(raw) || (i === 0 && /^\s*\[/.test(raw)) ? '; a JSONL file holds one JSON object per line (not a JSON array, nor pretty-printed JSON)' : '';
+      const hint = /^\s*[[{]\s*$/.test(raw) || (i === 0 && /^\s*\[/.test(raw)) ? '; a JSONL file holds one JSON object per line (not a JSON array, nor pretty-printed JSON)'
+        : /\r(?!$)/.test(raw) ? '; its lines end in a lone carriage return (CR): save the file with LF or CRLF line ends' : '';
       throw new Error(`${file}:${i + 1}: invalid JSON (${(e as Error).message})${hint}`);
     }
   }
   return out;
 }
 
-/** Offset of the first byte that does not begin or continue a UTF-8 sequence (-1: none; an overlong form, say). */
+/** Offset of the first byte that does not begin or continue a UTF-8 sequence as the standard allows (-1: none). */
 function firstInvalidUtf8(b: Uint8Array): number {
   for (let i = 0; i < b.length;) {
     const c = b[i], n = c < 0x80 ? 0 : c >= 0xc2 && c < 0xe0 ? 1 : c >= 0xe0 && c < 0xf0 ? 2 : c >= 0xf0 && c < 0xf5 ? 3 : -1;
     if (n < 0) return i;
-    for (let k = 1; k <= n; k++) if (i + k >= b.length || (b[i + k] & 0xc0) !== 0x80) return i;
+    // The second byte's narrower ranges: no overlong forms (E0, F0), surrogates (ED) or code points past U+10FFFF (F4).
+    const [lo, hi] = c === 0xe0 ? [0xa0, 0xbf] : c === 0xed ? [0x80, 0x9f] : c === 0xf0 ? [0x90, 0xbf] : c === 0xf4 ? [0x80, 0x8f] : [0x80, 0xbf];
+    if (n > 0 && (i + 1 >= b.length || b[i + 1] < lo || b[i + 1] > hi)) return i;
+    for (let k = 2; k <= n; k++) if (i + k >= b.length || (b[i + k] & 0xc0) !== 0x80) return i;
     i += n + 1;
   }
   return -1;
