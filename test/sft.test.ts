@@ -107,6 +107,9 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
   assert.match(run(['--data', path.join(tmp, 'empty.jsonl')]), /empty\.jsonl: empty dataset/);
   fs.writeFileSync(path.join(tmp, 'bad.jsonl'), '{"prompt":"a","completion":"b"}\n{"prompt":"only a prompt"}\n');
   assert.match(run(['--data', path.join(tmp, 'bad.jsonl')]), /bad\.jsonl:2: .*completion/);
+  // --lora-alpha defaults to 2 × --lora-r, as the API's alpha does (a fixed 32 made rank 4 a scale of 8).
+  assert.equal(run(['--data', data, '--lora-r', '4', '--max-steps', '1', '--overwrite']), '');
+  assert.deepEqual((({ r, lora_alpha }) => [r, lora_alpha])(JSON.parse(fs.readFileSync(path.join(tmp, 'cli', 'adapter_config.json'), 'utf8'))), [4, 8]);
 });
 
 /** `n` examples whose targets all lie past token 16 (cut off by maxLen 16), the invocation 3 before them. */

@@ -28,7 +28,7 @@ export function trainSftCommand(program: Command): void {
     .option('--eval <file>', 'held-out JSONL for eval loss')
     .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 0), 16)
-    .option('--lora-alpha <a>', 'LoRA alpha', positiveArg('--lora-alpha'), 32)
+    .option('--lora-alpha <a>', 'LoRA alpha (default: 2 × --lora-r, a scale of 2 whatever the rank)', positiveArg('--lora-alpha'))
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
     .option('--full', 'train every weight instead of a LoRA adapter (refused with --lora-r, --lora-alpha, --targets, --alora-invocation)')
     .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>"), and the loss counts only what follows it; LoRA only')
