@@ -16,7 +16,7 @@ import { loadDataset, tokenizeRecord } from '../src/train/data.ts';
 import { rlPrompts } from '../src/cli/train-rl.ts';
 import { trainSft } from '../src/train/sft.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
-import { loadAdapter } from '../src/io/peft.ts';
+import { loadAdapter, parseAdapterConfig } from '../src/io/peft.ts';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
 import { projectionShape, type Projection } from '../src/models/config.ts';
@@ -251,9 +251,20 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
     const rs = loadAdapter(out, model.config), key = 'model.layers.1.mlp.down_proj';
     const ratio = (8 / Math.sqrt(4)) / (8 / 4), b0 = plain.tensors.get(key)!.b, b1 = rs.tensors.get(key)!.b;
     assert.ok(b0.some((x) => x !== 0) && b1.every((x, i) => Math.abs(x - ratio * b0[i]) <= 1e-6 * Math.abs(b0[i])), 'rsLoRA scale');
-    for (const [field, value] of [['use_dora', true], ['alpha_pattern', { q_proj: 16 }], ['rank_pattern', { v_proj: 2 }], ['layers_to_transform', [0]], ['bias', 'lora_only']] as const) {
+    for (const [field, value] of [['use_dora', true], ['alpha_pattern', { q_proj: 16 }], ['rank_pattern', { v_proj: 2 }], ['layers_to_transform', [0]], ['bias', 'lora_only'],
+      ['lora_bias', true], ['exclude_modules', ['model.layers.0.self_attn.q_proj']], ['layer_replication', [[0, 2]]], ['target_parameters', ['mlp.experts']]] as const) {
       fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, [field]: value }));
       assert.throws(() => loadAdapter(out, model.config), new RegExp(`adapter_config\\.json sets "${field}": .*does not support`));
+    }
+    // target_modules as one string, as PEFT reads it: "all-linear", or a regex over whole module names.
+    const targetsOf = (t: string) => { fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, target_modules: t })); return loadAdapter(out, model.config).config.targets; };
+    assert.deepEqual(cfg.target_modules, ['q_proj', 'v_proj', 'down_proj']);
+    assert.deepEqual(targetsOf('.*\\.(q_proj|v_proj|down_proj)'), cfg.target_modules);
+    assert.deepEqual(targetsOf('model\\.layers\\.\\d+\\.(self_attn\\.[qv]_proj|mlp\\.down_proj)'), cfg.target_modules);
+    assert.deepEqual(parseAdapterConfig({ r: 4, target_modules: 'all-linear' }, 'x').targets, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    for (const [t, re] of [['.*layers\\.0\\..*q_proj', /selects q_proj in some layers only; edgereason applies a LoRA target to every layer/], ['.*lm_head', /selects lm_head, which edgereason does not adapt/],
+      ['.*(foo', /is neither a projection nor a valid regular expression/], ['.*\\.qkv', /selects none of the projections/]] as const) {
+      assert.throws(() => targetsOf(t), re, t);
     }
     // PiSSA-style adapters apply to a rebuilt residual base; plain initialisations are fine.
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, init_lora_weights: 'pissa_niter_4' }));

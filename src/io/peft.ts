@@ -77,6 +77,9 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
     ['layers_to_transform', raw.layers_to_transform !== undefined && raw.layers_to_transform !== null],
     ['bias', raw.bias !== undefined && raw.bias !== 'none'], ['fan_in_fan_out', raw.fan_in_fan_out === true],
     ['modules_to_save', isNonEmpty(raw.modules_to_save)], ['trainable_token_indices', isNonEmpty(raw.trainable_token_indices)],
+    ['lora_bias', raw.lora_bias === true], ['layer_replication', isNonEmpty(raw.layer_replication)],
+    ['exclude_modules', isNonEmpty(raw.exclude_modules)], ['target_parameters', isNonEmpty(raw.target_parameters)],
+    ['use_qalora', raw.use_qalora === true],
   ];
   // PiSSA / OLoRA / CorDA / LoftQ adapters are saved against a modified ("residual") base that PEFT rebuilds on load.
   const init = raw.init_lora_weights;
@@ -87,7 +90,7 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
   const r = raw.r, alpha = raw.lora_alpha ?? 8, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8
   if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${JSON.stringify(r)}`);
   if (typeof alpha !== 'number') throw new Error(`adapter: ${file} field "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
-  const list = typeof targets === 'string' ? [targets] : targets;
+  const list = typeof targets === 'string' ? stringTargets(targets, file) : targets;
   if (!Array.isArray(list) || !list.length) throw new Error(`adapter: ${file} field "target_modules" must list projections (${PROJECTIONS.join(', ')})`);
   for (const t of list) {
     if (!PROJECTIONS.includes(t)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')})`);
@@ -98,6 +101,28 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
     throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a non-empty list of token ids (or absent, for a plain LoRA adapter), got ${JSON.stringify(inv)}`);
   }
   return { r: r as number, loraAlpha: alpha, targets: list as Projection[], ...(raw.use_rslora === true ? { rslora: true } : {}), ...(Array.isArray(inv) && inv.length ? { aloraInvocationTokens: inv as number[] } : {}) };
+}
+
+/**
+ * target_modules given as one string, as PEFT reads it: "all-linear" (every linear layer but the output), a module
+ * name, or a regular expression matched against whole module names (model.layers.3.self_attn.q_proj). A regex
+ * must select each projection in every layer or in none (a LoRA target here spans all layers).
+ */
+function stringTargets(t: string, file: string): string[] {
+  if (t === 'all-linear') return [...PROJECTIONS];
+  if ((PROJECTIONS as readonly string[]).includes(t)) return [t];
+  let re: RegExp;
+  try { re = new RegExp(`^(?:${t})$`); } catch (e) { throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} is neither a projection nor a valid regular expression (${(e as Error).message})`); }
+  const layers = Array.from({ length: 64 }, (_, l) => l), module = (l: number, p: string) => `model.layers.${l}.${/^(gate|up|down)/.test(p) ? 'mlp' : 'self_attn'}.${p}`;
+  const other = ['lm_head', 'model.embed_tokens'].find((m) => re.test(m));
+  if (other) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${other}, which edgereason does not adapt (projections: ${PROJECTIONS.join(', ')})`);
+  const picked = PROJECTIONS.filter((p) => {
+    const hits = layers.filter((l) => re.test(module(l, p))).length;
+    if (hits && hits < layers.length) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${p} in some layers only; edgereason applies a LoRA target to every layer`);
+    return hits > 0;
+  });
+  if (!picked.length) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects none of the projections (${PROJECTIONS.join(', ')})`);
+  return picked;
 }
 
 const isNonEmpty = (x: unknown) => x !== undefined && x !== null && (typeof x !== 'object' || Object.keys(x).length > 0);
