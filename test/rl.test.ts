@@ -45,7 +45,7 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     // Chat queries close their thinking quickly and mostly correctly, math ones mostly not: rewards differ within groups.
     const chat = makeSplits({ train: 20, val: 0, test: 0, seed: 1, mix: { chat: 1 } }).train.map((it) => ({ question: it.question, gold: it.answer }));
     const { history } = await trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, ...rlPrompts('synthetic', 20, 0)], {
-      out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, quiet: true, onStep: (s) => steps.push(s.step),
+      out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, quiet: true, checkpointEvery: 10, onStep: (s) => steps.push(s.step),
     });
     assert.deepEqual(steps, [1, 2]);
     assert.equal(history.length, 2);
@@ -55,6 +55,19 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     const k = [...start.tensors.keys()][0];
     assert.notDeepEqual(a.tensors.get(k)!.b, start.tensors.get(k)!.b, 'the policy steps changed the adapter');
     for (const f of ['rl-curves.svg', 'rl-length.svg', 'rl_log.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
+    // Resumed at its last step with the same --steps: said, no step taken, the outputs written again from it.
+    const said: string[] = [], write = process.stderr.write;
+    process.stderr.write = ((chunk: string) => { said.push(String(chunk)); return true; }) as typeof process.stderr.write;
+    let again;
+    try {
+      again = await trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, ...rlPrompts('synthetic', 20, 0)], {
+        out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, checkpointEvery: 10, resume: true, onStep: (s) => steps.push(s.step),
+      });
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.ok(said.some((l) => l.includes('train-rl: the checkpoint is at step 2, --steps is 2: nothing left to train (a larger --steps goes on); writing the outputs from it')), said.join(''));
+    assert.deepEqual([steps, again.history.length], [[1, 2], 2]);
     // Rollouts: a completion that ends on the stop token trains that token too (stopping is a choice the policy
     // learns); at a high temperature, rows run to the model's context, not past it.
     const inv = start.config.aloraInvocationTokens!, ctx = src.config.maxPositionEmbeddings, eos = new Set(m.tokenizer.eosTokenIds);

@@ -138,6 +138,7 @@ export async function trainRl(
     const st = resume(ckpt, params, opt, options, later);
     step = checkpoint = st.step;
     history.push(...((st.config.history as RlStepStats[]) ?? []));
+    if (step >= o.steps && !o.quiet) process.stderr.write(`train-rl: the checkpoint is at step ${step}, --steps is ${o.steps}: nothing left to train (a larger --steps goes on); writing the outputs from it\n`);
   }
   const save = () => {
     saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, options, config: { history } } });
