@@ -137,8 +137,8 @@ test('examples left without targets (no invocation, completion cut off by maxLen
     process.stderr.write = write;
   }
   const want = {
-    train: { examples: 36, used: 20, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, truncated: 4 },
-    eval: { examples: 7, used: 4, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, truncated: 0 },
+    train: { examples: 36, used: 20, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 4 },
+    eval: { examples: 7, used: 4, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0 },
   };
   assert.deepEqual(r.data, want);
   assert.equal(r.steps, r.total);
@@ -156,6 +156,12 @@ test('every training example without targets: refused before training, naming th
     { message: 'train-sft: none of the 8 training examples has a target token left: 8 whose completion is cut off by --max-len 16' });
   await assert.rejects(trainSft(model.config, weights, noInvocation(4, 1), [], { ...base, out: path.join(tmp, 'none'), aloraInvocation: [3] }),
     { message: 'train-sft: none of the 4 training examples has a target token left: 4 without the activated-LoRA invocation tokens [3] before their completion' });
+  // Examples read from a file say where they came from: the first few dropped are named.
+  const located = (set: Example[]) => set.map((e, i) => ({ ...e, source: `d.jsonl:${i + 1}` }));
+  await assert.rejects(trainSft(model.config, weights, located(noInvocation(2, 1)), [], { ...base, out: path.join(tmp, 'none'), aloraInvocation: [3] }),
+    { message: 'train-sft: none of the 2 training examples has a target token left: 2 without the activated-LoRA invocation tokens [3] before their completion (d.jsonl:1, d.jsonl:2)' });
+  await assert.rejects(trainSft(model.config, weights, located(cutOff(5)), [], { ...base, out: path.join(tmp, 'none'), maxLen: 16 }),
+    { message: 'train-sft: none of the 5 training examples has a target token left: 5 whose completion is cut off by --max-len 16 (e.g. d.jsonl:1, d.jsonl:2, d.jsonl:3)' });
   assert.equal(fs.existsSync(path.join(tmp, 'none')), false);
   // Examples are cut to the model's context at most (positions past it are never seen at inference).
   const ctx = model.config.maxPositionEmbeddings;

@@ -150,6 +150,7 @@ describe('data', () => {
       [['', '  ', ''], /bad\.jsonl: empty dataset/],
     ];
     for (const [lines, re] of cases) assert.throws(() => loadDataset(writeLines('bad.jsonl', lines), tok), re);
+    assert.deepEqual(loadDataset(writeLines('two.jsonl', ['{"prompt":"a","completion":"b"}', '', '{"prompt":"c","completion":"d"}']), tok).map((e) => e.source), [`${file('two.jsonl')}:1`, `${file('two.jsonl')}:3`]);
     assert.throws(() => loadDataset(file('nope.jsonl'), tok), /nope\.jsonl: cannot read dataset/);
     // Not JSONL, or not UTF-8: said so.
     assert.throws(() => loadDataset(writeLines('arr.jsonl', ['[', '{"prompt":"a","completion":"b"}', ']']), tok), /arr\.jsonl:1: invalid JSON \(.*\); a JSONL file holds one JSON object per line \(not a JSON array, nor pretty-printed JSON\)/);

@@ -15,7 +15,11 @@
 import { readJsonlLines } from '../io/jsonl.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 
-export interface Example { ids: number[]; lossMask: Uint8Array }
+export interface Example {
+  ids: number[]; lossMask: Uint8Array;
+  /** Where it came from (file:line), for messages about it. */
+  source?: string;
+}
 
 export type DataRecord =
   /** `trainFrom`: the assistant turns before this message are context, not targets (a conversational prompt's). */
@@ -82,6 +86,10 @@ const isPrefix = (p: number[], of: number[]) => p.length <= of.length && p.every
  * activated LoRA trains only what follows the last invocation of an example, so the earlier turns would be lost).
  */
 export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line ${r.line}`, perTurn = false): Example[] {
+  return tokenizeOne(r, tok, where, perTurn).map((e) => ({ ...e, source: where }));
+}
+
+function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: boolean): Example[] {
   if ('prompt' in r) {
     const p = tok.encode(r.prompt), c = tok.encode(r.completion, { addSpecialTokens: false });
     if (tok.eosTokenIds.length) c.push(tok.eosTokenIds[0]);

@@ -65,6 +65,8 @@ export interface DataReport {
   examples: number;
   used: number;
   dropped: { noTargets: number; noInvocation: number; cutOff: number };
+  /** Where the first few dropped examples came from (file:line), by reason. */
+  droppedAt: { noTargets: string[]; noInvocation: string[]; cutOff: string[] };
   truncated: number;
 }
 
@@ -124,8 +126,8 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     ...(o.full ? {} : { '--lora-r': rank, '--lora-alpha': alpha, '--targets': PROJECTIONS.filter((p) => targets.includes(p)).map((p) => p.replace(/_proj$/, '')).join(',') }),
     '--alora-invocation': o.aloraInvocation ?? 'none',
     examples: train.length, warmupSteps: schedule.warmup, minLrRatio: o.minLrRatio ?? 0.1, weightDecay, clip,
-    'the --model (a hash of its config and weights)': modelIdentity(config, weights), 'the --data (a hash of its token ids)': dataIdentity(train),
-    'the --eval (a hash of its token ids)': dataIdentity(evalSet), // its losses go on one curve
+    'the --model (a hash of its config and weights)': modelIdentity(config, weights), 'the --data (a hash of its token ids)': dataIdentity(train.map(tokensOf)),
+    'the --eval (a hash of its token ids)': dataIdentity(evalSet.map(tokensOf)), // its losses go on one curve
   };
   const ckptDir = path.join(o.out, 'checkpoint');
   if (o.resume) {
@@ -218,29 +220,37 @@ const targetsWithin = (lossMask: Uint8Array, maxLen: number) => sum(lossMask.sub
  * dropped from the mask.
  */
 function usable(set: Example[], maxLen: number, invocation?: number[]): { examples: Example[]; report: DataReport } {
-  const report: DataReport = { examples: set.length, used: 0, dropped: { noTargets: 0, noInvocation: 0, cutOff: 0 }, truncated: 0 };
+  const report: DataReport = { examples: set.length, used: 0, dropped: { noTargets: 0, noInvocation: 0, cutOff: 0 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0 };
   const examples: Example[] = [];
+  const drop = (why: keyof DataReport['dropped'], e: Example) => {
+    report.dropped[why]++;
+    if (e.source !== undefined && report.droppedAt[why].length < 3) report.droppedAt[why].push(e.source);
+  };
   for (const e of set) {
     let lossMask = e.lossMask;
-    if (!sum(lossMask, 1)) { report.dropped.noTargets++; continue; }
+    if (!sum(lossMask, 1)) { drop('noTargets', e); continue; }
     if (invocation) {
       const m = aloraMask(e.ids, invocation);
       lossMask = lossMask.map((v, i) => (i > 0 && m[i - 1] ? v : 0));
-      if (!sum(lossMask, 1)) { report.dropped.noInvocation++; continue; }
+      if (!sum(lossMask, 1)) { drop('noInvocation', e); continue; }
     }
-    if (!targetsWithin(lossMask, maxLen)) { report.dropped.cutOff++; continue; }
-    examples.push(invocation ? { ids: e.ids, lossMask } : e);
+    if (!targetsWithin(lossMask, maxLen)) { drop('cutOff', e); continue; }
+    examples.push(invocation ? { ...e, lossMask } : e);
   }
   report.used = examples.length;
   return { examples, report };
 }
 
+/** An example's tokens alone (where it came from does not change the run). */
+const tokensOf = ({ ids, lossMask }: Example) => ({ ids, lossMask });
+
 function dropReasons(r: DataReport, cut: string, invocation?: number[]): string {
   const { noTargets, noInvocation, cutOff } = r.dropped;
+  const at = (why: keyof DataReport['dropped']) => (r.droppedAt[why].length ? ` (${r.dropped[why] > r.droppedAt[why].length ? 'e.g. ' : ''}${r.droppedAt[why].join(', ')})` : '');
   return [
-    noTargets && `${noTargets} with an empty loss mask`,
-    noInvocation && `${noInvocation} without the activated-LoRA invocation tokens [${invocation?.join(', ')}] before their completion`,
-    cutOff && `${cutOff} whose completion is cut off by ${cut}`,
+    noTargets && `${noTargets} with an empty loss mask${at('noTargets')}`,
+    noInvocation && `${noInvocation} without the activated-LoRA invocation tokens [${invocation?.join(', ')}] before their completion${at('noInvocation')}`,
+    cutOff && `${cutOff} whose completion is cut off by ${cut}${at('cutOff')}`,
   ].filter(Boolean).join(', ');
 }
 
