@@ -261,7 +261,11 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
     assert.deepEqual(cfg.target_modules, ['q_proj', 'v_proj', 'down_proj']);
     assert.deepEqual(targetsOf('.*\\.(q_proj|v_proj|down_proj)'), cfg.target_modules);
     assert.deepEqual(targetsOf('model\\.layers\\.\\d+\\.(self_attn\\.[qv]_proj|mlp\\.down_proj)'), cfg.target_modules);
-    assert.deepEqual(parseAdapterConfig({ r: 4, target_modules: 'all-linear' }, 'x').targets, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    assert.deepEqual(parseAdapterConfig({ r: 4, target_modules: 'ALL-LINEAR' }, 'x').targets, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    // A regex over layer numbers is checked against the model's own depth (here 16 layers: all of them; 32: half).
+    const firstSixteen = { r: 4, target_modules: 'model\\.layers\\.([0-9]|1[0-5])\\.self_attn\\.q_proj', exclude_modules: '' };
+    assert.deepEqual(parseAdapterConfig(firstSixteen, 'x', 16).targets, ['q_proj']);
+    assert.throws(() => parseAdapterConfig(firstSixteen, 'x', 32), /selects q_proj in some layers only/);
     for (const [t, re] of [['.*layers\\.0\\..*q_proj', /selects q_proj in some layers only; edgereason applies a LoRA target to every layer/], ['.*lm_head', /selects lm_head, which edgereason does not adapt/],
       ['.*(foo', /is neither a projection nor a valid regular expression/], ['.*\\.qkv', /selects none of the projections/]] as const) {
       assert.throws(() => targetsOf(t), re, t);

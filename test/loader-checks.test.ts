@@ -121,6 +121,13 @@ test('PyTorch checkpoints are refused by name; a file of a Hugging Face folder s
   assert.throws(() => openSource(path.join(dir, 'weights.bin')), /weights\.bin is a PyTorch checkpoint/);
   const def = path.resolve(import.meta.dirname, '../models/default');
   for (const f of ['config.json', 'model.safetensors']) assert.equal(openSource(path.join(def, f)).path, def);
+  // A trainer's folder: the model's own file is named, not its optimizer state; a folder named like a file is a folder.
+  fs.writeFileSync(path.join(dir, 'optimizer.pt'), 'x');
+  assert.throws(() => openSource(dir), /; pytorch_model\.bin is a PyTorch checkpoint/);
+  const named = path.join(tmp, 'tiny.pt');
+  fs.mkdirSync(named);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(def, f), path.join(named, f));
+  assert.equal(openSource(named).kind, 'hf');
 });
 
 test('safetensors: two tensors pointing at the same bytes are refused', () => {

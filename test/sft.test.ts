@@ -160,6 +160,8 @@ test('every training example without targets: refused before training, naming th
   const located = (set: Example[]) => set.map((e, i) => ({ ...e, source: `d.jsonl:${i + 1}` }));
   await assert.rejects(trainSft(model.config, weights, located(noInvocation(2, 1)), [], { ...base, out: path.join(tmp, 'none'), aloraInvocation: [3] }),
     { message: 'train-sft: none of the 2 training examples has a target token left: 2 without the activated-LoRA invocation tokens [3] before their completion (d.jsonl:1, d.jsonl:2)' });
+  await assert.rejects(trainSft(model.config, weights, noInvocation(2, 1).map((e) => ({ ...e, source: 'd.jsonl:5' })), [], { ...base, out: path.join(tmp, 'none'), aloraInvocation: [3] }),
+    { message: 'train-sft: none of the 2 training examples has a target token left: 2 without the activated-LoRA invocation tokens [3] before their completion (e.g. d.jsonl:5)' }); // the turns of one line
   await assert.rejects(trainSft(model.config, weights, located(cutOff(5)), [], { ...base, out: path.join(tmp, 'none'), maxLen: 16 }),
     { message: 'train-sft: none of the 5 training examples has a target token left: 5 whose completion is cut off by --max-len 16 (e.g. d.jsonl:1, d.jsonl:2, d.jsonl:3)' });
   assert.equal(fs.existsSync(path.join(tmp, 'none')), false);

@@ -210,7 +210,8 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     }
     weights = new ShardedWeights(where);
   } else {
-    const pickled = fs.readdirSync(dir).find((f) => PYTORCH_FILE.test(f));
+    // The model's weights, not a trainer's optimizer or RNG state.
+    const pickled = fs.readdirSync(dir).filter((f) => PYTORCH_FILE.test(f) && !/^(optimizer|scheduler|rng_state|training_args)/.test(f)).sort((a, b) => Number(!a.startsWith('pytorch_model')) - Number(!b.startsWith('pytorch_model')))[0];
     throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${pickled ? `; ${pickled} is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True))` : ''}`);
   }
   for (const name of weights.names) {

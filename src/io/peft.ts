@@ -27,17 +27,17 @@ export const PEFT_PREFIX = 'base_model.model.';
 export const loraScale = (c: AdapterConfig): number => c.loraAlpha / (c.rslora ? Math.sqrt(c.r) : c.r);
 
 /** A PEFT adapter folder's adapter_config.json, checked (see parseAdapterConfig). */
-export function readAdapterConfig(dir: string): AdapterConfig {
+export function readAdapterConfig(dir: string, numLayers?: number): AdapterConfig {
   const cfgFile = path.join(dir, 'adapter_config.json');
   if (!fs.existsSync(cfgFile)) throw new Error(`adapter: ${cfgFile} not found (expected a PEFT adapter folder)`);
   let raw: Record<string, unknown>;
   try { raw = JSON.parse(fs.readFileSync(cfgFile, 'utf8')); } catch (e) { throw new Error(`adapter: ${cfgFile} is not valid JSON: ${(e as Error).message}`); }
-  return parseAdapterConfig(raw, cfgFile);
+  return parseAdapterConfig(raw, cfgFile, numLayers);
 }
 
 export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
   const cfgFile = path.join(dir, 'adapter_config.json'), wFile = path.join(dir, 'adapter_model.safetensors');
-  const config = readAdapterConfig(dir);
+  const config = readAdapterConfig(dir, model.numLayers);
   if (!fs.existsSync(wFile)) throw new Error(`adapter: ${wFile} not found`);
   const file = openSafetensors(wFile);
   checkSavedWith(file, config, cfgFile);
@@ -67,7 +67,8 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
   return { dir, config, tensors };
 }
 
-export function parseAdapterConfig(raw: Record<string, unknown>, file: string): AdapterConfig {
+/** `numLayers`: the model's, for a target_modules regex (which must take a projection in all of them or none). */
+export function parseAdapterConfig(raw: Record<string, unknown>, file: string, numLayers?: number): AdapterConfig {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`adapter: ${file} must hold a JSON object (a PEFT adapter_config.json), got ${JSON.stringify(raw)}`);
   if (raw.peft_type !== undefined && raw.peft_type !== 'LORA') throw new Error(`adapter: ${file} field "peft_type" is ${JSON.stringify(raw.peft_type)}; only LORA adapters are supported`);
   // Options that change what the tensors mean: refused by name rather than silently read as plain LoRA.
@@ -90,7 +91,7 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
   const r = raw.r, alpha = raw.lora_alpha ?? 8, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8
   if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${JSON.stringify(r)}`);
   if (typeof alpha !== 'number') throw new Error(`adapter: ${file} field "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
-  const list = typeof targets === 'string' ? stringTargets(targets, file) : targets;
+  const list = typeof targets === 'string' ? stringTargets(targets, file, numLayers) : targets;
   if (!Array.isArray(list) || !list.length) throw new Error(`adapter: ${file} field "target_modules" must list projections (${PROJECTIONS.join(', ')})`);
   for (const t of list) {
     if (!PROJECTIONS.includes(t)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')})`);
@@ -108,24 +109,25 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string): 
  * name, or a regular expression matched against whole module names (model.layers.3.self_attn.q_proj). A regex
  * must select each projection in every layer or in none (a LoRA target here spans all layers).
  */
-function stringTargets(t: string, file: string): string[] {
-  if (t === 'all-linear') return [...PROJECTIONS];
+function stringTargets(t: string, file: string, numLayers?: number): string[] {
+  if (t.toLowerCase() === 'all-linear') return [...PROJECTIONS];
   if ((PROJECTIONS as readonly string[]).includes(t)) return [t];
   let re: RegExp;
   try { re = new RegExp(`^(?:${t})$`); } catch (e) { throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} is neither a projection nor a valid regular expression (${(e as Error).message})`); }
-  const layers = Array.from({ length: 64 }, (_, l) => l), module = (l: number, p: string) => `model.layers.${l}.${/^(gate|up|down)/.test(p) ? 'mlp' : 'self_attn'}.${p}`;
+  // Without the model (reading the config alone), what the regex takes in any layer; the model's load checks all.
+  const layers = Array.from({ length: numLayers ?? 64 }, (_, l) => l), module = (l: number, p: string) => `model.layers.${l}.${/^(gate|up|down)/.test(p) ? 'mlp' : 'self_attn'}.${p}`;
   const other = ['lm_head', 'model.embed_tokens'].find((m) => re.test(m));
   if (other) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${other}, which edgereason does not adapt (projections: ${PROJECTIONS.join(', ')})`);
   const picked = PROJECTIONS.filter((p) => {
     const hits = layers.filter((l) => re.test(module(l, p))).length;
-    if (hits && hits < layers.length) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${p} in some layers only; edgereason applies a LoRA target to every layer`);
+    if (hits && hits < layers.length && numLayers !== undefined) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${p} in some layers only; edgereason applies a LoRA target to every layer`);
     return hits > 0;
   });
   if (!picked.length) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects none of the projections (${PROJECTIONS.join(', ')})`);
   return picked;
 }
 
-const isNonEmpty = (x: unknown) => x !== undefined && x !== null && (typeof x !== 'object' || Object.keys(x).length > 0);
+const isNonEmpty = (x: unknown) => x !== undefined && x !== null && x !== '' && (typeof x !== 'object' || Object.keys(x).length > 0);
 
 export interface SaveAdapterOptions extends AdapterConfig {
   /** base_model_name_or_path (a hub id or a folder); null when absent. */

@@ -44,7 +44,7 @@ export function openSource(p: string): ModelSource {
   let abs = path.resolve(p);
   // A file of a Hugging Face folder (its config.json or weights) stands for the folder.
   if (/^(config\.json|model.*\.safetensors(\.index\.json)?)$/.test(path.basename(abs)) && fs.existsSync(path.join(path.dirname(abs), 'config.json'))) abs = path.dirname(abs);
-  if (PYTORCH_FILE.test(path.basename(abs)) || (fs.statSync(abs).isFile() && isZip(abs))) {
+  if (fs.statSync(abs).isFile() && (PYTORCH_FILE.test(path.basename(abs)) || isZip(abs))) {
     throw new Error(`model: ${abs} is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True)) and give its folder`);
   }
   if (fs.statSync(abs).isDirectory()) {

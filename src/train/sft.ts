@@ -224,7 +224,8 @@ function usable(set: Example[], maxLen: number, invocation?: number[]): { exampl
   const examples: Example[] = [];
   const drop = (why: keyof DataReport['dropped'], e: Example) => {
     report.dropped[why]++;
-    if (e.source !== undefined && report.droppedAt[why].length < 3) report.droppedAt[why].push(e.source);
+    const at = report.droppedAt[why]; // a conversation split into turns drops from one line several times
+    if (e.source !== undefined && at.length < 3 && !at.includes(e.source)) at.push(e.source);
   };
   for (const e of set) {
     let lossMask = e.lossMask;
