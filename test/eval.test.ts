@@ -140,3 +140,39 @@ test('the reasoning bench\'s latency-vs-mix curve: routed / always-reason of eac
   assert.equal(hardShareAtRatio(byCategory, 0.3), undefined); // above 0.6 even without hard questions
   assert.deepEqual(latencyByMix({ chat: byCategory.chat, hard: byCategory.hard }), []);
 });
+
+test('the library refuses bad arguments by name before any work: answer, Reasoner, runEval, the case makers, trainRouter, trainVerifier, convertModel', async () => {
+  const { Reasoner, Router, Verifier, trainRouter, trainVerifier, convertModel, defaultModel } = await import('../src/index.ts');
+  const model = await loadModel(DEFAULT_DIR, { adapter: path.join(DEFAULT_DIR, 'reasoning-adapter'), worker: false });
+  try {
+    const verifier = Verifier.load(defaultModel.verifier, model.config.hiddenSize), cases = syntheticCases('test', 2);
+    const items = [{ question: 'What is 2 plus 3?', gold: 5, task: 'synthetic' as const }];
+    const refused: [() => unknown, RegExp][] = [
+      [() => answer(null as never, 'hi'), /^Error: answer: model must be a loaded model \(loadModel\), got null$/],
+      [() => answer(model, 'hi', {}, { router: {} as never }), /^Error: answer: router must be a Router \(Router\.load\(file, hiddenSize\)\), got \{\}$/],
+      [() => answer(model, 'hi', {}, { router: verifier as never }), /^Error: answer: router must be a Router .*, got a Verifier$/],
+      [() => new Reasoner(model, { verifier: 'verifier.json' as never }), /^Error: Reasoner: verifier must be a Verifier .*, got "verifier\.json"$/],
+      [() => answer(model, 'hi', { samples: NaN }), /^Error: answer: samples must be a positive integer, got NaN$/],
+      [() => answer(model, 'hi', { temperature: -1, reasoning: 'on' }), /^Error: answer: temperature must be a finite number ≥ 0 \(0 = greedy\), got -1$/],
+      [() => answer(model, ' '), /^Error: answer: the question is empty$/],
+      [() => answer(model, 'hi', [] as never), /^Error: answer: options must be an object, got a list$/],
+      [() => runEval(model, cases, { batch: 0 }), /^Error: eval: batch must be an integer ≥ 1, got 0$/], // it used to loop forever
+      [() => runEval(model, cases, { max_tokens: 3 } as never), /^Error: eval: unknown option "max_tokens"/],
+      [() => runEval(model, [{ question: 'x' }] as never), /^Error: eval: case 0 must be \{ id, question: string, gold: string or number, category, task: .* \}, got \{"question":"x"\}$/],
+      [() => syntheticCases('train' as never, 3), /^Error: eval: the synthetic split must be "test" or "val", got "train"$/],
+      [() => syntheticCases('test', -1), /^Error: eval: limit must be an integer ≥ 1, got -1$/],
+      [() => datasetCases('gsm9k' as never, 'x', 3), /^Error: eval: task must be one of gsm8k, math500, svamp, asdiv, aime24, amc23, got "gsm9k"$/],
+      [() => trainRouter(model, items, { lr: NaN }), /^Error: router: lr must be a number above 0, got NaN$/], // it used to train a probe of NaN weights
+      [() => trainRouter(model, items, { maxLoss: -1 }), /^Error: router: maxLoss must be a share between 0 and 1/],
+      [() => trainRouter(model, items, { rule: 'fast' as never }), /^Error: router: rule must be "accuracy" or "savings", got "fast"$/],
+      [() => trainRouter(model, [{ question: 'x' }] as never), /^Error: router: items\[0\] must be \{ question: string, gold: string or number, task: .* \}, got \{"question":"x"\}$/],
+      [() => trainVerifier(model, items, { samples: 0 }), /^Error: verifier: samples must be an integer ≥ 1, got 0$/],
+      [() => convertModel(DEFAULT_DIR, path.join(tmp, 'conv'), { quant: 'q3' as never }), /^Error: convert: quant must be "q4", "q8", "fp32", got "q3"$/],
+      [() => convertModel(DEFAULT_DIR, path.join(tmp, 'conv'), { loraTargets: 'q_proj' as never }), /^Error: convert: loraTargets must be a list of projections/],
+    ];
+    for (const [call, re] of refused) await assert.rejects(async () => call(), re, String(re));
+    assert.equal(fs.existsSync(path.join(tmp, 'conv')), false, 'nothing written');
+  } finally {
+    await model.close();
+  }
+});

@@ -7,11 +7,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Model } from '../runtime/model.ts';
-import { endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
+import { checkKeys, type Model } from '../runtime/model.ts';
+import { checkGenerateOptions, endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
 import { EMPTY_THINKING, reasoningTokens, thinkingOptions } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
-import { isCorrect, type Task } from '../tasks/grade.ts';
+import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
 
 export interface EvalCase { id: string; question: string; gold: string | number; category: string; task: Task }
@@ -44,7 +44,27 @@ export interface Summary {
 
 export interface EvalReport { options: Record<string, unknown>; summary: Record<string, Summary>; cases: CaseResult[] }
 
+const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP'];
+const shown = (v: unknown) => (typeof v === 'number' ? String(v) : JSON.stringify(v));
+
+/** runEval's inputs, checked before any work (a bad batch size would loop forever, a bad case fail after the others). */
+function checkEvalInputs(cases: EvalCase[], o: EvalOptions, vocabSize: number): void {
+  checkKeys(o, EVAL_OPTIONS, 'eval');
+  if (o.batch !== undefined && !(Number.isInteger(o.batch) && o.batch >= 1)) throw new Error(`eval: batch must be an integer ≥ 1, got ${shown(o.batch)}`);
+  if (o.maxThinkingTokens !== undefined && !(Number.isInteger(o.maxThinkingTokens) && o.maxThinkingTokens >= 0)) throw new Error(`eval: maxThinkingTokens must be an integer ≥ 0, got ${shown(o.maxThinkingTokens)}`);
+  for (const k of ['reasoning', 'nativeThinking'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`eval: ${k} must be true or false, got ${shown(o[k])}`);
+  if (o.onCase !== undefined && typeof o.onCase !== 'function') throw new Error(`eval: onCase must be a function (done, total) => void, got ${typeof o.onCase}`);
+  checkGenerateOptions(o, vocabSize);
+  if (!Array.isArray(cases)) throw new Error(`eval: cases must be a list of { id, question, gold, category, task } (syntheticCases, datasetCases), got ${shown(cases)}`);
+  cases.forEach((c, i) => {
+    if (!c || typeof c !== 'object' || typeof c.question !== 'string' || !(typeof c.gold === 'string' || typeof c.gold === 'number') || !TASKS.includes(c.task)) {
+      throw new Error(`eval: case ${i} must be { id, question: string, gold: string or number, category, task: ${TASKS.join(' | ')} }, got ${JSON.stringify(c)?.slice(0, 200)}`);
+    }
+  });
+}
+
 export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = {}): Promise<EvalReport> {
+  checkEvalInputs(cases, o, model.config.vocabSize);
   const tok = model.tokenizer, batch = o.batch ?? 1, results: CaseResult[] = [];
   // The adapter's own invocation when it names one (activated LoRA: on from there), as answer() uses it; a plain
   // LoRA applies to the whole sequence.
@@ -101,6 +121,9 @@ export function summarize(rs: CaseResult[]): Summary {
 
 /** The synthetic test split (or val) as eval cases, categorised easy / medium / hard / chat. */
 export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, mix?: Mix): EvalCase[] {
+  if (split !== 'test' && split !== 'val') throw new Error(`eval: the synthetic split must be "test" or "val", got ${shown(split)}`);
+  if (!(Number.isInteger(limit) && limit >= 1)) throw new Error(`eval: limit must be an integer ≥ 1, got ${shown(limit)}`);
+  if (!Number.isSafeInteger(seed)) throw new Error(`eval: seed must be an integer, got ${shown(seed)}`);
   const s = makeSplits({ train: 0, val: split === 'val' ? limit : 0, test: split === 'test' ? limit : 0, seed, mix });
   return s[split].map((it: Item) => ({
     id: it.id, question: it.question, gold: it.answer, task: 'synthetic',
@@ -120,6 +143,8 @@ export const BOX_INSTRUCTION = 'Put your final answer within \\boxed{}.';
 /** GSM8K / MATH-500 / SVAMP / ASDiv / AIME 2024 / AMC 2023 test files from ../shared/data. */
 export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
   if (task === 'synthetic') throw new Error('eval: the synthetic task is generated (syntheticCases), not read from a file');
+  if (!Object.hasOwn(DATASETS, task)) throw new Error(`eval: task must be one of ${Object.keys(DATASETS).join(', ')}, got ${shown(task)}`);
+  if (!(Number.isInteger(limit) && limit >= 1) && limit !== Infinity) throw new Error(`eval: limit must be an integer ≥ 1, got ${shown(limit)}`);
   if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (${task}'s test set is data/${DATASETS[task].test} in the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)`);
   const lines = readJsonlLines(file, 'dataset', limit), fields = DATASETS[task].fields;
   return lines.map(({ line: n, value }) => {

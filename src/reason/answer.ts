@@ -26,7 +26,7 @@ import type { LoadedAdapter } from '../io/peft.ts';
 import os from 'node:os';
 import { checkKeys, type Model } from '../runtime/model.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
-import { decode, endsWithRun, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
+import { checkGenerateOptions, decode, endsWithRun, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
 import { extractAnswer, TASKS } from '../tasks/grade.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -34,8 +34,8 @@ import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
 import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
-import { gateTrip, type Router, type RouterGate } from './router.ts';
-import type { Verifier } from './verifier.ts';
+import { gateTrip, Router, type RouterGate } from './router.ts';
+import { Verifier } from './verifier.ts';
 
 export const THINK_OPEN = '<think>';
 export const THINK_CLOSE = '</think>';
@@ -243,18 +243,31 @@ function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking:
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
   'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP'];
 
+/** A value as a message shows it: numbers as written (JSON would turn NaN and Infinity into null). */
+const shown = (v: unknown) => (typeof v === 'number' ? String(v) : JSON.stringify(v));
+
+/** A router and verifier must be what their names say (a file path or the other probe would be misread). */
+function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
+  if (aux.router !== undefined && !(aux.router instanceof Router)) throw new Error(`${where}: router must be a Router (Router.load(file, hiddenSize)), got ${aux.router instanceof Verifier ? 'a Verifier' : shown(aux.router)}`);
+  if (aux.verifier !== undefined && !(aux.verifier instanceof Verifier)) throw new Error(`${where}: verifier must be a Verifier (Verifier.load(file, hiddenSize)), got ${aux.verifier instanceof Router ? 'a Router' : shown(aux.verifier)}`);
+}
+
 const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vote';
 
 export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
   const start = performance.now();
+  if (!model || typeof model !== 'object' || typeof model.encode !== 'function' || !model.backend) throw new Error(`answer: model must be a loaded model (loadModel), got ${shown(model)}`);
   const { backend, tokenizer: tok } = model;
   checkKeys(opts, ANSWER_OPTIONS, 'answer');
   checkKeys(aux, ['router', 'verifier'], 'answer');
+  checkProbes(aux, 'answer');
   if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);
+  if (typeof input === 'string' && !input.trim()) throw new Error('answer: the question is empty');
+  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop }, model.config.vocabSize, 'answer');
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task ?? 'synthetic';
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got "${mode}"`);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${JSON.stringify(n)}`);
-  if (opts.seed !== undefined && !Number.isSafeInteger(opts.seed)) throw new Error(`answer: seed must be an integer, got ${JSON.stringify(opts.seed)}`);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
+  if (opts.seed !== undefined && !Number.isSafeInteger(opts.seed)) throw new Error(`answer: seed must be an integer, got ${shown(opts.seed)}`);
   if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${JSON.stringify(task)}`);
   if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${JSON.stringify(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
@@ -269,10 +282,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const reasons = !!model.adapter || native; // whether this model can take the reasoning route at all
   if (isVerifierVote(method) && !aux.verifier && mode !== 'off' && reasons) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
   if (mode === 'on' && !reasons) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (--adapter), or nativeThinking for a model that thinks by itself (e.g. Qwen3)');
-  if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${JSON.stringify(opts.maxTokens)}`);
+  if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${shown(opts.maxTokens)}`);
   if (aux.router && !reasons && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (--adapter) and nativeThinking is off: there is nothing to route to');
   const K = opts.maxThinkingTokens;
-  if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${JSON.stringify(K)}`);
+  if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${shown(K)}`);
 
   if (native && opts.budget !== undefined) throw new Error('answer: budget is the control line a budget-trained (RL) adapter reads; with nativeThinking cap the thinking with maxThinkingTokens');
   if (aux.router && mode === 'auto') checkTrainedFor('router', aux.router, native, model.config);
@@ -490,6 +503,7 @@ export class Reasoner {
   constructor(readonly model: Model, readonly aux: { router?: Router; verifier?: Verifier } = {}) {
     if (!model || typeof model.encode !== 'function') throw new Error(`Reasoner: the first argument must be a model from loadModel, got ${model === null ? 'null' : typeof model}`);
     checkKeys(aux, ['router', 'verifier'], 'Reasoner');
+    checkProbes(aux, 'Reasoner');
   }
   answer(input: AnswerInput, opts: AnswerOptions = {}): Promise<AnswerResult> { return answer(this.model, input, opts, this.aux); }
   async close(): Promise<void> { await this.model.close(); }

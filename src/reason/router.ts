@@ -22,10 +22,10 @@
  * the midpoint between the highest score and 1; candidate gates are none and GATE_CANDIDATES.
  */
 import fs from 'node:fs';
-import type { Model } from '../runtime/model.ts';
+import { checkKeys, type Model } from '../runtime/model.ts';
 import { writeJson } from '../io/safetensors.ts';
 import { AdamW } from '../train/optim.ts';
-import { isCorrect, type Task } from '../tasks/grade.ts';
+import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { answer, trainedWith } from './answer.ts';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -364,7 +364,39 @@ export interface RouterReport {
   };
 }
 
+/**
+ * The inputs every probe training takes (trainRouter, trainVerifier), checked before any answer is generated:
+ * labelled items, the split, the fit's settings, callbacks; `extra` names the trainer's own options.
+ */
+export function checkProbeTraining(items: readonly LabelItem[], o: TrainRouterOptions | Record<string, unknown>, extra: readonly string[], where: string): void {
+  const opts = o as Record<string, unknown>, shown = (v: unknown) => (typeof v === 'number' ? String(v) : JSON.stringify(v));
+  checkKeys(o, ['val', 'valFraction', 'l2', 'steps', 'lr', 'balance', 'metadata', 'onProgress', 'maxTokens', 'maxThinkingTokens', 'nativeThinking', ...extra], where);
+  for (const [name, list] of [['items', items], ['val', opts.val]] as const) {
+    if (list === undefined && name === 'val') continue;
+    if (!Array.isArray(list)) throw new Error(`${where}: ${name} must be a list of { question, gold, task }, got ${shown(list)}`);
+    list.forEach((it, i) => {
+      if (!it || typeof it.question !== 'string' || !(typeof it.gold === 'string' || typeof it.gold === 'number') || !TASKS.includes(it.task)) {
+        throw new Error(`${where}: ${name}[${i}] must be { question: string, gold: string or number, task: ${TASKS.join(' | ')} }, got ${JSON.stringify(it)?.slice(0, 200)}`);
+      }
+    });
+  }
+  const num = (k: string, ok: (v: number) => boolean, what: string) => {
+    const v = opts[k];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && ok(v))) throw new Error(`${where}: ${k} must be ${what}, got ${shown(v)}`);
+  };
+  num('valFraction', (v) => v > 0 && v < 1, 'between 0 and 1');
+  num('l2', (v) => v >= 0, 'a number ≥ 0');
+  num('lr', (v) => v > 0, 'a number above 0');
+  for (const k of ['steps', 'maxTokens', 'reasoningMaxTokens', 'samples']) num(k, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
+  num('maxThinkingTokens', (v) => Number.isInteger(v) && v >= 0, 'an integer ≥ 0');
+  num('maxLoss', (v) => v >= 0 && v <= 1, 'a share between 0 and 1 (0.01 = one point of accuracy)');
+  for (const k of ['balance', 'nativeThinking', 'gate']) if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw new Error(`${where}: ${k} must be true or false, got ${shown(opts[k])}`);
+  for (const k of ['onProgress', 'onItem']) if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new Error(`${where}: ${k} must be a function, got ${typeof opts[k]}`);
+  if (opts.rule !== undefined && opts.rule !== 'accuracy' && opts.rule !== 'savings') throw new Error(`${where}: rule must be "accuracy" or "savings", got ${shown(opts.rule)}`);
+}
+
 export async function trainRouter(model: Model, items: readonly LabelItem[], o: TrainRouterOptions = {}): Promise<{ router: Router; report: RouterReport }> {
+  checkProbeTraining(items, o, ['rule', 'maxLoss', 'gate', 'gateTokens', 'reasoningMaxTokens'], 'router');
   let train = [...items], val = o.val ? [...o.val] : [];
   if (!o.val) {
     const k = Math.round(items.length * (o.valFraction ?? 0.2));

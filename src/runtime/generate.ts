@@ -325,8 +325,8 @@ export class Sequence {
 export const stopList = (stop: string | string[] | null | undefined): string[] => (stop == null ? [] : typeof stop === 'string' ? [stop] : stop);
 
 /** Refuses options that would be ignored or mean nothing, naming the option and the value. */
-export function checkGenerateOptions(o: GenerateOptions, vocabSize: number): void {
-  const bad = (what: string, v: unknown) => { throw new Error(`generate: ${what}, got ${typeof v === 'number' ? String(v) : JSON.stringify(v)}`); };
+export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, where = 'generate'): void {
+  const bad = (what: string, v: unknown) => { throw new Error(`${where}: ${what}, got ${typeof v === 'number' ? String(v) : JSON.stringify(v)}`); };
   const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
   if (o.temperature !== undefined && !(num(o.temperature) && o.temperature >= 0)) bad('temperature must be a finite number ≥ 0 (0 = greedy)', o.temperature);
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK must be an integer ≥ 0 (0 = off)', o.topK);
@@ -337,7 +337,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number): voi
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
   const stops = stopList(o.stop);
   if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad('stop must be a string or a list of strings', o.stop);
-  if (stops.some((x) => !x)) throw new Error('generate: stop strings must be non-empty (an empty one would match before the first token)');
+  if (stops.some((x) => !x)) throw new Error(`${where}: stop strings must be non-empty (an empty one would match before the first token)`);
   if (o.stopTokens !== undefined && !(Array.isArray(o.stopTokens) && o.stopTokens.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize))) {
     bad(`stopTokens must be token ids (0..${vocabSize - 1})`, o.stopTokens);
   }

@@ -8,7 +8,7 @@ export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, MANIFEST } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
-import { QUANTS, type Quant } from '../onnx/quant.ts';
+import type { Quant } from '../onnx/quant.ts';
 import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
@@ -19,6 +19,8 @@ import { WorkerBackend } from './worker-backend.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { seedAt } from './sampler.ts';
 import { onAbort } from './abort.ts';
+import { checkBuildOptions, checkKeys } from './options.ts';
+export { checkKeys };
 
 export interface LoadOptions {
   /**
@@ -259,25 +261,13 @@ let adapterViews = 0;
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
 
-/** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
-export function checkKeys(o: object, known: readonly string[], where: string): void {
-  if (o === null || typeof o !== 'object') throw new Error(`${where}: options must be an object, got ${o === null ? 'null' : typeof o}`);
-  const unknown = Object.keys(o).filter((k) => !known.includes(k));
-  if (unknown.length) throw new Error(`${where}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (options: ${known.join(', ')})`);
-}
 
 function checkLoadOptions(o: LoadOptions): void {
   checkKeys(o, LOAD_OPTIONS, 'loadModel');
-  if (o.quant !== undefined && !QUANTS.includes(o.quant)) throw new Error(`loadModel: quant must be ${QUANTS.map((q) => `"${q}"`).join(', ')}, got ${JSON.stringify(o.quant)}`);
-  if (o.accuracyLevel !== undefined) {
-    if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got ${JSON.stringify(o.accuracyLevel)}`);
-    if (o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to block-quantised weights (quant "q4" or "q8"), not to fp32');
-  }
+  checkBuildOptions(o, 'loadModel');
   if (o.worker !== undefined && typeof o.worker !== 'boolean') throw new Error(`loadModel: worker must be true or false, got ${JSON.stringify(o.worker)}`);
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
-  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`loadModel: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
   if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
-  if (o.loraTargets !== undefined && !(Array.isArray(o.loraTargets) && o.loraTargets.every((t) => PROJECTIONS.includes(t)))) throw new Error(`loadModel: loraTargets must be a list of projections (${PROJECTIONS.join(', ')}), got ${JSON.stringify(o.loraTargets)}`);
   if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${JSON.stringify(o.cache)}`);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${JSON.stringify(o.cacheDir)}`);
   if (o.onNote !== undefined && typeof o.onNote !== 'function') throw new Error(`loadModel: onNote must be a function (note) => void, got ${typeof o.onNote}`);
