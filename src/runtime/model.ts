@@ -265,6 +265,7 @@ const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'se
 function checkLoadOptions(o: LoadOptions): void {
   checkKeys(o, LOAD_OPTIONS, 'loadModel');
   checkBuildOptions(o, 'loadModel');
+  if (o.accuracyLevel !== undefined && o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to block-quantised weights (quant "q4" or "q8"), not to fp32');
   if (o.worker !== undefined && typeof o.worker !== 'boolean') throw new Error(`loadModel: worker must be true or false, got ${JSON.stringify(o.worker)}`);
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
   if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);

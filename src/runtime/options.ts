@@ -12,10 +12,7 @@ export function checkKeys(o: object, known: readonly string[], where: string): v
 /** What building a graph takes (loadModel, convertModel): weight format, MatMulNBits accuracy, LoRA inputs, progress. */
 export function checkBuildOptions(o: { quant?: Quant; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: unknown }, where: string): void {
   if (o.quant !== undefined && !QUANTS.includes(o.quant)) throw new Error(`${where}: quant must be ${QUANTS.map((q) => `"${q}"`).join(', ')}, got ${JSON.stringify(o.quant)}`);
-  if (o.accuracyLevel !== undefined) {
-    if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`${where}: accuracyLevel must be 0, 1, 2, 3 or 4, got ${JSON.stringify(o.accuracyLevel)}`);
-    if (o.quant === 'fp32') throw new Error(`${where}: accuracyLevel applies to block-quantised weights (quant "q4" or "q8"), not to fp32`);
-  }
+  if (o.accuracyLevel !== undefined && ![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`${where}: accuracyLevel must be 0, 1, 2, 3 or 4, got ${JSON.stringify(o.accuracyLevel)}`);
   if (o.loraTargets !== undefined && !(Array.isArray(o.loraTargets) && o.loraTargets.every((t) => PROJECTIONS.includes(t)))) throw new Error(`${where}: loraTargets must be a list of projections (${PROJECTIONS.join(', ')}), got ${JSON.stringify(o.loraTargets)}`);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`${where}: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
 }
