@@ -304,6 +304,10 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   await writeReport(at('rep', 'x'), [{ name: 'base', report }]);
   await writeReport(at('rep', 'y.json'), [{ name: 'base', report }]);
   assert.deepEqual(fs.readdirSync(at('rep')).sort(), ['x', 'x-accuracy.svg', 'x.md', 'y-accuracy.svg', 'y.json', 'y.md']);
+  // The accuracy axis spans 0–100 %, even when every accuracy is 0 (it collapsed to one tick).
+  await writeReport(at('zero', 'z.json'), [{ name: 'base', report: { ...report, summary: { all: { ...report.summary.all, accuracy: 0 } } } }]);
+  const ticks = [...fs.readFileSync(at('zero', 'z-accuracy.svg'), 'utf8').matchAll(/<text[^>]*>(\d+)<\/text>/g)].map((m) => Number(m[1]));
+  assert.ok(ticks.includes(0) && ticks.includes(100), `y ticks ${ticks}`);
   assert.deepEqual(JSON.parse(fs.readFileSync(at('rep', 'x'), 'utf8')).summary.all.n, 1);
   assert.match(cli(['eval', '--help']).stdout, /results\.md\)[\s\S]*results-accuracy\.svg/);
   // A file of the user's at --out, or beside it, is refused untouched; an earlier report is refreshed; --overwrite replaces.
@@ -311,6 +315,13 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   fs.writeFileSync(at('notes.json'), 'my notes');
   assert.match(evalOut(at('notes.json')), new RegExp(`--out ${at('notes.json')} already exists \\(and is not a JSON report edgereason wrote\\); pass --overwrite to replace it`));
   assert.match(evalOut(at('new.md')), new RegExp(`--out ${at('new.md')}: the report is JSON, so name it \\*\\.json`));
+  fs.writeFileSync(at('notes.txt'), 'my notes'); // an existing file that is not JSON: named as such first
+  assert.match(evalOut(at('notes.txt')), new RegExp(`--out ${at('notes.txt')}: the report is JSON, so name it \\*\\.json`));
+  // An empty dataset is refused before any model loads.
+  fs.mkdirSync(at('shared-empty', 'data', 'asdiv'), { recursive: true });
+  fs.writeFileSync(at('shared-empty', 'data', 'asdiv', 'test.jsonl'), '');
+  const empty = spawnSync(process.execPath, [BIN, 'eval', '--model', at('no-such-model'), '--task', 'asdiv', '--out', at('asdiv.json')], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, EDGEREASON_SHARED: at('shared-empty') } });
+  assert.match(empty.stderr, /^edgereason: eval: asdiv has no questions \(asdiv\/test\.jsonl is empty\): nothing to evaluate$/m);
   fs.writeFileSync(at('mine.md'), 'my table');
   assert.match(evalOut(at('mine.json')), new RegExp(`--out ${at('mine.json')}: ${at('mine.md')}, written beside it, already exists; pass --overwrite`));
   assert.deepEqual([fs.readFileSync(at('notes.json'), 'utf8'), fs.readFileSync(at('mine.md'), 'utf8')], ['my notes', 'my table']);

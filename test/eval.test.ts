@@ -60,7 +60,7 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
 
 test('summary: nearest-rank percentiles; tokens/s over each batch\'s wall time, not the sum of its latencies', () => {
   const cases: CaseResult[] = Array.from({ length: 10 }, (_, i) => ({
-    id: String(i), category: 'x', correct: i < 7, text: '', tokens: 10, thinkingTokens: 4, ttftMs: i + 1, latencyMs: 100 * (i + 1), wallShareMs: 50,
+    id: String(i), category: 'x', correct: i < 7, text: '', gold: 1, extracted: null, tokens: 10, thinkingTokens: 4, ttftMs: i + 1, latencyMs: 100 * (i + 1), wallShareMs: 50,
   }));
   const s = summarize(cases);
   assert.equal(s.accuracy, 0.7);
@@ -80,10 +80,13 @@ test('runEval on the embedded model: batched cases get the same answers as one b
     assert.equal(one.summary.all.accuracy, one.cases.filter((c) => c.correct).length / 4);
     one.cases.forEach((c) => assert.equal(c.wallShareMs, c.latencyMs));
     for (const k of [0, 2]) {
+      // A batch's wall time, shared by tokens generated.
       const [a, b] = two.cases.slice(k, k + 2);
-      assert.equal(a.wallShareMs, b.wallShareMs);
-      assert.ok(Math.abs(2 * a.wallShareMs - Math.max(a.latencyMs, b.latencyMs)) < 1e-9);
+      assert.ok(Math.abs(a.wallShareMs + b.wallShareMs - Math.max(a.latencyMs, b.latencyMs)) < 1e-9);
+      assert.ok(Math.abs(a.wallShareMs * b.tokens - b.wallShareMs * a.tokens) < 1e-6);
     }
+    // Each record holds the gold answer and what the grader read.
+    one.cases.forEach((c, i) => assert.deepEqual([c.gold, c.correct ? String(c.extracted) === String(c.gold) || c.category === 'chat' : true], [cases[i].gold, true]));
   } finally {
     await model.close();
   }

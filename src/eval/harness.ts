@@ -11,7 +11,7 @@ import { checkKeys, type Model } from '../runtime/model.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
 import { EMPTY_THINKING, reasoningTokens, thinkingOptions } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
-import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
+import { extractAnswer, isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
 
 export interface EvalCase { id: string; question: string; gold: string | number; category: string; task: Task }
@@ -32,8 +32,10 @@ export interface EvalOptions extends GenerateOptions {
 
 export interface CaseResult {
   id: string; category: string; correct: boolean; text: string;
+  /** The gold answer, and the answer the grader read from the text (none: it found none, or the thinking never closed). */
+  gold: string | number; extracted: string | null;
   tokens: number; thinkingTokens: number; ttftMs: number; latencyMs: number;
-  /** This case's share of the wall time of its batch (the batch's time / its size): what tokens/s divides by. */
+  /** This case's share of the wall time of its batch (by tokens generated): what tokens/s divides by. */
   wallShareMs: number;
 }
 
@@ -89,12 +91,16 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
       ...(o.seed !== undefined ? { seed: o.seed + i + k } : {}),
     }));
     const out = await generateBatch(model.backend, tok, prompts.map((p) => p.ids), opts);
+    // The batch's wall time, shared by tokens generated (an equal share credited short answers with long ones' time).
+    const wall = Math.max(...out.map((x) => x.totalMs)), generated = out.reduce((a, x) => a + x.tokens.length, 0);
     out.forEach((c, k) => {
-      const closed = c.thinking?.closed ?? true; // the segment's tokens and whether it closed, as answer() counts them
+      const closed = c.thinking?.closed ?? true, { task, gold } = group[k]; // the segment's tokens and whether it closed, as answer() counts them
       results.push({
         // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
-        id: group[k].id, category: group[k].category, correct: closed && isCorrect(group[k].task, c.text, group[k].gold), text: c.text,
-        tokens: c.tokens.length, thinkingTokens: c.thinking?.tokens ?? 0, ttftMs: c.ttftMs, latencyMs: c.totalMs, wallShareMs: Math.max(...out.map((x) => x.totalMs)) / out.length,
+        id: group[k].id, category: group[k].category, correct: closed && isCorrect(task, c.text, gold), text: c.text,
+        gold, extracted: closed ? extractAnswer(task, c.text) ?? null : null,
+        tokens: c.tokens.length, thinkingTokens: c.thinking?.tokens ?? 0, ttftMs: c.ttftMs, latencyMs: c.totalMs,
+        wallShareMs: generated ? (wall * c.tokens.length) / generated : wall / out.length,
       });
     });
     onCase?.(results.length, cases.length);

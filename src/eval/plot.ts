@@ -46,14 +46,14 @@ export async function lineChart(c: LineChart): Promise<string> {
 }
 
 /** Grouped bars: one group per category, one bar per series (e.g. accuracy by difficulty, base vs adapter). */
-export async function barChart(c: { title: string; y: string; bars: { category: string; series: string; value: number }[]; width?: number; height?: number }): Promise<string> {
+export async function barChart(c: { title: string; y: string; bars: { category: string; series: string; value: number }[]; width?: number; height?: number; domain?: [number, number] }): Promise<string> {
   return render({
     title: c.title, width: c.width ?? 480, height: c.height ?? 300, data: { values: c.bars },
     mark: 'bar',
     encoding: {
       x: { field: 'category', type: 'nominal', title: null, sort: null },
       xOffset: { field: 'series', sort: null },
-      y: { field: 'value', type: 'quantitative', title: c.y },
+      y: { field: 'value', type: 'quantitative', title: c.y, ...(c.domain ? { scale: { domain: c.domain } } : {}) },
       color: { field: 'series', type: 'nominal', title: null, sort: null, legend: { labelLimit: 400 } },
     },
   });

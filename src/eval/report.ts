@@ -59,5 +59,5 @@ export async function writeReport(out: string, runs: { name: string; report: Eva
   write(files.json, JSON.stringify(runs.length === 1 ? runs[0].report : Object.fromEntries(runs.map((r) => [r.name, r.report])), null, 1) + '\n');
   write(files.md, markdownTable(runs));
   const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));
-  writeSvg(files.svg, await barChart({ title: PLOT_TITLE, y: 'accuracy (%)', bars }));
+  writeSvg(files.svg, await barChart({ title: PLOT_TITLE, y: 'accuracy (%)', bars, domain: [0, 100] }));
 }
