@@ -101,7 +101,7 @@ test('svamp and asdiv: every gold answer, stated as a sentence, grades correct; 
   }
   const asdiv = jsonl('data/asdiv/test.jsonl');
   assert.equal(asdiv.length, 2215);
-  let numeric = 0;
+  let numeric = 0, ratios = 0;
   for (const r of asdiv) {
     const stated = String(r.answer).replace(/\s*\([^()]*[a-z][^()]*\)$/i, ''); // "9 (apples)", not "-(1/3)"
     assert.ok(isCorrect('asdiv', `${r.body} The answer is ${stated}.`, r.answer), `asdiv ${r.idx}: ${r.answer}`);
@@ -116,11 +116,19 @@ test('svamp and asdiv: every gold answer, stated as a sentence, grades correct; 
         assert.ok(isCorrect('asdiv', form, r.answer), `asdiv ${r.idx}: ${form} answers ${r.answer}`);
       }
       assert.ok(!isCorrect('asdiv', '#### Nobody', r.answer));
+      // a ratio or a clock time written in a sentence, no answer phrase: the last one is the answer
+      if (/^\d+\s*:\s*\d+(\s*[ap]\.?\s?m\.?)?$/i.test(stated.trim())) {
+        assert.ok(isCorrect('asdiv', `${r.body} So it is ${stated}.`, r.answer), `asdiv ${r.idx}: "So it is ${stated}." answers ${r.answer}`);
+        assert.ok(!isCorrect('asdiv', `So it is ${stated.replace(/^(\d+)/, (d) => String(Number(d) + 1))}.`, r.answer), `asdiv ${r.idx}: another ratio or time`);
+        ratios++;
+      }
     }
     // a fraction ends the sentence: "5/2." is 2.5, not 2
     if (/^-?\d+\/\d+$/.test(stated)) assert.ok(isCorrect('asdiv', `Each one gets ${stated}.`, r.answer) && !isCorrect('asdiv', `Each one gets ${stated}.`, stated.split('/')[1]), `asdiv ${r.idx}: ${stated}.`);
   }
   assert.ok(numeric > 2000, `asdiv: only ${numeric} numeric golds`);
+  assert.ok(ratios > 40, `asdiv: only ${ratios} ratio or time golds`);
+  assert.equal(extractAnswer('asdiv', 'The ratio of boys to girls is 3:4.'), '3:4'); // a voting key, not the 4 in it
   assert.ok(isCorrect('asdiv', '#### -(1/3)', '-(1/3)') && !isCorrect('asdiv', '#### -(1/3)', '1/3'), 'a negative fraction on the #### line keeps its sign');
   assert.ok(isCorrect('asdiv', 'The answer is 3 : 4', '3:4') && !isCorrect('asdiv', 'The answer is 3 : 5', '3:4'), 'a ratio with spaces around its colon');
 });

@@ -50,6 +50,12 @@ function lastNumber(text: string): number | undefined {
   const all = text.match(NUMBER);
   return all ? parseNumber(all[all.length - 1]) : undefined;
 }
+/** The last ratio or clock time written ("3:4", "3 : 4", "3:30 p.m."), when no digit follows it; else undefined. */
+function lastRatio(text: string): string | undefined {
+  const all = [...text.matchAll(/\d+\s*:\s*\d+(?:\s*[ap]\.?\s?m\b\.?)?/gi)], m = all.at(-1);
+  if (!m) return undefined;
+  return /\d/.test(text.slice(m.index! + m[0].length)) ? undefined : m[0];
+}
 function firstNumber(text: string): number | undefined {
   const m = text.match(NUMBER);
   return m ? parseNumber(m[0]) : undefined;
@@ -287,7 +293,10 @@ export function extractAnswer(task: Task, text: string): string | undefined {
     if (n !== undefined) return numberKey(n);
     return (task === 'asdiv' ? foldPhrase(stated.phrase) : stated.boxed ? normalizeMath(stated.phrase) : stated.phrase.trim()) || undefined;
   }
-  const last = lastNumber(r); // no explicit answer: the last number written
+  // No explicit answer: the last number written (ASDiv's last ratio or clock time, when it holds that number).
+  const ratio = task === 'asdiv' ? lastRatio(r) : undefined;
+  if (ratio !== undefined) return foldPhrase(ratio);
+  const last = lastNumber(r);
   return last === undefined ? undefined : numberKey(last);
 }
 
@@ -305,8 +314,10 @@ export function isCorrect(task: Task, predictedText: string, gold: string | numb
   const g = typeof gold === 'number' ? gold : parseNumber(gold);
   if (g === undefined) { // ASDiv names, times, ratios: compare the stated phrase (or the last line) as text
     if (task !== 'asdiv') return false;
-    const r = reply(predictedText), phrase = statedAnswer(r, false)?.phrase ?? r.trim().split('\n').at(-1) ?? '';
-    return foldPhrase(phrase) === foldPhrase(String(gold));
+    const r = reply(predictedText), stated = statedAnswer(r, false)?.phrase, want = foldPhrase(String(gold));
+    if (stated !== undefined) return foldPhrase(stated) === want;
+    const ratio = lastRatio(r); // "The ratio of boys to girls is 3:4.", "She arrives at 3:30 p.m."
+    return foldPhrase(ratio ?? r.trim().split('\n').at(-1) ?? '') === want;
   }
   const pred = extractAnswer(task, predictedText), p = pred === undefined ? undefined : parseNumber(pred);
   return p !== undefined && close(p, g);
