@@ -189,6 +189,9 @@ test('numeric answers: the last answer stated wins, its sentence after "=", LaTe
   assert.ok(isCorrect('math500', '\\boxed{10{,}080}', '10,080'));
   assert.equal(x('Each friend gets 5/2 pies.'), '2.5');
   assert.equal(x('The answer is 1/2 of the pie.'), '0.5');
+  // an expression left unworked is no number (its first number used to pass); "which is" states the result
+  for (const t of ['The answer is 12 - 3.', 'The answer is 3 × 4 dollars.']) assert.ok(!isCorrect('gsm8k', t, 12) && !isCorrect('gsm8k', t, 3), t);
+  assert.equal(x('The answer is 1/2 of 10, which is 5.'), '5');
   assert.equal(x('#### 1000000000000000000000'), '1000000000000000000000');
   assert.ok(isCorrect('gsm8k', '#### 1000000000000000000000', 1e21));
   assert.ok(isCorrect('gsm8k', 'The answer is 0.0000001', '0.0000001'));

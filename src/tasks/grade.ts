@@ -85,6 +85,9 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not
     const eq = phrase.indexOf('=');
     if (box === undefined && eq >= 0 && OPERATION.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
+    // and so does "… , which is 5" ("1/2 of 10, which is 5")
+    const which = box === undefined ? [...phrase.matchAll(/\b(?:which|that)\s+is\b/gi)].at(-1) : undefined;
+    if (which && /\d/.test(phrase.slice(which.index! + which[0].length))) phrase = phrase.slice(which.index! + which[0].length);
     phrase = phrase.replace(/\*+/g, '').trim();
     // a phrase without a number (an ASDiv name) only when no number is written after it
     const ok = /\d/.test(phrase) || (!needNumber && !/\d/.test(text.slice(m.index! + m[0].length)));
@@ -114,7 +117,9 @@ function statedNumber(s: { phrase: string; boxed: boolean }): number | undefined
     // unboxed LaTeX that is not one value ("\(18\) dollars"): its first number, unless it is a fraction, root or power
     if (n !== undefined || s.boxed || /\\(?:frac|sqrt)|\^/.test(s.phrase)) return n;
   }
-  return isRatioOrTime(s.phrase) ? undefined : firstNumber(s.phrase);
+  // An expression left unworked ("12 - 3", "3 × 4 dollars") is no number; "18 (= 9 × 2)" and "18 = 9 + 9" are 18.
+  const head = s.phrase.replace(/\([^()]*\)/g, '').split('=')[0].replace(/\d+\/\d+/g, 'F'); // a fraction "1/2" is one number
+  return isRatioOrTime(s.phrase) || OPERATION.test(head) ? undefined : firstNumber(s.phrase);
 }
 
 // ---------------------------------------------------------------------------------------------------------
