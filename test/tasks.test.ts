@@ -68,13 +68,13 @@ test('math500: normalisation equivalences and near misses', () => {
     // words and choice letters in either case; bmatrix for pmatrix; the sign of a fraction; ±; units without \text
     ['\\text{even}', '\\text{Even}'], ['\\text{ellipse}', 'Ellipse'], ['\\text{(C)}', '(c)'],
     ['\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}', '\\begin{bmatrix} -1/3 \\\\ 2/3 \\end{bmatrix}'], ['-\\frac{\\pi}{6}', '\\frac{-\\pi}{6}'],
-    ['1 \\pm \\sqrt{19}', '1+\\sqrt{19}, 1-\\sqrt{19}'], ['1 \\pm \\sqrt{19}', '1-\\sqrt{19},1+\\sqrt{19}'], ['5.4 \\text{ cents}', '5.4 cents'],
+    ['1 \\pm \\sqrt{19}', '1+\\sqrt{19}, 1-\\sqrt{19}'], ['1 \\pm \\sqrt{19}', '1-\\sqrt{19},1+\\sqrt{19}'], ['\\{1\\pm\\sqrt{5},-2\\}', '\\{-2,1-\\sqrt{5},1+\\sqrt{5}\\}'], ['5.4 \\text{ cents}', '5.4 cents'],
   ];
   for (const [a, b] of same) assert.ok(mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should equal ${b}`);
   const differ: [string, string][] = [
     ['\\frac{2}{3}', '\\frac{3}{2}'], ['(3,4]', '[3,4]'], ['(3,4]', '(3,4)'], ['(1,2)', '(2,1)'], ['(1,2)', '(1,2,3)'],
     ['\\sqrt{2}', '\\sqrt{3}'], ['0.33', '\\frac13'], ['x+1', 'x-1'], ['\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}', '\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}'],
-    ['x', 'X'], ['\\text{(C)}', '(D)'], ['1 \\pm \\sqrt{19}', '1+\\sqrt{19}'], ['5.4 \\text{ cents}', '5.5 cents'], ['\\frac{-\\pi}{6}', '\\frac{\\pi}{6}'],
+    ['x', 'X'], ['\\text{(C)}', '(D)'], ['1 \\pm \\sqrt{19}', '1+\\sqrt{19}'], ['\\{1\\pm\\sqrt{5},-2\\}', '\\{1+\\sqrt{5},-2\\}'], ['5.4 \\text{ cents}', '5.5 cents'], ['\\frac{-\\pi}{6}', '\\frac{\\pi}{6}'],
     ['\\frac{-1+\\sqrt5}{2}', '-\\frac{1+\\sqrt5}{2}'], ['x\\frac{-1}{2}', 'x-\\frac12'], ['3 pi', '3'], ['\\text{AB}', 'ab'],
   ];
   for (const [a, b] of differ) assert.ok(!mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should differ from ${b}`);

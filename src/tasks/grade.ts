@@ -176,8 +176,10 @@ export function normalizeMath(s: string): string {
   if (/^[A-Za-z][a-z]{2,}$/.test(t)) t = t.toLowerCase(); // a word: "\text{Even}", "East" (not "AB", a segment)
   // \frac{-\pi}{6} = -\frac{\pi}{6}: the sign of a one-term numerator, when the fraction is the whole answer
   t = t.replace(/^(-?)\\frac\{-([^{}+-]*(?:\{[^{}]*\}[^{}+-]*)*)\}(\{[^{}]*\})$/, (_, neg, num, den) => `${neg ? '' : '-'}\\frac{${num}}${den}`);
-  const pm = splitTop(t, '\\pm'); // "1\pm\sqrt{19}": both solutions
-  if (pm.length === 2 && pm[0] && !t.includes(',')) t = `${pm[0]}+${pm[1]},${pm[0]}-${pm[1]}`;
+  // "1\pm\sqrt{19}": both solutions, in a list or a set of them too ("\{1\pm\sqrt{5},-2\}")
+  const set = /^\\\{(.*)\\\}$/.exec(t), items = splitTop(set ? set[1] : t, ',');
+  const both = items.flatMap((el) => { const pm = splitTop(el, '\\pm'); return pm.length === 2 && pm[0] ? [`${pm[0]}+${pm[1]}`, `${pm[0]}-${pm[1]}`] : [el]; });
+  if (both.length > items.length) t = set ? `\\{${both.join(',')}\\}` : both.join(',');
   return t;
 }
 
