@@ -174,6 +174,7 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
       [() => convertModel(DEFAULT_DIR, path.join(tmp, 'conv'), { loraTargets: 'q_proj' as never }), /^Error: convert: loraTargets must be a list of projections/],
     ];
     for (const [call, re] of refused) await assert.rejects(async () => call(), re, String(re));
+    assert.equal((await runEval(model, cases.slice(0, 1), { adapter: false, maxTokens: 2 })).cases.length, 1); // GenerateOptions pass through
     assert.equal(fs.existsSync(path.join(tmp, 'conv')), false, 'nothing written');
   } finally {
     await model.close();

@@ -129,6 +129,8 @@ test('svamp and asdiv: every gold answer, stated as a sentence, grades correct; 
   assert.ok(numeric > 2000, `asdiv: only ${numeric} numeric golds`);
   assert.ok(ratios > 40, `asdiv: only ${ratios} ratio or time golds`);
   assert.equal(extractAnswer('asdiv', 'The ratio of boys to girls is 3:4.'), '3:4'); // a voting key, not the 4 in it
+  assert.equal(extractAnswer('asdiv', 'Monday: 3 apples\nTotal on day 2: 8'), '8'); // a label is no ratio
+  assert.equal(extractAnswer('asdiv', 'So the winner is\nSally'), 'sally'); // a name, as isCorrect reads it
   assert.ok(isCorrect('asdiv', '#### -(1/3)', '-(1/3)') && !isCorrect('asdiv', '#### -(1/3)', '1/3'), 'a negative fraction on the #### line keeps its sign');
   assert.ok(isCorrect('asdiv', 'The answer is 3 : 4', '3:4') && !isCorrect('asdiv', 'The answer is 3 : 5', '3:4'), 'a ratio with spaces around its colon');
 });
@@ -192,6 +194,8 @@ test('numeric answers: the last answer stated wins, its sentence after "=", LaTe
   // an expression left unworked is no number (its first number used to pass); "which is" states the result
   for (const t of ['The answer is 12 - 3.', 'The answer is 3 × 4 dollars.']) assert.ok(!isCorrect('gsm8k', t, 12) && !isCorrect('gsm8k', t, 3), t);
   assert.equal(x('The answer is 1/2 of 10, which is 5.'), '5');
+  for (const t of ['The answer is 18, which is to say 9 + 9.', 'The answer is 18 apples, which is 6 more than 12.', 'The answer is 20 - 2 = 18 eggs, which is 9 pairs.',
+    'The answer is 18 [9 + 9].', 'The answer is 18 because 9 + 9 is 18.', 'The answer is 18, or 2 * 9.']) assert.equal(x(t), '18', t);
   assert.equal(x('#### 1000000000000000000000'), '1000000000000000000000');
   assert.ok(isCorrect('gsm8k', '#### 1000000000000000000000', 1e21));
   assert.ok(isCorrect('gsm8k', 'The answer is 0.0000001', '0.0000001'));

@@ -46,7 +46,7 @@ export interface Summary {
 
 export interface EvalReport { options: Record<string, unknown>; summary: Record<string, Summary>; cases: CaseResult[] }
 
-const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP'];
+const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'adapter', 'adapterFrom'];
 const shown = (v: unknown) => (typeof v === 'number' ? String(v) : JSON.stringify(v));
 
 /** runEval's inputs, checked before any work (a bad batch size would loop forever, a bad case fail after the others). */

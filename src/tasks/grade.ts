@@ -52,7 +52,8 @@ function lastNumber(text: string): number | undefined {
 }
 /** The last ratio or clock time written ("3:4", "3 : 4", "3:30 p.m."), when no digit follows it; else undefined. */
 function lastRatio(text: string): string | undefined {
-  const all = [...text.matchAll(/\d+\s*:\s*\d+(?:\s*[ap]\.?\s?m\b\.?)?/gi)], m = all.at(-1);
+  // "3:4" or "3 : 4", not a label "day 2: 8"
+  const all = [...text.matchAll(/\d+(?::|\s:\s)\d+(?:\s*[ap]\.?\s?m\b\.?)?/gi)], m = all.at(-1);
   if (!m) return undefined;
   return /\d/.test(text.slice(m.index! + m[0].length)) ? undefined : m[0];
 }
@@ -85,9 +86,11 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not
     const eq = phrase.indexOf('=');
     if (box === undefined && eq >= 0 && OPERATION.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
-    // and so does "… , which is 5" ("1/2 of 10, which is 5")
+    // and so does "…, which is 5" after an expression ("1/2 of 10, which is 5"), not after one answer ("18, which is 9 + 9")
     const which = box === undefined ? [...phrase.matchAll(/\b(?:which|that)\s+is\b/gi)].at(-1) : undefined;
-    if (which && /\d/.test(phrase.slice(which.index! + which[0].length))) phrase = phrase.slice(which.index! + which[0].length);
+    if (which && /\d/.test(phrase.slice(which.index! + which[0].length)) && (phrase.slice(0, which.index).match(NUMBER)?.length ?? 0) !== 1) {
+      phrase = phrase.slice(which.index! + which[0].length);
+    }
     phrase = phrase.replace(/\*+/g, '').trim();
     // a phrase without a number (an ASDiv name) only when no number is written after it
     const ok = /\d/.test(phrase) || (!needNumber && !/\d/.test(text.slice(m.index! + m[0].length)));
@@ -101,6 +104,9 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
 
 /** An operation between numbers ("5 + 3", "12 \times 3", "12 x 3"): what a worked expression before "=" holds. */
 const OPERATION = /\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
+
+/** A phrase that starts with an operation between numbers (a fraction "1/2" is one number): an unworked expression. */
+const UNWORKED = /^[^\d]*\d[\d,.]*\s*(?:[-+*×÷^·]|\/(?=\s)|\s\/|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
 
 /** A ratio or clock time ("3:4", "5:45 p.m."): an answer of its own, not the number before its colon. */
 const isRatioOrTime = (s: string) => /^\d+\s*:\s*\d+/.test(s.trim());
@@ -117,9 +123,9 @@ function statedNumber(s: { phrase: string; boxed: boolean }): number | undefined
     // unboxed LaTeX that is not one value ("\(18\) dollars"): its first number, unless it is a fraction, root or power
     if (n !== undefined || s.boxed || /\\(?:frac|sqrt)|\^/.test(s.phrase)) return n;
   }
-  // An expression left unworked ("12 - 3", "3 × 4 dollars") is no number; "18 (= 9 × 2)" and "18 = 9 + 9" are 18.
-  const head = s.phrase.replace(/\([^()]*\)/g, '').split('=')[0].replace(/\d+\/\d+/g, 'F'); // a fraction "1/2" is one number
-  return isRatioOrTime(s.phrase) || OPERATION.test(head) ? undefined : firstNumber(s.phrase);
+  // An expression left unworked ("12 - 3", "3 × 4 dollars") is no number; "18 (= 9 × 2)", "18 = 9 + 9" and
+  // "8 because 5 + 3 is 8" are 18 and 8.
+  return isRatioOrTime(s.phrase) || UNWORKED.test(s.phrase) ? undefined : firstNumber(s.phrase);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -304,6 +310,7 @@ export function extractAnswer(task: Task, text: string): string | undefined {
   const ratio = task === 'asdiv' ? lastRatio(r) : undefined;
   if (ratio !== undefined) return foldPhrase(ratio);
   const last = lastNumber(r);
+  if (last === undefined && task === 'asdiv') return foldPhrase(r.trim().split('\n').at(-1) ?? '') || undefined; // a name, as isCorrect reads it
   return last === undefined ? undefined : numberKey(last);
 }
 
