@@ -418,6 +418,14 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /raw prompt 0 does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
   assert.match(cli(['answer', '--model', 'models/default', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr, /or --native-thinking for a model that thinks by itself/);
+  // A thinking model's generation_config.json that asks for sampling: said when --native-thinking decodes greedily.
+  const sampled = at('sampled-model');
+  fs.mkdirSync(sampled);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(ROOT, 'models/default', f), path.join(sampled, f));
+  fs.writeFileSync(path.join(sampled, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 0.6, top_p: 0.95, top_k: 20, eos_token_id: 2 }));
+  const advice = `edgereason: note: answers are greedy unless --temperature is given; ${path.join(sampled, 'generation_config.json')} suggests sampling this model's thinking with --temperature 0.6 --top-p 0.95 --top-k 20`;
+  assert.ok(cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--question', 'x']).stderr.includes(advice));
+  assert.ok(!cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--temperature', '0.6', '--question', 'x']).stderr.includes('suggests sampling'));
   // A model that does not think by itself, told it does: said, not answered with nothing.
   assert.match(cli(['answer', '--model', 'models/default', '--native-thinking', '--reasoning', 'on', '--question', 'Zoe has 7 dollars. She earns 12 more. How many dollars does she have?']).stderr,
     /^edgereason: answer: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model that thinks by itself \(such as Qwen3\); give this one its reasoning adapter instead$/m);

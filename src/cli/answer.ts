@@ -9,6 +9,7 @@ import { VOTE_METHODS } from '../reason/vote.ts';
 import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
+import { suggestedSampling } from '../io/hf-folder.ts';
 
 /** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
 export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}`;
@@ -58,6 +59,9 @@ export function answerCommand(program: Command): void {
         }
         if (o.samples > 1) console.error(`edgereason: note: at --temperature 0 the ${o.samples} samples are all the same greedy answer; give a temperature above 0 to vary them`);
       }
+      // A thinking model's own advice (Qwen3, DeepSeek-R1: greedy thinking tends to repeat itself): said, not applied.
+      const suggested = o.nativeThinking && o.temperature === undefined ? suggestedSampling(o.model) : undefined;
+      if (suggested) console.error(`edgereason: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model's thinking with ${suggested}`);
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
       if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');

@@ -182,6 +182,20 @@ function readJson(file: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
+/**
+ * The sampling a model folder's generation_config.json asks for (do_sample with its temperature, top_p, top_k,
+ * min_p), as command-line flags; undefined when it asks for none or there is no such file.
+ */
+export function suggestedSampling(dir: string): string | undefined {
+  const file = path.join(dir, 'generation_config.json');
+  let g: Record<string, unknown>;
+  try { g = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {}; } catch { return undefined; }
+  if (g.do_sample !== true) return undefined;
+  const flags = [['temperature', '--temperature'], ['top_p', '--top-p'], ['top_k', '--top-k'], ['min_p', '--min-p']]
+    .filter(([k]) => typeof g[k] === 'number').map(([k, flag]) => `${flag} ${g[k]}`);
+  return flags.length ? flags.join(' ') : undefined;
+}
+
 /** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */
 export function loadHfFolder(dir: string): { config: ModelConfig; weights: WeightSource; dir: string } {
   const configFile = path.join(dir, 'config.json');
