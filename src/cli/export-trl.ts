@@ -25,7 +25,7 @@ import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { checkGolds, rlPrompts } from './train-rl.ts';
 import { parseTargets } from './train-sft.ts';
-import { budgetsArg, floatArg, intArg } from './main.ts';
+import { budgetsOption, floatArg, intArg } from './main.ts';
 import { checkOutDir, expandPath } from './outputs.ts';
 
 export interface ExportTrlOptions {
@@ -331,7 +331,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--alora-invocation <text>', 'activated-LoRA invocation', INVOCATION)
     .option('--lr <lr>', 'SFT learning rate', floatArg('--lr', 0), 2e-3)
     .option('--epochs <n>', 'SFT epochs', intArg('--epochs', 1), 2)
-    .addOption(new Option('--budgets <list>', 'GRPO thinking budget buckets').argParser(budgetsArg).default([...DEFAULT_BUDGETS], DEFAULT_BUDGETS.join(',')))
+    .addOption(budgetsOption('GRPO thinking budget buckets'))
     .option('--group <n>', 'GRPO completions per prompt', intArg('--group', 2), 8)
     .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'GRPO KL weight', floatArg('--beta', 0), 0)

@@ -1,5 +1,5 @@
 /** The `edgereason` command line: one thin subcommand per file, each parsing flags and calling the library. */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { generateCommand } from './generate.ts';
 import { convertCommand } from './convert.ts';
 import { benchCommand } from './bench.ts';
@@ -15,6 +15,7 @@ import { exportTrlCommand } from './export-trl.ts';
 import { cacheCommand } from './cache.ts';
 import { version } from '../version.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
+import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 
 export async function main(argv: string[]): Promise<void> {
   // Output piped into a reader that stops early (| head) ends the command quietly, not with a stack trace.
@@ -75,6 +76,9 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
     return n;
   };
 }
+
+/** The --budgets option (train-rl, export-trl): its default shown as the flag takes it. */
+export const budgetsOption = (description: string): Option => new Option('--budgets <list>', description).argParser(budgetsArg).default([...DEFAULT_BUDGETS], DEFAULT_BUDGETS.join(','));
 
 /** --budgets: a comma-separated list of positive integers (thinking budget buckets). */
 export function budgetsArg(v: string): number[] {

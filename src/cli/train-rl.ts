@@ -1,13 +1,12 @@
 import fs from 'node:fs';
 import { readJsonlLines } from '../io/jsonl.ts';
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
 import { loadModelWithProgress } from './load.ts';
 import { trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
-import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
-import { budgetsArg, floatArg, intArg, positiveArg } from './main.ts';
+import { budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
 import { checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
 
 /** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
@@ -47,7 +46,7 @@ export function trainRlCommand(program: Command): void {
     .option('--task <task>', 'synthetic, or a JSONL file of {"prompt","answer"} (the prompt a string, or a list holding the user message)', 'synthetic')
     .option('--grader <task>', `how answers are graded: ${TASKS.join(' | ')} (default: synthetic for the synthetic task, gsm8k for a file: the last number)`)
     .requiredOption('--out <dir>', 'output adapter folder (not the --adapter one; one that holds a model, adapter or checkpoint is refused without --overwrite or --resume)')
-    .addOption(new Option('--budgets <list>', 'thinking budget buckets trained').argParser(budgetsArg).default([...DEFAULT_BUDGETS], DEFAULT_BUDGETS.join(',')))
+    .addOption(budgetsOption('thinking budget buckets trained'))
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 160)
     .option('--group <n>', 'completions per prompt (G)', intArg('--group', 2), 8)
     .option('--prompts-per-step <n>', 'prompts per step', intArg('--prompts-per-step', 1), 8)

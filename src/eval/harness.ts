@@ -7,11 +7,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { checkKeys, type Model } from '../runtime/model.ts';
+import type { Model } from '../runtime/model.ts';
+import { checkKeys, shown } from '../runtime/options.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
 import { EMPTY_THINKING, reasoningTokens, thinkingOptions } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
-import { extractAnswer, isCorrect, TASKS, type Task } from '../tasks/grade.ts';
+import { checkQuestions, extractAnswer, isCorrect, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
 
 export interface EvalCase { id: string; question: string; gold: string | number; category: string; task: Task }
@@ -47,7 +48,6 @@ export interface Summary {
 export interface EvalReport { options: Record<string, unknown>; summary: Record<string, Summary>; cases: CaseResult[] }
 
 const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'adapter', 'adapterFrom'];
-const shown = (v: unknown) => (typeof v === 'number' ? String(v) : JSON.stringify(v));
 
 /** runEval's inputs, checked before any work (a bad batch size would loop forever, a bad case fail after the others). */
 function checkEvalInputs(cases: EvalCase[], o: EvalOptions, vocabSize: number): void {
@@ -57,12 +57,7 @@ function checkEvalInputs(cases: EvalCase[], o: EvalOptions, vocabSize: number): 
   for (const k of ['reasoning', 'nativeThinking'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`eval: ${k} must be true or false, got ${shown(o[k])}`);
   if (o.onCase !== undefined && typeof o.onCase !== 'function') throw new Error(`eval: onCase must be a function (done, total) => void, got ${typeof o.onCase}`);
   checkGenerateOptions(o, vocabSize);
-  if (!Array.isArray(cases)) throw new Error(`eval: cases must be a list of { id, question, gold, category, task } (syntheticCases, datasetCases), got ${shown(cases)}`);
-  cases.forEach((c, i) => {
-    if (!c || typeof c !== 'object' || typeof c.question !== 'string' || !(typeof c.gold === 'string' || typeof c.gold === 'number') || !TASKS.includes(c.task)) {
-      throw new Error(`eval: case ${i} must be { id, question: string, gold: string or number, category, task: ${TASKS.join(' | ')} }, got ${JSON.stringify(c)?.slice(0, 200)}`);
-    }
-  });
+  checkQuestions(cases, { list: 'cases must be a list of { id, question, gold, category, task } (syntheticCases, datasetCases)', item: (i) => `case ${i}`, shape: 'id, question: string, gold: string or number, category' }, 'eval');
 }
 
 export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = {}): Promise<EvalReport> {

@@ -10,6 +10,7 @@ import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts
 
 /** PyTorch's pickled checkpoints (torch.save), which carry code rather than data: never read. */
 export const PYTORCH_FILE = /^(pytorch_model.*\.bin|.*\.(pt|pth))$/;
+export const PYTORCH_ADVICE = 'is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True))';
 
 
 /** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */
@@ -226,7 +227,7 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
   } else {
     // The model's weights, not a trainer's optimizer or RNG state.
     const pickled = fs.readdirSync(dir).filter((f) => PYTORCH_FILE.test(f) && !/^(optimizer|scheduler|rng_state|training_args)/.test(f)).sort((a, b) => Number(!a.startsWith('pytorch_model')) - Number(!b.startsWith('pytorch_model')))[0];
-    throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${pickled ? `; ${pickled} is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True))` : ''}`);
+    throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${pickled ? `; ${pickled} ${PYTORCH_ADVICE}` : ''}`);
   }
   for (const name of weights.names) {
     const f = weights instanceof SafetensorsFile ? weights : (weights as ShardedWeights).fileOf(name), dtype = f.info(name).dtype;

@@ -10,7 +10,7 @@ import type { WeightSource } from './weights.ts';
 import { loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
 import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
-import { loadHfFolder, PYTORCH_FILE } from './hf-folder.ts';
+import { loadHfFolder, PYTORCH_ADVICE, PYTORCH_FILE } from './hf-folder.ts';
 import { ggufToModel, splitGgufParts } from './gguf.ts';
 import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
@@ -45,7 +45,7 @@ export function openSource(p: string): ModelSource {
   // A file of a Hugging Face folder (its config.json or weights) stands for the folder.
   if (/^(config\.json|model.*\.safetensors(\.index\.json)?)$/.test(path.basename(abs)) && fs.existsSync(path.join(path.dirname(abs), 'config.json'))) abs = path.dirname(abs);
   if (fs.statSync(abs).isFile() && (PYTORCH_FILE.test(path.basename(abs)) || isZip(abs))) {
-    throw new Error(`model: ${abs} is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True)) and give its folder`);
+    throw new Error(`model: ${abs} ${PYTORCH_ADVICE} and give its folder`);
   }
   if (fs.statSync(abs).isDirectory()) {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);

@@ -24,7 +24,8 @@ import { randomInt } from 'node:crypto';
 import { adapterIdentity } from '../train/checkpoint.ts';
 import type { LoadedAdapter } from '../io/peft.ts';
 import os from 'node:os';
-import { checkKeys, type Model } from '../runtime/model.ts';
+import type { Model } from '../runtime/model.ts';
+import { checkKeys, shown } from '../runtime/options.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { checkGenerateOptions, decode, endsWithRun, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
@@ -242,9 +243,6 @@ function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking:
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
   'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP'];
-
-/** A value as a message shows it: numbers as written (JSON would turn NaN and Infinity into null). */
-const shown = (v: unknown) => (typeof v === 'number' ? String(v) : JSON.stringify(v));
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {

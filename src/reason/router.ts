@@ -22,10 +22,11 @@
  * the midpoint between the highest score and 1; candidate gates are none and GATE_CANDIDATES.
  */
 import fs from 'node:fs';
-import { checkKeys, type Model } from '../runtime/model.ts';
+import type { Model } from '../runtime/model.ts';
+import { checkKeys, shown } from '../runtime/options.ts';
 import { writeJson } from '../io/safetensors.ts';
 import { AdamW } from '../train/optim.ts';
-import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
+import { checkQuestions, isCorrect, type Task } from '../tasks/grade.ts';
 import { answer, trainedWith } from './answer.ts';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -369,16 +370,10 @@ export interface RouterReport {
  * labelled items, the split, the fit's settings, callbacks; `extra` names the trainer's own options.
  */
 export function checkProbeTraining(items: readonly LabelItem[], o: TrainRouterOptions | Record<string, unknown>, extra: readonly string[], where: string): void {
-  const opts = o as Record<string, unknown>, shown = (v: unknown) => (typeof v === 'number' ? String(v) : JSON.stringify(v));
+  const opts = o as Record<string, unknown>;
   checkKeys(o, ['val', 'valFraction', 'l2', 'steps', 'lr', 'balance', 'metadata', 'onProgress', 'maxTokens', 'maxThinkingTokens', 'nativeThinking', ...extra], where);
   for (const [name, list] of [['items', items], ['val', opts.val]] as const) {
-    if (list === undefined && name === 'val') continue;
-    if (!Array.isArray(list)) throw new Error(`${where}: ${name} must be a list of { question, gold, task }, got ${shown(list)}`);
-    list.forEach((it, i) => {
-      if (!it || typeof it.question !== 'string' || !(typeof it.gold === 'string' || typeof it.gold === 'number') || !TASKS.includes(it.task)) {
-        throw new Error(`${where}: ${name}[${i}] must be { question: string, gold: string or number, task: ${TASKS.join(' | ')} }, got ${JSON.stringify(it)?.slice(0, 200)}`);
-      }
-    });
+    if (list !== undefined || name === 'items') checkQuestions(list, { list: `${name} must be a list of { question, gold, task }`, item: (i) => `${name}[${i}]`, shape: 'question: string, gold: string or number' }, where);
   }
   const num = (k: string, ok: (v: number) => boolean, what: string) => {
     const v = opts[k];

@@ -8,6 +8,7 @@ import type { Backend, CacheHandle } from './backend.ts';
 import { randomInt } from 'node:crypto';
 import { seededRandom, type SamplingParams } from './sampler.ts';
 import { onAbort } from './abort.ts';
+import { shown } from './options.ts';
 
 export interface GenerateOptions extends SamplingParams {
   /** Most tokens to generate (default 256, and never past the model's context). */
@@ -326,7 +327,7 @@ export const stopList = (stop: string | string[] | null | undefined): string[] =
 
 /** Refuses options that would be ignored or mean nothing, naming the option and the value. */
 export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, where = 'generate'): void {
-  const bad = (what: string, v: unknown) => { throw new Error(`${where}: ${what}, got ${typeof v === 'number' ? String(v) : JSON.stringify(v)}`); };
+  const bad = (what: string, v: unknown) => { throw new Error(`${where}: ${what}, got ${shown(v)}`); };
   const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
   if (o.temperature !== undefined && !(num(o.temperature) && o.temperature >= 0)) bad('temperature must be a finite number ≥ 0 (0 = greedy)', o.temperature);
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK must be an integer ≥ 0 (0 = off)', o.topK);

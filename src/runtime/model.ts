@@ -20,7 +20,6 @@ import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type 
 import { seedAt } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
-export { checkKeys };
 
 export interface LoadOptions {
   /**

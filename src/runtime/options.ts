@@ -2,6 +2,9 @@
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 
+/** A value as an error message shows it: numbers as written (JSON would turn NaN and Infinity into null). */
+export const shown = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.stringify(v));
+
 /** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
 export function checkKeys(o: object, known: readonly string[], where: string): void {
   if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error(`${where}: options must be an object, got ${o === null ? 'null' : Array.isArray(o) ? 'a list' : typeof o}`);

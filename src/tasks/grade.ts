@@ -12,6 +12,7 @@
  *
  * Text after the last </think> is graded when the model wrote a think block.
  */
+import { shown } from '../runtime/options.ts';
 
 export type Task = 'gsm8k' | 'svamp' | 'asdiv' | 'aime24' | 'amc23' | 'math500' | 'synthetic';
 export const TASKS: readonly Task[] = ['gsm8k', 'svamp', 'asdiv', 'aime24', 'amc23', 'math500', 'synthetic'];
@@ -312,6 +313,19 @@ export function extractAnswer(task: Task, text: string): string | undefined {
   const last = lastNumber(r);
   if (last === undefined && task === 'asdiv') return foldPhrase(r.trim().split('\n').at(-1) ?? '') || undefined; // a name, as isCorrect reads it
   return last === undefined ? undefined : numberKey(last);
+}
+
+/**
+ * Questions with their gold answers (eval cases, router and verifier items): a list of objects with a question, a
+ * gold answer and a task; errors name the list (`o.list`), the item (`o.item(i)`) and the fields it must have.
+ */
+export function checkQuestions(list: unknown, o: { list: string; item: (i: number) => string; shape: string }, where: string): void {
+  if (!Array.isArray(list)) throw new Error(`${where}: ${o.list}, got ${shown(list)}`);
+  list.forEach((it, i) => {
+    if (!it || typeof it !== 'object' || typeof it.question !== 'string' || !(typeof it.gold === 'string' || typeof it.gold === 'number') || !TASKS.includes(it.task)) {
+      throw new Error(`${where}: ${o.item(i)} must be { ${o.shape}, task: ${TASKS.join(' | ')} }, got ${JSON.stringify(it)?.slice(0, 200)}`);
+    }
+  });
 }
 
 /** Whether `predictedText` (a model's whole output) answers `gold` (the dataset's answer field) correctly. */

@@ -65,7 +65,10 @@ function build(json: unknown, config: Record<string, unknown>, name: string): To
   // step, and its raw prompts start with BOS all the same.
   const post = BOS_EOS_CLASSES.includes(config.tokenizer_class as string) ? (() => {
     const id = (t: string | undefined) => (t === undefined ? undefined : j.added_tokens?.find((a) => a.content === t)?.id ?? j.model!.vocab?.[t]);
-    const pick = (k: string, flag: unknown) => { const text = tokenString(config[k]); return flag && text !== undefined && id(text) !== undefined ? { text, id: id(text)! } : undefined; };
+    const pick = (k: string, flag: unknown) => {
+      const text = tokenString(config[k]), tokenId = flag ? id(text) : undefined;
+      return tokenId !== undefined ? { text: text!, id: tokenId } : undefined;
+    };
     return { post_processor: bosEosProcessor(pick('bos_token', config.add_bos_token ?? true), pick('eos_token', config.add_eos_token ?? false)) };
   })() : {};
   try { return new Tokenizer({ added_tokens: [], ...j, ...post }, config); }
