@@ -312,7 +312,9 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
     && /at async callerOfSetAdapter/.test(e.stack ?? '') && /at Engine\.setAdapter/.test((e.cause as Error)?.stack ?? ''));
   // (Calls that run no session: terminating a worker inside onnxruntime's run aborts the whole process.)
   const inFlight = [b.lengths(c), b.lengths(c)];
-  await (b as unknown as { worker: Worker }).worker.terminate();
+  // within(): once both calls have answered, the idle worker is unref'd, and nothing else would keep the event loop
+  // alive until its exit event (the test runner then cancels the file: CI saw it once).
+  await within((b as unknown as { worker: Worker }).worker.terminate());
   for (const r of await within(Promise.allSettled(inFlight))) if (r.status === 'rejected') assert.match(r.reason.message, /runtime worker exited with code 1/);
   await assert.rejects(within(b.lengths(c)), /runtime worker exited with code 1/);
   await within(b.close());
