@@ -203,7 +203,7 @@ test('(d) thinking cap on a model that never closes its thinking: ≤ K thinking
   }
 });
 
-test('thinksByItself: a generation prompt that opens the thinking, or a Qwen3 template that answers to enable_thinking; not the embedded model', () => {
+test('thinksByItself: a generation prompt that opens the thinking, a Qwen3 template that answers to enable_thinking, or another\'s that drops earlier thinking; not the embedded model', () => {
   const dir = path.resolve(import.meta.dirname, '../models/default');
   const tokenizerJson = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
   const own = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')).chat_template as string;
@@ -213,8 +213,12 @@ test('thinksByItself: a generation prompt that opens the thinking, or a Qwen3 te
     config: { architecture } as ModelConfig,
     tokenizer: loadTokenizer({ tokenizerJson, tokenizerConfig: template === undefined ? {} : { chat_template: template }, name: 't' }),
   });
+  // R1's first distills: the generation prompt leaves "<think>" to the model; earlier answers lose their thinking.
+  const r1Old = "{% for m in messages %}{% set c = m.content %}{% if m.role == 'assistant' and '</think>' in c %}{% set c = c.split('</think>')[-1] %}{% endif %}<|im_start|>{{ m.role }}\n{{ c }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
   assert.deepEqual([thinks('qwen2', own), thinks('qwen3', own), thinks('qwen2', r1), thinks('llama', r1), thinks('qwen3', plain), thinks('qwen3')],
     [false, true, true, true, false, false]);
+  // ... which Qwen3's Instruct-2507 templates do as well, without the model thinking.
+  assert.deepEqual([thinks('qwen2', r1Old), thinks('llama', r1Old), thinks('qwen3', r1Old)], [true, true, false]);
 });
 
 test('nativeThinking (a model that thinks by itself, no adapter): the reasoning route equals a fresh run of prompt + "<think>" up to the cap; the direct route equals the enable_thinking: false prompt', async () => {

@@ -166,14 +166,21 @@ function checkThinkingTokens(rt: ReasoningTokens): void {
 /**
  * Whether a model thinks by itself, as its chat template tells: its generation prompt opens the thinking
  * (DeepSeek-R1-Distill, Qwen3-Thinking-2507), or a Qwen3 template answers to enable_thinking (Qwen3's hybrid
- * models; the Instruct-2507 ones do not think). Templates that only pre-fill an empty block for enable_thinking:
+ * models; the Instruct-2507 ones do not think), or another architecture's template drops the thinking of earlier
+ * answers (R1's first distills, QwQ). Templates that only pre-fill an empty block for enable_thinking:
  * false on another architecture (the embedded model's) do not count: its adapter does the thinking.
  */
 export function thinksByItself(model: Pick<Model, 'tokenizer' | 'config'>): boolean {
   const render = (vars?: Record<string, unknown>) => model.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true, vars });
   try {
     const prompt = render();
-    return prompt.trimEnd().endsWith(THINK_OPEN) || (model.config.architecture === 'qwen3' && render({ enable_thinking: false }) !== prompt);
+    if (prompt.trimEnd().endsWith(THINK_OPEN)) return true;
+    if (model.config.architecture === 'qwen3') return render({ enable_thinking: false }) !== prompt;
+    // Elsewhere, a template that drops an earlier answer's thinking from the history is a thinking model's
+    // (DeepSeek-R1's first distills, whose generation prompt leaves the "<think>" to the model; QwQ). Qwen3's
+    // Instruct-2507 templates drop it too, but those models do not think: hence the Qwen3 rule above.
+    const history = model.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: `${THINK_OPEN}\nPLAN-7f3\n${THINK_CLOSE}\n\nDONE-7f3` }, { role: 'user', content: 'Ok' }], { addGenerationPrompt: true });
+    return history.includes('DONE-7f3') && !history.includes('PLAN-7f3');
   } catch {
     return false; // no chat template (or one that fails): nothing to tell
   }
