@@ -48,6 +48,27 @@ async function streamed(body: Loose): Promise<{ chunks: Loose[]; content: string
   return { chunks, content, thinking };
 }
 
+/**
+ * Holds the server's session runs after the first `pass` until the returned release() is called: a request stays in
+ * flight for as long as a test needs, however few tokens the model would write (a "long" request may stop after
+ * one: the tests that cancel mid-request or shut down mid-stream raced it). A stream's first chunk needs one run.
+ */
+function holdSteps(s: EdgeServer, pass = 0): () => void {
+  const inner = [...s.served.models.values()][0].backend.inner as { stepMany: (...a: unknown[]) => Promise<unknown> };
+  const run = inner.stepMany.bind(inner);
+  let release!: () => void, runs = 0;
+  const open = new Promise<void>((r) => { release = r; });
+  inner.stepMany = async (...a) => { if (runs++ >= pass) await open; return run(...a); };
+  return release;
+}
+
+/** Waits until `cond()` holds; fails naming `what` after 10 s instead of polling forever. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (const end = Date.now() + 10_000; !cond(); await new Promise((r) => setTimeout(r, 5))) {
+    if (Date.now() > end) assert.fail(`no ${what} within 10 s`);
+  }
+}
+
 async function status(p: Promise<unknown>): Promise<APIError> {
   try { await p; } catch (e) { assert.ok(e instanceof APIError, `expected an APIError, got ${e}`); return e; }
   assert.fail('expected the request to fail');
@@ -498,6 +519,7 @@ test('server: full queue → 429; a client disconnect cancels its request and fr
   const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 1, maxQueue: 1, ctx: 512 });
   const u = await small.listen();
   const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const release = holdSteps(small, 1);
   try {
     const long = ask('count', { max_tokens: 400, temperature: 1, edgereason: { reasoning: 'off' }, stop: [] });
     const ac = new AbortController();
@@ -505,20 +527,22 @@ test('server: full queue → 429; a client disconnect cancels its request and fr
     const it = (await first)[Symbol.asyncIterator]();
     await it.next(); // the first request is decoding and holds the only row
     const queued = c.chat.completions.create(ask('queued', { max_tokens: 2 }) as any);
-    while (small.admission.queued < 1) await new Promise((r) => setTimeout(r, 5));
+    await until(() => small.admission.queued >= 1, 'queued request');
     const refused = await status(c.chat.completions.create(ask('refused', { max_tokens: 2 }) as any));
     assert.equal(refused.status, 429);
     assert.equal(refused.type, 'rate_limit_error');
     assert.equal(refused.headers?.get('retry-after'), '1', 'a 429 says when to retry');
     ac.abort(); // the client goes away mid-stream
     await it.next().catch(() => undefined);
+    release();
     const q = await queued; // ... so the queued request gets the row
     assert.equal(q.choices.length, 1);
-    while (small.admission.rowsInUse) await new Promise((r) => setTimeout(r, 5));
+    await until(() => !small.admission.rowsInUse, 'rows freed');
     assert.equal(small.metrics.cancelled.get(), 1);
     const metrics = await (await fetch(`${u}/metrics`)).text();
     assert.match(metrics, /edgereason_rejected_total 1/);
   } finally {
+    release();
     await small.close(1000);
   }
 });
@@ -529,19 +553,24 @@ test('server: a client that disconnects from an n = 3 direct request cancels all
   const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
   const rejections: unknown[] = [], onRejection = (e: unknown) => rejections.push(e);
   process.on('unhandledRejection', onRejection);
+  const release = holdSteps(small, 1);
   try {
     const ac = new AbortController();
-    const body = ask('count', { n: 3, max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [], stream: true }); // long, random: still running when the client goes
+    const body = ask('count', { n: 3, max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [], stream: true });
     const it = (await (c.chat.completions.create(body as any, { signal: ac.signal }) as unknown as Promise<AsyncIterable<Loose>>))[Symbol.asyncIterator]();
     await it.next();
+    await until(() => small.admission.rowsInUse === 3, 'three rows in use'); // all three calls are running when the client goes
     ac.abort();
     await it.next().catch(() => undefined);
-    while (small.admission.rowsInUse) await new Promise((r) => setTimeout(r, 5));
+    release();
+    await until(() => !small.admission.rowsInUse, 'rows freed');
+    assert.equal(small.metrics.cancelled.get(), 1);
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(rejections, [], 'no call of the cancelled request is left rejecting unhandled');
     const after = await c.chat.completions.create(ask('hello', { max_tokens: 4 }) as any);
     assert.equal(after.choices.length, 1);
   } finally {
+    release();
     process.off('unhandledRejection', onRejection);
     await small.close(1000);
   }
@@ -558,11 +587,13 @@ test('server: a model id with "/" is found at /v1/models/<id> unencoded; a non-s
     assert.deepEqual([missing.status, error.type, error.code], [404, 'invalid_request_error', 'model_not_found']); // as OpenAI's
     const ac = new AbortController();
     const body = JSON.stringify({ ...ask('count', { max_tokens: 400, temperature: 1, edgereason: { reasoning: 'off' }, stop: [] }), model: 'org/tiny' });
+    const release = holdSteps(small);
     const cut = fetch(`${u}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: ac.signal }).catch(() => 'aborted');
-    while (!small.admission.rowsInUse) await new Promise((r) => setTimeout(r, 5));
+    await until(() => small.admission.rowsInUse > 0, 'row in use');
     ac.abort();
     assert.equal(await cut, 'aborted');
-    while (small.admission.rowsInUse) await new Promise((r) => setTimeout(r, 5));
+    release();
+    await until(() => !small.admission.rowsInUse, 'rows freed');
     await new Promise((r) => setTimeout(r, 20));
     const metrics = await (await fetch(`${u}/metrics`)).text();
     assert.match(metrics, /^edgereason_requests_total\{code="499",route="\/v1\/chat\/completions"\} 1$/m);
@@ -614,10 +645,12 @@ test('server: shutting down mid-stream ends the stream with an error, not a trun
   const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 2, ctx: 1024 });
   const u = await small.listen();
   const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const release = holdSteps(small, 1);
   const stream = await c.chat.completions.create({ ...ask('count', { max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [] }), stream: true } as any) as unknown as AsyncIterable<Loose>;
   const it = stream[Symbol.asyncIterator]();
   await it.next();
   const closed = small.close(0);
+  release();
   let err: unknown;
   try { while (!(await it.next()).done); } catch (e) { err = e; }
   await closed;

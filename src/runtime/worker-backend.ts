@@ -59,7 +59,10 @@ export class WorkerBackend implements Backend {
       await new Promise((resolve, reject) => backend.pending.set(0, { resolve, reject }));
     } catch (e) {
       backend.gone ??= 'runtime: the model failed to load';
-      await worker.terminate(); // the worker would otherwise keep the process alive
+      // The load's answer left the worker unref'd (no call pending): referenced again, the event loop waits for its
+      // exit; terminated, it cannot keep the process alive.
+      worker.ref();
+      await worker.terminate();
       throw e;
     }
     // Idle, the worker does not keep the process alive (as an idle socket would not): a script that forgets
