@@ -470,12 +470,13 @@ test('server: close() with requests in flight returns as soon as they finish (no
   const u = await small.listen();
   const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
   const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 60, temperature: 0.8, edgereason: { reasoning: 'on' } });
+  const release = holdSteps(small); // both are admitted and running when close() is called
   const whole = c.chat.completions.create(body as any) as unknown as Promise<Loose>;
-  const stream = await c.chat.completions.create({ ...body, stream: true } as any) as unknown as AsyncIterable<Loose>;
-  const it = stream[Symbol.asyncIterator]();
-  await it.next();
-  while (small.admission.active < 2) await new Promise((r) => setTimeout(r, 5));
+  const streaming = c.chat.completions.create({ ...body, stream: true } as any) as unknown as Promise<AsyncIterable<Loose>>;
+  await until(() => small.admission.active === 2, 'two requests running');
   const closed = small.close(60_000); // a grace long enough for both to finish
+  release();
+  const it = (await streaming)[Symbol.asyncIterator]();
   let finish: string | undefined;
   for (let x = await it.next(); !x.done; x = await it.next()) finish = x.value.choices[0]?.finish_reason ?? finish;
   const r = await whole;
@@ -726,7 +727,9 @@ test('server load: 32 concurrent streaming clients, seeded outputs equal single 
       for await (const ch of stream) for (const x of ch.choices) finish = x.finish_reason ?? finish;
       return finish;
     })());
-    while (!/edgereason_requests_running [1-9]/.test(await (await fetch(`${base}/metrics`)).text())) await new Promise((r) => setTimeout(r, 10));
+    for (const end = Date.now() + 10_000; !/edgereason_requests_running [1-9]/.test(await (await fetch(`${base}/metrics`)).text()); await new Promise((r) => setTimeout(r, 10))) {
+      if (Date.now() > end) assert.fail('no request running within 10 s');
+    }
     child.kill('SIGTERM');
     const finishes = await Promise.all(inflight);
     assert.ok(finishes.every((f) => f === 'stop' || f === 'length'), `in-flight requests finished: ${finishes}`);
