@@ -20,7 +20,7 @@ import { grownCapacity } from '../src/runtime/kv-cache.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults } from './write.ts';
 
 const { numHeads: H, numKvHeads: HKV, headDim: D, numLayers: LAYERS } = QWEN25_05B;
 const CASES = [{ rows: 1, len: 64 }, { rows: 8, len: 64 }, { rows: 1, len: 1000 }, { rows: 8, len: 1000 }];
@@ -97,7 +97,7 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
       return `| ${c.rows} × ${c.len} | ${r[0].capacity} | ${r.map((x) => `${x.ms.toFixed(2)} ms`).join(' | ')} |`;
     }), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(dir, `attention-${date}`, result, md);
+  writeResults(dir, freshStem(dir, `attention-${date}`), result, md);
   return result;
 }
 

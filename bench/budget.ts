@@ -15,7 +15,7 @@ import { makeSplits, type MathItem } from '../src/tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../src/reason/budget.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults } from './write.ts';
 import { defaultModel, defaultModelFiles } from '../src/models/embedded.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -74,8 +74,8 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
     '| thinking cap K | ' + caps.join(' | ') + ' |', '|---|' + caps.map(() => '---:').join('|') + '|',
     ...capCurves.map((c) => `| ${c.name} | ${c.points.map(([, a]) => `${a.toFixed(1)} %`).join(' | ')} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(out, `budget-${date}`, result, md);
-  writeSvg(path.join(out, `budget-${date}-cap.svg`), await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true }));
+  const stem = writeResults(out, freshStem(out, `budget-${date}`), result, md);
+  writeSvg(`${stem}-cap.svg`, await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true }));
   return result;
 }
 

@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults } from './write.ts';
 
 export interface DecodeBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -190,7 +190,8 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   };
 
   if (opts.resultsDir !== null) {
-    const stem = writeResults(opts.resultsDir ?? path.join(here, 'results'), `decode-${result.date.slice(0, 10)}${shape === 'qwen2.5-0.5b' ? '' : `-${shape}`}`, result, markdown(result), 2);
+    const dir = opts.resultsDir ?? path.join(here, 'results');
+    const stem = writeResults(dir, freshStem(dir, `decode-${result.date.slice(0, 10)}${shape === 'qwen2.5-0.5b' ? '' : `-${shape}`}`), result, markdown(result), 2);
     if (!opts.json) console.error(`wrote ${stem}.json and .md`);
   }
   console.log(opts.json ? JSON.stringify(result, null, 2) : markdown(result));

@@ -17,7 +17,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults } from './write.ts';
 
 const H = QWEN25_05B.hiddenSize, I = QWEN25_05B.intermediateSize, ROWS = [1, 2, 4, 8];
 const KINDS: Record<string, { quant: Quant; accuracyLevel: number }> = {
@@ -69,7 +69,7 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
     `| weights | ${ROWS.map((m) => `M=${m}`).join(' | ')} |`, `|---|${ROWS.map(() => '---:').join('|')}|`,
     ...rows.map((r) => `| ${r.weights} | ${ROWS.map((m) => `${r.ms[m].toFixed(2)} ms (${r.ratio[m].toFixed(2)}×)`).join(' | ')} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(dir, `matmul-${date}`, result, md);
+  writeResults(dir, freshStem(dir, `matmul-${date}`), result, md);
   return result;
 }
 

@@ -45,7 +45,7 @@ import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
 import { StagedProgress } from '../src/train/progress.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults } from './write.ts';
 import type { Quant } from '../src/onnx/quant.ts';
 import { quantArg } from '../src/cli/main.ts';
 
@@ -296,9 +296,8 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   return result;
 }
 
-/** reasoning-<date>.json, .md and the SVG plots in `dir`. */
-async function writeReport(result: ReasoningBenchResult, dir: string, log: (l: string) => void): Promise<void> {
-  const name = `reasoning-${result.date.slice(0, 10)}`;
+/** <name>.json, .md and the SVG plots in `dir`: a run's reasoning-<date> (-2, … after the day's first), or a redrawn report's own name. */
+async function writeReport(result: ReasoningBenchResult, dir: string, log: (l: string) => void, name = freshStem(dir, `reasoning-${result.date.slice(0, 10)}`)): Promise<void> {
   const stem = writeResults(dir, name, result, markdown(result, name));
   writeSvg(`${stem}-ttft.svg`, await lineChart({
     title: 'TTFT of the reasoning turn vs prompt length', x: 'prompt tokens', y: 'TTFT (ms)', points: true,
@@ -480,7 +479,7 @@ if (isMainModule(import.meta.url)) {
   });
   const report = a.str('report');
   // --report <reasoning-<date>.json>: the Markdown and plots again from a run's results, with no model run.
-  if (report) await writeReport(JSON.parse(fs.readFileSync(report, 'utf8')) as ReasoningBenchResult, a.str('results-dir') ?? path.dirname(report), console.log);
+  if (report) await writeReport(JSON.parse(fs.readFileSync(report, 'utf8')) as ReasoningBenchResult, a.str('results-dir') ?? path.dirname(report), console.log, path.basename(report, '.json'));
   else await runReasoningBench({
     model: a.str('model'), adapter: a.str('adapter'), router: a.str('router'), verifier: a.str('verifier'),
     quant: a.str('quant') === undefined ? undefined : quantArg(a.str('quant')!), threads: a.num('threads'), reps: a.num('reps'),

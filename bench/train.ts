@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults } from './write.ts';
 
 export interface TrainBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -266,7 +266,8 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
     'lora', 'full', 'model', 'settings', 'machine', 'profile'].filter((k) => k in result).map((k) => [k, result[k as keyof TrainBenchResult]])) as unknown as TrainBenchResult;
 
   if (opts.resultsDir !== null) {
-    const stem = writeResults(opts.resultsDir ?? path.join(here, 'results'), `train-${ordered.date.slice(0, 10)}`, ordered, markdown(ordered), 2);
+    const dir = opts.resultsDir ?? path.join(here, 'results');
+    const stem = writeResults(dir, freshStem(dir, `train-${ordered.date.slice(0, 10)}`), ordered, markdown(ordered), 2);
     if (!opts.json) console.error(`wrote ${stem}.json and .md`);
   }
   console.log(opts.json ? JSON.stringify(ordered, null, 2) : markdown(ordered));

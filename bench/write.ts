@@ -1,7 +1,17 @@
-/** A bench's result files: <dir>/<stem>.json and .md (the folder made as needed); returns <dir>/<stem>. */
+/** A bench's result files: <dir>/<stem>.json and .md (the folder made as needed; a stem from freshStem); returns <dir>/<stem>. */
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+
+/**
+ * `stem`, or else `stem-2`, `stem-3`, …: the first with no .json in `dir`, so a second run on the same day keeps the
+ * first run's files (a committed result is never overwritten by accident).
+ */
+export function freshStem(dir: string, stem: string): string {
+  let k = 1;
+  while (fs.existsSync(path.join(dir, `${k === 1 ? stem : `${stem}-${k}`}.json`))) k++;
+  return k === 1 ? stem : `${stem}-${k}`;
+}
 
 export function writeResults(dir: string, stem: string, result: unknown, markdown: string, indent = 1): string {
   fs.mkdirSync(dir, { recursive: true });

@@ -234,6 +234,21 @@ test('lateProgress (loading a checkpoint): nothing for work done within a second
   assert.deepEqual(written, ['loading m 5/5 | 1.67 M weights/s | elapsed 3s | ETA 0s\n']);
 });
 
+test('a bench run on a day that already has results writes <name>-<date>-2 beside them; the first run\'s files are kept', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bench-'));
+  try {
+    const run = () => spawnSync(process.execPath, ['--import', 'tsx', 'bench/matmul.ts', '--layers', '1', '--results-dir', dir], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+    assert.equal(run().status, 0);
+    const [first] = fs.readdirSync(dir).filter((f) => f.endsWith('.json')), stem = first.slice(0, -'.json'.length), before = fs.readFileSync(path.join(dir, first), 'utf8');
+    assert.match(stem, /^matmul-\d{4}-\d{2}-\d{2}$/);
+    assert.equal(run().status, 0);
+    assert.deepEqual(fs.readdirSync(dir).sort(), [`${stem}-2.json`, `${stem}-2.md`, `${stem}.json`, `${stem}.md`]);
+    assert.equal(fs.readFileSync(path.join(dir, first), 'utf8'), before);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('bench scripts run directly refuse unknown flags and non-numbers before any work (no result file written); --help lists theirs', () => {
   const bench = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'bench/matmul.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   const before = fs.readdirSync(path.join(ROOT, 'bench/results')).join();
