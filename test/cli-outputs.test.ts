@@ -464,7 +464,7 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.match(json.stderr, /^#### 17$/m);
 });
 
-test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named', () => {
+test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named; answer --budget with an adapter that was not budget-trained is noted', () => {
   const gen = (...extra: string[]) => cli(['generate', '--model', 'models/default', '--prompt', 'What is the capital of Vorland?', '--max-tokens', '4', '--stats', ...extra]);
   const promptTokens = (r: ReturnType<typeof cli>) => Number(/^prompt (\d+) tokens/m.exec(r.stderr)?.[1]);
   const [plain, direct] = [gen('--chat'), gen('--chat', '--chat-template-kwargs', '{"enable_thinking": false}')];
@@ -480,6 +480,13 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.equal(nat.status, 0, nat.stderr);
   assert.doesNotMatch(nat.stderr, /^adapter:/m);
   assert.match(nat.stderr, new RegExp(`^tokens: prompt ${promptTokens(direct)}, generated \\d+;`, 'm'), 'the template\'s empty block, not a second one');
+  // --budget with an adapter train-rl did not budget-train (no rl_log.json) is noted; the RL adapter's is not.
+  const budgetNote = /^edgereason: note: models\/default\/reasoning-adapter has no rl_log\.json from train-rl: an adapter not budget-trained may read past the budget line without shortening its thinking; --max-thinking-tokens caps any adapter's thinking$/m;
+  const [sft, rl] = ['reasoning-adapter', 'reasoning-adapter-rl'].map((a) => ask('--adapter', `models/default/${a}`, '--reasoning', 'on', '--budget', '96'));
+  assert.equal(sft.status, 0, sft.stderr);
+  assert.match(sft.stderr, budgetNote);
+  assert.equal(rl.status, 0, rl.stderr);
+  assert.doesNotMatch(rl.stderr, /rl_log/);
 });
 
 test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', () => {

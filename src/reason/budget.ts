@@ -4,6 +4,9 @@
  * at inference, so one adapter serves several budgets. It sits inside the adapter's turn, not in the system
  * prompt: the base prefill the router reads and the direct route answers from stays the same for every budget.
  */
+import fs from 'node:fs';
+import path from 'node:path';
+
 export const budgetSystemLine = (budget: number): string => `Thinking budget: ${budget} tokens.`;
 
 /** Token ids fed after the invocation for a budget ("\n" + the line); the model then writes "\n" + its thinking. */
@@ -17,3 +20,13 @@ export function budgetControl(tok: { encode(text: string, o?: { addSpecialTokens
  * synthetic world: a concise trace of a hard (4–8 step) item takes 44–86 thinking tokens, a verbose one 100–560.
  */
 export const DEFAULT_BUDGETS = [96, 160, 256] as const;
+
+/** The budget buckets an adapter was RL-trained on (train-rl's rl_log.json beside it), ascending; [] = none. */
+export function rlBudgets(adapterDir: string): number[] {
+  const f = path.join(adapterDir, 'rl_log.json');
+  if (!fs.existsSync(f)) return [];
+  try {
+    const b = JSON.parse(fs.readFileSync(f, 'utf8')).budgets;
+    return Array.isArray(b) ? b.filter((x: unknown): x is number => Number.isInteger(x) && (x as number) > 0).sort((a, c) => a - c) : [];
+  } catch { return []; }
+}

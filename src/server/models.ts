@@ -14,6 +14,7 @@ import { readAdapterConfig } from '../io/peft.ts';
 import type { Router } from '../reason/router.ts';
 import { loadProbes } from '../reason/probes.ts';
 import type { Verifier } from '../reason/verifier.ts';
+import { rlBudgets } from '../reason/budget.ts';
 import type { Quant } from '../onnx/quant.ts';
 
 export interface AdapterSpec { name: string; dir: string }
@@ -77,15 +78,6 @@ export function parseAdapterArg(v: string): AdapterSpec {
   if (!/^[A-Za-z0-9._:/-]+$/.test(name)) throw new Error(`--adapter: name "${name}" may only use letters, digits and . _ : / -`);
   if (!dir) throw new Error(`--adapter ${v}: missing folder after "="`);
   return { name, dir };
-}
-
-export function rlBudgets(adapterDir: string): number[] {
-  const f = path.join(adapterDir, 'rl_log.json');
-  if (!fs.existsSync(f)) return [];
-  try {
-    const b = JSON.parse(fs.readFileSync(f, 'utf8')).budgets;
-    return Array.isArray(b) ? b.filter((x: unknown): x is number => Number.isInteger(x) && (x as number) > 0).sort((a, c) => a - c) : [];
-  } catch { return []; }
 }
 
 export async function loadServed(o: LoadServedOptions): Promise<Served> {
