@@ -242,7 +242,10 @@ test('a bench run on a day that already has results writes <name>-<date>-2 besid
     const [first] = fs.readdirSync(dir).filter((f) => f.endsWith('.json')), stem = first.slice(0, -'.json'.length), before = fs.readFileSync(path.join(dir, first), 'utf8');
     assert.match(stem, /^matmul-\d{4}-\d{2}-\d{2}$/);
     assert.equal(run().status, 0);
-    assert.deepEqual(fs.readdirSync(dir).sort(), [`${stem}-2.json`, `${stem}-2.md`, `${stem}.json`, `${stem}.md`]);
+    const second = fs.readdirSync(dir).filter((f) => f.endsWith('.json') && f !== first);
+    // (A run that ends past midnight UTC names its own day: then the two never share a stem.)
+    if (second[0]?.startsWith(stem)) assert.deepEqual(fs.readdirSync(dir).sort(), [`${stem}-2.json`, `${stem}-2.md`, `${stem}.json`, `${stem}.md`]);
+    else assert.deepEqual(second.map((f) => /^matmul-\d{4}-\d{2}-\d{2}\.json$/.test(f)), [true]);
     assert.equal(fs.readFileSync(path.join(dir, first), 'utf8'), before);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -480,13 +483,17 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.equal(nat.status, 0, nat.stderr);
   assert.doesNotMatch(nat.stderr, /^adapter:/m);
   assert.match(nat.stderr, new RegExp(`^tokens: prompt ${promptTokens(direct)}, generated \\d+;`, 'm'), 'the template\'s empty block, not a second one');
-  // --budget with an adapter train-rl did not budget-train (no rl_log.json) is noted; the RL adapter's is not.
-  const budgetNote = /^edgereason: note: models\/default\/reasoning-adapter has no rl_log\.json from train-rl: an adapter not budget-trained may read past the budget line without shortening its thinking; --max-thinking-tokens caps any adapter's thinking$/m;
+  // --budget with an adapter train-rl did not budget-train (no rl_log.json, or one without budgets) is noted; the RL adapter is not.
+  const budgetNote = /^edgereason: note: models\/default\/reasoning-adapter was not budget-trained by train-rl \(no budgets in an rl_log\.json beside it\): an adapter that was not may read past the budget line without shortening its thinking; --max-thinking-tokens caps any adapter's thinking$/m;
   const [sft, rl] = ['reasoning-adapter', 'reasoning-adapter-rl'].map((a) => ask('--adapter', `models/default/${a}`, '--reasoning', 'on', '--budget', '96'));
   assert.equal(sft.status, 0, sft.stderr);
   assert.match(sft.stderr, budgetNote);
   assert.equal(rl.status, 0, rl.stderr);
   assert.doesNotMatch(rl.stderr, /rl_log/);
+  const unbudgeted = at('rl-unbudgeted'); // train-rl --unbudgeted-share 1: an rl_log.json with no budgets
+  fs.cpSync(path.join(ROOT, 'models/default/reasoning-adapter-rl'), unbudgeted, { recursive: true });
+  fs.writeFileSync(path.join(unbudgeted, 'rl_log.json'), JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(unbudgeted, 'rl_log.json'), 'utf8')), budgets: [] }));
+  assert.match(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr, new RegExp(`^edgereason: note: ${unbudgeted} was not budget-trained by train-rl`, 'm'));
 });
 
 test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', () => {

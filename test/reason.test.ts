@@ -217,8 +217,10 @@ test('thinksByItself: a generation prompt that opens the thinking, a Qwen3 templ
   const r1Old = "{% for m in messages %}{% set c = m.content %}{% if m.role == 'assistant' and '</think>' in c %}{% set c = c.split('</think>')[-1] %}{% endif %}<|im_start|>{{ m.role }}\n{{ c }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
   assert.deepEqual([thinks('qwen2', own), thinks('qwen3', own), thinks('qwen2', r1), thinks('llama', r1), thinks('qwen3', plain), thinks('qwen3')],
     [false, true, true, true, false, false]);
-  // ... which Qwen3's Instruct-2507 templates do as well, without the model thinking.
-  assert.deepEqual([thinks('qwen2', r1Old), thinks('llama', r1Old), thinks('qwen3', r1Old)], [true, true, false]);
+  // ... which Qwen3's Instruct-2507 (ChatML) templates do as well, without the model thinking; DeepSeek-R1-0528's
+  // template on its Qwen3 distill does it and the model thinks.
+  const r1New = r1Old.replaceAll('<|im_start|>{{ m.role }}\n', '<｜{{ m.role }}｜>').replaceAll('<|im_end|>\n', '').replace('<|im_start|>assistant\n', '<｜Assistant｜>');
+  assert.deepEqual([thinks('qwen2', r1Old), thinks('llama', r1Old), thinks('qwen3', r1Old), thinks('qwen3', r1New)], [true, true, false, true]);
 });
 
 test('nativeThinking (a model that thinks by itself, no adapter): the reasoning route equals a fresh run of prompt + "<think>" up to the cap; the direct route equals the enable_thinking: false prompt', async () => {

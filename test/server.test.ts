@@ -471,22 +471,27 @@ test('server: close() with requests in flight returns as soon as they finish (no
   const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
   const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 60, temperature: 0.8, edgereason: { reasoning: 'on' } });
   const release = holdSteps(small); // both are admitted and running when close() is called
-  const whole = c.chat.completions.create(body as any) as unknown as Promise<Loose>;
-  const streaming = c.chat.completions.create({ ...body, stream: true } as any) as unknown as Promise<AsyncIterable<Loose>>;
-  await until(() => small.admission.active === 2, 'two requests running');
-  const closed = small.close(60_000); // a grace long enough for both to finish
-  release();
-  const it = (await streaming)[Symbol.asyncIterator]();
-  let finish: string | undefined;
-  for (let x = await it.next(); !x.done; x = await it.next()) finish = x.value.choices[0]?.finish_reason ?? finish;
-  const r = await whole;
-  assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason) && ['stop', 'length'].includes(finish!), 'both requests finished normally');
-  // Before, their keep-alive connections held close() until the 72 s keep-alive timeout.
-  let timer: NodeJS.Timeout | undefined;
-  const won = await Promise.race([closed.then(() => 'closed'), new Promise((res) => { timer = setTimeout(() => res('still open'), 10_000); })]);
-  clearTimeout(timer);
-  assert.equal(won, 'closed');
-  await closed;
+  try {
+    const whole = c.chat.completions.create(body as any) as unknown as Promise<Loose>;
+    const streaming = c.chat.completions.create({ ...body, stream: true } as any) as unknown as Promise<AsyncIterable<Loose>>;
+    await until(() => small.admission.active === 2, 'two requests running');
+    const closed = small.close(60_000); // a grace long enough for both to finish
+    release();
+    const it = (await streaming)[Symbol.asyncIterator]();
+    let finish: string | undefined;
+    for (let x = await it.next(); !x.done; x = await it.next()) finish = x.value.choices[0]?.finish_reason ?? finish;
+    const r = await whole;
+    assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason) && ['stop', 'length'].includes(finish!), 'both requests finished normally');
+    // Before, their keep-alive connections held close() until the 72 s keep-alive timeout.
+    let timer: NodeJS.Timeout | undefined;
+    const won = await Promise.race([closed.then(() => 'closed'), new Promise((res) => { timer = setTimeout(() => res('still open'), 10_000); })]);
+    clearTimeout(timer);
+    assert.equal(won, 'closed');
+    await closed;
+  } finally {
+    release(); // a failure above must not leave a held run (the server's close would wait for it forever)
+    await small.close(1000);
+  }
 });
 
 test('server: --vote sets the vote of requests that name none; a verifier vote without a verifier is refused at start', async () => {
@@ -559,8 +564,9 @@ test('server: a client that disconnects from an n = 3 direct request cancels all
     const ac = new AbortController();
     const body = ask('count', { n: 3, max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [], stream: true });
     const it = (await (c.chat.completions.create(body as any, { signal: ac.signal }) as unknown as Promise<AsyncIterable<Loose>>))[Symbol.asyncIterator]();
+    // The first chunk came after the first call's prefill; the other two calls started then and are held in their
+    // prefill, the first call's next step queued behind them: the client leaves while all three are in flight.
     await it.next();
-    await until(() => small.admission.rowsInUse === 3, 'three rows in use'); // all three calls are running when the client goes
     ac.abort();
     await it.next().catch(() => undefined);
     release();
@@ -580,6 +586,7 @@ test('server: a client that disconnects from an n = 3 direct request cancels all
 test('server: a model id with "/" is found at /v1/models/<id> unencoded; a non-streaming client that disconnects counts as a 499', async () => {
   const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 1, ctx: 512, servedModelName: 'org/tiny' });
   const u = await small.listen();
+  let release = () => {};
   try {
     const got = await fetch(`${u}/v1/models/org/tiny`);
     assert.deepEqual([got.status, (await got.json()).id], [200, 'org/tiny']);
@@ -588,7 +595,7 @@ test('server: a model id with "/" is found at /v1/models/<id> unencoded; a non-s
     assert.deepEqual([missing.status, error.type, error.code], [404, 'invalid_request_error', 'model_not_found']); // as OpenAI's
     const ac = new AbortController();
     const body = JSON.stringify({ ...ask('count', { max_tokens: 400, temperature: 1, edgereason: { reasoning: 'off' }, stop: [] }), model: 'org/tiny' });
-    const release = holdSteps(small);
+    release = holdSteps(small);
     const cut = fetch(`${u}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: ac.signal }).catch(() => 'aborted');
     await until(() => small.admission.rowsInUse > 0, 'row in use');
     ac.abort();
@@ -600,6 +607,7 @@ test('server: a model id with "/" is found at /v1/models/<id> unencoded; a non-s
     assert.match(metrics, /^edgereason_requests_total\{code="499",route="\/v1\/chat\/completions"\} 1$/m);
     assert.equal(small.metrics.cancelled.get(), 1);
   } finally {
+    release();
     await small.close(1000);
   }
 });
@@ -647,16 +655,21 @@ test('server: shutting down mid-stream ends the stream with an error, not a trun
   const u = await small.listen();
   const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
   const release = holdSteps(small, 1);
-  const stream = await c.chat.completions.create({ ...ask('count', { max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [] }), stream: true } as any) as unknown as AsyncIterable<Loose>;
-  const it = stream[Symbol.asyncIterator]();
-  await it.next();
-  const closed = small.close(0);
-  release();
-  let err: unknown;
-  try { while (!(await it.next()).done); } catch (e) { err = e; }
-  await closed;
-  assert.ok(err instanceof APIError, `expected the stream to fail, got ${err}`);
-  assert.match((err as APIError).message, /The server shut down before the request finished/);
+  try {
+    const stream = await c.chat.completions.create({ ...ask('count', { max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [] }), stream: true } as any) as unknown as AsyncIterable<Loose>;
+    const it = stream[Symbol.asyncIterator]();
+    await it.next();
+    const closed = small.close(0);
+    release();
+    let err: unknown;
+    try { while (!(await it.next()).done); } catch (e) { err = e; }
+    await closed;
+    assert.ok(err instanceof APIError, `expected the stream to fail, got ${err}`);
+    assert.match((err as APIError).message, /The server shut down before the request finished/);
+  } finally {
+    release();
+    await small.close(0);
+  }
 });
 
 test('server: /metrics exposes requests, tokens, TTFT and latency histograms, batch occupancy', async () => {

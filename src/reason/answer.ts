@@ -165,9 +165,9 @@ function checkThinkingTokens(rt: ReasoningTokens): void {
 
 /**
  * Whether a model thinks by itself, as its chat template tells: its generation prompt opens the thinking
- * (DeepSeek-R1-Distill, Qwen3-Thinking-2507), or a Qwen3 template answers to enable_thinking (Qwen3's hybrid
- * models; the Instruct-2507 ones do not think), or another architecture's template drops the thinking of earlier
- * answers (R1's first distills, QwQ). Templates that only pre-fill an empty block for enable_thinking:
+ * (DeepSeek-R1-Distill, Qwen3-Thinking-2507), or a Qwen3 ChatML template answers to enable_thinking (Qwen3's
+ * hybrid models; the Instruct-2507 ones do not think), or any other template drops the thinking of earlier
+ * answers (R1's first distills and R1-0528-Qwen3-8B, QwQ). Templates that only pre-fill an empty block for enable_thinking:
  * false on another architecture (the embedded model's) do not count: its adapter does the thinking.
  */
 export function thinksByItself(model: Pick<Model, 'tokenizer' | 'config'>): boolean {
@@ -175,10 +175,12 @@ export function thinksByItself(model: Pick<Model, 'tokenizer' | 'config'>): bool
   try {
     const prompt = render();
     if (prompt.trimEnd().endsWith(THINK_OPEN)) return true;
-    if (model.config.architecture === 'qwen3') return render({ enable_thinking: false }) !== prompt;
+    // Qwen3's own (ChatML) templates: the hybrid models' answers to enable_thinking; the Instruct-2507 ones drop
+    // earlier thinking from the history as the others do, but those models do not think.
+    if (model.config.architecture === 'qwen3' && prompt.includes('<|im_start|>')) return render({ enable_thinking: false }) !== prompt;
     // Elsewhere, a template that drops an earlier answer's thinking from the history is a thinking model's
-    // (DeepSeek-R1's first distills, whose generation prompt leaves the "<think>" to the model; QwQ). Qwen3's
-    // Instruct-2507 templates drop it too, but those models do not think: hence the Qwen3 rule above.
+    // (DeepSeek-R1's distills whose generation prompt leaves the "<think>" to the model, R1-0528's Qwen3 one
+    // included; QwQ).
     const history = model.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: `${THINK_OPEN}\nPLAN-7f3\n${THINK_CLOSE}\n\nDONE-7f3` }, { role: 'user', content: 'Ok' }], { addGenerationPrompt: true });
     return history.includes('DONE-7f3') && !history.includes('PLAN-7f3');
   } catch {
