@@ -484,7 +484,7 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.doesNotMatch(nat.stderr, /^adapter:/m);
   assert.match(nat.stderr, new RegExp(`^tokens: prompt ${promptTokens(direct)}, generated \\d+;`, 'm'), 'the template\'s empty block, not a second one');
   // --budget with an adapter train-rl did not budget-train (no rl_log.json, or one without budgets) is noted; the RL adapter is not.
-  const budgetNote = /^edgereason: note: models\/default\/reasoning-adapter was not budget-trained by train-rl \(no budgets in an rl_log\.json beside it\): an adapter that was not may read past the budget line without shortening its thinking; --max-thinking-tokens caps any adapter's thinking$/m;
+  const budgetNote = /^edgereason: note: models\/default\/reasoning-adapter was not budget-trained by train-rl \(no budgets in an rl_log\.json beside it\), so the budget line may not shorten its thinking; --max-thinking-tokens caps any adapter's thinking$/m;
   const [sft, rl] = ['reasoning-adapter', 'reasoning-adapter-rl'].map((a) => ask('--adapter', `models/default/${a}`, '--reasoning', 'on', '--budget', '96'));
   assert.equal(sft.status, 0, sft.stderr);
   assert.match(sft.stderr, budgetNote);

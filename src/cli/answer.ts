@@ -75,7 +75,7 @@ export function answerCommand(program: Command): void {
       }
       if (o.adapter === false) o.adapter = undefined;
       if (o.budget !== undefined && typeof o.adapter === 'string' && !rlBudgets(o.adapter).length) {
-        console.error(`edgereason: note: ${o.adapter} was not budget-trained by train-rl (no budgets in an rl_log.json beside it): an adapter that was not may read past the budget line without shortening its thinking; --max-thinking-tokens caps any adapter's thinking`);
+        console.error(`edgereason: note: ${o.adapter} was not budget-trained by train-rl (no budgets in an rl_log.json beside it), so the budget line may not shorten its thinking; --max-thinking-tokens caps any adapter's thinking`);
       }
       const reasons = !!o.adapter || !!o.nativeThinking;
       const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
