@@ -650,6 +650,31 @@ test('server: a chat template that fails on a plain conversation stops the start
   }
 });
 
+test('server: generation_config.json\'s sampling is the default of a request that leaves a field out (as vLLM); the request\'s own fields win', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-gencfg-'));
+  try {
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(dir, f));
+    fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 2, top_k: 1, top_p: 'x' }));
+    const s = await createServer({ model: dir, port: 0, ctx: 512 });
+    try {
+      assert.deepEqual(s.served.sampling, { temperature: 2, top_k: 1 }, 'a value that is not a number is left out');
+      assert.equal(s.limits.defaultTemperature, 2);
+      const c = new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const text = async (extra: Loose) => (await c.chat.completions.create({ model: path.basename(dir), messages: [{ role: 'user', content: 'Tell me about the river.' }], max_tokens: 16, ...extra } as never) as Loose).choices[0].message.content as string;
+      const greedy = await text({ temperature: 0 });
+      // The config's top_k 1 keeps its temperature 2 greedy, whatever the seed.
+      assert.deepEqual(await Promise.all([1, 2, 3].map((seed) => text({ seed }))), [greedy, greedy, greedy]);
+      // A request's own top_k (-1: off) wins: the config's temperature 2 then samples.
+      const sampled = await Promise.all([1, 2, 3, 4, 5, 6].map((seed) => text({ seed, top_k: -1 })));
+      assert.ok(sampled.some((x) => x !== greedy), `sampled: ${JSON.stringify(sampled)}`);
+    } finally {
+      await s.close(1000);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('server: shutting down mid-stream ends the stream with an error, not a truncated answer', async () => {
   const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 2, ctx: 1024 });
   const u = await small.listen();

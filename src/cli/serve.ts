@@ -39,7 +39,7 @@ export function serveCommand(program: Command): void {
     .option('--answer-reserve <n>', 'tokens of max_tokens the thinking cap always leaves for the answer', intArg('--answer-reserve', 0), 32)
     .option('--reasoning-effort-budgets <json>', 'reasoning_effort → thinking tokens, e.g. \'{"low":32,"medium":64,"high":128}\'', effortBudgets)
     .option('--vote <method>', `how samples are combined when a request names no edgereason.vote: ${VOTE_METHODS.join(' | ')}`, 'majority')
-    .option('--temperature <t>', 'temperature when a request gives none (OpenAI: 1)', floatArg('--temperature', 0, 2), 1)
+    .option('--temperature <t>', 'temperature when a request gives none (default: the model\'s generation_config.json, else 1 as OpenAI)', floatArg('--temperature', 0, 2))
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
     .option('--shutdown-grace <ms>', 'on SIGTERM, how long in-flight requests may finish before they are cancelled', intArg('--shutdown-grace', 0), 10000)
@@ -63,6 +63,9 @@ export function serveCommand(program: Command): void {
       const ids = [...server.served.models.keys()];
       const models = [...server.served.models.values()];
       if (models.every((m) => m.kind === 'base') && thinksByItself(models[0].model)) console.error(thinkingNote('content'));
+      const sampling = server.served.sampling;
+      const own = Object.entries(sampling ?? {}).filter(([k]) => k !== 'temperature' || o.temperature === undefined);
+      if (own.length) console.error(`edgereason: note: requests that leave them out sample with ${path.join(o.model, 'generation_config.json')}'s ${own.map(([k, v]) => `${k} ${v}`).join(', ')}${o.temperature !== undefined ? ` and --temperature ${o.temperature}` : ''}`);
       console.log(`edgereason: serving ${ids.join(', ')} at ${url}/v1 (playground: ${url}/)`);
       await new Promise<void>((resolve) => {
         let stopping = false;

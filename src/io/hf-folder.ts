@@ -188,13 +188,23 @@ function readJson(file: string): Record<string, unknown> {
  * min_p), as command-line flags; undefined when it asks for none or there is no such file.
  */
 export function suggestedSampling(dir: string): string | undefined {
+  const s = generationSampling(dir);
+  const flags = s && ([['temperature', '--temperature'], ['top_p', '--top-p'], ['top_k', '--top-k'], ['min_p', '--min-p']] as const)
+    .filter(([k]) => s[k] !== undefined).map(([k, flag]) => `${flag} ${s[k]}`);
+  return flags?.length ? flags.join(' ') : undefined;
+}
+
+/** The model's own sampling defaults (generation_config.json's, when it says do_sample), as OpenAI field names. */
+export type GenerationSampling = Partial<Record<'temperature' | 'top_p' | 'top_k' | 'min_p', number>>;
+
+export function generationSampling(dir: string): GenerationSampling | undefined {
   const file = path.join(dir, 'generation_config.json');
   let g: Record<string, unknown>;
   try { g = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {}; } catch { return undefined; }
-  if (g.do_sample !== true) return undefined;
-  const flags = [['temperature', '--temperature'], ['top_p', '--top-p'], ['top_k', '--top-k'], ['min_p', '--min-p']]
-    .filter(([k]) => typeof g[k] === 'number').map(([k, flag]) => `${flag} ${g[k]}`);
-  return flags.length ? flags.join(' ') : undefined;
+  if (g === null || typeof g !== 'object' || g.do_sample !== true) return undefined;
+  const ok: Record<string, (x: number) => boolean> = { temperature: (x) => x >= 0, top_p: (x) => x > 0 && x <= 1, top_k: (x) => Number.isInteger(x), min_p: (x) => x >= 0 && x <= 1 };
+  const s = Object.fromEntries(Object.entries(ok).filter(([k, valid]) => typeof g[k] === 'number' && Number.isFinite(g[k]) && valid(g[k] as number)).map(([k]) => [k, g[k] as number]));
+  return Object.keys(s).length ? s : undefined;
 }
 
 /** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */

@@ -93,7 +93,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     ctx: Math.min(o.ctx ?? 4096, served.contextLength),
     maxN: o.maxN ?? Math.min(8, maxBatch), maxSamples: o.maxSamples ?? Math.min(8, maxBatch),
     defaultMaxTokens: o.defaultMaxTokens ?? 512, answerReserve: o.answerReserve ?? 32,
-    effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? 1,
+    effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? served.sampling?.temperature ?? 1,
     defaultVote: o.defaultVote ?? 'majority',
   };
   if (limits.defaultVote.startsWith('verifier') && !served.verifier) {

@@ -201,10 +201,11 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const stop = req.stop == null ? undefined : stopList(req.stop);
   const options: AnswerOptions = {
     reasoning: mode, maxTokens, seed, stop: stop?.length ? stop : undefined,
+    // A field the request leaves out: the server's --temperature, else the model's generation_config.json (as vLLM).
     temperature: req.temperature ?? limits.defaultTemperature,
-    ...(req.top_p != null ? { topP: req.top_p } : {}),
-    ...(req.top_k != null && req.top_k > 0 ? { topK: req.top_k } : {}),
-    ...(req.min_p != null ? { minP: req.min_p } : {}),
+    ...((req.top_p ?? served.sampling?.top_p) != null ? { topP: req.top_p ?? served.sampling?.top_p } : {}),
+    ...((req.top_k ?? served.sampling?.top_k ?? 0) > 0 ? { topK: req.top_k ?? served.sampling?.top_k } : {}),
+    ...((req.min_p ?? served.sampling?.min_p) != null ? { minP: req.min_p ?? served.sampling?.min_p } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,

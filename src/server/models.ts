@@ -16,6 +16,7 @@ import { loadProbes } from '../reason/probes.ts';
 import type { Verifier } from '../reason/verifier.ts';
 import { rlBudgets } from '../reason/budget.ts';
 import type { Quant } from '../onnx/quant.ts';
+import { generationSampling, type GenerationSampling } from '../io/hf-folder.ts';
 
 export interface AdapterSpec { name: string; dir: string }
 
@@ -67,6 +68,8 @@ export interface Served {
   verifier?: Verifier;
   /** The model's own context (max position embeddings). */
   contextLength: number;
+  /** generation_config.json's sampling (when it says do_sample): the defaults of requests that leave a field out. */
+  sampling?: GenerationSampling;
   close(): Promise<void>;
 }
 
@@ -128,11 +131,13 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       config: loaded[0].config, native: !!o.nativeThinking, where: 'serve: ', onNote: o.onNote,
       adapters: [...models.values()].flatMap((s) => (s.model.adapter ? [s.model.adapter] : [])),
     });
+    const sampling = generationSampling(o.model);
     // Base first in listings, as vLLM does; requests without a model go to the reasoning pipeline when there is one.
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
     return {
       models: ordered, baseId, defaultId: adapters[0]?.name ?? baseId, router, verifier,
       contextLength: loaded[0].config.maxPositionEmbeddings,
+      ...(sampling ? { sampling } : {}),
       async close() {
         for (const s of models.values()) await s.backend.idle();
         for (const m of loaded) await m.close();
