@@ -171,17 +171,18 @@ function checkThinkingTokens(rt: ReasoningTokens): void {
  * false on another architecture (the embedded model's) do not count: its adapter does the thinking.
  */
 export function thinksByItself(model: Pick<Model, 'tokenizer' | 'config'>): boolean {
-  const render = (vars?: Record<string, unknown>) => model.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true, vars });
+  const hi: ChatMessage[] = [{ role: 'user', content: 'Hi' }];
+  const render = (messages: ChatMessage[], vars?: Record<string, unknown>) => model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars });
   try {
-    const prompt = render();
+    const prompt = render(hi);
     if (prompt.trimEnd().endsWith(THINK_OPEN)) return true;
     // Qwen3's own (ChatML) templates: the hybrid models' answers to enable_thinking; the Instruct-2507 ones drop
     // earlier thinking from the history as the others do, but those models do not think.
-    if (model.config.architecture === 'qwen3' && prompt.includes('<|im_start|>')) return render({ enable_thinking: false }) !== prompt;
+    if (model.config.architecture === 'qwen3' && prompt.includes('<|im_start|>')) return render(hi, { enable_thinking: false }) !== prompt;
     // Elsewhere, a template that drops an earlier answer's thinking from the history is a thinking model's
     // (DeepSeek-R1's distills whose generation prompt leaves the "<think>" to the model, R1-0528's Qwen3 one
     // included; QwQ).
-    const history = model.tokenizer.applyChatTemplate([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: `${THINK_OPEN}\nPLAN-7f3\n${THINK_CLOSE}\n\nDONE-7f3` }, { role: 'user', content: 'Ok' }], { addGenerationPrompt: true });
+    const history = render([...hi, { role: 'assistant', content: `${THINK_OPEN}\nPLAN-7f3\n${THINK_CLOSE}\n\nDONE-7f3` }, { role: 'user', content: 'Ok' }]);
     return history.includes('DONE-7f3') && !history.includes('PLAN-7f3');
   } catch {
     return false; // no chat template (or one that fails): nothing to tell

@@ -198,14 +198,16 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.find((b) => b >= cap!) ?? m.budgets[m.budgets.length - 1] : undefined;
 
   const seed = req.seed ?? randomInt(0, 2 ** 31);
+  // A sampling field the request leaves out: the model's generation_config.json's (as vLLM); the temperature's
+  // default (serve --temperature, else that file's, else 1) is the server's limit.
+  const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
   const stop = req.stop == null ? undefined : stopList(req.stop);
   const options: AnswerOptions = {
     reasoning: mode, maxTokens, seed, stop: stop?.length ? stop : undefined,
-    // A field the request leaves out: the server's --temperature, else the model's generation_config.json (as vLLM).
     temperature: req.temperature ?? limits.defaultTemperature,
-    ...((req.top_p ?? served.sampling?.top_p) != null ? { topP: req.top_p ?? served.sampling?.top_p } : {}),
-    ...((req.top_k ?? served.sampling?.top_k ?? 0) > 0 ? { topK: req.top_k ?? served.sampling?.top_k } : {}),
-    ...((req.min_p ?? served.sampling?.min_p) != null ? { minP: req.min_p ?? served.sampling?.min_p } : {}),
+    ...(topP != null ? { topP } : {}),
+    ...(topK != null && topK > 0 ? { topK } : {}),
+    ...(minP != null ? { minP } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
