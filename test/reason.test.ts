@@ -160,8 +160,17 @@ test('a classic LoRA folder (no alora_invocation_tokens) re-encodes the prompt w
 test('(b) forked parallel samples with fixed seeds equal the same samples decoded one by one', async () => {
   const m = await model();
   const q = 'Tell me a story about 7 cats.', opts = { reasoning: 'on' as const, temperature: 8, topP: 0.95, maxTokens: 10, seed: 11 };
-  const texts: Record<string, string>[] = [];
-  const par = await answer(m, q, { ...opts, samples: 4, onText: (i, phase, piece) => { (texts[i] ??= { thinking: '', answer: '' })[phase] += piece; } });
+  const texts: Record<string, string>[] = [], events: string[] = [];
+  const par = await answer(m, q, {
+    ...opts, samples: 4, onText: (i, phase, piece) => { (texts[i] ??= { thinking: '', answer: '' })[phase] += piece; events.push(`${i}:text`); },
+    onSampleEnd: (i, f) => events.push(`${i}:end:${f}`),
+  });
+  // Each sample ends once, after its last text, with its result's finish reason.
+  for (let i = 0; i < 4; i++) {
+    const ends = events.flatMap((e, k) => (e.startsWith(`${i}:end:`) ? [k] : []));
+    assert.deepEqual(ends.map((k) => events[k]), [`${i}:end:${par.samples[i].finishReason}`]);
+    assert.ok(events.lastIndexOf(`${i}:text`) < ends[0], `sample ${i} ends after its text`);
+  }
   assert.equal(par.samples.length, 4);
   assert.ok(new Set(par.samples.map((s) => s.tokenIds!.join())).size > 1, 'the samples differ');
   const ids = m.encode(q, true), inv = reasoningTokens(m).invocation;
@@ -402,7 +411,9 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
   for (const [gate, escalates] of [[{ minLogprob: -1, tokens: 4 }, true], [{ minLogprob: -2, tokens: 4 }, false], [{ minLogprob: -1, tokens: 1 }, false]] as const) {
     const { m, b } = scripted(policy);
     const routes: string[] = [], text: string[] = [];
-    const res = await answer(m, 'q', { reasoning: 'auto', onRoute: (r) => routes.push(r), onText: (i, phase, piece) => text.push(`${i}:${phase}:${piece}`) }, { router: direct(gate) });
+    const res = await answer(m, 'q', {
+      reasoning: 'auto', onRoute: (r) => routes.push(r), onText: (i, phase, piece) => text.push(`${i}:${phase}:${piece}`), onSampleEnd: (i, f) => text.push(`${i}:end:${f}`),
+    }, { router: direct(gate) });
     assert.deepEqual(routes, [res.route], 'onRoute fires once, with the final route');
     if (escalates) {
       assert.equal(res.route, 'reasoning');
@@ -410,14 +421,15 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
       // The direct tokens were cut from the cache: the reasoning row holds prompt, invocation, its own tokens.
       assert.deepEqual(b.finished, [[Q, Q, Q, OPEN, CLOSE, A7]]);
       assert.equal(b.steps, 5, 'prefill, one direct step (cancelled at "#### 7"), invocation, "</think>", "#### 7"');
-      assert.deepEqual(text, ['0:answer:#### 7'], 'only the reasoning sample streams');
+      assert.deepEqual(text, ['0:answer:#### 7', '0:end:stop'], 'only the reasoning sample streams (and ends)');
       assert.equal(res.usage.promptTokens, 4);
       assert.deepEqual([res.samples[0].tokens, res.usage.completionTokens], [2, 2 + 2], 'the dropped direct attempt counts as generated');
     } else {
       assert.equal(res.route, 'direct');
       assert.equal(res.escalation, undefined);
       assert.equal(res.answer, '#### 7', 'a tag in the answer is dropped, its text kept');
-      assert.equal(text.map((t) => t.split(':answer:')[1]).join(''), res.answer, 'the held-back answer streams once the gate passes');
+      assert.equal(text.map((t) => t.split(':answer:')[1] ?? '').join(''), res.answer, 'the held-back answer streams once the gate passes');
+      assert.equal(text.at(-1), '0:end:stop', 'then the direct answer ends');
     }
     assert.equal(b.live, 0);
   }

@@ -259,6 +259,15 @@ test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded ch
   // Streaming n = 4: every choice streams under its own index.
   const s = await streamed(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on' } }));
   assert.deepEqual(s.content, on.choices.map((c: Loose) => c.message.content));
+  // Each choice's finish_reason comes as it ends, after its own last delta and before the longer choices' later
+  // deltas (OpenAI's order); the report rides on the last chunk only.
+  const at = (i: number, what: 'finish' | 'delta') => s.chunks.flatMap((c, k) => c.choices.filter((x: Loose) => x.index === i && (what === 'finish' ? x.finish_reason : !x.finish_reason)).map(() => k));
+  assert.deepEqual([0, 1, 2, 3].map((i) => at(i, 'finish').length), [1, 1, 1, 1]);
+  for (let i = 0; i < 4; i++) assert.ok(at(i, 'delta').at(-1)! < at(i, 'finish')[0], `choice ${i} ends after its last delta`);
+  const firstEnd = Math.min(...[0, 1, 2, 3].map((i) => at(i, 'finish')[0])), lastDelta = Math.max(...[0, 1, 2, 3].map((i) => at(i, 'delta').at(-1)!));
+  assert.ok(firstEnd < lastDelta, `the first choice to end says so before the last delta (${firstEnd} vs ${lastDelta}; tokens ${on.edgereason.choices.map((c: Loose) => c.tokens)})`);
+  assert.deepEqual(s.chunks.map((c, k) => (c.edgereason?.votes ? k : -1)).filter((k) => k >= 0), [s.chunks.length - 1]);
+  assert.deepEqual(s.chunks.flatMap((c) => c.choices).filter((x: Loose) => x.finish_reason).sort((a: Loose, b: Loose) => a.index - b.index).map((x: Loose) => x.finish_reason), on.choices.map((c: Loose) => c.finish_reason));
   // edgereason.samples: one choice whose content is the vote over 3 samples.
   const voted = await create(ask('What is 5 times 6?', { temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on', samples: 3, vote: 'majority' } }));
   assert.equal(voted.choices.length, 1);

@@ -252,7 +252,7 @@ function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking:
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -279,7 +279,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${JSON.stringify(task)}`);
   if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${JSON.stringify(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
-  for (const k of ['onText', 'onRoute'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new Error(`answer: ${k} must be a function, got ${typeof opts[k]}`);
+  for (const k of ['onText', 'onRoute', 'onSampleEnd'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new Error(`answer: ${k} must be a function, got ${typeof opts[k]}`);
   for (const k of ['earlyStop', 'collectHidden', 'nativeThinking'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw new Error(`answer: ${k} must be true or false, got ${JSON.stringify(opts[k])}`);
   if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new Error(`answer: signal must be an AbortSignal, got ${JSON.stringify(opts.signal)}`);
   if (opts.invocation !== undefined && (typeof opts.invocation !== 'string' || !opts.invocation)) throw new Error(`answer: invocation must be a non-empty string, got ${JSON.stringify(opts.invocation)}`);
@@ -419,6 +419,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       check();
       if (trip < 0 || opts.signal?.aborted) { // passed (or no gate), or cancelled by the caller
         stream?.flush();
+        if (seq.finishReason === 'stop' || seq.finishReason === 'length') opts.onSampleEnd?.(0, seq.finishReason);
         return result([seq], false, promptLen);
       }
       escalation = { answer: splitText(seq, false, model).answer, tokens: seq.tokens.length, logprob: seq.logprobs[trip], at: trip };
@@ -452,6 +453,12 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       ...sampling('reasoning'), seed: seedAt(seed, i), maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
       thinking: thinkingOptions(rt!, K),
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
+    // A sample that ends says so at once, its held-back text first (the others go on).
+    const ended = (i: number) => {
+      streams[i]?.flush();
+      const f = early.has(i) ? 'early-stop' : seqs[i].finishReason;
+      if (f === 'stop' || f === 'length' || f === 'early-stop') opts.onSampleEnd?.(i, f);
+    };
     let pending: number[][];
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
@@ -460,18 +467,19 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         seq.ttftMs = performance.now() - start;
         return seq.accept(first.token, first.logprob) ? [] : seq.takeFeed();
       });
+      seqs.forEach((s, i) => { if (s.done && s.finishReason !== 'cancelled') ended(i); });
     } else pending = seqs.map(() => [...invocation, ...control]);
 
     // 5. Decode with verifier scoring and early stop.
     await decode(backend, cache, seqs, pending, start, {
-      signal: opts.signal,
+      signal: opts.signal, onEnd: ended,
       ...(wantHidden ? { onFinish: (i: number, h: Float32Array) => { hidden[i] = h; if (aux.verifier) scores[i] = aux.verifier.score(h); } } : {}),
       afterStep: () => {
         if (!opts.earlyStop || n < 2) return;
         const done = seqs.map((s, i) => i).filter((i) => seqs[i].done && seqs[i].finishReason !== 'cancelled');
         const remaining = seqs.filter((s) => !s.done).length;
         if (!remaining || !canStopEarly(method, done.map((i) => candidate(seqs, true, i)), remaining)) return;
-        seqs.forEach((s, i) => { if (!s.done) { s.cancel(); early.add(i); } });
+        seqs.forEach((s, i) => { if (!s.done) { s.cancel(); early.add(i); ended(i); } });
       },
     });
     streams.forEach((s) => s?.flush());

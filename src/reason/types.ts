@@ -48,6 +48,11 @@ export interface AnswerOptions extends SamplingParams {
   task?: Task;
   /** Streams text as it is generated: sample index, phase, piece. */
   onText?: (sample: number, phase: Phase, piece: string) => void;
+  /**
+   * Called when a sample of the answer ends, after its last text: by itself ('stop', 'length'), or cut off by early
+   * stopping ('early-stop'). Not for a direct attempt the gate drops, nor for samples a cancel stops.
+   */
+  onSampleEnd?: (sample: number, finishReason: 'stop' | 'length' | 'early-stop') => void;
   /** Called once the route is known (before any generated text). */
   onRoute?: (route: Route, routerScore: number | undefined) => void;
   signal?: AbortSignal;

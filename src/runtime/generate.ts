@@ -391,6 +391,8 @@ export interface DecodeHooks {
    * Giving it makes every step return hidden states.
    */
   onFinish?: (seq: number, hidden: Float32Array) => void;
+  /** Called when a sequence ends by itself (a stop, or its token limit), after its last token was accepted. */
+  onEnd?: (seq: number) => void;
   /** Called after each step, before finished rows leave the batch; may cancel sequences (early stop). */
   afterStep?: () => void;
   /** Aborting cancels every running sequence before the next step. */
@@ -430,7 +432,11 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
       feed = live.map((s, i) => {
         if (s.done) return []; // cancelled while the step ran
         if (s.ttftMs === 0) s.ttftMs = performance.now() - start; // the first sampled token
-        if (s.accept(res.tokens![i], res.logprobs![i])) { hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H)); return []; }
+        if (s.accept(res.tokens![i], res.logprobs![i])) {
+          hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H));
+          hooks.onEnd?.(rows[i]);
+          return [];
+        }
         return s.takeFeed();
       });
       hooks.afterStep?.();

@@ -250,10 +250,22 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (!started.has(index)) { started.add(index); d = { role: 'assistant', ...d }; }
       sse.send(chunk([{ index, delta: d, logprobs: null, finish_reason: null }], extra));
     };
+    // A choice's finish_reason goes out as soon as it ends, as OpenAI and vLLM send it, but the latest one is held
+    // until the next: the last of them carries the edgereason report, which only the end of the request completes.
+    const finished = new Map<number, string>();
+    let heldFinish: number | undefined;
+    const finish = (index: number, reason: string, extra: Record<string, unknown> = {}) => {
+      if (!started.has(index)) delta(index, { content: '' });
+      sse.send(chunk([{ index, delta: {}, logprobs: null, finish_reason: reason }], extra));
+    };
     let out: ChatOutcome | undefined;
     try {
       out = await runChat(plan, served, abort.signal, (e) => {
-        if (e.type === 'route') {
+        if (e.type === 'end') {
+          if (heldFinish !== undefined) finish(heldFinish, finished.get(heldFinish)!);
+          finished.set(e.choice, e.finishReason);
+          heldFinish = e.choice;
+        } else if (e.type === 'route') {
           for (let i = 0; i < plan.n; i++) if (!started.has(i)) delta(i, { content: '' }, { edgereason: { route: e.route, ...(e.routerScore !== undefined ? { router_score: e.routerScore } : {}) } });
         } else if (e.phase === 'thinking') delta(e.choice, { reasoning_content: e.text, reasoning: e.text });
         else delta(e.choice, { content: e.text });
@@ -279,11 +291,9 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     record(plan, out);
     // The edgereason report (route, votes, TTFT) rides on the last chunk: the usage chunk (choices: []) when
     // stream_options.include_usage asks for one, as OpenAI sends it, else the last finish_reason chunk.
-    const rep = { edgereason: report(plan, out, waited) }, choices = out.choices;
-    choices.forEach((c, k) => {
-      if (!started.has(c.index)) delta(c.index, { content: '' });
-      sse.send(chunk([{ index: c.index, delta: {}, logprobs: null, finish_reason: c.finishReason }], !plan.includeUsage && k === choices.length - 1 ? rep : {}));
-    });
+    const rep = { edgereason: report(plan, out, waited) };
+    const rest = out.choices.filter((c) => !finished.has(c.index) || c.index === heldFinish);
+    rest.forEach((c, k) => finish(c.index, c.finishReason, !plan.includeUsage && k === rest.length - 1 ? rep : {}));
     if (plan.includeUsage) sse.send(chunk([], { usage: out.usage, ...rep }));
     sse.done();
   }

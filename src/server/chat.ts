@@ -265,11 +265,13 @@ export interface ChatOutcome {
 
 export type ChatEvent =
   | { type: 'route'; route: Route; routerScore?: number }
-  | { type: 'delta'; choice: number; phase: Phase; text: string };
+  | { type: 'delta'; choice: number; phase: Phase; text: string }
+  /** A choice ended (after its last delta), while others may go on. */
+  | { type: 'end'; choice: number; finishReason: 'stop' | 'length' | 'abort' };
 
 /**
  * Runs a plan: answer() calls over the model's coalescing backend through a view that `signal` cancels.
- * `onEvent` receives the route as soon as it is known and every streamed piece, per choice.
+ * `onEvent` receives the route as soon as it is known, every streamed piece, per choice, and each choice's end.
  */
 export async function runChat(plan: Plan, served: Served, requestSignal: AbortSignal, onEvent?: (e: ChatEvent) => void, startedAt = performance.now()): Promise<ChatOutcome> {
   const m = plan.served;
@@ -296,6 +298,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const run = answer(model, plan.messages, {
       ...o, signal,
       onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
+      onSampleEnd: (s, f) => { const c = choiceOf(s); if (c !== undefined && !buffered) onEvent?.({ type: 'end', choice: c, finishReason: finishReason(f) }); },
       onRoute: o.onRoute,
     }, aux);
     pending.push(run);
