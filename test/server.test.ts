@@ -260,14 +260,20 @@ test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded ch
   const s = await streamed(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on' } }));
   assert.deepEqual(s.content, on.choices.map((c: Loose) => c.message.content));
   // Each choice's finish_reason comes as it ends, after its own last delta and before the longer choices' later
-  // deltas (OpenAI's order); the report rides on the last chunk only.
-  const at = (i: number, what: 'finish' | 'delta') => s.chunks.flatMap((c, k) => c.choices.filter((x: Loose) => x.index === i && (what === 'finish' ? x.finish_reason : !x.finish_reason)).map(() => k));
-  assert.deepEqual([0, 1, 2, 3].map((i) => at(i, 'finish').length), [1, 1, 1, 1]);
-  for (let i = 0; i < 4; i++) assert.ok(at(i, 'delta').at(-1)! < at(i, 'finish')[0], `choice ${i} ends after its last delta`);
-  const firstEnd = Math.min(...[0, 1, 2, 3].map((i) => at(i, 'finish')[0])), lastDelta = Math.max(...[0, 1, 2, 3].map((i) => at(i, 'delta').at(-1)!));
-  assert.ok(firstEnd < lastDelta, `the first choice to end says so before the last delta (${firstEnd} vs ${lastDelta}; tokens ${on.edgereason.choices.map((c: Loose) => c.tokens)})`);
-  assert.deepEqual(s.chunks.map((c, k) => (c.edgereason?.votes ? k : -1)).filter((k) => k >= 0), [s.chunks.length - 1]);
-  assert.deepEqual(s.chunks.flatMap((c) => c.choices).filter((x: Loose) => x.finish_reason).sort((a: Loose, b: Loose) => a.index - b.index).map((x: Loose) => x.finish_reason), on.choices.map((c: Loose) => c.finish_reason));
+  // deltas (OpenAI's order); the report rides on the last chunk only (the usage chunk, when there is one). With
+  // n = 2 the shorter choice (12 tokens against 24) ends first.
+  const two = await streamed(ask('What is 5 times 6?', { n: 2, temperature: 0.9, seed: 3, max_tokens: 30, stream_options: { include_usage: true }, edgereason: { reasoning: 'on' } }));
+  for (const [t, n] of [[s, 4], [two, 2]] as const) {
+    const at = (i: number, what: 'finish' | 'delta') => t.chunks.flatMap((c, k) => c.choices.filter((x: Loose) => x.index === i && (what === 'finish' ? x.finish_reason : !x.finish_reason)).map(() => k));
+    const each = [...Array(n).keys()];
+    assert.deepEqual(each.map((i) => at(i, 'finish').length), each.map(() => 1));
+    for (const i of each) assert.ok(at(i, 'delta').at(-1)! < at(i, 'finish')[0], `n = ${n}: choice ${i} ends after its last delta`);
+    const firstEnd = Math.min(...each.map((i) => at(i, 'finish')[0])), lastDelta = Math.max(...each.map((i) => at(i, 'delta').at(-1)!));
+    assert.ok(firstEnd < lastDelta, `n = ${n}: the first choice to end says so before the last delta (${firstEnd} vs ${lastDelta}; tokens ${on.edgereason.choices.map((c: Loose) => c.tokens)})`);
+    assert.deepEqual(t.chunks.map((c, k) => (c.edgereason?.votes ? k : -1)).filter((k) => k >= 0), [t.chunks.length - 1]);
+    assert.deepEqual(t.chunks.flatMap((c) => c.choices).filter((x: Loose) => x.finish_reason).sort((a: Loose, b: Loose) => a.index - b.index).map((x: Loose) => x.finish_reason), on.choices.slice(0, n).map((c: Loose) => c.finish_reason));
+  }
+  assert.deepEqual(two.chunks.at(-1)!.choices, [], 'with include_usage the report rides on the usage chunk');
   // edgereason.samples: one choice whose content is the vote over 3 samples.
   const voted = await create(ask('What is 5 times 6?', { temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on', samples: 3, vote: 'majority' } }));
   assert.equal(voted.choices.length, 1);
@@ -340,6 +346,8 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ prediction: { type: 'content', content: 'x' } }, 'prediction', unsupported('prediction', '(predicted outputs)'), 'unsupported_parameter'],
     [{ verbosity: 'low' }, 'verbosity', unsupported('verbosity', '"low" (only "medium")'), 'unsupported_parameter'],
     [{ stream_options: { include_usage: true } }, 'stream_options', "Invalid value for 'stream_options': stream_options is only allowed when 'stream' is true.", 'invalid_value'],
+    [{ stream: true, stream_options: { include_usage: true, bogus: 1 } }, 'stream_options.bogus', 'Unrecognized request argument supplied: stream_options.bogus', 'unknown_parameter'],
+    [{ stream: true, stream_options: { continuous_usage_stats: true } }, 'stream_options.continuous_usage_stats', unsupported('stream_options.continuous_usage_stats', '(usage on every chunk; include_usage sends it once, at the end)'), 'unsupported_parameter'],
     [{ max_tokens: -5 }, 'max_tokens', "Invalid value for 'max_tokens': must be >= 1, got -5.", 'invalid_value'],
     [{ seed: 1e12 }, 'seed', "Invalid value for 'seed': must be <= 4294967295, got 1000000000000.", 'invalid_value'],
     [{ foo: 1 }, 'foo', 'Unrecognized request argument supplied: foo', 'unknown_parameter'],
@@ -370,6 +378,8 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     modalities: ['text'], verbosity: 'medium', edgereason: { reasoning: 'off' },
   }));
   assert.equal(ok.choices.length, 1);
+  const okStream = await streamed(ask('hi', { max_tokens: 3, stream_options: { include_usage: false, include_obfuscation: false, continuous_usage_stats: false } }));
+  assert.equal(okStream.content.length, 1);
 });
 
 test('server: contradictory reasoning controls are refused naming both; agreeing ones plan as asked', async () => {

@@ -250,9 +250,9 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (!started.has(index)) { started.add(index); d = { role: 'assistant', ...d }; }
       sse.send(chunk([{ index, delta: d, logprobs: null, finish_reason: null }], extra));
     };
-    // A choice's finish_reason goes out as soon as it ends, as OpenAI and vLLM send it, but the latest one is held
-    // until the next: the last of them carries the edgereason report, which only the end of the request completes.
-    const finished = new Map<number, string>();
+    // A choice's finish_reason goes out as soon as it ends, as OpenAI and vLLM send it, except the last choice's
+    // without a usage chunk: it carries the edgereason report, which only the end of the request completes.
+    const finished = new Set<number>();
     let heldFinish: number | undefined;
     const finish = (index: number, reason: string, extra: Record<string, unknown> = {}) => {
       if (!started.has(index)) delta(index, { content: '' });
@@ -262,9 +262,9 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     try {
       out = await runChat(plan, served, abort.signal, (e) => {
         if (e.type === 'end') {
-          if (heldFinish !== undefined) finish(heldFinish, finished.get(heldFinish)!);
-          finished.set(e.choice, e.finishReason);
-          heldFinish = e.choice;
+          finished.add(e.choice);
+          if (plan.includeUsage || finished.size < plan.n) finish(e.choice, e.finishReason);
+          else heldFinish = e.choice;
         } else if (e.type === 'route') {
           for (let i = 0; i < plan.n; i++) if (!started.has(i)) delta(i, { content: '' }, { edgereason: { route: e.route, ...(e.routerScore !== undefined ? { router_score: e.routerScore } : {}) } });
         } else if (e.phase === 'thinking') delta(e.choice, { reasoning_content: e.text, reasoning: e.text });

@@ -86,7 +86,9 @@ export const chatRequestSchema = {
     stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1 } }] }),
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),
-    stream_options: nullable({ type: 'object', properties: { include_usage: { type: 'boolean' } } }),
+    // include_obfuscation (OpenAI's padding against length side channels) is taken and left off; vLLM's
+    // continuous_usage_stats (usage on every chunk) is refused when asked for.
+    stream_options: nullable({ type: 'object', additionalProperties: false, properties: { include_usage: nullable({ type: 'boolean' }), include_obfuscation: nullable({ type: 'boolean' }), continuous_usage_stats: nullable({ type: 'boolean' }) } }),
     reasoning_effort: nullable({ type: 'string', enum: EFFORTS }),
     thinking_token_budget: nullable({ type: 'integer', minimum: 0 }),
     chat_template_kwargs: nullable({ type: 'object' }),
@@ -120,7 +122,7 @@ export interface ChatRequest {
   stop?: string | string[] | null;
   n?: number | null;
   stream?: boolean | null;
-  stream_options?: { include_usage?: boolean } | null;
+  stream_options?: { include_usage?: boolean | null; include_obfuscation?: boolean | null; continuous_usage_stats?: boolean | null } | null;
   reasoning_effort?: Effort | null;
   thinking_token_budget?: number | null;
   /** vLLM's and llama.cpp's: variables for the chat template, e.g. {"enable_thinking": false} for Qwen3. */
@@ -147,7 +149,7 @@ export interface ChatRequest {
 /**
  * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): log
  * probabilities, tools and functions, structured output, penalties, logit bias, audio, predicted outputs, web
- * search, verbosity, stream_options without stream (as OpenAI does), and a message's tool calls, function call or
+ * search, verbosity, usage on every stream chunk, stream_options without stream (as OpenAI does), and a message's tool calls, function call or
  * audio. Values that ask for nothing pass.
  */
 export function checkUnsupported(req: ChatRequest): void {
@@ -179,6 +181,7 @@ export function checkUnsupported(req: ChatRequest): void {
     if (given(m.function_call)) refuse(`messages[${i}].function_call`, '(function calling)');
     if (given(m.audio)) refuse(`messages[${i}].audio`, '(audio)');
   });
+  if (req.stream_options?.continuous_usage_stats === true) refuse('stream_options.continuous_usage_stats', '(usage on every chunk; include_usage sends it once, at the end)');
   if (given(req.stream_options) && req.stream !== true) {
     throw new ApiError(400, "Invalid value for 'stream_options': stream_options is only allowed when 'stream' is true.", 'stream_options', 'invalid_request_error', 'invalid_value');
   }
