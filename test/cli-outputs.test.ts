@@ -430,6 +430,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   // An unquoted unset variable (--prompt $P --stats): the next flag is not taken as the value.
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '--stats', '--max-tokens', '2']).stderr, /^edgereason: --prompt took the flag --stats as its value: give --prompt a value \(an unset shell variable\?\)$/m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '--max-tokens=2', '--stats']).stderr, /^edgereason: --prompt took the flag --max-tokens=2 as its value/m);
+  // Also where commander would first miss a required flag, or find a value left over.
+  assert.match(cli(['answer', '--model', 'models/default', '--adapter', '--question', 'hi']).stderr, /^edgereason: --adapter took the flag --question as its value/m);
+  assert.match(cli(['answer', '--model', 'models/default', '--question', 'hi', '--adapter', '--reasoning', 'on']).stderr, /^edgereason: --adapter took the flag --reasoning as its value/m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt=--stats', '--max-tokens', '1', '--stats']).stderr, /prompt \d+ tokens, generated 1/); // meant: = joins them
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', 'Infinity']).stderr, /--temperature must be a finite number ≥ 0, got "Infinity"/);
   // The library's option names come out as the command line's flags.
@@ -444,6 +447,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   const advice = `edgereason: note: answers are greedy unless --temperature is given; ${path.join(sampled, 'generation_config.json')} suggests sampling this model's thinking with --temperature 0.6 --top-p 0.95 --top-k 20`;
   assert.ok(cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--question', 'x']).stderr.includes(advice));
   assert.ok(!cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--temperature', '0.6', '--question', 'x']).stderr.includes('suggests sampling'));
+  // A converted copy keeps the file (README's Qwen3 setup converts first, then serves the copy).
+  const converted = at('sampled-converted');
+  assert.equal(cli(['convert', '--model', sampled, '--out', converted]).status, 0);
+  assert.ok(cli(['answer', '--model', converted, '--native-thinking', '--reasoning', 'on', '--question', 'x']).stderr.includes(advice.replace(sampled, converted)));
   // A model that does not think by itself, told it does: said, not answered with nothing.
   assert.match(cli(['answer', '--model', 'models/default', '--native-thinking', '--reasoning', 'on', '--question', 'Zoe has 7 dollars. She earns 12 more. How many dollars does she have?']).stderr,
     /^edgereason: answer: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model that thinks by itself \(such as Qwen3\); give this one its reasoning adapter instead$/m);

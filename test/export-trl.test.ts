@@ -108,7 +108,8 @@ test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the e
   const config = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8'));
   const tok = loadTokenizer({ tokenizerJson: json, tokenizerConfig: config });
   const out = path.join(tmp, 'trl-qwen25');
-  exportTrl({ out, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 40, rlPrompts: 4 });
+  exportTrl({ out, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 40, rlPrompts: 4, rank: 8 });
+  assert.deepEqual([readYaml(path.join(out, 'sft.yaml')).lora_r, readYaml(path.join(out, 'sft.yaml')).lora_alpha], [8, 16], 'alpha defaults to 2 × r, as train-sft');
   const holds = (ids: number[], run: number[]) => ids.some((_, i) => run.every((t, k) => ids[i + k] === t));
   const alone = tok.encode(INVOCATION, { addSpecialTokens: false }), withNewline = tok.encode(`${INVOCATION}\n`, { addSpecialTokens: false });
   assert.equal(alone.length, 3);

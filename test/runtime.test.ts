@@ -953,7 +953,7 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
   } finally {
     await qOnly.close();
   }
-  await assert.rejects(loadModel(out, { loraTargets: ['k_proj'] }), /default-q-only was converted without LoRA inputs for k_proj; convert again with --lora-targets/);
+  await assert.rejects(loadModel(out, { loraTargets: ['k_proj'] }), /default-q-only was converted without LoRA inputs for k_proj \(it has them for q_proj\); convert again with --lora-targets q_proj,k_proj$/);
   // loraTargets builds LoRA inputs without an adapter, so that any adapter on them can join later.
   const bare = await loadModel(dir, { worker: false, loraTargets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
   try {

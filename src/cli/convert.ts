@@ -7,7 +7,7 @@ import { convertInWorker, defaultQuant, requantisedNote } from '../runtime/conve
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
 import { checkOutDir } from './outputs.ts';
-import { quantArg } from './main.ts';
+import { cliWords, quantArg } from './main.ts';
 
 /** The source of a folder an earlier convert wrote (its edgereason.json is a manifest), else undefined. */
 function convertedFrom(dir: string): string | undefined {
@@ -39,7 +39,7 @@ export function convertCommand(program: Command): void {
       checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });
       const t0 = performance.now(), src = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(src.config);
       const note = requantisedNote(src, quant);
-      if (note) console.error(note);
+      if (note) console.error(cliWords(note));
       const bar = lateProgress(`converting ${path.basename(src.path)}`, 'M weights');
       let m: Manifest;
       try {

@@ -100,7 +100,7 @@ export function resolveBaseModel(base: string, flag = '--base-model'): { name: s
 }
 
 export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
-  const seed = o.seed ?? 0, rank = o.rank ?? 16, alpha = o.alpha ?? 32, targets = o.targets ?? [...PROJECTIONS];
+  const seed = o.seed ?? 0, rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
   const invocation = o.invocation ?? INVOCATION, budgets = o.budgets ?? [...DEFAULT_BUDGETS];
   if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`export-trl: budgets must be positive integers, got ${budgets}`);
   if (!invocation) throw new Error('export-trl: the invocation is empty');
@@ -326,7 +326,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--examples <n>', 'synthetic SFT conversations (the default recipe trains on 24000)', intArg('--examples', 1), 24000)
     .option('--rl-prompts <n>', 'synthetic GRPO prompts', intArg('--rl-prompts', 1), 4000)
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 1), 16)
-    .option('--lora-alpha <a>', 'LoRA alpha', floatArg('--lora-alpha', 0), 32)
+    .option('--lora-alpha <a>', 'LoRA alpha (default: 2 × --lora-r, as train-sft)', floatArg('--lora-alpha', 0))
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
     .option('--alora-invocation <text>', 'activated-LoRA invocation', INVOCATION)
     .option('--lr <lr>', 'SFT learning rate', floatArg('--lr', 0), 2e-3)

@@ -31,7 +31,11 @@ export async function main(argv: string[]): Promise<void> {
       const v: unknown = command.getOptionValue(o.attributeName());
       if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
     }
-    // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).
+  });
+  // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).
+  // Checked before the subcommand parses its flags: commander would first report the flag that went missing (a
+  // required one) or the value left over ("too many arguments"), neither of which names the cause.
+  program.hook('preSubcommand', (_, command) => {
     const flags = new Set(command.options.flatMap((o) => [o.long, o.short]).filter(Boolean));
     const valued = new Set(command.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]).filter(Boolean));
     argv.forEach((word, i) => {
@@ -64,7 +68,8 @@ export async function main(argv: string[]): Promise<void> {
 interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOption(flag: string): void }
 
 /** The library's errors name API options; on the command line they are flags and commands. */
-const CLI_WORDS: [RegExp, string][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command']];
+const CLI_WORDS: [RegExp, string][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
+  [/\bquant "(q4|q8|fp32)"/g, '--quant $1'], [/\braise maxTokens\b/g, 'raise --max-tokens']];
 export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message);
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {

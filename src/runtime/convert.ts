@@ -102,6 +102,9 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   });
   atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!));
   writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
+  // generation_config.json too: its sampling advice is what serve and answer read from the folder they are given.
+  const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG);
+  if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = fs.readFileSync(gen); atomicWrite(genOut, (fd) => writeAll(fd, raw)); } else fs.rmSync(genOut, { force: true });
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options, source: { ...from, fingerprint: fingerprint(src.files) }, edgereason: builder(),
@@ -109,6 +112,8 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   writeJson(path.join(out, MANIFEST), manifest);
   return manifest;
 }
+
+const GENERATION_CONFIG = 'generation_config.json';
 
 /** 'auto': checkpoints of 100M parameters and up at q4 or q8, and any too large to build in memory; 'never': build in memory. */
 export type CachePolicy = 'auto' | 'always' | 'never';
@@ -296,7 +301,7 @@ function install(tmp: string, entry: string, source: string): void {
 }
 
 /** The files convert writes (see convertModel). */
-export const CONVERTED_FILES = ['model.onnx', 'model.onnx.data', MANIFEST, 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
+export const CONVERTED_FILES = ['model.onnx', 'model.onnx.data', MANIFEST, 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', GENERATION_CONFIG];
 
 /** Temp files of convert's (atomicWrite's `<file>.tmp-<pid>`) that a process killed mid-write left in `dir`. */
 function removeDeadTemps(dir: string): void {

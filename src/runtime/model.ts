@@ -99,8 +99,9 @@ export class Model {
       if (differs) {
         throw new Error(`model: ${src.path} was converted with ${differs} ${m.options[differs]}, not ${opts[differs]}; convert the source again with that setting (or leave it out)`);
       }
-      if (loraTargets.some((t) => !m.options.loraTargets.includes(t))) {
-        throw new Error(`model: ${src.path} was converted without LoRA inputs for ${loraTargets.join(',')}; convert again with --lora-targets`);
+      const lacking = loraTargets.filter((t) => !m.options.loraTargets.includes(t));
+      if (lacking.length) {
+        throw new Error(`model: ${src.path} was converted without LoRA inputs for ${lacking.join(',')}${m.options.loraTargets.length ? ` (it has them for ${m.options.loraTargets.join(',')})` : ''}; convert again with --lora-targets ${PROJECTIONS.filter((t) => m.options.loraTargets.includes(t) || lacking.includes(t)).join(',')}`);
       }
       graph = path.join(src.path, m.graph);
     } else {
