@@ -152,6 +152,8 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
     const items = [{ question: 'What is 2 plus 3?', gold: 5, task: 'synthetic' as const }];
     const refused: [() => unknown, RegExp][] = [
       [() => answer(null as never, 'hi'), /^Error: answer: model must be a loaded model \(loadModel\), got null$/],
+      [() => answer(new Reasoner(model) as never, 'hi'), /^Error: answer: model must be a loaded model \(loadModel\), got a Reasoner$/], // not its whole state
+      [() => answer(model, 'hi', { samples: 2n as never }), /^Error: answer: samples must be a positive integer, got 2n$/],
       [() => answer(model, 'hi', {}, { router: {} as never }), /^Error: answer: router must be a Router \(Router\.load\(file, hiddenSize\)\), got \{\}$/],
       [() => answer(model, 'hi', {}, { router: verifier as never }), /^Error: answer: router must be a Router .*, got a Verifier$/],
       [() => new Reasoner(model, { verifier: 'verifier.json' as never }), /^Error: Reasoner: verifier must be a Verifier .*, got "verifier\.json"$/],

@@ -8,7 +8,7 @@ import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
 import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
-import { delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
+import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import type { CoalescingBackend } from '../src/runtime/scheduler.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { Engine } from '../src/runtime/engine.ts';
@@ -715,6 +715,10 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ maxTokens: '4' }, /generate: maxTokens must be an integer ≥ 1, got "4"/],
       [{ maxTokens: Infinity }, /generate: maxTokens must be an integer ≥ 1, got Infinity/],
       [{ seed: 'x' }, /generate: seed must be an integer, got "x"/],
+      // Values JSON cannot show (a BigInt, a cycle) or would show whole (a model) still give the check's own message.
+      [{ seed: 5n }, /generate: seed must be an integer, got 5n$/],
+      [{ stopTokens: (() => { const c: unknown[] = [1]; c.push(c); return c; })() }, /generate: stopTokens must be token ids .*, got a list$/],
+      [{ seed: m }, /generate: seed must be an integer, got a Model$/],
       [{ adapter: 'yes' }, /generate: adapter must be true or false, got "yes"/],
       [{ thinking: {} }, new RegExp(`generate: thinking\\.end must be the token ids that close the thinking segment \\(a non-empty list of 0\\.\\.${V - 1}\\), got undefined`)],
       [{ thinking: { end: [1], maxTokens: NaN } }, /generate: thinking\.maxTokens must be an integer ≥ 0, got NaN/],
@@ -756,7 +760,9 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
     assert.deepEqual(pieces, []);
     await assert.rejects(m.complete('Hello', { signal: 'stop' as never }), /generate: signal must be an AbortSignal, got "stop"/);
     await assert.rejects(m.generate('Hello', { signal: 'stop' as never }).next(), /generate: signal must be an AbortSignal, got "stop"/);
-    await assert.rejects(m.generateBatch(['a', 'b'], [{ signal: shared.signal }, {}]), /generate: a signal cancels the whole batch/);
+    await assert.rejects(m.generate('Hello', null as never).next(), /^Error: generate: options must be an object, got null$/);
+    await assert.rejects(m.complete('Hello', { stop: 'x'.repeat(300) as never, seed: 'y'.repeat(300) as never }), (e: Error) => e.message.endsWith(`got "${'y'.repeat(118)}…`));
+    await assert.rejects(m.generateBatch(['a', 'b'], [{ signal: shared.signal }, {}] as never), /generate: a signal cancels the whole batch/);
     await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant\)/);
     // A temperature so small that every logit but the best falls below the tail floor is greedy (it used to pick no token).
     const greedy = await m.complete('Hello', { maxTokens: 6 }), tiny = await m.complete('Hello', { maxTokens: 6, temperature: 1e-300, seed: 1 });
@@ -912,6 +918,16 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     await assert.rejects(rl.complete('Hello', { maxTokens: 1 }), /^Error: runtime: model is closed$/);
     await assert.rejects(rl.withAdapter(sftDir), /^Error: runtime: model is closed$/);
     await rl.close(); // again: a no-op
+    // A view's step still queued when the view closes (its adapter removed first) fails as a closed model's call.
+    const inner = delegate(b, {}), at = await b.newCache(1);
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    inner.step = async (c, r) => { await held; return b.step(c, r); };
+    await b.setAdapter(loadAdapter(rlDir, sft.config).tensors, 'racing');
+    const view = adapterView(inner, 'racing'), stepping = view.step(at, { tokens: [ids], adapterMask: [ids.map(() => 1)] });
+    await view.close();
+    release();
+    await assert.rejects(stepping, /^Error: runtime: model is closed$/);
     await assert.rejects(sft.withAdapter(5 as never), /withAdapter: dir must be the path of a PEFT adapter folder, got 5/);
   } finally {
     await Promise.all([sft.close(), ref.close()]);

@@ -16,6 +16,7 @@ import { cacheCommand } from './cache.ts';
 import { version } from '../version.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { shown } from '../show.ts';
 
 export async function main(argv: string[]): Promise<void> {
   // Output piped into a reader that stops early (| head) ends the command quietly, not with a stack trace.
@@ -112,8 +113,8 @@ export function positiveArg(name: string) {
 export function jsonObjectArg(name: string) {
   return (v: string): Record<string, unknown> => {
     let x: unknown;
-    try { x = JSON.parse(v); } catch (e) { throw new InvalidArgumentError(`${name} must be a JSON object, got ${JSON.stringify(v)} (${(e as Error).message})`); }
-    if (x === null || typeof x !== 'object' || Array.isArray(x)) throw new InvalidArgumentError(`${name} must be a JSON object, got ${JSON.stringify(v)}`);
+    try { x = JSON.parse(v); } catch (e) { throw new InvalidArgumentError(`${name} must be a JSON object, got ${shown(v)} (${(e as Error).message})`); }
+    if (x === null || typeof x !== 'object' || Array.isArray(x)) throw new InvalidArgumentError(`${name} must be a JSON object, got ${shown(v)}`);
     return x as Record<string, unknown>;
   };
 }

@@ -8,6 +8,7 @@ import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import type { EffortBudgets } from '../server/chat.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
+import { shown } from '../show.ts';
 
 function effortBudgets(v: string): Partial<EffortBudgets> {
   let o: unknown;
@@ -15,7 +16,7 @@ function effortBudgets(v: string): Partial<EffortBudgets> {
   if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error('--reasoning-effort-budgets must be a JSON object like {"low":32,"medium":64,"high":128}');
   for (const [k, n] of Object.entries(o)) {
     if (!['minimal', 'low', 'medium', 'high'].includes(k)) throw new Error(`--reasoning-effort-budgets: unknown effort "${k}" (use minimal, low, medium, high)`);
-    if (!Number.isInteger(n) || (n as number) < 1) throw new Error(`--reasoning-effort-budgets: "${k}" must be a positive integer number of thinking tokens, got ${JSON.stringify(n)}`);
+    if (!Number.isInteger(n) || (n as number) < 1) throw new Error(`--reasoning-effort-budgets: "${k}" must be a positive integer number of thinking tokens, got ${shown(n)}`);
   }
   return o as Partial<EffortBudgets>;
 }

@@ -8,6 +8,7 @@ import { makeSplits } from '../tasks/synthetic.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
 import { checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
+import { shown } from '../show.ts';
 
 /** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
 export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[] {
@@ -20,7 +21,7 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
     const r = (value ?? {}) as { prompt?: unknown; answer?: unknown };
     // TRL's conversational form (export-trl's data/grpo): a list holding the user's message
     const one = Array.isArray(r.prompt) && r.prompt.length === 1 && r.prompt[0]?.role === 'user' ? r.prompt[0].content : r.prompt;
-    if (Array.isArray(r.prompt) && typeof one !== 'string') throw new Error(`${task}:${n}: a "prompt" list must hold one {"role": "user", "content": string} message (train-rl renders it with the chat template), got ${JSON.stringify(r.prompt).slice(0, 80)}`);
+    if (Array.isArray(r.prompt) && typeof one !== 'string') throw new Error(`${task}:${n}: a "prompt" list must hold one {"role": "user", "content": string} message (train-rl renders it with the chat template), got ${shown(r.prompt).slice(0, 80)}`);
     if (typeof one !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
     return { question: one, gold: r.answer, line: n };
   });

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type Llama3RopeScaling, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
+import { shown } from '../show.ts';
 
 /** PyTorch's pickled checkpoints (torch.save), which carry code rather than data: never read. */
 export const PYTORCH_FILE = /^(pytorch_model.*\.bin|.*\.(pt|pth))$/;
@@ -30,23 +31,23 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   const int = (key: string, fallback?: number): number => {
     const v = raw[key] ?? fallback;
     if (v === undefined) throw new Error(`${file}: required field "${key}" is missing`);
-    if (!Number.isInteger(v) || (v as number) <= 0) throw new Error(`${file}: field "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+    if (!Number.isInteger(v) || (v as number) <= 0) throw new Error(`${file}: field "${key}" must be a positive integer, got ${shown(v)}`);
     return v as number;
   };
   const positive = (v: unknown, key: string): number => {
-    if (typeof v !== 'number' || !(v > 0)) throw new Error(`${file}: field "${key}" must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !(v > 0)) throw new Error(`${file}: field "${key}" must be a positive number, got ${shown(v)}`);
     return v;
   };
   const num = (key: string, fallback: number): number => positive(raw[key] ?? fallback, key);
   const ids = (v: unknown, key: string, where = file): number[] => {
     if (v === undefined || v === null) return [];
     const list = Array.isArray(v) ? v : [v];
-    if (!list.every((x) => Number.isInteger(x) && x >= 0)) throw new Error(`${where}: field "${key}" must be a token id or a list of them, got ${JSON.stringify(v)}`);
+    if (!list.every((x) => Number.isInteger(x) && x >= 0)) throw new Error(`${where}: field "${key}" must be a token id or a list of them, got ${shown(v)}`);
     return list;
   };
   // transformers 5 writes rope_theta and the scaling together as rope_parameters.
   const ropeParams = raw.rope_parameters as Record<string, unknown> | null | undefined;
-  if (ropeParams !== undefined && ropeParams !== null && (typeof ropeParams !== 'object' || Array.isArray(ropeParams))) throw new Error(`${file}: field "rope_parameters" must be an object, got ${JSON.stringify(ropeParams)}`);
+  if (ropeParams !== undefined && ropeParams !== null && (typeof ropeParams !== 'object' || Array.isArray(ropeParams))) throw new Error(`${file}: field "rope_parameters" must be an object, got ${shown(ropeParams)}`);
   const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters') : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling');
   const ropeTheta = ropeParams?.rope_theta === undefined ? num('rope_theta', 10000) : positive(ropeParams.rope_theta, 'rope_parameters.rope_theta');
   if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') throw new Error(`${file}: hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu)`);
@@ -61,13 +62,13 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   if (raw.mlp_bias === true) throw new Error(`${file}: mlp_bias = true is not supported (MLP projections without bias only)`);
   // transformers' Qwen2 always has q/k/v biases, whatever attention_bias says; Llama and Qwen3 read the field.
   const bias = arch === 'qwen2' ? true : raw.attention_bias ?? false;
-  if (typeof bias !== 'boolean') throw new Error(`${file}: field "attention_bias" must be a boolean, got ${JSON.stringify(bias)}`);
+  if (typeof bias !== 'boolean') throw new Error(`${file}: field "attention_bias" must be a boolean, got ${shown(bias)}`);
   // Llama's and Qwen3's attention_bias also puts a bias on o_proj, which the graph (Qwen2's q/k/v biases) does not have.
   if (bias && arch !== 'qwen2') throw new Error(`${file}: attention_bias = true is not supported for ${JSON.stringify(key)} (its o_proj bias; q/k/v biases as in Qwen2 only)`);
   // Mistral attends within a sliding window: exact up to the window, so the context stops there.
   const window = arch === 'llama' && Number.isInteger(raw.sliding_window) && (raw.sliding_window as number) > 0 ? raw.sliding_window as number : undefined;
   const tie = raw.tie_word_embeddings ?? false;
-  if (typeof tie !== 'boolean') throw new Error(`${file}: field "tie_word_embeddings" must be a boolean, got ${JSON.stringify(tie)}`);
+  if (typeof tie !== 'boolean') throw new Error(`${file}: field "tie_word_embeddings" must be a boolean, got ${shown(tie)}`);
 
   const hiddenSize = int('hidden_size'), numHeads = int('num_attention_heads');
   if (raw.head_dim === undefined && arch !== 'qwen3' && hiddenSize % numHeads) throw new Error(`${file}: hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads}), and no head_dim is given`);
@@ -117,7 +118,7 @@ function parseRopeScaling(v: unknown, file: string, field: string): Llama3RopeSc
   if (type === 'default' || (type === undefined && field === 'rope_parameters')) return undefined;
   if (type !== 'llama3') throw new Error(`${file}: ${field} type ${JSON.stringify(type)} is not supported (plain RoPE or "llama3"): ${JSON.stringify(v)}`);
   const num = (k: string) => {
-    if (typeof r[k] !== 'number' || !((r[k] as number) > 0)) throw new Error(`${file}: ${field}.${k} must be a positive number, got ${JSON.stringify(r[k])}`);
+    if (typeof r[k] !== 'number' || !((r[k] as number) > 0)) throw new Error(`${file}: ${field}.${k} must be a positive number, got ${shown(r[k])}`);
     return r[k] as number;
   };
   const s = { type, factor: num('factor'), lowFreqFactor: num('low_freq_factor'), highFreqFactor: num('high_freq_factor'), originalMaxPositionEmbeddings: num('original_max_position_embeddings') } as const;
@@ -179,7 +180,7 @@ function readJson(file: string): Record<string, unknown> {
   } catch (e) {
     throw new Error(`${file}: cannot read JSON (${(e as Error).message})`);
   }
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${file}: must hold a JSON object, got ${JSON.stringify(v)}`);
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${file}: must hold a JSON object, got ${shown(v)}`);
   return v as Record<string, unknown>;
 }
 

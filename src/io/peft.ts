@@ -8,6 +8,7 @@ import path from 'node:path';
 import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
 import { checkFinite, FLOAT_DTYPES, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
+import { shown } from '../show.ts';
 
 export interface AdapterConfig {
   r: number;
@@ -69,7 +70,7 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
 
 /** `numLayers`: the model's, for a target_modules regex (which must take a projection in all of them or none). */
 export function parseAdapterConfig(raw: Record<string, unknown>, file: string, numLayers?: number): AdapterConfig {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`adapter: ${file} must hold a JSON object (a PEFT adapter_config.json), got ${JSON.stringify(raw)}`);
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`adapter: ${file} must hold a JSON object (a PEFT adapter_config.json), got ${shown(raw)}`);
   if (raw.peft_type !== undefined && raw.peft_type !== 'LORA') throw new Error(`adapter: ${file} field "peft_type" is ${JSON.stringify(raw.peft_type)}; only LORA adapters are supported`);
   // Options that change what the tensors mean: refused by name rather than silently read as plain LoRA.
   const unsupported: [string, boolean][] = [
@@ -89,17 +90,17 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
   }
   for (const [field, bad] of unsupported) if (bad) throw new Error(`adapter: ${file} sets "${field}": ${JSON.stringify(raw[field])}, which edgereason does not support (plain or rank-stabilised LoRA on every layer, no bias)`);
   const r = raw.r, alpha = raw.lora_alpha ?? 8, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8
-  if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${JSON.stringify(r)}`);
-  if (typeof alpha !== 'number') throw new Error(`adapter: ${file} field "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
+  if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${shown(r)}`);
+  if (typeof alpha !== 'number') throw new Error(`adapter: ${file} field "lora_alpha" must be a number, got ${shown(alpha)}`);
   const list = typeof targets === 'string' ? stringTargets(targets, file, numLayers) : targets;
   if (!Array.isArray(list) || !list.length) throw new Error(`adapter: ${file} field "target_modules" must list projections (${PROJECTIONS.join(', ')})`);
   for (const t of list) {
     if (!PROJECTIONS.includes(t)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')})`);
   }
-  if (raw.use_rslora !== undefined && raw.use_rslora !== null && typeof raw.use_rslora !== 'boolean') throw new Error(`adapter: ${file} field "use_rslora" must be true or false, got ${JSON.stringify(raw.use_rslora)}`);
+  if (raw.use_rslora !== undefined && raw.use_rslora !== null && typeof raw.use_rslora !== 'boolean') throw new Error(`adapter: ${file} field "use_rslora" must be true or false, got ${shown(raw.use_rslora)}`);
   const inv = raw.alora_invocation_tokens;
   if (inv !== undefined && inv !== null && (!Array.isArray(inv) || !inv.length || !inv.every((t) => Number.isInteger(t) && t >= 0))) {
-    throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a non-empty list of token ids (or absent, for a plain LoRA adapter), got ${JSON.stringify(inv)}`);
+    throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a non-empty list of token ids (or absent, for a plain LoRA adapter), got ${shown(inv)}`);
   }
   return { r: r as number, loraAlpha: alpha, targets: list as Projection[], ...(raw.use_rslora === true ? { rslora: true } : {}), ...(Array.isArray(inv) && inv.length ? { aloraInvocationTokens: inv as number[] } : {}) };
 }

@@ -14,6 +14,7 @@ import { loadHfFolder, PYTORCH_ADVICE, PYTORCH_FILE } from './hf-folder.ts';
 import { ggufToModel, splitGgufParts } from './gguf.ts';
 import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
+import { shown } from '../show.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
 
@@ -155,7 +156,7 @@ export const shellQuote = (p: string): string => (/^[\w@%+=:,./-]+$/.test(p) ? p
 
 /** The manifest's fields, each checked by name (a hand-edited or truncated edgereason.json must not load as garbage). */
 function checkManifest(m: Manifest, file: string): void {
-  const bad = (field: string, want: string, got: unknown) => { throw new Error(`model: ${file} field "${field}" must be ${want}, got ${JSON.stringify(got)}`); };
+  const bad = (field: string, want: string, got: unknown) => { throw new Error(`model: ${file} field "${field}" must be ${want}, got ${shown(got)}`); };
   const o = m.options, src = m.source;
   if (typeof m.graph !== 'string' || !m.graph) bad('graph', 'the graph file name', m.graph);
   if (!o || typeof o !== 'object') bad('options', 'an object {quant, accuracyLevel, loraTargets}', o);

@@ -1,4 +1,6 @@
 /** Decoder-only transformer configuration (Qwen2, Qwen3 and Llama families), normalised from any loader. */
+import { shown } from '../show.ts';
+
 export interface ModelConfig {
   /** Qwen3 is Qwen2 with an RMSNorm on each query and key head (q_norm, k_norm) and, by default, no biases. */
   architecture: 'qwen2' | 'qwen3' | 'llama';
@@ -40,7 +42,7 @@ export const MAX_POSITIONS = 1 << 20;
  */
 export function checkModelConfig(c: ModelConfig, where: string, name: (field: keyof ModelConfig) => string = (k) => `field "config.${k}"`): void {
   const bad = (field: keyof ModelConfig | '', want: string, got: unknown) => {
-    throw new Error(`${where} ${field ? name(field) : 'field "config"'} must be ${want}, got ${JSON.stringify(got)}`);
+    throw new Error(`${where} ${field ? name(field) : 'field "config"'} must be ${want}, got ${shown(got)}`);
   };
   if (!c || typeof c !== 'object') bad('', 'an object', c);
   if (!ARCHITECTURES.includes(c.architecture)) bad('architecture', `one of ${ARCHITECTURES.map((a) => `"${a}"`).join(', ')}`, c.architecture);

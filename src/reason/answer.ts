@@ -276,13 +276,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got "${mode}"`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
   if (opts.seed !== undefined && !Number.isSafeInteger(opts.seed)) throw new Error(`answer: seed must be an integer, got ${shown(opts.seed)}`);
-  if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${JSON.stringify(task)}`);
-  if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${JSON.stringify(opts.adapterMode)}`);
+  if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${shown(task)}`);
+  if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${shown(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got "${method}"`);
   for (const k of ['onText', 'onRoute', 'onSampleEnd'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new Error(`answer: ${k} must be a function, got ${typeof opts[k]}`);
-  for (const k of ['earlyStop', 'collectHidden', 'nativeThinking'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw new Error(`answer: ${k} must be true or false, got ${JSON.stringify(opts[k])}`);
-  if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new Error(`answer: signal must be an AbortSignal, got ${JSON.stringify(opts.signal)}`);
-  if (opts.invocation !== undefined && (typeof opts.invocation !== 'string' || !opts.invocation)) throw new Error(`answer: invocation must be a non-empty string, got ${JSON.stringify(opts.invocation)}`);
+  for (const k of ['earlyStop', 'collectHidden', 'nativeThinking'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw new Error(`answer: ${k} must be true or false, got ${shown(opts[k])}`);
+  if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new Error(`answer: signal must be an AbortSignal, got ${shown(opts.signal)}`);
+  if (opts.invocation !== undefined && (typeof opts.invocation !== 'string' || !opts.invocation)) throw new Error(`answer: invocation must be a non-empty string, got ${shown(opts.invocation)}`);
   const native = !!opts.nativeThinking;
   if (opts.invocation !== undefined && native) throw new Error(`answer: invocation names a reasoning adapter's opening text; with nativeThinking the model opens its thinking with its own "${THINK_OPEN}": leave invocation out`);
   if (native && model.adapter) throw new Error(`answer: nativeThinking reasons with the model's own weights, but it was loaded with the adapter ${model.adapter.dir}: load it without one`);

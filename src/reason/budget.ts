@@ -6,12 +6,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { shown } from '../show.ts';
 
 export const budgetSystemLine = (budget: number): string => `Thinking budget: ${budget} tokens.`;
 
 /** Token ids fed after the invocation for a budget ("\n" + the line); the model then writes "\n" + its thinking. */
 export function budgetControl(tok: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] }, budget: number): number[] {
-  if (!Number.isInteger(budget) || budget <= 0) throw new Error(`answer: budget must be a positive integer number of tokens, got ${JSON.stringify(budget)}`);
+  if (!Number.isInteger(budget) || budget <= 0) throw new Error(`answer: budget must be a positive integer number of tokens, got ${shown(budget)}`);
   return tok.encode(`\n${budgetSystemLine(budget)}`, { addSpecialTokens: false });
 }
 

@@ -56,7 +56,7 @@ export class LinearProbe {
   }
 
   static fromJSON(d: ProbeData, where: string): LinearProbe {
-    if (!d || typeof d !== 'object' || Array.isArray(d)) throw new Error(`${where}: field "probe" must be an object {weights, bias, mean, std}, got ${JSON.stringify(d)}`);
+    if (!d || typeof d !== 'object' || Array.isArray(d)) throw new Error(`${where}: field "probe" must be an object {weights, bias, mean, std}, got ${shown(d)}`);
     const arr = (k: keyof ProbeData) => {
       const v = d[k];
       if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new Error(`${where}: field "probe.${k}" must be an array of finite numbers`);
@@ -273,13 +273,13 @@ export class Router {
   /** Reads router.json; with `hiddenSize`, checks it matches the model it will route for. */
   static load(file: string, hiddenSize?: number): Router {
     const d = readProbeFile(file, 'edgereason-router', hiddenSize) as RouterFile;
-    if (d.rule !== undefined && !['savings', 'accuracy'].includes(d.rule?.name)) throw new Error(`${file}: field "rule.name" must be "savings" or "accuracy", got ${JSON.stringify(d.rule?.name)}`);
+    if (d.rule !== undefined && !['savings', 'accuracy'].includes(d.rule?.name)) throw new Error(`${file}: field "rule.name" must be "savings" or "accuracy", got ${shown(d.rule?.name)}`);
     const maxLoss = d.rule?.name === 'savings' ? d.rule.maxLoss ?? 0 : 0;
-    if (!(typeof maxLoss === 'number' && Number.isFinite(maxLoss) && maxLoss >= 0)) throw new Error(`${file}: field "rule.maxLoss" must be a number ≥ 0, got ${JSON.stringify((d.rule as { maxLoss?: unknown }).maxLoss)}`);
+    if (!(typeof maxLoss === 'number' && Number.isFinite(maxLoss) && maxLoss >= 0)) throw new Error(`${file}: field "rule.maxLoss" must be a number ≥ 0, got ${shown((d.rule as { maxLoss?: unknown }).maxLoss)}`);
     const rule = d.rule?.name === 'savings' ? { name: 'savings' as const, maxLoss } : { name: 'accuracy' as const };
     const g = d.gate ?? undefined; // null: no gate
     if (g !== undefined && (typeof g?.minLogprob !== 'number' || !Number.isFinite(g.minLogprob) || g.minLogprob > 0 || !Number.isInteger(g.tokens) || g.tokens < 1)) {
-      throw new Error(`${file}: field "gate" must be {"minLogprob": a log-probability ≤ 0, "tokens": integer ≥ 1} or null, got ${JSON.stringify(g)}`);
+      throw new Error(`${file}: field "gate" must be {"minLogprob": a log-probability ≤ 0, "tokens": integer ≥ 1} or null, got ${shown(g)}`);
     }
     return new Router(LinearProbe.fromJSON(d.probe, file), d.threshold, rule, d.metadata ?? {}, g && { minLogprob: g.minLogprob, tokens: g.tokens });
   }
@@ -295,10 +295,10 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
   if (d.kind !== 'logistic') throw new Error(`${file}: unsupported kind ${JSON.stringify(d.kind)} (expected "logistic")`);
   // null: "never" (JSON's Infinity; chosen when the top training score is a saturated 1)
   if (d.threshold === null) d.threshold = Infinity;
-  else if (typeof d.threshold !== 'number' || !(d.threshold >= 0 && d.threshold <= 1)) throw new Error(`${file}: field "threshold" must be a probability in [0, 1] (or null: never), got ${JSON.stringify(d.threshold)}`);
-  if (d.metadata !== undefined && (d.metadata === null || typeof d.metadata !== 'object' || Array.isArray(d.metadata))) throw new Error(`${file}: field "metadata" must be an object, got ${JSON.stringify(d.metadata)}`);
-  if (d.metadata?.nativeThinking !== undefined && typeof d.metadata.nativeThinking !== 'boolean') throw new Error(`${file}: field "metadata.nativeThinking" must be true or false, got ${JSON.stringify(d.metadata.nativeThinking)}`);
-  if (!Number.isInteger(d.hiddenSize) || d.hiddenSize <= 0) throw new Error(`${file}: field "hiddenSize" must be a positive integer (the model's hidden size), got ${JSON.stringify(d.hiddenSize)}`);
+  else if (typeof d.threshold !== 'number' || !(d.threshold >= 0 && d.threshold <= 1)) throw new Error(`${file}: field "threshold" must be a probability in [0, 1] (or null: never), got ${shown(d.threshold)}`);
+  if (d.metadata !== undefined && (d.metadata === null || typeof d.metadata !== 'object' || Array.isArray(d.metadata))) throw new Error(`${file}: field "metadata" must be an object, got ${shown(d.metadata)}`);
+  if (d.metadata?.nativeThinking !== undefined && typeof d.metadata.nativeThinking !== 'boolean') throw new Error(`${file}: field "metadata.nativeThinking" must be true or false, got ${shown(d.metadata.nativeThinking)}`);
+  if (!Number.isInteger(d.hiddenSize) || d.hiddenSize <= 0) throw new Error(`${file}: field "hiddenSize" must be a positive integer (the model's hidden size), got ${shown(d.hiddenSize)}`);
   if (hiddenSize !== undefined && d.hiddenSize !== hiddenSize) throw new Error(`${file} was trained on hidden states of size ${d.hiddenSize}, this model's is ${hiddenSize}: train it for this model`);
   const w = (d.probe as { weights?: unknown })?.weights;
   if (Array.isArray(w) && w.length !== d.hiddenSize) throw new Error(`${file}: field "probe.weights" has ${w.length} values, "hiddenSize" says ${d.hiddenSize}`);

@@ -139,7 +139,11 @@ export function adapterView(backend: Backend, name: string): Backend {
   let closed = false;
   const open = () => { if (closed) throw new Error(CLOSED); };
   return delegate(backend, {
-    step: async (cache, req) => { open(); return backend.step(cache, { ...req, adapterName: req.adapterName ?? name }); }, // a view of a view keeps the outer name
+    step: async (cache, req) => {
+      open();
+      // A step still queued when the view closes finds its adapter gone: it fails as the closed model's call it is.
+      try { return await backend.step(cache, { ...req, adapterName: req.adapterName ?? name }); } catch (e) { open(); throw e; } // a view of a view keeps the outer name
+    },
     setAdapter: async (adapter, other) => { open(); return backend.setAdapter(adapter, other ?? name); },
     close: async () => {
       if (closed) return;

@@ -17,6 +17,7 @@ import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
+import { shown } from '../show.ts';
 
 export function defaultQuant(c: ModelConfig): Quant {
   return parameterCount(c) - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize) >= 50e6 ? 'q4' : 'fp32';
@@ -77,8 +78,8 @@ export async function prequantizeLarge(src: ModelSource, quant: Quant, o: { thre
 export function convertModel(source: string | ModelSource, out: string, opts: ConvertOptions = {}): Manifest {
   checkKeys(opts, ['quant', 'accuracyLevel', 'loraTargets', 'onProgress', 'blocks'], 'convert');
   checkBuildOptions(opts, 'convert');
-  if (typeof out !== 'string' || !out) throw new Error(`convert: out must be a folder path, got ${JSON.stringify(out)}`);
-  if (typeof source !== 'string' && !(source && typeof source === 'object' && source.config && typeof source.path === 'string')) throw new Error(`convert: source must be a model path or openSource()'s result, got ${JSON.stringify(source)}`);
+  if (typeof out !== 'string' || !out) throw new Error(`convert: out must be a folder path, got ${shown(out)}`);
+  if (typeof source !== 'string' && !(source && typeof source === 'object' && source.config && typeof source.path === 'string')) throw new Error(`convert: source must be a model path or openSource()'s result, got ${shown(source)}`);
   const src = typeof source === 'string' ? openSource(source) : source;
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
   fs.mkdirSync(out, { recursive: true });

@@ -450,7 +450,7 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
 export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
   const start = performance.now();
   if (onText !== undefined && typeof onText !== 'function') throw new Error(`generate: onText must be a function (row, piece) => void, got ${typeof onText}`);
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${JSON.stringify(signal)}`);
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${shown(signal)}`);
   prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: prompt ${i} is empty (no tokens)`); });
   const ctx = backend.config.maxPositionEmbeddings;
   const per = prompts.map((p, i): GenerateOptions => { // the caller's options stay as they were

@@ -20,6 +20,7 @@ import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type 
 import { seedAt } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
+import { shown } from '../show.ts';
 
 export interface LoadOptions {
   /**
@@ -165,8 +166,9 @@ export class Model {
     const queue: string[] = [], stop = new AbortController();
     let wake: (() => void) | undefined;
     let done = false, result: Completion | undefined, error: unknown;
+    checkKeys(opts, PROMPT_OPTIONS, 'generate');
     const { signal, ...rest } = opts;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${JSON.stringify(signal)}`);
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${shown(signal)}`);
     // The caller's signal stops this call through onAbort (AbortSignal.any would tie every call to it for good).
     if (signal?.aborted) stop.abort();
     const stopWaiting = signal && onAbort(signal, () => stop.abort());
@@ -197,16 +199,16 @@ export class Model {
    * object for every row gives row i the seed `seed + i` (when a seed is given), so equal prompts still draw
    * independently. Aborting `signal` ends every sequence at the next step (finish reason 'cancelled').
    */
-  async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | PromptOptions[] = {}, onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
+  async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | Omit<PromptOptions, 'signal'>[] = {}, onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
     if (!Array.isArray(prompts)) throw new Error(`generate: generateBatch takes a list of prompts (one per row), got ${typeof prompts}`);
     if (Array.isArray(opts) && opts.length !== prompts.length) throw new Error(`generate: ${opts.length} option objects for ${prompts.length} prompts (give one per prompt, or one object for all)`);
     // Checked as given, before defaults and per-row seeds are derived from them.
     for (const o of Array.isArray(opts) ? opts : [opts]) {
       checkKeys(o, PROMPT_OPTIONS, 'generate');
       checkGenerateOptions(o, this.config.vocabSize);
-      for (const k of ['chat', 'adapter'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`generate: ${k} must be true or false, got ${JSON.stringify(o[k])}`);
+      for (const k of ['chat', 'adapter'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`generate: ${k} must be true or false, got ${shown(o[k])}`);
     }
-    if (Array.isArray(opts) && opts.some((o) => o.signal !== undefined)) throw new Error('generate: a signal cancels the whole batch: give it in one options object for every row, or as generateBatch\'s fourth argument');
+    if (Array.isArray(opts) && opts.some((o: PromptOptions) => o.signal !== undefined)) throw new Error('generate: a signal cancels the whole batch: give it in one options object for every row, or as generateBatch\'s fourth argument');
     if (!Array.isArray(opts) && opts.signal !== undefined) {
       if (signal !== undefined) throw new Error('generate: two signals (options.signal and the fourth argument): give one');
       ({ signal, ...opts } = opts);
@@ -245,7 +247,7 @@ export class Model {
    * Closing the returned model removes its adapter; closing this one ends the session for both.
    */
   async withAdapter(dir: string): Promise<Model> {
-    if (typeof dir !== 'string' || !dir) throw new Error(`withAdapter: dir must be the path of a PEFT adapter folder, got ${JSON.stringify(dir)}`);
+    if (typeof dir !== 'string' || !dir) throw new Error(`withAdapter: dir must be the path of a PEFT adapter folder, got ${shown(dir)}`);
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     await this.backend.setAdapter(adapter.tensors, name);
     return new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
@@ -266,17 +268,17 @@ function checkLoadOptions(o: LoadOptions): void {
   checkKeys(o, LOAD_OPTIONS, 'loadModel');
   checkBuildOptions(o, 'loadModel');
   if (o.accuracyLevel !== undefined && o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to block-quantised weights (quant "q4" or "q8"), not to fp32');
-  if (o.worker !== undefined && typeof o.worker !== 'boolean') throw new Error(`loadModel: worker must be true or false, got ${JSON.stringify(o.worker)}`);
-  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${JSON.stringify(o.threads)}`);
-  if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${JSON.stringify(o.adapter)}`);
-  if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${JSON.stringify(o.cache)}`);
-  if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${JSON.stringify(o.cacheDir)}`);
+  if (o.worker !== undefined && typeof o.worker !== 'boolean') throw new Error(`loadModel: worker must be true or false, got ${shown(o.worker)}`);
+  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${shown(o.threads)}`);
+  if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${shown(o.adapter)}`);
+  if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${shown(o.cache)}`);
+  if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${shown(o.cacheDir)}`);
   if (o.onNote !== undefined && typeof o.onNote !== 'function') throw new Error(`loadModel: onNote must be a function (note) => void, got ${typeof o.onNote}`);
 }
 
 /** The template's own inputs (messages, add_generation_prompt) are set by the call, not by kwargs. */
 function checkTemplateKwargs(kw: Record<string, unknown>, where: string): void {
-  if (kw === null || typeof kw !== 'object' || Array.isArray(kw)) throw new Error(`${where}: chatTemplateKwargs must be an object of template variables, got ${JSON.stringify(kw)}`);
+  if (kw === null || typeof kw !== 'object' || Array.isArray(kw)) throw new Error(`${where}: chatTemplateKwargs must be an object of template variables, got ${shown(kw)}`);
   const taken = ['messages', 'add_generation_prompt'].find((k) => Object.hasOwn(kw, k));
   if (taken) throw new Error(`${where}: chatTemplateKwargs cannot set "${taken}": the call sets it (pass messages as the prompt)`);
   if (Object.hasOwn(kw, 'raise_exception')) throw new Error(`${where}: chatTemplateKwargs cannot set "raise_exception": it is the template's own function for refusing messages`);

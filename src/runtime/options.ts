@@ -2,8 +2,9 @@
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 
-/** A value as an error message shows it: numbers as written (JSON would turn NaN and Infinity into null). */
-export const shown = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.stringify(v));
+import { shown } from '../show.ts';
+
+export { shown };
 
 /** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
 export function checkKeys(o: object, known: readonly string[], where: string): void {
@@ -14,8 +15,8 @@ export function checkKeys(o: object, known: readonly string[], where: string): v
 
 /** What building a graph takes (loadModel, convertModel): weight format, MatMulNBits accuracy, LoRA inputs, progress. */
 export function checkBuildOptions(o: { quant?: Quant; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: unknown }, where: string): void {
-  if (o.quant !== undefined && !QUANTS.includes(o.quant)) throw new Error(`${where}: quant must be ${QUANTS.map((q) => `"${q}"`).join(', ')}, got ${JSON.stringify(o.quant)}`);
-  if (o.accuracyLevel !== undefined && ![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`${where}: accuracyLevel must be 0, 1, 2, 3 or 4, got ${JSON.stringify(o.accuracyLevel)}`);
-  if (o.loraTargets !== undefined && !(Array.isArray(o.loraTargets) && o.loraTargets.every((t) => PROJECTIONS.includes(t)))) throw new Error(`${where}: loraTargets must be a list of projections (${PROJECTIONS.join(', ')}), got ${JSON.stringify(o.loraTargets)}`);
+  if (o.quant !== undefined && !QUANTS.includes(o.quant)) throw new Error(`${where}: quant must be ${QUANTS.map((q) => `"${q}"`).join(', ')}, got ${shown(o.quant)}`);
+  if (o.accuracyLevel !== undefined && ![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`${where}: accuracyLevel must be 0, 1, 2, 3 or 4, got ${shown(o.accuracyLevel)}`);
+  if (o.loraTargets !== undefined && !(Array.isArray(o.loraTargets) && o.loraTargets.every((t) => PROJECTIONS.includes(t)))) throw new Error(`${where}: loraTargets must be a list of projections (${PROJECTIONS.join(', ')}), got ${shown(o.loraTargets)}`);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`${where}: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
 }

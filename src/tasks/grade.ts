@@ -323,7 +323,7 @@ export function checkQuestions(list: unknown, o: { list: string; item: (i: numbe
   if (!Array.isArray(list)) throw new Error(`${where}: ${o.list}, got ${shown(list)}`);
   list.forEach((it, i) => {
     if (!it || typeof it !== 'object' || typeof it.question !== 'string' || !(typeof it.gold === 'string' || typeof it.gold === 'number') || !TASKS.includes(it.task)) {
-      throw new Error(`${where}: ${o.item(i)} must be { ${o.shape}, task: ${TASKS.join(' | ')} }, got ${JSON.stringify(it)?.slice(0, 200)}`);
+      throw new Error(`${where}: ${o.item(i)} must be { ${o.shape}, task: ${TASKS.join(' | ')} }, got ${shown(it)?.slice(0, 200)}`);
     }
   });
 }

@@ -4,6 +4,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { shown } from '../show.ts';
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
 export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: readonly number[] }
@@ -102,7 +103,7 @@ function tokenString(v: unknown): string | undefined {
 function pickTemplate(t: unknown, file: string): string | undefined {
   if (t === undefined || t === null || typeof t === 'string') return t ?? undefined;
   const named = Array.isArray(t) && t.every((x) => x && typeof x === 'object' && typeof x.name === 'string' && typeof x.template === 'string');
-  if (!named) throw new Error(`tokenizer: ${file} field "chat_template" must be a string or a list of {name, template}, got ${JSON.stringify(t).slice(0, 200)}`);
+  if (!named) throw new Error(`tokenizer: ${file} field "chat_template" must be a string or a list of {name, template}, got ${shown(t).slice(0, 200)}`);
   const chat = (t as { name: string; template: string }[]).find((x) => x.name === 'default');
   if (!chat) throw new Error(`tokenizer: ${file} field "chat_template" lists templates named ${t.map((x) => JSON.stringify(x.name)).join(', ')}, none of them "default" (the chat template)`);
   return chat.template;

@@ -14,6 +14,7 @@
  */
 import { readJsonlLines } from '../io/jsonl.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
+import { shown } from '../show.ts';
 
 export interface Example {
   ids: number[]; lossMask: Uint8Array;
@@ -31,7 +32,7 @@ function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
   if (!Array.isArray(v) || !v.length) throw new Error(`${where}: "${key}" must be a non-empty list`);
   v.forEach((m, k) => {
     if (!m || typeof m.role !== 'string' || typeof m.content !== 'string')
-      throw new Error(`${where}: ${key}[${k}] must be {"role": string, "content": string}, got ${JSON.stringify(m)}`);
+      throw new Error(`${where}: ${key}[${k}] must be {"role": string, "content": string}, got ${shown(m)}`);
     if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: ${key}[${k}] has role ${JSON.stringify(m.role)} (expected system, user or assistant)`);
   });
   return v as ChatMessage[];
@@ -57,7 +58,7 @@ export function readJsonl(file: string): DataRecord[] {
       records.push({ line, messages: [...prompt, ...completion], trainFrom: prompt.length });
     } else if ('prompt' in o || 'completion' in o) {
       for (const k of ['prompt', 'completion'] as const) {
-        if (typeof o[k] !== 'string') throw new Error(`${where}: "${k}" must be a string, or both lists of chat messages (${k in o ? `got ${JSON.stringify(o[k])}` : 'missing'})`);
+        if (typeof o[k] !== 'string') throw new Error(`${where}: "${k}" must be a string, or both lists of chat messages (${k in o ? `got ${shown(o[k])}` : 'missing'})`);
       }
       records.push({ line, prompt: o.prompt as string, completion: o.completion as string });
     } else {

@@ -1,0 +1,20 @@
+/**
+ * A value as an error message shows it: numbers as written (JSON would turn NaN and Infinity into null), a BigInt
+ * with its n, an instance by its class ("a Reasoner", not its whole state), anything else as JSON, cut at 120
+ * characters. Never throws (a circular object would make JSON.stringify throw and lose the message it was for).
+ */
+export function shown(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'function') return 'a function';
+  if (typeof v === 'symbol') return String(v);
+  const proto = v !== null && typeof v === 'object' ? Object.getPrototypeOf(v) : undefined;
+  if (proto && proto !== Object.prototype && proto !== Array.prototype) {
+    const name: string = proto.constructor?.name || 'object';
+    return `${/^[AEIOU]/i.test(name) ? 'an' : 'a'} ${name}`;
+  }
+  let s: string | undefined;
+  try { s = JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? `${x}n` : x)); } catch { return Array.isArray(v) ? 'a list' : 'an object'; }
+  if (s === undefined) return String(v);
+  return s.length > 120 ? `${s.slice(0, 119)}…` : s;
+}
