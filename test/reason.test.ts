@@ -181,7 +181,7 @@ test('(b) forked parallel samples with fixed seeds equal the same samples decode
     // An independent path: the prompt and invocation re-encoded as one prompt (as the eval harness does).
     const [c] = await generateBatch(m.backend, m.tokenizer, [[...ids, ...inv]], [{ ...opts, seed: 11 + i, adapter: true, adapterFrom: ids.length }]);
     assert.deepEqual(par.samples[i].tokenIds, c.tokens, `sample ${i} vs a fresh prefill`);
-    assert.equal(texts[i].thinking.trim(), par.samples[i].thinking);
+    assert.equal(texts[i].thinking, par.samples[i].thinking, 'the streamed thinking is the thinking, exactly');
     assert.equal(texts[i].answer, par.samples[i].answer, 'the streamed answer is the answer, exactly');
   }
   assert.equal(par.usage.completionTokens, par.samples.reduce((a, s) => a + s.tokens, 0));
@@ -499,7 +499,7 @@ test('thinking cap (scripted): forced "\\n</think>\\n\\n" is fed, counted and st
     assert.equal(s.finishReason, 'stop');
     assert.equal(s.thinking, 'hmm '.repeat(Math.max(0, K - 1)).trim());
     assert.equal(pieces.answer, '#### 5');
-    assert.equal(pieces.thinking.trim(), s.thinking);
+    assert.equal(pieces.thinking, s.thinking, 'the streamed thinking adds up to the thinking exactly (no trailing blank)');
     // Every forced token was fed to the model, in order, after the prompt and the invocation.
     assert.deepEqual(b.finished, [[Q, Q, Q, OPEN, ...toks]]);
     assert.equal(b.live, 0, 'every KV cache is freed');

@@ -199,14 +199,16 @@ function openedAt(tok: Model['tokenizer'], ids: number[], invocation: number[]):
 }
 
 /**
- * Splits a sample's streamed text into its thinking and answer phases: the tags dropped, the thinking's leading
- * blank space and the newlines that follow "</think>" too; the answer otherwise as generated. A tag written again
- * in the answer (a capped model that goes on reasoning there, as s1 allows) is dropped, its text kept.
+ * Splits a sample's streamed text into its thinking and answer phases: the tags dropped, the thinking's blank space
+ * at either end (held back until more thinking follows) and the newlines that follow "</think>" too; the answer
+ * otherwise as generated. So the pieces add up to the result's thinking and answer exactly. A tag written again in
+ * the answer (a capped model that goes on reasoning there, as s1 allows) is dropped, its text kept.
  */
 function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) {
-  let phase = start, held = '', lead = start === 'thinking';
+  let phase = start, held = '', lead = start === 'thinking', blank = '';
   const out = (text: string) => {
     if (lead) { text = text.replace(phase === 'thinking' ? /^\s+/ : /^[\r\n]+/, ''); if (text) lead = false; }
+    if (phase === 'thinking' && text) { text = blank + text; const body = text.trimEnd(); blank = text.slice(body.length); text = body; }
     if (text) emit(phase, text);
   };
   const release = () => { // all but a tail that may still become a tag
@@ -223,7 +225,7 @@ function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) 
         const at = held.indexOf(THINK_CLOSE);
         if (at < 0) return release();
         out(held.slice(0, at));
-        phase = 'answer'; lead = true; held = held.slice(at + THINK_CLOSE.length);
+        phase = 'answer'; lead = true; blank = ''; held = held.slice(at + THINK_CLOSE.length);
       }
       held = dropTags(held);
       release();

@@ -280,19 +280,8 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const view = m.backend.forRequest(signal), model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
-  // Whitespace at the end of the thinking is held back until more text follows: the final thinking is trimmed, and
-  // the stream must add up to it (the answer streams as generated).
-  const held = new Map<number, string>();
   const pending: Promise<AnswerResult>[] = []; // every answer() call of this request
-  const emit = (choice: number, phase: Phase, piece: string) => {
-    let text = piece;
-    if (phase === 'thinking') {
-      const all = (held.get(choice) ?? '') + piece;
-      text = all.trimEnd();
-      held.set(choice, all.slice(text.length));
-    }
-    if (text) onEvent?.({ type: 'delta', choice, phase, text });
-  };
+  const emit = (choice: number, phase: Phase, text: string) => onEvent?.({ type: 'delta', choice, phase, text });
   const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
