@@ -16,6 +16,7 @@ import { atomicWrite, writeAll, writeJson } from '../src/io/safetensors.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { readJsonl, type Example } from '../src/train/data.ts';
 import { trainSft } from '../src/train/sft.ts';
+import { checkOptions, type RunOptions } from '../src/train/checkpoint.ts';
 import { lateProgress, Progress, StagedProgress } from '../src/train/progress.ts';
 import { writeReport } from '../src/eval/report.ts';
 import type { EvalReport } from '../src/eval/harness.ts';
@@ -176,7 +177,12 @@ test('a run stopped by --max-steps saves its checkpoint there and --resume finis
   // --full, and another --eval set (its losses would join the same curve), are named too.
   await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, full: true, out: at('stopped'), resume: true }), /was trained with --full false, this run has --full true /);
   await assert.rejects(trainSft(model.config, weights, ex, ex.slice(0, 2), { ...o, out: at('stopped'), resume: true }),
-    /was trained with the --eval \(a hash of its token ids\) [0-9a-f]{12}, this run has the --eval \(a hash of its token ids\) [0-9a-f]{12} /);
+    /was trained with the --eval \(a hash of its token ids\) none, this run has the --eval \(a hash of its token ids\) [0-9a-f]{12} /);
+  await assert.rejects(trainSft(model.config, weights, ex.slice(1), [], { ...o, out: at('stopped'), resume: true }), /was trained with 24 examples in --data, this run has 23 examples in --data /);
+  // Another trainer's checkpoint is named as such (an older one, without its command recorded, by its options).
+  for (const saved of [{ command: 'train-rl', '--group': 2 }, { '--group': 2 }] as RunOptions[]) {
+    assert.throws(() => checkOptions('ck', saved, { command: 'train-sft', '--epochs': 2 }), { message: 'resume: ck holds a train-rl checkpoint: resume it with train-rl, or give train-sft another --out' });
+  }
   const resumed = await trainSft(model.config, weights, ex, [], { ...o, out: at('stopped'), resume: true });
   assert.equal(resumed.steps, whole.steps);
   assert.deepEqual(resumed.losses, whole.losses);

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { answer } from '../src/reason/answer.ts';
 import { readJsonl } from '../src/train/data.ts';
 import { checkGolds, rlPrompts } from '../src/cli/train-rl.ts';
+import { isCorrect } from '../src/tasks/grade.ts';
 import { datasetCases, runEval, summarize, syntheticCases, type CaseResult } from '../src/eval/harness.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
@@ -50,9 +51,11 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   assert.deepEqual(datasetCases('svamp', bad, 10).map((x) => x.question), ['Tom has 3 apples. How many?', 'Ann ran. Far?']);
   fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ prompt: 'Q', completion: 'A' })}\r\n`);
   assert.deepEqual(readJsonl(bad), [{ line: 1, prompt: 'Q', completion: 'A' }]);
-  fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ prompt: 'Q', answer: 7 })}\r\n${JSON.stringify({ prompt: 'Q2', answer: 'seven apples' })}\n`);
+  fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ prompt: 'Q', answer: 7 })}\r\n${JSON.stringify({ prompt: 'Q2', answer: 'seven apples' })}\n${JSON.stringify({ prompt: 'Q3', answer: ' -2.5' })}\n`);
   const prompts = rlPrompts(bad, 10, 0);
-  assert.deepEqual(prompts, [{ question: 'Q', gold: 7, line: 1 }, { question: 'Q2', gold: 'seven apples', line: 2 }]);
+  // A number written as a string is that number: the synthetic grader then takes the reply's "#### n" line.
+  assert.deepEqual(prompts, [{ question: 'Q', gold: 7, line: 1 }, { question: 'Q2', gold: 'seven apples', line: 2 }, { question: 'Q3', gold: -2.5, line: 3 }]);
+  assert.ok(isCorrect('synthetic', 'a</think>#### -2.5', prompts[2].gold));
   // A gold the grader can never match would give its prompt no reward, ever: refused, naming the line.
   assert.throws(() => checkGolds(prompts, 'gsm8k', bad), new RegExp(`${bad}: 1 answer the gsm8k grader can never match, e\\.g\\. line 2: "seven apples"`));
   checkGolds(prompts, 'synthetic', bad); // a chat reply's gold: an exact reply

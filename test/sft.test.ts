@@ -191,7 +191,7 @@ test('a resume with other options is refused, naming the option and both values;
   await trainSft(model.config, weights, train, [], { ...opts, maxSteps: 2 });
   const saved = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8'));
   assert.deepEqual(saved.options, {
-    '--full': false, '--seed': 0, '--batch-tokens': 256, '--accum': 1, '--max-len': 256, '--epochs': 2, '--lr': 0.005, '--lora-r': 8, '--lora-alpha': 16, '--targets': 'q,k,v,o,gate,up,down', '--alora-invocation': 'none',
+    command: 'train-sft', '--full': false, '--seed': 0, '--batch-tokens': 256, '--accum': 1, '--max-len': 256, '--epochs': 2, '--lr': 0.005, '--lora-r': 8, '--lora-alpha': 16, '--targets': 'q,k,v,o,gate,up,down', '--alora-invocation': 'none',
     examples: 64, warmupSteps: 1, minLrRatio: 0.1, weightDecay: 0, clip: 1,
     'the --model (a hash of its config and weights)': modelIdentity(model.config, weights), 'the --data (a hash of its token ids)': dataIdentity(train),
     'the --eval (a hash of its token ids)': dataIdentity([]),

@@ -23,7 +23,10 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
     const one = Array.isArray(r.prompt) && r.prompt.length === 1 && r.prompt[0]?.role === 'user' ? r.prompt[0].content : r.prompt;
     if (Array.isArray(r.prompt) && typeof one !== 'string') throw new Error(`${task}:${n}: a "prompt" list must hold one {"role": "user", "content": string} message (train-rl renders it with the chat template), got ${shown(r.prompt).slice(0, 80)}`);
     if (typeof one !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
-    return { question: one, gold: r.answer, line: n };
+    // A number written as a string ("5") is that number: the synthetic grader would otherwise want the reply to be
+    // exactly "5", never its "#### 5" line (JSON files hold answers as strings as often as not).
+    const numeric = typeof r.answer === 'string' && /^-?\d+(\.\d+)?$/.test(r.answer.trim());
+    return { question: one, gold: numeric ? Number(r.answer) : r.answer, line: n };
   });
   if (!rows.length) throw new Error(`${task}: no prompts (expected JSONL lines of {"prompt","answer"})`);
   return rows;
@@ -44,7 +47,7 @@ export function trainRlCommand(program: Command): void {
     .description('budget forcing: GRPO on a reasoning adapter with a length budget in the prompt')
     .requiredOption('--model <dir>', 'base model')
     .requiredOption('--adapter <dir>', 'the SFT reasoning adapter to start from')
-    .option('--task <task>', 'synthetic, or a JSONL file of {"prompt","answer"} (the prompt a string, or a list holding the user message)', 'synthetic')
+    .option('--task <task>', 'synthetic, or a JSONL file of {"prompt","answer"} (the prompt a string, or a list holding the user message; the answer a number, "5" too, or a text)', 'synthetic')
     .option('--grader <task>', `how answers are graded: ${TASKS.join(' | ')} (default: synthetic for the synthetic task, gsm8k for a file: the last number)`)
     .requiredOption('--out <dir>', 'output adapter folder (not the --adapter one; one that holds a model, adapter or checkpoint is refused without --overwrite or --resume)')
     .addOption(budgetsOption('thinking budget buckets trained'))

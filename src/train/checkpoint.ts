@@ -118,11 +118,16 @@ export function resume(dir: string, params: Params, optimizer: AdamW, options?: 
  */
 export function checkOptions(dir: string, saved: RunOptions | undefined, now: RunOptions, optional: readonly string[] = []): void {
   if (!saved) return;
-  const show = (v: unknown) => (v === undefined ? '(unset)' : Array.isArray(v) ? v.join(',') : String(v));
+  // The command first (a checkpoint of the other trainer differs in every option); older checkpoints by their options.
+  const by = saved.command ?? ('--group' in saved ? 'train-rl' : '--epochs' in saved ? 'train-sft' : undefined);
+  if (by !== undefined && now.command !== undefined && by !== now.command) throw new Error(`resume: ${dir} holds a ${by} checkpoint: resume it with ${by}, or give ${now.command} another --out`);
+  const none = dataIdentity([]); // the hash of no data: no --eval
+  const show = (v: unknown) => (v === undefined ? '(unset)' : v === none ? 'none' : Array.isArray(v) ? v.join(',') : String(v));
+  const counts: Record<string, string> = { examples: 'examples in --data', prompts: 'prompts' };
   for (const k of new Set([...Object.keys(saved), ...Object.keys(now)])) {
-    if (optional.includes(k) && !(k in saved)) continue;
-    if (show(saved[k]) !== show(now[k]))
-      throw new Error(`resume: ${dir} was trained with ${k} ${show(saved[k])}, this run has ${k} ${show(now[k])} (resume with the same options, or start a new --out)`);
+    if (k === 'command' || (optional.includes(k) && !(k in saved))) continue;
+    const say = (v: unknown) => (counts[k] ? `${show(v)} ${counts[k]}` : `${k} ${show(v)}`);
+    if (show(saved[k]) !== show(now[k])) throw new Error(`resume: ${dir} was trained with ${say(saved[k])}, this run has ${say(now[k])} (resume with the same options, or start a new --out)`);
   }
 }
 

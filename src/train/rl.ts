@@ -121,7 +121,7 @@ export async function trainRl(
   // What fixes the prompts drawn, the rollouts and the objective: a resume with other values is refused (--steps
   // may grow: nothing depends on it).
   const options: RunOptions = {
-    '--seed': seed, '--group': G, '--prompts-per-step': P, '--budgets': o.budgets, '--unbudgeted-share': share, '--penalty': penalty,
+    command: 'train-rl', '--seed': seed, '--group': G, '--prompts-per-step': P, '--budgets': o.budgets, '--unbudgeted-share': share, '--penalty': penalty,
     '--lambda': lambda, '--beta': o.beta ?? 0, '--lr': o.lr ?? 1e-4, '--temperature': temperature, '--max-tokens': maxTokens, '--grader': task,
     clipEps: o.clipEps ?? 0.2, prompts: prompts.length, 'the --adapter\'s r': rank, 'the --adapter\'s targets': targets.join(','),
     'the --adapter\'s lora_alpha': alpha, 'the --adapter\'s use_rslora': !!rslora,

@@ -122,7 +122,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   // What fixes the data order, the schedule, the objective and the trained parameters: a resume with other values
   // is refused (before the trainer is built).
   const options: RunOptions = {
-    '--full': !!o.full, '--seed': seed, '--batch-tokens': batchTokens, '--accum': accum, '--max-len': maxLen, '--epochs': epochs, '--lr': lr,
+    command: 'train-sft', '--full': !!o.full, '--seed': seed, '--batch-tokens': batchTokens, '--accum': accum, '--max-len': maxLen, '--epochs': epochs, '--lr': lr,
     ...(o.full ? {} : { '--lora-r': rank, '--lora-alpha': alpha, '--targets': PROJECTIONS.filter((p) => targets.includes(p)).map((p) => p.replace(/_proj$/, '')).join(',') }),
     '--alora-invocation': o.aloraInvocation ?? 'none',
     examples: train.length, warmupSteps: schedule.warmup, minLrRatio: o.minLrRatio ?? 0.1, weightDecay, clip,
