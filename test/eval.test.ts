@@ -56,6 +56,8 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   // A number written as a string is that number: the synthetic grader then takes the reply's "#### n" line.
   assert.deepEqual(prompts, [{ question: 'Q', gold: 7, line: 1 }, { question: 'Q2', gold: 'seven apples', line: 2 }, { question: 'Q3', gold: -2.5, line: 3 }]);
   assert.ok(isCorrect('synthetic', 'a</think>#### -2.5', prompts[2].gold));
+  fs.writeFileSync(bad, `${JSON.stringify({ prompt: 'Q', answer: 7 })}\n${JSON.stringify({ prompt: ' ', answer: 7 })}\n`);
+  assert.throws(() => rlPrompts(bad, 10, 0), new RegExp(`${bad}:2: "prompt" is empty$`));
   // A gold the grader can never match would give its prompt no reward, ever: refused, naming the line.
   assert.throws(() => checkGolds(prompts, 'gsm8k', bad), new RegExp(`${bad}: 1 answer the gsm8k grader can never match, e\\.g\\. line 2: "seven apples"`));
   checkGolds(prompts, 'synthetic', bad); // a chat reply's gold: an exact reply

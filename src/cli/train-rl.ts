@@ -23,6 +23,7 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
     const one = Array.isArray(r.prompt) && r.prompt.length === 1 && r.prompt[0]?.role === 'user' ? r.prompt[0].content : r.prompt;
     if (Array.isArray(r.prompt) && typeof one !== 'string') throw new Error(`${task}:${n}: a "prompt" list must hold one {"role": "user", "content": string} message (train-rl renders it with the chat template), got ${shown(r.prompt).slice(0, 80)}`);
     if (typeof one !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
+    if (!one.trim()) throw new Error(`${task}:${n}: "prompt" is empty`);
     // A number written as a string ("5") is that number: the synthetic grader would otherwise want the reply to be
     // exactly "5", never its "#### 5" line (JSON files hold answers as strings as often as not).
     const numeric = typeof r.answer === 'string' && /^-?\d+(\.\d+)?$/.test(r.answer.trim());
