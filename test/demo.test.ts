@@ -28,7 +28,7 @@ test('npm run demo: direct, reasoning, routed, capped, voted and escalated answe
   assert.match(after('  router decides (auto)    : ', chat.at).result, /→ correct; route direct \(router 0\.00\)/);
 
   const hard = after('Q (hard, 6 steps): Jack starts with 15 marbles.');
-  const trace = '<think> 4 * 4 = 16 15 + 16 = 31 31 + 2 = 33 33 - 19 = 14 14 * 2 = 28 28 / 2 = 14  </think> #### 14';
+  const trace = '<think> 4 * 4 = 16 15 + 16 = 31 31 + 2 = 33 33 - 19 = 14 14 * 2 = 28 28 / 2 = 14 </think> #### 14';
   assert.equal(after('  base model, no reasoning: ', hard.at).line, '  base model, no reasoning: #### 11');
   const on = after('  reasoning adapter on     : ', hard.at);
   assert.equal(on.line, `  reasoning adapter on     : ${trace}`);
@@ -37,7 +37,7 @@ test('npm run demo: direct, reasoning, routed, capped, voted and escalated answe
   assert.equal(auto.line, `  router decides (auto)    : ${trace}`);
   assert.match(auto.result, /→ correct; route reasoning \(router 0\.92\); 62 thinking/);
   const capped = after('  thinking capped at 48    : ', hard.at);
-  assert.equal(capped.line, '  thinking capped at 48    : <think> 4 * 4 = 16 15 + 16 = 31 31 + 2 = 33 33 - 19 = 14 14 * 2  </think> #### 14');
+  assert.equal(capped.line, '  thinking capped at 48    : <think> 4 * 4 = 16 15 + 16 = 31 31 + 2 = 33 33 - 19 = 14 14 * 2 </think> #### 14');
   assert.match(capped.result, /route reasoning; 48 thinking \+ 6 answer tokens/);
   assert.match(after('  SFT adapter, sampled     : <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
   assert.match(after('  RL adapter, same sampling: <think> ', hard.at).result, /→ (correct|wrong \(gold 14\)); route reasoning; \d+ thinking/);
@@ -51,6 +51,6 @@ test('npm run demo: direct, reasoning, routed, capped, voted and escalated answe
   const gate = after("Q (easy, 2 steps; the router's gate at work): Zoe has 7 dollars.");
   assert.equal(after('  base model, no reasoning: ', gate.at).line, '  base model, no reasoning: #### 17');
   const escalated = after('  router decides (auto)    : ', gate.at);
-  assert.equal(escalated.line, '  router decides (auto)    : <think> 4 * 3 = 12 7 + 12 = 19  </think> #### 19');
+  assert.equal(escalated.line, '  router decides (auto)    : <think> 4 * 3 = 12 7 + 12 = 19 </think> #### 19');
   assert.match(escalated.result, /→ correct; route reasoning \(router 0\.18, escalated: the direct answer "#### 17" had a token at p = 0\.28\); 20 thinking/);
 });
