@@ -34,6 +34,10 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   // ASDiv: body + question; the competition sets are asked for the box their grader reads.
   const [as] = datasetCases('asdiv', sharedPath('data/asdiv/test.jsonl'), 1);
   assert.deepEqual([as.question, as.gold], ['Seven red apples and two green apples are in the basket. How many apples are in the basket?', '9 (apples)']);
+  // A body that ends in "," goes on into its question (no period put between); a Yes/No item says so (as Qwen2.5-Math).
+  const asdiv = datasetCases('asdiv', sharedPath('data/asdiv/test.jsonl'), 81);
+  assert.equal(asdiv[80].question, 'Jovana filled her bucket with 5 pounds of shells. If she adds 12 more pounds of shell to fill her bucket, how many pounds does she have?');
+  assert.equal(asdiv[75].question, 'Tessa has 4 apples. Anita gave her 5 more. She needs 10 apples to make a pie. Does she have enough to make a pie? (Yes or No)');
   for (const task of ['math500', 'aime24', 'amc23'] as const) {
     const file = sharedPath(`data/${task}/test.jsonl`), row = JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]);
     const [m] = datasetCases(task, file, 1);

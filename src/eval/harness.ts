@@ -153,12 +153,14 @@ export function datasetCases(task: Task, file: string, limit: number): EvalCase[
     const missing = fields.find((k) => r?.[k] === undefined || r[k] === null);
     if (missing) throw new Error(`eval: ${file}:${n}: field "${missing}" is missing (a ${task} line needs ${fields.join(', ')})`);
     const gold = r[fields.at(-1)!] as string | number;
-    // SVAMP and ASDiv bodies may lack their final period; joined as Qwen2.5-Math's evaluation joins them.
-    const body = (k: string) => String(r[k]).trim().replace(/([^.?!])$/, '$1.');
+    // Body and question joined as Qwen2.5-Math's evaluation joins them: a SVAMP body gets its missing final period;
+    // an ASDiv body is kept as it ends (a third end in "," with the question going on in lower case), and a Yes/No
+    // item says so.
+    const text = (k: string) => String(r[k]).trim();
     switch (task) {
       case 'gsm8k': return { id: where, question: String(r.question), gold: String(r.answer).split('####').pop()!.trim(), category: task, task };
-      case 'svamp': return { id: where, question: `${body('Body')} ${String(r.Question).trim()}`, gold, category: task, task };
-      case 'asdiv': return { id: where, question: `${body('body')} ${String(r.question).trim()}`, gold, category: task, task };
+      case 'svamp': return { id: where, question: `${text('Body').replace(/([^.?!])$/, '$1.')} ${text('Question')}`, gold, category: task, task };
+      case 'asdiv': return { id: where, question: `${text('body')} ${text('question')}${/^(yes|no)$/i.test(String(gold).trim()) ? ' (Yes or No)' : ''}`, gold, category: task, task };
       default: return { // math500, aime24, amc23
         id: where, question: `${String(r.problem).trim()}\n\n${BOX_INSTRUCTION}`, gold, task,
         category: task === 'math500' && r.level ? `level ${r.level}` : task,
