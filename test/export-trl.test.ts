@@ -163,6 +163,7 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     ['Answer: \\(\\frac{1}{2}\\)', '0.5'], ['\\boxed{1,\\!200}', '1200'], ['$\\boxed{\\$1,\\!200}$', '1200'], ['\\boxed{1\\,000}', '1000'],
     ['\\boxed{5\\text{ hours}} (which is 300 minutes)', '5'], ['\\boxed{3} then \\boxed{4', '3'], ['The answer is 3\\sqrt{3}', '3'],
     ['The answer is -(1/3)', String(-1 / 3)], ['The answer is ５', '5'], ['The answer is: 5', '5'], ['#### -3.5', '-3.5'], ['\\fbox{12}', '12'], ['\\boxed 9', '9'],
+    ['The answer is 5 or 6.', '5'], ['The answer is 18, or 2 * 9.', '18'], ['The answer is 18, since 16 - 3 - 4 = 9 eggs remain.', '18'], ['The answer is $\\frac{5}{2}$ pounds.', '2.5'],
     ['The answer is $12 \\times 3 = 36$.', '36'], ['Final Answer: 12 x 3 = 36', '36'], ['The answer is \u22125.', '-5'], ['#### 10{,}000', '10000'],
     ['Each friend gets 5/2 pies.', '2.5'], ['The answer is 1/2 of the pie.', '0.5'], ['Each friend gets 1/3.', String(1 / 3)], ['She ends up with 5/2.', '2'],
     ['#### -(1/3)', String(-1 / 3)], ['Final Answer: The final answer is $72$. I hope it is correct.', '72'],

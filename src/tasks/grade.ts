@@ -84,9 +84,10 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
     const cut = [...rest.matchAll(/\.\s+(?=[A-Z])/g)].find((d) => /\d/.test(rest.slice(0, d.index)));
     let phrase = box ?? (cut ? rest.slice(0, cut.index) : rest);
-    // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not
+    // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not, nor does an
+    // answer whose reason works one out after it ("18, since 16 - 3 - 4 = 9 eggs remain")
     const eq = phrase.indexOf('=');
-    if (box === undefined && eq >= 0 && OPERATION.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
+    if (box === undefined && eq >= 0 && UNWORKED.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
     // and so does "…, which is 5" after an expression ("1/2 of 10, which is 5"), not after one answer ("18, which is 9 + 9")
     const which = box === undefined ? [...phrase.matchAll(/\b(?:which|that)\s+is\b/gi)].at(-1) : undefined;
     if (which && /\d/.test(phrase.slice(which.index! + which[0].length)) && (phrase.slice(0, which.index).match(NUMBER)?.length ?? 0) !== 1) {
@@ -103,11 +104,11 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   return last && { phrase: last.phrase, boxed: last.boxed };
 }
 
-/** An operation between numbers ("5 + 3", "12 \times 3", "12 x 3"): what a worked expression before "=" holds. */
-const OPERATION = /\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
-
 /** A phrase that starts with an operation between numbers (a fraction "1/2" is one number): an unworked expression. */
 const UNWORKED = /^[^\d]*\d[\d,.]*\s*(?:[-+*×÷^·]|\/(?=\s)|\s\/|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
+
+/** Numbers offered as alternatives ("5 or 6", "5, 6, or 7"): a hedge, not an answer ("18, or 2 * 9" restates it). */
+const HEDGED = /\d\s*(?:,\s*-?\$?\d[\d,.]*\s*)*,?\s*\bor\s+-?\$?\d[\d,.]*(?!\s*(?:[-+*/×÷^·x]|\\(?:times|cdot|div)|\d))/; // (a "*" may be gone with markdown's)
 
 /** A ratio or clock time ("3:4", "5:45 p.m."): an answer of its own, not the number before its colon. */
 const isRatioOrTime = (s: string) => /^\d+\s*:\s*\d+/.test(s.trim());
@@ -119,8 +120,9 @@ const isRatioOrTime = (s: string) => /^\d+\s*:\s*\d+/.test(s.trim());
 function statedNumber(s: { phrase: string; boxed: boolean }): number | undefined {
   const direct = parseNumber(s.phrase);
   if (direct !== undefined) return direct;
+  if (HEDGED.test(s.phrase)) return undefined; // "5 or 6": no one answer
   if (s.boxed || s.phrase.includes('\\')) {
-    const t = normalizeMath(s.phrase), n = latexNumber(t) ?? latexNumber(t.replace(/^\((.+)\)$/, '$1')); // AIME's "\textbf{(113)}"
+    const t = normalizeMath(s.boxed ? s.phrase : mathSpan(s.phrase)!), n = latexNumber(t) ?? latexNumber(t.replace(/^\((.+)\)$/, '$1')); // AIME's "\textbf{(113)}"
     // unboxed LaTeX that is not one value ("\(18\) dollars"): its first number, unless it is a fraction, root or power
     if (n !== undefined || s.boxed || /\\(?:frac|sqrt)|\^/.test(s.phrase)) return n;
   }
@@ -177,6 +179,7 @@ export function normalizeMath(s: string): string {
     .replace(/\\sqrt(\d+)/g, '\\sqrt{$1}')
     .replace(/([_^])\{(\w+)\}/g, '$1$2'); // 4210_{5}, x^{2}
   if (/^-?\d{1,3}(,\d{3})+(\.\d+)?$/.test(t)) t = t.replace(/,/g, ''); // 10,080
+  t = splitTop(t, ',').map((el) => el.replace(/^[A-Za-z]=(?!=)/, '')).join(','); // "x=3,x=5": every root named
   t = t.replace(/^(-?)\.(\d)/, '$10.$2'); // .35 -> 0.35
   const choice = /^\(([A-Ea-e])\)$/.exec(t); // multiple-choice letter "(C)"
   if (choice) t = choice[1].toUpperCase();
@@ -232,6 +235,10 @@ export function mathEqual(a: string, b: string, ordered = false): boolean {
   const x = latexNumber(a), y = latexNumber(b);
   if (x !== undefined && y !== undefined) return close(x, y);
   const ba = bracketed(a), bb = bracketed(b);
+  // a set \{...\} and a bare list of its elements ("all solutions, separated by commas") are the same answer
+  if (!ordered && (ba?.open === '\\{' ? !bb && splitTop(b, ',').length > 1 : bb?.open === '\\{' && !ba && splitTop(a, ',').length > 1)) {
+    return sameElements(splitTop(ba ? ba.inner : a, ','), splitTop(bb ? bb.inner : b, ','));
+  }
   if (ba && bb) {
     if (ba.open !== bb.open || ba.close !== bb.close) return false;
     // a set \{...\} is unordered; tuples, intervals and matrices are not
@@ -267,7 +274,7 @@ function foldPhrase(s: string): string {
   do {
     was = t;
     t = t.replace(/\.+$/, '').replace(/^\$+|\$+$/g, '').replace(/^\\\(|\\\)$/g, '').replace(/^["'“”‘’]+|["'“”‘’]+$/g, '')
-      .replace(/^\\(?:boxed|text|textbf|textnormal|mbox|mathrm)\{(.*)\}$/, '$1').trim();
+      .replace(/^\\(?:boxed|text|textbf|textnormal|mbox|mathrm)\{(.*)\}$/, '$1').replace(/\\(?:text|textbf|textnormal|mbox|mathrm)\{([^{}]*)\}/g, '$1').trim();
   } while (t !== was);
   return t.toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '').replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/\.+$/, '')
     .replace(/(\d)\s*:\s*(\d)/g, '$1:$2'); // a ratio written "3 : 4"
