@@ -265,6 +265,10 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
     assert.deepEqual(targetsOf('model\\.layers\\.\\d+\\.(self_attn\\.[qv]_proj|mlp\\.down_proj)'), cfg.target_modules);
     assert.deepEqual(parseAdapterConfig({ r: 4, target_modules: 'ALL-LINEAR' }, 'x').targets, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
     // A regex over layer numbers is checked against the model's own depth (here 16 layers: all of them; 32: half).
+    // A list entry matches as a suffix, as PEFT matches it: "self_attn.q_proj" is q_proj in every layer; one layer's is refused.
+    assert.deepEqual(parseAdapterConfig({ r: 4, target_modules: ['self_attn.q_proj', 'mlp.down_proj'] }, 'x').targets, ['q_proj', 'down_proj']);
+    assert.throws(() => parseAdapterConfig({ r: 4, target_modules: ['layers.0.self_attn.q_proj'] }, 'x'), /target module "layers\.0\.self_attn\.q_proj" is not supported \(supported: q_proj, .*, in every layer\)/);
+    assert.throws(() => parseAdapterConfig({ r: 4, target_modules: ['mlp.q_proj'] }, 'x'), /target module "mlp\.q_proj" is not supported/);
     const firstSixteen = { r: 4, target_modules: 'model\\.layers\\.([0-9]|1[0-5])\\.self_attn\\.q_proj', exclude_modules: '' };
     assert.deepEqual(parseAdapterConfig(firstSixteen, 'x', 16).targets, ['q_proj']);
     assert.throws(() => parseAdapterConfig(firstSixteen, 'x', 32), /selects q_proj in some layers only/);
@@ -275,6 +279,10 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
     // PiSSA-style adapters apply to a rebuilt residual base; plain initialisations are fine.
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, init_lora_weights: 'pissa_niter_4' }));
     assert.throws(() => loadAdapter(out, model.config), /adapter_config\.json sets "init_lora_weights": "pissa_niter_4": such an adapter applies to a modified copy of the base weights/);
+    for (const init of ['lora_ga', 'OLoRA']) { // LoRA-GA modifies the base too; PEFT reads "olora" in any case
+      fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, init_lora_weights: init }));
+      assert.throws(() => loadAdapter(out, model.config), /such an adapter applies to a modified copy of the base weights/, init);
+    }
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, init_lora_weights: 'gaussian' }));
     assert.equal(loadAdapter(out, model.config).config.r, cfg.r);
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, modules_to_save: ['lm_head'] }));

@@ -445,7 +445,13 @@ describe('saving models', () => {
     const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, lora_alpha: 16 }));
     assert.throws(() => loadAdapter(dir, one), { message: `adapter: ${wFile} was saved with {"r":2,"lora_alpha":4,"use_rslora":false,"target_modules":["k_proj"],"alora_invocation_tokens":null}, but ${cfgFile} says {"r":2,"lora_alpha":16,"use_rslora":false,"target_modules":["k_proj"],"alora_invocation_tokens":null}: the two files are from different saves (an interrupted one?); train or copy the adapter again` });
-    // Fields that do not change what the tensors mean may be edited (e.g. base_model_name_or_path for an upload).
+    // Fields that do not change what the tensors mean may be edited (e.g. base_model_name_or_path for an upload), and
+    // target_modules reordered (PEFT re-saves its set in any order).
+    saveAdapter(dir, { r: 2, loraAlpha: 4, targets: ['v_proj', 'k_proj'] }, new Map([[projectionTensorName(0, 'k_proj'), t], [projectionTensorName(0, 'v_proj'), { a: t.a, b: new Float32Array(projectionShape(model, 'v_proj')[0] * 2) }]]), 1);
+    const both = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...both, target_modules: ['k_proj', 'v_proj'] }));
+    assert.deepEqual(loadAdapter(dir, one).config.targets, ['k_proj', 'v_proj']);
+    saveAdapter(dir, { r: 2, loraAlpha: 4, targets: ['k_proj'] }, new Map([[projectionTensorName(0, 'k_proj'), t]]), 1);
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, base_model_name_or_path: 'Qwen/Qwen2.5-0.5B' }));
     assert.equal(loadAdapter(dir, one).config.loraAlpha, 4);
     // PEFT's defaults and types: lora_alpha absent is 8; use_rslora must be a boolean.

@@ -83,19 +83,22 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
     ['exclude_modules', isNonEmpty(raw.exclude_modules)], ['target_parameters', isNonEmpty(raw.target_parameters)],
     ['use_qalora', raw.use_qalora === true],
   ];
-  // PiSSA / OLoRA / CorDA / LoftQ adapters are saved against a modified ("residual") base that PEFT rebuilds on load.
+  // PiSSA / OLoRA / CorDA / LoftQ / LoRA-GA adapters are saved against a modified ("residual") base that PEFT
+  // rebuilds on load (its names as PEFT tells them: by prefix, "OLoRA" in any case).
   const init = raw.init_lora_weights;
-  if (typeof init === 'string' && /^(pissa|olora|corda|loftq)/.test(init)) {
+  if (typeof init === 'string' && /^(pissa|olora|corda|loftq|lora_ga)/i.test(init)) {
     throw new Error(`adapter: ${file} sets "init_lora_weights": ${JSON.stringify(init)}: such an adapter applies to a modified copy of the base weights, which edgereason does not rebuild; convert it to a plain LoRA adapter first (PEFT's save_pretrained with path_initial_model_for_weight_conversion)`);
   }
   for (const [field, bad] of unsupported) if (bad) throw new Error(`adapter: ${file} sets "${field}": ${JSON.stringify(raw[field])}, which edgereason does not support (plain or rank-stabilised LoRA on every layer, no bias)`);
   const r = raw.r, alpha = raw.lora_alpha ?? 8, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8
   if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${shown(r)}`);
   if (typeof alpha !== 'number') throw new Error(`adapter: ${file} field "lora_alpha" must be a number, got ${shown(alpha)}`);
-  const list = typeof targets === 'string' ? stringTargets(targets, file, numLayers) : targets;
-  if (!Array.isArray(list) || !list.length) throw new Error(`adapter: ${file} field "target_modules" must list projections (${PROJECTIONS.join(', ')})`);
+  const given = typeof targets === 'string' ? stringTargets(targets, file, numLayers) : targets;
+  if (!Array.isArray(given) || !given.length) throw new Error(`adapter: ${file} field "target_modules" must list projections (${PROJECTIONS.join(', ')})`);
+  // PEFT matches a list entry against module names exactly or as a suffix: "self_attn.q_proj" is q_proj in every layer.
+  const list = given.map((t: unknown) => PROJECTIONS.find((p) => t === p || t === `${projectionTensorName(0, p).split('.').at(-2)}.${p}`) ?? t);
   for (const t of list) {
-    if (!PROJECTIONS.includes(t)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')})`);
+    if (!PROJECTIONS.includes(t as Projection)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')}, in every layer)`);
   }
   if (raw.use_rslora !== undefined && raw.use_rslora !== null && typeof raw.use_rslora !== 'boolean') throw new Error(`adapter: ${file} field "use_rslora" must be true or false, got ${shown(raw.use_rslora)}`);
   const inv = raw.alora_invocation_tokens;
@@ -193,12 +196,20 @@ export function saveAdapter(dir: string, cfg: SaveAdapterOptions, tensors: Reado
 /** Metadata key of the LoRA settings an adapter's weights were saved with. */
 const SAVED_WITH = 'edgereason.lora';
 
-const meaning = (c: AdapterConfig) => ({ r: c.r, lora_alpha: c.loraAlpha, use_rslora: !!c.rslora, target_modules: c.targets, alora_invocation_tokens: c.aloraInvocationTokens ?? null });
+// The targets as a set, in one order: PEFT writes its set of target_modules back in any order when it saves a config.
+const meaning = (c: Pick<AdapterConfig, 'r' | 'loraAlpha' | 'rslora' | 'targets' | 'aloraInvocationTokens'>) => ({
+  r: c.r, lora_alpha: c.loraAlpha, use_rslora: !!c.rslora, target_modules: PROJECTIONS.filter((p) => c.targets.includes(p)), alora_invocation_tokens: c.aloraInvocationTokens ?? null,
+});
 
 /** A weights file saved by edgereason names its settings: they must be the config's (see saveAdapter). */
 function checkSavedWith(file: SafetensorsFile, config: AdapterConfig, cfgFile: string): void {
   const saved = file.metadata?.[SAVED_WITH];
   if (typeof saved !== 'string') return; // another tool's adapter
+  let was: string | undefined;
+  try {
+    const s = JSON.parse(saved);
+    was = JSON.stringify(meaning({ r: s.r, loraAlpha: s.lora_alpha, rslora: s.use_rslora, targets: Array.isArray(s.target_modules) ? s.target_modules : [], aloraInvocationTokens: s.alora_invocation_tokens ?? undefined }));
+  } catch { /* not ours to read: compared as written */ }
   const want = JSON.stringify(meaning(config));
-  if (saved !== want) throw new Error(`adapter: ${file.path} was saved with ${saved}, but ${cfgFile} says ${want}: the two files are from different saves (an interrupted one?); train or copy the adapter again`);
+  if ((was ?? saved) !== want) throw new Error(`adapter: ${file.path} was saved with ${saved}, but ${cfgFile} says ${want}: the two files are from different saves (an interrupted one?); train or copy the adapter again`);
 }
