@@ -296,9 +296,22 @@ test('nativeThinking with a template that opens the thinking itself (thinking-on
     const fresh = await m.complete(q, { chat: true, maxTokens: 5, ...hot });
     assert.equal(on.usage.promptTokens, ids.length, 'the prompt already holds the invocation');
     assert.deepEqual(on.samples[0].tokenIds!.slice(0, 5), fresh.tokens, 'thinking continues the template\'s open block');
+    // The direct route: the block's tokens as its text encodes, "<think>" then "\n\n</think>\n\n" (the template's "\n"
+    // after the tag is cut and written again within "\n\n", one token), so it answers as the whole text encoded would.
     const off = await answer(m, q, { reasoning: 'off', nativeThinking: true, maxTokens: 4 });
-    const rest = m.tokenizer.encode('\n</think>\n\n', { addSpecialTokens: false });
-    assert.deepEqual([off.route, off.usage.promptTokens], ['direct', ids.length + rest.length]);
+    const canonical = m.tokenizer.encode(`${m.tokenizer.decode(ids.slice(0, -1))}\n\n</think>\n\n`, { addSpecialTokens: false });
+    assert.deepEqual(canonical.slice(0, ids.length - 1), ids.slice(0, -1));
+    assert.deepEqual([off.route, off.usage.promptTokens], ['direct', canonical.length]);
+    const [direct] = await generateBatch(m.backend, m.tokenizer, [canonical], [{ maxTokens: 4 }]);
+    assert.deepEqual(off.samples[0].tokenIds, direct.tokens);
+    // Escalated from there, it reasons exactly as reasoning "on" (the blank cut for the block is fed back).
+    const H = m.config.hiddenSize, half = new LinearProbe(new Float64Array(H), 0, new Float64Array(H), new Float64Array(H).fill(1));
+    const gate = new Router(half, 0.9, { name: 'savings', maxLoss: 0 }, { nativeThinking: true }, { minLogprob: 1, tokens: 8 }); // every token is below it
+    const ctx = { reasoning: 'on' as const, nativeThinking: true, maxThinkingTokens: 6, ...hot };
+    const esc = await answer(m, q, { ...ctx, reasoning: 'auto', maxTokens: 13 + MIN_ESCALATION_ROOM }, { router: gate });
+    const on2 = await answer(m, q, { ...ctx, maxTokens: 12 + MIN_ESCALATION_ROOM });
+    assert.deepEqual([esc.route, esc.escalation?.tokens], ['reasoning', 1]);
+    assert.deepEqual(esc.samples[0].tokenIds, on2.samples[0].tokenIds);
   } finally {
     await m.close();
   }

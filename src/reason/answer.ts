@@ -385,11 +385,14 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const gate = router?.gate && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
       if (speculate) await backend.truncate(base!.cache, 0, ids.length);
       // A thinking model answers after an empty thinking block, fed on the prompt's cache (unless the template wrote
-      // it, as Qwen3's does for enable_thinking: false; after a template's opening tag, the rest of the block);
-      // its logits give the first token.
+      // it, as Qwen3's does for enable_thinking: false); its logits give the first token. After a template's opening
+      // tag, the blank the template wrote after it is cut and the rest of the block fed from the tag on, so the
+      // block's tokens are the ones its text encodes to ("\n\n" is one token, not the template's "\n" and ours).
+      const tagEnd = opened < 0 ? ids.length : opened + rt!.invocation.length;
+      if (tagEnd < ids.length) await backend.truncate(base!.cache, 0, tagEnd);
       const block = !native || closedByTemplate ? [] : opened < 0 ? empty
-        : tok.encode(EMPTY_THINKING.slice(tok.decode(ids.slice(opened)).length), { addSpecialTokens: false });
-      const promptLen = ids.length + block.length;
+        : tok.encode(EMPTY_THINKING.slice(tok.decode(ids.slice(opened, tagEnd)).length), { addSpecialTokens: false });
+      const promptLen = tagEnd + block.length;
       if (promptLen >= ctx) throw new Error(`answer: the prompt and the empty thinking block have ${promptLen} tokens, which leaves no room in the model's context of ${ctx} tokens`);
       const firstLogits = block.length ? (await backend.step(base!.cache, { tokens: [block], logits: 1, want: { logits: true } })).logits! : base!.logits;
       const maxTokens = Math.min(limit, ctx - promptLen); // ≥ 1: checked above
@@ -426,7 +429,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       }
       escalation = { answer: splitText(seq, false, model).answer, tokens: seq.tokens.length, logprob: seq.logprobs[trip], at: trip };
       hidden.length = 0;
-      await backend.truncate(base!.cache, 0, ids.length);
+      await backend.truncate(base!.cache, 0, tagEnd);
+      if (tagEnd < ids.length) await backend.step(base!.cache, { tokens: [ids.slice(tagEnd)] }); // the blank cut above
     } else opts.onRoute?.(route, routerScore);
     if (escalation) opts.onRoute?.('reasoning', routerScore);
 
