@@ -166,6 +166,16 @@ test('StreamDecoder: token-by-token pieces add up to the text, emoji split acros
   const said = "He said ' hello ' and I 'm here , don 't";
   assert.notEqual(cleaning.decode(cleaning.encode(said)), said, 'the clean-up changes this text');
   assert.equal(stream(cleaning, cleaning.encode(said)).join(''), said);
+  // A config that does not say decodes without it, as transformers (4.45 on) does; the tokenizers library's default is on.
+  const silent = loadTokenizer({ tokenizerJson, tokenizerConfig: {} });
+  assert.equal(silent.decode(silent.encode(said)), said);
+});
+
+test('chat template: tools and documents are none (not undefined) and additional_special_tokens is given, as transformers renders', () => {
+  const tokenizerJson = JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer.json'), 'utf8'));
+  const tpl = '{% if tools is defined %}D{% endif %}{% if tools is none %}N{% endif %}{% if tools is not none %}T{% endif %}{% if documents is none %}n{% endif %}|{{ additional_special_tokens|length }}';
+  const t = loadTokenizer({ tokenizerJson, tokenizerConfig: { chat_template: tpl, additional_special_tokens: ['<|im_start|>', { content: '<|im_end|>' }] } });
+  assert.equal(t.applyChatTemplate(chat), 'DNn|2');
 });
 
 test('llama2c: stories260K config and weights', () => {

@@ -72,7 +72,8 @@ function build(json: unknown, config: Record<string, unknown>, name: string): To
     };
     return { post_processor: bosEosProcessor(pick('bos_token', config.add_bos_token ?? true), pick('eos_token', config.add_eos_token ?? false)) };
   })() : {};
-  try { return new Tokenizer({ added_tokens: [], ...j, ...post }, config); }
+  // transformers' default for clean_up_tokenization_spaces is false since 4.45 (the tokenizers library's is true)
+  try { return new Tokenizer({ added_tokens: [], ...j, ...post }, { clean_up_tokenization_spaces: false, ...config }); }
   catch (e) { throw new Error(`tokenizer: ${name} could not be loaded: ${(e as Error).message}`); }
 }
 
@@ -114,7 +115,8 @@ export class HfTokenizer implements TextTokenizer {
   readonly bosTokenId?: number;
   readonly eosTokenIds: number[];
   private readonly specialIds: Set<number>;
-  private readonly specialTokens: Record<string, string>;
+  /** The variables transformers gives every template beside the messages: special tokens, tools and documents. */
+  private readonly specialTokens: Record<string, unknown>;
   private readonly templateSource?: string;
   private template?: Template;
   private templateError?: string;
@@ -126,12 +128,15 @@ export class HfTokenizer implements TextTokenizer {
     this.vocabSize = 1 + [...tokenizer.get_vocab(true).values()].reduce((a, b) => Math.max(a, b), -1);
     if (!this.vocabSize) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`);
     this.specialIds = new Set([...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
-    this.specialTokens = {};
+    const special: Record<string, string> = {};
     for (const k of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
       const s = tokenString(config[k]);
-      if (s !== undefined) this.specialTokens[k] = s;
+      if (s !== undefined) special[k] = s;
     }
-    const id = (k: string) => this.specialTokens[k] === undefined ? undefined : tokenizer.token_to_id(this.specialTokens[k]);
+    // tools and documents are none, not undefined ("{% if tools is not none %}" renders no tool section)
+    const extra = Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens.map(tokenString).filter((t) => t !== undefined) : undefined;
+    this.specialTokens = { tools: null, documents: null, ...(extra ? { additional_special_tokens: extra } : {}), ...special };
+    const id = (k: string) => special[k] === undefined ? undefined : tokenizer.token_to_id(special[k]);
     this.bosTokenId = id('bos_token') ?? opts.bosTokenId;
     const eos = id('eos_token');
     this.eosTokenIds = [...new Set([...(eos === undefined ? [] : [eos]), ...(opts.eosTokenIds ?? [])])];
