@@ -11,7 +11,7 @@ export function shown(v: unknown): string {
   const proto = v !== null && typeof v === 'object' ? Object.getPrototypeOf(v) : undefined;
   if (proto && proto !== Object.prototype && proto !== Array.prototype) {
     const name: string = proto.constructor?.name || 'object';
-    return `${/^[AEIOU]/i.test(name) ? 'an' : 'a'} ${name}`;
+    return `${/^[AEIO]/i.test(name) ? 'an' : 'a'} ${name}`; // "a Uint8Array"
   }
   let s: string | undefined;
   try { s = JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? `${x}n` : x)); } catch { return Array.isArray(v) ? 'a list' : 'an object'; }

@@ -445,6 +445,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   // The library's option names come out as the command line's flags.
   assert.equal(cliWords('a second rounding; quant "fp32" keeps the file\'s values exactly'), 'a second rounding; --quant fp32 keeps the file\'s values exactly');
   assert.equal(cliWords('nothing to score: raise maxTokens'), 'nothing to score: raise --max-tokens');
+  assert.equal(cliWords('only with quant "q4" or "q8"'), 'only with --quant q4 or q8');
+  // A nested command's flags too (bench decode).
+  assert.match(cli(['bench', 'decode', '--shape', '--json']).stderr, /^edgereason: --shape took the flag --json as its value/m);
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /raw prompt 0 does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
   assert.match(cli(['answer', '--model', 'models/default', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr, /or --native-thinking for a model that thinks by itself/);

@@ -35,15 +35,18 @@ export async function main(argv: string[]): Promise<void> {
   });
   // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).
   // Checked before the subcommand parses its flags: commander would first report the flag that went missing (a
-  // required one) or the value left over ("too many arguments"), neither of which names the cause.
-  program.hook('preSubcommand', (_, command) => {
+  // required one) or the value left over ("too many arguments"), neither of which names the cause. A subcommand's
+  // own subcommands (bench decode) are checked before their action (preSubcommand fires on the program's only).
+  const swallowed = (command: Command) => {
     const flags = new Set(command.options.flatMap((o) => [o.long, o.short]).filter(Boolean));
     const valued = new Set(command.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]).filter(Boolean));
     argv.forEach((word, i) => {
       const next = argv[i + 1];
       if (valued.has(word) && next !== undefined && flags.has(next.split('=')[0])) throw new Error(`${word} took the flag ${next} as its value: give ${word} a value (an unset shell variable?)`);
     });
-  });
+  };
+  program.hook('preSubcommand', (_, command) => swallowed(command));
+  program.hook('preAction', (_, command) => swallowed(command));
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   // A misspelt required flag (--questions) is named as unknown, with commander's suggestion; commander checks the
   // required options first, and would only say that --question is missing.
@@ -69,9 +72,9 @@ export async function main(argv: string[]): Promise<void> {
 interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOption(flag: string): void }
 
 /** The library's errors name API options; on the command line they are flags and commands. */
-const CLI_WORDS: [RegExp, string][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
-  [/\bquant "(q4|q8|fp32)"/g, '--quant $1'], [/\braise maxTokens\b/g, 'raise --max-tokens']];
-export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message);
+const CLI_WORDS: [RegExp, string | ((...m: string[]) => string)][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
+  [/\bquant "(q4|q8|fp32)"(?: or "(q4|q8|fp32)")?/g, (_, a: string, b?: string) => `--quant ${a}${b ? ` or ${b}` : ''}`], [/\braise maxTokens\b/g, 'raise --max-tokens']];
+export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => (typeof w === 'string' ? m.replace(re, w) : m.replace(re, w)), message);
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {

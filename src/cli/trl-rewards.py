@@ -13,8 +13,7 @@ GRADER = "__GRADER__"
 TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
 A = re.ASCII  # \d and \w as in JavaScript: ASCII only
 NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+", A)
-UNWORKED = re.compile(r"[^\d]*\d[\d,.]*\s*(?:[-+*×÷^·]|/(?=\s)|\s/|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d", A)  # a phrase that starts "5 + 3"
-HEDGED = re.compile(r"\d\s*(?:,\s*-?\$?\d[\d,.]*\s*)*,?\s*\bor\s+-?\$?\d[\d,.]*(?!\s*(?:[-+*/×÷^·x]|\\(?:times|cdot|div)|\d))", A)  # "5 or 6"
+OPERATION = re.compile(r"\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d", A)  # "5 + 3", "12 \\times 3" before "="
 
 
 def _text(completion):
@@ -105,8 +104,6 @@ def _stated_number(phrase, boxed):
     n = _float(phrase)
     if n is not None:
         return n
-    if HEDGED.search(phrase):
-        return None
     if boxed or "\\" in phrase:
         span = None if boxed else re.match(r"\$([^$]+)\$|\\\((.+?)\\\)", phrase)
         t = _normalize_math(span.group(1) or span.group(2) if span else phrase)
@@ -135,8 +132,11 @@ def _stated(reply):
         else:
             cut = next((d for d in re.finditer(r"\.\s+(?=[A-Z])", rest) if re.search(r"\d", rest[:d.start()], A)), None)
             phrase = rest[:cut.start()] if cut else rest
+            reason = re.search(r"[,;]?\s+(?:since|because)\s", phrase, re.I)
+            if reason and re.search(r"\d", phrase[:reason.start()], A):
+                phrase = phrase[:reason.start()]  # a reason after the answer is not the answer
             eq = phrase.find("=")
-            if eq >= 0 and UNWORKED.match(phrase[:eq]):
+            if eq >= 0 and OPERATION.search(phrase[:eq]):
                 phrase = phrase[phrase.rfind("=") + 1:]
         phrase = phrase.replace("*", "").strip()
         if phrase and re.search(r"\d", phrase, A):

@@ -96,10 +96,11 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
   const given = typeof targets === 'string' ? stringTargets(targets, file, numLayers) : targets;
   if (!Array.isArray(given) || !given.length) throw new Error(`adapter: ${file} field "target_modules" must list projections (${PROJECTIONS.join(', ')})`);
   // PEFT matches a list entry against module names exactly or as a suffix: "self_attn.q_proj" is q_proj in every layer.
-  const list = given.map((t: unknown) => PROJECTIONS.find((p) => t === p || t === `${projectionTensorName(0, p).split('.').at(-2)}.${p}`) ?? t);
-  for (const t of list) {
+  const named = given.map((t: unknown) => PROJECTIONS.find((p) => t === p || t === `${projectionTensorName(0, p).split('.').at(-2)}.${p}`) ?? t);
+  for (const t of named) {
     if (!PROJECTIONS.includes(t as Projection)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')}, in every layer)`);
   }
+  const list = PROJECTIONS.filter((p) => named.includes(p)); // a set, as PEFT reads it ("q_proj" and "self_attn.q_proj" are one)
   if (raw.use_rslora !== undefined && raw.use_rslora !== null && typeof raw.use_rslora !== 'boolean') throw new Error(`adapter: ${file} field "use_rslora" must be true or false, got ${shown(raw.use_rslora)}`);
   const inv = raw.alora_invocation_tokens;
   if (inv !== undefined && inv !== null && (!Array.isArray(inv) || !inv.length || !inv.every((t) => Number.isInteger(t) && t >= 0))) {

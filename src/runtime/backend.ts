@@ -142,7 +142,8 @@ export function adapterView(backend: Backend, name: string): Backend {
     step: async (cache, req) => {
       open();
       // A step still queued when the view closes finds its adapter gone: it fails as the closed model's call it is.
-      try { return await backend.step(cache, { ...req, adapterName: req.adapterName ?? name }); } catch (e) { open(); throw e; } // a view of a view keeps the outer name
+      // (A view of a view keeps the outer name.)
+      try { return await backend.step(cache, { ...req, adapterName: req.adapterName ?? name }); } catch (e) { open(); throw e; }
     },
     setAdapter: async (adapter, other) => { open(); return backend.setAdapter(adapter, other ?? name); },
     close: async () => {

@@ -84,10 +84,12 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
     const cut = [...rest.matchAll(/\.\s+(?=[A-Z])/g)].find((d) => /\d/.test(rest.slice(0, d.index)));
     let phrase = box ?? (cut ? rest.slice(0, cut.index) : rest);
-    // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not, nor does an
-    // answer whose reason works one out after it ("18, since 16 - 3 - 4 = 9 eggs remain")
+    // a reason given after the answer is not the answer ("18, since 16 - 3 - 4 = 9 eggs remain")
+    const reason = box === undefined ? /[,;]?\s+(?:since|because)\s/i.exec(phrase) : null;
+    if (reason && /\d/.test(phrase.slice(0, reason.index))) phrase = phrase.slice(0, reason.index);
+    // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not
     const eq = phrase.indexOf('=');
-    if (box === undefined && eq >= 0 && UNWORKED.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
+    if (box === undefined && eq >= 0 && OPERATION.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
     // and so does "…, which is 5" after an expression ("1/2 of 10, which is 5"), not after one answer ("18, which is 9 + 9")
     const which = box === undefined ? [...phrase.matchAll(/\b(?:which|that)\s+is\b/gi)].at(-1) : undefined;
     if (which && /\d/.test(phrase.slice(which.index! + which[0].length)) && (phrase.slice(0, which.index).match(NUMBER)?.length ?? 0) !== 1) {
@@ -107,8 +109,8 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
 /** A phrase that starts with an operation between numbers (a fraction "1/2" is one number): an unworked expression. */
 const UNWORKED = /^[^\d]*\d[\d,.]*\s*(?:[-+*×÷^·]|\/(?=\s)|\s\/|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
 
-/** Numbers offered as alternatives ("5 or 6", "5, 6, or 7"): a hedge, not an answer ("18, or 2 * 9" restates it). */
-const HEDGED = /\d\s*(?:,\s*-?\$?\d[\d,.]*\s*)*,?\s*\bor\s+-?\$?\d[\d,.]*(?!\s*(?:[-+*/×÷^·x]|\\(?:times|cdot|div)|\d))/; // (a "*" may be gone with markdown's)
+/** An operation between numbers ("5 + 3", "12 \\times 3", "12 x 3"): what a worked expression before "=" holds. */
+const OPERATION = /\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
 
 /** A ratio or clock time ("3:4", "5:45 p.m."): an answer of its own, not the number before its colon. */
 const isRatioOrTime = (s: string) => /^\d+\s*:\s*\d+/.test(s.trim());
@@ -120,7 +122,6 @@ const isRatioOrTime = (s: string) => /^\d+\s*:\s*\d+/.test(s.trim());
 function statedNumber(s: { phrase: string; boxed: boolean }): number | undefined {
   const direct = parseNumber(s.phrase);
   if (direct !== undefined) return direct;
-  if (HEDGED.test(s.phrase)) return undefined; // "5 or 6": no one answer
   if (s.boxed || s.phrase.includes('\\')) {
     const t = normalizeMath(s.boxed ? s.phrase : mathSpan(s.phrase)!), n = latexNumber(t) ?? latexNumber(t.replace(/^\((.+)\)$/, '$1')); // AIME's "\textbf{(113)}"
     // unboxed LaTeX that is not one value ("\(18\) dollars"): its first number, unless it is a fraction, root or power
@@ -330,7 +331,7 @@ export function checkQuestions(list: unknown, o: { list: string; item: (i: numbe
   if (!Array.isArray(list)) throw new Error(`${where}: ${o.list}, got ${shown(list)}`);
   list.forEach((it, i) => {
     if (!it || typeof it !== 'object' || typeof it.question !== 'string' || !(typeof it.gold === 'string' || typeof it.gold === 'number') || !TASKS.includes(it.task)) {
-      throw new Error(`${where}: ${o.item(i)} must be { ${o.shape}, task: ${TASKS.join(' | ')} }, got ${shown(it)?.slice(0, 200)}`);
+      throw new Error(`${where}: ${o.item(i)} must be { ${o.shape}, task: ${TASKS.join(' | ')} }, got ${shown(it)}`);
     }
   });
 }

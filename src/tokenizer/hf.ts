@@ -104,7 +104,7 @@ function tokenString(v: unknown): string | undefined {
 function pickTemplate(t: unknown, file: string): string | undefined {
   if (t === undefined || t === null || typeof t === 'string') return t ?? undefined;
   const named = Array.isArray(t) && t.every((x) => x && typeof x === 'object' && typeof x.name === 'string' && typeof x.template === 'string');
-  if (!named) throw new Error(`tokenizer: ${file} field "chat_template" must be a string or a list of {name, template}, got ${shown(t).slice(0, 200)}`);
+  if (!named) throw new Error(`tokenizer: ${file} field "chat_template" must be a string or a list of {name, template}, got ${shown(t)}`);
   const chat = (t as { name: string; template: string }[]).find((x) => x.name === 'default');
   if (!chat) throw new Error(`tokenizer: ${file} field "chat_template" lists templates named ${t.map((x) => JSON.stringify(x.name)).join(', ')}, none of them "default" (the chat template)`);
   return chat.template;
