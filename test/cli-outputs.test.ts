@@ -477,6 +477,8 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.match(r.stderr, /^adapter: models\/default\/reasoning-adapter \(the default; --no-adapter for the base model alone\)$/m);
   assert.match(r.stderr, /^route: reasoning \(router score 0\.18\d, threshold 0\.411: the direct answer was escalated by the gate\)$/m, 'and its router.json: the gate escalates');
   assert.equal(r.stdout.trim().split('\n').at(-1), '#### 19');
+  // A thinking that is only blank still shows its tags (the transcript as the model wrote it).
+  assert.equal(cli(['answer', '--model', 'models/default', '--question', 'Reverse the word wind.', '--reasoning', 'on']).stdout, '<think>\n\n</think>\n\ndniw\n');
   const base = cli([...q, '--no-adapter']);
   assert.match(base.stderr, /^route: direct$/m);
   assert.equal(base.stdout.trim(), '#### 17');

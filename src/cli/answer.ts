@@ -97,6 +97,7 @@ export function answerCommand(program: Command): void {
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
         const tty = out.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
         let phase: Phase | undefined, last = '';
+        const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
         const r = await answer(model, input, {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
@@ -104,7 +105,7 @@ export function answerCommand(program: Command): void {
           temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
           task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
-          onRoute: (route, score) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`),
+          onRoute: (route, score) => { if (route === 'reasoning') { out.write(dim('<think>\n')); phase = 'thinking'; } logRoute(route, score); },
           onText: (sample, ph, piece) => {
             if (sample !== 0) return;
             if (ph !== phase) {
@@ -116,6 +117,10 @@ export function answerCommand(program: Command): void {
             last = piece;
           },
         }, { router, verifier });
+        // A thinking that closed with nothing after it (or only blank around it) streamed no piece of the answer:
+        // its closing tag is shown all the same.
+        const s0 = r.samples[0];
+        if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n`));
         out.write('\n');
         if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} tokens) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);
         if (r.samples.length > 1) {
