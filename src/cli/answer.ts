@@ -105,7 +105,7 @@ export function answerCommand(program: Command): void {
           temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
           task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
-          onRoute: (route, score) => { if (route === 'reasoning') { out.write(dim('<think>\n')); phase = 'thinking'; } logRoute(route, score); },
+          onRoute: (route, score) => { logRoute(route, score); if (route === 'reasoning') { out.write(dim('<think>\n')); phase = 'thinking'; } },
           onText: (sample, ph, piece) => {
             if (sample !== 0) return;
             if (ph !== phase) {

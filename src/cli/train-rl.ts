@@ -26,7 +26,7 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
     if (!one.trim()) throw new Error(`${task}:${n}: "prompt" is empty`);
     // A number written as a string ("5") is that number: the synthetic grader would otherwise want the reply to be
     // exactly "5", never its "#### 5" line (JSON files hold answers as strings as often as not).
-    const numeric = typeof r.answer === 'string' && /^-?\d+(\.\d+)?$/.test(r.answer.trim()) && Math.abs(Number(r.answer)) <= Number.MAX_SAFE_INTEGER; // not past exact integers
+    const numeric = typeof r.answer === 'string' && /^-?\d+(\.\d+)?$/.test(r.answer.trim());
     return { question: one, gold: numeric ? Number(r.answer) : r.answer, line: n };
   });
   if (!rows.length) throw new Error(`${task}: no prompts (expected JSONL lines of {"prompt","answer"})`);

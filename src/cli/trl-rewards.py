@@ -132,9 +132,6 @@ def _stated(reply):
         else:
             cut = next((d for d in re.finditer(r"\.\s+(?=[A-Z])", rest) if re.search(r"\d", rest[:d.start()], A)), None)
             phrase = rest[:cut.start()] if cut else rest
-            reason = re.search(r"[,;]?\s+(?:since|because)\s", phrase, re.I)
-            if reason and re.search(r"\d", phrase[:reason.start()], A):
-                phrase = phrase[:reason.start()]  # a reason after the answer is not the answer
             eq = phrase.find("=")
             if eq >= 0 and OPERATION.search(phrase[:eq]):
                 phrase = phrase[phrase.rfind("=") + 1:]

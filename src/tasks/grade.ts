@@ -84,9 +84,6 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
     const cut = [...rest.matchAll(/\.\s+(?=[A-Z])/g)].find((d) => /\d/.test(rest.slice(0, d.index)));
     let phrase = box ?? (cut ? rest.slice(0, cut.index) : rest);
-    // a reason given after the answer is not the answer ("18, since 16 - 3 - 4 = 9 eggs remain")
-    const reason = box === undefined ? /[,;]?\s+(?:since|because)\s/i.exec(phrase) : null;
-    if (reason && /\d/.test(phrase.slice(0, reason.index))) phrase = phrase.slice(0, reason.index);
     // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not
     const eq = phrase.indexOf('=');
     if (box === undefined && eq >= 0 && OPERATION.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
@@ -106,11 +103,11 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   return last && { phrase: last.phrase, boxed: last.boxed };
 }
 
+/** An operation between numbers ("5 + 3", "12 \times 3", "12 x 3"): what a worked expression before "=" holds. */
+const OPERATION = /\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
+
 /** A phrase that starts with an operation between numbers (a fraction "1/2" is one number): an unworked expression. */
 const UNWORKED = /^[^\d]*\d[\d,.]*\s*(?:[-+*×÷^·]|\/(?=\s)|\s\/|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
-
-/** An operation between numbers ("5 + 3", "12 \\times 3", "12 x 3"): what a worked expression before "=" holds. */
-const OPERATION = /\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
 
 /** A ratio or clock time ("3:4", "5:45 p.m."): an answer of its own, not the number before its colon. */
 const isRatioOrTime = (s: string) => /^\d+\s*:\s*\d+/.test(s.trim());
