@@ -1,9 +1,9 @@
 /**
  * A value as an error message shows it: numbers as written (JSON would turn NaN and Infinity into null), a BigInt
- * with its n, an instance by its class ("a Reasoner", not its whole state), anything else as JSON, cut at 120
+ * with its n, an instance by its class ("a Reasoner", not its whole state), anything else as JSON, cut at `max`
  * characters. Never throws (a circular object would make JSON.stringify throw and lose the message it was for).
  */
-export function shown(v: unknown): string {
+export function shown(v: unknown, max = 120): string {
   if (typeof v === 'number') return String(v);
   if (typeof v === 'bigint') return `${v}n`;
   if (typeof v === 'function') return 'a function';
@@ -16,5 +16,5 @@ export function shown(v: unknown): string {
   let s: string | undefined;
   try { s = JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? `${x}n` : x)); } catch { return Array.isArray(v) ? 'a list' : 'an object'; }
   if (s === undefined) return String(v);
-  return s.length > 120 ? `${s.slice(0, 119)}…` : s;
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }

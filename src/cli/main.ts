@@ -46,7 +46,7 @@ export async function main(argv: string[]): Promise<void> {
     });
   };
   program.hook('preSubcommand', (_, command) => swallowed(command));
-  program.hook('preAction', (_, command) => swallowed(command));
+  program.hook('preAction', (_, command) => { if (command.parent !== program) swallowed(command); });
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   // A misspelt required flag (--questions) is named as unknown, with commander's suggestion; commander checks the
   // required options first, and would only say that --question is missing.

@@ -8,7 +8,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
-import { checkKeys, shown } from '../runtime/options.ts';
+import { checkKeys } from '../runtime/options.ts';
+import { shown } from '../show.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
 import { EMPTY_THINKING, reasoningTokens, thinkingOptions } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';

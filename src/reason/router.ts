@@ -23,7 +23,8 @@
  */
 import fs from 'node:fs';
 import type { Model } from '../runtime/model.ts';
-import { checkKeys, shown } from '../runtime/options.ts';
+import { checkKeys } from '../runtime/options.ts';
+import { shown } from '../show.ts';
 import { writeJson } from '../io/safetensors.ts';
 import { AdamW } from '../train/optim.ts';
 import { checkQuestions, isCorrect, type Task } from '../tasks/grade.ts';

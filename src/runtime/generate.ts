@@ -8,7 +8,7 @@ import type { Backend, CacheHandle } from './backend.ts';
 import { randomInt } from 'node:crypto';
 import { seededRandom, type SamplingParams } from './sampler.ts';
 import { onAbort } from './abort.ts';
-import { shown } from './options.ts';
+import { shown } from '../show.ts';
 
 export interface GenerateOptions extends SamplingParams {
   /** Most tokens to generate (default 256, and never past the model's context). */

@@ -1,10 +1,7 @@
 /** Checks of option objects shared by loadModel, convertModel, generate, answer and eval. */
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
-
 import { shown } from '../show.ts';
-
-export { shown };
 
 /** A misspelt option (say `max_tokens`) would be silently ignored: refuse it, naming the ones that exist. */
 export function checkKeys(o: object, known: readonly string[], where: string): void {

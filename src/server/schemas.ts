@@ -2,6 +2,8 @@
  * Request schemas (validated by fastify's Ajv, no type coercion) and OpenAI-style errors:
  * `{"error": {"message", "type", "param", "code"}}` with the offending field in `param`.
  */
+import { shown } from '../show.ts';
+
 export const VOTES = ['majority', 'confidence', 'verifier', 'verifier-vote'] as const;
 export const EFFORTS = ['none', 'minimal', 'low', 'medium', 'high'] as const;
 export type Effort = (typeof EFFORTS)[number];
@@ -222,7 +224,6 @@ function valueAt(body: unknown, pointer: string): unknown {
 }
 
 /** A value as an error shows it: JSON, cut after 60 characters. */
-const shown = (v: unknown): string => { const j = JSON.stringify(v) ?? String(v); return j.length > 60 ? `${j.slice(0, 57)}...` : j; };
 
 /** The most useful of Ajv's errors, as an ApiError naming the field and the value sent. */
 export function validationError(errors: AjvError[], body?: unknown): ApiError {
@@ -247,6 +248,6 @@ export function validationError(errors: AjvError[], body?: unknown): ApiError {
   if (pick?.keyword === 'enum' && Array.isArray(pick.params?.allowedValues)) what = `must be one of ${(pick.params!.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
   if (pick?.keyword === 'maxItems') what = `at most ${pick.params?.limit} ${param === 'stop' ? 'stop sequences are' : 'items are'} allowed`;
   if (pick?.keyword === 'required') return new ApiError(400, `Missing required parameter: '${param}'.`, param || null, 'invalid_request_error', 'missing_required_parameter');
-  const got = body === undefined || pick?.keyword === 'maxItems' ? '' : `, got ${shown(valueAt(body, pick?.instancePath ?? ''))}`;
+  const got = body === undefined || pick?.keyword === 'maxItems' ? '' : `, got ${shown(valueAt(body, pick?.instancePath ?? ''), 60)}`;
   return new ApiError(400, `Invalid value for '${param || 'body'}': ${what}${got}.`, param || null, 'invalid_request_error', 'invalid_value');
 }

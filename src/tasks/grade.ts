@@ -12,7 +12,7 @@
  *
  * Text after the last </think> is graded when the model wrote a think block.
  */
-import { shown } from '../runtime/options.ts';
+import { shown } from '../show.ts';
 
 export type Task = 'gsm8k' | 'svamp' | 'asdiv' | 'aime24' | 'amc23' | 'math500' | 'synthetic';
 export const TASKS: readonly Task[] = ['gsm8k', 'svamp', 'asdiv', 'aime24', 'amc23', 'math500', 'synthetic'];
@@ -234,9 +234,8 @@ export function mathEqual(a: string, b: string, ordered = false): boolean {
   if (x !== undefined && y !== undefined) return close(x, y);
   const ba = bracketed(a), bb = bracketed(b);
   // a set \{...\} and a bare list of its elements ("all solutions, separated by commas") are the same answer
-  if (!ordered && (ba?.open === '\\{' ? !bb && splitTop(b, ',').length > 1 : bb?.open === '\\{' && !ba && splitTop(a, ',').length > 1)) {
-    return sameElements(splitTop(ba ? ba.inner : a, ','), splitTop(bb ? bb.inner : b, ','));
-  }
+  const [set, list] = ba?.open === '\\{' && !bb ? [ba, b] : bb?.open === '\\{' && !ba ? [bb, a] : [];
+  if (!ordered && set && splitTop(list!, ',').length > 1) return sameElements(splitTop(set.inner, ','), splitTop(list!, ','));
   if (ba && bb) {
     if (ba.open !== bb.open || ba.close !== bb.close) return false;
     // a set \{...\} is unordered; tuples, intervals and matrices are not
