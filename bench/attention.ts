@@ -5,7 +5,8 @@
  * of its present output; what the graph runs for prompts) against ONNX's own Attention (opset 23: past in, an
  * additive mask over the unused capacity, the new row sliced off the end of its present) and the runtime's own
  * attention layer (Layers.cachedAttention, built exactly as the inference graph builds it: for one new token its
- * If takes the plain ops that read the cache in place; RoPE included, which the other two skip). Random inputs.
+ * If takes the plain ops that read the cache in place; RoPE included, which the other two skip). Then 8 rows forked
+ * from a 1,000-token prompt: each with its own copy of it, against the prompt held once as a shared prefix. Random inputs.
  * Writes bench/results/attention-<date>.json + .md.
  *   node --import tsx bench/attention.ts [--threads 2]
  */
@@ -38,7 +39,8 @@ function graph(kind: Kind, B: number, cap: number): Uint8Array {
   for (let l = 0; l < LAYERS; l++) {
     const pk = g.input(`past_key.${l}`, 'float32', [B, HKV, cap, D]), pv = g.input(`past_value.${l}`, 'float32', [B, HKV, cap, D]);
     if (kind === 'runtime (plain ops)') {
-      const a = L.cachedAttention(q, k, v, { seqlensK: extra[0], total: extra[1], pastKey: pk, pastValue: pv });
+      const prefix = (n: string) => g.input(`${n}.${l}`, 'float32', [HKV, 'prefix', D]);
+      const a = L.cachedAttention(q, k, v, { seqlensK: extra[0], total: extra[1], pastKey: pk, pastValue: pv, prefixKey: prefix('prefix_key'), prefixValue: prefix('prefix_value') });
       outs.push(a.out); rows.push(a.newKey);
     } else if (kind === 'GroupQueryAttention') {
       const [o, presentK] = g.nodeN('GroupQueryAttention', [q, k, v, pk, pv, ...extra], { num_heads: H, kv_num_heads: HKV }, { domain: MS, outputs: 3 });
@@ -75,9 +77,10 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
     const mask = new ort.Tensor('float32', m, [B, 1, 1, cap + 1]);
     for (const kind of KINDS) {
       const session = await ort.InferenceSession.create(graph(kind, B, cap), { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
-      const f = kind === 'Attention (opset 23)'
+      const f: Record<string, ort.Tensor> = kind === 'Attention (opset 23)'
         ? { ...feeds, mask }
         : { ...feeds, seqlens_k: new ort.Tensor('int32', new Int32Array(B).fill(c.len), [B]), total: new ort.Tensor('int32', Int32Array.of(c.len + 1), []) };
+      if (kind === 'runtime (plain ops)') for (let l = 0; l < LAYERS; l++) for (const n of ['prefix_key', 'prefix_value']) f[`${n}.${l}`] = new ort.Tensor('float32', new Float32Array(0), [HKV, 0, D]);
       for (let i = 0; i < 3; i++) await session.run(f);
       const t: number[] = [];
       for (let i = 0; i < reps; i++) { const t0 = performance.now(); await session.run(f); t.push(performance.now() - t0); }
@@ -87,15 +90,37 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
       console.error(`${kind}: ${B} rows × ${c.len} positions (capacity ${cap}): ${ms.toFixed(2)} ms`);
     }
   }
+  // 8 rows forked from one 1,000-token prompt: each with its own copy (the 8 × 1000 row above) against the prompt
+  // held once as the shared prefix, broadcast over the rows (their own caches empty, at the first capacity, 64).
+  const B = 8, P = 1000, own = 64, session = await ort.InferenceSession.create(graph('runtime (plain ops)', B, own), { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
+  const f: Record<string, ort.Tensor> = {
+    q: new ort.Tensor('float32', fill(B * H * D), [B, 1, H * D]), k: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]), v: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]),
+    seqlens_k: new ort.Tensor('int32', new Int32Array(B).fill(P), [B]), total: new ort.Tensor('int32', Int32Array.of(P + 1), []),
+  };
+  for (let l = 0; l < LAYERS; l++) {
+    for (const n of ['past_key', 'past_value']) f[`${n}.${l}`] = new ort.Tensor('float32', fill(B * HKV * own * D), [B, HKV, own, D]);
+    for (const n of ['prefix_key', 'prefix_value']) f[`${n}.${l}`] = new ort.Tensor('float32', fill(HKV * P * D), [HKV, P, D]);
+  }
+  for (let i = 0; i < 3; i++) await session.run(f);
+  const t: number[] = [];
+  for (let i = 0; i < reps; i++) { const t0 = performance.now(); await session.run(f); t.push(performance.now() - t0); }
+  await session.release();
+  const copies = rows.find((r) => r.kind === 'runtime (plain ops)' && r.rows === B && r.len === P)!, mb = (positions: number) => (positions * LAYERS * 2 * HKV * D * 4) / 2 ** 20;
+  const shared = { rows: B, prefix: P, ownCapacity: own, ms: t.sort((a, b) => a - b)[Math.floor(reps / 4)], copiesMs: copies.ms, kvMiB: mb(P + B * own), copiesKvMiB: mb(B * copies.capacity) };
+  console.error(`shared prefix: ${B} rows over a ${P}-position prefix: ${shared.ms.toFixed(2)} ms (own copies ${copies.ms.toFixed(2)} ms)`);
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  const result = { date, threads, layers: LAYERS, heads: { query: H, kv: HKV, size: D }, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows };
+  const result = { date, threads, layers: LAYERS, heads: { query: H, kv: HKV, size: D }, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows, shared };
   const md = [`# Decode-step attention cost ${date}`, '',
     `${LAYERS} layers of Qwen2.5-0.5B's attention (${H} query heads, ${HKV} KV heads, head size ${D}), one new token per row over a cache of the runtime's capacity; random inputs, ${threads} threads, ${result.machine.cpu}. One session run (lower quartile of ${reps}).`, '',
     `| rows × cached positions | capacity | ${KINDS.join(' | ')} |`, `|---|---:|${KINDS.map(() => '---:').join('|')}|`,
     ...CASES.map((c) => {
       const r = rows.filter((x) => x.rows === c.rows && x.len === c.len);
       return `| ${c.rows} × ${c.len} | ${r[0].capacity} | ${r.map((x) => `${x.ms.toFixed(2)} ms`).join(' | ')} |`;
-    }), ''].join('\n');
+    }), '',
+    `${B} samples forked from one ${P}-token prompt, the runtime's attention: each row holding its own copy of the prompt (the ${B} × ${P} row above) against the prompt held once as a shared prefix, which the queries of all rows meet in one product per KV head (their own caches at the first capacity, ${own}).`, '',
+    '| | attention, one decode step | KV cache |', '|---|---:|---:|',
+    `| own copies | ${shared.copiesMs.toFixed(2)} ms | ${shared.copiesKvMiB.toFixed(1)} MiB |`,
+    `| shared prefix | ${shared.ms.toFixed(2)} ms | ${shared.kvMiB.toFixed(1)} MiB |`, ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
   writeResults(dir, freshStem(dir, `attention-${date}`), result, md);
   return result;

@@ -11,8 +11,8 @@ import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import type { CoalescingBackend } from '../src/runtime/scheduler.ts';
 import { loadAdapter } from '../src/io/peft.ts';
-import { Engine } from '../src/runtime/engine.ts';
-import { KVCache, grownCapacity } from '../src/runtime/kv-cache.ts';
+import { Engine, SHARE_FROM } from '../src/runtime/engine.ts';
+import { KVCache, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
 import type { ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
@@ -149,6 +149,52 @@ test('a forked prefix equals re-encoding it; rows can be dropped from a batch', 
   const ref = await allLogits(b, [...prompt.slice(0, 12), ...conts[2], 42]);
   assert.ok(maxDiff(r2.logits!, ref.subarray(14 * V)) <= 1e-4);
   await b.close();
+});
+
+test('copies of one row share it as a prefix: held once, and every step equals rows that each hold a copy', async () => {
+  const e = await Engine.create(model.config, graphBytes(model.config), { threads: 1 });
+  try {
+    const base = e.newCache(1), P = 150;
+    await e.step(base, { tokens: [Array.from({ length: P }, (_, i) => prompt[i % prompt.length])] });
+    const shared = base.select([0, 0, 0, 0], true), copies = base.select([0, 0, 0, 0]);
+    assert.deepEqual([shared.offset, copies.offset, shared.lengths], [P, 0, [P, P, P, P]]);
+    // The prompt once plus 64 own positions per row, against 4 rows of 192 (the prompt's capacity).
+    assert.deepEqual([shared.bytes, copies.bytes].map((b) => b / (8 * model.config.numLayers * model.config.numKvHeads * model.config.headDim)), [P + 4 * 64, 4 * 192]);
+    // The engine shares once the copies would repeat SHARE_FROM positions (7 × 150 here, not 3 × 150), never one row.
+    assert.deepEqual([e.select(base, new Array(8).fill(0)).offset, e.select(base, [0, 0, 0, 0]).offset, base.select([0], true).offset], [P, 0, 0]);
+    assert.ok(7 * P >= SHARE_FROM && 3 * P < SHARE_FROM);
+    const same = async (label: string, tokens: number[][]) => {
+      const a = await e.step(shared, { tokens, logits: 'all' }), b = await e.step(copies, { tokens, logits: 'all' });
+      assert.ok(maxDiff(a.logits, b.logits) <= 1e-4, label);
+      assert.deepEqual(shared.lengths, copies.lengths, label);
+    };
+    for (let t = 0; t < 70; t++) await same(`decode step ${t}`, [[t % V], [(t * 7) % V], [(t * 11 + 3) % V], [(t * 13 + 5) % V]]); // the own buffers grow past 64
+    await same('several tokens on some rows (each runs with all its positions)', [[1, 2, 3], [4], [], [5, 6]]);
+    assert.equal(shared.offset, P);
+    shared.keep([3, 1]); copies.keep([3, 1]);
+    await same('after rows left', [[7], [8]]);
+    // Truncating into the prefix gives every row its own copy of it.
+    shared.truncate(1, P - 8); copies.truncate(1, P - 8);
+    assert.equal(shared.offset, 0);
+    await same('after a truncation into the prefix', [[9], [10]]);
+    // A batch across caches copies the prefix into its own rows, and the new positions back.
+    const other = e.newCache(1);
+    await e.step(other, { tokens: [prompt.slice(5, 9)] });
+    const fork = base.select([0, 0], true), ref = base.select([0, 0]);
+    const [many] = await e.stepMany([{ cache: fork, input: { tokens: [[11], [12]] } }, { cache: other, input: { tokens: [[13]] } }]);
+    const alone = await e.step(ref, { tokens: [[11], [12]] });
+    assert.ok(!(many instanceof Error) && maxDiff(many.logits, alone.logits) <= 1e-4);
+    assert.equal(fork.offset, P);
+    const next = await e.step(fork, { tokens: [[14], [15]] }), nextRef = await e.step(ref, { tokens: [[14], [15]] });
+    assert.ok(maxDiff(next.logits, nextRef.logits) <= 1e-4, 'the new positions came back into the fork');
+    assert.throws(() => copyPositions(base, 0, fork, 0, 3, 5), /kv-cache: copyPositions cannot write position 3, in the destination's shared prefix of 150/);
+    // A last row holds all its positions again.
+    fork.keep([1]); ref.keep([1]);
+    assert.equal(fork.offset, 0);
+    assert.deepEqual((await e.step(fork, { tokens: [[16, 17]] })).logits, (await e.step(ref, { tokens: [[16, 17]] })).logits);
+  } finally {
+    await e.close();
+  }
 });
 
 test('several new tokens on several non-empty rows near the end of the context: each row runs with its own count', async () => {

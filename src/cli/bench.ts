@@ -59,7 +59,7 @@ export function benchCommand(program: Command): void {
       await runQuantBench({ questions: o.questions, resultsDir: resultsDir(o) });
     });
   output(bench.command('attention'))
-    .description('one decode step\'s attention over a KV cache (Qwen2.5-0.5B heads): GroupQueryAttention vs ONNX Attention, 1 and 8 rows, 64 and 1000 positions')
+    .description('one decode step\'s attention over a KV cache (Qwen2.5-0.5B heads): GroupQueryAttention vs ONNX Attention vs the runtime\'s, 1 and 8 rows, 64 and 1000 positions; 8 samples of a 1000-token prompt copied vs shared')
     .action(async (o) => {
       const { runAttentionBench } = await import('../../bench/attention.ts');
       await runAttentionBench({ resultsDir: resultsDir(o) });

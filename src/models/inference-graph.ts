@@ -2,7 +2,10 @@
  * The inference graph contract (later stages depend on it):
  *   inputs   input_ids int64 [B,T]; seqlens_k int32 [B] = each row's cache length after this step, minus 1;
  *            total_sequence_length int32 scalar = the largest of those lengths; past_key.i / past_value.i
- *            float [B,Hkv,capacity,D]: the JS-owned KV cache, masked beyond each row's length; logits_index
+ *            float [B,Hkv,capacity,D]: the JS-owned KV cache, masked beyond each row's length; prefix_key.i /
+ *            prefix_value.i float [Hkv,P,D]: positions 0..P-1 shared by every row (samples forked from one
+ *            prompt), the rows' own cache then holding positions P.. (P = 0 without one; decode steps only, a
+ *            step of several tokens per row takes P = 0); logits_index
  *            int64 [B,L]: positions within T whose logits and hidden states are returned; with LoRA also
  *            adapter_mask float [B,T] (0 = base weights, 1 = base + LoRA for that token) and
  *            <projection>.lora_A [r,in] / .lora_B [out,r] for each targeted projection.
@@ -55,6 +58,8 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opt
   const past = Array.from({ length: cfg.numLayers }, (_, i) => ({
     k: g.input(`past_key.${i}`, 'float32', ['batch', hkv, 'capacity', d]),
     v: g.input(`past_value.${i}`, 'float32', ['batch', hkv, 'capacity', d]),
+    prefixK: g.input(`prefix_key.${i}`, 'float32', [hkv, 'prefix', d]),
+    prefixV: g.input(`prefix_value.${i}`, 'float32', [hkv, 'prefix', d]),
   }));
   const logitsIndex = g.input('logits_index', 'int64', ['batch', 'selected']);
   const cache = { seqlensK, total, past, newRows: [] as { k: string; v: string }[] };

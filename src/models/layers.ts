@@ -33,7 +33,7 @@ export class Layers {
   private readonly blocksMade = new Map<string, { packed: string; scales: string }>();
   private ropeCache?: { cos: string; sin: string };
   private ropeTablesCached?: { cos: string; sin: string };
-  private newPositions?: { pos: string; pos64: string; gather: string; pastMask: string; split: string; decode: string };
+  private newPositions?: { pos: string; pos64: string; gather: string; pastMask: string; split: string; decode: string; plainDecode: string; splitShared: string; byKvHead: string; byRow: string };
   constructor(readonly g: Graph, readonly cfg: ModelConfig, readonly weights: WeightSource, readonly opts: LayerOptions) {}
 
   /** A float32 parameter under its Hugging Face name (initializer, or graph input when training all weights). */
@@ -160,7 +160,7 @@ export class Layers {
    * out of GQA's present buffers: only they leave the graph (a whole-cache output would be copied back into
    * JS on every step by onnxruntime-node, O(rows × capacity)).
    */
-  cachedAttention(q: string, k: string, v: string, io: { seqlensK: string; total: string; pastKey: string; pastValue: string }): { out: string; newKey: string; newValue: string } {
+  cachedAttention(q: string, k: string, v: string, io: { seqlensK: string; total: string; pastKey: string; pastValue: string; prefixKey: string; prefixValue: string }): { out: string; newKey: string; newValue: string } {
     const g = this.g, c = this.cfg, half = c.headDim / 2;
     // Positions of the new tokens: seqlens_k[b] - T + 1 + t, [B, T] int32 (shared by every layer).
     this.newPositions ??= (() => {
@@ -174,11 +174,23 @@ export class Layers {
       const gather = g.node('Expand', [g.node('Unsqueeze', [g.node('Cast', [pos], { to: 7 }), g.constant([1, 3])]), shape]);
       // Decode steps (one new token per row): the past is visible below each row's length; [B,1,1,capacity].
       const cap = g.node('Squeeze', [g.node('Slice', [g.node('Shape', [io.pastKey]), g.constant([2]), g.constant([3])]), g.constant([0])]);
+      // A shared prefix of P positions (forked samples) sits before every row's own cache, which then holds
+      // positions P.. : row b's own positions below seqlens_k[b] - P are its past.
+      const P = g.node('Slice', [g.node('Shape', [io.prefixKey]), g.constant([1]), g.constant([2])]);
       const visible = g.node('Less', [g.node('Unsqueeze', [g.node('Range', [g.constant([0], 'int64', []), cap, g.constant([1], 'int64', [])]), g.constant([0])]),
-        g.node('Unsqueeze', [g.node('Cast', [io.seqlensK], { to: 7 }), g.constant([1])])]);
+        g.node('Unsqueeze', [g.node('Sub', [g.node('Cast', [io.seqlensK], { to: 7 }), P]), g.constant([1])])]);
       const pastMask = g.node('Unsqueeze', [g.node('Where', [visible, g.scalar(0), g.scalar(-1e30)]), g.constant([1, 2])]);
       const decode = g.node('Equal', [g.node('Squeeze', [T, g.constant([0])]), g.constant([1], 'int32', [])]);
-      return { pos, pos64: g.node('Cast', [pos], { to: 7 }), gather, pastMask, split: g.node('Concat', [g.node('Unsqueeze', [cap, g.constant([0])]), g.constant([1])], { axis: 0 }), decode };
+      const capDim = g.node('Unsqueeze', [cap, g.constant([0])]);
+      const shared = g.node('Greater', [g.node('Squeeze', [P, g.constant([0])]), g.constant([0], 'int64', [])]);
+      return {
+        pos, pos64: g.node('Cast', [pos], { to: 7 }), gather, pastMask, decode,
+        plainDecode: g.node('And', [decode, g.node('Not', [shared])]),
+        split: g.node('Concat', [capDim, g.constant([1])], { axis: 0 }),
+        splitShared: g.node('Concat', [P, capDim, g.constant([1])], { axis: 0 }),
+        byKvHead: g.node('Concat', [g.constant([c.numKvHeads, -1]), P], { axis: 0 }), // [Hkv, B·G, P]
+        byRow: g.node('Concat', [g.constant([c.numKvHeads, -1, c.numHeads / c.numKvHeads]), P], { axis: 0 }), // [Hkv, B, G, P]
+      };
     })();
     // ORT fuses RoPE only for head sizes that are multiples of 16; tiny models rotate q/k here instead.
     const fuseRope = c.headDim % 16 === 0;
@@ -208,16 +220,30 @@ export class Layers {
     branchOutputs(prompt, [pOut, ...[presentK, presentV].map((p) => prompt.node('GatherElements', [p, np.gather], { axis: 2 }))]);
     // Decode steps: plain ops that read the cache in place, once per KV head (GroupQueryAttention copies each row's
     // past once per query head into a zero-filled buffer: 3× slower at 1,000 positions, `npm run bench -- attention`).
-    const step = g.branch();
-    const rotate = (x: string, n: number) => (fuseRope ? step.node('RotaryEmbedding', [x, np.pos64, extra[0], extra[1]], { num_heads: n, interleaved: 0 }, { domain: MS }) : x);
-    const qg = step.node('Reshape', [rotate(q, c.numHeads), step.constant([0, hkv, grp, d])]); // [B,1,H*D] -> [B,Hkv,G,D]
-    const kn = step.node('Reshape', [rotate(k, hkv), step.constant([0, hkv, 1, d])]), vn = step.node('Reshape', [v, step.constant([0, hkv, 1, d])]);
-    const scores = (keys: string) => step.node('FusedMatMul', [qg, keys], { transB: 1, alpha: { float: 1 / Math.sqrt(d) } }, { domain: MS });
-    const probs = step.node('Softmax', [step.node('Concat', [step.node('Add', [scores(io.pastKey), np.pastMask]), scores(kn)], { axis: -1 })], { axis: -1 });
-    const [pPast, pNew] = step.nodeN('Split', [probs, np.split], { axis: -1 }, { outputs: 2 });
-    const sOut = step.node('Reshape', [step.node('Add', [step.node('MatMul', [pPast, io.pastValue]), step.node('Mul', [pNew, vn])]), step.constant([0, 1, -1])]);
-    branchOutputs(step, [sOut, kn, vn]);
-    const [out, newKey, newValue] = g.nodeN('If', [np.decode], { then_branch: { graph: step }, else_branch: { graph: prompt } }, { outputs: 3 });
+    const decodeStep = (sharedPrefix: boolean) => {
+      const step = g.branch();
+      const rotate = (x: string, n: number) => (fuseRope ? step.node('RotaryEmbedding', [x, np.pos64, extra[0], extra[1]], { num_heads: n, interleaved: 0 }, { domain: MS }) : x);
+      const qg = step.node('Reshape', [rotate(q, c.numHeads), step.constant([0, hkv, grp, d])]); // [B,1,H*D] -> [B,Hkv,G,D]
+      const kn = step.node('Reshape', [rotate(k, hkv), step.constant([0, hkv, 1, d])]), vn = step.node('Reshape', [v, step.constant([0, hkv, 1, d])]);
+      const scores = (qs: string, keys: string) => step.node('FusedMatMul', [qs, keys], { transB: 1, alpha: { float: 1 / Math.sqrt(d) } }, { domain: MS });
+      const parts = [step.node('Add', [scores(qg, io.pastKey), np.pastMask]), scores(qg, kn)];
+      // The shared prefix [Hkv, P, D]: the queries of every row in one product per KV head (M = rows × G), so the
+      // prefix is read once per step, where rows holding copies each read theirs.
+      const perHead = (x: string, shape: string) => step.node('Reshape', [step.node('Transpose', [x], { perm: [1, 0, 2, 3] }), shape]); // [B,Hkv,..] -> [Hkv,B·..]
+      const perRow = (x: string, shape: string) => step.node('Transpose', [step.node('Reshape', [x, shape])], { perm: [1, 0, 2, 3] }); // and back
+      if (sharedPrefix) parts.unshift(perRow(scores(perHead(qg, step.constant([hkv, -1, d])), io.prefixKey), np.byRow));
+      const probs = step.node('Softmax', [step.node('Concat', parts, { axis: -1 })], { axis: -1 });
+      const split = step.nodeN('Split', [probs, sharedPrefix ? np.splitShared : np.split], { axis: -1 }, { outputs: parts.length });
+      const [pPast, pNew] = split.slice(-2);
+      const mixed = [step.node('MatMul', [pPast, io.pastValue]), step.node('Mul', [pNew, vn])];
+      if (sharedPrefix) mixed.push(perRow(step.node('MatMul', [perHead(split[0], np.byKvHead), io.prefixValue]), step.constant([hkv, -1, grp, d])));
+      branchOutputs(step, [step.node('Reshape', [mixed.reduce((x, y) => step.node('Add', [x, y])), step.constant([0, 1, -1])]), kn, vn]);
+      return step;
+    };
+    // One If per layer on the common path (a decode step without a shared prefix); the others nest.
+    const other = g.branch();
+    branchOutputs(other, other.nodeN('If', [np.decode], { then_branch: { graph: decodeStep(true) }, else_branch: { graph: prompt } }, { outputs: 3 }));
+    const [out, newKey, newValue] = g.nodeN('If', [np.plainDecode], { then_branch: { graph: decodeStep(false) }, else_branch: { graph: other } }, { outputs: 3 });
     return { out, newKey, newValue };
   }
 

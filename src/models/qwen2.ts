@@ -10,7 +10,7 @@ import { hasQkNorm } from './config.ts';
 export interface DecoderIO {
   inputIds: string; // int64 [B, T]
   /** Inference: the JS-owned KV cache; `newRows` receives each layer's new K/V rows [B, Hkv, T, D]. */
-  cache?: { seqlensK: string; total: string; past: { k: string; v: string }[]; newRows: { k: string; v: string }[] };
+  cache?: { seqlensK: string; total: string; past: { k: string; v: string; prefixK: string; prefixV: string }[]; newRows: { k: string; v: string }[] };
   /** Training: positions int64 [B, T] and an additive causal mask [B, 1, 1, T, T]. */
   positions?: string;
   bias?: string;
@@ -33,7 +33,7 @@ export function decoder(L: Layers, io: DecoderIO): string {
     const v = L.linear(x, `${p}.self_attn.v_proj`, { bias, projection: 'v_proj' });
     let attn: string;
     if (io.cache) {
-      const a = L.cachedAttention(q, k, v, { seqlensK: io.cache.seqlensK, total: io.cache.total, pastKey: io.cache.past[i].k, pastValue: io.cache.past[i].v });
+      const a = L.cachedAttention(q, k, v, { seqlensK: io.cache.seqlensK, total: io.cache.total, pastKey: io.cache.past[i].k, pastValue: io.cache.past[i].v, prefixKey: io.cache.past[i].prefixK, prefixValue: io.cache.past[i].prefixV });
       io.cache.newRows.push({ k: a.newKey, v: a.newValue });
       attn = a.out;
     } else {

@@ -63,7 +63,7 @@ export class LocalBackend implements Backend {
     return stepResult(this.config, await this.track(this.engine.step(this.cache(handle), req)), req);
   }
 
-  async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.cache(handle).select(rows)); }
+  async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.engine.select(this.cache(handle), rows)); }
   async keep(handle: CacheHandle, rows: number[]): Promise<void> { this.cache(handle).keep(rows); }
   async truncate(handle: CacheHandle, row: number, length: number): Promise<void> { this.cache(handle).truncate(row, length); }
   async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }

@@ -53,6 +53,16 @@ interface Mirror {
   oversizedRuns: number;
 }
 
+/**
+ * Positions that copies of one row would repeat (rows - 1 times its length) from which they share it as a prefix.
+ * Below, the shared prefix's extra small ops (a product per KV head, transposes) cost more than each row reading
+ * its own copy: side by side on 2 EPYC cores, the break-even was at 900–1,500 repeated positions on the 2.5M
+ * default model (8 rows over 128 / 256 positions, 4 rows over 256 / 512) and 700–1,400 on the Qwen2.5-0.5B shape
+ * (8 rows over 100 / 200); 8 rows forked from 1,000 tokens there attend 1.8× faster and hold 5× less cache
+ * (`npm run bench -- attention`).
+ */
+export const SHARE_FROM = 1024;
+
 /** Runs in a row a batch cache may be far too long before it is rebuilt small: a long row missing a run or two keeps it. */
 const SHRINK_AFTER = 16;
 
@@ -62,9 +72,12 @@ export class Engine {
   /** One batch mirror per adapter name (rows of different adapters run separately). */
   private readonly mirrors = new Map<string, Mirror>();
   private readonly loraInputs: string[];
+  /** Whether the graph takes a shared prefix (older converted graphs do not: forks then copy the prompt per row). */
+  private readonly sharesPrefix: boolean;
 
   private constructor(readonly config: ModelConfig, private readonly session: ort.InferenceSession) {
     this.loraInputs = session.inputNames.filter((n) => n.endsWith('.lora_A') || n.endsWith('.lora_B'));
+    this.sharesPrefix = session.inputNames.includes('prefix_key.0');
     const missing = ['logits', 'logits_lse', 'hidden_states', 'new_key.0', 'new_value.0'].filter((n) => !session.outputNames.includes(n));
     if (missing.length) throw new Error(`engine: the graph has no ${missing.join(', ')} output: it was built for another inference-graph contract (an older edgereason?); build it again (edgereason convert, or load the source model)`);
     // The config sizes every feed and output buffer: one that disagrees with the graph would misread its outputs.
@@ -107,6 +120,14 @@ export class Engine {
   }
 
   /**
+   * A cache of the given rows of `cache` (backend.select). Copies of one row share it as a prefix once they would
+   * repeat SHARE_FROM positions in all.
+   */
+  select(cache: KVCache, rows: number[]): KVCache {
+    return cache.select(rows, this.sharesPrefix && (rows.length - 1) * (cache.lengths[rows[0]] ?? 0) >= SHARE_FROM);
+  }
+
+  /**
    * Sets the LoRA weights fed to the graph under `name` (steps choose one by StepInput.adapterName); projections
    * the adapter does not touch get rank-0 tensors. The graph must take LoRA inputs for every projection it has.
    */
@@ -144,7 +165,7 @@ export class Engine {
     const L = input.logits === 'all' ? T : typeof input.logits === 'number' ? input.logits : 1;
     const fresh = cache.lengths.every((l) => l === 0);
     let out: StepOutput;
-    if (T === 1 || rows === 1 || fresh) out = await this.run(cache, input, counts, T, L, [...Array(rows).keys()]);
+    if (T === 1 || (!cache.offset && (rows === 1 || fresh))) out = await this.run(cache, input, counts, T, L, [...Array(rows).keys()]);
     else {
       // GroupQueryAttention takes several new tokens per row over a non-empty cache only at batch 1. Each row runs
       // with its own token count: padded to T, a row near the context would run past the RoPE tables.
@@ -152,7 +173,8 @@ export class Engine {
       out = { logits: new Float32Array(rows * L * V), hidden: new Float32Array(rows * L * Hd), lse: new Float32Array(rows * L), positions: L };
       for (let b = 0; b < rows; b++) {
         if (!counts[b]) continue;
-        const r = await this.run(cache, input, counts, counts[b], input.logits === 'all' ? counts[b] : L, [b]);
+        const Lb = input.logits === 'all' ? counts[b] : L;
+        const r = cache.offset && counts[b] > 1 ? await this.runUnshared(cache, input, b, counts[b], Lb) : await this.run(cache, input, counts, counts[b], Lb, [b]);
         out.logits.set(r.logits, b * L * V);
         out.hidden.set(r.hidden, b * L * Hd);
         out.lse.set(r.lse, b * L);
@@ -297,6 +319,20 @@ export class Engine {
     return counts;
   }
 
+  /**
+   * Several new tokens on row `b` of a cache with a shared prefix (the prompt path takes none): the row runs in a
+   * copy that holds all its positions, and its new positions are copied back. (Rows with one token decode in place.)
+   */
+  private async runUnshared(cache: KVCache, input: StepInput, b: number, n: number, L: number): Promise<StepOutput> {
+    const len = cache.lengths[b], row = this.newCache(1, grownCapacity(64, len + n));
+    copyPositions(cache, b, row, 0, 0, len);
+    row.lengths[0] = len;
+    const one = { ...input, tokens: [input.tokens[b]], adapterMask: input.adapterMask && [input.adapterMask[b]] };
+    const out = await this.run(row, one, [n], n, L, [0]);
+    copyPositions(row, 0, cache, b, len, len + n);
+    return out;
+  }
+
   /** One session run over the given cache rows (all rows, or a single row through views of the buffers). */
   private async run(cache: KVCache, input: StepInput, counts: number[], T: number, L: number, rowsIn: number[]): Promise<StepOutput> {
     const B = rowsIn.length, all = B === cache.rows;
@@ -324,6 +360,13 @@ export class Engine {
       feeds[`past_value.${l}`] = new ort.Tensor('float32', view.v, dims);
       fetches[`new_key.${l}`] = null; fetches[`new_value.${l}`] = null;
     });
+    if (this.sharesPrefix) {
+      const P = cache.offset, none = new Float32Array(0);
+      for (let l = 0; l < this.config.numLayers; l++) {
+        feeds[`prefix_key.${l}`] = new ort.Tensor('float32', cache.prefix?.keys[l] ?? none, [kvHeads, P, D]);
+        feeds[`prefix_value.${l}`] = new ort.Tensor('float32', cache.prefix?.values[l] ?? none, [kvHeads, P, D]);
+      }
+    }
     if (this.hasLora) {
       Object.assign(feeds, this.adapterFeeds.get(input.adapterName ?? ''));
       feeds.adapter_mask = new ort.Tensor('float32', mask, [B, T]);
@@ -336,7 +379,7 @@ export class Engine {
         rowsIn.forEach((row, b) => {
           for (let h = 0; h < kvHeads; h++) {
             const src = (b * kvHeads + h) * T * D;
-            dst.set(rows.subarray(src, src + T * D), ((b * kvHeads + h) * cap + cache.lengths[row]) * D);
+            dst.set(rows.subarray(src, src + T * D), ((b * kvHeads + h) * cap + cache.lengths[row] - cache.offset) * D);
           }
         });
       }

@@ -3,15 +3,22 @@
  * The buffers are passed to the graph each step as inputs (no copy; the attention op masks everything past
  * each row's length); the graph returns only the step's new rows, which the engine writes in here.
  * Capacity grows by a quarter (at least to what is needed), in steps of 64 positions: at most 25 % of the cache
- * is slack (doubling left up to half), and ORT's attention zero-fills rows × capacity every step.
+ * is slack (doubling left up to half), and every decode step attends over rows × capacity.
+ * Rows forked from one prompt share it as a prefix: held once, and read once per decode step for all rows; each
+ * row's own buffer then holds its positions from the prefix's end on.
  */
 export interface CacheShape { layers: number; kvHeads: number; headDim: number }
+
+/** Positions 0..length-1 of every row, stored once: per layer [kvHeads, length, headDim]. */
+export interface SharedPrefix { keys: Float32Array[]; values: Float32Array[]; length: number }
 
 export class KVCache {
   keys: Float32Array[];
   values: Float32Array[];
-  /** Valid positions per row (row b holds positions 0..lengths[b]-1). */
+  /** Valid positions per row (row b holds positions 0..lengths[b]-1, the shared prefix's included). */
   lengths: number[];
+  /** The rows' shared first positions; the buffers then hold positions offset.. (capacity counts those). */
+  prefix?: SharedPrefix;
   /** Bumped by every change of rows, lengths or layout, so a batch that mirrors this cache can tell it changed. */
   version = 0;
 
@@ -23,46 +30,78 @@ export class KVCache {
   }
 
   get rows(): number { return this.lengths.length; }
-  get bytes(): number { return 8 * this.shape.layers * this.keys[0].length; }
+  /** Positions before the rows' own buffers: the shared prefix's length (0 without one). */
+  get offset(): number { return this.prefix?.length ?? 0; }
+  /** This cache's size, its shared prefix included (which caches forked from it share too). */
+  get bytes(): number { return 8 * this.shape.layers * (this.keys[0].length + (this.prefix?.keys[0].length ?? 0)); }
 
   /** Makes room for `needed` positions in every row. */
   ensureCapacity(needed: number): void {
-    if (needed <= this.capacity) return;
-    this.relayout(this.lengths.map((_, i) => i), grownCapacity(this.capacity, needed));
+    if (needed - this.offset <= this.capacity) return;
+    this.relayout(this.lengths.map((_, i) => i), grownCapacity(this.capacity, needed - this.offset));
     this.version++;
   }
 
-  /** A cache with the given rows of this one (rows may repeat: forking a prompt into N samples). */
-  select(rows: number[]): KVCache {
+  /**
+   * A cache with the given rows of this one (rows may repeat: forking a prompt into N samples). With `share`,
+   * several copies of one row (and nothing else) share that row as a prefix instead of each copying it.
+   */
+  select(rows: number[], share = false): KVCache {
+    rows.forEach((r) => this.checkRow(r));
+    const first = rows[0], length = this.lengths[first];
+    if (share && !this.prefix && rows.length > 1 && length > 0 && rows.every((r) => r === first)) {
+      const { kvHeads, headDim: d } = this.shape, out = new KVCache(this.shape, rows.length);
+      const take = (buf: Float32Array) => {
+        const p = new Float32Array(kvHeads * length * d);
+        for (let h = 0; h < kvHeads; h++) p.set(buf.subarray(((first * kvHeads + h) * this.capacity) * d, ((first * kvHeads + h) * this.capacity + length) * d), h * length * d);
+        return p;
+      };
+      out.prefix = { keys: this.keys.map(take), values: this.values.map(take), length };
+      out.lengths.fill(length);
+      return out;
+    }
     const out = new KVCache(this.shape, 0, this.capacity);
-    out.lengths = rows.map((r) => this.lengths[this.checkRow(r)]);
+    out.prefix = this.prefix;
+    out.lengths = rows.map((r) => this.lengths[r]);
     out.keys = this.keys.map((k) => gatherRows(k, rows, this.rowSize, this.rowSize));
     out.values = this.values.map((v) => gatherRows(v, rows, this.rowSize, this.rowSize));
     return out;
   }
 
-  /** Keeps only the given rows, in that order (finished sequences leave the batch). */
+  /** Keeps only the given rows, in that order (finished sequences leave the batch); a last row holds all its positions. */
   keep(rows: number[]): void {
     const c = this.select(rows);
     this.keys = c.keys; this.values = c.values; this.lengths = c.lengths;
+    if (this.rows === 1) this.unshare(); // one row gains nothing from a prefix, and its prompts would run in a copy
     this.version++;
   }
 
   truncate(row: number, length: number): void {
     if (!Number.isInteger(length) || length < 0 || length > this.lengths[this.checkRow(row)]) throw new Error(`kv-cache: cannot truncate row ${row} of length ${this.lengths[row]} to ${length}`);
+    if (length < this.offset) this.unshare(); // the row leaves the shared prefix: every row holds its own copy
     this.lengths[row] = length;
+    this.version++;
+  }
+
+  /** Copies the shared prefix into every row, which then hold all their positions. */
+  unshare(): void {
+    if (!this.prefix) return;
+    const plain = new KVCache(this.shape, this.rows, grownCapacity(64, Math.max(...this.lengths)));
+    this.lengths.forEach((len, r) => copyPositions(this, r, plain, r, 0, len));
+    this.keys = plain.keys; this.values = plain.values; this.capacity = plain.capacity;
+    this.prefix = undefined;
     this.version++;
   }
 
   /** Records that `count` new positions were written into `row` (the engine, from the graph's new rows). */
   advance(row: number, count: number): void {
     if (!Number.isInteger(count) || count < 0) throw new Error(`kv-cache: row ${row} cannot advance by ${count} positions`);
-    if (this.lengths[this.checkRow(row)] + count > this.capacity) throw new Error(`kv-cache: row ${row} overflows capacity ${this.capacity}`);
+    if (this.lengths[this.checkRow(row)] + count - this.offset > this.capacity) throw new Error(`kv-cache: row ${row} overflows capacity ${this.capacity}`);
     this.lengths[row] += count;
     this.version++;
   }
 
-  /** Row `row`'s slice of layer `layer` ([1, kvHeads, capacity, headDim] views, no copy). */
+  /** Row `row`'s own slice of layer `layer` ([1, kvHeads, capacity, headDim] views, no copy). */
   rowView(layer: number, row: number): { k: Float32Array; v: Float32Array } {
     const n = this.rowSize;
     return { k: this.keys[layer].subarray(row * n, (row + 1) * n), v: this.values[layer].subarray(row * n, (row + 1) * n) };
@@ -95,20 +134,27 @@ export class KVCache {
 
 /**
  * Copies positions [from, to) of `src` row `srcRow` into `dst` row `dstRow`, every layer, K and V (the caches may
- * have different capacities and row counts). Gathers rows of several caches into one batch cache and scatters
- * the positions a batched step wrote back to their own caches. `dst` must have room for `to` positions.
+ * have different capacities, row counts and prefixes; positions in src's shared prefix come from it). Gathers rows
+ * of several caches into one batch cache and scatters the positions a batched step wrote back to their own caches.
+ * `dst` must have room for `to` positions and no shared prefix below `from`.
  */
 export function copyPositions(src: KVCache, srcRow: number, dst: KVCache, dstRow: number, from: number, to: number): void {
   if (to <= from) return;
   const { kvHeads, headDim: d } = src.shape;
   if (dst.shape.kvHeads !== kvHeads || dst.shape.headDim !== d || dst.shape.layers !== src.shape.layers) throw new Error('kv-cache: copyPositions between caches of different shapes');
-  if (to > dst.capacity || to > src.capacity) throw new Error(`kv-cache: copyPositions up to ${to} exceeds capacity (${src.capacity} → ${dst.capacity})`);
-  const sc = src.capacity, dc = dst.capacity;
+  if (from < dst.offset) throw new Error(`kv-cache: copyPositions cannot write position ${from}, in the destination's shared prefix of ${dst.offset}`);
+  if (to - dst.offset > dst.capacity || to - src.offset > src.capacity) throw new Error(`kv-cache: copyPositions up to ${to} exceeds capacity (${src.offset + src.capacity} → ${dst.offset + dst.capacity})`);
+  // Each run of positions: where position p of head h starts in the source buffer and in the destination's.
+  const runs: [number, number, (l: number, kv: 0 | 1) => Float32Array, (h: number, p: number) => number][] = [];
+  const P = src.offset, mid = Math.min(to, Math.max(from, P));
+  if (mid > from) runs.push([from, mid, (l, kv) => (kv ? src.prefix!.values : src.prefix!.keys)[l], (h, p) => (h * P + p) * d]);
+  if (to > mid) runs.push([mid, to, (l, kv) => (kv ? src.values : src.keys)[l], (h, p) => ((srcRow * kvHeads + h) * src.capacity + p - P) * d]);
   for (let l = 0; l < src.shape.layers; l++) {
-    for (const [s, t] of [[src.keys[l], dst.keys[l]], [src.values[l], dst.values[l]]]) {
-      for (let h = 0; h < kvHeads; h++) {
-        const so = ((srcRow * kvHeads + h) * sc + from) * d, dO = ((dstRow * kvHeads + h) * dc + from) * d;
-        t.set(s.subarray(so, so + (to - from) * d), dO);
+    for (const kv of [0, 1] as const) {
+      const t = (kv ? dst.values : dst.keys)[l];
+      for (const [a, b, buf, at] of runs) {
+        const s = buf(l, kv);
+        for (let h = 0; h < kvHeads; h++) t.set(s.subarray(at(h, a), at(h, b)), ((dstRow * kvHeads + h) * dst.capacity + a - dst.offset) * d);
       }
     }
   }
