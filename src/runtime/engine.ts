@@ -58,7 +58,7 @@ interface Mirror {
  * Below, the shared prefix's extra small ops (a product per KV head, transposes) cost more than each row reading
  * its own copy: side by side on 2 EPYC cores, the break-even was at 900–1,500 repeated positions on the 2.5M
  * default model (8 rows over 128 / 256 positions, 4 rows over 256 / 512) and 700–1,400 on the Qwen2.5-0.5B shape
- * (8 rows over 100 / 200); 8 rows forked from 1,000 tokens there attend 1.8× faster and hold 5× less cache
+ * (8 rows over 100 / 200); 8 rows forked from 1,000 tokens there attend 1.7× faster and hold 5× less cache
  * (`npm run bench -- attention`).
  */
 export const SHARE_FROM = 1024;
