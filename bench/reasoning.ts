@@ -84,7 +84,8 @@ export interface ReasoningBenchOptions {
 }
 
 /** Wall time of N forked samples at the same tokens per sample, and its ratio to N = 1. */
-export type WallTime = { samples: number; ms: number; ratio: number; tokensPerSample: number }[];
+/** Per N: the best round's ms and its ratio to N = 1's best; `rounds`: each round's own ratio, lowest and highest (the noise). */
+export type WallTime = { samples: number; ms: number; ratio: number; tokensPerSample: number; rounds?: [number, number] }[];
 
 export interface RoutingSummary {
   n: number; routerAccuracy: number; reasoningShare: number; easyChatDirectShare: number; easyChatN: number;
@@ -379,8 +380,12 @@ export async function parallelWallTime(model: Model, ids: number[], o: { invocat
   // round in reverse, so no N always follows the largest one (whose garbage the next run collects).
   const xs = o.sampleCounts.map((): number[] => []), order = [...o.sampleCounts.keys()];
   for (let i = 0; i < o.reps; i++) for (const k of i % 2 ? [...order].reverse() : order) xs[k].push(await timeN(o.sampleCounts[k]));
-  const rows: WallTime = o.sampleCounts.map((n, k) => ({ samples: n, ms: Math.min(...xs[k]), ratio: 0, tokensPerSample: o.tokens }));
-  rows.forEach((w) => { w.ratio = w.ms / rows.find((x) => x.samples === 1)!.ms; });
+  const one = o.sampleCounts.indexOf(1);
+  const rows: WallTime = o.sampleCounts.map((n, k) => {
+    const perRound = xs[k].map((x, r) => x / xs[one][r]);
+    return { samples: n, ms: Math.min(...xs[k]), ratio: 0, tokensPerSample: o.tokens, rounds: [Math.min(...perRound), Math.max(...perRound)] };
+  });
+  rows.forEach((w) => { w.ratio = w.ms / rows[one].ms; });
   return rows;
 }
 
@@ -410,6 +415,10 @@ async function shapeWallTimes(sampleCounts: number[], reps: number, log: (l: str
   }
   return out;
 }
+
+/** "310 ms (2.11×; rounds 1.95–2.30×)": the best round's time and ratio, and the spread of the rounds' own ratios. */
+const wallCell = (w: WallTime[number]): string =>
+  `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×${w.rounds && w.samples !== 1 ? `; rounds ${w.rounds[0].toFixed(2)}–${w.rounds[1].toFixed(2)}×` : ''})`;
 
 export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
@@ -455,9 +464,9 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
-      `Wall time at the same tokens per sample (prefill + fork + decode, best of the rounds, every N timed in each round side by side):`, '',
+      `Wall time at the same tokens per sample (prefill + fork + decode, best of the rounds, every N timed in each round side by side; "rounds": the lowest and highest of the rounds' own ratios to N = 1, the machine's noise):`, '',
       `| tokens per sample | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---:|${p.samples.map(() => '---:').join('|')}|`,
-      ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map((w) => `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×)`).join(' | ')} |`), '',
+      ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map(wallCell).join(' | ')} |`), '',
       `![accuracy vs N](${stem}-accuracy-vs-n.svg)`, '');
   }
   if (r.shapeTiming?.length) {
@@ -465,7 +474,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     out.push('## Parallel wall time on the Qwen2.5-0.5B shape', '',
       `Random weights in Qwen2.5-0.5B's shape (no adapter): one ${st[0].promptTokens}-token prefill, fork, ${st[0].wallTime[0]?.tokensPerSample} tokens per sample, best of the rounds (every N in each). Random weights give flat next-token distributions: with top-p 0.95 the nucleus is most of the vocabulary, the sampler's worst case.`, '',
       `| weights | ${ns.map((n) => `N=${n}`).join(' | ')} |`, `|---|${ns.map(() => '---:').join('|')}|`,
-      ...st.map((x) => `| ${x.quant}${x.sampling ? `, ${x.sampling}` : ''} | ${x.wallTime.map((w) => `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×)`).join(' | ')} |`), '');
+      ...st.map((x) => `| ${x.quant}${x.sampling ? `, ${x.sampling}` : ''} | ${x.wallTime.map(wallCell).join(' | ')} |`), '');
   }
   return out.join('\n');
 }
