@@ -91,7 +91,8 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
     }
   }
   // 8 rows forked from one 1,000-token prompt: each with its own copy (the 8 × 1000 row above) against the prompt
-  // held once as the shared prefix, broadcast over the rows (their own caches empty, at the first capacity, 64).
+  // held once as the shared prefix, which all rows' queries meet in one product per KV head (their own caches empty,
+  // at the first capacity, 64).
   const B = 8, P = 1000, own = 64, session = await ort.InferenceSession.create(graph('runtime (plain ops)', B, own), { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
   const f: Record<string, ort.Tensor> = {
     q: new ort.Tensor('float32', fill(B * H * D), [B, 1, H * D]), k: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]), v: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]),

@@ -83,8 +83,10 @@ export interface ReasoningBenchOptions {
   log?: (line: string) => void;
 }
 
-/** Wall time of N forked samples at the same tokens per sample, and its ratio to N = 1. */
-/** Per N: the best round's ms and its ratio to N = 1's best; `rounds`: each round's own ratio, lowest and highest (the noise). */
+/**
+ * Wall time of N forked samples at the same tokens per sample: per N the best round's ms and its ratio to N = 1's
+ * best; `rounds`: the lowest and highest of the rounds' own ratios to N = 1 (the machine's noise).
+ */
 export type WallTime = { samples: number; ms: number; ratio: number; tokensPerSample: number; rounds?: [number, number] }[];
 
 export interface RoutingSummary {
@@ -381,6 +383,7 @@ export async function parallelWallTime(model: Model, ids: number[], o: { invocat
   const xs = o.sampleCounts.map((): number[] => []), order = [...o.sampleCounts.keys()];
   for (let i = 0; i < o.reps; i++) for (const k of i % 2 ? [...order].reverse() : order) xs[k].push(await timeN(o.sampleCounts[k]));
   const one = o.sampleCounts.indexOf(1);
+  if (one < 0) throw new Error(`bench: the sample counts must include 1 (wall times are ratios to one sample), got ${o.sampleCounts.join(', ')}`);
   const rows: WallTime = o.sampleCounts.map((n, k) => {
     const perRound = xs[k].map((x, r) => x / xs[one][r]);
     return { samples: n, ms: Math.min(...xs[k]), ratio: 0, tokensPerSample: o.tokens, rounds: [Math.min(...perRound), Math.max(...perRound)] };

@@ -160,7 +160,7 @@ test('copies of one row share it as a prefix: held once, and every step equals r
     assert.deepEqual([shared.offset, copies.offset, shared.lengths], [P, 0, [P, P, P, P]]);
     // The prompt once plus 64 own positions per row, against 4 rows of 192 (the prompt's capacity).
     assert.deepEqual([shared.bytes, copies.bytes].map((b) => b / (8 * model.config.numLayers * model.config.numKvHeads * model.config.headDim)), [P + 4 * 64, 4 * 192]);
-    // The engine shares once the copies would repeat SHARE_FROM positions (7 × 150 here, not 3 × 150), never one row.
+    // The engine shares once the copies would repeat SHARE_FROM positions (7 × 150 here, not 3 × 150); one row never shares.
     assert.deepEqual([e.select(base, new Array(8).fill(0)).offset, e.select(base, [0, 0, 0, 0]).offset, base.select([0], true).offset], [P, 0, 0]);
     assert.ok(7 * P >= SHARE_FROM && 3 * P < SHARE_FROM);
     const same = async (label: string, tokens: number[][]) => {
@@ -188,9 +188,14 @@ test('copies of one row share it as a prefix: held once, and every step equals r
     const next = await e.step(fork, { tokens: [[14], [15]] }), nextRef = await e.step(ref, { tokens: [[14], [15]] });
     assert.ok(maxDiff(next.logits, nextRef.logits) <= 1e-4, 'the new positions came back into the fork');
     assert.throws(() => copyPositions(base, 0, fork, 0, 3, 5), /kv-cache: copyPositions cannot write position 3, in the destination's shared prefix of 150/);
-    // A last row holds all its positions again.
-    fork.keep([1]); ref.keep([1]);
+    // A last row holds all its positions again (the engine's keep, which backend.keep runs).
+    e.keep(fork, [1]); ref.keep([1]);
     assert.equal(fork.offset, 0);
+    // backend.select forks through the engine: 8 copies of the prompt share it.
+    const lb = new LocalBackend(e), h = await lb.newCache(1);
+    await lb.step(h, { tokens: [Array.from({ length: P }, (_, i) => prompt[i % prompt.length])] });
+    const cacheOf = (handle: number) => (lb as unknown as { cache(h: number): KVCache }).cache(handle); // the backend's own cache, for its layout
+    assert.deepEqual([cacheOf(await lb.select(h, new Array(8).fill(0))).offset, cacheOf(await lb.select(h, [0, 0])).offset], [P, 0]);
     assert.deepEqual((await e.step(fork, { tokens: [[16, 17]] })).logits, (await e.step(ref, { tokens: [[16, 17]] })).logits);
   } finally {
     await e.close();

@@ -154,10 +154,12 @@ export class Layers {
   }
 
   /**
-   * Inference attention: ORT's GroupQueryAttention with RoPE fused (do_rotary). The JS-owned cache
-   * [B,Hkv,capacity,D] is the past input; seqlens_k[b] = (row b's length after this step) - 1 masks the unused
-   * capacity. Returns the attention output and this step's new K/V rows [B,Hkv,T,D] (RoPE applied), gathered
-   * out of GQA's present buffers: only they leave the graph (a whole-cache output would be copied back into
+   * Inference attention over the JS-owned cache [B,Hkv,capacity,D] (the past input; seqlens_k[b] = (row b's length
+   * after this step) - 1 masks the unused capacity). An If on the token count: prompts run ORT's GroupQueryAttention
+   * with RoPE fused (do_rotary) and take no shared prefix (P = 0); decode steps run plain ops over the cache, and
+   * with a shared prefix [Hkv,P,D] (the rows' positions 0..P-1, their own cache then holding P..) a nested branch
+   * meets it with all rows' queries in one product per KV head. Returns the attention output and this step's new
+   * K/V rows [B,Hkv,T,D] (RoPE applied): only they leave the graph (a whole-cache output would be copied back into
    * JS on every step by onnxruntime-node, O(rows × capacity)).
    */
   cachedAttention(q: string, k: string, v: string, io: { seqlensK: string; total: string; pastKey: string; pastValue: string; prefixKey: string; prefixValue: string }): { out: string; newKey: string; newValue: string } {

@@ -64,7 +64,7 @@ export class LocalBackend implements Backend {
   }
 
   async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.engine.select(this.cache(handle), rows)); }
-  async keep(handle: CacheHandle, rows: number[]): Promise<void> { this.cache(handle).keep(rows); }
+  async keep(handle: CacheHandle, rows: number[]): Promise<void> { this.engine.keep(this.cache(handle), rows); }
   async truncate(handle: CacheHandle, row: number, length: number): Promise<void> { this.cache(handle).truncate(row, length); }
   async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }
   async free(handle: CacheHandle): Promise<void> { this.caches.delete(handle); }

@@ -127,6 +127,12 @@ export class Engine {
     return cache.select(rows, this.sharesPrefix && (rows.length - 1) * (cache.lengths[rows[0]] ?? 0) >= SHARE_FROM);
   }
 
+  /** Keeps the given rows of `cache` (backend.keep); a last row leaves its shared prefix, which would only make its prompts run in a copy. */
+  keep(cache: KVCache, rows: number[]): void {
+    cache.keep(rows);
+    if (cache.rows === 1) cache.unshare();
+  }
+
   /**
    * Sets the LoRA weights fed to the graph under `name` (steps choose one by StepInput.adapterName); projections
    * the adapter does not touch get rank-0 tensors. The graph must take LoRA inputs for every projection it has.

@@ -4,8 +4,8 @@
  * each row's length); the graph returns only the step's new rows, which the engine writes in here.
  * Capacity grows by a quarter (at least to what is needed), in steps of 64 positions: at most 25 % of the cache
  * is slack (doubling left up to half), and every decode step attends over rows × capacity.
- * Rows forked from one prompt share it as a prefix: held once, and read once per decode step for all rows; each
- * row's own buffer then holds its positions from the prefix's end on.
+ * Rows forked from one prompt may share it as a prefix (select's `share`; the engine decides when): held once, and
+ * read once per decode step for all rows; each row's own buffer then holds its positions from the prefix's end on.
  */
 export interface CacheShape { layers: number; kvHeads: number; headDim: number }
 
@@ -50,13 +50,9 @@ export class KVCache {
     rows.forEach((r) => this.checkRow(r));
     const first = rows[0], length = this.lengths[first];
     if (share && !this.prefix && rows.length > 1 && length > 0 && rows.every((r) => r === first)) {
-      const { kvHeads, headDim: d } = this.shape, out = new KVCache(this.shape, rows.length);
-      const take = (buf: Float32Array) => {
-        const p = new Float32Array(kvHeads * length * d);
-        for (let h = 0; h < kvHeads; h++) p.set(buf.subarray(((first * kvHeads + h) * this.capacity) * d, ((first * kvHeads + h) * this.capacity + length) * d), h * length * d);
-        return p;
-      };
-      out.prefix = { keys: this.keys.map(take), values: this.values.map(take), length };
+      const prefix = new KVCache(this.shape, 1, length), out = new KVCache(this.shape, rows.length); // one row of capacity length: [kvHeads, length, headDim]
+      copyPositions(this, first, prefix, 0, 0, length);
+      out.prefix = { keys: prefix.keys, values: prefix.values, length };
       out.lengths.fill(length);
       return out;
     }
@@ -68,11 +64,10 @@ export class KVCache {
     return out;
   }
 
-  /** Keeps only the given rows, in that order (finished sequences leave the batch); a last row holds all its positions. */
+  /** Keeps only the given rows, in that order (finished sequences leave the batch). */
   keep(rows: number[]): void {
     const c = this.select(rows);
     this.keys = c.keys; this.values = c.values; this.lengths = c.lengths;
-    if (this.rows === 1) this.unshare(); // one row gains nothing from a prefix, and its prompts would run in a copy
     this.version++;
   }
 
@@ -136,7 +131,7 @@ export class KVCache {
  * Copies positions [from, to) of `src` row `srcRow` into `dst` row `dstRow`, every layer, K and V (the caches may
  * have different capacities, row counts and prefixes; positions in src's shared prefix come from it). Gathers rows
  * of several caches into one batch cache and scatters the positions a batched step wrote back to their own caches.
- * `dst` must have room for `to` positions and no shared prefix below `from`.
+ * `dst` must have room for `to` positions, and its shared prefix (if any) must end at or before `from`.
  */
 export function copyPositions(src: KVCache, srcRow: number, dst: KVCache, dstRow: number, from: number, to: number): void {
   if (to <= from) return;
