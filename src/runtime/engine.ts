@@ -193,7 +193,7 @@ export class Engine {
   /**
    * Steps several caches. Entries that add at most one token per row (decode steps) run as ONE session run over
    * their rows gathered into a batch cache; the new positions land there, and they are copied back into each
-   * entry's own cache. Other entries (multi-token prefills) run alone, first. Results are
+   * entry's own cache. Other entries (multi-token prefills, and caches whose rows share a prefix) run alone, first. Results are
    * the same as stepping each cache by itself. The batch cache persists between calls: a row is copied in
    * only when it joins or its cache changed since (KVCache.version).
    * An entry that fails gets its Error in place of a result and leaves its cache as it was; the others are
@@ -213,7 +213,8 @@ export class Engine {
     const batches = new Map<string, number[]>();
     entries.forEach((e, i) => {
       try { this.validate(e.cache, e.input); } catch (err) { outs[i] = asError(err); return; }
-      if (!e.input.tokens.every((t) => t.length <= 1)) return void alone.push(i);
+      // A cache whose rows share a prefix steps alone too: the batch cache would copy the prefix into every row.
+      if (!e.input.tokens.every((t) => t.length <= 1) || e.cache.offset) return void alone.push(i);
       const name = e.input.adapterName ?? '', same = batches.get(name);
       if (same) same.push(i); else batches.set(name, [i]);
     });
