@@ -64,28 +64,33 @@ function graph(kind: Kind, B: number, cap: number): Uint8Array {
 export async function runAttentionBench(o: { threads?: number; reps?: number; /** null: write nothing */ resultsDir?: string | null } = {}) {
   const threads = o.threads ?? 2, reps = o.reps ?? 15, rand = seededRandom(7);
   const fill = (n: number) => Float32Array.from({ length: n }, () => rand() - 0.5);
+  // One new token per row: its query, key and value.
+  const newToken = (B: number): Record<string, ort.Tensor> => ({
+    q: new ort.Tensor('float32', fill(B * H * D), [B, 1, H * D]), k: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]), v: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]),
+  });
+  // One session run's ms: the lower quartile of `reps` after 3 warm-ups (other work on the machine only slows runs).
+  const timed = async (graphBytes: Uint8Array, f: Record<string, ort.Tensor>): Promise<number> => {
+    const session = await ort.InferenceSession.create(graphBytes, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
+    for (let i = 0; i < 3; i++) await session.run(f);
+    const t: number[] = [];
+    for (let i = 0; i < reps; i++) { const t0 = performance.now(); await session.run(f); t.push(performance.now() - t0); }
+    await session.release();
+    return t.sort((a, b) => a - b)[Math.floor(reps / 4)];
+  };
   const rows: { kind: Kind; rows: number; len: number; capacity: number; ms: number }[] = [];
   for (const c of CASES) {
-    const B = c.rows, cap = grownCapacity(64, c.len + 1);
-    const feeds: Record<string, ort.Tensor> = {
-      q: new ort.Tensor('float32', fill(B * H * D), [B, 1, H * D]), k: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]), v: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]),
-    };
+    const B = c.rows, cap = grownCapacity(64, c.len + 1), feeds = newToken(B);
     for (let l = 0; l < LAYERS; l++) for (const n of ['past_key', 'past_value']) feeds[`${n}.${l}`] = new ort.Tensor('float32', fill(B * HKV * cap * D), [B, HKV, cap, D]);
     // ONNX Attention's additive mask over past + new positions: the unused capacity is hidden.
     const m = new Float32Array(B * (cap + 1));
     for (let b = 0; b < B; b++) m.fill(-Infinity, b * (cap + 1) + c.len, b * (cap + 1) + cap);
     const mask = new ort.Tensor('float32', m, [B, 1, 1, cap + 1]);
     for (const kind of KINDS) {
-      const session = await ort.InferenceSession.create(graph(kind, B, cap), { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
       const f: Record<string, ort.Tensor> = kind === 'Attention (opset 23)'
         ? { ...feeds, mask }
         : { ...feeds, seqlens_k: new ort.Tensor('int32', new Int32Array(B).fill(c.len), [B]), total: new ort.Tensor('int32', Int32Array.of(c.len + 1), []) };
       if (kind === 'runtime (plain ops)') for (let l = 0; l < LAYERS; l++) for (const n of ['prefix_key', 'prefix_value']) f[`${n}.${l}`] = new ort.Tensor('float32', new Float32Array(0), [HKV, 0, D]);
-      for (let i = 0; i < 3; i++) await session.run(f);
-      const t: number[] = [];
-      for (let i = 0; i < reps; i++) { const t0 = performance.now(); await session.run(f); t.push(performance.now() - t0); }
-      await session.release();
-      const ms = t.sort((a, b) => a - b)[Math.floor(reps / 4)]; // lower quartile: other work on the machine only slows runs
+      const ms = await timed(graph(kind, B, cap), f);
       rows.push({ kind, rows: B, len: c.len, capacity: cap, ms });
       console.error(`${kind}: ${B} rows × ${c.len} positions (capacity ${cap}): ${ms.toFixed(2)} ms`);
     }
@@ -93,21 +98,17 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
   // 8 rows forked from one 1,000-token prompt: each with its own copy (the 8 × 1000 row above) against the prompt
   // held once as the shared prefix, which all rows' queries meet in one product per KV head (their own caches empty,
   // at the first capacity, 64).
-  const B = 8, P = 1000, own = 64, session = await ort.InferenceSession.create(graph('runtime (plain ops)', B, own), { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
+  const B = 8, P = 1000, own = 64;
   const f: Record<string, ort.Tensor> = {
-    q: new ort.Tensor('float32', fill(B * H * D), [B, 1, H * D]), k: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]), v: new ort.Tensor('float32', fill(B * HKV * D), [B, 1, HKV * D]),
-    seqlens_k: new ort.Tensor('int32', new Int32Array(B).fill(P), [B]), total: new ort.Tensor('int32', Int32Array.of(P + 1), []),
+    ...newToken(B), seqlens_k: new ort.Tensor('int32', new Int32Array(B).fill(P), [B]), total: new ort.Tensor('int32', Int32Array.of(P + 1), []),
   };
   for (let l = 0; l < LAYERS; l++) {
     for (const n of ['past_key', 'past_value']) f[`${n}.${l}`] = new ort.Tensor('float32', fill(B * HKV * own * D), [B, HKV, own, D]);
     for (const n of ['prefix_key', 'prefix_value']) f[`${n}.${l}`] = new ort.Tensor('float32', fill(HKV * P * D), [HKV, P, D]);
   }
-  for (let i = 0; i < 3; i++) await session.run(f);
-  const t: number[] = [];
-  for (let i = 0; i < reps; i++) { const t0 = performance.now(); await session.run(f); t.push(performance.now() - t0); }
-  await session.release();
+  const sharedMs = await timed(graph('runtime (plain ops)', B, own), f);
   const copies = rows.find((r) => r.kind === 'runtime (plain ops)' && r.rows === B && r.len === P)!, mb = (positions: number) => (positions * LAYERS * 2 * HKV * D * 4) / 2 ** 20;
-  const shared = { rows: B, prefix: P, ownCapacity: own, ms: t.sort((a, b) => a - b)[Math.floor(reps / 4)], copiesMs: copies.ms, kvMiB: mb(P + B * own), copiesKvMiB: mb(B * copies.capacity) };
+  const shared = { rows: B, prefix: P, ownCapacity: own, ms: sharedMs, copiesMs: copies.ms, kvMiB: mb(P + B * own), copiesKvMiB: mb(B * copies.capacity) };
   console.error(`shared prefix: ${B} rows over a ${P}-position prefix: ${shared.ms.toFixed(2)} ms (own copies ${copies.ms.toFixed(2)} ms)`);
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
   const result = { date, threads, layers: LAYERS, heads: { query: H, kv: HKV, size: D }, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows, shared };

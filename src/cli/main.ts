@@ -72,9 +72,9 @@ export async function main(argv: string[]): Promise<void> {
 interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOption(flag: string): void }
 
 /** The library's errors name API options; on the command line they are flags and commands. */
-const CLI_WORDS: [RegExp, string | ((...m: string[]) => string)][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
-  [/\bquant "(q4|q8|fp32)"(?: or "(q4|q8|fp32)")?/g, (_, a: string, b?: string) => `--quant ${a}${b ? ` or ${b}` : ''}`], [/\braise maxTokens\b/g, 'raise --max-tokens']];
-export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => (typeof w === 'string' ? m.replace(re, w) : m.replace(re, w)), message);
+const CLI_WORDS: [RegExp, string][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
+  [/\bquant "(q4|q8|fp32)" or "(q4|q8|fp32)"/g, '--quant $1 or $2'], [/\bquant "(q4|q8|fp32)"/g, '--quant $1'], [/\braise maxTokens\b/g, 'raise --max-tokens']];
+export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message);
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {

@@ -384,13 +384,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       // end) gives a reasoning turn no room to think, the direct answer stands.
       const room = (g: RouterGate) => Math.min(limit - g.tokens, ctx - (ids.length + invocation.length + control.length));
       const gate = router?.gate && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
-      if (speculate) await backend.truncate(base!.cache, 0, ids.length);
       // A thinking model answers after an empty thinking block, fed on the prompt's cache (unless the template wrote
       // it, as Qwen3's does for enable_thinking: false); its logits give the first token. After a template's opening
       // tag, the blank the template wrote after it is cut and the rest of the block fed from the tag on, so the
       // block's tokens are the ones its text encodes to ("\n\n" is one token, not the template's "\n" and ours).
+      // (The cut also drops a speculative invocation, which sits past the prompt.)
       const tagEnd = opened < 0 ? ids.length : opened + rt!.invocation.length;
-      if (tagEnd < ids.length) await backend.truncate(base!.cache, 0, tagEnd);
+      if (speculate || tagEnd < ids.length) await backend.truncate(base!.cache, 0, tagEnd);
       const block = !native || closedByTemplate ? [] : opened < 0 ? empty
         : tok.encode(EMPTY_THINKING.slice(tok.decode(ids.slice(opened, tagEnd)).length), { addSpecialTokens: false });
       const promptLen = tagEnd + block.length;

@@ -223,8 +223,6 @@ function valueAt(body: unknown, pointer: string): unknown {
   return v;
 }
 
-/** A value as an error shows it: JSON, cut after 60 characters. */
-
 /** The most useful of Ajv's errors, as an ApiError naming the field and the value sent. */
 export function validationError(errors: AjvError[], body?: unknown): ApiError {
   // Unknown fields first (most often a misspelt name), all of them at once, as OpenAI lists them.
