@@ -29,10 +29,13 @@ test('a policy step: every rollout\'s tokens count in 1/N; zero-advantage rollou
   assert.deepEqual(policyBatch(rolls, adv, true), { live: [{ r: rolls[0], a: 0.5 }, { r: rolls[1], a: 0 }, { r: rolls[3], a: 0 }], tokens: 6 });
 });
 
-test('group advantages are normalised within each group of G', () => {
-  const a = groupAdvantages([1, 0, 1, 0, 2, 2, 2, 2], 4);
-  for (const [x, y] of a.slice(0, 4).map((v, i) => [v, [1, -1, 1, -1][i]])) assert.ok(Math.abs(x - y) < 1e-3);
-  assert.deepEqual(a.slice(4), [0, 0, 0, 0], 'equal rewards carry no signal');
+test('group advantages are normalised within each group of G as TRL does it (torch std: n − 1)', () => {
+  const a = groupAdvantages([1, 0, 1, 0, 2, 2, 2, 2, 3, 0, 0], 4);
+  // [1, 0, 1, 0]: mean 0.5, std √(1/3); [3, 0, 0] (a last, shorter group): mean 1, std √3.
+  const want = [1, -1, 1, -1].map((s) => (s * 0.5) / (Math.sqrt(1 / 3) + 1e-4)).concat([0, 0, 0, 0], [2, -1, -1].map((d) => d / (Math.sqrt(3) + 1e-4)));
+  a.forEach((x, i) => assert.ok(Math.abs(x - want[i]) < 1e-12, `advantage ${i}: ${x} vs ${want[i]}`));
+  assert.deepEqual(a.slice(4, 8), [0, 0, 0, 0], 'equal rewards carry no signal');
+  assert.deepEqual(groupAdvantages([5], 1), [0], 'a group of one has no spread');
 });
 
 test('train-rl on the embedded model: forked rollouts, policy steps, a loadable PEFT adapter and curves', { skip: !fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet' }, async (t) => {

@@ -76,7 +76,6 @@ export function reward(r: { correct: boolean; thinking: number; closed: boolean;
   return (r.correct ? 1 : 0) - Math.min(1, o.lambda * Math.max(0, r.thinking - limit) / limit);
 }
 
-/** (r − mean) / (std + ε) within each group of G. */
 /**
  * The rollouts a policy step runs, each with its advantage, and the token count N of the loss's 1/N. Every
  * rollout's trained tokens count in N (as TRL's); one with zero advantage (a group whose rewards are all equal)
@@ -87,11 +86,15 @@ export function policyBatch<R extends { trained: number[] }>(rolls: R[], adv: nu
   return { live: withKl ? trained : trained.filter((x) => Math.abs(x.a) > 1e-6), tokens: trained.reduce((s, x) => s + x.r.trained.length, 0) };
 }
 
+/**
+ * (r − mean) / (std + 1e-4) within each group of G, std with Bessel's correction (n − 1) as TRL's GRPO computes it
+ * (torch's `std`): the same advantages for the same rewards. A group of one has no spread: its advantage is 0.
+ */
 export function groupAdvantages(rewards: number[], G: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < rewards.length; i += G) {
     const g = rewards.slice(i, i + G), m = g.reduce((a, b) => a + b) / g.length;
-    const sd = Math.sqrt(g.reduce((a, b) => a + (b - m) ** 2, 0) / g.length);
+    const sd = g.length > 1 ? Math.sqrt(g.reduce((a, b) => a + (b - m) ** 2, 0) / (g.length - 1)) : 0;
     out.push(...g.map((x) => (x - m) / (sd + 1e-4)));
   }
   return out;
