@@ -490,6 +490,9 @@ test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick 
   const withNaN = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 3), asInf = withNaN.slice();
   withNaN[500] = NaN; asInf[500] = -Infinity;
   for (const u of [0, 0.3, 0.9]) assert.equal(sampleToken(withNaN, { temperature: 1, topP: 0.9 }, u).token, sampleToken(asInf, { temperature: 1, topP: 0.9 }, u).token);
+  const nanFirst = Float32Array.of(NaN, 0, 1);
+  assert.equal(sampleToken(nanFirst, {}, 0).token, 2, 'greedy skips a NaN at index 0');
+  assert.equal(sampleToken(nanFirst, { temperature: 1 }, 0.9).token, reference(Float32Array.of(-Infinity, 0, 1), { temperature: 1 }, 0.9));
   // Qwen's vocabulary size, Zipf-shaped and flat: nuclei of thousands of tokens spread over many slices.
   for (const flat of [false, true]) {
     const logits = Float32Array.from({ length: 151936 }, (_, i) => (flat ? 0.5 * (rand() * 2 - 1) : -1.3 * Math.log(1 + ((i * 7919) % 151936)) + 0.01 * rand()));
@@ -759,18 +762,18 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ topK: 1.5 }, /generate: topK must be an integer ≥ 0 \(0 = off\), got 1\.5/],
       [{ topP: 2 }, /generate: topP must be in \[0, 1\] \(0 keeps the most likely token\), got 2/],
       [{ minP: -1 }, /generate: minP must be in \[0, 1\], got -1/],
-      [{ seed: 1.5 }, /generate: seed must be an integer, got 1\.5/],
+      [{ seed: 1.5 }, /generate: seed must be an integer within ±\(2\^53 − 1\), got 1\.5/],
       [{ stopTokens: [V + 1] }, new RegExp(`generate: stopTokens must be token ids \\(0\\.\\.${V - 1}\\), got \\[${V + 1}\\]`)],
       [{ adapterFrom: 3 }, /generate: adapterFrom needs adapter: true, got 3/],
       [{ max_tokens: 5 }, /generate: unknown option "max_tokens"/],
       // Checked as given, before the defaults and per-row seeds are made from them.
       [{ maxTokens: '4' }, /generate: maxTokens must be an integer ≥ 1, got "4"/],
       [{ maxTokens: Infinity }, /generate: maxTokens must be an integer ≥ 1, got Infinity/],
-      [{ seed: 'x' }, /generate: seed must be an integer, got "x"/],
+      [{ seed: 'x' }, /generate: seed must be an integer within ±\(2\^53 − 1\), got "x"/],
       // Values JSON cannot show (a BigInt, a cycle) or would show whole (a model) still give the check's own message.
-      [{ seed: 5n }, /generate: seed must be an integer, got 5n$/],
+      [{ seed: 5n }, /generate: seed must be an integer within ±\(2\^53 − 1\), got 5n$/],
       [{ stopTokens: (() => { const c: unknown[] = [1]; c.push(c); return c; })() }, /generate: stopTokens must be token ids .*, got a list$/],
-      [{ seed: m }, /generate: seed must be an integer, got a Model$/],
+      [{ seed: m }, /generate: seed must be an integer within ±\(2\^53 − 1\), got a Model$/],
       [{ adapter: 'yes' }, /generate: adapter must be true or false, got "yes"/],
       [{ thinking: {} }, new RegExp(`generate: thinking\\.end must be the token ids that close the thinking segment \\(a non-empty list of 0\\.\\.${V - 1}\\), got undefined`)],
       [{ thinking: { end: [1], maxTokens: NaN } }, /generate: thinking\.maxTokens must be an integer ≥ 0, got NaN/],

@@ -18,16 +18,16 @@ const TAIL = 25;
 /** Steps of the scaled logit range (−TAIL, 0] whose exponentials are tabled: the weights' precision (see fromSlices). */
 const NUCLEUS_BUCKETS = 4096;
 /**
- * Slices (groups of those steps) that locate the end of the top-p nucleus before sorting: about a quarter of the
- * vocabulary, 64 to NUCLEUS_BUCKETS. Every call walks them a few times, so a small vocabulary with 4,096 slices
- * spent most of its time on empty ones (826 tokens: 33 µs a row per step, 6 µs with 256 slices).
+ * Slices (groups of those steps) that locate the end of the top-p nucleus before sorting: the power of two at or
+ * above a quarter of the vocabulary, 64 to NUCLEUS_BUCKETS. Every call walks them a few times: with 4,096 slices,
+ * an 826-token vocabulary spent most of a call on empty ones.
  */
 const slicesFor = (V: number): number => Math.min(NUCLEUS_BUCKETS, Math.max(64, 2 ** Math.ceil(Math.log2(V / 4))));
 
 // Scratch buffers reused across calls (sampling runs once per row per decode step: no garbage per token).
 let scratchP = new Float64Array(0), scratchI = new Int32Array(0), scratchO = new Int32Array(0), scratchS = new Int32Array(0);
-// Per slice (at most NUCLEUS_BUCKETS): mass and token count; per step, exp(−sΔ) with Δ = TAIL / NUCLEUS_BUCKETS.
-const sliceMass = new Float64Array(NUCLEUS_BUCKETS), sliceCount = new Int32Array(NUCLEUS_BUCKETS);
+// Per slice (at most NUCLEUS_BUCKETS): mass, start offsets, fill counts; per step, exp(−sΔ) with Δ = TAIL / NUCLEUS_BUCKETS.
+const sliceMass = new Float64Array(NUCLEUS_BUCKETS), sliceStart = new Int32Array(NUCLEUS_BUCKETS + 1), sliceFill = new Int32Array(NUCLEUS_BUCKETS);
 const SLICE_STEP = TAIL / NUCLEUS_BUCKETS, SLICE_EXP = Float64Array.from({ length: NUCLEUS_BUCKETS }, (_, b) => Math.exp(-b * SLICE_STEP));
 
 /** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
@@ -35,7 +35,10 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   const V = logits.length, temp = params.temperature ?? 0, k = params.topK && params.topK > 0 ? Math.min(params.topK, V) : 0; // more than the vocabulary keeps all of it
   // The k best tokens (top-k), else the single best: its logit is the maximum.
   let sorted = temp > 0 && k ? topK(logits, k) : undefined, best = sorted?.[0] ?? 0;
-  if (!sorted) for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+  if (!sorted) {
+    while (best < V - 1 && Number.isNaN(logits[best])) best++; // a NaN compares false: never the best, even first
+    for (let i = best + 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+  }
   const max = logits[best];
   const logprob = (token: number) => (lse !== undefined ? logits[token] - lse : (logits[token] - max) - logSumExp(logits, max));
   // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.
@@ -73,21 +76,24 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
  * Sampling without top-k: the tokens above the tail floor are bucketed into equal slices (slicesFor) of the
  * scaled logit range (−TAIL, 0] (the slices are in logit order, so slice by slice, each sorted, is the order a
  * full sort gives). Min-p is a logit threshold; the top-p nucleus ends in the first slice whose mass reaches topP,
- * and the draw lands in one slice: only those (at most two) slices are sorted, never the whole nucleus, which on
- * a flat distribution is most of the vocabulary. Picks exactly what sorting every token would.
+ * and the draw lands in one slice: only those slices are sorted (two, or a few more where the mass comes within
+ * rounding of topP), never the whole nucleus, which on a flat distribution is most of the vocabulary. Picks
+ * exactly what sorting every token would.
  */
 function fromSlices(logits: Float32Array, params: SamplingParams, u: number, max: number, floorLogit: number, temp: number, logprob: (t: number) => number): Sampled {
   const V = logits.length, B = slicesFor(V), shift = Math.log2(NUCLEUS_BUCKETS / B);
   if (scratchO.length < V) { scratchO = new Int32Array(V); scratchS = new Int32Array(V); }
   const e = scratchP, cand = scratchI, sl = scratchS, ordered = scratchO;
-  const mass = sliceMass.fill(0, 0, B), count = sliceCount.fill(0, 0, B), step = SLICE_STEP;
+  const mass = sliceMass.fill(0, 0, B), start = sliceStart.fill(0, 0, B + 1), fill = sliceFill.fill(0, 0, B), step = SLICE_STEP;
   // One pass: weights (all above the floor count towards the normaliser), then min-p, which keeps tokens whose
   // probability is at least minP × the best's (whose weight is 1), and each kept token's slice.
   // Weights without an exponential per token: d = (max − x) / temp is split into its step's start sΔ and a
-  // remainder f < Δ = TAIL / NUCLEUS_BUCKETS ≈ 0.006, and exp(−d) = exp(−sΔ) · exp(−f) with exp(−f) from its Taylor
-  // series to f⁵ (the next term, < 7e-17, is below double rounding); slice b groups 2^shift steps.
+  // remainder f < Δ = TAIL / NUCLEUS_BUCKETS ≈ 0.006 (to rounding), and exp(−d) = exp(−sΔ) · exp(−f) with exp(−f)
+  // from its Taylor series to f⁵ (the next term, < 7e-17, is below double rounding); slice b groups 2^shift steps.
   const minP = params.minP && params.minP > 0 ? params.minP : 0;
-  const invTemp = 1 / temp, invStep = 1 / step; // multiplications: a division per token cost a third of the pass
+  // Multiplications: a division per token cost a third of the pass. Below temperature 5.6e-309 the inverse would
+  // overflow, and only logits equal to the best pass the floor: finite, it keeps their d at 0 (∞ · 0 is NaN).
+  const invTemp = Math.min(1 / temp, Number.MAX_VALUE), invStep = 1 / step;
   let kept = 0, norm = 0;
   for (let i = 0; i < V; i++) {
     const x = logits[i];
@@ -96,41 +102,38 @@ function fromSlices(logits: Float32Array, params: SamplingParams, u: number, max
     const w = SLICE_EXP[s] * (1 - f * (1 - f * (0.5 - f * (1 / 6 - f * (1 / 24 - f * (1 / 120))))));
     norm += w;
     if (w < minP && x !== max) continue;
-    e[i] = w; cand[kept] = i; sl[kept++] = b; count[b]++; mass[b] += w;
+    e[i] = w; cand[kept] = i; sl[kept++] = b; start[b + 1]++; mass[b] += w;
   }
-  // Slice b's tokens (index order), written from `at` and sorted in place. At most two slices are ever needed.
-  const sortSlice = (b: number, at: number) => {
-    let n = at;
-    for (let j = 0; j < kept; j++) if (sl[j] === b) ordered[n++] = cand[j];
-    return sortByLogit(logits, ordered.subarray(at, n));
-  };
+  for (let b = 0; b < B; b++) start[b + 1] += start[b];
+  for (let j = 0; j < kept; j++) ordered[start[sl[j]] + fill[sl[j]]++] = cand[j]; // index order within a slice
+  const sortSlice = (b: number) => sortByLogit(logits, ordered.subarray(start[b], start[b + 1])); // in place
   // The nucleus: whole slices while the mass stays below topP, then the sorted tokens of the slice that reaches it.
   const topP = params.topP !== undefined && params.topP < 1 ? params.topP : undefined;
-  let endSlice = B, endToks = ordered.subarray(0, 0), acc = 0; // nucleus = slices < endSlice + endToks
+  let endSlice = B, endCount = 0, acc = 0; // nucleus = slices < endSlice + the first endCount tokens of endSlice
   for (let b = 0; b < B; b++) {
     const m = mass[b] / norm;
     if (!m) continue;
     if (topP !== undefined && acc + m >= topP * (1 - 1e-12)) {
-      const toks = sortSlice(b, 0);
+      const toks = sortSlice(b);
       let a = acc, k = 0;
       while (k < toks.length) { a += e[toks[k++]] / norm; if (a >= topP) break; }
-      if (a >= topP) { endSlice = b; endToks = toks.subarray(0, k); acc = a; break; }
+      if (a >= topP) { endSlice = b; endCount = k; acc = a; break; }
     }
     acc += m;
   }
-  // The draw: skip whole slices by their mass, then walk the sorted tokens of the slice it lands in (endSlice's
-  // tokens stay at the start of `ordered`; another slice's go after them).
-  const tokensOf = (b: number) => (b === endSlice ? endToks : sortSlice(b, endToks.length));
+  // The draw: skip whole slices by their mass, then walk the sorted tokens of the slice it lands in.
+  const size = (b: number) => (b === endSlice ? endCount : start[b + 1] - start[b]);
   let r = u * acc, lastSlice = -1;
   for (let b = 0; b < Math.min(B, endSlice + 1); b++) {
-    if (!(b === endSlice ? endToks.length : count[b])) continue;
+    const n = size(b);
+    if (!n) continue;
     lastSlice = b;
     if (b !== endSlice && r - mass[b] / norm >= 0) { r -= mass[b] / norm; continue; }
-    const toks = tokensOf(b);
-    for (let i = 0; i < toks.length; i++) { r -= e[toks[i]] / norm; if (r < 0) return { token: toks[i], logprob: logprob(toks[i]) }; }
+    const toks = b === endSlice ? ordered.subarray(start[b], start[b] + n) : sortSlice(b); // endSlice is sorted already
+    for (let i = 0; i < n; i++) { r -= e[toks[i]] / norm; if (r < 0) return { token: toks[i], logprob: logprob(toks[i]) }; }
   }
   // Rounding left u · mass at the very end: the nucleus's last token.
-  const toks = tokensOf(lastSlice), token = toks[toks.length - 1];
+  const n = size(lastSlice), token = (lastSlice === endSlice ? ordered.subarray(start[lastSlice], start[lastSlice] + n) : sortSlice(lastSlice))[n - 1];
   return { token, logprob: logprob(token) };
 }
 
