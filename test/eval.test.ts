@@ -169,6 +169,7 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
       [() => answer(model, 'hi', { samples: NaN }), /^Error: answer: samples must be a positive integer, got NaN$/],
       [() => answer(model, 'hi', { temperature: -1, reasoning: 'on' }), /^Error: answer: temperature must be a finite number ≥ 0 \(0 = greedy\), got -1$/],
       [() => answer(model, ' '), /^Error: answer: the question is empty$/],
+      [() => answer(model, [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: '\n' }]), /^Error: answer: the question is empty \(the last message, from the user\)$/],
       [() => answer(model, 'hi', [] as never), /^Error: answer: options must be an object, got a list$/],
       [() => runEval(model, cases, { batch: 0 }), /^Error: eval: batch must be an integer ≥ 1, got 0$/], // it used to loop forever
       [() => runEval(model, cases, { max_tokens: 3 } as never), /^Error: eval: unknown option "max_tokens"/],

@@ -139,6 +139,9 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
   const e = await status(create(ask('hi', { model: BASE, reasoning_effort: 'high' })));
   assert.equal(e.status, 400);
   assert.equal(e.param, 'reasoning_effort');
+  // The same under reasoning "auto": the effort is the budget of a reasoning route the base model cannot take.
+  const auto = await status(create(ask('hi', { model: BASE, reasoning_effort: 'high', edgereason: { reasoning: 'auto' } })));
+  assert.deepEqual([auto.status, auto.param], [400, 'reasoning_effort']);
   // Reasoning auto (the default) with the model's router.json: the router's gate drops the base's unsure "#### 17"
   // and the request escalates to reasoning, reported under edgereason.escalated.
   const zoe = await create(ask('Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?', { max_tokens: 100 }));
@@ -147,6 +150,14 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
   assert.equal(zoe.edgereason.escalated.direct_answer, '#### 17');
   assert.equal(zoe.choices[0].message.content, '#### 19');
   assert.ok(zoe.choices[0].message.reasoning_content.includes('7 + 12 = 19'));
+  // edgereason.samples: every choice is its own call and escalates on its own; its tokens leave out the dropped
+  // attempt, reported beside them, so the choices' tokens and attempts add up to completion_tokens (as with n alone).
+  const zoes = await create(ask('Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?', { max_tokens: 100, n: 2, edgereason: { samples: 2 } }));
+  const cs = zoes.edgereason.choices;
+  assert.deepEqual(cs.map((c: Loose) => c.escalated?.direct_answer), ['#### 17', '#### 17']);
+  assert.equal(cs.reduce((a: number, c: Loose) => a + c.tokens + c.escalated.tokens, 0), zoes.usage.completion_tokens);
+  assert.equal(zoe.edgereason.choices[0].tokens + zoe.edgereason.escalated.tokens, zoe.usage.completion_tokens);
+  assert.equal(zoes.edgereason.chosen, cs[0].chosen, 'the top-level vote is choice 0\'s, its chosen sample included');
 });
 
 test('server: chat_template_kwargs (vLLM\'s and llama.cpp\'s) reach the chat template; misuse is a 400 naming it', async () => {
@@ -298,6 +309,8 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
     [ask('x', { reasoning_effort: 'extreme' }), 'reasoning_effort'],
     ...(fs.existsSync(path.join(fixture.dir, 'verifier.json')) ? [] : [[ask('x', { edgereason: { vote: 'verifier' } }), 'edgereason.vote'] as [Loose, string]]),
     [{ model: 'reasoning', messages: [] }, 'messages'],
+    [ask(' \n '), 'messages[0].content'], // an empty question would be answered with whatever the model makes up
+    [ask(''), 'messages[0].content'],
     [{ model: 'reasoning', messages: [{ role: 'user', content: 42 }] }, 'messages[0].content'],
     [{ model: 'reasoning', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user' }] }, 'messages[1].content'],
     [{ model: 'reasoning' }, 'messages'],
@@ -366,6 +379,7 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ ...reply, foo: 1 }, 'messages[1].foo', 'Unrecognized request argument supplied: messages[1].foo'],
     [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }, 'messages[1].tool_calls', unsupported('messages[1].tool_calls', '(tool calling)')],
     [{ role: 'assistant', content: null }, 'messages[1].content', "Invalid value for 'messages[1].content': an assistant message must have content."],
+    [{ role: 'user', content: null }, 'messages[1].content', "Invalid value for 'messages[1].content': a user message must have content."],
   ];
   for (const [m, param, message] of messageCases) {
     const e = await status(create(turn(m)));

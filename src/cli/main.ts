@@ -80,7 +80,8 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
     const n = /^\s*[+-]?\d+\s*$/.test(v) ? Number(v) : NaN; // decimal digits only: not "", "0x10" or "1e3"
     if (!Number.isSafeInteger(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`${name} must be an integer ${max < Number.MAX_SAFE_INTEGER ? `in [${min}, ${max}]` : `≥ ${min}`}, got "${v}"`);
+      const range = max < Number.MAX_SAFE_INTEGER ? `in [${min}, ${max}]` : n > max ? `in [${min}, 2^53 − 1]` : `≥ ${min}`;
+      throw new InvalidArgumentError(`${name} must be an integer ${range}, got "${v}"`);
     }
     return n;
   };

@@ -125,7 +125,7 @@ export function summarize(rs: CaseResult[]): Summary {
 export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, mix?: Mix): EvalCase[] {
   if (split !== 'test' && split !== 'val') throw new Error(`eval: the synthetic split must be "test" or "val", got ${shown(split)}`);
   if (!(Number.isInteger(limit) && limit >= 1)) throw new Error(`eval: limit must be an integer ≥ 1, got ${shown(limit)}`);
-  if (!Number.isSafeInteger(seed)) throw new Error(`eval: seed must be an integer, got ${shown(seed)}`);
+  if (!Number.isSafeInteger(seed)) throw new Error(`eval: seed must be an integer within ±(2^53 − 1), got ${shown(seed)}`);
   const s = makeSplits({ train: 0, val: split === 'val' ? limit : 0, test: split === 'test' ? limit : 0, seed, mix });
   return s[split].map((it: Item) => ({
     id: it.id, question: it.question, gold: it.answer, task: 'synthetic',

@@ -333,7 +333,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK must be an integer ≥ 0 (0 = off)', o.topK);
   if (o.topP !== undefined && !(num(o.topP) && o.topP >= 0 && o.topP <= 1)) bad('topP must be in [0, 1] (0 keeps the most likely token)', o.topP);
   if (o.minP !== undefined && !(num(o.minP) && o.minP >= 0 && o.minP <= 1)) bad('minP must be in [0, 1]', o.minP);
-  if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) bad('seed must be an integer', o.seed);
+  if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) bad('seed must be an integer within ±(2^53 − 1)', o.seed);
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
   const stops = stopList(o.stop);

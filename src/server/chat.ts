@@ -123,13 +123,14 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // In OpenAI's API only an assistant message that made tool calls may come without content; tool calls are refused.
   const bare = req.messages.findIndex((msg) => msg.content == null);
-  if (bare >= 0) throw new ApiError(400, `Invalid value for 'messages[${bare}].content': ${/^[aeiou]/.test(req.messages[bare].role) ? 'an' : 'a'} ${req.messages[bare].role} message must have content.`, `messages[${bare}].content`);
+  if (bare >= 0) throw new ApiError(400, `Invalid value for 'messages[${bare}].content': ${/^[aeio]/.test(req.messages[bare].role) ? 'an' : 'a'} ${req.messages[bare].role} message must have content.`, `messages[${bare}].content`);
   const messages: ChatMessage[] = req.messages.map((msg) => ({ role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) }));
 
   // Reasoning mode and thinking budget.
   const effort = req.reasoning_effort ?? undefined, budgetReq = req.thinking_token_budget ?? undefined;
   let mode = reasoningMode(req);
-  const wantsReasoning = mode === 'on' || (ext.reasoning === undefined && (effort !== undefined && effort !== 'none'));
+  // An effort or budget asks for thinking under "auto" too (the budget of the reasoning route the router may pick).
+  const wantsReasoning = mode === 'on' || (mode === 'auto' && ((effort !== undefined && effort !== 'none') || (budgetReq !== undefined && budgetReq > 0)));
   if (m.kind === 'base') {
     if (wantsReasoning) {
       const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
@@ -159,6 +160,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
         'messages', 'invalid_request_error', 'context_length_exceeded');
     }
   }
+  // The question a reply answers: an empty one would be answered with whatever the model makes up.
+  const last = messages.length - 1;
+  if (messages[last].role === 'user' && !messages[last].content.trim()) throw new ApiError(400, `Invalid value for 'messages[${last}].content': the last user message (the question) is empty.`, `messages[${last}].content`);
   let ids: number[];
   try { ids = m.model.encode(messages, true, kwargs, 'chat'); } catch (e) {
     // The server's fault, said without its file paths.
@@ -246,6 +250,8 @@ export interface ChoiceOut {
   /** Per-choice vote (edgereason.samples). */
   votes?: Record<string, number>;
   chosen?: number;
+  /** The direct attempt this choice's own call dropped for reasoning (edgereason.samples: each choice is a call). */
+  escalation?: AnswerResult['escalation'];
 }
 
 export interface ChatOutcome {
@@ -303,9 +309,10 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const answerText = perChoice ? r.answer : s.answer, thinking = perChoice ? r.thinking : s.thinking;
     return {
       index, thinking, content: answerText, finishReason: finishReason(s.finishReason), finish: s.finishReason,
-      route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens : s.tokens,
+      // A choice's tokens leave out a dropped direct attempt, reported beside them (escalated), as in the other mode.
+      route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens - (r.escalation?.tokens ?? 0) : s.tokens,
       capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
-      ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen } : {}),
+      ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen } : {}), ...(perChoice && r.escalation ? { escalation: r.escalation } : {}),
     };
   };
   try {
@@ -358,8 +365,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const ttft = Math.min(...results.map((r) => (r as AnswerResult & { startMs: number }).startMs + r.ttftMs));
   return {
     choices, route, ...(routerScore !== undefined ? { routerScore } : {}), ...(primary.escalation ? { escalation: primary.escalation } : {}),
-    ...(plan.perChoice === undefined && primary.votes ? { votes: primary.votes, chosen: primary.chosen } : {}),
-    ...(plan.perChoice !== undefined && primary.votes ? { votes: primary.votes, chosen: 0 } : {}),
+    ...(primary.votes ? { votes: primary.votes, chosen: primary.chosen } : {}),
     ...(primary.winner !== undefined ? { winner: primary.winner } : {}),
     usage: {
       prompt_tokens: primary.usage.promptTokens, completion_tokens: completion, total_tokens: primary.usage.promptTokens + completion,
@@ -375,7 +381,7 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
   return {
     route: out.route,
     ...(out.routerScore !== undefined ? { router_score: out.routerScore } : {}),
-    ...(out.escalation ? { escalated: { direct_answer: out.escalation.answer, tokens: out.escalation.tokens, logprob: Math.round(out.escalation.logprob * 1000) / 1000 } } : {}),
+    ...(out.escalation ? { escalated: escalated(out.escalation) } : {}),
     reasoning: plan.mode,
     ...(out.votes ? { votes: out.votes, chosen: out.chosen } : {}),
     ...(out.winner !== undefined ? { winner: out.winner } : {}),
@@ -388,8 +394,11 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
     choices: out.choices.map((c) => ({
       index: c.index, route: c.route, finish: c.finish, tokens: c.tokens, thinking_tokens: c.thinkingTokens, capped: c.capped,
       ...(c.extracted !== undefined ? { extracted: c.extracted } : {}), ...(c.votes ? { votes: c.votes, chosen: c.chosen } : {}),
+      ...(c.escalation ? { escalated: escalated(c.escalation) } : {}),
     })),
   };
 }
+
+const escalated = (e: NonNullable<AnswerResult['escalation']>) => ({ direct_answer: e.answer, tokens: e.tokens, logprob: Math.round(e.logprob * 1000) / 1000 });
 
 const round = (x: number) => Math.round(x * 10) / 10;
