@@ -83,6 +83,9 @@ describe('safetensors', () => {
     assert.throws(() => openSafetensors(p), (e: Error) => e.message.includes(p) && e.message.includes('"b.weight"') && e.message.includes('[24,44]') && /outside the file/.test(e.message));
     fs.writeFileSync(p, Buffer.alloc(5));
     assert.throws(() => openSafetensors(p), new RegExp(`${p}: truncated safetensors file \\(5 bytes`));
+    const folder = file('folder.safetensors');
+    fs.mkdirSync(folder);
+    assert.throws(() => openSafetensors(folder), new RegExp(`^Error: ${folder} is a folder, not a safetensors file$`));
   });
   it('rejects a header length beyond the file', () => {
     const b = Buffer.alloc(16);
@@ -133,6 +136,7 @@ describe('Hugging Face config.json', () => {
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral' }).architecture, 'llama');
     assert.equal(parseHfConfig({ ...base, architectures: undefined, model_type: 'llama' }).architecture, 'llama');
     assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen2ForSequenceClassification'] }), /unknown architecture "Qwen2ForSequenceClassification"/);
+    assert.throws(() => parseHfConfig({ ...base, architectures: [null] }), /config\.json: field "architectures" must list class names such as "Qwen2ForCausalLM", got \[null\]/);
   });
   it('names config.json and the field when one is missing or mistyped', () => {
     assert.throws(() => parseHfConfig({ ...base, hidden_size: undefined }, '/m/config.json'), /\/m\/config\.json: required field "hidden_size" is missing/);
@@ -188,7 +192,7 @@ describe('Hugging Face config.json', () => {
     assert.deepEqual(parseHfConfig({ ...base, rope_scaling: llama3 }).ropeScaling, { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 });
     assert.equal(parseHfConfig({ ...base, rope_scaling: { type: 'default' } }).ropeScaling, undefined);
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4 } }), /rope_scaling type "yarn" is not supported \(plain RoPE or "llama3"\)/);
-    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /rope_scaling\.low_freq_factor must be a positive number, got undefined/);
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /rope_scaling\.low_freq_factor must be a positive finite number, got undefined/);
     assert.throws(() => parseHfConfig({ ...base, quantization_config: { quant_method: 'bitsandbytes', load_in_8bit: true } }, 'q/config.json'),
       /q\/config\.json: quantization_config \(quant_method "bitsandbytes"\) is not supported: load the unquantized checkpoint/);
     assert.throws(() => parseHfConfig({ ...base, quantization: { group_size: 64, bits: 4 } }, 'mlx/config.json'),
@@ -512,5 +516,18 @@ describe('GGUF', () => {
     assert.throws(() => openGguf(p), /trunc\.gguf: truncated GGUF: metadata "general\.architecture"/);
     fs.writeFileSync(p, 'GGML not really');
     assert.throws(() => openGguf(p), /not a GGUF file/);
+  });
+
+  it('rejects tensor data that does not follow the previous tensor\'s (a corrupt type or offset), as llama.cpp does', () => {
+    const p = file('layout.gguf');
+    writeGguf(p, { metadata: { 'general.architecture': 'llama' }, tensors: [
+      { name: 'a', shape: [16], type: 'F32', data: new Float32Array(16) }, { name: 'b', shape: [16], type: 'F32', data: new Float32Array(16).fill(1) }] });
+    assert.deepEqual([...openGguf(p).get('b')], new Array(16).fill(1));
+    const bytes = fs.readFileSync(p), u64 = (n: number) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(n)); return b; };
+    const infoA = bytes.indexOf(Buffer.concat([u64(1), Buffer.from('a'), Buffer.from([1, 0, 0, 0]), u64(16)]));
+    assert.ok(infoA > 0);
+    bytes.writeUInt32LE(1, infoA + 8 + 1 + 4 + 8); // a's type F32 → F16: 32 bytes instead of 64, so b would read a's second half
+    fs.writeFileSync(p, bytes);
+    assert.throws(() => openGguf(p), /layout\.gguf: tensor "b" has data offset 64, but its data must follow right after tensor "a" \(F16 \[16\], 32 bytes\), padded to 32 bytes: offset 32; the file is corrupt/);
   });
 });

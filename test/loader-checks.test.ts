@@ -51,6 +51,13 @@ test('config.json: heads that do not divide, an odd head size, a context past th
     new RegExp(`pos/config\\.json: field "max_position_embeddings" must be at most ${MAX_POSITIONS} \\(the RoPE table holds every position\\), got 2147483647`));
   assert.throws(() => loadHfFolder(hfWith('heads5', (c) => { c.num_attention_heads = 5; c.num_key_value_heads = 5; delete c.head_dim; })),
     /heads5\/config\.json: hidden_size \(64\) is not a multiple of num_attention_heads \(5\), and no head_dim is given/);
+  assert.throws(() => loadHfFolder(hfWith('layers1', (c) => { c.num_hidden_layers = 1; })), /layers1: tensor "model\.layers\.1\.[\w.]+" belongs to layer 1, but the config has 1 layer: the config and the weights disagree/);
+  // Values that load and then compute garbage: an epsilon that swamps the mean square, an infinite RoPE factor.
+  assert.throws(() => loadHfFolder(hfWith('eps', (c) => { c.rms_norm_eps = 1e10; })), /eps\/config\.json: field "rms_norm_eps" must be below 1 .*, got 10000000000/);
+  const ropeInf = hfWith('rope-inf', (c) => { c.rope_scaling = { rope_type: 'llama3', factor: 12345, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 }; });
+  const cfgFile = path.join(ropeInf, 'config.json');
+  fs.writeFileSync(cfgFile, fs.readFileSync(cfgFile, 'utf8').replace('12345', '1e999')); // JSON.parse reads it as Infinity
+  assert.throws(() => loadHfFolder(ropeInf), /rope-inf\/config\.json: rope_scaling\.factor must be a positive finite number, got Infinity/);
 });
 
 test('GGUF metadata: values are checked as config.json\'s are, naming the key; nested and oversized arrays are refused', () => {
@@ -58,6 +65,9 @@ test('GGUF metadata: values are checked as config.json\'s are, naming the key; n
     /eps\.gguf: metadata "qwen2\.attention\.layer_norm_rms_epsilon" must be a positive number, got -1/);
   assert.throws(() => ggufToModel(ggufWith('theta', (md) => { md['qwen2.rope.freq_base'] = typed('f32', -10000); })),
     /theta\.gguf: metadata "qwen2\.rope\.freq_base" must be a positive number, got -10000/);
+  // A float's bits stored under an integer type (as llama.cpp, refused: it would load and compute garbage).
+  assert.throws(() => ggufToModel(ggufWith('eps-u32', (md) => { md['qwen2.attention.layer_norm_rms_epsilon'] = typed('u32', 897988541); })),
+    /eps-u32\.gguf: metadata "qwen2\.attention\.layer_norm_rms_epsilon" is stored as u32 \(897988541\); it must be f32/);
   assert.throws(() => ggufToModel(ggufWith('ctx0', (md) => { md['qwen2.context_length'] = typed('u32', 0); })),
     /ctx0\.gguf: metadata "qwen2\.context_length" must be a positive integer, got 0/);
   assert.throws(() => ggufToModel(ggufWith('eos', (md) => { md['tokenizer.ggml.eos_token_id'] = typed('u32', 600); })),
@@ -154,6 +164,31 @@ test('tokenizer: a chat_template that is not a template, or a list without "defa
   const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, added_tokens: [], model: { ...json.model, vocab: {}, merges: [] } }));
   assert.throws(withConfig({}), /tokenizer: .*tok.* has no vocabulary \(its "model\.vocab" holds no tokens\)/);
+  // Ids the tokenizers library would take as they are, for the model to index its embedding with.
+  for (const [vocab, added, message] of [
+    [{ ...json.model.vocab, h: 'seven' }, json.added_tokens, /tokenizer\.json's "model\.vocab" gives the token "h" the id "seven": token ids must be integers ≥ 0/],
+    [{ ...json.model.vocab, zzzz: -3 }, json.added_tokens, /"model\.vocab" gives the token "zzzz" the id -3/],
+    [json.model.vocab, [{ id: 7.5, content: '<x>', special: true }], /"added_tokens"\[0\] gives the token "<x>" the id 7\.5/],
+  ] as const) {
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, added_tokens: added, model: { ...json.model, vocab } }));
+    assert.throws(withConfig({}), message);
+  }
+});
+
+test('llama2.c: a weight that is not finite is refused under run.c\'s name (freq_cis, never read, may hold anything)', () => {
+  const [dim, hidden, layers, heads, kv, vocab, seq] = [8, 16, 1, 2, 2, 4, 4];
+  const floats = vocab * dim + layers * (dim + 4 * dim * dim + dim + 3 * hidden * dim) + dim + seq * (dim / heads);
+  const write = (name: string, at: number, x: number) => {
+    const w = new Float32Array(floats).fill(0.5);
+    w[at] = x;
+    const p = path.join(tmp, name);
+    fs.writeFileSync(p, Buffer.concat([Buffer.from(Int32Array.of(dim, hidden, layers, heads, kv, vocab, seq).buffer), Buffer.from(w.buffer)]));
+    return p;
+  };
+  const wq = vocab * dim + layers * dim; // after token_embedding_table and rms_att_weight
+  assert.throws(() => readLlama2cModel(write('inf.bin', wq + 5, Infinity)), /llama2c: .*inf\.bin: wq holds Infinity at element 5: weights must be finite/);
+  assert.throws(() => readLlama2cModel(write('nan.bin', 3, NaN)), /llama2c: .*nan\.bin: token_embedding_table holds NaN at element 3/);
+  assert.equal(readLlama2cModel(write('freq.bin', floats - 1, NaN)).config.hiddenSize, dim);
 });
 
 test('llama2.c: a checkpoint over 2 GiB is refused by name, before it is read', () => {

@@ -534,6 +534,11 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   await assert.rejects(edited((m) => { m.config.numLayers = 1; }), /edgereason\.json does not match .*model\.onnx: engine: the model config says numLayers 1, but the graph has 2/);
   await assert.rejects(edited((m) => { m.config.vocabSize = V + 64; }), new RegExp(`engine: the model config says vocabSize ${V + 64}, but the graph has ${V}`));
   fs.writeFileSync(manifest, current);
+  // Its tokenizer.json is checked against the model's vocabulary as a source folder's is (not first by a prompt).
+  const tokFile = path.join(out, 'tokenizer.json'), tok = fs.readFileSync(tokFile, 'utf8'), tj = JSON.parse(tok);
+  fs.writeFileSync(tokFile, JSON.stringify({ ...tj, model: { ...tj.model, vocab: { ...tj.model.vocab, zzzz: V + 74 } } }));
+  assert.throws(() => openSource(out), new RegExp(`tokenizer\.json has token ids up to ${V + 74}, but the model's embedding has ${V} rows: the tokenizer belongs to another model`));
+  fs.writeFileSync(tokFile, tok);
   // A setting that contradicts the conversion is refused, not silently ignored.
   await assert.rejects(loadModel(out, { quant: 'fp32' }), /was converted with quant q4, not fp32/);
   // A graph that does not match the weights beside it (an interrupted re-conversion) is refused by size.

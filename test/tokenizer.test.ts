@@ -108,7 +108,9 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}');
   const broken = loadTokenizer(dir);
   assert.deepEqual(broken.encode('Hello'), loadTokenizer(qwenDir).encode('Hello'));
-  assert.throws(() => broken.applyChatTemplate(chat), new RegExp(`tokenizer: the chat template of ${dir} does not parse: `));
+  assert.throws(() => broken.applyChatTemplate(chat), new RegExp(`tokenizer: the chat template of ${dir} \\(chat_template\\.jinja\\) does not parse: `));
+  writeFileSync(path.join(dir, 'chat_template.jinja'), ' \n');
+  assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat), (e: unknown) => e instanceof ChatTemplateError && e.message === `tokenizer: the chat template of ${dir} (chat_template.jinja) is empty`);
   // A template that refuses the conversation (raise_exception) blames the messages; one that fails otherwise, itself.
   writeFileSync(path.join(dir, 'chat_template.jinja'), "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}");
   assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'refused'

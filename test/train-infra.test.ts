@@ -457,6 +457,10 @@ describe('saving models', () => {
     // PEFT's defaults and types: lora_alpha absent is 8; use_rslora must be a boolean.
     assert.equal(parseAdapterConfig({ r: 2, target_modules: ['k_proj'] }, 'x').loraAlpha, 8);
     assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], use_rslora: 'yes' }, 'x'), /adapter: x field "use_rslora" must be true or false, got "yes"/);
+    // An explicit null is no default (PEFT fails on it), and JSON's 1e999 parses as Infinity: B would scale to ±∞.
+    for (const [alpha, shownAs] of [[null, 'null'], [JSON.parse('1e999'), 'Infinity'], ['16', '"16"']] as const) {
+      assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], lora_alpha: alpha }, 'x'), new RegExp(`adapter: x field "lora_alpha" must be a finite number, got ${shownAs}$`));
+    }
     // Integer tensors are not LoRA weights.
     const ints = file('adapter-int');
     fs.mkdirSync(ints);

@@ -474,9 +474,18 @@ function readGguf(path: string): GgufFile {
     }
     const dataStart = Math.ceil(c.pos / alignment) * alignment;
     const tensors = new Map<string, GgufTensorInfo>();
+    // Each tensor's data follows the previous one's, padded to the alignment (llama.cpp refuses other layouts): a
+    // tensor whose offset or type was corrupted would otherwise read another tensor's bytes as its own.
+    let expected: number | undefined = 0, previous: GgufTensorInfo | undefined;
     for (const t of infos) {
       if (tensors.has(t.name)) throw new Error(`${path}: tensor "${t.name}" appears twice`);
       if (Number.isNaN(t.bytes)) throw new Error(`${path}: tensor "${t.name}" (${t.typeName}) has row length ${t.dims[0]}, not a multiple of its block size ${GGML[t.type][1]}`);
+      if (expected !== undefined && t.offset !== expected) {
+        const after = previous ? `right after tensor "${previous.name}" (${previous.typeName} [${previous.shape.join(', ')}], ${previous.bytes} bytes)` : 'at the start of the data';
+        throw new Error(`${path}: tensor "${t.name}" has data offset ${t.offset}, but its data must follow ${after}, padded to ${alignment} bytes: offset ${expected}; the file is corrupt (a wrong offset, type or shape)`);
+      }
+      expected = t.bytes === undefined ? undefined : expected! + Math.ceil(t.bytes / alignment) * alignment; // an unknown type's size is unknown
+      previous = t;
       t.offset += dataStart;
       if (t.bytes !== undefined && t.offset + t.bytes > size)
         throw new Error(`${path}: truncated GGUF: tensor "${t.name}" needs bytes ${t.offset}..${t.offset + t.bytes} but the file has ${size}`);
@@ -649,9 +658,11 @@ export function ggufToModel(path: string): {
   const arch = md['general.architecture'];
   if (!GGUF_ARCHS.includes(arch as ModelConfig['architecture']))
     throw new Error(`${path}: general.architecture ${JSON.stringify(arch)} is not supported (supported: ${GGUF_ARCHS.join(', ')})`);
-  const key = (k: string, fallback?: number): number => {
-    const v = md[`${arch}.${k}`] ?? fallback;
+  const key = (k: string, fallback?: number, float = false): number => {
+    const v = md[`${arch}.${k}`] ?? fallback, type = file.metadataTypes[`${arch}.${k}`];
     if (typeof v !== 'number') throw new Error(`${path}: metadata "${arch}.${k}" is ${v === undefined ? 'missing' : `not a number (${JSON.stringify(v)})`}`);
+    // A float stored under an integer type reads as its bit pattern's value (llama.cpp refuses it too).
+    if (float && type !== undefined && type !== 'f32' && type !== 'f64') throw new Error(`${path}: metadata "${arch}.${k}" is stored as ${type} (${v}); it must be f32`);
     return v;
   };
   const scaling = md[`${arch}.rope.scaling.type`];
@@ -680,8 +691,8 @@ export function ggufToModel(path: string): {
     numHeads,
     numKvHeads: key('attention.head_count_kv', numHeads),
     headDim: key('attention.key_length', hiddenSize / numHeads),
-    rmsNormEps: key('attention.layer_norm_rms_epsilon'),
-    ropeTheta: key('rope.freq_base', 10000),
+    rmsNormEps: key('attention.layer_norm_rms_epsilon', undefined, true),
+    ropeTheta: key('rope.freq_base', 10000, true),
     // Llama 3.x long-context RoPE: llama.cpp's converter stores it only as per-frequency divisors.
     ...(file.has(ROPE_FREQS) ? { ropeFreqFactors: [...file.get(ROPE_FREQS)] } : {}),
     maxPositionEmbeddings: key('context_length'),

@@ -24,6 +24,7 @@ const MODEL_TYPES: Record<string, ModelConfig['architecture']> = { qwen2: 'qwen2
 export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json', generation: Record<string, unknown> = {}): ModelConfig {
   // architectures[0] decides when present (Qwen2ForSequenceClassification is model_type qwen2 but no LM).
   const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined, table = archName === undefined ? MODEL_TYPES : HF_ARCHITECTURES;
+  if (archName !== undefined && typeof archName !== 'string') throw new Error(`${file}: field "architectures" must list class names such as "Qwen2ForCausalLM", got ${shown(raw.architectures)}`);
   const key = archName ?? raw.model_type, arch = typeof key === 'string' && Object.hasOwn(table, key) ? table[key] : undefined;
   if (key === undefined) throw new Error(`${file}: names no architecture (neither "architectures" nor "model_type"); supported: ${[...Object.keys(HF_ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')}`);
   if (!arch)
@@ -118,7 +119,7 @@ function parseRopeScaling(v: unknown, file: string, field: string): Llama3RopeSc
   if (type === 'default' || (type === undefined && field === 'rope_parameters')) return undefined;
   if (type !== 'llama3') throw new Error(`${file}: ${field} type ${JSON.stringify(type)} is not supported (plain RoPE or "llama3"): ${JSON.stringify(v)}`);
   const num = (k: string) => {
-    if (typeof r[k] !== 'number' || !((r[k] as number) > 0)) throw new Error(`${file}: ${field}.${k} must be a positive number, got ${shown(r[k])}`);
+    if (typeof r[k] !== 'number' || !((r[k] as number) > 0) || !Number.isFinite(r[k])) throw new Error(`${file}: ${field}.${k} must be a positive finite number, got ${shown(r[k])}`);
     return r[k] as number;
   };
   const s = { type, factor: num('factor'), lowFreqFactor: num('low_freq_factor'), highFreqFactor: num('high_freq_factor'), originalMaxPositionEmbeddings: num('original_max_position_embeddings') } as const;
@@ -154,6 +155,8 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string): voi
   // A tensor the graph would not use means the checkpoint is something else (biases, extra norms): refuse it
   // rather than compute without it. Cached RoPE frequencies and a tied lm_head saved anyway are harmless.
   const unused = w.names.find((n) => !used.has(n) && !/\.rotary_emb\.inv_freq$/.test(n) && n !== 'lm_head.weight');
+  const layer = unused === undefined ? undefined : /^model\.layers\.(\d+)\./.exec(unused)?.[1];
+  if (layer !== undefined && Number(layer) >= c.numLayers) throw new Error(`${what}: tensor "${unused}" belongs to layer ${layer}, but the config has ${c.numLayers} layer${c.numLayers === 1 ? '' : 's'}: the config and the weights disagree`);
   if (unused !== undefined) throw new Error(`${what}: tensor "${unused}" is not part of the ${c.architecture} graph this runtime builds (an unsupported variant of the architecture?)`);
 }
 

@@ -11,6 +11,7 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } fr
 import path from 'node:path';
 import { checkModelConfig, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import { MemoryWeights } from './weights.ts';
+import { finiteWeights } from './safetensors.ts';
 import { loadTokenizer, type HfTokenizer } from '../tokenizer/hf.ts';
 
 const HEADER_BYTES = 7 * 4;
@@ -99,6 +100,9 @@ export function readLlama2cModel(file: string): { config: ModelConfig; weights: 
   let off = 0;
   const next = (n: number) => f32.subarray(off, (off += n));
   const t = Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, next(n)])) as Record<keyof typeof sizes, Float32Array>;
+  // Refused as the safetensors and GGUF readers refuse them, under run.c's names (freq_cis is not read).
+  const runc: Record<string, string> = { embed: 'token_embedding_table', rmsAtt: 'rms_att_weight', rmsFfn: 'rms_ffn_weight', rmsFinal: 'rms_final_weight' };
+  for (const [k, x] of Object.entries(t)) if (k !== 'freqCis') finiteWeights(x, `llama2c: ${file}: ${runc[k] ?? k}`);
 
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   tensors.set('model.embed_tokens.weight', { shape: [vocab, dim], data: t.embed });

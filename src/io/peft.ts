@@ -90,9 +90,9 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
     throw new Error(`adapter: ${file} sets "init_lora_weights": ${JSON.stringify(init)}: such an adapter applies to a modified copy of the base weights, which edgereason does not rebuild; convert it to a plain LoRA adapter first (PEFT's save_pretrained with path_initial_model_for_weight_conversion)`);
   }
   for (const [field, bad] of unsupported) if (bad) throw new Error(`adapter: ${file} sets "${field}": ${JSON.stringify(raw[field])}, which edgereason does not support (plain or rank-stabilised LoRA on every layer, no bias)`);
-  const r = raw.r, alpha = raw.lora_alpha ?? 8, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8
+  const r = raw.r, alpha = raw.lora_alpha === undefined ? 8 : raw.lora_alpha, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8 (null is no default: PEFT fails on it)
   if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${shown(r)}`);
-  if (typeof alpha !== 'number') throw new Error(`adapter: ${file} field "lora_alpha" must be a number, got ${shown(alpha)}`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new Error(`adapter: ${file} field "lora_alpha" must be a finite number, got ${shown(alpha)}`);
   const given = typeof targets === 'string' ? stringTargets(targets, file, numLayers) : targets;
   if (!Array.isArray(given) || !given.length) throw new Error(`adapter: ${file} field "target_modules" must list projections (${PROJECTIONS.join(', ')})`);
   // PEFT matches a list entry against module names exactly or as a suffix: "self_attn.q_proj" is q_proj in every layer.

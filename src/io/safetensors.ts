@@ -211,7 +211,8 @@ export function checkFinite(tensors: Iterable<readonly [string, { data: ArrayLik
 
 /** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
 export function openSafetensors(path: string): SafetensorsFile {
-  const size = fs.statSync(path).size;
+  const stat = fs.statSync(path), size = stat.size;
+  if (!stat.isFile()) throw new Error(`${path} is ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, not a safetensors file`);
   if (size < 8) throw new Error(`${path}: truncated safetensors file (${size} bytes, need at least 8 for the header length)`);
   const lenBytes = new Uint8Array(8);
   readAt(path, 0, lenBytes);

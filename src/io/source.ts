@@ -142,7 +142,7 @@ function openConverted(dir: string): ModelSource {
       throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`${again()}\` again`);
     }
   }
-  const tokenizer = loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds });
+  const tokenizer = checkVocab(loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds }), m.config, path.join(dir, 'tokenizer.json'));
   return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFolder(dir), manifest: m };
 }
 

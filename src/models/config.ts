@@ -50,6 +50,7 @@ export function checkModelConfig(c: ModelConfig, where: string, name: (field: ke
     if (!Number.isInteger(c[k]) || c[k] <= 0) bad(k, 'a positive integer', c[k]);
   }
   for (const k of ['rmsNormEps', 'ropeTheta'] as const) if (typeof c[k] !== 'number' || !(c[k] > 0) || !Number.isFinite(c[k])) bad(k, 'a positive number', c[k]);
+  if (c.rmsNormEps >= 1) bad('rmsNormEps', 'below 1 (it only guards the division: 1e-6 or 1e-5 in practice)', c.rmsNormEps);
   for (const k of ['tieWordEmbeddings', 'attentionBias'] as const) if (typeof c[k] !== 'boolean') bad(k, 'true or false', c[k]);
   if (c.numHeads % c.numKvHeads) bad('numKvHeads', `a divisor of the number of attention heads (${c.numHeads})`, c.numKvHeads);
   if (c.headDim % 2) bad('headDim', 'even (RoPE turns pairs of dimensions)', c.headDim);
@@ -61,8 +62,8 @@ export function checkModelConfig(c: ModelConfig, where: string, name: (field: ke
     bad('ropeFreqFactors', `${c.headDim / 2} positive numbers`, c.ropeFreqFactors);
   }
   const r = c.ropeScaling;
-  if (r !== undefined && !(r && r.type === 'llama3' && [r.factor, r.lowFreqFactor, r.highFreqFactor, r.originalMaxPositionEmbeddings].every((x) => typeof x === 'number' && x > 0))) {
-    bad('ropeScaling', '{type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings}', r);
+  if (r !== undefined && !(r && r.type === 'llama3' && [r.factor, r.lowFreqFactor, r.highFreqFactor, r.originalMaxPositionEmbeddings].every((x) => typeof x === 'number' && x > 0 && Number.isFinite(x)))) {
+    bad('ropeScaling', '{type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings} (positive, finite)', r);
   }
 }
 

@@ -16,11 +16,11 @@ export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerO
   if (typeof src !== 'string') {
     const name = src.name ?? 'in-memory tokenizer';
     const config = src.tokenizerConfig ?? {};
-    return new HfTokenizer(build(src.tokenizerJson, config, name), { tokenizerJson: src.tokenizerJson, config }, name, src.chatTemplate, opts);
+    return new HfTokenizer(build(src.tokenizerJson, config, name), { tokenizerJson: src.tokenizerJson, config, chatTemplateFile: src.chatTemplateFile }, name, src.chatTemplate, opts);
   }
   const f = readTokenizerFolder(src);
   const config = f.tokenizerConfig ?? {};
-  return new HfTokenizer(build(f.tokenizerJson, config, path.join(src, 'tokenizer.json')), { tokenizerJson: f.tokenizerJson, config }, src, f.chatTemplate, opts);
+  return new HfTokenizer(build(f.tokenizerJson, config, path.join(src, 'tokenizer.json')), { tokenizerJson: f.tokenizerJson, config, chatTemplateFile: f.chatTemplateFile }, src, f.chatTemplate, opts);
 }
 
 /**
@@ -49,8 +49,9 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
   const json = has('chat_template.json') ? readJson(file('chat_template.json')) as { chat_template?: unknown } : undefined;
+  const chatTemplateFile = has('chat_template.jinja') ? 'chat_template.jinja' : 'chat_template.json';
   const chatTemplate = has('chat_template.jinja') ? readFileSync(file('chat_template.jinja'), 'utf8') : pickTemplate(json?.chat_template, file('chat_template.json'));
-  return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}) };
+  return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate, chatTemplateFile } : {}) };
 }
 
 function readJson(file: string): unknown {
@@ -122,9 +123,10 @@ export class HfTokenizer implements TextTokenizer {
   private templateError?: string;
 
   /** `files`: the tokenizer.json and tokenizer_config.json contents `tokenizer` was built from. */
-  constructor(readonly tokenizer: Tokenizer, readonly files: { tokenizerJson: unknown; config: Record<string, unknown> }, readonly name: string,
+  constructor(readonly tokenizer: Tokenizer, readonly files: { tokenizerJson: unknown; config: Record<string, unknown>; chatTemplateFile?: string }, readonly name: string,
     chatTemplate: string | undefined, opts: LoadTokenizerOptions = {}) {
     const config = files.config;
+    checkTokenIds(files.tokenizerJson, name);
     this.vocabSize = 1 + [...tokenizer.get_vocab(true).values()].reduce((a, b) => Math.max(a, b), -1);
     if (!this.vocabSize) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`);
     this.specialIds = new Set([...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
@@ -147,8 +149,11 @@ export class HfTokenizer implements TextTokenizer {
       // raise_exception is how templates refuse a conversation (a system role, alternation): the caller's messages are
       // at fault, where any other failure is the template's. The interpreter's own raise_exception throws a plain
       // Error like every other failure, so calls to it go to ours (a global cannot be redefined).
-      try { this.template = new Template(this.templateSource.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`)); } catch (e) {
-        this.templateError = `tokenizer: the chat template of ${name} does not parse: ${(e as Error).message}`;
+      // Where it came from, for the messages: chat_template.jinja / .json, or tokenizer_config.json.
+      const from = chatTemplate === undefined ? ' (tokenizer_config.json)' : files.chatTemplateFile ? ` (${files.chatTemplateFile})` : '';
+      if (!this.templateSource.trim()) this.templateError = `tokenizer: the chat template of ${name}${from} is empty`;
+      else try { this.template = new Template(this.templateSource.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`)); } catch (e) {
+        this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${(e as Error).message}`;
       }
     }
   }
@@ -195,4 +200,20 @@ const RAISE = '__edgereason_raise_exception';
 /** A chat template that refused the messages (raise_exception), or that is broken (does not parse or render). */
 export class ChatTemplateError extends Error {
   constructor(message: string, readonly kind: 'refused' | 'broken') { super(message); }
+}
+
+/**
+ * The ids of tokenizer.json's "model.vocab" (a token → id map: BPE, WordPiece, WordLevel) and "added_tokens": the
+ * tokenizers library takes a string or negative id as it is, and the model would then index its embedding with it.
+ */
+function checkTokenIds(json: unknown, name: string): void {
+  const j = json as { model?: { vocab?: unknown }; added_tokens?: unknown } | null;
+  const vocab = j?.model?.vocab, added = Array.isArray(j?.added_tokens) ? j!.added_tokens as { id?: unknown; content?: unknown }[] : [];
+  const entries: [string, unknown, string][] = [
+    ...(vocab && typeof vocab === 'object' && !Array.isArray(vocab) ? Object.entries(vocab).map(([t, id]): [string, unknown, string] => [t, id, '"model.vocab"']) : []),
+    ...added.map((t, i): [string, unknown, string] => [String(t?.content), t?.id, `"added_tokens"[${i}]`]),
+  ];
+  for (const [token, id, where] of entries) {
+    if (!Number.isInteger(id) || (id as number) < 0) throw new Error(`tokenizer: ${name}: tokenizer.json's ${where} gives the token ${JSON.stringify(token)} the id ${shown(id)}: token ids must be integers ≥ 0`);
+  }
 }
