@@ -24,7 +24,7 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines named by file and line', () => {
   const gsm = sharedPath('data/gsm8k/test.jsonl'), first = JSON.parse(fs.readFileSync(gsm, 'utf8').split('\n')[0]);
   const [c] = datasetCases('gsm8k', gsm, 1);
-  assert.throws(() => datasetCases('math500', path.join(tmp, 'none.jsonl'), 1), { message: `eval: ${path.join(tmp, 'none.jsonl')} not found (math500's test set is data/math500/test.jsonl in the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)` });
+  assert.throws(() => datasetCases('math500', path.join(tmp, 'none.jsonl'), 1), { message: `eval: ${path.join(tmp, 'none.jsonl')} not found (math500's files are in data/math500/ of the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)` });
   assert.equal(c.question, first.question);
   assert.equal(c.gold, String(first.answer).split('####').pop()!.trim());
   assert.equal(c.id, 'test.jsonl:1');
@@ -50,6 +50,18 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n${JSON.stringify({ question: 'q2' })}\n`);
   assert.throws(() => datasetCases('gsm8k', bad, 10), new RegExp(`eval: ${bad}:2: field "answer" is missing \\(a gsm8k line needs question, answer\\)`));
   assert.throws(() => datasetCases('gsm8k', path.join(tmp, 'none.jsonl'), 1), /none\.jsonl not found/);
+  assert.throws(() => datasetCases('gsm8k', path.join(tmp, 'none.jsonl'), 1, 'train-router'), /^Error: train-router: .*none\.jsonl not found \(gsm8k's files are in data\/gsm8k\//);
+  // Values that would be evaluated as nonsense: refused by file, line and field.
+  for (const [row, message] of [
+    [{ question: 'q', answer: { x: 4 } }, 'field "answer" must be a non-empty string or a number, got {"x":4}'],
+    [{ question: 'q', answer: 'The answer is four' }, 'field "answer" must be a solution ending in "#### <answer>" (GSM8K\'s form), got "The answer is four"'],
+    [{ question: ' ', answer: '#### 4' }, 'field "question" must be a non-empty string, got " "'],
+  ] as const) {
+    fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n${JSON.stringify(row)}\n`);
+    assert.throws(() => datasetCases('gsm8k', bad, 10), { message: `eval: ${bad}:2: ${message}` });
+  }
+  fs.writeFileSync(bad, `${JSON.stringify({ Body: 'b', Question: 'q', Answer: [3] })}\n`);
+  assert.throws(() => datasetCases('svamp', bad, 10), { message: `eval: ${bad}:1: field "Answer" must be a non-empty string or a number, got [3]` });
   // A byte-order mark and Windows line ends are read through; a SVAMP body without its final period gets one.
   fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ Body: 'Tom has 3 apples', Question: 'How many? ', Answer: 3 })}\r\n${JSON.stringify({ Body: 'Ann ran. ', Question: 'Far?', Answer: 1 })}\r\n`);
   assert.deepEqual(datasetCases('svamp', bad, 10).map((x) => x.question), ['Tom has 3 apples. How many?', 'Ann ran. Far?']);
@@ -96,6 +108,11 @@ test('runEval on the embedded model: batched cases get the same answers as one b
     }
     // Each record holds the gold answer and what the grader read.
     one.cases.forEach((c, i) => assert.deepEqual([c.gold, c.correct ? String(c.extracted) === String(c.gold) || c.category === 'chat' : true], [cases[i].gold, true]));
+    // A question too long for the context is named before any case is answered (not as "prompt 0" of its batch).
+    let answered = 0;
+    const long = { ...cases[0], id: 'test.jsonl:21', question: 'seven '.repeat(1100) };
+    await assert.rejects(runEval(model, [...cases, long], { maxTokens: 4, onCase: () => { answered++; } }), /^Error: eval: case test\.jsonl:21 has \d+ tokens with the chat template, which leaves no room to answer in the model's context of 1024 tokens$/);
+    assert.equal(answered, 0);
   } finally {
     await model.close();
   }
@@ -169,6 +186,7 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
       [() => answer(model, 'hi', { samples: NaN }), /^Error: answer: samples must be a positive integer, got NaN$/],
       [() => answer(model, 'hi', { temperature: -1, reasoning: 'on' }), /^Error: answer: temperature must be a finite number ≥ 0 \(0 = greedy\), got -1$/],
       [() => answer(model, ' '), /^Error: answer: the question is empty$/],
+      [() => syntheticCases('test', 1e8), /^Error: eval: limit 100000000 is more synthetic questions than an evaluation takes \(at most 100000\); ask for fewer$/],
       [() => answer(model, [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: '\n' }]), /^Error: answer: the question is empty \(the last message, from the user\)$/],
       [() => answer(model, 'hi', [] as never), /^Error: answer: options must be an object, got a list$/],
       [() => runEval(model, cases, { batch: 0 }), /^Error: eval: batch must be an integer ≥ 1, got 0$/], // it used to loop forever

@@ -184,6 +184,9 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
   fs.writeFileSync(data, '{"messages": "nope"}\n');
   assert.throws(() => exportTrl({ out, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl:1: "messages" must be a non-empty list/);
   assert.throws(() => exportTrl({ out, baseModel: 'x', tokenizer: DEFAULT_DIR, budgets: [0] }), /budgets must be positive integers/);
+  for (const [o, re] of [[{ lr: 0 }, /export-trl: lr must be a number above 0, got 0/], [{ rlLr: -1e-4 }, /export-trl: rlLr must be a number above 0, got -0\.0001/], [{ alpha: 0 }, /export-trl: alpha must be a number above 0, got 0/]] as const) {
+    assert.throws(() => exportTrl({ out, baseModel: 'x', tokenizer: DEFAULT_DIR, ...o }), re);
+  }
 });
 
 /** PEFT's documented configuration fields (PeftConfig + LoraConfig, peft 0.17–0.20). */

@@ -85,8 +85,11 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     assert.ok(rolls.some((r) => r.trained.length === r.generated.length + 1 && eos.has(r.trained.at(-1)!)), 'a chat reply ends on its stop token, trained');
     // A prompt that leaves less room than the smallest budget is refused before any step, by its line.
     const long = { question: 'word '.repeat(1000), gold: 1, line: 7 };
-    await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, long], { out: path.join(out, 'long'), budgets: [32, 64], steps: 1, quiet: true }),
-      /train-rl: 1 prompt leaves less room than the smallest budget \(32 tokens\) in the model's context of 1024 tokens, e\.g\. line 7 \(\d+ tokens with the chat template, the invocation and the budget line\): shorten or leave them out/);
+    await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, long], { out: path.join(out, 'long'), budgets: [32, 64], steps: 1, quiet: true, promptsFile: 'p.jsonl' }),
+      /train-rl: 1 prompt leaves less room than the smallest budget \(32 tokens\) in the model's context of 1024 tokens, e\.g\. p\.jsonl:7 \(\d+ tokens with the chat template, the invocation and the budget line\): shorten or leave them out/);
+    // A budget no prompt fits beside is the budget's fault, not the prompts'.
+    await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, chat, { out: path.join(out, 'long'), budgets: [5000], steps: 1, quiet: true }),
+      /^Error: train-rl: no prompt fits: the shortest \(\d+ tokens with the chat template, the invocation and the budget line\) and the smallest budget \(5000 thinking tokens\) exceed the model's context of 1024 tokens; give smaller --budgets, or shorter prompts$/);
     assert.ok(!fs.existsSync(path.join(out, 'long')));
     await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [long], { out: path.join(out, 'long'), budgets: [32], unbudgetedShare: 1, steps: 1, quiet: true }),
       /\(\d+ tokens with the chat template and the invocation\)/, 'no budget line is fed when every prompt goes without one');

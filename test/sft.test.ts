@@ -13,7 +13,7 @@ import { evalLoss, trainSft } from '../src/train/sft.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { batches, type Example } from '../src/train/data.ts';
 import { checkDiverged, lrAt } from '../src/train/optim.ts';
-import { dataIdentity, modelIdentity, saveCheckpoint } from '../src/train/checkpoint.ts';
+import { dataIdentity, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, saveCheckpoint } from '../src/train/checkpoint.ts';
 import { trainRl, type RlOptions } from '../src/train/rl.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import type { Backend } from '../src/runtime/backend.ts';
@@ -188,25 +188,38 @@ test('the run spans the sum of every epoch\'s micro-batches: all are trained and
 
 test('a resume with other options is refused, naming the option and both values; an older checkpoint without them resumes', async () => {
   const out = path.join(tmp, 'resume-opts'), dir = path.join(out, 'checkpoint'), opts = { ...base, epochs: 2, checkpointEvery: 2, out };
+  // An eval set that is the training data is no held-out set: refused before anything runs.
+  await assert.rejects(trainSft(model.config, weights, train, train.slice(), opts), /^Error: train-sft: the eval set holds the same examples as the training data \(--eval is the --data file\?\)/);
+  assert.equal(fs.existsSync(out), false);
   await trainSft(model.config, weights, train, [], { ...opts, maxSteps: 2 });
   const saved = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8'));
   assert.deepEqual(saved.options, {
     command: 'train-sft', '--full': false, '--seed': 0, '--batch-tokens': 256, '--accum': 1, '--max-len': 256, '--epochs': 2, '--lr': 0.005, '--lora-r': 8, '--lora-alpha': 16, '--targets': 'q,k,v,o,gate,up,down', '--alora-invocation': 'none',
     examples: 64, warmupSteps: 1, minLrRatio: 0.1, weightDecay: 0, clip: 1,
-    'the --model (a hash of its config and weights)': modelIdentity(model.config, weights), 'the --data (a hash of its token ids)': dataIdentity(train),
-    'the --eval (a hash of its token ids)': dataIdentity([]),
+    'the --model (a hash of its config and weights)': modelIdentity(model.config, weights), [MODEL_TENSORS]: modelTensorsIdentity(weights),
+    'the --data (a hash of its token ids)': dataIdentity(train), 'the --eval (a hash of its token ids)': dataIdentity([]),
   });
   // Another base model of the same shape (Qwen2.5-0.5B for -Instruct), or other data: refused by name.
   const twin = makeRandomQwen2({ dir: path.join(tmp, 'twin'), seed: 9, gguf: false, config: { numLayers: 2, vocabSize: 512 } });
   await assert.rejects(trainSft(model.config, new MemoryWeights(twin.weights), train, [], { ...opts, resume: true }), /was trained with the --model \(a hash of its config and weights\) [0-9a-f]{12}, this run has the --model \(a hash of its config and weights\) [0-9a-f]{12} /);
+  // The same model with one tensor past modelIdentity's two changed (a fine-tune with its first layer frozen).
+  const tuned = new Map(weights.names.map((n) => [n, { shape: weights.shape(n), data: weights.get(n).slice() }]));
+  tuned.get('model.layers.1.mlp.down_proj.weight')!.data.fill(0);
+  await assert.rejects(trainSft(model.config, new MemoryWeights(tuned), train, [], { ...opts, resume: true }), /was trained with the --model \(a sample of every tensor\) [0-9a-f]{12}, this run has the --model \(a sample of every tensor\) [0-9a-f]{12} /);
+  // An older checkpoint, written before the sample was recorded, still resumes on its model.
+  const older = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8'));
+  delete older.options[MODEL_TENSORS];
+  fs.writeFileSync(path.join(dir, 'checkpoint.json'), JSON.stringify(older));
+  assert.equal((await trainSft(model.config, weights, train, [], { ...opts, resume: true, maxSteps: 3 })).steps, 3);
   await assert.rejects(trainSft(model.config, weights, toy(64, 7), [], { ...opts, resume: true }), /was trained with the --data \(a hash of its token ids\) [0-9a-f]{12}, this run has/);
   await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, lr: 0.002, resume: true }),
     { message: `resume: ${dir} was trained with --lr 0.005, this run has --lr 0.002 (resume with the same options, or start a new --out)` });
   await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, seed: 1, resume: true }), /was trained with --seed 0, this run has --seed 1 /);
   await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, maxLen: 64, resume: true }), /was trained with --max-len 256, this run has --max-len 64 /);
   await assert.rejects(trainSft(model.config, weights, train, [], { ...opts, epochs: 3, resume: true }), /was trained with --epochs 2, this run has --epochs 3 /);
-  delete saved.options;
-  fs.writeFileSync(path.join(dir, 'checkpoint.json'), JSON.stringify(saved));
+  const optionless = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8'));
+  delete optionless.options;
+  fs.writeFileSync(path.join(dir, 'checkpoint.json'), JSON.stringify(optionless));
   const r = await trainSft(model.config, weights, train, [], { ...opts, lr: 0.002, resume: true });
   assert.equal(r.losses.length, r.total);
 });

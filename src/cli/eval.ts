@@ -45,6 +45,8 @@ export function evalCommand(program: Command): void {
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const runs: { name: string; report: EvalReport }[] = [];
       const progress = stageProgress('eval', 'questions', `nothing was written to ${o.out}`);
+      let closed = false;
+      const close = async () => { if (!closed) { closed = true; await model.close(); } };
       try {
         for (const reasoning of reasons ? [false, true] : [false]) {
           const name = o.nativeThinking ? (reasoning ? 'thinking' : 'no thinking') : reasoning ? 'base + reasoning adapter' : 'base';
@@ -57,11 +59,13 @@ export function evalCommand(program: Command): void {
           const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, questions: cases.length, ...(o.quant ? { quant: o.quant } : {}) };
           runs.push({ name, report: { ...report, options: { ...what, ...report.options } } });
         }
+        // Ctrl-C stays handled until the report is written (its progress bar says "nothing was written" until then).
+        await close();
+        await writeReport(o.out, runs);
       } finally {
         progress.stop();
-        await model.close();
+        await close();
       }
-      await writeReport(o.out, runs);
       console.log(markdownTable(runs));
       console.log(`wrote ${files.json}, ${files.md} and ${files.svg}`);
     });

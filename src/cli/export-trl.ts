@@ -25,7 +25,8 @@ import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { checkGolds, rlPrompts } from './train-rl.ts';
 import { parseTargets } from './train-sft.ts';
-import { budgetsOption, floatArg, intArg } from './main.ts';
+import { budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
+import { shown } from '../show.ts';
 import { checkOutDir, expandPath } from './outputs.ts';
 
 export interface ExportTrlOptions {
@@ -104,6 +105,10 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const invocation = o.invocation ?? INVOCATION, budgets = o.budgets ?? [...DEFAULT_BUDGETS];
   if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`export-trl: budgets must be positive integers, got ${budgets}`);
   if (!invocation) throw new Error('export-trl: the invocation is empty');
+  // The numbers the CLI's flags check, checked for API callers too: a zero rate or alpha trains nothing.
+  for (const [k, v] of [['lr', o.lr], ['rlLr', o.rlLr], ['alpha', alpha]] as const) {
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new Error(`export-trl: ${k} must be a number above 0, got ${shown(v)}`);
+  }
   const base = resolveBaseModel(o.baseModel);
   // The invocation's ids only from the tokenizer the job trains with (given, or the local base model's): another
   // one's ids (models/default's for a Qwen base) would be wrong, so without it they are left to train_sft.py.
@@ -326,16 +331,16 @@ export function exportTrlCommand(program: Command): void {
     .option('--examples <n>', 'synthetic SFT conversations (the default recipe trains on 24000)', intArg('--examples', 1), 24000)
     .option('--rl-prompts <n>', 'synthetic GRPO prompts', intArg('--rl-prompts', 1), 4000)
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 1), 16)
-    .option('--lora-alpha <a>', 'LoRA alpha (default: 2 × --lora-r, as train-sft)', floatArg('--lora-alpha', 0))
+    .option('--lora-alpha <a>', 'LoRA alpha (default: 2 × --lora-r, as train-sft)', positiveArg('--lora-alpha'))
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
     .option('--alora-invocation <text>', 'activated-LoRA invocation', INVOCATION)
-    .option('--lr <lr>', 'SFT learning rate', floatArg('--lr', 0), 2e-3)
+    .option('--lr <lr>', 'SFT learning rate', positiveArg('--lr'), 2e-3)
     .option('--epochs <n>', 'SFT epochs', intArg('--epochs', 1), 2)
     .addOption(budgetsOption('GRPO thinking budget buckets'))
     .option('--group <n>', 'GRPO completions per prompt', intArg('--group', 2), 8)
     .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'GRPO KL weight', floatArg('--beta', 0), 0)
-    .option('--rl-lr <lr>', 'GRPO learning rate', floatArg('--rl-lr', 0), 1e-4)
+    .option('--rl-lr <lr>', 'GRPO learning rate', positiveArg('--rl-lr'), 1e-4)
     .option('--rl-steps <n>', 'GRPO steps (train-rl\'s default)', intArg('--rl-steps', 1), 160)
     .option('--unbudgeted-share <x>', 'share of GRPO prompts without a budget line, held to the smallest budget', floatArg('--unbudgeted-share', 0, 1), 0.25)
     .option('--seed <s>', 'seed', intArg('--seed'), 0)

@@ -83,7 +83,7 @@ export function trainRlCommand(program: Command): void {
           prompts, {
             out: o.out, task: grader, budgets, unbudgetedShare: o.unbudgetedShare, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
             beta: o.beta, lr: o.lr, temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
-            baseModel: src.path, handleSignals: true,
+            baseModel: src.path, handleSignals: true, ...(o.task !== 'synthetic' ? { promptsFile: o.task } : {}),
           });
         const stale = before ? removeStale(o.out, before) : [];
         if (stale.length) process.stderr.write(`train-rl: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);

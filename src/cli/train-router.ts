@@ -14,14 +14,14 @@ import { StagedProgress } from '../train/progress.ts';
 /** An AUC for the console: n/a when the labels hold one class only (it is undefined then). */
 export const aucText = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a (one class only)');
 
-export function labelItems(task: string, train: number, val: number, seed = 0): { train: LabelItem[]; val: LabelItem[] } {
+export function labelItems(task: string, train: number, val: number, seed = 0, command = 'train-router'): { train: LabelItem[]; val: LabelItem[] } {
   if (task === 'synthetic') {
     const s = makeSplits({ train, val, test: 0, seed });
     const item = (it: (typeof s.train)[number]): LabelItem => ({ question: it.question, gold: it.answer, task: 'synthetic', category: it.kind === 'chat' ? 'chat' : it.difficulty });
     return { train: s.train.map(item), val: s.val.map(item) };
   }
   if (task === 'gsm8k') {
-    const all = datasetCases('gsm8k', path.join(sharedDir(), 'data/gsm8k/train.jsonl'), train + val);
+    const all = datasetCases('gsm8k', path.join(sharedDir(), 'data/gsm8k/train.jsonl'), train + val, command);
     if (all.length < train + val) throw new Error(`gsm8k train file has ${all.length} questions, fewer than --limit + --val = ${train + val}`);
     return { train: all.slice(0, train), val: all.slice(train) };
   }

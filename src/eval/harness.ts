@@ -73,12 +73,16 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
   const rt = reasoning ? reasoningTokens(model, invocationText) : undefined;
   const invocation = rt?.invocation ?? [], empty = native && !reasoning ? tok.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
+  // Every prompt is built (and checked against the context) before the first is answered: a question too long for
+  // the model is named by its id (file:line) instead of failing as "prompt 0" of a batch, minutes in.
+  const ctx = model.config.maxPositionEmbeddings;
+  const allPrompts = cases.map((c) => {
+    const ids = model.encode([{ role: 'user', content: c.question }]), p = { ids: [...ids, ...invocation, ...(endsWithRun(ids, empty) ? [] : empty)], from: ids.length };
+    if (p.ids.length >= ctx) throw new Error(`eval: case ${c.id} has ${p.ids.length} tokens with the chat template${invocation.length || empty.length ? ' and the thinking tags' : ''}, which leaves no room to answer in the model's context of ${ctx} tokens`);
+    return p;
+  });
   for (let i = 0; i < cases.length; i += batch) {
-    const group = cases.slice(i, i + batch);
-    const prompts = group.map((c) => {
-      const ids = model.encode([{ role: 'user', content: c.question }]);
-      return { ids: [...ids, ...invocation, ...(endsWithRun(ids, empty) ? [] : empty)], from: ids.length };
-    });
+    const group = cases.slice(i, i + batch), prompts = allPrompts.slice(i, i + batch);
     // A given seed makes the run reproducible, case j drawing with seed + j.
     const opts = prompts.map((p, k): GenerateOptions => ({
       ...gen,
@@ -122,9 +126,14 @@ export function summarize(rs: CaseResult[]): Summary {
 }
 
 /** The synthetic test split (or val) as eval cases, categorised easy / medium / hard / chat. */
+/** The most synthetic questions one evaluation generates (100,000: over an hour of answers on 2 cores). */
+export const SYNTHETIC_LIMIT = 100_000;
+
 export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, mix?: Mix): EvalCase[] {
   if (split !== 'test' && split !== 'val') throw new Error(`eval: the synthetic split must be "test" or "val", got ${shown(split)}`);
   if (!(Number.isInteger(limit) && limit >= 1)) throw new Error(`eval: limit must be an integer ≥ 1, got ${shown(limit)}`);
+  // Items are generated (and kept distinct) before the first is asked: 10^8 of them filled memory for minutes, silently.
+  if (limit > SYNTHETIC_LIMIT) throw new Error(`eval: limit ${limit} is more synthetic questions than an evaluation takes (at most ${SYNTHETIC_LIMIT}); ask for fewer`);
   if (!Number.isSafeInteger(seed)) throw new Error(`eval: seed must be an integer within ±(2^53 − 1), got ${shown(seed)}`);
   const s = makeSplits({ train: 0, val: split === 'val' ? limit : 0, test: split === 'test' ? limit : 0, seed, mix });
   return s[split].map((it: Item) => ({
@@ -142,18 +151,27 @@ export const DATASETS: Record<Exclude<Task, 'synthetic'>, { test: string; fields
 /** Competition answers are graded from a \\boxed{} (MATH's solutions box theirs): the prompt asks for one, as MATH evaluations do. */
 export const BOX_INSTRUCTION = 'Put your final answer within \\boxed{}.';
 
-/** GSM8K / MATH-500 / SVAMP / ASDiv / AIME 2024 / AMC 2023 test files from ../shared/data. */
-export function datasetCases(task: Task, file: string, limit: number): EvalCase[] {
-  if (task === 'synthetic') throw new Error('eval: the synthetic task is generated (syntheticCases), not read from a file');
-  if (!Object.hasOwn(DATASETS, task)) throw new Error(`eval: task must be one of ${Object.keys(DATASETS).join(', ')}, got ${shown(task)}`);
-  if (!(Number.isInteger(limit) && limit >= 1) && limit !== Infinity) throw new Error(`eval: limit must be an integer ≥ 1, got ${shown(limit)}`);
-  if (!fs.existsSync(file)) throw new Error(`eval: ${file} not found (${task}'s test set is data/${DATASETS[task].test} in the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)`);
+/**
+ * GSM8K / MATH-500 / SVAMP / ASDiv / AIME 2024 / AMC 2023 files from ../shared/data (their test files; GSM8K's train
+ * file for train-router and train-verifier, named by `command` in messages).
+ */
+export function datasetCases(task: Task, file: string, limit: number, command = 'eval'): EvalCase[] {
+  if (task === 'synthetic') throw new Error(`${command}: the synthetic task is generated (syntheticCases), not read from a file`);
+  if (!Object.hasOwn(DATASETS, task)) throw new Error(`${command}: task must be one of ${Object.keys(DATASETS).join(', ')}, got ${shown(task)}`);
+  if (!(Number.isInteger(limit) && limit >= 1) && limit !== Infinity) throw new Error(`${command}: limit must be an integer ≥ 1, got ${shown(limit)}`);
+  if (!fs.existsSync(file)) throw new Error(`${command}: ${file} not found (${task}'s files are in data/${path.dirname(DATASETS[task].test)}/ of the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)`);
   const lines = readJsonlLines(file, 'dataset', limit), fields = DATASETS[task].fields;
   return lines.map(({ line: n, value }) => {
     const where = `${path.basename(file)}:${n}`, r = value as Record<string, unknown>;
     const missing = fields.find((k) => r?.[k] === undefined || r[k] === null);
-    if (missing) throw new Error(`eval: ${file}:${n}: field "${missing}" is missing (a ${task} line needs ${fields.join(', ')})`);
-    const gold = r[fields.at(-1)!] as string | number;
+    if (missing) throw new Error(`${command}: ${file}:${n}: field "${missing}" is missing (a ${task} line needs ${fields.join(', ')})`);
+    // Text fields are non-empty strings; the answer a string or a number (an object would grade as "[object Object]",
+    // and a GSM8K answer without its "#### n" line could never be matched).
+    const bad = (k: string, want: string) => new Error(`${command}: ${file}:${n}: field "${k}" must be ${want}, got ${shown(r[k])}`);
+    for (const k of fields.slice(0, -1)) if (typeof r[k] !== 'string' || !(r[k] as string).trim()) throw bad(k, 'a non-empty string');
+    const answerKey = fields.at(-1)!, gold = r[answerKey] as string | number;
+    if (!(typeof gold === 'number' && Number.isFinite(gold)) && !(typeof gold === 'string' && gold.trim())) throw bad(answerKey, 'a non-empty string or a number');
+    if (task === 'gsm8k' && !String(gold).includes('####')) throw bad(answerKey, 'a solution ending in "#### <answer>" (GSM8K\'s form)');
     // Body and question joined as Qwen2.5-Math's evaluation joins them: a SVAMP body gets its missing final period;
     // an ASDiv body is kept as it ends (a third end in "," with the question going on in lower case), and a Yes/No
     // item says so.

@@ -56,8 +56,11 @@ export async function writeReport(out: string, runs: { name: string; report: Eva
   fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
   const files = reportFiles(out);
   const write = (f: string, text: string) => atomicWrite(f, (fd) => writeAll(fd, Buffer.from(text)));
+  const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));
+  const svg = await barChart({ title: PLOT_TITLE, y: 'accuracy (%)', bars, domain: [0, 100] });
+  // The three files in one synchronous step: a Ctrl-C (handled, as eval handles it) waits for all of them, so an
+  // interrupted rerun never leaves a new table beside an old plot.
   write(files.json, JSON.stringify(runs.length === 1 ? runs[0].report : Object.fromEntries(runs.map((r) => [r.name, r.report])), null, 1) + '\n');
   write(files.md, markdownTable(runs));
-  const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));
-  writeSvg(files.svg, await barChart({ title: PLOT_TITLE, y: 'accuracy (%)', bars, domain: [0, 100] }));
+  writeSvg(files.svg, svg);
 }

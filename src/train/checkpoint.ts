@@ -146,6 +146,23 @@ export function modelIdentity(config: ModelConfig, weights: WeightSource): strin
 }
 
 /**
+ * A short hash of every tensor's name, shape and 256 evenly spaced values (of its stored bytes where the source
+ * keeps them encoded): base models of one shape that differ only past modelIdentity's two tensors (a fine-tune with
+ * its first layer frozen, a partial merge) tell apart. Each tensor is read once, as training reads it anyway.
+ */
+export const MODEL_TENSORS = 'the --model (a sample of every tensor)'; // its RunOptions key (recorded since a later version)
+export function modelTensorsIdentity(weights: WeightSource): string {
+  const h = crypto.createHash('sha256');
+  for (const n of [...weights.names].sort()) {
+    const stored = weights.encoded?.(n)?.bytes, x = stored ?? weights.get(n), k = Math.min(256, x.length);
+    const sample = stored ? new Uint8Array(k) : new Float32Array(k);
+    for (let i = 0; i < k; i++) sample[i] = x[Math.floor((i * x.length) / k)];
+    h.update(`${n} ${weights.shape(n).join('x')}`).update(new Uint8Array(sample.buffer));
+  }
+  return h.digest('hex').slice(0, 12);
+}
+
+/**
  * A short hash of an adapter's A and B weights: train-rl refuses a resume from another adapter, and a router or
  * verifier records the adapter it was trained with.
  */

@@ -20,7 +20,7 @@ import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, resume, adapterIdentity, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 
@@ -57,6 +57,8 @@ export interface RlOptions {
    * starting adapter's adapter_config.json records.
    */
   baseModel?: string;
+  /** The file the prompts were read from (their `line`s are its lines), for messages. */
+  promptsFile?: string;
   threads?: number;
   quiet?: boolean;
   /** On SIGINT/SIGTERM: stop the progress bar, say which step the last checkpoint holds, exit 130 (the CLI's). */
@@ -112,7 +114,7 @@ export async function trainRl(
   const invocation = start.config.aloraInvocationTokens;
   if (!invocation) throw new Error(`train-rl: ${adapterDir} is a plain LoRA adapter (its adapter_config.json has no alora_invocation_tokens); budget forcing trains an activated one, which acts from "<think>" on: train the SFT adapter with --alora-invocation "<think>"`);
   const end = tok.encode(THINK_CLOSE, { addSpecialTokens: false });
-  checkPromptRoom(tok, prompts, invocation, (o.unbudgetedShare ?? 0.25) < 1 ? o.budgets : [], Math.min(...o.budgets), config.maxPositionEmbeddings);
+  checkPromptRoom(tok, prompts, invocation, (o.unbudgetedShare ?? 0.25) < 1 ? o.budgets : [], Math.min(...o.budgets), config.maxPositionEmbeddings, o.promptsFile);
   const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0;
   const scale = loraScale(start.config), unscaled = (b: Float32Array) => b.map((x) => x / scale);
   const params: Params = new Map();
@@ -128,12 +130,13 @@ export async function trainRl(
     '--lambda': lambda, '--beta': o.beta ?? 0, '--lr': o.lr ?? 1e-4, '--temperature': temperature, '--max-tokens': maxTokens, '--grader': task,
     clipEps: o.clipEps ?? 0.2, prompts: prompts.length, 'the --adapter\'s r': rank, 'the --adapter\'s targets': targets.join(','),
     'the --adapter\'s lora_alpha': alpha, 'the --adapter\'s use_rslora': !!rslora,
-    'the --model (a hash of its config and weights)': modelIdentity(config, model.weights), 'the prompts (a hash)': dataIdentity(prompts),
+    'the --model (a hash of its config and weights)': modelIdentity(config, model.weights), [MODEL_TENSORS]: modelTensorsIdentity(model.weights),
+    'the prompts (a hash)': dataIdentity(prompts),
     // the policy starts from it, and with --beta it stays the reference
     'the --adapter (a hash of its weights)': adapterIdentity(start.tensors),
   };
   const later = ['the --adapter\'s r', 'the --adapter\'s targets', 'the --adapter\'s lora_alpha', 'the --adapter\'s use_rslora', // recorded since a later version
-    'the --model (a hash of its config and weights)', 'the prompts (a hash)', 'the --adapter (a hash of its weights)'];
+    'the --model (a hash of its config and weights)', 'the prompts (a hash)', 'the --adapter (a hash of its weights)', MODEL_TENSORS];
   let step = 0, checkpoint: number | undefined;
   if (o.resume) {
     if (!fs.existsSync(path.join(ckpt, 'checkpoint.json'))) throw new Error(`train-rl: --resume given but ${ckpt} holds no checkpoint`);
@@ -237,14 +240,16 @@ export const chatIds = (tok: TextTokenizer, question: string) =>
  * for the smallest budget's thinking: a longer one could never be answered within it (and one past the context
  * would stop the run when drawn).
  */
-function checkPromptRoom(tok: TextTokenizer, prompts: RlPrompt[], invocation: number[], lines: number[], least: number, ctx: number): void {
+function checkPromptRoom(tok: TextTokenizer, prompts: RlPrompt[], invocation: number[], lines: number[], least: number, ctx: number, file?: string): void {
   const control = Math.max(0, ...lines.map((b) => budgetControl(tok, b).length)); // the longest budget line fed
-  const tooLong = prompts.map((p, i) => ({ p, i, n: chatIds(tok, p.question).length + invocation.length + control }))
-    .filter((x) => x.n + least > ctx);
-  if (tooLong.length) {
-    const { p, i, n } = tooLong[0];
-    throw new Error(`train-rl: ${tooLong.length} prompt${tooLong.length > 1 ? 's' : ''} leave${tooLong.length > 1 ? '' : 's'} less room than the smallest budget (${least} tokens) in the model's context of ${ctx} tokens, e.g. ${p.line !== undefined ? `line ${p.line}` : `prompt ${i}`} (${n} tokens with the chat template${control ? ', the invocation and the budget line' : ' and the invocation'}): shorten or leave them out`);
-  }
+  const sized = prompts.map((p, i) => ({ p, i, n: chatIds(tok, p.question).length + invocation.length + control }));
+  const tooLong = sized.filter((x) => x.n + least > ctx), fed = control ? ', the invocation and the budget line' : ' and the invocation';
+  if (!tooLong.length) return;
+  // When no prompt fits, the budget may be what is too large (a 50-token prompt beside a 5,000-token budget).
+  const shortest = sized.reduce((a, b) => (b.n < a.n ? b : a));
+  if (tooLong.length === prompts.length) throw new Error(`train-rl: no prompt fits: the shortest (${shortest.n} tokens with the chat template${fed}) and the smallest budget (${least} thinking tokens) exceed the model's context of ${ctx} tokens; give smaller --budgets, or shorter prompts`);
+  const { p, i, n } = tooLong[0], at = p.line !== undefined ? `${file ?? 'the prompts file'}:${p.line}` : `prompt ${i}`;
+  throw new Error(`train-rl: ${tooLong.length} prompt${tooLong.length > 1 ? 's' : ''} leave${tooLong.length > 1 ? '' : 's'} less room than the smallest budget (${least} tokens) in the model's context of ${ctx} tokens, e.g. ${at} (${n} tokens with the chat template${fed}): shorten or leave them out`);
 }
 
 /**
