@@ -54,7 +54,7 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   // Values that would be evaluated as nonsense: refused by file, line and field.
   for (const [row, message] of [
     [{ question: 'q', answer: { x: 4 } }, 'field "answer" must be a non-empty string or a number, got {"x":4}'],
-    [{ question: 'q', answer: 'The answer is four' }, 'field "answer" must be a solution ending in "#### <answer>" (GSM8K\'s form), got "The answer is four"'],
+    [{ question: 'q', answer: 'Add them. ####  ' }, 'field "answer" must be a solution whose "####" line holds the answer, got "Add them. ####  "'],
     [{ question: ' ', answer: '#### 4' }, 'field "question" must be a non-empty string, got " "'],
   ] as const) {
     fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n${JSON.stringify(row)}\n`);

@@ -67,7 +67,7 @@ test('GGUF metadata: values are checked as config.json\'s are, naming the key; n
     /theta\.gguf: metadata "qwen2\.rope\.freq_base" must be a positive number, got -10000/);
   // A float's bits stored under an integer type (as llama.cpp, refused: it would load and compute garbage).
   assert.throws(() => ggufToModel(ggufWith('eps-u32', (md) => { md['qwen2.attention.layer_norm_rms_epsilon'] = typed('u32', 897988541); })),
-    /eps-u32\.gguf: metadata "qwen2\.attention\.layer_norm_rms_epsilon" is stored as u32 \(897988541\); it must be f32/);
+    /eps-u32\.gguf: metadata "qwen2\.attention\.layer_norm_rms_epsilon" is stored as u32 \(897988541\); it must be a float \(f32\)/);
   assert.throws(() => ggufToModel(ggufWith('ctx0', (md) => { md['qwen2.context_length'] = typed('u32', 0); })),
     /ctx0\.gguf: metadata "qwen2\.context_length" must be a positive integer, got 0/);
   assert.throws(() => ggufToModel(ggufWith('eos', (md) => { md['tokenizer.ggml.eos_token_id'] = typed('u32', 600); })),

@@ -125,10 +125,10 @@ export function summarize(rs: CaseResult[]): Summary {
   };
 }
 
-/** The synthetic test split (or val) as eval cases, categorised easy / medium / hard / chat. */
 /** The most synthetic questions one evaluation generates (100,000: over an hour of answers on 2 cores). */
 export const SYNTHETIC_LIMIT = 100_000;
 
+/** The synthetic test split (or val) as eval cases, categorised easy / medium / hard / chat. */
 export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, mix?: Mix): EvalCase[] {
   if (split !== 'test' && split !== 'val') throw new Error(`eval: the synthetic split must be "test" or "val", got ${shown(split)}`);
   if (!(Number.isInteger(limit) && limit >= 1)) throw new Error(`eval: limit must be an integer ≥ 1, got ${shown(limit)}`);
@@ -165,13 +165,13 @@ export function datasetCases(task: Task, file: string, limit: number, command = 
     const where = `${path.basename(file)}:${n}`, r = value as Record<string, unknown>;
     const missing = fields.find((k) => r?.[k] === undefined || r[k] === null);
     if (missing) throw new Error(`${command}: ${file}:${n}: field "${missing}" is missing (a ${task} line needs ${fields.join(', ')})`);
-    // Text fields are non-empty strings; the answer a string or a number (an object would grade as "[object Object]",
-    // and a GSM8K answer without its "#### n" line could never be matched).
+    // Text fields are non-empty strings; the answer a string or a number (an object would grade as "[object Object]"),
+    // and a GSM8K solution's "####" line holds its answer.
     const bad = (k: string, want: string) => new Error(`${command}: ${file}:${n}: field "${k}" must be ${want}, got ${shown(r[k])}`);
     for (const k of fields.slice(0, -1)) if (typeof r[k] !== 'string' || !(r[k] as string).trim()) throw bad(k, 'a non-empty string');
     const answerKey = fields.at(-1)!, gold = r[answerKey] as string | number;
     if (!(typeof gold === 'number' && Number.isFinite(gold)) && !(typeof gold === 'string' && gold.trim())) throw bad(answerKey, 'a non-empty string or a number');
-    if (task === 'gsm8k' && !String(gold).includes('####')) throw bad(answerKey, 'a solution ending in "#### <answer>" (GSM8K\'s form)');
+    if (task === 'gsm8k' && String(gold).includes('####') && !String(gold).split('####').pop()!.trim()) throw bad(answerKey, 'a solution whose "####" line holds the answer');
     // Body and question joined as Qwen2.5-Math's evaluation joins them: a SVAMP body gets its missing final period;
     // an ASDiv body is kept as it ends (a third end in "," with the question going on in lower case), and a Yes/No
     // item says so.

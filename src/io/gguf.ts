@@ -662,7 +662,7 @@ export function ggufToModel(path: string): {
     const v = md[`${arch}.${k}`] ?? fallback, type = file.metadataTypes[`${arch}.${k}`];
     if (typeof v !== 'number') throw new Error(`${path}: metadata "${arch}.${k}" is ${v === undefined ? 'missing' : `not a number (${JSON.stringify(v)})`}`);
     // A float stored under an integer type reads as its bit pattern's value (llama.cpp refuses it too).
-    if (float && type !== undefined && type !== 'f32' && type !== 'f64') throw new Error(`${path}: metadata "${arch}.${k}" is stored as ${type} (${v}); it must be f32`);
+    if (float && type !== undefined && type !== 'f32' && type !== 'f64') throw new Error(`${path}: metadata "${arch}.${k}" is stored as ${type} (${v}); it must be a float (f32)`);
     return v;
   };
   const scaling = md[`${arch}.rope.scaling.type`];

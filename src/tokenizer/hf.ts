@@ -49,9 +49,9 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
   const json = has('chat_template.json') ? readJson(file('chat_template.json')) as { chat_template?: unknown } : undefined;
-  const chatTemplateFile = has('chat_template.jinja') ? 'chat_template.jinja' : 'chat_template.json';
   const chatTemplate = has('chat_template.jinja') ? readFileSync(file('chat_template.jinja'), 'utf8') : pickTemplate(json?.chat_template, file('chat_template.json'));
-  return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate, chatTemplateFile } : {}) };
+  const chatTemplateFile = chatTemplate === undefined ? 'tokenizer_config.json' : has('chat_template.jinja') ? 'chat_template.jinja' : 'chat_template.json';
+  return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}), chatTemplateFile };
 }
 
 function readJson(file: string): unknown {
@@ -149,8 +149,8 @@ export class HfTokenizer implements TextTokenizer {
       // raise_exception is how templates refuse a conversation (a system role, alternation): the caller's messages are
       // at fault, where any other failure is the template's. The interpreter's own raise_exception throws a plain
       // Error like every other failure, so calls to it go to ours (a global cannot be redefined).
-      // Where it came from, for the messages: chat_template.jinja / .json, or tokenizer_config.json.
-      const from = chatTemplate === undefined ? ' (tokenizer_config.json)' : files.chatTemplateFile ? ` (${files.chatTemplateFile})` : '';
+      // Where it came from, for the messages (a folder's file; a GGUF's metadata or an in-memory one: the name alone).
+      const from = files.chatTemplateFile ? ` (${files.chatTemplateFile})` : '';
       if (!this.templateSource.trim()) this.templateError = `tokenizer: the chat template of ${name}${from} is empty`;
       else try { this.template = new Template(this.templateSource.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`)); } catch (e) {
         this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${(e as Error).message}`;

@@ -23,7 +23,7 @@ export interface TokenizerFiles {
   tokenizerConfig?: Record<string, unknown>;
   /** Overrides tokenizer_config.json's chat_template, like a chat_template.jinja file does. */
   chatTemplate?: string;
-  /** The file chatTemplate was read from (chat_template.jinja or chat_template.json), for messages. */
+  /** The file of a folder the chat template comes from (chat_template.jinja, chat_template.json or tokenizer_config.json), for messages. */
   chatTemplateFile?: string;
   /** Used in error messages in place of a folder name. */
   name?: string;
