@@ -493,6 +493,10 @@ test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick 
   const nanFirst = Float32Array.of(NaN, 0, 1);
   assert.equal(sampleToken(nanFirst, {}, 0).token, 2, 'greedy skips a NaN at index 0');
   assert.equal(sampleToken(nanFirst, { temperature: 1 }, 0.9).token, reference(Float32Array.of(-Infinity, 0, 1), { temperature: 1 }, 0.9));
+  for (const u of [0, 0.3, 0.9]) { // with top-k too: NaN never enters the heap
+    assert.equal(sampleToken(withNaN, { temperature: 1, topK: 40 }, u).token, reference(asInf, { temperature: 1, topK: 40 }, u));
+    assert.equal(sampleToken(nanFirst, { temperature: 1, topK: 2 }, u).token, reference(Float32Array.of(-Infinity, 0, 1), { temperature: 1, topK: 2 }, u));
+  }
   // Qwen's vocabulary size, Zipf-shaped and flat: nuclei of thousands of tokens spread over many slices.
   for (const flat of [false, true]) {
     const logits = Float32Array.from({ length: 151936 }, (_, i) => (flat ? 0.5 * (rand() * 2 - 1) : -1.3 * Math.log(1 + ((i * 7919) % 151936)) + 0.01 * rand()));

@@ -153,6 +153,7 @@ function topK(logits: Float32Array, k: number): Int32Array {
   let n = 0;
   for (let i = 0; i < logits.length; i++) {
     const x = logits[i];
+    if (x !== x) continue; // NaN: no candidate (as −∞ would be), and no heap comparison holds for it
     if (n < k) { // sift up
       let c = n++;
       hv[c] = x; hi[c] = i;
