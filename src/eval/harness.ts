@@ -171,13 +171,14 @@ export function datasetCases(task: Task, file: string, limit: number, command = 
     for (const k of fields.slice(0, -1)) if (typeof r[k] !== 'string' || !(r[k] as string).trim()) throw bad(k, 'a non-empty string');
     const answerKey = fields.at(-1)!, gold = r[answerKey] as string | number;
     if (!(typeof gold === 'number' && Number.isFinite(gold)) && !(typeof gold === 'string' && gold.trim())) throw bad(answerKey, 'a non-empty string or a number');
-    if (task === 'gsm8k' && String(gold).includes('####') && !String(gold).split('####').pop()!.trim()) throw bad(answerKey, 'a solution whose "####" line holds the answer');
+    const gsm8kGold = task === 'gsm8k' ? String(gold).split('####').pop()!.trim() : undefined; // after "####" (the whole text without one)
+    if (gsm8kGold === '') throw bad(answerKey, 'a solution whose "####" line holds the answer');
     // Body and question joined as Qwen2.5-Math's evaluation joins them: a SVAMP body gets its missing final period;
     // an ASDiv body is kept as it ends (a third end in "," with the question going on in lower case), and a Yes/No
     // item says so.
     const text = (k: string) => String(r[k]).trim();
     switch (task) {
-      case 'gsm8k': return { id: where, question: String(r.question), gold: String(r.answer).split('####').pop()!.trim(), category: task, task };
+      case 'gsm8k': return { id: where, question: String(r.question), gold: gsm8kGold!, category: task, task };
       case 'svamp': return { id: where, question: `${text('Body').replace(/([^.?!])$/, '$1.')} ${text('Question')}`, gold, category: task, task };
       case 'asdiv': return { id: where, question: `${text('body')} ${text('question')}${/^(yes|no)$/i.test(String(gold).trim()) ? ' (Yes or No)' : ''}`, gold, category: task, task };
       default: return { // math500, aime24, amc23

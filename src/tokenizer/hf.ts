@@ -209,11 +209,9 @@ export class ChatTemplateError extends Error {
 function checkTokenIds(json: unknown, name: string): void {
   const j = json as { model?: { vocab?: unknown }; added_tokens?: unknown } | null;
   const vocab = j?.model?.vocab, added = Array.isArray(j?.added_tokens) ? j!.added_tokens as { id?: unknown; content?: unknown }[] : [];
-  const entries: [string, unknown, string][] = [
-    ...(vocab && typeof vocab === 'object' && !Array.isArray(vocab) ? Object.entries(vocab).map(([t, id]): [string, unknown, string] => [t, id, '"model.vocab"']) : []),
-    ...added.map((t, i): [string, unknown, string] => [String(t?.content), t?.id, `"added_tokens"[${i}]`]),
-  ];
-  for (const [token, id, where] of entries) {
+  const check = (token: string, id: unknown, where: string) => {
     if (!Number.isInteger(id) || (id as number) < 0) throw new Error(`tokenizer: ${name}: tokenizer.json's ${where} gives the token ${JSON.stringify(token)} the id ${shown(id)}: token ids must be integers ≥ 0`);
-  }
+  };
+  if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) for (const [token, id] of Object.entries(vocab)) check(token, id, '"model.vocab"');
+  added.forEach((t, i) => check(String(t?.content), t?.id, `"added_tokens"[${i}]`));
 }

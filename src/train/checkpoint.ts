@@ -145,13 +145,15 @@ export function modelIdentity(config: ModelConfig, weights: WeightSource): strin
   return h.digest('hex').slice(0, 12);
 }
 
+/** modelTensorsIdentity's RunOptions key (recorded since a later version: older checkpoints lack it). */
+export const MODEL_TENSORS = 'the --model (a sample of every tensor)';
+
 /**
  * A short hash of every tensor's name, shape and 256 evenly spaced values (of its stored bytes where the source
  * keeps them encoded): base models of one shape that differ only past modelIdentity's two tensors (a fine-tune with
  * its first layer frozen, a partial merge) tell apart. A second read of every tensor on top of the training graph's:
  * about 10 s for Qwen2.5-0.5B's fp32 safetensors on 2 cores (1 s from a Q4_0 GGUF's stored blocks), once per run.
  */
-export const MODEL_TENSORS = 'the --model (a sample of every tensor)'; // its RunOptions key (recorded since a later version)
 export function modelTensorsIdentity(weights: WeightSource): string {
   const h = crypto.createHash('sha256');
   for (const n of [...weights.names].sort()) {
