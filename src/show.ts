@@ -1,7 +1,9 @@
+const MARK = '\uE000', MARKED = /"\uE000([^"\uE000]*)\uE000"/g; // a private-use character, which JSON leaves as it is
+
 /**
- * A value as an error message shows it: numbers as written (JSON would turn NaN and Infinity into null), a BigInt
- * with its n, an instance by its class ("a Reasoner", not its whole state), anything else as JSON, cut at `max`
- * characters. Never throws (a circular object would make JSON.stringify throw and lose the message it was for).
+ * A value as an error message shows it: numbers as written, inside lists and objects too (JSON would turn NaN and
+ * Infinity into null), a BigInt with its n, an instance by its class ("a Reasoner", not its whole state), anything
+ * else as JSON, cut at `max` characters. Never throws (a circular object would make JSON.stringify throw and lose the message it was for).
  */
 export function shown(v: unknown, max = 120): string {
   if (typeof v === 'number') return String(v);
@@ -14,7 +16,10 @@ export function shown(v: unknown, max = 120): string {
     return `${/^[AEIO]/i.test(name) ? 'an' : 'a'} ${name}`; // "a Uint8Array"
   }
   let s: string | undefined;
-  try { s = JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? `${x}n` : x)); } catch { return Array.isArray(v) ? 'a list' : 'an object'; }
+  // Nested non-finite numbers and BigInts go through JSON as marked strings, unquoted after: [1, NaN, 2n].
+  const marked = (x: unknown) => ((typeof x === 'number' && !Number.isFinite(x)) || typeof x === 'bigint' ? `${MARK}${x}${typeof x === 'bigint' ? 'n' : ''}${MARK}` : x);
+  try { s = JSON.stringify(v, (_, x) => marked(x)); } catch { return Array.isArray(v) ? 'a list' : 'an object'; }
   if (s === undefined) return String(v);
+  s = s.replace(MARKED, '$1');
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }

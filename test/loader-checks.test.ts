@@ -120,6 +120,22 @@ test('weights that are not finite are refused at load (model and adapter), namin
   assert.throws(() => loadAdapter(ad, base.config), /adapter_model\.safetensors: tensor ".*lora_B\.weight" holds Infinity at element 0/);
 });
 
+test('a JSON file that is a folder, or cut short, is refused naming the file and which of the two it is', () => {
+  const cases: [string, string, (dir: string) => unknown][] = [
+    ['config.json', '', (d) => loadHfFolder(d)], ['tokenizer.json', 'tokenizer: ', (d) => loadTokenizer(d)],
+    ['adapter_config.json', 'adapter: ', (d) => loadAdapter(d, base.config)],
+  ];
+  for (const [file, prefix, load] of cases) {
+    const dir = path.join(tmp, `json-${file}`), f = path.join(dir, file);
+    fs.cpSync(base.dir, dir, { recursive: true });
+    fs.writeFileSync(f, '{"a": ');
+    assert.throws(() => load(dir), (e: Error) => e.message.startsWith(`${prefix}${f} is not valid JSON (truncated?): `));
+    fs.rmSync(f);
+    fs.mkdirSync(f);
+    assert.throws(() => load(dir), (e: Error) => e.message === `${prefix}${f} is a folder, not a JSON file`);
+  }
+});
+
 test('PyTorch checkpoints are refused by name; a file of a Hugging Face folder stands for the folder', () => {
   const dir = path.join(tmp, 'pickled');
   fs.mkdirSync(dir);

@@ -773,6 +773,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ minP: -1 }, /generate: minP must be in \[0, 1\], got -1/],
       [{ seed: 1.5 }, /generate: seed must be an integer within ±\(2\^53 − 1\), got 1\.5/],
       [{ stopTokens: [V + 1] }, new RegExp(`generate: stopTokens must be token ids \\(0\\.\\.${V - 1}\\), got \\[${V + 1}\\]`)],
+      [{ stopTokens: [1, NaN, -Infinity] }, /generate: stopTokens must be token ids \(0\.\.\d+\), got \[1,NaN,-Infinity\]$/], // as written, not null
       [{ adapterFrom: 3 }, /generate: adapterFrom needs adapter: true, got 3/],
       [{ max_tokens: 5 }, /generate: unknown option "max_tokens"/],
       // Checked as given, before the defaults and per-row seeds are made from them.

@@ -8,6 +8,7 @@ import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTe
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
+import { readJsonFile } from './jsonl.ts';
 
 /** PyTorch's pickled checkpoints (torch.save), which carry code rather than data: never read. */
 export const PYTORCH_FILE = /^(pytorch_model.*\.bin|.*\.(pt|pth))$/;
@@ -177,12 +178,7 @@ class ShardedWeights implements WeightSource {
 }
 
 function readJson(file: string): Record<string, unknown> {
-  let v: unknown;
-  try {
-    v = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: cannot read JSON (${(e as Error).message})`);
-  }
+  const v = readJsonFile(file);
   if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${file}: must hold a JSON object, got ${shown(v)}`);
   return v as Record<string, unknown>;
 }

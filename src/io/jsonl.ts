@@ -1,5 +1,18 @@
-/** JSONL files: one JSON value per non-blank line (a leading byte-order mark and CRLF line ends are fine). */
+/** JSON and JSONL files (JSONL: one JSON value per non-blank line; a leading byte-order mark and CRLF line ends are fine). */
 import fs from 'node:fs';
+
+/**
+ * The value a JSON file holds. Errors start with `prefix` (e.g. "adapter: ") and name the file: one that cannot be
+ * read (missing, a folder) says so, apart from one that is not valid JSON (often a file cut short).
+ */
+export function readJsonFile(file: string, prefix = ''): unknown {
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`${prefix}${file} ${code === 'ENOENT' ? 'not found' : code === 'EISDIR' ? 'is a folder, not a JSON file' : `cannot be read (${(e as Error).message})`}`);
+  }
+  try { return JSON.parse(text); } catch (e) { throw new Error(`${prefix}${file} is not valid JSON (truncated?): ${(e as Error).message}`); }
+}
 
 /**
  * The non-blank lines of `file` with their 1-based line numbers, parsed (the first `limit` of them, when given: lines

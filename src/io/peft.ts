@@ -9,6 +9,7 @@ import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, t
 import type { AdapterTensors } from '../runtime/engine.ts';
 import { checkFinite, FLOAT_DTYPES, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
+import { readJsonFile } from './jsonl.ts';
 
 export interface AdapterConfig {
   r: number;
@@ -31,8 +32,7 @@ export const loraScale = (c: AdapterConfig): number => c.loraAlpha / (c.rslora ?
 export function readAdapterConfig(dir: string, numLayers?: number): AdapterConfig {
   const cfgFile = path.join(dir, 'adapter_config.json');
   if (!fs.existsSync(cfgFile)) throw new Error(`adapter: ${cfgFile} not found (expected a PEFT adapter folder)`);
-  let raw: Record<string, unknown>;
-  try { raw = JSON.parse(fs.readFileSync(cfgFile, 'utf8')); } catch (e) { throw new Error(`adapter: ${cfgFile} is not valid JSON: ${(e as Error).message}`); }
+  const raw = readJsonFile(cfgFile, 'adapter: ') as Record<string, unknown>;
   return parseAdapterConfig(raw, cfgFile, numLayers);
 }
 

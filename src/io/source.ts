@@ -15,6 +15,7 @@ import { ggufToModel, splitGgufParts } from './gguf.ts';
 import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { shown } from '../show.ts';
+import { readJsonFile } from './jsonl.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
 
@@ -38,7 +39,7 @@ export interface ModelSource {
 export const MANIFEST = 'edgereason.json';
 
 /** A converted folder's edgereason.json, parsed but not checked (openSource checks it). */
-export function readManifest(dir: string): Manifest { return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')); }
+export function readManifest(dir: string): Manifest { return readJsonFile(path.join(dir, MANIFEST), 'model: ') as Manifest; }
 
 export function openSource(p: string): ModelSource {
   if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist`);
@@ -121,8 +122,7 @@ export interface Manifest {
 
 function openConverted(dir: string): ModelSource {
   const file = path.join(dir, MANIFEST);
-  let m: Manifest;
-  try { m = readManifest(dir); } catch (e) { throw new Error(`model: ${file} is not valid JSON: ${(e as Error).message}`); }
+  const m = readManifest(dir);
   // The command that rebuilds this folder with the settings it was converted with.
   const again = () => convertCommandLine(m?.source?.path ?? '<source>', dir, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);

@@ -26,6 +26,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import { writeJson } from '../io/safetensors.ts';
+import { readJsonFile } from '../io/jsonl.ts';
 import { AdamW } from '../train/optim.ts';
 import { checkQuestions, isCorrect, type Task } from '../tasks/grade.ts';
 import { answer, trainedWith } from './answer.ts';
@@ -289,8 +290,7 @@ export class Router {
 
 export function readProbeFile(file: string, format: string, hiddenSize?: number): ProbeFile {
   if (!fs.existsSync(file)) throw new Error(`${file} not found`);
-  let d: ProbeFile;
-  try { d = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file} is not valid JSON: ${(e as Error).message}`); }
+  const d = readJsonFile(file) as ProbeFile;
   if (d?.format !== format) throw new Error(`${file}: field "format" is ${JSON.stringify(d?.format)}, expected "${format}"`);
   if (d.version !== 1) throw new Error(`${file}: unsupported version ${JSON.stringify(d.version)} (this edgereason reads version 1)`);
   if (d.kind !== 'logistic') throw new Error(`${file}: unsupported kind ${JSON.stringify(d.kind)} (expected "logistic")`);

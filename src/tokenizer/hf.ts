@@ -5,6 +5,7 @@ import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
+import { readJsonFile } from '../io/jsonl.ts';
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
 export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: readonly number[] }
@@ -54,10 +55,7 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}), chatTemplateFile };
 }
 
-function readJson(file: string): unknown {
-  try { return JSON.parse(readFileSync(file, 'utf8')); }
-  catch (e) { throw new Error(`tokenizer: ${file} is not valid JSON: ${(e as Error).message}`); }
-}
+const readJson = (file: string): unknown => readJsonFile(file, 'tokenizer: ');
 
 function build(json: unknown, config: Record<string, unknown>, name: string): Tokenizer {
   const j = json as { model?: { vocab?: Record<string, number> }; added_tokens?: { id: number; content: string }[] };

@@ -16,6 +16,7 @@ import type { AdapterTensors } from '../runtime/engine.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { checkFinite, openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamW, AdamWState, Params } from './optim.ts';
+import { readJsonFile } from '../io/jsonl.ts';
 
 export interface TrainState {
   step: number;
@@ -63,8 +64,7 @@ export function saveCheckpoint(dir: string, c: Checkpoint): void {
 export function loadCheckpoint(dir: string): Checkpoint {
   const jsonFile = path.join(dir, JSON_NAME);
   if (!fs.existsSync(jsonFile)) throw new Error(`checkpoint: ${jsonFile} not found (no checkpoint in ${dir})`);
-  let j: Record<string, any>;
-  try { j = JSON.parse(fs.readFileSync(jsonFile, 'utf8')); } catch (e) { throw new Error(`checkpoint: ${jsonFile} is not valid JSON (truncated?): ${(e as Error).message}`); }
+  const j = readJsonFile(jsonFile, 'checkpoint: ') as Record<string, any>;
   if (j.format !== FORMAT || typeof j.tensorFile !== 'string' || !Array.isArray(j.params))
     throw new Error(`checkpoint: ${jsonFile} is not an edgereason checkpoint (format ${JSON.stringify(j.format)})`);
   const tensorFile = path.join(dir, j.tensorFile);
@@ -87,8 +87,7 @@ export function loadCheckpoint(dir: string): Checkpoint {
 export function checkpointOptions(dir: string): RunOptions | undefined {
   const jsonFile = path.join(dir, JSON_NAME);
   if (!fs.existsSync(jsonFile)) throw new Error(`checkpoint: ${jsonFile} not found (no checkpoint in ${dir})`);
-  let j: Record<string, any>;
-  try { j = JSON.parse(fs.readFileSync(jsonFile, 'utf8')); } catch (e) { throw new Error(`checkpoint: ${jsonFile} is not valid JSON (truncated?): ${(e as Error).message}`); }
+  const j = readJsonFile(jsonFile, 'checkpoint: ') as Record<string, any>;
   return j.options ?? undefined;
 }
 
