@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadTokenizer, ChatTemplateError } from '../src/tokenizer/hf.ts';
 import { StreamDecoder } from '../src/tokenizer/stream.ts';
+import { Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadLlama2c, llama2cTokenizerJson, readLlama2cModel } from '../src/io/llama2c.ts';
 import { openSource } from '../src/io/source.ts';
@@ -171,6 +172,28 @@ test('StreamDecoder: token-by-token pieces add up to the text, emoji split acros
   // A config that does not say decodes without it, as transformers (4.45 on) does; the tokenizers library's default is on.
   const silent = loadTokenizer({ tokenizerJson, tokenizerConfig: {} });
   assert.equal(silent.decode(silent.encode(said)), said);
+});
+
+test('a stop string in text the stream holds back (complete characters before half of one) ends the sequence there', () => {
+  const EOS = 151645, hello = qwen.encode('Hello', { addSpecialTokens: false });
+  const half = qwen.encode(' 悤', { addSpecialTokens: false }); // " " + the first byte of 悤 (0xE6), then the rest
+  assert.deepEqual([half.length, qwen.decode([half[0]])], [2, ' \uFFFD'], 'a token of a space and half a character');
+  const run = (ids: number[], maxTokens: number, stop: string[]) => {
+    const pieces: string[] = [], seq = new Sequence(qwen, { maxTokens, stop }, 1, (p) => pieces.push(p));
+    for (const id of ids) if (seq.accept(id, 0)) break;
+    return [seq.finishReason, seq.text, pieces.join('')];
+  };
+  // Ended by the length limit, by a stop token, and by a cancel, with the stop in the held-back text: cut there.
+  assert.deepEqual(run([...hello, half[0]], hello.length + 1, [' ']), ['stop', 'Hello', 'Hello']);
+  assert.deepEqual(run([...hello, half[0], EOS], 10, [' ']), ['stop', 'Hello', 'Hello']);
+  const cancelled = new Sequence(qwen, { maxTokens: 10, stop: [' '] }, 1);
+  [...hello, half[0]].forEach((id) => cancelled.accept(id, 0));
+  cancelled.cancel();
+  assert.deepEqual([cancelled.finishReason, cancelled.text], ['stop', 'Hello']);
+  // Without a stop in it, the held-back text ends the text as decoding gives it; the character completed, the stop is
+  // found as the token arrives.
+  assert.deepEqual(run([...hello, half[0]], hello.length + 1, ['x']), ['length', qwen.decode([...hello, half[0]]), qwen.decode([...hello, half[0]])]);
+  assert.deepEqual(run([...hello, ...half, ...hello], 20, [' ']), ['stop', 'Hello', 'Hello']);
 });
 
 test('chat template: tools and documents are none (not undefined) and additional_special_tokens is given, as transformers renders', () => {

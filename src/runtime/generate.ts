@@ -232,15 +232,20 @@ export class Sequence {
 
   /** Finishes the sequence on a stop string or at the length limit; true if it did. */
   private finished(): boolean {
-    const start = this.stopStart();
-    // Text already searched holds no stop: look again only where a stop could end in the new text.
-    const from = Math.max(start, this.searched - this.longestStop + 1);
-    this.searched = this.text.length;
-    const stop = from === Infinity ? undefined
-      : this.stops.map((s) => [s, this.text.indexOf(s, from)] as const).filter(([, i]) => i >= 0).sort((a, b) => a[1] - b[1])[0];
-    if (stop) { this.text = this.text.slice(0, stop[1]); return this.finish('stop', false); }
+    if (this.cutAtStop()) return this.finish('stop', false);
     if (this.tokens.length >= (this.opts.maxTokens ?? 256)) return this.finish('length');
     return false;
+  }
+
+  /** Cuts the text where the first stop string begins, if it holds one; true if it did. */
+  private cutAtStop(): boolean {
+    // Text already searched holds no stop: look again only where a stop could end in the new text.
+    const from = Math.max(this.stopStart(), this.searched - this.longestStop + 1);
+    this.searched = this.text.length;
+    const at = from === Infinity ? -1 : Math.min(...this.stops.map((s) => this.text.indexOf(s, from)).filter((i) => i >= 0));
+    if (!(at >= 0 && at < Infinity)) return false;
+    this.text = this.text.slice(0, at);
+    return true;
   }
 
   /**
@@ -299,9 +304,15 @@ export class Sequence {
     }
   }
 
-  /** `flush`: the decoder's held-back bytes (half a character) end the text, as decoding the tokens gives it; not after a stop string. */
+  /**
+   * `flush`: the text the decoder holds back (from a token that ends in half a character) ends the text, as decoding
+   * the tokens gives it; not after a stop string. A stop string in it ends the sequence there (reason "stop").
+   */
   private finish(reason: FinishReason, flush = true): boolean {
-    if (flush) this.text += this.decoder.flush();
+    if (flush) {
+      this.text += this.decoder.flush();
+      if (this.cutAtStop()) reason = 'stop';
+    }
     this.finishReason = reason;
     this.emit(true);
     return true;
