@@ -12,7 +12,8 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself } from '../src/reason/answer.ts';
+import { seededRandom } from '../src/runtime/sampler.ts';
+import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
@@ -416,6 +417,21 @@ const thinker = (close: (h: number[], u: number) => boolean, ans: (h: number[]) 
   if (!h.includes(CLOSE)) return close(h, u) ? CLOSE : HMM;
   return last === A5 || last === A7 ? EOS : last === CLOSE || last === NL ? ans(h) : EOS;
 };
+
+test('streamed thinking and answer add up to the result for any text, think tags written in pieces or inside each other', () => {
+  const rand = seededRandom(7), pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)];
+  const parts = ['<', '</', '<th', 'th', 'ink', '>', '/think>', '<think>', '</think>', 'a', ' ', '\n', 'x<y'];
+  for (let trial = 0; trial < 3000; trial++) {
+    const text = Array.from({ length: 1 + Math.floor(rand() * 10) }, () => pick(parts)).join('');
+    for (const reasoning of [true, false]) {
+      const got = { thinking: '', answer: '' }, stream = phaseStream((phase, piece) => { got[phase] += piece; }, reasoning ? 'thinking' : 'answer');
+      for (let i = 0; i < text.length;) { const n = 1 + Math.floor(rand() * 4); stream.push(text.slice(i, i + n)); i += n; }
+      stream.flush();
+      const seq = { text, answerFrom: text.includes('</think>') ? 0 : undefined, tokens: [], thinkingTokens: 0 };
+      assert.deepEqual(got, splitText(seq, reasoning, undefined as never), JSON.stringify({ text, reasoning }));
+    }
+  }
+});
 
 test('router gate (scripted): an unlikely direct token escalates to reasoning on the prompt cache, nothing of the direct answer streams', async () => {
   // Direct route: "</think>" (from the prefill logits, logprob ≈ 0), "#### 7" (log .25), <eos> (log .5).

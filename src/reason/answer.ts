@@ -203,9 +203,9 @@ function openedAt(tok: Model['tokenizer'], ids: number[], invocation: number[]):
  * Splits a sample's streamed text into its thinking and answer phases: the tags dropped, the thinking's blank space
  * at either end (held back until more thinking follows) and the newlines that follow "</think>" too; the answer
  * otherwise as generated. So the pieces add up to the result's thinking and answer exactly. A tag written again in
- * the answer (a capped model that goes on reasoning there, as s1 allows) is dropped, its text kept.
+ * the answer (a capped model that goes on reasoning there, as s1 allows) is dropped, its text kept. Exported for tests.
  */
-function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) {
+export function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) {
   let phase = start, held = '', lead = start === 'thinking', blank = '';
   const out = (text: string) => {
     if (lead) { text = text.replace(phase === 'thinking' ? /^\s+/ : /^[\r\n]+/, ''); if (text) lead = false; }
@@ -213,9 +213,7 @@ function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) 
     if (text) emit(phase, text);
   };
   const release = () => { // all but a tail that may still become a tag
-    const tags = phase === 'thinking' ? [THINK_CLOSE] : ANSWER_TAGS;
-    let keep = 0;
-    for (let k = Math.min(THINK_CLOSE.length - 1, held.length); k > 0 && !keep; k--) if (tags.some((t) => t.startsWith(held.slice(-k)))) keep = k;
+    const keep = phase === 'thinking' ? tagPrefixTail(held, [THINK_CLOSE]) : tagPiecesTail(held);
     out(held.slice(0, held.length - keep));
     held = held.slice(held.length - keep);
   };
@@ -236,14 +234,33 @@ function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) 
 }
 
 const ANSWER_TAGS = [THINK_OPEN, THINK_CLOSE];
+/** Length of the longest tail of `text` that begins one of `tags`. */
+const tagPrefixTail = (text: string, tags: string[]): number => {
+  for (let k = Math.min(Math.max(...tags.map((t) => t.length)) - 1, text.length); k > 0; k--) if (tags.some((t) => t.startsWith(text.slice(-k)))) return k;
+  return 0;
+};
+/**
+ * Length of the longest tail of `text` made of beginnings of think tags ("</th" "<"): text to come may complete each
+ * of them around the next, and dropTags then removes them all ("</th<think>ink>"), so none of it can be streamed yet.
+ */
+function tagPiecesTail(text: string): number {
+  const ends = new Array<boolean>(text.length + 1).fill(false); // ends[i]: text.slice(i) is such pieces
+  ends[text.length] = true;
+  let longest = 0;
+  for (let i = text.length - 1; i >= 0; i--) {
+    ends[i] = ANSWER_TAGS.some((t) => { for (let k = 1; k < t.length && i + k <= text.length; k++) if (ends[i + k] && t.startsWith(text.slice(i, i + k))) return true; return false; });
+    if (ends[i]) longest = text.length - i;
+  }
+  return longest;
+}
 /** The text without think tags, removed until none is left ("<th</think>ink>" leaves none either). */
 function dropTags(text: string): string {
   for (let was = ''; was !== text;) { was = text; text = text.replaceAll(THINK_OPEN, '').replaceAll(THINK_CLOSE, ''); }
   return text;
 }
 
-/** Thinking and answer text of a finished sequence, as phaseStream streams them. */
-function splitText(seq: Sequence, reasoning: boolean, model: Model): { thinking: string; answer: string } {
+/** Thinking and answer text of a finished sequence, as phaseStream streams them (exported for tests). */
+export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' | 'thinkingTokens'>, reasoning: boolean, model: Model): { thinking: string; answer: string } {
   const answerText = (t: string) => dropTags(t).replace(/^[\r\n]+/, '');
   if (!reasoning) return { thinking: '', answer: dropTags(seq.text) };
   const at = seq.text.indexOf(THINK_CLOSE); // the first close, as the stream splits
