@@ -121,6 +121,25 @@ test('Engine.stepMany: one batched run equals stepping each cache alone (rows jo
   await e.close();
 });
 
+test('Engine.stepMany: two calls in flight at once (two coalescers over one backend) each equal stepping alone', async () => {
+  const e = await engine();
+  try {
+    const mk = async (k: number) => { const c = e.newCache(1); await e.step(c, { tokens: [ids(10 + 7 * k, k)] }); return c; };
+    const alone: KVCache[] = [], many: KVCache[] = [];
+    for (let k = 0; k < 8; k++) { alone.push(await mk(k)); many.push(await mk(k)); }
+    for (let t = 0; t < 6; t++) {
+      const input = (k: number) => ({ tokens: [[(t * 13 + k * 7) % V]], adapterMask: [[k % 2]] });
+      const halves = await Promise.all([[0, 1, 2, 3], [4, 5, 6, 7]].map((ks) => e.stepMany(ks.map((k) => ({ cache: many[k], input: input(k) })))));
+      for (const [k, r] of halves.flat().entries()) {
+        const d = maxDiff(ok(r).logits, (await e.step(alone[k], input(k))).logits);
+        assert.ok(d <= 1e-4, `step ${t}, cache ${k}: logits differ by ${d}`);
+      }
+    }
+  } finally {
+    await e.close();
+  }
+});
+
 test('stepMany: a step near the end of the context succeeds; an entry that fails in the session run fails alone', async () => {
   const config = { ...model.config, maxPositionEmbeddings: 64 };
   const g = buildInferenceGraph(config, new MemoryWeights(model.weights), { quant: 'fp32' }).toModelProto();

@@ -222,7 +222,11 @@ export class Engine {
     for (const [name, batch] of batches) {
       if (batch.length === 1) { await settle(batch[0]); continue; }
       try {
-        const r = await this.stepBatched(batch.map((i) => entries[i]), name);
+        // One batched run at a time: a second stepMany in flight (two coalescers over one backend) would take the
+        // rows of the run in progress for free slots and copy its own over them while that run reads them.
+        const run = this.batchedRuns.then(() => this.stepBatched(batch.map((i) => entries[i]), name));
+        this.batchedRuns = run.catch(() => {});
+        const r = await run;
         batch.forEach((i, k) => { outs[i] = r[k]; });
       } catch {
         // The batch mirror may hold half-copied rows: drop it. A failed run advanced no cache, so each entry
@@ -242,6 +246,7 @@ export class Engine {
     }
   }
 
+  private batchedRuns: Promise<unknown> = Promise.resolve();
   private async stepBatched(entries: BatchEntry[], adapterName: string): Promise<StepOutput[]> {
     const counts = entries.map((e) => this.validate(e.cache, e.input));
     const want: MirrorSlot[] = entries.flatMap((e) => e.cache.lengths.map((_, row) => ({ owner: e.cache, row, version: e.cache.version })));
