@@ -140,6 +140,28 @@ test('Engine.stepMany: two calls in flight at once (two coalescers over one back
   }
 });
 
+test('q4 with an adapter on: a row steps to the same logits bit for bit alone, in a larger cache and batched with others', async () => {
+  const g = buildInferenceGraph(model.config, new MemoryWeights(model.weights), { quant: 'q4', loraTargets: [...ALL] });
+  const e = await Engine.create(model.config, g.toModelProto(), { threads: 1 });
+  e.setAdapter(randomAdapter());
+  try {
+    const prompt = ids(12, 1), on = (n: number) => new Array(n).fill(1);
+    const one = e.newCache(1), other = e.newCache(1), batched = e.newCache(1);
+    for (const c of [one, other, batched]) await e.step(c, { tokens: [prompt], adapterMask: [on(prompt.length)] });
+    const two = e.select(one, [0, 0]);
+    for (let t = 0; t < 4; t++) {
+      const tok = (t * 37 + 5) % V, input = { tokens: [[tok]], adapterMask: [[1]] };
+      const alone = (await e.step(one, input)).logits;
+      const inTwo = (await e.step(two, { tokens: [[tok], [tok]], adapterMask: [[1], [1]] })).logits.subarray(0, V);
+      const [many] = await e.stepMany([{ cache: batched, input }, { cache: other, input: { tokens: [[(tok + 1) % V]], adapterMask: [[1]] } }]);
+      assert.equal(maxDiff(alone, inTwo), 0, `step ${t}: alone vs a two-row cache`);
+      assert.equal(maxDiff(alone, ok(many).logits), 0, `step ${t}: alone vs batched`);
+    }
+  } finally {
+    await e.close();
+  }
+});
+
 test('stepMany: a step near the end of the context succeeds; an entry that fails in the session run fails alone', async () => {
   const config = { ...model.config, maxPositionEmbeddings: 64 };
   const g = buildInferenceGraph(config, new MemoryWeights(model.weights), { quant: 'fp32' }).toModelProto();
