@@ -246,7 +246,9 @@ export class Engine {
     }
   }
 
+  /** The batched run in flight, which the next waits for (see stepMany). */
   private batchedRuns: Promise<unknown> = Promise.resolve();
+
   private async stepBatched(entries: BatchEntry[], adapterName: string): Promise<StepOutput[]> {
     const counts = entries.map((e) => this.validate(e.cache, e.input));
     const want: MirrorSlot[] = entries.flatMap((e) => e.cache.lengths.map((_, row) => ({ owner: e.cache, row, version: e.cache.version })));
