@@ -3,7 +3,8 @@ const MARK = '\uE000', MARKED = /"\uE000([^"\uE000]*)\uE000"/g; // a private-use
 /**
  * A value as an error message shows it: numbers as written, inside lists and objects too (JSON would turn NaN and
  * Infinity into null), a BigInt with its n, an instance by its class ("a Reasoner", not its whole state), anything
- * else as JSON, cut at `max` characters. Never throws (a circular object would make JSON.stringify throw and lose the message it was for).
+ * else as JSON, cut at `max` characters. Never throws (a circular object would make JSON.stringify throw and lose
+ * the message it was for).
  */
 export function shown(v: unknown, max = 120): string {
   if (typeof v === 'number') return String(v);

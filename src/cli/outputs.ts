@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeJson } from '../io/safetensors.ts';
+import { readJsonFile } from '../io/jsonl.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
 
 /** The files that make a folder a model or an adapter (what a training run would replace). */
@@ -170,7 +171,7 @@ export function replacedArtefacts(dir: string, o: { overwrite?: boolean; resume?
     if (before.size) writeJson(file, Object.fromEntries(before));
     return before;
   }
-  if (o.resume && fs.existsSync(file)) return new Map(Object.entries(JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, string>));
+  if (o.resume && fs.existsSync(file)) return new Map(Object.entries(readJsonFile(file) as Record<string, string>));
 }
 
 /**

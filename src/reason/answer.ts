@@ -213,7 +213,7 @@ export function phaseStream(emit: (phase: Phase, piece: string) => void, start: 
     if (text) emit(phase, text);
   };
   const release = () => { // all but a tail that may still become a tag
-    const keep = phase === 'thinking' ? tagPrefixTail(held, [THINK_CLOSE]) : tagPiecesTail(held);
+    const keep = phase === 'thinking' ? closeTagTail(held) : tagPiecesTail(held);
     out(held.slice(0, held.length - keep));
     held = held.slice(held.length - keep);
   };
@@ -234,11 +234,11 @@ export function phaseStream(emit: (phase: Phase, piece: string) => void, start: 
 }
 
 const ANSWER_TAGS = [THINK_OPEN, THINK_CLOSE];
-/** Length of the longest tail of `text` that begins one of `tags`. */
-const tagPrefixTail = (text: string, tags: string[]): number => {
-  for (let k = Math.min(Math.max(...tags.map((t) => t.length)) - 1, text.length); k > 0; k--) if (tags.some((t) => t.startsWith(text.slice(-k)))) return k;
+/** Length of the longest tail of `text` that begins "</think>". */
+function closeTagTail(text: string): number {
+  for (let k = Math.min(THINK_CLOSE.length - 1, text.length); k > 0; k--) if (THINK_CLOSE.startsWith(text.slice(-k))) return k;
   return 0;
-};
+}
 /**
  * Length of the longest tail of `text` made of beginnings of think tags ("</th" "<"): text to come may complete each
  * of them around the next, and dropTags then removes them all ("</th<think>ink>"), so none of it can be streamed yet.
@@ -248,11 +248,15 @@ function tagPiecesTail(text: string): number {
   ends[text.length] = true;
   let longest = 0;
   for (let i = text.length - 1; i >= 0; i--) {
-    ends[i] = ANSWER_TAGS.some((t) => { for (let k = 1; k < t.length && i + k <= text.length; k++) if (ends[i + k] && t.startsWith(text.slice(i, i + k))) return true; return false; });
+    // A piece text[i, i+k) that begins a tag (not all of it), followed by such pieces.
+    for (let k = 1; k < THINK_CLOSE.length && i + k <= text.length && !ends[i]; k++) {
+      ends[i] = ends[i + k] && ANSWER_TAGS.some((t) => k < t.length && t.startsWith(text.slice(i, i + k)));
+    }
     if (ends[i]) longest = text.length - i;
   }
   return longest;
 }
+
 /** The text without think tags, removed until none is left ("<th</think>ink>" leaves none either). */
 function dropTags(text: string): string {
   for (let was = ''; was !== text;) { was = text; text = text.replaceAll(THINK_OPEN, '').replaceAll(THINK_CLOSE, ''); }

@@ -242,9 +242,9 @@ export class Sequence {
     // Text already searched holds no stop: look again only where a stop could end in the new text.
     const from = Math.max(this.stopStart(), this.searched - this.longestStop + 1);
     this.searched = this.text.length;
-    const at = from === Infinity ? -1 : Math.min(...this.stops.map((s) => this.text.indexOf(s, from)).filter((i) => i >= 0));
-    if (!(at >= 0 && at < Infinity)) return false;
-    this.text = this.text.slice(0, at);
+    const hits = from === Infinity ? [] : this.stops.map((s) => this.text.indexOf(s, from)).filter((i) => i >= 0);
+    if (!hits.length) return false;
+    this.text = this.text.slice(0, Math.min(...hits));
     return true;
   }
 
