@@ -22,7 +22,7 @@
  * Writes bench/results/reasoning-<date>.json, .md, -accuracy-vs-n.svg, -ttft.svg and -latency-vs-mix.svg.
  *
  *   node --import tsx bench/reasoning.ts [--model dir] [--adapter dir] [--router f] [--verifier f]
- *     [--router-items 100] [--parallel-items 40] [--parallel-split test|val] [--reps 3] [--max-tokens 384] [--shape-timing] [--no-write]
+ *     [--router-items 100] [--parallel-items 40] [--parallel-split test|val] [--reps 9] [--max-tokens 384] [--shape-timing] [--no-write]
  *   node --import tsx bench/reasoning.ts --report bench/results/reasoning-<date>.json   (the .md and plots again, no run)
  */
 import fs from 'node:fs';
@@ -58,6 +58,11 @@ export interface ReasoningBenchOptions {
   quant?: Quant;
   threads?: number;
   promptLengths?: number[];
+  /**
+   * Rounds of the parallel wall times (best of them; default 9 on the model benched, 3 on the Qwen2.5-0.5B shape,
+   * whose rounds take seconds). With 3 on the default model, its N = 8 ratio at 64 tokens moved 1.6–2.1× run to run
+   * on the 2-core VM; with 9, 1.66–1.70×.
+   */
   reps?: number;
   /** Runs per TTFT measurement (median; default 15). */
   ttftReps?: number;
@@ -177,7 +182,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, H) : undefined;
   if (!router) log(`no router at ${routerFile}: the routing section is skipped`);
   if (!verifier) log(`no verifier at ${verifierFile}: verifier votes are skipped`);
-  const reps = o.reps ?? 3, maxTokens = o.maxTokens ?? 384, temperature = o.temperature ?? 0.8, topP = o.topP ?? 0.95, seed = o.seed ?? 0;
+  const reps = o.reps ?? 9, maxTokens = o.maxTokens ?? 384, temperature = o.temperature ?? 0.8, topP = o.topP ?? 0.95, seed = o.seed ?? 0;
   const sampleCounts = o.samples ?? [1, 2, 4, 8], maxN = Math.max(...sampleCounts);
   const result: ReasoningBenchResult = {
     date: new Date().toISOString(),
@@ -292,7 +297,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     progress?.stop(); // a failure mid-section leaves no bar (or hidden cursor) behind
     await model.close();
   }
-  if (o.shapeTiming) result.shapeTiming = await shapeWallTimes(sampleCounts, reps, log);
+  if (o.shapeTiming) result.shapeTiming = await shapeWallTimes(sampleCounts, o.reps ?? 3, log);
   result.machine.loadavg![1] = os.loadavg()[0];
 
   if (o.resultsDir !== null) await writeReport(result, o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results'), log);
@@ -467,7 +472,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
-      `Wall time at the same tokens per sample (prefill + fork + decode, best of the rounds, every N timed in each round side by side; "rounds": the lowest and highest of the rounds' own ratios to N = 1, the machine's noise):`, '',
+      `Wall time at the same tokens per sample (prefill + fork + decode, best of ${r.settings.reps} rounds, every N timed in each round side by side; "rounds": the lowest and highest of the rounds' own ratios to N = 1, the machine's noise):`, '',
       `| tokens per sample | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---:|${p.samples.map(() => '---:').join('|')}|`,
       ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map(wallCell).join(' | ')} |`), '',
       `![accuracy vs N](${stem}-accuracy-vs-n.svg)`, '');

@@ -12,7 +12,7 @@ import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, ty
 import type { CoalescingBackend } from '../src/runtime/scheduler.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { Engine, SHARE_FROM } from '../src/runtime/engine.ts';
-import { KVCache, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
+import { KVCache, clearCachePool, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
 import type { ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
@@ -678,6 +678,41 @@ test('KV cache capacity grows by a quarter at least, in 64-position steps (at mo
   // Lengths are whole positions: NaN or 2.5 would corrupt the next step's writes.
   for (const bad of [NaN, 2.5, -1, 7]) assert.throws(() => c.truncate(0, bad), new RegExp(`kv-cache: cannot truncate row 0 of length 6 to ${bad}`));
   assert.throws(() => c.advance(0, 1.5), /kv-cache: row 0 cannot advance by 1\.5 positions/);
+});
+
+test('cache buffers let go of are reused, zeroed; a released cache is refused; free waits for the run in flight before its buffers go', async () => {
+  clearCachePool();
+  const shape = { layers: 1, kvHeads: 1, headDim: 2 };
+  const a = new KVCache(shape, 2, 64), old = a.keys[0];
+  old.fill(7);
+  a.lengths = [3, 3];
+  a.ensureCapacity(65); // grown: its 64-position buffers are let go of
+  const b = new KVCache(shape, 2, 64);
+  assert.ok([b.keys[0], b.values[0]].includes(old), 'a new cache of the old size takes the old buffer');
+  assert.ok(old.every((x) => x === 0), 'zeroed');
+  // A view into another buffer is never pooled (the engine's batch view), nor is a buffer twice.
+  const view = new KVCache(shape, 0, 64);
+  view.keys = [a.keys[0].subarray(0, 256)]; view.values = [];
+  view.release();
+  b.release(); b.release();
+  const c = new KVCache(shape, 2, 64), d = new KVCache(shape, 2, 64);
+  assert.equal(new Set([...c.keys, ...c.values, ...d.keys, ...d.values]).size, 4);
+  assert.ok([...c.keys, ...c.values, ...d.keys, ...d.values].every((x) => x.byteOffset === 0 && x.length === 256));
+  assert.throws(() => b.advance(0, 1), /kv-cache: row 0 out of range \(cache has 0 rows\)/);
+  // A cache freed while its step runs: its buffers are reused only after the step wrote its new positions.
+  const lb = await backend();
+  try {
+    const h = await lb.newCache(1);
+    await lb.step(h, { tokens: [prompt] });
+    const stepping = lb.step(h, { tokens: [[5]] });
+    await lb.free(h);
+    const next = await lb.newCache(1); // the freed cache's size (one row, 64 positions): its buffers
+    await stepping;
+    const kv = (lb as unknown as { cache(h: number): KVCache }).cache(next);
+    assert.ok([...kv.keys, ...kv.values].every((buf) => buf.every((x) => x === 0)), 'the new cache is untouched by the freed one\'s step');
+  } finally {
+    await lb.close();
+  }
 });
 
 test('a sequence that ends on a stop token or is cancelled keeps its half-decoded last character, as decoding its tokens does', () => {

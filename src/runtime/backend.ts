@@ -67,7 +67,14 @@ export class LocalBackend implements Backend {
   async keep(handle: CacheHandle, rows: number[]): Promise<void> { this.engine.keep(this.cache(handle), rows); }
   async truncate(handle: CacheHandle, row: number, length: number): Promise<void> { this.cache(handle).truncate(row, length); }
   async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }
-  async free(handle: CacheHandle): Promise<void> { this.caches.delete(handle); }
+  /** The cache's buffers are reused once no run that may read or write them is in flight. */
+  async free(handle: CacheHandle): Promise<void> {
+    const c = this.caches.get(handle);
+    this.caches.delete(handle);
+    if (!c) return;
+    await Promise.allSettled(this.running);
+    if (!this.closed) c.release(); // after close the pool is emptied, and stays so
+  }
   async setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> {
     this.open();
     if (adapter) this.engine.setAdapter(adapter, name); else if (this.engine.hasLora) this.engine.clearAdapter(name);

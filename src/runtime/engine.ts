@@ -5,7 +5,7 @@
 import os from 'node:os';
 import ort from 'onnxruntime-node';
 import type { ModelConfig, Projection } from '../models/config.ts';
-import { KVCache, copyPositions, grownCapacity } from './kv-cache.ts';
+import { KVCache, clearCachePool, copyPositions, grownCapacity } from './kv-cache.ts';
 
 export interface StepInput {
   /** New tokens per cache row (rows may add different counts; 0 = idle this step). */
@@ -262,6 +262,7 @@ export class Engine {
     const shrink = !!m && m.oversizedRuns >= SHRINK_AFTER;
     if (!m || shrink || m.rowCap < R || m.cache.capacity < needed) {
       const rowCap = pow2(Math.max(R, shrink ? 1 : m?.rowCap ?? 1)), capacity = grownCapacity(shrink ? 64 : m?.cache.capacity ?? 64, needed);
+      m?.cache.release(); // no run reads it: batched runs go one at a time (stepMany)
       m = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [], oversizedRuns: 0 };
       this.mirrors.set(adapterName, m);
     }
@@ -344,6 +345,7 @@ export class Engine {
     const one = { ...input, tokens: [input.tokens[b]], adapterMask: input.adapterMask && [input.adapterMask[b]] };
     const out = await this.run(row, one, [n], n, L, [0]);
     copyPositions(row, 0, cache, b, len, len + n);
+    row.release();
     return out;
   }
 
@@ -401,7 +403,10 @@ export class Engine {
     return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, lse: out.logits_lse.data as Float32Array, positions: L };
   }
 
-  async close(): Promise<void> { await this.session.release(); }
+  async close(): Promise<void> {
+    clearCachePool();
+    await this.session.release();
+  }
 
   private zeroRank(input: string, isA: boolean): ort.Tensor {
     const meta = this.session.inputMetadata.find((m) => m.name === input);
