@@ -8,7 +8,8 @@
  * - reasoning off, the base model, or auto routed to the direct answer: n independent answer() calls with seeds
  *   seed, seed+1, … (OpenAI semantics: n choices).
  * - `edgereason.samples = k`: every choice is an answer() call with k voting samples; its content is the voted
- *   answer (streamed once the vote is in).
+ *   answer (streamed once the vote is in). Each choice reports its own votes, chosen sample and escalation in
+ *   `edgereason.choices[i]`; the top-level `votes`, `chosen` and `escalated` are the first choice's.
  *
  * Thinking budget: `thinking_token_budget` (vLLM's per-request field) wins over `reasoning_effort`, which maps
  * through the server's effort → tokens table. The tokens are the hard thinking cap; for an adapter RL-trained on
