@@ -12,7 +12,7 @@ import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, ty
 import type { CoalescingBackend } from '../src/runtime/scheduler.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { Engine, SHARE_FROM } from '../src/runtime/engine.ts';
-import { KVCache, clearCachePool, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
+import { KVCache, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
 import type { ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
@@ -681,7 +681,6 @@ test('KV cache capacity grows by a quarter at least, in 64-position steps (at mo
 });
 
 test('cache buffers let go of are reused, zeroed; a released cache is refused; free waits for the run in flight before its buffers go', async () => {
-  clearCachePool();
   const shape = { layers: 1, kvHeads: 1, headDim: 2 };
   const a = new KVCache(shape, 2, 64), old = a.keys[0];
   old.fill(7);
@@ -690,26 +689,38 @@ test('cache buffers let go of are reused, zeroed; a released cache is refused; f
   const b = new KVCache(shape, 2, 64);
   assert.ok([b.keys[0], b.values[0]].includes(old), 'a new cache of the old size takes the old buffer');
   assert.ok(old.every((x) => x === 0), 'zeroed');
-  // A view into another buffer is never pooled (the engine's batch view), nor is a buffer twice.
-  const view = new KVCache(shape, 0, 64);
-  view.keys = [a.keys[0].subarray(0, 256)]; view.values = [];
+  // A view into a live cache's buffer is never pooled (the engine's batch view), even one over all of it, nor is a
+  // buffer pooled twice.
+  const live = new KVCache(shape, 2, 64), view = new KVCache(shape, 0, 64);
+  view.keys = [live.keys[0].subarray(0, 128)]; view.values = [live.values[0].subarray(0)];
   view.release();
   b.release(); b.release();
   const c = new KVCache(shape, 2, 64), d = new KVCache(shape, 2, 64);
-  assert.equal(new Set([...c.keys, ...c.values, ...d.keys, ...d.values]).size, 4);
-  assert.ok([...c.keys, ...c.values, ...d.keys, ...d.values].every((x) => x.byteOffset === 0 && x.length === 256));
+  const bufs = [...c.keys, ...c.values, ...d.keys, ...d.values].map((x) => x.buffer);
+  assert.equal(new Set(bufs).size, 4);
+  assert.ok(!bufs.includes(live.keys[0].buffer) && !bufs.includes(live.values[0].buffer), 'a live cache\'s buffer was handed out');
   assert.throws(() => b.advance(0, 1), /kv-cache: row 0 out of range \(cache has 0 rows\)/);
-  // A cache freed while its step runs: its buffers are reused only after the step wrote its new positions.
+  // A cache freed, or narrowed by keep, while its step runs: its buffers are reused only after the step wrote its
+  // new positions into them. free waits for that cache's runs only.
   const lb = await backend();
   try {
-    const h = await lb.newCache(1);
-    await lb.step(h, { tokens: [prompt] });
-    const stepping = lb.step(h, { tokens: [[5]] });
-    await lb.free(h);
-    const next = await lb.newCache(1); // the freed cache's size (one row, 64 positions): its buffers
-    await stepping;
-    const kv = (lb as unknown as { cache(h: number): KVCache }).cache(next);
-    assert.ok([...kv.keys, ...kv.values].every((buf) => buf.every((x) => x === 0)), 'the new cache is untouched by the freed one\'s step');
+    const kvOf = (h: number) => (lb as unknown as { cache(h: number): KVCache }).cache(h);
+    for (const drop of ['free', 'keep'] as const) {
+      const h = await lb.newCache(1);
+      await lb.step(h, { tokens: [prompt] });
+      const forked = drop === 'keep' ? await lb.select(h, [0, 0]) : h;
+      const stepping = lb.step(forked, { tokens: drop === 'keep' ? [[5], [6]] : [[5]] });
+      if (drop === 'free') await lb.free(h); else await lb.keep(forked, [1]);
+      const next = await lb.newCache(drop === 'keep' ? 2 : 1); // the size of the buffers let go of
+      await stepping;
+      assert.ok([...kvOf(next).keys, ...kvOf(next).values].every((buf) => buf.every((x) => x === 0)), `${drop}: the new cache is untouched by the other's step`);
+    }
+    const idle = await lb.newCache(1), busy = await lb.newCache(1);
+    let stepped = false;
+    const long = lb.step(busy, { tokens: [Array.from({ length: 200 }, (_, i) => prompt[i % prompt.length])] }).then(() => { stepped = true; });
+    await lb.free(idle);
+    assert.equal(stepped, false, 'freeing an idle cache waited for another cache\'s run');
+    await long;
   } finally {
     await lb.close();
   }

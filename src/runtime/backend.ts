@@ -60,20 +60,32 @@ export class LocalBackend implements Backend {
   async newCache(rows: number): Promise<CacheHandle> { return this.register(this.engine.newCache(rows)); }
 
   async step(handle: CacheHandle, req: StepRequest): Promise<StepResult> {
-    return stepResult(this.config, await this.track(this.engine.step(this.cache(handle), req)), req);
+    const c = this.cache(handle);
+    return stepResult(this.config, await this.track(this.engine.step(c, req), [c]), req);
   }
 
   async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.engine.select(this.cache(handle), rows)); }
-  async keep(handle: CacheHandle, rows: number[]): Promise<void> { this.engine.keep(this.cache(handle), rows); }
-  async truncate(handle: CacheHandle, row: number, length: number): Promise<void> { this.cache(handle).truncate(row, length); }
+  /**
+   * keep, truncate and free change a cache's buffers (the old ones are reused: kv-cache.ts's pool), so they wait
+   * for the cache's runs in flight, which read them and write their new positions into them at the end.
+   */
+  async keep(handle: CacheHandle, rows: number[]): Promise<void> {
+    const c = this.cache(handle);
+    await this.idle(c);
+    this.engine.keep(c, rows);
+  }
+  async truncate(handle: CacheHandle, row: number, length: number): Promise<void> {
+    const c = this.cache(handle);
+    await this.idle(c);
+    c.truncate(row, length);
+  }
   async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }
-  /** The cache's buffers are reused once no run that may read or write them is in flight. */
   async free(handle: CacheHandle): Promise<void> {
     const c = this.caches.get(handle);
     this.caches.delete(handle);
     if (!c) return;
-    await Promise.allSettled(this.running);
-    if (!this.closed) c.release(); // after close the pool is emptied, and stays so
+    await this.idle(c);
+    if (!this.closed) c.release(); // a closed backend's caches are not pooled
   }
   async setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> {
     this.open();
@@ -92,10 +104,29 @@ export class LocalBackend implements Backend {
   private closing?: Promise<void>;
   private get closed(): boolean { return this.closing !== undefined; }
   private running = new Set<Promise<unknown>>();
-  /** A session run that close() waits for. */
-  protected async track<T>(run: Promise<T>): Promise<T> {
+  /** The runs in flight per cache they step. */
+  private busy = new Map<KVCache, Set<Promise<unknown>>>();
+  /** A session run over `caches`, which close() (and keep, truncate, free of those caches) wait for. */
+  protected async track<T>(run: Promise<T>, caches: KVCache[]): Promise<T> {
     this.running.add(run);
-    try { return await run; } finally { this.running.delete(run); }
+    for (const c of caches) {
+      const runs = this.busy.get(c) ?? new Set();
+      this.busy.set(c, runs.add(run));
+    }
+    try {
+      return await run;
+    } finally {
+      this.running.delete(run);
+      for (const c of caches) {
+        const runs = this.busy.get(c);
+        runs?.delete(run);
+        if (!runs?.size) this.busy.delete(c);
+      }
+    }
+  }
+  /** Resolves once no run over `c` is in flight. */
+  private async idle(c: KVCache): Promise<void> {
+    for (let runs = this.busy.get(c); runs?.size; runs = this.busy.get(c)) await Promise.allSettled(runs);
   }
   private open(): void { if (this.closed) throw new Error(CLOSED); }
   private register(c: KVCache): CacheHandle { this.open(); const h = this.next++; this.caches.set(h, c); return h; }

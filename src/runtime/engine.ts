@@ -5,7 +5,7 @@
 import os from 'node:os';
 import ort from 'onnxruntime-node';
 import type { ModelConfig, Projection } from '../models/config.ts';
-import { KVCache, clearCachePool, copyPositions, grownCapacity } from './kv-cache.ts';
+import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity } from './kv-cache.ts';
 
 export interface StepInput {
   /** New tokens per cache row (rows may add different counts; 0 = idle this step). */
@@ -106,6 +106,7 @@ export class Engine {
     try {
       const engine = new Engine(config, session);
       if (engine.loraInputs.length) engine.clearAdapter();
+      engineOpened();
       return engine;
     } catch (e) {
       await session.release(); // a refused graph leaves no session behind
@@ -404,9 +405,11 @@ export class Engine {
   }
 
   async close(): Promise<void> {
-    clearCachePool();
+    if (!this.closed) engineClosed();
+    this.closed = true;
     await this.session.release();
   }
+  private closed = false;
 
   private zeroRank(input: string, isA: boolean): ort.Tensor {
     const meta = this.session.inputMetadata.find((m) => m.name === input);

@@ -190,34 +190,38 @@ export function grownCapacity(current: number, needed: number): number {
  * Cache buffers let go of (a cache grown, rows dropped, a cache freed) are kept here by length, up to POOL_BYTES in
  * all, and handed out again zeroed. Fresh memory costs a page fault per 4 KB at its first touch, and on a VM that is
  * slow: 350 MB/s on the CI's 2-core EPYC, where forking a prompt into 8 samples of the default model (3 MB of cache)
- * took 9 ms and growing their cache once 12 ms, together a seventh of decoding 64 tokens each.
+ * took 9 ms and growing their cache once 12 ms, together a seventh of decoding 64 tokens each. One pool per thread,
+ * emptied when the thread's last engine closes (engineOpened / engineClosed).
  */
 const POOL_BYTES = 64 * 2 ** 20;
 const pool = new Map<number, Float32Array[]>();
-let pooled = 0;
+let pooled = 0, engines = 0;
+/** Buffers made here and in use: only these are pooled (never a view into another, and never one twice). */
+const owned = new WeakSet<Float32Array>();
 
 /** A zeroed buffer of `n` floats, recycled when one of that length is pooled. */
 function zeros(n: number): Float32Array {
-  const a = pool.get(n)?.pop();
-  if (!a) return new Float32Array(n);
-  pooled -= a.byteLength;
-  return a.fill(0);
+  let a = pool.get(n)?.pop();
+  if (a) { pooled -= a.byteLength; a.fill(0); } else a = new Float32Array(n);
+  owned.add(a);
+  return a;
 }
 
-/** Pools whole buffers (not views into others) while there is room; one already pooled is not pooled twice. */
+/** Pools the buffers zeros() made, while there is room. */
 function recycle(bufs: Float32Array[]): void {
   for (const b of bufs) {
-    if (!b.length || b.byteOffset || b.byteLength !== b.buffer.byteLength || pooled + b.byteLength > POOL_BYTES) continue;
-    const list = pool.get(b.length) ?? [];
-    if (list.includes(b)) continue;
-    list.push(b);
-    pool.set(b.length, list);
+    if (!owned.has(b) || pooled + b.byteLength > POOL_BYTES) continue;
+    owned.delete(b);
+    pool.set(b.length, [...(pool.get(b.length) ?? []), b]);
     pooled += b.byteLength;
   }
 }
 
-/** Empties the pool (an engine closed: its buffers' sizes may not come again). */
-export function clearCachePool(): void {
+/** Counts the engines of this thread; the pool goes when the last one closes. */
+export function engineOpened(): void { engines++; }
+export function engineClosed(): void {
+  if (--engines > 0) return;
+  engines = 0;
   pool.clear();
   pooled = 0;
 }

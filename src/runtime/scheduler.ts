@@ -47,7 +47,8 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
     });
     if (!ok.length) return out;
     // Engine.stepMany validates each entry and settles each on its own: one bad entry fails alone.
-    const res = await this.track(this.engine.stepMany(ok.map((i) => ({ cache: this.kv(caches[i]), input: reqs[i] }))));
+    const entries = ok.map((i) => ({ cache: this.kv(caches[i]), input: reqs[i] }));
+    const res = await this.track(this.engine.stepMany(entries), entries.map((e) => e.cache));
     ok.forEach((i, k) => {
       const r = res[k];
       if (r instanceof Error) return fail(i, r);
