@@ -78,6 +78,20 @@ test('GGUF metadata: values are checked as config.json\'s are, naming the key; n
   assert.throws(() => ggufToModel(ggufWith('linear-old', (md) => { md['qwen2.rope.scale_linear'] = typed('f32', 2); })),
     /linear-old\.gguf: qwen2\.rope\.scale_linear = 2: linear RoPE scaling is not supported/);
   assert.deepEqual(ggufToModel(ggufWith('factor1', (md) => { md['qwen2.rope.scaling.factor'] = typed('f32', 1); })).config, ggufToModel(base.files.ggufF32).config);
+  // u64 values beyond 2^53 read as BigInts: named in the message (which JSON could not print), and no token id.
+  assert.throws(() => ggufToModel(ggufWith('u64-layers', (md) => { md['qwen2.block_count'] = typed('u64', BigInt(2 ** 60)); })),
+    /u64-layers\.gguf: metadata "qwen2\.block_count" is not a number \(1152921504606846976n\)/);
+  assert.throws(() => ggufToModel(ggufWith('u64-bos', (md) => { md['tokenizer.ggml.bos_token_id'] = typed('u64', BigInt(2 ** 60)); })),
+    /u64-bos\.gguf: metadata "tokenizer\.ggml\.bos_token_id" must be a token id, got 1152921504606846976n/);
+  // A key written twice (llama.cpp refuses the file), and a tensor type id no ggml type has.
+  const dup = fs.readFileSync(ggufWith('dup', () => {})), eosKey = dup.indexOf('tokenizer.ggml.eos_token_id');
+  dup.write('tokenizer.ggml.bos_token_id', eosKey); // same length: now a second bos key
+  fs.writeFileSync(path.join(tmp, 'dup.gguf'), dup);
+  assert.throws(() => openGguf(path.join(tmp, 'dup.gguf')), /dup\.gguf: metadata "tokenizer\.ggml\.bos_token_id" appears twice/);
+  const f = openGguf(base.files.ggufF32), name = f.names[1], file = fs.readFileSync(base.files.ggufF32);
+  file.writeUInt32LE(5, file.indexOf(name, file.indexOf('tokenizer.ggml')) + name.length + 4 + 8 * f.info(name).dims.length); // its type: 5 was Q4_2, long gone
+  fs.writeFileSync(path.join(tmp, 'type5.gguf'), file);
+  assert.throws(() => openGguf(path.join(tmp, 'type5.gguf')), new RegExp(`type5\\.gguf: tensor "${name.replaceAll('.', '\\.')}" has ggml type id 5, which is no type this reader knows`));
   // Arrays nested 100 000 deep (writeGguf writes none: the bytes by hand): refused before the reader recurses that far.
   const u32 = (x: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(x); return b; }, u64 = (x: number) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(x)); return b; };
   const key = Buffer.from('general.nested'), ARRAY = 9, U8 = 0;
@@ -164,6 +178,29 @@ test('safetensors: two tensors pointing at the same bytes are refused', () => {
   json.copy(buf, 8);
   fs.writeFileSync(p, buf);
   assert.throws(() => openSafetensors(p), /overlap\.safetensors: tensors "a" and "b" overlap in the data section \(corrupt header\)/);
+});
+
+test('safetensors: the tensors must fill the data section, so a header length a few bytes off is refused (it would shift every tensor)', () => {
+  const json = JSON.stringify({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } }) + '    ';
+  const write = (name: string, headerLen: number, data: number, hole = false) => {
+    const p = path.join(tmp, name), h = hole ? json.replace('[8, 12]', '[12, 16]').replace('[8,12]', '[12,16]') : json;
+    const buf = Buffer.alloc(8 + Buffer.byteLength(h) + data);
+    buf.writeBigUInt64LE(BigInt(headerLen));
+    buf.write(h, 8);
+    fs.writeFileSync(p, buf);
+    return p;
+  };
+  assert.deepEqual(openSafetensors(write('exact.safetensors', json.length, 12)).names, ['a', 'b']);
+  assert.throws(() => openSafetensors(write('short-header.safetensors', json.length - 4, 12)), /short-header\.safetensors: the last 4 bytes of the file belong to no tensor \(corrupt header, a wrong header length, or data appended\)/);
+  assert.throws(() => openSafetensors(write('appended.safetensors', json.length, 16)), /appended\.safetensors: the last 4 bytes of the file belong to no tensor/);
+  assert.throws(() => openSafetensors(write('hole.safetensors', json.length, 16, true)), /hole\.safetensors: 4 bytes of the data section before tensor "b" belong to no tensor/);
+  // A dtype named like an Object property is no dtype.
+  const p = path.join(tmp, 'dtype.safetensors'), h = JSON.stringify({ a: { dtype: 'toString', shape: [2], data_offsets: [0, 8] } });
+  const buf = Buffer.alloc(8 + h.length + 8);
+  buf.writeBigUInt64LE(BigInt(h.length));
+  buf.write(h, 8);
+  fs.writeFileSync(p, buf);
+  assert.throws(() => openSafetensors(p), /dtype\.safetensors: tensor "a" has unsupported dtype "toString" \(supported: /);
 });
 
 test('tokenizer: a chat_template that is not a template, or a list without "default" (at the first chat request), and an empty vocabulary are refused by file', () => {

@@ -461,6 +461,14 @@ describe('saving models', () => {
     for (const [alpha, shownAs] of [[null, 'null'], [JSON.parse('1e999'), 'Infinity'], ['16', '"16"']] as const) {
       assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], lora_alpha: alpha }, 'x'), new RegExp(`adapter: x field "lora_alpha" must be a finite number, got ${shownAs}$`));
     }
+    // A finite alpha so large that B × alpha / r overflows fp32 (a PEFT folder: no save record to disagree with).
+    const huge = file('adapter-huge');
+    fs.mkdirSync(huge);
+    fs.writeFileSync(path.join(huge, 'adapter_config.json'), JSON.stringify({ r: 2, lora_alpha: 1e300, target_modules: ['k_proj'] }));
+    writeSafetensors(path.join(huge, 'adapter_model.safetensors'), new Map([
+      ['base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight', { shape: [2, inp], data: t.a }],
+      ['base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight', { shape: [out, 2], data: t.b.map((_, i) => i + 1) }]]));
+    assert.throws(() => loadAdapter(huge, one), /^Error: adapter: base_model\.model\.model\.layers\.0\.self_attn\.k_proj\.lora_B\.weight × 5e\+299 \(lora_alpha \/ r of .*adapter-huge\/adapter_config\.json\) holds Infinity at element 0: weights must be finite/);
     // Integer tensors are not LoRA weights.
     const ints = file('adapter-int');
     fs.mkdirSync(ints);

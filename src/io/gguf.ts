@@ -11,6 +11,7 @@ import { ARCHITECTURES, checkModelConfig, ropeFreqFactors, type ModelConfig } fr
 import type { WeightSource } from './weights.ts';
 import { checkWeights } from './hf-folder.ts';
 import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, finiteWeights, numel, readAt, readFully, writeAll } from './safetensors.ts';
+import { shown } from '../show.ts';
 
 // ---------------------------------------------------------------------------------------------
 // ggml tensor types: id -> name, elements per block, bytes per block (ggml's type traits).
@@ -413,7 +414,7 @@ export function openGguf(path: string): GgufFile {
   const first = readGguf(path), md = first.metadata, count = md['split.count'];
   if (count === undefined || count === 1) return first;
   const no = md['split.no'] ?? 0, parts = splitGgufParts(path);
-  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || typeof no !== 'number') throw new Error(`${path}: split.count = ${JSON.stringify(count)}, split.no = ${JSON.stringify(no)} do not describe a split GGUF`);
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || typeof no !== 'number') throw new Error(`${path}: split.count = ${shown(count)}, split.no = ${shown(no)} do not describe a split GGUF`);
   if (parts?.length !== count) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files, but its name does not end in -0000k-of-${String(count).padStart(5, '0')}.gguf, so the other parts cannot be found (merge them with llama.cpp's llama-gguf-split --merge, or restore their names)`);
   if (no !== 0) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files: load the first part, ${parts[0]}`);
   const tensors = new Map(first.tensors), files = [path];
@@ -452,6 +453,7 @@ function readGguf(path: string): GgufFile {
     const metadata: Record<string, GgufValue> = {}, metadataTypes: Record<string, GgufScalarType> = {};
     for (let i = 0; i < nKv; i++) {
       const key = c.str(`metadata key #${i}`), t = c.u32(`type of metadata "${key}"`);
+      if (Object.hasOwn(metadata, key)) throw new Error(`${path}: metadata "${key}" appears twice (llama.cpp refuses such a file too)`);
       if (VT[t] === 'array') { // peek the element type for metadataTypes, then read the whole array
         const at = c.pos, et = c.u32(`metadata "${key}"`);
         c.pos = at;
@@ -469,6 +471,7 @@ function readGguf(path: string): GgufFile {
       if (nd < 1 || nd > 4) throw new Error(`${path}: tensor "${name}" has ${nd} dims (1 to 4 allowed)`);
       const dims = Array.from({ length: nd }, () => c.u64(`tensor "${name}" dims`));
       const type = c.u32(`tensor "${name}" type`), offset = c.u64(`tensor "${name}" offset`);
+      if (!GGML[type]) throw new Error(`${path}: tensor "${name}" has ggml type id ${type}, which is no type this reader knows (the file is corrupt, or from a newer llama.cpp)`);
       if (offset % alignment) throw new Error(`${path}: tensor "${name}" offset ${offset} is not a multiple of the alignment ${alignment}`);
       infos.push({ name, dims, shape: [...dims].reverse(), type, typeName: ggmlTypeName(type), offset, bytes: typeBytes(type, dims), file: path });
     }
@@ -476,19 +479,19 @@ function readGguf(path: string): GgufFile {
     const tensors = new Map<string, GgufTensorInfo>();
     // Each tensor's data follows the previous one's, padded to the alignment (llama.cpp refuses other layouts): a
     // tensor whose offset or type was corrupted would otherwise read another tensor's bytes as its own.
-    let expected: number | undefined = 0, previous: GgufTensorInfo | undefined;
+    let expected = 0, previous: GgufTensorInfo | undefined;
     for (const t of infos) {
       if (tensors.has(t.name)) throw new Error(`${path}: tensor "${t.name}" appears twice`);
       if (Number.isNaN(t.bytes)) throw new Error(`${path}: tensor "${t.name}" (${t.typeName}) has row length ${t.dims[0]}, not a multiple of its block size ${GGML[t.type][1]}`);
-      if (expected !== undefined && t.offset !== expected) {
+      if (t.offset !== expected) {
         const after = previous ? `right after tensor "${previous.name}" (${previous.typeName} [${previous.shape.join(', ')}], ${previous.bytes} bytes)` : 'at the start of the data';
         throw new Error(`${path}: tensor "${t.name}" has data offset ${t.offset}, but its data must follow ${after}, padded to ${alignment} bytes: offset ${expected}; the file is corrupt (a wrong offset, type or shape)`);
       }
-      expected = t.bytes === undefined ? undefined : expected! + Math.ceil(t.bytes / alignment) * alignment; // an unknown type's size is unknown
+      expected += Math.ceil(t.bytes! / alignment) * alignment;
       previous = t;
       t.offset += dataStart;
-      if (t.bytes !== undefined && t.offset + t.bytes > size)
-        throw new Error(`${path}: truncated GGUF: tensor "${t.name}" needs bytes ${t.offset}..${t.offset + t.bytes} but the file has ${size}`);
+      if (t.offset + t.bytes! > size)
+        throw new Error(`${path}: truncated GGUF: tensor "${t.name}" needs bytes ${t.offset}..${t.offset + t.bytes!} but the file has ${size}`);
       tensors.set(t.name, t);
     }
     return new GgufFile(path, version, metadata, metadataTypes, tensors, alignment);
@@ -571,7 +574,7 @@ export function writeGguf(path: string, { metadata, tensors }: { metadata: Recor
     if (type === undefined) throw new Error(`writeGguf(${path}): tensor "${t.name}" has unknown type ${t.type}`);
     const dims = [...t.shape].reverse(), expected = typeBytes(type, dims), bytes = 'raw' in t ? t.raw.length : expected!;
     if (Number.isNaN(expected)) throw new Error(`writeGguf(${path}): tensor "${t.name}" row length ${dims[0]} is not a multiple of ${t.type}'s block size`);
-    if (expected !== undefined && bytes !== expected) throw new Error(`writeGguf(${path}): tensor "${t.name}" has ${bytes} raw bytes, ${t.type} ${JSON.stringify(t.shape)} needs ${expected}`);
+    if (expected !== undefined && bytes !== expected) throw new Error(`writeGguf(${path}): tensor "${t.name}" has ${bytes} raw bytes, ${t.type} ${shown(t.shape)} needs ${expected}`);
     const b = Buffer.alloc(4 + 8 * dims.length + 12);
     b.writeUInt32LE(dims.length, 0);
     dims.forEach((d, i) => b.writeBigUInt64LE(BigInt(d), 4 + 8 * i));
@@ -590,7 +593,7 @@ export function writeGguf(path: string, { metadata, tensors }: { metadata: Recor
       if ('raw' in t) bytes = t.raw;
       else {
         const data = typeof t.data === 'function' ? t.data() : t.data;
-        if (data.length !== numel(t.shape)) throw new Error(`writeGguf(${path}): tensor "${t.name}" has ${data.length} values but shape ${JSON.stringify(t.shape)}`);
+        if (data.length !== numel(t.shape)) throw new Error(`writeGguf(${path}): tensor "${t.name}" has ${data.length} values but shape ${shown(t.shape)}`);
         bytes = encodeGgml(t.type, data, t.name);
       }
       writeAll(fd, bytes);
@@ -657,20 +660,20 @@ export function ggufToModel(path: string): {
   const file = openGguf(path), md = file.metadata;
   const arch = md['general.architecture'];
   if (!GGUF_ARCHS.includes(arch as ModelConfig['architecture']))
-    throw new Error(`${path}: general.architecture ${JSON.stringify(arch)} is not supported (supported: ${GGUF_ARCHS.join(', ')})`);
+    throw new Error(`${path}: general.architecture ${shown(arch)} is not supported (supported: ${GGUF_ARCHS.join(', ')})`);
   const key = (k: string, fallback?: number, float = false): number => {
     const v = md[`${arch}.${k}`] ?? fallback, type = file.metadataTypes[`${arch}.${k}`];
-    if (typeof v !== 'number') throw new Error(`${path}: metadata "${arch}.${k}" is ${v === undefined ? 'missing' : `not a number (${JSON.stringify(v)})`}`);
+    if (typeof v !== 'number') throw new Error(`${path}: metadata "${arch}.${k}" is ${v === undefined ? 'missing' : `not a number (${shown(v)})`}`);
     // A float stored under an integer type reads as its bit pattern's value (llama.cpp refuses it too).
     if (float && type !== undefined && type !== 'f32' && type !== 'f64') throw new Error(`${path}: metadata "${arch}.${k}" is stored as ${type} (${v}); it must be a float (f32)`);
     return v;
   };
   const scaling = md[`${arch}.rope.scaling.type`];
-  if (scaling !== undefined && scaling !== 'none') throw new Error(`${path}: ${arch}.rope.scaling.type = ${JSON.stringify(scaling)}: RoPE scaling is not supported`);
+  if (scaling !== undefined && scaling !== 'none') throw new Error(`${path}: ${arch}.rope.scaling.type = ${shown(scaling)}: RoPE scaling is not supported`);
   // Without a type, llama.cpp scales linearly by either factor key.
   for (const k of ['rope.scaling.factor', 'rope.scale_linear']) {
     const f = md[`${arch}.${k}`];
-    if (scaling === undefined && f !== undefined && f !== 0 && f !== 1) throw new Error(`${path}: ${arch}.${k} = ${JSON.stringify(f)}: linear RoPE scaling is not supported`);
+    if (scaling === undefined && f !== undefined && f !== 0 && f !== 1) throw new Error(`${path}: ${arch}.${k} = ${shown(f)}: linear RoPE scaling is not supported`);
   }
   for (const name of file.names) if (ggufToHfName(name) || name === ROPE_FREQS) file.checkSupported(name); // fail now, not mid-conversion
   if (!file.has('token_embd.weight')) throw new Error(`${path}: tensor "token_embd.weight" is missing`);
@@ -678,6 +681,10 @@ export function ggufToModel(path: string): {
   const hiddenSize = key('embedding_length'), numHeads = key('attention.head_count');
   if (md[`${arch}.attention.key_length`] === undefined && hiddenSize % numHeads) {
     throw new Error(`${path}: ${arch}.embedding_length (${hiddenSize}) is not a multiple of ${arch}.attention.head_count (${numHeads}), and there is no ${arch}.attention.key_length`);
+  }
+  for (const k of ['bos', 'eos', 'eot', 'eom']) { // a u64 beyond 2^53 reads as a BigInt: no id
+    const v = md[`tokenizer.ggml.${k}_token_id`];
+    if (v !== undefined && !Number.isInteger(v)) throw new Error(`${path}: metadata "tokenizer.ggml.${k}_token_id" must be a token id, got ${shown(v)}`);
   }
   // Stop tokens as llama.cpp decides them: eos, eot, eom, plus the end-of-generation tokens it recognises by text.
   const tokens = md['tokenizer.ggml.tokens'], byText = Array.isArray(tokens) ? EOG_TEXTS.map((t) => tokens.indexOf(t)) : [];

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
-import { checkFinite, FLOAT_DTYPES, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
+import { checkFinite, finiteWeights, FLOAT_DTYPES, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
 
@@ -58,7 +58,8 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
         if (!FLOAT_DTYPES.has(dtype)) throw new Error(`adapter: ${wFile} tensor "${n}" is stored as ${dtype}; LoRA weights must be F32, F16, BF16 or F64`);
       }
       used.add(aName).add(bName);
-      const b = file.get(bName).map((x) => x * scale);
+      // Scaled in fp32: a lora_alpha / r too large for it (1e300) would make B infinite.
+      const b = finiteWeights(file.get(bName).map((x) => x * scale), `adapter: ${bName} × ${scale} (lora_alpha / ${config.rslora ? '√r' : 'r'} of ${cfgFile})`);
       tensors.set(base, { a: file.get(aName), b, rank: config.r, in: inp, out });
     }
   }

@@ -240,7 +240,7 @@ export function openSafetensors(path: string): SafetensorsFile {
     const t = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const where = `${path}: tensor "${name}"`;
     if (!t || typeof t !== 'object') throw new Error(`${where} is ${JSON.stringify(t)}, not a tensor entry ({ dtype, shape, data_offsets })`);
-    if (typeof t.dtype !== 'string' || !(t.dtype in DTYPE_SIZE))
+    if (typeof t.dtype !== 'string' || !Object.hasOwn(DTYPE_SIZE, t.dtype))
       throw new Error(`${where} has unsupported dtype ${JSON.stringify(t.dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
     if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0))
       throw new Error(`${where} has invalid shape ${JSON.stringify(t.shape)}`);
@@ -259,6 +259,14 @@ export function openSafetensors(path: string): SafetensorsFile {
   for (let i = 1; i < spans.length; i++) {
     if (spans[i][1].begin < spans[i - 1][1].end) throw new Error(`${path}: tensors "${spans[i - 1][0]}" and "${spans[i][0]}" overlap in the data section (corrupt header)`);
   }
+  // ... and the tensors fill the data section, with no hole and nothing after: a header length a few bytes off
+  // still parses (the header is padded with spaces) but would read every tensor shifted.
+  let at = dataStart;
+  for (const [name, t] of spans) {
+    if (t.begin !== at) throw new Error(`${path}: ${t.begin - at} bytes of the data section before tensor "${name}" belong to no tensor (corrupt header, or a wrong header length)`);
+    at = t.end;
+  }
+  if (at !== size) throw new Error(`${path}: the last ${size - at} bytes of the file belong to no tensor (corrupt header, a wrong header length, or data appended)`);
   return new SafetensorsFile(path, tensors, metadata);
 }
 

@@ -5,6 +5,7 @@
 import type { GgufValue } from '../io/gguf.ts';
 import type { TokenizerFiles } from './types.ts';
 import { bosEosProcessor } from './hf.ts';
+import { shown } from '../show.ts';
 
 /**
  * Pre-tokenizer split patterns by llama.cpp's `tokenizer.ggml.pre` name (its aliases in PRE_ALIASES), applied in turn,
@@ -22,15 +23,15 @@ const CONTROL = 3, USER_DEFINED = 4, UNUSED = 5;
 
 export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): TokenizerFiles {
   const model = md['tokenizer.ggml.model'], named = String(md['tokenizer.ggml.pre'] ?? 'default'), pre = PRE_ALIASES[named] ?? named;
-  if (model !== 'gpt2') throw new Error(`tokenizer: ${file} has tokenizer.ggml.model = ${JSON.stringify(model)}; only "gpt2" (byte-level BPE) can be rebuilt from GGUF metadata — put the model's tokenizer.json beside the file`);
+  if (model !== 'gpt2') throw new Error(`tokenizer: ${file} has tokenizer.ggml.model = ${shown(model)}; only "gpt2" (byte-level BPE) can be rebuilt from GGUF metadata — put the model's tokenizer.json beside the file`);
   const patterns = SPLIT_PATTERNS[pre];
-  if (!patterns) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${JSON.stringify(named)}, which is not supported (${[...Object.keys(SPLIT_PATTERNS), ...Object.keys(PRE_ALIASES)].join(', ')}) — put the model's tokenizer.json beside the file`);
+  if (!patterns) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${shown(named)}, which is not supported (${[...Object.keys(SPLIT_PATTERNS), ...Object.keys(PRE_ALIASES)].join(', ')}) — put the model's tokenizer.json beside the file`);
   // The lists as llama.cpp writes them: refused by key when they are of another type.
   const list = <T>(key: string, ok: (x: unknown) => boolean, want: string, fallback?: T[]): T[] => {
     const v = md[key] ?? fallback;
     if (v === undefined) throw new Error(`tokenizer: ${file} has no ${key}`);
     const bad = Array.isArray(v) ? v.findIndex((x) => !ok(x)) : -1;
-    if (!Array.isArray(v) || bad >= 0) throw new Error(`tokenizer: ${file} metadata "${key}" must be an array of ${want}, got ${Array.isArray(v) ? `${JSON.stringify(v[bad])} at index ${bad}` : JSON.stringify(v)}`);
+    if (!Array.isArray(v) || bad >= 0) throw new Error(`tokenizer: ${file} metadata "${key}" must be an array of ${want}, got ${Array.isArray(v) ? `${shown(v[bad])} at index ${bad}` : shown(v)}`);
     return v as T[];
   };
   const tokens = list<string>('tokenizer.ggml.tokens', (x) => typeof x === 'string', 'strings');
