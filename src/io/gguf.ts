@@ -471,7 +471,6 @@ function readGguf(path: string): GgufFile {
       if (nd < 1 || nd > 4) throw new Error(`${path}: tensor "${name}" has ${nd} dims (1 to 4 allowed)`);
       const dims = Array.from({ length: nd }, () => c.u64(`tensor "${name}" dims`));
       const type = c.u32(`tensor "${name}" type`), offset = c.u64(`tensor "${name}" offset`);
-      if (!GGML[type]) throw new Error(`${path}: tensor "${name}" has ggml type id ${type}, which is no type this reader knows (the file is corrupt, or from a newer llama.cpp)`);
       if (offset % alignment) throw new Error(`${path}: tensor "${name}" offset ${offset} is not a multiple of the alignment ${alignment}`);
       infos.push({ name, dims, shape: [...dims].reverse(), type, typeName: ggmlTypeName(type), offset, bytes: typeBytes(type, dims), file: path });
     }
@@ -479,19 +478,20 @@ function readGguf(path: string): GgufFile {
     const tensors = new Map<string, GgufTensorInfo>();
     // Each tensor's data follows the previous one's, padded to the alignment (llama.cpp refuses other layouts): a
     // tensor whose offset or type was corrupted would otherwise read another tensor's bytes as its own.
-    let expected = 0, previous: GgufTensorInfo | undefined;
+    let expected: number | undefined = 0, previous: GgufTensorInfo | undefined;
     for (const t of infos) {
       if (tensors.has(t.name)) throw new Error(`${path}: tensor "${t.name}" appears twice`);
       if (Number.isNaN(t.bytes)) throw new Error(`${path}: tensor "${t.name}" (${t.typeName}) has row length ${t.dims[0]}, not a multiple of its block size ${GGML[t.type][1]}`);
-      if (t.offset !== expected) {
+      if (expected !== undefined && t.offset !== expected) {
         const after = previous ? `right after tensor "${previous.name}" (${previous.typeName} [${previous.shape.join(', ')}], ${previous.bytes} bytes)` : 'at the start of the data';
         throw new Error(`${path}: tensor "${t.name}" has data offset ${t.offset}, but its data must follow ${after}, padded to ${alignment} bytes: offset ${expected}; the file is corrupt (a wrong offset, type or shape)`);
       }
-      expected += Math.ceil(t.bytes! / alignment) * alignment;
+      // After a tensor of a type whose size is unknown, where the next one starts is unknown (it is refused when read).
+      expected = expected === undefined || t.bytes === undefined ? undefined : expected + Math.ceil(t.bytes / alignment) * alignment;
       previous = t;
       t.offset += dataStart;
-      if (t.offset + t.bytes! > size)
-        throw new Error(`${path}: truncated GGUF: tensor "${t.name}" needs bytes ${t.offset}..${t.offset + t.bytes!} but the file has ${size}`);
+      if (t.bytes !== undefined && t.offset + t.bytes > size)
+        throw new Error(`${path}: truncated GGUF: tensor "${t.name}" needs bytes ${t.offset}..${t.offset + t.bytes} but the file has ${size}`);
       tensors.set(t.name, t);
     }
     return new GgufFile(path, version, metadata, metadataTypes, tensors, alignment);
