@@ -12,7 +12,7 @@ import { openSource } from '../src/io/source.ts';
 import { ggufToModel, openGguf, typed, writeGguf, type GgufTyped, type GgufValue } from '../src/io/gguf.ts';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadAdapter, saveAdapter } from '../src/io/peft.ts';
-import { readLlama2cModel } from '../src/io/llama2c.ts';
+import { llama2cTokenizerJson, readLlama2cModel } from '../src/io/llama2c.ts';
 import { tokenizerFromGguf } from '../src/tokenizer/gguf.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { MAX_POSITIONS } from '../src/models/config.ts';
@@ -203,6 +203,23 @@ test('safetensors: the tensors must fill the data section, so a header length a 
   buf.write(h, 8);
   fs.writeFileSync(p, buf);
   assert.throws(() => openSafetensors(p), /dtype\.safetensors: tensor "a" has unsupported dtype "toString" \(supported: /);
+});
+
+test('tokenizer.json that parses but cannot tokenize, and a llama2.c tokenizer piece past its max_token_length, are refused by file', () => {
+  const dir = path.join(tmp, 'tok-broken'), file = path.join(dir, 'tokenizer.json'), good = JSON.parse(fs.readFileSync(path.join(base.dir, 'tokenizer.json'), 'utf8'));
+  fs.mkdirSync(dir);
+  const withJson = (edit: (j: any) => void) => { const j = structuredClone(good); edit(j); fs.writeFileSync(file, JSON.stringify(j)); return () => loadTokenizer(dir); };
+  assert.throws(withJson((j) => { j.model.vocab = []; }), new RegExp(`tokenizer: ${file}: a BPE model's "model\\.vocab" must map tokens to ids, got \\[\\]`));
+  assert.throws(withJson((j) => { j.model.vocab = Object.entries(j.model.vocab); }), /a BPE model's "model\.vocab" must map tokens to ids, got \[\[/);
+  // Fields the library needs only when it encodes: found at load, not at the first request.
+  assert.throws(withJson((j) => { j.post_processor = { type: 'TemplateProcessing' }; }), new RegExp(`tokenizer: ${file} could not be loaded: `));
+  assert.throws(withJson((j) => { j.pre_tokenizer = { type: 'Sequence', pretokenizers: [{ type: 'Split', behavior: 'Isolated', invert: false }] }; }), new RegExp(`tokenizer: ${file}: a "Split" pre-tokenizer has no "pattern" \\(\\{"type":"Split"`));
+  // llama2.c: int32 max_token_length, then per token a float32 score, an int32 length and the bytes.
+  const piece = (text: string) => { const b = Buffer.alloc(8 + text.length); b.writeFloatLE(0, 0); b.writeInt32LE(text.length, 4); b.write(text, 8); return b; };
+  const l2c = path.join(tmp, 'tok-long.bin'), header = Buffer.alloc(4);
+  header.writeInt32LE(5);
+  fs.writeFileSync(l2c, Buffer.concat([header, ...['<unk>', '<s>', '</s>', 'ab', 'a'.repeat(9)].map(piece)]));
+  assert.throws(() => llama2cTokenizerJson(l2c), new RegExp(`llama2c: ${l2c} token 4 is 9 bytes long, more than the file's max_token_length 5: the file is corrupt`));
 });
 
 test('tokenizer: a chat_template that is not a template, or a list without "default" (at the first chat request), and an empty vocabulary are refused by file', () => {

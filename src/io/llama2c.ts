@@ -150,9 +150,13 @@ export function llama2cTokenizerJson(file: string): Llama2cTokenizerJson {
   const buf = readFileSync(file);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const pieces: string[] = [], scores: number[] = [];
+  const maxLen = buf.length >= 4 ? dv.getInt32(0, true) : -1;
+  if (maxLen < 1) throw new Error(`llama2c: ${file} is not a llama2.c tokenizer (its max_token_length is ${maxLen})`);
   for (let off = 4; off < buf.length;) {
     const len = off + 8 <= buf.length ? dv.getInt32(off + 4, true) : -1;
     if (len < 0 || off + 8 + len > buf.length) throw new Error(`llama2c: ${file} is truncated or not a llama2.c tokenizer (token ${pieces.length} at byte ${off})`);
+    // The header's bound (run.c sizes its buffers by it); a longer piece would also cost quadratic time in merges.
+    if (len > maxLen) throw new Error(`llama2c: ${file} token ${pieces.length} is ${len} bytes long, more than the file's max_token_length ${maxLen}: the file is corrupt`);
     scores.push(dv.getFloat32(off, true));
     pieces.push(buf.toString('utf8', off + 8, off + 8 + len).replaceAll(' ', '▁'));
     off += 8 + len;

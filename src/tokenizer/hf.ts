@@ -72,9 +72,29 @@ function build(json: unknown, config: Record<string, unknown>, name: string): To
     return { post_processor: bosEosProcessor(pick('bos_token', config.add_bos_token ?? true), pick('eos_token', config.add_eos_token ?? false)) };
   })() : {};
   // transformers' default for clean_up_tokenization_spaces is false since 4.45 (the tokenizers library's is true)
-  try { return new Tokenizer({ added_tokens: [], ...j, ...post }, { clean_up_tokenization_spaces: false, ...config }); }
-  catch (e) { throw new Error(`tokenizer: ${name} could not be loaded: ${(e as Error).message}`); }
+  // A Split pre-tokenizer without its pattern makes the library drop all text (with a console line, no error).
+  const splits = (p: unknown): unknown[] => (!p || typeof p !== 'object' ? [] : (p as { type?: unknown }).type === 'Split' ? [p] : ((p as { pretokenizers?: unknown[] }).pretokenizers ?? []).flatMap(splits));
+  const unsplit = splits((j as { pre_tokenizer?: unknown }).pre_tokenizer).find((p) => !(p as { pattern?: unknown }).pattern);
+  if (unsplit) throw new Error(`tokenizer: ${name}: a "Split" pre-tokenizer has no "pattern" (${shown(unsplit)})`);
+  const type = (j.model as { type?: unknown }).type, vocab = j.model.vocab;
+  if (['BPE', 'WordPiece', 'WordLevel'].includes(type as string) && (!vocab || typeof vocab !== 'object' || Array.isArray(vocab))) {
+    throw new Error(`tokenizer: ${name}: a ${type} model's "model.vocab" must map tokens to ids, got ${shown(vocab)}`);
+  }
+  let tokenizer: Tokenizer, ids: unknown;
+  try {
+    tokenizer = new Tokenizer({ added_tokens: [], ...j, ...post }, { clean_up_tokenization_spaces: false, ...config });
+    // A file the library takes but cannot use (a post-processor or pre-tokenizer missing its fields) fails or drops
+    // the text only when encoding: found now, not at the first request.
+    ids = tokenizer.encode(PROBE, { add_special_tokens: false }).ids;
+  } catch (e) { throw new Error(`tokenizer: ${name} could not be loaded: ${(e as Error).message}`); }
+  if (!Array.isArray(ids) || !ids.every((id) => Number.isInteger(id) && id >= 0)) {
+    throw new Error(`tokenizer: ${name} encodes ${JSON.stringify(PROBE)} to ${shown(ids)}, not to token ids: the file is broken`);
+  }
+  return tokenizer;
 }
+
+/** Text every tokenizer must encode (to integer ids, without the library failing). */
+const PROBE = 'Hello, world 42';
 
 const BOS_EOS_CLASSES = ['LlamaTokenizerFast', 'CodeLlamaTokenizerFast', 'GemmaTokenizerFast', 'LlamaTokenizer', 'GemmaTokenizer'];
 
