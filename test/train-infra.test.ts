@@ -469,6 +469,13 @@ describe('saving models', () => {
       ['base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight', { shape: [2, inp], data: t.a }],
       ['base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight', { shape: [out, 2], data: t.b.map((_, i) => i + 1) }]]));
     assert.throws(() => loadAdapter(huge, one), /^Error: adapter: base_model\.model\.model\.layers\.0\.self_attn\.k_proj\.lora_B\.weight × 5e\+299 \(lora_alpha \/ r of .*adapter-huge\/adapter_config\.json\) holds Infinity at element 0: weights must be finite/);
+    // A rank that disagrees with adapter_config's "r" is named as such; another shape, against the base model's.
+    fs.writeFileSync(path.join(huge, 'adapter_config.json'), JSON.stringify({ r: 4, lora_alpha: 8, target_modules: ['k_proj'] }));
+    assert.throws(() => loadAdapter(huge, one), /adapter: .*adapter-huge\/adapter_model\.safetensors tensor "base_model\.model\.model\.layers\.0\.self_attn\.k_proj\.lora_A\.weight" has rank 2 \(shape \[2,\d+\]\), but .*adapter-huge\/adapter_config\.json says "r": 4$/);
+    writeSafetensors(path.join(huge, 'adapter_model.safetensors'), new Map([
+      ['base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight', { shape: [4, inp + 1], data: new Float32Array(4 * (inp + 1)) }],
+      ['base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight', { shape: [out, 4], data: new Float32Array(out * 4) }]]));
+    assert.throws(() => loadAdapter(huge, one), new RegExp(`lora_A\\.weight" has shape \\[4,${inp + 1}\\], the base model needs \\[4,${inp}\\]$`));
     // Integer tensors are not LoRA weights.
     const ints = file('adapter-int');
     fs.mkdirSync(ints);

@@ -54,7 +54,11 @@ export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
       const want = { [aName]: [config.r, inp], [bName]: [out, config.r] };
       for (const [n, s] of Object.entries(want)) {
         const got = file.shape(n), dtype = file.info(n).dtype;
-        if (got.join() !== s.join()) throw new Error(`adapter: ${wFile} tensor "${n}" has shape [${got}], the base model needs [${s}]`);
+        if (got.join() !== s.join()) {
+          const rankAt = n === aName ? 0 : 1, other = 1 - rankAt; // A is [r, in], B is [out, r]
+          if (got.length === 2 && got[other] === s[other]) throw new Error(`adapter: ${wFile} tensor "${n}" has rank ${got[rankAt]} (shape [${got}]), but ${cfgFile} says "r": ${config.r}`);
+          throw new Error(`adapter: ${wFile} tensor "${n}" has shape [${got}], the base model needs [${s}]`);
+        }
         if (!FLOAT_DTYPES.has(dtype)) throw new Error(`adapter: ${wFile} tensor "${n}" is stored as ${dtype}; LoRA weights must be F32, F16, BF16 or F64`);
       }
       used.add(aName).add(bName);
