@@ -649,6 +649,8 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   assert.throws(() => new Reasoner(null as never), /Reasoner: the first argument must be a model from loadModel, got null/);
   // Samples whose KV cache could never fit in this machine's memory are refused before any work.
   await assert.rejects(answer(await model(), 'q', { reasoning: 'on', samples: 1e9, maxTokens: 64 }), /answer: 1000000000 samples of up to \d+ tokens need about [\d.]+ GiB of KV cache; this machine has [\d.]+ GiB of memory: ask for fewer samples \(or a lower maxTokens\)/);
+  // A direct answer decodes one sequence whatever `samples` says: not refused for the samples' memory.
+  assert.equal((await answer(await model(), 'q', { reasoning: 'off', samples: 1e9, maxTokens: 4 })).route, 'direct');
   await assert.rejects(answer(scripted(policy).m, { messages: [] } as never), /answer: the question must be a string or a list of messages, got object/);
   // A prompt that fills the context is refused before any prefill.
   const full = scripted(policy);

@@ -1142,6 +1142,20 @@ test('a vocabulary without <think> tokens (Qwen2.5\'s): the thinking closes wher
   }
 });
 
+test('thinking cap where "</think>" is one token (Qwen3, the default model): a "<" at the edge is dropped and the close forced with that token, not spelled out in pieces', () => {
+  for (const tok of [loadTokenizer(QWEN_TOKENIZER_DIR), loadTokenizer(path.resolve(import.meta.dirname, '../models/default'))]) {
+    const enc = (t: string) => tok.encode(t, { addSpecialTokens: false }), rt = reasoningTokens({ tokenizer: tok, adapter: undefined });
+    const word = enc(' a').at(-1)!, lt = enc('<')[0];
+    assert.equal(rt.end.length, 1);
+    for (const K of [1, 2, 4]) {
+      const q = new Sequence(tok, { maxTokens: 60, stopTokens: [], thinking: thinkingOptions(rt, K) }, 1);
+      for (const t of [...Array(K - 1).fill(word), lt, word, word]) if (q.accept(t, 0) || !q.thinkingOpen) break;
+      assert.ok(!q.thinkingOpen && q.thinkingTokens <= K, `cap ${K}: open ${q.thinkingOpen}, ${q.thinkingTokens} thinking tokens`);
+      assert.deepEqual(q.tokens, [...Array(K - 1).fill(word), ...rt.force], `cap ${K}: ${JSON.stringify(q.text)}`);
+    }
+  }
+});
+
 test('thinking cap on Qwen3 (a "</think>" token) and SentencePiece (llama2.c) vocabularies: a tag begun in pieces and then abandoned, or closed by the tag token, never passes the cap', () => {
   const qwen3 = loadTokenizer(QWEN_TOKENIZER_DIR), sp = loadLlama2c(sharedPath('models/stories260K/stories260K.bin')).tokenizer;
   for (const [name, tok] of [['qwen3', qwen3], ['sentencepiece', sp]] as const) {

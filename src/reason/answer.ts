@@ -338,7 +338,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
   if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
   const limit = opts.maxTokens ?? 512; // generated tokens per sample
-  checkKvMemory(backend.config, n, Math.min(ctx, ids.length + limit));
+  checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop });
   const seed = opts.seed ?? randomInt(2 ** 31);

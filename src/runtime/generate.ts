@@ -166,9 +166,11 @@ export class Sequence {
     if (this.atEdge) { // a stop token there is dropped too: the close is forced and the model answers
       this.atEdge = false;
       const room = this.room(), { end, endText, force } = this.opts.thinking!, text = this.tokenizer.decode([token]);
-      const tag = this.tagInProgress(), piece = tag.text + text; // a closing tag written in pieces: begun, continued or ended
-      // (the closing token after a tag begun in pieces would leave the pieces in the segment: it does not count)
-      const closes = (end.length === 1 && token === end[0] && !tag.tokens) || (!!endText && text !== '' && (endText.startsWith(piece) || piece.startsWith(endText))); // not a token without text (EOS)
+      // Where the vocabulary has the tag as one token (Qwen3's, the default model's), only that token closes at the edge:
+      // a "<" there is no tag begun, and a tag spelled out by force in pieces is not one the model reads as closed.
+      const single = end.length === 1;
+      const tag = single ? { tokens: 0, text: '' } : this.tagInProgress(), piece = tag.text + text; // a closing tag written in pieces: begun, continued or ended
+      const closes = single ? token === end[0] : !!endText && text !== '' && (endText.startsWith(piece) || piece.startsWith(endText)); // not a token without text (EOS)
       // the forced text before the tag ("\n"), written by the model itself (alone, or ending its token: ".\n"), not after a begun tag
       const own = room > 0 && !tag.tokens && (token === force![this.forceEndAt - room] || text.endsWith(this.tokenizer.decode(force!.slice(this.forceEndAt - room, this.forceEndAt))));
       if (!closes && !own) { // neither: dropped, the close forced (a begun tag completed, so its pieces stay out of the count)
