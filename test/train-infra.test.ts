@@ -456,6 +456,9 @@ describe('saving models', () => {
     assert.equal(loadAdapter(dir, one).config.loraAlpha, 4);
     // PEFT's defaults and types: lora_alpha absent is 8; use_rslora must be a boolean.
     assert.equal(parseAdapterConfig({ r: 2, target_modules: ['k_proj'] }, 'x').loraAlpha, 8);
+    // A regex that would backtrack exponentially on every module name it does not match is refused, not run.
+    assert.throws(() => parseAdapterConfig({ r: 2, target_modules: '(.*)*x' }, 'x', 4), /adapter: x field "target_modules" "\(\.\*\)\*x" repeats a group that holds a repetition, which can take exponential time to match/);
+    assert.deepEqual(parseAdapterConfig({ r: 2, target_modules: '.*\\.(q_proj|v_proj)' }, 'x', 4).targets, ['q_proj', 'v_proj']);
     assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], use_rslora: 'yes' }, 'x'), /adapter: x field "use_rslora" must be true or false, got "yes"/);
     // An explicit null is no default (PEFT fails on it), and JSON's 1e999 parses as Infinity: B would scale to ±∞.
     for (const [alpha, shownAs] of [[null, 'null'], [JSON.parse('1e999'), 'Infinity'], ['16', '"16"']] as const) {

@@ -122,6 +122,9 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
 function stringTargets(t: string, file: string, numLayers?: number): string[] {
   if (t.toLowerCase() === 'all-linear') return [...PROJECTIONS];
   if ((PROJECTIONS as readonly string[]).includes(t)) return [t];
+  // A quantified group that holds a quantifier ("(.*)*x") backtracks exponentially on a mismatch: the load would
+  // hang (JavaScript's regexes cannot be timed out). PEFT's real patterns never nest them.
+  if (/\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)[*+{]/.test(t)) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} repeats a group that holds a repetition, which can take exponential time to match: write it without nesting them (e.g. ".*\\.(q_proj|v_proj)")`);
   let re: RegExp;
   try { re = new RegExp(`^(?:${t})$`); } catch (e) { throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} is neither a projection nor a valid regular expression (${(e as Error).message})`); }
   // Without the model (reading the config alone), what the regex takes in any layer; the model's load checks all.
