@@ -209,6 +209,9 @@ test('tokenizer.json that parses but cannot tokenize, and a llama2.c tokenizer p
   const dir = path.join(tmp, 'tok-broken'), file = path.join(dir, 'tokenizer.json'), good = JSON.parse(fs.readFileSync(path.join(base.dir, 'tokenizer.json'), 'utf8'));
   fs.mkdirSync(dir);
   const withJson = (edit: (j: any) => void) => { const j = structuredClone(good); edit(j); fs.writeFileSync(file, JSON.stringify(j)); return () => loadTokenizer(dir); };
+  fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ additional_special_tokens: 5 }));
+  assert.throws(withJson(() => {}), new RegExp(`tokenizer: ${dir}/tokenizer_config\\.json field "additional_special_tokens" must be a list of tokens, got 5`));
+  fs.rmSync(path.join(dir, 'tokenizer_config.json'));
   assert.throws(withJson((j) => { j.model.vocab = []; }), new RegExp(`tokenizer: ${file}: a BPE model's "model\\.vocab" must map tokens to ids, got \\[\\]`));
   assert.throws(withJson((j) => { j.model.vocab = Object.entries(j.model.vocab); }), /a BPE model's "model\.vocab" must map tokens to ids, got \[\[/);
   // Fields the library needs only when it encodes: found at load, not at the first request.

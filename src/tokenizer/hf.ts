@@ -76,6 +76,8 @@ function build(json: unknown, config: Record<string, unknown>, name: string): To
   const splits = (p: unknown): unknown[] => (!p || typeof p !== 'object' ? [] : (p as { type?: unknown }).type === 'Split' ? [p] : ((p as { pretokenizers?: unknown[] }).pretokenizers ?? []).flatMap(splits));
   const unsplit = splits((j as { pre_tokenizer?: unknown }).pre_tokenizer).find((p) => !(p as { pattern?: unknown }).pattern);
   if (unsplit) throw new Error(`tokenizer: ${name}: a "Split" pre-tokenizer has no "pattern" (${shown(unsplit)})`);
+  const extra = config.additional_special_tokens; // the library walks it: anything else fails there, blamed on tokenizer.json
+  if (extra !== undefined && !Array.isArray(extra)) throw new Error(`tokenizer: ${path.join(path.dirname(name), 'tokenizer_config.json')} field "additional_special_tokens" must be a list of tokens, got ${shown(extra)}`);
   const type = (j.model as { type?: unknown }).type, vocab = j.model.vocab;
   if (['BPE', 'WordPiece', 'WordLevel'].includes(type as string) && (!vocab || typeof vocab !== 'object' || Array.isArray(vocab))) {
     throw new Error(`tokenizer: ${name}: a ${type} model's "model.vocab" must map tokens to ids, got ${shown(vocab)}`);
