@@ -466,6 +466,16 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   assert.deepEqual(await plain.json(), { error: { message: 'The request body must be sent as JSON with Content-Type: application/json; got Content-Type "text/plain".', type: 'invalid_request_error', param: null, code: 'unsupported_media_type' } });
   const array = await post('[1,2]', { 'content-type': 'application/json' });
   assert.deepEqual([array.status, (await array.json()).error.message], [400, 'The request body must be a JSON object.']);
+  // Bytes that are not UTF-8, another charset, a prototype key and a bad URL escape: refused, in the OpenAI error shape.
+  const refused = async (r: Response) => { const b = await r.json(); return [r.status, b.error.message, b.error.code]; };
+  const bytes = Buffer.concat([Buffer.from(json.slice(0, -2)), Buffer.from([0xff, 0xfe]), Buffer.from(json.slice(-2))]);
+  assert.deepEqual(await refused(await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bytes })), [400, 'The request body is not valid UTF-8.', 'invalid_json']);
+  assert.deepEqual(await refused(await post(json, { 'content-type': 'application/json; charset=iso-8859-1' })), [415, 'The request body must be UTF-8 JSON; got charset "iso-8859-1".', 'unsupported_media_type']);
+  assert.equal((await post(json, { 'content-type': 'application/json; charset=UTF-8' })).status, 200);
+  const poisoned = JSON.stringify({ messages: [{ role: 'user', content: 'x' }], chat_template_kwargs: {} }).replace('{}', '{"__proto__":{"a":1}}');
+  assert.deepEqual(await refused(await post(poisoned, { 'content-type': 'application/json' })), [400, 'The request body holds the key "__proto__", which is refused (it could change an object\'s prototype).', 'invalid_json']);
+  assert.deepEqual(await refused(await post('', { 'content-type': 'application/json' })), [400, 'The request body is not valid JSON: it is empty.', 'invalid_json']);
+  assert.deepEqual(await refused(await fetch(`${url}/v1/chat/completions%ZZ`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: json })), [400, "Invalid request: '/v1/chat/completions%ZZ' is not a valid url component", 'invalid_url']);
 });
 
 test('server: a prompt longer than context × the longest token is refused by its length, without tokenizing it', async () => {

@@ -115,10 +115,18 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     bodyLimit: o.bodyLimit ?? 4 * 1024 * 1024,
     return503OnClosing: false, // the handlers answer 503 themselves, with an OpenAI error body
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
+    // Errors Fastify answers before any handler (a URL with a bad percent-escape): in the OpenAI error shape too.
+    frameworkErrors: (err, _req, reply: FastifyReply) => {
+      void reply.code(400).send(errorBody(`Invalid request: ${err.message}`, 'invalid_request_error', null, err.code === 'FST_ERR_BAD_URL' ? 'invalid_url' : 'invalid_request'));
+    },
   });
 
   // Bodies are JSON only: a text/plain body is refused by its content type (415), not read as a string.
   app.removeContentTypeParser('text/plain');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    try { done(null, parseJsonBody(body as Buffer, req.headers['content-type'])); } catch (e) { done(e as Error, undefined); }
+  });
   app.setErrorHandler((err: Error & { validation?: unknown[]; statusCode?: number; code?: string }, req, reply) => {
     let e: ApiError;
     if (err instanceof ApiError) e = err;
@@ -324,4 +332,28 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       await served.close();
     },
   };
+}
+
+/**
+ * A JSON request body: UTF-8 (another declared charset is refused, and bytes that are not UTF-8 are not turned into
+ * replacement characters), and no "__proto__" or "constructor.prototype" key (refused by name: merged into an
+ * object, such a key would change its prototype).
+ */
+function parseJsonBody(body: Buffer, contentType: string | undefined): unknown {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(contentType ?? '')?.[1];
+  if (charset && !/^utf-?8$/i.test(charset)) throw new ApiError(415, `The request body must be UTF-8 JSON; got charset "${charset}".`, null, 'invalid_request_error', 'unsupported_media_type');
+  let text: string;
+  try { text = new TextDecoder('utf-8', { fatal: true }).decode(body); } catch { throw new ApiError(400, 'The request body is not valid UTF-8.', null, 'invalid_request_error', 'invalid_json'); }
+  if (!text.trim()) throw new ApiError(400, 'The request body is not valid JSON: it is empty.', null, 'invalid_request_error', 'invalid_json');
+  try {
+    return JSON.parse(text, (key, value) => {
+      if (key === '__proto__' || (key === 'constructor' && value && typeof value === 'object' && 'prototype' in value)) {
+        throw new ApiError(400, `The request body holds the key "${key === '__proto__' ? key : 'constructor.prototype'}", which is refused (it could change an object's prototype).`, null, 'invalid_request_error', 'invalid_json');
+      }
+      return value;
+    });
+  } catch (e) {
+    if (e instanceof ApiError) throw e;
+    throw new ApiError(400, `The request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_request_error', 'invalid_json');
+  }
 }
