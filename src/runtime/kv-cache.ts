@@ -212,7 +212,8 @@ function recycle(bufs: Float32Array[]): void {
   for (const b of bufs) {
     if (!owned.has(b) || pooled + b.byteLength > POOL_BYTES) continue;
     owned.delete(b);
-    pool.set(b.length, [...(pool.get(b.length) ?? []), b]);
+    const list = pool.get(b.length);
+    if (list) list.push(b); else pool.set(b.length, [b]);
     pooled += b.byteLength;
   }
 }

@@ -127,13 +127,12 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
     try { done(null, parseJsonBody(body as Buffer, req.headers['content-type'])); } catch (e) { done(e as Error, undefined); }
   });
+  // A body that is not UTF-8 JSON is refused by parseJsonBody (an ApiError), before any handler.
   app.setErrorHandler((err: Error & { validation?: unknown[]; statusCode?: number; code?: string }, req, reply) => {
     let e: ApiError;
     if (err instanceof ApiError) e = err;
     else if (err.validation) e = validationError(err.validation as never, req.body);
-    else if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
-      e = new ApiError(400, `The request body is not valid JSON: ${err.message}`, null, 'invalid_request_error', 'invalid_json');
-    } else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       const type = req.headers['content-type'];
       e = new ApiError(415, `The request body must be sent as JSON with Content-Type: application/json; got ${type ? `Content-Type "${type}"` : 'no Content-Type'}.`, null, 'invalid_request_error', 'unsupported_media_type');
     } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message, null);
@@ -334,6 +333,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   };
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 /**
  * A JSON request body: UTF-8 (another declared charset is refused, and bytes that are not UTF-8 are not turned into
  * replacement characters), and no "__proto__" or "constructor.prototype" key (refused by name: merged into an
@@ -343,7 +344,7 @@ function parseJsonBody(body: Buffer, contentType: string | undefined): unknown {
   const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(contentType ?? '')?.[1];
   if (charset && !/^utf-?8$/i.test(charset)) throw new ApiError(415, `The request body must be UTF-8 JSON; got charset "${charset}".`, null, 'invalid_request_error', 'unsupported_media_type');
   let text: string;
-  try { text = new TextDecoder('utf-8', { fatal: true }).decode(body); } catch { throw new ApiError(400, 'The request body is not valid UTF-8.', null, 'invalid_request_error', 'invalid_json'); }
+  try { text = UTF8.decode(body); } catch { throw new ApiError(400, 'The request body is not valid UTF-8.', null, 'invalid_request_error', 'invalid_json'); }
   if (!text.trim()) throw new ApiError(400, 'The request body is not valid JSON: it is empty.', null, 'invalid_request_error', 'invalid_json');
   try {
     return JSON.parse(text, (key, value) => {

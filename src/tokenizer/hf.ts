@@ -78,10 +78,7 @@ function build(json: unknown, config: Record<string, unknown>, name: string): To
   if (unsplit) throw new Error(`tokenizer: ${name}: a "Split" pre-tokenizer has no "pattern" (${shown(unsplit)})`);
   const extra = config.additional_special_tokens; // the library walks it: anything else fails there, blamed on tokenizer.json
   if (extra !== undefined && !Array.isArray(extra)) throw new Error(`tokenizer: ${path.join(path.dirname(name), 'tokenizer_config.json')} field "additional_special_tokens" must be a list of tokens, got ${shown(extra)}`);
-  const type = (j.model as { type?: unknown }).type, vocab = j.model.vocab;
-  if (['BPE', 'WordPiece', 'WordLevel'].includes(type as string) && (!vocab || typeof vocab !== 'object' || Array.isArray(vocab))) {
-    throw new Error(`tokenizer: ${name}: a ${type} model's "model.vocab" must map tokens to ids, got ${shown(vocab)}`);
-  }
+  checkTokenIds(j, name);
   let tokenizer: Tokenizer, ids: unknown;
   try {
     tokenizer = new Tokenizer({ added_tokens: [], ...j, ...post }, { clean_up_tokenization_spaces: false, ...config });
@@ -146,7 +143,6 @@ export class HfTokenizer implements TextTokenizer {
   constructor(readonly tokenizer: Tokenizer, readonly files: { tokenizerJson: unknown; config: Record<string, unknown>; chatTemplateFile?: string }, readonly name: string,
     chatTemplate: string | undefined, opts: LoadTokenizerOptions = {}) {
     const config = files.config;
-    checkTokenIds(files.tokenizerJson, name);
     this.vocabSize = 1 + [...tokenizer.get_vocab(true).values()].reduce((a, b) => Math.max(a, b), -1);
     if (!this.vocabSize) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`);
     this.specialIds = new Set([...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
@@ -223,15 +219,18 @@ export class ChatTemplateError extends Error {
 }
 
 /**
- * The ids of tokenizer.json's "model.vocab" (a token → id map: BPE, WordPiece, WordLevel) and "added_tokens": the
- * tokenizers library takes a string or negative id as it is, and the model would then index its embedding with it.
+ * The ids of tokenizer.json's "model.vocab" (a token → id map: BPE, WordPiece, WordLevel; one that is no map is
+ * refused) and "added_tokens": the tokenizers library takes a string or negative id as it is, and the model would
+ * then index its embedding with it. Checked before the library builds the tokenizer.
  */
 function checkTokenIds(json: unknown, name: string): void {
-  const j = json as { model?: { vocab?: unknown }; added_tokens?: unknown } | null;
-  const vocab = j?.model?.vocab, added = Array.isArray(j?.added_tokens) ? j!.added_tokens as { id?: unknown; content?: unknown }[] : [];
+  const j = json as { model?: { type?: unknown; vocab?: unknown }; added_tokens?: unknown } | null;
+  const type = j?.model?.type, vocab = j?.model?.vocab, added = Array.isArray(j?.added_tokens) ? j!.added_tokens as { id?: unknown; content?: unknown }[] : [];
   const check = (token: string, id: unknown, where: string) => {
     if (!Number.isInteger(id) || (id as number) < 0) throw new Error(`tokenizer: ${name}: tokenizer.json's ${where} gives the token ${JSON.stringify(token)} the id ${shown(id)}: token ids must be integers ≥ 0`);
   };
-  if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) for (const [token, id] of Object.entries(vocab)) check(token, id, '"model.vocab"');
+  const map = !!vocab && typeof vocab === 'object' && !Array.isArray(vocab);
+  if (!map && ['BPE', 'WordPiece', 'WordLevel'].includes(type as string)) throw new Error(`tokenizer: ${name}: a ${type} model's "model.vocab" must map tokens to ids, got ${shown(vocab)}`);
+  if (map) for (const [token, id] of Object.entries(vocab)) check(token, id, '"model.vocab"');
   added.forEach((t, i) => check(String(t?.content), t?.id, `"added_tokens"[${i}]`));
 }
