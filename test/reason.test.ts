@@ -640,7 +640,9 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   await assert.rejects(run({ task: 'foo' as never }), /answer: task must be one of gsm8k, svamp, asdiv, aime24, amc23, math500, synthetic; got "foo"/);
   await assert.rejects(run({ adapterMode: 'lora' as never }), /answer: adapterMode must be "activated" or "classic", got "lora"/);
   await assert.rejects(run({ seed: 'x' as never }), /answer: seed must be an integer within ±\(2\^53 − 1\), got "x"/);
-  await assert.rejects(run({ onRoute: 5 as never }), /answer: onRoute must be a function, got number/);
+  await assert.rejects(run({ onRoute: 5 as never }), /answer: onRoute must be a function, got 5/);
+  // null is no option's default: these five took it as one, the others refused it as a bad value.
+  for (const k of ['reasoning', 'samples', 'vote', 'task', 'stop', 'earlyStop']) await assert.rejects(run({ [k]: null }), new RegExp(`^Error: answer: ${k} is null; leave it out \\(or undefined\\) for the default$`));
   await assert.rejects(run({ earlyStop: 'no' as never }), /answer: earlyStop must be true or false, got "no"/);
   await assert.rejects(run({ signal: 'x' as never }), /answer: signal must be an AbortSignal, got "x"/);
   await assert.rejects(run({ invocation: 5 as never }), /answer: invocation must be a non-empty string, got 5/);

@@ -810,6 +810,9 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { adapter: '' }), /loadModel: adapter must be the path of a PEFT adapter folder, got ""/);
   await assert.rejects(loadModel(model.dir, { worker: 'false' as never }), /loadModel: worker must be true or false, got "false"/);
   await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, cache, cacheDir, onNote\)/);
+  // null is no option's default (undefined is): refused by name, every option alike.
+  await assert.rejects(loadModel(model.dir, { quant: null } as never), /^Error: loadModel: quant is null; leave it out \(or undefined\) for the default$/);
+  await assert.rejects(loadModel(undefined as never), /^Error: loadModel: the first argument must be the path of a model .*, got undefined; the embedded default is loadModel\(defaultModel\.dir, \{ adapter: defaultModel\.adapter \}\)$/);
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     const bad: [object, RegExp][] = [
@@ -823,6 +826,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ stopTokens: [1, NaN, -Infinity] }, /generate: stopTokens must be token ids \(0\.\.\d+\), got \[1,NaN,-Infinity\]$/], // as written, not null
       [{ adapterFrom: 3 }, /generate: adapterFrom needs adapter: true, got 3/],
       [{ max_tokens: 5 }, /generate: unknown option "max_tokens"/],
+      [{ stop: null, seed: null }, /^Error: generate: stop, seed are null; leave them out \(or undefined\) for the default$/], // stop: null meant none
       // Checked as given, before the defaults and per-row seeds are made from them.
       [{ maxTokens: '4' }, /generate: maxTokens must be an integer ≥ 1, got "4"/],
       [{ maxTokens: Infinity }, /generate: maxTokens must be an integer ≥ 1, got Infinity/],

@@ -336,7 +336,7 @@ export class Sequence {
 }
 
 /** Stop strings as a list: OpenAI's API, and so these options, take one string or several. */
-export const stopList = (stop: string | string[] | null | undefined): string[] => (stop == null ? [] : typeof stop === 'string' ? [stop] : stop);
+export const stopList = (stop: string | string[] | undefined): string[] => (stop === undefined ? [] : typeof stop === 'string' ? [stop] : stop);
 
 /** Refuses options that would be ignored or mean nothing, naming the option and the value. */
 export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, where = 'generate'): void {

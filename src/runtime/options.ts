@@ -8,6 +8,9 @@ export function checkKeys(o: object, known: readonly string[], where: string): v
   if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error(`${where}: options must be an object, got ${o === null ? 'null' : Array.isArray(o) ? 'a list' : typeof o}`);
   const unknown = Object.keys(o).filter((k) => !known.includes(k));
   if (unknown.length) throw new Error(`${where}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (options: ${known.join(', ')})`);
+  // One rule for every option: undefined (or leaving it out) is the default, null is refused (not read as either).
+  const nulls = Object.keys(o).filter((k) => (o as Record<string, unknown>)[k] === null);
+  if (nulls.length) throw new Error(`${where}: ${nulls.join(', ')} ${nulls.length > 1 ? 'are' : 'is'} null; leave ${nulls.length > 1 ? 'them' : 'it'} out (or undefined) for the default`);
 }
 
 /** What building a graph takes (loadModel, convertModel): weight format, MatMulNBits accuracy, LoRA inputs, progress. */
