@@ -197,7 +197,7 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
       [() => datasetCases('gsm9k' as never, 'x', 3), /^Error: eval: task must be one of gsm8k, math500, svamp, asdiv, aime24, amc23, got "gsm9k"$/],
       [() => trainRouter(model, items, { lr: NaN }), /^Error: router: lr must be a number above 0, got NaN$/], // it used to train a probe of NaN weights
       [() => trainRouter(model, items, { maxLoss: -1 }), /^Error: router: maxLoss must be a share between 0 and 1/],
-      [() => trainRouter(model, items, { rule: 'fast' as never }), /^Error: router: rule must be "accuracy" or "savings", got "fast"$/],
+      [() => trainRouter(model, items, { rule: 'fast' as never }), /^Error: router: rule must be one of "accuracy", "savings", got "fast"$/],
       [() => trainRouter(model, [{ question: 'x' }] as never), /^Error: router: items\[0\] must be \{ question: string, gold: string or number, task: .* \}, got \{"question":"x"\}$/],
       [() => trainVerifier(model, items, { samples: 0 }), /^Error: verifier: samples must be an integer ≥ 1, got 0$/],
       [() => convertModel(DEFAULT_DIR, path.join(tmp, 'conv'), { quant: 'q3' as never }), /^Error: convert: quant must be "q4", "q8", "fp32", got "q3"$/],

@@ -81,6 +81,9 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   assert.equal(gc.max_steps, 160);
   assert.equal(gc.gradient_accumulation_steps, 8, 'TRL counts completions: 8 groups of 8 per optimizer step are train-rl\'s 8 prompts');
   assert.deepEqual(gc.reward_funcs, ['rewards.budget_reward']);
+  // train-rl's optimisation, not TRL's defaults (which changed between versions): the loss over all the step's tokens, a constant rate.
+  assert.deepEqual([gc.loss_type, gc.lr_scheduler_type, gc.max_grad_norm, gc.weight_decay], ['dapo', 'constant', 1, 0]);
+  assert.ok(!fs.readFileSync(path.join(out, 'README.md'), 'utf8').includes('KL term'), 'beta 0: no KL reference to explain');
   const rec = JSON.parse(fs.readFileSync(path.join(out, 'recipe.json'), 'utf8'));
   assert.equal(rec.alora.invocation, INVOCATION);
   assert.deepEqual(rec.alora.invocation_tokens, tok.encode(INVOCATION, { addSpecialTokens: false }));
@@ -89,6 +92,11 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   const again = path.join(tmp, 'trl2');
   exportTrl({ out: again, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 60, rlPrompts: 12, budgets: [32, 64, 128] });
   for (const f of ['data/sft/train.jsonl', 'data/grpo/train.jsonl']) assert.equal(fs.readFileSync(path.join(again, f), 'utf8'), fs.readFileSync(path.join(out, f), 'utf8'));
+  // With a KL term the job says where TRL's reference differs from train-rl's.
+  const kl = path.join(tmp, 'trl-kl');
+  exportTrl({ out: kl, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 4, budgets: [32], beta: 0.04 });
+  assert.match(fs.readFileSync(path.join(kl, 'README.md'), 'utf8'), /with beta 0\.04, TRL's KL term pulls the adapter towards the base model \(PEFT's\nadapter disabled\); train-rl's pulls it towards the SFT adapter it started from/);
+  assert.match(JSON.parse(fs.readFileSync(path.join(kl, 'recipe.json'), 'utf8')).grpo.kl_reference, /base model .* starting SFT adapter/);
   // The Python files compile, and the reward follows train-rl's formula (where python3 is installed).
   const py = spawnSync('python3', ['-c', `import sys, py_compile; [py_compile.compile(f, doraise=True) for f in ["train_sft.py", "train_grpo.py", "rewards.py"]]
 sys.path.insert(0, "."); import rewards

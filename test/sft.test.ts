@@ -271,6 +271,37 @@ test('train-rl: a resume with other options is refused before any rollout, namin
   assert.match(t0.stderr, /--temperature must be a number above 0, got "0"/);
 });
 
+test('trainSft and trainRl refuse a misspelt option, null, or a value that would train garbage, by name, before any work', async () => {
+  const out = path.join(tmp, 'never');
+  const sft: [object, RegExp][] = [
+    [{ lora_r: 8 }, /^Error: train-sft: unknown option "lora_r" \(options: out, full, rank, /],
+    [{ accum: 0 }, /^Error: train-sft: accum must be an integer ≥ 1, got 0$/], // it ran Infinity steps of loss 0
+    [{ epochs: 0 }, /^Error: train-sft: epochs must be an integer ≥ 1, got 0$/], // a TypeError before
+    [{ epochs: '2' }, /^Error: train-sft: epochs must be an integer ≥ 1, got "2"$/],
+    [{ seed: 'x' }, /^Error: train-sft: seed must be an integer within ±\(2\^53 − 1\), got "x"$/],
+    [{ clip: -1 }, /^Error: train-sft: clip must be a number above 0, got -1$/],
+    [{ minLrRatio: 2 }, /^Error: train-sft: minLrRatio must be a number in \[0, 1\], got 2$/],
+    [{ targets: ['q'] }, /^Error: train-sft: targets must be a non-empty list of projections \(q_proj, .*\), got \["q"\]$/],
+    [{ aloraInvocation: [512] }, /^Error: train-sft: aloraInvocation must be a non-empty list of token ids \(0\.\.511\), got \[512\]$/],
+    [{ onStep: 5 }, /^Error: train-sft: onStep must be a function, got 5$/], // "o.onStep is not a function" after the first step
+    [{ lr: null }, /^Error: train-sft: lr is null; leave it out \(or undefined\) for the default$/],
+    [{ out: undefined }, /^Error: train-sft: out \(the output folder\) is required$/],
+  ];
+  for (const [o, re] of sft) await assert.rejects(trainSft(model.config, weights, train, [], { ...base, out, ...o } as never), re, JSON.stringify(o));
+  const rl: [object, RegExp][] = [
+    [{ group: 1 }, /^Error: train-rl: group must be an integer ≥ 2 \(a group of one has no spread: its advantage is 0\), got 1$/],
+    [{ budgets: [] }, /^Error: train-rl: budgets must be a non-empty list of positive integers \(thinking budgets in tokens\), got \[\]$/],
+    [{ penalty: 'length' }, /^Error: train-rl: penalty must be one of "budget", "group", got "length"$/],
+    [{ steps: undefined }, /^Error: train-rl: steps is required$/],
+    [{ temprature: 1 }, /^Error: train-rl: unknown option "temprature"/],
+  ];
+  const rlRun = (o: object, prompts: unknown = [{ question: '1+1?', gold: 2 }]) => trainRl({ config: model.config, weights, tokenizer: loadTokenizer(model.dir), backend: {} as Backend }, path.join(tmp, 'no-adapter'),
+    prompts as never, { out, budgets: [32], steps: 1, quiet: true, ...o } as never);
+  for (const [o, re] of rl) await assert.rejects(rlRun(o), re, JSON.stringify(o));
+  await assert.rejects(rlRun({}, [{ question: '1+1?', answer: 2 }]), /^Error: train-rl: prompts must be a non-empty list of \{ question: string, gold: string or number \}, got \{"question":"1\+1\?","answer":2\} at 0$/);
+  assert.ok(!fs.existsSync(out));
+});
+
 test('evalLoss reports its batches as it goes (the last eval of a run shows a bar of its own)', async () => {
   const trainer = await Trainer.create(model.config, weights, { kind: 'lora', targets: ['q_proj'], scale: 2 }, { threads: 1 });
   try {

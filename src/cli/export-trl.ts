@@ -163,6 +163,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
       dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, prompts_per_step: 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 160,
       beta: o.beta ?? 0, temperature: o.temperature ?? 1, max_completion_length: 2 * Math.max(...budgets), unbudgeted_share: share, seed,
       reward: { penalty: 'budget', grader, lambda: o.lambda ?? 3, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
+      ...(o.beta ? { kl_reference: 'TRL takes the KL term against the base model (the adapter disabled); train-rl against the starting SFT adapter' } : {}),
     },
   };
 
@@ -185,6 +186,9 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     num_generations: recipe.grpo.num_generations, per_device_train_batch_size: recipe.grpo.num_generations, gradient_accumulation_steps: recipe.grpo.prompts_per_step,
     max_completion_length: recipe.grpo.max_completion_length,
     temperature: recipe.grpo.temperature, beta: recipe.grpo.beta, reward_funcs: ['rewards.budget_reward'],
+    // train-rl's optimisation: the loss summed over every token of the step's rollouts over their count (TRL's "dapo";
+    // TRL's default has changed between versions), a constant learning rate, gradients clipped at norm 1, no decay.
+    loss_type: 'dapo', lr_scheduler_type: 'constant', max_grad_norm: 1.0, weight_decay: 0,
   }, 'TRL GRPO config (edgereason export-trl) for train_grpo.py, which starts from the SFT adapter and appends the invocation and budget line to each prompt (`trl grpo --config` would do neither).'));
   write('rewards.py', REWARDS.replace('__LAMBDA__', String(recipe.grpo.reward.lambda)).replaceAll('__GRADER__', grader));
   write('train_sft.py', TRAIN_SFT.replace('__INVOCATION__', JSON.stringify(invocation)));
@@ -291,18 +295,22 @@ args = GRPOConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate
                   num_generations=cfg["num_generations"], per_device_train_batch_size=cfg["per_device_train_batch_size"],
                   gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
                   max_completion_length=cfg["max_completion_length"], temperature=cfg["temperature"], beta=cfg["beta"],
+                  loss_type=cfg["loss_type"], lr_scheduler_type=cfg["lr_scheduler_type"], max_grad_norm=cfg["max_grad_norm"],
+                  weight_decay=cfg["weight_decay"],
                   bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
 trainer = GRPOTrainer(model=model, args=args, train_dataset=data, reward_funcs=[rewards.budget_reward], processing_class=tok)
 trainer.train()
 trainer.save_model(cfg["output_dir"])
 `;
 
-function readme(base: string, recipe: { sft: { examples: number }; grpo: { prompts: number; budgets: number[] } }): string {
+function readme(base: string, recipe: { sft: { examples: number }; grpo: { prompts: number; budgets: number[]; beta: number } }): string {
+  const kl = recipe.grpo.beta ? `\nOne difference from \`edgereason train-rl\`: with beta ${recipe.grpo.beta}, TRL's KL term pulls the adapter towards the base model (PEFT's
+adapter disabled); train-rl's pulls it towards the SFT adapter it started from.\n` : '';
   return `# edgereason → TRL
 
 Base model: \`${base}\`. ${recipe.sft.examples} SFT examples (prompt-completion) in \`data/sft\`, ${recipe.grpo.prompts} GRPO prompts
 (budgets ${recipe.grpo.budgets.join(', ')}) in \`data/grpo\`. All hyper-parameters: \`recipe.json\`.
-
+${kl}
 \`\`\`sh
 pip install "torch" "transformers" "datasets" "peft>=0.17" "trl" pyyaml
 python train_sft.py                       # activated LoRA (alora_invocation_tokens), → out/sft-adapter

@@ -23,7 +23,7 @@
  */
 import fs from 'node:fs';
 import type { Model } from '../runtime/model.ts';
-import { checkKeys } from '../runtime/options.ts';
+import { checkRules, is, type Rule } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import { writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
@@ -370,29 +370,23 @@ export interface RouterReport {
  * The inputs every probe training takes (trainRouter, trainVerifier), checked before any answer is generated:
  * labelled items, the split, the fit's settings, callbacks; `extra` names the trainer's own options.
  */
-export function checkProbeTraining(items: readonly LabelItem[], o: TrainRouterOptions | Record<string, unknown>, extra: readonly string[], where: string): void {
-  const opts = o as Record<string, unknown>;
-  checkKeys(o, ['val', 'valFraction', 'l2', 'steps', 'lr', 'balance', 'metadata', 'onProgress', 'maxTokens', 'maxThinkingTokens', 'nativeThinking', ...extra], where);
-  for (const [name, list] of [['items', items], ['val', opts.val]] as const) {
+export function checkProbeTraining(items: readonly LabelItem[], o: TrainRouterOptions | Record<string, unknown>, extra: Record<string, Rule>, where: string): void {
+  checkRules(o, { ...PROBE_RULES, ...extra }, where);
+  for (const [name, list] of [['items', items], ['val', (o as Record<string, unknown>).val]] as const) {
     if (list !== undefined || name === 'items') checkQuestions(list, { list: `${name} must be a list of { question, gold, task }`, item: (i) => `${name}[${i}]`, shape: 'question: string, gold: string or number' }, where);
   }
-  const num = (k: string, ok: (v: number) => boolean, what: string) => {
-    const v = opts[k];
-    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && ok(v))) throw new Error(`${where}: ${k} must be ${what}, got ${shown(v)}`);
-  };
-  num('valFraction', (v) => v > 0 && v < 1, 'between 0 and 1');
-  num('l2', (v) => v >= 0, 'a number ≥ 0');
-  num('lr', (v) => v > 0, 'a number above 0');
-  for (const k of ['steps', 'maxTokens', 'reasoningMaxTokens', 'samples']) num(k, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
-  num('maxThinkingTokens', (v) => Number.isInteger(v) && v >= 0, 'an integer ≥ 0');
-  num('maxLoss', (v) => v >= 0 && v <= 1, 'a share between 0 and 1 (0.01 = one point of accuracy)');
-  for (const k of ['balance', 'nativeThinking', 'gate']) if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw new Error(`${where}: ${k} must be true or false, got ${shown(opts[k])}`);
-  for (const k of ['onProgress', 'onItem']) if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new Error(`${where}: ${k} must be a function, got ${typeof opts[k]}`);
-  if (opts.rule !== undefined && opts.rule !== 'accuracy' && opts.rule !== 'savings') throw new Error(`${where}: rule must be "accuracy" or "savings", got ${shown(opts.rule)}`);
 }
 
+/** The options every probe training takes; `val` is checked item by item by checkQuestions. */
+const PROBE_RULES: Record<string, Rule> = {
+  val: { what: 'a list', ok: () => true }, valFraction: { what: 'between 0 and 1', ok: (v) => is.share.ok(v) && v !== 0 && v !== 1 }, l2: is.atLeast0,
+  steps: is.int(1), lr: is.above0, balance: is.bool, metadata: is.object, onProgress: is.fn, maxTokens: is.int(1), maxThinkingTokens: is.int(0), nativeThinking: is.bool,
+};
+
 export async function trainRouter(model: Model, items: readonly LabelItem[], o: TrainRouterOptions = {}): Promise<{ router: Router; report: RouterReport }> {
-  checkProbeTraining(items, o, ['rule', 'maxLoss', 'gate', 'gateTokens', 'reasoningMaxTokens'], 'router');
+  checkProbeTraining(items, o, {
+    rule: is.oneOf(['accuracy', 'savings']), maxLoss: { ...is.share, what: 'a share between 0 and 1 (0.01 = one point of accuracy)' }, gate: is.bool, gateTokens: is.int(1), reasoningMaxTokens: is.int(1),
+  }, 'router');
   let train = [...items], val = o.val ? [...o.val] : [];
   if (!o.val) {
     const k = Math.round(items.length * (o.valFraction ?? 0.2));

@@ -14,6 +14,7 @@ import { answer, trainedWith } from './answer.ts';
 import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './vote.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, fitProbe, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
 import { writeJson } from '../io/safetensors.ts';
+import { is } from '../runtime/options.ts';
 
 export const VERIFIER_FEATURES = 'final hidden state (after the final norm) at the candidate\'s last token (the step that sampled its stop token), on the reasoning route (adapter on, or the model\'s own thinking)';
 
@@ -86,7 +87,7 @@ export interface VerifierReport {
 }
 
 export async function trainVerifier(model: Model, items: readonly LabelItem[], o: TrainVerifierOptions = {}): Promise<{ verifier: Verifier; report: VerifierReport }> {
-  checkProbeTraining(items, o, ['samples', 'temperature', 'topP', 'seed', 'onItem'], 'verifier');
+  checkProbeTraining(items, o, { samples: is.int(1), temperature: is.atLeast0, topP: is.share, seed: is.seed, onItem: is.fn }, 'verifier');
   if (!model.adapter && !o.nativeThinking) throw new Error('verifier: the model must be loaded with its reasoning adapter (--adapter), or nativeThinking set for a model that thinks by itself');
   let train = [...items], val = o.val ? [...o.val] : [];
   if (!o.val) {

@@ -1,4 +1,4 @@
-/** Checks of option objects shared by loadModel, convertModel, generate, answer and eval. */
+/** Checks of option objects shared by loadModel, convertModel, generate, answer, eval and the trainers. */
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { shown } from '../show.ts';
@@ -19,4 +19,31 @@ export function checkBuildOptions(o: { quant?: Quant; accuracyLevel?: number; lo
   if (o.accuracyLevel !== undefined && ![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new Error(`${where}: accuracyLevel must be 0, 1, 2, 3 or 4, got ${shown(o.accuracyLevel)}`);
   if (o.loraTargets !== undefined && !(Array.isArray(o.loraTargets) && o.loraTargets.every((t) => PROJECTIONS.includes(t)))) throw new Error(`${where}: loraTargets must be a list of projections (${PROJECTIONS.join(', ')}), got ${shown(o.loraTargets)}`);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`${where}: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
+}
+
+/** What one option's value must be: said in the message, and tested. */
+export interface Rule { what: string; ok: (v: unknown) => boolean }
+
+const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+export const is = {
+  int: (min: number): Rule => ({ what: `an integer ≥ ${min}`, ok: (v) => Number.isSafeInteger(v) && (v as number) >= min }),
+  seed: { what: 'an integer within ±(2^53 − 1)', ok: (v) => Number.isSafeInteger(v) } as Rule,
+  above0: { what: 'a number above 0', ok: (v) => finite(v) && v > 0 } as Rule,
+  atLeast0: { what: 'a number ≥ 0', ok: (v) => finite(v) && v >= 0 } as Rule,
+  share: { what: 'a number in [0, 1]', ok: (v) => finite(v) && v >= 0 && v <= 1 } as Rule,
+  bool: { what: 'true or false', ok: (v) => typeof v === 'boolean' } as Rule,
+  fn: { what: 'a function', ok: (v) => typeof v === 'function' } as Rule,
+  text: { what: 'a non-empty string', ok: (v) => typeof v === 'string' && v !== '' } as Rule,
+  object: { what: 'an object', ok: (v) => v !== null && typeof v === 'object' && !Array.isArray(v) } as Rule,
+  oneOf: (xs: readonly unknown[]): Rule => ({ what: `one of ${xs.map((x) => JSON.stringify(x)).join(', ')}`, ok: (v) => xs.includes(v) }),
+  list: (item: string, ok: (x: unknown) => boolean): Rule => ({ what: `a non-empty list of ${item}`, ok: (v) => Array.isArray(v) && v.length > 0 && v.every(ok) }),
+};
+
+/** Refuses unknown keys (checkKeys) and any given value its rule refuses, naming the option and the value. */
+export function checkRules(o: object, rules: Record<string, Rule>, where: string): void {
+  checkKeys(o, Object.keys(rules), where);
+  for (const [k, r] of Object.entries(rules)) {
+    const v = (o as Record<string, unknown>)[k];
+    if (v !== undefined && !r.ok(v)) throw new Error(`${where}: ${k} must be ${r.what}, got ${shown(v)}`);
+  }
 }

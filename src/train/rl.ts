@@ -14,7 +14,7 @@ import { loadAdapter, loraScale, saveAdapter, type LoadedAdapter } from '../io/p
 import type { Backend } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
-import { isCorrect, type Task } from '../tasks/grade.ts';
+import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { budgetControl } from '../reason/budget.ts';
 import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
@@ -23,6 +23,8 @@ import { Rng, type Example } from './data.ts';
 import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
+import { checkRules, is, type Rule } from '../runtime/options.ts';
+import { shown } from '../show.ts';
 
 export interface RlPrompt { question: string; gold: string | number; /** Line of the prompts file. */ line?: number }
 
@@ -66,6 +68,16 @@ export interface RlOptions {
   onStep?: (s: RlStepStats) => void;
 }
 
+/** What each option may be (trainRl's API; the CLI's flags are checked as they are parsed). */
+const RL_RULES: Record<keyof RlOptions, Rule> = {
+  out: is.text, budgets: is.list('positive integers (thinking budgets in tokens)', (b) => Number.isSafeInteger(b) && (b as number) > 0),
+  penalty: is.oneOf(['budget', 'group']), unbudgetedShare: is.share, lambda: is.atLeast0,
+  group: { what: 'an integer ≥ 2 (a group of one has no spread: its advantage is 0)', ok: (v) => Number.isSafeInteger(v) && (v as number) >= 2 },
+  promptsPerStep: is.int(1), steps: is.int(1), lr: is.above0, temperature: is.above0, maxTokens: is.int(1), clipEps: is.above0, beta: is.atLeast0,
+  seed: is.seed, task: is.oneOf(TASKS), checkpointEvery: is.int(1), resume: is.bool, baseModel: is.text, promptsFile: is.text, threads: is.int(1),
+  quiet: is.bool, handleSignals: is.bool, onStep: is.fn,
+};
+
 export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number }
 
 /** `generated`: the completion's tokens; `trained`: the same with the stop token that ended it (stopping is a choice the policy learns). */
@@ -106,6 +118,10 @@ export async function trainRl(
   model: { config: ModelConfig; weights: WeightSource; tokenizer: TextTokenizer; backend: Backend },
   adapterDir: string, prompts: RlPrompt[], o: RlOptions,
 ): Promise<{ history: RlStepStats[]; out: string }> {
+  checkRules(o, RL_RULES, 'train-rl');
+  for (const k of ['out', 'budgets', 'steps'] as const) if (o[k] === undefined) throw new Error(`train-rl: ${k} is required`);
+  const bad = Array.isArray(prompts) ? prompts.findIndex((p) => !p || typeof p.question !== 'string' || !(typeof p.gold === 'string' || typeof p.gold === 'number')) : -1;
+  if (!Array.isArray(prompts) || !prompts.length || bad >= 0) throw new Error(`train-rl: prompts must be a non-empty list of { question: string, gold: string or number }, got ${shown(bad >= 0 ? prompts[bad] : prompts)}${bad >= 0 ? ` at ${bad}` : ''}`);
   const { config, tokenizer: tok, backend } = model;
   const start: LoadedAdapter = loadAdapter(adapterDir, config);
   const { r: rank, loraAlpha: alpha, targets, rslora } = start.config;
@@ -177,6 +193,8 @@ export async function trainRl(
       }
       const adv = groupAdvantages(rewards, G);
       const { live, tokens } = policyBatch(rolls, adv, !!refTrainer);
+      // A step where every group tied (and no KL term) has no gradient: no optimizer step is taken. TRL's would
+      // still step, and AdamW's momentum would move the adapter on a step that carried no signal.
       if (live.length) {
         const grads: Params = new Map([...params].map(([n, p]) => [n, new Float32Array(p.length)]));
         for (let i = 0; i < live.length; i += 16) {

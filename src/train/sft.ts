@@ -18,6 +18,7 @@ import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { lateProgress, Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
 import { Trainer, aloraMask, type MicroBatch } from './trainer.ts';
+import { checkRules, is, type Rule } from '../runtime/options.ts';
 
 export interface SftOptions {
   out: string;
@@ -80,18 +81,27 @@ export interface SftResult {
   checkpoint?: number;
 }
 
+/** What each option may be (trainSft's API; the CLI's flags are checked as they are parsed). */
+const sftRules = (vocab: number): Record<keyof SftOptions, Rule> => ({
+  out: is.text, full: is.bool, rank: is.int(1), alpha: is.above0,
+  targets: is.list(`projections (${PROJECTIONS.join(', ')})`, (t) => PROJECTIONS.includes(t as Projection)),
+  aloraInvocation: is.list(`token ids (0..${vocab - 1})`, (t) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < vocab),
+  lr: is.above0, epochs: is.int(1), batchTokens: is.int(2), accum: is.int(1), seed: is.seed, warmupSteps: is.int(0), minLrRatio: is.share,
+  weightDecay: is.atLeast0, clip: is.above0, maxLen: is.int(2), evalEvery: is.int(1), checkpointEvery: is.int(1), resume: is.bool,
+  maxSteps: is.int(1), threads: is.int(1), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, onStep: is.fn,
+});
+
 /** Resume options recorded since a later version: checked only when the checkpoint has them. */
 const LATER_OPTIONS = ['--full', '--lora-r', '--targets', 'the --model (a hash of its config and weights)', 'the --data (a hash of its token ids)', 'the --eval (a hash of its token ids)', MODEL_TENSORS];
 
 export async function trainSft(config: ModelConfig, weights: WeightSource, train: Example[], evalSet: Example[], o: SftOptions): Promise<SftResult> {
+  checkRules(o, sftRules(config.vocabSize), 'train-sft');
+  if (o.out === undefined) throw new Error('train-sft: out (the output folder) is required');
   if (!train.length) throw new Error('train-sft: the training set is empty');
   const rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
-  if (!o.full && (!Number.isInteger(rank) || rank <= 0)) throw new Error(`train-sft: --lora-r must be a positive integer, got ${rank}`);
-  for (const t of targets) if (!PROJECTIONS.includes(t)) throw new Error(`train-sft: unknown target module "${t}" (use ${PROJECTIONS.join(', ')})`);
   // A rank past the smallest side of an adapted projection adds parameters and no expressiveness.
   const side = Math.min(...targets.flatMap((t) => projectionShape(config, t)));
   if (!o.full && rank > side) throw new Error(`train-sft: --lora-r ${rank} is larger than the projections it adapts (their smallest side is ${side}); a LoRA rank is usually 8–64`);
-  for (const [flag, v] of [['--lr', o.lr], ['--lora-alpha', o.alpha]] as const) if (v !== undefined && !(v > 0)) throw new Error(`train-sft: ${flag} must be above 0 (at 0 nothing is learnt), got ${v}`);
   if (o.full) toHfConfig(config); // a config that config.json cannot express fails now, not after the run
   // Examples are cut to the model's context at most: positions past it are never seen at inference.
   const ctx = config.maxPositionEmbeddings;
