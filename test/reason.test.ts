@@ -429,6 +429,14 @@ test('streamed thinking and answer add up to the result for any text, think tags
       stream.flush();
       const seq = { text, answerFrom: text.includes('</think>') ? 0 : undefined, tokens: [], thinkingTokens: 0 };
       assert.deepEqual(got, splitText(seq, reasoning, undefined as never), JSON.stringify({ text, reasoning }));
+      // Re-entrant: the first piece's callback pushes the rest and flushes, as a request aborted from inside onText
+      // finishes the sample there: the pieces still add up (the held text was given out twice, and a third time in answer()).
+      const again = { thinking: '', answer: '' };
+      let at = 0, nested = false;
+      const s2 = phaseStream((phase, piece) => { again[phase] += piece; if (!nested) { nested = true; s2.push(text.slice(at)); s2.flush(); } }, reasoning ? 'thinking' : 'answer');
+      while (at < text.length && !nested) { const n = 1 + Math.floor(rand() * 4); at += n; s2.push(text.slice(at - n, at)); }
+      if (!nested) s2.flush();
+      assert.deepEqual(again, got, JSON.stringify({ text, reasoning, reentrant: true }));
     }
   }
 });

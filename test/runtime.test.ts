@@ -854,6 +854,13 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
     be.lengths = async (c) => { const r = await lengths(c); ac.abort(); return r; };
     const [aborted] = await generateBatch(be, m.tokenizer, [m.encode('Hello')], [{ maxTokens: 16 }], undefined, ac.signal);
     assert.deepEqual([aborted.finishReason, aborted.tokens.length], ['cancelled', 0]);
+    // An abort from inside onText (the caller has seen enough): the pieces add up to the result's text (the last
+    // one came again as the cancelled sequence finished inside the callback).
+    for (const seed of [1, 2, 3]) {
+      const stop = new AbortController(), pieces: string[] = [];
+      const [c] = await m.generateBatch(['Hello'], { maxTokens: 32, temperature: 1, seed, stopTokens: [] }, (_, piece) => { if (pieces.push(piece) === 3) stop.abort(); }, stop.signal);
+      assert.deepEqual([c.finishReason, pieces.join('')], ['cancelled', c.text], `seed ${seed}`);
+    }
     // options.signal cancels complete() and generate(); one signal shared by many calls adds one listener (Node warns past ten).
     const warnings: string[] = [], onWarning = (w: Error) => warnings.push(w.name), shared = new AbortController();
     process.on('warning', onWarning);

@@ -207,29 +207,39 @@ function openedAt(tok: Model['tokenizer'], ids: number[], invocation: number[]):
  */
 export function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) {
   let phase = start, held = '', lead = start === 'thinking', blank = '';
+  // Pieces are given out once the state is updated, in order: a callback that aborts the request pushes the
+  // sample's last text from inside `emit`, and that text joins the queue.
+  const pending: [Phase, string][] = [];
+  let draining = false;
+  const drain = () => {
+    if (draining) return;
+    draining = true;
+    try { while (pending.length) emit(...pending.shift()!); } finally { draining = false; }
+  };
   const out = (text: string) => {
     if (lead) { text = text.replace(phase === 'thinking' ? /^\s+/ : /^[\r\n]+/, ''); if (text) lead = false; }
     if (phase === 'thinking' && text) { text = blank + text; const body = text.trimEnd(); blank = text.slice(body.length); text = body; }
-    if (text) emit(phase, text);
+    if (text) pending.push([phase, text]);
   };
   const release = () => { // all but a tail that may still become a tag
     const keep = phase === 'thinking' ? closeTagTail(held) : tagPiecesTail(held);
     out(held.slice(0, held.length - keep));
     held = held.slice(held.length - keep);
   };
+  const take = (piece: string): void => {
+    held += piece;
+    if (phase === 'thinking') {
+      const at = held.indexOf(THINK_CLOSE);
+      if (at < 0) return release();
+      out(held.slice(0, at));
+      phase = 'answer'; lead = true; blank = ''; held = held.slice(at + THINK_CLOSE.length);
+    }
+    held = dropTags(held);
+    release();
+  };
   return {
-    push(piece: string): void {
-      held += piece;
-      if (phase === 'thinking') {
-        const at = held.indexOf(THINK_CLOSE);
-        if (at < 0) return release();
-        out(held.slice(0, at));
-        phase = 'answer'; lead = true; blank = ''; held = held.slice(at + THINK_CLOSE.length);
-      }
-      held = dropTags(held);
-      release();
-    },
-    flush(): void { out(held); held = ''; },
+    push(piece: string): void { take(piece); drain(); },
+    flush(): void { out(held); held = ''; drain(); },
   };
 }
 

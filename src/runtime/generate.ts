@@ -331,7 +331,8 @@ export class Sequence {
         }
       }
     }
-    if (safe > this.emitted) { this.onText?.(this.text.slice(this.emitted, safe)); this.emitted = safe; }
+    // Marked as given before the callback runs: one that aborts the request finishes the sequence inside it.
+    if (safe > this.emitted) { const piece = this.text.slice(this.emitted, safe); this.emitted = safe; this.onText?.(piece); }
   }
 }
 
