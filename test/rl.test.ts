@@ -46,9 +46,10 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
   try {
     const steps: number[] = [];
     // Chat queries close their thinking quickly and mostly correctly, math ones mostly not: rewards differ within groups.
+    // beta > 0: the KL term and its reference pass (a forward-only trainer) run too.
     const chat = makeSplits({ train: 20, val: 0, test: 0, seed: 1, mix: { chat: 1 } }).train.map((it) => ({ question: it.question, gold: it.answer }));
     const { history } = await trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, ...rlPrompts('synthetic', 20, 0)], {
-      out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, quiet: true, checkpointEvery: 10, onStep: (s) => steps.push(s.step),
+      out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, beta: 0.04, quiet: true, checkpointEvery: 10, onStep: (s) => steps.push(s.step),
     });
     assert.deepEqual(steps, [1, 2]);
     assert.equal(history.length, 2);
@@ -64,7 +65,7 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     let again;
     try {
       again = await trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, ...rlPrompts('synthetic', 20, 0)], {
-        out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, checkpointEvery: 10, resume: true, onStep: (s) => steps.push(s.step),
+        out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, beta: 0.04, checkpointEvery: 10, resume: true, onStep: (s) => steps.push(s.step),
       });
     } finally {
       process.stderr.write = write;

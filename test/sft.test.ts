@@ -302,6 +302,21 @@ test('trainSft and trainRl refuse a misspelt option, null, or a value that would
   assert.ok(!fs.existsSync(out));
 });
 
+test('a Trainer made without gradients (train-rl\'s KL reference) gives the same loss and log-probs, and no gradients', async () => {
+  const mode = { kind: 'lora' as const, targets: ['q_proj' as const], scale: 2 }, c = model.config;
+  const [full, fwd] = await Promise.all([Trainer.create(model.config, weights, mode, { threads: 1, temperature: 0.7 }), Trainer.create(model.config, weights, mode, { threads: 1, temperature: 0.7, gradients: false })]);
+  try {
+    const rng = (() => { let s = 3; return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * 0.2; })();
+    const params = new Map(full.paramNames.map((n) => [n, Float32Array.from({ length: 4 * (n.endsWith('lora_A') ? c.hiddenSize : c.numHeads * c.headDim) }, rng)])); // rank 4
+    const batch = { examples: toy(6, 4), targetWeight: 0.1 };
+    const [a, b] = [await full.step(params, batch), await fwd.step(params, batch)];
+    assert.equal(a.grads.size, full.paramNames.length);
+    assert.deepEqual([b.loss, b.logprobs, b.grads.size], [a.loss, a.logprobs, 0]);
+  } finally {
+    await Promise.all([full.close(), fwd.close()]);
+  }
+});
+
 test('evalLoss reports its batches as it goes (the last eval of a run shows a bar of its own)', async () => {
   const trainer = await Trainer.create(model.config, weights, { kind: 'lora', targets: ['q_proj'], scale: 2 }, { threads: 1 });
   try {

@@ -34,7 +34,7 @@ export interface TrainingGraph {
   params: { name: string; shape: (number | string)[] }[];
 }
 
-export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode, objective: Objective = { kind: 'nll' }, temperature = 1): TrainingGraph {
+export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode, objective: Objective = { kind: 'nll' }, temperature = 1, gradients = true): TrainingGraph {
   const g = new Graph();
   const L = new Layers(g, cfg, weights, {
     quant: 'fp32', accuracyLevel: 0, fused: false,
@@ -62,6 +62,7 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode
   const params = g.inputs
     .filter((i) => (mode.kind === 'lora' ? /\.lora_[AB]$/.test(i.name) : i.dtype === 'float32' && weights.has(i.name)))
     .map((i) => ({ name: i.name, shape: i.dims }));
+  if (!gradients) return { graph: g, params }; // log-probs only (a reference policy): no backward to run
   const grads = addBackward(g, 'loss', params.map((p) => p.name));
   for (const p of params) {
     g.nodeN('Identity', [grads.get(p.name)!], {}, { names: [`grad.${p.name}`] });

@@ -170,7 +170,7 @@ export async function trainRl(
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
     threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 }, temperature,
   });
-  const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads, temperature }) : undefined;
+  const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads, temperature, gradients: false }) : undefined;
   const push = async () => backend.setAdapter(new Map([...start.tensors.keys()].map((proj) => {
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];

@@ -30,14 +30,17 @@ export interface StepResult {
 
 export class Trainer {
   readonly paramNames: string[];
-  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, readonly objective: Objective, private readonly session: ort.InferenceSession, paramNames: string[]) {
+  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, readonly objective: Objective, private readonly session: ort.InferenceSession, paramNames: string[], readonly gradients: boolean) {
     this.paramNames = paramNames;
   }
 
-  /** `temperature`: log-probs (and the policy loss) of softmax(logits / temperature), as rollouts sample. */
-  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number; objective?: Objective; temperature?: number } = {}): Promise<Trainer> {
-    const objective = opts.objective ?? { kind: 'nll' };
-    const { graph, params } = buildTrainingGraph(config, weights, mode, objective, opts.temperature);
+  /**
+   * `temperature`: log-probs (and the policy loss) of softmax(logits / temperature), as rollouts sample.
+   * `gradients: false`: the forward pass only (loss and log-probs; `step` returns no gradients).
+   */
+  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number; objective?: Objective; temperature?: number; gradients?: boolean } = {}): Promise<Trainer> {
+    const objective = opts.objective ?? { kind: 'nll' }, gradients = opts.gradients ?? true;
+    const { graph, params } = buildTrainingGraph(config, weights, mode, objective, opts.temperature, gradients);
     const session = await ort.InferenceSession.create(graph.toModelProto(), {
       intraOpNumThreads: opts.threads ?? Math.min(8, os.availableParallelism()), graphOptimizationLevel: 'all',
       // ORT's memory pattern pre-plans one block per run for the whole graph on top of the arena's own chunks;
@@ -47,10 +50,10 @@ export class Trainer {
       enableMemPattern: false,
       extra: { session: { disable_prepacking: '1' } },
     });
-    return new Trainer(config, mode, objective, session, params.map((p) => p.name));
+    return new Trainer(config, mode, objective, session, params.map((p) => p.name), gradients);
   }
 
-  /** Forward + backward for one micro-batch at the given parameter values (names as in paramNames). */
+  /** Forward + backward (unless made without gradients) for one micro-batch at the given parameter values (names as in paramNames). */
   async step(params: Params, batch: MicroBatch): Promise<StepResult> {
     const feeds = this.feeds(batch);
     for (const name of this.paramNames) {
@@ -59,7 +62,7 @@ export class Trainer {
       feeds[name] = new ort.Tensor('float32', p, this.shapeOf(name, p.length));
     }
     const out = await this.session.run(feeds);
-    const grads: Params = new Map(this.paramNames.map((n) => [n, out[`grad.${n}`].data as Float32Array]));
+    const grads: Params = new Map(this.gradients ? this.paramNames.map((n) => [n, out[`grad.${n}`].data as Float32Array]) : []);
     const flat = out.token_logprob.data as Float32Array, logprobs: Float32Array[] = [];
     let at = 0;
     for (const n of this.counts(batch)) { logprobs.push(flat.slice(at, at + n)); at += n; }
