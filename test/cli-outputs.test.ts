@@ -151,6 +151,39 @@ test('train-sft --full refuses a folder with files it would replace (a tokenizer
   assert.throws(() => checkOutDir(trained, { what: 'adapter', resume: false }), /trained-out already holds files this run would replace \(training_log\.json, checkpoint\/checkpoint\.json\); choose another folder, or pass --overwrite to replace it \(or --resume/);
 });
 
+test('an output folder is refused before any work when it would hold its own input, cannot be written into, or breaks the layout', () => {
+  // A model named by one of its files is its folder: --overwrite there removed the model's files as an earlier run's.
+  const m = at('own-model');
+  fs.cpSync(model.dir, m, { recursive: true });
+  const before = snapshot(m);
+  for (const file of ['config.json', 'model.safetensors']) {
+    assert.match(sft(m, '--model', path.join(m, file), '--overwrite', '--max-steps', '1').stderr, new RegExp(`--out .*own-model holds the --model .*own-model/${file.replace('.', '\\.')}: the adapter would be written over \\(or beside\\) its own input; choose another --out`));
+  }
+  assert.match(cli(['convert', '--model', path.join(m, 'config.json'), '--out', m, '--overwrite']).stderr, /--out .*own-model holds the --model .*config\.json/);
+  assert.deepEqual(snapshot(m), before);
+  // A dangling link is named as such (it failed as ENOENT after the run).
+  fs.symlinkSync(at('nowhere'), at('dangling'));
+  assert.throws(() => checkOutDir(at('dangling'), { what: 'adapter', resume: false }), /--out .*dangling is a symbolic link to .*nowhere, which does not exist/);
+  // export-trl: its own files' places (a folder where recipe.json goes failed after the data was written), and not the base model's folder.
+  const job = at('job');
+  fs.mkdirSync(path.join(job, 'recipe.json'), { recursive: true });
+  assert.throws(() => exportTrl({ out: job, overwrite: true, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 4, rlPrompts: 4 }), /--out .*job: .*job\/recipe\.json is a folder, where the TRL job has a file/);
+  fs.rmSync(job, { recursive: true });
+  fs.mkdirSync(job);
+  fs.writeFileSync(path.join(job, 'data'), '');
+  assert.throws(() => exportTrl({ out: job, overwrite: true, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 4, rlPrompts: 4 }), /--out .*job: .*job\/data is a file, where the TRL job has a folder/);
+  assert.throws(() => exportTrl({ out: m, overwrite: true, baseModel: m, examples: 4, rlPrompts: 4 }), /--out .*own-model is the --base-model folder/);
+  // An invocation the synthetic traces do not use would make a job whose train_sft.py stops on the GPU machine.
+  assert.throws(() => exportTrl({ out: at('job2'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', invocation: '<reason>', examples: 4, rlPrompts: 4 }), /export-trl: the invocation "<reason>" \(--alora-invocation\) applies to your --data: the synthetic traces open their reasoning with "<think>"/);
+  assert.ok(!fs.existsSync(at('job2')));
+  // bench: a --results-dir that is a file, at the start (it failed after the run); train-sft: --eval as a link to --data.
+  fs.writeFileSync(at('results-file'), 'mine');
+  assert.match(cli(['bench', 'reasoning', '--results-dir', at('results-file'), '--router-items', '0', '--parallel-items', '0']).stderr, /--results-dir .*results-file is a file; expected a folder \(for the results\)/);
+  fs.symlinkSync(data, at('eval-link.jsonl'));
+  assert.match(sft(at('never'), '--eval', at('eval-link.jsonl')).stderr, /--eval .*eval-link\.jsonl is the --data file/);
+  assert.deepEqual(snapshot(m), before);
+});
+
 test('train-sft: contradictory and unused flags are refused or warned about', () => {
   assert.match(sft(at('f1'), '--full', '--lora-r', '4', '--targets', 'q,v').stderr, /--full trains every weight, not a LoRA adapter: --lora-r, --targets contradict it/);
   assert.match(sft(at('f1'), '--full', '--alora-invocation', '<think>').stderr, /--alora-invocation makes an activated LoRA adapter .* --full trains every weight/);

@@ -626,6 +626,9 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   fs.mkdirSync(writing);
   fs.mkdirSync(`${entry}.old-${process.pid}-0f0f0f`);
   fs.writeFileSync(path.join(converted, 'stray-file'), '');
+  // A user's own folders there are not copies: listing, pruning and clearing leave them alone (they were removed as stale).
+  fs.mkdirSync(path.join(converted, 'notes'));
+  fs.writeFileSync(path.join(converted, 'notes', 'readme.txt'), 'mine');
   const states = () => Object.fromEntries(cacheEntries(cacheDir).map((e) => [path.basename(e.dir), [e.state, e.why ?? '']]));
   assert.deepEqual(states(), { [path.basename(entry)]: ['ready', ''], [path.basename(abandoned)]: ['abandoned', ''], [path.basename(writing)]: ['writing', ''], [`${path.basename(entry)}.old-${process.pid}-0f0f0f`]: ['abandoned', ''] });
   touch();
@@ -639,7 +642,8 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   assert.deepEqual(pruneCache(cacheDir).map((e) => path.basename(e.dir)).sort(), [path.basename(entry), path.basename(abandoned), `${path.basename(entry)}.old-${process.pid}-0f0f0f`].sort());
   await (await load({ cache: 'always' })).close();
   assert.equal(cli('--clear').stdout, `removed 1 converted copy (0.00 GiB) from ${cacheDir}\n`);
-  assert.deepEqual(fs.readdirSync(converted).sort(), [path.basename(writing), 'stray-file']);
+  assert.deepEqual(fs.readdirSync(converted).sort(), ['notes', path.basename(writing), 'stray-file']);
+  assert.equal(fs.readFileSync(path.join(converted, 'notes', 'readme.txt'), 'utf8'), 'mine');
 });
 
 test('without a writable cache, "auto" builds a checkpoint that fits in memory (with a note); one too large to is refused with what to do, after half-written copies are removed', async () => {

@@ -1,11 +1,17 @@
 import type { Command } from 'commander';
 import { floatArg, intArg } from './main.ts';
+import { checkOutDir } from './outputs.ts';
 
 /** Where a bench writes: bench/results/ (the committed results, by date), --results-dir, or nowhere (--no-write). */
 const output = (c: Command): Command => c
   .option('--results-dir <dir>', 'write the JSON / Markdown / SVG results here instead of bench/results/')
   .option('--no-write', 'write no result files (print only)');
-const resultsDir = (o: { write?: boolean; resultsDir?: string }): string | null | undefined => (o.write === false ? null : o.resultsDir);
+function resultsDir(o: { write?: boolean; resultsDir?: string }): string | null | undefined {
+  if (o.write === false) return null;
+  // Checked now, not when the results are written at the end of the run.
+  if (o.resultsDir !== undefined) checkOutDir(o.resultsDir, { flag: '--results-dir', what: 'results', overwrite: true });
+  return o.resultsDir;
+}
 
 export function benchCommand(program: Command): void {
   const bench = program.command('bench').description('benchmarks (results under bench/results/, or --results-dir / --no-write)');

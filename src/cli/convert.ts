@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { openSource, readManifest, type Manifest } from '../io/source.ts';
+import { modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
 import { lateProgress } from '../train/progress.ts';
 import { convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
 import type { Quant } from '../onnx/quant.ts';
@@ -33,7 +33,7 @@ export function convertCommand(program: Command): void {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
       // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
       const earlier = fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() ? convertedFrom(o.out) : undefined;
-      if (earlier !== undefined && real(earlier) !== real(o.model) && !o.overwrite) {
+      if (earlier !== undefined && real(earlier) !== real(modelPath(o.model)) && !o.overwrite) {
         throw new Error(`--out ${o.out} holds a conversion of another model (${earlier}); choose another folder, or pass --overwrite to replace it`);
       }
       checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });

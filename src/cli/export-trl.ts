@@ -85,6 +85,7 @@ function yaml(o: Record<string, unknown>, comment: string): string {
  * is no Hugging Face folder), a Hub id as given. Local: starts with /, . or ~, or exists here; a Hub id is "org/name".
  */
 export function resolveBaseModel(base: string, flag = '--base-model'): { name: string; local: boolean } {
+  if (typeof base !== 'string' || !base) throw new Error(`${flag} (baseModel) must be a Hugging Face Hub id ("org/name") or a local model folder, got ${shown(base)}`);
   const abs = expandPath(base);
   const looksLocal = /^[/.~]/.test(base) || base.includes('\\') || fs.existsSync(abs);
   if (!looksLocal) {
@@ -99,6 +100,11 @@ export function resolveBaseModel(base: string, flag = '--base-model'): { name: s
   if (!fs.statSync(abs).isDirectory() || !fs.existsSync(path.join(abs, 'config.json'))) throw new Error(`${flag} ${base}: not a Hugging Face model folder (no config.json in ${abs})`);
   return { name: abs, local: true };
 }
+
+/** What export-trl writes into --out, which must not be the local base model's folder. */
+const JOB_FILES = ['data/sft/train.jsonl', 'data/grpo/train.jsonl', 'recipe.json', 'sft.yaml', 'grpo.yaml', 'rewards.py', 'train_sft.py', 'train_grpo.py', 'README.md'];
+const outCheck = (overwrite: boolean | undefined, base: { name: string; local: boolean }) =>
+  ({ what: 'TRL job', empty: true, overwrite, writes: JOB_FILES, inputs: base.local ? { '--base-model': base.name } : {} });
 
 export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const seed = o.seed ?? 0, rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
@@ -136,6 +142,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     if (without === sft.length) throw new Error(`export-trl: none of the ${sft.length} training records of ${o.data} holds the activated-LoRA invocation "${invocation}" (the adapter switches on there and trains only what follows): write it at the start of each reply, or set --alora-invocation`);
     if (without) console.error(`export-trl: note: ${without} of the ${sft.length} training records of ${o.data} do not hold the invocation "${invocation}" and train nothing`);
   } else {
+    if (invocation !== INVOCATION) throw new Error(`export-trl: the invocation "${invocation}" (--alora-invocation) applies to your --data: the synthetic traces open their reasoning with "${INVOCATION}"; give --data, or leave --alora-invocation out`);
     sft = reasoningConversations(o.examples ?? 24000, seed).flatMap((c) => turns([{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }]));
   }
   // GRPO prompts: the same prompts as train-rl, each with its budget bucket as the control text that follows the
@@ -167,13 +174,18 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     },
   };
 
-  checkOutDir(o.out, { what: 'TRL job', empty: true, overwrite: o.overwrite });
+  checkOutDir(o.out, outCheck(o.overwrite, base));
   fs.mkdirSync(path.join(o.out, 'data/sft'), { recursive: true });
   fs.mkdirSync(path.join(o.out, 'data/grpo'), { recursive: true });
   const files: string[] = [];
   const write = (rel: string, text: string) => { atomicWrite(path.join(o.out, rel), (fd) => writeAll(fd, Buffer.from(text))); files.push(rel); };
-  write('data/sft/train.jsonl', sft.map((r) => JSON.stringify(r)).join('\n') + '\n');
-  write('data/grpo/train.jsonl', grpo.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  // A data set is written a thousand lines at a time: as one string, a large one passes JavaScript's length limit.
+  const writeJsonl = (rel: string, records: unknown[]) => {
+    atomicWrite(path.join(o.out, rel), (fd) => { for (let i = 0; i < records.length; i += 1000) writeAll(fd, Buffer.from(records.slice(i, i + 1000).map((r) => JSON.stringify(r) + '\n').join(''))); });
+    files.push(rel);
+  };
+  writeJsonl('data/sft/train.jsonl', sft);
+  writeJsonl('data/grpo/train.jsonl', grpo);
   write('recipe.json', JSON.stringify(recipe, null, 2) + '\n');
   const common = { model_name_or_path: base.name, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none' };
   write('sft.yaml', yaml({
@@ -353,8 +365,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--unbudgeted-share <x>', 'share of GRPO prompts without a budget line, held to the smallest budget', floatArg('--unbudgeted-share', 0, 1), 0.25)
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
     .action((o) => {
-      checkOutDir(o.out, { what: 'TRL job', empty: true, overwrite: !!o.overwrite });
-      resolveBaseModel(o.baseModel);
+      checkOutDir(o.out, outCheck(!!o.overwrite, resolveBaseModel(o.baseModel)));
       const r = exportTrl({
         out: o.out, overwrite: !!o.overwrite, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: o.examples, rlPrompts: o.rlPrompts,
         rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), invocation: o.aloraInvocation, lr: o.lr, epochs: o.epochs,

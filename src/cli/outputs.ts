@@ -42,6 +42,13 @@ function canonical(p: string): string {
   return tail ? path.join(real, tail) : real;
 }
 
+const isLink = (p: string): boolean => { try { return fs.lstatSync(p).isSymbolicLink(); } catch { return false; } };
+
+/** An existing output folder must take new files (else the first save fails, after the work). */
+function writable(flag: string, p: string, abs: string): void {
+  try { fs.accessSync(abs, fs.constants.W_OK | fs.constants.X_OK); } catch { throw new Error(`${flag} ${p} is not writable`); }
+}
+
 /** The parent folders of `p` must be creatable: the nearest one that exists is a writable folder. */
 function checkParents(flag: string, p: string): void {
   let up = path.dirname(path.resolve(p));
@@ -64,6 +71,8 @@ export interface OutDirCheck {
   empty?: boolean;
   /** Whether the folder holds this command's own earlier output (a converted model), which it rebuilds in place. */
   ours?: (dir: string) => boolean;
+  /** The files the command writes there (relative paths), when not a training run's or convert's (export-trl's job). */
+  writes?: readonly string[];
 }
 
 /** Refuse an output folder that is a file, overwrites an input, or holds files the command would replace (see OutDirCheck). */
@@ -71,20 +80,28 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
   const flag = c.flag ?? '--out';
   if (c.resume && c.overwrite) throw new Error('--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite starts a new one there');
   const abs = path.resolve(dir), exists = fs.existsSync(abs);
+  if (!exists && isLink(abs)) throw new Error(`${flag} ${dir} is a symbolic link to ${fs.readlinkSync(abs)}, which does not exist`);
   if (exists && !fs.statSync(abs).isDirectory()) throw new Error(`${flag} ${dir} is a file; expected a folder (for the ${c.what})`);
   if (!exists) checkParents(flag, dir);
+  else writable(flag, dir, abs);
   for (const [inFlag, p] of Object.entries(c.inputs ?? {})) {
-    if (p !== undefined && canonical(p) === canonical(dir)) {
-      throw new Error(`${flag} ${dir} is the ${inFlag} folder: the ${c.what} would be written over its own input; choose another ${flag}`);
+    if (p === undefined) continue;
+    if (canonical(p) === canonical(dir)) throw new Error(`${flag} ${dir} is the ${inFlag} folder: the ${c.what} would be written over its own input; choose another ${flag}`);
+    // A model given by one of its files (config.json, a .safetensors, a .gguf) stands for, or sits in, its folder.
+    if (fs.existsSync(p) && fs.statSync(p).isFile() && path.dirname(canonical(p)) === canonical(dir)) {
+      throw new Error(`${flag} ${dir} holds the ${inFlag} ${p}: the ${c.what} would be written over (or beside) its own input; choose another ${flag}`);
     }
   }
   // What the run writes must be writable whatever it is told: a folder where a file goes (or a file where the
   // checkpoint folder goes) would fail the first save, after the work.
   // (Training commands say whether --resume was given; convert writes no artefacts of training, and no checkpoint.)
-  if (exists && !c.empty) {
-    const training = c.resume !== undefined, writes = training ? ARTEFACTS : CONVERTED_FILES;
+  if (exists && (!c.empty || c.writes)) {
+    const training = c.resume !== undefined, writes = c.writes ?? (training ? ARTEFACTS : CONVERTED_FILES);
     const folder = writes.find((f) => fs.existsSync(path.join(abs, f)) && fs.statSync(path.join(abs, f)).isDirectory());
     if (folder) throw new Error(`${flag} ${dir}: ${path.join(dir, folder)} is a folder, where the ${c.what} has a file; move it away or choose another ${flag}`);
+    const file = [...new Set(writes.flatMap((f) => { const up: string[] = []; for (let d = path.dirname(f); d !== '.'; d = path.dirname(d)) up.push(d); return up; }))]
+      .find((d) => fs.existsSync(path.join(abs, d)) && !fs.statSync(path.join(abs, d)).isDirectory());
+    if (file) throw new Error(`${flag} ${dir}: ${path.join(dir, file)} is a file, where the ${c.what} has a folder; move it away or choose another ${flag}`);
     const ckpt = path.join(abs, path.dirname(CHECKPOINT));
     if (training && fs.existsSync(ckpt) && !fs.statSync(ckpt).isDirectory()) throw new Error(`${flag} ${dir}: ${path.join(dir, path.dirname(CHECKPOINT))} is a file, where training keeps its checkpoint folder; move it away or choose another ${flag}`);
   }

@@ -41,11 +41,15 @@ export const MANIFEST = 'edgereason.json';
 /** A converted folder's edgereason.json, parsed but not checked (openSource checks it). */
 export function readManifest(dir: string): Manifest { return readJsonFile(path.join(dir, MANIFEST), 'model: ') as Manifest; }
 
+/** The model a path names: a file of a Hugging Face folder (its config.json or weights) stands for the folder. */
+export function modelPath(p: string): string {
+  const abs = path.resolve(p);
+  return /^(config\.json|model.*\.safetensors(\.index\.json)?)$/.test(path.basename(abs)) && fs.existsSync(path.join(path.dirname(abs), 'config.json')) ? path.dirname(abs) : abs;
+}
+
 export function openSource(p: string): ModelSource {
   if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist`);
-  let abs = path.resolve(p);
-  // A file of a Hugging Face folder (its config.json or weights) stands for the folder.
-  if (/^(config\.json|model.*\.safetensors(\.index\.json)?)$/.test(path.basename(abs)) && fs.existsSync(path.join(path.dirname(abs), 'config.json'))) abs = path.dirname(abs);
+  const abs = modelPath(p);
   if (fs.statSync(abs).isFile() && (PYTORCH_FILE.test(path.basename(abs)) || isZip(abs))) {
     throw new Error(`model: ${abs} ${PYTORCH_ADVICE} and give its folder`);
   }

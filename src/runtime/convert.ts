@@ -232,6 +232,9 @@ export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: numbe
 }
 
 /** One folder per checkpoint and graph setting: readable name, plus a hash of the source's path. */
+/** A name entryName makes, or a temporary copy of one (.partial-<pid>-<hex>, .old-<pid>-<hex>). */
+const ENTRY = /-(q4|q8|fp32)(-al\d)?(-lora-[a-z_.]+)?-[0-9a-f]{10}(\.(partial|old)-\d+-[0-9a-f]+)?$/;
+
 function entryName(source: string, quant: Quant, accuracyLevel: number, targets: readonly Projection[]): string {
   const base = path.basename(source).replace(/\.(gguf|bin)$/, '').replace(/[^\w.-]+/g, '_');
   const hash = crypto.createHash('sha256').update(source).digest('hex').slice(0, 10);
@@ -348,7 +351,8 @@ export function cacheEntries(root: string = cacheFolder()): CacheEntry[] {
   const dir = path.join(root, 'converted');
   if (!fs.existsSync(dir)) return [];
   // Folders only, and any that goes meanwhile (another load installing or replacing it) is left out.
-  const folders = fs.readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  // Only the folders the cache names (entryName, and its temporary copies): anything else there is the user's.
+  const folders = fs.readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory() && ENTRY.test(d.name)).map((d) => d.name).sort();
   return folders.flatMap((name): CacheEntry[] => {
     const full = path.join(dir, name), bytes = folderBytes(full), temp = tempState(full);
     if (bytes === undefined) return [];
