@@ -22,7 +22,7 @@
  * Writes bench/results/reasoning-<date>.json, .md, -accuracy-vs-n.svg, -ttft.svg and -latency-vs-mix.svg.
  *
  *   node --import tsx bench/reasoning.ts [--model dir] [--adapter dir] [--router f] [--verifier f]
- *     [--router-items 100] [--parallel-items 40] [--parallel-split test|val] [--reps 9] [--max-tokens 384] [--shape-timing] [--no-write]
+ *     [--router-items 100] [--parallel-items 60] [--temperature 0.8] [--parallel-split test|val] [--reps 9] [--max-tokens 384] [--shape-timing] [--no-write]
  *   node --import tsx bench/reasoning.ts --report bench/results/reasoning-<date>.json   (the .md and plots again, no run)
  */
 import fs from 'node:fs';
@@ -75,6 +75,8 @@ export interface ReasoningBenchOptions {
   samples?: number[];
   temperature?: number;
   topP?: number;
+  /** Min-p of the sampled answers (default none). */
+  minP?: number;
   /** Tokens per answer (thinking + answer) and the thinking cap, for sections 2 and 3. */
   maxTokens?: number;
   maxThinkingTokens?: number;
@@ -140,6 +142,8 @@ export interface ReasoningBenchResult {
     /** Split of the hard questions (older results have none: test). */
     split?: 'test' | 'val'; n: number; samples: number[];
     accuracy: Record<string, Record<string, number>>;
+    /** One greedy sample (answer()'s single answer, the same items; older results have none). */
+    greedy?: number;
     meanTokensPerSample: number;
     /** At the first of the timing lengths; `wallTimes`: at each. */
     wallTime: WallTime;
@@ -182,12 +186,12 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, H) : undefined;
   if (!router) log(`no router at ${routerFile}: the routing section is skipped`);
   if (!verifier) log(`no verifier at ${verifierFile}: verifier votes are skipped`);
-  const reps = o.reps ?? 9, maxTokens = o.maxTokens ?? 384, temperature = o.temperature ?? 0.8, topP = o.topP ?? 0.95, seed = o.seed ?? 0;
+  const reps = o.reps ?? 9, maxTokens = o.maxTokens ?? 384, temperature = o.temperature ?? 0.8, topP = o.topP ?? 0.95, minP = o.minP, seed = o.seed ?? 0;
   const sampleCounts = o.samples ?? [1, 2, 4, 8], maxN = Math.max(...sampleCounts);
   const result: ReasoningBenchResult = {
     date: new Date().toISOString(),
     model: { path: modelDir, adapter: adapterDir, router: router ? routerFile : undefined, verifier: verifier ? verifierFile : undefined, hiddenSize: H, layers: model.config.numLayers, context: ctx },
-    settings: { reps, ttftReps: o.ttftReps ?? 15, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold, routerTemperature: o.routerTemperature ?? 0 },
+    settings: { reps, ttftReps: o.ttftReps ?? 15, maxTokens, maxThinkingTokens: o.maxThinkingTokens ?? null, temperature, topP, ...(minP !== undefined ? { minP } : {}), seed, quant: o.quant ?? 'default', routerThreshold: router?.threshold, routerTemperature: o.routerTemperature ?? 0 },
     ttft: [],
     machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), node: process.version, threads: String(o.threads ?? process.env.EDGEREASON_THREADS ?? 'default (the available CPUs, at most 8)'), loadavg: [os.loadavg()[0], 0] },
   };
@@ -268,15 +272,18 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
     }
 
     // 3. Parallel samples.
-    if ((o.parallelItems ?? 40) > 0) {
+    if ((o.parallelItems ?? 60) > 0) {
       const split = o.parallelSplit ?? 'test';
-      const cases = syntheticCases(split, o.parallelItems ?? 40, seed + 1, { hard: 1 }); // the items reasoning is for
+      const cases = syntheticCases(split, o.parallelItems ?? 60, seed + 1, { hard: 1 }); // the items reasoning is for
       const methods = METHODS.filter((m) => verifier || !m.startsWith('verifier'));
       const hits: Record<string, Record<string, number>> = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, 0]))]));
       const tokens: number[] = [];
+      let greedyHits = 0; // the baseline a user gets from one sample: answer() decodes it greedily
       for (let k = 0; k < cases.length; k++) {
         const c = cases[k];
-        const r = await answer(model, c.question, { ...gen, reasoning: 'on', samples: maxN, temperature, topP, seed: seed + 1000 * k, task: c.task }, { verifier });
+        const one = await answer(model, c.question, { ...gen, reasoning: 'on', task: c.task });
+        if (isCorrect(c.task, one.answer, c.gold) && one.winner !== undefined) greedyHits++;
+        const r = await answer(model, c.question, { ...gen, reasoning: 'on', samples: maxN, temperature, topP, minP, seed: seed + 1000 * k, task: c.task }, { verifier });
         r.samples.forEach((s) => tokens.push(s.tokens));
         const cands: Candidate[] = r.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore }));
         for (const m of methods) for (const n of sampleCounts) {
@@ -289,9 +296,9 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       // Wall time at the same tokens per sample: one prefill, a fork, fixed-length decoding.
       const ids = model.encode([{ role: 'user', content: cases[0]?.question ?? 'What is 2 plus 3?' }], true);
       const wallTimes: WallTime[] = [];
-      for (const t of o.timingTokens ?? [64, 160]) wallTimes.push(await parallelWallTime(model, ids, { invocation: reasoningTokens(model).invocation, sampleCounts, tokens: t, reps, sampling: { temperature, topP } }));
-      result.parallel = { split, n: cases.length, samples: sampleCounts, accuracy, meanTokensPerSample: mean(tokens), wallTime: wallTimes[0], wallTimes };
-      log(`parallel: ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTimes.map((wt) => `@${wt[0].tokensPerSample} tokens ${wt.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`).join('; ')}`);
+      for (const t of o.timingTokens ?? [64, 160]) wallTimes.push(await parallelWallTime(model, ids, { invocation: reasoningTokens(model).invocation, sampleCounts, tokens: t, reps, sampling: { temperature, topP, minP } }));
+      result.parallel = { split, n: cases.length, samples: sampleCounts, accuracy, greedy: greedyHits / cases.length, meanTokensPerSample: mean(tokens), wallTime: wallTimes[0], wallTimes };
+      log(`parallel: greedy single answer ${(100 * greedyHits / cases.length).toFixed(0)}%; ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTimes.map((wt) => `@${wt[0].tokensPerSample} tokens ${wt.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`).join('; ')}`);
     }
   } finally {
     progress?.stop(); // a failure mid-section leaves no bar (or hidden cursor) behind
@@ -430,6 +437,7 @@ const wallCell = (w: WallTime[number]): string =>
 
 export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  const points = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(100 * x).toFixed(1)} points`;
   const out = [`# Efficient reasoning benchmark ${r.date.slice(0, 10)}`, '',
     `Model: ${r.model.path} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, context ${r.model.context}) + adapter ${r.model.adapter}; router ${r.model.router ?? 'none'}; verifier ${r.model.verifier ?? 'none'}.`,
     `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, threads ${r.machine.threads}, node ${r.machine.node}${r.machine.loadavg ? `, 1-minute load average ${r.machine.loadavg[0].toFixed(2)} at the start and ${r.machine.loadavg[1].toFixed(2)} at the end${r.machine.loadavg[0] > 0.5 ? ' (above 0.5 at the start: the cores were busy just before the run, or other work shared them, and timings may be high; the end includes the run itself)' : ''}` : ''}. Settings: ${JSON.stringify(r.settings)}.`, '',
@@ -472,6 +480,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
+      ...(p.greedy === undefined ? [] : [`Samples at temperature ${r.settings.temperature} (top-p ${r.settings.topP}${r.settings.minP !== undefined ? `, min-p ${r.settings.minP}` : ''}). One greedy sample — what answer() gives for one sample — is right on ${pct(p.greedy)} of these items: N = ${Math.max(...p.samples)} adds ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[Math.max(...p.samples)] - p.greedy!)} (${m})`).join(', ')} over it, and ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[Math.max(...p.samples)] - byN[Math.min(...p.samples)])}`).join(', ')} over one sample at the same temperature.`, '']),
       `Wall time at the same tokens per sample (prefill + fork + decode, best of ${r.settings.reps} rounds, every N timed in each round side by side; "rounds": the lowest and highest of the rounds' own ratios to N = 1, the machine's noise):`, '',
       `| tokens per sample | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---:|${p.samples.map(() => '---:').join('|')}|`,
       ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map(wallCell).join(' | ')} |`), '',
@@ -490,7 +499,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
 
 if (isMainModule(import.meta.url)) {
   const s = 'string' as const, a = scriptArgs('bench/reasoning.ts', {
-    model: s, adapter: s, router: s, verifier: s, quant: s, threads: s, reps: s, 'router-items': s, 'router-temperature': s, 'parallel-items': s,
+    model: s, adapter: s, router: s, verifier: s, quant: s, threads: s, reps: s, 'router-items': s, 'router-temperature': s, 'parallel-items': s, temperature: s, 'top-p': s, 'min-p': s,
     'parallel-split': s, 'max-tokens': s, 'max-thinking-tokens': s, 'timing-tokens': s, seed: s, 'prompt-lengths': s, samples: s,
     'results-dir': s, 'no-write': 'boolean', 'shape-timing': 'boolean', report: s,
   });
@@ -501,7 +510,7 @@ if (isMainModule(import.meta.url)) {
     model: a.str('model'), adapter: a.str('adapter'), router: a.str('router'), verifier: a.str('verifier'),
     quant: a.str('quant') === undefined ? undefined : quantArg(a.str('quant')!), threads: a.num('threads'), reps: a.num('reps'),
     routerItems: a.num('router-items'), routerTemperature: a.num('router-temperature'), parallelItems: a.num('parallel-items'), parallelSplit: a.str('parallel-split') as 'test' | 'val' | undefined, maxTokens: a.num('max-tokens'),
-    maxThinkingTokens: a.num('max-thinking-tokens'), timingTokens: a.nums('timing-tokens'), seed: a.num('seed'),
+    maxThinkingTokens: a.num('max-thinking-tokens'), timingTokens: a.nums('timing-tokens'), seed: a.num('seed'), temperature: a.num('temperature'), topP: a.num('top-p'), minP: a.num('min-p'),
     promptLengths: a.nums('prompt-lengths'), samples: a.nums('samples'),
     resultsDir: a.has('no-write') ? null : a.str('results-dir'), shapeTiming: a.has('shape-timing'),
   });
