@@ -157,13 +157,23 @@ test('an output folder is refused before any work when it would hold its own inp
   fs.cpSync(model.dir, m, { recursive: true });
   const before = snapshot(m);
   for (const file of ['config.json', 'model.safetensors']) {
-    assert.match(sft(m, '--model', path.join(m, file), '--overwrite', '--max-steps', '1').stderr, new RegExp(`--out .*own-model holds the --model .*own-model/${file.replace('.', '\\.')}: the adapter would be written over \\(or beside\\) its own input; choose another --out`));
+    assert.match(sft(m, '--model', path.join(m, file), '--overwrite', '--max-steps', '1').stderr, new RegExp(`--out .*own-model holds the --model .*own-model/${file.replace('.', '\\.')}: the adapter would be written over its own input; choose another --out`));
   }
+  // ... also where its files are links into another folder (the Hugging Face hub's cache: snapshots/<rev>/config.json → blobs/…).
+  const snap = at('hub', 'snapshots', 'abc'), blobs = at('hub', 'blobs');
+  fs.mkdirSync(snap, { recursive: true });
+  fs.mkdirSync(blobs);
+  for (const f of fs.readdirSync(m)) { fs.copyFileSync(path.join(m, f), path.join(blobs, f)); fs.symlinkSync(path.join('..', '..', 'blobs', f), path.join(snap, f)); }
+  assert.throws(() => checkOutDir(snap, { what: 'adapter', inputs: { '--model': path.join(snap, 'config.json') }, resume: false, overwrite: true }), /--out .*snapshots\/abc holds the --model .*config\.json/);
+  // A GGUF (or llama2.c .bin) is a file of its own: a folder beside it is a fine --out.
+  fs.writeFileSync(at('lone.gguf'), '');
+  checkOutDir(tmp, { what: 'adapter', inputs: { '--model': at('lone.gguf') }, resume: false, overwrite: true });
   assert.match(cli(['convert', '--model', path.join(m, 'config.json'), '--out', m, '--overwrite']).stderr, /--out .*own-model holds the --model .*config\.json/);
   assert.deepEqual(snapshot(m), before);
   // A dangling link is named as such (it failed as ENOENT after the run).
   fs.symlinkSync(at('nowhere'), at('dangling'));
   assert.throws(() => checkOutDir(at('dangling'), { what: 'adapter', resume: false }), /--out .*dangling is a symbolic link to .*nowhere, which does not exist/);
+  assert.throws(() => checkOutDir(at('dangling', 'sub'), { what: 'adapter', resume: false }), /--out .*dangling\/sub: .*dangling is a symbolic link to .*nowhere, which does not exist/);
   // export-trl: its own files' places (a folder where recipe.json goes failed after the data was written), and not the base model's folder.
   const job = at('job');
   fs.mkdirSync(path.join(job, 'recipe.json'), { recursive: true });
@@ -174,7 +184,8 @@ test('an output folder is refused before any work when it would hold its own inp
   assert.throws(() => exportTrl({ out: job, overwrite: true, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 4, rlPrompts: 4 }), /--out .*job: .*job\/data is a file, where the TRL job has a folder/);
   assert.throws(() => exportTrl({ out: m, overwrite: true, baseModel: m, examples: 4, rlPrompts: 4 }), /--out .*own-model is the --base-model folder/);
   // An invocation the synthetic traces do not use would make a job whose train_sft.py stops on the GPU machine.
-  assert.throws(() => exportTrl({ out: at('job2'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', invocation: '<reason>', examples: 4, rlPrompts: 4 }), /export-trl: the invocation "<reason>" \(--alora-invocation\) applies to your --data: the synthetic traces open their reasoning with "<think>"/);
+  assert.throws(() => exportTrl({ out: at('job2'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', invocation: '<reason>', examples: 4, rlPrompts: 4 }), /^Error: export-trl: the invocation "<reason>" \(--alora-invocation\) is not in the synthetic traces, which open their reasoning with "<think>": give your --data/);
+  exportTrl({ out: at('job3'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', invocation: '<think>\n', examples: 4, rlPrompts: 4 }); // what they do hold
   assert.ok(!fs.existsSync(at('job2')));
   // bench: a --results-dir that is a file, at the start (it failed after the run); train-sft: --eval as a link to --data.
   fs.writeFileSync(at('results-file'), 'mine');

@@ -11,6 +11,7 @@ import { loadAdapter, loraScale, saveAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { evalLoss, trainSft } from '../src/train/sft.ts';
 import { Trainer } from '../src/train/trainer.ts';
+import { buildTrainingGraph } from '../src/train/graph.ts';
 import { batches, type Example } from '../src/train/data.ts';
 import { checkDiverged, lrAt } from '../src/train/optim.ts';
 import { dataIdentity, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, saveCheckpoint } from '../src/train/checkpoint.ts';
@@ -312,6 +313,9 @@ test('a Trainer made without gradients (train-rl\'s KL reference) gives the same
     const [a, b] = [await full.step(params, batch), await fwd.step(params, batch)];
     assert.equal(a.grads.size, full.paramNames.length);
     assert.deepEqual([b.loss, b.logprobs, b.grads.size], [a.loss, a.logprobs, 0]);
+    // ... and its graph has no backward: log-probs and loss are all it computes.
+    const graph = (g: boolean) => buildTrainingGraph(model.config, weights, mode, { kind: 'nll' }, 0.7, g).graph.outputs.map((o) => o.name);
+    assert.deepEqual([graph(false), graph(true).length], [['loss', 'token_logprob'], 2 + full.paramNames.length]);
   } finally {
     await Promise.all([full.close(), fwd.close()]);
   }

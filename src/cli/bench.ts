@@ -9,7 +9,7 @@ const output = (c: Command): Command => c
 function resultsDir(o: { write?: boolean; resultsDir?: string }): string | null | undefined {
   if (o.write === false) return null;
   // Checked now, not when the results are written at the end of the run.
-  if (o.resultsDir !== undefined) checkOutDir(o.resultsDir, { flag: '--results-dir', what: 'results', overwrite: true });
+  if (o.resultsDir !== undefined) checkOutDir(o.resultsDir, { flag: '--results-dir', what: 'results', overwrite: true, writes: [] });
   return o.resultsDir;
 }
 

@@ -129,6 +129,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   // The default recipe's adapter data (reasoningExamples), or the user's file, which must be all conversations
   // or all prompt/completion pairs (a TRL dataset has one format).
   let sft: Record<string, unknown>[];
+  const text = (x: unknown) => (typeof x === 'string' ? x : Array.isArray(x) ? x.map((m) => String((m as { content?: unknown }).content ?? '')).join('\n') : '');
   if (o.data) {
     const records = readJsonl(o.data), conversations = records.filter((r) => 'messages' in r);
     if (conversations.length && conversations.length < records.length) {
@@ -137,13 +138,14 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     }
     sft = records.flatMap((r) => ('messages' in r ? turns(r.messages, r.trainFrom) : [{ prompt: r.prompt, completion: r.completion }]));
     // As train-sft: the activated LoRA trains only from its invocation on, so a record without it teaches nothing.
-    const text = (x: unknown) => (typeof x === 'string' ? x : Array.isArray(x) ? x.map((m) => String((m as { content?: unknown }).content ?? '')).join('\n') : '');
     const without = sft.filter((r) => !(text(r.prompt) + text(r.completion)).includes(invocation)).length;
     if (without === sft.length) throw new Error(`export-trl: none of the ${sft.length} training records of ${o.data} holds the activated-LoRA invocation "${invocation}" (the adapter switches on there and trains only what follows): write it at the start of each reply, or set --alora-invocation`);
     if (without) console.error(`export-trl: note: ${without} of the ${sft.length} training records of ${o.data} do not hold the invocation "${invocation}" and train nothing`);
   } else {
-    if (invocation !== INVOCATION) throw new Error(`export-trl: the invocation "${invocation}" (--alora-invocation) applies to your --data: the synthetic traces open their reasoning with "${INVOCATION}"; give --data, or leave --alora-invocation out`);
     sft = reasoningConversations(o.examples ?? 24000, seed).flatMap((c) => turns([{ role: 'user', content: c.question }, { role: 'assistant', content: c.reply }]));
+    if (!sft.some((r) => text(r.completion).includes(invocation))) {
+      throw new Error(`export-trl: the invocation ${JSON.stringify(invocation)} (--alora-invocation) is not in the synthetic traces, which open their reasoning with ${JSON.stringify(INVOCATION)}: give your --data, or leave --alora-invocation out`);
+    }
   }
   // GRPO prompts: the same prompts as train-rl, each with its budget bucket as the control text that follows the
   // invocation (train_grpo.py appends both to the chat-templated prompt, as answer() and train-rl feed them). As

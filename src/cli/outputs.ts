@@ -9,6 +9,7 @@ import path from 'node:path';
 import { writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
+import { modelPath } from '../io/source.ts';
 
 /** The files that make a folder a model or an adapter (what a training run would replace). */
 const MODEL_FILES = ['config.json', 'model.safetensors', 'adapter_config.json', 'adapter_model.safetensors'];
@@ -52,7 +53,10 @@ function writable(flag: string, p: string, abs: string): void {
 /** The parent folders of `p` must be creatable: the nearest one that exists is a writable folder. */
 function checkParents(flag: string, p: string): void {
   let up = path.dirname(path.resolve(p));
-  while (!fs.existsSync(up)) up = path.dirname(up);
+  while (!fs.existsSync(up)) {
+    if (isLink(up)) throw new Error(`${flag} ${p}: ${up} is a symbolic link to ${fs.readlinkSync(up)}, which does not exist`);
+    up = path.dirname(up);
+  }
   if (!fs.statSync(up).isDirectory()) throw new Error(`${flag} ${p}: ${up} is a file, so the folder cannot be created`);
   try { fs.accessSync(up, fs.constants.W_OK); } catch { throw new Error(`${flag} ${p}: ${up} is not writable`); }
 }
@@ -87,9 +91,10 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
   for (const [inFlag, p] of Object.entries(c.inputs ?? {})) {
     if (p === undefined) continue;
     if (canonical(p) === canonical(dir)) throw new Error(`${flag} ${dir} is the ${inFlag} folder: the ${c.what} would be written over its own input; choose another ${flag}`);
-    // A model given by one of its files (config.json, a .safetensors, a .gguf) stands for, or sits in, its folder.
-    if (fs.existsSync(p) && fs.statSync(p).isFile() && path.dirname(canonical(p)) === canonical(dir)) {
-      throw new Error(`${flag} ${dir} holds the ${inFlag} ${p}: the ${c.what} would be written over (or beside) its own input; choose another ${flag}`);
+    // A Hugging Face model given by one of its files (config.json, its weights) stands for its folder (the folder as
+    // named: in the hub's cache the files are links into another one).
+    if (modelPath(p) !== path.resolve(p) && canonical(modelPath(p)) === canonical(dir)) {
+      throw new Error(`${flag} ${dir} holds the ${inFlag} ${p}: the ${c.what} would be written over its own input; choose another ${flag}`);
     }
   }
   // What the run writes must be writable whatever it is told: a folder where a file goes (or a file where the

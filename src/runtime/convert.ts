@@ -231,10 +231,10 @@ export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: numbe
   });
 }
 
-/** One folder per checkpoint and graph setting: readable name, plus a hash of the source's path. */
 /** A name entryName makes, or a temporary copy of one (.partial-<pid>-<hex>, .old-<pid>-<hex>). */
 const ENTRY = /-(q4|q8|fp32)(-al\d)?(-lora-[a-z_.]+)?-[0-9a-f]{10}(\.(partial|old)-\d+-[0-9a-f]+)?$/;
 
+/** One folder per checkpoint and graph setting: readable name, plus a hash of the source's path. */
 function entryName(source: string, quant: Quant, accuracyLevel: number, targets: readonly Projection[]): string {
   const base = path.basename(source).replace(/\.(gguf|bin)$/, '').replace(/[^\w.-]+/g, '_');
   const hash = crypto.createHash('sha256').update(source).digest('hex').slice(0, 10);

@@ -84,9 +84,9 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
   const metrics = new Metrics();
   const maxBatch = o.maxBatch ?? 16;
-  // n choices (or samples) decode as rows of one batch: more than a batch holds would refuse every such request.
+  // n choices (or a choice's samples) decode as rows of one batch: a request needing more rows than a batch holds is refused.
   for (const [k, flag] of [['maxN', '--max-n'], ['maxSamples', 'maxSamples']] as const) {
-    if (o[k] !== undefined && o[k]! > maxBatch) throw new Error(`serve: ${flag} ${o[k]} is more than --max-batch ${maxBatch}: a request's choices decode together in one batch, so every request asking for more than ${maxBatch} would be refused; raise --max-batch or lower ${flag}`);
+    if (o[k] !== undefined && o[k]! > maxBatch) throw new Error(`serve: ${flag} ${o[k]} is more than --max-batch ${maxBatch}: a request's choices (and a choice's samples) decode together in one batch, so a request asking for more than ${maxBatch} would be refused; raise --max-batch or lower ${flag}`);
   }
   const served = await loadServed({
     model: o.model, adapters: o.adapters, servedModelName: o.servedModelName, nativeThinking: o.nativeThinking, router: o.router, verifier: o.verifier,
