@@ -1,26 +1,43 @@
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { floatArg, intArg } from './main.ts';
 import { checkOutDir } from './outputs.ts';
 
-/** Where a bench writes: bench/results/ (the committed results, by date), --results-dir, or nowhere (--no-write). */
+const PACKAGE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** A clone of the repository writes beside the committed results; an installed package never into node_modules. */
+const inClone = () => fs.existsSync(path.join(PACKAGE, '.git'));
+
+/** Where a bench writes: bench/results/ in a clone (the committed results, by date), ./bench-results elsewhere, --results-dir, or nowhere (--no-write). */
 const output = (c: Command): Command => c
-  .option('--results-dir <dir>', 'write the JSON / Markdown / SVG results here instead of bench/results/')
+  .option('--results-dir <dir>', 'write the JSON / Markdown / SVG results here (default: bench/results/ in a clone of the repository, else ./bench-results)')
   .option('--no-write', 'write no result files (print only)');
 function resultsDir(o: { write?: boolean; resultsDir?: string }): string | null | undefined {
   if (o.write === false) return null;
+  const dir = o.resultsDir ?? (inClone() ? undefined : path.resolve('bench-results'));
   // Checked now, not when the results are written at the end of the run.
-  if (o.resultsDir !== undefined) checkOutDir(o.resultsDir, { flag: '--results-dir', what: 'results', overwrite: true, writes: [] });
-  return o.resultsDir;
+  if (dir !== undefined) checkOutDir(dir, { flag: '--results-dir', what: 'results', overwrite: true, writes: [] });
+  return dir;
+}
+
+/** A bench that compares with a development dependency (llama.cpp through node-llama-cpp) says so before it starts. */
+function needs(pkg: string, bench: string): void {
+  try { createRequire(import.meta.url).resolve(pkg); } catch {
+    throw new Error(`bench ${bench} compares with llama.cpp through ${pkg}, a development dependency of edgereason: run it from a clone (npm ci), or install it beside this package (npm i -E ${pkg}@${JSON.parse(fs.readFileSync(path.join(PACKAGE, 'package.json'), 'utf8')).devDependencies?.[pkg] ?? 'latest'})`);
+  }
 }
 
 export function benchCommand(program: Command): void {
-  const bench = program.command('bench').description('benchmarks (results under bench/results/, or --results-dir / --no-write)');
+  const bench = program.command('bench').description('benchmarks (results under bench/results/ in a clone, ./bench-results elsewhere, or --results-dir / --no-write)');
   output(bench.command('decode'))
     .description('prefill and batched decode speed on a Qwen2.5-0.5B-shaped (or Qwen3-0.6B-shaped) q4 model vs llama.cpp')
     .option('--json', 'print the result as JSON')
     .option('--accuracy-level <n>', 'MatMulNBits accuracy level (0: fp32 activations … 4: int8)', intArg('--accuracy-level', 0, 4), 4)
     .option('--shape <shape>', 'model shape: qwen2.5-0.5b or qwen3-0.6b', 'qwen2.5-0.5b')
     .action(async (o) => {
+      needs('node-llama-cpp', 'decode');
       const { runDecodeBench } = await import('../../bench/decode.ts');
       await runDecodeBench({ json: !!o.json, accuracyLevel: o.accuracyLevel, shape: o.shape, resultsDir: resultsDir(o) });
     });
