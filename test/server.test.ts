@@ -14,7 +14,10 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
-import { planChat } from '../src/server/chat.ts';
+import { planChat, runChat } from '../src/server/chat.ts';
+import { Admission } from '../src/server/queue.ts';
+import { onAbort } from '../src/runtime/abort.ts';
+import { getEventListeners } from 'node:events';
 import { reasoningTokens } from '../src/reason/answer.ts';
 import { promptCharBound } from '../src/server/prompt-bound.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
@@ -418,6 +421,38 @@ test('server: contradictory reasoning controls are refused naming both; agreeing
   assert.deepEqual([onBudget.mode, onBudget.thinkingCap], ['on', 8]);
   // Batch rows: a choice that may reason holds a row per sample; a direct answer decodes one sequence per choice.
   assert.deepEqual(['auto', 'on', 'off'].map((reasoning) => plan({ n: 2, edgereason: { reasoning, samples: 3 } }).rows), [6, 6, 2]);
+});
+
+test('server: a finished request leaves no abort listener behind (the server held every completed request in memory)', async () => {
+  // Node keeps a signal made by AbortSignal.any alive while it has an 'abort' listener: the request's signal was one,
+  // and onAbort's listener stayed after its calls were done, holding each request's first step (~9 KB apiece).
+  const ac = new AbortController(), combined = AbortSignal.any([ac.signal]), fired: string[] = [];
+  const stopA = onAbort(combined, () => fired.push('a')), stopB = onAbort(combined, () => fired.push('b'));
+  assert.equal(getEventListeners(combined, 'abort').length, 1, 'one listener, fanning out');
+  stopA();
+  assert.equal(getEventListeners(combined, 'abort').length, 1);
+  stopB();
+  assert.equal(getEventListeners(combined, 'abort').length, 0, 'gone with the last waiter');
+  onAbort(combined, () => fired.push('c'));
+  ac.abort();
+  assert.deepEqual(fired, ['c']);
+  // A whole request through runChat, reasoning with 2 samples: its signal is left with no listener either way.
+  for (const abortIt of [false, true]) {
+    const request = new AbortController();
+    const plan = planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens: 40, edgereason: { reasoning: 'on', samples: 2 } } as never, server.served, server.limits);
+    const run = runChat(plan, server.served, request.signal);
+    if (abortIt) request.abort();
+    await run.catch(() => undefined);
+    assert.equal(getEventListeners(request.signal, 'abort').length, 0, `aborted: ${abortIt}`);
+  }
+  // The admission queue stops listening once a waiting request is let in.
+  const queue = new Admission(1, 4), waiter = new AbortController();
+  const first = await queue.acquire(1);
+  const second = queue.acquire(1, waiter.signal);
+  assert.equal(getEventListeners(waiter.signal, 'abort').length, 1);
+  first.release();
+  (await second).release();
+  assert.equal(getEventListeners(waiter.signal, 'abort').length, 0);
 });
 
 test('server: content parts are joined with newlines; early-stopped samples finish with "abort"', async () => {

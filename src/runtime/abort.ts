@@ -1,17 +1,24 @@
 /**
  * One 'abort' listener per signal, fanning out to every call waiting on it: an app or a request may share one
  * signal among many calls, and Node warns (MaxListenersExceededWarning) past ten listeners on an EventTarget.
+ * The listener goes when the last call stops waiting: Node keeps a signal made by AbortSignal.any (or .timeout)
+ * alive while it has one, with everything the listener reaches.
  */
-const waiting = new WeakMap<AbortSignal, Set<() => void>>();
+const waiting = new WeakMap<AbortSignal, { fns: Set<() => void>; listener: () => void }>();
 
 /** Runs `fn` once when `signal` aborts; the returned function stops waiting. */
 export function onAbort(signal: AbortSignal, fn: () => void): () => void {
-  let fns = waiting.get(signal);
-  if (!fns) {
-    const set = new Set<() => void>();
-    waiting.set(signal, (fns = set));
-    signal.addEventListener('abort', () => { waiting.delete(signal); for (const f of set) f(); }, { once: true });
+  let entry = waiting.get(signal);
+  if (!entry) {
+    const fns = new Set<() => void>();
+    entry = { fns, listener: () => { waiting.delete(signal); for (const f of fns) f(); } };
+    waiting.set(signal, entry);
+    signal.addEventListener('abort', entry.listener, { once: true });
   }
-  fns.add(fn);
-  return () => { fns.delete(fn); };
+  const e = entry;
+  e.fns.add(fn);
+  return () => {
+    e.fns.delete(fn);
+    if (!e.fns.size && waiting.get(signal) === e) { waiting.delete(signal); signal.removeEventListener('abort', e.listener); }
+  };
 }

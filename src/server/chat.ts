@@ -31,6 +31,7 @@ import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList } from '../runtime/generate.ts';
+import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatRequest, type Effort } from './schemas.ts';
@@ -282,8 +283,11 @@ export type ChatEvent =
  */
 export async function runChat(plan: Plan, served: Served, requestSignal: AbortSignal, onEvent?: (e: ChatEvent) => void, startedAt = performance.now()): Promise<ChatOutcome> {
   const m = plan.served;
-  // The request's signal, plus our own abort: when one call fails, the request's other calls stop with it.
-  const local = new AbortController(), signal = AbortSignal.any([requestSignal, local.signal]);
+  // The request's signal, plus our own abort: when one call fails, the request's other calls stop with it. (Not
+  // AbortSignal.any: Node keeps such a signal, and what its listeners reach, alive until it aborts.)
+  const local = new AbortController(), signal = local.signal;
+  const stopWaiting = onAbort(requestSignal, () => local.abort());
+  if (requestSignal.aborted) local.abort();
   const view = m.backend.forRequest(signal), model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
@@ -359,6 +363,8 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const msg = (e as Error).message ?? String(e);
     if (/context|no room|prompt encodes to no tokens/i.test(msg)) throw new ApiError(400, msg, 'messages', 'invalid_request_error', 'context_length_exceeded');
     throw e;
+  } finally {
+    stopWaiting();
   }
   const primary = results[0];
   const completion = results.reduce((a, r) => a + r.usage.completionTokens, 0);

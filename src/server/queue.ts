@@ -3,6 +3,7 @@
  * sequences in parallel); the requests waiting for rows form a FIFO queue of at most `maxQueue`, beyond which a
  * request is refused (429). A waiting request whose client goes away leaves the queue.
  */
+import { onAbort } from '../runtime/abort.ts';
 import { ApiError } from './schemas.ts';
 
 interface Waiter { rows: number; grant: (release: () => void) => void; fail: (e: Error) => void }
@@ -25,14 +26,15 @@ export class Admission {
     if (!this.waiting.length && this.used + rows <= this.maxRows) return { release: this.take(rows), waitedMs: 0 };
     if (this.waiting.length >= this.maxQueue) throw new ApiError(429, `The server is busy: ${this.running} requests running and ${this.waiting.length} queued. Retry later.`, null, 'rate_limit_error', 'queue_full');
     if (signal?.aborted) throw new ApiError(499, 'client closed the request');
+    let stopWaiting: (() => void) | undefined;
     const release = await new Promise<() => void>((resolve, reject) => {
       const w: Waiter = { rows, grant: resolve, fail: reject };
       this.waiting.push(w);
-      signal?.addEventListener('abort', () => {
+      stopWaiting = signal && onAbort(signal, () => {
         const i = this.waiting.indexOf(w);
         if (i >= 0) { this.waiting.splice(i, 1); reject(new ApiError(499, 'client closed the request')); this.pump(); }
-      }, { once: true });
-    });
+      });
+    }).finally(() => stopWaiting?.());
     return { release, waitedMs: performance.now() - since };
   }
 
