@@ -436,6 +436,10 @@ test('server: a finished request leaves no abort listener behind (the server hel
   onAbort(combined, () => fired.push('c'));
   ac.abort();
   assert.deepEqual(fired, ['c']);
+  // A signal that has already aborted runs the call now (every caller used to check first), and keeps no listener.
+  const gone = AbortSignal.abort();
+  onAbort(gone, () => fired.push('now'));
+  assert.deepEqual([fired, getEventListeners(gone, 'abort').length], [['c', 'now'], 0]);
   // A whole request through runChat, reasoning with 2 samples: its signal is left with no listener either way.
   for (const abortIt of [false, true]) {
     const request = new AbortController();

@@ -6,7 +6,7 @@ import { lateProgress } from '../train/progress.ts';
 import { convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
-import { checkOutDir } from './outputs.ts';
+import { canonical, checkOutDir } from './outputs.ts';
 import { cliWords, quantArg } from './main.ts';
 
 /** The source of a folder an earlier convert wrote (its edgereason.json is a manifest), else undefined. */
@@ -18,8 +18,6 @@ function convertedFrom(dir: string): string | undefined {
     return undefined;
   }
 }
-
-const real = (p: string) => (fs.existsSync(p) ? fs.realpathSync(p) : path.resolve(p));
 
 export function convertCommand(program: Command): void {
   program.command('convert')
@@ -33,7 +31,7 @@ export function convertCommand(program: Command): void {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
       // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
       const earlier = fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() ? convertedFrom(o.out) : undefined;
-      if (earlier !== undefined && real(earlier) !== real(modelPath(o.model)) && !o.overwrite) {
+      if (earlier !== undefined && canonical(earlier) !== canonical(modelPath(o.model)) && !o.overwrite) {
         throw new Error(`--out ${o.out} holds a conversion of another model (${earlier}); choose another folder, or pass --overwrite to replace it`);
       }
       checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });

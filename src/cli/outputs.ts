@@ -30,7 +30,7 @@ export function expandPath(p: string): string {
 }
 
 /** The path with symbolic links resolved as far as it exists (so two spellings of one folder compare equal). */
-function canonical(p: string): string {
+export function canonical(p: string): string {
   const abs = path.resolve(p);
   let head = abs, tail = '';
   while (!fs.existsSync(head)) {

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import fs from 'node:fs';
 import path from 'node:path';
 import { openSource } from '../io/source.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
@@ -9,7 +8,7 @@ import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { trainSft } from '../train/sft.ts';
 import { intArg, positiveArg } from './main.ts';
-import { checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
+import { canonical, checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
 
 /** q,k,v,o,gate,up,down (or full names) -> projection names. */
 export function parseTargets(list: string, flag = '--targets'): Projection[] {
@@ -21,8 +20,6 @@ export function parseTargets(list: string, flag = '--targets'): Projection[] {
   if (!names.length) throw new Error(`${flag}: no projection named in ${JSON.stringify(list)} (use q,k,v,o,gate,up,down)`);
   return PROJECTIONS.filter((p) => names.includes(p)); // each once, in the model's order
 }
-
-const realPath = (p: string) => (fs.existsSync(p) ? fs.realpathSync(p) : path.resolve(p));
 
 export function trainSftCommand(program: Command): void {
   program.command('train-sft')
@@ -57,7 +54,7 @@ export function trainSftCommand(program: Command): void {
       if (!o.full && o.loraR <= 0) throw new Error(`--lora-r must be a positive integer, got ${o.loraR}`);
       const targets = parseTargets(o.targets);
       if (o.evalEvery !== undefined && !o.eval) process.stderr.write('train-sft: warning: --eval-every has no effect without --eval (no held-out set to take the loss on)\n');
-      if (o.eval && realPath(o.eval) === realPath(o.data)) throw new Error(`--eval ${o.eval} is the --data file: its loss would be the training loss; give held-out examples (or leave --eval out)`);
+      if (o.eval && canonical(o.eval) === canonical(o.data)) throw new Error(`--eval ${o.eval} is the --data file: its loss would be the training loss; give held-out examples (or leave --eval out)`);
       checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);

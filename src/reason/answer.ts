@@ -25,7 +25,7 @@ import { adapterIdentity } from '../train/checkpoint.ts';
 import type { LoadedAdapter } from '../io/peft.ts';
 import os from 'node:os';
 import type { Model } from '../runtime/model.ts';
-import { checkKeys } from '../runtime/options.ts';
+import { checkKeys, checkValues, is } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { checkGenerateOptions, decode, endsWithRun, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
@@ -314,8 +314,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${shown(task)}`);
   if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${shown(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got ${shown(method)}`);
-  for (const k of ['onText', 'onRoute', 'onSampleEnd'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new Error(`answer: ${k} must be a function, got ${shown(opts[k])}`);
-  for (const k of ['earlyStop', 'collectHidden', 'nativeThinking'] as const) if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw new Error(`answer: ${k} must be true or false, got ${shown(opts[k])}`);
+  checkValues(opts, { onText: is.fn, onRoute: is.fn, onSampleEnd: is.fn, earlyStop: is.bool, collectHidden: is.bool, nativeThinking: is.bool }, 'answer');
   if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new Error(`answer: signal must be an AbortSignal, got ${shown(opts.signal)}`);
   if (opts.invocation !== undefined && (typeof opts.invocation !== 'string' || !opts.invocation)) throw new Error(`answer: invocation must be a non-empty string, got ${shown(opts.invocation)}`);
   const native = !!opts.nativeThinking;

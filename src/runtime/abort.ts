@@ -6,8 +6,9 @@
  */
 const waiting = new WeakMap<AbortSignal, { fns: Set<() => void>; listener: () => void }>();
 
-/** Runs `fn` once when `signal` aborts; the returned function stops waiting. */
+/** Runs `fn` once when `signal` aborts (now, when it already has); the returned function stops waiting. */
 export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  if (signal.aborted) { fn(); return () => {}; }
   let entry = waiting.get(signal);
   if (!entry) {
     const fns = new Set<() => void>();

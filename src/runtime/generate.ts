@@ -426,8 +426,7 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
   let feed = pending.map((p, i) => [...p, ...seqs[i].takeFeed()]);
   const pos = await backend.lengths(cache); // next absolute position of each row
   const H = backend.config.hiddenSize;
-  if (hooks.signal?.aborted) stopAll(); // checked after the await: an abort during it has no listener yet
-  const stopWaiting = hooks.signal && onAbort(hooks.signal, stopAll);
+  const stopWaiting = hooks.signal && onAbort(hooks.signal, stopAll); // after the await: an abort during it stops all now
   try {
     for (;;) {
       const still = rows.map((_, i) => i).filter((i) => !seqs[rows[i]].done);

@@ -175,7 +175,7 @@ export function copyPositions(src: KVCache, srcRow: number, dst: KVCache, dstRow
 }
 
 function gatherRows(buf: Float32Array, rows: number[], srcSize: number, dstSize: number): Float32Array {
-  const out = zeros(rows.length * dstSize);
+  const out = zeros(rows.length * dstSize, true); // every row set below, whole
   rows.forEach((r, i) => out.set(buf.subarray(r * srcSize, r * srcSize + dstSize), i * dstSize));
   return out;
 }
@@ -199,10 +199,10 @@ let pooled = 0, engines = 0;
 /** Buffers made here and in use: only these are pooled (never a view into another, and never one twice). */
 const owned = new WeakSet<Float32Array>();
 
-/** A zeroed buffer of `n` floats, recycled when one of that length is pooled. */
-function zeros(n: number): Float32Array {
+/** A buffer of `n` floats, recycled when one of that length is pooled: zeroed, unless the caller fills it whole. */
+function zeros(n: number, filledByCaller = false): Float32Array {
   let a = pool.get(n)?.pop();
-  if (a) { pooled -= a.byteLength; a.fill(0); } else a = new Float32Array(n);
+  if (a) { pooled -= a.byteLength; if (!filledByCaller) a.fill(0); } else a = new Float32Array(n);
   owned.add(a);
   return a;
 }

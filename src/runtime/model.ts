@@ -171,7 +171,6 @@ export class Model {
     const { signal, ...rest } = opts;
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${shown(signal)}`);
     // The caller's signal stops this call through onAbort (AbortSignal.any would tie every call to it for good).
-    if (signal?.aborted) stop.abort();
     const stopWaiting = signal && onAbort(signal, () => stop.abort());
     const running = this.generateBatch([prompt], rest, (_, piece) => { queue.push(piece); wake?.(); }, stop.signal)
       .then((r) => { result = r[0]; }, (e) => { error = e; })

@@ -42,6 +42,11 @@ export const is = {
 /** Refuses unknown keys (checkKeys) and any given value its rule refuses, naming the option and the value. */
 export function checkRules(o: object, rules: Record<string, Rule>, where: string): void {
   checkKeys(o, Object.keys(rules), where);
+  checkValues(o, rules, where);
+}
+
+/** Refuses any given value of these options that its rule refuses, naming the option and the value. */
+export function checkValues(o: object, rules: Record<string, Rule>, where: string): void {
   for (const [k, r] of Object.entries(rules)) {
     const v = (o as Record<string, unknown>)[k];
     if (v !== undefined && !r.ok(v)) throw new Error(`${where}: ${k} must be ${r.what}, got ${shown(v)}`);

@@ -287,7 +287,6 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   // AbortSignal.any: Node keeps such a signal, and what its listeners reach, alive until it aborts.)
   const local = new AbortController(), signal = local.signal;
   const stopWaiting = onAbort(requestSignal, () => local.abort());
-  if (requestSignal.aborted) local.abort();
   const view = m.backend.forRequest(signal), model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
