@@ -18,7 +18,7 @@ import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
 import { accuracyAt, accuracyThreshold, auc, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
-import { trainVerifier, Verifier } from '../src/reason/verifier.ts';
+import { trainVerifier, Verifier, withinItemAuc } from '../src/reason/verifier.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
@@ -861,6 +861,12 @@ test('verifier: class-balanced fit on imbalanced separable data; save/load', () 
   const back = Verifier.load(file, 2);
   assert.equal(back.threshold, 0.6);
   X.forEach((x) => assert.equal(back.score(x), v.score(x)));
+});
+
+test('withinItemAuc: right vs wrong candidates of the same question only', () => {
+  // Question 0: the right one (0.9) beats one wrong (0.5) and loses to the other (0.95); question 1 ties; question 2 has no wrong one.
+  assert.equal(withinItemAuc([0, 0, 0, 1, 1, 2], [0.9, 0.5, 0.95, 0.3, 0.3, 0.1], [1, 0, 0, 1, 0, 1]), (1 + 0 + 0.5) / 3);
+  assert.ok(Number.isNaN(withinItemAuc([0, 1], [0.2, 0.1], [1, 0])), 'no pair within a question');
 });
 
 test('budget control: "\\nThinking budget: N tokens." after the invocation; the base prompt (router, direct route) is untouched', async () => {

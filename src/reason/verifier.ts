@@ -83,7 +83,12 @@ export interface VerifierReport {
   threshold: number;
   train: { items: number; candidates: number; positives: number; accuracy: number; auc: number };
   /** Per validation item: share answered correctly by the first sample, majority vote, best-of-N and verifier-weighted vote. */
-  val: { items: number; candidates: number; positives: number; accuracy: number; auc: number; firstSample: number; majority: number; bestOfN: number; verifierVote: number; oracle: number };
+  val: {
+    items: number; candidates: number; positives: number; accuracy: number; auc: number;
+    /** AUC within a question: how often a right candidate outscores a wrong one of the same question (what choosing among samples needs). */
+    withinItemAuc: number;
+    firstSample: number; majority: number; bestOfN: number; verifierVote: number; oracle: number;
+  };
 }
 
 export async function trainVerifier(model: Model, items: readonly LabelItem[], o: TrainVerifierOptions = {}): Promise<{ verifier: Verifier; report: VerifierReport }> {
@@ -119,6 +124,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
     train: { items: train.length, candidates: tr.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, threshold), auc: auc(sTr, yTr) },
     val: {
       items: val.length, candidates: va.length, positives: yVa.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sVa, yVa, threshold), auc: auc(sVa, yVa),
+      withinItemAuc: withinItemAuc(va.map((c) => c.item), sVa, yVa),
       firstSample: share((l) => l[0].ok),
       majority: share((l) => okOf(l, majorityVote(l.map((x) => x.c)).chosen)),
       bestOfN: share((l) => okOf(l, verifierBestOfN(l.map((x) => x.c)).chosen)),
@@ -131,4 +137,18 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
     ...(model.adapter ? { adapter: model.adapter.dir } : { nativeThinking: true }), ...trainedWith(model), report, createdAt: new Date().toISOString(),
   });
   return { verifier, report };
+}
+
+/** Within each group (question), the share of (right, wrong) candidate pairs where the right one scores higher (ties half); NaN with no such pair. */
+export function withinItemAuc(groups: readonly number[], scores: readonly number[], labels: readonly number[]): number {
+  let wins = 0, pairs = 0;
+  for (let i = 0; i < scores.length; i++) {
+    if (!labels[i]) continue;
+    for (let j = 0; j < scores.length; j++) {
+      if (labels[j] || groups[j] !== groups[i]) continue;
+      wins += scores[i] > scores[j] ? 1 : scores[i] === scores[j] ? 0.5 : 0;
+      pairs++;
+    }
+  }
+  return pairs ? wins / pairs : NaN;
 }
