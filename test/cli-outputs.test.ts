@@ -495,6 +495,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /raw prompt 0 does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
   assert.match(cli(['answer', '--model', 'models/default', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr, /or --native-thinking for a model that thinks by itself/);
+  for (const flags of [['--adapter', 'models/default/reasoning-adapter', '--no-adapter'], ['--no-adapter', '--adapter=models/default/reasoning-adapter']]) {
+    const r = cli(['answer', '--model', 'models/default', ...flags, '--question', 'x']);
+    assert.deepEqual([r.status, r.stderr.trim()], [1, 'edgereason: --adapter and --no-adapter contradict each other: give one of them'], flags.join(' '));
+  }
   // A thinking model's generation_config.json that asks for sampling: said when --native-thinking decodes greedily.
   const sampled = at('sampled-model');
   fs.mkdirSync(sampled);

@@ -16,6 +16,7 @@ import { suggestedSampling } from '../io/hf-folder.ts';
 export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}`;
 
 export function answerCommand(program: Command): void {
+  const adapterFlags = new Set<string>(); // --adapter and --no-adapter set one value: the last would win silently
   program.command('answer')
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
     .requiredOption('--model <path>', 'base model')
@@ -43,7 +44,9 @@ export function answerCommand(program: Command): void {
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
+    .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'))
     .action(async (o) => {
+      if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
       if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
       if (!TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
