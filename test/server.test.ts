@@ -340,6 +340,11 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
   }
   const nf = await fetch(`${url}/v1/nothing`);
   assert.equal(nf.status, 404);
+  // An unknown route (or method) is a 404 whatever its JSON body holds: empty or broken, it is not read.
+  for (const [method, route, body] of [['DELETE', '/v1/chat/completions', ''], ['POST', '/v1/nothing', '{"broken']]) {
+    const r = await fetch(`${url}${route}`, { method, headers: { 'content-type': 'application/json' }, body });
+    assert.deepEqual([r.status, (await r.json()).error.message], [404, `Unknown route ${method} ${route}`], `${method} ${route}`);
+  }
   assert.ok((await create(ask('still alive?', { max_tokens: 3 }))).choices.length === 1);
 });
 

@@ -129,6 +129,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   app.removeContentTypeParser('text/plain');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    if (req.is404) return done(null, undefined); // an unknown route is a 404 whatever its body holds
     try { done(null, parseJsonBody(body as Buffer, req.headers['content-type'])); } catch (e) { done(e as Error, undefined); }
   });
   // A body that is not UTF-8 JSON is refused by parseJsonBody (an ApiError), before any handler.
