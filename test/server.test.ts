@@ -462,6 +462,11 @@ test('server: a finished request leaves no abort listener behind (the server hel
   first.release();
   (await second).release();
   assert.equal(getEventListeners(waiter.signal, 'abort').length, 0);
+  // A request whose client went away before it would wait is refused (499) and leaves nothing queued.
+  const held = await queue.acquire(1);
+  await assert.rejects(queue.acquire(1, AbortSignal.abort()), (e: Error & { status?: number }) => e.status === 499 && e.message === 'client closed the request');
+  assert.deepEqual([queue.queued, queue.rowsInUse], [0, 1]);
+  held.release();
 });
 
 test('server: content parts are joined with newlines; early-stopped samples finish with "abort"', async () => {

@@ -10,8 +10,8 @@ import { floatArg, intArg, quantArg } from './main.ts';
 import { checkOutFile } from './outputs.ts';
 import { StagedProgress } from '../train/progress.ts';
 
-/** An AUC for the console: n/a when the labels hold one class only (it is undefined then). */
-export const aucText = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a (one class only)');
+/** An AUC for the console: n/a, and why, when it is undefined (by default: the labels hold one class only). */
+export const aucText = (x: number, undefinedWhen = 'one class only'): string => (Number.isFinite(x) ? x.toFixed(3) : `n/a (${undefinedWhen})`);
 
 /** Training and validation questions: the synthetic train/val splits, or GSM8K's train file (its tail as validation). */
 export function labelItems(task: string, train: number, val: number, seed = 0, command = 'train-router'): { train: LabelItem[]; val: LabelItem[] } {

@@ -43,7 +43,7 @@ export function trainVerifierCommand(program: Command): void {
         console.log(`verifier → ${o.out} (threshold ${report.threshold.toFixed(4)})`);
         if (!t.positives || t.positives === t.candidates) console.warn(`warning: every training candidate is ${t.positives ? 'correct' : 'wrong'}: the verifier cannot learn to tell them apart; use harder or easier questions`);
         console.log(`train: ${t.candidates} candidates of ${t.items} questions, ${t.positives} correct; accuracy at the threshold ${pct(t.accuracy)}, AUC ${aucText(t.auc)}`);
-        console.log(`val (the threshold was chosen on these: accuracy is optimistic): ${v.candidates} candidates of ${v.items} questions, ${v.positives} correct; accuracy ${pct(v.accuracy)}, AUC ${aucText(v.auc)}, within a question ${Number.isFinite(v.withinItemAuc) ? v.withinItemAuc.toFixed(3) : 'n/a (no question has both a right and a wrong candidate)'}`);
+        console.log(`val (the threshold was chosen on these: accuracy is optimistic): ${v.candidates} candidates of ${v.items} questions, ${v.positives} correct; accuracy ${pct(v.accuracy)}, AUC ${aucText(v.auc)}, within a question ${aucText(v.withinItemAuc, 'no question has both a right and a wrong candidate')}`);
         console.log(`val questions right: first sample ${pct(v.firstSample)}, majority ${pct(v.majority)}, verifier best-of-${o.samples} ${pct(v.bestOfN)}, verifier-weighted vote ${pct(v.verifierVote)}, any sample (oracle) ${pct(v.oracle)}`);
       } finally {
         progress.stop();

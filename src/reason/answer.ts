@@ -314,9 +314,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${shown(task)}`);
   if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${shown(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got ${shown(method)}`);
-  checkValues(opts, { onText: is.fn, onRoute: is.fn, onSampleEnd: is.fn, earlyStop: is.bool, collectHidden: is.bool, nativeThinking: is.bool }, 'answer');
-  if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new Error(`answer: signal must be an AbortSignal, got ${shown(opts.signal)}`);
-  if (opts.invocation !== undefined && (typeof opts.invocation !== 'string' || !opts.invocation)) throw new Error(`answer: invocation must be a non-empty string, got ${shown(opts.invocation)}`);
+  checkValues(opts, { onText: is.fn, onRoute: is.fn, onSampleEnd: is.fn, earlyStop: is.bool, collectHidden: is.bool, nativeThinking: is.bool, signal: is.signal, invocation: is.text }, 'answer');
   const native = !!opts.nativeThinking;
   if (opts.invocation !== undefined && native) throw new Error(`answer: invocation names a reasoning adapter's opening text; with nativeThinking the model opens its thinking with its own "${THINK_OPEN}": leave invocation out`);
   if (native && model.adapter) throw new Error(`answer: nativeThinking reasons with the model's own weights, but it was loaded with the adapter ${model.adapter.dir}: load it without one`);

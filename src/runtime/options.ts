@@ -33,6 +33,7 @@ export const is = {
   share: { what: 'a number in [0, 1]', ok: (v) => finite(v) && v >= 0 && v <= 1 } as Rule,
   bool: { what: 'true or false', ok: (v) => typeof v === 'boolean' } as Rule,
   fn: { what: 'a function', ok: (v) => typeof v === 'function' } as Rule,
+  signal: { what: 'an AbortSignal', ok: (v) => v instanceof AbortSignal } as Rule,
   text: { what: 'a non-empty string', ok: (v) => typeof v === 'string' && v !== '' } as Rule,
   object: { what: 'an object', ok: (v) => v !== null && typeof v === 'object' && !Array.isArray(v) } as Rule,
   oneOf: (xs: readonly unknown[]): Rule => ({ what: `one of ${xs.map((x) => JSON.stringify(x)).join(', ')}`, ok: (v) => xs.includes(v) }),

@@ -25,7 +25,6 @@ export class Admission {
     const since = performance.now();
     if (!this.waiting.length && this.used + rows <= this.maxRows) return { release: this.take(rows), waitedMs: 0 };
     if (this.waiting.length >= this.maxQueue) throw new ApiError(429, `The server is busy: ${this.running} requests running and ${this.waiting.length} queued. Retry later.`, null, 'rate_limit_error', 'queue_full');
-    if (signal?.aborted) throw new ApiError(499, 'client closed the request');
     let stopWaiting: (() => void) | undefined;
     const release = await new Promise<() => void>((resolve, reject) => {
       const w: Waiter = { rows, grant: resolve, fail: reject };
