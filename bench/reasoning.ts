@@ -475,12 +475,12 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     }
   }
   if (r.parallel) {
-    const p = r.parallel;
+    const p = r.parallel, top = Math.max(...p.samples);
     out.push(`## Parallel samples (synthetic ${p.split ?? 'test'} split, hard items)`, '',
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
-      ...(p.greedy === undefined ? [] : [`Samples at temperature ${r.settings.temperature} (top-p ${r.settings.topP}${r.settings.minP !== undefined ? `, min-p ${r.settings.minP}` : ''}). One greedy sample — what answer() gives for one sample — is right on ${pct(p.greedy)} of these items: N = ${Math.max(...p.samples)} adds ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[Math.max(...p.samples)] - p.greedy!)} (${m})`).join(', ')} over it${p.samples.includes(1) ? `, and ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[Math.max(...p.samples)] - byN[1])} (${m})`).join(', ')} over one sample at the same temperature` : ''}.`, '']),
+      ...(p.greedy === undefined ? [] : [`Samples at temperature ${r.settings.temperature} (top-p ${r.settings.topP}${r.settings.minP !== undefined ? `, min-p ${r.settings.minP}` : ''}). One greedy sample — what answer() gives for one sample — is right on ${pct(p.greedy)} of these items: N = ${top} adds ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - p.greedy!)} (${m})`).join(', ')} over it${p.samples.includes(1) ? `, and ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - byN[1])} (${m})`).join(', ')} over one sample at the same temperature` : ''}.`, '']),
       `Wall time at the same tokens per sample (prefill + fork + decode, best of ${r.settings.reps} rounds, every N timed in each round side by side; "rounds": the lowest and highest of the rounds' own ratios to N = 1, the machine's noise):`, '',
       `| tokens per sample | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---:|${p.samples.map(() => '---:').join('|')}|`,
       ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map(wallCell).join(' | ')} |`), '',
