@@ -110,6 +110,21 @@ test('FusedMatMul (transB, com.microsoft; float32 only in ORT): gradients equal 
   g.input('x', 'float32', [3, 4]); g.input('w', 'float32', [4, 5]);
   g.nodeN('ReduceSum', [g.node('FusedMatMul', ['x', 'w'], { transA: 0 }, { domain: 'com.microsoft' })], { keepdims: 0 }, { names: ['loss'] });
   assert.throws(() => addBackward(g, 'loss', ['w']), /FusedMatMul .* only differentiable as a·bᵀ with a 2-D b \(transB=1\)/);
+  // Not differentiated itself, a FusedMatMul still shapes what is: its transA/transB flags set its output's shape,
+  // which the gradient of x in x[3,1] + a[3,1]·w[1,5] is summed back to (it came out [3,5], all 1s).
+  const h = new Graph();
+  h.input('x', 'float32', [3, 1]); h.input('a', 'float32', [3, 1]); h.input('w', 'float32', [1, 5]);
+  const aw = h.node('FusedMatMul', ['a', 'w'], { transB: 0 }, { domain: 'com.microsoft' });
+  const wa = h.node('FusedMatMul', ['w', 'a'], { transA: 1, transB: 1 }, { domain: 'com.microsoft' });
+  const shapes = inferShapes(h, ancestors(h, [aw, wa]));
+  assert.deepEqual([shapes.get(aw), shapes.get(wa)], [[3, 5], [5, 3]]);
+  h.nodeN('ReduceSum', [h.node('Add', ['x', aw])], { keepdims: 0 }, { names: ['loss'] });
+  h.output('loss', 'float32', []);
+  const dx = addBackward(h, 'loss', ['x'], { outputs: true }).get('x')!;
+  const s = await ort.InferenceSession.create(h.toModelProto(), sessionOptions);
+  const out = await s.run({ x: new ort.Tensor('float32', new Float32Array(3), [3, 1]), a: new ort.Tensor('float32', Float32Array.of(1, 2, 3), [3, 1]), w: new ort.Tensor('float32', Float32Array.of(1, 2, 3, 4, 5), [1, 5]) });
+  await s.release();
+  assert.deepEqual([out[dx].dims, [...(out[dx].data as Float32Array)]], [[3, 1], [5, 5, 5]]);
 });
 
 test('MatMul: 2-D, batched weight, equal-rank batches, 2-D x batched, 5-D attention broadcast', async () => {

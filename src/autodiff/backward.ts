@@ -211,15 +211,11 @@ export function inferShapes(g: Graph, order: Node[]): Map<string, Shape> {
       return [attr('keepdims', 1) ? x.map((d, i) => (red.has(i) ? 1 : d)) : x.filter((_, i) => !red.has(i))];
     }
     switch (n.op) {
-      case 'MatMul': {
+      case 'MatMul': case 'FusedMatMul': { // com.microsoft's FusedMatMul: transA/transB swap an operand's last two dims
         const [a, b] = ins;
-        if (!a || !b || a.length < 2 || b.length < 2) return undefined;
-        return [[...broadcastShapes([a.slice(0, -2), b.slice(0, -2)], fresh), a.at(-2)!, b.at(-1)!]];
-      }
-      case 'FusedMatMul': { // com.microsoft, transB=1 with a 2-D B only (see vjp.ts)
-        const [a, b] = ins;
-        if (!a || !b || a.length < 2 || b.length !== 2) return undefined;
-        return [[...a.slice(0, -1), b[0]]];
+        if (!a || !b || a.length < 2 || b.length < 2 || attr('transBatchA', 0) || attr('transBatchB', 0)) return undefined;
+        const rows = attr('transA', 0) ? a.at(-1)! : a.at(-2)!, cols = attr('transB', 0) ? b.at(-2)! : b.at(-1)!;
+        return [[...broadcastShapes([a.slice(0, -2), b.slice(0, -2)], fresh), rows, cols]];
       }
       case 'Transpose': {
         const perm = (n.attrs.perm as number[] | undefined) ?? x?.map((_, i) => x.length - 1 - i);
