@@ -119,6 +119,14 @@ test('train-sft refuses, before loading anything, an --out that is the base mode
   assert.ok(replaced.has('rl_log.json') && fs.existsSync(path.join(user, 'checkpoint', 'replaced.json')));
   assert.deepEqual(replacedArtefacts(user, { resume: true }), replaced);
   assert.ok(removeStale(user, replacedArtefacts(user, { resume: true })!).includes('rl_log.json'));
+  const replacedFile = path.join(user, 'checkpoint', 'replaced.json');
+  fs.writeFileSync(replacedFile, 'null');
+  assert.throws(() => replacedArtefacts(user, { resume: true }), { message: `--resume: ${replacedFile} is not a list of the earlier run's files (an object of name → identity strings); delete it to keep those files instead of removing them at the end` });
+  // The half-written files of a run killed mid-write go when the next run starts; a live process's and other files stay.
+  const dead = spawnSync('true').pid;
+  for (const f of [`adapter_model.safetensors.tmp-${dead}`, `model-00001-of-00002.safetensors.tmp-${dead}`, `notes.tmp-${dead}`, `loss.svg.tmp-${process.ppid}`]) fs.writeFileSync(path.join(user, f), 'x');
+  replacedArtefacts(user, {});
+  assert.deepEqual(fs.readdirSync(user).filter((f) => f.includes('.tmp-')).sort(), [`loss.svg.tmp-${process.ppid}`, `notes.tmp-${dead}`]);
   // A folder where the run writes a file, or a file where it keeps its checkpoint folder: refused before training.
   const odd = at('odd-out');
   fs.mkdirSync(path.join(odd, 'loss.svg'), { recursive: true });
@@ -330,24 +338,32 @@ test('train-router interrupted by SIGINT while the runtime worker decodes exits 
   assert.ok(!fs.existsSync(at('int-router.json')));
 });
 
-test('train-sft interrupted by SIGINT exits 130 naming the last checkpoint, and --resume continues from it', async () => {
+test('train-sft interrupted by SIGINT saves its last completed step as the checkpoint, exits 130, and --resume continues from it', async () => {
   const out = at('int');
-  const child = spawn(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '16', '--epochs', '400', '--checkpoint-every', '2'], { cwd: ROOT });
+  const args = ['train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '16', '--epochs', '400', '--checkpoint-every', '50'];
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
   const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const ckpt = path.join(out, 'checkpoint', 'checkpoint.json');
   for (let i = 0; i < 600 && !fs.existsSync(ckpt); i++) await new Promise((r) => setTimeout(r, 100));
   assert.ok(fs.existsSync(ckpt), `no checkpoint appeared: ${stderr}`);
+  await new Promise((r) => setTimeout(r, 1000)); // steps past the periodic checkpoint at 50
   child.kill('SIGINT');
   assert.equal(await done, 130, stderr);
-  const m = stderr.match(/train-sft: interrupted at step (\d+) of \d+; the last checkpoint is step (\d+) \(.*\): rerun the same command with --resume/);
+  const m = stderr.match(/train-sft: interrupted at step (\d+) of \d+; the checkpoint \(.*\) is at step (\d+): rerun the same command with --resume/);
   assert.ok(m, stderr);
   const saved = JSON.parse(fs.readFileSync(ckpt, 'utf8')).step;
-  assert.equal(Number(m[2]), saved);
-  const r = cli(['train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '16', '--epochs', '400', '--checkpoint-every', '2', '--resume', '--max-steps', String(saved + 1)]);
+  assert.deepEqual([Number(m[1]), Number(m[2])], [saved, saved]);
+  assert.ok(saved > 50, `interrupted at step ${saved}: the test needs steps past the periodic checkpoint`);
+  const r = cli([...args, '--resume', '--max-steps', String(saved + 1)]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`trained ${saved + 1} steps \\(stopped at step ${saved + 1} of \\d+: rerun with --resume`));
+  // A data position the run cannot have reached (an edited file) is refused, not skipped over.
+  fs.writeFileSync(ckpt, JSON.stringify({ ...JSON.parse(fs.readFileSync(ckpt, 'utf8')), position: 999 }));
+  const e = cli([...args, '--resume']);
+  assert.equal(e.status, 1);
+  assert.match(e.stderr, new RegExp(`checkpoint: ${ckpt}: position 999 of epoch \\d+ lies outside this run \\(400 epochs, \\d+ batches in that one; the file was edited or damaged\\)`));
 });
 
 test('train-router, train-verifier and eval refuse a folder as --out before loading the model; eval --out is the JSON path', async () => {

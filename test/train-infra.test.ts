@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { AdamW, clipGradNorm, lrAt, type Params } from '../src/train/optim.ts';
 import { batches, loadDataset, readJsonl, Rng, splitTrainEval, tokenizeRecord, type Example } from '../src/train/data.ts';
-import { checkOptions, checkpointOptions, loadCheckpoint, resume, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
+import { checkOptions, checkpointOptions, interrupted, loadCheckpoint, resume, savedList, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
 import { saveHfFolder, toHfConfig } from '../src/train/save.ts';
 import { Progress, formatSeconds, type ProgressInfo } from '../src/train/progress.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
@@ -375,6 +375,50 @@ describe('checkpoint', () => {
     assert.throws(() => loadCheckpoint(dir), (e: Error) => e.message.includes(jsonFile) && /not valid JSON/.test(e.message));
     fs.rmSync(jsonFile);
     assert.throws(() => loadCheckpoint(dir), /checkpoint\.json not found/);
+  });
+
+  it('a tensor file of the right size with other bytes, and edited checkpoint.json fields, are refused by name', () => {
+    const { params, opt } = make(8), dir = file('ckpt-edited');
+    saveCheckpoint(dir, { params, optimizer: opt.state(), state });
+    const jsonFile = path.join(dir, 'checkpoint.json'), j = JSON.parse(fs.readFileSync(jsonFile, 'utf8'));
+    const tensorFile = path.join(dir, j.tensorFile), full = fs.readFileSync(tensorFile), bad = Buffer.from(full);
+    bad[bad.length - 3] ^= 0x40; // one weight's exponent bit: a finite, wrong value, same size
+    fs.writeFileSync(tensorFile, bad);
+    assert.throws(() => loadCheckpoint(dir), { message: `checkpoint: ${tensorFile} is corrupt: its bytes differ from those ${jsonFile} recorded when it was saved (sha256)` });
+    fs.writeFileSync(tensorFile, full);
+    const edited = (patch: Record<string, unknown>, drop?: string) => {
+      const k = { ...j, ...patch };
+      if (drop) delete k[drop];
+      fs.writeFileSync(jsonFile, JSON.stringify(k));
+    };
+    for (const [patch, drop, field, got] of [[{}, 'step', 'step', undefined], [{ adamStep: -1 }, undefined, 'adamStep', -1], [{ epoch: null }, undefined, 'epoch', null],
+      [{ position: 1.5 }, undefined, 'position', 1.5], [{ config: null }, undefined, 'config', null], [{ options: [1] }, undefined, 'options', [1]]] as const) {
+      edited(patch, drop);
+      const want = field === 'config' || field === 'options' ? 'an object' : 'an integer ≥ 0';
+      const message = `checkpoint: ${jsonFile}: "${field}" must be ${want}, got ${JSON.stringify(got)} (the file was edited or damaged)`;
+      assert.throws(() => loadCheckpoint(dir), { message }, field);
+      assert.throws(() => checkpointOptions(dir), { message }, `${field} (options alone)`);
+    }
+    fs.writeFileSync(jsonFile, 'null');
+    assert.throws(() => loadCheckpoint(dir), { message: `checkpoint: ${jsonFile} is not an edgereason checkpoint (format null)` });
+    edited({ config: { losses: 3 } });
+    assert.throws(() => savedList(loadCheckpoint(dir).state, 'losses', dir), { message: `checkpoint: ${jsonFile}: config.losses must be a list, got 3 (the file was edited or damaged)` });
+    assert.deepEqual(savedList(loadCheckpoint(dir).state, 'history', dir), []);
+    edited({}, 'tensorSha256'); // a checkpoint from before the hash
+    assert.equal(loadCheckpoint(dir).state.step, 2);
+  });
+
+  it('Ctrl-C saves the last completed step (once), or says why nothing was saved', () => {
+    let last: number | undefined = 4, saves = 0;
+    const save = () => { saves++; last = 6; };
+    assert.equal(interrupted('train-sft', 10, '/c', 2, 6, () => last, save), 'train-sft: interrupted at step 6 of 10; the checkpoint (/c) is at step 6: rerun the same command with --resume (and without --overwrite) to continue from it');
+    interrupted('train-sft', 10, '/c', 2, 6, () => last, save);
+    assert.equal(saves, 1, 'a step already saved is not saved again');
+    const failing = () => { throw new Error('ENOSPC: no space left on device'); };
+    assert.equal(interrupted('train-rl', 10, '/c', 2, 7, () => 6, failing), 'train-rl: interrupted at step 7 of 10; saving step 7 failed (ENOSPC: no space left on device); the checkpoint (/c) is at step 6: rerun the same command with --resume (and without --overwrite) to continue from it');
+    assert.equal(interrupted('train-rl', 10, '/c', 2, 1, () => undefined, failing), 'train-rl: interrupted at step 1 of 10; saving step 1 failed (ENOSPC: no space left on device); no checkpoint was saved: nothing to resume, rerun to start again');
+    assert.equal(interrupted('train-rl', 10, '/c', 2, 0, () => undefined, failing), 'train-rl: interrupted at step 0 of 10; no checkpoint was saved (no step was completed): nothing to resume, rerun to start again');
+    assert.equal(interrupted('train-rl', 10, '/c', undefined, 3, () => undefined, failing), 'train-rl: interrupted at step 3 of 10; no checkpoint was saved (checkpoints are off): nothing to resume, rerun to start again');
   });
 });
 

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeJson } from '../io/safetensors.ts';
+import { removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
 import { modelPath } from '../io/source.ts';
@@ -184,16 +184,24 @@ const REPLACED = path.join('checkpoint', 'replaced.json');
 
 /**
  * The earlier run's artefacts that this run replaces, for removeStale at its end: with --overwrite, those in `dir`
- * now (recorded beside the checkpoint); with --resume, those the interrupted --overwrite run recorded.
+ * now (recorded beside the checkpoint); with --resume, those the interrupted --overwrite run recorded. Temp files
+ * that a killed run's writes left there go first.
  */
 export function replacedArtefacts(dir: string, o: { overwrite?: boolean; resume?: boolean }): Map<string, string> | undefined {
   const file = path.join(dir, REPLACED);
+  removeDeadTemps(dir, (f) => ARTEFACTS.includes(f) || SHARD.test(f)); // half-written files of a run that was killed
   if (o.overwrite) {
     const before = artefacts(dir);
     if (before.size) writeJson(file, Object.fromEntries(before));
     return before;
   }
-  if (o.resume && fs.existsSync(file)) return new Map(Object.entries(readJsonFile(file) as Record<string, string>));
+  if (o.resume && fs.existsSync(file)) {
+    const j = readJsonFile(file, '--resume: ');
+    if (typeof j !== 'object' || j === null || Array.isArray(j) || !Object.values(j).every((v) => typeof v === 'string')) {
+      throw new Error(`--resume: ${file} is not a list of the earlier run's files (an object of name → identity strings); delete it to keep those files instead of removing them at the end`);
+    }
+    return new Map(Object.entries(j as Record<string, string>));
+  }
 }
 
 /**

@@ -63,7 +63,7 @@ export function trainRlCommand(program: Command): void {
     .option('--temperature <t>', 'rollout temperature (above 0: greedy rollouts of a group are all the same, and teach nothing)', positiveArg('--temperature'), 1)
     .option('--max-tokens <n>', 'rollout length limit (thinking + answer; default twice the largest budget)', intArg('--max-tokens', 1))
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
-    .option('--checkpoint-every <n>', 'checkpoint every n steps, and at the last step', intArg('--checkpoint-every', 1), 10)
+    .option('--checkpoint-every <n>', 'checkpoint every n steps, at the last step, and on Ctrl-C', intArg('--checkpoint-every', 1), 10)
     .option('--resume', 'continue the run saved in <out>/checkpoint (same options; a larger --steps goes on)')
     .option('--overwrite', 'replace the adapter already in --out (its other training files are removed after)')
     .action(async (o) => {

@@ -39,7 +39,7 @@ export function trainSftCommand(program: Command): void {
     .option('--accum <n>', 'micro-batches per optimizer step', intArg('--accum', 1), 1)
     .option('--max-len <n>', 'cut examples to this many tokens (default: --batch-tokens or the model\'s context, the smaller)', intArg('--max-len', 2))
     .option('--eval-every <n>', 'eval loss every n steps (with --eval; the eval loss is always taken at the end)', intArg('--eval-every', 1))
-    .option('--checkpoint-every <n>', 'checkpoint every n steps, and at the last step', intArg('--checkpoint-every', 1), 50)
+    .option('--checkpoint-every <n>', 'checkpoint every n steps, at the last step, and on Ctrl-C', intArg('--checkpoint-every', 1), 50)
     .option('--max-steps <n>', 'stop after n optimizer steps (the schedule still spans every epoch: --resume continues)', intArg('--max-steps', 1))
     .option('--seed <s>', 'seed for data order and LoRA init', intArg('--seed'), 0)
     .option('--resume', 'continue the run saved in <out>/checkpoint (same options; a larger or no --max-steps goes on)')

@@ -117,6 +117,20 @@ export function atomicWrite(path: string, write: (fd: number) => void): void {
   }
 }
 
+/** Temp files of atomicWrite's (`<file>.tmp-<pid>`) that a process killed mid-write left in `dir`, for the files `ours` names. */
+export function removeDeadTemps(dir: string, ours: (file: string) => boolean): void {
+  if (!fs.existsSync(dir)) return;
+  for (const name of fs.readdirSync(dir)) {
+    const m = /^(.*)\.tmp-(\d+)$/.exec(name);
+    if (m && ours(m[1]) && !processAlive(Number(m[2]))) fs.rmSync(nodePath.join(dir, name), { force: true });
+  }
+}
+
+/** Whether a process of that id runs (one we may not signal does). */
+export function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
 export function writeAll(fd: number, bytes: Uint8Array): void {
   for (let done = 0; done < bytes.length;) done += fs.writeSync(fd, bytes, done, bytes.length - done);
 }

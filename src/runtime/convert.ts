@@ -13,7 +13,7 @@ import { buildInferenceGraph, weightProgress } from '../models/inference-graph.t
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, fingerprint, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
-import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { atomicWrite, processAlive, removeDeadTemps, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
@@ -84,7 +84,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
   fs.mkdirSync(out, { recursive: true });
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
-  removeDeadTemps(out);
+  removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
   // Until the last write the folder says it is being converted: a conversion that dies half-way (a crash, a full
   // disk, kill -9) is refused at load with the command to run again, never paired with an earlier run's files.
   const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] }, from = { path: src.path, kind: src.kind, fingerprint: '' };
@@ -307,19 +307,6 @@ function install(tmp: string, entry: string, source: string): void {
 /** The files convert writes (see convertModel). */
 export const CONVERTED_FILES = ['model.onnx', 'model.onnx.data', MANIFEST, 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', GENERATION_CONFIG];
 
-/** Temp files of convert's (atomicWrite's `<file>.tmp-<pid>`) that a process killed mid-write left in `dir`. */
-function removeDeadTemps(dir: string): void {
-  for (const name of fs.readdirSync(dir)) {
-    const m = /^(.*)\.tmp-(\d+)$/.exec(name);
-    if (m && CONVERTED_FILES.includes(m[1]) && !alive(Number(m[2]))) fs.rmSync(path.join(dir, name), { force: true });
-  }
-}
-
-/** Whether a process of that id runs (one we may not signal does). */
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
-}
-
 /** Copies left half-written by a load that died. */
 function removeAbandoned(dir: string): void {
   for (const name of fs.readdirSync(dir)) if (tempState(path.join(dir, name)) === 'abandoned') fs.rmSync(path.join(dir, name), { recursive: true, force: true });
@@ -330,7 +317,7 @@ function tempState(dir: string): 'writing' | 'abandoned' | undefined {
   const pid = Number(/\.(?:partial|old)-(\d+)-[0-9a-f]+$/.exec(dir)?.[1]);
   if (!pid) return undefined;
   if (pid === process.pid) return writing.has(dir) ? 'writing' : 'abandoned';
-  return alive(pid) ? 'writing' : 'abandoned';
+  return processAlive(pid) ? 'writing' : 'abandoned';
 }
 
 export const gib = (bytes: number, digits = 1): string => (bytes / 2 ** 30).toFixed(digits);

@@ -3,10 +3,11 @@
  *   tensors-<step>-<stamp>.safetensors  params as "param/<name>", AdamW moments as "adam.m/<name>", "adam.v/<name>"
  *                                       (flat float32, bit-exact)
  *   checkpoint.json                     step, epoch, data position, RNG state, the run's options, config, AdamW step,
- *                                       and the name and byte size of the tensor file
+ *                                       and the name, byte size and sha256 of the tensor file
  * Both are written to a temp file and renamed; the tensors first, checkpoint.json last. A crash before the JSON
  * rename leaves the previous checkpoint intact (its tensor file is deleted only after the new JSON is in place);
- * a JSON whose tensor file is missing or has the wrong size is reported, never half-loaded.
+ * a JSON whose tensor file is missing, has the wrong size or other bytes (sha256), or whose fields are not what
+ * a save writes, is reported, never half-loaded.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -52,7 +53,7 @@ export function saveCheckpoint(dir: string, c: Checkpoint): void {
   for (let k = 0; fs.existsSync(path.join(dir, (tensorFile = `tensors-${c.state.step}-${Date.now().toString(36)}${k ? `-${k}` : ''}.safetensors`))); k++);
   writeSafetensors(path.join(dir, tensorFile), tensors, { metadata: { format: FORMAT, step: String(c.state.step) } });
   const json = {
-    format: FORMAT, tensorFile, tensorBytes: fs.statSync(path.join(dir, tensorFile)).size,
+    format: FORMAT, tensorFile, tensorBytes: fs.statSync(path.join(dir, tensorFile)).size, tensorSha256: sha256File(path.join(dir, tensorFile)),
     params: [...c.params.keys()], adamStep: c.optimizer.step, ...c.state,
   };
   writeJson(path.join(dir, JSON_NAME), json);
@@ -60,17 +61,39 @@ export function saveCheckpoint(dir: string, c: Checkpoint): void {
     if ((f.startsWith('tensors-') && f !== tensorFile) || f.includes('.tmp-')) fs.rmSync(path.join(dir, f), { force: true });
 }
 
-/** Load the checkpoint in `dir`; errors name the file that is missing, truncated or inconsistent. */
-export function loadCheckpoint(dir: string): Checkpoint {
+function sha256File(file: string): string {
+  const h = crypto.createHash('sha256'), fd = fs.openSync(file, 'r'), buf = Buffer.allocUnsafe(1 << 24);
+  try { for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n)); } finally { fs.closeSync(fd); }
+  return h.digest('hex');
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** checkpoint.json in `dir`, its fields checked: a damaged or hand-edited file is named with the field, not half-loaded. */
+function readCheckpointJson(dir: string): Record<string, any> {
   const jsonFile = path.join(dir, JSON_NAME);
   if (!fs.existsSync(jsonFile)) throw new Error(`checkpoint: ${jsonFile} not found (no checkpoint in ${dir})`);
-  const j = readJsonFile(jsonFile, 'checkpoint: ') as Record<string, any>;
-  if (j.format !== FORMAT || typeof j.tensorFile !== 'string' || !Array.isArray(j.params))
-    throw new Error(`checkpoint: ${jsonFile} is not an edgereason checkpoint (format ${JSON.stringify(j.format)})`);
+  const j = readJsonFile(jsonFile, 'checkpoint: ');
+  if (!isRecord(j) || j.format !== FORMAT || typeof j.tensorFile !== 'string' || !Array.isArray(j.params) || !j.params.every((n) => typeof n === 'string'))
+    throw new Error(`checkpoint: ${jsonFile} is not an edgereason checkpoint (format ${JSON.stringify(isRecord(j) ? j.format : j)})`);
+  const bad = (field: string, want: string) => new Error(`checkpoint: ${jsonFile}: "${field}" must be ${want}, got ${JSON.stringify(j[field])} (the file was edited or damaged)`);
+  for (const k of ['step', 'epoch', 'position', 'adamStep', 'tensorBytes']) if (!(Number.isSafeInteger(j[k]) && (j[k] as number) >= 0)) throw bad(k, 'an integer ≥ 0');
+  if (!Number.isFinite(j.rng)) throw bad('rng', 'a number');
+  if (!isRecord(j.config)) throw bad('config', 'an object');
+  if (j.options !== undefined && !isRecord(j.options)) throw bad('options', 'an object');
+  if (j.tensorSha256 !== undefined && !(typeof j.tensorSha256 === 'string' && /^[0-9a-f]{64}$/.test(j.tensorSha256))) throw bad('tensorSha256', 'a sha256 in hex');
+  return j;
+}
+
+/** Load the checkpoint in `dir`; errors name the file that is missing, truncated or inconsistent. */
+export function loadCheckpoint(dir: string): Checkpoint {
+  const jsonFile = path.join(dir, JSON_NAME), j = readCheckpointJson(dir);
   const tensorFile = path.join(dir, j.tensorFile);
   if (!fs.existsSync(tensorFile)) throw new Error(`checkpoint: ${tensorFile} named by ${jsonFile} is missing (interrupted save?)`);
   const size = fs.statSync(tensorFile).size;
   if (size !== j.tensorBytes) throw new Error(`checkpoint: ${tensorFile} is truncated or corrupt: ${size} bytes, ${jsonFile} expects ${j.tensorBytes}`);
+  // (Checkpoints from before the hash have none.)
+  if (j.tensorSha256 !== undefined && sha256File(tensorFile) !== j.tensorSha256) throw new Error(`checkpoint: ${tensorFile} is corrupt: its bytes differ from those ${jsonFile} recorded when it was saved (sha256)`);
   const f = openSafetensors(tensorFile);
   const read = (prefix: string): Params => new Map((j.params as string[]).map((n) => {
     if (!f.has(prefix + n)) throw new Error(`checkpoint: ${tensorFile} lacks tensor "${prefix + n}"`);
@@ -85,10 +108,15 @@ export function loadCheckpoint(dir: string): Checkpoint {
  * resume with other options before it loads anything; undefined for a checkpoint from before options were saved.
  */
 export function checkpointOptions(dir: string): RunOptions | undefined {
-  const jsonFile = path.join(dir, JSON_NAME);
-  if (!fs.existsSync(jsonFile)) throw new Error(`checkpoint: ${jsonFile} not found (no checkpoint in ${dir})`);
-  const j = readJsonFile(jsonFile, 'checkpoint: ') as Record<string, any>;
-  return j.options ?? undefined;
+  return readCheckpointJson(dir).options ?? undefined;
+}
+
+/** A list a run keeps in its checkpoint's config (its losses, its history); [] when absent. */
+export function savedList<T>(state: TrainState, key: string, dir: string): T[] {
+  const v = state.config[key];
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw new Error(`checkpoint: ${path.join(dir, JSON_NAME)}: config.${key} must be a list, got ${JSON.stringify(v)?.slice(0, 60)} (the file was edited or damaged)`);
+  return v as T[];
 }
 
 /**
@@ -181,9 +209,19 @@ export function dataIdentity(items: Iterable<unknown>): string {
   return h.digest('hex').slice(0, 12);
 }
 
-/** What Ctrl-C says about resuming: the last checkpoint and how to continue from it, or that there is none. */
-export function interruptedMessage(command: string, at: number, total: number, checkpoint: number | undefined, dir: string, every: number | undefined): string {
-  return `${command}: interrupted at step ${at} of ${total}; ` + (checkpoint !== undefined
-    ? `the last checkpoint is step ${checkpoint} (${dir}): rerun the same command with --resume (and without --overwrite) to continue from it`
-    : `no checkpoint was saved yet (${every ? `every ${every} steps` : 'checkpoints are off'}): nothing to resume, rerun to start again`);
+/**
+ * What Ctrl-C does to a training run: it saves the last completed step as the checkpoint (when checkpoints are on
+ * and that step has none yet), then says how to continue. The handler runs while the run awaits its next result:
+ * parameters, optimizer state and the step and data position change together in one synchronous block after each
+ * optimizer step, so at any await they describe a completed step. `last` gives the step the checkpoint holds.
+ */
+export function interrupted(command: string, total: number, dir: string, every: number | undefined, step: number, last: () => number | undefined, save: () => void): string {
+  let failed = '';
+  if (every && step > (last() ?? 0)) {
+    try { save(); } catch (e) { failed = `; saving step ${step} failed (${(e as Error).message})`; }
+  }
+  const at = last();
+  return `${command}: interrupted at step ${step} of ${total}${failed}; ` + (at !== undefined
+    ? `the checkpoint (${dir}) is at step ${at}: rerun the same command with --resume (and without --overwrite) to continue from it`
+    : `no checkpoint was saved${!every ? ' (checkpoints are off)' : step === 0 ? ' (no step was completed)' : ''}: nothing to resume, rerun to start again`);
 }

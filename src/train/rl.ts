@@ -20,7 +20,7 @@ import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
 import { Rng, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, savedList, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 import { checkRules, is, type Rule } from '../runtime/options.ts';
@@ -63,7 +63,7 @@ export interface RlOptions {
   promptsFile?: string;
   threads?: number;
   quiet?: boolean;
-  /** On SIGINT/SIGTERM: stop the progress bar, say which step the last checkpoint holds, exit 130 (the CLI's). */
+  /** On SIGINT/SIGTERM: stop the progress bar, save the last completed step as the checkpoint (checkpoints on), say how to resume, exit 130 (the CLI's). */
   handleSignals?: boolean;
   onStep?: (s: RlStepStats) => void;
 }
@@ -159,14 +159,14 @@ export async function trainRl(
     checkOptions(ckpt, checkpointOptions(ckpt), options, later);
     const st = resume(ckpt, params, opt, options, later);
     step = checkpoint = st.step;
-    history.push(...((st.config.history as RlStepStats[]) ?? []));
+    history.push(...savedList<RlStepStats>(st, 'history', ckpt));
     if (step >= o.steps && !o.quiet) process.stderr.write(`train-rl: the checkpoint is at step ${step}, --steps is ${o.steps}: nothing left to train (a larger --steps goes on); writing the outputs from it\n`);
   }
   const save = () => {
     saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, options, config: { history } } });
     checkpoint = step;
   };
-  const interrupted = (at: number) => interruptedMessage('train-rl', at, o.steps, checkpoint, ckpt, o.checkpointEvery);
+  const onInterrupt = () => interrupted('train-rl', o.steps, ckpt, o.checkpointEvery, step, () => checkpoint, save);
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
     threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 }, temperature,
   });
@@ -175,7 +175,7 @@ export async function trainRl(
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
   })));
-  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step, metric: 'reward', ...(o.handleSignals ? { interrupt: interrupted } : {}) });
+  const progress = new Progress(o.steps, { quiet: o.quiet, startStep: step, metric: 'reward', ...(o.handleSignals ? { interrupt: onInterrupt } : {}) });
   try {
     while (step < o.steps) {
       await push();

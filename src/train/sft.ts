@@ -13,7 +13,7 @@ import { saveAdapter } from '../io/peft.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, dataIdentity, interruptedMessage, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, savedList, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { lateProgress, Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
@@ -50,7 +50,7 @@ export interface SftOptions {
   maxSteps?: number;
   threads?: number;
   quiet?: boolean;
-  /** On SIGINT/SIGTERM: stop the progress bar, say which step the last checkpoint holds, exit 130 (the CLI's). */
+  /** On SIGINT/SIGTERM: stop the progress bar, save the last completed step as the checkpoint (checkpoints on), say how to resume, exit 130 (the CLI's). */
   handleSignals?: boolean;
   baseModel?: string;
   /** With `full`: written beside the weights so the output folder loads on its own (the CLI passes the base model's). */
@@ -162,20 +162,22 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, options, config: { losses, evalLosses } } });
     checkpoint = step;
   };
-  const interrupted = (at: number) => interruptedMessage('train-sft', at, stopAt, checkpoint, ckptDir, o.checkpointEvery);
+  const onInterrupt = () => interrupted('train-sft', stopAt, ckptDir, o.checkpointEvery, step, () => checkpoint, save);
   let progress: Progress | undefined;
   try {
     if (o.resume) {
       const st = resume(ckptDir, params, opt, options, LATER_OPTIONS);
       ({ step, epoch, position } = st);
+      // Same options, same plan: a position past its epoch's batches (or an epoch past the run) was edited in.
+      if (epoch > epochs || position > (plan[epoch]?.batches.length ?? 0)) throw new Error(`checkpoint: ${path.join(ckptDir, 'checkpoint.json')}: position ${position} of epoch ${epoch} lies outside this run (${epochs} epochs${epoch < epochs ? `, ${plan[epoch].batches.length} batches in that one` : ''}; the file was edited or damaged)`);
       checkpoint = step;
-      losses.push(...((st.config.losses as number[]) ?? []));
-      evalLosses.push(...((st.config.evalLosses as [number, number][]) ?? []));
+      losses.push(...savedList<number>(st, 'losses', ckptDir));
+      evalLosses.push(...savedList<[number, number]>(st, 'evalLosses', ckptDir));
       if (step >= stopAt && !o.quiet) {
         process.stderr.write(`train-sft: the checkpoint is at step ${step}${step >= total ? `, the end of the run (${total} steps)` : `, --max-steps is ${stopAt}`}: nothing left to train; writing the outputs from it\n`);
       }
     }
-    progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: interrupted } : {}) });
+    progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: onInterrupt } : {}) });
     while (step < stopAt && epoch < epochs) {
       const order = plan[epoch].batches;
       while (position < order.length && step < stopAt) {
