@@ -550,6 +550,13 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   const json = cli([...q, '--no-adapter', '--json']);
   assert.deepEqual([JSON.parse(json.stdout).answer, JSON.parse(json.stdout).route], ['#### 17', 'direct']);
   assert.match(json.stderr, /^#### 17$/m);
+  // An answer cut off by --max-tokens says so (its "####" lost the number); a cap that leaves no room is refused.
+  const cut = cli([...q, '--reasoning', 'on', '--max-tokens', '24']);
+  assert.deepEqual([cut.status, cut.stdout.trim().split('\n').at(-1)], [0, '####']);
+  assert.match(cut.stderr, /^edgereason: note: the answer was cut off by --max-tokens 24 \(or the model's context\); it may end mid-number: raise --max-tokens$/m);
+  assert.doesNotMatch(r.stderr, /cut off/);
+  assert.deepEqual([cli([...q, '--max-tokens', '30', '--max-thinking-tokens', '26']).stderr.trim().split('\n').at(-1)],
+    ['edgereason: answer: --max-thinking-tokens 26 leaves no room for the answer within --max-tokens 30: closing the thinking takes 4 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
 });
 
 test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named; answer --budget with an adapter that was not budget-trained is noted', () => {

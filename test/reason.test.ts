@@ -499,10 +499,16 @@ test('an answer cut off by maxTokens has no vote and no verifier score; a direct
   for (const method of ['majority', 'verifier'] as const) {
     const cut = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 2, maxTokens: 2, vote: method }, { verifier });
     assert.deepEqual(cut.samples.map((s) => [s.finishReason, s.answer, s.extracted, s.verifierScore]), [['length', '#### 5', undefined, undefined], ['length', '#### 5', undefined, undefined]], method);
-    assert.deepEqual([cut.winner, cut.votes], [undefined, {}]);
+    assert.deepEqual([cut.winner, cut.votes, cut.finishReason], [undefined, {}, 'length']); // the answer "#### 5" says it was cut
     const whole = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 2, maxTokens: 3, vote: method }, { verifier });
-    assert.deepEqual([whole.winner, whole.votes, whole.samples.map((s) => s.verifierScore !== undefined)], ['5', { 5: 2 }, [true, true]], method);
+    assert.deepEqual([whole.winner, whole.votes, whole.samples.map((s) => s.verifierScore !== undefined), whole.finishReason], ['5', { 5: 2 }, [true, true], 'stop'], method);
   }
+  // A thinking cap that cannot close within maxTokens would cut every sample mid-thought: refused.
+  const room = (K: number, maxTokens?: number) => answer(scripted(policy).m, 'q', { reasoning: 'on', maxThinkingTokens: K, ...(maxTokens ? { maxTokens } : {}) });
+  const close = reasoningTokens(scripted(policy).m).force.length;
+  await assert.rejects(room(30 - close, 30), { message: `answer: maxThinkingTokens ${30 - close} leaves no room for the answer within maxTokens 30: closing the thinking takes ${close} token${close === 1 ? '' : 's'} and the answer at least one; lower maxThinkingTokens or raise maxTokens` });
+  await assert.rejects(room(600), /maxThinkingTokens 600 leaves no room for the answer within maxTokens 512 \(the default\): /);
+  assert.equal((await room(29 - close, 30)).finishReason, 'stop');
   // Several samples sample at 0.8 on the reasoning route only; the direct answer is one greedy sample.
   const { m, b } = scripted(thinker(() => true, () => A7));
   const off = await answer(m, 'q', { reasoning: 'off', samples: 4 });
@@ -674,7 +680,7 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   for (const [reasoning, cap] of [['off', undefined], ['on', undefined], ['on', 0]] as const) {
     const r = await answer(scripted(policy).m, 'q', { reasoning, samples: reasoning === 'on' ? 3 : 1, temperature: 0.5, maxThinkingTokens: cap, signal: AbortSignal.abort() });
     assert.deepEqual(r.samples.map((x) => [x.tokens, x.finishReason, !!x.capped]), r.samples.map(() => [0, 'cancelled', false]), `${reasoning} ${cap}`);
-    assert.equal(r.usage.completionTokens, 0);
+    assert.deepEqual([r.usage.completionTokens, r.finishReason], [0, 'cancelled']);
   }
   // A router with nothing to route to (no adapter) is an error, not a silent "direct".
   const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;
@@ -697,6 +703,7 @@ test('early stop: the remaining samples stop once the leading answer cannot be o
       assert.equal(s.finishReason, base.samples[i].finishReason === 'stop' ? 'stop' : expectStop ? 'early-stop' : 'length', `seed ${seed} sample ${i}`);
     });
     assert.equal(es.winner, quick ? '5' : undefined);
+    assert.equal(es.finishReason, quick ? 'stop' : 'length'); // an early-stopped sample is never the one chosen
     if (expectStop) { stopped++; assert.ok(b.steps <= 4, `seed ${seed}: ${b.steps} steps`); assert.deepEqual(es.votes, { 5: quick }); } else kept++;
   }
   assert.ok(stopped > 0 && kept > 0, `both cases occur (${stopped} stopped, ${kept} ran on)`);

@@ -132,6 +132,12 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
     assert.ok(plan.thinkingCap! <= 96, `cap ${plan.thinkingCap}`);
     assert.equal(plan.budget, 96, JSON.stringify(extra));
   }
+  // The cap also leaves room to close the thinking; a max_tokens too small for that has no cap (its thinking is cut).
+  const close = reasoningTokens(m0.model).force.length + 1, plan = (max_tokens: number, answerReserve = server.limits.answerReserve) =>
+    planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens, edgereason: { reasoning: 'on' } } as never, server.served as never, { ...server.limits, answerReserve }).thinkingCap;
+  assert.deepEqual([plan(20, 0), plan(close, 0), plan(close - 1, 0), plan(3)], [20 - close, 0, undefined, undefined]);
+  const tiny = await create(ask('What is 12 plus 7?', { max_tokens: 3, edgereason: { reasoning: 'on' } }));
+  assert.deepEqual([tiny.choices[0].finish_reason, tiny.usage.completion_tokens, tiny.edgereason.thinking_cap], ['length', 3, undefined]);
   // vLLM's thinking_token_budget wins over the effort map.
   const budget = await create(ask('What is 12 plus 7?', { reasoning_effort: 'high', thinking_token_budget: 5, max_tokens: 100 }));
   assert.equal(budget.edgereason.thinking_cap, 5);

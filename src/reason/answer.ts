@@ -70,6 +70,18 @@ export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, inv
 }
 
 /**
+ * A thinking cap must leave room within the tokens a sample may generate for the forced close and one answer token:
+ * a cap the thinking cannot reach never closes it, and every sample would be cut off mid-thought. `limitName` is
+ * the option that sets `limit` in the caller's words.
+ */
+export function checkThinkingRoom(rt: Pick<ReasoningTokens, 'force'>, cap: number, limit: number, where: string, limitName = 'maxTokens', byDefault = false): void {
+  const close = rt.force.length;
+  if (cap + close + 1 > limit) {
+    throw new Error(`${where}: maxThinkingTokens ${cap} leaves no room for the answer within ${limitName} ${limit}${byDefault ? ' (the default)' : ''}: closing the thinking takes ${close} token${close === 1 ? '' : 's'} and the answer at least one; lower maxThinkingTokens or raise ${limitName}`);
+  }
+}
+
+/**
  * An invocation's ids as reasoning data holds it: "<think>" is one token in a thinking model's vocabulary; without
  * such a token (Qwen2.5, Llama 3) the text before the thinking's first newline tokenizes with it ("<think>\n" ends
  * in one ">\n" token), and the model was trained on that, not on a lone ">".
@@ -345,6 +357,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
   if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
   const limit = opts.maxTokens ?? 512; // generated tokens per sample
+  if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop });
@@ -390,10 +403,12 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       });
       const v = reasoning ? vote(method, seqs.map((_, i) => candidate(seqs, reasoning, i))) : undefined;
       const chosen = v?.chosen ?? 0, winner = v ? v.winner : samples[0].extracted;
+      const finish = samples[chosen].finishReason; // a voter ended by itself ('early-stop' is never chosen over one)
       const ttfts = seqs.map((s) => s.ttftMs).filter((t) => t > 0), latencyMs = performance.now() - start;
       const sum = (f: (s: SampleResult) => number) => samples.reduce((a, s) => a + f(s), 0);
       return {
         answer: samples[chosen].answer, thinking: samples[chosen].thinking, route: reasoning ? 'reasoning' : 'direct',
+        finishReason: samples.some((x) => x.finishReason === 'cancelled') ? 'cancelled' : finish === 'early-stop' ? 'stop' : finish,
         ...(routerScore !== undefined ? { routerScore } : {}),
         ...(escalation ? { escalation } : {}),
         samples, chosen, ...(v ? { votes: v.votes } : {}),

@@ -29,7 +29,7 @@ import { writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { AdamW } from '../train/optim.ts';
 import { checkQuestions, isCorrect, type Task } from '../tasks/grade.ts';
-import { answer, trainedWith } from './answer.ts';
+import { answer, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Logistic probe (shared with the verifier)
@@ -398,6 +398,7 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
   if (ruleName === 'savings' && !reasons) throw new Error('router: the savings rule needs the reasoning adapter, or nativeThinking for a model that thinks by itself (to measure always-reason accuracy)');
   const gateTokens = o.gateTokens ?? 16;
   if (!Number.isInteger(gateTokens) || gateTokens < 1) throw new Error(`router: gateTokens must be an integer ≥ 1, got ${gateTokens}`);
+  if (ruleName === 'savings' && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.reasoningMaxTokens ?? 512, 'router', 'reasoningMaxTokens', o.reasoningMaxTokens === undefined); // before any answer
   const progress = (stage: string, total: number) => (d: number) => o.onProgress?.(stage, d, total);
   const tr = await baseOutcomes(model, train, { maxTokens: o.maxTokens, nativeThinking: o.nativeThinking, onItem: progress('base answers (train)', train.length) });
   const va = await baseOutcomes(model, val, { maxTokens: o.maxTokens, nativeThinking: o.nativeThinking, onItem: progress('base answers (val)', val.length) });

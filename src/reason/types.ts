@@ -17,14 +17,14 @@ export interface AnswerOptions extends SamplingParams {
   // all be the same); a direct answer is one sample.
   /** auto = the router decides (needs a router; without one auto means on); on / off force it. */
   reasoning?: ReasoningMode;
-  /** Parallel samples on the reasoning route (forked from the prompt's KV cache; never N prefills). */
+  /** Parallel samples on the reasoning route (forked from the prompt's KV cache; never N prefills). At temperature 0 they are all the same greedy answer. */
   samples?: number;
   /**
    * How the samples' extracted answers are combined (default majority). Samples without an answer do not vote;
    * a tie goes to the answer given first (by the lowest sample index), and `chosen` is that sample.
    */
   vote?: VoteMethod;
-  /** Stop the remaining samples once the leading answer cannot be overtaken. */
+  /** Stop the remaining samples once the leading answer cannot be overtaken (not with vote "verifier": an unfinished sample may score higher). */
   earlyStop?: boolean;
   /**
    * s1-style cap: a thinking segment is closed after this many tokens and the model answers. A model not trained
@@ -112,6 +112,11 @@ export interface AnswerResult {
   answer: string;
   /** The chosen sample's thinking text ('' on the direct route). */
   thinking: string;
+  /**
+   * How the answer ended: 'stop' (by itself), 'length' (cut off by maxTokens or the context, possibly mid-number;
+   * on the reasoning route no sample finished its answer), or 'cancelled' (the signal stopped samples).
+   */
+  finishReason: 'stop' | 'length' | 'cancelled';
   route: Route;
   routerScore?: number;
   samples: SampleResult[];

@@ -10,7 +10,7 @@
  */
 import type { Model } from '../runtime/model.ts';
 import { isCorrect } from '../tasks/grade.ts';
-import { answer, trainedWith } from './answer.ts';
+import { answer, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
 import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './vote.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, fitProbe, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
 import { writeJson } from '../io/safetensors.ts';
@@ -100,6 +100,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
     val = train.slice(train.length - k); train = train.slice(0, train.length - k);
   }
   if (!train.length || !val.length) throw new Error(`verifier: need training and validation items (got ${train.length} and ${val.length})`);
+  if (o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens ?? 512, 'verifier', 'maxTokens', o.maxTokens === undefined); // before any sampling
   const tr = await sampleCandidates(model, train, { ...o, onItem: (d) => o.onProgress?.('samples (train)', d, train.length) });
   const va = await sampleCandidates(model, val, { ...o, seed: (o.seed ?? 0) + 7919, onItem: (d) => o.onProgress?.('samples (val)', d, val.length) });
   for (const [set, items, n] of [['training', train, tr.length], ['validation', val, va.length]] as const) {

@@ -197,8 +197,11 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const maxTokens = asked ?? Math.min(limits.defaultMaxTokens, ctx - ids.length - kept);
   // The thinking segment always leaves room for the answer.
   if (mode !== 'off') {
-    const room = Math.max(0, maxTokens - Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
-    cap = Math.min(cap ?? room, room);
+    // ... and for closing it (answer() refuses a cap that cannot close within maxTokens): a max_tokens too small to
+    // close any thinking has no cap, its thinking is cut off as it would be.
+    const close = reasoningTokens(m.model).force.length + 1;
+    const room = maxTokens - Math.max(close, Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
+    cap = room < 0 ? undefined : Math.min(cap ?? room, room);
   }
   // The budget line the model reads: the smallest trained bucket ≥ the cap it will actually be held to.
   const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.find((b) => b >= cap!) ?? m.budgets[m.budgets.length - 1] : undefined;
