@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { answer } from '../src/reason/answer.ts';
+import { answer, reasoningTokens } from '../src/reason/answer.ts';
 import { readJsonl } from '../src/train/data.ts';
 import { checkGolds, rlPrompts } from '../src/cli/train-rl.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
@@ -139,6 +139,9 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
       assert.deepEqual([c.thinkingTokens, c.tokens, c.correct], [8, a.samples[0].tokens, a.winner === String(cases[k].gold)], `case ${k}`);
     }
     await assert.rejects(runEval(model, cases, { maxThinkingTokens: 8 }), /eval: maxThinkingTokens applies to reasoning mode/);
+    // As in answer(): a cap that cannot close within maxTokens (generate's default 256) would cut every case mid-thought.
+    const close = reasoningTokens(model).force.length;
+    await assert.rejects(runEval(model, cases, { reasoning: true, maxThinkingTokens: 256 - close }), { message: `eval: maxThinkingTokens ${256 - close} leaves no room for the answer within maxTokens 256 (the default): closing the thinking takes ${close} token${close === 1 ? '' : 's'} and the answer at least one; lower maxThinkingTokens or raise maxTokens` });
     await assert.rejects(runEval(model, cases, { reasoning: true, nativeThinking: true }), /eval: nativeThinking evaluates the model's own thinking, but it was loaded with the adapter/);
   } finally {
     await model.close();

@@ -11,7 +11,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
-import { EMPTY_THINKING, reasoningTokens, thinkingOptions } from '../reason/answer.ts';
+import { checkThinkingRoom, EMPTY_THINKING, reasoningTokens, thinkingOptions } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import { checkQuestions, extractAnswer, isCorrect, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
@@ -72,6 +72,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   if (reasoning && !model.adapter && !native) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter), or nativeThinking for a model that thinks by itself');
   if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
   const rt = reasoning ? reasoningTokens(model, invocationText) : undefined;
+  if (rt && maxThinkingTokens !== undefined) checkThinkingRoom(rt, maxThinkingTokens, gen.maxTokens ?? 256, 'eval', 'maxTokens', gen.maxTokens === undefined); // generate's default
   const invocation = rt?.invocation ?? [], empty = native && !reasoning ? tok.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
   // Every prompt is built (and checked against the context) before the first is answered: a question too long for
   // the model is named by its id (file:line) instead of failing as "prompt 0" of a batch, minutes in.
