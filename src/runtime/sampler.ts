@@ -6,6 +6,7 @@
 export interface SamplingParams {
   /** 0 = greedy (default). */
   temperature?: number;
+  /** Keep the k best tokens: exactly k, a tie at the k-th logit going to the lower id (as llama.cpp; transformers keeps every tied one). */
   topK?: number;
   topP?: number;
   minP?: number;
