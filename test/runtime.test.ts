@@ -571,6 +571,20 @@ test('convert: a conversion that died half-way is refused at load; its dead temp
   convertModel(openSource(model.dir), out, { quant: 'fp32' });
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-')).sort(), [`model.onnx.tmp-${process.ppid}`, `notes.tmp-${dead}`]);
   await (await loadModel(out, { worker: false })).close();
+  // A source written while it converts (a training run saving into it) gives a graph of mixed weights: refused, and the
+  // folder stays unfinished.
+  const moving = makeRandomQwen2({ dir: path.join(tmp, 'moving'), seed: 8 }), weights = path.join(moving.dir, 'model.safetensors');
+  let touched = false;
+  const touch = () => { if (!touched) { touched = true; fs.utimesSync(weights, new Date(), new Date(Date.now() + 7000)); } };
+  assert.throws(() => convertModel(openSource(moving.dir), out, { quant: 'fp32', onProgress: touch }), { message: `convert: ${moving.dir} changed while it was being converted (a file of it was written meanwhile), so ${out} may mix old and new weights and stays marked unfinished; convert it again once it is complete` });
+  await assert.rejects(loadModel(out, { worker: false }), /holds a conversion that did not finish/);
+  // The folder of the source itself is refused (a GGUF's: the tokenizer.json written there would take it over).
+  assert.throws(() => convertModel(openSource(moving.files.ggufF32), moving.dir), { message: `convert: out ${moving.dir} is the folder of ${moving.files.ggufF32}: the converted files would mix with the model's own; choose another folder` });
+  assert.throws(() => convertModel(openSource(moving.dir), `${moving.dir}/`), /is the folder of .*moving: the converted files would mix with the model's own/);
+  // A PEFT adapter saved in the model's folder is not part of the model: the copy stays current.
+  convertModel(openSource(moving.dir), out, { quant: 'fp32' });
+  fs.writeFileSync(path.join(moving.dir, 'adapter_model.safetensors'), 'x');
+  await (await loadModel(out, { worker: false })).close();
 });
 
 test('loadModel keeps a converted copy in the cache: written once, then used as is; converted again when stale, broken or from another version; listed and pruned', async () => {
@@ -591,6 +605,11 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   const second = await load({ cache: 'always', onProgress: () => progress++ });
   assert.deepEqual([notes.shift(), progress], [`model: using the converted copy of ${model.dir} in ${entry}`, 0]);
   assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(second.backend, ids)) <= 1e-5);
+  // The same checkpoint through a symbolic link uses the same copy (not a second one, nor a conversion in turn).
+  const link = path.join(tmp, 'model-link');
+  fs.symlinkSync(model.dir, link);
+  await (await loadModel(link, { quant: 'q4', worker: false, cacheDir, onNote: (n) => notes.push(n), cache: 'always' })).close();
+  assert.deepEqual([notes.shift(), fs.readdirSync(converted)], [`model: using the converted copy of ${link} in ${entry}`, [path.basename(entry)]]);
   await Promise.all([direct.close(), first.close(), second.close()]);
   // A changed source, a broken copy and a copy made by another edgereason version are each converted again, in place.
   const touch = () => fs.utimesSync(path.join(model.dir, 'config.json'), new Date(), new Date(Date.now() + 1000 * Math.random() + 9000));

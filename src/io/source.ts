@@ -173,8 +173,11 @@ function checkManifest(m: Manifest, file: string): void {
   checkModelConfig(m.config, `model: ${file}`);
 }
 
-/** What defines a model folder: weights, config, tokenizer, chat template (not e.g. a router.json trained beside it). */
-const DEFINING = /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.json|merges\.txt|chat_template\.(jinja|json)|.*\.safetensors|model\.safetensors\.index\.json)$/;
+/**
+ * What defines a model folder: weights, config, tokenizer, chat template (not e.g. a router.json trained beside it,
+ * nor a PEFT adapter saved there: adapter_model.safetensors is not the model's).
+ */
+const DEFINING = /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.json|merges\.txt|chat_template\.(jinja|json)|(?!adapter_model\.).*\.safetensors|model\.safetensors\.index\.json)$/;
 
 /** The files that make up a source checkpoint (without loading it). */
 export function openSourceFiles(p: string, defining = DEFINING): string[] {

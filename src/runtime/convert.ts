@@ -82,6 +82,13 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   if (typeof source !== 'string' && !(source && typeof source === 'object' && source.config && typeof source.path === 'string')) throw new Error(`convert: source must be a model path or openSource()'s result, got ${shown(source)}`);
   const src = typeof source === 'string' ? openSource(source) : source;
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
+  // The source's own folder would take the converted files beside its own (a GGUF's then reads the tokenizer.json
+  // written there, and so would every other GGUF in that folder).
+  const home = src.kind === 'hf' ? src.path : path.dirname(src.path);
+  if (fs.existsSync(out) && fs.realpathSync(out) === fs.realpathSync(home)) throw new Error(`convert: out ${out} is the folder of ${src.path}: the converted files would mix with the model's own; choose another folder`);
+  // Taken before any weight is read, and compared after the last: a checkpoint replaced meanwhile (a training run
+  // saving into it) would leave a graph of mixed weights.
+  const before = fingerprint(src.files);
   fs.mkdirSync(out, { recursive: true });
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
@@ -106,9 +113,10 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   // generation_config.json too: its sampling advice is what serve and answer read from the folder they are given.
   const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG);
   if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = fs.readFileSync(gen); atomicWrite(genOut, (fd) => writeAll(fd, raw)); } else fs.rmSync(genOut, { force: true });
+  if (fingerprint(src.files) !== before) throw new Error(`convert: ${src.path} changed while it was being converted (a file of it was written meanwhile), so ${out} may mix old and new weights and stays marked unfinished; convert it again once it is complete`);
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
-    options, source: { ...from, fingerprint: fingerprint(src.files) }, edgereason: builder(),
+    options, source: { ...from, fingerprint: before }, edgereason: builder(),
   };
   writeJson(path.join(out, MANIFEST), manifest);
   return manifest;
@@ -236,10 +244,14 @@ const ENTRY = /-(q4|q8|fp32)(-al\d)?(-lora-[a-z_.]+)?-[0-9a-f]{10}(\.(partial|ol
 
 /** One folder per checkpoint and graph setting: readable name, plus a hash of the source's path. */
 function entryName(source: string, quant: Quant, accuracyLevel: number, targets: readonly Projection[]): string {
-  const base = path.basename(source).replace(/\.(gguf|bin)$/, '').replace(/[^\w.-]+/g, '_');
-  const hash = crypto.createHash('sha256').update(source).digest('hex').slice(0, 10);
+  const resolved = real(source) ?? source; // one copy whatever link names the checkpoint
+  const base = path.basename(resolved).replace(/\.(gguf|bin)$/, '').replace(/[^\w.-]+/g, '_');
+  const hash = crypto.createHash('sha256').update(resolved).digest('hex').slice(0, 10);
   return `${base}-${quant}${quant !== 'fp32' ? `-al${accuracyLevel}` : ''}${targets.length ? `-lora-${targets.join('.')}` : ''}-${hash}`;
 }
+
+/** A path with its links resolved (as given when it does not exist). */
+const real = (p: string | undefined): string | undefined => (p !== undefined && fs.existsSync(p) ? fs.realpathSync(p) : p);
 
 /** The cached copy when it is whole and current; otherwise why not (nothing when there is none). */
 function openEntry(dir: string, source: string): { source?: ModelSource; why?: string } {
@@ -247,7 +259,7 @@ function openEntry(dir: string, source: string): { source?: ModelSource; why?: s
   try {
     const m = readManifest(dir), made = m.edgereason;
     if (made !== builder()) return { why: `was made by ${made ? `edgereason ${made}` : 'an earlier edgereason'}, not this one (${builder()})` };
-    if (m.source?.path !== source) return { why: `belongs to ${m.source?.path}` };
+    if (m.source?.path !== source && real(m.source?.path) !== real(source)) return { why: `belongs to ${m.source?.path}` };
     return { source: openSource(dir) };
   } catch (e) {
     // The loader's own advice ("run edgereason convert … again") is what the cache is about to do.
