@@ -610,7 +610,13 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   fs.symlinkSync(model.dir, link);
   await (await loadModel(link, { quant: 'q4', worker: false, cacheDir, onNote: (n) => notes.push(n), cache: 'always' })).close();
   assert.deepEqual([notes.shift(), fs.readdirSync(converted)], [`model: using the converted copy of ${link} in ${entry}`, [path.basename(entry)]]);
-  await Promise.all([direct.close(), first.close(), second.close()]);
+  // A copy removed while it loads (cache --clear from another shell, here at the note that it is used) is converted again.
+  const cleared = await load({ cache: 'always', onNote: (n) => { notes.push(n); if (n.startsWith('model: using')) fs.rmSync(entry, { recursive: true }); } });
+  assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(cleared.backend, ids)) <= 1e-5);
+  assert.deepEqual(notes.splice(0).map((n) => n.replace(/ once .*/, '')), [`model: using the converted copy of ${model.dir} in ${entry}`,
+    `model: the converted copy in ${entry} was removed or replaced while it loaded (edgereason cache --clear or --prune, or a load by another edgereason version); loading again`,
+    `model: converting ${model.dir}`]);
+  await Promise.all([direct.close(), first.close(), second.close(), cleared.close()]);
   // A changed source, a broken copy and a copy made by another edgereason version are each converted again, in place.
   const touch = () => fs.utimesSync(path.join(model.dir, 'config.json'), new Date(), new Date(Date.now() + 1000 * Math.random() + 9000));
   touch();

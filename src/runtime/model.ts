@@ -6,7 +6,7 @@ import path from 'node:path';
 import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
 export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
-import { openSource, MANIFEST } from '../io/source.ts';
+import { openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, type CachePolicy } from './convert.ts';
@@ -65,6 +65,14 @@ export interface PromptOptions extends GenerateOptions {
   signal?: AbortSignal;
 }
 
+/** A cached converted copy that went while it loaded (see Model.load). */
+class CopyGone extends Error {}
+
+/** Whether a converted folder still holds the copy that was opened (its manifest unchanged). */
+function sameCopy(src: ModelSource): boolean {
+  try { return JSON.stringify(readManifest(src.path)) === JSON.stringify(src.manifest); } catch { return false; }
+}
+
 export class Model {
   private constructor(
     readonly config: ModelConfig,
@@ -76,6 +84,16 @@ export class Model {
   ) {}
 
   static async load(p: string, opts: LoadOptions = {}): Promise<Model> {
+    try {
+      return await Model.open(p, opts, true);
+    } catch (e) {
+      if (!(e instanceof CopyGone)) throw e;
+      opts.onNote?.(`model: ${e.message}; loading again`);
+      return Model.open(p, opts, false);
+    }
+  }
+
+  private static async open(p: string, opts: LoadOptions, mayRetry: boolean): Promise<Model> {
     if (typeof p !== 'string' || !p) throw new Error(`loadModel: the first argument must be the path of a model (a Hugging Face folder, a .gguf or llama2.c .bin file, or a converted folder), got ${shown(p)}; the embedded default is loadModel(defaultModel.dir, { adapter: defaultModel.adapter })`);
     checkLoadOptions(opts);
     let src = openSource(p);
@@ -87,6 +105,7 @@ export class Model {
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
     const requantised = requantisedNote(src, quant);
     if (requantised) opts.onNote?.(requantised);
+    const cached = src.kind !== 'converted';
     if (src.kind !== 'converted') {
       src = await cachedConversion(src, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, policy: opts.cache ?? defaultCachePolicy(),
@@ -120,6 +139,13 @@ export class Model {
         ? await BatchedLocalBackend.create(src.config, graph, { threads: opts.threads })
         : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora }));
     } catch (e) {
+      // A cached copy removed or replaced while the session read it (cache --clear or --prune, a load by another
+      // edgereason version): loaded once more, which converts it again.
+      if (cached && src.kind === 'converted' && !sameCopy(src)) {
+        const gone = new CopyGone(`the converted copy in ${src.path} was removed or replaced while it loaded (edgereason cache --clear or --prune, or a load by another edgereason version)`);
+        if (mayRetry) throw gone;
+        throw new Error(`model: ${gone.message}, twice; load it again once nothing else is using ${path.dirname(src.path)}`);
+      }
       // The engine's own size check: for a converted folder, the manifest's config is what disagrees.
       if (src.kind !== 'converted' || !/^engine: the model config says/.test((e as Error).message)) throw e;
       throw new Error(`model: ${path.join(src.path, MANIFEST)} does not match ${graph}: ${(e as Error).message}`);
