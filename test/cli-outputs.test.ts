@@ -555,6 +555,9 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.deepEqual([cut.status, cut.stdout.trim().split('\n').at(-1)], [0, '####']);
   assert.match(cut.stderr, /^edgereason: note: the answer was cut off by --max-tokens 24 \(or the model's context\); it may end mid-number: raise --max-tokens$/m);
   assert.doesNotMatch(r.stderr, /cut off/);
+  // eval refuses it before its base pass (a stage that ends prints its line, "base 3/3 | ...").
+  const ev = cli(['eval', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--task', 'synthetic', '--limit', '3', '--max-tokens', '30', '--max-thinking-tokens', '26', '--out', at('cap-eval.json')]);
+  assert.deepEqual([ev.status, ev.stderr.trim()], [1, 'edgereason: eval: --max-thinking-tokens 26 leaves no room for the answer within --max-tokens 30: closing the thinking takes 4 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
   assert.deepEqual([cli([...q, '--max-tokens', '30', '--max-thinking-tokens', '26']).stderr.trim().split('\n').at(-1)],
     ['edgereason: answer: --max-thinking-tokens 26 leaves no room for the answer within --max-tokens 30: closing the thinking takes 4 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
 });

@@ -19,7 +19,7 @@ import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
 import { blocksFromGgml, quantizeBlocks, quantizeQ4 } from '../src/onnx/quant.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
-import { openSource, type ModelSource } from '../src/io/source.ts';
+import { fingerprint, openSource, openSourceFiles, type ModelSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import { makeRandomQwen2, QWEN25_05B, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
@@ -583,8 +583,26 @@ test('convert: a conversion that died half-way is refused at load; its dead temp
   assert.throws(() => convertModel(openSource(moving.dir), `${moving.dir}/`), /is the folder of .*moving: the converted files would mix with the model's own/);
   // A PEFT adapter saved in the model's folder is not part of the model: the copy stays current.
   convertModel(openSource(moving.dir), out, { quant: 'fp32' });
-  fs.writeFileSync(path.join(moving.dir, 'adapter_model.safetensors'), 'x');
+  const adapterFile = path.join(moving.dir, 'adapter_model.safetensors');
+  fs.writeFileSync(adapterFile, 'x');
   await (await loadModel(out, { worker: false })).close();
+  // ... and a folder converted before, whose fingerprint counted such a file, is not stale for it either (until it changes).
+  const manifestFile = path.join(out, 'edgereason.json'), m = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
+  fs.writeFileSync(manifestFile, JSON.stringify({ ...m, source: { ...m.source, fingerprint: fingerprint([...openSourceFiles(moving.dir), adapterFile]) } }));
+  await (await loadModel(out, { worker: false })).close();
+  fs.utimesSync(adapterFile, new Date(), new Date(Date.now() + 9000));
+  await assert.rejects(loadModel(out, { worker: false }), /is stale: its source .* changed after it was converted/);
+  fs.rmSync(adapterFile);
+  // A folder converted into its source's own folder (before convert refused it): the command to rebuild it names another folder.
+  const gdir = path.join(tmp, 'gguf-home'), gguf = path.join(gdir, 'm.gguf');
+  fs.mkdirSync(gdir);
+  fs.copyFileSync(moving.files.ggufF32, gguf);
+  const other = path.join(tmp, 'gguf-home-out');
+  convertModel(openSource(gguf), other, { quant: 'fp32' });
+  for (const f of fs.readdirSync(other)) fs.copyFileSync(path.join(other, f), path.join(gdir, f));
+  const gm = JSON.parse(fs.readFileSync(path.join(gdir, 'edgereason.json'), 'utf8'));
+  fs.writeFileSync(path.join(gdir, 'edgereason.json'), JSON.stringify({ ...gm, format: 1 }));
+  await assert.rejects(loadModel(gdir, { worker: false }), { message: `model: ${path.join(gdir, 'edgereason.json')} has format 1; this edgereason reads format 2: run \`edgereason convert --model ${gguf} --out <folder> --quant fp32\` again` });
 });
 
 test('loadModel keeps a converted copy in the cache: written once, then used as is; converted again when stale, broken or from another version; listed and pruned', async () => {
@@ -610,6 +628,14 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   fs.symlinkSync(model.dir, link);
   await (await loadModel(link, { quant: 'q4', worker: false, cacheDir, onNote: (n) => notes.push(n), cache: 'always' })).close();
   assert.deepEqual([notes.shift(), fs.readdirSync(converted)], [`model: using the converted copy of ${link} in ${entry}`, [path.basename(entry)]]);
+  // A GGUF linked into two folders is two checkpoints: its tokenizer files are read beside the name it is given by.
+  const withGguf = makeRandomQwen2({ dir: path.join(tmp, 'linked-gguf'), seed: 5, config: { numLayers: 1 } });
+  const [ga, gb] = ['gguf-a', 'gguf-b'].map((d) => path.join(tmp, d));
+  for (const d of [ga, gb]) { fs.mkdirSync(d); fs.symlinkSync(withGguf.files.ggufF32, path.join(d, 'm.gguf')); }
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(withGguf.dir, f), path.join(gb, f));
+  for (const d of [ga, gb]) await (await loadModel(path.join(d, 'm.gguf'), { quant: 'q4', worker: false, cacheDir, onNote: (n) => notes.push(n), cache: 'always' })).close();
+  assert.deepEqual(notes.splice(0).map((n) => n.split(' once ')[0]), [`model: converting ${path.join(ga, 'm.gguf')}`, `model: converting ${path.join(gb, 'm.gguf')}`]);
+  for (const e of fs.readdirSync(converted)) if (e.startsWith('m-')) fs.rmSync(path.join(converted, e), { recursive: true });
   // A copy removed while it loads (cache --clear from another shell, here at the note that it is used) is converted again.
   const cleared = await load({ cache: 'always', onNote: (n) => { notes.push(n); if (n.startsWith('model: using')) fs.rmSync(entry, { recursive: true }); } });
   assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(cleared.backend, ids)) <= 1e-5);

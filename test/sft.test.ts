@@ -61,6 +61,16 @@ test('a run stopped at a checkpoint and resumed equals the uninterrupted run bit
   assert.equal(resumed.steps, straight.steps);
   for (const [n, p] of straight.params) assert.deepEqual(Buffer.from(resumed.params.get(n)!.buffer), Buffer.from(p.buffer), n);
   assert.deepEqual(resumed.losses, straight.losses);
+  // With periodic eval losses: a checkpoint saved during the eval at its step (Ctrl-C there) lacks that eval's loss;
+  // the resumed run takes it first, so its eval curve is the uninterrupted one's.
+  const withEval = { ...opts, evalEvery: 3 };
+  const straightEval = await trainSft(model.config, weights, train, evalSet, { ...withEval, out: path.join(tmp, 'straight-eval') });
+  await trainSft(model.config, weights, train, evalSet, { ...withEval, out: path.join(tmp, 'resumed-eval'), maxSteps: 3 });
+  const ckpt = path.join(tmp, 'resumed-eval', 'checkpoint', 'checkpoint.json'), saved = JSON.parse(fs.readFileSync(ckpt, 'utf8'));
+  assert.deepEqual(saved.config.evalLosses.map(([s]: [number]) => s), [3]);
+  fs.writeFileSync(ckpt, JSON.stringify({ ...saved, config: { ...saved.config, evalLosses: [] } }));
+  const resumedEval = await trainSft(model.config, weights, train, evalSet, { ...withEval, out: path.join(tmp, 'resumed-eval'), resume: true });
+  assert.deepEqual(resumedEval.evalLosses, straightEval.evalLosses);
 });
 
 test('the saved PEFT adapter, loaded by the runtime, reproduces the training forward', async () => {

@@ -125,7 +125,7 @@ export function answerCommand(program: Command): void {
         const s0 = r.samples[0];
         if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n`));
         out.write('\n');
-        if (r.finishReason === 'length') console.error(`edgereason: note: the answer was cut off by --max-tokens ${o.maxTokens} (or the model's context)${r.samples.length > 1 ? ': no sample finished its answer' : ''}; it may end mid-number: raise --max-tokens`);
+        if (r.finishReason === 'length') console.error(`edgereason: note: the answer was cut off by --max-tokens ${o.maxTokens} (or the model's context)${r.samples.length > 1 ? ', and no sample ended with an answer to vote on' : ''}; it may end mid-number: raise --max-tokens`);
         if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} tokens) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);
         if (r.samples.length > 1) {
           console.error('\nsamples:');

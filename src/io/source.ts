@@ -128,7 +128,10 @@ function openConverted(dir: string): ModelSource {
   const file = path.join(dir, MANIFEST);
   const m = readManifest(dir);
   // The command that rebuilds this folder with the settings it was converted with.
-  const again = () => convertCommandLine(m?.source?.path ?? '<source>', dir, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
+  // (Into another folder when this one is the source's own, as convert now requires.)
+  const from = m?.source?.path, home = typeof from === 'string' && fs.existsSync(from) ? (fs.statSync(from).isDirectory() ? from : path.dirname(from)) : undefined;
+  const out = home && fs.realpathSync(home) === fs.realpathSync(dir) ? '<folder>' : dir;
+  const again = () => convertCommandLine(from ?? '<source>', out, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
   if ((m as { converting?: unknown }).converting) throw new Error(`model: ${dir} holds a conversion that did not finish; run \`${again()}\` again`);
   checkManifest(m, file);
@@ -140,9 +143,10 @@ function openConverted(dir: string): ModelSource {
   }
   if (fs.existsSync(m.source.path)) {
     const now = fingerprint(openSourceFiles(m.source.path));
-    // folders converted before the file set was narrowed (no recorded sizes) hashed every .json/.safetensors/.jinja
-    const legacy = () => fingerprint(openSourceFiles(m.source.path, /\.(json|safetensors|jinja)$/));
-    if (now !== m.source.fingerprint && (m.sizes || legacy() !== m.source.fingerprint)) {
+    // folders converted before the file set was narrowed hashed every .json/.safetensors/.jinja (no recorded sizes),
+    // or an adapter_model.safetensors beside the weights too
+    const earlier = (set: RegExp) => fingerprint(openSourceFiles(m.source.path, set)) === m.source.fingerprint;
+    if (now !== m.source.fingerprint && !earlier(WITH_ADAPTER) && (m.sizes || !earlier(/\.(json|safetensors|jinja)$/))) {
       throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`${again()}\` again`);
     }
   }
@@ -178,6 +182,8 @@ function checkManifest(m: Manifest, file: string): void {
  * nor a PEFT adapter saved there: adapter_model.safetensors is not the model's).
  */
 const DEFINING = /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.json|merges\.txt|chat_template\.(jinja|json)|(?!adapter_model\.).*\.safetensors|model\.safetensors\.index\.json)$/;
+/** DEFINING as it was before 2026-12-03, adapter_model.safetensors included: the fingerprints of folders converted then. */
+const WITH_ADAPTER = new RegExp(DEFINING.source.replace('(?!adapter_model\\.)', ''));
 
 /** The files that make up a source checkpoint (without loading it). */
 export function openSourceFiles(p: string, defining = DEFINING): string[] {

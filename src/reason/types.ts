@@ -113,8 +113,8 @@ export interface AnswerResult {
   /** The chosen sample's thinking text ('' on the direct route). */
   thinking: string;
   /**
-   * How the answer ended: 'stop' (by itself), 'length' (cut off by maxTokens or the context, possibly mid-number;
-   * on the reasoning route no sample finished its answer), or 'cancelled' (the signal stopped samples).
+   * How the chosen answer ended: 'stop' (by itself), 'length' (cut off by maxTokens or the context, possibly
+   * mid-number; with several samples, none ended with an answer to vote on), or 'cancelled' (the signal stopped samples).
    */
   finishReason: 'stop' | 'length' | 'cancelled';
   route: Route;

@@ -250,8 +250,14 @@ function entryName(source: string, quant: Quant, accuracyLevel: number, targets:
   return `${base}-${quant}${quant !== 'fp32' ? `-al${accuracyLevel}` : ''}${targets.length ? `-lora-${targets.join('.')}` : ''}-${hash}`;
 }
 
-/** A path with its links resolved (as given when it does not exist). */
-const real = (p: string | undefined): string | undefined => (p !== undefined && fs.existsSync(p) ? fs.realpathSync(p) : p);
+/**
+ * A checkpoint's path with the links to its folder resolved (as given when it does not exist). A GGUF or llama2.c
+ * file keeps its own name: its tokenizer files are read beside the name it is given by.
+ */
+const real = (p: string | undefined): string | undefined => {
+  if (p === undefined || !fs.existsSync(p)) return p;
+  return fs.statSync(p).isDirectory() ? fs.realpathSync(p) : path.join(fs.realpathSync(path.dirname(p)), path.basename(p));
+};
 
 /** The cached copy when it is whole and current; otherwise why not (nothing when there is none). */
 function openEntry(dir: string, source: string): { source?: ModelSource; why?: string } {

@@ -178,6 +178,9 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       }
     }
     progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: onInterrupt } : {}) });
+    // A periodic eval loss the interrupted run had not taken yet (Ctrl-C during it saves the step without it).
+    const evalDue = o.evalEvery && evalSet.length && step > 0 && step % o.evalEvery === 0 && evalLosses.at(-1)?.[0] !== step;
+    if (o.resume && evalDue && step < stopAt) evalLosses.push([step, await evaluate()]);
     while (step < stopAt && epoch < epochs) {
       const order = plan[epoch].batches;
       while (position < order.length && step < stopAt) {
