@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
+import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
 import { modelPath } from '../io/source.ts';
 
@@ -197,7 +198,7 @@ export function replacedArtefacts(dir: string, o: { overwrite?: boolean; resume?
   }
   if (o.resume && fs.existsSync(file)) {
     const j = readJsonFile(file, '--resume: ');
-    if (typeof j !== 'object' || j === null || Array.isArray(j) || !Object.values(j).every((v) => typeof v === 'string')) {
+    if (!is.object.ok(j) || !Object.values(j as object).every((v) => typeof v === 'string')) {
       throw new Error(`--resume: ${file} is not a list of the earlier run's files (an object of name → identity strings); delete it to keep those files instead of removing them at the end`);
     }
     return new Map(Object.entries(j as Record<string, string>));

@@ -289,11 +289,11 @@ export function openSafetensors(path: string): SafetensorsFile {
 
 export type TensorMap = Record<string, { shape: number[]; data: Float32Array }> | Map<string, { shape: number[]; data: Float32Array }>;
 
-/** Write tensors (in the given order) as one safetensors file, atomically. */
+/** Write tensors (in the given order) as one safetensors file, atomically; `onBytes` sees every byte written, in order. */
 export function writeSafetensors(
   path: string,
   tensors: TensorMap,
-  opts: { dtype?: SafetensorsDtype; metadata?: Record<string, string> } = {},
+  opts: { dtype?: SafetensorsDtype; metadata?: Record<string, string>; onBytes?: (bytes: Uint8Array) => void } = {},
 ): void {
   const dtype = opts.dtype ?? 'F32', size = DTYPE_SIZE[dtype];
   const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
@@ -313,10 +313,11 @@ export function writeSafetensors(
   head.writeBigUInt64LE(BigInt(head.length - 8), 0);
   head.write(json, 8);
   atomicWrite(path, (fd) => {
-    writeAll(fd, head);
+    const write = (bytes: Uint8Array) => { writeAll(fd, bytes); opts.onBytes?.(bytes); };
+    write(head);
     for (const [, t] of entries) {
       const enc = dtype === 'F32' ? t.data : dtype === 'F16' ? f32ToF16Array(t.data) : f32ToBf16Array(t.data);
-      writeAll(fd, new Uint8Array(enc.buffer, enc.byteOffset, enc.byteLength));
+      write(new Uint8Array(enc.buffer, enc.byteOffset, enc.byteLength));
     }
   });
 }

@@ -129,8 +129,7 @@ function openConverted(dir: string): ModelSource {
   const m = readManifest(dir);
   // The command that rebuilds this folder with the settings it was converted with.
   // (Into another folder when this one is the source's own, as convert now requires.)
-  const from = m?.source?.path, home = typeof from === 'string' && fs.existsSync(from) ? (fs.statSync(from).isDirectory() ? from : path.dirname(from)) : undefined;
-  const out = home && fs.realpathSync(home) === fs.realpathSync(dir) ? '<folder>' : dir;
+  const from = m?.source?.path, out = typeof from === 'string' && isSourceFolder(dir, from) ? '<folder>' : dir;
   const again = () => convertCommandLine(from ?? '<source>', out, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
   if ((m as { converting?: unknown }).converting) throw new Error(`model: ${dir} holds a conversion that did not finish; run \`${again()}\` again`);
@@ -152,6 +151,12 @@ function openConverted(dir: string): ModelSource {
   }
   const tokenizer = checkVocab(loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds }), m.config, path.join(dir, 'tokenizer.json'));
   return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFolder(dir), manifest: m };
+}
+
+/** Whether `dir` is the folder a checkpoint lives in (a Hugging Face folder itself, a GGUF's or .bin's folder), links resolved. */
+export function isSourceFolder(dir: string, source: string): boolean {
+  if (!fs.existsSync(dir) || !fs.existsSync(source)) return false;
+  return fs.realpathSync(fs.statSync(source).isDirectory() ? source : path.dirname(source)) === fs.realpathSync(dir);
 }
 
 /** The `edgereason convert` command line for a source, as the errors suggest it (`out` "<folder>" stays as is). */

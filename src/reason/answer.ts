@@ -70,13 +70,15 @@ export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, inv
 }
 
 /**
- * A thinking cap must leave room within the tokens a sample may generate for the forced close and one answer token:
- * a cap the thinking cannot reach never closes it, and every sample would be cut off mid-thought. `limitName` is
- * the option that sets `limit` in the caller's words.
+ * The largest thinking cap that leaves room within `limit` generated tokens for the forced close and one answer
+ * token: a cap the thinking cannot reach never closes it, and every sample would be cut off mid-thought.
  */
+export const maxThinkingCap = (rt: Pick<ReasoningTokens, 'force'>, limit: number): number => limit - rt.force.length - 1;
+
+/** Refuses a thinking cap above maxThinkingCap; `limitName` is the option that sets `limit` in the caller's words. */
 export function checkThinkingRoom(rt: Pick<ReasoningTokens, 'force'>, cap: number, limit: number, where: string, limitName = 'maxTokens', byDefault = false): void {
   const close = rt.force.length;
-  if (cap + close + 1 > limit) {
+  if (cap > maxThinkingCap(rt, limit)) {
     throw new Error(`${where}: maxThinkingTokens ${cap} leaves no room for the answer within ${limitName} ${limit}${byDefault ? ' (the default)' : ''}: closing the thinking takes ${close} token${close === 1 ? '' : 's'} and the answer at least one; lower maxThinkingTokens or raise ${limitName}`);
   }
 }

@@ -12,7 +12,7 @@ import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
-import { openSource, convertCommandLine, fingerprint, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
+import { openSource, convertCommandLine, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { atomicWrite, processAlive, removeDeadTemps, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
@@ -84,8 +84,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
   // The source's own folder would take the converted files beside its own (a GGUF's then reads the tokenizer.json
   // written there, and so would every other GGUF in that folder).
-  const home = src.kind === 'hf' ? src.path : path.dirname(src.path);
-  if (fs.existsSync(out) && fs.realpathSync(out) === fs.realpathSync(home)) throw new Error(`convert: out ${out} is the folder of ${src.path}: the converted files would mix with the model's own; choose another folder`);
+  if (isSourceFolder(out, src.path)) throw new Error(`convert: out ${out} is the folder of ${src.path}: the converted files would mix with the model's own; choose another folder`);
   // Taken before any weight is read, and compared after the last: a checkpoint replaced meanwhile (a training run
   // saving into it) would leave a graph of mixed weights.
   const before = fingerprint(src.files);

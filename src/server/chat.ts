@@ -26,7 +26,7 @@ import { randomInt } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { answer, EMPTY_THINKING, reasoningTokens } from '../reason/answer.ts';
+import { answer, EMPTY_THINKING, maxThinkingCap, reasoningTokens } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -197,10 +197,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const maxTokens = asked ?? Math.min(limits.defaultMaxTokens, ctx - ids.length - kept);
   // The thinking segment always leaves room for the answer.
   if (mode !== 'off') {
-    // ... and for closing it (answer() refuses a cap that cannot close within maxTokens): a max_tokens too small to
-    // close any thinking has no cap, its thinking is cut off as it would be.
-    const close = reasoningTokens(m.model).force.length + 1;
-    const room = maxTokens - Math.max(close, Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
+    // ... and for closing it (answer() refuses a cap above maxThinkingCap): a max_tokens too small to close any
+    // thinking has no cap, its thinking is cut off as it would be.
+    const room = Math.min(maxThinkingCap(reasoningTokens(m.model), maxTokens), maxTokens - Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
     cap = room < 0 ? undefined : Math.min(cap ?? room, room);
   }
   // The budget line the model reads: the smallest trained bucket ≥ the cap it will actually be held to.

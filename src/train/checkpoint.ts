@@ -18,6 +18,7 @@ import type { WeightSource } from '../io/weights.ts';
 import { checkFinite, openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamW, AdamWState, Params } from './optim.ts';
 import { readJsonFile } from '../io/jsonl.ts';
+import { is, type Rule } from '../runtime/options.ts';
 
 export interface TrainState {
   step: number;
@@ -51,12 +52,13 @@ export function saveCheckpoint(dir: string, c: Checkpoint): void {
   add('adam.v/', c.optimizer.v);
   let tensorFile: string; // a fresh name, so the file the current checkpoint.json names is never overwritten
   for (let k = 0; fs.existsSync(path.join(dir, (tensorFile = `tensors-${c.state.step}-${Date.now().toString(36)}${k ? `-${k}` : ''}.safetensors`))); k++);
-  writeSafetensors(path.join(dir, tensorFile), tensors, { metadata: { format: FORMAT, step: String(c.state.step) } });
+  const sha = crypto.createHash('sha256'); // of the bytes as written, not read back
+  writeSafetensors(path.join(dir, tensorFile), tensors, { metadata: { format: FORMAT, step: String(c.state.step) }, onBytes: (b) => sha.update(b) });
   const json = {
-    format: FORMAT, tensorFile, tensorBytes: fs.statSync(path.join(dir, tensorFile)).size, tensorSha256: sha256File(path.join(dir, tensorFile)),
+    format: FORMAT, tensorFile, tensorBytes: fs.statSync(path.join(dir, tensorFile)).size, tensorSha256: sha.digest('hex'),
     params: [...c.params.keys()], adamStep: c.optimizer.step, ...c.state,
   };
-  writeJson(path.join(dir, JSON_NAME), json);
+  writeJson(checkpointJson(dir), json);
   for (const f of fs.readdirSync(dir)) // older tensor files and temp files of crashed saves
     if ((f.startsWith('tensors-') && f !== tensorFile) || f.includes('.tmp-')) fs.rmSync(path.join(dir, f), { force: true });
 }
@@ -67,27 +69,30 @@ function sha256File(file: string): string {
   return h.digest('hex');
 }
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** The checkpoint.json of a checkpoint folder. */
+export const checkpointJson = (dir: string): string => path.join(dir, JSON_NAME);
 
 /** checkpoint.json in `dir`, its fields checked: a damaged or hand-edited file is named with the field, not half-loaded. */
 function readCheckpointJson(dir: string): Record<string, any> {
-  const jsonFile = path.join(dir, JSON_NAME);
+  const jsonFile = checkpointJson(dir);
   if (!fs.existsSync(jsonFile)) throw new Error(`checkpoint: ${jsonFile} not found (no checkpoint in ${dir})`);
-  const j = readJsonFile(jsonFile, 'checkpoint: ');
-  if (!isRecord(j) || j.format !== FORMAT || typeof j.tensorFile !== 'string' || !Array.isArray(j.params) || !j.params.every((n) => typeof n === 'string'))
-    throw new Error(`checkpoint: ${jsonFile} is not an edgereason checkpoint (format ${JSON.stringify(isRecord(j) ? j.format : j)})`);
-  const bad = (field: string, want: string) => new Error(`checkpoint: ${jsonFile}: "${field}" must be ${want}, got ${JSON.stringify(j[field])} (the file was edited or damaged)`);
-  for (const k of ['step', 'epoch', 'position', 'adamStep', 'tensorBytes']) if (!(Number.isSafeInteger(j[k]) && (j[k] as number) >= 0)) throw bad(k, 'an integer ≥ 0');
-  if (!Number.isFinite(j.rng)) throw bad('rng', 'a number');
-  if (!isRecord(j.config)) throw bad('config', 'an object');
-  if (j.options !== undefined && !isRecord(j.options)) throw bad('options', 'an object');
-  if (j.tensorSha256 !== undefined && !(typeof j.tensorSha256 === 'string' && /^[0-9a-f]{64}$/.test(j.tensorSha256))) throw bad('tensorSha256', 'a sha256 in hex');
+  const read = readJsonFile(jsonFile, 'checkpoint: '), j = (is.object.ok(read) ? read : {}) as Record<string, any>;
+  if (j.format !== FORMAT || typeof j.tensorFile !== 'string' || !Array.isArray(j.params) || !j.params.every((n) => typeof n === 'string'))
+    throw new Error(`checkpoint: ${jsonFile} is not an edgereason checkpoint (format ${JSON.stringify(j === read ? j.format : read)})`);
+  const check = (field: string, rule: Rule) => {
+    if (!rule.ok(j[field])) throw new Error(`checkpoint: ${jsonFile}: "${field}" must be ${rule.what}, got ${JSON.stringify(j[field])} (the file was edited or damaged)`);
+  };
+  for (const k of ['step', 'epoch', 'position', 'adamStep', 'tensorBytes']) check(k, is.int(0));
+  check('rng', { what: 'a number', ok: Number.isFinite });
+  check('config', is.object);
+  if (j.options !== undefined) check('options', is.object);
+  if (j.tensorSha256 !== undefined) check('tensorSha256', { what: 'a sha256 in hex', ok: (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v) });
   return j;
 }
 
 /** Load the checkpoint in `dir`; errors name the file that is missing, truncated or inconsistent. */
 export function loadCheckpoint(dir: string): Checkpoint {
-  const jsonFile = path.join(dir, JSON_NAME), j = readCheckpointJson(dir);
+  const jsonFile = checkpointJson(dir), j = readCheckpointJson(dir);
   const tensorFile = path.join(dir, j.tensorFile);
   if (!fs.existsSync(tensorFile)) throw new Error(`checkpoint: ${tensorFile} named by ${jsonFile} is missing (interrupted save?)`);
   const size = fs.statSync(tensorFile).size;
@@ -115,7 +120,7 @@ export function checkpointOptions(dir: string): RunOptions | undefined {
 export function savedList<T>(state: TrainState, key: string, dir: string): T[] {
   const v = state.config[key];
   if (v === undefined) return [];
-  if (!Array.isArray(v)) throw new Error(`checkpoint: ${path.join(dir, JSON_NAME)}: config.${key} must be a list, got ${JSON.stringify(v)?.slice(0, 60)} (the file was edited or damaged)`);
+  if (!Array.isArray(v)) throw new Error(`checkpoint: ${checkpointJson(dir)}: config.${key} must be a list, got ${JSON.stringify(v)?.slice(0, 60)} (the file was edited or damaged)`);
   return v as T[];
 }
 

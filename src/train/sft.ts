@@ -13,7 +13,7 @@ import { saveAdapter } from '../io/peft.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, savedList, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointJson, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, savedList, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { lateProgress, Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
@@ -158,6 +158,8 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     const bar = final && !o.quiet ? lateProgress('eval', 'batches') : undefined;
     try { return await evalLoss(trainer, params, evalSet, batchTokens, masks, maxLen, bar?.update); } finally { bar?.stop(); }
   };
+  /** Whether a periodic eval loss is taken at this step. */
+  const evalDueAt = (s: number) => !!o.evalEvery && evalSet.length > 0 && s % o.evalEvery === 0;
   const save = () => {
     saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, options, config: { losses, evalLosses } } });
     checkpoint = step;
@@ -169,7 +171,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       const st = resume(ckptDir, params, opt, options, LATER_OPTIONS);
       ({ step, epoch, position } = st);
       // Same options, same plan: a position past its epoch's batches (or an epoch past the run) was edited in.
-      if (epoch > epochs || position > (plan[epoch]?.batches.length ?? 0)) throw new Error(`checkpoint: ${path.join(ckptDir, 'checkpoint.json')}: position ${position} of epoch ${epoch} lies outside this run (${epochs} epochs${epoch < epochs ? `, ${plan[epoch].batches.length} batches in that one` : ''}; the file was edited or damaged)`);
+      if (epoch > epochs || position > (plan[epoch]?.batches.length ?? 0)) throw new Error(`checkpoint: ${checkpointJson(ckptDir)}: position ${position} of epoch ${epoch} lies outside this run (${epochs} epochs${epoch < epochs ? `, ${plan[epoch].batches.length} batches in that one` : ''}; the file was edited or damaged)`);
       checkpoint = step;
       losses.push(...savedList<number>(st, 'losses', ckptDir));
       evalLosses.push(...savedList<[number, number]>(st, 'evalLosses', ckptDir));
@@ -179,8 +181,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     }
     progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: onInterrupt } : {}) });
     // A periodic eval loss the interrupted run had not taken yet (Ctrl-C during it saves the step without it).
-    const evalDue = o.evalEvery && evalSet.length && step > 0 && step % o.evalEvery === 0 && evalLosses.at(-1)?.[0] !== step;
-    if (o.resume && evalDue && step < stopAt) evalLosses.push([step, await evaluate()]);
+    if (o.resume && step > 0 && step < stopAt && evalDueAt(step) && evalLosses.at(-1)?.[0] !== step) evalLosses.push([step, await evaluate()]);
     while (step < stopAt && epoch < epochs) {
       const order = plan[epoch].batches;
       while (position < order.length && step < stopAt) {
@@ -202,7 +203,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
         losses.push(loss);
         progress.update(step, { loss, tokens });
         o.onStep?.({ step, loss, lr: stepLr, gradNorm });
-        if (o.evalEvery && evalSet.length && step % o.evalEvery === 0) evalLosses.push([step, await evaluate()]);
+        if (evalDueAt(step)) evalLosses.push([step, await evaluate()]);
         if (o.checkpointEvery && step % o.checkpointEvery === 0) save();
       }
       if (position >= order.length) { epoch++; position = 0; }
