@@ -342,8 +342,8 @@ test('(e) an escalated request reasons exactly as reasoning "on" does: the invoc
 // ---------------------------------------------------------------------------------------------------------
 // A scripted model: exact control over what is sampled, to test routing, forcing, early stop and hidden states.
 
-const VOCAB = ['<eos>', '<think>', '</think>', '\n', 'hmm ', '#### 5', '#### 7', 'q'];
-const [EOS, OPEN, CLOSE, NL, HMM, A5, A7, Q] = VOCAB.map((_, i) => i);
+const VOCAB = ['<eos>', '<think>', '</think>', '\n', 'hmm ', '#### 5', '#### 7', 'q', 'The answer is 5.', 'Answer: 5.'];
+const [EOS, OPEN, CLOSE, NL, HMM, A5, A7, Q, SAY5, COLON5] = VOCAB.map((_, i) => i);
 
 class ScriptedBackend implements Backend {
   readonly config = { vocabSize: VOCAB.length, hiddenSize: 2, maxPositionEmbeddings: 1000, numLayers: 1 } as ModelConfig & { maxPositionEmbeddings: number };
@@ -686,6 +686,18 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;
   await assert.rejects(answer(bare, 'q', { reasoning: 'auto' }, { router: new Router(fitProbe([[0, 0], [1, 1]], [0, 1], { steps: 1 }), 0.5) }),
     /answer: a router was given, but the model was loaded without its reasoning adapter/);
+});
+
+test('votes read the answer each sample states unless a task says how: "The answer is 5." and "Answer: 5." agree', async () => {
+  // Each sample thinks one or more "hmm"s, then states 5 in one of two ways, by the parity of its thinking.
+  const policy = thinker((h, u) => h.at(-1) === HMM && u < 0.5, (h) => (h.filter((t) => t === HMM).length % 2 ? SAY5 : COLON5));
+  const r = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 8, temperature: 1, seed: 1 });
+  const said = r.samples.map((s) => s.answer), k = said.filter((a) => a === 'The answer is 5.').length;
+  assert.ok(k > 0 && k < 8, `both phrasings among the samples: ${said.join(' | ')}`);
+  assert.deepEqual([r.votes, r.winner, r.samples.map((s) => s.extracted)], [{ 5: 8 }, '5', new Array(8).fill('5')]);
+  // The synthetic task's grader reads a reply without "####" whole (its chat replies): the two phrasings differ.
+  const t = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 8, temperature: 1, seed: 1, task: 'synthetic' });
+  assert.deepEqual(t.votes, { 'The answer is 5.': k, 'Answer: 5.': 8 - k });
 });
 
 test('early stop: the remaining samples stop once the leading answer cannot be overtaken', async () => {

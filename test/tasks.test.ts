@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sharedPath } from './helpers/shared.ts';
-import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath, parseNumber, type Task } from '../src/tasks/grade.ts';
+import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath, parseNumber, voteKey, type Task } from '../src/tasks/grade.ts';
 import {
   DIFFICULTY, Rng, formatAnswer, formatResponse, formatThinking, generateItem, generateMath, makeSplits, questionKey,
   splitOf, type Item, type MathItem,
@@ -133,6 +133,16 @@ test('svamp and asdiv: every gold answer, stated as a sentence, grades correct; 
   assert.equal(extractAnswer('asdiv', 'So the winner is\nSally'), 'sally'); // a name, as isCorrect reads it
   assert.ok(isCorrect('asdiv', '#### -(1/3)', '-(1/3)') && !isCorrect('asdiv', '#### -(1/3)', '1/3'), 'a negative fraction on the #### line keeps its sign');
   assert.ok(isCorrect('asdiv', 'The answer is 3 : 4', '3:4') && !isCorrect('asdiv', 'The answer is 3 : 5', '3:4'), 'a ratio with spaces around its colon');
+});
+
+test('the default voting key: the answer stated or the last number, a reply with neither by its text', () => {
+  const cases: [string, string | undefined][] = [
+    ['<think>\n3 + 4 = 7\n</think>\n\n#### 42', '42'], // the thinking is not read
+    ['The answer is 1,200.', '1200'], ['Answer: 5.', '5'], ['So we get \\boxed{\\frac{1}{2}}.', '0.5'],
+    ['There are 3 cats and 4 dogs.', '4'], ['Paris', 'Paris'], ['Hello! How can I help?', 'Hello! How can I help?'],
+    ['#### abc', undefined], ['  ', undefined], // a "####" line without a number is no answer, as in the synthetic task
+  ];
+  for (const [text, key] of cases) assert.equal(voteKey(text), key, JSON.stringify(text));
 });
 
 test('numeric extraction: ####, stated answer, box, last number, think blocks, voting keys', () => {

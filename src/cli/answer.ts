@@ -40,7 +40,7 @@ export function answerCommand(program: Command): void {
     .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
     .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
     .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', intArg('--seed'))
-    .option('--task <task>', `answer extraction for votes: ${TASKS.join(' | ')}`, 'synthetic')
+    .option('--task <task>', `how answers are read for votes: ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
@@ -49,7 +49,7 @@ export function answerCommand(program: Command): void {
       if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
       if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
-      if (!TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
+      if (o.task !== undefined && !TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
       if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
       if (o.reasoning === 'off') {
         for (const [flag, set] of [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop], ['--max-thinking-tokens', o.maxThinkingTokens !== undefined], ['--budget', o.budget !== undefined]] as const) {

@@ -30,7 +30,7 @@ import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { checkGenerateOptions, decode, endsWithRun, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
-import { extractAnswer, TASKS } from '../tasks/grade.ts';
+import { extractAnswer, TASKS, voteKey } from '../tasks/grade.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
@@ -321,11 +321,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
   checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop }, model.config.vocabSize, 'answer');
-  const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task ?? 'synthetic';
+  const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
   if (opts.seed !== undefined && !Number.isSafeInteger(opts.seed)) throw new Error(`answer: seed must be an integer within ±(2^53 − 1), got ${shown(opts.seed)}`);
-  if (!TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${shown(task)}`);
+  if (task !== undefined && !TASKS.includes(task)) throw new Error(`answer: task must be one of ${TASKS.join(', ')}; got ${shown(task)}`);
   if (opts.adapterMode !== undefined && opts.adapterMode !== 'activated' && opts.adapterMode !== 'classic') throw new Error(`answer: adapterMode must be "activated" or "classic", got ${shown(opts.adapterMode)}`);
   if (!VOTE_METHODS.includes(method)) throw new Error(`answer: vote must be one of ${VOTE_METHODS.join(', ')}; got ${shown(method)}`);
   checkValues(opts, { onText: is.fn, onRoute: is.fn, onSampleEnd: is.fn, earlyStop: is.bool, collectHidden: is.bool, nativeThinking: is.bool, signal: is.signal, invocation: is.text }, 'answer');
@@ -388,7 +388,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
       const s = seqs[i], { answer: a } = splitText(s, reasoning, model);
       const voting = s.finishReason === 'stop' && (!reasoning || s.answerFrom !== undefined);
-      return voting ? { extracted: extractAnswer(task, a), meanLogprob: s.meanLogprob, verifierScore: scores[i] } : { meanLogprob: s.meanLogprob };
+      return voting ? { extracted: task ? extractAnswer(task, a) : voteKey(a), meanLogprob: s.meanLogprob, verifierScore: scores[i] } : { meanLogprob: s.meanLogprob };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
       const samples: SampleResult[] = seqs.map((s, i) => {

@@ -44,7 +44,11 @@ export interface AnswerOptions extends SamplingParams {
   seed?: number;
   /** Stop strings; they apply to the answer, never inside the thinking segment. */
   stop?: string | string[];
-  /** Grader used to extract comparable answers for voting (default 'synthetic'). */
+  /**
+   * How an answer is read for voting: a task's grader (the synthetic task's "#### n" line, MATH's normalised
+   * \boxed{}, …). Default: the answer it states ("#### n", "the answer is …", \boxed{}) or else its last number,
+   * and a reply with neither (chat) by its whole text.
+   */
   task?: Task;
   /** Streams text as it is generated: sample index, phase, piece. */
   onText?: (sample: number, phase: Phase, piece: string) => void;

@@ -320,6 +320,16 @@ export function extractAnswer(task: Task, text: string): string | undefined {
 }
 
 /**
+ * The voting key of a reply when no task names its answer format: the answer it states ("#### n", "the answer is …",
+ * \boxed{}) or else its last number, as a GSM8K reply is read; a reply with neither (a chat reply, the embedded
+ * model's "Paris") votes with its whole text. A "####" line without a number gives none, as in the synthetic task.
+ */
+export function voteKey(text: string): string | undefined {
+  const r = reply(text);
+  return extractAnswer('gsm8k', r) ?? (r.includes('####') ? undefined : r.trim() || undefined);
+}
+
+/**
  * Questions with their gold answers (eval cases, router and verifier items): a list of objects with a question, a
  * gold answer and a task; errors name the list (`o.list`), the item (`o.item(i)`) and the fields it must have.
  */
