@@ -243,10 +243,16 @@ test('a diverging run stops at its first non-finite loss, before that update or 
   checkDiverged('x', 9, { loss: 1, gradNorm: 0 }, 0.1);
 });
 
-test('train-sft --full writes a folder the runtime loads: weights, config and the base model\'s tokenizer files', async () => {
-  const data = path.join(tmp, 'full.jsonl'), out = path.join(tmp, 'full-out');
+test('train-sft --full writes a folder the runtime loads: weights, config and the base model\'s tokenizer files and sampling advice', async () => {
+  const data = path.join(tmp, 'full.jsonl'), out = path.join(tmp, 'full-out'), gen = path.join(model.dir, 'generation_config.json');
   fs.writeFileSync(data, ['{"prompt":"a b","completion":" c"}', '{"prompt":"d","completion":" e f"}'].join('\n'));
-  execFileSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--full', '--max-steps', '1', '--batch-tokens', '64'], { stdio: 'pipe' });
+  fs.writeFileSync(gen, '{"do_sample": true, "temperature": 0.7, "top_p": 0.8}\n');
+  try {
+    execFileSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--full', '--max-steps', '1', '--batch-tokens', '64'], { stdio: 'pipe' });
+  } finally {
+    fs.rmSync(gen);
+  }
+  assert.equal(fs.readFileSync(path.join(out, 'generation_config.json'), 'utf8'), '{"do_sample": true, "temperature": 0.7, "top_p": 0.8}\n');
   for (const f of ['tokenizer.json', 'tokenizer_config.json'])
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')), JSON.parse(fs.readFileSync(path.join(model.dir, f), 'utf8')), f);
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-')), []);

@@ -1,14 +1,14 @@
 /**
  * Saving a full-parameter fine-tune as a Hugging Face model folder: config.json (the keys transformers writes
  * for Qwen2 / Qwen3 / Llama) + model.safetensors, and, when given, the tokenizer files (tokenizer.json,
- * tokenizer_config.json, chat_template.jinja) that make the folder loadable on its own; all atomically, weights
- * first. loadHfFolder reads it back.
+ * tokenizer_config.json, chat_template.jinja) that make the folder loadable on its own and the base model's
+ * generation_config.json (its sampling advice, which answer and serve read); all atomically, weights first. loadHfFolder reads it back.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { checkWeights } from '../io/hf-folder.ts';
-import { checkFinite, writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
+import { atomicWrite, checkFinite, writeAll, writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { MemoryWeights, type WeightSource } from '../io/weights.ts';
@@ -56,7 +56,7 @@ const TORCH_DTYPE: Record<SafetensorsDtype, string> = { F32: 'float32', F16: 'fl
  * must be complete for the config (checked first).
  */
 export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSource | Map<string, { shape: number[]; data: Float32Array }>,
-  opts: { dtype?: SafetensorsDtype; tokenizer?: TokenizerFiles } = {}): void {
+  opts: { dtype?: SafetensorsDtype; tokenizer?: TokenizerFiles; generationConfig?: string } = {}): void {
   const src = weights instanceof Map ? new MemoryWeights(weights) : weights;
   checkWeights(config, src, `saveHfFolder(${dir})`);
   const tensors = new Map(src.names.map((n) => [n, { shape: src.shape(n), data: src.get(n) }]));
@@ -71,5 +71,6 @@ export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSo
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { dtype: opts.dtype, metadata: { format: 'pt' } });
   if (opts.tokenizer) writeTokenizerFiles(dir, opts.tokenizer);
+  if (opts.generationConfig !== undefined) { const raw = new TextEncoder().encode(opts.generationConfig); atomicWrite(path.join(dir, 'generation_config.json'), (fd) => writeAll(fd, raw)); }
   writeJson(path.join(dir, 'config.json'), toHfConfig(config, TORCH_DTYPE[opts.dtype ?? 'F32']));
 }

@@ -55,6 +55,8 @@ export interface SftOptions {
   baseModel?: string;
   /** With `full`: written beside the weights so the output folder loads on its own (the CLI passes the base model's). */
   tokenizerFiles?: TokenizerFiles;
+  /** With `full`: the base model's generation_config.json text, written beside the weights (its sampling advice). */
+  generationConfig?: string;
   onStep?: (s: { step: number; loss: number; lr: number; gradNorm: number }) => void;
 }
 
@@ -88,7 +90,7 @@ const sftRules = (vocab: number): Record<keyof SftOptions, Rule> => ({
   aloraInvocation: is.list(`token ids (0..${vocab - 1})`, (t) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < vocab),
   lr: is.above0, epochs: is.int(1), batchTokens: is.int(2), accum: is.int(1), seed: is.seed, warmupSteps: is.int(0), minLrRatio: is.share,
   weightDecay: is.atLeast0, clip: is.above0, maxLen: is.int(2), evalEvery: is.int(1), checkpointEvery: is.int(1), resume: is.bool,
-  maxSteps: is.int(1), threads: is.int(1), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, onStep: is.fn,
+  maxSteps: is.int(1), threads: is.int(1), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn,
 });
 
 /** Resume options recorded since a later version: checked only when the checkpoint has them. */
@@ -213,7 +215,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) { progress.endBar(); evalLosses.push([step, await evaluate(true)]); }
     // Written while Ctrl-C is still handled: each file is written whole, and the message says how to finish.
     fs.mkdirSync(o.out, { recursive: true });
-    if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles });
+    if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles, generationConfig: o.generationConfig });
     else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
     await writeSvg(path.join(o.out, 'loss.svg'), await lineChart({
       title: 'SFT loss', x: 'optimizer step', y: 'cross-entropy',
