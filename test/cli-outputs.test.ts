@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { atomicWrite, writeAll, writeJson } from '../src/io/safetensors.ts';
+import { atomicWrite, openSafetensors, writeAll, writeJson } from '../src/io/safetensors.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { readJsonl, type Example } from '../src/train/data.ts';
 import { trainSft } from '../src/train/sft.ts';
@@ -438,7 +438,7 @@ test('train-rl: --out must not be its --adapter; a run stopped by --steps resume
   const sftCopy = at('sft-adapter');
   fs.cpSync(ADAPTER_DIR, sftCopy, { recursive: true });
   const before = snapshot(sftCopy);
-  const rl = (out: string, ...extra: string[]) => cli(['train-rl', '--model', DEFAULT_DIR, '--adapter', sftCopy, '--out', out, '--group', '2', '--prompts-per-step', '1', '--budgets', '16', '--max-tokens', '12', ...extra]);
+  const rl = (out: string, ...extra: string[]) => cli(['train-rl', '--model', DEFAULT_DIR, '--adapter', sftCopy, '--out', out, '--group', '2', '--prompts-per-step', '1', '--budgets', '8', '--max-tokens', '12', ...extra]);
   let r = rl(sftCopy, '--steps', '1');
   assert.match(r.stderr, /--out .*sft-adapter is the --adapter folder: the adapter would be written over its own input/);
   r = rl(sftCopy, '--steps', '1', '--overwrite');
@@ -455,8 +455,22 @@ test('train-rl: --out must not be its --adapter; a run stopped by --steps resume
   assert.match(r.stdout, /^GRPO 2 steps/);
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'rl_log.json'), 'utf8')).history.length, 2);
   // --resume from another starting adapter (the same shape): refused.
-  const rlFrom = (adapter: string, ...extra: string[]) => cli(['train-rl', '--model', DEFAULT_DIR, '--adapter', adapter, '--out', out, '--group', '2', '--prompts-per-step', '1', '--budgets', '16', '--max-tokens', '12', ...extra]);
+  const rlFrom = (adapter: string, ...extra: string[]) => cli(['train-rl', '--model', DEFAULT_DIR, '--adapter', adapter, '--out', out, '--group', '2', '--prompts-per-step', '1', '--budgets', '8', '--max-tokens', '12', ...extra]);
   assert.match(rlFrom(path.join(DEFAULT_DIR, 'reasoning-adapter-rl'), '--steps', '3', '--resume').stderr, /resume: .* was trained with the --adapter \(a hash of its weights\) [0-9a-f]{12}, this run has the --adapter \(a hash of its weights\) [0-9a-f]{12}/);
+  // Rollouts that cannot answer within the budget are refused before any work; a run whose every group tied (near-greedy
+  // rollouts are all the same) says that it left the adapter as it was.
+  assert.match(rl(at('rl-room'), '--steps', '1', '--max-tokens', '9').stderr,
+    /train-rl: --max-tokens 9 leaves no room to answer within the budget 8: thinking to it, closing the thinking \(1 token\) and an answer of at least one token take 10; raise --max-tokens \(default twice the largest budget\) or lower the budgets/);
+  assert.ok(!fs.existsSync(at('rl-room')));
+  r = rl(at('rl-tied'), '--steps', '1', '--temperature', '0.0001');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /train-rl: warning: no step changed the adapter: in every group all 2 completions got the same reward \(\d+\.\d % of them correct\), so there was nothing to learn from, and .*rl-tied holds the --adapter's weights/);
+  const [tied, start] = [at('rl-tied'), sftCopy].map((d) => openSafetensors(path.join(d, 'adapter_model.safetensors')));
+  assert.deepEqual(tied.names.sort(), start.names.sort());
+  for (const n of start.names) { // B is stored unscaled while training: equal up to rounding
+    const [x, y] = [tied.get(n), start.get(n)];
+    assert.ok(x.every((v, i) => Math.abs(v - y[i]) <= 1e-6 * Math.max(1, Math.abs(y[i]))), n);
+  }
   // The shipped budget-forced adapter records the base model as the SFT one does.
   const shipped = (d: string) => JSON.parse(fs.readFileSync(path.join(DEFAULT_DIR, d, 'adapter_config.json'), 'utf8')).base_model_name_or_path;
   assert.equal(shipped('reasoning-adapter-rl'), shipped('reasoning-adapter'));

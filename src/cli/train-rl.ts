@@ -88,6 +88,11 @@ export function trainRlCommand(program: Command): void {
         const stale = before ? removeStale(o.out, before) : [];
         if (stale.length) process.stderr.write(`train-rl: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
         const first = history[0], last = history.at(-1)!;
+        // A run in which every group of every step tied never moved the adapter: say so rather than report it as trained.
+        if (history.length && history.every((h) => h.updated === false)) {
+          const acc = history.reduce((a, h) => a + h.accuracy, 0) / history.length;
+          process.stderr.write(`train-rl: warning: no step changed the adapter: in every group all ${o.group} completions got the same reward (${(100 * acc).toFixed(1)} % of them correct), so there was nothing to learn from, and ${o.out} holds the --adapter's weights; use prompts the adapter answers right some of the time (easier ones, a larger --max-tokens, or a better SFT adapter)\n`);
+        }
         console.log(`GRPO ${history.length} steps: reward ${first.reward.toFixed(3)} → ${last.reward.toFixed(3)}, accuracy ${(100 * last.accuracy).toFixed(1)} %, thinking ${first.thinking.toFixed(0)} → ${last.thinking.toFixed(0)} tokens; adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
       } finally {
         await model.close();

@@ -78,7 +78,8 @@ const RL_RULES: Record<keyof RlOptions, Rule> = {
   quiet: is.bool, handleSignals: is.bool, onStep: is.fn,
 };
 
-export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number }
+/** One step's means over its rollouts; `updated`: whether the adapter moved (false when every group tied: no signal). */
+export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number; updated: boolean }
 
 /** `generated`: the completion's tokens; `trained`: the same with the stop token that ended it (stopping is a choice the policy learns). */
 interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; trained: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
@@ -139,6 +140,10 @@ export async function trainRl(
   const opt = new AdamW(params, { lr: o.lr ?? 1e-4, weightDecay: 0 });
   const ckpt = path.join(o.out, 'checkpoint'), history: RlStepStats[] = [], share = o.unbudgetedShare ?? 0.25;
   const temperature = o.temperature ?? 1, maxTokens = o.maxTokens ?? 2 * Math.max(...o.budgets), penalty = o.penalty ?? 'budget', lambda = o.lambda ?? 3;
+  // A rollout cut off before it answers is wrong whatever it thought: the largest budget's thinking, its close and one
+  // answer token must fit, or that budget is never met.
+  const most = Math.max(...o.budgets);
+  if (maxTokens < most + end.length + 1) throw new Error(`train-rl: maxTokens ${maxTokens} leaves no room to answer within the budget ${most}: thinking to it, closing the thinking (${end.length} token${end.length === 1 ? '' : 's'}) and an answer of at least one token take ${most + end.length + 1}; raise maxTokens (default twice the largest budget) or lower the budgets`);
   // What fixes the prompts drawn, the rollouts and the objective: a resume with other values is refused (--steps
   // may grow: nothing depends on it).
   const options: RunOptions = {
@@ -218,7 +223,7 @@ export async function trainRl(
       const all = rolls.reduce((s, r) => s + r.generated.length, 0);
       const stats: RlStepStats = {
         step, reward: mean(rewards), accuracy: mean(rolls.map((r) => (r.correct ? 1 : 0))), thinking: mean(rolls.map((r) => r.thinking)),
-        withinBudget: mean(rolls.map((r) => (r.closed && r.thinking <= r.budget ? 1 : 0))), tokensPerSec: all / ((performance.now() - t0) / 1000),
+        withinBudget: mean(rolls.map((r) => (r.closed && r.thinking <= r.budget ? 1 : 0))), tokensPerSec: all / ((performance.now() - t0) / 1000), updated: live.length > 0,
       };
       history.push(stats);
       progress.update(step, { loss: stats.reward, tokens: all });
