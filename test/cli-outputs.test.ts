@@ -429,6 +429,9 @@ test('train-router: the savings rule (the default) needs --adapter; unused flags
   assert.match(r.stderr, /warning: --max-loss ignored: the accuracy rule generates no reasoning answers/);
   assert.match(r.stderr, /warning: --gate-tokens ignored: --no-gate searches no gate/);
   assert.match(cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--task', 'gsm8k', '--seed', '5', '--out', at('outdir')]).stderr, /warning: --seed ignored: the gsm8k items are the first of its train file/);
+  // A random model answers no gsm8k question right: every label says "reasoning needed", and the advice is easier questions.
+  r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--task', 'gsm8k', '--limit', '2', '--val', '1', '--max-tokens', '4', '--steps', '1', '--out', at('same-label.json')]);
+  assert.match(r.stderr, /warning: every training question has the same label \(reasoning needed: the base answered none of them right directly\): the probe cannot learn to route; use more questions, with easier ones among them/);
   assert.match(cli(['train-verifier', '--model', at('m'), '--adapter', at('a'), '--temperature', '0', '--out', at('v.json')]).stderr, /train-verifier: --temperature 0 samples greedily, so the 8 candidates of a question would all be the same/);
   assert.match(cli(['train-router', '--help']).stdout, /required\s+by\s+the\s+savings\s+rule\s+\(the\s+default\)/);
   assert.match(cli(['train-router', '--model', at('m'), '--native-thinking', '--adapter', at('a'), '--out', at('r.json')]).stderr, /train-router: --native-thinking routes between the model's own thinking and direct answers: leave --adapter out/);
