@@ -393,7 +393,10 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   await writeReport(at('zero', 'z.json'), [{ name: 'base', report: { ...report, summary: { all: { ...report.summary.all, accuracy: 0 } } } }]);
   const ticks = [...fs.readFileSync(at('zero', 'z-accuracy.svg'), 'utf8').matchAll(/<text[^>]*>(\d+)<\/text>/g)].map((m) => Number(m[1]));
   assert.ok(ticks.includes(0) && ticks.includes(100), `y ticks ${ticks}`);
-  assert.deepEqual(JSON.parse(fs.readFileSync(at('rep', 'x'), 'utf8')).summary.all.n, 1);
+  // One shape whatever was run: each run under its name, one run as two.
+  assert.deepEqual(JSON.parse(fs.readFileSync(at('rep', 'x'), 'utf8')), { base: report });
+  await writeReport(at('rep', 'two.json'), [{ name: 'base', report }, { name: 'base + reasoning adapter', report }]);
+  assert.deepEqual(Object.keys(JSON.parse(fs.readFileSync(at('rep', 'two.json'), 'utf8'))), ['base', 'base + reasoning adapter']);
   assert.match(cli(['eval', '--help']).stdout, /results\.md\)[\s\S]*results-accuracy\.svg/);
   // A file of the user's at --out, or beside it, is refused untouched; an earlier report is refreshed; --overwrite replaces.
   const evalOut = (out: string, ...flags: string[]) => cli(['eval', '--model', at('no-such-model'), '--out', out, ...flags]).stderr;
@@ -410,7 +413,8 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   fs.writeFileSync(at('mine.md'), 'my table');
   assert.match(evalOut(at('mine.json')), new RegExp(`--out ${at('mine.json')}: ${at('mine.md')}, written beside it, already exists; pass --overwrite`));
   assert.deepEqual([fs.readFileSync(at('notes.json'), 'utf8'), fs.readFileSync(at('mine.md'), 'utf8')], ['my notes', 'my table']);
-  for (const [out, flags] of [[at('rep', 'y.json'), []], [at('mine.json'), ['--overwrite']]] as const) assert.match(evalOut(out, ...flags), /no-such-model does not exist/, out);
+  fs.writeFileSync(at('rep', 'old.json'), JSON.stringify(report)); // one run's report alone, as eval wrote it before
+  for (const [out, flags] of [[at('rep', 'y.json'), []], [at('rep', 'old.json'), []], [at('mine.json'), ['--overwrite']]] as const) assert.match(evalOut(out, ...flags), /no-such-model does not exist/, out);
   // Beside an earlier report, a file of the user's under the table's or the plot's name is refused too.
   for (const f of ['y.md', 'y-accuracy.svg']) {
     const keep = fs.readFileSync(at('rep', f));

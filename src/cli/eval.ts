@@ -26,7 +26,7 @@ export function evalCommand(program: Command): void {
     .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
-    .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
+    .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier eval report; an earlier report is replaced anyway')
     .action(async (o) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);

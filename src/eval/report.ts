@@ -27,7 +27,7 @@ export function reportFiles(out: string): { json: string; md: string; svg: strin
   return { json: out, md: `${base}.md`, svg: `${base}-accuracy.svg` };
 }
 
-/** Whether `file` holds an eval report (one run's, or several by name), as writeReport writes it. */
+/** Whether `file` holds an eval report: runs by name, as writeReport writes it (or one run's alone, as it wrote before). */
 export function isReport(file: string): boolean {
   const one = (r: unknown) => !!r && typeof r === 'object' && 'options' in r && 'summary' in r && Array.isArray((r as { cases?: unknown }).cases);
   try {
@@ -51,7 +51,7 @@ export function isReportSibling(file: string): boolean {
   return file.endsWith('.svg') && text.startsWith('<svg') && text.includes(`>${PLOT_TITLE}</text>`);
 }
 
-/** Writes the JSON report to `out` exactly, the .md table and -accuracy.svg plot beside it (reportFiles). */
+/** Writes the JSON report to `out` exactly ({ [run name]: EvalReport }), the .md table and -accuracy.svg plot beside it (reportFiles). */
 export async function writeReport(out: string, runs: { name: string; report: EvalReport }[]): Promise<void> {
   fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
   const files = reportFiles(out);
@@ -60,7 +60,8 @@ export async function writeReport(out: string, runs: { name: string; report: Eva
   const svg = await barChart({ title: PLOT_TITLE, y: 'accuracy (%)', bars, domain: [0, 100] });
   // The three files in one synchronous step: a Ctrl-C (handled, as eval handles it) waits for all of them, so an
   // interrupted rerun never leaves a new table beside an old plot.
-  write(files.json, JSON.stringify(runs.length === 1 ? runs[0].report : Object.fromEntries(runs.map((r) => [r.name, r.report])), null, 1) + '\n');
+  // One shape whatever was run: each run's report under its name ("base", "base + reasoning adapter", …).
+  write(files.json, JSON.stringify(Object.fromEntries(runs.map((r) => [r.name, r.report])), null, 1) + '\n');
   write(files.md, markdownTable(runs));
   writeSvg(files.svg, svg);
 }
