@@ -754,9 +754,12 @@ test('server: generation_config.json\'s sampling is the default of a request tha
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-gencfg-'));
   try {
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(dir, f));
-    fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 2, top_k: 1, top_p: 'x' }));
-    const s = await createServer({ model: dir, port: 0, ctx: 512 });
+    fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 2, top_k: 1, top_p: 'x', repetition_penalty: 1.05 }));
+    const notes: string[] = [];
+    const s = await createServer({ model: dir, port: 0, ctx: 512, onLoadNote: (n) => notes.push(n) });
     try {
+      // What the sampler does not do is said, not dropped silently.
+      assert.deepEqual(notes, [`serve: note: ${path.join(dir, 'generation_config.json')} also asks for repetition_penalty 1.05, which edgereason's sampler does not apply`]);
       assert.deepEqual(s.served.sampling, { temperature: 2, top_k: 1 }, 'a value that is not a number is left out');
       assert.equal(s.limits.defaultTemperature, 2);
       const c = new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });

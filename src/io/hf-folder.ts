@@ -207,6 +207,19 @@ export function generationSampling(dir: string): GenerationSampling | undefined 
   return Object.keys(s).length ? s : undefined;
 }
 
+/**
+ * What a folder's generation_config.json asks of sampling that edgereason's sampler does not do (a repetition
+ * penalty, n-gram blocking, typical sampling), as "name value" strings: said where that file's sampling is taken.
+ */
+export function unappliedGeneration(dir: string): string[] {
+  const file = path.join(dir, 'generation_config.json');
+  let g: Record<string, unknown>;
+  try { g = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {}; } catch { return []; }
+  if (g === null || typeof g !== 'object') return [];
+  const neutral: Record<string, (x: number) => boolean> = { repetition_penalty: (x) => x === 1, no_repeat_ngram_size: (x) => x === 0, typical_p: (x) => x === 1 };
+  return Object.entries(neutral).filter(([k, off]) => typeof g[k] === 'number' && !off(g[k] as number)).map(([k]) => `${k} ${g[k]}`);
+}
+
 /** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */
 export function loadHfFolder(dir: string): { config: ModelConfig; weights: WeightSource; dir: string } {
   const configFile = path.join(dir, 'config.json');

@@ -16,7 +16,7 @@ import { loadProbes } from '../reason/probes.ts';
 import type { Verifier } from '../reason/verifier.ts';
 import { rlBudgets } from '../reason/budget.ts';
 import type { Quant } from '../onnx/quant.ts';
-import { generationSampling, type GenerationSampling } from '../io/hf-folder.ts';
+import { generationSampling, unappliedGeneration, type GenerationSampling } from '../io/hf-folder.ts';
 
 export interface AdapterSpec { name: string; dir: string }
 
@@ -132,6 +132,8 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       adapters: [...models.values()].flatMap((s) => (s.model.adapter ? [s.model.adapter] : [])),
     });
     const sampling = generationSampling(o.model);
+    const unapplied = unappliedGeneration(o.model);
+    if (unapplied.length) o.onNote?.(`serve: note: ${path.join(o.model, 'generation_config.json')} also asks for ${unapplied.join(', ')}, which edgereason's sampler does not apply`);
     // Base first in listings, as vLLM does; requests without a model go to the reasoning pipeline when there is one.
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
     return {
