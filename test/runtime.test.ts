@@ -465,6 +465,33 @@ test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens
   assert.deepEqual([a(), a(), a()], [b(), b(), b()]);
 });
 
+test('repetition penalty: logits of tokens in the prompt or the output are divided by it (multiplied where negative), as transformers does, at every step', async () => {
+  const logits = Float32Array.from([3, 1, 2.5, -1]), before = logits.slice();
+  const r = sampleToken(logits, { repetitionPenalty: 2 }, 0, undefined, [0, 3]); // [1.5, 1, 2.5, -2]
+  const lse = Math.log([1.5, 1, 2.5, -2].reduce((a, x) => a + Math.exp(x), 0));
+  assert.deepEqual([r.token, Math.abs(r.logprob - (2.5 - lse)) < 1e-6], [2, true], 'greedy on the penalised logits, their log-probability');
+  assert.deepEqual(logits, before, 'the logits themselves are left as they are');
+  assert.deepEqual([sampleToken(logits, { repetitionPenalty: 2 }, 0).token, sampleToken(logits, { repetitionPenalty: 1 }, 0, undefined, [0]).token], [0, 0], 'nothing seen, or 1: no penalty');
+  // Greedy decoding with the penalty equals a reference loop over the model's own logits, recomputed for the whole
+  // sequence each step, with the prompt and the output so far penalised.
+  const b = await backend(), tok = loadTokenizer(model.dir), ids = prompt.slice(0, 8), rp = 1e4; // the test model is peaked: only a large penalty moves its picks
+  try {
+    const out: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const all = await allLogits(b, [...ids, ...out]), last = Array.from(all.subarray((ids.length + out.length - 1) * V, (ids.length + out.length) * V));
+      for (const t of new Set([...ids, ...out])) last[t] = last[t] > 0 ? last[t] / rp : last[t] * rp;
+      out.push(last.indexOf(Math.max(...last)));
+    }
+    const [got] = await generateBatch(b, tok, [ids], [{ maxTokens: 10, repetitionPenalty: rp, stopTokens: [] }]);
+    const [plain] = await generateBatch(b, tok, [ids], [{ maxTokens: 10, stopTokens: [] }]);
+    assert.deepEqual(got.tokens, out);
+    assert.notDeepEqual(plain.tokens, out, 'the penalty changed what greedy decoding picks');
+    assert.throws(() => new Sequence(tok, { repetitionPenalty: 0 }, 1), /generate: repetitionPenalty must be a finite number > 0 \(1 = off\), got 0/);
+  } finally {
+    await b.close();
+  }
+});
+
 test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick exactly what a full sort over the vocabulary picks', () => {
   // Reference: sort every token by probability, then top-k, min-p, top-p, and walk the kept mass with u.
   const reference = (logits: Float32Array, p: { temperature: number; topK?: number; topP?: number; minP?: number }, u: number) => {

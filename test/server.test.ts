@@ -754,13 +754,16 @@ test('server: generation_config.json\'s sampling is the default of a request tha
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-gencfg-'));
   try {
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(dir, f));
-    fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 2, top_k: 1, top_p: 'x', repetition_penalty: 1.05 }));
+    fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 2, top_k: 1, top_p: 'x', repetition_penalty: 1.05, no_repeat_ngram_size: 3 }));
     const notes: string[] = [];
     const s = await createServer({ model: dir, port: 0, ctx: 512, onLoadNote: (n) => notes.push(n) });
     try {
       // What the sampler does not do is said, not dropped silently.
-      assert.deepEqual(notes, [`serve: note: ${path.join(dir, 'generation_config.json')} also asks for repetition_penalty 1.05, which edgereason's sampler does not apply`]);
-      assert.deepEqual(s.served.sampling, { temperature: 2, top_k: 1 }, 'a value that is not a number is left out');
+      assert.deepEqual(notes, [`serve: note: ${path.join(dir, 'generation_config.json')} also asks for no_repeat_ngram_size 3, which edgereason's sampler does not apply`]);
+      assert.deepEqual(s.served.sampling, { temperature: 2, top_k: 1, repetition_penalty: 1.05 }, 'a value that is not a number is left out');
+      // The repetition penalty is a request's default too (vLLM's repetition_penalty field); the request's own wins, 1 is none.
+      const plan = (extra: Loose) => planChat({ model: path.basename(dir), messages: [{ role: 'user', content: 'Hi' }], ...extra } as never, s.served, s.limits).options.repetitionPenalty;
+      assert.deepEqual([plan({}), plan({ repetition_penalty: 1.3 }), plan({ repetition_penalty: 1 })], [1.05, 1.3, undefined]);
       assert.equal(s.limits.defaultTemperature, 2);
       const c = new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });
       const text = async (extra: Loose) => (await c.chat.completions.create({ model: path.basename(dir), messages: [{ role: 'user', content: 'Tell me about the river.' }], max_tokens: 16, ...extra } as never) as Loose).choices[0].message.content as string;

@@ -9,7 +9,7 @@ import { rlBudgets } from '../reason/budget.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.ts';
 import { suggestedSampling } from '../io/hf-folder.ts';
 
 /** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
@@ -39,6 +39,7 @@ export function answerCommand(program: Command): void {
     .option('--top-k <k>', 'top-k', intArg('--top-k'), 0)
     .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
     .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
+    .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
     .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', intArg('--seed'))
     .option('--task <task>', `how answers are read for votes: ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
@@ -105,7 +106,7 @@ export function answerCommand(program: Command): void {
         const r = await answer(model, input, {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
-          temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed,
+          temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, seed,
           task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
           onRoute: (route, score) => { logRoute(route, score); if (route === 'reasoning') { out.write(dim('<think>\n')); phase = 'thinking'; } },

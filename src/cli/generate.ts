@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.ts';
 
 export function generateCommand(program: Command): void {
   program.command('generate')
@@ -13,6 +13,7 @@ export function generateCommand(program: Command): void {
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k'), 0)
     .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
     .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0)
+    .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
     .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', intArg('--seed'))
     .option('--stop <text...>', 'stop strings')
     .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')
@@ -29,7 +30,7 @@ export function generateCommand(program: Command): void {
       const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter });
       try {
         const gen = model.generate(o.prompt, {
-          chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,
+          chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty,
           // --adapter insists (--chat appends an activated adapter's invocation), unless the template is told not to think
           seed, stop: o.stop, adapter: !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
         });

@@ -48,7 +48,7 @@ export interface Summary {
 
 export interface EvalReport { options: Record<string, unknown>; summary: Record<string, Summary>; cases: CaseResult[] }
 
-const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'adapter', 'adapterFrom'];
+const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'adapter', 'adapterFrom'];
 
 /** runEval's inputs, checked before any work (a bad batch size would loop forever, a bad case fail after the others). */
 function checkEvalInputs(cases: EvalCase[], o: EvalOptions, vocabSize: number): void {

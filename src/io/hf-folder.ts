@@ -185,38 +185,46 @@ function readJson(file: string): Record<string, unknown> {
 
 /**
  * The sampling a model folder's generation_config.json asks for (do_sample with its temperature, top_p, top_k,
- * min_p), as command-line flags; undefined when it asks for none or there is no such file.
+ * min_p; a repetition penalty), as command-line flags; undefined when it asks for none or there is no such file.
  */
 export function suggestedSampling(dir: string): string | undefined {
   const s = generationSampling(dir);
-  const flags = s && ([['temperature', '--temperature'], ['top_p', '--top-p'], ['top_k', '--top-k'], ['min_p', '--min-p']] as const)
+  const flags = s && ([['temperature', '--temperature'], ['top_p', '--top-p'], ['top_k', '--top-k'], ['min_p', '--min-p'], ['repetition_penalty', '--repetition-penalty']] as const)
     .filter(([k]) => s[k] !== undefined).map(([k, flag]) => `${flag} ${s[k]}`);
   return flags?.length ? flags.join(' ') : undefined;
 }
 
-/** The model's own sampling defaults (generation_config.json's, when it says do_sample), as OpenAI field names. */
-export type GenerationSampling = Partial<Record<'temperature' | 'top_p' | 'top_k' | 'min_p', number>>;
+/** The model's own sampling defaults (generation_config.json's: when it says do_sample, and its repetition penalty), as OpenAI / vLLM field names. */
+export type GenerationSampling = Partial<Record<'temperature' | 'top_p' | 'top_k' | 'min_p' | 'repetition_penalty', number>>;
+
+/** A folder's generation_config.json as an object; undefined without one (or for a file path), or when it is not JSON. */
+function generationConfig(dir: string): Record<string, unknown> | undefined {
+  const file = path.join(dir, 'generation_config.json');
+  try {
+    const g: unknown = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : undefined;
+    return g !== null && typeof g === 'object' ? (g as Record<string, unknown>) : undefined;
+  } catch { return undefined; }
+}
 
 export function generationSampling(dir: string): GenerationSampling | undefined {
-  const file = path.join(dir, 'generation_config.json');
-  let g: Record<string, unknown>;
-  try { g = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {}; } catch { return undefined; }
-  if (g === null || typeof g !== 'object' || g.do_sample !== true) return undefined;
-  const ok: Record<string, (x: number) => boolean> = { temperature: (x) => x >= 0, top_p: (x) => x > 0 && x <= 1, top_k: (x) => Number.isInteger(x), min_p: (x) => x >= 0 && x <= 1 };
+  const g = generationConfig(dir);
+  if (!g) return undefined;
+  // The sampling fields count only where the file says do_sample; a repetition penalty applies to greedy decoding too.
+  const ok: Record<string, (x: number) => boolean> = {
+    ...(g.do_sample === true ? { temperature: (x: number) => x >= 0, top_p: (x: number) => x > 0 && x <= 1, top_k: (x: number) => Number.isInteger(x), min_p: (x: number) => x >= 0 && x <= 1 } : {}),
+    repetition_penalty: (x) => x > 0 && x <= 10 && x !== 1,
+  };
   const s = Object.fromEntries(Object.entries(ok).filter(([k, valid]) => typeof g[k] === 'number' && Number.isFinite(g[k]) && valid(g[k] as number)).map(([k]) => [k, g[k] as number]));
   return Object.keys(s).length ? s : undefined;
 }
 
 /**
- * What a folder's generation_config.json asks of sampling that edgereason's sampler does not do (a repetition
- * penalty, n-gram blocking, typical sampling), as "name value" strings: said where that file's sampling is taken.
+ * What a folder's generation_config.json asks of sampling that edgereason's sampler does not do (n-gram blocking,
+ * typical sampling), as "name value" strings: said where that file's sampling is taken.
  */
 export function unappliedGeneration(dir: string): string[] {
-  const file = path.join(dir, 'generation_config.json');
-  let g: Record<string, unknown>;
-  try { g = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {}; } catch { return []; }
-  if (g === null || typeof g !== 'object') return [];
-  const neutral: Record<string, (x: number) => boolean> = { repetition_penalty: (x) => x === 1, no_repeat_ngram_size: (x) => x === 0, typical_p: (x) => x === 1 };
+  const g = generationConfig(dir) ?? {};
+  const neutral: Record<string, (x: number) => boolean> = { no_repeat_ngram_size: (x) => x === 0, typical_p: (x) => x === 1 };
   return Object.entries(neutral).filter(([k, off]) => typeof g[k] === 'number' && !off(g[k] as number)).map(([k]) => `${k} ${g[k]}`);
 }
 

@@ -300,7 +300,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -320,7 +320,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
-  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop }, model.config.vocabSize, 'answer');
+  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop }, model.config.vocabSize, 'answer');
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
@@ -362,7 +362,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
-  const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, stop: opts.stop });
+  const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
   const release = async (h: CacheHandle) => { handles.delete(h); await backend.free(h); };
@@ -446,7 +446,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       let decided = !gate, trip = -1, held: [Phase, string][] = [];
       const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');
       if (decided) opts.onRoute?.('direct', routerScore);
-      const seq = new Sequence(tok, { ...sampling('direct'), seed, maxTokens }, promptLen, stream && ((p) => stream.push(p)));
+      const seq = new Sequence(tok, { ...sampling('direct'), seed, maxTokens }, promptLen, stream && ((p) => stream.push(p)), [], [...ids.slice(0, tagEnd), ...block]);
       const check = () => {
         if (decided) return;
         if ((trip = gateTrip(gate, seq.logprobs)) >= 0) { seq.cancel(); decided = true; return; } // escalate
@@ -458,7 +458,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           held = [];
         }
       };
-      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u); // the engine's sampler, same draw
+      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen); // the engine's sampler, same draw
       if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
       else { seq.ttftMs = performance.now() - start; seq.accept(first.token, first.logprob); }
       check();
@@ -505,7 +505,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
       ...sampling('reasoning'), seed: seedAt(seed, i), maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
       thinking: thinkingOptions(rt!, K),
-    }, promptTokens, streams[i] && ((p) => streams[i]!.push(p))));
+    }, promptTokens, streams[i] && ((p) => streams[i]!.push(p)), [], [...ids, ...invocation, ...control]));
     // A sample that ends says so at once, its held-back text first (the others go on).
     const ended = (i: number) => {
       streams[i]?.flush();
@@ -516,7 +516,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
         if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
-        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u);
+        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen);
         seq.ttftMs = performance.now() - start;
         return seq.accept(first.token, first.logprob) ? [] : seq.takeFeed();
       });

@@ -7,13 +7,13 @@
 import type { ModelConfig } from '../models/config.ts';
 import { Engine, type AdapterTensors, type EngineOptions, type StepInput, type StepOutput } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
-import { sampleToken, type SamplingParams } from './sampler.ts';
+import { sampleToken, type RowSampling } from './sampler.ts';
 
 export type CacheHandle = number;
 
 export interface StepRequest extends StepInput {
   /** Per row: sample the next token with these parameters and this uniform draw; omit a row (null) to skip. */
-  sample?: ((SamplingParams & { u: number }) | null)[];
+  sample?: (RowSampling | null)[];
   /** Return raw logits / hidden states (otherwise only sampled tokens come back). */
   want?: { logits?: boolean; hidden?: boolean };
 }
@@ -148,7 +148,7 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
       if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
       if (!req.tokens[b].length) throw new Error(`engine: row ${b} is sampled but was fed no token (nothing new to sample from)`);
       // each row's last new token: with 'all', rows shorter than the longest are padded after their tokens
-      const at = b * L + (req.logits === 'all' ? req.tokens[b].length : L) - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse[at]);
+      const at = b * L + (req.logits === 'all' ? req.tokens[b].length : L) - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse[at], p.seen);
       res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
     });
   }

@@ -6,7 +6,7 @@ import type { TextTokenizer } from '../tokenizer/types.ts';
 import { StreamDecoder } from '../tokenizer/stream.ts';
 import type { Backend, CacheHandle } from './backend.ts';
 import { randomInt } from 'node:crypto';
-import { seededRandom, type SamplingParams } from './sampler.ts';
+import { seededRandom, type RowSampling, type SamplingParams } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { shown } from '../show.ts';
 
@@ -112,10 +112,19 @@ export class Sequence {
   /** Text length at the last stop search, and the longest stop string's length. */
   private searched = 0;
   private readonly longestStop: number;
+  /** With a repetition penalty: the distinct ids of the prompt and the output so far (tokens[0 … seenUpTo) added). */
+  private readonly seen?: Set<number>;
+  private readonly seenIds: number[] = [];
+  private seenUpTo = 0;
 
-  /** `promptTail`: the prompt's last token, the first generated one's neighbour when text is decoded (StreamDecoder). */
-  constructor(private readonly tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void, promptTail: readonly number[] = []) {
+  /**
+   * `promptTail`: the prompt's last token, the first generated one's neighbour when text is decoded (StreamDecoder).
+   * `prompt`: the prompt's tokens, which a repetition penalty applies to (with the output).
+   */
+  constructor(private readonly tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void,
+    promptTail: readonly number[] = [], prompt: readonly number[] = []) {
     checkGenerateOptions(opts, tokenizer.vocabSize);
+    if (opts.repetitionPenalty !== undefined && opts.repetitionPenalty !== 1) { this.seen = new Set(prompt); this.seenIds = [...this.seen]; }
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true }, promptTail);
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
@@ -148,10 +157,16 @@ export class Sequence {
     return Array.from({ length: count }, (_, i) => (from + i >= on ? 1 : 0));
   }
 
-  /** Parameters (with this sequence's next random draw) for the engine's sampler. */
-  sampling(): SamplingParams & { u: number } {
-    const { temperature, topK, topP, minP } = this.opts;
-    return { temperature, topK, topP, minP, u: this.random() };
+  /** Parameters (with this sequence's next random draw, and the ids a repetition penalty applies to) for the engine's sampler. */
+  sampling(): RowSampling {
+    const { temperature, topK, topP, minP, repetitionPenalty } = this.opts;
+    const p: RowSampling = { temperature, topK, topP, minP, u: this.random() };
+    if (!this.seen) return p;
+    for (; this.seenUpTo < this.tokens.length; this.seenUpTo++) { // the output so far, forced tokens too (they are in the context)
+      const t = this.tokens[this.seenUpTo];
+      if (!this.seen.has(t)) { this.seen.add(t); this.seenIds.push(t); }
+    }
+    return { ...p, repetitionPenalty, seen: this.seenIds };
   }
 
   /** The tokens to feed next: the last sampled token when it was kept, then those the runtime appended (budget forcing). */
@@ -347,6 +362,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK must be an integer ≥ 0 (0 = off)', o.topK);
   if (o.topP !== undefined && !(num(o.topP) && o.topP >= 0 && o.topP <= 1)) bad('topP must be in [0, 1] (0 keeps the most likely token)', o.topP);
   if (o.minP !== undefined && !(num(o.minP) && o.minP >= 0 && o.minP <= 1)) bad('minP must be in [0, 1]', o.minP);
+  if (o.repetitionPenalty !== undefined && !(num(o.repetitionPenalty) && o.repetitionPenalty > 0)) bad('repetitionPenalty must be a finite number > 0 (1 = off)', o.repetitionPenalty);
   if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) bad('seed must be an integer within ±(2^53 − 1)', o.seed);
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
@@ -471,7 +487,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     if (p.length >= ctx) throw new Error(`generate: prompt ${i} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`);
     return { ...opts[i], maxTokens: Math.min(opts[i].maxTokens ?? 256, ctx - p.length) };
   });
-  const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1)));
+  const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1), p));
   const cache = await backend.newCache(prompts.length);
   try {
     await decode(backend, cache, seqs, prompts, start, { signal });

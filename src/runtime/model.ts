@@ -287,7 +287,7 @@ export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Mode
 let adapterViews = 0;
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
-const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP'];
+const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty'];
 
 
 function checkLoadOptions(o: LoadOptions): void {

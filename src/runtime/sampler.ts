@@ -1,7 +1,7 @@
 /**
- * Token sampling: greedy, temperature, top-k, top-p, min-p. The random draw `u` in [0,1) comes from the
- * caller's seeded generator (one per sequence), so a sequence samples the same tokens whether it is
- * decoded alone or inside a batch.
+ * Token sampling: repetition penalty, then greedy, temperature, top-k, top-p, min-p. The random draw `u` in
+ * [0,1) comes from the caller's seeded generator (one per sequence), so a sequence samples the same tokens
+ * whether it is decoded alone or inside a batch.
  */
 export interface SamplingParams {
   /** 0 = greedy (default). */
@@ -10,7 +10,16 @@ export interface SamplingParams {
   topK?: number;
   topP?: number;
   minP?: number;
+  /**
+   * Repetition penalty, as transformers' and vLLM's: the logit of every token already in the prompt or the output
+   * is divided by it where positive and multiplied by it where negative (greedy decoding too); 1 = off (default).
+   * The reported log-probabilities are of the penalised distribution.
+   */
+  repetitionPenalty?: number;
 }
+
+/** What the engine's sampler takes per row: the parameters, the row's random draw, and the ids the penalty applies to. */
+export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number> };
 
 export interface Sampled { token: number; logprob: number }
 
@@ -31,8 +40,21 @@ let scratchP = new Float64Array(0), scratchI = new Int32Array(0), scratchO = new
 const sliceMass = new Float64Array(NUCLEUS_BUCKETS), sliceStart = new Int32Array(NUCLEUS_BUCKETS + 1), sliceFill = new Int32Array(NUCLEUS_BUCKETS);
 const SLICE_STEP = TAIL / NUCLEUS_BUCKETS, SLICE_EXP = Float64Array.from({ length: NUCLEUS_BUCKETS }, (_, b) => Math.exp(-b * SLICE_STEP));
 
-/** `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. */
-export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number): Sampled {
+let scratchL = new Float32Array(0);
+
+/**
+ * `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. `seen`:
+ * the distinct token ids the repetition penalty applies to (the logits themselves are left as they are).
+ */
+export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>): Sampled {
+  const rp = params.repetitionPenalty;
+  if (rp !== undefined && rp !== 1 && seen && seen.length) {
+    if (scratchL.length < logits.length) scratchL = new Float32Array(logits.length);
+    const pen = scratchL.subarray(0, logits.length);
+    pen.set(logits);
+    for (let i = 0; i < seen.length; i++) { const t = seen[i], x = pen[t]; pen[t] = x > 0 ? x / rp : x * rp; }
+    logits = pen; lse = undefined; // the graph's normaliser is of the logits before the penalty
+  }
   const V = logits.length, temp = params.temperature ?? 0, k = params.topK && params.topK > 0 ? Math.min(params.topK, V) : 0; // more than the vocabulary keeps all of it
   // The k best tokens (top-k), else the single best: its logit is the maximum.
   let sorted = temp > 0 && k ? topK(logits, k) : undefined, best = sorted?.[0] ?? 0;

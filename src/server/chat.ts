@@ -209,6 +209,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // A sampling field the request leaves out: the model's generation_config.json's (as vLLM); the temperature's
   // default (serve --temperature, else that file's, else 1) is the server's limit.
   const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
+  const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty;
   const stop = req.stop == null ? undefined : stopList(req.stop);
   const options: AnswerOptions = {
     reasoning: mode, maxTokens, seed, stop: stop?.length ? stop : undefined,
@@ -216,6 +217,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     ...(topP != null ? { topP } : {}),
     ...(topK != null && topK > 0 ? { topK } : {}),
     ...(minP != null ? { minP } : {}),
+    ...(repetitionPenalty != null && repetitionPenalty !== 1 ? { repetitionPenalty } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,

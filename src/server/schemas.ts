@@ -84,6 +84,7 @@ export const chatRequestSchema = {
     top_p: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 1 }),
     top_k: nullable({ type: 'integer', minimum: -1 }),
     min_p: nullable({ type: 'number', minimum: 0, maximum: 1 }),
+    repetition_penalty: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 10 }), // vLLM's extra sampling field
     seed: nullable({ type: 'integer', minimum: -2147483648, maximum: 4294967295 }),
     stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1 } }] }),
     n: nullable({ type: 'integer', minimum: 1 }),
@@ -120,6 +121,7 @@ export interface ChatRequest {
   top_p?: number | null;
   top_k?: number | null;
   min_p?: number | null;
+  repetition_penalty?: number | null;
   seed?: number | null;
   stop?: string | string[] | null;
   n?: number | null;
