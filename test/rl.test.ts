@@ -48,9 +48,13 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     // Chat queries close their thinking quickly and mostly correctly, math ones mostly not: rewards differ within groups.
     // beta > 0: the KL term and its reference pass (a forward-only trainer) run too.
     const chat = makeSplits({ train: 20, val: 0, test: 0, seed: 1, mix: { chat: 1 } }).train.map((it) => ({ question: it.question, gold: it.answer }));
+    const probe = () => m.complete('What is 12 plus 7?', { chat: true, adapter: true, maxTokens: 6 });
+    const before = await probe();
     const { history } = await trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, ...rlPrompts('synthetic', 20, 0)], {
       out, budgets: [32, 64], steps: 2, group: 4, promptsPerStep: 4, maxTokens: 96, beta: 0.04, quiet: true, checkpointEvery: 10, onStep: (s) => steps.push(s.step),
     });
+    // The caller's model keeps the adapter it was loaded with: the policy trained in a slot of its own.
+    assert.deepEqual((await probe()).logprobs, before.logprobs);
     assert.deepEqual(steps, [1, 2]);
     assert.equal(history.length, 2);
     for (const h of history) assert.ok(h.thinking > 0 && h.thinking <= 96 && h.reward >= -1 && h.reward <= 1, JSON.stringify(h));

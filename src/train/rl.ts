@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { loadAdapter, loraScale, saveAdapter, type LoadedAdapter } from '../io/peft.ts';
-import type { Backend } from '../runtime/backend.ts';
+import { adapterView, type Backend } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
@@ -123,7 +123,7 @@ export async function trainRl(
   for (const k of ['out', 'budgets', 'steps'] as const) if (o[k] === undefined) throw new Error(`train-rl: ${k} is required`);
   const bad = Array.isArray(prompts) ? prompts.findIndex((p) => !p || typeof p.question !== 'string' || !(typeof p.gold === 'string' || typeof p.gold === 'number')) : -1;
   if (!Array.isArray(prompts) || !prompts.length || bad >= 0) throw new Error(`train-rl: prompts must be a non-empty list of { question: string, gold: string or number }, got ${shown(bad >= 0 ? prompts[bad] : prompts)}${bad >= 0 ? ` at ${bad}` : ''}`);
-  const { config, tokenizer: tok, backend } = model;
+  const { config, tokenizer: tok } = model;
   const start: LoadedAdapter = loadAdapter(adapterDir, config);
   const { r: rank, loraAlpha: alpha, targets, rslora } = start.config;
   // Budget forcing trains the adapter from its invocation on (rollouts switch it on there): a plain LoRA would come out
@@ -176,6 +176,9 @@ export async function trainRl(
     threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 }, temperature,
   });
   const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads, temperature, gradients: false }) : undefined;
+  // The policy's weights go into an adapter slot of their own: the caller's model keeps the adapter it was loaded
+  // with (rollouts would otherwise leave it on the weights of the step before the last).
+  const backend = adapterView(model.backend, 'train-rl policy');
   const push = async () => backend.setAdapter(new Map([...start.tensors.keys()].map((proj) => {
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
@@ -248,6 +251,7 @@ export async function trainRl(
     writeSvg(path.join(o.out, 'rl-length.svg'), await lineChart({ title: 'GRPO: mean thinking tokens', x: 'step', y: 'tokens', series: [{ name: 'thinking tokens', points: curve('thinking') }] }));
   } finally {
     progress.stop();
+    await backend.close(); // the view only: removes the policy's slot
     await trainer.close();
     await refTrainer?.close();
   }
