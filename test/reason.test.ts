@@ -700,6 +700,20 @@ test('votes read the answer each sample states unless a task says how: "The answ
   assert.deepEqual(t.votes, { 'The answer is 5.': k, 'Answer: 5.': 8 - k });
 });
 
+test('with no answer to vote on, a sample cut off by maxTokens makes the result "length", whichever sample comes first', async () => {
+  // Each sample thinks "hmm"s and either stops inside its thinking (no answer) or thinks until maxTokens.
+  const policy = (h: number[], u: number) => (h.includes(CLOSE) ? EOS : h.at(-1) === HMM && u < 0.3 ? EOS : HMM);
+  const orders = new Set<string>();
+  for (let seed = 0; seed < 16; seed++) {
+    const r = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 2, temperature: 1, maxTokens: 12, seed });
+    const kinds = r.samples.map((x) => x.finishReason);
+    assert.deepEqual([r.winner, r.votes], [undefined, {}]);
+    assert.equal(r.finishReason, kinds.includes('length') ? 'length' : 'stop', `seed ${seed}: ${kinds}`);
+    orders.add(kinds.join());
+  }
+  assert.ok(orders.has('stop,length') && orders.has('length,stop'), [...orders].join(' | '));
+});
+
 test('early stop: the remaining samples stop once the leading answer cannot be overtaken', async () => {
   // Each sample thinks one "hmm" (its first token comes from the prefill's invocation logits, where this scripted
   // model is deterministic), then either closes (u < 0.5) and answers 5, or thinks until the length limit.

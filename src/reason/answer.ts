@@ -410,7 +410,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const sum = (f: (s: SampleResult) => number) => samples.reduce((a, s) => a + f(s), 0);
       return {
         answer: samples[chosen].answer, thinking: samples[chosen].thinking, route: reasoning ? 'reasoning' : 'direct',
-        finishReason: samples.some((x) => x.finishReason === 'cancelled') ? 'cancelled' : finish === 'early-stop' ? 'stop' : finish,
+        // With no answer to vote on, a cut-off sample says that more room might have given one, whichever sample is chosen.
+        finishReason: samples.some((x) => x.finishReason === 'cancelled') ? 'cancelled'
+          : v && v.winner === undefined && samples.some((x) => x.finishReason === 'length') ? 'length' : finish === 'early-stop' ? 'stop' : finish,
         ...(routerScore !== undefined ? { routerScore } : {}),
         ...(escalation ? { escalation } : {}),
         samples, chosen, ...(v ? { votes: v.votes } : {}),

@@ -118,7 +118,8 @@ export interface AnswerResult {
   thinking: string;
   /**
    * How the chosen answer ended: 'stop' (by itself), 'length' (cut off by maxTokens or the context, possibly
-   * mid-number; with several samples, none ended with an answer to vote on), or 'cancelled' (the signal stopped samples).
+   * mid-number; with several samples, none ended with an answer to vote on and one was cut off), or 'cancelled' (the
+   * signal stopped samples).
    */
   finishReason: 'stop' | 'length' | 'cancelled';
   route: Route;
