@@ -72,7 +72,8 @@ export async function sampleCandidates(model: Model, items: readonly LabelItem[]
   return out;
 }
 
-export interface TrainVerifierOptions extends FitOptions, SampleOptions {
+/** onProgress reports the sampling of both sets (SampleOptions' onItem, one set's count, is not taken). */
+export interface TrainVerifierOptions extends FitOptions, Omit<SampleOptions, 'onItem'> {
   val?: LabelItem[];
   valFraction?: number;
   metadata?: Record<string, unknown>;
@@ -92,7 +93,7 @@ export interface VerifierReport {
 }
 
 export async function trainVerifier(model: Model, items: readonly LabelItem[], o: TrainVerifierOptions = {}): Promise<{ verifier: Verifier; report: VerifierReport }> {
-  checkProbeTraining(items, o, { samples: is.int(1), temperature: is.atLeast0, topP: is.share, seed: is.seed, onItem: is.fn }, 'verifier');
+  checkProbeTraining(items, o, { samples: is.int(1), temperature: is.atLeast0, topP: is.share, seed: is.seed }, 'verifier');
   if (!model.adapter && !o.nativeThinking) throw new Error('verifier: the model must be loaded with its reasoning adapter (--adapter), or nativeThinking set for a model that thinks by itself');
   let train = [...items], val = o.val ? [...o.val] : [];
   if (!o.val) {
