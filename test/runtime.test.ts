@@ -823,6 +823,14 @@ test('a sequence that ends on a stop token or is cancelled keeps its half-decode
   assert.deepEqual(run([0, 1], 5), ['cancelled', 'a\uFFFD', undefined]);
 });
 
+test('graph building reports progress from (0, total) up to (total, total), never back', () => {
+  const seen: [number, number][] = [];
+  buildInferenceGraph(model.config, new MemoryWeights(model.weights), { quant: 'q4', onProgress: (d, t) => seen.push([d, t]) });
+  const total = Math.ceil(parameterCount(model.config) / 1e6);
+  assert.deepEqual([seen[0], seen.at(-1)], [[0, total], [total, total]]);
+  assert.ok(seen.every(([d], i) => i === 0 || d >= seen[i - 1][0]), JSON.stringify(seen));
+});
+
 test('a graph without the inference contract\'s outputs is refused by name', async () => {
   const g = new Graph();
   g.nodeN('Identity', [g.input('input_ids', 'int64', ['batch', 'tokens'])], {}, { names: ['logits'] });

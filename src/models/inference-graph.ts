@@ -36,20 +36,21 @@ export interface InferenceGraphOptions {
 
 /**
  * `onProgress(done, total)` in millions of a model's weights, fed with how many weights are done: it reports (0, total)
- * at once, then each count, never past the total. Undefined without `onProgress`.
+ * at once, then each count, never past the total, and the total once fed all of them. Undefined without `onProgress`.
  */
 export function weightProgress(cfg: ModelConfig, onProgress?: (done: number, total: number) => void): ((weights: number) => void) | undefined {
   if (!onProgress) return undefined;
-  const total = Math.ceil(parameterCount(cfg) / 1e6);
+  const all = parameterCount(cfg), total = Math.ceil(all / 1e6);
   onProgress(0, total);
-  return (w) => onProgress(Math.min(total, Math.floor(w / 1e6)), total);
+  return (w) => onProgress(w >= all ? total : Math.min(total, Math.floor(w / 1e6)), total); // all of them: the whole total
 }
 
 export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opts: InferenceGraphOptions): Graph {
   const g = new Graph();
+  const report = weightProgress(cfg, opts.onProgress);
   const L = new Layers(g, cfg, weights, {
     quant: opts.quant, accuracyLevel: opts.accuracyLevel ?? 4, fused: true,
-    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, blocks: opts.blocks, onWeights: weightProgress(cfg, opts.onProgress),
+    loraTargets: opts.loraTargets ?? [], weightsAsInputs: false, blocks: opts.blocks, onWeights: report,
   });
   const { numKvHeads: hkv, headDim: d } = cfg;
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
@@ -76,5 +77,6 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opt
     g.output(`new_key.${i}`, 'float32', ['batch', hkv, 'tokens', d]);
     g.output(`new_value.${i}`, 'float32', ['batch', hkv, 'tokens', d]);
   });
+  report?.(parameterCount(cfg)); // done: norms and any unquantised weight are not counted as they are built
   return g;
 }
