@@ -281,6 +281,10 @@ test('train-rl: a resume with other options is refused before any rollout, namin
     { message: `resume: ${dir} was trained with --lr 0.0001, this run has --lr 0.0002 (resume with the same options, or start a new --out)` });
   await assert.rejects(run({ lr: 0.0001, budgets: [32, 128] }), /was trained with --budgets 32,64, this run has --budgets 32,128 /);
   await assert.rejects(run({ lr: 0.0001, group: 8 }), /was trained with --group 4, this run has --group 8 /);
+  // The library refuses what the CLI refuses: an out that is the starting adapter would lose it.
+  const before = fs.readFileSync(path.join(start, 'adapter_model.safetensors'));
+  await assert.rejects(run({ out: start, resume: false }), { message: `train-rl: out ${start} is the starting adapter's folder: the trained adapter would replace its own starting point; choose another out` });
+  assert.deepEqual(fs.readFileSync(path.join(start, 'adapter_model.safetensors')), before);
   // Budget forcing trains an activated adapter: a plain LoRA start is refused by name, not made into one.
   await assert.rejects(trainRl({ config: model.config, weights, tokenizer: loadTokenizer(model.dir), backend: {} as Backend }, path.join(tmp, 'a'), [{ question: '1+1?', gold: 2 }],
     { out: path.join(tmp, 'rl-plain'), budgets: [32], steps: 1, quiet: true }), /train-rl: .*\/a is a plain LoRA adapter \(its adapter_config\.json has no alora_invocation_tokens\); budget forcing trains an activated one/);

@@ -125,6 +125,7 @@ export async function trainRl(
   if (!Array.isArray(prompts) || !prompts.length || bad >= 0) throw new Error(`train-rl: prompts must be a non-empty list of { question: string, gold: string or number }, got ${shown(bad >= 0 ? prompts[bad] : prompts)}${bad >= 0 ? ` at ${bad}` : ''}`);
   const { config, tokenizer: tok } = model;
   const start: LoadedAdapter = loadAdapter(adapterDir, config);
+  if (fs.existsSync(o.out) && fs.realpathSync(o.out) === fs.realpathSync(adapterDir)) throw new Error(`train-rl: out ${o.out} is the starting adapter's folder: the trained adapter would replace its own starting point; choose another out`);
   const { r: rank, loraAlpha: alpha, targets, rslora } = start.config;
   // Budget forcing trains the adapter from its invocation on (rollouts switch it on there): a plain LoRA would come out
   // an activated one, a different policy from the one it started as.
