@@ -227,7 +227,7 @@ test('a run stopped by --max-steps saves its checkpoint there and --resume finis
   await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, targets: ['q_proj', 'v_proj'], out: at('stopped'), resume: true }),
     /was trained with --targets q,k,v,o,gate,up,down, this run has --targets q,v /);
   // --full, and another --eval set (its losses would join the same curve), are named too.
-  await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, full: true, out: at('stopped'), resume: true }), /was trained with --full false, this run has --full true /);
+  await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, rank: undefined, alpha: undefined, full: true, out: at('stopped'), resume: true }), /was trained with --full false, this run has --full true /);
   await assert.rejects(trainSft(model.config, weights, ex, ex.slice(0, 2), { ...o, out: at('stopped'), resume: true }),
     /was trained with the --eval \(a hash of its token ids\) none, this run has the --eval \(a hash of its token ids\) [0-9a-f]{12} /);
   await assert.rejects(trainSft(model.config, weights, ex.slice(1), [], { ...o, out: at('stopped'), resume: true }), /was trained with 24 examples in --data, this run has 23 examples in --data /);

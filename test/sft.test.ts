@@ -296,6 +296,7 @@ test('trainSft and trainRl refuse a misspelt option, null, or a value that would
   const out = path.join(tmp, 'never');
   const sft: [object, RegExp][] = [
     [{ lora_r: 8 }, /^Error: train-sft: unknown option "lora_r" \(options: out, full, rank, /],
+    [{ full: true, rank: 4, targets: ['q_proj'] }, /^Error: train-sft: full trains every weight, not a LoRA adapter: rank, (alpha, )?targets contradict it$/],
     [{ accum: 0 }, /^Error: train-sft: accum must be an integer ≥ 1, got 0$/], // it ran Infinity steps of loss 0
     [{ epochs: 0 }, /^Error: train-sft: epochs must be an integer ≥ 1, got 0$/], // a TypeError before
     [{ epochs: '2' }, /^Error: train-sft: epochs must be an integer ≥ 1, got "2"$/],

@@ -100,6 +100,8 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   checkRules(o, sftRules(config.vocabSize), 'train-sft');
   if (o.out === undefined) throw new Error('train-sft: out (the output folder) is required');
   if (!train.length) throw new Error('train-sft: the training set is empty');
+  const lora = (['rank', 'alpha', 'targets', 'aloraInvocation'] as const).filter((k) => o[k] !== undefined);
+  if (o.full && lora.length) throw new Error(`train-sft: full trains every weight, not a LoRA adapter: ${lora.join(', ')} contradict${lora.length === 1 ? 's' : ''} it`);
   const rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
   // A rank past the smallest side of an adapted projection adds parameters and no expressiveness.
   const side = Math.min(...targets.flatMap((t) => projectionShape(config, t)));
