@@ -158,6 +158,29 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
   } finally {
     await bare.close();
   }
+  // A template that opens the thinking itself (as thinking-only models' do): eval feeds what answer() feeds, with no
+  // second "<think>", thinking or not.
+  const opened = path.join(tmp, 'opened');
+  fs.mkdirSync(opened);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) fs.symlinkSync(path.join(DEFAULT_DIR, f), path.join(opened, f));
+  const tc = JSON.parse(fs.readFileSync(path.join(DEFAULT_DIR, 'tokenizer_config.json'), 'utf8'));
+  tc.chat_template = tc.chat_template.replace("{{- '<|im_start|>assistant\\n' }}", "{{- '<|im_start|>assistant\\n<think>\\n' }}");
+  assert.ok(tc.chat_template.includes('assistant\\n<think>\\n'), 'the template now opens the thinking');
+  fs.writeFileSync(path.join(opened, 'tokenizer_config.json'), JSON.stringify(tc));
+  const thinker = await loadModel(opened, { worker: false });
+  try {
+    const cases = syntheticCases('test', 12, 3).slice(0, 2);
+    for (const reasoning of [true, false]) {
+      const r = await runEval(thinker, cases, { maxTokens: 48, temperature: 0, nativeThinking: true, reasoning });
+      for (const [k, c] of r.cases.entries()) {
+        const a = await answer(thinker, cases[k].question, { reasoning: reasoning ? 'on' : 'off', nativeThinking: true, maxTokens: 48 });
+        assert.deepEqual([c.tokens, c.thinkingTokens], [a.samples[0].tokens, a.samples[0].thinkingTokens], `${reasoning ? 'thinking' : 'direct'} case ${k}`);
+        assert.ok(!c.text.includes('<think>'), c.text);
+      }
+    }
+  } finally {
+    await thinker.close();
+  }
 });
 
 test('the reasoning bench\'s latency-vs-mix curve: routed / always-reason of each mix from the per-category latencies, exactly', () => {

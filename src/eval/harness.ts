@@ -10,8 +10,8 @@ import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
-import { checkGenerateOptions, endsWithRun, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
-import { checkThinkingRoom, EMPTY_THINKING, reasoningTokens, thinkingOptions } from '../reason/answer.ts';
+import { checkGenerateOptions, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
+import { checkThinkingRoom, reasoningTokens, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import { checkQuestions, extractAnswer, isCorrect, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
@@ -73,13 +73,15 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
   const rt = reasoning ? reasoningTokens(model, invocationText) : undefined;
   if (rt && maxThinkingTokens !== undefined) checkThinkingRoom(rt, maxThinkingTokens, gen.maxTokens ?? 256, 'eval', 'maxTokens', gen.maxTokens === undefined); // generate's default
-  const invocation = rt?.invocation ?? [], empty = native && !reasoning ? tok.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
+  const invocation = rt?.invocation ?? [], nativeInvocation = native ? reasoningTokens(model, invocationText).invocation : [];
   // Every prompt is built (and checked against the context) before the first is answered: a question too long for
   // the model is named by its id (file:line) instead of failing as "prompt 0" of a batch, minutes in.
   const ctx = model.config.maxPositionEmbeddings;
   const allPrompts = cases.map((c) => {
-    const ids = model.encode([{ role: 'user', content: c.question }]), p = { ids: [...ids, ...invocation, ...(endsWithRun(ids, empty) ? [] : empty)], from: ids.length };
-    if (p.ids.length >= ctx) throw new Error(`eval: case ${c.id} has ${p.ids.length} tokens with the chat template${invocation.length || empty.length ? ' and the thinking tags' : ''}, which leaves no room to answer in the model's context of ${ctx} tokens`);
+    // A thinking model: as answer() builds it (the template may have opened the thinking, or written the empty block).
+    const ids = model.encode([{ role: 'user', content: c.question }]);
+    const p = { ids: native ? thinkingModelPrompt(tok, ids, nativeInvocation, !!reasoning) : [...ids, ...invocation], from: ids.length };
+    if (p.ids.length >= ctx) throw new Error(`eval: case ${c.id} has ${p.ids.length} tokens with the chat template${p.ids.length > ids.length ? ' and the thinking tags' : ''}, which leaves no room to answer in the model's context of ${ctx} tokens`);
     return p;
   });
   for (let i = 0; i < cases.length; i += batch) {

@@ -204,6 +204,19 @@ export function thinksByItself(model: Pick<Model, 'tokenizer' | 'config'>): bool
   }
 }
 
+/**
+ * The whole prompt a thinking model is fed (answer() builds the same on its cache): to think, the chat prompt with
+ * the invocation, unless the template opened the thinking itself; to answer directly, with the empty thinking block
+ * (from the template's opening tag on, when it wrote one; nothing when it wrote the block, as for enable_thinking false).
+ */
+export function thinkingModelPrompt(tok: Model['tokenizer'], ids: number[], invocation: number[], think: boolean): number[] {
+  const opened = openedAt(tok, ids, invocation);
+  if (think) return opened >= 0 ? ids : [...ids, ...invocation];
+  if (opened < 0) { const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }); return endsWithRun(ids, empty) ? ids : [...ids, ...empty]; }
+  const tagEnd = opened + invocation.length;
+  return [...ids.slice(0, tagEnd), ...tok.encode(EMPTY_THINKING.slice(tok.decode(ids.slice(opened, tagEnd)).length), { addSpecialTokens: false })];
+}
+
 /** Where the prompt opens the thinking itself (the invocation, then at most two blank tokens, at its end), else -1. */
 function openedAt(tok: Model['tokenizer'], ids: number[], invocation: number[]): number {
   for (let k = 0; k <= 2 && k < ids.length; k++) {
