@@ -544,6 +544,8 @@ test('--version prints package.json\'s version; demo --help names its default on
   const advice = `edgereason: note: answers are greedy unless --temperature is given; ${path.join(sampled, 'generation_config.json')} suggests sampling this model's thinking with --temperature 0.6 --top-p 0.95 --top-k 20`;
   assert.ok(cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--question', 'x']).stderr.includes(advice));
   assert.ok(!cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--temperature', '0.6', '--question', 'x']).stderr.includes('suggests sampling'));
+  // Several samples are drawn (at 0.8), not greedy: said so.
+  assert.ok(cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--samples', '2', '--max-tokens', '8', '--question', 'x']).stderr.includes(advice.replace('answers are greedy', 'the 2 samples are drawn at temperature 0.8')));
   // A converted copy keeps the file (README's Qwen3 setup converts first, then serves the copy).
   const converted = at('sampled-converted');
   assert.equal(cli(['convert', '--model', sampled, '--out', converted]).status, 0);

@@ -66,7 +66,7 @@ export function answerCommand(program: Command): void {
       }
       // A thinking model's own advice (Qwen3, DeepSeek-R1: greedy thinking tends to repeat itself): said, not applied.
       const suggested = o.nativeThinking && o.temperature === undefined ? suggestedSampling(o.model) : undefined;
-      if (suggested) console.error(`edgereason: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model's thinking with ${suggested}`);
+      if (suggested) console.error(`edgereason: note: ${o.samples > 1 ? `the ${o.samples} samples are drawn at temperature 0.8` : 'answers are greedy'} unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model's thinking with ${suggested}`);
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
       if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
