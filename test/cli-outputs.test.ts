@@ -578,6 +578,9 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.deepEqual([cut.status, cut.stdout.trim().split('\n').at(-1)], [0, '####']);
   assert.match(cut.stderr, /^edgereason: note: the answer was cut off by --max-tokens 24 \(or the model's context\); it may end mid-number: raise --max-tokens$/m);
   assert.doesNotMatch(r.stderr, /cut off/);
+  // Cut inside the thinking: no answer at all, and the thinking cap is named.
+  const thinking = cli([...q, '--reasoning', 'on', '--max-tokens', '6']);
+  assert.match(thinking.stderr, /^edgereason: note: --max-tokens 6 \(or the model's context\) ran out while the model was still thinking, so there is no answer: raise --max-tokens, or cap the thinking with --max-thinking-tokens \(it then closes and answers\)$/m);
   // eval refuses it before its base pass (a stage that ends prints its line, "base 3/3 | ...").
   const ev = cli(['eval', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--task', 'synthetic', '--limit', '3', '--max-tokens', '30', '--max-thinking-tokens', '26', '--out', at('cap-eval.json')]);
   assert.deepEqual([ev.status, ev.stderr.trim()], [1, 'edgereason: eval: --max-thinking-tokens 26 leaves no room for the answer within --max-tokens 30: closing the thinking takes 4 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
