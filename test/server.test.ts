@@ -419,6 +419,9 @@ test('server: contradictory reasoning controls are refused naming both; agreeing
     [{ thinking_token_budget: 20, edgereason: { reasoning: 'off' } }, 'edgereason.reasoning', conflict(`'edgereason.reasoning' "off" turns reasoning off`, `'thinking_token_budget' 20 asks for thinking`)],
     [{ reasoning_effort: 'none', thinking_token_budget: 5 }, 'thinking_token_budget', conflict(`'reasoning_effort' "none" turns reasoning off`, `'thinking_token_budget' 5 asks for thinking`)],
     [{ reasoning_effort: 'high', thinking_token_budget: 0 }, 'thinking_token_budget', conflict(`'thinking_token_budget' 0 turns reasoning off`, `'reasoning_effort' "high" asks for thinking`)],
+    // enable_thinking true (Qwen3's default) asks for nothing alone, but contradicts a control that turns thinking off.
+    [{ chat_template_kwargs: { enable_thinking: true }, reasoning_effort: 'none' }, 'chat_template_kwargs', conflict(`'chat_template_kwargs.enable_thinking' true asks for thinking`, `'reasoning_effort' "none" turns it off`)],
+    [{ chat_template_kwargs: { enable_thinking: true }, edgereason: { reasoning: 'off' } }, 'chat_template_kwargs', conflict(`'chat_template_kwargs.enable_thinking' true asks for thinking`, `'edgereason.reasoning' "off" turns it off`)],
   ];
   for (const [extra, param, message] of cases) {
     const e = await status(create(ask('x', extra)));
@@ -426,6 +429,7 @@ test('server: contradictory reasoning controls are refused naming both; agreeing
   }
   const plan = (extra: Loose) => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens: 100, ...extra } as never, server.served, server.limits);
   assert.deepEqual([plan({ reasoning_effort: 'none', edgereason: { reasoning: 'off' } }).mode, plan({ thinking_token_budget: 0 }).mode], ['off', 'off']);
+  assert.equal(plan({ chat_template_kwargs: { enable_thinking: true } }).mode, 'auto');
   const autoLow = plan({ reasoning_effort: 'low', edgereason: { reasoning: 'auto' } }); // the router decides; low is the budget if it reasons
   assert.deepEqual([autoLow.mode, autoLow.thinkingCap], ['auto', 12]);
   const onBudget = plan({ thinking_token_budget: 8, edgereason: { reasoning: 'on' } });

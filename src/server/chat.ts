@@ -98,6 +98,10 @@ function reasoningMode(req: ChatRequest): ReasoningMode {
   };
   if (off && on) conflict(noThinking && !(effort === 'none' || budget === 0) ? 'chat_template_kwargs' : 'thinking_token_budget', `${off} turns reasoning off`, `${on} asks for thinking`);
   if (ext === 'off' && on) conflict('edgereason.reasoning', `'edgereason.reasoning' "off" turns reasoning off`, `${on} asks for thinking`);
+  // enable_thinking true is Qwen3's default and asks for nothing by itself, but it contradicts a control that turns thinking off.
+  if (req.chat_template_kwargs?.enable_thinking === true && (off || ext === 'off')) {
+    conflict('chat_template_kwargs', `'chat_template_kwargs.enable_thinking' true asks for thinking`, `${off ?? `'edgereason.reasoning' "off"`} turns it off`);
+  }
   if ((ext === 'on' || ext === 'auto') && off) {
     conflict('edgereason.reasoning', `'edgereason.reasoning' "${ext}" ${ext === 'on' ? 'forces reasoning on' : 'lets the router choose reasoning'}`, `${off} turns it off`);
   }
