@@ -526,6 +526,8 @@ test('--version prints package.json\'s version; demo --help names its default on
   // The library's option names come out as the command line's flags.
   assert.equal(cliWords('a second rounding; quant "fp32" keeps the file\'s values exactly'), 'a second rounding; --quant fp32 keeps the file\'s values exactly');
   assert.equal(cliWords('nothing to score: raise maxTokens'), 'nothing to score: raise --max-tokens');
+  assert.equal(cliWords('answer: reasoning "on", but the chat template already closed the thinking (an empty thinking block, e.g. chatTemplateKwargs enable_thinking: false)'),
+    'answer: --reasoning on, but the chat template already closed the thinking (an empty thinking block, e.g. --chat-template-kwargs enable_thinking: false)');
   assert.equal(cliWords('only with quant "q4" or "q8"'), 'only with --quant q4 or q8');
   // A nested command's flags too (bench decode).
   assert.match(cli(['bench', 'decode', '--shape', '--json']).stderr, /^edgereason: --shape took the flag --json as its value/m);
