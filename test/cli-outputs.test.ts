@@ -548,6 +548,15 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.ok(!cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--temperature', '0.6', '--question', 'x']).stderr.includes('suggests sampling'));
   // Several samples are drawn (at 0.8), not greedy: said so.
   assert.ok(cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--samples', '2', '--max-tokens', '8', '--question', 'x']).stderr.includes(advice.replace('answers are greedy', 'the 2 samples are drawn at temperature 0.8')));
+  // A model whose template opens the thinking thinks by itself: eval without --native-thinking says what that means.
+  const opener = at('opener-model');
+  fs.mkdirSync(opener);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) fs.symlinkSync(path.join(ROOT, 'models/default', f), path.join(opener, f));
+  const tc = JSON.parse(fs.readFileSync(path.join(ROOT, 'models/default', 'tokenizer_config.json'), 'utf8'));
+  fs.writeFileSync(path.join(opener, 'tokenizer_config.json'), JSON.stringify({ ...tc, chat_template: tc.chat_template.replace("{{- '<|im_start|>assistant\\n' }}", "{{- '<|im_start|>assistant\\n<think>\\n' }}") }));
+  const ev = cli(['eval', '--model', opener, '--limit', '1', '--max-tokens', '4', '--out', at('opener.json')]);
+  assert.equal(ev.status, 0, ev.stderr);
+  assert.match(ev.stderr, /^edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the case texts \(graded, and counted as no thinking\)$/m);
   // A converted copy keeps the file (README's Qwen3 setup converts first, then serves the copy).
   const converted = at('sampled-converted');
   assert.equal(cli(['convert', '--model', sampled, '--out', converted]).status, 0);

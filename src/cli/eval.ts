@@ -9,7 +9,8 @@ import { intArg, quantArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
 import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
-import { checkThinkingRoom, reasoningTokens } from '../reason/answer.ts';
+import { checkThinkingRoom, reasoningTokens, thinksByItself } from '../reason/answer.ts';
+import { thinkingNote } from './answer.ts';
 
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
 
@@ -44,6 +45,7 @@ export function evalCommand(program: Command): void {
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
+      if (!reasons && thinksByItself(model)) console.error(thinkingNote('case texts (graded, and counted as no thinking)'));
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
       const runs: { name: string; report: EvalReport }[] = [];
