@@ -129,7 +129,7 @@ export interface AnswerResult {
   /** Extracted answer → votes (count, or summed weight for weighted votes). */
   votes?: Record<string, number>;
   /**
-   * promptTokens: chat prompt (+ invocation on the reasoning route); the rest summed over samples, and
+   * promptTokens: chat prompt (+ invocation and any budget line on the reasoning route); the rest summed over samples, and
    * completionTokens also counts the direct attempt an escalation dropped (escalation.tokens).
    */
   usage: { promptTokens: number; thinkingTokens: number; answerTokens: number; completionTokens: number };
