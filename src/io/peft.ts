@@ -210,11 +210,7 @@ const meaning = (c: Pick<AdapterConfig, 'r' | 'loraAlpha' | 'rslora' | 'targets'
   r: c.r, lora_alpha: c.loraAlpha, use_rslora: !!c.rslora, target_modules: PROJECTIONS.filter((p) => c.targets.includes(p)), alora_invocation_tokens: c.aloraInvocationTokens ?? null,
 });
 
-/**
- * A weights file saved by edgereason names its settings: they must be the config's (see saveAdapter), unless the
- * config was edited after the save (newer than the weights: a lora_alpha changed on purpose, which PEFT reads from
- * the config too). A save cut between its two files leaves the earlier, older config beside new weights.
- */
+/** A weights file saved by edgereason names its settings: they must be the config's (see saveAdapter). */
 function checkSavedWith(file: SafetensorsFile, config: AdapterConfig, cfgFile: string): void {
   const saved = file.metadata?.[SAVED_WITH];
   if (typeof saved !== 'string') return; // another tool's adapter
@@ -224,6 +220,5 @@ function checkSavedWith(file: SafetensorsFile, config: AdapterConfig, cfgFile: s
     was = JSON.stringify(meaning({ r: s.r, loraAlpha: s.lora_alpha, rslora: s.use_rslora, targets: Array.isArray(s.target_modules) ? s.target_modules : [], aloraInvocationTokens: s.alora_invocation_tokens ?? undefined }));
   } catch { /* not ours to read: compared as written */ }
   const want = JSON.stringify(meaning(config));
-  if ((was ?? saved) === want || fs.statSync(cfgFile).mtimeMs > fs.statSync(file.path).mtimeMs) return;
-  throw new Error(`adapter: ${file.path} was saved with ${saved}, but ${cfgFile} says ${want}: the two files are from different saves (the config is not newer than the weights, as an interrupted save leaves them); train or copy the adapter again`);
+  if ((was ?? saved) !== want) throw new Error(`adapter: ${file.path} was saved with ${saved}, but ${cfgFile} says ${want}: the two files are from different saves (an interrupted one?), or the config was edited since: edgereason reads an adapter only with the settings its weights were saved with (a torn save would apply them at the wrong scale); train or copy the adapter again`);
 }
