@@ -78,7 +78,9 @@ const RL_RULES: Record<keyof RlOptions, Rule> = {
   quiet: is.bool, handleSignals: is.bool, onStep: is.fn,
 };
 
-/** One step's means over its rollouts; `updated`: whether the adapter moved (false when every group tied: no signal). */
+let policySlots = 0;
+
+/** One step's means over its rollouts; `updated`: whether any group's rewards differed (when none did, GRPO has no signal and the adapter does not move). */
 export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number; updated: boolean }
 
 /** `generated`: the completion's tokens; `trained`: the same with the stop token that ended it (stopping is a choice the policy learns). */
@@ -179,7 +181,7 @@ export async function trainRl(
   const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads, temperature, gradients: false }) : undefined;
   // The policy's weights go into an adapter slot of their own: the caller's model keeps the adapter it was loaded
   // with (rollouts would otherwise leave it on the weights of the step before the last).
-  const backend = adapterView(model.backend, 'train-rl policy');
+  const backend = adapterView(model.backend, `train-rl policy ${++policySlots}`); // one per run: two runs on one model keep theirs apart
   const push = async () => backend.setAdapter(new Map([...start.tensors.keys()].map((proj) => {
     const t = start.tensors.get(proj)!;
     return [proj, { ...t, a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)!.map((x) => x * scale) }];
@@ -227,7 +229,7 @@ export async function trainRl(
       const all = rolls.reduce((s, r) => s + r.generated.length, 0);
       const stats: RlStepStats = {
         step, reward: mean(rewards), accuracy: mean(rolls.map((r) => (r.correct ? 1 : 0))), thinking: mean(rolls.map((r) => r.thinking)),
-        withinBudget: mean(rolls.map((r) => (r.closed && r.thinking <= r.budget ? 1 : 0))), tokensPerSec: all / ((performance.now() - t0) / 1000), updated: live.length > 0,
+        withinBudget: mean(rolls.map((r) => (r.closed && r.thinking <= r.budget ? 1 : 0))), tokensPerSec: all / ((performance.now() - t0) / 1000), updated: adv.some((x) => Math.abs(x) > 1e-6),
       };
       history.push(stats);
       progress.update(step, { loss: stats.reward, tokens: all });
