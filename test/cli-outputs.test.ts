@@ -542,10 +542,14 @@ test('--version prints package.json\'s version; demo --help names its default on
   const sampled = at('sampled-model');
   fs.mkdirSync(sampled);
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(ROOT, 'models/default', f), path.join(sampled, f));
-  fs.writeFileSync(path.join(sampled, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 0.6, top_p: 0.95, top_k: 20, eos_token_id: 2 }));
+  fs.writeFileSync(path.join(sampled, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 0.6, top_p: 0.95, top_k: 20, repetition_penalty: 1.1, eos_token_id: 2 }));
   const advice = `edgereason: note: answers are greedy unless --temperature is given; ${path.join(sampled, 'generation_config.json')} suggests sampling this model's thinking with --temperature 0.6 --top-p 0.95 --top-k 20`;
   assert.ok(cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--question', 'x']).stderr.includes(advice));
   assert.ok(!cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--temperature', '0.6', '--question', 'x']).stderr.includes('suggests sampling'));
+  // Its repetition penalty is said apart, until given.
+  const penaltyNote = `edgereason: note: ${path.join(sampled, 'generation_config.json')} asks for repetition_penalty 1.1, which answer applies only when given --repetition-penalty 1.1 (serve applies it by default)`;
+  assert.ok(cli(['answer', '--model', sampled, '--reasoning', 'off', '--question', 'x']).stderr.includes(penaltyNote));
+  assert.ok(!cli(['answer', '--model', sampled, '--reasoning', 'off', '--repetition-penalty', '1.1', '--question', 'x']).stderr.includes('asks for repetition_penalty'));
   // Several samples are drawn (at 0.8), not greedy: said so.
   assert.ok(cli(['answer', '--model', sampled, '--native-thinking', '--reasoning', 'on', '--samples', '2', '--max-tokens', '8', '--question', 'x']).stderr.includes(advice.replace('answers are greedy', 'the 2 samples are drawn at temperature 0.8')));
   // A model whose template opens the thinking thinks by itself: eval without --native-thinking says what that means.
@@ -556,7 +560,7 @@ test('--version prints package.json\'s version; demo --help names its default on
   fs.writeFileSync(path.join(opener, 'tokenizer_config.json'), JSON.stringify({ ...tc, chat_template: tc.chat_template.replace("{{- '<|im_start|>assistant\\n' }}", "{{- '<|im_start|>assistant\\n<think>\\n' }}") }));
   const ev = cli(['eval', '--model', opener, '--limit', '1', '--max-tokens', '4', '--out', at('opener.json')]);
   assert.equal(ev.status, 0, ev.stderr);
-  assert.match(ev.stderr, /^edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the case texts \(graded, and counted as no thinking\)$/m);
+  assert.match(ev.stderr, /^edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking$/m);
   // A converted copy keeps the file (README's Qwen3 setup converts first, then serves the copy).
   const converted = at('sampled-converted');
   assert.equal(cli(['convert', '--model', sampled, '--out', converted]).status, 0);

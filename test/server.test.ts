@@ -298,6 +298,9 @@ test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded ch
   const voted = await create(ask('What is 5 times 6?', { temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on', samples: 3, vote: 'majority' } }));
   assert.equal(voted.choices.length, 1);
   assert.equal(voted.choices[0].message.content, on.choices[voted.edgereason.choices[0].chosen].message.content, 'samples 0..2 are the n = 4 request\'s first three');
+  // A voted choice whose samples were all cut off has no answer: it ends as its result does, "length".
+  const cut = await create(ask('What is 5 times 6?', { temperature: 0.9, seed: 3, max_tokens: 6, edgereason: { reasoning: 'on', samples: 2 } }));
+  assert.deepEqual([cut.choices[0].finish_reason, cut.edgereason.choices[0].votes], ['length', {}]);
 });
 
 test('server: bad input gives 400 APIErrors naming the field; the server keeps serving', async () => {

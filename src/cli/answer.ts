@@ -10,7 +10,7 @@ import { VOTE_METHODS } from '../reason/vote.ts';
 import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.ts';
-import { suggestedSampling } from '../io/hf-folder.ts';
+import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
 /** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
 export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}`;
@@ -46,7 +46,7 @@ export function answerCommand(program: Command): void {
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
     .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'))
-    .action(async (o) => {
+    .action(async (o, cmd: Command) => {
       if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
       if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
@@ -67,6 +67,9 @@ export function answerCommand(program: Command): void {
       // A thinking model's own advice (Qwen3, DeepSeek-R1: greedy thinking tends to repeat itself): said, not applied.
       const suggested = o.nativeThinking && o.temperature === undefined ? suggestedSampling(o.model) : undefined;
       if (suggested) console.error(`edgereason: note: ${o.samples > 1 ? `the ${o.samples} samples are drawn at temperature 0.8` : 'answers are greedy'} unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model's thinking with ${suggested}`);
+      // Its repetition penalty is serve's default; answer applies one only when told.
+      const penalty = generationSampling(o.model)?.repetition_penalty;
+      if (penalty !== undefined && cmd.getOptionValueSource('repetitionPenalty') !== 'cli') console.error(`edgereason: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, which answer applies only when given --repetition-penalty ${penalty} (serve applies it by default)`);
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
       if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');

@@ -10,7 +10,6 @@ import type { Task } from '../tasks/grade.ts';
 import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
 import { checkThinkingRoom, reasoningTokens, thinksByItself } from '../reason/answer.ts';
-import { thinkingNote } from './answer.ts';
 
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
 
@@ -27,7 +26,7 @@ export function evalCommand(program: Command): void {
     .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
-    .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
+    .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier eval report; an earlier report is replaced anyway')
     .action(async (o) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
@@ -45,7 +44,7 @@ export function evalCommand(program: Command): void {
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
-      if (!reasons && thinksByItself(model)) console.error(thinkingNote('case texts (graded, and counted as no thinking)'));
+      if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
       const runs: { name: string; report: EvalReport }[] = [];

@@ -69,7 +69,7 @@ export function trainSftCommand(program: Command): void {
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
         checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
         tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
-        ...(o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? { generationConfig: fs.readFileSync(genConfig, 'utf8') } : {}), // and its sampling advice
+        ...(o.full && src.kind === 'hf' && fs.existsSync(genConfig) && fs.readFileSync(genConfig, 'utf8').trim() ? { generationConfig: fs.readFileSync(genConfig, 'utf8') } : {}), // and its sampling advice
       });
       const stale = before ? removeStale(o.out, before) : [];
       if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);

@@ -205,16 +205,27 @@ export function thinksByItself(model: Pick<Model, 'tokenizer' | 'config'>): bool
 }
 
 /**
- * The whole prompt a thinking model is fed (answer() builds the same on its cache): to think, the chat prompt with
- * the invocation, unless the template opened the thinking itself; to answer directly, with the empty thinking block
- * (from the template's opening tag on, when it wrote one; nothing when it wrote the block, as for enable_thinking false).
+ * A thinking model's direct answer follows the empty thinking block: the prompt is kept up to `tagEnd` and `block` fed
+ * after it. Nothing is fed when the template wrote the whole block (Qwen3's enable_thinking: false); after a
+ * template's opening tag (`opened`), the blank it wrote after the tag is cut and the rest of the block fed from the
+ * tag on, so the block's tokens are the ones its text encodes to ("\n\n" is one token, not the template's "\n" and ours).
+ */
+function emptyBlock(tok: Model['tokenizer'], ids: number[], opened: number, invocation: number[]): { tagEnd: number; block: number[] } {
+  const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false });
+  if (opened < 0) return { tagEnd: ids.length, block: endsWithRun(ids, empty) ? [] : empty };
+  const tagEnd = opened + invocation.length;
+  return { tagEnd, block: tok.encode(EMPTY_THINKING.slice(tok.decode(ids.slice(opened, tagEnd)).length), { addSpecialTokens: false }) };
+}
+
+/**
+ * The whole prompt a thinking model is fed, as answer() builds it on its cache: to think, the chat prompt with the
+ * invocation, unless the template opened the thinking itself; to answer directly, with the empty thinking block.
  */
 export function thinkingModelPrompt(tok: Model['tokenizer'], ids: number[], invocation: number[], think: boolean): number[] {
   const opened = openedAt(tok, ids, invocation);
   if (think) return opened >= 0 ? ids : [...ids, ...invocation];
-  if (opened < 0) { const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }); return endsWithRun(ids, empty) ? ids : [...ids, ...empty]; }
-  const tagEnd = opened + invocation.length;
-  return [...ids.slice(0, tagEnd), ...tok.encode(EMPTY_THINKING.slice(tok.decode(ids.slice(opened, tagEnd)).length), { addSpecialTokens: false })];
+  const { tagEnd, block } = emptyBlock(tok, ids, opened, invocation);
+  return [...ids.slice(0, tagEnd), ...block];
 }
 
 /** Where the prompt opens the thinking itself (the invocation, then at most two blank tokens, at its end), else -1. */
@@ -445,15 +456,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       // end) gives a reasoning turn no room to think, the direct answer stands.
       const room = (g: RouterGate) => Math.min(limit - g.tokens, ctx - (ids.length + invocation.length + control.length));
       const gate = router?.gate && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
-      // A thinking model answers after an empty thinking block, fed on the prompt's cache (unless the template wrote
-      // it, as Qwen3's does for enable_thinking: false); its logits give the first token. After a template's opening
-      // tag, the blank the template wrote after it is cut and the rest of the block fed from the tag on, so the
-      // block's tokens are the ones its text encodes to ("\n\n" is one token, not the template's "\n" and ours).
-      // (The cut also drops a speculative invocation, which sits past the prompt.)
-      const tagEnd = opened < 0 ? ids.length : opened + rt!.invocation.length;
+      // A thinking model answers after an empty thinking block (emptyBlock), fed on the prompt's cache; its logits give
+      // the first token. (Cutting the cache to tagEnd also drops a speculative invocation, which sits past the prompt.)
+      const { tagEnd, block } = native ? emptyBlock(tok, ids, opened, rt!.invocation) : { tagEnd: ids.length, block: [] };
       if (speculate || tagEnd < ids.length) await backend.truncate(base!.cache, 0, tagEnd);
-      const block = !native || closedByTemplate ? [] : opened < 0 ? empty
-        : tok.encode(EMPTY_THINKING.slice(tok.decode(ids.slice(opened, tagEnd)).length), { addSpecialTokens: false });
       const promptLen = tagEnd + block.length;
       if (promptLen >= ctx) throw new Error(`answer: the prompt and the empty thinking block have ${promptLen} tokens, which leaves no room in the model's context of ${ctx} tokens`);
       const firstLogits = block.length ? (await backend.step(base!.cache, { tokens: [block], logits: 1, want: { logits: true } })).logits! : base!.logits;

@@ -320,7 +320,8 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const s = r.samples[sample];
     const answerText = perChoice ? r.answer : s.answer, thinking = perChoice ? r.thinking : s.thinking;
     return {
-      index, thinking, content: answerText, finishReason: finishReason(s.finishReason), finish: s.finishReason,
+      // A voted choice ends as its result does (with no answer to vote on, 'length' when a sample was cut off).
+      index, thinking, content: answerText, finishReason: perChoice ? finishReason(r.finishReason) : finishReason(s.finishReason), finish: s.finishReason,
       // A choice's tokens leave out a dropped direct attempt, reported beside them (escalated), as in the other mode.
       route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens - (r.escalation?.tokens ?? 0) : s.tokens,
       capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
