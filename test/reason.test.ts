@@ -454,7 +454,7 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
     assert.deepEqual(routes, [res.route], 'onRoute fires once, with the final route');
     if (escalates) {
       assert.equal(res.route, 'reasoning');
-      assert.deepEqual(res.escalation, { answer: '#### 7', tokens: 2, logprob: Math.log(0.25), at: 1 });
+      assert.deepEqual(res.escalation, { answer: '</think>#### 7', tokens: 2, logprob: Math.log(0.25), at: 1 }); // a direct answer as generated
       // The direct tokens were cut from the cache: the reasoning row holds prompt, invocation, its own tokens.
       assert.deepEqual(b.finished, [[Q, Q, Q, OPEN, CLOSE, A7]]);
       assert.equal(b.steps, 5, 'prefill, one direct step (cancelled at "#### 7"), invocation, "</think>", "#### 7"');
@@ -464,7 +464,7 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
     } else {
       assert.equal(res.route, 'direct');
       assert.equal(res.escalation, undefined);
-      assert.equal(res.answer, '#### 7', 'a tag in the answer is dropped, its text kept');
+      assert.equal(res.answer, '</think>#### 7', 'a direct answer is kept as generated, tags too (a client can tell a thinking model\'s thinking apart)');
       assert.equal(text.map((t) => t.split(':answer:')[1] ?? '').join(''), res.answer, 'the held-back answer streams once the gate passes');
       assert.equal(text.at(-1), '0:end:stop', 'then the direct answer ends');
     }
@@ -474,7 +474,7 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
   // prompt (3 tokens) and the invocation.
   for (const [context, escalates] of [[3 + 1 + MIN_ESCALATION_ROOM, true], [3 + MIN_ESCALATION_ROOM, false]] as const) {
     const res = await answer(scripted(policy, true, context).m, 'q', { reasoning: 'auto' }, { router: direct({ minLogprob: -1, tokens: 4 }) });
-    assert.deepEqual([res.route, !!res.escalation, res.answer], [escalates ? 'reasoning' : 'direct', escalates, '#### 7'], `context ${context}`);
+    assert.deepEqual([res.route, !!res.escalation, res.answer], [escalates ? 'reasoning' : 'direct', escalates, escalates ? '#### 7' : '</think>#### 7'], `context ${context}`);
   }
   // The dropped direct attempt (2 tokens) comes off maxTokens, not off the thinking cap: completion tokens stay within
   // maxTokens (here the reasoning thinks until it is cut), and the gate stands down where what would be left is too little.

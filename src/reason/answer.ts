@@ -241,10 +241,13 @@ function openedAt(tok: Model['tokenizer'], ids: number[], invocation: number[]):
  * Splits a sample's streamed text into its thinking and answer phases: the tags dropped, the thinking's blank space
  * at either end (held back until more thinking follows) and the newlines that follow "</think>" too; the answer
  * otherwise as generated. So the pieces add up to the result's thinking and answer exactly. A tag written again in
- * the answer (a capped model that goes on reasoning there, as s1 allows) is dropped, its text kept. Exported for tests.
+ * the answer (a capped model that goes on reasoning there, as s1 allows) is dropped, its text kept. A direct answer
+ * (`start` 'answer') streams exactly as generated: tags a model that thinks by itself writes there are kept, so a
+ * client can still tell its thinking from its answer. Exported for tests.
  */
 export function phaseStream(emit: (phase: Phase, piece: string) => void, start: Phase) {
   let phase = start, held = '', lead = start === 'thinking', blank = '';
+  const raw = start === 'answer';
   // Pieces are given out once the state is updated, in order: a callback that aborts the request pushes the
   // sample's last text from inside `emit`, and that text joins the queue.
   const pending: [Phase, string][] = [];
@@ -260,7 +263,7 @@ export function phaseStream(emit: (phase: Phase, piece: string) => void, start: 
     if (text) pending.push([phase, text]);
   };
   const release = () => { // all but a tail that may still become a tag
-    const keep = phase === 'thinking' ? closeTagTail(held) : tagPiecesTail(held);
+    const keep = raw ? 0 : phase === 'thinking' ? closeTagTail(held) : tagPiecesTail(held);
     out(held.slice(0, held.length - keep));
     held = held.slice(held.length - keep);
   };
@@ -272,7 +275,7 @@ export function phaseStream(emit: (phase: Phase, piece: string) => void, start: 
       out(held.slice(0, at));
       phase = 'answer'; lead = true; blank = ''; held = held.slice(at + THINK_CLOSE.length);
     }
-    held = dropTags(held);
+    if (!raw) held = dropTags(held);
     release();
   };
   return {
@@ -314,7 +317,7 @@ function dropTags(text: string): string {
 /** Thinking and answer text of a finished sequence, as phaseStream streams them (exported for tests). */
 export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' | 'thinkingTokens'>, reasoning: boolean, model: Model): { thinking: string; answer: string } {
   const answerText = (t: string) => dropTags(t).replace(/^[\r\n]+/, '');
-  if (!reasoning) return { thinking: '', answer: dropTags(seq.text) };
+  if (!reasoning) return { thinking: '', answer: seq.text }; // as generated (phaseStream)
   const at = seq.text.indexOf(THINK_CLOSE); // the first close, as the stream splits
   if (at >= 0) return { thinking: seq.text.slice(0, at).trim(), answer: answerText(seq.text.slice(at + THINK_CLOSE.length)) };
   if (seq.answerFrom === undefined) return { thinking: seq.text.trim(), answer: '' };
