@@ -13,7 +13,7 @@ import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.t
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
 /** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
-export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}`;
+export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}, between its tags`;
 
 export function answerCommand(program: Command): void {
   const adapterFlags = new Set<string>(); // --adapter and --no-adapter set one value: the last would win silently
