@@ -22,6 +22,7 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { fingerprint, openSource, openSourceFiles, type ModelSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
 import { generateBatch, Sequence } from '../src/runtime/generate.ts';
+import { tokenizeRecord } from '../src/train/data.ts';
 import { makeRandomQwen2, QWEN25_05B, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { reasoningTokens, thinkingOptions } from '../src/reason/answer.ts';
@@ -74,10 +75,18 @@ test('stories260K: greedy output equals llama2.c run.c output exactly', async ()
   const expected = fs.readFileSync(path.join(dir, 'expected.txt'), 'utf8');
   const m = await loadModel(path.join(dir, 'stories260K.bin'), { quant: 'fp32' });
   try {
-    // run.c: start from BOS, 200 steps (each produces one token), stop if BOS comes back.
-    const c = await m.complete('', { maxTokens: 200, stopTokens: [1] });
+    // run.c: start from BOS, 200 steps (each produces one token), stop if BOS comes back (the model's own stop tokens).
+    const c = await m.complete('', { maxTokens: 200 });
     assert.equal(c.text, expected);
     assert.equal(c.tokens.length, 200);
+    // A sampled story that ends ("The end.") starts the next one with BOS: generation stops there, as run.c does.
+    const story = await m.complete('Once upon a time', { maxTokens: 400, temperature: 1, seed: 4 });
+    assert.deepEqual([story.finishReason, story.tokens.length < 400, story.text.trimEnd().endsWith('The end.')], ['stop', true, true], story.text);
+    // Prompt/completion training data is encoded as one text, as it is read at inference: the completion's first word
+    // keeps its own word-start piece ("▁there"), not a lone "▁" before it (encoded alone, " there" got two).
+    const [ex] = tokenizeRecord({ line: 1, prompt: 'Once upon a time', completion: ' there was a cat.' }, m.tokenizer);
+    const whole = m.tokenizer.encode('Once upon a time there was a cat.'), from = m.tokenizer.encode('Once upon a time').length;
+    assert.deepEqual([ex.ids, ex.lossMask.indexOf(1)], [[...whole, 2], from]);
   } finally {
     await m.close();
   }

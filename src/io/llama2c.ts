@@ -81,7 +81,7 @@ export function readLlama2cModel(file: string): { config: ModelConfig; weights: 
   const config: ModelConfig = {
     architecture: 'llama', vocabSize: vocab, hiddenSize: dim, intermediateSize: hidden, numLayers: layers,
     numHeads: heads, numKvHeads: kvHeads, headDim, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: seqLen,
-    tieWordEmbeddings: shared, attentionBias: false, bosTokenId: 1, eosTokenIds: [2],
+    tieWordEmbeddings: shared, attentionBias: false, bosTokenId: 1, eosTokenIds: [2, 1], // run.c stops where BOS comes back: the next story
   };
   const fields: Partial<Record<keyof ModelConfig, string>> = { vocabSize: 'vocab_size', hiddenSize: 'dim', maxPositionEmbeddings: 'seq_len' };
   checkModelConfig(config, `llama2c: ${file}:`, (k) => `header field ${fields[k] ?? k}`);

@@ -77,7 +77,8 @@ function renderIds(tok: TextTokenizer, msgs: ChatMessage[], addGenerationPrompt:
 const isPrefix = (p: number[], of: number[]) => p.length <= of.length && p.every((x, i) => x === of[i]);
 
 /**
- * Tokenize one record into its training examples. Chat: assistant turn k's targets are the tokens from the end of
+ * Tokenize one record into its training examples. Prompt/completion: the two as one text, the targets from where
+ * the prompt's own encoding ends (or parts from it). Chat: assistant turn k's targets are the tokens from the end of
  * render(messages[0..k), generation prompt) to the end of render(messages[0..k]), less the whitespace a template
  * writes after the turn's end token (Qwen's "\n" after <|im_end|>). Turns rendered as a prefix of the whole
  * conversation are trained in it, as one example; a turn the template renders differently once later turns follow
@@ -92,11 +93,15 @@ export function tokenizeRecord(r: DataRecord, tok: TextTokenizer, where = `line 
 
 function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: boolean): Example[] {
   if ('prompt' in r) {
-    const p = tok.encode(r.prompt), c = tok.encode(r.completion, { addSpecialTokens: false });
-    if (tok.eosTokenIds.length) c.push(tok.eosTokenIds[0]);
-    if (!c.length) throw new Error(`${where}: empty completion and no EOS token, so nothing to train on`);
-    const lossMask = new Uint8Array(p.length + c.length).fill(1, p.length);
-    return [{ ids: [...p, ...c], lossMask }];
+    // Prompt and completion encoded as one text, as TRL does and as the model reads them at inference: a completion
+    // encoded alone would open with a word-start marker of its own (SentencePiece's "▁" before " there"). The targets
+    // start where the two encodings part (a token the boundary merges is a target).
+    const ids = tok.encode(r.prompt + r.completion), p = tok.encode(r.prompt);
+    let from = 0;
+    while (from < p.length && from < ids.length && p[from] === ids[from]) from++;
+    if (tok.eosTokenIds.length) ids.push(tok.eosTokenIds[0]);
+    if (from === ids.length) throw new Error(`${where}: empty completion and no EOS token, so nothing to train on`);
+    return [{ ids, lossMask: new Uint8Array(ids.length).fill(1, from) }];
   }
   const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
   r.messages.forEach((m, k) => {
