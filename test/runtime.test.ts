@@ -1098,6 +1098,18 @@ test('a lone GGUF file loads with its tokenizer rebuilt from metadata; logits eq
     await hf.close();
     await gg.close();
   }
+  // A chat_template.jinja beside a single-file model is its chat template (over the GGUF metadata's), and one of the
+  // files the model is read with; llama2.c's .bin, which has none of its own, takes one the same way.
+  fs.writeFileSync(path.join(lone, 'chat_template.jinja'), '{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}');
+  assert.equal(openSource(path.join(lone, 'model.gguf')).tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }]), '[user] hi\n');
+  assert.ok(openSourceFiles(path.join(lone, 'model.gguf')).includes(path.join(lone, 'chat_template.jinja')));
+  const stories = path.join(tmp, 'stories');
+  fs.mkdirSync(stories);
+  for (const f of ['stories260K.bin', 'tok512.bin']) fs.copyFileSync(sharedPath(`models/stories260K/${f}`), path.join(stories, f));
+  assert.throws(() => openSource(path.join(stories, 'stories260K.bin')).tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }]),
+    { message: `tokenizer: ${path.join(stories, 'tok512.bin')} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json; for a .gguf without one in its metadata, or a llama2.c .bin, a chat_template.jinja beside the file)` });
+  fs.copyFileSync(path.join(lone, 'chat_template.jinja'), path.join(stories, 'chat_template.jinja'));
+  assert.equal(openSource(path.join(stories, 'stories260K.bin')).tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }]), '[user] hi\n');
 });
 
 test('withAdapter: a second adapter in the same session gives a separate load\'s logits, while the first keeps its own; batched steps group rows by adapter; names and targets are checked', async () => {

@@ -211,14 +211,14 @@ test('llama2c: stories260K config and weights', () => {
   assert.equal(config.tieWordEmbeddings, true);
   assert.equal(config.attentionBias, false);
   assert.equal(config.bosTokenId, 1);
-  assert.deepEqual(config.eosTokenIds, [2]);
+  assert.deepEqual(config.eosTokenIds, [2, 1]); // EOS, and BOS, which starts the next story (run.c stops there)
   assert.equal(weights.names.length, 2 + 5 * 9);
   assert.ok(!weights.has('lm_head.weight'));
   assert.deepEqual(weights.shape('model.embed_tokens.weight'), [512, 64]);
   assert.deepEqual(weights.shape('model.layers.4.self_attn.k_proj.weight'), [32, 64]);
   assert.deepEqual(weights.shape('model.layers.4.mlp.down_proj.weight'), [64, 172]);
   assert.deepEqual(weights.shape('model.norm.weight'), [64]);
-  assert.deepEqual([tokenizer.bosTokenId, tokenizer.eosTokenIds, tokenizer.vocabSize], [1, [2], 512]);
+  assert.deepEqual([tokenizer.bosTokenId, tokenizer.eosTokenIds, tokenizer.vocabSize], [1, [2, 1], 512]);
 });
 
 test('llama2c: of several tok*.bin beside the model, the one with its vocabulary size is read', () => {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { checkModelConfig, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import { MemoryWeights } from './weights.ts';
 import { finiteWeights } from './safetensors.ts';
-import { loadTokenizer, type HfTokenizer } from '../tokenizer/hf.ts';
+import { besideTemplate, loadTokenizer, type HfTokenizer } from '../tokenizer/hf.ts';
 
 const HEADER_BYTES = 7 * 4;
 /** The largest file Node reads whole (2 GiB − 1). */
@@ -21,14 +21,14 @@ const MAX_READ = 2 ** 31 - 1;
 /** A llama2.c model and its tokenizer: the tok*.bin read (`tokenizerPath`) and the tokenizer files made of it. */
 export function loadLlama2c(modelPath: string, tokenizerPath?: string): {
   config: ModelConfig; weights: MemoryWeights; tokenizer: HfTokenizer; tokenizerPath: string;
-  tokenizerFiles: { tokenizerJson: Llama2cTokenizerJson; tokenizerConfig: Record<string, unknown> };
+  tokenizerFiles: { tokenizerJson: Llama2cTokenizerJson; tokenizerConfig: Record<string, unknown>; chatTemplate?: string; chatTemplateFile?: string };
 } {
   const { config, weights } = readLlama2cModel(modelPath);
   tokenizerPath ??= findLlama2cTokenizer(modelPath, config.vocabSize);
   const tokenizerJson = llama2cTokenizerJson(tokenizerPath);
   const n = Object.keys(tokenizerJson.model.vocab).length;
   if (n !== config.vocabSize) throw new Error(`llama2c: ${tokenizerPath} has ${n} tokens but ${modelPath} has vocab_size ${config.vocabSize}`);
-  const tokenizerFiles = { tokenizerJson, tokenizerConfig: { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', clean_up_tokenization_spaces: false } };
+  const tokenizerFiles = { tokenizerJson, tokenizerConfig: { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', clean_up_tokenization_spaces: false }, ...besideTemplate(modelPath) };
   const tokenizer = loadTokenizer({ ...tokenizerFiles, name: tokenizerPath }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
   return { config, weights, tokenizer, tokenizerPath, tokenizerFiles };
 }

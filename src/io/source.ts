@@ -7,7 +7,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { checkModelConfig, PROJECTIONS, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
-import { loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
+import { besideTemplate, loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
 import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder, PYTORCH_ADVICE, PYTORCH_FILE } from './hf-folder.ts';
@@ -62,7 +62,7 @@ export function openSource(p: string): ModelSource {
   if (abs.endsWith('.gguf')) {
     const { config, weights, metadata, storedTypes } = ggufToModel(abs);
     // A tokenizer.json beside the file wins; otherwise rebuild it from the GGUF metadata.
-    const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFolder(dir) : tokenizerFromGguf(metadata, abs);
+    const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFolder(dir) : { ...tokenizerFromGguf(metadata, abs), ...besideTemplate(abs) };
     const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
       'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
     if (!('name' in files)) checkGgufVocab(tokenizer, metadata, path.join(dir, 'tokenizer.json'), abs);
@@ -70,7 +70,7 @@ export function openSource(p: string): ModelSource {
   }
   if (abs.endsWith('.bin')) {
     const { config, weights, tokenizer, tokenizerPath, tokenizerFiles } = loadLlama2c(abs);
-    return { kind: 'llama2c', path: abs, config, weights, tokenizer, files: [abs, tokenizerPath], tokenizerFiles }; // the files openSourceFiles lists
+    return { kind: 'llama2c', path: abs, config, weights, tokenizer, files: [abs, tokenizerPath, ...beside(abs)], tokenizerFiles }; // the files openSourceFiles lists
   }
   throw new Error(`model: ${abs} is not a model folder (config.json), a .gguf file or a llama2.c .bin file`);
 }
@@ -197,11 +197,13 @@ export function openSourceFiles(p: string, defining = DEFINING): string[] {
   if (abs.endsWith('.bin')) {
     let tok: string | undefined;
     try { tok = findLlama2cTokenizer(abs); } catch { /* the load says why */ }
-    return tok ? [abs, tok] : [abs];
+    return [abs, ...(tok ? [tok] : []), ...beside(abs)];
   }
   // A GGUF: its parts (a split one's, by llama.cpp's naming) and, when a tokenizer.json sits beside it, the tokenizer files it is read with.
   const dir = path.dirname(abs), parts = splitGgufParts(abs)?.filter((f) => fs.existsSync(f)) ?? [abs];
   const tokenizer = fs.existsSync(path.join(dir, 'tokenizer.json')) ? fs.readdirSync(dir).filter((f) => TOKENIZER_FILES.test(f)).map((f) => path.join(dir, f)) : [];
-  return [...parts, ...tokenizer];
+  return [...parts, ...(tokenizer.length ? tokenizer : beside(abs))];
 }
+/** A chat_template.jinja beside a single-file model (besideTemplate): one of the files it is read with. */
+const beside = (abs: string) => { const f = besideTemplate(abs).chatTemplateFile; return f ? [f] : []; };
 const TOKENIZER_FILES = /^(tokenizer(_config)?\.json|special_tokens_map\.json|chat_template\.(jinja|json))$/;

@@ -42,6 +42,12 @@ const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];
  * from special_tokens_map.json (older folders keep them only there); the chat template from chat_template.jinja,
  * else chat_template.json (a processor's file, which some folders alone carry), else tokenizer_config.json.
  */
+/** The chat template a single-file model (.gguf, llama2.c .bin) takes from a chat_template.jinja beside it, as TokenizerFiles fields. */
+export function besideTemplate(modelFile: string): { chatTemplate?: string; chatTemplateFile?: string } {
+  const file = path.join(path.dirname(path.resolve(modelFile)), 'chat_template.jinja');
+  return existsSync(file) ? { chatTemplate: readFileSync(file, 'utf8'), chatTemplateFile: file } : {};
+}
+
 export function readTokenizerFolder(dir: string): TokenizerFiles {
   const file = (f: string) => path.join(dir, f), has = (f: string) => existsSync(file(f));
   if (!has('tokenizer.json')) throw new Error(`tokenizer: ${file('tokenizer.json')} not found`);
@@ -198,7 +204,7 @@ export class HfTokenizer implements TextTokenizer {
   applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> } = {}): string {
     if (this.templateError) throw new ChatTemplateError(this.templateError, 'broken');
     if (this.templateSource === undefined) {
-      throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json)`);
+      throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json; for a .gguf without one in its metadata, or a llama2.c .bin, a chat_template.jinja beside the file)`);
     }
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
     try {
