@@ -1103,6 +1103,11 @@ test('a lone GGUF file loads with its tokenizer rebuilt from metadata; logits eq
   fs.writeFileSync(path.join(lone, 'chat_template.jinja'), '{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}');
   assert.equal(openSource(path.join(lone, 'model.gguf')).tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }]), '[user] hi\n');
   assert.ok(openSourceFiles(path.join(lone, 'model.gguf')).includes(path.join(lone, 'chat_template.jinja')));
+  // A GGUF named otherwise is said to be one (a .bin was read as llama2.c, its magic as a header of nonsense).
+  for (const name of ['Model.Q4_0.GGUF', 'ggml-model-q4_0.bin']) {
+    fs.copyFileSync(path.join(lone, 'model.gguf'), path.join(lone, name));
+    assert.throws(() => openSource(path.join(lone, name)), { message: `model: ${path.join(lone, name)} is a GGUF file (its header starts with "GGUF"): give it a name ending in .gguf (a link will do)` });
+  }
   const stories = path.join(tmp, 'stories');
   fs.mkdirSync(stories);
   for (const f of ['stories260K.bin', 'tok512.bin']) fs.copyFileSync(sharedPath(`models/stories260K/${f}`), path.join(stories, f));

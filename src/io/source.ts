@@ -53,6 +53,8 @@ export function openSource(p: string): ModelSource {
   if (fs.statSync(abs).isFile() && (PYTORCH_FILE.test(path.basename(abs)) || isZip(abs))) {
     throw new Error(`model: ${abs} ${PYTORCH_ADVICE} and give its folder`);
   }
+  // A GGUF is read by its name: one named otherwise (.GGUF, a .bin, an Ollama blob) is said to be one.
+  if (fs.statSync(abs).isFile() && !abs.endsWith('.gguf') && magic(abs) === 'GGUF') throw new Error(`model: ${abs} is a GGUF file (its header starts with "GGUF"): give it a name ending in .gguf (a link will do)`);
   if (fs.statSync(abs).isDirectory()) {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
     const { config, weights } = loadHfFolder(abs);
@@ -75,11 +77,14 @@ export function openSource(p: string): ModelSource {
   throw new Error(`model: ${abs} is not a model folder (config.json), a .gguf file or a llama2.c .bin file`);
 }
 
-/** torch.save writes a zip archive. */
-function isZip(file: string): boolean {
+/** A file's first four bytes, as Latin-1 text. */
+function magic(file: string): string {
   const fd = fs.openSync(file, 'r'), head = Buffer.alloc(4);
-  try { return fs.readSync(fd, head, 0, 4, 0) === 4 && head.readUInt32LE(0) === 0x04034b50; } finally { fs.closeSync(fd); }
+  try { return head.toString('latin1', 0, fs.readSync(fd, head, 0, 4, 0)); } finally { fs.closeSync(fd); }
 }
+
+/** torch.save writes a zip archive. */
+const isZip = (file: string): boolean => magic(file) === 'PK\x03\x04';
 
 /** A tokenizer with ids past the embedding table belongs to another model: refuse it before it indexes out of range. */
 function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: ModelConfig, where: string): T {
