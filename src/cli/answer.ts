@@ -65,10 +65,11 @@ export function answerCommand(program: Command): void {
         if (o.samples > 1) console.error(`edgereason: note: at --temperature 0 the ${o.samples} samples are all the same greedy answer; give a temperature above 0 to vary them`);
       }
       // A thinking model's own advice (Qwen3, DeepSeek-R1: greedy thinking tends to repeat itself): said, not applied.
-      const suggested = o.nativeThinking && o.temperature === undefined ? suggestedSampling(o.model) : undefined;
+      const own = generationSampling(o.model);
+      const suggested = o.nativeThinking && o.temperature === undefined ? suggestedSampling(own) : undefined;
       if (suggested) console.error(`edgereason: note: ${o.samples > 1 ? `the ${o.samples} samples are drawn at temperature 0.8` : 'answers are greedy'} unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model's thinking with ${suggested}`);
       // Its repetition penalty is serve's default; answer applies one only when told.
-      const penalty = generationSampling(o.model)?.repetition_penalty;
+      const penalty = own?.repetition_penalty;
       if (penalty !== undefined && cmd.getOptionValueSource('repetitionPenalty') !== 'cli') console.error(`edgereason: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, which answer applies only when given --repetition-penalty ${penalty} (serve applies it by default)`);
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);

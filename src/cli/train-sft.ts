@@ -58,6 +58,7 @@ export function trainSftCommand(program: Command): void {
       if (o.eval && canonical(o.eval) === canonical(o.data)) throw new Error(`--eval ${o.eval} is the --data file: its loss would be the training loss; give held-out examples (or leave --eval out)`);
       checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
       const src = openSource(o.model), genConfig = path.join(src.path, 'generation_config.json');
+      const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? fs.readFileSync(genConfig, 'utf8') : ''; // its sampling advice, for a --full output
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own
       const train = loadDataset(o.data, src.tokenizer, perTurn);
@@ -69,7 +70,7 @@ export function trainSftCommand(program: Command): void {
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
         checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
         tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
-        ...(o.full && src.kind === 'hf' && fs.existsSync(genConfig) && fs.readFileSync(genConfig, 'utf8').trim() ? { generationConfig: fs.readFileSync(genConfig, 'utf8') } : {}), // and its sampling advice
+        ...(genText.trim() ? { generationConfig: genText } : {}), // and its sampling advice
       });
       const stale = before ? removeStale(o.out, before) : [];
       if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);

@@ -184,12 +184,10 @@ function readJson(file: string): Record<string, unknown> {
 }
 
 /**
- * The sampling a model folder's generation_config.json asks for (do_sample with its temperature, top_p, top_k,
- * min_p), as command-line flags; undefined when it asks for none or there is no such file. (Its repetition penalty
- * is generationSampling's repetition_penalty.)
+ * The sampling a model folder's generation_config.json asks for (generationSampling's temperature, top_p, top_k,
+ * min_p), as command-line flags; undefined when it asks for none. (Its repetition penalty is said apart.)
  */
-export function suggestedSampling(dir: string): string | undefined {
-  const s = generationSampling(dir);
+export function suggestedSampling(s: GenerationSampling | undefined): string | undefined {
   const flags = s && ([['temperature', '--temperature'], ['top_p', '--top-p'], ['top_k', '--top-k'], ['min_p', '--min-p']] as const)
     .filter(([k]) => s[k] !== undefined).map(([k, flag]) => `${flag} ${s[k]}`);
   return flags?.length ? flags.join(' ') : undefined;

@@ -7,7 +7,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { checkModelConfig, PROJECTIONS, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
-import { besideTemplate, loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
+import { besideTemplate, besideTemplateFile, loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
 import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
 import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder, PYTORCH_ADVICE, PYTORCH_FILE } from './hf-folder.ts';
@@ -210,5 +210,5 @@ export function openSourceFiles(p: string, defining = DEFINING): string[] {
   return [...parts, ...(tokenizer.length ? tokenizer : beside(abs))];
 }
 /** A chat_template.jinja beside a single-file model (besideTemplate): one of the files it is read with. */
-const beside = (abs: string) => { const f = besideTemplate(abs).chatTemplateFile; return f ? [f] : []; };
+const beside = (abs: string) => { const f = besideTemplateFile(abs); return f ? [f] : []; };
 const TOKENIZER_FILES = /^(tokenizer(_config)?\.json|special_tokens_map\.json|chat_template\.(jinja|json))$/;

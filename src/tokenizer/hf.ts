@@ -42,10 +42,16 @@ const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];
  * from special_tokens_map.json (older folders keep them only there); the chat template from chat_template.jinja,
  * else chat_template.json (a processor's file, which some folders alone carry), else tokenizer_config.json.
  */
-/** The chat template a single-file model (.gguf, llama2.c .bin) takes from a chat_template.jinja beside it, as TokenizerFiles fields. */
-export function besideTemplate(modelFile: string): { chatTemplate?: string; chatTemplateFile?: string } {
+/** The chat_template.jinja beside a single-file model (.gguf, llama2.c .bin), when there is one. */
+export function besideTemplateFile(modelFile: string): string | undefined {
   const file = path.join(path.dirname(path.resolve(modelFile)), 'chat_template.jinja');
-  return existsSync(file) ? { chatTemplate: readFileSync(file, 'utf8'), chatTemplateFile: file } : {};
+  return existsSync(file) ? file : undefined;
+}
+
+/** The chat template a single-file model takes from a chat_template.jinja beside it, as TokenizerFiles fields. */
+export function besideTemplate(modelFile: string): { chatTemplate?: string; chatTemplateFile?: string } {
+  const file = besideTemplateFile(modelFile);
+  return file ? { chatTemplate: readFileSync(file, 'utf8'), chatTemplateFile: file } : {};
 }
 
 export function readTokenizerFolder(dir: string): TokenizerFiles {
