@@ -25,6 +25,7 @@ import { cliWords } from '../src/cli/main.ts';
 import { checkOutDir, removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
 import { DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
+import { sharedPath } from './helpers/shared.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin/edgereason.js');
@@ -513,8 +514,13 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(help, /\(default: the embedded models\/default\)/);
   for (const cmd of ['train-rl', 'export-trl']) assert.match(cli([cmd, '--help']).stdout, /--budgets <list> .*\(default: 96,160,256\)/); // as the flag takes it
   assert.match(cli(['demo', '--model', at('no-such-model')]).stderr, /demo: .*no-such-model has no reasoning adapter \(.*reasoning-adapter\/adapter_config\.json not found\); the demo runs on a folder laid out as models\/default/);
-  // A required option given empty cannot be left out; a number's range says what it is.
-  assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: --prompt is empty; give it a value$/m);
+  // A required option given empty cannot be left out (--question); a number's range says what it is. generate's
+  // empty prompt starts from BOS alone, as llama2.c's run.c does; a tokenizer without BOS has nothing to start from.
+  assert.match(cli(['answer', '--model', 'models/default', '--question', '']).stderr, /^edgereason: --question is empty; give it a value$/m);
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: generate: prompt 0 has no tokens \(an empty text, and the tokenizer adds no BOS token to start from\): give it some text$/m);
+  const stories = sharedPath('models/stories260K');
+  assert.equal(cli(['generate', '--model', path.join(stories, 'stories260K.bin'), '--prompt', '', '--max-tokens', '200', '--quant', 'fp32']).stdout,
+    `${fs.readFileSync(path.join(stories, 'expected.txt'), 'utf8')}\n`);
   // An unquoted unset variable (--prompt $P --stats): the next flag is not taken as the value.
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '--stats', '--max-tokens', '2']).stderr, /^edgereason: --prompt took the flag --stats as its value: give --prompt a value \(an unset shell variable\?\)$/m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '--max-tokens=2', '--stats']).stderr, /^edgereason: --prompt took the flag --max-tokens=2 as its value/m);

@@ -27,8 +27,10 @@ export async function main(argv: string[]): Promise<void> {
     .showHelpAfterError();
   // An empty value (an unset shell variable: --adapter "$ADAPTER") would otherwise mean "none" or "everything";
   // unquoted ($ADAPTER), the flag takes the next flag as its value, which then goes missing.
+  // generate --prompt "" is meant: a model whose tokenizer adds BOS starts from it alone (as llama2.c's run.c).
   program.hook('preAction', (_, command) => {
     for (const o of command.options) {
+      if (command.name() === 'generate' && o.long === '--prompt') continue;
       const v: unknown = command.getOptionValue(o.attributeName());
       if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
     }

@@ -480,7 +480,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   const start = performance.now();
   if (onText !== undefined && typeof onText !== 'function') throw new Error(`generate: onText must be a function (row, piece) => void, got ${typeof onText}`);
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${shown(signal)}`);
-  prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: prompt ${i} is empty (no tokens)`); });
+  prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: prompt ${i} has no tokens (an empty text, and the tokenizer adds no BOS token to start from): give it some text`); });
   const ctx = backend.config.maxPositionEmbeddings;
   const per = prompts.map((p, i): GenerateOptions => { // the caller's options stay as they were
     checkGenerateOptions(opts[i], tokenizer.vocabSize); // as given, before the context's cap
