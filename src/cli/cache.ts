@@ -21,7 +21,7 @@ export function cacheCommand(program: Command): void {
       const entries = cacheEntries(root);
       console.log(`${root}: ${entries.length} converted cop${entries.length === 1 ? 'y' : 'ies'}, ${gib(total(entries), 2)} GiB`);
       for (const e of entries) {
-        console.log(`  ${gib(e.bytes, 2).padStart(6)} GiB  ${e.state}${e.why ? ` (${e.why})` : ''}  ${e.dir}${e.source ? `\n              from ${e.source}` : ''}`);
+        console.log(`  ${gib(e.bytes, 2).padStart(6)} GiB  ${e.state}  ${e.dir}${e.source ? `\n              from ${e.source}` : ''}${e.why ? `\n              which ${e.why}` : ''}`);
       }
       if (entries.some((e) => e.state === 'stale' || e.state === 'abandoned')) console.log('`edgereason cache --prune` removes the stale and abandoned ones.');
     });

@@ -267,8 +267,10 @@ function openEntry(dir: string, source: string): { source?: ModelSource; why?: s
     if (m.source?.path !== source && real(m.source?.path) !== real(source)) return { why: `belongs to ${m.source?.path}` };
     return { source: openSource(dir) };
   } catch (e) {
-    // The loader's own advice ("run edgereason convert … again") is what the cache is about to do.
-    return { why: `cannot be used (${(e as Error).message.replace(/^model: /, '').replace(/; run `[^`]*` again$/, '')})` };
+    // The loader's own advice ("run edgereason convert … again") is what the cache is about to do; a message about
+    // the folder itself ("<dir> is stale: …") reads as what the copy is.
+    const m = (e as Error).message.replace(/^model: /, '').replace(/; run `[^`]*` again$/, '');
+    return { why: m.startsWith(`${dir} `) ? m.slice(dir.length + 1) : `cannot be used (${m})` };
   }
 }
 
@@ -347,6 +349,7 @@ export interface CacheEntry {
   source?: string;
   /** ready: loads as is; stale: would be converted again (why says why); writing: a running process is writing it; abandoned: left half-written. */
   state: 'ready' | 'stale' | 'writing' | 'abandoned';
+  /** For a stale copy, what it is, to follow "the copy": "is stale: its source … changed after it was converted". */
   why?: string;
 }
 
@@ -363,7 +366,7 @@ export function cacheEntries(root: string = cacheFolder()): CacheEntry[] {
     if (temp) return [{ dir: full, bytes, state: temp }];
     let source: string | undefined;
     try { source = readManifest(full).source?.path; } catch { /* openEntry says why below */ }
-    if (source !== undefined && !fs.existsSync(source)) return [{ dir: full, bytes, source, state: 'stale', why: 'its source is gone' }];
+    if (source !== undefined && !fs.existsSync(source)) return [{ dir: full, bytes, source, state: 'stale', why: `lost its source: ${source} is gone` }];
     const found = openEntry(full, source ?? '');
     return [found.source ? { dir: full, bytes, source, state: 'ready' } : { dir: full, bytes, source, state: 'stale', why: found.why }];
   });
