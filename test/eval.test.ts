@@ -197,7 +197,7 @@ test('the reasoning bench\'s latency-vs-mix curve: routed / always-reason of eac
 });
 
 test('the library refuses bad arguments by name before any work: answer, Reasoner, runEval, the case makers, trainRouter, trainVerifier, convertModel', async () => {
-  const { Reasoner, Router, Verifier, trainRouter, trainVerifier, convertModel, defaultModel } = await import('../src/index.ts');
+  const { Reasoner, Verifier, trainRouter, trainVerifier, convertModel, defaultModel } = await import('../src/index.ts');
   const model = await loadModel(DEFAULT_DIR, { adapter: path.join(DEFAULT_DIR, 'reasoning-adapter'), worker: false });
   try {
     const verifier = Verifier.load(defaultModel.verifier, model.config.hiddenSize), cases = syntheticCases('test', 2);
@@ -226,6 +226,8 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
       [() => trainRouter(model, items, { rule: 'fast' as never }), /^Error: router: rule must be one of "accuracy", "savings", got "fast"$/],
       [() => trainRouter(model, [{ question: 'x' }] as never), /^Error: router: items\[0\] must be \{ question: string, gold: string or number, task: .* \}, got \{"question":"x"\}$/],
       [() => trainVerifier(model, items, { samples: 0 }), /^Error: verifier: samples must be an integer ≥ 1, got 0$/],
+      [() => trainVerifier(model, [...items, ...items], { valFraction: 0.1 }), /^Error: verifier: need training and validation items \(got 2 and 0\)$/],
+      [() => trainRouter(model, [...items, ...items], { val: [] }), /^Error: router: need training and validation items \(got 2 and 0\)$/],
       [() => trainVerifier(model, items, { onItem: () => {} } as never), /^Error: verifier: unknown option "onItem" \(options: .*onProgress/], // its progress is onProgress's, for both sets
       [() => convertModel(DEFAULT_DIR, path.join(tmp, 'conv'), { quant: 'q3' as never }), /^Error: convert: quant must be "q4", "q8", "fp32", got "q3"$/],
       [() => convertModel(DEFAULT_DIR, path.join(tmp, 'conv'), { loraTargets: 'q_proj' as never }), /^Error: convert: loraTargets must be a list of projections/],

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { AdamW, clipGradNorm, lrAt, type Params } from '../src/train/optim.ts';
-import { batches, loadDataset, readJsonl, Rng, splitTrainEval, tokenizeRecord, type Example } from '../src/train/data.ts';
+import { batches, loadDataset, readJsonl, Rng, tokenizeRecord, type Example } from '../src/train/data.ts';
 import { checkOptions, checkpointOptions, interrupted, loadCheckpoint, resume, savedList, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
 import { saveHfFolder, toHfConfig } from '../src/train/save.ts';
 import { Progress, formatSeconds, type ProgressInfo } from '../src/train/progress.ts';
@@ -250,18 +250,6 @@ describe('data', () => {
     assert.deepEqual(long.examples[0].ids, e[1].ids.slice(0, 20));
     assert.equal(long.examples[0].lossMask.length, 20);
     assert.equal(e[1].ids.length, 50); // the input is not modified
-  });
-
-  it('splitTrainEval: deterministic, disjoint, complete, file order kept', () => {
-    const items = Array.from({ length: 20 }, (_, i) => i);
-    const s = splitTrainEval(items, 0.1, 5);
-    assert.equal(s.eval.length, 2);
-    assert.deepEqual([...s.train, ...s.eval].sort((a, b) => a - b), items);
-    assert.deepEqual(s, splitTrainEval(items, 0.1, 5));
-    assert.deepEqual(s.train, [...s.train].sort((a, b) => a - b));
-    assert.equal(splitTrainEval([1, 2], 0.01).eval.length, 1);
-    assert.equal(splitTrainEval([1], 0.5).eval.length, 0);
-    assert.throws(() => splitTrainEval(items, 1), /evalFraction/);
   });
 
   it('Rng continues identically from a saved state', () => {

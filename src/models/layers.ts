@@ -146,7 +146,7 @@ export class Layers {
   }
 
   embed(ids: string): string {
-    const g = this.g, name = 'model.embed_tokens.weight';
+    const name = 'model.embed_tokens.weight';
     const [vocab, hidden] = this.weights.shape(name);
     const rows = this.embedTable(ids, name, vocab, hidden);
     this.built(vocab * hidden);

@@ -130,7 +130,7 @@ export class Graph {
   }
 
   /**
-   * Serialises to ModelProto bytes. Initializers of at least `externalMinBytes` go to `external.write` (e.g.
+   * Serialises to ModelProto bytes. Initializers of at least `external.minBytes` go to `external.write` (e.g.
    * model.onnx.data). `opset`: the default-domain opset (17 unless a graph needs a newer operator).
    */
   toModelProto(opts: { external?: { location: string; minBytes: number; write: (bytes: Uint8Array) => number }; opset?: number } = {}): Uint8Array {

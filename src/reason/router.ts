@@ -368,13 +368,19 @@ export interface RouterReport {
 
 /**
  * The inputs every probe training takes (trainRouter, trainVerifier), checked before any answer is generated:
- * labelled items, the split, the fit's settings, callbacks; `extra` names the trainer's own options.
+ * labelled items, the split, the fit's settings, callbacks; `extra` names the trainer's own options. Returns the
+ * split: `val` as given, else the last `valFraction` (default 0.2) of the items.
  */
-export function checkProbeTraining(items: readonly LabelItem[], o: TrainRouterOptions | Record<string, unknown>, extra: Record<string, Rule>, where: string): void {
+export function checkProbeTraining(items: readonly LabelItem[], o: TrainRouterOptions | Record<string, unknown>, extra: Record<string, Rule>, where: string): { train: LabelItem[]; val: LabelItem[] } {
   checkRules(o, { ...PROBE_RULES, ...extra }, where);
-  for (const [name, list] of [['items', items], ['val', (o as Record<string, unknown>).val]] as const) {
+  const given = o as { val?: readonly LabelItem[]; valFraction?: number };
+  for (const [name, list] of [['items', items], ['val', given.val]] as const) {
     if (list !== undefined || name === 'items') checkQuestions(list, { list: `${name} must be a list of { question, gold, task }`, item: (i) => `${name}[${i}]`, shape: 'question: string, gold: string or number' }, where);
   }
+  const k = given.val ? 0 : Math.round(items.length * (given.valFraction ?? 0.2));
+  const train = items.slice(0, items.length - k), val = given.val ? [...given.val] : items.slice(items.length - k);
+  if (!train.length || !val.length) throw new Error(`${where}: need training and validation items (got ${train.length} and ${val.length})`);
+  return { train, val };
 }
 
 /** The options every probe training takes; `val` is checked item by item by checkQuestions. */
@@ -384,20 +390,13 @@ const PROBE_RULES: Record<string, Rule> = {
 };
 
 export async function trainRouter(model: Model, items: readonly LabelItem[], o: TrainRouterOptions = {}): Promise<{ router: Router; report: RouterReport }> {
-  checkProbeTraining(items, o, {
+  const { train, val } = checkProbeTraining(items, o, {
     rule: is.oneOf(['accuracy', 'savings']), maxLoss: { ...is.share, what: 'a share between 0 and 1 (0.01 = one point of accuracy)' }, gate: is.bool, gateTokens: is.int(1), reasoningMaxTokens: is.int(1),
   }, 'router');
-  let train = [...items], val = o.val ? [...o.val] : [];
-  if (!o.val) {
-    const k = Math.round(items.length * (o.valFraction ?? 0.2));
-    val = train.slice(train.length - k); train = train.slice(0, train.length - k);
-  }
-  if (!train.length || !val.length) throw new Error(`router: need training and validation items (got ${train.length} and ${val.length})`);
   const reasons = !!model.adapter || !!o.nativeThinking;
   const ruleName = o.rule ?? (reasons ? 'savings' : 'accuracy');
   if (ruleName === 'savings' && !reasons) throw new Error('router: the savings rule needs the reasoning adapter, or nativeThinking for a model that thinks by itself (to measure always-reason accuracy)');
   const gateTokens = o.gateTokens ?? 16;
-  if (!Number.isInteger(gateTokens) || gateTokens < 1) throw new Error(`router: gateTokens must be an integer ≥ 1, got ${gateTokens}`);
   if (ruleName === 'savings' && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.reasoningMaxTokens ?? 512, 'router', 'reasoningMaxTokens', o.reasoningMaxTokens === undefined); // before any answer
   const progress = (stage: string, total: number) => (d: number) => o.onProgress?.(stage, d, total);
   const tr = await baseOutcomes(model, train, { maxTokens: o.maxTokens, nativeThinking: o.nativeThinking, onItem: progress('base answers (train)', train.length) });

@@ -93,14 +93,8 @@ export interface VerifierReport {
 }
 
 export async function trainVerifier(model: Model, items: readonly LabelItem[], o: TrainVerifierOptions = {}): Promise<{ verifier: Verifier; report: VerifierReport }> {
-  checkProbeTraining(items, o, { samples: is.int(1), temperature: is.atLeast0, topP: is.share, seed: is.seed }, 'verifier');
+  const { train, val } = checkProbeTraining(items, o, { samples: is.int(1), temperature: is.atLeast0, topP: is.share, seed: is.seed }, 'verifier');
   if (!model.adapter && !o.nativeThinking) throw new Error('verifier: the model must be loaded with its reasoning adapter (--adapter), or nativeThinking set for a model that thinks by itself');
-  let train = [...items], val = o.val ? [...o.val] : [];
-  if (!o.val) {
-    const k = Math.round(items.length * (o.valFraction ?? 0.2));
-    val = train.slice(train.length - k); train = train.slice(0, train.length - k);
-  }
-  if (!train.length || !val.length) throw new Error(`verifier: need training and validation items (got ${train.length} and ${val.length})`);
   if (o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens ?? 512, 'verifier', 'maxTokens', o.maxTokens === undefined); // before any sampling
   const tr = await sampleCandidates(model, train, { ...o, onItem: (d) => o.onProgress?.('samples (train)', d, train.length) });
   const va = await sampleCandidates(model, val, { ...o, seed: (o.seed ?? 0) + 7919, onItem: (d) => o.onProgress?.('samples (val)', d, val.length) });

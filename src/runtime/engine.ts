@@ -2,10 +2,10 @@
  * One ONNX Runtime session over the inference graph, plus the step that feeds it from a KVCache:
  * B rows, each adding its own number of new tokens (prefill and decode are the same call).
  */
-import os from 'node:os';
 import ort from 'onnxruntime-node';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity } from './kv-cache.ts';
+import { defaultThreads } from './threads.ts';
 
 export interface StepInput {
   /** New tokens per cache row (rows may add different counts; 0 = idle this step). */
@@ -206,7 +206,7 @@ export class Engine {
       if (seen.has(e.cache)) throw new Error('engine: stepMany got the same cache twice');
       seen.add(e.cache);
     }
-    const outs: (StepOutput | Error)[] = new Array(entries.length), alone: number[] = [], batch: number[] = [];
+    const outs: (StepOutput | Error)[] = new Array(entries.length), alone: number[] = [];
     const settle = async (i: number) => {
       try { outs[i] = await this.step(entries[i].cache, entries[i].input); } catch (e) { outs[i] = asError(e); }
     };
@@ -422,9 +422,3 @@ export class Engine {
 const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 
 const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
-
-export function defaultThreads(): number {
-  const env = Number(process.env.EDGEREASON_THREADS);
-  if (env > 0) return env;
-  return Math.max(1, Math.min(8, os.availableParallelism()));
-}

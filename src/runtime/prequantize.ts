@@ -3,11 +3,11 @@
  * builder then takes them instead of quantising one weight after another on the main thread): the main thread
  * reads each weight, a free worker quantises it. The blocks are exactly quantizeBlocks'.
  */
-import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { PROJECTIONS, projectionTensorName, type ModelConfig } from '../models/config.ts';
 import { QBLOCK, type BlockWeight } from '../onnx/quant.ts';
 import type { WeightSource } from '../io/weights.ts';
+import { defaultThreads } from './threads.ts';
 
 /** The weights a q4 / q8 graph stores in blocks: projections, the embedding table, an untied lm_head. */
 export function blockWeightNames(c: ModelConfig, weights: WeightSource): string[] {
@@ -19,7 +19,7 @@ export function blockWeightNames(c: ModelConfig, weights: WeightSource): string[
 export async function prequantize(weights: WeightSource, names: string[], o: { bits?: 4 | 8; threads?: number; onWeights?: (done: number) => void } = {}): Promise<Map<string, BlockWeight>> {
   const bits = o.bits ?? 4;
   const out = new Map<string, BlockWeight>();
-  const count = Math.max(1, Math.min(o.threads ?? os.availableParallelism(), 8, names.length));
+  const count = Math.max(1, Math.min(o.threads ?? defaultThreads(), names.length));
   const workers = Array.from({ length: count }, () => new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { entry: 'quant-worker' } }));
   let done = 0;
   const size = (name: string) => weights.shape(name).reduce((a, b) => a * b, 1);

@@ -37,11 +37,6 @@ export function writeTokenizerFiles(dir: string, t: TokenizerFiles): void {
 
 const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];
 
-/**
- * A folder's tokenizer files: tokenizer.json; tokenizer_config.json, with the special tokens it lacks filled in
- * from special_tokens_map.json (older folders keep them only there); the chat template from chat_template.jinja,
- * else chat_template.json (a processor's file, which some folders alone carry), else tokenizer_config.json.
- */
 /** The chat_template.jinja beside a single-file model (.gguf, llama2.c .bin), when there is one. */
 export function besideTemplateFile(modelFile: string): string | undefined {
   const file = path.join(path.dirname(path.resolve(modelFile)), 'chat_template.jinja');
@@ -54,6 +49,11 @@ export function besideTemplate(modelFile: string): { chatTemplate?: string; chat
   return file ? { chatTemplate: readFileSync(file, 'utf8'), chatTemplateFile: file } : {};
 }
 
+/**
+ * A folder's tokenizer files: tokenizer.json; tokenizer_config.json, with the special tokens it lacks filled in
+ * from special_tokens_map.json (older folders keep them only there); the chat template from chat_template.jinja,
+ * else chat_template.json (a processor's file, which some folders alone carry), else tokenizer_config.json.
+ */
 export function readTokenizerFolder(dir: string): TokenizerFiles {
   const file = (f: string) => path.join(dir, f), has = (f: string) => existsSync(file(f));
   if (!has('tokenizer.json')) throw new Error(`tokenizer: ${file('tokenizer.json')} not found`);
@@ -201,7 +201,6 @@ export class HfTokenizer implements TextTokenizer {
 
   tokenToId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
 
-  get hasChatTemplate(): boolean { return this.templateSource !== undefined || this.templateError !== undefined; }
 
   /**
    * Renders the chat template as transformers does: special tokens (bos_token, eos_token, ...), then `vars`

@@ -38,8 +38,6 @@ function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
   return v as ChatMessage[];
 }
 
-/** The chat roles a training conversation may use. */
-
 /** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
 export function readJsonl(file: string): DataRecord[] {
   const records: DataRecord[] = [];
@@ -198,14 +196,4 @@ export function batches(examples: readonly Example[], o: BatchOptions): { batche
     flush();
   }
   return { batches: rng.shuffle(out), truncated };
-}
-
-/** Deterministic split: a seeded shuffle, the first round(n · evalFraction) to eval (at least 1, train keeps ≥ 1). */
-export function splitTrainEval<T>(items: readonly T[], evalFraction: number, seed = 0): { train: T[]; eval: T[] } {
-  if (!(evalFraction >= 0 && evalFraction < 1)) throw new Error(`splitTrainEval: evalFraction must be in [0, 1), got ${evalFraction}`);
-  const order = new Rng(seed).shuffle(items.map((_, i) => i));
-  const nEval = evalFraction === 0 || items.length < 2 ? 0 : Math.min(items.length - 1, Math.max(1, Math.round(items.length * evalFraction)));
-  const evalSet = new Set(order.slice(0, nEval));
-  // keep the file order inside each part
-  return { train: items.filter((_, i) => !evalSet.has(i)), eval: items.filter((_, i) => evalSet.has(i)) };
 }

@@ -34,12 +34,12 @@ export interface ProgressOptions {
   logEverySec?: number;
   /** What is counted, first on the bar and the lines (default "train"). */
   label?: string;
+  /** What the `loss` figure is called (default "loss"; GRPO reports its mean reward). */
+  metric?: string;
   /**
    * Items instead of training steps: the rate shown is steps per second named by this unit (e.g. "questions"),
    * and no loss is shown. Default: a training run, with loss and tokens/s.
    */
-  /** What the `loss` figure is called (default "loss"; GRPO reports its mean reward). */
-  metric?: string;
   itemUnit?: string;
   /** Handle SIGINT/SIGTERM while running: the message printed for the last step reported (see the file comment). */
   interrupt?: (step: number) => string;

@@ -2,13 +2,13 @@
  * One training step on onnxruntime-node: a micro-batch of examples in, the masked cross-entropy loss and the
  * gradients of the trainable tensors out. The optimizer and the loop live in TypeScript (sft.ts, rl.ts).
  */
-import os from 'node:os';
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { Example } from './data.ts';
 import type { Params } from './optim.ts';
 import { buildTrainingGraph, type Objective, type TrainMode } from './graph.ts';
+import { defaultThreads } from '../runtime/threads.ts';
 
 const MASKED = -1e9;
 
@@ -42,7 +42,7 @@ export class Trainer {
     const objective = opts.objective ?? { kind: 'nll' }, gradients = opts.gradients ?? true;
     const { graph, params } = buildTrainingGraph(config, weights, mode, objective, opts.temperature, gradients);
     const session = await ort.InferenceSession.create(graph.toModelProto(), {
-      intraOpNumThreads: opts.threads ?? Math.min(8, os.availableParallelism()), graphOptimizationLevel: 'all',
+      intraOpNumThreads: opts.threads ?? defaultThreads(), graphOptimizationLevel: 'all',
       // ORT's memory pattern pre-plans one block per run for the whole graph on top of the arena's own chunks;
       // for a training step (activations kept for the backward) that doubled peak memory (0.5B LoRA: 15.6 →
       // 10.9 GB measured) and was no faster, so it is off. Prepacking would keep a second, packed copy of every
