@@ -9,7 +9,7 @@ import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOp
 import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
-import type { CoalescingBackend } from '../src/runtime/scheduler.ts';
+import { CoalescingBackend, withBackend } from '../src/runtime/scheduler.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { Engine, SHARE_FROM } from '../src/runtime/engine.ts';
 import { KVCache, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
@@ -1153,8 +1153,13 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     assert.ok(maxDiff(many[1].logits!, many[0].logits!) > 0.01);
     await assert.rejects(b.step(forks[0], { tokens: [[1]], adapterName: 'nope' }), /engine: no adapter named "nope" is set \(adapters: "", "adapter 1: .*reasoning-adapter-rl", "rl"\)/);
     // Closing the second model removes its adapter and leaves the session to the first; the closed one refuses calls.
+    // A view of it lives on (its steps go to the session, not through the closed view) until it closes its own.
+    const child = await rl.withAdapter(sftDir);
     await rl.close();
     assert.ok(maxDiff(await logitsOf(sft, ids), before) <= 1e-6);
+    assert.ok(maxDiff(await logitsOf(child, ids), before) <= 1e-5);
+    await child.close();
+    await assert.rejects(b.step(forks[0], { tokens: [[1]], adapterName: 'nope' }), /\(adapters: "", "rl"\)$/); // both removed
     await assert.rejects(rl.complete('Hello', { maxTokens: 1 }), /^Error: runtime: model is closed$/);
     await assert.rejects(rl.withAdapter(sftDir), /^Error: runtime: model is closed$/);
     await rl.close(); // again: a no-op
@@ -1186,6 +1191,17 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     busy.backend.step = (...a) => { const r = step(...a); closing ??= busy.close(); return r; };
     await assert.rejects(busy.complete('Hello', { maxTokens: 20, temperature: 1, stopTokens: [] }), /^Error: runtime: model is closed$/, `worker ${worker}`);
     await closing;
+    // More rows than one run takes (maxRows) always leave steps queued: close() refuses them and later calls at once,
+    // rather than waiting for every call to finish.
+    const crowded = await loadModel(dir, { worker }), narrow = new CoalescingBackend((crowded.backend as CoalescingBackend).inner, { maxRows: 1 });
+    const stepNarrow = narrow.step.bind(narrow);
+    let steps = 0, shut: Promise<void> | undefined;
+    narrow.step = (...a) => { if (++steps === 6) shut = narrow.close(); return stepNarrow(...a); };
+    const m3 = withBackend(crowded, narrow), story = (i: number) => m3.complete(`Story ${i}`, { maxTokens: 200, temperature: 1, seed: i, stopTokens: [] });
+    const ends = await Promise.all([0, 1, 2].map((i) => story(i).then((c) => `${c.tokens.length} tokens`, (e: Error) => e.message)));
+    assert.deepEqual(ends, new Array(3).fill('runtime: model is closed'), `worker ${worker}`);
+    await shut;
+    await assert.rejects(story(3), /^Error: runtime: model is closed$/);
     if (!worker) {
       // Closed twice while a step runs: neither close() resolves before the session is released.
       const twice = await loadModel(dir, { worker: false }), engine = ((twice.backend as CoalescingBackend).inner as unknown as LocalBackend).engine;

@@ -171,26 +171,29 @@ export const CLOSED = 'runtime: model is closed';
 /**
  * `backend` whose steps use the adapter set under `name` (Backend.setAdapter): a model's second adapter in the same
  * session. Closing the view removes that adapter (a no-op once the session is closed); the session stays with its
- * owner. A closed view refuses its calls.
+ * owner. A closed view refuses its calls. A view of a view works on the session itself: either can close first.
  */
 export function adapterView(backend: Backend, name: string): Backend {
+  const session = viewSessions.get(backend) ?? backend;
   let closed = false;
   const open = () => { if (closed) throw new Error(CLOSED); };
-  return delegate(backend, {
+  const view = delegate(session, {
     step: async (cache, req) => {
       open();
       // A step still queued when the view closes finds its adapter gone: it fails as the closed model's call it is.
-      // (A view of a view keeps the outer name.)
-      try { return await backend.step(cache, { ...req, adapterName: req.adapterName ?? name }); } catch (e) { open(); throw e; }
+      try { return await session.step(cache, { ...req, adapterName: req.adapterName ?? name }); } catch (e) { open(); throw e; }
     },
-    setAdapter: async (adapter, other) => { open(); return backend.setAdapter(adapter, other ?? name); },
+    setAdapter: async (adapter, other) => { open(); return session.setAdapter(adapter, other ?? name); },
     close: async () => {
       if (closed) return;
       closed = true;
-      try { await backend.setAdapter(null, name); } catch (e) { if ((e as Error).message !== CLOSED) throw e; }
+      try { await session.setAdapter(null, name); } catch (e) { if ((e as Error).message !== CLOSED) throw e; }
     },
   });
+  viewSessions.set(view, session);
+  return view;
 }
+const viewSessions = new WeakMap<Backend, Backend>();
 
 /**
  * A Backend whose calls go to `backend` itself, but for the ones `replace` gives (a prototype-based view would keep

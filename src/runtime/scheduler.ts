@@ -11,7 +11,7 @@
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
 import type { Model } from './model.ts';
-import { delegate, fromRemote, LocalBackend, remoteError, stepResult, type Backend, type CacheHandle, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
+import { CLOSED, delegate, fromRemote, LocalBackend, remoteError, stepResult, type Backend, type CacheHandle, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -115,6 +115,7 @@ export class CoalescingBackend implements BatchingBackend {
   }
 
   private queue(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
+    if (this.closing) return Promise.reject(new Error(CLOSED));
     if (signal?.aborted) return Promise.reject(new AbortedError());
     return new Promise<StepResult>((resolve, reject) => {
       const p: Pending = { cache, req, rows: req.tokens.length, resolve, reject, signal };
@@ -162,10 +163,19 @@ export class CoalescingBackend implements BatchingBackend {
   lengths(cache: CacheHandle): Promise<number[]> { return this.inner.lengths(cache); }
   free(cache: CacheHandle): Promise<void> { return this.inner.free(cache); }
   setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> { return this.inner.setAdapter(adapter, name); }
-  async close(): Promise<void> {
-    await this.idle();
-    await this.inner.close();
+  /**
+   * Steps still queued fail as a closed model's calls, and new ones are refused at once; the session closes when the
+   * run in flight ends (a batch over maxRows always leaves steps queued: waiting for none would wait for every call).
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const p of this.pending.splice(0)) p.reject(new Error(CLOSED));
+      await this.idle();
+      await this.inner.close();
+    })();
+    return this.closing;
   }
+  private closing?: Promise<void>;
 
   private kick(): void {
     if (this.running || this.scheduled) return;
