@@ -63,6 +63,8 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     for (let i = best + 1; i < V; i++) if (logits[i] > logits[best]) best = i;
   }
   const max = logits[best];
+  // No finite best logit (all NaN, or an infinite one): the forward pass overflowed, and any pick would be garbage.
+  if (!Number.isFinite(max)) throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(max) ? "all NaN" : `the best is ${max}`}): its weights, or its adapter's, overflow float32`);
   const logprob = (token: number) => (lse !== undefined ? logits[token] - lse : (logits[token] - max) - logSumExp(logits, max));
   // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.
   if (temp <= 0 || !(max - TAIL * temp < max)) return { token: best, logprob: logprob(best) };
