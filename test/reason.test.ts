@@ -676,11 +676,11 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   // One that fits, but not with the invocation: said so.
   (full.m as unknown as { encode: () => number[] }).encode = () => new Array(999).fill(Q);
   await assert.rejects(answer(full.m, 'q', { reasoning: 'on' }), /answer: the prompt has 999 tokens, 1000 with the invocation's 1, which leaves no room to reason in the model's context of 1000 tokens/);
-  // A signal aborted before the call: nothing is generated, on either route (a cap of 0 forces no close either).
-  for (const [reasoning, cap] of [['off', undefined], ['on', undefined], ['on', 0]] as const) {
-    const r = await answer(scripted(policy).m, 'q', { reasoning, samples: reasoning === 'on' ? 3 : 1, temperature: 0.5, maxThinkingTokens: cap, signal: AbortSignal.abort() });
-    assert.deepEqual(r.samples.map((x) => [x.tokens, x.finishReason, !!x.capped]), r.samples.map(() => [0, 'cancelled', false]), `${reasoning} ${cap}`);
-    assert.deepEqual([r.usage.completionTokens, r.finishReason], [0, 'cancelled']);
+  // A signal aborted before the call: nothing is encoded or generated, on either route (a cap of 0 forces no close either).
+  for (const [reasoning, cap] of [['off', undefined], ['on', undefined], ['on', 0], ['auto', undefined]] as const) {
+    const s = scripted(policy), r = await answer(s.m, 'q', { reasoning, samples: reasoning === 'on' ? 3 : 1, temperature: 0.5, maxThinkingTokens: cap, signal: AbortSignal.abort() });
+    assert.deepEqual(r.samples.map((x) => [x.tokens, x.finishReason, !!x.capped]), new Array(reasoning === 'on' ? 3 : 1).fill([0, 'cancelled', false]), `${reasoning} ${cap}`);
+    assert.deepEqual([r.usage.completionTokens, r.finishReason, r.route, s.b.steps], [0, 'cancelled', reasoning === 'on' ? 'reasoning' : 'direct', 0]);
   }
   // A router with nothing to route to (no adapter) is an error, not a silent "direct".
   const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;

@@ -395,19 +395,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const release = async (h: CacheHandle) => { handles.delete(h); await backend.free(h); };
 
   try {
-    // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
-    //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
-    let base: Prefill | undefined;
-    const spec = reasons && !classic && mode !== 'off' && !closedByTemplate ? [...invocation, ...control] : [];
-    const speculate = spec.length > 0 && ids.length + spec.length < ctx;
-    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native); handles.add(base.cache); }
-    // 2. Route by the probe; a gated direct route may still escalate (3).
-    const router = mode === 'auto' && reasons && !closedByTemplate ? aux.router : undefined;
-    const routerScore = router && base ? router.score(base.hidden) : undefined;
-    const route: Route = mode === 'off' || !reasons || closedByTemplate ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
+    let base: Prefill | undefined, routerScore: number | undefined, escalation: AnswerResult['escalation'];
     const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [];
-    const wantHidden = !!aux.verifier || !!opts.collectHidden;
-    let escalation: AnswerResult['escalation'];
 
     const early = new Set<number>();
     // Only a sample that ended by itself (a stop token or string), with its thinking closed, has an answer to give:
@@ -450,6 +439,25 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),
       };
     };
+
+    // Cancelled before any work: nothing is encoded (the route is the one asked for; "auto" decided none: direct).
+    if (opts.signal?.aborted) {
+      const reasoning = mode === 'on' && reasons && !closedByTemplate;
+      const none = Array.from({ length: reasoning ? n : 1 }, () => new Sequence(tok, { ...sampling(reasoning ? 'reasoning' : 'direct'), seed, maxTokens: 1 }, ids.length, undefined, [], ids));
+      none.forEach((s) => s.cancel());
+      return result(none, reasoning, ids.length);
+    }
+
+    // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
+    //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
+    const spec = reasons && !classic && mode !== 'off' && !closedByTemplate ? [...invocation, ...control] : [];
+    const speculate = spec.length > 0 && ids.length + spec.length < ctx;
+    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native); handles.add(base.cache); }
+    // 2. Route by the probe; a gated direct route may still escalate (3).
+    const router = mode === 'auto' && reasons && !closedByTemplate ? aux.router : undefined;
+    routerScore = router && base ? router.score(base.hidden) : undefined;
+    const route: Route = mode === 'off' || !reasons || closedByTemplate ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
+    const wantHidden = !!aux.verifier || !!opts.collectHidden;
 
     // 3. Direct route: the first token comes from the prefill logits, decoding goes on with the adapter off.
     //    With the router's gate, the answer is held back (not streamed) until its first gate.tokens tokens pass;
