@@ -603,6 +603,7 @@ test('server: --vote sets the vote of requests that name none; a verifier vote w
   await assert.rejects(createServer({ model: fixture.dir, port: 0, defaultVote: 'best' as never }), /serve: --vote must be one of majority, confidence, verifier, verifier-vote; got "best"/);
   // Choices decode together in one batch: an --max-n above --max-batch would refuse every such request (it started, then answered 400s).
   await assert.rejects(createServer({ model: fixture.dir, maxBatch: 1, maxN: 4 }), /^Error: serve: --max-n 4 is more than --max-batch 1: a request's choices \(and a choice's samples\) decode together in one batch/);
+  await assert.rejects(createServer({ model: fixture.dir, maxBatch: 2, maxSamples: 3 }), /^Error: serve: --max-samples 3 is more than --max-batch 2: .*; raise --max-batch or lower --max-samples$/);
   // The default model without its verifier.json (and router, adapters): the base model alone.
   const bare = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bare-'));
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(bare, f));

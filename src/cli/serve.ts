@@ -36,6 +36,7 @@ export function serveCommand(program: Command): void {
     .option('--max-queue <n>', 'requests waiting for a batch slot before 429', intArg('--max-queue', 0), 64)
     .option('--ctx <n>', 'context limit in tokens (clamped to the model\'s)', intArg('--ctx', 2), 4096)
     .option('--max-n <n>', 'largest n (choices) per request (default: min(8, --max-batch))', intArg('--max-n', 1))
+    .option('--max-samples <n>', 'largest edgereason.samples (reasoning samples voted into one choice) per request (default: min(8, --max-batch))', intArg('--max-samples', 1))
     .option('--max-tokens <n>', 'default max_tokens when a request gives none', intArg('--max-tokens', 1), 512)
     .option('--answer-reserve <n>', 'tokens of max_tokens the thinking cap always leaves for the answer', intArg('--answer-reserve', 0), 32)
     .option('--reasoning-effort-budgets <json>', 'reasoning_effort → thinking tokens, e.g. \'{"low":32,"medium":64,"high":128}\'', effortBudgets)
@@ -50,7 +51,7 @@ export function serveCommand(program: Command): void {
       const bar = lateProgress(`loading ${path.basename(path.resolve(o.model))}`, 'M weights');
       const server = await createServer({
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
-        host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN,
+        host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
         defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
       }).finally(() => bar.stop());

@@ -44,7 +44,9 @@ export interface ServerOptions {
   maxQueue?: number;
   /** Context limit (clamped to the model's). Default 4096. */
   ctx?: number;
+  /** Largest n (choices) per request. Default min(8, maxBatch). */
   maxN?: number;
+  /** Largest edgereason.samples per request. Default min(8, maxBatch). */
   maxSamples?: number;
   defaultMaxTokens?: number;
   answerReserve?: number;
@@ -59,7 +61,6 @@ export interface ServerOptions {
   threads?: number;
   /** How long close() lets in-flight requests finish before cancelling them. Default 10 s. */
   shutdownGraceMs?: number;
-  bodyLimit?: number;
   logger?: boolean;
 }
 
@@ -85,7 +86,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   const metrics = new Metrics();
   const maxBatch = o.maxBatch ?? 16;
   // n choices (or a choice's samples) decode as rows of one batch: a request needing more rows than a batch holds is refused.
-  for (const [k, flag] of [['maxN', '--max-n'], ['maxSamples', 'maxSamples']] as const) {
+  for (const [k, flag] of [['maxN', '--max-n'], ['maxSamples', '--max-samples']] as const) {
     if (o[k] !== undefined && o[k]! > maxBatch) throw new Error(`serve: ${flag} ${o[k]} is more than --max-batch ${maxBatch}: a request's choices (and a choice's samples) decode together in one batch, so a request asking for more than ${maxBatch} would be refused; raise --max-batch or lower ${flag}`);
   }
   const served = await loadServed({
@@ -116,7 +117,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
 
   const app = Fastify({
     logger: o.logger ?? false,
-    bodyLimit: o.bodyLimit ?? 4 * 1024 * 1024,
+    bodyLimit: 4 * 1024 * 1024,
     return503OnClosing: false, // the handlers answer 503 themselves, with an OpenAI error body
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
     // Errors Fastify answers before any handler (a URL with a bad percent-escape): in the OpenAI error shape too.
