@@ -5,14 +5,10 @@
  * Symbolic input dims that share a name ('batch', 'tokens') are taken to be equal at run time: that is
  * what lets broadcast reductions be decided while building (see inferShapes).
  */
-import type { Dim, DType, Graph, Node, ValueInfo } from '../onnx/graph.ts';
+import type { Dim, Graph, Node, ValueInfo } from '../onnx/graph.ts';
 import { VJP, zerosLike, type Ctx } from './vjp.ts';
 
 export interface BackwardOptions {
-  /** Float dtype of the constants the backward emits (default: the dtype of the first `wrt` tensor). */
-  dtype?: DType;
-  /** Name of the gradient tensor of `w` (default `${w}.grad`). */
-  gradName?: (w: string) => string;
   /** Also declare each gradient as a graph output, with its parameter's dtype and dims (default false:
    *  the caller marks the outputs it wants). */
   outputs?: boolean;
@@ -81,7 +77,8 @@ export function addBackward(g: Graph, loss: string, wrt: string[], opts: Backwar
   for (const v of [...g.inputs, ...g.initializers.values()]) info.set(v.name, v);
   const order = ancestors(g, [loss]);
   const shapes = inferShapes(g, order);
-  const c: Ctx = { g, dtype: opts.dtype ?? info.get(wrt[0])?.dtype ?? 'float32', shape: (t) => shapes.get(t) };
+  // The backward's constants take the dtype of the first wrt tensor.
+  const c: Ctx = { g, dtype: info.get(wrt[0])?.dtype ?? 'float32', shape: (t) => shapes.get(t) };
   const constant = detached.get(g) ?? new Set<string>();
   const diffInputs = (n: Node) => (constant.has(n.outputs[0]) ? [] : (VJP[n.op]?.diff ?? ((m: Node) => m.inputs.map((_, i) => i)))(n));
 
@@ -120,7 +117,7 @@ export function addBackward(g: Graph, loss: string, wrt: string[], opts: Backwar
   for (const w of wrt) {
     // Parameters the loss does not reach get zeros, so callers can treat every gradient alike.
     const d = total(w) ?? zerosLike(c, w);
-    const name = (opts.gradName ?? ((x: string) => `${x}.grad`))(w);
+    const name = `${w}.grad`;
     if (g.nodes.some((n) => n.outputs.includes(name))) throw new Error(`autodiff: gradient name "${name}" is already taken`);
     g.nodeN('Identity', [d], {}, { names: [name] });
     const v = info.get(w);

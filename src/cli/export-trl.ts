@@ -52,13 +52,10 @@ export interface ExportTrlOptions {
   rlPrompts?: number;
   rank?: number;
   alpha?: number;
-  dropout?: number;
   targets?: Projection[];
   invocation?: string;
   lr?: number;
   epochs?: number;
-  batchSize?: number;
-  maxLength?: number;
   budgets?: number[];
   group?: number;
   lambda?: number;
@@ -69,7 +66,6 @@ export interface ExportTrlOptions {
   grader?: 'synthetic' | 'gsm8k';
   /** Share of GRPO prompts without a budget line, held to the smallest budget (train-rl's --unbudgeted-share). */
   unbudgetedShare?: number;
-  temperature?: number;
   seed?: number;
 }
 
@@ -159,7 +155,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     return { prompt: [{ role: 'user', content: p.question }], control: bare ? '' : `\n${budgetSystemLine(budget)}`, answer: String(p.gold), numeric: typeof p.gold === 'number', budget };
   });
 
-  const lora = { r: rank, lora_alpha: alpha, lora_dropout: o.dropout ?? 0, target_modules: targets, task_type: 'CAUSAL_LM', bias: 'none' };
+  const lora = { r: rank, lora_alpha: alpha, lora_dropout: 0, target_modules: targets, task_type: 'CAUSAL_LM', bias: 'none' };
   const recipe = {
     format: 'edgereason-trl-recipe', version: 1,
     base_model: base.name,
@@ -167,10 +163,10 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     alora: tokDir
       ? { invocation, invocation_tokens: invocationIds, tokenizer: path.resolve(tokDir) }
       : { invocation, invocation_tokens: null, note: `no local tokenizer of ${base.name} was given (--tokenizer): train_sft.py encodes the invocation with the base model's tokenizer` },
-    sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? 2e-3, num_train_epochs: o.epochs ?? 2, per_device_train_batch_size: o.batchSize ?? 16, max_length: o.maxLength ?? 1024, seed },
+    sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? 2e-3, num_train_epochs: o.epochs ?? 2, per_device_train_batch_size: 16, max_length: 1024, seed },
     grpo: {
       dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, prompts_per_step: 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 160,
-      beta: o.beta ?? 0, temperature: o.temperature ?? 1, max_completion_length: 2 * Math.max(...budgets), unbudgeted_share: share, seed,
+      beta: o.beta ?? 0, temperature: 1, max_completion_length: 2 * Math.max(...budgets), unbudgeted_share: share, seed,
       reward: { penalty: 'budget', grader, lambda: o.lambda ?? 3, formula: 'correct − min(1, λ·max(0, thinking − budget)/budget); −1 when </think> never comes' },
       ...(o.beta ? { kl_reference: 'TRL takes the KL term against the base model (the adapter disabled); train-rl against the starting SFT adapter' } : {}),
     },

@@ -145,7 +145,6 @@ const isNonEmpty = (x: unknown) => x !== undefined && x !== null && x !== '' && 
 export interface SaveAdapterOptions extends AdapterConfig {
   /** base_model_name_or_path (a hub id or a folder); null when absent. */
   baseModel?: string;
-  loraDropout?: number;
 }
 
 /**
@@ -180,7 +179,7 @@ export function saveAdapter(dir: string, cfg: SaveAdapterOptions, tensors: Reado
     inference_mode: true,
     r,
     lora_alpha: cfg.loraAlpha,
-    lora_dropout: cfg.loraDropout ?? 0,
+    lora_dropout: 0,
     target_modules: [...cfg.targets],
     bias: 'none',
     fan_in_fan_out: false,

@@ -196,17 +196,17 @@ export class StagedProgress {
 }
 
 /**
- * Progress that shows only once the work has taken `afterMs` (default 1 s): loading a large checkpoint gets a bar
+ * Progress that shows only once the work has taken a second: loading a large checkpoint gets a bar
  * with ETA, a small model loads without one. `update` fits `onProgress(done, total)` hooks; a run starts at
  * done = 0 and ends at its total, so each model loaded in turn gets its own bar and clock.
  */
-export function lateProgress(label: string, itemUnit: string, o: { afterMs?: number; now?: () => number; stream?: NodeJS.WriteStream } = {}): { update: (done: number, total: number) => void; stop: () => void } {
+export function lateProgress(label: string, itemUnit: string, o: { now?: () => number; stream?: NodeJS.WriteStream } = {}): { update: (done: number, total: number) => void; stop: () => void } {
   const now = o.now ?? Date.now;
   let t0 = now(), bar: Progress | undefined;
   return {
     update(done, total) {
       if (!bar && done === 0) t0 = now(); // a run (a model) begins
-      if (!bar && (now() - t0 < (o.afterMs ?? 1000) || done >= total)) return;
+      if (!bar && (now() - t0 < 1000 || done >= total)) return;
       // No hidden cursor: the work is synchronous, so nothing could restore it on Ctrl-C.
       bar ??= new Progress(total, { label, itemUnit, startedAt: t0, now, hideCursor: false, ...(o.stream ? { stream: o.stream } : {}) });
       bar.update(done);
