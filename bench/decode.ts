@@ -16,13 +16,13 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { freshStem, scriptArgs, writeResults } from './write.ts';
+import { childMain, now, peakMb, progress, rssMb, runChild } from './child.ts';
 
 export interface DecodeBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -109,8 +109,6 @@ interface ChildResult {
   info?: { release: string; systemInfo: string };
 }
 
-type ChildMessage = { type: 'progress'; label: string } | { type: 'result'; result: ChildResult } | { type: 'error'; message: string };
-
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 const mb = (bytes: number) => Math.round(bytes / 2 ** 20);
@@ -144,11 +142,11 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   const base = { threads, accuracyLevel, promptTokens, decodePromptTokens, decodeSteps, longContextTokens, reps: opts.reps ?? 3 };
   const phases = 2 + batches.length + (longContextTokens ? 1 : 0);
   note('ours (onnxruntime)', phases);
-  const ours = await runChild({ kind: 'ours', path: files.onnxDir, ...base, batches }, tick);
+  const ours = await runChild<ChildConfig, ChildResult>(import.meta.url, { kind: 'ours', path: files.onnxDir, ...base, batches }, 'ours', tick);
   bar?.stop();
   note('llama.cpp', phases - batches.length + llamaBatches.length);
   const llamaThreads = opts.llamaThreads ?? threads;
-  const ll = await runChild({ kind: 'llama', path: files.q4gguf, ...base, threads: llamaThreads, batches: llamaBatches }, tick);
+  const ll = await runChild<ChildConfig, ChildResult>(import.meta.url, { kind: 'llama', path: files.q4gguf, ...base, threads: llamaThreads, batches: llamaBatches }, 'llama.cpp', tick);
   bar?.stop();
 
   const ortVersion = require('onnxruntime-node/package.json').version as string;
@@ -257,27 +255,6 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
   return { hf, q4gguf, onnxDir, fp32Dir: o.fp32 ? fp32Dir : undefined, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
 }
 
-function runChild(cfg: ChildConfig, tick: (label: string) => void): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), ['--child', JSON.stringify(cfg)], {
-      execArgv: ['--import', import.meta.resolve('tsx')],
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    });
-    let result: ChildResult | undefined, error: string | undefined, stderr = '';
-    child.stdout!.on('data', () => {});
-    child.stderr!.on('data', (d) => { stderr += d; });
-    child.on('message', (m: ChildMessage) => {
-      if (m.type === 'progress') tick(m.label);
-      else if (m.type === 'result') result = m.result;
-      else error = m.message;
-    });
-    child.on('exit', (code) => {
-      if (result) resolve(result);
-      else reject(new Error(`bench: the ${cfg.kind} child failed (exit ${code}): ${error ?? ''}\n${stderr.slice(-4000)}`));
-    });
-  });
-}
-
 function markdown(r: DecodeBenchResult): string {
   const bs = [...new Set([...Object.keys(r.decode_tok_s), ...Object.keys(r.llamacpp_decode_tok_s)])].sort((a, b) => Number(a) - Number(b));
   const cell = (v: number | undefined) => (v === undefined ? '–' : v.toFixed(1));
@@ -310,17 +287,13 @@ function markdown(r: DecodeBenchResult): string {
 // ---------------------------------------------------------------------------------------------
 // Children.
 
-const send = (m: ChildMessage) => process.send!(m);
-const now = () => performance.now();
-const rssMb = () => process.memoryUsage().rss / 2 ** 20;
-const peakMb = () => process.resourceUsage().maxRSS / 1024; // maxRSS is in KiB
 
 async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
   const { loadModel } = await import('../src/runtime/model.ts');
   let t = now();
   const m = await loadModel(cfg.path, { worker: false, threads: cfg.threads });
   const loadMs = now() - t, rssAfterLoadMb = rssMb();
-  send({ type: 'progress', label: `loaded in ${(loadMs / 1000).toFixed(1)} s` });
+  progress(`loaded in ${(loadMs / 1000).toFixed(1)} s`);
   const b = m.backend, greedy = (rows: number) => Array.from({ length: rows }, () => ({ temperature: 0, u: 0 }));
 
   // Warm-up (first runs allocate and pick kernels).
@@ -338,7 +311,7 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
     await b.free(c);
   }
   const prefillTokS = (cfg.promptTokens * 1000) / best;
-  send({ type: 'progress', label: `prefill ${prefillTokS.toFixed(1)} tok/s` });
+  progress(`prefill ${prefillTokS.toFixed(1)} tok/s`);
 
   // Best of reps: one prompt per row, an untimed first decode step, then decodeSteps timed steps of all rows.
   const decodeMs = async (prompts: number[][]) => {
@@ -364,11 +337,11 @@ async function decodeRates(cfg: ChildConfig, decodeMs: (prompts: number[][]) => 
   const decodeTokS: Record<string, number> = {};
   for (const B of cfg.batches) {
     decodeTokS[B] = (B * cfg.decodeSteps * 1000) / await decodeMs(Array.from({ length: B }, (_, r) => promptIds(cfg.decodePromptTokens, r + 1)));
-    send({ type: 'progress', label: `decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s` });
+    progress(`decode batch ${B}: ${decodeTokS[B].toFixed(1)} tok/s`);
   }
   if (!cfg.longContextTokens) return { decodeTokS };
   const decodeLongTokS = (cfg.decodeSteps * 1000) / await decodeMs([promptIds(cfg.longContextTokens, 50)]);
-  send({ type: 'progress', label: `decode after ${cfg.longContextTokens} tokens: ${decodeLongTokS.toFixed(1)} tok/s` });
+  progress(`decode after ${cfg.longContextTokens} tokens: ${decodeLongTokS.toFixed(1)} tok/s`);
   return { decodeTokS, decodeLongTokS };
 }
 
@@ -381,13 +354,13 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
     batchSize: Math.max(512, cfg.promptTokens), kvType: 'F16', flashAttention: 'auto',
   });
   const loadMs = now() - t, rssAfterLoadMb = rssMb();
-  send({ type: 'progress', label: `loaded in ${(loadMs / 1000).toFixed(1)} s` });
+  progress(`loaded in ${(loadMs / 1000).toFixed(1)} s`);
 
   await ll.greedy(promptIds(16, 99), 2); // warm-up
   let best = Infinity;
   for (let rep = 0; rep < cfg.reps; rep++) best = Math.min(best, await ll.prefill(promptIds(cfg.promptTokens)));
   const prefillTokS = (cfg.promptTokens * 1000) / best;
-  send({ type: 'progress', label: `prefill ${prefillTokS.toFixed(1)} tok/s` });
+  progress(`prefill ${prefillTokS.toFixed(1)} tok/s`);
 
   // As for ours: the first token ends the prompt phase, the second decode step is untimed; then decodeSteps timed steps.
   const decodeMs = async (prompts: number[][]) => {
@@ -408,14 +381,8 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
 // Entry point.
 
 if (isMainModule(import.meta.url)) {
-  const child = process.argv[2] === '--child' ? process.argv[3] : undefined;
-  if (child) {
-    const cfg = JSON.parse(child) as ChildConfig;
-    (cfg.kind === 'ours' ? oursChild(cfg) : llamaChild(cfg)).then(
-      (result) => process.send!({ type: 'result', result } satisfies ChildMessage, () => process.exit(0)),
-      (e) => process.send!({ type: 'error', message: e instanceof Error ? e.stack ?? e.message : String(e) } satisfies ChildMessage, () => process.exit(1)),
-    );
-  } else {
+  if (process.argv[2] === '--child') childMain((cfg: ChildConfig) => (cfg.kind === 'ours' ? oursChild(cfg) : llamaChild(cfg)));
+  else {
     const s = 'string' as const, a = scriptArgs('bench/decode.ts', { json: 'boolean', 'accuracy-level': s, threads: s, 'llama-threads': s, shape: s, 'results-dir': s, 'no-write': 'boolean' });
     await runDecodeBench({ json: a.has('json'), accuracyLevel: a.num('accuracy-level'), threads: a.num('threads'), llamaThreads: a.num('llama-threads'), shape: a.str('shape') as Shape | undefined, resultsDir: a.has('no-write') ? null : a.str('results-dir') });
   }

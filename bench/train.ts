@@ -17,13 +17,14 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fork, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { freshStem, scriptArgs, writeResults } from './write.ts';
+import { childMain, now, peakMb, progress, rssMb, runChild } from './child.ts';
 
 export interface TrainBenchOptions {
   /** Print the result as JSON on stdout (otherwise a table). */
@@ -142,8 +143,6 @@ interface ChildResult {
   profile?: ProfileSplit;
 }
 
-type ChildMessage = { type: 'progress'; label: string } | { type: 'result'; result: ChildResult } | { type: 'error'; message: string };
-
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b), m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
@@ -203,7 +202,7 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
   });
   const run = async (cfg: ChildConfig) => {
     start(cfg.label, (cfg.side === 'ours' ? 2 : 1) + cfg.warmup + cfg.steps + (cfg.profile ? 1 : 0));
-    try { return await (cfg.side === 'ours' ? runOurs(cfg, tick) : runTorch(cfg, python, opts.torchBlas, tick)); } finally { bar?.stop(); }
+    try { return await (cfg.side === 'ours' ? runChild<ChildConfig, ChildResult>(import.meta.url, cfg, cfg.label, tick) : runTorch(cfg, python, opts.torchBlas, tick)); } finally { bar?.stop(); }
   };
 
   const oursLora = await run(lora('ours'));
@@ -272,28 +271,6 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
   }
   console.log(opts.json ? JSON.stringify(ordered, null, 2) : markdown(ordered));
   return ordered;
-}
-
-function runOurs(cfg: ChildConfig, tick: (label: string) => void): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), ['--child'], {
-      execArgv: ['--import', import.meta.resolve('tsx')],
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    });
-    let result: ChildResult | undefined, error: string | undefined, stderr = '';
-    child.stdout!.on('data', () => {});
-    child.stderr!.on('data', (d) => { stderr += d; });
-    child.on('message', (m: ChildMessage | { type: 'ready' }) => {
-      if (m.type === 'ready') child.send(cfg); // the config (token ids included) can be too long for argv
-      else if (m.type === 'progress') tick(m.label);
-      else if (m.type === 'result') result = m.result;
-      else error = m.message;
-    });
-    child.on('exit', (code, signal) => {
-      if (result) resolve(result);
-      else reject(new Error(`bench train: the child "${cfg.label}" failed (exit ${code ?? signal}): ${error ?? ''}\n${stderr.slice(-4000)}`));
-    });
-  });
 }
 
 /** Debian's netlib reference BLAS (libblas.so.3 under blas/): unoptimised, the slowest baseline PyTorch can have. */
@@ -374,10 +351,6 @@ function markdown(r: TrainBenchResult): string {
 // ---------------------------------------------------------------------------------------------
 // Our child.
 
-const send = (m: ChildMessage) => process.send!(m);
-const now = () => performance.now();
-const rssMb = () => process.memoryUsage().rss / 2 ** 20;
-const peakMb = () => process.resourceUsage().maxRSS / 1024; // maxRSS is in KiB
 
 /** Random weights under Hugging Face names: uniform with std 0.02 (biases 0.01), norms 1 (as the torch side). */
 function randomWeights(c: ModelConfig, seed: number): Map<string, { shape: number[]; data: Float32Array }> {
@@ -430,7 +403,7 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
 
   let t = now();
   let weights: Map<string, { shape: number[]; data: Float32Array }> | undefined = randomWeights(c, cfg.seed);
-  send({ type: 'progress', label: `weights built in ${((now() - t) / 1000).toFixed(1)} s; building the training graph and session` });
+  progress(`weights built in ${((now() - t) / 1000).toFixed(1)} s; building the training graph and session`);
   const forwardNodes = cfg.profile ? forwardNodeCount(await import('../src/train/graph.ts'), c, new MemoryWeights(weights), mode) : 0;
   const trainer = await Trainer.create(c, new MemoryWeights(weights), mode, { threads: cfg.threads });
   const loadMs = now() - t;
@@ -450,7 +423,7 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
   }
   const trainableParams = [...params.values()].reduce((s, p) => s + p.length, 0);
   const rssAfterLoadMb = rssMb();
-  send({ type: 'progress', label: `loaded in ${(loadMs / 1000).toFixed(1)} s (RSS ${rssAfterLoadMb.toFixed(0)} MB)` });
+  progress(`loaded in ${(loadMs / 1000).toFixed(1)} s (RSS ${rssAfterLoadMb.toFixed(0)} MB)`);
 
   const examples = cfg.inputIds.map((ids, b) => ({ ids, lossMask: Uint8Array.from(cfg.lossMask[b]) }));
   const targets = examples.reduce((s, e) => s + e.lossMask.reduce((a, x, i) => a + (i > 0 ? x : 0), 0), 0);
@@ -464,13 +437,13 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
   for (let i = 0; i < cfg.warmup; i++) {
     const r = await step();
     warmupMs += r.ms;
-    send({ type: 'progress', label: `warm-up step: ${(r.ms / 1000).toFixed(1)} s` });
+    progress(`warm-up step: ${(r.ms / 1000).toFixed(1)} s`);
   }
   const stepMs: number[] = [];
   for (let i = 0; i < cfg.steps; i++) {
     const r = await step();
     stepMs.push(r.ms); loss = r.loss;
-    send({ type: 'progress', label: `step ${i + 1}/${cfg.steps}: ${(r.ms / 1000).toFixed(1)} s, ${((batchTokens * 1000) / r.ms).toFixed(1)} tok/s` });
+    progress(`step ${i + 1}/${cfg.steps}: ${(r.ms / 1000).toFixed(1)} s, ${((batchTokens * 1000) / r.ms).toFixed(1)} tok/s`);
   }
   let profile: ProfileSplit | undefined;
   if (cfg.profile) {
@@ -478,7 +451,7 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
     const file = fs.readdirSync(profileDir!).filter((f) => f.endsWith('.json')).map((f) => path.join(profileDir!, f))[0];
     profile = summariseOrtProfile(JSON.parse(fs.readFileSync(file, 'utf8')), forwardNodes);
     fs.rmSync(profileDir!, { recursive: true, force: true });
-    send({ type: 'progress', label: 'profile read' });
+    progress('profile read');
   }
   await trainer.close();
   return { loadMs, warmupMs, stepMs, loss, trainableParams, peakRssMb: peakMb(), rssAfterLoadMb, profile };
@@ -541,15 +514,8 @@ function matmulFlop(op: string, inputs?: Record<string, number[]>[], outputs?: R
 // Entry point.
 
 if (isMainModule(import.meta.url)) {
-  if (process.argv[2] === '--child') {
-    process.once('message', (cfg: ChildConfig) => {
-      oursChild(cfg).then(
-        (result) => process.send!({ type: 'result', result } satisfies ChildMessage, () => process.exit(0)),
-        (e) => process.send!({ type: 'error', message: e instanceof Error ? e.stack ?? e.message : String(e) } satisfies ChildMessage, () => process.exit(1)),
-      );
-    });
-    process.send!({ type: 'ready' });
-  } else {
+  if (process.argv[2] === '--child') childMain(oursChild);
+  else {
     const s = 'string' as const, a = scriptArgs('bench/train.ts', {
       json: 'boolean', threads: s, steps: s, 'small-steps': s, batch: s, tokens: s, layers: s, rank: s, alpha: s, 'no-full': 'boolean', profile: 'boolean',
       python: s, 'torch-blas': s, 'results-dir': s, 'no-write': 'boolean',

@@ -231,7 +231,7 @@ function logSumExp(x: Float32Array, max: number): number {
 /** Seed `seed + i` for row or sample i, wrapped within the safe integers: a seed near 2^53 still gives valid, distinct seeds. */
 export const seedAt = (seed: number, i: number): number => (seed + i <= Number.MAX_SAFE_INTEGER ? seed + i : seed - 2 ** 53 + i);
 
-/** Seeded generator (SplitMix32-style mixing of a 32-bit state): small, fast and reproducible across platforms. */
+/** Seeded generator: mulberry32 (as train/data.ts's Rng) from a 32-bit state, small, fast and reproducible across platforms. */
 export function seededRandom(seed: number): () => number {
   // Seeds outside 0..2^32-1 fold their high part in (so 1 and 2^32 + 1 differ); those inside keep their stream.
   let s = ((seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) | 0, 0x85ebca6b) ^ 0x9e3779b9) >>> 0;
