@@ -21,7 +21,7 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
-import type { ModelConfig } from '../src/models/config.ts';
+import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { freshStem, scriptArgs, writeResults } from './write.ts';
 import { childMain, now, peakMb, progress, rssMb, runChild } from './child.ts';
@@ -112,7 +112,6 @@ const QWEN25_05B: ModelConfig = {
 };
 /** The embedded default's vocabulary (models/default/tokenizer.json). */
 const SMALL_VOCAB = 826;
-const PROJ = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 
 interface ChildConfig {
   side: 'ours' | 'torch';
@@ -157,12 +156,6 @@ function paramCount(c: ModelConfig): number {
   const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
   const layer = 2 * c.hiddenSize + c.hiddenSize * (q + 2 * kv) + (c.attentionBias ? q + 2 * kv : 0) + q * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize;
   return c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * layer + c.hiddenSize;
-}
-
-function projectionShape(c: ModelConfig, p: (typeof PROJ)[number]): [number, number] {
-  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
-  return ({ q_proj: [q, c.hiddenSize], k_proj: [kv, c.hiddenSize], v_proj: [kv, c.hiddenSize], o_proj: [c.hiddenSize, q],
-    gate_proj: [c.intermediateSize, c.hiddenSize], up_proj: [c.intermediateSize, c.hiddenSize], down_proj: [c.hiddenSize, c.intermediateSize] } as const)[p] as [number, number];
 }
 
 function describe(c: ModelConfig): string {
@@ -238,7 +231,7 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
     lora: { ours: ol, torch: tl },
     model: {
       shape: big.numLayers === QWEN25_05B.numLayers ? SHAPE : `Qwen2.5-0.5B cut to ${big.numLayers} layers (${describe(big)})`,
-      layers: big.numLayers, params_m: round(paramCount(big) / 1e6), lora: { rank, alpha, targets: PROJ.join(', '), trainable_params: oursLora.trainableParams },
+      layers: big.numLayers, params_m: round(paramCount(big) / 1e6), lora: { rank, alpha, targets: PROJECTIONS.join(', '), trainable_params: oursLora.trainableParams },
       small_shape: `the embedded default's (${describe(small)})`, small_params_m: round(paramCount(small) / 1e6, 2),
     },
     settings: {
@@ -373,9 +366,9 @@ function randomWeights(c: ModelConfig, seed: number): Map<string, { shape: numbe
     const p = `model.layers.${l}`;
     add(`${p}.input_layernorm.weight`, [c.hiddenSize], 0);
     add(`${p}.post_attention_layernorm.weight`, [c.hiddenSize], 0);
-    for (const proj of PROJ) {
-      const [out, inp] = projectionShape(c, proj), block = proj.endsWith('_proj') && /gate|up|down/.test(proj) ? 'mlp' : 'self_attn';
-      add(`${p}.${block}.${proj}.weight`, [out, inp], 0.02);
+    for (const proj of PROJECTIONS) {
+      const [out, inp] = projectionShape(c, proj);
+      add(`${projectionTensorName(l, proj)}.weight`, [out, inp], 0.02);
       if (c.attentionBias && /^[qkv]_proj$/.test(proj)) add(`${p}.self_attn.${proj}.bias`, [out], 0.01);
     }
   }
@@ -390,7 +383,7 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
   const { Trainer } = await import('../src/train/trainer.ts');
   const { Rng } = await import('../src/train/data.ts');
   const c = cfg.config;
-  const mode = cfg.mode === 'lora' ? { kind: 'lora' as const, targets: PROJ, scale: cfg.alpha / cfg.rank } : { kind: 'full' as const };
+  const mode = cfg.mode === 'lora' ? { kind: 'lora' as const, targets: PROJECTIONS, scale: cfg.alpha / cfg.rank } : { kind: 'full' as const };
 
   // Profiling: Trainer.create makes the session, so its options are extended on the way in.
   let session: import('onnxruntime-node').InferenceSession | undefined, profileDir: string | undefined;
@@ -412,7 +405,7 @@ async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
     // A ~ U(±1/sqrt(in)) (PEFT's bound); B random too (std 0.02), so the adapter path is not zero.
     const rng = new Rng(cfg.seed ^ 0x10ba), half = 0.02 * Math.sqrt(3);
     params = new Map(trainer.paramNames.map((n) => {
-      const [out, inp] = projectionShape(c, n.replace(/\.lora_[AB]$/, '').split('.').pop() as (typeof PROJ)[number]);
+      const [out, inp] = projectionShape(c, n.replace(/\.lora_[AB]$/, '').split('.').pop() as Projection);
       return n.endsWith('.lora_A')
         ? [n, Float32Array.from({ length: cfg.rank * inp }, () => (2 * rng.next() - 1) / Math.sqrt(inp))]
         : [n, Float32Array.from({ length: out * cfg.rank }, () => (2 * rng.next() - 1) * half)];
