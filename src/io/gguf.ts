@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { ARCHITECTURES, checkModelConfig, ropeFreqFactors, type ModelConfig } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { checkWeights } from './hf-folder.ts';
-import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, finiteWeights, numel, readAt, readFully, writeAll } from './safetensors.ts';
+import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, finiteWeights, firstNonFinite, numel, readAt, readFully, writeAll } from './safetensors.ts';
 import { shown } from '../show.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -48,9 +48,8 @@ const QK = 32, fr = Math.fround;
 
 /** Refuses NaN and ±Inf (they would corrupt their whole block), naming the tensor when the caller gives its name. */
 function checkFinite(fn: string, x: Float32Array, name?: string): void {
-  let i = 0;
-  while (i < x.length && Number.isFinite(x[i])) i++;
-  if (i < x.length) throw new Error(`${fn}: ${name ? `tensor "${name}" ` : ''}holds ${x[i]} at element ${i}; only finite weights can be quantized`);
+  const i = firstNonFinite(x);
+  if (i >= 0) throw new Error(`${fn}: ${name ? `tensor "${name}" ` : ''}holds ${x[i]} at element ${i}; only finite weights can be quantized`);
 }
 
 /**

@@ -203,11 +203,16 @@ export class SafetensorsFile implements WeightSource {
 /** The dtypes weights may be stored in (integers are quantized or index data, not weights). */
 export const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16', 'F64']);
 
+/** The index of the first value of `x` that is NaN or ±Infinity; -1 when all are finite. */
+export function firstNonFinite(x: ArrayLike<number>): number {
+  for (let i = 0; i < x.length; i++) if (x[i] - x[i] !== 0) return i;
+  return -1;
+}
+
 /** `x`, refused where it holds a value that is not finite (a corrupt file, or one saved from a diverged run). */
 export function finiteWeights(x: Float32Array, what: string): Float32Array {
-  for (let i = 0; i < x.length; i++) {
-    if (x[i] - x[i] !== 0) throw new Error(`${what} holds ${x[i]} at element ${i}: weights must be finite (the file is corrupt, or was saved from a training run that diverged)`);
-  }
+  const i = firstNonFinite(x);
+  if (i >= 0) throw new Error(`${what} holds ${x[i]} at element ${i}: weights must be finite (the file is corrupt, or was saved from a training run that diverged)`);
   return x;
 }
 
@@ -217,9 +222,8 @@ export function finiteWeights(x: Float32Array, what: string): Float32Array {
  */
 export function checkFinite(tensors: Iterable<readonly [string, { data: ArrayLike<number> }]>, what: string): void {
   for (const [name, t] of tensors) {
-    for (let i = 0; i < t.data.length; i++) {
-      if (!Number.isFinite(t.data[i])) throw new Error(`${what}: "${name}" holds ${t.data[i]} at index ${i}: the run diverged (lower the learning rate); nothing was written`);
-    }
+    const i = firstNonFinite(t.data);
+    if (i >= 0) throw new Error(`${what}: "${name}" holds ${t.data[i]} at index ${i}: the run diverged (lower the learning rate); nothing was written`);
   }
 }
 
