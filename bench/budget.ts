@@ -75,7 +75,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
     ...capCurves.map((c) => `| ${c.name} | ${c.points.map(([, a]) => `${a.toFixed(1)} %`).join(' | ')} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
   const stem = writeResults(out, freshStem(out, `budget-${date}`), result, md);
-  writeSvg(`${stem}-cap.svg`, await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true }));
+  writeSvg(`${stem}-cap.svg`, await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true, yDomain: [0, 100] }));
   return result;
 }
 

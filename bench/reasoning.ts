@@ -216,7 +216,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       const paired = (m: 'activated' | 'classic') => median(t[m].map((x, i) => x - t.base[i]));
       row.turnCostRatio = paired('activated') / Math.max(1e-9, paired('classic')); // unclamped: a noise-level negative shows as such
       result.ttft.push(row);
-      log(`TTFT @ ${tokens} prompt tokens: shared KV ${row.sharedKvMs.toFixed(1)} ms, classic re-prefill ${row.classicMs.toFixed(1)} ms, base direct ${row.baseDirectMs.toFixed(1)} ms, turn cost ${row.turnCostRatio.toFixed(2)}×`);
+      log(`TTFT @ ${tokens} prompt tokens: shared KV ${row.sharedKvMs.toFixed(1)} ms, classic re-prefill ${row.classicMs.toFixed(1)} ms, base direct ${row.baseDirectMs.toFixed(1)} ms, turn cost ${signed(row.turnCostRatio)}×`);
     }
 
     // 2. Routing.
@@ -325,7 +325,7 @@ async function writeReport(result: ReasoningBenchResult, dir: string, log: (l: s
   if (result.parallel) {
     const p = result.parallel;
     writeSvg(`${stem}-accuracy-vs-n.svg`, await lineChart({
-      title: `Accuracy vs parallel samples (${p.n} hard ${p.split} items)`, x: 'samples N', y: 'accuracy (%)', points: true, logX: true,
+      title: `Accuracy vs parallel samples (${p.n} hard ${p.split} items)`, x: 'samples N', y: 'accuracy (%)', points: true, logX: true, yDomain: [0, 100],
       series: Object.entries(p.accuracy).map(([m, byN]) => ({ name: m, points: p.samples.map((n) => [n, 100 * byN[n]] as [number, number]) })),
     }));
   }
@@ -435,6 +435,9 @@ async function shapeWallTimes(sampleCounts: number[], reps: number, log: (l: str
 const wallCell = (w: WallTime[number]): string =>
   `${w.ms.toFixed(0)} ms (${w.ratio.toFixed(2)}×${w.rounds && w.samples !== 1 ? `; rounds ${w.rounds[0].toFixed(2)}–${w.rounds[1].toFixed(2)}×` : ''})`;
 
+/** Two decimals, without a "-0.00" for a small negative (the turn cost is a difference of two timings). */
+const signed = (x: number) => (Math.abs(x) < 0.005 ? 0 : x).toFixed(2);
+
 export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
   const points = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(100 * x).toFixed(1)} points`;
@@ -444,7 +447,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     '## TTFT of the reasoning turn', '',
     `Both paths first run the base prefill (the router\'s input). Activated LoRA: that prefill already carries the invocation with the adapter on (speculative invocation), so the first thinking token comes from the same step; the classic adapter encodes the prompt again with the adapter on. "Turn cost" is the reasoning turn\'s own time over the base prefill: (shared − base) / (classic − base), each difference the median over rounds of the three runs side by side. Times: median of ${r.settings.ttftReps ?? r.settings.reps} runs.`, '',
     '| prompt tokens | activated LoRA, shared KV (ms) | classic LoRA, re-prefill (ms) | saving | turn cost, shared / re-prefill | base direct (ms) |', '|---:|---:|---:|---:|---:|---:|',
-    ...r.ttft.map((t) => `| ${t.promptTokens} | ${t.sharedKvMs.toFixed(1)} | ${t.classicMs.toFixed(1)} | ${pct(t.saving)} | ${(t.turnCostRatio ?? 0).toFixed(2)}× | ${t.baseDirectMs.toFixed(1)} |`), '',
+    ...r.ttft.map((t) => `| ${t.promptTokens} | ${t.sharedKvMs.toFixed(1)} | ${t.classicMs.toFixed(1)} | ${pct(t.saving)} | ${signed(t.turnCostRatio ?? 0)}× | ${t.baseDirectMs.toFixed(1)} |`), '',
     `![TTFT](${stem}-ttft.svg)`, ''];
   if (r.routing) {
     const g = r.routing, m = g.issueMix;

@@ -8,7 +8,7 @@ import { batches, loadDataset, readJsonl, Rng, tokenizeRecord, type Example } fr
 import { checkOptions, checkpointOptions, interrupted, loadCheckpoint, resume, savedList, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
 import { saveHfFolder, toHfConfig } from '../src/train/save.ts';
 import { Progress, formatSeconds, type ProgressInfo } from '../src/train/progress.ts';
-import { lineChart, writeSvg } from '../src/eval/plot.ts';
+import { barChart, lineChart, writeSvg } from '../src/eval/plot.ts';
 import { loadAdapter, parseAdapterConfig, saveAdapter } from '../src/io/peft.ts';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadHfFolder, parseHfConfig } from '../src/io/hf-folder.ts';
@@ -584,6 +584,19 @@ describe('plot', () => {
     for (const t of ['step', 'loss', 'train', 'eval', 'ema']) assert.ok(texts.includes(t), t);
     const one = await lineChart({ title: 'Accuracy vs budget', x: 'tokens', y: 'accuracy', logX: true, points: true, series: [{ name: 'greedy', points: [[64, 0.1], [256, 0.4], [1024, 0.5]] }] });
     assert.equal(one.match(/aria-roledescription="line mark"/g)?.length, 1);
+    // One legend for colour and dashes; a series of one point (an eval loss taken once) is drawn as a dot.
+    assert.equal(svg.match(/aria-roledescription="legend"/g)?.length, 1);
+    const single = await lineChart({ title: 't', x: 'step', y: 'loss', series: [{ name: 'train', points: [[1, 3], [2, 2]] }, { name: 'eval', points: [[2, 2.5]] }] });
+    assert.equal(single.match(/aria-roledescription="point"/g)?.length, 3);
+    // Values all equal get an axis around them (one tick "60.000000" before), and a y range can be fixed (accuracy 0–100 %).
+    const ticks = (s: string) => [...s.matchAll(/<text[^>]*>(-?[\d.]+)<\/text>/g)].map((m) => m[1]);
+    const flat = await lineChart({ title: 't', x: 'N', y: 'accuracy (%)', series: [{ name: 'a', points: [[1, 60], [2, 60]] }] });
+    assert.ok(ticks(flat).includes('54') && ticks(flat).includes('66'), ticks(flat).join('|'));
+    const fixed = await lineChart({ title: 't', x: 'N', y: 'accuracy (%)', yDomain: [0, 100], series: [{ name: 'a', points: [[1, 45], [8, 65]] }] });
+    assert.ok(ticks(fixed).includes('0') && ticks(fixed).includes('100'), ticks(fixed).join('|'));
+    // Bars carry their values: a 0 % bar has no height, but its label says 0.
+    const bars = await barChart({ title: 't', y: '%', domain: [0, 100], bars: [{ category: 'all', series: 'base', value: 0 }, { category: 'all', series: 'adapter', value: 200 / 3 }] });
+    assert.deepEqual([...bars.matchAll(/<text [^>]*aria-roledescription="text mark"[^>]*>([^<]*)/g)].map((m) => m[1]), ['0', '66.7']);
     const out = file('plots/loss.svg');
     writeSvg(out, svg);
     assert.equal(fs.readFileSync(out, 'utf8'), svg);

@@ -219,10 +219,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     fs.mkdirSync(o.out, { recursive: true });
     if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles, generationConfig: o.generationConfig });
     else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
-    await writeSvg(path.join(o.out, 'loss.svg'), await lineChart({
-      title: 'SFT loss', x: 'optimizer step', y: 'cross-entropy',
-      series: [{ name: 'train', points: losses.map((l, i) => [i + 1, l]) }, ...(evalLosses.length ? [{ name: 'eval', points: evalLosses }] : [])],
-    }));
+    writeSvg(path.join(o.out, 'loss.svg'), await lossChart(losses, evalLosses));
     writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
   } finally {
     progress?.stop();
@@ -328,4 +325,12 @@ function sum(a: ArrayLike<number>, from = 0): number {
   let s = 0;
   for (let i = from; i < a.length; i++) s += a[i];
   return s;
+}
+
+/** The loss curves a run draws into loss.svg (from its training_log.json's losses and evalLosses). */
+export function lossChart(losses: number[], evalLosses: [number, number][]): Promise<string> {
+  return lineChart({
+    title: 'SFT loss', x: 'optimizer step', y: 'cross-entropy',
+    series: [{ name: 'train', points: losses.map((l, i) => [i + 1, l]) }, ...(evalLosses.length ? [{ name: 'eval', points: evalLosses }] : [])],
+  });
 }
