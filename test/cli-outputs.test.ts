@@ -146,6 +146,13 @@ test('train-sft --full refuses a folder with files it would replace (a tokenizer
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), '{"chat_template": "mine"}');
   assert.match(sft(dir, '--full').stderr, /with-template already holds files this run would replace \(tokenizer_config\.json\); choose another folder, or pass --overwrite/);
   assert.equal(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'), '{"chat_template": "mine"}');
+  // A GGUF's own folder: every GGUF there would read the tokenizer.json written beside it.
+  const ggDir = at('gguf-folder'), gguf = path.join(ggDir, 'qwen.gguf');
+  fs.mkdirSync(ggDir);
+  fs.copyFileSync(makeRandomQwen2({ dir: at('gguf-source'), seed: 4, config: { numLayers: 1, vocabSize: 512 } }).files.ggufF32, gguf);
+  assert.match(cli(['train-sft', '--model', gguf, '--data', data, '--out', ggDir, '--full', '--batch-tokens', '64']).stderr,
+    new RegExp(`^edgereason: train-sft: --out ${ggDir} is the folder of ${gguf}: the model's files would mix with it \\(every GGUF there would read the tokenizer\.json written\\); choose another --out$`, 'm'));
+  assert.deepEqual(fs.readdirSync(ggDir), ['qwen.gguf']);
   // Another command's output is refused too (a folder holding both would load as one of them), and said to be that.
   const trained = at('trained-out');
   fs.mkdirSync(trained);
@@ -375,6 +382,11 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
     assert.match(r.stderr, new RegExp(`--out ${dir} is a folder; expected a file \\(the ${what}\\), e\\.g\\. ${dir}/`), cmd);
   }
   assert.deepEqual(fs.readdirSync(dir), [], 'no temp file left');
+  // So is a folder that does not exist yet, named with a trailing slash (the write failed after all the work).
+  for (const [cmd, what] of [['train-router', 'router JSON'], ['train-verifier', 'verifier JSON']]) {
+    const r = cli([cmd, '--model', at('no-such-model'), '--adapter', at('no-such-adapter'), '--out', `${at('newdir')}/`]);
+    assert.match(r.stderr, new RegExp(`^edgereason: --out ${at('newdir')}/ names a folder; expected a file \\(the ${what}\\), e\\.g\\. ${at('newdir')}/${cmd.slice(6)}\\.json$`, 'm'), cmd);
+  }
   // A router or verifier already there is a trained artefact: replaced only with --overwrite.
   for (const [cmd, what] of [['train-router', 'router JSON'], ['train-verifier', 'verifier JSON']]) {
     const file = at(`${cmd}.json`);

@@ -150,6 +150,8 @@ export interface OutFileCheck {
 /** Refuse an output file path that is a folder, whose parent cannot be created, or that would replace a file (or one beside it) of the user's. */
 export function checkOutFile(file: string, c: OutFileCheck): void {
   const flag = c.flag ?? '--out';
+  // "newdir/" names a folder, even one that does not exist yet (the write would fail after all the work).
+  if (/[\\/]$/.test(file)) throw new Error(`${flag} ${file} names a folder; expected a file (the ${c.what})${c.example ? `, e.g. ${path.join(file, c.example)}` : ''}`);
   for (const f of [file, ...(c.siblings ?? [])]) {
     const abs = path.resolve(f);
     if (fs.existsSync(abs) && fs.statSync(abs).isDirectory()) {

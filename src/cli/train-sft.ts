@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
-import { openSource } from '../io/source.ts';
+import { isSourceFolder, openSource } from '../io/source.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { loadDataset, type Example } from '../train/data.ts';
 import { lastIndexOfRun } from '../runtime/generate.ts';
@@ -58,6 +58,8 @@ export function trainSftCommand(program: Command): void {
       if (o.eval && canonical(o.eval) === canonical(o.data)) throw new Error(`--eval ${o.eval} is the --data file: its loss would be the training loss; give held-out examples (or leave --eval out)`);
       checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
       const src = openSource(o.model), genConfig = path.join(src.path, 'generation_config.json');
+      // A whole model written beside a single-file one (a GGUF's folder) would give every GGUF there its tokenizer.json.
+      if (o.full && src.kind !== 'hf' && isSourceFolder(o.out, src.path)) throw new Error(`train-sft: --out ${o.out} is the folder of ${src.path}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
       const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? fs.readFileSync(genConfig, 'utf8') : ''; // its sampling advice, for a --full output
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own

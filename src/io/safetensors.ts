@@ -102,19 +102,28 @@ export function writeJson(file: string, value: unknown, indent = 2): void {
  * rename fails (disk full, `path` is a folder, ...) the temp file is deleted and `path` is left as it was.
  */
 export function atomicWrite(path: string, write: (fd: number) => void): void {
+  stagedWrite(path, write).commit();
+}
+
+/**
+ * The first half of atomicWrite: the bytes written and synced under the temporary name, then `commit` renames them
+ * into place (or `abort` drops them), so several large files can be finished before any of them replaces its old one.
+ */
+export function stagedWrite(path: string, write: (fd: number) => void): { commit(): void; abort(): void } {
   const tmp = `${path}.tmp-${process.pid}`, fd = fs.openSync(tmp, 'w');
   let open = true;
+  const abort = () => fs.rmSync(tmp, { force: true });
   try {
     write(fd);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     open = false;
-    fs.renameSync(tmp, path);
   } catch (e) {
     if (open) { try { fs.closeSync(fd); } catch { /* already failing: the first error is the one to report */ } }
-    fs.rmSync(tmp, { force: true });
+    abort();
     throw e;
   }
+  return { commit: () => { try { fs.renameSync(tmp, path); } catch (e) { abort(); throw e; } }, abort };
 }
 
 /** Temp files of atomicWrite's (`<file>.tmp-<pid>`) that a process killed mid-write left in `dir`, for the files `ours` names. */

@@ -13,7 +13,7 @@ import { buildInferenceGraph, weightProgress } from '../models/inference-graph.t
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
-import { atomicWrite, processAlive, removeDeadTemps, writeAll, writeJson } from '../io/safetensors.ts';
+import { atomicWrite, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
@@ -91,28 +91,35 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   fs.mkdirSync(out, { recursive: true });
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
-  // Until the last write the folder says it is being converted: a conversion that dies half-way (a crash, a full
-  // disk, kill -9) is refused at load with the command to run again, never paired with an earlier run's files.
   const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] }, from = { path: src.path, kind: src.kind, fingerprint: '' };
-  writeJson(path.join(out, MANIFEST), { format: 2, converting: true, source: from, options });
   const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, blocks: opts.blocks });
   const dataName = 'model.onnx.data';
   let offset = 0, bytes: Uint8Array | undefined;
-  // Weights first, then the graph that points into them, then the manifest with both sizes.
-  atomicWrite(path.join(out, dataName), (fd) => {
+  // Weights first, then the graph that points into them, both under temporary names: a conversion that dies while
+  // writing them (a crash, a full disk, Ctrl-C) leaves an earlier one in the folder as it was, still loadable.
+  const staged = [stagedWrite(path.join(out, dataName), (fd) => {
     bytes = graph.toModelProto({
       external: {
         location: dataName, minBytes: 1024,
         write: (raw) => { const at = offset; writeAll(fd, raw); offset += raw.byteLength; const pad = (64 - (offset % 64)) % 64; if (pad) { writeAll(fd, new Uint8Array(pad)); offset += pad; } return at; },
       },
     });
-  });
-  atomicWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!));
+  })];
+  try {
+    staged.push(stagedWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!)));
+    if (fingerprint(src.files) !== before) throw new Error(`convert: ${src.path} changed while it was being converted (a file of it was written meanwhile), so the graph would mix old and new weights: nothing was written to ${out}; convert it again once it is complete`);
+  } catch (e) {
+    for (const s of staged) s.abort();
+    throw e;
+  }
+  // From here to the last write the folder says it is being converted: one that dies in between is refused at load
+  // with the command to run again, never paired with an earlier run's files.
+  writeJson(path.join(out, MANIFEST), { format: 2, converting: true, source: from, options });
+  for (const s of staged) s.commit();
   writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
   // generation_config.json too: its sampling advice is what serve and answer read from the folder they are given.
   const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG);
   if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = fs.readFileSync(gen); atomicWrite(genOut, (fd) => writeAll(fd, raw)); } else fs.rmSync(genOut, { force: true });
-  if (fingerprint(src.files) !== before) throw new Error(`convert: ${src.path} changed while it was being converted (a file of it was written meanwhile), so ${out} may mix old and new weights and stays marked unfinished; convert it again once it is complete`);
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options, source: { ...from, fingerprint: before }, edgereason: builder(),
