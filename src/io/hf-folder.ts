@@ -256,6 +256,8 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     weights = new ShardedWeights(where);
   } else {
     // The model's weights, not a trainer's optimizer or RNG state.
+    const link = ['model.safetensors', 'model.safetensors.index.json'].map((f) => path.join(dir, f)).find((f) => isDanglingLink(f));
+    if (link) throw new Error(`${link} is a symbolic link to ${fs.readlinkSync(link)}, which does not exist (a hub cache whose blobs were removed?)`);
     const pickled = fs.readdirSync(dir).filter((f) => PYTORCH_FILE.test(f) && !/^(optimizer|scheduler|rng_state|training_args)/.test(f)).sort((a, b) => Number(!a.startsWith('pytorch_model')) - Number(!b.startsWith('pytorch_model')))[0];
     throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${pickled ? `; ${pickled} ${PYTORCH_ADVICE}` : ''}`);
   }
@@ -266,3 +268,5 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
   checkWeights(config, weights, dir);
   return { config, weights, dir };
 }
+
+const isDanglingLink = (f: string) => { try { return fs.lstatSync(f).isSymbolicLink() && !fs.existsSync(f); } catch { return false; } };

@@ -110,8 +110,8 @@ function checkGgufVocab(tokenizer: TextTokenizer, metadata: Record<string, unkno
 export function fingerprint(files: string[]): string {
   const h = crypto.createHash('sha256');
   for (const f of [...files].sort()) {
-    const s = fs.statSync(f);
-    h.update(`${path.resolve(f)}\0${s.size}\0${Math.floor(s.mtimeMs)}\n`);
+    const s = fs.statSync(f, { throwIfNoEntry: false }); // a link whose target is gone counts as a missing file
+    h.update(`${path.resolve(f)}\0${s ? `${s.size}\0${Math.floor(s.mtimeMs)}` : 'missing'}\n`);
   }
   return h.digest('hex').slice(0, 16);
 }
@@ -145,8 +145,10 @@ function openConverted(dir: string): ModelSource {
       throw new Error(`model: ${f} ${got < 0 ? 'is missing' : `has ${got} bytes, ${MANIFEST} recorded ${size}`} (an interrupted convert?); run \`${again()}\` again`);
     }
   }
-  if (fs.existsSync(m.source.path)) {
-    const now = fingerprint(openSourceFiles(m.source.path));
+  // A source gone, or whose files are (links whose targets are gone: a hub cache's pruned blobs), cannot be compared: the copy loads as it is.
+  const sourceFiles = fs.existsSync(m.source.path) ? openSourceFiles(m.source.path) : [];
+  if (sourceFiles.length && sourceFiles.every((f) => fs.existsSync(f))) {
+    const now = fingerprint(sourceFiles);
     // folders converted before the file set was narrowed hashed every .json/.safetensors/.jinja (no recorded sizes),
     // or an adapter_model.safetensors beside the weights too
     const earlier = (set: RegExp) => fingerprint(openSourceFiles(m.source.path, set)) === m.source.fingerprint;
