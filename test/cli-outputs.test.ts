@@ -530,6 +530,7 @@ test('--version prints package.json\'s version; demo --help names its default on
   // empty prompt starts from BOS alone, as llama2.c's run.c does; a tokenizer without BOS has nothing to start from.
   assert.match(cli(['answer', '--model', 'models/default', '--question', '']).stderr, /^edgereason: --question is empty; give it a value$/m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: generate: prompt 0 has no tokens \(an empty text, and the tokenizer adds no BOS token to start from\): give it some text$/m);
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt', '', '--chat']).stderr, /^edgereason: generate: --prompt is empty: with --chat it would be an empty user message; give it a value$/m);
   const stories = sharedPath('models/stories260K');
   assert.equal(cli(['generate', '--model', path.join(stories, 'stories260K.bin'), '--prompt', '', '--max-tokens', '200', '--quant', 'fp32']).stdout,
     `${fs.readFileSync(path.join(stories, 'expected.txt'), 'utf8')}\n`);

@@ -17,7 +17,7 @@ import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reaso
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
-import { accuracyAt, accuracyThreshold, auc, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
+import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier, withinItemAuc } from '../src/reason/verifier.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
@@ -678,9 +678,12 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   await assert.rejects(answer(full.m, 'q', { reasoning: 'on' }), /answer: the prompt has 999 tokens, 1000 with the invocation's 1, which leaves no room to reason in the model's context of 1000 tokens/);
   // A signal aborted before the call: nothing is encoded or generated, on either route (a cap of 0 forces no close either).
   for (const [reasoning, cap] of [['off', undefined], ['on', undefined], ['on', 0], ['auto', undefined]] as const) {
-    const s = scripted(policy), r = await answer(s.m, 'q', { reasoning, samples: reasoning === 'on' ? 3 : 1, temperature: 0.5, maxThinkingTokens: cap, signal: AbortSignal.abort() });
-    assert.deepEqual(r.samples.map((x) => [x.tokens, x.finishReason, !!x.capped]), new Array(reasoning === 'on' ? 3 : 1).fill([0, 'cancelled', false]), `${reasoning} ${cap}`);
-    assert.deepEqual([r.usage.completionTokens, r.finishReason, r.route, s.b.steps], [0, 'cancelled', reasoning === 'on' ? 'reasoning' : 'direct', 0]);
+    // "auto" without a router reasons (no prompt encoding needed to know); the route is reported as it is known.
+    const s = scripted(policy), routes: string[] = [], n = reasoning === 'off' ? 1 : 3;
+    const r = await answer(s.m, 'q', { reasoning, samples: n, temperature: 0.5, maxThinkingTokens: cap, signal: AbortSignal.abort(), onRoute: (x) => routes.push(x) });
+    assert.deepEqual(r.samples.map((x) => [x.tokens, x.finishReason, !!x.capped]), new Array(n).fill([0, 'cancelled', false]), `${reasoning} ${cap}`);
+    const route = reasoning === 'off' ? 'direct' : 'reasoning';
+    assert.deepEqual([r.usage.completionTokens, r.finishReason, r.route, routes, s.b.steps], [0, 'cancelled', route, [route], 0]);
   }
   // A router with nothing to route to (no adapter) is an error, not a silent "direct".
   const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;
@@ -1018,4 +1021,11 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
   } finally {
     await bare.close();
   }
+});
+
+test('probe training (router and verifier alike) validates on the val given, else on the last valFraction of the items (default 0.2)', () => {
+  const items = [1, 2, 3, 4, 5].map((i) => ({ question: `q${i}`, gold: i, task: 'synthetic' as const }));
+  assert.deepEqual(checkProbeTraining(items, { valFraction: 0.4 }, {}, 'router'), { train: items.slice(0, 3), val: items.slice(3) });
+  assert.deepEqual(checkProbeTraining(items, {}, {}, 'router'), { train: items.slice(0, 4), val: items.slice(4) });
+  assert.deepEqual(checkProbeTraining(items, { val: [items[0]] }, {}, 'verifier'), { train: items, val: [items[0]] });
 });

@@ -26,6 +26,7 @@ export function generateCommand(program: Command): void {
       for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 1], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
         if (greedy && set) console.error(`edgereason: note: ${flag} has no effect at --temperature 0 (greedy)`);
       }
+      if (o.prompt === '' && o.chat) throw new Error('generate: --prompt is empty: with --chat it would be an empty user message; give it a value');
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
       const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter });
       try {

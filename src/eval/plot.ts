@@ -30,7 +30,7 @@ export interface LineChart {
 export async function lineChart(c: LineChart): Promise<string> {
   const finite = c.series.map((s) => ({ name: s.name, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) }));
   const values = finite.flatMap((s) => s.points.map(([x, y]) => ({ series: s.name, x, y })));
-  const names = c.series.map((s) => s.name);
+  const names = finite.filter((s) => s.points.length).map((s) => s.name); // a series with nothing to draw has no legend entry
   const spec: vl.TopLevelSpec = {
     title: c.title,
     width: c.width ?? 480,

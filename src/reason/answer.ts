@@ -440,12 +440,14 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       };
     };
 
-    // Cancelled before any work: nothing is encoded (the route is the one asked for; "auto" decided none: direct).
+    // Cancelled before any work: nothing is encoded. The route is the one known without the prompt's encoding (a
+    // router's is not: said to be direct, and not reported through onRoute).
     if (opts.signal?.aborted) {
-      const reasoning = mode === 'on' && reasons && !closedByTemplate;
+      const reasoning = reasons && !closedByTemplate && (mode === 'on' || (mode === 'auto' && !aux.router));
+      if (!aux.router || mode !== 'auto') opts.onRoute?.(reasoning ? 'reasoning' : 'direct', undefined);
       const none = Array.from({ length: reasoning ? n : 1 }, () => new Sequence(tok, { ...sampling(reasoning ? 'reasoning' : 'direct'), seed, maxTokens: 1 }, ids.length, undefined, [], ids));
       none.forEach((s) => s.cancel());
-      return result(none, reasoning, ids.length);
+      return result(none, reasoning, reasoning ? ids.length + invocation.length + control.length : ids.length);
     }
 
     // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).

@@ -19,7 +19,7 @@ export function blockWeightNames(c: ModelConfig, weights: WeightSource): string[
 export async function prequantize(weights: WeightSource, names: string[], o: { bits?: 4 | 8; threads?: number; onWeights?: (done: number) => void } = {}): Promise<Map<string, BlockWeight>> {
   const bits = o.bits ?? 4;
   const out = new Map<string, BlockWeight>();
-  const count = Math.max(1, Math.min(o.threads ?? defaultThreads(), names.length));
+  const count = Math.max(1, Math.min(o.threads ?? defaultThreads(), 8, names.length)); // each worker holds a weight in flight
   const workers = Array.from({ length: count }, () => new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { entry: 'quant-worker' } }));
   let done = 0;
   const size = (name: string) => weights.shape(name).reduce((a, b) => a * b, 1);

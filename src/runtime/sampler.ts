@@ -47,8 +47,8 @@ let scratchL = new Float32Array(0);
  * the distinct token ids the repetition penalty applies to (the logits themselves are left as they are).
  */
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>): Sampled {
-  const rp = params.repetitionPenalty;
-  if (rp !== undefined && rp !== 1 && seen && seen.length) {
+  const rp = params.repetitionPenalty, penalised = rp !== undefined && rp !== 1 && !!seen?.length;
+  if (penalised) {
     if (scratchL.length < logits.length) scratchL = new Float32Array(logits.length);
     const pen = scratchL.subarray(0, logits.length);
     pen.set(logits);
@@ -64,7 +64,10 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   }
   const max = logits[best];
   // No finite best logit (all NaN, or an infinite one): the forward pass overflowed, and any pick would be garbage.
-  if (!Number.isFinite(max)) throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(max) ? "all NaN" : `the best is ${max}`}): its weights, or its adapter's, overflow float32`);
+  if (!Number.isFinite(max)) {
+    const penalty = penalised ? `, or the repetition penalty ${rp} does` : '';
+    throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(max) ? 'all NaN' : `the best is ${max}`}): its weights, or its adapter's, overflow float32${penalty}`);
+  }
   const logprob = (token: number) => (lse !== undefined ? logits[token] - lse : (logits[token] - max) - logSumExp(logits, max));
   // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.
   if (temp <= 0 || !(max - TAIL * temp < max)) return { token: best, logprob: logprob(best) };
