@@ -39,8 +39,8 @@ const data = at('d.jsonl');
 fs.writeFileSync(data, Array.from({ length: 12 }, (_, i) => JSON.stringify({ prompt: `q ${i}`, completion: ` a ${i % 3}` })).join('\n') + '\n');
 
 /** Run the CLI; status, stdout and stderr (never throws). */
-function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+function cli(args: string[], env?: NodeJS.ProcessEnv): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, ...(env ? { env: { ...process.env, ...env } } : {}) });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 const sft = (out: string, ...extra: string[]) => cli(['train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '64', ...extra]);
@@ -530,6 +530,12 @@ test('--version prints package.json\'s version; demo --help names its default on
   // empty prompt starts from BOS alone, as llama2.c's run.c does; a tokenizer without BOS has nothing to start from.
   assert.match(cli(['answer', '--model', 'models/default', '--question', '']).stderr, /^edgereason: --question is empty; give it a value$/m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: generate: prompt 0 has no tokens \(an empty text, and the tokenizer adds no BOS token to start from\): give it some text$/m);
+  // A path flag written --model=~/x is not expanded by the shell: the CLI expands it (a prompt is left as written).
+  fs.mkdirSync(at('home'));
+  fs.symlinkSync(path.join(ROOT, 'models/default'), at('home', 'm'));
+  const tilde = cli(['generate', '--model=~/m', '--prompt', '~/x', '--max-tokens', '1', '--stats'], { HOME: at('home') });
+  assert.match(tilde.stderr, /^prompt \d+ tokens, generated 1/m, tilde.stderr);
+  assert.match(cli(['generate', '--model=~/none', '--prompt', 'x'], { HOME: at('home') }).stderr, new RegExp(`^edgereason: model: ${at('home', 'none')} does not exist`, 'm'));
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '', '--chat']).stderr, /^edgereason: generate: --prompt is empty: with --chat it would be an empty user message; give it a value$/m);
   const stories = sharedPath('models/stories260K');
   assert.equal(cli(['generate', '--model', path.join(stories, 'stories260K.bin'), '--prompt', '', '--max-tokens', '200', '--quant', 'fp32']).stdout,

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
+import { parseAdapterArg } from '../src/server/models.ts';
 import { planChat, runChat } from '../src/server/chat.ts';
 import { Admission } from '../src/server/queue.ts';
 import { onAbort } from '../src/runtime/abort.ts';
@@ -914,4 +915,19 @@ test('server: several adapters share one session; each answers as when served al
   } finally {
     await Promise.all([both.close(), alone.close()]);
   }
+});
+
+test('serve --adapter: name=<dir>, or a bare folder named after itself, also one whose path holds "="; a folder name that cannot be an id says how to name it', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-adapter-arg-')), eq = path.join(dir, 'lr=2e-4'), spaced = path.join(dir, 'my adapter');
+  fs.mkdirSync(eq);
+  fs.mkdirSync(spaced);
+  assert.deepEqual(parseAdapterArg('rl=runs/rl'), { name: 'rl', dir: 'runs/rl' });
+  assert.deepEqual(parseAdapterArg('runs/rl'), { name: 'rl', dir: 'runs/rl' });
+  // runs/lr=2e-4 is that folder (it was split at its "=" into the name "runs/lr" and the folder "2e-4"), to be named.
+  assert.throws(() => parseAdapterArg(eq), { message: `--adapter ${eq}: its folder's name "lr=2e-4" cannot be a model id (letters, digits and . _ : / - only): name it, as --adapter <name>=${eq}` });
+  assert.deepEqual(parseAdapterArg(`rl=${eq}`), { name: 'rl', dir: eq });
+  assert.throws(() => parseAdapterArg(spaced), { message: `--adapter ${spaced}: its folder's name "my adapter" cannot be a model id (letters, digits and . _ : / - only): name it, as --adapter <name>=${spaced}` });
+  assert.deepEqual(parseAdapterArg(`mine=${spaced}`), { name: 'mine', dir: spaced });
+  assert.throws(() => parseAdapterArg('my rl=x'), { message: '--adapter: name "my rl" may only use letters, digits and . _ : / -' });
+  fs.rmSync(dir, { recursive: true });
 });

@@ -1,4 +1,5 @@
 /** The `edgereason` command line: one thin subcommand per file, each parsing flags and calling the library. */
+import os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { generateCommand } from './generate.ts';
 import { convertCommand } from './convert.ts';
@@ -33,6 +34,10 @@ export async function main(argv: string[]): Promise<void> {
       if (command.name() === 'generate' && o.long === '--prompt') continue;
       const v: unknown = command.getOptionValue(o.attributeName());
       if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
+      // A path written --out=~/x reaches us as is (the shell expands ~ only at a word's start): expanded as it would be.
+      const path = /<(dir|file|path|name=dir\.\.\.)>/.exec(o.flags), named = path?.[1].startsWith('name=') ?? false;
+      const expand = (x: unknown) => (typeof x === 'string' ? home(x, named) : x); // --no-adapter's false stays
+      if (path && v !== undefined) command.setOptionValue(o.attributeName(), Array.isArray(v) ? v.map(expand) : expand(v));
     }
   });
   // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).
@@ -69,6 +74,9 @@ export async function main(argv: string[]): Promise<void> {
     setTimeout(() => process.exit(1), 2000).unref();
   }
 }
+
+/** `~` or `~/…` at the start of a path (`named`: of the path after a `name=`) as the home folder. */
+const home = (p: string, named: boolean): string => p.replace(named ? /^([^=/~]*=)?~(?=\/|$)/ : /^()~(?=\/|$)/, (_, name = '') => name + os.homedir());
 
 /** Commander's methods behind its error messages (not in its typings). */
 interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOption(flag: string): void }

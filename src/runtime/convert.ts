@@ -144,7 +144,7 @@ const LARGE = 100e6;
 /** The cache folder: $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason. */
 export function cacheFolder(): string {
   const env = process.env.EDGEREASON_CACHE;
-  if (env && env !== 'off') return path.resolve(env);
+  if (env && env !== 'off') return path.resolve(env.replace(/^~(?=\/|$)/, os.homedir())); // a quoted "~/c" is not expanded by the shell
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'edgereason');
 }
 

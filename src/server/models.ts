@@ -73,15 +73,19 @@ export interface Served {
   close(): Promise<void>;
 }
 
-/** `name=<dir>` → AdapterSpec (a bare `<dir>` is named after its folder). */
+/** `name=<dir>` → AdapterSpec; a bare `<dir>` (also one whose path holds "=", such as runs/lr=2e-4) is named after its folder. */
 export function parseAdapterArg(v: string): AdapterSpec {
-  const at = v.indexOf('=');
-  const name = at > 0 ? v.slice(0, at) : path.basename(path.resolve(v));
-  const dir = at > 0 ? v.slice(at + 1) : v;
-  if (!/^[A-Za-z0-9._:/-]+$/.test(name)) throw new Error(`--adapter: name "${name}" may only use letters, digits and . _ : / -`);
+  const at = v.indexOf('='), bare = at <= 0 || fs.existsSync(v);
+  const name = bare ? path.basename(path.resolve(v)) : v.slice(0, at), dir = bare ? v : v.slice(at + 1);
+  if (!ADAPTER_NAME.test(name)) {
+    throw new Error(bare
+      ? `--adapter ${v}: its folder's name "${name}" cannot be a model id (letters, digits and . _ : / - only): name it, as --adapter <name>=${v}`
+      : `--adapter: name "${name}" may only use letters, digits and . _ : / -`);
+  }
   if (!dir) throw new Error(`--adapter ${v}: missing folder after "="`);
   return { name, dir };
 }
+const ADAPTER_NAME = /^[A-Za-z0-9._:/-]+$/;
 
 export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const auto = path.join(o.model, 'reasoning-adapter');
