@@ -150,6 +150,11 @@ test('a JSON file that is a folder, or cut short, is refused naming the file and
     fs.mkdirSync(f);
     assert.throws(() => load(dir), (e: Error) => e.message === `${prefix}${f} is a folder, not a JSON file`);
   }
+  const template = path.join(tmp, 'json-tokenizer.json', 'chat_template.jinja'); // that copy's tokenizer.json is a folder now
+  fs.rmSync(path.dirname(template), { recursive: true });
+  fs.cpSync(base.dir, path.dirname(template), { recursive: true });
+  fs.mkdirSync(template);
+  assert.throws(() => loadTokenizer(path.dirname(template)), { message: `${template} is a folder, not a chat template` }); // it was a bare EISDIR
 });
 
 test('PyTorch checkpoints are refused by name; a file of a Hugging Face folder stands for the folder', () => {

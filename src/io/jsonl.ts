@@ -6,11 +6,7 @@ import fs from 'node:fs';
  * read (missing, a folder) says so, apart from one that is not valid JSON (often a file cut short).
  */
 export function readJsonFile(file: string, prefix = ''): unknown {
-  let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(`${prefix}${file} ${code === 'ENOENT' ? 'not found' : code === 'EISDIR' ? 'is a folder, not a JSON file' : `cannot be read (${(e as Error).message})`}`);
-  }
+  const text = readTextFile(file, 'a JSON file', prefix);
   try { return JSON.parse(text); } catch (e) { throw new Error(`${prefix}${file} is not valid JSON (truncated?): ${(e as Error).message}`); }
 }
 
@@ -56,4 +52,12 @@ function firstInvalidUtf8(b: Uint8Array): number {
     i += n + 1;
   }
   return -1;
+}
+
+/** A text file's contents; a missing file, a folder in its place or a read error is named (`what`: "a JSON file"). */
+export function readTextFile(file: string, what: string, prefix = ''): string {
+  try { return fs.readFileSync(file, 'utf8'); } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`${prefix}${file} ${code === 'ENOENT' ? 'not found' : code === 'EISDIR' ? `is a folder, not ${what}` : `cannot be read (${(e as Error).message})`}`);
+  }
 }

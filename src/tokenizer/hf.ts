@@ -1,11 +1,11 @@
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
-import { readJsonFile } from '../io/jsonl.ts';
+import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
 export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: readonly number[] }
@@ -46,7 +46,7 @@ export function besideTemplateFile(modelFile: string): string | undefined {
 /** The chat template a single-file model takes from a chat_template.jinja beside it, as TokenizerFiles fields. */
 export function besideTemplate(modelFile: string): { chatTemplate?: string; chatTemplateFile?: string } {
   const file = besideTemplateFile(modelFile);
-  return file ? { chatTemplate: readFileSync(file, 'utf8'), chatTemplateFile: file } : {};
+  return file ? { chatTemplate: readTextFile(file, 'a chat template'), chatTemplateFile: file } : {};
 }
 
 /**
@@ -62,7 +62,7 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
   const json = has('chat_template.json') ? readJson(file('chat_template.json')) as { chat_template?: unknown } : undefined;
-  const chatTemplate = has('chat_template.jinja') ? readFileSync(file('chat_template.jinja'), 'utf8') : pickTemplate(json?.chat_template, file('chat_template.json'));
+  const chatTemplate = has('chat_template.jinja') ? readTextFile(file('chat_template.jinja'), 'a chat template') : pickTemplate(json?.chat_template, file('chat_template.json'));
   const chatTemplateFile = chatTemplate === undefined ? 'tokenizer_config.json' : has('chat_template.jinja') ? 'chat_template.jinja' : 'chat_template.json';
   return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}), chatTemplateFile };
 }
