@@ -334,7 +334,7 @@ async function writeReport(result: ReasoningBenchResult, dir: string, log: (l: s
     const at = (k: keyof MixPoint) => curve.map((c) => [100 * c.hardShare, c[k]] as [number, number]);
     writeSvg(`${stem}-latency-vs-mix.svg`, await lineChart({
       title: 'Routed / always-reason mean latency vs the share of hard questions', x: 'hard questions in the mix (%), easy : chat as measured', y: 'routed / always-reason latency', points: true,
-      series: [{ name: 'routed (measured per category)', points: at('routed') }, { name: 'perfect routing (easy + chat at the base\'s latency)', points: at('perfect') }, { name: 'target 0.6×', points: at('target') },
+      series: [{ name: 'routed (measured per category)', points: at('routed') }, { name: 'perfect routing: easy + chat at base latency', points: at('perfect') }, { name: 'target 0.6×', points: at('target') },
         { name: `this mix: ${result.routing.issueMix.latencyRatio.toFixed(2)}× measured`, points: [[100 * hardShare(result.routing.byCategory), result.routing.issueMix.latencyRatio]] }],
     }));
   }
