@@ -4,6 +4,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
+import { getEventListeners } from 'node:events';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
 import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
@@ -335,6 +338,12 @@ test('breaking out of generate() stops decoding', async () => {
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(steps, at, 'no step after the loop ended');
     assert.ok(at < 20, `${at} steps for one piece of text`);
+    // A loop dropped unfinished (one piece taken, no break) lets go of an app's long-lived signal once decoding ends.
+    const shared = new AbortController().signal, dropped = m.generate('Hello there', { maxTokens: 30, stopTokens: [], signal: shared });
+    await dropped.next();
+    assert.equal(getEventListeners(shared, 'abort').length, 1);
+    for (let i = 0; i < 100 && getEventListeners(shared, 'abort').length; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(getEventListeners(shared, 'abort').length, 0, 'the signal still holds the dropped generation');
   } finally {
     await m.close();
   }
@@ -1227,6 +1236,16 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
       await Promise.all([...closes, gen]);
     }
   }
+  // A view dropped without close() gives its adapter back once collected; a closed engine keeps no adapter.
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const base = await loadModel(dir, { adapter: sftDir, worker: false }), engine = ((base.backend as CoalescingBackend).inner as unknown as LocalBackend).engine as unknown as { adapterFeeds: Map<string, unknown> };
+  await (async () => { await (await base.withAdapter(rlDir)).complete('Hello', { maxTokens: 1 }); })();
+  assert.equal(engine.adapterFeeds.size, 2);
+  for (let i = 0; i < 100 && engine.adapterFeeds.size > 1; i++) { gc(); await new Promise((r) => setTimeout(r, 20)); }
+  assert.equal(engine.adapterFeeds.size, 1, 'the dropped view\'s adapter is still set');
+  await base.close();
+  assert.equal(engine.adapterFeeds.size, 0);
   // A graph without LoRA inputs for an adapter's projections refuses it by name.
   const out = path.join(tmp, 'default-q-only');
   convertModel(openSource(dir), out, { loraTargets: ['q_proj'] });

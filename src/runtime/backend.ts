@@ -174,7 +174,7 @@ export const CLOSED = 'runtime: model is closed';
  * owner. A closed view refuses its calls. A view of a view works on the session itself: either can close first.
  */
 export function adapterView(backend: Backend, name: string): Backend {
-  const session = viewSessions.get(backend) ?? backend;
+  const session = sessionOf(backend);
   let closed = false;
   const open = () => { if (closed) throw new Error(CLOSED); };
   const view = delegate(session, {
@@ -194,6 +194,8 @@ export function adapterView(backend: Backend, name: string): Backend {
   return view;
 }
 const viewSessions = new WeakMap<Backend, Backend>();
+/** The backend an adapter view (or a view of one) works on; any other backend itself. */
+export const sessionOf = (backend: Backend): Backend => viewSessions.get(backend) ?? backend;
 
 /**
  * A Backend whose calls go to `backend` itself, but for the ones `replace` gives (a prototype-based view would keep

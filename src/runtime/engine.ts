@@ -407,6 +407,8 @@ export class Engine {
   async close(): Promise<void> {
     if (!this.closed) engineClosed();
     this.closed = true;
+    this.adapterFeeds.clear(); // a closed model the caller still holds keeps no LoRA weights or batch mirrors
+    this.mirrors.clear();
     await this.session.release();
   }
   private closed = false;

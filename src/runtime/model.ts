@@ -13,7 +13,7 @@ import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defau
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
-import { adapterView, type Backend } from './backend.ts';
+import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
@@ -200,7 +200,8 @@ export class Model {
     const stopWaiting = signal && onAbort(signal, () => stop.abort());
     const running = this.generateBatch([prompt], rest, (_, piece) => { queue.push(piece); wake?.(); }, stop.signal)
       .then((r) => { result = r[0]; }, (e) => { error = e; })
-      .finally(() => { done = true; wake?.(); });
+      // Decoding over, nothing is left to cancel: a loop the caller dropped unfinished is not kept alive by its signal.
+      .finally(() => { done = true; stopWaiting?.(); wake?.(); });
     try {
       for (;;) {
         while (queue.length) yield queue.shift()!;
@@ -276,15 +277,22 @@ export class Model {
     if (typeof dir !== 'string' || !dir) throw new Error(`withAdapter: dir must be the path of a PEFT adapter folder, got ${shown(dir)}`);
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     await this.backend.setAdapter(adapter.tensors, name);
-    return new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
+    const view = new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
+    droppedViews.register(view, { session: sessionOf(this.backend), name }, view);
+    return view;
   }
 
-  async close(): Promise<void> { await this.backend.close(); }
+  async close(): Promise<void> {
+    droppedViews.unregister(this);
+    await this.backend.close();
+  }
 }
 
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
 
 let adapterViews = 0;
+/** A view collected without close() gives its adapter's weights back (an app making one per request would otherwise grow). */
+const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty'];

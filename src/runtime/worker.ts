@@ -6,13 +6,14 @@ import { remoteError } from './backend.ts';
 import type { ModelConfig } from '../models/config.ts';
 import type { EngineOptions } from './engine.ts';
 
-const { config, model, opts, state } = workerData as { config: ModelConfig; model: Uint8Array | string; opts: EngineOptions; state: Int32Array };
+const data = workerData as { config: ModelConfig; model?: Uint8Array | string; opts: EngineOptions; state: Int32Array }, { state } = data;
 /** One call fewer running; the parent may be waiting for none to run (worker-backend.ts's settleWorkers). */
 const done = () => { if (Atomics.sub(state, BUSY, 1) === 1) Atomics.notify(state, BUSY); };
 // A LocalBackend that also answers stepMany (continuous batching across requests, see scheduler.ts). Loading is
 // the first call the parent counts (BUSY starts at 1).
-const ready = BatchedLocalBackend.create(config, model, opts);
-ready.finally(done).catch(() => {});
+const ready = BatchedLocalBackend.create(data.config, data.model!, data.opts);
+// A graph built in memory (its bytes: tens to hundreds of MB) is the session's once it exists: not kept here too.
+ready.finally(() => { data.model = undefined; done(); }).catch(() => {});
 
 parentPort!.on('message', async ({ id, method, args }: { id: number; method: string; args: unknown[] }) => {
   // Counted before HALTED is read: the parent sets HALTED, then waits while BUSY > 0 (worker-backend.ts).
