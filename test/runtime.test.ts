@@ -616,6 +616,14 @@ test('convert: a conversion that died half-way is refused at load; its dead temp
   assert.throws(() => convertModel(openSource(model.dir), out, { quant: 'fp32' }));
   await assert.rejects(loadModel(out, { worker: false }), new RegExp(`model: ${out} holds a conversion that did not finish; run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32\` again`));
   fs.rmdirSync(path.join(out, 'model.onnx'));
+  // One that fails after the weights are staged (the manifest cannot be written: a full disk) leaves no temporary copy.
+  const manifest = path.join(out, 'edgereason.json'), manifestBytes = fs.readFileSync(manifest);
+  fs.rmSync(manifest);
+  fs.mkdirSync(manifest);
+  assert.throws(() => convertModel(openSource(model.dir), out, { quant: 'fp32' }), /EISDIR/);
+  assert.deepEqual(fs.readdirSync(out).filter((f) => f.endsWith(`.tmp-${process.pid}`)), []);
+  fs.rmdirSync(manifest);
+  fs.writeFileSync(manifest, manifestBytes);
   // A convert killed mid-write leaves <file>.tmp-<pid>; the next one removes those of dead processes, not other files.
   const dead = spawnSync('true').pid;
   for (const f of [`model.onnx.data.tmp-${dead}`, `notes.tmp-${dead}`, `model.onnx.tmp-${process.ppid}`]) fs.writeFileSync(path.join(out, f), 'x');

@@ -37,7 +37,7 @@ export async function main(argv: string[]): Promise<void> {
       // A path written --out=~/x reaches us as is (the shell expands ~ only at a word's start): expanded as it would be.
       const path = /<(dir|file|path|name=dir\.\.\.)>/.exec(o.flags), named = path?.[1].startsWith('name=') ?? false;
       const expand = (x: unknown) => (typeof x === 'string' ? home(x, named) : x); // --no-adapter's false stays
-      if (path && v !== undefined) command.setOptionValue(o.attributeName(), Array.isArray(v) ? v.map(expand) : expand(v));
+      if (path && v !== undefined) command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? v.map(expand) : expand(v), command.getOptionValueSource(o.attributeName()));
     }
   });
   // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).

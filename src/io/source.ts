@@ -145,9 +145,10 @@ function openConverted(dir: string): ModelSource {
       throw new Error(`model: ${f} ${got < 0 ? 'is missing' : `has ${got} bytes, ${MANIFEST} recorded ${size}`} (an interrupted convert?); run \`${again()}\` again`);
     }
   }
-  // A source gone, or whose files are (links whose targets are gone: a hub cache's pruned blobs), cannot be compared: the copy loads as it is.
+  // A source gone, or all of whose files are (links whose targets are gone: a hub cache's pruned blobs), cannot be
+  // compared: the copy loads as it is. Some files gone is a change.
   const sourceFiles = fs.existsSync(m.source.path) ? openSourceFiles(m.source.path) : [];
-  if (sourceFiles.length && sourceFiles.every((f) => fs.existsSync(f))) {
+  if (sourceFiles.some((f) => fs.existsSync(f))) {
     const now = fingerprint(sourceFiles);
     // folders converted before the file set was narrowed hashed every .json/.safetensors/.jinja (no recorded sizes),
     // or an adapter_model.safetensors beside the weights too

@@ -114,8 +114,14 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   }
   // From here to the last write the folder says it is being converted: one that dies in between is refused at load
   // with the command to run again, never paired with an earlier run's files.
-  writeJson(path.join(out, MANIFEST), { format: 2, converting: true, source: from, options });
-  for (const s of staged) s.commit();
+  let committed = 0;
+  try {
+    writeJson(path.join(out, MANIFEST), { format: 2, converting: true, source: from, options });
+    for (; committed < staged.length; committed++) staged[committed].commit();
+  } catch (e) {
+    for (const s of staged.slice(committed)) s.abort(); // a full disk here leaves no temporary copy of the weights behind
+    throw e;
+  }
   writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
   // generation_config.json too: its sampling advice is what serve and answer read from the folder they are given.
   const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG);

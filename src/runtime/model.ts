@@ -278,12 +278,14 @@ export class Model {
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     await this.backend.setAdapter(adapter.tensors, name);
     const view = new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
-    droppedViews.register(view, { session: sessionOf(this.backend), name }, view);
+    view.collected = {}; // the registration's token: objects made from the view (Object.create) close with it too
+    droppedViews.register(view, { session: sessionOf(this.backend), name }, view.collected);
     return view;
   }
+  private collected?: object;
 
   async close(): Promise<void> {
-    droppedViews.unregister(this);
+    if (this.collected) droppedViews.unregister(this.collected);
     await this.backend.close();
   }
 }
