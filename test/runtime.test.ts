@@ -762,6 +762,18 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   assert.equal(fs.readFileSync(path.join(converted, 'notes', 'readme.txt'), 'utf8'), 'mine');
 });
 
+test('a converted copy of a hub snapshot (links into blobs) loads once every blob is gone, and is stale when some are', async () => {
+  const blobs = makeRandomQwen2({ dir: path.join(tmp, 'hub-blobs'), seed: 12, gguf: false }).dir, snap = path.join(tmp, 'hub-snapshot'), out = path.join(tmp, 'hub-converted');
+  fs.mkdirSync(snap);
+  for (const f of fs.readdirSync(blobs)) fs.symlinkSync(path.join(blobs, f), path.join(snap, f));
+  convertModel(openSource(snap), out, { quant: 'fp32' });
+  fs.rmSync(path.join(blobs, 'tokenizer.json'));
+  await assert.rejects(loadModel(out, { worker: false }), /is stale: its source .*hub-snapshot changed after it was converted/);
+  fs.rmSync(blobs, { recursive: true }); // it failed with ENOENT on the broken links
+  await (await loadModel(out, { worker: false })).close();
+  assert.throws(() => openSource(snap), { message: `${path.join(snap, 'config.json')} is a symbolic link to ${path.join(blobs, 'config.json')}, which does not exist (a hub cache whose blobs were removed?)` });
+});
+
 test('without a writable cache, "auto" builds a checkpoint that fits in memory (with a note); one too large to is refused with what to do, after half-written copies are removed', async () => {
   // Sources of the shapes only: every decision here comes before a weight is read.
   const source = (config: ModelConfig, name: string) => ({ kind: 'hf', path: path.join(tmp, name), config, files: [] }) as unknown as ModelSource;

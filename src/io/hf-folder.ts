@@ -230,7 +230,7 @@ export function unappliedGeneration(dir: string): string[] {
 /** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */
 export function loadHfFolder(dir: string): { config: ModelConfig; weights: WeightSource; dir: string } {
   const configFile = path.join(dir, 'config.json');
-  if (!fs.existsSync(configFile)) throw new Error(`${dir}: no config.json, not a Hugging Face model folder`);
+  if (!fs.existsSync(configFile)) { checkLink(configFile); throw new Error(`${dir}: no config.json, not a Hugging Face model folder`); }
   const genFile = path.join(dir, 'generation_config.json');
   const config = parseHfConfig(readJson(configFile), configFile, fs.existsSync(genFile) ? readJson(genFile) : {});
 
@@ -256,8 +256,7 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     weights = new ShardedWeights(where);
   } else {
     // The model's weights, not a trainer's optimizer or RNG state.
-    const link = ['model.safetensors', 'model.safetensors.index.json'].map((f) => path.join(dir, f)).find((f) => isDanglingLink(f));
-    if (link) throw new Error(`${link} is a symbolic link to ${fs.readlinkSync(link)}, which does not exist (a hub cache whose blobs were removed?)`);
+    for (const f of ['model.safetensors', 'model.safetensors.index.json']) checkLink(path.join(dir, f));
     const pickled = fs.readdirSync(dir).filter((f) => PYTORCH_FILE.test(f) && !/^(optimizer|scheduler|rng_state|training_args)/.test(f)).sort((a, b) => Number(!a.startsWith('pytorch_model')) - Number(!b.startsWith('pytorch_model')))[0];
     throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${pickled ? `; ${pickled} ${PYTORCH_ADVICE}` : ''}`);
   }
@@ -269,4 +268,7 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
   return { config, weights, dir };
 }
 
-const isDanglingLink = (f: string) => { try { return fs.lstatSync(f).isSymbolicLink() && !fs.existsSync(f); } catch { return false; } };
+/** A missing file that is a link to nothing is said to be one (a hub cache whose blobs were removed). */
+function checkLink(f: string): void {
+  if (fs.lstatSync(f, { throwIfNoEntry: false })?.isSymbolicLink()) throw new Error(`${f} is a symbolic link to ${fs.readlinkSync(f)}, which does not exist (a hub cache whose blobs were removed?)`);
+}
