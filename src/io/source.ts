@@ -49,13 +49,12 @@ export function modelPath(p: string): string {
 
 export function openSource(p: string): ModelSource {
   if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist`);
-  const abs = modelPath(p);
-  if (fs.statSync(abs).isFile() && (PYTORCH_FILE.test(path.basename(abs)) || isZip(abs))) {
-    throw new Error(`model: ${abs} ${PYTORCH_ADVICE} and give its folder`);
-  }
+  const abs = modelPath(p), isDir = fs.statSync(abs).isDirectory(), head = isDir ? '' : magic(abs);
+  // torch.save writes a zip archive.
+  if (!isDir && (PYTORCH_FILE.test(path.basename(abs)) || head === 'PK\x03\x04')) throw new Error(`model: ${abs} ${PYTORCH_ADVICE} and give its folder`);
   // A GGUF is read by its name: one named otherwise (.GGUF, a .bin, an Ollama blob) is said to be one.
-  if (fs.statSync(abs).isFile() && !abs.endsWith('.gguf') && magic(abs) === 'GGUF') throw new Error(`model: ${abs} is a GGUF file (its header starts with "GGUF"): give it a name ending in .gguf (a link will do)`);
-  if (fs.statSync(abs).isDirectory()) {
+  if (head === 'GGUF' && !abs.endsWith('.gguf')) throw new Error(`model: ${abs} is a GGUF file (its header starts with "GGUF"): give it a name ending in .gguf (a link will do)`);
+  if (isDir) {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
     const { config, weights } = loadHfFolder(abs);
     const tokenizer = checkVocab(loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
@@ -82,9 +81,6 @@ function magic(file: string): string {
   const fd = fs.openSync(file, 'r'), head = Buffer.alloc(4);
   try { return head.toString('latin1', 0, fs.readSync(fd, head, 0, 4, 0)); } finally { fs.closeSync(fd); }
 }
-
-/** torch.save writes a zip archive. */
-const isZip = (file: string): boolean => magic(file) === 'PK\x03\x04';
 
 /** A tokenizer with ids past the embedding table belongs to another model: refuse it before it indexes out of range. */
 function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: ModelConfig, where: string): T {

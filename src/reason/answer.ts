@@ -440,11 +440,15 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       };
     };
 
+    // The route: direct or reasoning as asked, else the router's decision on the prompt's hidden state.
+    const router = mode === 'auto' && reasons && !closedByTemplate ? aux.router : undefined;
+    const routeFor = (score?: number): Route => (mode === 'off' || !reasons || closedByTemplate ? 'direct' : !router || score! >= router.threshold ? 'reasoning' : 'direct');
+
     // Cancelled before any work: nothing is encoded. The route is the one known without the prompt's encoding (a
     // router's is not: said to be direct, and not reported through onRoute).
     if (opts.signal?.aborted) {
-      const reasoning = reasons && !closedByTemplate && (mode === 'on' || (mode === 'auto' && !aux.router));
-      if (!aux.router || mode !== 'auto') opts.onRoute?.(reasoning ? 'reasoning' : 'direct', undefined);
+      const reasoning = !router && routeFor() === 'reasoning';
+      if (!router) opts.onRoute?.(reasoning ? 'reasoning' : 'direct', undefined);
       const none = Array.from({ length: reasoning ? n : 1 }, () => new Sequence(tok, { ...sampling(reasoning ? 'reasoning' : 'direct'), seed, maxTokens: 1 }, ids.length, undefined, [], ids));
       none.forEach((s) => s.cancel());
       return result(none, reasoning, reasoning ? ids.length + invocation.length + control.length : ids.length);
@@ -456,9 +460,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
     if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native); handles.add(base.cache); }
     // 2. Route by the probe; a gated direct route may still escalate (3).
-    const router = mode === 'auto' && reasons && !closedByTemplate ? aux.router : undefined;
     routerScore = router && base ? router.score(base.hidden) : undefined;
-    const route: Route = mode === 'off' || !reasons || closedByTemplate ? 'direct' : mode === 'on' || routerScore === undefined ? 'reasoning' : routerScore >= router!.threshold ? 'reasoning' : 'direct';
+    const route = routeFor(routerScore);
     const wantHidden = !!aux.verifier || !!opts.collectHidden;
 
     // 3. Direct route: the first token comes from the prefill logits, decoding goes on with the adapter off.

@@ -210,8 +210,7 @@ export class Model {
         wake = undefined;
       }
     } finally {
-      stopWaiting?.();
-      if (!done) { stop.abort(); await running; }
+      if (!done) { stop.abort(); await running; } // which lets go of the caller's signal
     }
     if (error) throw error;
     return result!;
