@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { makeDir } from '../src/io/safetensors.ts';
 
 /**
  * `stem`, or else `stem-2`, `stem-3`, …: the first with no .json in `dir`, so a second run on the same day keeps the
@@ -14,7 +15,7 @@ export function freshStem(dir: string, stem: string): string {
 }
 
 export function writeResults(dir: string, stem: string, result: unknown, markdown: string, indent = 1): string {
-  fs.mkdirSync(dir, { recursive: true });
+  makeDir(dir);
   const base = path.join(dir, stem);
   fs.writeFileSync(`${base}.json`, JSON.stringify(result, null, indent) + '\n');
   fs.writeFileSync(`${base}.md`, markdown);

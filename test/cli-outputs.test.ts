@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { atomicWrite, openSafetensors, writeAll, writeJson } from '../src/io/safetensors.ts';
+import { atomicWrite, makeDir, openSafetensors, writeAll, writeJson } from '../src/io/safetensors.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { readJsonl, type Example } from '../src/train/data.ts';
 import { trainSft } from '../src/train/sft.ts';
@@ -56,6 +56,20 @@ test('atomicWrite: a failed rename (the target is a folder) leaves no temp file 
   assert.ok(fs.statSync(path.join(dir, 'router.json')).isDirectory());
   assert.throws(() => atomicWrite(path.join(dir, 'x.bin'), (fd) => { writeAll(fd, Buffer.from('half')); throw new Error('disk full'); }), /disk full/);
   assert.deepEqual(fs.readdirSync(dir), ['router.json']);
+});
+
+test('folders that cannot be made are refused at once: /proc takes none (Node\'s recursive mkdir looped there for ever)', { skip: !fs.existsSync('/proc/self') && 'no /proc' }, () => {
+  assert.throws(() => makeDir('/proc/edgereason-x/y'), /^Error: cannot create the folder \/proc\/edgereason-x: \/proc takes no new folders \(ENOENT/);
+  assert.throws(() => writeJson('/proc/edgereason-x/router.json', {}), /cannot create the folder \/proc\/edgereason-x/);
+  assert.throws(() => checkOutDir('/proc/edgereason-x', { what: 'adapter', resume: false }), /^Error: --out \/proc\/edgereason-x: \/proc takes no new files or folders \(ENOENT\)$/);
+  fs.writeFileSync(at('plain'), '');
+  assert.throws(() => makeDir(at('plain')), /cannot create the folder .*plain: a file of that name exists/);
+  assert.throws(() => makeDir(at('plain', 'x')), /cannot create the folder .*plain\/x .*ENOTDIR/);
+  makeDir(at('made', 'a', 'b'));
+  makeDir(at('made', 'a', 'b'));
+  assert.ok(fs.statSync(at('made', 'a', 'b')).isDirectory());
+  checkOutDir(at('made', 'new'), { what: 'adapter', resume: false });
+  assert.deepEqual(fs.readdirSync(at('made')), ['a']); // the probe leaves nothing
 });
 
 test('training data: a non-string completion and an unknown role are refused, naming file:line and the value', () => {

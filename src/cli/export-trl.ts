@@ -19,7 +19,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { DEFAULT_DIR, INVOCATION, reasoningConversations } from '../tasks/default-model.ts';
 import { readJsonl } from '../train/data.ts';
-import { atomicWrite, writeAll } from '../io/safetensors.ts';
+import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
 import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
@@ -173,8 +173,8 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   };
 
   checkOutDir(o.out, outCheck(o.overwrite, base));
-  fs.mkdirSync(path.join(o.out, 'data/sft'), { recursive: true });
-  fs.mkdirSync(path.join(o.out, 'data/grpo'), { recursive: true });
+  makeDir(path.join(o.out, 'data/sft'));
+  makeDir(path.join(o.out, 'data/grpo'));
   const files: string[] = [];
   const write = (rel: string, text: string) => { atomicWrite(path.join(o.out, rel), (fd) => writeAll(fd, Buffer.from(text))); files.push(rel); };
   // A data set is written a thousand lines at a time: as one string, a large one passes JavaScript's length limit.

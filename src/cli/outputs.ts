@@ -60,6 +60,10 @@ function checkParents(flag: string, p: string): void {
   }
   if (!fs.statSync(up).isDirectory()) throw new Error(`${flag} ${p}: ${up} is a file, so the folder cannot be created`);
   try { fs.accessSync(up, fs.constants.W_OK); } catch { throw new Error(`${flag} ${p}: ${up} is not writable`); }
+  // Permissions are not the whole story (/proc and /sys refuse root as well): make and remove a folder there.
+  let probe: string;
+  try { probe = fs.mkdtempSync(path.join(up, '.edgereason-')); } catch (e) { throw new Error(`${flag} ${p}: ${up} takes no new files or folders (${(e as NodeJS.ErrnoException).code})`); }
+  fs.rmdirSync(probe);
 }
 
 export interface OutDirCheck {

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vega from 'vega';
 import * as vl from 'vega-lite';
-import { atomicWrite, writeAll } from '../io/safetensors.ts';
+import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 
 export interface Series { name: string; points: [number, number][] }
 
@@ -78,6 +78,6 @@ async function render(spec: vl.TopLevelSpec): Promise<string> {
 
 /** Write an SVG (creating the folder), atomically. */
 export function writeSvg(file: string, svg: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  makeDir(path.dirname(file));
   atomicWrite(file, (fd) => writeAll(fd, Buffer.from(svg)));
 }

@@ -1,7 +1,7 @@
 /** Eval reports: JSON, a Markdown table and SVG plots beside it. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { atomicWrite, writeAll } from '../io/safetensors.ts';
+import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
 import type { EvalReport, Summary } from './harness.ts';
 
@@ -53,7 +53,7 @@ export function isReportSibling(file: string): boolean {
 
 /** Writes the JSON report to `out` exactly ({ [run name]: EvalReport }), the .md table and -accuracy.svg plot beside it (reportFiles). */
 export async function writeReport(out: string, runs: { name: string; report: EvalReport }[]): Promise<void> {
-  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+  makeDir(path.dirname(path.resolve(out)));
   const files = reportFiles(out);
   const write = (f: string, text: string) => atomicWrite(f, (fd) => writeAll(fd, Buffer.from(text)));
   const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
-import { checkFinite, finiteWeights, FLOAT_DTYPES, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
+import { checkFinite, finiteWeights, FLOAT_DTYPES, makeDir, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
 
@@ -194,7 +194,7 @@ export function saveAdapter(dir: string, cfg: SaveAdapterOptions, tensors: Reado
     ...(cfg.aloraInvocationTokens?.length ? { alora_invocation_tokens: [...cfg.aloraInvocationTokens] } : {}),
   };
   checkFinite(out, `saveAdapter(${dir})`);
-  fs.mkdirSync(dir, { recursive: true });
+  makeDir(dir);
   // The fields that give the tensors their meaning ride in the weights file too: a save cut between the two
   // files (new weights beside an earlier config) is refused at load instead of applied at the wrong scale.
   writeSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { metadata: { format: 'pt', [SAVED_WITH]: JSON.stringify(meaning(parseAdapterConfig(config, 'saveAdapter'))) } });

@@ -91,9 +91,29 @@ export function readAt(file: string, pos: number, bytes: Uint8Array): void {
   try { readFully(fd, bytes, pos, file); } finally { fs.closeSync(fd); }
 }
 
+/**
+ * `mkdir -p` that always ends: the missing folders are made one by one from the nearest existing one. (Node's
+ * recursive mkdirSync loops for ever where mkdir says ENOENT under a parent that exists, as anywhere in /proc.)
+ */
+export function makeDir(dir: string): void {
+  const missing: string[] = [];
+  for (let d = nodePath.resolve(dir); !fs.existsSync(d); d = nodePath.dirname(d)) {
+    missing.unshift(d);
+    if (nodePath.dirname(d) === d) break;
+  }
+  for (const d of missing) {
+    try { fs.mkdirSync(d); } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' && fs.statSync(d, { throwIfNoEntry: false })?.isDirectory()) continue; // made meanwhile
+      throw new Error(`cannot create the folder ${d}${code === 'ENOENT' ? `: ${nodePath.dirname(d)} takes no new folders` : ''} (${(e as Error).message})`, { cause: e });
+    }
+  }
+  if (!missing.length && !fs.statSync(dir).isDirectory()) throw new Error(`cannot create the folder ${nodePath.resolve(dir)}: a file of that name exists`);
+}
+
 /** JSON (with a final newline) written atomically; creates the folder. */
 export function writeJson(file: string, value: unknown, indent = 2): void {
-  fs.mkdirSync(nodePath.dirname(nodePath.resolve(file)), { recursive: true });
+  makeDir(nodePath.dirname(nodePath.resolve(file)));
   atomicWrite(file, (fd) => writeAll(fd, Buffer.from(JSON.stringify(value, null, indent) + '\n')));
 }
 

@@ -13,7 +13,7 @@ import { buildInferenceGraph, weightProgress } from '../models/inference-graph.t
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
-import { atomicWrite, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { atomicWrite, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
@@ -88,7 +88,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   // Taken before any weight is read, and compared after the last: a checkpoint replaced meanwhile (a training run
   // saving into it) would leave a graph of mixed weights.
   const before = fingerprint(src.files);
-  fs.mkdirSync(out, { recursive: true });
+  makeDir(out);
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
   const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] }, from = { path: src.path, kind: src.kind, fingerprint: '' };
@@ -196,7 +196,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   };
   // Space held by copies that go anyway (half-written ones, this one when it cannot be used) counts as free.
   try {
-    fs.mkdirSync(path.dirname(entry), { recursive: true });
+    makeDir(path.dirname(entry));
     removeAbandoned(path.dirname(entry));
     if (found.why) fs.rmSync(entry, { recursive: true, force: true });
   } catch (e) {

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { MemoryWeights } from '../io/weights.ts';
+import { makeDir } from '../io/safetensors.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { tokenizeRecord, type Example } from '../train/data.ts';
@@ -138,7 +139,7 @@ export type Stage = 'base' | 'anneal' | 'adapter';
 
 export async function trainDefault(r: DefaultRecipe = {}): Promise<{ baseLosses: number[]; annealLosses: number[]; adapterLosses: number[] }> {
   const out = r.out ?? DEFAULT_DIR, seed = r.seed ?? 0, stages = r.stages ?? ['base', 'anneal', 'adapter'];
-  fs.mkdirSync(out, { recursive: true });
+  makeDir(out);
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) if (out !== DEFAULT_DIR) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(out, f));
   const tok = loadTokenizer(out);
   const config = defaultConfig(tok.vocabSize);

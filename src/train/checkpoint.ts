@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
 import type { WeightSource } from '../io/weights.ts';
-import { checkFinite, openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
+import { checkFinite, makeDir, openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamW, AdamWState, Params } from './optim.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is, type Rule } from '../runtime/options.ts';
@@ -44,7 +44,7 @@ const JSON_NAME = 'checkpoint.json', FORMAT = 'edgereason-checkpoint-1';
 /** Save a checkpoint into `dir` (created if needed), replacing the one there. */
 export function saveCheckpoint(dir: string, c: Checkpoint): void {
   checkFinite([...c.params].map(([n, data]) => [n, { data }] as const), `checkpoint ${dir} (step ${c.state.step})`); // a diverged run keeps its last good checkpoint
-  fs.mkdirSync(dir, { recursive: true });
+  makeDir(dir);
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   const add = (prefix: string, m: Params) => { for (const [n, d] of m) tensors.set(prefix + n, { shape: [d.length], data: d }); };
   add('param/', c.params);

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { checkWeights } from '../io/hf-folder.ts';
-import { atomicWrite, checkFinite, writeAll, writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
+import { atomicWrite, checkFinite, makeDir, writeAll, writeJson, writeSafetensors, type SafetensorsDtype } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { MemoryWeights, type WeightSource } from '../io/weights.ts';
@@ -68,7 +68,7 @@ export function saveHfFolder(dir: string, config: ModelConfig, weights: WeightSo
       tensors.set(`model.layers.${l}.self_attn.${p}_proj.bias`, { shape: [n], data: new Float32Array(n) });
     }
   }
-  fs.mkdirSync(dir, { recursive: true });
+  makeDir(dir);
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { dtype: opts.dtype, metadata: { format: 'pt' } });
   if (opts.tokenizer) writeTokenizerFiles(dir, opts.tokenizer);
   if (opts.generationConfig !== undefined) { const raw = new TextEncoder().encode(opts.generationConfig); atomicWrite(path.join(dir, 'generation_config.json'), (fd) => writeAll(fd, raw)); }

@@ -4,7 +4,7 @@
  * checkpoints with bit-identical resume, and the result saved as a PEFT adapter or a Hugging Face folder.
  */
 import fs from 'node:fs';
-import { writeJson } from '../io/safetensors.ts';
+import { makeDir, writeJson } from '../io/safetensors.ts';
 import path from 'node:path';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import { projectionShape, PROJECTIONS } from '../models/config.ts';
@@ -216,7 +216,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     if (o.checkpointEvery && checkpoint !== step) save();
     if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) { progress.endBar(); evalLosses.push([step, await evaluate(true)]); }
     // Written while Ctrl-C is still handled: each file is written whole, and the message says how to finish.
-    fs.mkdirSync(o.out, { recursive: true });
+    makeDir(o.out);
     if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles, generationConfig: o.generationConfig });
     else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
     writeSvg(path.join(o.out, 'loss.svg'), await lossChart(losses, evalLosses));
