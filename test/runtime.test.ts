@@ -1264,6 +1264,14 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
   assert.equal(engine.adapterFeeds.size, 2);
   for (let i = 0; i < 100 && engine.adapterFeeds.size > 1; i++) { gc(); await new Promise((r) => setTimeout(r, 20)); }
   assert.equal(engine.adapterFeeds.size, 1, 'the dropped view\'s adapter is still set');
+  // Its backend kept alone (the model dropped) keeps the adapter; then dropped, it goes.
+  let held: Backend | undefined = await (async () => (await base.withAdapter(rlDir)).backend)();
+  for (let i = 0; i < 20; i++) { gc(); await new Promise((r) => setTimeout(r, 20)); }
+  assert.equal(engine.adapterFeeds.size, 2, 'the adapter of a view whose backend is held went');
+  assert.ok(held);
+  held = undefined;
+  for (let i = 0; i < 100 && engine.adapterFeeds.size > 1; i++) { gc(); await new Promise((r) => setTimeout(r, 20)); }
+  assert.equal(engine.adapterFeeds.size, 1, 'the dropped backend\'s adapter is still set');
   await base.close();
   assert.equal(engine.adapterFeeds.size, 0);
   // A graph without LoRA inputs for an adapter's projections refuses it by name.

@@ -277,8 +277,10 @@ export class Model {
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     await this.backend.setAdapter(adapter.tensors, name);
     const view = new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
-    view.collected = {}; // the registration's token: objects made from the view (Object.create) close with it too
-    droppedViews.register(view, { session: sessionOf(this.backend), name }, view.collected);
+    // Registered on the view's backend, which the view and objects made from it (Object.create) hold, and which a
+    // caller may keep alone; the token lets close() unregister it.
+    view.collected = {};
+    droppedViews.register(view.backend, { session: sessionOf(this.backend), name }, view.collected);
     return view;
   }
   private collected?: object;
@@ -292,7 +294,7 @@ export class Model {
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
 
 let adapterViews = 0;
-/** A view collected without close() gives its adapter's weights back (an app making one per request would otherwise grow). */
+/** A view whose backend is collected without close() gives its adapter's weights back (an app making one per request would otherwise grow). */
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
