@@ -17,7 +17,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { readJsonl, type Example } from '../src/train/data.ts';
 import { trainSft } from '../src/train/sft.ts';
 import { checkOptions, type RunOptions } from '../src/train/checkpoint.ts';
-import { lateProgress, Progress, StagedProgress } from '../src/train/progress.ts';
+import { dimmer, lateProgress, Progress, StagedProgress } from '../src/train/progress.ts';
 import { writeReport } from '../src/eval/report.ts';
 import type { EvalReport } from '../src/eval/harness.ts';
 import { exportTrl } from '../src/cli/export-trl.ts';
@@ -313,6 +313,57 @@ test('lateProgress (loading a checkpoint): nothing for work done within a second
   t = 7300; lp.update(3, 3); // quick: no bar
   lp.stop();
   assert.deepEqual(written, ['loading m 5/5 | 1.67 M weights/s | elapsed 3s | ETA 0s\n']);
+});
+
+test('a TTY whose TERM is dumb gets plain progress lines and no control codes; NO_COLOR or TERM=dumb leave the thinking undimmed; a full disk under stdout is one line', () => {
+  const env = { TERM: process.env.TERM, NO_COLOR: process.env.NO_COLOR };
+  const written: string[] = [];
+  const tty = { isTTY: true, columns: 80, write: (s: string) => { written.push(s); return true; } } as unknown as NodeJS.WriteStream;
+  try {
+    process.env.TERM = 'dumb';
+    delete process.env.NO_COLOR;
+    let t = 0;
+    const sp = new StagedProgress({ stream: tty, now: () => t, itemUnit: 'questions', logEverySec: 1 });
+    t = 2000; sp.update('base', 2, 2);
+    sp.stop();
+    assert.deepEqual(written, ['base 2/2 | 1.00 questions/s | elapsed 2s | ETA 0s\n']);
+    assert.equal(dimmer(tty)('x'), 'x');
+    process.env.TERM = 'xterm-256color';
+    assert.equal(dimmer(tty)('x'), '\x1b[2mx\x1b[0m');
+    assert.equal(dimmer({ isTTY: false } as NodeJS.WriteStream)('x'), 'x');
+    process.env.NO_COLOR = '1';
+    assert.equal(dimmer(tty)('x'), 'x');
+  } finally {
+    for (const [k, v] of Object.entries(env)) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }
+  }
+  if (fs.existsSync('/dev/full')) {
+    const full = fs.openSync('/dev/full', 'w');
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '3'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, stdio: ['ignore', full, 'pipe'] });
+      assert.equal(r.status, 1);
+      assert.equal(r.stderr, 'edgereason: cannot write the output: ENOSPC: no space left on device, write\n');
+    } finally {
+      fs.closeSync(full);
+    }
+  }
+});
+
+test('--prompt - and --question - read the text from the standard input', () => {
+  const run = (args: string[], input: string) => spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
+  const gen = (prompt: string, input = '') => run(['generate', '--model', DEFAULT_DIR, '--prompt', prompt, '--max-tokens', '12'], input);
+  const piped = gen('-', 'Tom has 3 apples.\n'), given = gen('Tom has 3 apples.\n');
+  assert.equal(piped.status, 0, piped.stderr);
+  assert.equal(piped.stdout, given.stdout);
+  assert.notEqual(piped.stdout, gen('Tom has 3 apples.').stdout); // the text as given, newline and all
+  const q = 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?';
+  const ask = (question: string, input = '') => run(['answer', '--model', DEFAULT_DIR, '--question', question, '--reasoning', 'on'], input);
+  const asked = ask('-', q);
+  assert.equal(asked.status, 0, asked.stderr);
+  assert.equal(asked.stdout, ask(q).stdout);
+  assert.match(asked.stdout, /#### 19\n$/);
+  const empty = ask('-', '');
+  assert.equal(empty.status, 1);
+  assert.equal(empty.stderr, 'edgereason: --question -: the standard input was empty\n');
 });
 
 test('a bench run on a day that already has results writes <name>-<date>-2 beside them; the first run\'s files are kept', () => {

@@ -11,6 +11,7 @@ import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
+import { dimmer } from '../train/progress.ts';
 
 /** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
 export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}, between its tags`;
@@ -25,7 +26,7 @@ export function answerCommand(program: Command): void {
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): reason with its own weights, no adapter; the direct route answers after an empty thinking block')
     .option('--router <file>', 'router.json for reasoning auto (default: <model>/router.json when present; without one, auto reasons)')
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
-    .requiredOption('--question <text>', 'the question')
+    .requiredOption('--question <text>', 'the question (- reads it from the standard input)')
     .option('--system <text>', 'system message')
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\'', jsonObjectArg('--chat-template-kwargs'))
     .option('--reasoning <mode>', 'auto | on | off', 'auto')
@@ -103,7 +104,7 @@ export function answerCommand(program: Command): void {
           config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`edgereason: ${n}`),
         });
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
-        const tty = out.isTTY, dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[0m` : s);
+        const dim = dimmer(out);
         let phase: Phase | undefined, last = '';
         const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;

@@ -10,6 +10,7 @@ import { defaultModel, defaultModelFiles } from '../models/embedded.ts';
 import type { AnswerOptions, AnswerResult } from '../reason/types.ts';
 import { isCorrect } from '../tasks/grade.ts';
 import { makeSplits, type Item, type MathItem } from '../tasks/synthetic.ts';
+import { dimmer } from '../train/progress.ts';
 
 /** $EDGEREASON_SHARED, else ../shared beside the project root: the folder whose data/ holds the datasets (gsm8k, math500, ...). */
 export function sharedDir(): string {
@@ -23,7 +24,7 @@ export function sharedDir(): string {
 }
 
 
-const dim = (s: string) => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
+const dim = (s: string): string => dimmer(process.stdout)(s);
 
 /** Three test-split questions: a chat query, an easy and a hard problem. */
 function examples(): Item[] {

@@ -7,7 +7,7 @@ export function generateCommand(program: Command): void {
   program.command('generate')
     .description('stream a completion to stdout')
     .requiredOption('--model <path>', 'Hugging Face folder, .gguf, llama2.c .bin, or a converted folder')
-    .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one)')
+    .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one; - reads it from the standard input)')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
     .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k'), 0)

@@ -1,4 +1,5 @@
 /** The `edgereason` command line: one thin subcommand per file, each parsing flags and calling the library. */
+import fs from 'node:fs';
 import os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { generateCommand } from './generate.ts';
@@ -20,8 +21,12 @@ import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { shown } from '../show.ts';
 
 export async function main(argv: string[]): Promise<void> {
-  // Output piped into a reader that stops early (| head) ends the command quietly, not with a stack trace.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); else throw e; });
+  // Output piped into a reader that stops early (| head) ends the command quietly; output that cannot be written
+  // (a full disk under > out.txt) ends it with one line, not a stack trace.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') console.error(`edgereason: cannot write the output: ${e.message}`);
+    process.exit(e.code === 'EPIPE' ? 0 : 1);
+  });
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')
     .version(version(), '-V, --version', 'print the version')
@@ -31,6 +36,12 @@ export async function main(argv: string[]): Promise<void> {
   // generate --prompt "" is meant: a model whose tokenizer adds BOS starts from it alone (as llama2.c's run.c).
   program.hook('preAction', (_, command) => {
     for (const o of command.options) {
+      // --prompt - / --question - read the text from the standard input (long prompts exceed the shell's 128 KiB word)
+      if ((o.long === '--prompt' || o.long === '--question') && command.getOptionValue(o.attributeName()) === '-') {
+        const text = readStdin(o.long);
+        if (!text && o.long === '--question') throw new Error('--question -: the standard input was empty');
+        command.setOptionValueWithSource(o.attributeName(), text, command.getOptionValueSource(o.attributeName()));
+      }
       if (command.name() === 'generate' && o.long === '--prompt') continue;
       const v: unknown = command.getOptionValue(o.attributeName());
       if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
@@ -72,6 +83,15 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = 1;
     // A command that failed with a model open may leave its ONNX Runtime worker threads holding the process.
     setTimeout(() => process.exit(1), 2000).unref();
+  }
+}
+
+/** The standard input's whole text, as given (an option's value "-"). */
+function readStdin(flag: string): string {
+  try {
+    return fs.readFileSync(0, 'utf8');
+  } catch (e) {
+    throw new Error(`${flag} -: cannot read the standard input (${(e as Error).message})`);
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Progress of long work: step/total, loss, tokens/s (or items/s) and ETA on a cli-progress bar; when the stream is
- * not a TTY (a log file, CI) one plain line every `logEverySec` seconds instead. Nothing when `quiet` is set;
+ * not a terminal (a log file, CI, TERM=dumb) one plain line every `logEverySec` seconds instead. Nothing when `quiet` is set;
  * `onUpdate` receives the numbers either way (tests, logs).
  *
  * With `interrupt`, Ctrl-C (SIGINT) or SIGTERM while the reporter runs stops the bar (which restores the cursor it
@@ -8,6 +8,13 @@
  * Signal handlers run between synchronous operations, so a checkpoint or file being written is never cut in half.
  */
 import cliProgress from 'cli-progress';
+
+/** A terminal that takes control codes: a TTY whose TERM is not "dumb" (Emacs' shell, some IDE consoles). */
+export const isTerminal = (stream: NodeJS.WriteStream): boolean => !!stream.isTTY && process.env.TERM !== 'dumb';
+
+/** Text dimmed (thinking, notes) on such a terminal, unless NO_COLOR is set (no-color.org); as is elsewhere. */
+export const dimmer = (stream: NodeJS.WriteStream): ((s: string) => string) =>
+  (isTerminal(stream) && !process.env.NO_COLOR ? (s) => `\x1b[2m${s}\x1b[0m` : (s) => s);
 
 export interface ProgressInfo {
   step: number;
@@ -78,8 +85,8 @@ export class Progress {
     this.label = opts.label ?? 'train';
     const stream = opts.stream ?? process.stderr;
     this.lastLog = this.t0;
-    if (!opts.quiet && !stream.isTTY) this.logStream = stream;
-    if (!opts.quiet && stream.isTTY) {
+    if (!opts.quiet && !isTerminal(stream)) this.logStream = stream;
+    if (!opts.quiet && isTerminal(stream)) {
       const fields = opts.itemUnit ? `{rate} ${opts.itemUnit}/s` : `${opts.metric ?? 'loss'} {loss} | {rate} tok/s`;
       this.bar = new cliProgress.SingleBar({
         stream, hideCursor: opts.hideCursor ?? true, clearOnComplete: false,
