@@ -134,6 +134,16 @@ describe('Hugging Face config.json', () => {
     // Mistral's sliding window: exact up to the window, so the context stops there.
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', max_position_embeddings: 32768, sliding_window: 4096 }).maxPositionEmbeddings, 4096);
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral' }).architecture, 'llama');
+    // ... whose window transformers' MistralConfig defaults to 4096 when the key is missing (null: none).
+    const { sliding_window: _, ...unwindowed } = base;
+    assert.equal(parseHfConfig({ ...unwindowed, architectures: ['MistralForCausalLM'], model_type: 'mistral', max_position_embeddings: 32768 }).maxPositionEmbeddings, 4096);
+    assert.equal(parseHfConfig({ ...unwindowed, architectures: undefined, model_type: 'mistral', max_position_embeddings: 32768 }).maxPositionEmbeddings, 4096);
+    assert.equal(parseHfConfig({ ...unwindowed, architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 32768 }).maxPositionEmbeddings, 32768);
+    assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', max_position_embeddings: 32768, sliding_window: null }).maxPositionEmbeddings, 32768);
+    // Partial rotary embeddings (RoPE over part of each head) are refused, not run over the whole head.
+    assert.throws(() => parseHfConfig({ ...base, partial_rotary_factor: 0.5 }, 'p/config.json'), /^Error: p\/config\.json: partial_rotary_factor 0\.5 is not supported \(RoPE over the whole head only\)$/);
+    assert.throws(() => parseHfConfig({ ...base, rope_theta: undefined, rope_parameters: { rope_type: 'default', rope_theta: 1e6, partial_rotary_factor: 0.25 } }), /rope_parameters\.partial_rotary_factor 0\.25 is not supported/);
+    assert.equal(parseHfConfig({ ...base, partial_rotary_factor: 1 }).headDim, parseHfConfig(base).headDim);
     assert.equal(parseHfConfig({ ...base, architectures: undefined, model_type: 'llama' }).architecture, 'llama');
     assert.throws(() => parseHfConfig({ ...base, architectures: ['Qwen2ForSequenceClassification'] }), /unknown architecture "Qwen2ForSequenceClassification"/);
     assert.throws(() => parseHfConfig({ ...base, architectures: [null] }), /config\.json: field "architectures" must list class names such as "Qwen2ForCausalLM", got \[null\]/);
@@ -186,6 +196,11 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'yarn', rope_theta: 1e6, factor: 4 } }, 'v5/config.json'), /v5\/config\.json: rope_parameters type "yarn" is not supported/);
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 'big' } }), /field "rope_parameters\.rope_theta" must be a positive number, got "big"/);
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: 7 }), /field "rope_parameters" must be an object, got 7/);
+    // A rope_scaling beside them (a model card's long-context edit) is not dropped: refused unless it agrees.
+    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: llama3 }, 'v5/config.json'), /^Error: v5\/config\.json: rope_scaling \{"rope_type":"llama3".*\} and rope_parameters \{"rope_type":"default","rope_theta":1000000\} say different things: keep one of them$/);
+    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: { rope_type: 'yarn', factor: 4 } }), /rope_scaling type "yarn" is not supported/);
+    assert.deepEqual(parseHfConfig({ ...v5, rope_parameters: llama3, rope_scaling: llama3 }).ropeScaling, c.ropeScaling);
+    assert.equal(parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: null }).ropeScaling, undefined);
   });
   it('reads llama3 rope_scaling; refuses other kinds, incomplete ones and quantized checkpoints by name', () => {
     const llama3 = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };

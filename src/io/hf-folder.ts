@@ -51,6 +51,13 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   const ropeParams = raw.rope_parameters as Record<string, unknown> | null | undefined;
   if (ropeParams !== undefined && ropeParams !== null && (typeof ropeParams !== 'object' || Array.isArray(ropeParams))) throw new Error(`${file}: field "rope_parameters" must be an object, got ${shown(ropeParams)}`);
   const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters') : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling');
+  // A rope_scaling added beside rope_parameters (as model cards tell users to) must not be lost.
+  if (ropeParams && raw.rope_scaling !== undefined && raw.rope_scaling !== null && JSON.stringify(parseRopeScaling(raw.rope_scaling, file, 'rope_scaling')) !== JSON.stringify(ropeScaling)) {
+    throw new Error(`${file}: rope_scaling ${JSON.stringify(raw.rope_scaling)} and rope_parameters ${JSON.stringify(ropeParams)} say different things: keep one of them`);
+  }
+  for (const [where, v] of [['partial_rotary_factor', raw.partial_rotary_factor], ['rope_parameters.partial_rotary_factor', ropeParams?.partial_rotary_factor]] as const) {
+    if (v !== undefined && v !== null && v !== 1) throw new Error(`${file}: ${where} ${shown(v)} is not supported (RoPE over the whole head only)`);
+  }
   const ropeTheta = ropeParams?.rope_theta === undefined ? num('rope_theta', 10000) : positive(ropeParams.rope_theta, 'rope_parameters.rope_theta');
   if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') throw new Error(`${file}: hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu)`);
   if (raw.use_sliding_window === true) throw new Error(`${file}: use_sliding_window = true is not supported`);
@@ -67,8 +74,10 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   if (typeof bias !== 'boolean') throw new Error(`${file}: field "attention_bias" must be a boolean, got ${shown(bias)}`);
   // Llama's and Qwen3's attention_bias also puts a bias on o_proj, which the graph (Qwen2's q/k/v biases) does not have.
   if (bias && arch !== 'qwen2') throw new Error(`${file}: attention_bias = true is not supported for ${JSON.stringify(key)} (its o_proj bias; q/k/v biases as in Qwen2 only)`);
-  // Mistral attends within a sliding window: exact up to the window, so the context stops there.
-  const window = arch === 'llama' && Number.isInteger(raw.sliding_window) && (raw.sliding_window as number) > 0 ? raw.sliding_window as number : undefined;
+  // Mistral attends within a sliding window: exact up to the window, so the context stops there. transformers'
+  // MistralConfig defaults the window to 4096 (null: none).
+  const mistral = key === 'MistralForCausalLM' || key === 'mistral', slide = mistral && !Object.hasOwn(raw, 'sliding_window') ? 4096 : raw.sliding_window;
+  const window = arch === 'llama' && Number.isInteger(slide) && (slide as number) > 0 ? slide as number : undefined;
   const tie = raw.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') throw new Error(`${file}: field "tie_word_embeddings" must be a boolean, got ${shown(tie)}`);
 
