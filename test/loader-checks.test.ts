@@ -77,6 +77,8 @@ test('GGUF metadata: values are checked as config.json\'s are, naming the key; n
     /linear\.gguf: qwen2\.rope\.scaling\.factor = 4: linear RoPE scaling is not supported/);
   assert.throws(() => ggufToModel(ggufWith('linear-old', (md) => { md['qwen2.rope.scale_linear'] = typed('f32', 2); })),
     /linear-old\.gguf: qwen2\.rope\.scale_linear = 2: linear RoPE scaling is not supported/);
+  assert.throws(() => ggufToModel(ggufWith('partial', (md) => { md['qwen2.rope.dimension_count'] = typed('u32', 8); })),
+    /^Error: .*partial\.gguf: qwen2\.rope\.dimension_count = 8, but the heads have 16 dimensions: partial rotary embeddings are not supported$/);
   assert.deepEqual(ggufToModel(ggufWith('factor1', (md) => { md['qwen2.rope.scaling.factor'] = typed('f32', 1); })).config, ggufToModel(base.files.ggufF32).config);
   // u64 values beyond 2^53 read as BigInts: named in the message (which JSON could not print), and no token id.
   assert.throws(() => ggufToModel(ggufWith('u64-layers', (md) => { md['qwen2.block_count'] = typed('u64', BigInt(2 ** 60)); })),

@@ -708,6 +708,9 @@ export function ggufToModel(path: string): {
     eosTokenIds: [...new Set(eos)],
   };
 
+  // llama.cpp rotates the first rope.dimension_count dimensions of each head: partial rotary, which the graph has not.
+  const rotary = md[`${arch}.rope.dimension_count`];
+  if (rotary !== undefined && rotary !== config.headDim) throw new Error(`${path}: ${arch}.rope.dimension_count = ${shown(rotary)}, but the heads have ${config.headDim} dimensions: partial rotary embeddings are not supported`);
   if (config.ropeFreqFactors && config.ropeFreqFactors.length !== config.headDim / 2) {
     throw new Error(`${path}: tensor "${ROPE_FREQS}" has ${config.ropeFreqFactors.length} values, expected head_dim / 2 = ${config.headDim / 2}`);
   }
