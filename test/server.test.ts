@@ -555,6 +555,11 @@ test('server: a prompt longer than context × the longest token is refused by it
   const untokenized = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') } }) };
   const served = { ...server.served, models: new Map([['reasoning', untokenized]]) };
   assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content }] }, served as never, server.limits), (err: Error) => err.message === message);
+  // A template that renders chat_template_kwargs (tools, documents): measured with them, not by the messages alone.
+  const tok = m.model.tokenizer, withVars = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },
+    tokenizer: { value: Object.create(tok, { applyChatTemplate: { value: (msgs: never, o: { vars?: unknown }) => tok.applyChatTemplate(msgs, o as never) + JSON.stringify(o.vars ?? '') } }) } }) };
+  assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], chat_template_kwargs: { tools: [content] } }, { ...server.served, models: new Map([['reasoning', withVars]]) } as never, server.limits),
+    (err: Error) => /^This model's maximum context length is \d+ tokens\. However, your messages are \d+ characters long \(with the chat template\)/.test(err.message));
   // Many short messages: refused by their number, before the chat template renders them.
   const many = Array.from({ length: ctx + 1 }, () => ({ role: 'user' as const, content: '' }));
   const unrendered = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },
@@ -736,7 +741,7 @@ test('server: a chat template that fails on a plain conversation stops the start
       const post = (messages: Loose[]) => status(c.chat.completions.create({ model: path.basename(dir), messages, max_tokens: 2 } as any));
       const refused = await post([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }]);
       assert.deepEqual([refused.status, refused.param], [400, 'messages']);
-      assert.match(refused.message, /refuses these messages: System role not supported/);
+      assert.equal(refused.message, "400 Invalid 'messages': the chat template refuses these messages: System role not supported"); // no server paths
       const broken = await post([{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }, { role: 'user', content: 'hi' }]);
       assert.deepEqual([broken.status, broken.type], [500, 'server_error']);
       assert.equal(broken.message, `500 The chat template of the model '${path.basename(dir)}' failed: ${broken.message.split(' failed: ')[1]}`);

@@ -157,7 +157,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       'messages', 'invalid_request_error', 'context_length_exceeded');
   }
   const bound = promptCharBound(m.model.tokenizer);
-  if (bound && messages.reduce((a, x) => a + x.content.length, 0) > ctx * bound.maxTokenChars) {
+  // The template renders the kwargs too (tools, documents): with any, the rendered text is what is measured.
+  if (bound && (kwargs && Object.keys(kwargs).length || messages.reduce((a, x) => a + x.content.length, 0) > ctx * bound.maxTokenChars)) {
     let rendered: string | undefined;
     try { rendered = m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: kwargs }); } catch { /* encode() below says what is wrong */ }
     const chars = rendered === undefined ? 0 : bound.normalizedLength(rendered);
@@ -173,7 +174,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   try { ids = m.model.encode(messages, true, kwargs, 'chat'); } catch (e) {
     // The server's fault, said without its file paths.
     if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
-    const msg = (e as Error).message, param = /chatTemplateKwargs/.test(msg) ? 'chat_template_kwargs' : 'messages';
+    const msg = (e as Error).message.replace(/^tokenizer: the chat template of .*? refuses these messages: /, 'the chat template refuses these messages: ');
+    const param = /chatTemplateKwargs/.test(msg) ? 'chat_template_kwargs' : 'messages';
     throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', 'chat_template_kwargs')}`, param);
   }
   // A thinking model's direct answer follows the empty thinking block answer() adds (unless the template wrote it);
