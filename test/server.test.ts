@@ -9,6 +9,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
@@ -87,6 +88,15 @@ test('server: start, /v1/models, /health', async () => {
   assert.equal((models.data[1] as Loose).parent, BASE);
   const health = await (await fetch(`${url}/health`)).json();
   assert.equal(health.status, 'ok');
+  // Listening on loopback, it answers to loopback names only: a page reached by DNS rebinding sends its own.
+  const get = (host: string) => new Promise<[number, string]>((resolve, reject) => {
+    http.get(`${url}/v1/models`, { headers: { host } }, (res) => { let b = ''; res.on('data', (d) => { b += d; }); res.on('end', () => resolve([res.statusCode!, b])); }).on('error', reject);
+  });
+  const port = new URL(url).port;
+  for (const h of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, `LOCALHOST:${port}`, `app.localhost:${port}`, 'localhost']) assert.equal((await get(h))[0], 200, h);
+  const [code, body] = await get(`rebind.attacker.example:${port}`);
+  assert.equal(code, 403);
+  assert.deepEqual(JSON.parse(body).error, { message: 'The Host header names "rebind.attacker.example", but this server listens on 127.0.0.1 and answers to localhost names only (a page reached by DNS rebinding sends its own); serve with --host to answer to other names.', type: 'invalid_request_error', param: null, code: 'forbidden_host' });
 });
 
 test('server: non-streaming with reasoning on: thinking in reasoning_content and reasoning, answer in content, usage', async () => {

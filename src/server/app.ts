@@ -81,6 +81,15 @@ const RETRY_AFTER_S = 1;
 /** After the last in-flight request, how long close() waits for connections to end before cutting them. */
 const CLOSE_CONNECTIONS_AFTER_MS = 2000;
 
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** The name in a Host header ("[::1]:8080" → "::1"), lower-cased; undefined without one. */
+const hostName = (h: string | undefined): string | undefined => {
+  if (!h) return undefined;
+  const m = /^\[([^\]]*)\](?::\d*)?$/.exec(h) ?? /^([^:]*)(?::\d*)?$/.exec(h);
+  return (m ? m[1] : h).toLowerCase().replace(/\.$/, '');
+};
+
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
   const metrics = new Metrics();
@@ -152,6 +161,16 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(errorBody(`Unknown route ${req.method} ${req.url}`, 'invalid_request_error', null, 'unknown_url'));
   });
+  // Listening on loopback only, the server answers only to loopback names: a web page whose name an attacker's DNS
+  // points at 127.0.0.1 (DNS rebinding) sends its own name as Host, and its scripts would otherwise reach the API.
+  const host = o.host ?? '127.0.0.1';
+  if (LOOPBACK.has(host)) {
+    app.addHook('onRequest', async (req, reply) => {
+      const name = hostName(req.headers.host);
+      if (name === undefined || LOOPBACK.has(name) || name.endsWith('.localhost')) return;
+      return reply.code(403).send(errorBody(`The Host header names "${name}", but this server listens on ${host} and answers to localhost names only (a page reached by DNS rebinding sends its own); serve with --host to answer to other names.`, 'invalid_request_error', null, 'forbidden_host'));
+    });
+  }
   // While closing, every response ends its connection: `Connection: close` where headers are still to be sent, and
   // for a stream that began before close() (its headers said keep-alive) the socket is ended once the response is.
   app.addHook('onRequest', async (req, reply) => {
