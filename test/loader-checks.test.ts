@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { loadHfFolder } from '../src/io/hf-folder.ts';
 import { openSource } from '../src/io/source.ts';
 import { ggufToModel, openGguf, typed, writeGguf, type GgufTyped, type GgufValue } from '../src/io/gguf.ts';
@@ -109,6 +110,31 @@ test('GGUF metadata: values are checked as config.json\'s are, naming the key; n
   bytes.writeBigUInt64LE(2n ** 40n, at);
   fs.writeFileSync(big, bytes);
   assert.throws(() => openGguf(big), /biglen\.gguf: metadata "general\.zz" declares 1099511627776 elements, more than the \d+ bytes left in the file hold \(corrupt file\?\)/);
+  // ... and one the file holds but the heap would not (one JS value per element; 2e8 took the process down).
+  bytes.writeBigUInt64LE(2n ** 24n + 1n, at);
+  fs.writeFileSync(big, bytes);
+  fs.truncateSync(big, bytes.length + 2 ** 24); // sparse
+  assert.throws(() => openGguf(big), /biglen\.gguf: metadata "general\.zz" declares 16777217 elements, more than the 16777216 a model's metadata holds \(corrupt file\?\)/);
+});
+
+test('hostile files: a safetensors header over the format\'s 100 MB, and a link to /dev/zero or a pipe among a model\'s or adapter\'s files, are refused before they are read', () => {
+  const st = path.join(tmp, 'hugeheader.safetensors'), len = Buffer.alloc(8);
+  len.writeBigUInt64LE(100_000_001n);
+  fs.writeFileSync(st, len);
+  fs.truncateSync(st, 8 + 100_000_001 + 8); // sparse
+  assert.throws(() => openSafetensors(st), /hugeheader\.safetensors: header length 100000001 is over the format's limit of 100000000 bytes: corrupt, or not safetensors/);
+  if (!fs.existsSync('/dev/zero')) return;
+  const m = path.join(tmp, 'zero-model');
+  fs.cpSync(base.dir, m, { recursive: true });
+  fs.rmSync(path.join(m, 'tokenizer_config.json'), { force: true });
+  fs.symlinkSync('/dev/zero', path.join(m, 'tokenizer_config.json'));
+  assert.throws(() => openSource(m), /zero-model\/tokenizer_config\.json is not a regular file \(a device, pipe or socket\), not a JSON file/);
+  const adapter = path.join(tmp, 'zero-adapter');
+  fs.mkdirSync(adapter);
+  fs.symlinkSync('/dev/zero', path.join(adapter, 'adapter_config.json'));
+  assert.throws(() => loadAdapter(adapter, base.config), /^Error: adapter: .*zero-adapter\/adapter_config\.json is not a regular file/);
+  const fifo = path.join(tmp, 'fifo.bin');
+  if (spawnSync('mkfifo', [fifo]).status === 0) assert.throws(() => llama2cTokenizerJson(fifo), /^Error: llama2c: .*fifo\.bin is not a regular file \(a device, pipe or socket\), not a llama2\.c tokenizer$/);
 });
 
 test('GGUF tokenizer lists of the wrong type are refused by key', () => {

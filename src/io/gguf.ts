@@ -276,6 +276,8 @@ function shortF32(x: number): number {
 
 /** Arrays of arrays nest no deeper than this in any real GGUF (llama.cpp writes none). */
 const MAX_ARRAY_DEPTH = 8;
+/** Elements in one metadata array: 64 times the largest vocabulary (262,144 tokens) in use. */
+const MAX_ARRAY = 1 << 24;
 const VT_SIZE: Partial<Record<GgufScalarType, number>> = { u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 };
 
 class Cursor {
@@ -332,6 +334,8 @@ class Cursor {
         // the rest of the file cannot hold is refused before it is allocated.
         const least = VT[et] === 'string' ? 8 : VT[et] === 'array' ? 12 : VT_SIZE[VT[et] as GgufScalarType] ?? 1;
         if (n * least > this.size - this.pos) throw new Error(`${this.file}: ${what} declares ${n} elements, more than the ${this.size - this.pos} bytes left in the file hold (corrupt file?)`);
+        // Each element is a JS value (tens of bytes): a vocabulary's arrays hold some 10^5, and 10^8 would exhaust the heap.
+        if (n > MAX_ARRAY) throw new Error(`${this.file}: ${what} declares ${n} elements, more than the ${MAX_ARRAY} a model's metadata holds (corrupt file?)`);
         for (let i = 0; i < n; i++) out.push(this.value(et, what, depth + 1));
         return out;
       }

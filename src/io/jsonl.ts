@@ -56,8 +56,21 @@ function firstInvalidUtf8(b: Uint8Array): number {
 
 /** A text file's contents; a missing file, a folder in its place or a read error is named (`what`: "a JSON file"). */
 export function readTextFile(file: string, what: string, prefix = ''): string {
-  try { return fs.readFileSync(file, 'utf8'); } catch (e) {
+  return readModelFile(file, what, prefix).toString('utf8');
+}
+
+/**
+ * The bytes of one of a model's files. Only a regular file is read: a link to /dev/zero or a pipe in a model folder
+ * (which a cloned repository can carry) would be read for ever.
+ */
+export function readModelFile(file: string, what: string, prefix = ''): Buffer {
+  try {
+    const st = fs.statSync(file); // before opening: opening a pipe waits for a writer
+    if (!st.isFile() && !st.isDirectory()) throw new Error(`${prefix}${file} is not a regular file (a device, pipe or socket), not ${what}`);
+    return fs.readFileSync(file);
+  } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
+    if (code === undefined) throw e;
     throw new Error(`${prefix}${file} ${code === 'ENOENT' ? 'not found' : code === 'EISDIR' ? `is a folder, not ${what}` : `cannot be read (${(e as Error).message})`}`);
   }
 }

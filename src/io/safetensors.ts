@@ -257,6 +257,8 @@ export function checkFinite(tensors: Iterable<readonly [string, { data: ArrayLik
 }
 
 /** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
+const MAX_HEADER = 100_000_000;
+
 export function openSafetensors(path: string): SafetensorsFile {
   const stat = fs.statSync(path), size = stat.size;
   if (!stat.isFile()) throw new Error(`${path} is ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, not a safetensors file`);
@@ -269,6 +271,8 @@ export function openSafetensors(path: string): SafetensorsFile {
   }
   if (8 + headerLen > size)
     throw new Error(`${path}: header length ${headerLen} goes beyond the end of the file (${size} bytes): file truncated or not safetensors`);
+  // The format caps the header at 100 MB (safetensors' MAX_HEADER_SIZE), as the reference reader does.
+  if (headerLen > MAX_HEADER) throw new Error(`${path}: header length ${headerLen} is over the format's limit of ${MAX_HEADER} bytes: corrupt, or not safetensors`);
   const headerBytes = new Uint8Array(headerLen);
   readAt(path, 8, headerBytes);
   let header: Record<string, unknown>;
