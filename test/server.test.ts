@@ -570,6 +570,11 @@ test('server: a prompt longer than context × the longest token is refused by it
     tokenizer: { value: Object.create(tok, { applyChatTemplate: { value: (msgs: never, o: { vars?: unknown }) => tok.applyChatTemplate(msgs, o as never) + JSON.stringify(o.vars ?? '') } }) } }) };
   assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], chat_template_kwargs: { tools: [content] } }, { ...server.served, models: new Map([['reasoning', withVars]]) } as never, server.limits),
     (err: Error) => /^This model's maximum context length is \d+ tokens\. However, your messages are \d+ characters long \(with the chat template\)/.test(err.message));
+  // ... and a template that makes much more text than it is given (a hostile one doubling a string) is measured too.
+  const swelling = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },
+    tokenizer: { value: Object.create(tok, { applyChatTemplate: { value: (msgs: never, o: never) => tok.applyChatTemplate(msgs, o).repeat(ctx * 13) } }) } }) };
+  assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }] }, { ...server.served, models: new Map([['reasoning', swelling]]) } as never, server.limits),
+    (err: Error) => /^This model's maximum context length is \d+ tokens\. However, your messages are \d+ characters long \(with the chat template\)/.test(err.message));
   // Many short messages: refused by their number, before the chat template renders them.
   const many = Array.from({ length: ctx + 1 }, () => ({ role: 'user' as const, content: '' }));
   const unrendered = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },

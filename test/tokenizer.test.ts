@@ -120,6 +120,11 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{{ messages[0].content | nosuchfilter }}');
   assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
     && e.message.startsWith(`tokenizer: the chat template of ${dir} failed: `) && /nosuchfilter/.test(e.message));
+  // range() as Jinja's, but no more numbers than a chat template needs (range(1e9) ended the process).
+  writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for i in range(3) %}{{ i }}{% endfor %}|{% for i in range(5, 0, -2) %}{{ i }}{% endfor %}|{{ range(2, 4) | length }}{% if big %}{% for i in range(1000000000) %}{% endfor %}{% endif %}');
+  assert.equal(loadTokenizer(dir).applyChatTemplate(chat), '012|531|2');
+  assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat, { vars: { big: true } }), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
+    && e.message === `tokenizer: the chat template of ${dir} failed: range(0, 1000000000, 1) makes 1000000000 numbers, more than a chat template needs (100000)`);
 });
 
 test('a folder\'s tokenizer files: special_tokens_map.json fills the special tokens tokenizer_config.json lacks; chat_template.json', () => {

@@ -157,8 +157,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       'messages', 'invalid_request_error', 'context_length_exceeded');
   }
   const bound = promptCharBound(m.model.tokenizer);
-  // The template renders the kwargs too (tools, documents): with any, the rendered text is what is measured.
-  if (bound && (kwargs && Object.keys(kwargs).length || messages.reduce((a, x) => a + x.content.length, 0) > ctx * bound.maxTokenChars)) {
+  // What is measured is the rendered text: the template renders the kwargs too (tools, documents), and a template
+  // may make much more text than it is given.
+  if (bound) {
     let rendered: string | undefined;
     try { rendered = m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: kwargs }); } catch { /* encode() below says what is wrong */ }
     const chars = rendered === undefined ? 0 : bound.normalizedLength(rendered);

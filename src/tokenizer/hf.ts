@@ -180,7 +180,8 @@ export class HfTokenizer implements TextTokenizer {
       // Where it came from, for the messages (a folder's file; a GGUF's metadata or an in-memory one: the name alone).
       const from = files.chatTemplateFile ? ` (${files.chatTemplateFile})` : '';
       if (!this.templateSource.trim()) this.templateError = `tokenizer: the chat template of ${name}${from} is empty`;
-      else try { this.template = new Template(this.templateSource.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`)); } catch (e) {
+      // range() likewise goes to one that refuses a length no chat template needs (range(1e9) ended the process).
+      else try { this.template = new Template(this.templateSource.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`).replace(/(?<![.\w])range(\s*\()/g, `${RANGE}$1`)); } catch (e) {
         this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${(e as Error).message}`;
       }
     }
@@ -213,7 +214,7 @@ export class HfTokenizer implements TextTokenizer {
     }
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
     try {
-      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: range, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
       throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');
@@ -221,8 +222,18 @@ export class HfTokenizer implements TextTokenizer {
   }
 }
 
-/** What the templates' raise_exception calls are renamed to (see the constructor). */
-const RAISE = '__edgereason_raise_exception';
+/** What the templates' raise_exception and range calls are renamed to (see the constructor). */
+const RAISE = '__edgereason_raise_exception', RANGE = '__edgereason_range';
+const MAX_RANGE = 100_000;
+
+/** Jinja's range(), refusing more than MAX_RANGE numbers before making them. */
+function range(start: number, stop?: number, step = 1): number[] {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (step === 0) throw new Error('range() step must not be zero');
+  const n = Math.max(0, Math.ceil((stop - start) / step));
+  if (!(n <= MAX_RANGE)) throw new Error(`range(${start}, ${stop}, ${step}) makes ${n} numbers, more than a chat template needs (${MAX_RANGE})`);
+  return Array.from({ length: n }, (_, i) => start + i * step);
+}
 
 /** A chat template that refused the messages (raise_exception), or that is broken (does not parse or render). */
 export class ChatTemplateError extends Error {
