@@ -12,7 +12,7 @@ import { loadModel } from '../src/runtime/model.ts';
 import { evalLoss, trainSft } from '../src/train/sft.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { buildTrainingGraph } from '../src/train/graph.ts';
-import { batches, type Example } from '../src/train/data.ts';
+import { batches, loadDataset, type Example } from '../src/train/data.ts';
 import { checkDiverged, lrAt } from '../src/train/optim.ts';
 import { dataIdentity, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, saveCheckpoint } from '../src/train/checkpoint.ts';
 import { trainRl, type RlOptions } from '../src/train/rl.ts';
@@ -148,19 +148,48 @@ test('examples left without targets (no invocation, completion cut off by maxLen
   } finally {
     process.stderr.write = write;
   }
+  // Used: the 16 toy examples (5 targets each: the completion after the invocation) and the 4 cut ones (15 each).
+  const length = (set: Example[]) => set.reduce((a, e) => a + e.ids.length, 0), none = { repeats: 0, emptyReplies: 0, inTraining: 0 }, noneAt = { repeats: [], emptyReplies: [], inTraining: [] };
   const want = {
-    train: { examples: 36, used: 20, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 4 },
-    eval: { examples: 7, used: 4, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0 },
+    train: { examples: 36, lines: 36, used: 20, tokens: length(toy(16, 3)) + length(cut), targets: 16 * 5 + 4 * 15, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 4, noted: none, notedAt: noneAt },
+    eval: { examples: 7, lines: 7, used: 4, tokens: length(toy(4, 5)), targets: 4 * 5, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0, noted: none, notedAt: noneAt },
   };
   assert.deepEqual(r.data, want);
   assert.equal(r.steps, r.total);
   assert.ok(r.evalLosses.length === 1 && Number.isFinite(r.evalLosses[0][1]));
   assert.deepEqual(written.filter((l) => l.startsWith('train-sft:')), [
+    `train-sft: training data: 20 examples, ${want.train.tokens} tokens, 140 of them targets\n`,
     'train-sft: dropped 16 of 36 training examples with no target tokens (8 without the activated-LoRA invocation tokens [3] before their completion, 8 whose completion is cut off by --max-len 16); 4 kept examples cut to --max-len 16 tokens\n',
+    `train-sft: eval data: 4 examples, ${want.eval.tokens} tokens, 20 of them targets\n`,
     'train-sft: dropped 3 of 7 eval examples with no target tokens (1 without the activated-LoRA invocation tokens [3] before their completion, 2 whose completion is cut off by --max-len 16)\n',
   ]);
   const log = JSON.parse(fs.readFileSync(path.join(out, 'training_log.json'), 'utf8'));
   assert.deepEqual({ steps: log.steps, total: log.total, data: log.data }, { steps: r.steps, total: r.total, data: want });
+});
+
+test('train-sft reports what the data holds: examples, lines, tokens, targets; repeats, empty replies and eval examples also in training are noted; a completion ending in EOS gets no second one', () => {
+  const line = (prompt: string, completion: string) => JSON.stringify({ prompt, completion });
+  const conv = (...turns: string[]) => JSON.stringify({ messages: turns.map((content, i) => ({ role: i % 2 ? 'assistant' : 'user', content })) });
+  const data = path.join(tmp, 'noted.jsonl'), held = path.join(tmp, 'noted-eval.jsonl');
+  fs.writeFileSync(data, [line('a b', ' c d'), line('a b', ' c d'), line('e f', ''), conv('hi', ''), line('g h', ' i<|im_end|>')].join('\n') + '\n');
+  fs.writeFileSync(held, [line('a b', ' c d'), line('x y', ' z')].join('\n') + '\n');
+  const r = spawnSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--eval', held, '--out', path.join(tmp, 'noted'), '--max-steps', '1'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const tok = loadTokenizer(model.dir), enc = (t: string) => tok.encode(t).length, eos = 1;
+  // a b c d (twice), e f + EOS, the conversation, g h i <|im_end|> (its own EOS, no second one)
+  const chatFile = path.join(tmp, 'noted-chat.jsonl');
+  fs.writeFileSync(chatFile, conv('hi', '') + '\n');
+  const [chat] = loadDataset(chatFile, tok);
+  const tokens = 2 * (enc('a b c d') + eos) + enc('e f') + eos + chat.ids.length + enc('g h i<|im_end|>');
+  assert.equal(enc('g h i<|im_end|>'), enc('g h i') + 1);
+  const notes = r.stderr.split('\n').filter((l) => l.startsWith('train-sft:'));
+  assert.deepEqual(notes.slice(0, 3), [
+    `train-sft: training data: 5 examples, ${tokens} tokens, ${notes[0].match(/, (\d+) of them targets$/)?.[1]} of them targets`,
+    `train-sft: note: 1 training example repeats an earlier one (${data}:2)`,
+    `train-sft: note: 2 training examples train an empty reply (the model learns to answer nothing) (${data}:3, ${data}:4)`,
+  ]);
+  assert.deepEqual(notes.slice(3), [`train-sft: eval data: 2 examples, ${2 * (enc('a b c d') + eos) - enc('a b c d') + enc('x y z')} tokens, ${notes[3].match(/, (\d+) of them targets$/)?.[1]} of them targets`,
+    `train-sft: note: 1 eval example is also in the training data (its loss is not held out) (${held}:1)`]);
 });
 
 test('every training example without targets: refused before training, naming the reasons', async () => {

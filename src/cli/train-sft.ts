@@ -8,6 +8,7 @@ import { lastIndexOfRun } from '../runtime/generate.ts';
 import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { trainSft } from '../train/sft.ts';
+import { lateProgress } from '../train/progress.ts';
 import { intArg, positiveArg } from './main.ts';
 import { canonical, checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
 
@@ -63,8 +64,13 @@ export function trainSftCommand(program: Command): void {
       const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? fs.readFileSync(genConfig, 'utf8') : ''; // its sampling advice, for a --full output
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own
-      const train = loadDataset(o.data, src.tokenizer, perTurn);
-      const evalSet = o.eval ? loadDataset(o.eval, src.tokenizer, perTurn) : [];
+      // A large file takes minutes to tokenize: a bar once it has taken a second.
+      const load = (file: string, flag: string) => {
+        const bar = lateProgress(`tokenizing ${flag} ${path.basename(file)}`, 'lines');
+        try { return loadDataset(file, src.tokenizer, perTurn, bar.update); } finally { bar.stop(); }
+      };
+      const train = load(o.data, '--data');
+      const evalSet = o.eval ? load(o.eval, '--eval') : [];
       const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
       const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
       const r = await trainSft(src.config, src.weights, train, evalSet, {

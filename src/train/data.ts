@@ -4,7 +4,7 @@
  *
  * Each line is either {"messages": [{"role", "content"}, ...]} (roles system, user and assistant; rendered with the
  * tokenizer's chat template; loss on the assistant turns only), {"prompt": "...", "completion": "..."} (both
- * strings; loss on the completion only, which gets the EOS token appended), or TRL's conversational
+ * strings; loss on the completion only, which gets the EOS token appended unless it ends with it), or TRL's conversational
  * {"prompt": [messages], "completion": [messages]} (rendered as one conversation; loss on the completion's
  * assistant turns only). Blank lines are skipped; every other
  * line becomes an example or an error naming the file and line.
@@ -20,6 +20,8 @@ export interface Example {
   ids: number[]; lossMask: Uint8Array;
   /** Where it came from (file:line), for messages about it. */
   source?: string;
+  /** A reply it trains is empty (or blank): the model learns to answer nothing. */
+  emptyReply?: boolean;
 }
 
 export type DataRecord =
@@ -97,13 +99,16 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     const ids = tok.encode(r.prompt + r.completion), p = tok.encode(r.prompt);
     let from = 0;
     while (from < p.length && from < ids.length && p[from] === ids[from]) from++;
-    if (tok.eosTokenIds.length) ids.push(tok.eosTokenIds[0]);
+    // The EOS goes after the completion, unless it ends with it already (as TRL's add_eos).
+    if (tok.eosTokenIds.length && ids.at(-1) !== tok.eosTokenIds[0]) ids.push(tok.eosTokenIds[0]);
     if (from === ids.length) throw new Error(`${where}: empty completion and no EOS token, so nothing to train on`);
-    return [{ ids, lossMask: new Uint8Array(ids.length).fill(1, from) }];
+    return [{ ids, lossMask: new Uint8Array(ids.length).fill(1, from), ...(blank(r.completion, tok) ? { emptyReply: true } : {}) }];
   }
   const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
+  let emptyReply = false;
   r.messages.forEach((m, k) => {
     if (m.role !== 'assistant' || k < (r.trainFrom ?? 0)) return;
+    const empty = blank(m.content, tok);
     const before = renderIds(tok, r.messages.slice(0, k), true), upTo = renderIds(tok, r.messages.slice(0, k + 1), false);
     let start = 0;
     while (start < before.length && before[start] === upTo[start]) start++;
@@ -112,15 +117,27 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     }
     let end = upTo.length;
     while (end > start + 1 && !tok.decode([upTo[end - 1]]).trim()) end--;
-    if (!perTurn && isPrefix(upTo.slice(0, end), ids)) lossMask.fill(1, start, end);
-    else own.push({ ids: upTo.slice(0, end), lossMask: new Uint8Array(end).fill(1, start) });
+    if (!perTurn && isPrefix(upTo.slice(0, end), ids)) { lossMask.fill(1, start, end); emptyReply ||= empty; }
+    else own.push({ ids: upTo.slice(0, end), lossMask: new Uint8Array(end).fill(1, start), ...(empty ? { emptyReply: true } : {}) });
   });
-  return lossMask.includes(1) || !own.length ? [{ ids, lossMask }, ...own] : own;
+  return lossMask.includes(1) || !own.length ? [{ ids, lossMask, ...(emptyReply ? { emptyReply } : {}) }, ...own] : own;
 }
 
-/** Read and tokenize a JSONL dataset (see the file comment for the formats and the mask convention; tokenizeRecord for `perTurn`). */
-export function loadDataset(file: string, tok: TextTokenizer, perTurn = false): Example[] {
-  return readJsonl(file).flatMap((r) => tokenizeRecord(r, tok, `${file}:${r.line}`, perTurn));
+/** A reply with nothing in it but whitespace and end tokens. */
+const blank = (text: string, tok: TextTokenizer): boolean => !tok.eosTokenIds.reduce((t, id) => t.replaceAll(tok.decode([id]), ''), text).trim();
+
+/**
+ * Read and tokenize a JSONL dataset (see the file comment for the formats and the mask convention; tokenizeRecord for
+ * `perTurn`); `onProgress(lines done, lines)` as it tokenizes (a large file takes minutes).
+ */
+export function loadDataset(file: string, tok: TextTokenizer, perTurn = false, onProgress?: (done: number, total: number) => void): Example[] {
+  const records = readJsonl(file), out: Example[] = [];
+  onProgress?.(0, records.length);
+  records.forEach((r, i) => {
+    out.push(...tokenizeRecord(r, tok, `${file}:${r.line}`, perTurn));
+    onProgress?.(i + 1, records.length);
+  });
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

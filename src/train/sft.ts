@@ -3,6 +3,7 @@
  * global-norm clipping, gradient accumulation, token-budget micro-batches, periodic eval loss, atomic
  * checkpoints with bit-identical resume, and the result saved as a PEFT adapter or a Hugging Face folder.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { makeDir, writeJson } from '../io/safetensors.ts';
 import path from 'node:path';
@@ -66,11 +67,19 @@ export interface SftOptions {
  */
 export interface DataReport {
   examples: number;
+  /** The lines they came from (a conversation may be split into several examples). */
+  lines: number;
   used: number;
+  /** Tokens of the used examples (before the cut to maxLen), and how many of them are targets. */
+  tokens: number;
+  targets: number;
   dropped: { noTargets: number; noInvocation: number; cutOff: number };
   /** Where the first few dropped examples came from (file:line), by reason. */
   droppedAt: { noTargets: string[]; noInvocation: string[]; cutOff: string[] };
   truncated: number;
+  /** Used examples that are kept though suspect: a repeat of an earlier one, an empty reply, (eval) one also in the training set. */
+  noted: { repeats: number; emptyReplies: number; inTraining: number };
+  notedAt: { repeats: string[]; emptyReplies: string[]; inTraining: string[] };
 }
 
 export interface SftResult {
@@ -113,7 +122,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const seed = o.seed ?? 0, accum = o.accum ?? 1, epochs = o.epochs ?? 1, batchTokens = o.batchTokens ?? 4096, maxLen = o.maxLen ?? Math.min(batchTokens, ctx);
   // How messages name the cut: the flag when given, else where its default came from.
   const cut = o.maxLen !== undefined ? `--max-len ${maxLen}` : maxLen === ctx ? `the model's context of ${maxLen}` : `--batch-tokens ${maxLen} (the --max-len default)`;
-  const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation);
+  const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation, trainData.keys);
   if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, cut, o.aloraInvocation)}`);
   train = trainData.examples; evalSet = evalData.examples;
   // Every epoch's batches, once (the order is a function of seed and epoch). Micro-batches per epoch differ (the
@@ -126,8 +135,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const report = { train: trainData.report, eval: evalData.report };
   if (!o.quiet) {
     for (const [what, r] of [['training', report.train], ['eval', report.eval]] as const) {
-      const line = dataLine(what, r, cut, o.aloraInvocation);
-      if (line) process.stderr.write(`train-sft: ${line}\n`);
+      if (r.examples) for (const line of dataLines(what, r, cut, o.aloraInvocation)) process.stderr.write(`train-sft: ${line}\n`);
     }
   }
   // --full's default suits fine-tuning a pretrained model; training from scratch (the embedded model) takes ~1e-3.
@@ -237,14 +245,20 @@ const targetsWithin = (lossMask: Uint8Array, maxLen: number) => sum(lossMask.sub
  * first token, anything before it) cannot be learnt by the adapter: it only adds a constant to the loss, so it is
  * dropped from the mask.
  */
-function usable(set: Example[], maxLen: number, invocation?: number[]): { examples: Example[]; report: DataReport } {
-  const report: DataReport = { examples: set.length, used: 0, dropped: { noTargets: 0, noInvocation: 0, cutOff: 0 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0 };
-  const examples: Example[] = [];
-  const drop = (why: keyof DataReport['dropped'], e: Example) => {
-    report.dropped[why]++;
-    const at = report.droppedAt[why]; // a conversation split into turns drops from one line several times
-    if (e.source !== undefined && at.length < 3 && !at.includes(e.source)) at.push(e.source);
+function usable(set: Example[], maxLen: number, invocation?: number[], training?: Set<string>): { examples: Example[]; report: DataReport; keys: Set<string> } {
+  const report: DataReport = {
+    examples: set.length, lines: new Set(set.map((e, i) => e.source ?? i)).size, used: 0, tokens: 0, targets: 0,
+    dropped: { noTargets: 0, noInvocation: 0, cutOff: 0 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0,
+    noted: { repeats: 0, emptyReplies: 0, inTraining: 0 }, notedAt: { repeats: [], emptyReplies: [], inTraining: [] },
   };
+  const examples: Example[] = [], keys = new Set<string>();
+  const count = <K extends string>(n: Record<K, number>, at: Record<K, string[]>, why: K, e: Example) => {
+    n[why]++;
+    const where = at[why]; // a conversation split into turns drops from one line several times
+    if (e.source !== undefined && where.length < 3 && !where.includes(e.source)) where.push(e.source);
+  };
+  const drop = (why: keyof DataReport['dropped'], e: Example) => count(report.dropped, report.droppedAt, why, e);
+  const note = (why: keyof DataReport['noted'], e: Example) => count(report.noted, report.notedAt, why, e);
   for (const e of set) {
     let lossMask = e.lossMask;
     if (!sum(lossMask, 1)) { drop('noTargets', e); continue; }
@@ -254,11 +268,21 @@ function usable(set: Example[], maxLen: number, invocation?: number[]): { exampl
       if (!sum(lossMask, 1)) { drop('noInvocation', e); continue; }
     }
     if (!targetsWithin(lossMask, maxLen)) { drop('cutOff', e); continue; }
+    const key = exampleKey(e);
+    if (keys.has(key)) note('repeats', e);
+    if (training?.has(key)) note('inTraining', e);
+    if (e.emptyReply) note('emptyReplies', e);
+    keys.add(key);
+    report.tokens += e.ids.length;
+    report.targets += sum(lossMask, 1);
     examples.push(invocation ? { ...e, lossMask } : e);
   }
   report.used = examples.length;
-  return { examples, report };
+  return { examples, report, keys };
 }
+
+/** An example's tokens and targets, hashed (repeats and eval examples also in training are found by it). */
+const exampleKey = (e: Example): string => crypto.createHash('sha1').update(new Int32Array(e.ids)).update(e.lossMask).digest('base64');
 
 /** An example's tokens alone (where it came from does not change the run). */
 const tokensOf = ({ ids, lossMask }: Example) => ({ ids, lossMask });
@@ -273,12 +297,24 @@ function dropReasons(r: DataReport, cut: string, invocation?: number[]): string 
   ].filter(Boolean).join(', ');
 }
 
-/** One line on what was dropped and cut, or '' when every example is used whole. */
-function dataLine(what: string, r: DataReport, cut: string, invocation?: number[]): string {
-  const dropped = r.examples - r.used, parts: string[] = [];
+/** What the data holds (examples, lines, tokens, targets), then what was dropped and cut, and what is suspect. */
+function dataLines(what: string, r: DataReport, cut: string, invocation?: number[]): string[] {
+  const dropped = r.examples - r.used, parts: string[] = [], n = (x: number) => x.toLocaleString('en-US');
+  const lines = [`${what} data: ${n(r.used)} example${r.used === 1 ? '' : 's'}${r.lines !== r.examples ? ` from ${n(r.lines)} line${r.lines === 1 ? '' : 's'}` : ''}, ${n(r.tokens)} tokens, ${n(r.targets)} of them targets`];
   if (dropped) parts.push(`dropped ${dropped} of ${r.examples} ${what} examples with no target tokens (${dropReasons(r, cut, invocation)})`);
   if (r.truncated) parts.push(`${r.truncated} ${dropped ? 'kept' : `of ${r.examples} ${what}`} examples cut to ${cut} tokens`);
-  return parts.join('; ');
+  if (parts.length) lines.push(parts.join('; '));
+  const at = (why: keyof DataReport['noted']) => ` (${r.noted[why] > r.notedAt[why].length ? 'e.g. ' : ''}${r.notedAt[why].join(', ')})`;
+  const notes: [keyof DataReport['noted'], string, string][] = [
+    ['repeats', 'repeats an earlier one', 'repeat an earlier one'],
+    ['emptyReplies', 'trains an empty reply (the model learns to answer nothing)', 'train an empty reply (the model learns to answer nothing)'],
+    ['inTraining', 'is also in the training data (its loss is not held out)', 'are also in the training data (their loss is not held out)'],
+  ];
+  for (const [why, one, many] of notes) {
+    const k = r.noted[why];
+    if (k) lines.push(`note: ${k} ${what} example${k === 1 ? ` ${one}` : `s ${many}`}${r.notedAt[why].length ? at(why) : ''}`);
+  }
+  return lines;
 }
 
 /**

@@ -23,7 +23,9 @@ export interface MicroBatch {
 }
 
 export interface StepResult {
-  loss: number; grads: Params; targets: number; tokens: number;
+  loss: number; grads: Params; targets: number;
+  /** The examples' tokens, padding not counted (the progress bar's tok/s). */
+  tokens: number;
   /** log p of every target, per example (in target order). */
   logprobs: Float32Array[];
 }
@@ -66,7 +68,7 @@ export class Trainer {
     const flat = out.token_logprob.data as Float32Array, logprobs: Float32Array[] = [];
     let at = 0;
     for (const n of this.counts(batch)) { logprobs.push(flat.slice(at, at + n)); at += n; }
-    return { loss: (out.loss.data as Float32Array)[0], grads, targets: flat.length, tokens: feeds.input_ids.dims[0] * feeds.input_ids.dims[1], logprobs };
+    return { loss: (out.loss.data as Float32Array)[0], grads, targets: flat.length, tokens: batch.examples.reduce((a, e) => a + e.ids.length, 0), logprobs };
   }
 
   async close(): Promise<void> { await this.session.release(); }
