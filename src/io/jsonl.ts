@@ -56,14 +56,14 @@ function firstInvalidUtf8(b: Uint8Array): number {
 
 /** A text file's contents; a missing file, a folder in its place or a read error is named (`what`: "a JSON file"). */
 export function readTextFile(file: string, what: string, prefix = ''): string {
-  return readModelFile(file, what, prefix).toString('utf8');
+  return readRegularFile(file, what, prefix).toString('utf8');
 }
 
 /**
- * The bytes of one of a model's files. Only a regular file is read: a link to /dev/zero or a pipe in a model folder
+ * The bytes of a file (one of a model's, an adapter's, a router's ...). Only a regular file is read: a link to /dev/zero or a pipe in a model folder
  * (which a cloned repository can carry) would be read for ever.
  */
-export function readModelFile(file: string, what: string, prefix = ''): Buffer {
+export function readRegularFile(file: string, what: string, prefix = ''): Buffer {
   try {
     const st = fs.statSync(file); // before opening: opening a pipe waits for a writer
     if (!st.isFile() && !st.isDirectory()) throw new Error(`${prefix}${file} is not a regular file (a device, pipe or socket), not ${what}`);
