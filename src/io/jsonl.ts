@@ -60,8 +60,8 @@ export function readTextFile(file: string, what: string, prefix = ''): string {
 }
 
 /**
- * The bytes of a file (one of a model's, an adapter's, a router's ...). Only a regular file is read: a link to /dev/zero or a pipe in a model folder
- * (which a cloned repository can carry) would be read for ever.
+ * The bytes of a file (a model's, an adapter's, a router's ...). Only a regular file is read: a link to /dev/zero or
+ * a pipe in a model folder (which a cloned repository can carry) would be read for ever.
  */
 export function readRegularFile(file: string, what: string, prefix = ''): Buffer {
   try {
