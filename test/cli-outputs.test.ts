@@ -463,7 +463,7 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   }
   assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.startsWith('outdir')), ['outdir'], 'no outdir.json beside it');
   // The report: JSON exactly at --out, the table and plot named after it.
-  const report: EvalReport = { options: {}, summary: { all: { n: 1, accuracy: 1, meanTokens: 2, meanThinkingTokens: 0, ttftP50: 1, ttftP90: 1, latencyP50: 2, latencyP90: 2, tokensPerSec: 1 } }, cases: [] };
+  const report: EvalReport = { options: { model: at('no-such-model'), task: 'synthetic', split: 'test', limit: 200, maxTokens: 512 }, summary: { all: { n: 1, accuracy: 1, cut: 0, meanTokens: 2, meanThinkingTokens: 0, ttftP50: 1, ttftP90: 1, latencyP50: 2, latencyP90: 2, tokensPerSec: 1 } }, cases: [] };
   await writeReport(at('rep', 'x'), [{ name: 'base', report }]);
   await writeReport(at('rep', 'y.json'), [{ name: 'base', report }]);
   assert.deepEqual(fs.readdirSync(at('rep')).sort(), ['x', 'x-accuracy.svg', 'x.md', 'y-accuracy.svg', 'y.json', 'y.md']);
@@ -493,6 +493,9 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.deepEqual([fs.readFileSync(at('notes.json'), 'utf8'), fs.readFileSync(at('mine.md'), 'utf8')], ['my notes', 'my table']);
   fs.writeFileSync(at('rep', 'old.json'), JSON.stringify(report)); // one run's report alone, as eval wrote it before
   for (const [out, flags] of [[at('rep', 'y.json'), []], [at('rep', 'old.json'), []], [at('mine.json'), ['--overwrite']]] as const) assert.match(evalOut(out, ...flags), /no-such-model does not exist/, out);
+  // ... but the report of another evaluation is not replaced unless told.
+  assert.match(evalOut(at('rep', 'y.json'), '--task', 'gsm8k', '--max-tokens', '64'), new RegExp(`^edgereason: --out ${at('rep', 'y.json')} holds the report of another evaluation \\(task: "synthetic" there, "gsm8k" here; --max-tokens: 512 there, 64 here; split: "test" there, none here\\); pass --overwrite to replace it, or choose another --out\n$`));
+  assert.match(evalOut(at('rep', 'y.json'), '--task', 'gsm8k', '--overwrite'), /no-such-model does not exist/);
   // Beside an earlier report, a file of the user's under the table's or the plot's name is refused too.
   for (const f of ['y.md', 'y-accuracy.svg']) {
     const keep = fs.readFileSync(at('rep', f));

@@ -82,9 +82,11 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
 test('summary: nearest-rank percentiles; tokens/s over each batch\'s wall time, not the sum of its latencies', () => {
   const cases: CaseResult[] = Array.from({ length: 10 }, (_, i) => ({
     id: String(i), category: 'x', correct: i < 7, text: '', gold: 1, extracted: null, tokens: 10, thinkingTokens: 4, ttftMs: i + 1, latencyMs: 100 * (i + 1), wallShareMs: 50,
+    finishReason: i % 4 ? 'stop' as const : 'length' as const,
   }));
   const s = summarize(cases);
   assert.equal(s.accuracy, 0.7);
+  assert.equal(s.cut, 3); // cases 0, 4 and 8 hit the token limit
   assert.deepEqual([s.ttftP50, s.ttftP90, s.latencyP50, s.latencyP90], [5, 9, 500, 900]);
   assert.equal(s.tokensPerSec, 100 / 0.5); // 100 tokens over 10 × 50 ms of wall time
   assert.deepEqual([summarize(cases.slice(0, 2)).ttftP50, summarize([]).ttftP90], [1, 0]);
@@ -100,6 +102,11 @@ test('runEval on the embedded model: batched cases get the same answers as one b
     assert.equal(one.summary.all.n, 4);
     assert.equal(one.summary.all.accuracy, one.cases.filter((c) => c.correct).length / 4);
     one.cases.forEach((c) => assert.equal(c.wallShareMs, c.latencyMs));
+    // An answer cut off by maxTokens says so, and the summary counts it.
+    const short = await runEval(model, cases, { maxTokens: 3, temperature: 0 });
+    assert.deepEqual(short.cases.map((c) => c.finishReason), short.cases.map((c) => (c.tokens === 3 ? 'length' : 'stop')));
+    assert.equal(short.summary.all.cut, short.cases.filter((c) => c.tokens === 3).length);
+    assert.ok(short.summary.all.cut > 0);
     for (const k of [0, 2]) {
       // A batch's wall time, shared by tokens generated.
       const [a, b] = two.cases.slice(k, k + 2);

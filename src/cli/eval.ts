@@ -10,6 +10,8 @@ import type { Task } from '../tasks/grade.ts';
 import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
 import { checkThinkingRoom, reasoningTokens, thinksByItself } from '../reason/answer.ts';
+import { version } from '../version.ts';
+import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
 
@@ -40,10 +42,16 @@ export function evalCommand(program: Command): void {
       if (!/\.json$/i.test(o.out) && !fs.statSync(o.out, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--out ${o.out}: the report is JSON, so name it *.json (its .md table and -accuracy.svg plot are written beside it)`);
       const files = reportFiles(o.out);
       checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling });
+      const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(o.quant ? { quant: o.quant } : {}) };
+      // An earlier report is refreshed by the same evaluation; another one is not replaced unless told.
+      const other = o.overwrite ? [] : otherEvaluation(o.out, { ...what, maxTokens: o.maxTokens, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) });
+      if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
+      const suggested = suggestedSampling(generationSampling(o.model));
+      if (suggested) console.error(`eval: note: answers are greedy (the report says decoding "greedy"); ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
       if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
@@ -60,8 +68,7 @@ export function evalCommand(program: Command): void {
             onCase: (d, t) => progress.update(name, d, t),
           });
           // what was evaluated, ahead of the run's own options
-          const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, questions: cases.length, ...(o.quant ? { quant: o.quant } : {}) };
-          runs.push({ name, report: { ...report, options: { ...what, ...report.options } } });
+          runs.push({ name, report: { ...report, options: { ...what, questions: cases.length, decoding: 'greedy', edgereason: version(), ...report.options } } });
         }
         // Ctrl-C stays handled until the report is written (its progress bar says "nothing was written" until then).
         await close();
@@ -73,4 +80,15 @@ export function evalCommand(program: Command): void {
       console.log(markdownTable(runs));
       console.log(`wrote ${files.json}, ${files.md} and ${files.svg}`);
     });
+}
+
+/** What an earlier report at `out` evaluated that differs from `now` (its runs' options together; paths compared resolved). */
+function otherEvaluation(out: string, now: Record<string, unknown>): string[] {
+  if (!fs.existsSync(out) || !isReport(out)) return [];
+  const j = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { options: Record<string, unknown> }>;
+  const was: Record<string, unknown> = Object.assign({}, ...(j.options ? [j.options] : Object.values(j).map((r) => r.options)));
+  const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : v);
+  return [...new Set([...Object.keys(now), 'adapter', 'split', 'quant', 'maxThinkingTokens', 'nativeThinking'])]
+    .filter((k) => norm(k, was[k]) !== norm(k, now[k]))
+    .map((k) => `${k}: ${was[k] === undefined ? 'none' : JSON.stringify(was[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
 }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
-import { checkGenerateOptions, generateBatch, type GenerateOptions } from '../runtime/generate.ts';
+import { checkGenerateOptions, generateBatch, type FinishReason, type GenerateOptions } from '../runtime/generate.ts';
 import { checkThinkingRoom, reasoningTokens, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import { checkQuestions, extractAnswer, isCorrect, type Task } from '../tasks/grade.ts';
@@ -37,12 +37,17 @@ export interface CaseResult {
   /** The gold answer, and the answer the grader read from the text (none: it found none, or the thinking never closed). */
   gold: string | number; extracted: string | null;
   tokens: number; thinkingTokens: number; ttftMs: number; latencyMs: number;
+  /** "length": the answer was cut off by maxTokens (or the context), so it may end mid-answer. */
+  finishReason: FinishReason;
   /** This case's share of the wall time of its batch (by tokens generated): what tokens/s divides by. */
   wallShareMs: number;
 }
 
 export interface Summary {
-  n: number; accuracy: number; meanTokens: number; meanThinkingTokens: number;
+  n: number; accuracy: number;
+  /** Answers cut off by maxTokens (graded as they stand). */
+  cut: number;
+  meanTokens: number; meanThinkingTokens: number;
   ttftP50: number; ttftP90: number; latencyP50: number; latencyP90: number; tokensPerSec: number;
 }
 
@@ -102,7 +107,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
         // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
         id: group[k].id, category: group[k].category, correct: closed && isCorrect(task, c.text, gold), text: c.text,
         gold, extracted: closed ? extractAnswer(task, c.text) ?? null : null,
-        tokens: c.tokens.length, thinkingTokens: c.thinking?.tokens ?? 0, ttftMs: c.ttftMs, latencyMs: c.totalMs,
+        tokens: c.tokens.length, thinkingTokens: c.thinking?.tokens ?? 0, ttftMs: c.ttftMs, latencyMs: c.totalMs, finishReason: c.finishReason,
         wallShareMs: generated ? (wall * c.tokens.length) / generated : wall / out.length,
       });
     });
@@ -122,7 +127,7 @@ export function summarize(rs: CaseResult[]): Summary {
   };
   const time = rs.reduce((s, r) => s + (r.wallShareMs ?? r.latencyMs), 0) / 1000;
   return {
-    n: rs.length, accuracy: mean((r) => (r.correct ? 1 : 0)), meanTokens: mean((r) => r.tokens), meanThinkingTokens: mean((r) => r.thinkingTokens),
+    n: rs.length, accuracy: mean((r) => (r.correct ? 1 : 0)), cut: rs.filter((r) => r.finishReason === 'length').length, meanTokens: mean((r) => r.tokens), meanThinkingTokens: mean((r) => r.thinkingTokens),
     ttftP50: pct((r) => r.ttftMs, 0.5), ttftP90: pct((r) => r.ttftMs, 0.9), latencyP50: pct((r) => r.latencyMs, 0.5), latencyP90: pct((r) => r.latencyMs, 0.9),
     tokensPerSec: rs.reduce((s, r) => s + r.tokens, 0) / Math.max(time, 1e-9),
   };

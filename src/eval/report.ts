@@ -5,14 +5,16 @@ import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
 import type { EvalReport, Summary } from './harness.ts';
 
-const TABLE_HEAD = ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'];
+const TABLE_HEAD = ['| run | category | n | accuracy | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
+/** The table's head before the "cut off" column (reports written before it, which a rerun may replace). */
+const OLD_HEAD = ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'];
 const PLOT_TITLE = 'Accuracy by category';
 
 export function markdownTable(runs: { name: string; report: EvalReport }[]): string {
   const rows = [...TABLE_HEAD];
   for (const { name, report } of runs) {
     for (const [cat, s] of Object.entries(report.summary) as [string, Summary][]) {
-      rows.push(`| ${name} | ${cat} | ${s.n} | ${(100 * s.accuracy).toFixed(1)} % | ${s.meanTokens.toFixed(1)} | ${s.meanThinkingTokens.toFixed(1)} | ${s.ttftP50.toFixed(1)} / ${s.ttftP90.toFixed(1)} | ${s.latencyP50.toFixed(0)} / ${s.latencyP90.toFixed(0)} | ${s.tokensPerSec.toFixed(0)} |`);
+      rows.push(`| ${name} | ${cat} | ${s.n} | ${(100 * s.accuracy).toFixed(1)} % | ${s.cut ?? '–'} | ${s.meanTokens.toFixed(1)} | ${s.meanThinkingTokens.toFixed(1)} | ${s.ttftP50.toFixed(1)} / ${s.ttftP90.toFixed(1)} | ${s.latencyP50.toFixed(0)} / ${s.latencyP90.toFixed(0)} | ${s.tokensPerSec.toFixed(0)} |`);
     }
   }
   return rows.join('\n') + '\n';
@@ -45,7 +47,8 @@ export function isReport(file: string): boolean {
 export function isReportSibling(file: string): boolean {
   if (file.endsWith('.md')) {
     const lines = fs.readFileSync(file, 'utf8').split('\n');
-    return lines.at(-1) === '' && lines[0] === TABLE_HEAD[0] && lines[1] === TABLE_HEAD[1] && lines.slice(2, -1).every((l) => /^\|( [^|\n]* \|){9}$/.test(l));
+    return [TABLE_HEAD, OLD_HEAD].some((head) => lines.at(-1) === '' && lines[0] === head[0] && lines[1] === head[1]
+      && lines.slice(2, -1).every((l) => new RegExp(`^\\|( [^|\\n]* \\|){${head[1].split('|').length - 2}}$`).test(l)));
   }
   const text = fs.readFileSync(file, 'utf8');
   return file.endsWith('.svg') && text.startsWith('<svg') && text.includes(`>${PLOT_TITLE}</text>`);
