@@ -93,10 +93,10 @@ test('server: start, /v1/models, /health', async () => {
     http.get(`${url}/v1/models`, { headers: { host } }, (res) => { let b = ''; res.on('data', (d) => { b += d; }); res.on('end', () => resolve([res.statusCode!, b])); }).on('error', reject);
   });
   const port = new URL(url).port;
-  for (const h of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, `LOCALHOST:${port}`, `app.localhost:${port}`, 'localhost']) assert.equal((await get(h))[0], 200, h);
+  for (const h of [`localhost:${port}`, `127.0.0.1:${port}`, `127.0.0.2:${port}`, `[::1]:${port}`, `[0:0:0:0:0:0:0:1]:${port}`, `LOCALHOST:${port}`, `app.localhost:${port}`, 'localhost', 'localhost.']) assert.equal((await get(h))[0], 200, h);
   const [code, body] = await get(`rebind.attacker.example:${port}`);
   assert.equal(code, 403);
-  assert.deepEqual(JSON.parse(body).error, { message: 'The Host header names "rebind.attacker.example", but this server listens on 127.0.0.1 and answers to localhost names only (a page reached by DNS rebinding sends its own); serve with --host to answer to other names.', type: 'invalid_request_error', param: null, code: 'forbidden_host' });
+  assert.deepEqual(JSON.parse(body).error, { message: 'The Host header names "rebind.attacker.example", but this server listens on 127.0.0.1 and answers to localhost names only (a page reached by DNS rebinding sends its own); a reverse proxy in front of it should send Host: localhost, or serve with --host to answer to other names.', type: 'invalid_request_error', param: null, code: 'forbidden_host' });
 });
 
 test('server: non-streaming with reasoning on: thinking in reasoning_content and reasoning, answer in content, usage', async () => {
@@ -569,7 +569,7 @@ test('server: a prompt longer than context × the longest token is refused by it
   const tok = m.model.tokenizer, withVars = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },
     tokenizer: { value: Object.create(tok, { applyChatTemplate: { value: (msgs: never, o: { vars?: unknown }) => tok.applyChatTemplate(msgs, o as never) + JSON.stringify(o.vars ?? '') } }) } }) };
   assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], chat_template_kwargs: { tools: [content] } }, { ...server.served, models: new Map([['reasoning', withVars]]) } as never, server.limits),
-    (err: Error) => /^This model's maximum context length is \d+ tokens\. However, your messages are \d+ characters long \(with the chat template\)/.test(err.message));
+    (err: Error & { param?: string }) => /^This model's maximum context length is \d+ tokens\. However, your messages with the chat_template_kwargs are \d+ characters long \(with the chat template\).* Please reduce the length of the chat_template_kwargs\.$/.test(err.message) && err.param === 'chat_template_kwargs');
   // ... and a template that makes much more text than it is given (a hostile one doubling a string) is measured too.
   const swelling = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },
     tokenizer: { value: Object.create(tok, { applyChatTemplate: { value: (msgs: never, o: never) => tok.applyChatTemplate(msgs, o).repeat(ctx * 13) } }) } }) };

@@ -94,7 +94,8 @@ export function answerCommand(program: Command): void {
       // A router or verifier trained for the other kind of reasoning is refused now, not after loading the model.
       for (const [what, file] of [['router', routerFile], ['verifier', verifierFile]] as const) {
         let metadata: unknown;
-        try { metadata = file && JSON.parse(fs.readFileSync(file, 'utf8')).metadata; } catch { /* Router.load / Verifier.load name the problem */ }
+        // A regular file only: a pipe (<(cat router.json)) is read once, by the load.
+        try { metadata = file && fs.statSync(file).isFile() && JSON.parse(fs.readFileSync(file, 'utf8')).metadata; } catch { /* Router.load / Verifier.load name the problem */ }
         if (file && metadata && typeof metadata === 'object') checkTrainedFile(what, file, metadata as Record<string, unknown>, !!o.nativeThinking);
       }
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });

@@ -9,6 +9,7 @@ import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { trainSft } from '../train/sft.ts';
 import { lateProgress } from '../train/progress.ts';
+import { readTextFile } from '../io/jsonl.ts';
 import { intArg, positiveArg } from './main.ts';
 import { canonical, checkOutDir, removeStale, replacedArtefacts } from './outputs.ts';
 
@@ -61,7 +62,7 @@ export function trainSftCommand(program: Command): void {
       const src = openSource(o.model), genConfig = path.join(src.path, 'generation_config.json');
       // A whole model written beside a single-file one (a GGUF's folder) would give every GGUF there its tokenizer.json.
       if (o.full && src.kind !== 'hf' && isSourceFolder(o.out, src.path)) throw new Error(`train-sft: --out ${o.out} is the folder of ${src.path}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
-      const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? fs.readFileSync(genConfig, 'utf8') : ''; // its sampling advice, for a --full output
+      const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? readTextFile(genConfig, 'a JSON file') : ''; // its sampling advice, for a --full output
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own
       // A large file takes minutes to tokenize: a bar once it has taken a second.

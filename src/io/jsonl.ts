@@ -56,18 +56,32 @@ function firstInvalidUtf8(b: Uint8Array): number {
 
 /** A text file's contents; a missing file, a folder in its place or a read error is named (`what`: "a JSON file"). */
 export function readTextFile(file: string, what: string, prefix = ''): string {
-  return readRegularFile(file, what, prefix).toString('utf8');
+  return readInputFile(file, what, prefix).toString('utf8');
 }
 
+/** What is read of a file that is not a regular one (a pipe such as `<(cat router.json)`, a device) at most. */
+const MAX_STREAMED = 256 * 2 ** 20;
+
 /**
- * The bytes of a file (a model's, an adapter's, a router's ...). Only a regular file is read: a link to /dev/zero or
- * a pipe in a model folder (which a cloned repository can carry) would be read for ever.
+ * The bytes of a file (a model's, an adapter's, a router's ...). A pipe or a device is read up to 256 MiB: a link
+ * to /dev/zero among a model's files (which a cloned repository can carry) would otherwise be read for ever.
  */
-export function readRegularFile(file: string, what: string, prefix = ''): Buffer {
+export function readInputFile(file: string, what: string, prefix = ''): Buffer {
   try {
-    const st = fs.statSync(file); // before opening: opening a pipe waits for a writer
-    if (!st.isFile() && !st.isDirectory()) throw new Error(`${prefix}${file} is not a regular file (a device, pipe or socket), not ${what}`);
-    return fs.readFileSync(file);
+    const st = fs.statSync(file);
+    if (st.isFile() || st.isDirectory()) return fs.readFileSync(file); // a folder: EISDIR, named below
+    const fd = fs.openSync(file, 'r'), chunks: Buffer[] = [];
+    try {
+      for (let total = 0; ;) {
+        const chunk = Buffer.alloc(2 ** 20), n = fs.readSync(fd, chunk);
+        if (!n) break;
+        chunks.push(chunk.subarray(0, n));
+        if ((total += n) > MAX_STREAMED) throw new Error(`${prefix}${file} is not a regular file and gives more than ${MAX_STREAMED / 2 ** 20} MiB (a device?), not ${what}`);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    return Buffer.concat(chunks);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === undefined) throw e;

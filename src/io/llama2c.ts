@@ -8,7 +8,7 @@
  * `tokenizer.encode(prompt)` prepends BOS as run.c does; an empty prompt encodes to just [1].
  */
 import { closeSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
-import { readRegularFile } from './jsonl.ts';
+import { readInputFile } from './jsonl.ts';
 import path from 'node:path';
 import { checkModelConfig, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import { MemoryWeights } from './weights.ts';
@@ -51,7 +51,7 @@ export function findLlama2cTokenizer(modelPath: string, vocabSize = llama2cVocab
 
 /** Tokens in a llama2.c tokenizer file (-1 when it is not one). */
 function tokenCount(file: string): number {
-  const buf = readRegularFile(file, 'a llama2.c tokenizer', 'llama2c: ');
+  const buf = readInputFile(file, 'a llama2.c tokenizer', 'llama2c: ');
   let n = 0, off = 4;
   for (; off + 8 <= buf.length; n++) off += 8 + Math.max(0, buf.readInt32LE(off + 4));
   return off === buf.length ? n : -1;
@@ -68,7 +68,7 @@ function llama2cVocabSize(file: string): number {
 export function readLlama2cModel(file: string): { config: ModelConfig; weights: MemoryWeights } {
   const size = statSync(file).size;
   if (size > MAX_READ) throw new Error(`llama2c: ${file} is ${(size / 2 ** 30).toFixed(1)} GiB; llama2.c checkpoints over 2 GiB are not supported (load the model's Hugging Face folder or a GGUF instead)`);
-  const buf = readRegularFile(file, 'a llama2.c checkpoint', 'llama2c: ');
+  const buf = readInputFile(file, 'a llama2.c checkpoint', 'llama2c: ');
   if (buf.length < HEADER_BYTES) throw new Error(`llama2c: ${file} is too small (${buf.length} bytes) for a llama2.c header`);
   const h = new DataView(buf.buffer, buf.byteOffset, HEADER_BYTES);
   if (h.getUint32(0, true) === 0x616b3432) throw new Error(`llama2c: ${file} is a version-1/2 export (magic "ak42"); only the legacy version-0 format is supported`);
@@ -148,7 +148,7 @@ export interface Llama2cTokenizerJson { model: { vocab: Record<string, number>; 
  * llama2.c's export wrote sentencepiece's "▁" as a plain space and BOS/EOS as "\n<s>\n"/"\n</s>\n"; both are undone here.
  */
 export function llama2cTokenizerJson(file: string): Llama2cTokenizerJson {
-  const buf = readRegularFile(file, 'a llama2.c tokenizer', 'llama2c: ');
+  const buf = readInputFile(file, 'a llama2.c tokenizer', 'llama2c: ');
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const pieces: string[] = [], scores: number[] = [];
   const maxLen = buf.length >= 4 ? dv.getInt32(0, true) : -1;

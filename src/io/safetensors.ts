@@ -108,7 +108,7 @@ export function makeDir(dir: string): void {
       throw new Error(`cannot create the folder ${d}${code === 'ENOENT' ? `: ${nodePath.dirname(d)} takes no new folders` : ''} (${(e as Error).message})`, { cause: e });
     }
   }
-  if (!missing.length && !fs.statSync(dir).isDirectory()) throw new Error(`cannot create the folder ${nodePath.resolve(dir)}: a file of that name exists`);
+  if (!missing.length && !fs.statSync(nodePath.resolve(dir)).isDirectory()) throw new Error(`cannot create the folder ${nodePath.resolve(dir)}: a file of that name exists`);
 }
 
 /** JSON (with a final newline) written atomically; creates the folder. */
@@ -256,9 +256,10 @@ export function checkFinite(tensors: Iterable<readonly [string, { data: ArrayLik
   }
 }
 
-/** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
+/** The format's limit on the header (safetensors' MAX_HEADER_SIZE), which the reference reader enforces too. */
 const MAX_HEADER = 100_000_000;
 
+/** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
 export function openSafetensors(path: string): SafetensorsFile {
   const stat = fs.statSync(path), size = stat.size;
   if (!stat.isFile()) throw new Error(`${path} is ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, not a safetensors file`);
@@ -271,7 +272,6 @@ export function openSafetensors(path: string): SafetensorsFile {
   }
   if (8 + headerLen > size)
     throw new Error(`${path}: header length ${headerLen} goes beyond the end of the file (${size} bytes): file truncated or not safetensors`);
-  // The format caps the header at 100 MB (safetensors' MAX_HEADER_SIZE), as the reference reader does.
   if (headerLen > MAX_HEADER) throw new Error(`${path}: header length ${headerLen} is over the format's limit of ${MAX_HEADER} bytes: corrupt, or not safetensors`);
   const headerBytes = new Uint8Array(headerLen);
   readAt(path, 8, headerBytes);

@@ -13,6 +13,7 @@ import { buildInferenceGraph, weightProgress } from '../models/inference-graph.t
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
+import { readInputFile } from '../io/jsonl.ts';
 import { atomicWrite, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { writeTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
@@ -125,7 +126,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
   // generation_config.json too: its sampling advice is what serve and answer read from the folder they are given.
   const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG);
-  if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = fs.readFileSync(gen); atomicWrite(genOut, (fd) => writeAll(fd, raw)); } else fs.rmSync(genOut, { force: true });
+  if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = readInputFile(gen, 'a JSON file'); atomicWrite(genOut, (fd) => writeAll(fd, raw)); } else fs.rmSync(genOut, { force: true });
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options, source: { ...from, fingerprint: before }, edgereason: builder(),

@@ -10,6 +10,7 @@
  * connection (`Connection: close`), so no keep-alive connection holds the process after the last request.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AbortedError } from '../runtime/scheduler.ts';
@@ -81,7 +82,9 @@ const RETRY_AFTER_S = 1;
 /** After the last in-flight request, how long close() waits for connections to end before cutting them. */
 const CLOSE_CONNECTIONS_AFTER_MS = 2000;
 
-const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+/** A loopback name or address: localhost (and *.localhost), 127.0.0.0/8, ::1 however written. */
+const isLoopback = (name: string): boolean => name === 'localhost' || name.endsWith('.localhost')
+  || (net.isIPv4(name) && name.startsWith('127.')) || (net.isIPv6(name) && new net.SocketAddress({ address: name, family: 'ipv6' }).address === '::1');
 
 /** The name in a Host header ("[::1]:8080" → "::1"), lower-cased; undefined without one. */
 const hostName = (h: string | undefined): string | undefined => {
@@ -164,11 +167,11 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   // Listening on loopback only, the server answers only to loopback names: a web page whose name an attacker's DNS
   // points at 127.0.0.1 (DNS rebinding) sends its own name as Host, and its scripts would otherwise reach the API.
   const host = o.host ?? '127.0.0.1';
-  if (LOOPBACK.has(host)) {
+  if (isLoopback(host)) {
     app.addHook('onRequest', async (req, reply) => {
       const name = hostName(req.headers.host);
-      if (name === undefined || LOOPBACK.has(name) || name.endsWith('.localhost')) return;
-      return reply.code(403).send(errorBody(`The Host header names "${name}", but this server listens on ${host} and answers to localhost names only (a page reached by DNS rebinding sends its own); serve with --host to answer to other names.`, 'invalid_request_error', null, 'forbidden_host'));
+      if (name === undefined || isLoopback(name)) return;
+      return reply.code(403).send(errorBody(`The Host header names "${name}", but this server listens on ${host} and answers to localhost names only (a page reached by DNS rebinding sends its own); a reverse proxy in front of it should send Host: localhost, or serve with --host to answer to other names.`, 'invalid_request_error', null, 'forbidden_host'));
     });
   }
   // While closing, every response ends its connection: `Connection: close` where headers are still to be sent, and

@@ -56,7 +56,7 @@ export function initWeights(c: ModelConfig, seed: number): Map<string, { shape: 
 }
 
 const chat = (tok: TextTokenizer, question: string, reply: string, line: number): Example =>
-  tokenizeRecord({ line, messages: [{ role: 'user', content: question }, { role: 'assistant', content: reply }] }, tok)[0];
+  tokenizeRecord({ line, messages: [{ role: 'user', content: question }, { role: 'assistant', content: reply }] }, tok, `recipe example ${line}`)[0];
 
 /**
  * Base-model data, the "pretraining" of the default model:

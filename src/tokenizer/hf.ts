@@ -181,7 +181,7 @@ export class HfTokenizer implements TextTokenizer {
       const from = files.chatTemplateFile ? ` (${files.chatTemplateFile})` : '';
       if (!this.templateSource.trim()) this.templateError = `tokenizer: the chat template of ${name}${from} is empty`;
       // range() likewise goes to one that refuses a length no chat template needs (range(1e9) ended the process).
-      else try { this.template = new Template(this.templateSource.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`).replace(/(?<![.\w])range(\s*\()/g, `${RANGE}$1`)); } catch (e) {
+      else try { this.template = new Template(renameCalls(this.templateSource)); } catch (e) {
         this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${(e as Error).message}`;
       }
     }
@@ -221,6 +221,10 @@ export class HfTokenizer implements TextTokenizer {
     }
   }
 }
+
+/** The template with its raise_exception and range calls renamed to ours, inside its tags only (not its text). */
+const renameCalls = (source: string): string => source.replace(/\{\{[\s\S]*?\}\}|\{%[\s\S]*?%\}/g, (tag) =>
+  tag.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`).replace(/(?<![.\w])range(\s*\()/g, `${RANGE}$1`));
 
 /** What the templates' raise_exception and range calls are renamed to (see the constructor). */
 const RAISE = '__edgereason_raise_exception', RANGE = '__edgereason_range';

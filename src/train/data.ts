@@ -101,7 +101,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     while (from < p.length && from < ids.length && p[from] === ids[from]) from++;
     // The EOS goes after the completion, unless it ends with it already (as TRL's add_eos).
     if (tok.eosTokenIds.length && ids.at(-1) !== tok.eosTokenIds[0]) ids.push(tok.eosTokenIds[0]);
-    if (from === ids.length) throw new Error(`${where}: empty completion and no EOS token, so nothing to train on`);
+    if (from === ids.length) throw new Error(`${where}: empty completion${tok.eosTokenIds.length ? ' after a prompt that ends with the EOS' : ' and no EOS token'}, so nothing to train on`);
     return [{ ids, lossMask: new Uint8Array(ids.length).fill(1, from), ...(blank(r.completion, tok) ? { emptyReply: true } : {}) }];
   }
   const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
