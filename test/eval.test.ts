@@ -146,6 +146,17 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
       assert.deepEqual([c.thinkingTokens, c.tokens, c.correct], [8, a.samples[0].tokens, a.winner === String(cases[k].gold)], `case ${k}`);
     }
     await assert.rejects(runEval(model, cases, { maxThinkingTokens: 8 }), /eval: maxThinkingTokens applies to reasoning mode/);
+    // A budget line: the reply answer() gives with the same budget; it is fed (the third hard case thinks longer at 1000).
+    const three = syntheticCases('test', 40, 3).filter((c) => c.category === 'hard').slice(0, 3);
+    const [budgeted, plain] = [await runEval(model, three, { maxTokens: 256, temperature: 0, reasoning: true, budget: 1000 }), await runEval(model, three, { maxTokens: 256, temperature: 0, reasoning: true })];
+    for (const [k, c] of budgeted.cases.entries()) {
+      const a = await answer(model, three[k].question, { reasoning: 'on', maxTokens: 256, budget: 1000 });
+      assert.deepEqual([c.tokens, c.thinkingTokens, c.extracted ?? undefined], [a.samples[0].tokens, a.samples[0].thinkingTokens, a.samples[0].extracted], `case ${k}`);
+      assert.ok(c.text.endsWith(a.samples[0].answer) && c.text.includes(a.samples[0].thinking.trim()), `case ${k}`);
+    }
+    assert.notEqual(budgeted.cases[2].tokens, plain.cases[2].tokens);
+    assert.equal(budgeted.options.budget, 1000);
+    await assert.rejects(runEval(model, cases, { budget: 96 }), /^Error: eval: budget is the control line a budget-trained adapter reads after its invocation: it applies to reasoning mode with an adapter$/);
     // As in answer(): a cap that cannot close within maxTokens (generate's default 256) would cut every case mid-thought.
     const close = reasoningTokens(model).force.length;
     await assert.rejects(runEval(model, cases, { reasoning: true, maxThinkingTokens: 256 - close }), { message: `eval: maxThinkingTokens ${256 - close} leaves no room for the answer within maxTokens 256 (the default): closing the thinking takes ${close} token${close === 1 ? '' : 's'} and the answer at least one; lower maxThinkingTokens or raise maxTokens` });

@@ -11,6 +11,7 @@ import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
 import { checkThinkingRoom, reasoningTokens, thinksByItself } from '../reason/answer.ts';
 import { version } from '../version.ts';
+import { rlBudgets } from '../reason/budget.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
@@ -22,6 +23,7 @@ export function evalCommand(program: Command): void {
     .option('--adapter <dir>', 'reasoning adapter: also evaluates base + adapter ("<think>" after the prompt; an activated adapter on from there, a plain LoRA everywhere)')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): evaluates its direct answers (after an empty thinking block) and its thinking, no adapter')
     .option('--max-thinking-tokens <n>', 'thinking cap in the reasoning run ("\\n</think>\\n\\n" forced after it)', intArg('--max-thinking-tokens', 0))
+    .option('--budget <n>', 'thinking budget line after <think> in the reasoning run (a budget-trained adapter, as answer --budget)', intArg('--budget', 1))
     .option('--task <task>', `${TASK_NAMES.join(' | ')} (datasets from ../shared/data; math500, aime24 and amc23 are asked for a \\boxed{} answer)`, 'synthetic')
     .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
     .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
@@ -38,13 +40,15 @@ export function evalCommand(program: Command): void {
       if (o.nativeThinking && o.adapter) throw new Error('eval: --native-thinking evaluates the model\'s own thinking: leave --adapter out');
       const reasons = !!o.adapter || !!o.nativeThinking;
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
+      if (o.budget !== undefined && !o.adapter) throw new Error(`eval: --budget is the control line a budget-trained adapter reads: it needs --adapter${o.nativeThinking ? ' (with --native-thinking cap the thinking with --max-thinking-tokens)' : ''}`);
+      if (o.budget !== undefined && !rlBudgets(o.adapter).length) console.error(`eval: note: ${o.adapter} was not budget-trained by train-rl (no budgets in an rl_log.json beside it), so the budget line may not shorten its thinking`);
       // Said before the existing-file check (which would offer --overwrite), after the folder check (which names a file to give).
       if (!/\.json$/i.test(o.out) && !fs.statSync(o.out, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--out ${o.out}: the report is JSON, so name it *.json (its .md table and -accuracy.svg plot are written beside it)`);
       const files = reportFiles(o.out);
       checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling });
       const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(o.quant ? { quant: o.quant } : {}) };
       // An earlier report is refreshed by the same evaluation; another one is not replaced unless told.
-      const other = o.overwrite ? [] : otherEvaluation(o.out, { ...what, maxTokens: o.maxTokens, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) });
+      const other = o.overwrite ? [] : otherEvaluation(o.out, { ...what, maxTokens: o.maxTokens, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) });
       if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
@@ -65,6 +69,7 @@ export function evalCommand(program: Command): void {
           const report = await runEval(model, cases, {
             reasoning, maxTokens: o.maxTokens, batch: o.batch, ...(o.nativeThinking ? { nativeThinking: true } : {}),
             ...(reasoning && o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}),
+            ...(reasoning && o.budget !== undefined ? { budget: o.budget } : {}),
             onCase: (d, t) => progress.update(name, d, t),
           });
           // what was evaluated, ahead of the run's own options
@@ -88,7 +93,7 @@ function otherEvaluation(out: string, now: Record<string, unknown>): string[] {
   const j = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { options: Record<string, unknown> }>;
   const was: Record<string, unknown> = Object.assign({}, ...(j.options ? [j.options] : Object.values(j).map((r) => r.options)));
   const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : v);
-  return [...new Set([...Object.keys(now), 'adapter', 'split', 'quant', 'maxThinkingTokens', 'nativeThinking'])]
+  return [...new Set([...Object.keys(now), 'adapter', 'split', 'quant', 'maxThinkingTokens', 'budget', 'nativeThinking'])]
     .filter((k) => norm(k, was[k]) !== norm(k, now[k]))
     .map((k) => `${k}: ${was[k] === undefined ? 'none' : JSON.stringify(was[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
 }

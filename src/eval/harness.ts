@@ -12,6 +12,7 @@ import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import { checkGenerateOptions, generateBatch, type FinishReason, type GenerateOptions } from '../runtime/generate.ts';
 import { checkThinkingRoom, reasoningTokens, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
+import { budgetControl } from '../reason/budget.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import { checkQuestions, extractAnswer, isCorrect, type Task } from '../tasks/grade.ts';
 import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
@@ -29,6 +30,8 @@ export interface EvalOptions extends GenerateOptions {
   maxThinkingTokens?: number;
   /** The model thinks by itself (answer()'s nativeThinking): no adapter in either mode. */
   nativeThinking?: boolean;
+  /** Reasoning mode: the thinking budget line fed after the invocation, as answer()'s budget (a budget-trained adapter). */
+  budget?: number;
   onCase?: (done: number, total: number) => void;
 }
 
@@ -53,7 +56,7 @@ export interface Summary {
 
 export interface EvalReport { options: Record<string, unknown>; summary: Record<string, Summary>; cases: CaseResult[] }
 
-const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'adapter', 'adapterFrom'];
+const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'budget', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'adapter', 'adapterFrom'];
 
 /** runEval's inputs, checked before any work (a bad batch size would loop forever, a bad case fail after the others). */
 function checkEvalInputs(cases: EvalCase[], o: EvalOptions, vocabSize: number): void {
@@ -71,14 +74,16 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   const tok = model.tokenizer, batch = o.batch ?? 1, results: CaseResult[] = [];
   // The adapter's own invocation when it names one (activated LoRA: on from there), as answer() uses it; a plain
   // LoRA applies to the whole sequence.
-  const { onCase, reasoning, invocation: invocationText, maxThinkingTokens, nativeThinking: native, batch: _, ...gen } = o;
+  const { onCase, reasoning, invocation: invocationText, maxThinkingTokens, nativeThinking: native, budget, batch: _, ...gen } = o;
   const aloraTokens = model.adapter?.config.aloraInvocationTokens;
   if (native && model.adapter) throw new Error(`eval: nativeThinking evaluates the model's own thinking, but it was loaded with the adapter ${model.adapter.dir}`);
   if (reasoning && !model.adapter && !native) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter), or nativeThinking for a model that thinks by itself');
   if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
+  if (budget !== undefined && (!reasoning || native)) throw new Error('eval: budget is the control line a budget-trained adapter reads after its invocation: it applies to reasoning mode with an adapter');
   const rt = reasoning ? reasoningTokens(model, invocationText) : undefined;
   if (rt && maxThinkingTokens !== undefined) checkThinkingRoom(rt, maxThinkingTokens, gen.maxTokens ?? 256, 'eval', 'maxTokens', gen.maxTokens === undefined); // generate's default
-  const invocation = rt?.invocation ?? [], nativeInvocation = native ? reasoningTokens(model, invocationText).invocation : [];
+  const control = budget !== undefined ? budgetControl(tok, budget) : []; // fed after the invocation, as answer() does
+  const invocation = [...(rt?.invocation ?? []), ...control], nativeInvocation = native ? reasoningTokens(model, invocationText).invocation : [];
   // Every prompt is built (and checked against the context) before the first is answered: a question too long for
   // the model is named by its id (file:line) instead of failing as "prompt 0" of a batch, minutes in.
   const ctx = model.config.maxPositionEmbeddings;
