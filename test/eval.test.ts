@@ -6,6 +6,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { answer, reasoningTokens } from '../src/reason/answer.ts';
@@ -123,6 +124,19 @@ test('runEval on the embedded model: batched cases get the same answers as one b
   } finally {
     await model.close();
   }
+});
+
+test('eval CLI: --temperature samples, each case from --seed + its index (the same report twice), and the report says so', () => {
+  const run = (out: string, ...flags: string[]) => spawnSync(process.execPath, [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', '6', '--max-tokens', '8', '--out', out, ...flags], { encoding: 'utf8' });
+  const read = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8')).base;
+  for (const f of ['a', 'b']) assert.equal(run(path.join(tmp, `${f}.json`), '--temperature', '1.5', '--seed', '5').status, 0);
+  const [a, b] = [read(path.join(tmp, 'a.json')), read(path.join(tmp, 'b.json'))];
+  assert.deepEqual(b.cases.map((c: CaseResult) => c.text), a.cases.map((c: CaseResult) => c.text));
+  assert.deepEqual([a.options.decoding, a.options.temperature, a.options.seed], ['sampled', 1.5, 5]);
+  assert.equal(run(path.join(tmp, 'g.json')).status, 0);
+  const g = read(path.join(tmp, 'g.json'));
+  assert.deepEqual([g.options.decoding, g.options.temperature], ['greedy', 0]);
+  assert.notDeepEqual(g.cases.map((c: CaseResult) => c.text), a.cases.map((c: CaseResult) => c.text));
 });
 
 test('runEval with the reasoning adapter: thinking tokens are the segment before "</think>", as answer() counts them', async () => {

@@ -1,11 +1,12 @@
 import fs from 'node:fs';
+import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
 import { DATASETS, datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
 import { isReport, isReportSibling, reportFiles, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { intArg, quantArg } from './main.ts';
+import { floatArg, intArg, quantArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
 import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
@@ -28,6 +29,11 @@ export function evalCommand(program: Command): void {
     .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
     .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
+    .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k'), 0)
+    .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
+    .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0)
+    .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', intArg('--seed'))
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
@@ -48,14 +54,18 @@ export function evalCommand(program: Command): void {
       checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling });
       const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(o.quant ? { quant: o.quant } : {}) };
       // An earlier report is refreshed by the same evaluation; another one is not replaced unless told.
-      const other = o.overwrite ? [] : otherEvaluation(o.out, { ...what, maxTokens: o.maxTokens, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) });
+      const other = o.overwrite ? [] : otherEvaluation(o.out, { ...what, maxTokens: o.maxTokens, temperature: o.temperature, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) });
       if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
-      const suggested = suggestedSampling(generationSampling(o.model));
-      if (suggested) console.error(`eval: note: answers are greedy (the report says decoding "greedy"); ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
+      const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
+      if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
+      for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 1], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
+        if (greedy && set) console.error(`eval: note: ${flag} has no effect at --temperature 0 (greedy)`);
+      }
+      const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed: o.seed ?? randomInt(2 ** 31) };
       if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
@@ -67,13 +77,13 @@ export function evalCommand(program: Command): void {
         for (const reasoning of reasons ? [false, true] : [false]) {
           const name = o.nativeThinking ? (reasoning ? 'thinking' : 'no thinking') : reasoning ? 'base + reasoning adapter' : 'base';
           const report = await runEval(model, cases, {
-            reasoning, maxTokens: o.maxTokens, batch: o.batch, ...(o.nativeThinking ? { nativeThinking: true } : {}),
+            reasoning, maxTokens: o.maxTokens, batch: o.batch, ...sampling, ...(o.nativeThinking ? { nativeThinking: true } : {}),
             ...(reasoning && o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}),
             ...(reasoning && o.budget !== undefined ? { budget: o.budget } : {}),
             onCase: (d, t) => progress.update(name, d, t),
           });
           // what was evaluated, ahead of the run's own options
-          runs.push({ name, report: { ...report, options: { ...what, questions: cases.length, decoding: 'greedy', edgereason: version(), ...report.options } } });
+          runs.push({ name, report: { ...report, options: { ...what, questions: cases.length, decoding: greedy ? 'greedy' : 'sampled', edgereason: version(), ...report.options } } });
         }
         // Ctrl-C stays handled until the report is written (its progress bar says "nothing was written" until then).
         await close();
@@ -92,7 +102,7 @@ function otherEvaluation(out: string, now: Record<string, unknown>): string[] {
   if (!fs.existsSync(out) || !isReport(out)) return [];
   const j = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { options: Record<string, unknown> }>;
   const was: Record<string, unknown> = Object.assign({}, ...(j.options ? [j.options] : Object.values(j).map((r) => r.options)));
-  const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : v);
+  const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : k === 'temperature' ? v ?? 0 : v); // reports before --temperature: greedy
   return [...new Set([...Object.keys(now), 'adapter', 'split', 'quant', 'maxThinkingTokens', 'budget', 'nativeThinking'])]
     .filter((k) => norm(k, was[k]) !== norm(k, now[k]))
     .map((k) => `${k}: ${was[k] === undefined ? 'none' : JSON.stringify(was[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
