@@ -495,7 +495,7 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   for (const [out, flags] of [[at('rep', 'y.json'), []], [at('rep', 'old.json'), []], [at('mine.json'), ['--overwrite']]] as const) assert.match(evalOut(out, ...flags), /no-such-model does not exist/, out);
   assert.equal(evalOut(at('b.json'), '--budget', '96'), 'edgereason: eval: --budget is the control line a budget-trained adapter reads: it needs --adapter\n');
   // ... but the report of another evaluation is not replaced unless told.
-  assert.match(evalOut(at('rep', 'y.json'), '--task', 'gsm8k', '--max-tokens', '64'), new RegExp(`^edgereason: --out ${at('rep', 'y.json')} holds the report of another evaluation \\(task: "synthetic" there, "gsm8k" here; --max-tokens: 512 there, 64 here; split: "test" there, none here\\); pass --overwrite to replace it, or choose another --out\n$`));
+  assert.match(evalOut(at('rep', 'y.json'), '--task', 'gsm8k', '--max-tokens', '64'), new RegExp(`^edgereason: --out ${at('rep', 'y.json')} holds the report of another evaluation \\(--task: "synthetic" there, "gsm8k" here; --max-tokens: 512 there, 64 here; --split: "test" there, none here\\); pass --overwrite to replace it, or choose another --out\n$`));
   assert.match(evalOut(at('rep', 'y.json'), '--task', 'gsm8k', '--overwrite'), /no-such-model does not exist/);
   // Beside an earlier report, a file of the user's under the table's or the plot's name is refused too.
   for (const f of ['y.md', 'y-accuracy.svg']) {

@@ -96,6 +96,15 @@ test('server: start, /v1/models, /health', async () => {
   for (const h of [`localhost:${port}`, `127.0.0.1:${port}`, `127.0.0.2:${port}`, `[::1]:${port}`, `[0:0:0:0:0:0:0:1]:${port}`, `LOCALHOST:${port}`, `app.localhost:${port}`, 'localhost', 'localhost.']) assert.equal((await get(h))[0], 200, h);
   const [code, body] = await get(`rebind.attacker.example:${port}`);
   assert.equal(code, 403);
+  assert.equal((await get(`[::ffff:127.0.0.1]:${port}`))[0], 200);
+  // Loopback however --host names it (LOCALHOST, 127.1): decided from the address bound.
+  const other = await createServer({ model: fixture.dir, port: 0, host: 'LOCALHOST', ctx: 512 }), otherUrl = new URL(await other.listen());
+  try {
+    const status = await new Promise<number>((resolve, reject) => http.get(`${otherUrl.origin}/health`, { headers: { host: 'rebind.attacker.example' } }, (res) => { res.resume(); resolve(res.statusCode!); }).on('error', reject));
+    assert.equal(status, 403);
+  } finally {
+    await other.close(1000);
+  }
   assert.deepEqual(JSON.parse(body).error, { message: 'The Host header names "rebind.attacker.example", but this server listens on 127.0.0.1 and answers to localhost names only (a page reached by DNS rebinding sends its own); a reverse proxy in front of it should send Host: localhost, or serve with --host to answer to other names.', type: 'invalid_request_error', param: null, code: 'forbidden_host' });
 });
 
@@ -570,6 +579,9 @@ test('server: a prompt longer than context × the longest token is refused by it
     tokenizer: { value: Object.create(tok, { applyChatTemplate: { value: (msgs: never, o: { vars?: unknown }) => tok.applyChatTemplate(msgs, o as never) + JSON.stringify(o.vars ?? '') } }) } }) };
   assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], chat_template_kwargs: { tools: [content] } }, { ...server.served, models: new Map([['reasoning', withVars]]) } as never, server.limits),
     (err: Error & { param?: string }) => /^This model's maximum context length is \d+ tokens\. However, your messages with the chat_template_kwargs are \d+ characters long \(with the chat template\).* Please reduce the length of the chat_template_kwargs\.$/.test(err.message) && err.param === 'chat_template_kwargs');
+  // Messages too long whatever the kwargs are: the messages are blamed.
+  assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content }], chat_template_kwargs: { enable_thinking: true } }, served as never, server.limits),
+    (err: Error & { param?: string }) => err.message === message && err.param === 'messages');
   // ... and a template that makes much more text than it is given (a hostile one doubling a string) is measured too.
   const swelling = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },
     tokenizer: { value: Object.create(tok, { applyChatTemplate: { value: (msgs: never, o: never) => tok.applyChatTemplate(msgs, o).repeat(ctx * 13) } }) } }) };

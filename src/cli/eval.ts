@@ -12,6 +12,8 @@ import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
 import { checkThinkingRoom, reasoningTokens, thinksByItself } from '../reason/answer.ts';
 import { version } from '../version.ts';
+import { openSource } from '../io/source.ts';
+import { defaultQuant } from '../runtime/convert.ts';
 import { rlBudgets } from '../reason/budget.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
@@ -52,9 +54,13 @@ export function evalCommand(program: Command): void {
       if (!/\.json$/i.test(o.out) && !fs.statSync(o.out, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--out ${o.out}: the report is JSON, so name it *.json (its .md table and -accuracy.svg plot are written beside it)`);
       const files = reportFiles(o.out);
       checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling });
-      const what = { model: o.model, ...(o.adapter ? { adapter: o.adapter } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(o.quant ? { quant: o.quant } : {}) };
+      // What is evaluated, as the report records it: paths resolved (a rerun from another folder is the same run), the quantisation used.
+      let quant: string | undefined = o.quant;
+      try { const src = openSource(o.model); quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config); } catch { /* the load below names the problem */ }
+      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}) };
+      const sampled = o.temperature > 0 ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
       // An earlier report is refreshed by the same evaluation; another one is not replaced unless told.
-      const other = o.overwrite ? [] : otherEvaluation(o.out, { ...what, maxTokens: o.maxTokens, temperature: o.temperature, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) });
+      const other = o.overwrite ? [] : otherEvaluation(o.out, { ...what, maxTokens: o.maxTokens, temperature: o.temperature, ...sampled, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) });
       if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
@@ -102,8 +108,10 @@ function otherEvaluation(out: string, now: Record<string, unknown>): string[] {
   if (!fs.existsSync(out) || !isReport(out)) return [];
   const j = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { options: Record<string, unknown> }>;
   const was: Record<string, unknown> = Object.assign({}, ...(j.options ? [j.options] : Object.values(j).map((r) => r.options)));
-  const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : k === 'temperature' ? v ?? 0 : v); // reports before --temperature: greedy
-  return [...new Set([...Object.keys(now), 'adapter', 'split', 'quant', 'maxThinkingTokens', 'budget', 'nativeThinking'])]
-    .filter((k) => norm(k, was[k]) !== norm(k, now[k]))
-    .map((k) => `${k}: ${was[k] === undefined ? 'none' : JSON.stringify(was[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
+  // Reports before --temperature were greedy (and sampled with no top-k, top-p or min-p), before quant was recorded unknown.
+  const unset: Record<string, unknown> = { temperature: 0, topK: 0, topP: 1, minP: 0 };
+  const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : v ?? unset[k]);
+  return [...new Set([...Object.keys(now), 'adapter', 'split', 'maxThinkingTokens', 'budget', 'nativeThinking', 'topK', 'topP', 'minP'])]
+    .filter((k) => norm(k, was[k]) !== norm(k, now[k]) && !(k === 'quant' && was[k] === undefined))
+    .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${was[k] === undefined ? 'none' : JSON.stringify(was[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
 }

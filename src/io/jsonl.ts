@@ -59,24 +59,24 @@ export function readTextFile(file: string, what: string, prefix = ''): string {
   return readInputFile(file, what, prefix).toString('utf8');
 }
 
-/** What is read of a file that is not a regular one (a pipe such as `<(cat router.json)`, a device) at most. */
-const MAX_STREAMED = 256 * 2 ** 20;
+/** What is read of a pipe (such as `<(cat router.json)`) at most. */
+const MAX_PIPED = 256 * 2 ** 20;
 
 /**
- * The bytes of a file (a model's, an adapter's, a router's ...). A pipe or a device is read up to 256 MiB: a link
- * to /dev/zero among a model's files (which a cloned repository can carry) would otherwise be read for ever.
+ * The bytes of a file (a model's, an adapter's, a router's ...): a regular file, or a pipe read up to 256 MiB. A
+ * device is refused: a link to /dev/zero or /dev/tty among a model's files (which a cloned repository can carry)
+ * would be read for ever, or wait for a keyboard.
  */
 export function readInputFile(file: string, what: string, prefix = ''): Buffer {
   try {
     const st = fs.statSync(file);
     if (st.isFile() || st.isDirectory()) return fs.readFileSync(file); // a folder: EISDIR, named below
-    const fd = fs.openSync(file, 'r'), chunks: Buffer[] = [];
+    if (!st.isFIFO()) throw new Error(`${prefix}${file} is not a regular file or a pipe (a device or socket), not ${what}`);
+    const fd = fs.openSync(file, 'r'), chunks: Buffer[] = [], chunk = Buffer.alloc(2 ** 16);
     try {
-      for (let total = 0; ;) {
-        const chunk = Buffer.alloc(2 ** 20), n = fs.readSync(fd, chunk);
-        if (!n) break;
-        chunks.push(chunk.subarray(0, n));
-        if ((total += n) > MAX_STREAMED) throw new Error(`${prefix}${file} is not a regular file and gives more than ${MAX_STREAMED / 2 ** 20} MiB (a device?), not ${what}`);
+      for (let total = 0, n; (n = fs.readSync(fd, chunk)) > 0;) {
+        chunks.push(Buffer.from(chunk.subarray(0, n)));
+        if ((total += n) > MAX_PIPED) throw new Error(`${prefix}${file} is a pipe that gives more than ${MAX_PIPED / 2 ** 20} MiB, not ${what}`);
       }
     } finally {
       fs.closeSync(fd);

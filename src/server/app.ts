@@ -82,9 +82,11 @@ const RETRY_AFTER_S = 1;
 /** After the last in-flight request, how long close() waits for connections to end before cutting them. */
 const CLOSE_CONNECTIONS_AFTER_MS = 2000;
 
-/** A loopback name or address: localhost (and *.localhost), 127.0.0.0/8, ::1 however written. */
-const isLoopback = (name: string): boolean => name === 'localhost' || name.endsWith('.localhost')
-  || (net.isIPv4(name) && name.startsWith('127.')) || (net.isIPv6(name) && new net.SocketAddress({ address: name, family: 'ipv6' }).address === '::1');
+/** A loopback name or address: localhost (and *.localhost), 127.0.0.0/8 (also IPv4-mapped), ::1 however written. */
+const isLoopback = (name: string): boolean => {
+  const ip = net.isIPv6(name) ? new net.SocketAddress({ address: name, family: 'ipv6' }).address.replace(/^::ffff:(?=\d+\.)/, '') : name;
+  return ip === 'localhost' || ip.endsWith('.localhost') || ip === '::1' || (net.isIPv4(ip) && ip.startsWith('127.'));
+};
 
 /** The name in a Host header ("[::1]:8080" → "::1"), lower-cased; undefined without one. */
 const hostName = (h: string | undefined): string | undefined => {
@@ -166,14 +168,13 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   });
   // Listening on loopback only, the server answers only to loopback names: a web page whose name an attacker's DNS
   // points at 127.0.0.1 (DNS rebinding) sends its own name as Host, and its scripts would otherwise reach the API.
-  const host = o.host ?? '127.0.0.1';
-  if (isLoopback(host)) {
-    app.addHook('onRequest', async (req, reply) => {
-      const name = hostName(req.headers.host);
-      if (name === undefined || isLoopback(name)) return;
-      return reply.code(403).send(errorBody(`The Host header names "${name}", but this server listens on ${host} and answers to localhost names only (a page reached by DNS rebinding sends its own); a reverse proxy in front of it should send Host: localhost, or serve with --host to answer to other names.`, 'invalid_request_error', null, 'forbidden_host'));
-    });
-  }
+  // Decided from the address bound (--host LOCALHOST or 127.1 are loopback too), once listening.
+  let loopbackOnly: string | undefined;
+  app.addHook('onRequest', async (req, reply) => {
+    const name = hostName(req.headers.host);
+    if (loopbackOnly === undefined || name === undefined || isLoopback(name)) return;
+    return reply.code(403).send(errorBody(`The Host header names "${name}", but this server listens on ${loopbackOnly} and answers to localhost names only (a page reached by DNS rebinding sends its own); a reverse proxy in front of it should send Host: localhost, or serve with --host to answer to other names.`, 'invalid_request_error', null, 'forbidden_host'));
+  });
   // While closing, every response ends its connection: `Connection: close` where headers are still to be sent, and
   // for a stream that began before close() (its headers said keep-alive) the socket is ended once the response is.
   app.addHook('onRequest', async (req, reply) => {
@@ -336,7 +337,10 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   return {
     app, served, metrics, admission, limits,
     async listen() {
-      return app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+      const url = await app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+      const bound = app.server.address();
+      if (bound && typeof bound === 'object' && isLoopback(bound.address)) loopbackOnly = bound.address;
+      return url;
     },
     async close(graceMs = o.shutdownGraceMs ?? 10_000) {
       if (closing) return;

@@ -164,8 +164,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     try { rendered = m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: kwargs }); } catch { /* encode() below says what is wrong */ }
     const chars = rendered === undefined ? 0 : bound.normalizedLength(rendered);
     if (chars > ctx * bound.maxTokenChars) {
-      // The messages alone would fit: what the template rendered from the kwargs (tools, documents) does not.
-      const kw = !!kwargs && messages.reduce((a, x) => a + x.content.length, 0) <= ctx * bound.maxTokenChars;
+      // Rendered without the kwargs they would fit: what the template made of the kwargs (tools, documents) does not.
+      let kw = false;
+      if (kwargs && Object.keys(kwargs).length) try { kw = bound.normalizedLength(m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true })) <= ctx * bound.maxTokenChars; } catch { /* as without */ }
       const what = kw ? 'your messages with the chat_template_kwargs' : 'your messages';
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, ${what} are ${chars} characters long (with the chat template), and no token of this model spans more than ${bound.maxTokenChars} characters, so they need more than ${ctx} tokens. Please reduce the length of the ${kw ? 'chat_template_kwargs' : 'messages'}.`,
         kw ? 'chat_template_kwargs' : 'messages', 'invalid_request_error', 'context_length_exceeded');

@@ -222,9 +222,10 @@ export class HfTokenizer implements TextTokenizer {
   }
 }
 
-/** The template with its raise_exception and range calls renamed to ours, inside its tags only (not its text). */
-const renameCalls = (source: string): string => source.replace(/\{\{[\s\S]*?\}\}|\{%[\s\S]*?%\}/g, (tag) =>
-  tag.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`).replace(/(?<![.\w])range(\s*\()/g, `${RANGE}$1`));
+/** The template with its raise_exception and range calls renamed to ours: in its tags, outside their strings (not its text or comments). */
+const renameCalls = (source: string): string => source.replace(/\{#[\s\S]*?#\}|\{\{[\s\S]*?\}\}|\{%[\s\S]*?%\}/g, (tag) => (tag.startsWith('{#') ? tag
+  : tag.split(/('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")/).map((part, i) => (i % 2 ? part
+    : part.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`).replace(/(?<![.\w])range(\s*\()/g, `${RANGE}$1`))).join('')));
 
 /** What the templates' raise_exception and range calls are renamed to (see the constructor). */
 const RAISE = '__edgereason_raise_exception', RANGE = '__edgereason_range';
