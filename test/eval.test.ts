@@ -18,6 +18,7 @@ import { loadModel } from '../src/runtime/model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { sharedPath } from './helpers/shared.ts';
 import { hardShareAtRatio, latencyByMix } from '../bench/reasoning.ts';
+import { markdownTable, wilson } from '../src/eval/report.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-eval-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -88,6 +89,9 @@ test('summary: nearest-rank percentiles; tokens/s over each batch\'s wall time, 
   const s = summarize(cases);
   assert.equal(s.accuracy, 0.7);
   assert.equal(s.cut, 3); // cases 0, 4 and 8 hit the token limit
+  // The table gives each accuracy its 95 % Wilson interval (50 of 100: 40.4–59.6 %; 1 of 4: 4.6–69.9 %).
+  assert.deepEqual([wilson(0.5, 100), wilson(0.25, 4), wilson(0, 1), wilson(1, 200)], [' [40–60]', ' [5–70]', ' [0–79]', ' [98–100]']);
+  assert.match(markdownTable([{ name: 'base', report: { options: {}, summary: { all: s }, cases } }]).split('\n')[2], /^\| base \| all \| 10 \| 70\.0 % \[40–89\] \| 3 \| 10\.0 \|/);
   assert.deepEqual([s.ttftP50, s.ttftP90, s.latencyP50, s.latencyP90], [5, 9, 500, 900]);
   assert.equal(s.tokensPerSec, 100 / 0.5); // 100 tokens over 10 × 50 ms of wall time
   assert.deepEqual([summarize(cases.slice(0, 2)).ttftP50, summarize([]).ttftP90], [1, 0]);

@@ -5,16 +5,24 @@ import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
 import type { EvalReport, Summary } from './harness.ts';
 
-const TABLE_HEAD = ['| run | category | n | accuracy | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
+const TABLE_HEAD = ['| run | category | n | accuracy [95 % CI] | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
 /** The table's head before the "cut off" column (reports written before it, which a rerun may replace). */
 const OLD_HEAD = ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'];
 const PLOT_TITLE = 'Accuracy by category';
+
+/** The 95 % Wilson score interval of an accuracy over n questions, in percent: "[5–70]" for 1 of 4 (a small sample says little). */
+export function wilson(accuracy: number, n: number): string {
+  if (!n) return '';
+  const z = 1.96, d = 1 + (z * z) / n, mid = (accuracy + (z * z) / (2 * n)) / d;
+  const half = (z * Math.sqrt((accuracy * (1 - accuracy)) / n + (z * z) / (4 * n * n))) / d;
+  return ` [${Math.max(0, 100 * (mid - half)).toFixed(0)}–${Math.min(100, 100 * (mid + half)).toFixed(0)}]`;
+}
 
 export function markdownTable(runs: { name: string; report: EvalReport }[]): string {
   const rows = [...TABLE_HEAD];
   for (const { name, report } of runs) {
     for (const [cat, s] of Object.entries(report.summary) as [string, Summary][]) {
-      rows.push(`| ${name} | ${cat} | ${s.n} | ${(100 * s.accuracy).toFixed(1)} % | ${s.cut ?? '–'} | ${s.meanTokens.toFixed(1)} | ${s.meanThinkingTokens.toFixed(1)} | ${s.ttftP50.toFixed(1)} / ${s.ttftP90.toFixed(1)} | ${s.latencyP50.toFixed(0)} / ${s.latencyP90.toFixed(0)} | ${s.tokensPerSec.toFixed(0)} |`);
+      rows.push(`| ${name} | ${cat} | ${s.n} | ${(100 * s.accuracy).toFixed(1)} %${wilson(s.accuracy, s.n)} | ${s.cut ?? '–'} | ${s.meanTokens.toFixed(1)} | ${s.meanThinkingTokens.toFixed(1)} | ${s.ttftP50.toFixed(1)} / ${s.ttftP90.toFixed(1)} | ${s.latencyP50.toFixed(0)} / ${s.latencyP90.toFixed(0)} | ${s.tokensPerSec.toFixed(0)} |`);
     }
   }
   return rows.join('\n') + '\n';
