@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
 import { answer, answerTemperature, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
-import { rlBudgets } from '../reason/budget.ts';
+import { unbudgetedNote } from '../reason/budget.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
@@ -83,9 +83,8 @@ export function answerCommand(program: Command): void {
         console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
       }
       if (o.adapter === false) o.adapter = undefined;
-      if (o.budget !== undefined && typeof o.adapter === 'string' && !rlBudgets(o.adapter).length) {
-        console.error(`edgereason: note: ${o.adapter} was not budget-trained by train-rl (no budgets in an rl_log.json beside it), so the budget line may not shorten its thinking; --max-thinking-tokens caps any adapter's thinking`);
-      }
+      const unbudgeted = o.budget !== undefined && typeof o.adapter === 'string' ? unbudgetedNote(o.adapter) : undefined;
+      if (unbudgeted) console.error(`edgereason: note: ${unbudgeted}; --max-thinking-tokens caps any adapter's thinking`);
       const reasons = !!o.adapter || !!o.nativeThinking;
       const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
       const verifierFile: string | undefined = o.verifier ?? (o.vote.startsWith('verifier') ? beside('verifier.json') : undefined);

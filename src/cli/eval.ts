@@ -4,9 +4,9 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
 import { DATASETS, datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
-import { isReport, isReportSibling, reportFiles, writeReport, markdownTable } from '../eval/report.ts';
+import { isReport, isReportSibling, readReport, reportFiles, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { floatArg, intArg, quantArg } from './main.ts';
+import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
 import { stageProgress } from './train-router.ts';
 import { checkOutFile } from './outputs.ts';
@@ -14,13 +14,13 @@ import { checkThinkingRoom, reasoningTokens, thinksByItself } from '../reason/an
 import { version } from '../version.ts';
 import { openSource } from '../io/source.ts';
 import { defaultQuant } from '../runtime/convert.ts';
-import { rlBudgets } from '../reason/budget.ts';
+import { unbudgetedNote } from '../reason/budget.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
 
 export function evalCommand(program: Command): void {
-  program.command('eval')
+  const cmd = program.command('eval')
     .description('accuracy, tokens, TTFT and latency on a task; writes JSON, a Markdown table and an SVG plot')
     .requiredOption('--model <path>', 'model path')
     .option('--adapter <dir>', 'reasoning adapter: also evaluates base + adapter ("<think>" after the prompt; an activated adapter on from there, a plain LoRA everywhere)')
@@ -31,10 +31,8 @@ export function evalCommand(program: Command): void {
     .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
     .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
-    .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0)
-    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k'), 0)
-    .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
-    .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0)
+    .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
+  samplingFlags(cmd)
     .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', intArg('--seed'))
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
@@ -49,7 +47,8 @@ export function evalCommand(program: Command): void {
       const reasons = !!o.adapter || !!o.nativeThinking;
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       if (o.budget !== undefined && !o.adapter) throw new Error(`eval: --budget is the control line a budget-trained adapter reads: it needs --adapter${o.nativeThinking ? ' (with --native-thinking cap the thinking with --max-thinking-tokens)' : ''}`);
-      if (o.budget !== undefined && !rlBudgets(o.adapter).length) console.error(`eval: note: ${o.adapter} was not budget-trained by train-rl (no budgets in an rl_log.json beside it), so the budget line may not shorten its thinking`);
+      const unbudgeted = o.budget !== undefined ? unbudgetedNote(o.adapter) : undefined;
+      if (unbudgeted) console.error(`eval: note: ${unbudgeted}`);
       // Said before the existing-file check (which would offer --overwrite), after the folder check (which names a file to give).
       if (!/\.json$/i.test(o.out) && !fs.statSync(o.out, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--out ${o.out}: the report is JSON, so name it *.json (its .md table and -accuracy.svg plot are written beside it)`);
       const files = reportFiles(o.out);
@@ -68,9 +67,7 @@ export function evalCommand(program: Command): void {
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
-      for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 1], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
-        if (greedy && set) console.error(`eval: note: ${flag} has no effect at --temperature 0 (greedy)`);
-      }
+      noteGreedyFlags(o, 'eval');
       const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed: o.seed ?? randomInt(2 ** 31) };
       if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
       // Before the base pass: the reasoning pass would refuse it only after that.
@@ -105,9 +102,9 @@ export function evalCommand(program: Command): void {
 
 /** What an earlier report at `out` evaluated that differs from `now` (its runs' options together; paths compared resolved). */
 function otherEvaluation(out: string, now: Record<string, unknown>): string[] {
-  if (!fs.existsSync(out) || !isReport(out)) return [];
-  const j = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { options: Record<string, unknown> }>;
-  const was: Record<string, unknown> = Object.assign({}, ...(j.options ? [j.options] : Object.values(j).map((r) => r.options)));
+  const runs = fs.existsSync(out) ? readReport(out) : undefined;
+  if (!runs) return [];
+  const was: Record<string, unknown> = Object.assign({}, ...runs.map((r) => r.options));
   // Reports before --temperature were greedy (and sampled with no top-k, top-p or min-p), before quant was recorded unknown.
   const unset: Record<string, unknown> = { temperature: 0, topK: 0, topP: 1, minP: 0 };
   const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : v ?? unset[k]);

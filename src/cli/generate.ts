@@ -1,18 +1,15 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg, samplingFlags } from './main.ts';
 
 export function generateCommand(program: Command): void {
-  program.command('generate')
+  samplingFlags(program.command('generate')
     .description('stream a completion to stdout')
     .requiredOption('--model <path>', 'Hugging Face folder, .gguf, llama2.c .bin, or a converted folder')
     .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one; - reads it from the standard input)')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
-    .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0)
-    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k'), 0)
-    .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
-    .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0)
+    .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0))
     .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
     .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', intArg('--seed'))
     .option('--stop <text...>', 'stop strings')
@@ -23,9 +20,7 @@ export function generateCommand(program: Command): void {
     .option('--stats', 'print token counts and timings to stderr')
     .action(async (o) => {
       const greedy = o.temperature === 0, seed: number = o.seed ?? randomInt(2 ** 31);
-      for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 1], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
-        if (greedy && set) console.error(`edgereason: note: ${flag} has no effect at --temperature 0 (greedy)`);
-      }
+      noteGreedyFlags(o, 'edgereason');
       if (o.prompt === '' && o.chat) throw new Error('generate: --prompt is empty: with --chat it would be an empty user message; give it a value');
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
       const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter });

@@ -118,6 +118,20 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
+/** generate's and eval's top-k, top-p and min-p flags (off by default). */
+export const samplingFlags = (command: Command): Command => command
+  .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k'), 0)
+  .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
+  .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0);
+
+/** Notes (`who`: their prefix) for sampling flags given with --temperature 0, where they do nothing. */
+export function noteGreedyFlags(o: { temperature: number; topK: number; topP: number; minP: number; seed?: number }, who: string): void {
+  if (o.temperature !== 0) return;
+  for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 1], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
+    if (set) console.error(`${who}: note: ${flag} has no effect at --temperature 0 (greedy)`);
+  }
+}
+
 /** The --budgets option (train-rl, export-trl): its default shown as the flag takes it. */
 export const budgetsOption = (description: string): Option => new Option('--budgets <list>', description).argParser(budgetsArg).default([...DEFAULT_BUDGETS], DEFAULT_BUDGETS.join(','));
 

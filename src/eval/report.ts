@@ -37,16 +37,20 @@ export function reportFiles(out: string): { json: string; md: string; svg: strin
   return { json: out, md: `${base}.md`, svg: `${base}-accuracy.svg` };
 }
 
-/** Whether `file` holds an eval report: runs by name, as writeReport writes it (or one run's alone, as it wrote before). */
-export function isReport(file: string): boolean {
+/** The runs of the eval report in `file` (one run's alone, as eval wrote it before, as one); undefined when it holds none. */
+export function readReport(file: string): EvalReport[] | undefined {
   const one = (r: unknown) => !!r && typeof r === 'object' && 'options' in r && 'summary' in r && Array.isArray((r as { cases?: unknown }).cases);
   try {
     const j: unknown = JSON.parse(fs.readFileSync(file, 'utf8'));
-    return one(j) || (!!j && typeof j === 'object' && Object.keys(j).length > 0 && Object.values(j).every(one));
+    if (one(j)) return [j as EvalReport];
+    return !!j && typeof j === 'object' && Object.keys(j).length > 0 && Object.values(j).every(one) ? Object.values(j) as EvalReport[] : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
+
+/** Whether `file` holds an eval report: runs by name, as writeReport writes it (or one run's alone, as it wrote before). */
+export const isReport = (file: string): boolean => readReport(file) !== undefined;
 
 /**
  * Whether `file`, beside a report, is one writeReport wrote: a Markdown file holding only the table, or the accuracy

@@ -22,6 +22,11 @@ export function budgetControl(tok: { encode(text: string, o?: { addSpecialTokens
  */
 export const DEFAULT_BUDGETS = [96, 160, 256] as const;
 
+/** Said when a budget line goes to an adapter that train-rl did not budget-train (no budgets beside it); undefined otherwise. */
+export function unbudgetedNote(adapterDir: string): string | undefined {
+  return rlBudgets(adapterDir).length ? undefined : `${adapterDir} was not budget-trained by train-rl (no budgets in an rl_log.json beside it), so the budget line may not shorten its thinking`;
+}
+
 /** The budget buckets an adapter was RL-trained on (train-rl's rl_log.json beside it), ascending; [] = none. */
 export function rlBudgets(adapterDir: string): number[] {
   const f = path.join(adapterDir, 'rl_log.json');
