@@ -6,7 +6,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { answer, reasoningTokens } from '../src/reason/answer.ts';
@@ -128,6 +128,64 @@ test('runEval on the embedded model: batched cases get the same answers as one b
   } finally {
     await model.close();
   }
+});
+
+test('runEval goes on from the results of an interrupted run (done): those cases are not asked again, the rest answered as afresh', async () => {
+  const model = await loadModel(DEFAULT_DIR, { worker: false });
+  try {
+    const cases = syntheticCases('test', 6, 3), fresh = await runEval(model, cases, { maxTokens: 16, temperature: 0.9, seed: 4 });
+    const kept = fresh.cases.slice(0, 2).map((c) => ({ ...c, text: `kept ${c.id}` })), calls: [number, string[]][] = [];
+    const r = await runEval(model, cases, { maxTokens: 16, temperature: 0.9, seed: 4, batch: 3, done: kept, onCase: (d, _t, rs) => calls.push([d, rs.map((x) => x.id)]) });
+    assert.deepEqual(r.cases.slice(0, 2), kept);
+    // Case i still draws with seed + i.
+    assert.deepEqual(r.cases.slice(2).map((c) => c.text), fresh.cases.slice(2).map((c) => c.text));
+    assert.deepEqual(calls, [[5, cases.slice(2, 5).map((c) => c.id)], [6, [cases[5].id]]]);
+    assert.equal(r.summary.all.n, 6);
+    assert.ok(!('done' in r.options));
+    await assert.rejects(runEval(model, cases, { done: [fresh.cases[1]] }), { message: `eval: done[0] is the result of case "${cases[1].id}", but case 0 is ${cases[0].id}: done must hold the first cases' results in order` });
+    await assert.rejects(runEval(model, cases.slice(0, 1), { done: fresh.cases.slice(0, 2) }), { message: 'eval: done must be a list of the results of the first cases (at most 1), got 2 results' });
+  } finally {
+    await model.close();
+  }
+});
+
+test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report; the same command goes on from there, another evaluation is refused', async () => {
+  const dir = path.join(tmp, 'journal'), out = path.join(dir, 'r.json'), journal = path.join(dir, 'r.partial.jsonl');
+  fs.mkdirSync(dir);
+  const args = (limit: number, ...flags: string[]) => [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', String(limit), '--max-tokens', '4', '--out', out, ...flags];
+  const lines = () => (fs.existsSync(journal) ? fs.readFileSync(journal, 'utf8').split('\n').filter(Boolean) : []);
+  // Interrupted once a few answers are in.
+  const child = spawn(process.execPath, args(400), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (b) => { err += b; });
+  const code = await new Promise<number | null>((resolve) => {
+    const poll = setInterval(() => { if (lines().length >= 4) { clearInterval(poll); child.kill('SIGINT'); } }, 10);
+    child.on('exit', (c) => { clearInterval(poll); resolve(c); });
+  });
+  const before = lines(), n = before.length - 1;
+  assert.equal(code, 130, err);
+  assert.ok(n >= 3 && n < 400, `${n} answers journaled`);
+  assert.match(err, new RegExp(`eval: interrupted during base at ${n}/400; the ${n} finished answers are kept in ${journal.replace(/[.]/g, '\\.')}: run the same command again to go on from there\n$`));
+  assert.ok(!fs.existsSync(out));
+  assert.deepEqual(JSON.parse(before[0]), { journal: 'edgereason eval journal', evaluation: { model: DEFAULT_DIR, task: 'synthetic', split: 'test', limit: 400, quant: 'fp32', maxTokens: 4, temperature: 0, batch: 1 } });
+  // A line a kill cut short is dropped.
+  fs.appendFileSync(journal, '{"run":"base","case":{"id":');
+  // Another evaluation is refused by what differs; a file that is not a journal too.
+  const other = spawnSync(process.execPath, args(300), { encoding: 'utf8' });
+  assert.deepEqual([other.status, other.stderr], [1, `edgereason: --out: ${journal} holds ${n} finished answers of an interrupted evaluation that is not this one (--limit: 400 there, 300 here); run that one again to finish it, or pass --overwrite to start afresh\n`]);
+  const resumed = spawnSync(process.execPath, args(400), { encoding: 'utf8' });
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stderr, new RegExp(`eval: base: ${n} of 400 questions answered before, kept in ${journal.replace(/[.]/g, '\\.')}; going on from there \\(delete it to start afresh\\)`));
+  const report = JSON.parse(fs.readFileSync(out, 'utf8')).base;
+  assert.equal(report.cases.length, 400);
+  // The journaled answers are in the report as they were (their timings too: not asked again); the journal is gone.
+  assert.deepEqual(report.cases.slice(0, n), before.slice(1).map((l) => JSON.parse(l).case));
+  assert.deepEqual(report.cases.map((c: CaseResult) => c.id), syntheticCases('test', 400).map((c) => c.id));
+  assert.ok(!fs.existsSync(journal));
+  fs.writeFileSync(journal, 'my notes\n');
+  const mine = spawnSync(process.execPath, args(400), { encoding: 'utf8' });
+  assert.deepEqual([mine.status, mine.stderr], [1, `edgereason: --out: ${journal}, where eval keeps the answers of a run until its report is written, already exists and is not an eval journal; pass --overwrite to replace it, or choose another --out\n`]);
+  assert.equal(fs.readFileSync(journal, 'utf8'), 'my notes\n');
 });
 
 test('eval CLI: --temperature samples, each case from --seed + its index (the same report twice), and the report says so', () => {

@@ -4,11 +4,11 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
 import { DATASETS, datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
-import { isReport, isReportSibling, readReport, reportFiles, writeReport, markdownTable } from '../eval/report.ts';
+import { isReport, isReportSibling, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
-import { stageProgress } from './train-router.ts';
+import { StagedProgress } from '../train/progress.ts';
 import { checkOutFile } from './outputs.ts';
 import { checkThinkingRoom, reasoningTokens, thinksByItself } from '../reason/answer.ts';
 import { version } from '../version.ts';
@@ -36,7 +36,7 @@ export function evalCommand(program: Command): void {
     .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', intArg('--seed'))
     .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
-    .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg)')
+    .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg), and while it runs the finished answers (results.partial.jsonl: after an interruption the same command goes on from there)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier eval report; an earlier report is replaced anyway')
     .action(async (o) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
@@ -58,9 +58,13 @@ export function evalCommand(program: Command): void {
       try { const src = openSource(o.model); quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config); } catch { /* the load below names the problem */ }
       const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}) };
       const sampled = o.temperature > 0 ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
+      const evaluation = { ...what, maxTokens: o.maxTokens, temperature: o.temperature, ...sampled, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) };
       // An earlier report is refreshed by the same evaluation; another one is not replaced unless told.
-      const other = o.overwrite ? [] : otherEvaluation(o.out, { ...what, maxTokens: o.maxTokens, temperature: o.temperature, ...sampled, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) });
+      const earlier = o.overwrite || !fs.existsSync(o.out) ? undefined : readReport(o.out);
+      const other = earlier ? differences(Object.assign({}, ...earlier.map((r) => r.options)), evaluation) : [];
       if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
+      // An interrupted run of the same evaluation goes on from its journal (the same batch size: latencies stay comparable; the same seed).
+      const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(o.temperature > 0 && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
@@ -68,22 +72,34 @@ export function evalCommand(program: Command): void {
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
       noteGreedyFlags(o, 'eval');
-      const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed: o.seed ?? randomInt(2 ** 31) };
+      const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed: o.seed ?? (resumed?.evaluation.seed as number | undefined) ?? randomInt(2 ** 31) };
       if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
       const runs: { name: string; report: EvalReport }[] = [];
-      const progress = stageProgress('eval', 'questions', `nothing was written to ${o.out}`);
+      // Each finished answer goes to the journal beside the report, so an interruption loses none of them.
+      let kept = [...resumed?.done.values() ?? []].reduce((n, rs) => n + rs.length, 0);
+      const progress = new StagedProgress({
+        itemUnit: 'questions',
+        interrupt: (stage, done, total) => `eval: interrupted ${stage ? `during ${stage} at ${done}/${total}` : 'before the first question'}; ${kept ? `the ${kept} finished answer${kept === 1 ? ' is' : 's are'} kept in ${files.journal}: run the same command again to go on from there` : `nothing was written to ${o.out}`}`,
+      });
+      const journal = startJournal(files.journal, { ...evaluation, batch: o.batch, ...(greedy ? {} : { seed: sampling.seed }) }, resumed?.done);
       let closed = false;
       const close = async () => { if (!closed) { closed = true; await model.close(); } };
       try {
         for (const reasoning of reasons ? [false, true] : [false]) {
           const name = o.nativeThinking ? (reasoning ? 'thinking' : 'no thinking') : reasoning ? 'base + reasoning adapter' : 'base';
+          const done = resumed?.done.get(name) ?? [];
+          if (done.length) {
+            console.error(`eval: ${name}: ${done.length} of ${cases.length} questions answered before, kept in ${files.journal}; going on from there (delete it to start afresh)`);
+            if (done.length < cases.length) progress.begin(name, done.length, cases.length);
+          }
           const report = await runEval(model, cases, {
             reasoning, maxTokens: o.maxTokens, batch: o.batch, ...sampling, ...(o.nativeThinking ? { nativeThinking: true } : {}),
             ...(reasoning && o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}),
             ...(reasoning && o.budget !== undefined ? { budget: o.budget } : {}),
-            onCase: (d, t) => progress.update(name, d, t),
+            done,
+            onCase: (d, t, fresh) => { journal(name, fresh); kept += fresh.length; progress.update(name, d, t); },
           });
           // what was evaluated, ahead of the run's own options
           runs.push({ name, report: { ...report, options: { ...what, questions: cases.length, decoding: greedy ? 'greedy' : 'sampled', edgereason: version(), ...report.options } } });
@@ -91,6 +107,7 @@ export function evalCommand(program: Command): void {
         // Ctrl-C stays handled until the report is written (its progress bar says "nothing was written" until then).
         await close();
         await writeReport(o.out, runs);
+        fs.rmSync(files.journal, { force: true });
       } finally {
         progress.stop();
         await close();
@@ -100,15 +117,34 @@ export function evalCommand(program: Command): void {
     });
 }
 
-/** What an earlier report at `out` evaluated that differs from `now` (its runs' options together; paths compared resolved). */
-function otherEvaluation(out: string, now: Record<string, unknown>): string[] {
-  const runs = fs.existsSync(out) ? readReport(out) : undefined;
-  if (!runs) return [];
-  const was: Record<string, unknown> = Object.assign({}, ...runs.map((r) => r.options));
+/** What an earlier evaluation (its report's runs' options together, or its journal's record) evaluated that differs from `now` (paths compared resolved). */
+function differences(before: Record<string, unknown>, now: Record<string, unknown>): string[] {
   // Reports before --temperature were greedy (and sampled with no top-k, top-p or min-p), before quant was recorded unknown.
   const unset: Record<string, unknown> = { temperature: 0, topK: 0, topP: 1, minP: 0 };
   const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : v ?? unset[k]);
   return [...new Set([...Object.keys(now), 'adapter', 'split', 'maxThinkingTokens', 'budget', 'nativeThinking', 'topK', 'topP', 'minP'])]
-    .filter((k) => norm(k, was[k]) !== norm(k, now[k]) && !(k === 'quant' && was[k] === undefined))
-    .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${was[k] === undefined ? 'none' : JSON.stringify(was[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
+    .filter((k) => norm(k, before[k]) !== norm(k, now[k]) && !(k === 'quant' && before[k] === undefined))
+    .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${before[k] === undefined ? 'none' : JSON.stringify(before[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
+}
+
+/**
+ * The journal an interrupted run of this evaluation left at `file`, to go on from; undefined when there is none, or
+ * (with --overwrite) one of another evaluation, which this run replaces. A journal of another evaluation, or a file
+ * that is not a journal, is refused otherwise: its answers may be hours of work. A journal without a seed (a sampled
+ * run's) leaves the seed to this run; a seed given here must be the journal's.
+ */
+function resumable(file: string, now: Record<string, unknown>, overwrite: boolean): ReturnType<typeof readJournal> {
+  const stat = fs.statSync(file, { throwIfNoEntry: false });
+  if (!stat) return undefined;
+  if (!stat.isFile()) throw new Error(`--out: ${file}, the journal eval keeps beside the report, is not a file; move it away or choose another --out`);
+  const j = readJournal(file);
+  if (!j) {
+    if (overwrite) return undefined;
+    throw new Error(`--out: ${file}, where eval keeps the answers of a run until its report is written, already exists and is not an eval journal; pass --overwrite to replace it, or choose another --out`);
+  }
+  const other = differences(j.evaluation, { ...now, ...(j.evaluation.seed !== undefined && now.seed === undefined ? { seed: j.evaluation.seed } : {}) });
+  if (!other.length) return j;
+  if (overwrite) return undefined;
+  const n = [...j.done.values()].reduce((a, rs) => a + rs.length, 0);
+  throw new Error(`--out: ${file} holds ${n} finished answer${n === 1 ? '' : 's'} of an interrupted evaluation that is not this one (${other.join('; ')}); run that one again to finish it, or pass --overwrite to start afresh`);
 }

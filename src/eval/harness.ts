@@ -32,7 +32,13 @@ export interface EvalOptions extends GenerateOptions {
   nativeThinking?: boolean;
   /** Reasoning mode: the thinking budget line fed after the invocation, as answer()'s budget (a budget-trained adapter). */
   budget?: number;
-  onCase?: (done: number, total: number) => void;
+  /** Called after each batch: cases answered so far (resumed ones included), their total, and the batch's results. */
+  onCase?: (done: number, total: number, results: CaseResult[]) => void;
+  /**
+   * Results of the first cases from an interrupted run, in case order (eval's journal): those cases are not asked
+   * again, and the report holds these results as they are.
+   */
+  done?: CaseResult[];
 }
 
 export interface CaseResult {
@@ -56,7 +62,7 @@ export interface Summary {
 
 export interface EvalReport { options: Record<string, unknown>; summary: Record<string, Summary>; cases: CaseResult[] }
 
-const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'budget', 'onCase', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'adapter', 'adapterFrom'];
+const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'budget', 'onCase', 'done', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'adapter', 'adapterFrom'];
 
 /** runEval's inputs, checked before any work (a bad batch size would loop forever, a bad case fail after the others). */
 function checkEvalInputs(cases: EvalCase[], o: EvalOptions, vocabSize: number): void {
@@ -64,17 +70,22 @@ function checkEvalInputs(cases: EvalCase[], o: EvalOptions, vocabSize: number): 
   if (o.batch !== undefined && !(Number.isInteger(o.batch) && o.batch >= 1)) throw new Error(`eval: batch must be an integer ≥ 1, got ${shown(o.batch)}`);
   if (o.maxThinkingTokens !== undefined && !(Number.isInteger(o.maxThinkingTokens) && o.maxThinkingTokens >= 0)) throw new Error(`eval: maxThinkingTokens must be an integer ≥ 0, got ${shown(o.maxThinkingTokens)}`);
   for (const k of ['reasoning', 'nativeThinking'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`eval: ${k} must be true or false, got ${shown(o[k])}`);
-  if (o.onCase !== undefined && typeof o.onCase !== 'function') throw new Error(`eval: onCase must be a function (done, total) => void, got ${typeof o.onCase}`);
+  if (o.onCase !== undefined && typeof o.onCase !== 'function') throw new Error(`eval: onCase must be a function (done, total, results) => void, got ${typeof o.onCase}`);
   checkGenerateOptions(o, vocabSize);
   checkQuestions(cases, { list: 'cases must be a list of { id, question, gold, category, task } (syntheticCases, datasetCases)', item: (i) => `case ${i}`, shape: 'id, question: string, gold: string or number, category' }, 'eval');
+  if (o.done !== undefined) {
+    if (!Array.isArray(o.done) || o.done.length > cases.length) throw new Error(`eval: done must be a list of the results of the first cases (at most ${cases.length}), got ${Array.isArray(o.done) ? `${o.done.length} results` : shown(o.done)}`);
+    const k = o.done.findIndex((r, i) => r?.id !== cases[i].id);
+    if (k >= 0) throw new Error(`eval: done[${k}] is the result of case ${shown(o.done[k]?.id)}, but case ${k} is ${cases[k].id}: done must hold the first cases' results in order`);
+  }
 }
 
 export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = {}): Promise<EvalReport> {
   checkEvalInputs(cases, o, model.config.vocabSize);
-  const tok = model.tokenizer, batch = o.batch ?? 1, results: CaseResult[] = [];
+  const tok = model.tokenizer, batch = o.batch ?? 1, results: CaseResult[] = [...(o.done ?? [])];
   // The adapter's own invocation when it names one (activated LoRA: on from there), as answer() uses it; a plain
   // LoRA applies to the whole sequence.
-  const { onCase, reasoning, invocation: invocationText, maxThinkingTokens, nativeThinking: native, budget, batch: _, ...gen } = o;
+  const { onCase, reasoning, invocation: invocationText, maxThinkingTokens, nativeThinking: native, budget, batch: _, done: _done, ...gen } = o;
   const aloraTokens = model.adapter?.config.aloraInvocationTokens;
   if (native && model.adapter) throw new Error(`eval: nativeThinking evaluates the model's own thinking, but it was loaded with the adapter ${model.adapter.dir}`);
   if (reasoning && !model.adapter && !native) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter), or nativeThinking for a model that thinks by itself');
@@ -94,8 +105,8 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
     if (p.ids.length >= ctx) throw new Error(`eval: case ${c.id} has ${p.ids.length} tokens with the chat template${p.ids.length > ids.length ? ' and the thinking tags' : ''}, which leaves no room to answer in the model's context of ${ctx} tokens`);
     return p;
   });
-  for (let i = 0; i < cases.length; i += batch) {
-    const group = cases.slice(i, i + batch), prompts = allPrompts.slice(i, i + batch);
+  for (let i = results.length; i < cases.length; i += batch) {
+    const group = cases.slice(i, i + batch), prompts = allPrompts.slice(i, i + batch), fresh: CaseResult[] = [];
     // A given seed makes the run reproducible, case j drawing with seed + j.
     const opts = prompts.map((p, k): GenerateOptions => ({
       ...gen,
@@ -108,7 +119,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
     const wall = Math.max(...out.map((x) => x.totalMs)), generated = out.reduce((a, x) => a + x.tokens.length, 0);
     out.forEach((c, k) => {
       const closed = c.thinking?.closed ?? true, { task, gold } = group[k]; // the segment's tokens and whether it closed, as answer() counts them
-      results.push({
+      fresh.push({
         // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
         id: group[k].id, category: group[k].category, correct: closed && isCorrect(task, c.text, gold), text: c.text,
         gold, extracted: closed ? extractAnswer(task, c.text) ?? null : null,
@@ -116,11 +127,12 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
         wallShareMs: generated ? (wall * c.tokens.length) / generated : wall / out.length,
       });
     });
-    onCase?.(results.length, cases.length);
+    results.push(...fresh);
+    onCase?.(results.length, cases.length, fresh);
   }
   const summary: Record<string, Summary> = { all: summarize(results) };
   for (const cat of [...new Set(results.map((r) => r.category))].sort()) summary[cat] = summarize(results.filter((r) => r.category === cat));
-  const { onCase: _onCase, ...options } = o;
+  const { onCase: _onCase, done: _resumed, ...options } = o;
   return { options, summary, cases: results };
 }
 

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
-import type { EvalReport, Summary } from './harness.ts';
+import type { CaseResult, EvalReport, Summary } from './harness.ts';
 
 const TABLE_HEAD = ['| run | category | n | accuracy [95 % CI] | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
 /** The table's head before the "cut off" column (reports written before it, which a rerun may replace). */
@@ -30,11 +30,48 @@ export function markdownTable(runs: { name: string; report: EvalReport }[]): str
 
 /**
  * The files of a report whose JSON is `out`: `out` itself, and beside it the Markdown table and the accuracy plot,
- * named after `out` without its .json extension (results.json → results.md, results-accuracy.svg).
+ * named after `out` without its .json extension (results.json → results.md, results-accuracy.svg), and while the
+ * evaluation runs its journal of finished answers (results.partial.jsonl).
  */
-export function reportFiles(out: string): { json: string; md: string; svg: string } {
+export function reportFiles(out: string): { json: string; md: string; svg: string; journal: string } {
   const base = out.replace(/\.json$/i, '');
-  return { json: out, md: `${base}.md`, svg: `${base}-accuracy.svg` };
+  return { json: out, md: `${base}.md`, svg: `${base}-accuracy.svg`, journal: `${base}.partial.jsonl` };
+}
+
+/** The journal's first line names it, and the evaluation it belongs to. */
+const JOURNAL = 'edgereason eval journal';
+
+/**
+ * An interrupted evaluation's journal: the evaluation (what eval compares a rerun with) and each run's finished
+ * answers in case order. Undefined when `file` is not a journal (a user's own file). A last line cut short by a kill
+ * is dropped; a bad line before it is an error naming it.
+ */
+export function readJournal(file: string): { evaluation: Record<string, unknown>; done: Map<string, CaseResult[]> } | undefined {
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  let head: { journal?: unknown; evaluation?: Record<string, unknown> };
+  try { head = JSON.parse(lines[0]); } catch { return undefined; }
+  if (head?.journal !== JOURNAL || !head.evaluation || typeof head.evaluation !== 'object') return undefined;
+  const done = new Map<string, CaseResult[]>();
+  let last = lines.length - 1;
+  while (last > 0 && !lines[last].trim()) last--;
+  for (let i = 1; i <= last; i++) {
+    let entry: { run?: unknown; case?: CaseResult };
+    try { entry = JSON.parse(lines[i]); } catch { if (i === last) break; entry = {}; }
+    if (typeof entry.run !== 'string' || typeof entry.case?.id !== 'string') throw new Error(`${file}:${i + 1}: not an answer of the journal (${lines[i].slice(0, 80)}); delete the file to start the evaluation afresh`);
+    done.set(entry.run, [...(done.get(entry.run) ?? []), entry.case]);
+  }
+  return { evaluation: head.evaluation, done };
+}
+
+/** Writes `file` as the journal of `evaluation` holding `done` (atomically: a resumed run drops a line a kill cut short); returns its appender. */
+export function startJournal(file: string, evaluation: Record<string, unknown>, done: Map<string, CaseResult[]> = new Map()): (run: string, results: CaseResult[]) => void {
+  const line = (run: string, r: CaseResult) => JSON.stringify({ run, case: r }) + '\n';
+  const text = JSON.stringify({ journal: JOURNAL, evaluation }) + '\n' + [...done].flatMap(([run, rs]) => rs.map((r) => line(run, r))).join('');
+  atomicWrite(file, (fd) => writeAll(fd, Buffer.from(text)));
+  return (run, results) => {
+    const fd = fs.openSync(file, 'a');
+    try { writeAll(fd, Buffer.from(results.map((r) => line(run, r)).join(''))); fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+  };
 }
 
 /** The runs of the eval report in `file` (one run's alone, as eval wrote it before, as one); undefined when it holds none. */

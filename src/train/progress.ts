@@ -179,15 +179,19 @@ export class StagedProgress {
   }
 
   update(stage: string, done: number, total: number): void {
-    if (this.current?.stage !== stage || this.current.progress.total !== total) {
-      this.endStage();
-      const { interrupt: _, ...rest } = this.opts;
-      this.current = { stage, progress: new Progress(total, { ...rest, label: stage, startedAt: this.since }) };
-    }
+    if (this.current?.stage !== stage || this.current.progress.total !== total) this.begin(stage, 0, total);
     this.last = [stage, done, total];
-    this.current.progress.update(done);
+    this.current!.progress.update(done);
     this.since = this.now();
     if (done >= total) this.endStage();
+  }
+
+  /** Starts `stage` with `done` of its items finished before (a resumed run: rate and ETA count the new ones only). */
+  begin(stage: string, done: number, total: number): void {
+    this.endStage();
+    const { interrupt: _, ...rest } = this.opts;
+    this.current = { stage, progress: new Progress(total, { ...rest, label: stage, startedAt: this.since, startStep: done }) };
+    this.last = [stage, done, total];
   }
 
   private endStage(): void {
