@@ -13,12 +13,13 @@ import { answer, reasoningTokens } from '../src/reason/answer.ts';
 import { readJsonl } from '../src/train/data.ts';
 import { checkGolds, rlPrompts } from '../src/cli/train-rl.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
-import { datasetCases, runEval, summarize, syntheticCases, type CaseResult } from '../src/eval/harness.ts';
+import { datasetCases, runAnswerEval, runEval, summarize, syntheticCases, type CaseResult } from '../src/eval/harness.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { sharedPath } from './helpers/shared.ts';
 import { hardShareAtRatio, latencyByMix } from '../bench/reasoning.ts';
 import { markdownTable, wilson } from '../src/eval/report.ts';
+import { Router } from '../src/reason/router.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-eval-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -186,6 +187,52 @@ test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report
   const mine = spawnSync(process.execPath, args(400), { encoding: 'utf8' });
   assert.deepEqual([mine.status, mine.stderr], [1, `edgereason: --out: ${journal}, where eval keeps the answers of a run until its report is written, already exists and is not an eval journal; pass --overwrite to replace it, or choose another --out\n`]);
   assert.equal(fs.readFileSync(journal, 'utf8'), 'my notes\n');
+});
+
+test('runAnswerEval answers each case as answer() does: routed by the router, several samples and their vote; tokens are all the samples\' and the summary counts the route', async () => {
+  const model = await loadModel(DEFAULT_DIR, { adapter: path.join(DEFAULT_DIR, 'reasoning-adapter'), worker: false });
+  try {
+    const router = Router.load(path.join(DEFAULT_DIR, 'router.json'), model.config.hiddenSize);
+    const cases = syntheticCases('test', 8, 3).slice(0, 5), opts = { reasoning: 'auto' as const, samples: 2, temperature: 0.8, topP: 0.95, maxTokens: 96, seed: 7 };
+    const r = await runAnswerEval(model, cases, opts, { router });
+    for (const [i, c] of r.cases.entries()) {
+      const a = await answer(model, cases[i].question, { ...opts, seed: 7 + 2 * i, task: 'synthetic' }, { router });
+      assert.deepEqual([c.route, c.text.endsWith(a.answer), c.tokens, c.thinkingTokens, c.correct, c.extracted ?? undefined, c.votes ?? {}], [a.route, true, a.usage.completionTokens, a.usage.thinkingTokens, a.winner === String(cases[i].gold), a.winner, a.route === 'reasoning' ? a.votes : {}], `case ${i}`);
+    }
+    const routes = r.cases.map((c) => c.route);
+    assert.ok(routes.includes('direct') && routes.includes('reasoning'), routes.join());
+    assert.equal(r.summary.all.reasoned, routes.filter((x) => x === 'reasoning').length / 5);
+    assert.deepEqual(r.options, opts);
+  } finally {
+    await model.close();
+  }
+});
+
+test('eval CLI: --router and --samples add the routed and voting runs (answer()); a rerun refreshes the report, flags that need --samples, an adapter or a verifier are refused by name', () => {
+  const out = path.join(tmp, 'routed.json'), adapter = path.join(DEFAULT_DIR, 'reasoning-adapter'), router = path.join(DEFAULT_DIR, 'router.json');
+  const run = (...flags: string[]) => spawnSync(process.execPath, [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', '6', '--max-tokens', '48', '--out', out, ...flags], { encoding: 'utf8' });
+  const refused = (message: string, ...flags: string[]) => assert.deepEqual([run(...flags).stderr, fs.existsSync(out)], [`edgereason: ${message}\n`, false]);
+  refused('eval: --router routes between direct answers and reasoning: it needs --adapter (or --native-thinking)', '--router', router);
+  refused('eval: --samples are parallel reasoning samples: it needs --adapter (or --native-thinking)', '--samples', '2');
+  refused('eval: --vote combines several samples: give --samples N (N ≥ 2)', '--adapter', adapter, '--vote', 'confidence');
+  refused('--vote must be one of majority, confidence, verifier, verifier-vote; got "best"', '--adapter', adapter, '--samples', '2', '--vote', 'best');
+  refused('eval: --vote verifier scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)', '--adapter', adapter, '--samples', '2', '--vote', 'verifier');
+  const flags = ['--adapter', adapter, '--router', router, '--samples', '2', '--seed', '3'];
+  const first = run(...flags);
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stderr, /eval: note: the 2 samples are drawn at temperature 0\.8 with top-p 0\.95 \(answer\(\)'s default for several samples\); the other runs are greedy/);
+  const report = JSON.parse(fs.readFileSync(out, 'utf8'));
+  assert.deepEqual(Object.keys(report), ['base', 'base + reasoning adapter', 'base + reasoning adapter, 2 samples (majority)', 'routed, 2 samples (majority)']);
+  const voted = report['base + reasoning adapter, 2 samples (majority)'], routed = report['routed, 2 samples (majority)'];
+  assert.deepEqual([voted.options.temperature, voted.options.topP, voted.options.samples, voted.options.seed, routed.options.router, routed.options.reasoning], [0.8, 0.95, 2, 3, router, 'auto']);
+  assert.deepEqual([report.base.summary.all.reasoned, voted.summary.all.reasoned], [0, 1]);
+  assert.equal(routed.summary.all.reasoned, routed.cases.filter((c: CaseResult) => c.route === 'reasoning').length / 6);
+  // The same evaluation refreshes its report (the samples run's own temperature is not "another evaluation"); without the router it is another one.
+  const again = run(...flags);
+  assert.equal(again.status, 0, again.stderr);
+  assert.deepEqual(JSON.parse(fs.readFileSync(out, 'utf8'))[ 'routed, 2 samples (majority)'].cases.map((c: CaseResult) => c.text), routed.cases.map((c: CaseResult) => c.text));
+  const other = run('--adapter', adapter, '--samples', '2', '--seed', '3');
+  assert.equal(other.stderr, `edgereason: --out ${out} holds the report of another evaluation (--router: ${JSON.stringify(router)} there, none here); pass --overwrite to replace it, or choose another --out\n`);
 });
 
 test('eval CLI: --temperature samples, each case from --seed + its index (the same report twice), and the report says so', () => {

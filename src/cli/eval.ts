@@ -3,7 +3,10 @@ import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { DATASETS, datasetCases, runEval, syntheticCases, type EvalReport } from '../eval/harness.ts';
+import { DATASETS, datasetCases, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalReport } from '../eval/harness.ts';
+import { VOTE_METHODS } from '../reason/vote.ts';
+import type { VoteMethod } from '../reason/types.ts';
+import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags } from './main.ts';
@@ -34,7 +37,12 @@ export function evalCommand(program: Command): void {
     .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
   samplingFlags(cmd)
     .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', intArg('--seed'))
-    .option('--batch <n>', 'questions decoded together (1 = per-request latency)', intArg('--batch', 1), 1)
+    .option('--batch <n>', 'questions decoded together in the base and reasoning runs (1 = per-request latency; the routed and samples runs answer one at a time, as answer() does)', intArg('--batch', 1), 1)
+    .option('--router <file>', 'also evaluate routed answers (answer() with reasoning auto: the router decides per question, its gate may escalate), run "routed"')
+    .option('--samples <n>', 'also evaluate N parallel reasoning samples combined by --vote (answer(): one prefill, forked KV cache), run "…, N samples (vote)"; the routed run reasons with them too. Drawn at --temperature, else at 0.8 with top-p 0.95', intArg('--samples', 1), 1)
+    .option('--vote <method>', `how the samples are combined: ${VOTE_METHODS.join(' | ')}`, 'majority')
+    .option('--verifier <file>', 'verifier.json for --vote verifier / verifier-vote')
+    .option('--early-stop', 'stop the other samples once the vote is decided')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg), and while it runs the finished answers (results.partial.jsonl: after an interruption the same command goes on from there)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier eval report; an earlier report is replaced anyway')
@@ -47,6 +55,11 @@ export function evalCommand(program: Command): void {
       const reasons = !!o.adapter || !!o.nativeThinking;
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       if (o.budget !== undefined && !o.adapter) throw new Error(`eval: --budget is the control line a budget-trained adapter reads: it needs --adapter${o.nativeThinking ? ' (with --native-thinking cap the thinking with --max-thinking-tokens)' : ''}`);
+      if ((o.router || o.samples > 1) && !reasons) throw new Error(`eval: ${o.router ? '--router routes between direct answers and reasoning' : '--samples are parallel reasoning samples'}: it needs --adapter (or --native-thinking)`);
+      if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
+      for (const [flag, set] of [['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]] as const) if (set && o.samples === 1) throw new Error(`eval: ${flag} combines several samples: give --samples N (N ≥ 2)`);
+      if (o.vote.startsWith('verifier') && !o.verifier) throw new Error(`eval: --vote ${o.vote} scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)`);
+      if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
       const unbudgeted = o.budget !== undefined ? unbudgetedNote(o.adapter) : undefined;
       if (unbudgeted) console.error(`eval: note: ${unbudgeted}`);
       // Said before the existing-file check (which would offer --overwrite), after the folder check (which names a file to give).
@@ -58,21 +71,30 @@ export function evalCommand(program: Command): void {
       try { const src = openSource(o.model); quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config); } catch { /* the load below names the problem */ }
       const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}) };
       const sampled = o.temperature > 0 ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
-      const evaluation = { ...what, maxTokens: o.maxTokens, temperature: o.temperature, ...sampled, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}) };
+      const several = o.samples > 1 ? { samples: o.samples, vote: o.vote, ...(o.verifier ? { verifier: path.resolve(o.verifier) } : {}), ...(o.earlyStop ? { earlyStop: true } : {}) } : {};
+      const evaluation = { ...what, maxTokens: o.maxTokens, temperature: o.temperature, ...sampled, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}), ...(o.router ? { router: path.resolve(o.router) } : {}), ...several };
       // An earlier report is refreshed by the same evaluation; another one is not replaced unless told.
       const earlier = o.overwrite || !fs.existsSync(o.out) ? undefined : readReport(o.out);
-      const other = earlier ? differences(Object.assign({}, ...earlier.map((r) => r.options)), evaluation) : [];
+      // What the report records it evaluated (reports before that record: its runs' options together).
+      const recorded = earlier && (earlier[0].options.evaluation as Record<string, unknown> | undefined ?? Object.assign({}, ...earlier.map((r) => r.options)));
+      const other = recorded ? differences(recorded, evaluation) : [];
       if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
       // An interrupted run of the same evaluation goes on from its journal (the same batch size: latencies stay comparable; the same seed).
-      const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(o.temperature > 0 && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
+      const drawn = o.temperature > 0 || o.samples > 1; // some run samples: it has a seed
+      const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(drawn && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
-      noteGreedyFlags(o, 'eval');
-      const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed: o.seed ?? (resumed?.evaluation.seed as number | undefined) ?? randomInt(2 ** 31) };
+      if (o.samples === 1) noteGreedyFlags(o, 'eval');
+      const seed: number | undefined = drawn ? o.seed ?? (resumed?.evaluation.seed as number | undefined) ?? randomInt(2 ** 31) : undefined;
+      const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed };
+      // Several samples at temperature 0 would all be the greedy answer: they are drawn as answer() draws them.
+      const sampleDraws = greedy ? { temperature: 0.8, topK: o.topK, topP: o.topP === 1 ? 0.95 : o.topP, minP: o.minP, seed } : sampling;
+      if (greedy && o.samples > 1) console.error(`eval: note: the ${o.samples} samples are drawn at temperature 0.8 with top-p ${sampleDraws.topP} (answer()'s default for several samples); the other runs are greedy. --temperature sets one for all runs`);
+      const probes = loadProbes({ router: o.router, verifier: o.verifier }, { config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`eval: ${n}`) });
       if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
@@ -83,26 +105,38 @@ export function evalCommand(program: Command): void {
         itemUnit: 'questions',
         interrupt: (stage, done, total) => `eval: interrupted ${stage ? `during ${stage} at ${done}/${total}` : 'before the first question'}; ${kept ? `the ${kept} finished answer${kept === 1 ? ' is' : 's are'} kept in ${files.journal}: run the same command again to go on from there` : `nothing was written to ${o.out}`}`,
       });
-      const journal = startJournal(files.journal, { ...evaluation, batch: o.batch, ...(greedy ? {} : { seed: sampling.seed }) }, resumed?.done);
+      const journal = startJournal(files.journal, { ...evaluation, batch: o.batch, ...(seed !== undefined ? { seed } : {}) }, resumed?.done);
       let closed = false;
       const close = async () => { if (!closed) { closed = true; await model.close(); } };
       try {
-        for (const reasoning of reasons ? [false, true] : [false]) {
-          const name = o.nativeThinking ? (reasoning ? 'thinking' : 'no thinking') : reasoning ? 'base + reasoning adapter' : 'base';
+        const reasoningName = o.nativeThinking ? 'thinking' : 'base + reasoning adapter', voted = `${o.samples} samples (${o.vote})`;
+        // base (no thinking), the reasoning run, then the samples and routed runs through answer().
+        const specs: { name: string; reasoning: boolean; answer?: AnswerEvalOptions }[] = [
+          { name: o.nativeThinking ? 'no thinking' : 'base', reasoning: false },
+          ...(reasons ? [{ name: reasoningName, reasoning: true }] : []),
+        ];
+        const answerOpts: AnswerEvalOptions = {
+          maxTokens: o.maxTokens, nativeThinking: !!o.nativeThinking, maxThinkingTokens: o.maxThinkingTokens, budget: o.budget,
+          ...(o.samples > 1 ? { samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop, ...sampleDraws } : sampling),
+        };
+        if (o.samples > 1) specs.push({ name: `${reasoningName}, ${voted}`, reasoning: true, answer: { ...answerOpts, reasoning: 'on' } });
+        if (o.router) specs.push({ name: o.samples > 1 ? `routed, ${voted}` : 'routed', reasoning: true, answer: { ...answerOpts, reasoning: 'auto' } });
+        for (const { name, reasoning, answer: asked } of specs) {
           const done = resumed?.done.get(name) ?? [];
           if (done.length) {
             console.error(`eval: ${name}: ${done.length} of ${cases.length} questions answered before, kept in ${files.journal}; going on from there (delete it to start afresh)`);
             if (done.length < cases.length) progress.begin(name, done.length, cases.length);
           }
-          const report = await runEval(model, cases, {
+          const onCase = (d: number, t: number, fresh: CaseResult[]) => { journal(name, fresh); kept += fresh.length; progress.update(name, d, t); };
+          const report = asked ? await runAnswerEval(model, cases, { ...asked, done, onCase }, probes) : await runEval(model, cases, {
             reasoning, maxTokens: o.maxTokens, batch: o.batch, ...sampling, ...(o.nativeThinking ? { nativeThinking: true } : {}),
             ...(reasoning && o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}),
             ...(reasoning && o.budget !== undefined ? { budget: o.budget } : {}),
-            done,
-            onCase: (d, t, fresh) => { journal(name, fresh); kept += fresh.length; progress.update(name, d, t); },
+            done, onCase,
           });
           // what was evaluated, ahead of the run's own options
-          runs.push({ name, report: { ...report, options: { ...what, questions: cases.length, decoding: greedy ? 'greedy' : 'sampled', edgereason: version(), ...report.options } } });
+          const probeFiles = { ...(asked?.reasoning === 'auto' ? { router: path.resolve(o.router) } : {}), ...(asked && o.verifier ? { verifier: path.resolve(o.verifier) } : {}) };
+          runs.push({ name, report: { ...report, options: { ...what, ...probeFiles, questions: cases.length, decoding: greedy && !asked?.samples ? 'greedy' : 'sampled', edgereason: version(), ...report.options, evaluation } } });
         }
         // Ctrl-C stays handled until the report is written (its progress bar says "nothing was written" until then).
         await close();
@@ -121,8 +155,8 @@ export function evalCommand(program: Command): void {
 function differences(before: Record<string, unknown>, now: Record<string, unknown>): string[] {
   // Reports before --temperature were greedy (and sampled with no top-k, top-p or min-p), before quant was recorded unknown.
   const unset: Record<string, unknown> = { temperature: 0, topK: 0, topP: 1, minP: 0 };
-  const norm = (k: string, v: unknown) => (typeof v === 'string' && (k === 'model' || k === 'adapter') ? path.resolve(v) : v ?? unset[k]);
-  return [...new Set([...Object.keys(now), 'adapter', 'split', 'maxThinkingTokens', 'budget', 'nativeThinking', 'topK', 'topP', 'minP'])]
+  const norm = (k: string, v: unknown) => (typeof v === 'string' && ['model', 'adapter', 'router', 'verifier'].includes(k) ? path.resolve(v) : v ?? unset[k]);
+  return [...new Set([...Object.keys(now), 'adapter', 'split', 'maxThinkingTokens', 'budget', 'nativeThinking', 'topK', 'topP', 'minP', 'router', 'samples', 'vote', 'verifier', 'earlyStop'])]
     .filter((k) => norm(k, before[k]) !== norm(k, now[k]) && !(k === 'quant' && before[k] === undefined))
     .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${before[k] === undefined ? 'none' : JSON.stringify(before[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
 }

@@ -11,7 +11,10 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import { checkGenerateOptions, generateBatch, type FinishReason, type GenerateOptions } from '../runtime/generate.ts';
-import { checkThinkingRoom, reasoningTokens, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
+import { answer, checkThinkingRoom, reasoningTokens, THINK_CLOSE, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
+import type { AnswerOptions } from '../reason/types.ts';
+import type { Router } from '../reason/router.ts';
+import type { Verifier } from '../reason/verifier.ts';
 import { budgetControl } from '../reason/budget.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import { checkQuestions, extractAnswer, isCorrect, type Task } from '../tasks/grade.ts';
@@ -50,10 +53,18 @@ export interface CaseResult {
   finishReason: FinishReason;
   /** This case's share of the wall time of its batch (by tokens generated): what tokens/s divides by. */
   wallShareMs: number;
+  /** The route taken: "reasoning" for every case of a reasoning run, the router's choice in a routed one (runAnswerEval). */
+  route?: 'direct' | 'reasoning';
+  /** runAnswerEval: the router's gate dropped the direct answer and the case escalated to reasoning. */
+  escalated?: boolean;
+  /** runAnswerEval with several samples: the votes of their answers (tokens and thinkingTokens are summed over the samples). */
+  votes?: Record<string, number>;
 }
 
 export interface Summary {
   n: number; accuracy: number;
+  /** The share of cases answered on the reasoning route (escalations included). */
+  reasoned?: number;
   /** Answers cut off by maxTokens (graded as they stand). */
   cut: number;
   meanTokens: number; meanThinkingTokens: number;
@@ -124,16 +135,53 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
         id: group[k].id, category: group[k].category, correct: closed && isCorrect(task, c.text, gold), text: c.text,
         gold, extracted: closed ? extractAnswer(task, c.text) ?? null : null,
         tokens: c.tokens.length, thinkingTokens: c.thinking?.tokens ?? 0, ttftMs: c.ttftMs, latencyMs: c.totalMs, finishReason: c.finishReason,
-        wallShareMs: generated ? (wall * c.tokens.length) / generated : wall / out.length,
+        wallShareMs: generated ? (wall * c.tokens.length) / generated : wall / out.length, route: reasoning ? 'reasoning' : 'direct',
       });
     });
     results.push(...fresh);
     onCase?.(results.length, cases.length, fresh);
   }
+  const { onCase: _onCase, done: _resumed, ...options } = o;
+  return report(options, results);
+}
+
+/** A report of `results`: the summary of all cases and of each category. */
+function report(options: Record<string, unknown>, results: CaseResult[]): EvalReport {
   const summary: Record<string, Summary> = { all: summarize(results) };
   for (const cat of [...new Set(results.map((r) => r.category))].sort()) summary[cat] = summarize(results.filter((r) => r.category === cat));
-  const { onCase: _onCase, done: _resumed, ...options } = o;
   return { options, summary, cases: results };
+}
+
+/** runAnswerEval's options: answer()'s (its task is each case's), one question at a time. */
+export type AnswerEvalOptions = Omit<AnswerOptions, 'task' | 'onText' | 'onSampleEnd' | 'onRoute' | 'signal' | 'collectHidden' | 'stop'> & Pick<EvalOptions, 'onCase' | 'done'>;
+
+/**
+ * Each case answered by answer(), as the product answers a request: routed (reasoning "auto" with a router, its gate
+ * included), several samples and their vote, the thinking cap and budget. One question at a time (answer() batches a
+ * question's samples, not questions), so latency and TTFT are a request's. A case's tokens are all it generated:
+ * every sample's, and an escalated case's dropped direct attempt; its text is the chosen sample's thinking and answer.
+ * Case i draws with seed + i × samples (answer()'s sample j with seed + i × samples + j).
+ */
+export async function runAnswerEval(model: Model, cases: EvalCase[], o: AnswerEvalOptions = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<EvalReport> {
+  const { onCase, done, ...opts } = o;
+  checkEvalInputs(cases, { onCase, done }, model.config.vocabSize);
+  const results: CaseResult[] = [...(done ?? [])], n = opts.samples ?? 1;
+  for (let i = results.length; i < cases.length; i++) {
+    const c = cases[i];
+    const r = await answer(model, c.question, { ...opts, task: c.task, ...(opts.seed !== undefined ? { seed: opts.seed + i * n } : {}) }, aux);
+    const answered = r.finishReason !== 'cancelled';
+    const text = r.route === 'reasoning' ? `${r.thinking}${THINK_CLOSE}${r.answer}` : r.answer;
+    const one: CaseResult = {
+      id: c.id, category: c.category, correct: answered && isCorrect(c.task, r.answer, c.gold), text, gold: c.gold,
+      extracted: answered ? extractAnswer(c.task, r.answer) ?? null : null,
+      tokens: r.usage.completionTokens, thinkingTokens: r.usage.thinkingTokens, ttftMs: r.ttftMs, latencyMs: r.latencyMs,
+      finishReason: r.finishReason, wallShareMs: r.latencyMs, route: r.route,
+      ...(r.escalation ? { escalated: true } : {}), ...(r.votes && n > 1 ? { votes: r.votes } : {}),
+    };
+    results.push(one);
+    onCase?.(results.length, cases.length, [one]);
+  }
+  return report(opts, results);
 }
 
 export function summarize(rs: CaseResult[]): Summary {
@@ -144,7 +192,7 @@ export function summarize(rs: CaseResult[]): Summary {
   };
   const time = rs.reduce((s, r) => s + (r.wallShareMs ?? r.latencyMs), 0) / 1000;
   return {
-    n: rs.length, accuracy: mean((r) => (r.correct ? 1 : 0)), cut: rs.filter((r) => r.finishReason === 'length').length, meanTokens: mean((r) => r.tokens), meanThinkingTokens: mean((r) => r.thinkingTokens),
+    n: rs.length, accuracy: mean((r) => (r.correct ? 1 : 0)), ...(rs.every((r) => r.route) ? { reasoned: mean((r) => (r.route === 'reasoning' ? 1 : 0)) } : {}), cut: rs.filter((r) => r.finishReason === 'length').length, meanTokens: mean((r) => r.tokens), meanThinkingTokens: mean((r) => r.thinkingTokens),
     ttftP50: pct((r) => r.ttftMs, 0.5), ttftP90: pct((r) => r.ttftMs, 0.9), latencyP50: pct((r) => r.latencyMs, 0.5), latencyP90: pct((r) => r.latencyMs, 0.9),
     tokensPerSec: rs.reduce((s, r) => s + r.tokens, 0) / Math.max(time, 1e-9),
   };

@@ -5,9 +5,12 @@ import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
 import type { CaseResult, EvalReport, Summary } from './harness.ts';
 
-const TABLE_HEAD = ['| run | category | n | accuracy [95 % CI] | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
-/** The table's head before the "cut off" column (reports written before it, which a rerun may replace). */
-const OLD_HEAD = ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'];
+const TABLE_HEAD = ['| run | category | n | accuracy [95 % CI] | reasoned | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'];
+/** The table's heads before the "reasoned" and "cut off" columns (reports written before them, which a rerun may replace). */
+const OLD_HEADS = [
+  ['| run | category | n | accuracy [95 % CI] | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'],
+  ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'],
+];
 const PLOT_TITLE = 'Accuracy by category';
 
 /** The 95 % Wilson score interval of an accuracy over n questions, in percent: "[5–70]" for 1 of 4 (a small sample says little). */
@@ -22,7 +25,7 @@ export function markdownTable(runs: { name: string; report: EvalReport }[]): str
   const rows = [...TABLE_HEAD];
   for (const { name, report } of runs) {
     for (const [cat, s] of Object.entries(report.summary) as [string, Summary][]) {
-      rows.push(`| ${name} | ${cat} | ${s.n} | ${(100 * s.accuracy).toFixed(1)} %${wilson(s.accuracy, s.n)} | ${s.cut ?? '–'} | ${s.meanTokens.toFixed(1)} | ${s.meanThinkingTokens.toFixed(1)} | ${s.ttftP50.toFixed(1)} / ${s.ttftP90.toFixed(1)} | ${s.latencyP50.toFixed(0)} / ${s.latencyP90.toFixed(0)} | ${s.tokensPerSec.toFixed(0)} |`);
+      rows.push(`| ${name} | ${cat} | ${s.n} | ${(100 * s.accuracy).toFixed(1)} %${wilson(s.accuracy, s.n)} | ${s.reasoned === undefined ? '–' : `${(100 * s.reasoned).toFixed(0)} %`} | ${s.cut ?? '–'} | ${s.meanTokens.toFixed(1)} | ${s.meanThinkingTokens.toFixed(1)} | ${s.ttftP50.toFixed(1)} / ${s.ttftP90.toFixed(1)} | ${s.latencyP50.toFixed(0)} / ${s.latencyP90.toFixed(0)} | ${s.tokensPerSec.toFixed(0)} |`);
     }
   }
   return rows.join('\n') + '\n';
@@ -96,7 +99,7 @@ export const isReport = (file: string): boolean => readReport(file) !== undefine
 export function isReportSibling(file: string): boolean {
   if (file.endsWith('.md')) {
     const lines = fs.readFileSync(file, 'utf8').split('\n');
-    return [TABLE_HEAD, OLD_HEAD].some((head) => lines.at(-1) === '' && lines[0] === head[0] && lines[1] === head[1]
+    return [TABLE_HEAD, ...OLD_HEADS].some((head) => lines.at(-1) === '' && lines[0] === head[0] && lines[1] === head[1]
       && lines.slice(2, -1).every((l) => new RegExp(`^\\|( [^|\\n]* \\|){${head[1].split('|').length - 2}}$`).test(l)));
   }
   const text = fs.readFileSync(file, 'utf8');
