@@ -18,7 +18,7 @@ import { loadModel } from '../src/runtime/model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { sharedPath } from './helpers/shared.ts';
 import { hardShareAtRatio, latencyByMix } from '../bench/reasoning.ts';
-import { markdownTable, wilson } from '../src/eval/report.ts';
+import { isReportSibling, markdownTable, wilson } from '../src/eval/report.ts';
 import { Router } from '../src/reason/router.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-eval-'));
@@ -85,14 +85,24 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
 test('summary: nearest-rank percentiles; tokens/s over each batch\'s wall time, not the sum of its latencies', () => {
   const cases: CaseResult[] = Array.from({ length: 10 }, (_, i) => ({
     id: String(i), category: 'x', correct: i < 7, text: '', gold: 1, extracted: null, tokens: 10, thinkingTokens: 4, ttftMs: i + 1, latencyMs: 100 * (i + 1), wallShareMs: 50,
-    finishReason: i % 4 ? 'stop' as const : 'length' as const,
+    finishReason: i % 4 ? 'stop' as const : 'length' as const, route: i < 4 ? 'reasoning' as const : 'direct' as const,
   }));
   const s = summarize(cases);
+  // The share answered on the reasoning route; none when the cases do not say (reports before routes were recorded).
+  assert.deepEqual([s.reasoned, summarize(cases.map(({ route: _, ...c }) => c)).reasoned], [0.4, undefined]);
   assert.equal(s.accuracy, 0.7);
   assert.equal(s.cut, 3); // cases 0, 4 and 8 hit the token limit
   // The table gives each accuracy its 95 % Wilson interval (50 of 100: 40.4–59.6 %; 1 of 4: 4.6–69.9 %).
   assert.deepEqual([wilson(0.5, 100), wilson(0.25, 4), wilson(0, 1), wilson(1, 200)], [' [40–60]', ' [5–70]', ' [0–79]', ' [98–100]']);
-  assert.match(markdownTable([{ name: 'base', report: { options: {}, summary: { all: s }, cases } }]).split('\n')[2], /^\| base \| all \| 10 \| 70\.0 % \[40–89\] \| 3 \| 10\.0 \|/);
+  assert.match(markdownTable([{ name: 'base', report: { options: {}, summary: { all: s }, cases } }]).split('\n')[2], /^\| base \| all \| 10 \| 70\.0 % \[40–89\] \| 40 % \| 3 \| 10\.0 \|/);
+  // A rerun replaces the table of an earlier version's report (the columns before "reasoned", before "cut off"), not a user's file.
+  const md = (head: string, sep: string, cells: number, extra = '') => { const f = path.join(tmp, `t${cells}${extra ? 'x' : ''}.md`); fs.writeFileSync(f, `${head}\n${sep}\n|${' a |'.repeat(cells)}\n${extra}`); return isReportSibling(f); };
+  assert.deepEqual([
+    md(markdownTable([]).split('\n')[0], markdownTable([]).split('\n')[1], 11),
+    md('| run | category | n | accuracy [95 % CI] | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|', 10),
+    md('| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|', 9),
+    md(markdownTable([]).split('\n')[0], markdownTable([]).split('\n')[1], 11, 'my notes\n'),
+  ], [true, true, true, false]);
   assert.deepEqual([s.ttftP50, s.ttftP90, s.latencyP50, s.latencyP90], [5, 9, 500, 900]);
   assert.equal(s.tokensPerSec, 100 / 0.5); // 100 tokens over 10 × 50 ms of wall time
   assert.deepEqual([summarize(cases.slice(0, 2)).ttftP50, summarize([]).ttftP90], [1, 0]);

@@ -32,6 +32,12 @@ test('the built package exports what src/index.ts exports', async () => {
   assert.deepEqual(Object.keys(built).sort(), Object.keys(src).sort());
 });
 
+test('a CommonJS project requires the package where Node loads ES modules with require (20.19+): nothing at the top level awaits (Vega loads with the first plot)', { skip: !(process.features as { require_module?: boolean }).require_module && 'this Node cannot require ES modules' }, () => {
+  const dir = consumer({ 'app.cjs': `const e = require('edgereason');\nconsole.log(typeof e.loadModel, typeof e.runEval, typeof e.trainSft);\n` });
+  const run = spawnSync(process.execPath, ['app.cjs'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+  assert.deepEqual([run.status, run.stdout, run.stderr], [0, 'function function function\n', '']);
+});
+
 test('plain node (no tsx) runs the package: a model loads in its worker thread (or from a copy converted on the conversion thread) and answers as from the sources, which use the same copy', async () => {
   const script = `import { loadModel } from 'edgereason';
 for (const opts of [{}, { cache: 'always', cacheDir: 'cache' }]) {

@@ -822,6 +822,8 @@ test('router: separable features give 100 % training accuracy; save/load round t
   assert.throws(() => Router.load(file, 7), /hidden states of size 6, this model's is 7/);
   assert.throws(() => back.score([1, 2]), /feature vector has 2 values, the probe expects 6/);
   assert.throws(() => Verifier.load(file), /"format" is "edgereason-router", expected "edgereason-verifier"/);
+  assert.throws(() => Router.load(path.join(tmp, 'none.json')), { message: `router: ${path.join(tmp, 'none.json')} not found` });
+  assert.throws(() => Verifier.load(path.join(tmp, 'none.json')), { message: `verifier: ${path.join(tmp, 'none.json')} not found` });
   assert.equal(back.gate, undefined);
   router.gate = { minLogprob: -0.3, tokens: 16 };
   router.save(file);

@@ -4,8 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as vega from 'vega';
-import * as vl from 'vega-lite';
+import type * as vl from 'vega-lite';
 import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 
 export interface Series { name: string; points: [number, number][] }
@@ -72,7 +71,9 @@ export async function barChart(c: { title: string; y: string; bars: { category: 
 }
 
 async function render(spec: vl.TopLevelSpec): Promise<string> {
-  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+  // Loaded on the first plot: importing edgereason need not load Vega (0.4 s; its top-level await also kept require() from loading the package).
+  const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   try { return await view.toSVG(); } finally { view.finalize(); }
 }
 

@@ -289,7 +289,8 @@ export class Router {
 
 
 export function readProbeFile(file: string, format: string, hiddenSize?: number): ProbeFile {
-  if (!fs.existsSync(file)) throw new Error(`${file} not found`);
+  const what = format.replace(/^edgereason-/, ''); // router, verifier
+  if (!fs.existsSync(file)) throw new Error(`${what}: ${file} not found`);
   const d = readJsonFile(file) as ProbeFile;
   if (d?.format !== format) throw new Error(`${file}: field "format" is ${JSON.stringify(d?.format)}, expected "${format}"`);
   if (d.version !== 1) throw new Error(`${file}: unsupported version ${JSON.stringify(d.version)} (this edgereason reads version 1)`);
