@@ -125,6 +125,12 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   assert.equal(loadTokenizer(dir).applyChatTemplate(chat), 'Use range(3) or raise_exception(x). range(1)012|531|2'); // its own text, comments and strings are left as written
   assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat, { vars: { big: true } }), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
     && e.message === `tokenizer: the chat template of ${dir} failed: range(0, 1000000000, 1) makes 1000000000 numbers, more than a chat template needs (100000)`);
+  // In all, over one rendering: loops within loops multiply (each rendering starts afresh).
+  writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for i in range(n) %}{% for j in range(1000) %}{% endfor %}{% endfor %}{{ n }}');
+  const nested = loadTokenizer(dir);
+  for (let k = 0; k < 2; k++) assert.equal(nested.applyChatTemplate(chat, { vars: { n: 99 } }), '99'); // 99 + 99 × 1000 numbers
+  assert.throws(() => nested.applyChatTemplate(chat, { vars: { n: 1000 } }), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
+    && e.message === `tokenizer: the chat template of ${dir} failed: range() calls make more than 100000 numbers in one rendering (loops within loops?), more than a chat template needs`);
 });
 
 test('a folder\'s tokenizer files: special_tokens_map.json fills the special tokens tokenizer_config.json lacks; chat_template.json', () => {

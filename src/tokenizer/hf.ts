@@ -214,7 +214,7 @@ export class HfTokenizer implements TextTokenizer {
     }
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
     try {
-      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: range, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
       throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');
@@ -231,13 +231,20 @@ const renameCalls = (source: string): string => source.replace(/\{#[\s\S]*?#\}|\
 const RAISE = '__edgereason_raise_exception', RANGE = '__edgereason_range';
 const MAX_RANGE = 100_000;
 
-/** Jinja's range(), refusing more than MAX_RANGE numbers before making them. */
-function range(start: number, stop?: number, step = 1): number[] {
-  if (stop === undefined) [start, stop] = [0, start];
-  if (step === 0) throw new Error('range() step must not be zero');
-  const n = Math.max(0, Math.ceil((stop - start) / step));
-  if (!(n <= MAX_RANGE)) throw new Error(`range(${start}, ${stop}, ${step}) makes ${n} numbers, more than a chat template needs (${MAX_RANGE})`);
-  return Array.from({ length: n }, (_, i) => start + i * step);
+/**
+ * Jinja's range() for one rendering, making at most MAX_RANGE numbers in all, refused before they are made: one
+ * range(1e9) ended the process, and loops nested in loops multiply (a thousand ranges of a thousand took seconds).
+ */
+function ranger(): (start: number, stop?: number, step?: number) => number[] {
+  let made = 0;
+  return (start, stop, step = 1) => {
+    if (stop === undefined) [start, stop] = [0, start];
+    if (step === 0) throw new Error('range() step must not be zero');
+    const n = Math.max(0, Math.ceil((stop - start) / step));
+    if (!(n <= MAX_RANGE)) throw new Error(`range(${start}, ${stop}, ${step}) makes ${n} numbers, more than a chat template needs (${MAX_RANGE})`);
+    if ((made += n) > MAX_RANGE) throw new Error(`range() calls make more than ${MAX_RANGE} numbers in one rendering (loops within loops?), more than a chat template needs`);
+    return Array.from({ length: n }, (_, i) => start + i * step);
+  };
 }
 
 /** A chat template that refused the messages (raise_exception), or that is broken (does not parse or render). */
