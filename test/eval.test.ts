@@ -161,8 +161,7 @@ test('runEval goes on from the results of an interrupted run (done): those cases
 });
 
 test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report; the same command goes on from there, another evaluation is refused', async () => {
-  const dir = path.join(tmp, 'journal'), out = path.join(dir, 'r.json'), journal = path.join(dir, 'r.partial.jsonl');
-  fs.mkdirSync(dir);
+  const dir = path.join(tmp, 'journal', 'new'), out = path.join(dir, 'r.json'), journal = path.join(dir, 'r.partial.jsonl'); // a folder still to be made
   const args = (limit: number, ...flags: string[]) => [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', String(limit), '--max-tokens', '4', '--out', out, ...flags];
   const lines = () => (fs.existsSync(journal) ? fs.readFileSync(journal, 'utf8').split('\n').filter(Boolean) : []);
   // Interrupted once a few answers are in.

@@ -45,7 +45,7 @@ export function evalCommand(program: Command): void {
     .option('--early-stop', 'stop the other samples once the vote is decided')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg), and while it runs the finished answers (results.partial.jsonl: after an interruption the same command goes on from there)')
-    .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier eval report; an earlier report is replaced anyway')
+    .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier report of this evaluation (the same command refreshes its own report without it), and start afresh instead of going on from the journal of another evaluation')
     .action(async (o) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
       if (o.split !== undefined && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);

@@ -70,6 +70,7 @@ export function readJournal(file: string): { evaluation: Record<string, unknown>
 export function startJournal(file: string, evaluation: Record<string, unknown>, done: Map<string, CaseResult[]> = new Map()): (run: string, results: CaseResult[]) => void {
   const line = (run: string, r: CaseResult) => JSON.stringify({ run, case: r }) + '\n';
   const text = JSON.stringify({ journal: JOURNAL, evaluation }) + '\n' + [...done].flatMap(([run, rs]) => rs.map((r) => line(run, r))).join('');
+  makeDir(path.dirname(path.resolve(file))); // --out may name a folder still to be made
   atomicWrite(file, (fd) => writeAll(fd, Buffer.from(text)));
   return (run, results) => {
     const fd = fs.openSync(file, 'a');
