@@ -135,6 +135,7 @@ test('train-sft refuses, before loading anything, an --out that is the base mode
   assert.deepEqual(replacedArtefacts(user, { resume: true }), replaced);
   assert.ok(removeStale(user, replacedArtefacts(user, { resume: true })!).includes('rl_log.json'));
   const replacedFile = path.join(user, 'checkpoint', 'replaced.json');
+  assert.ok(!fs.existsSync(replacedFile), 'the record goes once the stale files are removed');
   fs.writeFileSync(replacedFile, 'null');
   assert.throws(() => replacedArtefacts(user, { resume: true }), { message: `--resume: ${replacedFile} is not a list of the earlier run's files (an object of name → identity strings); delete it to keep those files instead of removing them at the end` });
   // The half-written files of a run killed mid-write go when the next run starts; a live process's and other files stay.
@@ -541,8 +542,9 @@ test('train-rl: --out must not be its --adapter; a run stopped by --steps resume
   assert.match(rl(out, '--steps', '2').stderr, /already holds a model or adapter/);
   r = rl(out, '--steps', '2', '--resume');
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /^GRPO 2 steps/);
-  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'rl_log.json'), 'utf8')).history.length, 2);
+  const h = JSON.parse(fs.readFileSync(path.join(out, 'rl_log.json'), 'utf8')).history;
+  assert.equal(h.length, 2);
+  assert.ok(r.stdout.startsWith(`GRPO 2 steps: reward ${h[0].reward.toFixed(3)} → ${h[1].reward.toFixed(3)}, accuracy ${(100 * h[0].accuracy).toFixed(1)} → ${(100 * h[1].accuracy).toFixed(1)} %, thinking ${h[0].thinking.toFixed(0)} → ${h[1].thinking.toFixed(0)} tokens (the first and last steps' rollouts, on training prompts); adapter in `), r.stdout);
   // --resume from another starting adapter (the same shape): refused.
   const rlFrom = (adapter: string, ...extra: string[]) => cli(['train-rl', '--model', DEFAULT_DIR, '--adapter', adapter, '--out', out, '--group', '2', '--prompts-per-step', '1', '--budgets', '8', '--max-tokens', '12', ...extra]);
   assert.match(rlFrom(path.join(DEFAULT_DIR, 'reasoning-adapter-rl'), '--steps', '3', '--resume').stderr, /resume: .* was trained with the --adapter \(a hash of its weights\) [0-9a-f]{12}, this run has the --adapter \(a hash of its weights\) [0-9a-f]{12}/);

@@ -77,6 +77,17 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   assert.ok(isCorrect('synthetic', 'a</think>#### -2.5', prompts[2].gold));
   fs.writeFileSync(bad, `${JSON.stringify({ prompt: 'Q', answer: 7 })}\n${JSON.stringify({ prompt: ' ', answer: 7 })}\n`);
   assert.throws(() => rlPrompts(bad, 10, 0), new RegExp(`${bad}:2: "prompt" is empty$`));
+  // A field missing, of the wrong type, or a number JSON cannot hold: named with what the line has.
+  for (const [line, message] of [
+    [{ prompt: 'Q', Answer: 1 }, 'field "answer" is missing (a line needs "prompt" (a string) and "answer" (a string or a number); this one has "prompt", "Answer")'],
+    [{ prompt: 'Q', answer: [1] }, 'field "answer" must be a string or a finite number, got [1]'],
+    [{ prompt: 3, answer: 1 }, 'field "prompt" must be a string (or a list holding the user\'s message), got 3'],
+  ] as const) {
+    fs.writeFileSync(bad, `${JSON.stringify(line)}\n`);
+    assert.throws(() => rlPrompts(bad, 10, 0), { message: `${bad}:1: ${message}` });
+  }
+  fs.writeFileSync(bad, '{"prompt": "Q", "answer": 1e400}\n');
+  assert.throws(() => rlPrompts(bad, 10, 0), { message: `${bad}:1: field "answer" must be a string or a finite number, got a number beyond floating point (it reads as Infinity)` });
   // A gold the grader can never match would give its prompt no reward, ever: refused, naming the line.
   assert.throws(() => checkGolds(prompts, 'gsm8k', bad), new RegExp(`${bad}: 1 answer the gsm8k grader can never match, e\\.g\\. line 2: "seven apples"`));
   checkGolds(prompts, 'synthetic', bad); // a chat reply's gold: an exact reply

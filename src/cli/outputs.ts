@@ -213,7 +213,8 @@ export function replacedArtefacts(dir: string, o: { overwrite?: boolean; resume?
 
 /**
  * After a run with --overwrite: remove the artefacts of the earlier run that this one did not rewrite (an old
- * training_log.json beside a new adapter, a model's config.json beside an adapter, ...); returns their names.
+ * training_log.json beside a new adapter, a model's config.json beside an adapter, ...), then the record of them
+ * (done with); returns their names.
  */
 export function removeStale(dir: string, before: Map<string, string>): string[] {
   const now = artefacts(dir), removed: string[] = [];
@@ -222,5 +223,6 @@ export function removeStale(dir: string, before: Map<string, string>): string[] 
     fs.rmSync(path.join(dir, f), { force: true });
     removed.push(f);
   }
+  fs.rmSync(path.join(dir, REPLACED), { force: true });
   return removed;
 }

@@ -22,7 +22,10 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
     // TRL's conversational form (export-trl's data/grpo): a list holding the user's message
     const one = Array.isArray(r.prompt) && r.prompt.length === 1 && r.prompt[0]?.role === 'user' ? r.prompt[0].content : r.prompt;
     if (Array.isArray(r.prompt) && typeof one !== 'string') throw new Error(`${task}:${n}: a "prompt" list must hold one {"role": "user", "content": string} message (train-rl renders it with the chat template), got ${shown(r.prompt).slice(0, 80)}`);
-    if (typeof one !== 'string' || (typeof r.answer !== 'string' && typeof r.answer !== 'number')) throw new Error(`${task}:${n}: needs "prompt" (string) and "answer" (string or number)`);
+    const need = 'a line needs "prompt" (a string) and "answer" (a string or a number)';
+    for (const k of ['prompt', 'answer'] as const) if (r[k] === undefined || r[k] === null) throw new Error(`${task}:${n}: field "${k}" is missing (${need}; this one has ${Object.keys(r).map((x) => JSON.stringify(x)).join(', ') || 'none'})`);
+    if (typeof one !== 'string') throw new Error(`${task}:${n}: field "prompt" must be a string (or a list holding the user's message), got ${shown(r.prompt).slice(0, 80)}`);
+    if (!(typeof r.answer === 'string' || (typeof r.answer === 'number' && Number.isFinite(r.answer)))) throw new Error(`${task}:${n}: field "answer" must be a string or a finite number, got ${typeof r.answer === 'number' ? 'a number beyond floating point (it reads as Infinity)' : shown(r.answer).slice(0, 80)}`);
     if (!one.trim()) throw new Error(`${task}:${n}: "prompt" is empty`);
     // A number written as a string ("5") is that number: the synthetic grader would otherwise want the reply to be
     // exactly "5", never its "#### 5" line (JSON files hold answers as strings as often as not).
@@ -87,13 +90,15 @@ export function trainRlCommand(program: Command): void {
           });
         const stale = before ? removeStale(o.out, before) : [];
         if (stale.length) process.stderr.write(`train-rl: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
-        const first = history[0], last = history.at(-1)!;
         // A run in which every group of every step tied never moved the adapter: say so rather than report it as trained.
         if (history.length && history.every((h) => h.updated === false)) {
           const acc = history.reduce((a, h) => a + h.accuracy, 0) / history.length;
           process.stderr.write(`train-rl: warning: no step changed the adapter: in every group all ${o.group} completions got the same reward (${(100 * acc).toFixed(1)} % of them correct), so there was nothing to learn from, and ${o.out} holds the --adapter's weights; use prompts the adapter answers right some of the time (easier ones, a larger --max-tokens, or a better SFT adapter)\n`);
         }
-        console.log(`GRPO ${history.length} steps: reward ${first.reward.toFixed(3)} → ${last.reward.toFixed(3)}, accuracy ${(100 * last.accuracy).toFixed(1)} %, thinking ${first.thinking.toFixed(0)} → ${last.thinking.toFixed(0)} tokens; adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
+        // A step is a few rollouts of training prompts: its reward swings, so the ends are means over several steps.
+        const w = Math.max(1, Math.min(10, Math.floor(history.length / 4))), mean = (hs: typeof history, k: 'reward' | 'accuracy' | 'thinking') => hs.reduce((a, h) => a + h[k], 0) / hs.length;
+        const [head, tail] = [history.slice(0, w), history.slice(-w)], over = w === 1 ? 'the first and last steps\' rollouts' : `means of the first and last ${w} steps' rollouts`;
+        console.log(`GRPO ${history.length} steps: reward ${mean(head, 'reward').toFixed(3)} → ${mean(tail, 'reward').toFixed(3)}, accuracy ${(100 * mean(head, 'accuracy')).toFixed(1)} → ${(100 * mean(tail, 'accuracy')).toFixed(1)} %, thinking ${mean(head, 'thinking').toFixed(0)} → ${mean(tail, 'thinking').toFixed(0)} tokens (${over}, on training prompts); adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
       } finally {
         await model.close();
       }
