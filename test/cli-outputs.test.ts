@@ -600,6 +600,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   // A required option given empty cannot be left out (--question); a number's range says what it is. generate's
   // empty prompt starts from BOS alone, as llama2.c's run.c does; a tokenizer without BOS has nothing to start from.
   assert.match(cli(['answer', '--model', 'models/default', '--question', '']).stderr, /^edgereason: --question is empty; give it a value$/m);
+  // Thinking flags on a question the router answers directly: said to have changed nothing.
+  const direct = cli(['answer', '--model', 'models/default', '--question', 'Can you help me? Reverse the word sand. Just the answer, please.', '--budget', '96', '--samples', '4']);
+  assert.deepEqual([direct.stdout, direct.stderr.split('\n').at(-2)], ['dnas\n', 'edgereason: note: the router answered directly, so --budget and --samples had no effect (--reasoning on reasons whatever the router says)']);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: generate: prompt 0 has no tokens \(an empty text, and the tokenizer adds no BOS token to start from\): give it some text$/m);
   // A path flag written --model=~/x is not expanded by the shell: the CLI expands it (a prompt is left as written).
   fs.mkdirSync(at('home'));

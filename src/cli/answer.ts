@@ -150,6 +150,9 @@ export function answerCommand(program: Command): void {
         const dropped = r.escalation?.tokens ?? 0, tag = u.completionTokens - u.thinkingTokens - u.answerTokens - dropped;
         const parts = [`${u.thinkingTokens} thinking`, tag && `${tag} closing the thinking`, `${u.answerTokens} answer`, dropped && `${dropped} of the dropped direct answer`].filter(Boolean);
         console.error(`tokens: prompt ${u.promptTokens}, generated ${u.completionTokens}${r.route === 'reasoning' ? ` (${parts.join(' + ')})` : ''}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
+        // Flags for the thinking that a direct answer never used: said, so a budget that changed nothing is not mistaken for one that did.
+        const unused = r.route === 'direct' ? [['--budget', o.budget !== undefined], ['--max-thinking-tokens', o.maxThinkingTokens !== undefined], ['--samples', o.samples > 1]].filter(([, set]) => set).map(([flag]) => flag) : [];
+        if (unused.length && o.reasoning === 'auto') console.error(`edgereason: note: the router answered directly, so ${unused.join(' and ')} had no effect (--reasoning on reasons whatever the router says)`);
         if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
       } finally {
         await model.close();
