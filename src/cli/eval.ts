@@ -138,7 +138,7 @@ export function evalCommand(program: Command): void {
           const probeFiles = { ...(asked?.reasoning === 'auto' ? { router: path.resolve(o.router) } : {}), ...(asked && o.verifier ? { verifier: path.resolve(o.verifier) } : {}) };
           runs.push({ name, report: { ...report, options: { ...what, ...probeFiles, questions: cases.length, decoding: greedy && !asked?.samples ? 'greedy' : 'sampled', edgereason: version(), ...report.options, evaluation } } });
         }
-        // Ctrl-C stays handled until the report is written (its progress bar says "nothing was written" until then).
+        // Ctrl-C stays handled until the report is written (saying where the finished answers are kept until then).
         await close();
         await writeReport(o.out, runs);
         fs.rmSync(files.journal, { force: true });
