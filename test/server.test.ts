@@ -415,6 +415,9 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
   const messageCases: [Loose, string, string][] = [
     [{ ...reply, foo: 1 }, 'messages[1].foo', 'Unrecognized request argument supplied: messages[1].foo'],
     [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }, 'messages[1].tool_calls', unsupported('messages[1].tool_calls', '(tool calling)')],
+    // A tool's result is tool calling, not an unknown tool_call_id field.
+    [{ role: 'tool', content: 'x', tool_call_id: 'c' }, 'messages[1].role', `Unsupported value: 'messages[1].role' "tool" (tool calling) is not supported by edgereason; a message's role is system, developer, user or assistant.`],
+    [{ role: 'function', content: 'x', name: 'f' }, 'messages[1].role', `Unsupported value: 'messages[1].role' "function" (function calling) is not supported by edgereason; a message's role is system, developer, user or assistant.`],
     [{ role: 'assistant', content: null }, 'messages[1].content', "Invalid value for 'messages[1].content': an assistant message must have content."],
     [{ role: 'user', content: null }, 'messages[1].content', "Invalid value for 'messages[1].content': a user message must have content."],
   ];
@@ -558,6 +561,10 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   assert.deepEqual(await refused(await post(poisoned, { 'content-type': 'application/json' })), [400, 'The request body holds the key "__proto__", which is refused (it could change an object\'s prototype).', 'invalid_json']);
   assert.deepEqual(await refused(await post('', { 'content-type': 'application/json' })), [400, 'The request body is not valid JSON: it is empty.', 'invalid_json']);
   assert.deepEqual(await refused(await fetch(`${url}/v1/chat/completions%ZZ`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: json })), [400, "Invalid request: '/v1/chat/completions%ZZ' is not a valid url component", 'invalid_url']);
+  // A body over 4 MiB: the openai client gets the 413 (the server reads the rest first), not a reset connection.
+  const big = await status(create({ model: 'reasoning', messages: [{ role: 'user', content: 'a'.repeat(4.5e6) }] }));
+  assert.deepEqual([big.status, (big.error as Loose)?.message, big.code], [413, 'The request body is larger than this server takes (4 MiB).', 'request_too_large']);
+  assert.equal((await create(ask('x'))).object, 'chat.completion');
 });
 
 test('server: a prompt longer than context × the longest token is refused by its length, without tokenizing it', async () => {

@@ -9,6 +9,7 @@
  * finish for a grace period, cancels the rest and closes the models; every response finished while closing ends its
  * connection (`Connection: close`), so no keep-alive connection holds the process after the last request.
  */
+import type { IncomingMessage } from 'node:http';
 import fs from 'node:fs';
 import net from 'node:net';
 import { randomUUID } from 'node:crypto';
@@ -131,7 +132,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
 
   const app = Fastify({
     logger: o.logger ?? false,
-    bodyLimit: 4 * 1024 * 1024,
+    bodyLimit: BODY_LIMIT,
     return503OnClosing: false, // the handlers answer 503 themselves, with an OpenAI error body
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
     // Errors Fastify answers before any handler (a URL with a bad percent-escape): in the OpenAI error shape too.
@@ -148,20 +149,24 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     try { done(null, parseJsonBody(body as Buffer, req.headers['content-type'])); } catch (e) { done(e as Error, undefined); }
   });
   // A body that is not UTF-8 JSON is refused by parseJsonBody (an ApiError), before any handler.
-  app.setErrorHandler((err: Error & { validation?: unknown[]; statusCode?: number; code?: string }, req, reply) => {
+  app.setErrorHandler(async (err: Error & { validation?: unknown[]; statusCode?: number; code?: string }, req, reply) => {
+    // A body over the limit is refused from its length, before it is read: read the rest (up to a bound) before the
+    // answer, or clients still sending it (the openai package) see the connection reset instead of the 413.
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') await drain(req.raw, DRAIN_LIMIT);
     let e: ApiError;
     if (err instanceof ApiError) e = err;
     else if (err.validation) e = validationError(err.validation as never, req.body);
     else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       const type = req.headers['content-type'];
       e = new ApiError(415, `The request body must be sent as JSON with Content-Type: application/json; got ${type ? `Content-Type "${type}"` : 'no Content-Type'}.`, null, 'invalid_request_error', 'unsupported_media_type');
-    } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message, null);
+    } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = new ApiError(413, `The request body is larger than this server takes (${BODY_LIMIT / 2 ** 20} MiB).`, null, 'invalid_request_error', 'request_too_large');
+    else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message, null);
     else {
       app.log.error(err);
       e = new ApiError(500, `Internal error: ${err.message}`, null, 'server_error');
     }
     if (e.status === 429) reply.header('retry-after', String(RETRY_AFTER_S));
-    reply.code(e.status).send(e.toJSON());
+    return reply.code(e.status).send(e.toJSON());
   });
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(errorBody(`Unknown route ${req.method} ${req.url}`, 'invalid_request_error', null, 'unknown_url'));
@@ -389,4 +394,21 @@ function parseJsonBody(body: Buffer, contentType: string | undefined): unknown {
     if (e instanceof ApiError) throw e;
     throw new ApiError(400, `The request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_request_error', 'invalid_json');
   }
+}
+
+/** The largest request body the server reads (a 1,000-message conversation is a few hundred KB). */
+const BODY_LIMIT = 4 * 1024 * 1024;
+
+/** How much of a refused oversized body is read before the 413 (past it, the connection is closed as before). */
+const DRAIN_LIMIT = 64 * 1024 * 1024;
+
+/** Reads and drops what is left of a request's body, up to `max` bytes. */
+function drain(req: IncomingMessage, max: number): Promise<void> {
+  if (req.readableEnded || req.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    let n = 0;
+    const done = () => { req.off('data', data).off('end', done).off('error', done).off('close', done); resolve(); };
+    const data = (b: Buffer) => { if ((n += b.length) > max) done(); };
+    req.on('data', data).once('end', done).once('error', done).once('close', done);
+  });
 }

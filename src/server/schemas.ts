@@ -227,6 +227,13 @@ function valueAt(body: unknown, pointer: string): unknown {
 
 /** The most useful of Ajv's errors, as an ApiError naming the field and the value sent. */
 export function validationError(errors: AjvError[], body?: unknown): ApiError {
+  // A tool's result (or a legacy function's) is tool calling, before any of its own fields is "unknown".
+  const roles = errors.filter((e) => e.keyword === 'enum' && /^\/messages\/\d+\/role$/.test(e.instancePath ?? '')).map((e) => [e.instancePath!, valueAt(body, e.instancePath!)] as const);
+  const tool = roles.find(([, role]) => role === 'tool' || role === 'function');
+  if (tool) {
+    const param = pointerToParam(tool[0]);
+    return new ApiError(400, `Unsupported value: '${param}' "${tool[1]}" (${tool[1] === 'tool' ? 'tool' : 'function'} calling) is not supported by edgereason; a message's role is system, developer, user or assistant.`, param, 'invalid_request_error', 'unsupported_value');
+  }
   // Unknown fields first (most often a misspelt name), all of them at once, as OpenAI lists them.
   const unknown = errors.filter((e) => e.keyword === 'additionalProperties' && typeof e.params?.additionalProperty === 'string')
     .map((e) => { const at = pointerToParam(e.instancePath ?? ''); return at ? `${at}.${e.params!.additionalProperty}` : e.params!.additionalProperty as string; });
