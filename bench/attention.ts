@@ -10,7 +10,6 @@
  * Writes bench/results/attention-<date>.json + .md.
  *   node --import tsx bench/attention.ts [--threads 2]
  */
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
@@ -21,7 +20,7 @@ import { grownCapacity } from '../src/runtime/kv-cache.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults, machineNow, machineText } from './write.ts';
 
 const { numHeads: H, numKvHeads: HKV, headDim: D, numLayers: LAYERS } = QWEN25_05B;
 const CASES = [{ rows: 1, len: 64 }, { rows: 8, len: 64 }, { rows: 1, len: 1000 }, { rows: 8, len: 1000 }];
@@ -62,6 +61,7 @@ function graph(kind: Kind, B: number, cap: number): Uint8Array {
 }
 
 export async function runAttentionBench(o: { threads?: number; reps?: number; /** null: write nothing */ resultsDir?: string | null } = {}) {
+  const machine = machineNow();
   const threads = o.threads ?? 2, reps = o.reps ?? 15, rand = seededRandom(7);
   const fill = (n: number) => Float32Array.from({ length: n }, () => rand() - 0.5);
   // One new token per row: its query, key and value.
@@ -111,9 +111,9 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
   const shared = { rows: B, prefix: P, ownCapacity: own, ms: sharedMs, copiesMs: copies.ms, kvMiB: mb(P + B * own), copiesKvMiB: mb(B * copies.capacity) };
   console.error(`shared prefix: ${B} rows over a ${P}-position prefix: ${shared.ms.toFixed(2)} ms (own copies ${copies.ms.toFixed(2)} ms)`);
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  const result = { date, threads, layers: LAYERS, heads: { query: H, kv: HKV, size: D }, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows, shared };
+  const result = { date, threads, layers: LAYERS, heads: { query: H, kv: HKV, size: D }, machine, rows, shared };
   const md = [`# Decode-step attention cost ${date}`, '',
-    `${LAYERS} layers of Qwen2.5-0.5B's attention (${H} query heads, ${HKV} KV heads, head size ${D}), one new token per row over a cache of the runtime's capacity; random inputs, ${threads} threads, ${result.machine.cpu}. One session run (lower quartile of ${reps}).`, '',
+    `${LAYERS} layers of Qwen2.5-0.5B's attention (${H} query heads, ${HKV} KV heads, head size ${D}), one new token per row over a cache of the runtime's capacity; random inputs, ${threads} threads, ${machineText(result.machine)}. One session run (lower quartile of ${reps}).`, '',
     `| rows × cached positions | capacity | ${KINDS.join(' | ')} |`, `|---|---:|${KINDS.map(() => '---:').join('|')}|`,
     ...CASES.map((c) => {
       const r = rows.filter((x) => x.rows === c.rows && x.len === c.len);
@@ -129,6 +129,6 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
 }
 
 if (isMainModule(import.meta.url)) {
-  const a = scriptArgs('bench/attention.ts', { threads: 'string', 'results-dir': 'string', 'no-write': 'boolean' });
+  const a = scriptArgs('bench/attention.ts', { threads: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
   await runAttentionBench({ threads: a.num('threads'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
 }

@@ -6,6 +6,7 @@
  * Writes bench/results/budget-<date>.json, .md and -cap.svg (--results-dir elsewhere; --no-write: nothing).
  *   node --import tsx bench/budget.ts [--sft dir] [--rl dir] [--items 100]
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
@@ -37,6 +38,8 @@ async function run(m: Model, items: MathItem[], o: { budget?: number; cap?: numb
 export async function runBudgetBench(o: { model?: string; sft?: string; rl?: string; items?: number; caps?: number[]; /** null: write nothing */ resultsDir?: string | null } = {}) {
   const files = defaultModelFiles(o.model ?? defaultModel.dir), model = files.dir;
   const sftDir = o.sft ?? files.adapter, rlDir = o.rl ?? files.budgetAdapter;
+  // Both adapters are checked before the first half of the run, not when the second begins.
+  for (const [flag, dir] of [['--sft', sftDir], ['--rl', rlDir]]) if (!fs.existsSync(path.join(dir, 'adapter_config.json'))) throw new Error(`bench budget: ${flag} ${dir} holds no adapter (no adapter_config.json)`);
   const items = makeSplits({ train: 0, val: 0, test: o.items ?? 100, seed: 0, mix: { hard: 1 } }).test as MathItem[];
   const caps = o.caps ?? [16, 32, 48, 64, 96, 128, 192, 256];
   const result: Record<string, unknown> = { items: items.length, split: 'synthetic test, hard (4–8 steps)', decoding: 'sampled at temperature 1 (seed = item index), and greedy where marked' };
@@ -66,7 +69,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
     '| adapter | accuracy | mean thinking tokens | greedy accuracy | greedy thinking tokens |', '|---|---:|---:|---:|---:|',
     `| SFT | ${(100 * sft.accuracy).toFixed(1)} % | ${sft.thinking.toFixed(1)} | ${(100 * sftG.accuracy).toFixed(1)} % | ${sftG.thinking.toFixed(1)} |`,
     `| RL (GRPO) | ${(100 * rl.accuracy).toFixed(1)} % | ${rl.thinking.toFixed(1)} | ${(100 * rlG.accuracy).toFixed(1)} % | ${rlG.thinking.toFixed(1)} |`, '',
-    `Sampled: thinking tokens −${(100 * (result.thinking_reduction as number)).toFixed(1)} %, accuracy ${(result.accuracy_change_points as number) >= 0 ? '+' : ''}${(result.accuracy_change_points as number).toFixed(1)} points.`, '',
+    `Sampled: thinking tokens ${signed(-100 * (result.thinking_reduction as number))} %, accuracy ${(result.accuracy_change_points as number) >= 0 ? '+' : ''}${(result.accuracy_change_points as number).toFixed(1)} points.`, '',
     'With the budget control line after the invocation (`Thinking budget: N tokens.`), RL adapter:', '',
     '| prompted budget | accuracy | mean thinking | within budget |', '|---:|---:|---:|---:|',
     ...Object.entries(rlb).map(([b, r]) => `| ${b} | ${(100 * r.accuracy).toFixed(1)} % | ${r.thinking.toFixed(1)} | ${(100 * r.within!).toFixed(1)} % |`), '',
@@ -80,7 +83,10 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
 }
 
 if (isMainModule(import.meta.url)) {
-  const a = scriptArgs('bench/budget.ts', { sft: 'string', rl: 'string', items: 'string', 'results-dir': 'string', 'no-write': 'boolean' });
+  const a = scriptArgs('bench/budget.ts', { sft: 'string', rl: 'string', items: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
   const r = await runBudgetBench({ sft: a.str('sft'), rl: a.str('rl'), items: a.num('items'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
   console.log(JSON.stringify(r, null, 1));
 }
+
+/** A change with its sign: −12.5 or +3.0 (the minus sign, as the tables write it). */
+export const signed = (x: number): string => `${x < 0 ? '−' : '+'}${Math.abs(x).toFixed(1)}`;

@@ -127,15 +127,17 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   const batches = opts.batches ?? [1, 4, 8, 16], llamaBatches = opts.llamaBatches ?? batches;
   const promptTokens = opts.promptTokens ?? 256, decodePromptTokens = opts.decodePromptTokens ?? 24, decodeSteps = opts.decodeSteps ?? 32;
   const longContextTokens = opts.longContextTokens ?? 960;
-  const progress = opts.progress ?? !!process.stderr.isTTY;
-  const bar = progress
+  // A bar on a terminal; elsewhere (a log, CI) a line per step, so minutes of work are not silent.
+  const progress = opts.progress ?? true, tty = !!process.stderr.isTTY;
+  const bar = progress && tty
     ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {value}/{total} {label} · ETA {eta_formatted}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
     : undefined;
-  const note = (phase: string, total: number) => { bar?.start(total, 0, { phase, label: '' }); };
-  const tick = (label: string) => bar?.increment(1, { label });
+  let phase = '';
+  const note = (p: string, total: number) => { phase = p; bar?.start(total, 0, { phase, label: '' }); };
+  const tick = (label: string) => { if (bar) bar.increment(1, { label }); else if (progress) process.stderr.write(`[bench decode] ${phase}: ${label}\n`); };
 
   const shape = opts.shape ?? 'qwen2.5-0.5b';
-  if (!Object.hasOwn(SHAPES, shape)) throw new Error(`bench decode: unknown shape ${JSON.stringify(shape)} (shapes: ${Object.keys(SHAPES).join(', ')})`);
+  if (!Object.hasOwn(SHAPES, shape)) throw new Error(`bench decode: --shape must be one of ${Object.keys(SHAPES).join(', ')}; got ${JSON.stringify(shape)}`);
   const files = await prepareModels(opts.cacheDir ?? path.join(os.tmpdir(), 'edgereason-bench-decode'), accuracyLevel, note, tick, { shape });
   bar?.stop();
 
@@ -221,7 +223,7 @@ function sourceKey(globs: string[]): string {
  * q4 ONNX folder for this accuracy level (with `fp32`, also an fp32 ONNX folder); each is reused while the code
  * that writes it is unchanged.
  */
-export async function prepareModels(cacheDir: string, accuracyLevel: number, note: (phase: string, total: number) => void, tick: (label: string) => void, o: { fp32?: boolean; shape?: Shape } = {}) {
+export async function prepareModels(cacheDir: string, accuracyLevel: number, note: (phase: string, total: number) => void, tick: (label: string) => void, o: { fp32?: boolean; shape?: Shape; /** Only the HF folder (quant converts it itself) */ sourceOnly?: boolean } = {}) {
   const shape = o.shape ?? 'qwen2.5-0.5b';
   const modelKey = sourceKey(['test/helpers/random-model.ts', 'src/io/gguf.ts', 'src/io/safetensors.ts']);
   const graphKey = sourceKey(['src/models/*', 'src/onnx/*', 'src/io/*', 'src/runtime/model.ts', 'src/runtime/convert.ts']);
@@ -233,7 +235,8 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
   }
   const helper = await import('../test/helpers/random-model.ts'), config = helper[SHAPES[shape].constant];
   const needFp32 = !!o.fp32 && !fs.existsSync(path.join(fp32Dir, 'edgereason.json'));
-  const steps = (fs.existsSync(done) ? 0 : 1) + (fs.existsSync(path.join(onnxDir, 'edgereason.json')) ? 0 : 1) + (needFp32 ? 1 : 0);
+  const needQ4 = !o.sourceOnly && !fs.existsSync(path.join(onnxDir, 'edgereason.json'));
+  const steps = (fs.existsSync(done) ? 0 : 1) + (needQ4 ? 1 : 0) + (needFp32 ? 1 : 0);
   if (steps) note('preparing models', steps);
   if (!fs.existsSync(done)) {
     tick('random weights → HF folder + Q4_0 GGUF (~1 min)');
@@ -250,7 +253,7 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
     fs.rmSync(dir, { recursive: true, force: true });
     convertModel(openSource(hf), dir, opts);
   };
-  if (!fs.existsSync(path.join(onnxDir, 'edgereason.json'))) await convert(onnxDir, `q4 (accuracy level ${accuracyLevel})`, { quant: 'q4', accuracyLevel });
+  if (needQ4) await convert(onnxDir, `q4 (accuracy level ${accuracyLevel})`, { quant: 'q4', accuracyLevel });
   if (needFp32) await convert(fp32Dir, 'fp32', { quant: 'fp32' });
   return { hf, q4gguf, onnxDir, fp32Dir: o.fp32 ? fp32Dir : undefined, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
 }
@@ -383,7 +386,7 @@ async function llamaChild(cfg: ChildConfig): Promise<ChildResult> {
 if (isMainModule(import.meta.url)) {
   if (process.argv[2] === '--child') childMain((cfg: ChildConfig) => (cfg.kind === 'ours' ? oursChild(cfg) : llamaChild(cfg)));
   else {
-    const s = 'string' as const, a = scriptArgs('bench/decode.ts', { json: 'boolean', 'accuracy-level': s, threads: s, 'llama-threads': s, shape: s, 'results-dir': s, 'no-write': 'boolean' });
+    const s = 'string' as const, a = scriptArgs('bench/decode.ts', { json: 'boolean', 'accuracy-level': 'count0', threads: 'count', 'llama-threads': 'count', shape: s, 'results-dir': s, 'no-write': 'boolean' });
     await runDecodeBench({ json: a.has('json'), accuracyLevel: a.num('accuracy-level'), threads: a.num('threads'), llamaThreads: a.num('llama-threads'), shape: a.str('shape') as Shape | undefined, resultsDir: a.has('no-write') ? null : a.str('results-dir') });
   }
 }

@@ -6,7 +6,6 @@
  * Writes bench/results/matmul-<date>.json + .md.
  *   node --import tsx bench/matmul.ts [--layers 12] [--threads 2]
  */
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
@@ -17,7 +16,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults, machineNow, machineText } from './write.ts';
 
 const H = QWEN25_05B.hiddenSize, I = QWEN25_05B.intermediateSize, ROWS = [1, 2, 4, 8];
 const KINDS: Record<string, { quant: Quant; accuracyLevel: number }> = {
@@ -46,6 +45,7 @@ function stack(kind: { quant: Quant; accuracyLevel: number }, layers: number): U
 }
 
 export async function runMatmulBench(o: { layers?: number; threads?: number; reps?: number; /** null: write nothing */ resultsDir?: string | null } = {}) {
+  const machine = machineNow();
   const layers = o.layers ?? 12, threads = o.threads ?? 2, reps = o.reps ?? 15;
   const rows: { weights: string; ms: Record<number, number>; ratio: Record<number, number> }[] = [];
   for (const [label, kind] of Object.entries(KINDS)) {
@@ -63,9 +63,9 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
     console.error(`${label}: ${ROWS.map((m) => `M=${m} ${ms[m].toFixed(2)} ms (${(ms[m] / ms[1]).toFixed(2)}×)`).join(', ')}`);
   }
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  const result = { date, layers, threads, shape: `per layer: ${H}→${2 * I}, ${I}→${H}, 2 × ${H}→${H}`, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, rows };
+  const result = { date, layers, threads, shape: `per layer: ${H}→${2 * I}, ${I}→${H}, 2 × ${H}→${H}`, machine, rows };
   const md = [`# Linear-layer batch cost ${date}`, '',
-    `${layers} layers of Qwen2.5-0.5B-sized projections (${result.shape}), random weights, ${threads} threads, ${result.machine.cpu}. One session run at M rows (lower quartile of ${reps}).`, '',
+    `${layers} layers of Qwen2.5-0.5B-sized projections (${result.shape}), random weights, ${threads} threads, ${machineText(result.machine)}. One session run at M rows (lower quartile of ${reps}).`, '',
     `| weights | ${ROWS.map((m) => `M=${m}`).join(' | ')} |`, `|---|${ROWS.map(() => '---:').join('|')}|`,
     ...rows.map((r) => `| ${r.weights} | ${ROWS.map((m) => `${r.ms[m].toFixed(2)} ms (${r.ratio[m].toFixed(2)}×)`).join(' | ')} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
@@ -74,6 +74,6 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
 }
 
 if (isMainModule(import.meta.url)) {
-  const a = scriptArgs('bench/matmul.ts', { layers: 'string', threads: 'string', 'results-dir': 'string', 'no-write': 'boolean' });
+  const a = scriptArgs('bench/matmul.ts', { layers: 'count', threads: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
   await runMatmulBench({ layers: a.num('layers'), threads: a.num('threads'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
 }

@@ -17,7 +17,7 @@ import { QUANTS, quantBytes, type Quant } from '../src/onnx/quant.ts';
 import { parameterCount } from '../src/models/config.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults } from './write.ts';
+import { freshStem, scriptArgs, writeResults, machineNow, machineText } from './write.ts';
 import { prepareModels } from './decode.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -54,10 +54,11 @@ async function probs(m: Model, ids: number[]): Promise<Float64Array[]> {
 const argmax = (p: Float64Array) => p.reduce((b, x, i) => (x > p[b] ? i : b), 0);
 
 export async function runQuantBench(o: { questions?: number; threads?: number; resultsDir?: string | null } = {}) {
+  const machine = machineNow();
   const threads = o.threads ?? 2, nq = o.questions ?? 24;
   // Speed on the 0.5B shape (the decode bench's cached random checkpoint).
   const cache = path.join(os.tmpdir(), 'edgereason-bench-decode');
-  const { hf, config } = await prepareModels(cache, 4, (phase) => console.error(`${phase}…`), (label) => console.error(label));
+  const { hf, config } = await prepareModels(cache, 4, (phase) => console.error(`${phase}…`), (label) => console.error(label), { sourceOnly: true });
   const speedRows: Record<string, { loadS: number; weightsMb: number; prefill: number[]; decode: number[] }> = {};
   const models: Partial<Record<Quant, Model>> = {}, cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bench-quant-'));
   try {
@@ -104,9 +105,9 @@ export async function runQuantBench(o: { questions?: number; threads?: number; r
   const fidelity = QUANTS.map((q) => ({ quant: q, top1: stats[q].agree / stats[q].positions, meanMaxDp: stats[q].sumMax / stats[q].positions, sameAnswers: stats[q].sameText, questions: nq }));
 
   const date = new Date().toISOString().slice(0, 10);
-  const result = { date, threads, machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism() }, speedShape: 'Qwen2.5-0.5B (random weights)', speed: speedOut, fidelity };
+  const result = { date, threads, machine, speedShape: 'Qwen2.5-0.5B (random weights)', speed: speedOut, fidelity };
   const md = [`# Weight formats ${date}`, '',
-    `Speed: random weights in Qwen2.5-0.5B's shape, ${threads} threads, ${result.machine.cpu}; prefill of 256 tokens and 32 batch-1 decode steps, the formats taking turns (best of 3 runs after a warm-up). Weights: parameters × bytes per weight of the format. Load: the first (q4 and q8 quantise into a cache; fp32 builds in memory).`, '',
+    `Speed: random weights in Qwen2.5-0.5B's shape, ${threads} threads, ${machineText(result.machine)}; prefill of 256 tokens and 32 batch-1 decode steps, the formats taking turns (best of 3 runs after a warm-up). Weights: parameters × bytes per weight of the format. Load: the first (q4 and q8 quantise into a cache; fp32 builds in memory).`, '',
     '| format | weights MB | first load s | prefill tok/s | decode tok/s |', '|---|---:|---:|---:|---:|',
     ...speedOut.map((r) => `| ${r.quant} | ${r.weightsMb} | ${r.loadS.toFixed(1)} | ${r.prefillTokS.toFixed(1)} | ${r.decodeTokS.toFixed(1)} |`), '',
     `Fidelity: the embedded default model (fp32 is its own format), the fp32 model's greedy answers to ${nq} test questions teacher-forced through each format.`, '',
@@ -122,6 +123,6 @@ export async function runQuantBench(o: { questions?: number; threads?: number; r
 const loadedComplete = (m: Model, question: string) => m.complete(question, { chat: true, maxTokens: 96, adapter: false });
 
 if (isMainModule(import.meta.url)) {
-  const a = scriptArgs('bench/quant.ts', { questions: 'string', threads: 'string', 'results-dir': 'string', 'no-write': 'boolean' });
+  const a = scriptArgs('bench/quant.ts', { questions: 'count', threads: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
   await runQuantBench({ questions: a.num('questions'), threads: a.num('threads'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
 }

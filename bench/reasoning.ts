@@ -175,9 +175,12 @@ export function paddedPrompt(model: Model, question: string, target: number): { 
 export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<ReasoningBenchResult> {
   const log = o.log ?? ((l: string) => console.error(l));
   // A bar with ETA per section on a terminal (plain lines every 30 s otherwise); none when a caller takes the log.
-  const progress = o.log ? undefined : new StagedProgress({ itemUnit: 'questions' });
+  const progress = o.log ? undefined : new StagedProgress({ itemUnit: 'questions', interrupt: (stage, done, total) => `bench reasoning: interrupted${stage ? ` during ${stage} at ${done}/${total}` : ''}; nothing was written` });
   const files = defaultModelFiles(o.model ?? defaultModel.dir), modelDir = files.dir, adapterDir = o.adapter ?? files.adapter;
-  if (!fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new Error(`bench: no reasoning adapter at ${adapterDir} (no adapter_config.json; pass --adapter)`);
+  if (o.model !== undefined && !fs.existsSync(o.model)) throw new Error(`bench: --model ${o.model} does not exist`);
+  if (!fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new Error(`bench: no reasoning adapter at ${adapterDir} (no adapter_config.json; ${o.adapter ? 'check --adapter' : 'pass --adapter'})`);
+  for (const [flag, file] of [['--router', o.router], ['--verifier', o.verifier]]) if (file !== undefined && !fs.existsSync(file)) throw new Error(`bench: ${flag} ${file} does not exist`);
+  if (o.samples && !o.samples.includes(1)) throw new Error(`bench: --samples must include 1 (wall times and accuracy gains are against one sample), got ${o.samples.join(',')}`);
   const routerFile = o.router ?? files.router, verifierFile = o.verifier ?? files.verifier;
   if (o.parallelSplit !== undefined && o.parallelSplit !== 'test' && o.parallelSplit !== 'val') throw new Error(`bench: --parallel-split must be test or val, got "${o.parallelSplit as string}"`);
   const model = await loadModel(modelDir, { adapter: adapterDir, quant: o.quant, threads: o.threads });
@@ -502,8 +505,8 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
 
 if (isMainModule(import.meta.url)) {
   const s = 'string' as const, a = scriptArgs('bench/reasoning.ts', {
-    model: s, adapter: s, router: s, verifier: s, quant: s, threads: s, reps: s, 'router-items': s, 'router-temperature': s, 'parallel-items': s, temperature: s, 'top-p': s, 'min-p': s,
-    'parallel-split': s, 'max-tokens': s, 'max-thinking-tokens': s, 'timing-tokens': s, seed: s, 'prompt-lengths': s, samples: s,
+    model: s, adapter: s, router: s, verifier: s, quant: s, threads: 'count', reps: 'count', 'router-items': 'count0', 'router-temperature': 'number0', 'parallel-items': 'count0', temperature: 'number0', 'top-p': 'fraction', 'min-p': 'fraction',
+    'parallel-split': s, 'max-tokens': 'count', 'max-thinking-tokens': 'count0', 'timing-tokens': 'count', seed: 'int', 'prompt-lengths': 'count', samples: 'count',
     'results-dir': s, 'no-write': 'boolean', 'shape-timing': 'boolean', report: s,
   });
   const report = a.str('report');

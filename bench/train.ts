@@ -17,7 +17,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
@@ -174,6 +174,9 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
   const { defaultConfig } = await import('../src/tasks/default-model.ts');
   const small = defaultConfig(SMALL_VOCAB);
   const python = opts.python ?? '/usr/bin/python3';
+  // PyTorch is the other side: checked before ours runs for minutes.
+  const probe = spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8', env: { ...process.env, ...(opts.torchBlas ? { LD_LIBRARY_PATH: [opts.torchBlas, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') } : {}) } });
+  if (probe.error || probe.status !== 0) throw new Error(`bench train: --python ${python} cannot import torch (${probe.error?.message ?? (probe.stderr.trim().split('\n').at(-1) || `exit ${probe.status}`)}): install Debian's python3-torch, or pass --python <a Python with torch>`);
 
   const show = opts.progress ?? true, tty = !!process.stderr.isTTY;
   const bar = show && tty
@@ -284,6 +287,7 @@ function runTorch(cfg: ChildConfig, python: string, blasDir: string | undefined,
       for (const l of lines) if (l.startsWith('progress ')) tick(l.slice('progress '.length)); else stderr += l + '\n';
     });
     child.on('error', (e) => reject(new Error(`bench train: cannot run ${python}: ${e.message}`)));
+    child.stdin.on('error', () => { /* a child that exits before reading its input: its exit code says why */ });
     child.on('exit', (code, signal) => {
       if (code !== 0) return reject(new Error(`bench train: the child "${cfg.label}" failed (exit ${code ?? signal})\n${(stderr + partial).slice(-4000)}`));
       const r = JSON.parse(stdout);
@@ -315,7 +319,7 @@ function markdown(r: TrainBenchResult): string {
     '',
     '| tok/s | ours (onnxruntime) | PyTorch CPU | ours / torch |',
     '|---|---:|---:|---:|',
-    row('LoRA r16, 0.5B shape', r.lora.ours, r.lora.torch),
+    row(`LoRA r${r.model.lora.rank}, 0.5B shape`, r.lora.ours, r.lora.torch),
     ...(r.full ? [row('full-parameter, small model', r.full.ours, r.full.torch)] : []),
     `| peak RSS MB, LoRA 0.5B | ${r.lora.ours.peak_rss_mb} (after load ${r.lora.ours.rss_after_load_mb}) | ${r.lora.torch.peak_rss_mb} (after load ${r.lora.torch.rss_after_load_mb}) | |`,
     ...(r.full ? [`| peak RSS MB, full small | ${r.full.ours.peak_rss_mb} | ${r.full.torch.peak_rss_mb} | |`] : []),
@@ -510,7 +514,7 @@ if (isMainModule(import.meta.url)) {
   if (process.argv[2] === '--child') childMain(oursChild);
   else {
     const s = 'string' as const, a = scriptArgs('bench/train.ts', {
-      json: 'boolean', threads: s, steps: s, 'small-steps': s, batch: s, tokens: s, layers: s, rank: s, alpha: s, 'no-full': 'boolean', profile: 'boolean',
+      json: 'boolean', threads: 'count', steps: 'count', 'small-steps': 'count', batch: 'count', tokens: 'count', layers: 'count', rank: 'count', alpha: 'number0', 'no-full': 'boolean', profile: 'boolean',
       python: s, 'torch-blas': s, 'results-dir': s, 'no-write': 'boolean',
     });
     await runTrainBench({

@@ -1,8 +1,9 @@
 /** A bench's result files: <dir>/<stem>.json and .md (the folder made as needed; a stem from freshStem); returns <dir>/<stem>. */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { makeDir } from '../src/io/safetensors.ts';
+import { atomicWrite, makeDir, writeAll } from '../src/io/safetensors.ts';
 
 /**
  * `stem`, or else `stem-2`, `stem-3`, …: the first with no .json in `dir`, so a second run on the same day keeps the
@@ -17,21 +18,31 @@ export function freshStem(dir: string, stem: string): string {
 export function writeResults(dir: string, stem: string, result: unknown, markdown: string, indent = 1): string {
   makeDir(dir);
   const base = path.join(dir, stem);
-  fs.writeFileSync(`${base}.json`, JSON.stringify(result, null, indent) + '\n');
-  fs.writeFileSync(`${base}.md`, markdown);
+  // Atomically: a run stopped while writing leaves the earlier files or none, never half a table.
+  for (const [file, text] of [[`${base}.json`, JSON.stringify(result, null, indent) + '\n'], [`${base}.md`, markdown]]) atomicWrite(file, (fd) => writeAll(fd, Buffer.from(text)));
   return base;
 }
 
+/** The kinds of number a bench flag takes: counts (integers ≥ 1, or ≥ 0 where 0 skips a part), any integer, a non-negative number, a fraction in [0, 1]. */
+const NUMBER_KINDS = {
+  count: { ok: (n: number) => Number.isInteger(n) && n >= 1, want: 'an integer ≥ 1' },
+  count0: { ok: (n: number) => Number.isInteger(n) && n >= 0, want: 'an integer ≥ 0' },
+  int: { ok: (n: number) => Number.isSafeInteger(n), want: 'an integer' },
+  number0: { ok: (n: number) => n >= 0, want: 'a number ≥ 0' },
+  fraction: { ok: (n: number) => n >= 0 && n <= 1, want: 'a number from 0 to 1' },
+} as const;
+type FlagKind = 'string' | 'boolean' | keyof typeof NUMBER_KINDS;
+
 /**
  * A bench script's own flags (`node --import tsx bench/<name>.ts ...`), parsed strictly: --help prints them, and a
- * flag the script does not know, or a number that is not one, stops it before any work (and before any result
- * file is written) instead of being ignored.
+ * flag the script does not know, or a number that is not of its flag's kind (a count of 0 or 1.5, a negative
+ * temperature), stops it before any work (and before any result file is written) instead of being ignored.
  */
-export function scriptArgs(script: string, spec: Record<string, 'string' | 'boolean'>): {
+export function scriptArgs(script: string, spec: Record<string, FlagKind>): {
   str(name: string): string | undefined; has(name: string): boolean; num(name: string): number | undefined; nums(name: string): number[] | undefined;
 } {
-  const options = Object.fromEntries(Object.entries({ ...spec, help: 'boolean' as const }).map(([k, type]) => [k, { type }]));
-  const usage = `usage: node --import tsx ${script} ${Object.entries(spec).map(([k, t]) => `[--${k}${t === 'string' ? ' <value>' : ''}]`).join(' ')}`;
+  const options = Object.fromEntries(Object.entries({ ...spec, help: 'boolean' as const }).map(([k, kind]) => [k, { type: kind === 'boolean' ? 'boolean' as const : 'string' as const }]));
+  const usage = `usage: node --import tsx ${script} ${Object.entries(spec).map(([k, t]) => `[--${k}${t === 'boolean' ? '' : ` <${t === 'string' ? 'value' : NUMBER_KINDS[t].want}>`}]`).join(' ')}`;
   let values: Record<string, string | boolean | undefined>;
   try {
     values = parseArgs({ args: process.argv.slice(2), options, strict: true, allowPositionals: false }).values as typeof values;
@@ -40,9 +51,15 @@ export function scriptArgs(script: string, spec: Record<string, 'string' | 'bool
     process.exit(2);
   }
   if (values.help) { console.log(usage); process.exit(0); }
+  // A refusal of the bench's own ("bench …: …") is one line, as from `npm run bench`; anything else keeps its stack.
+  process.on('uncaughtException', (e) => {
+    console.error(e instanceof Error && /^bench\b/.test(e.message) ? e.message : e);
+    process.exit(1);
+  });
   const number = (name: string, v: string) => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n)) { console.error(`${script}: --${name} must be a number, got "${v}"\n${usage}`); process.exit(2); }
+    const kind = spec[name], n = Number(v);
+    if (kind === 'string' || kind === 'boolean') throw new Error(`${script}: --${name} is declared ${kind}, not a number`); // a slip in the script
+    if (v.trim() === '' || !Number.isFinite(n) || !NUMBER_KINDS[kind].ok(n)) { console.error(`${script}: --${name} must be ${NUMBER_KINDS[kind].want}, got "${v}"\n${usage}`); process.exit(2); }
     return n;
   };
   const value = (name: string) => {
@@ -56,3 +73,10 @@ export function scriptArgs(script: string, spec: Record<string, 'string' | 'bool
     nums: (name) => str(name)?.split(',').map((v) => number(name, v)),
   };
 }
+
+/** The machine as a result records it: CPU, cores, and the 1-minute load average when the run started (other work on these VMs slows runs). */
+export function machineNow(): { cpu: string; cores: number; loadavg_start: number } {
+  return { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), loadavg_start: Math.round(100 * os.loadavg()[0]) / 100 };
+}
+/** The machine in a result's Markdown: "CPU, N cores, load average L at the start". */
+export const machineText = (m: ReturnType<typeof machineNow>): string => `${m.cpu}, ${m.cores} cores, load average ${m.loadavg_start} at the start`;

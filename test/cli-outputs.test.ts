@@ -385,15 +385,27 @@ test('a bench run on a day that already has results writes <name>-<date>-2 besid
   }
 });
 
-test('bench scripts run directly refuse unknown flags and non-numbers before any work (no result file written); --help lists theirs', () => {
-  const bench = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'bench/matmul.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+test('bench scripts run directly refuse unknown flags and numbers not of their flag\'s kind before any work (no result file written); --help lists theirs; their own refusals are one line', () => {
+  const bench = (script: string, ...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', `bench/${script}.ts`, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   const before = fs.readdirSync(path.join(ROOT, 'bench/results')).join();
-  for (const [args, re] of [[['--help'], /^usage: node --import tsx bench\/matmul\.ts \[--layers <value>\] \[--threads <value>\] \[--results-dir <value>\] \[--no-write\]$/m],
-    [['--layer', '2'], /^bench\/matmul\.ts: Unknown option '--layer'/m], [['--layers', 'two'], /^bench\/matmul\.ts: --layers must be a number, got "two"/m]] as const) {
-    const r = bench(...args);
+  for (const [args, re] of [[['--help'], /^usage: node --import tsx bench\/matmul\.ts \[--layers <an integer ≥ 1>\] \[--threads <an integer ≥ 1>\] \[--results-dir <value>\] \[--no-write\]$/m],
+    [['--layer', '2'], /^bench\/matmul\.ts: Unknown option '--layer'/m], [['--layers', 'two'], /^bench\/matmul\.ts: --layers must be an integer ≥ 1, got "two"/m],
+    [['--layers', '0'], /^bench\/matmul\.ts: --layers must be an integer ≥ 1, got "0"/m], [['--layers', '1.5'], /^bench\/matmul\.ts: --layers must be an integer ≥ 1, got "1\.5"/m]] as const) {
+    const r = bench('matmul', ...args);
     assert.equal(r.status, args[0] === '--help' ? 0 : 2, r.stderr);
     assert.match(args[0] === '--help' ? r.stdout : r.stderr, re);
   }
+  for (const [args, message] of [[['--reps', '0'], 'bench/reasoning.ts: --reps must be an integer ≥ 1, got "0"'], [['--top-p', '1.5'], 'bench/reasoning.ts: --top-p must be a number from 0 to 1, got "1.5"'], [['--prompt-lengths', '64,-5'], 'bench/reasoning.ts: --prompt-lengths must be an integer ≥ 1, got "-5"']] as const) {
+    const r = bench('reasoning', ...args, '--no-write');
+    assert.deepEqual([r.status, r.stderr.split('\n')[0]], [2, message]);
+  }
+  // Checked before the long part, in one line: sample counts without 1, an adapter that is not there.
+  const samples = bench('reasoning', '--samples', '2,4', '--no-write');
+  assert.deepEqual([samples.status, samples.stderr], [1, 'bench: --samples must include 1 (wall times and accuracy gains are against one sample), got 2,4\n']);
+  const rl = bench('budget', '--rl', path.join(ROOT, 'no-such-adapter'), '--no-write');
+  assert.deepEqual([rl.status, rl.stderr], [1, `bench budget: --rl ${path.join(ROOT, 'no-such-adapter')} holds no adapter (no adapter_config.json)\n`]);
+  const py = bench('train', '--python', '/bin/false', '--no-write');
+  assert.deepEqual([py.status, py.stderr], [1, 'bench train: --python /bin/false cannot import torch (exit 1): install Debian\'s python3-torch, or pass --python <a Python with torch>\n']);
   assert.equal(fs.readdirSync(path.join(ROOT, 'bench/results')).join(), before);
 });
 

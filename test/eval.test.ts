@@ -18,6 +18,7 @@ import { loadModel } from '../src/runtime/model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { sharedPath } from './helpers/shared.ts';
 import { hardShareAtRatio, latencyByMix } from '../bench/reasoning.ts';
+import { signed } from '../bench/budget.ts';
 import { isReportSibling, markdownTable, wilson } from '../src/eval/report.ts';
 import { Router } from '../src/reason/router.ts';
 
@@ -342,6 +343,10 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
   } finally {
     await thinker.close();
   }
+});
+
+test('the budget bench writes a change with its own sign (a fall of thinking tokens read "−-1.6 %" when it rose)', () => {
+  assert.deepEqual([signed(-65.04), signed(1.6), signed(0)], ['−65.0', '+1.6', '+0.0']);
 });
 
 test('the reasoning bench\'s latency-vs-mix curve: routed / always-reason of each mix from the per-category latencies, exactly', () => {
