@@ -20,6 +20,7 @@ import { sharedPath } from './helpers/shared.ts';
 import { hardShareAtRatio, latencyByMix } from '../bench/reasoning.ts';
 import { signed } from '../bench/budget.ts';
 import { isReportSibling, markdownTable, wilson } from '../src/eval/report.ts';
+import { version } from '../src/version.ts';
 import { Router } from '../src/reason/router.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-eval-'));
@@ -189,12 +190,24 @@ test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report
   assert.ok(n >= 3 && n < 400, `${n} answers journaled`);
   assert.match(err, new RegExp(`eval: interrupted during base at ${n}/400; the ${n} finished answers are kept in ${journal.replace(/[.]/g, '\\.')}: run the same command again to go on from there\n$`));
   assert.ok(!fs.existsSync(out));
-  assert.deepEqual(JSON.parse(before[0]), { journal: 'edgereason eval journal', evaluation: { model: DEFAULT_DIR, task: 'synthetic', split: 'test', limit: 400, quant: 'fp32', maxTokens: 4, temperature: 0, batch: 1 } });
+  const head = JSON.parse(before[0]);
+  assert.deepEqual([head.journal, head.version, head.evaluation], ['edgereason eval journal', version(), { model: DEFAULT_DIR, task: 'synthetic', split: 'test', limit: 400, quant: 'fp32', maxTokens: 4, temperature: 0, batch: 1 }]);
+  assert.deepEqual(Object.keys(head.weights), ['modelShape']);
   // A line a kill cut short is dropped.
   fs.appendFileSync(journal, '{"run":"base","case":{"id":');
+  // Answers of other weights, another version, or while another eval writes it: refused, the journal kept.
+  const edit = (f: (h: Record<string, any>) => void) => { const ls = fs.readFileSync(journal, 'utf8').split('\n'), h = JSON.parse(ls[0]); f(h); fs.writeFileSync(journal, [JSON.stringify(h), ...ls.slice(1)].join('\n')); };
+  edit((h) => { h.weights.modelShape = 'other'; });
+  assert.equal(spawnSync(process.execPath, args(400), { encoding: 'utf8' }).stderr, `edgereason: --out: ${journal} holds answers made with other weights (the model's shape changed since): delete it to start afresh\n`);
+  edit((h) => { h.weights = head.weights; h.version = '0.0.1'; });
+  assert.equal(spawnSync(process.execPath, args(400), { encoding: 'utf8' }).stderr, `edgereason: --out: ${journal} holds ${n} finished answers of edgereason 0.0.1, this is ${version()}: answers graded by another version are not mixed into one report; delete it to start afresh\n`);
+  edit((h) => { h.version = version(); });
+  fs.writeFileSync(`${journal}.lock`, String(process.pid)); // this test's own process: alive
+  assert.equal(spawnSync(process.execPath, args(400), { encoding: 'utf8' }).stderr, `edgereason: --out: another eval (process ${process.pid}) is writing ${journal}; wait for it to finish, or choose another --out\n`);
+  fs.writeFileSync(`${journal}.lock`, String(spawnSync('true').pid)); // a process that has ended: its lock is taken over
   // Another evaluation is refused by what differs; a file that is not a journal too.
   const other = spawnSync(process.execPath, args(300), { encoding: 'utf8' });
-  assert.deepEqual([other.status, other.stderr], [1, `edgereason: --out: ${journal} holds ${n} finished answers of an interrupted evaluation that is not this one (--limit: 400 there, 300 here); run that one again to finish it, or pass --overwrite to start afresh\n`]);
+  assert.deepEqual([other.status, other.stderr], [1, `edgereason: --out: ${journal} holds ${n} finished answers of an interrupted evaluation that is not this one (--limit: 400 there, 300 here); run that one again to finish it, or pass --overwrite to drop them and start afresh\n`]);
   const resumed = spawnSync(process.execPath, args(400), { encoding: 'utf8' });
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.match(resumed.stderr, new RegExp(`eval: base: ${n} of 400 questions answered before, kept in ${journal.replace(/[.]/g, '\\.')}; going on from there \\(delete it to start afresh\\)`));
@@ -203,9 +216,14 @@ test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report
   // The journaled answers are in the report as they were (their timings too: not asked again); the journal is gone.
   assert.deepEqual(report.cases.slice(0, n), before.slice(1).map((l) => JSON.parse(l).case));
   assert.deepEqual(report.cases.map((c: CaseResult) => c.id), syntheticCases('test', 400).map((c) => c.id));
-  assert.ok(!fs.existsSync(journal));
+  assert.ok(!fs.existsSync(journal) && !fs.existsSync(`${journal}.lock`));
+  // A journal of no answers (interrupted in its first batch) holds nothing to keep: another evaluation replaces it.
+  fs.writeFileSync(journal, `${JSON.stringify({ ...head, evaluation: { ...head.evaluation, limit: 3 } })}\n`);
+  for (const f of [out, out.replace(/\.json$/, '.md'), out.replace(/\.json$/, '-accuracy.svg')]) fs.rmSync(f);
+  const fresh = spawnSync(process.execPath, args(2), { encoding: 'utf8' });
+  assert.equal(fresh.status, 0, fresh.stderr);
   fs.writeFileSync(journal, 'my notes\n');
-  const mine = spawnSync(process.execPath, args(400), { encoding: 'utf8' });
+  const mine = spawnSync(process.execPath, args(2), { encoding: 'utf8' });
   assert.deepEqual([mine.status, mine.stderr], [1, `edgereason: --out: ${journal}, where eval keeps the answers of a run until its report is written, already exists and is not an eval journal; pass --overwrite to replace it, or choose another --out\n`]);
   assert.equal(fs.readFileSync(journal, 'utf8'), 'my notes\n');
 });
@@ -241,7 +259,7 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   const flags = ['--adapter', adapter, '--router', router, '--samples', '2', '--seed', '3'];
   const first = run(...flags);
   assert.equal(first.status, 0, first.stderr);
-  assert.match(first.stderr, /eval: note: the 2 samples are drawn at temperature 0\.8 with top-p 0\.95 \(answer\(\)'s default for several samples\); the other runs are greedy/);
+  assert.match(first.stderr, /eval: note: the 2 samples are drawn at temperature 0\.8 \(answer\(\)'s default for several samples\) with top-p 0\.95 \(its default\); the other runs are greedy/);
   const report = JSON.parse(fs.readFileSync(out, 'utf8'));
   assert.deepEqual(Object.keys(report), ['base', 'base + reasoning adapter', 'base + reasoning adapter, 2 samples (majority)', 'routed, 2 samples (majority)']);
   const voted = report['base + reasoning adapter, 2 samples (majority)'], routed = report['routed, 2 samples (majority)'];
@@ -254,6 +272,8 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   assert.deepEqual(JSON.parse(fs.readFileSync(out, 'utf8'))[ 'routed, 2 samples (majority)'].cases.map((c: CaseResult) => c.text), routed.cases.map((c: CaseResult) => c.text));
   const other = run('--adapter', adapter, '--samples', '2', '--seed', '3');
   assert.equal(other.stderr, `edgereason: --out ${out} holds the report of another evaluation (--router: ${JSON.stringify(router)} there, none here); pass --overwrite to replace it, or choose another --out\n`);
+  // The samples' top-p counts at --temperature 0 too: the samples are drawn with it.
+  assert.equal(run(...flags, '--top-p', '0.5').stderr, `edgereason: --out ${out} holds the report of another evaluation (--top-p: 1 there, 0.5 here); pass --overwrite to replace it, or choose another --out\n`);
 });
 
 test('eval CLI: --temperature samples, each case from --seed + its index (the same report twice), and the report says so', () => {

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
@@ -7,13 +7,13 @@ import { DATASETS, datasetCases, runAnswerEval, runEval, syntheticCases, type An
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
-import { isReport, isReportSibling, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable } from '../eval/report.ts';
+import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
 import { StagedProgress } from '../train/progress.ts';
 import { checkOutFile } from './outputs.ts';
-import { checkThinkingRoom, reasoningTokens, thinksByItself } from '../reason/answer.ts';
+import { checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
 import { version } from '../version.ts';
 import { openSource } from '../io/source.ts';
 import { defaultQuant } from '../runtime/convert.ts';
@@ -70,7 +70,8 @@ export function evalCommand(program: Command): void {
       let quant: string | undefined = o.quant;
       try { const src = openSource(o.model); quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config); } catch { /* the load below names the problem */ }
       const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}) };
-      const sampled = o.temperature > 0 ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
+      const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed
+      const sampled = drawn ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
       const several = o.samples > 1 ? { samples: o.samples, vote: o.vote, ...(o.verifier ? { verifier: path.resolve(o.verifier) } : {}), ...(o.earlyStop ? { earlyStop: true } : {}) } : {};
       const evaluation = { ...what, maxTokens: o.maxTokens, temperature: o.temperature, ...sampled, ...(o.maxThinkingTokens !== undefined ? { maxThinkingTokens: o.maxThinkingTokens } : {}), ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.nativeThinking ? { nativeThinking: true } : {}), ...(o.router ? { router: path.resolve(o.router) } : {}), ...several };
       // An earlier report is refreshed by the same evaluation; another one is not replaced unless told.
@@ -80,7 +81,8 @@ export function evalCommand(program: Command): void {
       const other = recorded ? differences(recorded, evaluation) : [];
       if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
       // An interrupted run of the same evaluation goes on from its journal (the same batch size: latencies stay comparable; the same seed).
-      const drawn = o.temperature > 0 || o.samples > 1; // some run samples: it has a seed
+      const unlock = lockJournal(files.journal);
+      process.once('exit', unlock); // Ctrl-C and errors end the process
       const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(drawn && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
@@ -93,19 +95,22 @@ export function evalCommand(program: Command): void {
       const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed };
       // Several samples at temperature 0 would all be the greedy answer: they are drawn as answer() draws them.
       const sampleDraws = greedy ? { temperature: 0.8, topK: o.topK, topP: o.topP === 1 ? 0.95 : o.topP, minP: o.minP, seed } : sampling;
-      if (greedy && o.samples > 1) console.error(`eval: note: the ${o.samples} samples are drawn at temperature 0.8 with top-p ${sampleDraws.topP} (answer()'s default for several samples); the other runs are greedy. --temperature sets one for all runs`);
+      if (greedy && o.samples > 1) console.error(`eval: note: the ${o.samples} samples are drawn at temperature 0.8 (answer()'s default for several samples) with top-p ${sampleDraws.topP}${o.topP === 1 ? ' (its default)' : ''}; the other runs are greedy. --temperature sets one for all runs`);
       const probes = loadProbes({ router: o.router, verifier: o.verifier }, { config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`eval: ${n}`) });
+      // What answered, beyond the paths: answers of other weights (an adapter retrained in place) are not mixed into one report.
+      const weights = { ...trainedWith(model), ...Object.fromEntries((['router', 'verifier'] as const).filter((k) => o[k]).map((k) => [`${k}Hash`, createHash('sha1').update(fs.readFileSync(o[k])).digest('hex').slice(0, 12)])) };
+      if (resumed) checkResumed(files.journal, resumed, weights, cases);
       if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
       const runs: { name: string; report: EvalReport }[] = [];
       // Each finished answer goes to the journal beside the report, so an interruption loses none of them.
-      let kept = [...resumed?.done.values() ?? []].reduce((n, rs) => n + rs.length, 0);
+      let kept = resumed?.answers ?? 0;
       const progress = new StagedProgress({
         itemUnit: 'questions',
         interrupt: (stage, done, total) => `eval: interrupted ${stage ? `during ${stage} at ${done}/${total}` : 'before the first question'}; ${kept ? `the ${kept} finished answer${kept === 1 ? ' is' : 's are'} kept in ${files.journal}: run the same command again to go on from there` : `nothing was written to ${o.out}`}`,
       });
-      const journal = startJournal(files.journal, { ...evaluation, batch: o.batch, ...(seed !== undefined ? { seed } : {}) }, resumed?.done);
+      const journal = startJournal(files.journal, { evaluation: { ...evaluation, batch: o.batch, ...(seed !== undefined ? { seed } : {}) }, version: version(), weights, done: resumed?.done });
       let closed = false;
       const close = async () => { if (!closed) { closed = true; await model.close(); } };
       try {
@@ -123,10 +128,8 @@ export function evalCommand(program: Command): void {
         if (o.router) specs.push({ name: o.samples > 1 ? `routed, ${voted}` : 'routed', reasoning: true, answer: { ...answerOpts, reasoning: 'auto' } });
         for (const { name, reasoning, answer: asked } of specs) {
           const done = resumed?.done.get(name) ?? [];
-          if (done.length) {
-            console.error(`eval: ${name}: ${done.length} of ${cases.length} questions answered before, kept in ${files.journal}; going on from there (delete it to start afresh)`);
-            if (done.length < cases.length) progress.begin(name, done.length, cases.length);
-          }
+          if (done.length) console.error(`eval: ${name}: ${done.length} of ${cases.length} questions answered before, kept in ${files.journal}; going on from there (delete it to start afresh)`);
+          if (done.length < cases.length) progress.begin(name, done.length, cases.length); // an interruption in the first batch says where
           const onCase = (d: number, t: number, fresh: CaseResult[]) => { journal(name, fresh); kept += fresh.length; progress.update(name, d, t); };
           const report = asked ? await runAnswerEval(model, cases, { ...asked, done, onCase }, probes) : await runEval(model, cases, {
             reasoning, maxTokens: o.maxTokens, batch: o.batch, ...sampling, ...(o.nativeThinking ? { nativeThinking: true } : {}),
@@ -162,12 +165,12 @@ function differences(before: Record<string, unknown>, now: Record<string, unknow
 }
 
 /**
- * The journal an interrupted run of this evaluation left at `file`, to go on from; undefined when there is none, or
- * (with --overwrite) one of another evaluation, which this run replaces. A journal of another evaluation, or a file
- * that is not a journal, is refused otherwise: its answers may be hours of work. A journal without a seed (a sampled
- * run's) leaves the seed to this run; a seed given here must be the journal's.
+ * The journal an interrupted run of this evaluation left at `file`, to go on from; undefined when there is none, when
+ * it holds no answer, or (with --overwrite, said) when it is another evaluation's, which this run replaces. A journal
+ * of another evaluation or version, or a file that is not a journal, is refused otherwise: its answers may be hours of
+ * work. A journal without a seed (a sampled run's) leaves the seed to this run; a seed given here must be the journal's.
  */
-function resumable(file: string, now: Record<string, unknown>, overwrite: boolean): ReturnType<typeof readJournal> {
+function resumable(file: string, now: Record<string, unknown>, overwrite: boolean): Journal | undefined {
   const stat = fs.statSync(file, { throwIfNoEntry: false });
   if (!stat) return undefined;
   if (!stat.isFile()) throw new Error(`--out: ${file}, the journal eval keeps beside the report, is not a file; move it away or choose another --out`);
@@ -176,9 +179,23 @@ function resumable(file: string, now: Record<string, unknown>, overwrite: boolea
     if (overwrite) return undefined;
     throw new Error(`--out: ${file}, where eval keeps the answers of a run until its report is written, already exists and is not an eval journal; pass --overwrite to replace it, or choose another --out`);
   }
+  if (!j.answers) return undefined; // interrupted before its first answer: nothing to keep
+  const answers = `${j.answers} finished answer${j.answers === 1 ? '' : 's'}`;
+  if (j.version !== version()) throw new Error(`--out: ${file} holds ${answers} of ${j.version ? `edgereason ${j.version}` : 'an earlier edgereason'}, this is ${version()}: answers graded by another version are not mixed into one report; delete it to start afresh`);
   const other = differences(j.evaluation, { ...now, ...(j.evaluation.seed !== undefined && now.seed === undefined ? { seed: j.evaluation.seed } : {}) });
   if (!other.length) return j;
-  if (overwrite) return undefined;
-  const n = [...j.done.values()].reduce((a, rs) => a + rs.length, 0);
-  throw new Error(`--out: ${file} holds ${n} finished answer${n === 1 ? '' : 's'} of an interrupted evaluation that is not this one (${other.join('; ')}); run that one again to finish it, or pass --overwrite to start afresh`);
+  if (!overwrite) throw new Error(`--out: ${file} holds ${answers} of an interrupted evaluation that is not this one (${other.join('; ')}); run that one again to finish it, or pass --overwrite to drop them and start afresh`);
+  console.error(`eval: --overwrite: dropping the ${answers} of another evaluation in ${file} (${other.join('; ')})`);
+  return undefined;
+}
+
+/** A journal's answers come from these weights and probes, and from these cases in order: otherwise it is not resumed. */
+function checkResumed(file: string, j: Journal, weights: Record<string, string>, cases: { id: string }[]): void {
+  const changed = Object.keys({ ...weights, ...j.weights }).filter((k) => weights[k] !== j.weights?.[k]);
+  const what: Record<string, string> = { modelShape: "the model's shape", adapterHash: "the adapter's weights", routerHash: 'the router file', verifierHash: 'the verifier file' };
+  if (changed.length) throw new Error(`--out: ${file} holds answers made with other weights (${changed.map((k) => what[k] ?? k).join(', ')} changed since): delete it to start afresh`);
+  for (const [run, rs] of j.done) {
+    const k = rs.findIndex((r, i) => r.id !== cases[i]?.id);
+    if (k >= 0) throw new Error(`--out: ${file}: answer ${k + 1} of "${run}" is question ${rs[k].id}, where this evaluation asks ${cases[k]?.id ?? 'no more questions'} (was the journal written by two evals at once?); delete it to start afresh`);
+  }
 }

@@ -132,8 +132,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
       const closed = c.thinking?.closed ?? true, { task, gold } = group[k]; // the segment's tokens and whether it closed, as answer() counts them
       fresh.push({
         // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
-        id: group[k].id, category: group[k].category, correct: closed && isCorrect(task, c.text, gold), text: c.text,
-        gold, extracted: closed ? extractAnswer(task, c.text) ?? null : null,
+        id: group[k].id, category: group[k].category, ...graded(task, c.text, gold, closed), text: c.text, gold,
         tokens: c.tokens.length, thinkingTokens: c.thinking?.tokens ?? 0, ttftMs: c.ttftMs, latencyMs: c.totalMs, finishReason: c.finishReason,
         wallShareMs: generated ? (wall * c.tokens.length) / generated : wall / out.length, route: reasoning ? 'reasoning' : 'direct',
       });
@@ -144,6 +143,10 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   const { onCase: _onCase, done: _resumed, ...options } = o;
   return report(options, results);
 }
+
+/** A case's grade: whether `text` answers `gold`, and the answer read from it; none when there is no answer to read (`answered` false). */
+const graded = (task: Task, text: string, gold: string | number, answered: boolean): Pick<CaseResult, 'correct' | 'extracted'> =>
+  ({ correct: answered && isCorrect(task, text, gold), extracted: answered ? extractAnswer(task, text) ?? null : null });
 
 /** A report of `results`: the summary of all cases and of each category. */
 function report(options: Record<string, unknown>, results: CaseResult[]): EvalReport {
@@ -172,8 +175,7 @@ export async function runAnswerEval(model: Model, cases: EvalCase[], o: AnswerEv
     const answered = r.finishReason !== 'cancelled';
     const text = r.route === 'reasoning' ? `${r.thinking}${THINK_CLOSE}${r.answer}` : r.answer;
     const one: CaseResult = {
-      id: c.id, category: c.category, correct: answered && isCorrect(c.task, r.answer, c.gold), text, gold: c.gold,
-      extracted: answered ? extractAnswer(c.task, r.answer) ?? null : null,
+      id: c.id, category: c.category, ...graded(c.task, r.answer, c.gold, answered), text, gold: c.gold,
       tokens: r.usage.completionTokens, thinkingTokens: r.usage.thinkingTokens, ttftMs: r.ttftMs, latencyMs: r.latencyMs,
       finishReason: r.finishReason, wallShareMs: r.latencyMs, route: r.route,
       ...(r.escalation ? { escalated: true } : {}), ...(r.votes && n > 1 ? { votes: r.votes } : {}),

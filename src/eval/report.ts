@@ -44,32 +44,40 @@ export function reportFiles(out: string): { json: string; md: string; svg: strin
 /** The journal's first line names it, and the evaluation it belongs to. */
 const JOURNAL = 'edgereason eval journal';
 
+/** An interrupted evaluation's journal, as readJournal reads it. */
+export interface Journal {
+  /** What was evaluated (eval compares a rerun with it), the edgereason version that answered, and fingerprints of the weights and probes used. */
+  evaluation: Record<string, unknown>; version?: string; weights?: Record<string, string>;
+  /** Each run's finished answers, in case order, and how many in all. */
+  done: Map<string, CaseResult[]>; answers: number;
+}
+
 /**
- * An interrupted evaluation's journal: the evaluation (what eval compares a rerun with) and each run's finished
- * answers in case order. Undefined when `file` is not a journal (a user's own file). A last line cut short by a kill
- * is dropped; a bad line before it is an error naming it.
+ * An interrupted evaluation's journal; undefined when `file` is not one (a user's own file). A last line cut short by
+ * a kill is dropped; a bad line before it is an error naming it.
  */
-export function readJournal(file: string): { evaluation: Record<string, unknown>; done: Map<string, CaseResult[]> } | undefined {
+export function readJournal(file: string): Journal | undefined {
   const lines = fs.readFileSync(file, 'utf8').split('\n');
-  let head: { journal?: unknown; evaluation?: Record<string, unknown> };
+  let head: { journal?: unknown; version?: unknown; evaluation?: Record<string, unknown>; weights?: Record<string, string> };
   try { head = JSON.parse(lines[0]); } catch { return undefined; }
   if (head?.journal !== JOURNAL || !head.evaluation || typeof head.evaluation !== 'object') return undefined;
   const done = new Map<string, CaseResult[]>();
-  let last = lines.length - 1;
+  let last = lines.length - 1, answers = 0;
   while (last > 0 && !lines[last].trim()) last--;
   for (let i = 1; i <= last; i++) {
     let entry: { run?: unknown; case?: CaseResult };
     try { entry = JSON.parse(lines[i]); } catch { if (i === last) break; entry = {}; }
     if (typeof entry.run !== 'string' || typeof entry.case?.id !== 'string') throw new Error(`${file}:${i + 1}: not an answer of the journal (${lines[i].slice(0, 80)}); delete the file to start the evaluation afresh`);
     done.set(entry.run, [...(done.get(entry.run) ?? []), entry.case]);
+    answers++;
   }
-  return { evaluation: head.evaluation, done };
+  return { evaluation: head.evaluation, ...(typeof head.version === 'string' ? { version: head.version } : {}), ...(head.weights ? { weights: head.weights } : {}), done, answers };
 }
 
-/** Writes `file` as the journal of `evaluation` holding `done` (atomically: a resumed run drops a line a kill cut short); returns its appender. */
-export function startJournal(file: string, evaluation: Record<string, unknown>, done: Map<string, CaseResult[]> = new Map()): (run: string, results: CaseResult[]) => void {
+/** Writes `file` as the journal of `j` holding its answers (atomically: a resumed run drops a line a kill cut short); returns its appender. */
+export function startJournal(file: string, j: Pick<Journal, 'evaluation' | 'version' | 'weights'> & { done?: Map<string, CaseResult[]> }): (run: string, results: CaseResult[]) => void {
   const line = (run: string, r: CaseResult) => JSON.stringify({ run, case: r }) + '\n';
-  const text = JSON.stringify({ journal: JOURNAL, evaluation }) + '\n' + [...done].flatMap(([run, rs]) => rs.map((r) => line(run, r))).join('');
+  const text = JSON.stringify({ journal: JOURNAL, version: j.version, evaluation: j.evaluation, weights: j.weights }) + '\n' + [...j.done ?? []].flatMap(([run, rs]) => rs.map((r) => line(run, r))).join('');
   makeDir(path.dirname(path.resolve(file))); // --out may name a folder still to be made
   atomicWrite(file, (fd) => writeAll(fd, Buffer.from(text)));
   return (run, results) => {
@@ -121,3 +129,27 @@ export async function writeReport(out: string, runs: { name: string; report: Eva
   write(files.md, markdownTable(runs));
   writeSvg(files.svg, svg);
 }
+
+/**
+ * Holds `file` (the journal) for this process: a second eval on the same --out is refused while the first runs (their
+ * writes would interleave). A lock whose process has ended (killed) is taken over. Returns its release.
+ */
+export function lockJournal(file: string): () => void {
+  const lock = `${file}.lock`;
+  makeDir(path.dirname(path.resolve(lock)));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return () => fs.rmSync(lock, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+      const pid = Number(fs.readFileSync(lock, 'utf8'));
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`--out: another eval (process ${pid}) is writing ${file}; wait for it to finish, or choose another --out`);
+      fs.rmSync(lock, { force: true }); // left by a process that was killed
+    }
+  }
+}
+
+const alive = (pid: number): boolean => {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+};
