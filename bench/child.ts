@@ -30,6 +30,7 @@ export function runChild<C, R>(script: string, cfg: C, what: string, tick: (labe
 
 /** In the child (`--child`): runs `measure` on the configuration the parent sends, reports its result and exits. */
 export function childMain<C, R>(measure: (cfg: C) => Promise<R>): void {
+  process.once('disconnect', () => process.exit(1)); // the parent is gone (killed): nothing will read the result
   process.once('message', (cfg: C) => {
     measure(cfg).then(
       (result) => process.send!({ type: 'result', result } satisfies ChildMessage<R>, () => process.exit(0)),
