@@ -769,6 +769,29 @@ test('convert refuses to write into its own --model folder or a file; a converte
   assert.match(cli(['convert', '--model', other, '--out', at('conv-out')]).stderr, new RegExp(`--out ${at('conv-out')} holds a conversion of another model \\(${src}\\); choose another folder, or pass --overwrite to replace it`));
   assert.deepEqual(snapshot(at('conv-out')), converted);
   assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32', '--overwrite']).status, 0);
+  // A source without a chat template or generation_config.json: the ones a user then adds survive its rebuild in
+  // place; another model's conversion over it (--overwrite) leaves none of them.
+  const bare = at('conv-bare'), out = at('conv-bare-out');
+  fs.cpSync(src, bare, { recursive: true });
+  const config = JSON.parse(fs.readFileSync(path.join(bare, 'tokenizer_config.json'), 'utf8'));
+  delete config.chat_template;
+  fs.writeFileSync(path.join(bare, 'tokenizer_config.json'), JSON.stringify(config));
+  fs.rmSync(path.join(bare, 'generation_config.json'), { force: true });
+  fs.rmSync(path.join(bare, 'chat_template.jinja'), { force: true });
+  assert.equal(cli(['convert', '--model', bare, '--out', out, '--quant', 'fp32']).status, 0);
+  const mine = { 'chat_template.jinja': '{% for m in messages %}{{ m.content }}{% endfor %}', 'generation_config.json': '{"temperature": 0.5}' };
+  for (const [f, text] of Object.entries(mine)) fs.writeFileSync(path.join(out, f), text);
+  assert.equal(cli(['convert', '--model', bare, '--out', out, '--quant', 'q8']).status, 0);
+  for (const [f, text] of Object.entries(mine)) assert.equal(fs.readFileSync(path.join(out, f), 'utf8'), text, f);
+  assert.equal(cli(['convert', '--model', src, '--out', out, '--quant', 'fp32', '--overwrite']).status, 0);
+  for (const [f, text] of Object.entries(mine)) assert.ok(!fs.existsSync(path.join(out, f)) || fs.readFileSync(path.join(out, f), 'utf8') !== text, f);
+  // A folder holding a single-file model (its tokenizer.json would become the GGUF's vocabulary): refused.
+  const withGguf = at('with-gguf');
+  fs.mkdirSync(withGguf);
+  fs.writeFileSync(path.join(withGguf, 'qwen.gguf'), 'GGUF');
+  assert.equal(cli(['convert', '--model', src, '--out', withGguf]).stderr, `edgereason: --out ${withGguf} already holds a model or adapter (qwen.gguf); choose another folder, or pass --overwrite to replace it\n`);
+  // The cache folder named by $EDGEREASON_CACHE must be one.
+  assert.equal(cli(['cache'], { ...process.env, EDGEREASON_CACHE: path.join(src, 'config.json') }).stderr, `edgereason: cache: ${path.join(src, 'config.json')} ($EDGEREASON_CACHE) is not a folder\n`);
 });
 
 test('the CLI: output piped into a reader that stops early ends quietly; list flags and folders are checked by name; greedy answers note ignored sampling flags', () => {

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
-import { lateProgress } from '../train/progress.ts';
-import { convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
+import { lateProgress, onInterrupt } from '../train/progress.ts';
+import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
 import { canonical, checkOutDir } from './outputs.ts';
@@ -40,9 +40,17 @@ export function convertCommand(program: Command): void {
       if (note) console.error(cliWords(note));
       const bar = lateProgress(`converting ${path.basename(src.path)}`, 'M weights');
       let m: Manifest;
+      // Ctrl-C: this run's half-written files go (a load would leave them, gigabytes for a large model); the files
+      // in place were not touched before the last step, which renames them all at once.
+      const off = onInterrupt(process.stderr, () => {
+        bar.stop();
+        const out = path.resolve(o.out), mine = `.tmp-${process.pid}`;
+        if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
+        return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${o.out} is as it was` : `nothing was written to ${o.out}`}`;
+      });
       try {
         m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, accuracyLevel: 4, loraTargets: targets }, bar.update);
-      } finally { bar.stop(); }
+      } finally { bar.stop(); off(); }
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
 }

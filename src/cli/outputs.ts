@@ -22,6 +22,8 @@ const ARTEFACTS = [
   'training_log.json', 'loss.svg', 'rl_log.json', 'rl-curves.svg', 'rl-length.svg',
 ];
 const SHARD = /^model-\d+-of-\d+\.safetensors$/;
+/** Single-file models (GGUF, llama2.c): a folder holding one is a model's (a tokenizer.json written beside it would become its vocabulary). */
+const SINGLE_FILE_MODEL = /\.(gguf|bin)$/i;
 /** Every file a training run or convert writes into a folder: any of them found there is replaced only when told so. */
 const WRITTEN = [...new Set([...ARTEFACTS, ...CONVERTED_FILES])];
 
@@ -120,13 +122,13 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
     return;
   }
   if (!exists || c.overwrite || c.ours?.(abs)) return;
-  const found = c.empty ? fs.readdirSync(abs) : [...WRITTEN.filter((f) => fs.existsSync(path.join(abs, f))), ...fs.readdirSync(abs).filter((f) => SHARD.test(f)),
+  const found = c.empty ? fs.readdirSync(abs) : [...WRITTEN.filter((f) => fs.existsSync(path.join(abs, f))), ...fs.readdirSync(abs).filter((f) => SHARD.test(f) || SINGLE_FILE_MODEL.test(f)),
     ...(fs.existsSync(path.join(abs, CHECKPOINT)) ? [CHECKPOINT] : [])];
   if (found.length) {
     const shown = found.slice(0, 4).join(', ') + (found.length > 4 ? `, … (${found.length} entries)` : '');
     // Another command's files are refused too: a folder holding two outputs loads as one of them.
     const own = c.resume !== undefined ? ARTEFACTS : CONVERTED_FILES;
-    const holds = found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : found.some((f) => MODEL_FILES.includes(f) || f === 'model.onnx') ? 'a model or adapter'
+    const holds = found.includes(CHECKPOINT) && found.length === 1 ? 'a training checkpoint' : found.some((f) => MODEL_FILES.includes(f) || f === 'model.onnx' || SINGLE_FILE_MODEL.test(f)) ? 'a model or adapter'
       : found.every((f) => own.includes(f) || SHARD.test(f) || (c.resume !== undefined && f === CHECKPOINT)) ? 'files this run would replace' : c.resume !== undefined ? "a converted model's files" : 'the output of a training run';
     const kind = c.empty ? 'is not empty' : `already holds ${holds}`;
     // --resume is offered by the commands that have it (the training commands say whether it was given)

@@ -1,7 +1,7 @@
 /** Eval reports: JSON, a Markdown table and SVG plots beside it. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
+import { atomicWrite, makeDir, processAlive, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
 import type { CaseResult, EvalReport, Summary } from './harness.ts';
 
@@ -144,12 +144,8 @@ export function lockJournal(file: string): () => void {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
       const pid = Number(fs.readFileSync(lock, 'utf8'));
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`--out: another eval (process ${pid}) is writing ${file}; wait for it to finish, or choose another --out`);
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) throw new Error(`--out: another eval (process ${pid}) is writing ${file}; wait for it to finish, or choose another --out`);
       fs.rmSync(lock, { force: true }); // left by a process that was killed
     }
   }
 }
-
-const alive = (pid: number): boolean => {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
-};

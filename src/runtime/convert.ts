@@ -14,8 +14,8 @@ import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
-import { atomicWrite, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
-import { writeTokenizerFiles } from '../tokenizer/hf.ts';
+import { makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
 import { shown } from '../show.ts';
@@ -89,6 +89,9 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   // Taken before any weight is read, and compared after the last: a checkpoint replaced meanwhile (a training run
   // saving into it) would leave a graph of mixed weights.
   const before = fingerprint(src.files);
+  // Its own earlier conversion is rebuilt: files the source lacks (a chat_template.jinja the user added) stay as they are.
+  let rebuild = false;
+  try { rebuild = fs.existsSync(path.join(out, MANIFEST)) && readManifest(out).source?.path === src.path; } catch { /* not a conversion of ours */ }
   makeDir(out);
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
@@ -106,8 +109,16 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
       },
     });
   })];
+  // The tokenizer files and generation_config.json are staged too, and committed with the weights: the folder never
+  // holds the new weights beside none (or the old) of them.
+  const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG), lacking: string[] = [];
   try {
     staged.push(stagedWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!)));
+    const tok = stageTokenizerFiles(out, src.tokenizerFiles);
+    staged.push(...tok.writes);
+    lacking.push(...tok.lacking);
+    // generation_config.json too: its sampling advice is what serve and answer read from the folder they are given.
+    if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = readInputFile(gen, 'a JSON file'); staged.push(stagedWrite(genOut, (fd) => writeAll(fd, raw))); } else if (fs.existsSync(genOut)) lacking.push(genOut);
     if (fingerprint(src.files) !== before) throw new Error(`convert: ${src.path} changed while it was being converted (a file of it was written meanwhile), so the graph would mix old and new weights: nothing was written to ${out}; convert it again once it is complete`);
   } catch (e) {
     for (const s of staged) s.abort();
@@ -123,10 +134,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
     for (const s of staged.slice(committed)) s.abort(); // a full disk here leaves no temporary copy of the weights behind
     throw e;
   }
-  writeTokenizerFiles(out, src.tokenizerFiles); // a folder converted before from another source keeps none of its files
-  // generation_config.json too: its sampling advice is what serve and answer read from the folder they are given.
-  const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG);
-  if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = readInputFile(gen, 'a JSON file'); atomicWrite(genOut, (fd) => writeAll(fd, raw)); } else fs.rmSync(genOut, { force: true });
+  if (!rebuild) for (const f of lacking) fs.rmSync(f, { force: true }); // a folder converted before from another source keeps none of its files
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options, source: { ...from, fingerprint: before }, edgereason: builder(),

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
-import { atomicWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { stagedWrite, writeAll } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 
@@ -29,10 +29,30 @@ export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerO
  * lack (tokenizer_config.json, chat_template.jinja) is removed, so nothing of an earlier model's stays.
  */
 export function writeTokenizerFiles(dir: string, t: TokenizerFiles): void {
-  writeJson(path.join(dir, 'tokenizer.json'), t.tokenizerJson);
-  const config = path.join(dir, 'tokenizer_config.json'), jinja = path.join(dir, 'chat_template.jinja'), template = t.chatTemplate;
-  if (t.tokenizerConfig) writeJson(config, t.tokenizerConfig); else rmSync(config, { force: true });
-  if (template !== undefined) atomicWrite(jinja, (fd) => writeAll(fd, Buffer.from(template))); else rmSync(jinja, { force: true });
+  const staged = stageTokenizerFiles(dir, t);
+  staged.writes.forEach((w) => w.commit());
+  staged.lacking.forEach((f) => rmSync(f, { force: true }));
+}
+
+/**
+ * The tokenizer files staged under temporary names (commit renames each into place, abort drops it), and the files
+ * of `dir` these lack (tokenizer_config.json, chat_template.jinja), for the caller to remove or keep.
+ */
+export function stageTokenizerFiles(dir: string, t: TokenizerFiles): { writes: { commit(): void; abort(): void }[]; lacking: string[] } {
+  const file = (f: string) => path.join(dir, f), text = (s: string) => (fd: number) => writeAll(fd, Buffer.from(s));
+  const json = (v: unknown) => text(JSON.stringify(v, null, 2) + '\n');
+  const parts: [string, ((fd: number) => void) | undefined][] = [
+    ['tokenizer.json', json(t.tokenizerJson)], ['tokenizer_config.json', t.tokenizerConfig ? json(t.tokenizerConfig) : undefined],
+    ['chat_template.jinja', t.chatTemplate !== undefined ? text(t.chatTemplate) : undefined],
+  ];
+  const writes: { commit(): void; abort(): void }[] = [];
+  try {
+    for (const [f, write] of parts) if (write) writes.push(stagedWrite(file(f), write));
+  } catch (e) {
+    writes.forEach((w) => w.abort());
+    throw e;
+  }
+  return { writes, lacking: parts.filter(([f, write]) => !write && existsSync(file(f))).map(([f]) => file(f)) };
 }
 
 const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];

@@ -137,7 +137,7 @@ export class Progress {
  * cursor it hid) is printed, and the process exits with 130 (SIGINT) or 143 (SIGTERM) once the runtime workers'
  * calls in flight have answered (or through `exit`, in tests).
  */
-function onInterrupt(stream: NodeJS.WriteStream, message: () => string, exit?: (code: number) => void): () => void {
+export function onInterrupt(stream: NodeJS.WriteStream, message: () => string, exit?: (code: number) => void): () => void {
   const handler = (signal: NodeJS.Signals) => {
     off();
     stream.write(`\n${message()}\n`);
