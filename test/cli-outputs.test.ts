@@ -615,7 +615,7 @@ test('--version prints package.json\'s version; demo --help names its default on
   // Thinking flags on a question the router answers directly: said to have changed nothing.
   const direct = cli(['answer', '--model', 'models/default', '--question', 'Can you help me? Reverse the word sand. Just the answer, please.', '--budget', '96', '--samples', '4']);
   assert.deepEqual([direct.stdout, direct.stderr.split('\n').at(-2)], ['dnas\n', 'edgereason: note: the router answered directly, so --budget and --samples had no effect (--reasoning on reasons whatever the router says)']);
-  assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: generate: prompt 0 has no tokens \(an empty text, and the tokenizer adds no BOS token to start from\): give it some text$/m);
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: generate: the prompt has no tokens \(an empty text, and the tokenizer adds no BOS token to start from\): give it some text$/m);
   // A path flag written --model=~/x is not expanded by the shell: the CLI expands it (a prompt is left as written).
   fs.mkdirSync(at('home'));
   fs.symlinkSync(path.join(ROOT, 'models/default'), at('home', 'm'));
@@ -643,7 +643,8 @@ test('--version prints package.json\'s version; demo --help names its default on
   // A nested command's flags too (bench decode).
   assert.match(cli(['bench', 'decode', '--shape', '--json']).stderr, /^edgereason: --shape took the flag --json as its value/m);
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
-    /raw prompt 0 does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
+    /and the raw prompt does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
+  assert.equal(cliWords("generate: prompt 0 has 603 tokens; the model's context of 512 tokens leaves no room to generate"), "generate: the prompt has 603 tokens; the model's context of 512 tokens leaves no room to generate");
   assert.match(cli(['answer', '--model', 'models/default', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr, /or --native-thinking for a model that thinks by itself/);
   for (const flags of [['--adapter', 'models/default/reasoning-adapter', '--no-adapter'], ['--no-adapter', '--adapter=models/default/reasoning-adapter']]) {
     const r = cli(['answer', '--model', 'models/default', ...flags, '--question', 'x']);
