@@ -791,6 +791,8 @@ test('convert refuses to write into its own --model folder or a file; a converte
   fs.mkdirSync(withGguf);
   fs.writeFileSync(path.join(withGguf, 'qwen.gguf'), 'GGUF');
   assert.equal(cli(['convert', '--model', src, '--out', withGguf]).stderr, `edgereason: --out ${withGguf} already holds a model or adapter (qwen.gguf); choose another folder, or pass --overwrite to replace it\n`);
+  // A GGUF's own folder: refused as such, not offered --overwrite for the GGUF.
+  assert.equal(cli(['convert', '--model', path.join(withGguf, 'qwen.gguf'), '--out', withGguf]).stderr, `edgereason: --out ${withGguf} is the folder of --model ${path.join(withGguf, 'qwen.gguf')}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder\n`);
   // The cache folder named by $EDGEREASON_CACHE must be one.
   assert.equal(cli(['cache'], { ...process.env, EDGEREASON_CACHE: path.join(src, 'config.json') }).stderr, `edgereason: cache: ${path.join(src, 'config.json')} ($EDGEREASON_CACHE) is not a folder\n`);
 });
