@@ -791,6 +791,9 @@ test('convert refuses to write into its own --model folder or a file; a converte
   fs.mkdirSync(withGguf);
   fs.writeFileSync(path.join(withGguf, 'qwen.gguf'), 'GGUF');
   assert.equal(cli(['convert', '--model', src, '--out', withGguf]).stderr, `edgereason: --out ${withGguf} already holds a model or adapter (qwen.gguf); choose another folder, or pass --overwrite to replace it\n`);
+  // An adapter writes no tokenizer.json: it may go beside a GGUF.
+  assert.doesNotThrow(() => checkOutDir(withGguf, { what: 'adapter' }));
+  assert.throws(() => checkOutDir(withGguf, { what: 'model' }), /already holds a model or adapter \(qwen\.gguf\)/);
   // A GGUF's own folder: refused as such, not offered --overwrite for the GGUF.
   assert.equal(cli(['convert', '--model', path.join(withGguf, 'qwen.gguf'), '--out', withGguf]).stderr, `edgereason: --out ${withGguf} is the folder of --model ${path.join(withGguf, 'qwen.gguf')}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder\n`);
   // The cache folder named by $EDGEREASON_CACHE must be one.

@@ -122,7 +122,8 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
     return;
   }
   if (!exists || c.overwrite || c.ours?.(abs)) return;
-  const found = c.empty ? fs.readdirSync(abs) : [...WRITTEN.filter((f) => fs.existsSync(path.join(abs, f))), ...fs.readdirSync(abs).filter((f) => SHARD.test(f) || SINGLE_FILE_MODEL.test(f)),
+  const writesTokenizer = c.what === 'model' || c.what === 'converted model'; // a GGUF there would take its tokenizer.json (an adapter writes none)
+  const found = c.empty ? fs.readdirSync(abs) : [...WRITTEN.filter((f) => fs.existsSync(path.join(abs, f))), ...fs.readdirSync(abs).filter((f) => SHARD.test(f) || (writesTokenizer && SINGLE_FILE_MODEL.test(f))),
     ...(fs.existsSync(path.join(abs, CHECKPOINT)) ? [CHECKPOINT] : [])];
   if (found.length) {
     const shown = found.slice(0, 4).join(', ') + (found.length > 4 ? `, … (${found.length} entries)` : '');
