@@ -476,7 +476,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
     const curve = latencyByMix(g.byCategory), share = hardShareAtRatio(g.byCategory, 0.6);
     if (curve.length) {
       const hard = hardShare(g.byCategory);
-      out.push(`Hard questions reason on both paths, so the routed / always-reason latency ratio depends on how many the mix holds. From the per-category latencies above (easy : chat as measured), the ratio is ${curve.filter((c) => [0, 0.1, 0.2, 0.3, 0.4, 0.5].some((h) => Math.abs(c.hardShare - h) < 1e-9)).map((c) => `${c.routed.toFixed(2)}× at ${(100 * c.hardShare).toFixed(0)} %`).join(', ')} hard questions (${pct(hard)} in this mix); it is at most 0.6× up to ${share === undefined ? '— (nowhere)' : pct(share)}.${Math.min(...Object.values(g.byCategory).map((v) => v.n)) < 30 ? ` (Fewer than 30 questions in a category: these latencies, and the curve, are rough.)` : ''}`, '',
+      out.push(`Hard questions reason on both paths, so the routed / always-reason latency ratio depends on how many the mix holds. From the per-category latencies above (easy : chat as measured), the ratio is ${curve.filter((c) => [0, 0.1, 0.2, 0.3, 0.4, 0.5].some((h) => Math.abs(c.hardShare - h) < 1e-9)).map((c) => `${c.routed.toFixed(2)}× at ${(100 * c.hardShare).toFixed(0)} %`).join(', ')} hard questions (${pct(hard)} in this mix); it is at most 0.6× up to ${share === undefined ? '— (nowhere)' : pct(share)}.${Math.min(...['easy', 'chat', 'hard'].map((c) => g.byCategory[c]?.n ?? 0)) < 30 ? ` (Fewer than 30 questions in a category: these latencies, and the curve, are rough.)` : ''}`, '',
         `![latency vs mix](${stem}-latency-vs-mix.svg)`, '');
     }
   }

@@ -645,6 +645,7 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /and the raw prompt does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
   assert.equal(cliWords("generate: prompt 0 has 603 tokens; the model's context of 512 tokens leaves no room to generate"), "generate: the prompt has 603 tokens; the model's context of 512 tokens leaves no room to generate");
+  assert.equal(cliWords('train-rl: 1380 prompts leave less room, e.g. prompt 0 (97 tokens)'), 'train-rl: 1380 prompts leave less room, e.g. prompt 0 (97 tokens)'); // an index among many stays
   assert.match(cli(['answer', '--model', 'models/default', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr, /or --native-thinking for a model that thinks by itself/);
   for (const flags of [['--adapter', 'models/default/reasoning-adapter', '--no-adapter'], ['--no-adapter', '--adapter=models/default/reasoning-adapter']]) {
     const r = cli(['answer', '--model', 'models/default', ...flags, '--question', 'x']);
@@ -784,6 +785,19 @@ test('convert refuses to write into its own --model folder or a file; a converte
   for (const [f, text] of Object.entries(mine)) fs.writeFileSync(path.join(out, f), text);
   assert.equal(cli(['convert', '--model', bare, '--out', out, '--quant', 'q8']).status, 0);
   for (const [f, text] of Object.entries(mine)) assert.equal(fs.readFileSync(path.join(out, f), 'utf8'), text, f);
+  // The same source through a link is the same rebuild.
+  fs.symlinkSync(bare, at('conv-bare-link'));
+  assert.equal(cli(['convert', '--model', at('conv-bare-link'), '--out', out, '--quant', 'fp32']).status, 0);
+  for (const [f, text] of Object.entries(mine)) assert.equal(fs.readFileSync(path.join(out, f), 'utf8'), text, f);
+  // A template the earlier conversion wrote, which the source has since dropped, goes (it would outrank the new one).
+  const had = at('conv-had'), hadOut = at('conv-had-out');
+  fs.cpSync(bare, had, { recursive: true });
+  fs.writeFileSync(path.join(had, 'chat_template.jinja'), 'OLD{{ messages[0].content }}');
+  assert.equal(cli(['convert', '--model', had, '--out', hadOut, '--quant', 'fp32']).status, 0);
+  assert.equal(fs.readFileSync(path.join(hadOut, 'chat_template.jinja'), 'utf8'), 'OLD{{ messages[0].content }}');
+  fs.rmSync(path.join(had, 'chat_template.jinja'));
+  assert.equal(cli(['convert', '--model', had, '--out', hadOut, '--quant', 'fp32']).status, 0);
+  assert.ok(!fs.existsSync(path.join(hadOut, 'chat_template.jinja')));
   assert.equal(cli(['convert', '--model', src, '--out', out, '--quant', 'fp32', '--overwrite']).status, 0);
   for (const [f, text] of Object.entries(mine)) assert.ok(!fs.existsSync(path.join(out, f)) || fs.readFileSync(path.join(out, f), 'utf8') !== text, f);
   // A folder holding a single-file model (its tokenizer.json would become the GGUF's vocabulary): refused.
@@ -791,13 +805,18 @@ test('convert refuses to write into its own --model folder or a file; a converte
   fs.mkdirSync(withGguf);
   fs.writeFileSync(path.join(withGguf, 'qwen.gguf'), 'GGUF');
   assert.equal(cli(['convert', '--model', src, '--out', withGguf]).stderr, `edgereason: --out ${withGguf} already holds a model or adapter (qwen.gguf); choose another folder, or pass --overwrite to replace it\n`);
+  // A trainer's .bin files are no model.
+  const trainerOut = at('trainer-out');
+  fs.mkdirSync(trainerOut);
+  fs.writeFileSync(path.join(trainerOut, 'training_args.bin'), 'x');
+  assert.doesNotThrow(() => checkOutDir(trainerOut, { what: 'model' }));
   // An adapter writes no tokenizer.json: it may go beside a GGUF.
   assert.doesNotThrow(() => checkOutDir(withGguf, { what: 'adapter' }));
   assert.throws(() => checkOutDir(withGguf, { what: 'model' }), /already holds a model or adapter \(qwen\.gguf\)/);
   // A GGUF's own folder: refused as such, not offered --overwrite for the GGUF.
   assert.equal(cli(['convert', '--model', path.join(withGguf, 'qwen.gguf'), '--out', withGguf]).stderr, `edgereason: --out ${withGguf} is the folder of --model ${path.join(withGguf, 'qwen.gguf')}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder\n`);
   // The cache folder named by $EDGEREASON_CACHE must be one.
-  assert.equal(cli(['cache'], { ...process.env, EDGEREASON_CACHE: path.join(src, 'config.json') }).stderr, `edgereason: cache: ${path.join(src, 'config.json')} ($EDGEREASON_CACHE) is not a folder\n`);
+  assert.equal(cli(['cache'], { ...process.env, EDGEREASON_CACHE: path.join(src, 'config.json') }).stderr, `edgereason: cache: the cache folder ${path.join(src, 'config.json')} is not a folder (set $EDGEREASON_CACHE to one, or pass --dir)\n`);
 });
 
 test('the CLI: output piped into a reader that stops early ends quietly; list flags and folders are checked by name; greedy answers note ignored sampling flags', () => {

@@ -1,10 +1,10 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadTokenizer, ChatTemplateError } from '../src/tokenizer/hf.ts';
+import { loadTokenizer, ChatTemplateError, writeTokenizerFiles, readTokenizerFolder } from '../src/tokenizer/hf.ts';
 import { StreamDecoder } from '../src/tokenizer/stream.ts';
 import { Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
@@ -131,6 +131,13 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   for (let k = 0; k < 2; k++) assert.equal(nested.applyChatTemplate(chat, { vars: { n: 99 } }), '99'); // 99 + 99 × 1000 numbers
   assert.throws(() => nested.applyChatTemplate(chat, { vars: { n: 1000 } }), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
     && e.message === `tokenizer: the chat template of ${dir} failed: range() calls make more than 100000 numbers in one rendering (loops within loops?), more than a chat template needs`);
+});
+
+test('writeTokenizerFiles that fails part-way leaves no temp file behind', () => {
+  const dir = tmp(), files = readTokenizerFolder(qwenDir);
+  mkdirSync(path.join(dir, 'tokenizer_config.json')); // a folder where a file goes: its rename fails
+  assert.throws(() => writeTokenizerFiles(dir, { ...files, chatTemplate: 'x' }), /EISDIR|ENOTEMPTY|EEXIST|EPERM/);
+  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
 });
 
 test('a folder\'s tokenizer files: special_tokens_map.json fills the special tokens tokenizer_config.json lacks; chat_template.json', () => {

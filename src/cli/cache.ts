@@ -13,7 +13,7 @@ export function cacheCommand(program: Command): void {
       const root = o.dir ?? cacheFolder();
       // A --dir given by hand must be a folder (a misspelt one would list "0 copies"); the default may not exist yet.
       if (o.dir !== undefined && !(fs.existsSync(root) && fs.statSync(root).isDirectory())) throw new Error(`cache: --dir ${root} ${fs.existsSync(root) ? 'is not a folder' : 'does not exist'}`);
-      if (o.dir === undefined && fs.existsSync(root) && !fs.statSync(root).isDirectory()) throw new Error(`cache: ${root}${process.env.EDGEREASON_CACHE ? ' ($EDGEREASON_CACHE)' : ''} is not a folder`);
+      if (o.dir === undefined && fs.existsSync(root) && !fs.statSync(root).isDirectory()) throw new Error(`cache: the cache folder ${root} is not a folder (set $EDGEREASON_CACHE to one, or pass --dir)`);
       if (o.prune || o.clear) {
         const gone = pruneCache(root, !!o.clear);
         console.log(`removed ${gone.length} converted cop${gone.length === 1 ? 'y' : 'ies'} (${gib(total(gone), 2)} GiB) from ${root}`);

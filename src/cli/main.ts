@@ -105,7 +105,7 @@ interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOp
 const CLI_WORDS: [RegExp, string][] = [[/\buse chat: true\b/g, 'use --chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
   [/\bquant "(q4|q8|fp32)" or "(q4|q8|fp32)"/g, '--quant $1 or $2'], [/\bquant "(q4|q8|fp32)"/g, '--quant $1'], [/\bmaxTokens\b/g, '--max-tokens'], [/\bmaxThinkingTokens\b/g, '--max-thinking-tokens'], [/\breasoningMaxTokens\b/g, '--reasoning-max-tokens'],
   [/\bchatTemplateKwargs\b/g, '--chat-template-kwargs'], [/\breasoning "(auto|on|off)"/g, '--reasoning $1'],
-  [/\b(raw )?prompt 0\b/g, 'the $1prompt']]; // the CLI's one prompt, an index in the API's list
+  [/^(generate: (?:[^\n]*?\W)?)(raw )?prompt 0\b/, '$1the $2prompt']]; // generate's one prompt, an index in the API's list
 export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message);
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {

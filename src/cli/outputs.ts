@@ -22,8 +22,8 @@ const ARTEFACTS = [
   'training_log.json', 'loss.svg', 'rl_log.json', 'rl-curves.svg', 'rl-length.svg',
 ];
 const SHARD = /^model-\d+-of-\d+\.safetensors$/;
-/** Single-file models (GGUF, llama2.c): a folder holding one is a model's (a tokenizer.json written beside it would become its vocabulary). */
-const SINGLE_FILE_MODEL = /\.(gguf|bin)$/i;
+/** A GGUF: a folder holding one is a model's (a tokenizer.json written beside it would become its vocabulary). Not .bin: trainers' files share it. */
+const SINGLE_FILE_MODEL = /\.gguf$/i;
 /** Every file a training run or convert writes into a folder: any of them found there is replaced only when told so. */
 const WRITTEN = [...new Set([...ARTEFACTS, ...CONVERTED_FILES])];
 

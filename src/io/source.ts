@@ -123,6 +123,8 @@ export interface Manifest {
   sizes?: Record<string, number>;
   /** What wrote the folder: the edgereason version + a hash of its graph-building code (absent in folders from before it). */
   edgereason?: string;
+  /** The tokenizer and generation-config files convert wrote from the source (a rebuild removes those the source no longer has, and keeps the user's). */
+  written?: string[];
 }
 
 function openConverted(dir: string): ModelSource {

@@ -89,9 +89,13 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   // Taken before any weight is read, and compared after the last: a checkpoint replaced meanwhile (a training run
   // saving into it) would leave a graph of mixed weights.
   const before = fingerprint(src.files);
-  // Its own earlier conversion is rebuilt: files the source lacks (a chat_template.jinja the user added) stay as they are.
-  let rebuild = false;
-  try { rebuild = fs.existsSync(path.join(out, MANIFEST)) && readManifest(out).source?.path === src.path; } catch { /* not a conversion of ours */ }
+  // Its own earlier conversion is rebuilt: of the files the source lacks, those it wrote then go, others (a
+  // chat_template.jinja the user added) stay. Another model's conversion, or an unknown folder, keeps none of them.
+  let keep: (file: string) => boolean = () => false;
+  try {
+    const m = fs.existsSync(path.join(out, MANIFEST)) ? readManifest(out) : undefined;
+    if (m && fs.realpathSync(m.source.path) === fs.realpathSync(src.path)) keep = (f) => !(m.written ?? []).includes(path.basename(f));
+  } catch { /* not a conversion of ours, or its source is gone */ }
   makeDir(out);
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
@@ -134,10 +138,11 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
     for (const s of staged.slice(committed)) s.abort(); // a full disk here leaves no temporary copy of the weights behind
     throw e;
   }
-  if (!rebuild) for (const f of lacking) fs.rmSync(f, { force: true }); // a folder converted before from another source keeps none of its files
+  for (const f of lacking) if (!keep(f)) fs.rmSync(f, { force: true });
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options, source: { ...from, fingerprint: before }, edgereason: builder(),
+    written: CONVERTED_FILES.filter((f) => ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', GENERATION_CONFIG].includes(f) && !lacking.some((l) => path.basename(l) === f) && fs.existsSync(path.join(out, f))),
   };
   writeJson(path.join(out, MANIFEST), manifest);
   return manifest;

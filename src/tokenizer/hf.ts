@@ -30,7 +30,13 @@ export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerO
  */
 export function writeTokenizerFiles(dir: string, t: TokenizerFiles): void {
   const staged = stageTokenizerFiles(dir, t);
-  staged.writes.forEach((w) => w.commit());
+  let committed = 0;
+  try {
+    for (; committed < staged.writes.length; committed++) staged.writes[committed].commit();
+  } catch (e) {
+    staged.writes.slice(committed).forEach((w) => w.abort()); // no temp file of the ones not renamed stays behind
+    throw e;
+  }
   staged.lacking.forEach((f) => rmSync(f, { force: true }));
 }
 
