@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { isSourceFolder, modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
+import { isModelFileFolder, modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
 import type { Quant } from '../onnx/quant.ts';
@@ -35,8 +35,7 @@ export function convertCommand(program: Command): void {
         throw new Error(`--out ${o.out} holds a conversion of another model (${earlier}); choose another folder, or pass --overwrite to replace it`);
       }
       // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
-      const file = modelPath(o.model);
-      if (fs.existsSync(file) && !fs.statSync(file).isDirectory() && isSourceFolder(o.out, file)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
+      if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
       checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });
       const t0 = performance.now(), src = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(src.config);
       const note = requantisedNote(src, quant);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
-import { isSourceFolder, modelPath, openSource } from '../io/source.ts';
+import { isModelFileFolder, modelPath, openSource } from '../io/source.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { loadDataset, type Example } from '../train/data.ts';
 import { lastIndexOfRun } from '../runtime/generate.ts';
@@ -59,8 +59,7 @@ export function trainSftCommand(program: Command): void {
       if (o.evalEvery !== undefined && !o.eval) process.stderr.write('train-sft: warning: --eval-every has no effect without --eval (no held-out set to take the loss on)\n');
       if (o.eval && canonical(o.eval) === canonical(o.data)) throw new Error(`--eval ${o.eval} is the --data file: its loss would be the training loss; give held-out examples (or leave --eval out)`);
       // A whole model written beside a single-file one (a GGUF's folder) would give every GGUF there its tokenizer.json.
-      const file = modelPath(o.model);
-      if (o.full && fs.existsSync(file) && !fs.statSync(file).isDirectory() && isSourceFolder(o.out, file)) throw new Error(`train-sft: --out ${o.out} is the folder of ${path.resolve(file)}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
+      if (o.full && isModelFileFolder(o.out, o.model)) throw new Error(`train-sft: --out ${o.out} is the folder of ${modelPath(o.model)}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
       checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
       const src = openSource(o.model), genConfig = path.join(src.path, 'generation_config.json');
       const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? readTextFile(genConfig, 'a JSON file') : ''; // its sampling advice, for a --full output

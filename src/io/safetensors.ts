@@ -146,6 +146,17 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
   return { commit: () => { try { fs.renameSync(tmp, path); } catch (e) { abort(); throw e; } }, abort };
 }
 
+/** Commits staged writes in order; when one fails, it and the rest are dropped, so no temporary file stays behind. */
+export function commitAll(staged: readonly { commit(): void; abort(): void }[]): void {
+  let committed = 0;
+  try {
+    for (; committed < staged.length; committed++) staged[committed].commit();
+  } catch (e) {
+    for (const s of staged.slice(committed)) s.abort();
+    throw e;
+  }
+}
+
 /** Temp files of atomicWrite's (`<file>.tmp-<pid>`) that a process killed mid-write left in `dir`, for the files `ours` names. */
 export function removeDeadTemps(dir: string, ours: (file: string) => boolean): void {
   if (!fs.existsSync(dir)) return;

@@ -165,6 +165,12 @@ export function isSourceFolder(dir: string, source: string): boolean {
   return fs.realpathSync(fs.statSync(source).isDirectory() ? source : path.dirname(source)) === fs.realpathSync(dir);
 }
 
+/** Whether `dir` is the folder of the single-file model (a GGUF, a llama2.c .bin) that `model` names; false for a model folder. */
+export function isModelFileFolder(dir: string, model: string): boolean {
+  const file = modelPath(model);
+  return fs.existsSync(file) && !fs.statSync(file).isDirectory() && isSourceFolder(dir, file);
+}
+
 /** The `edgereason convert` command line for a source, as the errors suggest it (`out` "<folder>" stays as is). */
 export function convertCommandLine(source: string, out: string, quant?: string, loraTargets: readonly string[] = []): string {
   return `edgereason convert --model ${shellQuote(source)} --out ${out === '<folder>' ? out : shellQuote(out)}${quant ? ` --quant ${quant}` : ''}${loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : ''}`;

@@ -14,7 +14,7 @@ import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
-import { makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { commitAll, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
@@ -115,14 +115,15 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   })];
   // The tokenizer files and generation_config.json are staged too, and committed with the weights: the folder never
   // holds the new weights beside none (or the old) of them.
-  const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG), lacking: string[] = [];
+  const gen = path.join(src.path, GENERATION_CONFIG), genOut = path.join(out, GENERATION_CONFIG), lacking: string[] = [], written: string[] = [];
   try {
     staged.push(stagedWrite(path.join(out, 'model.onnx'), (g) => writeAll(g, bytes!)));
     const tok = stageTokenizerFiles(out, src.tokenizerFiles);
     staged.push(...tok.writes);
     lacking.push(...tok.lacking);
+    written.push(...tok.written);
     // generation_config.json too: its sampling advice is what serve and answer read from the folder they are given.
-    if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = readInputFile(gen, 'a JSON file'); staged.push(stagedWrite(genOut, (fd) => writeAll(fd, raw))); } else if (fs.existsSync(genOut)) lacking.push(genOut);
+    if (src.kind === 'hf' && fs.existsSync(gen)) { const raw = readInputFile(gen, 'a JSON file'); staged.push(stagedWrite(genOut, (fd) => writeAll(fd, raw))); written.push(GENERATION_CONFIG); } else if (fs.existsSync(genOut)) lacking.push(genOut);
     if (fingerprint(src.files) !== before) throw new Error(`convert: ${src.path} changed while it was being converted (a file of it was written meanwhile), so the graph would mix old and new weights: nothing was written to ${out}; convert it again once it is complete`);
   } catch (e) {
     for (const s of staged) s.abort();
@@ -130,19 +131,18 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   }
   // From here to the last write the folder says it is being converted: one that dies in between is refused at load
   // with the command to run again, never paired with an earlier run's files.
-  let committed = 0;
   try {
     writeJson(path.join(out, MANIFEST), { format: 2, converting: true, source: from, options });
-    for (; committed < staged.length; committed++) staged[committed].commit();
   } catch (e) {
-    for (const s of staged.slice(committed)) s.abort(); // a full disk here leaves no temporary copy of the weights behind
+    for (const s of staged) s.abort(); // a full disk here leaves no temporary copy of the weights behind
     throw e;
   }
+  commitAll(staged);
   for (const f of lacking) if (!keep(f)) fs.rmSync(f, { force: true });
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
     options, source: { ...from, fingerprint: before }, edgereason: builder(),
-    written: CONVERTED_FILES.filter((f) => ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', GENERATION_CONFIG].includes(f) && !lacking.some((l) => path.basename(l) === f) && fs.existsSync(path.join(out, f))),
+    written,
   };
   writeJson(path.join(out, MANIFEST), manifest);
   return manifest;

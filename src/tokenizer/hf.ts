@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
-import { stagedWrite, writeAll } from '../io/safetensors.ts';
+import { commitAll, stagedWrite, writeAll } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 
@@ -30,21 +30,15 @@ export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerO
  */
 export function writeTokenizerFiles(dir: string, t: TokenizerFiles): void {
   const staged = stageTokenizerFiles(dir, t);
-  let committed = 0;
-  try {
-    for (; committed < staged.writes.length; committed++) staged.writes[committed].commit();
-  } catch (e) {
-    staged.writes.slice(committed).forEach((w) => w.abort()); // no temp file of the ones not renamed stays behind
-    throw e;
-  }
+  commitAll(staged.writes);
   staged.lacking.forEach((f) => rmSync(f, { force: true }));
 }
 
 /**
- * The tokenizer files staged under temporary names (commit renames each into place, abort drops it), and the files
- * of `dir` these lack (tokenizer_config.json, chat_template.jinja), for the caller to remove or keep.
+ * The tokenizer files staged under temporary names (commit renames each into place, abort drops it) with their
+ * names, and the files of `dir` these lack (tokenizer_config.json, chat_template.jinja), for the caller to remove or keep.
  */
-export function stageTokenizerFiles(dir: string, t: TokenizerFiles): { writes: { commit(): void; abort(): void }[]; lacking: string[] } {
+export function stageTokenizerFiles(dir: string, t: TokenizerFiles): { writes: { commit(): void; abort(): void }[]; written: string[]; lacking: string[] } {
   const file = (f: string) => path.join(dir, f), text = (s: string) => (fd: number) => writeAll(fd, Buffer.from(s));
   const json = (v: unknown) => text(JSON.stringify(v, null, 2) + '\n');
   const parts: [string, ((fd: number) => void) | undefined][] = [
@@ -58,7 +52,7 @@ export function stageTokenizerFiles(dir: string, t: TokenizerFiles): { writes: {
     writes.forEach((w) => w.abort());
     throw e;
   }
-  return { writes, lacking: parts.filter(([f, write]) => !write && existsSync(file(f))).map(([f]) => file(f)) };
+  return { writes, written: parts.filter(([, write]) => write).map(([f]) => f), lacking: parts.filter(([f, write]) => !write && existsSync(file(f))).map(([f]) => file(f)) };
 }
 
 const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];
