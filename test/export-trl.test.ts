@@ -175,6 +175,10 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     ['The answer is $12 \\times 3 = 36$.', '36'], ['Final Answer: 12 x 3 = 36', '36'], ['The answer is \u22125.', '-5'], ['#### 10{,}000', '10000'],
     ['Each friend gets 5/2 pies.', '2.5'], ['The answer is 1/2 of the pie.', '0.5'], ['Each friend gets 1/3.', String(1 / 3)], ['She ends up with 5/2.', '2'],
     ['#### -(1/3)', String(-1 / 3)], ['Final Answer: The final answer is $72$. I hope it is correct.', '72'],
+    ['The answer is 18 because she sells 16 - 3 - 4 = 9 eggs.', '18'], ['The answer is 9 eggs × $2 = $18.', '18'], ['The answer is: 5 hours * 60 = 300 minutes.', '300'],
+    ['The answer is 2(3 + 4) = 14.', '14'], ['The answer is 3 days later: 5 + 3 = 8.', '8'], ['The answer is 2x + 3 = 7, so 2.', '2'], ['The answer is half of 36, which is 18.', '18'],
+    ['The answer is 20 - 2 = 18 eggs, which is 9 pairs.', '18'], ['#### 1. **Eggs**\n9 * 2 = 18', '18'], ['#### 2 - Money\n9 * 2 = 18', '18'],
+    ['\\boxed{18}.\nCheck: if the answer is 18, then 18/2 = 9 eggs.', '18'], ['I first thought the answer is 5, but the answer is 7.', '7'], ['The answer is $\\$36$.', '36'],
   ];
   const replies = cases.map(([r]) => `a</think>${r}`), golds = cases.map(([, g]) => g);
   const py = spawnSync('python3', ['-c', `import sys; sys.path.insert(0, "."); import rewards\nprint(rewards.budget_reward(${JSON.stringify(replies)}, ${JSON.stringify(golds)}, [1000] * ${replies.length}))`], { cwd: out, encoding: 'utf8' });

@@ -211,6 +211,35 @@ test('numeric answers: the last answer stated wins, its sentence after "=", LaTe
   assert.ok(isCorrect('gsm8k', 'The answer is 0.0000001', '0.0000001'));
 });
 
+test('numeric answers as models write them: a reason after the answer, units in a worked sum, numbered headings, a check after the box', () => {
+  const x = (t: string, task: Task = 'gsm8k') => extractAnswer(task, t);
+  // the answer, then why: the sum in the reason is not the answer
+  for (const t of ['The answer is 18 because she sells 16 - 3 - 4 = 9 eggs.', 'The answer is $18, since she sells 16 - 3 - 4 = 9 eggs.',
+    'Therefore the answer is \\boxed{18}.\n\nCheck: if the answer is 18, then 18/2 = 9 eggs were sold.',
+    'So the final answer is \\boxed{18}.\n\nTo verify, the answer is consistent with 16 - 3 - 4 = 9 eggs sold.',
+    // a worked sum with units or words between its numbers states its result
+    'The answer is 9 eggs × $2 = $18.', 'The answer is 2 * 9, which equals 18.', 'The answer is 2 * 9 which gives 18.', 'The answer is half of 36, which is 18.',
+    'The answer is 3 times 6 = 18.', 'The answer is 50% of 36, which is 18.', 'The answer is 20% of 90 = 18.',
+    // numbered markdown headings on "####" lines are not answers
+    '#### 1. **Eggs left**\n16 - 3 - 4 = 9\n#### 2. **Money**\n9 * 2 = 18\nJanet makes $18 every day.',
+    '#### 1) **Eggs left**\n9 * 2 = 18\nJanet makes $18.', '#### 1. `Eggs`\n9 * 2 = 18\nJanet makes $18.', '#### 2 - Money\n9 * 2 = 18', '#### 2. $9 \\times 2$\n = 18',
+    // a correction on the same line
+    'I first thought the answer is 5, but the answer is 18.', 'The answer is 5. Wait, 9 + 9 = 18. The answer is 18.',
+  ]) assert.equal(x(t), '18', t);
+  assert.equal(x('The answer is: 5 hours * 60 = 300 minutes.'), '300');
+  assert.equal(x('The answer is 60 minutes/hour × 5 hours = 300 minutes.'), '300');
+  assert.equal(x('The answer is 18 dollars, since 9 eggs × $2 = $18.'), '18');
+  assert.equal(x('#### 18. \nDone.'), '18'); // an answer with a full stop is no heading
+  // MATH's dollar amounts inside $…$; ASDiv's ordinal and clock-time golds
+  assert.ok(isCorrect('math500', 'Final Answer: The final answer is $\\$36$. I hope it is correct.', '\\$36'));
+  assert.ok(isCorrect('math500', 'The answer is $\\$36$.', '\\$36'));
+  for (const t of ['\\boxed{6}', '\\boxed{6th}', 'The answer is 6th.', "Danny's bus is 6th in line."]) assert.ok(isCorrect('asdiv', t, '6th'), t);
+  assert.ok(!isCorrect('asdiv', '\\boxed{5th}', '6th'));
+  assert.ok(isCorrect('asdiv', 'The answer is 12:50 p.m.', '12:50'));
+  assert.ok(!isCorrect('asdiv', 'The answer is 12:50 p.m.', '12:50 a.m.'));
+  assert.ok(!isCorrect('asdiv', 'The answer is 12:55.', '12:50'));
+});
+
 test('graders as standard graders judge: worked expressions, restatements, named roots, sets as lists, \\text units, a leading $…$', () => {
   const cases: [Task, string, string, boolean][] = [
     ['gsm8k', 'The answer is 5 + 3 = 8.', '8', true], // a worked expression states its result

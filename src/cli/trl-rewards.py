@@ -13,7 +13,9 @@ GRADER = "__GRADER__"
 TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
 A = re.ASCII  # \d and \w as in JavaScript: ASCII only
 NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+", A)
-OPERATION = re.compile(r"\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d", A)  # "5 + 3", "12 \\times 3" before "="
+# a worked expression before "=" from its first number ("5 + 3", "5 hours * 60", "2(3 + 4)"), not "18 because 16 - 3 = 13"
+WORKED = re.compile(r"[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of)\b)\s*\(?|\()-?\$?\d", A)
+HEADING = re.compile(r"\d+(?:[.)]\s+\S|:\s+[A-Za-z]|\s+[-–]\s+[A-Za-z*`])", A)  # "#### 2. Money": a numbered heading
 
 
 def _text(completion):
@@ -105,7 +107,7 @@ def _stated_number(phrase, boxed):
     if n is not None:
         return n
     if boxed or "\\" in phrase:
-        span = None if boxed else re.match(r"\$([^$]+)\$|\\\((.+?)\\\)", phrase)
+        span = None if boxed else re.match(r"\$((?:[^$\\]|\\.)+)\$|\\\((.+?)\\\)", phrase)
         t = _normalize_math(span.group(1) or span.group(2) if span else phrase)
         n = _latex_number(t)
         if n is None:
@@ -121,9 +123,9 @@ def _stated(reply):
     found = []
     for m in re.finditer(r"####[ \t]*([^\n]*)", reply):
         line = m.group(1).strip()
-        if re.match(r"\$?-?\(?\.?\d", line, A) and not re.match(r"\d+[.:)]\s+[A-Za-z]", line, A):
+        if re.match(r"\$?-?\(?\.?\d", line, A) and not HEADING.match(line):
             found.append((m.start(), line, False))
-    for m in re.finditer(r"\banswer\s+is\**:?\s*([^\n]*)|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)", reply, re.I | A):
+    for m in re.finditer(r"\banswer\s+is\**:?\s*(?=([^\n]*))|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)", reply, re.I | A):
         rest = m.group(1) if m.group(1) is not None else m.group(2)
         rest = re.sub(r"^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*", "", rest, flags=re.I | A)  # Minerva's "Final Answer: The final answer is ..."
         box = _last_boxed(rest)
@@ -133,14 +135,21 @@ def _stated(reply):
             cut = next((d for d in re.finditer(r"\.\s+(?=[A-Z])", rest) if re.search(r"\d", rest[:d.start()], A)), None)
             phrase = rest[:cut.start()] if cut else rest
             eq = phrase.find("=")
-            if eq >= 0 and OPERATION.search(phrase[:eq]):
+            if eq >= 0 and (WORKED.match(phrase[:eq]) or WORKED.match(re.sub(r"^.*:\s", "", phrase[:eq]))):
                 phrase = phrase[phrase.rfind("=") + 1:]
+            which = list(re.finditer(r"\b(?:which|that)\s+(?:is|equals|gives|makes)\b", phrase, re.I))  # "2 * 9, which is 18"
+            if which:
+                w, before = which[-1], phrase[:which[-1].start()].strip()
+                if re.search(r"\d", phrase[w.end():], A) and not (re.match(r"\$?-?\d", before, A) and len(NUMBER.findall(before)) == 1):
+                    phrase = phrase[w.end():]
         phrase = phrase.replace("*", "").strip()
         if phrase and re.search(r"\d", phrase, A):
             found.append((m.start(), phrase, box is not None))
     box = _last_boxed(reply)
     if box is not None and box.strip():
         found.append((max(reply.rfind("\\boxed"), reply.rfind("\\fbox")), box, True))
+    box_at = max(reply.rfind("\\boxed"), reply.rfind("\\fbox")) if box is not None and box.strip() else float("inf")
+    found = [f for f in found if f[2] or f[0] < box_at or reply.startswith("####", f[0])]  # a box outranks a check after it
     if found:
         _, phrase, boxed = max(found, key=lambda f: f[0])
         return _stated_number(phrase, boxed)

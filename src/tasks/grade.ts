@@ -73,12 +73,12 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   const found: { at: number; phrase: string; boxed: boolean }[] = [];
   for (const m of text.matchAll(/####[ \t]*([^\n]*)/g)) { // a number, perhaps with a unit word: not "#### 2. Subtract"
     const line = m[1].trim();
-    if (/^\$?-?\(?\.?\d/.test(line) ? !/^\d+[.:)]\s+[A-Za-z]/.test(line) : !needNumber && line && !/\d/.test(text.slice(m.index! + m[0].length))) {
+    if (/^\$?-?\(?\.?\d/.test(line) ? !HEADING.test(line) : !needNumber && line && !/\d/.test(text.slice(m.index! + m[0].length))) {
       found.push({ at: m.index!, phrase: line, boxed: false }); // "-(1/3)"; an ASDiv "#### Yes" as the last word
     }
   }
   // "answer is" anywhere; "answer:" only where a line starts with it ("Final Answer:", "**Answer:**")
-  for (const m of text.matchAll(/\banswer\s+is\**:?\s*([^\n]*)|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)/gi)) {
+  for (const m of text.matchAll(/\banswer\s+is\**:?\s*(?=([^\n]*))|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)/gi)) {
     const rest = (m[1] ?? m[2]).replace(/^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*/i, ''); // Minerva's "Final Answer: The final answer is …"
     const box = lastBoxed(rest);
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
@@ -86,10 +86,11 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     let phrase = box ?? (cut ? rest.slice(0, cut.index) : rest);
     // a worked expression states its result after the last "=" ("5 + 3 = 8"); "18 (= 9 × 2)" does not
     const eq = phrase.indexOf('=');
-    if (box === undefined && eq >= 0 && OPERATION.test(phrase.slice(0, eq))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
+    if (box === undefined && eq >= 0 && (WORKED.test(phrase.slice(0, eq)) || WORKED.test(phrase.slice(0, eq).replace(/^.*:\s/, '')))) phrase = phrase.slice(phrase.lastIndexOf('=') + 1);
     // and so does "…, which is 5" after an expression ("1/2 of 10, which is 5"), not after one answer ("18, which is 9 + 9")
-    const which = box === undefined ? [...phrase.matchAll(/\b(?:which|that)\s+is\b/gi)].at(-1) : undefined;
-    if (which && /\d/.test(phrase.slice(which.index! + which[0].length)) && (phrase.slice(0, which.index).match(NUMBER)?.length ?? 0) !== 1) {
+    const which = box === undefined ? [...phrase.matchAll(/\b(?:which|that)\s+(?:is|equals|gives|makes)\b/gi)].at(-1) : undefined;
+    const before = which && phrase.slice(0, which.index).trim();
+    if (which && /\d/.test(phrase.slice(which.index! + which[0].length)) && !(/^\$?-?\d/.test(before!) && before!.match(NUMBER)?.length === 1)) {
       phrase = phrase.slice(which.index! + which[0].length);
     }
     phrase = phrase.replace(/\*+/g, '').trim();
@@ -99,12 +100,21 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   }
   const b = Math.max(text.lastIndexOf('\\boxed'), text.lastIndexOf('\\fbox')), box = lastBoxed(text);
   if (box !== undefined && box.trim()) found.push({ at: b, phrase: box, boxed: true });
-  const last = found.sort((x, y) => x.at - y.at).at(-1);
+  // A box outranks an "answer is" written after it without one: a check ("if the answer is 18, then 18/2 = 9").
+  const boxAt = box?.trim() ? b : Infinity;
+  const last = found.filter((f) => f.boxed || f.at < boxAt || text.startsWith('####', f.at)).sort((x, y) => x.at - y.at).at(-1);
   return last && { phrase: last.phrase, boxed: last.boxed };
 }
 
-/** An operation between numbers ("5 + 3", "12 \times 3", "12 x 3"): what a worked expression before "=" holds. */
-const OPERATION = /\d\s*(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
+/**
+ * A worked expression before "=": its first number starts an operation, perhaps after words and with units
+ * ("5 + 3", "(16 - 7) * 2", "2(3 + 4)", "she has 16 - 3", "5 hours * 60", "20% of 50", "12 \times 3"), also after a colon
+ * ("3 days later: 5 + 3"); not an answer followed by its reason ("18 because 16 - 3 - 4 = 9", "18, then 18/2 = 9").
+ */
+const WORKED = /^[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:\/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of)\b)\s*\(?|\()-?\$?\d/;
+
+/** A numbered markdown heading on a "####" line ("#### 2. Money", "#### 1) **Eggs**", "#### 2 - Money"), not an answer. */
+const HEADING = /^\d+(?:[.)]\s+\S|:\s+[A-Za-z]|\s+[-–]\s+[A-Za-z*`])/;
 
 /** A phrase that starts with an operation between numbers (a fraction "1/2" is one number): an unworked expression. */
 const UNWORKED = /^[^\d]*\d[\d,.]*\s*(?:[-+*×÷^·]|\/(?=\s)|\s\/|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
@@ -279,7 +289,7 @@ function foldPhrase(s: string): string {
 
 /** A stated phrase's leading "$…$" or "\\(…\\)" (a sentence may go on after it), else the phrase. */
 function mathSpan(phrase: string | undefined): string | undefined {
-  const m = phrase === undefined ? null : /^(?:\$([^$]+)\$|\\\((.+?)\\\))/.exec(phrase);
+  const m = phrase === undefined ? null : /^(?:\$((?:[^$\\]|\\.)+)\$|\\\((.+?)\\\))/.exec(phrase); // "$\$36$" holds "\$36"
   return m ? m[1] ?? m[2] : phrase;
 }
 
@@ -353,14 +363,18 @@ export function isCorrect(task: Task, predictedText: string, gold: string | numb
     const pred = extractAnswer(task, predictedText);
     return pred !== undefined && mathEqual(pred, normalizeMath(String(gold)));
   }
-  const g = typeof gold === 'number' ? gold : parseNumber(gold);
+  // ASDiv's ordinal golds ("6th") are their number: "\\boxed{6}", "\\boxed{6th}", "Danny's bus is 6th."
+  const num = (s: string) => parseNumber(s) ?? (task === 'asdiv' && /^\d+(?:st|nd|rd|th)$/i.test(s.trim()) ? parseInt(s, 10) : undefined);
+  const g = typeof gold === 'number' ? gold : num(gold);
   if (g === undefined) { // ASDiv names, times, ratios: compare the stated phrase (or the last line) as text
     if (task !== 'asdiv') return false;
     const r = reply(predictedText), stated = statedAnswer(r, false)?.phrase, want = foldPhrase(String(gold));
-    if (stated !== undefined) return foldPhrase(stated) === want;
+    // a time the gold gives without "a.m."/"p.m." ("12:50") is also right with one
+    const same = (got: string) => { const t = foldPhrase(got); return t === want || (/^\d+:\d+$/.test(want) && t.replace(/ ?[ap]m$/, '') === want); };
+    if (stated !== undefined) return same(stated);
     const ratio = lastRatio(r); // "The ratio of boys to girls is 3:4.", "She arrives at 3:30 p.m."
-    return foldPhrase(ratio ?? r.trim().split('\n').at(-1) ?? '') === want;
+    return same(ratio ?? r.trim().split('\n').at(-1) ?? '');
   }
-  const pred = extractAnswer(task, predictedText), p = pred === undefined ? undefined : parseNumber(pred);
+  const pred = extractAnswer(task, predictedText), p = pred === undefined ? undefined : num(pred);
   return p !== undefined && close(p, g);
 }
