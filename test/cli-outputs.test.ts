@@ -521,6 +521,18 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.match(evalOut(at('mine.json'), '--task', 'gsm8k', '--split', 'val', '--overwrite'), /--split chooses a split of --task synthetic; gsm8k is read from gsm8k\/test\.jsonl/);
 });
 
+test('eval on a dataset says what share of it --limit takes and how many answers --max-tokens cut off', () => {
+  const r = cli(['eval', '--model', at('m'), '--task', 'gsm8k', '--limit', '2', '--max-tokens', '3', '--out', at('gsm.json')]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^eval: note: gsm8k: its first 2 of 1319 questions \(--limit 2; --limit 1319 evaluates them all\)$/m);
+  assert.match(r.stderr, /^eval: note: base: 2 of 2 answers were cut off at --max-tokens 3 and graded as they stand \(the table's "cut off" column\); a larger --max-tokens lets them finish$/m);
+  const [run] = Object.values(JSON.parse(fs.readFileSync(at('gsm.json'), 'utf8'))) as { options: Record<string, unknown> }[];
+  assert.deepEqual([run.options.questions, run.options.datasetQuestions, run.options.maxTokens], [2, 1319, 3]);
+  // Without --max-tokens a dataset gets its own default (GSM8K's 1024), recorded as the evaluation's.
+  const again = cli(['eval', '--model', at('m'), '--task', 'gsm8k', '--limit', '2', '--out', at('gsm.json')]);
+  assert.match(again.stderr, /holds the report of another evaluation \(--max-tokens: 3 there, 1024 here\)/);
+});
+
 test('train-router: the savings rule (the default) needs --adapter; unused flags are named; train-verifier refuses greedy candidates', () => {
   let r = cli(['train-router', '--model', at('m'), '--out', at('r.json')]);
   assert.match(r.stderr, /the savings rule \(the default\) needs --adapter <reasoning adapter>.*or --rule accuracy/);

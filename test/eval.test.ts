@@ -30,7 +30,7 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   const gsm = sharedPath('data/gsm8k/test.jsonl'), first = JSON.parse(fs.readFileSync(gsm, 'utf8').split('\n')[0]);
   const [c] = datasetCases('gsm8k', gsm, 1);
   assert.throws(() => datasetCases('math500', path.join(tmp, 'none.jsonl'), 1), { message: `eval: ${path.join(tmp, 'none.jsonl')} not found (math500's files are in data/math500/ of the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)` });
-  assert.equal(c.question, first.question);
+  assert.equal(c.question, `${first.question}\n\nPlease reason step by step, and put your final answer within \\boxed{}.`); // Qwen2.5-Math's chain-of-thought prompt
   assert.equal(c.gold, String(first.answer).split('####').pop()!.trim());
   assert.equal(c.id, 'test.jsonl:1');
   const sv = datasetCases('svamp', sharedPath('data/svamp/test.jsonl'), 2);
@@ -38,15 +38,15 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   assert.ok(sv.every((x) => typeof x.question === 'string' && x.question.length > 10 && x.gold !== undefined));
   // ASDiv: body + question; the competition sets are asked for the box their grader reads.
   const [as] = datasetCases('asdiv', sharedPath('data/asdiv/test.jsonl'), 1);
-  assert.deepEqual([as.question, as.gold], ['Seven red apples and two green apples are in the basket. How many apples are in the basket?', '9 (apples)']);
+  assert.deepEqual([as.question.split('\n\n')[0], as.gold], ['Seven red apples and two green apples are in the basket. How many apples are in the basket?', '9 (apples)']);
   // A body that ends in "," goes on into its question (no period put between); a Yes/No item says so (as Qwen2.5-Math).
-  const asdiv = datasetCases('asdiv', sharedPath('data/asdiv/test.jsonl'), 81);
-  assert.equal(asdiv[80].question, 'Jovana filled her bucket with 5 pounds of shells. If she adds 12 more pounds of shell to fill her bucket, how many pounds does she have?');
-  assert.equal(asdiv[75].question, 'Tessa has 4 apples. Anita gave her 5 more. She needs 10 apples to make a pie. Does she have enough to make a pie? (Yes or No)');
+  const asdiv = datasetCases('asdiv', sharedPath('data/asdiv/test.jsonl'), 81), ask = (q: string) => `${q}\n\nPlease reason step by step, and put your final answer within \\boxed{}.`;
+  assert.equal(asdiv[80].question, ask('Jovana filled her bucket with 5 pounds of shells. If she adds 12 more pounds of shell to fill her bucket, how many pounds does she have?'));
+  assert.equal(asdiv[75].question, ask('Tessa has 4 apples. Anita gave her 5 more. She needs 10 apples to make a pie. Does she have enough to make a pie? (Yes or No)'));
   for (const task of ['math500', 'aime24', 'amc23'] as const) {
     const file = sharedPath(`data/${task}/test.jsonl`), row = JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]);
     const [m] = datasetCases(task, file, 1);
-    assert.deepEqual([m.question, m.gold], [`${row.problem.trim()}\n\nPut your final answer within \\boxed{}.`, row.answer], task);
+    assert.deepEqual([m.question, m.gold], [ask(row.problem.trim()), row.answer], task);
   }
   const bad = path.join(tmp, 'bad.jsonl');
   fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n\n{"question": "q"\n`);
@@ -69,7 +69,7 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   assert.throws(() => datasetCases('svamp', bad, 10), { message: `eval: ${bad}:1: field "Answer" must be a non-empty string or a number, got [3]` });
   // A byte-order mark and Windows line ends are read through; a SVAMP body without its final period gets one.
   fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ Body: 'Tom has 3 apples', Question: 'How many? ', Answer: 3 })}\r\n${JSON.stringify({ Body: 'Ann ran. ', Question: 'Far?', Answer: 1 })}\r\n`);
-  assert.deepEqual(datasetCases('svamp', bad, 10).map((x) => x.question), ['Tom has 3 apples. How many?', 'Ann ran. Far?']);
+  assert.deepEqual(datasetCases('svamp', bad, 10).map((x) => x.question), ['Tom has 3 apples. How many?', 'Ann ran. Far?'].map(ask));
   fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ prompt: 'Q', completion: 'A' })}\r\n`);
   assert.deepEqual(readJsonl(bad), [{ line: 1, prompt: 'Q', completion: 'A' }]);
   fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ prompt: 'Q', answer: 7 })}\r\n${JSON.stringify({ prompt: 'Q2', answer: 'seven apples' })}\n${JSON.stringify({ prompt: 'Q3', answer: ' -2.5' })}\n`);

@@ -3,7 +3,7 @@ import { createHash, randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { DATASETS, datasetCases, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalReport } from '../eval/harness.ts';
+import { DATASETS, MATH_INSTRUCTION, datasetCases, questionCount, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalReport } from '../eval/harness.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
@@ -30,10 +30,10 @@ export function evalCommand(program: Command): void {
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): evaluates its direct answers (after an empty thinking block) and its thinking, no adapter')
     .option('--max-thinking-tokens <n>', 'thinking cap in the reasoning run ("\\n</think>\\n\\n" forced after it)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget line after <think> in the reasoning run (a budget-trained adapter, as answer --budget)', intArg('--budget', 1))
-    .option('--task <task>', `${TASK_NAMES.join(' | ')} (datasets from ../shared/data; math500, aime24 and amc23 are asked for a \\boxed{} answer)`, 'synthetic')
+    .option('--task <task>', `${TASK_NAMES.join(' | ')} (datasets from ../shared/data, each question followed by "${MATH_INSTRUCTION}")`, 'synthetic')
     .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
-    .option('--limit <n>', 'number of questions', intArg('--limit', 1), 200)
-    .option('--max-tokens <n>', 'generation limit per answer', intArg('--max-tokens', 1), 512)
+    .option('--limit <n>', 'number of questions (a dataset\'s first n)', intArg('--limit', 1), 200)
+    .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
     .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
   samplingFlags(cmd)
     .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', intArg('--seed'))
@@ -49,7 +49,8 @@ export function evalCommand(program: Command): void {
     .action(async (o) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
       if (o.split !== undefined && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);
-      const split = o.split ?? 'test';
+      const split = o.split ?? 'test', dataset = o.task === 'synthetic' ? undefined : DATASETS[o.task as keyof typeof DATASETS];
+      o.maxTokens ??= dataset?.maxTokens ?? 512;
       if (split !== 'test' && split !== 'val') throw new Error(`--split must be test or val, got "${split}"`);
       if (o.nativeThinking && o.adapter) throw new Error('eval: --native-thinking evaluates the model\'s own thinking: leave --adapter out');
       const reasons = !!o.adapter || !!o.nativeThinking;
@@ -87,6 +88,8 @@ export function evalCommand(program: Command): void {
       const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
+      const all = dataset && cases.length === o.limit ? questionCount(path.join(sharedDir(), 'data', dataset.test)) : 0;
+      if (all > cases.length) console.error(`eval: note: ${o.task}: its first ${cases.length} of ${all} questions (--limit ${o.limit}; --limit ${all} evaluates them all)`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
@@ -139,7 +142,9 @@ export function evalCommand(program: Command): void {
           });
           // what was evaluated, ahead of the run's own options
           const probeFiles = { ...(asked?.reasoning === 'auto' ? { router: path.resolve(o.router) } : {}), ...(asked && o.verifier ? { verifier: path.resolve(o.verifier) } : {}) };
-          runs.push({ name, report: { ...report, options: { ...what, ...probeFiles, questions: cases.length, decoding: greedy && !asked?.samples ? 'greedy' : 'sampled', edgereason: version(), ...report.options, evaluation } } });
+          const cut = report.cases.filter((c) => c.finishReason === 'length').length;
+          if (cut) console.error(`eval: note: ${name}: ${cut} of ${cases.length} answers were cut off at --max-tokens ${o.maxTokens} and graded as they stand (the table's "cut off" column); a larger --max-tokens lets them finish`);
+          runs.push({ name, report: { ...report, options: { ...what, ...probeFiles, questions: cases.length, ...(all > cases.length ? { datasetQuestions: all } : {}), decoding: greedy && !asked?.samples ? 'greedy' : 'sampled', edgereason: version(), ...report.options, evaluation } } });
         }
         // Ctrl-C stays handled until the report is written (saying where the finished answers are kept until then).
         await close();

@@ -217,14 +217,24 @@ export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, m
   }));
 }
 
-/** Each dataset in ../shared/data: its test file (under data/), and the fields its lines hold (question parts, then the gold answer). */
-export const DATASETS: Record<Exclude<Task, 'synthetic'>, { test: string; fields: string[] }> = {
-  gsm8k: { test: 'gsm8k/test.jsonl', fields: ['question', 'answer'] }, math500: { test: 'math500/test.jsonl', fields: ['problem', 'answer'] },
-  svamp: { test: 'svamp/test.jsonl', fields: ['Body', 'Question', 'Answer'] }, asdiv: { test: 'asdiv/test.jsonl', fields: ['body', 'question', 'answer'] },
-  aime24: { test: 'aime24/test.jsonl', fields: ['problem', 'answer'] }, amc23: { test: 'amc23/test.jsonl', fields: ['problem', 'answer'] },
+/**
+ * Each dataset in ../shared/data: its test file (under data/), the fields its lines hold (question parts, then the
+ * gold answer), and eval's default tokens per answer (competition solutions run long: MATH-500's reference solutions
+ * alone are up to 1,000 Qwen tokens, AIME's up to 3,000).
+ */
+export const DATASETS: Record<Exclude<Task, 'synthetic'>, { test: string; fields: string[]; maxTokens: number }> = {
+  gsm8k: { test: 'gsm8k/test.jsonl', fields: ['question', 'answer'], maxTokens: 1024 }, math500: { test: 'math500/test.jsonl', fields: ['problem', 'answer'], maxTokens: 2048 },
+  svamp: { test: 'svamp/test.jsonl', fields: ['Body', 'Question', 'Answer'], maxTokens: 1024 }, asdiv: { test: 'asdiv/test.jsonl', fields: ['body', 'question', 'answer'], maxTokens: 1024 },
+  aime24: { test: 'aime24/test.jsonl', fields: ['problem', 'answer'], maxTokens: 4096 }, amc23: { test: 'amc23/test.jsonl', fields: ['problem', 'answer'], maxTokens: 2048 },
 };
-/** Competition answers are graded from a \\boxed{} (MATH's solutions box theirs): the prompt asks for one, as MATH evaluations do. */
-export const BOX_INSTRUCTION = 'Put your final answer within \\boxed{}.';
+/**
+ * The instruction after every dataset question: Qwen2.5-Math's chain-of-thought prompt, which DeepSeek-R1 and Qwen3
+ * recommend in the user's message for math; the graders read the \\boxed{} it asks for first.
+ */
+export const MATH_INSTRUCTION = 'Please reason step by step, and put your final answer within \\boxed{}.';
+
+/** The questions a dataset file holds (its non-blank lines), to say what share of them --limit takes. */
+export const questionCount = (file: string): number => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).length;
 
 /**
  * GSM8K / MATH-500 / SVAMP / ASDiv / AIME 2024 / AMC 2023 files from ../shared/data (their test files; GSM8K's train
@@ -252,12 +262,13 @@ export function datasetCases(task: Task, file: string, limit: number, command = 
     // an ASDiv body is kept as it ends (a third end in "," with the question going on in lower case), and a Yes/No
     // item says so.
     const text = (k: string) => String(r[k]).trim();
+    const ask = (q: string) => `${q}\n\n${MATH_INSTRUCTION}`;
     switch (task) {
-      case 'gsm8k': return { id: where, question: String(r.question), gold: gsm8kGold!, category: task, task };
-      case 'svamp': return { id: where, question: `${text('Body').replace(/([^.?!])$/, '$1.')} ${text('Question')}`, gold, category: task, task };
-      case 'asdiv': return { id: where, question: `${text('body')} ${text('question')}${/^(yes|no)$/i.test(String(gold).trim()) ? ' (Yes or No)' : ''}`, gold, category: task, task };
+      case 'gsm8k': return { id: where, question: ask(text('question')), gold: gsm8kGold!, category: task, task };
+      case 'svamp': return { id: where, question: ask(`${text('Body').replace(/([^.?!])$/, '$1.')} ${text('Question')}`), gold, category: task, task };
+      case 'asdiv': return { id: where, question: ask(`${text('body')} ${text('question')}${/^(yes|no)$/i.test(String(gold).trim()) ? ' (Yes or No)' : ''}`), gold, category: task, task };
       default: return { // math500, aime24, amc23
-        id: where, question: `${String(r.problem).trim()}\n\n${BOX_INSTRUCTION}`, gold, task,
+        id: where, question: ask(text('problem')), gold, task,
         category: task === 'math500' && r.level ? `level ${r.level}` : task,
       };
     }
