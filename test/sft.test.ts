@@ -10,7 +10,7 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { loadAdapter, loraScale, saveAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { evalLoss, trainSft } from '../src/train/sft.ts';
-import { Trainer } from '../src/train/trainer.ts';
+import { Trainer, aloraMask } from '../src/train/trainer.ts';
 import { buildTrainingGraph } from '../src/train/graph.ts';
 import { batches, loadDataset, type Example } from '../src/train/data.ts';
 import { checkDiverged, lrAt } from '../src/train/optim.ts';
@@ -190,6 +190,18 @@ test('train-sft reports what the data holds: examples, lines, tokens, targets; r
   ]);
   assert.deepEqual(notes.slice(3), [`train-sft: eval data: 2 examples, ${2 * (enc('a b c d') + eos) - enc('a b c d') + enc('x y z')} tokens, ${notes[3].match(/, (\d+) of them targets$/)?.[1]} of them targets`,
     `train-sft: note: 1 eval example is also in the training data (its loss is not held out) (${held}:1)`]);
+});
+
+test('activated LoRA: a reply that mentions the invocation again is trained from the one that opens it, as inference runs it', async () => {
+  assert.deepEqual([...aloraMask([1, 3, 5, 3, 6], [3])], [0, 0, 0, 1, 1]);
+  assert.deepEqual([...aloraMask([1, 3, 5, 3, 6], [3], 2)], [0, 1, 1, 1, 1]);
+  // "<think> … the <think> tag …": every token after the opening invocation is a target, none dropped.
+  const again = toy(4, 7).map((e) => {
+    const at = e.ids.indexOf(3), ids = [...e.ids.slice(0, at + 2), 3, ...e.ids.slice(at + 2)];
+    return { ids, lossMask: Uint8Array.from(ids, (_, i) => (i > at ? 1 : 0)) };
+  });
+  const r = await trainSft(model.config, weights, again, [], { ...base, out: path.join(tmp, 'again'), aloraInvocation: [3], maxSteps: 1 });
+  assert.equal(r.data.train.targets, 4 * 6);
 });
 
 test('every training example without targets: refused before training, naming the reasons', async () => {

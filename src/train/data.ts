@@ -22,6 +22,8 @@ export interface Example {
   source?: string;
   /** A reply it trains is empty (or blank): the model learns to answer nothing. */
   emptyReply?: boolean;
+  /** Activated LoRA: where the adapter acts (from the invocation that opens the trained reply on). */
+  adapterMask?: Uint8Array;
 }
 
 export type DataRecord =
@@ -197,7 +199,7 @@ export function batches(examples: readonly Example[], o: BatchOptions): { batche
   const ex = examples.map((e) => {
     if (e.ids.length <= maxLen) return e;
     truncated++;
-    return { ids: e.ids.slice(0, maxLen), lossMask: e.lossMask.slice(0, maxLen) };
+    return { ids: e.ids.slice(0, maxLen), lossMask: e.lossMask.slice(0, maxLen), ...(e.adapterMask ? { adapterMask: e.adapterMask.slice(0, maxLen) } : {}) };
   });
   const order = rng.shuffle(ex.map((_, i) => i)), out: Batch[] = [];
   for (let c = 0; c < order.length; c += bucket) {

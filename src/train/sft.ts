@@ -161,7 +161,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const trainer = await Trainer.create(config, weights, mode, { threads: o.threads });
   const params: Params = o.full ? new Map(trainer.paramNames.map((n) => [n, weights.get(n).slice()])) : initLora(trainer.paramNames, config, rank, seed);
   const opt = new AdamW(params, { lr, weightDecay, decay: (n) => !/norm|bias/.test(n) });
-  const masks = (b: Batch) => (o.aloraInvocation ? b.examples.map((e) => aloraMask(e.ids, o.aloraInvocation!)) : undefined);
+  const masks = (b: Batch) => (o.aloraInvocation ? b.examples.map((e) => e.adapterMask!) : undefined);
 
   let step = 0, epoch = 0, position = 0, checkpoint: number | undefined;
   const losses: number[] = [], evalLosses: [number, number][] = [];
@@ -260,10 +260,10 @@ function usable(set: Example[], maxLen: number, invocation?: number[], training?
   const drop = (why: keyof DataReport['dropped'], e: Example) => count(report.dropped, report.droppedAt, why, e);
   const note = (why: keyof DataReport['noted'], e: Example) => count(report.noted, report.notedAt, why, e);
   for (const e of set) {
-    let lossMask = e.lossMask;
+    let lossMask = e.lossMask, adapterMask: Uint8Array | undefined;
     if (!sum(lossMask, 1)) { drop('noTargets', e); continue; }
     if (invocation) {
-      const m = aloraMask(e.ids, invocation);
+      const m = adapterMask = aloraMask(e.ids, invocation, lossMask.indexOf(1));
       lossMask = lossMask.map((v, i) => (i > 0 && m[i - 1] ? v : 0));
       if (!sum(lossMask, 1)) { drop('noInvocation', e); continue; }
     }
@@ -275,7 +275,7 @@ function usable(set: Example[], maxLen: number, invocation?: number[], training?
     keys.add(key);
     report.tokens += e.ids.length;
     report.targets += sum(lossMask, 1);
-    examples.push(invocation ? { ...e, lossMask } : e);
+    examples.push(invocation ? { ...e, lossMask, adapterMask } : e);
   }
   report.used = examples.length;
   return { examples, report, keys };

@@ -131,10 +131,14 @@ export class Trainer {
   }
 }
 
-/** Activated LoRA: the adapter acts from the last occurrence of the invocation sequence on (1), base before (0). */
-export function aloraMask(ids: readonly number[], invocation: readonly number[]): Uint8Array {
+/**
+ * Activated LoRA: the adapter acts from the last occurrence of the invocation sequence on (1), base before (0); with
+ * `until`, the last that starts at or before it (a training example's first target: a reply that mentions "<think>"
+ * later still reasons from the one that opens it, as at inference).
+ */
+export function aloraMask(ids: readonly number[], invocation: readonly number[], until = ids.length): Uint8Array {
   const mask = new Uint8Array(ids.length);
-  for (let s = ids.length - invocation.length; s >= 0; s--) {
+  for (let s = Math.min(until, ids.length - invocation.length); s >= 0; s--) {
     if (invocation.every((t, i) => ids[s + i] === t)) { mask.fill(1, s); return mask; }
   }
   return mask;
