@@ -13,6 +13,8 @@ import { loadAdapter, parseAdapterConfig, saveAdapter } from '../src/io/peft.ts'
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadHfFolder, parseHfConfig } from '../src/io/hf-folder.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import type { ChatMessage } from '../src/tokenizer/types.ts';
+import { aloraMask } from '../src/train/trainer.ts';
 import { projectionShape, projectionTensorName, type ModelConfig } from '../src/models/config.ts';
 import { makeRandomQwen2, qwenTokenizer, rng } from './helpers/random-model.ts';
 
@@ -189,6 +191,31 @@ describe('data', () => {
     const one = expectPieces([['<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n', 0], ['<think>\na1<|im_end|>', 1]]);
     const two = expectPieces([['<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n<think>\na1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n', 0], ['<think>\na2<|im_end|>', 1]]);
     assert.deepEqual([first.ids, [...first.lossMask], second.ids, [...second.lossMask]], [one.ids, one.mask, two.ids, two.mask]);
+  });
+
+  it('perTurn: an activated LoRA\'s invocation is looked for in the reply only; a direct reply after an earlier turn\'s thinking is not trained with the adapter on', () => {
+    const msgs = [{ role: 'user', content: 'q1' }, { role: 'assistant', content: '<think>\na1' }, { role: 'user', content: 'q2' }, { role: 'assistant', content: 'a2' }];
+    const [first, second] = tokenizeRecord({ line: 1, messages: msgs }, tok, 'line 1', true), inv = enc('<think>');
+    assert.deepEqual([first.replyFrom, second.replyFrom], [enc('<|im_start|>user\nq1<|im_end|>\n').length, enc('<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n<think>\na1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n').length]);
+    const on = (e: Example) => e.ids.length - aloraMask(e.ids, inv, e.lossMask.indexOf(1), e.replyFrom).indexOf(1);
+    assert.equal(on(first), enc('<think>\na1<|im_end|>').length);
+    assert.equal(aloraMask(second.ids, inv, second.lossMask.indexOf(1), second.replyFrom).indexOf(1), -1, 'no invocation in the direct reply: the adapter stays off');
+  });
+
+  it('a chat message may not hold a special token as text; a reasoning field the template does not render is refused, one it renders is trained', () => {
+    const msgs = (reply: Record<string, string>) => [{ role: 'user', content: 'hi' }, { role: 'assistant', ...reply }] as ChatMessage[];
+    assert.throws(() => tokenizeRecord({ line: 3, messages: msgs({ content: 'Sure<|im_end|>\n<|im_start|>user\nfake' }) }, tok, 'f.jsonl:3'),
+      { message: 'f.jsonl:3: messages[1].content holds "<|im_end|>", one of the tokenizer\'s special tokens, as text: the chat template writes those itself, and this one would be read as the real token (a turn that ends early, a header); remove it, or give the conversation already rendered as "prompt"/"completion" text' });
+    assert.throws(() => tokenizeRecord({ line: 3, messages: [{ role: 'user', content: 'say <|endoftext|>' }, { role: 'assistant', content: 'ok' }] }, tok, 'f.jsonl:3'), /f\.jsonl:3: messages\[0\]\.content holds "<\|endoftext\|>"/);
+    assert.equal(tokenizeRecord({ line: 3, prompt: '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n', completion: 'ok<|im_end|>' }, tok).length, 1, 'rendered text may');
+    for (const f of ['reasoning', 'thinking', 'reasoning_content']) {
+      assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', [f]: 'greet them' }) }, tok, 'f.jsonl:4'),
+        new RegExp(`^Error: f\\.jsonl:4: messages\\[1\\]\\.${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning`), f);
+    }
+    const thinking = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, name: 'thinking',
+      chatTemplate: CHATML.replace("m.content + '<|im_end|>", "(m.reasoning_content and '<think>' + m.reasoning_content + '</think>' or '') + m.content + '<|im_end|>") });
+    const [e] = tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning_content: 'greet them' }) }, thinking);
+    assert.equal(thinking.decode(e.ids.filter((_, i) => e.lossMask[i])), '<think>greet them</think>Hello<|im_end|>');
   });
 
   it('a reply that starts with a newline (merged with the generation prompt\'s into one token) is trained from that token; the turn ends at its end token whatever the EOS ids are', () => {

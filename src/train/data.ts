@@ -22,6 +22,8 @@ export interface Example {
   source?: string;
   /** A reply it trains is empty (or blank): the model learns to answer nothing. */
   emptyReply?: boolean;
+  /** A chat turn of its own: where its reply begins (its generation prompt), where an activated LoRA's invocation may be. */
+  replyFrom?: number;
   /** Activated LoRA: where the adapter acts (from the invocation that opens the trained reply on). */
   adapterMask?: Uint8Array;
 }
@@ -106,10 +108,12 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     if (from === ids.length) throw new Error(`${where}: empty completion${tok.eosTokenIds.length ? ' after a prompt that ends with the EOS' : ' and no EOS token'}, so nothing to train on`);
     return [{ ids, lossMask: new Uint8Array(ids.length).fill(1, from), ...(blank(r.completion, tok) ? { emptyReply: true } : {}) }];
   }
+  r.messages.forEach((m, k) => checkSpecialText(m.content, tok, `${where}: messages[${k}].content`));
   const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
   let emptyReply = false;
   r.messages.forEach((m, k) => {
     if (m.role !== 'assistant' || k < (r.trainFrom ?? 0)) return;
+    checkReasoningRendered(r.messages, k, tok, where);
     const empty = blank(m.content, tok);
     const before = renderIds(tok, r.messages.slice(0, k), true), upTo = renderIds(tok, r.messages.slice(0, k + 1), false);
     let start = 0;
@@ -120,9 +124,39 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     let end = upTo.length;
     while (end > start + 1 && !tok.decode([upTo[end - 1]]).trim()) end--;
     if (!perTurn && isPrefix(upTo.slice(0, end), ids)) { lossMask.fill(1, start, end); emptyReply ||= empty; }
-    else own.push({ ids: upTo.slice(0, end), lossMask: new Uint8Array(end).fill(1, start), ...(empty ? { emptyReply: true } : {}) });
+    else {
+      // where the generation prompt begins: the conversation before the turn, without one, as far as it is a prefix
+      const ctx = perTurn && k ? renderIds(tok, r.messages.slice(0, k), false) : [];
+      let replyFrom = 0;
+      while (replyFrom < ctx.length && ctx[replyFrom] === before[replyFrom]) replyFrom++;
+      own.push({ ids: upTo.slice(0, end), lossMask: new Uint8Array(end).fill(1, start), ...(perTurn ? { replyFrom } : {}), ...(empty ? { emptyReply: true } : {}) });
+    }
   });
   return lossMask.includes(1) || !own.length ? [{ ids, lossMask, ...(emptyReply ? { emptyReply } : {}) }, ...own] : own;
+}
+
+/**
+ * A chat message's text may not hold the tokenizer's special tokens ("<|im_end|>"): the template writes those, and one
+ * in the text would be encoded as the real token, so the model learns to end a turn early or write the next turn's
+ * header. (A "prompt"/"completion" text may: it is the rendered text itself.)
+ */
+function checkSpecialText(text: string, tok: TextTokenizer, what: string): void {
+  const special = tok.encode(text, { addSpecialTokens: false }).find((id) => !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]));
+  if (special !== undefined) throw new Error(`${what} holds ${JSON.stringify(tok.decode([special]))}, one of the tokenizer's special tokens, as text: the chat template writes those itself, and this one would be read as the real token (a turn that ends early, a header); remove it, or give the conversation already rendered as "prompt"/"completion" text`);
+}
+
+/** The reasoning fields a message may carry: transformers' and vLLM's names (serve returns reasoning_content and reasoning). */
+const REASONING_FIELDS = ['reasoning_content', 'reasoning', 'thinking'];
+
+/** An assistant turn's reasoning field must be in what the template renders for it, else the reply is trained without its thinking. */
+function checkReasoningRendered(messages: ChatMessage[], k: number, tok: TextTokenizer, where: string): void {
+  const m = messages[k] as unknown as Record<string, unknown>;
+  const fields = REASONING_FIELDS.filter((f) => typeof m[f] === 'string' && (m[f] as string).trim());
+  if (!fields.length) return;
+  const text = tok.applyChatTemplate(messages.slice(0, k + 1), { addGenerationPrompt: false });
+  for (const f of fields) {
+    if (!text.includes((m[f] as string).trim())) throw new Error(`${where}: messages[${k}].${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning; ${f === 'reasoning_content' ? 'this template has no place for it' : 'a thinking template (Qwen3\'s) renders "reasoning_content"'}: rename the field, or put the reasoning into "content" as "<think>\n…\n</think>\n\n" before the reply`);
+  }
 }
 
 /** A reply with nothing in it but whitespace and end tokens. */

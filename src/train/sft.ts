@@ -263,7 +263,7 @@ function usable(set: Example[], maxLen: number, invocation?: number[], training?
     let lossMask = e.lossMask, adapterMask: Uint8Array | undefined;
     if (!sum(lossMask, 1)) { drop('noTargets', e); continue; }
     if (invocation) {
-      const m = adapterMask = aloraMask(e.ids, invocation, lossMask.indexOf(1));
+      const m = adapterMask = aloraMask(e.ids, invocation, lossMask.indexOf(1), e.replyFrom);
       lossMask = lossMask.map((v, i) => (i > 0 && m[i - 1] ? v : 0));
       if (!sum(lossMask, 1)) { drop('noInvocation', e); continue; }
     }

@@ -133,12 +133,13 @@ export class Trainer {
 
 /**
  * Activated LoRA: the adapter acts from the last occurrence of the invocation sequence on (1), base before (0); with
- * `until`, the last that starts at or before it (a training example's first target: a reply that mentions "<think>"
- * later still reasons from the one that opens it, as at inference).
+ * `until` and `from`, the last that starts within them (a training example's reply: from its generation prompt to its
+ * first target; a reply that mentions "<think>" later still reasons from the one that opens it, and one an earlier
+ * turn opened does not switch the adapter on for a direct reply, as at inference).
  */
-export function aloraMask(ids: readonly number[], invocation: readonly number[], until = ids.length): Uint8Array {
+export function aloraMask(ids: readonly number[], invocation: readonly number[], until = ids.length, from = 0): Uint8Array {
   const mask = new Uint8Array(ids.length);
-  for (let s = Math.min(until, ids.length - invocation.length); s >= 0; s--) {
+  for (let s = Math.min(until, ids.length - invocation.length); s >= from; s--) {
     if (invocation.every((t, i) => ids[s + i] === t)) { mask.fill(1, s); return mask; }
   }
   return mask;
