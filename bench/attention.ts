@@ -12,7 +12,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ort from 'onnxruntime-node';
+import ort from '../src/runtime/ort.ts';
 import { Graph, MS } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
 import { MemoryWeights } from '../src/io/weights.ts';

@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ort from 'onnxruntime-node';
+import ort from '../src/runtime/ort.ts';
 import { Graph } from '../src/onnx/graph.ts';
 import type { Quant } from '../src/onnx/quant.ts';
 import { Layers } from '../src/models/layers.ts';

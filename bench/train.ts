@@ -382,7 +382,7 @@ function randomWeights(c: ModelConfig, seed: number): Map<string, { shape: numbe
 }
 
 async function oursChild(cfg: ChildConfig): Promise<ChildResult> {
-  const ort = await import('onnxruntime-node');
+  const { default: ort } = await import('../src/runtime/ort.ts');
   const { MemoryWeights } = await import('../src/io/weights.ts');
   const { Trainer } = await import('../src/train/trainer.ts');
   const { Rng } = await import('../src/train/data.ts');

@@ -7,7 +7,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import ort from 'onnxruntime-node';
+import ort from '../src/runtime/ort.ts';
 import { Graph, type Dim } from '../src/onnx/graph.ts';
 import { addBackward, ancestors, inferShapes } from '../src/autodiff/backward.ts';
 import { crossEntropy } from '../src/autodiff/loss.ts';

@@ -349,6 +349,17 @@ test('a TTY whose TERM is dumb gets plain progress lines and no control codes; N
   }
 });
 
+test('onnxruntime\'s telemetry is off unless ORT_DISABLE_TELEMETRY asks for it: nothing is queued in the home folder', () => {
+  const run = (home: string, extra: Record<string, string>) => {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'ORT_DISABLE_TELEMETRY' && k !== 'XDG_CACHE_HOME'));
+    const r = spawnSync(process.execPath, [BIN, 'generate', '--model', DEFAULT_DIR, '--prompt', 'Tom has 3 apples.', '--max-tokens', '4'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...env, HOME: home, ...extra } });
+    assert.equal(r.status, 0, r.stderr);
+    return fs.existsSync(path.join(home, '.cache', 'Microsoft'));
+  };
+  assert.equal(run(at('home-default'), {}), false, 'by default onnxruntime writes no telemetry queue');
+  assert.equal(run(at('home-opt-in'), { ORT_DISABLE_TELEMETRY: '0' }), true, 'opted in, it does (so the check above can fail)');
+});
+
 test('--prompt - and --question - read the text from the standard input', () => {
   const run = (args: string[], input: string) => spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
   const gen = (prompt: string, input = '') => run(['generate', '--model', DEFAULT_DIR, '--prompt', prompt, '--max-tokens', '12'], input);

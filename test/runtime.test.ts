@@ -31,7 +31,7 @@ import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { reasoningTokens, thinkingOptions } from '../src/reason/answer.ts';
 import { sharedPath } from './helpers/shared.ts';
 import { loadLlama2c } from '../src/io/llama2c.ts';
-import ort from 'onnxruntime-node';
+import ort from '../src/runtime/ort.ts';
 import { Graph } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
 import { lmHead } from '../src/models/qwen2.ts';

@@ -2,7 +2,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel, parameterCount } from '../runtime/model.ts';
 import { Reasoner } from '../reason/answer.ts';
 import { Router } from '../reason/router.ts';
 import { Verifier } from '../reason/verifier.ts';
@@ -53,11 +53,13 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
   });
   const verdict = isCorrect('synthetic', res.answer, item.answer) ? 'correct' : `wrong (gold ${item.answer})`;
   const n = res.samples.length;
-  const tally = Object.entries(res.votes ?? {}).sort((a, b) => b[1] - a[1]).map(([k, v]) => (v > 1 ? `${k} ×${+v.toFixed(2)}` : k)).join(', ');
+  // A count per answer (majority), or its summed weight (a weighted vote).
+  const weighted = (opts.vote ?? 'majority') !== 'majority';
+  const tally = Object.entries(res.votes ?? {}).sort((a, b) => b[1] - a[1]).map(([k, v]) => (weighted ? `${k} ${v.toFixed(2)}` : v > 1 ? `${k} ×${v}` : k)).join(', ');
   const ok = res.votes && n > 1 ? `votes ${tally} → sample ${res.chosen + 1}'s answer "${res.answer.replace(/\n/g, ' ').trim()}": ${verdict}` : verdict;
   const esc = res.escalation ? `, escalated: the direct answer "${res.escalation.answer}" had a token at p = ${Math.exp(res.escalation.logprob).toFixed(2)}` : '';
   console.log(`\n    → ${ok}; route ${res.route}${res.routerScore !== undefined ? ` (router ${res.routerScore.toFixed(2)}${esc})` : ''}; ` +
-    `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens${n > 1 ? ` over the ${n} samples` : ''}; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms`);
+    `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens${n > 1 ? ` over the ${n} samples` : ''}${res.escalation ? ` (${res.usage.completionTokens} generated in all, the dropped direct attempt and the tags included)` : ''}; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms`);
   return res;
 }
 
@@ -79,20 +81,29 @@ export function demoCommand(program: Command): void {
       const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
       const r = new Reasoner(model, { router, verifier });
       try {
-        console.log(`edgereason demo — ${o.model}: Qwen2 architecture, ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}, vocab ${model.config.vocabSize}; ` +
+        const c = model.config, embedded = path.resolve(o.model) === path.resolve(defaultModel.dir);
+        console.log(`edgereason demo — ${o.model}: ${c.architecture} architecture, ${(parameterCount(c) / 1e6).toFixed(1)}M parameters (${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize})` +
+          `${embedded ? ', trained by edgereason from scratch on a synthetic task (word problems and facts about a made-up world): it shows the mechanisms, not a real LLM\'s answers' : ''}; ` +
           `reasoning adapter: ${path.basename(adapter)} (activated LoRA, invocation <think>)${useRl ? `, budget-forced: ${path.basename(rl)}` : ''}${router ? '; router loaded' : ''}${verifier ? '; verifier loaded' : ''}`);
-        console.log(dim(`Greedy unless marked sampled. TTFT: time to the first generated token. (router 0.xx): the probe's estimate that a question needs reasoning${router ? ` (it reasons from ${router.threshold.toFixed(2)}; a direct answer with an unlikely token escalates to reasoning)` : ''}. Measurements: docs/results.md\n`));
+        const gate = router?.gate ? `; a direct answer is held back for its first ${router.gate.tokens} tokens, and one of them below p = ${Math.exp(router.gate.minLogprob).toFixed(2)} escalates it to reasoning` : '';
+        console.log(dim(`Greedy unless marked sampled (T: temperature). The adapter's turn runs on the base prompt's KV cache (no second prefill), so its TTFT is the base's. ` +
+          `TTFT: time to the first token out${gate ? ' (on a gated direct answer, the release of the held-back tokens)' : ''}. (router 0.xx): the probe's estimate that a question needs reasoning${router ? ` (it reasons from ${router.threshold.toFixed(2)}${gate})` : ''}. ` +
+          `One question each, one draw where sampled: docs/results.md measures each over hundreds\n`));
         for (const item of examples()) {
           console.log(`Q (${item.kind === 'chat' ? 'chat' : `${item.difficulty}, ${item.ops} steps`}): ${item.question}`);
-          await show(r, item, 'base model, no reasoning', { reasoning: 'off', maxTokens: 32 });
-          await show(r, item, 'reasoning adapter on     ', { reasoning: 'on', maxTokens: 400 });
-          if (router) await show(r, item, 'router decides (auto)    ', { reasoning: 'auto', maxTokens: 400 });
+          await show(r, item, 'base model, no reasoning   ', { reasoning: 'off', maxTokens: 32 });
+          await show(r, item, 'reasoning adapter on       ', { reasoning: 'on', maxTokens: 400 });
+          if (router) await show(r, item, 'router decides (auto)      ', { reasoning: 'auto', maxTokens: 400 });
           if (item.kind === 'math' && item.difficulty === 'hard') {
-            await show(r, item, 'SFT adapter, sampled     ', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
-            if (rlr) await show(rlr, item, 'RL adapter, same sampling', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
-            if (rlr) await show(rlr, item, 'RL, sampled, budget 96   ', { reasoning: 'on', temperature: 1, seed: 2, budget: 96, maxTokens: 400 });
-            await show(r, item, 'thinking capped at 48    ', { reasoning: 'on', maxThinkingTokens: 48, maxTokens: 400 });
-            await show(r, item, '8 samples, majority vote ', { reasoning: 'on', samples: 8, temperature: 0.8, seed: 1, vote: 'majority', maxTokens: 400 }); // the best vote on this model (docs/results.md)
+            await show(r, item, 'SFT adapter, sampled T 1   ', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
+            if (rlr) await show(rlr, item, 'RL adapter, same sampling  ', { reasoning: 'on', temperature: 1, seed: 2, maxTokens: 400 });
+            // The RL adapter keeps within every budget it was trained on (96, 160, 256) at about the same length: the line changes little here.
+            if (rlr) await show(rlr, item, 'RL, same, budget line 96   ', { reasoning: 'on', temperature: 1, seed: 2, budget: 96, maxTokens: 400 });
+            await show(r, item, 'SFT, thinking capped at 48 ', { reasoning: 'on', maxThinkingTokens: 48, maxTokens: 400 });
+            // The same 8 samples (one batch on one prefill) combined two ways: majority, the best vote on this model (docs/results.md), and the verifier's.
+            const eight = { reasoning: 'on', samples: 8, temperature: 0.8, seed: 1, maxTokens: 400 } as const;
+            await show(r, item, '8 samples T 0.8, majority  ', { ...eight, vote: 'majority' });
+            if (verifier) await show(r, item, 'same 8, verifier-weighted  ', { ...eight, vote: 'verifier-vote' });
           }
           console.log();
         }
@@ -103,8 +114,8 @@ export function demoCommand(program: Command): void {
             const direct = await r.answer(item.question, { reasoning: 'off', maxTokens: 32 });
             if (isCorrect('synthetic', direct.answer, item.answer) || !(await r.answer(item.question, { reasoning: 'auto', maxTokens: 400 })).escalation) continue;
             console.log(`Q (easy, ${item.ops} steps; the router's gate at work): ${item.question}`);
-            await show(r, item, 'base model, no reasoning', { reasoning: 'off', maxTokens: 32 });
-            await show(r, item, 'router decides (auto)    ', { reasoning: 'auto', maxTokens: 400 });
+            await show(r, item, 'base model, no reasoning   ', { reasoning: 'off', maxTokens: 32 });
+            await show(r, item, 'router decides (auto)      ', { reasoning: 'auto', maxTokens: 400 });
             break;
           }
         }

@@ -2,7 +2,7 @@
  * One ONNX Runtime session over the inference graph, plus the step that feeds it from a KVCache:
  * B rows, each adding its own number of new tokens (prefill and decode are the same call).
  */
-import ort from 'onnxruntime-node';
+import ort from './ort.ts';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity } from './kv-cache.ts';
 import { defaultThreads } from './threads.ts';

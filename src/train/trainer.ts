@@ -2,7 +2,7 @@
  * One training step on onnxruntime-node: a micro-batch of examples in, the masked cross-entropy loss and the
  * gradients of the trainable tensors out. The optimizer and the loop live in TypeScript (sft.ts, rl.ts).
  */
-import ort from 'onnxruntime-node';
+import ort from '../runtime/ort.ts';
 import type { ModelConfig } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { Example } from './data.ts';
