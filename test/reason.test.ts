@@ -13,7 +13,7 @@ import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
-import { answer, budgetSystemLine, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, maxThinkingCap, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
@@ -485,6 +485,12 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
   }
   const capped = await answer(scripted(endless).m, 'q', { reasoning: 'auto', maxTokens: 80, maxThinkingTokens: 10 }, { router: direct({ minLogprob: -1, tokens: 4 }) });
   assert.deepEqual([capped.escalation?.tokens, capped.samples[0].thinkingTokens, capped.samples[0].capped], [2, 10, true]);
+  // ... unless what is left would not hold the cap, its close and an answer: then the cap is lowered to fit, so the
+  // thinking still closes and answers (it was cut off unclosed by maxTokens).
+  const full = scripted(endless).m, most = maxThinkingCap(reasoningTokens(full), 80);
+  const tight = await answer(full, 'q', { reasoning: 'auto', maxTokens: 80, maxThinkingTokens: most }, { router: direct({ minLogprob: -1, tokens: 4 }) });
+  assert.deepEqual([tight.escalation?.tokens, tight.samples[0].thinkingTokens, tight.samples[0].capped, tight.samples[0].answerTokens > 0, tight.usage.completionTokens <= 80],
+    [2, maxThinkingCap(reasoningTokens(full), 80 - 2), true, true, true]);
   // Cancelled before the first token: nothing generated, and no time to a first token that never came.
   const ac = new AbortController();
   ac.abort();

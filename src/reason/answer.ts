@@ -519,9 +519,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (escalation) opts.onRoute?.('reasoning', routerScore);
 
     // 4. Reasoning route.
-    // After an escalation the direct attempt's tokens come off maxTokens (a request's total); the thinking cap is the thinking's own.
+    // After an escalation the direct attempt's tokens come off maxTokens (a request's total); the thinking cap is the
+    // thinking's own, lowered only where what is left would not hold it, its close and an answer token.
     const promptTokens = ids.length + invocation.length + control.length, spent = escalation?.tokens ?? 0;
     const maxTokens = Math.min(limit - spent, ctx - promptTokens);
+    const cap = K === undefined ? undefined : Math.max(0, Math.min(K, maxThinkingCap(rt!, maxTokens)));
     if (maxTokens < 1) {
       const added = [invocation.length && `the invocation's ${invocation.length}`, control.length && `the budget line's ${control.length}`].filter(Boolean).join(' and ');
       throw new Error(`answer: the prompt has ${ids.length} tokens${added ? `, ${promptTokens} with ${added}` : ''}, which leaves no room to reason in the model's context of ${ctx} tokens`);
@@ -541,7 +543,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
       ...sampling('reasoning'), seed: seedAt(seed, i), maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
-      thinking: thinkingOptions(rt!, K),
+      thinking: thinkingOptions(rt!, cap),
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p)), [], [...ids, ...invocation, ...control]));
     // A sample that ends says so at once, its held-back text first (the others go on).
     const ended = (i: number) => {
