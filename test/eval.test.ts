@@ -31,6 +31,7 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   const [c] = datasetCases('gsm8k', gsm, 1);
   assert.throws(() => datasetCases('math500', path.join(tmp, 'none.jsonl'), 1), { message: `eval: ${path.join(tmp, 'none.jsonl')} not found (math500's files are in data/math500/ of the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)` });
   assert.equal(c.question, `${first.question}\n\nPlease reason step by step, and put your final answer within \\boxed{}.`); // Qwen2.5-Math's chain-of-thought prompt
+  assert.equal(datasetCases('gsm8k', gsm, 1, 'train-router', false)[0].question, first.question.trim(), 'the probes train on questions as requests ask them');
   assert.equal(c.gold, String(first.answer).split('####').pop()!.trim());
   assert.equal(c.id, 'test.jsonl:1');
   const sv = datasetCases('svamp', sharedPath('data/svamp/test.jsonl'), 2);

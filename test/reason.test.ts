@@ -489,7 +489,7 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
   // thinking still closes and answers (it was cut off unclosed by maxTokens).
   const full = scripted(endless).m, most = maxThinkingCap(reasoningTokens(full), 80);
   const tight = await answer(full, 'q', { reasoning: 'auto', maxTokens: 80, maxThinkingTokens: most }, { router: direct({ minLogprob: -1, tokens: 4 }) });
-  assert.deepEqual([tight.escalation?.tokens, tight.samples[0].thinkingTokens, tight.samples[0].capped, tight.samples[0].answerTokens > 0, tight.usage.completionTokens <= 80],
+  assert.deepEqual([tight.escalation?.tokens, tight.samples[0].thinkingTokens, tight.samples[0].capped, (tight.samples[0].answerTokens ?? 0) > 0, tight.usage.completionTokens <= 80],
     [2, maxThinkingCap(reasoningTokens(full), 80 - 2), true, true, true]);
   // Cancelled before the first token: nothing generated, and no time to a first token that never came.
   const ac = new AbortController();

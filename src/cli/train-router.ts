@@ -21,7 +21,8 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
     return { train: s.train.map(item), val: s.val.map(item) };
   }
   if (task === 'gsm8k') {
-    const all = datasetCases('gsm8k', path.join(sharedDir(), 'data/gsm8k/train.jsonl'), train + val, command);
+    // The questions as requests ask them, without eval's instruction: the probe reads the prompts it will route.
+    const all = datasetCases('gsm8k', path.join(sharedDir(), 'data/gsm8k/train.jsonl'), train + val, command, false);
     if (all.length < train + val) throw new Error(`gsm8k train file has ${all.length} questions, fewer than --limit + --val = ${train + val}`);
     return { train: all.slice(0, train), val: all.slice(train) };
   }

@@ -238,9 +238,10 @@ export const questionCount = (file: string): number => fs.readFileSync(file, 'ut
 
 /**
  * GSM8K / MATH-500 / SVAMP / ASDiv / AIME 2024 / AMC 2023 files from ../shared/data (their test files; GSM8K's train
- * file for train-router and train-verifier, named by `command` in messages).
+ * file for train-router and train-verifier, named by `command` in messages); each question followed by
+ * MATH_INSTRUCTION unless `instruction` is false (the probes' training reads questions as requests ask them).
  */
-export function datasetCases(task: Task, file: string, limit: number, command = 'eval'): EvalCase[] {
+export function datasetCases(task: Task, file: string, limit: number, command = 'eval', instruction = true): EvalCase[] {
   if (task === 'synthetic') throw new Error(`${command}: the synthetic task is generated (syntheticCases), not read from a file`);
   if (!Object.hasOwn(DATASETS, task)) throw new Error(`${command}: task must be one of ${Object.keys(DATASETS).join(', ')}, got ${shown(task)}`);
   if (!(Number.isInteger(limit) && limit >= 1) && limit !== Infinity) throw new Error(`${command}: limit must be an integer ≥ 1, got ${shown(limit)}`);
@@ -262,7 +263,7 @@ export function datasetCases(task: Task, file: string, limit: number, command = 
     // an ASDiv body is kept as it ends (a third end in "," with the question going on in lower case), and a Yes/No
     // item says so.
     const text = (k: string) => String(r[k]).trim();
-    const ask = (q: string) => `${q}\n\n${MATH_INSTRUCTION}`;
+    const ask = (q: string) => (instruction ? `${q}\n\n${MATH_INSTRUCTION}` : q);
     switch (task) {
       case 'gsm8k': return { id: where, question: ask(text('question')), gold: gsm8kGold!, category: task, task };
       case 'svamp': return { id: where, question: ask(`${text('Body').replace(/([^.?!])$/, '$1.')} ${text('Question')}`), gold, category: task, task };
