@@ -228,6 +228,30 @@ describe('data', () => {
     }
   });
 
+  it('a template that always appends the assistant header (the first Llama 3 template): each reply is trained through its end token, not the header after it', () => {
+    const always = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, name: 'always',
+      chatTemplate: "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}{{ '<|im_start|>assistant\\n' }}" });
+    const msgs = [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello there' }, { role: 'user', content: 'and?' }, { role: 'assistant', content: 'bye' }];
+    const trained = (e: Example) => always.decode(e.ids.filter((_, i) => e.lossMask[i]));
+    const [whole, ...more] = tokenizeRecord({ line: 1, messages: msgs }, always);
+    assert.deepEqual([more.length, trained(whole)], [0, 'hello there<|im_end|>bye<|im_end|>']);
+    const turns = tokenizeRecord({ line: 1, messages: msgs }, always, 'line 1', true);
+    assert.deepEqual(turns.map(trained), ['hello there<|im_end|>', 'bye<|im_end|>']);
+    assert.deepEqual(turns.map((e) => always.decode(e.ids).endsWith('<|im_end|>')), [true, true], 'the example ends with the reply');
+    // A template that honours add_generation_prompt keeps its whole turn, as before.
+    assert.equal(trained(tokenizeRecord({ line: 1, messages: msgs }, tok)[0]), 'hello there<|im_end|>bye<|im_end|>');
+  });
+
+  it('a rendered prompt/completion text that starts with the BOS gets no second one', () => {
+    const withBos = loadTokenizer({ tokenizerJson: { ...qt.tokenizerJson as object, post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: { '<|endoftext|>': { id: '<|endoftext|>', ids: [enc('<|endoftext|>')[0]], tokens: ['<|endoftext|>'] } } } }, tokenizerConfig: { ...qt.tokenizerConfig, bos_token: '<|endoftext|>' }, chatTemplate: CHATML, name: 'bos' });
+    const bos = withBos.bosTokenId!;
+    const [plain] = tokenizeRecord({ line: 1, prompt: 'Q: hi\nA:', completion: ' hello' }, withBos);
+    const [rendered] = tokenizeRecord({ line: 1, prompt: '<|endoftext|>Q: hi\nA:', completion: ' hello' }, withBos);
+    assert.deepEqual([plain.ids[0], plain.ids[1] === bos], [bos, false], 'the tokenizer adds the BOS to plain text');
+    assert.deepEqual(rendered.ids, plain.ids, 'and not again to a text that has it');
+    assert.deepEqual([...rendered.lossMask], [...plain.lossMask]);
+  });
+
   it('a chat template whose prefixes do not match the whole is an error, not a silent drop', () => {
     const odd = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, name: 'odd',
       chatTemplate: "{% for m in messages %}{{ m.content }}{% if loop.last %}<|im_end|>{% endif %}{% endfor %}{% if add_generation_prompt %}>{% endif %}" });

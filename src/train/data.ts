@@ -100,7 +100,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     // Prompt and completion encoded as one text, as TRL does and as the model reads them at inference: a completion
     // encoded alone would open with a word-start marker of its own (SentencePiece's "▁" before " there"). The targets
     // start where the two encodings part (a token the boundary merges is a target).
-    const ids = tok.encode(r.prompt + r.completion), p = tok.encode(r.prompt);
+    const ids = encodeText(tok, r.prompt + r.completion), p = encodeText(tok, r.prompt);
     let from = 0;
     while (from < p.length && from < ids.length && p[from] === ids[from]) from++;
     // The EOS goes after the completion, unless it ends with it already (as TRL's add_eos).
@@ -121,7 +121,9 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     if (start < before.length - 1 || start === upTo.length) {
       throw new Error(`${where}: the chat template does not render the conversation up to messages[${k}] as a prefix of the conversation through it, cannot find the assistant tokens`);
     }
-    let end = upTo.length;
+    // What the template writes after every conversation (the first Llama 3 template's assistant header) is not the turn's.
+    const tail = alwaysTail(tok), appended = tail.length && upTo.length - tail.length > start && upTo.slice(-tail.length).every((t, i) => t === tail[i]);
+    let end = upTo.length - (appended ? tail.length : 0);
     while (end > start + 1 && !tok.decode([upTo[end - 1]]).trim()) end--;
     if (!perTurn && isPrefix(upTo.slice(0, end), ids)) { lossMask.fill(1, start, end); emptyReply ||= empty; }
     else {
@@ -157,6 +159,36 @@ function checkReasoningRendered(messages: ChatMessage[], k: number, tok: TextTok
   for (const f of fields) {
     if (!text.includes((m[f] as string).trim())) throw new Error(`${where}: messages[${k}].${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning; ${f === 'reasoning_content' ? 'this template has no place for it' : 'a thinking template (Qwen3\'s) renders "reasoning_content"'}: rename the field, or put the reasoning into "content" as "<think>\n…\n</think>\n\n" before the reply`);
   }
+}
+
+/** A text encoded with the tokenizer's special tokens, once: a text that starts with the BOS (a rendered conversation) gets no second one. */
+function encodeText(tok: TextTokenizer, text: string): number[] {
+  const ids = tok.encode(text), bos = tok.bosTokenId;
+  return bos !== undefined && ids[0] === bos && ids[1] === bos && text.startsWith(tok.decode([bos])) ? ids.slice(1) : ids;
+}
+
+const tails = new WeakMap<TextTokenizer, number[]>();
+/**
+ * The tokens a chat template writes at the end of every rendering, generation prompt asked for or not (the first Llama
+ * 3 template always ends with the assistant header): what a user-ended and an assistant-ended conversation end with
+ * alike, after the turn's own end token, when the template ignores add_generation_prompt; else none.
+ */
+function alwaysTail(tok: TextTokenizer): number[] {
+  let tail = tails.get(tok);
+  if (tail) return tail;
+  tail = [];
+  try {
+    const user = [{ role: 'user', content: 'a' }], r1 = renderIds(tok, user, false);
+    const asked = renderIds(tok, user, true);
+    if (r1.length === asked.length && r1.every((t, i) => t === asked[i])) {
+      const r2 = renderIds(tok, [...user, { role: 'assistant', content: 'b' }], false);
+      let n = 0;
+      while (n < r1.length && n < r2.length && r1[r1.length - 1 - n] === r2[r2.length - 1 - n]) n++;
+      tail = n >= 2 ? r1.slice(r1.length - n + 1) : []; // the turn's end token first, then the tail
+    }
+  } catch { /* a template that refuses these probes renders no such tail that we can tell */ }
+  tails.set(tok, tail);
+  return tail;
 }
 
 /** A reply with nothing in it but whitespace and end tokens. */
