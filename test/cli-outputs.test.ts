@@ -542,6 +542,12 @@ test('eval on a dataset says what share of it --limit takes and how many answers
   // Without --max-tokens a dataset gets its own default (GSM8K's 1024), recorded as the evaluation's.
   const again = cli(['eval', '--model', at('m'), '--task', 'gsm8k', '--limit', '2', '--out', at('gsm.json')]);
   assert.match(again.stderr, /holds the report of another evaluation \(--max-tokens: 3 there, 1024 here\)/);
+  // A question that leaves 4 tokens of the embedded model's 1024 is cut off by the context, which --max-tokens cannot help.
+  fs.mkdirSync(at('shared-long', 'data', 'gsm8k'), { recursive: true });
+  fs.writeFileSync(at('shared-long', 'data', 'gsm8k', 'test.jsonl'), JSON.stringify({ question: Array(158).fill('Jack has 3 apples.').join(' '), answer: '#### 3' }) + '\n');
+  const long = cli(['eval', '--model', DEFAULT_DIR, '--task', 'gsm8k', '--limit', '1', '--max-tokens', '64', '--out', at('long.json')], { ...process.env, EDGEREASON_SHARED: at('shared-long') });
+  assert.equal(long.status, 0, long.stderr);
+  assert.match(long.stderr, /^eval: note: base: 1 of 1 answers were cut off by the end of the model's context \(1024 tokens\) and graded as they stand \(the table's "cut off" column\)$/m);
 });
 
 test('train-router: the savings rule (the default) needs --adapter; unused flags are named; train-verifier refuses greedy candidates', () => {

@@ -13,7 +13,7 @@ import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
-import { answer, budgetSystemLine, maxThinkingCap, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, maxThinkingCap, thinkingOptions, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
@@ -491,6 +491,12 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
   const tight = await answer(full, 'q', { reasoning: 'auto', maxTokens: 80, maxThinkingTokens: most }, { router: direct({ minLogprob: -1, tokens: 4 }) });
   assert.deepEqual([tight.escalation?.tokens, tight.samples[0].thinkingTokens, tight.samples[0].capped, (tight.samples[0].answerTokens ?? 0) > 0, tight.usage.completionTokens <= 80],
     [2, maxThinkingCap(reasoningTokens(full), 80 - 2), true, true, true]);
+  // The same where the context's end comes first (eval's runs decode through generateBatch): the cap is lowered to
+  // fit the room the context leaves, and the thinking closes and answers.
+  const small = scripted(endless, true, 40).m, rt = reasoningTokens(small), prompt = [Q, Q, Q, OPEN];
+  const [near] = await generateBatch(small.backend, small.tokenizer, [prompt], [{ maxTokens: 80, thinking: thinkingOptions(rt, 60) }]);
+  assert.deepEqual([near.thinking, near.promptTokens + near.tokens.length <= 40, near.text.includes('</think>')],
+    [{ tokens: maxThinkingCap(rt, 40 - prompt.length), closed: true }, true, true]);
   // Cancelled before the first token: nothing generated, and no time to a first token that never came.
   const ac = new AbortController();
   ac.abort();

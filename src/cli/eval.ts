@@ -142,8 +142,12 @@ export function evalCommand(program: Command): void {
           });
           // what was evaluated, ahead of the run's own options
           const probeFiles = { ...(asked?.reasoning === 'auto' ? { router: path.resolve(o.router) } : {}), ...(asked && o.verifier ? { verifier: path.resolve(o.verifier) } : {}) };
-          const cut = report.cases.filter((c) => c.finishReason === 'length').length;
-          if (cut) console.error(`eval: note: ${name}: ${cut} of ${cases.length} answers were cut off at --max-tokens ${o.maxTokens} and graded as they stand (the table's "cut off" column); a larger --max-tokens lets them finish`);
+          // Cut off by --max-tokens, or (fewer tokens than that: a single answer's count) by the end of the context.
+          const cut = report.cases.filter((c) => c.finishReason === 'length'), atContext = (asked?.samples ?? 1) > 1 ? 0 : cut.filter((c) => c.tokens < o.maxTokens).length;
+          if (cut.length) {
+            const where = atContext === cut.length ? `by the end of the model's context (${model.config.maxPositionEmbeddings} tokens)` : `at --max-tokens ${o.maxTokens}${atContext ? ` (${atContext} of them earlier, by the end of the model's context of ${model.config.maxPositionEmbeddings} tokens)` : ''}`;
+            console.error(`eval: note: ${name}: ${cut.length} of ${cases.length} answers were cut off ${where} and graded as they stand (the table's "cut off" column)${atContext === cut.length ? '' : '; a larger --max-tokens lets them finish'}`);
+          }
           runs.push({ name, report: { ...report, options: { ...what, ...probeFiles, questions: cases.length, ...(all > cases.length ? { datasetQuestions: all } : {}), decoding: greedy && !asked?.samples ? 'greedy' : 'sampled', edgereason: version(), ...report.options, evaluation } } });
         }
         // Ctrl-C stays handled until the report is written (saying where the finished answers are kept until then).

@@ -485,7 +485,11 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   const per = prompts.map((p, i): GenerateOptions => { // the caller's options stay as they were
     checkGenerateOptions(opts[i], tokenizer.vocabSize); // as given, before the context's cap
     if (p.length >= ctx) throw new Error(`generate: prompt ${i} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`);
-    return { ...opts[i], maxTokens: Math.min(opts[i].maxTokens ?? 256, ctx - p.length) };
+    const maxTokens = Math.min(opts[i].maxTokens ?? 256, ctx - p.length), th = opts[i].thinking;
+    // Where the context's end comes first, a thinking cap it would not hold with its close and an answer token is
+    // lowered to fit (as answer() does), so the thinking still closes and answers instead of being cut off.
+    const fit = th?.maxTokens !== undefined && th.force && maxTokens < (opts[i].maxTokens ?? 256) ? Math.min(th.maxTokens, Math.max(0, maxTokens - th.force.length - 1)) : undefined;
+    return { ...opts[i], maxTokens, ...(fit !== undefined && fit !== th!.maxTokens ? { thinking: { ...th!, maxTokens: fit } } : {}) };
   });
   const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1), p));
   const cache = await backend.newCache(prompts.length);
