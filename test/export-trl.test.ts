@@ -179,6 +179,9 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     ['The answer is 2(3 + 4) = 14.', '14'], ['The answer is 3 days later: 5 + 3 = 8.', '8'], ['The answer is 2x + 3 = 7, so 2.', '2'], ['The answer is half of 36, which is 18.', '18'],
     ['The answer is 20 - 2 = 18 eggs, which is 9 pairs.', '18'], ['#### 1. **Eggs**\n9 * 2 = 18', '18'], ['#### 2 - Money\n9 * 2 = 18', '18'],
     ['\\boxed{18}.\nCheck: if the answer is 18, then 18/2 = 9 eggs.', '18'], ['I first thought the answer is 5, but the answer is 7.', '7'], ['The answer is $\\$36$.', '36'],
+    ['#### 18 - that is her income', '18'], ['#### 18. (9 eggs x $2)', '18'], ['\\boxed{5}\n\nFinal Answer: 18', '18'], ['\\boxed{5}\nSo the answer is 18.', '18'],
+    ['The answer is 18; this answer is 2 more than 16.', '18'], ['The answer is 18, and the answer is 2 dollars more than yesterday.', '18'],
+    ['\\boxed{18}\nTo verify, the answer is consistent with 16 - 3 - 4 = 9 eggs.', '18'],
   ];
   const replies = cases.map(([r]) => `a</think>${r}`), golds = cases.map(([, g]) => g);
   const py = spawnSync('python3', ['-c', `import sys; sys.path.insert(0, "."); import rewards\nprint(rewards.budget_reward(${JSON.stringify(replies)}, ${JSON.stringify(golds)}, [1000] * ${replies.length}))`], { cwd: out, encoding: 'utf8' });

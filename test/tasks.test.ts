@@ -230,6 +230,10 @@ test('numeric answers as models write them: a reason after the answer, units in 
   assert.equal(x('The answer is 60 minutes/hour × 5 hours = 300 minutes.'), '300');
   assert.equal(x('The answer is 18 dollars, since 9 eggs × $2 = $18.'), '18');
   assert.equal(x('#### 18. \nDone.'), '18'); // an answer with a full stop is no heading
+  // ... nor one with words after it; a correction after a box wins, a remark after an answer does not
+  for (const t of ['#### 18 - that is her daily income from 9 eggs', '#### 18 - **final answer**, from 6 * 3', '#### 18. (9 eggs x $2)', '#### 18) 9 eggs times 2',
+    '\\boxed{5}\n\nFinal Answer: 18', '\\boxed{5}\n**Answer:** 18', '\\boxed{5}\n\nWait, I made an error: 9 * 2 = 18. So the answer is 18.',
+    'The answer is 18; this answer is 2 more than the 16 she started with.', 'The answer is 18, and the answer is 2 dollars more than yesterday.']) assert.equal(x(t), '18', t);
   // MATH's dollar amounts inside $…$; ASDiv's ordinal and clock-time golds
   assert.ok(isCorrect('math500', 'Final Answer: The final answer is $\\$36$. I hope it is correct.', '\\$36'));
   assert.ok(isCorrect('math500', 'The answer is $\\$36$.', '\\$36'));

@@ -132,10 +132,12 @@ export function answerCommand(program: Command): void {
         if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n`));
         out.write('\n');
         if (r.finishReason === 'length') {
-          // Cut inside its thinking: there is no answer at all, and a thinking cap is what makes room for one.
-          const unclosed = r.route === 'reasoning' && r.samples.every((x) => x.finishReason !== 'length' || !x.answerTokens);
-          console.error(unclosed
-            ? `edgereason: note: --max-tokens ${o.maxTokens} (or the model's context) ran out while the model was still thinking${r.samples.length > 1 ? ' in every sample cut off' : ''}, so there is no answer: raise --max-tokens, or cap the thinking with --max-thinking-tokens (it then closes and answers)`
+          // Cut before any answer: inside its thinking (a thinking cap is what makes room for one), or right after it closed.
+          const cut = r.samples.filter((x) => x.finishReason === 'length'), none = r.route === 'reasoning' && cut.every((x) => !x.answerTokens);
+          const open = none && cut.every((x) => x.tokens <= x.thinkingTokens), several = r.samples.length > 1 ? ' in every sample cut off' : '';
+          console.error(open
+            ? `edgereason: note: --max-tokens ${o.maxTokens} (or the model's context) ran out while the model was still thinking${several}, so there is no answer: raise --max-tokens, or ${o.maxThinkingTokens === undefined ? 'cap the thinking with --max-thinking-tokens (it then closes and answers)' : 'lower --max-thinking-tokens'}`
+            : none ? `edgereason: note: the thinking closed, but --max-tokens ${o.maxTokens} (or the model's context) left no room for the answer${several}: raise --max-tokens${o.maxThinkingTokens === undefined ? '' : ', or lower --max-thinking-tokens'}`
             : `edgereason: note: the answer was cut off by --max-tokens ${o.maxTokens} (or the model's context)${r.samples.length > 1 ? ', and no sample ended with an answer to vote on' : ''}; it may end mid-number: raise --max-tokens`);
         }
         if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} tokens) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);

@@ -4,8 +4,9 @@ runs to the first </think>; the reply is what follows the last one. Graded as tr
 (a port of edgereason's src/tasks/grade.ts, checked against it by edgereason's tests):
 - synthetic: a numeric gold needs the reply's last "#### n" line (its first number); any other gold must equal
   the reply exactly (trimmed);
-- gsm8k: the last answer the reply states ("#### n", "the answer is n", "Answer: n", \boxed{n}; after the last "="
-  of a worked expression; LaTeX fractions and spacing read as numbers), else its last number, equal to the gold."""
+- gsm8k: the last answer the reply states ("#### n", "the answer is n", "Answer: n", \boxed{n}, which a later check
+  that starts with words does not replace; after the last "=" of a worked expression; LaTeX fractions and spacing read
+  as numbers), else its last number, equal to the gold."""
 import re
 
 LAMBDA = __LAMBDA__
@@ -15,7 +16,8 @@ A = re.ASCII  # \d and \w as in JavaScript: ASCII only
 NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+", A)
 # a worked expression before "=" from its first number ("5 + 3", "5 hours * 60", "2(3 + 4)"), not "18 because 16 - 3 = 13"
 WORKED = re.compile(r"[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of)\b)\s*\(?|\()-?\$?\d", A)
-HEADING = re.compile(r"\d+(?:[.)]\s+\S|:\s+[A-Za-z]|\s+[-–]\s+[A-Za-z*`])", A)  # "#### 2. Money": a numbered heading
+HEADING = re.compile(r"\d+(?:[.)]\s+[A-Za-z*`$]|:\s+[A-Za-z]|\s+[-–]\s+(?:[A-Z`]|\*\*[A-Z]))", A)  # "#### 2. Money": a numbered heading
+COMPARISON = re.compile(r"[\s*$]*-?[\d.,]+\s+(?:[A-Za-z]+\s+)?(?:more|less|fewer|greater|higher|lower|larger|smaller|bigger)\s+than\b", re.I | A)
 
 
 def _text(completion):
@@ -124,10 +126,14 @@ def _stated(reply):
     for m in re.finditer(r"####[ \t]*([^\n]*)", reply):
         line = m.group(1).strip()
         if re.match(r"\$?-?\(?\.?\d", line, A) and not HEADING.match(line):
-            found.append((m.start(), line, False))
+            found.append((m.start(), line, False, True))
     for m in re.finditer(r"\banswer\s+is\**:?\s*(?=([^\n]*))|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)", reply, re.I | A):
         rest = m.group(1) if m.group(1) is not None else m.group(2)
         rest = re.sub(r"^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*", "", rest, flags=re.I | A)  # Minerva's "Final Answer: The final answer is ..."
+        if m.group(1) is not None and re.search(r"\b(?:this|that|which|each|an|one)\s+$", reply[:m.start()], re.I | A):
+            continue  # "this answer is 2 more than ..."
+        if COMPARISON.match(rest):
+            continue  # "the answer is 2 dollars more than yesterday's": a comparison
         box = _last_boxed(rest)
         if box is not None:
             phrase = box
@@ -144,14 +150,15 @@ def _stated(reply):
                     phrase = phrase[w.end():]
         phrase = phrase.replace("*", "").strip()
         if phrase and re.search(r"\d", phrase, A):
-            found.append((m.start(), phrase, box is not None))
+            lead = box is not None or re.match(r"[\s*]*(?:\$|\\\(|\\\[)?\s*-?\.?\d", rest, A) is not None
+            found.append((m.start(), phrase, box is not None, lead))
     box = _last_boxed(reply)
     if box is not None and box.strip():
-        found.append((max(reply.rfind("\\boxed"), reply.rfind("\\fbox")), box, True))
+        found.append((max(reply.rfind("\\boxed"), reply.rfind("\\fbox")), box, True, True))
     box_at = max(reply.rfind("\\boxed"), reply.rfind("\\fbox")) if box is not None and box.strip() else float("inf")
-    found = [f for f in found if f[2] or f[0] < box_at or reply.startswith("####", f[0])]  # a box outranks a check after it
+    found = [f for f in found if f[3] or f[0] < box_at]  # a box outranks a check after it that starts with words
     if found:
-        _, phrase, boxed = max(found, key=lambda f: f[0])
+        _, phrase, boxed, _ = max(found, key=lambda f: f[0])
         return _stated_number(phrase, boxed)
     nums = NUMBER.findall(reply)
     return _float(nums[-1]) if nums else None

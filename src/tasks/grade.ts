@@ -2,7 +2,7 @@
  * Answer extraction and grading, shared by eval, RL rewards and majority voting (one grader, no copies).
  *
  * - gsm8k / svamp / asdiv / aime24 / amc23: numeric. The answer is the last one stated — a "####" line, an
- *   "answer is" / "answer:" phrase, a \boxed{} (which a later unboxed "answer is", a check, does not replace) — else
+ *   "answer is" / "answer:" phrase, a \boxed{} (which a later "answer is" that starts with words, a check, does not replace) — else
  *   the last number in the text; "$" and thousands commas are ignored, LaTeX is read as MATH answers are, values
  *   compare numerically. ASDiv also has non-numeric golds (names, "3:4", "3:30 p.m.", compared as case-folded
  *   strings; a time without "a.m."/"p.m." also matches one with) and ordinals ("6th", compared as numbers).
@@ -71,16 +71,18 @@ function firstNumber(text: string): number | undefined {
  * ("the answer is 5 + 3 = 8.").
  */
 function statedAnswer(text: string, needNumber = true): { phrase: string; boxed: boolean } | undefined {
-  const found: { at: number; phrase: string; boxed: boolean }[] = [];
+  // `lead`: an answer that starts with its value ("the answer is 27"), not with words ("the answer is consistent with …")
+  const found: { at: number; phrase: string; boxed: boolean; lead: boolean }[] = [];
   for (const m of text.matchAll(/####[ \t]*([^\n]*)/g)) { // a number, perhaps with a unit word: not "#### 2. Subtract"
     const line = m[1].trim();
     if (/^\$?-?\(?\.?\d/.test(line) ? !HEADING.test(line) : !needNumber && line && !/\d/.test(text.slice(m.index! + m[0].length))) {
-      found.push({ at: m.index!, phrase: line, boxed: false }); // "-(1/3)"; an ASDiv "#### Yes" as the last word
+      found.push({ at: m.index!, phrase: line, boxed: false, lead: true }); // "-(1/3)"; an ASDiv "#### Yes" as the last word
     }
   }
-  // "answer is" anywhere; "answer:" only where a line starts with it ("Final Answer:", "**Answer:**")
-  for (const m of text.matchAll(/\banswer\s+is\**:?\s*(?=([^\n]*))|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)/gi)) {
+  // "answer is" anywhere, but not "this answer is 2 more than …"; "answer:" only where a line starts with it ("Final Answer:", "**Answer:**")
+  for (const m of text.matchAll(/(?<!\b(?:this|that|which|each|an|one)\s+)\banswer\s+is\**:?\s*(?=([^\n]*))|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)/gi)) {
     const rest = (m[1] ?? m[2]).replace(/^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*/i, ''); // Minerva's "Final Answer: The final answer is …"
+    if (COMPARISON.test(rest)) continue; // "the answer is 2 more than yesterday's": a comparison, not the value
     const box = lastBoxed(rest);
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
     const cut = [...rest.matchAll(/\.\s+(?=[A-Z])/g)].find((d) => /\d/.test(rest.slice(0, d.index)));
@@ -97,13 +99,14 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     phrase = phrase.replace(/\*+/g, '').trim();
     // a phrase without a number (an ASDiv name) only when no number is written after it
     const ok = /\d/.test(phrase) || (!needNumber && !/\d/.test(text.slice(m.index! + m[0].length)));
-    if (phrase && ok) found.push({ at: m.index!, phrase, boxed: box !== undefined });
+    if (phrase && ok) found.push({ at: m.index!, phrase, boxed: box !== undefined, lead: box !== undefined || /^[\s*]*(?:\$|\\\(|\\\[)?\s*-?\.?\d/.test(rest) });
   }
   const b = Math.max(text.lastIndexOf('\\boxed'), text.lastIndexOf('\\fbox')), box = lastBoxed(text);
-  if (box !== undefined && box.trim()) found.push({ at: b, phrase: box, boxed: true });
-  // A box outranks an "answer is" written after it without one: a check ("if the answer is 18, then 18/2 = 9").
+  if (box !== undefined && box.trim()) found.push({ at: b, phrase: box, boxed: true, lead: true });
+  // A box outranks an "answer is" after it that starts with words, a check ("the answer is consistent with 16 - 3 - 4 =
+  // 9"); a later answer that starts with its value ("So the answer is 27.", "Final Answer: 27") is a correction.
   const boxAt = box?.trim() ? b : Infinity;
-  const last = found.filter((f) => f.boxed || f.at < boxAt || text.startsWith('####', f.at)).sort((x, y) => x.at - y.at).at(-1);
+  const last = found.filter((f) => f.lead || f.at < boxAt).sort((x, y) => x.at - y.at).at(-1);
   return last && { phrase: last.phrase, boxed: last.boxed };
 }
 
@@ -114,8 +117,14 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
  */
 const WORKED = /^[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:\/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of)\b)\s*\(?|\()-?\$?\d/;
 
-/** A numbered markdown heading on a "####" line ("#### 2. Money", "#### 1) **Eggs**", "#### 2 - Money"), not an answer. */
-const HEADING = /^\d+(?:[.)]\s+\S|:\s+[A-Za-z]|\s+[-–]\s+[A-Za-z*`])/;
+/** A value compared with another ("2 dollars more than", "3 fewer than"): what follows "answer is" in a remark, not an answer. */
+const COMPARISON = /^[\s*$]*-?[\d.,]+\s+(?:[A-Za-z]+\s+)?(?:more|less|fewer|greater|higher|lower|larger|smaller|bigger)\s+than\b/i;
+
+/**
+ * A numbered markdown heading on a "####" line ("#### 2. Money", "#### 1) **Eggs**", "#### 2 - Money"), not an answer
+ * ("#### 18 - that is her income", "#### 18. (9 eggs x $2)", "#### 18) 9 eggs times 2").
+ */
+const HEADING = /^\d+(?:[.)]\s+[A-Za-z*`$]|:\s+[A-Za-z]|\s+[-–]\s+(?:[A-Z`]|\*\*[A-Z]))/;
 
 /** A phrase that starts with an operation between numbers (a fraction "1/2" is one number): an unworked expression. */
 const UNWORKED = /^[^\d]*\d[\d,.]*\s*(?:[-+*×÷^·]|\/(?=\s)|\s\/|\\(?:times|cdot|div)\b|\bx\b)\s*\(?-?\$?\d/;
