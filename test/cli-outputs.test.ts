@@ -733,11 +733,16 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   // An answer cut off by --max-tokens says so (its "####" lost the number); a cap that leaves no room is refused.
   const cut = cli([...q, '--reasoning', 'on', '--max-tokens', '24']);
   assert.deepEqual([cut.status, cut.stdout.trim().split('\n').at(-1)], [0, '####']);
-  assert.match(cut.stderr, /^edgereason: note: the answer was cut off by --max-tokens 24 \(or the model's context\); it may end mid-number: raise --max-tokens$/m);
+  assert.match(cut.stderr, /^edgereason: note: the answer was cut off by --max-tokens 24; it may end mid-number: raise --max-tokens$/m);
   assert.doesNotMatch(r.stderr, /cut off/);
   // Cut inside the thinking: no answer at all, and the thinking cap is named.
   const thinking = cli([...q, '--reasoning', 'on', '--max-tokens', '6']);
-  assert.match(thinking.stderr, /^edgereason: note: --max-tokens 6 \(or the model's context\) ran out while the model was still thinking, so there is no answer: raise --max-tokens, or cap the thinking with --max-thinking-tokens \(it then closes and answers\)$/m);
+  assert.match(thinking.stderr, /^edgereason: note: --max-tokens 6 ran out while the model was still thinking, so there is no answer: raise --max-tokens, or cap the thinking with --max-thinking-tokens \(it then closes and answers\)$/m);
+  // The context's end instead (a question of 1023 prompt tokens leaves one): only a shorter question helps; a capped thinking that closed is not "still thinking".
+  const long = Array(167).fill('Jack has 3 apples.').join(' ');
+  const ask = (...flags: string[]) => spawnSync(process.execPath, [BIN, 'answer', '--model', 'models/default', '--question', '-', '--reasoning', 'on', ...flags], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input: `${long}\n` }).stderr;
+  assert.match(ask(), /^edgereason: note: the model's context of 1024 tokens \(the prompt takes 1023\) ran out while the model was still thinking, so there is no answer: shorten the question, or cap the thinking with --max-thinking-tokens \(it then closes and answers\)$/m);
+  assert.match(ask('--max-thinking-tokens', '30'), /^edgereason: note: the thinking closed, but the model's context of 1024 tokens \(the prompt takes 1023\) left no room for the answer: shorten the question$/m);
   // eval refuses it before its base pass (a stage that ends prints its line, "base 3/3 | ...").
   const ev = cli(['eval', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--task', 'synthetic', '--limit', '3', '--max-tokens', '30', '--max-thinking-tokens', '26', '--out', at('cap-eval.json')]);
   assert.deepEqual([ev.status, ev.stderr.trim()], [1, 'edgereason: eval: --max-thinking-tokens 26 leaves no room for the answer within --max-tokens 30: closing the thinking takes 4 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);

@@ -135,10 +135,13 @@ export function answerCommand(program: Command): void {
           // Cut before any answer: inside its thinking (a thinking cap is what makes room for one), or right after it closed.
           const cut = r.samples.filter((x) => x.finishReason === 'length'), none = r.route === 'reasoning' && cut.every((x) => !x.answerTokens);
           const open = none && cut.every((x) => x.tokens <= x.thinkingTokens), several = r.samples.length > 1 ? ' in every sample cut off' : '';
+          // Which limit it was: the context's end (only a shorter prompt helps) or --max-tokens.
+          const ctx = model.config.maxPositionEmbeddings, byContext = cut.every((x) => x.tokens < o.maxTokens);
+          const limit = byContext ? `the model's context of ${ctx} tokens (the prompt takes ${r.usage.promptTokens})` : `--max-tokens ${o.maxTokens}`;
           console.error(open
-            ? `edgereason: note: --max-tokens ${o.maxTokens} (or the model's context) ran out while the model was still thinking${several}, so there is no answer: raise --max-tokens, or ${o.maxThinkingTokens === undefined ? 'cap the thinking with --max-thinking-tokens (it then closes and answers)' : 'lower --max-thinking-tokens'}`
-            : none ? `edgereason: note: the thinking closed, but --max-tokens ${o.maxTokens} (or the model's context) left no room for the answer${several}: raise --max-tokens${o.maxThinkingTokens === undefined ? '' : ', or lower --max-thinking-tokens'}`
-            : `edgereason: note: the answer was cut off by --max-tokens ${o.maxTokens} (or the model's context)${r.samples.length > 1 ? ', and no sample ended with an answer to vote on' : ''}; it may end mid-number: raise --max-tokens`);
+            ? `edgereason: note: ${limit} ran out while the model was still thinking${several}, so there is no answer: ${byContext ? 'shorten the question' : 'raise --max-tokens'}, or ${o.maxThinkingTokens === undefined ? 'cap the thinking with --max-thinking-tokens (it then closes and answers)' : 'lower --max-thinking-tokens'}`
+            : none ? `edgereason: note: the thinking closed, but ${limit} left no room for the answer${several}: ${byContext ? 'shorten the question' : `raise --max-tokens${o.maxThinkingTokens === undefined ? '' : ', or lower --max-thinking-tokens'}`}`
+            : `edgereason: note: the answer was cut off by ${limit}${r.samples.length > 1 ? ', and no sample ended with an answer to vote on' : ''}; it may end mid-number: ${byContext ? 'shorten the question' : 'raise --max-tokens'}`);
         }
         if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} tokens) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);
         if (r.samples.length > 1) {
