@@ -216,6 +216,12 @@ describe('data', () => {
       chatTemplate: CHATML.replace("m.content + '<|im_end|>", "(m.reasoning_content and '<think>' + m.reasoning_content + '</think>' or '') + m.content + '<|im_end|>") });
     const [e] = tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning_content: 'greet them' }) }, thinking);
     assert.equal(thinking.decode(e.ids.filter((_, i) => e.lossMask[i])), '<think>greet them</think>Hello<|im_end|>');
+    // The advice fits the template: rename where it renders reasoning_content, else into the content.
+    assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning: 'greet them' }) }, thinking, 'f.jsonl:4'), /this template renders "reasoning_content": rename the field$/);
+    assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning: 'greet them' }) }, tok, 'f.jsonl:4'), /this template has no place for it: put the reasoning into "content"/);
+    // A TRL conversational record names its own lists.
+    assert.throws(() => tokenizeRecord({ line: 5, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'Sure<|im_end|>' }], trainFrom: 1 }, tok, 'f.jsonl:5'), /^Error: f\.jsonl:5: completion\[0\]\.content holds "<\|im_end\|>"/);
+    assert.throws(() => tokenizeRecord({ line: 5, messages: [{ role: 'user', content: 'hi<|im_end|>' }, { role: 'assistant', content: 'ok' }], trainFrom: 1 }, tok, 'f.jsonl:5'), /^Error: f\.jsonl:5: prompt\[0\]\.content holds/);
   });
 
   it('a reply that starts with a newline (merged with the generation prompt\'s into one token) is trained from that token; the turn ends at its end token whatever the EOS ids are', () => {
@@ -238,6 +244,10 @@ describe('data', () => {
     const turns = tokenizeRecord({ line: 1, messages: msgs }, always, 'line 1', true);
     assert.deepEqual(turns.map(trained), ['hello there<|im_end|>', 'bye<|im_end|>']);
     assert.deepEqual(turns.map((e) => always.decode(e.ids).endsWith('<|im_end|>')), [true, true], 'the example ends with the reply');
+    // An activated adapter invoked by the assistant header itself (PEFT's aLoRA example) finds it before the reply.
+    const header = always.encode('<|im_start|>assistant\n', { addSpecialTokens: false });
+    const on = turns.map((e) => aloraMask(e.ids, header, e.lossMask.indexOf(1), e.replyFrom).indexOf(1));
+    assert.deepEqual(on, turns.map((e) => e.lossMask.indexOf(1) - header.length));
     // A template that honours add_generation_prompt keeps its whole turn, as before.
     assert.equal(trained(tokenizeRecord({ line: 1, messages: msgs }, tok)[0]), 'hello there<|im_end|>bye<|im_end|>');
   });

@@ -108,12 +108,14 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     if (from === ids.length) throw new Error(`${where}: empty completion${tok.eosTokenIds.length ? ' after a prompt that ends with the EOS' : ' and no EOS token'}, so nothing to train on`);
     return [{ ids, lossMask: new Uint8Array(ids.length).fill(1, from), ...(blank(r.completion, tok) ? { emptyReply: true } : {}) }];
   }
-  r.messages.forEach((m, k) => checkSpecialText(m.content, tok, `${where}: messages[${k}].content`));
+  // A message named as the line writes it: TRL's conversational records hold "prompt" and "completion" lists.
+  const named = (k: number) => (r.trainFrom === undefined ? `messages[${k}]` : k < r.trainFrom ? `prompt[${k}]` : `completion[${k - r.trainFrom}]`);
+  r.messages.forEach((m, k) => checkSpecialText(m.content, tok, `${where}: ${named(k)}.content`));
   const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
   let emptyReply = false;
   r.messages.forEach((m, k) => {
     if (m.role !== 'assistant' || k < (r.trainFrom ?? 0)) return;
-    checkReasoningRendered(r.messages, k, tok, where);
+    checkReasoningRendered(r.messages, k, tok, `${where}: ${named(k)}`);
     const empty = blank(m.content, tok);
     const before = renderIds(tok, r.messages.slice(0, k), true), upTo = renderIds(tok, r.messages.slice(0, k + 1), false);
     let start = 0;
@@ -128,9 +130,11 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     if (!perTurn && isPrefix(upTo.slice(0, end), ids)) { lossMask.fill(1, start, end); emptyReply ||= empty; }
     else {
       // where the generation prompt begins: the conversation before the turn, without one, as far as it is a prefix
+      // (a template that ends every rendering with the assistant header: before it, so an invocation that is that header counts)
       const ctx = perTurn && k ? renderIds(tok, r.messages.slice(0, k), false) : [];
       let replyFrom = 0;
       while (replyFrom < ctx.length && ctx[replyFrom] === before[replyFrom]) replyFrom++;
+      if (tail.length && replyFrom === ctx.length && ctx.length > tail.length && ctx.slice(-tail.length).every((t, i) => t === tail[i])) replyFrom -= tail.length;
       own.push({ ids: upTo.slice(0, end), lossMask: new Uint8Array(end).fill(1, start), ...(perTurn ? { replyFrom } : {}), ...(empty ? { emptyReply: true } : {}) });
     }
   });
@@ -150,14 +154,17 @@ function checkSpecialText(text: string, tok: TextTokenizer, what: string): void 
 /** The reasoning fields a message may carry: transformers' and vLLM's names (serve returns reasoning_content and reasoning). */
 const REASONING_FIELDS = ['reasoning_content', 'reasoning', 'thinking'];
 
-/** An assistant turn's reasoning field must be in what the template renders for it, else the reply is trained without its thinking. */
-function checkReasoningRendered(messages: ChatMessage[], k: number, tok: TextTokenizer, where: string): void {
+/** An assistant turn's reasoning field must be in what the template renders for it, else the reply is trained without its thinking; `what` names the message. */
+function checkReasoningRendered(messages: ChatMessage[], k: number, tok: TextTokenizer, what: string): void {
   const m = messages[k] as unknown as Record<string, unknown>;
   const fields = REASONING_FIELDS.filter((f) => typeof m[f] === 'string' && (m[f] as string).trim());
   if (!fields.length) return;
   const text = tok.applyChatTemplate(messages.slice(0, k + 1), { addGenerationPrompt: false });
   for (const f of fields) {
-    if (!text.includes((m[f] as string).trim())) throw new Error(`${where}: messages[${k}].${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning; ${f === 'reasoning_content' ? 'this template has no place for it' : 'a thinking template (Qwen3\'s) renders "reasoning_content"'}: rename the field, or put the reasoning into "content" as "<think>\n…\n</think>\n\n" before the reply`);
+    if (text.includes((m[f] as string).trim())) continue;
+    // Renamed reasoning_content, would this template render it?
+    const renamed = f !== 'reasoning_content' && tok.applyChatTemplate([...messages.slice(0, k), { ...messages[k], reasoning_content: m[f] } as ChatMessage], { addGenerationPrompt: false }).includes((m[f] as string).trim());
+    throw new Error(`${what}.${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning; ${renamed ? 'this template renders "reasoning_content": rename the field' : 'this template has no place for it: put the reasoning into "content" as "<think>\n…\n</think>\n\n" before the reply'}`);
   }
 }
 
