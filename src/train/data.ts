@@ -147,7 +147,9 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
  * header. (A "prompt"/"completion" text may: it is the rendered text itself.)
  */
 function checkSpecialText(text: string, tok: TextTokenizer, what: string): void {
-  const special = tok.encode(text, { addSpecialTokens: false }).find((id) => !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]));
+  const ids = tok.encode(text, { addSpecialTokens: false });
+  if (tok.decode(ids, { skipSpecialTokens: true }) === tok.decode(ids)) return; // two decodes a message, not two a token
+  const special = ids.find((id) => !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]));
   if (special !== undefined) throw new Error(`${what} holds ${JSON.stringify(tok.decode([special]))}, one of the tokenizer's special tokens, as text: the chat template writes those itself, and this one would be read as the real token (a turn that ends early, a header); remove it, or give the conversation already rendered as "prompt"/"completion" text`);
 }
 
