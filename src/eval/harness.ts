@@ -219,8 +219,8 @@ export function syntheticCases(split: 'test' | 'val', limit: number, seed = 0, m
 
 /**
  * Each dataset in ../shared/data: its test file (under data/), the fields its lines hold (question parts, then the
- * gold answer), and eval's default tokens per answer (competition solutions run long: MATH-500's reference solutions
- * alone are up to 1,000 Qwen tokens, AIME's up to 3,000).
+ * gold answer), and eval's default tokens per answer (competition solutions run long: at the 90th percentile the
+ * reference solutions alone are 197 Qwen tokens for GSM8K, 474 for MATH-500 and 3,207 for AIME 2024).
  */
 export const DATASETS: Record<Exclude<Task, 'synthetic'>, { test: string; fields: string[]; maxTokens: number }> = {
   gsm8k: { test: 'gsm8k/test.jsonl', fields: ['question', 'answer'], maxTokens: 1024 }, math500: { test: 'math500/test.jsonl', fields: ['problem', 'answer'], maxTokens: 2048 },
