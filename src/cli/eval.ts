@@ -85,8 +85,8 @@ export function evalCommand(program: Command): void {
       const unlock = lockJournal(files.journal);
       process.once('exit', unlock); // Ctrl-C and errors end the process
       const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(drawn && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
-      const cases = o.task === 'synthetic' ? syntheticCases(split, o.limit) : datasetCases(o.task as Task, path.join(sharedDir(), 'data', DATASETS[o.task as keyof typeof DATASETS].test), o.limit);
-      if (!cases.length) throw new Error(`eval: ${o.task} has no questions${o.task === 'synthetic' ? '' : ` (${DATASETS[o.task as keyof typeof DATASETS].test} is empty)`}: nothing to evaluate`);
+      const cases = dataset ? datasetCases(o.task as Task, path.join(sharedDir(), 'data', dataset.test), o.limit) : syntheticCases(split, o.limit);
+      if (!cases.length) throw new Error(`eval: ${o.task} has no questions${dataset ? ` (${dataset.test} is empty)` : ''}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
       const all = dataset && cases.length === o.limit ? questionCount(path.join(sharedDir(), 'data', dataset.test)) : 0;
       if (all > cases.length) console.error(`eval: note: ${o.task}: its first ${cases.length} of ${all} questions (--limit ${o.limit}; --limit ${all} evaluates them all)`);

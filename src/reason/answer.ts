@@ -28,7 +28,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys, checkValues, is } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
-import { checkGenerateOptions, decode, endsWithRun, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
+import { checkGenerateOptions, decode, endsWithRun, maxThinkingCap, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
 import { extractAnswer, TASKS, voteKey } from '../tasks/grade.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -69,11 +69,7 @@ export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, inv
   return { invocation: inv, end, force: enc(FORCED_CLOSE) };
 }
 
-/**
- * The largest thinking cap that leaves room within `limit` generated tokens for the forced close and one answer
- * token: a cap the thinking cannot reach never closes it, and every sample would be cut off mid-thought.
- */
-export const maxThinkingCap = (rt: Pick<ReasoningTokens, 'force'>, limit: number): number => limit - rt.force.length - 1;
+export { maxThinkingCap };
 
 /** Refuses a thinking cap above maxThinkingCap; `limitName` is the option that sets `limit` in the caller's words. */
 export function checkThinkingRoom(rt: Pick<ReasoningTokens, 'force'>, cap: number, limit: number, where: string, limitName = 'maxTokens', byDefault = false): void {

@@ -410,6 +410,12 @@ export function lastIndexOfRun(xs: readonly number[], run: readonly number[]): n
   return -1;
 }
 
+/**
+ * The largest thinking cap that leaves room within `limit` generated tokens for the forced close and one answer
+ * token: a cap the thinking cannot reach never closes it, and every sample would be cut off mid-thought.
+ */
+export const maxThinkingCap = (t: { force: readonly number[] }, limit: number): number => limit - t.force.length - 1;
+
 export function endsWithRun(xs: readonly number[], run: readonly number[]): boolean {
   return xs.length >= run.length && run.every((t, i) => xs[xs.length - run.length + i] === t);
 }
@@ -488,7 +494,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     const maxTokens = Math.min(opts[i].maxTokens ?? 256, ctx - p.length), th = opts[i].thinking;
     // Where the context's end comes first, a thinking cap it would not hold with its close and an answer token is
     // lowered to fit (as answer() does), so the thinking still closes and answers instead of being cut off.
-    const fit = th?.maxTokens !== undefined && th.force && maxTokens < (opts[i].maxTokens ?? 256) ? Math.min(th.maxTokens, Math.max(0, maxTokens - th.force.length - 1)) : undefined;
+    const fit = th?.maxTokens !== undefined && th.force && maxTokens < (opts[i].maxTokens ?? 256) ? Math.min(th.maxTokens, Math.max(0, maxThinkingCap({ force: th.force }, maxTokens))) : undefined;
     return { ...opts[i], maxTokens, ...(fit !== undefined && fit !== th!.maxTokens ? { thinking: { ...th!, maxTokens: fit } } : {}) };
   });
   const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1), p));

@@ -15,6 +15,7 @@
 import { readJsonlLines } from '../io/jsonl.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { shown } from '../show.ts';
+import { endsWithRun } from '../runtime/generate.ts';
 
 export interface Example {
   ids: number[]; lossMask: Uint8Array;
@@ -124,7 +125,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
       throw new Error(`${where}: the chat template does not render the conversation up to messages[${k}] as a prefix of the conversation through it, cannot find the assistant tokens`);
     }
     // What the template writes after every conversation (the first Llama 3 template's assistant header) is not the turn's.
-    const tail = alwaysTail(tok), appended = tail.length && upTo.length - tail.length > start && upTo.slice(-tail.length).every((t, i) => t === tail[i]);
+    const tail = alwaysTail(tok), appended = tail.length && upTo.length - tail.length > start && endsWithRun(upTo, tail);
     let end = upTo.length - (appended ? tail.length : 0);
     while (end > start + 1 && !tok.decode([upTo[end - 1]]).trim()) end--;
     if (!perTurn && isPrefix(upTo.slice(0, end), ids)) { lossMask.fill(1, start, end); emptyReply ||= empty; }
@@ -134,7 +135,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
       const ctx = perTurn && k ? renderIds(tok, r.messages.slice(0, k), false) : [];
       let replyFrom = 0;
       while (replyFrom < ctx.length && ctx[replyFrom] === before[replyFrom]) replyFrom++;
-      if (tail.length && replyFrom === ctx.length && ctx.length > tail.length && ctx.slice(-tail.length).every((t, i) => t === tail[i])) replyFrom -= tail.length;
+      if (tail.length && replyFrom === ctx.length && ctx.length > tail.length && endsWithRun(ctx, tail)) replyFrom -= tail.length;
       own.push({ ids: upTo.slice(0, end), lossMask: new Uint8Array(end).fill(1, start), ...(perTurn ? { replyFrom } : {}), ...(empty ? { emptyReply: true } : {}) });
     }
   });
