@@ -6,6 +6,7 @@ import ort from '../runtime/ort.ts';
 import type { ModelConfig } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { Example } from './data.ts';
+import { lastIndexOfRun } from '../runtime/generate.ts';
 import type { Params } from './optim.ts';
 import { buildTrainingGraph, type Objective, type TrainMode } from './graph.ts';
 import { defaultThreads } from '../runtime/threads.ts';
@@ -138,9 +139,7 @@ export class Trainer {
  * turn opened does not switch the adapter on for a direct reply, as at inference).
  */
 export function aloraMask(ids: readonly number[], invocation: readonly number[], until = ids.length, from = 0): Uint8Array {
-  const mask = new Uint8Array(ids.length);
-  for (let s = Math.min(until, ids.length - invocation.length); s >= from; s--) {
-    if (invocation.every((t, i) => ids[s + i] === t)) { mask.fill(1, s); return mask; }
-  }
+  const mask = new Uint8Array(ids.length), s = lastIndexOfRun(ids.slice(0, Math.min(until + invocation.length, ids.length)), invocation);
+  if (s >= from) mask.fill(1, s);
   return mask;
 }
