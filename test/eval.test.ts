@@ -22,6 +22,7 @@ import { signed } from '../bench/budget.ts';
 import { isReportSibling, markdownTable, wilson } from '../src/eval/report.ts';
 import { version } from '../src/version.ts';
 import { Router } from '../src/reason/router.ts';
+import { labelItems } from '../src/cli/train-router.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-eval-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -31,7 +32,12 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   const [c] = datasetCases('gsm8k', gsm, 1);
   assert.throws(() => datasetCases('math500', path.join(tmp, 'none.jsonl'), 1), { message: `eval: ${path.join(tmp, 'none.jsonl')} not found (math500's files are in data/math500/ of the shared folder: $EDGEREASON_SHARED, else ../shared beside the project)` });
   assert.equal(c.question, `${first.question}\n\nPlease reason step by step, and put your final answer within \\boxed{}.`); // Qwen2.5-Math's chain-of-thought prompt
-  assert.equal(datasetCases('gsm8k', gsm, 1, 'train-router', false)[0].question, first.question.trim(), 'the probes train on questions as requests ask them');
+  assert.equal(datasetCases('gsm8k', gsm, 1, 'train-router', false)[0].question, first.question.trim(), 'requests ask bare questions');
+  // The probes train and choose thresholds on both forms their prompts take: bare (answer()) and eval's, by turns.
+  const trainFile = sharedPath('data/gsm8k/train.jsonl'), asked = datasetCases('gsm8k', trainFile, 4);
+  const probeItems = labelItems('gsm8k', 2, 2);
+  assert.deepEqual([...probeItems.train, ...probeItems.val].map((x) => x.question), asked.map((x, i) => (i % 2 ? x.question : x.question.replace('\n\nPlease reason step by step, and put your final answer within \\boxed{}.', ''))));
+  assert.notEqual(probeItems.train[0].question, asked[0].question);
   assert.equal(c.gold, String(first.answer).split('####').pop()!.trim());
   assert.equal(c.id, 'test.jsonl:1');
   const sv = datasetCases('svamp', sharedPath('data/svamp/test.jsonl'), 2);

@@ -13,7 +13,10 @@ import { StagedProgress } from '../train/progress.ts';
 /** An AUC for the console: n/a, and why, when it is undefined (by default: the labels hold one class only). */
 export const aucText = (x: number, undefinedWhen = 'one class only'): string => (Number.isFinite(x) ? x.toFixed(3) : `n/a (${undefinedWhen})`);
 
-/** Training and validation questions: the synthetic train/val splits, or GSM8K's train file (its tail as validation). */
+/**
+ * Training and validation questions: the synthetic train/val splits, or GSM8K's train file (its tail as validation),
+ * bare and with eval's instruction by turns.
+ */
 export function labelItems(task: string, train: number, val: number, seed = 0, command = 'train-router'): { train: LabelItem[]; val: LabelItem[] } {
   if (task === 'synthetic') {
     const s = makeSplits({ train, val, test: 0, seed });
@@ -21,9 +24,12 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
     return { train: s.train.map(item), val: s.val.map(item) };
   }
   if (task === 'gsm8k') {
-    // The questions as requests ask them, without eval's instruction: the probe reads the prompts it will route.
-    const all = datasetCases('gsm8k', path.join(sharedDir(), 'data/gsm8k/train.jsonl'), train + val, command, false);
-    if (all.length < train + val) throw new Error(`gsm8k train file has ${all.length} questions, fewer than --limit + --val = ${train + val}`);
+    // The probe reads the prompts it will route: requests ask bare questions, eval adds its instruction (MATH_INSTRUCTION).
+    // Every other question is asked each way (labelled as asked), so both forms are in its training and validation.
+    const file = path.join(sharedDir(), 'data/gsm8k/train.jsonl');
+    const bare = datasetCases('gsm8k', file, train + val, command, false), asked = datasetCases('gsm8k', file, train + val, command);
+    if (bare.length < train + val) throw new Error(`gsm8k train file has ${bare.length} questions, fewer than --limit + --val = ${train + val}`);
+    const all = bare.map((c, i) => (i % 2 ? asked[i] : c));
     return { train: all.slice(0, train), val: all.slice(train) };
   }
   throw new Error(`--task must be synthetic or gsm8k, got "${task}"`);

@@ -239,7 +239,7 @@ export const questionCount = (file: string): number => fs.readFileSync(file, 'ut
 /**
  * GSM8K / MATH-500 / SVAMP / ASDiv / AIME 2024 / AMC 2023 files from ../shared/data (their test files; GSM8K's train
  * file for train-router and train-verifier, named by `command` in messages); each question followed by
- * MATH_INSTRUCTION unless `instruction` is false (the probes' training reads questions as requests ask them).
+ * MATH_INSTRUCTION unless `instruction` is false (as requests ask them: the probes train on both forms).
  */
 export function datasetCases(task: Task, file: string, limit: number, command = 'eval', instruction = true): EvalCase[] {
   if (task === 'synthetic') throw new Error(`${command}: the synthetic task is generated (syntheticCases), not read from a file`);
