@@ -362,6 +362,16 @@ test('onnxruntime\'s telemetry is off unless ORT_DISABLE_TELEMETRY asks for it: 
   assert.equal(run(at('home-opt-in'), { ORT_DISABLE_TELEMETRY: '0' }), true, 'opted in, it does (so the check above can fail)');
 });
 
+test('$EDGEREASON_THREADS other than a whole number ≥ 1 is named, not passed to onnxruntime or ignored', () => {
+  for (const bad of ['2.5', 'abc', '0']) {
+    const r = spawnSync(process.execPath, [BIN, 'generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '2'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, EDGEREASON_THREADS: bad } });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, `edgereason: $EDGEREASON_THREADS must be a whole number of threads ≥ 1 (or unset: the available CPUs, at most 8), got "${bad}"\n`);
+  }
+  const ok = spawnSync(process.execPath, [BIN, 'generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '2'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, EDGEREASON_THREADS: '1' } });
+  assert.equal(ok.status, 0, ok.stderr);
+});
+
 test('--prompt - and --question - read the text from the standard input', () => {
   const run = (args: string[], input: string) => spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
   const gen = (prompt: string, input = '') => run(['generate', '--model', DEFAULT_DIR, '--prompt', prompt, '--max-tokens', '12'], input);

@@ -28,7 +28,7 @@ import { generateBatch, Sequence } from '../src/runtime/generate.ts';
 import { tokenizeRecord } from '../src/train/data.ts';
 import { makeRandomQwen2, QWEN25_05B, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
-import { reasoningTokens, thinkingOptions } from '../src/reason/answer.ts';
+import { answer, reasoningTokens, thinkingOptions } from '../src/reason/answer.ts';
 import { sharedPath } from './helpers/shared.ts';
 import { loadLlama2c } from '../src/io/llama2c.ts';
 import ort from '../src/runtime/ort.ts';
@@ -1201,6 +1201,7 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     await child.close();
     await assert.rejects(b.step(forks[0], { tokens: [[1]], adapterName: 'nope' }), /\(adapters: "", "rl"\)$/); // both removed
     await assert.rejects(rl.complete('Hello', { maxTokens: 1 }), /^Error: runtime: model is closed$/);
+    await assert.rejects(answer(rl, 'Hello', { signal: AbortSignal.abort() }), /^Error: runtime: model is closed$/); // cancelled or not
     await assert.rejects(rl.withAdapter(sftDir), /^Error: runtime: model is closed$/);
     await rl.close(); // again: a no-op
     // A view's step still queued when the view closes (its adapter removed first) fails as a closed model's call.

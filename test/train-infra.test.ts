@@ -549,8 +549,14 @@ describe('saving models', () => {
     assert.equal(loadAdapter(dir, one).config.loraAlpha, 4);
     // PEFT's defaults and types: lora_alpha absent is 8; use_rslora must be a boolean.
     assert.equal(parseAdapterConfig({ r: 2, target_modules: ['k_proj'] }, 'x').loraAlpha, 8);
-    // A regex that would backtrack exponentially on every module name it does not match is refused, not run.
-    assert.throws(() => parseAdapterConfig({ r: 2, target_modules: '(.*)*x' }, 'x', 4), /adapter: x field "target_modules" "\(\.\*\)\*x" repeats a group that holds a repetition, which can take exponential time to match/);
+    // Regexes that backtrack exponentially or polynomially on a module name they do not match run in linear time
+    // (these took over a minute each); one that needs the backtracking engine (a lookahead) and nests its
+    // repetitions is refused, not run.
+    for (const slow of ['(.|.)*z', '.*.*.*.*.*.*.*.*.*.*z', '(.*)*x']) {
+      assert.throws(() => parseAdapterConfig({ r: 2, target_modules: slow }, 'x', 4), { message: `adapter: x field "target_modules" ${JSON.stringify(slow)} selects none of the projections (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)` });
+    }
+    assert.throws(() => parseAdapterConfig({ r: 2, target_modules: '(?=m)(.*)*x' }, 'x', 4), /adapter: x field "target_modules" "\(\?=m\)\(\.\*\)\*x" repeats a group that holds a repetition, which can take exponential time to match/);
+    assert.deepEqual(parseAdapterConfig({ r: 2, target_modules: '(?!.*mlp).*\\.(q_proj|v_proj)' }, 'x', 4).targets, ['q_proj', 'v_proj']);
     assert.deepEqual(parseAdapterConfig({ r: 2, target_modules: '.*\\.(q_proj|v_proj)' }, 'x', 4).targets, ['q_proj', 'v_proj']);
     assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], use_rslora: 'yes' }, 'x'), /adapter: x field "use_rslora" must be true or false, got "yes"/);
     // An explicit null is no default (PEFT fails on it), and JSON's 1e999 parses as Infinity: B would scale to ±∞.

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import v8 from 'node:v8';
 import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
 import { checkFinite, finiteWeights, FLOAT_DTYPES, makeDir, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
@@ -122,11 +123,13 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
 function stringTargets(t: string, file: string, numLayers?: number): string[] {
   if (t.toLowerCase() === 'all-linear') return [...PROJECTIONS];
   if ((PROJECTIONS as readonly string[]).includes(t)) return [t];
-  // A quantified group that holds a quantifier ("(.*)*x") backtracks exponentially on a mismatch: the load would
-  // hang (JavaScript's regexes cannot be timed out). PEFT's real patterns never nest them.
-  if (/\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)[*+{]/.test(t)) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} repeats a group that holds a repetition, which can take exponential time to match: write it without nesting them (e.g. ".*\\.(q_proj|v_proj)")`);
-  let re: RegExp;
-  try { re = new RegExp(`^(?:${t})$`); } catch (e) { throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} is neither a projection nor a valid regular expression (${(e as Error).message})`); }
+  let re = linearRegExp(`^(?:${t})$`);
+  if (!re) {
+    // Lookarounds and backreferences need the backtracking engine, where a quantified group that holds a quantifier
+    // ("(?=m)(.*)*x") backtracks exponentially on a mismatch: the load would hang (it cannot be timed out).
+    if (/\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)[*+{]/.test(t)) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} repeats a group that holds a repetition, which can take exponential time to match: write it without nesting them (e.g. ".*\\.(q_proj|v_proj)")`);
+    try { re = new RegExp(`^(?:${t})$`); } catch (e) { throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} is neither a projection nor a valid regular expression (${(e as Error).message})`); }
+  }
   // Without the model (reading the config alone), what the regex takes in any layer; the model's load checks all.
   const layers = Array.from({ length: numLayers ?? 64 }, (_, l) => l), module = (l: number, p: string) => `model.layers.${l}.${/^(gate|up|down)/.test(p) ? 'mlp' : 'self_attn'}.${p}`;
   const other = ['lm_head', 'model.embed_tokens'].find((m) => re.test(m));
@@ -138,6 +141,16 @@ function stringTargets(t: string, file: string, numLayers?: number): string[] {
   });
   if (!picked.length) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects none of the projections (${PROJECTIONS.join(', ')})`);
   return picked;
+}
+
+/**
+ * `pattern` compiled for V8's linear-time engine (flag "l": no backtracking, so "(.|.)*z" or ".*.*.*.*z" cannot hang
+ * the load on a module name it fails to match); undefined where that engine cannot run it (lookarounds,
+ * backreferences, an invalid pattern) or this V8 lacks it. The V8 flag only permits the "l" flag on regexes that ask.
+ */
+function linearRegExp(pattern: string): RegExp | undefined {
+  v8.setFlagsFromString('--enable-experimental-regexp-engine');
+  try { return new RegExp(pattern, 'l'); } catch { return undefined; }
 }
 
 const isNonEmpty = (x: unknown) => x !== undefined && x !== null && x !== '' && (typeof x !== 'object' || Object.keys(x).length > 0);

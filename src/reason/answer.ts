@@ -443,6 +443,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // Cancelled before any work: nothing is encoded. The route is the one known without the prompt's encoding (a
     // router's is not: said to be direct, and not reported through onRoute).
     if (opts.signal?.aborted) {
+      await backend.free(await backend.newCache(1)); // a closed model refuses the call, cancelled or not
       const reasoning = !router && routeFor() === 'reasoning';
       if (!router) opts.onRoute?.(reasoning ? 'reasoning' : 'direct', undefined);
       const none = Array.from({ length: reasoning ? n : 1 }, () => new Sequence(tok, { ...sampling(reasoning ? 'reasoning' : 'direct'), seed, maxTokens: 1 }, ids.length, undefined, [], ids));

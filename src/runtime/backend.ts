@@ -183,6 +183,7 @@ export function adapterView(backend: Backend, name: string): Backend {
       // A step still queued when the view closes finds its adapter gone: it fails as the closed model's call it is.
       try { return await session.step(cache, { ...req, adapterName: req.adapterName ?? name }); } catch (e) { open(); throw e; }
     },
+    newCache: async (rows) => { open(); return session.newCache(rows); },
     setAdapter: async (adapter, other) => { open(); return session.setAdapter(adapter, other ?? name); },
     close: async () => {
       if (closed) return;
@@ -201,7 +202,7 @@ export const sessionOf = (backend: Backend): Backend => viewSessions.get(backend
  * A Backend whose calls go to `backend` itself, but for the ones `replace` gives (a prototype-based view would keep
  * its own copy of any state it writes, such as the next cache handle).
  */
-export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'step' | 'setAdapter' | 'close'>>): Backend {
+export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'newCache' | 'step' | 'setAdapter' | 'close'>>): Backend {
   return {
     get config() { return backend.config; },
     get hasLora() { return backend.hasLora; },
