@@ -154,6 +154,7 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...base, eos_token_id: 'x' }), /config\.json: field "eos_token_id" must be a token id/);
     assert.throws(() => parseHfConfig({ ...base, eos_token_id: 5000, vocab_size: 900 }), /config\.json: token id 5000 \(bos_token_id \/ eos_token_id\) is outside the vocabulary \(vocab_size 900\)/);
     assert.throws(() => parseHfConfig({ ...base }, '/m/config.json', { eos_token_id: '2' }), { message: '/m/generation_config.json: field "eos_token_id" must be a token id or a list of them, got "2"' });
+    assert.throws(() => parseHfConfig({ ...base, vocab_size: 900 }, '/m/config.json', { eos_token_id: [2, 5000] }), { message: '/m/generation_config.json: token id 5000 (eos_token_id) is outside the vocabulary (vocab_size 900 in config.json)' });
     assert.throws(() => parseHfConfig({ ...base, architectures: undefined, model_type: undefined }, '/m/config.json'), /^Error: \/m\/config\.json: names no architecture \(neither "architectures" nor "model_type"\); supported: Qwen2ForCausalLM/);
   });
   it('a config.json, generation_config.json or shard index that is not a JSON object, or a shard that is not a file name, is named', () => {
@@ -301,6 +302,12 @@ describe('random model in every format', () => {
     }
     assert.equal(loadTokenizer(tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.pre': 'qwen2' }, 't.gguf')).decode([0, 5, 1]), 'ab', 'a padding row has no text');
     assert.throws(() => tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.pre': 'tekken' }, 't.gguf'), /tokenizer\.ggml\.pre = "tekken", which is not supported \(qwen2, llama-bpe, default, deepseek-r1-qwen, llama3, llama-v3\)/);
+    // A BOS that encoding adds must be in the vocabulary (it said "token id undefined is outside the vocabulary" at
+    // the first request); a token spelled "__proto__" is one like any other; a renamed token its merge makes is refused.
+    const qwen = { ...tiny, 'tokenizer.ggml.pre': 'qwen2' };
+    assert.throws(() => tokenizerFromGguf({ ...qwen, 'tokenizer.ggml.bos_token_id': 5, 'tokenizer.ggml.add_bos_token': true }, 't.gguf'), { message: 'tokenizer: t.gguf metadata "tokenizer.ggml.bos_token_id" is 5, a token the vocabulary leaves out (its tokenizer.ggml.token_type says unused), yet encoding is to add it' });
+    assert.equal(loadTokenizer(tokenizerFromGguf({ ...qwen, 'tokenizer.ggml.tokens': ['a', 'b', 'c', 'ab', '__proto__', '[PAD5]'] }, 't.gguf')).decode([4, 0]), '__proto__a');
+    assert.throws(() => loadTokenizer(tokenizerFromGguf({ ...qwen, 'tokenizer.ggml.tokens': ['a', 'b', 'c', 'xy', 'abc', '[PAD5]'] }, 't.gguf')), { message: 'tokenizer: t.gguf: "model.merges"[0] ["a","b"] makes "ab", which "model.vocab" lacks: the text it merges would be dropped' });
   });
 
   it('requires lm_head.weight when embeddings are not tied', () => {
@@ -333,6 +340,12 @@ describe('random model in every format', () => {
     writeGguf(part(2), { metadata: metadata(1), tensors: tensors(names.slice(5)) });
     const g = ggufToModel(part(1)), ref = ggufToModel(m.files.ggufF32);
     assert.deepEqual(g.config, ref.config);
+    // A tensor under its Hugging Face name beside the llama.cpp one: the file holds one weight twice (the later one
+    // used to replace the other silently).
+    const twice = path.join(dir, 'twice.gguf');
+    writeGguf(twice, { metadata: mdAll, tensors: [...tensors(names), { name: 'model.embed_tokens.weight', shape: whole.shape('token_embd.weight'), type: 'F32', data: new Float32Array(whole.get('token_embd.weight').length) }] });
+    assert.throws(() => ggufToModel(twice), { message: `${twice}: tensors "token_embd.weight" and "model.embed_tokens.weight" are both model.embed_tokens.weight: the file holds one weight twice` });
+    fs.rmSync(twice);
     for (const n of ref.weights.names) assert.deepEqual(g.weights.get(n), ref.weights.get(n), n);
     assert.deepEqual(openSourceFiles(part(1)).sort(), [part(1), part(2)]);
     assert.throws(() => openGguf(part(2)), new RegExp(`model-00002-of-00002\\.gguf: part 2 of a GGUF split into 2 files: load the first part, .*model-00001-of-00002\\.gguf`));

@@ -255,12 +255,29 @@ test('tokenizer.json that parses but cannot tokenize, and a llama2.c tokenizer p
   // Fields the library needs only when it encodes: found at load, not at the first request.
   assert.throws(withJson((j) => { j.post_processor = { type: 'TemplateProcessing' }; }), new RegExp(`tokenizer: ${file} could not be loaded: `));
   assert.throws(withJson((j) => { j.pre_tokenizer = { type: 'Sequence', pretokenizers: [{ type: 'Split', behavior: 'Isolated', invert: false }] }; }), new RegExp(`tokenizer: ${file}: a "Split" pre-tokenizer has no "pattern" \\(\\{"type":"Split"`));
+  // A merge the vocabulary cannot hold drops text ("the" encoded as "e"); a post-processor's unknown special token
+  // was added as <unk>. Both are refused at load, as the Rust tokenizers library refuses them.
+  const tiny = (merges: unknown[], vocab: Record<string, number>, post: unknown = null) => withJson((j) => {
+    Object.assign(j, { added_tokens: [{ id: 3, content: '<s>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }], normalizer: null, pre_tokenizer: null, post_processor: post, decoder: null });
+    j.model = { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges };
+  });
+  assert.deepEqual(tiny(['t h'], { t: 0, h: 1, th: 2 })().encode('th', { addSpecialTokens: false }), [2]);
+  assert.throws(tiny(['t h'], { t: 0, h: 1, e: 2 }), { message: `tokenizer: ${file}: "model.merges"[0] ["t","h"] makes "th", which "model.vocab" lacks: the text it merges would be dropped` });
+  assert.throws(tiny([['t', 'h'], ['x', 'h']], { t: 0, h: 1, th: 2 }), { message: `tokenizer: ${file}: "model.merges"[1] ["x","h"] holds "x", which "model.vocab" lacks: the text it merges would be dropped` });
+  const template = (id: string, ids: number[]) => ({ type: 'TemplateProcessing', single: [{ SpecialToken: { id, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [], special_tokens: { '<s>': { id: '<s>', ids, tokens: ['<s>'] } } });
+  assert.deepEqual(tiny([], { t: 0 }, template('<s>', [3]))().encode('t'), [3, 0]);
+  assert.throws(tiny([], { t: 0 }, { type: 'Sequence', processors: [template('<zz>', [3])] }), { message: `tokenizer: ${file}: the post-processor's template adds the special token "<zz>", which its "special_tokens" does not define` });
+  assert.throws(tiny([], { t: 0 }, template('<s>', [99999])), { message: `tokenizer: ${file}: the post-processor's special token "<s>" has the id 99999, which is not a token of the vocabulary` });
   // llama2.c: int32 max_token_length, then per token a float32 score, an int32 length and the bytes.
   const piece = (text: string) => { const b = Buffer.alloc(8 + text.length); b.writeFloatLE(0, 0); b.writeInt32LE(text.length, 4); b.write(text, 8); return b; };
   const l2c = path.join(tmp, 'tok-long.bin'), header = Buffer.alloc(4);
   header.writeInt32LE(5);
   fs.writeFileSync(l2c, Buffer.concat([header, ...['<unk>', '<s>', '</s>', 'ab', 'a'.repeat(9)].map(piece)]));
   assert.throws(() => llama2cTokenizerJson(l2c), new RegExp(`llama2c: ${l2c} token 4 is 9 bytes long, more than the file's max_token_length 5: the file is corrupt`));
+  // A header that allows any length: a 100 KB piece would take minutes to derive merges from.
+  header.writeInt32LE(2 ** 31 - 1);
+  fs.writeFileSync(l2c, Buffer.concat([header, ...['<unk>', '<s>', '</s>', 'ab', 'a'.repeat(100_000)].map(piece)]));
+  assert.throws(() => llama2cTokenizerJson(l2c), { message: `llama2c: ${l2c} token 4 is 100000 bytes long, more than 1024, the longest piece edgereason reads: the file is corrupt` });
 });
 
 test('tokenizer: a chat_template that is not a template, or a list without "default" (at the first chat request), and an empty vocabulary are refused by file', () => {

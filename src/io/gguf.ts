@@ -728,7 +728,12 @@ export function ggufToModel(path: string): {
   };
   checkModelConfig(config, `${path}:`, (k) => names[k]);
   // Unknown tensors keep their llama.cpp name (checkWeights refuses them).
-  const toGguf = new Map(file.names.filter((name) => name !== ROPE_FREQS).map((name) => [ggufToHfName(name) ?? name, name]));
+  const toGguf = new Map<string, string>();
+  for (const name of file.names.filter((n) => n !== ROPE_FREQS)) {
+    const hf = ggufToHfName(name) ?? name, other = toGguf.get(hf);
+    if (other !== undefined) throw new Error(`${path}: tensors "${other}" and "${name}" are both ${hf}: the file holds one weight twice`);
+    toGguf.set(hf, name);
+  }
   const src = (name: string) => {
     const g = toGguf.get(name);
     if (!g) throw new Error(`${path}: tensor "${name}" is not in this GGUF file`);

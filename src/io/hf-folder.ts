@@ -83,10 +83,13 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
 
   const hiddenSize = int('hidden_size'), numHeads = int('num_attention_heads');
   if (raw.head_dim === undefined && arch !== 'qwen3' && hiddenSize % numHeads) throw new Error(`${file}: hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads}), and no head_dim is given`);
-  const vocabSize = int('vocab_size'), bos = ids(raw.bos_token_id, 'bos_token_id');
-  const eos = [...new Set([...ids(raw.eos_token_id, 'eos_token_id'), ...ids(generation.eos_token_id, 'eos_token_id', path.join(path.dirname(file), 'generation_config.json'))])];
-  const outside = [...bos, ...eos].find((t) => t >= vocabSize);
-  if (outside !== undefined) throw new Error(`${file}: token id ${outside} (bos_token_id / eos_token_id) is outside the vocabulary (vocab_size ${vocabSize})`);
+  const vocabSize = int('vocab_size'), bos = ids(raw.bos_token_id, 'bos_token_id'), genFile = path.join(path.dirname(file), 'generation_config.json');
+  const ownEos = ids(raw.eos_token_id, 'eos_token_id'), generated = ids(generation.eos_token_id, 'eos_token_id', genFile);
+  const eos = [...new Set([...ownEos, ...generated])];
+  for (const [where, list, fields] of [[file, [...bos, ...ownEos], 'bos_token_id / eos_token_id'], [genFile, generated, 'eos_token_id']] as const) {
+    const outside = list.find((t) => t >= vocabSize);
+    if (outside !== undefined) throw new Error(`${where}: token id ${outside} (${fields}) is outside the vocabulary (vocab_size ${vocabSize}${where === genFile ? ' in config.json' : ''})`);
+  }
   const config: ModelConfig = {
     architecture: arch,
     vocabSize,

@@ -147,6 +147,9 @@ export interface Llama2cTokenizerJson { model: { vocab: Record<string, number>; 
  * Converts llama2.c's tokenizer (int32 max_token_length; per token: float32 score, int32 length, UTF-8 bytes).
  * llama2.c's export wrote sentencepiece's "▁" as a plain space and BOS/EOS as "\n<s>\n"/"\n</s>\n"; both are undone here.
  */
+/** The longest tokenizer piece read (in bytes), whatever the file's header says. */
+const MAX_PIECE_BYTES = 1024;
+
 export function llama2cTokenizerJson(file: string): Llama2cTokenizerJson {
   const buf = readInputFile(file, 'a llama2.c tokenizer', 'llama2c: ');
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -156,8 +159,9 @@ export function llama2cTokenizerJson(file: string): Llama2cTokenizerJson {
   for (let off = 4; off < buf.length;) {
     const len = off + 8 <= buf.length ? dv.getInt32(off + 4, true) : -1;
     if (len < 0 || off + 8 + len > buf.length) throw new Error(`llama2c: ${file} is truncated or not a llama2.c tokenizer (token ${pieces.length} at byte ${off})`);
-    // The header's bound (run.c sizes its buffers by it); a longer piece would also cost quadratic time in merges.
-    if (len > maxLen) throw new Error(`llama2c: ${file} token ${pieces.length} is ${len} bytes long, more than the file's max_token_length ${maxLen}: the file is corrupt`);
+    // The header's bound (run.c sizes its buffers by it), and ours: a piece costs time quadratic in its length when
+    // the merges are derived (20 KB: 8 s). llama2.c's tokenizers hold pieces of a few dozen bytes.
+    if (len > Math.min(maxLen, MAX_PIECE_BYTES)) throw new Error(`llama2c: ${file} token ${pieces.length} is ${len} bytes long, more than ${len > maxLen ? `the file's max_token_length ${maxLen}` : `${MAX_PIECE_BYTES}, the longest piece edgereason reads`}: the file is corrupt`);
     scores.push(dv.getFloat32(off, true));
     pieces.push(buf.toString('utf8', off + 8, off + 8 + len).replaceAll(' ', '▁'));
     off += 8 + len;

@@ -38,7 +38,7 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   const types = list<number>('tokenizer.ggml.token_type', Number.isInteger, 'integers', []);
   const merges = list<string>('tokenizer.ggml.merges', (x) => typeof x === 'string' && x.includes(' '), 'strings "left right"', []);
   if (!tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
-  const vocab: Record<string, number> = {}, added: unknown[] = [];
+  const vocab: Record<string, number> = Object.create(null), added: unknown[] = []; // no prototype: a token may be "__proto__"
   tokens.forEach((t, id) => {
     if (types[id] === UNUSED) return; // a padding row of the embedding ([PAD151700]): no text, as in the model's tokenizer.json
     vocab[t] = id;
@@ -53,8 +53,12 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   // pre-tokenizer only. add_eos_token: it ends with EOS.
   const addBos = md['tokenizer.ggml.add_bos_token'] ?? pre === 'llama-bpe';
   const bosText = name('tokenizer.ggml.bos_token_id'), eosText = name('tokenizer.ggml.eos_token_id');
-  const token = (text: string | undefined, add: boolean) => (add && text !== undefined ? { text, id: vocab[text] } : undefined);
-  const bos = token(bosText, addBos === true), eos = token(eosText, md['tokenizer.ggml.add_eos_token'] === true);
+  const token = (text: string | undefined, add: boolean, key: string) => {
+    if (!add || text === undefined) return undefined;
+    if (!Object.hasOwn(vocab, text)) throw new Error(`tokenizer: ${file} metadata "${key}" is ${md[key]}, a token the vocabulary leaves out (its tokenizer.ggml.token_type says unused), yet encoding is to add it`);
+    return { text, id: vocab[text] };
+  };
+  const bos = token(bosText, addBos === true, 'tokenizer.ggml.bos_token_id'), eos = token(eosText, md['tokenizer.ggml.add_eos_token'] === true, 'tokenizer.ggml.eos_token_id');
   const post = !bos && !eos ? byteLevel : { type: 'Sequence', processors: [byteLevel, bosEosProcessor(bos, eos)] };
   return {
     name: file,

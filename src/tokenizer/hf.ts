@@ -287,4 +287,33 @@ function checkTokenIds(json: unknown, name: string): void {
   if (!map && ['BPE', 'WordPiece', 'WordLevel'].includes(type as string)) throw new Error(`tokenizer: ${name}: a ${type} model's "model.vocab" must map tokens to ids, got ${shown(vocab)}`);
   if (map) for (const [token, id] of Object.entries(vocab)) check(token, id, '"model.vocab"');
   added.forEach((t, i) => check(String(t?.content), t?.id, `"added_tokens"[${i}]`));
+  // A merge whose parts or result the vocabulary lacks makes the library drop the text it merges ("the" encoded as
+  // "e"), as the Rust tokenizers library refuses to load (MergeTokenOutOfVocabulary).
+  const model = j?.model as { merges?: unknown; continuing_subword_prefix?: unknown } | undefined;
+  if (type === 'BPE' && map && Array.isArray(model?.merges)) {
+    const has = (t: string) => Object.hasOwn(vocab, t), prefix = typeof model.continuing_subword_prefix === 'string' ? model.continuing_subword_prefix : '';
+    model.merges.forEach((m: unknown, i: number) => {
+      const pair = typeof m === 'string' && m.includes(' ') ? [m.slice(0, m.indexOf(' ')), m.slice(m.indexOf(' ') + 1)] : m;
+      if (!Array.isArray(pair) || pair.length !== 2 || !pair.every((x) => typeof x === 'string')) throw new Error(`tokenizer: ${name}: "model.merges"[${i}] must be "left right" or [left, right], got ${shown(m)}`);
+      const [a, b] = pair as [string, string], made = a + (prefix && b.startsWith(prefix) ? b.slice(prefix.length) : b);
+      const lacking = [a, b, made].find((t) => !has(t));
+      if (lacking !== undefined) throw new Error(`tokenizer: ${name}: "model.merges"[${i}] ${JSON.stringify(pair)} ${lacking === made && has(a) && has(b) ? 'makes' : 'holds'} ${JSON.stringify(lacking)}, which "model.vocab" lacks: the text it merges would be dropped`);
+    });
+  }
+  // A post-processor's special tokens: each one its template names defined, with ids the vocabulary holds (the
+  // library adds an unknown one as <unk>).
+  const ids = new Set<unknown>([...(map ? Object.values(vocab) : []), ...added.map((t) => t?.id)]);
+  const templates = (p: unknown): Record<string, unknown>[] => (!p || typeof p !== 'object' ? [] : (p as { type?: unknown }).type === 'TemplateProcessing' ? [p as Record<string, unknown>] : ((p as { processors?: unknown[] }).processors ?? []).flatMap(templates));
+  for (const t of templates((j as { post_processor?: unknown } | null)?.post_processor)) {
+    const defined = (t.special_tokens && typeof t.special_tokens === 'object' ? t.special_tokens : {}) as Record<string, { ids?: unknown }>;
+    for (const piece of [...(Array.isArray(t.single) ? t.single : []), ...(Array.isArray(t.pair) ? t.pair : [])] as { SpecialToken?: { id?: unknown } }[]) {
+      const id = piece?.SpecialToken?.id;
+      if (id !== undefined && !Object.hasOwn(defined, String(id))) throw new Error(`tokenizer: ${name}: the post-processor's template adds the special token ${JSON.stringify(id)}, which its "special_tokens" does not define`);
+    }
+    for (const [k, v] of Object.entries(defined)) {
+      if (!Array.isArray(v?.ids)) throw new Error(`tokenizer: ${name}: the post-processor's special token ${JSON.stringify(k)} must have a list of "ids", got ${shown(v)}`);
+      const bad = v.ids.find((x) => !ids.has(x));
+      if (bad !== undefined) throw new Error(`tokenizer: ${name}: the post-processor's special token ${JSON.stringify(k)} has the id ${shown(bad)}, which is not a token of the vocabulary`);
+    }
+  }
 }
