@@ -143,13 +143,13 @@ function permuteRope(w: Float32Array, heads: number, headDim: number, cols: numb
 /** A Hugging Face tokenizer.json (Llama/sentencepiece-style BPE) built from a llama2.c tok*.bin. */
 export interface Llama2cTokenizerJson { model: { vocab: Record<string, number>; merges: [string, string][]; [k: string]: unknown }; [k: string]: unknown }
 
+/** The longest tokenizer piece read (in bytes), whatever the file's header says. */
+const MAX_PIECE_BYTES = 1024;
+
 /**
  * Converts llama2.c's tokenizer (int32 max_token_length; per token: float32 score, int32 length, UTF-8 bytes).
  * llama2.c's export wrote sentencepiece's "▁" as a plain space and BOS/EOS as "\n<s>\n"/"\n</s>\n"; both are undone here.
  */
-/** The longest tokenizer piece read (in bytes), whatever the file's header says. */
-const MAX_PIECE_BYTES = 1024;
-
 export function llama2cTokenizerJson(file: string): Llama2cTokenizerJson {
   const buf = readInputFile(file, 'a llama2.c tokenizer', 'llama2c: ');
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
