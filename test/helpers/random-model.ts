@@ -81,7 +81,8 @@ export function qwenTokenizer(vocabSize: number): QwenTokenizer {
   if (!full) {
     tok.model.vocab = Object.fromEntries(Object.entries(vocab).filter(([, id]) => id < base));
     const keep = tok.model.vocab as Record<string, number>;
-    tok.model.merges = (tok.model.merges as [string, string][]).filter(([a, b]) => a in keep && b in keep && a + b in keep);
+    // Own keys only: `"toString" in keep` is true through Object.prototype, which kept merges making tokens the vocabulary lacks.
+    tok.model.merges = (tok.model.merges as [string, string][]).filter(([a, b]) => [a, b, a + b].every((t) => Object.hasOwn(keep, t)));
     const renumber = new Map(added.map((t, i) => [t.id, base + i]));
     for (const t of added) t.id = renumber.get(t.id)!;
     cfg.added_tokens_decoder = Object.fromEntries(Object.entries(cfg.added_tokens_decoder).map(([id, v]) => [String(renumber.get(Number(id))), v]));
