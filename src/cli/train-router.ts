@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
-import { datasetCases } from '../eval/harness.ts';
+import { datasetCases, withInstruction } from '../eval/harness.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import type { LabelItem } from '../reason/router.ts';
 import { trainRouter } from '../reason/router.ts';
@@ -26,10 +26,9 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
   if (task === 'gsm8k') {
     // The probe reads the prompts it will route: requests ask bare questions, eval adds its instruction (MATH_INSTRUCTION).
     // Every other question is asked each way (labelled as asked), so both forms are in its training and validation.
-    const file = path.join(sharedDir(), 'data/gsm8k/train.jsonl');
-    const bare = datasetCases('gsm8k', file, train + val, command, false), asked = datasetCases('gsm8k', file, train + val, command);
+    const bare = datasetCases('gsm8k', path.join(sharedDir(), 'data/gsm8k/train.jsonl'), train + val, command, false);
     if (bare.length < train + val) throw new Error(`gsm8k train file has ${bare.length} questions, fewer than --limit + --val = ${train + val}`);
-    const all = bare.map((c, i) => (i % 2 ? asked[i] : c));
+    const all = bare.map((c, i) => (i % 2 ? { ...c, question: withInstruction(c.question) } : c));
     return { train: all.slice(0, train), val: all.slice(train) };
   }
   throw new Error(`--task must be synthetic or gsm8k, got "${task}"`);

@@ -232,6 +232,8 @@ export const DATASETS: Record<Exclude<Task, 'synthetic'>, { test: string; fields
  * recommend in the user's message for math; the graders read the \\boxed{} it asks for first.
  */
 export const MATH_INSTRUCTION = 'Please reason step by step, and put your final answer within \\boxed{}.';
+/** A dataset question as eval asks it: followed by MATH_INSTRUCTION. */
+export const withInstruction = (question: string): string => `${question}\n\n${MATH_INSTRUCTION}`;
 
 /** The questions a dataset file holds (its non-blank lines), to say what share of them --limit takes. */
 export const questionCount = (file: string): number => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).length;
@@ -263,7 +265,7 @@ export function datasetCases(task: Task, file: string, limit: number, command = 
     // an ASDiv body is kept as it ends (a third end in "," with the question going on in lower case), and a Yes/No
     // item says so.
     const text = (k: string) => String(r[k]).trim();
-    const ask = (q: string) => (instruction ? `${q}\n\n${MATH_INSTRUCTION}` : q);
+    const ask = (q: string) => (instruction ? withInstruction(q) : q);
     switch (task) {
       case 'gsm8k': return { id: where, question: ask(text('question')), gold: gsm8kGold!, category: task, task };
       case 'svamp': return { id: where, question: ask(`${text('Body').replace(/([^.?!])$/, '$1.')} ${text('Question')}`), gold, category: task, task };
