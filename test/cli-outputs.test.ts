@@ -349,17 +349,22 @@ test('a TTY whose TERM is dumb gets plain progress lines and no control codes; N
   }
 });
 
-test('onnxruntime\'s telemetry is off unless ORT_DISABLE_TELEMETRY asks for it: nothing is queued in the home folder', () => {
+test('onnxruntime\'s telemetry is off unless ORT_DISABLE_TELEMETRY asks for it: nothing is queued in the home folder', (t) => {
+  // onnxruntime sends nothing on a CI service it recognises by these variables (CI=true among them): drop them, or
+  // neither run would queue
+  const ciMarkers = ['CI', 'TF_BUILD', 'GITHUB_ACTIONS', 'GITLAB_CI', 'CIRCLECI', 'TRAVIS', 'JENKINS_URL', 'CODEBUILD_BUILD_ID', 'BUILDKITE', 'TEAMCITY_VERSION', 'APPVEYOR', 'BITBUCKET_BUILD_NUMBER'];
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['ORT_DISABLE_TELEMETRY', 'XDG_CACHE_HOME', ...ciMarkers].includes(k)));
   const run = (home: string, extra: Record<string, string>) => {
-    // onnxruntime sends nothing on a CI service it recognises by these variables: drop them, or neither run would queue
-    const ciMarkers = ['TF_BUILD', 'GITHUB_ACTIONS', 'GITLAB_CI', 'CIRCLECI', 'TRAVIS', 'JENKINS_URL', 'CODEBUILD_BUILD_ID', 'BUILDKITE', 'TEAMCITY_VERSION', 'APPVEYOR', 'BITBUCKET_BUILD_NUMBER'];
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['ORT_DISABLE_TELEMETRY', 'XDG_CACHE_HOME', ...ciMarkers].includes(k)));
     const r = spawnSync(process.execPath, [BIN, 'generate', '--model', DEFAULT_DIR, '--prompt', 'Tom has 3 apples.', '--max-tokens', '4'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...env, HOME: home, ...extra } });
     assert.equal(r.status, 0, r.stderr);
     return fs.existsSync(path.join(home, '.cache', 'Microsoft'));
   };
+  if (!run(at('home-opt-in'), { ORT_DISABLE_TELEMETRY: '0' })) {
+    // the control: without it the check below could not fail
+    t.skip(`onnxruntime queues no telemetry on this machine even when opted in, so an empty home folder proves nothing here (variables that may tell it this is CI: ${Object.keys(env).filter((k) => /CI|BUILD|RUNNER/.test(k)).join(', ') || 'none seen'})`);
+    return;
+  }
   assert.equal(run(at('home-default'), {}), false, 'by default onnxruntime writes no telemetry queue');
-  assert.equal(run(at('home-opt-in'), { ORT_DISABLE_TELEMETRY: '0' }), true, 'opted in, it does (so the check above can fail)');
 });
 
 test('$EDGEREASON_THREADS other than a whole number ≥ 1 is named, not passed to onnxruntime or ignored', () => {
