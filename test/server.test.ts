@@ -195,6 +195,13 @@ test('server: chat_template_kwargs (vLLM\'s and llama.cpp\'s) reach the chat tem
   const direct = await create(ask('What is the capital of Vorland?', { ...off, chat_template_kwargs: { enable_thinking: false } }));
   // enable_thinking: false makes the template pre-fill an empty thinking block: <think> \n \n </think> \n \n.
   assert.equal(direct.usage.prompt_tokens - plain.usage.prompt_tokens, 6);
+  // The template renders once per request: the text measured against the context is the text tokenized.
+  const tok = server.served.models.get(BASE)!.model.tokenizer, render = tok.applyChatTemplate;
+  let renders = 0;
+  tok.applyChatTemplate = function (...a) { renders++; return render.apply(this, a); };
+  try { await create(ask('What is the capital of Vorland?', { ...off, chat_template_kwargs: { enable_thinking: false } })); } finally { delete (tok as Partial<typeof tok>).applyChatTemplate; }
+  assert.equal(tok.applyChatTemplate, render);
+  assert.equal(renders, 1);
   for (const [kw, re] of [[[1], /Invalid value for 'chat_template_kwargs': must be object or null/], [{ add_generation_prompt: false }, /Invalid 'chat_template_kwargs': chat: chat_template_kwargs cannot set "add_generation_prompt"/]] as const) {
     const e = await status(create(ask('hi', { chat_template_kwargs: kw })));
     assert.equal(e.status, 400);

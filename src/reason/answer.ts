@@ -333,7 +333,13 @@ function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: strin
 
 const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vote';
 
-export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
+/**
+ * The prompt's token ids when the caller has them already (the server, which rendered and tokenized these messages
+ * with their chatTemplateKwargs to check them against the context): answer() uses them instead of encoding again.
+ */
+export const PROMPT_IDS: unique symbol = Symbol('edgereason.promptIds');
+
+export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[] } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
   const start = performance.now();
   if (!model || typeof model !== 'object' || typeof model.encode !== 'function' || !model.backend) throw new Error(`answer: model must be a loaded model (loadModel), got ${shown(model)}`);
   const { backend, tokenizer: tok } = model;
@@ -369,7 +375,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (aux.verifier && mode !== 'off' && reasons) checkTrainedFor('verifier', aux.verifier, native, model.config);
   const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
   const control = opts.budget !== undefined ? budgetControl(tok, opts.budget) : []; // fed after the invocation
-  const ids = model.encode(messages, true, opts.chatTemplateKwargs, 'answer'), ctx = backend.config.maxPositionEmbeddings;
+  const ids = opts[PROMPT_IDS] ? [...opts[PROMPT_IDS]] : model.encode(messages, true, opts.chatTemplateKwargs, 'answer'), ctx = backend.config.maxPositionEmbeddings;
   if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
   // What the chat template already wrote: an empty thinking block (Qwen3's enable_thinking: false) asks for a direct
   // answer; a generation prompt that opens the thinking (templates of thinking-only models) has the invocation in it.

@@ -163,26 +163,26 @@ export class Model {
 
   /** Token ids for a prompt: raw text (with the tokenizer's special tokens), chat-templated text, or messages. */
   encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt), chatTemplateKwargs?: Record<string, unknown>, where = 'generate'): number[] {
-    if (chatTemplateKwargs !== undefined) {
-      if (!chat) throw new Error(`${where}: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)`);
-      checkTemplateKwargs(chatTemplateKwargs, where);
-    }
-    if (Array.isArray(prompt)) {
-      if (!chat) throw new Error(`${where}: a list of messages is rendered by the chat template: leave chat out (or set it to true)`);
-      checkMessages(prompt, where);
-    } else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
-    if (!chat) return this.tokenizer.encode(prompt as string);
+    if (chatTemplateKwargs !== undefined && !chat) throw new Error(`${where}: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)`);
+    if (Array.isArray(prompt) && !chat) throw new Error(`${where}: a list of messages is rendered by the chat template: leave chat out (or set it to true)`);
+    if (!chat && typeof prompt === 'string') return this.tokenizer.encode(prompt);
+    return this.tokenizer.encode(this.renderChat(prompt, chatTemplateKwargs, where), { addSpecialTokens: false });
+  }
+
+  /** The text the chat template makes of a prompt (one user message) or messages, with its generation prompt: what encode() tokenizes. */
+  renderChat(prompt: string | ChatMessage[], chatTemplateKwargs?: Record<string, unknown>, where = 'generate'): string {
+    if (chatTemplateKwargs !== undefined) checkTemplateKwargs(chatTemplateKwargs, where);
+    if (Array.isArray(prompt)) checkMessages(prompt, where);
+    else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
-    let text: string;
     try {
-      text = this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: chatTemplateKwargs });
+      return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: chatTemplateKwargs });
     } catch (e) {
       // A template that renders these messages without the kwargs fails because of them: the caller's value, not the template.
       if (!(e instanceof ChatTemplateError && e.kind === 'broken') || !chatTemplateKwargs || !Object.keys(chatTemplateKwargs).length) throw e;
       try { this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }); } catch { throw e; }
       throw new Error(`${where}: the chat template fails with these chatTemplateKwargs (${Object.keys(chatTemplateKwargs).join(', ')}): ${e.message.replace(/^tokenizer: the chat template of .*? failed: /, '')}`);
     }
-    return this.tokenizer.encode(text, { addSpecialTokens: false });
   }
 
   /**

@@ -26,7 +26,7 @@ import { randomInt } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { answer, EMPTY_THINKING, maxThinkingCap, reasoningTokens } from '../reason/answer.ts';
+import { answer, EMPTY_THINKING, PROMPT_IDS, maxThinkingCap, reasoningTokens } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -58,6 +58,8 @@ export interface ChatLimits {
 export interface Plan {
   served: ServedModel;
   messages: ChatMessage[];
+  /** The messages' tokens, as answer() would encode them (before a thinking model's empty block). */
+  promptIds: number[];
   promptTokens: number;
   n: number;
   /** Voting samples per choice (edgereason.samples); undefined = n maps to samples / independent calls. */
@@ -156,12 +158,13 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     throw new ApiError(400, `Invalid 'messages': ${messages.length} messages are more than this server takes in one request (${ctx}, the context length of the model: each message takes at least one token of its chat template).`,
       'messages', 'invalid_request_error', 'context_length_exceeded');
   }
+  // Rendered once: measured here, tokenized below. A template or kwargs error is said after the question check.
+  let rendered: string | undefined, renderError: unknown;
+  try { rendered = m.model.renderChat(messages, kwargs, 'chat'); } catch (e) { renderError = e; }
   const bound = promptCharBound(m.model.tokenizer);
   // What is measured is the rendered text: the template renders the kwargs too (tools, documents), and a template
   // may make much more text than it is given.
   if (bound) {
-    let rendered: string | undefined;
-    try { rendered = m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: kwargs }); } catch { /* encode() below says what is wrong */ }
     const chars = rendered === undefined ? 0 : bound.normalizedLength(rendered);
     if (chars > ctx * bound.maxTokenChars) {
       // Rendered without the kwargs they would fit: what the template made of the kwargs (tools, documents) does not.
@@ -176,7 +179,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const last = messages.length - 1;
   if (messages[last].role === 'user' && !messages[last].content.trim()) throw new ApiError(400, `Invalid value for 'messages[${last}].content': the last user message (the question) is empty.`, `messages[${last}].content`);
   let ids: number[];
-  try { ids = m.model.encode(messages, true, kwargs, 'chat'); } catch (e) {
+  try {
+    if (rendered === undefined) throw renderError;
+    ids = m.model.tokenizer.encode(rendered, { addSpecialTokens: false });
+  } catch (e) {
     // The server's fault, said without its file paths.
     if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
     const msg = (e as Error).message.replace(/^tokenizer: the chat template of .*? refuses these messages: /, 'the chat template refuses these messages: ');
@@ -185,6 +191,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // A thinking model's direct answer follows the empty thinking block answer() adds (unless the template wrote it);
   // its reasoning route adds "<think>" and no budget line.
+  const promptIds = ids;
   const native = m.kind === 'native', empty = native ? m.model.tokenizer.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
   if (native && mode === 'off' && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
   // Kept back beyond the prompt: the invocation and budget line (a thinking model: its empty block or "<think>").
@@ -237,7 +244,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     nativeThinking: native,
   };
   return {
-    served: m, messages, promptTokens: ids.length, n, perChoice, mode,
+    served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage,
@@ -310,7 +317,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
-      ...o, signal,
+      ...o, signal, [PROMPT_IDS]: plan.promptIds,
       onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
       onSampleEnd: (s, f) => { const c = choiceOf(s); if (c !== undefined && !buffered) onEvent?.({ type: 'end', choice: c, finishReason: finishReason(f) }); },
       onRoute: o.onRoute,
