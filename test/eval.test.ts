@@ -149,8 +149,13 @@ test('runEval on the embedded model: batched cases get the same answers as one b
       assert.ok(Math.abs(a.wallShareMs + b.wallShareMs - Math.max(a.latencyMs, b.latencyMs)) < 1e-9);
       assert.ok(Math.abs(a.wallShareMs * b.tokens - b.wallShareMs * a.tokens) < 1e-6);
     }
-    // Each record holds the gold answer and what the grader read.
-    one.cases.forEach((c, i) => assert.deepEqual([c.gold, c.correct ? String(c.extracted) === String(c.gold) || c.category === 'chat' : true], [cases[i].gold, true]));
+    // Each record holds the gold answer, what the grader read and its verdict: the base alone answers the chat and the
+    // easy question right, the medium and the hard one wrong.
+    assert.deepEqual(one.cases.map((c) => c.gold), cases.map((c) => c.gold));
+    assert.deepEqual(one.cases.map((c) => c.correct), one.cases.map((c, i) => isCorrect(cases[i].task, c.text, cases[i].gold)));
+    assert.deepEqual(one.cases.map((c) => [c.category, c.correct]), [['medium', false], ['chat', true], ['hard', false], ['easy', true]]);
+    assert.deepEqual(one.cases.map((c) => String(c.extracted)), one.cases.map((c) => c.text.replace(/^#### /, '')));
+    assert.equal(one.summary.all.accuracy, 0.5);
     // A question too long for the context is named before any case is answered (not as "prompt 0" of its batch).
     let answered = 0;
     const long = { ...cases[0], id: 'test.jsonl:21', question: 'seven '.repeat(1100) };

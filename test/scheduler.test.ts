@@ -272,14 +272,19 @@ test('CoalescingBackend over the runtime worker: batched decode, per-request err
     const good = generateBatch(co, m.tokenizer, [prompts[0]], [{ maxTokens: 4 }]);
     await assert.rejects(bad, /outside the vocabulary/);
     assert.equal((await good)[0].tokens.length, 4);
-    // Cancellation: the request's view rejects its next step; generateBatch frees its cache.
+    // Cancellation: the request's view rejects its next step; generateBatch frees every cache it made.
+    const inner = m.backend as unknown as BatchingBackend, live = new Set<number>(), made: number[] = [], { newCache, select, free } = inner;
+    inner.newCache = async (rows) => { const h = await newCache.call(inner, rows); live.add(h); made.push(h); return h; };
+    inner.select = async (c, rows) => { const h = await select.call(inner, c, rows); live.add(h); return h; };
+    inner.free = (c) => { live.delete(c); return free.call(inner, c); };
     const ac = new AbortController();
     const view = withBackend(m, co.forRequest(ac.signal));
     const gen = view.generateBatch(['cancel me'], { maxTokens: 500, stopTokens: [] });
     setTimeout(() => ac.abort(), 30);
     await assert.rejects(gen, /cancelled/);
     await co.idle();
-    assert.equal(co.queued, 0);
+    assert.equal(made.length, 1, 'the cancelled request made its cache');
+    assert.deepEqual([...live], [], 'the cancelled request\'s caches are freed');
   } finally {
     await co.close();
   }

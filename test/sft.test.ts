@@ -182,13 +182,20 @@ test('train-sft reports what the data holds: examples, lines, tokens, targets; r
   const [chat] = loadDataset(chatFile, tok);
   const tokens = 2 * (enc('a b c d') + eos) + enc('e f') + eos + chat.ids.length + enc('g h i<|im_end|>');
   assert.equal(enc('g h i<|im_end|>'), enc('g h i') + 1);
+  // Targets: a completion's tokens and its EOS (e f: the EOS alone); the conversation's after its generation prompt.
+  const reply = (prompt: string, completion: string) => enc(prompt + completion) + (completion.endsWith('<|im_end|>') ? 0 : eos) - enc(prompt);
+  // (this template writes an empty thinking block into the reply; the newline after its end of turn is no target)
+  const opened = tok.encode(tok.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }), { addSpecialTokens: false }).length;
+  const chatTargets = chat.ids.lastIndexOf(tok.encode('<|im_end|>', { addSpecialTokens: false })[0]) + 1 - opened;
+  assert.equal(tok.decode(chat.ids.slice(opened, opened + chatTargets)), '<think>\n\n</think>\n\n<|im_end|>');
+  const targets = 2 * reply('a b', ' c d') + reply('e f', '') + chatTargets + reply('g h', ' i<|im_end|>');
   const notes = r.stderr.split('\n').filter((l) => l.startsWith('train-sft:'));
   assert.deepEqual(notes.slice(0, 3), [
-    `train-sft: training data: 5 examples, ${tokens} tokens, ${notes[0].match(/, (\d+) of them targets$/)?.[1]} of them targets`,
+    `train-sft: training data: 5 examples, ${tokens} tokens, ${targets} of them targets`,
     `train-sft: note: 1 training example repeats an earlier one (${data}:2)`,
     `train-sft: note: 2 training examples train an empty reply (the model learns to answer nothing) (${data}:3, ${data}:4)`,
   ]);
-  assert.deepEqual(notes.slice(3), [`train-sft: eval data: 2 examples, ${2 * (enc('a b c d') + eos) - enc('a b c d') + enc('x y z')} tokens, ${notes[3].match(/, (\d+) of them targets$/)?.[1]} of them targets`,
+  assert.deepEqual(notes.slice(3), [`train-sft: eval data: 2 examples, ${2 * (enc('a b c d') + eos) - enc('a b c d') + enc('x y z')} tokens, ${reply('a b', ' c d') + reply('x y', ' z')} of them targets`,
     `train-sft: note: 1 eval example is also in the training data (its loss is not held out) (${held}:1)`]);
 });
 

@@ -265,13 +265,19 @@ test('graders as standard graders judge: worked expressions, restatements, named
   for (const [task, reply, gold, want] of cases) assert.equal(isCorrect(task, reply, gold), want, `${task}: ${reply} (gold ${gold})`);
 });
 
-test('aime24 and amc23: every gold solution grades correct against its answer', () => {
+test('aime24: every gold solution grades correct against its answer; aime24 and amc23: the boxed answer grades correct, its neighbour wrong', () => {
   for (const task of ['aime24', 'amc23'] as const) {
     const rows = readFileSync(sharedPath(`data/${task}/test.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(rows.length, task === 'aime24' ? 30 : 40, `${task}: questions`);
+    // AIME 2024's rows carry worked solutions; AMC 2023's only answers.
     const withSolution = rows.filter((r) => typeof r.solution === 'string');
+    assert.equal(withSolution.length, task === 'aime24' ? 30 : 0, `${task}: rows with a solution`);
     const failures = withSolution.filter((r) => !isCorrect(task, r.solution, r.answer)).map((r) => `${r.id}: ${r.answer}`);
     assert.deepEqual(failures, [], `${task} gold solutions graded wrong`);
-    for (const r of rows) assert.ok(isCorrect(task, `The answer is $\\boxed{${r.answer}}$.`, r.answer), `${task} ${r.id}: boxed gold`);
+    for (const r of rows) {
+      assert.ok(isCorrect(task, `The answer is $\\boxed{${r.answer}}$.`, r.answer), `${task} ${r.id}: boxed gold`);
+      assert.equal(isCorrect(task, `The answer is $\\boxed{${Number(r.answer) + 1}}$.`, r.answer), false, `${task} ${r.id}: boxed gold + 1`);
+    }
   }
 });
 
