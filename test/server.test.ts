@@ -284,9 +284,12 @@ test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded ch
   const on = await create(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on' } }));
   assert.deepEqual(on.choices.map((c: Loose) => c.index), [0, 1, 2, 3]);
   assert.equal(on.edgereason.route, 'reasoning');
-  assert.ok(on.edgereason.votes && typeof on.edgereason.votes === 'object');
-  assert.ok(on.edgereason.chosen >= 0 && on.edgereason.chosen < 4);
-  assert.ok(Object.values(on.edgereason.votes as Record<string, number>).reduce((a, b) => a + b, 0) <= 4);
+  // The votes tally the answers of the samples that finished; the winner is the chosen sample's, with the most votes.
+  const tally: Record<string, number> = {};
+  for (const c of on.edgereason.choices as Loose[]) if (c.finish === 'stop') tally[c.extracted] = (tally[c.extracted] ?? 0) + 1;
+  assert.deepEqual(on.edgereason.votes, tally);
+  assert.equal(on.edgereason.winner, on.edgereason.choices[on.edgereason.chosen].extracted);
+  assert.equal(on.edgereason.votes[on.edgereason.winner], Math.max(...Object.values(tally)));
   const off = await create(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, edgereason: { reasoning: 'off' } }));
   assert.equal(off.choices.length, 4);
   const single = await create(ask('What is 5 times 6?', { n: 1, temperature: 0.9, seed: 5, edgereason: { reasoning: 'off' } }));
