@@ -503,6 +503,21 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
     assert.match(cli([cmd, '--model', at('no-such-model'), '--adapter', at('no-such-adapter'), '--out', file, '--overwrite']).stderr, /no-such-model does not exist/, `${cmd} --overwrite gets past the check`);
   }
   assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.startsWith('outdir')), ['outdir'], 'no outdir.json beside it');
+  // Not even --overwrite writes over a file of the run's own --model or --adapter (the model's weights became a
+  // router JSON); a router or verifier JSON in the model's folder is replaced as asked.
+  const fakeModel = at('fake-model'), fakeAdapter = path.join(fakeModel, 'adapter');
+  fs.mkdirSync(fakeAdapter, { recursive: true });
+  for (const f of [path.join(fakeModel, 'model.safetensors'), path.join(fakeAdapter, 'adapter_model.safetensors')]) fs.writeFileSync(f, 'weights');
+  for (const [cmd, what] of [['train-router', 'router JSON'], ['train-verifier', 'verifier JSON']]) {
+    for (const [file, flag, input] of [[path.join(fakeModel, 'model.safetensors'), '--model', fakeModel], [path.join(fakeAdapter, 'adapter_model.safetensors'), '--adapter', fakeAdapter]]) {
+      const r = cli([cmd, '--model', fakeModel, '--adapter', fakeAdapter, '--out', file, '--overwrite']);
+      assert.equal(r.stderr, `edgereason: --out ${file} is a file of the ${flag} ${input}, not a ${what}: writing the ${what} there would destroy it; choose another --out\n`, cmd);
+      assert.equal(fs.readFileSync(file, 'utf8'), 'weights');
+    }
+    const own = path.join(fakeModel, `${cmd.slice(6)}.json`);
+    fs.writeFileSync(own, JSON.stringify({ format: `edgereason-${cmd.slice(6)}` }));
+    assert.match(cli([cmd, '--model', fakeModel, '--adapter', fakeAdapter, '--out', own, '--overwrite']).stderr, /fake-model.*config\.json/, `${cmd} --overwrite gets past the check`);
+  }
   // The report: JSON exactly at --out, the table and plot named after it.
   const report: EvalReport = { options: { model: at('no-such-model'), task: 'synthetic', split: 'test', limit: 200, maxTokens: 512 }, summary: { all: { n: 1, accuracy: 1, cut: 0, meanTokens: 2, meanThinkingTokens: 0, ttftP50: 1, ttftP90: 1, latencyP50: 2, latencyP90: 2, tokensPerSec: 1 } }, cases: [] };
   await writeReport(at('rep', 'x'), [{ name: 'base', report }]);

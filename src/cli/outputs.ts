@@ -152,7 +152,18 @@ export interface OutFileCheck {
   ours?: (file: string) => boolean;
   /** Whether a file beside such an earlier output is that output's own (refreshed with it); default: none is. */
   oursBeside?: (file: string) => boolean;
+  /**
+   * The command's inputs, flag → a model or adapter (folder or file): an existing file that is one of them, or lies
+   * in one's folder, is refused even with --overwrite, unless `replaceable` says it is an output of this command's kind.
+   */
+  inputs?: Record<string, string | undefined>;
+  replaceable?: (file: string) => boolean;
 }
+
+/** Whether `file` is a JSON file whose "format" is `format` (a router or verifier edgereason wrote, which --overwrite may replace). */
+export const holdsFormat = (format: string) => (file: string): boolean => {
+  try { return fs.statSync(file).size < 16 * 2 ** 20 && (JSON.parse(fs.readFileSync(file, 'utf8')) as { format?: unknown } | null)?.format === format; } catch { return false; }
+};
 
 /** Refuse an output file path that is a folder, whose parent cannot be created, or that would replace a file (or one beside it) of the user's. */
 export function checkOutFile(file: string, c: OutFileCheck): void {
@@ -165,6 +176,16 @@ export function checkOutFile(file: string, c: OutFileCheck): void {
       throw new Error(f === file
         ? `${flag} ${file} is a folder; expected a file (the ${c.what})${c.example ? `, e.g. ${path.join(file, c.example)}` : ''}`
         : `${flag} ${file}: ${f}, written beside it, is a folder`);
+    }
+  }
+  if (fs.existsSync(path.resolve(file)) && !c.replaceable?.(path.resolve(file))) {
+    const out = canonical(file);
+    for (const [inFlag, p] of Object.entries(c.inputs ?? {})) {
+      if (p === undefined || !fs.existsSync(p)) continue;
+      const dir = canonical(fs.statSync(p).isDirectory() ? p : modelPath(p));
+      if (out === canonical(p) || out === dir || out.startsWith(dir + path.sep)) {
+        throw new Error(`${flag} ${file} is ${out === canonical(p) ? 'the' : 'a file of the'} ${inFlag} ${p}, not a ${c.what}: writing the ${c.what} there would destroy it; choose another ${flag}`);
+      }
     }
   }
   const retry = `pass --overwrite to replace it, or choose another ${flag}`;

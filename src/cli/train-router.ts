@@ -7,7 +7,7 @@ import type { LabelItem } from '../reason/router.ts';
 import { trainRouter } from '../reason/router.ts';
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { checkOutFile } from './outputs.ts';
+import { checkOutFile, holdsFormat } from './outputs.ts';
 import { StagedProgress } from '../train/progress.ts';
 
 /** An AUC for the console: n/a, and why, when it is undefined (by default: the labels hold one class only). */
@@ -79,7 +79,7 @@ export function trainRouterCommand(program: Command): void {
       if (o.rule === 'accuracy') unused('the accuracy rule generates no reasoning answers (they serve the savings rule)', [['maxLoss', '--max-loss'], ['reasoningMaxTokens', '--reasoning-max-tokens'], ['maxThinkingTokens', '--max-thinking-tokens']]);
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
       if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of its train file`, [['seed', '--seed']]);
-      checkOutFile(o.out, { what: 'router JSON', example: 'router.json', overwrite: !!o.overwrite });
+      checkOutFile(o.out, { what: 'router JSON', example: 'router.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-router') });
       const items = labelItems(o.task, o.limit, o.val, o.seed);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);
