@@ -130,7 +130,9 @@ export function atomicWrite(path: string, write: (fd: number) => void): void {
  * into place (or `abort` drops them), so several large files can be finished before any of them replaces its old one.
  */
 export function stagedWrite(path: string, write: (fd: number) => void): { commit(): void; abort(): void } {
-  const tmp = `${path}.tmp-${process.pid}`, fd = fs.openSync(tmp, 'w');
+  const tmp = `${path}.tmp-${process.pid}`;
+  let fd: number;
+  try { fd = fs.openSync(tmp, 'w'); } catch (e) { throw writeError(e, path); }
   let open = true;
   const abort = () => fs.rmSync(tmp, { force: true });
   try {
@@ -141,9 +143,16 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
   } catch (e) {
     if (open) { try { fs.closeSync(fd); } catch { /* already failing: the first error is the one to report */ } }
     abort();
-    throw e;
+    throw writeError(e, path);
   }
-  return { commit: () => { try { fs.renameSync(tmp, path); } catch (e) { abort(); throw e; } }, abort };
+  return { commit: () => { try { fs.renameSync(tmp, path); } catch (e) { abort(); throw writeError(e, path); } }, abort };
+}
+
+/** A system error met writing `file`, said with the file's name (Node's says only "ENOSPC: no space left on device, write"); its code kept. */
+function writeError(e: unknown, file: string): unknown {
+  const err = e as NodeJS.ErrnoException | undefined;
+  if (!err?.code || typeof err.message !== 'string') return e;
+  return Object.assign(new Error(`cannot write ${file}: ${err.message}`, { cause: e }), { code: err.code });
 }
 
 /** Commits staged writes in order; when one fails, it and the rest are dropped, so no temporary file stays behind. */
