@@ -202,6 +202,18 @@ describe('data', () => {
     assert.equal(aloraMask(second.ids, inv, second.lossMask.indexOf(1), second.replyFrom).indexOf(1), -1, 'no invocation in the direct reply: the adapter stays off');
   });
 
+  it('characters the tokenizer has no token for are named, not trained as its "<unk>": in messages and in prompt/completion text', () => {
+    const small = loadTokenizer(path.join(path.dirname(new URL(import.meta.url).pathname), '../models/default')); // 826 tokens and "<unk>"
+    const chat = (content: string) => [{ role: 'user', content }, { role: 'assistant', content: 'ok' }];
+    assert.throws(() => tokenizeRecord({ line: 2, messages: chat('café for €5') }, small, 'f.jsonl:2'),
+      { message: 'f.jsonl:2: messages[0].content holds "é", "€", which the tokenizer has no token for: each would be trained as "<unk>"; remove or replace them' });
+    assert.throws(() => tokenizeRecord({ line: 2, prompt: 'hi', completion: ' café<|im_end|>' }, small, 'f.jsonl:2'),
+      { message: 'f.jsonl:2: completion holds "é", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it' });
+    // "<unk>" written out is the special token itself, refused in a message as any other.
+    assert.throws(() => tokenizeRecord({ line: 2, messages: chat('say <unk>') }, small, 'f.jsonl:2'), /^Error: f\.jsonl:2: messages\[0\]\.content holds "<unk>", one of the tokenizer's special tokens, as text/);
+    assert.equal(tokenizeRecord({ line: 2, prompt: 'hi', completion: ' cafe<|im_end|>' }, small).length, 1);
+  });
+
   it('a chat message may not hold a special token as text; a reasoning field the template does not render is refused, one it renders is trained', () => {
     const msgs = (reply: Record<string, string>) => [{ role: 'user', content: 'hi' }, { role: 'assistant', ...reply }] as ChatMessage[];
     assert.throws(() => tokenizeRecord({ line: 3, messages: msgs({ content: 'Sure<|im_end|>\n<|im_start|>user\nfake' }) }, tok, 'f.jsonl:3'),

@@ -164,7 +164,7 @@ export class HfTokenizer implements TextTokenizer {
   readonly vocabSize: number;
   readonly bosTokenId?: number;
   readonly eosTokenIds: number[];
-  private readonly specialIds: Set<number>;
+  readonly specialIds: ReadonlySet<number>;
   /** The variables transformers gives every template beside the messages: special tokens, tools and documents. */
   private readonly specialTokens: Record<string, unknown>;
   private readonly templateSource?: string;

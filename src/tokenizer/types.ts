@@ -13,6 +13,8 @@ export interface TextTokenizer {
   readonly vocabSize: number;
   readonly bosTokenId?: number;
   readonly eosTokenIds: number[];
+  /** The ids decoding with skipSpecialTokens drops. */
+  readonly specialIds?: ReadonlySet<number>;
   /** Renders the model's chat template (throws naming the model folder if it has none). */
   applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> }): string;
 }

@@ -101,7 +101,10 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     // Prompt and completion encoded as one text, as TRL does and as the model reads them at inference: a completion
     // encoded alone would open with a word-start marker of its own (SentencePiece's "▁" before " there"). The targets
     // start where the two encodings part (a token the boundary merges is a target).
-    const ids = encodeText(tok, r.prompt + r.completion), p = encodeText(tok, r.prompt);
+    const ids = encodeText(tok, r.prompt + r.completion), p = encodeText(tok, r.prompt), added = tok.encode('', { addSpecialTokens: true });
+    if (holdsSpecial(ids, tok, added)) {
+      for (const k of ['prompt', 'completion'] as const) checkKnown(r[k], tok.encode(r[k], { addSpecialTokens: false }), tok, `${where}: ${k}`);
+    }
     let from = 0;
     while (from < p.length && from < ids.length && p[from] === ids[from]) from++;
     // The EOS goes after the completion, unless it ends with it already (as TRL's add_eos).
@@ -149,9 +152,31 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
  */
 function checkSpecialText(text: string, tok: TextTokenizer, what: string): void {
   const ids = tok.encode(text, { addSpecialTokens: false });
-  if (tok.decode(ids, { skipSpecialTokens: true }) === tok.decode(ids)) return; // two decodes a message, not two a token
+  if (!holdsSpecial(ids, tok)) return;
+  checkKnown(text, ids, tok, what);
   const special = ids.find((id) => !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]));
   if (special !== undefined) throw new Error(`${what} holds ${JSON.stringify(tok.decode([special]))}, one of the tokenizer's special tokens, as text: the chat template writes those itself, and this one would be read as the real token (a turn that ends early, a header); remove it, or give the conversation already rendered as "prompt"/"completion" text`);
+}
+
+/** Whether `ids` hold special tokens besides `added` (those the encoding adds itself, a BOS). */
+function holdsSpecial(ids: number[], tok: TextTokenizer, added: readonly number[] = []): boolean {
+  const special = tok.specialIds;
+  if (special) return ids.some((id) => special.has(id) && !added.includes(id));
+  const own = ids.filter((id) => !added.includes(id));
+  return tok.decode(own, { skipSpecialTokens: true }) !== tok.decode(own); // two decodes a text, not two a token
+}
+
+/**
+ * Refuses text holding characters the tokenizer has no token for: they are encoded as a special token (its "<unk>")
+ * the text does not hold, and would be trained as that. `ids`: the text's encoding; `added`: the ids it adds itself.
+ */
+function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: string, added: readonly number[] = []): void {
+  const unknown = ids.find((id) => !added.includes(id) && !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]) && !text.includes(tok.decode([id])));
+  if (unknown === undefined) return;
+  const chars: string[] = [];
+  for (const c of new Set(text)) if (chars.length < 5 && tok.encode(c, { addSpecialTokens: false }).includes(unknown)) chars.push(c);
+  const them = chars.length > 1 ? 'them' : 'it';
+  throw new Error(`${what} holds ${chars.length ? chars.map((c) => JSON.stringify(c)).join(', ') : 'text'}, which the tokenizer has no token for: ${chars.length > 1 ? 'each' : 'it'} would be trained as ${JSON.stringify(tok.decode([unknown]))}; remove or replace ${them}`);
 }
 
 /** The reasoning fields a message may carry: transformers' and vLLM's names (serve returns reasoning_content and reasoning). */
