@@ -95,6 +95,12 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
     fs.writeFileSync(bad, `${JSON.stringify(line)}\n`);
     assert.throws(() => rlPrompts(bad, 10, 0), { message: `${bad}:1: ${message}` });
   }
+  // A line that is not an object says so (it read as a line whose fields are "0", "1", "2"); so do the eval datasets.
+  for (const line of ['"str"', '[1,2]', 'null', '7']) {
+    fs.writeFileSync(bad, `${JSON.stringify({ prompt: 'Q', answer: 7 })}\n${line}\n`);
+    assert.throws(() => rlPrompts(bad, 10, 0), { message: `${bad}:2: expected a JSON object, got ${line}` });
+    assert.throws(() => datasetCases('gsm8k', bad, 10), { message: `${bad}:2: expected a JSON object, got ${line}` });
+  }
   fs.writeFileSync(bad, '{"prompt": "Q", "answer": 1e400}\n');
   assert.throws(() => rlPrompts(bad, 10, 0), { message: `${bad}:1: field "answer" must be a string or a finite number, got a number beyond floating point (it reads as Infinity)` });
   // A gold the grader can never match would give its prompt no reward, ever: refused, naming the line.

@@ -1,4 +1,4 @@
-/** JSON and JSONL files (JSONL: one JSON value per non-blank line; a leading byte-order mark and CRLF line ends are fine). */
+/** JSON and JSONL files (JSONL: one JSON object per non-blank line; a leading byte-order mark and CRLF line ends are fine). */
 import fs from 'node:fs';
 
 /**
@@ -12,7 +12,7 @@ export function readJsonFile(file: string, prefix = ''): unknown {
 
 /**
  * The non-blank lines of `file` with their 1-based line numbers, parsed (the first `limit` of them, when given: lines
- * past it are not read); errors read `file:line: ...`.
+ * past it are not read); each must hold a JSON object. Errors read `file:line: ...`.
  */
 export function readJsonlLines(file: string, what = 'dataset', limit = Infinity): { line: number; value: unknown; raw: string }[] {
   let bytes: Buffer;
@@ -30,12 +30,15 @@ export function readJsonlLines(file: string, what = 'dataset', limit = Infinity)
       throw new Error(`${file}:${i + 1}: the ${what} is not UTF-8${at < 0 ? '' : ` (byte 0x${lineBytes[at].toString(16)} at offset ${end - lineBytes.length + at})`}; save it as UTF-8`);
     }
     if (!raw.trim()) continue;
-    try { out.push({ line: i + 1, value: JSON.parse(raw), raw }); } catch (e) {
+    let value: unknown;
+    try { value = JSON.parse(raw); } catch (e) {
       // A JSON array or a pretty-printed object fails on its first line: say what the format is.
       const hint = /^\s*[[{]\s*$/.test(raw) || (i === 0 && /^\s*\[/.test(raw)) ? '; a JSONL file holds one JSON object per line (not a JSON array, nor pretty-printed JSON)'
         : /\r(?!$)/.test(raw) ? '; its lines end in a lone carriage return (CR): save the file with LF or CRLF line ends' : '';
       throw new Error(`${file}:${i + 1}: invalid JSON (${(e as Error).message})${hint}`);
     }
+    if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${file}:${i + 1}: expected a JSON object, got ${raw.trim().slice(0, 40)}`);
+    out.push({ line: i + 1, value, raw });
   }
   return out;
 }

@@ -48,9 +48,8 @@ function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
 /** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
 export function readJsonl(file: string): DataRecord[] {
   const records: DataRecord[] = [];
-  readJsonlLines(file).forEach(({ line, value: v, raw }) => {
+  readJsonlLines(file).forEach(({ line, value: v }) => {
     const where = `${file}:${line}`;
-    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where}: expected a JSON object, got ${raw.trim().slice(0, 40)}`);
     const o = v as Record<string, unknown>;
     if ('messages' in o && ('prompt' in o || 'completion' in o)) throw new Error(`${where}: holds both "messages" and "prompt"/"completion"; one format a line`);
     if ('messages' in o) {
