@@ -71,6 +71,18 @@ function relErr(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
+/** The largest relative error over the trained tensors' gradients, once the tensors trained are checked to be those PyTorch trains. */
+function worstGradient(names: readonly string[], ours: Map<string, Float32Array>, ref: Map<string, Float32Array>): { worst: number; worstName: string } {
+  assert.deepEqual([...names].sort(), [...ref.keys()].sort(), 'the tensors trained are the ones PyTorch has gradients for');
+  assert.deepEqual([...ours.keys()].sort(), [...names].sort());
+  let worst = 0, worstName = '';
+  for (const name of names) {
+    const e = relErr(ours.get(name)!, ref.get(name)!);
+    if (e > worst) { worst = e; worstName = name; }
+  }
+  return { worst, worstName };
+}
+
 async function compare(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], m = model): Promise<number> {
   const trainer = await Trainer.create(m.config, new MemoryWeights(m.weights), mode === 'lora' ? { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK } : { kind: 'full' }, { threads: 2 });
   try {
@@ -79,14 +91,7 @@ async function compare(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], m = m
     const ours = await trainer.step(params, { examples, targetWeight: 1 / targets, adapterMasks });
     const ref = torchOracle(mode, adapterMasks, undefined, m);
     assert.ok(Math.abs(ours.loss - ref.loss) / ref.loss <= 1e-5, `loss ${ours.loss} vs torch ${ref.loss}`);
-    assert.equal(ours.grads.size, trainer.paramNames.length);
-    let worst = 0, worstName = '';
-    for (const name of trainer.paramNames) {
-      const refGrad = ref.grads.get(name);
-      assert.ok(refGrad, `torch gave no gradient for ${name}`);
-      const e = relErr(ours.grads.get(name)!, refGrad);
-      if (e > worst) { worst = e; worstName = name; }
-    }
+    const { worst, worstName } = worstGradient(trainer.paramNames, ours.grads, ref.grads);
     console.log(`${mode}${adapterMasks ? ' (activated LoRA)' : ''}: loss ${ours.loss.toFixed(6)} (torch ${ref.loss.toFixed(6)}), worst gradient relative error ${worst.toExponential(2)} (${worstName}) over ${trainer.paramNames.length} tensors`);
     assert.ok(worst <= 1e-4, `gradient of ${worstName}: relative error ${worst}`);
     return ref.loss;
@@ -174,8 +179,7 @@ test('GRPO clipped policy-gradient loss with KL: loss and gradients match PyTorc
       objective, weight, advantage: advantages, old_logprob: old.flatMap((a) => [...a]), ref_logprob: ref.flatMap((a) => [...a]),
     });
     assert.ok(Math.abs(ours.loss - refOut.loss) <= 1e-5 * Math.max(1, Math.abs(refOut.loss)), `loss ${ours.loss} vs torch ${refOut.loss}`);
-    let worst = 0;
-    for (const name of trainer.paramNames) worst = Math.max(worst, relErr(ours.grads.get(name)!, refOut.grads.get(name)!));
+    const { worst } = worstGradient(trainer.paramNames, ours.grads, refOut.grads);
     console.log(`policy loss ${ours.loss.toFixed(6)} (torch ${refOut.loss.toFixed(6)}), worst gradient relative error ${worst.toExponential(2)}`);
     assert.ok(worst <= 1e-4, `worst gradient relative error ${worst}`);
   } finally {
@@ -194,8 +198,7 @@ test('GRPO on-policy at temperature 0.7 (ratio against the detached current poli
     // ρ = 1: the loss is −Σ w·A, whatever the log-probs
     const expected = -weight * advantages.reduce((s, a, b) => s + a * counts[b], 0);
     assert.ok(Math.abs(ours.loss - expected) <= 1e-6 && Math.abs(refOut.loss - expected) <= 1e-6, `loss ${ours.loss}, torch ${refOut.loss}, expected ${expected}`);
-    let worst = 0;
-    for (const name of trainer.paramNames) worst = Math.max(worst, relErr(ours.grads.get(name)!, refOut.grads.get(name)!));
+    const { worst } = worstGradient(trainer.paramNames, ours.grads, refOut.grads);
     console.log(`on-policy loss at temperature ${temperature}: worst gradient relative error ${worst.toExponential(2)}`);
     assert.ok(worst <= 1e-4, `worst gradient relative error ${worst}`);
     // The log-probs are of the tempered distribution: not the untempered ones.
