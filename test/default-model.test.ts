@@ -24,7 +24,10 @@ test('the default recipe: base (full-parameter), anneal and reasoning adapter (a
   assert.ok(mean(b.slice(-5)) < 0.7 * mean(b.slice(0, 5)), 'base loss falls by 30 % (its worked-solution documents carry loss on every token)');
   assert.ok(mean(a.slice(-3)) < mean(a.slice(0, 3)), 'adapter loss falls');
   assert.equal(r.annealLosses.length, 40);
-  assert.ok(mean(r.annealLosses.slice(-5)) < mean(b.slice(0, 5)), 'the anneal continues from the trained base');
+  // It starts where the base ended (a fresh start would open near the untrained loss), on data of its own.
+  const an = r.annealLosses;
+  console.log(`anneal loss ${mean(an.slice(0, 3)).toFixed(3)} → ${mean(an.slice(-5)).toFixed(3)}`);
+  assert.ok(Math.abs(mean(an.slice(0, 3)) - mean(b.slice(-5))) < 0.25 * mean(b.slice(-5)), 'the anneal continues from the trained base');
   for (const f of ['config.json', 'model.safetensors', 'loss-anneal.svg', 'training_log-anneal.json', 'reasoning-adapter/adapter_config.json', 'reasoning-adapter/adapter_model.safetensors']) {
     assert.ok(fs.existsSync(path.join(out, f)), f);
   }
