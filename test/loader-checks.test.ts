@@ -286,7 +286,7 @@ test('tokenizer: a chat_template that is not a template, or a list without "defa
   fs.copyFileSync(path.join(base.dir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
   const withConfig = (c: object) => { fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(c)); return () => loadTokenizer(dir); };
   // Said at the first chat request: raw prompts do not need a template.
-  const chat = (c: object) => () => { const t = withConfig(c)(); assert.ok(t.encode('hi').length > 0); return t.applyChatTemplate([{ role: 'user', content: 'hi' }]); };
+  const chat = (c: object) => { const t = withConfig(c)(); assert.ok(t.encode('hi').length > 0); return () => t.applyChatTemplate([{ role: 'user', content: 'hi' }]); };
   assert.throws(chat({ chat_template: 42 }), /tokenizer: .*tok.* \(tokenizer_config\.json\) field "chat_template" must be a string or a list of \{name, template\}, got 42/);
   assert.throws(chat({ chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'rag', template: 'y' }] }),
     /field "chat_template" lists templates named "tool_use", "rag", none of them "default" \(the chat template\)/);
