@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 let tsc;
@@ -15,7 +16,7 @@ try { tsc = require.resolve('typescript/bin/tsc'); } catch {
   console.error('build: TypeScript is not installed: run `npm ci` (with dev dependencies)');
   process.exit(1);
 }
-process.chdir(new URL('..', import.meta.url).pathname);
+process.chdir(fileURLToPath(new URL('..', import.meta.url))); // a file path, not the URL's (%20 for a space; /C:/ on Windows)
 fs.rmSync('dist', { recursive: true, force: true });
 execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
 fs.copyFileSync('src/runtime/worker-entry.mjs', 'dist/runtime/worker-entry.mjs');
