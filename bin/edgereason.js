@@ -2,5 +2,10 @@
 // Runs the TypeScript sources directly through tsx: no build step between `npm ci` and use.
 import { register } from 'tsx/esm/api';
 register();
-const { main } = await import('../src/cli/main.ts');
+let main;
+try { ({ main } = await import('../src/cli/main.ts')); } catch (e) {
+  if (e?.code !== 'EDGEREASON_PLATFORM') throw e;
+  process.stderr.write(`edgereason: ${e.message}\n`);
+  process.exit(1);
+}
 await main(process.argv);

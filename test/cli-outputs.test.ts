@@ -10,7 +10,7 @@ import { execFile, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { atomicWrite, makeDir, openSafetensors, writeAll, writeJson } from '../src/io/safetensors.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
@@ -370,6 +370,15 @@ test('onnxruntime\'s telemetry is off unless ORT_DISABLE_TELEMETRY asks for it: 
     return;
   }
   assert.equal(run(at('home-default'), {}), false, 'by default onnxruntime writes no telemetry queue');
+});
+
+test('a platform onnxruntime-node has no build for (an Intel Mac) is named in one line, before anything else', () => {
+  const preload = at('intel-mac.mjs');
+  fs.writeFileSync(preload, "Object.defineProperty(process, 'platform', { value: 'darwin' });\nObject.defineProperty(process, 'arch', { value: 'x64' });\n");
+  const r = spawnSync(process.execPath, ['--import', pathToFileURL(preload).href, BIN, '--help'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.stderr, 'edgereason: onnxruntime-node, which runs edgereason\'s models, has no build for darwin/x64 (an Intel Mac; Macs with Apple silicon are supported): it ships builds for darwin/arm64, linux/arm64, linux/x64, win32/arm64, win32/x64\n');
+  assert.equal(r.status, 1);
+  assert.equal(r.stdout, '');
 });
 
 test('$EDGEREASON_THREADS other than a whole number ≥ 1 is named, not passed to onnxruntime or ignored', () => {
