@@ -105,6 +105,9 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   symlinkSync(path.join(qwenDir, 'tokenizer_config.json'), path.join(dir, 'tokenizer_config.json'));
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}|{% endfor %}');
   assert.equal(loadTokenizer(dir).applyChatTemplate(chat), 'You are a helpful assistant.|What is 2+2?|2+2 = 4.|And 3+3?|');
+  // Checked out with CRLF line ends (Git for Windows), it renders as transformers renders it: text mode reads "\n".
+  writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}\r\n{% endfor %}');
+  assert.equal(loadTokenizer(dir).applyChatTemplate(chat.slice(0, 2)), 'You are a helpful assistant.\nWhat is 2+2?\n');
   // A template that does not parse leaves raw text working and is reported by name at the first chat request.
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}');
   const broken = loadTokenizer(dir);

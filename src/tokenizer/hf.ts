@@ -82,7 +82,8 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
   const json = has('chat_template.json') ? readJson(file('chat_template.json')) as { chat_template?: unknown } : undefined;
-  const chatTemplate = has('chat_template.jinja') ? readTextFile(file('chat_template.jinja'), 'a chat template') : pickTemplate(json?.chat_template, file('chat_template.json'));
+  // Read as transformers reads it (Python's text mode): a file checked out with CRLF line ends renders the same.
+  const chatTemplate = has('chat_template.jinja') ? readTextFile(file('chat_template.jinja'), 'a chat template').replace(/\r\n?/g, '\n') : pickTemplate(json?.chat_template, file('chat_template.json'));
   const chatTemplateFile = chatTemplate === undefined ? 'tokenizer_config.json' : has('chat_template.jinja') ? 'chat_template.jinja' : 'chat_template.json';
   return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}), chatTemplateFile };
 }
