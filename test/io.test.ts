@@ -14,7 +14,7 @@ import {
   decodeGgml, encodeGgml, ggufToModel, openGguf, permuteQK, quantizeQ4_0, quantizeQ8_0, typed, writeGguf, writeModelGguf,
 } from '../src/io/gguf.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
-import { openSource, openSourceFiles } from '../src/io/source.ts';
+import { convertCommandLine, openSource, openSourceFiles, shellQuote } from '../src/io/source.ts';
 import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
 
@@ -557,5 +557,14 @@ describe('GGUF', () => {
     bytes.writeUInt32LE(1, infoA + 8 + 1 + 4 + 8); // a's type F32 → F16: 32 bytes instead of 64, so b would read a's second half
     fs.writeFileSync(p, bytes);
     assert.throws(() => openGguf(p), /layout\.gguf: tensor "b" has data offset 64, but its data must follow right after tensor "a" \(F16 \[16\], 32 bytes\), padded to 32 bytes: offset 32; the file is corrupt/);
+  });
+});
+
+describe('suggested commands', () => {
+  it('a suggested convert command can be pasted: paths quoted for a POSIX shell, and for cmd.exe or PowerShell on Windows', () => {
+    assert.equal(convertCommandLine('/home/me/models/Qwen2.5-7B', '/home/me/models/Qwen2.5-7B-onnx', 'q4'), 'edgereason convert --model /home/me/models/Qwen2.5-7B --out /home/me/models/Qwen2.5-7B-onnx --quant q4');
+    assert.equal(convertCommandLine("/home/me/my models/it's", '<folder>'), "edgereason convert --model '/home/me/my models/it'\\''s' --out <folder>");
+    const win = (p: string) => shellQuote(p, 'win32');
+    assert.deepEqual([win('C:\\Users\\me\\models\\Qwen'), win('C:\\My Models\\Qwen'), win('.\\models\\q')], ['C:\\Users\\me\\models\\Qwen', '"C:\\My Models\\Qwen"', '.\\models\\q']);
   });
 });

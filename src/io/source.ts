@@ -176,8 +176,13 @@ export function convertCommandLine(source: string, out: string, quant?: string, 
   return `edgereason convert --model ${shellQuote(source)} --out ${out === '<folder>' ? out : shellQuote(out)}${quant ? ` --quant ${quant}` : ''}${loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : ''}`;
 }
 
-/** A path as a shell word: as is when plain, else in single quotes (so a suggested command can be pasted). */
-export const shellQuote = (p: string): string => (/^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`);
+/**
+ * A path as a shell word, so a suggested command can be pasted: as is when plain, else quoted — in single quotes for
+ * a POSIX shell, in double quotes on Windows (cmd.exe keeps single quotes; a Windows path holds no double quote).
+ */
+export const shellQuote = (p: string, platform: string = process.platform): string => platform === 'win32'
+  ? (/^[\w@%+=:,.\\/-]+$/.test(p) ? p : `"${p}"`)
+  : (/^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`);
 
 /** The manifest's fields, each checked by name (a hand-edited or truncated edgereason.json must not load as garbage). */
 function checkManifest(m: Manifest, file: string): void {

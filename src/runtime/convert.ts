@@ -37,7 +37,7 @@ const weightBytes = (c: ModelConfig, quant: Quant): number => parameterCount(c) 
 export function checkInMemorySize(c: ModelConfig, quant: Quant, source: string, loraTargets: readonly Projection[] = []): void {
   const bytes = weightBytes(c, quant);
   if (bytes <= IN_MEMORY_LIMIT) return;
-  const out = `${source.replace(/\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`;
+  const out = `${source.replace(process.platform === 'win32' ? /[\\/]+$/ : /\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`; // models\Qwen\ too
   throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${gib(bytes)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: ${convertCommandLine(source, out, quant, loraTargets)}`);
 }
 
