@@ -129,6 +129,10 @@ test('summary: nearest-rank percentiles; tokens/s over each batch\'s wall time, 
     md('| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|', 9),
     md(markdownTable([]).split('\n')[0], markdownTable([]).split('\n')[1], 11, 'my notes\n'),
   ], [true, true, true, false]);
+  // Checked out with CRLF line ends (Git for Windows), it is still the report's own table.
+  const crlf = path.join(tmp, 'crlf.md');
+  fs.writeFileSync(crlf, `${markdownTable([{ name: 'base', report: { options: {}, summary: { all: s }, cases } }]).replace(/\n/g, '\r\n')}`);
+  assert.equal(isReportSibling(crlf), true);
   assert.deepEqual([s.ttftP50, s.ttftP90, s.latencyP50, s.latencyP90], [5, 9, 500, 900]);
   assert.equal(s.tokensPerSec, 100 / 0.5); // 100 tokens over 10 × 50 ms of wall time
   assert.deepEqual([summarize(cases.slice(0, 2)).ttftP50, summarize([]).ttftP90], [1, 0]);

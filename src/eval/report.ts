@@ -107,7 +107,7 @@ export const isReport = (file: string): boolean => readReport(file) !== undefine
  */
 export function isReportSibling(file: string): boolean {
   if (file.endsWith('.md')) {
-    const lines = fs.readFileSync(file, 'utf8').split('\n');
+    const lines = fs.readFileSync(file, 'utf8').split(/\r?\n/); // CRLF too: a report checked out on Windows
     return [TABLE_HEAD, ...OLD_HEADS].some((head) => lines.at(-1) === '' && lines[0] === head[0] && lines[1] === head[1]
       && lines.slice(2, -1).every((l) => new RegExp(`^\\|( [^|\\n]* \\|){${head[1].split('|').length - 2}}$`).test(l)));
   }
