@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { AdamW, clipGradNorm, lrAt, type Params } from '../src/train/optim.ts';
 import { batches, loadDataset, readJsonl, Rng, tokenizeRecord, type Example } from '../src/train/data.ts';
 import { checkOptions, checkpointOptions, interrupted, loadCheckpoint, resume, savedList, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
@@ -203,7 +204,7 @@ describe('data', () => {
   });
 
   it('characters the tokenizer has no token for are named, not trained as its "<unk>": in messages and in prompt/completion text', () => {
-    const small = loadTokenizer(path.join(path.dirname(new URL(import.meta.url).pathname), '../models/default')); // 826 tokens and "<unk>"
+    const small = loadTokenizer(path.join(path.dirname(fileURLToPath(import.meta.url)), '../models/default')); // 826 tokens and "<unk>"
     const chat = (content: string) => [{ role: 'user', content }, { role: 'assistant', content: 'ok' }];
     assert.throws(() => tokenizeRecord({ line: 2, messages: chat('café for €5') }, small, 'f.jsonl:2'),
       { message: 'f.jsonl:2: messages[0].content holds "é", "€", which the tokenizer has no token for: each would be trained as "<unk>"; remove or replace them' });

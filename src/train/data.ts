@@ -167,10 +167,10 @@ function holdsSpecial(ids: number[], tok: TextTokenizer, added: readonly number[
 
 /**
  * Refuses text holding characters the tokenizer has no token for: they are encoded as a special token (its "<unk>")
- * the text does not hold, and would be trained as that. `ids`: the text's encoding; `added`: the ids it adds itself.
+ * the text does not hold, and would be trained as that. `ids`: the text's encoding, without special tokens added.
  */
-function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: string, added: readonly number[] = []): void {
-  const unknown = ids.find((id) => !added.includes(id) && !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]) && !text.includes(tok.decode([id])));
+function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: string): void {
+  const unknown = ids.find((id) => !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]) && !text.includes(tok.decode([id])));
   if (unknown === undefined) return;
   const chars: string[] = [];
   for (const c of new Set(text)) if (chars.length < 5 && tok.encode(c, { addSpecialTokens: false }).includes(unknown)) chars.push(c);
