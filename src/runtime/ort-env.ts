@@ -1,7 +1,7 @@
 /**
  * onnxruntime-node's environment, checked and set before it loads (ort.ts imports this first): a platform it has no
- * build for is named (below), and its telemetry is switched off. onnxruntime 1.30 on Linux and macOS queues usage events in ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ and uploads them to Microsoft's
- * collector; an on-device runtime does not report to anyone unless its user asks: its telemetry is off unless
+ * build for is named (below), and its telemetry is switched off. onnxruntime 1.30 on Linux and macOS queues usage
+ * events in ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ and uploads them to Microsoft's collector; an on-device runtime does not report to anyone unless its user asks: its telemetry is off unless
  * ORT_DISABLE_TELEMETRY is set already (ORT_DISABLE_TELEMETRY=0 turns it back on). Set on the main thread, it reaches
  * the native library, and the runtime's own worker threads inherit it. A worker thread's process.env is its own copy,
  * which the native library never reads: loaded first in a worker of the application's, edgereason cannot turn the
