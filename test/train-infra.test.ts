@@ -213,6 +213,9 @@ describe('data', () => {
     // "<unk>" written out is the special token itself, refused in a message as any other.
     assert.throws(() => tokenizeRecord({ line: 2, messages: chat('say <unk>') }, small, 'f.jsonl:2'), /^Error: f\.jsonl:2: messages\[0\]\.content holds "<unk>", one of the tokenizer's special tokens, as text/);
     assert.equal(tokenizeRecord({ line: 2, prompt: 'hi', completion: ' cafe<|im_end|>' }, small).length, 1);
+    // A reply's reasoning field too (whether the template renders it or not, its text is checked first).
+    assert.throws(() => tokenizeRecord({ line: 2, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'ok', reasoning_content: 'it costs 2 €' } as ChatMessage] }, small, 'f.jsonl:2'),
+      { message: 'f.jsonl:2: messages[1].reasoning_content holds "€", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it' });
   });
 
   it('a chat message may not hold a special token as text; a reasoning field the template does not render is refused, one it renders is trained', () => {

@@ -101,7 +101,8 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     // encoded alone would open with a word-start marker of its own (SentencePiece's "▁" before " there"). The targets
     // start where the two encodings part (a token the boundary merges is a target).
     const ids = encodeText(tok, r.prompt + r.completion), p = encodeText(tok, r.prompt), added = tok.encode('', { addSpecialTokens: true });
-    if (holdsSpecial(ids, tok, added)) {
+    // Named by field only once the whole text is found to hold one (rendered records hold special tokens throughout).
+    if (holdsSpecial(ids, tok, added) && unknownToken(r.prompt + r.completion, ids.filter((id) => !added.includes(id)), tok) !== undefined) {
       for (const k of ['prompt', 'completion'] as const) checkKnown(r[k], tok.encode(r[k], { addSpecialTokens: false }), tok, `${where}: ${k}`);
     }
     let from = 0;
@@ -113,7 +114,12 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
   }
   // A message named as the line writes it: TRL's conversational records hold "prompt" and "completion" lists.
   const named = (k: number) => (r.trainFrom === undefined ? `messages[${k}]` : k < r.trainFrom ? `prompt[${k}]` : `completion[${k - r.trainFrom}]`);
-  r.messages.forEach((m, k) => checkSpecialText(m.content, tok, `${where}: ${named(k)}.content`));
+  r.messages.forEach((m, k) => {
+    for (const f of ['content', ...REASONING_FIELDS]) {
+      const text = (m as unknown as Record<string, unknown>)[f];
+      if (typeof text === 'string') checkSpecialText(text, tok, `${where}: ${named(k)}.${f}`);
+    }
+  });
   const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
   let emptyReply = false;
   r.messages.forEach((m, k) => {
@@ -165,12 +171,18 @@ function holdsSpecial(ids: number[], tok: TextTokenizer, added: readonly number[
   return tok.decode(own, { skipSpecialTokens: true }) !== tok.decode(own); // two decodes a text, not two a token
 }
 
+/** The first special token of `ids` (an encoding of `text`) whose own text `text` does not hold: its unknown token. */
+function unknownToken(text: string, ids: number[], tok: TextTokenizer): number | undefined {
+  const special = tok.specialIds;
+  return ids.find((id) => (!special || special.has(id)) && !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]) && !text.includes(tok.decode([id])));
+}
+
 /**
  * Refuses text holding characters the tokenizer has no token for: they are encoded as a special token (its "<unk>")
  * the text does not hold, and would be trained as that. `ids`: the text's encoding, without special tokens added.
  */
 function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: string): void {
-  const unknown = ids.find((id) => !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]) && !text.includes(tok.decode([id])));
+  const unknown = unknownToken(text, ids, tok);
   if (unknown === undefined) return;
   const chars: string[] = [];
   for (const c of new Set(text)) if (chars.length < 5 && tok.encode(c, { addSpecialTokens: false }).includes(unknown)) chars.push(c);
