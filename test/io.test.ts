@@ -14,7 +14,7 @@ import {
   decodeGgml, encodeGgml, ggufToModel, openGguf, permuteQK, quantizeQ4_0, quantizeQ8_0, typed, writeGguf, writeModelGguf,
 } from '../src/io/gguf.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
-import { convertCommandLine, openSource, openSourceFiles, shellQuote } from '../src/io/source.ts';
+import { convertCommandLine, expandHome, openSource, openSourceFiles, shellQuote } from '../src/io/source.ts';
 import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
 
@@ -561,6 +561,12 @@ describe('GGUF', () => {
 });
 
 describe('suggested commands', () => {
+  it('~ at the start of a path is the home folder, before "/" (and "\\" on Windows); ~user and other paths stay', () => {
+    const home = os.homedir();
+    assert.deepEqual(['~', '~/m', '~\\m', '~user/m', 'a/~/m', '~m'].map((p) => expandHome(p, 'linux')), [home, `${home}/m`, '~\\m', '~user/m', 'a/~/m', '~m']);
+    assert.deepEqual(['~', '~\\m', '~/m', '~user\\m'].map((p) => expandHome(p, 'win32')), [home, `${home}\\m`, `${home}/m`, '~user\\m']);
+  });
+
   it('a suggested convert command can be pasted: paths quoted for a POSIX shell, and for cmd.exe or PowerShell on Windows', () => {
     assert.equal(convertCommandLine('/home/me/models/Qwen2.5-7B', '/home/me/models/Qwen2.5-7B-onnx', 'q4'), 'edgereason convert --model /home/me/models/Qwen2.5-7B --out /home/me/models/Qwen2.5-7B-onnx --quant q4');
     assert.equal(convertCommandLine("/home/me/my models/it's", '<folder>'), "edgereason convert --model '/home/me/my models/it'\\''s' --out <folder>");

@@ -1,6 +1,5 @@
 /** The `edgereason` command line: one thin subcommand per file, each parsing flags and calling the library. */
 import fs from 'node:fs';
-import os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { generateCommand } from './generate.ts';
 import { convertCommand } from './convert.ts';
@@ -19,6 +18,7 @@ import { version } from '../version.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { shown } from '../show.ts';
+import { expandHome } from '../io/source.ts';
 
 export async function main(argv: string[]): Promise<void> {
   // Output piped into a reader that stops early (| head) ends the command quietly; output that cannot be written
@@ -96,7 +96,10 @@ function readStdin(flag: string): string {
 }
 
 /** `~` or `~/…` at the start of a path (`named`: of the path after a `name=`) as the home folder. */
-const home = (p: string, named: boolean): string => p.replace(named ? /^([^=/~]*=)?~(?=\/|$)/ : /^()~(?=\/|$)/, (_, name = '') => name + os.homedir());
+const home = (p: string, named: boolean): string => {
+  const name = named ? /^[^=/\\~]*=/.exec(p)?.[0] ?? '' : '';
+  return name + expandHome(p.slice(name.length));
+};
 
 /** Commander's methods behind its error messages (not in its typings). */
 interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOption(flag: string): void }

@@ -4,13 +4,12 @@
  * unless the command is told so (--overwrite) or continues that same run (--resume).
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
-import { modelPath } from '../io/source.ts';
+import { expandHome, modelPath } from '../io/source.ts';
 
 /** The files that make a folder a model or an adapter (what a training run would replace). */
 const MODEL_FILES = ['config.json', 'model.safetensors', 'adapter_config.json', 'adapter_model.safetensors'];
@@ -29,7 +28,7 @@ const WRITTEN = [...new Set([...ARTEFACTS, ...CONVERTED_FILES])];
 
 /** `~` expanded, then resolved against the working directory (for inputs such as a base model; outputs are checked where they will be written: as given). */
 export function expandPath(p: string): string {
-  return path.resolve(p === '~' || p.startsWith('~/') ? path.join(os.homedir(), p.slice(1)) : p);
+  return path.resolve(expandHome(p));
 }
 
 /** The path with symbolic links resolved as far as it exists (so two spellings of one folder compare equal). */

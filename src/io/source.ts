@@ -3,6 +3,7 @@
  * written by `edgereason convert` (graph + weights already built).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { checkModelConfig, PROJECTIONS, type ModelConfig } from '../models/config.ts';
@@ -169,6 +170,11 @@ export function isSourceFolder(dir: string, source: string): boolean {
 export function isModelFileFolder(dir: string, model: string): boolean {
   const file = modelPath(model);
   return fs.existsSync(file) && !fs.statSync(file).isDirectory() && isSourceFolder(dir, file);
+}
+
+/** `~` at the start of a path, alone or before a separator ("/", and "\\" on Windows), as the home folder; `~user/…` and other paths as they are. */
+export function expandHome(p: string, platform: string = process.platform): string {
+  return (platform === 'win32' ? /^~(?=[\\/]|$)/ : /^~(?=\/|$)/).test(p) ? os.homedir() + p.slice(1) : p;
 }
 
 /** The `edgereason convert` command line for a source, as the errors suggest it (`out` "<folder>" stays as is). */

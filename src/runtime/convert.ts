@@ -12,7 +12,7 @@ import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
-import { openSource, convertCommandLine, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
+import { openSource, convertCommandLine, expandHome, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
 import { commitAll, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
@@ -164,7 +164,7 @@ const LARGE = 100e6;
 /** The cache folder: $EDGEREASON_CACHE, else $XDG_CACHE_HOME/edgereason, else ~/.cache/edgereason. */
 export function cacheFolder(): string {
   const env = process.env.EDGEREASON_CACHE;
-  if (env && env !== 'off') return path.resolve(env.replace(/^~(?=\/|$)/, os.homedir())); // a quoted "~/c" is not expanded by the shell
+  if (env && env !== 'off') return path.resolve(expandHome(env)); // a quoted "~/c" is not expanded by the shell
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'edgereason');
 }
 
