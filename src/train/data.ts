@@ -101,8 +101,8 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     // encoded alone would open with a word-start marker of its own (SentencePiece's "▁" before " there"). The targets
     // start where the two encodings part (a token the boundary merges is a target).
     const ids = encodeText(tok, r.prompt + r.completion), p = encodeText(tok, r.prompt), added = tok.encode('', { addSpecialTokens: true });
-    // Named by field only once the whole text is found to hold one (rendered records hold special tokens throughout).
-    if (holdsSpecial(ids, tok, added) && unknownToken(r.prompt + r.completion, ids.filter((id) => !added.includes(id)), tok) !== undefined) {
+    // Named by field only once the whole text is found to hold an unknown token (the special tokens the encoding adds, a BOS, aside).
+    if (unknownToken(r.prompt + r.completion, ids.filter((id) => !added.includes(id)), tok) !== undefined) {
       for (const k of ['prompt', 'completion'] as const) checkKnown(r[k], tok.encode(r[k], { addSpecialTokens: false }), tok, `${where}: ${k}`);
     }
     let from = 0;
@@ -157,24 +157,17 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
  */
 function checkSpecialText(text: string, tok: TextTokenizer, what: string): void {
   const ids = tok.encode(text, { addSpecialTokens: false });
-  if (!holdsSpecial(ids, tok)) return;
   checkKnown(text, ids, tok, what);
-  const special = ids.find((id) => !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]));
+  const special = ids.find((id) => isSpecial(id, tok));
   if (special !== undefined) throw new Error(`${what} holds ${JSON.stringify(tok.decode([special]))}, one of the tokenizer's special tokens, as text: the chat template writes those itself, and this one would be read as the real token (a turn that ends early, a header); remove it, or give the conversation already rendered as "prompt"/"completion" text`);
 }
 
-/** Whether `ids` hold special tokens besides `added` (those the encoding adds itself, a BOS). */
-function holdsSpecial(ids: number[], tok: TextTokenizer, added: readonly number[] = []): boolean {
-  const special = tok.specialIds;
-  if (special) return ids.some((id) => special.has(id) && !added.includes(id));
-  const own = ids.filter((id) => !added.includes(id));
-  return tok.decode(own, { skipSpecialTokens: true }) !== tok.decode(own); // two decodes a text, not two a token
-}
+/** Whether decoding with skipSpecialTokens drops the token (the tokenizer's set of them, else found by decoding it). */
+const isSpecial = (id: number, tok: TextTokenizer): boolean => (tok.specialIds ? tok.specialIds.has(id) : !tok.decode([id], { skipSpecialTokens: true }) && !!tok.decode([id]));
 
 /** The first special token of `ids` (an encoding of `text`) whose own text `text` does not hold: its unknown token. */
 function unknownToken(text: string, ids: number[], tok: TextTokenizer): number | undefined {
-  const special = tok.specialIds;
-  return ids.find((id) => (!special || special.has(id)) && !tok.decode([id], { skipSpecialTokens: true }) && tok.decode([id]) && !text.includes(tok.decode([id])));
+  return ids.find((id) => isSpecial(id, tok) && !text.includes(tok.decode([id])));
 }
 
 /**
