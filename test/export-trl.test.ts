@@ -54,7 +54,7 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   assert.equal(grpo.length, 12);
   grpo.forEach((g, i) => {
     const bare = i % 4 === 3;
-    assert.equal(g.budget, bare ? 32 : [32, 64, 128][i % 3]);
+    assert.equal(g.budget, bare ? 32 : [32, 64, 128][(i - Math.floor(i / 4)) % 3], `prompt ${i}`); // the budgeted prompts cycle over the buckets
     assert.equal(g.prompt.length, 1);
     assert.equal(g.prompt[0].role, 'user');
     assert.equal(g.control, bare ? '' : `\nThinking budget: ${g.budget} tokens.`, 'the control line answer() feeds after the invocation');
@@ -97,6 +97,11 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   exportTrl({ out: kl, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 4, budgets: [32], beta: 0.04 });
   assert.match(fs.readFileSync(path.join(kl, 'README.md'), 'utf8'), /with beta 0\.04, TRL's KL term pulls the adapter towards the base model \(PEFT's\nadapter disabled\); train-rl's pulls it towards the SFT adapter it started from/);
   assert.match(JSON.parse(fs.readFileSync(path.join(kl, 'recipe.json'), 'utf8')).grpo.kl_reference, /base model .* starting SFT adapter/);
+  // The budgeted prompts cycle over the buckets whatever their number and the share without a line.
+  const cycle = path.join(tmp, 'trl-cycle');
+  exportTrl({ out: cycle, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 40, budgets: [96, 160, 256, 512] });
+  const count = (b: number) => jsonl(path.join(cycle, 'data/grpo/train.jsonl')).filter((g) => g.control && g.budget === b).length;
+  assert.deepEqual([96, 160, 256, 512].map(count), [8, 8, 7, 7], 'every bucket is given (512 was never, 40 prompts × 0.75 / 4)');
   // The Python files compile, and the reward follows train-rl's formula (where python3 is installed).
   const py = spawnSync('python3', ['-c', `import sys, py_compile; [py_compile.compile(f, doraise=True) for f in ["train_sft.py", "train_grpo.py", "rewards.py"]]
 sys.path.insert(0, "."); import rewards
@@ -107,6 +112,25 @@ print(rewards.budget_reward(cases, ["19", "19", "3", "19", "19", "19", "LAMP", "
   assert.equal(py.stdout.trim(), '[1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 1.0, 0.0]');
   // ... and the verdicts are the grader's
   for (const [text, ok] of [['a</think>\n\nThe answer is 19', false], ['a</think>#### 19\n#### 18', false], ['#### 18 </think> #### 19', true]] as const) assert.equal(isCorrect('synthetic', text, 19), ok, text);
+  // train_grpo.py's prompts end as answer() feeds them (budgetControl): no newline after an invocation that ends in
+  // one, and the line's closing newline where the tokenizer joins it to the "." (Qwen's ".\n"); nothing added to a bare prompt.
+  const render = spawnSync('python3', ['-c', `import json, re, types
+src = open("train_grpo.py").read()
+fn = src[src.index("def render(row):"):src.index("\\n\\n\\ndata = ")]
+class Tok:
+    def __init__(self, pattern): self.pattern = pattern
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt): return "U:" + messages[0]["content"] + "\\nA:"
+    def __call__(self, text, add_special_tokens): return types.SimpleNamespace(input_ids=re.findall(self.pattern, text))
+out = []
+for pattern in [r"\\.\\n|\\n|[^\\n.]+|\\.", r"\\n|[^\\n.]+|\\."]:
+    for invocation in ["<think>", "<think>\\n"]:
+        g = {"tok": Tok(pattern), "invocation": invocation}
+        exec(fn, g)
+        out += [g["render"]({"prompt": [{"role": "user", "content": "q"}], "control": c})["prompt"] for c in ["\\nThinking budget: 96 tokens.", ""]]
+print(json.dumps(out))`], { cwd: out, encoding: 'utf8' });
+  assert.equal(render.status, 0, render.stderr);
+  const line = 'U:q\nA:<think>\nThinking budget: 96 tokens.';
+  assert.deepEqual(JSON.parse(render.stdout), [`${line}\n`, 'U:q\nA:<think>', `${line}\n`, 'U:q\nA:<think>\n', line, 'U:q\nA:<think>', line, 'U:q\nA:<think>\n']);
 });
 
 test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the examples hold "<think>\\n" as one run of ids, not "<think>" — what train_sft.py picks', () => {

@@ -9,17 +9,17 @@ import type { ModelConfig } from '../src/models/config.ts';
 import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
 import { saveAdapter } from '../src/io/peft.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
-import { generateBatch, Sequence } from '../src/runtime/generate.ts';
+import { generateBatch, lastIndexOfRun, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
-import { answer, budgetSystemLine, maxThinkingCap, thinkingOptions, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, invocationIds, maxThinkingCap, thinkingOptions, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier, withinItemAuc } from '../src/reason/verifier.ts';
-import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
 import { maxDiff } from './helpers/numeric.ts';
@@ -257,6 +257,18 @@ test('nativeThinking (a model that thinks by itself, no adapter): the reasoning 
     assert.equal(off.route, 'direct');
     assert.deepEqual(off.samples[0].tokenIds, direct.tokens);
     assert.equal(off.usage.promptTokens, direct.promptTokens);
+    // A prompt that fits, but not with the empty thinking block, is refused before the prefill.
+    const ctx = m.config.maxPositionEmbeddings, padded = (k: number) => `${q}${' legs'.repeat(k)}`;
+    let k = 0;
+    while (m.encode(padded(k + 1), true).length < ctx) k++;
+    const steps: number[] = [], step = m.backend.step.bind(m.backend);
+    m.backend.step = async (h, req) => { steps.push(req.tokens[0].length); return step(h, req); };
+    try {
+      await assert.rejects(answer(m, padded(k), { reasoning: 'off', nativeThinking: true }), new RegExp(`^Error: answer: the prompt and the empty thinking block have \\d+ tokens, which leaves no room in the model's context of ${ctx} tokens$`));
+      assert.deepEqual(steps, [], 'no prefill ran');
+    } finally {
+      m.backend.step = step;
+    }
     // Parallel samples fork the same prompt cache.
     const three = await answer(m, q, { reasoning: 'on', nativeThinking: true, maxThinkingTokens: 3, maxTokens: 12, samples: 3, seed: 4 });
     assert.deepEqual(three.samples.map((x) => [x.thinkingTokens, x.capped]), [[3, true], [3, true], [3, true]]);
@@ -618,6 +630,12 @@ test('generate applies a loaded adapter by default: an activated one from the pr
   assert.deepEqual(auto.tokens, explicit.tokens);
   assert.notDeepEqual(auto.tokens, everywhere.tokens, 'adapterFrom 0 is a different computation');
   await assert.rejects(m.complete('Hello there', { adapter: true }), /generate: the adapter .* is activated LoRA: it acts from its invocation "<think>" on, and raw prompt 0 does not contain it/);
+  // chat: true appends the invocation: a prompt it no longer fits with is refused naming it.
+  const ctx = m.config.maxPositionEmbeddings, padded = (k: number) => `Hello${' there'.repeat(k)}`;
+  let k = 0;
+  while (m.encode(padded(k + 1), true).length < ctx) k++;
+  const n = m.encode(padded(k), true).length;
+  await assert.rejects(m.complete(padded(k), { adapter: true, chat: true }), new RegExp(`^Error: generate: prompt 0 has ${n} tokens, ${n + 1} with the adapter's invocation \\(1, appended for chat: true\\); the model's context of ${ctx} tokens leaves no room to generate$`));
   // By default a loaded adapter applies: an activated one from the invocation its prompt holds, else not at all.
   const { adapter: _, ...plain } = o;
   assert.deepEqual((await m.complete(prompt, plain)).tokens, auto.tokens);
@@ -685,9 +703,12 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   (full.m as unknown as { encode: () => number[] }).encode = () => new Array(1000).fill(Q);
   await assert.rejects(answer(full.m, 'q', { reasoning: 'off' }), /answer: the prompt has 1000 tokens, which leaves no room in the model's context of 1000 tokens/);
   assert.equal(full.b.steps, 0, 'no prefill ran');
-  // One that fits, but not with the invocation: said so.
+  // One that fits, but not with the invocation: said so, before the prefill; "auto" answers it directly.
   (full.m as unknown as { encode: () => number[] }).encode = () => new Array(999).fill(Q);
   await assert.rejects(answer(full.m, 'q', { reasoning: 'on' }), /answer: the prompt has 999 tokens, 1000 with the invocation's 1, which leaves no room to reason in the model's context of 1000 tokens/);
+  assert.equal(full.b.steps, 0, 'no prefill ran');
+  const auto = await answer(full.m, 'q', { reasoning: 'auto', maxTokens: 4 });
+  assert.deepEqual([auto.route, auto.samples[0].finishReason, auto.usage.promptTokens], ['direct', 'length', 999]);
   // A signal aborted before the call: nothing is encoded or generated, on either route (a cap of 0 forces no close either).
   for (const [reasoning, cap] of [['off', undefined], ['on', undefined], ['on', 0], ['auto', undefined]] as const) {
     // "auto" without a router reasons (no prompt encoding needed to know); the route is reported as it is known.
@@ -921,9 +942,11 @@ test('withinItemAuc: right vs wrong candidates of the same question only', () =>
 
 test('budget control: "\\nThinking budget: N tokens." after the invocation; the base prompt (router, direct route) is untouched', async () => {
   assert.equal(budgetSystemLine(128), 'Thinking budget: 128 tokens.');
-  const chars = { encode: (t: string) => [...t].map((c) => c.charCodeAt(0)) };
-  assert.deepEqual(budgetControl(chars, 96), [...'\nThinking budget: 96 tokens.'].map((c) => c.charCodeAt(0)));
-  assert.throws(() => budgetControl(chars, 0), /positive integer/);
+  const codes = (t: string) => [...t].map((c) => c.charCodeAt(0));
+  const chars = { encode: codes, decode: (ids: readonly number[]) => String.fromCharCode(...ids) };
+  assert.deepEqual(budgetControl(chars, 96, codes('<think>')), codes('\nThinking budget: 96 tokens.'));
+  assert.deepEqual(budgetControl(chars, 96, codes('<think>\n')), codes('Thinking budget: 96 tokens.'), 'no second newline after an invocation that ends in one');
+  assert.throws(() => budgetControl(chars, 0, codes('<think>')), /positive integer/);
   // Scripted model: every token fed is recorded; with a budget the control follows the invocation, the prompt stays.
   const { m, b } = scripted(thinker(() => true));
   const seen: number[][] = [];
@@ -934,6 +957,23 @@ test('budget control: "\\nThinking budget: N tokens." after the invocation; the 
   assert.deepEqual(seen[0], [Q, Q, Q, OPEN, NL, HMM], 'one prefill: prompt, invocation, control');
   assert.equal(r.usage.promptTokens, 6);
   assert.equal(r.samples[0].thinkingTokens, 0, 'the control line is prompt, not thinking');
+});
+
+test('budget control: the invocation and the line are the ids an SFT trace holds up to its thinking (the embedded default\'s, Qwen3\'s and Qwen2.5\'s vocabularies)', () => {
+  const json = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
+  json.added_tokens = json.added_tokens.filter((t: { content: string }) => !/^<\/?think>$/.test(t.content)); // Qwen2.5 has no <think> token
+  const qwen25 = loadTokenizer({ tokenizerJson: json, tokenizerConfig: JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8')) });
+  const thinking = '4 * 4 = 16';
+  for (const [name, tok] of [['default', loadTokenizer(DEFAULT_DIR)], ['Qwen3', loadTokenizer(QWEN_TOKENIZER_DIR)], ['Qwen2.5', qwen25]] as const) {
+    const reply = `<think>\n${budgetSystemLine(96)}\n${thinking}\n</think>\n\n#### 16`; // as reasoningConversations writes it
+    const trace = tok.encode(tok.applyChatTemplate([{ role: 'user', content: 'q' }, { role: 'assistant', content: reply }]), { addSpecialTokens: false });
+    const inv = invocationIds((t) => tok.encode(t, { addSpecialTokens: false }), '<think>'), fed = [...inv, ...budgetControl(tok, 96, inv)];
+    const at = lastIndexOfRun(trace, fed);
+    assert.ok(at >= 0, `${name}: the trace holds the fed ${JSON.stringify(tok.decode(fed, { skipSpecialTokens: false }))}`);
+    // What follows is the thinking, or a newline of its own and then the thinking: the model writes either.
+    const next = trace.slice(at + fed.length), nl = tok.decode(next.slice(0, 1)) === '\n' ? 1 : 0;
+    assert.ok(tok.decode(next.slice(nl)).startsWith(thinking), `${name}: then ${JSON.stringify(tok.decode(next))}`);
+  }
 });
 
 test('Sequence: at the cap\'s edge one more token is sampled; a forced close is queued for the next feed and left out of the mean log-probability', () => {

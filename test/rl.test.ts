@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chatIds, groupAdvantages, policyBatch, reward, rollouts, trainRl } from '../src/train/rl.ts';
+import { chatIds, groupAdvantages, policyBatch, reward, rolloutCorrect, rollouts, trainRl } from '../src/train/rl.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { openSource } from '../src/io/source.ts';
 import { loadModel } from '../src/runtime/model.ts';
@@ -20,6 +20,12 @@ test('rewards: correctness minus a soft, bounded penalty past the budget (or the
   assert.equal(reward({ correct: true, thinking: 1000, closed: true, budget: 64 }, o), 0, 'the penalty is capped at 1');
   assert.equal(reward({ correct: true, thinking: 10, closed: false, budget: 64 }, o), -1);
   assert.equal(reward({ correct: true, thinking: 150, closed: true, budget: 64 }, { penalty: 'group', lambda: 0.5, groupMean: 100 }), 0.75);
+});
+
+test('a rollout is right only when it closed its thinking and ended by itself: one cut by the token limit may hold "#### 3" of "#### 39"', () => {
+  const cut = 'a + b = 39 </think> #### 3';
+  assert.deepEqual([[true, true], [true, false], [false, true]].map(([closed, ended]) => rolloutCorrect('synthetic', { closed, ended }, cut, 3)), [true, false, false]);
+  assert.equal(rolloutCorrect('synthetic', { closed: true, ended: true }, cut, 39), false);
 });
 
 test('a policy step: every rollout\'s tokens count in 1/N; zero-advantage rollouts run only for the KL term', () => {
@@ -90,6 +96,7 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
       assert.deepEqual(r.trained.slice(0, r.generated.length), r.generated);
       // thinking: the tokens before </think>, as inference counts them
       assert.deepEqual([r.closed, r.thinking], r.generated.includes(end[0]) ? [true, r.generated.indexOf(end[0])] : [false, r.generated.length]);
+      assert.equal(r.ended, r.trained.length === r.generated.length + 1, 'ended: by its stop token');
     }
     assert.ok(rolls.some((r) => r.closed));
     assert.ok(rolls.some((r) => r.trained.length === r.generated.length + 1 && eos.has(r.trained.at(-1)!)), 'a chat reply ends on its stop token, trained');
@@ -105,7 +112,7 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
       /\(\d+ tokens with the chat template and the invocation\)/, 'no budget line is fed when every prompt goes without one');
     // A prompt a few tokens short of the context: sampled rows stop at its end (at temperature 50 a stop token is
     // unlikely within the few tokens left), not at maxTokens.
-    const room = (q: string) => ctx - chatIds(m.tokenizer, q).length - inv.length - budgetControl(m.tokenizer, 32).length;
+    const room = (q: string) => ctx - chatIds(m.tokenizer, q).length - inv.length - budgetControl(m.tokenizer, 32, inv).length;
     const padded = (n: number) => chat[0].question + ' seven'.repeat(n);
     let [lo, hi] = [0, ctx]; // the most words that leave room: room(padded(lo)) ≥ 1
     while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (room(padded(mid)) >= 1) lo = mid; else hi = mid; }

@@ -143,14 +143,18 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
   assert.equal(low.edgereason.route, 'reasoning');
   assert.equal(low.edgereason.thinking_cap, 12);
   assert.ok(low.usage.completion_tokens_details.reasoning_tokens <= 12);
-  // The budget line names the bucket of the cap the model is held to, after max_tokens has trimmed it.
+  // The budget line names the largest trained bucket within the cap the model is held to, after max_tokens has
+  // trimmed it (the smallest when none is within).
   const m0 = server.served.models.get('reasoning')!;
   const withBudgets = { ...server.served, models: new Map([['r', { ...m0, id: 'r', budgets: [96, 160, 256] }]]) };
+  const planned = (extra: object, max_tokens: number) => planChat({ model: 'r', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens, ...extra } as never, withBudgets as never, server.limits);
   for (const extra of [{ reasoning_effort: 'high' }, { thinking_token_budget: 300 }]) {
-    const plan = planChat({ model: 'r', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens: 120, ...extra } as never, withBudgets as never, server.limits);
+    const plan = planned(extra, 120);
     assert.ok(plan.thinkingCap! <= 96, `cap ${plan.thinkingCap}`);
     assert.equal(plan.budget, 96, JSON.stringify(extra));
   }
+  assert.deepEqual([200, 160, 159, 20].map((t) => [planned({ thinking_token_budget: t }, 400).thinkingCap, planned({ thinking_token_budget: t }, 400).budget]),
+    [[200, 160], [160, 160], [159, 96], [20, 96]]);
   // The cap also leaves room to close the thinking; a max_tokens too small for that has no cap (its thinking is cut).
   const close = reasoningTokens(m0.model).force.length + 1, plan = (max_tokens: number, answerReserve = server.limits.answerReserve) =>
     planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens, edgereason: { reasoning: 'on' } } as never, server.served as never, { ...server.limits, answerReserve }).thinkingCap;

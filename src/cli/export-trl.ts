@@ -151,7 +151,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed), share = o.unbudgetedShare ?? 0.25;
   if (o.rlData) checkGolds(prompts, grader, o.rlData);
   const grpo = prompts.map((p, i) => {
-    const bare = Math.floor((i + 1) * share) > Math.floor(i * share), budget = bare ? Math.min(...budgets) : budgets[i % budgets.length];
+    const bare = Math.floor((i + 1) * share) > Math.floor(i * share), budget = bare ? Math.min(...budgets) : budgets[(i - Math.floor(i * share)) % budgets.length]; // cycling over the budgeted prompts
     return { prompt: [{ role: 'user', content: p.question }], control: bare ? '' : `\n${budgetSystemLine(budget)}`, answer: String(p.gold), numeric: typeof p.gold === 'number', budget };
   });
 
@@ -296,8 +296,15 @@ invocation = tok.decode(model.peft_config["default"].alora_invocation_tokens or 
 
 def render(row):
     # The chat-templated prompt, the invocation and the budget control line: the completion starts inside the thinking.
+    # As answer() feeds it: no newline before the line after an invocation that ends in one, and the line's closing
+    # newline where the tokenizer joins it to the line's last token (Qwen's ".\\n"), as the SFT traces hold it.
     control = row["control"][1:] if invocation.endswith("\\n") and row["control"].startswith("\\n") else row["control"]
-    return {"prompt": tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) + invocation + control}
+    prompt = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) + invocation + control
+    ids = lambda text: tok(text, add_special_tokens=False).input_ids
+    line, closed = ids(prompt), ids(prompt + "\\n")
+    if control and not (len(closed) == len(line) + 1 and closed[:len(line)] == line):
+        prompt += "\\n"
+    return {"prompt": prompt}
 
 
 data = load_dataset(cfg["dataset_name"], split="train").map(render)

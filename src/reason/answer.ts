@@ -374,7 +374,6 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (aux.router && mode === 'auto') checkTrainedFor('router', aux.router, native, model.config);
   if (aux.verifier && mode !== 'off' && reasons) checkTrainedFor('verifier', aux.verifier, native, model.config);
   const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
-  const control = opts.budget !== undefined ? budgetControl(tok, opts.budget) : []; // fed after the invocation
   const ids = opts[PROMPT_IDS] ? [...opts[PROMPT_IDS]] : model.encode(messages, true, opts.chatTemplateKwargs, 'answer'), ctx = backend.config.maxPositionEmbeddings;
   if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
   // What the chat template already wrote: an empty thinking block (Qwen3's enable_thinking: false) asks for a direct
@@ -385,8 +384,20 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (native) checkThinkingTokens(rt!);
   const opened = native && !closedByTemplate ? openedAt(tok, ids, rt!.invocation) : -1;
   const invocation = opened >= 0 ? [] : rt?.invocation ?? [];
+  const control = opts.budget !== undefined ? budgetControl(tok, opts.budget, invocation) : []; // fed after the invocation
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
   if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+  // So is a route known to be taken that cannot fit: reasoning past the invocation and the budget line (the router
+  // and the gate's escalation, below, then answer directly), or a thinking model's empty thinking block.
+  const reasonLen = ids.length + invocation.length + control.length, roomToReason = reasonLen < ctx;
+  const noRoomToReason = () => {
+    const added = [invocation.length && `the invocation's ${invocation.length}`, control.length && `the budget line's ${control.length}`].filter(Boolean).join(' and ');
+    return new Error(`answer: the prompt has ${ids.length} tokens${added ? `, ${reasonLen} with ${added}` : ''}, which leaves no room to reason in the model's context of ${ctx} tokens`);
+  };
+  if (mode === 'on' && reasons && !roomToReason) throw noRoomToReason();
+  const direct = native ? emptyBlock(tok, ids, opened, rt!.invocation) : { tagEnd: ids.length, block: [] as number[] }, directLen = direct.tagEnd + direct.block.length;
+  const noRoomToAnswer = () => new Error(`answer: the prompt and the empty thinking block have ${directLen} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+  if ((mode === 'off' || closedByTemplate) && directLen >= ctx) throw noRoomToAnswer();
   const limit = opts.maxTokens ?? 512; // generated tokens per sample
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
@@ -444,7 +455,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
 
     // The route: direct or reasoning as asked, else the router's decision on the prompt's hidden state.
     const router = mode === 'auto' && reasons && !closedByTemplate ? aux.router : undefined;
-    const routeFor = (score?: number): Route => (mode === 'off' || !reasons || closedByTemplate ? 'direct' : !router || score! >= router.threshold ? 'reasoning' : 'direct');
+    const routeFor = (score?: number): Route => (mode === 'off' || !reasons || closedByTemplate || !roomToReason ? 'direct' : !router || score! >= router.threshold ? 'reasoning' : 'direct');
 
     // Cancelled before any work: nothing is encoded. The route is the one known without the prompt's encoding (a
     // router's is not: said to be direct, and not reported through onRoute).
@@ -454,7 +465,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       if (!router) opts.onRoute?.(reasoning ? 'reasoning' : 'direct', undefined);
       const none = Array.from({ length: reasoning ? n : 1 }, () => new Sequence(tok, { ...sampling(reasoning ? 'reasoning' : 'direct'), seed, maxTokens: 1 }, ids.length, undefined, [], ids));
       none.forEach((s) => s.cancel());
-      return result(none, reasoning, reasoning ? ids.length + invocation.length + control.length : ids.length);
+      return result(none, reasoning, reasoning ? reasonLen : ids.length);
     }
 
     // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
@@ -473,14 +484,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (route === 'direct') {
       // The tokens of a dropped direct attempt count against maxTokens: where what would be left (or the context's
       // end) gives a reasoning turn no room to think, the direct answer stands.
-      const room = (g: RouterGate) => Math.min(limit - g.tokens, ctx - (ids.length + invocation.length + control.length));
+      const room = (g: RouterGate) => Math.min(limit - g.tokens, ctx - reasonLen);
       const gate = router?.gate && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
       // A thinking model answers after an empty thinking block (emptyBlock), fed on the prompt's cache; its logits give
       // the first token. (Cutting the cache to tagEnd also drops a speculative invocation, which sits past the prompt.)
-      const { tagEnd, block } = native ? emptyBlock(tok, ids, opened, rt!.invocation) : { tagEnd: ids.length, block: [] };
+      const { tagEnd, block } = direct, promptLen = directLen;
+      if (promptLen >= ctx) throw noRoomToAnswer(); // a thinking model that the router sent here
       if (speculate || tagEnd < ids.length) await backend.truncate(base!.cache, 0, tagEnd);
-      const promptLen = tagEnd + block.length;
-      if (promptLen >= ctx) throw new Error(`answer: the prompt and the empty thinking block have ${promptLen} tokens, which leaves no room in the model's context of ${ctx} tokens`);
       const firstLogits = block.length ? (await backend.step(base!.cache, { tokens: [block], logits: 1, want: { logits: true } })).logits! : base!.logits;
       const maxTokens = Math.min(limit, ctx - promptLen); // ≥ 1: checked above
       let decided = !gate, trip = -1, held: [Phase, string][] = [];
@@ -524,13 +534,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // 4. Reasoning route.
     // After an escalation the direct attempt's tokens come off maxTokens (a request's total); the thinking cap is the
     // thinking's own, lowered only where what is left would not hold it, its close and an answer token.
-    const promptTokens = ids.length + invocation.length + control.length, spent = escalation?.tokens ?? 0;
+    const promptTokens = reasonLen, spent = escalation?.tokens ?? 0;
     const maxTokens = Math.min(limit - spent, ctx - promptTokens);
     const cap = K === undefined ? undefined : Math.max(0, Math.min(K, maxThinkingCap(rt!, maxTokens)));
-    if (maxTokens < 1) {
-      const added = [invocation.length && `the invocation's ${invocation.length}`, control.length && `the budget line's ${control.length}`].filter(Boolean).join(' and ');
-      throw new Error(`answer: the prompt has ${ids.length} tokens${added ? `, ${promptTokens} with ${added}` : ''}, which leaves no room to reason in the model's context of ${ctx} tokens`);
-    }
+    if (maxTokens < 1) throw noRoomToReason(); // room was checked before the prefill, and an escalation leaves some
     const streams = Array.from({ length: n }, (_, i) => opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), 'thinking') : undefined);
     // The first thinking token's logits: after the speculated invocation, or the prompt's own when the template
     // opened the thinking (still valid after an escalation, which cuts the cache back to the prompt).

@@ -7,13 +7,24 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { shown } from '../show.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 
 export const budgetSystemLine = (budget: number): string => `Thinking budget: ${budget} tokens.`;
 
-/** Token ids fed after the invocation for a budget ("\n" + the line); the model then writes "\n" + its thinking. */
-export function budgetControl(tok: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] }, budget: number): number[] {
+/**
+ * Token ids fed after the invocation for a budget: the ids an SFT trace "<think>\nThinking budget: 96 tokens.\n…"
+ * holds from the invocation to its thinking. So the line follows a newline only where the invocation does not end
+ * in one (Qwen2.5's "<think>\n" ends in a ">\n" token), and its closing newline is fed where the tokenizer joins it
+ * to the line's last token (Qwen's ".\n"); a newline that is a token of its own is the model's to write, as after
+ * an invocation alone.
+ */
+export function budgetControl(tok: Pick<TextTokenizer, 'encode' | 'decode'>, budget: number, invocation: readonly number[]): number[] {
   if (!Number.isInteger(budget) || budget <= 0) throw new Error(`answer: budget must be a positive integer number of tokens, got ${shown(budget)}`);
-  return tok.encode(`\n${budgetSystemLine(budget)}`, { addSpecialTokens: false });
+  const enc = (t: string) => tok.encode(t, { addSpecialTokens: false });
+  const opened = invocation.length > 0 && tok.decode(invocation.slice(-1), { skipSpecialTokens: false }).endsWith('\n');
+  const text = `${opened ? '' : '\n'}${budgetSystemLine(budget)}`, line = enc(text), closed = enc(`${text}\n`);
+  const apart = closed.length === line.length + 1 && line.every((t, i) => closed[i] === t);
+  return apart ? line : closed;
 }
 
 /**

@@ -13,8 +13,9 @@
  *
  * Thinking budget: `thinking_token_budget` (vLLM's per-request field) wins over `reasoning_effort`, which maps
  * through the server's effort → tokens table. The tokens are the hard thinking cap; for an adapter RL-trained on
- * prompted budgets (rl_log.json) the reasoning turn also carries the smallest trained bucket ≥ the cap as its budget
- * control line (after the invocation). The cap never
+ * prompted budgets (rl_log.json) the reasoning turn also carries the largest trained bucket within the cap (the
+ * smallest bucket when none is) as its budget control line (after the invocation), so the length the model aims
+ * for is one the cap lets it finish. The cap never
  * exceeds max_tokens minus a reserve for the answer, so the thinking segment cannot eat the whole completion.
  * Reasoning controls that contradict each other (an effort or budget asking for thinking with reasoning off, or
  * "none" / 0 with reasoning on or auto) are refused, naming both.
@@ -220,8 +221,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     const room = Math.min(maxThinkingCap(reasoningTokens(m.model), maxTokens), maxTokens - Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
     cap = room < 0 ? undefined : Math.min(cap ?? room, room);
   }
-  // The budget line the model reads: the smallest trained bucket ≥ the cap it will actually be held to.
-  const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.find((b) => b >= cap!) ?? m.budgets[m.budgets.length - 1] : undefined;
+  // The budget line the model reads: the largest trained bucket within the cap it will actually be held to (told a
+  // larger one, it would aim past the cap and be cut), else the smallest.
+  const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.filter((b) => b <= cap!).at(-1) ?? m.budgets[0] : undefined;
 
   const seed = req.seed ?? randomInt(0, 2 ** 31);
   // A sampling field the request leaves out: the model's generation_config.json's (as vLLM); the temperature's
@@ -254,8 +256,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
 /** Tokens kept back beyond the prompt when an adapter may reason: its invocation, and the longest budget line it may read. */
 function reasoningReserve(m: ServedModel, budgetAsked: boolean): number {
   if (!m.model.adapter) return 0;
-  const line = budgetAsked && m.budgets.length ? budgetControl(m.model.tokenizer, Math.max(...m.budgets)).length : 0;
-  return reasoningTokens(m.model).invocation.length + line;
+  const { invocation } = reasoningTokens(m.model);
+  return invocation.length + (budgetAsked && m.budgets.length ? budgetControl(m.model.tokenizer, Math.max(...m.budgets), invocation).length : 0);
 }
 
 export interface ChoiceOut {

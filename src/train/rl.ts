@@ -84,7 +84,15 @@ let policySlots = 0;
 export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number; updated: boolean }
 
 /** `generated`: the completion's tokens; `trained`: the same with the stop token that ended it (stopping is a choice the policy learns). */
-interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; trained: number[]; budget: number; thinking: number; correct: boolean; closed: boolean }
+interface Rollout { prompt: number[]; adapterFrom: number; generated: number[]; trained: number[]; budget: number; thinking: number; correct: boolean; closed: boolean; ended: boolean }
+
+/**
+ * Whether a rollout answered right: only one that closed its thinking and then ended by itself has an answer (one
+ * cut off by the token limit may hold "#### 3" of "#### 39"; answer() leaves such samples out of the vote too).
+ */
+export function rolloutCorrect(task: Task, r: Pick<Rollout, 'closed' | 'ended'>, text: string, gold: number | string): boolean {
+  return r.closed && r.ended && isCorrect(task, text, gold);
+}
 
 /** Reward of one completion (exported for tests). */
 export function reward(r: { correct: boolean; thinking: number; closed: boolean; budget: number }, o: { penalty: 'budget' | 'group'; lambda: number; groupMean: number }): number {
@@ -196,7 +204,7 @@ export async function trainRl(
         return rng.next() < share ? { p, budget: Math.min(...o.budgets), line: false } : { p, budget: b, line: true };
       });
       const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature, maxTokens, seed: seed + step * 7919, end });
-      rolls.forEach((r, k) => { r.correct = r.closed && isCorrect(task, tok.decode(r.generated), batch[Math.floor(k / G)].p.gold); }); // an unclosed thinking has no answer
+      rolls.forEach((r, k) => { r.correct = rolloutCorrect(task, r, tok.decode(r.generated), batch[Math.floor(k / G)].p.gold); });
       const rewards: number[] = [];
       for (let i = 0; i < rolls.length; i += G) {
         const grp = rolls.slice(i, i + G), mean = grp.reduce((a, r) => a + r.thinking, 0) / G;
@@ -271,7 +279,7 @@ export const chatIds = (tok: TextTokenizer, question: string) =>
  * would stop the run when drawn).
  */
 function checkPromptRoom(tok: TextTokenizer, prompts: RlPrompt[], invocation: number[], lines: number[], least: number, ctx: number, file?: string): void {
-  const control = Math.max(0, ...lines.map((b) => budgetControl(tok, b).length)); // the longest budget line fed
+  const control = Math.max(0, ...lines.map((b) => budgetControl(tok, b, invocation).length)); // the longest budget line fed
   const sized = prompts.map((p, i) => ({ p, i, n: chatIds(tok, p.question).length + invocation.length + control }));
   const tooLong = sized.filter((x) => x.n + least > ctx), fed = control ? ', the invocation and the budget line' : ' and the invocation';
   if (!tooLong.length) return;
@@ -290,7 +298,7 @@ export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p:
   o: { temperature: number; maxTokens: number; seed: number; end: number[] }): Promise<Rollout[]> {
   const prompts = batch.map(({ p, budget, line }) => {
     const chat = chatIds(tok, p.question);
-    return { ids: [...chat, ...invocation, ...(line ? budgetControl(tok, budget) : [])], from: chat.length };
+    return { ids: [...chat, ...invocation, ...(line ? budgetControl(tok, budget, invocation) : [])], from: chat.length };
   });
   const cache = await backend.newCache(prompts.length);
   try {
@@ -312,7 +320,7 @@ export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p:
       const p = prompts[Math.floor(k / G)];
       return {
         prompt: p.ids, adapterFrom: p.from, generated: s.tokens, trained: s.stopToken === undefined ? s.tokens : [...s.tokens, s.stopToken],
-        budget: batch[Math.floor(k / G)].budget, thinking: s.thinkingTokens, closed: s.answerFrom !== undefined, correct: false,
+        budget: batch[Math.floor(k / G)].budget, thinking: s.thinkingTokens, closed: s.answerFrom !== undefined, ended: s.stopToken !== undefined, correct: false,
       };
     });
   } finally {
