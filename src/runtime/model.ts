@@ -255,6 +255,8 @@ export class Model {
         const chat = o.chat ?? Array.isArray(prompts[i]);
         const at = !chat ? lastIndexOfRun(ids[i], inv) : endsWithRun(ids[i], inv) ? ids[i].length - inv.length : -1;
         if (o.adapter === true && at < 0 && chat) {
+          const ctx = this.config.maxPositionEmbeddings, n = ids[i].length + inv.length;
+          if (ids[i].length < ctx && n >= ctx) throw new Error(`generate: prompt ${i} has ${ids[i].length} tokens, ${n} with the adapter's invocation (${inv.length}, appended for chat: true); the model's context of ${ctx} tokens leaves no room to generate`);
           per[i] = { ...o, adapterFrom: ids[i].length };
           ids[i] = [...ids[i], ...inv];
         } else if (at >= 0) per[i] = { ...o, adapter: true, adapterFrom: at };
