@@ -363,10 +363,10 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   // An idle model does not keep the process alive (a script that forgets close() still exits), and a timer's
   // later call still works: the worker is referenced while a call is in flight.
   const forgot = path.join(tmp, 'no-close.mts'), lib = new URL('../src/runtime/model.ts', import.meta.url).href;
-  fs.writeFileSync(forgot, `import { loadModel } from ${JSON.stringify(lib)};\nconst m = await loadModel(${JSON.stringify(model.dir)}, { quant: 'fp32', threads: 1 });\nconsole.log('first', (await m.complete('Hello', { maxTokens: 3 })).tokens.length);\nsetTimeout(async () => console.log('later', (await m.complete('Hi', { maxTokens: 2 })).tokens.length), 50);\n`);
+  fs.writeFileSync(forgot, `import { loadModel } from ${JSON.stringify(lib)};\nconst m = await loadModel(${JSON.stringify(model.dir)}, { quant: 'fp32', threads: 1 });\nconsole.log('first', (await m.complete('Hello', { maxTokens: 3 })).tokens.length);\nawait m.backend.setAdapter(new Map([['x', { a: () => 1 }]])).catch((e) => console.log('refused', e.name));\nsetTimeout(async () => console.log('later', (await m.complete('Hi', { maxTokens: 2 })).tokens.length), 50);\n`);
   const idle = spawnSync(process.execPath, ['--import', 'tsx', forgot], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 });
   assert.equal(idle.signal, null, `the process did not exit by itself: ${idle.stderr}`);
-  assert.equal(idle.stdout, 'first 3\nlater 2\n');
+  assert.equal(idle.stdout, 'first 3\nrefused DataCloneError\nlater 2\n', 'a value the worker cannot be sent is refused, and keeps nothing alive');
 
   // process.exit() while the worker is inside a session run exits with the code given (it used to abort: SIGABRT).
   const exiting = path.join(tmp, 'exit-mid-run.mts');
@@ -389,6 +389,7 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   await within((b as unknown as { worker: Worker }).worker.terminate());
   for (const r of await within(Promise.allSettled(inFlight))) if (r.status === 'rejected') assert.match(r.reason.message, /runtime worker exited with code 1/);
   await assert.rejects(within(b.lengths(c)), /runtime worker exited with code 1/);
+  assert.equal(b.failed, 'runtime worker exited with code 1', 'said failed (the server\'s /health reads it)');
   await within(b.close());
 
   // close(): calls made from then on are refused at once; the ones before it settle.
@@ -397,6 +398,7 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   await assert.rejects(within(b2.step(c2, { tokens: [[1]] })), /runtime: model is closed/);
   await within(Promise.all([closing, b2.close(), Promise.allSettled([before])]));
   await assert.rejects(within(b2.lengths(c2)), /runtime: model is closed/);
+  assert.equal(b2.failed, undefined, 'closed is not failed');
 });
 
 test('the graph\'s log-normaliser (logits_lse) equals log Σ exp of its logits; sampled log-probabilities use it', async () => {
@@ -910,6 +912,9 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
   try {
     const long = 'word '.repeat(model.config.maxPositionEmbeddings + 10);
     await assert.rejects(m.complete(long), /prompt 0 has \d+ tokens; the model's context of 2048 tokens leaves no room to generate/);
+    // A cache no buffer could hold is refused (it used to end the process: out of memory before the buffers' check).
+    await assert.rejects(m.backend.newCache(5e8), /^Error: engine: a cache of 500000000 rows needs \d+ floats per layer for its first 64 positions, more than a Float32Array holds \(4294967296\): ask for fewer rows$/);
+    for (const rows of [0, 1.5, NaN]) await assert.rejects(m.backend.newCache(rows), new RegExp(`^Error: engine: a cache needs a whole number of rows ≥ 1, got ${rows}$`));
     await assert.rejects(m.generateBatch(['a', 'b', 'c'], [{ maxTokens: 2 }]), /generate: 1 option objects for 3 prompts \(give one per prompt, or one object for all\)/);
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);
     const c = await m.backend.newCache(1);
@@ -1283,6 +1288,11 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
   const qOnly = await loadModel(out, { worker: false });
   try {
     await assert.rejects(qOnly.withAdapter(rlDir), /engine: the adapter has LoRA weights for model\.layers\.0\.self_attn\.k_proj, but this graph takes LoRA inputs only for q: load the model with an adapter on the same projections/);
+    // LoRA weights of another model's sizes are refused when set: taken, they failed every later run, with the adapter or not.
+    const q = 'model.layers.0.self_attn.q_proj', out = qOnly.config.numHeads * qOnly.config.headDim, inp = qOnly.config.hiddenSize;
+    const wrong = new Map([[q, { a: new Float32Array(2 * 2 * inp), b: new Float32Array(out * 2), rank: 2, in: 2 * inp, out }]]);
+    await assert.rejects(qOnly.backend.setAdapter(wrong), new RegExp(`^Error: engine: the adapter's model\\.layers\\.0\\.self_attn\\.q_proj is ${out} × ${2 * inp} \\(out × in\\), but this model's is ${out} × ${inp}: an adapter for another model\\?$`));
+    await qOnly.complete('Hello', { maxTokens: 2 }); // still runs
   } finally {
     await qOnly.close();
   }

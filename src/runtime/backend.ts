@@ -42,6 +42,8 @@ export interface Backend {
   /** Sets (or with null clears) the LoRA weights steps use under `name` (StepInput.adapterName; default '', the first). */
   setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void>;
   close(): Promise<void>;
+  /** Set when the backend failed by itself (its worker died) and refuses every call; not when closed. */
+  readonly failed?: string;
 }
 
 /** Backend over an Engine in this thread. */

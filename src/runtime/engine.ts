@@ -3,9 +3,10 @@
  * B rows, each adding its own number of new tokens (prefill and decode are the same call).
  */
 import ort from './ort.ts';
-import type { ModelConfig, Projection } from '../models/config.ts';
+import { projectionShape, type ModelConfig, type Projection } from '../models/config.ts';
 import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity } from './kv-cache.ts';
 import { defaultThreads } from './threads.ts';
+import { shown } from '../show.ts';
 
 export interface StepInput {
   /** New tokens per cache row (rows may add different counts; 0 = idle this step). */
@@ -33,6 +34,9 @@ export interface StepOutput {
 }
 
 /** LoRA weights per projection tensor name (e.g. model.layers.0.self_attn.q_proj), B already scaled by alpha/r. */
+/** The most elements a Float32Array holds in Node (V8): a cache buffer's bound. */
+const MAX_FLOATS = 2 ** 32;
+
 export type AdapterTensors = Map<string, { a: Float32Array; b: Float32Array; rank: number; in: number; out: number }>;
 
 export interface EngineOptions { threads?: number; loraTargets?: readonly Projection[] }
@@ -117,6 +121,9 @@ export class Engine {
   get hasLora(): boolean { return this.loraInputs.length > 0; }
 
   newCache(rows: number, capacity = 64): KVCache {
+    const floats = rows * this.config.numKvHeads * capacity * this.config.headDim;
+    if (!Number.isSafeInteger(rows) || rows < 1) throw new Error(`engine: a cache needs a whole number of rows ≥ 1, got ${shown(rows)}`);
+    if (floats > MAX_FLOATS) throw new Error(`engine: a cache of ${rows} rows needs ${floats} floats per layer for its first ${capacity} positions, more than a Float32Array holds (${MAX_FLOATS}): ask for fewer rows`);
     return new KVCache({ layers: this.config.numLayers, kvHeads: this.config.numKvHeads, headDim: this.config.headDim }, rows, capacity);
   }
 
@@ -144,6 +151,10 @@ export class Engine {
     if (missing) {
       const has = [...new Set(this.loraInputs.map((n) => /\.(\w+)_proj\.lora_[AB]$/.exec(n)?.[1]))].join(',');
       throw new Error(`engine: the adapter has LoRA weights for ${missing}, but this graph takes LoRA inputs only for ${has}: load the model with an adapter on the same projections (or convert it with --lora-targets covering them)`);
+    }
+    for (const [proj, t] of adapter) { // the graph's inputs take these sizes: another would fail every later run
+      const [out, inp] = projectionShape(this.config, proj.replace(/^.*\./, '') as Projection);
+      if (t.in !== inp || t.out !== out) throw new Error(`engine: the adapter's ${proj} is ${t.out} × ${t.in} (out × in), but this model's is ${out} × ${inp}: an adapter for another model?`);
     }
     const feeds: Record<string, ort.Tensor> = {};
     for (const input of this.loraInputs) {

@@ -71,6 +71,9 @@ export class WorkerBackend implements Backend {
     return backend;
   }
 
+  /** Why the worker is gone when it ended by itself (not by close()): every call is refused. */
+  get failed(): string | undefined { return this.gone !== undefined && this.gone !== CLOSED ? this.gone : undefined; }
+
   private fail(why: string): void {
     this.gone ??= why;
     for (const p of this.pending.values()) p.reject(new Error(this.gone));
@@ -84,7 +87,13 @@ export class WorkerBackend implements Backend {
       return await new Promise<T>((resolve, reject) => {
         if (!this.pending.size) this.worker.ref();
         this.pending.set(id, { resolve, reject });
-        this.worker.postMessage({ id, method, args });
+        try {
+          this.worker.postMessage({ id, method, args });
+        } catch (e) { // a value that cannot be sent (DataCloneError): nothing is pending, nothing keeps the process alive
+          this.pending.delete(id);
+          if (!this.pending.size && !this.closing) this.worker.unref();
+          reject(e);
+        }
       });
     } catch (e) {
       // Thrown again here, so that its stack holds the caller's frames (V8's async stack); the worker's is its cause.

@@ -196,8 +196,10 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
 
   app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(fs.readFileSync(PLAYGROUND)));
   app.get('/health', async (_req, reply) => {
-    const body = { status: closing ? 'closing' : 'ok', models: [...served.models.keys()], running: admission.active, queued: admission.queued };
-    return reply.code(closing ? 503 : 200).send(body);
+    // A model whose runtime worker died refuses every request: unhealthy, so that a supervisor restarts the server.
+    const failed = [...served.models.values()].map((m) => m.model.backend.failed).find((f) => f !== undefined);
+    const body = { status: closing ? 'closing' : failed ? 'failed' : 'ok', ...(failed ? { error: failed } : {}), models: [...served.models.keys()], running: admission.active, queued: admission.queued };
+    return reply.code(closing || failed ? 503 : 200).send(body);
   });
   app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render()));
   app.get('/v1/models', async () => ({
