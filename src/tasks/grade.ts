@@ -8,7 +8,7 @@
  *   strings; a time without "a.m."/"p.m." also matches one with) and ordinals ("6th", compared as numbers).
  * - math500: the last \boxed{...} (else the last answer stated), normalised (LaTeX spacing, \left/\right, units, degrees, percent, \dfrac,
  *   shorthand fractions); equal if the strings match, or both are numbers and equal, or both are tuples /
- *   intervals / lists whose elements are equal one by one.
+ *   intervals / lists whose elements are equal one by one, or both are expressions of the same value (sameValue).
  * - synthetic: math golds need the fixed "#### n" line; chat golds must match exactly after trimming.
  *
  * Text after the last </think> is graded when the model wrote a think block.
@@ -81,7 +81,8 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   }
   // "answer is" anywhere, but not "this answer is 2 more than …"; "answer:" only where a line starts with it ("Final Answer:", "**Answer:**")
   for (const m of text.matchAll(/(?<!\b(?:this|that|which|each|an|one)\s+)\banswer\s+is\**:?\s*(?=([^\n]*))|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)/gi)) {
-    const rest = (m[1] ?? m[2]).replace(/^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*/i, ''); // Minerva's "Final Answer: The final answer is …"
+    const rest = (m[1] ?? m[2]).replace(/^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*/i, '') // Minerva's "Final Answer: The final answer is … I hope it is correct."
+      .replace(/\.?\s*I hope it is correct\.?\s*$/i, '');
     if (COMPARISON.test(rest)) continue; // "the answer is 2 more than yesterday's": a comparison, not the value
     const box = lastBoxed(rest);
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
@@ -168,8 +169,8 @@ export function lastBoxed(text: string): string | undefined {
 
 /** Strips presentation from a MATH answer so equal answers become equal strings. */
 export function normalizeMath(s: string): string {
-  let t = s.trim()
-    .replace(/(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)/g, ' ') // not the \\ of matrix rows
+  let t = s
+    .replace(/(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)/g, ' ') // not the \\ of matrix rows (before trimming: "\text{(C)}\ ")
     .replace(/\\[()[\]]/g, ' ') // \( \) \[ \] math delimiters
     .replace(/\\[dt]frac/g, '\\frac')
     .replace(/\{bmatrix\}/g, '{pmatrix}')
@@ -179,7 +180,7 @@ export function normalizeMath(s: string): string {
     .replace(/\\?\$/g, '');
   t = t.replace(/\\(?:text|mbox|mathrm)\{\s*(?:or|and)\s*\}/g, ','); // "1 \text{ or } 2" lists two answers
   // \text{...}: a whole-answer word is unwrapped ("\text{(C)}", "\text{east}"), a trailing unit is dropped
-  t = t.trim(); // "\displaystyle \text{Evelyn}" left a space before the \text
+  t = t.trim().replace(/\s*\.$/, '').trim(); // "\displaystyle \text{Evelyn}" left a space before the \text; "\text{even}." its full stop
   const whole = /^\\(?:text|textbf|textnormal|mbox|mathrm|mathbf|boldsymbol)\{([^{}]*)\}$/.exec(t);
   if (whole) t = whole[1];
   else {
@@ -269,7 +270,126 @@ export function mathEqual(a: string, b: string, ordered = false): boolean {
       return pa.length === pb.length && pa.every((p, i) => mathEqual(p, pb[i]));
     }
   }
-  return false;
+  return sameValue(a, b);
+}
+
+/**
+ * The last resort of mathEqual, as the references' symbolic check (Qwen2.5-Math's math_equal, Minerva's is_equiv):
+ * two expressions are equal if they take the same value at several points, their letters (the same ones on both
+ * sides) set to fixed pseudo-random values — "2\pi+18" is "18+2\pi", "\sqrt{3}/3" is "\frac{\sqrt3}{3}", "2^{10}" is
+ * 1024. Words (three letters in a row outside a command) are not expressions: "even" is not "neve".
+ */
+function sameValue(a: string, b: string): boolean {
+  const x = expression(a), y = expression(b);
+  if (!x || !y || x.vars.size !== y.vars.size || ![...x.vars].every((v) => y.vars.has(v))) return false;
+  const vars = [...x.vars], point = (k: number) => 1.1 + 1.8 * ((Math.abs(Math.sin(k * 12.9898)) * 43758.5453) % 1); // in [1.1, 2.9)
+  let compared = 0;
+  for (let p = 0; p < (vars.length ? 4 : 1); p++) {
+    const env = new Map(vars.map((v, i) => [v, point(p * 31 + i + 1)]));
+    const u = x.value(env), w = y.value(env);
+    if (!Number.isFinite(u) && !Number.isFinite(w)) continue;
+    if (!(Math.abs(u - w) <= 1e-9 * Math.max(1, Math.abs(u), Math.abs(w)))) return false;
+    compared++;
+  }
+  return compared > 0;
+}
+
+type Value = (env: Map<string, number>) => number;
+const FUNCTIONS: Record<string, (x: number) => number> = {
+  arcsin: Math.asin, arccos: Math.acos, arctan: Math.atan, sin: Math.sin, cos: Math.cos, tan: Math.tan, cot: (x) => 1 / Math.tan(x),
+  sec: (x) => 1 / Math.cos(x), csc: (x) => 1 / Math.sin(x), ln: Math.log, log: Math.log, exp: Math.exp,
+};
+// The commands an expression may hold, longest first: normalised answers have no spaces ("\cot x" is "\cotx").
+const COMMAND = new RegExp(`\\\\(?:${['frac', 'sqrt', 'pi', 'cdot', 'times', 'div', ...Object.keys(FUNCTIONS)].sort((p, q) => q.length - p.length).join('|')})|\\\\[A-Za-z]+`, 'y');
+
+/** A normalised MATH answer read as an arithmetic expression of numbers, letters, \pi, \frac, \sqrt, ^, ! and functions; undefined if it is not one. */
+function expression(t: string): { value: Value; vars: Set<string> } | undefined {
+  const tokens: string[] = [];
+  for (let at = 0; at < t.length;) {
+    COMMAND.lastIndex = at;
+    const m = t[at] === '\\' ? COMMAND.exec(t) : /^(?:\d+(?:\.\d+)?|\.\d+)/.exec(t.slice(at));
+    const tk = m ? m[0] : t[at];
+    tokens.push(tk);
+    at += tk.length;
+  }
+  // letters in a row outside commands: a word, not a product of variables
+  if (!tokens.length || tokens.some((tk, k) => /^[A-Za-z]$/.test(tk) && /^[A-Za-z]$/.test(tokens[k + 1] ?? '') && /^[A-Za-z]$/.test(tokens[k + 2] ?? ''))) return undefined;
+  const vars = new Set<string>();
+  let i = 0;
+  const peek = () => tokens[i], take = (want?: string) => {
+    if (want !== undefined && tokens[i] !== want) throw new SyntaxError(want);
+    return tokens[i++];
+  };
+  const group = (): Value => { // {…}, or one token, as a LaTeX argument
+    if (peek() === '{') { take('{'); const v = sum(); take('}'); return v; }
+    return primary();
+  };
+  const startsFactor = (tk: string | undefined) => tk !== undefined && (/^[\d.A-Za-z({]/.test(tk) || (tk[0] === '\\' && !['\\cdot', '\\times', '\\div'].includes(tk)));
+  function sum(): Value {
+    let v = product();
+    while (peek() === '+' || peek() === '-') {
+      const op = take(), l = v, r = product();
+      v = op === '+' ? (e) => l(e) + r(e) : (e) => l(e) - r(e);
+    }
+    return v;
+  }
+  function product(): Value {
+    let v = unary();
+    for (;;) {
+      const tk = peek();
+      if (tk === '*' || tk === '\\cdot' || tk === '\\times') { take(); const l = v, r = unary(); v = (e) => l(e) * r(e); }
+      else if (tk === '/' || tk === '\\div') { take(); const l = v, r = unary(); v = (e) => l(e) / r(e); }
+      else if (startsFactor(tk)) { const l = v, r = power(); v = (e) => l(e) * r(e); } // implicit: 2\pi, 3x, x(y+1)
+      else return v;
+    }
+  }
+  function unary(): Value {
+    if (peek() === '-') { take(); const v = unary(); return (e) => -v(e); }
+    if (peek() === '+') { take(); return unary(); }
+    return power();
+  }
+  function power(): Value {
+    let v = primary();
+    while (peek() === '!') { take(); const b = v; v = (e) => factorial(b(e)); }
+    if (peek() === '^') {
+      take();
+      const b = v, neg = peek() === '-' && take() === '-', x = group();
+      v = (e) => b(e) ** (neg ? -x(e) : x(e));
+    }
+    return v;
+  }
+  function primary(): Value {
+    const tk = take();
+    if (tk === undefined) throw new SyntaxError('end');
+    if (/^[\d.]/.test(tk)) { const n = Number(tk); return () => n; }
+    if (/^[A-Za-z]$/.test(tk)) { vars.add(tk); return (e) => e.get(tk)!; }
+    if (tk === '(' || tk === '{') { const v = sum(); take(tk === '(' ? ')' : '}'); return v; }
+    if (tk === '\\pi') return () => Math.PI;
+    if (tk === '\\frac') { const n = group(), d = group(); return (e) => n(e) / d(e); }
+    if (tk === '\\sqrt') {
+      let k: Value = () => 2;
+      if (peek() === '[') { take('['); k = sum(); take(']'); }
+      const r = group();
+      return (e) => r(e) ** (1 / k(e));
+    }
+    const f = FUNCTIONS[tk.slice(1)];
+    if (f) { const x = peek() === '(' ? primary() : group(); return (e) => f(x(e)); }
+    throw new SyntaxError(tk);
+  }
+  try {
+    const value = sum();
+    return i === tokens.length ? { value, vars } : undefined;
+  } catch (e) {
+    if (e instanceof SyntaxError) return undefined;
+    throw e;
+  }
+}
+
+function factorial(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > 170) return NaN;
+  let f = 1;
+  for (let k = 2; k <= n; k++) f *= k;
+  return f;
 }
 
 /** Equal as multisets under mathEqual. */
