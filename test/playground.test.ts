@@ -17,6 +17,65 @@ function chromiumPath(): string | undefined {
   return [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => !!p && fs.existsSync(p));
 }
 
+test('playground: Stop ends a streaming reply; Enter while one streams sends nothing; a base model answers with reasoning off', async (t) => {
+  const exe = chromiumPath();
+  if (!exe) {
+    if (process.env.CI) assert.fail('headless Chromium is missing: install the Debian package "chromium" (apt-get install -y chromium) or set CHROMIUM_PATH');
+    t.skip('no Chromium (apt-get install -y chromium)');
+    return;
+  }
+  const server = await createServer({ model: path.join(ROOT, 'models/default'), port: 0, ctx: 512 });
+  const url = await server.listen();
+  let browser: Browser | undefined;
+  try {
+    browser = await chromium.launch({ executablePath: exe, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.waitForFunction(() => (document.getElementById('model') as HTMLSelectElement).options.length >= 2);
+    // A long sampled reply: while it streams, Enter sends nothing and the button is Stop; Stop ends it.
+    await page.selectOption('#reasoning', 'on');
+    await page.fill('#n', '8');
+    await page.fill('#temperature', '1.5');
+    await page.fill('#max-tokens', '400');
+    await page.fill('#prompt', 'Jack starts with 15 marbles. He buys 4 bags with 4 marbles in each bag. He gives half of his marbles to Emma. How many marbles does Jack have at the end?');
+    await page.click('#send');
+    await page.waitForFunction(() => (document.querySelector('.turn .sample .text')?.textContent ?? '').length > 0 || document.querySelector('.turn .error'), undefined, { timeout: 60_000 });
+    assert.equal(await page.$('.turn .error'), null, 'the reply failed');
+    assert.equal(await page.textContent('#send'), 'Stop');
+    await page.fill('#prompt', 'What is the capital of Jastow?');
+    await page.press('#prompt', 'Enter');
+    assert.equal(await page.$$eval('.user', (els) => els.length), 1, 'Enter while a reply streams sent another question');
+    await page.click('#send');
+    await page.waitForFunction(() => document.querySelector('.turn .error')?.textContent === 'Stopped.', undefined, { timeout: 30_000 });
+    assert.equal(await page.textContent('#send'), 'Send');
+    assert.equal(await page.$$eval('.turn.ended', (els) => els.length), 1, 'its unanswered samples show no "…" that waits forever');
+    for (const end = Date.now() + 10_000; !/edgereason_cancelled_total [1-9]/.test(await (await fetch(`${url}/metrics`)).text());) {
+      assert.ok(Date.now() < end, 'the server never saw the request cancelled');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The question typed meanwhile is still there, and goes now.
+    assert.equal(await page.inputValue('#prompt'), 'What is the capital of Jastow?');
+    await page.selectOption('#reasoning', 'off');
+    await page.fill('#n', '1');
+    await page.fill('#temperature', '0');
+    await page.press('#prompt', 'Enter');
+    await page.waitForFunction(() => document.querySelectorAll('.turn').length === 2 && /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    assert.deepEqual(await page.$$eval('.turn:last-child .sample .answer', (els) => els.map((e) => e.textContent)), ['Pirra']);
+    // The base model cannot reason: reasoning goes off and the effort with it (they were refused with a 400 before).
+    await page.selectOption('#reasoning', 'on');
+    await page.selectOption('#model', 'default');
+    assert.deepEqual([await page.inputValue('#reasoning'), await page.isDisabled('#reasoning'), await page.isDisabled('#effort')], ['off', true, true]);
+    await page.selectOption('#model', 'reasoning');
+    assert.deepEqual([await page.isDisabled('#reasoning'), await page.isDisabled('#effort')], [false, true], 'reasoning is off until chosen again');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser?.close();
+    await server.close(1000);
+  }
+});
+
 test('playground: a question streams thinking and answer into the page; route, votes, TTFT and tokens/s shown', async (t) => {
   const exe = chromiumPath();
   if (!exe) {
@@ -37,7 +96,7 @@ test('playground: a question streams thinking and answer into the page; route, v
     assert.equal(await page.inputValue('#model'), 'reasoning', 'the reasoning adapter is preselected');
 
     // Reasoning on, 3 samples: three thinking/answer pairs stream in, the vote and the chosen sample are shown.
-    const question = 'Tom has 12 apples and buys 7 more. How many apples does he have?';
+    const question = 'At first, Ella has 5 marbles. Ella sells 3 marbles. Leo gives her 3 marbles. How many marbles does Ella end up with?';
     await page.selectOption('#reasoning', 'on');
     await page.fill('#n', '3');
     await page.fill('#max-tokens', '48');
@@ -56,6 +115,7 @@ test('playground: a question streams thinking and answer into the page; route, v
     assert.equal(await page.textContent('#route'), 'reasoning');
     assert.ok(await page.isVisible('#votes'), 'votes are shown for n > 1');
     assert.equal(samples.filter((s) => s.chosen).length, 1, 'the chosen sample is marked');
+    assert.equal(await page.textContent('.turn:last-child .sample.chosen .mark'), '✓ the voted answer', 'in words too, not by its outline alone');
     assert.match((await page.textContent('#ttft'))!, /^\d+ ms$/);
     assert.ok(await page.evaluate(() => (window as any).updates) > 6, 'text arrived in several pieces');
     // The page shows what the API returns for the same request (greedy, so the seed does not matter).
@@ -72,13 +132,13 @@ test('playground: a question streams thinking and answer into the page; route, v
     await page.fill('#n', '1');
     await page.fill('#temperature', '0.8');
     await page.fill('#seed', '4');
-    await page.fill('#prompt', 'What is the capital of France?');
+    await page.fill('#prompt', 'What is the capital of Jastow?');
     await page.check('#keep'); // this question goes with the conversation so far (by default each stands alone)
     await page.click('#send');
     await page.waitForFunction(() => document.querySelectorAll('.turn').length === 2 && /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
     assert.equal(await page.textContent('#route'), 'direct');
     const direct = await page.$$eval('.turn:last-child .sample .answer', (els) => els.map((e) => e.textContent));
-    const history = [{ role: 'user', content: question }, { role: 'assistant', content: samples[api.edgereason.chosen].answer }, { role: 'user', content: 'What is the capital of France?' }];
+    const history = [{ role: 'user', content: question }, { role: 'assistant', content: samples[api.edgereason.chosen].answer }, { role: 'user', content: 'What is the capital of Jastow?' }];
     const api2 = await (await fetch(`${url}/v1/chat/completions`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'reasoning', messages: history, temperature: 0.8, seed: 4, max_tokens: 48, edgereason: { reasoning: 'off' } }),
