@@ -354,8 +354,8 @@ test('(e) an escalated request reasons exactly as reasoning "on" does: the invoc
 // ---------------------------------------------------------------------------------------------------------
 // A scripted model: exact control over what is sampled, to test routing, forcing, early stop and hidden states.
 
-const VOCAB = ['<eos>', '<think>', '</think>', '\n', 'hmm ', '#### 5', '#### 7', 'q', 'The answer is 5.', 'Answer: 5.'];
-const [EOS, OPEN, CLOSE, NL, HMM, A5, A7, Q, SAY5, COLON5] = VOCAB.map((_, i) => i);
+const VOCAB = ['<eos>', '<think>', '</think>', '\n', 'hmm ', '#### 5', '#### 7', 'q', 'The answer is 5.', 'Answer: 5.', '\\boxed{2\\pi+18}', '\\boxed{18+2\\pi}'];
+const [EOS, OPEN, CLOSE, NL, HMM, A5, A7, Q, SAY5, COLON5, PI18, EIGHTEENPI] = VOCAB.map((_, i) => i);
 
 class ScriptedBackend implements Backend {
   readonly config = { vocabSize: VOCAB.length, hiddenSize: 2, maxPositionEmbeddings: 1000, numLayers: 1 } as ModelConfig & { maxPositionEmbeddings: number };
@@ -734,6 +734,14 @@ test('votes read the answer each sample states unless a task says how: "The answ
   // The synthetic task's grader reads a reply without "####" whole (its chat replies): the two phrasings differ.
   const t = await answer(scripted(policy).m, 'q', { reasoning: 'on', samples: 8, temperature: 1, seed: 1, task: 'synthetic' });
   assert.deepEqual(t.votes, { 'The answer is 5.': k, 'Answer: 5.': 8 - k });
+  // MATH answers of one value vote together, under the form seen first.
+  const boxes = thinker((h, u) => h.at(-1) === HMM && u < 0.5, (h) => (h.filter((x) => x === HMM).length % 2 ? PI18 : EIGHTEENPI));
+  const m = await answer(scripted(boxes).m, 'q', { reasoning: 'on', samples: 8, temperature: 1, seed: 1, task: 'math500' });
+  const forms = new Set(m.samples.map((s) => s.answer));
+  assert.equal(forms.size, 2, `both forms among the samples: ${[...forms].join(' | ')}`);
+  assert.equal(Object.keys(m.votes!).length, 1, JSON.stringify(m.votes));
+  assert.equal(Object.values(m.votes!)[0], 8);
+  assert.ok(['2\\pi+18', '18+2\\pi'].includes(m.winner!), m.winner);
 });
 
 test('with no answer to vote on, a sample cut off by maxTokens makes the result "length", whichever sample comes first', async () => {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sharedPath } from './helpers/shared.ts';
-import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath, parseNumber, voteKey, type Task } from '../src/tasks/grade.ts';
+import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath, parseNumber, sharedKey, voteKey, type Task } from '../src/tasks/grade.ts';
 import {
   DIFFICULTY, Rng, formatAnswer, formatResponse, formatThinking, generateItem, generateMath, makeSplits, questionKey,
   splitOf, type Item, type MathItem,
@@ -91,6 +91,11 @@ test('math500: normalisation equivalences and near misses', () => {
     ['\\text{even}', '\\text{neve}'], ['x^2', '2x'], ['2x', '2y'], ['\\sqrt2', '1.414'], ['e', '2.718281828459045'], ['1450001', '1450000'], ['2\\pi+18', '18+2\\pi+x'],
   ];
   for (const [a, b] of differ) assert.ok(!mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should differ from ${b}`);
+  // Voting keys: MATH answers of one value share the key seen first; other tasks' keys are left as they are.
+  const seen: string[] = [];
+  assert.deepEqual(['2\\pi+18', '18+2\\pi', '3', undefined, '2\\pi+18', '\\frac{6}{2}'].map((k) => sharedKey('math500', seen, k)), ['2\\pi+18', '2\\pi+18', '3', undefined, '2\\pi+18', '3']);
+  assert.deepEqual(seen, ['2\\pi+18', '3']);
+  assert.equal(sharedKey('gsm8k', ['18'], '18.0'), '18.0');
   assert.equal(lastBoxed('so \\boxed{\\frac{\\sqrt{3}}{3}} and then \\boxed{\\left\\{1,2\\right\\}}.'), '\\left\\{1,2\\right\\}');
   assert.equal(lastBoxed('\\boxed 5$'), '5');
   assert.equal(lastBoxed('unfinished \\boxed{\\frac{1}{'), undefined);

@@ -30,7 +30,7 @@ import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { checkGenerateOptions, decode, endsWithRun, maxThinkingCap, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
-import { extractAnswer, TASKS, voteKey } from '../tasks/grade.ts';
+import { extractAnswer, sharedKey, TASKS, voteKey } from '../tasks/grade.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
@@ -411,13 +411,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     let base: Prefill | undefined, routerScore: number | undefined, escalation: AnswerResult['escalation'];
     const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [];
 
-    const early = new Set<number>();
+    const early = new Set<number>(), keys: string[] = []; // keys: the answers seen, MATH ones of one value voting together
     // Only a sample that ended by itself (a stop token or string), with its thinking closed, has an answer to give:
     // one cut off by maxTokens may hold half a number ("#### 3" of 39), and its hidden state is not at an end.
     const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
       const s = seqs[i], { answer: a } = splitText(s, reasoning, model);
       const voting = s.finishReason === 'stop' && (!reasoning || s.answerFrom !== undefined);
-      return voting ? { extracted: task ? extractAnswer(task, a) : voteKey(a), meanLogprob: s.meanLogprob, verifierScore: scores[i] } : { meanLogprob: s.meanLogprob };
+      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, a) : voteKey(a)), meanLogprob: s.meanLogprob, verifierScore: scores[i] } : { meanLogprob: s.meanLogprob };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
       const samples: SampleResult[] = seqs.map((s, i) => {

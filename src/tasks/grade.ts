@@ -460,6 +460,19 @@ export function extractAnswer(task: Task, text: string): string | undefined {
 }
 
 /**
+ * Voting keys of one question's samples, so that MATH answers of the same value vote together ("2\\pi+18" and
+ * "18+2\\pi"): returns the first key in `seen` that mathEqual takes as equal, else adds `key` to `seen` and returns it.
+ * Other tasks' keys are canonical already.
+ */
+export function sharedKey(task: Task | undefined, seen: string[], key: string | undefined): string | undefined {
+  if (key === undefined || task !== 'math500') return key;
+  const same = seen.find((k) => k === key || mathEqual(k, key));
+  if (same !== undefined) return same;
+  seen.push(key);
+  return key;
+}
+
+/**
  * The voting key of a reply when no task names its answer format: the answer it states ("#### n", "the answer is …",
  * \boxed{}) or else its last number, as a GSM8K reply is read; a reply with neither (a chat reply, the embedded
  * model's "Paris") votes with its whole text. A "####" line without a number gives none, as in the synthetic task.
