@@ -913,7 +913,10 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
     const long = 'word '.repeat(model.config.maxPositionEmbeddings + 10);
     await assert.rejects(m.complete(long), /prompt 0 has \d+ tokens; the model's context of 2048 tokens leaves no room to generate/);
     // A cache no buffer could hold is refused (it used to end the process: out of memory before the buffers' check).
-    await assert.rejects(m.backend.newCache(5e8), /^Error: engine: a cache of 500000000 rows needs \d+ floats per layer for its first 64 positions, more than a Float32Array holds \(4294967296\): ask for fewer rows$/);
+    await assert.rejects(m.backend.newCache(5e8), /^Error: engine: a cache of 500000000 rows needs [\d.]+ GiB for its first 64 positions, more than a Float32Array holds \(4294967296 floats per layer\): ask for fewer rows$/);
+    // ... and one that fits in buffers but not in this machine's memory
+    const mc = m.config, perRow = 2 * mc.numLayers * mc.numKvHeads * 64 * mc.headDim * 4, rows = Math.ceil(os.totalmem() / perRow) + 1;
+    await assert.rejects(m.backend.newCache(rows), new RegExp(`^Error: engine: a cache of ${rows} rows needs [\\d.]+ GiB for its first 64 positions, more than this machine's [\\d.]+ GiB of memory: ask for fewer rows$`));
     for (const rows of [0, 1.5, NaN]) await assert.rejects(m.backend.newCache(rows), new RegExp(`^Error: engine: a cache needs a whole number of rows ≥ 1, got ${rows}$`));
     await assert.rejects(m.generateBatch(['a', 'b', 'c'], [{ maxTokens: 2 }]), /generate: 1 option objects for 3 prompts \(give one per prompt, or one object for all\)/);
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);

@@ -48,6 +48,7 @@ test('math500: every gold solution grades correct against its answer; perturbed 
     let unboxed = r.solution;
     for (let b = lastBoxed(unboxed), was = ''; b !== undefined && was !== unboxed; b = lastBoxed(unboxed)) [was, unboxed] = [unboxed, unboxed.replace(`\\boxed{${b}}`, '')];
     assert.ok(!isCorrect('math500', unboxed, r.answer), `missing box graded correct: ${r.unique_id}`);
+    assert.ok(!isCorrect('math500', '\\boxed{\\frac{1}{0}}', r.answer), `1/0 graded correct: ${r.unique_id}`);
     const n = Number(normalizeMath(r.answer));
     const wrong = Number.isFinite(n) ? String(n + 1) : box + '+1';
     assert.ok(!isCorrect('math500', rebox(r.solution, wrong), r.answer), `perturbed answer graded correct: ${r.unique_id} ${wrong}`);
@@ -80,6 +81,7 @@ test('math500: normalisation equivalences and near misses', () => {
     ['\\frac{1}{\\sqrt3}', '\\frac{\\sqrt3}{3}'], ['\\sqrt{20}', '2\\sqrt5'], ['2(k+1)', '2k+2'], ['(b+2)(a+5)', 'ab+5b+2a+10'], ['2^{10}', '1024'],
     ['6.72\\times10^{-5}', '.0000672'], ['\\cot(x)', '\\cot x'], ['\\cot{x}', '\\cot x'], ['-\\pi/6', '-\\frac{\\pi}{6}'], ['20000/\\pi', '\\frac{20000}{\\pi}'],
     ['\\sqrt{3}/3', '\\frac{\\sqrt{3}}{3}'], ['5!', '120'], ['\\sqrt[3]{8}', '2'], ['(3,\\pi/2)', '\\left(3,\\frac{\\pi}{2}\\right)'], ['y=2x+3', '3+2x'],
+    ['\\log 100', '2'], ['\\sin 2x', '\\sin(2x)'], ['\\sinh x', '\\sinh(x)'], ['\\frac{\\pi}{2\\pi}', '0.5'],
   ];
   for (const [a, b] of same) assert.ok(mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should equal ${b}`);
   const differ: [string, string][] = [
@@ -89,8 +91,14 @@ test('math500: normalisation equivalences and near misses', () => {
     ['\\frac{-1+\\sqrt5}{2}', '-\\frac{1+\\sqrt5}{2}'], ['x\\frac{-1}{2}', 'x-\\frac12'], ['3 pi', '3'], ['\\text{AB}', 'ab'],
     // values that differ somewhere, or only nearly agree; words are not products of letters
     ['\\text{even}', '\\text{neve}'], ['x^2', '2x'], ['2x', '2y'], ['\\sqrt2', '1.414'], ['e', '2.718281828459045'], ['1450001', '1450000'], ['2\\pi+18', '18+2\\pi+x'],
+    // no value (1/0 equals nothing), values apart by less than 1e-9 of their size, forms the evaluator must not misread
+    ['\\frac{1}{0}', '5'], ['9^{999}', '5'], ['\\cot 0', '\\pi'], ['2^{40}', '1099511627000'], ['3^{20}', '3486784400'], ['\\sinh x', 'x\\sin h'],
+    ['\\sin 2x', 'x\\sin 2'], ['\\log 100', '2\\ln 10'], ['\\sqrt{x^2}', 'x'], ['\\ln(x^2)', '2\\ln x'], ['\\sqrt{i^4}', 'i^2'], ['no', 'on'],
+    ['1\\frac{1}{2}', '\\frac{\\pi}{2\\pi}'],
   ];
   for (const [a, b] of differ) assert.ok(!mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should differ from ${b}`);
+  // Degenerate answers are graded wrong, not thrown on: nested past the stack, or too long to read.
+  for (const t of ['('.repeat(3000) + '5' + ')'.repeat(3000), '-'.repeat(10000) + '1', '1+'.repeat(50000) + '1', '\\pi'.repeat(33000)]) assert.equal(isCorrect('math500', `\\boxed{${t}}`, '5'), false);
   // Voting keys: MATH answers of one value share the key seen first; other tasks' keys are left as they are.
   const seen: string[] = [];
   assert.deepEqual(['2\\pi+18', '18+2\\pi', '3', undefined, '2\\pi+18', '\\frac{6}{2}'].map((k) => sharedKey('math500', seen, k)), ['2\\pi+18', '2\\pi+18', '3', undefined, '2\\pi+18', '3']);

@@ -208,6 +208,7 @@ export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'newCa
   return {
     get config() { return backend.config; },
     get hasLora() { return backend.hasLora; },
+    get failed() { return backend.failed; },
     newCache: (rows) => backend.newCache(rows),
     step: (cache, req) => backend.step(cache, req),
     select: (cache, rows) => backend.select(cache, rows),

@@ -2,6 +2,7 @@
  * One ONNX Runtime session over the inference graph, plus the step that feeds it from a KVCache:
  * B rows, each adding its own number of new tokens (prefill and decode are the same call).
  */
+import os from 'node:os';
 import ort from './ort.ts';
 import { projectionShape, type ModelConfig, type Projection } from '../models/config.ts';
 import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity } from './kv-cache.ts';
@@ -121,9 +122,12 @@ export class Engine {
   get hasLora(): boolean { return this.loraInputs.length > 0; }
 
   newCache(rows: number, capacity = 64): KVCache {
-    const floats = rows * this.config.numKvHeads * capacity * this.config.headDim;
+    const floats = rows * this.config.numKvHeads * capacity * this.config.headDim, bytes = 2 * this.config.numLayers * floats * 4;
     if (!Number.isSafeInteger(rows) || rows < 1) throw new Error(`engine: a cache needs a whole number of rows ≥ 1, got ${shown(rows)}`);
-    if (floats > MAX_FLOATS) throw new Error(`engine: a cache of ${rows} rows needs ${floats} floats per layer for its first ${capacity} positions, more than a Float32Array holds (${MAX_FLOATS}): ask for fewer rows`);
+    if (!Number.isSafeInteger(capacity) || capacity < 1) throw new Error(`engine: a cache needs a whole number of positions ≥ 1, got ${shown(capacity)}`);
+    if (floats > MAX_FLOATS || bytes > os.totalmem()) {
+      throw new Error(`engine: a cache of ${rows} rows needs ${(bytes / 2 ** 30).toFixed(1)} GiB for its first ${capacity} positions, more than ${floats > MAX_FLOATS ? `a Float32Array holds (${MAX_FLOATS} floats per layer)` : `this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB of memory`}: ask for fewer rows`);
+    }
     return new KVCache({ layers: this.config.numLayers, kvHeads: this.config.numKvHeads, headDim: this.config.headDim }, rows, capacity);
   }
 

@@ -103,6 +103,7 @@ export class CoalescingBackend implements BatchingBackend {
 
   get config(): ModelConfig { return this.inner.config; }
   get hasLora(): boolean { return this.inner.hasLora; }
+  get failed(): string | undefined { return this.inner.failed; }
 
   async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
     try {

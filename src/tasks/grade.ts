@@ -280,24 +280,31 @@ export function mathEqual(a: string, b: string, ordered = false): boolean {
  * 1024. Words (three letters in a row outside a command) are not expressions: "even" is not "neve".
  */
 function sameValue(a: string, b: string): boolean {
-  const x = expression(a), y = expression(b);
-  if (!x || !y || x.vars.size !== y.vars.size || ![...x.vars].every((v) => y.vars.has(v))) return false;
-  const vars = [...x.vars], point = (k: number) => 1.1 + 1.8 * ((Math.abs(Math.sin(k * 12.9898)) * 43758.5453) % 1); // in [1.1, 2.9)
-  let compared = 0;
-  for (let p = 0; p < (vars.length ? 4 : 1); p++) {
-    const env = new Map(vars.map((v, i) => [v, point(p * 31 + i + 1)]));
-    const u = x.value(env), w = y.value(env);
-    if (!Number.isFinite(u) && !Number.isFinite(w)) continue;
-    if (!(Math.abs(u - w) <= 1e-9 * Math.max(1, Math.abs(u), Math.abs(w)))) return false;
-    compared++;
+  try {
+    const x = expression(a), y = expression(b);
+    if (!x || !y || x.vars.size !== y.vars.size || ![...x.vars].every((v) => y.vars.has(v))) return false;
+    // fixed points, half of them negative ("\sqrt{x^2}" is not "x"); a point where both sides are undefined is skipped
+    const vars = [...x.vars], point = (k: number) => (k % 2 ? -1 : 1) * (1.1 + 1.8 * ((Math.abs(Math.sin(k * 12.9898)) * 43758.5453) % 1));
+    let compared = 0;
+    for (let p = 0; p < (vars.length ? 6 : 1); p++) {
+      const env = new Map(vars.map((v, i) => [v, point(p * 31 + i + 1)]));
+      const u = x.value(env), w = y.value(env);
+      if (Number.isNaN(u) && Number.isNaN(w)) continue;
+      if (!Number.isFinite(u) || !Number.isFinite(w) || !close(u, w)) return false; // 1/0 equals nothing
+      compared++;
+    }
+    return compared > 0;
+  } catch (e) {
+    if (e instanceof RangeError) return false; // nested too deep for the stack: no answer of ours
+    throw e;
   }
-  return compared > 0;
 }
 
 type Value = (env: Map<string, number>) => number;
 const FUNCTIONS: Record<string, (x: number) => number> = {
   arcsin: Math.asin, arccos: Math.acos, arctan: Math.atan, sin: Math.sin, cos: Math.cos, tan: Math.tan, cot: (x) => 1 / Math.tan(x),
-  sec: (x) => 1 / Math.cos(x), csc: (x) => 1 / Math.sin(x), ln: Math.log, log: Math.log, exp: Math.exp,
+  sec: (x) => 1 / Math.cos(x), csc: (x) => 1 / Math.sin(x), sinh: Math.sinh, cosh: Math.cosh, tanh: Math.tanh,
+  ln: Math.log, log: Math.log10, exp: Math.exp,
 };
 // The commands an expression may hold, longest first: normalised answers have no spaces ("\cot x" is "\cotx").
 const COMMAND = new RegExp(`\\\\(?:${['frac', 'sqrt', 'pi', 'cdot', 'times', 'div', ...Object.keys(FUNCTIONS)].sort((p, q) => q.length - p.length).join('|')})|\\\\[A-Za-z]+`, 'y');
@@ -312,10 +319,14 @@ function expression(t: string): { value: Value; vars: Set<string> } | undefined 
     tokens.push(tk);
     at += tk.length;
   }
-  // letters in a row outside commands: a word, not a product of variables
-  if (!tokens.length || tokens.some((tk, k) => /^[A-Za-z]$/.test(tk) && /^[A-Za-z]$/.test(tokens[k + 1] ?? '') && /^[A-Za-z]$/.test(tokens[k + 2] ?? ''))) return undefined;
+  // Not an expression: letters in a row outside commands (a word, not a product of variables), letters alone ("no"
+  // is not "on"), a mixed number (latexNumber's "1\frac{1}{2}" is 1.5), or too long to read.
+  const letter = (tk: string | undefined) => tk !== undefined && /^[A-Za-z]$/.test(tk);
+  if (!tokens.length || tokens.length > 400 || tokens.every(letter) || tokens.some((tk, k) => letter(tk) && letter(tokens[k + 1]) && letter(tokens[k + 2]))
+    || /\d\\frac\{\d+\}\{\d+\}/.test(t)) return undefined;
   const vars = new Set<string>();
-  let i = 0;
+  let i = 0, inside = 0; // inside: under a root or a function, where i would not be a real number
+  const within = (read: () => Value): Value => { inside++; try { return read(); } finally { inside--; } };
   const peek = () => tokens[i], take = (want?: string) => {
     if (want !== undefined && tokens[i] !== want) throw new SyntaxError(want);
     return tokens[i++];
@@ -362,18 +373,26 @@ function expression(t: string): { value: Value; vars: Set<string> } | undefined 
     const tk = take();
     if (tk === undefined) throw new SyntaxError('end');
     if (/^[\d.]/.test(tk)) { const n = Number(tk); return () => n; }
-    if (/^[A-Za-z]$/.test(tk)) { vars.add(tk); return (e) => e.get(tk)!; }
+    if (/^[A-Za-z]$/.test(tk)) {
+      if (tk === 'i' && inside) throw new SyntaxError('i'); // as a real number, i would make \sqrt{i^4} equal i^2
+      vars.add(tk);
+      return (e) => e.get(tk)!;
+    }
     if (tk === '(' || tk === '{') { const v = sum(); take(tk === '(' ? ')' : '}'); return v; }
     if (tk === '\\pi') return () => Math.PI;
     if (tk === '\\frac') { const n = group(), d = group(); return (e) => n(e) / d(e); }
     if (tk === '\\sqrt') {
       let k: Value = () => 2;
       if (peek() === '[') { take('['); k = sum(); take(']'); }
-      const r = group();
+      const r = within(group);
       return (e) => r(e) ** (1 / k(e));
     }
     const f = FUNCTIONS[tk.slice(1)];
-    if (f) { const x = peek() === '(' ? primary() : group(); return (e) => f(x(e)); }
+    if (f) { // \sin(x), \sin{x}, or \sin 2x: the numbers and letters that follow
+      let x = within(() => (peek() === '(' ? primary() : group()));
+      while (peek() !== undefined && /^[\d.A-Za-z]/.test(peek()!)) { const l = x, r = within(primary); x = (e) => l(e) * r(e); }
+      return (e) => f(x(e));
+    }
     throw new SyntaxError(tk);
   }
   try {
