@@ -167,6 +167,9 @@ export function lastBoxed(text: string): string | undefined {
   return undefined; // unbalanced: the model stopped mid-box
 }
 
+/** Words that qualify a value rather than name its unit ("at least 5", "5 or more", "not 5", "5 (wrong)"). */
+const QUALIFIER = /\b(?:or|and|not|no|none|more|less|least|most|than|at|only|about|approximately|roughly|wrong|impossible|cannot|never|is|are|if|unless|except)\b|[()=<>]/i;
+
 /** Strips presentation from a MATH answer so equal answers become equal strings. */
 export function normalizeMath(s: string): string {
   let t = s
@@ -177,18 +180,22 @@ export function normalizeMath(s: string): string {
     .replace(/\\(?:left|right)(?![a-z])/g, '')
     .replace(/\^\s*\{?\\circ\}?|\\circ|°/g, '')
     .replace(/\\?%/g, '')
-    .replace(/\\?\$/g, '');
+    .replace(/\\?\$/g, '')
+    .replace(/π/g, '\\pi').replace(/√/g, '\\sqrt')
+    .replace(/\\math(?:rm|it)\{([A-Za-z])\}/g, '$1'); // "9\mathrm{i}" is 9i, not 9 and a unit
   t = t.replace(/\\(?:text|mbox|mathrm)\{\s*(?:or|and)\s*\}/g, ','); // "1 \text{ or } 2" lists two answers
   // \text{...}: a whole-answer word is unwrapped ("\text{(C)}", "\text{east}"), a trailing unit is dropped
   t = t.trim().replace(/\s*\.$/, '').trim(); // "\displaystyle \text{Evelyn}" left a space before the \text; "\text{even}." its full stop
   const whole = /^\\(?:text|textbf|textnormal|mbox|mathrm|mathbf|boldsymbol)\{([^{}]*)\}$/.exec(t);
   if (whole) t = whole[1];
   else {
+    // units only: words that qualify the value ("at least 5", "5 or more", "not 5") keep the answer from matching
+    const texts = [...t.matchAll(/\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}/g)].map((m) => m[1]);
     const noUnits = t.replace(/\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?/g, '').trim();
-    if (noUnits) t = noUnits;
+    if (noUnits && !texts.some((x) => QUALIFIER.test(x))) t = noUnits;
   }
   const unit = /^(-?\d+(?:\.\d+)?)\s+([A-Za-z]{2,}(?:\s+[A-Za-z]+)*)$/.exec(t); // a unit without \text: "5.4 cents"
-  if (unit && !/\b(?:pi|sqrt|log|ln|sin|cos|tan|sec|csc|cot|exp|i)\b/.test(unit[2])) t = unit[1];
+  if (unit && !/\b(?:pi|sqrt|log|ln|sin|cos|tan|sec|csc|cot|exp|i)\b/.test(unit[2]) && !QUALIFIER.test(unit[2])) t = unit[1];
   t = t.replace(/^[A-Za-z]\s*(?:=|\\in)\s*/, '') // "x = 5", "x \in [-2,7]"
     .replace(/\s+/g, '')
     .replace(/\.$/, '')
@@ -349,7 +356,7 @@ function expression(t: string): { value: Value; vars: Set<string> } | undefined 
     for (;;) {
       const tk = peek();
       if (tk === '*' || tk === '\\cdot' || tk === '\\times') { take(); const l = v, r = unary(); v = (e) => l(e) * r(e); }
-      else if (tk === '/' || tk === '\\div') { take(); const l = v, r = unary(); v = (e) => l(e) / r(e); }
+      else if (tk === '/' || tk === '\\div') { take(); const l = v, r = unary(); v = (e) => quotient(l(e), r(e)); }
       else if (startsFactor(tk)) { const l = v, r = power(); v = (e) => l(e) * r(e); } // implicit: 2\pi, 3x, x(y+1)
       else return v;
     }
@@ -365,7 +372,7 @@ function expression(t: string): { value: Value; vars: Set<string> } | undefined 
     if (peek() === '^') {
       take();
       const b = v, neg = peek() === '-' && take() === '-', x = group();
-      v = (e) => b(e) ** (neg ? -x(e) : x(e));
+      v = (e) => raise(b(e), neg ? -x(e) : x(e));
     }
     return v;
   }
@@ -380,18 +387,18 @@ function expression(t: string): { value: Value; vars: Set<string> } | undefined 
     }
     if (tk === '(' || tk === '{') { const v = sum(); take(tk === '(' ? ')' : '}'); return v; }
     if (tk === '\\pi') return () => Math.PI;
-    if (tk === '\\frac') { const n = group(), d = group(); return (e) => n(e) / d(e); }
+    if (tk === '\\frac') { const n = group(), d = group(); return (e) => quotient(n(e), d(e)); }
     if (tk === '\\sqrt') {
       let k: Value = () => 2;
       if (peek() === '[') { take('['); k = sum(); take(']'); }
       const r = within(group);
-      return (e) => r(e) ** (1 / k(e));
+      return (e) => root(r(e), k(e));
     }
     const f = FUNCTIONS[tk.slice(1)];
     if (f) { // \sin(x), \sin{x}, or \sin 2x: the numbers and letters that follow
       let x = within(() => (peek() === '(' ? primary() : group()));
       while (peek() !== undefined && /^[\d.A-Za-z]/.test(peek()!)) { const l = x, r = within(primary); x = (e) => l(e) * r(e); }
-      return (e) => f(x(e));
+      return (e) => { const a = x(e), y = Number.isFinite(a) ? f(a) : NaN; return Number.isFinite(y) ? y : NaN; };
     }
     throw new SyntaxError(tk);
   }
@@ -403,6 +410,13 @@ function expression(t: string): { value: Value; vars: Set<string> } | undefined 
     throw e;
   }
 }
+
+// No value in, no value out: 1/(1/0) is not 0, (1/0)^0 not 1 (JavaScript's NaN ** 0 is 1).
+const quotient = (a: number, b: number) => (b === 0 || !Number.isFinite(a) || !Number.isFinite(b) ? NaN : a / b);
+const finite = (x: number) => (Number.isFinite(x) ? x : NaN);
+const raise = (a: number, b: number) => (!Number.isFinite(a) || !Number.isFinite(b) || (a === 0 && b <= 0) ? NaN : finite(a ** b));
+/** The k-th root; an odd k of a negative number is negative (\sqrt[3]{-8} is -2). */
+const root = (a: number, k: number) => (Number.isInteger(k) && k % 2 === 1 && a < 0 ? -raise(-a, 1 / k) : raise(a, 1 / k));
 
 function factorial(n: number): number {
   if (!Number.isInteger(n) || n < 0 || n > 170) return NaN;
