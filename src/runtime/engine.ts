@@ -34,10 +34,10 @@ export interface StepOutput {
   positions: number;
 }
 
-/** LoRA weights per projection tensor name (e.g. model.layers.0.self_attn.q_proj), B already scaled by alpha/r. */
 /** The most elements a Float32Array holds in Node (V8): a cache buffer's bound. */
 const MAX_FLOATS = 2 ** 32;
 
+/** LoRA weights per projection tensor name (e.g. model.layers.0.self_attn.q_proj), B already scaled by alpha/r. */
 export type AdapterTensors = Map<string, { a: Float32Array; b: Float32Array; rank: number; in: number; out: number }>;
 
 export interface EngineOptions { threads?: number; loraTargets?: readonly Projection[] }
