@@ -87,6 +87,12 @@ export function benchCommand(program: Command): void {
       const { runAttentionBench } = await import('../../bench/attention.ts');
       await runAttentionBench({ resultsDir: resultsDir(o) });
     });
+  output(bench.command('web'))
+    .description('the same graphs (the embedded default, fp32 and q4 with LoRA inputs) in onnxruntime-web\'s WebAssembly build vs onnxruntime-node; needs onnxruntime-web installed beside edgereason (npm i --no-save onnxruntime-web)')
+    .action(async (o) => {
+      const { runWebBench } = await import('../../bench/web.ts');
+      await runWebBench({ resultsDir: resultsDir(o) });
+    });
   output(bench.command('budget'))
     .description('budget forcing: SFT vs RL adapter on hard items (accuracy, thinking tokens), budget buckets, accuracy vs thinking cap')
     .option('--items <n>', 'hard test questions', intArg('--items', 1), 100)
