@@ -82,6 +82,7 @@ test('math500: normalisation equivalences and near misses', () => {
     ['6.72\\times10^{-5}', '.0000672'], ['\\cot(x)', '\\cot x'], ['\\cot{x}', '\\cot x'], ['-\\pi/6', '-\\frac{\\pi}{6}'], ['20000/\\pi', '\\frac{20000}{\\pi}'],
     ['\\sqrt{3}/3', '\\frac{\\sqrt{3}}{3}'], ['5!', '120'], ['\\sqrt[3]{8}', '2'], ['(3,\\pi/2)', '\\left(3,\\frac{\\pi}{2}\\right)'], ['y=2x+3', '3+2x'],
     ['\\log 100', '2'], ['\\sin 2x', '\\sin(2x)'], ['\\sinh x', '\\sinh(x)'], ['\\frac{\\pi}{2\\pi}', '0.5'],
+    ['\\{5\\}', '5'], ['(9,36)\\cup(0,9)', '(0,9)\\cup(9,36)'],
     ['6+9\\mathrm{i}', '6+9i'], ['2π', '2\\pi'], ['√2/2', '\\frac{\\sqrt2}{2}'], ['\\sqrt[3]{-8}', '-2'], ['5\\text{ square units}', '5'], ['\\sin(\\pi)', '0'],
   ];
   for (const [a, b] of same) assert.ok(mathEqual(normalizeMath(a), normalizeMath(b)), `${a} should equal ${b}`);
@@ -95,7 +96,7 @@ test('math500: normalisation equivalences and near misses', () => {
     // no value (1/0 equals nothing), values apart by less than 1e-9 of their size, forms the evaluator must not misread
     ['\\frac{1}{0}', '5'], ['9^{999}', '5'], ['\\cot 0', '\\pi'], ['2^{40}', '1099511627000'], ['3^{20}', '3486784400'], ['\\sinh x', 'x\\sin h'],
     ['\\sin 2x', 'x\\sin 2'], ['\\log 100', '2\\ln 10'], ['\\sqrt{x^2}', 'x'], ['\\ln(x^2)', '2\\ln x'], ['\\sqrt{i^4}', 'i^2'], ['no', 'on'],
-    ['1\\frac{1}{2}', '\\frac{\\pi}{2\\pi}'],
+    ['1\\frac{1}{2}', '\\frac{\\pi}{2\\pi}'], ['\\{5\\}', '6'], ['\\{5\\}', '5, 6'], ['(1,2)', '2, 1'], ['(9,36)\\cup(0,9)', '(0,9)\\cup[9,36)'],
     // words that qualify the value are not units; \mathrm{i} is i; undefined stays undefined (0^0, 1/(1/0), NaN ** 0)
     ['\\text{at least }5', '5'], ['5\\text{ or more}', '5'], ['\\text{not } 5', '5'], ['5\\text{ (wrong)}', '5'], ['5 or more', '5'], ['3\\mathrm{i}', '3'],
     ['\\frac{1}{\\frac{1}{0}}', '0'], ['2^{-\\frac{1}{0}}', '0'], ['\\exp(\\ln 0)', '0'], ['0^0', '1'], ['(\\frac10)^0', '1'], ['(\\sqrt{-4})^0', '1'], ['\\arctan(\\frac1{0})', '\\frac{\\pi}{2}'],

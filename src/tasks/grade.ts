@@ -263,7 +263,7 @@ export function mathEqual(a: string, b: string, ordered = false): boolean {
   const ba = bracketed(a), bb = bracketed(b);
   // a set \{...\} and a bare list of its elements ("all solutions, separated by commas") are the same answer
   const [set, list] = ba?.open === '\\{' && !bb ? [ba, b] : bb?.open === '\\{' && !ba ? [bb, a] : [];
-  if (!ordered && set && splitTop(list!, ',').length > 1) return sameElements(splitTop(set.inner, ','), splitTop(list!, ','));
+  if (!ordered && set) return sameElements(splitTop(set.inner, ','), splitTop(list!, ',')); // "\{5\}" and "5" too
   if (ba && bb) {
     if (ba.open !== bb.open || ba.close !== bb.close) return false;
     // a set \{...\} is unordered; tuples, intervals and matrices are not
@@ -273,7 +273,7 @@ export function mathEqual(a: string, b: string, ordered = false): boolean {
     const pa = splitTop(a, sep), pb = splitTop(b, sep);
     if (pa.length > 1 || pb.length > 1) {
       // a bare comma list ("all solutions, separated by commas") is unordered; elements of a bracketed one are not
-      if (sep === ',' && !ordered && !ba && !bb) return sameElements(pa, pb);
+      if ((sep === ',' && !ordered && !ba && !bb) || sep === '\\cup') return sameElements(pa, pb); // a union in any order
       return pa.length === pb.length && pa.every((p, i) => mathEqual(p, pb[i]));
     }
   }
