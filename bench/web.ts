@@ -19,6 +19,7 @@ import { convertModel } from '../src/runtime/convert.ts';
 import { parseHfConfig } from '../src/io/hf-folder.ts';
 import { PROJECTIONS, type ModelConfig, type Projection } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
+import { seededRandom } from '../src/runtime/sampler.ts';
 import { freshStem, machineNow, machineText, scriptArgs, writeResults } from './write.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -34,15 +35,10 @@ const CASES: Case[] = [
   { name: 'decode with LoRA on, 2 rows', rows: 2, tokens: 1, lengths: [5, 7], logits: 1, lora: true },
 ];
 
-/** A fixed pseudo-random number in [-1, 1): the same feeds in both runtimes and on every run. */
-function numbers(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
-}
-
 /** The graph's feeds for one case, from its input names and the model's shape (see src/models/inference-graph.ts). */
 function feeds(inputs: readonly { name: string; shape: readonly (number | string)[] }[], c: ModelConfig, k: Case): Record<string, Feed> {
-  const rnd = numbers(7), cap = 16, P = k.prefix ?? 0, T = k.tokens, B = k.rows, out: Record<string, Feed> = {};
+  // Fixed numbers in [-1, 1): the same feeds in both runtimes and on every run.
+  const draw = seededRandom(7), rnd = () => 2 * draw() - 1, cap = 16, P = k.prefix ?? 0, T = k.tokens, B = k.rows, out: Record<string, Feed> = {};
   const ids = BigInt64Array.from({ length: B * T }, (_, i) => BigInt(3 + ((i * 37) % (c.vocabSize - 3))));
   out.input_ids = ['int64', ids, [B, T]];
   const seqlens = Int32Array.from(k.lengths, (l) => l + T - 1);

@@ -38,6 +38,7 @@ import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResu
 import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
 import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
+import { kvBytes } from '../runtime/kv-cache.ts';
 
 export const THINK_OPEN = '<think>';
 export const THINK_CLOSE = '</think>';
@@ -601,7 +602,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
  * machine's memory is refused before any work, instead of growing until the process is killed.
  */
 function checkKvMemory(c: ModelConfig, samples: number, positions: number): void {
-  const bytes = samples * positions * c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
+  const bytes = kvBytes(c, samples, positions);
   if (bytes > os.totalmem()) {
     throw new Error(`answer: ${samples} samples of up to ${positions} tokens need about ${gib(bytes)} GiB of KV cache; this machine has ${gib(os.totalmem())} GiB of memory: ask for fewer samples (or a lower maxTokens)`);
   }

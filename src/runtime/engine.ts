@@ -5,7 +5,7 @@
 import os from 'node:os';
 import ort from './ort.ts';
 import { projectionShape, type ModelConfig, type Projection } from '../models/config.ts';
-import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity } from './kv-cache.ts';
+import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity, kvBytes } from './kv-cache.ts';
 import { defaultThreads } from './threads.ts';
 import { shown } from '../show.ts';
 
@@ -122,7 +122,7 @@ export class Engine {
   get hasLora(): boolean { return this.loraInputs.length > 0; }
 
   newCache(rows: number, capacity = 64): KVCache {
-    const floats = rows * this.config.numKvHeads * capacity * this.config.headDim, bytes = 2 * this.config.numLayers * floats * 4;
+    const floats = rows * this.config.numKvHeads * capacity * this.config.headDim, bytes = kvBytes(this.config, rows, capacity);
     if (!Number.isSafeInteger(rows) || rows < 1) throw new Error(`engine: a cache needs a whole number of rows ≥ 1, got ${shown(rows)}`);
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new Error(`engine: a cache needs a whole number of positions ≥ 1, got ${shown(capacity)}`);
     if (floats > MAX_FLOATS || bytes > os.totalmem()) {

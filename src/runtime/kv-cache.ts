@@ -9,6 +9,10 @@
  */
 export interface CacheShape { layers: number; kvHeads: number; headDim: number }
 
+/** Bytes of float32 keys and values for `rows` rows of `positions` positions of a model (every layer). */
+export const kvBytes = (c: { numLayers: number; numKvHeads: number; headDim: number }, rows: number, positions: number): number =>
+  2 * c.numLayers * rows * positions * c.numKvHeads * c.headDim * 4;
+
 /** Positions 0..length-1 of every row, stored once: per layer [kvHeads, length, headDim]. */
 export interface SharedPrefix { keys: Float32Array[]; values: Float32Array[]; length: number }
 

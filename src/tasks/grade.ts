@@ -398,7 +398,7 @@ function expression(t: string): { value: Value; vars: Set<string> } | undefined 
     if (f) { // \sin(x), \sin{x}, or \sin 2x: the numbers and letters that follow
       let x = within(() => (peek() === '(' ? primary() : group()));
       while (peek() !== undefined && /^[\d.A-Za-z]/.test(peek()!)) { const l = x, r = within(primary); x = (e) => l(e) * r(e); }
-      return (e) => { const a = x(e), y = Number.isFinite(a) ? f(a) : NaN; return Number.isFinite(y) ? y : NaN; };
+      return (e) => { const a = x(e); return Number.isFinite(a) ? finite(f(a)) : NaN; };
     }
     throw new SyntaxError(tk);
   }
