@@ -215,6 +215,26 @@ test('a stop string in text the stream holds back (complete characters before ha
   assert.deepEqual(run([...hello, ...half, ...hello], 20, [' ']), ['stop', 'Hello', 'Hello']);
 });
 
+test('qwen3 template: a code answer after its thinking keeps its indentation (str.lstrip("\n") strips newlines only, as in Python)', () => {
+  const code = '<think>\nplan\n</think>\n\n    def f():\n        return 1';
+  const turns = [{ role: 'user' as const, content: 'Write f.' }, { role: 'assistant' as const, content: code }];
+  // The last assistant turn keeps its thinking; an earlier one loses it (and its newlines), not the answer's spaces.
+  assert.equal(qwen.applyChatTemplate(turns),
+    '<|im_start|>user\nWrite f.<|im_end|>\n<|im_start|>assistant\n<think>\nplan\n</think>\n\n    def f():\n        return 1<|im_end|>\n');
+  assert.equal(qwen.applyChatTemplate([...turns, { role: 'user', content: 'Again.' }]),
+    '<|im_start|>user\nWrite f.<|im_end|>\n<|im_start|>assistant\n    def f():\n        return 1<|im_end|>\n<|im_start|>user\nAgain.<|im_end|>\n');
+});
+
+test('chat template: strip / lstrip / rstrip with characters strip those only; without, whitespace; sep, cls and mask tokens are given', () => {
+  const tokenizerJson = JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer.json'), 'utf8'));
+  const tpl = "{% set s = messages[0].content %}[{{ s.lstrip('\\n') }}][{{ s.rstrip(' \\n') }}][{{ s.strip('\\n ') }}][{{ s.strip() }}]"
+    + "[{{ s.lstrip('') }}][{{ 'xxaxx'.strip('x') }}][{{ 'ab'.rstrip(none) }}]{{ sep_token }}{{ cls_token }}{{ mask_token }}{% if n %}{{ n.strip('x') }}{% endif %}";
+  const t = loadTokenizer({ tokenizerJson, tokenizerConfig: { chat_template: tpl, sep_token: '<S>', cls_token: { content: '<C>' }, mask_token: '<M>' } });
+  assert.equal(t.applyChatTemplate([{ role: 'user', content: '\n\t a \n' }]), '[\t a \n][\n\t a][\t a][a][\n\t a \n][a][ab]<S><C><M>');
+  assert.throws(() => t.applyChatTemplate([{ role: 'user', content: 'a' }], { vars: { n: 5 } }), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
+    && /failed: strip\(\) is called on 5, not a string$/.test(e.message));
+});
+
 test('chat template: tools and documents are none (not undefined) and additional_special_tokens is given, as transformers renders', () => {
   const tokenizerJson = JSON.parse(readFileSync(path.join(qwenDir, 'tokenizer.json'), 'utf8'));
   const tpl = '{% if tools is defined %}D{% endif %}{% if tools is none %}N{% endif %}{% if tools is not none %}T{% endif %}{% if documents is none %}n{% endif %}|{{ additional_special_tokens|length }}';

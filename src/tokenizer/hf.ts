@@ -180,7 +180,7 @@ export class HfTokenizer implements TextTokenizer {
     if (!this.vocabSize) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`);
     this.specialIds = new Set([...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
     const special: Record<string, string> = {};
-    for (const k of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
+    for (const k of ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token']) {
       const s = tokenString(config[k]);
       if (s !== undefined) special[k] = s;
     }
@@ -202,7 +202,7 @@ export class HfTokenizer implements TextTokenizer {
       const from = files.chatTemplateFile ? ` (${files.chatTemplateFile})` : '';
       if (!this.templateSource.trim()) this.templateError = `tokenizer: the chat template of ${name}${from} is empty`;
       // range() likewise goes to one that refuses a length no chat template needs (range(1e9) ended the process).
-      else try { this.template = new Template(renameCalls(this.templateSource)); } catch (e) {
+      else try { this.template = pythonStrips(new Template(renameCalls(this.templateSource))); } catch (e) {
         this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${(e as Error).message}`;
       }
     }
@@ -235,7 +235,7 @@ export class HfTokenizer implements TextTokenizer {
     }
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
     try {
-      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
       throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');
@@ -247,6 +247,43 @@ export class HfTokenizer implements TextTokenizer {
 const renameCalls = (source: string): string => source.replace(/\{#[\s\S]*?#\}|\{\{[\s\S]*?\}\}|\{%[\s\S]*?%\}/g, (tag) => (tag.startsWith('{#') ? tag
   : tag.split(/('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")/).map((part, i) => (i % 2 ? part
     : part.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`).replace(/(?<![.\w])range(\s*\()/g, `${RANGE}$1`))).join('')));
+
+/**
+ * Python's str.strip / lstrip / rstrip take the characters to strip ("\n" in Qwen3's template, which keeps the
+ * indentation of a code answer after its thinking); @huggingface/jinja's ignore them and strip all whitespace. Their
+ * calls with an argument are rewritten in the parsed template to calls of ours, `s.lstrip(c)` to `ours(s, c)`.
+ */
+function pythonStrips(t: Template): Template {
+  type Node = { type?: unknown; callee?: Node; computed?: boolean; object?: Node; property?: Node; value?: unknown; args?: Node[] };
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) node.forEach(visit);
+    else if (node instanceof Map) node.forEach((v, k) => { visit(k); visit(v); });
+    else if (node && typeof node === 'object') {
+      Object.values(node).forEach(visit);
+      const n = node as Node, c = n.callee, name = c?.property?.value as string;
+      if (n.type === 'CallExpression' && c?.type === 'MemberExpression' && !c.computed && c.property?.type === 'Identifier'
+        && Object.hasOwn(STRIP_NAMES, name) && n.args?.length) {
+        n.callee = { type: 'Identifier', value: STRIP_NAMES[name as keyof typeof STRIP_NAMES] };
+        n.args = [c.object!, ...n.args];
+      }
+    }
+  };
+  visit(t.parsed);
+  return t;
+}
+
+const STRIP_NAMES = { strip: '__edgereason_strip', lstrip: '__edgereason_lstrip', rstrip: '__edgereason_rstrip' } as const;
+const pyStrip = (mode: keyof typeof STRIP_NAMES) => (s: unknown, chars: unknown): string => {
+  if (typeof s !== 'string') throw new Error(`${mode}() is called on ${shown(s)}, not a string`);
+  if (chars === null || chars === undefined) return mode === 'strip' ? s.trim() : mode === 'lstrip' ? s.trimStart() : s.trimEnd();
+  if (typeof chars !== 'string') throw new Error(`${mode}() takes the characters to strip as a string, got ${shown(chars)}`);
+  const set = new Set(chars), cs = Array.from(s);
+  let a = 0, b = cs.length;
+  if (mode !== 'rstrip') while (a < b && set.has(cs[a])) a++;
+  if (mode !== 'lstrip') while (b > a && set.has(cs[b - 1])) b--;
+  return cs.slice(a, b).join('');
+};
+const STRIPS = { [STRIP_NAMES.strip]: pyStrip('strip'), [STRIP_NAMES.lstrip]: pyStrip('lstrip'), [STRIP_NAMES.rstrip]: pyStrip('rstrip') };
 
 /** What the templates' raise_exception and range calls are renamed to (see the constructor). */
 const RAISE = '__edgereason_raise_exception', RANGE = '__edgereason_range';
