@@ -489,15 +489,15 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const gate = router?.gate && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
       // A thinking model answers after an empty thinking block (emptyBlock), fed on the prompt's cache; its logits give
       // the first token. (Cutting the cache to tagEnd also drops a speculative invocation, which sits past the prompt.)
-      const { tagEnd, block } = direct, promptLen = directLen;
-      if (promptLen >= ctx) throw noRoomToAnswer(); // a thinking model that the router sent here
+      const { tagEnd, block } = direct;
+      if (directLen >= ctx) throw noRoomToAnswer(); // a thinking model that the router sent here
       if (speculate || tagEnd < ids.length) await backend.truncate(base!.cache, 0, tagEnd);
       const firstLogits = block.length ? (await backend.step(base!.cache, { tokens: [block], logits: 1, want: { logits: true } })).logits! : base!.logits;
-      const maxTokens = Math.min(limit, ctx - promptLen); // ≥ 1: checked above
+      const maxTokens = Math.min(limit, ctx - directLen); // ≥ 1: checked above
       let decided = !gate, trip = -1, held: [Phase, string][] = [];
       const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');
       if (decided) opts.onRoute?.('direct', routerScore);
-      const seq = new Sequence(tok, { ...sampling('direct'), seed, maxTokens }, promptLen, stream && ((p) => stream.push(p)), [], [...ids.slice(0, tagEnd), ...block]);
+      const seq = new Sequence(tok, { ...sampling('direct'), seed, maxTokens }, directLen, stream && ((p) => stream.push(p)), [], [...ids.slice(0, tagEnd), ...block]);
       const check = () => {
         if (decided) return;
         if ((trip = gateTrip(gate, seq.logprobs)) >= 0) { seq.cancel(); decided = true; return; } // escalate
@@ -523,7 +523,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       if (trip < 0 || opts.signal?.aborted) { // passed (or no gate), or cancelled by the caller
         stream?.flush();
         if (seq.finishReason === 'stop' || seq.finishReason === 'length') opts.onSampleEnd?.(0, seq.finishReason);
-        return result([seq], false, promptLen);
+        return result([seq], false, directLen);
       }
       escalation = { answer: splitText(seq, false, model).answer, tokens: seq.tokens.length, logprob: seq.logprobs[trip], at: trip };
       hidden.length = 0;
