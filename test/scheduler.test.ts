@@ -258,6 +258,34 @@ test('a loaded model batches concurrent calls (its own coalescing backend, in th
   }
 });
 
+test('a loaded model\'s backend keeps call order: a truncate, select, lengths or free issued after a step (not awaited) acts after it', async () => {
+  for (const worker of [true, false]) {
+    const m = await loadModel(model.dir, { quant: 'fp32', worker });
+    try {
+      const b = m.backend, prompt = ids(10, 1), logitsOf = async (tokens: number[]) => {
+        const h = await b.newCache(1), r = await b.step(h, { tokens: [tokens], want: { logits: true } });
+        await b.free(h);
+        return r.logits!;
+      };
+      const h = await b.newCache(1);
+      await b.step(h, { tokens: [prompt] });
+      // The step waits for the next batch; before, the truncate went straight through and the step saw 4 positions.
+      const [stepped] = await Promise.all([b.step(h, { tokens: [[42]], want: { logits: true } }), b.truncate(h, 0, 4)]);
+      assert.ok(maxDiff(stepped.logits!, await logitsOf([...prompt, 42])) < 1e-4, `the step saw the whole prompt (worker ${worker})`);
+      assert.deepEqual(await b.lengths(h), [4]);
+      const [, fork, lengths] = await Promise.all([b.step(h, { tokens: [[7, 8]] }), b.select(h, [0, 0]), b.lengths(h)]);
+      assert.deepEqual(lengths, [6]);
+      assert.deepEqual(await b.lengths(fork), [6, 6], 'the fork holds the step\'s tokens');
+      // Before, the free went first and the step failed: "KV cache N does not exist (freed?)".
+      const [last] = await Promise.all([b.step(h, { tokens: [[9]], want: { logits: true } }), b.free(h)]);
+      assert.ok(maxDiff(last.logits!, await logitsOf([...prompt.slice(0, 4), 7, 8, 9])) < 1e-4);
+      await b.free(fork);
+    } finally {
+      await m.close();
+    }
+  }
+});
+
 test('CoalescingBackend over the runtime worker: batched decode, per-request errors, cancellation frees the slot', async () => {
   const m = await loadModel(model.dir, { quant: 'fp32' });
   const co = new CoalescingBackend(m.backend as unknown as BatchingBackend);

@@ -106,13 +106,31 @@ export class CoalescingBackend implements BatchingBackend {
   get failed(): string | undefined { return this.inner.failed; }
 
   async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
+    const run = this.queue(cache, req, signal), steps = this.steps.get(cache) ?? new Set();
+    this.steps.set(cache, steps.add(run));
     try {
-      return await this.queue(cache, req, signal);
+      return await run;
     } catch (e) {
       if (e instanceof AbortedError) throw e;
       // Thrown again here, so that its stack holds the caller's frames (the run failed in a later tick); the original is its cause.
       throw Object.assign(new Error((e as Error).message, { cause: e }), { name: (e as Error).name });
+    } finally {
+      steps.delete(run);
+      if (!steps.size && this.steps.get(cache) === steps) this.steps.delete(cache);
     }
+  }
+
+  /** Each cache's steps queued or running here. */
+  private readonly steps = new Map<CacheHandle, Set<Promise<StepResult>>>();
+  /**
+   * `op` on `cache` once the steps issued on it before have ended: a step waits here for the next batch, and a keep,
+   * truncate or free that went straight through would change the cache under it (calls keep their order, as the
+   * inner backends keep it).
+   */
+  private async afterSteps<T>(cache: CacheHandle, op: () => Promise<T>): Promise<T> {
+    const before = this.steps.get(cache);
+    if (before?.size) await Promise.allSettled([...before]);
+    return op();
   }
 
   private queue(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
@@ -158,11 +176,11 @@ export class CoalescingBackend implements BatchingBackend {
   newCache(rows: number): Promise<CacheHandle> { return this.inner.newCache(rows); }
   /** Straight through, not queued (a coalescer over this one batches its own steps). */
   stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.inner.stepMany(caches, reqs); }
-  select(cache: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.inner.select(cache, rows); }
-  keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.inner.keep(cache, rows); }
-  truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.inner.truncate(cache, row, length); }
-  lengths(cache: CacheHandle): Promise<number[]> { return this.inner.lengths(cache); }
-  free(cache: CacheHandle): Promise<void> { return this.inner.free(cache); }
+  select(cache: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.afterSteps(cache, () => this.inner.select(cache, rows)); }
+  keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.afterSteps(cache, () => this.inner.keep(cache, rows)); }
+  truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.afterSteps(cache, () => this.inner.truncate(cache, row, length)); }
+  lengths(cache: CacheHandle): Promise<number[]> { return this.afterSteps(cache, () => this.inner.lengths(cache)); }
+  free(cache: CacheHandle): Promise<void> { return this.afterSteps(cache, () => this.inner.free(cache)); }
   setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> { return this.inner.setAdapter(adapter, name); }
   /**
    * Steps still queued fail as a closed model's calls, and new ones are refused at once; the session closes when the
