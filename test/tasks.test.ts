@@ -189,6 +189,21 @@ test('numeric extraction: ####, stated answer, box, last number, think blocks, v
   assert.ok(isCorrect('asdiv', 'The answer is -1/3.', '-(1/3)'));
 });
 
+test('numeric answers: a hedged or qualified value states no answer ("18 or 19", "not 18", "at least 18"); a restatement after a comma does; a remark after the answer does not replace it', () => {
+  for (const t of ['The answer is 18 or 19.', 'The answer is either 18 or 19.', 'The answer is 18 to 19.', 'The answer is 18–19.', 'The answer is between 18 and 19.',
+    'The answer is not 18.', 'The answer is not 18 but 19.', 'The answer is at least 18.', 'The answer is more than 18.', 'The answer is 18 and 19.',
+    'The answer is 18 or more.', 'The answer is nearly 18.', '#### 18 or 19', '#### not 18', 'Final Answer: 18 or 19']) {
+    assert.ok(!isCorrect('gsm8k', t, 18) && !isCorrect('gsm8k', t, 19), t);
+  }
+  for (const t of ['The answer is 18, or 2 * 9.', 'The answer is 18 dollars.', 'The answer is 18, not 19.', 'The answer is 18 apples to share.', 'The answer is approximately 18.']) assert.ok(isCorrect('gsm8k', t, 18), t);
+  // The synthetic task's line holds the number alone.
+  assert.ok(isCorrect('synthetic', '<think>\n1 + 6 = 7\n</think>\n\n#### 7', 7));
+  for (const t of ['#### 7 or 8', '#### 7 + 1', '#### not 7', '#### 7-8', '#### 7:30', '#### 7,5', '#### 7e5']) assert.ok(!isCorrect('synthetic', t, 7), t);
+  // ASDiv reads a phrase without a number as the answer (a name), but not after a stated number.
+  for (const t of ['The answer is 9 apples.\nThe answer is correct.', 'The answer is 9.\nI hope the answer is helpful!']) assert.ok(isCorrect('asdiv', t, '9 (apples)'), t);
+  assert.ok(isCorrect('asdiv', 'She has 5 apples and Tom 3. The answer is Tom.', 'Tom'));
+});
+
 test('numeric answers: the last answer stated wins, its sentence after "=", LaTeX read as a value, ratios kept whole', () => {
   const x = (t: string, task: Task = 'gsm8k') => extractAnswer(task, t);
   assert.equal(x('The answer is 5 + 3 = 8.'), '8');

@@ -33,7 +33,7 @@ const NUMBER = /(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\/\d+(?!\d|\.
 
 /** A plain number, allowing "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)". */
 export function parseNumber(s: string): number | undefined {
-  let t = s.trim().replace(/\s*\([^()]*[A-Za-z][^()]*\)$/, '') // "9 (apples)"
+  let t = s.trim().replace(/(?<!\s)\s*\(([^()]*)\)$/, (all, inner: string) => (/[A-Za-z]/.test(inner) ? '' : all)) // "9 (apples)"
     .replace(/\\?\$/g, '').replace(/(\d),(?=\d{3}\b)/g, '$1').replace(/[.%]$/, '').trim();
   const neg = /^-\((.*)\)$/.exec(t); // "-(1/3)"
   if (neg) t = '-' + neg[1];
@@ -55,7 +55,7 @@ function lastNumber(text: string): number | undefined {
 /** The last ratio or clock time written ("3:4", "3 : 4", "3:30 p.m."), when no digit follows it; else undefined. */
 function lastRatio(text: string): string | undefined {
   // "3:4" or "3 : 4", not a label "day 2: 8"
-  const all = [...text.matchAll(/\d+(?::|\s:\s)\d+(?:\s*[ap]\.?\s?m\b\.?)?/gi)], m = all.at(-1);
+  const all = [...text.matchAll(/(?<!\d)\d+(?::|\s:\s)\d+(?:\s*[ap]\.?\s?m\b\.?)?/gi)], m = all.at(-1);
   if (!m) return undefined;
   return /\d/.test(text.slice(m.index! + m[0].length)) ? undefined : m[0];
 }
@@ -75,14 +75,14 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   const found: { at: number; phrase: string; boxed: boolean; lead: boolean }[] = [];
   for (const m of text.matchAll(/####[ \t]*([^\n]*)/g)) { // a number, perhaps with a unit word: not "#### 2. Subtract"
     const line = m[1].trim();
-    if (/^\$?-?\(?\.?\d/.test(line) ? !HEADING.test(line) : !needNumber && line && !/\d/.test(text.slice(m.index! + m[0].length))) {
+    if (/^\$?-?\(?\.?\d/.test(line) ? !HEADING.test(line) : HEDGED.test(line) || (!needNumber && line && !/\d/.test(text.slice(m.index! + m[0].length)))) { // "#### not 18": stated, and hedged
       found.push({ at: m.index!, phrase: line, boxed: false, lead: true }); // "-(1/3)"; an ASDiv "#### Yes" as the last word
     }
   }
   // "answer is" anywhere, but not "this answer is 2 more than …"; "answer:" only where a line starts with it ("Final Answer:", "**Answer:**")
   for (const m of text.matchAll(/(?<!\b(?:this|that|which|each|an|one)\s+)\banswer\s+is\**:?\s*(?=([^\n]*))|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)/gi)) {
     const rest = (m[1] ?? m[2]).replace(/^(?:the\s+)?(?:final\s+)?answer\s+is\**:?\s*/i, '') // Minerva's "Final Answer: The final answer is … I hope it is correct."
-      .replace(/\.?\s*I hope it is correct\.?\s*$/i, '');
+      .replace(/(?:\.|(?<![.\s]))\s*I hope it is correct\.?\s*$/i, '');
     if (COMPARISON.test(rest)) continue; // "the answer is 2 more than yesterday's": a comparison, not the value
     const box = lastBoxed(rest);
     // the sentence only, once it holds a number ("5 + 3 = 8. Next, ..."; but "Mrs. Hilt" stays whole)
@@ -107,7 +107,9 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
   // A box outranks an "answer is" after it that starts with words, a check ("the answer is consistent with 16 - 3 - 4 =
   // 9"); a later answer that starts with its value ("So the answer is 27.", "Final Answer: 27") is a correction.
   const boxAt = box?.trim() ? b : Infinity;
-  const last = found.filter((f) => f.lead || f.at < boxAt).sort((x, y) => x.at - y.at).at(-1);
+  // A phrase without a number after one with a number is a remark on it ("The answer is 9.\nThe answer is correct."), not an ASDiv name.
+  const firstWithNumber = Math.min(...found.filter((f) => /\d/.test(f.phrase)).map((f) => f.at));
+  const last = found.filter((f) => (f.lead || f.at < boxAt) && !(f.at > firstWithNumber && !/\d/.test(f.phrase))).sort((x, y) => x.at - y.at).at(-1);
   return last && { phrase: last.phrase, boxed: last.boxed };
 }
 
@@ -147,8 +149,15 @@ function statedNumber(s: { phrase: string; boxed: boolean }): number | undefined
   }
   // An expression left unworked ("12 - 3", "3 × 4 dollars") is no number; "18 (= 9 × 2)", "18 = 9 + 9" and
   // "8 because 5 + 3 is 8" are 18 and 8.
-  return isRatioOrTime(s.phrase) || UNWORKED.test(s.phrase) ? undefined : firstNumber(s.phrase);
+  return isRatioOrTime(s.phrase) || UNWORKED.test(s.phrase) || HEDGED.test(s.phrase) ? undefined : firstNumber(s.phrase);
 }
+
+/**
+ * A stated value that is hedged or qualified: "18 or 19", "18 to 19", "18–19", "between 18 and 19", "not 18", "at least
+ * 18", "18 or more", "nearly 18" — no one value, graded as none (a reward for "18 or 19" when 18 is right would pay hedging).
+ * After a comma, "or" restates the value ("0.5, or 50%"; "18, or 2 * 9"); "approximately 18" states 18, as the references read it.
+ */
+const HEDGED = /^(?:[^\d]*?\b(?:not|no|either|between|nearly|almost|over|under|at\s+(?:least|most)|(?:more|less|fewer)\s+than)\s+[$\\(]*-?\.?\d|[^\d]*\d(?:[\d.,]*\d)?(?:\s+[A-Za-z]+)?\s*(?:(?:or|to|and)\s+\$?-?\.?\d|[–—]\s*\$?\d|-\s*\$?\d|or\s+(?:more|less|fewer|so)\b))/i;
 
 // ---------------------------------------------------------------------------------------------------------
 // LaTeX answers (MATH)
@@ -443,10 +452,10 @@ function foldPhrase(s: string): string {
   let t = s.trim(), was;
   do {
     was = t;
-    t = t.replace(/\.+$/, '').replace(/^\$+|\$+$/g, '').replace(/^\\\(|\\\)$/g, '').replace(/^["'“”‘’]+|["'“”‘’]+$/g, '')
+    t = t.replace(/(?<!\.)\.+$/, '').replace(/^\$+|(?<!\$)\$+$/g, '').replace(/^\\\(|\\\)$/g, '').replace(/^["'“”‘’]+|(?<!["'“”‘’])["'“”‘’]+$/g, '')
       .replace(/^\\(?:boxed|text|textbf|textnormal|mbox|mathrm)\{(.*)\}$/, '$1').replace(/\\(?:text|textbf|textnormal|mbox|mathrm)\{([^{}]*)\}/g, '$1').trim();
   } while (t !== was);
-  return t.toLowerCase().replace(/\s+/g, ' ').replace(/\s*\([^()]*\)$/, '').replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/\.+$/, '')
+  return t.toLowerCase().replace(/\s+/g, ' ').replace(/(?<!\s)\s*\([^()]*\)$/, '').replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/(?<!\.)\.+$/, '')
     .replace(/(\d)\s*:\s*(\d)/g, '$1:$2'); // a ratio written "3 : 4"
 }
 
@@ -457,9 +466,10 @@ function mathSpan(phrase: string | undefined): string | undefined {
 }
 
 /** A synthetic reply's "#### n" number, or undefined if the line is missing or holds no number. */
+/** The synthetic task's "#### n" line: a number alone ("#### 7 or 8", "#### 7 + 1", "#### not 7" state no one value). */
 function hashAnswer(r: string): number | undefined {
   const i = r.lastIndexOf('####');
-  return i < 0 ? undefined : firstNumber(r.slice(i + 4).split('\n')[0]);
+  return i < 0 ? undefined : parseNumber(r.slice(i + 4).split('\n')[0]);
 }
 
 /**
