@@ -3,13 +3,13 @@
  *
  * - gsm8k / svamp / asdiv / aime24 / amc23: numeric. The answer is the last one stated — a "####" line, an
  *   "answer is" / "answer:" phrase, a \boxed{} (which a later "answer is" that starts with words, a check, does not replace) — else
- *   the last number in the text; "$" and thousands commas are ignored, LaTeX is read as MATH answers are, values
+ *   the last number in the text; a hedged value ("18 or 19", "at least 18") is no answer; "$" and thousands commas are ignored, LaTeX is read as MATH answers are, values
  *   compare numerically. ASDiv also has non-numeric golds (names, "3:4", "3:30 p.m.", compared as case-folded
  *   strings; a time without "a.m."/"p.m." also matches one with) and ordinals ("6th", compared as numbers).
  * - math500: the last \boxed{...} (else the last answer stated), normalised (LaTeX spacing, \left/\right, units, degrees, percent, \dfrac,
  *   shorthand fractions); equal if the strings match, or both are numbers and equal, or both are tuples /
  *   intervals / lists whose elements are equal one by one, or both are expressions of the same value (sameValue).
- * - synthetic: math golds need the fixed "#### n" line; chat golds must match exactly after trimming.
+ * - synthetic: math golds need the fixed "#### n" line, the number alone; chat golds must match exactly after trimming.
  *
  * Text after the last </think> is graded when the model wrote a think block.
  */
