@@ -465,8 +465,7 @@ function mathSpan(phrase: string | undefined): string | undefined {
   return m ? m[1] ?? m[2] : phrase;
 }
 
-/** A synthetic reply's "#### n" number, or undefined if the line is missing or holds no number. */
-/** The synthetic task's "#### n" line: a number alone ("#### 7 or 8", "#### 7 + 1", "#### not 7" state no one value). */
+/** A synthetic reply's "#### n" number: undefined when the line is missing or holds more than a number ("#### 7 or 8", "#### 7 + 1", "#### not 7"). */
 function hashAnswer(r: string): number | undefined {
   const i = r.lastIndexOf('####');
   return i < 0 ? undefined : parseNumber(r.slice(i + 4).split('\n')[0]);
