@@ -206,6 +206,7 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     ['#### 18 - that is her income', '18'], ['#### 18. (9 eggs x $2)', '18'], ['\\boxed{5}\n\nFinal Answer: 18', '18'], ['\\boxed{5}\nSo the answer is 18.', '18'],
     ['The answer is 18; this answer is 2 more than 16.', '18'], ['The answer is 18, and the answer is 2 dollars more than yesterday.', '18'],
     ['\\boxed{18}\nTo verify, the answer is consistent with 16 - 3 - 4 = 9 eggs.', '18'],
+    ['#### 5 or 6', '5'], ['The answer is not 5.', '5'], ['The answer is at least 5.', '5'], ['The answer is between 5 and 6.', '5'], ['The answer is 5 (' + 'a'.repeat(3000), '5'],
   ];
   const replies = cases.map(([r]) => `a</think>${r}`), golds = cases.map(([, g]) => g);
   const py = spawnSync('python3', ['-c', `import sys; sys.path.insert(0, "."); import rewards\nprint(rewards.budget_reward(${JSON.stringify(replies)}, ${JSON.stringify(golds)}, [1000] * ${replies.length}))`], { cwd: out, encoding: 'utf8' });
@@ -216,8 +217,8 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     cases.forEach(([r, g], i) => assert.equal(got[i], Number(want[i]), `rewards.py grades ${JSON.stringify(r)} (gold ${g}) as the gsm8k grader does`));
     assert.ok(want.includes('1.0') && want.includes('0.0'));
     // Under the synthetic grader a gold's JSON type decides (the "numeric" column keeps it): "5" is an exact reply, 5 a "#### 5" line.
-    const syn = spawnSync('python3', ['-c', 'import sys; sys.path.insert(0, "."); import rewards; rewards.GRADER = "synthetic"\nprint(rewards.budget_reward(["a</think>5", "a</think>#### 5"] * 2, ["5"] * 4, [99] * 4, numeric=[False, False, True, True]))'], { cwd: out, encoding: 'utf8' });
-    const ts = [['5', '5'], ['#### 5', '5'], ['5', 5], ['#### 5', 5]].map(([r, g]) => (isCorrect('synthetic', `a</think>${r}`, g) ? '1.0' : '0.0'));
+    const syn = spawnSync('python3', ['-c', 'import sys; sys.path.insert(0, "."); import rewards; rewards.GRADER = "synthetic"\nprint(rewards.budget_reward(["a</think>5", "a</think>#### 5"] * 2 + ["a</think>#### 5 or 6"], ["5"] * 5, [99] * 5, numeric=[False, False, True, True, True]))'], { cwd: out, encoding: 'utf8' });
+    const ts = [['5', '5'], ['#### 5', '5'], ['5', 5], ['#### 5', 5], ['#### 5 or 6', 5]].map(([r, g]) => (isCorrect('synthetic', `a</think>${r}`, g) ? '1.0' : '0.0'));
     assert.equal(syn.stdout.trim(), `[${ts.join(', ')}]`);
   }
   fs.writeFileSync(data, '{"messages": "nope"}\n');

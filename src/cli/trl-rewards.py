@@ -2,11 +2,11 @@ r"""Budget reward for TRL GRPO (written by edgereason export-trl; the same rewar
 correct - min(1, lam * max(0, thinking - budget) / budget), and -1 when the thinking segment never closes. Thinking
 runs to the first </think>; the reply is what follows the last one. Graded as train-rl's --grader __GRADER__ grades
 (a port of edgereason's src/tasks/grade.ts, checked against it by edgereason's tests):
-- synthetic: a numeric gold needs the reply's last "#### n" line (its first number); any other gold must equal
+- synthetic: a numeric gold needs the reply's last "#### n" line (the number alone); any other gold must equal
   the reply exactly (trimmed);
 - gsm8k: the last answer the reply states ("#### n", "the answer is n", "Answer: n", \boxed{n}, which a later check
   that starts with words does not replace; after the last "=" of a worked expression; LaTeX fractions and spacing read
-  as numbers), else its last number, equal to the gold."""
+  as numbers; a hedged value such as "18 or 19" or "at least 18" is none), else its last number, equal to the gold."""
 import re
 
 LAMBDA = __LAMBDA__
@@ -17,6 +17,8 @@ NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?!
 # a worked expression before "=" from its first number ("5 + 3", "5 hours * 60", "2(3 + 4)"), not "18 because 16 - 3 = 13"
 WORKED = re.compile(r"[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of)\b)\s*\(?|\()-?\$?\d", A)
 HEADING = re.compile(r"\d+(?:[.)]\s+[A-Za-z*`$]|:\s+[A-Za-z]|\s+[-–]\s+(?:[A-Z`]|\*\*[A-Z]))", A)  # "#### 2. Money": a numbered heading
+# a hedged or qualified value ("18 or 19", "between 18 and 19", "not 18", "at least 18", "18 or more"): no one value; ", or" restates
+HEDGED = re.compile(r"(?:[^\d]*?\b(?:not|no|either|between|nearly|almost|over|under|at\s+(?:least|most)|(?:more|less|fewer)\s+than)\s+[$\\(]*-?\.?\d|[^\d]*\d(?:[\d.,]*\d)?(?:\s+[A-Za-z]+)?\s*(?:(?:or|to|and)\s+\$?-?\.?\d|[–—]\s*\$?\d|-\s*\$?\d|or\s+(?:more|less|fewer|so)\b))", re.I | A)
 COMPARISON = re.compile(r"[\s*$]*-?[\d.,]+\s+(?:[A-Za-z]+\s+)?(?:more|less|fewer|greater|higher|lower|larger|smaller|bigger)\s+than\b", re.I | A)
 
 
@@ -26,7 +28,7 @@ def _text(completion):
 
 def _float(s):
     """A plain number: "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)"."""
-    t = re.sub(r"\s*\([^()]*[A-Za-z][^()]*\)$", "", str(s).strip(), flags=A).replace("\\$", "").replace("$", "")
+    t = re.sub(r"(?<!\s)\s*\(([^()]*)\)$", lambda m: "" if re.search(r"[A-Za-z]", m.group(1)) else m.group(0), str(s).strip(), flags=A).replace("\\$", "").replace("$", "")
     t = re.sub(r"(\d),(?=\d{3}\b)", r"\1", t, flags=A)
     t = re.sub(r"[.%]$", "", t).strip()
     neg = re.fullmatch(r"-\((.*)\)", t)
@@ -117,7 +119,7 @@ def _stated_number(phrase, boxed):
             n = _latex_number(m.group(1)) if m else None
         if n is not None or boxed or re.search(r"\\(?:frac|sqrt)|\^", phrase):
             return n
-    return None if re.match(r"\d+:\d+", phrase.strip(), A) else _first_number(phrase)
+    return None if re.match(r"\d+:\d+", phrase.strip(), A) or HEDGED.match(phrase) else _first_number(phrase)
 
 
 def _stated(reply):
@@ -125,7 +127,7 @@ def _stated(reply):
     found = []
     for m in re.finditer(r"####[ \t]*([^\n]*)", reply):
         line = m.group(1).strip()
-        if re.match(r"\$?-?\(?\.?\d", line, A) and not HEADING.match(line):
+        if (re.match(r"\$?-?\(?\.?\d", line, A) and not HEADING.match(line)) or HEDGED.match(line):  # "#### not 18": stated, and hedged
             found.append((m.start(), line, False, True))
     for m in re.finditer(r"\banswer\s+is\**:?\s*(?=([^\n]*))|(?:^|\n)[ \t*#]*(?:final\s+)?answer\s*\**:\**\s*([^\n]*)", reply, re.I | A):
         rest = m.group(1) if m.group(1) is not None else m.group(2)
@@ -166,7 +168,7 @@ def _stated(reply):
 
 def _hash_answer(reply):
     i = reply.rfind("####")
-    return None if i < 0 else _first_number(reply[i + 4:].split("\n")[0])
+    return None if i < 0 else _float(reply[i + 4:].split("\n")[0])  # the number alone: not "#### 7 or 8"
 
 
 def _correct(reply, gold, numeric):
