@@ -107,28 +107,20 @@ export class LocalBackend implements Backend {
   private get closed(): boolean { return this.closing !== undefined; }
   private running = new Set<Promise<unknown>>();
   /** The runs in flight per cache they step. */
-  private busy = new Map<KVCache, Set<Promise<unknown>>>();
+  private busy = new RunsByKey<KVCache>();
   /** A session run over `caches`, which close() (and keep, truncate, free of those caches) wait for. */
   protected async track<T>(run: Promise<T>, caches: KVCache[]): Promise<T> {
     this.running.add(run);
-    for (const c of caches) {
-      const runs = this.busy.get(c) ?? new Set();
-      this.busy.set(c, runs.add(run));
-    }
+    this.busy.add(run, caches);
     try {
       return await run;
     } finally {
       this.running.delete(run);
-      for (const c of caches) {
-        const runs = this.busy.get(c);
-        runs?.delete(run);
-        if (!runs?.size) this.busy.delete(c);
-      }
     }
   }
   /** Resolves once no run over `c` is in flight. */
   private async idle(c: KVCache): Promise<void> {
-    for (let runs = this.busy.get(c); runs?.size; runs = this.busy.get(c)) await Promise.allSettled(runs);
+    for (let runs = this.busy.of(c); runs.length; runs = this.busy.of(c)) await Promise.allSettled(runs);
   }
   private open(): void { if (this.closed) throw new Error(CLOSED); }
   private register(c: KVCache): CacheHandle { this.open(); const h = this.next++; this.caches.set(h, c); return h; }
@@ -199,6 +191,24 @@ export function adapterView(backend: Backend, name: string): Backend {
 const viewSessions = new WeakMap<Backend, Backend>();
 /** The backend an adapter view (or a view of one) works on; any other backend itself. */
 export const sessionOf = (backend: Backend): Backend => viewSessions.get(backend) ?? backend;
+
+/** Runs in flight per key (a cache, or its handle): each counted under its keys until it settles. */
+export class RunsByKey<K> {
+  private readonly runs = new Map<K, Set<Promise<unknown>>>();
+  add(run: Promise<unknown>, keys: readonly K[]): void {
+    for (const k of keys) this.runs.set(k, (this.runs.get(k) ?? new Set()).add(run));
+    const settled = () => {
+      for (const k of keys) {
+        const runs = this.runs.get(k);
+        runs?.delete(run);
+        if (!runs?.size) this.runs.delete(k);
+      }
+    };
+    run.then(settled, settled);
+  }
+  /** The runs of `key` in flight now. */
+  of(key: K): Promise<unknown>[] { return [...(this.runs.get(key) ?? [])]; }
+}
 
 /**
  * A Backend whose calls go to `backend` itself, but for the ones `replace` gives (a prototype-based view would keep

@@ -11,7 +11,7 @@
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
 import type { Model } from './model.ts';
-import { CLOSED, delegate, fromRemote, LocalBackend, remoteError, stepResult, type Backend, type CacheHandle, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
+import { CLOSED, delegate, fromRemote, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -106,30 +106,26 @@ export class CoalescingBackend implements BatchingBackend {
   get failed(): string | undefined { return this.inner.failed; }
 
   async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
-    const run = this.queue(cache, req, signal), steps = this.steps.get(cache) ?? new Set();
-    this.steps.set(cache, steps.add(run));
+    const run = this.queue(cache, req, signal);
+    this.steps.add(run, [cache]);
     try {
       return await run;
     } catch (e) {
       if (e instanceof AbortedError) throw e;
       // Thrown again here, so that its stack holds the caller's frames (the run failed in a later tick); the original is its cause.
       throw Object.assign(new Error((e as Error).message, { cause: e }), { name: (e as Error).name });
-    } finally {
-      steps.delete(run);
-      if (!steps.size && this.steps.get(cache) === steps) this.steps.delete(cache);
     }
   }
 
   /** Each cache's steps queued or running here. */
-  private readonly steps = new Map<CacheHandle, Set<Promise<StepResult>>>();
+  private readonly steps = new RunsByKey<CacheHandle>();
   /**
    * `op` on `cache` once the steps issued on it before have ended: a step waits here for the next batch, and a keep,
    * truncate or free that went straight through would change the cache under it (calls keep their order, as the
    * inner backends keep it).
    */
   private async afterSteps<T>(cache: CacheHandle, op: () => Promise<T>): Promise<T> {
-    const before = this.steps.get(cache);
-    if (before?.size) await Promise.allSettled([...before]);
+    await Promise.allSettled(this.steps.of(cache));
     return op();
   }
 
