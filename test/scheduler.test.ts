@@ -10,8 +10,9 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import type { AdapterTensors, StepOutput } from '../src/runtime/engine.ts';
 import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
 import { generateBatch, type Completion } from '../src/runtime/generate.ts';
-import { stepResult } from '../src/runtime/backend.ts';
+import { stepResult, type StepRequest } from '../src/runtime/backend.ts';
 import { loadModel } from '../src/runtime/model.ts';
+import { loadAdapter } from '../src/io/peft.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 import { maxDiff } from './helpers/numeric.ts';
 
@@ -280,6 +281,30 @@ test('a loaded model\'s backend keeps call order: a truncate, select, lengths or
       const [last] = await Promise.all([b.step(h, { tokens: [[9]], want: { logits: true } }), b.free(h)]);
       assert.ok(maxDiff(last.logits!, await logitsOf([...prompt.slice(0, 4), 7, 8, 9])) < 1e-4);
       await b.free(fork);
+    } finally {
+      await m.close();
+    }
+  }
+});
+
+test('a loaded model\'s backend keeps call order for setAdapter: a step issued before it (not awaited) runs with the adapter it was issued under', async () => {
+  const dir = path.join(import.meta.dirname, '../models/default');
+  for (const worker of [true, false]) {
+    const m = await loadModel(dir, { adapter: path.join(dir, 'reasoning-adapter'), worker });
+    try {
+      const b = m.backend, prompt = m.encode('Sam has 12 apples. He gives 5 to Ann. How many apples does Sam have now?', true);
+      const req: StepRequest = { tokens: [prompt], adapterMask: [prompt.map(() => 1)], want: { logits: true } };
+      const stepOn = async () => { const h = await b.newCache(1); try { return (await b.step(h, req)).logits!; } finally { await b.free(h); } };
+      const sft = await stepOn(), sftTensors = m.adapter!.tensors, rlTensors = loadAdapter(path.join(dir, 'reasoning-adapter-rl'), m.config).tensors;
+      // Before, the setAdapter went straight through and the step queued before it ran with the RL adapter.
+      const [h1, h2] = [await b.newCache(1), await b.newCache(1)];
+      const [first, , second] = await Promise.all([b.step(h1, req), b.setAdapter(rlTensors), b.step(h2, req)]);
+      await b.free(h1); await b.free(h2);
+      assert.ok(maxDiff(first.logits!, sft) < 1e-5, `the step issued before setAdapter used the SFT adapter (worker ${worker})`);
+      assert.ok(maxDiff(second.logits!, sft) > 0.01, 'the step issued after it used the RL adapter');
+      assert.ok(maxDiff(second.logits!, await stepOn()) < 1e-5);
+      await b.setAdapter(sftTensors);
+      assert.ok(maxDiff(await stepOn(), sft) < 1e-5);
     } finally {
       await m.close();
     }

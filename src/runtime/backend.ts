@@ -208,6 +208,8 @@ export class RunsByKey<K> {
   }
   /** The runs of `key` in flight now. */
   of(key: K): Promise<unknown>[] { return [...(this.runs.get(key) ?? [])]; }
+  /** Every run in flight now. */
+  all(): Promise<unknown>[] { return [...new Set([...this.runs.values()].flatMap((runs) => [...runs]))]; }
 }
 
 /**

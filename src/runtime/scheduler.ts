@@ -86,7 +86,8 @@ export interface CoalescingOptions {
 /**
  * Backend whose `step()` calls are coalesced: while a run is in flight, new steps queue; when it ends (and on the
  * first step of an idle backend, after the current tick) all queued steps go out as one `stepMany`.
- * The other calls pass straight through to the inner backend.
+ * The other calls go to the inner backend in the order they were made: a truncate, keep, select, lengths or free after
+ * the steps issued on its cache before it, setAdapter after every step issued before it.
  */
 export class CoalescingBackend implements BatchingBackend {
   private pending: Pending[] = [];
@@ -106,7 +107,7 @@ export class CoalescingBackend implements BatchingBackend {
   get failed(): string | undefined { return this.inner.failed; }
 
   async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
-    const run = this.queue(cache, req, signal);
+    const change = this.adapterChange, run = change ? change.then(() => this.queue(cache, req, signal), () => this.queue(cache, req, signal)) : this.queue(cache, req, signal);
     this.steps.add(run, [cache]);
     try {
       return await run;
@@ -177,7 +178,23 @@ export class CoalescingBackend implements BatchingBackend {
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.afterSteps(cache, () => this.inner.truncate(cache, row, length)); }
   lengths(cache: CacheHandle): Promise<number[]> { return this.afterSteps(cache, () => this.inner.lengths(cache)); }
   free(cache: CacheHandle): Promise<void> { return this.afterSteps(cache, () => this.inner.free(cache)); }
-  setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> { return this.inner.setAdapter(adapter, name); }
+  /**
+   * Once every step issued before has ended (on any cache: they may use the adapter replaced), and before any step
+   * issued after it joins a batch: a step runs with the adapter it was issued under.
+   */
+  setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void> {
+    const before = this.steps.all(), previous = this.adapterChange;
+    const change = (async () => {
+      await Promise.allSettled([...before, ...(previous ? [previous] : [])]);
+      return this.inner.setAdapter(adapter, name);
+    })();
+    this.adapterChange = change;
+    const done = () => { if (this.adapterChange === change) this.adapterChange = undefined; };
+    change.then(done, done);
+    return change;
+  }
+  /** The adapter change in flight: steps issued during it wait for it. */
+  private adapterChange?: Promise<void>;
   /**
    * Steps still queued fail as a closed model's calls, and new ones are refused at once; the session closes when the
    * run in flight ends (a batch over maxRows always leaves steps queued: waiting for none would wait for every call).
