@@ -1036,7 +1036,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
     await assert.rejects(m.generate('Hello', null as never).next(), /^Error: generate: options must be an object, got null$/);
     await assert.rejects(m.complete('Hello', { stop: 'x'.repeat(300) as never, seed: 'y'.repeat(300) as never }), (e: Error) => e.message.endsWith(`got "${'y'.repeat(118)}…`));
     await assert.rejects(m.generateBatch(['a', 'b'], [{ signal: shared.signal }, {}] as never), /generate: a signal cancels the whole batch/);
-    await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant\)/);
+    await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant, tool\)/);
     // A temperature so small that every logit but the best falls below the tail floor is greedy (it used to pick no token).
     const greedy = await m.complete('Hello', { maxTokens: 6 }), tiny = await m.complete('Hello', { maxTokens: 6, temperature: 1e-300, seed: 1 });
     assert.deepEqual(tiny.tokens, greedy.tokens);

@@ -398,11 +398,15 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
 
 test('server: OpenAI options edgereason cannot honour are refused naming the parameter; unknown fields too; harmless ones pass', async () => {
   const unsupported = (param: string, what: string) => `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`;
+  const noTools = (param: string) => `Unsupported value: '${param}': the chat template of the model 'reasoning' does not write tool calls in the format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do).`;
   const cases: [Loose, string, string, string][] = [
     [{ logprobs: true }, 'logprobs', unsupported('logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],
     [{ top_logprobs: 3 }, 'top_logprobs', unsupported('top_logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],
-    [{ tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools', unsupported('tools', '(tool calling)'), 'unsupported_parameter'],
-    [{ tool_choice: 'auto' }, 'tool_choice', unsupported('tool_choice', '(tool calling)'), 'unsupported_parameter'],
+    // The embedded model's chat template has no tools (test/tools.test.ts serves one that has).
+    [{ tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools', noTools('tools'), 'unsupported_value'],
+    [{ tool_choice: 'required' }, 'tool_choice', `Unsupported value: 'tool_choice' "required" (forcing a tool call) is not supported by edgereason; "auto" (the model decides) and "none" are.`, 'unsupported_value'],
+    [{ tool_choice: { type: 'function', function: { name: 'f' } } }, 'tool_choice', `Unsupported value: 'tool_choice' {"type": "function", "function": {"name": "f"}} (forcing a tool call) is not supported by edgereason; "auto" (the model decides) and "none" are.`, 'unsupported_value'],
+    [{ tools: [{ type: 'function', function: { name: 'get weather' } }] }, 'tools[0].function.name', `Invalid value for 'tools[0].function.name': must match pattern "^[a-zA-Z0-9_-]+$", got "get weather".`, 'invalid_value'],
     [{ functions: [{ name: 'f', parameters: {} }] }, 'functions', unsupported('functions', '(function calling)'), 'unsupported_parameter'],
     [{ function_call: { name: 'f' } }, 'function_call', unsupported('function_call', '(function calling)'), 'unsupported_parameter'],
     [{ response_format: { type: 'json_object' } }, 'response_format.type', `Unsupported value: 'response_format.type' "json_object" (structured output) is not supported by edgereason; only "text" is.`, 'unsupported_value'],
@@ -427,16 +431,17 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     const e = await status(create(ask('x', extra)));
     assert.deepEqual([e.status, e.param, e.type, e.code, (e.error as Loose).message], [400, param, 'invalid_request_error', code, message], JSON.stringify(extra));
   }
-  // Message fields: a reply sent back as it came is accepted (its thinking dropped); tool calls, content-less and unknown fields are refused.
+  // Message fields: a reply sent back as it came is accepted (this template drops its thinking); tool turns on a template
+  // without tools, content-less and unknown fields are refused.
   const reply = { role: 'assistant', content: 'Paris.', reasoning_content: 'It is Paris.', reasoning: 'It is Paris.', refusal: null, tool_calls: [], annotations: [] };
   const turn = (m: Loose) => ({ model: 'reasoning', max_tokens: 3, messages: [{ role: 'user', content: 'Capital of France?' }, m, { role: 'user', content: 'Thanks' }] });
   assert.equal((await create(turn(reply))).usage.prompt_tokens, (await create(turn({ role: 'assistant', content: 'Paris.' }))).usage.prompt_tokens);
   const messageCases: [Loose, string, string][] = [
     [{ ...reply, foo: 1 }, 'messages[1].foo', 'Unrecognized request argument supplied: messages[1].foo'],
-    [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }, 'messages[1].tool_calls', unsupported('messages[1].tool_calls', '(tool calling)')],
-    // A tool's result is tool calling, not an unknown tool_call_id field.
-    [{ role: 'tool', content: 'x', tool_call_id: 'c' }, 'messages[1].role', `Unsupported value: 'messages[1].role' "tool" (tool calling) is not supported by edgereason; a message's role is system, developer, user or assistant.`],
-    [{ role: 'function', content: 'x', name: 'f' }, 'messages[1].role', `Unsupported value: 'messages[1].role' "function" (function calling) is not supported by edgereason; a message's role is system, developer, user or assistant.`],
+    [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }, 'messages[1].tool_calls', noTools('messages[1].tool_calls')],
+    [{ role: 'tool', content: 'x', tool_call_id: 'c' }, 'messages[1].role', noTools('messages[1].role')],
+    // A legacy function's result is function calling, not an unknown name field.
+    [{ role: 'function', content: 'x', name: 'f' }, 'messages[1].role', `Unsupported value: 'messages[1].role' "function" (legacy function calling) is not supported by edgereason; send the function's result as a "tool" message.`],
     [{ role: 'assistant', content: null }, 'messages[1].content', "Invalid value for 'messages[1].content': an assistant message must have content."],
     [{ role: 'user', content: null }, 'messages[1].content', "Invalid value for 'messages[1].content': a user message must have content."],
   ];
@@ -447,10 +452,13 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
   // Fields that ask for nothing (or only label the request) are accepted.
   const ok = await create(ask('hi', {
     max_tokens: 3, user: 'u1', metadata: { k: 'v' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', safety_identifier: 's',
-    logprobs: false, top_logprobs: 0, tools: [], tool_choice: 'none', presence_penalty: 0, frequency_penalty: 0, logit_bias: {}, response_format: { type: 'text' },
+    logprobs: false, top_logprobs: 0, tools: [], tool_choice: 'auto', presence_penalty: 0, frequency_penalty: 0, logit_bias: {}, response_format: { type: 'text' },
     modalities: ['text'], verbosity: 'medium', edgereason: { reasoning: 'off' },
   }));
   assert.equal(ok.choices.length, 1);
+  // tool_choice "none" offers no tools: a template without them answers as without.
+  const none = await create(ask('hi', { max_tokens: 3, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' }));
+  assert.equal(none.usage.prompt_tokens, (await create(ask('hi', { max_tokens: 3 }))).usage.prompt_tokens);
   const okStream = await streamed(ask('hi', { max_tokens: 3, stream_options: { include_usage: false, include_obfuscation: false, continuous_usage_stats: false } }));
   assert.equal(okStream.content.length, 1);
 });

@@ -174,7 +174,7 @@ export class Model {
     if (chatTemplateKwargs !== undefined) checkTemplateKwargs(chatTemplateKwargs, where);
     if (Array.isArray(prompt)) checkMessages(prompt, where);
     else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
-    const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+    const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateArguments);
     try {
       return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: chatTemplateKwargs });
     } catch (e) {
@@ -325,9 +325,37 @@ function checkTemplateKwargs(kw: Record<string, unknown>, where: string): void {
 
 function checkMessages(messages: ChatMessage[], where: string): void {
   if (!messages.length) throw new Error(`${where}: the list of messages is empty`);
+  const roles = [...CHAT_ROLES, 'tool'];
   messages.forEach((m, i) => {
     if (!m || typeof m !== 'object') throw new Error(`${where}: message ${i} is not an object ({ role, content })`);
-    if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: message ${i} has role ${JSON.stringify(m.role)} (roles: ${CHAT_ROLES.join(', ')})`);
+    if (!roles.includes(m.role)) throw new Error(`${where}: message ${i} has role ${JSON.stringify(m.role)} (roles: ${roles.join(', ')})`);
     if (typeof m.content !== 'string') throw new Error(`${where}: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
+    for (const k of ['reasoning_content', 'tool_call_id', 'name'] as const) {
+      if (m[k] !== undefined && typeof m[k] !== 'string') throw new Error(`${where}: message ${i} has ${k} of type ${typeof m[k]}; it must be a string`);
+    }
+    if (m.tool_calls === undefined) return;
+    if (m.role !== 'assistant') throw new Error(`${where}: message ${i} (role ${JSON.stringify(m.role)}) has tool_calls; only an assistant message makes tool calls`);
+    if (!Array.isArray(m.tool_calls)) throw new Error(`${where}: message ${i} has tool_calls that is not a list`);
+    m.tool_calls.forEach((c, j) => {
+      const at = `${where}: message ${i} tool_calls[${j}]`, f = c?.function;
+      if (!f || typeof f !== 'object' || typeof f.name !== 'string' || !f.name) throw new Error(`${at} must be { function: { name, arguments } } with a function name`);
+      const args = f.arguments;
+      if (typeof args === 'string') objectJson(args, `${at}.function.arguments`);
+      else if (!args || typeof args !== 'object' || Array.isArray(args)) throw new Error(`${at}.function.arguments must be an object or the JSON text of one, got ${shown(args)}`);
+    });
   });
+}
+
+/** JSON text of an object, parsed (the error names `where` and the text). */
+function objectJson(text: string, where: string): Record<string, unknown> {
+  let v: unknown;
+  try { v = JSON.parse(text); } catch (e) { throw new Error(`${where} is not JSON: ${(e as Error).message} (got ${shown(text)})`); }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
+  return v as Record<string, unknown>;
+}
+
+/** Tool-call arguments given as JSON text become objects, as transformers expects them (templates print them with tojson). */
+function templateArguments(m: ChatMessage): ChatMessage {
+  if (!m.tool_calls?.some((c) => typeof c.function.arguments === 'string')) return m;
+  return { ...m, tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: typeof c.function.arguments === 'string' ? objectJson(c.function.arguments, 'tool call arguments') : c.function.arguments } })) };
 }

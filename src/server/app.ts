@@ -25,6 +25,7 @@ import { SseWriter } from './sse.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
 import type { Quant } from '../onnx/quant.ts';
+import { parseToolCalls, ToolCallStream, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 
 export interface ServerOptions {
   model: string;
@@ -76,6 +77,11 @@ export interface EdgeServer {
   listen(): Promise<string>;
   close(graceMs?: number): Promise<void>;
 }
+
+/** A parsed tool call as OpenAI sends it, with an id of its own. */
+const toolCallOut = (c: ParsedToolCall) => ({ id: `call_${randomUUID().replace(/-/g, '').slice(0, 24)}`, type: 'function', function: { name: c.name, arguments: c.arguments } });
+/** A choice that ended by itself with tool calls finishes with "tool_calls", as OpenAI's do. */
+const toolsFinish = (reason: string, called: boolean): string => (called && reason === 'stop' ? 'tool_calls' : reason);
 
 const PLAYGROUND = new URL('./playground.html', import.meta.url);
 /** Retry-After on 429 (queue full), in seconds. */
@@ -248,11 +254,17 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       record(plan, out);
       return {
         id, object: 'chat.completion', created, model: plan.served.id, system_fingerprint: null,
-        choices: out.choices.map((c) => ({
-          index: c.index,
-          message: { role: 'assistant', content: c.content, reasoning_content: c.route === 'reasoning' ? c.thinking : null, reasoning: c.route === 'reasoning' ? c.thinking : null, refusal: null },
-          logprobs: null, finish_reason: c.finishReason,
-        })),
+        choices: out.choices.map((c) => {
+          const calls = plan.tools ? parseToolCalls(c.content) : undefined, called = !!calls?.calls.length;
+          return {
+            index: c.index,
+            message: {
+              role: 'assistant', content: called ? calls!.content || null : c.content, reasoning_content: c.route === 'reasoning' ? c.thinking : null, reasoning: c.route === 'reasoning' ? c.thinking : null, refusal: null,
+              ...(called ? { tool_calls: calls!.calls.map(toolCallOut) } : {}),
+            },
+            logprobs: null, finish_reason: toolsFinish(c.finishReason, called),
+          };
+        }),
         usage: out.usage,
         edgereason: report(plan, out, waited),
       };
@@ -297,7 +309,24 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     // without a usage chunk: it carries the edgereason report, which only the end of the request completes.
     const finished = new Set<number>();
     let heldFinish: number | undefined;
+    // With tools, a choice's text that may begin a tool call is held back; its calls go out as one delta each before its finish_reason.
+    const toolStreams = new Map<number, ToolCallStream>();
+    const content = (index: number, text: string) => {
+      if (!plan.tools) return delta(index, { content: text });
+      let t = toolStreams.get(index);
+      if (!t) toolStreams.set(index, t = new ToolCallStream());
+      const now = t.push(text);
+      if (now) delta(index, { content: now });
+    };
     const finish = (index: number, reason: string, extra: Record<string, unknown> = {}) => {
+      const t = toolStreams.get(index);
+      if (t) {
+        toolStreams.delete(index);
+        const { content: rest, calls } = t.end();
+        if (rest) delta(index, { content: rest });
+        calls.forEach((c, k) => delta(index, { tool_calls: [{ index: k, ...toolCallOut(c) }] }));
+        reason = toolsFinish(reason, calls.length > 0);
+      }
       if (!started.has(index)) delta(index, { content: '' });
       sse.send(chunk([{ index, delta: {}, logprobs: null, finish_reason: reason }], extra));
     };
@@ -311,7 +340,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         } else if (e.type === 'route') {
           for (let i = 0; i < plan.n; i++) if (!started.has(i)) delta(i, { content: '' }, { edgereason: { route: e.route, ...(e.routerScore !== undefined ? { router_score: e.routerScore } : {}) } });
         } else if (e.phase === 'thinking') delta(e.choice, { reasoning_content: e.text, reasoning: e.text });
-        else delta(e.choice, { content: e.text });
+        else content(e.choice, e.text);
       }, start);
     } catch (e) {
       if (!(e instanceof AbortedError) && !abort.signal.aborted) {

@@ -35,7 +35,8 @@ import { endsWithRun, stopList } from '../runtime/generate.ts';
 import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
-import { ApiError, checkUnsupported, type ChatRequest, type Effort } from './schemas.ts';
+import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort } from './schemas.ts';
+import { hermesTemplate } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
@@ -75,6 +76,8 @@ export interface Plan {
   seed: number;
   stream: boolean;
   includeUsage: boolean;
+  /** The request offers tools: replies are read for tool calls (Hermes format). */
+  tools: boolean;
 }
 
 /** A message's text; several text parts are joined with newlines, as vLLM joins them. */
@@ -82,6 +85,37 @@ function text(content: ChatRequest['messages'][number]['content']): string {
   if (content == null) return '';
   if (typeof content === 'string') return content;
   return content.filter((p) => p.type === 'text' && typeof p.text === 'string').map((p) => p.text).join('\n');
+}
+
+/** JSON text of a tool call's arguments, parsed: the chat template prints them (tojson), as transformers renders them. */
+function toolArguments(json: string, param: string): Record<string, unknown> {
+  let v: unknown;
+  try { v = JSON.parse(json); } catch { v = undefined; }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new ApiError(400, `Invalid value for '${param}': the arguments must be the JSON text of an object, got ${JSON.stringify(json.length > 60 ? `${json.slice(0, 60)}…` : json)}.`, param);
+  return v as Record<string, unknown>;
+}
+
+/**
+ * A request message as the chat template reads it: developer → system; an assistant reply's thinking
+ * (reasoning_content, or vLLM's reasoning) and tool calls, and a tool result's call id and name, go with it.
+ */
+function chatMessage(msg: ChatMessageIn, i: number): ChatMessage {
+  const out: ChatMessage = { role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) };
+  if (msg.role === 'assistant') {
+    const thinking = msg.reasoning_content ?? msg.reasoning;
+    if (thinking != null) out.reasoning_content = thinking;
+    if (msg.tool_calls?.length) {
+      out.tool_calls = msg.tool_calls.map((c, j) => ({
+        ...(c.id !== undefined ? { id: c.id } : {}), type: 'function' as const,
+        function: { name: c.function.name, arguments: toolArguments(c.function.arguments, `messages[${i}].tool_calls[${j}].function.arguments`) },
+      }));
+    }
+  }
+  if (msg.role === 'tool') {
+    if (msg.tool_call_id !== undefined) out.tool_call_id = msg.tool_call_id;
+    if (msg.name !== undefined) out.name = msg.name;
+  }
+  return out;
 }
 
 /**
@@ -130,10 +164,23 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (ext.vote && (ext.vote === 'verifier' || ext.vote === 'verifier-vote') && !served.verifier) {
     throw new ApiError(400, `Invalid value for 'edgereason.vote': "${ext.vote}" needs a verifier; start the server with --verifier.`, 'edgereason.vote');
   }
-  // In OpenAI's API only an assistant message that made tool calls may come without content; tool calls are refused.
-  const bare = req.messages.findIndex((msg) => msg.content == null);
+  // In OpenAI's API only an assistant message that made tool calls may come without content.
+  const bare = req.messages.findIndex((msg) => msg.content == null && !(msg.role === 'assistant' && msg.tool_calls?.length));
   if (bare >= 0) throw new ApiError(400, `Invalid value for 'messages[${bare}].content': ${/^[aeio]/.test(req.messages[bare].role) ? 'an' : 'a'} ${req.messages[bare].role} message must have content.`, `messages[${bare}].content`);
-  const messages: ChatMessage[] = req.messages.map((msg) => ({ role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) }));
+  const misplaced = req.messages.findIndex((msg) => msg.role !== 'assistant' && msg.tool_calls?.length);
+  if (misplaced >= 0) throw new ApiError(400, `Invalid value for 'messages[${misplaced}].tool_calls': only an assistant message makes tool calls, not a ${req.messages[misplaced].role} message.`, `messages[${misplaced}].tool_calls`);
+  const messages: ChatMessage[] = req.messages.map(chatMessage);
+  // Tools go to the chat template, which must write calls the way replies are read (tool_choice "none": no tools offered).
+  // A template without them would drop the tools, or an earlier turn's calls, unsaid.
+  const tools = req.tools?.length && req.tool_choice !== 'none' ? req.tools : undefined;
+  const toolTurn = req.messages.findIndex((msg) => msg.role === 'tool' || msg.tool_calls?.length);
+  if ((tools || toolTurn >= 0) && !hermesTemplate(m.model.tokenizer.chatTemplate)) {
+    const param = tools ? 'tools' : req.messages[toolTurn].role === 'tool' ? `messages[${toolTurn}].role` : `messages[${toolTurn}].tool_calls`;
+    throw new ApiError(400, `Unsupported value: '${param}': the chat template of the model '${m.id}' does not write tool calls in the format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do).`, param, 'invalid_request_error', 'unsupported_value');
+  }
+  if (tools && req.chat_template_kwargs && Object.hasOwn(req.chat_template_kwargs, 'tools')) {
+    throw new ApiError(400, `Conflicting parameters: 'tools' and 'chat_template_kwargs.tools' both give the chat template its tools; send them in 'tools'.`, 'chat_template_kwargs', 'invalid_request_error', 'conflicting_parameters');
+  }
 
   // Reasoning mode and thinking budget.
   const effort = req.reasoning_effort ?? undefined, budgetReq = req.thinking_token_budget ?? undefined;
@@ -154,7 +201,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // Prompt and context. A prompt longer than ctx × the longest token (in characters) cannot fit: refused before
   // tokenizing it, which for megabytes of text would hold up every other request's decoding for seconds. More
   // messages than context tokens are refused before the chat template renders them (135,000 empty ones: 5 s).
-  const ctx = limits.ctx, kwargs = req.chat_template_kwargs ?? undefined;
+  const ctx = limits.ctx, kwargs = tools ? { ...req.chat_template_kwargs, tools } : req.chat_template_kwargs ?? undefined;
   if (messages.length > ctx) {
     throw new ApiError(400, `Invalid 'messages': ${messages.length} messages are more than this server takes in one request (${ctx}, the context length of the model: each message takes at least one token of its chat template).`,
       'messages', 'invalid_request_error', 'context_length_exceeded');
@@ -171,9 +218,11 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       // Rendered without the kwargs they would fit: what the template made of the kwargs (tools, documents) does not.
       let kw = false;
       if (kwargs && Object.keys(kwargs).length) try { kw = bound.normalizedLength(m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true })) <= ctx * bound.maxTokenChars; } catch { /* as without */ }
-      const what = kw ? 'your messages with the chat_template_kwargs' : 'your messages';
-      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, ${what} are ${chars} characters long (with the chat template), and no token of this model spans more than ${bound.maxTokenChars} characters, so they need more than ${ctx} tokens. Please reduce the length of the ${kw ? 'chat_template_kwargs' : 'messages'}.`,
-        kw ? 'chat_template_kwargs' : 'messages', 'invalid_request_error', 'context_length_exceeded');
+      // (The tools are kwargs of the template too: named as such when the request sends no other.)
+      const kwName = tools && !Object.keys(req.chat_template_kwargs ?? {}).length ? 'tools' : 'chat_template_kwargs';
+      const what = kw ? `your messages with the ${kwName}` : 'your messages';
+      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, ${what} are ${chars} characters long (with the chat template), and no token of this model spans more than ${bound.maxTokenChars} characters, so they need more than ${ctx} tokens. Please reduce the length of the ${kw ? kwName : 'messages'}.`,
+        kw ? kwName : 'messages', 'invalid_request_error', 'context_length_exceeded');
     }
   }
   // The question a reply answers: an empty one would be answered with whatever the model makes up.
@@ -187,8 +236,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // The server's fault, said without its file paths.
     if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
     const msg = (e as Error).message.replace(/^tokenizer: the chat template of .*? refuses these messages: /, 'the chat template refuses these messages: ');
-    const param = /chatTemplateKwargs/.test(msg) ? 'chat_template_kwargs' : 'messages';
-    throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', 'chat_template_kwargs')}`, param);
+    const param = !/chatTemplateKwargs/.test(msg) ? 'messages' : tools && !Object.keys(req.chat_template_kwargs ?? {}).length ? 'tools' : 'chat_template_kwargs';
+    throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', param === 'tools' ? 'tools' : 'chat_template_kwargs')}`, param);
   }
   // A thinking model's direct answer follows the empty thinking block answer() adds (unless the template wrote it);
   // its reasoning route adds "<think>" and no budget line.
@@ -249,7 +298,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage,
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, tools: !!tools,
   };
 }
 

@@ -23,8 +23,6 @@ const contentPart = {
 const unsupportedFields = {
   logprobs: nullable({ type: 'boolean' }),
   top_logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
-  tools: nullable({ type: 'array' }),
-  tool_choice: nullable({ anyOf: [{ type: 'string' }, { type: 'object' }] }),
   functions: nullable({ type: 'array' }),
   function_call: nullable({ anyOf: [{ type: 'string' }, { type: 'object' }] }),
   response_format: nullable({ type: 'object', required: ['type'], properties: { type: { type: 'string' } } }),
@@ -49,6 +47,27 @@ const harmlessFields = {
   safety_identifier: nullable({ type: 'string' }),
 } as const;
 
+/** A function the model may call (OpenAI's tools[i]); its parameters are a JSON schema the chat template prints. */
+const toolSchema = {
+  type: 'object', required: ['type', 'function'], additionalProperties: false,
+  properties: {
+    type: { type: 'string', enum: ['function'] },
+    function: {
+      type: 'object', required: ['name'], additionalProperties: false,
+      properties: { name: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-zA-Z0-9_-]+$' }, description: { type: 'string' }, parameters: { type: 'object' }, strict: nullable({ type: 'boolean' }) },
+    },
+  },
+} as const;
+
+/** A tool call of an earlier assistant reply, as the client sends it back. */
+const toolCallSchema = {
+  type: 'object', required: ['function'], additionalProperties: false,
+  properties: {
+    id: { type: 'string' }, type: { type: 'string', enum: ['function'] },
+    function: { type: 'object', required: ['name', 'arguments'], additionalProperties: false, properties: { name: { type: 'string', minLength: 1 }, arguments: { type: 'string' } } },
+  },
+} as const;
+
 /** Fields outside OpenAI's request, vLLM's and edgereason's are refused ("Unrecognized request argument supplied"). */
 export const chatRequestSchema = {
   type: 'object',
@@ -58,21 +77,27 @@ export const chatRequestSchema = {
     ...unsupportedFields,
     ...harmlessFields,
     model: { type: 'string' },
+    tools: nullable({ type: 'array', items: toolSchema }),
+    tool_choice: nullable({
+      anyOf: [{ type: 'string', enum: ['none', 'auto', 'required'] },
+        { type: 'object', required: ['type', 'function'], additionalProperties: false, properties: { type: { type: 'string', enum: ['function'] }, function: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: { type: 'string' } } } } }],
+    }),
     messages: {
       type: 'array', minItems: 1,
       items: {
         type: 'object', required: ['role'], additionalProperties: false,
         properties: {
-          role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant'] },
+          role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
           content: nullable({ anyOf: [{ type: 'string' }, { type: 'array', items: contentPart }] }),
           name: { type: 'string' },
-          // A reply's own fields, as a client sends an earlier reply back: the thinking and an empty refusal are
-          // dropped (chat templates drop earlier thinking); tool calls and audio are refused by checkUnsupported.
+          // A reply's own fields, as a client sends an earlier reply back: its thinking and tool calls go to the chat
+          // template (which drops earlier thinking), an empty refusal is dropped, audio is refused by checkUnsupported.
           reasoning_content: nullable({ type: 'string' }),
           reasoning: nullable({ type: 'string' }),
           refusal: { type: 'null' },
           annotations: nullable({ type: 'array', maxItems: 0 }),
-          tool_calls: nullable({ type: 'array' }),
+          tool_calls: nullable({ type: 'array', items: toolCallSchema }),
+          tool_call_id: { type: 'string' },
           function_call: nullable({ type: 'object' }),
           audio: nullable({ type: 'object' }),
         },
@@ -107,10 +132,15 @@ export const chatRequestSchema = {
   },
 } as const;
 
+export interface ToolCallIn { id?: string; type?: 'function'; function: { name: string; arguments: string } }
+
 export interface ChatMessageIn {
   role: string; content?: string | { type: string; text?: string }[] | null; name?: string;
-  tool_calls?: unknown[] | null; function_call?: Record<string, unknown> | null; audio?: Record<string, unknown> | null;
+  reasoning_content?: string | null; reasoning?: string | null;
+  tool_calls?: ToolCallIn[] | null; tool_call_id?: string; function_call?: Record<string, unknown> | null; audio?: Record<string, unknown> | null;
 }
+
+export interface ToolIn { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean | null } }
 
 export interface ChatRequest {
   model?: string;
@@ -135,8 +165,9 @@ export interface ChatRequest {
   // Accepted by the schema, refused by checkUnsupported when they ask for something.
   logprobs?: boolean | null;
   top_logprobs?: number | null;
-  tools?: unknown[] | null;
-  tool_choice?: string | Record<string, unknown> | null;
+  /** Functions the model may call: rendered by the chat template, the reply's Hermes-format calls parsed into tool_calls. */
+  tools?: ToolIn[] | null;
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
   functions?: unknown[] | null;
   function_call?: string | Record<string, unknown> | null;
   response_format?: { type: string } | null;
@@ -152,9 +183,9 @@ export interface ChatRequest {
 
 /**
  * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): log
- * probabilities, tools and functions, structured output, penalties, logit bias, audio, predicted outputs, web
- * search, verbosity, usage on every stream chunk, stream_options without stream (as OpenAI does), and a message's tool calls, function call or
- * audio. Values that ask for nothing pass.
+ * probabilities, a forced tool call (tool_choice "required" or a named function), legacy functions, structured output,
+ * penalties, logit bias, audio, predicted outputs, web search, verbosity, usage on every stream chunk, stream_options
+ * without stream (as OpenAI does), and a message's function call or audio. Values that ask for nothing pass.
  */
 export function checkUnsupported(req: ChatRequest): void {
   const refuse = (param: string, what: string) => {
@@ -163,8 +194,11 @@ export function checkUnsupported(req: ChatRequest): void {
   const given = (v: unknown) => v !== undefined && v !== null;
   if (req.logprobs === true) refuse('logprobs', '(log probabilities of the output tokens)');
   if (given(req.top_logprobs) && req.top_logprobs !== 0) refuse('top_logprobs', '(log probabilities of the output tokens)');
-  if (req.tools?.length) refuse('tools', '(tool calling)');
-  if (given(req.tool_choice) && req.tool_choice !== 'none') refuse('tool_choice', '(tool calling)');
+  // A model cannot be made to call a tool (that takes constrained decoding): "auto" (the default with tools) and "none" only.
+  if (given(req.tool_choice) && req.tool_choice !== 'none' && req.tool_choice !== 'auto') {
+    const what = typeof req.tool_choice === 'string' ? `"${req.tool_choice}"` : `{"type": "function", "function": {"name": ${JSON.stringify(req.tool_choice!.function.name)}}}`;
+    throw new ApiError(400, `Unsupported value: 'tool_choice' ${what} (forcing a tool call) is not supported by edgereason; "auto" (the model decides) and "none" are.`, 'tool_choice', 'invalid_request_error', 'unsupported_value');
+  }
   if (req.functions?.length) refuse('functions', '(function calling)');
   if (given(req.function_call) && req.function_call !== 'none') refuse('function_call', '(function calling)');
   if (given(req.response_format) && req.response_format!.type !== 'text') {
@@ -181,7 +215,6 @@ export function checkUnsupported(req: ChatRequest): void {
   if (given(req.web_search_options)) refuse('web_search_options', '(web search)');
   if (given(req.verbosity) && req.verbosity !== 'medium') refuse('verbosity', `"${req.verbosity}" (only "medium")`);
   req.messages.forEach((m, i) => {
-    if (m.tool_calls?.length) refuse(`messages[${i}].tool_calls`, '(tool calling)');
     if (given(m.function_call)) refuse(`messages[${i}].function_call`, '(function calling)');
     if (given(m.audio)) refuse(`messages[${i}].audio`, '(audio)');
   });
@@ -227,12 +260,12 @@ function valueAt(body: unknown, pointer: string): unknown {
 
 /** The most useful of Ajv's errors, as an ApiError naming the field and the value sent. */
 export function validationError(errors: AjvError[], body?: unknown): ApiError {
-  // A tool's result (or a legacy function's) is tool calling, before any of its own fields is "unknown".
+  // A legacy function's result is function calling, before any of its own fields is "unknown".
   const roles = errors.filter((e) => e.keyword === 'enum' && /^\/messages\/\d+\/role$/.test(e.instancePath ?? '')).map((e) => [e.instancePath!, valueAt(body, e.instancePath!)] as const);
-  const tool = roles.find(([, role]) => role === 'tool' || role === 'function');
-  if (tool) {
-    const param = pointerToParam(tool[0]);
-    return new ApiError(400, `Unsupported value: '${param}' "${tool[1]}" (${tool[1] === 'tool' ? 'tool' : 'function'} calling) is not supported by edgereason; a message's role is system, developer, user or assistant.`, param, 'invalid_request_error', 'unsupported_value');
+  const fn = roles.find(([, role]) => role === 'function');
+  if (fn) {
+    const param = pointerToParam(fn[0]);
+    return new ApiError(400, `Unsupported value: '${param}' "function" (legacy function calling) is not supported by edgereason; send the function's result as a "tool" message.`, param, 'invalid_request_error', 'unsupported_value');
   }
   // Unknown fields first (most often a misspelt name), all of them at once, as OpenAI lists them.
   const unknown = errors.filter((e) => e.keyword === 'additionalProperties' && typeof e.params?.additionalProperty === 'string')

@@ -169,6 +169,7 @@ export class HfTokenizer implements TextTokenizer {
   /** The variables transformers gives every template beside the messages: special tokens, tools and documents. */
   private readonly specialTokens: Record<string, unknown>;
   private readonly templateSource?: string;
+  get chatTemplate(): string | undefined { return this.templateSource; }
   private template?: Template;
   private templateError?: string;
 

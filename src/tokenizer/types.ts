@@ -1,8 +1,21 @@
 /** The chat roles every supported template renders. */
 export const CHAT_ROLES: readonly string[] = ['system', 'user', 'assistant'];
 
-/** One chat turn. Roles other than these three are refused at run time (`string & {}` keeps editor completion). */
-export interface ChatMessage { role: 'system' | 'user' | 'assistant' | (string & {}); content: string }
+/**
+ * One chat turn. Roles other than these three and "tool" (a tool's result) are refused at run time (`string & {}`
+ * keeps editor completion). The optional fields are the ones chat templates read, as transformers passes them.
+ */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool' | (string & {});
+  content: string;
+  /** An assistant turn's thinking, given apart from its content (Qwen3's template prints it for the turns after the last user message). */
+  reasoning_content?: string;
+  /** The tool calls an assistant turn made: `arguments` as an object (a template prints it with tojson) or JSON text. */
+  tool_calls?: { id?: string; type?: 'function'; function: { name: string; arguments: Record<string, unknown> | string } }[];
+  /** A tool message: the call it answers, and the tool's name. */
+  tool_call_id?: string;
+  name?: string;
+}
 
 /** What the runtime needs from a tokenizer; implemented over @huggingface/tokenizers + @huggingface/jinja. */
 export interface TextTokenizer {
@@ -15,6 +28,8 @@ export interface TextTokenizer {
   readonly eosTokenIds: number[];
   /** The ids decoding with skipSpecialTokens drops. */
   readonly specialIds?: ReadonlySet<number>;
+  /** The chat template's source (undefined when there is none). */
+  readonly chatTemplate?: string;
   /** Renders the model's chat template (throws naming the model folder if it has none). */
   applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> }): string;
 }

@@ -1,0 +1,89 @@
+/**
+ * Tool calls in a reply, in the Hermes format the chat templates of Qwen2.5, Qwen3 and Hermes models ask for: one
+ * block per call, `<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>`.
+ *
+ * As vLLM's hermes parser reads them: the text before the first block is the reply's content, a last block the token
+ * limit left unclosed is read if its JSON is whole, and a reply whose blocks do not all hold a call is plain text
+ * (content, no calls). Unlike it, text between or after the blocks is not dropped: it joins the content.
+ */
+export const TOOL_CALL_OPEN = '<tool_call>', TOOL_CALL_CLOSE = '</tool_call>';
+
+export interface ParsedToolCall {
+  name: string;
+  /** The arguments as JSON text of an object (OpenAI's `function.arguments`). */
+  arguments: string;
+}
+
+export interface ParsedReply {
+  /** The reply's text outside the tool calls ('' when there is none). */
+  content: string;
+  calls: ParsedToolCall[];
+}
+
+/** Whether a chat template writes tool calls in the format parseToolCalls reads. */
+export const hermesTemplate = (source: string | undefined): boolean => !!source && source.includes(TOOL_CALL_OPEN) && /\btools\b/.test(source);
+
+/** One block's JSON as a call, or undefined when it holds none: an object with a string name and object arguments. */
+function callOf(json: string): ParsedToolCall | undefined {
+  let v: unknown;
+  try { v = JSON.parse(json); } catch { return undefined; }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const { name, arguments: args = (v as { parameters?: unknown }).parameters ?? {} } = v as { name?: unknown; arguments?: unknown };
+  if (typeof name !== 'string' || !name) return undefined;
+  if (!args || typeof args !== 'object' || Array.isArray(args)) return undefined;
+  return { name, arguments: JSON.stringify(args) };
+}
+
+/** A reply's tool calls and the rest of its text (see the module comment). */
+export function parseToolCalls(text: string): ParsedReply {
+  const first = text.indexOf(TOOL_CALL_OPEN);
+  if (first < 0) return { content: text, calls: [] };
+  const calls: ParsedToolCall[] = [], outside: string[] = [];
+  let at = first;
+  while (at < text.length) {
+    const open = text.indexOf(TOOL_CALL_OPEN, at);
+    if (open < 0) { outside.push(text.slice(at)); break; }
+    outside.push(text.slice(at, open));
+    const from = open + TOOL_CALL_OPEN.length, close = text.indexOf(TOOL_CALL_CLOSE, from);
+    const call = callOf(text.slice(from, close < 0 ? undefined : close).trim());
+    if (!call) return { content: text, calls: [] };
+    calls.push(call);
+    at = close < 0 ? text.length : close + TOOL_CALL_CLOSE.length;
+  }
+  return { content: [text.slice(0, first).trimEnd(), ...outside.map((s) => s.trim())].filter(Boolean).join('\n'), calls };
+}
+
+/**
+ * parseToolCalls over a streamed reply: `push` returns the text that can go out as content now, holding back what may
+ * begin a tool call (a partial "<tool_call>", and whitespace before one); `end` returns the rest of the content and
+ * the calls. The content sent is then exactly parseToolCalls' content of the whole reply.
+ */
+export class ToolCallStream {
+  private text = '';
+  private sent = 0;
+  private inCalls = false;
+
+  push(piece: string): string {
+    this.text += piece;
+    if (this.inCalls) return '';
+    const open = this.text.indexOf(TOOL_CALL_OPEN, this.sent);
+    if (open >= 0) this.inCalls = true;
+    let until = open >= 0 ? open : this.text.length;
+    if (open < 0) { // a suffix that may still become "<tool_call>"
+      for (let k = Math.min(TOOL_CALL_OPEN.length - 1, until - this.sent); k > 0; k--) if (TOOL_CALL_OPEN.startsWith(this.text.slice(until - k))) { until -= k; break; }
+    }
+    until = this.sent + this.text.slice(this.sent, until).trimEnd().length; // whitespace waits for what follows it
+    return this.take(until);
+  }
+
+  end(): ParsedReply {
+    const parsed = parseToolCalls(this.text);
+    return { content: parsed.content.slice(this.sent), calls: parsed.calls };
+  }
+
+  private take(until: number): string {
+    const out = this.text.slice(this.sent, until);
+    this.sent = Math.max(this.sent, until);
+    return out;
+  }
+}

