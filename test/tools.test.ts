@@ -184,7 +184,7 @@ test('library: a tool turn renders with its arguments as JSON text or as an obje
   const asObject = model.renderChat(turn({ city: 'Paris' }), { tools: TOOLS });
   assert.equal(model.renderChat(turn('{"city":"Paris"}'), { tools: TOOLS }), asObject);
   assert.ok(asObject.includes('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'));
-  assert.throws(() => model.renderChat(turn('{"city": Paris}')), /^Error: generate: message 1 tool_calls\[0\]\.function\.arguments is not JSON: .* \(got "\{\\"city\\": Paris\}"\)$/);
+  assert.throws(() => model.renderChat(turn('{"city": Paris}')), /^Error: generate: message 1 tool_calls\[0\]\.function\.arguments must be the JSON text of an object, got "\{\\"city\\": Paris\}"$/);
   assert.throws(() => model.renderChat(turn('[1]')), /^Error: generate: message 1 tool_calls\[0\]\.function\.arguments must be the JSON text of an object, got "\[1\]"$/);
   assert.throws(() => model.renderChat(turn(7)), /^Error: generate: message 1 tool_calls\[0\]\.function\.arguments must be an object or the JSON text of one, got 7$/);
   assert.throws(() => model.renderChat([{ role: 'user', content: 'x', tool_calls: [] }] as never), /^Error: generate: message 0 \(role "user"\) has tool_calls; only an assistant message makes tool calls$/);

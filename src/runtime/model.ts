@@ -21,6 +21,7 @@ import { seedAt } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
 import { shown } from '../show.ts';
+import { jsonObject } from '../tokenizer/tool-calls.ts';
 
 export interface LoadOptions {
   /**
@@ -340,22 +341,21 @@ function checkMessages(messages: ChatMessage[], where: string): void {
       const at = `${where}: message ${i} tool_calls[${j}]`, f = c?.function;
       if (!f || typeof f !== 'object' || typeof f.name !== 'string' || !f.name) throw new Error(`${at} must be { function: { name, arguments } } with a function name`);
       const args = f.arguments;
-      if (typeof args === 'string') objectJson(args, `${at}.function.arguments`);
+      if (typeof args === 'string') argumentsObject(args, `${at}.function.arguments`);
       else if (!args || typeof args !== 'object' || Array.isArray(args)) throw new Error(`${at}.function.arguments must be an object or the JSON text of one, got ${shown(args)}`);
     });
   });
 }
 
-/** JSON text of an object, parsed (the error names `where` and the text). */
-function objectJson(text: string, where: string): Record<string, unknown> {
-  let v: unknown;
-  try { v = JSON.parse(text); } catch (e) { throw new Error(`${where} is not JSON: ${(e as Error).message} (got ${shown(text)})`); }
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
-  return v as Record<string, unknown>;
+/** Tool-call arguments given as JSON text, parsed (the error names `where` and the text). */
+function argumentsObject(text: string, where: string): Record<string, unknown> {
+  const v = jsonObject(text);
+  if (!v) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
+  return v;
 }
 
 /** Tool-call arguments given as JSON text become objects, as transformers expects them (templates print them with tojson). */
 function templateArguments(m: ChatMessage): ChatMessage {
   if (!m.tool_calls?.some((c) => typeof c.function.arguments === 'string')) return m;
-  return { ...m, tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: typeof c.function.arguments === 'string' ? objectJson(c.function.arguments, 'tool call arguments') : c.function.arguments } })) };
+  return { ...m, tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: typeof c.function.arguments === 'string' ? argumentsObject(c.function.arguments, 'tool call arguments') : c.function.arguments } })) };
 }

@@ -36,7 +36,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort } from './schemas.ts';
-import { hermesTemplate } from '../tokenizer/tool-calls.ts';
+import { hermesTemplate, jsonObject } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
@@ -89,10 +89,9 @@ function text(content: ChatRequest['messages'][number]['content']): string {
 
 /** JSON text of a tool call's arguments, parsed: the chat template prints them (tojson), as transformers renders them. */
 function toolArguments(json: string, param: string): Record<string, unknown> {
-  let v: unknown;
-  try { v = JSON.parse(json); } catch { v = undefined; }
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new ApiError(400, `Invalid value for '${param}': the arguments must be the JSON text of an object, got ${JSON.stringify(json.length > 60 ? `${json.slice(0, 60)}…` : json)}.`, param);
-  return v as Record<string, unknown>;
+  const v = jsonObject(json);
+  if (!v) throw new ApiError(400, `Invalid value for '${param}': the arguments must be the JSON text of an object, got ${JSON.stringify(json.length > 60 ? `${json.slice(0, 60)}…` : json)}.`, param);
+  return v;
 }
 
 /**

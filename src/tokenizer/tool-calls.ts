@@ -23,11 +23,17 @@ export interface ParsedReply {
 /** Whether a chat template writes tool calls in the format parseToolCalls reads. */
 export const hermesTemplate = (source: string | undefined): boolean => !!source && source.includes(TOOL_CALL_OPEN) && /\btools\b/.test(source);
 
+/** JSON text of an object, parsed; undefined for any other text (not JSON, or JSON of something else). */
+export function jsonObject(text: string): Record<string, unknown> | undefined {
+  let v: unknown;
+  try { v = JSON.parse(text); } catch { return undefined; }
+  return v && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : undefined;
+}
+
 /** One block's JSON as a call, or undefined when it holds none: an object with a string name and object arguments. */
 function callOf(json: string): ParsedToolCall | undefined {
-  let v: unknown;
-  try { v = JSON.parse(json); } catch { return undefined; }
-  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const v = jsonObject(json);
+  if (!v) return undefined;
   const { name, arguments: args = (v as { parameters?: unknown }).parameters ?? {} } = v as { name?: unknown; arguments?: unknown };
   if (typeof name !== 'string' || !name) return undefined;
   if (!args || typeof args !== 'object' || Array.isArray(args)) return undefined;
