@@ -203,7 +203,8 @@ test('numeric answers: a hedged or qualified value states no answer ("18 or 19",
   for (const t of ['The answer is 9 apples.\nThe answer is correct.', 'The answer is 9.\nI hope the answer is helpful!']) assert.ok(isCorrect('asdiv', t, '9 (apples)'), t);
   assert.ok(isCorrect('asdiv', 'She has 5 apples and Tom 3. The answer is Tom.', 'Tom'));
   // Operations in words are worked expressions too: the result after "=" is the answer, not the first operand.
-  for (const t of ['The answer is 20 minus 2 = 18.', 'The answer is 16 plus 2 = 18.', 'The answer is 36 divided by 2 = 18.', 'Answer: 6 multiplied by 3 = 18']) {
+  for (const t of ['The answer is 20 minus 2 = 18.', 'The answer is 16 plus 2 = 18.', 'The answer is 36 divided by 2 = 18.', 'Answer: 6 multiplied by 3 = 18',
+    'The answer is half of 36 = 18.', 'The answer is twice 9 = 18.', 'Half of 36 = 18, so the answer is 18.']) {
     assert.ok(isCorrect('gsm8k', t, 18) && !isCorrect('gsm8k', t, Number(t.match(/\d+/)![0])), t);
   }
 });

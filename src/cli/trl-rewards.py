@@ -15,7 +15,7 @@ TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted 
 A = re.ASCII  # \d and \w as in JavaScript: ASCII only
 NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+", A)
 # a worked expression before "=" from its first number ("5 + 3", "5 hours * 60", "2(3 + 4)"), not "18 because 16 - 3 = 13"
-WORKED = re.compile(r"[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of|plus|minus|(?:divided|multiplied)\s+by)\b)\s*\(?|\()-?\$?\d", A)
+WORKED = re.compile(r"(?:[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of|plus|minus|(?:divided|multiplied)\s+by)\b)\s*\(?|\()-?\$?\d|[^\d]*\b(?:[Hh]alf|[Tt]wice|[Dd]ouble|[Tt]riple|[Tt]hrice)\s+(?:of\s+)?\$?\d)", A)
 HEADING = re.compile(r"\d+(?:[.)]\s+[A-Za-z*`$]|:\s+[A-Za-z]|\s+[-–]\s+(?:[A-Z`]|\*\*[A-Z]))", A)  # "#### 2. Money": a numbered heading
 # a hedged or qualified value ("18 or 19", "between 18 and 19", "not 18", "at least 18", "18 or more"): no one value; ", or" restates
 HEDGED = re.compile(r"(?:[^\d]*?\b(?:not|no|either|between|nearly|almost|over|under|at\s+(?:least|most)|(?:more|less|fewer)\s+than)\s+[$\\(]*-?\.?\d|[^\d]*\d(?:[\d.,]*\d)?(?:\s+[A-Za-z]+)?\s*(?:(?:or|to|and)\s+\$?-?\.?\d|[–—]\s*\$?\d|-\s*\$?\d|or\s+(?:more|less|fewer|so)\b))", re.I | A)
