@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { parseToolCalls, ToolCallStream, hermesTemplate } from '../src/tokenizer/tool-calls.ts';
+import { parseToolCalls, ToolCallStream, hermesTemplate, jsonDepth } from '../src/tokenizer/tool-calls.ts';
+import { voteKey } from '../src/tasks/grade.ts';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
 import type { StepResult } from '../src/runtime/backend.ts';
@@ -20,14 +21,17 @@ const WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par
 
 test('parseToolCalls: Hermes blocks become calls (arguments as JSON text); the text outside is the content; a block without a call leaves the reply plain text', () => {
   assert.deepEqual(parseToolCalls('The answer is 4.'), { content: 'The answer is 4.', calls: [] });
-  assert.deepEqual(parseToolCalls(WEATHER), { content: '', calls: [{ name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' }] });
+  assert.deepEqual(parseToolCalls(WEATHER), { content: '', calls: [{ name: 'get_weather', arguments: '{"city": "Paris", "unit": "celsius"}' }] });
   assert.deepEqual(parseToolCalls(`Let me look that up.\n\n${WEATHER}\n${WEATHER.replace('Paris', 'Oslo')}`), {
     content: 'Let me look that up.',
-    calls: [{ name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' }, { name: 'get_weather', arguments: '{"city":"Oslo","unit":"celsius"}' }],
+    calls: [{ name: 'get_weather', arguments: '{"city": "Paris", "unit": "celsius"}' }, { name: 'get_weather', arguments: '{"city": "Oslo", "unit": "celsius"}' }],
   });
+  // The arguments come back as written: parsed and written again, the big integer and 1.50 would change.
+  assert.deepEqual(parseToolCalls('<tool_call>{"arguments": {"id": 12345678901234567890, "x": 1.50, "s": "a}\\"{"}, "name": "f", "arguments_": 1}</tool_call>').calls,
+    [{ name: 'f', arguments: '{"id": 12345678901234567890, "x": 1.50, "s": "a}\\"{"}' }]);
   // Text after the calls is kept, not dropped; "parameters" (Llama's name) and no arguments are read too.
   assert.deepEqual(parseToolCalls(`${WEATHER}\nDone.`).content, 'Done.');
-  assert.deepEqual(parseToolCalls('<tool_call>{"name": "now", "parameters": {"tz": "UTC"}}</tool_call>').calls, [{ name: 'now', arguments: '{"tz":"UTC"}' }]);
+  assert.deepEqual(parseToolCalls('<tool_call>{"name": "now", "parameters": {"tz": "UTC"}}</tool_call>').calls, [{ name: 'now', arguments: '{"tz": "UTC"}' }]);
   assert.deepEqual(parseToolCalls('<tool_call>{"name": "now"}</tool_call>').calls, [{ name: 'now', arguments: '{}' }]);
   // A last block the token limit left unclosed counts when its JSON is whole.
   assert.deepEqual(parseToolCalls('<tool_call>\n{"name": "now", "arguments": {}}\n').calls, [{ name: 'now', arguments: '{}' }]);
@@ -60,6 +64,15 @@ test('ToolCallStream: streamed in any pieces, the content sent and the calls equ
       assert.deepEqual(end.calls, whole.calls);
     }
   }
+});
+
+test('voteKey: a reply that calls tools votes with its calls (the same calls however written; not the numbers in their arguments)', () => {
+  const call = (name: string, args: string) => `<tool_call>\n{"name": "${name}", "arguments": ${args}}\n</tool_call>`;
+  assert.equal(voteKey(call('get_weather', '{"city": "Paris", "days": 3}')), voteKey(`Sure.\n${call('get_weather', '{"days":3,"city":"Paris"}')}`));
+  const keys = [call('delete_file', '{"file_id": 3}'), call('book_flight', '{"seats": 3}'), 'It will be sunny for 3 days.'].map(voteKey);
+  assert.equal(new Set(keys).size, 3, JSON.stringify(keys));
+  assert.equal(keys[2], '3');
+  assert.equal(jsonDepth('{"a": [{"b": "[[[["}]}'), 3);
 });
 
 test('hermesTemplate: Qwen3\'s template writes Hermes tool calls; the embedded model\'s does not', () => {
@@ -115,7 +128,7 @@ test('server with tools: a Hermes reply comes back as tool_calls with finish_rea
   assert.equal(msg.tool_calls?.length, 1);
   const call = msg.tool_calls![0] as { id: string; type: string; function: { name: string; arguments: string } };
   assert.match(call.id, /^call_[0-9a-f]{24}$/);
-  assert.deepEqual([call.type, call.function], ['function', { name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' }]);
+  assert.deepEqual([call.type, call.function], ['function', { name: 'get_weather', arguments: '{"city": "Paris", "unit": "celsius"}' }]);
 
   says(`I will check.\n${WEATHER}`);
   const stream = await client.chat.completions.create({ ...ask(), stream: true });
@@ -135,13 +148,20 @@ test('server with tools: a Hermes reply comes back as tool_calls with finish_rea
   }
   assert.equal(content, 'I will check.');
   assert.equal(finish, 'tool_calls');
-  assert.deepEqual(calls.map((c) => [c.name, c.arguments]), [['get_weather', '{"city":"Paris","unit":"celsius"}']]);
+  assert.deepEqual(calls.map((c) => [c.name, c.arguments]), [['get_weather', '{"city": "Paris", "unit": "celsius"}']]);
   assert.match(calls[0].id!, /^call_/);
 
   // Not a call (broken JSON): the reply as it came, finish_reason "stop".
   says('<tool_call>\n{"name": "get_weather", "arguments": {"city"\n</tool_call>');
   const plain = await client.chat.completions.create(ask());
   assert.deepEqual([plain.choices[0].message.content, plain.choices[0].message.tool_calls, plain.choices[0].finish_reason], ['<tool_call>\n{"name": "get_weather", "arguments": {"city"\n</tool_call>', undefined, 'stop']);
+  // parallel_tool_calls false: the first call only, streamed or not.
+  for (const stream of [false, true]) {
+    says(`${WEATHER}\n${WEATHER.replace('Paris', 'Oslo')}`);
+    const one = await client.chat.completions.stream({ ...ask(), parallel_tool_calls: false, stream }).finalChatCompletion().catch(() => undefined)
+      ?? await client.chat.completions.create({ ...ask(), parallel_tool_calls: false });
+    assert.deepEqual(one.choices[0].message.tool_calls?.map((c) => (c as { function: { arguments: string } }).function.arguments), ['{"city": "Paris", "unit": "celsius"}'], `stream ${stream}`);
+  }
   // tool_choice "none": no tools offered, the reply is not read for calls.
   says(WEATHER);
   const none = await client.chat.completions.create(ask({ tool_choice: 'none' }));
@@ -190,4 +210,33 @@ test('library: a tool turn renders with its arguments as JSON text or as an obje
   assert.throws(() => model.renderChat([{ role: 'user', content: 'x', tool_calls: [] }] as never), /^Error: generate: message 0 \(role "user"\) has tool_calls; only an assistant message makes tool calls$/);
   assert.throws(() => model.renderChat([{ role: 'function', content: 'x' }] as never), /^Error: generate: message 0 has role "function" \(roles: system, user, assistant, tool\)$/);
   assert.throws(() => model.renderChat(turn({}, { reasoning_content: 5 })), /^Error: generate: message 1 has reasoning_content of type number; it must be a string$/);
+});
+
+test('server with tools: the openai package\'s runTools loop (streamed or not) sends the call\'s result back and gets the answer', async () => {
+  const tokenizer = [...server.served.models.values()][0].model.tokenizer, eos = tokenizer.eosTokenIds[0];
+  const reply = (text: string) => [...tokenizer.encode(text, { addSpecialTokens: false }), eos];
+  for (const stream of [false, true]) {
+    const seen: string[] = [];
+    script = [...reply(WEATHER), ...reply('It is 18 C in Paris.')];
+    const runner = client.chat.completions.runTools({
+      model: 'qwen3-template', messages: [{ role: 'user', content: 'Weather in Paris?' }], max_tokens: 300, temperature: 0, stream,
+      tools: [{ type: 'function', function: { name: 'get_weather', parameters: TOOLS[0].function.parameters, parse: JSON.parse, function: (a: { city: string }) => { seen.push(a.city); return '18 C'; } } }],
+    } as never) as unknown as { finalContent(): Promise<string | null> };
+    assert.equal(await runner.finalContent(), 'It is 18 C in Paris.', `stream ${stream}`);
+    assert.deepEqual(seen, ['Paris']);
+  }
+});
+
+test('server with tools: arguments nested too deep, tools that fill the context and a tool of another type are refused naming the field', async () => {
+  const status = async (p: Promise<unknown>) => { try { await p; } catch (e) { return e as { status: number; param: string; message: string }; } assert.fail('expected a 400'); };
+  const deep = '{"a": '.repeat(70) + '1' + '}'.repeat(70);
+  const e1 = await status(client.chat.completions.create({ model: 'qwen3-template', max_tokens: 4, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: deep } }] }, { role: 'tool', tool_call_id: 'c', content: 'ok' }] }));
+  assert.deepEqual([e1.status, e1.param, e1.message], [400, 'messages[1].tool_calls[0].function.arguments', "400 Invalid value for 'messages[1].tool_calls[0].function.arguments': the arguments nest deeper than 64 levels."]);
+  const many = Array.from({ length: 12 }, (_, i) => ({ type: 'function' as const, function: { name: `tool_${i}`, description: 'x'.repeat(60), parameters: TOOLS[0].function.parameters } }));
+  const e2 = await status(client.chat.completions.create({ ...ask(), tools: many, max_tokens: undefined }));
+  assert.equal(e2.status, 400);
+  assert.equal(e2.param, 'tools');
+  assert.match(e2.message, /^400 This model's maximum context length is 1024 tokens\. However, your messages with the tools resulted in \d+ tokens \(\d+ without them\)\. Please reduce the number or length of the tools\.$/);
+  const e3 = await status(client.chat.completions.create({ ...ask(), tools: [{ type: 'custom', custom: { name: 'x' } }] as never }));
+  assert.deepEqual([e3.param, e3.message], ['tools[0].type', `400 Invalid value for 'tools[0].type': must be one of "function", got "custom".`]);
 });

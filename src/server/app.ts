@@ -256,6 +256,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         id, object: 'chat.completion', created, model: plan.served.id, system_fingerprint: null,
         choices: out.choices.map((c) => {
           const calls = plan.tools ? parseToolCalls(c.content) : undefined, called = !!calls?.calls.length;
+          if (calls && plan.oneCall) calls.calls.splice(1);
           return {
             index: c.index,
             message: {
@@ -323,6 +324,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (t) {
         toolStreams.delete(index);
         const { content: rest, calls } = t.end();
+        if (plan.oneCall) calls.splice(1);
         if (rest) delta(index, { content: rest });
         calls.forEach((c, k) => delta(index, { tool_calls: [{ index: k, ...toolCallOut(c) }] }));
         reason = toolsFinish(reason, calls.length > 0);

@@ -36,7 +36,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort } from './schemas.ts';
-import { hermesTemplate, jsonObject } from '../tokenizer/tool-calls.ts';
+import { hermesTemplate, jsonDepth, jsonObject } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
@@ -78,6 +78,8 @@ export interface Plan {
   includeUsage: boolean;
   /** The request offers tools: replies are read for tool calls (Hermes format). */
   tools: boolean;
+  /** parallel_tool_calls false: a reply's first call only. */
+  oneCall: boolean;
 }
 
 /** A message's text; several text parts are joined with newlines, as vLLM joins them. */
@@ -87,9 +89,13 @@ function text(content: ChatRequest['messages'][number]['content']): string {
   return content.filter((p) => p.type === 'text' && typeof p.text === 'string').map((p) => p.text).join('\n');
 }
 
+const MAX_ARGUMENT_DEPTH = 64;
+
 /** JSON text of a tool call's arguments, parsed: the chat template prints them (tojson), as transformers renders them. */
 function toolArguments(json: string, param: string): Record<string, unknown> {
   const v = jsonObject(json);
+  // The template prints them again (tojson, recursively): a deeper nesting would overflow its stack.
+  if (v && jsonDepth(json) > MAX_ARGUMENT_DEPTH) throw new ApiError(400, `Invalid value for '${param}': the arguments nest deeper than ${MAX_ARGUMENT_DEPTH} levels.`, param);
   if (!v) throw new ApiError(400, `Invalid value for '${param}': the arguments must be the JSON text of an object, got ${JSON.stringify(json.length > 60 ? `${json.slice(0, 60)}…` : json)}.`, param);
   return v;
 }
@@ -252,6 +258,12 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
         : ', which leaves too little room for a completion';
     // Off keeps nothing back (a thinking model's direct answer still needs its empty block, so no hint there).
     const hint = kept && !native && ids.length < ctx ? ', or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none")' : '';
+    // The tools' fault when the messages would fit without them (the template prints every tool's schema).
+    let without: number | undefined;
+    if (tools) try { without = m.model.encode(messages, true, req.chat_template_kwargs ?? undefined, 'chat').length + (ids.length - promptIds.length); } catch { /* as with them */ }
+    if (without !== undefined && without + reserve <= ctx) {
+      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages with the tools resulted in ${ids.length} tokens (${without} without them)${tail}. Please reduce the number or length of the tools.`, 'tools', 'invalid_request_error', 'context_length_exceeded');
+    }
     throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages resulted in ${ids.length} tokens${tail}. Please reduce the length of the messages${hint}.`, 'messages', 'invalid_request_error', 'context_length_exceeded');
   }
   const asked = req.max_completion_tokens ?? req.max_tokens ?? undefined;
@@ -297,7 +309,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, tools: !!tools,
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, tools: !!tools, oneCall: req.parallel_tool_calls === false,
   };
 }
 

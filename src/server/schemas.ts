@@ -42,7 +42,6 @@ const harmlessFields = {
   metadata: nullable({ type: 'object' }),
   store: nullable({ type: 'boolean' }),
   service_tier: nullable({ type: 'string' }),
-  parallel_tool_calls: nullable({ type: 'boolean' }),
   prompt_cache_key: nullable({ type: 'string' }),
   safety_identifier: nullable({ type: 'string' }),
 } as const;
@@ -52,6 +51,7 @@ const toolSchema = {
   type: 'object', required: ['type', 'function'], additionalProperties: false,
   properties: {
     type: { type: 'string', enum: ['function'] },
+    custom: { type: 'object' }, // OpenAI's custom tools: declared, so that the type's error names what is wrong
     function: {
       type: 'object', required: ['name'], additionalProperties: false,
       properties: { name: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-zA-Z0-9_-]+$' }, description: { type: 'string' }, parameters: { type: 'object' }, strict: nullable({ type: 'boolean' }) },
@@ -64,7 +64,8 @@ const toolCallSchema = {
   type: 'object', required: ['function'], additionalProperties: false,
   properties: {
     id: { type: 'string' }, type: { type: 'string', enum: ['function'] },
-    function: { type: 'object', required: ['name', 'arguments'], additionalProperties: false, properties: { name: { type: 'string', minLength: 1 }, arguments: { type: 'string' } } },
+    // parsed_arguments: what the openai package's helpers (runTools, stream) add to a call they send back; dropped.
+    function: { type: 'object', required: ['name', 'arguments'], additionalProperties: false, properties: { name: { type: 'string', minLength: 1 }, arguments: { type: 'string' }, parsed_arguments: {} } },
   },
 } as const;
 
@@ -78,6 +79,8 @@ export const chatRequestSchema = {
     ...harmlessFields,
     model: { type: 'string' },
     tools: nullable({ type: 'array', items: toolSchema }),
+    // false: only a reply's first call is returned (a model may write several).
+    parallel_tool_calls: nullable({ type: 'boolean' }),
     tool_choice: nullable({
       anyOf: [{ type: 'string', enum: ['none', 'auto', 'required'] },
         { type: 'object', required: ['type', 'function'], additionalProperties: false, properties: { type: { type: 'string', enum: ['function'] }, function: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: { type: 'string' } } } } }],
@@ -95,6 +98,7 @@ export const chatRequestSchema = {
           reasoning_content: nullable({ type: 'string' }),
           reasoning: nullable({ type: 'string' }),
           refusal: { type: 'null' },
+          parsed: {}, // the openai package's helpers add it to a message they send back; dropped
           annotations: nullable({ type: 'array', maxItems: 0 }),
           tool_calls: nullable({ type: 'array', items: toolCallSchema }),
           tool_call_id: { type: 'string' },
@@ -168,6 +172,7 @@ export interface ChatRequest {
   /** Functions the model may call: rendered by the chat template, the reply's Hermes-format calls parsed into tool_calls. */
   tools?: ToolIn[] | null;
   tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
+  parallel_tool_calls?: boolean | null;
   functions?: unknown[] | null;
   function_call?: string | Record<string, unknown> | null;
   response_format?: { type: string } | null;

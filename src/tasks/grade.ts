@@ -14,6 +14,7 @@
  * Text after the last </think> is graded when the model wrote a think block.
  */
 import { shown } from '../show.ts';
+import { callsKey, parseToolCalls } from '../tokenizer/tool-calls.ts';
 
 export type Task = 'gsm8k' | 'svamp' | 'asdiv' | 'aime24' | 'amc23' | 'math500' | 'synthetic';
 export const TASKS: readonly Task[] = ['gsm8k', 'svamp', 'asdiv', 'aime24', 'amc23', 'math500', 'synthetic'];
@@ -518,10 +519,12 @@ export function sharedKey(task: Task | undefined, seen: string[], key: string | 
 /**
  * The voting key of a reply when no task names its answer format: the answer it states ("#### n", "the answer is …",
  * \boxed{}) or else its last number, as a GSM8K reply is read; a reply with neither (a chat reply, the embedded
- * model's "Paris") votes with its whole text. A "####" line without a number gives none, as in the synthetic task.
+ * model's "Paris") votes with its whole text. A "####" line without a number gives none, as in the synthetic task. A
+ * reply that calls tools (Hermes format) votes with its calls.
  */
 export function voteKey(text: string): string | undefined {
-  const r = reply(text);
+  const r = reply(text), { calls } = parseToolCalls(r);
+  if (calls.length) return callsKey(calls); // a reply that calls tools is its calls, not the numbers in their arguments
   return extractAnswer('gsm8k', r) ?? (r.includes('####') ? undefined : r.trim() || undefined);
 }
 

@@ -30,15 +30,60 @@ export function jsonObject(text: string): Record<string, unknown> | undefined {
   return v && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : undefined;
 }
 
+/** How deep the JSON text's arrays and objects nest (brackets outside strings counted; the text need not be valid). */
+export function jsonDepth(text: string): number {
+  let depth = 0, most = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') { for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++; } else if (c === '{' || c === '[') most = Math.max(most, ++depth); else if (c === '}' || c === ']') depth--;
+  }
+  return most;
+}
+
+/**
+ * The source text of the object value of the last `key` member of `json` (the valid JSON text of an object), so that
+ * a call's arguments come back as the model wrote them: parsed and written again, 12345678901234567890 would lose digits.
+ */
+function memberObjectText(json: string, key: string): string | undefined {
+  let depth = 0, valueAt = -1, start = -1, found: string | undefined;
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === '"') {
+      const s = i;
+      for (i++; json[i] !== '"'; i++) if (json[i] === '\\') i++;
+      if (depth !== 1) continue;
+      let j = i + 1;
+      while (/\s/.test(json[j] ?? '')) j++;
+      if (json[j] !== ':' || JSON.parse(json.slice(s, i + 1)) !== key) continue;
+      for (j++; /\s/.test(json[j] ?? ''); j++);
+      valueAt = j;
+    } else if (c === '{' || c === '[') {
+      if (depth === 1 && i === valueAt && c === '{') start = i;
+      depth++;
+    } else if (c === '}' || c === ']') {
+      depth--;
+      if (depth === 1 && start >= 0) { found = json.slice(start, i + 1); start = -1; }
+    }
+  }
+  return found;
+}
+
 /** One block's JSON as a call, or undefined when it holds none: an object with a string name and object arguments. */
 function callOf(json: string): ParsedToolCall | undefined {
   const v = jsonObject(json);
   if (!v) return undefined;
-  const { name, arguments: args = (v as { parameters?: unknown }).parameters ?? {} } = v as { name?: unknown; arguments?: unknown };
+  const key = 'arguments' in v ? 'arguments' : 'parameters', { name, [key]: args = {} } = v as Record<string, unknown>;
   if (typeof name !== 'string' || !name) return undefined;
   if (!args || typeof args !== 'object' || Array.isArray(args)) return undefined;
-  return { name, arguments: JSON.stringify(args) };
+  return { name, arguments: memberObjectText(json, key) ?? JSON.stringify(args) };
 }
+
+/** Sorted keys all the way down: JSON that is equal as data is equal as text. */
+const canonical = (v: unknown): unknown => (Array.isArray(v) ? v.map(canonical)
+  : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])])) : v);
+
+/** A vote key for a reply's calls: the same calls (names and arguments as data, however spaced or ordered) give the same key. */
+export const callsKey = (calls: readonly ParsedToolCall[]): string => `tool calls: ${JSON.stringify(calls.map((c) => [c.name, canonical(JSON.parse(c.arguments))]))}`;
 
 /** A reply's tool calls and the rest of its text (see the module comment). */
 export function parseToolCalls(text: string): ParsedReply {
