@@ -404,8 +404,8 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ top_logprobs: 3 }, 'top_logprobs', unsupported('top_logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],
     // The embedded model's chat template has no tools (test/tools.test.ts serves one that has).
     [{ tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools', noTools('tools'), 'unsupported_value'],
-    [{ tool_choice: 'required' }, 'tool_choice', `Unsupported value: 'tool_choice' "required" (forcing a tool call) is not supported by edgereason; "auto" (the model decides) and "none" are.`, 'unsupported_value'],
-    [{ tool_choice: { type: 'function', function: { name: 'f' } } }, 'tool_choice', `Unsupported value: 'tool_choice' {"type": "function", "function": {"name": "f"}} (forcing a tool call) is not supported by edgereason; "auto" (the model decides) and "none" are.`, 'unsupported_value'],
+    [{ tool_choice: 'required' }, 'tool_choice', `Invalid value for 'tool_choice': "required" asks for a tool call, and the request has no 'tools'.`, 'invalid_value'],
+    [{ tool_choice: { type: 'function', function: { name: 'f' } } }, 'tool_choice', `Invalid value for 'tool_choice': a named function asks for a tool call, and the request has no 'tools'.`, 'invalid_value'],
     [{ tools: [{ type: 'function', function: { name: 'get weather' } }] }, 'tools[0].function.name', `Invalid value for 'tools[0].function.name': must match pattern "^[a-zA-Z0-9_-]+$", got "get weather".`, 'invalid_value'],
     [{ functions: [{ name: 'f', parameters: {} }] }, 'functions', unsupported('functions', '(function calling)'), 'unsupported_parameter'],
     [{ function_call: { name: 'f' } }, 'function_call', unsupported('function_call', '(function calling)'), 'unsupported_parameter'],

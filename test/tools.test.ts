@@ -240,3 +240,27 @@ test('server with tools: arguments nested too deep, tools that fill the context 
   const e3 = await status(client.chat.completions.create({ ...ask(), tools: [{ type: 'custom', custom: { name: 'x' } }] as never }));
   assert.deepEqual([e3.param, e3.message], ['tools[0].type', `400 Invalid value for 'tools[0].type': must be one of "function", got "custom".`]);
 });
+
+test('server with tools: tool_choice naming a function (or "required") begins the reply with the call\'s opening, so the model writes a call', async () => {
+  const two = [...TOOLS, { type: 'function' as const, function: { name: 'get_time', parameters: { type: 'object', properties: {} } } }];
+  const named = { tools: two, tool_choice: { type: 'function' as const, function: { name: 'get_weather' } } };
+  const plan = planChat({ model: 'qwen3-template', messages: [{ role: 'user', content: 'Weather in Paris?' }], ...named } as never, server.served, server.limits);
+  const tokenizer = [...server.served.models.values()][0].model.tokenizer;
+  assert.ok(tokenizer.decode(plan.promptIds).endsWith('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": '));
+  const args = (r: { choices: { message: { tool_calls?: unknown[] } }[] }) => r.choices[0].message.tool_calls?.map((c) => (c as { function: { name: string; arguments: string } }).function);
+  for (const stream of [false, true]) {
+    says('{"city": "Paris"}}\n</tool_call>');
+    const r = stream ? await client.chat.completions.stream({ ...ask(), ...named }).finalChatCompletion() : await client.chat.completions.create({ ...ask(), ...named });
+    assert.deepEqual([args(r), r.choices[0].message.content, r.choices[0].finish_reason], [[{ name: 'get_weather', arguments: '{"city": "Paris"}' }], null, 'tool_calls'], `stream ${stream}`);
+    // "required": the model picks the function.
+    says('get_time", "arguments": {}}\n</tool_call>');
+    const req = stream ? await client.chat.completions.stream({ ...ask(), tools: two, tool_choice: 'required' }).finalChatCompletion() : await client.chat.completions.create({ ...ask(), tools: two, tool_choice: 'required' });
+    assert.deepEqual(args(req), [{ name: 'get_time', arguments: '{}' }]);
+    // A model that stops at once: the opening comes back as the reply's text, as it stands.
+    says('');
+    const cut = stream ? await client.chat.completions.stream({ ...ask(), ...named }).finalChatCompletion() : await client.chat.completions.create({ ...ask(), ...named });
+    assert.deepEqual([cut.choices[0].message.content, cut.choices[0].finish_reason], ['<tool_call>\n{"name": "get_weather", "arguments": ', 'stop']);
+  }
+  await assert.rejects(client.chat.completions.create({ ...ask(), tool_choice: { type: 'function', function: { name: 'nope' } } }),
+    (e: { status: number; message: string }) => e.status === 400 && e.message === `400 Invalid value for 'tool_choice': it names the function "nope", which is not one of the tools ("get_weather").`);
+});

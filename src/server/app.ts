@@ -255,12 +255,13 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       return {
         id, object: 'chat.completion', created, model: plan.served.id, system_fingerprint: null,
         choices: out.choices.map((c) => {
-          const calls = plan.tools ? parseToolCalls(c.content) : undefined, called = !!calls?.calls.length;
+          // A forced call's opening was the end of the prompt: the reply continues it.
+          const text = (plan.prefix ?? '') + c.content, calls = plan.tools ? parseToolCalls(text) : undefined, called = !!calls?.calls.length;
           if (calls && plan.oneCall) calls.calls.splice(1);
           return {
             index: c.index,
             message: {
-              role: 'assistant', content: called ? calls!.content || null : c.content, reasoning_content: c.route === 'reasoning' ? c.thinking : null, reasoning: c.route === 'reasoning' ? c.thinking : null, refusal: null,
+              role: 'assistant', content: called ? calls!.content || null : text, reasoning_content: c.route === 'reasoning' ? c.thinking : null, reasoning: c.route === 'reasoning' ? c.thinking : null, refusal: null,
               ...(called ? { tool_calls: calls!.calls.map(toolCallOut) } : {}),
             },
             logprobs: null, finish_reason: toolsFinish(c.finishReason, called),
@@ -311,16 +312,18 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     const finished = new Set<number>();
     let heldFinish: number | undefined;
     // With tools, a choice's text that may begin a tool call is held back; its calls go out as one delta each before its finish_reason.
+    // (A forced call's opening, the end of the prompt, goes in first: the reply continues it.)
     const toolStreams = new Map<number, ToolCallStream>();
-    const content = (index: number, text: string) => {
-      if (!plan.tools) return delta(index, { content: text });
+    const push = (index: number, text: string) => {
       let t = toolStreams.get(index);
-      if (!t) toolStreams.set(index, t = new ToolCallStream());
+      if (!t) { toolStreams.set(index, t = new ToolCallStream()); text = (plan.prefix ?? '') + text; }
       const now = t.push(text);
       if (now) delta(index, { content: now });
+      return t;
     };
+    const content = (index: number, text: string) => (plan.tools ? void push(index, text) : delta(index, { content: text }));
     const finish = (index: number, reason: string, extra: Record<string, unknown> = {}) => {
-      const t = toolStreams.get(index);
+      const t = toolStreams.get(index) ?? (plan.prefix !== undefined ? push(index, '') : undefined);
       if (t) {
         toolStreams.delete(index);
         const { content: rest, calls } = t.end();

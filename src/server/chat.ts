@@ -36,7 +36,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort } from './schemas.ts';
-import { hermesTemplate, jsonDepth, jsonObject } from '../tokenizer/tool-calls.ts';
+import { hermesTemplate, jsonDepth, jsonObject, TOOL_CALL_OPEN } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
@@ -80,6 +80,8 @@ export interface Plan {
   tools: boolean;
   /** parallel_tool_calls false: a reply's first call only. */
   oneCall: boolean;
+  /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
+  prefix?: string;
 }
 
 /** A message's text; several text parts are joined with newlines, as vLLM joins them. */
@@ -178,6 +180,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // Tools go to the chat template, which must write calls the way replies are read (tool_choice "none": no tools offered).
   // A template without them would drop the tools, or an earlier turn's calls, unsaid.
   const tools = req.tools?.length && req.tool_choice !== 'none' ? req.tools : undefined;
+  const forcing = req.tool_choice === 'required' || (!!req.tool_choice && typeof req.tool_choice === 'object');
+  if (forcing && !req.tools?.length) {
+    throw new ApiError(400, `Invalid value for 'tool_choice': ${typeof req.tool_choice === 'string' ? '"required"' : 'a named function'} asks for a tool call, and the request has no 'tools'.`, 'tool_choice', 'invalid_request_error', 'invalid_value');
+  }
   const toolTurn = req.messages.findIndex((msg) => msg.role === 'tool' || msg.tool_calls?.length);
   if ((tools || toolTurn >= 0) && !hermesTemplate(m.model.tokenizer.chatTemplate)) {
     const param = tools ? 'tools' : req.messages[toolTurn].role === 'tool' ? `messages[${toolTurn}].role` : `messages[${toolTurn}].tool_calls`;
@@ -199,6 +205,21 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       throw new ApiError(400, `The model '${m.id}' has no reasoning adapter, so it cannot reason${adapters.length ? `; use ${adapters.map((a) => `'${a}'`).join(' or ')}` : ' (a model that thinks by itself, such as Qwen3, is served with --native-thinking)'}.`, param);
     }
     mode = 'off';
+  }
+  // tool_choice "required" or a named function: the reply is begun with the call's opening (after the generation
+  // prompt), so the model writes a call; it answers directly (a thinking model after its empty thinking block).
+  let prefix: string | undefined;
+  if (tools && forcing) {
+    const named = req.tool_choice && typeof req.tool_choice === 'object' ? req.tool_choice.function.name : tools.length === 1 ? tools[0].function.name : undefined;
+    if (named !== undefined && !tools.some((t) => t.function.name === named)) {
+      throw new ApiError(400, `Invalid value for 'tool_choice': it names the function ${JSON.stringify(named)}, which is not one of the tools (${tools.map((t) => JSON.stringify(t.function.name)).join(', ')}).`, 'tool_choice', 'invalid_request_error', 'invalid_value');
+    }
+    if (wantsReasoning && mode !== 'off') {
+      const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
+      throw new ApiError(400, `Conflicting parameters: 'tool_choice' ${typeof req.tool_choice === 'string' ? `"${req.tool_choice}"` : 'naming a function'} makes the reply a tool call, but '${param}' asks for thinking before it. Send one of them.`, param, 'invalid_request_error', 'conflicting_parameters');
+    }
+    mode = 'off';
+    prefix = named !== undefined ? `${TOOL_CALL_OPEN}\n{"name": ${JSON.stringify(named)}, "arguments": ` : `${TOOL_CALL_OPEN}\n{"name": "`;
   }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
   const budgetAsked = cap !== undefined;
@@ -236,7 +257,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   let ids: number[];
   try {
     if (rendered === undefined) throw renderError;
-    ids = m.model.tokenizer.encode(rendered, { addSpecialTokens: false });
+    const opening = prefix === undefined ? '' : `${m.kind === 'native' && !rendered.endsWith(EMPTY_THINKING) ? EMPTY_THINKING : ''}${prefix}`;
+    ids = m.model.tokenizer.encode(rendered + opening, { addSpecialTokens: false });
   } catch (e) {
     // The server's fault, said without its file paths.
     if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
@@ -248,7 +270,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // its reasoning route adds "<think>" and no budget line.
   const promptIds = ids;
   const native = m.kind === 'native', empty = native ? m.model.tokenizer.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
-  if (native && mode === 'off' && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
+  if (native && mode === 'off' && prefix === undefined && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
   // Kept back beyond the prompt: the invocation and budget line (a thinking model: its empty block or "<think>").
   const kept = mode === 'off' ? 0 : native ? (mode === 'auto' ? empty.length : 1) : reasoningReserve(m, budgetAsked), reserve = 1 + kept; // plus one completion token
   if (ids.length + reserve > ctx) {
@@ -303,13 +325,13 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
     ...(ext.early_stop ? { earlyStop: true } : {}),
     ...(kwargs ? { chatTemplateKwargs: kwargs } : {}),
-    nativeThinking: native,
+    nativeThinking: native && prefix === undefined, // a forced call's prompt holds its empty thinking block already
   };
   return {
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, tools: !!tools, oneCall: req.parallel_tool_calls === false,
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, tools: !!tools, oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
   };
 }
 

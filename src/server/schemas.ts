@@ -188,7 +188,7 @@ export interface ChatRequest {
 
 /**
  * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): log
- * probabilities, a forced tool call (tool_choice "required" or a named function), legacy functions, structured output,
+ * probabilities, legacy functions, structured output,
  * penalties, logit bias, audio, predicted outputs, web search, verbosity, usage on every stream chunk, stream_options
  * without stream (as OpenAI does), and a message's function call or audio. Values that ask for nothing pass.
  */
@@ -199,11 +199,6 @@ export function checkUnsupported(req: ChatRequest): void {
   const given = (v: unknown) => v !== undefined && v !== null;
   if (req.logprobs === true) refuse('logprobs', '(log probabilities of the output tokens)');
   if (given(req.top_logprobs) && req.top_logprobs !== 0) refuse('top_logprobs', '(log probabilities of the output tokens)');
-  // A model cannot be made to call a tool (that takes constrained decoding): "auto" (the default with tools) and "none" only.
-  if (given(req.tool_choice) && req.tool_choice !== 'none' && req.tool_choice !== 'auto') {
-    const what = typeof req.tool_choice === 'string' ? `"${req.tool_choice}"` : `{"type": "function", "function": {"name": ${JSON.stringify(req.tool_choice!.function.name)}}}`;
-    throw new ApiError(400, `Unsupported value: 'tool_choice' ${what} (forcing a tool call) is not supported by edgereason; "auto" (the model decides) and "none" are.`, 'tool_choice', 'invalid_request_error', 'unsupported_value');
-  }
   if (req.functions?.length) refuse('functions', '(function calling)');
   if (given(req.function_call) && req.function_call !== 'none') refuse('function_call', '(function calling)');
   if (given(req.response_format) && req.response_format!.type !== 'text') {
