@@ -264,3 +264,21 @@ test('server with tools: tool_choice naming a function (or "required") begins th
   await assert.rejects(client.chat.completions.create({ ...ask(), tool_choice: { type: 'function', function: { name: 'nope' } } }),
     (e: { status: number; message: string }) => e.status === 400 && e.message === `400 Invalid value for 'tool_choice': it names the function "nope", which is not one of the tools ("get_weather").`);
 });
+
+test('server with tools, a thinking model (--native-thinking): a forced call begins after the empty thinking block and is answered directly', async () => {
+  const native = await createServer({ model: path.join(tmp, 'qwen3-template'), nativeThinking: true, port: 0, ctx: 1024 });
+  try {
+    const named = { model: 'qwen3-template', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: TOOLS, tool_choice: { type: 'function', function: { name: 'get_weather' } } };
+    const plan = planChat(named as never, native.served, native.limits);
+    const tokenizer = [...native.served.models.values()][0].model.tokenizer;
+    assert.ok(tokenizer.decode(plan.promptIds).endsWith('<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '));
+    assert.deepEqual([plan.mode, plan.options.nativeThinking], ['off', false], 'answer() adds no second empty block');
+    assert.throws(() => planChat({ ...named, reasoning_effort: 'high' } as never, native.served, native.limits),
+      (e: Error & { param?: string }) => e.param === 'reasoning_effort' && e.message === `Conflicting parameters: 'tool_choice' naming a function makes the reply a tool call, but 'reasoning_effort' asks for thinking before it. Send one of them.`);
+    const c = new OpenAI({ baseURL: `${await native.listen()}/v1`, apiKey: 'none', maxRetries: 0 });
+    const r = await c.chat.completions.create({ ...named, max_tokens: 8, temperature: 0 } as never) as unknown as { usage: { prompt_tokens: number }; edgereason: { route: string }; choices: { message: { reasoning_content: string | null } }[] };
+    assert.deepEqual([r.usage.prompt_tokens, r.edgereason.route, r.choices[0].message.reasoning_content], [plan.promptTokens, 'direct', null]);
+  } finally {
+    await native.close();
+  }
+});
