@@ -246,12 +246,14 @@ test('server with tools: tool_choice naming a function (or "required") begins th
   const named = { tools: two, tool_choice: { type: 'function' as const, function: { name: 'get_weather' } } };
   const plan = planChat({ model: 'qwen3-template', messages: [{ role: 'user', content: 'Weather in Paris?' }], ...named } as never, server.served, server.limits);
   const tokenizer = [...server.served.models.values()][0].model.tokenizer;
-  assert.ok(tokenizer.decode(plan.promptIds).endsWith('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": '));
+  assert.ok(tokenizer.decode(plan.promptIds).endsWith('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments":'));
   const args = (r: { choices: { message: { tool_calls?: unknown[] } }[] }) => r.choices[0].message.tool_calls?.map((c) => (c as { function: { name: string; arguments: string } }).function);
   for (const stream of [false, true]) {
-    says('{"city": "Paris"}}\n</tool_call>');
+    says(' {"city": "Paris"}}\n</tool_call>');
     const r = stream ? await client.chat.completions.stream({ ...ask(), ...named }).finalChatCompletion() : await client.chat.completions.create({ ...ask(), ...named });
     assert.deepEqual([args(r), r.choices[0].message.content, r.choices[0].finish_reason], [[{ name: 'get_weather', arguments: '{"city": "Paris"}' }], null, 'tool_calls'], `stream ${stream}`);
+    // The report reads the call with its opening: the winner is the call, not the number or text of its continuation.
+    if (!stream) assert.equal((r as unknown as { edgereason: { winner: string } }).edgereason.winner, 'tool calls: [["get_weather",{"city":"Paris"}]]');
     // "required": the model picks the function.
     says('get_time", "arguments": {}}\n</tool_call>');
     const req = stream ? await client.chat.completions.stream({ ...ask(), tools: two, tool_choice: 'required' }).finalChatCompletion() : await client.chat.completions.create({ ...ask(), tools: two, tool_choice: 'required' });
@@ -259,10 +261,16 @@ test('server with tools: tool_choice naming a function (or "required") begins th
     // A model that stops at once: the opening comes back as the reply's text, as it stands.
     says('');
     const cut = stream ? await client.chat.completions.stream({ ...ask(), ...named }).finalChatCompletion() : await client.chat.completions.create({ ...ask(), ...named });
-    assert.deepEqual([cut.choices[0].message.content, cut.choices[0].finish_reason], ['<tool_call>\n{"name": "get_weather", "arguments": ', 'stop']);
+    assert.deepEqual([cut.choices[0].message.content, cut.choices[0].finish_reason], ['<tool_call>\n{"name": "get_weather", "arguments":', 'stop']);
   }
   await assert.rejects(client.chat.completions.create({ ...ask(), tool_choice: { type: 'function', function: { name: 'nope' } } }),
     (e: { status: number; message: string }) => e.status === 400 && e.message === `400 Invalid value for 'tool_choice': it names the function "nope", which is not one of the tools ("get_weather").`);
+  // Tools that fill the context: "without them" counts the opening, which is not the tools' (it was left out).
+  const many = Array.from({ length: 12 }, (_, i) => ({ type: 'function' as const, function: { name: `tool_${i}`, description: 'x'.repeat(60) } }));
+  const base = [...server.served.models.values()][0].model.encode([{ role: 'user', content: 'Weather in Paris?' }], true).length;
+  const opening = tokenizer.encode('<tool_call>\n{"name": "tool_0", "arguments":', { addSpecialTokens: false }).length;
+  assert.throws(() => planChat({ model: 'qwen3-template', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: many, tool_choice: { type: 'function', function: { name: 'tool_0' } } } as never, server.served, server.limits),
+    (e: Error & { param?: string }) => e.param === 'tools' && e.message.includes(`tokens (${base + opening} without them)`));
 });
 
 test('server with tools, a thinking model (--native-thinking): a forced call begins after the empty thinking block and is answered directly', async () => {
@@ -271,8 +279,13 @@ test('server with tools, a thinking model (--native-thinking): a forced call beg
     const named = { model: 'qwen3-template', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: TOOLS, tool_choice: { type: 'function', function: { name: 'get_weather' } } };
     const plan = planChat(named as never, native.served, native.limits);
     const tokenizer = [...native.served.models.values()][0].model.tokenizer;
-    assert.ok(tokenizer.decode(plan.promptIds).endsWith('<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '));
+    assert.ok(tokenizer.decode(plan.promptIds).endsWith('<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments":'));
     assert.deepEqual([plan.mode, plan.options.nativeThinking], ['off', false], 'answer() adds no second empty block');
+    // A template that opens the thinking itself (QwQ, DeepSeek-R1's distills): the block it opened is closed, not a second one begun.
+    const sm = [...native.served.models.values()][0];
+    const opens = Object.create(sm.model, { tokenizer: { value: Object.create(tokenizer, { applyChatTemplate: { value: (msgs: never, o: never) => `${tokenizer.applyChatTemplate(msgs, o)}<think>\n` } }) } });
+    const opened = planChat(named as never, { ...native.served, models: new Map([[sm.id, { ...sm, model: opens }]]) }, native.limits);
+    assert.ok(tokenizer.decode(opened.promptIds).endsWith('<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments":'), tokenizer.decode(opened.promptIds).slice(-80));
     assert.throws(() => planChat({ ...named, reasoning_effort: 'high' } as never, native.served, native.limits),
       (e: Error & { param?: string }) => e.param === 'reasoning_effort' && e.message === `Conflicting parameters: 'tool_choice' naming a function makes the reply a tool call, but 'reasoning_effort' asks for thinking before it. Send one of them.`);
     const c = new OpenAI({ baseURL: `${await native.listen()}/v1`, apiKey: 'none', maxRetries: 0 });

@@ -339,8 +339,10 @@ const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vo
  * with their chatTemplateKwargs to check them against the context): answer() uses them instead of encoding again.
  */
 export const PROMPT_IDS: unique symbol = Symbol('edgereason.promptIds');
+/** Text the prompt ends with that begins every reply (the server's forced tool call): answers are read, and vote, with it. */
+export const REPLY_PREFIX: unique symbol = Symbol('edgereason.replyPrefix');
 
-export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[] } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
+export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
   const start = performance.now();
   if (!model || typeof model !== 'object' || typeof model.encode !== 'function' || !model.backend) throw new Error(`answer: model must be a loaded model (loadModel), got ${shown(model)}`);
   const { backend, tokenizer: tok } = model;
@@ -418,7 +420,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
       const s = seqs[i], { answer: a } = splitText(s, reasoning, model);
       const voting = s.finishReason === 'stop' && (!reasoning || s.answerFrom !== undefined);
-      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, a) : voteKey(a)), meanLogprob: s.meanLogprob, verifierScore: scores[i] } : { meanLogprob: s.meanLogprob };
+      const read = (opts[REPLY_PREFIX] ?? '') + a;
+      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i] } : { meanLogprob: s.meanLogprob };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
       const samples: SampleResult[] = seqs.map((s, i) => {

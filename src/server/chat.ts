@@ -27,7 +27,7 @@ import { randomInt } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { answer, EMPTY_THINKING, PROMPT_IDS, maxThinkingCap, reasoningTokens } from '../reason/answer.ts';
+import { answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -219,7 +219,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       throw new ApiError(400, `Conflicting parameters: 'tool_choice' ${typeof req.tool_choice === 'string' ? `"${req.tool_choice}"` : 'naming a function'} makes the reply a tool call, but '${param}' asks for thinking before it. Send one of them.`, param, 'invalid_request_error', 'conflicting_parameters');
     }
     mode = 'off';
-    prefix = named !== undefined ? `${TOOL_CALL_OPEN}\n{"name": ${JSON.stringify(named)}, "arguments": ` : `${TOOL_CALL_OPEN}\n{"name": "`;
+    // (Up to the colon: Qwen's tokenizer joins the space after it to the brace, " {\"", so a trailing space would be a token the model never saw there.)
+    prefix = named !== undefined ? `${TOOL_CALL_OPEN}\n{"name": ${JSON.stringify(named)}, "arguments":` : `${TOOL_CALL_OPEN}\n{"name": "`;
   }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
   const budgetAsked = cap !== undefined;
@@ -254,11 +255,17 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // The question a reply answers: an empty one would be answered with whatever the model makes up.
   const last = messages.length - 1;
   if (messages[last].role === 'user' && !messages[last].content.trim()) throw new ApiError(400, `Invalid value for 'messages[${last}].content': the last user message (the question) is empty.`, `messages[${last}].content`);
-  let ids: number[];
+  let ids: number[], opening = 0; // opening: what a forced call's opening adds to the rendered prompt's tokens
   try {
     if (rendered === undefined) throw renderError;
-    const opening = prefix === undefined ? '' : `${m.kind === 'native' && !rendered.endsWith(EMPTY_THINKING) ? EMPTY_THINKING : ''}${prefix}`;
-    ids = m.model.tokenizer.encode(rendered + opening, { addSpecialTokens: false });
+    ids = m.model.tokenizer.encode(rendered, { addSpecialTokens: false });
+    // A forced call's opening: a thinking model's after its empty thinking block (closing one its template opened).
+    if (prefix !== undefined) {
+      const tok = m.model.tokenizer, head = m.kind === 'native' ? thinkingModelPrompt(tok, ids, reasoningTokens(m.model).invocation, false) : ids;
+      const rendered = ids.length;
+      ids = [...head, ...tok.encode(prefix, { addSpecialTokens: false })];
+      opening = ids.length - rendered;
+    }
   } catch (e) {
     // The server's fault, said without its file paths.
     if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
@@ -282,7 +289,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     const hint = kept && !native && ids.length < ctx ? ', or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none")' : '';
     // The tools' fault when the messages would fit without them (the template prints every tool's schema).
     let without: number | undefined;
-    if (tools) try { without = m.model.encode(messages, true, req.chat_template_kwargs ?? undefined, 'chat').length + (ids.length - promptIds.length); } catch { /* as with them */ }
+    if (tools) try { without = m.model.encode(messages, true, req.chat_template_kwargs ?? undefined, 'chat').length + opening + (ids.length - promptIds.length); } catch { /* as with them */ }
     if (without !== undefined && without + reserve <= ctx) {
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages with the tools resulted in ${ids.length} tokens (${without} without them)${tail}. Please reduce the number or length of the tools.`, 'tools', 'invalid_request_error', 'context_length_exceeded');
     }
@@ -401,7 +408,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
-      ...o, signal, [PROMPT_IDS]: plan.promptIds,
+      ...o, signal, [PROMPT_IDS]: plan.promptIds, ...(plan.prefix !== undefined ? { [REPLY_PREFIX]: plan.prefix } : {}),
       onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
       onSampleEnd: (s, f) => { const c = choiceOf(s); if (c !== undefined && !buffered) onEvent?.({ type: 'end', choice: c, finishReason: finishReason(f) }); },
       onRoute: o.onRoute,
