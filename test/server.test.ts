@@ -264,6 +264,30 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
   }
 });
 
+test('server: continue_final_message (vLLM\'s) continues the last, assistant message: the prompt ends with its content, the reply is what follows', async () => {
+  const messages = [{ role: 'user', content: 'What is 12 plus 7?' }, { role: 'assistant', content: 'The answer is' }];
+  const body = { model: BASE, messages, continue_final_message: true, add_generation_prompt: false, max_tokens: 8, temperature: 0 };
+  const plan = planChat(body as never, server.served, server.limits);
+  const base = server.served.models.get(BASE)!.model, text = base.tokenizer.decode(plan.promptIds);
+  assert.ok(text.endsWith('<|im_start|>user\nWhat is 12 plus 7?<|im_end|>\n<|im_start|>assistant\nThe answer is'), text);
+  const r = await create(body);
+  const ref = await base.complete(text, { maxTokens: 8, temperature: 0 });
+  assert.deepEqual([r.choices[0].message.content, r.usage.prompt_tokens], [ref.text, plan.promptTokens]);
+  // With the reasoning adapter's model: answered directly (thinking cannot come before text already written).
+  assert.equal(planChat({ ...body, model: 'reasoning' } as never, server.served, server.limits).mode, 'off');
+  const cases: [Loose, string, string][] = [
+    [{ messages: [messages[0]] }, 'continue_final_message', "Invalid value for 'continue_final_message': true continues the last message, which must be an assistant's (it is a user message)."],
+    [{ add_generation_prompt: true }, 'add_generation_prompt', "Conflicting parameters: 'continue_final_message' true continues the last message, but 'add_generation_prompt' true begins a new one. Send one of them."],
+    [{ continue_final_message: false }, 'add_generation_prompt', "Invalid value for 'add_generation_prompt': false (the messages without a reply's opening) is taken only with 'continue_final_message' true."],
+    [{ model: 'reasoning', reasoning_effort: 'high' }, 'reasoning_effort', "Conflicting parameters: 'continue_final_message' true continues the last message, but 'reasoning_effort' asks for thinking before it. Send one of them."],
+    [{ messages: [messages[0], { role: 'assistant', content: ' ' }] }, 'continue_final_message', "Invalid value for 'continue_final_message': the chat template does not print the last message's content as given (it is empty), so there is nothing to continue."],
+  ];
+  for (const [extra, param, message] of cases) {
+    const e = await status(create({ ...body, ...extra }));
+    assert.deepEqual([e.status, e.param, (e.error as Loose).message], [400, param, message], JSON.stringify(extra));
+  }
+});
+
 test('server: streaming equals non-streaming (same seed); role first, finish_reason, usage chunk, [DONE]', async () => {
   for (const mode of ['on', 'off'] as const) {
     const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 30, temperature: 0.8, seed: 11, edgereason: { reasoning: mode } });

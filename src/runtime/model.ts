@@ -170,18 +170,21 @@ export class Model {
     return this.tokenizer.encode(this.renderChat(prompt, chatTemplateKwargs, where), { addSpecialTokens: false });
   }
 
-  /** The text the chat template makes of a prompt (one user message) or messages, with its generation prompt: what encode() tokenizes. */
-  renderChat(prompt: string | ChatMessage[], chatTemplateKwargs?: Record<string, unknown>, where = 'generate'): string {
+  /**
+   * The text the chat template makes of a prompt (one user message) or messages, with its generation prompt: what
+   * encode() tokenizes. `generationPrompt` false renders the messages alone (transformers' add_generation_prompt).
+   */
+  renderChat(prompt: string | ChatMessage[], chatTemplateKwargs?: Record<string, unknown>, where = 'generate', generationPrompt = true): string {
     if (chatTemplateKwargs !== undefined) checkTemplateKwargs(chatTemplateKwargs, where);
     if (Array.isArray(prompt)) checkMessages(prompt, where);
     else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateArguments);
     try {
-      return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, vars: chatTemplateKwargs });
+      return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt, vars: chatTemplateKwargs });
     } catch (e) {
       // A template that renders these messages without the kwargs fails because of them: the caller's value, not the template.
       if (!(e instanceof ChatTemplateError && e.kind === 'broken') || !chatTemplateKwargs || !Object.keys(chatTemplateKwargs).length) throw e;
-      try { this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }); } catch { throw e; }
+      try { this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt }); } catch { throw e; }
       throw new Error(`${where}: the chat template fails with these chatTemplateKwargs (${Object.keys(chatTemplateKwargs).join(', ')}): ${e.message.replace(/^tokenizer: the chat template of .*? failed: /, '')}`);
     }
   }

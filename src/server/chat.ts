@@ -82,6 +82,8 @@ export interface Plan {
   oneCall: boolean;
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
   prefix?: string;
+  /** continue_final_message: the last message's content, which the reply continues (votes read the two together). */
+  continued?: string;
 }
 
 /** A message's text; several text parts are joined with newlines, as vLLM joins them. */
@@ -100,6 +102,16 @@ function toolArguments(json: string, param: string): Record<string, unknown> {
   if (v && jsonDepth(json) > MAX_ARGUMENT_DEPTH) throw new ApiError(400, `Invalid value for '${param}': the arguments nest deeper than ${MAX_ARGUMENT_DEPTH} levels.`, param);
   if (!v) throw new ApiError(400, `Invalid value for '${param}': the arguments must be the JSON text of an object, got ${JSON.stringify(json.length > 60 ? `${json.slice(0, 60)}…` : json)}.`, param);
   return v;
+}
+
+/**
+ * The rendered conversation cut after the last message's content (transformers' continue_final_message): the
+ * template's end-of-turn after it goes. A template that does not print that content as given cannot continue it.
+ */
+function continued(rendered: string, content: string): string {
+  const at = content.trim() ? rendered.lastIndexOf(content.trimEnd()) : -1;
+  if (at < 0) throw new ApiError(400, `Invalid value for 'continue_final_message': the chat template does not print the last message's content as given${content.trim() ? '' : ' (it is empty)'}, so there is nothing to continue.`, 'continue_final_message', 'invalid_request_error', 'invalid_value');
+  return rendered.slice(0, at + content.trimEnd().length);
 }
 
 /**
@@ -206,6 +218,25 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     }
     mode = 'off';
   }
+  // A reply begun by the request is answered directly: thinking cannot come before text already written.
+  const begun = (what: string) => {
+    if (wantsReasoning && mode !== 'off') {
+      const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
+      throw new ApiError(400, `Conflicting parameters: ${what}, but '${param}' asks for thinking before it. Send one of them.`, param, 'invalid_request_error', 'conflicting_parameters');
+    }
+    mode = 'off';
+  };
+  // continue_final_message (vLLM's): the last message, an assistant's, is continued: the prompt ends with its content.
+  const final = req.messages.length - 1, cont = req.continue_final_message === true;
+  if (req.add_generation_prompt != null && req.add_generation_prompt === cont) {
+    throw new ApiError(400, cont ? `Conflicting parameters: 'continue_final_message' true continues the last message, but 'add_generation_prompt' true begins a new one. Send one of them.`
+      : `Invalid value for 'add_generation_prompt': false (the messages without a reply's opening) is taken only with 'continue_final_message' true.`, 'add_generation_prompt', 'invalid_request_error', cont ? 'conflicting_parameters' : 'invalid_value');
+  }
+  if (cont) {
+    if (messages[final].role !== 'assistant') throw new ApiError(400, `Invalid value for 'continue_final_message': true continues the last message, which must be an assistant's (it is a ${messages[final].role} message).`, 'continue_final_message', 'invalid_request_error', 'invalid_value');
+    if (tools || forcing) throw new ApiError(400, `Unsupported value: 'continue_final_message' true with tools is not supported by edgereason (a forced tool call begins the reply itself).`, 'continue_final_message', 'invalid_request_error', 'unsupported_value');
+    begun(`'continue_final_message' true continues the last message`);
+  }
   // tool_choice "required" or a named function: the reply is begun with the call's opening (after the generation
   // prompt), so the model writes a call; it answers directly (a thinking model after its empty thinking block).
   let prefix: string | undefined;
@@ -214,11 +245,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     if (named !== undefined && !tools.some((t) => t.function.name === named)) {
       throw new ApiError(400, `Invalid value for 'tool_choice': it names the function ${JSON.stringify(named)}, which is not one of the tools (${tools.map((t) => JSON.stringify(t.function.name)).join(', ')}).`, 'tool_choice', 'invalid_request_error', 'invalid_value');
     }
-    if (wantsReasoning && mode !== 'off') {
-      const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
-      throw new ApiError(400, `Conflicting parameters: 'tool_choice' ${typeof req.tool_choice === 'string' ? `"${req.tool_choice}"` : 'naming a function'} makes the reply a tool call, but '${param}' asks for thinking before it. Send one of them.`, param, 'invalid_request_error', 'conflicting_parameters');
-    }
-    mode = 'off';
+    begun(`'tool_choice' ${typeof req.tool_choice === 'string' ? `"${req.tool_choice}"` : 'naming a function'} makes the reply a tool call`);
     // (Up to the colon: Qwen's tokenizer joins the space after it to the brace, " {\"", so a trailing space would be a token the model never saw there.)
     prefix = named !== undefined ? `${TOOL_CALL_OPEN}\n{"name": ${JSON.stringify(named)}, "arguments":` : `${TOOL_CALL_OPEN}\n{"name": "`;
   }
@@ -235,7 +262,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // Rendered once: measured here, tokenized below. A template or kwargs error is said after the question check.
   let rendered: string | undefined, renderError: unknown;
-  try { rendered = m.model.renderChat(messages, kwargs, 'chat'); } catch (e) { renderError = e; }
+  try { rendered = cont ? continued(m.model.renderChat(messages, kwargs, 'chat', false), messages[final].content) : m.model.renderChat(messages, kwargs, 'chat'); } catch (e) { renderError = e; }
   const bound = promptCharBound(m.model.tokenizer);
   // What is measured is the rendered text: the template renders the kwargs too (tools, documents), and a template
   // may make much more text than it is given.
@@ -267,6 +294,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       opening = ids.length - rendered;
     }
   } catch (e) {
+    if (e instanceof ApiError) throw e;
     // The server's fault, said without its file paths.
     if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
     const msg = (e as Error).message.replace(/^tokenizer: the chat template of .*? refuses these messages: /, 'the chat template refuses these messages: ');
@@ -277,7 +305,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // its reasoning route adds "<think>" and no budget line.
   const promptIds = ids;
   const native = m.kind === 'native', empty = native ? m.model.tokenizer.encode(EMPTY_THINKING, { addSpecialTokens: false }) : [];
-  if (native && mode === 'off' && prefix === undefined && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
+  if (native && mode === 'off' && prefix === undefined && !cont && !endsWithRun(ids, empty)) ids = [...ids, ...empty];
   // Kept back beyond the prompt: the invocation and budget line (a thinking model: its empty block or "<think>").
   const kept = mode === 'off' ? 0 : native ? (mode === 'auto' ? empty.length : 1) : reasoningReserve(m, budgetAsked), reserve = 1 + kept; // plus one completion token
   if (ids.length + reserve > ctx) {
@@ -332,13 +360,14 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
     ...(ext.early_stop ? { earlyStop: true } : {}),
     ...(kwargs ? { chatTemplateKwargs: kwargs } : {}),
-    nativeThinking: native && prefix === undefined, // a forced call's prompt holds its empty thinking block already
+    nativeThinking: native && prefix === undefined && !cont, // a begun reply's prompt holds its empty thinking block already
   };
   return {
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, tools: !!tools, oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
+    ...(cont ? { continued: messages[final].content } : {}),
   };
 }
 
@@ -408,7 +437,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
-      ...o, signal, [PROMPT_IDS]: plan.promptIds, ...(plan.prefix !== undefined ? { [REPLY_PREFIX]: plan.prefix } : {}),
+      ...o, signal, [PROMPT_IDS]: plan.promptIds, ...(plan.prefix ?? plan.continued) !== undefined ? { [REPLY_PREFIX]: plan.prefix ?? plan.continued } : {},
       onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
       onSampleEnd: (s, f) => { const c = choiceOf(s); if (c !== undefined && !buffered) onEvent?.({ type: 'end', choice: c, finishReason: finishReason(f) }); },
       onRoute: o.onRoute,

@@ -124,6 +124,9 @@ export const chatRequestSchema = {
     reasoning_effort: nullable({ type: 'string', enum: EFFORTS }),
     thinking_token_budget: nullable({ type: 'integer', minimum: 0 }),
     chat_template_kwargs: nullable({ type: 'object' }),
+    // vLLM's: continue the last (assistant) message instead of starting a reply; add_generation_prompt false goes with it.
+    continue_final_message: nullable({ type: 'boolean' }),
+    add_generation_prompt: nullable({ type: 'boolean' }),
     edgereason: nullable({
       type: 'object', additionalProperties: false,
       properties: {
@@ -165,6 +168,8 @@ export interface ChatRequest {
   thinking_token_budget?: number | null;
   /** vLLM's and llama.cpp's: variables for the chat template, e.g. {"enable_thinking": false} for Qwen3. */
   chat_template_kwargs?: Record<string, unknown> | null;
+  continue_final_message?: boolean | null;
+  add_generation_prompt?: boolean | null;
   edgereason?: { reasoning?: 'auto' | 'on' | 'off'; samples?: number; vote?: (typeof VOTES)[number]; early_stop?: boolean } | null;
   // Accepted by the schema, refused by checkUnsupported when they ask for something.
   logprobs?: boolean | null;
