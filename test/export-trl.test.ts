@@ -206,7 +206,7 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     ['#### 18 - that is her income', '18'], ['#### 18. (9 eggs x $2)', '18'], ['\\boxed{5}\n\nFinal Answer: 18', '18'], ['\\boxed{5}\nSo the answer is 18.', '18'],
     ['The answer is 18; this answer is 2 more than 16.', '18'], ['The answer is 18, and the answer is 2 dollars more than yesterday.', '18'],
     ['\\boxed{18}\nTo verify, the answer is consistent with 16 - 3 - 4 = 9 eggs.', '18'],
-    ['#### 5 or 6', '5'], ['The answer is not 5.', '5'], ['The answer is at least 5.', '5'], ['The answer is between 5 and 6.', '5'], ['The answer is 20 minus 2 = 18.', '18'], ['The answer is 36 divided by 2 = 18.', '18'], ['The answer is half of 36 = 18.', '18'], ['The answer is twice 9 = 18.', '18'], ['The answer is 18 because half of 36 = 18.', '18'], ['The answer is 5 (' + 'a'.repeat(3000), '5'],
+    ['#### 5 or 6', '5'], ['The answer is not 5.', '5'], ['The answer is at least 5.', '5'], ['The answer is between 5 and 6.', '5'], ['The answer is 20 minus 2 = 18.', '18'], ['The answer is 36 divided by 2 = 18.', '18'], ['The answer is half of 36 = 18.', '18'], ['The answer is twice 9 = 18.', '18'], ['The answer is $\\frac{36}{2} = 18$.', '18'], ['The answer is 2 1/2 cups.', '2.5'], ['#### 2 1/2', '2.5'], ['The answer is 2 3/2.', '2'], ['The answer is 18 because half of 36 = 18.', '18'], ['The answer is 5 (' + 'a'.repeat(3000), '5'],
   ];
   const replies = cases.map(([r]) => `a</think>${r}`), golds = cases.map(([, g]) => g);
   const py = spawnSync('python3', ['-c', `import sys; sys.path.insert(0, "."); import rewards\nprint(rewards.budget_reward(${JSON.stringify(replies)}, ${JSON.stringify(golds)}, [1000] * ${replies.length}))`], { cwd: out, encoding: 'utf8' });

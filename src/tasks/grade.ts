@@ -30,15 +30,17 @@ function reply(text: string): string {
 // Numbers
 
 // a minus sign counts only where it cannot be subtraction ("16-3" holds 16 and 3); "5/2" is one number, also before a full stop
-const NUMBER = /(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+/g;
+const NUMBER = /(?<![\w.])-?\d+ \d+\/\d+(?![\d./])|(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+/g;
 
-/** A plain number, allowing "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)". */
+/** A plain number, allowing "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b", "-(a/b)" and a mixed number "2 1/2". */
 export function parseNumber(s: string): number | undefined {
   let t = s.trim().replace(/(?<!\s)\s*\(([^()]*)\)$/, (all, inner: string) => (/[A-Za-z]/.test(inner) ? '' : all)) // "9 (apples)"
     .replace(/\\?\$/g, '').replace(/(\d),(?=\d{3}\b)/g, '$1').replace(/[.%]$/, '').trim();
   const neg = /^-\((.*)\)$/.exec(t); // "-(1/3)"
   if (neg) t = '-' + neg[1];
   if (/^-?(\d+(\.\d+)?|\.\d+)$/.test(t)) return Number(t);
+  const mixed = /^(-?)(\d+)\s+(\d+)\s*\/\s*(\d+)$/.exec(t); // a whole number and a proper fraction
+  if (mixed && Number(mixed[3]) < Number(mixed[4])) return (mixed[1] ? -1 : 1) * (Number(mixed[2]) + Number(mixed[3]) / Number(mixed[4]));
   const frac = /^(-?\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)$/.exec(t);
   if (frac && Number(frac[2]) !== 0) return Number(frac[1]) / Number(frac[2]);
   return undefined;
@@ -117,10 +119,10 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
 /**
  * A worked expression before "=": its first number starts an operation, perhaps after words and with units
  * ("5 + 3", "(16 - 7) * 2", "2(3 + 4)", "she has 16 - 3", "5 hours * 60", "20% of 50", "12 \times 3", "20 minus 2"), or a
- * multiple of a number in words ("half of 36", "twice 9"), also after a colon ("3 days later: 5 + 3"); not an answer
+ * multiple of a number in words ("half of 36", "twice 9"), or LaTeX ("\frac{36}{2}"), also after a colon ("3 days later: 5 + 3"); not an answer
  * followed by its reason ("18 because 16 - 3 - 4 = 9", "18, then 18/2 = 9").
  */
-const WORKED = /^(?:[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:\/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of|plus|minus|(?:divided|multiplied)\s+by)\b)\s*\(?|\()-?\$?\d|[^\d]*\b(?:[Hh]alf|[Tt]wice|[Dd]ouble|[Tt]riple|[Tt]hrice)\s+(?:of\s+)?\$?\d)/;
+const WORKED = /^(?:[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:\/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of|plus|minus|(?:divided|multiplied)\s+by)\b)\s*\(?|\()-?\$?\d|[^\d]*\b(?:[Hh]alf|[Tt]wice|[Dd]ouble|[Tt]riple|[Tt]hrice)\s+(?:of\s+)?\$?\d|[^\d]*\\(?:[dt]?frac|sqrt)\b)/;
 
 /** A value compared with another ("2 dollars more than", "3 fewer than"): what follows "answer is" in a remark, not an answer. */
 const COMPARISON = /^[\s*$]*-?[\d.,]+\s+(?:[A-Za-z]+\s+)?(?:more|less|fewer|greater|higher|lower|larger|smaller|bigger)\s+than\b/i;
