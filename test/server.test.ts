@@ -273,6 +273,9 @@ test('server: continue_final_message (vLLM\'s) continues the last, assistant mes
   const r = await create(body);
   const ref = await base.complete(text, { maxTokens: 8, temperature: 0 });
   assert.deepEqual([r.choices[0].message.content, r.usage.prompt_tokens], [ref.text, plan.promptTokens]);
+  // Trailing whitespace the template prints stays (the reply does not add a second space).
+  const spaced = planChat({ ...body, messages: [messages[0], { role: 'assistant', content: 'The answer is ' }] } as never, server.served, server.limits);
+  assert.ok(base.tokenizer.decode(spaced.promptIds).endsWith('<|im_start|>assistant\nThe answer is '));
   // With the reasoning adapter's model: answered directly (thinking cannot come before text already written).
   assert.equal(planChat({ ...body, model: 'reasoning' } as never, server.served, server.limits).mode, 'off');
   const cases: [Loose, string, string][] = [
@@ -280,7 +283,8 @@ test('server: continue_final_message (vLLM\'s) continues the last, assistant mes
     [{ add_generation_prompt: true }, 'add_generation_prompt', "Conflicting parameters: 'continue_final_message' true continues the last message, but 'add_generation_prompt' true begins a new one. Send one of them."],
     [{ continue_final_message: false }, 'add_generation_prompt', "Invalid value for 'add_generation_prompt': false (the messages without a reply's opening) is taken only with 'continue_final_message' true."],
     [{ model: 'reasoning', reasoning_effort: 'high' }, 'reasoning_effort', "Conflicting parameters: 'continue_final_message' true continues the last message, but 'reasoning_effort' asks for thinking before it. Send one of them."],
-    [{ messages: [messages[0], { role: 'assistant', content: ' ' }] }, 'continue_final_message', "Invalid value for 'continue_final_message': the chat template does not print the last message's content as given (it is empty), so there is nothing to continue."],
+    [{ messages: [messages[0], { role: 'assistant', content: ' ' }] }, 'continue_final_message', "Invalid value for 'continue_final_message': the chat template does not print the last message's content as given (it is blank), so there is nothing to continue."],
+    [{ messages: [messages[0], { role: 'developer', content: 'Be brief.' }] }, 'continue_final_message', "Invalid value for 'continue_final_message': true continues the last message, which must be an assistant's (it is a developer message)."],
   ];
   for (const [extra, param, message] of cases) {
     const e = await status(create({ ...body, ...extra }));

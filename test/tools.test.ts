@@ -295,3 +295,16 @@ test('server with tools, a thinking model (--native-thinking): a forced call beg
     await native.close();
   }
 });
+
+test('continue_final_message with Qwen3\'s template: the cut is in the last turn, after the content as the template prints it (leading newlines stripped), as transformers cuts it', async () => {
+  const tok = [...server.served.models.values()][0].model.tokenizer;
+  const plan = (messages: unknown[]) => tok.decode(planChat({ model: 'qwen3-template', messages, continue_final_message: true } as never, server.served, server.limits).promptIds);
+  // The same text earlier in the conversation, and leading newlines the template strips: before, the cut fell in the user turn.
+  assert.equal(plan([{ role: 'user', content: 'Reply with:\n\n\nSure, thing' }, { role: 'assistant', content: '\n\n\nSure' }]),
+    '<|im_start|>user\nReply with:\n\n\nSure, thing<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nSure');
+  // Text that is also in the end of the turn ("end" in "<|im_end|>") is cut where the content is printed.
+  assert.ok(plan([{ role: 'user', content: 'Say end.' }, { role: 'assistant', content: 'end' }]).endsWith('</think>\n\nend'));
+  // Tool calls after the text would be cut off: refused.
+  assert.throws(() => plan([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Let me check.', tool_calls: [{ id: 'c', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] }]),
+    (e: Error & { param?: string }) => e.param === 'messages[1].tool_calls');
+});

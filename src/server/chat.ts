@@ -23,7 +23,7 @@
  * finish_reason: "stop", "length", or vLLM's "abort" for a sample edgereason.early_stop cut off once the vote was
  * decided (its text is incomplete; edgereason.choices[i].finish says "early-stop").
  */
-import { randomInt } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
@@ -82,7 +82,7 @@ export interface Plan {
   oneCall: boolean;
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
   prefix?: string;
-  /** continue_final_message: the last message's content, which the reply continues (votes read the two together). */
+  /** continue_final_message: the last message's content as the prompt ends with it; the reply continues it (votes read the two together). */
   continued?: string;
 }
 
@@ -106,12 +106,21 @@ function toolArguments(json: string, param: string): Record<string, unknown> {
 
 /**
  * The rendered conversation cut after the last message's content (transformers' continue_final_message): the
- * template's end-of-turn after it goes. A template that does not print that content as given cannot continue it.
+ * template's end-of-turn after it goes. Where that content is printed is found by rendering a marker in its place, so
+ * the cut is in the last turn whatever the template does to whitespace (Qwen3 strips leading newlines, Llama 3
+ * trims) and whatever else holds the same text; its trailing whitespace stays when the template prints it. A
+ * template that does not print the content (its non-blank text) at that place cannot continue it. Returns the prompt
+ * and the content's printed text, which the prompt ends with.
  */
-function continued(rendered: string, content: string): string {
-  const at = content.trim() ? rendered.lastIndexOf(content.trimEnd()) : -1;
-  if (at < 0) throw new ApiError(400, `Invalid value for 'continue_final_message': the chat template does not print the last message's content as given${content.trim() ? '' : ' (it is empty)'}, so there is nothing to continue.`, 'continue_final_message', 'invalid_request_error', 'invalid_value');
-  return rendered.slice(0, at + content.trimEnd().length);
+function continued(render: (messages: ChatMessage[]) => string, messages: ChatMessage[], final: number): { prompt: string; printed: string } {
+  const content = messages[final].content, text = content.trim(), mark = `edgereason${randomUUID().replace(/-/g, '')}`;
+  const rendered = render(messages), from = render(messages.map((m, i) => (i === final ? { ...m, content: mark } : m))).indexOf(mark);
+  const at = text && from >= 0 ? rendered.indexOf(text, from) : -1;
+  if (at < 0 || rendered.slice(from, at).trim()) {
+    throw new ApiError(400, `Invalid value for 'continue_final_message': the chat template does not print the last message's content as given${text ? '' : ' (it is blank)'}, so there is nothing to continue.`, 'continue_final_message', 'invalid_request_error', 'invalid_value');
+  }
+  const tail = content.slice(content.trimEnd().length), end = at + text.length + (tail && rendered.startsWith(tail, at + text.length) ? tail.length : 0);
+  return { prompt: rendered.slice(0, end), printed: rendered.slice(at, end) };
 }
 
 /**
@@ -233,7 +242,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       : `Invalid value for 'add_generation_prompt': false (the messages without a reply's opening) is taken only with 'continue_final_message' true.`, 'add_generation_prompt', 'invalid_request_error', cont ? 'conflicting_parameters' : 'invalid_value');
   }
   if (cont) {
-    if (messages[final].role !== 'assistant') throw new ApiError(400, `Invalid value for 'continue_final_message': true continues the last message, which must be an assistant's (it is a ${messages[final].role} message).`, 'continue_final_message', 'invalid_request_error', 'invalid_value');
+    if (messages[final].role !== 'assistant') throw new ApiError(400, `Invalid value for 'continue_final_message': true continues the last message, which must be an assistant's (it is a ${req.messages[final].role} message).`, 'continue_final_message', 'invalid_request_error', 'invalid_value');
+    if (messages[final].tool_calls) throw new ApiError(400, `Invalid value for 'continue_final_message': true continues the last message's text, and its tool calls come after it.`, `messages[${final}].tool_calls`, 'invalid_request_error', 'invalid_value');
     if (tools || forcing) throw new ApiError(400, `Unsupported value: 'continue_final_message' true with tools is not supported by edgereason (a forced tool call begins the reply itself).`, 'continue_final_message', 'invalid_request_error', 'unsupported_value');
     begun(`'continue_final_message' true continues the last message`);
   }
@@ -261,8 +271,11 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       'messages', 'invalid_request_error', 'context_length_exceeded');
   }
   // Rendered once: measured here, tokenized below. A template or kwargs error is said after the question check.
-  let rendered: string | undefined, renderError: unknown;
-  try { rendered = cont ? continued(m.model.renderChat(messages, kwargs, 'chat', false), messages[final].content) : m.model.renderChat(messages, kwargs, 'chat'); } catch (e) { renderError = e; }
+  let rendered: string | undefined, renderError: unknown, printed: string | undefined;
+  try {
+    if (cont) ({ prompt: rendered, printed } = continued((msgs) => m.model.renderChat(msgs, kwargs, 'chat', false), messages, final));
+    else rendered = m.model.renderChat(messages, kwargs, 'chat');
+  } catch (e) { renderError = e; }
   const bound = promptCharBound(m.model.tokenizer);
   // What is measured is the rendered text: the template renders the kwargs too (tools, documents), and a template
   // may make much more text than it is given.
@@ -367,7 +380,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, tools: !!tools, oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
-    ...(cont ? { continued: messages[final].content } : {}),
+    ...(printed !== undefined ? { continued: printed } : {}),
   };
 }
 
