@@ -639,7 +639,7 @@ test('server: a prompt longer than context × the longest token is refused by it
   // A template that renders chat_template_kwargs (tools, documents): measured with them, not by the messages alone.
   const tok = m.model.tokenizer, withVars = { ...m, model: Object.create(m.model, { encode: { value: () => assert.fail('the prompt was tokenized') },
     tokenizer: { value: Object.create(tok, { applyChatTemplate: { value: (msgs: never, o: { vars?: unknown }) => tok.applyChatTemplate(msgs, o as never) + JSON.stringify(o.vars ?? '') } }) } }) };
-  assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], chat_template_kwargs: { tools: [content] } }, { ...server.served, models: new Map([['reasoning', withVars]]) } as never, server.limits),
+  assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], chat_template_kwargs: { documents: [content] } }, { ...server.served, models: new Map([['reasoning', withVars]]) } as never, server.limits),
     (err: Error & { param?: string }) => /^This model's maximum context length is \d+ tokens\. However, your messages with the chat_template_kwargs are \d+ characters long \(with the chat template\).* Please reduce the length of the chat_template_kwargs\.$/.test(err.message) && err.param === 'chat_template_kwargs');
   // Messages too long whatever the kwargs are: the messages are blamed.
   assert.throws(() => planChat({ model: 'reasoning', messages: [{ role: 'user', content }], chat_template_kwargs: { enable_thinking: true } }, served as never, server.limits),

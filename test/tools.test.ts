@@ -13,6 +13,7 @@ import { parseToolCalls, ToolCallStream, hermesTemplate, jsonDepth } from '../sr
 import { voteKey } from '../src/tasks/grade.ts';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import type { StepResult } from '../src/runtime/backend.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -210,6 +211,13 @@ test('library: a tool turn renders with its arguments as JSON text or as an obje
   assert.throws(() => model.renderChat([{ role: 'user', content: 'x', tool_calls: [] }] as never), /^Error: generate: message 0 \(role "user"\) has tool_calls; only an assistant message makes tool calls$/);
   assert.throws(() => model.renderChat([{ role: 'function', content: 'x' }] as never), /^Error: generate: message 0 has role "function" \(roles: system, user, assistant, tool\)$/);
   assert.throws(() => model.renderChat(turn({}, { reasoning_content: 5 })), /^Error: generate: message 1 has reasoning_content of type number; it must be a string$/);
+  // A template without tool calling (the embedded model's) would drop the tools, the calls and the results unsaid: refused.
+  const plain = Object.create(model, { tokenizer: { value: loadTokenizer(path.join(ROOT, 'models/default')) } }) as typeof model;
+  const user = [{ role: 'user', content: 'Weather in Paris?' }];
+  assert.throws(() => plain.renderChat(user as never, { tools: TOOLS }), /^Error: generate: the chat template never reads tools \(chatTemplateKwargs\.tools\), so it would drop them; this model's template has no tool calling$/);
+  assert.throws(() => plain.renderChat(turn({ city: 'Paris' })), /^Error: generate: the chat template never reads an assistant message's tool_calls, so it would drop them/);
+  assert.throws(() => plain.renderChat([...user, { role: 'assistant', content: 'x' }, { role: 'tool', content: '18 C' }] as never), /^Error: generate: the chat template never reads tool messages \(role "tool"\)/);
+  assert.ok(plain.renderChat(user as never, { tools: [] }).includes('Weather in Paris?'), 'no tools is not a tool');
 });
 
 test('server with tools: the openai package\'s runTools loop (streamed or not) sends the call\'s result back and gets the answer', async () => {
@@ -239,6 +247,9 @@ test('server with tools: arguments nested too deep, tools that fill the context 
   assert.match(e2.message, /^400 This model's maximum context length is 1024 tokens\. However, your messages with the tools resulted in \d+ tokens \(\d+ without them\)\. Please reduce the number or length of the tools\.$/);
   const e3 = await status(client.chat.completions.create({ ...ask(), tools: [{ type: 'custom', custom: { name: 'x' } }] as never }));
   assert.deepEqual([e3.param, e3.message], ['tools[0].type', `400 Invalid value for 'tools[0].type': must be one of "function", got "custom".`]);
+  // Tools sent as a template variable would be printed but their calls never read: refused, pointing to 'tools'.
+  const e4 = await status(client.chat.completions.create({ ...ask(), tools: undefined, chat_template_kwargs: { tools: TOOLS } } as never));
+  assert.deepEqual([e4.param, e4.message], ['chat_template_kwargs', `400 Invalid value for 'chat_template_kwargs': send the tools in 'tools', where the reply's calls are read too (and a template that cannot write them is refused).`]);
 });
 
 test('server with tools: tool_choice naming a function (or "required") begins the reply with the call\'s opening, so the model writes a call', async () => {

@@ -179,6 +179,7 @@ export class Model {
     if (Array.isArray(prompt)) checkMessages(prompt, where);
     else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateArguments);
+    checkToolsRendered(this.tokenizer.chatTemplate, messages, chatTemplateKwargs, where);
     try {
       return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt, vars: chatTemplateKwargs });
     } catch (e) {
@@ -348,6 +349,19 @@ function checkMessages(messages: ChatMessage[], where: string): void {
       else if (!args || typeof args !== 'object' || Array.isArray(args)) throw new Error(`${at}.function.arguments must be an object or the JSON text of one, got ${shown(args)}`);
     });
   });
+}
+
+/**
+ * Tools, tool calls and tool results given to a chat template that never reads them would be dropped (or printed as
+ * a turn of an unknown role) unsaid: refused, naming what the template lacks. (Which format its calls take is the
+ * caller's: the server reads Hermes-format ones, see hermesTemplate.)
+ */
+function checkToolsRendered(template: string | undefined, messages: ChatMessage[], kwargs: Record<string, unknown> | undefined, where: string): void {
+  if (template === undefined) return;
+  const tools = kwargs?.tools, lacks = (what: string, read: RegExp) => { if (!read.test(template)) throw new Error(`${where}: the chat template never reads ${what}, so it would drop them; this model's template has no tool calling`); };
+  if (tools !== undefined && tools !== null && !(Array.isArray(tools) && !tools.length)) lacks('tools (chatTemplateKwargs.tools)', /\btools\b/);
+  if (messages.some((m) => m.tool_calls?.length)) lacks("an assistant message's tool_calls", /\btool_calls\b/);
+  if (messages.some((m) => m.role === 'tool')) lacks('tool messages (role "tool")', /(['"])tool\1/);
 }
 
 /** Tool-call arguments given as JSON text, parsed (the error names `where` and the text). */

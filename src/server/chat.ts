@@ -20,8 +20,13 @@
  * Reasoning controls that contradict each other (an effort or budget asking for thinking with reasoning off, or
  * "none" / 0 with reasoning on or auto) are refused, naming both.
  *
- * finish_reason: "stop", "length", or vLLM's "abort" for a sample edgereason.early_stop cut off once the vote was
- * decided (its text is incomplete; edgereason.choices[i].finish says "early-stop").
+ * Tools (Hermes-format templates only): the template gets `tools`; replies are read for calls (app.ts). A forced call
+ * (`tool_choice` naming a function, or "required") and vLLM's `continue_final_message` begin the reply in the prompt
+ * (the call's opening, or the last message's content) and answer without thinking.
+ *
+ * finish_reason: "stop", "length", "tool_calls" (a reply that ended by itself with calls), or vLLM's "abort" for a
+ * sample edgereason.early_stop cut off once the vote was decided (its text is incomplete; edgereason.choices[i].finish
+ * says "early-stop").
  */
 import { randomInt, randomUUID } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
@@ -210,8 +215,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     const param = tools ? 'tools' : req.messages[toolTurn].role === 'tool' ? `messages[${toolTurn}].role` : `messages[${toolTurn}].tool_calls`;
     throw new ApiError(400, `Unsupported value: '${param}': the chat template of the model '${m.id}' does not write tool calls in the format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do).`, param, 'invalid_request_error', 'unsupported_value');
   }
-  if (tools && req.chat_template_kwargs && Object.hasOwn(req.chat_template_kwargs, 'tools')) {
-    throw new ApiError(400, `Conflicting parameters: 'tools' and 'chat_template_kwargs.tools' both give the chat template its tools; send them in 'tools'.`, 'chat_template_kwargs', 'invalid_request_error', 'conflicting_parameters');
+  if (req.chat_template_kwargs && Object.hasOwn(req.chat_template_kwargs, 'tools')) {
+    throw tools ? new ApiError(400, `Conflicting parameters: 'tools' and 'chat_template_kwargs.tools' both give the chat template its tools; send them in 'tools'.`, 'chat_template_kwargs', 'invalid_request_error', 'conflicting_parameters')
+      : new ApiError(400, `Invalid value for 'chat_template_kwargs': send the tools in 'tools', where the reply's calls are read too (and a template that cannot write them is refused).`, 'chat_template_kwargs', 'invalid_request_error', 'invalid_value');
   }
 
   // Reasoning mode and thinking budget.

@@ -171,13 +171,13 @@ export interface ChatRequest {
   continue_final_message?: boolean | null;
   add_generation_prompt?: boolean | null;
   edgereason?: { reasoning?: 'auto' | 'on' | 'off'; samples?: number; vote?: (typeof VOTES)[number]; early_stop?: boolean } | null;
-  // Accepted by the schema, refused by checkUnsupported when they ask for something.
-  logprobs?: boolean | null;
-  top_logprobs?: number | null;
   /** Functions the model may call: rendered by the chat template, the reply's Hermes-format calls parsed into tool_calls. */
   tools?: ToolIn[] | null;
   tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
   parallel_tool_calls?: boolean | null;
+  // Accepted by the schema, refused by checkUnsupported when they ask for something.
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
   functions?: unknown[] | null;
   function_call?: string | Record<string, unknown> | null;
   response_format?: { type: string } | null;
