@@ -21,7 +21,7 @@ import { seedAt } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
 import { shown } from '../show.ts';
-import { jsonObject } from '../tokenizer/tool-calls.ts';
+import { checkToolCalls, checkToolsRendered, templateArguments } from '../tokenizer/tool-calls.ts';
 
 export interface LoadOptions {
   /**
@@ -179,7 +179,7 @@ export class Model {
     if (Array.isArray(prompt)) checkMessages(prompt, where);
     else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateArguments);
-    checkToolsRendered(this.tokenizer.chatTemplate, messages, chatTemplateKwargs, where);
+    checkToolsRendered(this.tokenizer.chatTemplate, messages, chatTemplateKwargs?.tools, 'chatTemplateKwargs.tools', where);
     try {
       return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt, vars: chatTemplateKwargs });
     } catch (e) {
@@ -338,41 +338,7 @@ function checkMessages(messages: ChatMessage[], where: string): void {
     for (const k of ['reasoning_content', 'tool_call_id', 'name'] as const) {
       if (m[k] !== undefined && typeof m[k] !== 'string') throw new Error(`${where}: message ${i} has ${k} of type ${typeof m[k]}; it must be a string`);
     }
-    if (m.tool_calls === undefined) return;
-    if (m.role !== 'assistant') throw new Error(`${where}: message ${i} (role ${JSON.stringify(m.role)}) has tool_calls; only an assistant message makes tool calls`);
-    if (!Array.isArray(m.tool_calls)) throw new Error(`${where}: message ${i} has tool_calls that is not a list`);
-    m.tool_calls.forEach((c, j) => {
-      const at = `${where}: message ${i} tool_calls[${j}]`, f = c?.function;
-      if (!f || typeof f !== 'object' || typeof f.name !== 'string' || !f.name) throw new Error(`${at} must be { function: { name, arguments } } with a function name`);
-      const args = f.arguments;
-      if (typeof args === 'string') argumentsObject(args, `${at}.function.arguments`);
-      else if (!args || typeof args !== 'object' || Array.isArray(args)) throw new Error(`${at}.function.arguments must be an object or the JSON text of one, got ${shown(args)}`);
-    });
+    checkToolCalls(m, `${where}: message ${i}`);
   });
 }
 
-/**
- * Tools, tool calls and tool results given to a chat template that never reads them would be dropped (or printed as
- * a turn of an unknown role) unsaid: refused, naming what the template lacks. (Which format its calls take is the
- * caller's: the server reads Hermes-format ones, see hermesTemplate.)
- */
-function checkToolsRendered(template: string | undefined, messages: ChatMessage[], kwargs: Record<string, unknown> | undefined, where: string): void {
-  if (template === undefined) return;
-  const tools = kwargs?.tools, lacks = (what: string, read: RegExp) => { if (!read.test(template)) throw new Error(`${where}: the chat template never reads ${what}, so it would drop them; this model's template has no tool calling`); };
-  if (tools !== undefined && tools !== null && !(Array.isArray(tools) && !tools.length)) lacks('tools (chatTemplateKwargs.tools)', /\btools\b/);
-  if (messages.some((m) => m.tool_calls?.length)) lacks("an assistant message's tool_calls", /\btool_calls\b/);
-  if (messages.some((m) => m.role === 'tool')) lacks('tool messages (role "tool")', /(['"])tool\1/);
-}
-
-/** Tool-call arguments given as JSON text, parsed (the error names `where` and the text). */
-function argumentsObject(text: string, where: string): Record<string, unknown> {
-  const v = jsonObject(text);
-  if (!v) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
-  return v;
-}
-
-/** Tool-call arguments given as JSON text become objects, as transformers expects them (templates print them with tojson). */
-function templateArguments(m: ChatMessage): ChatMessage {
-  if (!m.tool_calls?.some((c) => typeof c.function.arguments === 'string')) return m;
-  return { ...m, tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: typeof c.function.arguments === 'string' ? argumentsObject(c.function.arguments, 'tool call arguments') : c.function.arguments } })) };
-}

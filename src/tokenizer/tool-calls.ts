@@ -6,6 +6,9 @@
  * limit left unclosed is read if its JSON is whole, and a reply whose blocks do not all hold a call is plain text
  * (content, no calls). Unlike it, text between or after the blocks is not dropped: it joins the content.
  */
+import { shown } from '../show.ts';
+import type { ChatMessage } from './types.ts';
+
 export const TOOL_CALL_OPEN = '<tool_call>', TOOL_CALL_CLOSE = '</tool_call>';
 
 export interface ParsedToolCall {
@@ -137,4 +140,44 @@ export class ToolCallStream {
     this.sent = Math.max(this.sent, until);
     return out;
   }
+}
+
+/**
+ * Tools, tool calls and tool results given to a chat template that never reads them would be dropped (or printed as
+ * a turn of an unknown role) unsaid: refused, naming what the template lacks. (Which format its calls take is the
+ * caller's: the server reads Hermes-format ones, see hermesTemplate.)
+ */
+export function checkToolsRendered(template: string | undefined, messages: readonly ChatMessage[], tools: unknown, toolsName: string, where: string): void {
+  if (template === undefined) return;
+  const lacks = (what: string, read: RegExp) => { if (!read.test(template)) throw new Error(`${where}: the chat template never reads ${what}, so it would drop them; this model's template has no tool calling`); };
+  if (tools !== undefined && tools !== null && !(Array.isArray(tools) && !tools.length)) lacks(`tools (${toolsName})`, /\btools\b/);
+  if (messages.some((m) => m.tool_calls?.length)) lacks("an assistant message's tool_calls", /\btool_calls\b/);
+  if (messages.some((m) => m.role === 'tool')) lacks('tool messages (role "tool")', /(['"])tool\1/);
+}
+
+/** Tool-call arguments given as JSON text, parsed (the error names `where` and the text). */
+export function argumentsObject(text: string, where: string): Record<string, unknown> {
+  const v = jsonObject(text);
+  if (!v) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
+  return v;
+}
+
+/** Tool-call arguments given as JSON text become objects, as transformers expects them (templates print them with tojson). */
+export function templateArguments(m: ChatMessage): ChatMessage {
+  if (!m.tool_calls?.some((c) => typeof c.function.arguments === 'string')) return m;
+  return { ...m, tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: typeof c.function.arguments === 'string' ? argumentsObject(c.function.arguments, 'tool call arguments') : c.function.arguments } })) };
+}
+
+/** A message's tool_calls, checked: an assistant's, each { function: { name, arguments } } (`at` names the message). */
+export function checkToolCalls(m: ChatMessage, at: string): void {
+  if (m.tool_calls === undefined) return;
+  if (m.role !== 'assistant') throw new Error(`${at} (role ${JSON.stringify(m.role)}) has tool_calls; only an assistant message makes tool calls`);
+  if (!Array.isArray(m.tool_calls)) throw new Error(`${at} has tool_calls that is not a list`);
+  m.tool_calls.forEach((c, j) => {
+    const call = `${at} tool_calls[${j}]`, f = c?.function;
+    if (!f || typeof f !== 'object' || typeof f.name !== 'string' || !f.name) throw new Error(`${call} must be { function: { name, arguments } } with a function name`);
+    const args = f.arguments;
+    if (typeof args === 'string') argumentsObject(args, `${call}.function.arguments`);
+    else if (!args || typeof args !== 'object' || Array.isArray(args)) throw new Error(`${call}.function.arguments must be an object or the JSON text of one, got ${shown(args)}`);
+  });
 }
