@@ -84,7 +84,7 @@ test('training data: a non-string completion and an unknown role are refused, na
   fs.writeFileSync(f, '{"prompt":"a"}\n');
   assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" must be a string, or both lists of chat messages (missing)` });
   fs.writeFileSync(f, '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"x"}]}\n{"messages":[{"role":"wizard","content":"hi"},{"role":"assistant","content":"x"}]}\n');
-  assert.throws(() => readJsonl(f), { message: `${f}:2: messages[0] has role "wizard" (expected system, user or assistant)` });
+  assert.throws(() => readJsonl(f), { message: `${f}:2: messages[0] has role "wizard" (expected system, user, assistant or tool)` });
   // TRL's conversational prompt-completion: one conversation, trained on the completion's assistant turns only.
   fs.writeFileSync(f, '{"prompt":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}],"completion":[{"role":"assistant","content":"d"}]}\n');
   const [rec] = readJsonl(f);

