@@ -308,9 +308,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // A forced call's opening: a thinking model's after its empty thinking block (closing one its template opened).
     if (prefix !== undefined) {
       const tok = m.model.tokenizer, head = m.kind === 'native' ? thinkingModelPrompt(tok, ids, reasoningTokens(m.model).invocation, false) : ids;
-      const rendered = ids.length;
+      const before = ids.length;
       ids = [...head, ...tok.encode(prefix, { addSpecialTokens: false })];
-      opening = ids.length - rendered;
+      opening = ids.length - before;
     }
   } catch (e) {
     if (e instanceof ApiError) throw e;
