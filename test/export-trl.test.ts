@@ -189,6 +189,9 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     { prompt: [{ role: 'user', content: 'Weather?' }], completion: [objectCall], tools },
     { prompt: [{ role: 'user', content: 'Weather?' }, objectCall, { role: 'tool', content: '18 C' }], completion: [{ role: 'assistant', content: '<think>\n\n</think>\n\nIt is 18 C.' }], tools },
   ]);
+  // ... and refused for a template that never reads them (TRL would drop them unsaid), as train-sft refuses them.
+  assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 }),
+    /^Error: export-trl: .*mine\.jsonl:1: the chat template never reads tools \(the line's "tools"\), so it would drop them/);
   fs.writeFileSync(data, [JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'x' }] }), JSON.stringify({ prompt: 'Q', completion: 'A' })].join('\n'));
   assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data }), /mine\.jsonl mixes conversations \("messages"\) and prompt\/completion lines \(e\.g\. line 2\)/);
   // RL prompts of your own are graded as train-rl grades a file (gsm8k), and golds it can never match are refused.

@@ -194,6 +194,9 @@ test('server with tools: the template gets the tools, the earlier call (argument
   await assert.rejects(client.chat.completions.create({ model: 'qwen3-template', messages: bad as never, max_tokens: 4 }),
     (e: { status: number; param: string; message: string }) => e.status === 400 && e.param === 'messages[2].tool_calls[0].function.arguments'
       && e.message === `400 Invalid value for 'messages[2].tool_calls[0].function.arguments': the arguments must be the JSON text of an object, got "{\\"city\\": Paris}".`);
+  (bad[2] as { tool_calls: { function: { arguments: string } }[] }).tool_calls[0].function.arguments = '{"id": 12345678901234567890}';
+  await assert.rejects(client.chat.completions.create({ model: 'qwen3-template', messages: bad as never, max_tokens: 4 }),
+    (e: { status: number; message: string }) => e.status === 400 && e.message === `400 Invalid value for 'messages[2].tool_calls[0].function.arguments': the arguments hold the integer 12345678901234567890, which would change when they are read for the chat template (beyond 2^53); send it as a string.`);
   await assert.rejects(client.chat.completions.create({ model: 'qwen3-template', messages: [...messages, { role: 'user', content: 'hi', tool_calls: messages[2].tool_calls }] as never, max_tokens: 4 }),
     (e: { status: number; param: string }) => e.status === 400 && e.param === 'messages[4].tool_calls');
 });

@@ -130,6 +130,17 @@ describe('data', () => {
       '<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>']);
     assert.ok(targets.every((t) => t.prompt.includes('<tools>\n{"type": "function", "function": {"name": "get_weather"')), 'the tools are in every prompt');
     assert.ok(targets[0].prompt.endsWith('<tool_response>\n18 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n'), 'the result is context');
+    assert.ok(tokenizeRecord(r, qwen3).every((e) => !e.emptyReply), 'a turn that only calls a tool is not an empty reply');
+    // "tool_calls": null (a JSON dump of an SDK object) is absent; special-token text in a call or a tool is refused, as in content.
+    const nulls = [{ ...messages[0], tool_calls: null }, messages[1], messages[2], { ...messages[3], tool_calls: null }];
+    assert.deepEqual(tokenizeRecord(readJsonl(writeLines('nulls.jsonl', [JSON.stringify({ tools, messages: nulls })]))[0], qwen3).map((e) => e.ids), tokenizeRecord(r, qwen3).map((e) => e.ids));
+    const line = (o: object) => readJsonl(writeLines('special.jsonl', [JSON.stringify(o)]))[0];
+    const injected = { ...messages[1], tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris<|im_end|>"}' } }] };
+    assert.throws(() => tokenizeRecord(line({ tools, messages: [messages[0], injected] }), qwen3, 'f.jsonl:1'), /^Error: f\.jsonl:1: messages\[1\]\.tool_calls\[0\] holds "<\|im_end\|>", one of the tokenizer's special tokens, as text/);
+    assert.throws(() => tokenizeRecord(line({ tools: [{ ...tools[0], description: 'x<|im_start|>user' }], messages }), qwen3, 'f.jsonl:1'), /^Error: f\.jsonl:1: tools holds "<\|im_start\|>"/);
+    // An integer a number cannot hold would change when the arguments are read: refused, not trained changed.
+    assert.throws(() => line({ messages: [messages[0], { ...messages[1], tool_calls: [{ function: { name: 'f', arguments: '{"id": 12345678901234567890}' } }] }] }),
+      /special\.jsonl:1: messages\[1\] tool_calls\[0\]\.function\.arguments holds the integer 12345678901234567890, which would change when the arguments are read \(beyond 2\^53\); write it as a string$/);
     // A template that never reads them would drop them: refused, naming the line; bad calls name the message.
     assert.throws(() => tokenizeRecord(r, tok, 'f.jsonl:1'), /^Error: f\.jsonl:1: the chat template never reads tools \(the line's "tools"\), so it would drop them/);
     const bad = (m: object, extra: object = {}) => () => readJsonl(writeLines('bad-tools.jsonl', [JSON.stringify({ messages: [messages[0], m], ...extra })]));

@@ -41,7 +41,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort } from './schemas.ts';
-import { hermesTemplate, jsonDepth, jsonObject, TOOL_CALL_OPEN } from '../tokenizer/tool-calls.ts';
+import { hermesTemplate, jsonDepth, jsonObject, TOOL_CALL_OPEN, unsafeInteger } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
@@ -106,6 +106,8 @@ function toolArguments(json: string, param: string): Record<string, unknown> {
   // The template prints them again (tojson, recursively): a deeper nesting would overflow its stack.
   if (v && jsonDepth(json) > MAX_ARGUMENT_DEPTH) throw new ApiError(400, `Invalid value for '${param}': the arguments nest deeper than ${MAX_ARGUMENT_DEPTH} levels.`, param);
   if (!v) throw new ApiError(400, `Invalid value for '${param}': the arguments must be the JSON text of an object, got ${JSON.stringify(json.length > 60 ? `${json.slice(0, 60)}…` : json)}.`, param);
+  const big = unsafeInteger(json);
+  if (big !== undefined) throw new ApiError(400, `Invalid value for '${param}': the arguments hold the integer ${big}, which would change when they are read for the chat template (beyond 2^53); send it as a string.`, param);
   return v;
 }
 

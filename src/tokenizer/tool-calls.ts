@@ -155,10 +155,28 @@ export function checkToolsRendered(template: string | undefined, messages: reado
   if (messages.some((m) => m.role === 'tool')) lacks('tool messages (role "tool")', /(['"])tool\1/);
 }
 
-/** Tool-call arguments given as JSON text, parsed (the error names `where` and the text). */
+/** The first integer of the JSON text (outside its strings) that a JavaScript number cannot hold exactly, if any. */
+export function unsafeInteger(text: string): string | undefined {
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === '"') { for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++; continue; }
+    if (!/[-\d]/.test(text[i]) || /[\d.]/.test(text[i - 1] ?? '')) continue;
+    const m = /-?\d+(?![\d.eE])/y;
+    m.lastIndex = i;
+    const found = m.exec(text);
+    if (found && !Number.isSafeInteger(Number(found[0]))) return found[0];
+  }
+  return undefined;
+}
+
+/**
+ * Tool-call arguments given as JSON text, parsed (the error names `where` and the text); an integer a number cannot
+ * hold exactly is refused, not changed (12345678901234567890 would become 12345678901234567000).
+ */
 export function argumentsObject(text: string, where: string): Record<string, unknown> {
   const v = jsonObject(text);
   if (!v) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
+  const big = unsafeInteger(text);
+  if (big !== undefined) throw new Error(`${where} holds the integer ${big}, which would change when the arguments are read (beyond 2^53); write it as a string`);
   return v;
 }
 
@@ -170,7 +188,7 @@ export function templateArguments(m: ChatMessage): ChatMessage {
 
 /** A message's tool_calls, checked: an assistant's, each { function: { name, arguments } } (`at` names the message). */
 export function checkToolCalls(m: ChatMessage, at: string): void {
-  if (m.tool_calls === undefined) return;
+  if (m.tool_calls === undefined || m.tool_calls === null) return; // null: absent, as JSON dumps of SDK objects write it
   if (m.role !== 'assistant') throw new Error(`${at} (role ${JSON.stringify(m.role)}) has tool_calls; only an assistant message makes tool calls`);
   if (!Array.isArray(m.tool_calls)) throw new Error(`${at} has tool_calls that is not a list`);
   m.tool_calls.forEach((c, j) => {

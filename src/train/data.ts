@@ -42,12 +42,13 @@ function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
   if (!Array.isArray(v) || !v.length) throw new Error(`${where}: "${key}" must be a non-empty list`);
   return v.map((m, k) => {
     // An assistant turn that only calls tools may come without content, as TRL's and OpenAI's records have it.
-    const calls = m && m.role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
+    const calls = !!m && m.role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
     if (!m || typeof m.role !== 'string' || (typeof m.content !== 'string' && !(calls && m.content == null)))
       throw new Error(`${where}: ${key}[${k}] must be {"role": string, "content": string}, got ${shown(m)}`);
     if (![...CHAT_ROLES, 'tool'].includes(m.role)) throw new Error(`${where}: ${key}[${k}] has role ${JSON.stringify(m.role)} (expected system, user, assistant or tool)`);
     checkToolCalls(m, `${where}: ${key}[${k}]`);
-    return templateArguments(typeof m.content === 'string' ? m : { ...m, content: '' });
+    const { tool_calls: calls0, ...rest } = m; // "tool_calls": null is absent
+    return templateArguments({ ...(calls0 == null ? rest : m), content: typeof m.content === 'string' ? m.content : '' });
   });
 }
 
@@ -77,7 +78,7 @@ export function readJsonl(file: string): DataRecord[] {
       for (const k of ['prompt', 'completion'] as const) {
         if (typeof o[k] !== 'string') throw new Error(`${where}: "${k}" must be a string, or both lists of chat messages (${k in o ? `got ${shown(o[k])}` : 'missing'})`);
       }
-      if (o.tools !== undefined) throw new Error(`${where}: "tools" go with chat messages (the chat template prints them); "prompt" and "completion" text is used as it is`);
+      if (o.tools != null) throw new Error(`${where}: "tools" go with chat messages (the chat template prints them); "prompt" and "completion" text is used as it is`);
       records.push({ line, prompt: o.prompt as string, completion: o.completion as string });
     } else {
       throw new Error(`${where}: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ${JSON.stringify(Object.keys(o))}`);
@@ -133,7 +134,9 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
       const text = (m as unknown as Record<string, unknown>)[f];
       if (typeof text === 'string') checkSpecialText(text, tok, `${where}: ${named(k)}.${f}`);
     }
+    m.tool_calls?.forEach((c, j) => checkSpecialText(`${c.function.name} ${JSON.stringify(c.function.arguments)}`, tok, `${where}: ${named(k)}.tool_calls[${j}]`));
   });
+  if (r.tools) checkSpecialText(JSON.stringify(r.tools), tok, `${where}: tools`);
   checkToolsRendered(tok.chatTemplate, r.messages, r.tools, 'the line\'s "tools"', where);
   const render = (msgs: ChatMessage[], generationPrompt: boolean) => renderIds(tok, msgs, generationPrompt, r.tools);
   const ids = render(r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
@@ -141,7 +144,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
   r.messages.forEach((m, k) => {
     if (m.role !== 'assistant' || k < (r.trainFrom ?? 0)) return;
     checkReasoningRendered(r.messages, k, tok, `${where}: ${named(k)}`);
-    const empty = blank(m.content, tok);
+    const empty = blank(m.content, tok) && !m.tool_calls?.length; // a turn that only calls tools is not an empty reply
     const before = render(r.messages.slice(0, k), true), upTo = render(r.messages.slice(0, k + 1), false);
     let start = 0;
     while (start < before.length && before[start] === upTo[start]) start++;
