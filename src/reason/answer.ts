@@ -339,7 +339,7 @@ const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vo
  * with their chatTemplateKwargs to check them against the context): answer() uses them instead of encoding again.
  */
 export const PROMPT_IDS: unique symbol = Symbol('edgereason.promptIds');
-/** Text the prompt ends with that begins every reply (the server's forced tool call): answers are read, and vote, with it. */
+/** Text the prompt ends with that begins every reply (the server's forced tool call, or the message continue_final_message continues): answers are read, and vote, with it. */
 export const REPLY_PREFIX: unique symbol = Symbol('edgereason.replyPrefix');
 
 export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
