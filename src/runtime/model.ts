@@ -341,4 +341,3 @@ function checkMessages(messages: ChatMessage[], where: string): void {
     checkToolCalls(m, `${where}: message ${i}`);
   });
 }
-
