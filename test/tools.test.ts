@@ -213,7 +213,9 @@ test('library: a tool turn renders with its arguments as JSON text or as an obje
   assert.throws(() => model.renderChat(turn(7)), /^Error: generate: message 1 tool_calls\[0\]\.function\.arguments must be an object or the JSON text of one, got 7$/);
   assert.throws(() => model.renderChat([{ role: 'user', content: 'x', tool_calls: [] }] as never), /^Error: generate: message 0 \(role "user"\) has tool_calls; only an assistant message makes tool calls$/);
   assert.throws(() => model.renderChat([{ role: 'function', content: 'x' }] as never), /^Error: generate: message 0 has role "function" \(roles: system, user, assistant, tool\)$/);
-  assert.throws(() => model.renderChat(turn({}, { reasoning_content: 5 })), /^Error: generate: message 1 has reasoning_content of type number; it must be a string$/);
+  assert.throws(() => model.renderChat(turn({}, { reasoning_content: 5 })), /^Error: generate: message 1 has reasoning_content of type number; it must be a string \(or null\)$/);
+  // null optional fields, as an OpenAI-shaped reply holds them, are absent.
+  assert.equal(model.renderChat(turn({ city: 'Paris' }, { reasoning_content: null, name: null, tool_call_id: null })), model.renderChat(turn({ city: 'Paris' })));
   // A template without tool calling (the embedded model's) would drop the tools, the calls and the results unsaid: refused.
   const plain = Object.create(model, { tokenizer: { value: loadTokenizer(path.join(ROOT, 'models/default')) } }) as typeof model;
   const user = [{ role: 'user', content: 'Weather in Paris?' }];
@@ -320,5 +322,5 @@ test('continue_final_message with Qwen3\'s template: the cut is in the last turn
   assert.ok(plan([{ role: 'user', content: 'Say end.' }, { role: 'assistant', content: 'end' }]).endsWith('</think>\n\nend'));
   // Tool calls after the text would be cut off: refused.
   assert.throws(() => plan([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Let me check.', tool_calls: [{ id: 'c', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] }]),
-    (e: Error & { param?: string }) => e.param === 'messages[1].tool_calls');
+    (e: Error & { param?: string }) => e.param === 'messages[1].tool_calls' && e.message.startsWith(`Invalid value for 'messages[1].tool_calls': 'continue_final_message' continues`));
 });

@@ -13,7 +13,7 @@ LAMBDA = __LAMBDA__
 GRADER = "__GRADER__"
 TOKENIZER = None  # set by train_grpo.py; without it thinking length is counted in whitespace-separated words
 A = re.ASCII  # \d and \w as in JavaScript: ASCII only
-NUMBER = re.compile(r"(?<![\w.])-?\d+ \d+/\d+(?![\d./])|(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+", A)
+NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+", A)
 # a worked expression before "=" from its first number ("5 + 3", "5 hours * 60", "2(3 + 4)"), not "18 because 16 - 3 = 13"
 WORKED = re.compile(r"(?:[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of|plus|minus|(?:divided|multiplied)\s+by)\b)\s*\(?|\()-?\$?\d|[^\d]*\b(?:[Hh]alf|[Tt]wice|[Dd]ouble|[Tt]riple|[Tt]hrice)\s+(?:of\s+)?\$?\d|[^\d]*\\(?:[dt]?frac|sqrt)\b)", A)
 HEADING = re.compile(r"\d+(?:[.)]\s+[A-Za-z*`$]|:\s+[A-Za-z]|\s+[-–]\s+(?:[A-Z`]|\*\*[A-Z]))", A)  # "#### 2. Money": a numbered heading
@@ -27,7 +27,7 @@ def _text(completion):
 
 
 def _float(s):
-    """A plain number: "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b", "-(a/b)" and a mixed number "2 1/2"."""
+    """A plain number: "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)"."""
     t = re.sub(r"(?<!\s)\s*\(([^()]*)\)$", lambda m: "" if re.search(r"[A-Za-z]", m.group(1)) else m.group(0), str(s).strip(), flags=A).replace("\\$", "").replace("$", "")
     t = re.sub(r"(\d),(?=\d{3}\b)", r"\1", t, flags=A)
     t = re.sub(r"[.%]$", "", t).strip()
@@ -36,9 +36,6 @@ def _float(s):
         t = "-" + neg.group(1)
     if re.fullmatch(r"-?(\d+(\.\d+)?|\.\d+)", t, A):
         return float(t)
-    mixed = re.fullmatch(r"(-?)(\d+)\s+(\d+)\s*/\s*(\d+)", t, A)  # a whole number and a proper fraction
-    if mixed and int(mixed.group(3)) < int(mixed.group(4)):
-        return (-1 if mixed.group(1) else 1) * (int(mixed.group(2)) + int(mixed.group(3)) / int(mixed.group(4)))
     frac = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)", t, A)
     return float(frac.group(1)) / float(frac.group(2)) if frac and float(frac.group(2)) != 0 else None
 

@@ -336,7 +336,7 @@ function checkMessages(messages: ChatMessage[], where: string): void {
     if (!roles.includes(m.role)) throw new Error(`${where}: message ${i} has role ${JSON.stringify(m.role)} (roles: ${roles.join(', ')})`);
     if (typeof m.content !== 'string') throw new Error(`${where}: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
     for (const k of ['reasoning_content', 'tool_call_id', 'name'] as const) {
-      if (m[k] !== undefined && typeof m[k] !== 'string') throw new Error(`${where}: message ${i} has ${k} of type ${typeof m[k]}; it must be a string`);
+      if (m[k] != null && typeof m[k] !== 'string') throw new Error(`${where}: message ${i} has ${k} of type ${typeof m[k]}; it must be a string (or null)`);
     }
     checkToolCalls(m, `${where}: message ${i}`);
   });

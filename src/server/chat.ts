@@ -251,7 +251,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   if (cont) {
     if (messages[final].role !== 'assistant') throw new ApiError(400, `Invalid value for 'continue_final_message': true continues the last message, which must be an assistant's (it is a ${req.messages[final].role} message).`, 'continue_final_message', 'invalid_request_error', 'invalid_value');
-    if (messages[final].tool_calls) throw new ApiError(400, `Invalid value for 'continue_final_message': true continues the last message's text, and its tool calls come after it.`, `messages[${final}].tool_calls`, 'invalid_request_error', 'invalid_value');
+    if (messages[final].tool_calls) throw new ApiError(400, `Invalid value for 'messages[${final}].tool_calls': 'continue_final_message' continues the last message's text, and its tool calls come after it.`, `messages[${final}].tool_calls`, 'invalid_request_error', 'invalid_value');
     if (tools || forcing) throw new ApiError(400, `Unsupported value: 'continue_final_message' true with tools is not supported by edgereason (a forced tool call begins the reply itself).`, 'continue_final_message', 'invalid_request_error', 'unsupported_value');
     begun(`'continue_final_message' true continues the last message`);
   }

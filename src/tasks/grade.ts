@@ -30,17 +30,15 @@ function reply(text: string): string {
 // Numbers
 
 // a minus sign counts only where it cannot be subtraction ("16-3" holds 16 and 3); "5/2" is one number, also before a full stop
-const NUMBER = /(?<![\w.])-?\d+ \d+\/\d+(?![\d./])|(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+/g;
+const NUMBER = /(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\/\d+(?!\d|\.\d))?|(?<![\w.])-?\.\d+/g;
 
-/** A plain number, allowing "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b", "-(a/b)" and a mixed number "2 1/2". */
+/** A plain number, allowing "$", thousands commas, a trailing "%" or ".", a unit in parentheses, "a/b" and "-(a/b)". */
 export function parseNumber(s: string): number | undefined {
   let t = s.trim().replace(/(?<!\s)\s*\(([^()]*)\)$/, (all, inner: string) => (/[A-Za-z]/.test(inner) ? '' : all)) // "9 (apples)"
     .replace(/\\?\$/g, '').replace(/(\d),(?=\d{3}\b)/g, '$1').replace(/[.%]$/, '').trim();
   const neg = /^-\((.*)\)$/.exec(t); // "-(1/3)"
   if (neg) t = '-' + neg[1];
   if (/^-?(\d+(\.\d+)?|\.\d+)$/.test(t)) return Number(t);
-  const mixed = /^(-?)(\d+)\s+(\d+)\s*\/\s*(\d+)$/.exec(t); // a whole number and a proper fraction
-  if (mixed && Number(mixed[3]) < Number(mixed[4])) return (mixed[1] ? -1 : 1) * (Number(mixed[2]) + Number(mixed[3]) / Number(mixed[4]));
   const frac = /^(-?\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)$/.exec(t);
   if (frac && Number(frac[2]) !== 0) return Number(frac[1]) / Number(frac[2]);
   return undefined;
