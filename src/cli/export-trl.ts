@@ -116,7 +116,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   // The invocation's ids only from the tokenizer the job trains with (given, or the local base model's): another
   // one's ids (models/default's for a Qwen base) would be wrong, so without it they are left to train_sft.py.
   const tokDir = o.tokenizer ?? (base.local && fs.existsSync(path.join(base.name, 'tokenizer.json')) ? base.name : undefined);
-  const invocationIds = tokDir ? loadTokenizer(tokDir).encode(invocation, { addSpecialTokens: false }) : undefined;
+  const tok = tokDir ? loadTokenizer(tokDir) : undefined, invocationIds = tok?.encode(invocation, { addSpecialTokens: false });
   if (invocationIds && !invocationIds.length) throw new Error(`export-trl: the invocation "${invocation}" encodes to no tokens with the tokenizer in ${tokDir}`);
 
   // SFT data in TRL's prompt-completion form, trained with completion_only_loss (TRL's assistant_only_loss needs
@@ -130,8 +130,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   if (o.data) {
     const records = readJsonl(o.data), conversations = records.filter((r) => 'messages' in r);
     // As train-sft: tools, calls and results a template never reads would be dropped by TRL unsaid.
-    const dataTok = tokDir ? loadTokenizer(tokDir) : undefined;
-    if (dataTok) for (const r of conversations) if ('messages' in r) checkToolsRendered(dataTok.chatTemplate, r.messages, r.tools, 'the line\'s "tools"', `export-trl: ${o.data}:${r.line}`);
+    if (tok) for (const r of conversations) if ('messages' in r) checkToolsRendered(tok.chatTemplate, r.messages, r.tools, 'the line\'s "tools"', `export-trl: ${o.data}:${r.line}`);
     if (conversations.length && conversations.length < records.length) {
       const odd = records.find((r) => !('messages' in r))!;
       throw new Error(`export-trl: ${o.data} mixes conversations ("messages") and prompt/completion lines (e.g. line ${odd.line}); a TRL dataset has one format: split the file`);

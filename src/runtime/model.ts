@@ -330,10 +330,9 @@ function checkTemplateKwargs(kw: Record<string, unknown>, where: string): void {
 
 function checkMessages(messages: ChatMessage[], where: string): void {
   if (!messages.length) throw new Error(`${where}: the list of messages is empty`);
-  const roles = [...CHAT_ROLES, 'tool'];
   messages.forEach((m, i) => {
     if (!m || typeof m !== 'object') throw new Error(`${where}: message ${i} is not an object ({ role, content })`);
-    if (!roles.includes(m.role)) throw new Error(`${where}: message ${i} has role ${JSON.stringify(m.role)} (roles: ${roles.join(', ')})`);
+    if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: message ${i} has role ${JSON.stringify(m.role)} (roles: ${CHAT_ROLES.join(', ')})`);
     if (typeof m.content !== 'string') throw new Error(`${where}: message ${i} has content of type ${m.content === null ? 'null' : typeof m.content}; it must be a string`);
     for (const k of ['reasoning_content', 'tool_call_id', 'name'] as const) {
       if (m[k] != null && typeof m[k] !== 'string') throw new Error(`${where}: message ${i} has ${k} of type ${typeof m[k]}; it must be a string (or null)`);

@@ -107,7 +107,7 @@ export class CoalescingBackend implements BatchingBackend {
   get failed(): string | undefined { return this.inner.failed; }
 
   async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
-    const change = this.adapterChange, run = change ? change.then(() => this.queue(cache, req, signal), () => this.queue(cache, req, signal)) : this.queue(cache, req, signal);
+    const queue = () => this.queue(cache, req, signal), change = this.adapterChange, run = change ? change.then(queue, queue) : queue();
     this.steps.add(run, [cache]);
     try {
       return await run;

@@ -274,6 +274,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // tokenizing it, which for megabytes of text would hold up every other request's decoding for seconds. More
   // messages than context tokens are refused before the chat template renders them (135,000 empty ones: 5 s).
   const ctx = limits.ctx, kwargs = tools ? { ...req.chat_template_kwargs, tools } : req.chat_template_kwargs ?? undefined;
+  // The field a problem with the template's variables is named by: the tools are one, named so when the request sends no other.
+  const kwName = tools && !Object.keys(req.chat_template_kwargs ?? {}).length ? 'tools' : 'chat_template_kwargs';
   if (messages.length > ctx) {
     throw new ApiError(400, `Invalid 'messages': ${messages.length} messages are more than this server takes in one request (${ctx}, the context length of the model: each message takes at least one token of its chat template).`,
       'messages', 'invalid_request_error', 'context_length_exceeded');
@@ -293,8 +295,6 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
       // Rendered without the kwargs they would fit: what the template made of the kwargs (tools, documents) does not.
       let kw = false;
       if (kwargs && Object.keys(kwargs).length) try { kw = bound.normalizedLength(m.model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true })) <= ctx * bound.maxTokenChars; } catch { /* as without */ }
-      // (The tools are kwargs of the template too: named as such when the request sends no other.)
-      const kwName = tools && !Object.keys(req.chat_template_kwargs ?? {}).length ? 'tools' : 'chat_template_kwargs';
       const what = kw ? `your messages with the ${kwName}` : 'your messages';
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, ${what} are ${chars} characters long (with the chat template), and no token of this model spans more than ${bound.maxTokenChars} characters, so they need more than ${ctx} tokens. Please reduce the length of the ${kw ? kwName : 'messages'}.`,
         kw ? kwName : 'messages', 'invalid_request_error', 'context_length_exceeded');
@@ -319,7 +319,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // The server's fault, said without its file paths.
     if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
     const msg = (e as Error).message.replace(/^tokenizer: the chat template of .*? refuses these messages: /, 'the chat template refuses these messages: ');
-    const param = !/chatTemplateKwargs/.test(msg) ? 'messages' : tools && !Object.keys(req.chat_template_kwargs ?? {}).length ? 'tools' : 'chat_template_kwargs';
+    const param = /chatTemplateKwargs/.test(msg) ? kwName : 'messages';
     throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', param === 'tools' ? 'tools' : 'chat_template_kwargs')}`, param);
   }
   // A thinking model's direct answer follows the empty thinking block answer() adds (unless the template wrote it);

@@ -117,8 +117,8 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
 /**
  * A worked expression before "=": its first number starts an operation, perhaps after words and with units
  * ("5 + 3", "(16 - 7) * 2", "2(3 + 4)", "she has 16 - 3", "5 hours * 60", "20% of 50", "12 \times 3", "20 minus 2"), or a
- * multiple of a number in words ("half of 36", "twice 9"), or LaTeX ("\frac{36}{2}"), also after a colon ("3 days later: 5 + 3"); not an answer
- * followed by its reason ("18 because 16 - 3 - 4 = 9", "18, then 18/2 = 9").
+ * multiple of a number in words ("half of 36", "twice 9"), or LaTeX ("\frac{36}{2}"), also after a colon ("3 days
+ * later: 5 + 3"); not an answer followed by its reason ("18 because 16 - 3 - 4 = 9", "18, then 18/2 = 9").
  */
 const WORKED = /^(?:[^\d]*\d[\d,.]*(?:\s*%|\s+[A-Za-z]+(?:\/[A-Za-z]+)?){0,2}\s*(?:(?:[-+*/×÷^·]|\\(?:times|cdot|div)\b|\b(?:x|times|of|plus|minus|(?:divided|multiplied)\s+by)\b)\s*\(?|\()-?\$?\d|[^\d]*\b(?:[Hh]alf|[Tt]wice|[Dd]ouble|[Tt]riple|[Tt]hrice)\s+(?:of\s+)?\$?\d|[^\d]*\\(?:[dt]?frac|sqrt)\b)/;
 

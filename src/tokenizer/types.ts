@@ -1,9 +1,8 @@
-/** The chat roles every supported template renders. */
-export const CHAT_ROLES: readonly string[] = ['system', 'user', 'assistant'];
+/** The chat roles messages may have: every supported template renders the first three; "tool" (a tool's result) those with tool calling. */
+export const CHAT_ROLES: readonly string[] = ['system', 'user', 'assistant', 'tool'];
 
 /**
- * One chat turn. Roles other than these three and "tool" (a tool's result) are refused at run time (`string & {}`
- * keeps editor completion). The optional fields are the ones chat templates read, as transformers passes them.
+ * One chat turn. Roles other than CHAT_ROLES are refused at run time (`string & {}` keeps editor completion). The optional fields are the ones chat templates read, as transformers passes them.
  */
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'tool' | (string & {});

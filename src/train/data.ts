@@ -45,7 +45,7 @@ function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
     const calls = !!m && m.role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
     if (!m || typeof m.role !== 'string' || (typeof m.content !== 'string' && !(calls && m.content == null)))
       throw new Error(`${where}: ${key}[${k}] must be {"role": string, "content": string}, got ${shown(m)}`);
-    if (![...CHAT_ROLES, 'tool'].includes(m.role)) throw new Error(`${where}: ${key}[${k}] has role ${JSON.stringify(m.role)} (expected system, user, assistant or tool)`);
+    if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: ${key}[${k}] has role ${JSON.stringify(m.role)} (expected system, user, assistant or tool)`);
     checkToolCalls(m, `${where}: ${key}[${k}]`);
     const { tool_calls: calls0, ...rest } = m; // "tool_calls": null is absent
     return templateArguments({ ...(calls0 == null ? rest : m), content: typeof m.content === 'string' ? m.content : '' });
