@@ -33,12 +33,20 @@ export function jsonObject(text: string): Record<string, unknown> | undefined {
   return v && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : undefined;
 }
 
+/** The index of the quote that closes the JSON string opening at `i` (the text's length when none does). */
+function stringEnd(text: string, i: number): number {
+  for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+  return i;
+}
+
 /** How deep the JSON text's arrays and objects nest (brackets outside strings counted; the text need not be valid). */
 export function jsonDepth(text: string): number {
   let depth = 0, most = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
-    if (c === '"') { for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++; } else if (c === '{' || c === '[') most = Math.max(most, ++depth); else if (c === '}' || c === ']') depth--;
+    if (c === '"') i = stringEnd(text, i);
+    else if (c === '{' || c === '[') most = Math.max(most, ++depth);
+    else if (c === '}' || c === ']') depth--;
   }
   return most;
 }
@@ -53,7 +61,7 @@ function memberObjectText(json: string, key: string): string | undefined {
     const c = json[i];
     if (c === '"') {
       const s = i;
-      for (i++; json[i] !== '"'; i++) if (json[i] === '\\') i++;
+      i = stringEnd(json, i);
       if (depth !== 1) continue;
       let j = i + 1;
       while (/\s/.test(json[j] ?? '')) j++;
@@ -158,7 +166,7 @@ export function checkToolsRendered(template: string | undefined, messages: reado
 /** The first integer of the JSON text (outside its strings) that a JavaScript number cannot hold exactly, if any. */
 export function unsafeInteger(text: string): string | undefined {
   for (let i = 0; i < text.length; i++) {
-    if (text[i] === '"') { for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++; continue; }
+    if (text[i] === '"') { i = stringEnd(text, i); continue; }
     if (!/[-\d]/.test(text[i]) || /[\d.]/.test(text[i - 1] ?? '')) continue;
     const m = /-?\d+(?![\d.eE])/y;
     m.lastIndex = i;
