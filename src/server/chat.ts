@@ -20,7 +20,7 @@
  * Reasoning controls that contradict each other (an effort or budget asking for thinking with reasoning off, or
  * "none" / 0 with reasoning on or auto) are refused, naming both.
  *
- * Tools (Hermes-format templates only): the template gets `tools`; replies are read for calls (app.ts). A forced call
+ * Tools (templates that write Hermes-format or Llama's JSON calls): the template gets `tools`; replies are read for calls (app.ts). A forced call
  * (`tool_choice` naming a function, or "required") and vLLM's `continue_final_message` begin the reply in the prompt
  * (the call's opening, or the last message's content) and answer without thinking.
  *
@@ -41,7 +41,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort } from './schemas.ts';
-import { hermesTemplate, jsonDepth, jsonObject, TOOL_CALL_OPEN, unsafeInteger } from '../tokenizer/tool-calls.ts';
+import { jsonDepth, jsonObject, TOOL_CALL_OPEN, toolCallFormat, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
@@ -81,8 +81,8 @@ export interface Plan {
   seed: number;
   stream: boolean;
   includeUsage: boolean;
-  /** The request offers tools: replies are read for tool calls (Hermes format). */
-  tools: boolean;
+  /** The request offers tools: replies are read for tool calls, in the format the chat template writes them in. */
+  tools?: ToolCallFormat;
   /** parallel_tool_calls false: a reply's first call only. */
   oneCall: boolean;
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
@@ -213,9 +213,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     throw new ApiError(400, `Invalid value for 'tool_choice': ${typeof req.tool_choice === 'string' ? '"required"' : 'a named function'} asks for a tool call, and the request has no 'tools'.`, 'tool_choice', 'invalid_request_error', 'invalid_value');
   }
   const toolTurn = req.messages.findIndex((msg) => msg.role === 'tool' || msg.tool_calls?.length);
-  if ((tools || toolTurn >= 0) && !hermesTemplate(m.model.tokenizer.chatTemplate)) {
+  const format = toolCallFormat(m.model.tokenizer.chatTemplate);
+  if ((tools || toolTurn >= 0) && !format) {
     const param = tools ? 'tools' : req.messages[toolTurn].role === 'tool' ? `messages[${toolTurn}].role` : `messages[${toolTurn}].tool_calls`;
-    throw new ApiError(400, `Unsupported value: '${param}': the chat template of the model '${m.id}' does not write tool calls in the format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do).`, param, 'invalid_request_error', 'unsupported_value');
+    throw new ApiError(400, `Unsupported value: '${param}': the chat template of the model '${m.id}' does not write tool calls in a format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do; or the call's JSON, {"name": …, "parameters": …}, as Llama 3.1's to 3.3's do).`, param, 'invalid_request_error', 'unsupported_value');
   }
   if (req.chat_template_kwargs && Object.hasOwn(req.chat_template_kwargs, 'tools')) {
     throw tools ? new ApiError(400, `Conflicting parameters: 'tools' and 'chat_template_kwargs.tools' both give the chat template its tools; send them in 'tools'.`, 'chat_template_kwargs', 'invalid_request_error', 'conflicting_parameters')
@@ -265,7 +266,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     }
     begun(`'tool_choice' ${typeof req.tool_choice === 'string' ? `"${req.tool_choice}"` : 'naming a function'} makes the reply a tool call`);
     // (Up to the colon: Qwen's tokenizer joins the space after it to the brace, " {\"", so a trailing space would be a token the model never saw there.)
-    prefix = named !== undefined ? `${TOOL_CALL_OPEN}\n{"name": ${JSON.stringify(named)}, "arguments":` : `${TOOL_CALL_OPEN}\n{"name": "`;
+    const [open, key] = format === 'json' ? ['', 'parameters'] : [`${TOOL_CALL_OPEN}\n`, 'arguments'];
+    prefix = named !== undefined ? `${open}{"name": ${JSON.stringify(named)}, "${key}":` : `${open}{"name": "`;
   }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
   const budgetAsked = cap !== undefined;
@@ -387,7 +389,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, tools: !!tools, oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
     ...(printed !== undefined ? { continued: printed } : {}),
   };
 }

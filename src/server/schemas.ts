@@ -171,7 +171,7 @@ export interface ChatRequest {
   continue_final_message?: boolean | null;
   add_generation_prompt?: boolean | null;
   edgereason?: { reasoning?: 'auto' | 'on' | 'off'; samples?: number; vote?: (typeof VOTES)[number]; early_stop?: boolean } | null;
-  /** Functions the model may call: rendered by the chat template, the reply's Hermes-format calls parsed into tool_calls. */
+  /** Functions the model may call: rendered by the chat template, the reply's calls (Hermes or Llama's JSON format) parsed into tool_calls. */
   tools?: ToolIn[] | null;
   tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
   parallel_tool_calls?: boolean | null;

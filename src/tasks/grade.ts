@@ -520,10 +520,10 @@ export function sharedKey(task: Task | undefined, seen: string[], key: string | 
  * The voting key of a reply when no task names its answer format: the answer it states ("#### n", "the answer is …",
  * \boxed{}) or else its last number, as a GSM8K reply is read; a reply with neither (a chat reply, the embedded
  * model's "Paris") votes with its whole text. A "####" line without a number gives none, as in the synthetic task. A
- * reply that calls tools (Hermes format) votes with its calls.
+ * reply that calls tools (Hermes blocks, or the whole reply a call's JSON as Llama writes it) votes with its calls.
  */
 export function voteKey(text: string): string | undefined {
-  const r = reply(text), { calls } = parseToolCalls(r);
+  const r = reply(text), hermes = parseToolCalls(r).calls, calls = hermes.length ? hermes : parseToolCalls(r, 'json').calls;
   if (calls.length) return callsKey(calls); // a reply that calls tools is its calls, not the numbers in their arguments
   return extractAnswer('gsm8k', r) ?? (r.includes('####') ? undefined : r.trim() || undefined);
 }

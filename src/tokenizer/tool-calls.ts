@@ -1,15 +1,23 @@
 /**
- * Tool calls in a reply, in the Hermes format the chat templates of Qwen2.5, Qwen3 and Hermes models ask for: one
- * block per call, `<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>`.
- *
- * As vLLM's hermes parser reads them: the text before the first block is the reply's content, a last block the token
- * limit left unclosed is read if its JSON is whole, and a reply whose blocks do not all hold a call is plain text
- * (content, no calls). Unlike it, text between or after the blocks is not dropped: it joins the content.
+ * Tool calls in a reply, in the two formats chat templates ask for:
+ * - **hermes** (Qwen2.5, Qwen3, Hermes models): one block per call,
+ *   `<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>`. As vLLM's hermes parser
+ *   reads them: the text before the first block is the reply's content, a last block the token limit left unclosed is
+ *   read if its JSON is whole, and a reply whose blocks do not all hold a call is plain text (content, no calls).
+ *   Unlike it, text between or after the blocks is not dropped: it joins the content.
+ * - **json** (Llama 3.1, 3.2, 3.3): the whole reply is the call, `{"name": "get_weather", "parameters": {"city":
+ *   "Paris"}}` (after an optional `<|python_tag|>`; several calls separated by ";"), as vLLM's llama3_json parser
+ *   reads it; any other reply is plain text.
  */
 import { shown } from '../show.ts';
 import type { ChatMessage } from './types.ts';
 
 export const TOOL_CALL_OPEN = '<tool_call>', TOOL_CALL_CLOSE = '</tool_call>';
+/** Llama 3.1's marker before a call (its built-in tools' and, optionally, JSON ones). */
+const PYTHON_TAG = '<|python_tag|>';
+
+/** How a chat template writes tool calls (see the module comment). */
+export type ToolCallFormat = 'hermes' | 'json';
 
 export interface ParsedToolCall {
   name: string;
@@ -23,8 +31,15 @@ export interface ParsedReply {
   calls: ParsedToolCall[];
 }
 
-/** Whether a chat template writes tool calls in the format parseToolCalls reads. */
-export const hermesTemplate = (source: string | undefined): boolean => !!source && source.includes(TOOL_CALL_OPEN) && /\btools\b/.test(source);
+/**
+ * The format a chat template writes tool calls in, undefined for one that takes no tools or writes calls some other
+ * way: Hermes blocks, or (Llama 3.1–3.3) an assistant turn holding the call's JSON with its arguments as "parameters".
+ */
+export function toolCallFormat(source: string | undefined): ToolCallFormat | undefined {
+  if (!source || !/\btools\b/.test(source)) return undefined;
+  if (source.includes(TOOL_CALL_OPEN)) return 'hermes';
+  return /\btool_calls\b/.test(source) && source.includes('"parameters": ') ? 'json' : undefined;
+}
 
 /** JSON text of an object, parsed; undefined for any other text (not JSON, or JSON of something else). */
 export function jsonObject(text: string): Record<string, unknown> | undefined {
@@ -37,6 +52,17 @@ export function jsonObject(text: string): Record<string, unknown> | undefined {
 function stringEnd(text: string, i: number): number {
   for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
   return i;
+}
+
+/** The index just after the object or array opening at `i` closes (-1 when the text ends first). */
+function valueEnd(text: string, i: number): number {
+  for (let depth = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') i = stringEnd(text, i);
+    else if (c === '{' || c === '[') depth++;
+    else if ((c === '}' || c === ']') && --depth === 0) return i + 1;
+  }
+  return -1;
 }
 
 /** How deep the JSON text's arrays and objects nest (brackets outside strings counted; the text need not be valid). */
@@ -96,8 +122,32 @@ const canonical = (v: unknown): unknown => (Array.isArray(v) ? v.map(canonical)
 /** A vote key for a reply's calls: the same calls (names and arguments as data, however spaced or ordered) give the same key. */
 export const callsKey = (calls: readonly ParsedToolCall[]): string => `tool calls: ${JSON.stringify(calls.map((c) => [c.name, canonical(JSON.parse(c.arguments))]))}`;
 
-/** A reply's tool calls and the rest of its text (see the module comment). */
-export function parseToolCalls(text: string): ParsedReply {
+/** A reply's tool calls and the rest of its text, in the template's format (see the module comment). */
+export function parseToolCalls(text: string, format: ToolCallFormat = 'hermes'): ParsedReply {
+  return format === 'json' ? jsonCalls(text) : hermesCalls(text);
+}
+
+/** A reply that is one or more calls' JSON (after an optional python tag, separated by ";"), or plain text. */
+function jsonCalls(text: string): ParsedReply {
+  const plain = { content: text, calls: [] }, s = jsonStart(text), calls: ParsedToolCall[] = [];
+  if (s === undefined) return plain;
+  for (let at = 0; at < s.length;) {
+    const end = s[at] === '{' ? valueEnd(s, at) : -1, call = end < 0 ? undefined : callOf(s.slice(at, end));
+    if (!call) return plain;
+    calls.push(call);
+    at = end + /^\s*(;\s*)?/.exec(s.slice(end))![0].length;
+  }
+  return calls.length ? { content: '', calls } : plain;
+}
+
+/** The reply's text after leading whitespace and an optional python tag (trimmed), undefined when none remains. */
+function jsonStart(text: string): string | undefined {
+  let s = text.trim();
+  if (s.startsWith(PYTHON_TAG)) s = s.slice(PYTHON_TAG.length).trimStart();
+  return s || undefined;
+}
+
+function hermesCalls(text: string): ParsedReply {
   const first = text.indexOf(TOOL_CALL_OPEN);
   if (first < 0) return { content: text, calls: [] };
   const calls: ParsedToolCall[] = [], outside: string[] = [];
@@ -117,17 +167,30 @@ export function parseToolCalls(text: string): ParsedReply {
 
 /**
  * parseToolCalls over a streamed reply: `push` returns the text that can go out as content now, holding back what may
- * begin a tool call (a partial "<tool_call>", and whitespace before one); `end` returns the rest of the content and
- * the calls. The content sent is then exactly parseToolCalls' content of the whole reply.
+ * begin a tool call (Hermes: a partial "<tool_call>", and whitespace before one; JSON: a reply that begins with "{" or
+ * the python tag, whole); `end` returns the rest of the content and the calls. The content sent is then exactly
+ * parseToolCalls' content of the whole reply.
  */
 export class ToolCallStream {
   private text = '';
   private sent = 0;
   private inCalls = false;
+  private plain = false;
+
+  constructor(private readonly format: ToolCallFormat = 'hermes') {}
 
   push(piece: string): string {
     this.text += piece;
     if (this.inCalls) return '';
+    if (this.format === 'json') {
+      if (!this.plain) {
+        const s = this.text.trimStart();
+        if (!s || PYTHON_TAG.startsWith(s)) return ''; // not decided yet
+        if (jsonStart(s)?.startsWith('{') ?? true) { this.inCalls = true; return ''; }
+        this.plain = true;
+      }
+      return this.take(this.text.length);
+    }
     const open = this.text.indexOf(TOOL_CALL_OPEN, this.sent);
     if (open >= 0) this.inCalls = true;
     let until = open >= 0 ? open : this.text.length;
@@ -139,7 +202,7 @@ export class ToolCallStream {
   }
 
   end(): ParsedReply {
-    const parsed = parseToolCalls(this.text);
+    const parsed = parseToolCalls(this.text, this.format);
     return { content: parsed.content.slice(this.sent), calls: parsed.calls };
   }
 
@@ -153,7 +216,7 @@ export class ToolCallStream {
 /**
  * Tools, tool calls and tool results given to a chat template that never reads them would be dropped (or printed as
  * a turn of an unknown role) unsaid: refused, naming what the template lacks. (Which format its calls take is the
- * caller's: the server reads Hermes-format ones, see hermesTemplate.)
+ * caller's: see toolCallFormat.)
  */
 export function checkToolsRendered(template: string | undefined, messages: readonly ChatMessage[], tools: unknown, toolsName: string, where: string): void {
   if (template === undefined) return;
@@ -188,8 +251,15 @@ export function argumentsObject(text: string, where: string): Record<string, unk
   return v;
 }
 
-/** Tool-call arguments given as JSON text become objects, as transformers expects them (templates print them with tojson). */
-export function templateArguments(m: ChatMessage): ChatMessage {
+/**
+ * A message as a chat template reads it: optional fields that are null (or undefined) are left out, as absent
+ * (Llama 3's template asks `'tool_calls' in message`), and tool-call arguments given as JSON text become objects, as
+ * transformers expects them (templates print them with tojson).
+ */
+export function templateMessage(message: ChatMessage): ChatMessage {
+  const OPTIONAL = ['tool_calls', 'reasoning_content', 'tool_call_id', 'name'];
+  const m = OPTIONAL.some((k) => Object.hasOwn(message, k) && message[k as keyof ChatMessage] == null)
+    ? Object.fromEntries(Object.entries(message).filter(([k, v]) => !OPTIONAL.includes(k) || v != null)) as unknown as ChatMessage : message;
   if (!m.tool_calls?.some((c) => typeof c.function.arguments === 'string')) return m;
   return { ...m, tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: typeof c.function.arguments === 'string' ? argumentsObject(c.function.arguments, 'tool call arguments') : c.function.arguments } })) };
 }

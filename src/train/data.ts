@@ -16,7 +16,7 @@
  */
 import { readJsonlLines } from '../io/jsonl.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
-import { checkToolCalls, checkToolsRendered, templateArguments } from '../tokenizer/tool-calls.ts';
+import { checkToolCalls, checkToolsRendered, templateMessage } from '../tokenizer/tool-calls.ts';
 import { shown } from '../show.ts';
 import { endsWithRun } from '../runtime/generate.ts';
 
@@ -47,8 +47,7 @@ function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
       throw new Error(`${where}: ${key}[${k}] must be {"role": string, "content": string}, got ${shown(m)}`);
     if (!CHAT_ROLES.includes(m.role)) throw new Error(`${where}: ${key}[${k}] has role ${JSON.stringify(m.role)} (expected system, user, assistant or tool)`);
     checkToolCalls(m, `${where}: ${key}[${k}]`);
-    const { tool_calls: calls0, ...rest } = m; // "tool_calls": null is absent
-    return templateArguments({ ...(calls0 == null ? rest : m), content: typeof m.content === 'string' ? m.content : '' });
+    return templateMessage({ ...m, content: typeof m.content === 'string' ? m.content : '' }); // "tool_calls": null is absent
   });
 }
 
