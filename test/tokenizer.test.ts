@@ -4,7 +4,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadTokenizer, ChatTemplateError, writeTokenizerFiles, readTokenizerFolder } from '../src/tokenizer/hf.ts';
+import { loadTokenizer, ChatTemplateError, writeTokenizerFiles, readTokenizerFolder, strftime } from '../src/tokenizer/hf.ts';
+import { execFileSync } from 'node:child_process';
 import { StreamDecoder } from '../src/tokenizer/stream.ts';
 import { Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
@@ -134,6 +135,20 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   for (let k = 0; k < 2; k++) assert.equal(nested.applyChatTemplate(chat, { vars: { n: 99 } }), '99'); // 99 + 99 × 1000 numbers
   assert.throws(() => nested.applyChatTemplate(chat, { vars: { n: 1000 } }), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
     && e.message === `tokenizer: the chat template of ${dir} failed: range() calls make more than 100000 numbers in one rendering (loops within loops?), more than a chat template needs`);
+});
+
+test('strftime_now prints as transformers\' does (Python\'s strftime in the C locale): English names whatever the system\'s language', () => {
+  const d = new Date(2024, 6, 26, 15, 4, 9); // Friday 26 July 2024, 15:04:09 local time
+  assert.equal(strftime(d, '%d %b %Y|%A %a %B|%y %m %e|%H:%M:%S %I %p|%j|%%|%Q'), '26 Jul 2024|Friday Fri July|24 07 26|15:04:09 03 PM|208|%|%Q');
+  assert.equal(strftime(new Date(2023, 0, 5, 0, 0, 0), '%j %I %p %e'), '005 12 AM  5');
+  // Llama 3.x's templates print today's date with it; under a German locale @huggingface/jinja's own wrote "Dez".
+  const dir = tmp();
+  writeFileSync(path.join(dir, 'tokenizer.json'), readFileSync(path.join(qwenDir, 'tokenizer.json')));
+  writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: '{% if strftime_now is defined %}Today Date: {{ strftime_now("%d %b %Y") }}{% endif %}' }));
+  const script = `import { loadTokenizer } from ${JSON.stringify(path.join(root, 'src/tokenizer/hf.ts'))}; process.stdout.write(loadTokenizer(${JSON.stringify(dir)}).applyChatTemplate([{ role: 'user', content: 'x' }]));`;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, env: { ...process.env, LANG: 'de_DE.UTF-8', LC_ALL: 'de_DE.UTF-8' }, encoding: 'utf8' });
+  const now = new Date();
+  assert.ok([strftime(now, '%d %b %Y'), strftime(new Date(now.getTime() - 60_000), '%d %b %Y')].includes(out.replace('Today Date: ', '')), out); // (midnight between the two)
 });
 
 test('writeTokenizerFiles that fails part-way leaves no temp file behind', () => {

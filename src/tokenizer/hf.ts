@@ -236,7 +236,7 @@ export class HfTokenizer implements TextTokenizer {
     }
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
     try {
-      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
       throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');
@@ -244,10 +244,10 @@ export class HfTokenizer implements TextTokenizer {
   }
 }
 
-/** The template with its raise_exception and range calls renamed to ours: in its tags, outside their strings (not its text or comments). */
+/** The template with its raise_exception, range and strftime_now calls renamed to ours: in its tags, outside their strings (not its text or comments). */
 const renameCalls = (source: string): string => source.replace(/\{#[\s\S]*?#\}|\{\{[\s\S]*?\}\}|\{%[\s\S]*?%\}/g, (tag) => (tag.startsWith('{#') ? tag
   : tag.split(/('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")/).map((part, i) => (i % 2 ? part
-    : part.replace(/\braise_exception(\s*\()/g, `${RAISE}$1`).replace(/(?<![.\w])range(\s*\()/g, `${RANGE}$1`))).join('')));
+    : part.replace(/(?<![.\w])(raise_exception|range|strftime_now)(\s*\()/g, (_, name: keyof typeof RENAMED, call) => `${RENAMED[name]}${call}`))).join('')));
 
 /**
  * Python's str.strip / lstrip / rstrip take the characters to strip ("\n" in Qwen3's template, which keeps the
@@ -286,8 +286,29 @@ const pyStrip = (mode: keyof typeof STRIP_NAMES) => (s: unknown, chars: unknown)
 };
 const STRIPS = { [STRIP_NAMES.strip]: pyStrip('strip'), [STRIP_NAMES.lstrip]: pyStrip('lstrip'), [STRIP_NAMES.rstrip]: pyStrip('rstrip') };
 
-/** What the templates' raise_exception and range calls are renamed to (see the constructor). */
-const RAISE = '__edgereason_raise_exception', RANGE = '__edgereason_range';
+/** What the templates' raise_exception, range and strftime_now calls are renamed to (see the constructor). */
+const RAISE = '__edgereason_raise_exception', RANGE = '__edgereason_range', STRFTIME = '__edgereason_strftime_now';
+const RENAMED = { raise_exception: RAISE, range: RANGE, strftime_now: STRFTIME };
+
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+
+/**
+ * Python's strftime as transformers' strftime_now calls it, in the C locale Python starts in: English day and month
+ * names whatever the system's locale (Llama 3's templates print "Today Date: 26 Jul 2024"; @huggingface/jinja's own
+ * names the month in the system's language and knows only %Y %m %d %b %B %H %M). Local time, as Python's.
+ */
+export function strftime(date: Date, format: string): string {
+  const pad = (n: number, w = 2) => String(n).padStart(w, '0'), h = date.getHours();
+  const dayOfYear = Math.round((new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime() - new Date(date.getFullYear(), 0, 1).getTime()) / 864e5) + 1;
+  const f: Record<string, () => string> = {
+    a: () => DAYS[date.getDay()].slice(0, 3), A: () => DAYS[date.getDay()], b: () => MONTHS[date.getMonth()].slice(0, 3), B: () => MONTHS[date.getMonth()],
+    d: () => pad(date.getDate()), e: () => String(date.getDate()).padStart(2, ' '), m: () => pad(date.getMonth() + 1), y: () => pad(date.getFullYear() % 100),
+    Y: () => String(date.getFullYear()), H: () => pad(h), I: () => pad(h % 12 || 12), p: () => (h < 12 ? 'AM' : 'PM'), M: () => pad(date.getMinutes()),
+    S: () => pad(date.getSeconds()), j: () => pad(dayOfYear, 3), '%': () => '%',
+  };
+  return format.replace(/%(.)/gs, (all, c: string) => f[c]?.() ?? all);
+}
 const MAX_RANGE = 100_000;
 
 /**
