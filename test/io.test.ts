@@ -301,6 +301,11 @@ describe('random model in every format', () => {
       assert.deepEqual(loadTokenizer(tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.pre': pre }, 't.gguf')).encode('abc'), ids, pre);
     }
     assert.equal(loadTokenizer(tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.pre': 'qwen2' }, 't.gguf')).decode([0, 5, 1]), 'ab', 'a padding row has no text');
+    // A named "tool_use" template (llama.cpp's key) renders calls given tools, as in a folder's tokenizer_config.json.
+    const named = loadTokenizer(tokenizerFromGguf({ ...tiny, 'tokenizer.chat_template': 'plain', 'tokenizer.chat_template.tool_use': 'tools: {{ tools | length }}' }, 't.gguf'));
+    assert.deepEqual([named.applyChatTemplate([]), named.applyChatTemplate([], { vars: { tools: [1, 2] } }), named.toolUseTemplate], ['plain', 'tools: 2', 'tools: {{ tools | length }}']);
+    // No merges: every text would be single bytes (llama.cpp refuses it too).
+    assert.throws(() => tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.merges': undefined } as never, 't.gguf'), { message: 'tokenizer: t.gguf has no tokenizer.ggml.merges in its metadata, which rebuilding its tokenizer needs — put the model\'s tokenizer.json beside the file' });
     assert.throws(() => tokenizerFromGguf({ ...tiny, 'tokenizer.ggml.pre': 'tekken' }, 't.gguf'), /tokenizer\.ggml\.pre = "tekken", which is not supported \(qwen2, llama-bpe, default, deepseek-r1-qwen, llama3, llama-v3\)/);
     // A BOS that encoding adds must be in the vocabulary (it said "token id undefined is outside the vocabulary" at
     // the first request); a token spelled "__proto__" is one like any other; a renamed token its merge makes is refused.

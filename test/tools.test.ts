@@ -267,6 +267,24 @@ test('library: a tool turn renders with its arguments as JSON text or as an obje
   assert.ok(plain.renderChat(user as never, { tools: [] }).includes('Weather in Paris?'), 'no tools is not a tool');
 });
 
+test('a "tool_use" chat template (a list of named templates, as Hermes 2 Pro and Hermes 3 ship) renders calls given tools, as transformers picks it; "default" the others', () => {
+  const dir = withTemplate('named-templates', QWEN3), file = path.join(dir, 'tokenizer_config.json'), config = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const plainTemplate = templateOf(path.join(ROOT, 'models/default/tokenizer_config.json'));
+  config.chat_template = [{ name: 'default', template: plainTemplate }, { name: 'tool_use', template: templateOf(QWEN3) }];
+  fs.writeFileSync(file, JSON.stringify(config));
+  const sm = [...server.served.models.values()][0], qwen3 = sm.model;
+  const named = Object.create(qwen3, { tokenizer: { value: loadTokenizer(dir) } }) as typeof qwen3;
+  const plain = Object.create(qwen3, { tokenizer: { value: loadTokenizer(path.join(ROOT, 'models/default')) } }) as typeof qwen3;
+  const user = [{ role: 'user' as const, content: 'Weather in Paris?' }];
+  assert.equal(named.renderChat(user), plain.renderChat(user));
+  assert.equal(named.renderChat(user, { tools: TOOLS }), qwen3.renderChat(user, { tools: TOOLS }));
+  assert.equal(named.tokenizer.toolUseTemplate, templateOf(QWEN3));
+  // The server reads the tool_use template's format (Hermes), where the default one has none.
+  const plan = planChat({ model: 'qwen3-template', messages: user, tools: TOOLS } as never, { ...server.served, models: new Map([[sm.id, { ...sm, model: named }]]) }, server.limits);
+  assert.equal(plan.tools, 'hermes');
+  assert.equal(named.tokenizer.decode(plan.promptIds), qwen3.renderChat(user, { tools: TOOLS }));
+});
+
 test('server with tools: the openai package\'s runTools loop (streamed or not) sends the call\'s result back and gets the answer', async () => {
   const tokenizer = [...server.served.models.values()][0].model.tokenizer, eos = tokenizer.eosTokenIds[0];
   const reply = (text: string) => [...tokenizer.encode(text, { addSpecialTokens: false }), eos];

@@ -21,7 +21,7 @@ import { DEFAULT_DIR, INVOCATION, reasoningConversations } from '../tasks/defaul
 import { readJsonl } from '../train/data.ts';
 import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
-import { checkToolsRendered } from '../tokenizer/tool-calls.ts';
+import { checkToolsRendered, templateFor } from '../tokenizer/tool-calls.ts';
 import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { checkGolds, rlPrompts } from './train-rl.ts';
@@ -130,7 +130,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   if (o.data) {
     const records = readJsonl(o.data), conversations = records.filter((r) => 'messages' in r);
     // As train-sft: tools, calls and results a template never reads would be dropped by TRL unsaid.
-    if (tok) for (const r of conversations) if ('messages' in r) checkToolsRendered(tok.chatTemplate, r.messages, r.tools, 'the line\'s "tools"', `export-trl: ${o.data}:${r.line}`);
+    if (tok) for (const r of conversations) if ('messages' in r) checkToolsRendered(templateFor(tok, r.tools), r.messages, r.tools, 'the line\'s "tools"', `export-trl: ${o.data}:${r.line}`);
     if (conversations.length && conversations.length < records.length) {
       const odd = records.find((r) => !('messages' in r))!;
       throw new Error(`export-trl: ${o.data} mixes conversations ("messages") and prompt/completion lines (e.g. line ${odd.line}); a TRL dataset has one format: split the file`);

@@ -21,7 +21,7 @@ import { seedAt } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
 import { shown } from '../show.ts';
-import { checkToolCalls, checkToolsRendered, templateMessage } from '../tokenizer/tool-calls.ts';
+import { checkToolCalls, checkToolsRendered, templateFor, templateMessage } from '../tokenizer/tool-calls.ts';
 
 export interface LoadOptions {
   /**
@@ -179,7 +179,7 @@ export class Model {
     if (Array.isArray(prompt)) checkMessages(prompt, where);
     else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateMessage);
-    checkToolsRendered(this.tokenizer.chatTemplate, messages, chatTemplateKwargs?.tools, 'chatTemplateKwargs.tools', where);
+    checkToolsRendered(templateFor(this.tokenizer, chatTemplateKwargs?.tools), messages, chatTemplateKwargs?.tools, 'chatTemplateKwargs.tools', where);
     try {
       return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt, vars: chatTemplateKwargs });
     } catch (e) {

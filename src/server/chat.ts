@@ -41,7 +41,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort } from './schemas.ts';
-import { jsonDepth, jsonObject, TOOL_CALL_OPEN, toolCallFormat, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
+import { jsonDepth, jsonObject, templateFor, TOOL_CALL_OPEN, toolCallFormat, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
@@ -213,7 +213,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     throw new ApiError(400, `Invalid value for 'tool_choice': ${typeof req.tool_choice === 'string' ? '"required"' : 'a named function'} asks for a tool call, and the request has no 'tools'.`, 'tool_choice', 'invalid_request_error', 'invalid_value');
   }
   const toolTurn = req.messages.findIndex((msg) => msg.role === 'tool' || msg.tool_calls?.length);
-  const format = toolCallFormat(m.model.tokenizer.chatTemplate);
+  const format = toolCallFormat(templateFor(m.model.tokenizer, tools));
   if ((tools || toolTurn >= 0) && !format) {
     const param = tools ? 'tools' : req.messages[toolTurn].role === 'tool' ? `messages[${toolTurn}].role` : `messages[${toolTurn}].tool_calls`;
     throw new ApiError(400, `Unsupported value: '${param}': the chat template of the model '${m.id}' does not write tool calls in a format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do; or the call's JSON, {"name": …, "parameters": …}, as Llama 3.1's to 3.3's do).`, param, 'invalid_request_error', 'unsupported_value');

@@ -21,22 +21,26 @@ const SPLIT_PATTERNS: Record<string, string[]> = {
 const PRE_ALIASES: Record<string, string> = { 'deepseek-r1-qwen': 'qwen2', llama3: 'llama-bpe', 'llama-v3': 'llama-bpe' };
 const CONTROL = 3, USER_DEFINED = 4, UNUSED = 5;
 
+/** The chat template, with the "tool_use" one (llama.cpp's tokenizer.chat_template.tool_use) as transformers lists named templates. */
+const chatTemplates = (chat: string, toolUse: GgufValue | undefined) => (typeof toolUse === 'string' ? [{ name: 'default', template: chat }, { name: 'tool_use', template: toolUse }] : chat);
+
 export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): TokenizerFiles {
   const model = md['tokenizer.ggml.model'], named = String(md['tokenizer.ggml.pre'] ?? 'default'), pre = PRE_ALIASES[named] ?? named;
   if (model !== 'gpt2') throw new Error(`tokenizer: ${file} has tokenizer.ggml.model = ${shown(model)}; only "gpt2" (byte-level BPE) can be rebuilt from GGUF metadata — put the model's tokenizer.json beside the file`);
   const patterns = SPLIT_PATTERNS[pre];
   if (!patterns) throw new Error(`tokenizer: ${file} has tokenizer.ggml.pre = ${shown(named)}, which is not supported (${[...Object.keys(SPLIT_PATTERNS), ...Object.keys(PRE_ALIASES)].join(', ')}) — put the model's tokenizer.json beside the file`);
-  // The lists as llama.cpp writes them: refused by key when they are of another type.
+  // The lists as llama.cpp writes them: refused by key when they are of another type. Without its merges a BPE
+  // tokenizer would split every text into single bytes, silently (llama.cpp refuses such a file too).
   const list = <T>(key: string, ok: (x: unknown) => boolean, want: string, fallback?: T[]): T[] => {
     const v = md[key] ?? fallback;
-    if (v === undefined) throw new Error(`tokenizer: ${file} has no ${key}`);
+    if (v === undefined) throw new Error(`tokenizer: ${file} has no ${key} in its metadata, which rebuilding its tokenizer needs — put the model's tokenizer.json beside the file`);
     const bad = Array.isArray(v) ? v.findIndex((x) => !ok(x)) : -1;
     if (!Array.isArray(v) || bad >= 0) throw new Error(`tokenizer: ${file} metadata "${key}" must be an array of ${want}, got ${Array.isArray(v) ? `${shown(v[bad])} at index ${bad}` : shown(v)}`);
     return v as T[];
   };
   const tokens = list<string>('tokenizer.ggml.tokens', (x) => typeof x === 'string', 'strings');
   const types = list<number>('tokenizer.ggml.token_type', Number.isInteger, 'integers', []);
-  const merges = list<string>('tokenizer.ggml.merges', (x) => typeof x === 'string' && x.includes(' '), 'strings "left right"', []);
+  const merges = list<string>('tokenizer.ggml.merges', (x) => typeof x === 'string' && x.includes(' '), 'strings "left right"');
   if (!tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
   const vocab: Record<string, number> = Object.create(null), added: unknown[] = []; // no prototype: a token may be "__proto__"
   tokens.forEach((t, id) => {
@@ -79,7 +83,7 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
       // chat templates read bos_token whether or not encoding adds it (as llama.cpp and transformers pass it)
       ...(bosText !== undefined ? { bos_token: bosText } : {}),
       ...(eosText !== undefined ? { eos_token: eosText } : {}),
-      ...(typeof md['tokenizer.chat_template'] === 'string' ? { chat_template: md['tokenizer.chat_template'] } : {}),
+      ...(typeof md['tokenizer.chat_template'] === 'string' ? { chat_template: chatTemplates(md['tokenizer.chat_template'], md['tokenizer.chat_template.tool_use']) } : {}),
     },
   };
 }

@@ -150,7 +150,8 @@ function tokenString(v: unknown): string | undefined {
 
 /**
  * chat_template is a string, or transformers' list of named templates ({name, template}) where "default" is the chat
- * one; anything else is an error naming `file`, as a list without "default" is (transformers refuses it when applied).
+ * one (and "tool_use", when there is one, renders requests with tools: see HfTokenizer.toolUseTemplate); anything
+ * else is an error naming `file`, as a list without "default" is (transformers refuses it when applied).
  */
 function pickTemplate(t: unknown, file: string): string | undefined {
   if (t === undefined || t === null || typeof t === 'string') return t ?? undefined;
@@ -172,6 +173,12 @@ export class HfTokenizer implements TextTokenizer {
   get chatTemplate(): string | undefined { return this.templateSource; }
   private template?: Template;
   private templateError?: string;
+  /**
+   * The template named "tool_use" in tokenizer_config.json's list of templates (Hermes 2 Pro and Hermes 3 ship one
+   * beside a "default" that takes no tools): as transformers does, it renders any call given tools.
+   */
+  readonly toolUseTemplate?: string;
+  private toolUse?: Template;
 
   /** `files`: the tokenizer.json and tokenizer_config.json contents `tokenizer` was built from. */
   constructor(readonly tokenizer: Tokenizer, readonly files: { tokenizerJson: unknown; config: Record<string, unknown>; chatTemplateFile?: string }, readonly name: string,
@@ -203,8 +210,14 @@ export class HfTokenizer implements TextTokenizer {
       const from = files.chatTemplateFile ? ` (${files.chatTemplateFile})` : '';
       if (!this.templateSource.trim()) this.templateError = `tokenizer: the chat template of ${name}${from} is empty`;
       // range() likewise goes to one that refuses a length no chat template needs (range(1e9) ended the process).
-      else try { this.template = pythonStrips(new Template(renameCalls(this.templateSource))); } catch (e) {
+      else try { this.template = compile(this.templateSource); } catch (e) {
         this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${(e as Error).message}`;
+      }
+    }
+    const named = Array.isArray(config.chat_template) ? (config.chat_template as { name?: unknown; template?: unknown }[]).find((t) => t?.name === 'tool_use')?.template : undefined;
+    if (typeof named === 'string' && !this.templateError) {
+      try { this.toolUse = compile(named); this.toolUseTemplate = named; } catch (e) {
+        this.templateError = `tokenizer: the "tool_use" chat template of ${name} (tokenizer_config.json) does not parse: ${(e as Error).message}`;
       }
     }
   }
@@ -235,14 +248,18 @@ export class HfTokenizer implements TextTokenizer {
       throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json; for a .gguf without one in its metadata, or a llama2.c .bin, a chat_template.jinja beside the file)`);
     }
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
+    const tools = opts.vars?.tools;
     try {
-      return this.template!.render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+      return (tools !== undefined && tools !== null && this.toolUse ? this.toolUse : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
       throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');
     }
   }
 }
+
+/** A chat template's source, parsed, with the calls edgereason answers itself renamed to its own. */
+const compile = (source: string): Template => pythonStrips(new Template(renameCalls(source)));
 
 /** The template with its raise_exception, range and strftime_now calls renamed to ours: in its tags, outside their strings (not its text or comments). */
 const renameCalls = (source: string): string => source.replace(/\{#[\s\S]*?#\}|\{\{[\s\S]*?\}\}|\{%[\s\S]*?%\}/g, (tag) => (tag.startsWith('{#') ? tag

@@ -213,6 +213,10 @@ export class ToolCallStream {
   }
 }
 
+/** The template that renders a call with these tools (the "tool_use" one when given any, as transformers picks it). */
+export const templateFor = (tok: { chatTemplate?: string; toolUseTemplate?: string }, tools: unknown): string | undefined =>
+  (tools !== undefined && tools !== null && tok.toolUseTemplate !== undefined ? tok.toolUseTemplate : tok.chatTemplate);
+
 /**
  * Tools, tool calls and tool results given to a chat template that never reads them would be dropped (or printed as
  * a turn of an unknown role) unsaid: refused, naming what the template lacks. (Which format its calls take is the

@@ -29,6 +29,8 @@ export interface TextTokenizer {
   readonly specialIds?: ReadonlySet<number>;
   /** The chat template's source (undefined when there is none). */
   readonly chatTemplate?: string;
+  /** A second template that renders calls given tools, where the model has one (transformers' named "tool_use"). */
+  readonly toolUseTemplate?: string;
   /** Renders the model's chat template (throws naming the model folder if it has none). */
   applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> }): string;
 }

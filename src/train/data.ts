@@ -16,7 +16,7 @@
  */
 import { readJsonlLines } from '../io/jsonl.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
-import { checkToolCalls, checkToolsRendered, templateMessage } from '../tokenizer/tool-calls.ts';
+import { checkToolCalls, checkToolsRendered, templateFor, templateMessage } from '../tokenizer/tool-calls.ts';
 import { shown } from '../show.ts';
 import { endsWithRun } from '../runtime/generate.ts';
 
@@ -136,7 +136,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     m.tool_calls?.forEach((c, j) => checkSpecialText(`${c.function.name} ${JSON.stringify(c.function.arguments)}`, tok, `${where}: ${named(k)}.tool_calls[${j}]`));
   });
   if (r.tools) checkSpecialText(JSON.stringify(r.tools), tok, `${where}: tools`);
-  checkToolsRendered(tok.chatTemplate, r.messages, r.tools, 'the line\'s "tools"', where);
+  checkToolsRendered(templateFor(tok, r.tools), r.messages, r.tools, 'the line\'s "tools"', where);
   const render = (msgs: ChatMessage[], generationPrompt: boolean) => renderIds(tok, msgs, generationPrompt, r.tools);
   const ids = render(r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
   let emptyReply = false;
