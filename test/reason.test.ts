@@ -90,6 +90,10 @@ test('the invocation tokens come from the adapter config; the forced close is "\
   assert.deepEqual(rt.invocation, [THINK]);
   assert.deepEqual(rt.end, [END_THINK]);
   assert.equal(m.tokenizer.decode(rt.force), '\n</think>\n\n');
+  // An invocation the caller gives: the adapter's own is accepted, another refused (it used to be ignored, unsaid).
+  assert.deepEqual(reasoningTokens(m, '<think>').invocation, [THINK]);
+  await assert.rejects(answer(m, 'What is 2 plus 2?', { reasoning: 'on', invocation: 'Let me think.' }),
+    { message: `answer: invocation "Let me think." is not the one the adapter was trained with (its adapter_config.json's alora_invocation_tokens, "<think>", in ${m.adapter!.dir}); leave invocation out` });
 });
 
 test('(a) shared KV: base prefill + invocation/continuation with the adapter equals one fresh run with the adapter from the invocation (≤ 1e-4)', async () => {
@@ -864,6 +868,9 @@ test('router: separable features give 100 % training accuracy; save/load round t
   assert.throws(() => back.score([1, 2]), /feature vector has 2 values, the probe expects 6/);
   assert.throws(() => Verifier.load(file), /"format" is "edgereason-router", expected "edgereason-verifier"/);
   assert.throws(() => Router.load(path.join(tmp, 'none.json')), { message: `router: ${path.join(tmp, 'none.json')} not found` });
+  assert.throws(() => Router.load(undefined as never), { message: 'router: load takes the path of a router JSON file, got undefined' });
+  assert.throws(() => Router.load(file, '6' as never), { message: 'router: hiddenSize must be the model\'s hidden size (a positive integer, model.config.hiddenSize), got "6"' });
+  assert.throws(() => Verifier.load(file, 0), { message: 'verifier: hiddenSize must be the model\'s hidden size (a positive integer, model.config.hiddenSize), got 0' });
   assert.throws(() => Verifier.load(path.join(tmp, 'none.json')), { message: `verifier: ${path.join(tmp, 'none.json')} not found` });
   assert.equal(back.gate, undefined);
   router.gate = { minLogprob: -0.3, tokens: 16 };

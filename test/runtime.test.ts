@@ -925,6 +925,8 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
     await assert.rejects(m.backend.newCache(rows), new RegExp(`^Error: engine: a cache of ${rows} rows needs [\\d.]+ GiB for its first 64 positions, more than this machine's [\\d.]+ GiB of memory: ask for fewer rows$`));
     for (const rows of [0, 1.5, NaN]) await assert.rejects(m.backend.newCache(rows), new RegExp(`^Error: engine: a cache needs a whole number of rows ≥ 1, got ${rows}$`));
     await assert.rejects(m.generateBatch(['a', 'b', 'c'], [{ maxTokens: 2 }]), /generate: 1 option objects for 3 prompts \(give one per prompt, or one object for all\)/);
+    assert.deepEqual(await m.generateBatch([]), [], 'no prompts, no rows (was an engine error: a cache of 0 rows)');
+    await assert.rejects(m.generateBatch([], { maxTokens: -1 }), /generate: maxTokens/);
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);
     const c = await m.backend.newCache(1);
     await assert.rejects(m.backend.step(c, { tokens: [[V + 5]] }), new RegExp(`token id ${V + 5} is outside the vocabulary`));

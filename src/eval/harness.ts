@@ -102,10 +102,10 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   if (reasoning && !model.adapter && !native) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter), or nativeThinking for a model that thinks by itself');
   if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
   if (budget !== undefined && (!reasoning || native)) throw new Error('eval: budget is the control line a budget-trained adapter reads after its invocation: it applies to reasoning mode with an adapter');
-  const rt = reasoning ? reasoningTokens(model, invocationText) : undefined;
+  const rt = reasoning ? reasoningTokens(model, invocationText, 'eval') : undefined;
   if (rt && maxThinkingTokens !== undefined) checkThinkingRoom(rt, maxThinkingTokens, gen.maxTokens ?? 256, 'eval', 'maxTokens', gen.maxTokens === undefined); // generate's default
   const control = budget !== undefined ? budgetControl(tok, budget, rt?.invocation ?? []) : []; // fed after the invocation, as answer() does
-  const invocation = [...(rt?.invocation ?? []), ...control], nativeInvocation = native ? reasoningTokens(model, invocationText).invocation : [];
+  const invocation = [...(rt?.invocation ?? []), ...control], nativeInvocation = native ? reasoningTokens(model, invocationText, 'eval').invocation : [];
   // Every prompt is built (and checked against the context) before the first is answered: a question too long for
   // the model is named by its id (file:line) instead of failing as "prompt 0" of a batch, minutes in.
   const ctx = model.config.maxPositionEmbeddings;

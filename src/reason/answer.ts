@@ -62,10 +62,19 @@ export interface ReasoningTokens {
 export const thinkingOptions = (rt: ReasoningTokens, maxTokens?: number): ThinkingOptions =>
   ({ end: rt.end, endText: THINK_CLOSE, force: rt.force, ...(maxTokens !== undefined ? { maxTokens } : {}) });
 
-export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, invocation = THINK_OPEN): ReasoningTokens {
-  const enc = (t: string) => model.tokenizer.encode(t, { addSpecialTokens: false });
-  const inv = model.adapter?.config.aloraInvocationTokens ?? invocationIds(enc, invocation), end = enc(THINK_CLOSE);
-  if (!inv.length) throw new Error(`answer: the invocation "${invocation}" encodes to no tokens`);
+/**
+ * The invocation, closing and forced-closing tokens: the invocation is the adapter's own when its config names one
+ * (alora_invocation_tokens), and `invocation` (default "<think>") otherwise; one given that differs from the adapter's
+ * is refused rather than ignored.
+ */
+export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, invocation?: string, where = 'answer'): ReasoningTokens {
+  const enc = (t: string) => model.tokenizer.encode(t, { addSpecialTokens: false }), own = model.adapter?.config.aloraInvocationTokens;
+  const asked = invocation === undefined ? undefined : invocationIds(enc, invocation);
+  if (own && asked && asked.join() !== own.join()) {
+    throw new Error(`${where}: invocation ${shown(invocation)} is not the one the adapter was trained with (its adapter_config.json's alora_invocation_tokens, ${shown(model.tokenizer.decode(own))}, in ${model.adapter!.dir}); leave invocation out`);
+  }
+  const inv = own ?? asked ?? invocationIds(enc, THINK_OPEN), end = enc(THINK_CLOSE);
+  if (!inv.length) throw new Error(`${where}: the invocation ${shown(invocation ?? THINK_OPEN)} encodes to no tokens`);
   if (!end.length) throw new Error(`answer: "${THINK_CLOSE}" encodes to no tokens`);
   return { invocation: inv, end, force: enc(FORCED_CLOSE) };
 }

@@ -290,6 +290,8 @@ export class Router {
 
 export function readProbeFile(file: string, format: string, hiddenSize?: number): ProbeFile {
   const what = format.replace(/^edgereason-/, ''); // router, verifier
+  if (typeof file !== 'string' || !file) throw new Error(`${what}: load takes the path of a ${what} JSON file, got ${shown(file)}`);
+  if (hiddenSize !== undefined && !(Number.isInteger(hiddenSize) && hiddenSize > 0)) throw new Error(`${what}: hiddenSize must be the model's hidden size (a positive integer, model.config.hiddenSize), got ${shown(hiddenSize)}`);
   if (!fs.existsSync(file)) throw new Error(`${what}: ${file} not found`);
   const d = readJsonFile(file) as ProbeFile;
   if (d?.format !== format) throw new Error(`${file}: field "format" is ${JSON.stringify(d?.format)}, expected "${format}"`);

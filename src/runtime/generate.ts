@@ -20,7 +20,9 @@ export interface GenerateOptions extends SamplingParams {
   seed?: number;
   /**
    * Generation ends when the text contains one of these (the stop string is not returned). In a thinking
-   * segment they apply from the answer on: the thinking itself is never cut by a stop string.
+   * segment (the `thinking` option, which answer() sets) they apply from the answer on: the thinking itself is never
+   * cut by a stop string. Without one they apply from the first token, also to a completion that begins inside the
+   * thinking (generate's `adapter: true` on a chat prompt appends the invocation): answer() reads that case.
    */
   stop?: string | string[];
   /** Token ids that end generation (default: the model's EOS ids). */
