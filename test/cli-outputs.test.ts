@@ -709,6 +709,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['answer', '--model', 'models/default', '--question', 'hi', '--adapter', '--reasoning', 'on']).stderr, /^edgereason: --adapter took the flag --reasoning as its value/m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt=--stats', '--max-tokens', '1', '--stats']).stderr, /prompt \d+ tokens, generated 1/); // meant: = joins them
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', 'Infinity']).stderr, /--temperature must be a finite number ≥ 0, got "Infinity"/);
+  // An empty number (an unset shell variable) is refused, not read as 0 (it trained train-rl without its length penalty).
+  assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', '']).stderr, /^error: option '--temperature <t>' argument '' is invalid\. --temperature must be a finite number ≥ 0, got ""$/m);
+  assert.match(cli(['train-rl', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--out', 'nowhere', '--lambda', ' ']).stderr, /--lambda must be a finite number ≥ 0, got " "/);
+  assert.match(cli(['train-sft', '--model', 'models/default', '--data', 'x', '--out', 'nowhere', '--lr', '0x10']).stderr, /--lr must be a number above 0, got "0x10"/);
   // The library's option names come out as the command line's flags.
   assert.equal(cliWords('a second rounding; quant "fp32" keeps the file\'s values exactly'), 'a second rounding; --quant fp32 keeps the file\'s values exactly');
   assert.equal(cliWords('nothing to score: raise maxTokens'), 'nothing to score: raise --max-tokens');

@@ -146,9 +146,12 @@ export function budgetsArg(v: string): number[] {
   return budgets;
 }
 
+/** A flag's decimal number ("0.8", "1e-4", "-2"); NaN for anything else (Number() reads "" and " " as 0, "0x10" as 16). */
+const decimal = (v: string): number => (/^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(v) ? Number(v) : NaN);
+
 export function floatArg(name: string, min = 0, max = Infinity) {
   return (v: string): number => {
-    const n = Number(v);
+    const n = decimal(v);
     if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a ${max === Infinity ? `finite number ≥ ${min}` : `number in [${min}, ${max}]`}, got "${v}"`);
     return n;
   };
@@ -157,7 +160,7 @@ export function floatArg(name: string, min = 0, max = Infinity) {
 /** A number above 0 (a learning rate, a LoRA alpha, a sampling temperature where 0 would make the run a no-op). */
 export function positiveArg(name: string) {
   return (v: string): number => {
-    const n = Number(v);
+    const n = decimal(v);
     if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a number above 0, got "${v}"`);
     return n;
   };
