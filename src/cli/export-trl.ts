@@ -112,6 +112,9 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   for (const [k, v] of [['lr', o.lr], ['rlLr', o.rlLr], ['alpha', alpha]] as const) {
     if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new Error(`export-trl: ${k} must be a number above 0, got ${shown(v)}`);
   }
+  // Counts of the synthetic data, which a file of one's own replaces whole: refused rather than ignored.
+  if (o.data && o.examples !== undefined) throw new Error('export-trl: examples (--examples) counts synthetic SFT conversations; with your --data every record is exported: leave it out');
+  if (o.rlData && o.rlPrompts !== undefined) throw new Error('export-trl: rlPrompts (--rl-prompts) counts synthetic GRPO prompts; with your --rl-data every prompt is exported: leave it out');
   const base = resolveBaseModel(o.baseModel);
   // The invocation's ids only from the tokenizer the job trains with (given, or the local base model's): another
   // one's ids (models/default's for a Qwen base) would be wrong, so without it they are left to train_sft.py.
@@ -138,7 +141,14 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     // A conversation's tools go with each of its turns (TRL's "tools" column, given to the chat template).
     sft = records.flatMap((r) => ('messages' in r ? turns(r.messages, r.trainFrom).map((t) => (r.tools ? { ...t, tools: r.tools } : t)) : [{ prompt: r.prompt, completion: r.completion }]));
     // As train-sft: the activated LoRA trains only from its invocation on, so a record without it teaches nothing.
-    const without = sft.filter((r) => !(text(r.prompt) + text(r.completion)).includes(invocation)).length;
+    // A record holds it when its text does or, with the base model's tokenizer, when its conversation as the chat
+    // template renders it does (Qwen3's writes "<think>" from a reply's reasoning_content, as TRL will render it).
+    const holds = (r: Record<string, unknown>): boolean => {
+      if ((text(r.prompt) + text(r.completion)).includes(invocation)) return true;
+      if (!tok || !Array.isArray(r.prompt) || !Array.isArray(r.completion)) return false;
+      try { return tok.applyChatTemplate([...r.prompt, ...r.completion], { vars: r.tools ? { tools: r.tools } : {} }).includes(invocation); } catch { return false; }
+    };
+    const without = sft.filter((r) => !holds(r)).length;
     if (without === sft.length) throw new Error(`export-trl: none of the ${sft.length} training records of ${o.data} holds the activated-LoRA invocation "${invocation}" (the adapter switches on there and trains only what follows): write it at the start of each reply, or set --alora-invocation`);
     if (without) console.error(`export-trl: note: ${without} of the ${sft.length} training records of ${o.data} do not hold the invocation "${invocation}" and train nothing`);
   } else {
@@ -373,10 +383,11 @@ export function exportTrlCommand(program: Command): void {
     .option('--rl-steps <n>', 'GRPO steps (train-rl\'s default)', intArg('--rl-steps', 1), 160)
     .option('--unbudgeted-share <x>', 'share of GRPO prompts without a budget line, held to the smallest budget', floatArg('--unbudgeted-share', 0, 1), 0.25)
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
-    .action((o) => {
+    .action((o, cmd: Command) => {
       checkOutDir(o.out, outCheck(!!o.overwrite, resolveBaseModel(o.baseModel)));
+      const given = (k: string) => (cmd.getOptionValueSource(k) === 'default' ? undefined : o[k]); // a count typed, not the default
       const r = exportTrl({
-        out: o.out, overwrite: !!o.overwrite, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: o.examples, rlPrompts: o.rlPrompts,
+        out: o.out, overwrite: !!o.overwrite, baseModel: o.baseModel, tokenizer: o.tokenizer, data: o.data, rlData: o.rlData, examples: given('examples'), rlPrompts: given('rlPrompts'),
         rank: o.loraR, alpha: o.loraAlpha, targets: parseTargets(o.targets), invocation: o.aloraInvocation, lr: o.lr, epochs: o.epochs,
         budgets: o.budgets, group: o.group, lambda: o.lambda, beta: o.beta, rlLr: o.rlLr, rlSteps: o.rlSteps, unbudgetedShare: o.unbudgetedShare, grader: o.grader, seed: o.seed,
       });
