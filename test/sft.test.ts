@@ -122,6 +122,15 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
   // --lora-alpha defaults to 2 × --lora-r, as the API's alpha does (a fixed 32 made rank 4 a scale of 8).
   assert.equal(run(['--data', data, '--lora-r', '4', '--max-steps', '1', '--overwrite']), '');
   assert.deepEqual((({ r, lora_alpha }) => [r, lora_alpha])(JSON.parse(fs.readFileSync(path.join(tmp, 'cli', 'adapter_config.json'), 'utf8'))), [4, 8]);
+  // A run still writing --out (this test's process holds its lock) is not joined by a second, e.g. a --resume started beside it.
+  const lock = path.join(tmp, 'cli', '.training.lock');
+  fs.writeFileSync(lock, String(process.pid));
+  assert.match(run(['--data', data, '--max-steps', '1', '--overwrite']), new RegExp(`--out: another training run \\(process ${process.pid}\\) is writing ${path.join(tmp, 'cli').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}; wait for it to finish`));
+  // A lock whose process has ended (killed) is taken over, and released at the end.
+  const ended = spawnSync(process.execPath, ['-e', '']).pid!;
+  fs.writeFileSync(lock, String(ended));
+  assert.equal(run(['--data', data, '--max-steps', '1', '--overwrite']), '');
+  assert.ok(!fs.existsSync(lock));
 });
 
 /** `n` examples whose targets all lie past token 16 (cut off by maxLen 16), the invocation 3 before them. */

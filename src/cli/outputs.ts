@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { removeDeadTemps, writeJson } from '../io/safetensors.ts';
+import { holdLock, removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
@@ -249,3 +249,10 @@ export function removeStale(dir: string, before: Map<string, string>): string[] 
   fs.rmSync(path.join(dir, REPLACED), { force: true });
   return removed;
 }
+
+/**
+ * Holds --out for one training run: a second one writing the same folder (a --resume started beside it) is refused
+ * while the first runs, since their checkpoints would overwrite and delete each other's files. Returns the release.
+ */
+export const lockTraining = (out: string): (() => void) =>
+  holdLock(path.join(out, '.training.lock'), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);

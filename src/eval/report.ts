@@ -1,7 +1,7 @@
 /** Eval reports: JSON, a Markdown table and SVG plots beside it. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { atomicWrite, makeDir, processAlive, writeAll } from '../io/safetensors.ts';
+import { atomicWrite, holdLock, makeDir, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
 import type { CaseResult, EvalReport, Summary } from './harness.ts';
 
@@ -134,18 +134,5 @@ export async function writeReport(out: string, runs: { name: string; report: Eva
  * Holds `file` (the journal) for this process: a second eval on the same --out is refused while the first runs (their
  * writes would interleave). A lock whose process has ended (killed) is taken over. Returns its release.
  */
-export function lockJournal(file: string): () => void {
-  const lock = `${file}.lock`;
-  makeDir(path.dirname(path.resolve(lock)));
-  for (let attempt = 0; ; attempt++) {
-    try {
-      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
-      return () => fs.rmSync(lock, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
-      const pid = Number(fs.readFileSync(lock, 'utf8'));
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) throw new Error(`--out: another eval (process ${pid}) is writing ${file}; wait for it to finish, or choose another --out`);
-      fs.rmSync(lock, { force: true }); // left by a process that was killed
-    }
-  }
-}
+export const lockJournal = (file: string): (() => void) =>
+  holdLock(`${file}.lock`, (pid) => `--out: another eval (process ${pid}) is writing ${file}; wait for it to finish, or choose another --out`);

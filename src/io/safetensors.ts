@@ -180,6 +180,30 @@ export function processAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
+/**
+ * Holds the file `lock` for this process, so that a second run writing the same output is refused while the first
+ * runs (their writes would interleave): `refusal(pid)` is the error's message. A lock whose process has ended
+ * (killed) is taken over. Returns its release, which also removes a folder the lock made and nothing else filled.
+ */
+export function holdLock(lock: string, refusal: (pid: number) => string): () => void {
+  const dir = nodePath.dirname(nodePath.resolve(lock)), made = !fs.existsSync(dir);
+  makeDir(dir);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return () => {
+        fs.rmSync(lock, { force: true });
+        if (made) try { fs.rmdirSync(dir); } catch { /* the run wrote into it */ }
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+      const pid = Number(fs.readFileSync(lock, 'utf8'));
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) throw new Error(refusal(pid));
+      fs.rmSync(lock, { force: true }); // left by a process that was killed
+    }
+  }
+}
+
 export function writeAll(fd: number, bytes: Uint8Array): void {
   for (let done = 0; done < bytes.length;) done += fs.writeSync(fd, bytes, done, bytes.length - done);
 }
