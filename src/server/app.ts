@@ -1,5 +1,5 @@
 /**
- * The OpenAI-compatible HTTP server (fastify): POST /v1/chat/completions (JSON or SSE), GET /v1/models,
+ * The OpenAI-compatible HTTP server (fastify): POST /v1/chat/completions and /v1/completions (JSON or SSE), GET /v1/models,
  * GET /health, GET /metrics (Prometheus), GET / (the playground page).
  *
  * Every request is validated (JSON schema, then the semantic checks of planChat) before it takes batch rows;
@@ -24,6 +24,8 @@ import { Metrics } from './metrics.ts';
 import { SseWriter } from './sse.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
+import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionRequest } from './completions.ts';
+import type { Completion } from '../runtime/generate.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseToolCalls, ToolCallStream, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 
@@ -227,22 +229,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     const start = performance.now();
     if (closing) throw new ApiError(503, 'The server is shutting down', null, 'server_error');
     const plan = planChat(req.body as ChatRequest, served, limits);
-    const abort = new AbortController();
-    const onClose = () => { if (!reply.raw.writableFinished) abort.abort(); };
-    reply.raw.on('close', onClose);
-    const key = Symbol('request');
-    let finish!: () => void;
-    inflight.set(key, { abort, done: new Promise<void>((r) => { finish = r; }) });
-    let release: (() => void) | undefined;
-    try {
-      let waited: number;
-      try {
-        ({ release, waitedMs: waited } = await admission.acquire(plan.rows, abort.signal));
-      } catch (e) {
-        if (e instanceof ApiError && e.status === 429) metrics.rejected.inc();
-        throw e;
-      }
-      metrics.queueWait.observe(waited / 1000);
+    return admitted(reply, plan.rows, '/v1/chat/completions', async (abort, waited) => {
       const id = `chatcmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
       if (plan.stream) {
         reply.hijack();
@@ -270,12 +257,81 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         usage: out.usage,
         edgereason: report(plan, out, waited),
       };
+    });
+  });
+
+  app.post('/v1/completions', { schema: { body: completionRequestSchema } }, async (req: FastifyRequest, reply: FastifyReply) => {
+    const start = performance.now();
+    if (closing) throw new ApiError(503, 'The server is shutting down', null, 'server_error');
+    const plan = planCompletion(req.body as CompletionRequest, served, limits);
+    return admitted(reply, plan.rows.length, '/v1/completions', async (abort) => {
+      const id = `cmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
+      const body = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion', created, model: plan.served.id, system_fingerprint: null, choices, ...extra });
+      const echoed = (row: number) => (plan.echo ? plan.rows[row] : '');
+      if (!plan.stream) {
+        const out = await runCompletion(plan, abort.signal);
+        if (abort.signal.aborted) throw new AbortedError();
+        recordCompletion(out, start);
+        return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: null, finish_reason: completionFinish(c) })), { usage: completionUsage(plan, out) });
+      }
+      reply.hijack();
+      const sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {});
+      const piece = (index: number, text: string, finish: string | null = null) => sse.send(body([{ index, text, logprobs: null, finish_reason: finish }], plan.includeUsage ? { usage: null } : {}));
+      if (plan.echo) plan.rows.forEach((p, i) => piece(i, p));
+      let out: Completion[] | undefined;
+      try {
+        out = await runCompletion(plan, abort.signal, (row, text) => piece(row, text));
+      } catch (e) {
+        if (!(e instanceof AbortedError) && !abort.signal.aborted) {
+          sse.send((e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error')).toJSON());
+          sse.done();
+          return reply;
+        }
+      }
+      if (abort.signal.aborted || !out) {
+        metrics.cancelled.inc();
+        if (closing) { sse.send(new ApiError(503, 'The server shut down before the request finished', null, 'server_error').toJSON()); sse.done(); } else {
+          metrics.requests.inc({ route: '/v1/completions', code: '499' });
+          sse.end();
+        }
+        return reply;
+      }
+      recordCompletion(out, start);
+      out.forEach((c, i) => piece(i, '', completionFinish(c)));
+      if (plan.includeUsage) sse.send(body([], { usage: completionUsage(plan, out) }));
+      sse.done();
+      return reply;
+    });
+  });
+
+  /**
+   * Runs an admitted request: takes its batch rows (429 when the queue is full), cancels it when its client goes away
+   * or the server closes (`abort`), and gives the rows back however it ends; `route` names it in the metrics.
+   */
+  async function admitted<T>(reply: FastifyReply, rows: number, route: string, run: (abort: AbortController, waitedMs: number) => Promise<T>): Promise<T | FastifyReply> {
+    const abort = new AbortController();
+    const onClose = () => { if (!reply.raw.writableFinished) abort.abort(); };
+    reply.raw.on('close', onClose);
+    const key = Symbol('request');
+    let finish!: () => void;
+    inflight.set(key, { abort, done: new Promise<void>((r) => { finish = r; }) });
+    let release: (() => void) | undefined;
+    try {
+      let waited: number;
+      try {
+        ({ release, waitedMs: waited } = await admission.acquire(rows, abort.signal));
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 429) metrics.rejected.inc();
+        throw e;
+      }
+      metrics.queueWait.observe(waited / 1000);
+      return await run(abort, waited);
     } catch (e) {
       if (e instanceof AbortedError || (e instanceof ApiError && e.status === 499)) {
         metrics.cancelled.inc();
         if (reply.sent || reply.raw.headersSent) return reply;
         // The client is gone: no response finishes, so onResponse never counts it (as on the streaming path).
-        if (!closing && reply.raw.destroyed) metrics.requests.inc({ route: '/v1/chat/completions', code: '499' });
+        if (!closing && reply.raw.destroyed) metrics.requests.inc({ route, code: '499' });
         throw new ApiError(closing ? 503 : 499, closing ? 'The server shut down before the request finished' : 'client closed the request', null, 'server_error');
       }
       throw e;
@@ -285,7 +341,14 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       inflight.delete(key);
       finish();
     }
-  });
+  }
+
+  function recordCompletion(out: readonly Completion[], start: number): void {
+    metrics.promptTokens.inc({}, out.reduce((a, c) => a + c.promptTokens, 0));
+    metrics.completionTokens.inc({}, out.reduce((a, c) => a + c.tokens.length, 0));
+    metrics.ttft.observe(Math.min(...out.map((c) => c.ttftMs)) / 1000);
+    metrics.latency.observe((performance.now() - start) / 1000);
+  }
 
   function record(plan: Plan, out: ChatOutcome): void {
     metrics.promptTokens.inc({}, out.usage.prompt_tokens);

@@ -36,11 +36,11 @@ import { answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reaso
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
-import { endsWithRun, stopList } from '../runtime/generate.ts';
+import { endsWithRun, stopList, type GenerateOptions } from '../runtime/generate.ts';
 import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
-import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort } from './schemas.ts';
+import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { jsonDepth, jsonObject, templateFor, TOOL_CALL_OPEN, toolCallFormat, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 
@@ -183,6 +183,23 @@ function reasoningMode(req: ChatRequest): ReasoningMode {
 /** finish_reason: "abort" (vLLM's) for a sample that early stopping (edgereason.early_stop) or a cancel cut short. */
 export function finishReason(f: AnswerResult['samples'][number]['finishReason']): 'stop' | 'length' | 'abort' {
   return f === 'length' ? 'length' : f === 'stop' ? 'stop' : 'abort';
+}
+
+/**
+ * A request's sampling fields as generate options. One the request leaves out is the model's generation_config.json's
+ * (as vLLM); the temperature's default (serve --temperature, else that file's, else 1) is the server's limit.
+ */
+export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'stop'> {
+  const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
+  const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty, stop = req.stop == null ? [] : stopList(req.stop);
+  return {
+    temperature: req.temperature ?? limits.defaultTemperature,
+    ...(topP != null ? { topP } : {}),
+    ...(topK != null && topK > 0 ? { topK } : {}),
+    ...(minP != null ? { minP } : {}),
+    ...(repetitionPenalty != null && repetitionPenalty !== 1 ? { repetitionPenalty } : {}),
+    ...(stop.length ? { stop } : {}),
+  };
 }
 
 /** Validates a request against the served models and limits (ApiError 400 naming the field) and plans it. */
@@ -366,18 +383,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.filter((b) => b <= cap!).at(-1) ?? m.budgets[0] : undefined;
 
   const seed = req.seed ?? randomInt(0, 2 ** 31);
-  // A sampling field the request leaves out: the model's generation_config.json's (as vLLM); the temperature's
-  // default (serve --temperature, else that file's, else 1) is the server's limit.
-  const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
-  const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty;
-  const stop = req.stop == null ? undefined : stopList(req.stop);
   const options: AnswerOptions = {
-    reasoning: mode, maxTokens, seed, stop: stop?.length ? stop : undefined,
-    temperature: req.temperature ?? limits.defaultTemperature,
-    ...(topP != null ? { topP } : {}),
-    ...(topK != null && topK > 0 ? { topK } : {}),
-    ...(minP != null ? { minP } : {}),
-    ...(repetitionPenalty != null && repetitionPenalty !== 1 ? { repetitionPenalty } : {}),
+    reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,

@@ -69,6 +69,27 @@ const toolCallSchema = {
   },
 } as const;
 
+/** Sampling fields both endpoints take: OpenAI's, and vLLM's top_k, min_p and repetition_penalty. */
+export const samplingFields = {
+  temperature: nullable({ type: 'number', minimum: 0, maximum: 2 }),
+  top_p: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 1 }),
+  top_k: nullable({ type: 'integer', minimum: -1 }),
+  min_p: nullable({ type: 'number', minimum: 0, maximum: 1 }),
+  repetition_penalty: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 10 }), // vLLM's extra sampling field
+  seed: nullable({ type: 'integer', minimum: -2147483648, maximum: 4294967295 }),
+  stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1 } }] }),
+} as const;
+
+export interface SamplingRequest {
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  min_p?: number | null;
+  repetition_penalty?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+}
+
 /** Fields outside OpenAI's request, vLLM's and edgereason's are refused ("Unrecognized request argument supplied"). */
 export const chatRequestSchema = {
   type: 'object',
@@ -77,6 +98,7 @@ export const chatRequestSchema = {
   properties: {
     ...unsupportedFields,
     ...harmlessFields,
+    ...samplingFields,
     model: { type: 'string' },
     tools: nullable({ type: 'array', items: toolSchema }),
     // false: only a reply's first call is returned (a model may write several).
@@ -109,13 +131,6 @@ export const chatRequestSchema = {
     },
     max_tokens: nullable({ type: 'integer', minimum: 1 }),
     max_completion_tokens: nullable({ type: 'integer', minimum: 1 }),
-    temperature: nullable({ type: 'number', minimum: 0, maximum: 2 }),
-    top_p: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 1 }),
-    top_k: nullable({ type: 'integer', minimum: -1 }),
-    min_p: nullable({ type: 'number', minimum: 0, maximum: 1 }),
-    repetition_penalty: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 10 }), // vLLM's extra sampling field
-    seed: nullable({ type: 'integer', minimum: -2147483648, maximum: 4294967295 }),
-    stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1 } }] }),
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),
     // include_obfuscation (OpenAI's padding against length side channels) is taken and left off; vLLM's
@@ -149,18 +164,11 @@ export interface ChatMessageIn {
 
 export interface ToolIn { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean | null } }
 
-export interface ChatRequest {
+export interface ChatRequest extends SamplingRequest {
   model?: string;
   messages: ChatMessageIn[];
   max_tokens?: number | null;
   max_completion_tokens?: number | null;
-  temperature?: number | null;
-  top_p?: number | null;
-  top_k?: number | null;
-  min_p?: number | null;
-  repetition_penalty?: number | null;
-  seed?: number | null;
-  stop?: string | string[] | null;
   n?: number | null;
   stream?: boolean | null;
   stream_options?: { include_usage?: boolean | null; include_obfuscation?: boolean | null; continuous_usage_stats?: boolean | null } | null;

@@ -1,0 +1,122 @@
+/**
+ * OpenAI's legacy text completions, POST /v1/completions, as vLLM and llama.cpp's server serve them: a raw prompt (a
+ * string, or a list of them), no chat template and no reasoning route. The model named continues each prompt `n`
+ * times, all rows decoded as one batch with every other request; an adapter model applies its adapter as generate
+ * does (a classic LoRA everywhere, an activated one from its invocation where the prompt holds it).
+ */
+import { randomInt } from 'node:crypto';
+import { adapterView } from '../runtime/backend.ts';
+import { withBackend } from '../runtime/scheduler.ts';
+import type { Completion, GenerateOptions } from '../runtime/generate.ts';
+import type { Served, ServedModel } from './models.ts';
+import { samplingOptions, type ChatLimits } from './chat.ts';
+import { ApiError, checkUnsupported, samplingFields, type ChatRequest, type SamplingRequest } from './schemas.ts';
+
+/** OpenAI's completions request, and vLLM's sampling extras (top_k, min_p, repetition_penalty). */
+export interface CompletionRequest extends SamplingRequest {
+  model?: string;
+  prompt: string | string[];
+  max_tokens?: number | null;
+  n?: number | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean | null } | null;
+  echo?: boolean | null;
+  suffix?: string | null;
+  best_of?: number | null;
+  logprobs?: number | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  logit_bias?: Record<string, unknown> | null;
+  user?: string | null;
+}
+
+const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: 'null' }] });
+
+export const completionRequestSchema = {
+  type: 'object',
+  required: ['prompt'],
+  additionalProperties: false,
+  properties: {
+    ...samplingFields,
+    model: { type: 'string' },
+    // Token-id prompts are declared, so that their refusal names the field (planCompletion).
+    prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }, { type: 'array', items: { type: 'integer' } }, { type: 'array', items: { type: 'array' } }] },
+    max_tokens: nullable({ type: 'integer', minimum: 1 }),
+    n: nullable({ type: 'integer', minimum: 1 }),
+    stream: nullable({ type: 'boolean' }),
+    stream_options: nullable({ type: 'object', additionalProperties: false, properties: { include_usage: nullable({ type: 'boolean' }) } }),
+    echo: nullable({ type: 'boolean' }),
+    suffix: nullable({ type: 'string' }),
+    best_of: nullable({ type: 'integer', minimum: 1 }),
+    logprobs: nullable({ type: 'integer', minimum: 0, maximum: 5 }),
+    presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
+    frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
+    logit_bias: nullable({ type: 'object' }),
+    user: nullable({ type: 'string' }),
+  },
+} as const;
+
+/** OpenAI's default max_tokens for completions (vLLM's too). */
+export const COMPLETION_MAX_TOKENS = 16;
+
+export interface CompletionPlan {
+  served: ServedModel;
+  /** One per row: each prompt `n` times, choice index = prompt × n + j (OpenAI's order). */
+  rows: string[];
+  /** Each prompt's tokens, once. */
+  promptTokens: number[];
+  n: number;
+  options: GenerateOptions;
+  stream: boolean;
+  includeUsage: boolean;
+  echo: boolean;
+}
+
+/** Validates a completions request (ApiError naming the field) and plans it. */
+export function planCompletion(req: CompletionRequest, served: Served, limits: ChatLimits): CompletionPlan {
+  const id = req.model ?? served.defaultId, m = served.models.get(id);
+  if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
+  const refuse = (param: string, what: string) => { throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter'); };
+  // The fields both endpoints share are refused as chat refuses them (penalties, logit bias, stream_options without stream).
+  checkUnsupported({ messages: [], presence_penalty: req.presence_penalty, frequency_penalty: req.frequency_penalty, logit_bias: req.logit_bias, stream: req.stream, stream_options: req.stream_options } as ChatRequest);
+  if (req.logprobs != null && req.logprobs > 0) refuse('logprobs', '(log probabilities of the output tokens)');
+  if (req.suffix) refuse('suffix', '(text to insert before)');
+  const n = req.n ?? 1;
+  if (req.best_of != null && req.best_of !== n) refuse('best_of', `${req.best_of} (ranking more samples than n by log-probability; only best_of = n)`);
+  const prompts = typeof req.prompt === 'string' ? [req.prompt] : req.prompt;
+  if (prompts.some((p) => typeof p !== 'string')) {
+    throw new ApiError(400, "Unsupported value: 'prompt' as token ids is not supported by edgereason; send the prompt's text.", 'prompt', 'invalid_request_error', 'unsupported_value');
+  }
+  const texts = prompts as string[];
+  if (n * texts.length > limits.maxN) throw new ApiError(400, `Invalid value for 'n': ${n} choices for each of ${texts.length} prompt${texts.length === 1 ? '' : 's'} is more than this server decodes for one request (${limits.maxN}).`, 'n');
+  const ctx = limits.ctx, asked = req.max_tokens ?? COMPLETION_MAX_TOKENS, param = (i: number) => (typeof req.prompt === 'string' ? 'prompt' : `prompt[${i}]`);
+  const promptTokens = texts.map((p, i) => {
+    const ids = m.model.encode(p, false);
+    if (!ids.length) throw new ApiError(400, `Invalid value for '${param(i)}': the prompt is empty (it encodes to no tokens, and a model continues some text).`, param(i));
+    if (ids.length + asked > ctx) {
+      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + asked} tokens (${ids.length} in the prompt, ${asked} in the completion). Please reduce the length of the prompt or completion.`, req.max_tokens != null ? 'max_tokens' : param(i), 'invalid_request_error', 'context_length_exceeded');
+    }
+    return ids.length;
+  });
+  return {
+    served: m, rows: texts.flatMap((p) => Array<string>(n).fill(p)), promptTokens, n,
+    options: { maxTokens: asked, seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits) },
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo,
+  };
+}
+
+/** Decodes a plan's rows as one batch over the served model's backend, cancelled by `signal`; `onText` streams each row's text. */
+export async function runCompletion(plan: CompletionPlan, signal: AbortSignal, onText?: (row: number, piece: string) => void): Promise<Completion[]> {
+  const m = plan.served, view = m.backend.forRequest(signal);
+  const model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
+  return model.generateBatch(plan.rows, { ...plan.options, chat: false }, onText, signal);
+}
+
+/** The finish_reason of a row: "stop" (an end token or stop string) or "length". */
+export const completionFinish = (c: Completion): 'stop' | 'length' => (c.finishReason === 'length' ? 'length' : 'stop');
+
+/** usage: each prompt's tokens once, every row's completion tokens. */
+export function completionUsage(plan: CompletionPlan, out: readonly Completion[]) {
+  const prompt = plan.promptTokens.reduce((a, b) => a + b, 0), completion = out.reduce((a, c) => a + c.tokens.length, 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}

@@ -1,0 +1,88 @@
+/**
+ * The server's legacy text completions (POST /v1/completions) through the `openai` package, on the embedded model:
+ * the text equals the library's own generateBatch of the same rows and seeds, streamed or not; errors name the field.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { createServer, type EdgeServer } from '../src/server/app.ts';
+import { loadModel, type Model } from '../src/runtime/model.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+let server: EdgeServer, client: OpenAI, model: Model;
+
+before(async () => {
+  server = await createServer({ model: path.join(ROOT, 'models/default'), port: 0, ctx: 1024 });
+  client = new OpenAI({ baseURL: `${await server.listen()}/v1`, apiKey: 'none', maxRetries: 0 });
+  model = await loadModel(path.join(ROOT, 'models/default'));
+});
+
+after(async () => {
+  await server?.close();
+  await model?.close();
+});
+
+const PROMPTS = ['Emma has 3 apples and buys 4 more. How many', 'The capital of'];
+
+test('completions: each prompt n times, in OpenAI\'s order, as the library\'s generateBatch decodes the same rows with the same seed; usage counts each prompt once', async () => {
+  const r = await client.completions.create({ model: 'default', prompt: PROMPTS, n: 2, max_tokens: 12, temperature: 0.9, seed: 5 });
+  const want = await model.generateBatch([PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1]], { maxTokens: 12, temperature: 0.9, seed: 5 });
+  assert.equal(r.object, 'text_completion');
+  assert.match(r.id, /^cmpl-/);
+  assert.deepEqual(r.choices.map((c) => [c.index, c.text, c.finish_reason]), want.map((c, i) => [i, c.text, c.finishReason === 'length' ? 'length' : 'stop']));
+  assert.ok(new Set(r.choices.map((c) => c.text)).size > 2, 'the rows draw independently');
+  const promptTokens = PROMPTS.reduce((a, p) => a + model.encode(p, false).length, 0), completion = want.reduce((a, c) => a + c.tokens.length, 0);
+  assert.deepEqual(r.usage, { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion });
+  // Greedy, a stop string, and OpenAI's default of 16 tokens.
+  const greedy = await client.completions.create({ model: 'default', prompt: PROMPTS[1], temperature: 0 });
+  const [own] = await model.generateBatch([PROMPTS[1]], { maxTokens: 16, temperature: 0 });
+  assert.deepEqual([greedy.choices[0].text, greedy.usage?.completion_tokens], [own.text, own.tokens.length]);
+  const cut = own.text.slice(2, 4);
+  const stopped = await client.completions.create({ model: 'default', prompt: PROMPTS[1], temperature: 0, stop: [cut] });
+  assert.deepEqual([stopped.choices[0].text, stopped.choices[0].finish_reason], [own.text.slice(0, own.text.indexOf(cut)), 'stop']);
+});
+
+test('completions, streamed: the pieces add up to the same text, echo sends the prompt first, include_usage ends with the usage', async () => {
+  const ask = { model: 'default', prompt: PROMPTS, max_tokens: 10, temperature: 0.7, seed: 11 };
+  const whole = await client.completions.create(ask);
+  const stream = await client.completions.create({ ...ask, stream: true, echo: true, stream_options: { include_usage: true } });
+  const texts = ['', ''], finish: (string | null)[] = [null, null];
+  let usage: unknown;
+  for await (const c of stream) {
+    assert.equal(c.object, 'text_completion');
+    for (const ch of c.choices) { texts[ch.index] += ch.text; finish[ch.index] = ch.finish_reason ?? finish[ch.index]; }
+    if (c.usage) usage = c.usage;
+  }
+  assert.deepEqual(texts, whole.choices.map((c, i) => PROMPTS[i] + c.text));
+  assert.deepEqual(finish, whole.choices.map((c) => c.finish_reason));
+  assert.deepEqual(usage, whole.usage);
+  const echoed = await client.completions.create({ ...ask, echo: true });
+  assert.deepEqual(echoed.choices.map((c) => c.text), whole.choices.map((c, i) => PROMPTS[i] + c.text));
+  // A client that leaves mid-stream cancels its rows (they go back to the batch).
+  const gone = new AbortController();
+  const long = await client.completions.create({ model: 'default', prompt: PROMPTS[0], max_tokens: 500, stream: true }, { signal: gone.signal });
+  const cancelled = server.metrics.cancelled.get();
+  try { for await (const _ of long) gone.abort(); } catch { /* the client's own abort */ }
+  for (let i = 0; i < 300 && server.admission.rowsInUse; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual([server.admission.rowsInUse, server.metrics.cancelled.get()], [0, cancelled + 1]);
+});
+
+test('completions: what it cannot do, a prompt that does not fit and an unknown model are refused naming the field', async () => {
+  const refused = async (body: Record<string, unknown>, status: number, param: string | null, message: string) => {
+    await assert.rejects(client.completions.create({ model: 'default', prompt: 'Hi', ...body } as never),
+      (e: { status: number; param: string | null; message: string }) => e.status === status && e.param === param && e.message === `${status} ${message}`);
+  };
+  await refused({ prompt: [1, 2, 3] }, 400, 'prompt', "Unsupported value: 'prompt' as token ids is not supported by edgereason; send the prompt's text.");
+  await refused({ logprobs: 2 }, 400, 'logprobs', "Unsupported parameter: 'logprobs' (log probabilities of the output tokens) is not supported by edgereason.");
+  await refused({ suffix: 'x' }, 400, 'suffix', "Unsupported parameter: 'suffix' (text to insert before) is not supported by edgereason.");
+  await refused({ best_of: 3 }, 400, 'best_of', "Unsupported parameter: 'best_of' 3 (ranking more samples than n by log-probability; only best_of = n) is not supported by edgereason.");
+  await refused({ presence_penalty: 1 }, 400, 'presence_penalty', "Unsupported parameter: 'presence_penalty' 1 (only 0) is not supported by edgereason.");
+  await refused({ prompt: '' }, 400, 'prompt', "Invalid value for 'prompt': the prompt is empty (it encodes to no tokens, and a model continues some text).");
+  await refused({ prompt: ['Hi', ''] }, 400, 'prompt[1]', "Invalid value for 'prompt[1]': the prompt is empty (it encodes to no tokens, and a model continues some text).");
+  const long = 'one two three four '.repeat(300), tokens = model.encode(long, false).length;
+  await refused({ prompt: long, max_tokens: 10 }, 400, 'max_tokens', `This model's maximum context length is 1024 tokens. However, you requested ${tokens + 10} tokens (${tokens} in the prompt, 10 in the completion). Please reduce the length of the prompt or completion.`);
+  await refused({ n: 9 }, 400, 'n', "Invalid value for 'n': 9 choices for each of 1 prompt is more than this server decodes for one request (8).");
+  await refused({ model: 'nope' }, 404, 'model', "The model 'nope' does not exist. Served models: default, reasoning.");
+  await refused({ messages: [] }, 400, 'messages', "Unrecognized request argument supplied: messages");
+});
