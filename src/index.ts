@@ -20,4 +20,4 @@ export type { ModelConfig, Projection } from './models/config.ts';
 export type { Quant } from './onnx/quant.ts';
 export type { Backend } from './runtime/backend.ts';
 export type { ChatMessage, TextTokenizer, TokenizerFiles } from './tokenizer/types.ts';
-export { parseToolCalls, ToolCallStream, toolCallFormat, type ToolCallFormat, type ParsedToolCall, type ParsedReply } from './tokenizer/tool-calls.ts';
+export { parseToolCalls, ToolCallStream, toolCallFormat, templateFor, hermesTemplate, type ToolCallFormat, type ParsedToolCall, type ParsedReply } from './tokenizer/tool-calls.ts';

@@ -926,6 +926,7 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
     for (const rows of [0, 1.5, NaN]) await assert.rejects(m.backend.newCache(rows), new RegExp(`^Error: engine: a cache needs a whole number of rows ≥ 1, got ${rows}$`));
     await assert.rejects(m.generateBatch(['a', 'b', 'c'], [{ maxTokens: 2 }]), /generate: 1 option objects for 3 prompts \(give one per prompt, or one object for all\)/);
     assert.deepEqual(await m.generateBatch([]), [], 'no prompts, no rows (was an engine error: a cache of 0 rows)');
+    await assert.rejects(m.generateBatch([], { adapter: true }), /generate: adapter requested but the model was loaded without --adapter/);
     await assert.rejects(m.generateBatch([], { maxTokens: -1 }), /generate: maxTokens/);
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);
     const c = await m.backend.newCache(1);

@@ -133,6 +133,17 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
   assert.ok(!fs.existsSync(lock));
 });
 
+test('holdLock: released when the process exits (Ctrl-C handlers end it with process.exit), with the folders it made', () => {
+  const top = path.join(tmp, 'lock-a'), lock = path.join(top, 'b', 'c', '.training.lock');
+  const script = `import { holdLock } from ${JSON.stringify(path.join(import.meta.dirname, '../src/io/safetensors.ts'))}; holdLock(${JSON.stringify(lock)}, () => 'held'); process.exit(0);`;
+  execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'pipe' });
+  assert.ok(!fs.existsSync(top), 'the lock and the folders it made are gone');
+  // A folder the run wrote into stays, with what it holds.
+  fs.mkdirSync(top);
+  execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script.replace("process.exit(0)", `(await import('node:fs')).writeFileSync(${JSON.stringify(path.join(top, 'b', 'kept'))}, 'x'); process.exit(0)`)], { stdio: 'pipe' });
+  assert.deepEqual([fs.existsSync(lock), fs.existsSync(path.join(top, 'b', 'c')), fs.readFileSync(path.join(top, 'b', 'kept'), 'utf8')], [false, false, 'x']);
+});
+
 /** `n` examples whose targets all lie past token 16 (cut off by maxLen 16), the invocation 3 before them. */
 const cutOff = (n: number) => Array.from({ length: n }, (_, k): Example => {
   const ids = [...Array.from({ length: 20 }, (_, i) => 10 + ((i + k) % 40)), 3, 100, 101, 102, 2];

@@ -141,6 +141,8 @@ test('strftime_now prints as transformers\' does (Python\'s strftime in the C lo
   const d = new Date(2024, 6, 26, 15, 4, 9); // Friday 26 July 2024, 15:04:09 local time
   assert.equal(strftime(d, '%d %b %Y|%A %a %B|%y %m %e|%H:%M:%S %I %p|%j|%%|%Q'), '26 Jul 2024|Friday Fri July|24 07 26|15:04:09 03 PM|208|%|%Q');
   assert.equal(strftime(new Date(2023, 0, 5, 0, 0, 0), '%j %I %p %e'), '005 12 AM  5');
+  // The C locale's compound forms and the rest of glibc's (checked against Python's with TZ=UTC; %s and %z are the zone's).
+  assert.equal(strftime(d, '%D|%F|%T|%R|%h|%c|%x|%X|%r|%C|%k|%l|%w|%u|%n|%t'), '07/26/24|2024-07-26|15:04:09|15:04|Jul|Fri Jul 26 15:04:09 2024|07/26/24|15:04:09|03:04:09 PM|20|15| 3|5|5|\n|\t');
   // Llama 3.x's templates print today's date with it; under a German locale @huggingface/jinja's own wrote "Dez".
   const dir = tmp();
   writeFileSync(path.join(dir, 'tokenizer.json'), readFileSync(path.join(qwenDir, 'tokenizer.json')));

@@ -55,9 +55,12 @@ test('parseToolCalls, JSON format (Llama 3.x): a reply that is a call\'s JSON is
     [{ name: 'get_weather', arguments: '{"city": "Paris", "n": 1.50}' }, { name: 'now', arguments: '{}' }]);
   // Prose, prose around a call, a cut-off call, JSON without a name, arguments that are not an object: plain text.
   for (const text of ['It is sunny in Paris.', `Sure: ${call}`, `${call} Done.`, '{"name": "get_weather", "parameters": {"city"', '{"city": "Paris"}',
-    '{"name": "f", "parameters": [1]}', `${call};;`, '<|python_tag|>brave_search.call(query="Paris")', '']) {
+    '{"name": "f", "parameters": [1]}', `${call};;`, '<|python_tag|>brave_search.call(query="Paris")', '', '{"name": "Alice", "age": 30}']) {
     assert.deepEqual(json(text), { content: text, calls: [] }, text);
   }
+  // Given the tools offered, a call of another name is an answer (JSON that happens to look like a call).
+  assert.deepEqual(parseToolCalls(call, 'json', ['get_weather']).calls.length, 1);
+  assert.deepEqual(parseToolCalls(call, 'json', ['search']), { content: call, calls: [] });
   // Hermes blocks are not this format's calls, nor is a JSON reply Hermes'.
   assert.deepEqual(json(WEATHER).calls, []);
   assert.deepEqual(parseToolCalls(call).calls, []);
@@ -95,6 +98,8 @@ test('voteKey: a reply that calls tools votes with its calls (the same calls how
   const keys = [call('delete_file', '{"file_id": 3}'), call('book_flight', '{"seats": 3}'), 'It will be sunny for 3 days.'].map(voteKey);
   assert.equal(new Set(keys).size, 3, JSON.stringify(keys));
   assert.equal(keys[2], '3');
+  // A JSON answer with a "name" is not a call: it votes with its number, as before the JSON format was read.
+  assert.equal(voteKey('{"name": "Alice", "age": 30}'), '30');
   // Llama's JSON calls vote as the same calls.
   assert.equal(voteKey('{"name": "get_weather", "parameters": {"days": 3, "city": "Paris"}}'), voteKey(call('get_weather', '{"city": "Paris", "days": 3}')));
   assert.equal(jsonDepth('{"a": [{"b": "[[[["}]}'), 3);
@@ -283,6 +288,18 @@ test('a "tool_use" chat template (a list of named templates, as Hermes 2 Pro and
   const plan = planChat({ model: 'qwen3-template', messages: user, tools: TOOLS } as never, { ...server.served, models: new Map([[sm.id, { ...sm, model: named }]]) }, server.limits);
   assert.equal(plan.tools, 'hermes');
   assert.equal(named.tokenizer.decode(plan.promptIds), qwen3.renderChat(user, { tools: TOOLS }));
+  // A chat_template.jinja replaces the list (as in transformers): its template renders every call, tools or not.
+  fs.writeFileSync(path.join(dir, 'chat_template.jinja'), plainTemplate);
+  const own = Object.create(qwen3, { tokenizer: { value: loadTokenizer(dir) } }) as typeof qwen3;
+  assert.equal(own.tokenizer.toolUseTemplate, undefined);
+  assert.throws(() => own.renderChat(user, { tools: TOOLS }), /the chat template never reads tools/);
+  fs.rmSync(path.join(dir, 'chat_template.jinja'));
+  // A tool_use template that does not parse fails the calls given tools only.
+  config.chat_template[1].template = '{% if tools %}{{ tools';
+  fs.writeFileSync(file, JSON.stringify(config));
+  const broken = Object.create(qwen3, { tokenizer: { value: loadTokenizer(dir) } }) as typeof qwen3;
+  assert.equal(broken.renderChat(user), plain.renderChat(user));
+  assert.throws(() => broken.renderChat(user, { tools: TOOLS }), /the "tool_use" chat template of .* \(tokenizer_config\.json\) does not parse/);
 });
 
 test('server with tools: the openai package\'s runTools loop (streamed or not) sends the call\'s result back and gets the answer', async () => {
@@ -407,9 +424,12 @@ test('Llama 3.2\'s template (JSON calls): the tools, an earlier call and its res
       says('{"name": "get_weather", "parameters": {"city": "Paris"}}');
       const r = await get();
       assert.deepEqual([fn(r), r.choices[0].message.content, r.choices[0].finish_reason], [[{ name: 'get_weather', arguments: '{"city": "Paris"}' }], null, 'tool_calls'], `stream ${stream}`);
-      says('It is sunny in {Paris}.');
-      const plain = await get();
-      assert.deepEqual([fn(plain), plain.choices[0].message.content, plain.choices[0].finish_reason], [undefined, 'It is sunny in {Paris}.', 'stop'], `stream ${stream}`);
+      // Text, a JSON answer, and a call of a tool not offered are the reply's content.
+      for (const text of ['It is sunny in {Paris}.', '{"name": "Alice", "age": 30}', '{"name": "search", "parameters": {"q": "Paris"}}']) {
+        says(text);
+        const plain = await get();
+        assert.deepEqual([fn(plain), plain.choices[0].message.content, plain.choices[0].finish_reason], [undefined, text, 'stop'], `stream ${stream}: ${text}`);
+      }
       // A named function: the reply begins with the call's JSON up to its parameters, after the generation prompt.
       says(' {"city": "Paris"}}');
       const named = await get({ tool_choice: { type: 'function', function: { name: 'get_weather' } } });

@@ -82,8 +82,7 @@ export function evalCommand(program: Command): void {
       const other = recorded ? differences(recorded, evaluation) : [];
       if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
       // An interrupted run of the same evaluation goes on from its journal (the same batch size: latencies stay comparable; the same seed).
-      const unlock = lockJournal(files.journal);
-      process.once('exit', unlock); // Ctrl-C and errors end the process
+      lockJournal(files.journal); // released when the process exits (Ctrl-C and errors end the process)
       const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(drawn && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
       const cases = dataset ? datasetCases(o.task as Task, path.join(sharedDir(), 'data', dataset.test), o.limit) : syntheticCases(split, o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${dataset ? ` (${dataset.test} is empty)` : ''}: nothing to evaluate`);

@@ -25,7 +25,7 @@ export interface EvalCase { id: string; question: string; gold: string | number;
 export interface EvalOptions extends GenerateOptions {
   /** Reason: the invocation after the chat prompt, with the reasoning adapter on (see the header). */
   reasoning?: boolean;
-  /** Invocation text for an adapter that names no invocation tokens (default "<think>"). */
+  /** Invocation text for an adapter that names no invocation tokens (default "<think>"); one that differs from the adapter's own is refused. */
   invocation?: string;
   /** Prompts decoded together (1 = per-request latency). */
   batch?: number;

@@ -183,18 +183,23 @@ export function processAlive(pid: number): boolean {
 /**
  * Holds the file `lock` for this process, so that a second run writing the same output is refused while the first
  * runs (their writes would interleave): `refusal(pid)` is the error's message. A lock whose process has ended
- * (killed) is taken over. Returns its release, which also removes a folder the lock made and nothing else filled.
+ * (killed) is taken over. Returns its release, which also runs when the process exits (Ctrl-C handlers end it with
+ * process.exit) and removes the folders the lock made that nothing else filled.
  */
 export function holdLock(lock: string, refusal: (pid: number) => string): () => void {
-  const dir = nodePath.dirname(nodePath.resolve(lock)), made = !fs.existsSync(dir);
-  makeDir(dir);
+  const made: string[] = []; // the folders that do not exist yet, deepest first
+  for (let d = nodePath.dirname(nodePath.resolve(lock)); !fs.existsSync(d) && nodePath.dirname(d) !== d; d = nodePath.dirname(d)) made.push(d);
+  makeDir(nodePath.dirname(nodePath.resolve(lock)));
   for (let attempt = 0; ; attempt++) {
     try {
       fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
-      return () => {
+      const release = () => {
+        process.off('exit', release);
         fs.rmSync(lock, { force: true });
-        if (made) try { fs.rmdirSync(dir); } catch { /* the run wrote into it */ }
+        try { for (const d of made) fs.rmdirSync(d); } catch { /* the run wrote into it */ }
       };
+      process.once('exit', release);
+      return release;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
       const pid = Number(fs.readFileSync(lock, 'utf8'));

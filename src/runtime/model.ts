@@ -245,7 +245,7 @@ export class Model {
       ({ signal, ...opts } = opts);
     }
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
-    if (per.some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
+    if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     if (!prompts.length) return []; // no rows (as Promise.all([]) resolves to []), checked as a batch of any size is
     const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p), per[i].chatTemplateKwargs));
     // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as

@@ -243,7 +243,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         id, object: 'chat.completion', created, model: plan.served.id, system_fingerprint: null,
         choices: out.choices.map((c) => {
           // A forced call's opening was the end of the prompt: the reply continues it.
-          const text = (plan.prefix ?? '') + c.content, calls = plan.tools ? parseToolCalls(text, plan.tools) : undefined, called = !!calls?.calls.length;
+          const text = (plan.prefix ?? '') + c.content, calls = plan.tools ? parseToolCalls(text, plan.tools, plan.toolNames) : undefined, called = !!calls?.calls.length;
           if (calls && plan.oneCall) calls.calls.splice(1);
           return {
             index: c.index,
@@ -379,7 +379,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     const toolStreams = new Map<number, ToolCallStream>();
     const push = (index: number, text: string) => {
       let t = toolStreams.get(index);
-      if (!t) { toolStreams.set(index, t = new ToolCallStream(plan.tools)); text = (plan.prefix ?? '') + text; }
+      if (!t) { toolStreams.set(index, t = new ToolCallStream(plan.tools, plan.toolNames)); text = (plan.prefix ?? '') + text; }
       const now = t.push(text);
       if (now) delta(index, { content: now });
       return t;

@@ -83,6 +83,8 @@ export interface Plan {
   includeUsage: boolean;
   /** The request offers tools: replies are read for tool calls, in the format the chat template writes them in. */
   tools?: ToolCallFormat;
+  /** The names of the tools offered (a JSON-format reply calling another is an answer, not a call). */
+  toolNames?: string[];
   /** parallel_tool_calls false: a reply's first call only. */
   oneCall: boolean;
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
@@ -396,7 +398,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
     ...(printed !== undefined ? { continued: printed } : {}),
   };
 }

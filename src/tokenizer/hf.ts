@@ -175,10 +175,12 @@ export class HfTokenizer implements TextTokenizer {
   private templateError?: string;
   /**
    * The template named "tool_use" in tokenizer_config.json's list of templates (Hermes 2 Pro and Hermes 3 ship one
-   * beside a "default" that takes no tools): as transformers does, it renders any call given tools.
+   * beside a "default" that takes no tools): as transformers does, it renders any call given tools. Not when the
+   * chat template comes from a file of its own (chat_template.jinja, or one beside a GGUF), which replaces the list.
    */
   readonly toolUseTemplate?: string;
   private toolUse?: Template;
+  private toolUseError?: string;
 
   /** `files`: the tokenizer.json and tokenizer_config.json contents `tokenizer` was built from. */
   constructor(readonly tokenizer: Tokenizer, readonly files: { tokenizerJson: unknown; config: Record<string, unknown>; chatTemplateFile?: string }, readonly name: string,
@@ -214,10 +216,12 @@ export class HfTokenizer implements TextTokenizer {
         this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${(e as Error).message}`;
       }
     }
-    const named = Array.isArray(config.chat_template) ? (config.chat_template as { name?: unknown; template?: unknown }[]).find((t) => t?.name === 'tool_use')?.template : undefined;
-    if (typeof named === 'string' && !this.templateError) {
-      try { this.toolUse = compile(named); this.toolUseTemplate = named; } catch (e) {
-        this.templateError = `tokenizer: the "tool_use" chat template of ${name} (tokenizer_config.json) does not parse: ${(e as Error).message}`;
+    const named = chatTemplate === undefined && Array.isArray(config.chat_template) ? (config.chat_template as { name?: unknown; template?: unknown }[]).find((t) => t?.name === 'tool_use')?.template : undefined;
+    if (typeof named === 'string') {
+      this.toolUseTemplate = named;
+      // A broken one fails the calls that would use it (given tools), as in transformers, not every chat.
+      try { this.toolUse = compile(named); } catch (e) {
+        this.toolUseError = `tokenizer: the "tool_use" chat template of ${name} (tokenizer_config.json) does not parse: ${(e as Error).message}`;
       }
     }
   }
@@ -248,9 +252,10 @@ export class HfTokenizer implements TextTokenizer {
       throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json; for a .gguf without one in its metadata, or a llama2.c .bin, a chat_template.jinja beside the file)`);
     }
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
-    const tools = opts.vars?.tools;
+    const tools = opts.vars?.tools, withTools = tools !== undefined && tools !== null && this.toolUseTemplate !== undefined;
+    if (withTools && this.toolUseError) throw new ChatTemplateError(this.toolUseError, 'broken');
     try {
-      return (tools !== undefined && tools !== null && this.toolUse ? this.toolUse : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
+      return (withTools ? this.toolUse! : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
       throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');
@@ -318,13 +323,19 @@ const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 
 export function strftime(date: Date, format: string): string {
   const pad = (n: number, w = 2) => String(n).padStart(w, '0'), h = date.getHours();
   const dayOfYear = Math.round((new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime() - new Date(date.getFullYear(), 0, 1).getTime()) / 864e5) + 1;
+  const off = -date.getTimezoneOffset();
   const f: Record<string, () => string> = {
     a: () => DAYS[date.getDay()].slice(0, 3), A: () => DAYS[date.getDay()], b: () => MONTHS[date.getMonth()].slice(0, 3), B: () => MONTHS[date.getMonth()],
     d: () => pad(date.getDate()), e: () => String(date.getDate()).padStart(2, ' '), m: () => pad(date.getMonth() + 1), y: () => pad(date.getFullYear() % 100),
-    Y: () => String(date.getFullYear()), H: () => pad(h), I: () => pad(h % 12 || 12), p: () => (h < 12 ? 'AM' : 'PM'), M: () => pad(date.getMinutes()),
-    S: () => pad(date.getSeconds()), j: () => pad(dayOfYear, 3), '%': () => '%',
+    Y: () => String(date.getFullYear()), C: () => pad(Math.floor(date.getFullYear() / 100)), H: () => pad(h), I: () => pad(h % 12 || 12),
+    k: () => String(h).padStart(2, ' '), l: () => String(h % 12 || 12).padStart(2, ' '), p: () => (h < 12 ? 'AM' : 'PM'), M: () => pad(date.getMinutes()),
+    S: () => pad(date.getSeconds()), j: () => pad(dayOfYear, 3), w: () => String(date.getDay()), u: () => String(date.getDay() || 7),
+    s: () => String(Math.floor(date.getTime() / 1000)), z: () => `${off < 0 ? '-' : '+'}${pad(Math.floor(Math.abs(off) / 60))}${pad(Math.abs(off) % 60)}`,
+    n: () => '\n', t: () => '\t', '%': () => '%',
   };
-  return format.replace(/%(.)/gs, (all, c: string) => f[c]?.() ?? all);
+  // The C locale's compound forms.
+  const compound: Record<string, string> = { D: '%m/%d/%y', F: '%Y-%m-%d', T: '%H:%M:%S', R: '%H:%M', h: '%b', c: '%a %b %e %H:%M:%S %Y', x: '%m/%d/%y', X: '%H:%M:%S', r: '%I:%M:%S %p' };
+  return format.replace(/%(.)/gs, (all, c: string) => (compound[c] ? strftime(date, compound[c]) : f[c]?.() ?? all));
 }
 const MAX_RANGE = 100_000;
 

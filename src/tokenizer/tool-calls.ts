@@ -105,10 +105,13 @@ function memberObjectText(json: string, key: string): string | undefined {
   return found;
 }
 
-/** One block's JSON as a call, or undefined when it holds none: an object with a string name and object arguments. */
-function callOf(json: string): ParsedToolCall | undefined {
+/**
+ * One block's JSON as a call, or undefined when it holds none: an object with a string name and object arguments
+ * (`needArguments`: written out, as the JSON format's calls must be to tell them from a JSON answer with a "name").
+ */
+function callOf(json: string, needArguments = false): ParsedToolCall | undefined {
   const v = jsonObject(json);
-  if (!v) return undefined;
+  if (!v || (needArguments && !('arguments' in v) && !('parameters' in v))) return undefined;
   const key = 'arguments' in v ? 'arguments' : 'parameters', { name, [key]: args = {} } = v as Record<string, unknown>;
   if (typeof name !== 'string' || !name) return undefined;
   if (!args || typeof args !== 'object' || Array.isArray(args)) return undefined;
@@ -122,9 +125,15 @@ const canonical = (v: unknown): unknown => (Array.isArray(v) ? v.map(canonical)
 /** A vote key for a reply's calls: the same calls (names and arguments as data, however spaced or ordered) give the same key. */
 export const callsKey = (calls: readonly ParsedToolCall[]): string => `tool calls: ${JSON.stringify(calls.map((c) => [c.name, canonical(JSON.parse(c.arguments))]))}`;
 
-/** A reply's tool calls and the rest of its text, in the template's format (see the module comment). */
-export function parseToolCalls(text: string, format: ToolCallFormat = 'hermes'): ParsedReply {
-  return format === 'json' ? jsonCalls(text) : hermesCalls(text);
+/**
+ * A reply's tool calls and the rest of its text, in the template's format (see the module comment). In the JSON
+ * format, where an answer may be JSON too, a reply is calls only when each has its arguments ("parameters" or
+ * "arguments") and, given `names` (the tools offered), names one of them.
+ */
+export function parseToolCalls(text: string, format: ToolCallFormat = 'hermes', names?: readonly string[]): ParsedReply {
+  if (format === 'hermes') return hermesCalls(text);
+  const parsed = jsonCalls(text);
+  return names && parsed.calls.some((c) => !names.includes(c.name)) ? { content: text, calls: [] } : parsed;
 }
 
 /** A reply that is one or more calls' JSON (after an optional python tag, separated by ";"), or plain text. */
@@ -132,7 +141,7 @@ function jsonCalls(text: string): ParsedReply {
   const plain = { content: text, calls: [] }, s = jsonStart(text), calls: ParsedToolCall[] = [];
   if (s === undefined) return plain;
   for (let at = 0; at < s.length;) {
-    const end = s[at] === '{' ? valueEnd(s, at) : -1, call = end < 0 ? undefined : callOf(s.slice(at, end));
+    const end = s[at] === '{' ? valueEnd(s, at) : -1, call = end < 0 ? undefined : callOf(s.slice(at, end), true);
     if (!call) return plain;
     calls.push(call);
     at = end + /^\s*(;\s*)?/.exec(s.slice(end))![0].length;
@@ -177,7 +186,8 @@ export class ToolCallStream {
   private inCalls = false;
   private plain = false;
 
-  constructor(private readonly format: ToolCallFormat = 'hermes') {}
+  /** `names`: the tools offered (see parseToolCalls). */
+  constructor(private readonly format: ToolCallFormat = 'hermes', private readonly names?: readonly string[]) {}
 
   push(piece: string): string {
     this.text += piece;
@@ -202,7 +212,7 @@ export class ToolCallStream {
   }
 
   end(): ParsedReply {
-    const parsed = parseToolCalls(this.text, this.format);
+    const parsed = parseToolCalls(this.text, this.format, this.names);
     return { content: parsed.content.slice(this.sent), calls: parsed.calls };
   }
 
@@ -212,6 +222,9 @@ export class ToolCallStream {
     return out;
   }
 }
+
+/** @deprecated toolCallFormat(source) === 'hermes' (kept for callers of 0.1's name). */
+export const hermesTemplate = (source: string | undefined): boolean => toolCallFormat(source) === 'hermes';
 
 /** The template that renders a call with these tools (the "tool_use" one when given any, as transformers picks it). */
 export const templateFor = (tok: { chatTemplate?: string; toolUseTemplate?: string }, tools: unknown): string | undefined =>
