@@ -74,7 +74,7 @@ test('completions: what it cannot do, a prompt that does not fit and an unknown 
       (e: { status: number; param: string | null; message: string }) => e.status === status && e.param === param && e.message === `${status} ${message}`);
   };
   await refused({ prompt: [1, 2, 3] }, 400, 'prompt', "Unsupported value: 'prompt' as token ids is not supported by edgereason; send the prompt's text.");
-  await refused({ logprobs: 2 }, 400, 'logprobs', "Unsupported parameter: 'logprobs' (log probabilities of the output tokens) is not supported by edgereason.");
+  await refused({ logprobs: 2, echo: true }, 400, 'logprobs', "Unsupported parameter: 'logprobs' with echo (log probabilities of the prompt's tokens) is not supported by edgereason.");
   await refused({ suffix: 'x' }, 400, 'suffix', "Unsupported parameter: 'suffix' (text to insert before) is not supported by edgereason.");
   await refused({ best_of: 3 }, 400, 'best_of', "Unsupported parameter: 'best_of' 3 (ranking more samples than n by log-probability; only best_of = n) is not supported by edgereason.");
   await refused({ presence_penalty: 1 }, 400, 'presence_penalty', "Unsupported parameter: 'presence_penalty' 1 (only 0) is not supported by edgereason.");
@@ -85,4 +85,44 @@ test('completions: what it cannot do, a prompt that does not fit and an unknown 
   await refused({ n: 9 }, 400, 'n', "Invalid value for 'n': 9 choices for each of 1 prompt is more than this server decodes for one request (8).");
   await refused({ model: 'nope' }, 404, 'model', "The model 'nope' does not exist. Served models: default, reasoning.");
   await refused({ messages: [] }, 400, 'messages', "Unrecognized request argument supplied: messages");
+});
+
+test('logprobs: the tokens\' log-probabilities and the most likely tokens, as the library reports them; chat\'s for the answer after the thinking, streamed whole with the finish', async () => {
+  const [own] = await model.generateBatch([PROMPTS[0]], { maxTokens: 6, temperature: 0, topLogprobs: 2 });
+  const r = await client.completions.create({ model: 'default', prompt: PROMPTS[0], max_tokens: 6, temperature: 0, logprobs: 2 });
+  const text = (id: number) => model.tokenizer.decode([id]), lp = r.choices[0].logprobs!;
+  assert.deepEqual(lp.tokens, own.tokens.map(text));
+  assert.deepEqual(lp.token_logprobs, own.logprobs);
+  assert.deepEqual(lp.text_offset, own.tokens.map((_, i) => own.tokens.slice(0, i).map(text).join('').length));
+  assert.deepEqual(lp.top_logprobs, own.topLogprobs!.map((top) => Object.fromEntries(top.map(([t, v]) => [text(t), v])))); // greedy: the sampled token is the first
+  assert.ok(own.topLogprobs!.every((top, i) => top[0][0] === own.tokens[i] && top[0][1] >= top[1][1]));
+  const streamed = await client.completions.create({ model: 'default', prompt: PROMPTS[0], max_tokens: 6, temperature: 0, logprobs: 2, stream: true });
+  let last: unknown;
+  for await (const c of streamed) if (c.choices[0]?.finish_reason) last = c.choices[0].logprobs;
+  assert.deepEqual(last, lp);
+  await assert.rejects(client.completions.create({ model: 'default', prompt: 'Hi', logprobs: 1, echo: true }),
+    (e: { status: number; param: string }) => e.status === 400 && e.param === 'logprobs');
+
+  // Chat, the base model: as the library's chat completion of the same messages.
+  const messages = [{ role: 'user' as const, content: 'What is the capital of France?' }];
+  const [chat] = await model.generateBatch([messages], { maxTokens: 8, temperature: 0, topLogprobs: 3, chat: true });
+  const c = await client.chat.completions.create({ model: 'default', messages, max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3 });
+  const content = c.choices[0].logprobs!.content!;
+  // (The same values to float32 rounding: the reply's first token is drawn from the prefill's logits, normalised in JS.)
+  const near = (a: number, b: number) => Math.abs(a - b) < 1e-5;
+  assert.deepEqual(content.map((t) => [t.token, t.bytes]), chat.tokens.map((id) => [text(id), [...Buffer.from(text(id))]]));
+  assert.ok(content.every((t, i) => near(t.logprob, chat.logprobs[i])), JSON.stringify([content.map((t) => t.logprob), chat.logprobs]));
+  assert.deepEqual(content.map((t) => t.top_logprobs.map((x) => x.token)), chat.topLogprobs!.map((top) => top.map(([t]) => text(t))));
+  assert.ok(content.every((t, i) => t.top_logprobs.every((x, j) => near(x.logprob, chat.topLogprobs![i][j][1]))));
+  // The reasoning adapter: the answer's tokens only, streamed whole with each choice's finish_reason.
+  const ask = { model: 'reasoning', messages: [{ role: 'user' as const, content: 'Tom has 4 boxes with 6 pens in each. He gives away 5 pens. How many pens does he have?' }], max_tokens: 200, temperature: 0, logprobs: true, edgereason: { reasoning: 'on' } };
+  const reasoned = await client.chat.completions.create(ask as never) as unknown as { choices: { message: { content: string; reasoning_content: string }; logprobs: { content: { token: string }[] } }[] };
+  assert.ok(reasoned.choices[0].message.reasoning_content.length > 0);
+  assert.equal(reasoned.choices[0].logprobs.content.map((t) => t.token).join('').trimStart(), reasoned.choices[0].message.content); // (from the closing tag on: its "\n\n" too)
+  const chunks = await client.chat.completions.create({ ...ask, stream: true } as never) as unknown as AsyncIterable<{ choices: { finish_reason: string | null; logprobs: unknown }[] }>;
+  let finished: unknown;
+  for await (const ch of chunks) if (ch.choices[0]?.finish_reason) finished = ch.choices[0].logprobs;
+  assert.deepEqual(finished, { ...reasoned.choices[0].logprobs, refusal: null });
+  await assert.rejects(client.chat.completions.create({ model: 'default', messages, top_logprobs: 2 }),
+    (e: { status: number; param: string }) => e.status === 400 && e.param === 'top_logprobs');
 });

@@ -482,6 +482,11 @@ test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens
   assert.equal(sampleToken(logits, { temperature: 1 }, 0.49).token, 0);
   assert.equal(sampleToken(logits, { temperature: 1 }, 0.51).token, 1);
   assert.equal(sampleToken(logits, { temperature: 1 }, 0.97).token, 3);
+  // topLogprobs: the k most likely tokens with their log-probabilities (the model's, whatever the temperature), best first.
+  const top = (p: Parameters<typeof sampleToken>[1], u = 0.97) => sampleToken(logits, { ...p, topLogprobs: 3 }, u).top!.map(([t, v]) => [t, Math.round(Math.exp(v) * 1e6) / 1e6]);
+  for (const p of [{}, { temperature: 1 }, { temperature: 0.3, topK: 2 }, { temperature: 1, topP: 0.6 }]) assert.deepEqual(top(p), [[0, 0.5], [1, 0.3], [2, 0.15]], JSON.stringify(p));
+  assert.deepEqual(sampleToken(logits, { temperature: 1, topLogprobs: 9 }, 0.97), { token: 3, logprob: sampleToken(logits, { temperature: 1 }, 0.97).logprob, top: sampleToken(logits, { topLogprobs: 4 }, 0).top });
+  assert.equal(sampleToken(logits, { temperature: 1 }, 0.97).top, undefined);
   // top-p 0.8 keeps {0,1} (mass 0.8): u = 0.97 of 0.8 lands on token 1.
   assert.equal(sampleToken(logits, { temperature: 1, topP: 0.8 }, 0.97).token, 1);
   // min-p 0.4 drops tokens below 0.2 (=0.4×0.5): keeps {0,1}.
@@ -926,6 +931,7 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
     for (const rows of [0, 1.5, NaN]) await assert.rejects(m.backend.newCache(rows), new RegExp(`^Error: engine: a cache needs a whole number of rows ≥ 1, got ${rows}$`));
     await assert.rejects(m.generateBatch(['a', 'b', 'c'], [{ maxTokens: 2 }]), /generate: 1 option objects for 3 prompts \(give one per prompt, or one object for all\)/);
     assert.deepEqual(await m.generateBatch([]), [], 'no prompts, no rows (was an engine error: a cache of 0 rows)');
+    await assert.rejects(m.complete('a', { topLogprobs: 21 }), /^Error: generate: topLogprobs must be an integer in \[0, 20\], got 21$/);
     await assert.rejects(m.generateBatch([], { adapter: true }), /generate: adapter requested but the model was loaded without --adapter/);
     await assert.rejects(m.generateBatch([], { maxTokens: -1 }), /generate: maxTokens/);
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);

@@ -428,8 +428,7 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
   const unsupported = (param: string, what: string) => `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`;
   const noTools = (param: string) => `Unsupported value: '${param}': the chat template of the model 'reasoning' does not write tool calls in a format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do; or the call's JSON, {"name": …, "parameters": …}, as Llama 3.1's to 3.3's do).`;
   const cases: [Loose, string, string, string][] = [
-    [{ logprobs: true }, 'logprobs', unsupported('logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],
-    [{ top_logprobs: 3 }, 'top_logprobs', unsupported('top_logprobs', '(log probabilities of the output tokens)'), 'unsupported_parameter'],
+    [{ top_logprobs: 3 }, 'top_logprobs', "Invalid value for 'top_logprobs': the most likely tokens' log-probabilities come with the reply's, which need 'logprobs' true.", null as never],
     // The embedded model's chat template has no tools (test/tools.test.ts serves one that has).
     [{ tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools', noTools('tools'), 'unsupported_value'],
     [{ tool_choice: 'required' }, 'tool_choice', `Invalid value for 'tool_choice': "required" asks for a tool call, and the request has no 'tools'.`, 'invalid_value'],

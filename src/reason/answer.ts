@@ -333,7 +333,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -361,7 +361,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
-  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop }, model.config.vocabSize, 'answer');
+  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, topLogprobs: opts.topLogprobs, stop: opts.stop }, model.config.vocabSize, 'answer');
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
@@ -414,7 +414,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
-  const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop });
+  const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop, ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}) });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
   const release = async (h: CacheHandle) => { handles.delete(h); await backend.free(h); };
@@ -441,7 +441,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           answerTokens: s.answerFrom === undefined ? 0 : s.tokens.length - s.answerFrom,
           meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}),
           finishReason: early.has(i) ? 'early-stop' : s.finishReason!,
-          tokenIds: s.tokens, logprobs: s.logprobs, capped: s.forcedTokens > 0,
+          tokenIds: s.tokens, logprobs: s.logprobs, ...(opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), capped: s.forcedTokens > 0,
           ...(opts.collectHidden && hidden[i] ? { hidden: hidden[i] } : {}),
         };
       });
@@ -523,7 +523,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       };
       const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen); // the engine's sampler, same draw
       if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
-      else { seq.ttftMs = performance.now() - start; seq.accept(first.token, first.logprob); }
+      else { seq.ttftMs = performance.now() - start; seq.accept(first.token, first.logprob, first.top); }
       check();
       if (!seq.done) {
         await decode(backend, base!.cache, [seq], [[]], start, { // the first token is fed as the sequence's own (takeFeed)
@@ -580,7 +580,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
         const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen);
         seq.ttftMs = performance.now() - start;
-        return seq.accept(first.token, first.logprob) ? [] : seq.takeFeed();
+        return seq.accept(first.token, first.logprob, first.top) ? [] : seq.takeFeed();
       });
       seqs.forEach((s, i) => { if (s.done && s.finishReason !== 'cancelled') ended(i); });
     } else pending = seqs.map(() => [...invocation, ...control]);

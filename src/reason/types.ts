@@ -4,7 +4,7 @@
  * the same KV cache, optionally with N parallel samples forked from it, and combines them by vote.
  */
 import type { ChatMessage } from '../tokenizer/types.ts';
-import type { SamplingParams } from '../runtime/sampler.ts';
+import type { SamplingParams, TokenLogprob } from '../runtime/sampler.ts';
 import type { Task } from '../tasks/grade.ts';
 
 export type ReasoningMode = 'auto' | 'on' | 'off';
@@ -103,6 +103,8 @@ export interface SampleResult {
   tokenIds?: number[];
   /** Log-probability of each generated token (0 for forced ones). */
   logprobs?: number[];
+  /** With topLogprobs: the most likely tokens at each generated token, best first ([] for forced ones). */
+  topLogprobs?: TokenLogprob[][];
   /** Tokens after the closing tag (all of them on the direct route). */
   answerTokens?: number;
   /** Whether the thinking cap closed the segment. */

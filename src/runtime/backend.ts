@@ -7,7 +7,7 @@
 import type { ModelConfig } from '../models/config.ts';
 import { Engine, type AdapterTensors, type EngineOptions, type StepInput, type StepOutput } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
-import { sampleToken, type RowSampling } from './sampler.ts';
+import { sampleToken, type RowSampling, type TokenLogprob } from './sampler.ts';
 
 export type CacheHandle = number;
 
@@ -21,6 +21,8 @@ export interface StepRequest extends StepInput {
 export interface StepResult {
   tokens?: number[];
   logprobs?: number[];
+  /** Per sampled row whose sampling asked for topLogprobs: the most likely tokens, best first. */
+  top?: (TokenLogprob[] | undefined)[];
   logits?: Float32Array;
   hidden?: Float32Array;
   /** Positions per row in logits/hidden. */
@@ -144,6 +146,7 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
       // each row's last new token: with 'all', rows shorter than the longest are padded after their tokens
       const at = b * L + (req.logits === 'all' ? req.tokens[b].length : L) - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse[at], p.seen);
       res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
+      if (s.top) (res.top ??= [])[b] = s.top;
     });
   }
   if (req.want?.logits) res.logits = out.logits;

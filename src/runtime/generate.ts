@@ -6,7 +6,7 @@ import type { TextTokenizer } from '../tokenizer/types.ts';
 import { StreamDecoder } from '../tokenizer/stream.ts';
 import type { Backend, CacheHandle } from './backend.ts';
 import { randomInt } from 'node:crypto';
-import { seededRandom, type RowSampling, type SamplingParams } from './sampler.ts';
+import { seededRandom, type RowSampling, type SamplingParams, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { shown } from '../show.ts';
 
@@ -66,6 +66,8 @@ export interface Completion {
   text: string;
   tokens: number[];
   logprobs: number[];
+  /** With topLogprobs: at each generated token, the most likely tokens and their log-probabilities (none for a forced token). */
+  topLogprobs?: TokenLogprob[][];
   finishReason: FinishReason;
   promptTokens: number;
   /** Milliseconds from start to the first generated token, and to the end. */
@@ -79,6 +81,8 @@ export interface Completion {
 export class Sequence {
   readonly tokens: number[] = [];
   readonly logprobs: number[] = [];
+  /** With opts.topLogprobs: the most likely tokens at each of `tokens` ([] where the runtime forced one). */
+  readonly topLogprobs: TokenLogprob[][] = [];
   /** The stop token that ended the sequence (not among `tokens`). */
   stopToken?: number;
   text = '';
@@ -161,8 +165,8 @@ export class Sequence {
 
   /** Parameters (with this sequence's next random draw, and the ids a repetition penalty applies to) for the engine's sampler. */
   sampling(): RowSampling {
-    const { temperature, topK, topP, minP, repetitionPenalty } = this.opts;
-    const p: RowSampling = { temperature, topK, topP, minP, u: this.random() };
+    const { temperature, topK, topP, minP, repetitionPenalty, topLogprobs } = this.opts;
+    const p: RowSampling = { temperature, topK, topP, minP, u: this.random(), ...(topLogprobs ? { topLogprobs } : {}) };
     if (!this.seen) return p;
     for (; this.seenUpTo < this.tokens.length; this.seenUpTo++) { // the output so far, forced tokens too (they are in the context)
       const t = this.tokens[this.seenUpTo];
@@ -179,7 +183,7 @@ export class Sequence {
   }
 
   /** Accepts a sampled token; returns true when the sequence has finished. */
-  accept(token: number, logprob: number): boolean {
+  accept(token: number, logprob: number, top?: TokenLogprob[]): boolean {
     if (this.atEdge) { // a stop token there is dropped too: the close is forced and the model answers
       this.atEdge = false;
       const room = this.room(), { end, endText, force } = this.opts.thinking!, text = this.tokenizer.decode([token]);
@@ -201,7 +205,7 @@ export class Sequence {
     if (this.stopTokens.has(token)) { this.stopToken = token; return this.finish('stop'); }
     this.logprobSum += logprob;
     this.queued.push(token);
-    this.push(token, logprob);
+    this.push(token, logprob, top);
     if (this.finished()) return true;
     this.checkCap();
     if (this.done) return true;
@@ -214,9 +218,10 @@ export class Sequence {
     if (!this.done) this.finish('cancelled');
   }
 
-  private push(token: number, logprob: number): void {
+  private push(token: number, logprob: number, top: TokenLogprob[] = []): void {
     this.tokens.push(token);
     this.logprobs.push(logprob);
+    if (this.opts.topLogprobs) this.topLogprobs.push(top);
     this.text += this.decoder.push(token);
     if (!this.thinkingOpen) return;
     const { end, endText } = this.opts.thinking!;
@@ -366,6 +371,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   if (o.minP !== undefined && !(num(o.minP) && o.minP >= 0 && o.minP <= 1)) bad('minP must be in [0, 1]', o.minP);
   if (o.repetitionPenalty !== undefined && !(num(o.repetitionPenalty) && o.repetitionPenalty > 0)) bad('repetitionPenalty must be a finite number > 0 (1 = off)', o.repetitionPenalty);
   if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) bad('seed must be an integer within ±(2^53 − 1)', o.seed);
+  if (o.topLogprobs !== undefined && !(Number.isInteger(o.topLogprobs) && o.topLogprobs >= 0 && o.topLogprobs <= 20)) bad('topLogprobs must be an integer in [0, 20]', o.topLogprobs);
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
   const stops = stopList(o.stop);
@@ -469,7 +475,7 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
       feed = live.map((s, i) => {
         if (s.done) return []; // cancelled while the step ran
         if (s.ttftMs === 0) s.ttftMs = performance.now() - start; // the first sampled token
-        if (s.accept(res.tokens![i], res.logprobs![i])) {
+        if (s.accept(res.tokens![i], res.logprobs![i], res.top?.[i])) {
           hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H));
           hooks.onEnd?.(rows[i]);
           return [];
@@ -508,7 +514,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   }
   const end = performance.now();
   return seqs.map((s) => ({
-    text: s.text, tokens: s.tokens, logprobs: s.logprobs, finishReason: s.finishReason!,
+    text: s.text, tokens: s.tokens, logprobs: s.logprobs, ...(s.opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), finishReason: s.finishReason!,
     promptTokens: s.promptTokens, ttftMs: s.ttftMs, totalMs: end - start,
     ...(s.opts.thinking ? { thinking: { tokens: s.thinkingTokens, closed: s.answerFrom !== undefined } } : {}),
   }));

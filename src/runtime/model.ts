@@ -306,7 +306,7 @@ let adapterViews = 0;
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
-const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty'];
+const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs'];
 
 
 function checkLoadOptions(o: LoadOptions): void {

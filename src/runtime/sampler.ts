@@ -16,12 +16,18 @@ export interface SamplingParams {
    * The reported log-probabilities are of the penalised distribution.
    */
   repetitionPenalty?: number;
+  /** Also report the k most likely tokens at each step with their log-probabilities (OpenAI's top_logprobs; 0 = none). */
+  topLogprobs?: number;
 }
 
 /** What the engine's sampler takes per row: the parameters, the row's random draw, and the ids the penalty applies to. */
 export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number> };
 
-export interface Sampled { token: number; logprob: number }
+/** A token and its log-probability. */
+export type TokenLogprob = [token: number, logprob: number];
+
+/** The token drawn and its log-probability, and (topLogprobs) the most likely ones, best first. */
+export interface Sampled { token: number; logprob: number; top?: TokenLogprob[] }
 
 /** Tokens whose probability is below e^-25 of the best one cannot matter for top-p/min-p at fp32 precision. */
 const TAIL = 25;
@@ -69,8 +75,9 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(max) ? 'all NaN' : `the best is ${max}`}): its weights, or its adapter's, overflow float32${penalty}`);
   }
   const logprob = (token: number) => (lse !== undefined ? logits[token] - lse : (logits[token] - max) - logSumExp(logits, max));
+  const top = params.topLogprobs ? { top: Array.from(topK(logits, Math.min(params.topLogprobs, V)), (t): TokenLogprob => [t, logprob(t)]) } : {};
   // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.
-  if (temp <= 0 || !(max - TAIL * temp < max)) return { token: best, logprob: logprob(best) };
+  if (temp <= 0 || !(max - TAIL * temp < max)) return { token: best, logprob: logprob(best), ...top };
   if (scratchP.length < V) { scratchP = new Float64Array(V); scratchI = new Int32Array(V); }
   const e = scratchP, floorLogit = max - TAIL * temp; // tokens at or below the floor weigh < e^-25 of the best
   let norm = 0;
@@ -80,7 +87,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     while (n < sorted.length && logits[sorted[n]] > floorLogit) n++;
     sorted = sorted.subarray(0, n);
     for (let i = 0; i < n; i++) norm += e[sorted[i]] = Math.exp((logits[sorted[i]] - max) / temp);
-  } else return fromSlices(logits, params, u, max, floorLogit, temp, logprob);
+  } else return { ...fromSlices(logits, params, u, max, floorLogit, temp, logprob), ...top };
   let n = sorted.length;
   const prob = (i: number) => e[sorted[i]] / norm;
   if (params.minP && params.minP > 0) {
@@ -97,7 +104,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   let r = u * total, pick = n - 1;
   for (let i = 0; i < n; i++) { r -= prob(i); if (r < 0) { pick = i; break; } }
   const token = sorted[pick];
-  return { token, logprob: logprob(token) };
+  return { token, logprob: logprob(token), ...top };
 }
 
 /**

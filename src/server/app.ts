@@ -18,7 +18,7 @@ import { AbortedError } from '../runtime/scheduler.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
 import { loadServed, type AdapterSpec, type Served } from './models.ts';
-import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type EffortBudgets, type Plan } from './chat.ts';
+import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type ChoiceOut, type EffortBudgets, type Plan } from './chat.ts';
 import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
 import { SseWriter } from './sse.ts';
@@ -26,6 +26,7 @@ import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
 import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionRequest } from './completions.ts';
 import type { Completion } from '../runtime/generate.ts';
+import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseToolCalls, ToolCallStream, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 
@@ -251,7 +252,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
               role: 'assistant', content: called ? calls!.content || null : text, reasoning_content: c.route === 'reasoning' ? c.thinking : null, reasoning: c.route === 'reasoning' ? c.thinking : null, refusal: null,
               ...(called ? { tool_calls: calls!.calls.map(toolCallOut) } : {}),
             },
-            logprobs: null, finish_reason: toolsFinish(c.finishReason, called),
+            logprobs: c.logprobs ? chatLogprobs(plan.served.model.tokenizer, c.logprobs, plan.logprobs!) : null, finish_reason: toolsFinish(c.finishReason, called),
           };
         }),
         usage: out.usage,
@@ -268,15 +269,17 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       const id = `cmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
       const body = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion', created, model: plan.served.id, system_fingerprint: null, choices, ...extra });
       const echoed = (row: number) => (plan.echo ? plan.rows[row] : '');
+      const logprobsOf = (c: Completion) => (plan.logprobs === undefined ? null : completionLogprobs(plan.served.model.tokenizer, { tokens: c.tokens, logprobs: c.logprobs, top: c.topLogprobs }, plan.logprobs));
       if (!plan.stream) {
         const out = await runCompletion(plan, abort.signal);
         if (abort.signal.aborted) throw new AbortedError();
         recordCompletion(out, start);
-        return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: null, finish_reason: completionFinish(c) })), { usage: completionUsage(plan, out) });
+        return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: logprobsOf(c), finish_reason: completionFinish(c) })), { usage: completionUsage(plan, out) });
       }
       reply.hijack();
       const sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {});
-      const piece = (index: number, text: string, finish: string | null = null) => sse.send(body([{ index, text, logprobs: null, finish_reason: finish }], plan.includeUsage ? { usage: null } : {}));
+      // (Streamed, a choice's log-probabilities come whole with its finish_reason: the pieces are text, not tokens.)
+      const piece = (index: number, text: string, finish: string | null = null, logprobs: unknown = null) => sse.send(body([{ index, text, logprobs, finish_reason: finish }], plan.includeUsage ? { usage: null } : {}));
       if (plan.echo) plan.rows.forEach((p, i) => piece(i, p));
       let out: Completion[] | undefined;
       try {
@@ -297,7 +300,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         return reply;
       }
       recordCompletion(out, start);
-      out.forEach((c, i) => piece(i, '', completionFinish(c)));
+      out.forEach((c, i) => piece(i, '', completionFinish(c), logprobsOf(c)));
       if (plan.includeUsage) sse.send(body([], { usage: completionUsage(plan, out) }));
       sse.done();
       return reply;
@@ -372,8 +375,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     };
     // A choice's finish_reason goes out as soon as it ends, as OpenAI and vLLM send it, except the last choice's
     // without a usage chunk: it carries the edgereason report, which only the end of the request completes.
-    const finished = new Set<number>();
-    let heldFinish: number | undefined;
+    const finished = new Set<number>(), held = new Set<number>();
     // With tools, a choice's text that may begin a tool call is held back; its calls go out as one delta each before its finish_reason.
     // (A forced call's opening, the end of the prompt, goes in first: the reply continues it.)
     const toolStreams = new Map<number, ToolCallStream>();
@@ -385,7 +387,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       return t;
     };
     const content = (index: number, text: string) => (plan.tools ? void push(index, text) : delta(index, { content: text }));
-    const finish = (index: number, reason: string, extra: Record<string, unknown> = {}) => {
+    const finish = (index: number, reason: string, extra: Record<string, unknown> = {}, logprobs: unknown = null) => {
       const t = toolStreams.get(index) ?? (plan.prefix !== undefined ? push(index, '') : undefined);
       if (t) {
         toolStreams.delete(index);
@@ -396,15 +398,16 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         reason = toolsFinish(reason, calls.length > 0);
       }
       if (!started.has(index)) delta(index, { content: '' });
-      sse.send(chunk([{ index, delta: {}, logprobs: null, finish_reason: reason }], extra));
+      sse.send(chunk([{ index, delta: {}, logprobs, finish_reason: reason }], extra));
     };
     let out: ChatOutcome | undefined;
     try {
       out = await runChat(plan, served, abort.signal, (e) => {
         if (e.type === 'end') {
           finished.add(e.choice);
-          if (plan.includeUsage || finished.size < plan.n) finish(e.choice, e.finishReason);
-          else heldFinish = e.choice;
+          // With logprobs, every finish waits for the answer's tokens, which come with the result (it carries them).
+          if (plan.logprobs === undefined && (plan.includeUsage || finished.size < plan.n)) finish(e.choice, e.finishReason);
+          else held.add(e.choice);
         } else if (e.type === 'route') {
           for (let i = 0; i < plan.n; i++) if (!started.has(i)) delta(i, { content: '' }, { edgereason: { route: e.route, ...(e.routerScore !== undefined ? { router_score: e.routerScore } : {}) } });
         } else if (e.phase === 'thinking') delta(e.choice, { reasoning_content: e.text, reasoning: e.text });
@@ -432,8 +435,10 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     // The edgereason report (route, votes, TTFT) rides on the last chunk: the usage chunk (choices: []) when
     // stream_options.include_usage asks for one, as OpenAI sends it, else the last finish_reason chunk.
     const rep = { edgereason: report(plan, out, waited) };
-    const rest = out.choices.filter((c) => !finished.has(c.index) || c.index === heldFinish);
-    rest.forEach((c, k) => finish(c.index, c.finishReason, !plan.includeUsage && k === rest.length - 1 ? rep : {}));
+    const rest = out.choices.filter((c) => !finished.has(c.index) || held.has(c.index));
+    // With logprobs, a choice's come whole with its finish_reason (the streamed pieces are text, not tokens).
+    const logprobsOf = (c: ChoiceOut) => (c.logprobs ? chatLogprobs(plan.served.model.tokenizer, c.logprobs, plan.logprobs!) : null);
+    rest.forEach((c, k) => finish(c.index, c.finishReason, !plan.includeUsage && k === rest.length - 1 ? rep : {}, logprobsOf(c)));
     if (plan.includeUsage) sse.send(chunk([], { usage: out.usage, ...rep }));
     sse.done();
   }

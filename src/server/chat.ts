@@ -43,6 +43,7 @@ import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { jsonDepth, jsonObject, templateFor, TOOL_CALL_OPEN, toolCallFormat, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
+import type { TokenLogprobs } from './logprobs.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
 /** reasoning_effort → thinking budget: the RL buckets (DEFAULT_BUDGETS), minimal half of the smallest. */
@@ -89,6 +90,8 @@ export interface Plan {
   oneCall: boolean;
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
   prefix?: string;
+  /** logprobs: the answer tokens' log-probabilities, and this many of the most likely tokens at each (top_logprobs). */
+  logprobs?: number;
   /** continue_final_message: the last message's content as the prompt ends with it; the reply continues it (votes read the two together). */
   continued?: string;
 }
@@ -385,8 +388,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.filter((b) => b <= cap!).at(-1) ?? m.budgets[0] : undefined;
 
   const seed = req.seed ?? randomInt(0, 2 ** 31);
+  if (req.top_logprobs && req.logprobs !== true) throw new ApiError(400, "Invalid value for 'top_logprobs': the most likely tokens' log-probabilities come with the reply's, which need 'logprobs' true.", 'top_logprobs');
+  const logprobs = req.logprobs === true ? req.top_logprobs ?? 0 : undefined;
   const options: AnswerOptions = {
-    reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits),
+    reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits), ...(logprobs ? { topLogprobs: logprobs } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
@@ -398,7 +403,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
     ...(printed !== undefined ? { continued: printed } : {}),
   };
 }
@@ -428,6 +433,8 @@ export interface ChoiceOut {
   chosen?: number;
   /** The direct attempt this choice's own call dropped for reasoning (edgereason.samples: each choice is a call). */
   escalation?: AnswerResult['escalation'];
+  /** logprobs: the answer's tokens (after the thinking) with their log-probabilities. */
+  logprobs?: TokenLogprobs;
 }
 
 export interface ChatOutcome {
@@ -492,7 +499,13 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens - (r.escalation?.tokens ?? 0) : s.tokens,
       capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
       ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen } : {}), ...(perChoice && r.escalation ? { escalation: r.escalation } : {}),
+      ...(plan.logprobs !== undefined && s.tokenIds && s.logprobs ? { logprobs: answerPart(s) } : {}),
     };
+  };
+  /** A sample's answer tokens: those after its thinking (all of a direct answer's). */
+  const answerPart = (s: AnswerResult['samples'][number]): TokenLogprobs => {
+    const from = s.tokenIds!.length - (s.answerTokens ?? s.tokenIds!.length);
+    return { tokens: s.tokenIds!.slice(from), logprobs: s.logprobs!.slice(from), ...(s.topLogprobs ? { top: s.topLogprobs.slice(from) } : {}) };
   };
   try {
     if (plan.perChoice !== undefined) {

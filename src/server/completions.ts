@@ -70,6 +70,8 @@ export interface CompletionPlan {
   stream: boolean;
   includeUsage: boolean;
   echo: boolean;
+  /** logprobs: each token's log-probability, and this many of the most likely tokens at each (undefined: none). */
+  logprobs?: number;
 }
 
 /** Validates a completions request (ApiError naming the field) and plans it. */
@@ -79,7 +81,7 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   const refuse = (param: string, what: string) => { throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter'); };
   // The fields both endpoints share are refused as chat refuses them (penalties, logit bias, stream_options without stream).
   checkUnsupported({ messages: [], presence_penalty: req.presence_penalty, frequency_penalty: req.frequency_penalty, logit_bias: req.logit_bias, stream: req.stream, stream_options: req.stream_options } as ChatRequest);
-  if (req.logprobs != null && req.logprobs > 0) refuse('logprobs', '(log probabilities of the output tokens)');
+  if (req.logprobs != null && req.echo) refuse('logprobs', 'with echo (log probabilities of the prompt\'s tokens)');
   if (req.suffix) refuse('suffix', '(text to insert before)');
   const n = req.n ?? 1;
   if (req.best_of != null && req.best_of !== n) refuse('best_of', `${req.best_of} (ranking more samples than n by log-probability; only best_of = n)`);
@@ -100,8 +102,8 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   });
   return {
     served: m, rows: texts.flatMap((p) => Array<string>(n).fill(p)), promptTokens, n,
-    options: { maxTokens: asked, seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits) },
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo,
+    options: { maxTokens: asked, seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo, ...(req.logprobs != null ? { logprobs: req.logprobs } : {}),
   };
 }
 

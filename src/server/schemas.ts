@@ -21,8 +21,6 @@ const contentPart = {
  * refused by `checkUnsupported` unless their value asks for nothing (false, 0, empty, "none", {type: "text"}).
  */
 const unsupportedFields = {
-  logprobs: nullable({ type: 'boolean' }),
-  top_logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
   functions: nullable({ type: 'array' }),
   function_call: nullable({ anyOf: [{ type: 'string' }, { type: 'object' }] }),
   response_format: nullable({ type: 'object', required: ['type'], properties: { type: { type: 'string' } } }),
@@ -100,6 +98,8 @@ export const chatRequestSchema = {
     ...harmlessFields,
     ...samplingFields,
     model: { type: 'string' },
+    logprobs: nullable({ type: 'boolean' }),
+    top_logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
     tools: nullable({ type: 'array', items: toolSchema }),
     // false: only a reply's first call is returned (a model may write several).
     parallel_tool_calls: nullable({ type: 'boolean' }),
@@ -200,8 +200,8 @@ export interface ChatRequest extends SamplingRequest {
 }
 
 /**
- * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): log
- * probabilities, legacy functions, structured output,
+ * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): legacy
+ * functions, structured output,
  * penalties, logit bias, audio, predicted outputs, web search, verbosity, usage on every stream chunk, stream_options
  * without stream (as OpenAI does), and a message's function call or audio. Values that ask for nothing pass.
  */
@@ -210,8 +210,6 @@ export function checkUnsupported(req: ChatRequest): void {
     throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter');
   };
   const given = (v: unknown) => v !== undefined && v !== null;
-  if (req.logprobs === true) refuse('logprobs', '(log probabilities of the output tokens)');
-  if (given(req.top_logprobs) && req.top_logprobs !== 0) refuse('top_logprobs', '(log probabilities of the output tokens)');
   if (req.functions?.length) refuse('functions', '(function calling)');
   if (given(req.function_call) && req.function_call !== 'none') refuse('function_call', '(function calling)');
   if (given(req.response_format) && req.response_format!.type !== 'text') {
