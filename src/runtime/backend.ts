@@ -144,7 +144,7 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
       if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
       if (!req.tokens[b].length) throw new Error(`engine: row ${b} is sampled but was fed no token (nothing new to sample from)`);
       // each row's last new token: with 'all', rows shorter than the longest are padded after their tokens
-      const at = b * L + (req.logits === 'all' ? req.tokens[b].length : L) - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse[at], p.seen);
+      const at = b * L + (req.logits === 'all' ? req.tokens[b].length : L) - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse[at], p.seen, p.allow);
       res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
       if (s.top) (res.top ??= [])[b] = s.top;
     });

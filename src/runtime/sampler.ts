@@ -20,8 +20,11 @@ export interface SamplingParams {
   topLogprobs?: number;
 }
 
-/** What the engine's sampler takes per row: the parameters, the row's random draw, and the ids the penalty applies to. */
-export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number> };
+/**
+ * What the engine's sampler takes per row: the parameters, the row's random draw, the ids the penalty applies to, and
+ * (`allow`) the only tokens it may draw at this step (constrained decoding; their log-probabilities renormalised).
+ */
+export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: readonly number[] };
 
 /** A token and its log-probability. */
 export type TokenLogprob = [token: number, logprob: number];
@@ -46,13 +49,19 @@ let scratchP = new Float64Array(0), scratchI = new Int32Array(0), scratchO = new
 const sliceMass = new Float64Array(NUCLEUS_BUCKETS), sliceStart = new Int32Array(NUCLEUS_BUCKETS + 1), sliceFill = new Int32Array(NUCLEUS_BUCKETS);
 const SLICE_STEP = TAIL / NUCLEUS_BUCKETS, SLICE_EXP = Float64Array.from({ length: NUCLEUS_BUCKETS }, (_, b) => Math.exp(-b * SLICE_STEP));
 
-let scratchL = new Float32Array(0);
+let scratchL = new Float32Array(0), scratchA = new Float32Array(0);
 
 /**
  * `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. `seen`:
  * the distinct token ids the repetition penalty applies to (the logits themselves are left as they are).
  */
-export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>): Sampled {
+export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: readonly number[]): Sampled {
+  if (allow) { // every other token at -Infinity: the draw and its log-probability are among the allowed ones
+    if (scratchA.length < logits.length) scratchA = new Float32Array(logits.length);
+    const only = scratchA.subarray(0, logits.length).fill(-Infinity);
+    for (const t of allow) only[t] = logits[t];
+    logits = only; lse = undefined;
+  }
   const rp = params.repetitionPenalty, penalised = rp !== undefined && rp !== 1 && !!seen?.length;
   if (penalised) {
     if (scratchL.length < logits.length) scratchL = new Float32Array(logits.length);

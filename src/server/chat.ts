@@ -32,7 +32,7 @@ import { randomInt, randomUUID } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt } from '../reason/answer.ts';
+import { ALLOWED_NEXT, answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -41,7 +41,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
-import { jsonDepth, jsonObject, templateFor, TOOL_CALL_OPEN, toolCallFormat, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
+import { jsonDepth, jsonObject, templateFor, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import type { TokenLogprobs } from './logprobs.ts';
 
@@ -90,6 +90,8 @@ export interface Plan {
   oneCall: boolean;
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
   prefix?: string;
+  /** tool_choice "required" with several tools: the name the reply writes after the prefix is one of them. */
+  nameOf?: (tokens: readonly number[]) => readonly number[] | undefined;
   /** logprobs: the answer tokens' log-probabilities, and this many of the most likely tokens at each (top_logprobs). */
   logprobs?: number;
   /** continue_final_message: the last message's content as the prompt ends with it; the reply continues it (votes read the two together). */
@@ -280,7 +282,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // tool_choice "required" or a named function: the reply is begun with the call's opening (after the generation
   // prompt), so the model writes a call; it answers directly (a thinking model after its empty thinking block).
-  let prefix: string | undefined;
+  let prefix: string | undefined, nameOf: Plan['nameOf'];
   if (tools && forcing) {
     const named = req.tool_choice && typeof req.tool_choice === 'object' ? req.tool_choice.function.name : tools.length === 1 ? tools[0].function.name : undefined;
     if (named !== undefined && !tools.some((t) => t.function.name === named)) {
@@ -290,6 +292,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // (Up to the colon: Qwen's tokenizer joins the space after it to the brace, " {\"", so a trailing space would be a token the model never saw there.)
     const [open, key] = format === 'json' ? ['', 'parameters'] : [`${TOOL_CALL_OPEN}\n`, 'arguments'];
     prefix = named !== undefined ? `${open}{"name": ${JSON.stringify(named)}, "${key}":` : `${open}{"name": "`;
+    // "required" with several tools: the model writes the name, held to the tools' names (OpenAI's "required" calls one of them).
+    if (named === undefined) nameOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
   }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
   const budgetAsked = cap !== undefined;
@@ -403,7 +407,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}),
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}), ...(nameOf ? { nameOf } : {}),
     ...(printed !== undefined ? { continued: printed } : {}),
   };
 }
@@ -477,6 +481,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
       ...o, signal, [PROMPT_IDS]: plan.promptIds, ...(plan.prefix ?? plan.continued) !== undefined ? { [REPLY_PREFIX]: plan.prefix ?? plan.continued } : {},
+      ...(plan.nameOf ? { [ALLOWED_NEXT]: plan.nameOf } : {}),
       onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
       onSampleEnd: (s, f) => { const c = choiceOf(s); if (c !== undefined && !buffered) onEvent?.({ type: 'end', choice: c, finishReason: finishReason(f) }); },
       onRoute: o.onRoute,

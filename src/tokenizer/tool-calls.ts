@@ -294,3 +294,28 @@ export function checkToolCalls(m: ChatMessage, at: string): void {
     else if (!args || typeof args !== 'object' || Array.isArray(args)) throw new Error(`${call}.function.arguments must be an object or the JSON text of one, got ${shown(args)}`);
   });
 }
+
+/** Each token's text alone, decoded once per tokenizer (toolNameConstraint walks them at every constrained step). */
+const TOKEN_TEXTS = new WeakMap<object, string[]>();
+
+/**
+ * For a reply begun with a call's opening up to its name (`{"name": "`, tool_choice "required" with several tools):
+ * the tokens that keep it spelling one of `names` and its closing quote (a token may run past the quote, as `",`
+ * does); undefined, no constraint, once a name is closed. OpenAI's "required" answers with one of the tools.
+ */
+export function toolNameConstraint(tok: { vocabSize: number; decode(ids: readonly number[]): string }, names: readonly string[]): (tokens: readonly number[]) => readonly number[] | undefined {
+  const ends = names.map((n) => `${n}"`);
+  let texts = TOKEN_TEXTS.get(tok);
+  if (!texts) TOKEN_TEXTS.set(tok, texts = Array.from({ length: tok.vocabSize }, (_, id) => tok.decode([id])));
+  return (tokens) => {
+    const sofar = tok.decode(tokens);
+    if (ends.some((e) => sofar.startsWith(e))) return undefined;
+    // What each name still needs; a token is allowed when it begins that, or is all of it and more.
+    const rest = ends.filter((e) => e.startsWith(sofar)).map((e) => e.slice(sofar.length)), allow: number[] = [];
+    for (let id = 0; id < texts.length; id++) {
+      const t = texts[id];
+      if (t && rest.some((r) => r.startsWith(t) || t.startsWith(r))) allow.push(id);
+    }
+    return allow.length ? allow : undefined;
+  };
+}
