@@ -37,7 +37,7 @@ export function serveCommand(program: Command): void {
     .option('--ctx <n>', 'context limit in tokens (clamped to the model\'s)', intArg('--ctx', 2), 4096)
     .option('--max-n <n>', 'largest n (choices) per request (default: min(8, --max-batch))', intArg('--max-n', 1))
     .option('--max-samples <n>', 'largest edgereason.samples (reasoning samples voted into one choice) per request (default: min(8, --max-batch))', intArg('--max-samples', 1))
-    .option('--max-tokens <n>', 'default max_tokens when a request gives none', intArg('--max-tokens', 1), 512)
+    .option('--max-tokens <n>', 'default max_tokens of a chat request that gives none (/v1/completions: 16, as OpenAI\'s)', intArg('--max-tokens', 1), 512)
     .option('--answer-reserve <n>', 'tokens of max_tokens the thinking cap always leaves for the answer', intArg('--answer-reserve', 0), 32)
     .option('--reasoning-effort-budgets <json>', 'reasoning_effort → thinking tokens, e.g. \'{"low":32,"medium":64,"high":128}\'', effortBudgets)
     .option('--vote <method>', `how samples are combined when a request names no edgereason.vote: ${VOTE_METHODS.join(' | ')}`, 'majority')

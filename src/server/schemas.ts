@@ -183,9 +183,10 @@ export interface ChatRequest extends SamplingRequest {
   tools?: ToolIn[] | null;
   tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
   parallel_tool_calls?: boolean | null;
-  // Accepted by the schema, refused by checkUnsupported when they ask for something.
+  /** The answer tokens' log-probabilities, and the most likely tokens at each (0–20; needs logprobs true). */
   logprobs?: boolean | null;
   top_logprobs?: number | null;
+  // Accepted by the schema, refused by checkUnsupported when they ask for something.
   functions?: unknown[] | null;
   function_call?: string | Record<string, unknown> | null;
   response_format?: { type: string } | null;
