@@ -26,7 +26,9 @@ after(async () => {
 const PROMPTS = ['Emma has 3 apples and buys 4 more. How many', 'The capital of'];
 
 test('completions: each prompt n times, in OpenAI\'s order, as the library\'s generateBatch decodes the same rows with the same seed; usage counts each prompt once', async () => {
+  const counted = server.metrics.promptTokens.get();
   const r = await client.completions.create({ model: 'default', prompt: PROMPTS, n: 2, max_tokens: 12, temperature: 0.9, seed: 5 });
+  assert.equal(server.metrics.promptTokens.get() - counted, r.usage!.prompt_tokens, 'the metric counts each prompt once, as usage does');
   const want = await model.generateBatch([PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1]], { maxTokens: 12, temperature: 0.9, seed: 5 });
   assert.equal(r.object, 'text_completion');
   assert.match(r.id, /^cmpl-/);
@@ -73,6 +75,7 @@ test('completions: what it cannot do, a prompt that does not fit and an unknown 
     await assert.rejects(client.completions.create({ model: 'default', prompt: 'Hi', ...body } as never),
       (e: { status: number; param: string | null; message: string }) => e.status === status && e.param === param && e.message === `${status} ${message}`);
   };
+  await refused({ prompt: [] }, 400, 'prompt', "Invalid value for 'prompt': must NOT have fewer than 1 items, got [].");
   await refused({ prompt: [1, 2, 3] }, 400, 'prompt', "Unsupported value: 'prompt' as token ids is not supported by edgereason; send the prompt's text.");
   await refused({ logprobs: 2, echo: true }, 400, 'logprobs', "Unsupported parameter: 'logprobs' with echo (log probabilities of the prompt's tokens) is not supported by edgereason.");
   await refused({ suffix: 'x' }, 400, 'suffix', "Unsupported parameter: 'suffix' (text to insert before) is not supported by edgereason.");
@@ -118,7 +121,10 @@ test('logprobs: the tokens\' log-probabilities and the most likely tokens, as th
   const ask = { model: 'reasoning', messages: [{ role: 'user' as const, content: 'Tom has 4 boxes with 6 pens in each. He gives away 5 pens. How many pens does he have?' }], max_tokens: 200, temperature: 0, logprobs: true, edgereason: { reasoning: 'on' } };
   const reasoned = await client.chat.completions.create(ask as never) as unknown as { choices: { message: { content: string; reasoning_content: string }; logprobs: { content: { token: string }[] } }[] };
   assert.ok(reasoned.choices[0].message.reasoning_content.length > 0);
-  assert.equal(reasoned.choices[0].logprobs.content.map((t) => t.token).join('').trimStart(), reasoned.choices[0].message.content); // (from the closing tag on: its "\n\n" too)
+  assert.equal(reasoned.choices[0].logprobs.content.map((t) => t.token).join(''), reasoned.choices[0].message.content); // (not the "\n\n" after the closing tag)
+  // Capped: the forced close's tokens are not the model's, nor in the content.
+  const capped = await client.chat.completions.create({ ...ask, thinking_token_budget: 3 } as never) as unknown as typeof reasoned;
+  assert.equal(capped.choices[0].logprobs.content.map((t) => t.token).join(''), capped.choices[0].message.content);
   const chunks = await client.chat.completions.create({ ...ask, stream: true } as never) as unknown as AsyncIterable<{ choices: { finish_reason: string | null; logprobs: unknown }[] }>;
   let finished: unknown;
   for await (const ch of chunks) if (ch.choices[0]?.finish_reason) finished = ch.choices[0].logprobs;

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadTokenizer, ChatTemplateError, writeTokenizerFiles, readTokenizerFolder, strftime } from '../src/tokenizer/hf.ts';
 import { execFileSync } from 'node:child_process';
+import { completionLogprobs } from '../src/server/logprobs.ts';
 import { StreamDecoder } from '../src/tokenizer/stream.ts';
 import { Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
@@ -135,6 +136,17 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   for (let k = 0; k < 2; k++) assert.equal(nested.applyChatTemplate(chat, { vars: { n: 99 } }), '99'); // 99 + 99 × 1000 numbers
   assert.throws(() => nested.applyChatTemplate(chat, { vars: { n: 1000 } }), (e: unknown) => e instanceof ChatTemplateError && e.kind === 'broken'
     && e.message === `tokenizer: the chat template of ${dir} failed: range() calls make more than 100000 numbers in one rendering (loops within loops?), more than a chat template needs`);
+});
+
+test('tokenBytes: a token\'s own bytes (a byte-level token may hold part of a character); joined, they are the text', () => {
+  const text = 'ꙮ🫠ᚠ𝔘 ok', qwen = loadTokenizer(qwenDir), ids = qwen.encode(text, { addSpecialTokens: false });
+  assert.ok(ids.some((id) => qwen.decode([id]) === '\ufffd'), 'some tokens split a character');
+  assert.equal(Buffer.concat(ids.map((id) => qwen.tokenBytes(id))).toString('utf8'), text);
+  const own = loadTokenizer(path.join(root, 'models/default')), mine = own.encode('Paris is big', { addSpecialTokens: false }); // not byte-level: the text's UTF-8
+  assert.equal(Buffer.concat(mine.map((id) => own.tokenBytes(id))).toString('utf8'), own.decode(mine));
+  // completions' text offsets count the whole characters before each token.
+  const lp = completionLogprobs(qwen, { tokens: ids, logprobs: ids.map(() => -1) }, 0);
+  assert.equal(lp.text_offset[lp.tokens.indexOf(' ok')], 6);
 });
 
 test('strftime_now prints as transformers\' does (Python\'s strftime in the C locale): English names whatever the system\'s language', () => {

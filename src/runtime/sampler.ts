@@ -83,7 +83,8 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     const penalty = penalised ? `, or the repetition penalty ${rp} does` : '';
     throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(max) ? 'all NaN' : `the best is ${max}`}): its weights, or its adapter's, overflow float32${penalty}`);
   }
-  const logprob = (token: number) => (lse !== undefined ? logits[token] - lse : (logits[token] - max) - logSumExp(logits, max));
+  let lseAll = lse; // log Σ exp(logits), over the whole vocabulary once (a top-20 list asks for 21 log-probabilities)
+  const logprob = (token: number) => logits[token] - (lseAll ??= max + logSumExp(logits, max));
   const top = params.topLogprobs ? { top: Array.from(topK(logits, Math.min(params.topLogprobs, V)), (t): TokenLogprob => [t, logprob(t)]) } : {};
   // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.
   if (temp <= 0 || !(max - TAIL * temp < max)) return { token: best, logprob: logprob(best), ...top };

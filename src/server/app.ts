@@ -24,7 +24,7 @@ import { Metrics } from './metrics.ts';
 import { SseWriter } from './sse.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
-import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionRequest } from './completions.ts';
+import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionPlan, type CompletionRequest } from './completions.ts';
 import type { Completion } from '../runtime/generate.ts';
 import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import type { Quant } from '../onnx/quant.ts';
@@ -273,7 +273,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (!plan.stream) {
         const out = await runCompletion(plan, abort.signal);
         if (abort.signal.aborted) throw new AbortedError();
-        recordCompletion(out, start);
+        recordCompletion(plan, out, start);
         return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: logprobsOf(c), finish_reason: completionFinish(c) })), { usage: completionUsage(plan, out) });
       }
       reply.hijack();
@@ -299,7 +299,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         }
         return reply;
       }
-      recordCompletion(out, start);
+      recordCompletion(plan, out, start);
       out.forEach((c, i) => piece(i, '', completionFinish(c), logprobsOf(c)));
       if (plan.includeUsage) sse.send(body([], { usage: completionUsage(plan, out) }));
       sse.done();
@@ -346,9 +346,10 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     }
   }
 
-  function recordCompletion(out: readonly Completion[], start: number): void {
-    metrics.promptTokens.inc({}, out.reduce((a, c) => a + c.promptTokens, 0));
-    metrics.completionTokens.inc({}, out.reduce((a, c) => a + c.tokens.length, 0));
+  function recordCompletion(plan: CompletionPlan, out: readonly Completion[], start: number): void {
+    const usage = completionUsage(plan, out); // each prompt once, as in the reply's usage
+    metrics.promptTokens.inc({}, usage.prompt_tokens);
+    metrics.completionTokens.inc({}, usage.completion_tokens);
     metrics.ttft.observe(Math.min(...out.map((c) => c.ttftMs)) / 1000);
     metrics.latency.observe((performance.now() - start) / 1000);
   }

@@ -507,10 +507,17 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       ...(plan.logprobs !== undefined && s.tokenIds && s.logprobs ? { logprobs: answerPart(s) } : {}),
     };
   };
-  /** A sample's answer tokens: those after its thinking (all of a direct answer's). */
+  /**
+   * A sample's answer tokens: those after its thinking (all of a direct answer's) that its content holds — not the
+   * newlines after the closing tag (the thinking cap forces them, or the model writes them), nor a thinking tag
+   * written again in the answer as one token, which the content drops too.
+   */
   const answerPart = (s: AnswerResult['samples'][number]): TokenLogprobs => {
-    const from = s.tokenIds!.length - (s.answerTokens ?? s.tokenIds!.length);
-    return { tokens: s.tokenIds!.slice(from), logprobs: s.logprobs!.slice(from), ...(s.topLogprobs ? { top: s.topLogprobs.slice(from) } : {}) };
+    const ids = s.tokenIds!, text = (i: number) => m.model.tokenizer.decode([ids[i]]), reasoned = s.answerTokens !== ids.length;
+    let from = ids.length - (s.answerTokens ?? ids.length);
+    if (reasoned) while (from < ids.length && /^[\r\n]*$/.test(text(from))) from++;
+    const keep = Array.from({ length: ids.length - from }, (_, j) => from + j).filter((i) => !reasoned || !['<think>', '</think>'].includes(text(i)));
+    return { tokens: keep.map((i) => ids[i]), logprobs: keep.map((i) => s.logprobs![i]), ...(s.topLogprobs ? { top: keep.map((i) => s.topLogprobs![i]) } : {}) };
   };
   try {
     if (plan.perChoice !== undefined) {

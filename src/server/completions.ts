@@ -40,7 +40,7 @@ export const completionRequestSchema = {
     ...samplingFields,
     model: { type: 'string' },
     // Token-id prompts are declared, so that their refusal names the field (planCompletion).
-    prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }, { type: 'array', items: { type: 'integer' } }, { type: 'array', items: { type: 'array' } }] },
+    prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }, { type: 'array', minItems: 1, items: { type: 'integer' } }, { type: 'array', minItems: 1, items: { type: 'array' } }] },
     max_tokens: nullable({ type: 'integer', minimum: 1 }),
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),

@@ -1,8 +1,9 @@
 /**
  * Log-probabilities of the generated tokens in OpenAI's two shapes: chat's `logprobs.content` (one entry per token,
  * with its bytes and its `top_logprobs`) and legacy completions' `logprobs` (parallel lists). A token's text is what
- * it decodes to alone (as vLLM gives it; a piece of a multi-byte character decodes to U+FFFD), its bytes that text's
- * UTF-8. The values are the model's (after a repetition penalty), not the temperature's.
+ * it decodes to alone (as vLLM gives it; a piece of a multi-byte character decodes to U+FFFD), its bytes the raw
+ * bytes it stands for (joined, they are the text: tokenBytes). The values are the model's (after a repetition
+ * penalty), not the temperature's.
  */
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import type { TokenLogprob } from '../runtime/sampler.ts';
@@ -15,16 +16,15 @@ export interface TokenLogprobs {
 }
 
 const text = (tok: TextTokenizer, id: number): string => tok.decode([id]);
-const bytes = (s: string): number[] => [...Buffer.from(s, 'utf8')];
+const bytesOf = (tok: TextTokenizer, id: number): number[] => [...(tok.tokenBytes?.(id) ?? Buffer.from(text(tok, id), 'utf8'))];
 
 /** Chat's `choices[i].logprobs`: each token, its log-probability and bytes, and the `k` most likely tokens there. */
 export function chatLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
   return {
     content: lp.tokens.map((id, i) => {
-      const token = text(tok, id);
       return {
-        token, logprob: lp.logprobs[i], bytes: bytes(token),
-        top_logprobs: (lp.top?.[i] ?? []).slice(0, k).map(([t, logprob]) => { const s = text(tok, t); return { token: s, logprob, bytes: bytes(s) }; }),
+        token: text(tok, id), logprob: lp.logprobs[i], bytes: bytesOf(tok, id),
+        top_logprobs: (lp.top?.[i] ?? []).slice(0, k).map(([t, logprob]) => ({ token: text(tok, t), logprob, bytes: bytesOf(tok, t) })),
       };
     }),
     refusal: null,
@@ -37,9 +37,11 @@ export function chatLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
  * which may then hold k + 1).
  */
 export function completionLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
-  const tokens = lp.tokens.map((id) => text(tok, id)), text_offset: number[] = [];
+  // A token's offset is where the text its bytes begin stands: the whole characters before it (of a character that
+  // tokens split, its first token's offset is the character's, the rest the next character's).
+  const tokens = lp.tokens.map((id) => text(tok, id)), text_offset: number[] = [], utf8 = new TextDecoder();
   let offset = 0;
-  for (const t of tokens) { text_offset.push(offset); offset += t.length; }
+  for (const id of lp.tokens) { text_offset.push(offset); offset += utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true }).length; }
   const top_logprobs = k > 0 ? lp.tokens.map((id, i) => Object.fromEntries([...(lp.top?.[i] ?? []).slice(0, k), [id, lp.logprobs[i]] as TokenLogprob].map(([t, v]) => [text(tok, t), v]))) : null;
   return { tokens, token_logprobs: lp.logprobs, top_logprobs, text_offset };
 }

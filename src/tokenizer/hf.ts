@@ -241,6 +241,25 @@ export class HfTokenizer implements TextTokenizer {
 
   tokenToId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
 
+  /**
+   * The bytes a token stands for: a byte-level BPE token (Qwen, Llama 3) may hold part of a character, which its text
+   * alone shows as U+FFFD; a SentencePiece byte token ("<0xE2>") is that byte; any other, its text's UTF-8.
+   */
+  private byteLevel?: boolean;
+  tokenBytes(id: number): Uint8Array {
+    const piece = this.tokenizer.id_to_token(id), utf8 = () => new Uint8Array(Buffer.from(this.decode([id]), 'utf8'));
+    if (piece === undefined) return new Uint8Array();
+    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (byte) return Uint8Array.of(parseInt(byte[1], 16));
+    this.byteLevel ??= JSON.stringify((this.files.tokenizerJson as { decoder?: unknown }).decoder ?? null).includes('"ByteLevel"');
+    if (this.byteLevel && !this.specialIds.has(id)) {
+      const out: number[] = [];
+      for (const ch of piece) { const b = BYTE_OF_CHAR.get(ch); if (b === undefined) return utf8(); out.push(b); }
+      return Uint8Array.from(out);
+    }
+    return utf8();
+  }
+
 
   /**
    * Renders the chat template as transformers does: special tokens (bos_token, eos_token, ...), then `vars`
@@ -262,6 +281,17 @@ export class HfTokenizer implements TextTokenizer {
     }
   }
 }
+
+/** GPT-2's byte-level alphabet, inverted: the character a byte-level BPE vocabulary writes for each byte → that byte. */
+const BYTE_OF_CHAR: ReadonlyMap<string, number> = (() => {
+  const map = new Map<string, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    map.set(String.fromCodePoint(printable ? b : 256 + extra++), b);
+  }
+  return map;
+})();
 
 /** A chat template's source, parsed, with the calls edgereason answers itself renamed to its own. */
 const compile = (source: string): Template => pythonStrips(new Template(renameCalls(source)));

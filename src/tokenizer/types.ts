@@ -22,6 +22,8 @@ export interface TextTokenizer {
   /** cleanUp: transformers' clean_up_tokenization_spaces (" ." → "."); default the tokenizer config's. */
   decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean; cleanUp?: boolean }): string;
   tokenToId(token: string): number | undefined;
+  /** The bytes a token stands for (part of a character, for some); where absent, its text's UTF-8. */
+  tokenBytes?(id: number): Uint8Array;
   readonly vocabSize: number;
   readonly bosTokenId?: number;
   readonly eosTokenIds: number[];
