@@ -77,7 +77,7 @@ test('completions: what it cannot do, a prompt that does not fit and an unknown 
   };
   await refused({ prompt: [] }, 400, 'prompt', "Invalid value for 'prompt': must NOT have fewer than 1 items, got [].");
   await refused({ prompt: [1, 2, 3] }, 400, 'prompt', "Unsupported value: 'prompt' as token ids is not supported by edgereason; send the prompt's text.");
-  await refused({ logprobs: 2, echo: true }, 400, 'logprobs', "Unsupported parameter: 'logprobs' with echo (log probabilities of the prompt's tokens) is not supported by edgereason.");
+  await refused({ max_tokens: 0 }, 400, 'max_tokens', "Invalid value for 'max_tokens': 0 generates nothing; with 'echo' true (and 'logprobs') it returns the prompt scored.");
   await refused({ suffix: 'x' }, 400, 'suffix', "Unsupported parameter: 'suffix' (text to insert before) is not supported by edgereason.");
   await refused({ best_of: 3 }, 400, 'best_of', "Unsupported parameter: 'best_of' 3 (ranking more samples than n by log-probability; only best_of = n) is not supported by edgereason.");
   await refused({ presence_penalty: 1 }, 400, 'presence_penalty', "Unsupported parameter: 'presence_penalty' 1 (only 0) is not supported by edgereason.");
@@ -103,8 +103,20 @@ test('logprobs: the tokens\' log-probabilities and the most likely tokens, as th
   let last: unknown;
   for await (const c of streamed) if (c.choices[0]?.finish_reason) last = c.choices[0].logprobs;
   assert.deepEqual(last, lp);
-  await assert.rejects(client.completions.create({ model: 'default', prompt: 'Hi', logprobs: 1, echo: true }),
-    (e: { status: number; param: string }) => e.status === 400 && e.param === 'logprobs');
+  // echo with logprobs: the prompt scored (its first token has none), then the continuation, as lm-evaluation-harness asks for them.
+  const scored = await model.promptLogprobs(PROMPTS[0], { topLogprobs: 2 });
+  const only = await client.completions.create({ model: 'default', prompt: PROMPTS[0], max_tokens: 0, echo: true, logprobs: 2 });
+  const olp = only.choices[0].logprobs!;
+  assert.deepEqual([only.choices[0].text, only.choices[0].finish_reason, only.usage?.completion_tokens], [PROMPTS[0], 'length', 0]);
+  assert.deepEqual(olp.tokens, scored.tokens.map(text));
+  assert.deepEqual(olp.token_logprobs, scored.logprobs);
+  assert.equal(olp.token_logprobs![0], null);
+  assert.equal(olp.top_logprobs![0], null);
+  assert.equal(olp.text_offset!.at(-1), PROMPTS[0].length - text(scored.tokens.at(-1)!).length);
+  const both = await client.completions.create({ model: 'default', prompt: PROMPTS[0], max_tokens: 6, temperature: 0, echo: true, logprobs: 2 });
+  assert.equal(both.choices[0].text, PROMPTS[0] + r.choices[0].text);
+  assert.deepEqual(both.choices[0].logprobs!.tokens, [...olp.tokens!, ...lp.tokens!]);
+  assert.deepEqual(both.choices[0].logprobs!.token_logprobs, [...olp.token_logprobs!, ...lp.token_logprobs!]);
 
   // Chat, the base model: as the library's chat completion of the same messages.
   const messages = [{ role: 'user' as const, content: 'What is the capital of France?' }];

@@ -474,6 +474,30 @@ test('q4: token embeddings are the Q4_0-dequantised rows of the one 4-bit table 
   await session.release();
 });
 
+test('promptLogprobs: each prompt token\'s log-probability given the ones before it, in chunks of positions, as one prefill of them all gives it', async () => {
+  const m = await loadModel(path.join(import.meta.dirname, '../models/default'), { quant: 'fp32', worker: false });
+  try {
+    const prompt = 'Emma has 12 apples. She buys 7 more and gives 3 to Liam. Then she buys twice as many as she gave away. '.repeat(7);
+    const ids = m.encode(prompt, false), V = m.config.vocabSize;
+    assert.ok(ids.length > 130, 'across several chunks of 64');
+    const got = await m.promptLogprobs(prompt, { topLogprobs: 3 });
+    const cache = await m.backend.newCache(1), all = await m.backend.step(cache, { tokens: [ids], logits: 'all', want: { logits: true } });
+    await m.backend.free(cache);
+    const want = ids.map((_, i) => {
+      if (i === 0) return null;
+      const row = all.logits!.subarray((i - 1) * V, i * V), max = Math.max(...row);
+      return row[ids[i]] - max - Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0));
+    });
+    assert.deepEqual(got.tokens, ids);
+    assert.equal(got.logprobs[0], null);
+    assert.ok(got.logprobs.every((v, i) => i === 0 || Math.abs(v! - want[i]!) < 1e-4), 'matches the single prefill');
+    assert.ok(got.top.slice(1).every((t, i) => t.length === 3 && t[0][1] >= t[1][1] && t[1][1] >= t[2][1] && got.logprobs[i + 1]! <= t[0][1] + 1e-6));
+    await assert.rejects(m.promptLogprobs(''), /generate: the prompt encodes to no tokens: nothing to score/);
+  } finally {
+    await m.close();
+  }
+});
+
 test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens', () => {
   const logits = Float32Array.from([Math.log(0.5), Math.log(0.3), Math.log(0.15), Math.log(0.05)]);
   assert.equal(sampleToken(logits, {}, 0.99).token, 0);

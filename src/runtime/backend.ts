@@ -24,6 +24,8 @@ export interface StepResult {
   /** Per sampled row whose sampling asked for topLogprobs: the most likely tokens, best first. */
   top?: (TokenLogprob[] | undefined)[];
   logits?: Float32Array;
+  /** With logits: log Σ exp of each position's (the graph's normaliser). */
+  lse?: Float32Array;
   hidden?: Float32Array;
   /** Positions per row in logits/hidden. */
   positions: number;
@@ -149,7 +151,7 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
       if (s.top) (res.top ??= [])[b] = s.top;
     });
   }
-  if (req.want?.logits) res.logits = out.logits;
+  if (req.want?.logits) { res.logits = out.logits; res.lse = out.lse; }
   if (req.want?.hidden) res.hidden = out.hidden;
   return res;
 }

@@ -17,7 +17,7 @@ import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
-import { seedAt } from './sampler.ts';
+import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
 import { shown } from '../show.ts';
@@ -223,6 +223,37 @@ export class Model {
 
   async complete(prompt: string | ChatMessage[], opts: PromptOptions = {}): Promise<Completion> {
     return (await this.generateBatch([prompt], opts))[0];
+  }
+
+  /**
+   * The log-probability of each of a prompt's tokens given the ones before it (the first has none: null) and, with
+   * `topLogprobs` (0–20), the most likely tokens at each position: the prompt scored, not continued (as OpenAI's echo
+   * with logprobs and max_tokens 0 give it; lm-evaluation-harness's loglikelihood). A loaded adapter applies as
+   * generate's does. Encoded in chunks of `CHUNK` positions, so the logits held are chunk × vocabulary at a time.
+   */
+  async promptLogprobs(prompt: string | ChatMessage[], opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown>; topLogprobs?: number } = {}): Promise<{ tokens: number[]; logprobs: (number | null)[]; top: TokenLogprob[][] }> {
+    const k = opts.topLogprobs ?? 0;
+    if (!(Number.isInteger(k) && k >= 0 && k <= 20)) throw new Error(`generate: topLogprobs must be an integer in [0, 20], got ${shown(k)}`);
+    const ids = this.encode(prompt, opts.chat ?? Array.isArray(prompt), opts.chatTemplateKwargs);
+    if (!ids.length) throw new Error('generate: the prompt encodes to no tokens: nothing to score');
+    if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`generate: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
+    const inv = this.adapter?.config.aloraInvocationTokens, on = !this.adapter ? Infinity : !inv ? 0 : lastIndexOfRun(ids, inv) < 0 ? Infinity : lastIndexOfRun(ids, inv);
+    const CHUNK = 64, V = this.config.vocabSize, logprobs: (number | null)[] = [null], top: TokenLogprob[][] = [[]];
+    const cache = await this.backend.newCache(1);
+    try {
+      for (let at = 0; at < ids.length - 1; at += CHUNK) {
+        const part = ids.slice(at, Math.min(at + CHUNK, ids.length - 1)); // the last token predicts nothing of the prompt
+        const r = await this.backend.step(cache, { tokens: [part], adapterMask: [part.map((_, j) => (at + j >= on ? 1 : 0))], logits: 'all', want: { logits: true } });
+        part.forEach((_, j) => {
+          const row = r.logits!.subarray(j * V, (j + 1) * V), next = ids[at + j + 1], lse = r.lse![j];
+          logprobs.push(row[next] - lse);
+          top.push(k ? sampleToken(row, { topLogprobs: k }, 0, lse).top! : []);
+        });
+      }
+    } finally {
+      await this.backend.free(cache);
+    }
+    return { tokens: ids, logprobs, top };
   }
 
   /**

@@ -24,7 +24,7 @@ import { Metrics } from './metrics.ts';
 import { SseWriter } from './sse.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
-import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionPlan, type CompletionRequest } from './completions.ts';
+import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionPlan, type CompletionRequest, type PromptLogprobs } from './completions.ts';
 import type { Completion } from '../runtime/generate.ts';
 import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import type { Quant } from '../onnx/quant.ts';
@@ -269,21 +269,24 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       const id = `cmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
       const body = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion', created, model: plan.served.id, system_fingerprint: null, choices, ...extra });
       const echoed = (row: number) => (plan.echo ? plan.rows[row] : '');
-      const logprobsOf = (c: Completion) => (plan.logprobs === undefined ? null : completionLogprobs(plan.served.model.tokenizer, { tokens: c.tokens, logprobs: c.logprobs, top: c.topLogprobs }, plan.logprobs));
+      // An echoed prompt's tokens come first, scored (its first token has no log-probability: null).
+      const logprobsOf = (c: Completion, p?: PromptLogprobs) => (plan.logprobs === undefined ? null : completionLogprobs(plan.served.model.tokenizer, {
+        tokens: [...(p?.tokens ?? []), ...c.tokens], logprobs: [...(p?.logprobs ?? []), ...c.logprobs], top: [...(p?.top ?? []), ...(c.topLogprobs ?? c.tokens.map(() => []))],
+      }, plan.logprobs));
       if (!plan.stream) {
-        const out = await runCompletion(plan, abort.signal);
+        const { out, prompts } = await runCompletion(plan, abort.signal);
         if (abort.signal.aborted) throw new AbortedError();
         recordCompletion(plan, out, start);
-        return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: logprobsOf(c), finish_reason: completionFinish(c) })), { usage: completionUsage(plan, out) });
+        return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: logprobsOf(c, prompts?.[Math.floor(i / plan.n)]), finish_reason: completionFinish(c) })), { usage: completionUsage(plan, out) });
       }
       reply.hijack();
       const sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {});
       // (Streamed, a choice's log-probabilities come whole with its finish_reason: the pieces are text, not tokens.)
       const piece = (index: number, text: string, finish: string | null = null, logprobs: unknown = null) => sse.send(body([{ index, text, logprobs, finish_reason: finish }], plan.includeUsage ? { usage: null } : {}));
       if (plan.echo) plan.rows.forEach((p, i) => piece(i, p));
-      let out: Completion[] | undefined;
+      let out: Completion[] | undefined, prompts: PromptLogprobs[] | undefined;
       try {
-        out = await runCompletion(plan, abort.signal, (row, text) => piece(row, text));
+        ({ out, prompts } = await runCompletion(plan, abort.signal, (row, text) => piece(row, text)));
       } catch (e) {
         if (!(e instanceof AbortedError) && !abort.signal.aborted) {
           sse.send((e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error')).toJSON());
@@ -300,7 +303,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         return reply;
       }
       recordCompletion(plan, out, start);
-      out.forEach((c, i) => piece(i, '', completionFinish(c), logprobsOf(c)));
+      out.forEach((c, i) => piece(i, '', completionFinish(c), logprobsOf(c, prompts?.[Math.floor(i / plan.n)])));
       if (plan.includeUsage) sse.send(body([], { usage: completionUsage(plan, out) }));
       sse.done();
       return reply;

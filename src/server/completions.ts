@@ -8,6 +8,7 @@ import { randomInt } from 'node:crypto';
 import { adapterView } from '../runtime/backend.ts';
 import { withBackend } from '../runtime/scheduler.ts';
 import type { Completion, GenerateOptions } from '../runtime/generate.ts';
+import type { Model } from '../runtime/model.ts';
 import type { Served, ServedModel } from './models.ts';
 import { samplingOptions, type ChatLimits } from './chat.ts';
 import { ApiError, checkUnsupported, samplingFields, type ChatRequest, type SamplingRequest } from './schemas.ts';
@@ -41,7 +42,7 @@ export const completionRequestSchema = {
     model: { type: 'string' },
     // Token-id prompts are declared, so that their refusal names the field (planCompletion).
     prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }, { type: 'array', minItems: 1, items: { type: 'integer' } }, { type: 'array', minItems: 1, items: { type: 'array' } }] },
-    max_tokens: nullable({ type: 'integer', minimum: 1 }),
+    max_tokens: nullable({ type: 'integer', minimum: 0 }), // 0: with echo, the prompt scored and nothing generated
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),
     stream_options: nullable({ type: 'object', additionalProperties: false, properties: { include_usage: nullable({ type: 'boolean' }) } }),
@@ -70,6 +71,8 @@ export interface CompletionPlan {
   stream: boolean;
   includeUsage: boolean;
   echo: boolean;
+  /** max_tokens above 0 (0, with echo: the prompt alone, scored). */
+  generate: boolean;
   /** logprobs: each token's log-probability, and this many of the most likely tokens at each (undefined: none). */
   logprobs?: number;
 }
@@ -81,7 +84,6 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   const refuse = (param: string, what: string) => { throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter'); };
   // The fields both endpoints share are refused as chat refuses them (penalties, logit bias, stream_options without stream).
   checkUnsupported({ messages: [], presence_penalty: req.presence_penalty, frequency_penalty: req.frequency_penalty, logit_bias: req.logit_bias, stream: req.stream, stream_options: req.stream_options } as ChatRequest);
-  if (req.logprobs != null && req.echo) refuse('logprobs', 'with echo (log probabilities of the prompt\'s tokens)');
   if (req.suffix) refuse('suffix', '(text to insert before)');
   const n = req.n ?? 1;
   if (req.best_of != null && req.best_of !== n) refuse('best_of', `${req.best_of} (ranking more samples than n by log-probability; only best_of = n)`);
@@ -91,6 +93,7 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   }
   const texts = prompts as string[];
   if (n * texts.length > limits.maxN) throw new ApiError(400, `Invalid value for 'n': ${n} choices for each of ${texts.length} prompt${texts.length === 1 ? '' : 's'} is more than this server decodes for one request (${limits.maxN}).`, 'n');
+  if (req.max_tokens === 0 && !req.echo) throw new ApiError(400, "Invalid value for 'max_tokens': 0 generates nothing; with 'echo' true (and 'logprobs') it returns the prompt scored.", 'max_tokens');
   const ctx = limits.ctx, asked = req.max_tokens ?? COMPLETION_MAX_TOKENS, param = (i: number) => (typeof req.prompt === 'string' ? 'prompt' : `prompt[${i}]`);
   const promptTokens = texts.map((p, i) => {
     const ids = m.model.encode(p, false);
@@ -102,17 +105,23 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   });
   return {
     served: m, rows: texts.flatMap((p) => Array<string>(n).fill(p)), promptTokens, n,
-    options: { maxTokens: asked, seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo, ...(req.logprobs != null ? { logprobs: req.logprobs } : {}),
+    options: { maxTokens: Math.max(1, asked), seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo, generate: asked > 0, ...(req.logprobs != null ? { logprobs: req.logprobs } : {}),
   };
 }
 
 /** Decodes a plan's rows as one batch over the served model's backend, cancelled by `signal`; `onText` streams each row's text. */
-export async function runCompletion(plan: CompletionPlan, signal: AbortSignal, onText?: (row: number, piece: string) => void): Promise<Completion[]> {
+export async function runCompletion(plan: CompletionPlan, signal: AbortSignal, onText?: (row: number, piece: string) => void): Promise<{ out: Completion[]; prompts?: PromptLogprobs[] }> {
   const m = plan.served, view = m.backend.forRequest(signal);
   const model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
-  return model.generateBatch(plan.rows, { ...plan.options, chat: false }, onText, signal);
+  // echo with logprobs: each prompt scored once (its n rows share it), before its continuations.
+  const prompts = plan.echo && plan.logprobs !== undefined ? await Promise.all(plan.rows.filter((_, i) => i % plan.n === 0).map((p) => model.promptLogprobs(p, { chat: false, topLogprobs: plan.logprobs }))) : undefined;
+  const out = plan.generate ? await model.generateBatch(plan.rows, { ...plan.options, chat: false }, onText, signal)
+    : plan.rows.map((_, i): Completion => ({ text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: plan.promptTokens[Math.floor(i / plan.n)], ttftMs: 0, totalMs: 0 }));
+  return { out, ...(prompts ? { prompts } : {}) };
 }
+
+export type PromptLogprobs = Awaited<ReturnType<Model['promptLogprobs']>>;
 
 /** The finish_reason of a row: "stop" (an end token or stop string) or "length". */
 export const completionFinish = (c: Completion): 'stop' | 'length' => (c.finishReason === 'length' ? 'length' : 'stop');

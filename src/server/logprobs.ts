@@ -11,7 +11,8 @@ import type { TokenLogprob } from '../runtime/sampler.ts';
 /** The tokens of a reply with their log-probabilities and, when asked for, the most likely tokens at each. */
 export interface TokenLogprobs {
   tokens: number[];
-  logprobs: number[];
+  /** null for a prompt's first token (nothing before it predicts it). */
+  logprobs: (number | null)[];
   top?: TokenLogprob[][];
 }
 
@@ -38,10 +39,17 @@ export function chatLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
  */
 export function completionLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
   // A token's offset is where the text its bytes begin stands: the whole characters before it (of a character that
-  // tokens split, its first token's offset is the character's, the rest the next character's).
+  // tokens split, its first token's offset is the character's, the rest the next character's). A special token (an
+  // echoed prompt's BOS) is not in the text.
   const tokens = lp.tokens.map((id) => text(tok, id)), text_offset: number[] = [], utf8 = new TextDecoder();
   let offset = 0;
-  for (const id of lp.tokens) { text_offset.push(offset); offset += utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true }).length; }
-  const top_logprobs = k > 0 ? lp.tokens.map((id, i) => Object.fromEntries([...(lp.top?.[i] ?? []).slice(0, k), [id, lp.logprobs[i]] as TokenLogprob].map(([t, v]) => [text(tok, t), v]))) : null;
+  for (const id of lp.tokens) {
+    text_offset.push(offset);
+    if (!tok.specialIds?.has(id)) offset += utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true }).length;
+  }
+  const top_logprobs = k > 0 ? lp.tokens.map((id, i) => {
+    const own = lp.logprobs[i];
+    return own === null ? null : Object.fromEntries([...(lp.top?.[i] ?? []).slice(0, k), [id, own] as TokenLogprob].map(([t, v]) => [text(tok, t), v]));
+  }) : null;
   return { tokens, token_logprobs: lp.logprobs, top_logprobs, text_offset };
 }
