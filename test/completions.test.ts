@@ -113,6 +113,13 @@ test('logprobs: the tokens\' log-probabilities and the most likely tokens, as th
   assert.equal(olp.token_logprobs![0], null);
   assert.equal(olp.top_logprobs![0], null);
   assert.equal(olp.text_offset!.at(-1), PROMPTS[0].length - text(scored.tokens.at(-1)!).length);
+  // Offsets index the text as typed: special tokens written in it count, as do characters beyond the BMP (code points).
+  const typed = 'Emma<|im_end|> has 3 apples', marked = (await client.completions.create({ model: 'default', prompt: typed, max_tokens: 0, echo: true, logprobs: 0 })).choices[0].logprobs!;
+  assert.ok(marked.tokens!.includes('<|im_end|>'));
+  marked.tokens!.forEach((t, i) => assert.ok(typed.slice(marked.text_offset![i]).startsWith(t), `${JSON.stringify(t)} at ${marked.text_offset![i]}`));
+  const { completionLogprobs } = await import('../src/server/logprobs.ts');
+  const astral = { ...model.tokenizer, decode: (ids: readonly number[]) => ids.map((id) => ['😀', ' end'][id]).join(''), tokenBytes: (id: number) => new Uint8Array(Buffer.from(['😀', ' end'][id])), specialIds: new Set<number>() } as never;
+  assert.deepEqual(completionLogprobs(astral, { tokens: [0, 0, 1], logprobs: [null, -1, -1] }, 0).text_offset, [0, 1, 2]);
   const both = await client.completions.create({ model: 'default', prompt: PROMPTS[0], max_tokens: 6, temperature: 0, echo: true, logprobs: 2 });
   assert.equal(both.choices[0].text, PROMPTS[0] + r.choices[0].text);
   assert.deepEqual(both.choices[0].logprobs!.tokens, [...olp.tokens!, ...lp.tokens!]);
@@ -141,6 +148,13 @@ test('logprobs: the tokens\' log-probabilities and the most likely tokens, as th
   let finished: unknown;
   for await (const ch of chunks) if (ch.choices[0]?.finish_reason) finished = ch.choices[0].logprobs;
   assert.deepEqual(finished, { ...reasoned.choices[0].logprobs, refusal: null });
+  // A stop string cuts the content: the tokens after the one it begins in are not the content's.
+  const ask2 = [{ role: 'user' as const, content: 'Hello! How are you?' }]; // "Hello! How can I help?"
+  const [long] = await model.generateBatch([ask2], { maxTokens: 12, temperature: 0, chat: true }), pieces = long.tokens.map(text);
+  const cut = pieces.findIndex((p, i) => i >= 2 && p.trim().length > 1 && !pieces.slice(0, i).join('').includes(p));
+  assert.ok(cut > 0, JSON.stringify(pieces));
+  const stopped = await client.chat.completions.create({ model: 'default', messages: ask2, max_tokens: 12, temperature: 0, logprobs: true, stop: [pieces[cut]] });
+  assert.deepEqual([stopped.choices[0].message.content, stopped.choices[0].logprobs!.content!.map((t) => t.token)], [pieces.slice(0, cut).join(''), pieces.slice(0, cut)]);
   await assert.rejects(client.chat.completions.create({ model: 'default', messages, top_logprobs: 2 }),
     (e: { status: number; param: string }) => e.status === 400 && e.param === 'top_logprobs');
 });

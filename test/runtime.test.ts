@@ -511,6 +511,10 @@ test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens
   for (const p of [{}, { temperature: 1 }, { temperature: 0.3, topK: 2 }, { temperature: 1, topP: 0.6 }]) assert.deepEqual(top(p), [[0, 0.5], [1, 0.3], [2, 0.15]], JSON.stringify(p));
   assert.deepEqual(sampleToken(logits, { temperature: 1, topLogprobs: 9 }, 0.97), { token: 3, logprob: sampleToken(logits, { temperature: 1 }, 0.97).logprob, top: sampleToken(logits, { topLogprobs: 4 }, 0).top });
   assert.equal(sampleToken(logits, { temperature: 1 }, 0.97).top, undefined);
+  // An allow list limits the draw, not the distribution reported: the token drawn among 2 and 3, its value and the top tokens the model's.
+  const held = sampleToken(logits, { topLogprobs: 2 }, 0, undefined, undefined, [2, 3]);
+  assert.deepEqual([held.token, Math.round(Math.exp(held.logprob) * 1e6) / 1e6, held.top!.map(([t, v]) => [t, Math.round(Math.exp(v) * 1e6) / 1e6])], [2, 0.15, [[0, 0.5], [1, 0.3]]]);
+  assert.equal(sampleToken(logits, { temperature: 1 }, 0.99, undefined, undefined, [1, 2]).token, 2);
   // top-p 0.8 keeps {0,1} (mass 0.8): u = 0.97 of 0.8 lands on token 1.
   assert.equal(sampleToken(logits, { temperature: 1, topP: 0.8 }, 0.97).token, 1);
   // min-p 0.4 drops tokens below 0.2 (=0.4×0.5): keeps {0,1}.

@@ -56,12 +56,6 @@ let scratchL = new Float32Array(0), scratchA = new Float32Array(0);
  * the distinct token ids the repetition penalty applies to (the logits themselves are left as they are).
  */
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: readonly number[]): Sampled {
-  if (allow) { // every other token at -Infinity: the draw and its log-probability are among the allowed ones
-    if (scratchA.length < logits.length) scratchA = new Float32Array(logits.length);
-    const only = scratchA.subarray(0, logits.length).fill(-Infinity);
-    for (const t of allow) only[t] = logits[t];
-    logits = only; lse = undefined;
-  }
   const rp = params.repetitionPenalty, penalised = rp !== undefined && rp !== 1 && !!seen?.length;
   if (penalised) {
     if (scratchL.length < logits.length) scratchL = new Float32Array(logits.length);
@@ -69,6 +63,14 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     pen.set(logits);
     for (let i = 0; i < seen.length; i++) { const t = seen[i], x = pen[t]; pen[t] = x > 0 ? x / rp : x * rp; }
     logits = pen; lse = undefined; // the graph's normaliser is of the logits before the penalty
+  }
+  // The distribution reported (log-probabilities, top tokens) is the model's; a constraint only limits the draw.
+  const full = logits;
+  if (allow) { // every other token at -Infinity for the draw
+    if (scratchA.length < logits.length) scratchA = new Float32Array(logits.length);
+    const only = scratchA.subarray(0, logits.length).fill(-Infinity);
+    for (const t of allow) only[t] = logits[t];
+    logits = only;
   }
   const V = logits.length, temp = params.temperature ?? 0, k = params.topK && params.topK > 0 ? Math.min(params.topK, V) : 0; // more than the vocabulary keeps all of it
   // The k best tokens (top-k), else the single best: its logit is the maximum.
@@ -83,9 +85,10 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     const penalty = penalised ? `, or the repetition penalty ${rp} does` : '';
     throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(max) ? 'all NaN' : `the best is ${max}`}): its weights, or its adapter's, overflow float32${penalty}`);
   }
-  let lseAll = lse; // log Σ exp(logits), over the whole vocabulary once (a top-20 list asks for 21 log-probabilities)
-  const logprob = (token: number) => logits[token] - (lseAll ??= max + logSumExp(logits, max));
-  const top = params.topLogprobs ? { top: Array.from(topK(logits, Math.min(params.topLogprobs, V)), (t): TokenLogprob => [t, logprob(t)]) } : {};
+  let lseAll = lse; // log Σ exp of the model's logits, over the whole vocabulary once (a top-20 list asks for 21 log-probabilities)
+  const normaliser = () => { const m = allow ? full.reduce((a, x) => (x > a ? x : a), -Infinity) : max; return m + logSumExp(full, m); };
+  const logprob = (token: number) => full[token] - (lseAll ??= normaliser());
+  const top = params.topLogprobs ? { top: Array.from(topK(full, Math.min(params.topLogprobs, V)), (t): TokenLogprob => [t, logprob(t)]) } : {};
   // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.
   if (temp <= 0 || !(max - TAIL * temp < max)) return { token: best, logprob: logprob(best), ...top };
   if (scratchP.length < V) { scratchP = new Float64Array(V); scratchI = new Int32Array(V); }

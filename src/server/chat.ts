@@ -504,19 +504,25 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens - (r.escalation?.tokens ?? 0) : s.tokens,
       capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
       ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen } : {}), ...(perChoice && r.escalation ? { escalation: r.escalation } : {}),
-      ...(plan.logprobs !== undefined && s.tokenIds && s.logprobs ? { logprobs: answerPart(s) } : {}),
+      ...(plan.logprobs !== undefined && s.tokenIds && s.logprobs ? { logprobs: answerPart(s, answerText) } : {}),
     };
   };
   /**
    * A sample's answer tokens: those after its thinking (all of a direct answer's) that its content holds — not the
    * newlines after the closing tag (the thinking cap forces them, or the model writes them), nor a thinking tag
-   * written again in the answer as one token, which the content drops too.
+   * written again in the answer as one token, which the content drops too, nor those after a stop string cut it.
    */
-  const answerPart = (s: AnswerResult['samples'][number]): TokenLogprobs => {
-    const ids = s.tokenIds!, text = (i: number) => m.model.tokenizer.decode([ids[i]]), reasoned = s.answerTokens !== ids.length;
+  const answerPart = (s: AnswerResult['samples'][number], content: string): TokenLogprobs => {
+    const tok = m.model.tokenizer, ids = s.tokenIds!, text = (i: number) => tok.decode([ids[i]]), reasoned = s.answerTokens !== ids.length;
     let from = ids.length - (s.answerTokens ?? ids.length);
     if (reasoned) while (from < ids.length && /^[\r\n]*$/.test(text(from))) from++;
-    const keep = Array.from({ length: ids.length - from }, (_, j) => from + j).filter((i) => !reasoned || !['<think>', '</think>'].includes(text(i)));
+    const utf8 = new TextDecoder();
+    let at = 0; // where each kept token's text begins in the content: the ones that begin past its end were cut
+    const keep = Array.from({ length: ids.length - from }, (_, j) => from + j).filter((i) => !reasoned || !['<think>', '</think>'].includes(text(i))).filter((i) => {
+      const begins = at;
+      if (!tok.specialIds?.has(ids[i])) at += utf8.decode(tok.tokenBytes?.(ids[i]) ?? Buffer.from(text(i)), { stream: true }).length;
+      return begins < content.length;
+    });
     return { tokens: keep.map((i) => ids[i]), logprobs: keep.map((i) => s.logprobs![i]), ...(s.topLogprobs ? { top: keep.map((i) => s.topLogprobs![i]) } : {}) };
   };
   try {

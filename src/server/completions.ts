@@ -115,13 +115,16 @@ export async function runCompletion(plan: CompletionPlan, signal: AbortSignal, o
   const m = plan.served, view = m.backend.forRequest(signal);
   const model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
   // echo with logprobs: each prompt scored once (its n rows share it), before its continuations.
-  const prompts = plan.echo && plan.logprobs !== undefined ? await Promise.all(plan.rows.filter((_, i) => i % plan.n === 0).map((p) => model.promptLogprobs(p, { chat: false, topLogprobs: plan.logprobs }))) : undefined;
+  const prompts = plan.echo && plan.logprobs !== undefined ? await Promise.all(plan.rows.filter((_, i) => i % plan.n === 0).map(async (p) => ({
+    ...await model.promptLogprobs(p, { chat: false, topLogprobs: plan.logprobs }),
+    added: model.encode(p, false).length - model.tokenizer.encode(p, { addSpecialTokens: false }).length, // a BOS the tokenizer adds: not in the text
+  }))) : undefined;
   const out = plan.generate ? await model.generateBatch(plan.rows, { ...plan.options, chat: false }, onText, signal)
     : plan.rows.map((_, i): Completion => ({ text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: plan.promptTokens[Math.floor(i / plan.n)], ttftMs: 0, totalMs: 0 }));
   return { out, ...(prompts ? { prompts } : {}) };
 }
 
-export type PromptLogprobs = Awaited<ReturnType<Model['promptLogprobs']>>;
+export type PromptLogprobs = Awaited<ReturnType<Model['promptLogprobs']>> & { added: number };
 
 /** The finish_reason of a row: "stop" (an end token or stop string) or "length". */
 export const completionFinish = (c: Completion): 'stop' | 'length' => (c.finishReason === 'length' ? 'length' : 'stop');

@@ -37,16 +37,17 @@ export function chatLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
  * text and, for `k` > 0, a map of the k most likely tokens at each, with the sampled one always in it (as OpenAI's,
  * which may then hold k + 1).
  */
-export function completionLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
-  // A token's offset is where the text its bytes begin stands: the whole characters before it (of a character that
-  // tokens split, its first token's offset is the character's, the rest the next character's). A special token (an
-  // echoed prompt's BOS) is not in the text.
+export function completionLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number, inText: (i: number) => boolean = (i) => !tok.specialIds?.has(lp.tokens[i])) {
+  // A token's offset is where the text its bytes begin stands: the characters (code points, as Python counts them)
+  // before it; of a character that tokens split, its first token's offset is the character's, the rest the next
+  // one's. A token not in the text (`inText`: a generated special token, a BOS the tokenizer added to an echoed
+  // prompt) adds nothing.
   const tokens = lp.tokens.map((id) => text(tok, id)), text_offset: number[] = [], utf8 = new TextDecoder();
   let offset = 0;
-  for (const id of lp.tokens) {
+  lp.tokens.forEach((id, i) => {
     text_offset.push(offset);
-    if (!tok.specialIds?.has(id)) offset += utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true }).length;
-  }
+    if (inText(i)) offset += [...utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true })].length;
+  });
   const top_logprobs = k > 0 ? lp.tokens.map((id, i) => {
     const own = lp.logprobs[i];
     return own === null ? null : Object.fromEntries([...(lp.top?.[i] ?? []).slice(0, k), [id, own] as TokenLogprob].map(([t, v]) => [text(tok, t), v]));

@@ -295,8 +295,8 @@ export function checkToolCalls(m: ChatMessage, at: string): void {
   });
 }
 
-/** Each token's text alone, decoded once per tokenizer (toolNameConstraint walks them at every constrained step). */
-const TOKEN_TEXTS = new WeakMap<object, string[]>();
+/** Each token's text alone, by its first character, decoded once per tokenizer (toolNameConstraint looks them up at every constrained step). */
+const TOKEN_TEXTS = new WeakMap<object, Map<string, [id: number, text: string][]>>();
 
 /**
  * For a reply begun with a call's opening up to its name (`{"name": "`, tool_choice "required" with several tools):
@@ -305,17 +305,26 @@ const TOKEN_TEXTS = new WeakMap<object, string[]>();
  */
 export function toolNameConstraint(tok: { vocabSize: number; decode(ids: readonly number[]): string }, names: readonly string[]): (tokens: readonly number[]) => readonly number[] | undefined {
   const ends = names.map((n) => `${n}"`);
-  let texts = TOKEN_TEXTS.get(tok);
-  if (!texts) TOKEN_TEXTS.set(tok, texts = Array.from({ length: tok.vocabSize }, (_, id) => tok.decode([id])));
+  let byFirst = TOKEN_TEXTS.get(tok);
+  if (!byFirst) {
+    TOKEN_TEXTS.set(tok, byFirst = new Map());
+    for (let id = 0; id < tok.vocabSize; id++) {
+      const t = tok.decode([id]);
+      if (t) { const list = byFirst.get(t[0]); if (list) list.push([id, t]); else byFirst.set(t[0], [[id, t]]); }
+    }
+  }
+  // Stateless (one function serves every row of a request): each allowed token adds a character at least, so past
+  // the longest name and its quote the name is closed, and only that many tokens are ever decoded.
+  const longest = Math.max(...ends.map((e) => e.length));
   return (tokens) => {
+    if (tokens.length > longest) return undefined;
     const sofar = tok.decode(tokens);
     if (ends.some((e) => sofar.startsWith(e))) return undefined;
     // What each name still needs; a token is allowed when it begins that, or is all of it and more.
-    const rest = ends.filter((e) => e.startsWith(sofar)).map((e) => e.slice(sofar.length)), allow: number[] = [];
-    for (let id = 0; id < texts.length; id++) {
-      const t = texts[id];
-      if (t && rest.some((r) => r.startsWith(t) || t.startsWith(r))) allow.push(id);
+    const rest = ends.filter((e) => e.startsWith(sofar)).map((e) => e.slice(sofar.length)), allow = new Set<number>();
+    for (const first of new Set(rest.map((r) => r[0]))) {
+      for (const [id, t] of byFirst!.get(first) ?? []) if (rest.some((r) => r.startsWith(t) || t.startsWith(r))) allow.add(id);
     }
-    return allow.length ? allow : undefined;
+    return allow.size ? [...allow] : undefined;
   };
 }
