@@ -22,7 +22,7 @@ export interface SamplingParams {
 
 /**
  * What the engine's sampler takes per row: the parameters, the row's random draw, the ids the penalty applies to, and
- * (`allow`) the only tokens it may draw at this step (constrained decoding; their log-probabilities renormalised).
+ * (`allow`) the only tokens it may draw at this step (constrained decoding: the log-probabilities reported stay the model's).
  */
 export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: readonly number[] };
 
@@ -53,7 +53,8 @@ let scratchL = new Float32Array(0), scratchA = new Float32Array(0);
 
 /**
  * `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. `seen`:
- * the distinct token ids the repetition penalty applies to (the logits themselves are left as they are).
+ * the distinct token ids the repetition penalty applies to (the logits themselves are left as they are). `allow`:
+ * the only tokens the draw may pick (see RowSampling).
  */
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: readonly number[]): Sampled {
   const rp = params.repetitionPenalty, penalised = rp !== undefined && rp !== 1 && !!seen?.length;

@@ -2,7 +2,7 @@
  * The OpenAI-compatible HTTP server (fastify): POST /v1/chat/completions and /v1/completions (JSON or SSE), GET /v1/models,
  * GET /health, GET /metrics (Prometheus), GET / (the playground page).
  *
- * Every request is validated (JSON schema, then the semantic checks of planChat) before it takes batch rows;
+ * Every request is validated (JSON schema, then the semantic checks of planChat / planCompletion) before it takes batch rows;
  * bad input gets a 400 OpenAI error naming the field and never reaches the runtime. Admitted requests decode
  * concurrently through the coalescing backend (continuous batching); a full queue answers 429; a client that
  * disconnects cancels its request and frees its rows. `close()` stops accepting, lets in-flight requests
