@@ -76,7 +76,8 @@ test('completions: what it cannot do, a prompt that does not fit and an unknown 
       (e: { status: number; param: string | null; message: string }) => e.status === status && e.param === param && e.message === `${status} ${message}`);
   };
   await refused({ prompt: [] }, 400, 'prompt', "Invalid value for 'prompt': must NOT have fewer than 1 items, got [].");
-  await refused({ prompt: [1, 2, 3] }, 400, 'prompt', "Unsupported value: 'prompt' as token ids is not supported by edgereason; send the prompt's text.");
+  await refused({ prompt: [1, 2, 99999] }, 400, 'prompt', "Invalid value for 'prompt': 99999 at position 2 is not a token id of this model (0..825).");
+  await refused({ prompt: [[1], [2, 99999]] }, 400, 'prompt[1]', "Invalid value for 'prompt[1]': 99999 at position 1 is not a token id of this model (0..825).");
   await refused({ max_tokens: 0 }, 400, 'max_tokens', "Invalid value for 'max_tokens': 0 generates nothing; with 'echo' true (and 'logprobs') it returns the prompt scored.");
   await refused({ suffix: 'x' }, 400, 'suffix', "Unsupported parameter: 'suffix' (text to insert before) is not supported by edgereason.");
   await refused({ best_of: 3 }, 400, 'best_of', "Unsupported parameter: 'best_of' 3 (ranking more samples than n by log-probability; only best_of = n) is not supported by edgereason.");
@@ -120,6 +121,13 @@ test('logprobs: the tokens\' log-probabilities and the most likely tokens, as th
   const { completionLogprobs } = await import('../src/server/logprobs.ts');
   const astral = { ...model.tokenizer, decode: (ids: readonly number[]) => ids.map((id) => ['😀', ' end'][id]).join(''), tokenBytes: (id: number) => new Uint8Array(Buffer.from(['😀', ' end'][id])), specialIds: new Set<number>() } as never;
   assert.deepEqual(completionLogprobs(astral, { tokens: [0, 0, 1], logprobs: [null, -1, -1] }, 0).text_offset, [0, 1, 2]);
+  // Token ids, as lm-evaluation-harness sends them by default (tokenized_requests): the same as the text they encode.
+  const ids = model.encode(PROMPTS[0], false);
+  const byIds = await client.completions.create({ model: 'default', prompt: [ids, ids], max_tokens: 6, temperature: 0, echo: true, logprobs: 2 } as never);
+  assert.deepEqual(byIds.choices.map((c) => [c.text, c.logprobs!.token_logprobs]), [0, 1].map(() => [model.tokenizer.decode(ids) + r.choices[0].text, [...olp.token_logprobs!, ...lp.token_logprobs!]]));
+  await assert.rejects(model.complete(ids, { chat: true }), /^Error: generate: prompt 0 is token ids, a raw prompt: the chat template renders text and messages \(leave chat out\)$/);
+  await assert.rejects(model.complete([1, -2]), /^Error: generate: prompt 0 holds -2 at position 1, not a token id of this model \(0\.\.825\)$/);
+  assert.equal((await model.complete(ids, { maxTokens: 6 })).text, r.choices[0].text);
   const both = await client.completions.create({ model: 'default', prompt: PROMPTS[0], max_tokens: 6, temperature: 0, echo: true, logprobs: 2 });
   assert.equal(both.choices[0].text, PROMPTS[0] + r.choices[0].text);
   assert.deepEqual(both.choices[0].logprobs!.tokens, [...olp.tokens!, ...lp.tokens!]);

@@ -53,6 +53,12 @@ export interface LoadOptions {
   onNote?: (note: string) => void;
 }
 
+/** A prompt: text, messages (rendered by the chat template), or token ids (a raw prompt, as tokenized by the caller). */
+export type Prompt = string | ChatMessage[] | readonly number[];
+
+/** Whether a prompt is token ids (a non-empty list of numbers; messages are objects). */
+export const isTokenIds = (p: unknown): p is readonly number[] => Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'number');
+
 export interface PromptOptions extends GenerateOptions {
   /** Render the prompt with the model's chat template (a string becomes one user message). */
   chat?: boolean;
@@ -194,7 +200,7 @@ export class Model {
    * Streams the completion's text as it is generated; the generator's return value is the Completion.
    * Leaving the loop early (break, return, a throw) cancels the generation: it ends once decoding has stopped.
    */
-  async *generate(prompt: string | ChatMessage[], opts: PromptOptions = {}): AsyncGenerator<string, Completion, undefined> {
+  async *generate(prompt: Prompt, opts: PromptOptions = {}): AsyncGenerator<string, Completion, undefined> {
     const queue: string[] = [], stop = new AbortController();
     let wake: (() => void) | undefined;
     let done = false, result: Completion | undefined, error: unknown;
@@ -221,7 +227,7 @@ export class Model {
     return result!;
   }
 
-  async complete(prompt: string | ChatMessage[], opts: PromptOptions = {}): Promise<Completion> {
+  async complete(prompt: Prompt, opts: PromptOptions = {}): Promise<Completion> {
     return (await this.generateBatch([prompt], opts))[0];
   }
 
@@ -231,10 +237,10 @@ export class Model {
    * with logprobs and max_tokens 0 give it; lm-evaluation-harness's loglikelihood). A loaded adapter applies as
    * generate's does. Encoded in chunks of `CHUNK` positions, so the logits held are chunk × vocabulary at a time.
    */
-  async promptLogprobs(prompt: string | ChatMessage[], opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown>; topLogprobs?: number } = {}): Promise<{ tokens: number[]; logprobs: (number | null)[]; top: TokenLogprob[][] }> {
+  async promptLogprobs(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown>; topLogprobs?: number } = {}): Promise<{ tokens: number[]; logprobs: (number | null)[]; top: TokenLogprob[][] }> {
     const k = opts.topLogprobs ?? 0;
     if (!(Number.isInteger(k) && k >= 0 && k <= 20)) throw new Error(`generate: topLogprobs must be an integer in [0, 20], got ${shown(k)}`);
-    const ids = this.encode(prompt, opts.chat ?? Array.isArray(prompt), opts.chatTemplateKwargs);
+    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat) : this.encode(prompt, opts.chat ?? Array.isArray(prompt), opts.chatTemplateKwargs);
     if (!ids.length) throw new Error('generate: the prompt encodes to no tokens: nothing to score');
     if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`generate: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
     const inv = this.adapter?.config.aloraInvocationTokens, on = !this.adapter ? Infinity : !inv ? 0 : lastIndexOfRun(ids, inv) < 0 ? Infinity : lastIndexOfRun(ids, inv);
@@ -261,7 +267,7 @@ export class Model {
    * object for every row gives row i the seed `seed + i` (when a seed is given), so equal prompts still draw
    * independently. Aborting `signal` ends every sequence at the next step (finish reason 'cancelled').
    */
-  async generateBatch(prompts: (string | ChatMessage[])[], opts: PromptOptions | Omit<PromptOptions, 'signal'>[] = {}, onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
+  async generateBatch(prompts: Prompt[], opts: PromptOptions | Omit<PromptOptions, 'signal'>[] = {}, onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
     if (!Array.isArray(prompts)) throw new Error(`generate: generateBatch takes a list of prompts (one per row), got ${typeof prompts}`);
     if (Array.isArray(opts) && opts.length !== prompts.length) throw new Error(`generate: ${opts.length} option objects for ${prompts.length} prompts (give one per prompt, or one object for all)`);
     // Checked as given, before defaults and per-row seeds are derived from them.
@@ -278,7 +284,7 @@ export class Model {
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
     if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     if (!prompts.length) return []; // no rows (as Promise.all([]) resolves to []), checked as a batch of any size is
-    const ids = prompts.map((p, i) => this.encode(p, per[i].chat ?? Array.isArray(p), per[i].chatTemplateKwargs));
+    const ids = prompts.map((p, i) => (isTokenIds(p) ? this.checkedIds(p, i, per[i].chat) : this.encode(p, per[i].chat ?? Array.isArray(p), per[i].chatTemplateKwargs)));
     // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as
     // PEFT's aLoRA) from its invocation tokens — where a raw prompt last holds them, or where a chat prompt ends
     // with them (a generation prompt that opens the thinking; the user's own text does not invoke it) — and not at
@@ -289,7 +295,7 @@ export class Model {
       per.forEach((o, i) => {
         if (o.adapter === false || o.adapterFrom !== undefined) return;
         if (!inv) { per[i] = { ...o, adapter: true }; return; }
-        const chat = o.chat ?? Array.isArray(prompts[i]);
+        const chat = !isTokenIds(prompts[i]) && (o.chat ?? Array.isArray(prompts[i]));
         const at = !chat ? lastIndexOfRun(ids[i], inv) : endsWithRun(ids[i], inv) ? ids[i].length - inv.length : -1;
         if (o.adapter === true && at < 0 && chat) {
           const ctx = this.config.maxPositionEmbeddings, n = ids[i].length + inv.length;
@@ -303,6 +309,14 @@ export class Model {
       });
     }
     return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal);
+  }
+
+  /** A prompt given as token ids, checked: a raw prompt of this vocabulary's ids. */
+  private checkedIds(ids: readonly number[], row: number, chat: boolean | undefined): number[] {
+    if (chat) throw new Error(`generate: prompt ${row} is token ids, a raw prompt: the chat template renders text and messages (leave chat out)`);
+    const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= this.config.vocabSize);
+    if (bad >= 0) throw new Error(`generate: prompt ${row} holds ${shown(ids[bad])} at position ${bad}, not a token id of this model (0..${this.config.vocabSize - 1})`);
+    return [...ids];
   }
 
   /**

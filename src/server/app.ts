@@ -268,7 +268,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     return admitted(reply, plan.rows.length, '/v1/completions', async (abort) => {
       const id = `cmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
       const body = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion', created, model: plan.served.id, system_fingerprint: null, choices, ...extra });
-      const echoed = (row: number) => (plan.echo ? plan.rows[row] : '');
+      // (Token ids echo as the text they decode to.)
+      const echoed = (row: number) => { const p = plan.rows[row]; return !plan.echo ? '' : typeof p === 'string' ? p : plan.served.model.tokenizer.decode(p); };
       // An echoed prompt's tokens come first, scored (its first token has no log-probability: null).
       const logprobsOf = (c: Completion, p?: PromptLogprobs) => (plan.logprobs === undefined ? null : completionLogprobs(plan.served.model.tokenizer, {
         tokens: [...(p?.tokens ?? []), ...c.tokens], logprobs: [...(p?.logprobs ?? []), ...c.logprobs], top: [...(p?.top ?? []), ...(c.topLogprobs ?? c.tokens.map(() => []))],
@@ -283,7 +284,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       const sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {});
       // (Streamed, a choice's log-probabilities come whole with its finish_reason: the pieces are text, not tokens.)
       const piece = (index: number, text: string, finish: string | null = null, logprobs: unknown = null) => sse.send(body([{ index, text, logprobs, finish_reason: finish }], plan.includeUsage ? { usage: null } : {}));
-      if (plan.echo) plan.rows.forEach((p, i) => piece(i, p));
+      if (plan.echo) plan.rows.forEach((_, i) => piece(i, echoed(i)));
       let out: Completion[] | undefined, prompts: PromptLogprobs[] | undefined;
       try {
         ({ out, prompts } = await runCompletion(plan, abort.signal, (row, text) => piece(row, text)));

@@ -1,6 +1,6 @@
 /**
  * OpenAI's legacy text completions, POST /v1/completions, as vLLM and llama.cpp's server serve them: a raw prompt (a
- * string, or a list of them), no chat template and no reasoning route. The model named continues each prompt `n`
+ * string or token ids, or a list of them), no chat template and no reasoning route. The model named continues each prompt `n`
  * times, all rows decoded as one batch with every other request; an adapter model applies its adapter as generate
  * does (a classic LoRA everywhere, an activated one from its invocation where the prompt holds it).
  */
@@ -16,7 +16,7 @@ import { ApiError, checkUnsupported, samplingFields, type ChatRequest, type Samp
 /** OpenAI's completions request, and vLLM's sampling extras (top_k, min_p, repetition_penalty). */
 export interface CompletionRequest extends SamplingRequest {
   model?: string;
-  prompt: string | string[];
+  prompt: string | string[] | number[] | number[][];
   max_tokens?: number | null;
   n?: number | null;
   stream?: boolean | null;
@@ -40,8 +40,8 @@ export const completionRequestSchema = {
   properties: {
     ...samplingFields,
     model: { type: 'string' },
-    // Token-id prompts are declared, so that their refusal names the field (planCompletion).
-    prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }, { type: 'array', minItems: 1, items: { type: 'integer' } }, { type: 'array', minItems: 1, items: { type: 'array' } }] },
+    // Text, token ids (as lm-evaluation-harness sends them), or a list of either.
+    prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }, { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } }, { type: 'array', minItems: 1, items: { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } } }] },
     max_tokens: nullable({ type: 'integer', minimum: 0 }), // 0: with echo, the prompt scored and nothing generated
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),
@@ -62,8 +62,8 @@ export const COMPLETION_MAX_TOKENS = 16;
 
 export interface CompletionPlan {
   served: ServedModel;
-  /** One per row: each prompt `n` times, choice index = prompt × n + j (OpenAI's order). */
-  rows: string[];
+  /** One per row: each prompt `n` times, choice index = prompt × n + j (OpenAI's order); text or token ids. */
+  rows: (string | number[])[];
   /** Each prompt's tokens, once. */
   promptTokens: number[];
   n: number;
@@ -87,16 +87,14 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   if (req.suffix) refuse('suffix', '(text to insert before)');
   const n = req.n ?? 1;
   if (req.best_of != null && req.best_of !== n) refuse('best_of', `${req.best_of} (ranking more samples than n by log-probability; only best_of = n)`);
-  const prompts = typeof req.prompt === 'string' ? [req.prompt] : req.prompt;
-  if (prompts.some((p) => typeof p !== 'string')) {
-    throw new ApiError(400, "Unsupported value: 'prompt' as token ids is not supported by edgereason; send the prompt's text.", 'prompt', 'invalid_request_error', 'unsupported_value');
-  }
-  const texts = prompts as string[];
+  const p = req.prompt, texts: (string | number[])[] = typeof p === 'string' || typeof p[0] === 'number' ? [p as string | number[]] : p as (string | number[])[];
   if (n * texts.length > limits.maxN) throw new ApiError(400, `Invalid value for 'n': ${n} choices for each of ${texts.length} prompt${texts.length === 1 ? '' : 's'} is more than this server decodes for one request (${limits.maxN}).`, 'n');
   if (req.max_tokens === 0 && !req.echo) throw new ApiError(400, "Invalid value for 'max_tokens': 0 generates nothing; with 'echo' true (and 'logprobs') it returns the prompt scored.", 'max_tokens');
-  const ctx = limits.ctx, asked = req.max_tokens ?? COMPLETION_MAX_TOKENS, param = (i: number) => (typeof req.prompt === 'string' ? 'prompt' : `prompt[${i}]`);
+  const ctx = limits.ctx, asked = req.max_tokens ?? COMPLETION_MAX_TOKENS, param = (i: number) => (texts.length === 1 && texts[0] === p ? 'prompt' : `prompt[${i}]`);
   const promptTokens = texts.map((p, i) => {
-    const ids = m.model.encode(p, false);
+    const ids = typeof p === 'string' ? m.model.encode(p, false) : p;
+    const bad = ids.findIndex((t) => t >= m.model.config.vocabSize);
+    if (bad >= 0) throw new ApiError(400, `Invalid value for '${param(i)}': ${ids[bad]} at position ${bad} is not a token id of this model (0..${m.model.config.vocabSize - 1}).`, param(i));
     if (!ids.length) throw new ApiError(400, `Invalid value for '${param(i)}': the prompt is empty (it encodes to no tokens, and a model continues some text).`, param(i));
     if (ids.length + asked > ctx) {
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + asked} tokens (${ids.length} in the prompt, ${asked} in the completion). Please reduce the length of the prompt or completion.`, req.max_tokens != null ? 'max_tokens' : param(i), 'invalid_request_error', 'context_length_exceeded');
@@ -104,7 +102,7 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
     return ids.length;
   });
   return {
-    served: m, rows: texts.flatMap((p) => Array<string>(n).fill(p)), promptTokens, n,
+    served: m, rows: texts.flatMap((t) => Array<string | number[]>(n).fill(t)), promptTokens, n,
     options: { maxTokens: Math.max(1, asked), seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo, generate: asked > 0, ...(req.logprobs != null ? { logprobs: req.logprobs } : {}),
   };
@@ -117,7 +115,7 @@ export async function runCompletion(plan: CompletionPlan, signal: AbortSignal, o
   // echo with logprobs: each prompt scored once (its n rows share it), before its continuations.
   const prompts = plan.echo && plan.logprobs !== undefined ? await Promise.all(plan.rows.filter((_, i) => i % plan.n === 0).map(async (p) => ({
     ...await model.promptLogprobs(p, { chat: false, topLogprobs: plan.logprobs }),
-    added: model.encode(p, false).length - model.tokenizer.encode(p, { addSpecialTokens: false }).length, // a BOS the tokenizer adds: not in the text
+    added: typeof p === 'string' ? model.encode(p, false).length - model.tokenizer.encode(p, { addSpecialTokens: false }).length : 0, // a BOS the tokenizer adds: not in the text
   }))) : undefined;
   const out = plan.generate ? await model.generateBatch(plan.rows, { ...plan.options, chat: false }, onText, signal)
     : plan.rows.map((_, i): Completion => ({ text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: plan.promptTokens[Math.floor(i / plan.n)], ttftMs: 0, totalMs: 0 }));
