@@ -252,7 +252,8 @@ export function removeStale(dir: string, before: Map<string, string>): string[] 
 
 /**
  * Holds --out for one training run: a second one writing the same folder (a --resume started beside it) is refused
- * while the first runs, since their checkpoints would overwrite and delete each other's files. Returns the release.
+ * while the first runs, since their checkpoints would overwrite and delete each other's files. Released when the
+ * process exits (the returned function releases it sooner).
  */
 export const lockTraining = (out: string): (() => void) =>
   holdLock(path.join(out, '.training.lock'), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);

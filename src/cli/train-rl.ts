@@ -77,35 +77,31 @@ export function trainRlCommand(program: Command): void {
       if (o.task !== 'synthetic') checkGolds(prompts, grader, o.task);
       const budgets: number[] = o.budgets;
       checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });
-      const unlock = lockTraining(o.out);
+      lockTraining(o.out); // released when the process exits (Ctrl-C and errors end it, as after the run)
+      const src = openSource(o.model);
+      if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: 'fp32' });
+      const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
       try {
-        const src = openSource(o.model);
-        if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
-        const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: 'fp32' });
-        const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
-        try {
-          const { history, out } = await trainRl({ config: src.config, weights: src.weights, tokenizer: model.tokenizer, backend: model.backend }, o.adapter,
-            prompts, {
-              out: o.out, task: grader, budgets, unbudgetedShare: o.unbudgetedShare, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
-              beta: o.beta, lr: o.lr, temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
-              baseModel: src.path, handleSignals: true, ...(o.task !== 'synthetic' ? { promptsFile: o.task } : {}),
-            });
-          const stale = before ? removeStale(o.out, before) : [];
-          if (stale.length) process.stderr.write(`train-rl: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
-          // A run in which every group of every step tied never moved the adapter: say so rather than report it as trained.
-          if (history.length && history.every((h) => h.updated === false)) {
-            const acc = history.reduce((a, h) => a + h.accuracy, 0) / history.length;
-            process.stderr.write(`train-rl: warning: no step changed the adapter: in every group all ${o.group} completions got the same reward (${(100 * acc).toFixed(1)} % of them correct), so there was nothing to learn from, and ${o.out} holds the --adapter's weights; use prompts the adapter answers right some of the time (easier ones, a larger --max-tokens, or a better SFT adapter)\n`);
-          }
-          // A step is a few rollouts of training prompts: its reward swings, so the ends are means over several steps.
-          const w = Math.max(1, Math.min(10, Math.floor(history.length / 4))), mean = (hs: typeof history, k: 'reward' | 'accuracy' | 'thinking') => hs.reduce((a, h) => a + h[k], 0) / hs.length;
-          const [head, tail] = [history.slice(0, w), history.slice(-w)], over = w === 1 ? 'the first and last steps\' rollouts' : `means of the first and last ${w} steps' rollouts`;
-          console.log(`GRPO ${history.length} steps: reward ${mean(head, 'reward').toFixed(3)} → ${mean(tail, 'reward').toFixed(3)}, accuracy ${(100 * mean(head, 'accuracy')).toFixed(1)} → ${(100 * mean(tail, 'accuracy')).toFixed(1)} %, thinking ${mean(head, 'thinking').toFixed(0)} → ${mean(tail, 'thinking').toFixed(0)} tokens (${over}, on training prompts); adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
-        } finally {
-          await model.close();
+        const { history, out } = await trainRl({ config: src.config, weights: src.weights, tokenizer: model.tokenizer, backend: model.backend }, o.adapter,
+          prompts, {
+            out: o.out, task: grader, budgets, unbudgetedShare: o.unbudgetedShare, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
+            beta: o.beta, lr: o.lr, temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
+            baseModel: src.path, handleSignals: true, ...(o.task !== 'synthetic' ? { promptsFile: o.task } : {}),
+          });
+        const stale = before ? removeStale(o.out, before) : [];
+        if (stale.length) process.stderr.write(`train-rl: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
+        // A run in which every group of every step tied never moved the adapter: say so rather than report it as trained.
+        if (history.length && history.every((h) => h.updated === false)) {
+          const acc = history.reduce((a, h) => a + h.accuracy, 0) / history.length;
+          process.stderr.write(`train-rl: warning: no step changed the adapter: in every group all ${o.group} completions got the same reward (${(100 * acc).toFixed(1)} % of them correct), so there was nothing to learn from, and ${o.out} holds the --adapter's weights; use prompts the adapter answers right some of the time (easier ones, a larger --max-tokens, or a better SFT adapter)\n`);
         }
+        // A step is a few rollouts of training prompts: its reward swings, so the ends are means over several steps.
+        const w = Math.max(1, Math.min(10, Math.floor(history.length / 4))), mean = (hs: typeof history, k: 'reward' | 'accuracy' | 'thinking') => hs.reduce((a, h) => a + h[k], 0) / hs.length;
+        const [head, tail] = [history.slice(0, w), history.slice(-w)], over = w === 1 ? 'the first and last steps\' rollouts' : `means of the first and last ${w} steps' rollouts`;
+        console.log(`GRPO ${history.length} steps: reward ${mean(head, 'reward').toFixed(3)} → ${mean(tail, 'reward').toFixed(3)}, accuracy ${(100 * mean(head, 'accuracy')).toFixed(1)} → ${(100 * mean(tail, 'accuracy')).toFixed(1)} %, thinking ${mean(head, 'thinking').toFixed(0)} → ${mean(tail, 'thinking').toFixed(0)} tokens (${over}, on training prompts); adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
       } finally {
-        unlock();
+        await model.close();
       }
     });
 }

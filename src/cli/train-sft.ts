@@ -61,36 +61,32 @@ export function trainSftCommand(program: Command): void {
       // A whole model written beside a single-file one (a GGUF's folder) would give every GGUF there its tokenizer.json.
       if (o.full && isModelFileFolder(o.out, o.model)) throw new Error(`train-sft: --out ${o.out} is the folder of ${modelPath(o.model)}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
       checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
-      const unlock = lockTraining(o.out);
-      try {
-        const src = openSource(o.model), genConfig = path.join(src.path, 'generation_config.json');
-        const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? readTextFile(genConfig, 'a JSON file') : ''; // its sampling advice, for a --full output
-        if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
-        const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own
-        // A large file takes minutes to tokenize: a bar once it has taken a second.
-        const load = (file: string, flag: string) => {
-          const bar = lateProgress(`tokenizing ${flag} ${path.basename(file)}`, 'lines');
-          try { return loadDataset(file, src.tokenizer, perTurn, bar.update); } finally { bar.stop(); }
-        };
-        const train = load(o.data, '--data');
-        const evalSet = o.eval ? load(o.eval, '--eval') : [];
-        const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
-        const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
-        const r = await trainSft(src.config, src.weights, train, evalSet, {
-          out: o.out, full: !!o.full, ...(o.full ? {} : { rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation }), handleSignals: true,
-          lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
-          checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
-          tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
-          ...(genText.trim() ? { generationConfig: genText } : {}), // and its sampling advice
-        });
-        const stale = before ? removeStale(o.out, before) : [];
-        if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
-        const last = r.evalLosses.at(-1);
-        const stopped = r.steps < r.total ? ` (stopped at step ${r.steps} of ${r.total}: rerun with --resume and a larger or no --max-steps to continue)` : '';
-        console.log(`trained ${r.steps} step${r.steps === 1 ? '' : 's'}${o.maxSteps !== undefined && r.steps < o.maxSteps ? ` (the whole schedule of ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}, fewer than --max-steps ${o.maxSteps})` : ''}${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
-      } finally {
-        unlock();
-      }
+      lockTraining(o.out); // released when the process exits (Ctrl-C and errors end it, as after the run)
+      const src = openSource(o.model), genConfig = path.join(src.path, 'generation_config.json');
+      const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? readTextFile(genConfig, 'a JSON file') : ''; // its sampling advice, for a --full output
+      if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
+      const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own
+      // A large file takes minutes to tokenize: a bar once it has taken a second.
+      const load = (file: string, flag: string) => {
+        const bar = lateProgress(`tokenizing ${flag} ${path.basename(file)}`, 'lines');
+        try { return loadDataset(file, src.tokenizer, perTurn, bar.update); } finally { bar.stop(); }
+      };
+      const train = load(o.data, '--data');
+      const evalSet = o.eval ? load(o.eval, '--eval') : [];
+      const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
+      const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
+      const r = await trainSft(src.config, src.weights, train, evalSet, {
+        out: o.out, full: !!o.full, ...(o.full ? {} : { rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation }), handleSignals: true,
+        lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
+        checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
+        tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
+        ...(genText.trim() ? { generationConfig: genText } : {}), // and its sampling advice
+      });
+      const stale = before ? removeStale(o.out, before) : [];
+      if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
+      const last = r.evalLosses.at(-1);
+      const stopped = r.steps < r.total ? ` (stopped at step ${r.steps} of ${r.total}: rerun with --resume and a larger or no --max-steps to continue)` : '';
+      console.log(`trained ${r.steps} step${r.steps === 1 ? '' : 's'}${o.maxSteps !== undefined && r.steps < o.maxSteps ? ` (the whole schedule of ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}, fewer than --max-steps ${o.maxSteps})` : ''}${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
     });
 }
 

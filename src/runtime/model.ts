@@ -239,11 +239,12 @@ export class Model {
    */
   async promptLogprobs(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown>; topLogprobs?: number } = {}): Promise<{ tokens: number[]; logprobs: (number | null)[]; top: TokenLogprob[][] }> {
     const k = opts.topLogprobs ?? 0;
-    if (!(Number.isInteger(k) && k >= 0 && k <= 20)) throw new Error(`generate: topLogprobs must be an integer in [0, 20], got ${shown(k)}`);
+    checkGenerateOptions({ topLogprobs: k }, this.config.vocabSize);
     const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat) : this.encode(prompt, opts.chat ?? Array.isArray(prompt), opts.chatTemplateKwargs);
     if (!ids.length) throw new Error('generate: the prompt encodes to no tokens: nothing to score');
     if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`generate: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
-    const inv = this.adapter?.config.aloraInvocationTokens, on = !this.adapter ? Infinity : !inv ? 0 : lastIndexOfRun(ids, inv) < 0 ? Infinity : lastIndexOfRun(ids, inv);
+    // The adapter from where generate's would act: everywhere (a classic LoRA), or from the last invocation (activated).
+    const inv = this.adapter?.config.aloraInvocationTokens, at = inv ? lastIndexOfRun(ids, inv) : 0, on = !this.adapter || at < 0 ? Infinity : at;
     const CHUNK = 64, V = this.config.vocabSize, logprobs: (number | null)[] = [null], top: TokenLogprob[][] = [[]];
     const cache = await this.backend.newCache(1);
     try {

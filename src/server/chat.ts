@@ -43,7 +43,7 @@ import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { jsonDepth, jsonObject, templateFor, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
-import type { TokenLogprobs } from './logprobs.ts';
+import { textOffsets, type TokenLogprobs } from './logprobs.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;
 /** reasoning_effort → thinking budget: the RL buckets (DEFAULT_BUDGETS), minimal half of the smallest. */
@@ -516,13 +516,9 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const tok = m.model.tokenizer, ids = s.tokenIds!, text = (i: number) => tok.decode([ids[i]]), reasoned = s.answerTokens !== ids.length;
     let from = ids.length - (s.answerTokens ?? ids.length);
     if (reasoned) while (from < ids.length && /^[\r\n]*$/.test(text(from))) from++;
-    const utf8 = new TextDecoder();
-    let at = 0; // where each kept token's text begins in the content: the ones that begin past its end were cut
-    const keep = Array.from({ length: ids.length - from }, (_, j) => from + j).filter((i) => !reasoned || !['<think>', '</think>'].includes(text(i))).filter((i) => {
-      const begins = at;
-      if (!tok.specialIds?.has(ids[i])) at += utf8.decode(tok.tokenBytes?.(ids[i]) ?? Buffer.from(text(i)), { stream: true }).length;
-      return begins < content.length;
-    });
+    const held = Array.from({ length: ids.length - from }, (_, j) => from + j).filter((i) => !reasoned || !['<think>', '</think>'].includes(text(i)));
+    // Where each token's text begins in the content (in UTF-16 units, as content.length): those past its end were cut.
+    const begins = textOffsets(tok, held.map((i) => ids[i]), undefined, (t) => t.length), keep = held.filter((_, j) => begins[j] < content.length);
     return { tokens: keep.map((i) => ids[i]), logprobs: keep.map((i) => s.logprobs![i]), ...(s.topLogprobs ? { top: keep.map((i) => s.topLogprobs![i]) } : {}) };
   };
   try {

@@ -19,6 +19,21 @@ export interface TokenLogprobs {
 const text = (tok: TextTokenizer, id: number): string => tok.decode([id]);
 const bytesOf = (tok: TextTokenizer, id: number): number[] => [...(tok.tokenBytes?.(id) ?? Buffer.from(text(tok, id), 'utf8'))];
 
+/**
+ * Where each token's text begins in the text of them all, by `length` (code points by default, as Python counts
+ * them): the characters before it; of a character that tokens split, its first token's offset is the character's,
+ * the rest the next one's. A token not in the text (`inText`; by default a special token) adds nothing.
+ */
+export function textOffsets(tok: TextTokenizer, ids: readonly number[], inText: (i: number) => boolean = (i) => !tok.specialIds?.has(ids[i]), length = (s: string) => [...s].length): number[] {
+  const utf8 = new TextDecoder();
+  let at = 0;
+  return ids.map((id, i) => {
+    const begins = at;
+    if (inText(i)) at += length(utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true }));
+    return begins;
+  });
+}
+
 /** Chat's `choices[i].logprobs`: each token, its log-probability and bytes, and the `k` most likely tokens there. */
 export function chatLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
   return {
@@ -37,17 +52,9 @@ export function chatLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
  * text and, for `k` > 0, a map of the k most likely tokens at each, with the sampled one always in it (as OpenAI's,
  * which may then hold k + 1).
  */
-export function completionLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number, inText: (i: number) => boolean = (i) => !tok.specialIds?.has(lp.tokens[i])) {
-  // A token's offset is where the text its bytes begin stands: the characters (code points, as Python counts them)
-  // before it; of a character that tokens split, its first token's offset is the character's, the rest the next
-  // one's. A token not in the text (`inText`: a generated special token, a BOS the tokenizer added to an echoed
-  // prompt) adds nothing.
-  const tokens = lp.tokens.map((id) => text(tok, id)), text_offset: number[] = [], utf8 = new TextDecoder();
-  let offset = 0;
-  lp.tokens.forEach((id, i) => {
-    text_offset.push(offset);
-    if (inText(i)) offset += [...utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true })].length;
-  });
+export function completionLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number, inText?: (i: number) => boolean) {
+  // (inText: not a generated special token, nor a BOS the tokenizer added to an echoed prompt; see textOffsets.)
+  const tokens = lp.tokens.map((id) => text(tok, id)), text_offset = textOffsets(tok, lp.tokens, inText);
   const top_logprobs = k > 0 ? lp.tokens.map((id, i) => {
     const own = lp.logprobs[i];
     return own === null ? null : Object.fromEntries([...(lp.top?.[i] ?? []).slice(0, k), [id, own] as TokenLogprob].map(([t, v]) => [text(tok, t), v]));

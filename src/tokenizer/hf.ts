@@ -241,11 +241,12 @@ export class HfTokenizer implements TextTokenizer {
 
   tokenToId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
 
+  /** Whether the tokenizer.json's decoder is byte-level (tokenBytes; read at its first call). */
+  private byteLevel?: boolean;
   /**
    * The bytes a token stands for: a byte-level BPE token (Qwen, Llama 3) may hold part of a character, which its text
    * alone shows as U+FFFD; a SentencePiece byte token ("<0xE2>") is that byte; any other, its text's UTF-8.
    */
-  private byteLevel?: boolean;
   tokenBytes(id: number): Uint8Array {
     const piece = this.tokenizer.id_to_token(id), utf8 = () => new Uint8Array(Buffer.from(this.decode([id]), 'utf8'));
     if (piece === undefined) return new Uint8Array();
