@@ -13,7 +13,8 @@
  *    latency of the run its route selects (the auto path runs exactly that computation).
  * 3. Parallel samples N = 1, 2, 4, 8 on the hard items of the synthetic test split (or, --parallel-split val, of
  *    the validation split, which no probe was trained on): accuracy by majority, confidence, verifier
- *    best-of-N and verifier-weighted vote. One N = max run per question: sample i has seed + i, so its first N
+ *    best-of-N, verifier-weighted vote and the checked vote (check.ts), against one greedy answer, with the
+ *    paired standard error of each vote's gain over it at the largest N. One N = max run per question: sample i has seed + i, so its first N
  *    samples are the N-sample run (test/reason.test.ts checks forked = single decoding). Wall time of N vs 1 at
  *    the same tokens per sample: one prefill, fork N, decode a fixed number of tokens (stop tokens off).
  *
@@ -36,6 +37,7 @@ import { answer, prefill, reasoningTokens } from '../src/reason/answer.ts';
 import { LinearProbe, Router, type RouterGate } from '../src/reason/router.ts';
 import { Verifier } from '../src/reason/verifier.ts';
 import { vote, type Candidate } from '../src/reason/vote.ts';
+import { checkWork } from '../src/reason/check.ts';
 import type { AnswerResult, VoteMethod } from '../src/reason/types.ts';
 import { syntheticCases, type EvalCase } from '../src/eval/harness.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
@@ -120,7 +122,7 @@ export interface RoutingSummary {
   meanTokens: { alwaysReason: number; routed: number };
 }
 
-const METHODS: VoteMethod[] = ['majority', 'confidence', 'verifier', 'verifier-vote'];
+const METHODS: VoteMethod[] = ['majority', 'confidence', 'verifier', 'verifier-vote', 'checked'];
 
 export interface ReasoningBenchResult {
   date: string;
@@ -144,6 +146,8 @@ export interface ReasoningBenchResult {
     accuracy: Record<string, Record<string, number>>;
     /** One greedy sample (answer()'s single answer, the same items; older results have none). */
     greedy?: number;
+    /** Per vote, the standard error of its gain over greedy at the largest N, paired per item (older results have none). */
+    gainSE?: Record<string, number>;
     meanTokensPerSample: number;
     /** At the first of the timing lengths; `wallTimes`: at each. */
     wallTime: WallTime;
@@ -280,18 +284,22 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       const cases = syntheticCases(split, o.parallelItems ?? 60, seed + 1, { hard: 1 }); // the items reasoning is for
       const methods = METHODS.filter((m) => verifier || !m.startsWith('verifier'));
       const hits: Record<string, Record<string, number>> = Object.fromEntries(methods.map((m) => [m, Object.fromEntries(sampleCounts.map((n) => [n, 0]))]));
-      const tokens: number[] = [];
+      const tokens: number[] = [], gains: Record<string, number[]> = Object.fromEntries(methods.map((m) => [m, []])); // per item at N = max: vote right − greedy right
       let greedyHits = 0; // the baseline a user gets from one sample: answer() decodes it greedily
       for (let k = 0; k < cases.length; k++) {
         const c = cases[k];
         const one = await answer(model, c.question, { ...gen, reasoning: 'on', task: c.task });
-        if (isCorrect(c.task, one.answer, c.gold) && one.winner !== undefined) greedyHits++;
+        const greedyHit = isCorrect(c.task, one.answer, c.gold) && one.winner !== undefined;
+        if (greedyHit) greedyHits++;
         const r = await answer(model, c.question, { ...gen, reasoning: 'on', samples: maxN, temperature, topP, minP, seed: seed + 1000 * k, task: c.task }, { verifier });
         r.samples.forEach((s) => tokens.push(s.tokens));
-        const cands: Candidate[] = r.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore }));
+        // The checked vote's flaws as answer() counts them when asked for that vote (the question is the user message).
+        const cands: Candidate[] = r.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore, flaws: checkWork(c.question, s.thinking).flaws }));
         for (const m of methods) for (const n of sampleCounts) {
           const chosen = vote(m, cands.slice(0, n)).chosen;
-          if (isCorrect(c.task, r.samples[chosen].answer, c.gold) && r.samples[chosen].extracted !== undefined) hits[m][n]++;
+          const hit = isCorrect(c.task, r.samples[chosen].answer, c.gold) && r.samples[chosen].extracted !== undefined;
+          if (hit) hits[m][n]++;
+          if (n === maxN) gains[m].push(+hit - +greedyHit);
         }
         progress?.update('parallel', k + 1, cases.length);
       }
@@ -300,8 +308,8 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       const ids = model.encode([{ role: 'user', content: cases[0]?.question ?? 'What is 2 plus 3?' }], true);
       const wallTimes: WallTime[] = [];
       for (const t of o.timingTokens ?? [64, 160]) wallTimes.push(await parallelWallTime(model, ids, { invocation: reasoningTokens(model).invocation, sampleCounts, tokens: t, reps, sampling: { temperature, topP, minP } }));
-      result.parallel = { split, n: cases.length, samples: sampleCounts, accuracy, greedy: greedyHits / cases.length, meanTokensPerSample: mean(tokens), wallTime: wallTimes[0], wallTimes };
-      log(`parallel: greedy single answer ${(100 * greedyHits / cases.length).toFixed(0)}%; ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(0)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTimes.map((wt) => `@${wt[0].tokensPerSample} tokens ${wt.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`).join('; ')}`);
+      result.parallel = { split, n: cases.length, samples: sampleCounts, accuracy, greedy: greedyHits / cases.length, gainSE: Object.fromEntries(methods.map((m) => [m, pairedSE(gains[m])])), meanTokensPerSample: mean(tokens), wallTime: wallTimes[0], wallTimes };
+      log(`parallel: greedy single answer ${(100 * greedyHits / cases.length).toFixed(1)}%; ${methods.map((m) => `${m} ${sampleCounts.map((n) => `${n}:${(100 * accuracy[m][n]).toFixed(1)}%`).join(' ')}`).join('; ')}; wall time ratio ${wallTimes.map((wt) => `@${wt[0].tokensPerSample} tokens ${wt.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`).join('; ')}`);
     }
   } finally {
     progress?.stop(); // a failure mid-section leaves no bar (or hidden cursor) behind
@@ -378,6 +386,13 @@ export function hardShareAtRatio(byCategory: NonNullable<ReasoningBenchResult['r
  * decode steps with stop tokens off (with `invocation`, the rows start with it and the adapter on from there).
  * Best of `reps` rounds (each times every N in turn) after a warm-up at the largest N.
  */
+/** Standard error of the mean of per-item differences. */
+function pairedSE(d: number[]): number {
+  if (d.length < 2) return 0;
+  const m = mean(d);
+  return Math.sqrt(d.reduce((a, x) => a + (x - m) ** 2, 0) / (d.length - 1) / d.length);
+}
+
 export async function parallelWallTime(model: Model, ids: number[], o: { invocation?: number[]; sampleCounts: number[]; tokens: number; reps: number; sampling: SamplingParams }): Promise<WallTime> {
   // The first decode step feeds the invocation, or else the prompt's last token (its logits give the first sample).
   const head = o.invocation ? ids : ids.slice(0, -1), pending = o.invocation ?? ids.slice(-1);
@@ -486,7 +501,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
-      ...(p.greedy === undefined ? [] : [`Samples at temperature ${r.settings.temperature} (top-p ${r.settings.topP}${r.settings.minP !== undefined ? `, min-p ${r.settings.minP}` : ''}). One greedy sample — what answer() gives for one sample — is right on ${pct(p.greedy)} of these items: N = ${top} adds ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - p.greedy!)} (${m})`).join(', ')} over it${p.samples.includes(1) ? `, and ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - byN[1])} (${m})`).join(', ')} over one sample at the same temperature` : ''}.`, '']),
+      ...(p.greedy === undefined ? [] : [`Samples at temperature ${r.settings.temperature} (top-p ${r.settings.topP}${r.settings.minP !== undefined ? `, min-p ${r.settings.minP}` : ''}). One greedy sample — what answer() gives for one sample — is right on ${pct(p.greedy)} of these items: N = ${top} adds ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - p.greedy!)}${p.gainSE?.[m] !== undefined ? ` (${m}, standard error ${(100 * p.gainSE[m]).toFixed(1)})` : ` (${m})`}`).join(', ')} over it${p.samples.includes(1) ? `, and ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - byN[1])} (${m})`).join(', ')} over one sample at the same temperature` : ''}.`, '']),
       `Wall time at the same tokens per sample (prefill + fork + decode, best of ${r.settings.reps} rounds, every N timed in each round side by side; "rounds": the lowest and highest of the rounds' own ratios to N = 1, the machine's noise):`, '',
       `| tokens per sample | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---:|${p.samples.map(() => '---:').join('|')}|`,
       ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map(wallCell).join(' | ')} |`), '',

@@ -276,7 +276,7 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   refused('eval: --router routes between direct answers and reasoning: it needs --adapter (or --native-thinking)', '--router', router);
   refused('eval: --samples are parallel reasoning samples: it needs --adapter (or --native-thinking)', '--samples', '2');
   refused('eval: --vote combines several samples: give --samples N (N ≥ 2)', '--adapter', adapter, '--vote', 'confidence');
-  refused('--vote must be one of majority, confidence, verifier, verifier-vote; got "best"', '--adapter', adapter, '--samples', '2', '--vote', 'best');
+  refused('--vote must be one of majority, confidence, verifier, verifier-vote, checked; got "best"', '--adapter', adapter, '--samples', '2', '--vote', 'best');
   refused('eval: --vote verifier scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)', '--adapter', adapter, '--samples', '2', '--vote', 'verifier');
   const flags = ['--adapter', adapter, '--router', router, '--samples', '2', '--seed', '3'];
   const first = run(...flags);

@@ -16,7 +16,8 @@ import { seededRandom } from '../src/runtime/sampler.ts';
 import { answer, budgetSystemLine, invocationIds, maxThinkingCap, thinkingOptions, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
-import { canStopEarly, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
+import { canStopEarly, checkedVote, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
+import { checkWork } from '../src/reason/check.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier, withinItemAuc } from '../src/reason/verifier.ts';
 import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
@@ -358,8 +359,8 @@ test('(e) an escalated request reasons exactly as reasoning "on" does: the invoc
 // ---------------------------------------------------------------------------------------------------------
 // A scripted model: exact control over what is sampled, to test routing, forcing, early stop and hidden states.
 
-const VOCAB = ['<eos>', '<think>', '</think>', '\n', 'hmm ', '#### 5', '#### 7', 'q', 'The answer is 5.', 'Answer: 5.', '\\boxed{2\\pi+18}', '\\boxed{18+2\\pi}'];
-const [EOS, OPEN, CLOSE, NL, HMM, A5, A7, Q, SAY5, COLON5, PI18, EIGHTEENPI] = VOCAB.map((_, i) => i);
+const VOCAB = ['<eos>', '<think>', '</think>', '\n', 'hmm ', '#### 5', '#### 7', 'q', 'The answer is 5.', 'Answer: 5.', '\\boxed{2\\pi+18}', '\\boxed{18+2\\pi}', '2 + 3 = 5', '2 + 3 = 7'];
+const [EOS, OPEN, CLOSE, NL, HMM, A5, A7, Q, SAY5, COLON5, PI18, EIGHTEENPI, RIGHT_SUM, WRONG_SUM] = VOCAB.map((_, i) => i);
 
 class ScriptedBackend implements Backend {
   readonly config = { vocabSize: VOCAB.length, hiddenSize: 2, maxPositionEmbeddings: 1000, numLayers: 1 } as ModelConfig & { maxPositionEmbeddings: number };
@@ -804,8 +805,61 @@ test('verifier scores come from the hidden state of the step that sampled the st
   assert.equal((await answer(m, 'q', { reasoning: 'off', vote: 'verifier' })).route, 'direct', 'no reasoning, no vote: no verifier needed');
 });
 
+test('checked vote (scripted): the samples whose written sum holds outvote a more frequent, slipped one', async () => {
+  // Each sample writes "hmm " (the first thinking token comes from the prefill's logits, the same for all), then one
+  // sum — "2 + 3 = 7" three times in four — and answers what it wrote.
+  const policy = (h: number[], u: number): number => {
+    if (!h.includes(CLOSE)) return !h.includes(HMM) ? HMM : h.includes(RIGHT_SUM) || h.includes(WRONG_SUM) ? CLOSE : u < 0.75 ? WRONG_SUM : RIGHT_SUM;
+    const last = h.at(-1)!;
+    return last === CLOSE ? (h.includes(WRONG_SUM) ? A7 : A5) : EOS;
+  };
+  const { m } = scripted(policy);
+  const q = 'Ann has 2 pens and buys 3 more. How many pens does she have?';
+  const checked = await answer(m, q, { reasoning: 'on', samples: 8, seed: 4, vote: 'checked', earlyStop: true });
+  const wrote = checked.samples.map((s) => s.thinking);
+  assert.ok(wrote.filter((t) => t === 'hmm 2 + 3 = 7').length > wrote.filter((t) => t === 'hmm 2 + 3 = 5').length && wrote.includes('hmm 2 + 3 = 5'), wrote.join(' | '));
+  assert.deepEqual(checked.samples.map((s) => s.flaws), wrote.map((t) => (t === 'hmm 2 + 3 = 7' ? 1 : 0)));
+  assert.equal(checked.winner, '5');
+  assert.equal(checked.chosen, wrote.indexOf('hmm 2 + 3 = 5'));
+  assert.ok(checked.samples.every((s) => s.finishReason === 'stop'), 'the checked vote never stops early');
+  const majority = await answer(m, q, { reasoning: 'on', samples: 8, seed: 4 });
+  assert.deepEqual([majority.winner, majority.samples.map((s) => s.thinking), majority.samples[0].flaws], ['7', wrote, undefined]);
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // Pure pieces
+
+test('checkWork: false equations and unused quantities, as written (exact)', () => {
+  const q = 'Owen starts with 13 liters of water. Leo gives him 7 liters. He fills 7 jugs with 2 liters each and sells them. How many liters are left?';
+  assert.deepEqual(checkWork(q, '13 + 7 = 20\n7 * 2 = 14\n20 - 14 = 6'), { equations: 3, falseEquations: [], unusedQuantities: [], flaws: 0 });
+  // A slip, and a step that skips the jugs: 2 is never computed with.
+  assert.deepEqual(checkWork(q, 'First, 13 + 7 = 20.\nThen 20 - 7 = 12.'), { equations: 2, falseEquations: ['20 - 7 = 12'], unusedQuantities: [2], flaws: 2 });
+  assert.deepEqual(checkWork(q, 'The answer is 6.'), { equations: 0, falseEquations: [], unusedQuantities: [13, 7, 2], flaws: 3 });
+  // Precedence, parentheses (the sentence's own are not the equation's), unary minus, and the spellings of × and ÷.
+  assert.deepEqual(checkWork('', '(2 + 3) * 4 = 20, 2 + 3 * 4 = 14 (and 4 - -2 = 6), 3 × 4 = 12, 3 x 4 = 12, 12 \\div 4 = 3, $3 \\times 4 = \\$12, 12 ÷ 4 = 4'),
+    { equations: 8, falseEquations: ['12 / 4 = 4'], unusedQuantities: [], flaws: 1 });
+  // Results rounded to the decimals they are written with; thousands separators; numbers inside words are not operands.
+  assert.deepEqual(checkWork('It costs $1,200 for 3 of them.', '1,200 / 3 = 400, 10 / 3 = 3.33, 10 / 3 = 3.4, item2 + 2 = 4'),
+    { equations: 3, falseEquations: ['10 / 3 = 3.4'], unusedQuantities: [], flaws: 1 });
+});
+
+test('checked vote: the fewest-flaw samples vote, confidence-weighted; unchecked samples count as flawless', () => {
+  const c = (extracted: string | undefined, p: number, flaws?: number): Candidate => ({ extracted, meanLogprob: Math.log(p), flaws });
+  // Majority and confidence say 7; the two flawless samples say 5 and 9, and 5 is surer.
+  const cands = [c('7', 0.9, 1), c('5', 0.6, 0), c('7', 0.9, 2), c('9', 0.5, 0), c('7', 0.9, 1), c(undefined, 1, 0)];
+  assert.equal(confidenceVote(cands).winner, '7');
+  const r = checkedVote(cands);
+  assert.equal(r.winner, '5'); assert.equal(r.chosen, 1);
+  assert.deepEqual(Object.keys(r.votes), ['5', '9']);
+  assert.ok(Math.abs(r.votes['5'] - 0.6) < 1e-12 && Math.abs(r.votes['9'] - 0.5) < 1e-12);
+  assert.deepEqual(vote('checked', cands), r);
+  // A sample without an answer does not set the fewest flaws (the one above has none, and no vote).
+  assert.equal(checkedVote([c('7', 0.9, 1), c(undefined, 1, 0), c('5', 0.2, 1)]).winner, '7');
+  assert.deepEqual(checkedVote([c('7', 0.5), c('5', 0.3), c('5', 0.3)]), confidenceVote([c('7', 0.5), c('5', 0.3), c('5', 0.3)]));
+  assert.deepEqual(checkedVote([c(undefined, 1, 0)]), { chosen: 0, winner: undefined, votes: {} });
+  assert.equal(canStopEarly('checked', [c('5', 1, 1), c('5', 1, 1), c('5', 1, 1)], 1), false, 'an unfinished sample may have fewer flaws');
+  assert.equal(canStopEarly('checked', [c('5', 1, 1)], 0), true);
+});
 
 test('votes: majority, confidence, best-of-N, verifier-weighted; ties to the lowest sample index', () => {
   const c = (extracted: string | undefined, p = 1, verifierScore?: number): Candidate => ({ extracted, meanLogprob: Math.log(p), verifierScore });

@@ -694,7 +694,7 @@ test('server: close() with requests in flight returns as soon as they finish (no
 });
 
 test('server: --vote sets the vote of requests that name none; a verifier vote without a verifier, or --max-n above --max-batch, is refused at start', async () => {
-  await assert.rejects(createServer({ model: fixture.dir, port: 0, defaultVote: 'best' as never }), /serve: --vote must be one of majority, confidence, verifier, verifier-vote; got "best"/);
+  await assert.rejects(createServer({ model: fixture.dir, port: 0, defaultVote: 'best' as never }), /serve: --vote must be one of majority, confidence, verifier, verifier-vote, checked; got "best"/);
   // Choices decode together in one batch: an --max-n above --max-batch would refuse every such request (it started, then answered 400s).
   await assert.rejects(createServer({ model: fixture.dir, maxBatch: 1, maxN: 4 }), /^Error: serve: --max-n 4 is more than --max-batch 1: a request's choices \(and a choice's samples\) decode together in one batch/);
   await assert.rejects(createServer({ model: fixture.dir, maxBatch: 2, maxSamples: 3 }), /^Error: serve: --max-samples 3 is more than --max-batch 2: .*; raise --max-batch or lower --max-samples$/);
@@ -710,6 +710,11 @@ test('server: --vote sets the vote of requests that name none; a verifier vote w
   const majority = await create(body); // the main server (with a verifier): default majority, one vote per sample
   const counts = Object.values(majority.edgereason.votes as Record<string, number>);
   assert.ok(counts.length > 0 && counts.every((v) => Number.isInteger(v)), `majority counts samples: ${JSON.stringify(majority.edgereason.votes)}`);
+  // A request's own vote: the checked one counts the same samples, only those with the fewest flaws, confidence-weighted.
+  const checked = await create({ ...body, edgereason: { reasoning: 'on', vote: 'checked' } });
+  assert.deepEqual(checked.choices.map((x: Loose) => x.message.content), majority.choices.map((x: Loose) => x.message.content), 'same samples');
+  const checkedWeights = Object.entries(checked.edgereason.votes as Record<string, number>);
+  assert.ok(checkedWeights.length > 0 && checkedWeights.every(([k, v]) => v > 0 && v < majority.edgereason.votes[k]), `checked weights: ${JSON.stringify(checked.edgereason.votes)}`);
   const conf = await createServer({ model: fixture.dir, port: 0, ctx: 512, defaultVote: 'confidence' });
   try {
     const c = new OpenAI({ baseURL: `${await conf.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });

@@ -56,7 +56,8 @@ async function show(r: Reasoner, item: Item, label: string, opts: AnswerOptions)
   // A count per answer (majority), or its summed weight (a weighted vote).
   const weighted = (opts.vote ?? 'majority') !== 'majority';
   const tally = Object.entries(res.votes ?? {}).sort((a, b) => b[1] - a[1]).map(([k, v]) => (weighted ? `${k} ${v.toFixed(2)}` : v > 1 ? `${k} ×${v}` : k)).join(', ');
-  const ok = res.votes && n > 1 ? `votes ${tally} → sample ${res.chosen + 1}'s answer "${res.answer.replace(/\n/g, ' ').trim()}": ${verdict}` : verdict;
+  const flaws = opts.vote === 'checked' ? ` (flaws in each sample's written work: ${res.samples.map((s) => s.flaws).join(' ')}; the fewest vote)` : '';
+  const ok = res.votes && n > 1 ? `votes ${tally}${flaws} → sample ${res.chosen + 1}'s answer "${res.answer.replace(/\n/g, ' ').trim()}": ${verdict}` : verdict;
   const esc = res.escalation ? `, escalated: the direct answer "${res.escalation.answer}" had a token at p = ${Math.exp(res.escalation.logprob).toFixed(2)}` : '';
   console.log(`\n    → ${ok}; route ${res.route}${res.routerScore !== undefined ? ` (router ${res.routerScore.toFixed(2)}${esc})` : ''}; ` +
     `${res.usage.thinkingTokens} thinking + ${res.usage.answerTokens} answer tokens${n > 1 ? ` over the ${n} samples` : ''}${res.escalation ? ` (${res.usage.completionTokens} generated in all, the dropped direct attempt and the tags included)` : ''}; TTFT ${res.ttftMs.toFixed(1)} ms; total ${res.latencyMs.toFixed(0)} ms`);
@@ -100,9 +101,11 @@ export function demoCommand(program: Command): void {
             // The RL adapter keeps within every budget it was trained on (96, 160, 256) at about the same length: the line changes little here.
             if (rlr) await show(rlr, item, 'RL, same, budget line 96   ', { reasoning: 'on', temperature: 1, seed: 2, budget: 96, maxTokens: 400 });
             await show(r, item, 'SFT, thinking capped at 48 ', { reasoning: 'on', maxThinkingTokens: 48, maxTokens: 400 });
-            // The same 8 samples (one batch on one prefill) combined two ways: majority, the best vote on this model (docs/results.md), and the verifier's.
+            // The same 8 samples (one batch on one prefill) combined three ways: majority; the checked vote, the best on this
+            // model's hard questions (docs/results.md: its written arithmetic is checked); and the verifier's.
             const eight = { reasoning: 'on', samples: 8, temperature: 0.8, seed: 1, maxTokens: 400 } as const;
             await show(r, item, '8 samples T 0.8, majority  ', { ...eight, vote: 'majority' });
+            await show(r, item, 'same 8, checked vote       ', { ...eight, vote: 'checked' });
             if (verifier) await show(r, item, 'same 8, verifier-weighted  ', { ...eight, vote: 'verifier-vote' });
           }
           console.log();

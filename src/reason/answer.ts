@@ -36,6 +36,7 @@ import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
 import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
+import { checkWork } from './check.ts';
 import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
@@ -432,10 +433,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // Only a sample that ended by itself (a stop token or string), with its thinking closed, has an answer to give:
     // one cut off by maxTokens may hold half a number ("#### 3" of 39), and its hidden state is not at an end.
     const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
-      const s = seqs[i], { answer: a } = splitText(s, reasoning, model);
+      const s = seqs[i], { thinking, answer: a } = splitText(s, reasoning, model);
       const voting = s.finishReason === 'stop' && (!reasoning || s.answerFrom !== undefined);
       const read = (opts[REPLY_PREFIX] ?? '') + a;
-      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i] } : { meanLogprob: s.meanLogprob };
+      const flaws = method === 'checked' ? checkWork(question ?? '', thinking).flaws : undefined;
+      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws } : { meanLogprob: s.meanLogprob, flaws };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
       const samples: SampleResult[] = seqs.map((s, i) => {
@@ -444,7 +446,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           thinking, answer: a, extracted: c.extracted, // none for an unclosed thinking segment, a cut or a stopped sample
           tokens: s.tokens.length, thinkingTokens: reasoning ? s.thinkingTokens : 0,
           answerTokens: s.answerFrom === undefined ? 0 : s.tokens.length - s.answerFrom,
-          meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}),
+          meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}), ...(c.flaws !== undefined ? { flaws: c.flaws } : {}),
           finishReason: early.has(i) ? 'early-stop' : s.finishReason!,
           tokenIds: s.tokens, logprobs: s.logprobs, ...(opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), capped: s.forcedTokens > 0,
           ...(opts.collectHidden && hidden[i] ? { hidden: hidden[i] } : {}),

@@ -8,7 +8,7 @@ import type { SamplingParams, TokenLogprob } from '../runtime/sampler.ts';
 import type { Task } from '../tasks/grade.ts';
 
 export type ReasoningMode = 'auto' | 'on' | 'off';
-export type VoteMethod = 'majority' | 'confidence' | 'verifier' | 'verifier-vote';
+export type VoteMethod = 'majority' | 'confidence' | 'verifier' | 'verifier-vote' | 'checked';
 export type Route = 'direct' | 'reasoning';
 export type Phase = 'thinking' | 'answer';
 
@@ -24,7 +24,7 @@ export interface AnswerOptions extends SamplingParams {
    * a tie goes to the answer given first (by the lowest sample index), and `chosen` is that sample.
    */
   vote?: VoteMethod;
-  /** Stop the remaining samples once the leading answer cannot be overtaken (not with vote "verifier": an unfinished sample may score higher). */
+  /** Stop the remaining samples once the leading answer cannot be overtaken (not with vote "verifier" or "checked": an unfinished sample may score higher, or have fewer flaws). */
   earlyStop?: boolean;
   /**
    * s1-style cap: a thinking segment is closed after this many tokens and the model answers. A model not trained
@@ -98,6 +98,8 @@ export interface SampleResult {
   /** Mean log-probability of the sampled tokens (confidence-weighted vote). */
   meanLogprob: number;
   verifierScore?: number;
+  /** With vote "checked": flaws in the sample's written work (check.ts checkWork: false equations + the question's numbers it never uses). */
+  flaws?: number;
   finishReason: 'stop' | 'length' | 'early-stop' | 'cancelled';
   /** Generated token ids (forced closing tokens included). */
   tokenIds?: number[];

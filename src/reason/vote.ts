@@ -4,7 +4,9 @@
  * - majority: one vote per sample;
  * - confidence: each sample votes with weight exp(mean token log-probability), in (0, 1];
  * - verifier: best-of-N, the sample with the highest verifier score;
- * - verifier-vote: each sample votes with its verifier score, in [0, 1].
+ * - verifier-vote: each sample votes with its verifier score, in [0, 1];
+ * - checked: only the samples whose written work has the fewest flaws (check.ts: false equations, the question's
+ *   numbers left unused) vote, each weighted as in confidence.
  *
  * Samples without an extracted answer do not vote. Ties go to the answer first given by the lowest sample
  * index (best-of-N: the lowest index among equal scores); with no vote at all, sample 0 is chosen.
@@ -16,6 +18,8 @@ export interface Candidate {
   extracted?: string;
   meanLogprob: number;
   verifierScore?: number;
+  /** Flaws in the sample's written work (check.ts checkWork), for the checked vote; undefined = unchecked, counted as none. */
+  flaws?: number;
 }
 
 export interface VoteResult {
@@ -26,11 +30,11 @@ export interface VoteResult {
   votes: Record<string, number>;
 }
 
-export const VOTE_METHODS: readonly VoteMethod[] = ['majority', 'confidence', 'verifier', 'verifier-vote'];
+export const VOTE_METHODS: readonly VoteMethod[] = ['majority', 'confidence', 'verifier', 'verifier-vote', 'checked'];
 
 /** The weight of one sample's vote under a method (best-of-N counts samples, as majority does). */
 export function voteWeight(method: VoteMethod, c: Candidate): number {
-  if (method === 'confidence') return Math.exp(c.meanLogprob);
+  if (method === 'confidence' || method === 'checked') return Math.exp(c.meanLogprob);
   if (method === 'verifier-vote') return c.verifierScore ?? 0; // unscored (stopped before its end): no say
   return 1;
 }
@@ -75,12 +79,22 @@ export function verifierBestOfN(cands: readonly Candidate[]): VoteResult {
   return { chosen, winner: cands[chosen]?.extracted, votes };
 }
 
+/**
+ * Of the samples with an answer, those with the fewest flaws vote, confidence-weighted; `chosen` indexes `cands`
+ * and votes are the voters' weights.
+ */
+export function checkedVote(cands: readonly Candidate[]): VoteResult {
+  const fewest = Math.min(...cands.filter((c) => c.extracted !== undefined).map((c) => c.flaws ?? 0));
+  return weighted('checked', cands.map((c) => ((c.flaws ?? 0) > fewest ? { ...c, extracted: undefined } : c)));
+}
+
 export function vote(method: VoteMethod, cands: readonly Candidate[]): VoteResult {
   if (!cands.length) throw new Error('vote: no samples');
   switch (method) {
     case 'majority': return majorityVote(cands);
     case 'confidence': return confidenceVote(cands);
     case 'verifier': return verifierBestOfN(cands);
+    case 'checked': return checkedVote(cands);
     case 'verifier-vote': { // no sample scored (all stopped before their end): the majority decides, as for best-of-N
       const r = verifierVote(cands);
       return r.winner === undefined && cands.some((c) => c.extracted !== undefined) ? majorityVote(cands) : r;
@@ -92,10 +106,11 @@ export function vote(method: VoteMethod, cands: readonly Candidate[]): VoteResul
 /**
  * Early stop: true when the answer leading among the finished samples can no longer be overtaken, or tied,
  * by the `remaining` unfinished ones, each adding at most weight 1 (exp of a log-probability, a verifier
- * probability) to any answer. Best-of-N never stops early (an unfinished sample may score higher).
+ * probability) to any answer. Best-of-N and the checked vote never stop early (an unfinished sample may score
+ * higher, or have fewer flaws than every voter so far).
  */
 export function canStopEarly(method: VoteMethod, finished: readonly Candidate[], remaining: number): boolean {
-  if (method === 'verifier') return remaining === 0;
+  if (method === 'verifier' || method === 'checked') return remaining === 0;
   const w = [...tally(method, finished).values()].map((e) => e.weight).sort((a, b) => b - a);
   const lead = w[0] ?? 0, second = w[1] ?? 0;
   return lead - second > remaining;

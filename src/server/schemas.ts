@@ -4,7 +4,7 @@
  */
 import { shown } from '../show.ts';
 
-export const VOTES = ['majority', 'confidence', 'verifier', 'verifier-vote'] as const;
+export const VOTES = ['majority', 'confidence', 'verifier', 'verifier-vote', 'checked'] as const;
 export const EFFORTS = ['none', 'minimal', 'low', 'medium', 'high'] as const;
 export type Effort = (typeof EFFORTS)[number];
 
