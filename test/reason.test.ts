@@ -841,6 +841,13 @@ test('checkWork: false equations and unused quantities, as written (exact)', () 
   // Results rounded to the decimals they are written with; thousands separators; numbers inside words are not operands.
   assert.deepEqual(checkWork('It costs $1,200 for 3 of them.', '1,200 / 3 = 400, 10 / 3 = 3.33, 10 / 3 = 3.4, item2 + 2 = 4'),
     { equations: 3, falseEquations: ['10 / 3 = 3.4'], unusedQuantities: [], flaws: 1 });
+  // A chain is read from each "=": its second step is an equation of its own. An equation is within one line (a
+  // list item's "- " does not subtract it from the line before).
+  assert.deepEqual(checkWork('', '3 + 4 = 7 + 2 = 10').falseEquations, ['7 + 2 = 10']);
+  assert.deepEqual(checkWork('', '2 * 3 = 6\n- 6 + 1 = 7\n6\n+ 1 = 7'), { equations: 2, falseEquations: [], unusedQuantities: [], flaws: 0 });
+  // Long traces: 20,000 operands without an "=" (a regular expression that backtracks through the ways of splitting
+  // their spaces never returns), 100,000 parentheses (a parser that recursed into them would overflow the stack).
+  assert.deepEqual(checkWork('2', ' 1 +'.repeat(20000) + ' 2 = 3 + ' + '('.repeat(100000) + '1 + 1 = 2'), { equations: 0, falseEquations: [], unusedQuantities: [2], flaws: 1 });
 });
 
 test('checked vote: the fewest-flaw samples vote, confidence-weighted; unchecked samples count as flawless', () => {

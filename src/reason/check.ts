@@ -22,14 +22,22 @@ export interface WorkCheck {
 }
 
 const NUMBER = String.raw`\d+(?:\.\d+)?`;
-// An expression of numbers, + - * / and parentheses ending in "= number"; it must not begin inside a word or a number.
-const EQUATION = new RegExp(String.raw`(?<![\w.])((?:[(\s]*-?\s*${NUMBER}[)\s]*[-+*/][\s(]*)+-?\s*${NUMBER}[)\s]*)=\s*(-?${NUMBER})`, 'g');
+// The left side of an equation, read back from an "=": operands (a number, perhaps negative, opening or closing
+// parentheses) joined by + - * /, within one line, not beginning inside a word or a number. Each space belongs to one place only (no
+// backtracking through the ways of splitting it), and it is looked for only in the run of expression characters
+// before each "=", at most MAX_EXPRESSION of them, so a long trace is checked in linear time.
+const OPERAND = String.raw`\(*-?${NUMBER}\)*`;
+const LEFT = new RegExp(String.raw`(?<![\w.])${OPERAND}(?:[ \t]*[-+*/][ \t]*${OPERAND})+[ \t]*$`);
+const RESULT = new RegExp(String.raw`^[ \t]*(-?${NUMBER})`);
+const EXPRESSION_CHAR = /[\d. \t+\-*/()]/;
+/** Longer left sides are not checked (nor parsed: the parser recurses once per parenthesis). */
+const MAX_EXPRESSION = 200;
 
 /** One spelling for operators and numbers: `×` → `*`, "1,200" → "1200", no "$". */
 function normalise(text: string): string {
   return text
     .replace(/\\times|\\cdot|[×·∗]/g, '*').replace(/\\div|÷/g, '/')
-    .replace(/(\d)\s*x\s*(?=\d)/g, '$1 * ')
+    .replace(/(\d)[ \t]*x[ \t]*(?=\d)/g, '$1 * ')
     .replace(/(\d),(?=\d{3}(?!\d))/g, '$1')
     .replace(/\\?\$/g, '');
 }
@@ -76,8 +84,15 @@ function holds(value: number, written: string): boolean {
 export function checkWork(question: string, work: string): WorkCheck {
   const falseEquations: string[] = [], operands = new Set<number>();
   let equations = 0;
-  for (const m of normalise(work).matchAll(EQUATION)) {
-    let left = m[1].trim();
+  const text = normalise(work);
+  for (let at = text.indexOf('='); at >= 0; at = text.indexOf('=', at + 1)) {
+    let from = at; // back over what an expression may hold, at most MAX_EXPRESSION characters
+    while (from > 0 && at - from <= MAX_EXPRESSION && EXPRESSION_CHAR.test(text[from - 1])) from--;
+    if (at - from > MAX_EXPRESSION) continue;
+    // With the character before it, which the expression must not begin right after (a letter: "x2 + 3").
+    const found = LEFT.exec(text.slice(Math.max(0, from - 1), at)), result = RESULT.exec(text.slice(at + 1, at + 1 + 64));
+    if (!found || !result) continue;
+    let left = found[0].trim();
     // Parentheses the sentence opened or closed around the equation are not part of it.
     while (left.startsWith('(') && evaluate(left) === undefined) left = left.slice(1).trim();
     while (left.endsWith(')') && evaluate(left) === undefined) left = left.slice(0, -1).trim();
@@ -85,7 +100,7 @@ export function checkWork(question: string, work: string): WorkCheck {
     if (value === undefined) continue;
     equations++;
     for (const x of numbersIn(left)) operands.add(x);
-    if (!holds(value, m[2])) falseEquations.push(`${left} = ${m[2]}`);
+    if (!holds(value, result[1])) falseEquations.push(`${left} = ${result[1]}`);
   }
   const unusedQuantities = [...new Set(numbersIn(normalise(question)))].filter((x) => !operands.has(x));
   return { equations, falseEquations, unusedQuantities, flaws: falseEquations.length + unusedQuantities.length };
