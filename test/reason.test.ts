@@ -18,6 +18,7 @@ import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, checkedVote, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
 import { checkWork } from '../src/reason/check.ts';
+import { sharedPath } from './helpers/shared.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier, withinItemAuc } from '../src/reason/verifier.ts';
 import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
@@ -833,8 +834,15 @@ test('checkWork: false equations and unused quantities, as written (exact)', () 
   const q = 'Owen starts with 13 liters of water. Leo gives him 7 liters. He fills 7 jugs with 2 liters each and sells them. How many liters are left?';
   assert.deepEqual(checkWork(q, '13 + 7 = 20\n7 * 2 = 14\n20 - 14 = 6'), { equations: 3, falseEquations: [], unusedQuantities: [], flaws: 0 });
   // A slip, and a step that skips the jugs: 2 is never computed with.
-  assert.deepEqual(checkWork(q, 'First, 13 + 7 = 20.\nThen 20 - 7 = 12.'), { equations: 2, falseEquations: ['20 - 7 = 12'], unusedQuantities: [2], flaws: 2 });
-  assert.deepEqual(checkWork(q, 'The answer is 6.'), { equations: 0, falseEquations: [], unusedQuantities: [13, 7, 2], flaws: 3 });
+  assert.deepEqual(checkWork(q, 'First, 13 + 7 = 20.\nThen 20 - 7 = 12.'), { equations: 2, falseEquations: ['20 - 7 = 12'], unusedQuantities: ['2'], flaws: 2 });
+  // Quantities count as used only on lines that compute (with an "="), not where the question is repeated.
+  assert.deepEqual(checkWork(q, `The question: ${q}\nThe answer is 6.`), { equations: 0, falseEquations: [], unusedQuantities: ['13', '7', '2'], flaws: 3 });
+  // A percentage used as a factor, a fraction by its value; a clock time is no quantity.
+  const p = 'From 1:00 to 5:00 a price of $40 went up 25%, then 1/4 of it was taken off.';
+  assert.deepEqual(checkWork(p, '40 * 1.25 = 50\n50 * 0.25 = 12.5\n50 - 12.5 = 37.5'), { equations: 3, falseEquations: [], unusedQuantities: [], flaws: 0 });
+  assert.deepEqual(checkWork(p, '40 * 1.25 = 50, 50 - 10 = 40').unusedQuantities, ['1/4']);
+  assert.deepEqual(checkWork(p, '40 * .25 = 10, 40 + 10 = 50, 50 / 4 = 12.5').unusedQuantities, [], '.25 is both 25 % and 1/4');
+  assert.deepEqual(checkWork(p, '40 + 10 = 50, 50 / 4 = 12.5').unusedQuantities, ['25%']);
   // Precedence, parentheses (the sentence's own are not the equation's), unary minus, and the spellings of × and ÷.
   assert.deepEqual(checkWork('', '(2 + 3) * 4 = 20, 2 + 3 * 4 = 14 (and 4 - -2 = 6), 3 × 4 = 12, 3 x 4 = 12, 12 \\div 4 = 3, $3 \\times 4 = \\$12, 12 ÷ 4 = 4'),
     { equations: 8, falseEquations: ['12 / 4 = 4'], unusedQuantities: [], flaws: 1 });
@@ -847,7 +855,25 @@ test('checkWork: false equations and unused quantities, as written (exact)', () 
   assert.deepEqual(checkWork('', '2 * 3 = 6\n- 6 + 1 = 7\n6\n+ 1 = 7'), { equations: 2, falseEquations: [], unusedQuantities: [], flaws: 0 });
   // Long traces: 20,000 operands without an "=" (a regular expression that backtracks through the ways of splitting
   // their spaces never returns), 100,000 parentheses (a parser that recursed into them would overflow the stack).
-  assert.deepEqual(checkWork('2', ' 1 +'.repeat(20000) + ' 2 = 3 + ' + '('.repeat(100000) + '1 + 1 = 2'), { equations: 0, falseEquations: [], unusedQuantities: [2], flaws: 1 });
+  assert.deepEqual(checkWork('2', ' 1 +'.repeat(20000) + ' 2 = 3 + ' + '('.repeat(100000) + '1 + 1 = 2'), { equations: 0, falseEquations: [], unusedQuantities: [], flaws: 0 });
+  // What is not surely an equation of numbers is not checked (each of these right; as read, each would be false).
+  for (const w of ['9 hours * 2/3 = 6 hours', 'Unicorns: 27(1/3)=9', '15 pages x 1/3 = 5 pages', '60g * 4/5 = 240g/5 = 48 grams', '3 / 6 = 50%',
+    '5 - 1 - 1/2 = 3 1/2 hours', '2 * 4 + 3 * 6 = 8 + 18 = 26', '$350 000 x 5/100 = $17 500', 'Yuri scored 1/2 (68) + 10 = 44', 'so 2/3 of 12 + 1 = 9']) {
+    assert.deepEqual(checkWork('', w).falseEquations, [], w);
+  }
+  assert.deepEqual(checkWork('', 'x = 105(2/7) = 30; 120 – 80 − 15 = 25; 32 x (30/60) = 16').equations, 2);
+});
+
+test('checkWork on GSM8K\'s 1,319 reference solutions: 2 equations called false, both wrong in the reference', () => {
+  const rows = fs.readFileSync(sharedPath('data/gsm8k/test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { question: string; answer: string });
+  let equations = 0, unused = 0;
+  const wrong: string[] = [];
+  for (const r of rows) {
+    const c = checkWork(r.question, r.answer.replace(/<<[^>]*>>/g, '').replace(/#### .*/, '')); // the solution as text, without its calculator annotations
+    equations += c.equations; wrong.push(...c.falseEquations); unused += +(c.unusedQuantities.length > 0);
+  }
+  // "3/4 of a skein of yarn * 364 yards = 364 / 4 = 273 yards" and "So, Suzzane has $32 - $20 = $300 left."
+  assert.deepEqual([rows.length, equations, wrong, unused], [1319, 3261, ['364 / 4 = 273', '32 - 20 = 300'], 106]);
 });
 
 test('checked vote: the fewest-flaw samples vote, confidence-weighted; unchecked samples count as flawless', () => {
