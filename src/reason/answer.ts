@@ -36,7 +36,7 @@ import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
 import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
-import { checkWork } from './check.ts';
+import { checkSample } from './check.ts';
 import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
@@ -430,13 +430,19 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [];
 
     const early = new Set<number>(), keys: string[] = []; // keys: the answers seen, MATH ones of one value voting together
+    const flawsOf = new WeakMap<Sequence, number>(); // the checked vote's flaws of each ended sample
     // Only a sample that ended by itself (a stop token or string), with its thinking closed, has an answer to give:
     // one cut off by maxTokens may hold half a number ("#### 3" of 39), and its hidden state is not at an end.
     const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
       const s = seqs[i], { thinking, answer: a } = splitText(s, reasoning, model);
       const voting = s.finishReason === 'stop' && (!reasoning || s.answerFrom !== undefined);
       const read = (opts[REPLY_PREFIX] ?? '') + a;
-      const flaws = method === 'checked' ? checkWork(question ?? '', thinking).flaws : undefined;
+      // Counted once, when the sample has ended (early stop asks every step).
+      let flaws = flawsOf.get(s);
+      if (method === 'checked' && flaws === undefined) {
+        flaws = checkSample(question ?? '', { thinking, answer: a }).flaws;
+        if (s.done) flawsOf.set(s, flaws);
+      }
       return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws } : { meanLogprob: s.meanLogprob, flaws };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {

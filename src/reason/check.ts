@@ -36,10 +36,12 @@ const NUMBER = String.raw`(?:\d+(?:\.\d+)?|\.\d+)`;
 // one place only (no backtracking through the ways of splitting it), and it is looked for only in the run of
 // expression characters before each "=", at most MAX_EXPRESSION of them, so a long trace is checked in linear time.
 const OPERAND = String.raw`\(*-?${NUMBER}\)*`;
-const LEFT = new RegExp(String.raw`(?<![\w.])${OPERAND}(?:[ \t]*[-+*/][ \t]*${OPERAND})+[ \t]*$`);
+const NOT_INSIDE = String.raw`(?<![\w.])(?<!\d:)`; // not inside a word, a number or a clock time ("9:30")
+const LEFT = new RegExp(String.raw`${NOT_INSIDE}${OPERAND}(?:[ \t]*[-+*/][ \t]*${OPERAND})+[ \t]*$`);
 // A plain number: not the numerator of a fraction or of a unit ("240g/5"), a percentage, a power, the first term of
 // an expression ("= 8 + 18 = 26"), a mixed number or space-separated thousands ("3 1/2", "12 000").
-const RESULT = new RegExp(String.raw`^[ \t]*(-?${NUMBER})(?![ \t]*[\d/%^*+-]|\(|[a-zA-Z]+/)`);
+// A result followed by "?" is a trial ("16 - 7 = 8? No: 16 - 7 = 9"), by ":" a clock time.
+const RESULT = new RegExp(String.raw`^[ \t]*(-?${NUMBER})(?![ \t]*[\d/%^*+?-]|[(:]|[a-zA-Z]+/)`);
 // What may not come right before an equation's left side: it would continue a product or fraction written before it.
 const CONTINUES = /(?:[-+*/^(\d.)]|\b(?:x|of|times|by|per))[ \t]*$/i;
 const BULLET = /^[ \t]*[-*+][ \t]+$/; // a list item's mark at the start of its line
@@ -52,26 +54,36 @@ function normalise(text: string): string {
   return text
     .replace(/\\times|\\cdot|[×·∗]/g, '*').replace(/\\div|÷/g, '/').replace(/[–−]/g, '-')
     .replace(/(\d\)?)[ \t]*x[ \t]*(?=\(?\d)/g, '$1 * ')
-    .replace(/(\d),(?=\d{3}(?!\d))/g, '$1')
+    .replace(/(\d)(?:,|\{,\}|\\,|[\u00a0\u2009\u202f])(?=\d{3}(?!\d))/g, '$1') // 1,200 1{,}200 1\,200, no-break and thin spaces
     .replace(/\\?\$/g, '');
 }
 
 /** Numbers written in digits, not a clock time's parts ("1:00"). */
-const numbersIn = (text: string): number[] => (text.match(new RegExp(`(?<![\\w.:])${NUMBER}(?!:\\d)`, 'g')) ?? []).map(Number);
+const numbersIn = (text: string): number[] => (text.match(new RegExp(`${NOT_INSIDE}${NUMBER}(?!:\\d)`, 'g')) ?? []).map(Number);
+/** Fractions and mixed numbers written ("3/4", "2 1/2"), with their parts' values. */
+const FRACTION = new RegExp(String.raw`${NOT_INSIDE}(?:(\d+)[ \t]+)?(${NUMBER})[ \t]*/[ \t]*(${NUMBER})`, 'g');
 
 /**
- * The question's quantities as written, each with the numbers that count as its use: a percentage p% also as p/100
- * and 1 ± p/100 ("25% more" is × 1.25), a fraction a/b as its value (1/b also as b: divided by b).
+ * The question's quantities as written, each with the ways its use may show (any one number of a list, or all of
+ * them): a percentage p% also as p/100 and 1 ± p/100 ("25% more" is × 1.25); a fraction a/b as its value or as a
+ * and b (16 / 8 * 5 for 5/8 of 16), 1/b also as b (divided by b); a mixed number as its value or as its parts.
+ * Ordinals ("3rd") are no quantities, nor are a clock time's parts.
  */
-function quantities(question: string): { written: string; as: number[] }[] {
-  const out = new Map<string, number[]>();
-  for (const m of normalise(question).matchAll(new RegExp(`(?<![\\w.:/])(${NUMBER})(?:[ \\t]*/[ \\t]*(${NUMBER}))?(%)?(?![:/]\\d)`, 'g'))) {
-    const a = Number(m[1]), b = m[2] === undefined ? undefined : Number(m[2]);
-    const written = m[0].replace(/[ \t]/g, '');
-    if (b !== undefined) out.set(written, a === 1 ? [a / b, b] : [a / b]); // 1/4 of it: × 0.25, or divided by 4
-    else out.set(written, m[3] ? [a, a / 100, 1 + a / 100, 1 - a / 100] : [a]);
+function quantities(question: string): { written: string; as: number[]; all: number[] }[] {
+  const out = new Map<string, { as: number[]; all: number[] }>();
+  const q = normalise(question);
+  const fractions = [...q.matchAll(FRACTION)];
+  for (const m of fractions) {
+    const whole = m[1] === undefined ? 0 : Number(m[1]), a = Number(m[2]), b = Number(m[3]);
+    out.set(m[0].trim().replace(/[ \t]*\/[ \t]*/, '/'), { as: [whole + a / b, ...(a === 1 && !whole ? [b] : [])], all: whole ? [whole, a, b] : [a, b] });
   }
-  return [...out].map(([written, as]) => ({ written, as }));
+  const inFraction = (i: number) => fractions.some((m) => i >= m.index && i < m.index + m[0].length);
+  for (const m of q.matchAll(new RegExp(`${NOT_INSIDE}(${NUMBER})(%)?(?![:/]\\d|[ \\t]*/[ \\t]*\\d|st\\b|nd\\b|rd\\b|th\\b)`, 'g'))) {
+    if (inFraction(m.index)) continue;
+    const a = Number(m[1]);
+    out.set(m[0], { as: m[2] ? [a, a / 100, 1 + a / 100, 1 - a / 100] : [a], all: [] });
+  }
+  return [...out].map(([written, v]) => ({ written, ...v }));
 }
 
 /** The value of an expression of numbers, + - * / and parentheses (undefined when it does not parse). */
@@ -104,10 +116,15 @@ function evaluate(expr: string): number | undefined {
   return at === tokens.length ? v : undefined;
 }
 
-/** Whether `written` is `value` to the decimals it is written with. */
-function holds(value: number, written: string): boolean {
-  const decimals = written.split('.')[1]?.length ?? 0;
-  return Math.abs(value - Number(written)) <= 0.5 * 10 ** -decimals + 1e-9 * Math.max(1, Math.abs(value));
+/**
+ * Whether `written` is `value` to the decimals it is written with; after a division also rounded down or up to them
+ * (19 / 5 = 3 full boxes, 25 / 6 = 5 buses, 2 / 3 = 0.66).
+ */
+function holds(value: number, written: string, divides: boolean): boolean {
+  const decimals = written.split('.')[1]?.length ?? 0, w = Number(written), eps = 1e-9 * Math.max(1, Math.abs(value));
+  if (Math.abs(value - w) <= 0.5 * 10 ** -decimals + eps) return true;
+  const f = 10 ** decimals;
+  return divides && (Math.abs(Math.floor(value * f) / f - w) <= eps || Math.abs(Math.ceil(value * f) / f - w) <= eps);
 }
 
 /** Checks the work (a candidate's thinking) against the question it answers. */
@@ -122,22 +139,27 @@ export function checkWork(question: string, work: string): WorkCheck {
     // With the character before it, which the expression must not begin right after (a letter: "x2 + 3").
     const before = text.slice(Math.max(0, from - 1), at), found = LEFT.exec(before), result = RESULT.exec(text.slice(at + 1, at + 1 + 64));
     if (!found || !result) continue;
-    const lineStart = text.lastIndexOf('\n', from + found.index - 1) + 1;
-    const prefix = text.slice(Math.max(lineStart, from - 40), Math.max(0, from - 1) + found.index);
+    // The 40 characters before it on its line (a bullet's "- " may open the line).
+    const start = Math.max(0, from - 1) + found.index, window = text.slice(Math.max(0, start - 40), start), nl = window.lastIndexOf('\n');
+    const prefix = nl >= 0 ? window.slice(nl + 1) : window;
     if (CONTINUES.test(prefix) && !BULLET.test(prefix)) continue;
     let left = found[0].trim();
     // Parentheses the sentence opened or closed around the equation are not part of it.
-    while (left.startsWith('(') && evaluate(left) === undefined) left = left.slice(1).trim();
-    while (left.endsWith(')') && evaluate(left) === undefined) left = left.slice(0, -1).trim();
+    const opened = (left.match(/\(/g) ?? []).length - (left.match(/\)/g) ?? []).length;
+    if (opened > 0) left = left.replace(new RegExp(`^(?:\\([ \\t]*){1,${opened}}`), '');
+    if (opened < 0) left = left.replace(new RegExp(`(?:[ \\t]*\\)){1,${-opened}}$`), '');
     const value = evaluate(left);
     if (value === undefined) continue;
     equations++;
-    if (!holds(value, result[1])) falseEquations.push(`${left} = ${result[1]}`);
+    if (!holds(value, result[1], left.includes('/'))) falseEquations.push(`${left} = ${result[1]}`);
   }
   const computing = text.split('\n').filter((line) => line.includes('='));
   const used = new Set(computing.flatMap(numbersIn));
-  for (const line of computing) for (const m of line.matchAll(new RegExp(`(${NUMBER})[ \\t]*/[ \\t]*(${NUMBER})`, 'g'))) used.add(Number(m[1]) / Number(m[2])); // a fraction written
+  for (const line of computing) for (const m of line.matchAll(FRACTION)) used.add((m[1] === undefined ? 0 : Number(m[1])) + Number(m[2]) / Number(m[3])); // its value
   const isUsed = (x: number) => used.has(x) || [...used].some((u) => Math.abs(u - x) <= 1e-9 * Math.max(1, Math.abs(x)));
-  const unusedQuantities = quantities(question).filter((q) => !q.as.some(isUsed)).map((q) => q.written);
+  const unusedQuantities = quantities(question).filter((q) => !q.as.some(isUsed) && !(q.all.length && q.all.every(isUsed))).map((q) => q.written);
   return { equations, falseEquations, unusedQuantities, flaws: falseEquations.length + unusedQuantities.length };
 }
+
+/** A sample's work is all it wrote: its thinking and its answer. */
+export const checkSample = (question: string, sample: { thinking: string; answer: string }): WorkCheck => checkWork(question, `${sample.thinking}\n${sample.answer}`);
