@@ -381,18 +381,18 @@ export function hardShareAtRatio(byCategory: NonNullable<ReasoningBenchResult['r
   return Math.floor(lo * 1000) / 1000;
 }
 
+/** Standard error of the mean of per-item differences (NaN, shown as none, below two items). */
+function pairedSE(d: number[]): number {
+  if (d.length < 2) return NaN;
+  const m = mean(d);
+  return Math.sqrt(d.reduce((a, x) => a + (x - m) ** 2, 0) / (d.length - 1) / d.length);
+}
+
 /**
  * Wall time of N samples at the same tokens per sample: one prefill of `ids`, a fork into N rows, then `tokens`
  * decode steps with stop tokens off (with `invocation`, the rows start with it and the adapter on from there).
  * Best of `reps` rounds (each times every N in turn) after a warm-up at the largest N.
  */
-/** Standard error of the mean of per-item differences. */
-function pairedSE(d: number[]): number {
-  if (d.length < 2) return 0;
-  const m = mean(d);
-  return Math.sqrt(d.reduce((a, x) => a + (x - m) ** 2, 0) / (d.length - 1) / d.length);
-}
-
 export async function parallelWallTime(model: Model, ids: number[], o: { invocation?: number[]; sampleCounts: number[]; tokens: number; reps: number; sampling: SamplingParams }): Promise<WallTime> {
   // The first decode step feeds the invocation, or else the prompt's last token (its logits give the first sample).
   const head = o.invocation ? ids : ids.slice(0, -1), pending = o.invocation ?? ids.slice(-1);
@@ -501,7 +501,7 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `${p.n} hard (4–8 step) questions of the ${p.split ?? 'test'} split; ${p.samples.join(', ')} samples forked from one prefill; ${p.meanTokensPerSample.toFixed(1)} tokens per sample on average.`, '',
       `| vote | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---|${p.samples.map(() => '---:').join('|')}|`,
       ...Object.entries(p.accuracy).map(([m, byN]) => `| ${m} | ${p.samples.map((n) => pct(byN[n])).join(' | ')} |`), '',
-      ...(p.greedy === undefined ? [] : [`Samples at temperature ${r.settings.temperature} (top-p ${r.settings.topP}${r.settings.minP !== undefined ? `, min-p ${r.settings.minP}` : ''}). One greedy sample — what answer() gives for one sample — is right on ${pct(p.greedy)} of these items: N = ${top} adds ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - p.greedy!)}${p.gainSE?.[m] !== undefined ? ` (${m}, standard error ${(100 * p.gainSE[m]).toFixed(1)})` : ` (${m})`}`).join(', ')} over it${p.samples.includes(1) ? `, and ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - byN[1])} (${m})`).join(', ')} over one sample at the same temperature` : ''}.`, '']),
+      ...(p.greedy === undefined ? [] : [`Samples at temperature ${r.settings.temperature} (top-p ${r.settings.topP}${r.settings.minP !== undefined ? `, min-p ${r.settings.minP}` : ''}). One greedy sample — what answer() gives for one sample — is right on ${pct(p.greedy)} of these items: N = ${top} adds ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - p.greedy!)}${Number.isFinite(p.gainSE?.[m]) ? ` (${m}, standard error ${(100 * p.gainSE![m]).toFixed(1)})` : ` (${m})`}`).join(', ')} over it${p.samples.includes(1) ? `, and ${Object.entries(p.accuracy).map(([m, byN]) => `${points(byN[top] - byN[1])} (${m})`).join(', ')} over one sample at the same temperature` : ''}.`, '']),
       `Wall time at the same tokens per sample (prefill + fork + decode, best of ${r.settings.reps} rounds, every N timed in each round side by side; "rounds": the lowest and highest of the rounds' own ratios to N = 1, the machine's noise):`, '',
       `| tokens per sample | ${p.samples.map((n) => `N=${n}`).join(' | ')} |`, `|---:|${p.samples.map(() => '---:').join('|')}|`,
       ...(p.wallTimes ?? [p.wallTime]).map((wt) => `| ${wt[0]?.tokensPerSample} | ${wt.map(wallCell).join(' | ')} |`), '',

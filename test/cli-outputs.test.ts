@@ -690,6 +690,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   // Thinking flags on a question the router answers directly: said to have changed nothing.
   const direct = cli(['answer', '--model', 'models/default', '--question', 'Can you help me? Reverse the word sand. Just the answer, please.', '--budget', '96', '--samples', '4']);
   assert.deepEqual([direct.stdout, direct.stderr.split('\n').at(-2)], ['dnas\n', 'edgereason: note: the router answered directly, so --budget and --samples had no effect (--reasoning on reasons whatever the router says)']);
+  // The checked vote lists each sample's flaws.
+  const checked = cli(['answer', '--model', 'models/default', '--reasoning', 'on', '--samples', '2', '--vote', 'checked', '--seed', '1', '--question', 'Mia has 12 apples and buys 30 more. She gives 5 to Tom. How many apples does she have now?']);
+  assert.equal(checked.stderr.split('\n').filter((l) => /^ {2}[* ] [01]: .*, \d+ flaws? in its work$/.test(l)).length, 2, checked.stderr);
+  assert.match(checked.stderr, /^votes \(checked\): /m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: generate: the prompt has no tokens \(an empty text, and the tokenizer adds no BOS token to start from\): give it some text$/m);
   // A path flag written --model=~/x is not expanded by the shell: the CLI expands it (a prompt is left as written).
   fs.mkdirSync(at('home'));

@@ -808,23 +808,34 @@ test('verifier scores come from the hidden state of the step that sampled the st
 
 test('checked vote (scripted): the samples whose written sum holds outvote a more frequent, slipped one', async () => {
   // Each sample writes "hmm " (the first thinking token comes from the prefill's logits, the same for all), then one
-  // sum — "2 + 3 = 7" three times in four — and answers what it wrote.
+  // sum — "2 + 3 = 7" three times in four — and answers what it wrote; a right sum takes three more "hmm " first, so
+  // the slips end first.
   const policy = (h: number[], u: number): number => {
-    if (!h.includes(CLOSE)) return !h.includes(HMM) ? HMM : h.includes(RIGHT_SUM) || h.includes(WRONG_SUM) ? CLOSE : u < 0.75 ? WRONG_SUM : RIGHT_SUM;
+    if (!h.includes(CLOSE)) {
+      if (!h.includes(RIGHT_SUM) && !h.includes(WRONG_SUM)) return !h.includes(HMM) ? HMM : u < 0.75 ? WRONG_SUM : RIGHT_SUM;
+      return h.includes(WRONG_SUM) || h.filter((t) => t === HMM).length >= 4 ? CLOSE : HMM;
+    }
     const last = h.at(-1)!;
     return last === CLOSE ? (h.includes(WRONG_SUM) ? A7 : A5) : EOS;
   };
   const { m } = scripted(policy);
-  const q = 'Ann has 2 pens and buys 3 more. How many pens does she have?';
+  // The question's 4 is used by no sample: one flaw each, the slips' false sum a second (the check reads the question).
+  const q = 'Ann has 2 pens and buys 3 more. Bo has 4. How many pens does Ann have?';
   const checked = await answer(m, q, { reasoning: 'on', samples: 8, seed: 4, vote: 'checked', earlyStop: true });
-  const wrote = checked.samples.map((s) => s.thinking);
-  assert.ok(wrote.filter((t) => t === 'hmm 2 + 3 = 7').length > wrote.filter((t) => t === 'hmm 2 + 3 = 5').length && wrote.includes('hmm 2 + 3 = 5'), wrote.join(' | '));
-  assert.deepEqual(checked.samples.map((s) => s.flaws), wrote.map((t) => (t === 'hmm 2 + 3 = 7' ? 1 : 0)));
+  const wrote = checked.samples.map((s) => s.thinking), right = 'hmm 2 + 3 = 5hmm hmm hmm';
+  assert.ok(wrote.filter((t) => t === 'hmm 2 + 3 = 7').length > wrote.filter((t) => t === right).length && wrote.includes(right), wrote.join(' | '));
+  assert.deepEqual(checked.samples.map((s) => s.flaws), wrote.map((t) => (t === right ? 1 : 2)));
   assert.equal(checked.winner, '5');
-  assert.equal(checked.chosen, wrote.indexOf('hmm 2 + 3 = 5'));
-  assert.ok(checked.samples.every((s) => s.finishReason === 'stop'), 'the checked vote never stops early');
-  const majority = await answer(m, q, { reasoning: 'on', samples: 8, seed: 4 });
-  assert.deepEqual([majority.winner, majority.samples.map((s) => s.thinking), majority.samples[0].flaws], ['7', wrote, undefined]);
+  assert.equal(checked.chosen, wrote.indexOf(right));
+  assert.ok(checked.samples.every((s) => s.finishReason === 'stop'), 'the checked vote does not stop early: a later sample may have fewer flaws');
+  // Majority decides 7 before the right samples end, and stops them.
+  const majority = await answer(m, q, { reasoning: 'on', samples: 8, seed: 4, earlyStop: true });
+  assert.deepEqual([majority.winner, majority.samples.map((s) => s.finishReason === 'early-stop'), majority.samples[0].flaws], ['7', wrote.map((t) => t === right), undefined]);
+  // A tool's result after the user's message: the question is still the user's.
+  const tooled = await answer(m, [{ role: 'user', content: q }, { role: 'assistant', content: '' }, { role: 'tool', content: 'pens: 9' }], { reasoning: 'on', samples: 8, seed: 4, vote: 'checked' });
+  assert.deepEqual(tooled.samples.map((s) => s.flaws), checked.samples.map((s) => s.flaws));
+  // A direct answer has no vote, nor flaws.
+  assert.equal((await answer(m, q, { reasoning: 'off', vote: 'checked' })).samples[0].flaws, undefined);
 });
 
 // ---------------------------------------------------------------------------------------------------------

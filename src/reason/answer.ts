@@ -431,6 +431,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
 
     const early = new Set<number>(), keys: string[] = []; // keys: the answers seen, MATH ones of one value voting together
     const flawsOf = new WeakMap<Sequence, number>(); // the checked vote's flaws of each ended sample
+    // The question the checked vote checks the work against: the last user message (a tool's result may follow it).
+    const asked = typeof input === 'string' ? input : [...input].reverse().find((m) => m.role === 'user')?.content ?? '';
     // Only a sample that ended by itself (a stop token or string), with its thinking closed, has an answer to give:
     // one cut off by maxTokens may hold half a number ("#### 3" of 39), and its hidden state is not at an end.
     const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
@@ -439,8 +441,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const read = (opts[REPLY_PREFIX] ?? '') + a;
       // Counted once, when the sample has ended (early stop asks every step).
       let flaws = flawsOf.get(s);
-      if (method === 'checked' && flaws === undefined) {
-        flaws = checkSample(question ?? '', { thinking, answer: a }).flaws;
+      if (method === 'checked' && reasoning && flaws === undefined) {
+        flaws = checkSample(asked, { thinking, answer: a }).flaws;
         if (s.done) flawsOf.set(s, flaws);
       }
       return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws } : { meanLogprob: s.meanLogprob, flaws };

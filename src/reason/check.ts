@@ -11,8 +11,8 @@
  * product or fraction written before it ("9 hours * 2/3 = 6", "27(1/3) = 9", "15 pages x 1/3 = 5") and with a
  * plain number after its "=" (not "= 240g/5", "= 50%", "= 3 1/2"). `×`, `·`, `\times`, `\cdot`, `x` between
  * numbers multiply, `÷` and `\div` divide, `–` and `−` subtract. A result is right when it equals the computed value
- * to the decimals it is written with (10 / 3 = 3.33 holds). On GSM8K's 1,319 reference solutions it checks 3,261
- * equations and calls 2 false, both wrong in the reference; 106 of the solutions leave a quantity unused (one the
+ * to the decimals it is written with (10 / 3 = 3.33 holds). On GSM8K's 1,319 reference solutions it checks 3,260
+ * equations and calls 2 false, both wrong in the reference; 102 of the solutions leave a quantity unused (one the
  * answer does not need, or one used in words) — such a question counts against every candidate alike (tested).
  */
 

@@ -98,7 +98,7 @@ export interface SampleResult {
   /** Mean log-probability of the sampled tokens (confidence-weighted vote). */
   meanLogprob: number;
   verifierScore?: number;
-  /** With vote "checked": flaws in the sample's written work, thinking and answer (check.ts checkWork: false equations + the question's quantities it never uses). */
+  /** With vote "checked", on the reasoning route: flaws in the sample's written work, thinking and answer (check.ts checkWork: false equations + the question's quantities it never uses). */
   flaws?: number;
   finishReason: 'stop' | 'length' | 'early-stop' | 'cancelled';
   /** Generated token ids (forced closing tokens included). */

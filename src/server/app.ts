@@ -59,8 +59,9 @@ export interface ServerOptions {
   effortBudgets?: Partial<EffortBudgets>;
   defaultTemperature?: number;
   /**
-   * Vote for requests that name none. Default majority: on the embedded model the verifier votes trail it and
-   * confidence weighting matches it within noise (docs/results.md).
+   * Vote for requests that name none. Default majority: it suits any question, where the checked vote (8 points
+   * above it on the embedded model's hard questions, docs/results.md) is for arithmetic word problems; the verifier
+   * votes trail it, and confidence weighting matches it within noise.
    */
   defaultVote?: VoteMethod;
   quant?: Quant;
