@@ -105,7 +105,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   const rt = reasoning ? reasoningTokens(model, invocationText, 'eval') : undefined;
   if (rt && maxThinkingTokens !== undefined) checkThinkingRoom(rt, maxThinkingTokens, gen.maxTokens ?? 256, 'eval', 'maxTokens', gen.maxTokens === undefined); // generate's default
   const control = budget !== undefined ? budgetControl(tok, budget, rt?.invocation ?? []) : []; // fed after the invocation, as answer() does
-  const invocation = [...(rt?.invocation ?? []), ...control], nativeInvocation = native ? reasoningTokens(model, invocationText, 'eval').invocation : [];
+  const invocation = [...(rt?.invocation ?? []), ...control], nativeInvocation = native ? (rt ?? reasoningTokens(model, invocationText, 'eval')).invocation : []; // the direct route's empty block needs it too
   // Every prompt is built (and checked against the context) before the first is answered: a question too long for
   // the model is named by its id (file:line) instead of failing as "prompt 0" of a batch, minutes in.
   const ctx = model.config.maxPositionEmbeddings;

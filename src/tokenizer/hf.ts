@@ -5,6 +5,7 @@ import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { commitAll, stagedWrite, writeAll } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
+import { toolsGiven } from './tool-calls.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
@@ -272,7 +273,7 @@ export class HfTokenizer implements TextTokenizer {
       throw new Error(`tokenizer: ${this.name} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json; for a .gguf without one in its metadata, or a llama2.c .bin, a chat_template.jinja beside the file)`);
     }
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
-    const tools = opts.vars?.tools, withTools = tools !== undefined && tools !== null && this.toolUseTemplate !== undefined;
+    const withTools = toolsGiven(opts.vars?.tools) && this.toolUseTemplate !== undefined;
     if (withTools && this.toolUseError) throw new ChatTemplateError(this.toolUseError, 'broken');
     try {
       return (withTools ? this.toolUse! : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false });

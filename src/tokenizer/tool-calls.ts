@@ -226,9 +226,12 @@ export class ToolCallStream {
 /** @deprecated toolCallFormat(source) === 'hermes' (kept for callers of 0.1's name). */
 export const hermesTemplate = (source: string | undefined): boolean => toolCallFormat(source) === 'hermes';
 
+/** Whether a chat is given tools, as transformers decides which template renders it (an empty list counts). */
+export const toolsGiven = (tools: unknown): boolean => tools !== undefined && tools !== null;
+
 /** The template that renders a call with these tools (the "tool_use" one when given any, as transformers picks it). */
 export const templateFor = (tok: { chatTemplate?: string; toolUseTemplate?: string }, tools: unknown): string | undefined =>
-  (tools !== undefined && tools !== null && tok.toolUseTemplate !== undefined ? tok.toolUseTemplate : tok.chatTemplate);
+  (toolsGiven(tools) && tok.toolUseTemplate !== undefined ? tok.toolUseTemplate : tok.chatTemplate);
 
 /**
  * Tools, tool calls and tool results given to a chat template that never reads them would be dropped (or printed as
