@@ -13,7 +13,8 @@
  * numbers multiply, `÷` and `\div` divide, `–` and `−` subtract. A result is right when it equals the computed value
  * to the decimals it is written with (10 / 3 = 3.33 holds). On GSM8K's 1,319 reference solutions it checks 3,260
  * equations and calls 2 false, both wrong in the reference; 102 of the solutions leave a quantity unused (one the
- * answer does not need, or one used in words) — such a question counts against every candidate alike (tested).
+ * answer does not need, or one used in words): there every candidate that rightly leaves it out carries that flaw,
+ * and one that computes with it has one fewer (test/reason.test.ts).
  */
 
 export interface WorkCheck {
@@ -127,7 +128,7 @@ function holds(value: number, written: string, divides: boolean): boolean {
   return divides && (Math.abs(Math.floor(value * f) / f - w) <= eps || Math.abs(Math.ceil(value * f) / f - w) <= eps);
 }
 
-/** Checks the work (a candidate's thinking) against the question it answers. */
+/** Checks the work (what a candidate wrote) against the question it answers. */
 export function checkWork(question: string, work: string): WorkCheck {
   const falseEquations: string[] = [];
   let equations = 0;
