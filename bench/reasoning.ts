@@ -15,8 +15,9 @@
  *    the validation split, which no probe was trained on): accuracy by majority, confidence, verifier
  *    best-of-N, verifier-weighted vote and the checked vote (check.ts), against one greedy answer, with the
  *    paired standard error of each vote's gain over it at the largest N. One N = max run per question: sample i
- *    has seed + i, so its first N samples are the N-sample run (test/reason.test.ts checks forked = single decoding). Wall time of N vs 1 at
- *    the same tokens per sample: one prefill, fork N, decode a fixed number of tokens (stop tokens off).
+ *    has seed + i, so its first N samples are the N-sample run (test/reason.test.ts checks forked = single
+ *    decoding). Wall time of N vs 1 at the same tokens per sample: one prefill, fork N, decode a fixed number of
+ *    tokens (stop tokens off).
  *
  * 4. With --shape-timing: the same wall-time comparison on random weights in Qwen2.5-0.5B's shape, fp32 and q4.
  *
