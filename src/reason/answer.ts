@@ -435,8 +435,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const asked = typeof input === 'string' ? input : [...input].reverse().find((m) => m.role === 'user')?.content ?? '';
     // Only a sample that ended by itself (a stop token or string), with its thinking closed, has an answer to give:
     // one cut off by maxTokens may hold half a number ("#### 3" of 39), and its hidden state is not at an end.
-    const candidate = (seqs: Sequence[], reasoning: boolean, i: number): Candidate => {
-      const s = seqs[i], { thinking, answer: a } = splitText(s, reasoning, model);
+    const candidate = (seqs: Sequence[], reasoning: boolean, i: number, split = splitText(seqs[i], reasoning, model)): Candidate => {
+      const s = seqs[i], { thinking, answer: a } = split;
       const voting = s.finishReason === 'stop' && (!reasoning || s.answerFrom !== undefined);
       const read = (opts[REPLY_PREFIX] ?? '') + a;
       // Counted once, when the sample has ended (early stop asks every step).
@@ -448,8 +448,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws } : { meanLogprob: s.meanLogprob, flaws };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
+      const splits = seqs.map((s) => splitText(s, reasoning, model)), cands = seqs.map((_, i) => candidate(seqs, reasoning, i, splits[i]));
       const samples: SampleResult[] = seqs.map((s, i) => {
-        const { thinking, answer: a } = splitText(s, reasoning, model), c = candidate(seqs, reasoning, i);
+        const { thinking, answer: a } = splits[i], c = cands[i];
         return {
           thinking, answer: a, extracted: c.extracted, // none for an unclosed thinking segment, a cut or a stopped sample
           tokens: s.tokens.length, thinkingTokens: reasoning ? s.thinkingTokens : 0,
@@ -460,7 +461,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           ...(opts.collectHidden && hidden[i] ? { hidden: hidden[i] } : {}),
         };
       });
-      const v = reasoning ? vote(method, seqs.map((_, i) => candidate(seqs, reasoning, i))) : undefined;
+      const v = reasoning ? vote(method, cands) : undefined;
       const chosen = v?.chosen ?? 0, winner = v ? v.winner : samples[0].extracted;
       const finish = samples[chosen].finishReason; // a voter ended by itself ('early-stop' is never chosen over one)
       const ttfts = seqs.map((s) => s.ttftMs).filter((t) => t > 0), latencyMs = performance.now() - start;

@@ -240,11 +240,11 @@ export class Model {
   async promptLogprobs(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown>; topLogprobs?: number } = {}): Promise<{ tokens: number[]; logprobs: (number | null)[]; top: TokenLogprob[][] }> {
     const k = opts.topLogprobs ?? 0;
     checkGenerateOptions({ topLogprobs: k }, this.config.vocabSize);
-    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat) : this.encode(prompt, opts.chat ?? Array.isArray(prompt), opts.chatTemplateKwargs);
+    const ids = this.promptIds(prompt, 0, opts);
     if (!ids.length) throw new Error('generate: the prompt encodes to no tokens: nothing to score');
     if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`generate: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
     // The adapter from where generate's would act: everywhere (a classic LoRA), or from the last invocation (activated).
-    const inv = this.adapter?.config.aloraInvocationTokens, at = inv ? lastIndexOfRun(ids, inv) : 0, on = !this.adapter || at < 0 ? Infinity : at;
+    const inv = this.adapter?.config.aloraInvocationTokens, from = inv ? lastIndexOfRun(ids, inv) : 0, on = !this.adapter || from < 0 ? Infinity : from;
     const CHUNK = 64, V = this.config.vocabSize, logprobs: (number | null)[] = [null], top: TokenLogprob[][] = [[]];
     const cache = await this.backend.newCache(1);
     try {
@@ -285,7 +285,7 @@ export class Model {
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
     if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     if (!prompts.length) return []; // no rows (as Promise.all([]) resolves to []), checked as a batch of any size is
-    const ids = prompts.map((p, i) => (isTokenIds(p) ? this.checkedIds(p, i, per[i].chat) : this.encode(p, per[i].chat ?? Array.isArray(p), per[i].chatTemplateKwargs)));
+    const ids = prompts.map((p, i) => this.promptIds(p, i, per[i]));
     // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as
     // PEFT's aLoRA) from its invocation tokens — where a raw prompt last holds them, or where a chat prompt ends
     // with them (a generation prompt that opens the thinking; the user's own text does not invoke it) — and not at
@@ -310,6 +310,11 @@ export class Model {
       });
     }
     return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal);
+  }
+
+  /** Prompt `row`'s token ids: text or messages encoded (a list of messages as chat unless told), token ids checked. */
+  private promptIds(prompt: Prompt, row: number, o: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> }): number[] {
+    return isTokenIds(prompt) ? this.checkedIds(prompt, row, o.chat) : this.encode(prompt, o.chat ?? Array.isArray(prompt), o.chatTemplateKwargs);
   }
 
   /** A prompt given as token ids, checked: a raw prompt of this vocabulary's ids. */
