@@ -498,6 +498,25 @@ test('promptLogprobs: each prompt token\'s log-probability given the ones before
   }
 });
 
+test('promptLogprobs: an activated adapter acts where generate\'s would — from a raw prompt\'s last invocation, in a chat prompt only from a trailing one', async () => {
+  const dir = path.join(import.meta.dirname, '../models/default');
+  const base = await loadModel(dir, { quant: 'fp32', worker: false }), m = await loadModel(dir, { quant: 'fp32', worker: false, adapter: path.join(dir, 'reasoning-adapter') });
+  try {
+    const user = 'Think first. <think> Emma has 12 apples and buys 7 more. How many apples does Emma have?';
+    const far = (a: (number | null)[], b: (number | null)[]) => Math.max(...a.map((v, i) => (v === null ? 0 : Math.abs(v - b[i]!))));
+    // The user's own "<think>" in a chat prompt does not invoke the adapter: the base model's log-probabilities.
+    const chat = await m.promptLogprobs(user, { chat: true }), plain = await base.promptLogprobs(user, { chat: true });
+    assert.deepEqual(chat.tokens, plain.tokens);
+    assert.ok(far(chat.logprobs, plain.logprobs) < 1e-5, `chat prompt scored as the base model: ${far(chat.logprobs, plain.logprobs)}`);
+    // The same text as a raw prompt invokes it from there: after it the adapter's log-probabilities, before it the base's.
+    const raw = await m.promptLogprobs(user), rawBase = await base.promptLogprobs(user), at = raw.tokens.indexOf(m.encode('<think>', false).at(-1)!);
+    assert.ok(at > 0 && far(raw.logprobs.slice(0, at + 1), rawBase.logprobs.slice(0, at + 1)) < 1e-5, 'base up to the invocation');
+    assert.ok(far(raw.logprobs.slice(at + 1), rawBase.logprobs.slice(at + 1)) > 1e-2, 'the adapter after it');
+  } finally {
+    await Promise.all([base.close(), m.close()]);
+  }
+});
+
 test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens', () => {
   const logits = Float32Array.from([Math.log(0.5), Math.log(0.3), Math.log(0.15), Math.log(0.05)]);
   assert.equal(sampleToken(logits, {}, 0.99).token, 0);

@@ -58,6 +58,8 @@ export type Prompt = string | ChatMessage[] | readonly number[];
 
 /** Whether a prompt is token ids (a non-empty list of numbers; messages are objects). */
 export const isTokenIds = (p: unknown): p is readonly number[] => Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'number');
+/** Whether a prompt is rendered by the chat template: a list of messages unless told otherwise, text when told; token ids never. */
+const isChat = (p: Prompt, o: { chat?: boolean }): boolean => !isTokenIds(p) && (o.chat ?? Array.isArray(p));
 
 export interface PromptOptions extends GenerateOptions {
   /** Render the prompt with the model's chat template (a string becomes one user message). */
@@ -243,8 +245,8 @@ export class Model {
     const ids = this.promptIds(prompt, 0, opts);
     if (!ids.length) throw new Error('generate: the prompt encodes to no tokens: nothing to score');
     if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`generate: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
-    // The adapter from where generate's would act: everywhere (a classic LoRA), or from the last invocation (activated).
-    const inv = this.adapter?.config.aloraInvocationTokens, from = inv ? lastIndexOfRun(ids, inv) : 0, on = !this.adapter || from < 0 ? Infinity : from;
+    // The adapter from where generate's would act: everywhere (a classic LoRA), or from its invocation (activated).
+    const from = !this.adapter ? -1 : this.invokedAt(ids, isChat(prompt, opts)), on = from < 0 ? Infinity : from;
     const CHUNK = 64, V = this.config.vocabSize, logprobs: (number | null)[] = [null], top: TokenLogprob[][] = [[]];
     const cache = await this.backend.newCache(1);
     try {
@@ -296,8 +298,7 @@ export class Model {
       per.forEach((o, i) => {
         if (o.adapter === false || o.adapterFrom !== undefined) return;
         if (!inv) { per[i] = { ...o, adapter: true }; return; }
-        const chat = !isTokenIds(prompts[i]) && (o.chat ?? Array.isArray(prompts[i]));
-        const at = !chat ? lastIndexOfRun(ids[i], inv) : endsWithRun(ids[i], inv) ? ids[i].length - inv.length : -1;
+        const chat = isChat(prompts[i], o), at = this.invokedAt(ids[i], chat);
         if (o.adapter === true && at < 0 && chat) {
           const ctx = this.config.maxPositionEmbeddings, n = ids[i].length + inv.length;
           if (ids[i].length < ctx && n >= ctx) throw new Error(`generate: prompt ${i} has ${ids[i].length} tokens, ${n} with the adapter's invocation (${inv.length}, appended for chat: true); the model's context of ${ctx} tokens leaves no room to generate`);
@@ -312,9 +313,21 @@ export class Model {
     return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal);
   }
 
+  /**
+   * Where the loaded adapter acts from in a prompt's ids: 0 for a classic LoRA (everywhere); for an activated one, a
+   * raw prompt's last invocation, or a chat prompt's invocation only where the prompt ends with it (a generation
+   * prompt that opens the thinking; the user's own text does not invoke it); -1 where it does not act.
+   */
+  private invokedAt(ids: readonly number[], chat: boolean): number {
+    const inv = this.adapter?.config.aloraInvocationTokens;
+    if (!inv) return 0;
+    if (!chat) return lastIndexOfRun(ids, inv);
+    return endsWithRun(ids, inv) ? ids.length - inv.length : -1;
+  }
+
   /** Prompt `row`'s token ids: text or messages encoded (a list of messages as chat unless told), token ids checked. */
   private promptIds(prompt: Prompt, row: number, o: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> }): number[] {
-    return isTokenIds(prompt) ? this.checkedIds(prompt, row, o.chat) : this.encode(prompt, o.chat ?? Array.isArray(prompt), o.chatTemplateKwargs);
+    return isTokenIds(prompt) ? this.checkedIds(prompt, row, o.chat) : this.encode(prompt, isChat(prompt, o), o.chatTemplateKwargs);
   }
 
   /** A prompt given as token ids, checked: a raw prompt of this vocabulary's ids. */
