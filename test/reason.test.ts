@@ -871,6 +871,14 @@ test('checkWork: false equations and unused quantities, as written (exact)', () 
   const mixed = 'A recipe needs 2 1/2 cups for each of 4 cakes, and 5/8 of the 16 eggs.';
   assert.deepEqual(checkWork(mixed, '2.5 * 4 = 10\n16 / 8 * 5 = 10'), { equations: 2, falseEquations: [], unusedQuantities: [], flaws: 0 });
   assert.deepEqual(checkWork(mixed, '2 * 4 = 8\n0.625 * 16 = 10').unusedQuantities, ['2 1/2']);
+  // LaTeX and Markdown, as instruction-tuned models write their work: fractions, boxed results, math delimiters, bold marks.
+  const clips = 'Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell in all?';
+  for (const w of ['May: \\(\\frac{48}{2} = 24\\). Total: \\(48 + 24 = 72\\).', '$48 \\cdot \\dfrac{1}{2}=24$, so $48+24=\\boxed{72}$',
+    '**Step 1:** 48 / 2 = 24\n**Step 2:** 48 + 24 = **72**', '\\[ \\frac{48 + 48}{4} = 24 \\]\n\\[ 48 + 24 = 72 \\text{ clips} \\]']) {
+    assert.deepEqual(checkWork(clips, w), { equations: 2, falseEquations: [], unusedQuantities: [], flaws: 0 }, w);
+  }
+  assert.deepEqual(checkWork(clips, '**Step 1:** \\frac{48}{2} = 25\n**Step 2:** \\left(48 + 25\\right) \\times 1 = **73**').falseEquations, ['48/2 = 25']);
+  assert.deepEqual(checkWork('', '2**3 = 8, 2 ** 3 = 6').equations, 0, 'a power is not read as a product');
   // A chain is read from each "=": its second step is an equation of its own. An equation is within one line (a
   // list item's "- " does not subtract it from the line before).
   assert.deepEqual(checkWork('', '3 + 4 = 7 + 2 = 10').falseEquations, ['7 + 2 = 10']);

@@ -47,12 +47,24 @@ const RESULT = new RegExp(String.raw`^[ \t]*(-?${NUMBER})(?![ \t]*[\d/%^*+?-]|[(
 const CONTINUES = /(?:[-+*/^(\d.)]|\b(?:x|of|times|by|per))[ \t]*$/i;
 const BULLET = /^[ \t]*[-*+][ \t]+$/; // a list item's mark at the start of its line
 const EXPRESSION_CHAR = /[\d. \t+\-*/()]/;
+const PLAIN = new RegExp(String.raw`^[ \t]*${NUMBER}[ \t]*$`); // a number alone
 /** Longer left sides are not checked (nor parsed: the parser recurses once per parenthesis). */
 const MAX_EXPRESSION = 200;
 
-/** One spelling for operators and numbers: `×` → `*`, "1,200" → "1200", no "$". */
+/**
+ * One spelling for operators and numbers: `×` → `*`, "1,200" → "1200", no "$"; LaTeX and Markdown as plain text
+ * (`\frac{48}{2}` → "48/2", `\boxed{72}` → "72", `\text{ apples}` → " apples ", `\(`…`\)` and "**" bold marks
+ * dropped), as instruction-tuned models write their work.
+ */
 function normalise(text: string): string {
-  return text
+  let t = text;
+  for (let i = 0; i < 3 && /\\[dt]?frac\{/.test(t); i++) { // innermost first: a fraction of fractions in three passes
+    t = t.replace(/\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}/g, (_, a: string, b: string) => (PLAIN.test(a) && PLAIN.test(b) ? `${a.trim()}/${b.trim()}` : `(${a})/(${b})`));
+  }
+  return t
+    .replace(/\\(?:boxed|text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\{([^{}]*)\}/g, ' $1 ')
+    .replace(/\\(?:left|right)(?=[()[\]])|\\[()[\]]/g, ' ').replace(/\\%/g, '%')
+    .replace(/\*\*(?![ \t]*\d)|(?<![\d][ \t]*)\*\*/g, '') // bold marks, not a power between numbers ("2**3")
     .replace(/\\times|\\cdot|[×·∗]/g, '*').replace(/\\div|÷/g, '/').replace(/[–−]/g, '-')
     .replace(/(\d\)?)[ \t]*x[ \t]*(?=\(?\d)/g, '$1 * ')
     .replace(/(\d)(?:,|\{,\}|\\,|[\u00a0\u2009\u202f])(?=\d{3}(?!\d))/g, '$1') // 1,200 1{,}200 1\,200, no-break and thin spaces
