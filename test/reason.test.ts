@@ -853,7 +853,12 @@ test('checkWork: false equations and unused quantities, as written (exact)', () 
   assert.deepEqual(checkWork(p, '40 * 1.25 = 50\n50 * 0.25 = 12.5\n50 - 12.5 = 37.5'), { equations: 3, falseEquations: [], unusedQuantities: [], flaws: 0 });
   assert.deepEqual(checkWork(p, '40 * 1.25 = 50, 50 - 10 = 40').unusedQuantities, ['1/4']);
   assert.deepEqual(checkWork(p, '40 * .25 = 10, 40 + 10 = 50, 50 / 4 = 12.5').unusedQuantities, [], '.25 is both 25 % and 1/4');
-  assert.deepEqual(checkWork(p, '40 + 10 = 50, 50 / 4 = 12.5').unusedQuantities, ['25%']);
+  assert.deepEqual(checkWork(p, '40 + 10 = 50, 50 / 4 = 12.5').unusedQuantities, [], 'a division by 4 may be either 25% or 1/4');
+  assert.deepEqual(checkWork('A $40 price went up 25%, then 1/3 of it was taken off.', '40 + 10 = 50, 50 / 3 = 16.67').unusedQuantities, ['25%']);
+  // 50% off as a halving, 50% more as 150% (GSM8K's pickaxe solution: "24 pounds/day * 150% = 36").
+  assert.deepEqual(checkWork('A $40 coat is 50% off.', '40 / 2 = 20').unusedQuantities, []);
+  assert.deepEqual(checkWork('He mines 24 pounds, and 50% more with steel.', '24 * 150 / 100 = 36').unusedQuantities, []);
+  assert.deepEqual(checkWork('He mines 24 pounds, and 30% more with steel.', '24 / 3 = 8').unusedQuantities, ['30%']);
   // Precedence, parentheses (the sentence's own are not the equation's), unary minus, and the spellings of × and ÷.
   assert.deepEqual(checkWork('', '(2 + 3) * 4 = 20, 2 + 3 * 4 = 14 (and 4 - -2 = 6), 3 × 4 = 12, 3 x 4 = 12, 12 \\div 4 = 3, $3 \\times 4 = \\$12, 12 ÷ 4 = 4'),
     { equations: 8, falseEquations: ['12 / 4 = 4'], unusedQuantities: [], flaws: 1 });
@@ -903,7 +908,7 @@ test('checkWork on GSM8K\'s 1,319 reference solutions: 2 equations called false,
     equations += c.equations; wrong.push(...c.falseEquations); unused += +(c.unusedQuantities.length > 0);
   }
   // "3/4 of a skein of yarn * 364 yards = 364 / 4 = 273 yards" and "So, Suzzane has $32 - $20 = $300 left."
-  assert.deepEqual([rows.length, equations, wrong, unused], [1319, 3260, ['364 / 4 = 273', '32 - 20 = 300'], 102]);
+  assert.deepEqual([rows.length, equations, wrong, unused], [1319, 3260, ['364 / 4 = 273', '32 - 20 = 300'], 101]);
 });
 
 test('checked vote: the fewest-flaw samples vote, confidence-weighted; unchecked samples count as flawless', () => {

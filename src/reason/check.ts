@@ -12,7 +12,7 @@
  * plain number after its "=" (not "= 240g/5", "= 50%", "= 3 1/2"). `×`, `·`, `\times`, `\cdot`, `x` between
  * numbers multiply, `÷` and `\div` divide, `–` and `−` subtract. A result is right when it equals the computed value
  * to the decimals it is written with (10 / 3 = 3.33 holds). On GSM8K's 1,319 reference solutions it checks 3,260
- * equations and calls 2 false, both wrong in the reference; 102 of the solutions leave a quantity unused (one the
+ * equations and calls 2 false, both wrong in the reference; 101 of the solutions leave a quantity unused (one the
  * answer does not need, or one used in words): there every candidate that rightly leaves it out carries that flaw,
  * and one that computes with it has one fewer (test/reason.test.ts).
  */
@@ -24,7 +24,7 @@ export interface WorkCheck {
   falseEquations: string[];
   /**
    * The question's quantities (distinct, as written, in order of appearance: "12", "25%", "1/4") that no line of the
-   * work with an "=" has, in any spelling (25% as 25, 0.25, 1.25 or 0.75; 1/4 as 1/4, 0.25 or 4).
+   * work with an "=" has, in any spelling (25% as 25, 0.25, 1.25, 0.75, 125, 75 or 4; 1/4 as 1/4, 0.25 or 4).
    */
   unusedQuantities: string[];
   /** falseEquations + unusedQuantities: the "checked" vote's ranking (fewer is better). */
@@ -78,7 +78,8 @@ const FRACTION = new RegExp(String.raw`${NOT_INSIDE}(?:(\d+)[ \t]+)?(${NUMBER})[
 
 /**
  * The question's quantities as written, each with the ways its use may show (any one number of a list, or all of
- * them): a percentage p% also as p/100 and 1 ± p/100 ("25% more" is × 1.25); a fraction a/b as its value or as a
+ * them): a percentage p% also as p/100, 1 ± p/100 and 100 ± p ("25% more" is × 1.25 or 125%), and 100/p where that is
+ * whole (50% as ÷ 2); a fraction a/b as its value or as a
  * and b (16 / 8 * 5 for 5/8 of 16), 1/b also as b (divided by b); a mixed number as its value or as its parts.
  * Ordinals ("3rd") are no quantities, nor are a clock time's parts.
  */
@@ -94,7 +95,7 @@ function quantities(question: string): { written: string; as: number[]; all: num
   for (const m of q.matchAll(new RegExp(`${NOT_INSIDE}(${NUMBER})(%)?(?![:/]\\d|[ \\t]*/[ \\t]*\\d|st\\b|nd\\b|rd\\b|th\\b)`, 'g'))) {
     if (inFraction(m.index)) continue;
     const a = Number(m[1]);
-    out.set(m[0], { as: m[2] ? [a, a / 100, 1 + a / 100, 1 - a / 100] : [a], all: [] });
+    out.set(m[0], { as: m[2] ? [a, a / 100, 1 + a / 100, 1 - a / 100, 100 + a, 100 - a, ...(Number.isInteger(100 / a) ? [100 / a] : [])] : [a], all: [] });
   }
   return [...out].map(([written, v]) => ({ written, ...v }));
 }
