@@ -165,7 +165,7 @@ export function checkWork(question: string, work: string): WorkCheck {
     const value = evaluate(left);
     if (value === undefined) continue;
     equations++;
-    if (!holds(value, result[1], left.includes('/'))) falseEquations.push(`${left} = ${result[1]}`);
+    if (!holds(value, result[1], left.includes('/'))) falseEquations.push(`${left.replace(/[ \t]+/g, ' ')} = ${result[1]}`);
   }
   const computing = text.split('\n').filter((line) => line.includes('='));
   const used = new Set(computing.flatMap(numbersIn));
