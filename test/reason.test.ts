@@ -884,6 +884,15 @@ test('checkWork: false equations and unused quantities, as written (exact)', () 
   }
   assert.deepEqual(checkWork(clips, '**Step 1:** \\frac{48}{2} = 25\n**Step 2:** \\left(48 + 25\\right) \\times 1 = **73**').falseEquations, ['48/2 = 25']);
   assert.deepEqual(checkWork('', '2**3 = 8, 2 ** 3 = 6').equations, 0, 'a power is not read as a product');
+  // A LaTeX mixed number; a result a letter or superscript changes, or one with a scale word (either scale holds); a
+  // root or U+22C5 dot before the left side; "≈" lines compute; an unspaced en dash is a range.
+  assert.deepEqual(checkWork('A recipe needs 2 1/2 cups per cake. How many cups for 4 cakes?', '\\(4 \\times 2\\frac{1}{2} = 10\\)').flaws, 0);
+  assert.deepEqual(checkWork('It needs $2\\frac{1}{2}$ cups per cake for 4 cakes.', '4 \\times 2.5 = 10'), { equations: 1, falseEquations: [], unusedQuantities: [], flaws: 0 });
+  assert.deepEqual(checkWork('', '\\(20 - 6 = 2x\\), 64 - 16 = 4w; $500,000 + $700,000 = $1.2 million; 1500 \\times 2 = 3k; 9 + 16 = 5²\n84/12 = 7 dozen\n15 * 10 = 150kg\n2 + 2 = 5 dozen'),
+    { equations: 4, falseEquations: ['2 + 2 = 5 dozen'], unusedQuantities: [], flaws: 1 });
+  assert.deepEqual(checkWork('', 'The diagonal is √(9 + 16) = 5 feet; √25 + 1 = 6; so 2 ⋅ 3 + 4 = 10'), { equations: 1, falseEquations: [], unusedQuantities: [], flaws: 0 });
+  assert.deepEqual(checkWork('Split a $100 bill among 3 friends.', '\\( \\frac{100}{3} \\approx 33.33 \\)').unusedQuantities, []);
+  assert.deepEqual(checkWork('', 'Days 1–3 = 3 days, from 2015–2020 = 5 years, 120 – 80 = 40'), { equations: 1, falseEquations: [], unusedQuantities: [], flaws: 0 });
   // A chain is read from each "=": its second step is an equation of its own. An equation is within one line (a
   // list item's "- " does not subtract it from the line before).
   assert.deepEqual(checkWork('', '3 + 4 = 7 + 2 = 10').falseEquations, ['7 + 2 = 10']);

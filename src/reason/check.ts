@@ -1,7 +1,7 @@
 /**
  * Checking a candidate's written work, with no model at all: the arithmetic a reasoning trace writes out
  * ("18 - 14 = 4", "(3 + 4) * 2 = 14") is recomputed, and the quantities the question gives are looked for in the
- * lines of the work that compute (those with an "="). A small model's wrong candidates mostly show one of the two:
+ * lines of the work that compute (those with an "=" or "≈"). A small model's wrong candidates mostly show one of the two:
  * a slip (`0 + 6 = 16`), or correct arithmetic on the wrong numbers — a quantity misread or a step skipped leaves
  * one of the question's numbers unused. The "checked" vote (vote.ts) lets only the candidates with the fewest
  * flaws vote.
@@ -9,8 +9,8 @@
  * Only what is surely arithmetic is checked, so that right work is not called wrong: numbers written in digits
  * ("1,200", "$5", "3.5"; not "twice" or "half"); an equation of numbers alone, within one line, not continuing a
  * product or fraction written before it ("9 hours * 2/3 = 6", "27(1/3) = 9", "15 pages x 1/3 = 5") and with a
- * plain number after its "=" (not "= 240g/5", "= 50%", "= 3 1/2"). `×`, `·`, `\times`, `\cdot`, `x` between
- * numbers multiply, `÷` and `\div` divide, `–` and `−` subtract. A result is right when it equals the computed value
+ * plain number after its "=" (not "= 240g/5", "= 50%", "= 3 1/2", "= 2x"). `×`, `·`, `⋅`, `\times`, `\cdot`, `x`
+ * between numbers multiply, `÷` and `\div` divide, `−` and a spaced `–` subtract (an unspaced one is a range). A result is right when it equals the computed value
  * to the decimals it is written with (10 / 3 = 3.33 holds). On GSM8K's 1,319 reference solutions it checks 3,260
  * equations and calls 2 false, both wrong in the reference; 101 of the solutions leave a quantity unused (one the
  * answer does not need, or one used in words): there every candidate that rightly leaves it out carries that flaw,
@@ -39,12 +39,15 @@ const NUMBER = String.raw`(?:\d+(?:\.\d+)?|\.\d+)`;
 const OPERAND = String.raw`\(*-?${NUMBER}\)*`;
 const NOT_INSIDE = String.raw`(?<![\w.])(?<!\d:)`; // not inside a word, a number or a clock time ("9:30")
 const LEFT = new RegExp(String.raw`${NOT_INSIDE}${OPERAND}(?:[ \t]*[-+*/][ \t]*${OPERAND})+[ \t]*$`);
-// A plain number: not the numerator of a fraction or of a unit ("240g/5"), a percentage, a power, the first term of
-// an expression ("= 8 + 18 = 26"), a mixed number or space-separated thousands ("3 1/2", "12 000").
-// A result followed by "?" is a trial ("16 - 7 = 8? No: 16 - 7 = 9"), by ":" a clock time.
-const RESULT = new RegExp(String.raw`^[ \t]*(-?${NUMBER})(?![ \t]*[\d/%^*+?-]|[(:]|[a-zA-Z]+/)`);
-// What may not come right before an equation's left side: it would continue a product or fraction written before it.
-const CONTINUES = /(?:[-+*/^(\d.)]|\b(?:x|of|times|by|per))[ \t]*$/i;
+// A plain number, perhaps with a scale word ("= 1.2 million", "= 7 dozen": either scale of the value holds): not the
+// numerator of a fraction or of a unit ("240g/5"), a percentage, a power ("5^2", "5²"), the first term of an
+// expression ("= 8 + 18 = 26"), a mixed number or space-separated thousands ("3 1/2", "12 000"), a coefficient or a
+// one-letter suffix ("2x", "3k"; "150kg" is read). A result followed by "?" is a trial ("16 - 7 = 8? No: 16 - 7 =
+// 9"), by ":" a clock time.
+const SCALES: Record<string, number> = { dozen: 12, hundred: 100, thousand: 1e3, million: 1e6, billion: 1e9, trillion: 1e12 };
+const RESULT = new RegExp(String.raw`^[ \t]*(-?${NUMBER})(?:[ \t]*(${Object.keys(SCALES).join('|')})\b)?(?![ \t]*[\d/%^*+?-]|[(:²³¹⁰⁴-⁹]|[a-zA-Z](?![a-zA-Z])|[a-zA-Z]+/)`, 'i');
+// What may not come right before an equation's left side: it would continue a product, fraction or root written before it.
+const CONTINUES = /(?:[-+*/^(\d.)√∛∜]|\b(?:x|of|times|by|per))[ \t]*$/i;
 const BULLET = /^[ \t]*[-*+][ \t]+$/; // a list item's mark at the start of its line
 const EXPRESSION_CHAR = /[\d. \t+\-*/()]/;
 const PLAIN = new RegExp(String.raw`^[ \t]*${NUMBER}[ \t]*$`); // a number alone
@@ -57,7 +60,7 @@ const MAX_EXPRESSION = 200;
  * dropped), as instruction-tuned models write their work.
  */
 function normalise(text: string): string {
-  let t = text;
+  let t = text.replace(/(\d)[ \t]*(\\[dt]?frac\{)/g, '$1 $2'); // 2\frac{1}{2}: a mixed number, 2 1/2
   for (let i = 0; i < 3 && /\\[dt]?frac\{/.test(t); i++) { // innermost first: a fraction of fractions in three passes
     t = t.replace(/\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}/g, (_, a: string, b: string) => (PLAIN.test(a) && PLAIN.test(b) ? `${a.trim()}/${b.trim()}` : `(${a})/(${b})`));
   }
@@ -65,7 +68,8 @@ function normalise(text: string): string {
     .replace(/\\(?:boxed|text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\{([^{}]*)\}/g, ' $1 ')
     .replace(/\\(?:left|right)(?=[()[\]])|\\[()[\]]/g, ' ').replace(/\\%/g, '%')
     .replace(/\*\*(?![ \t]*\d)|(?<![\d][ \t]*)\*\*/g, '') // bold marks, not a power between numbers ("2**3")
-    .replace(/\\times|\\cdot|[×·∗]/g, '*').replace(/\\div|÷/g, '/').replace(/[–−]/g, '-')
+    .replace(/\\times|\\cdot|[×·∗⋅∙]/g, '*').replace(/\\div|÷/g, '/').replace(/\\approx|≃/g, '≈')
+    .replace(/(\d)–(?=\d)/g, '$1 to ').replace(/[–−]/g, '-') // an unspaced en dash joins a range ("2015–2020"), not a subtraction
     .replace(/(\d\)?)[ \t]*x[ \t]*(?=\(?\d)/g, '$1 * ')
     .replace(/(\d)(?:,|\{,\}|\\,|[\u00a0\u2009\u202f])(?=\d{3}(?!\d))/g, '$1') // 1,200 1{,}200 1\,200, no-break and thin spaces
     .replace(/\\?\$/g, '');
@@ -91,13 +95,22 @@ function quantities(question: string): { written: string; as: number[]; all: num
     const whole = m[1] === undefined ? 0 : Number(m[1]), a = Number(m[2]), b = Number(m[3]);
     out.set(m[0].trim().replace(/[ \t]*\/[ \t]*/, '/'), { as: [whole + a / b, ...(a === 1 && !whole ? [b] : [])], all: whole ? [whole, a, b] : [a, b] });
   }
-  const inFraction = (i: number) => fractions.some((m) => i >= m.index && i < m.index + m[0].length);
+  const covered = new Uint8Array(q.length); // the places a fraction covers
+  for (const m of fractions) covered.fill(1, m.index, m.index + m[0].length);
+  const inFraction = (i: number) => covered[i] === 1;
   for (const m of q.matchAll(new RegExp(`${NOT_INSIDE}(${NUMBER})(%)?(?![:/]\\d|[ \\t]*/[ \\t]*\\d|st\\b|nd\\b|rd\\b|th\\b)`, 'g'))) {
     if (inFraction(m.index)) continue;
     const a = Number(m[1]);
     out.set(m[0], { as: m[2] ? [a, a / 100, 1 + a / 100, 1 - a / 100, 100 + a, 100 - a, ...(Number.isInteger(100 / a) ? [100 / a] : [])] : [a], all: [] });
   }
   return [...out].map(([written, v]) => ({ written, ...v }));
+}
+
+/** The last question's quantities: every sample of a vote is checked against the same question. */
+let last: { question: string; quantities: ReturnType<typeof quantities> } | undefined;
+function quantitiesOf(question: string): ReturnType<typeof quantities> {
+  if (last?.question !== question) last = { question, quantities: quantities(question) };
+  return last.quantities;
 }
 
 /** The value of an expression of numbers, + - * / and parentheses (undefined when it does not parse). */
@@ -165,13 +178,15 @@ export function checkWork(question: string, work: string): WorkCheck {
     const value = evaluate(left);
     if (value === undefined) continue;
     equations++;
-    if (!holds(value, result[1], left.includes('/'))) falseEquations.push(`${left.replace(/[ \t]+/g, ' ')} = ${result[1]}`);
+    const scale = result[2] ? SCALES[result[2].toLowerCase()] : 1, divides = left.includes('/');
+    if (!holds(value, result[1], divides) && !holds(value / scale, result[1], divides)) falseEquations.push(`${left.replace(/[ \t]+/g, ' ')} = ${result[0].trim()}`);
   }
-  const computing = text.split('\n').filter((line) => line.includes('='));
-  const used = new Set(computing.flatMap(numbersIn));
-  for (const line of computing) for (const m of line.matchAll(FRACTION)) used.add((m[1] === undefined ? 0 : Number(m[1])) + Number(m[2]) / Number(m[3])); // its value
-  const isUsed = (x: number) => used.has(x) || [...used].some((u) => Math.abs(u - x) <= 1e-9 * Math.max(1, Math.abs(x)));
-  const unusedQuantities = quantities(question).filter((q) => !q.as.some(isUsed) && !(q.all.length && q.all.every(isUsed))).map((q) => q.written);
+  const computing = text.split('\n').filter((line) => /[=≈]/.test(line));
+  // Values to 12 significant digits, so that 0.1 + 0.2 is the question's 0.3 (a set: a long work is looked up in linear time).
+  const key = (x: number) => Number(x.toPrecision(12)), used = new Set(computing.flatMap(numbersIn).map(key));
+  for (const line of computing) for (const m of line.matchAll(FRACTION)) used.add(key((m[1] === undefined ? 0 : Number(m[1])) + Number(m[2]) / Number(m[3]))); // its value
+  const isUsed = (x: number) => used.has(key(x));
+  const unusedQuantities = quantitiesOf(question).filter((q) => !q.as.some(isUsed) && !(q.all.length && q.all.every(isUsed))).map((q) => q.written);
   return { equations, falseEquations, unusedQuantities, flaws: falseEquations.length + unusedQuantities.length };
 }
 
