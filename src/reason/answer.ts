@@ -35,7 +35,7 @@ import type { ModelConfig } from '../models/config.ts';
 import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
-import { canStopEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
+import { canStopEarly, decidesEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
 import { checkSample } from './check.ts';
 import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
@@ -606,7 +606,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       signal: opts.signal, onEnd: ended,
       ...(wantHidden ? { onFinish: (i: number, h: Float32Array) => { hidden[i] = h; if (aux.verifier) scores[i] = aux.verifier.score(h); } } : {}),
       afterStep: () => {
-        if (!opts.earlyStop || n < 2) return;
+        if (!opts.earlyStop || n < 2 || !decidesEarly(method)) return; // (no candidates read back every step for nothing)
         const done = seqs.map((s, i) => i).filter((i) => seqs[i].done && seqs[i].finishReason !== 'cancelled');
         const remaining = seqs.filter((s) => !s.done).length;
         if (!remaining || !canStopEarly(method, done.map((i) => candidate(seqs, true, i)), remaining)) return;

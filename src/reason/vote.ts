@@ -103,6 +103,9 @@ export function vote(method: VoteMethod, cands: readonly Candidate[]): VoteResul
   }
 }
 
+/** Whether a vote may be decided before every sample has ended: not best-of-N, nor the checked vote (a later sample may be better). */
+export const decidesEarly = (method: VoteMethod): boolean => method !== 'verifier' && method !== 'checked';
+
 /**
  * Early stop: true when the answer leading among the finished samples can no longer be overtaken, or tied,
  * by the `remaining` unfinished ones, each adding at most weight 1 (exp of a log-probability, a verifier
@@ -110,7 +113,7 @@ export function vote(method: VoteMethod, cands: readonly Candidate[]): VoteResul
  * higher, or have fewer flaws than every voter so far).
  */
 export function canStopEarly(method: VoteMethod, finished: readonly Candidate[], remaining: number): boolean {
-  if (method === 'verifier' || method === 'checked') return remaining === 0;
+  if (!decidesEarly(method)) return remaining === 0;
   const w = [...tally(method, finished).values()].map((e) => e.weight).sort((a, b) => b - a);
   const lead = w[0] ?? 0, second = w[1] ?? 0;
   return lead - second > remaining;
