@@ -10,11 +10,11 @@
  * ("1,200", "$5", "3.5"; not "twice" or "half"); an equation of numbers alone, within one line, not continuing a
  * product or fraction written before it ("9 hours * 2/3 = 6", "27(1/3) = 9", "15 pages x 1/3 = 5") and with a
  * plain number after its "=" (not "= 240g/5", "= 50%", "= 3 1/2", "= 2x"). `×`, `·`, `⋅`, `\times`, `\cdot`, `x`
- * between numbers multiply, `÷` and `\div` divide, `−` and a spaced `–` subtract (an unspaced one is a range). A result is right when it equals the computed value
- * to the decimals it is written with (10 / 3 = 3.33 holds). On GSM8K's 1,319 reference solutions it checks 3,260
- * equations and calls 2 false, both wrong in the reference; 101 of the solutions leave a quantity unused (one the
- * answer does not need, or one used in words): there every candidate that rightly leaves it out carries that flaw,
- * and one that computes with it has one fewer (test/reason.test.ts).
+ * between numbers multiply, `÷` and `\div` divide, `−` and a spaced `–` subtract (an unspaced one is a range). A
+ * result is right when it equals the computed value to the decimals it is written with (10 / 3 = 3.33 holds). On
+ * GSM8K's 1,319 reference solutions it checks 3,260 equations and calls 2 false, both wrong in the reference; 101 of
+ * the solutions leave a quantity unused (one the answer does not need, or one used in words): there every candidate
+ * that rightly leaves it out carries that flaw, and one that computes with it has one fewer (test/reason.test.ts).
  */
 
 export interface WorkCheck {
@@ -24,7 +24,7 @@ export interface WorkCheck {
   falseEquations: string[];
   /**
    * The question's quantities (distinct, as written, in order of appearance: "12", "25%", "1/4") that no line of the
-   * work with an "=" has, in any spelling (25% as 25, 0.25, 1.25, 0.75, 125, 75 or 4; 1/4 as 1/4, 0.25 or 4).
+   * work with an "=" or "≈" has, in any spelling (25% as 25, 0.25, 1.25, 0.75, 125, 75 or 4; 1/4 as 1/4, 0.25 or 4).
    */
   unusedQuantities: string[];
   /** falseEquations + unusedQuantities: the "checked" vote's ranking (fewer is better). */
