@@ -21,6 +21,7 @@ import { Admission } from '../src/server/queue.ts';
 import { onAbort } from '../src/runtime/abort.ts';
 import { getEventListeners } from 'node:events';
 import { reasoningTokens } from '../src/reason/answer.ts';
+import { checkSample } from '../src/reason/check.ts';
 import { promptCharBound } from '../src/server/prompt-bound.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
@@ -715,6 +716,13 @@ test('server: --vote sets the vote of requests that name none; a verifier vote w
   assert.deepEqual(checked.choices.map((x: Loose) => x.message.content), majority.choices.map((x: Loose) => x.message.content), 'same samples');
   const checkedWeights = Object.entries(checked.edgereason.votes as Record<string, number>);
   assert.ok(checkedWeights.length > 0 && checkedWeights.every(([k, v]) => v > 0 && v < majority.edgereason.votes[k]), `checked weights: ${JSON.stringify(checked.edgereason.votes)}`);
+  // Each sample's flaws are reported beside the votes (the samples are the choices here): its thinking and answer checked against the question.
+  assert.deepEqual(checked.edgereason.flaws, checked.choices.map((x: Loose) => checkSample('What is 5 times 6?', { thinking: x.message.reasoning_content, answer: x.message.content }).flaws));
+  assert.equal(majority.edgereason.flaws, undefined, 'no flaws for a vote that does not check');
+  // With edgereason.samples every choice votes over its own samples, and reports their flaws.
+  const perChoice = await create(ask('What is 5 times 6?', { n: 2, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on', samples: 2, vote: 'checked' } }));
+  assert.ok(perChoice.edgereason.choices.every((c: Loose) => Array.isArray(c.flaws) && c.flaws.length === 2 && c.flaws.every((f: unknown) => Number.isInteger(f))), JSON.stringify(perChoice.edgereason.choices));
+  assert.deepEqual(perChoice.edgereason.flaws, perChoice.edgereason.choices[0].flaws);
   const conf = await createServer({ model: fixture.dir, port: 0, ctx: 512, defaultVote: 'confidence' });
   try {
     const c = new OpenAI({ baseURL: `${await conf.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });

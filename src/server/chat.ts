@@ -4,7 +4,8 @@
  *
  * `n` and the reasoning controls:
  * - reasoning on (or auto, and the router picks reasoning): ONE answer() call with `samples = n`, forked from
- *   one prefill; the n samples are the n choices and their vote is reported (`edgereason.votes`, `chosen`).
+ *   one prefill; the n samples are the n choices and their vote is reported (`edgereason.votes`, `chosen`; the
+ *   checked vote's `flaws` per sample).
  * - reasoning off, the base model, or auto routed to the direct answer: n independent answer() calls with seeds
  *   seed, seed+1, … (OpenAI semantics: n choices).
  * - `edgereason.samples = k`: every choice is an answer() call with k voting samples; its content is the voted
@@ -435,6 +436,8 @@ export interface ChoiceOut {
   /** Per-choice vote (edgereason.samples). */
   votes?: Record<string, number>;
   chosen?: number;
+  /** The checked vote's flaws in each of the choice's samples' work (edgereason.samples). */
+  flaws?: number[];
   /** The direct attempt this choice's own call dropped for reasoning (edgereason.samples: each choice is a call). */
   escalation?: AnswerResult['escalation'];
   /** logprobs: the answer's tokens (after the thinking) with their log-probabilities. */
@@ -449,6 +452,8 @@ export interface ChatOutcome {
   escalation?: AnswerResult['escalation'];
   votes?: Record<string, number>;
   chosen?: number;
+  /** The checked vote's flaws in each sample's work (the first call's, as votes). */
+  flaws?: number[];
   winner?: string;
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; completion_tokens_details: { reasoning_tokens: number } };
   ttftMs: number;
@@ -503,7 +508,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       // A choice's tokens leave out a dropped direct attempt, reported beside them (escalated), as in the other mode.
       route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens - (r.escalation?.tokens ?? 0) : s.tokens,
       capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
-      ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen } : {}), ...(perChoice && r.escalation ? { escalation: r.escalation } : {}),
+      ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen, ...flawsOf(r) } : {}), ...(perChoice && r.escalation ? { escalation: r.escalation } : {}),
       ...(plan.logprobs !== undefined && s.tokenIds && s.logprobs ? { logprobs: answerPart(s, answerText) } : {}),
     };
   };
@@ -573,7 +578,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const ttft = Math.min(...results.map((r) => (r as AnswerResult & { startMs: number }).startMs + r.ttftMs));
   return {
     choices, route, ...(routerScore !== undefined ? { routerScore } : {}), ...(primary.escalation ? { escalation: primary.escalation } : {}),
-    ...(primary.votes ? { votes: primary.votes, chosen: primary.chosen } : {}),
+    ...(primary.votes ? { votes: primary.votes, chosen: primary.chosen, ...flawsOf(primary) } : {}),
     ...(primary.winner !== undefined ? { winner: primary.winner } : {}),
     usage: {
       prompt_tokens: primary.usage.promptTokens, completion_tokens: completion, total_tokens: primary.usage.promptTokens + completion,
@@ -591,7 +596,7 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
     ...(out.routerScore !== undefined ? { router_score: out.routerScore } : {}),
     ...(out.escalation ? { escalated: escalated(out.escalation) } : {}),
     reasoning: plan.mode,
-    ...(out.votes ? { votes: out.votes, chosen: out.chosen } : {}),
+    ...(out.votes ? { votes: out.votes, chosen: out.chosen, ...(out.flaws ? { flaws: out.flaws } : {}) } : {}),
     ...(out.winner !== undefined ? { winner: out.winner } : {}),
     // The cap and the budget line apply to the reasoning route only.
     ...(out.route === 'reasoning' && plan.thinkingCap !== undefined ? { thinking_cap: plan.thinkingCap } : {}),
@@ -601,11 +606,14 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
     tokens_per_second: round(out.usage.completion_tokens / Math.max(1e-3, (out.latencyMs - out.ttftMs) / 1000)),
     choices: out.choices.map((c) => ({
       index: c.index, route: c.route, finish: c.finish, tokens: c.tokens, thinking_tokens: c.thinkingTokens, capped: c.capped,
-      ...(c.extracted !== undefined ? { extracted: c.extracted } : {}), ...(c.votes ? { votes: c.votes, chosen: c.chosen } : {}),
+      ...(c.extracted !== undefined ? { extracted: c.extracted } : {}), ...(c.votes ? { votes: c.votes, chosen: c.chosen, ...(c.flaws ? { flaws: c.flaws } : {}) } : {}),
       ...(c.escalation ? { escalated: escalated(c.escalation) } : {}),
     })),
   };
 }
+
+/** The checked vote's flaws of a call's samples (each counted on the reasoning route): none for other votes. */
+const flawsOf = (r: AnswerResult): { flaws?: number[] } => (r.samples.every((s) => s.flaws !== undefined) ? { flaws: r.samples.map((s) => s.flaws!) } : {});
 
 const escalated = (e: NonNullable<AnswerResult['escalation']>) => ({ direct_answer: e.answer, tokens: e.tokens, logprob: Math.round(e.logprob * 1000) / 1000 });
 
