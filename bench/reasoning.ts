@@ -38,7 +38,6 @@ import { answer, prefill, reasoningTokens } from '../src/reason/answer.ts';
 import { LinearProbe, Router, type RouterGate } from '../src/reason/router.ts';
 import { Verifier } from '../src/reason/verifier.ts';
 import { vote, type Candidate } from '../src/reason/vote.ts';
-import { checkSample } from '../src/reason/check.ts';
 import type { AnswerResult, VoteMethod } from '../src/reason/types.ts';
 import { syntheticCases, type EvalCase } from '../src/eval/harness.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
@@ -292,10 +291,10 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
         const one = await answer(model, c.question, { ...gen, reasoning: 'on', task: c.task });
         const greedyHit = isCorrect(c.task, one.answer, c.gold) && one.winner !== undefined;
         if (greedyHit) greedyHits++;
-        const r = await answer(model, c.question, { ...gen, reasoning: 'on', samples: maxN, temperature, topP, minP, seed: seed + 1000 * k, task: c.task }, { verifier });
+        // vote 'checked' only has answer() count each sample's flaws: every vote below is taken here, on the same samples.
+        const r = await answer(model, c.question, { ...gen, reasoning: 'on', samples: maxN, temperature, topP, minP, seed: seed + 1000 * k, task: c.task, vote: 'checked' }, { verifier });
         r.samples.forEach((s) => tokens.push(s.tokens));
-        // The checked vote's flaws as answer() counts them when asked for that vote (the question is the user message).
-        const cands: Candidate[] = r.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore, flaws: checkSample(c.question, s).flaws }));
+        const cands: Candidate[] = r.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore, flaws: s.flaws }));
         for (const m of methods) for (const n of sampleCounts) {
           const chosen = vote(m, cands.slice(0, n)).chosen;
           const hit = isCorrect(c.task, r.samples[chosen].answer, c.gold) && r.samples[chosen].extracted !== undefined;

@@ -430,7 +430,6 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const hidden: (Float32Array | undefined)[] = [], scores: (number | undefined)[] = [];
 
     const early = new Set<number>(), keys: string[] = []; // keys: the answers seen, MATH ones of one value voting together
-    const flawsOf = new WeakMap<Sequence, number>(); // the checked vote's flaws of each ended sample
     // The question the checked vote checks the work against: the last user message (a tool's result may follow it).
     const asked = typeof input === 'string' ? input : [...input].reverse().find((m) => m.role === 'user')?.content ?? '';
     // Only a sample that ended by itself (a stop token or string), with its thinking closed, has an answer to give:
@@ -439,12 +438,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const s = seqs[i], { thinking, answer: a } = split;
       const voting = s.finishReason === 'stop' && (!reasoning || s.answerFrom !== undefined);
       const read = (opts[REPLY_PREFIX] ?? '') + a;
-      // Counted once, when the sample has ended (early stop asks every step).
-      let flaws = flawsOf.get(s);
-      if (method === 'checked' && reasoning && flaws === undefined) {
-        flaws = checkSample(asked, { thinking, answer: a }).flaws;
-        if (s.done) flawsOf.set(s, flaws);
-      }
+      // (Read once, for the result: early stop never asks the checked vote before every sample has ended.)
+      const flaws = method === 'checked' && reasoning ? checkSample(asked, { thinking, answer: a }).flaws : undefined;
       return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws } : { meanLogprob: s.meanLogprob, flaws };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
