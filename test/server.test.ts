@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
+import { Ajv } from 'ajv';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { parseAdapterArg } from '../src/server/models.ts';
 import { planChat, runChat } from '../src/server/chat.ts';
@@ -425,6 +426,23 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
   assert.ok((await create(ask('still alive?', { max_tokens: 3 }))).choices.length === 1);
 });
 
+test('server: response_format — the answer is JSON its schema accepts (after free thinking), as the openai package parses it; streamed as sent whole', async () => {
+  const schema = { type: 'object', properties: { answer: { type: 'integer' }, confident: { type: 'boolean' } }, required: ['answer', 'confident'], additionalProperties: false };
+  const body = { model: 'reasoning', messages: [{ role: 'user', content: 'Tom has 3 apples and buys 4 more. How many apples does he have?' }], max_tokens: 200, temperature: 0, seed: 1,
+    response_format: { type: 'json_schema', json_schema: { name: 'count', schema, strict: true } }, edgereason: { reasoning: 'on' } };
+  const r = await client.chat.completions.parse(body as any) as unknown as Loose, msg = r.choices[0].message;
+  assert.equal(r.choices[0].finish_reason, 'stop');
+  assert.ok(msg.reasoning_content.length > 0, 'the thinking is not held to the JSON');
+  assert.deepEqual(msg.parsed, JSON.parse(msg.content));
+  assert.ok(new Ajv().validate(schema, msg.parsed), msg.content);
+  assert.equal((await streamed(body)).content[0], msg.content);
+  // json_object: an object; several samples vote on the value (keys sorted).
+  const v = await create({ ...body, response_format: { type: 'json_object' }, edgereason: { reasoning: 'on', samples: 3 }, temperature: 0.8, seed: 2 });
+  const c = v.choices[0];
+  if (c.finish_reason === 'stop') assert.equal(typeof JSON.parse(c.message.content), 'object');
+  assert.ok(Object.keys(v.edgereason.votes).every((k) => JSON.stringify(JSON.parse(k)) === k), JSON.stringify(v.edgereason.votes));
+});
+
 test('server: OpenAI options edgereason cannot honour are refused naming the parameter; unknown fields too; harmless ones pass', async () => {
   const unsupported = (param: string, what: string) => `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`;
   const noTools = (param: string) => `Unsupported value: '${param}': the chat template of the model 'reasoning' does not write tool calls in a format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do; or the call's JSON, {"name": …, "parameters": …}, as Llama 3.1's to 3.3's do).`;
@@ -437,8 +455,12 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ tools: [{ type: 'function', function: { name: 'get weather' } }] }, 'tools[0].function.name', `Invalid value for 'tools[0].function.name': must match pattern "^[a-zA-Z0-9_-]+$", got "get weather".`, 'invalid_value'],
     [{ functions: [{ name: 'f', parameters: {} }] }, 'functions', unsupported('functions', '(function calling)'), 'unsupported_parameter'],
     [{ function_call: { name: 'f' } }, 'function_call', unsupported('function_call', '(function calling)'), 'unsupported_parameter'],
-    [{ response_format: { type: 'json_object' } }, 'response_format.type', `Unsupported value: 'response_format.type' "json_object" (structured output) is not supported by edgereason; only "text" is.`, 'unsupported_value'],
-    [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }, 'response_format.type', `Unsupported value: 'response_format.type' "json_schema" (structured output) is not supported by edgereason; only "text" is.`, 'unsupported_value'],
+    [{ response_format: { type: 'json' } }, 'response_format.type', `Invalid value for 'response_format.type': must be one of "text", "json_object", "json_schema", got "json".`, 'invalid_value'],
+    [{ response_format: { type: 'json_schema' } }, 'response_format.json_schema', "Missing required parameter: 'response_format.json_schema'.", 'missing_required_parameter'],
+    [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { email: { type: 'string', format: 'email' } } } } } }, 'response_format.json_schema.schema',
+      'response_format.json_schema.schema.properties.email: the keyword "format" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength', 'invalid_value'],
+    [{ response_format: { type: 'json_object' }, continue_final_message: true, add_generation_prompt: false, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: '{' }] }, 'response_format',
+      "Unsupported value: 'response_format' json_object with 'continue_final_message' is not supported by edgereason (the message continued is not held to the JSON).", 'unsupported_value'],
     [{ presence_penalty: 0.5 }, 'presence_penalty', unsupported('presence_penalty', '0.5 (only 0)'), 'unsupported_parameter'],
     [{ frequency_penalty: -1 }, 'frequency_penalty', unsupported('frequency_penalty', '-1 (only 0)'), 'unsupported_parameter'],
     [{ logit_bias: { 50: -100 } }, 'logit_bias', unsupported('logit_bias', '(token biases)'), 'unsupported_parameter'],

@@ -40,6 +40,7 @@ import { checkSample } from './check.ts';
 import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
+import { jsonConstraint, jsonKey } from '../runtime/json-constraint.ts';
 
 export const THINK_OPEN = '<think>';
 export const THINK_CLOSE = '</think>';
@@ -334,7 +335,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -351,7 +352,7 @@ const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vo
 export const PROMPT_IDS: unique symbol = Symbol('edgereason.promptIds');
 /** Text the prompt ends with that begins every reply (the server's forced tool call, or the message continue_final_message continues): answers are read, and vote, with it. */
 export const REPLY_PREFIX: unique symbol = Symbol('edgereason.replyPrefix');
-/** Constrained decoding of a direct answer (GenerateOptions.allowedNext): the server's "required" tool call names one of its tools. */
+/** Constrained decoding of the answer (GenerateOptions.allowedNext): the server's "required" tool call names one of its tools. */
 export const ALLOWED_NEXT: unique symbol = Symbol('edgereason.allowedNext');
 
 export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext'] } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
@@ -416,10 +417,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const limit = opts.maxTokens ?? 512; // generated tokens per sample
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
+  if (opts.json !== undefined && opts.json !== true && (!opts.json || typeof opts.json !== 'object' || Array.isArray(opts.json))) throw new Error(`answer: json must be true (any JSON object) or a JSON schema (an object), got ${shown(opts.json)}`);
+  // One tracker per call: its samples share the machine states of their common prefixes.
+  const allowedNext = opts.json !== undefined ? jsonConstraint(tok, opts.json, 'answer: json').tracker() : opts[ALLOWED_NEXT];
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({
     temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop,
-    ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}), ...(route === 'direct' && opts[ALLOWED_NEXT] ? { allowedNext: opts[ALLOWED_NEXT] } : {}),
+    ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}), ...(allowedNext ? { allowedNext } : {}),
   });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
@@ -440,7 +444,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const read = (opts[REPLY_PREFIX] ?? '') + a;
       // (Read once, for the result: early stop never asks the checked vote before every sample has ended.)
       const flaws = method === 'checked' && reasoning ? checkSample(asked, { thinking, answer: a }).flaws : undefined;
-      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws } : { meanLogprob: s.meanLogprob, flaws };
+      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : opts.json !== undefined ? jsonKey(read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws } : { meanLogprob: s.meanLogprob, flaws };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
       const splits = seqs.map((s) => splitText(s, reasoning, model)), cands = seqs.map((_, i) => candidate(seqs, reasoning, i, splits[i]));

@@ -83,6 +83,12 @@ export interface AnswerOptions extends SamplingParams {
    * Routing, the gate, budgets, the thinking cap, samples and votes work as with an adapter.
    */
   nativeThinking?: boolean;
+  /**
+   * The answer is JSON (constrained decoding; the thinking before it is free): true for any JSON object (OpenAI's
+   * response_format "json_object"), or a JSON schema it follows (the subset JsonConstraint documents; others are
+   * refused by name). Several samples vote with the parsed value.
+   */
+  json?: true | Record<string, unknown>;
 }
 
 export interface SampleResult {

@@ -39,10 +39,11 @@ export interface GenerateOptions extends SamplingParams {
   /** The sequence starts inside a thinking segment (its prompt ends with the invocation, e.g. "<think>"). */
   thinking?: ThinkingOptions;
   /**
-   * Constrained decoding: given the tokens generated so far, the only tokens the next one may be (undefined: any).
-   * Called in this thread before each step (see toolNameConstraint).
+   * Constrained decoding of the answer: given its tokens so far (those after a thinking segment, which is never
+   * constrained), the only tokens the next one may be (undefined: any). Called in this thread before each step (see
+   * toolNameConstraint, JsonConstraint).
    */
-  allowedNext?: (tokens: readonly number[]) => readonly number[] | undefined;
+  allowedNext?: (tokens: readonly number[]) => ArrayLike<number> | undefined;
 }
 
 /**
@@ -170,7 +171,8 @@ export class Sequence {
 
   /** Parameters (with this sequence's next random draw, and the ids a repetition penalty applies to) for the engine's sampler. */
   sampling(): RowSampling {
-    const { temperature, topK, topP, minP, repetitionPenalty, topLogprobs } = this.opts, allow = this.opts.allowedNext?.(this.tokens);
+    const { temperature, topK, topP, minP, repetitionPenalty, topLogprobs } = this.opts, from = this.answerFrom;
+    const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens);
     const p: RowSampling = { temperature, topK, topP, minP, u: this.random(), ...(topLogprobs ? { topLogprobs } : {}), ...(allow ? { allow } : {}) };
     if (!this.seen) return p;
     for (; this.seenUpTo < this.tokens.length; this.seenUpTo++) { // the output so far, forced tokens too (they are in the context)

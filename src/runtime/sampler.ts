@@ -24,7 +24,7 @@ export interface SamplingParams {
  * What the engine's sampler takes per row: the parameters, the row's random draw, the ids the penalty applies to, and
  * (`allow`) the only tokens it may draw at this step (constrained decoding: the log-probabilities reported stay the model's).
  */
-export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: readonly number[] };
+export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: ArrayLike<number> };
 
 /** A token and its log-probability. */
 export type TokenLogprob = [token: number, logprob: number];
@@ -56,7 +56,7 @@ let scratchL = new Float32Array(0), scratchA = new Float32Array(0);
  * the distinct token ids the repetition penalty applies to (the logits themselves are left as they are). `allow`:
  * the only tokens the draw may pick (see RowSampling).
  */
-export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: readonly number[]): Sampled {
+export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: ArrayLike<number>): Sampled {
   const rp = params.repetitionPenalty, penalised = rp !== undefined && rp !== 1 && !!seen?.length;
   if (penalised) {
     if (scratchL.length < logits.length) scratchL = new Float32Array(logits.length);
@@ -70,7 +70,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   if (allow) { // every other token at -Infinity for the draw
     if (scratchA.length < logits.length) scratchA = new Float32Array(logits.length);
     const only = scratchA.subarray(0, logits.length).fill(-Infinity);
-    for (const t of allow) only[t] = logits[t];
+    for (let i = 0; i < allow.length; i++) only[allow[i]] = logits[allow[i]];
     logits = only;
   }
   const V = logits.length, temp = params.temperature ?? 0, k = params.topK && params.topK > 0 ? Math.min(params.topK, V) : 0; // more than the vocabulary keeps all of it

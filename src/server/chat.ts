@@ -42,6 +42,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
+import { jsonConstraint } from '../runtime/json-constraint.ts';
 import { jsonDepth, jsonObject, templateFor, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { textOffsets, type TokenLogprobs } from './logprobs.ts';
@@ -296,6 +297,18 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // "required" with several tools: the model writes the name, held to the tools' names (OpenAI's "required" calls one of them).
     if (named === undefined) nameOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
   }
+  // Structured output: the answer (after any thinking) is held to JSON by constrained decoding.
+  const responseFormat = req.response_format?.type ?? 'text';
+  let json: AnswerOptions['json'];
+  if (responseFormat !== 'text') {
+    if (responseFormat === 'json_schema' && !req.response_format!.json_schema) throw new ApiError(400, "Missing required parameter: 'response_format.json_schema'.", 'response_format.json_schema', 'invalid_request_error', 'missing_required_parameter');
+    if (tools) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'tools' is not supported by edgereason: the JSON constraint would keep the model from writing a tool call (send tool_choice "none", or leave out one of them).`, 'response_format', 'invalid_request_error', 'unsupported_value');
+    if (cont) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'continue_final_message' is not supported by edgereason (the message continued is not held to the JSON).`, 'response_format', 'invalid_request_error', 'unsupported_value');
+    json = responseFormat === 'json_object' ? true : req.response_format!.json_schema!.schema ?? {};
+    const where = 'response_format.json_schema.schema';
+    // (Made here to refuse a schema it cannot hold to; answer() finds it made.) The error names the schema's path.
+    try { jsonConstraint(m.model.tokenizer, json, where); } catch (e) { throw new ApiError(400, (e as Error).message, where, 'invalid_request_error', 'invalid_value'); }
+  }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
   const budgetAsked = cap !== undefined;
 
@@ -403,6 +416,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     ...(ext.early_stop ? { earlyStop: true } : {}),
     ...(kwargs ? { chatTemplateKwargs: kwargs } : {}),
     nativeThinking: native && prefix === undefined && !cont, // a begun reply's prompt holds its empty thinking block already
+    ...(json !== undefined ? { json } : {}),
   };
   return {
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,

