@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
 import { answer, answerTemperature, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
@@ -12,6 +12,8 @@ import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 import { dimmer } from '../train/progress.ts';
+import { compileJsonSchema } from '../runtime/json-constraint.ts';
+import { shown } from '../show.ts';
 
 /** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
 export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}, between its tags`;
@@ -45,6 +47,7 @@ export function answerCommand(program: Command): void {
     .option('--task <task>', `how answers are read for votes: ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
     .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'))
     .action(async (o, cmd: Command) => {
@@ -113,7 +116,7 @@ export function answerCommand(program: Command): void {
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
           temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, seed,
           task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
-          ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
+          ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}), ...(o.responseFormat !== undefined ? { json: o.responseFormat } : {}),
           onRoute: (route, score) => { logRoute(route, score); if (route === 'reasoning') { out.write(dim('<think>\n')); phase = 'thinking'; } },
           onText: (sample, ph, piece) => {
             if (sample !== 0) return;
@@ -163,4 +166,16 @@ export function answerCommand(program: Command): void {
         await model.close();
       }
     });
+}
+
+/** --response-format: json_object, a JSON schema inline, or @file with one; the schema is checked here, naming the flag (and file). */
+function responseFormatArg(v: string): true | Record<string, unknown> {
+  if (v === 'json_object') return true;
+  const file = v.startsWith('@') ? v.slice(1) : undefined, where = file ? `--response-format ${file}` : '--response-format';
+  let text = v, schema: unknown;
+  if (file !== undefined) try { text = fs.readFileSync(file, 'utf8'); } catch (e) { throw new InvalidArgumentError(`${where}: cannot read the schema file (${(e as Error).message})`); }
+  try { schema = JSON.parse(text); } catch (e) { throw new InvalidArgumentError(`${where} must be json_object, a JSON schema or @file.json holding one; ${file ? 'the file is not JSON' : `got ${shown(v)}`} (${(e as Error).message})`); }
+  if (!schema || typeof schema !== 'object' || Array.isArray(schema)) throw new InvalidArgumentError(`${where} must be json_object or a JSON schema (an object), got ${shown(schema)}`);
+  try { compileJsonSchema(schema as Record<string, unknown>, where); } catch (e) { throw new InvalidArgumentError((e as Error).message); }
+  return schema as Record<string, unknown>;
 }
