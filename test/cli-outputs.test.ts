@@ -806,6 +806,20 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
     ['edgereason: answer: --max-thinking-tokens 26 leaves no room for the answer within --max-tokens 30: closing the thinking takes 4 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
 });
 
+test('answer --response-format: the answer is JSON the schema file accepts; a schema it cannot hold to, a missing file and bad JSON are named before the model loads', () => {
+  const schemaFile = at('answer-schema.json');
+  const schema = { type: 'object', properties: { dollars: { type: 'integer' }, sure: { type: 'boolean' } }, required: ['dollars', 'sure'] };
+  fs.writeFileSync(schemaFile, JSON.stringify(schema));
+  const r = cli(['answer', '--model', 'models/default', '--question', 'Zoe has 7 dollars. How many dollars does Zoe have?', '--reasoning', 'off', '--response-format', `@${schemaFile}`, '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const value = JSON.parse(JSON.parse(r.stdout).answer);
+  assert.deepEqual([Object.keys(value), Number.isInteger(value.dollars), typeof value.sure], [['dollars', 'sure'], true, 'boolean']);
+  const refused = (arg: string) => { const x = cli(['answer', '--model', 'models/default', '--question', 'x', '--response-format', arg]); return [x.status, x.stderr.trim().split('\n')[0]]; };
+  assert.deepEqual(refused('{"type": "string", "format": "email"}'), [1, `error: option '--response-format <format>' argument '{"type": "string", "format": "email"}' is invalid. --response-format: the keyword "format" is not supported by edgereason's constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength`]);
+  assert.deepEqual(refused(`@${at('none.json')}`), [1, `error: option '--response-format <format>' argument '@${at('none.json')}' is invalid. --response-format ${at('none.json')}: cannot read the schema file (ENOENT: no such file or directory, open '${at('none.json')}')`]);
+  assert.deepEqual(refused('json'), [1, `error: option '--response-format <format>' argument 'json' is invalid. --response-format must be json_object, a JSON schema or @file.json holding one; got "json" (Unexpected token 'j', "json" is not valid JSON)`]);
+});
+
 test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named; answer --budget with an adapter that was not budget-trained is noted', () => {
   const gen = (...extra: string[]) => cli(['generate', '--model', 'models/default', '--prompt', 'What is the capital of Vorland?', '--max-tokens', '4', '--stats', ...extra]);
   const promptTokens = (r: ReturnType<typeof cli>) => Number(/^prompt (\d+) tokens/m.exec(r.stderr)?.[1]);
