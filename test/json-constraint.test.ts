@@ -74,6 +74,22 @@ test('json constraint: the machine takes JSON the schema allows, and only that',
     [{ type: 'object', additionalProperties: { type: 'number' } }, '{"x": "1"}', 'no'],
     [{ type: 'object', additionalProperties: false }, '{}', 'whole'],
     [{ type: 'object', additionalProperties: false }, '{"a"', 'no'],
+    // Found by a review: non-ASCII literals and keys are read as UTF-8; alternatives that differ only in their bounds
+    // stay apart; a number never ends where no digit fits; enum beside other keywords keeps the values they allow; an
+    // escaped surrogate pair is one character.
+    [{ enum: ['é'] }, '"é"', 'whole'],
+    [{ type: 'object', properties: { é: { type: 'integer' } }, required: ['é'] }, '{"é": 1}', 'whole'],
+    [{ anyOf: [{ type: 'string', maxLength: 2 }, { type: 'string' }] }, '"abc"', 'whole'],
+    [{ anyOf: [{ type: 'string', minLength: 5 }, { type: 'string', minLength: 2 }] }, '"ab"', 'whole'],
+    [true, `{"n": ${'1'.repeat(22)}.`, 'prefix'],
+    [true, `{"n": ${'1'.repeat(23)}.`, 'no'],
+    [true, `{"n": ${'1'.repeat(22)}e+`, 'no'],
+    [{ type: 'string', enum: ['a', 1] }, '1', 'no'],
+    [{ type: 'string', enum: ['a', 1] }, '"a"', 'whole'],
+    [{ type: 'string', maxLength: 1, enum: ['ab', 'c'] }, '"ab"', 'no'],
+    [{ type: 'string', minLength: 2 }, '"\\ud83d\\ude00"', 'no'],
+    [{ type: 'string', maxLength: 1 }, '"\\ud83d\\ude00"', 'whole'],
+    [{ type: 'string', maxLength: 1 }, '"\\ud83d\\n"', 'no'],
   ];
   for (const [schema, text, want] of cases) {
     assert.equal(read(schema, text), want, `${JSON.stringify(schema).slice(0, 60)} ${JSON.stringify(text)}`);
@@ -86,6 +102,12 @@ test('json constraint: the machine takes JSON the schema allows, and only that',
   assert.equal(c.stateAfter([...Buffer.from('{"a": "'), 0xff]), undefined);
   assert.equal(c.stateAfter([...Buffer.from('{"a": "'), 0xc3]) !== undefined, true);
   assert.equal(c.stateAfter([...Buffer.from('{"a": "'), 0xc3, 0x22]), undefined); // a quote where a continuation byte must come
+  assert.equal(c.stateAfter([...Buffer.from('{"a": "'), 0xed, 0xa0]), undefined); // an encoded surrogate (not UTF-8)
+  assert.equal(new JsonConstraint(bytes, { enum: ['é'] }).stateAfter([0x22, 0xe9]), undefined); // é's code unit as a raw byte
+  // A vocabulary with a 200-byte token: string bounds far apart must not be taken for the same state.
+  const long = { ...bytes, vocabSize: 258, tokenBytes: (id: number) => (id === 257 ? Buffer.alloc(200, 'a') : Uint8Array.of(id)) };
+  const wide = new JsonConstraint(long, { anyOf: [{ type: 'string', maxLength: 300 }, { type: 'string' }] });
+  assert.ok(wide.stateAfter([0x22, 257, 257]) !== undefined, '401 characters: the unbounded alternative');
   assert.equal(jsonKey('{"b": [1, {"d": 1, "c": 2}], "a": null}'), '{"a":null,"b":[1,{"c":2,"d":1}]}');
   assert.equal(jsonKey('{"a": '), undefined);
 });
@@ -102,6 +124,7 @@ test('json constraint: schemas it cannot hold to are refused naming the keyword 
     [{ type: 'string', minLength: 3, maxLength: 2 }, 'schema: minLength 3 is more than maxLength 2'],
     [{ type: 'array', items: 'number' }, 'schema.items must be a JSON schema (an object), got "number"'],
     [{ type: 'string', maxLength: -1 }, 'schema.maxLength must be a non-negative integer, got -1'],
+    [{ type: 'integer', enum: ['a', 1.5] }, 'schema: no value of its enum fits its other keywords'],
   ];
   for (const [schema, message] of cases) assert.throws(() => compileJsonSchema(schema as JsonSchema), { message }, JSON.stringify(schema));
 });

@@ -7,7 +7,7 @@
  *
  * The schema subset: type (one or a list), properties / required (written in the order given; additional keys are
  * never written), additionalProperties (for objects without properties), items / minItems / maxItems, enum /
- * const, anyOf, minLength / maxLength, $ref into $defs or definitions (recursion too). Annotations (title,
+ * const (written compactly; beside other keywords, the values those allow), anyOf, minLength / maxLength, $ref into $defs or definitions (recursion too). Annotations (title,
  * description, default, examples, $schema, $id, $comment) are ignored; any other keyword is refused by name, since
  * the output could break it. Whitespace is bounded: at most 4 bytes before the value (a thinking model's answer
  * opens with "\n\n"), none after it, and between two of its tokens none, one space, or a line break and up to 20
@@ -44,6 +44,8 @@ const LEAD_MAX = 4, INDENT_MAX = 20, NUM_MAX = 24;
 const ANY: Node = { t: 'any', id: -1 }, ANY_OBJECT: Node = { t: 'object', id: -2, extra: ANY };
 const ANY_VALUES: Node[] = [ANY_OBJECT, { t: 'array', id: -3, items: ANY, min: 0, max: Infinity }, { t: 'string', id: -4, min: 0, max: Infinity },
   { t: 'number', id: -5, integer: false }, { t: 'literal', id: -6, texts: ['true', 'false', 'null'] }];
+/** A key of an object without properties. */
+const KEY: Extract<Node, { t: 'string' }> = { t: 'string', id: -7, min: 0, max: Infinity };
 
 /** Compiles a schema into the machine's nodes; throws naming the schema path (`where`) of what it cannot hold to. */
 export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
@@ -99,7 +101,13 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
     if (s.enum !== undefined || s.const !== undefined) {
       const values = s.const !== undefined ? [s.const] : s.enum;
       if (!Array.isArray(values) || !values.length) throw new Error(`${at}.enum must be a non-empty list, got ${shown(s.enum)}`);
-      return { t: 'literal', texts: [...new Set(values.map((v) => JSON.stringify(v)))] };
+      const texts = [...new Set(values.map((v) => bytesText(JSON.stringify(v))))];
+      // Beside other keywords (type, maxLength, ...): the values those allow (as the machine reads them, written compactly).
+      const rest = Object.fromEntries(Object.entries(s).filter(([k]) => k !== 'enum' && k !== 'const' && !ANNOTATIONS.includes(k)));
+      if (!Object.keys(rest).length) return { t: 'literal', texts };
+      const other = compile(rest, at), kept = texts.filter((t) => accepts(other, t));
+      if (!kept.length) throw new Error(`${at}: no value of its ${s.const !== undefined ? 'const' : 'enum'} fits its other keywords`);
+      return { t: 'literal', texts: kept };
     }
     const types = s.type === undefined ? TYPES : Array.isArray(s.type) ? s.type : [s.type];
     if (!types.length) throw new Error(`${at}.type must name a type, got []`);
@@ -113,7 +121,7 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
         const ap = s.additionalProperties;
         const extra = ap === false ? null : ap === undefined || ap === true ? ANY : compile(ap, `${at}.additionalProperties`);
         alts.push(props && Object.keys(props).length
-          ? { t: 'object', props: Object.entries(props as Record<string, unknown>).map(([k, v]) => ({ key: JSON.stringify(k).slice(1), node: compile(v, `${at}.properties.${k}`), required: required.includes(k) })), extra: null }
+          ? { t: 'object', props: Object.entries(props as Record<string, unknown>).map(([k, v]) => ({ key: bytesText(JSON.stringify(k).slice(1)), node: compile(v, `${at}.properties.${k}`), required: required.includes(k) })), extra: null }
           : { t: 'object', extra });
       } else if (t === 'array') {
         const min = count(s, 'minItems', at, 0), max = count(s, 'maxItems', at, Infinity);
@@ -138,6 +146,16 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
   return schema === true ? ANY_OBJECT : compile(schema, where);
 }
 
+/** A text's UTF-8 bytes as a latin-1 string (one character per byte), as the machine reads it. */
+const bytesText = (t: string): string => Buffer.from(t, 'utf8').toString('latin1');
+
+/** Whether `text` (bytesText) is a whole value of `n`. */
+function accepts(n: Node, text: string): boolean {
+  let stacks: Stack[] = [push({ k: 'val', n, ws: 0 }, push({ k: 'root' }, null))];
+  for (let i = 0; i < text.length && stacks.length; i++) stacks = feedAll(stacks, text.charCodeAt(i));
+  return stacks.some(ends);
+}
+
 // ---- The machine: a stack of frames (linked, shared between configurations); a state is a set of configurations.
 
 type Frame =
@@ -145,28 +163,35 @@ type Frame =
   | { k: 'val'; n: Node; ws: number }
   | { k: 'lit'; rest: string }
   | { k: 'num'; ph: number; integer: boolean; len: number }
-  /** esc: 1 after a backslash, 2–5 hex digits of \u to go; cont: UTF-8 continuation bytes to go; len: characters. */
-  | { k: 'str'; esc: number; cont: number; len: number; min: number; max: number }
+  /**
+   * id: the string's node; esc: 1 after a backslash, 2–5 hex digits of \u to go (u: their value so far); pair: the last
+   * character was a high surrogate's \u escape (a low one after it completes one character); cont: UTF-8 continuation
+   * bytes to go, lead: the first byte while the second is to come; len: characters (code points, as JSON schema counts).
+   */
+  | { k: 'str'; id: number; esc: number; u: number; pair: boolean; cont: number; lead: number; len: number; min: number; max: number }
   /** ph: 0 after "{", 1 after ",", 2 after a key (":" next), 3 after a value ("," or "}" next); i: the next property. */
   | { k: 'obj'; n: Extract<Node, { t: 'object' }>; ph: number; i: number; ws: number }
   /** ph: 0 after "[", 1 after a value, 2 after ",". */
   | { k: 'arr'; n: Extract<Node, { t: 'array' }>; ph: number; count: number; ws: number };
 
-interface Stack { f: Frame; up: Stack | null; key?: string }
+/** key: exact (which configurations are the same); near: what the next token can tell apart (the allowed lists' cache). */
+interface Stack { f: Frame; up: Stack | null; key?: string; near?: string }
 
 const frameKey = (f: Frame, clamp: number): string => {
   switch (f.k) {
     case 'root': return 'R';
     case 'val': return `v${f.n.id},${f.ws}`;
-    case 'lit': return `l${f.rest}`;
+    case 'lit': return `l${JSON.stringify(f.rest)}`;
     case 'num': return `n${f.ph},${+f.integer},${f.len}`;
     // Only what the next token (at most `clamp` bytes) can reach matters: the room left to maxLength and to minLength.
-    case 'str': return `s${f.esc},${f.cont},${Math.min(clamp, f.max - f.len)},${Math.max(0, Math.min(clamp, f.min - f.len))}`;
+    case 'str': return `s${f.id},${f.esc},${f.u},${+f.pair},${f.cont},${f.lead},${Math.min(clamp, f.max - f.len)},${Math.max(0, Math.min(clamp, f.min - f.len))}`;
     case 'obj': return `o${f.n.id},${f.ph},${f.i},${f.ws}`;
     case 'arr': return `a${f.n.id},${f.ph},${Math.min(f.count, f.n.min)},${f.n.max - f.count > clamp ? 'm' : f.n.max - f.count},${f.ws}`;
   }
 };
 const push = (f: Frame, up: Stack | null): Stack => ({ f, up });
+/** Whether the value is complete here: nothing left but the root (a number at the top level may end with the text). */
+const ends = (x: Stack): boolean => x.f.k === 'root' || (x.f.k === 'num' && [1, 2, 4, 7].includes(x.f.ph) && ends(x.up!));
 /**
  * Whitespace between two tokens of the JSON: none, one space, or a line break and at most INDENT_MAX spaces or tabs.
  * `ws` is the gap so far (0 none, 1 a space, 2 + n a line break and n blanks); −1: `b` cannot extend it.
@@ -187,24 +212,37 @@ function feed(s: Stack, b: number, out: Stack[]): void {
       return;
     case 'str': {
       if (f.esc === 1) { // after a backslash
-        if ('"\\/bfnrt'.includes(String.fromCharCode(b))) out.push(push({ ...f, esc: 0, len: f.len + 1 }, up));
-        else if (b === 0x75) out.push(push({ ...f, esc: 5 }, up)); // \u and four hex digits
+        if ('"\\/bfnrt'.includes(String.fromCharCode(b))) { if (f.len < f.max) out.push(push({ ...f, esc: 0, pair: false, len: f.len + 1 }, up)); }
+        else if (b === 0x75) out.push(push({ ...f, esc: 5, u: 0 }, up)); // \u and four hex digits
         return;
       }
       if (f.esc > 1) {
-        if (HEX.test(String.fromCharCode(b))) out.push(push(f.esc === 2 ? { ...f, esc: 0, len: f.len + 1 } : { ...f, esc: f.esc - 1 }, up));
+        if (!HEX.test(String.fromCharCode(b))) return;
+        const u = f.u * 16 + parseInt(String.fromCharCode(b), 16), scale = 16 ** (f.esc - 2);
+        // At maxLength only a low surrogate joining the pair fits: the digits must still be able to make one.
+        if (f.len >= f.max && (u * scale > 0xdfff || (u + 1) * scale - 1 < 0xdc00)) return;
+        if (f.esc > 2) { out.push(push({ ...f, esc: f.esc - 1, u }, up)); return; }
+        const low = u >= 0xdc00 && u <= 0xdfff, joins = f.pair && low; // a surrogate pair is one character
+        out.push(push({ ...f, esc: 0, u: 0, pair: !joins && u >= 0xd800 && u <= 0xdbff, len: f.len + (joins ? 0 : 1) }, up));
         return;
       }
-      // Valid UTF-8 only: a continuation byte (10xxxxxx) where its character's first byte asked for one.
-      if (f.cont) { if (b >= 0x80 && b < 0xc0) out.push(push({ ...f, cont: f.cont - 1 }, up)); return; }
+      // Valid UTF-8 only: continuation bytes (10xxxxxx) where the first byte asked for them, the second in the range that
+      // keeps out overlong forms, surrogates and code points past U+10FFFF.
+      if (f.cont) {
+        const [lo, hi] = f.lead === 0xe0 ? [0xa0, 0xbf] : f.lead === 0xed ? [0x80, 0x9f] : f.lead === 0xf0 ? [0x90, 0xbf] : f.lead === 0xf4 ? [0x80, 0x8f] : [0x80, 0xbf];
+        if (b >= lo && b <= hi) out.push(push({ ...f, cont: f.cont - 1, lead: 0 }, up));
+        return;
+      }
       if (b === 0x22) { if (f.len >= f.min) out.push(up!); return; }
+      // (A low surrogate's escape may still join a high one at maxLength: it adds no character.)
+      if (b === 0x5c && (f.len < f.max || f.pair)) { out.push(push({ ...f, esc: 1 }, up)); return; }
       if (b < 0x20 || (b >= 0x80 && b < 0xc2) || b > 0xf4 || f.len >= f.max) return;
-      if (b === 0x5c) { out.push(push({ ...f, esc: 1 }, up)); return; }
-      out.push(push({ ...f, len: f.len + 1, cont: b < 0x80 ? 0 : b < 0xe0 ? 1 : b < 0xf0 ? 2 : 3 }, up));
+      out.push(push({ ...f, len: f.len + 1, pair: false, cont: b < 0x80 ? 0 : b < 0xe0 ? 1 : b < 0xf0 ? 2 : 3, lead: b < 0x80 ? 0 : b }, up));
       return;
     }
     case 'num': {
-      const { ph, integer, len } = f, next = (p: number) => { if (len < NUM_MAX) out.push(push({ k: 'num', ph: p, integer, len: len + 1 }, up)); };
+      // A "." "e" or sign must be followed by a digit: taken only where one still fits within NUM_MAX.
+      const { ph, integer, len } = f, next = (p: number) => { if (len + (p === 3 || p === 5 || p === 6 ? 2 : 1) <= NUM_MAX) out.push(push({ k: 'num', ph: p, integer, len: len + 1 }, up)); };
       if (isDigit(b)) {
         if (ph === 0) return next(b === 0x30 ? 1 : 2);
         if (ph === 2 || ph === 4 || ph === 7) return next(ph);
@@ -235,7 +273,7 @@ function feed(s: Stack, b: number, out: Stack[]): void {
             out.push(push({ k: 'lit', rest: props[j].key }, push({ k: 'obj', n, ph: 2, i: j + 1, ws: 0 }, up)));
             if (props[j].required) break; // a required property cannot be skipped
           }
-        } else if (n.extra) out.push(push({ k: 'str', esc: 0, cont: 0, len: 0, min: 0, max: Infinity }, push({ k: 'obj', n, ph: 2, i, ws: 0 }, up)));
+        } else if (n.extra) out.push(push(openString(KEY), push({ k: 'obj', n, ph: 2, i, ws: 0 }, up)));
         return;
       }
       if (ph === 2) {
@@ -262,6 +300,7 @@ function feed(s: Stack, b: number, out: Stack[]): void {
   }
 }
 
+const openString = (n: Extract<Node, { t: 'string' }>): Frame => ({ k: 'str', id: n.id, esc: 0, u: 0, pair: false, cont: 0, lead: 0, len: 0, min: n.min, max: n.max });
 /** A value of `n` begun with byte `b`, its parent `up` already in its after-value state. */
 function start(n: Node, b: number, up: Stack, out: Stack[]): void {
   switch (n.t) {
@@ -271,7 +310,7 @@ function start(n: Node, b: number, up: Stack, out: Stack[]): void {
       return;
     case 'object': if (b === 0x7b) out.push(push({ k: 'obj', n, ph: 0, i: 0, ws: 0 }, up)); return;
     case 'array': if (b === 0x5b) out.push(push({ k: 'arr', n, ph: 0, count: 0, ws: 0 }, up)); return;
-    case 'string': if (b === 0x22) out.push(push({ k: 'str', esc: 0, cont: 0, len: 0, min: n.min, max: n.max }, up)); return;
+    case 'string': if (b === 0x22) out.push(push(openString(n), up)); return;
     case 'number': if (b === 0x2d || isDigit(b)) out.push(push({ k: 'num', ph: b === 0x2d ? 0 : b === 0x30 ? 1 : 2, integer: n.integer, len: 1 }, up)); return;
     case 'any': for (const o of ANY_VALUES) start(o, b, up, out); return;
   }
@@ -280,11 +319,13 @@ function start(n: Node, b: number, up: Stack, out: Stack[]): void {
 /** A machine state: its configurations (deduplicated) and its key. */
 export interface JsonState { readonly stacks: readonly Stack[]; readonly key: string }
 
-const stackKey = (s: Stack, clamp: number): string => (s.key ??= frameKey(s.f, clamp) + (s.up ? `|${stackKey(s.up, clamp)}` : ''));
+const exactKey = (s: Stack): string => (s.key ??= frameKey(s.f, Infinity) + (s.up ? `|${exactKey(s.up)}` : ''));
+const nearKey = (s: Stack, clamp: number): string => (s.near ??= frameKey(s.f, clamp) + (s.up ? `|${nearKey(s.up, clamp)}` : ''));
 function state(stacks: Stack[], clamp: number): JsonState {
   const byKey = new Map<string, Stack>();
-  for (const s of stacks) { const k = stackKey(s, clamp); if (!byKey.has(k)) byKey.set(k, s); }
-  return { stacks: [...byKey.values()], key: [...byKey.keys()].sort().join(' ') };
+  for (const s of stacks) { const k = exactKey(s); if (!byKey.has(k)) byKey.set(k, s); }
+  const kept = [...byKey.values()];
+  return { stacks: kept, key: [...new Set(kept.map((s) => nearKey(s, clamp)))].sort().join(' ') };
 }
 function feedAll(stacks: readonly Stack[], b: number): Stack[] {
   const out: Stack[] = [];
@@ -387,10 +428,7 @@ export class JsonConstraint {
   }
 
   /** Whether the JSON is complete in this state (the stop tokens may end it): a number at the top level may end too. */
-  static complete(s: JsonState): boolean {
-    const ends = (x: Stack): boolean => x.f.k === 'root' || (x.f.k === 'num' && [1, 2, 4, 7].includes(x.f.ph) && ends(x.up!));
-    return s.stacks.some(ends);
-  }
+  static complete(s: JsonState): boolean { return s.stacks.some(ends); }
 
   /** Every token whose bytes the state can take, and the stop tokens where it is complete. */
   private scan(s: JsonState): Int32Array {
