@@ -352,7 +352,7 @@ const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vo
 export const PROMPT_IDS: unique symbol = Symbol('edgereason.promptIds');
 /** Text the prompt ends with that begins every reply (the server's forced tool call, or the message continue_final_message continues): answers are read, and vote, with it. */
 export const REPLY_PREFIX: unique symbol = Symbol('edgereason.replyPrefix');
-/** Constrained decoding of the answer (GenerateOptions.allowedNext): the server's "required" tool call names one of its tools. */
+/** Constrained decoding of the answer (GenerateOptions.allowedNext): the server's forced tool call, held to one of its tools and that tool's parameters. */
 export const ALLOWED_NEXT: unique symbol = Symbol('edgereason.allowedNext');
 
 export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext'] } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {

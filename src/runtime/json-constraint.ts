@@ -47,8 +47,12 @@ const ANY_VALUES: Node[] = [ANY_OBJECT, { t: 'array', id: -3, items: ANY, min: 0
 /** A key of an object without properties. */
 const KEY: Extract<Node, { t: 'string' }> = { t: 'string', id: -7, min: 0, max: Infinity };
 
-/** Compiles a schema into the machine's nodes; throws naming the schema path (`where`) of what it cannot hold to. */
-export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
+/**
+ * Compiles a schema into the machine's nodes; throws naming the schema path (`where`) of what it cannot hold to.
+ * `lenient` (a tool's parameters, which OpenAI does not hold a model to either): keywords outside the subset, those of
+ * a type the schema does not allow and required names without a property are left out instead.
+ */
+export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient = false): Node {
   let ids = 0;
   const memo = new Map<object, Node>(), root = schema;
   const count = (s: Record<string, unknown>, k: string, at: string, dflt: number): number => {
@@ -86,6 +90,7 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
   };
   const build = (s: Record<string, unknown>, at: string): Shape => {
     const allowed = new Set([...ANNOTATIONS, ...Object.values(KEYWORDS).flat()]);
+    if (lenient) s = Object.fromEntries(Object.entries(s).filter(([k]) => allowed.has(k)));
     for (const k of Object.keys(s)) {
       if (!allowed.has(k)) {
         const hint = k === 'oneOf' ? ' (anyOf is: the output could match two of oneOf\'s schemas)' : '';
@@ -117,7 +122,7 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
         const props = s.properties, required = s.required ?? [];
         if (props !== undefined && (!props || typeof props !== 'object' || Array.isArray(props))) throw new Error(`${at}.properties must be an object of schemas, got ${shown(props)}`);
         if (!Array.isArray(required) || required.some((r) => typeof r !== 'string')) throw new Error(`${at}.required must be a list of property names, got ${shown(required)}`);
-        for (const r of required) if (!props || !Object.hasOwn(props, r)) throw new Error(`${at}.required names ${shown(r)}, which is not one of its properties: edgereason writes only the properties given`);
+        for (const r of required) if (!lenient && (!props || !Object.hasOwn(props, r))) throw new Error(`${at}.required names ${shown(r)}, which is not one of its properties: edgereason writes only the properties given`);
         const ap = s.additionalProperties;
         const extra = ap === false ? null : ap === undefined || ap === true ? ANY : compile(ap, `${at}.additionalProperties`);
         alts.push(props && Object.keys(props).length
@@ -139,7 +144,7 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema'): Node {
     for (const [t, ks] of Object.entries(KEYWORDS)) {
       if (t === 'any') continue;
       const k = ks.find((k) => s[k] !== undefined);
-      if (k && !types.includes(t)) throw new Error(`${at}.${k} applies to ${t}s, but the schema's type is ${shown(s.type)}`);
+      if (k && !types.includes(t) && !lenient) throw new Error(`${at}.${k} applies to ${t}s, but the schema's type is ${shown(s.type)}`);
     }
     return alts.length === 1 ? alts[0] : { t: 'union', of: alts.map((a) => ({ ...a, id: ids++ }) as Node) };
   };
@@ -368,6 +373,19 @@ function vocabOf(tok: ConstraintTokenizer): Vocab {
   return v;
 }
 
+export interface ConstraintOptions {
+  /** The tokens that end the turn once the JSON is complete (default: the tokenizer's end-of-sequence ids). */
+  stopTokens?: readonly number[];
+  /** Names the schema in errors. */
+  where?: string;
+  /** Text already written (the prompt ends with it) that the answer continues: a forced tool call's opening. */
+  begun?: string;
+  /** Text that must follow the value before the end (a tool call's closing tag). */
+  after?: string;
+  /** See compileJsonSchema. */
+  lenient?: boolean;
+}
+
 /** The machine's state after each token prefix asked about: a trie of the prefixes (rows of one call share theirs). */
 interface Prefixes { state: JsonState | undefined; next: Map<number, Prefixes> }
 
@@ -386,12 +404,16 @@ export class JsonConstraint {
   private readonly start: JsonState;
   private readonly stops: number[];
 
-  constructor(private readonly tok: ConstraintTokenizer, schema: JsonSchema, opts: { stopTokens?: readonly number[]; where?: string } = {}) {
-    this.node = compileJsonSchema(schema, opts.where);
+  constructor(private readonly tok: ConstraintTokenizer, schema: JsonSchema, opts: ConstraintOptions = {}) {
+    this.node = compileJsonSchema(schema, opts.where, opts.lenient);
     this.stops = [...(opts.stopTokens ?? tok.eosTokenIds)];
     if (!this.stops.length) throw new Error('json constraint: the tokenizer has no end-of-sequence token to end the JSON with');
     this.vocab = vocabOf(tok);
-    this.start = state([push({ k: 'val', n: this.node, ws: 0 }, push({ k: 'root' }, null))], this.vocab.longest);
+    const root = push({ k: 'root' }, null), after = opts.after ? push({ k: 'lit', rest: bytesText(opts.after) }, root) : root;
+    let stacks = [push({ k: 'val', n: this.node, ws: 0 }, after)];
+    for (const b of Buffer.from(opts.begun ?? '', 'utf8')) stacks = feedAll(stacks, b);
+    if (!stacks.length) throw new Error(`json constraint: the text the reply begins with, ${JSON.stringify(opts.begun)}, is not JSON the schema allows`);
+    this.start = state(stacks, this.vocab.longest);
   }
 
   /**
@@ -464,15 +486,15 @@ export class JsonConstraint {
 const KEPT = new WeakMap<object, Map<string, JsonConstraint>>();
 const CONSTRAINTS_KEPT = 32;
 
-/** The constraint for `schema` (true: any JSON object), made once per tokenizer and schema. `where` names the schema in errors. */
-export function jsonConstraint(tok: ConstraintTokenizer, schema: JsonSchema, where = 'json'): JsonConstraint {
+/** The constraint for `schema` (true: any JSON object), made once per tokenizer, schema and options. `where` names the schema in errors. */
+export function jsonConstraint(tok: ConstraintTokenizer, schema: JsonSchema, where = 'json', opts: Omit<ConstraintOptions, 'where'> = {}): JsonConstraint {
   let kept = KEPT.get(tok);
   if (!kept) KEPT.set(tok, kept = new Map());
   let text: string;
-  try { text = JSON.stringify(schema); } catch (e) { throw new Error(`${where} must be a JSON schema that JSON can write: ${(e as Error).message}`); }
+  try { text = JSON.stringify([schema, opts.begun, opts.after, !!opts.lenient, opts.stopTokens]); } catch (e) { throw new Error(`${where} must be a JSON schema that JSON can write: ${(e as Error).message}`); }
   let c = kept.get(text);
   if (c) { kept.delete(text); kept.set(text, c); return c; } // most recently used last
-  c = new JsonConstraint(tok, schema, { where });
+  c = new JsonConstraint(tok, schema, { ...opts, where });
   if (kept.size >= CONSTRAINTS_KEPT) kept.delete(kept.keys().next().value!);
   kept.set(text, c);
   return c;

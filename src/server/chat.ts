@@ -43,7 +43,7 @@ import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { jsonConstraint } from '../runtime/json-constraint.ts';
-import { jsonDepth, jsonObject, templateFor, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
+import { jsonDepth, jsonObject, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { textOffsets, type TokenLogprobs } from './logprobs.ts';
 
@@ -92,8 +92,11 @@ export interface Plan {
   oneCall: boolean;
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
   prefix?: string;
-  /** tool_choice "required" with several tools: the name the reply writes after the prefix is one of them. */
-  nameOf?: (tokens: readonly number[]) => readonly number[] | undefined;
+  /**
+   * A forced call's constraint: the reply after the prefix writes one of the tools' names and arguments its parameters
+   * schema allows, then the call's end.
+   */
+  callOf?: (tokens: readonly number[]) => ArrayLike<number> | undefined;
   /** logprobs: the answer tokens' log-probabilities, and this many of the most likely tokens at each (top_logprobs). */
   logprobs?: number;
   /** continue_final_message: the last message's content as the prompt ends with it; the reply continues it (votes read the two together). */
@@ -284,7 +287,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // tool_choice "required" or a named function: the reply is begun with the call's opening (after the generation
   // prompt), so the model writes a call; it answers directly (a thinking model after its empty thinking block).
-  let prefix: string | undefined, nameOf: Plan['nameOf'];
+  let prefix: string | undefined, callOf: Plan['callOf'];
   if (tools && forcing) {
     const named = req.tool_choice && typeof req.tool_choice === 'object' ? req.tool_choice.function.name : tools.length === 1 ? tools[0].function.name : undefined;
     if (named !== undefined && !tools.some((t) => t.function.name === named)) {
@@ -294,8 +297,16 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // (Up to the colon: Qwen's tokenizer joins the space after it to the brace, " {\"", so a trailing space would be a token the model never saw there.)
     const [open, key] = format === 'json' ? ['', 'parameters'] : [`${TOOL_CALL_OPEN}\n`, 'arguments'];
     prefix = named !== undefined ? `${open}{"name": ${JSON.stringify(named)}, "${key}":` : `${open}{"name": "`;
-    // "required" with several tools: the model writes the name, held to the tools' names (OpenAI's "required" calls one of them).
-    if (named === undefined) nameOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
+    // The call is held to JSON by constrained decoding: the name one of the tools' ("required" with several: OpenAI's
+    // calls one of them), the arguments what its parameters schema allows (leniently: keywords outside the supported
+    // subset, such as "format", are not held to, as OpenAI's non-strict calls are not), then the call's end.
+    const forced = tools.filter((t) => named === undefined || t.function.name === named);
+    const call = (t: (typeof tools)[number]) => ({ type: 'object', properties: { name: { const: t.function.name }, [key]: t.function.parameters ?? { type: 'object' } }, required: ['name', key] });
+    try {
+      callOf = jsonConstraint(m.model.tokenizer, forced.length === 1 ? call(forced[0]) : { anyOf: forced.map(call) }, 'tools', { begun: prefix.slice(open.length), after: format === 'json' ? '' : `\n${TOOL_CALL_CLOSE}`, lenient: true }).tracker();
+    } catch { // parameters the machine cannot read even so ($ref outside $defs, ...): the name alone is held
+      if (named === undefined) callOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
+    }
   }
   // Structured output: the answer (after any thinking) is held to JSON by constrained decoding.
   const responseFormat = req.response_format?.type ?? 'text';
@@ -422,7 +433,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}), ...(nameOf ? { nameOf } : {}),
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}), ...(callOf ? { callOf } : {}),
     ...(printed !== undefined ? { continued: printed } : {}),
   };
 }
@@ -500,7 +511,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
       ...o, signal, [PROMPT_IDS]: plan.promptIds, ...(plan.prefix ?? plan.continued) !== undefined ? { [REPLY_PREFIX]: plan.prefix ?? plan.continued } : {},
-      ...(plan.nameOf ? { [ALLOWED_NEXT]: plan.nameOf } : {}),
+      ...(plan.callOf ? { [ALLOWED_NEXT]: plan.callOf } : {}),
       onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
       onSampleEnd: (s, f) => { const c = choiceOf(s); if (c !== undefined && !buffered) onEvent?.({ type: 'end', choice: c, finishReason: finishReason(f) }); },
       onRoute: o.onRoute,
