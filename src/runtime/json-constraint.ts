@@ -347,8 +347,13 @@ export interface ConstraintTokenizer {
   tokenBytes?(id: number): Uint8Array;
 }
 
-/** The vocabulary by bytes (as latin-1 strings), sorted, with each one's common prefix with the one before: per tokenizer. */
-interface Vocab { ids: Int32Array; bytes: string[]; lcp: Int32Array; longest: number }
+/** Tokens by bytes (as latin-1 strings), sorted, with each one's common prefix with the one before. */
+interface Sorted { ids: Int32Array; bytes: string[]; lcp: Int32Array }
+/**
+ * A tokenizer's vocabulary, in two parts: the tokens with a quote or backslash in them, and the others, which inside a
+ * string (not escaping, no bound) are allowed or not whatever holds the string: `plain`, found once.
+ */
+interface Vocab { quoted: Sorted; unquoted: Sorted; plain?: Int32Array; longest: number }
 const VOCABS = new WeakMap<object, Vocab>();
 function vocabOf(tok: ConstraintTokenizer): Vocab {
   let v = VOCABS.get(tok);
@@ -360,18 +365,22 @@ function vocabOf(tok: ConstraintTokenizer): Vocab {
     if (b.length) entries.push([Buffer.from(b).toString('latin1'), id]);
   }
   entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]));
-  const lcp = new Int32Array(entries.length);
-  let longest = 0;
-  for (let i = 0; i < entries.length; i++) {
-    const s = entries[i][0], p = i ? entries[i - 1][0] : '';
-    let k = 0;
-    while (k < s.length && k < p.length && s.charCodeAt(k) === p.charCodeAt(k)) k++;
-    lcp[i] = k;
-    longest = Math.max(longest, s.length);
-  }
-  VOCABS.set(tok, v = { ids: Int32Array.from(entries, (e) => e[1]), bytes: entries.map((e) => e[0]), lcp, longest });
+  const sorted = (list: [string, number][]): Sorted => {
+    const lcp = new Int32Array(list.length);
+    for (let i = 1; i < list.length; i++) {
+      const s = list[i][0], p = list[i - 1][0];
+      let k = 0;
+      while (k < s.length && k < p.length && s.charCodeAt(k) === p.charCodeAt(k)) k++;
+      lcp[i] = k;
+    }
+    return { ids: Int32Array.from(list, (e) => e[1]), bytes: list.map((e) => e[0]), lcp };
+  };
+  const quotes = (t: string) => t.includes('"') || t.includes('\\');
+  VOCABS.set(tok, v = { quoted: sorted(entries.filter((e) => quotes(e[0]))), unquoted: sorted(entries.filter((e) => !quotes(e[0]))), longest: entries.reduce((m, e) => Math.max(m, e[0].length), 0) });
   return v;
 }
+/** Whether every configuration is inside a string that no bound or escape holds: the plain tokens' case. */
+const inPlainString = (s: JsonState): boolean => s.stacks.every(({ f }) => f.k === 'str' && !f.esc && !f.cont && !f.pair && f.max === Infinity);
 
 export interface ConstraintOptions {
   /** The tokens that end the turn once the JSON is complete (default: the tokenizer's end-of-sequence ids). */
@@ -454,7 +463,27 @@ export class JsonConstraint {
 
   /** Every token whose bytes the state can take, and the stop tokens where it is complete. */
   private scan(s: JsonState): Int32Array {
-    const { ids, bytes, lcp } = this.vocab, out: number[] = [];
+    const out: number[] = [], plain = inPlainString(s) ? (this.vocab.plain ??= this.plainTokens(s)) : undefined;
+    this.walk(this.vocab.quoted, s, out);
+    if (!plain) this.walk(this.vocab.unquoted, s, out);
+    if (JsonConstraint.complete(s)) out.push(...this.stops);
+    const all = new Int32Array(out.length + (plain?.length ?? 0));
+    all.set(out);
+    if (plain) all.set(plain, out.length);
+    if (!all.length) throw new Error(`json constraint: no token of this vocabulary can continue the JSON (state ${s.key})`);
+    return all;
+  }
+
+  /** The unquoted tokens a string takes, from a state inside one (inPlainString): the same inside any string. */
+  private plainTokens(s: JsonState): Int32Array {
+    const out: number[] = [];
+    this.walk(this.vocab.unquoted, s, out);
+    return Int32Array.from(out);
+  }
+
+  /** Adds to `out` the tokens of `list` whose bytes state `s` takes. */
+  private walk(list: Sorted, s: JsonState, out: number[]): void {
+    const { ids, bytes, lcp } = list;
     // levels[d]: the configurations after the first d bytes of the current token (shared with the tokens before it).
     const levels: Stack[][] = [[...s.stacks]];
     let dead = Infinity; // the shortest prefix of the current run that no configuration takes
@@ -472,9 +501,6 @@ export class JsonConstraint {
       if (d === text.length) out.push(ids[i]);
       else dead = d + 1;
     }
-    if (JsonConstraint.complete(s)) out.push(...this.stops);
-    if (!out.length) throw new Error(`json constraint: no token of this vocabulary can continue the JSON (state ${s.key})`);
-    return Int32Array.from(out);
   }
 
   private bytesOf(t: number): Uint8Array {
