@@ -534,6 +534,15 @@ test('sampler: greedy, top-k, top-p and min-p select exactly the expected tokens
   const held = sampleToken(logits, { topLogprobs: 2 }, 0, undefined, undefined, [2, 3]);
   assert.deepEqual([held.token, Math.round(Math.exp(held.logprob) * 1e6) / 1e6, held.top!.map(([t, v]) => [t, Math.round(Math.exp(v) * 1e6) / 1e6])], [2, 0.15, [[0, 0.5], [1, 0.3]]]);
   assert.equal(sampleToken(logits, { temperature: 1 }, 0.99, undefined, undefined, [1, 2]).token, 2);
+  // Greedy under an allow list (the JSON constraint's lists come in any order): the best allowed token, a tie to the lower
+  // id, its log-probability the model's (from the graph's normaliser when given, as without a list).
+  const tied = Float32Array.from([1, 3, 3, 2]);
+  for (const lse of [undefined, Math.log(Math.E + 2 * Math.E ** 3 + Math.E ** 2)]) {
+    const g = sampleToken(tied, {}, 0, lse, undefined, Int32Array.from([3, 2, 1]));
+    assert.deepEqual([g.token, Math.round(g.logprob * 1e6) / 1e6], [1, Math.round((3 - Math.log(Math.E + 2 * Math.E ** 3 + Math.E ** 2)) * 1e6) / 1e6]);
+  }
+  assert.equal(sampleToken(tied, {}, 0, undefined, undefined, [0, 3]).token, 3);
+  assert.throws(() => sampleToken(Float32Array.from([NaN, 1]), {}, 0, undefined, undefined, [0]), /^Error: sampler: the model's logits are not finite \(all NaN\)/);
   // top-p 0.8 keeps {0,1} (mass 0.8): u = 0.97 of 0.8 lands on token 1.
   assert.equal(sampleToken(logits, { temperature: 1, topP: 0.8 }, 0.97).token, 1);
   // min-p 0.4 drops tokens below 0.2 (=0.4×0.5): keeps {0,1}.

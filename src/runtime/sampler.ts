@@ -67,6 +67,13 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   }
   // The distribution reported (log-probabilities, top tokens) is the model's; a constraint only limits the draw.
   const full = logits;
+  if (allow && !(params.temperature! > 0) && !params.topLogprobs && allow.length) { // greedy: the best allowed token (ties to the lower id)
+    let best = allow[0];
+    for (let i = 1; i < allow.length; i++) { const t = allow[i], x = logits[t], y = logits[best]; if (x > y || (x === y && t < best) || y !== y) best = t; }
+    if (!Number.isFinite(logits[best])) throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(logits[best]) ? 'all NaN' : `the best is ${logits[best]}`}): its weights, or its adapter's, overflow float32${penalised ? `, or the repetition penalty ${rp} does` : ''}`);
+    const m = lse === undefined ? maxOf(full) : 0;
+    return { token: best, logprob: full[best] - (lse ?? m + logSumExp(full, m)) };
+  }
   if (allow) { // every other token at -Infinity for the draw
     if (scratchA.length < logits.length) scratchA = new Float32Array(logits.length);
     const only = scratchA.subarray(0, logits.length).fill(-Infinity);
@@ -87,7 +94,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(max) ? 'all NaN' : `the best is ${max}`}): its weights, or its adapter's, overflow float32${penalty}`);
   }
   let lseAll = lse; // log Σ exp of the model's logits, over the whole vocabulary once (a top-20 list asks for 21 log-probabilities)
-  const normaliser = () => { const m = allow ? full.reduce((a, x) => (x > a ? x : a), -Infinity) : max; return m + logSumExp(full, m); };
+  const normaliser = () => { const m = allow ? maxOf(full) : max; return m + logSumExp(full, m); };
   const logprob = (token: number) => full[token] - (lseAll ??= normaliser());
   const top = params.topLogprobs ? { top: Array.from(topK(full, Math.min(params.topLogprobs, V)), (t): TokenLogprob => [t, logprob(t)]) } : {};
   // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.
@@ -243,6 +250,13 @@ function sortByLogit(logits: Float32Array, idx: Int32Array): Int32Array {
   keys.sort();
   for (let i = 0; i < idx.length; i++) idx[i] = low - (keys[idx.length - 1 - i] % 2 ** 21);
   return idx;
+}
+
+/** The largest value (NaN left out). */
+function maxOf(x: Float32Array): number {
+  let m = -Infinity;
+  for (let i = 0; i < x.length; i++) if (x[i] > m) m = x[i];
+  return m;
 }
 
 /** log Σ exp(x - max) */
