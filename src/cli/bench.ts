@@ -81,6 +81,14 @@ export function benchCommand(program: Command): void {
       const { runQuantBench } = await import('../../bench/quant.ts');
       await runQuantBench({ questions: o.questions, resultsDir: resultsDir(o) });
     });
+  output(bench.command('json'))
+    .description('structured output: decode speed with the answer held to JSON (json_object, a schema) vs free text, Qwen2.5-0.5B shape q4 with its 151k vocabulary')
+    .option('--tokens <n>', 'tokens generated per run', intArg('--tokens', 8), 64)
+    .option('--reps <n>', 'runs per row (the fastest is reported)', intArg('--reps', 1), 3)
+    .action(async (o) => {
+      const { runJsonBench } = await import('../../bench/json.ts');
+      await runJsonBench({ tokens: o.tokens, reps: o.reps, resultsDir: resultsDir(o) });
+    });
   output(bench.command('attention'))
     .description('one decode step\'s attention over a KV cache (Qwen2.5-0.5B heads): GroupQueryAttention vs ONNX Attention vs the runtime\'s, 1 and 8 rows, 64 and 1000 positions; 8 samples of a 1000-token prompt copied vs shared')
     .action(async (o) => {
