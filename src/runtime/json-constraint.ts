@@ -379,6 +379,44 @@ function vocabOf(tok: ConstraintTokenizer): Vocab {
   VOCABS.set(tok, v = { quoted: sorted(entries.filter((e) => quotes(e[0]))), unquoted: sorted(entries.filter((e) => !quotes(e[0]))), longest: entries.reduce((m, e) => Math.max(m, e[0].length), 0) });
   return v;
 }
+/** Adds to `out` the tokens of `list` whose bytes the configurations `stacks` take. */
+function walk(list: Sorted, stacks: readonly Stack[], out: number[]): void {
+  const { ids, bytes, lcp } = list;
+  // levels[d]: the configurations after the first d bytes of the current token (shared with the tokens before it).
+  const levels: Stack[][] = [[...stacks]];
+  let dead = Infinity; // the shortest prefix of the current run that no configuration takes
+  for (let i = 0; i < ids.length; i++) {
+    const text = bytes[i], common = lcp[i];
+    if (common >= dead) continue; // shares a prefix already refused
+    dead = Infinity;
+    levels.length = common + 1;
+    let d = common;
+    for (; d < text.length; d++) {
+      const next = feedAll(levels[d], text.charCodeAt(d));
+      if (!next.length) break;
+      levels.push(next);
+    }
+    if (d === text.length) out.push(ids[i]);
+    else dead = d + 1;
+  }
+}
+
+/** The unquoted tokens any string takes (inPlainString), found once per tokenizer. */
+function plainTokens(v: Vocab): Int32Array {
+  if (!v.plain) {
+    const out: number[] = [];
+    walk(v.unquoted, [push(openString(KEY), push({ k: 'root' }, null))], out);
+    v.plain = Int32Array.from(out); // (copied into each list that holds it)
+  }
+  return v.plain;
+}
+
+/**
+ * Does once, for this tokenizer, what the first JSON-constrained request would (~0.8 s on a 151k vocabulary): a server
+ * calls it at start.
+ */
+export function prepareJsonVocabulary(tok: ConstraintTokenizer): void { plainTokens(vocabOf(tok)); }
+
 /** Whether every configuration is inside a string that no bound or escape holds: the plain tokens' case. */
 const inPlainString = (s: JsonState): boolean => s.stacks.every(({ f }) => f.k === 'str' && !f.esc && !f.cont && !f.pair && f.max === Infinity);
 
@@ -463,9 +501,9 @@ export class JsonConstraint {
 
   /** Every token whose bytes the state can take, and the stop tokens where it is complete. */
   private scan(s: JsonState): Int32Array {
-    const out: number[] = [], plain = inPlainString(s) ? (this.vocab.plain ??= this.plainTokens(s)) : undefined;
-    this.walk(this.vocab.quoted, s, out);
-    if (!plain) this.walk(this.vocab.unquoted, s, out);
+    const out: number[] = [], plain = inPlainString(s) ? plainTokens(this.vocab) : undefined;
+    walk(this.vocab.quoted, s.stacks, out);
+    if (!plain) walk(this.vocab.unquoted, s.stacks, out);
     if (JsonConstraint.complete(s)) out.push(...this.stops);
     // In shared memory: handed to the runtime's worker thread at every step, a list is shared there, not copied (147k ids: 0.5 ms).
     const all = new Int32Array(new SharedArrayBuffer(4 * (out.length + (plain?.length ?? 0))));
@@ -473,35 +511,6 @@ export class JsonConstraint {
     if (plain) all.set(plain, out.length);
     if (!all.length) throw new Error(`json constraint: no token of this vocabulary can continue the JSON (state ${s.key})`);
     return all;
-  }
-
-  /** The unquoted tokens a string takes, from a state inside one (inPlainString): the same inside any string. */
-  private plainTokens(s: JsonState): Int32Array {
-    const out: number[] = [];
-    this.walk(this.vocab.unquoted, s, out);
-    return Int32Array.from(out); // (copied into each list that holds it)
-  }
-
-  /** Adds to `out` the tokens of `list` whose bytes state `s` takes. */
-  private walk(list: Sorted, s: JsonState, out: number[]): void {
-    const { ids, bytes, lcp } = list;
-    // levels[d]: the configurations after the first d bytes of the current token (shared with the tokens before it).
-    const levels: Stack[][] = [[...s.stacks]];
-    let dead = Infinity; // the shortest prefix of the current run that no configuration takes
-    for (let i = 0; i < ids.length; i++) {
-      const text = bytes[i], common = lcp[i];
-      if (common >= dead) continue; // shares a prefix already refused
-      dead = Infinity;
-      levels.length = common + 1;
-      let d = common;
-      for (; d < text.length; d++) {
-        const next = feedAll(levels[d], text.charCodeAt(d));
-        if (!next.length) break;
-        levels.push(next);
-      }
-      if (d === text.length) out.push(ids[i]);
-      else dead = d + 1;
-    }
   }
 
   private bytesOf(t: number): Uint8Array {

@@ -22,6 +22,7 @@ import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, typ
 import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
 import { SseWriter } from './sse.ts';
+import { prepareJsonVocabulary } from '../runtime/json-constraint.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
 import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionPlan, type CompletionRequest, type PromptLogprobs } from './completions.ts';
@@ -130,7 +131,10 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     await served.close();
     throw new Error(`serve: --vote ${limits.defaultVote} needs a verifier (--verifier <file>, or verifier.json in the model folder)`);
   }
-  for (const m of served.models.values()) promptCharBound(m.model.tokenizer); // computed once, before the first request
+  for (const m of served.models.values()) {
+    promptCharBound(m.model.tokenizer); // computed once, before the first request
+    prepareJsonVocabulary(m.model.tokenizer); // so is the vocabulary index of response_format and forced tool calls
+  }
   const admission = new Admission(maxBatch, o.maxQueue ?? 64);
   const inflight = new Map<symbol, { abort: AbortController; done: Promise<void> }>();
   let closing = false;
