@@ -189,6 +189,11 @@ test('json constraint: the embedded model answers in the schema, directly and af
     const r = await answer(model, q, { json: schema, reasoning: 'on', samples: 4, temperature: 0.8, seed: 3, maxTokens: 200 });
     for (const s of r.samples) if (s.finishReason === 'stop') assert.equal(s.extracted, jsonKey(s.answer));
     assert.equal(r.winner, jsonKey(r.answer));
+    // generate / complete: from the first token (a raw prompt, the base weights).
+    const c = await model.complete('Describe Pirra as JSON:', { json: schema, adapter: false, maxTokens: 120 });
+    assert.equal(c.finishReason, 'stop', c.text);
+    assert.ok(ajv.validate(schema, JSON.parse(c.text)), c.text);
+    await assert.rejects(model.complete('x', { json: 5 as never }), { message: 'generate: json must be true (any JSON object) or a JSON schema (an object), got 5' });
     await assert.rejects(answer(model, q, { json: { type: 'string', format: 'email' } }), { message: /^answer: json: the keyword "format" is not supported/ });
     await assert.rejects(answer(model, q, { json: 'yes' as never }), { message: 'answer: json must be true (any JSON object) or a JSON schema (an object), got "yes"' });
   } finally {

@@ -20,6 +20,7 @@ import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type 
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { checkBuildOptions, checkKeys } from './options.ts';
+import { jsonConstraint } from './json-constraint.ts';
 import { shown } from '../show.ts';
 import { checkToolCalls, checkToolsRendered, templateFor, templateMessage } from '../tokenizer/tool-calls.ts';
 
@@ -72,6 +73,11 @@ export interface PromptOptions extends GenerateOptions {
   chatTemplateKwargs?: Record<string, unknown>;
   /** Cancels the call: generation ends at the next step, finish reason 'cancelled' (for a batch, every row). */
   signal?: AbortSignal;
+  /**
+   * The completion is JSON (constrained decoding from its first token): true for any JSON object, or a JSON schema
+   * (the subset JsonConstraint documents). answer()'s json holds only the answer after a thinking segment.
+   */
+  json?: true | Record<string, unknown>;
 }
 
 /** A cached converted copy that went while it loaded (see Model.load). */
@@ -285,6 +291,12 @@ export class Model {
       ({ signal, ...opts } = opts);
     }
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
+    per.forEach((o, i) => {
+      if (o.json === undefined) return;
+      if (o.json !== true && (!o.json || typeof o.json !== 'object' || Array.isArray(o.json))) throw new Error(`generate: json must be true (any JSON object) or a JSON schema (an object), got ${shown(o.json)}`);
+      const { json, ...rest } = o;
+      per[i] = { ...rest, allowedNext: jsonConstraint(this.tokenizer, json, 'generate: json').tracker() };
+    });
     if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     if (!prompts.length) return []; // no rows (as Promise.all([]) resolves to []), checked as a batch of any size is
     const ids = prompts.map((p, i) => this.promptIds(p, i, per[i]));
@@ -370,7 +382,7 @@ let adapterViews = 0;
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
-const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs'];
+const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs'];
 
 
 function checkLoadOptions(o: LoadOptions): void {
