@@ -11,7 +11,7 @@ import { Ajv } from 'ajv';
 import { compileJsonSchema, JsonConstraint, jsonKey, type ConstraintTokenizer, type JsonSchema } from '../src/runtime/json-constraint.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
-import { answer, defaultModel, loadModel } from '../src/index.ts';
+import { answer, defaultModel, loadModel, Router } from '../src/index.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const ajv = new Ajv({ strict: false });
@@ -142,6 +142,12 @@ test('json constraint: a reply begun in the prompt (a forced tool call\'s openin
   assert.equal(after('get_weather", "arguments": {}}'), 'no'); // its city is required
   assert.equal(after('get_x'), 'no');
   assert.throws(() => new JsonConstraint(bytes, schema, { begun: '[', lenient: true }), { message: 'json constraint: the text the reply begins with, "[", is not JSON the schema allows' });
+  // The answer's text that the thinking's closing token carried (">{\"" on a vocabulary without a "</think>" token) is
+  // read first; one that cannot begin the JSON is left before it, and the JSON begins after.
+  const next = new JsonConstraint(bytes, true).tracker(), ids = (t: string) => [...Buffer.from(t)];
+  assert.ok(next([], '{"').includes(0x61) && !next([], '{"').includes(0x0a), 'after {" a key goes on (no line break in it)');
+  assert.deepEqual([...next(ids('a": 1}'), '{"')], [256], 'complete: only the end');
+  assert.deepEqual([...next([], '[')].filter((t) => t < 256).map((t) => String.fromCharCode(t)).sort(), ['\t', '\n', '\r', ' ', '{'].sort());
 });
 
 test('json constraint: over the Qwen vocabulary, every random walk through the allowed tokens ends in JSON its schema accepts', () => {
@@ -196,6 +202,11 @@ test('json constraint: the embedded model answers in the schema, directly and af
     await assert.rejects(model.complete('x', { json: 5 as never }), { message: 'generate: json must be true (any JSON object) or a JSON schema (an object), got 5' });
     await assert.rejects(answer(model, q, { json: { type: 'string', format: 'email' } }), { message: /^answer: json: the keyword "format" is not supported/ });
     await assert.rejects(answer(model, q, { json: 'yes' as never }), { message: 'answer: json must be true (any JSON object) or a JSON schema (an object), got "yes"' });
+    // With a router, it decides alone: its gate would read the constraint's picks as a model unsure of itself and
+    // escalate every JSON answer at its first token.
+    const router = Router.load(defaultModel.router, model.config.hiddenSize);
+    const hi = await answer(model, 'Hi', { json: true, maxTokens: 60 }, { router });
+    assert.deepEqual([hi.route, hi.escalation], ['direct', undefined]);
   } finally {
     await model.close();
   }

@@ -396,10 +396,10 @@ test('a forced call is held to JSON: the embedded weights left to themselves wri
     { type: 'function' as const, function: { name: 'get_time', parameters: { type: 'object', properties: { tz: { type: 'string', maxLength: 8, format: 'timezone' }, utc: { type: 'boolean' } }, required: ['tz', 'utc'] } } },
   ];
   const ajv = new Ajv({ strict: false, validateFormats: false });
-  const check = (r: OpenAI.Chat.Completions.ChatCompletion, what: string) => {
+  const check = (r: OpenAI.Chat.Completions.ChatCompletion, what: string, tools: { function: { name: string; parameters: object } }[] = bounded) => {
     const c = r.choices[0], call = c.message.tool_calls?.[0] as { function: { name: string; arguments: string } } | undefined;
     assert.equal(c.finish_reason, 'tool_calls', `${what}: ${JSON.stringify(c.message)}`);
-    const tool = bounded.find((t) => t.function.name === call!.function.name)!;
+    const tool = tools.find((t) => t.function.name === call!.function.name)!;
     assert.ok(ajv.validate(tool.function.parameters, JSON.parse(call!.function.arguments)), `${what}: ${call!.function.arguments}`);
     return call!.function.name;
   };
@@ -409,6 +409,16 @@ test('a forced call is held to JSON: the embedded weights left to themselves wri
   }
   script = [];
   assert.equal(check(await client.chat.completions.create({ ...ask(), tools: bounded, tool_choice: { type: 'function', function: { name: 'get_time' } }, max_tokens: 180 }), 'named'), 'get_time');
+  // Parameters with $defs (as pydantic writes them: refs into the parameters' own root) and parameters that allow more
+  // than an object (the arguments are one all the same: a call's arguments are an object; null was written before).
+  const more = [
+    { type: 'function' as const, function: { name: 'locate', parameters: { type: 'object', properties: { loc: { $ref: '#/$defs/Loc' } }, required: ['loc'], $defs: { Loc: { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] } }, required: ['city'] } } } } },
+    { type: 'function' as const, function: { name: 'noargs', parameters: { type: ['object', 'null'], additionalProperties: false } } },
+  ];
+  for (const name of ['locate', 'noargs']) {
+    script = [];
+    assert.equal(check(await client.chat.completions.create({ ...ask(), tools: more, tool_choice: { type: 'function', function: { name } }, max_tokens: 180 }), name, more), name);
+  }
 });
 
 test('server with tools, a thinking model (--native-thinking): a forced call begins after the empty thinking block and is answered directly', async () => {

@@ -86,7 +86,8 @@ export interface AnswerOptions extends SamplingParams {
   /**
    * The answer is JSON (constrained decoding; the thinking before it is free): true for any JSON object (OpenAI's
    * response_format "json_object"), or a JSON schema it follows (the subset JsonConstraint documents; others are
-   * refused by name). Several samples vote with the parsed value.
+   * refused by name). Several samples vote with the parsed value. A router decides alone (its confidence gate reads
+   * the model's own log-probabilities, which the constraint overrides).
    */
   json?: true | Record<string, unknown>;
 }

@@ -40,10 +40,11 @@ export interface GenerateOptions extends SamplingParams {
   thinking?: ThinkingOptions;
   /**
    * Constrained decoding of the answer: given its tokens so far (those after a thinking segment, which is never
-   * constrained), the only tokens the next one may be (undefined: any). Called in this thread before each step (see
-   * toolNameConstraint, JsonConstraint).
+   * constrained) and `lead`, the answer's text that the token closing the thinking carried (a tag written in pieces
+   * whose last one runs on: ">{\""), the only tokens the next one may be (undefined: any). Called in this thread before
+   * each step (see toolNameConstraint, JsonConstraint).
    */
-  allowedNext?: (tokens: readonly number[]) => ArrayLike<number> | undefined;
+  allowedNext?: (tokens: readonly number[], lead: string) => ArrayLike<number> | undefined;
 }
 
 /**
@@ -99,6 +100,8 @@ export class Sequence {
   thinkingOpen: boolean;
   /** Index in `tokens` where the answer starts (after the closing tag); undefined while thinking. */
   answerFrom?: number;
+  /** The answer's text carried by the token that closed the thinking (a closing tag written in pieces: ">\n\n"). */
+  answerLead = '';
   /** Tokens the runtime appended instead of sampling (budget forcing); their logprobs are 0. */
   forcedTokens = 0;
   private logprobSum = 0;
@@ -172,7 +175,7 @@ export class Sequence {
   /** Parameters (with this sequence's next random draw, and the ids a repetition penalty applies to) for the engine's sampler. */
   sampling(): RowSampling {
     const { temperature, topK, topP, minP, repetitionPenalty, topLogprobs } = this.opts, from = this.answerFrom;
-    const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens);
+    const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens, this.answerLead);
     const p: RowSampling = { temperature, topK, topP, minP, u: this.random(), ...(topLogprobs ? { topLogprobs } : {}), ...(allow ? { allow } : {}) };
     if (!this.seen) return p;
     for (; this.seenUpTo < this.tokens.length; this.seenUpTo++) { // the output so far, forced tokens too (they are in the context)
@@ -240,6 +243,7 @@ export class Sequence {
     } else if (at >= 0) { // written in pieces: the segment ends before the token where the tag began
       this.thinkingTokens = this.textEnds.findIndex((e) => e > at);
       this.stopFrom = at + endText!.length;
+      this.answerLead = this.text.slice(this.stopFrom);
     } else {
       this.thinkingTokens = this.tokens.length;
       return;

@@ -467,10 +467,21 @@ export class JsonConstraint {
    * GenerateOptions.allowedNext for one generation (one answer() call: its samples share the trie of states it
    * keeps, which lives as long as the function does). Throws if asked about tokens its lists did not allow.
    */
-  tracker(): (tokens: readonly number[]) => Int32Array {
-    const root: Prefixes = { state: this.start, next: new Map() };
-    return (tokens) => {
-      const s = this.stateAfter(tokens, root);
+  tracker(): (tokens: readonly number[], lead?: string) => Int32Array {
+    // A trie per lead (the answer's text the thinking's closing token carried): read first, or, where it cannot begin
+    // the JSON, left as it stands before it (the answer will not parse, but the request is answered).
+    const roots = new Map<string, Prefixes>();
+    const rootFor = (lead: string): Prefixes => {
+      let r = roots.get(lead);
+      if (!r) {
+        let stacks: Stack[] = [...this.start.stacks];
+        for (const b of Buffer.from(lead, 'utf8')) stacks = feedAll(stacks, b);
+        roots.set(lead, r = { state: stacks.length ? state(stacks, this.vocab.longest) : this.start, next: new Map() });
+      }
+      return r;
+    };
+    return (tokens, lead = '') => {
+      const s = this.stateAfter(tokens, rootFor(lead));
       if (!s) throw new Error(`json constraint: the answer so far is not JSON its schema allows: ${JSON.stringify(this.tok.decode(tokens))}`);
       let list = this.allowed.get(s.key);
       if (!list) {

@@ -300,11 +300,12 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // The call is held to JSON by constrained decoding: the name one of the tools' ("required" with several: OpenAI's
     // calls one of them), the arguments what its parameters schema allows (leniently: keywords outside the supported
     // subset, such as "format", are not held to, as OpenAI's non-strict calls are not), then the call's end.
-    const forced = tools.filter((t) => named === undefined || t.function.name === named);
-    const call = (t: (typeof tools)[number]) => ({ type: 'object', properties: { name: { const: t.function.name }, [key]: t.function.parameters ?? { type: 'object' } }, required: ['name', key] });
+    const forced = tools.filter((t) => named === undefined || t.function.name === named), defs: Record<string, unknown> = {};
+    const call = (t: (typeof tools)[number], i: number) => ({ type: 'object', properties: { name: { const: t.function.name }, [key]: argumentsSchema(t.function.parameters, i, defs) }, required: ['name', key] });
+    const calls = forced.map(call), schema = { ...(calls.length === 1 ? calls[0] : { anyOf: calls }), ...(Object.keys(defs).length ? { $defs: defs } : {}) };
     try {
-      callOf = jsonConstraint(m.model.tokenizer, forced.length === 1 ? call(forced[0]) : { anyOf: forced.map(call) }, 'tools', { begun: prefix.slice(open.length), after: format === 'json' ? '' : `\n${TOOL_CALL_CLOSE}`, lenient: true }).tracker();
-    } catch { // parameters the machine cannot read even so ($ref outside $defs, ...): the name alone is held
+      callOf = jsonConstraint(m.model.tokenizer, schema, 'tools', { begun: prefix.slice(open.length), after: format === 'json' ? '' : `\n${TOOL_CALL_CLOSE}`, lenient: true }).tracker();
+    } catch { // parameters the machine cannot read even so (a $ref to another document, ...): the name alone is held
       if (named === undefined) callOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
     }
   }
@@ -436,6 +437,27 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}), ...(callOf ? { callOf } : {}),
     ...(printed !== undefined ? { continued: printed } : {}),
   };
+}
+
+/**
+ * A tool's parameters as a forced call's arguments: an object (a call's arguments are one; parseToolCalls reads no
+ * other), its $defs / definitions moved into the call's schema as `defs` under names of their own (`t<i>.<name>`, the
+ * tool's index i keeping several tools' apart) and its refs to them (and to itself, "#") rewritten to match.
+ */
+function argumentsSchema(p: unknown, i: number, defs: Record<string, unknown>): Record<string, unknown> {
+  if (!p || typeof p !== 'object' || Array.isArray(p)) return { type: 'object' };
+  const own = (ref: string) => { const m = /^#\/(?:\$defs|definitions)\/([^/]+)$/.exec(ref); return m ? `#/$defs/t${i}.${m[1]}` : ref === '#' ? `#/$defs/t${i}#` : ref; };
+  const rewrite = (v: unknown): unknown => (Array.isArray(v) ? v.map(rewrite) : v && typeof v === 'object'
+    ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, k === '$ref' && typeof x === 'string' ? own(x) : rewrite(x)])) : v);
+  const { $defs, definitions, ...rest } = p as Record<string, unknown>;
+  for (const d of [definitions, $defs]) if (d && typeof d === 'object') for (const [k, v] of Object.entries(d)) defs[`t${i}.${k}`] = rewrite(v);
+  let args = rewrite(rest) as Record<string, unknown>;
+  const t = args.type;
+  if (t !== 'object' && args.$ref === undefined) { // only an object: a type list keeps "object"; anything else is any object
+    args = (Array.isArray(t) && t.includes('object')) || (t === undefined && ['anyOf', 'enum', 'const'].every((k) => args[k] === undefined)) ? { ...args, type: 'object' } : { type: 'object' };
+  }
+  if (JSON.stringify(p).includes('"$ref":"#"')) defs[`t${i}#`] = args; // refers to itself
+  return args;
 }
 
 /** Tokens kept back beyond the prompt when an adapter may reason: its invocation, and the longest budget line it may read. */
