@@ -436,8 +436,13 @@ export interface ConstraintOptions {
 /** The machine's state after each token prefix asked about: a trie of the prefixes (rows of one call share theirs). */
 interface Prefixes { state: JsonState | undefined; next: Map<number, Prefixes> }
 
-/** Allowed-token lists kept per constraint (distinct machine states; past this many the oldest half is dropped). */
-const ALLOWED_KEPT = 4096;
+/**
+ * Allowed-token lists kept, for every constraint together, by constraint and machine state: at most this many bytes
+ * (a string state's list on a 151k vocabulary is 0.6 MB), the least recently used dropped first.
+ */
+const ALLOWED_BYTES = 128 * 2 ** 20;
+const allowedKept = new Map<string, Int32Array>();
+let allowedBytes = 0, constraints = 0;
 
 /**
  * The constraint for one schema and tokenizer. `tracker()` makes the function GenerateOptions.allowedNext takes: given
@@ -447,7 +452,7 @@ const ALLOWED_KEPT = 4096;
 export class JsonConstraint {
   readonly node: Node;
   private readonly vocab: Vocab;
-  private readonly allowed = new Map<string, Int32Array>();
+  private readonly id = constraints++;
   private readonly start: JsonState;
   private readonly stops: number[];
 
@@ -483,11 +488,15 @@ export class JsonConstraint {
     return (tokens, lead = '') => {
       const s = this.stateAfter(tokens, rootFor(lead));
       if (!s) throw new Error(`json constraint: the answer so far is not JSON its schema allows: ${JSON.stringify(this.tok.decode(tokens))}`);
-      let list = this.allowed.get(s.key);
-      if (!list) {
-        if (this.allowed.size >= ALLOWED_KEPT) [...this.allowed.keys()].slice(0, ALLOWED_KEPT / 2).forEach((k) => this.allowed.delete(k));
-        this.allowed.set(s.key, list = this.scan(s));
+      const key = `${this.id} ${s.key}`;
+      let list = allowedKept.get(key);
+      if (list) allowedKept.delete(key); // most recently used last
+      else {
+        list = this.scan(s);
+        allowedBytes += list.byteLength;
+        for (const [k, l] of allowedKept) { if (allowedBytes <= ALLOWED_BYTES) break; allowedKept.delete(k); allowedBytes -= l.byteLength; }
       }
+      allowedKept.set(key, list);
       return list;
     };
   }
