@@ -199,6 +199,10 @@ test('json constraint: the embedded model answers in the schema, directly and af
     const c = await model.complete('Describe Pirra as JSON:', { json: schema, adapter: false, maxTokens: 120 });
     assert.equal(c.finishReason, 'stop', c.text);
     assert.ok(ajv.validate(schema, JSON.parse(c.text)), c.text);
+    // A row's own stop tokens end the JSON (here one that is no end-of-sequence token: the newline).
+    const nl = model.tokenizer.encode('\n', { addSpecialTokens: false });
+    const own = await model.complete('Describe Pirra as JSON:', { json: schema, adapter: false, maxTokens: 120, stopTokens: nl });
+    assert.deepEqual([own.finishReason, JSON.parse(own.text).confident !== undefined], ['stop', true], own.text);
     await assert.rejects(model.complete('x', { json: 5 as never }), { message: 'generate: json must be true (any JSON object) or a JSON schema (an object), got 5' });
     await assert.rejects(answer(model, q, { json: { type: 'string', format: 'email' } }), { message: /^answer: json: the keyword "format" is not supported/ });
     await assert.rejects(answer(model, q, { json: 'yes' as never }), { message: 'answer: json must be true (any JSON object) or a JSON schema (an object), got "yes"' });

@@ -521,9 +521,13 @@ export class JsonConstraint {
 
   /** Every token whose bytes the state can take, and the stop tokens where it is complete. */
   private scan(s: JsonState): Int32Array {
-    const out: number[] = [], plain = inPlainString(s) ? plainTokens(this.vocab) : undefined;
+    let out: number[] = [], plain = inPlainString(s) ? plainTokens(this.vocab) : undefined;
     walk(this.vocab.quoted, s.stacks, out);
     if (!plain) walk(this.vocab.unquoted, s.stacks, out);
+    // A stop token with text of its own ("\n" as a stop) ends the answer: never a piece of the JSON.
+    const stops = new Set(this.stops);
+    if (out.some((t) => stops.has(t))) out = out.filter((t) => !stops.has(t));
+    if (plain?.some((t) => stops.has(t))) plain = plain.filter((t) => !stops.has(t));
     if (JsonConstraint.complete(s)) out.push(...this.stops);
     // In shared memory: handed to the runtime's worker thread at every step, a list is shared there, not copied (147k ids: 0.5 ms).
     const all = new Int32Array(new SharedArrayBuffer(4 * (out.length + (plain?.length ?? 0))));

@@ -295,7 +295,8 @@ export class Model {
       if (o.json === undefined) return;
       if (o.json !== true && (!o.json || typeof o.json !== 'object' || Array.isArray(o.json))) throw new Error(`generate: json must be true (any JSON object) or a JSON schema (an object), got ${shown(o.json)}`);
       const { json, ...rest } = o;
-      per[i] = { ...rest, allowedNext: jsonConstraint(this.tokenizer, json, 'generate: json').tracker() };
+      // (Ended by the row's own stop tokens where it has some: the JSON complete, only they may come.)
+      per[i] = { ...rest, allowedNext: jsonConstraint(this.tokenizer, json, 'generate: json', rest.stopTokens ? { stopTokens: rest.stopTokens } : {}).tracker() };
     });
     if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
     if (!prompts.length) return []; // no rows (as Promise.all([]) resolves to []), checked as a batch of any size is
