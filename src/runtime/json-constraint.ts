@@ -9,9 +9,10 @@
  * never written), additionalProperties (for objects without properties), items / minItems / maxItems, enum / const
  * (written compactly; beside other keywords, the values those allow), anyOf, minLength / maxLength, $ref into $defs
  * or definitions (recursion too). Annotations (title, description, default, examples, $schema, $id, $comment) are
- * ignored; any other keyword is refused by name, since the output could break it. Whitespace is bounded: at most 4 bytes before the value (a thinking model's answer
- * opens with "\n\n"), none after it, and between two of its tokens none, one space, or a line break and up to 20
- * blanks of indentation; so are numbers (24 bytes): a small model cannot loop on blanks or digits.
+ * ignored; any other keyword is refused by name, since the output could break it. Whitespace is bounded: at most 4
+ * bytes before the value (a thinking model's answer opens with "\n\n"), none after it, and between two of its tokens
+ * none, one space, or a line break and up to 20 blanks of indentation; so are numbers (24 bytes): a small model cannot
+ * loop on blanks or digits.
  */
 import { shown } from '../show.ts';
 
@@ -50,7 +51,8 @@ const KEY: Extract<Node, { t: 'string' }> = { t: 'string', id: -7, min: 0, max: 
 /**
  * Compiles a schema into the machine's nodes; throws naming the schema path (`where`) of what it cannot hold to.
  * `lenient` (a tool's parameters, which OpenAI does not hold a model to either): keywords outside the subset, those of
- * a type the schema does not allow and required names without a property are left out instead.
+ * a type the schema does not allow, required names without a property and keywords beside anyOf or $ref are left out
+ * instead.
  */
 export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient = false): Node {
   let ids = 0;
@@ -69,7 +71,7 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
       const defs = m && root !== true ? (root[m[1]] as Record<string, unknown> | undefined) : undefined;
       const name = m ? m[2].replace(/~1/g, '/').replace(/~0/g, '~') : '';
       if (!m || !defs || typeof defs !== 'object' || !Object.hasOwn(defs, name)) throw new Error(`${at}.$ref ${shown(ref)} does not name a schema under the root's $defs or definitions`);
-      if (Object.keys(s).some((k) => !ANNOTATIONS.includes(k) && k !== '$ref' && k !== '$defs' && k !== 'definitions')) throw new Error(`${at}: $ref is supported alone (with annotations), not beside other keywords`);
+      if (!lenient && Object.keys(s).some((k) => !ANNOTATIONS.includes(k) && k !== '$ref' && k !== '$defs' && k !== 'definitions')) throw new Error(`${at}: $ref is supported alone (with annotations), not beside other keywords`);
       if (chain.has(ref)) throw new Error(`${at}.$ref ${shown(ref)} refers to itself without a value in between`);
       chain.add(ref);
       s = defs[name] as Record<string, unknown>;
@@ -100,7 +102,7 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
     const alts: Shape[] = [];
     if (s.anyOf !== undefined) {
       if (!Array.isArray(s.anyOf) || !s.anyOf.length) throw new Error(`${at}.anyOf must be a non-empty list of schemas, got ${shown(s.anyOf)}`);
-      if (Object.keys(s).some((k) => !ANNOTATIONS.includes(k) && k !== 'anyOf' && k !== '$defs' && k !== 'definitions')) throw new Error(`${at}: anyOf is supported alone (with annotations), not beside other keywords`);
+      if (!lenient && Object.keys(s).some((k) => !ANNOTATIONS.includes(k) && k !== 'anyOf' && k !== '$defs' && k !== 'definitions')) throw new Error(`${at}: anyOf is supported alone (with annotations), not beside other keywords`);
       return { t: 'union', of: s.anyOf.map((a, i) => compile(a, `${at}.anyOf[${i}]`)) };
     }
     if (s.enum !== undefined || s.const !== undefined) {
