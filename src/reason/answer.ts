@@ -513,9 +513,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       // The tokens of a dropped direct attempt count against maxTokens: where what would be left (or the context's
       // end) gives a reasoning turn no room to think, the direct answer stands.
       const room = (g: RouterGate) => Math.min(limit - g.tokens, ctx - reasonLen);
-      // (Not under constrained decoding: the tokens the constraint picks are not the model's confident ones, and the
-      // gate, which reads the model's own log-probabilities, would escalate nearly every JSON answer at its first token.)
-      const gate = router?.gate && !allowedNext && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
+      // (Not for a JSON answer: the tokens the constraint picks are not the model's confident ones, and the gate, which
+      // reads the model's own log-probabilities, would escalate nearly every JSON answer at its first token.)
+      const gate = router?.gate && opts.json === undefined && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
       // A thinking model answers after an empty thinking block (emptyBlock), fed on the prompt's cache; its logits give
       // the first token. (Cutting the cache to tagEnd also drops a speculative invocation, which sits past the prompt.)
       const { tagEnd, block } = direct;

@@ -474,7 +474,13 @@ export class JsonConstraint {
    * GenerateOptions.allowedNext for one generation (one answer() call: its samples share the trie of states it
    * keeps, which lives as long as the function does). Throws if asked about tokens its lists did not allow.
    */
-  tracker(): (tokens: readonly number[], lead?: string) => Int32Array {
+  tracker(): (tokens: readonly number[], lead?: string) => Int32Array;
+  /**
+   * `open`: a segment of a reply that is otherwise free (a tool call the model opened itself): undefined, no
+   * constraint, once the JSON and its `after` text are written, or where the tokens are none it allows.
+   */
+  tracker(o: { open: true }): (tokens: readonly number[], lead?: string) => Int32Array | undefined;
+  tracker(o: { open?: boolean } = {}): (tokens: readonly number[], lead?: string) => Int32Array | undefined {
     // A trie per lead (the answer's text the thinking's closing token carried): read first, or, where it cannot begin
     // the JSON, left as it stands before it (the answer will not parse, but the request is answered).
     const roots = new Map<string, Prefixes>();
@@ -489,6 +495,7 @@ export class JsonConstraint {
     };
     return (tokens, lead = '') => {
       const s = this.stateAfter(tokens, rootFor(lead));
+      if (o.open && (!s || JsonConstraint.complete(s))) return undefined;
       if (!s) throw new Error(`json constraint: the answer so far is not JSON its schema allows: ${JSON.stringify(this.tok.decode(tokens))}`);
       const key = `${this.id} ${s.key}`;
       let list = allowedKept.get(key);

@@ -30,7 +30,7 @@
  * says "early-stop").
  */
 import { randomInt, randomUUID } from 'node:crypto';
-import type { ChatMessage } from '../tokenizer/types.ts';
+import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
 import { ALLOWED_NEXT, answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt } from '../reason/answer.ts';
@@ -42,7 +42,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
-import { jsonConstraint } from '../runtime/json-constraint.ts';
+import { jsonConstraint, type JsonConstraint } from '../runtime/json-constraint.ts';
 import { jsonDepth, jsonObject, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { textOffsets, type TokenLogprobs } from './logprobs.ts';
@@ -93,8 +93,8 @@ export interface Plan {
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
   prefix?: string;
   /**
-   * A forced call's constraint: the reply after the prefix writes one of the tools' names and arguments its parameters
-   * schema allows, then the call's end.
+   * The tool calls' constraint: a forced call's reply after the prefix, and (tool_choice "auto", Hermes) any call the
+   * model opens, writes one of the tools' names and arguments its parameters schema allows, then the call's end.
    */
   callOf?: (tokens: readonly number[]) => ArrayLike<number> | undefined;
   /** logprobs: the answer tokens' log-probabilities, and this many of the most likely tokens at each (top_logprobs). */
@@ -300,14 +300,15 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // The call is held to JSON by constrained decoding: the name one of the tools' ("required" with several: OpenAI's
     // calls one of them), the arguments what its parameters schema allows (leniently: keywords outside the supported
     // subset, such as "format", are not held to, as OpenAI's non-strict calls are not), then the call's end.
-    const forced = tools.filter((t) => named === undefined || t.function.name === named), defs: Record<string, unknown> = {};
-    const call = (t: (typeof tools)[number], i: number) => ({ type: 'object', properties: { name: { const: t.function.name }, [key]: argumentsSchema(t.function.parameters, i, defs) }, required: ['name', key] });
-    const calls = forced.map(call), schema = { ...(calls.length === 1 ? calls[0] : { anyOf: calls }), ...(Object.keys(defs).length ? { $defs: defs } : {}) };
+    const forced = tools.filter((t) => named === undefined || t.function.name === named);
     try {
-      callOf = jsonConstraint(m.model.tokenizer, schema, 'tools', { begun: prefix.slice(open.length), after: format === 'json' ? '' : `\n${TOOL_CALL_CLOSE}`, lenient: true }).tracker();
+      callOf = jsonConstraint(m.model.tokenizer, callSchema(forced, key), 'tools', { begun: prefix.slice(open.length), after: format === 'json' ? '' : `\n${TOOL_CALL_CLOSE}`, lenient: true }).tracker();
     } catch { // parameters the machine cannot read even so (a $ref to another document, ...): the name alone is held
       if (named === undefined) callOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
     }
+  } else if (tools && format === 'hermes') {
+    // tool_choice "auto": free until the model opens a call itself; that call is then held as a forced one is.
+    try { callOf = openedCalls(m.model.tokenizer, jsonConstraint(m.model.tokenizer, callSchema(tools, 'arguments'), 'tools', { after: `\n${TOOL_CALL_CLOSE}`, lenient: true })); } catch { /* free, as before */ }
   }
   // Structured output: the answer (after any thinking) is held to JSON by constrained decoding.
   const responseFormat = req.response_format?.type ?? 'text';
@@ -436,6 +437,31 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}), ...(callOf ? { callOf } : {}),
     ...(printed !== undefined ? { continued: printed } : {}),
+  };
+}
+
+/** The schema a call of one of `tools` is held to: its name and (under `key`) arguments argumentsSchema makes of its parameters. */
+function callSchema(tools: NonNullable<ChatRequest['tools']>, key: string): Record<string, unknown> {
+  const defs: Record<string, unknown> = {};
+  const calls = tools.map((t, i) => ({ type: 'object', properties: { name: { const: t.function.name }, [key]: argumentsSchema(t.function.parameters, i, defs) }, required: ['name', key] }));
+  return { ...(calls.length === 1 ? calls[0] : { anyOf: calls }), ...(Object.keys(defs).length ? { $defs: defs } : {}) };
+}
+
+/**
+ * A reply that is free until it opens a Hermes call ("<tool_call>", a token of its own or written in pieces); the text
+ * after the last opening is held by `c` (its `after`: the closing tag) until the call ends, and is free again after it
+ * (text, or another call).
+ */
+function openedCalls(tok: TextTokenizer, c: JsonConstraint): (tokens: readonly number[]) => ArrayLike<number> | undefined {
+  const follow = c.tracker({ open: true }), tag = Buffer.from(TOOL_CALL_OPEN);
+  const bytesOf = (t: number) => tok.tokenBytes?.(t) ?? Buffer.from(tok.decode([t]), 'utf8');
+  return (tokens) => {
+    const parts = tokens.map(bytesOf), all = Buffer.concat(parts), at = all.lastIndexOf(tag);
+    if (at < 0) return undefined;
+    // The token the tag ends in, and what it carries after the tag (the call's first text: "\n", or "\n{").
+    let j = 0, end = parts[0]?.length ?? 0;
+    while (end < at + tag.length) end += parts[++j].length;
+    return follow(tokens.slice(j + 1), all.subarray(at + tag.length, end).toString('utf8'));
   };
 }
 
