@@ -453,8 +453,8 @@ function callSchema(tools: NonNullable<ChatRequest['tools']>, key: string): Reco
  * (text, or another call).
  */
 function openedCalls(tok: TextTokenizer, c: JsonConstraint): (tokens: readonly number[]) => ArrayLike<number> | undefined {
-  const follow = c.tracker({ open: true }), tag = Buffer.from(TOOL_CALL_OPEN);
-  const bytesOf = (t: number) => tok.tokenBytes?.(t) ?? Buffer.from(tok.decode([t]), 'utf8');
+  const follow = c.tracker({ open: true }), tag = Buffer.from(TOOL_CALL_OPEN), known = new Map<number, Uint8Array>();
+  const bytesOf = (t: number) => { let b = known.get(t); if (!b) known.set(t, b = tok.tokenBytes?.(t) ?? Buffer.from(tok.decode([t]), 'utf8')); return b; };
   return (tokens) => {
     const parts = tokens.map(bytesOf), all = Buffer.concat(parts), at = all.lastIndexOf(tag);
     if (at < 0) return undefined;
