@@ -417,7 +417,6 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const limit = opts.maxTokens ?? 512; // generated tokens per sample
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
-  if (opts.json !== undefined && opts.json !== true && (!opts.json || typeof opts.json !== 'object' || Array.isArray(opts.json))) throw new Error(`answer: json must be true (any JSON object) or a JSON schema (an object), got ${shown(opts.json)}`);
   // One tracker per call: its samples share the machine states of their common prefixes.
   const allowedNext = opts.json !== undefined ? jsonConstraint(tok, opts.json, 'answer: json').tracker() : opts[ALLOWED_NEXT];
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';

@@ -158,9 +158,7 @@ const bytesText = (t: string): string => Buffer.from(t, 'utf8').toString('latin1
 
 /** Whether `text` (bytesText) is a whole value of `n`. */
 function accepts(n: Node, text: string): boolean {
-  let stacks: Stack[] = [push({ k: 'val', n, ws: 0 }, push({ k: 'root' }, null))];
-  for (let i = 0; i < text.length && stacks.length; i++) stacks = feedAll(stacks, text.charCodeAt(i));
-  return stacks.some(ends);
+  return feedBytes([push({ k: 'val', n, ws: 0 }, push({ k: 'root' }, null))], Buffer.from(text, 'latin1')).some(ends);
 }
 
 // ---- The machine: a stack of frames (linked, shared between configurations); a state is a set of configurations.
@@ -339,6 +337,15 @@ function feedAll(stacks: readonly Stack[], b: number): Stack[] {
   for (const s of stacks) feed(s, b, out);
   return out;
 }
+/** The configurations after `bytes` (none once one of them cannot come next). */
+function feedBytes(stacks: readonly Stack[], bytes: Uint8Array): Stack[] {
+  let out = [...stacks];
+  for (let i = 0; i < bytes.length && out.length; i++) out = feedAll(out, bytes[i]);
+  return out;
+}
+
+/** A token's bytes: the tokenizer's own (part of a character, for some), else its text's UTF-8. */
+export const tokenBytesOf = (tok: Pick<ConstraintTokenizer, 'tokenBytes' | 'decode'>, id: number): Uint8Array => tok.tokenBytes?.(id) ?? Buffer.from(tok.decode([id]), 'utf8');
 
 /** What JsonConstraint needs of a tokenizer. */
 export interface ConstraintTokenizer {
@@ -363,7 +370,7 @@ function vocabOf(tok: ConstraintTokenizer): Vocab {
   const entries: [string, number][] = [];
   for (let id = 0; id < tok.vocabSize; id++) {
     if (tok.specialIds?.has(id)) continue; // control tokens never stand for JSON text
-    const b = tok.tokenBytes ? tok.tokenBytes(id) : Buffer.from(tok.decode([id], { skipSpecialTokens: true }), 'utf8');
+    const b = tokenBytesOf(tok, id);
     if (b.length) entries.push([Buffer.from(b).toString('latin1'), id]);
   }
   entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]));
@@ -464,8 +471,7 @@ export class JsonConstraint {
     if (!this.stops.length) throw new Error('json constraint: the tokenizer has no end-of-sequence token to end the JSON with');
     this.vocab = vocabOf(tok);
     const root = push({ k: 'root' }, null), after = opts.after ? push({ k: 'lit', rest: bytesText(opts.after) }, root) : root;
-    let stacks = [push({ k: 'val', n: this.node, ws: 0 }, after)];
-    for (const b of Buffer.from(opts.begun ?? '', 'utf8')) stacks = feedAll(stacks, b);
+    const stacks = feedBytes([push({ k: 'val', n: this.node, ws: 0 }, after)], Buffer.from(opts.begun ?? '', 'utf8'));
     if (!stacks.length) throw new Error(`json constraint: the text the reply begins with, ${JSON.stringify(opts.begun)}, is not JSON the schema allows`);
     this.start = state(stacks, this.vocab.longest);
   }
@@ -487,8 +493,7 @@ export class JsonConstraint {
     const rootFor = (lead: string): Prefixes => {
       let r = roots.get(lead);
       if (!r) {
-        let stacks: Stack[] = [...this.start.stacks];
-        for (const b of Buffer.from(lead, 'utf8')) stacks = feedAll(stacks, b);
+        const stacks = feedBytes(this.start.stacks, Buffer.from(lead, 'utf8'));
         roots.set(lead, r = { state: stacks.length ? state(stacks, this.vocab.longest) : this.start, next: new Map() });
       }
       return r;
@@ -516,9 +521,8 @@ export class JsonConstraint {
     for (const t of tokens) {
       let n = at.next.get(t);
       if (!n) {
-        let stacks: Stack[] | undefined = at.state ? [...at.state.stacks] : undefined;
-        if (stacks) for (const b of this.bytesOf(t)) { stacks = feedAll(stacks, b); if (!stacks.length) break; }
-        at.next.set(t, n = { state: stacks?.length ? state(stacks, this.vocab.longest) : undefined, next: new Map() });
+        const stacks = at.state ? feedBytes(at.state.stacks, tokenBytesOf(this.tok, t)) : [];
+        at.next.set(t, n = { state: stacks.length ? state(stacks, this.vocab.longest) : undefined, next: new Map() });
       }
       at = n;
     }
@@ -545,10 +549,6 @@ export class JsonConstraint {
     if (!all.length) throw new Error(`json constraint: no token of this vocabulary can continue the JSON (state ${s.key})`);
     return all;
   }
-
-  private bytesOf(t: number): Uint8Array {
-    return this.tok.tokenBytes ? this.tok.tokenBytes(t) : Buffer.from(this.tok.decode([t], { skipSpecialTokens: true }), 'utf8');
-  }
 }
 
 /** Constraints kept per tokenizer, by schema text (a server's requests mostly repeat a few schemas). */
@@ -557,6 +557,7 @@ const CONSTRAINTS_KEPT = 32;
 
 /** The constraint for `schema` (true: any JSON object), made once per tokenizer, schema and options. `where` names the schema in errors. */
 export function jsonConstraint(tok: ConstraintTokenizer, schema: JsonSchema, where = 'json', opts: Omit<ConstraintOptions, 'where'> = {}): JsonConstraint {
+  if (schema !== true && (!schema || typeof schema !== 'object' || Array.isArray(schema))) throw new Error(`${where} must be true (any JSON object) or a JSON schema (an object), got ${shown(schema)}`);
   let kept = KEPT.get(tok);
   if (!kept) KEPT.set(tok, kept = new Map());
   let text: string;

@@ -293,7 +293,6 @@ export class Model {
     const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
     per.forEach((o, i) => {
       if (o.json === undefined) return;
-      if (o.json !== true && (!o.json || typeof o.json !== 'object' || Array.isArray(o.json))) throw new Error(`generate: json must be true (any JSON object) or a JSON schema (an object), got ${shown(o.json)}`);
       const { json, ...rest } = o;
       // (Ended by the row's own stop tokens where it has some: the JSON complete, only they may come.)
       per[i] = { ...rest, allowedNext: jsonConstraint(this.tokenizer, json, 'generate: json', rest.stopTokens ? { stopTokens: rest.stopTokens } : {}).tracker() };

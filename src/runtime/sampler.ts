@@ -70,7 +70,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   if (allow && !(params.temperature! > 0) && !params.topLogprobs && allow.length) { // greedy: the best allowed token (ties to the lower id)
     let best = allow[0];
     for (let i = 1; i < allow.length; i++) { const t = allow[i], x = logits[t], y = logits[best]; if (x > y || (x === y && t < best) || y !== y) best = t; }
-    if (!Number.isFinite(logits[best])) throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(logits[best]) ? 'all NaN' : `the best is ${logits[best]}`}): its weights, or its adapter's, overflow float32${penalised ? `, or the repetition penalty ${rp} does` : ''}`);
+    if (!Number.isFinite(logits[best])) throw notFinite(logits[best], penalised ? rp : undefined);
     const m = lse === undefined ? maxOf(full) : 0;
     return { token: best, logprob: full[best] - (lse ?? m + logSumExp(full, m)) };
   }
@@ -89,10 +89,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   }
   const max = logits[best];
   // No finite best logit (all NaN, or an infinite one): the forward pass overflowed, and any pick would be garbage.
-  if (!Number.isFinite(max)) {
-    const penalty = penalised ? `, or the repetition penalty ${rp} does` : '';
-    throw new Error(`sampler: the model's logits are not finite (${Number.isNaN(max) ? 'all NaN' : `the best is ${max}`}): its weights, or its adapter's, overflow float32${penalty}`);
-  }
+  if (!Number.isFinite(max)) throw notFinite(max, penalised ? rp : undefined);
   let lseAll = lse; // log Σ exp of the model's logits, over the whole vocabulary once (a top-20 list asks for 21 log-probabilities)
   const normaliser = () => { const m = allow ? maxOf(full) : max; return m + logSumExp(full, m); };
   const logprob = (token: number) => full[token] - (lseAll ??= normaliser());
@@ -251,6 +248,9 @@ function sortByLogit(logits: Float32Array, idx: Int32Array): Int32Array {
   for (let i = 0; i < idx.length; i++) idx[i] = low - (keys[idx.length - 1 - i] % 2 ** 21);
   return idx;
 }
+
+/** No finite best logit (`best`): the forward pass (or the repetition penalty `rp`) overflowed, and any pick would be garbage. */
+const notFinite = (best: number, rp: number | undefined): Error => new Error(`sampler: the model's logits are not finite (${Number.isNaN(best) ? 'all NaN' : `the best is ${best}`}): its weights, or its adapter's, overflow float32${rp !== undefined ? `, or the repetition penalty ${rp} does` : ''}`);
 
 /** The largest value (NaN left out). */
 function maxOf(x: Float32Array): number {

@@ -42,7 +42,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
-import { jsonConstraint, type JsonConstraint } from '../runtime/json-constraint.ts';
+import { jsonConstraint, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
 import { jsonDepth, jsonObject, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { textOffsets, type TokenLogprobs } from './logprobs.ts';
@@ -454,7 +454,7 @@ function callSchema(tools: NonNullable<ChatRequest['tools']>, key: string): Reco
  */
 function openedCalls(tok: TextTokenizer, c: JsonConstraint): (tokens: readonly number[]) => ArrayLike<number> | undefined {
   const follow = c.tracker({ open: true }), tag = Buffer.from(TOOL_CALL_OPEN), known = new Map<number, Uint8Array>();
-  const bytesOf = (t: number) => { let b = known.get(t); if (!b) known.set(t, b = tok.tokenBytes?.(t) ?? Buffer.from(tok.decode([t]), 'utf8')); return b; };
+  const bytesOf = (t: number) => { let b = known.get(t); if (!b) known.set(t, b = tokenBytesOf(tok, t)); return b; };
   return (tokens) => {
     const parts = tokens.map(bytesOf), all = Buffer.concat(parts), at = all.lastIndexOf(tag);
     if (at < 0) return undefined;

@@ -43,6 +43,9 @@ const harmlessFields = {
   safety_identifier: nullable({ type: 'string' }),
 } as const;
 
+/** A function's name (a tool's, a response_format json_schema's), as OpenAI takes it. */
+const functionName = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-zA-Z0-9_-]+$' } as const;
+
 /** A function the model may call (OpenAI's tools[i]); its parameters are a JSON schema the chat template prints. */
 const toolSchema = {
   type: 'object', required: ['type', 'function'], additionalProperties: false,
@@ -51,7 +54,7 @@ const toolSchema = {
     custom: { type: 'object' }, // OpenAI's custom tools: declared, so that the type's error names what is wrong
     function: {
       type: 'object', required: ['name'], additionalProperties: false,
-      properties: { name: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-zA-Z0-9_-]+$' }, description: { type: 'string' }, parameters: { type: 'object' }, strict: nullable({ type: 'boolean' }) },
+      properties: { name: functionName, description: { type: 'string' }, parameters: { type: 'object' }, strict: nullable({ type: 'boolean' }) },
     },
   },
 } as const;
@@ -107,7 +110,7 @@ export const chatRequestSchema = {
         type: { type: 'string', enum: ['text', 'json_object', 'json_schema'] },
         json_schema: {
           type: 'object', required: ['name'], additionalProperties: false,
-          properties: { name: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-zA-Z0-9_-]+$' }, description: { type: 'string' }, schema: { type: 'object' }, strict: nullable({ type: 'boolean' }) },
+          properties: { name: functionName, description: { type: 'string' }, schema: { type: 'object' }, strict: nullable({ type: 'boolean' }) },
         },
       },
     }),
@@ -213,9 +216,9 @@ export interface ChatRequest extends SamplingRequest {
 
 /**
  * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): legacy
- * functions,
- * penalties, logit bias, audio, predicted outputs, web search, verbosity, usage on every stream chunk, stream_options
- * without stream (as OpenAI does), and a message's function call or audio. Values that ask for nothing pass.
+ * functions, penalties, logit bias, audio, predicted outputs, web search, verbosity, usage on every stream chunk,
+ * stream_options without stream (as OpenAI does), and a message's function call or audio. Values that ask for nothing
+ * pass.
  */
 export function checkUnsupported(req: ChatRequest): void {
   const refuse = (param: string, what: string) => {
