@@ -28,6 +28,8 @@ function read(schema: JsonSchema, text: string): 'no' | 'prefix' | 'whole' {
   return !s ? 'no' : JsonConstraint.complete(s) ? 'whole' : 'prefix';
 }
 
+/** A node that must hold another of itself: no finite value. */
+const loop = { n: { type: 'object', properties: { next: { $ref: '#/$defs/n' }, v: { type: 'integer' } }, required: ['next'] } };
 const person = {
   type: 'object', additionalProperties: false, required: ['name', 'age'],
   properties: { name: { type: 'string', maxLength: 5 }, age: { type: 'integer' }, tags: { type: 'array', items: { enum: ['a', 'bb', 12] }, maxItems: 2 }, ok: { type: ['boolean', 'null'] } },
@@ -90,6 +92,14 @@ test('json constraint: the machine takes JSON the schema allows, and only that',
     [{ type: 'string', minLength: 2 }, '"\\ud83d\\ude00"', 'no'],
     [{ type: 'string', maxLength: 1 }, '"\\ud83d\\ude00"', 'whole'],
     [{ type: 'string', maxLength: 1 }, '"\\ud83d\\n"', 'no'],
+    // What no finite value fills is left out: begun, it could never end.
+    [{ $defs: loop, type: 'object', properties: { a: { $ref: '#/$defs/n' }, b: { type: 'null' } } }, '{"a', 'no'],
+    [{ $defs: loop, type: 'object', properties: { a: { $ref: '#/$defs/n' }, b: { type: 'null' } } }, '{"b": null}', 'whole'],
+    [{ $defs: loop, anyOf: [{ $ref: '#/$defs/n' }, { type: 'array', items: { $ref: '#/$defs/n' } }] }, '{', 'no'],
+    [{ $defs: loop, anyOf: [{ $ref: '#/$defs/n' }, { type: 'array', items: { $ref: '#/$defs/n' } }] }, '[{', 'no'],
+    [{ $defs: loop, anyOf: [{ $ref: '#/$defs/n' }, { type: 'array', items: { $ref: '#/$defs/n' } }] }, '[]', 'whole'],
+    [{ $defs: loop, type: 'object', additionalProperties: { $ref: '#/$defs/n' } }, '{"x": {', 'no'],
+    [{ $defs: loop, type: 'object', additionalProperties: { $ref: '#/$defs/n' } }, '{}', 'whole'],
   ];
   for (const [schema, text, want] of cases) {
     assert.equal(read(schema, text), want, `${JSON.stringify(schema).slice(0, 60)} ${JSON.stringify(text)}`);
@@ -125,6 +135,8 @@ test('json constraint: schemas it cannot hold to are refused naming the keyword 
     [{ type: 'array', items: 'number' }, 'schema.items must be a JSON schema (an object), got "number"'],
     [{ type: 'string', maxLength: -1 }, 'schema.maxLength must be a non-negative integer, got -1'],
     [{ type: 'integer', enum: ['a', 1.5] }, 'schema: no value of its enum fits its other keywords'],
+    [{ $defs: loop, $ref: '#/$defs/n' }, 'schema has no finite value: it requires a value inside itself (a $ref that recurses through required properties or minItems)'],
+    [{ $defs: { ...loop, l: { type: 'array', items: { $ref: '#/$defs/l' }, minItems: 1 } }, type: 'object', properties: { a: { $ref: '#/$defs/l' } }, required: ['a'] }, 'schema has no finite value: it requires a value inside itself (a $ref that recurses through required properties or minItems)'],
   ];
   for (const [schema, message] of cases) assert.throws(() => compileJsonSchema(schema as JsonSchema), { message }, JSON.stringify(schema));
 });

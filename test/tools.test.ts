@@ -333,6 +333,15 @@ test('server with tools: arguments nested too deep, tools that fill the context 
   // Tools sent as a template variable would be printed but their calls never read: refused, pointing to 'tools'.
   const e4 = await status(client.chat.completions.create({ ...ask(), tools: undefined, chat_template_kwargs: { tools: TOOLS } } as never));
   assert.deepEqual([e4.param, e4.message], ['chat_template_kwargs', `400 Invalid value for 'chat_template_kwargs': send the tools in 'tools', where the reply's calls are read too (and a template that cannot write them is refused).`]);
+  // A strict function is held to its parameters exactly: what constrained decoding cannot hold to is refused, naming it
+  // (a non-strict one's "format" is left out, below), as are parameters no finite call could fill.
+  const strict = (parameters: object) => [TOOLS[0], { type: 'function' as const, function: { name: 'get_time', strict: true, parameters } }];
+  const e5 = await status(client.chat.completions.create({ ...ask(), tools: strict({ type: 'object', properties: { tz: { type: 'string', format: 'timezone' } }, required: ['tz'], additionalProperties: false }) }));
+  assert.deepEqual([e5.param, e5.message], ['tools[1].function.parameters', '400 tools[1].function.parameters.properties.tz: the keyword "format" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength']);
+  const e6 = await status(client.chat.completions.create({ ...ask(), tools: strict({ type: 'array' }) }));
+  assert.deepEqual([e6.param, e6.message], ['tools[1].function.parameters', '400 tools[1].function.parameters of a strict function must be a schema of type "object", got type "array"']);
+  const e7 = await status(client.chat.completions.create({ ...ask(), tools: strict({ type: 'object', properties: { at: { $ref: '#/$defs/T' } }, required: ['at'], $defs: { T: { type: 'object', properties: { next: { $ref: '#/$defs/T' } }, required: ['next'] } } }) }));
+  assert.deepEqual([e7.param, e7.message], ['tools[1].function.parameters', '400 tools[1].function.parameters has no finite value: it requires a value inside itself (a $ref that recurses through required properties or minItems)']);
 });
 
 test('server with tools: tool_choice naming a function (or "required") begins the reply with the call\'s opening, so the model writes a call', async () => {
@@ -497,6 +506,17 @@ test('Llama 3.2\'s template (JSON calls): the tools, an earlier call and its res
       says(' {"city": "Paris"}}');
       const named = await get({ tool_choice: { type: 'function', function: { name: 'get_weather' } } });
       assert.deepEqual(fn(named), [{ name: 'get_weather', arguments: '{"city": "Paris"}' }], `stream ${stream}`);
+    }
+    // tool_choice "auto": a reply that begins with "{" is a call, held to one from there (the script writes its first
+    // tokens; the weights' own finish a call of the tool, then only the end may come: the whole reply is the call).
+    const ajv = new Ajv({ strict: false });
+    const typed = [{ type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] } }, required: ['city'] } } }];
+    for (const seed of [1, 2]) {
+      script = tok.encode('{"name": "get', { addSpecialTokens: false }); // no end: the weights go on
+      const r = await c.chat.completions.create(ask({ tools: typed, temperature: 1, seed, max_tokens: 80 }));
+      const call = fn(r)?.[0] as { name: string; arguments: string } | undefined;
+      assert.deepEqual([call?.name, r.choices[0].finish_reason], ['get_weather', 'tool_calls'], `auto, seed ${seed}: ${JSON.stringify(r.choices[0].message)}`);
+      assert.ok(ajv.validate(typed[0].function.parameters, JSON.parse(call!.arguments)), call!.arguments);
     }
     const forced = planChat(ask({ tool_choice: 'required' }) as never, llama.served, llama.limits);
     assert.ok(tok.decode(forced.promptIds).endsWith('<|start_header_id|>assistant<|end_header_id|>\n\n{"name": "get_weather", "parameters":'));

@@ -150,7 +150,39 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
     }
     return alts.length === 1 ? alts[0] : { t: 'union', of: alts.map((a) => ({ ...a, id: ids++ }) as Node) };
   };
-  return schema === true ? ANY_OBJECT : compile(schema, where);
+  const top = schema === true ? ANY_OBJECT : compile(schema, where);
+  leaveOutEndless(top, where);
+  return top;
+}
+
+/**
+ * Leaves out of the nodes what no finite value can fill (a $ref that recurses through required properties or
+ * minItems): begun, such a value could never end. Throws when the schema itself has no finite value.
+ */
+function leaveOutEndless(top: Node, where: string): void {
+  const nodes: Node[] = [], seen = new Set<Node>();
+  const visit = (n: Node | null): void => {
+    if (!n || n.id < 0 || seen.has(n)) return;
+    seen.add(n);
+    nodes.push(n);
+    if (n.t === 'object') { n.props?.forEach((p) => visit(p.node)); visit(n.extra); }
+    else if (n.t === 'array') visit(n.items);
+    else if (n.t === 'union') n.of.forEach(visit);
+  };
+  visit(top);
+  const finite = new Set<Node>(), ok = (n: Node): boolean => n.id < 0 || finite.has(n);
+  const fills = (n: Node): boolean =>
+    n.t === 'object' ? (n.props ?? []).every((p) => !p.required || ok(p.node)) : n.t === 'array' ? n.min === 0 || ok(n.items) : n.t === 'union' ? n.of.some(ok) : true;
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const n of nodes) if (!finite.has(n) && fills(n)) { finite.add(n); grew = true; }
+  }
+  if (!ok(top)) throw new Error(`${where} has no finite value: it requires a value inside itself (a $ref that recurses through required properties or minItems)`);
+  for (const n of nodes) {
+    if (n.t === 'object') { if (n.props) n.props = n.props.filter((p) => ok(p.node)); if (n.extra && !ok(n.extra)) n.extra = null; }
+    else if (n.t === 'array' && !ok(n.items)) n.max = 0;
+    else if (n.t === 'union') n.of = n.of.filter(ok);
+  }
 }
 
 /** A text's UTF-8 bytes as a latin-1 string (one character per byte), as the machine reads it. */
@@ -483,24 +515,25 @@ export class JsonConstraint {
   tracker(): (tokens: readonly number[], lead?: string) => Int32Array;
   /**
    * `open`: a segment of a reply that is otherwise free (a tool call the model opened itself): undefined, no
-   * constraint, once the JSON and its `after` text are written, or where the tokens are none it allows.
+   * constraint, where the lead and tokens are none it allows, and once the JSON and its `after` text are written
+   * (`ends`: then only the stop tokens, as without `open`).
    */
-  tracker(o: { open: true }): (tokens: readonly number[], lead?: string) => Int32Array | undefined;
-  tracker(o: { open?: boolean } = {}): (tokens: readonly number[], lead?: string) => Int32Array | undefined {
+  tracker(o: { open: true; ends?: boolean }): (tokens: readonly number[], lead?: string) => Int32Array | undefined;
+  tracker(o: { open?: boolean; ends?: boolean } = {}): (tokens: readonly number[], lead?: string) => Int32Array | undefined {
     // A trie per lead (the answer's text the thinking's closing token carried): read first, or, where it cannot begin
-    // the JSON, left as it stands before it (the answer will not parse, but the request is answered).
+    // the JSON, left as it stands before it (the answer will not parse, but the request is answered; open: free).
     const roots = new Map<string, Prefixes>();
     const rootFor = (lead: string): Prefixes => {
       let r = roots.get(lead);
       if (!r) {
         const stacks = feedBytes(this.start.stacks, Buffer.from(lead, 'utf8'));
-        roots.set(lead, r = { state: stacks.length ? state(stacks, this.vocab.longest) : this.start, next: new Map() });
+        roots.set(lead, r = { state: stacks.length ? state(stacks, this.vocab.longest) : o.open ? undefined : this.start, next: new Map() });
       }
       return r;
     };
     return (tokens, lead = '') => {
       const s = this.stateAfter(tokens, rootFor(lead));
-      if (o.open && (!s || JsonConstraint.complete(s))) return undefined;
+      if (o.open && (!s || (!o.ends && JsonConstraint.complete(s)))) return undefined;
       if (!s) throw new Error(`json constraint: the answer so far is not JSON its schema allows: ${JSON.stringify(this.tok.decode(tokens))}`);
       const key = `${this.id} ${s.key}`;
       let list = allowedKept.get(key);

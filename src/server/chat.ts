@@ -42,7 +42,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { Served, ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
-import { jsonConstraint, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
+import { compileJsonSchema, jsonConstraint, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
 import { jsonDepth, jsonObject, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { textOffsets, type TokenLogprobs } from './logprobs.ts';
@@ -93,8 +93,8 @@ export interface Plan {
   /** A forced tool call's opening, the end of the prompt: the reply's text continues it. */
   prefix?: string;
   /**
-   * The tool calls' constraint: a forced call's reply after the prefix, and (tool_choice "auto", Hermes) any call the
-   * model opens, writes one of the tools' names and arguments its parameters schema allows, then the call's end.
+   * The tool calls' constraint: a forced call's reply after the prefix, and (tool_choice "auto") any call the model
+   * opens, writes one of the tools' names and arguments its parameters schema allows, then the call's end.
    */
   callOf?: (tokens: readonly number[]) => ArrayLike<number> | undefined;
   /** logprobs: the answer tokens' log-probabilities, and this many of the most likely tokens at each (top_logprobs). */
@@ -285,6 +285,16 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     if (tools || forcing) throw new ApiError(400, `Unsupported value: 'continue_final_message' true with tools is not supported by edgereason (a forced tool call begins the reply itself).`, 'continue_final_message', 'invalid_request_error', 'unsupported_value');
     begun(`'continue_final_message' true continues the last message`);
   }
+  // A function marked strict is held to its parameters exactly, as OpenAI's strict mode: what the constraint cannot hold
+  // to is refused rather than left out (the others' parameters are held to leniently, below).
+  tools?.forEach((t, i) => {
+    if (t.function.strict !== true) return;
+    const where = `tools[${i}].function.parameters`, p = t.function.parameters;
+    try {
+      if (!p || p.type !== 'object') throw new Error(`${where} of a strict function must be a schema of type "object", got ${p ? `type ${JSON.stringify(p.type)}` : 'none'}`);
+      compileJsonSchema(p, where);
+    } catch (e) { throw new ApiError(400, (e as Error).message, where, 'invalid_request_error', 'invalid_value'); }
+  });
   // tool_choice "required" or a named function: the reply is begun with the call's opening (after the generation
   // prompt), so the model writes a call; it answers directly (a thinking model after its empty thinking block).
   let prefix: string | undefined, callOf: Plan['callOf'];
@@ -306,9 +316,14 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     } catch { // parameters the machine cannot read even so (a $ref to another document, ...): the name alone is held
       if (named === undefined) callOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
     }
-  } else if (tools && format === 'hermes') {
-    // tool_choice "auto": free until the model opens a call itself; that call is then held as a forced one is.
-    try { callOf = openedCalls(m.model.tokenizer, jsonConstraint(m.model.tokenizer, callSchema(tools, 'arguments'), 'tools', { after: `\n${TOOL_CALL_CLOSE}`, lenient: true })); } catch { /* free, as before */ }
+  } else if (tools) {
+    // tool_choice "auto": free until the model opens a call itself (Hermes: "<tool_call>"; JSON: a reply that begins
+    // with "{"); that call is then held as a forced one is.
+    try {
+      const hermes = format === 'hermes', tok = m.model.tokenizer;
+      const c = jsonConstraint(tok, callSchema(tools, hermes ? 'arguments' : 'parameters'), 'tools', { after: hermes ? `\n${TOOL_CALL_CLOSE}` : '', lenient: true });
+      callOf = hermes ? openedCalls(tok, c) : jsonReplyCall(tok, c);
+    } catch { /* free, as before */ }
   }
   // Structured output: the answer (after any thinking) is held to JSON by constrained decoding.
   const responseFormat = req.response_format?.type ?? 'text';
@@ -462,6 +477,19 @@ function openedCalls(tok: TextTokenizer, c: JsonConstraint): (tokens: readonly n
     let j = 0, end = parts[0]?.length ?? 0;
     while (end < at + tag.length) end += parts[++j].length;
     return follow(tokens.slice(j + 1), all.subarray(at + tag.length, end).toString('utf8'));
+  };
+}
+
+/**
+ * A JSON-format reply (Llama 3.x) that begins with "{" is a call: held by `c` from its first token on, then ended (the
+ * whole reply is the call). A reply that begins otherwise is free.
+ */
+function jsonReplyCall(tok: TextTokenizer, c: JsonConstraint): (tokens: readonly number[]) => ArrayLike<number> | undefined {
+  const follow = c.tracker({ open: true, ends: true });
+  return (tokens) => {
+    let j = 0, text = '';
+    while (j < tokens.length && !(text = Buffer.from(tokenBytesOf(tok, tokens[j])).toString('utf8').trimStart())) j++;
+    return text.startsWith('{') ? follow(tokens.slice(j + 1), text) : undefined;
   };
 }
 
