@@ -187,7 +187,8 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
   if (o.samples && !o.samples.includes(1)) throw new Error(`bench: --samples must include 1 (wall times and accuracy gains are against one sample), got ${o.samples.join(',')}`);
   const routerFile = o.router ?? files.router, verifierFile = o.verifier ?? files.verifier;
   if (o.parallelSplit !== undefined && o.parallelSplit !== 'test' && o.parallelSplit !== 'val') throw new Error(`bench: --parallel-split must be test or val, got "${o.parallelSplit as string}"`);
-  const model = await loadModel(modelDir, { adapter: adapterDir, quant: o.quant, threads: o.threads });
+  // Without prompt caching: the sections answer the same questions again, and each answer is timed as a first request.
+  const model = await loadModel(modelDir, { adapter: adapterDir, quant: o.quant, threads: o.threads, promptCache: 0 });
   const H = model.config.hiddenSize, ctx = model.config.maxPositionEmbeddings;
   const router = fs.existsSync(routerFile) ? Router.load(routerFile, H) : undefined;
   const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, H) : undefined;
@@ -434,7 +435,7 @@ async function shapeWallTimes(sampleCounts: number[], reps: number, log: (l: str
   const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => log(`  ${l}`), { fp32: true });
   const out: NonNullable<ReasoningBenchResult['shapeTiming']> = [];
   for (const [quant, dir] of [['fp32', files.fp32Dir!], ['q4', files.onnxDir]] as const) {
-    const m = await loadModel(dir);
+    const m = await loadModel(dir, { promptCache: 0 });
     try {
       const ids = Array.from({ length: 40 }, (_, i) => 100 + 37 * i);
       for (const [name, sampling] of [['top-k 40', { temperature: 0.8, topK: 40 }], ['top-p 0.95', { temperature: 0.8, topP: 0.95 }]] as const) {

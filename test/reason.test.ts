@@ -25,6 +25,7 @@ import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
 import { maxDiff } from './helpers/numeric.ts';
+import { PromptCache } from '../src/runtime/prompt-cache.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -147,6 +148,53 @@ test('(a) shared KV: base prefill + invocation/continuation with the adapter equ
       assert.equal(res.route, 'reasoning');
       assert.equal(res.usage.promptTokens, ids.length + inv.length);
     }
+  }
+});
+
+test('prompt caching: a prompt that begins like a kept one is prefilled from where they differ (the same logits ≤ 1e-4, the same answers); a chat\'s next turn reuses the last prompt; the budget drops the least recently used', async () => {
+  const m = await loadModel(rm.dir, { quant: 'fp32', adapter: adapterDir, worker: false, threads: 1, promptCache: 1 });
+  try {
+    const q = 'What is 12 plus 30? Answer with the number and nothing else, please.', ids = m.encode(q, true);
+    const longer = m.encode([{ role: 'user', content: q }, { role: 'assistant', content: '42' }, { role: 'user', content: 'And 12 plus 31?' }], true);
+    assert.deepEqual(longer.slice(0, ids.length), ids);
+    // prefill() from a kept beginning: the logits and hidden state of the prompt's end as from the start, and the
+    // adapter's invocation after it as a fresh run gives it.
+    const inv = reasoningTokens(m).invocation, keep = new PromptCache(m.backend, 2 ** 20);
+    const first = await prefill(m.backend, ids, 0, [], true, keep);
+    assert.equal(first.cached, 0);
+    const ref = await fresh(m, [...longer, ...inv], [...longer.map(() => 0), ...inv.map(() => 1)]), at = (t: number) => ref.subarray(t * V, (t + 1) * V);
+    const again = await prefill(m.backend, longer, 0, inv, true, keep);
+    assert.equal(again.cached, ids.length);
+    assert.ok(maxDiff(again.logits, at(longer.length - 1)) <= 1e-4 && maxDiff(again.invocationLogits!, at(longer.length)) <= 1e-4);
+    const plain = await prefill(m.backend, longer, 0, inv);
+    assert.ok(maxDiff(again.hidden, plain.hidden) <= 1e-4);
+    await Promise.all([first, again, plain].map((p) => m.backend.free(p.cache)));
+    // The longer prompt took the place of the one it continues; a third prompt past the budget drops the least recently used.
+    const one = keep.size, other = m.encode('Reverse the word sand, and then say it twice in a row for me.', true);
+    assert.ok(one > 0 && (await keep.take(ids))!.length === ids.length - 1);
+    const small = new PromptCache(m.backend, one + 1);
+    await small.put(longer, (await prefill(m.backend, longer, 0)).cache);
+    await small.put(other, (await prefill(m.backend, other, 0)).cache);
+    assert.ok(small.size > 0 && small.size <= one + 1);
+    assert.equal(await small.take(longer), undefined);
+    assert.equal((await small.take(other))!.length, other.length - 1);
+    await assert.rejects(loadModel(rm.dir, { promptCache: -1 }), { message: 'loadModel: promptCache must be a number of MiB ≥ 0 (0: no prompt caching), got -1' });
+
+    // answer(): the same question again reads all its prompt but the last token from the cache, the next turn of the
+    // chat the whole first prompt; the answers are those of a model that keeps none.
+    const none = await loadModel(rm.dir, { quant: 'fp32', adapter: adapterDir, worker: false, threads: 1, promptCache: 0 });
+    try {
+      const chat = [{ role: 'user' as const, content: q }, { role: 'assistant' as const, content: '42' }, { role: 'user' as const, content: 'And 12 plus 31?' }];
+      const L = ids.length, calls = [[q, 'off', 0], [q, 'on', L - 1], [q, 'off', L - 1], [chat, 'off', L], [chat, 'on', longer.length - 1]] as const;
+      for (const [input, reasoning, cached] of calls) {
+        const [r, want] = await Promise.all([answer(m, input, { reasoning, maxTokens: 6 }), answer(none, input, { reasoning, maxTokens: 6 })]);
+        assert.deepEqual([r.samples[0].tokenIds, r.usage.cachedTokens, want.usage.cachedTokens], [want.samples[0].tokenIds, cached, 0], `${reasoning}: ${JSON.stringify(input)}`);
+      }
+    } finally {
+      await none.close();
+    }
+  } finally {
+    await m.close();
   }
 });
 

@@ -335,7 +335,7 @@ test('server with tools: arguments nested too deep, tools that fill the context 
   assert.deepEqual([e4.param, e4.message], ['chat_template_kwargs', `400 Invalid value for 'chat_template_kwargs': send the tools in 'tools', where the reply's calls are read too (and a template that cannot write them is refused).`]);
   // A strict function is held to its parameters exactly: what constrained decoding cannot hold to is refused, naming it
   // (a non-strict one's "format" is left out, below), as are parameters no finite call could fill.
-  const strict = (parameters: object) => [TOOLS[0], { type: 'function' as const, function: { name: 'get_time', strict: true, parameters } }];
+  const strict = (parameters: Record<string, unknown>) => [TOOLS[0], { type: 'function' as const, function: { name: 'get_time', strict: true, parameters } }];
   const e5 = await status(client.chat.completions.create({ ...ask(), tools: strict({ type: 'object', properties: { tz: { type: 'string', format: 'timezone' } }, required: ['tz'], additionalProperties: false }) }));
   assert.deepEqual([e5.param, e5.message], ['tools[1].function.parameters', '400 tools[1].function.parameters.properties.tz: the keyword "format" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength']);
   const e6 = await status(client.chat.completions.create({ ...ask(), tools: strict({ type: 'array' }) }));

@@ -89,6 +89,13 @@ export function benchCommand(program: Command): void {
       const { runJsonBench } = await import('../../bench/json.ts');
       await runJsonBench({ tokens: o.tokens, reps: o.reps, resultsDir: resultsDir(o) });
     });
+  output(bench.command('prompt-cache'))
+    .description('prompt caching: time to the first token of a chat\'s next turn with the conversation kept from the turn before vs prefilled again, Qwen2.5-0.5B shape q4, conversations of ~256 / 1024 / 2048 tokens')
+    .option('--reps <n>', 'turns per row and setting (the fastest is reported)', intArg('--reps', 1), 3)
+    .action(async (o) => {
+      const { runPromptCacheBench } = await import('../../bench/prompt-cache.ts');
+      await runPromptCacheBench({ reps: o.reps, resultsDir: resultsDir(o) });
+    });
   output(bench.command('attention'))
     .description('one decode step\'s attention over a KV cache (Qwen2.5-0.5B heads): GroupQueryAttention vs ONNX Attention vs the runtime\'s, 1 and 8 rows, 64 and 1000 positions; 8 samples of a 1000-token prompt copied vs shared')
     .action(async (o) => {

@@ -41,6 +41,7 @@ import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
 import { jsonConstraint, jsonKey } from '../runtime/json-constraint.ts';
+import { promptCacheOf, type PromptCache } from '../runtime/prompt-cache.ts';
 
 export const THINK_OPEN = '<think>';
 export const THINK_CLOSE = '</think>';
@@ -108,6 +109,8 @@ export interface Prefill {
   hidden: Float32Array;
   /** With an invocation: the logits after it (the first thinking token). */
   invocationLogits?: Float32Array;
+  /** The prompt's first tokens taken from a kept prompt's cache (`reuse`), not prefilled again. */
+  cached: number;
 }
 
 /**
@@ -116,14 +119,18 @@ export interface Prefill {
  * so its logits and hidden state are the base model's, and the reasoning route starts from the invocation's
  * logits without another step; the direct route truncates the invocation away.
  */
-export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = [], invocationAdapter = true): Promise<Prefill> {
-  const cache = await backend.newCache(1), L = invocation.length + 1, V = backend.config.vocabSize, H = backend.config.hiddenSize;
+export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = [], invocationAdapter = true, reuse?: PromptCache): Promise<Prefill> {
+  // With `reuse` (base weights only): from the longest kept beginning of the prompt on, and the prompt kept after.
+  const hit = adapterMask ? undefined : await reuse?.take(ids);
+  const cache = hit?.cache ?? await backend.newCache(1), cached = hit?.length ?? 0;
+  const L = invocation.length + 1, V = backend.config.vocabSize, H = backend.config.hiddenSize;
   try {
-    const tokens = [...ids, ...invocation];
-    const mask = adapterMask || (invocation.length && invocationAdapter) ? [tokens.map((_, i) => (adapterMask || i >= ids.length ? 1 : 0))] : undefined;
+    const tokens = [...ids.slice(cached), ...invocation], own = ids.length - cached;
+    const mask = adapterMask || (invocation.length && invocationAdapter) ? [tokens.map((_, i) => (adapterMask || i >= own ? 1 : 0))] : undefined;
     const r = await backend.step(cache, { tokens: [tokens], ...(mask ? { adapterMask: mask } : {}), logits: L, want: { logits: true, hidden: true } });
+    if (reuse && !adapterMask) await reuse.put(ids, cache);
     return {
-      cache, logits: r.logits!.slice(0, V), hidden: r.hidden!.slice(0, H),
+      cache, logits: r.logits!.slice(0, V), hidden: r.hidden!.slice(0, H), cached,
       ...(invocation.length ? { invocationLogits: r.logits!.slice((L - 1) * V, L * V) } : {}),
     };
   } catch (e) {
@@ -473,7 +480,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         ...(escalation ? { escalation } : {}),
         samples, chosen, ...(v ? { votes: v.votes } : {}),
         ...(winner !== undefined ? { winner } : {}),
-        usage: { promptTokens, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) + (escalation?.tokens ?? 0) },
+        usage: { promptTokens, cachedTokens: base?.cached ?? 0, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) + (escalation?.tokens ?? 0) },
         ttftMs: ttfts.length ? Math.min(...ttfts) : latencyMs,
         latencyMs,
         ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),
@@ -499,7 +506,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
     const spec = reasons && !classic && mode !== 'off' && !closedByTemplate ? [...invocation, ...control] : [];
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
-    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native); handles.add(base.cache); }
+    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native, promptCacheOf(backend)); handles.add(base.cache); }
     // 2. Route by the probe; a gated direct route may still escalate (3).
     routerScore = router && base ? router.score(base.hidden) : undefined;
     const route = routeFor(routerScore);

@@ -141,9 +141,10 @@ export interface AnswerResult {
   votes?: Record<string, number>;
   /**
    * promptTokens: chat prompt (+ invocation and any budget line on the reasoning route); the rest summed over samples, and
-   * completionTokens also counts the direct attempt an escalation dropped (escalation.tokens).
+   * completionTokens also counts the direct attempt an escalation dropped (escalation.tokens). cachedTokens: the prompt's
+   * first tokens read from an earlier prompt's kept cache (prompt caching, loadModel's promptCache), not prefilled.
    */
-  usage: { promptTokens: number; thinkingTokens: number; answerTokens: number; completionTokens: number };
+  usage: { promptTokens: number; cachedTokens: number; thinkingTokens: number; answerTokens: number; completionTokens: number };
   /** Time to the first generated token (to the whole answer when none was generated, e.g. cancelled before its first). */
   ttftMs: number;
   latencyMs: number;

@@ -222,7 +222,7 @@ export class RunsByKey<K> {
  * its own copy of any state it writes, such as the next cache handle).
  */
 export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'newCache' | 'step' | 'setAdapter' | 'close'>>): Backend {
-  return {
+  const view: Backend = {
     get config() { return backend.config; },
     get hasLora() { return backend.hasLora; },
     get failed() { return backend.failed; },
@@ -237,4 +237,9 @@ export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'newCa
     close: () => backend.close(),
     ...replace,
   };
+  delegated.set(view, backend);
+  return view;
 }
+const delegated = new WeakMap<Backend, Backend>();
+/** The backend a view made by `delegate` calls (an adapter's, a request's); undefined for any other. */
+export const delegateOf = (view: Backend): Backend | undefined => delegated.get(view);

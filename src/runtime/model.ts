@@ -16,6 +16,7 @@ import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
+import { PROMPT_CACHE_MIB, setPromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
@@ -52,6 +53,11 @@ export interface LoadOptions {
   cacheDir?: string;
   /** Notes for a person: a converted copy being written to the cache, or used from it. */
   onNote?: (note: string) => void;
+  /**
+   * MiB of prompt KV caches kept for reuse (prompt caching, src/runtime/prompt-cache.ts): answer() prefills a prompt
+   * only from where it differs from a kept one, as a chat's next turn does. Default 256; 0 keeps none.
+   */
+  promptCache?: number;
 }
 
 /** A prompt: text, messages (rendered by the chat template), or token ids (a raw prompt, as tokenized by the caller). */
@@ -173,6 +179,7 @@ export class Model {
         throw e;
       }
     }
+    setPromptCache(backend, opts.promptCache ?? PROMPT_CACHE_MIB);
     return new Model(src.config, src.tokenizer, backend, adapter);
   }
 
@@ -381,7 +388,7 @@ let adapterViews = 0;
 /** A view whose backend is collected without close() gives its adapter's weights back (an app making one per request would otherwise grow). */
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
-const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote'];
+const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote', 'promptCache'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs'];
 
 
@@ -395,6 +402,7 @@ function checkLoadOptions(o: LoadOptions): void {
   if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${shown(o.cache)}`);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${shown(o.cacheDir)}`);
   if (o.onNote !== undefined && typeof o.onNote !== 'function') throw new Error(`loadModel: onNote must be a function (note) => void, got ${typeof o.onNote}`);
+  if (o.promptCache !== undefined && !(typeof o.promptCache === 'number' && Number.isFinite(o.promptCache) && o.promptCache >= 0)) throw new Error(`loadModel: promptCache must be a number of MiB ≥ 0 (0: no prompt caching), got ${shown(o.promptCache)}`);
 }
 
 /** The template's own inputs (messages, add_generation_prompt) are set by the call, not by kwargs. */

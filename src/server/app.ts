@@ -67,6 +67,8 @@ export interface ServerOptions {
   defaultVote?: VoteMethod;
   quant?: Quant;
   threads?: number;
+  /** MiB of prompt KV caches kept per model for requests that begin alike (loadModel's promptCache; default 256, 0: none). */
+  promptCache?: number;
   /** How long close() lets in-flight requests finish before cancelling them. Default 10 s. */
   shutdownGraceMs?: number;
   logger?: boolean;
@@ -117,7 +119,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   }
   const served = await loadServed({
     model: o.model, adapters: o.adapters, servedModelName: o.servedModelName, nativeThinking: o.nativeThinking, router: o.router, verifier: o.verifier,
-    quant: o.quant, threads: o.threads, maxBatch, onProgress: o.onLoadProgress, onNote: o.onLoadNote,
+    quant: o.quant, threads: o.threads, promptCache: o.promptCache, maxBatch, onProgress: o.onLoadProgress, onNote: o.onLoadNote,
     onRun: (s) => { metrics.batchRows.observe(s.rows); metrics.runSeconds.observe(s.ms / 1000); },
   });
   const limits: ChatLimits = {

@@ -556,7 +556,7 @@ export interface ChatOutcome {
   /** The checked vote's flaws in each sample's work (the first call's, as votes). */
   flaws?: number[];
   winner?: string;
-  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; completion_tokens_details: { reasoning_tokens: number } };
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; prompt_tokens_details: { cached_tokens: number }; completion_tokens_details: { reasoning_tokens: number } };
   ttftMs: number;
   latencyMs: number;
   cancelled: boolean;
@@ -683,7 +683,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     ...(primary.winner !== undefined ? { winner: primary.winner } : {}),
     usage: {
       prompt_tokens: primary.usage.promptTokens, completion_tokens: completion, total_tokens: primary.usage.promptTokens + completion,
-      completion_tokens_details: { reasoning_tokens: reasoningTokens },
+      prompt_tokens_details: { cached_tokens: primary.usage.cachedTokens }, completion_tokens_details: { reasoning_tokens: reasoningTokens },
     },
     ttftMs: ttft, latencyMs: performance.now() - startedAt,
     cancelled: signal.aborted || choices.some((c) => c.finish === 'cancelled'),

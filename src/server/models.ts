@@ -10,6 +10,7 @@ import path from 'node:path';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
+import { PROMPT_CACHE_MIB, setPromptCache } from '../runtime/prompt-cache.ts';
 import { readAdapterConfig } from '../io/peft.ts';
 import type { Router } from '../reason/router.ts';
 import { loadProbes } from '../reason/probes.ts';
@@ -51,6 +52,8 @@ export interface LoadServedOptions {
   verifier?: string;
   quant?: Quant;
   threads?: number;
+  /** loadModel's promptCache: MiB of prompt KV caches kept for later prompts that begin alike (0: none). */
+  promptCache?: number;
   maxBatch: number;
   onRun?: (s: RunStats) => void;
   /** Progress of building each model's graph from a checkpoint (loadModel's onProgress). */
@@ -100,8 +103,13 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const loaded: Model[] = [];
   const models = new Map<string, ServedModel>();
   const created = Math.floor(Date.now() / 1000);
-  // The server's own coalescer (its batch limit and metrics) over the session, in place of the model's.
-  const coalesce = (m: Model) => new CoalescingBackend((m.backend as CoalescingBackend).inner, { maxRows: o.maxBatch, onRun: o.onRun });
+  // The server's own coalescer (its batch limit and metrics) over the session, in place of the model's; the prompt
+  // cache goes with it.
+  const coalesce = (m: Model) => {
+    const b = new CoalescingBackend((m.backend as CoalescingBackend).inner, { maxRows: o.maxBatch, onRun: o.onRun });
+    setPromptCache(b, o.promptCache ?? PROMPT_CACHE_MIB);
+    return b;
+  };
   try {
     // One session: the first adapter is loaded with the model, the others join it (Model.withAdapter), so the
     // weights are in memory once and requests for different adapters batch together (rows grouped by adapter).
@@ -109,7 +117,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     let backend: CoalescingBackend | undefined;
     const loraTargets = [...new Set(adapters.flatMap((a) => readAdapterConfig(a.dir).targets))];
     for (const a of adapters) {
-      const m = loaded[0] ? await loaded[0].withAdapter(a.dir) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, threads: o.threads, onProgress: o.onProgress, onNote: o.onNote });
+      const m = loaded[0] ? await loaded[0].withAdapter(a.dir) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       if (!loaded[0]) loaded.push(m);
       backend ??= coalesce(m);
       models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
@@ -119,7 +127,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       const model = Object.create(first.model, { adapter: { value: undefined, enumerable: true } }) as Model;
       models.set(baseId, { id: baseId, kind: 'base', model, backend: first.backend, budgets: [], created });
     } else {
-      const m = await loadModel(o.model, { quant: o.quant, threads: o.threads, onProgress: o.onProgress, onNote: o.onNote });
+      const m = await loadModel(o.model, { quant: o.quant, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       loaded.push(m);
       const backend = coalesce(m);
       models.set(baseId, { id: baseId, kind: o.nativeThinking ? 'native' : 'base', model: withBackend(m, backend), backend, budgets: [], created });

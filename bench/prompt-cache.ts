@@ -1,0 +1,86 @@
+/**
+ * What prompt caching saves in a chat: time to the first token of a conversation's next turn with the conversation so
+ * far kept from the turn before (prompt caching on) against prefilling it all again (off), side by side in one run on
+ * one model (the cache switched per turn), on random weights in Qwen2.5-0.5B's shape (q4, the decode bench's cached
+ * model, the real Qwen tokenizer and chat template), at conversations of about 256, 1024 and 2048 tokens.
+ * Writes bench/results/prompt-cache-<date>.json + .md.
+ *   node --import tsx bench/prompt-cache.ts [--reps 3] [--results-dir d] [--no-write]
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadModel, type Model } from '../src/runtime/model.ts';
+import { answer } from '../src/reason/answer.ts';
+import { setPromptCache } from '../src/runtime/prompt-cache.ts';
+import type { ChatMessage } from '../src/tokenizer/types.ts';
+import { isMainModule } from '../src/main-module.ts';
+import { freshStem, machineNow, machineText, scriptArgs, writeResults } from './write.ts';
+
+export interface PromptCacheBenchOptions {
+  /** Turns timed per row and setting; the fastest is reported. Default 3. */
+  reps?: number;
+  resultsDir?: string | null;
+}
+
+const LENGTHS = [256, 1024, 2048];
+const SENTENCE = 'The river town keeps its boats in the north harbour, and the ferry crosses twice a day when the weather allows.';
+
+/** A conversation of about `tokens` tokens (user and assistant turns), ending with a user turn. */
+function conversation(m: Model, tokens: number, tag: string): ChatMessage[] {
+  const msgs: ChatMessage[] = [{ role: 'system', content: `You are a helpful assistant (${tag}).` }];
+  for (let i = 0; m.encode([...msgs, { role: 'user', content: 'x' }], true).length < tokens; i++) {
+    msgs.push({ role: 'user', content: `Question ${i}: ${SENTENCE} What follows?` }, { role: 'assistant', content: `${SENTENCE} (${i})` });
+  }
+  return [...msgs, { role: 'user', content: 'And what does the ferry carry?' }];
+}
+
+/** TTFT of a conversation's next turn, its turn before answered first (kept when the cache is on). */
+async function nextTurn(m: Model, tokens: number, cache: boolean, tag: string): Promise<{ ttftMs: number; prompt: number; cached: number }> {
+  setPromptCache(m.backend, cache ? 256 : 0);
+  const before = conversation(m, tokens, tag);
+  const reply = await answer(m, before, { reasoning: 'off', maxTokens: 12, seed: 1 });
+  const next = [...before, { role: 'assistant' as const, content: reply.answer }, { role: 'user' as const, content: 'How long does the crossing take, roughly?' }];
+  const r = await answer(m, next, { reasoning: 'off', maxTokens: 1, seed: 1 });
+  return { ttftMs: r.ttftMs, prompt: r.usage.promptTokens, cached: r.usage.cachedTokens };
+}
+
+interface Row { tokens: number; prompt: number; cached: number; offMs: number; onMs: number; ratio: number }
+
+export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
+  const reps = o.reps ?? 3, machine = machineNow();
+  const { prepareModels } = await import('./decode.ts');
+  console.error('Qwen2.5-0.5B shape: preparing the random-weight q4 model (cached; the first run takes a few minutes)');
+  const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => console.error(`  ${l}`));
+  const m = await loadModel(files.onnxDir);
+  const rows: Row[] = [];
+  try {
+    await nextTurn(m, 64, false, 'warm-up');
+    for (const tokens of LENGTHS) {
+      let off = Infinity, on = Infinity, prompt = 0, cached = 0;
+      for (let rep = 0; rep < reps; rep++) { // interleaved: a slow moment of the machine hits both settings alike
+        // (A conversation of its own per run: nothing of another run's is kept.)
+        off = Math.min(off, (await nextTurn(m, tokens, false, `off ${rep}`)).ttftMs);
+        const r = await nextTurn(m, tokens, true, `on ${rep}`);
+        [on, prompt, cached] = [Math.min(on, r.ttftMs), r.prompt, r.cached];
+      }
+      rows.push({ tokens, prompt, cached, offMs: off, onMs: on, ratio: on / off });
+      console.error(`~${tokens} tokens: next turn's prompt ${prompt} tokens (${cached} cached): TTFT ${off.toFixed(0)} ms without the cache, ${on.toFixed(0)} ms with it (${(on / off).toFixed(3)}×)`);
+    }
+  } finally {
+    await m.close();
+  }
+  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const result = { date, model: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, machine, rows };
+  const md = [`# Prompt caching: time to the first token of a chat's next turn ${date}`, '',
+    `${result.model}, the Qwen chat template; batch 1, greedy, the fastest of ${reps} turns per setting (interleaved), ${machineText(machine)}. Each turn: a conversation answered, then its next user message; with prompt caching the conversation's prompt from the turn before is kept, so the next prefills only the reply and the new message.`, '',
+    '| conversation | next turn\'s prompt | of it cached | TTFT without cache (ms) | with cache (ms) | × |', '|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ~${r.tokens} | ${r.prompt} | ${r.cached} | ${r.offMs.toFixed(0)} | ${r.onMs.toFixed(0)} | ${r.ratio.toFixed(3)} |`), ''].join('\n');
+  if (o.resultsDir === null) { console.log(md); return result; }
+  writeResults(dir, freshStem(dir, `prompt-cache-${date}`), result, md);
+  return result;
+}
+
+if (isMainModule(import.meta.url)) {
+  const a = scriptArgs('bench/prompt-cache.ts', { reps: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
+  await runPromptCacheBench({ reps: a.num('reps'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+}
