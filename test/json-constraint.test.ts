@@ -100,6 +100,9 @@ test('json constraint: the machine takes JSON the schema allows, and only that',
     [{ $defs: loop, anyOf: [{ $ref: '#/$defs/n' }, { type: 'array', items: { $ref: '#/$defs/n' } }] }, '[]', 'whole'],
     [{ $defs: loop, type: 'object', additionalProperties: { $ref: '#/$defs/n' } }, '{"x": {', 'no'],
     [{ $defs: loop, type: 'object', additionalProperties: { $ref: '#/$defs/n' } }, '{}', 'whole'],
+    // "#": the root schema itself (recursion, as OpenAI's strict mode allows it).
+    [{ type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } }, required: ['kids'] }, '{"kids": [{"kids": []}, {"kids": [{"kids": []}]}]}', 'whole'],
+    [{ type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } }, required: ['kids'] }, '{"kids": [{}]}', 'no'],
   ];
   for (const [schema, text, want] of cases) {
     assert.equal(read(schema, text), want, `${JSON.stringify(schema).slice(0, 60)} ${JSON.stringify(text)}`);
@@ -127,7 +130,8 @@ test('json constraint: schemas it cannot hold to are refused naming the keyword 
     [{ type: 'string', pattern: 'a+' }, 'schema: the keyword "pattern" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength'],
     [{ type: 'object', properties: { a: { oneOf: [{ type: 'string' }] } } }, 'schema.properties.a: the keyword "oneOf" is not supported by edgereason\'s constrained decoding (anyOf is: the output could match two of oneOf\'s schemas); supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength'],
     [{ type: 'object', properties: { a: {} }, required: ['b'] }, 'schema.required names "b", which is not one of its properties: edgereason writes only the properties given'],
-    [{ $ref: '#/$defs/missing' }, 'schema.$ref "#/$defs/missing" does not name a schema under the root\'s $defs or definitions'],
+    [{ $ref: '#/$defs/missing' }, 'schema.$ref "#/$defs/missing" does not name the root ("#") or a schema under the root\'s $defs or definitions'],
+    [{ $ref: '#' }, 'schema.$ref "#" refers to itself without a value in between'],
     [{ $defs: { a: { $ref: '#/$defs/a' } }, $ref: '#/$defs/a' }, 'schema.$defs.a.$ref "#/$defs/a" refers to itself without a value in between'],
     [{ type: 'text' }, 'schema.type "text" is not a JSON schema type (object, array, string, number, integer, boolean, null)'],
     [{ type: 'string', maxItems: 3 }, 'schema.maxItems applies to arrays, but the schema\'s type is "string"'],

@@ -25,7 +25,8 @@ import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
 import { maxDiff } from './helpers/numeric.ts';
-import { PromptCache } from '../src/runtime/prompt-cache.ts';
+import { PromptCache, promptCacheOf, setPromptCache } from '../src/runtime/prompt-cache.ts';
+import { grownCapacity, kvBytes } from '../src/runtime/kv-cache.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -190,6 +191,15 @@ test('prompt caching: a prompt that begins like a kept one is prefilled from whe
         const [r, want] = await Promise.all([answer(m, input, { reasoning, maxTokens: 6 }), answer(none, input, { reasoning, maxTokens: 6 })]);
         assert.deepEqual([r.samples[0].tokenIds, r.usage.cachedTokens, want.usage.cachedTokens], [want.samples[0].tokenIds, cached, 0], `${reasoning}: ${JSON.stringify(input)}`);
       }
+      // A classic adapter's reasoning encodes the whole prompt with the adapter: nothing read from the cache.
+      assert.equal((await answer(m, q, { reasoning: 'on', adapterMode: 'classic', maxTokens: 2 })).usage.cachedTokens, 0);
+      // Requests with one prompt at once keep one copy of it, at its own size (not the size of the one it was read from).
+      const own = promptCacheOf(m.backend)!, alone = kvBytes(m.config, 1, grownCapacity(64, ids.length));
+      own.clear();
+      setPromptCache(m.backend, 1);
+      await answer(m, chat, { reasoning: 'off', maxTokens: 1 });
+      await Promise.all([1, 2, 3, 4].map(() => answer(m, q, { reasoning: 'off', maxTokens: 1 })));
+      assert.equal(promptCacheOf(m.backend)!.size, kvBytes(m.config, 1, grownCapacity(64, longer.length)) + alone);
     } finally {
       await none.close();
     }

@@ -882,6 +882,10 @@ test('KV cache capacity grows by a quarter at least, in 64-position steps (at mo
   // Lengths are whole positions: NaN or 2.5 would corrupt the next step's writes.
   for (const bad of [NaN, 2.5, -1, 7]) assert.throws(() => c.truncate(0, bad), new RegExp(`kv-cache: cannot truncate row 0 of length 6 to ${bad}`));
   assert.throws(() => c.advance(0, 1.5), /kv-cache: row 0 cannot advance by 1\.5 positions/);
+  // head(): a row's first positions in a cache just large enough for them (what the prompt cache keeps).
+  const h = c.head([1], 8);
+  assert.deepEqual([h.capacity, h.lengths, [...h.keys[0].subarray(2 * 7, 2 * 8)]], [64, [8], [3, 4]]);
+  assert.throws(() => c.head([0], 7), /kv-cache: cannot copy the first 7 positions of row 0, of length 6/);
 });
 
 test('cache buffers let go of are reused, zeroed; a released cache is refused; free waits for the run in flight before its buffers go', async () => {
@@ -1030,7 +1034,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { accuracyLevel: 4 }), /loadModel: accuracyLevel applies to block-quantised weights, and this model loads as fp32 \(small models do by default\)/);
   await assert.rejects(loadModel(model.dir, { adapter: '' }), /loadModel: adapter must be the path of a PEFT adapter folder, got ""/);
   await assert.rejects(loadModel(model.dir, { worker: 'false' as never }), /loadModel: worker must be true or false, got "false"/);
-  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, cache, cacheDir, onNote\)/);
+  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, cache, cacheDir, onNote, promptCache\)/);
   // null is no option's default (undefined is): refused by name, every option alike.
   await assert.rejects(loadModel(model.dir, { quant: null } as never), /^Error: loadModel: quant is null; leave it out \(or undefined\) for the default$/);
   await assert.rejects(loadModel(undefined as never), /^Error: loadModel: the first argument must be the path of a model .*, got undefined; the embedded default is loadModel\(defaultModel\.dir, \{ adapter: defaultModel\.adapter \}\)$/);

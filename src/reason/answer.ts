@@ -480,7 +480,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         ...(escalation ? { escalation } : {}),
         samples, chosen, ...(v ? { votes: v.votes } : {}),
         ...(winner !== undefined ? { winner } : {}),
-        usage: { promptTokens, cachedTokens: base?.cached ?? 0, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) + (escalation?.tokens ?? 0) },
+        usage: { promptTokens, cachedTokens: reasoning && classic ? 0 : base?.cached ?? 0, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) + (escalation?.tokens ?? 0) },
         ttftMs: ttfts.length ? Math.min(...ttfts) : latencyMs,
         latencyMs,
         ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),

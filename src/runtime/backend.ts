@@ -37,7 +37,8 @@ export interface Backend {
   newCache(rows: number): Promise<CacheHandle>;
   step(cache: CacheHandle, req: StepRequest): Promise<StepResult>;
   /** A new cache made of the given rows (repeats allowed: forking a prefix). */
-  select(cache: CacheHandle, rows: number[]): Promise<CacheHandle>;
+  /** `length`: only each row's first `length` positions, in a cache just large enough for them (a compact copy). */
+  select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle>;
   /** Keeps only the given rows, in place. */
   keep(cache: CacheHandle, rows: number[]): Promise<void>;
   truncate(cache: CacheHandle, row: number, length: number): Promise<void>;
@@ -70,7 +71,7 @@ export class LocalBackend implements Backend {
     return stepResult(this.config, await this.track(this.engine.step(c, req), [c]), req);
   }
 
-  async select(handle: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.register(this.engine.select(this.cache(handle), rows)); }
+  async select(handle: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.register(this.engine.select(this.cache(handle), rows, length)); }
   /**
    * keep, truncate and free change a cache's buffers (the old ones are reused: kv-cache.ts's pool), so they wait
    * for the cache's runs in flight, which read them and write their new positions into them at the end.
@@ -228,7 +229,7 @@ export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'newCa
     get failed() { return backend.failed; },
     newCache: (rows) => backend.newCache(rows),
     step: (cache, req) => backend.step(cache, req),
-    select: (cache, rows) => backend.select(cache, rows),
+    select: (cache, rows, length) => backend.select(cache, rows, length),
     keep: (cache, rows) => backend.keep(cache, rows),
     truncate: (cache, row, length) => backend.truncate(cache, row, length),
     lengths: (cache) => backend.lengths(cache),

@@ -135,7 +135,8 @@ export class Engine {
    * A cache of the given rows of `cache` (backend.select). Copies of one row share it as a prefix once they would
    * repeat SHARE_FROM positions in all.
    */
-  select(cache: KVCache, rows: number[]): KVCache {
+  select(cache: KVCache, rows: number[], length?: number): KVCache {
+    if (length !== undefined) return cache.head(rows, length);
     return cache.select(rows, this.sharesPrefix && (rows.length - 1) * (cache.lengths[rows[0]] ?? 0) >= SHARE_FROM);
   }
 

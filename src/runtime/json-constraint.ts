@@ -67,13 +67,15 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
   const target = (s: Record<string, unknown>, at: string): unknown => {
     const chain = new Set<unknown>();
     while (s && typeof s === 'object' && s.$ref !== undefined) {
-      const ref = s.$ref, m = typeof ref === 'string' ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
-      const defs = m && root !== true ? (root[m[1]] as Record<string, unknown> | undefined) : undefined;
-      const name = m ? m[2].replace(/~1/g, '/').replace(/~0/g, '~') : '';
-      if (!m || !defs || typeof defs !== 'object' || !Object.hasOwn(defs, name)) throw new Error(`${at}.$ref ${shown(ref)} does not name a schema under the root's $defs or definitions`);
+      const ref = s.$ref;
       if (!lenient && Object.keys(s).some((k) => !ANNOTATIONS.includes(k) && k !== '$ref' && k !== '$defs' && k !== 'definitions')) throw new Error(`${at}: $ref is supported alone (with annotations), not beside other keywords`);
       if (chain.has(ref)) throw new Error(`${at}.$ref ${shown(ref)} refers to itself without a value in between`);
       chain.add(ref);
+      if (ref === '#' && root !== true) { s = root; at = where; continue; } // the root schema itself (recursion)
+      const m = typeof ref === 'string' ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
+      const defs = m && root !== true ? (root[m[1]] as Record<string, unknown> | undefined) : undefined;
+      const name = m ? m[2].replace(/~1/g, '/').replace(/~0/g, '~') : '';
+      if (!m || !defs || typeof defs !== 'object' || !Object.hasOwn(defs, name)) throw new Error(`${at}.$ref ${shown(ref)} does not name the root ("#") or a schema under the root's $defs or definitions`);
       s = defs[name] as Record<string, unknown>;
       at = `${where}.${m[1]}.${name}`;
     }

@@ -68,6 +68,17 @@ export class KVCache {
     return out;
   }
 
+  /** The given rows' first `length` positions, in a cache of their own just large enough for them. */
+  head(rows: number[], length: number): KVCache {
+    rows.forEach((r) => {
+      if (!Number.isInteger(length) || length < 0 || length > this.lengths[this.checkRow(r)]) throw new Error(`kv-cache: cannot copy the first ${length} positions of row ${r}, of length ${this.lengths[r]}`);
+    });
+    const out = new KVCache(this.shape, rows.length, grownCapacity(64, length));
+    rows.forEach((r, i) => copyPositions(this, r, out, i, 0, length));
+    out.lengths.fill(length);
+    return out;
+  }
+
   /** Keeps only the given rows, in that order (finished sequences leave the batch). */
   keep(rows: number[]): void {
     const c = this.select(rows);

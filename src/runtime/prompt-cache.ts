@@ -22,6 +22,7 @@ export class PromptCache {
   /** Least recently used first. */
   private entries: Entry[] = [];
   private bytes = 0;
+  private cleared = false;
 
   constructor(private readonly backend: Backend, readonly budget: number) {}
 
@@ -42,8 +43,7 @@ export class PromptCache {
     if (!best || length < MIN_REUSED) return undefined;
     best.users++;
     try {
-      const cache = await this.backend.select(best.cache, [0]);
-      await this.backend.truncate(cache, 0, length).catch(async (e) => { await this.backend.free(cache).catch(() => {}); throw e; });
+      const cache = await this.backend.select(best.cache, [0], length);
       if (!best.dropped) this.entries.push(...this.entries.splice(this.entries.indexOf(best), 1)); // most recently used last
       return { cache, length };
     } catch {
@@ -55,21 +55,28 @@ export class PromptCache {
     }
   }
 
-  /** Keeps a copy of `cache`'s row 0, positions 0..ids.length-1 (`ids`, computed with the base weights). */
+  /**
+   * Keeps a copy of `cache`'s row 0, positions 0..ids.length-1 (`ids`, computed with the base weights). Best effort:
+   * a copy that fails (a closed model) keeps nothing.
+   */
   async put(ids: readonly number[], cache: CacheHandle): Promise<void> {
     const c = this.backend.config, bytes = kvBytes(c, 1, grownCapacity(64, ids.length));
-    if (ids.length <= MIN_REUSED || bytes > this.budget) return;
-    // A kept prompt this one repeats or continues is all in this one.
+    if (ids.length <= MIN_REUSED || bytes > this.budget || this.cleared) return;
+    const copy = await this.backend.select(cache, [0], ids.length).catch(() => undefined);
+    if (copy === undefined) return;
+    if (this.cleared) { this.backend.free(copy).catch(() => {}); return; }
+    // A kept prompt this one repeats or continues is all in this one (one kept while the copy was made too).
     for (const e of [...this.entries]) if (e.tokens.length <= ids.length && common(e.tokens, ids) === e.tokens.length) this.drop(e);
-    const copy = await this.backend.select(cache, [0]);
-    try { await this.backend.truncate(copy, 0, ids.length); } catch (e) { await this.backend.free(copy).catch(() => {}); throw e; }
     this.entries.push({ tokens: [...ids], cache: copy, bytes, users: 0, dropped: false });
     this.bytes += bytes;
     for (const e of [...this.entries]) { if (this.bytes <= this.budget) break; this.drop(e); }
   }
 
-  /** Drops every kept prompt. */
-  clear(): void { for (const e of [...this.entries]) this.drop(e); }
+  /** Drops every kept prompt, and keeps no more. */
+  clear(): void {
+    this.cleared = true;
+    for (const e of [...this.entries]) this.drop(e);
+  }
 
   private drop(e: Entry): void {
     if (e.dropped) return;

@@ -173,7 +173,7 @@ export class CoalescingBackend implements BatchingBackend {
   newCache(rows: number): Promise<CacheHandle> { return this.inner.newCache(rows); }
   /** Straight through, not queued (a coalescer over this one batches its own steps). */
   stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.inner.stepMany(caches, reqs); }
-  select(cache: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.afterSteps(cache, () => this.inner.select(cache, rows)); }
+  select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.afterSteps(cache, () => this.inner.select(cache, rows, length)); }
   keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.afterSteps(cache, () => this.inner.keep(cache, rows)); }
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.afterSteps(cache, () => this.inner.truncate(cache, row, length)); }
   lengths(cache: CacheHandle): Promise<number[]> { return this.afterSteps(cache, () => this.inner.lengths(cache)); }

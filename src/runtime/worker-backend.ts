@@ -105,7 +105,7 @@ export class WorkerBackend implements Backend {
   step(cache: CacheHandle, req: StepRequest): Promise<StepResult> { return this.call('step', cache, req); }
   /** Several caches in one call (the worker batches their decode steps into one session run). */
   stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.call('stepMany', caches, reqs); }
-  select(cache: CacheHandle, rows: number[]): Promise<CacheHandle> { return this.call('select', cache, rows); }
+  select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.call('select', cache, rows, length); }
   keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.call('keep', cache, rows); }
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.call('truncate', cache, row, length); }
   lengths(cache: CacheHandle): Promise<number[]> { return this.call('lengths', cache); }

@@ -291,7 +291,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     if (t.function.strict !== true) return;
     const where = `tools[${i}].function.parameters`, p = t.function.parameters;
     try {
-      if (!p || p.type !== 'object') throw new Error(`${where} of a strict function must be a schema of type "object", got ${p ? `type ${JSON.stringify(p.type)}` : 'none'}`);
+      if (!p || p.type !== 'object') throw new Error(`${where} of a strict function must be a schema of type "object", got ${p ? (p.type === undefined ? 'no type' : `type ${JSON.stringify(p.type)}`) : 'no parameters'}`);
       compileJsonSchema(p, where);
     } catch (e) { throw new ApiError(400, (e as Error).message, where, 'invalid_request_error', 'invalid_value'); }
   });
