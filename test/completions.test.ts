@@ -15,7 +15,7 @@ let server: EdgeServer, client: OpenAI, model: Model;
 before(async () => {
   server = await createServer({ model: path.join(ROOT, 'models/default'), port: 0, ctx: 1024 });
   client = new OpenAI({ baseURL: `${await server.listen()}/v1`, apiKey: 'none', maxRetries: 0 });
-  model = await loadModel(path.join(ROOT, 'models/default'));
+  model = await loadModel(path.join(ROOT, 'models/default'), { promptCache: 0 });
 });
 
 after(async () => {
@@ -35,7 +35,7 @@ test('completions: each prompt n times, in OpenAI\'s order, as the library\'s ge
   assert.deepEqual(r.choices.map((c) => [c.index, c.text, c.finish_reason]), want.map((c, i) => [i, c.text, c.finishReason === 'length' ? 'length' : 'stop']));
   assert.ok(new Set(r.choices.map((c) => c.text)).size > 2, 'the rows draw independently');
   const promptTokens = PROMPTS.reduce((a, p) => a + model.encode(p, false).length, 0), completion = want.reduce((a, c) => a + c.tokens.length, 0);
-  assert.deepEqual(r.usage, { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion });
+  assert.deepEqual(r.usage, { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion, prompt_tokens_details: { cached_tokens: 0 } });
   // Greedy, a stop string, and OpenAI's default of 16 tokens.
   const greedy = await client.completions.create({ model: 'default', prompt: PROMPTS[1], temperature: 0 });
   const [own] = await model.generateBatch([PROMPTS[1]], { maxTokens: 16, temperature: 0 });
@@ -43,6 +43,14 @@ test('completions: each prompt n times, in OpenAI\'s order, as the library\'s ge
   const cut = own.text.slice(2, 4);
   const stopped = await client.completions.create({ model: 'default', prompt: PROMPTS[1], temperature: 0, stop: [cut] });
   assert.deepEqual([stopped.choices[0].text, stopped.choices[0].finish_reason], [own.text.slice(0, own.text.indexOf(cut)), 'stop']);
+  // Prompt caching: a prompt (one row) that begins like a kept one is prefilled from where they differ; the text is
+  // the library's, which keeps none here.
+  const long = 'Emma has 3 apples and buys 4 more. Then she gives 2 to Tom and 1 to Zoe. How many apples does Emma have', n = model.encode(long, false).length;
+  const [plain] = await model.generateBatch([long], { maxTokens: 8, temperature: 0 });
+  for (const cached of [0, n - 1]) {
+    const again = await client.completions.create({ model: 'default', prompt: long, max_tokens: 8, temperature: 0 });
+    assert.deepEqual([again.choices[0].text, again.usage?.prompt_tokens_details?.cached_tokens], [plain.text, cached]);
+  }
 });
 
 test('completions, streamed: the pieces add up to the same text, echo sends the prompt first, include_usage ends with the usage', async () => {

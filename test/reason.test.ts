@@ -200,6 +200,12 @@ test('prompt caching: a prompt that begins like a kept one is prefilled from whe
       await answer(m, chat, { reasoning: 'off', maxTokens: 1 });
       await Promise.all([1, 2, 3, 4].map(() => answer(m, q, { reasoning: 'off', maxTokens: 1 })));
       assert.equal(promptCacheOf(m.backend)!.size, kvBytes(m.config, 1, grownCapacity(64, longer.length)) + alone);
+      // generate / complete (one prompt) too: the positions before the adapter acts (a chat prompt: all of it), as a model
+      // that keeps none decodes them.
+      const [g, g0] = await Promise.all([m.complete(q, { chat: true, maxTokens: 4 }), none.complete(q, { chat: true, maxTokens: 4 })]);
+      assert.deepEqual([g.tokens, g.cachedTokens, g0.cachedTokens], [g0.tokens, L - 1, 0]);
+      const [raw, raw0] = await Promise.all([m.complete(longer, { maxTokens: 4, adapter: false }), none.complete(longer, { maxTokens: 4, adapter: false })]);
+      assert.deepEqual([raw.tokens, raw.cachedTokens], [raw0.tokens, longer.length - 1]);
     } finally {
       await none.close();
     }

@@ -5,6 +5,7 @@
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { StreamDecoder } from '../tokenizer/stream.ts';
 import type { Backend, CacheHandle } from './backend.ts';
+import type { PromptCache } from './prompt-cache.ts';
 import { randomInt } from 'node:crypto';
 import { seededRandom, type RowSampling, type SamplingParams, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
@@ -82,6 +83,8 @@ export interface Completion {
   totalMs: number;
   /** With a thinking segment: its tokens (without the tags) and whether it was closed. */
   thinking?: { tokens: number; closed: boolean };
+  /** The prompt's first tokens read from a kept prompt's cache (prompt caching), not prefilled again. */
+  cachedTokens: number;
 }
 
 /** One sequence in a running batch: its sampling state, stop handling, thinking segment and streamed text. */
@@ -500,8 +503,12 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
   }
 }
 
-/** Prefills each prompt in one batched step and decodes them together; aborting `signal` cancels them all. */
-export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal): Promise<Completion[]> {
+/**
+ * Prefills each prompt in one batched step and decodes them together; aborting `signal` cancels them all. With
+ * `reuse` and one prompt, its positions the base weights encode are prefilled from the longest beginning `reuse`
+ * keeps, and kept after (prompt caching).
+ */
+export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal, reuse?: PromptCache): Promise<Completion[]> {
   const start = performance.now();
   if (onText !== undefined && typeof onText !== 'function') throw new Error(`generate: onText must be a function (row, piece) => void, got ${typeof onText}`);
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${shown(signal)}`);
@@ -517,16 +524,19 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     return { ...opts[i], maxTokens, ...(fit !== undefined && fit !== th!.maxTokens ? { thinking: { ...th!, maxTokens: fit } } : {}) };
   });
   const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1), p));
-  const cache = await backend.newCache(prompts.length);
+  const base = reuse && prompts.length === 1 ? (per[0].adapter ? Math.min(prompts[0].length, per[0].adapterFrom ?? 0) : prompts[0].length) : 0;
+  const hit = base ? await reuse!.take(prompts[0], base) : undefined, cached = hit?.length ?? 0;
+  const cache = hit?.cache ?? await backend.newCache(prompts.length);
   try {
-    await decode(backend, cache, seqs, prompts, start, { signal });
+    await decode(backend, cache, seqs, hit ? [prompts[0].slice(cached)] : prompts, start, { signal });
+    if (base) await reuse!.put(prompts[0].slice(0, base), cache);
   } finally {
     await backend.free(cache);
   }
   const end = performance.now();
   return seqs.map((s) => ({
     text: s.text, tokens: s.tokens, logprobs: s.logprobs, ...(s.opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), finishReason: s.finishReason!,
-    promptTokens: s.promptTokens, ttftMs: s.ttftMs, totalMs: end - start,
+    promptTokens: s.promptTokens, cachedTokens: cached, ttftMs: s.ttftMs, totalMs: end - start,
     ...(s.opts.thinking ? { thinking: { tokens: s.thinkingTokens, closed: s.answerFrom !== undefined } } : {}),
   }));
 }

@@ -16,7 +16,7 @@ import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
-import { PROMPT_CACHE_MIB, setPromptCache } from './prompt-cache.ts';
+import { PROMPT_CACHE_MIB, promptCacheOf, setPromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
@@ -329,7 +329,7 @@ export class Model {
         }
       });
     }
-    return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal);
+    return generateBatch(this.backend, this.tokenizer, ids, per, onText, signal, promptCacheOf(this.backend));
   }
 
   /**

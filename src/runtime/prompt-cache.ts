@@ -31,15 +31,16 @@ export class PromptCache {
 
   /**
    * A new one-row cache holding the longest kept beginning of `ids` (at most all but its last token: the prefill needs
-   * one to give the prompt's logits), and its length; undefined when none of at least MIN_REUSED tokens is kept.
+   * one to give the prompt's logits; at most `limit`), and its length; undefined when none of at least MIN_REUSED
+   * tokens is kept.
    */
-  async take(ids: readonly number[]): Promise<{ cache: CacheHandle; length: number } | undefined> {
+  async take(ids: readonly number[], limit = Infinity): Promise<{ cache: CacheHandle; length: number } | undefined> {
     let best: Entry | undefined, length = 0;
     for (const e of this.entries) {
       const n = common(e.tokens, ids);
       if (n > length) [best, length] = [e, n];
     }
-    length = Math.min(length, ids.length - 1);
+    length = Math.min(length, ids.length - 1, limit);
     if (!best || length < MIN_REUSED) return undefined;
     best.users++;
     try {

@@ -118,7 +118,7 @@ export async function runCompletion(plan: CompletionPlan, signal: AbortSignal, o
     added: typeof p === 'string' ? model.encode(p, false).length - model.tokenizer.encode(p, { addSpecialTokens: false }).length : 0, // a BOS the tokenizer adds: not in the text
   }))) : undefined;
   const out = plan.generate ? await model.generateBatch(plan.rows, { ...plan.options, chat: false }, onText, signal)
-    : plan.rows.map((_, i): Completion => ({ text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: plan.promptTokens[Math.floor(i / plan.n)], ttftMs: 0, totalMs: 0 }));
+    : plan.rows.map((_, i): Completion => ({ text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: plan.promptTokens[Math.floor(i / plan.n)], cachedTokens: 0, ttftMs: 0, totalMs: 0 }));
   return { out, ...(prompts ? { prompts } : {}) };
 }
 
@@ -127,8 +127,9 @@ export type PromptLogprobs = Awaited<ReturnType<Model['promptLogprobs']>> & { ad
 /** The finish_reason of a row: "stop" (an end token or stop string) or "length". */
 export const completionFinish = (c: Completion): 'stop' | 'length' => (c.finishReason === 'length' ? 'length' : 'stop');
 
-/** usage: each prompt's tokens once, every row's completion tokens. */
+/** usage: each prompt's tokens once, every row's completion tokens; of the prompts', those the prompt cache held. */
 export function completionUsage(plan: CompletionPlan, out: readonly Completion[]) {
   const prompt = plan.promptTokens.reduce((a, b) => a + b, 0), completion = out.reduce((a, c) => a + c.tokens.length, 0);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  const cached = out.filter((_, i) => i % plan.n === 0).reduce((a, c) => a + c.cachedTokens, 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
 }
