@@ -75,8 +75,9 @@ export function demoCommand(program: Command): void {
       }
       const useRl = fs.existsSync(path.join(rl, 'adapter_config.json'));
       // The router and verifier were trained with the SFT adapter; the budget-forced one is shown beside it, in the
-      // same session (one copy of the weights).
-      const model = await loadModel(o.model, { adapter });
+      // same session (one copy of the weights). Without prompt caching: each question is answered several ways, and
+      // each answer's TTFT is shown as a first request's.
+      const model = await loadModel(o.model, { adapter, promptCache: 0 });
       const rlr = useRl ? new Reasoner(await model.withAdapter(rl)) : undefined;
       const router = fs.existsSync(routerFile) ? Router.load(routerFile, model.config.hiddenSize) : undefined;
       const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
