@@ -950,6 +950,8 @@ test('server: /metrics exposes requests, tokens, TTFT and latency histograms, ba
     assert.match(text, new RegExp(`^${name}`, 'm'), name);
   }
   assert.match(text, /^# TYPE edgereason_batch_rows histogram$/m);
+  // Requests that asked the same question again (the streaming test's) read most of their prompts from the prompt cache.
+  assert.ok(Number(/^edgereason_prompt_tokens_cached_total (\d+)$/m.exec(text)![1]) > 0);
   // Several choices of one request decode as one batch: occupancy above 1 was observed.
   const rows = Number(/edgereason_batch_rows_bucket\{le="1"\} (\d+)/.exec(text)![1]), all = Number(/edgereason_batch_rows_count (\d+)/.exec(text)![1]);
   assert.ok(all > rows, 'some runs stepped more than one row');

@@ -360,6 +360,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   function recordCompletion(plan: CompletionPlan, out: readonly Completion[], start: number): void {
     const usage = completionUsage(plan, out); // each prompt once, as in the reply's usage
     metrics.promptTokens.inc({}, usage.prompt_tokens);
+    metrics.cachedTokens.inc({}, usage.prompt_tokens_details.cached_tokens);
     metrics.completionTokens.inc({}, usage.completion_tokens);
     metrics.ttft.observe(Math.min(...out.map((c) => c.ttftMs)) / 1000);
     metrics.latency.observe((performance.now() - start) / 1000);
@@ -367,6 +368,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
 
   function record(plan: Plan, out: ChatOutcome): void {
     metrics.promptTokens.inc({}, out.usage.prompt_tokens);
+    metrics.cachedTokens.inc({}, out.usage.prompt_tokens_details.cached_tokens);
     metrics.completionTokens.inc({}, out.usage.completion_tokens);
     metrics.reasoningTokens.inc({}, out.usage.completion_tokens_details.reasoning_tokens);
     metrics.routes.inc({ route: out.route, model: plan.served.id });

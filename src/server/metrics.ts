@@ -46,6 +46,7 @@ const TIME_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 export class Metrics {
   readonly requests = new Counter('edgereason_requests_total', 'HTTP requests by route and status code');
   readonly promptTokens = new Counter('edgereason_prompt_tokens_total', 'Prompt tokens processed');
+  readonly cachedTokens = new Counter('edgereason_prompt_tokens_cached_total', 'Prompt tokens read from the prompt cache instead of prefilled');
   readonly completionTokens = new Counter('edgereason_completion_tokens_total', 'Tokens generated (thinking and answer)');
   readonly reasoningTokens = new Counter('edgereason_reasoning_tokens_total', 'Tokens generated inside thinking segments');
   readonly routes = new Counter('edgereason_routes_total', 'Chat requests by route taken (direct or reasoning)');
@@ -62,7 +63,7 @@ export class Metrics {
 
   render(): string {
     const all: (Counter | Gauge | Histogram)[] = [
-      this.requests, this.promptTokens, this.completionTokens, this.reasoningTokens, this.routes, this.rejected, this.cancelled,
+      this.requests, this.promptTokens, this.cachedTokens, this.completionTokens, this.reasoningTokens, this.routes, this.rejected, this.cancelled,
       this.ttft, this.latency, this.queueWait, this.batchRows, this.runSeconds, ...this.gauges,
     ];
     return all.map((m) => [`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`, ...m.render()].join('\n')).join('\n') + '\n';
