@@ -934,3 +934,16 @@ test('the CLI: output piped into a reader that stops early ends quietly; list fl
   const notes = cli(['answer', '--model', model.dir, '--question', 'hi', '--reasoning', 'off', '--top-k', '5', '--max-tokens', '2', '--quant', 'fp32']).stderr;
   assert.match(notes, /note: --top-k has no effect: answers are greedy with one sample unless --temperature is given/);
 });
+
+test('chat: each line a turn of one conversation (the replies kept, read from the prompt cache the next turn), /reset starts over, a bad flag is named', () => {
+  const r = spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'off'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input: 'Reverse the word sand.\nWhat is the capital of Elbonia?\n/reset\nWhat is the capital of Elbonia?\n' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'dnas\nWexley\nZemlo\n'); // (alone, as answer --question answers it; after the first turn, another guess)
+  const turns = [...r.stderr.matchAll(/^\[direct; 1 answer tokens; prompt (\d+) tokens, (\d+) of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]$/gm)].map((m) => [+m[1], +m[2]]);
+  // The second turn holds the first (its prompt, whole, from the cache) and its reply; after /reset the question alone.
+  assert.equal(turns.length, 3, r.stderr);
+  assert.deepEqual([turns[0][1], turns[1][1], turns[2][1]], [0, turns[0][0], 0]);
+  assert.match(r.stderr, /^\(a new conversation\)$/m);
+  const bad = cli(['chat', '--reasoning', 'maybe']);
+  assert.deepEqual([bad.status, bad.stderr.trim()], [1, 'edgereason: --reasoning must be auto, on or off; got "maybe"']);
+});

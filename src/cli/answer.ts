@@ -7,7 +7,11 @@ import { answer, answerTemperature, checkTrainedFile, thinksByItself } from '../
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
-import type { Phase, ReasoningMode, VoteMethod } from '../reason/types.ts';
+import type { AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
+import type { Model } from '../runtime/model.ts';
+import type { Quant } from '../onnx/quant.ts';
+import type { Router } from '../reason/router.ts';
+import type { Verifier } from '../reason/verifier.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
@@ -76,64 +80,21 @@ export function answerCommand(program: Command): void {
       const penalty = own?.repetition_penalty;
       if (penalty !== undefined && cmd.getOptionValueSource('repetitionPenalty') !== 'cli') console.error(`edgereason: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, which answer applies only when given --repetition-penalty ${penalty} (serve applies it by default)`);
       const seed: number = o.seed ?? randomInt(2 ** 31);
-      const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
-      if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
-      if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
-      if (o.nativeThinking && o.budget !== undefined) throw new Error('--budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens');
-      // --no-adapter gives false; no flag, the adapter beside the model when there is one
-      if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('reasoning-adapter/adapter_config.json')) {
-        o.adapter = path.join(o.model, 'reasoning-adapter');
-        console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
-      }
-      if (o.adapter === false) o.adapter = undefined;
-      const unbudgeted = o.budget !== undefined && typeof o.adapter === 'string' ? unbudgetedNote(o.adapter) : undefined;
-      if (unbudgeted) console.error(`edgereason: note: ${unbudgeted}; --max-thinking-tokens caps any adapter's thinking`);
-      const reasons = !!o.adapter || !!o.nativeThinking;
-      const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
-      const verifierFile: string | undefined = o.verifier ?? (o.vote.startsWith('verifier') ? beside('verifier.json') : undefined);
-      const noThinking = o.chatTemplateKwargs?.enable_thinking === false; // the template's switch: a direct answer
-      if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
-      // A router or verifier trained for the other kind of reasoning is refused now, not after loading the model.
-      for (const [what, file] of [['router', routerFile], ['verifier', verifierFile]] as const) {
-        let metadata: unknown;
-        // A regular file only: a pipe (<(cat router.json)) is read once, by the load.
-        try { metadata = file && fs.statSync(file).isFile() && JSON.parse(fs.readFileSync(file, 'utf8')).metadata; } catch { /* Router.load / Verifier.load name the problem */ }
-        if (file && metadata && typeof metadata === 'object') checkTrainedFile(what, file, metadata as Record<string, unknown>, !!o.nativeThinking);
-      }
-      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
+      const { model, router, verifier } = await loadReasoner(o, 'answer');
       try {
-        if (!reasons && thinksByItself(model)) console.error(thinkingNote('answer'));
-        const { router, verifier } = loadProbes({ router: routerFile, verifier: verifierFile }, {
-          config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`edgereason: ${n}`),
-        });
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
-        const dim = dimmer(out);
-        let phase: Phase | undefined, last = '';
         const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
+        const written = transcript(out, logRoute);
         const r = await answer(model, input, {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
           temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, seed,
           task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}), ...(o.responseFormat !== undefined ? { json: o.responseFormat } : {}),
-          onRoute: (route, score) => { logRoute(route, score); if (route === 'reasoning') { out.write(dim('<think>\n')); phase = 'thinking'; } },
-          onText: (sample, ph, piece) => {
-            if (sample !== 0) return;
-            if (ph !== phase) {
-              if (ph === 'thinking') out.write(dim('<think>\n'));
-              else if (phase === 'thinking') out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n\n`)); // the transcript as written
-              phase = ph;
-            }
-            out.write(ph === 'thinking' ? dim(piece) : piece);
-            last = piece;
-          },
+          onRoute: written.onRoute, onText: written.onText,
         }, { router, verifier });
-        // A thinking that closed with nothing after it (or only blank around it) streamed no piece of the answer:
-        // its closing tag is shown all the same.
-        const s0 = r.samples[0];
-        if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n`));
-        out.write('\n');
+        written.end(r);
         if (r.finishReason === 'length') {
           // Cut before any answer: inside its thinking (a thinking cap is what makes room for one), or right after it closed.
           const cut = r.samples.filter((x) => x.finishReason === 'length'), none = r.route === 'reasoning' && cut.every((x) => !x.answerTokens);
@@ -166,6 +127,85 @@ export function answerCommand(program: Command): void {
         await model.close();
       }
     });
+}
+
+/** The flags `answer` and `chat` share for what answers: the model, its reasoning adapter, router and verifier. */
+export interface ReasonerFlags {
+  model: string; adapter?: string | false; nativeThinking?: boolean; router?: string; verifier?: string;
+  reasoning: string; vote?: string; budget?: number; adapterMode?: string; quant?: Quant; chatTemplateKwargs?: Record<string, unknown>;
+}
+
+/**
+ * The model with its reasoning adapter (default: <model>/reasoning-adapter) and, for reasoning auto, its router
+ * (<model>/router.json), and a verifier for the verifier votes; each file is checked before the model loads, and notes
+ * go to stderr. `what`: the output a thinking model's thinking would be part of without --native-thinking.
+ */
+export async function loadReasoner(o: ReasonerFlags, what: string): Promise<{ model: Model; router?: Router; verifier?: Verifier }> {
+  const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
+  if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
+  if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
+  if (o.nativeThinking && o.budget !== undefined) throw new Error('--budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens');
+  // --no-adapter gives false; no flag, the adapter beside the model when there is one
+  if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('reasoning-adapter/adapter_config.json')) {
+    o.adapter = path.join(o.model, 'reasoning-adapter');
+    console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
+  }
+  if (o.adapter === false) o.adapter = undefined;
+  const unbudgeted = o.budget !== undefined && typeof o.adapter === 'string' ? unbudgetedNote(o.adapter) : undefined;
+  if (unbudgeted) console.error(`edgereason: note: ${unbudgeted}; --max-thinking-tokens caps any adapter's thinking`);
+  const reasons = !!o.adapter || !!o.nativeThinking;
+  const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
+  const verifierFile: string | undefined = o.verifier ?? (o.vote?.startsWith('verifier') ? beside('verifier.json') : undefined);
+  const noThinking = o.chatTemplateKwargs?.enable_thinking === false; // the template's switch: a direct answer
+  if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
+  // A router or verifier trained for the other kind of reasoning is refused now, not after loading the model.
+  for (const [kind, file] of [['router', routerFile], ['verifier', verifierFile]] as const) {
+    let metadata: unknown;
+    // A regular file only: a pipe (<(cat router.json)) is read once, by the load.
+    try { metadata = file && fs.statSync(file).isFile() && JSON.parse(fs.readFileSync(file, 'utf8')).metadata; } catch { /* Router.load / Verifier.load name the problem */ }
+    if (file && metadata && typeof metadata === 'object') checkTrainedFile(kind, file, metadata as Record<string, unknown>, !!o.nativeThinking);
+  }
+  const model = await loadModelWithProgress(o.model, { adapter: o.adapter || undefined, quant: o.quant });
+  try {
+    if (!reasons && thinksByItself(model)) console.error(thinkingNote(what));
+    return {
+      model, ...loadProbes({ router: routerFile, verifier: verifierFile }, {
+        config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`edgereason: ${n}`),
+      }),
+    };
+  } catch (e) {
+    await model.close();
+    throw e;
+  }
+}
+
+/**
+ * answer()'s onRoute / onText writing sample 0's transcript to `out` as the model writes it (the thinking dimmed,
+ * between its tags), and `end`, which closes it.
+ */
+export function transcript(out: NodeJS.WriteStream, onRoute?: (route: Route, score: number | undefined) => void) {
+  const dim = dimmer(out);
+  let phase: Phase | undefined, last = '';
+  return {
+    onRoute: (route: Route, score: number | undefined) => { onRoute?.(route, score); if (route === 'reasoning') { out.write(dim('<think>\n')); phase = 'thinking'; } },
+    onText: (sample: number, ph: Phase, piece: string) => {
+      if (sample !== 0) return;
+      if (ph !== phase) {
+        if (ph === 'thinking') out.write(dim('<think>\n'));
+        else if (phase === 'thinking') out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n\n`)); // the transcript as written
+        phase = ph;
+      }
+      out.write(ph === 'thinking' ? dim(piece) : piece);
+      last = piece;
+    },
+    end: (r: AnswerResult) => {
+      // A thinking that closed with nothing after it (or only blank around it) streamed no piece of the answer: its
+      // closing tag is shown all the same.
+      const s0 = r.samples[0];
+      if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n`));
+      out.write('\n');
+    },
+  };
 }
 
 /** --response-format: json_object, a JSON schema inline, or @file with one; the schema is checked here, naming the flag (and file). */

@@ -10,6 +10,7 @@ import { evalCommand } from './eval.ts';
 import { trainRlCommand } from './train-rl.ts';
 import { serveCommand } from './serve.ts';
 import { answerCommand } from './answer.ts';
+import { chatCommand } from './chat.ts';
 import { trainRouterCommand } from './train-router.ts';
 import { trainVerifierCommand } from './train-verifier.ts';
 import { exportTrlCommand } from './export-trl.ts';
@@ -65,7 +66,7 @@ export async function main(argv: string[]): Promise<void> {
   };
   program.hook('preSubcommand', (_, command) => swallowed(command));
   program.hook('preAction', (_, command) => { if (command.parent !== program) swallowed(command); });
-  for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
+  for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, chatCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   // A misspelt required flag (--questions) is named as unknown, with commander's suggestion; commander checks the
   // required options first, and would only say that --question is missing.
   for (const cmd of program.commands as (Command & Hidden)[]) {
