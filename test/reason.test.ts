@@ -197,15 +197,23 @@ test('prompt caching: a prompt that begins like a kept one is prefilled from whe
       const own = promptCacheOf(m.backend)!, alone = kvBytes(m.config, 1, grownCapacity(64, ids.length));
       own.clear();
       setPromptCache(m.backend, 1);
-      await answer(m, chat, { reasoning: 'off', maxTokens: 1 });
       await Promise.all([1, 2, 3, 4].map(() => answer(m, q, { reasoning: 'off', maxTokens: 1 })));
-      assert.equal(promptCacheOf(m.backend)!.size, kvBytes(m.config, 1, grownCapacity(64, longer.length)) + alone);
+      assert.equal(promptCacheOf(m.backend)!.size, alone);
+      // The chat's next turn takes the place of the prompt it continues; that prompt asked again is read from it, not kept twice.
+      await answer(m, chat, { reasoning: 'off', maxTokens: 1 });
+      await answer(m, q, { reasoning: 'off', maxTokens: 1 });
+      assert.equal(promptCacheOf(m.backend)!.size, kvBytes(m.config, 1, grownCapacity(64, longer.length)));
       // generate / complete (one prompt) too: the positions before the adapter acts (a chat prompt: all of it), as a model
       // that keeps none decodes them.
       const [g, g0] = await Promise.all([m.complete(q, { chat: true, maxTokens: 4 }), none.complete(q, { chat: true, maxTokens: 4 })]);
       assert.deepEqual([g.tokens, g.cachedTokens, g0.cachedTokens], [g0.tokens, L - 1, 0]);
       const [raw, raw0] = await Promise.all([m.complete(longer, { maxTokens: 4, adapter: false }), none.complete(longer, { maxTokens: 4, adapter: false })]);
       assert.deepEqual([raw.tokens, raw.cachedTokens], [raw0.tokens, longer.length - 1]);
+      // generate keeps its prompt once prefilled: a request beside it, begun at its first token, reads it.
+      const running = m.generate(other, { maxTokens: 12, adapter: false })[Symbol.asyncIterator]();
+      await running.next();
+      assert.equal((await m.complete(other, { maxTokens: 1, adapter: false })).cachedTokens, other.length - 1);
+      while (!(await running.next()).done);
     } finally {
       await none.close();
     }

@@ -15,8 +15,9 @@ export interface GenerateOptions extends SamplingParams {
   /** Most tokens to generate (default 256, and never past the model's context). */
   maxTokens?: number;
   /**
-   * Seed of this sequence's random draws: the same seed, prompt and options give the same tokens. Default: a
-   * fresh random seed per sequence. (Irrelevant when greedy.)
+   * Seed of this sequence's random draws: the same seed, prompt and options give the same tokens (a prompt read from
+   * the prompt cache: up to float rounding, see loadModel's promptCache). Default: a fresh random seed per sequence.
+   * (Irrelevant when greedy.)
    */
   seed?: number;
   /**
@@ -527,10 +528,13 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   const base = reuse && prompts.length === 1 ? (per[0].adapter ? Math.min(prompts[0].length, per[0].adapterFrom ?? 0) : prompts[0].length) : 0;
   const hit = base ? await reuse!.take(prompts[0], base) : undefined, cached = hit?.length ?? 0;
   const cache = hit?.cache ?? await backend.newCache(prompts.length);
+  // Kept once the prompt is in the cache (after the first step), so that a request beside this one can read it.
+  let keeping: Promise<void> | undefined;
+  const keep = () => { keeping ??= reuse!.put(prompts[0].slice(0, base), cache).catch(() => {}); };
   try {
-    await decode(backend, cache, seqs, hit ? [prompts[0].slice(cached)] : prompts, start, { signal });
-    if (base) await reuse!.put(prompts[0].slice(0, base), cache);
+    await decode(backend, cache, seqs, hit ? [prompts[0].slice(cached)] : prompts, start, { signal, ...(base ? { afterStep: keep } : {}) });
   } finally {
+    await keeping;
     await backend.free(cache);
   }
   const end = performance.now();

@@ -63,6 +63,9 @@ export class PromptCache {
   async put(ids: readonly number[], cache: CacheHandle): Promise<void> {
     const c = this.backend.config, bytes = kvBytes(c, 1, grownCapacity(64, ids.length));
     if (ids.length <= MIN_REUSED || bytes > this.budget || this.cleared) return;
+    // All of it kept already (in a longer prompt): that one is used again, nothing copied.
+    const holder = this.entries.find((e) => e.tokens.length >= ids.length && common(e.tokens, ids) === ids.length);
+    if (holder) { this.entries.push(...this.entries.splice(this.entries.indexOf(holder), 1)); return; }
     const copy = await this.backend.select(cache, [0], ids.length).catch(() => undefined);
     if (copy === undefined) return;
     if (this.cleared) { this.backend.free(copy).catch(() => {}); return; }
