@@ -134,6 +134,8 @@ test('playground: a question streams thinking and answer into the page; route, v
   })).json();
   assert.deepEqual(direct, [api2.choices[0].message.content], 'the streamed answer (with the conversation so far) equals the API\'s');
   assert.ok(direct[0], 'an answer appeared');
+  // The conversation so far came from the prompt cache: the tokens line says how much.
+  assert.match((await page.textContent('#tokens'))!, /^\d+ prompt \([1-9]\d* cached\), \d+ generated \(0 thinking\)$/);
   assert.equal(await page.$$eval('.turn:last-child .sample.direct', (els) => els.length), 1, 'no thinking panel on the direct route');
   assert.deepEqual(errors, []);
 
