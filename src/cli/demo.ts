@@ -123,6 +123,7 @@ export function demoCommand(program: Command): void {
             break;
           }
         }
+        console.log(dim(`\nA conversation of your own: npx edgereason chat${embedded ? '' : ` --model ${o.model}`} (each line a turn, routed; the conversation stays in the prompt cache)`));
       } finally {
         await rlr?.close();
         await r.close();
