@@ -946,4 +946,8 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   assert.match(r.stderr, /^\(a new conversation\)$/m);
   const bad = cli(['chat', '--reasoning', 'maybe']);
   assert.deepEqual([bad.status, bad.stderr.trim()], [1, 'edgereason: --reasoning must be auto, on or off; got "maybe"']);
+  // Options no turn can be answered with end the chat at the first turn, in the CLI's words, rather than fail every turn.
+  const none = spawnSync(process.execPath, [BIN, 'chat', '--no-adapter', '--reasoning', 'on'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input: 'hi\nhello\n' });
+  assert.deepEqual([none.status, none.stdout, none.stderr.trim().split('\n').length], [1, '', 1]);
+  assert.match(none.stderr, /^edgereason: answer: --reasoning on needs the model loaded with its reasoning adapter \(--adapter\)/);
 });

@@ -1,12 +1,12 @@
 import readline from 'node:readline';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { answer } from '../reason/answer.ts';
+import { answer, answerTemperature } from '../reason/answer.ts';
 import type { ReasoningMode } from '../reason/types.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { defaultModel } from '../models/embedded.ts';
 import { dimmer } from '../train/progress.ts';
-import { floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
+import { cliWords, floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
 import { loadReasoner, transcript } from './answer.ts';
 
 /**
@@ -15,6 +15,7 @@ import { loadReasoner, transcript } from './answer.ts';
  * drop it) stay in the conversation, which the prompt cache keeps, so a turn prefills only the new messages.
  */
 export function chatCommand(program: Command): void {
+  const adapterFlags = new Set<string>(); // --adapter and --no-adapter set one value: the last would win silently
   program.command('chat')
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /exit (or end of input) ends')
     .option('--model <path>', 'base model', defaultModel.dir)
@@ -31,23 +32,28 @@ export function chatCommand(program: Command): void {
     .option('--temperature <t>', 'default 0 (greedy)', floatArg('--temperature'))
     .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default: a fresh one)', intArg('--seed'))
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'))
     .action(async (o) => {
+      if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
       if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
       const { model, router } = await loadReasoner(o, 'reply');
       const seed: number = o.seed ?? randomInt(2 ** 31), dim = dimmer(process.stderr);
       const start = (): ChatMessage[] => (o.system ? [{ role: 'system', content: o.system }] : []);
       let messages = start(), turn = 0;
       const tty = process.stdin.isTTY;
-      const lines = readline.createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, prompt: '> ' });
+      // (The prompt goes to stderr: stdout holds the transcript alone.)
+      const lines = readline.createInterface({ input: process.stdin, output: tty ? process.stderr : undefined, prompt: '> ' });
+      const help = 'Each line is a turn (/reset starts over, /exit or Ctrl-D ends).';
       try {
         if (tty) {
-          console.error(dim('Each line is a turn (/reset starts over, /exit or Ctrl-D ends).'));
+          console.error(dim(help));
           lines.prompt();
         }
         for await (const line of lines) {
-          const text = line.trim();
-          if (text === '/exit' || text === '/quit') break;
-          if (text === '/reset') { messages = start(); console.error(dim('(a new conversation)')); }
+          const text = line.trim(), command = text.toLowerCase();
+          if (command === '/exit' || command === '/quit') break;
+          if (command === '/reset') { messages = start(); console.error(dim('(a new conversation)')); }
+          else if (command === '/help') console.error(dim(help));
           else if (text) {
             const asked = [...messages, { role: 'user' as const, content: text }];
             const written = transcript(process.stdout);
@@ -59,13 +65,17 @@ export function chatCommand(program: Command): void {
               }, { router });
               written.end(r);
               messages = [...asked, { role: 'assistant', content: r.answer }];
-              const u = r.usage;
+              const u = r.usage, cut = r.finishReason !== 'length' ? '' : r.samples[0].tokens < o.maxTokens ? ` (cut off: the model's context is full${asked.length > start().length + 1 ? '; /reset starts a new conversation' : ''})` : ' (cut off: --max-tokens)';
               console.error(dim(`[${r.route}${r.routerScore === undefined ? '' : ` (router ${r.routerScore.toFixed(2)}${r.escalation ? ', escalated by the gate' : ''})`}; ` +
-                `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer tokens${r.finishReason === 'length' ? ' (cut off: --max-tokens)' : ''}; ` +
-                `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms]`));
+                `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer tokens${cut}; ` +
+                `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms` +
+                `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seed + turn - 1}` : ''}]`));
             } catch (e) {
-              // A turn that cannot be answered (the conversation outgrew the context, ...) leaves the conversation as it was.
-              console.error(`edgereason: ${(e as Error).message}${/context/.test((e as Error).message) ? ' (/reset starts a new conversation)' : ''}`);
+              // A turn that does not fit the context leaves the conversation as it was; any other error (the options,
+              // the model) would fail every turn: it ends the chat.
+              const message = (e as Error).message;
+              if (!/context/.test(message)) throw e;
+              console.error(`edgereason: ${cliWords(message)}${messages.length > start().length ? ' (/reset starts a new conversation)' : ''}`);
             }
           }
           if (tty) lines.prompt();

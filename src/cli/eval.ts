@@ -89,7 +89,8 @@ export function evalCommand(program: Command): void {
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
       const all = dataset && cases.length === o.limit ? questionCount(path.join(sharedDir(), 'data', dataset.test)) : 0;
       if (all > cases.length) console.error(`eval: note: ${o.task}: its first ${cases.length} of ${all} questions (--limit ${o.limit}; --limit ${all} evaluates them all)`);
-      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
+      // Without prompt caching: each answer as a first request's, whatever was evaluated before it.
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, promptCache: 0 });
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
       if (o.samples === 1) noteGreedyFlags(o, 'eval');
