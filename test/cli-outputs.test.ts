@@ -951,3 +951,32 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   assert.deepEqual([none.status, none.stdout, none.stderr.trim().split('\n').length], [1, '', 1]);
   assert.match(none.stderr, /^edgereason: answer: --reasoning on needs the model loaded with its reasoning adapter \(--adapter\)/);
 });
+
+test('chat: Ctrl-C stops the reply being written (the turn left out) and the chat goes on; between turns it ends the chat', async () => {
+  // The random model writes until the context is full (about a second): time to stop it.
+  const child = spawn(process.execPath, [BIN, 'chat', '--model', model.dir, '--reasoning', 'off', '--max-tokens', '4000'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const until = async (what: RegExp) => {
+    for (let t = 0; !what.test(err); t++) {
+      if (t > 3000) assert.fail(`no ${what} in:\n${err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const firstPiece = new Promise((r) => child.stdout.once('data', r));
+  child.stdin.write('Hello there.\n');
+  await firstPiece;
+  child.kill('SIGINT');
+  await until(/^\(stopped: this turn is left out of the conversation\)$/m);
+  const stoppedAt = out.length;
+  child.stdin.write('Hi\n');
+  await until(/^\[direct; \d+ answer tokens .*prompt (\d+) tokens/m);
+  assert.ok(out.length > stoppedAt, 'the next turn was answered');
+  // The next turn's prompt is its own question alone: the stopped turn is not in it.
+  const prompt = Number(/^\[direct; \d+ answer tokens .*prompt (\d+) tokens/m.exec(err)![1]);
+  assert.ok(prompt < 30, `prompt ${prompt} tokens`);
+  child.kill('SIGINT');
+  const code = await new Promise((r) => child.on('exit', r));
+  assert.equal(code, 0, err);
+});

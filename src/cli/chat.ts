@@ -43,7 +43,12 @@ export function chatCommand(program: Command): void {
       const tty = process.stdin.isTTY;
       // (The prompt goes to stderr: stdout holds the transcript alone.)
       const lines = readline.createInterface({ input: process.stdin, output: tty ? process.stderr : undefined, prompt: '> ' });
-      const help = 'Each line is a turn (/reset starts over, /exit or Ctrl-D ends).';
+      const help = 'Each line is a turn (/reset starts over, Ctrl-C stops a reply, /exit or Ctrl-D ends).';
+      // Ctrl-C stops the reply being written (the turn is left out of the conversation); between turns it ends the chat.
+      let replying: AbortController | undefined;
+      const interrupt = () => { if (replying) replying.abort(); else lines.close(); };
+      lines.on('SIGINT', interrupt); // a terminal: readline reads Ctrl-C itself
+      process.on('SIGINT', interrupt);
       try {
         if (tty) {
           console.error(dim(help));
@@ -57,30 +62,38 @@ export function chatCommand(program: Command): void {
           else if (text) {
             const asked = [...messages, { role: 'user' as const, content: text }];
             const written = transcript(process.stdout);
+            replying = new AbortController();
             try {
               const r = await answer(model, asked, {
+                signal: replying.signal,
                 reasoning: o.reasoning as ReasoningMode, maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
                 temperature: o.temperature, seed: seed + turn++, nativeThinking: !!o.nativeThinking,
                 ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}), onRoute: written.onRoute, onText: written.onText,
               }, { router });
               written.end(r);
-              messages = [...asked, { role: 'assistant', content: r.answer }];
-              const u = r.usage, cut = r.finishReason !== 'length' ? '' : r.samples[0].tokens < o.maxTokens ? ` (cut off: the model's context is full${asked.length > start().length + 1 ? '; /reset starts a new conversation' : ''})` : ' (cut off: --max-tokens)';
-              console.error(dim(`[${r.route}${r.routerScore === undefined ? '' : ` (router ${r.routerScore.toFixed(2)}${r.escalation ? ', escalated by the gate' : ''})`}; ` +
-                `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer tokens${cut}; ` +
-                `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms` +
-                `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seed + turn - 1}` : ''}]`));
+              if (r.finishReason === 'cancelled') console.error(dim('(stopped: this turn is left out of the conversation)'));
+              else {
+                messages = [...asked, { role: 'assistant', content: r.answer }];
+                const u = r.usage, cut = r.finishReason !== 'length' ? '' : r.samples[0].tokens < o.maxTokens ? ` (cut off: the model's context is full${asked.length > start().length + 1 ? '; /reset starts a new conversation' : ''})` : ' (cut off: --max-tokens)';
+                console.error(dim(`[${r.route}${r.routerScore === undefined ? '' : ` (router ${r.routerScore.toFixed(2)}${r.escalation ? ', escalated by the gate' : ''})`}; ` +
+                  `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer tokens${cut}; ` +
+                  `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms` +
+                  `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seed + turn - 1}` : ''}]`));
+              }
             } catch (e) {
               // A turn that does not fit the context leaves the conversation as it was; any other error (the options,
               // the model) would fail every turn: it ends the chat.
               const message = (e as Error).message;
               if (!/context/.test(message)) throw e;
               console.error(`edgereason: ${cliWords(message)}${messages.length > start().length ? ' (/reset starts a new conversation)' : ''}`);
+            } finally {
+              replying = undefined;
             }
           }
           if (tty) lines.prompt();
         }
       } finally {
+        process.off('SIGINT', interrupt);
         lines.close();
         await model.close();
       }
