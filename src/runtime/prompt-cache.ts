@@ -45,7 +45,7 @@ export class PromptCache {
     best.users++;
     try {
       const cache = await this.backend.select(best.cache, [0], length);
-      if (!best.dropped) this.entries.push(...this.entries.splice(this.entries.indexOf(best), 1)); // most recently used last
+      if (!best.dropped) this.touch(best);
       return { cache, length };
     } catch {
       this.drop(best); // (a closed model: the prefill's own call says so)
@@ -65,7 +65,7 @@ export class PromptCache {
     if (ids.length <= MIN_REUSED || bytes > this.budget || this.cleared) return;
     // All of it kept already (in a longer prompt): that one is used again, nothing copied.
     const holder = this.entries.find((e) => e.tokens.length >= ids.length && common(e.tokens, ids) === ids.length);
-    if (holder) { this.entries.push(...this.entries.splice(this.entries.indexOf(holder), 1)); return; }
+    if (holder) { this.touch(holder); return; }
     const copy = await this.backend.select(cache, [0], ids.length).catch(() => undefined);
     if (copy === undefined) return;
     if (this.cleared) { this.backend.free(copy).catch(() => {}); return; }
@@ -81,6 +81,9 @@ export class PromptCache {
     this.cleared = true;
     for (const e of [...this.entries]) this.drop(e);
   }
+
+  /** Marks a kept prompt the most recently used (last). */
+  private touch(e: Entry): void { this.entries.push(...this.entries.splice(this.entries.indexOf(e), 1)); }
 
   private drop(e: Entry): void {
     if (e.dropped) return;
