@@ -2,10 +2,13 @@
  * What prompt caching saves in a chat: time to the first token of a conversation's next turn with the conversation so
  * far kept from the turn before (prompt caching on) against prefilling it all again (off), side by side in one run on
  * one model (the cache switched per turn), on random weights in Qwen2.5-0.5B's shape (q4, the decode bench's cached
- * model, the real Qwen tokenizer and chat template), at conversations of about 256, 1024 and 2048 tokens.
+ * model, the real Qwen tokenizer and chat template), at conversations of about 256, 1024 and 2048 tokens. And after a
+ * restart: the first request of a fresh prompt cache under a long system prompt, prefilled whole against read from the
+ * prompt cache file a run before saved (loadPromptCache; its time counted).
  * Writes bench/results/prompt-cache-<date>.json + .md.
  *   node --import tsx bench/prompt-cache.ts [--reps 3] [--results-dir d] [--no-write]
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,13 +49,38 @@ async function nextTurn(m: Model, tokens: number, cache: boolean, tag: string): 
 
 interface Row { tokens: number; prompt: number; cached: number; offMs: number; onMs: number; ratio: number }
 
+/** A system message of about `tokens` tokens. */
+function systemPrompt(m: Model, tokens: number): ChatMessage[] {
+  let text = 'You are the harbour office\'s assistant. The notes:';
+  for (let i = 0; m.encode([{ role: 'system', content: text }], true).length < tokens; i++) text += ` (${i}) ${SENTENCE}`;
+  return [{ role: 'system', content: text }];
+}
+
+const QUESTION = { role: 'user' as const, content: 'When does the ferry cross?' };
+
+/**
+ * The first request after a restart (a fresh, empty prompt cache): TTFT with the system prompt prefilled, against
+ * loading the prompt cache file (timed) and then TTFT.
+ */
+async function afterRestart(m: Model, system: ChatMessage[], file: string | undefined): Promise<{ loadMs: number; ttftMs: number; cached: number }> {
+  setPromptCache(m.backend, 256); // a new process's: empty
+  const t0 = performance.now();
+  if (file) await m.loadPromptCache(file);
+  const loadMs = performance.now() - t0;
+  const r = await answer(m, [...system, QUESTION], { reasoning: 'off', maxTokens: 1, seed: 1 });
+  return { loadMs, ttftMs: r.ttftMs, cached: r.usage.cachedTokens };
+}
+
+interface RestartRow { tokens: number; prompt: number; cached: number; fileMB: number; coldMs: number; loadMs: number; warmMs: number; firstWarmMs: number; ratio: number }
+
 export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
   const reps = o.reps ?? 3, machine = machineNow();
   const { prepareModels } = await import('./decode.ts');
   console.error('Qwen2.5-0.5B shape: preparing the random-weight q4 model (cached; the first run takes a few minutes)');
   const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => console.error(`  ${l}`));
   const m = await loadModel(files.onnxDir);
-  const rows: Row[] = [];
+  const rows: Row[] = [], restarts: RestartRow[] = [];
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bench-kept-')), 'prompts.safetensors');
   try {
     await nextTurn(m, 64, false, 'warm-up');
     for (const tokens of LENGTHS) {
@@ -66,15 +94,36 @@ export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
       rows.push({ tokens, prompt, cached, offMs: off, onMs: on, ratio: on / off });
       console.error(`~${tokens} tokens: next turn's prompt ${prompt} tokens (${cached} cached): TTFT ${off.toFixed(0)} ms without the cache, ${on.toFixed(0)} ms with it (${(on / off).toFixed(3)}×)`);
     }
+    for (const tokens of LENGTHS.slice(1)) {
+      const system = systemPrompt(m, tokens);
+      setPromptCache(m.backend, 256);
+      await m.keepPrompt(system);
+      const fileMB = (await m.savePromptCache(file)).bytes / 1e6;
+      let cold = Infinity, warm = Infinity, load = Infinity, cached = 0, firstWarm = 0;
+      for (let rep = 0; rep < reps; rep++) {
+        cold = Math.min(cold, (await afterRestart(m, system, undefined)).ttftMs);
+        const r = await afterRestart(m, system, file);
+        [warm, load, cached] = [Math.min(warm, r.loadMs + r.ttftMs), Math.min(load, r.loadMs), r.cached];
+        if (rep === 0) firstWarm = r.loadMs + r.ttftMs; // (this file's first read: its buffers fresh memory, as in a new process)
+      }
+      const prompt = m.encode([...system, QUESTION], true).length;
+      restarts.push({ tokens, prompt, cached, fileMB, coldMs: cold, loadMs: load, warmMs: warm, firstWarmMs: firstWarm, ratio: warm / cold });
+      console.error(`restart, ~${tokens}-token system prompt: first request's TTFT ${cold.toFixed(0)} ms prefilled, ${warm.toFixed(0)} ms read from the file (${load.toFixed(0)} ms of it loading ${fileMB.toFixed(1)} MB; ${(warm / cold).toFixed(3)}×; the run's first read ${firstWarm.toFixed(0)} ms)`);
+    }
   } finally {
     await m.close();
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
   }
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  const result = { date, model: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, machine, rows };
+  const result = { date, model: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, machine, rows, restarts };
   const md = [`# Prompt caching: time to the first token of a chat's next turn ${date}`, '',
     `${result.model}, the Qwen chat template; batch 1, greedy, the fastest of ${reps} turns per setting (interleaved), ${machineText(machine)}. Each turn: a conversation answered, then its next user message; with prompt caching the conversation's prompt from the turn before is kept, so the next prefills only the reply and the new message.`, '',
     '| conversation | next turn\'s prompt | of it cached | TTFT without cache (ms) | with cache (ms) | × |', '|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ~${r.tokens} | ${r.prompt} | ${r.cached} | ${r.offMs.toFixed(0)} | ${r.onMs.toFixed(0)} | ${r.ratio.toFixed(3)} |`), ''].join('\n');
+    ...rows.map((r) => `| ~${r.tokens} | ${r.prompt} | ${r.cached} | ${r.offMs.toFixed(0)} | ${r.onMs.toFixed(0)} | ${r.ratio.toFixed(3)} |`), '',
+    '## After a restart', '',
+    'The first request of a new session (an empty prompt cache) under a long system prompt: prefilled whole, against reading the prompt cache file a run before saved (`loadPromptCache`, timed: the file was just written, so it is read from the page cache) and prefilling the question alone.', '',
+    '| system prompt | first request\'s prompt | of it cached | file (MB) | TTFT prefilled (ms) | load + TTFT (ms) | of it loading (ms) | × | load + TTFT, the first of the run (ms) |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...restarts.map((r) => `| ~${r.tokens} | ${r.prompt} | ${r.cached} | ${r.fileMB.toFixed(1)} | ${r.coldMs.toFixed(0)} | ${r.warmMs.toFixed(0)} | ${r.loadMs.toFixed(0)} | ${r.ratio.toFixed(3)} | ${r.firstWarmMs.toFixed(0)} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
   writeResults(dir, freshStem(dir, `prompt-cache-${date}`), result, md);
   return result;

@@ -935,15 +935,24 @@ test('the CLI: output piped into a reader that stops early ends quietly; list fl
   assert.match(notes, /note: --top-k has no effect: answers are greedy with one sample unless --temperature is given/);
 });
 
-test('chat: each line a turn of one conversation (the replies kept, read from the prompt cache the next turn), /reset starts over, a bad flag is named', () => {
-  const r = spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'off'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input: 'Reverse the word sand.\nWhat is the capital of Elbonia?\n/reset\nWhat is the capital of Elbonia?\n' });
+test('chat: each line a turn of one conversation (the replies kept, read from the prompt cache the next turn), /reset starts over, --prompt-cache-file keeps them for the next chat, a bad flag is named', () => {
+  const kept = path.join(tmp, 'chat-prompts.safetensors');
+  const chat = (input: string) => spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'off', '--prompt-cache-file', kept], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
+  const turnsOf = (err: string) => [...err.matchAll(/^\[direct; 1 answer tokens; prompt (\d+) tokens, (\d+) of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]$/gm)].map((m) => [+m[1], +m[2]]);
+  const r = chat('Reverse the word sand.\nWhat is the capital of Elbonia?\n/reset\nWhat is the capital of Elbonia?\n');
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, 'dnas\nWexley\nZemlo\n'); // (alone, as answer --question answers it; after the first turn, another guess)
-  const turns = [...r.stderr.matchAll(/^\[direct; 1 answer tokens; prompt (\d+) tokens, (\d+) of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]$/gm)].map((m) => [+m[1], +m[2]]);
+  const turns = turnsOf(r.stderr);
   // The second turn holds the first (its prompt, whole, from the cache) and its reply; after /reset the question alone.
   assert.equal(turns.length, 3, r.stderr);
   assert.deepEqual([turns[0][1], turns[1][1], turns[2][1]], [0, turns[0][0], 0]);
   assert.match(r.stderr, /^\(a new conversation\)$/m);
+  // Kept at the end (the second turn's prompt holds the first's; the third's is its own) and read by the next chat,
+  // whose first question, the third's again, is prefilled from its last token on.
+  assert.match(r.stderr, new RegExp(`^prompt cache: 2 prompts \\(${turns[1][0] + turns[2][0]} tokens, [\\d.]+ MB\\) saved to ${kept}$`, 'm'));
+  const next = chat('What is the capital of Elbonia?\n');
+  assert.deepEqual([next.status, next.stdout, turnsOf(next.stderr)], [0, 'Zemlo\n', [[turns[2][0], turns[2][0] - 1]]], next.stderr);
+  assert.match(next.stderr, new RegExp(`^prompt cache: 2 prompts \\(${turns[1][0] + turns[2][0]} tokens\\) read from ${kept}$`, 'm'));
   const bad = cli(['chat', '--reasoning', 'maybe']);
   assert.deepEqual([bad.status, bad.stderr.trim()], [1, 'edgereason: --reasoning must be auto, on or off; got "maybe"']);
   // Options no turn can be answered with end the chat at the first turn, in the CLI's words, rather than fail every turn.

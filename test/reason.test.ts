@@ -4,11 +4,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadModel, type Model } from '../src/runtime/model.ts';
-import type { Backend, CacheHandle, StepRequest, StepResult } from '../src/runtime/backend.ts';
+import type { Backend, CacheHandle, KVRow, StepRequest, StepResult } from '../src/runtime/backend.ts';
 import type { ModelConfig } from '../src/models/config.ts';
 import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
 import { saveAdapter } from '../src/io/peft.ts';
-import { writeSafetensors } from '../src/io/safetensors.ts';
+import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { generateBatch, lastIndexOfRun, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
@@ -25,7 +25,7 @@ import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
 import { maxDiff } from './helpers/numeric.ts';
-import { PromptCache, promptCacheOf, setPromptCache } from '../src/runtime/prompt-cache.ts';
+import { PromptCache, PromptCacheMismatch, promptCacheOf, setPromptCache } from '../src/runtime/prompt-cache.ts';
 import { grownCapacity, kvBytes } from '../src/runtime/kv-cache.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
@@ -219,6 +219,71 @@ test('prompt caching: a prompt that begins like a kept one is prefilled from whe
     }
   } finally {
     await m.close();
+  }
+});
+
+test('prompt cache files: kept prompts saved and read back by a new session give the same tokens from the cache; another quantisation, another shape, a file that is not one are refused; keepPrompt', async () => {
+  const file = path.join(tmp, 'prompts', 'kept.safetensors'); // (its folder is made)
+  const system = [{ role: 'system' as const, content: 'You answer questions about numbers. Give the number alone, with no words around it.' }];
+  const asked = [...system, { role: 'user' as const, content: 'What is 12 plus 30?' }];
+  const m = await loadModel(rm.dir, { quant: 'fp32', adapter: adapterDir, threads: 1 }); // in its worker: the keys and values cross threads
+  const none = await loadModel(rm.dir, { quant: 'fp32', adapter: adapterDir, worker: false, threads: 1, promptCache: 0 });
+  try {
+    // keepPrompt: the system message (no generation prompt) encoded now; the question after it reads all of it.
+    const n = await m.keepPrompt(system), full = m.encode(asked, true);
+    assert.deepEqual(full.slice(0, n), m.encode(m.renderChat(system, undefined, 'test', false)));
+    const [first, want] = await Promise.all([m.complete(asked, { maxTokens: 6, adapter: false }), none.complete(asked, { maxTokens: 6, adapter: false })]);
+    assert.deepEqual([first.tokens, first.cachedTokens], [want.tokens, n]);
+    assert.deepEqual(await m.savePromptCache(file), { prompts: 1, tokens: full.length, bytes: fs.statSync(file).size });
+    // A new session reads it: the same question is prefilled from its last token on, with the same tokens.
+    const again = await loadModel(rm.dir, { quant: 'fp32', adapter: adapterDir, worker: false, threads: 1 });
+    try {
+      assert.deepEqual(await again.loadPromptCache(file), { prompts: 1, tokens: full.length });
+      const r = await again.complete(asked, { maxTokens: 6, adapter: false });
+      assert.deepEqual([r.tokens, r.cachedTokens], [want.tokens, full.length - 1]);
+      // answer() reads it too (its reasoning route included: the base positions are the same).
+      assert.equal((await answer(again, asked, { reasoning: 'on', maxTokens: 4 })).usage.cachedTokens, full.length - 1);
+    } finally {
+      await again.close();
+    }
+    // The same weights quantised otherwise compute other keys and values: refused, by the probe.
+    const q8 = await loadModel(rm.dir, { quant: 'q8', worker: false, threads: 1 });
+    try {
+      await assert.rejects(q8.loadPromptCache(file), (e: Error) => e instanceof PromptCacheMismatch && new RegExp(`^prompt cache: ${file} was saved from another model \\(other weights, or the same ones quantised otherwise\\): this one computes the probe's keys and values \\d\\.\\de-\\d+ apart \\(relative\\), so its prompts would answer as that model does; save the prompt cache again with this model$`).test(e.message));
+      assert.equal((await q8.complete(asked, { maxTokens: 1 })).cachedTokens, 0);
+    } finally {
+      await q8.close();
+    }
+    const other = await loadModel(DEFAULT_DIR, { worker: false, threads: 1 });
+    try {
+      await assert.rejects(other.loadPromptCache(file), (e: Error) => e instanceof PromptCacheMismatch && e.message.startsWith(`prompt cache: ${file} was saved from a model of 2 layers × 2 KV heads × ${rm.config.headDim} keys and values per position; this one has ${other.config.numLayers} layers × ${other.config.numKvHeads} KV heads × ${other.config.headDim}`));
+    } finally {
+      await other.close();
+    }
+    // A file saved over this one while it is read (another process) leaves nothing of either kept.
+    const racing = new PromptCache(new Proxy(m.backend, {
+      get: (b, k) => (k === 'importRow' ? async (kv: object) => { fs.copyFileSync(file, `${file}.new`); fs.renameSync(`${file}.new`, file); return b.importRow(kv as never); } : Reflect.get(b, k)),
+    }), 2 ** 20);
+    await assert.rejects(racing.load(file), { message: `prompt cache: ${file} was replaced while it was read (another process saved it): nothing read; load it again` });
+    assert.equal(racing.size, 0);
+    // A file that is not a prompt cache is neither read nor replaced; a cut one is not read.
+    const weights = path.join(rm.dir, 'model.safetensors'), before = fs.readFileSync(weights);
+    await assert.rejects(m.loadPromptCache(weights), { message: `prompt cache: ${weights} is not a prompt cache file (its metadata has no "format": "edgereason-prompt-cache"): not read, and not replaced` });
+    await assert.rejects(m.savePromptCache(weights), { message: `prompt cache: ${weights} exists and is not a prompt cache file: not replaced (name another file)` });
+    assert.ok(fs.readFileSync(weights).equals(before));
+    const cut = path.join(tmp, 'prompts', 'cut.safetensors');
+    fs.writeFileSync(cut, fs.readFileSync(file).subarray(0, fs.statSync(file).size - 4));
+    await assert.rejects(m.loadPromptCache(cut), /^Error: prompt cache: .*cut\.safetensors is not a prompt cache file \(.*file truncated\?\)$/);
+    // Keys or values that are not finite: a corrupt file, refused naming where.
+    const nan = path.join(tmp, 'prompts', 'nan.safetensors'), bytes = fs.readFileSync(file);
+    bytes.writeFloatLE(NaN, openSafetensors(file).info('prompt.0').begin + 4 * 5);
+    fs.writeFileSync(nan, bytes);
+    await assert.rejects(m.loadPromptCache(nan), { message: `prompt cache: ${nan} is corrupt: tensor "prompt.0": layer 0's keys of head 0 hold a value that is not finite` });
+    await assert.rejects(m.loadPromptCache(path.join(tmp, 'none')), { message: `prompt cache: ${path.join(tmp, 'none')} does not exist` });
+    await assert.rejects(m.keepPrompt('Hi'), { message: `keepPrompt: a prompt of ${m.encode('Hi').length} tokens is not kept: one of at most 16 tokens costs less to prefill than to copy` });
+    await assert.rejects(none.savePromptCache(file), { message: 'savePromptCache: this model keeps no prompts (it was loaded with promptCache: 0)' });
+  } finally {
+    await Promise.all([m.close(), none.close()]);
   }
 });
 
@@ -465,6 +530,8 @@ class ScriptedBackend implements Backend {
   }
   async select(h: CacheHandle, rows: number[]): Promise<CacheHandle> { const c = this.caches.get(h)!, n = this.next++; this.caches.set(n, rows.map((r) => [...c[r]])); return n; }
   async keep(h: CacheHandle, rows: number[]): Promise<void> { const c = this.caches.get(h)!; this.caches.set(h, rows.map((r) => c[r])); }
+  async exportRow(): Promise<KVRow> { throw new Error('a scripted model has no keys and values'); }
+  async importRow(): Promise<CacheHandle> { throw new Error('a scripted model has no keys and values'); }
   async truncate(h: CacheHandle, row: number, length: number): Promise<void> { this.caches.get(h)![row].length = length; }
   async lengths(h: CacheHandle): Promise<number[]> { return this.caches.get(h)!.map((r) => r.length); }
   async free(h: CacheHandle): Promise<void> { this.caches.delete(h); }

@@ -888,6 +888,31 @@ test('KV cache capacity grows by a quarter at least, in 64-position steps (at mo
   assert.throws(() => c.head([0], 7), /kv-cache: cannot copy the first 7 positions of row 0, of length 6/);
 });
 
+test('exportRow gives a row\'s first positions as [layer][keys, values][head][position][dim] (its shared prefix included); importRow reads them back', () => {
+  const shape = { layers: 2, kvHeads: 2, headDim: 3 }, n = 5;
+  const one = new KVCache(shape, 1, 64);
+  // Each value names where it is: layer, keys or values, head, position, dim.
+  const at = (l: number, kv: number, h: number, p: number, d: number) => 10000 * l + 1000 * kv + 100 * h + 10 * p + d;
+  for (let l = 0; l < 2; l++) for (let kv = 0; kv < 2; kv++) for (let h = 0; h < 2; h++) for (let p = 0; p < n; p++) for (let d = 0; d < 3; d++) (kv ? one.values : one.keys)[l][(h * 64 + p) * 3 + d] = at(l, kv, h, p, d);
+  one.lengths = [n];
+  const want: number[] = [];
+  for (let l = 0; l < 2; l++) for (let kv = 0; kv < 2; kv++) for (let h = 0; h < 2; h++) for (let p = 0; p < 4; p++) for (let d = 0; d < 3; d++) want.push(at(l, kv, h, p, d));
+  assert.deepEqual([...one.exportRow(0, 4)], want);
+  // Rows forked with a shared prefix give the same values; a row read back holds them at the same places.
+  const forked = one.select([0, 0], true);
+  assert.equal(forked.offset, n);
+  assert.deepEqual([...forked.exportRow(1, 4)], want);
+  const from = (data: Float32Array) => (into: Float32Array, at: number) => into.set(data.subarray(at, at + into.length));
+  const back = KVCache.importRow(shape, 4, from(Float32Array.from(want)));
+  assert.deepEqual([back.rows, back.lengths, back.capacity], [1, [4], 64]);
+  assert.deepEqual([...back.exportRow(0, 4)], want);
+  assert.equal(back.values[1][(1 * 64 + 3) * 3 + 2], at(1, 1, 1, 3, 2));
+  assert.throws(() => one.exportRow(0, 6), /kv-cache: cannot export the first 6 positions of row 0, of length 5/);
+  const bad = Float32Array.from(want);
+  bad[want.indexOf(at(1, 1, 0, 2, 1))] = Infinity;
+  assert.throws(() => KVCache.importRow(shape, 4, from(bad)), /^Error: kv-cache: layer 1's values of head 0 hold a value that is not finite$/);
+});
+
 test('cache buffers let go of are reused, zeroed; a released cache is refused; free waits for the run in flight before its buffers go', async () => {
   const shape = { layers: 1, kvHeads: 1, headDim: 2 };
   const a = new KVCache(shape, 2, 64), old = a.keys[0];

@@ -323,6 +323,36 @@ test('server: streaming equals non-streaming (same seed); role first, finish_rea
   assert.ok(last.choices[0].finish_reason && last.edgereason.ttft_ms !== undefined);
 });
 
+test('server --prompt-cache-file: the prompt cache is saved at shutdown and read at the next start (a first request reads its prompt from it); a file that is not one stops the start', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-kept-')), file = path.join(dir, 'prompts.safetensors'), notes: string[] = [];
+  const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 8, edgereason: { reasoning: 'off' } });
+  const start = async () => {
+    const s = await createServer({ model: fixture.dir, port: 0, ctx: 512, promptCacheFile: file, onLoadNote: (n) => notes.push(n) });
+    return { s, c: new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 }) };
+  };
+  try {
+    const first = await start(), ref = await first.c.chat.completions.create(body as any);
+    await first.s.close();
+    assert.deepEqual([fs.existsSync(file), ref.usage?.prompt_tokens_details?.cached_tokens], [true, 0]);
+    const second = await start();
+    try {
+      const r = await second.c.chat.completions.create(body as any);
+      assert.deepEqual([r.choices[0].message.content, r.usage?.prompt_tokens_details?.cached_tokens], [ref.choices[0].message.content, ref.usage!.prompt_tokens - 1]);
+    } finally {
+      await second.s.close();
+    }
+    assert.deepEqual(notes.map((n) => n.replace(/[\d.]+ MB/, 'X MB')), [
+      `prompt cache: 1 prompt (${ref.usage!.prompt_tokens} tokens, X MB) saved to ${file}`,
+      `prompt cache: 1 prompt (${ref.usage!.prompt_tokens} tokens) read from ${file}`,
+      `prompt cache: 1 prompt (${ref.usage!.prompt_tokens} tokens, X MB) saved to ${file}`,
+    ]);
+    const config = path.join(fixture.dir, 'config.json');
+    await assert.rejects(createServer({ model: fixture.dir, port: 0, promptCacheFile: config }), (e: Error) => e.message.startsWith(`prompt cache: ${config} is not a prompt cache file (${config}: header length `));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded choices', async () => {
   const on = await create(ask('What is 5 times 6?', { n: 4, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on' } }));
   assert.deepEqual(on.choices.map((c: Loose) => c.index), [0, 1, 2, 3]);

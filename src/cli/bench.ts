@@ -90,7 +90,7 @@ export function benchCommand(program: Command): void {
       await runJsonBench({ tokens: o.tokens, reps: o.reps, resultsDir: resultsDir(o) });
     });
   output(bench.command('prompt-cache'))
-    .description('prompt caching: time to the first token of a chat\'s next turn with the conversation kept from the turn before vs prefilled again, Qwen2.5-0.5B shape q4, conversations of ~256 / 1024 / 2048 tokens')
+    .description('prompt caching: time to the first token of a chat\'s next turn with the conversation kept from the turn before vs prefilled again, Qwen2.5-0.5B shape q4, conversations of ~256 / 1024 / 2048 tokens; and the first request after a restart under a ~1024 / 2048-token system prompt, prefilled vs read from a prompt cache file')
     .option('--reps <n>', 'turns per row and setting (the fastest is reported)', intArg('--reps', 1), 3)
     .action(async (o) => {
       const { runPromptCacheBench } = await import('../../bench/prompt-cache.ts');

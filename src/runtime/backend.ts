@@ -6,10 +6,17 @@
  */
 import type { ModelConfig } from '../models/config.ts';
 import { Engine, type AdapterTensors, type EngineOptions, type StepInput, type StepOutput } from './engine.ts';
-import type { KVCache } from './kv-cache.ts';
+import fs from 'node:fs';
+import { KVCache } from './kv-cache.ts';
+import { readFully } from '../io/safetensors.ts';
 import { sampleToken, type RowSampling, type TokenLogprob } from './sampler.ts';
 
 export type CacheHandle = number;
+
+/** One row's first `length` positions of keys and values, in KVCache.exportRow's layout. */
+export interface KVRow { length: number; data: Float32Array }
+/** The same, stored in a file from byte `offset` on (little-endian float32). */
+export interface KVFileRow { length: number; file: string; offset: number }
 
 export interface StepRequest extends StepInput {
   /** Per row: sample the next token with these parameters and this uniform draw; omit a row (null) to skip. */
@@ -41,6 +48,10 @@ export interface Backend {
   select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle>;
   /** Keeps only the given rows, in place. */
   keep(cache: CacheHandle, rows: number[]): Promise<void>;
+  /** Row `row`'s first `length` positions, per layer its keys then its values, each [kvHeads, length, headDim] (a copy). */
+  exportRow(cache: CacheHandle, row: number, length: number): Promise<KVRow>;
+  /** A new one-row cache holding `length` positions that exportRow gave, read from `file` at byte `offset` (a prompt cache file). */
+  importRow(kv: KVFileRow): Promise<CacheHandle>;
   truncate(cache: CacheHandle, row: number, length: number): Promise<void>;
   lengths(cache: CacheHandle): Promise<number[]>;
   free(cache: CacheHandle): Promise<void>;
@@ -87,6 +98,16 @@ export class LocalBackend implements Backend {
     c.truncate(row, length);
   }
   async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }
+  async exportRow(handle: CacheHandle, row: number, length: number): Promise<KVRow> { return { length, data: this.cache(handle).exportRow(row, length) }; }
+  async importRow(kv: KVFileRow): Promise<CacheHandle> {
+    const c = this.config, fd = fs.openSync(kv.file, 'r');
+    try {
+      return this.register(KVCache.importRow({ layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim }, kv.length,
+        (into, from) => readFully(fd, new Uint8Array(into.buffer, into.byteOffset, into.byteLength), kv.offset + 4 * from, kv.file)));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
   async free(handle: CacheHandle): Promise<void> {
     const c = this.caches.get(handle);
     this.caches.delete(handle);
@@ -231,6 +252,8 @@ export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'newCa
     step: (cache, req) => backend.step(cache, req),
     select: (cache, rows, length) => backend.select(cache, rows, length),
     keep: (cache, rows) => backend.keep(cache, rows),
+    exportRow: (cache, row, length) => backend.exportRow(cache, row, length),
+    importRow: (kv) => backend.importRow(kv),
     truncate: (cache, row, length) => backend.truncate(cache, row, length),
     lengths: (cache) => backend.lengths(cache),
     free: (cache) => backend.free(cache),

@@ -79,6 +79,43 @@ export class KVCache {
     return out;
   }
 
+  /**
+   * Row `row`'s first `length` positions as one array: per layer its keys, then its values, each [kvHeads, length,
+   * headDim] (a prompt cache file's layout, see prompt-cache.ts).
+   */
+  exportRow(row: number, length: number): Float32Array {
+    if (!Number.isInteger(length) || length < 1 || length > this.lengths[this.checkRow(row)]) throw new Error(`kv-cache: cannot export the first ${length} positions of row ${row}, of length ${this.lengths[row]}`);
+    const tight = new KVCache(this.shape, 1, length), n = tight.keys[0].length, out = new Float32Array(2 * this.shape.layers * n);
+    copyPositions(this, row, tight, 0, 0, length);
+    for (let l = 0; l < this.shape.layers; l++) { out.set(tight.keys[l], 2 * l * n); out.set(tight.values[l], (2 * l + 1) * n); }
+    tight.release();
+    return out;
+  }
+
+  /**
+   * A one-row cache holding `length` positions in exportRow's layout, which `read(into, from)` gives: `into.length`
+   * values from value `from` on (from an array, or straight from a file into the cache's buffers). Values that are
+   * not finite are refused (a corrupt source).
+   */
+  static importRow(shape: CacheShape, length: number, read: (into: Float32Array, from: number) => void): KVCache {
+    if (!Number.isInteger(length) || length < 1) throw new Error(`kv-cache: cannot import ${length} positions`);
+    const out = new KVCache(shape, 1, grownCapacity(64, length)), run = length * shape.headDim;
+    for (let l = 0; l < shape.layers; l++) {
+      for (const kv of [0, 1]) {
+        const buf = (kv ? out.values : out.keys)[l];
+        for (let h = 0; h < shape.kvHeads; h++) {
+          const into = buf.subarray(h * out.capacity * shape.headDim, h * out.capacity * shape.headDim + run);
+          read(into, ((2 * l + kv) * shape.kvHeads + h) * run);
+          let nan = 0;
+          for (let i = 0; i < into.length; i++) nan += into[i] * 0; // NaN for a NaN or an infinity, else 0
+          if (nan !== 0) { out.release(); throw new Error(`kv-cache: layer ${l}'s ${kv ? 'values' : 'keys'} of head ${h} hold a value that is not finite`); }
+        }
+      }
+    }
+    out.lengths[0] = length;
+    return out;
+  }
+
   /** Keeps only the given rows, in that order (finished sequences leave the batch). */
   keep(rows: number[]): void {
     const c = this.select(rows);

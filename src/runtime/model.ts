@@ -16,7 +16,7 @@ import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
-import { PROMPT_CACHE_MIB, promptCacheOf, setPromptCache } from './prompt-cache.ts';
+import { MIN_REUSED, PROMPT_CACHE_MIB, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
@@ -358,6 +358,52 @@ export class Model {
   }
 
   /**
+   * Encodes `prompt` now with the base weights and keeps it in the prompt cache (loadModel's promptCache), so that
+   * later prompts that begin with it — a long system prompt, a document asked about — prefill only the rest. Messages
+   * (or chat: true) are rendered without the generation prompt: the conversation so far, which requests continue.
+   * Resolves with the prompt's token count.
+   */
+  async keepPrompt(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> } = {}): Promise<number> {
+    checkKeys(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
+    const keep = this.keptPrompts('keepPrompt');
+    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat)
+      : isChat(prompt, opts) ? this.tokenizer.encode(this.renderChat(prompt as string | ChatMessage[], opts.chatTemplateKwargs, 'keepPrompt', false), { addSpecialTokens: false })
+      : this.encode(prompt as string, false, opts.chatTemplateKwargs, 'keepPrompt');
+    if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`keepPrompt: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
+    if (!keep.keeps(ids.length)) throw new Error(`keepPrompt: a prompt of ${ids.length} tokens is not kept: ${ids.length <= MIN_REUSED ? `one of at most ${MIN_REUSED} tokens costs less to prefill than to copy` : `its keys and values are more than the prompt cache's ${keep.budget / 2 ** 20} MiB (loadModel's promptCache)`}`);
+    const hit = await keep.take(ids), cache = hit?.cache ?? await this.backend.newCache(1);
+    try {
+      await this.backend.step(cache, { tokens: [ids.slice(hit?.length ?? 0)] });
+      await keep.put(ids, cache);
+    } finally {
+      await this.backend.free(cache);
+    }
+    return ids.length;
+  }
+
+  /**
+   * Writes the prompts the prompt cache keeps, with their keys and values, to `file` (atomically; a file there that
+   * is not a prompt cache is not replaced): loadPromptCache reads them back, after a restart too.
+   */
+  async savePromptCache(file: string): Promise<{ prompts: number; tokens: number; bytes: number }> {
+    return this.keptPrompts('savePromptCache').save(checkFile(file, 'savePromptCache'));
+  }
+
+  /**
+   * Keeps the prompts savePromptCache wrote to `file`, within this model's budget. A file another model wrote (other
+   * weights, or the same ones quantised otherwise) is refused with a PromptCacheMismatch.
+   */
+  async loadPromptCache(file: string): Promise<{ prompts: number; tokens: number }> {
+    return this.keptPrompts('loadPromptCache').load(checkFile(file, 'loadPromptCache'));
+  }
+
+  private keptPrompts(where: string): PromptCache {
+    const keep = promptCacheOf(this.backend);
+    if (!keep) throw new Error(`${where}: this model keeps no prompts (it was loaded with promptCache: 0)`);
+    return keep;
+  }
+
+  /**
    * This model with another PEFT adapter, in the same session: no second copy of the weights, and both models can
    * generate at once (concurrent calls step as one batch, rows grouped by adapter). The graph must take LoRA inputs for the adapter's
    * projections: load this model with an adapter on them (or from a folder converted with --lora-targets).
@@ -381,6 +427,11 @@ export class Model {
     await this.backend.close();
   }
 }
+
+const checkFile = (file: unknown, where: string): string => {
+  if (typeof file !== 'string' || !file) throw new Error(`${where}: give the path of a file, got ${shown(file)}`);
+  return file;
+};
 
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
 

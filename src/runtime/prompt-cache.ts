@@ -7,9 +7,15 @@
  * Only positions computed with the base weights are kept (a prompt before an activated adapter's invocation), so the
  * adapters of one session (Model.withAdapter) share them. A prefill continued on a kept cache computes the same
  * values as one from the start, up to float rounding (its attention and matrix products run in other shapes).
+ *
+ * The kept prompts can be saved to a file and loaded again after a restart (save / load): a long system prompt is
+ * then prefilled once per deployment, not once per process.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
 import { grownCapacity, kvBytes } from './kv-cache.ts';
+import { makeDir, openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 
 /** Default budget: MiB of kept prompt caches per model session. */
 export const PROMPT_CACHE_MIB = 256;
@@ -56,24 +62,83 @@ export class PromptCache {
     }
   }
 
+  /** Whether a prompt of `tokens` tokens would be kept (put): longer than MIN_REUSED, and within the budget. */
+  keeps(tokens: number): boolean { return tokens > MIN_REUSED && kvBytes(this.backend.config, 1, grownCapacity(64, tokens)) <= this.budget; }
+
   /**
    * Keeps a copy of `cache`'s row 0, positions 0..ids.length-1 (`ids`, computed with the base weights). Best effort:
    * a copy that fails (a closed model) keeps nothing.
    */
   async put(ids: readonly number[], cache: CacheHandle): Promise<void> {
-    const c = this.backend.config, bytes = kvBytes(c, 1, grownCapacity(64, ids.length));
-    if (ids.length <= MIN_REUSED || bytes > this.budget || this.cleared) return;
+    if (!this.keeps(ids.length) || this.cleared) return;
     // All of it kept already (in a longer prompt): that one is used again, nothing copied.
     const holder = this.entries.find((e) => e.tokens.length >= ids.length && common(e.tokens, ids) === ids.length);
     if (holder) { this.touch(holder); return; }
     const copy = await this.backend.select(cache, [0], ids.length).catch(() => undefined);
-    if (copy === undefined) return;
-    if (this.cleared) { this.backend.free(copy).catch(() => {}); return; }
+    if (copy !== undefined) this.add(ids, copy, kvBytes(this.backend.config, 1, grownCapacity(64, ids.length)));
+  }
+
+  /** Keeps `cache` (one row holding `ids`, this cache's from now on) as the most recently used prompt. */
+  private add(ids: readonly number[], cache: CacheHandle, bytes: number): Entry | undefined {
+    if (this.cleared) { this.backend.free(cache).catch(() => {}); return undefined; }
     // A kept prompt this one repeats or continues is all in this one (one kept while the copy was made too).
     for (const e of [...this.entries]) if (e.tokens.length <= ids.length && common(e.tokens, ids) === e.tokens.length) this.drop(e);
-    this.entries.push({ tokens: [...ids], cache: copy, bytes, users: 0, dropped: false });
+    const entry = { tokens: [...ids], cache, bytes, users: 0, dropped: false };
+    this.entries.push(entry);
     this.bytes += bytes;
     for (const e of [...this.entries]) { if (this.bytes <= this.budget) break; this.drop(e); }
+    return entry;
+  }
+
+  /**
+   * Writes the kept prompts to `file` (atomically), least recently used first, for `load` after a restart. A file
+   * there that is not a prompt cache is never replaced.
+   */
+  async save(file: string): Promise<{ prompts: number; tokens: number; bytes: number }> {
+    if (fs.existsSync(file) && !isPromptCacheFile(file)) throw new Error(`prompt cache: ${file} exists and is not a prompt cache file: not replaced (name another file)`);
+    const kept = [...this.entries];
+    kept.forEach((e) => e.users++);
+    try {
+      const tensors = new Map([['probe', { shape: kvShape(this.backend, PROBE.length), data: await probe(this.backend) }]]);
+      for (const [i, e] of kept.entries()) tensors.set(`prompt.${i}`, { shape: kvShape(this.backend, e.tokens.length), data: (await this.backend.exportRow(e.cache, 0, e.tokens.length)).data });
+      makeDir(path.dirname(path.resolve(file)));
+      writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts: JSON.stringify(kept.map((e) => e.tokens)) } });
+      return { prompts: kept.length, tokens: kept.reduce((n, e) => n + e.tokens.length, 0), bytes: fs.statSync(file).size };
+    } finally {
+      for (const e of kept) if (--e.users === 0 && e.dropped) this.release(e);
+    }
+  }
+
+  /**
+   * Keeps the prompts `save` wrote to `file` (within the budget: the most recently used ones). Refused, with
+   * PromptCacheMismatch, when this model computes keys and values otherwise than the one that saved them (other
+   * weights, or the same ones quantised otherwise): they would answer as that model.
+   */
+  async load(file: string): Promise<{ prompts: number; tokens: number }> {
+    const { f, prompts, stamp } = readHeader(file), c = this.backend.config;
+    const dims = (shape: number[]) => `${shape[0]} layers × ${shape[2]} KV heads × ${shape[4]}`;
+    if (f.shape('probe').join() !== kvShape(this.backend, PROBE.length).join()) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from a model of ${dims(f.shape('probe'))} keys and values per position; this one has ${dims(kvShape(this.backend, 1))}: a prompt cache serves the model that saved it`);
+    const diff = relativeDifference(await probe(this.backend), f.values('probe'));
+    if (!(diff <= PROBE_TOLERANCE)) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from another model (other weights, or the same ones quantised otherwise): this one computes the probe's keys and values ${diff.toExponential(1)} apart (relative), so its prompts would answer as that model does; save the prompt cache again with this model`);
+    const long = prompts.findIndex((ids) => ids.length > c.maxPositionEmbeddings || ids.some((t) => t >= c.vocabSize));
+    if (long >= 0) throw new Error(`prompt cache: ${file} is corrupt: prompt ${long} has ${prompts[long].length} tokens or ids past this model's context (${c.maxPositionEmbeddings}) or vocabulary (${c.vocabSize})`);
+    const read: CacheHandle[] = []; // all or none: kept once every prompt is read
+    try {
+      for (const [i, ids] of prompts.entries()) {
+        const name = `prompt.${i}`;
+        read.push(await this.backend.importRow({ length: ids.length, file, offset: f.info(name).begin }).catch((e: Error) => {
+          throw /^kv-cache: .* not finite$/.test(e.message) ? new Error(`prompt cache: ${file} is corrupt: tensor "${name}": ${e.message.slice(10)}`) : e;
+        }));
+      }
+      // Each prompt was read at the header's offsets: a file another process saved meanwhile would have given others.
+      if (fileStamp(file) !== stamp) throw new Error(`prompt cache: ${file} was replaced while it was read (another process saved it): nothing read; load it again`);
+    } catch (e) {
+      read.forEach((h) => { this.backend.free(h).catch(() => {}); });
+      throw e;
+    }
+    const added = prompts.flatMap((ids, i) => this.add(ids, read[i], kvBytes(c, 1, grownCapacity(64, ids.length))) ?? []);
+    const kept = added.filter((e) => !e.dropped); // (the budget keeps the most recent)
+    return { prompts: kept.length, tokens: kept.reduce((n, e) => n + e.tokens.length, 0) };
   }
 
   /** Drops every kept prompt, and keeps no more. */
@@ -94,6 +159,76 @@ export class PromptCache {
   }
 
   private release(e: Entry): void { this.backend.free(e.cache).catch(() => {}); }
+}
+
+/** A prompt cache file's safetensors metadata "format" and "version". */
+const FORMAT = 'edgereason-prompt-cache', VERSION = '1';
+/** Token ids whose keys and values (positions 0..7, base weights) tell the model that computed a file's prompts. */
+const PROBE = [0, 1, 2, 3, 4, 5, 6, 7];
+/**
+ * How far apart (relative RMS) a model may compute the probe and still read a file: the same weights give the same
+ * values on the machine that saved it, and differ in rounding only on another CPU's kernels; other weights, or the
+ * same ones quantised otherwise, differ by percents.
+ */
+const PROBE_TOLERANCE = 1e-3;
+
+/** A prompt cache file that another model saved. */
+export class PromptCacheMismatch extends Error {}
+
+/** A file's tensor of `positions` positions (exportRow's layout): [layers, keys and values, KV heads, positions, head size]. */
+const kvShape = (b: Backend, positions: number): number[] => [b.config.numLayers, 2, b.config.numKvHeads, positions, b.config.headDim];
+
+/** The keys and values this model computes for PROBE, from position 0 with the base weights. */
+async function probe(backend: Backend): Promise<Float32Array> {
+  const cache = await backend.newCache(1);
+  try {
+    await backend.step(cache, { tokens: [PROBE.map((t) => t % backend.config.vocabSize)] });
+    return (await backend.exportRow(cache, 0, PROBE.length)).data;
+  } finally {
+    await backend.free(cache);
+  }
+}
+
+function relativeDifference(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Infinity;
+  let d = 0, n = 0;
+  for (let i = 0; i < a.length; i++) { d += (a[i] - b[i]) ** 2; n += b[i] ** 2; }
+  return Math.sqrt(d / (n || 1));
+}
+
+/** Which file a path names now, and its version: a file saved (renamed) over it gets another. */
+const fileStamp = (file: string): string => { const s = fs.statSync(file); return `${s.ino}:${s.size}:${s.mtimeMs}`; };
+
+function isPromptCacheFile(file: string): boolean {
+  try { return openSafetensors(file).metadata.format === FORMAT; } catch { return false; }
+}
+
+/** A prompt cache file opened and checked (its tensors read later), its prompts' token ids parsed. */
+function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string } {
+  if (!fs.existsSync(file)) throw new Error(`prompt cache: ${file} does not exist`);
+  const stamp = fileStamp(file);
+  let f: SafetensorsFile;
+  try {
+    f = openSafetensors(file);
+  } catch (e) {
+    throw new Error(`prompt cache: ${file} is not a prompt cache file (${(e as Error).message})`);
+  }
+  const m = f.metadata;
+  if (m.format !== FORMAT) throw new Error(`prompt cache: ${file} is not a prompt cache file (its metadata has no "format": "${FORMAT}"): not read, and not replaced`);
+  if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is in version ${m.version} of the format; this edgereason reads version ${VERSION}: save it again`);
+  const corrupt = (why: string) => new Error(`prompt cache: ${file} is corrupt: ${why}`);
+  let prompts: unknown;
+  try { prompts = JSON.parse(m.prompts); } catch { throw corrupt('its "prompts" metadata is not JSON'); }
+  if (!Array.isArray(prompts) || !prompts.every((p) => Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0))) throw corrupt('its "prompts" metadata is not a list of token id lists');
+  const at = (shape: number[], n: number) => shape.map((d, i) => (i === 3 ? n : d));
+  const p = f.has('probe') ? f.shape('probe') : [];
+  if (p.length !== 5 || p[1] !== 2 || p[3] !== PROBE.length || f.info('probe').dtype !== 'F32') throw corrupt(`it has no probe tensor of shape [layers, 2, KV heads, ${PROBE.length}, head size], float32`);
+  prompts.forEach((ids: number[], i) => {
+    const name = `prompt.${i}`;
+    if (!f.has(name) || f.info(name).dtype !== 'F32' || f.shape(name).join() !== at(p, ids.length).join()) throw corrupt(`tensor "${name}" is missing or not [${at(p, ids.length).join(', ')}] float32`);
+  });
+  if (f.names.length !== prompts.length + 1) throw corrupt(`it holds ${f.names.length} tensors for ${prompts.length} prompts and the probe`);
+  return { f, prompts: prompts as number[][], stamp };
 }
 
 /** How many first tokens two lists share. */
@@ -120,4 +255,28 @@ export function promptCacheOf(backend: Backend): PromptCache | undefined {
     if (c) return c;
   }
   return undefined;
+}
+
+/**
+ * A prompt cache kept in `file` across runs (the CLI's --prompt-cache-file): the prompts it holds loaded now when it
+ * exists — one another model saved is noted and replaced at the end, anything that is not a prompt cache refused —
+ * and `save` writing this run's back. Notes go to `note`.
+ */
+export async function openPromptCacheFile(cache: PromptCache, file: string, note: (line: string) => void): Promise<{ save(): Promise<void> }> {
+  const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+  if (fs.existsSync(file)) {
+    try {
+      const r = await cache.load(file);
+      note(`prompt cache: ${r.prompts} prompt${r.prompts === 1 ? '' : 's'} (${r.tokens} tokens) read from ${file}`);
+    } catch (e) {
+      if (!(e instanceof PromptCacheMismatch)) throw e;
+      note(`${e.message.replace(/; save the prompt cache again with this model$/, '')}: not read; this run's prompts replace it at the end`);
+    }
+  }
+  return {
+    async save() {
+      const r = await cache.save(file);
+      note(`prompt cache: ${r.prompts} prompt${r.prompts === 1 ? '' : 's'} (${r.tokens} tokens, ${MB(r.bytes)}) saved to ${file}`);
+    },
+  };
 }

@@ -11,7 +11,7 @@
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
 import type { Model } from './model.ts';
-import { CLOSED, delegate, fromRemote, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
+import { CLOSED, delegate, fromRemote, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -175,6 +175,8 @@ export class CoalescingBackend implements BatchingBackend {
   stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.inner.stepMany(caches, reqs); }
   select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.afterSteps(cache, () => this.inner.select(cache, rows, length)); }
   keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.afterSteps(cache, () => this.inner.keep(cache, rows)); }
+  exportRow(cache: CacheHandle, row: number, length: number): Promise<KVRow> { return this.afterSteps(cache, () => this.inner.exportRow(cache, row, length)); }
+  importRow(kv: KVFileRow): Promise<CacheHandle> { return this.inner.importRow(kv); }
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.afterSteps(cache, () => this.inner.truncate(cache, row, length)); }
   lengths(cache: CacheHandle): Promise<number[]> { return this.afterSteps(cache, () => this.inner.lengths(cache)); }
   free(cache: CacheHandle): Promise<void> { return this.afterSteps(cache, () => this.inner.free(cache)); }

@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import { CLOSED, fromRemote, type RemoteError } from './backend.ts';
 import type { ModelConfig } from '../models/config.ts';
-import type { Backend, CacheHandle, StepRequest, StepResult } from './backend.ts';
+import type { Backend, CacheHandle, KVFileRow, KVRow, StepRequest, StepResult } from './backend.ts';
 import type { AdapterTensors, EngineOptions } from './engine.ts';
 import type { StepManyResult } from './scheduler.ts';
 
@@ -107,6 +107,8 @@ export class WorkerBackend implements Backend {
   stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.call('stepMany', caches, reqs); }
   select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.call('select', cache, rows, length); }
   keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.call('keep', cache, rows); }
+  exportRow(cache: CacheHandle, row: number, length: number): Promise<KVRow> { return this.call('exportRow', cache, row, length); }
+  importRow(kv: KVFileRow): Promise<CacheHandle> { return this.call('importRow', kv); }
   truncate(cache: CacheHandle, row: number, length: number): Promise<void> { return this.call('truncate', cache, row, length); }
   lengths(cache: CacheHandle): Promise<number[]> { return this.call('lengths', cache); }
   free(cache: CacheHandle): Promise<void> { return this.call('free', cache); }

@@ -15,6 +15,7 @@ import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AbortedError } from '../runtime/scheduler.ts';
+import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
 import { loadServed, type AdapterSpec, type Served } from './models.ts';
@@ -41,7 +42,7 @@ export interface ServerOptions {
   nativeThinking?: boolean;
   /** Progress of building the models' graphs from a checkpoint (see LoadServedOptions). */
   onLoadProgress?: (done: number, total: number) => void;
-  /** loadModel's notes while loading (see LoadServedOptions). */
+  /** loadModel's notes while loading (see LoadServedOptions), and the prompt cache file's when read and saved. */
   onLoadNote?: (note: string) => void;
   host?: string;
   port?: number;
@@ -69,6 +70,11 @@ export interface ServerOptions {
   threads?: number;
   /** MiB of prompt KV caches kept per model for requests that begin alike (loadModel's promptCache; default 256, 0: none). */
   promptCache?: number;
+  /**
+   * A file the prompt cache is read from at start (when it exists) and saved to by close(): prompts kept across
+   * restarts (a long system prompt prefilled once per deployment). One another model saved is replaced.
+   */
+  promptCacheFile?: string;
   /** How long close() lets in-flight requests finish before cancelling them. Default 10 s. */
   shutdownGraceMs?: number;
   logger?: boolean;
@@ -129,6 +135,17 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? served.sampling?.temperature ?? 1,
     defaultVote: o.defaultVote ?? 'majority',
   };
+  let keptFile: { save(): Promise<void> } | undefined;
+  if (o.promptCacheFile) {
+    const cache = promptCacheOf([...served.models.values()][0].backend);
+    try {
+      if (!cache) throw new Error('serve: --prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none: give it some MiB');
+      keptFile = await openPromptCacheFile(cache, o.promptCacheFile, (note) => o.onLoadNote?.(note));
+    } catch (e) {
+      await served.close();
+      throw e;
+    }
+  }
   if (limits.defaultVote.startsWith('verifier') && !served.verifier) {
     await served.close();
     throw new Error(`serve: --vote ${limits.defaultVote} needs a verifier (--verifier <file>, or verifier.json in the model folder)`);
@@ -483,7 +500,11 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       clearTimeout(cut);
       app.server.closeAllConnections();
       await closed;
+      // Saved before the session closes (its keys and values are read from it); a failure is the close's error.
+      const saved = keptFile?.save();
+      await saved?.catch(() => undefined);
       await served.close();
+      await saved;
     },
   };
 }
