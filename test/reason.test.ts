@@ -214,6 +214,18 @@ test('prompt caching: a prompt that begins like a kept one is prefilled from whe
       await running.next();
       assert.equal((await m.complete(other, { maxTokens: 1, adapter: false })).cachedTokens, other.length - 1);
       while (!(await running.next()).done);
+      // generateBatch of several prompts: each row begins from its own kept beginning (or from the start), gathered
+      // into one batch; every row is kept, also rows that finish steps before the others; the tokens are a model's
+      // that keeps none.
+      setPromptCache(m.backend, 1);
+      await m.complete(other, { maxTokens: 1, adapter: false });
+      const rows = [other, longer, m.encode('Name three colors of the rainbow, please, in order of their place.', true)];
+      const lengths = [{ maxTokens: 1 }, { maxTokens: 5 }, { maxTokens: 3 }].map((o) => ({ ...o, adapter: false }));
+      const want = await none.generateBatch(rows, lengths);
+      for (const cachedTokens of [[other.length - 1, 0, 0], rows.map((r) => r.length - 1)]) {
+        const got = await m.generateBatch(rows, lengths);
+        assert.deepEqual(got.map((c) => [c.tokens, c.cachedTokens]), want.map((c, i) => [c.tokens, cachedTokens[i]]));
+      }
     } finally {
       await none.close();
     }
@@ -530,6 +542,7 @@ class ScriptedBackend implements Backend {
   }
   async select(h: CacheHandle, rows: number[]): Promise<CacheHandle> { const c = this.caches.get(h)!, n = this.next++; this.caches.set(n, rows.map((r) => [...c[r]])); return n; }
   async keep(h: CacheHandle, rows: number[]): Promise<void> { const c = this.caches.get(h)!; this.caches.set(h, rows.map((r) => c[r])); }
+  async gather(hs: (CacheHandle | null)[]): Promise<CacheHandle> { const n = this.next++; this.caches.set(n, hs.map((h) => (h === null ? [] : [...this.caches.get(h)![0]]))); return n; }
   async exportRow(): Promise<KVRow> { throw new Error('a scripted model has no keys and values'); }
   async importRow(): Promise<CacheHandle> { throw new Error('a scripted model has no keys and values'); }
   async truncate(h: CacheHandle, row: number, length: number): Promise<void> { this.caches.get(h)![row].length = length; }

@@ -46,6 +46,8 @@ export interface Backend {
   /** A new cache made of the given rows (repeats allowed: forking a prefix). */
   /** `length`: only each row's first `length` positions, in a cache just large enough for them (a compact copy). */
   select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle>;
+  /** A new cache whose row r holds row 0 of `caches[r]`, or is empty for null (prompts begun in caches of their own, batched). */
+  gather(caches: (CacheHandle | null)[]): Promise<CacheHandle>;
   /** Keeps only the given rows, in place. */
   keep(cache: CacheHandle, rows: number[]): Promise<void>;
   /** Row `row`'s first `length` positions, per layer its keys then its values, each [kvHeads, length, headDim] (a copy). */
@@ -83,6 +85,10 @@ export class LocalBackend implements Backend {
   }
 
   async select(handle: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.register(this.engine.select(this.cache(handle), rows, length)); }
+  async gather(handles: (CacheHandle | null)[]): Promise<CacheHandle> {
+    const c = this.config;
+    return this.register(KVCache.gather({ layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim }, handles.map((h) => (h === null ? null : this.cache(h)))));
+  }
   /**
    * keep, truncate and free change a cache's buffers (the old ones are reused: kv-cache.ts's pool), so they wait
    * for the cache's runs in flight, which read them and write their new positions into them at the end.
@@ -251,6 +257,7 @@ export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'newCa
     newCache: (rows) => backend.newCache(rows),
     step: (cache, req) => backend.step(cache, req),
     select: (cache, rows, length) => backend.select(cache, rows, length),
+    gather: (caches) => backend.gather(caches),
     keep: (cache, rows) => backend.keep(cache, rows),
     exportRow: (cache, row, length) => backend.exportRow(cache, row, length),
     importRow: (kv) => backend.importRow(kv),

@@ -506,8 +506,8 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
 
 /**
  * Prefills each prompt in one batched step and decodes them together; aborting `signal` cancels them all. With
- * `reuse` and one prompt, its positions the base weights encode are prefilled from the longest beginning `reuse`
- * keeps, and kept after (prompt caching).
+ * `reuse`, each prompt's positions the base weights encode are prefilled from the longest beginning `reuse` keeps,
+ * and kept after (prompt caching).
  */
 export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal, reuse?: PromptCache): Promise<Completion[]> {
   const start = performance.now();
@@ -525,22 +525,36 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     return { ...opts[i], maxTokens, ...(fit !== undefined && fit !== th!.maxTokens ? { thinking: { ...th!, maxTokens: fit } } : {}) };
   });
   const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1), p));
-  const base = reuse && prompts.length === 1 ? (per[0].adapter ? Math.min(prompts[0].length, per[0].adapterFrom ?? 0) : prompts[0].length) : 0;
-  const hit = base ? await reuse!.take(prompts[0], base) : undefined, cached = hit?.length ?? 0;
-  const cache = hit?.cache ?? await backend.newCache(prompts.length);
-  // Kept once the prompt is in the cache (after the first step), so that a request beside this one can read it.
-  let keeping: Promise<void> | undefined;
-  const keep = () => { keeping ??= reuse!.put(prompts[0].slice(0, base), cache).catch(() => {}); };
+  // Per row, the positions the base weights encode (all of a prompt the adapter does not act on): with `reuse`, read
+  // from the longest kept beginning, and kept.
+  const base = prompts.map((p, i) => (!reuse ? 0 : per[i].adapter ? Math.min(p.length, per[i].adapterFrom ?? 0) : p.length));
+  const hits = await Promise.all(prompts.map((p, i) => (base[i] ? reuse!.take(p, base[i]) : undefined)));
+  const cached = hits.map((h) => h?.length ?? 0), parts = hits.map((h) => h?.cache ?? null);
+  let cache: CacheHandle;
+  if (prompts.length === 1 && parts[0] !== null) cache = parts[0];
+  else {
+    try { // rows begun from kept prompts are gathered into one batch
+      cache = parts.some((h) => h !== null) ? await backend.gather(parts) : await backend.newCache(prompts.length);
+    } finally {
+      await Promise.all(parts.map((h) => h !== null && backend.free(h)));
+    }
+  }
+  // Kept once the prompts are in the cache (after the first step), so that a request beside this one can read them:
+  // every copy is asked for then, before rows that finish leave the batch (the backend keeps calls in order).
+  let keeping: Promise<unknown> | undefined;
+  const kept = new Set<string>(); // (rows of one prompt, as n choices are, kept once)
+  const once = (ids: number[]) => !kept.has(ids.join()) && !!kept.add(ids.join());
+  const keep = () => { keeping ??= Promise.all(prompts.map((p, i) => base[i] && once(p.slice(0, base[i])) && reuse!.put(p.slice(0, base[i]), cache, i).catch(() => {}))); };
   try {
-    await decode(backend, cache, seqs, hit ? [prompts[0].slice(cached)] : prompts, start, { signal, ...(base ? { afterStep: keep } : {}) });
+    await decode(backend, cache, seqs, prompts.map((p, i) => p.slice(cached[i])), start, { signal, ...(base.some(Boolean) ? { afterStep: keep } : {}) });
   } finally {
     await keeping;
     await backend.free(cache);
   }
   const end = performance.now();
-  return seqs.map((s) => ({
+  return seqs.map((s, i) => ({
     text: s.text, tokens: s.tokens, logprobs: s.logprobs, ...(s.opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), finishReason: s.finishReason!,
-    promptTokens: s.promptTokens, cachedTokens: cached, ttftMs: s.ttftMs, totalMs: end - start,
+    promptTokens: s.promptTokens, cachedTokens: cached[i], ttftMs: s.ttftMs, totalMs: end - start,
     ...(s.opts.thinking ? { thinking: { tokens: s.thinkingTokens, closed: s.answerFrom !== undefined } } : {}),
   }));
 }

@@ -116,6 +116,14 @@ export class KVCache {
     return out;
   }
 
+  /** A cache whose row r holds row 0 of `sources[r]` (every position), or nothing for null: one batch of several caches. */
+  static gather(shape: CacheShape, sources: (KVCache | null)[]): KVCache {
+    const lengths = sources.map((c) => c?.lengths[0] ?? 0), out = new KVCache(shape, sources.length, grownCapacity(64, Math.max(...lengths)));
+    sources.forEach((c, r) => { if (c) copyPositions(c, 0, out, r, 0, lengths[r]); });
+    out.lengths = lengths;
+    return out;
+  }
+
   /** Keeps only the given rows, in that order (finished sequences leave the batch). */
   keep(rows: number[]): void {
     const c = this.select(rows);

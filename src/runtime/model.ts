@@ -54,8 +54,9 @@ export interface LoadOptions {
   /** Notes for a person: a converted copy being written to the cache, or used from it. */
   onNote?: (note: string) => void;
   /**
-   * MiB of prompt KV caches kept for reuse (prompt caching, src/runtime/prompt-cache.ts): answer() prefills a prompt
-   * only from where it differs from a kept one, as a chat's next turn does. Default 256; 0 keeps none.
+   * MiB of prompt KV caches kept for reuse (prompt caching, src/runtime/prompt-cache.ts): answer(), generate,
+   * complete and generateBatch prefill a prompt only from where it differs from a kept one, as a chat's next turn
+   * does. Default 256; 0 keeps none.
    */
   promptCache?: number;
 }

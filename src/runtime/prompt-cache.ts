@@ -66,15 +66,15 @@ export class PromptCache {
   keeps(tokens: number): boolean { return tokens > MIN_REUSED && kvBytes(this.backend.config, 1, grownCapacity(64, tokens)) <= this.budget; }
 
   /**
-   * Keeps a copy of `cache`'s row 0, positions 0..ids.length-1 (`ids`, computed with the base weights). Best effort:
-   * a copy that fails (a closed model) keeps nothing.
+   * Keeps a copy of `cache`'s row `row`, positions 0..ids.length-1 (`ids`, computed with the base weights). Best
+   * effort: a copy that fails (a closed model) keeps nothing.
    */
-  async put(ids: readonly number[], cache: CacheHandle): Promise<void> {
+  async put(ids: readonly number[], cache: CacheHandle, row = 0): Promise<void> {
     if (!this.keeps(ids.length) || this.cleared) return;
     // All of it kept already (in a longer prompt): that one is used again, nothing copied.
     const holder = this.entries.find((e) => e.tokens.length >= ids.length && common(e.tokens, ids) === ids.length);
     if (holder) { this.touch(holder); return; }
-    const copy = await this.backend.select(cache, [0], ids.length).catch(() => undefined);
+    const copy = await this.backend.select(cache, [row], ids.length).catch(() => undefined);
     if (copy !== undefined) this.add(ids, copy, kvBytes(this.backend.config, 1, grownCapacity(64, ids.length)));
   }
 

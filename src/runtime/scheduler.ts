@@ -174,6 +174,10 @@ export class CoalescingBackend implements BatchingBackend {
   /** Straight through, not queued (a coalescer over this one batches its own steps). */
   stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.inner.stepMany(caches, reqs); }
   select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.afterSteps(cache, () => this.inner.select(cache, rows, length)); }
+  async gather(caches: (CacheHandle | null)[]): Promise<CacheHandle> {
+    await Promise.allSettled(caches.flatMap((c) => (c === null ? [] : this.steps.of(c))));
+    return this.inner.gather(caches);
+  }
   keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.afterSteps(cache, () => this.inner.keep(cache, rows)); }
   exportRow(cache: CacheHandle, row: number, length: number): Promise<KVRow> { return this.afterSteps(cache, () => this.inner.exportRow(cache, row, length)); }
   importRow(kv: KVFileRow): Promise<CacheHandle> { return this.inner.importRow(kv); }

@@ -106,6 +106,7 @@ export class WorkerBackend implements Backend {
   /** Several caches in one call (the worker batches their decode steps into one session run). */
   stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> { return this.call('stepMany', caches, reqs); }
   select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.call('select', cache, rows, length); }
+  gather(caches: (CacheHandle | null)[]): Promise<CacheHandle> { return this.call('gather', caches); }
   keep(cache: CacheHandle, rows: number[]): Promise<void> { return this.call('keep', cache, rows); }
   exportRow(cache: CacheHandle, row: number, length: number): Promise<KVRow> { return this.call('exportRow', cache, row, length); }
   importRow(kv: KVFileRow): Promise<CacheHandle> { return this.call('importRow', kv); }
