@@ -4,7 +4,8 @@
  * one model (the cache switched per turn), on random weights in Qwen2.5-0.5B's shape (q4, the decode bench's cached
  * model, the real Qwen tokenizer and chat template), at conversations of about 256, 1024 and 2048 tokens. And after a
  * restart: the first request of a fresh prompt cache under a long system prompt, prefilled whole against read from the
- * prompt cache file a run before saved (loadPromptCache; its time counted).
+ * prompt cache file a run before saved (loadPromptCache; its time counted). And how far apart models compute the
+ * probe a file is checked with: the same weights at other thread counts, and the embedded model's quantisations.
  * Writes bench/results/prompt-cache-<date>.json + .md.
  *   node --import tsx bench/prompt-cache.ts [--reps 3] [--results-dir d] [--no-write]
  */
@@ -14,7 +15,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import { answer } from '../src/reason/answer.ts';
-import { setPromptCache } from '../src/runtime/prompt-cache.ts';
+import { probe, PROBE_TOLERANCE, relativeDifference, setPromptCache } from '../src/runtime/prompt-cache.ts';
+import { defaultModel } from '../src/models/embedded.ts';
+import type { LoadOptions } from '../src/runtime/model.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { freshStem, machineNow, machineText, scriptArgs, writeResults } from './write.ts';
@@ -71,6 +74,14 @@ async function afterRestart(m: Model, system: ChatMessage[], file: string | unde
   return { loadMs, ttftMs: r.ttftMs, cached: r.usage.cachedTokens };
 }
 
+/** The probe's keys and values a model loaded from `dir` with `opts` computes. */
+async function probeOf(dir: string, opts: LoadOptions): Promise<Float32Array> {
+  const m = await loadModel(dir, { ...opts, promptCache: 0 });
+  try { return await probe(m.backend); } finally { await m.close(); }
+}
+
+interface ProbeRow { model: string; against: string; difference: number; read: boolean }
+
 interface RestartRow { tokens: number; prompt: number; cached: number; fileMB: number; coldMs: number; loadMs: number; warmMs: number; firstWarmMs: number; ratio: number }
 
 export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
@@ -114,8 +125,21 @@ export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
     await m.close();
     fs.rmSync(path.dirname(file), { recursive: true, force: true });
   }
+  const probes: ProbeRow[] = [];
+  const compare = async (model: string, against: string, a: Float32Array | Promise<Float32Array>, b: Float32Array | Promise<Float32Array>) => {
+    const difference = relativeDifference(await a, await b);
+    probes.push({ model, against, difference, read: difference <= PROBE_TOLERANCE });
+  };
+  await compare('0.5B shape q4, 1 thread', '2 threads', probeOf(files.onnxDir, { threads: 1 }), probeOf(files.onnxDir, { threads: 2 }));
+  const dflt = (o: LoadOptions) => probeOf(defaultModel.dir, o), fp32 = await dflt({ quant: 'fp32', threads: 2 });
+  await compare('embedded fp32, 1 thread', '2 threads', dflt({ quant: 'fp32', threads: 1 }), fp32);
+  await compare('embedded q4, 1 thread', '2 threads', dflt({ quant: 'q4', threads: 1 }), dflt({ quant: 'q4', threads: 2 }));
+  await compare('embedded q8', 'fp32', dflt({ quant: 'q8' }), fp32);
+  await compare('embedded q4', 'fp32', dflt({ quant: 'q4' }), fp32);
+  await compare('embedded q4, accuracy level 0', 'accuracy level 4', dflt({ quant: 'q4', accuracyLevel: 0 }), dflt({ quant: 'q4', accuracyLevel: 4 }));
+  for (const p of probes) console.error(`probe: ${p.model} against ${p.against}: ${p.difference.toExponential(1)} (${p.read ? 'read' : 'refused'})`);
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  const result = { date, model: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, machine, rows, restarts };
+  const result = { date, model: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, machine, rows, restarts, probes };
   const md = [`# Prompt caching: time to the first token of a chat's next turn ${date}`, '',
     `${result.model}, the Qwen chat template; batch 1, greedy, the fastest of ${reps} turns per setting (interleaved), ${machineText(machine)}. Each turn: a conversation answered, then its next user message; with prompt caching the conversation's prompt from the turn before is kept, so the next prefills only the reply and the new message.`, '',
     '| conversation | next turn\'s prompt | of it cached | TTFT without cache (ms) | with cache (ms) | × |', '|---:|---:|---:|---:|---:|---:|',
@@ -123,7 +147,11 @@ export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
     '## After a restart', '',
     'The first request of a new session (an empty prompt cache) under a long system prompt: prefilled whole, against reading the prompt cache file a run before saved (`loadPromptCache`, timed: the file was just written, so it is read from the page cache) and prefilling the question alone.', '',
     '| system prompt | first request\'s prompt | of it cached | file (MB) | TTFT prefilled (ms) | load + TTFT (ms) | of it loading (ms) | × | load + TTFT, the first of the run (ms) |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...restarts.map((r) => `| ~${r.tokens} | ${r.prompt} | ${r.cached} | ${r.fileMB.toFixed(1)} | ${r.coldMs.toFixed(0)} | ${r.warmMs.toFixed(0)} | ${r.loadMs.toFixed(0)} | ${r.ratio.toFixed(3)} | ${r.firstWarmMs.toFixed(0)} |`), ''].join('\n');
+    ...restarts.map((r) => `| ~${r.tokens} | ${r.prompt} | ${r.cached} | ${r.fileMB.toFixed(1)} | ${r.coldMs.toFixed(0)} | ${r.warmMs.toFixed(0)} | ${r.loadMs.toFixed(0)} | ${r.ratio.toFixed(3)} | ${r.firstWarmMs.toFixed(0)} |`), '',
+    '## The probe', '',
+    `A prompt cache file holds the keys and values its model computed for 8 fixed tokens; a model loading it computes them again and refuses the file beyond ${PROBE_TOLERANCE} (relative RMS difference):`, '',
+    '| model | against | difference | the file |', '|---|---|---:|---|',
+    ...probes.map((p) => `| ${p.model} | ${p.against} | ${p.difference.toExponential(1)} | ${p.read ? 'read' : 'refused'} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }
   writeResults(dir, freshStem(dir, `prompt-cache-${date}`), result, md);
   return result;

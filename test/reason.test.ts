@@ -250,7 +250,10 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     // A new session reads it: the same question is prefilled from its last token on, with the same tokens.
     const again = await loadModel(rm.dir, { quant: 'fp32', adapter: adapterDir, worker: false, threads: 1 });
     try {
-      assert.deepEqual(await again.loadPromptCache(file), { prompts: 1, tokens: full.length });
+      assert.deepEqual(await again.loadPromptCache(file), { prompts: 1, tokens: full.length, of: 1 });
+      // A budget that holds none of its prompts reads none (and copies none in).
+      const tiny = new PromptCache(again.backend, kvBytes(again.config, 1, 64));
+      assert.deepEqual([await tiny.load(file), tiny.size], [{ prompts: 0, tokens: 0, of: 1 }, 0]);
       const r = await again.complete(asked, { maxTokens: 6, adapter: false });
       assert.deepEqual([r.tokens, r.cachedTokens], [want.tokens, full.length - 1]);
       // answer() reads it too (its reasoning route included: the base positions are the same).
@@ -291,6 +294,18 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     bytes.writeFloatLE(NaN, openSafetensors(file).info('prompt.0').begin + 4 * 5);
     fs.writeFileSync(nan, bytes);
     await assert.rejects(m.loadPromptCache(nan), { message: `prompt cache: ${nan} is corrupt: tensor "prompt.0": layer 0's keys of head 0 hold a value that is not finite` });
+    // A file made where a prompt cache is being saved, while its keys and values are copied out, is not replaced.
+    const late = path.join(tmp, 'prompts', 'late.safetensors');
+    const slow = new PromptCache(new Proxy(m.backend, {
+      get: (b, k) => (k === 'exportRow' ? (...a: Parameters<Backend['exportRow']>) => { fs.writeFileSync(late, 'my notes'); return b.exportRow(...a); } : Reflect.get(b, k)),
+    }), 2 ** 20);
+    await assert.rejects(slow.save(late), { message: `prompt cache: ${late} exists and is not a prompt cache file: not replaced (name another file)` });
+    assert.equal(fs.readFileSync(late, 'utf8'), 'my notes');
+    // A prompt cache another edgereason wrote (another format version) is neither read nor replaced.
+    const newer = path.join(tmp, 'prompts', 'newer.safetensors');
+    writeSafetensors(newer, { probe: { shape: [1], data: new Float32Array(1) } }, { metadata: { format: 'edgereason-prompt-cache', version: '2', prompts: '[]' } });
+    await assert.rejects(m.loadPromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 2, which another edgereason wrote; this one reads version 1` });
+    await assert.rejects(m.savePromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 2, which another edgereason wrote: not replaced (name another file, or delete it)` });
     await assert.rejects(m.loadPromptCache(path.join(tmp, 'none')), { message: `prompt cache: ${path.join(tmp, 'none')} does not exist` });
     await assert.rejects(m.keepPrompt('Hi'), { message: `keepPrompt: a prompt of ${m.encode('Hi').length} tokens is not kept: one of at most 16 tokens costs less to prefill than to copy` });
     await assert.rejects(none.savePromptCache(file), { message: 'savePromptCache: this model keeps no prompts (it was loaded with promptCache: 0)' });

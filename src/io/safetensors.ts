@@ -129,7 +129,7 @@ export function atomicWrite(path: string, write: (fd: number) => void): void {
  * The first half of atomicWrite: the bytes written and synced under the temporary name, then `commit` renames them
  * into place (or `abort` drops them), so several large files can be finished before any of them replaces its old one.
  */
-export function stagedWrite(path: string, write: (fd: number) => void): { commit(): void; abort(): void } {
+export function stagedWrite(path: string, write: (fd: number) => void): { commit(): void; commitNew(): void; abort(): void } {
   const tmp = `${path}.tmp-${process.pid}`;
   let fd: number;
   try { fd = fs.openSync(tmp, 'w'); } catch (e) { throw writeError(e, path); }
@@ -145,7 +145,12 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
     abort();
     throw writeError(e, path);
   }
-  return { commit: () => { try { fs.renameSync(tmp, path); } catch (e) { abort(); throw writeError(e, path); } }, abort };
+  return {
+    commit: () => { try { fs.renameSync(tmp, path); } catch (e) { abort(); throw writeError(e, path); } },
+    /** Commits only where no file is at `path` (a hard link, which a file that appeared meanwhile refuses: EEXIST). */
+    commitNew: () => { try { fs.linkSync(tmp, path); } catch (e) { throw writeError(e, path); } finally { abort(); } },
+    abort,
+  };
 }
 
 /** A system error met writing `file`, said with the file's name (Node's says only "ENOSPC: no space left on device, write"); its code kept. */
@@ -375,11 +380,14 @@ export function openSafetensors(path: string): SafetensorsFile {
 
 export type TensorMap = Record<string, { shape: number[]; data: Float32Array }> | Map<string, { shape: number[]; data: Float32Array }>;
 
-/** Write tensors (in the given order) as one safetensors file, atomically; `onBytes` sees every byte written, in order. */
+/**
+ * Write tensors (in the given order) as one safetensors file, atomically; `onBytes` sees every byte written, in order.
+ * `exclusive`: only where no file is at `path` by the time it is complete.
+ */
 export function writeSafetensors(
   path: string,
   tensors: TensorMap,
-  opts: { dtype?: SafetensorsDtype; metadata?: Record<string, string>; onBytes?: (bytes: Uint8Array) => void } = {},
+  opts: { dtype?: SafetensorsDtype; metadata?: Record<string, string>; onBytes?: (bytes: Uint8Array) => void; exclusive?: boolean } = {},
 ): void {
   const dtype = opts.dtype ?? 'F32', size = DTYPE_SIZE[dtype];
   const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
@@ -398,7 +406,7 @@ export function writeSafetensors(
   const head = Buffer.alloc(8 + Buffer.byteLength(json));
   head.writeBigUInt64LE(BigInt(head.length - 8), 0);
   head.write(json, 8);
-  atomicWrite(path, (fd) => {
+  const staged = stagedWrite(path, (fd) => {
     const write = (bytes: Uint8Array) => { writeAll(fd, bytes); opts.onBytes?.(bytes); };
     write(head);
     for (const [, t] of entries) {
@@ -406,4 +414,5 @@ export function writeSafetensors(
       write(new Uint8Array(enc.buffer, enc.byteOffset, enc.byteLength));
     }
   });
+  if (opts.exclusive) staged.commitNew(); else staged.commit();
 }

@@ -105,7 +105,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   let offset = 0, bytes: Uint8Array | undefined;
   // Weights first, then the graph that points into them, both under temporary names: a conversion that dies while
   // writing them (a crash, a full disk, Ctrl-C) leaves an earlier one in the folder as it was, still loadable.
-  const staged = [stagedWrite(path.join(out, dataName), (fd) => {
+  const staged: { commit(): void; abort(): void }[] = [stagedWrite(path.join(out, dataName), (fd) => {
     bytes = graph.toModelProto({
       external: {
         location: dataName, minBytes: 1024,

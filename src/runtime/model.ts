@@ -391,10 +391,11 @@ export class Model {
   }
 
   /**
-   * Keeps the prompts savePromptCache wrote to `file`, within this model's budget. A file another model wrote (other
-   * weights, or the same ones quantised otherwise) is refused with a PromptCacheMismatch.
+   * Keeps the prompts savePromptCache wrote to `file` (`of` them), within this model's budget: the most recently used.
+   * A file another model wrote (other weights, or the same ones quantised otherwise) is refused with a
+   * PromptCacheMismatch; a corrupt one, or one this model cannot use, with an error naming it. All or nothing is read.
    */
-  async loadPromptCache(file: string): Promise<{ prompts: number; tokens: number }> {
+  async loadPromptCache(file: string): Promise<{ prompts: number; tokens: number; of: number }> {
     return this.keptPrompts('loadPromptCache').load(checkFile(file, 'loadPromptCache'));
   }
 

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
 import { grownCapacity, kvBytes } from './kv-cache.ts';
-import { makeDir, openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
+import { firstNonFinite, makeDir, openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 
 /** Default budget: MiB of kept prompt caches per model session. */
 export const PROMPT_CACHE_MIB = 256;
@@ -29,6 +29,8 @@ export class PromptCache {
   private entries: Entry[] = [];
   private bytes = 0;
   private cleared = false;
+  /** Bumped whenever a prompt is kept or dropped: unchanged, what a file saved or read holds is what is kept. */
+  changes = 0;
 
   constructor(private readonly backend: Backend, readonly budget: number) {}
 
@@ -85,6 +87,7 @@ export class PromptCache {
     for (const e of [...this.entries]) if (e.tokens.length <= ids.length && common(e.tokens, ids) === e.tokens.length) this.drop(e);
     const entry = { tokens: [...ids], cache, bytes, users: 0, dropped: false };
     this.entries.push(entry);
+    this.changes++;
     this.bytes += bytes;
     for (const e of [...this.entries]) { if (this.bytes <= this.budget) break; this.drop(e); }
     return entry;
@@ -95,14 +98,24 @@ export class PromptCache {
    * there that is not a prompt cache is never replaced.
    */
   async save(file: string): Promise<{ prompts: number; tokens: number; bytes: number }> {
-    if (fs.existsSync(file) && !isPromptCacheFile(file)) throw new Error(`prompt cache: ${file} exists and is not a prompt cache file: not replaced (name another file)`);
+    const refusal = notOurs(file);
+    if (refusal) throw new Error(refusal);
     const kept = [...this.entries];
     kept.forEach((e) => e.users++);
     try {
-      const tensors = new Map([['probe', { shape: kvShape(this.backend, PROBE.length), data: await probe(this.backend) }]]);
-      for (const [i, e] of kept.entries()) tensors.set(`prompt.${i}`, { shape: kvShape(this.backend, e.tokens.length), data: (await this.backend.exportRow(e.cache, 0, e.tokens.length)).data });
+      const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+      try {
+        tensors.set('probe', { shape: kvShape(this.backend, PROBE.length), data: await probe(this.backend) });
+        for (const [i, e] of kept.entries()) tensors.set(`prompt.${i}`, { shape: kvShape(this.backend, e.tokens.length), data: (await this.backend.exportRow(e.cache, 0, e.tokens.length)).data });
+      } catch (e) {
+        throw new Error(`prompt cache: not saved to ${file}: ${(e as Error).message}`);
+      }
+      // Checked again and written with nothing awaited between: a file made there meanwhile is not replaced (nor one
+      // made while it is written: a new file is committed only where none is).
+      const again = notOurs(file);
+      if (again) throw new Error(again);
       makeDir(path.dirname(path.resolve(file)));
-      writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts: JSON.stringify(kept.map((e) => e.tokens)) } });
+      writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts: JSON.stringify(kept.map((e) => e.tokens)) }, exclusive: !fs.existsSync(file) });
       return { prompts: kept.length, tokens: kept.reduce((n, e) => n + e.tokens.length, 0), bytes: fs.statSync(file).size };
     } finally {
       for (const e of kept) if (--e.users === 0 && e.dropped) this.release(e);
@@ -114,18 +127,24 @@ export class PromptCache {
    * PromptCacheMismatch, when this model computes keys and values otherwise than the one that saved them (other
    * weights, or the same ones quantised otherwise): they would answer as that model.
    */
-  async load(file: string): Promise<{ prompts: number; tokens: number }> {
+  async load(file: string): Promise<{ prompts: number; tokens: number; of: number }> {
     const { f, prompts, stamp } = readHeader(file), c = this.backend.config;
     const dims = (shape: number[]) => `${shape[0]} layers × ${shape[2]} KV heads × ${shape[4]}`;
     if (f.shape('probe').join() !== kvShape(this.backend, PROBE.length).join()) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from a model of ${dims(f.shape('probe'))} keys and values per position; this one has ${dims(kvShape(this.backend, 1))}: a prompt cache serves the model that saved it`);
-    const diff = relativeDifference(await probe(this.backend), f.values('probe'));
+    const saved = f.values('probe'), bad = firstNonFinite(saved);
+    if (bad >= 0) throw new Error(`prompt cache: ${file} is corrupt: its probe holds ${saved[bad]} at element ${bad}`);
+    const diff = relativeDifference(await probe(this.backend), saved);
     if (!(diff <= PROBE_TOLERANCE)) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from another model (other weights, or the same ones quantised otherwise): this one computes the probe's keys and values ${diff.toExponential(1)} apart (relative), so its prompts would answer as that model does; save the prompt cache again with this model`);
     const long = prompts.findIndex((ids) => ids.length > c.maxPositionEmbeddings || ids.some((t) => t >= c.vocabSize));
     if (long >= 0) throw new Error(`prompt cache: ${file} is corrupt: prompt ${long} has ${prompts[long].length} tokens or ids past this model's context (${c.maxPositionEmbeddings}) or vocabulary (${c.vocabSize})`);
+    // The most recently used are last: read from the last back while they fit the budget (the older would be dropped).
+    const bytes = prompts.map((ids) => kvBytes(c, 1, grownCapacity(64, ids.length)));
+    let first = prompts.length;
+    for (let room = this.budget; first > 0 && bytes[first - 1] <= room; first--) room -= bytes[first - 1];
     const read: CacheHandle[] = []; // all or none: kept once every prompt is read
     try {
-      for (const [i, ids] of prompts.entries()) {
-        const name = `prompt.${i}`;
+      for (let i = first; i < prompts.length; i++) {
+        const name = `prompt.${i}`, ids = prompts[i];
         read.push(await this.backend.importRow({ length: ids.length, file, offset: f.info(name).begin }).catch((e: Error) => {
           throw /^kv-cache: .* not finite$/.test(e.message) ? new Error(`prompt cache: ${file} is corrupt: tensor "${name}": ${e.message.slice(10)}`) : e;
         }));
@@ -136,9 +155,9 @@ export class PromptCache {
       read.forEach((h) => { this.backend.free(h).catch(() => {}); });
       throw e;
     }
-    const added = prompts.flatMap((ids, i) => this.add(ids, read[i], kvBytes(c, 1, grownCapacity(64, ids.length))) ?? []);
-    const kept = added.filter((e) => !e.dropped); // (the budget keeps the most recent)
-    return { prompts: kept.length, tokens: kept.reduce((n, e) => n + e.tokens.length, 0) };
+    const added = read.flatMap((h, k) => this.add(prompts[first + k], h, bytes[first + k]) ?? []);
+    const kept = added.filter((e) => !e.dropped);
+    return { prompts: kept.length, tokens: kept.reduce((n, e) => n + e.tokens.length, 0), of: prompts.length };
   }
 
   /** Drops every kept prompt, and keeps no more. */
@@ -153,6 +172,7 @@ export class PromptCache {
   private drop(e: Entry): void {
     if (e.dropped) return;
     e.dropped = true;
+    this.changes++;
     this.entries.splice(this.entries.indexOf(e), 1);
     this.bytes -= e.bytes;
     if (!e.users) this.release(e);
@@ -170,7 +190,7 @@ const PROBE = [0, 1, 2, 3, 4, 5, 6, 7];
  * values on the machine that saved it, and differ in rounding only on another CPU's kernels; other weights, or the
  * same ones quantised otherwise, differ by percents.
  */
-const PROBE_TOLERANCE = 1e-3;
+export const PROBE_TOLERANCE = 1e-3;
 
 /** A prompt cache file that another model saved. */
 export class PromptCacheMismatch extends Error {}
@@ -179,7 +199,7 @@ export class PromptCacheMismatch extends Error {}
 const kvShape = (b: Backend, positions: number): number[] => [b.config.numLayers, 2, b.config.numKvHeads, positions, b.config.headDim];
 
 /** The keys and values this model computes for PROBE, from position 0 with the base weights. */
-async function probe(backend: Backend): Promise<Float32Array> {
+export async function probe(backend: Backend): Promise<Float32Array> {
   const cache = await backend.newCache(1);
   try {
     await backend.step(cache, { tokens: [PROBE.map((t) => t % backend.config.vocabSize)] });
@@ -189,7 +209,8 @@ async function probe(backend: Backend): Promise<Float32Array> {
   }
 }
 
-function relativeDifference(a: Float32Array, b: Float32Array): number {
+/** Relative RMS difference of `a` from `b` (what a file's probe may differ by: PROBE_TOLERANCE). */
+export function relativeDifference(a: Float32Array, b: Float32Array): number {
   if (a.length !== b.length) return Infinity;
   let d = 0, n = 0;
   for (let i = 0; i < a.length; i++) { d += (a[i] - b[i]) ** 2; n += b[i] ** 2; }
@@ -199,9 +220,17 @@ function relativeDifference(a: Float32Array, b: Float32Array): number {
 /** Which file a path names now, and its version: a file saved (renamed) over it gets another. */
 const fileStamp = (file: string): string => { const s = fs.statSync(file); return `${s.ino}:${s.size}:${s.mtimeMs}`; };
 
-function isPromptCacheFile(file: string): boolean {
-  try { return openSafetensors(file).metadata.format === FORMAT; } catch { return false; }
+/** Why `file` may not be replaced by a prompt cache this edgereason saves; undefined when it may (none, or one of ours). */
+function notOurs(file: string): string | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  let m: Record<string, unknown> = {};
+  try { m = metadataOf(openSafetensors(file)); } catch { /* not safetensors */ }
+  if (m.format !== FORMAT) return `prompt cache: ${file} exists and is not a prompt cache file: not replaced (name another file)`;
+  if (m.version !== VERSION) return `prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote: not replaced (name another file, or delete it)`;
+  return undefined;
 }
+
+const metadataOf = (f: SafetensorsFile): Record<string, unknown> => (f.metadata && typeof f.metadata === 'object' ? f.metadata : {});
 
 /** A prompt cache file opened and checked (its tensors read later), its prompts' token ids parsed. */
 function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string } {
@@ -213,12 +242,12 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
   } catch (e) {
     throw new Error(`prompt cache: ${file} is not a prompt cache file (${(e as Error).message})`);
   }
-  const m = f.metadata;
+  const m = metadataOf(f);
   if (m.format !== FORMAT) throw new Error(`prompt cache: ${file} is not a prompt cache file (its metadata has no "format": "${FORMAT}"): not read, and not replaced`);
-  if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is in version ${m.version} of the format; this edgereason reads version ${VERSION}: save it again`);
+  if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote; this one reads version ${VERSION}`);
   const corrupt = (why: string) => new Error(`prompt cache: ${file} is corrupt: ${why}`);
   let prompts: unknown;
-  try { prompts = JSON.parse(m.prompts); } catch { throw corrupt('its "prompts" metadata is not JSON'); }
+  try { prompts = JSON.parse(String(m.prompts)); } catch { throw corrupt('its "prompts" metadata is not JSON'); }
   if (!Array.isArray(prompts) || !prompts.every((p) => Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0))) throw corrupt('its "prompts" metadata is not a list of token id lists');
   const at = (shape: number[], n: number) => shape.map((d, i) => (i === 3 ? n : d));
   const p = f.has('probe') ? f.shape('probe') : [];
@@ -263,20 +292,24 @@ export function promptCacheOf(backend: Backend): PromptCache | undefined {
  * and `save` writing this run's back. Notes go to `note`.
  */
 export async function openPromptCacheFile(cache: PromptCache, file: string, note: (line: string) => void): Promise<{ save(): Promise<void> }> {
-  const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+  const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`, prompts = (n: number) => `${n} prompt${n === 1 ? '' : 's'}`;
   if (fs.existsSync(file)) {
     try {
       const r = await cache.load(file);
-      note(`prompt cache: ${r.prompts} prompt${r.prompts === 1 ? '' : 's'} (${r.tokens} tokens) read from ${file}`);
+      note(`prompt cache: ${r.prompts < r.of ? `${r.prompts} of ${r.of} prompts (the most recent ${cache.budget / 2 ** 20} MiB)` : prompts(r.prompts)} (${r.tokens} tokens) read from ${file}`);
     } catch (e) {
-      if (!(e instanceof PromptCacheMismatch)) throw e;
+      if (!(e instanceof PromptCacheMismatch)) throw Object.assign(e as Error, { message: `${(e as Error).message} (${/is not a prompt cache file/.test((e as Error).message) ? 'name another file' : 'name another file, or delete it'})` });
       note(`${e.message.replace(/; save the prompt cache again with this model$/, '')}: not read; this run's prompts replace it at the end`);
     }
   }
+  // Saved only when what is kept changed (a run that kept nothing new leaves the file as it was).
+  let saved = cache.changes;
   return {
     async save() {
+      if (cache.changes === saved || !cache.size) return;
       const r = await cache.save(file);
-      note(`prompt cache: ${r.prompts} prompt${r.prompts === 1 ? '' : 's'} (${r.tokens} tokens, ${MB(r.bytes)}) saved to ${file}`);
+      saved = cache.changes;
+      note(`prompt cache: ${prompts(r.prompts)} (${r.tokens} tokens, ${MB(r.bytes)}) saved to ${file}`);
     },
   };
 }
