@@ -961,6 +961,22 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   assert.match(none.stderr, /^edgereason: answer: --reasoning on needs the model loaded with its reasoning adapter \(--adapter\)/);
 });
 
+test('generate and answer --prompt-cache-file: the next run reads the prompt the last one kept (its stats say how much); a run that keeps nothing new leaves the file as it was', () => {
+  const kept = path.join(tmp, 'generate-prompts.safetensors'), question = 'Jack starts with 15 marbles. He buys 4 bags with 4 marbles in each bag. How many marbles does Jack have?';
+  const gen = () => cli(['generate', '--model', DEFAULT_DIR, '--chat', '--prompt', question, '--max-tokens', '6', '--stats', '--prompt-cache-file', kept]);
+  const first = gen(), stats = /^prompt (\d+) tokens(?: \((\d+) from the prompt cache\))?, generated/m;
+  const [, prompt, none] = stats.exec(first.stderr)!;
+  assert.deepEqual([first.status, none], [0, undefined], first.stderr);
+  assert.match(first.stderr, new RegExp(`^prompt cache: 1 prompt \\(${prompt} tokens, [\\d.]+ MB\\) saved to ${kept}$`, 'm'));
+  const before = fs.statSync(kept).mtimeMs, second = gen();
+  assert.deepEqual([second.status, second.stdout, stats.exec(second.stderr)!.slice(1)], [0, first.stdout, [prompt, String(+prompt - 1)]], second.stderr);
+  assert.doesNotMatch(second.stderr, /saved to/);
+  assert.equal(fs.statSync(kept).mtimeMs, before);
+  // answer reads the same file: the question asked directly, read from it but for its last token.
+  const a = cli(['answer', '--model', DEFAULT_DIR, '--reasoning', 'off', '--question', question, '--prompt-cache-file', kept]);
+  assert.match(a.stderr, new RegExp(`^tokens: prompt ${prompt} \\(${+prompt - 1} from the prompt cache\\), generated`, 'm'));
+});
+
 test('chat: Ctrl-C stops the reply being written (the turn left out) and the chat goes on; between turns it ends the chat', async () => {
   // The random model writes until the context is full (about a second): time to stop it.
   const child = spawn(process.execPath, [BIN, 'chat', '--model', model.dir, '--reasoning', 'off', '--max-tokens', '4000'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });

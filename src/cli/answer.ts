@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadModelWithProgress } from './load.ts';
+import { loadModelWithProgress, PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
@@ -53,6 +53,7 @@ export function answerCommand(program: Command): void {
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
+    .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'))
     .action(async (o, cmd: Command) => {
       if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
@@ -81,6 +82,7 @@ export function answerCommand(program: Command): void {
       if (penalty !== undefined && cmd.getOptionValueSource('repetitionPenalty') !== 'cli') console.error(`edgereason: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, which answer applies only when given --repetition-penalty ${penalty} (serve applies it by default)`);
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const { model, router, verifier } = await loadReasoner(o, 'answer');
+      const finish = await withPromptCacheFile(model, o.promptCacheFile);
       try {
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
         const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
@@ -118,13 +120,13 @@ export function answerCommand(program: Command): void {
         // generated = thinking + the closing tag's tokens + answer (+ an escalation's dropped direct attempt)
         const dropped = r.escalation?.tokens ?? 0, tag = u.completionTokens - u.thinkingTokens - u.answerTokens - dropped;
         const parts = [`${u.thinkingTokens} thinking`, tag && `${tag} closing the thinking`, `${u.answerTokens} answer`, dropped && `${dropped} of the dropped direct answer`].filter(Boolean);
-        console.error(`tokens: prompt ${u.promptTokens}, generated ${u.completionTokens}${r.route === 'reasoning' ? ` (${parts.join(' + ')})` : ''}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
+        console.error(`tokens: prompt ${u.promptTokens}${u.cachedTokens ? ` (${u.cachedTokens} from the prompt cache)` : ''}, generated ${u.completionTokens}${r.route === 'reasoning' ? ` (${parts.join(' + ')})` : ''}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
         // Flags for the thinking that a direct answer never used: said, so a budget that changed nothing is not mistaken for one that did.
         const unused = r.route === 'direct' ? [['--budget', o.budget !== undefined], ['--max-thinking-tokens', o.maxThinkingTokens !== undefined], ['--samples', o.samples > 1]].filter(([, set]) => set).map(([flag]) => flag) : [];
         if (unused.length && o.reasoning === 'auto') console.error(`edgereason: note: the router answered directly, so ${unused.join(' and ')} had no effect (--reasoning on reasons whatever the router says)`);
         if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
       } finally {
-        await model.close();
+        await finish();
       }
     });
 }

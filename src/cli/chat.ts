@@ -8,7 +8,7 @@ import { defaultModel } from '../models/embedded.ts';
 import { dimmer } from '../train/progress.ts';
 import { cliWords, floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
 import { loadReasoner, transcript } from './answer.ts';
-import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
+import { PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
 
 /**
  * An interactive chat on the standard input: a line is a user turn, answered as `answer` answers (routed: reasoning only
@@ -33,20 +33,13 @@ export function chatCommand(program: Command): void {
     .option('--temperature <t>', 'default 0 (greedy)', floatArg('--temperature'))
     .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default: a fresh one)', intArg('--seed'))
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
-    .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at the end: the next chat with the same --system prefills only its own turns')
+    .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'))
     .action(async (o) => {
       if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
       if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
       const { model, router } = await loadReasoner(o, 'reply');
-      const dim = dimmer(process.stderr);
-      let kept: { save(): Promise<void> } | undefined;
-      try {
-        if (o.promptCacheFile) kept = await openPromptCacheFile(promptCacheOf(model.backend)!, o.promptCacheFile, (note) => console.error(dim(note)));
-      } catch (e) {
-        await model.close();
-        throw e;
-      }
+      const dim = dimmer(process.stderr), finish = await withPromptCacheFile(model, o.promptCacheFile, (note) => console.error(dim(note)));
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const start = (): ChatMessage[] => (o.system ? [{ role: 'system', content: o.system }] : []);
       let messages = start(), turn = 0;
@@ -105,13 +98,7 @@ export function chatCommand(program: Command): void {
       } finally {
         process.off('SIGINT', interrupt);
         lines.close();
-        try {
-          await kept?.save();
-        } catch (e) {
-          console.error(`edgereason: ${(e as Error).message}`);
-          process.exitCode = 1;
-        }
-        await model.close();
+        await finish();
       }
     });
 }

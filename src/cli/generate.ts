@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { loadModelWithProgress } from './load.ts';
+import { loadModelWithProgress, PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg, samplingFlags } from './main.ts';
 
 export function generateCommand(program: Command): void {
@@ -18,12 +18,14 @@ export function generateCommand(program: Command): void {
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\' (Qwen3: answer without thinking)', jsonObjectArg('--chat-template-kwargs'))
     .option('--quant <q>', 'q4, q8 (near-lossless, about twice the size of q4) or fp32 (default: q4 for models from 50M parameters)', quantArg)
     .option('--stats', 'print token counts and timings to stderr')
+    .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o) => {
       const greedy = o.temperature === 0, seed: number = o.seed ?? randomInt(2 ** 31);
       noteGreedyFlags(o, 'edgereason');
       if (o.prompt === '' && o.chat) throw new Error('generate: --prompt is empty: with --chat it would be an empty user message; give it a value');
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
       const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter });
+      const finish = await withPromptCacheFile(model, o.promptCacheFile);
       try {
         const gen = model.generate(o.prompt, {
           chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty,
@@ -41,10 +43,10 @@ export function generateCommand(program: Command): void {
         if (o.stats) {
           const decodeS = (c.totalMs - c.ttftMs) / 1000;
           const rate = c.tokens.length > 1 ? `${((c.tokens.length - 1) / Math.max(decodeS, 1e-9)).toFixed(1)} tok/s after the first` : 'one token: no decode rate';
-          console.error(`prompt ${c.promptTokens} tokens, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${greedy ? '' : `; seed ${seed}`}`);
+          console.error(`prompt ${c.promptTokens} tokens${c.cachedTokens ? ` (${c.cachedTokens} from the prompt cache)` : ''}, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${greedy ? '' : `; seed ${seed}`}`);
         }
       } finally {
-        await model.close();
+        await finish();
       }
     });
 }

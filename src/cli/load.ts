@@ -2,6 +2,7 @@ import path from 'node:path';
 import { loadModel, type LoadOptions, type Model } from '../runtime/model.ts';
 import { lateProgress } from '../train/progress.ts';
 import { cliWords } from './main.ts';
+import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
 
 /**
  * loadModel with a progress bar while a checkpoint's graph is built and quantised (shown when that takes a while),
@@ -14,4 +15,31 @@ export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): 
   } finally {
     bar.stop();
   }
+}
+
+/** The flag's help: `generate`, `answer` and `chat` read and save the prompt cache alike. */
+export const PROMPT_CACHE_FILE_HELP = 'read the prompt cache from this file at start (when it exists) and save it there at the end when something new was kept: a later run whose prompt begins alike (a long system prompt or document) prefills only the rest';
+
+/**
+ * --prompt-cache-file: the model's prompt cache read from `file` now (when it exists; a failure closes the model);
+ * the function returned saves it there (a failure is said, and the exit code is 1) and closes the model.
+ */
+export async function withPromptCacheFile(model: Model, file: string | undefined, note: (line: string) => void = (l) => console.error(l)): Promise<() => Promise<void>> {
+  let kept: { save(): Promise<void> } | undefined;
+  try {
+    if (file !== undefined) kept = await openPromptCacheFile(promptCacheOf(model.backend)!, file, note);
+  } catch (e) {
+    await model.close();
+    throw e;
+  }
+  return async () => {
+    try {
+      await kept?.save();
+    } catch (e) {
+      console.error(`edgereason: ${cliWords((e as Error).message)}`);
+      process.exitCode = 1;
+    } finally {
+      await model.close();
+    }
+  };
 }
