@@ -226,6 +226,10 @@ test('prompt caching: a prompt that begins like a kept one is prefilled from whe
         const got = await m.generateBatch(rows, lengths);
         assert.deepEqual(got.map((c) => [c.tokens, c.cachedTokens]), want.map((c, i) => [c.tokens, cachedTokens[i]]));
       }
+      // A row whose prompt another row's continues (or repeats) is kept in that one: one copy.
+      setPromptCache(m.backend, 1);
+      await m.generateBatch([longer, ids, ids], { maxTokens: 1, adapter: false });
+      assert.equal(promptCacheOf(m.backend)!.size, kvBytes(m.config, 1, grownCapacity(64, longer.length)));
     } finally {
       await none.close();
     }
@@ -309,6 +313,13 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     await assert.rejects(m.loadPromptCache(path.join(tmp, 'none')), { message: `prompt cache: ${path.join(tmp, 'none')} does not exist` });
     await assert.rejects(m.keepPrompt('Hi'), { message: `keepPrompt: a prompt of ${m.encode('Hi').length} tokens is not kept: one of at most 16 tokens costs less to prefill than to copy` });
     await assert.rejects(none.savePromptCache(file), { message: 'savePromptCache: this model keeps no prompts (it was loaded with promptCache: 0)' });
+    // Several rows in the runtime worker, one finishing at the first step: each row kept under its own tokens.
+    setPromptCache(m.backend, 1);
+    const two = [m.encode('Name three colors of the rainbow, please, in order of their place.', true), full];
+    const both = [{ maxTokens: 1, adapter: false }, { maxTokens: 4, adapter: false }], plain = await none.generateBatch(two, both);
+    for (const cachedTokens of [[0, 0], two.map((r) => r.length - 1)]) {
+      assert.deepEqual((await m.generateBatch(two, both)).map((c) => [c.tokens, c.cachedTokens]), plain.map((c, i) => [c.tokens, cachedTokens[i]]));
+    }
   } finally {
     await Promise.all([m.close(), none.close()]);
   }

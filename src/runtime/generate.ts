@@ -528,7 +528,11 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   // Per row, the positions the base weights encode (all of a prompt the adapter does not act on): with `reuse`, read
   // from the longest kept beginning, and kept.
   const base = prompts.map((p, i) => (!reuse ? 0 : per[i].adapter ? Math.min(p.length, per[i].adapterFrom ?? 0) : p.length));
-  const hits = await Promise.all(prompts.map((p, i) => (base[i] ? reuse!.take(p, base[i]) : undefined)));
+  const heads = prompts.map((p, i) => p.slice(0, base[i])), key = (i: number) => `${base[i]}:${prompts[i].join()}`;
+  // Rows of one prompt (n choices) take one copy, which gather repeats.
+  const taken = new Map<string, Promise<{ cache: CacheHandle; length: number } | undefined>>();
+  prompts.forEach((p, i) => { if (base[i] && !taken.has(key(i))) taken.set(key(i), reuse!.take(p, base[i])); });
+  const hits = await Promise.all(prompts.map((_, i) => taken.get(key(i))));
   const cached = hits.map((h) => h?.length ?? 0), parts = hits.map((h) => h?.cache ?? null);
   let cache: CacheHandle;
   if (prompts.length === 1 && parts[0] !== null) cache = parts[0];
@@ -536,17 +540,19 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     try { // rows begun from kept prompts are gathered into one batch
       cache = parts.some((h) => h !== null) ? await backend.gather(parts) : await backend.newCache(prompts.length);
     } finally {
-      await Promise.all(parts.map((h) => h !== null && backend.free(h)));
+      await Promise.all([...new Set(parts)].map((h) => h !== null && backend.free(h)));
     }
   }
-  // Kept once the prompts are in the cache (after the first step), so that a request beside this one can read them:
-  // every copy is asked for then, before rows that finish leave the batch (the backend keeps calls in order).
+  // Kept once the prompts are in the cache (after the first step), so that a request beside this one can read them.
+  // Every copy is asked for then, in the hook, before rows that finish leave the batch (backend.keep renumbers the
+  // rows; the backends run calls in the order they are made, so the copies read the rows as numbered here). A
+  // prompt that another row's repeats or continues is in that one's: kept once.
   let keeping: Promise<unknown> | undefined;
-  const kept = new Set<string>(); // (rows of one prompt, as n choices are, kept once)
-  const once = (ids: number[]) => !kept.has(ids.join()) && !!kept.add(ids.join());
-  const keep = () => { keeping ??= Promise.all(prompts.map((p, i) => base[i] && once(p.slice(0, base[i])) && reuse!.put(p.slice(0, base[i]), cache, i).catch(() => {}))); };
+  const within = (i: number, j: number) => j !== i && heads[j].length >= heads[i].length && heads[i].every((t, k) => heads[j][k] === t);
+  const keeps = heads.map((h, i) => h.length > 0 && !heads.some((_, j) => within(i, j) && (heads[j].length > h.length || j < i)));
+  const keep = () => { keeping ??= Promise.all(prompts.map((_, i) => keeps[i] && reuse!.put(heads[i], cache, i).catch(() => {}))); };
   try {
-    await decode(backend, cache, seqs, prompts.map((p, i) => p.slice(cached[i])), start, { signal, ...(base.some(Boolean) ? { afterStep: keep } : {}) });
+    await decode(backend, cache, seqs, prompts.map((p, i) => p.slice(cached[i])), start, { signal, ...(keeps.some(Boolean) ? { afterStep: keep } : {}) });
   } finally {
     await keeping;
     await backend.free(cache);

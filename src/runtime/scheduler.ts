@@ -123,7 +123,7 @@ export class CoalescingBackend implements BatchingBackend {
   /**
    * `op` on `cache` once the steps issued on it before have ended: a step waits here for the next batch, and a keep,
    * truncate or free that went straight through would change the cache under it (calls keep their order, as the
-   * inner backends keep it).
+   * inner backends keep it: generateBatch relies on it, copying rows out before a keep renumbers them).
    */
   private async afterSteps<T>(cache: CacheHandle, op: () => Promise<T>): Promise<T> {
     await Promise.allSettled(this.steps.of(cache));
