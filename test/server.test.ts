@@ -26,6 +26,7 @@ import { checkSample } from '../src/reason/check.ts';
 import { promptCharBound } from '../src/server/prompt-bound.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
+import { promptCacheOf } from '../src/runtime/prompt-cache.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
@@ -982,6 +983,11 @@ test('server: /metrics exposes requests, tokens, TTFT and latency histograms, ba
   assert.match(text, /^# TYPE edgereason_batch_rows histogram$/m);
   // Requests that asked the same question again (the streaming test's) read most of their prompts from the prompt cache.
   assert.ok(Number(/^edgereason_prompt_tokens_cached_total (\d+)$/m.exec(text)![1]) > 0);
+  // ... which it keeps: their bytes and count (the server's own, as the model's backend holds them).
+  const kept = promptCacheOf([...server.served.models.values()][0].backend)!;
+  assert.ok(kept.prompts > 0);
+  assert.match(text, new RegExp(`^edgereason_prompt_cache_bytes ${kept.size}$`, 'm'));
+  assert.match(text, new RegExp(`^edgereason_prompt_cache_prompts ${kept.prompts}$`, 'm'));
   // Several choices of one request decode as one batch: occupancy above 1 was observed.
   const rows = Number(/edgereason_batch_rows_bucket\{le="1"\} (\d+)/.exec(text)![1]), all = Number(/edgereason_batch_rows_count (\d+)/.exec(text)![1]);
   assert.ok(all > rows, 'some runs stepped more than one row');

@@ -36,6 +36,8 @@ export class PromptCache {
 
   /** Bytes kept now. */
   get size(): number { return this.bytes; }
+  /** Prompts kept now. */
+  get prompts(): number { return this.entries.length; }
 
   /**
    * A new one-row cache holding the longest kept beginning of `ids` (at most all but its last token: the prefill needs

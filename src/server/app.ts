@@ -161,6 +161,9 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   metrics.gauge('edgereason_requests_waiting', 'Chat requests waiting for batch rows', () => admission.queued);
   metrics.gauge('edgereason_batch_rows_in_use', 'Batch rows held by admitted requests', () => admission.rowsInUse);
   metrics.gauge('edgereason_batch_rows_max', 'Batch rows available (--max-batch)', () => maxBatch);
+  const kept = promptCacheOf([...served.models.values()][0].backend);
+  metrics.gauge('edgereason_prompt_cache_bytes', 'Bytes of prompt keys and values the prompt cache keeps (--prompt-cache)', () => kept?.size ?? 0);
+  metrics.gauge('edgereason_prompt_cache_prompts', 'Prompts the prompt cache keeps', () => kept?.prompts ?? 0);
   metrics.gauge('process_resident_memory_bytes', 'Resident set size of the server process', () => process.memoryUsage.rss());
 
   const app = Fastify({
