@@ -22,7 +22,8 @@ export const PROMPT_CACHE_FILE_HELP = 'read the prompt cache from this file at s
 
 /**
  * --prompt-cache-file: the model's prompt cache read from `file` now (when it exists; a failure closes the model);
- * the function returned saves it there (a failure is said, and the exit code is 1) and closes the model.
+ * the function returned saves it there when something new was kept (a failure is said, and the exit code is 1) and
+ * closes the model.
  */
 export async function withPromptCacheFile(model: Model, file: string | undefined, note: (line: string) => void = (l) => console.error(l)): Promise<() => Promise<void>> {
   let kept: { save(): Promise<void> } | undefined;

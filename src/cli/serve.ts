@@ -45,7 +45,7 @@ export function serveCommand(program: Command): void {
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
     .option('--prompt-cache <MiB>', 'prompt KV caches kept so that a request beginning like an earlier one (a chat\'s next turn) prefills only the rest; 0: none', intArg('--prompt-cache', 0), 256)
-    .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown: a long system prompt is prefilled once, not once per restart')
+    .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown when something new was kept: a long system prompt is prefilled once, not once per restart (needs --prompt-cache above 0)')
     .option('--shutdown-grace <ms>', 'on SIGTERM, how long in-flight requests may finish before they are cancelled', intArg('--shutdown-grace', 0), 10000)
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {

@@ -362,7 +362,9 @@ export class Model {
    * Encodes `prompt` now with the base weights and keeps it in the prompt cache (loadModel's promptCache), so that
    * later prompts that begin with it — a long system prompt, a document asked about — prefill only the rest. Messages
    * (or chat: true) are rendered without the generation prompt: the conversation so far, which requests continue.
-   * Resolves with the prompt's token count.
+   * Resolves with the prompt's token count. Refused: a prompt of at most MIN_REUSED (16) tokens, cheaper to prefill
+   * than to copy; one whose keys and values are over the budget; any on a model loaded with promptCache: 0 (as
+   * savePromptCache and loadPromptCache are).
    */
   async keepPrompt(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> } = {}): Promise<number> {
     checkKeys(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
@@ -384,7 +386,8 @@ export class Model {
 
   /**
    * Writes the prompts the prompt cache keeps, with their keys and values, to `file` (atomically; a file there that
-   * is not a prompt cache is not replaced): loadPromptCache reads them back, after a restart too.
+   * is not a prompt cache, or one of another format version, is not replaced): loadPromptCache reads them back, after
+   * a restart too.
    */
   async savePromptCache(file: string): Promise<{ prompts: number; tokens: number; bytes: number }> {
     return this.keptPrompts('savePromptCache').save(checkFile(file, 'savePromptCache'));

@@ -71,8 +71,9 @@ export interface ServerOptions {
   /** MiB of prompt KV caches kept per model for requests that begin alike (loadModel's promptCache; default 256, 0: none). */
   promptCache?: number;
   /**
-   * A file the prompt cache is read from at start (when it exists) and saved to by close(): prompts kept across
-   * restarts (a long system prompt prefilled once per deployment). One another model saved is replaced.
+   * A file the prompt cache is read from at start (when it exists) and saved to by close() when something new was
+   * kept: prompts kept across restarts (a long system prompt prefilled once per deployment). One another model saved
+   * is replaced then. Needs promptCache above 0.
    */
   promptCacheFile?: string;
   /** How long close() lets in-flight requests finish before cancelling them. Default 10 s. */
