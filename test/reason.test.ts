@@ -25,7 +25,7 @@ import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
 import { maxDiff } from './helpers/numeric.ts';
-import { PromptCache, PromptCacheMismatch, promptCacheOf, setPromptCache } from '../src/runtime/prompt-cache.ts';
+import { defaultPromptCacheMib, PromptCache, PromptCacheMismatch, promptCacheOf, setPromptCache } from '../src/runtime/prompt-cache.ts';
 import { grownCapacity, kvBytes } from '../src/runtime/kv-cache.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
@@ -180,6 +180,9 @@ test('prompt caching: a prompt that begins like a kept one is prefilled from whe
     assert.equal(await small.take(longer), undefined);
     assert.equal((await small.take(other))!.length, other.length - 1);
     await assert.rejects(loadModel(rm.dir, { promptCache: -1 }), { message: 'loadModel: promptCache must be a number of MiB ≥ 0 (0: no prompt caching), got -1' });
+    // The default: 256 MiB, or room for 4,096 positions where those take more (Qwen2.5-0.5B: 96 MiB; 7B: 448; Llama-3.1-8B: 1,024).
+    const shape = (numLayers: number, numKvHeads: number, headDim: number) => ({ numLayers, numKvHeads, headDim }) as ModelConfig;
+    assert.deepEqual([shape(24, 2, 64), shape(28, 4, 128), shape(32, 8, 128)].map(defaultPromptCacheMib), [256, 448, 1024]);
 
     // answer(): the same question again reads all its prompt but the last token from the cache, the next turn of the
     // chat the whole first prompt; the answers are those of a model that keeps none.

@@ -44,7 +44,7 @@ export function serveCommand(program: Command): void {
     .option('--temperature <t>', 'temperature when a request gives none (default: the model\'s generation_config.json, else 1 as OpenAI)', floatArg('--temperature', 0, 2))
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
-    .option('--prompt-cache <MiB>', 'prompt KV caches kept so that a request beginning like an earlier one (a chat\'s next turn) prefills only the rest; 0: none', intArg('--prompt-cache', 0), 256)
+    .option('--prompt-cache <MiB>', 'prompt KV caches kept so that a request beginning like an earlier one (a chat\'s next turn) prefills only the rest; default 256, or room for 4,096 prompt tokens where those take more (a 7B model\'s); 0: none', intArg('--prompt-cache', 0))
     .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown when something new was kept: a long system prompt is prefilled once, not once per restart (needs --prompt-cache above 0)')
     .option('--shutdown-grace <ms>', 'on SIGTERM, how long in-flight requests may finish before they are cancelled', intArg('--shutdown-grace', 0), 10000)
     .option('--log', 'log every request (fastify/pino JSON lines)')

@@ -16,7 +16,7 @@ import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
-import { MIN_REUSED, PROMPT_CACHE_MIB, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
+import { MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
@@ -56,7 +56,7 @@ export interface LoadOptions {
   /**
    * MiB of prompt KV caches kept for reuse (prompt caching, src/runtime/prompt-cache.ts): answer(), generate,
    * complete and generateBatch prefill a prompt only from where it differs from a kept one, as a chat's next turn
-   * does. Default 256; 0 keeps none.
+   * does. Default 256, or room for 4,096 positions where those take more (a 7B model's); 0 keeps none.
    */
   promptCache?: number;
 }
@@ -180,7 +180,7 @@ export class Model {
         throw e;
       }
     }
-    setPromptCache(backend, opts.promptCache ?? PROMPT_CACHE_MIB);
+    setPromptCache(backend, opts.promptCache);
     return new Model(src.config, src.tokenizer, backend, adapter);
   }
 

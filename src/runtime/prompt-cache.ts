@@ -17,8 +17,12 @@ import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
 import { grownCapacity, kvBytes } from './kv-cache.ts';
 import { firstNonFinite, makeDir, openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 
-/** Default budget: MiB of kept prompt caches per model session. */
-export const PROMPT_CACHE_MIB = 256;
+/**
+ * Default budget: MiB of kept prompt caches per model session, or room for DEFAULT_PROMPT_TOKENS positions where
+ * those take more (a 7B or 8B model's keys and values take 115–262 KB per position: 256 MiB would hold one chat of
+ * 1,000–2,300 tokens, and a longer one would be prefilled whole every turn).
+ */
+export const PROMPT_CACHE_MIB = 256, DEFAULT_PROMPT_TOKENS = 4096;
 /** A kept beginning shorter than this is not worth the copy: prefilled from the start. */
 export const MIN_REUSED = 16;
 
@@ -272,8 +276,12 @@ function common(a: readonly number[], b: readonly number[]): number {
 
 const CACHES = new WeakMap<Backend, PromptCache>();
 
-/** Sets a model session's prompt cache: `mib` MiB at most (0: none). */
-export function setPromptCache(backend: Backend, mib: number): void {
+/** The default budget of a model's prompt cache, in MiB (see PROMPT_CACHE_MIB). */
+export const defaultPromptCacheMib = (c: Backend['config']): number => Math.max(PROMPT_CACHE_MIB, Math.ceil(kvBytes(c, 1, DEFAULT_PROMPT_TOKENS) / 2 ** 20));
+
+/** Sets a model session's prompt cache: `mib` MiB at most (0: none; undefined: the default for its model). */
+export function setPromptCache(backend: Backend, mib: number | undefined): void {
+  mib ??= defaultPromptCacheMib(backend.config);
   CACHES.get(backend)?.clear();
   if (mib > 0) CACHES.set(backend, new PromptCache(backend, mib * 2 ** 20));
   else CACHES.delete(backend);

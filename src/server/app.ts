@@ -68,7 +68,7 @@ export interface ServerOptions {
   defaultVote?: VoteMethod;
   quant?: Quant;
   threads?: number;
-  /** MiB of prompt KV caches kept per model for requests that begin alike (loadModel's promptCache; default 256, 0: none). */
+  /** MiB of prompt KV caches kept per model for requests that begin alike (loadModel's promptCache; default 256, or room for 4,096 positions where those take more; 0: none). */
   promptCache?: number;
   /**
    * A file the prompt cache is read from at start (when it exists) and saved to by close() when something new was

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
-import { PROMPT_CACHE_MIB, setPromptCache } from '../runtime/prompt-cache.ts';
+import { setPromptCache } from '../runtime/prompt-cache.ts';
 import { readAdapterConfig } from '../io/peft.ts';
 import type { Router } from '../reason/router.ts';
 import { loadProbes } from '../reason/probes.ts';
@@ -107,7 +107,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
   // cache goes with it.
   const coalesce = (m: Model) => {
     const b = new CoalescingBackend((m.backend as CoalescingBackend).inner, { maxRows: o.maxBatch, onRun: o.onRun });
-    setPromptCache(b, o.promptCache ?? PROMPT_CACHE_MIB);
+    setPromptCache(b, o.promptCache);
     return b;
   };
   try {
