@@ -33,8 +33,9 @@ export class PromptCache {
   private entries: Entry[] = [];
   private bytes = 0;
   private cleared = false;
+  private changed = 0;
   /** Bumped whenever a prompt is kept or dropped: unchanged, what a file saved or read holds is what is kept. */
-  changes = 0;
+  get changes(): number { return this.changed; }
 
   constructor(private readonly backend: Backend, readonly budget: number) {}
 
@@ -93,7 +94,7 @@ export class PromptCache {
     for (const e of [...this.entries]) if (e.tokens.length <= ids.length && common(e.tokens, ids) === e.tokens.length) this.drop(e);
     const entry = { tokens: [...ids], cache, bytes, users: 0, dropped: false };
     this.entries.push(entry);
-    this.changes++;
+    this.changed++;
     this.bytes += bytes;
     for (const e of [...this.entries]) { if (this.bytes <= this.budget) break; this.drop(e); }
     return entry;
@@ -101,7 +102,7 @@ export class PromptCache {
 
   /**
    * Writes the kept prompts to `file` (atomically), least recently used first, for `load` after a restart. A file
-   * there that is not a prompt cache is never replaced.
+   * there that is not a prompt cache, or one of another format version, is never replaced.
    */
   async save(file: string): Promise<{ prompts: number; tokens: number; bytes: number }> {
     const refusal = notOurs(file);
@@ -178,7 +179,7 @@ export class PromptCache {
   private drop(e: Entry): void {
     if (e.dropped) return;
     e.dropped = true;
-    this.changes++;
+    this.changed++;
     this.entries.splice(this.entries.indexOf(e), 1);
     this.bytes -= e.bytes;
     if (!e.users) this.release(e);
@@ -309,7 +310,7 @@ export async function openPromptCacheFile(cache: PromptCache, file: string, note
       note(`prompt cache: ${r.prompts < r.of ? `${r.prompts} of ${r.of} prompts (the most recent ${cache.budget / 2 ** 20} MiB)` : prompts(r.prompts)} (${r.tokens} tokens) read from ${file}`);
     } catch (e) {
       if (!(e instanceof PromptCacheMismatch)) throw Object.assign(e as Error, { message: `${(e as Error).message} (${/is not a prompt cache file/.test((e as Error).message) ? 'name another file' : 'name another file, or delete it'})` });
-      note(`${e.message.replace(/; save the prompt cache again with this model$/, '')}: not read; this run's prompts replace it at the end`);
+      note(`${e.message.replace(/; save the prompt cache again with this model$/, '')}: not read; the prompts this run keeps replace it at the end`);
     }
   }
   // Saved only when what is kept changed (a run that kept nothing new leaves the file as it was).
