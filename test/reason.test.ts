@@ -25,7 +25,7 @@ import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model
 import { ADAPTER_DIR, DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
 import { maxDiff } from './helpers/numeric.ts';
-import { defaultPromptCacheMib, PromptCache, PromptCacheMismatch, promptCacheOf, setPromptCache } from '../src/runtime/prompt-cache.ts';
+import { defaultPromptCacheMib, openPromptCacheFile, PromptCache, PromptCacheMismatch, promptCacheOf, setPromptCache } from '../src/runtime/prompt-cache.ts';
 import { grownCapacity, kvBytes } from '../src/runtime/kv-cache.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
@@ -282,25 +282,45 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     } finally {
       await other.close();
     }
-    // A file saved over this one while it is read (another process) leaves nothing of either kept.
-    const racing = new PromptCache(new Proxy(m.backend, {
-      get: (b, k) => (k === 'importRow' ? async (kv: object) => { fs.copyFileSync(file, `${file}.new`); fs.renameSync(`${file}.new`, file); return b.importRow(kv as never); } : Reflect.get(b, k)),
-    }), 2 ** 20);
-    await assert.rejects(racing.load(file), { message: `prompt cache: ${file} was replaced while it was read (another process saved it): nothing read; load it again` });
-    assert.equal(racing.size, 0);
+    // A file saved over this one while it is read (another process) is read again, whole; one replaced at every read
+    // leaves nothing of it kept.
+    let saves = 1;
+    const replacing = new Proxy(m.backend, {
+      get: (b, k) => (k === 'importRow' ? async (kv: object) => { if (saves-- > 0) { fs.copyFileSync(file, `${file}.new`); fs.renameSync(`${file}.new`, file); } return b.importRow(kv as never); } : Reflect.get(b, k)),
+    });
+    const racing = new PromptCache(replacing, 2 ** 20);
+    assert.deepEqual(await racing.load(file), { prompts: 1, tokens: full.length, of: 1 });
+    racing.clear();
+    saves = Infinity;
+    const again2 = new PromptCache(replacing, 2 ** 20);
+    await assert.rejects(again2.load(file), { message: `prompt cache: ${file} was replaced while it was read, three times (other processes saving it): nothing read; load it again` });
+    assert.equal(again2.size, 0);
+    // A symbolic link is saved through (its target replaced, the link kept); an empty file (touch, mktemp) holds none.
+    const target = path.join(tmp, 'prompts', 'target.safetensors'), link = path.join(tmp, 'prompts', 'link.safetensors');
+    fs.copyFileSync(file, target);
+    fs.symlinkSync(target, link);
+    await m.savePromptCache(link);
+    assert.ok(fs.lstatSync(link).isSymbolicLink() && fs.statSync(target).size > 0);
+    const empty = path.join(tmp, 'prompts', 'empty.safetensors');
+    fs.writeFileSync(empty, '');
+    assert.deepEqual(await m.loadPromptCache(empty), { prompts: 0, tokens: 0, of: 0 });
+    // A place that cannot be written is said at once: read, not saved.
+    const notes: string[] = [], under = path.join(rm.dir, 'config.json', 'kept.safetensors');
+    await (await openPromptCacheFile(promptCacheOf(m.backend)!, under, (n) => notes.push(n))).save();
+    assert.deepEqual(notes, [`prompt cache: ${under} is read but not saved: ${path.join(rm.dir, 'config.json')} is a file, not a folder`]);
     // A file that is not a prompt cache is neither read nor replaced; a cut one is not read.
     const weights = path.join(rm.dir, 'model.safetensors'), before = fs.readFileSync(weights);
-    await assert.rejects(m.loadPromptCache(weights), { message: `prompt cache: ${weights} is not a prompt cache file (its metadata has no "format": "edgereason-prompt-cache"): not read, and not replaced` });
+    await assert.rejects(m.loadPromptCache(weights), { message: `prompt cache: ${weights} is not a prompt cache file (its metadata has no "format": "edgereason-prompt-cache"): not read, and not replaced (name another file)` });
     await assert.rejects(m.savePromptCache(weights), { message: `prompt cache: ${weights} exists and is not a prompt cache file: not replaced (name another file)` });
     assert.ok(fs.readFileSync(weights).equals(before));
     const cut = path.join(tmp, 'prompts', 'cut.safetensors');
     fs.writeFileSync(cut, fs.readFileSync(file).subarray(0, fs.statSync(file).size - 4));
-    await assert.rejects(m.loadPromptCache(cut), /^Error: prompt cache: .*cut\.safetensors is not a prompt cache file \(.*file truncated\?\)$/);
+    await assert.rejects(m.loadPromptCache(cut), /^Error: prompt cache: .*cut\.safetensors is corrupt: tensor "prompt\.0": data_offsets .* point outside the file .*: file truncated\? \(delete it, or name another file\)$/);
     // Keys or values that are not finite: a corrupt file, refused naming where.
     const nan = path.join(tmp, 'prompts', 'nan.safetensors'), bytes = fs.readFileSync(file);
     bytes.writeFloatLE(NaN, openSafetensors(file).info('prompt.0').begin + 4 * 5);
     fs.writeFileSync(nan, bytes);
-    await assert.rejects(m.loadPromptCache(nan), { message: `prompt cache: ${nan} is corrupt: tensor "prompt.0": layer 0's keys of head 0 hold a value that is not finite` });
+    await assert.rejects(m.loadPromptCache(nan), { message: `prompt cache: ${nan} is corrupt: tensor "prompt.0": layer 0's keys of head 0 hold a value that is not finite (delete it, or name another file)` });
     // A file made where a prompt cache is being saved, while its keys and values are copied out, is not replaced.
     const late = path.join(tmp, 'prompts', 'late.safetensors');
     const slow = new PromptCache(new Proxy(m.backend, {
@@ -311,7 +331,7 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     // A prompt cache another edgereason wrote (another format version) is neither read nor replaced.
     const newer = path.join(tmp, 'prompts', 'newer.safetensors');
     writeSafetensors(newer, { probe: { shape: [1], data: new Float32Array(1) } }, { metadata: { format: 'edgereason-prompt-cache', version: '2', prompts: '[]' } });
-    await assert.rejects(m.loadPromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 2, which another edgereason wrote; this one reads version 1` });
+    await assert.rejects(m.loadPromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 2, which another edgereason wrote; this one reads version 1 (delete it, or name another file)` });
     await assert.rejects(m.savePromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 2, which another edgereason wrote: not replaced (name another file, or delete it)` });
     await assert.rejects(m.loadPromptCache(path.join(tmp, 'none')), { message: `prompt cache: ${path.join(tmp, 'none')} does not exist` });
     await assert.rejects(m.keepPrompt('Hi'), { message: `keepPrompt: a prompt of ${m.encode('Hi').length} tokens is not kept: one of at most 16 tokens costs less to prefill than to copy` });

@@ -313,8 +313,11 @@ export function checkFinite(tensors: Iterable<readonly [string, { data: ArrayLik
 /** The format's limit on the header (safetensors' MAX_HEADER_SIZE), which the reference reader enforces too. */
 const MAX_HEADER = 100_000_000;
 
-/** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
-export function openSafetensors(path: string): SafetensorsFile {
+/**
+ * A .safetensors file's header as JSON (not validated beyond being an object), its size and where its data starts.
+ * Its "__metadata__" says what a file is even where its tensors do not check out (a file cut short).
+ */
+export function readSafetensorsHeader(path: string): { header: Record<string, unknown>; size: number; dataStart: number } {
   const stat = fs.statSync(path), size = stat.size;
   if (!stat.isFile()) throw new Error(`${path} is ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, not a safetensors file`);
   if (size < 8) throw new Error(`${path}: truncated safetensors file (${size} bytes, need at least 8 for the header length)`);
@@ -336,8 +339,12 @@ export function openSafetensors(path: string): SafetensorsFile {
     throw new Error(`${path}: header is not valid JSON (${(e as Error).message})`);
   }
   if (!header || typeof header !== 'object' || Array.isArray(header)) throw new Error(`${path}: header is not a JSON object`);
+  return { header, size, dataStart: 8 + headerLen };
+}
 
-  const dataStart = 8 + headerLen, dataLen = size - dataStart;
+/** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
+export function openSafetensors(path: string): SafetensorsFile {
+  const { header, size, dataStart } = readSafetensorsHeader(path), dataLen = size - dataStart;
   const tensors = new Map<string, SafetensorsTensorInfo>();
   let metadata: Record<string, string> = {};
   for (const [name, v] of Object.entries(header)) {

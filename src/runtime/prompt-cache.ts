@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
 import { grownCapacity, kvBytes } from './kv-cache.ts';
-import { firstNonFinite, makeDir, openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
+import { firstNonFinite, makeDir, openSafetensors, readSafetensorsHeader, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 
 /**
  * Default budget: MiB of kept prompt caches per model session, or room for DEFAULT_PROMPT_TOKENS positions where
@@ -105,6 +105,7 @@ export class PromptCache {
    * there that is not a prompt cache, or one of another format version, is never replaced.
    */
   async save(file: string): Promise<{ prompts: number; tokens: number; bytes: number }> {
+    file = throughLinks(file);
     const refusal = notOurs(file);
     if (refusal) throw new Error(refusal);
     const kept = [...this.entries];
@@ -121,8 +122,12 @@ export class PromptCache {
       // made while it is written: a new file is committed only where none is).
       const again = notOurs(file);
       if (again) throw new Error(again);
-      makeDir(path.dirname(path.resolve(file)));
-      writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts: JSON.stringify(kept.map((e) => e.tokens)) }, exclusive: !fs.existsSync(file) });
+      try {
+        makeDir(path.dirname(path.resolve(file)));
+        writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts: JSON.stringify(kept.map((e) => e.tokens)) }, exclusive: !fs.existsSync(file) });
+      } catch (e) {
+        throw new Error(`prompt cache: not saved to ${file}: ${(e as Error).message.replace(/\.tmp-\d+/g, '')}`);
+      }
       return { prompts: kept.length, tokens: kept.reduce((n, e) => n + e.tokens.length, 0), bytes: fs.statSync(file).size };
     } finally {
       for (const e of kept) if (--e.users === 0 && e.dropped) this.release(e);
@@ -135,15 +140,27 @@ export class PromptCache {
    * weights, or the same ones quantised otherwise): they would answer as that model.
    */
   async load(file: string): Promise<{ prompts: number; tokens: number; of: number }> {
+    // A file another process saves meanwhile (atomically) is read again, whole.
+    for (let tries = 1; ; tries++) {
+      try {
+        return await this.loadOnce(file);
+      } catch (e) {
+        if (!(e instanceof Replaced) || tries === 3) throw e;
+      }
+    }
+  }
+
+  private async loadOnce(file: string): Promise<{ prompts: number; tokens: number; of: number }> {
+    if (isEmpty(file)) return { prompts: 0, tokens: 0, of: 0 };
     const { f, prompts, stamp } = readHeader(file), c = this.backend.config;
     const dims = (shape: number[]) => `${shape[0]} layers × ${shape[2]} KV heads × ${shape[4]}`;
     if (f.shape('probe').join() !== kvShape(this.backend, PROBE.length).join()) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from a model of ${dims(f.shape('probe'))} keys and values per position; this one has ${dims(kvShape(this.backend, 1))}: a prompt cache serves the model that saved it`);
     const saved = f.values('probe'), bad = firstNonFinite(saved);
-    if (bad >= 0) throw new Error(`prompt cache: ${file} is corrupt: its probe holds ${saved[bad]} at element ${bad}`);
+    if (bad >= 0) throw corrupt(file, `its probe holds ${saved[bad]} at element ${bad}`);
     const diff = relativeDifference(await probe(this.backend), saved);
     if (!(diff <= PROBE_TOLERANCE)) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from another model (other weights, or the same ones quantised otherwise): this one computes the probe's keys and values ${diff.toExponential(1)} apart (relative), so its prompts would answer as that model does; save the prompt cache again with this model`);
     const long = prompts.findIndex((ids) => ids.length > c.maxPositionEmbeddings || ids.some((t) => t >= c.vocabSize));
-    if (long >= 0) throw new Error(`prompt cache: ${file} is corrupt: prompt ${long} has ${prompts[long].length} tokens or ids past this model's context (${c.maxPositionEmbeddings}) or vocabulary (${c.vocabSize})`);
+    if (long >= 0) throw corrupt(file, `prompt ${long} has ${prompts[long].length} tokens or ids past this model's context (${c.maxPositionEmbeddings}) or vocabulary (${c.vocabSize})`);
     // The most recently used are last: read from the last back while they fit the budget (the older would be dropped).
     const bytes = prompts.map((ids) => kvBytes(c, 1, grownCapacity(64, ids.length)));
     let first = prompts.length;
@@ -153,11 +170,11 @@ export class PromptCache {
       for (let i = first; i < prompts.length; i++) {
         const name = `prompt.${i}`, ids = prompts[i];
         read.push(await this.backend.importRow({ length: ids.length, file, offset: f.info(name).begin }).catch((e: Error) => {
-          throw /^kv-cache: .* not finite$/.test(e.message) ? new Error(`prompt cache: ${file} is corrupt: tensor "${name}": ${e.message.slice(10)}`) : e;
+          throw /^kv-cache: .* not finite$/.test(e.message) ? corrupt(file, `tensor "${name}": ${e.message.slice(10)}`) : e;
         }));
       }
       // Each prompt was read at the header's offsets: a file another process saved meanwhile would have given others.
-      if (fileStamp(file) !== stamp) throw new Error(`prompt cache: ${file} was replaced while it was read (another process saved it): nothing read; load it again`);
+      if (fileStamp(file) !== stamp) throw new Replaced(`prompt cache: ${file} was replaced while it was read, three times (other processes saving it): nothing read; load it again`);
     } catch (e) {
       read.forEach((h) => { this.backend.free(h).catch(() => {}); });
       throw e;
@@ -201,6 +218,31 @@ export const PROBE_TOLERANCE = 1e-3;
 
 /** A prompt cache file that another model saved. */
 export class PromptCacheMismatch extends Error {}
+/** A file replaced while it was read. */
+class Replaced extends Error {}
+
+const corrupt = (file: string, why: string) => new Error(`prompt cache: ${file} is corrupt: ${why} (delete it, or name another file)`);
+/** An empty file (made by touch or mktemp) holds nothing: read as none, and replaced. */
+const isEmpty = (file: string): boolean => { try { const s = fs.statSync(file); return s.isFile() && s.size === 0; } catch { return false; } };
+
+/** Why a prompt cache could not be saved at `file` (its folder, or the nearest that exists, cannot be written); undefined when it can. */
+function cannotWrite(file: string): string | undefined {
+  let dir = path.dirname(path.resolve(throughLinks(file)));
+  while (!fs.existsSync(dir)) dir = path.dirname(dir); // (makeDir makes the rest)
+  if (!fs.statSync(dir).isDirectory()) return `${dir} is a file, not a folder`;
+  try { fs.accessSync(dir, fs.constants.W_OK); } catch { return `the folder ${dir} cannot be written`; }
+  return undefined;
+}
+
+/** The file a path names through its symbolic links, so that a save replaces the target, not the link. */
+function throughLinks(file: string): string {
+  for (let hops = 0; hops < 32; hops++) {
+    let target: string;
+    try { target = fs.readlinkSync(file); } catch { return file; } // (not a link, or nothing there)
+    file = path.resolve(path.dirname(file), target);
+  }
+  return file;
+}
 
 /** A file's tensor of `positions` positions (exportRow's layout): [layers, keys and values, KV heads, positions, head size]. */
 const kvShape = (b: Backend, positions: number): number[] => [b.config.numLayers, 2, b.config.numKvHeads, positions, b.config.headDim];
@@ -229,15 +271,18 @@ const fileStamp = (file: string): string => { const s = fs.statSync(file); retur
 
 /** Why `file` may not be replaced by a prompt cache this edgereason saves; undefined when it may (none, or one of ours). */
 function notOurs(file: string): string | undefined {
-  if (!fs.existsSync(file)) return undefined;
-  let m: Record<string, unknown> = {};
-  try { m = metadataOf(openSafetensors(file)); } catch { /* not safetensors */ }
+  if (!fs.existsSync(file) || isEmpty(file)) return undefined;
+  const m = headerMetadata(file);
   if (m.format !== FORMAT) return `prompt cache: ${file} exists and is not a prompt cache file: not replaced (name another file)`;
   if (m.version !== VERSION) return `prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote: not replaced (name another file, or delete it)`;
   return undefined;
 }
 
-const metadataOf = (f: SafetensorsFile): Record<string, unknown> => (f.metadata && typeof f.metadata === 'object' ? f.metadata : {});
+const metadataOf = (f: { metadata?: unknown }): Record<string, unknown> => (f.metadata && typeof f.metadata === 'object' ? f.metadata as Record<string, unknown> : {});
+/** A safetensors file's metadata, read from its header alone (a file cut short still says what it is); {} for any other file. */
+function headerMetadata(file: string): Record<string, unknown> {
+  try { return metadataOf({ metadata: readSafetensorsHeader(file).header.__metadata__ }); } catch { return {}; }
+}
 
 /** A prompt cache file opened and checked (its tensors read later), its prompts' token ids parsed. */
 function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string } {
@@ -247,23 +292,24 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
   try {
     f = openSafetensors(file);
   } catch (e) {
-    throw new Error(`prompt cache: ${file} is not a prompt cache file (${(e as Error).message})`);
+    const why = (e as Error).message;
+    if (headerMetadata(file).format === FORMAT) throw corrupt(file, why.startsWith(`${file}: `) ? why.slice(file.length + 2) : why); // ours, cut short
+    throw new Error(`prompt cache: ${file} is not a prompt cache file (${why}): not read, and not replaced (name another file)`);
   }
   const m = metadataOf(f);
-  if (m.format !== FORMAT) throw new Error(`prompt cache: ${file} is not a prompt cache file (its metadata has no "format": "${FORMAT}"): not read, and not replaced`);
-  if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote; this one reads version ${VERSION}`);
-  const corrupt = (why: string) => new Error(`prompt cache: ${file} is corrupt: ${why}`);
+  if (m.format !== FORMAT) throw new Error(`prompt cache: ${file} is not a prompt cache file (its metadata has no "format": "${FORMAT}"): not read, and not replaced (name another file)`);
+  if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote; this one reads version ${VERSION} (delete it, or name another file)`);
   let prompts: unknown;
-  try { prompts = JSON.parse(String(m.prompts)); } catch { throw corrupt('its "prompts" metadata is not JSON'); }
-  if (!Array.isArray(prompts) || !prompts.every((p) => Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0))) throw corrupt('its "prompts" metadata is not a list of token id lists');
+  try { prompts = JSON.parse(String(m.prompts)); } catch { throw corrupt(file, 'its "prompts" metadata is not JSON'); }
+  if (!Array.isArray(prompts) || !prompts.every((p) => Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0))) throw corrupt(file, 'its "prompts" metadata is not a list of token id lists');
   const at = (shape: number[], n: number) => shape.map((d, i) => (i === 3 ? n : d));
   const p = f.has('probe') ? f.shape('probe') : [];
-  if (p.length !== 5 || p[1] !== 2 || p[3] !== PROBE.length || f.info('probe').dtype !== 'F32') throw corrupt(`it has no probe tensor of shape [layers, 2, KV heads, ${PROBE.length}, head size], float32`);
+  if (p.length !== 5 || p[1] !== 2 || p[3] !== PROBE.length || f.info('probe').dtype !== 'F32') throw corrupt(file, `it has no probe tensor of shape [layers, 2, KV heads, ${PROBE.length}, head size], float32`);
   prompts.forEach((ids: number[], i) => {
     const name = `prompt.${i}`;
-    if (!f.has(name) || f.info(name).dtype !== 'F32' || f.shape(name).join() !== at(p, ids.length).join()) throw corrupt(`tensor "${name}" is missing or not [${at(p, ids.length).join(', ')}] float32`);
+    if (!f.has(name) || f.info(name).dtype !== 'F32' || f.shape(name).join() !== at(p, ids.length).join()) throw corrupt(file, `tensor "${name}" is missing or not [${at(p, ids.length).join(', ')}] float32`);
   });
-  if (f.names.length !== prompts.length + 1) throw corrupt(`it holds ${f.names.length} tensors for ${prompts.length} prompts and the probe`);
+  if (f.names.length !== prompts.length + 1) throw corrupt(file, `it holds ${f.names.length} tensors for ${prompts.length} prompts and the probe`);
   return { f, prompts: prompts as number[][], stamp };
 }
 
@@ -304,20 +350,23 @@ export function promptCacheOf(backend: Backend): PromptCache | undefined {
  */
 export async function openPromptCacheFile(cache: PromptCache, file: string, note: (line: string) => void): Promise<{ save(): Promise<void> }> {
   const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`, prompts = (n: number) => `${n} prompt${n === 1 ? '' : 's'}`;
-  if (fs.existsSync(file)) {
+  if (fs.existsSync(file) && !isEmpty(file)) {
     try {
       const r = await cache.load(file);
       note(`prompt cache: ${r.prompts < r.of ? `${r.prompts} of ${r.of} prompts (the most recent ${cache.budget / 2 ** 20} MiB)` : prompts(r.prompts)} (${r.tokens} tokens) read from ${file}`);
     } catch (e) {
-      if (!(e instanceof PromptCacheMismatch)) throw Object.assign(e as Error, { message: `${(e as Error).message} (${/is not a prompt cache file/.test((e as Error).message) ? 'name another file' : 'name another file, or delete it'})` });
+      if (!(e instanceof PromptCacheMismatch)) throw e;
       note(`${e.message.replace(/; save the prompt cache again with this model$/, '')}: not read; the prompts this run keeps replace it at the end`);
     }
   }
+  // A place that cannot be written (a cache shipped read-only) is read, not saved: said now, not found at the end.
+  const unwritable = cannotWrite(file);
+  if (unwritable) note(`prompt cache: ${file} is read but not saved: ${unwritable}`);
   // Saved only when what is kept changed (a run that kept nothing new leaves the file as it was).
   let saved = cache.changes;
   return {
     async save() {
-      if (cache.changes === saved || !cache.size) return;
+      if (unwritable || cache.changes === saved || !cache.size) return;
       const r = await cache.save(file);
       saved = cache.changes;
       note(`prompt cache: ${prompts(r.prompts)} (${r.tokens} tokens, ${MB(r.bytes)}) saved to ${file}`);
