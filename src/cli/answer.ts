@@ -23,19 +23,13 @@ import { shown } from '../show.ts';
 export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}, between its tags`;
 
 export function answerCommand(program: Command): void {
-  const adapterFlags = new Set<string>(); // --adapter and --no-adapter set one value: the last would win silently
-  program.command('answer')
+  const command = program.command('answer')
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
-    .requiredOption('--model <path>', 'base model')
-    .option('--adapter <dir>', 'reasoning adapter (default: <model>/reasoning-adapter when present, as serve)')
-    .option('--no-adapter', 'the base model alone (reasoning off, unless --native-thinking)')
-    .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): reason with its own weights, no adapter; the direct route answers after an empty thinking block')
-    .option('--router <file>', 'router.json for reasoning auto (default: <model>/router.json when present; without one, auto reasons)')
+    .requiredOption('--model <path>', 'base model');
+  const checkReasoner = reasonerOptions(command);
+  command
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question (- reads it from the standard input)')
-    .option('--system <text>', 'system message')
-    .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\'', jsonObjectArg('--chat-template-kwargs'))
-    .option('--reasoning <mode>', 'auto | on | off', 'auto')
     .option('--samples <n>', 'parallel reasoning samples (one prefill, forked KV cache)', intArg('--samples', 1), 1)
     .option('--vote <method>', `${VOTE_METHODS.join(' | ')}`, 'majority')
     .option('--early-stop', 'stop the other samples once the vote is decided')
@@ -54,10 +48,8 @@ export function answerCommand(program: Command): void {
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
-    .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'))
     .action(async (o, cmd: Command) => {
-      if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
-      if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
+      checkReasoner(o);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
       if (o.task !== undefined && !TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
       if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
@@ -129,6 +121,28 @@ export function answerCommand(program: Command): void {
         await finish();
       }
     });
+}
+
+/**
+ * The options `answer` and `chat` share for what answers and how it is asked (the reasoning adapter, the router, the
+ * system message, the chat template's variables, the reasoning mode), added to `command`; the function returned checks
+ * them at the start of its action.
+ */
+export function reasonerOptions(command: Command): (o: { reasoning: string }) => void {
+  const adapterFlags = new Set<string>(); // --adapter and --no-adapter set one value: the last would win silently
+  command
+    .option('--adapter <dir>', 'reasoning adapter (default: <model>/reasoning-adapter when present, as serve)')
+    .option('--no-adapter', 'the base model alone (reasoning off, unless --native-thinking)')
+    .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): reason with its own weights, no adapter; the direct route answers after an empty thinking block')
+    .option('--router <file>', 'router.json for reasoning auto (default: <model>/router.json when present; without one, auto reasons)')
+    .option('--system <text>', 'system message')
+    .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\'', jsonObjectArg('--chat-template-kwargs'))
+    .option('--reasoning <mode>', 'auto | on | off', 'auto')
+    .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'));
+  return (o) => {
+    if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
+    if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
+  };
 }
 
 /** The flags `answer` and `chat` share for what answers: the model, its reasoning adapter, router and verifier. */

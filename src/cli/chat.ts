@@ -6,8 +6,8 @@ import type { ReasoningMode } from '../reason/types.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { defaultModel } from '../models/embedded.ts';
 import { dimmer } from '../train/progress.ts';
-import { cliWords, floatArg, intArg, jsonObjectArg, quantArg } from './main.ts';
-import { loadReasoner, transcript } from './answer.ts';
+import { cliWords, floatArg, intArg, quantArg } from './main.ts';
+import { loadReasoner, reasonerOptions, transcript } from './answer.ts';
 import { PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
 
 /**
@@ -16,17 +16,11 @@ import { PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
  * drop it) stay in the conversation, which the prompt cache keeps, so a turn prefills only the new messages.
  */
 export function chatCommand(program: Command): void {
-  const adapterFlags = new Set<string>(); // --adapter and --no-adapter set one value: the last would win silently
-  program.command('chat')
+  const command = program.command('chat')
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /exit (or end of input) ends')
-    .option('--model <path>', 'base model', defaultModel.dir)
-    .option('--adapter <dir>', 'reasoning adapter (default: <model>/reasoning-adapter when present)')
-    .option('--no-adapter', 'the base model alone (reasoning off, unless --native-thinking)')
-    .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): reason with its own weights, no adapter')
-    .option('--router <file>', 'router.json for reasoning auto (default: <model>/router.json when present; without one, auto reasons)')
-    .option('--system <text>', 'system message')
-    .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\'', jsonObjectArg('--chat-template-kwargs'))
-    .option('--reasoning <mode>', 'auto | on | off', 'auto')
+    .option('--model <path>', 'base model', defaultModel.dir);
+  const checkReasoner = reasonerOptions(command);
+  command
     .option('--max-thinking-tokens <n>', 'thinking cap (then "</think>" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per reply (thinking + answer)', intArg('--max-tokens', 1), 512)
@@ -34,10 +28,8 @@ export function chatCommand(program: Command): void {
     .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default: a fresh one)', intArg('--seed'))
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
-    .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'))
     .action(async (o) => {
-      if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
-      if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
+      checkReasoner(o);
       const { model, router } = await loadReasoner(o, 'reply');
       const dim = dimmer(process.stderr), finish = await withPromptCacheFile(model, o.promptCacheFile, (note) => console.error(dim(note)));
       const seed: number = o.seed ?? randomInt(2 ** 31);

@@ -86,8 +86,7 @@ export class LocalBackend implements Backend {
 
   async select(handle: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.register(this.engine.select(this.cache(handle), rows, length)); }
   async gather(handles: (CacheHandle | null)[]): Promise<CacheHandle> {
-    const c = this.config;
-    return this.register(KVCache.gather({ layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim }, handles.map((h) => (h === null ? null : this.cache(h)))));
+    return this.register(KVCache.gather(this.engine.cacheShape, handles.map((h) => (h === null ? null : this.cache(h)))));
   }
   /**
    * keep, truncate and free change a cache's buffers (the old ones are reused: kv-cache.ts's pool), so they wait
@@ -106,9 +105,9 @@ export class LocalBackend implements Backend {
   async lengths(handle: CacheHandle): Promise<number[]> { return [...this.cache(handle).lengths]; }
   async exportRow(handle: CacheHandle, row: number, length: number): Promise<KVRow> { return { length, data: this.cache(handle).exportRow(row, length) }; }
   async importRow(kv: KVFileRow): Promise<CacheHandle> {
-    const c = this.config, fd = fs.openSync(kv.file, 'r');
+    const fd = fs.openSync(kv.file, 'r');
     try {
-      return this.register(KVCache.importRow({ layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim }, kv.length,
+      return this.register(KVCache.importRow(this.engine.cacheShape, kv.length,
         (into, from) => readFully(fd, new Uint8Array(into.buffer, into.byteOffset, into.byteLength), kv.offset + 4 * from, kv.file)));
     } finally {
       fs.closeSync(fd);

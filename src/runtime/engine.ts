@@ -5,7 +5,7 @@
 import os from 'node:os';
 import ort from './ort.ts';
 import { projectionShape, type ModelConfig, type Projection } from '../models/config.ts';
-import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity, kvBytes } from './kv-cache.ts';
+import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity, kvBytes, type CacheShape } from './kv-cache.ts';
 import { defaultThreads } from './threads.ts';
 import { shown } from '../show.ts';
 
@@ -128,8 +128,11 @@ export class Engine {
     if (floats > MAX_FLOATS || bytes > os.totalmem()) {
       throw new Error(`engine: a cache of ${rows} rows needs ${(bytes / 2 ** 30).toFixed(1)} GiB for its first ${capacity} positions, more than ${floats > MAX_FLOATS ? `a Float32Array holds (${MAX_FLOATS} floats per layer)` : `this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB of memory`}: ask for fewer rows`);
     }
-    return new KVCache({ layers: this.config.numLayers, kvHeads: this.config.numKvHeads, headDim: this.config.headDim }, rows, capacity);
+    return new KVCache(this.cacheShape, rows, capacity);
   }
+
+  /** The shape of this model's KV caches. */
+  get cacheShape(): CacheShape { return { layers: this.config.numLayers, kvHeads: this.config.numKvHeads, headDim: this.config.headDim }; }
 
   /**
    * A cache of the given rows of `cache` (backend.select). Copies of one row share it as a prefix once they would

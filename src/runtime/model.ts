@@ -184,12 +184,15 @@ export class Model {
     return new Model(src.config, src.tokenizer, backend, adapter);
   }
 
-  /** Token ids for a prompt: raw text (with the tokenizer's special tokens), chat-templated text, or messages. */
-  encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt), chatTemplateKwargs?: Record<string, unknown>, where = 'generate'): number[] {
+  /**
+   * Token ids for a prompt: raw text (with the tokenizer's special tokens), chat-templated text, or messages (with the
+   * template's generation prompt unless `generationPrompt` is false).
+   */
+  encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt), chatTemplateKwargs?: Record<string, unknown>, where = 'generate', generationPrompt = true): number[] {
     if (chatTemplateKwargs !== undefined && !chat) throw new Error(`${where}: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)`);
     if (Array.isArray(prompt) && !chat) throw new Error(`${where}: a list of messages is rendered by the chat template: leave chat out (or set it to true)`);
     if (!chat && typeof prompt === 'string') return this.tokenizer.encode(prompt);
-    return this.tokenizer.encode(this.renderChat(prompt, chatTemplateKwargs, where), { addSpecialTokens: false });
+    return this.tokenizer.encode(this.renderChat(prompt, chatTemplateKwargs, where, generationPrompt), { addSpecialTokens: false });
   }
 
   /**
@@ -369,9 +372,7 @@ export class Model {
   async keepPrompt(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> } = {}): Promise<number> {
     checkKeys(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
     const keep = this.keptPrompts('keepPrompt');
-    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat)
-      : isChat(prompt, opts) ? this.tokenizer.encode(this.renderChat(prompt as string | ChatMessage[], opts.chatTemplateKwargs, 'keepPrompt', false), { addSpecialTokens: false })
-      : this.encode(prompt as string, false, opts.chatTemplateKwargs, 'keepPrompt');
+    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat) : this.encode(prompt as string | ChatMessage[], isChat(prompt, opts), opts.chatTemplateKwargs, 'keepPrompt', false);
     if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`keepPrompt: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
     if (!keep.keeps(ids.length)) throw new Error(`keepPrompt: a prompt of ${ids.length} tokens is not kept: ${ids.length <= MIN_REUSED ? `one of at most ${MIN_REUSED} tokens costs less to prefill than to copy` : `its keys and values are more than the prompt cache's ${keep.budget / 2 ** 20} MiB (loadModel's promptCache)`}`);
     const hit = await keep.take(ids), cache = hit?.cache ?? await this.backend.newCache(1);

@@ -278,10 +278,11 @@ function notOurs(file: string): string | undefined {
   return undefined;
 }
 
-const metadataOf = (f: { metadata?: unknown }): Record<string, unknown> => (f.metadata && typeof f.metadata === 'object' ? f.metadata as Record<string, unknown> : {});
+/** A safetensors file's metadata as an object ({} for one that holds none, or not an object). */
+const asMetadata = (m: unknown): Record<string, unknown> => (m && typeof m === 'object' ? m as Record<string, unknown> : {});
 /** A safetensors file's metadata, read from its header alone (a file cut short still says what it is); {} for any other file. */
 function headerMetadata(file: string): Record<string, unknown> {
-  try { return metadataOf({ metadata: readSafetensorsHeader(file).header.__metadata__ }); } catch { return {}; }
+  try { return asMetadata(readSafetensorsHeader(file).header.__metadata__); } catch { return {}; }
 }
 
 /** A prompt cache file opened and checked (its tensors read later), its prompts' token ids parsed. */
@@ -296,7 +297,7 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
     if (headerMetadata(file).format === FORMAT) throw corrupt(file, why.startsWith(`${file}: `) ? why.slice(file.length + 2) : why); // ours, cut short
     throw new Error(`prompt cache: ${file} is not a prompt cache file (${why}): not read, and not replaced (name another file)`);
   }
-  const m = metadataOf(f);
+  const m = asMetadata(f.metadata);
   if (m.format !== FORMAT) throw new Error(`prompt cache: ${file} is not a prompt cache file (its metadata has no "format": "${FORMAT}"): not read, and not replaced (name another file)`);
   if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote; this one reads version ${VERSION} (delete it, or name another file)`);
   let prompts: unknown;

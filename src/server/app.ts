@@ -136,12 +136,12 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? served.sampling?.temperature ?? 1,
     defaultVote: o.defaultVote ?? 'majority',
   };
+  const kept = promptCacheOf([...served.models.values()][0].backend); // (one session: its adapters share it)
   let keptFile: { save(): Promise<void> } | undefined;
   if (o.promptCacheFile) {
-    const cache = promptCacheOf([...served.models.values()][0].backend);
     try {
-      if (!cache) throw new Error('serve: --prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none: give it some MiB');
-      keptFile = await openPromptCacheFile(cache, o.promptCacheFile, (note) => o.onLoadNote?.(note));
+      if (!kept) throw new Error('serve: --prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none: give it some MiB');
+      keptFile = await openPromptCacheFile(kept, o.promptCacheFile, (note) => o.onLoadNote?.(note));
     } catch (e) {
       await served.close();
       throw e;
@@ -162,7 +162,6 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   metrics.gauge('edgereason_requests_waiting', 'Chat requests waiting for batch rows', () => admission.queued);
   metrics.gauge('edgereason_batch_rows_in_use', 'Batch rows held by admitted requests', () => admission.rowsInUse);
   metrics.gauge('edgereason_batch_rows_max', 'Batch rows available (--max-batch)', () => maxBatch);
-  const kept = promptCacheOf([...served.models.values()][0].backend);
   metrics.gauge('edgereason_prompt_cache_bytes', 'Bytes of prompt keys and values the prompt cache keeps (--prompt-cache)', () => kept?.size ?? 0);
   metrics.gauge('edgereason_prompt_cache_prompts', 'Prompts the prompt cache keeps', () => kept?.prompts ?? 0);
   metrics.gauge('process_resident_memory_bytes', 'Resident set size of the server process', () => process.memoryUsage.rss());
