@@ -348,6 +348,38 @@ test('prompt cache files: kept prompts saved and read back by a new session give
   }
 });
 
+test('prompt lookup in answer(): the same thinking, capped thinking, sampled, routed and JSON answers as without it', async () => {
+  const m = await loadModel(DEFAULT_DIR, { adapter: ADAPTER_DIR, worker: false });
+  const router = Router.load(path.join(DEFAULT_DIR, 'router.json'));
+  setPromptCache(m.backend, 0); // each answer prefills its prompt (the usage compared whole)
+  try {
+    let made = 0, kept = 0, escalated = 0;
+    const items = makeSplits({ train: 0, val: 0, test: 24 }).test.filter((_, i) => i < 8 || i >= 22); // 22 and 23: escalated by the gate
+    const settings: Parameters<typeof answer>[2][] = [{ reasoning: 'on' }, { reasoning: 'on', maxThinkingTokens: 9 }, { reasoning: 'on', temperature: 0.8, seed: 2 },
+      { reasoning: 'auto' }, { reasoning: 'on', json: true, maxTokens: 80 }];
+    for (const it of items) for (const o of settings) {
+      const plain = await answer(m, it.question, o, { router }), fast = await answer(m, it.question, { ...o, promptLookup: 4 }, { router });
+      const what = `${it.question} ${JSON.stringify(o)}`;
+      assert.ok(plain.samples.every((s) => s.tokenIds!.length > 0), what);
+      assert.deepEqual(fast.samples.map((s) => s.tokenIds), plain.samples.map((s) => s.tokenIds), what);
+      assert.equal(fast.answer, plain.answer, what);
+      assert.equal(fast.route, plain.route, what);
+      assert.deepEqual(fast.usage, plain.usage, what);
+      assert.deepEqual(fast.escalation, plain.escalation, what);
+      escalated += fast.escalation ? 1 : 0;
+    }
+    assert.equal(escalated, 2);
+    // The guesses come from the sequences (answer() reports none): counted through generate on the same prompts.
+    for (const it of items) {
+      const c = await m.complete([{ role: 'user', content: it.question }], { chat: true, adapter: true, maxTokens: 120, promptLookup: 4 });
+      made += c.guesses!.made; kept += c.guesses!.kept;
+    }
+    assert.ok(kept > 0 && made > kept, `made ${made}, kept ${kept}`);
+  } finally {
+    await m.close();
+  }
+});
+
 test('a classic LoRA folder (no alora_invocation_tokens) re-encodes the prompt with the adapter: same samples as adapterMode classic', async () => {
   const m = await model(), classic = await loadModel(rm.dir, { quant: 'fp32', adapter: classicDir, worker: false, threads: 1 });
   try {

@@ -327,6 +327,72 @@ test('generate: worker thread, streaming, batch equals singles, seeded sampling,
   }
 });
 
+test('prompt lookup (speculative decoding): the tokens and log-probabilities of decoding one by one, greedy and sampled, in fewer steps', async () => {
+  // stories260K (a real trained model) repeats its names and phrases, so some guesses hold and some do not.
+  const file = path.join(sharedPath('models/stories260K'), 'stories260K.bin');
+  for (const worker of [false, true]) {
+    const m = await loadModel(file, { quant: 'fp32', worker });
+    try {
+      let made = 0, kept = 0;
+      const settings = [{ maxTokens: 150 }, { maxTokens: 150, temperature: 0.8, seed: 3 }, { maxTokens: 150, temperature: 1, topP: 0.9, minP: 0.02, seed: 4, topLogprobs: 2 },
+        { maxTokens: 41 }, { maxTokens: 150, stop: [' park'] }, { maxTokens: 150, temperature: 0.8, seed: 9, stop: ['!'] }];
+      for (const p of ['Once upon a time', 'Lily and Ben']) for (const o of settings) {
+        const plain = await m.complete(p, o), fast = await m.complete(p, { ...o, promptLookup: 6 });
+        const what = `${p} ${JSON.stringify(o)} (${worker ? 'worker' : 'in-thread'})`;
+        assert.deepEqual(fast.tokens, plain.tokens, what);
+        assert.equal(fast.text, plain.text, what);
+        assert.equal(fast.finishReason, plain.finishReason, what);
+        assert.ok(maxDiff(Float32Array.from(fast.logprobs), Float32Array.from(plain.logprobs)) < 1e-4, what);
+        assert.deepEqual(fast.topLogprobs?.map((t) => t.map(([id]) => id)), plain.topLogprobs?.map((t) => t.map(([id]) => id)), what);
+        assert.equal(plain.guesses, undefined);
+        made += fast.guesses!.made; kept += fast.guesses!.kept;
+      }
+      // Guesses were kept (steps saved) and others were not (cut from the cache again): both paths ran.
+      assert.ok(kept > 30 && made > kept + 30, `made ${made}, kept ${kept}`);
+    } finally {
+      await m.close();
+    }
+  }
+});
+
+test('a step with a draft samples at each guess\'s position while the guesses hold; a draft is checked', async () => {
+  const b = await backend();
+  try {
+    const greedy = { temperature: 0, u: 0 };
+    const c = await b.newCache(1);
+    const first = await b.step(c, { tokens: [prompt], sample: [greedy] });
+    const next: number[] = [first.tokens![0]];
+    for (let i = 0; i < 4; i++) next.push((await b.step(c, { tokens: [[next.at(-1)!]], sample: [greedy] })).tokens![0]);
+    await b.truncate(c, 0, prompt.length);
+    // [t0 | g1 g2 g3] fed with the guesses g = the greedy tokens: every guess holds, one token more comes after them.
+    const all = await b.step(c, { tokens: [[next[0], ...next.slice(1, 4)]], sample: [greedy], draft: [{ tokens: next.slice(1, 4), u: [0, 0, 0] }], logits: 4 });
+    assert.deepEqual(all.runs![0]!.map((s) => s.token), next.slice(1, 5));
+    assert.equal(all.tokens![0], next[1]);
+    assert.deepEqual(await b.lengths(c), [prompt.length + 4], 'every guess stays in the cache');
+    await b.truncate(c, 0, prompt.length);
+    const wrong = (next[2] + 1) % V; // the second guess is wrong: the run ends with the token drawn there
+    const some = await b.step(c, { tokens: [[next[0], next[1], wrong, next[3]]], sample: [greedy], draft: [{ tokens: [next[1], wrong, next[3]], u: [0, 0, 0] }], logits: 'all' });
+    assert.deepEqual(some.runs![0]!.map((s) => s.token), next.slice(1, 3));
+    assert.deepEqual(await b.lengths(c), [prompt.length + 2], 'the guesses from the wrong one on leave the cache');
+    // The next step goes on from there as decoding one by one does.
+    assert.equal((await b.step(c, { tokens: [[next[2]]], sample: [greedy] })).tokens![0], next[3]);
+    await b.truncate(c, 0, prompt.length);
+    await assert.rejects(b.step(c, { tokens: [[next[0]]], sample: [greedy], draft: [{ tokens: [next[0]], u: [0] }], logits: 1 }), /engine: row 0's draft of 1 tokens \(1 draws\) needs a sampled row, more fed tokens than its 1 and more positions of logits than 1/);
+    await assert.rejects(b.step(c, { tokens: [[next[0], next[1]]], sample: [greedy], draft: [{ tokens: [next[1]], u: [0] }] }), /more fed tokens than its 2 and more positions of logits than 1/);
+    await assert.rejects(b.step(c, { tokens: [[next[0], next[1]]], draft: [{ tokens: [next[1]], u: [0] }], logits: 2 }), /needs a sampled row/);
+    assert.deepEqual(await b.lengths(c), [prompt.length], 'a refused draft runs nothing');
+    await b.free(c);
+  } finally {
+    await b.close();
+  }
+  const local = await loadModel(model.dir, { quant: 'fp32', worker: false });
+  try {
+    for (const bad of [-1, 1.5, 65, '4']) await assert.rejects(local.complete('a', { promptLookup: bad as number }), /generate: promptLookup must be an integer in \[0, 64\] \(the most tokens guessed per step; 0 = off\), got/);
+  } finally {
+    await local.close();
+  }
+});
+
 test('breaking out of generate() stops decoding', async () => {
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadModelWithProgress, PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
+import { loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
@@ -84,7 +84,7 @@ export function answerCommand(program: Command): void {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
           temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, seed,
-          task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking,
+          task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}), ...(o.responseFormat !== undefined ? { json: o.responseFormat } : {}),
           onRoute: written.onRoute, onText: written.onText,
         }, { router, verifier });
@@ -138,6 +138,7 @@ export function reasonerOptions(command: Command): (o: { reasoning: string }) =>
     .option('--system <text>', 'system message')
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\'', jsonObjectArg('--chat-template-kwargs'))
     .option('--reasoning <mode>', 'auto | on | off', 'auto')
+    .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0)
     .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'));
   return (o) => {
     if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');

@@ -96,6 +96,15 @@ export function benchCommand(program: Command): void {
       const { runPromptCacheBench } = await import('../../bench/prompt-cache.ts');
       await runPromptCacheBench({ reps: o.reps, resultsDir: resultsDir(o) });
     });
+  output(bench.command('lookup'))
+    .description('prompt lookup (speculative decoding): a step\'s cost against the tokens it feeds (Qwen2.5-0.5B shape q4), and the guesses stories260K and the embedded default keep (the same tokens as without; steps, wall time, projected 0.5B speed-up); at q4, same answers and accuracy')
+    .option('--reps <n>', 'rounds per row (the fastest is reported)', intArg('--reps', 1), 3)
+    .option('--questions <n>', 'synthetic questions for the embedded model', intArg('--questions', 1), 30)
+    .option('--q4-questions <n>', 'questions for its q4 comparison (same tokens, accuracy)', intArg('--q4-questions', 1), 300)
+    .action(async (o) => {
+      const { runLookupBench } = await import('../../bench/lookup.ts');
+      await runLookupBench({ reps: o.reps, questions: o.questions, q4Questions: o.q4Questions, resultsDir: resultsDir(o) });
+    });
   output(bench.command('attention'))
     .description('one decode step\'s attention over a KV cache (Qwen2.5-0.5B heads): GroupQueryAttention vs ONNX Attention vs the runtime\'s, 1 and 8 rows, 64 and 1000 positions; 8 samples of a 1000-token prompt copied vs shared')
     .action(async (o) => {

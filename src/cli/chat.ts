@@ -62,7 +62,7 @@ export function chatCommand(program: Command): void {
               const r = await answer(model, asked, {
                 signal: replying.signal,
                 reasoning: o.reasoning as ReasoningMode, maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
-                temperature: o.temperature, seed: seed + turn++, nativeThinking: !!o.nativeThinking,
+                temperature: o.temperature, seed: seed + turn++, nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
                 ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}), onRoute: written.onRoute, onText: written.onText,
               }, { router });
               written.end(r);

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { loadModelWithProgress, PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
+import { loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg, samplingFlags } from './main.ts';
 
 export function generateCommand(program: Command): void {
@@ -17,6 +17,7 @@ export function generateCommand(program: Command): void {
     .option('--chat', 'apply the model\'s chat template')
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\' (Qwen3: answer without thinking)', jsonObjectArg('--chat-template-kwargs'))
     .option('--quant <q>', 'q4, q8 (near-lossless, about twice the size of q4) or fp32 (default: q4 for models from 50M parameters)', quantArg)
+    .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0)
     .option('--stats', 'print token counts and timings to stderr')
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o) => {
@@ -30,7 +31,7 @@ export function generateCommand(program: Command): void {
         const gen = model.generate(o.prompt, {
           chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty,
           // --adapter insists (--chat appends an activated adapter's invocation), unless the template is told not to think
-          seed, stop: o.stop, adapter: !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
+          seed, stop: o.stop, promptLookup: o.promptLookup, adapter: !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
         });
         let r = await gen.next();
         while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }
@@ -43,7 +44,7 @@ export function generateCommand(program: Command): void {
         if (o.stats) {
           const decodeS = (c.totalMs - c.ttftMs) / 1000;
           const rate = c.tokens.length > 1 ? `${((c.tokens.length - 1) / Math.max(decodeS, 1e-9)).toFixed(1)} tok/s after the first` : 'one token: no decode rate';
-          console.error(`prompt ${c.promptTokens} tokens${c.cachedTokens ? ` (${c.cachedTokens} from the prompt cache)` : ''}, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${greedy ? '' : `; seed ${seed}`}`);
+          console.error(`prompt ${c.promptTokens} tokens${c.cachedTokens ? ` (${c.cachedTokens} from the prompt cache)` : ''}, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${c.guesses ? `; ${c.guesses.kept} of ${c.guesses.made} guessed tokens kept` : ''}${greedy ? '' : `; seed ${seed}`}`);
         }
       } finally {
         await finish();

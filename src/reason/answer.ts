@@ -342,7 +342,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs', 'promptLookup'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -372,7 +372,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
-  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, topLogprobs: opts.topLogprobs, stop: opts.stop }, model.config.vocabSize, 'answer');
+  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, topLogprobs: opts.topLogprobs, stop: opts.stop, promptLookup: opts.promptLookup }, model.config.vocabSize, 'answer');
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
@@ -429,7 +429,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({
     temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop,
-    ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}), ...(allowedNext ? { allowedNext } : {}),
+    ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}), ...(allowedNext ? { allowedNext } : {}), ...(opts.promptLookup ? { promptLookup: opts.promptLookup } : {}),
   });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
@@ -533,6 +533,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const stream = opts.onText && phaseStream((phase, piece) => (decided ? opts.onText!(0, phase, piece) : held.push([phase, piece])), 'answer');
       if (decided) opts.onRoute?.('direct', routerScore);
       const seq = new Sequence(tok, { ...sampling('direct'), seed, maxTokens }, directLen, stream && ((p) => stream.push(p)), [], [...ids.slice(0, tagEnd), ...block]);
+      if (gate) seq.guessFrom = gate.tokens; // (a guess kept would take tokens past a trip: an escalation spends them)
       const check = () => {
         if (decided) return;
         if ((trip = gateTrip(gate, seq.logprobs)) >= 0) { seq.cancel(); decided = true; return; } // escalate

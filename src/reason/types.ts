@@ -44,6 +44,8 @@ export interface AnswerOptions extends SamplingParams {
   seed?: number;
   /** Stop strings; they apply to the answer, never inside the thinking segment. */
   stop?: string | string[];
+  /** Speculative decoding by prompt lookup for a single sample (see GenerateOptions.promptLookup): the same tokens, in fewer steps. */
+  promptLookup?: number;
   /**
    * How an answer is read for voting: a task's grader (the synthetic task's "#### n" line, MATH's normalised
    * \boxed{}, …). Default: the answer it states ("#### n", "the answer is …", \boxed{}) or else its last number,

@@ -9,7 +9,7 @@ import { Engine, type AdapterTensors, type EngineOptions, type StepInput, type S
 import fs from 'node:fs';
 import { KVCache } from './kv-cache.ts';
 import { readFully } from '../io/safetensors.ts';
-import { sampleToken, type RowSampling, type TokenLogprob } from './sampler.ts';
+import { sampleToken, type RowSampling, type Sampled, type TokenLogprob } from './sampler.ts';
 
 export type CacheHandle = number;
 
@@ -23,13 +23,30 @@ export interface StepRequest extends StepInput {
   sample?: (RowSampling | null)[];
   /** Return raw logits / hidden states (otherwise only sampled tokens come back). */
   want?: { logits?: boolean; hidden?: boolean };
+  /**
+   * Per sampled row (speculative decoding): its last `tokens.length` fed tokens are guesses of what it will sample.
+   * The row is sampled at the position before the first guess (with its sampling's draw), then at each guess's
+   * position (with the next of `u`) while the previous token drawn equals that guess: the draws are the ones decoding
+   * token by token would make, so the tokens are too. StepResult.runs holds them; the positions of the guesses after
+   * the last one drawn right leave the cache. The step's logits must cover the guesses and the position before them
+   * (StepInput.logits 'all', or a number above the guesses).
+   */
+  draft?: (Draft | null)[];
 }
+
+/** A row's guessed next tokens and the random draws for sampling at their positions (see StepRequest.draft). */
+export interface Draft { tokens: number[]; u: number[] }
 
 export interface StepResult {
   tokens?: number[];
   logprobs?: number[];
   /** Per sampled row whose sampling asked for topLogprobs: the most likely tokens, best first. */
   top?: (TokenLogprob[] | undefined)[];
+  /**
+   * Per row with a draft: the tokens drawn from the position before its guesses on, up to the first that differs from
+   * its guess (or one past the last guess). The first is the row's `tokens` entry.
+   */
+  runs?: (Sampled[] | undefined)[];
   logits?: Float32Array;
   /** With logits: log Σ exp of each position's (the graph's normaliser). */
   lse?: Float32Array;
@@ -81,7 +98,8 @@ export class LocalBackend implements Backend {
 
   async step(handle: CacheHandle, req: StepRequest): Promise<StepResult> {
     const c = this.cache(handle);
-    return stepResult(this.config, await this.track(this.engine.step(c, req), [c]), req);
+    checkDrafts(req);
+    return keepGuessed(c, req, stepResult(this.config, await this.track(this.engine.step(c, req), [c]), req));
   }
 
   async select(handle: CacheHandle, rows: number[], length?: number): Promise<CacheHandle> { return this.register(this.engine.select(this.cache(handle), rows, length)); }
@@ -171,15 +189,40 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
     res.tokens = []; res.logprobs = [];
     req.sample.forEach((p, b) => {
       if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
-      if (!req.tokens[b].length) throw new Error(`engine: row ${b} is sampled but was fed no token (nothing new to sample from)`);
-      // each row's last new token: with 'all', rows shorter than the longest are padded after their tokens
-      const at = b * L + (req.logits === 'all' ? req.tokens[b].length : L) - 1, s = sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, p.u, out.lse[at], p.seen, p.allow);
+      const n = req.tokens[b].length, draft = req.draft?.[b], k = draft?.tokens.length ?? 0;
+      if (!n) throw new Error(`engine: row ${b} is sampled but was fed no token (nothing new to sample from)`);
+      // The logits of the row's new token `back` from its last: with 'all', rows shorter than the longest are padded after their tokens.
+      const sample = (back: number, u: number) => {
+        const at = b * L + (req.logits === 'all' ? n : L) - 1 - back;
+        return sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, u, out.lse[at], p.seen, p.allow);
+      };
+      const s = sample(k, p.u);
       res.tokens!.push(s.token); res.logprobs!.push(s.logprob);
       if (s.top) (res.top ??= [])[b] = s.top;
+      if (!draft) return;
+      const run = [s];
+      for (let j = 0; j < k && run[j].token === draft.tokens[j]; j++) run.push(sample(k - 1 - j, draft.u[j]));
+      (res.runs ??= [])[b] = run;
     });
   }
   if (req.want?.logits) { res.logits = out.logits; res.lse = out.lse; }
   if (req.want?.hidden) res.hidden = out.hidden;
+  return res;
+}
+
+/** Refuses, before the step runs, a draft its row's fed tokens, draws or logits cannot hold (see StepRequest.draft). */
+export function checkDrafts(req: StepRequest): void {
+  const L = req.logits === 'all' ? Infinity : typeof req.logits === 'number' ? req.logits : 1;
+  req.draft?.forEach((d, b) => {
+    if (!d) return;
+    const k = d.tokens.length, n = req.tokens[b]?.length ?? 0;
+    if (!req.sample?.[b] || k >= n || d.u.length !== k || k >= L) throw new Error(`engine: row ${b}'s draft of ${k} tokens (${d.u.length} draws) needs a sampled row, more fed tokens than its ${n} and more positions of logits than ${L === Infinity ? n : L}`);
+  });
+}
+
+/** Drops from `cache` the positions of each row's guesses after the last one drawn right (StepRequest.draft); returns `res`. */
+export function keepGuessed(cache: KVCache, req: StepRequest, res: StepResult): StepResult {
+  res.runs?.forEach((run, b) => { if (run) cache.truncate(b, cache.lengths[b] - (req.draft![b]!.tokens.length - (run.length - 1))); });
   return res;
 }
 

@@ -4,7 +4,7 @@
  */
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { StreamDecoder } from '../tokenizer/stream.ts';
-import type { Backend, CacheHandle } from './backend.ts';
+import type { Backend, CacheHandle, Draft } from './backend.ts';
 import type { PromptCache } from './prompt-cache.ts';
 import { randomInt } from 'node:crypto';
 import { seededRandom, type RowSampling, type SamplingParams, type TokenLogprob } from './sampler.ts';
@@ -47,6 +47,15 @@ export interface GenerateOptions extends SamplingParams {
    * each step (see toolNameConstraint, JsonConstraint).
    */
   allowedNext?: (tokens: readonly number[], lead: string) => ArrayLike<number> | undefined;
+  /**
+   * Speculative decoding by prompt lookup: where the last tokens of the prompt and output so far (3, else 2, else 1) occurred
+   * before, the up to this many tokens that followed them there are guessed and verified in the next step, which
+   * costs little more than one token's (decoding is memory-bound) and keeps every guess that is what the model
+   * samples; the tokens are the same as without it (the same draws; logits up to float rounding). A sequence decoded
+   * alone guesses (not one of a batch: those steps run one row at a time), and not while a repetition penalty or
+   * `allowedNext` applies. 0 = off (default).
+   */
+  promptLookup?: number;
 }
 
 /**
@@ -86,7 +95,15 @@ export interface Completion {
   thinking?: { tokens: number; closed: boolean };
   /** The prompt's first tokens read from a kept prompt's cache (prompt caching), not prefilled again. */
   cachedTokens: number;
+  /** With promptLookup: the tokens guessed, and how many of them the model's own draws kept. */
+  guesses?: { made: number; kept: number };
 }
+
+/**
+ * The n-gram lengths prompt lookup matches the context's end with, longest first (single tokens too: on the models
+ * at hand they found twice the guesses, a third of them kept; 4-grams found none that 3-grams missed).
+ */
+const LOOKUP_NGRAMS = [3, 2, 1];
 
 /** One sequence in a running batch: its sampling state, stop handling, thinking segment and streamed text. */
 export class Sequence {
@@ -102,6 +119,11 @@ export class Sequence {
   /** Tokens in the thinking segment (without its tags), and whether that segment is still open. */
   thinkingTokens = 0;
   thinkingOpen: boolean;
+  /** Speculative decoding (promptLookup): tokens guessed, and how many of them were kept. */
+  guessesMade = 0;
+  guessesKept = 0;
+  /** No guesses before this many tokens (answer()'s confidence gate reads the first ones one step at a time). */
+  guessFrom = 0;
   /** Index in `tokens` where the answer starts (after the closing tag); undefined while thinking. */
   answerFrom?: number;
   /** The answer's text carried by the token that closed the thinking (a closing tag written in pieces: ">\n\n"). */
@@ -112,6 +134,14 @@ export class Sequence {
   private queued: number[] = [];
   private emitted = 0;
   private readonly random: () => number;
+  /** Draws made for guesses that were not sampled at (they are the next ones taken). */
+  private readonly unread: number[] = [];
+  /** With promptLookup: the prompt and the output, and per n of LOOKUP_NGRAMS where each n-gram ending before the last token last ended. */
+  private readonly context?: number[];
+  private readonly ngrams?: Map<string, number>[];
+  private indexed = 0;
+  /** How many tokens the next guess may have: one more than the last guess kept, twice as many after one kept whole. */
+  private guessLength = 1;
   private readonly decoder: StreamDecoder;
   private readonly stopTokens: Set<number>;
   /** How many tokens of `thinking.force` come before its closing tag. */
@@ -144,6 +174,7 @@ export class Sequence {
     promptTail: readonly number[] = [], prompt: readonly number[] = []) {
     checkGenerateOptions(opts, tokenizer.vocabSize);
     if (opts.repetitionPenalty !== undefined && opts.repetitionPenalty !== 1) { this.seen = new Set(prompt); this.seenIds = [...this.seen]; }
+    else if (opts.promptLookup) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true }, promptTail);
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
@@ -180,13 +211,46 @@ export class Sequence {
   sampling(): RowSampling {
     const { temperature, topK, topP, minP, repetitionPenalty, topLogprobs } = this.opts, from = this.answerFrom;
     const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens, this.answerLead);
-    const p: RowSampling = { temperature, topK, topP, minP, u: this.random(), ...(topLogprobs ? { topLogprobs } : {}), ...(allow ? { allow } : {}) };
+    const p: RowSampling = { temperature, topK, topP, minP, u: this.draw(), ...(topLogprobs ? { topLogprobs } : {}), ...(allow ? { allow } : {}) };
     if (!this.seen) return p;
     for (; this.seenUpTo < this.tokens.length; this.seenUpTo++) { // the output so far, forced tokens too (they are in the context)
       const t = this.tokens[this.seenUpTo];
       if (!this.seen.has(t)) { this.seen.add(t); this.seenIds.push(t); }
     }
     return { ...p, repetitionPenalty, seen: this.seenIds };
+  }
+
+  private draw(): number { return this.unread.length ? this.unread.shift()! : this.random(); }
+
+  /**
+   * Prompt lookup (promptLookup): the tokens that followed the latest earlier occurrence of the context's last 3
+   * tokens (else 2, else 1), at most as many as the option, the token limit and a thinking cap leave room for; with their
+   * draws. Undefined when there is nothing to guess, or no guessing now (a constraint on the answer).
+   */
+  guess(): Draft | undefined {
+    const ctx = this.context, most = Math.min(this.guessLength, this.opts.promptLookup ?? 0, (this.opts.maxTokens ?? 256) - this.tokens.length - 1,
+      this.thinkingOpen && this.opts.thinking!.maxTokens !== undefined ? this.room() - this.forceEndAt - 1 : Infinity);
+    if (!ctx || most < 1 || this.atEdge || this.tokens.length < this.guessFrom || (this.answerFrom !== undefined && this.opts.allowedNext)) return undefined;
+    const key = (end: number, n: number) => ctx.slice(end - n + 1, end + 1).join();
+    for (; this.indexed < ctx.length - 1; this.indexed++) LOOKUP_NGRAMS.forEach((n, i) => { if (this.indexed >= n - 1) this.ngrams![i].set(key(this.indexed, n), this.indexed); });
+    for (const [i, n] of LOOKUP_NGRAMS.entries()) {
+      const at = ctx.length >= n ? this.ngrams![i].get(key(ctx.length - 1, n)) : undefined;
+      if (at === undefined) continue;
+      const tokens = ctx.slice(at + 1, at + 1 + most);
+      return { tokens, u: tokens.map(() => this.draw()) };
+    }
+    return undefined;
+  }
+
+  /**
+   * A guess verified: `kept` of its tokens were what the model drew. Its draws from there on were not sampled at (the
+   * guess before them was wrong, or the sequence took another way): they are the next ones taken.
+   */
+  verified(guess: Draft, kept: number): void {
+    this.guessesMade += guess.tokens.length;
+    this.guessesKept += kept;
+    this.guessLength = kept === guess.tokens.length ? 2 * kept : kept + 1;
+    this.unread.unshift(...guess.u.slice(kept));
   }
 
   /** The tokens to feed next: the last sampled token when it was kept, then those the runtime appended (budget forcing). */
@@ -234,6 +298,7 @@ export class Sequence {
 
   private push(token: number, logprob: number, top: TokenLogprob[] = []): void {
     this.tokens.push(token);
+    this.context?.push(token);
     this.logprobs.push(logprob);
     if (this.opts.topLogprobs) this.topLogprobs.push(top);
     this.text += this.decoder.push(token);
@@ -389,6 +454,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   if (o.topLogprobs !== undefined && !(Number.isInteger(o.topLogprobs) && o.topLogprobs >= 0 && o.topLogprobs <= 20)) bad('topLogprobs must be an integer in [0, 20]', o.topLogprobs);
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
+  if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) bad('promptLookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off)', o.promptLookup);
   const stops = stopList(o.stop);
   if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad('stop must be a string or a list of strings', o.stop);
   if (stops.some((x) => !x)) throw new Error(`${where}: stop strings must be non-empty (an empty one would match before the first token)`);
@@ -479,24 +545,43 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
       rows = still.map((i) => rows[i]);
       feed = still.map((i) => feed[i]);
       if (!rows.length) break;
-      const live = rows.map((r) => seqs[r]);
+      const live = rows.map((r) => seqs[r]), sample = live.map((s) => s.sampling());
+      // A sequence alone (a batch's steps of several tokens per row run row by row) may guess its next tokens: they
+      // ride along with the one fed, in one step (speculative decoding; not beside the verifier's hidden states).
+      const draft = live.length === 1 && feed[0].length === 1 && !hooks.onFinish ? live[0].guess() : undefined;
+      const fed = draft ? [[...feed[0], ...draft.tokens]] : feed;
       const res = await backend.step(cache, {
-        tokens: feed,
-        adapterMask: live.map((s, i) => s.adapterMask(pos[rows[i]], feed[i].length)),
-        sample: live.map((s) => s.sampling()),
+        tokens: fed,
+        adapterMask: live.map((s, i) => s.adapterMask(pos[rows[i]], fed[i].length)),
+        sample,
+        ...(draft ? { draft: [draft], logits: draft.tokens.length + 1 } : {}),
         ...(hooks.onFinish ? { want: { hidden: true } } : {}),
       });
-      rows.forEach((r, i) => { pos[r] += feed[i].length; });
+      rows.forEach((r, i) => { pos[r] += fed[i].length; });
+      const cuts: Promise<void>[] = [];
       feed = live.map((s, i) => {
         if (s.done) return []; // cancelled while the step ran
         if (s.ttftMs === 0) s.ttftMs = performance.now() - start; // the first sampled token
-        if (s.accept(res.tokens![i], res.logprobs![i], res.top?.[i])) {
-          hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H));
-          hooks.onEnd?.(rows[i]);
-          return [];
+        const run = res.runs?.[i] ?? [{ token: res.tokens![i], logprob: res.logprobs![i], top: res.top?.[i] }], k = draft?.tokens.length ?? 0;
+        pos[rows[i]] -= k - (run.length - 1); // the guesses after the last one drawn right have left the cache
+        for (let j = 0; ; j++) {
+          if (s.accept(run[j].token, run[j].logprob, run[j].top)) {
+            if (draft) s.verified(draft, j);
+            hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H));
+            hooks.onEnd?.(rows[i]);
+            return [];
+          }
+          const next = s.takeFeed();
+          // The token taken is the guess fed after it: already in the cache, and the run goes on from its logits.
+          if (j < k && j + 1 < run.length && next.length === 1 && next[0] === draft!.tokens[j]) continue;
+          if (draft) { // the guesses from j on were not taken: their draws are the next ones; any still in the cache leave it
+            s.verified(draft, j);
+            if (j < run.length - 1) { pos[rows[i]] -= run.length - 1 - j; cuts.push(backend.truncate(cache, i, pos[rows[i]])); }
+          }
+          return next;
         }
-        return s.takeFeed();
       });
+      await Promise.all(cuts);
       hooks.afterStep?.();
     }
   } finally {
@@ -562,5 +647,6 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     text: s.text, tokens: s.tokens, logprobs: s.logprobs, ...(s.opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), finishReason: s.finishReason!,
     promptTokens: s.promptTokens, cachedTokens: cached[i], ttftMs: s.ttftMs, totalMs: end - start,
     ...(s.opts.thinking ? { thinking: { tokens: s.thinkingTokens, closed: s.answerFrom !== undefined } } : {}),
+    ...(s.opts.promptLookup ? { guesses: { made: s.guessesMade, kept: s.guessesKept } } : {}),
   }));
 }

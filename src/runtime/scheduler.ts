@@ -11,7 +11,7 @@
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
 import type { Model } from './model.ts';
-import { CLOSED, delegate, fromRemote, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
+import { checkDrafts, CLOSED, delegate, fromRemote, keepGuessed, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -40,6 +40,7 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
         if (seen.has(h)) throw new Error(`runtime: KV cache ${h} appears twice in one batched step`);
         seen.add(h);
         this.kv(h); // throws for a cache that does not exist
+        checkDrafts(reqs[i]);
         ok.push(i);
       } catch (e) {
         fail(i, e);
@@ -52,7 +53,7 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
     ok.forEach((i, k) => {
       const r = res[k];
       if (r instanceof Error) return fail(i, r);
-      try { out[i] = stepResult(this.config, r, reqs[i]); } catch (e) { fail(i, e); }
+      try { out[i] = keepGuessed(entries[k].cache, reqs[i], stepResult(this.config, r, reqs[i])); } catch (e) { fail(i, e); }
     });
     return out;
   }
