@@ -349,6 +349,26 @@ test('prompt lookup (speculative decoding): the tokens and log-probabilities of 
       }
       // Guesses were kept (steps saved) and others were not (cut from the cache again): both paths ran.
       assert.ok(kept > 30 && made > kept + 30, `made ${made}, kept ${kept}`);
+      // A callback that aborts inside a run of kept guesses ends the sequence there, as it does between steps.
+      for (const [after, maxTokens] of [[45, 46], [45, 150], [68, 69]]) {
+        const stopped = async (promptLookup: number) => {
+          const ac = new AbortController();
+          let pieces = 0, late = 0, streamed = '';
+          const [c] = await m.generateBatch(['Once upon a time'], { maxTokens, promptLookup }, (_, p) => { if (ac.signal.aborted) late++; streamed += p; if (++pieces === after) ac.abort(); }, ac.signal);
+          return { tokens: c.tokens, finishReason: c.finishReason, streamed: streamed === c.text, late };
+        };
+        assert.deepEqual(await stopped(6), await stopped(0), `aborted at piece ${after} of ${maxTokens} (${worker ? 'worker' : 'in-thread'})`);
+      }
+      // A thinking segment that closes inside a run: the answer's first token is drawn under its constraint.
+      const ids = m.tokenizer.encode('Once upon a time'), story = (await m.complete(ids, { maxTokens: 60 })).tokens, zoo = m.tokenizer.encode(' Zoo', { addSpecialTokens: false });
+      let closedInRuns = 0;
+      for (const end of new Set(story)) {
+        const o = { maxTokens: 80, thinking: { end: [end] }, allowedNext: () => zoo };
+        const [plain] = await generateBatch(m.backend, m.tokenizer, [[...ids, ...story]], [o]), [fast] = await generateBatch(m.backend, m.tokenizer, [[...ids, ...story]], [{ ...o, promptLookup: 6 }]);
+        assert.deepEqual(fast.tokens, plain.tokens, `thinking closed by ${JSON.stringify(m.tokenizer.decode([end]))}`);
+        if (fast.guesses!.kept && fast.thinking!.closed) closedInRuns++;
+      }
+      assert.ok(closedInRuns > 0, 'some segments closed inside a run of kept guesses');
     } finally {
       await m.close();
     }
@@ -380,6 +400,8 @@ test('a step with a draft samples at each guess\'s position while the guesses ho
     await assert.rejects(b.step(c, { tokens: [[next[0]]], sample: [greedy], draft: [{ tokens: [next[0]], u: [0] }], logits: 1 }), /engine: row 0's draft of 1 tokens \(1 draws\) needs a sampled row, more fed tokens than its 1 and more positions of logits than 1/);
     await assert.rejects(b.step(c, { tokens: [[next[0], next[1]]], sample: [greedy], draft: [{ tokens: [next[1]], u: [0] }] }), /more fed tokens than its 2 and more positions of logits than 1/);
     await assert.rejects(b.step(c, { tokens: [[next[0], next[1]]], draft: [{ tokens: [next[1]], u: [0] }], logits: 2 }), /needs a sampled row/);
+    const other = (next[1] + 1) % V;
+    await assert.rejects(b.step(c, { tokens: [[next[0], next[1]]], sample: [greedy], draft: [{ tokens: [other], u: [0] }], logits: 2 }), new RegExp(`engine: row 0's draft \\[${other}\\] is not the end of its fed tokens \\[${next[0]},${next[1]}\\]`));
     assert.deepEqual(await b.lengths(c), [prompt.length], 'a refused draft runs nothing');
     await b.free(c);
   } finally {

@@ -26,8 +26,9 @@ export interface StepRequest extends StepInput {
   /**
    * Per sampled row (speculative decoding): its last `tokens.length` fed tokens are guesses of what it will sample.
    * The row is sampled at the position before the first guess (with its sampling's draw), then at each guess's
-   * position (with the next of `u`) while the previous token drawn equals that guess: the draws are the ones decoding
-   * token by token would make, so the tokens are too. StepResult.runs holds them; the positions of the guesses after
+   * position (with the next of `u`, and the same parameters) while the previous token drawn equals that guess: where
+   * decoding token by token would sample with those parameters and draws, it draws these tokens (the caller stops a
+   * run where its sampling would change, as a constrained answer's does). StepResult.runs holds them; the positions of the guesses after
    * the last one drawn right leave the cache. The step's logits must cover the guesses and the position before them
    * (StepInput.logits 'all', or a number above the guesses).
    */
@@ -217,6 +218,7 @@ export function checkDrafts(req: StepRequest): void {
     if (!d) return;
     const k = d.tokens.length, n = req.tokens[b]?.length ?? 0;
     if (!req.sample?.[b] || k >= n || d.u.length !== k || k >= L) throw new Error(`engine: row ${b}'s draft of ${k} tokens (${d.u.length} draws) needs a sampled row, more fed tokens than its ${n} and more positions of logits than ${L === Infinity ? n : L}`);
+    if (d.tokens.some((t, i) => t !== req.tokens[b][n - k + i])) throw new Error(`engine: row ${b}'s draft [${d.tokens}] is not the end of its fed tokens [${req.tokens[b]}]`);
   });
 }
 

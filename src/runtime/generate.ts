@@ -230,7 +230,7 @@ export class Sequence {
   guess(): Draft | undefined {
     const ctx = this.context, most = Math.min(this.guessLength, this.opts.promptLookup ?? 0, (this.opts.maxTokens ?? 256) - this.tokens.length - 1,
       this.thinkingOpen && this.opts.thinking!.maxTokens !== undefined ? this.room() - this.forceEndAt - 1 : Infinity);
-    if (!ctx || most < 1 || this.atEdge || this.tokens.length < this.guessFrom || (this.answerFrom !== undefined && this.opts.allowedNext)) return undefined;
+    if (!ctx || most < 1 || this.atEdge || this.tokens.length < this.guessFrom || this.constrained) return undefined;
     const key = (end: number, n: number) => ctx.slice(end - n + 1, end + 1).join();
     for (; this.indexed < ctx.length - 1; this.indexed++) LOOKUP_NGRAMS.forEach((n, i) => { if (this.indexed >= n - 1) this.ngrams![i].set(key(this.indexed, n), this.indexed); });
     for (const [i, n] of LOOKUP_NGRAMS.entries()) {
@@ -252,6 +252,12 @@ export class Sequence {
     this.guessLength = kept === guess.tokens.length ? 2 * kept : kept + 1;
     this.unread.unshift(...guess.u.slice(kept));
   }
+
+  /**
+   * Whether the next token's sampling depends on the tokens before it (allowedNext, from the answer on): a guessed
+   * run, whose positions are all sampled with one sampling, cannot go on through it.
+   */
+  get constrained(): boolean { return this.answerFrom !== undefined && !!this.opts.allowedNext; }
 
   /** The tokens to feed next: the last sampled token when it was kept, then those the runtime appended (budget forcing). */
   takeFeed(): number[] {
@@ -560,7 +566,7 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
       rows.forEach((r, i) => { pos[r] += fed[i].length; });
       const cuts: Promise<void>[] = [];
       feed = live.map((s, i) => {
-        if (s.done) return []; // cancelled while the step ran
+        if (s.done) { if (draft) s.verified(draft, 0); return []; } // cancelled while the step ran
         if (s.ttftMs === 0) s.ttftMs = performance.now() - start; // the first sampled token
         const run = res.runs?.[i] ?? [{ token: res.tokens![i], logprob: res.logprobs![i], top: res.top?.[i] }], k = draft?.tokens.length ?? 0;
         pos[rows[i]] -= k - (run.length - 1); // the guesses after the last one drawn right have left the cache
@@ -572,8 +578,9 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
             return [];
           }
           const next = s.takeFeed();
-          // The token taken is the guess fed after it: already in the cache, and the run goes on from its logits.
-          if (j < k && j + 1 < run.length && next.length === 1 && next[0] === draft!.tokens[j]) continue;
+          // The token taken is the guess fed after it: already in the cache, and the run goes on from its logits —
+          // unless the sequence ended meanwhile (a callback that aborts) or the token began a constrained answer.
+          if (j < k && j + 1 < run.length && next.length === 1 && next[0] === draft!.tokens[j] && !s.done && !s.constrained) continue;
           if (draft) { // the guesses from j on were not taken: their draws are the next ones; any still in the cache leave it
             s.verified(draft, j);
             if (j < run.length - 1) { pos[rows[i]] -= run.length - 1 - j; cuts.push(backend.truncate(cache, i, pos[rows[i]])); }
