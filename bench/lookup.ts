@@ -67,6 +67,26 @@ async function stepCosts(m: Model, reps: number): Promise<CostRow[]> {
   return FED.map((fed) => ({ fed, ms: best.get(fed)!, ratio: best.get(fed)! / best.get(1)! }));
 }
 
+/** How far apart one position's logits come in a 4-token step and in steps of one token (the largest difference, and the largest logit). */
+async function roundingApart(m: Model): Promise<{ maxDifference: number; maxLogit: number }> {
+  const b = m.backend, V = m.config.vocabSize, context = Array.from({ length: 200 }, (_, i) => 100 + i), fed = [500, 501, 502, 503];
+  const [one, four] = [await b.newCache(1), await b.newCache(1)];
+  try {
+    await b.step(one, { tokens: [context] });
+    await b.step(four, { tokens: [context] });
+    const together = (await b.step(four, { tokens: [fed], logits: fed.length, want: { logits: true } })).logits!;
+    let maxDifference = 0, maxLogit = 0;
+    for (const [j, t] of fed.entries()) {
+      const alone = (await b.step(one, { tokens: [[t]], want: { logits: true } })).logits!;
+      for (let v = 0; v < V; v++) [maxDifference, maxLogit] = [Math.max(maxDifference, Math.abs(alone[v] - together[j * V + v])), Math.max(maxLogit, Math.abs(alone[v]))];
+    }
+    return { maxDifference, maxLogit };
+  } finally {
+    await b.free(one);
+    await b.free(four);
+  }
+}
+
 /** The jobs' completions with and without guesses (interleaved; the fastest of `reps` each), and the tokens each step fed. */
 async function compare(name: string, m: Model, jobs: [Prompt, PromptOptions][], limit: number, reps: number, cost: (fed: number) => number): Promise<Row> {
   let fed: number[] = [];
@@ -97,14 +117,16 @@ export async function runLookupBench(o: LookupBenchOptions = {}) {
   console.error('Qwen2.5-0.5B shape: preparing the random-weight q4 model (cached; the first run takes a few minutes)');
   const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => console.error(`  ${l}`));
   const big = await loadModel(files.onnxDir);
-  let costs: CostRow[];
+  let costs: CostRow[], rounding: { maxDifference: number; maxLogit: number };
   try {
     await stepCosts(big, 1); // warm-up
     costs = await stepCosts(big, reps);
+    rounding = await roundingApart(big);
   } finally {
     await big.close();
   }
   for (const c of costs) console.error(`0.5B shape q4: a step feeding ${c.fed}: ${c.ms.toFixed(1)} ms (${c.ratio.toFixed(2)}×)`);
+  console.error(`0.5B shape q4: logits in a 4-token step vs steps of one: up to ${rounding.maxDifference.toExponential(1)} apart (largest logit ${rounding.maxLogit.toFixed(2)})`);
   const cost = (fed: number) => (costs.find((c) => c.fed === fed) ?? costs.at(-1)!).ratio * Math.max(1, fed / costs.at(-1)!.fed); // (beyond the table: in proportion)
   const rows: Row[] = [];
   const stories = await loadModel(path.join(sharedPath('models/stories260K'), 'stories260K.bin'), { quant: 'fp32' });
@@ -136,7 +158,7 @@ export async function runLookupBench(o: LookupBenchOptions = {}) {
   }
   console.error(`embedded default at q4, ${q4.questions} questions reasoning greedily: the same tokens in ${q4.same}; accuracy ${q4.rightWithout} without guesses, ${q4.rightWith} with up to 4`);
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  const result = { date, stepCostModel: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, questions, machine, costs, rows, q4 };
+  const result = { date, stepCostModel: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, questions, machine, costs, rounding, rows, q4 };
   const md = [`# Prompt lookup (speculative decoding) ${date}`, '',
     `${machineText(machine)}; the fastest of ${reps} interleaved rounds.`, '',
     `## What a step costs against the tokens it feeds`, '',
@@ -148,7 +170,7 @@ export async function runLookupBench(o: LookupBenchOptions = {}) {
     '| model | guesses up to | same tokens | tokens | guessed | kept | decode steps | tokens / step | wall ms without / with | wall × | projected 0.5B × |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows.map((r) => `| ${r.model} | ${r.limit} | ${r.sameTokens} | ${r.tokens} | ${r.guessed} | ${r.kept} (${(100 * r.kept / Math.max(1, r.guessed)).toFixed(0)} %) | ${r.stepsOff} → ${r.stepsOn} | ${r.tokensPerStep.toFixed(2)} | ${r.offMs.toFixed(0)} / ${r.onMs.toFixed(0)} | ${r.wallSpeedup.toFixed(2)} | ${r.projectedSpeedup.toFixed(2)} |`), '',
     `## At q4`, '',
-    `The rows above are fp32, where a step of several tokens computes what steps of one do up to float rounding (the same tokens in every completion). At q4 (and q8) it runs MatMulNBits' batched kernels, which round otherwise (on the 0.5B shape, one position's logits in a 4-token step against a 1-token step: up to 0.05 apart), so a completion may part from the one decoded token by token at a near tie. The embedded default at q4 (its own q4 weights), ${q4.questions} synthetic test questions, reasoning on, greedy, up to 256 tokens, guesses up to 4:`, '',
+    `The rows above are fp32, where a step of several tokens computes what steps of one do up to float rounding (the same tokens in every completion). At q4 (and q8) it runs MatMulNBits' batched kernels, which round otherwise (on the 0.5B shape, one position's logits in a 4-token step against steps of one token: up to ${rounding.maxDifference.toFixed(3)} apart, the largest being ${rounding.maxLogit.toFixed(2)}), so a completion may part from the one decoded token by token at a near tie. The embedded default at q4 (its own q4 weights), ${q4.questions} synthetic test questions, reasoning on, greedy, up to 256 tokens, guesses up to 4:`, '',
     '| the same tokens | accuracy without guesses | with them |', '|---:|---:|---:|',
     `| ${q4.same} of ${q4.questions} | ${(100 * q4.rightWithout / q4.questions).toFixed(1)} % | ${(100 * q4.rightWith / q4.questions).toFixed(1)} % |`, ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }

@@ -24,7 +24,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { fingerprint, openSource, openSourceFiles, type ModelSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
-import { generateBatch, Sequence } from '../src/runtime/generate.ts';
+import { generateBatch, Sequence, type Completion } from '../src/runtime/generate.ts';
 import { tokenizeRecord } from '../src/train/data.ts';
 import { makeRandomQwen2, QWEN25_05B, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
@@ -349,6 +349,15 @@ test('prompt lookup (speculative decoding): the tokens and log-probabilities of 
       }
       // Guesses were kept (steps saved) and others were not (cut from the cache again): both paths ran.
       assert.ok(kept > 30 && made > kept + 30, `made ${made}, kept ${kept}`);
+      // Concurrent calls: a step with guesses beside others goes without them and joins their batched run (the same tokens).
+      const starts = ['Once upon a time', 'Lily and Ben', 'The little dog', 'Tom had a red ball'], o = (i: number) => ({ maxTokens: 60, temperature: 0.8, seed: i, promptLookup: 6 });
+      const alone: Completion[] = [];
+      for (const [i, p] of starts.entries()) alone.push(await m.complete(p, o(i)));
+      const co = m.backend as CoalescingBackend, rowsBefore = co.stats.maxRows;
+      const together = await Promise.all(starts.map((p, i) => m.complete(p, o(i))));
+      together.forEach((c, i) => assert.deepEqual(c.tokens, alone[i].tokens, `${starts[i]}, concurrent (${worker ? 'worker' : 'in-thread'})`));
+      const guessed = (cs: typeof alone) => cs.reduce((n, c) => n + c.guesses!.made, 0);
+      assert.ok(rowsBefore === 1 && co.stats.maxRows >= 2 && guessed(together) < guessed(alone) / 2, `batched runs, fewer guesses: ${guessed(together)} of ${guessed(alone)}`);
       // A callback that aborts inside a run of kept guesses ends the sequence there, as it does between steps.
       for (const [after, maxTokens] of [[45, 46], [45, 150], [68, 69]]) {
         const stopped = async (promptLookup: number) => {

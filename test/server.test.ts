@@ -974,6 +974,29 @@ test('server: shutting down mid-stream ends the stream with an error, not a trun
   }
 });
 
+test('server --prompt-lookup: the same replies as without it (chat, reasoning on and off, sampled; /v1/completions); /metrics counts the guesses', async () => {
+  const fast = await createServer({ model: fixture.dir, port: 0, ctx: 512, promptLookup: 6 }), fastUrl = await fast.listen();
+  const other = new OpenAI({ baseURL: `${fastUrl}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
+  try {
+    const asks: [string, Loose][] = [['Tom has 3 apples and buys 4 more, then gives away 2. How many apples?', { edgereason: { reasoning: 'on' } }],
+      ['Mia has 12 pens. She buys 5 more pens. How many pens does Mia have?', { temperature: 0.8, seed: 3, edgereason: { reasoning: 'on' } }],
+      ['Reverse the word sand. Just the answer, please.', { edgereason: { reasoning: 'off' } }]];
+    for (const [q, extra] of asks) {
+      const body = ask(q, { max_tokens: 120, ...extra }), a = await create(body), b = await other.chat.completions.create(body as never) as unknown as Loose;
+      assert.equal(b.choices[0].message.content, a.choices[0].message.content, q);
+      assert.equal(b.choices[0].message.reasoning_content, a.choices[0].message.reasoning_content, q);
+    }
+    const text = { model: BASE, prompt: 'Sara has 5 dollars. Sara has 5 dollars. Sara has', max_tokens: 30, temperature: 0 };
+    const [a, b] = [await client.completions.create(text), await other.completions.create(text)];
+    assert.equal(b.choices[0].text, a.choices[0].text);
+    const metrics = await (await fetch(`${fastUrl}/metrics`)).text(), count = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(metrics)![1]);
+    const guessed = count('edgereason_lookup_guessed_tokens_total'), kept = count('edgereason_lookup_kept_tokens_total');
+    assert.ok(kept > 0 && guessed > kept, `${kept} of ${guessed} guesses kept`);
+  } finally {
+    await fast.close(1000);
+  }
+});
+
 test('server: /metrics exposes requests, tokens, TTFT and latency histograms, batch occupancy', async () => {
   const text = await (await fetch(`${url}/metrics`)).text();
   for (const name of ['edgereason_requests_total', 'edgereason_prompt_tokens_total', 'edgereason_completion_tokens_total', 'edgereason_reasoning_tokens_total',

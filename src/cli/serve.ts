@@ -7,6 +7,7 @@ import { thinksByItself } from '../reason/answer.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import type { EffortBudgets } from '../server/chat.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
+import { PROMPT_LOOKUP_HELP } from './load.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import { shown } from '../show.ts';
 
@@ -46,6 +47,7 @@ export function serveCommand(program: Command): void {
     .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
     .option('--prompt-cache <MiB>', 'prompt KV caches kept so that a request beginning like an earlier one (a chat\'s next turn) prefills only the rest; default 256, or room for 4,096 prompt tokens where those take more (a 7B model\'s); 0: none', intArg('--prompt-cache', 0))
     .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown when something new was kept: a long system prompt is prefilled once, not once per restart (needs --prompt-cache above 0)')
+    .option('--prompt-lookup <n>', `${PROMPT_LOOKUP_HELP}; a request decoding beside others steps without guesses`, intArg('--prompt-lookup', 0, 64), 0)
     .option('--shutdown-grace <ms>', 'on SIGTERM, how long in-flight requests may finish before they are cancelled', intArg('--shutdown-grace', 0), 10000)
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
@@ -55,7 +57,7 @@ export function serveCommand(program: Command): void {
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
-        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
+        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
       }).finally(() => bar.stop());
       let url: string;
       try {

@@ -463,6 +463,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}), ...(c.flaws !== undefined ? { flaws: c.flaws } : {}),
           finishReason: early.has(i) ? 'early-stop' : s.finishReason!,
           tokenIds: s.tokens, logprobs: s.logprobs, ...(opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), capped: s.forcedTokens > 0,
+          ...(s.opts.promptLookup ? { guesses: { made: s.guessesMade, kept: s.guessesKept } } : {}),
           ...(opts.collectHidden && hidden[i] ? { hidden: hidden[i] } : {}),
         };
       });

@@ -112,6 +112,8 @@ export interface SampleResult {
   finishReason: 'stop' | 'length' | 'early-stop' | 'cancelled';
   /** Generated token ids (forced closing tokens included). */
   tokenIds?: number[];
+  /** With promptLookup: the tokens guessed, and how many of them the model's own draws kept. */
+  guesses?: { made: number; kept: number };
   /** Log-probability of each generated token (0 for forced ones). */
   logprobs?: number[];
   /** With topLogprobs: the most likely tokens at each generated token, best first ([] for forced ones). */

@@ -243,14 +243,16 @@ export class Sequence {
   }
 
   /**
-   * A guess verified: `kept` of its tokens were what the model drew. Its draws from there on were not sampled at (the
-   * guess before them was wrong, or the sequence took another way): they are the next ones taken.
+   * A guess verified: `kept` of its tokens were what the model drew (`checked` false: the step went without it, see
+   * CoalescingBackend). Its draws from there on were not sampled at (the guess before them was wrong, or the sequence
+   * took another way): they are the next ones taken.
    */
-  verified(guess: Draft, kept: number): void {
+  verified(guess: Draft, kept: number, checked = true): void {
+    this.unread.unshift(...guess.u.slice(kept));
+    if (!checked) return;
     this.guessesMade += guess.tokens.length;
     this.guessesKept += kept;
     this.guessLength = kept === guess.tokens.length ? 2 * kept : kept + 1;
-    this.unread.unshift(...guess.u.slice(kept));
   }
 
   /**
@@ -566,13 +568,14 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
       rows.forEach((r, i) => { pos[r] += fed[i].length; });
       const cuts: Promise<void>[] = [];
       feed = live.map((s, i) => {
-        if (s.done) { if (draft) s.verified(draft, 0); return []; } // cancelled while the step ran
+        // (A backend may step without the guesses: none was then fed, nor is any kept.)
+        const checked = !!res.runs?.[i], run = res.runs?.[i] ?? [{ token: res.tokens![i], logprob: res.logprobs![i], top: res.top?.[i] }], k = draft?.tokens.length ?? 0;
+        if (s.done) { if (draft) s.verified(draft, 0, checked); return []; } // cancelled while the step ran
         if (s.ttftMs === 0) s.ttftMs = performance.now() - start; // the first sampled token
-        const run = res.runs?.[i] ?? [{ token: res.tokens![i], logprob: res.logprobs![i], top: res.top?.[i] }], k = draft?.tokens.length ?? 0;
         pos[rows[i]] -= k - (run.length - 1); // the guesses after the last one drawn right have left the cache
         for (let j = 0; ; j++) {
           if (s.accept(run[j].token, run[j].logprob, run[j].top)) {
-            if (draft) s.verified(draft, j);
+            if (draft) s.verified(draft, j, checked);
             hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H));
             hooks.onEnd?.(rows[i]);
             return [];
@@ -582,7 +585,7 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
           // unless the sequence ended meanwhile (a callback that aborts) or the token began a constrained answer.
           if (j < k && j + 1 < run.length && next.length === 1 && next[0] === draft!.tokens[j] && !s.done && !s.constrained) continue;
           if (draft) { // the guesses from j on were not taken: their draws are the next ones; any still in the cache leave it
-            s.verified(draft, j);
+            s.verified(draft, j, checked);
             if (j < run.length - 1) { pos[rows[i]] -= run.length - 1 - j; cuts.push(backend.truncate(cache, i, pos[rows[i]])); }
           }
           return next;

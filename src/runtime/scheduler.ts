@@ -237,6 +237,9 @@ export class CoalescingBackend implements BatchingBackend {
     }
     this.pending = later;
     if (!batch.length) { this.kick(); return; }
+    // A step of several tokens runs alone (Engine.stepMany): one that brings guesses (StepRequest.draft) goes without
+    // them when others step beside it, and joins their run.
+    if (batch.length > 1) for (const p of batch) if (p.req.draft && !p.req.want?.logits) p.req = withoutDraft(p.req);
     this.running = true;
     const t0 = performance.now();
     try {
@@ -255,6 +258,13 @@ export class CoalescingBackend implements BatchingBackend {
       this.kick();
     }
   }
+}
+
+/** `req` without its guesses: each row fed up to them, and sampled where decoding one token per step samples. */
+function withoutDraft(req: StepRequest): StepRequest {
+  const cut = (rows: number[][] | undefined) => rows?.map((r, b) => r.slice(0, r.length - (req.draft![b]?.tokens.length ?? 0)));
+  const { draft: _, logits: __, ...rest } = req;
+  return { ...rest, tokens: cut(req.tokens)!, ...(req.adapterMask ? { adapterMask: cut(req.adapterMask) } : {}) };
 }
 
 /** The same model (tokenizer, config, adapter) driven through another backend, e.g. a request's view. */

@@ -66,6 +66,11 @@ export interface ServerOptions {
    * votes trail it, and confidence weighting matches it within noise.
    */
   defaultVote?: VoteMethod;
+  /**
+   * Speculative decoding by prompt lookup (GenerateOptions.promptLookup) for every request: the most tokens guessed per
+   * step. A request decoding beside others steps without guesses (its steps join theirs in one batched run). 0: off.
+   */
+  promptLookup?: number;
   quant?: Quant;
   threads?: number;
   /** MiB of prompt KV caches kept per model for requests that begin alike (loadModel's promptCache; default 256, or room for 4,096 positions where those take more; 0: none). */
@@ -134,7 +139,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     maxN: o.maxN ?? Math.min(8, maxBatch), maxSamples: o.maxSamples ?? Math.min(8, maxBatch),
     defaultMaxTokens: o.defaultMaxTokens ?? 512, answerReserve: o.answerReserve ?? 32,
     effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? served.sampling?.temperature ?? 1,
-    defaultVote: o.defaultVote ?? 'majority',
+    defaultVote: o.defaultVote ?? 'majority', promptLookup: o.promptLookup ?? 0,
   };
   const kept = promptCacheOf([...served.models.values()][0].backend); // (one session: its adapters share it)
   let keptFile: { save(): Promise<void> } | undefined;
@@ -382,6 +387,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     metrics.promptTokens.inc({}, usage.prompt_tokens);
     metrics.cachedTokens.inc({}, usage.prompt_tokens_details.cached_tokens);
     metrics.completionTokens.inc({}, usage.completion_tokens);
+    metrics.guessedTokens.inc({}, out.reduce((a, c) => a + (c.guesses?.made ?? 0), 0));
+    metrics.keptGuesses.inc({}, out.reduce((a, c) => a + (c.guesses?.kept ?? 0), 0));
     metrics.ttft.observe(Math.min(...out.map((c) => c.ttftMs)) / 1000);
     metrics.latency.observe((performance.now() - start) / 1000);
   }
@@ -391,6 +398,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     metrics.cachedTokens.inc({}, out.usage.prompt_tokens_details.cached_tokens);
     metrics.completionTokens.inc({}, out.usage.completion_tokens);
     metrics.reasoningTokens.inc({}, out.usage.completion_tokens_details.reasoning_tokens);
+    metrics.guessedTokens.inc({}, out.guesses.made);
+    metrics.keptGuesses.inc({}, out.guesses.kept);
     metrics.routes.inc({ route: out.route, model: plan.served.id });
     metrics.ttft.observe(out.ttftMs / 1000);
     metrics.latency.observe(out.latencyMs / 1000);

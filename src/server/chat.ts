@@ -63,6 +63,8 @@ export interface ChatLimits {
   defaultTemperature: number;
   /** How samples are combined when a request names no edgereason.vote. */
   defaultVote: VoteMethod;
+  /** serve --prompt-lookup: the most tokens guessed per step (0: off). */
+  promptLookup?: number;
 }
 
 export interface Plan {
@@ -201,7 +203,7 @@ export function finishReason(f: AnswerResult['samples'][number]['finishReason'])
  * A request's sampling fields as generate options. One the request leaves out is the model's generation_config.json's
  * (as vLLM); the temperature's default (serve --temperature, else that file's, else 1) is the server's limit.
  */
-export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'stop'> {
+export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'stop' | 'promptLookup'> {
   const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
   const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty, stop = req.stop == null ? [] : stopList(req.stop);
   return {
@@ -211,6 +213,7 @@ export function samplingOptions(req: SamplingRequest, served: Served, limits: Ch
     ...(minP != null ? { minP } : {}),
     ...(repetitionPenalty != null && repetitionPenalty !== 1 ? { repetitionPenalty } : {}),
     ...(stop.length ? { stop } : {}),
+    ...(limits.promptLookup ? { promptLookup: limits.promptLookup } : {}),
   };
 }
 
@@ -557,6 +560,8 @@ export interface ChatOutcome {
   flaws?: number[];
   winner?: string;
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; prompt_tokens_details: { cached_tokens: number }; completion_tokens_details: { reasoning_tokens: number } };
+  /** serve --prompt-lookup: the tokens its samples guessed, and how many of them were kept. */
+  guesses: { made: number; kept: number };
   ttftMs: number;
   latencyMs: number;
   cancelled: boolean;
@@ -676,6 +681,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const primary = results[0];
   const completion = results.reduce((a, r) => a + r.usage.completionTokens, 0);
   const reasoningTokens = results.reduce((a, r) => a + r.usage.thinkingTokens, 0);
+  const samples = results.flatMap((r) => r.samples), guessed = (f: 'made' | 'kept') => samples.reduce((a, s) => a + (s.guesses?.[f] ?? 0), 0);
   const ttft = Math.min(...results.map((r) => (r as AnswerResult & { startMs: number }).startMs + r.ttftMs));
   return {
     choices, route, ...(routerScore !== undefined ? { routerScore } : {}), ...(primary.escalation ? { escalation: primary.escalation } : {}),
@@ -685,6 +691,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       prompt_tokens: primary.usage.promptTokens, completion_tokens: completion, total_tokens: primary.usage.promptTokens + completion,
       prompt_tokens_details: { cached_tokens: primary.usage.cachedTokens }, completion_tokens_details: { reasoning_tokens: reasoningTokens },
     },
+    guesses: { made: guessed('made'), kept: guessed('kept') },
     ttftMs: ttft, latencyMs: performance.now() - startedAt,
     cancelled: signal.aborted || choices.some((c) => c.finish === 'cancelled'),
   };

@@ -49,6 +49,8 @@ export class Metrics {
   readonly cachedTokens = new Counter('edgereason_prompt_tokens_cached_total', 'Prompt tokens read from the prompt cache instead of prefilled');
   readonly completionTokens = new Counter('edgereason_completion_tokens_total', 'Tokens generated (thinking and answer)');
   readonly reasoningTokens = new Counter('edgereason_reasoning_tokens_total', 'Tokens generated inside thinking segments');
+  readonly guessedTokens = new Counter('edgereason_lookup_guessed_tokens_total', 'Tokens guessed by prompt lookup (serve --prompt-lookup) and checked in a decode step');
+  readonly keptGuesses = new Counter('edgereason_lookup_kept_tokens_total', 'Guessed tokens the model drew (each a decode step saved)');
   readonly routes = new Counter('edgereason_routes_total', 'Chat requests by route taken (direct or reasoning)');
   readonly rejected = new Counter('edgereason_rejected_total', 'Requests refused because the queue was full');
   readonly cancelled = new Counter('edgereason_cancelled_total', 'Requests cancelled by a client disconnect or shutdown');
@@ -63,7 +65,7 @@ export class Metrics {
 
   render(): string {
     const all: (Counter | Gauge | Histogram)[] = [
-      this.requests, this.promptTokens, this.cachedTokens, this.completionTokens, this.reasoningTokens, this.routes, this.rejected, this.cancelled,
+      this.requests, this.promptTokens, this.cachedTokens, this.completionTokens, this.reasoningTokens, this.guessedTokens, this.keptGuesses, this.routes, this.rejected, this.cancelled,
       this.ttft, this.latency, this.queueWait, this.batchRows, this.runSeconds, ...this.gauges,
     ];
     return all.map((m) => [`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`, ...m.render()].join('\n')).join('\n') + '\n';
