@@ -1005,3 +1005,23 @@ test('chat: Ctrl-C stops the reply being written (the turn left out) and the cha
   const code = await new Promise((r) => child.on('exit', r));
   assert.equal(code, 0, err);
 });
+
+test('generate, answer and chat --prompt-lookup: the same text as without it; the stats say how many guesses were kept; a limit out of range is named', () => {
+  const story = ['--model', sharedPath('models/stories260K/stories260K.bin'), '--prompt', 'Once upon a time', '--max-tokens', '120', '--stats'];
+  const [plain, fast] = [cli(['generate', ...story]), cli(['generate', ...story, '--prompt-lookup', '6'])];
+  assert.equal(fast.status, 0, fast.stderr);
+  assert.equal(fast.stdout, plain.stdout);
+  const kept = /; (\d+) of (\d+) guessed tokens kept/.exec(fast.stderr);
+  assert.ok(kept && +kept[1] > 0 && +kept[2] > +kept[1], fast.stderr);
+  assert.doesNotMatch(plain.stderr, /guessed/);
+  const question = ['--model', DEFAULT_DIR, '--question', 'Sara starts with 20 dollars. She spends 3 dollars on a lamp. She earns 3 dollars a day for 7 days. How much money does Sara have now, in dollars?', '--reasoning', 'on'];
+  const [a, b] = [cli(['answer', ...question]), cli(['answer', ...question, '--prompt-lookup', '4'])];
+  assert.equal(b.stdout, a.stdout);
+  assert.match(b.stderr, /^tokens: prompt \d+, generated \d+ .*; \d+ of \d+ guessed tokens kept$/m);
+  const turns = { input: 'Tom has 3 apples and buys 4 more. How many apples?\n' };
+  const chat = (...extra: string[]) => spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'on', '--seed', '1', ...extra], { ...turns, encoding: 'utf8', cwd: ROOT });
+  const reply = chat().stdout;
+  assert.match(reply, /<\/think>/);
+  assert.equal(chat('--prompt-lookup', '4').stdout, reply);
+  assert.match(cli(['generate', ...story, '--prompt-lookup', '65']).stderr, /--prompt-lookup must be an integer in \[0, 64\], got "65"/);
+});
