@@ -160,7 +160,7 @@ export async function runLookupBench(o: LookupBenchOptions = {}) {
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
   const result = { date, stepCostModel: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, questions, machine, costs, rounding, rows, q4 };
   const md = [`# Prompt lookup (speculative decoding) ${date}`, '',
-    `${machineText(machine)}; the fastest of ${reps} interleaved rounds.`, '',
+    `${machineText(machine)}; ${reps} interleaved rounds: each step cost the fastest of ${8 * reps} single steps, each wall time the fastest round.`, '',
     `## What a step costs against the tokens it feeds`, '',
     `${result.stepCostModel}, batch 1, after a 200-token context, logits at every fed position (a step with guesses: the token sampled last, then the guesses).`, '',
     '| tokens fed | ms / step | × one token |', '|---:|---:|---:|',

@@ -10,7 +10,7 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import type { AdapterTensors, StepOutput } from '../src/runtime/engine.ts';
 import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
 import { generateBatch, type Completion } from '../src/runtime/generate.ts';
-import { stepResult, type StepRequest } from '../src/runtime/backend.ts';
+import { stepResult, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
@@ -235,6 +235,33 @@ test('CoalescingBackend: concurrent generations share batched runs and equal the
   assert.ok(co.stats.runs < together.reduce((s, c) => s + c.tokens.length, 0), 'fewer runs than tokens generated');
   await co.close();
   await m.close();
+});
+
+test('stepMany: a step with guesses beside other decode steps of its adapter goes without them and joins their run; beside a prefill it keeps them; a bad draft is refused either way', async () => {
+  const g = buildInferenceGraph(model.config, new MemoryWeights(model.weights), { quant: 'fp32' });
+  const b = await BatchedLocalBackend.create(model.config, g.toModelProto(), { threads: 1 });
+  try {
+    const greedy = { temperature: 0, u: 0 }, prompt = (k: number) => Array.from({ length: 9 + k }, (_, i) => (i * 31 + 7 * k) % V);
+    const [x, y] = [await b.newCache(1), await b.newCache(1)];
+    const first = [(await b.step(x, { tokens: [prompt(0)], sample: [greedy] })).tokens![0], (await b.step(y, { tokens: [prompt(1)], sample: [greedy] })).tokens![0]];
+    const draftOf = (t: number) => ({ tokens: [[t, 5, 6]], sample: [greedy], draft: [{ tokens: [5, 6], u: [0, 0] }], logits: 3 }) as StepRequest;
+    // Two steps with guesses: both go without them (one batched run), as decoding one token per step.
+    const both = await b.stepMany([x, y], [draftOf(first[0]), draftOf(first[1])]);
+    both.forEach((r, i) => { assert.ok(!('error' in r) && r.runs === undefined, `entry ${i}: no guesses checked`); });
+    assert.deepEqual(await Promise.all([b.lengths(x), b.lengths(y)]), [[prompt(0).length + 1], [prompt(1).length + 1]]);
+    // Beside a prefill (which runs alone): the guesses are checked.
+    const z = await b.newCache(1), t = (both[0] as StepResult).tokens![0];
+    const [withPrefill] = await b.stepMany([x, z], [draftOf(t), { tokens: [prompt(2)], sample: [greedy] }]);
+    assert.ok(!('error' in withPrefill) && withPrefill.runs?.[0] !== undefined, 'guesses checked beside a prefill');
+    // A draft that is not the end of its fed tokens fails alone, batched or not.
+    const bad = { ...draftOf(t), draft: [{ tokens: [6, 5], u: [0, 0] }] } as StepRequest;
+    const [refused, fine] = await b.stepMany([x, y], [bad, { tokens: [[(both[1] as StepResult).tokens![0]]], sample: [greedy] }]);
+    assert.match(('error' in refused ? refused.error.message : ''), /draft \[6,5\] is not the end of its fed tokens/);
+    assert.ok(!('error' in fine));
+    for (const c of [x, y, z]) await b.free(c);
+  } finally {
+    await b.close();
+  }
 });
 
 test('a loaded model batches concurrent calls (its own coalescing backend, in the worker and in-process): each gets what it gets alone', async () => {

@@ -927,14 +927,16 @@ test('server: generation_config.json\'s sampling is the default of a request tha
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(dir, f));
     fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 2, top_k: 1, top_p: 'x', repetition_penalty: 1.05, no_repeat_ngram_size: 3 }));
     const notes: string[] = [];
-    const s = await createServer({ model: dir, port: 0, ctx: 512, onLoadNote: (n) => notes.push(n) });
+    const s = await createServer({ model: dir, port: 0, ctx: 512, promptLookup: 4, onLoadNote: (n) => notes.push(n) });
     try {
-      // What the sampler does not do is said, not dropped silently.
-      assert.deepEqual(notes, [`serve: note: ${path.join(dir, 'generation_config.json')} also asks for no_repeat_ngram_size 3, which edgereason's sampler does not apply`]);
+      // What the sampler does not do is said, not dropped silently; nor does prompt lookup's silence under the penalty go unsaid.
+      assert.deepEqual(notes, [`serve: note: ${path.join(dir, 'generation_config.json')} also asks for no_repeat_ngram_size 3, which edgereason's sampler does not apply`,
+        `serve: note: ${path.join(dir, 'generation_config.json')} asks for repetition_penalty 1.05, the default of requests that give none: --prompt-lookup makes no guesses under a penalty (a request's repetition_penalty 1 has them)`]);
       assert.deepEqual(s.served.sampling, { temperature: 2, top_k: 1, repetition_penalty: 1.05 }, 'a value that is not a number is left out');
       // The repetition penalty is a request's default too (vLLM's repetition_penalty field); the request's own wins, 1 is none.
       const plan = (extra: Loose) => planChat({ model: path.basename(dir), messages: [{ role: 'user', content: 'Hi' }], ...extra } as never, s.served, s.limits).options.repetitionPenalty;
       assert.deepEqual([plan({}), plan({ repetition_penalty: 1.3 }), plan({ repetition_penalty: 1 })], [1.05, 1.3, undefined]);
+      assert.equal(planChat({ model: path.basename(dir), messages: [{ role: 'user', content: 'Hi' }] } as never, s.served, s.limits).options.promptLookup, 4);
       assert.equal(s.limits.defaultTemperature, 2);
       const c = new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });
       const text = async (extra: Loose) => (await c.chat.completions.create({ model: path.basename(dir), messages: [{ role: 'user', content: 'Tell me about the river.' }], max_tokens: 16, ...extra } as never) as Loose).choices[0].message.content as string;
@@ -975,6 +977,7 @@ test('server: shutting down mid-stream ends the stream with an error, not a trun
 });
 
 test('server --prompt-lookup: the same replies as without it (chat, reasoning on and off, sampled; /v1/completions); /metrics counts the guesses', async () => {
+  await assert.rejects(createServer({ model: fixture.dir, port: 0, promptLookup: 1.5 }), /^Error: serve: --prompt-lookup must be an integer in \[0, 64\] \(the most tokens guessed per step; 0 = off\), got 1\.5$/);
   const fast = await createServer({ model: fixture.dir, port: 0, ctx: 512, promptLookup: 6 }), fastUrl = await fast.listen();
   const other = new OpenAI({ baseURL: `${fastUrl}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
   try {

@@ -28,9 +28,11 @@ export interface StepRequest extends StepInput {
    * The row is sampled at the position before the first guess (with its sampling's draw), then at each guess's
    * position (with the next of `u`, and the same parameters) while the previous token drawn equals that guess: where
    * decoding token by token would sample with those parameters and draws, it draws these tokens (the caller stops a
-   * run where its sampling would change, as a constrained answer's does). StepResult.runs holds them; the positions of the guesses after
-   * the last one drawn right leave the cache. The step's logits must cover the guesses and the position before them
-   * (StepInput.logits 'all', or a number above the guesses).
+   * run where its sampling would change, as a constrained answer's does). StepResult.runs holds them; the positions
+   * of the guesses after the last one drawn right leave the cache. The step's logits must cover the guesses and the
+   * position before them (StepInput.logits 'all', or a number above the guesses). A backend stepping several requests
+   * in one call may step a row without its guesses where that lets it join the others' batched run
+   * (BatchedLocalBackend.stepMany): no `runs` then.
    */
   draft?: (Draft | null)[];
 }

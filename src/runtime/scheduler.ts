@@ -47,13 +47,24 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
       }
     });
     if (!ok.length) return out;
+    // A step of several tokens runs alone (Engine.stepMany): one that brings guesses (StepRequest.draft) goes without
+    // them where other decode steps of its adapter would run in one batch with it, and joins them.
+    const used = reqs.slice(), groups = new Map<string, number[]>();
+    const strippable = (r: StepRequest) => !!r.draft && !r.want?.logits && !r.want?.hidden;
+    for (const i of ok) {
+      const r = strippable(reqs[i]) ? withoutDraft(reqs[i]) : reqs[i];
+      if (this.kv(caches[i]).offset || !r.tokens.every((t) => t.length <= 1)) continue;
+      const name = r.adapterName ?? '', group = groups.get(name);
+      if (group) group.push(i); else groups.set(name, [i]);
+    }
+    for (const group of groups.values()) if (group.length > 1) for (const i of group) if (strippable(reqs[i])) used[i] = withoutDraft(reqs[i]);
     // Engine.stepMany validates each entry and settles each on its own: one bad entry fails alone.
-    const entries = ok.map((i) => ({ cache: this.kv(caches[i]), input: reqs[i] }));
+    const entries = ok.map((i) => ({ cache: this.kv(caches[i]), input: used[i] }));
     const res = await this.track(this.engine.stepMany(entries), entries.map((e) => e.cache));
     ok.forEach((i, k) => {
       const r = res[k];
       if (r instanceof Error) return fail(i, r);
-      try { out[i] = keepGuessed(entries[k].cache, reqs[i], stepResult(this.config, r, reqs[i])); } catch (e) { fail(i, e); }
+      try { out[i] = keepGuessed(entries[k].cache, used[i], stepResult(this.config, r, used[i])); } catch (e) { fail(i, e); }
     });
     return out;
   }
@@ -237,9 +248,6 @@ export class CoalescingBackend implements BatchingBackend {
     }
     this.pending = later;
     if (!batch.length) { this.kick(); return; }
-    // A step of several tokens runs alone (Engine.stepMany): one that brings guesses (StepRequest.draft) goes without
-    // them when others step beside it, and joins their run.
-    if (batch.length > 1) for (const p of batch) if (p.req.draft && !p.req.want?.logits) p.req = withoutDraft(p.req);
     this.running = true;
     const t0 = performance.now();
     try {

@@ -16,6 +16,8 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AbortedError } from '../runtime/scheduler.ts';
 import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
+import { shown } from '../show.ts';
+import path from 'node:path';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
 import { loadServed, type AdapterSpec, type Served } from './models.ts';
@@ -123,6 +125,7 @@ const hostName = (h: string | undefined): string | undefined => {
 
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
+  if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) throw new Error(`serve: --prompt-lookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off), got ${shown(o.promptLookup)}`);
   const metrics = new Metrics();
   const maxBatch = o.maxBatch ?? 16;
   // n choices (or a choice's samples) decode as rows of one batch: a request needing more rows than a batch holds is refused.
@@ -141,6 +144,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? served.sampling?.temperature ?? 1,
     defaultVote: o.defaultVote ?? 'majority', promptLookup: o.promptLookup ?? 0,
   };
+  const penalty = served.sampling?.repetition_penalty;
+  if (limits.promptLookup && penalty != null && penalty !== 1) o.onLoadNote?.(`serve: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, the default of requests that give none: --prompt-lookup makes no guesses under a penalty (a request's repetition_penalty 1 has them)`);
   const kept = promptCacheOf([...served.models.values()][0].backend); // (one session: its adapters share it)
   let keptFile: { save(): Promise<void> } | undefined;
   if (o.promptCacheFile) {
