@@ -50,8 +50,8 @@ export interface GenerateOptions extends SamplingParams {
   /**
    * Speculative decoding by prompt lookup: where the last tokens of the prompt and output so far (3, else 2, else 1) occurred
    * before, the up to this many tokens that followed them there are guessed and verified in the next step, which
-   * costs little more than one token's (decoding is memory-bound) and keeps every guess that is what the model
-   * samples; the tokens are the same as without it (the same draws; logits up to float rounding). A sequence decoded
+   * costs less than the steps its kept guesses save (decoding is memory-bound: see bench lookup) and keeps every guess
+   * that is what the model samples; the tokens are the same as without it (the same draws; logits up to float rounding). A sequence decoded
    * alone guesses (not one of a batch: those steps run one row at a time), and not while a repetition penalty or
    * `allowedNext` applies. 0 = off (default).
    */
@@ -244,7 +244,7 @@ export class Sequence {
 
   /**
    * A guess verified: `kept` of its tokens were what the model drew (`checked` false: the step went without it, see
-   * CoalescingBackend). Its draws from there on were not sampled at (the guess before them was wrong, or the sequence
+   * BatchedLocalBackend.stepMany). Its draws from there on were not sampled at (the guess before them was wrong, or the sequence
    * took another way): they are the next ones taken.
    */
   verified(guess: Draft, kept: number, checked = true): void {

@@ -53,7 +53,7 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
     const strippable = (r: StepRequest) => !!r.draft && !r.want?.logits && !r.want?.hidden;
     for (const i of ok) {
       const r = strippable(reqs[i]) ? withoutDraft(reqs[i]) : reqs[i];
-      if (this.kv(caches[i]).offset || !r.tokens.every((t) => t.length <= 1)) continue;
+      if (this.kv(caches[i]).offset || !Array.isArray(r.tokens) || !r.tokens.every((t) => Array.isArray(t) && t.length <= 1)) continue; // (the engine names a malformed one)
       const name = r.adapterName ?? '', group = groups.get(name);
       if (group) group.push(i); else groups.set(name, [i]);
     }
