@@ -350,7 +350,8 @@ test('prompt cache files: kept prompts saved and read back by a new session give
 
 test('prompt lookup in answer(): the same thinking, capped thinking, sampled, routed and JSON answers as without it', async () => {
   const m = await loadModel(DEFAULT_DIR, { adapter: ADAPTER_DIR, worker: false });
-  const router = Router.load(path.join(DEFAULT_DIR, 'router.json'));
+  // With the verifier every sample's last hidden state is read (a decode hook): guesses go on beside it.
+  const aux = { router: Router.load(path.join(DEFAULT_DIR, 'router.json')), verifier: Verifier.load(path.join(DEFAULT_DIR, 'verifier.json')) };
   setPromptCache(m.backend, 0); // each answer prefills its prompt (the usage compared whole)
   try {
     let made = 0, kept = 0, escalated = 0;
@@ -358,7 +359,7 @@ test('prompt lookup in answer(): the same thinking, capped thinking, sampled, ro
     const settings: Parameters<typeof answer>[2][] = [{ reasoning: 'on' }, { reasoning: 'on', maxThinkingTokens: 9 }, { reasoning: 'on', temperature: 0.8, seed: 2 },
       { reasoning: 'auto' }, { reasoning: 'on', json: true, maxTokens: 80 }];
     for (const it of items) for (const o of settings) {
-      const plain = await answer(m, it.question, o, { router }), fast = await answer(m, it.question, { ...o, promptLookup: 4 }, { router });
+      const plain = await answer(m, it.question, o, aux), fast = await answer(m, it.question, { ...o, promptLookup: 4 }, aux);
       const what = `${it.question} ${JSON.stringify(o)}`;
       assert.ok(plain.samples.every((s) => s.tokenIds!.length > 0), what);
       assert.deepEqual(fast.samples.map((s) => s.tokenIds), plain.samples.map((s) => s.tokenIds), what);
@@ -366,6 +367,11 @@ test('prompt lookup in answer(): the same thinking, capped thinking, sampled, ro
       assert.equal(fast.route, plain.route, what);
       assert.deepEqual(fast.usage, plain.usage, what);
       assert.deepEqual(fast.escalation, plain.escalation, what);
+      fast.samples.forEach((s, k) => { // the verifier reads the state of the token whose logits drew the last one, as without guesses
+        const p = plain.samples[k];
+        assert.equal(s.verifierScore === undefined, p.verifierScore === undefined, what);
+        if (p.verifierScore !== undefined) assert.ok(Math.abs(s.verifierScore! - p.verifierScore) < 1e-4, `${what}: verifier ${s.verifierScore} vs ${p.verifierScore}`);
+      });
       escalated += fast.escalation ? 1 : 0;
       for (const s of fast.samples) { made += s.guesses!.made; kept += s.guesses!.kept; }
       assert.ok(plain.samples.every((s) => s.guesses === undefined));

@@ -989,6 +989,9 @@ test('server --prompt-lookup: the same replies as without it (chat, reasoning on
       assert.equal(b.choices[0].message.content, a.choices[0].message.content, q);
       assert.equal(b.choices[0].message.reasoning_content, a.choices[0].message.reasoning_content, q);
     }
+    // Chat requests guess beside the verifier the model folder holds (which reads each sample's last hidden state).
+    assert.ok(fast.served.verifier);
+    assert.match(await (await fetch(`${fastUrl}/metrics`)).text(), /^edgereason_lookup_kept_tokens_total [1-9]\d*$/m);
     const text = { model: BASE, prompt: 'Sara has 5 dollars. Sara has 5 dollars. Sara has', max_tokens: 30, temperature: 0 };
     const [a, b] = [await client.completions.create(text), await other.completions.create(text)];
     assert.equal(b.choices[0].text, a.choices[0].text);

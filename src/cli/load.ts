@@ -18,7 +18,7 @@ export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): 
 }
 
 /** The flag's help: `generate`, `answer` and `chat` read and save the prompt cache alike. */
-export const PROMPT_LOOKUP_HELP = 'speculative decoding by prompt lookup: up to n next tokens guessed from where the last ones occurred before (in the prompt or the output) and checked in one step — the same tokens in fewer steps, where the text repeats its input; one sample at a time; 0 = off';
+export const PROMPT_LOOKUP_HELP = 'speculative decoding by prompt lookup: up to n next tokens guessed from where the last ones occurred before (in the prompt or the output) and checked in one step — the same tokens in fewer steps, where the text repeats its input; one sample at a time; 0 = off, at most 64';
 export const PROMPT_CACHE_FILE_HELP = 'read the prompt cache from this file at start (when it exists) and save it there at the end when something new was kept: a later run whose prompt begins alike (a long system prompt or document) prefills only the rest';
 
 /**

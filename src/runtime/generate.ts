@@ -519,9 +519,10 @@ export function endsWithRun(xs: readonly number[], run: readonly number[]): bool
 
 export interface DecodeHooks {
   /**
-   * Called when a sequence finishes, with the final hidden state of its row in that step: the state of the
-   * last token fed, which for a stop-token finish is the state at the last generated token (verifier input).
-   * Giving it makes every step return hidden states.
+   * Called when a sequence finishes, with the final hidden state of its row in that step: the state of the token
+   * whose logits drew the last one (the last token fed; in a step with guesses, the guess before it), which for a
+   * stop-token finish is the state at the last generated token (verifier input). Giving it makes every step return
+   * hidden states.
    */
   onFinish?: (seq: number, hidden: Float32Array) => void;
   /** Called when a sequence ends by itself (a stop, or its token limit), after its last token was accepted. */
@@ -555,8 +556,8 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
       if (!rows.length) break;
       const live = rows.map((r) => seqs[r]), sample = live.map((s) => s.sampling());
       // A sequence alone (a batch's steps of several tokens per row run row by row) may guess its next tokens: they
-      // ride along with the one fed, in one step (speculative decoding; not beside the verifier's hidden states).
-      const draft = live.length === 1 && feed[0].length === 1 && !hooks.onFinish ? live[0].guess() : undefined;
+      // ride along with the one fed, in one step (speculative decoding).
+      const draft = live.length === 1 && feed[0].length === 1 ? live[0].guess() : undefined;
       const fed = draft ? [[...feed[0], ...draft.tokens]] : feed;
       const res = await backend.step(cache, {
         tokens: fed,
@@ -576,7 +577,8 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
         for (let j = 0; ; j++) {
           if (s.accept(run[j].token, run[j].logprob, run[j].top)) {
             if (draft) s.verified(draft, j, checked);
-            hooks.onFinish?.(rows[i], res.hidden!.slice(i * H, (i + 1) * H));
+            const at = i * res.positions + (checked ? j : 0); // the state of the token whose logits drew run[j]
+            hooks.onFinish?.(rows[i], res.hidden!.slice(at * H, (at + 1) * H));
             hooks.onEnd?.(rows[i]);
             return [];
           }

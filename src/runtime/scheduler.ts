@@ -50,7 +50,7 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
     // A step of several tokens runs alone (Engine.stepMany): one that brings guesses (StepRequest.draft) goes without
     // them where other decode steps of its adapter would run in one batch with it, and joins them.
     const used = reqs.slice(), groups = new Map<string, number[]>();
-    const strippable = (r: StepRequest) => !!r.draft && !r.want?.logits && !r.want?.hidden;
+    const strippable = (r: StepRequest) => !!r.draft && !r.want?.logits;
     for (const i of ok) {
       const r = strippable(reqs[i]) ? withoutDraft(reqs[i]) : reqs[i];
       if (this.kv(caches[i]).offset || !Array.isArray(r.tokens) || !r.tokens.every((t) => Array.isArray(t) && t.length <= 1)) continue; // (the engine names a malformed one)
