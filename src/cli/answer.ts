@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
+import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
@@ -112,7 +112,7 @@ export function answerCommand(program: Command): void {
         // generated = thinking + the closing tag's tokens + answer (+ an escalation's dropped direct attempt)
         const dropped = r.escalation?.tokens ?? 0, tag = u.completionTokens - u.thinkingTokens - u.answerTokens - dropped;
         const parts = [`${u.thinkingTokens} thinking`, tag && `${tag} closing the thinking`, `${u.answerTokens} answer`, dropped && `${dropped} of the dropped direct answer`].filter(Boolean);
-        console.error(`tokens: prompt ${u.promptTokens}${u.cachedTokens ? ` (${u.cachedTokens} from the prompt cache)` : ''}, generated ${u.completionTokens}${r.route === 'reasoning' ? ` (${parts.join(' + ')})` : ''}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${guessNote(r)}${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
+        console.error(`tokens: prompt ${u.promptTokens}${u.cachedTokens ? ` (${u.cachedTokens} from the prompt cache)` : ''}, generated ${u.completionTokens}${r.route === 'reasoning' ? ` (${parts.join(' + ')})` : ''}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
         // Flags for the thinking that a direct answer never used: said, so a budget that changed nothing is not mistaken for one that did.
         const unused = r.route === 'direct' ? [['--budget', o.budget !== undefined], ['--max-thinking-tokens', o.maxThinkingTokens !== undefined], ['--samples', o.samples > 1]].filter(([, set]) => set).map(([flag]) => flag) : [];
         if (unused.length && o.reasoning === 'auto') console.error(`edgereason: note: the router answered directly, so ${unused.join(' and ')} had no effect (--reasoning on reasons whatever the router says)`);
@@ -121,12 +121,6 @@ export function answerCommand(program: Command): void {
         await finish();
       }
     });
-}
-
-/** "; 12 of 40 guessed tokens kept" with --prompt-lookup (the samples' sum), else "". */
-function guessNote(r: AnswerResult): string {
-  const g = r.samples.filter((s) => s.guesses);
-  return g.length ? `; ${g.reduce((a, s) => a + s.guesses!.kept, 0)} of ${g.reduce((a, s) => a + s.guesses!.made, 0)} guessed tokens kept` : '';
 }
 
 /**

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
+import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg, samplingFlags } from './main.ts';
 
 export function generateCommand(program: Command): void {
@@ -44,7 +44,7 @@ export function generateCommand(program: Command): void {
         if (o.stats) {
           const decodeS = (c.totalMs - c.ttftMs) / 1000;
           const rate = c.tokens.length > 1 ? `${((c.tokens.length - 1) / Math.max(decodeS, 1e-9)).toFixed(1)} tok/s after the first` : 'one token: no decode rate';
-          console.error(`prompt ${c.promptTokens} tokens${c.cachedTokens ? ` (${c.cachedTokens} from the prompt cache)` : ''}, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${c.guesses ? `; ${c.guesses.kept} of ${c.guesses.made} guessed tokens kept` : ''}${greedy ? '' : `; seed ${seed}`}`);
+          console.error(`prompt ${c.promptTokens} tokens${c.cachedTokens ? ` (${c.cachedTokens} from the prompt cache)` : ''}, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${guessesNote([c.guesses])}${greedy ? '' : `; seed ${seed}`}`);
         }
       } finally {
         await finish();

@@ -17,9 +17,16 @@ export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): 
   }
 }
 
-/** The flag's help: `generate`, `answer` and `chat` read and save the prompt cache alike. */
+/** --prompt-lookup's help (generate, answer, chat, serve). */
 export const PROMPT_LOOKUP_HELP = 'speculative decoding by prompt lookup: up to n next tokens guessed from where the last ones occurred before (in the prompt or the output) and checked in one step — the same tokens in fewer steps, where the text repeats its input; one sample at a time; 0 = off, at most 64';
+/** --prompt-cache-file's help: `generate`, `answer` and `chat` read and save the prompt cache alike. */
 export const PROMPT_CACHE_FILE_HELP = 'read the prompt cache from this file at start (when it exists) and save it there at the end when something new was kept: a later run whose prompt begins alike (a long system prompt or document) prefills only the rest';
+
+/** A stats line's "; 12 of 40 guessed tokens kept" for the guesses of --prompt-lookup (summed), or "" without them. */
+export function guessesNote(guesses: readonly ({ made: number; kept: number } | undefined)[]): string {
+  const g = guesses.filter((x) => x !== undefined);
+  return g.length ? `; ${g.reduce((a, x) => a + x.kept, 0)} of ${g.reduce((a, x) => a + x.made, 0)} guessed tokens kept` : '';
+}
 
 /**
  * --prompt-cache-file: the model's prompt cache read from `file` now (when it exists; a failure closes the model);

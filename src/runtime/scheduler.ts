@@ -49,15 +49,14 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
     if (!ok.length) return out;
     // A step of several tokens runs alone (Engine.stepMany): one that brings guesses (StepRequest.draft) goes without
     // them where other decode steps of its adapter would run in one batch with it, and joins them.
-    const used = reqs.slice(), groups = new Map<string, number[]>();
-    const strippable = (r: StepRequest) => !!r.draft && !r.want?.logits;
+    const used = reqs.slice(), groups = new Map<string, { i: number; req: StepRequest }[]>();
     for (const i of ok) {
-      const r = strippable(reqs[i]) ? withoutDraft(reqs[i]) : reqs[i];
-      if (this.kv(caches[i]).offset || !Array.isArray(r.tokens) || !r.tokens.every((t) => Array.isArray(t) && t.length <= 1)) continue; // (the engine names a malformed one)
-      const name = r.adapterName ?? '', group = groups.get(name);
-      if (group) group.push(i); else groups.set(name, [i]);
+      const req = reqs[i].draft && !reqs[i].want?.logits ? withoutDraft(reqs[i]) : reqs[i];
+      if (this.kv(caches[i]).offset || !Array.isArray(req.tokens) || !req.tokens.every((t) => Array.isArray(t) && t.length <= 1)) continue; // (the engine names a malformed one)
+      const name = req.adapterName ?? '', group = groups.get(name);
+      if (group) group.push({ i, req }); else groups.set(name, [{ i, req }]);
     }
-    for (const group of groups.values()) if (group.length > 1) for (const i of group) if (strippable(reqs[i])) used[i] = withoutDraft(reqs[i]);
+    for (const group of groups.values()) if (group.length > 1) for (const { i, req } of group) used[i] = req;
     // Engine.stepMany validates each entry and settles each on its own: one bad entry fails alone.
     const entries = ok.map((i) => ({ cache: this.kv(caches[i]), input: used[i] }));
     const res = await this.track(this.engine.stepMany(entries), entries.map((e) => e.cache));
