@@ -1,5 +1,6 @@
 /** edgereason's public API. */
 export { loadModel, Model, type LoadOptions, type PromptOptions } from './runtime/model.ts';
+export { resolveModelPath, hubCacheDir, type ResolveOptions } from './io/hub.ts';
 export { PromptCacheMismatch } from './runtime/prompt-cache.ts';
 export { convertModel, type ConvertOptions, type CachePolicy } from './runtime/convert.ts';
 export { openSource, type ModelSource, type Manifest } from './io/source.ts';

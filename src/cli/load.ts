@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { shortName } from '../io/hub.ts';
 import { loadModel, type LoadOptions, type Model } from '../runtime/model.ts';
 import { lateProgress } from '../train/progress.ts';
 import { cliWords } from './main.ts';
@@ -9,7 +10,7 @@ import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
  * and the cache's notes (a converted copy written or used) on stderr.
  */
 export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): Promise<Model> {
-  const bar = lateProgress(`loading ${path.basename(path.resolve(p))}`, 'M weights');
+  const bar = lateProgress(`loading ${shortName(p)}`, 'M weights');
   try {
     return await loadModel(p, { ...opts, onProgress: bar.update, onNote: (note) => console.error(cliWords(note)) });
   } finally {

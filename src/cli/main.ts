@@ -20,6 +20,8 @@ import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { shown } from '../show.ts';
 import { expandHome } from '../io/source.ts';
+import { resolveModelPath } from '../io/hub.ts';
+import { lateProgress } from '../train/progress.ts';
 
 export async function main(argv: string[]): Promise<void> {
   // Output piped into a reader that stops early (| head) ends the command quietly; output that cannot be written
@@ -56,6 +58,19 @@ export async function main(argv: string[]): Promise<void> {
   // Checked before the subcommand parses its flags: commander would first report the flag that went missing (a
   // required one) or the value left over ("too many arguments"), neither of which names the cause. A subcommand's
   // own subcommands (bench decode) are checked before their action (preSubcommand fires on the program's only).
+  // --model and --adapter may name a Hugging Face model (hf:owner/name): read from the Hugging Face cache, downloaded first.
+  program.hook('preAction', async (_, command) => {
+    for (const o of command.options) {
+      if (o.long !== '--model' && o.long !== '--adapter') continue;
+      const v: unknown = command.getOptionValue(o.attributeName()), named = o.flags.includes('name=');
+      const local = async (x: unknown) => {
+        if (typeof x !== 'string') return x;
+        const name = named ? /^[^=/\\]*=/.exec(x)?.[0] ?? '' : '';
+        return name + await resolveWithProgress(x.slice(name.length));
+      };
+      if (v !== undefined) command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? await Promise.all(v.map(local)) : await local(v), command.getOptionValueSource(o.attributeName()));
+    }
+  });
   const swallowed = (command: Command) => {
     const flags = new Set(command.options.flatMap((o) => [o.long, o.short]).filter(Boolean));
     const valued = new Set(command.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]).filter(Boolean));
@@ -84,6 +99,16 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = 1;
     // A command that failed with a model open may leave its ONNX Runtime worker threads holding the process.
     setTimeout(() => process.exit(1), 2000).unref();
+  }
+}
+
+/** A model or adapter argument's local path, with a progress bar while an hf: one downloads. */
+async function resolveWithProgress(p: string): Promise<string> {
+  const bar = lateProgress(`downloading ${p}`, 'MB');
+  try {
+    return await resolveModelPath(p, { onDownload: (done, total) => bar.update(Math.floor(done / 1e6), Math.ceil(total / 1e6)) });
+  } finally {
+    bar.stop();
   }
 }
 

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { shortName } from '../io/hub.ts';
 import type { Command } from 'commander';
 import { createServer } from '../server/app.ts';
 import { lateProgress } from '../train/progress.ts';
@@ -52,7 +53,7 @@ export function serveCommand(program: Command): void {
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
       const adapters: AdapterSpec[] | undefined = o.adapter ? (o.adapter as string[]).map(parseAdapterArg) : undefined;
-      const bar = lateProgress(`loading ${path.basename(path.resolve(o.model))}`, 'M weights');
+      const bar = lateProgress(`loading ${shortName(o.model)}`, 'M weights');
       const server = await createServer({
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,

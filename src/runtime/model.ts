@@ -7,6 +7,7 @@ import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '
 export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
+import { resolveModelPath } from '../io/hub.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, type CachePolicy } from './convert.ts';
@@ -43,6 +44,8 @@ export interface LoadOptions {
   worker?: boolean;
   /** Progress of building the graph from a checkpoint (quantising it): parts done of the total. */
   onProgress?: (done: number, total: number) => void;
+  /** Progress of downloading an `hf:` model or adapter into the Hugging Face cache: bytes done of the total. */
+  onDownload?: (done: number, total: number) => void;
   /**
    * Keeping a converted copy of the checkpoint (graph + quantised weights) so that later loads skip building it:
    * 'auto' (the default) for checkpoints of 100M parameters and up at q4 or q8 and for any too large to build in memory,
@@ -106,6 +109,9 @@ export class Model {
   ) {}
 
   static async load(p: string, opts: LoadOptions = {}): Promise<Model> {
+    checkLoadOptions(opts);
+    if (typeof p === 'string' && p) p = await resolveModelPath(p, { onDownload: opts.onDownload });
+    if (typeof opts.adapter === 'string' && opts.adapter) opts = { ...opts, adapter: await resolveModelPath(opts.adapter, { onDownload: opts.onDownload }) };
     try {
       return await Model.open(p, opts, true);
     } catch (e) {
@@ -415,8 +421,9 @@ export class Model {
    * projections: load this model with an adapter on them (or from a folder converted with --lora-targets).
    * Closing the returned model removes its adapter; closing this one ends the session for both.
    */
-  async withAdapter(dir: string): Promise<Model> {
+  async withAdapter(dir: string, opts: { onDownload?: (done: number, total: number) => void } = {}): Promise<Model> {
     if (typeof dir !== 'string' || !dir) throw new Error(`withAdapter: dir must be the path of a PEFT adapter folder, got ${shown(dir)}`);
+    dir = await resolveModelPath(dir, opts);
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     await this.backend.setAdapter(adapter.tensors, name);
     const view = new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
@@ -445,7 +452,7 @@ let adapterViews = 0;
 /** A view whose backend is collected without close() gives its adapter's weights back (an app making one per request would otherwise grow). */
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
-const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'cache', 'cacheDir', 'onNote', 'promptCache'];
+const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'cache', 'cacheDir', 'onNote', 'promptCache'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs', 'promptLookup'];
 
 
@@ -458,6 +465,7 @@ function checkLoadOptions(o: LoadOptions): void {
   if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${shown(o.adapter)}`);
   if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${shown(o.cache)}`);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${shown(o.cacheDir)}`);
+  for (const k of ['onProgress', 'onDownload'] as const) if (o[k] !== undefined && typeof o[k] !== 'function') throw new Error(`loadModel: ${k} must be a function (done, total) => void, got ${typeof o[k]}`);
   if (o.onNote !== undefined && typeof o.onNote !== 'function') throw new Error(`loadModel: onNote must be a function (note) => void, got ${typeof o.onNote}`);
   if (o.promptCache !== undefined && !(typeof o.promptCache === 'number' && Number.isFinite(o.promptCache) && o.promptCache >= 0)) throw new Error(`loadModel: promptCache must be a number of MiB ≥ 0 (0: no prompt caching), got ${shown(o.promptCache)}`);
 }

@@ -7,6 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { shortName } from '../io/hub.ts';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -79,7 +80,7 @@ export interface Served {
 /** `name=<dir>` → AdapterSpec; a bare `<dir>` (also one whose path holds "=", such as runs/lr=2e-4) is named after its folder. */
 export function parseAdapterArg(v: string): AdapterSpec {
   const at = v.indexOf('='), bare = at <= 0 || fs.existsSync(v);
-  const name = bare ? path.basename(path.resolve(v)) : v.slice(0, at), dir = bare ? v : v.slice(at + 1);
+  const name = bare ? shortName(v) : v.slice(0, at), dir = bare ? v : v.slice(at + 1);
   if (!ADAPTER_NAME.test(name)) {
     throw new Error(bare
       ? `--adapter ${v}: its folder's name "${name}" cannot be a model id (letters, digits and . _ : / - only): name it, as --adapter <name>=${v}`
@@ -94,7 +95,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const auto = path.join(o.model, 'reasoning-adapter');
   if (o.nativeThinking && o.adapters?.length) throw new Error('serve: --native-thinking serves the model\'s own thinking; leave --adapter out');
   const adapters = o.adapters ?? (!o.nativeThinking && fs.existsSync(path.join(auto, 'adapter_config.json')) ? [{ name: 'reasoning', dir: auto }] : []);
-  const baseId = o.servedModelName ?? path.basename(path.resolve(o.model)).replace(/\.(gguf|bin)$/, '');
+  const baseId = o.servedModelName ?? shortName(o.model).replace(/\.(gguf|bin)$/, '');
   const names = new Set([baseId]);
   for (const a of adapters) {
     if (names.has(a.name)) throw new Error(`serve: model id "${a.name}" is used twice (base model and adapters need distinct names)`);

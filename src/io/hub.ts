@@ -1,0 +1,196 @@
+/**
+ * Models and adapters named by their Hugging Face Hub id: `hf:owner/name` (a model folder: its config, tokenizer and
+ * safetensors files), `hf:owner/name/file.gguf` (one GGUF file, all parts of a split one), `@revision` after the
+ * name. They are read from the Hugging Face cache that Python's huggingface_hub writes (HF_HUB_CACHE, else
+ * $HF_HOME/hub, else ~/.cache/huggingface/hub), in its layout, so either side finds what the other downloaded; what is
+ * missing is downloaded there (HF_ENDPOINT, HF_TOKEN; HF_HUB_OFFLINE=1 reads the cache only). A bare `owner/name` that
+ * is no path on disk is looked up in the cache alone, never downloaded.
+ *
+ * The Hub's HTTP protocol is used directly (fetch): @huggingface/hub's cache writer files each file under the commit
+ * that last changed it, so one revision's files would not share a snapshot folder.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { holdLock, makeDir } from './safetensors.ts';
+
+export interface HubSpec { repo: string; revision: string; file?: string }
+
+const NAME = /^[A-Za-z0-9][\w.-]*$/;
+
+/** `hf:owner/name[@revision][/path/file.gguf]`; undefined for anything not starting with "hf:". */
+export function parseHubSpec(spec: string): HubSpec | undefined {
+  if (!spec.startsWith('hf:')) return undefined;
+  const m = /^hf:([^/@]+)\/([^/@]+)(?:@([^/]+))?(?:\/(.+))?$/.exec(spec);
+  if (!m || !NAME.test(m[1]) || !NAME.test(m[2]) || (m[4] !== undefined && !/\.gguf$/.test(m[4])) || (m[4] ?? '').split('/').some((p) => p === '..' || p === '.'))
+    throw new Error(`hub: ${JSON.stringify(spec)} is not a Hugging Face name: hf:owner/name for a model or adapter folder, hf:owner/name/file.gguf for a GGUF file, with @revision after the name if wanted (hf:Qwen/Qwen2.5-0.5B-Instruct@main)`);
+  return { repo: `${m[1]}/${m[2]}`, revision: m[3] ?? 'main', file: m[4] };
+}
+
+/** The Hugging Face cache folder, as huggingface_hub finds it. */
+export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
+  if (env.HUGGINGFACE_HUB_CACHE) return env.HUGGINGFACE_HUB_CACHE;
+  const home = env.HF_HOME ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface');
+  return path.join(home, 'hub');
+}
+
+const repoFolder = (repo: string) => path.join(hubCacheDir(), `models--${repo.replace('/', '--')}`);
+const isCommit = (rev: string) => /^[0-9a-f]{40}$/.test(rev);
+
+/** The cached snapshot of `spec` that holds what it names (a model or adapter folder's files, or its GGUF), or undefined. */
+export function cachedPath(spec: HubSpec): string | undefined {
+  const folder = repoFolder(spec.repo), ref = path.join(folder, 'refs', spec.revision);
+  const sha = isCommit(spec.revision) ? spec.revision : fs.existsSync(ref) ? fs.readFileSync(ref, 'utf8').trim() : undefined;
+  if (!sha) return undefined;
+  const snapshot = path.join(folder, 'snapshots', sha);
+  if (spec.file) return ggufParts(spec.file, undefined).every((f) => fs.existsSync(path.join(snapshot, f))) ? path.join(snapshot, spec.file) : undefined;
+  const has = (f: string) => fs.existsSync(path.join(snapshot, f));
+  const weights = fs.existsSync(snapshot) && fs.readdirSync(snapshot).some((f) => f.endsWith('.safetensors'));
+  return weights && (has('config.json') ? has('tokenizer.json') : has('adapter_config.json')) ? snapshot : undefined;
+}
+
+/** A split GGUF's parts (name-00001-of-00003.gguf …), or the file alone; `listed` (the repo's files) must hold them. */
+function ggufParts(file: string, listed: Set<string> | undefined): string[] {
+  const m = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/.exec(file);
+  const parts = m ? Array.from({ length: Number(m[3]) }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[3]}.gguf`) : [file];
+  return listed ? parts.filter((f) => listed.has(f)) : parts;
+}
+
+/** The files of a model or adapter folder that loading reads (root level: configs, tokenizer, chat template, safetensors). */
+const FOLDER_FILE = /^\w[\w.-]*\.(json|jinja|safetensors)$/;
+
+export interface ResolveOptions {
+  /** Bytes downloaded so far of all that this call downloads (starts at 0, ends at total). */
+  onDownload?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * The local path of a model or adapter argument: a path as it is; `hf:…` from the Hugging Face cache, downloaded
+ * there first when it is not (yet) whole; a bare owner/name that is not on disk from the cache when it is there.
+ */
+export async function resolveModelPath(p: string, o: ResolveOptions = {}): Promise<string> {
+  const spec = parseHubSpec(p);
+  if (!spec) {
+    if (fs.existsSync(p) || !/^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(p)) return p;
+    return cachedPath({ repo: p, revision: 'main' }) ?? p;
+  }
+  const cached = cachedPath(spec);
+  if (cached) return cached;
+  if (process.env.HF_HUB_OFFLINE === '1' || process.env.HF_HUB_OFFLINE === 'true')
+    throw new Error(`hub: ${p} is not in the Hugging Face cache (${hubCacheDir()}), and HF_HUB_OFFLINE is set: unset it to download`);
+  return download(p, spec, o);
+}
+
+interface Sibling { rfilename: string; size?: number; blobId?: string; lfs?: { sha256?: string; oid?: string; size?: number } }
+
+async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<string> {
+  const endpoint = (process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
+  const token = process.env.HF_TOKEN ?? process.env.HUGGING_FACE_HUB_TOKEN;
+  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const get = async (url: string, what: string, extra: Record<string, string> = {}): Promise<Response> => {
+    let res: Response;
+    try {
+      res = await fetch(url, { headers: { ...headers, ...extra }, signal: o.signal });
+    } catch (e) {
+      if (o.signal?.aborted) throw e;
+      throw new Error(`hub: ${p}: could not reach ${endpoint} (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}); set HF_HUB_OFFLINE=1 to read the Hugging Face cache only, HF_ENDPOINT for a mirror`);
+    }
+    if (res.ok) return res;
+    await res.body?.cancel();
+    if (res.status === 401 || res.status === 403) throw new Error(`hub: ${p}: ${what} needs access (HTTP ${res.status}: a gated or private repository)${token ? ': the token in HF_TOKEN is refused' : ': set HF_TOKEN to a token that may read it'}`);
+    if (res.status === 404) throw new Error(`hub: ${p}: ${what} was not found on ${endpoint} (HTTP 404: check the name${spec.revision !== 'main' ? ' and the revision' : ''})`);
+    throw new Error(`hub: ${p}: ${what}: HTTP ${res.status} from ${endpoint}`);
+  };
+  const info = await (await get(`${endpoint}/api/models/${spec.repo}/revision/${encodeURIComponent(spec.revision)}?blobs=true`, `the model ${spec.repo}${spec.revision !== 'main' ? ` at ${spec.revision}` : ''}`)).json() as { sha?: unknown; siblings?: Sibling[] };
+  if (typeof info.sha !== 'string' || !isCommit(info.sha) || !Array.isArray(info.siblings)) throw new Error(`hub: ${p}: ${endpoint} answered the model's revision without a commit and a file list`);
+  const sha = info.sha, byName = new Map(info.siblings.map((s) => [s.rfilename, s]));
+  let wanted: string[];
+  const ggufs = [...byName.keys()].filter((f) => f.endsWith('.gguf'));
+  if (spec.file) {
+    if (!byName.has(spec.file)) throw new Error(`hub: ${p}: ${spec.repo} has no file ${spec.file}${ggufs.length ? ` (its GGUF files: ${ggufs.join(', ')})` : ''}`);
+    wanted = ggufParts(spec.file, new Set(byName.keys()));
+  } else {
+    wanted = [...byName.keys()].filter((f) => FOLDER_FILE.test(f));
+    const named = (f: string) => wanted.includes(f);
+    if (!wanted.some((f) => f.endsWith('.safetensors')) || !(named('config.json') || named('adapter_config.json'))) {
+      throw new Error(`hub: ${p}: ${spec.repo} is not a model or adapter folder with safetensors weights (config.json or adapter_config.json, *.safetensors)${ggufs.length ? `; name one of its GGUF files: ${ggufs.map((f) => `hf:${spec.repo}/${f}`).join(', ')}` : ''}`);
+    }
+  }
+  const folder = repoFolder(spec.repo), snapshot = path.join(folder, 'snapshots', sha);
+  const todo = wanted.filter((f) => !fs.existsSync(path.join(snapshot, f)));
+  const total = todo.reduce((a, f) => a + (byName.get(f)!.lfs?.size ?? byName.get(f)!.size ?? 0), 0);
+  let done = 0;
+  o.onDownload?.(0, total);
+  for (const f of todo) {
+    const s = byName.get(f)!, sha256 = s.lfs?.sha256 ?? s.lfs?.oid, etag = sha256 ?? s.blobId, size = s.lfs?.size ?? s.size;
+    if (!etag || !/^[0-9a-f]{40,64}$/.test(etag)) throw new Error(`hub: ${p}: ${endpoint} listed ${f} without its blob id`);
+    const blob = path.join(folder, 'blobs', etag);
+    if (!fs.existsSync(blob)) {
+      const release = holdLock(`${blob}.lock`, (pid) => `hub: ${p}: process ${pid} is downloading ${f} into ${path.dirname(blob)}: wait for it to end`);
+      try {
+        if (!fs.existsSync(blob)) await fetchBlob(`${endpoint}/${spec.repo}/resolve/${sha}/${f.split('/').map(encodeURIComponent).join('/')}`, blob, { size, sha256 }, (n) => o.onDownload?.(done + n, total), (url, extra) => get(url, f, extra));
+      } finally {
+        release();
+      }
+    }
+    done += size ?? fs.statSync(blob).size;
+    link(blob, path.join(snapshot, f));
+  }
+  o.onDownload?.(total, total);
+  if (spec.revision !== sha) { makeDir(path.join(folder, 'refs')); fs.writeFileSync(path.join(folder, 'refs', spec.revision), sha); }
+  return spec.file ? path.join(snapshot, spec.file) : snapshot;
+}
+
+/**
+ * Streams `url` into `blob` through `blob.incomplete` (a download cut short goes on from where it stopped), checking
+ * its size and, for LFS files, its SHA-256 before the file takes its name.
+ */
+async function fetchBlob(url: string, blob: string, want: { size?: number; sha256?: string }, progress: (bytes: number) => void,
+  get: (url: string, extra: Record<string, string>) => Promise<Response>): Promise<void> {
+  const part = `${blob}.incomplete`, hash = crypto.createHash('sha256');
+  let have = fs.existsSync(part) ? fs.statSync(part).size : 0;
+  if (want.size !== undefined && have > want.size) { fs.rmSync(part); have = 0; }
+  const res = await get(url, have ? { range: `bytes=${have}-` } : {});
+  if (res.status !== 206) have = 0; // the server sent it whole
+  if (have && want.sha256) for await (const chunk of fs.createReadStream(part)) hash.update(chunk as Buffer);
+  const fd = fs.openSync(part, have ? 'a' : 'w');
+  let bytes = have;
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      for (let off = 0; off < chunk.length;) off += fs.writeSync(fd, chunk, off);
+      hash.update(chunk);
+      progress(bytes += chunk.length);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (want.size !== undefined && bytes !== want.size) throw new Error(`hub: ${path.basename(url)}: the download ended at ${bytes} of ${want.size} bytes (run the same command again: it goes on from there)`);
+  if (want.sha256 && hash.digest('hex') !== want.sha256) {
+    fs.rmSync(part);
+    throw new Error(`hub: ${path.basename(url)}: the downloaded file's SHA-256 is not the one the Hub lists (removed: run the same command again)`);
+  }
+  fs.renameSync(part, blob);
+}
+
+/** The snapshot's file points at its blob (a relative link, as huggingface_hub makes; a copy where links are refused). */
+function link(blob: string, file: string): void {
+  makeDir(path.dirname(file));
+  try {
+    fs.symlinkSync(path.relative(path.dirname(file), blob), file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return;
+    fs.copyFileSync(blob, file);
+  }
+}
+
+/**
+ * A model's short name for people and served ids: owner/name for a folder of the Hugging Face cache's snapshots
+ * (models--owner--name/snapshots/<commit>, not the commit), else the file or folder's own name.
+ */
+export function shortName(p: string): string {
+  const abs = path.resolve(p), m = /(?:^|[\\/])models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][0-9a-f]{40}$/.exec(abs);
+  return m ? `${m[1]}/${m[2]}` : path.basename(abs);
+}
