@@ -1022,6 +1022,9 @@ test('generate, answer and chat --prompt-lookup: the same text as without it; th
   const chat = (...extra: string[]) => spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'on', '--seed', '1', ...extra], { ...turns, encoding: 'utf8', cwd: ROOT });
   const reply = chat().stdout;
   assert.match(reply, /<\/think>/);
-  assert.equal(chat('--prompt-lookup', '4').stdout, reply);
+  const guessing = chat('--prompt-lookup', '4');
+  assert.equal(guessing.stdout, reply);
+  assert.match(guessing.stderr, /, \d+ ms; \d+ of \d+ guessed tokens kept(; seed \d+)?\]/);
+  assert.doesNotMatch(chat().stderr, /guessed/);
   assert.match(cli(['generate', ...story, '--prompt-lookup', '65']).stderr, /--prompt-lookup must be an integer in \[0, 64\], got "65"/);
 });

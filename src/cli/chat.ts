@@ -8,7 +8,7 @@ import { defaultModel } from '../models/embedded.ts';
 import { dimmer } from '../train/progress.ts';
 import { cliWords, floatArg, intArg, quantArg } from './main.ts';
 import { loadReasoner, reasonerOptions, transcript } from './answer.ts';
-import { PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
+import { guessesNote, PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
 
 /**
  * An interactive chat on the standard input: a line is a user turn, answered as `answer` answers (routed: reasoning only
@@ -72,7 +72,7 @@ export function chatCommand(program: Command): void {
                 const u = r.usage, cut = r.finishReason !== 'length' ? '' : r.samples[0].tokens < o.maxTokens ? ` (cut off: the model's context is full${asked.length > start().length + 1 ? '; /reset starts a new conversation' : ''})` : ' (cut off: --max-tokens)';
                 console.error(dim(`[${r.route}${r.routerScore === undefined ? '' : ` (router ${r.routerScore.toFixed(2)}${r.escalation ? ', escalated by the gate' : ''})`}; ` +
                   `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer tokens${cut}; ` +
-                  `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms` +
+                  `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}` +
                   `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seed + turn - 1}` : ''}]`));
               }
             } catch (e) {
