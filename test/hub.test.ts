@@ -10,11 +10,11 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { AddressInfo } from 'node:net';
 import { loadModel } from '../src/runtime/model.ts';
-import { parseHubSpec, resolveModelPath, shortName } from '../src/io/hub.ts';
+import { hubCacheDir, parseHubSpec, resolveModelPath, shortName } from '../src/io/hub.ts';
 import { parseAdapterArg } from '../src/server/models.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 
@@ -29,6 +29,7 @@ const REPOS: Record<string, string> = { 'edge/only-gguf': onlyGguf, 'edge/defaul
 const SHA = 'a'.repeat(40);
 const requests: string[] = [];
 let corrupt = ''; // a file served with one byte changed
+let longer = ''; // a file served with one byte more
 
 const lfs = (f: string) => /\.(safetensors|gguf)$/.test(f);
 const sibling = (dir: string, f: string) => {
@@ -41,8 +42,9 @@ const server = http.createServer((req, res) => {
   const url = new URL(req.url!, 'http://x');
   const api = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(url.pathname), file = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
   const repo = api?.[1] ?? file?.[1], dir = repo ? REPOS[repo] : undefined;
-  if (!dir) { res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end('{"error":"Repository not found"}'); return; }
-  if (repo === 'edge/gated' && req.headers.authorization !== 'Bearer right') { res.writeHead(401).end('{"error":"gated"}'); return; }
+  // As the Hub: an unknown repository is a 401 (as a private one), a gated one 401 without a token and 403 with one not let in.
+  if (!dir) { res.writeHead(401, { 'x-error-code': 'RepoNotFound' }).end('{"error":"Repository not found"}'); return; }
+  if (repo === 'edge/gated' && req.headers.authorization !== 'Bearer right') { res.writeHead(req.headers.authorization ? 403 : 401, { 'x-error-code': 'GatedRepo' }).end('{"error":"gated"}'); return; }
   if (api) {
     const files = fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile());
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: repo, sha: SHA, siblings: files.map((f) => sibling(dir, f)) }));
@@ -50,6 +52,7 @@ const server = http.createServer((req, res) => {
   }
   let bytes = fs.readFileSync(path.join(dir, decodeURIComponent(file![3])));
   if (file![3] === corrupt) { bytes = Buffer.from(bytes); bytes[bytes.length - 1] ^= 1; }
+  if (file![3] === longer) bytes = Buffer.concat([bytes, Buffer.from(' ')]);
   const from = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
   res.writeHead(from ? 206 : 200, { 'content-length': bytes.length - from, ...(from ? { 'content-range': `bytes ${from}-${bytes.length - 1}/${bytes.length}` } : {}) }).end(bytes.subarray(from));
 });
@@ -64,7 +67,10 @@ async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Pr
   set(vars);
   try { return await fn(); } finally { set(before); }
 }
-const hubEnv = (cache: string, extra: Record<string, string | undefined> = {}) => ({ HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: undefined, HF_TOKEN: undefined, HUGGING_FACE_HUB_TOKEN: undefined, ...extra });
+const hubEnv = (cache: string, extra: Record<string, string | undefined> = {}) => ({
+  HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: undefined, TRANSFORMERS_OFFLINE: undefined, HF_TOKEN: undefined, HUGGING_FACE_HUB_TOKEN: undefined,
+  HF_TOKEN_PATH: path.join(tmp, 'no-token'), ...extra,
+});
 
 test('hf:owner/name downloads a model and its adapter into the Hugging Face cache (huggingface_hub layout) and loads as the folder does; the next load reads the cache alone', async () => {
   const cache = path.join(tmp, 'cache1'), prompt = 'What is the capital of Rivalon?';
@@ -114,19 +120,53 @@ test('hf: downloads check each file: a cut download goes on from where it stoppe
   assert.deepEqual(fs.readFileSync(file), fs.readFileSync(tiny.files.ggufF32));
   const m = await loadModel(file, { quant: 'fp32' });
   await m.close();
+
+  // Whole but not renamed (cut off just before): checked and taken without asking the server for it again.
+  fs.renameSync(blob, `${blob}.incomplete`);
+  fs.rmSync(path.join(cache, 'models--edge--tiny-gguf', 'snapshots'), { recursive: true });
+  requests.length = 0;
+  assert.equal(await withEnv(hubEnv(cache), () => resolveModelPath('hf:edge/tiny-gguf/model-f32.gguf')), file);
+  assert.deepEqual(requests.filter((r) => r.includes('/resolve/')), []);
+
+  // A folder whose download fails links none of its files: the next run downloads what is missing, and it loads.
+  const folder = path.join(tmp, 'cache2b'), snapshot = path.join(folder, 'models--edge--default', 'snapshots', SHA);
+  corrupt = 'tokenizer.json'; // not an LFS file: checked by its git blob id
+  await assert.rejects(withEnv(hubEnv(folder), () => resolveModelPath('hf:edge/default')), /^Error: hub: tokenizer\.json: the downloaded file's git blob id is not the one the Hub lists \(removed: run the same command again\)$/);
+  assert.equal(fs.existsSync(snapshot), false);
+  corrupt = '';
+  longer = 'tokenizer.json';
+  await assert.rejects(withEnv(hubEnv(folder), () => resolveModelPath('hf:edge/default')), /^Error: hub: tokenizer\.json: the server sent more than the \d+ bytes the Hub lists for it \(nothing kept\)$/);
+  longer = '';
+  requests.length = 0;
+  const twice = await withEnv(hubEnv(folder), () => Promise.all([resolveModelPath('hf:edge/default'), resolveModelPath('hf:edge/default')]));
+  assert.deepEqual(twice, [snapshot, snapshot]);
+  // The file that failed and those after it are fetched, once each (two calls, one download); those before it are kept.
+  const fetched = requests.filter((r) => r.includes('/resolve/')).map((r) => r.split('/').at(-1));
+  assert.deepEqual([fetched.includes('tokenizer.json'), new Set(fetched).size === fetched.length, fetched.includes('config.json'), fetched.includes('model.safetensors')], [true, true, false, false], fetched.join(' '));
+  // A snapshot whose safetensors index names a shard it lacks is not whole: the Hub is asked again.
+  fs.writeFileSync(path.join(snapshot, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'a.weight': 'model-00002-of-00002.safetensors' } }));
+  requests.length = 0;
+  await withEnv(hubEnv(folder), () => resolveModelPath('hf:edge/default'));
+  assert.equal(requests.length, 1);
 });
 
 test('hf: names, access, offline use and a repository that is not a model folder are refused with what to do', async () => {
   const cache = path.join(tmp, 'cache3'), run = (spec: string, extra: Record<string, string | undefined> = {}) => withEnv(hubEnv(cache, extra), () => resolveModelPath(spec));
   await assert.rejects(run('hf:edge'), /^Error: hub: "hf:edge" is not a Hugging Face name: hf:owner\/name for a model or adapter folder, hf:owner\/name\/file\.gguf for a GGUF file/);
-  await assert.rejects(run('hf:edge/tiny/model.bin'), /is not a Hugging Face name/);
-  await assert.rejects(run('hf:edge/missing'), new RegExp(`^Error: hub: hf:edge/missing: the model edge/missing was not found on ${endpoint} \\(HTTP 404: check the name\\)$`));
-  await assert.rejects(run('hf:edge/gated'), /^Error: hub: hf:edge\/gated: the model edge\/gated needs access \(HTTP 401: a gated or private repository\): set HF_TOKEN to a token that may read it$/);
-  await assert.rejects(run('hf:edge/gated', { HF_TOKEN: 'wrong' }), /the token in HF_TOKEN is refused$/);
-  assert.equal(await run('hf:edge/gated', { HF_TOKEN: 'right' }), path.join(cache, 'models--edge--gated', 'snapshots', SHA));
+  for (const bad of ['hf:edge/tiny/model.bin', 'hf:edge/default@..', 'hf:edge/default@.', 'hf:edge/default@a\\b']) await assert.rejects(run(bad), /is not a Hugging Face name/, bad);
+  await assert.rejects(run('hf:edge/missing'), new RegExp(`^Error: hub: hf:edge/missing: the model edge/missing was not found on ${endpoint}, or is private \\(HTTP 401 RepoNotFound\\): check the name; for a private one, set HF_TOKEN to a token that may read it$`));
+  await assert.rejects(run('hf:edge/gated'), new RegExp(`^Error: hub: hf:edge/gated: edge/gated is gated \\(HTTP 401 GatedRepo\\): accept its conditions at ${endpoint}/edge/gated, then set HF_TOKEN to a token of that account$`));
+  await assert.rejects(run('hf:edge/gated', { HF_TOKEN: 'wrong' }), /is gated \(HTTP 403 GatedRepo\)/);
+  // The token `hf auth login` saves is read where HF_TOKEN is not set.
+  fs.writeFileSync(path.join(tmp, 'token'), 'right\n');
+  assert.equal(await run('hf:edge/gated', { HF_TOKEN_PATH: path.join(tmp, 'token') }), path.join(cache, 'models--edge--gated', 'snapshots', SHA));
   await assert.rejects(run('hf:edge/tiny-gguf/other.gguf'), /^Error: hub: hf:edge\/tiny-gguf\/other\.gguf: edge\/tiny-gguf has no file other\.gguf \(its GGUF files: model-f32\.gguf\)$/);
   await assert.rejects(run('hf:edge/only-gguf'), /^Error: hub: hf:edge\/only-gguf: edge\/only-gguf is not a model or adapter folder with safetensors weights \(config\.json or adapter_config\.json, \*\.safetensors\); name one of its GGUF files: hf:edge\/only-gguf\/tiny-f32\.gguf$/);
   await assert.rejects(run('hf:edge/tiny-gguf', { HF_HUB_OFFLINE: '1' }), /^Error: hub: hf:edge\/tiny-gguf is not in the Hugging Face cache \(.*cache3\), and HF_HUB_OFFLINE is set: unset it to download$/);
+  for (const off of [{ HF_HUB_OFFLINE: 'yes' }, { HF_HUB_OFFLINE: 'TRUE' }, { TRANSFORMERS_OFFLINE: '1' }]) await assert.rejects(run('hf:edge/tiny-gguf', off), /HF_HUB_OFFLINE is set/);
+  // huggingface_hub's folders, ~ included.
+  assert.deepEqual([hubCacheDir({ HF_HOME: '~/hf' }), hubCacheDir({ HF_HUB_CACHE: '~/c', HF_HOME: '/x' }), hubCacheDir({ XDG_CACHE_HOME: '/xdg' })],
+    [path.join(os.homedir(), 'hf', 'hub'), path.join(os.homedir(), 'c'), path.join('/xdg', 'huggingface', 'hub')]);
   await assert.rejects(run('hf:edge/default', { HF_ENDPOINT: 'http://127.0.0.1:9' }), /^Error: hub: hf:edge\/default: could not reach http:\/\/127\.0\.0\.1:9 \(.*\); set HF_HUB_OFFLINE=1 to read the Hugging Face cache only, HF_ENDPOINT for a mirror$/);
   // A model path that is not on disk and not in the cache says how to download it.
   await assert.rejects(withEnv(hubEnv(cache), () => loadModel('edge/default')), /^Error: model: edge\/default does not exist \(as a Hugging Face model it is not in the cache: hf:edge\/default downloads it\)$/);
@@ -137,5 +177,16 @@ test('the command line downloads --model hf:… with the rest of the command unc
   const cli = (model: string) => run(process.execPath, ['bin/edgereason.js', 'generate', '--model', model, '--prompt', 'Hello', '--max-tokens', '12'],
     { encoding: 'utf8', env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
   const [hub, local] = await Promise.all([cli('hf:edge/default'), cli('models/default')]);
+  // serve's named adapters: the name before "=hf:" may hold a "/"; a bare one is served under its repository's name.
+  const child = spawn(process.execPath, ['bin/edgereason.js', 'serve', '--model', 'hf:edge/default', '--adapter', 'team/r=hf:edge/reasoning', '--adapter', 'hf:edge/reasoning', '--port', '0'],
+    { env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
+  let out = '';
+  const serving = await new Promise<string>((resolve, reject) => {
+    const read = (d: Buffer) => { out += d; const m = /serving (.*) at http/.exec(out); if (m) resolve(m[1]); };
+    child.stdout.on('data', read);
+    child.stderr.on('data', read);
+    child.on('exit', () => reject(new Error(out)));
+  }).finally(() => child.kill());
+  assert.equal(serving, 'edge/default, team/r, edge/reasoning');
   assert.deepEqual([hub.stdout, fs.existsSync(path.join(cache, 'models--edge--default', 'snapshots', SHA, 'model.safetensors'))], [local.stdout, true]);
 });

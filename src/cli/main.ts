@@ -65,10 +65,13 @@ export async function main(argv: string[]): Promise<void> {
       const v: unknown = command.getOptionValue(o.attributeName()), named = o.flags.includes('name=');
       const local = async (x: unknown) => {
         if (typeof x !== 'string') return x;
-        const name = named ? /^[^=/\\]*=/.exec(x)?.[0] ?? '' : '';
+        const at = x.indexOf('=hf:'), name = !named ? '' : at > 0 ? x.slice(0, at + 1) : /^[^=/\\]*=/.exec(x)?.[0] ?? '';
         return name + await resolveWithProgress(x.slice(name.length));
       };
-      if (v !== undefined) command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? await Promise.all(v.map(local)) : await local(v), command.getOptionValueSource(o.attributeName()));
+      if (v === undefined) continue;
+      const resolved = [];
+      for (const x of Array.isArray(v) ? v : [v]) resolved.push(await local(x)); // one at a time: one bar each
+      command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? resolved : resolved[0], command.getOptionValueSource(o.attributeName()));
     }
   });
   const swallowed = (command: Command) => {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { readJsonlLines } from '../io/jsonl.ts';
 import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
+import { hubRepo } from '../io/hub.ts';
 import { loadModelWithProgress } from './load.ts';
 import { trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
@@ -87,7 +88,7 @@ export function trainRlCommand(program: Command): void {
           prompts, {
             out: o.out, task: grader, budgets, unbudgetedShare: o.unbudgetedShare, steps: o.steps, group: o.group, promptsPerStep: o.promptsPerStep, penalty: o.penalty, lambda: o.lambda,
             beta: o.beta, lr: o.lr, temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
-            baseModel: src.path, handleSignals: true, ...(o.task !== 'synthetic' ? { promptsFile: o.task } : {}),
+            baseModel: hubRepo(src.path) ?? src.path, handleSignals: true, ...(o.task !== 'synthetic' ? { promptsFile: o.task } : {}),
           });
         const stale = before ? removeStale(o.out, before) : [];
         if (stale.length) process.stderr.write(`train-rl: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);

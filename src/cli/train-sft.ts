@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isModelFileFolder, modelPath, openSource } from '../io/source.ts';
+import { hubRepo } from '../io/hub.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { loadDataset, type Example } from '../train/data.ts';
 import { lastIndexOfRun } from '../runtime/generate.ts';
@@ -78,7 +79,7 @@ export function trainSftCommand(program: Command): void {
       const r = await trainSft(src.config, src.weights, train, evalSet, {
         out: o.out, full: !!o.full, ...(o.full ? {} : { rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation }), handleSignals: true,
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
-        checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: src.path,
+        checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: hubRepo(src.path) ?? src.path,
         tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
         ...(genText.trim() ? { generationConfig: genText } : {}), // and its sampling advice
       });

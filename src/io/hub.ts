@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { holdLock, makeDir } from './safetensors.ts';
+import { expandHome } from './source.ts';
 
 export interface HubSpec { repo: string; revision: string; file?: string }
 
@@ -23,17 +24,28 @@ const NAME = /^[A-Za-z0-9][\w.-]*$/;
 export function parseHubSpec(spec: string): HubSpec | undefined {
   if (!spec.startsWith('hf:')) return undefined;
   const m = /^hf:([^/@]+)\/([^/@]+)(?:@([^/]+))?(?:\/(.+))?$/.exec(spec);
-  if (!m || !NAME.test(m[1]) || !NAME.test(m[2]) || (m[4] !== undefined && !/\.gguf$/.test(m[4])) || (m[4] ?? '').split('/').some((p) => p === '..' || p === '.'))
+  if (!m || !NAME.test(m[1]) || !NAME.test(m[2]) || (m[3] !== undefined && !NAME.test(m[3])) || (m[4] !== undefined && !/\.gguf$/.test(m[4])) || (m[4] ?? '').split('/').some((p) => p === '..' || p === '.'))
     throw new Error(`hub: ${JSON.stringify(spec)} is not a Hugging Face name: hf:owner/name for a model or adapter folder, hf:owner/name/file.gguf for a GGUF file, with @revision after the name if wanted (hf:Qwen/Qwen2.5-0.5B-Instruct@main)`);
   return { repo: `${m[1]}/${m[2]}`, revision: m[3] ?? 'main', file: m[4] };
 }
 
+/** huggingface_hub's home folder: $HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface. */
+const hfHome = (env: NodeJS.ProcessEnv) => expandHome(env.HF_HOME || path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'huggingface'));
+
 /** The Hugging Face cache folder, as huggingface_hub finds it. */
 export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
-  if (env.HUGGINGFACE_HUB_CACHE) return env.HUGGINGFACE_HUB_CACHE;
-  const home = env.HF_HOME ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface');
-  return path.join(home, 'hub');
+  const set = env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE;
+  return set ? expandHome(set) : path.join(hfHome(env), 'hub');
+}
+
+/** HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as huggingface_hub reads it: 1, ON, YES or TRUE in any case. */
+const offline = (env: NodeJS.ProcessEnv) => ['1', 'ON', 'YES', 'TRUE'].includes((env.HF_HUB_OFFLINE || env.TRANSFORMERS_OFFLINE || '').toUpperCase());
+
+/** HF_TOKEN, else the token `hf auth login` saved ($HF_TOKEN_PATH, else $HF_HOME/token). */
+function hubToken(env: NodeJS.ProcessEnv): string | undefined {
+  const set = env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN;
+  if (set) return set.trim();
+  try { return fs.readFileSync(expandHome(env.HF_TOKEN_PATH || path.join(hfHome(env), 'token')), 'utf8').trim() || undefined; } catch { return undefined; }
 }
 
 const repoFolder = (repo: string) => path.join(hubCacheDir(), `models--${repo.replace('/', '--')}`);
@@ -44,11 +56,21 @@ export function cachedPath(spec: HubSpec): string | undefined {
   const folder = repoFolder(spec.repo), ref = path.join(folder, 'refs', spec.revision);
   const sha = isCommit(spec.revision) ? spec.revision : fs.existsSync(ref) ? fs.readFileSync(ref, 'utf8').trim() : undefined;
   if (!sha) return undefined;
-  const snapshot = path.join(folder, 'snapshots', sha);
-  if (spec.file) return ggufParts(spec.file, undefined).every((f) => fs.existsSync(path.join(snapshot, f))) ? path.join(snapshot, spec.file) : undefined;
-  const has = (f: string) => fs.existsSync(path.join(snapshot, f));
-  const weights = fs.existsSync(snapshot) && fs.readdirSync(snapshot).some((f) => f.endsWith('.safetensors'));
-  return weights && (has('config.json') ? has('tokenizer.json') : has('adapter_config.json')) ? snapshot : undefined;
+  const snapshot = path.join(folder, 'snapshots', sha), has = (f: string) => fs.existsSync(path.join(snapshot, f));
+  if (spec.file) return ggufParts(spec.file, undefined).every(has) ? path.join(snapshot, spec.file) : undefined;
+  if (has('adapter_config.json')) return has('adapter_model.safetensors') ? snapshot : undefined;
+  return has('config.json') && has('tokenizer.json') && weightsWhole(snapshot) ? snapshot : undefined;
+}
+
+/** Whether a folder holds its weights whole: every shard its safetensors index names, or a safetensors file. */
+function weightsWhole(dir: string): boolean {
+  try {
+    const index = path.join(dir, 'model.safetensors.index.json');
+    if (fs.existsSync(index)) return Object.values(JSON.parse(fs.readFileSync(index, 'utf8')).weight_map as Record<string, string>).every((f) => fs.existsSync(path.join(dir, f)));
+    return fs.readdirSync(dir).some((f) => f.endsWith('.safetensors'));
+  } catch {
+    return false; // an index that cannot be read: downloaded again
+  }
 }
 
 /** A split GGUF's parts (name-00001-of-00003.gguf …), or the file alone; `listed` (the repo's files) must hold them. */
@@ -79,8 +101,7 @@ export async function resolveModelPath(p: string, o: ResolveOptions = {}): Promi
   }
   const cached = cachedPath(spec);
   if (cached) return cached;
-  if (process.env.HF_HUB_OFFLINE === '1' || process.env.HF_HUB_OFFLINE === 'true')
-    throw new Error(`hub: ${p} is not in the Hugging Face cache (${hubCacheDir()}), and HF_HUB_OFFLINE is set: unset it to download`);
+  if (offline(process.env)) throw new Error(`hub: ${p} is not in the Hugging Face cache (${hubCacheDir()}), and HF_HUB_OFFLINE is set: unset it to download`);
   return download(p, spec, o);
 }
 
@@ -88,7 +109,7 @@ interface Sibling { rfilename: string; size?: number; blobId?: string; lfs?: { s
 
 async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<string> {
   const endpoint = (process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-  const token = process.env.HF_TOKEN ?? process.env.HUGGING_FACE_HUB_TOKEN;
+  const token = hubToken(process.env);
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   const get = async (url: string, what: string, extra: Record<string, string> = {}): Promise<Response> => {
     let res: Response;
@@ -98,11 +119,15 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
       if (o.signal?.aborted) throw e;
       throw new Error(`hub: ${p}: could not reach ${endpoint} (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}); set HF_HUB_OFFLINE=1 to read the Hugging Face cache only, HF_ENDPOINT for a mirror`);
     }
-    if (res.ok) return res;
+    if (res.ok || res.status === 416) return res;
     await res.body?.cancel();
-    if (res.status === 401 || res.status === 403) throw new Error(`hub: ${p}: ${what} needs access (HTTP ${res.status}: a gated or private repository)${token ? ': the token in HF_TOKEN is refused' : ': set HF_TOKEN to a token that may read it'}`);
-    if (res.status === 404) throw new Error(`hub: ${p}: ${what} was not found on ${endpoint} (HTTP 404: check the name${spec.revision !== 'main' ? ' and the revision' : ''})`);
-    throw new Error(`hub: ${p}: ${what}: HTTP ${res.status} from ${endpoint}`);
+    const code = res.headers.get('x-error-code'), http = `HTTP ${res.status}${code ? ` ${code}` : ''}`;
+    if (code === 'GatedRepo') throw new Error(`hub: ${p}: ${spec.repo} is gated (${http}): accept its conditions at ${endpoint}/${spec.repo}, then set HF_TOKEN to a token of that account`);
+    // The Hub answers 401 for a repository that does not exist as for a private one.
+    if (res.status === 401) throw new Error(`hub: ${p}: ${what} was not found on ${endpoint}, or is private (${http}): check the name; ${token ? 'the token in HF_TOKEN may not read it' : 'for a private one, set HF_TOKEN to a token that may read it'}`);
+    if (res.status === 403) throw new Error(`hub: ${p}: ${what}: access refused (${http})${token ? ': the token in HF_TOKEN may not read it' : ': set HF_TOKEN to a token that may read it'}`);
+    if (res.status === 404) throw new Error(`hub: ${p}: ${what} was not found on ${endpoint} (${http}: check the name${spec.revision !== 'main' ? ' and the revision' : ''})`);
+    throw new Error(`hub: ${p}: ${what}: ${http} from ${endpoint}`);
   };
   const info = await (await get(`${endpoint}/api/models/${spec.repo}/revision/${encodeURIComponent(spec.revision)}?blobs=true`, `the model ${spec.repo}${spec.revision !== 'main' ? ` at ${spec.revision}` : ''}`)).json() as { sha?: unknown; siblings?: Sibling[] };
   if (typeof info.sha !== 'string' || !isCommit(info.sha) || !Array.isArray(info.siblings)) throw new Error(`hub: ${p}: ${endpoint} answered the model's revision without a commit and a file list`);
@@ -124,53 +149,77 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
   const total = todo.reduce((a, f) => a + (byName.get(f)!.lfs?.size ?? byName.get(f)!.size ?? 0), 0);
   let done = 0;
   o.onDownload?.(0, total);
+  const blobs: string[] = [];
   for (const f of todo) {
     const s = byName.get(f)!, sha256 = s.lfs?.sha256 ?? s.lfs?.oid, etag = sha256 ?? s.blobId, size = s.lfs?.size ?? s.size;
     if (!etag || !/^[0-9a-f]{40,64}$/.test(etag)) throw new Error(`hub: ${p}: ${endpoint} listed ${f} without its blob id`);
-    const blob = path.join(folder, 'blobs', etag);
-    if (!fs.existsSync(blob)) {
-      const release = holdLock(`${blob}.lock`, (pid) => `hub: ${p}: process ${pid} is downloading ${f} into ${path.dirname(blob)}: wait for it to end`);
-      try {
-        if (!fs.existsSync(blob)) await fetchBlob(`${endpoint}/${spec.repo}/resolve/${sha}/${f.split('/').map(encodeURIComponent).join('/')}`, blob, { size, sha256 }, (n) => o.onDownload?.(done + n, total), (url, extra) => get(url, f, extra));
-      } finally {
-        release();
-      }
+    const blob = path.join(folder, 'blobs', etag), url = `${endpoint}/${spec.repo}/resolve/${sha}/${f.split('/').map(encodeURIComponent).join('/')}`;
+    blobs.push(blob);
+    // One download per blob in this process (two adapters of one repository); another process's is waited for by no one: refused.
+    let pending = inFlight.get(blob);
+    if (!pending && !fs.existsSync(blob)) {
+      pending = (async () => {
+        const release = holdLock(`${blob}.lock`, (pid) => `hub: ${p}: process ${pid} is downloading ${f} into ${path.dirname(blob)}: run this again once it has ended`);
+        try {
+          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => o.onDownload?.(done + n, total), (u, extra) => get(u, f, extra));
+        } finally {
+          release();
+        }
+      })().finally(() => inFlight.delete(blob));
+      inFlight.set(blob, pending);
     }
+    await pending;
     done += size ?? fs.statSync(blob).size;
-    link(blob, path.join(snapshot, f));
   }
+  // Linked once every file is there: a snapshot in the cache is whole, or missing files a later run downloads.
+  todo.forEach((f, i) => link(blobs[i], path.join(snapshot, f)));
   o.onDownload?.(total, total);
   if (spec.revision !== sha) { makeDir(path.join(folder, 'refs')); fs.writeFileSync(path.join(folder, 'refs', spec.revision), sha); }
   return spec.file ? path.join(snapshot, spec.file) : snapshot;
 }
 
+const inFlight = new Map<string, Promise<void>>();
+
 /**
  * Streams `url` into `blob` through `blob.incomplete` (a download cut short goes on from where it stopped), checking
- * its size and, for LFS files, its SHA-256 before the file takes its name.
+ * its size and its id — an LFS file's SHA-256, another's git blob id — before the file takes its name.
  */
-async function fetchBlob(url: string, blob: string, want: { size?: number; sha256?: string }, progress: (bytes: number) => void,
+async function fetchBlob(url: string, blob: string, want: { size?: number; sha256?: string; gitBlob?: string }, progress: (bytes: number) => void,
   get: (url: string, extra: Record<string, string>) => Promise<Response>): Promise<void> {
-  const part = `${blob}.incomplete`, hash = crypto.createHash('sha256');
+  const part = `${blob}.incomplete`, name = decodeURIComponent(path.basename(url));
+  const hash = want.sha256 ? crypto.createHash('sha256') : crypto.createHash('sha1');
+  if (!want.sha256 && want.size !== undefined) hash.update(`blob ${want.size}\0`);
   let have = fs.existsSync(part) ? fs.statSync(part).size : 0;
   if (want.size !== undefined && have > want.size) { fs.rmSync(part); have = 0; }
-  const res = await get(url, have ? { range: `bytes=${have}-` } : {});
-  if (res.status !== 206) have = 0; // the server sent it whole
-  if (have && want.sha256) for await (const chunk of fs.createReadStream(part)) hash.update(chunk as Buffer);
-  const fd = fs.openSync(part, have ? 'a' : 'w');
+  // Whole already (cut off before its rename): checked without asking again.
+  let res = have && have === want.size ? undefined : await get(url, have ? { range: `bytes=${have}-` } : {});
+  if (res?.status === 416) { await res.body?.cancel(); res = await get(url, {}); } // a range past the server's file: sent whole
+  if (res && res.status !== 206) have = 0;
+  const body = res?.body;
+  if (have) for await (const chunk of fs.createReadStream(part)) hash.update(chunk as Buffer);
   let bytes = have;
-  try {
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      for (let off = 0; off < chunk.length;) off += fs.writeSync(fd, chunk, off);
-      hash.update(chunk);
-      progress(bytes += chunk.length);
+  if (body) {
+    const fd = fs.openSync(part, have ? 'a' : 'w');
+    try {
+      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+        if (want.size !== undefined && bytes + chunk.length > want.size) {
+          fs.closeSync(fd);
+          fs.rmSync(part);
+          throw new Error(`hub: ${name}: the server sent more than the ${want.size} bytes the Hub lists for it (nothing kept)`);
+        }
+        for (let off = 0; off < chunk.length;) off += fs.writeSync(fd, chunk, off);
+        hash.update(chunk);
+        progress(bytes += chunk.length);
+      }
+    } finally {
+      try { fs.closeSync(fd); } catch { /* closed above */ }
     }
-  } finally {
-    fs.closeSync(fd);
   }
-  if (want.size !== undefined && bytes !== want.size) throw new Error(`hub: ${path.basename(url)}: the download ended at ${bytes} of ${want.size} bytes (run the same command again: it goes on from there)`);
-  if (want.sha256 && hash.digest('hex') !== want.sha256) {
+  if (want.size !== undefined && bytes !== want.size) throw new Error(`hub: ${name}: the download ended at ${bytes} of ${want.size} bytes (run the same command again: it goes on from there)`);
+  const id = want.sha256 ?? (want.size !== undefined ? want.gitBlob : undefined);
+  if (id && hash.digest('hex') !== id) {
     fs.rmSync(part);
-    throw new Error(`hub: ${path.basename(url)}: the downloaded file's SHA-256 is not the one the Hub lists (removed: run the same command again)`);
+    throw new Error(`hub: ${name}: the downloaded file's ${want.sha256 ? 'SHA-256' : 'git blob id'} is not the one the Hub lists (removed: run the same command again)`);
   }
   fs.renameSync(part, blob);
 }
@@ -182,7 +231,9 @@ function link(blob: string, file: string): void {
     fs.symlinkSync(path.relative(path.dirname(file), blob), file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') return;
-    fs.copyFileSync(blob, file);
+    const copy = `${file}.${process.pid}.tmp`; // whole or absent: a copy cut short is never taken for the file
+    fs.copyFileSync(blob, copy);
+    fs.renameSync(copy, file);
   }
 }
 
@@ -191,6 +242,11 @@ function link(blob: string, file: string): void {
  * (models--owner--name/snapshots/<commit>, not the commit), else the file or folder's own name.
  */
 export function shortName(p: string): string {
-  const abs = path.resolve(p), m = /(?:^|[\\/])models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][0-9a-f]{40}$/.exec(abs);
-  return m ? `${m[1]}/${m[2]}` : path.basename(abs);
+  return hubRepo(p) ?? path.basename(path.resolve(p));
+}
+
+/** owner/name for a folder of the Hugging Face cache's snapshots (models--owner--name/snapshots/<commit>), else undefined. */
+export function hubRepo(p: string): string | undefined {
+  const m = /(?:^|[\\/])models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][0-9a-f]{40}$/.exec(path.resolve(p));
+  return m ? `${m[1]}/${m[2]}` : undefined;
 }

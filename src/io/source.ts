@@ -49,7 +49,9 @@ export function modelPath(p: string): string {
 }
 
 export function openSource(p: string): ModelSource {
-  if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist${/^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(p) ? ` (as a Hugging Face model it is not in the cache: hf:${p} downloads it)` : ''}`);
+  // owner/name where no folder "owner" is here: meant as a Hugging Face id.
+  const hubId = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(p) && !fs.existsSync(p.split('/')[0]);
+  if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist${hubId ? ` (as a Hugging Face model it is not in the cache: hf:${p} downloads it)` : ''}`);
   const abs = modelPath(p), isDir = fs.statSync(abs).isDirectory(), head = isDir ? '' : magic(abs);
   // torch.save writes a zip archive.
   if (!isDir && (PYTORCH_FILE.test(path.basename(abs)) || head === 'PK\x03\x04')) throw new Error(`model: ${abs} ${PYTORCH_ADVICE} and give its folder`);
