@@ -188,5 +188,10 @@ test('the command line downloads --model hf:… with the rest of the command unc
     child.on('exit', () => reject(new Error(out)));
   }).finally(() => child.kill());
   assert.equal(serving, 'edge/default, team/r, edge/reasoning');
+  // The converted copies that `edgereason cache` lists say which Hugging Face model they came from.
+  const copies = path.join(tmp, 'copies');
+  await (await withEnv(hubEnv(cache), () => loadModel('hf:edge/default', { cache: 'always', cacheDir: copies }))).close();
+  const listed = await run(process.execPath, ['bin/edgereason.js', 'cache', '--dir', copies], { encoding: 'utf8' });
+  assert.match(listed.stdout, new RegExp(`from ${path.join(cache, 'models--edge--default', 'snapshots', SHA)} \\(hf:edge/default\\)\n`));
   assert.deepEqual([hub.stdout, fs.existsSync(path.join(cache, 'models--edge--default', 'snapshots', SHA, 'model.safetensors'))], [local.stdout, true]);
 });

@@ -1,6 +1,14 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
+import path from 'node:path';
 import { cacheEntries, cacheFolder, gib, pruneCache, type CacheEntry } from '../runtime/convert.ts';
+import { hubRepo } from '../io/hub.ts';
+
+/** " (hf:owner/name)" for a source in the Hugging Face cache (a snapshot folder, or a GGUF file in one). */
+const hubNote = (source: string): string => {
+  const repo = hubRepo(source), inRepo = repo ? undefined : hubRepo(path.dirname(source));
+  return repo ? ` (hf:${repo})` : inRepo ? ` (hf:${inRepo}/${path.basename(source)})` : '';
+};
 
 export function cacheCommand(program: Command): void {
   program.command('cache')
@@ -22,7 +30,7 @@ export function cacheCommand(program: Command): void {
       const entries = cacheEntries(root);
       console.log(`${root}: ${entries.length} converted cop${entries.length === 1 ? 'y' : 'ies'}, ${gib(total(entries), 2)} GiB`);
       for (const e of entries) {
-        console.log(`  ${gib(e.bytes, 2).padStart(6)} GiB  ${e.state}  ${e.dir}${e.source ? `\n              from ${e.source}` : ''}${e.why ? `\n              which ${e.why}` : ''}`);
+        console.log(`  ${gib(e.bytes, 2).padStart(6)} GiB  ${e.state}  ${e.dir}${e.source ? `\n              from ${e.source}${hubNote(e.source)}` : ''}${e.why ? `\n              which ${e.why}` : ''}`);
       }
       if (entries.some((e) => e.state === 'stale' || e.state === 'abandoned')) console.log('`edgereason cache --prune` removes the stale and abandoned ones.');
     });
