@@ -25,11 +25,21 @@ const tiny = makeRandomQwen2({ dir: path.join(tmp, 'tiny'), config: { numLayers:
 const onlyGguf = path.join(tmp, 'only-gguf');
 fs.mkdirSync(onlyGguf);
 fs.copyFileSync(tiny.files.ggufF32, path.join(onlyGguf, 'tiny-f32.gguf'));
-const REPOS: Record<string, string> = { 'edge/only-gguf': onlyGguf, 'edge/default': path.resolve('models/default'), 'edge/reasoning': path.resolve('models/default/reasoning-adapter'), 'edge/tiny-gguf': tiny.dir, 'edge/gated': tiny.dir };
+// Mistral's layout: shards named by an index, and a consolidated.safetensors beside them that transformers never reads.
+const sharded = path.join(tmp, 'sharded');
+fs.mkdirSync(sharded);
+for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join('models/default', f), path.join(sharded, f));
+fs.copyFileSync('models/default/model.safetensors', path.join(sharded, 'model-00001-of-00001.safetensors'));
+fs.copyFileSync('models/default/model.safetensors', path.join(sharded, 'consolidated.safetensors'));
+const names = Object.keys(JSON.parse(fs.readFileSync('models/default/model.safetensors').subarray(8, 8 + Number(fs.readFileSync('models/default/model.safetensors').readBigUInt64LE(0))).toString())).filter((k) => k !== '__metadata__');
+fs.writeFileSync(path.join(sharded, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: Object.fromEntries(names.map((n) => [n, 'model-00001-of-00001.safetensors'])) }));
+const REPOS: Record<string, string> = { 'edge/only-gguf': onlyGguf, 'edge/sharded': sharded, 'edge/slow': tiny.dir, 'edge/default': path.resolve('models/default'), 'edge/reasoning': path.resolve('models/default/reasoning-adapter'), 'edge/tiny-gguf': tiny.dir, 'edge/gated': tiny.dir };
 const SHA = 'a'.repeat(40);
+let head = SHA; // the commit main is at
 const requests: string[] = [];
 let corrupt = ''; // a file served with one byte changed
 let longer = ''; // a file served with one byte more
+let cut = ''; // a file whose connection drops half-way
 
 const lfs = (f: string) => /\.(safetensors|gguf)$/.test(f);
 const sibling = (dir: string, f: string) => {
@@ -47,17 +57,22 @@ const server = http.createServer((req, res) => {
   if (repo === 'edge/gated' && req.headers.authorization !== 'Bearer right') { res.writeHead(req.headers.authorization ? 403 : 401, { 'x-error-code': 'GatedRepo' }).end('{"error":"gated"}'); return; }
   if (api) {
     const files = fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile());
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: repo, sha: SHA, siblings: files.map((f) => sibling(dir, f)) }));
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: repo, sha: head, siblings: files.map((f) => sibling(dir, f)) }));
     return;
   }
   let bytes = fs.readFileSync(path.join(dir, decodeURIComponent(file![3])));
   if (file![3] === corrupt) { bytes = Buffer.from(bytes); bytes[bytes.length - 1] ^= 1; }
   if (file![3] === longer) bytes = Buffer.concat([bytes, Buffer.from(' ')]);
   const from = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+  if (file![3] === cut || repo === 'edge/slow') { // half, then the connection drops (edge/slow: half, then nothing)
+    res.writeHead(200, { 'content-length': bytes.length }).write(bytes.subarray(0, bytes.length >> 1));
+    if (repo !== 'edge/slow') setTimeout(() => res.destroy(), 50);
+    return;
+  }
   res.writeHead(from ? 206 : 200, { 'content-length': bytes.length - from, ...(from ? { 'content-range': `bytes ${from}-${bytes.length - 1}/${bytes.length}` } : {}) }).end(bytes.subarray(from));
 });
 await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-after(() => server.close());
+after(() => { server.closeAllConnections(); server.close(); });
 const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
 /** Runs `fn` with these environment variables (undefined: unset), restoring them after. */
@@ -194,4 +209,56 @@ test('the command line downloads --model hf:… with the rest of the command unc
   const listed = await run(process.execPath, ['bin/edgereason.js', 'cache', '--dir', copies], { encoding: 'utf8' });
   assert.match(listed.stdout, new RegExp(`from ${path.join(cache, 'models--edge--default', 'snapshots', SHA)} \\(hf:edge/default\\)\n`));
   assert.deepEqual([hub.stdout, fs.existsSync(path.join(cache, 'models--edge--default', 'snapshots', SHA, 'model.safetensors'))], [local.stdout, true]);
+});
+
+test('hf: a branch follows the commit the Hub names (the cached one when the Hub cannot be reached); an index downloads only its shards; a snapshot without its tokenizer config is completed', async () => {
+  const cache = path.join(tmp, 'cache5'), env = hubEnv(cache), repo = path.join(cache, 'models--edge--default');
+  const first = await withEnv(env, () => resolveModelPath('hf:edge/default'));
+  head = 'b'.repeat(40);
+  try {
+    requests.length = 0;
+    const moved = await withEnv(env, () => resolveModelPath('hf:edge/default'));
+    // The new commit's snapshot, from the blobs already there: one question, no file fetched again.
+    assert.deepEqual([moved, fs.readFileSync(path.join(repo, 'refs', 'main'), 'utf8'), requests.length], [path.join(repo, 'snapshots', head), head, 1]);
+    assert.equal(await withEnv({ ...env, HF_ENDPOINT: 'http://127.0.0.1:9' }, () => resolveModelPath('hf:edge/default')), moved);
+    assert.equal(await withEnv(env, () => resolveModelPath(`hf:edge/default@${SHA}`)), first);
+  } finally {
+    head = SHA;
+  }
+  // huggingface_hub fetched the tokenizer alone (AutoTokenizer): the rest comes now.
+  fs.rmSync(path.join(first, 'tokenizer_config.json'));
+  assert.equal(await withEnv(env, () => resolveModelPath('hf:edge/default')), first);
+  assert.ok(fs.existsSync(path.join(first, 'tokenizer_config.json')));
+
+  requests.length = 0;
+  const shards = await withEnv(env, () => resolveModelPath('hf:edge/sharded'));
+  assert.deepEqual(fs.readdirSync(shards).sort(), ['config.json', 'model-00001-of-00001.safetensors', 'model.safetensors.index.json', 'tokenizer.json', 'tokenizer_config.json']);
+  assert.ok(!requests.some((r) => r.includes('consolidated')), requests.join('\n'));
+  const m = await loadModel(shards);
+  await m.close();
+});
+
+test('hf: a dropped connection says how the download goes on; Ctrl-C on the command line too, and the same command goes on', async () => {
+  const cache = path.join(tmp, 'cache6');
+  cut = 'model.safetensors';
+  try {
+    await assert.rejects(withEnv(hubEnv(cache), () => resolveModelPath('hf:edge/default')), /^Error: hub: model\.safetensors: the download broke off at \d+ of \d+ bytes \(.*\): run the same command again: it goes on from there$/);
+  } finally {
+    cut = '';
+  }
+  requests.length = 0;
+  await withEnv(hubEnv(cache), () => resolveModelPath('hf:edge/default'));
+  assert.ok(requests.some((r) => /^bytes=\d+- \/edge\/default\/resolve\/a+\/model\.safetensors$/.test(r)), requests.join('\n'));
+
+  requests.length = 0;
+  const child = spawn(process.execPath, ['bin/edgereason.js', 'generate', '--model', 'hf:edge/slow', '--prompt', 'x'],
+    { env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  while (!requests.some((r) => r.includes('/edge/slow/resolve/'))) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 300));
+  child.kill('SIGINT');
+  assert.deepEqual([await exited, err.trim().split('\n').at(-1)], [130, 'download of hf:edge/slow stopped: the same command goes on from where it stopped']);
+  assert.ok(fs.readdirSync(path.join(cache, 'models--edge--slow', 'blobs')).some((f) => f.endsWith('.incomplete')));
 });

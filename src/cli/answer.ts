@@ -25,7 +25,7 @@ export const thinkingNote = (output: string): string => `edgereason: note: this 
 export function answerCommand(program: Command): void {
   const command = program.command('answer')
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
-    .requiredOption('--model <path>', 'base model');
+    .requiredOption('--model <path>', 'base model: a folder, .gguf or .bin file, or hf:owner/name (from the Hugging Face cache, downloaded once)');
   const checkReasoner = reasonerOptions(command);
   command
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')

@@ -18,7 +18,7 @@ import { guessesNote, PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load
 export function chatCommand(program: Command): void {
   const command = program.command('chat')
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /exit (or end of input) ends')
-    .option('--model <path>', 'base model', defaultModel.dir);
+    .option('--model <path>', 'base model: a folder, .gguf or .bin file, or hf:owner/name (from the Hugging Face cache, downloaded once)', defaultModel.dir);
   const checkReasoner = reasonerOptions(command);
   command
     .option('--max-thinking-tokens <n>', 'thinking cap (then "</think>" is forced)', intArg('--max-thinking-tokens', 0))

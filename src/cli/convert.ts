@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { isModelFileFolder, modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
+import { shortName } from '../io/hub.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
 import type { Quant } from '../onnx/quant.ts';
@@ -22,7 +23,7 @@ function convertedFrom(dir: string): string | undefined {
 export function convertCommand(program: Command): void {
   program.command('convert')
     .description('build the ONNX graph and weights once (model.onnx + model.onnx.data) for fast loading')
-    .requiredOption('--model <path>', 'Hugging Face folder, .gguf or llama2.c .bin')
+    .requiredOption('--model <path>', 'Hugging Face folder, .gguf or llama2.c .bin, or hf:owner/name (from the Hugging Face cache, downloaded once)')
     .requiredOption('--out <dir>', 'output folder (a conversion of the same --model there is rebuilt; a model\'s own folder, another model\'s conversion, or one holding files convert writes, is refused)')
     .option('--overwrite', 'replace the model, tokenizer or ONNX files another tool left in --out')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
@@ -40,7 +41,7 @@ export function convertCommand(program: Command): void {
       const t0 = performance.now(), src = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(src.config);
       const note = requantisedNote(src, quant);
       if (note) console.error(cliWords(note));
-      const bar = lateProgress(`converting ${path.basename(src.path)}`, 'M weights');
+      const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights');
       let m: Manifest;
       // Ctrl-C: this run's half-written files go (a load would leave them, gigabytes for a large model); the files
       // in place were not touched before the last step, which renames them all at once.

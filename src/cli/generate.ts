@@ -6,7 +6,7 @@ import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg
 export function generateCommand(program: Command): void {
   samplingFlags(program.command('generate')
     .description('stream a completion to stdout')
-    .requiredOption('--model <path>', 'Hugging Face folder, .gguf, llama2.c .bin, or a converted folder')
+    .requiredOption('--model <path>', 'Hugging Face folder, .gguf, llama2.c .bin, a converted folder, or hf:owner/name (from the Hugging Face cache, downloaded once)')
     .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one; - reads it from the standard input)')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
     .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0))

@@ -21,7 +21,7 @@ import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { shown } from '../show.ts';
 import { expandHome } from '../io/source.ts';
 import { resolveModelPath } from '../io/hub.ts';
-import { lateProgress } from '../train/progress.ts';
+import { lateProgress, onInterrupt } from '../train/progress.ts';
 
 export async function main(argv: string[]): Promise<void> {
   // Output piped into a reader that stops early (| head) ends the command quietly; output that cannot be written
@@ -105,12 +105,14 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
-/** A model or adapter argument's local path, with a progress bar while an hf: one downloads. */
+/** A model or adapter argument's local path, with a progress bar while an hf: one downloads (Ctrl-C says how it goes on). */
 async function resolveWithProgress(p: string): Promise<string> {
   const bar = lateProgress(`downloading ${p}`, 'MB');
+  const off = p.startsWith('hf:') ? onInterrupt(process.stderr, () => { bar.stop(); return `download of ${p} stopped: the same command goes on from where it stopped`; }) : () => {};
   try {
-    return await resolveModelPath(p, { onDownload: (done, total) => bar.update(Math.floor(done / 1e6), Math.ceil(total / 1e6)) });
+    return await resolveModelPath(p, { onDownload: (done, total) => bar.update(Math.round(done / 1e6), Math.round(total / 1e6)) });
   } finally {
+    off();
     bar.stop();
   }
 }

@@ -26,7 +26,7 @@ function effortBudgets(v: string): Partial<EffortBudgets> {
 export function serveCommand(program: Command): void {
   program.command('serve')
     .description('OpenAI-compatible server (chat completions with reasoning, streaming, continuous batching) and a playground page')
-    .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf, llama2.c .bin or converted folder)')
+    .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf, llama2.c .bin, converted folder, or hf:owner/name from the Hugging Face cache, downloaded once)')
     .option('--adapter <name=dir...>', 'PEFT adapter(s) served as model "name" (default: <model>/reasoning-adapter as "reasoning")')
     .option('--router <file>', 'router.json (default: <model>/router.json when present)')
     .option('--verifier <file>', 'verifier.json (default: <model>/verifier.json when present)')

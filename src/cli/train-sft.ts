@@ -28,7 +28,7 @@ export function parseTargets(list: string, flag = '--targets'): Projection[] {
 export function trainSftCommand(program: Command): void {
   program.command('train-sft')
     .description('supervised fine-tuning: a LoRA adapter (PEFT format) or, with --full, all weights')
-    .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf or llama2.c .bin)')
+    .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf or llama2.c .bin, or hf:owner/name from the Hugging Face cache, downloaded once)')
     .requiredOption('--data <file>', 'training JSONL: {"messages":[...]} or {"prompt","completion"} (strings, or lists of chat messages as TRL writes them) per line')
     .option('--eval <file>', 'held-out JSONL for eval loss')
     .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')

@@ -59,7 +59,7 @@ export function cachedPath(spec: HubSpec): string | undefined {
   const snapshot = path.join(folder, 'snapshots', sha), has = (f: string) => fs.existsSync(path.join(snapshot, f));
   if (spec.file) return ggufParts(spec.file, undefined).every(has) ? path.join(snapshot, spec.file) : undefined;
   if (has('adapter_config.json')) return has('adapter_model.safetensors') ? snapshot : undefined;
-  return has('config.json') && has('tokenizer.json') && weightsWhole(snapshot) ? snapshot : undefined;
+  return has('config.json') && has('tokenizer.json') && has('tokenizer_config.json') && weightsWhole(snapshot) ? snapshot : undefined;
 }
 
 /** Whether a folder holds its weights whole: every shard its safetensors index names, or a safetensors file. */
@@ -100,10 +100,19 @@ export async function resolveModelPath(p: string, o: ResolveOptions = {}): Promi
     return cachedPath({ repo: p, revision: 'main' }) ?? p;
   }
   const cached = cachedPath(spec);
-  if (cached) return cached;
-  if (offline(process.env)) throw new Error(`hub: ${p} is not in the Hugging Face cache (${hubCacheDir()}), and HF_HUB_OFFLINE is set: unset it to download`);
-  return download(p, spec, o);
+  // A commit never changes; a branch or tag is asked for its commit first, as huggingface_hub does (the cached one when the Hub cannot be reached).
+  if (cached && (isCommit(spec.revision) || offline(process.env))) return cached;
+  if (!cached && offline(process.env)) throw new Error(`hub: ${p} is not in the Hugging Face cache (${hubCacheDir()}), and HF_HUB_OFFLINE is set: unset it to download`);
+  try {
+    return await download(p, spec, o);
+  } catch (e) {
+    if (cached && e instanceof Unreachable) return cached;
+    throw e;
+  }
 }
+
+/** The Hub could not be reached (no network, a timeout): a cached snapshot serves instead. */
+class Unreachable extends Error {}
 
 interface Sibling { rfilename: string; size?: number; blobId?: string; lfs?: { sha256?: string; oid?: string; size?: number } }
 
@@ -113,11 +122,15 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   const get = async (url: string, what: string, extra: Record<string, string> = {}): Promise<Response> => {
     let res: Response;
+    // The answer's headers within 10 s (huggingface_hub's timeout); a body then takes as long as it takes.
+    const late = new AbortController(), timer = setTimeout(() => late.abort(new Error('no answer within 10 s')), 10_000);
     try {
-      res = await fetch(url, { headers: { ...headers, ...extra }, signal: o.signal });
+      res = await fetch(url, { headers: { ...headers, ...extra }, signal: o.signal ? AbortSignal.any([o.signal, late.signal]) : late.signal });
     } catch (e) {
       if (o.signal?.aborted) throw e;
-      throw new Error(`hub: ${p}: could not reach ${endpoint} (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}); set HF_HUB_OFFLINE=1 to read the Hugging Face cache only, HF_ENDPOINT for a mirror`);
+      throw new Unreachable(`hub: ${p}: could not reach ${endpoint} (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}); set HF_HUB_OFFLINE=1 to read the Hugging Face cache only, HF_ENDPOINT for a mirror`);
+    } finally {
+      clearTimeout(timer);
     }
     if (res.ok || res.status === 416) return res;
     await res.body?.cancel();
@@ -140,18 +153,31 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
   } else {
     wanted = [...byName.keys()].filter((f) => FOLDER_FILE.test(f));
     const named = (f: string) => wanted.includes(f);
+    // With a safetensors index, only the shards it names (Mistral's repositories also hold consolidated.safetensors).
+    const index = 'model.safetensors.index.json';
+    if (named(index)) {
+      const shards = new Set(Object.values(JSON.parse(await (await get(`${endpoint}/${spec.repo}/resolve/${info.sha}/${index}`, index)).text()).weight_map ?? {}) as string[]);
+      wanted = wanted.filter((f) => !f.endsWith('.safetensors') || shards.has(f));
+    }
     if (!wanted.some((f) => f.endsWith('.safetensors')) || !(named('config.json') || named('adapter_config.json'))) {
       throw new Error(`hub: ${p}: ${spec.repo} is not a model or adapter folder with safetensors weights (config.json or adapter_config.json, *.safetensors)${ggufs.length ? `; name one of its GGUF files: ${ggufs.map((f) => `hf:${spec.repo}/${f}`).join(', ')}` : ''}`);
     }
   }
   const folder = repoFolder(spec.repo), snapshot = path.join(folder, 'snapshots', sha);
   const todo = wanted.filter((f) => !fs.existsSync(path.join(snapshot, f)));
-  const total = todo.reduce((a, f) => a + (byName.get(f)!.lfs?.size ?? byName.get(f)!.size ?? 0), 0);
+  // Bytes this run fetches: a file's part downloaded before (.incomplete) is not fetched again.
+  const toFetch = (s: Sibling) => {
+    const size = s.lfs?.size ?? s.size ?? 0, etag = s.lfs?.sha256 ?? s.lfs?.oid ?? s.blobId, blob = etag ? path.join(folder, 'blobs', etag) : '';
+    if (!etag || fs.existsSync(blob)) return 0;
+    const part = fs.existsSync(`${blob}.incomplete`) ? fs.statSync(`${blob}.incomplete`).size : 0;
+    return part <= size ? size - part : size;
+  };
+  const total = todo.reduce((a, f) => a + toFetch(byName.get(f)!), 0);
   let done = 0;
   o.onDownload?.(0, total);
   const blobs: string[] = [];
   for (const f of todo) {
-    const s = byName.get(f)!, sha256 = s.lfs?.sha256 ?? s.lfs?.oid, etag = sha256 ?? s.blobId, size = s.lfs?.size ?? s.size;
+    const s = byName.get(f)!, sha256 = s.lfs?.sha256 ?? s.lfs?.oid, etag = sha256 ?? s.blobId, size = s.lfs?.size ?? s.size, fetches = toFetch(s);
     if (!etag || !/^[0-9a-f]{40,64}$/.test(etag)) throw new Error(`hub: ${p}: ${endpoint} listed ${f} without its blob id`);
     const blob = path.join(folder, 'blobs', etag), url = `${endpoint}/${spec.repo}/resolve/${sha}/${f.split('/').map(encodeURIComponent).join('/')}`;
     blobs.push(blob);
@@ -169,7 +195,7 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
       inFlight.set(blob, pending);
     }
     await pending;
-    done += size ?? fs.statSync(blob).size;
+    done += fetches;
   }
   // Linked once every file is there: a snapshot in the cache is whole, or missing files a later run downloads.
   todo.forEach((f, i) => link(blobs[i], path.join(snapshot, f)));
@@ -209,8 +235,11 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
         }
         for (let off = 0; off < chunk.length;) off += fs.writeSync(fd, chunk, off);
         hash.update(chunk);
-        progress(bytes += chunk.length);
+        progress((bytes += chunk.length) - have);
       }
+    } catch (e) {
+      if (!(e as Error).message.startsWith('hub: ')) throw new Error(`hub: ${name}: the download broke off at ${bytes}${want.size !== undefined ? ` of ${want.size}` : ''} bytes (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}): run the same command again: it goes on from there`);
+      throw e;
     } finally {
       try { fs.closeSync(fd); } catch { /* closed above */ }
     }
