@@ -33,13 +33,28 @@ fs.copyFileSync('models/default/model.safetensors', path.join(sharded, 'model-00
 fs.copyFileSync('models/default/model.safetensors', path.join(sharded, 'consolidated.safetensors'));
 const names = Object.keys(JSON.parse(fs.readFileSync('models/default/model.safetensors').subarray(8, 8 + Number(fs.readFileSync('models/default/model.safetensors').readBigUInt64LE(0))).toString())).filter((k) => k !== '__metadata__');
 fs.writeFileSync(path.join(sharded, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: Object.fromEntries(names.map((n) => [n, 'model-00001-of-00001.safetensors'])) }));
-const REPOS: Record<string, string> = { 'edge/only-gguf': onlyGguf, 'edge/sharded': sharded, 'edge/slow': tiny.dir, 'edge/default': path.resolve('models/default'), 'edge/reasoning': path.resolve('models/default/reasoning-adapter'), 'edge/tiny-gguf': tiny.dir, 'edge/gated': tiny.dir };
+// Repositories that are not whole: an index that is not one, an index naming a shard not there, a split GGUF's lone part, a folder without tokenizer_config.json.
+const odd = (name: string, files: Record<string, string | Buffer>) => {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(dir);
+  for (const [f, v] of Object.entries(files)) fs.writeFileSync(path.join(dir, f), v);
+  return dir;
+};
+const base = { 'config.json': fs.readFileSync('models/default/config.json'), 'tokenizer.json': fs.readFileSync('models/default/tokenizer.json'), 'model.safetensors': fs.readFileSync('models/default/model.safetensors') };
+const REPOS: Record<string, string> = {
+  'edge/bad-index': odd('bad-index', { ...base, 'model.safetensors.index.json': '{"metadata": {}}' }),
+  'edge/ghost-shard': odd('ghost-shard', { ...base, 'model.safetensors.index.json': '{"weight_map": {"a": "model-00002-of-00002.safetensors"}}' }),
+  'edge/split': odd('split', { 'x-00001-of-00002.gguf': 'GGUF' }),
+  'edge/no-tokenizer-config': odd('no-tokenizer-config', base),
+  'edge/only-gguf': onlyGguf, 'edge/sharded': sharded, 'edge/slow': tiny.dir, 'edge/default': path.resolve('models/default'), 'edge/reasoning': path.resolve('models/default/reasoning-adapter'), 'edge/tiny-gguf': tiny.dir, 'edge/gated': tiny.dir };
 const SHA = 'a'.repeat(40);
 let head = SHA; // the commit main is at
 const requests: string[] = [];
 let corrupt = ''; // a file served with one byte changed
 let longer = ''; // a file served with one byte more
 let cut = ''; // a file whose connection drops half-way
+let refuse = ''; // a file whose connection drops before any answer
+let down = 0; // the revision API's HTTP status instead of its answer (503), or 200 with a proxy's HTML page (-1)
 
 const lfs = (f: string) => /\.(safetensors|gguf)$/.test(f);
 const sibling = (dir: string, f: string) => {
@@ -55,6 +70,8 @@ const server = http.createServer((req, res) => {
   // As the Hub: an unknown repository is a 401 (as a private one), a gated one 401 without a token and 403 with one not let in.
   if (!dir) { res.writeHead(401, { 'x-error-code': 'RepoNotFound' }).end('{"error":"Repository not found"}'); return; }
   if (repo === 'edge/gated' && req.headers.authorization !== 'Bearer right') { res.writeHead(req.headers.authorization ? 403 : 401, { 'x-error-code': 'GatedRepo' }).end('{"error":"gated"}'); return; }
+  if (api && down) { res.writeHead(down > 0 ? down : 200, { 'content-type': 'text/html' }).end('<html>maintenance</html>'); return; }
+  if (file && decodeURIComponent(file[3]) === refuse) { res.destroy(); return; }
   if (api) {
     const files = fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile());
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: repo, sha: head, siblings: files.map((f) => sibling(dir, f)) }));
@@ -261,4 +278,43 @@ test('hf: a dropped connection says how the download goes on; Ctrl-C on the comm
   child.kill('SIGINT');
   assert.deepEqual([await exited, err.trim().split('\n').at(-1)], [130, 'download of hf:edge/slow stopped: the same command goes on from where it stopped']);
   assert.ok(fs.readdirSync(path.join(cache, 'models--edge--slow', 'blobs')).some((f) => f.endsWith('.incomplete')));
+});
+
+test('hf: when the Hub cannot say which commit a branch is at (a server error, a page that is not its answer), the cached snapshot serves; once it has named one, its files must come', async () => {
+  const cache = path.join(tmp, 'cache7'), env = hubEnv(cache);
+  const first = await withEnv(env, () => resolveModelPath('hf:edge/default'));
+  for (const status of [503, 429, -1]) {
+    down = status;
+    try {
+      assert.equal(await withEnv(env, () => resolveModelPath('hf:edge/default')), first);
+      await assert.rejects(withEnv(env, () => resolveModelPath('hf:edge/reasoning')), status === -1 ? /answered the model's revision with something that is not JSON \(a proxy's page\?\)/ : new RegExp(`HTTP ${status} from .*: try again later, or set HF_HUB_OFFLINE=1`));
+    } finally {
+      down = 0;
+    }
+  }
+  // main moves to a commit with a file whose blob is not here, and that file's connection drops: an error, not the old snapshot.
+  const tokenizer = sibling('models/default', 'tokenizer.json').blobId;
+  fs.rmSync(path.join(cache, 'models--edge--default', 'blobs', tokenizer));
+  head = 'c'.repeat(40);
+  refuse = 'tokenizer.json';
+  try {
+    await assert.rejects(withEnv(env, () => resolveModelPath('hf:edge/default')), /^Error: hub: hf:edge\/default: could not reach /);
+  } finally {
+    head = SHA;
+    refuse = '';
+  }
+});
+
+test('hf: a repository that is not whole is refused by name; one without tokenizer_config.json is marked as huggingface_hub marks it, and then read offline', async () => {
+  const cache = path.join(tmp, 'cache8'), run = (spec: string, extra: Record<string, string | undefined> = {}) => withEnv(hubEnv(cache, extra), () => resolveModelPath(spec));
+  await assert.rejects(run('hf:edge/bad-index'), /^Error: hub: hf:edge\/bad-index: edge\/bad-index's model\.safetensors\.index\.json is not a safetensors index \(no "weight_map" of tensor names to files\)$/);
+  await assert.rejects(run('hf:edge/ghost-shard'), /^Error: hub: hf:edge\/ghost-shard: edge\/ghost-shard's model\.safetensors\.index\.json names model-00002-of-00002\.safetensors, which the repository does not hold$/);
+  await assert.rejects(run('hf:edge/split/x-00001-of-00002.gguf'), /^Error: hub: hf:edge\/split\/x-00001-of-00002\.gguf: edge\/split lacks x-00002-of-00002\.gguf of the split GGUF x-00001-of-00002\.gguf$/);
+  const snapshot = await run('hf:edge/no-tokenizer-config');
+  assert.ok(fs.existsSync(path.join(cache, 'models--edge--no-tokenizer-config', '.no_exist', SHA, 'tokenizer_config.json')));
+  assert.equal(await run('hf:edge/no-tokenizer-config', { HF_HUB_OFFLINE: '1' }), snapshot);
+});
+
+test('hf: a download that stalls (no data for 10 s) breaks off with what to do', async () => {
+  await assert.rejects(withEnv(hubEnv(path.join(tmp, 'cache9')), () => resolveModelPath('hf:edge/slow')), /^Error: hub: (config|model)\.\S+: the download broke off at \d+ of \d+ bytes \(no data for 10 s\): run the same command again: it goes on from there$/);
 });

@@ -57,9 +57,11 @@ export function cachedPath(spec: HubSpec): string | undefined {
   const sha = isCommit(spec.revision) ? spec.revision : fs.existsSync(ref) ? fs.readFileSync(ref, 'utf8').trim() : undefined;
   if (!sha) return undefined;
   const snapshot = path.join(folder, 'snapshots', sha), has = (f: string) => fs.existsSync(path.join(snapshot, f));
-  if (spec.file) return ggufParts(spec.file, undefined).every(has) ? path.join(snapshot, spec.file) : undefined;
+  if (spec.file) return ggufParts(spec.file).every(has) ? path.join(snapshot, spec.file) : undefined;
   if (has('adapter_config.json')) return has('adapter_model.safetensors') ? snapshot : undefined;
-  return has('config.json') && has('tokenizer.json') && has('tokenizer_config.json') && weightsWhole(snapshot) ? snapshot : undefined;
+  // tokenizer_config.json, or huggingface_hub's mark that the commit has none (.no_exist/<commit>/<file>).
+  const tokenizerConfig = has('tokenizer_config.json') || fs.existsSync(path.join(folder, '.no_exist', sha, 'tokenizer_config.json'));
+  return has('config.json') && has('tokenizer.json') && tokenizerConfig && weightsWhole(snapshot) ? snapshot : undefined;
 }
 
 /** Whether a folder holds its weights whole: every shard its safetensors index names, or a safetensors file. */
@@ -73,11 +75,10 @@ function weightsWhole(dir: string): boolean {
   }
 }
 
-/** A split GGUF's parts (name-00001-of-00003.gguf …), or the file alone; `listed` (the repo's files) must hold them. */
-function ggufParts(file: string, listed: Set<string> | undefined): string[] {
+/** A split GGUF's parts (name-00001-of-00003.gguf …), or the file alone. */
+function ggufParts(file: string): string[] {
   const m = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/.exec(file);
-  const parts = m ? Array.from({ length: Number(m[3]) }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[3]}.gguf`) : [file];
-  return listed ? parts.filter((f) => listed.has(f)) : parts;
+  return m ? Array.from({ length: Number(m[3]) }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[3]}.gguf`) : [file];
 }
 
 /** The files of a model or adapter folder that loading reads (root level: configs, tokenizer, chat template, safetensors). */
@@ -100,7 +101,8 @@ export async function resolveModelPath(p: string, o: ResolveOptions = {}): Promi
     return cachedPath({ repo: p, revision: 'main' }) ?? p;
   }
   const cached = cachedPath(spec);
-  // A commit never changes; a branch or tag is asked for its commit first, as huggingface_hub does (the cached one when the Hub cannot be reached).
+  // A commit never changes; a branch or tag is asked for its commit first, as huggingface_hub does (the cached one when
+  // the Hub cannot answer: unreachable, a server error).
   if (cached && (isCommit(spec.revision) || offline(process.env))) return cached;
   if (!cached && offline(process.env)) throw new Error(`hub: ${p} is not in the Hugging Face cache (${hubCacheDir()}), and HF_HUB_OFFLINE is set: unset it to download`);
   try {
@@ -111,7 +113,7 @@ export async function resolveModelPath(p: string, o: ResolveOptions = {}): Promi
   }
 }
 
-/** The Hub could not be reached (no network, a timeout): a cached snapshot serves instead. */
+/** The Hub could not say which commit a branch is at (no network, a timeout, a server error): a cached snapshot serves instead. */
 class Unreachable extends Error {}
 
 interface Sibling { rfilename: string; size?: number; blobId?: string; lfs?: { sha256?: string; oid?: string; size?: number } }
@@ -120,10 +122,10 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
   const endpoint = (process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
   const token = hubToken(process.env);
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
-  const get = async (url: string, what: string, extra: Record<string, string> = {}): Promise<Response> => {
+  /** A GET whose answer's headers come within 10 s (huggingface_hub's timeout); `stop` also aborts it (its body too). */
+  const get = async (url: string, what: string, extra: Record<string, string> = {}, stop?: AbortController): Promise<Response> => {
     let res: Response;
-    // The answer's headers within 10 s (huggingface_hub's timeout); a body then takes as long as it takes.
-    const late = new AbortController(), timer = setTimeout(() => late.abort(new Error('no answer within 10 s')), 10_000);
+    const late = stop ?? new AbortController(), timer = setTimeout(() => late.abort(new Error('no answer within 10 s')), 10_000);
     try {
       res = await fetch(url, { headers: { ...headers, ...extra }, signal: o.signal ? AbortSignal.any([o.signal, late.signal]) : late.signal });
     } catch (e) {
@@ -135,6 +137,7 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
     if (res.ok || res.status === 416) return res;
     await res.body?.cancel();
     const code = res.headers.get('x-error-code'), http = `HTTP ${res.status}${code ? ` ${code}` : ''}`;
+    if (res.status >= 500 || res.status === 429) throw new Unreachable(`hub: ${p}: ${what}: ${http} from ${endpoint}: try again later, or set HF_HUB_OFFLINE=1 to read the Hugging Face cache only`);
     if (code === 'GatedRepo') throw new Error(`hub: ${p}: ${spec.repo} is gated (${http}): accept its conditions at ${endpoint}/${spec.repo}, then set HF_TOKEN to a token of that account`);
     // The Hub answers 401 for a repository that does not exist as for a private one.
     if (res.status === 401) throw new Error(`hub: ${p}: ${what} was not found on ${endpoint}, or is private (${http}): check the name; ${token ? 'the token in HF_TOKEN may not read it' : 'for a private one, set HF_TOKEN to a token that may read it'}`);
@@ -142,21 +145,48 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
     if (res.status === 404) throw new Error(`hub: ${p}: ${what} was not found on ${endpoint} (${http}: check the name${spec.revision !== 'main' ? ' and the revision' : ''})`);
     throw new Error(`hub: ${p}: ${what}: ${http} from ${endpoint}`);
   };
-  const info = await (await get(`${endpoint}/api/models/${spec.repo}/revision/${encodeURIComponent(spec.revision)}?blobs=true`, `the model ${spec.repo}${spec.revision !== 'main' ? ` at ${spec.revision}` : ''}`)).json() as { sha?: unknown; siblings?: Sibling[] };
-  if (typeof info.sha !== 'string' || !isCommit(info.sha) || !Array.isArray(info.siblings)) throw new Error(`hub: ${p}: ${endpoint} answered the model's revision without a commit and a file list`);
-  const sha = info.sha, byName = new Map(info.siblings.map((s) => [s.rfilename, s]));
+  // Only this question may fall back to a cached snapshot: once the Hub has named the commit, its files must come.
+  let info: { sha?: unknown; siblings?: Sibling[] };
+  try {
+    info = await (await get(`${endpoint}/api/models/${spec.repo}/revision/${encodeURIComponent(spec.revision)}?blobs=true`, `the model ${spec.repo}${spec.revision !== 'main' ? ` at ${spec.revision}` : ''}`)).json();
+  } catch (e) {
+    if (e instanceof Unreachable) throw e;
+    if (e instanceof SyntaxError) throw new Unreachable(`hub: ${p}: ${endpoint} answered the model's revision with something that is not JSON (a proxy's page?): check HF_ENDPOINT, or set HF_HUB_OFFLINE=1`);
+    throw e;
+  }
+  if (typeof info.sha !== 'string' || !isCommit(info.sha) || !Array.isArray(info.siblings)) throw new Unreachable(`hub: ${p}: ${endpoint} answered the model's revision without a commit and a file list: check HF_ENDPOINT, or set HF_HUB_OFFLINE=1`);
+  try {
+    return await fetchRevision(p, spec, info.sha, info.siblings, endpoint, get, o);
+  } catch (e) {
+    throw e instanceof Unreachable ? new Error(e.message) : e;
+  }
+}
+
+type Get = (url: string, what: string, extra?: Record<string, string>, stop?: AbortController) => Promise<Response>;
+
+/** Downloads what `spec` names at commit `sha` (its files listed in `siblings`) into the cache; its local path. */
+async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Sibling[], endpoint: string, get: Get, o: ResolveOptions): Promise<string> {
+  const byName = new Map(siblings.map((s) => [s.rfilename, s]));
   let wanted: string[];
   const ggufs = [...byName.keys()].filter((f) => f.endsWith('.gguf'));
   if (spec.file) {
     if (!byName.has(spec.file)) throw new Error(`hub: ${p}: ${spec.repo} has no file ${spec.file}${ggufs.length ? ` (its GGUF files: ${ggufs.join(', ')})` : ''}`);
-    wanted = ggufParts(spec.file, new Set(byName.keys()));
+    wanted = ggufParts(spec.file);
+    const missing = wanted.filter((f) => !byName.has(f));
+    if (missing.length) throw new Error(`hub: ${p}: ${spec.repo} lacks ${missing.join(', ')} of the split GGUF ${spec.file}`);
   } else {
     wanted = [...byName.keys()].filter((f) => FOLDER_FILE.test(f));
     const named = (f: string) => wanted.includes(f);
     // With a safetensors index, only the shards it names (Mistral's repositories also hold consolidated.safetensors).
     const index = 'model.safetensors.index.json';
     if (named(index)) {
-      const shards = new Set(Object.values(JSON.parse(await (await get(`${endpoint}/${spec.repo}/resolve/${info.sha}/${index}`, index)).text()).weight_map ?? {}) as string[]);
+      const local = path.join(repoFolder(spec.repo), 'snapshots', sha, index);
+      const text = fs.existsSync(local) ? fs.readFileSync(local, 'utf8') : await (await get(`${endpoint}/${spec.repo}/resolve/${sha}/${index}`, index)).text();
+      let map: unknown;
+      try { map = JSON.parse(text).weight_map; } catch { /* refused below */ }
+      if (!map || typeof map !== 'object' || Object.values(map).some((f) => typeof f !== 'string')) throw new Error(`hub: ${p}: ${spec.repo}'s ${index} is not a safetensors index (no "weight_map" of tensor names to files)`);
+      const shards = new Set(Object.values(map) as string[]), unlisted = [...shards].filter((f) => !byName.has(f));
+      if (unlisted.length) throw new Error(`hub: ${p}: ${spec.repo}'s ${index} names ${unlisted.join(', ')}, which the repository does not hold`);
       wanted = wanted.filter((f) => !f.endsWith('.safetensors') || shards.has(f));
     }
     if (!wanted.some((f) => f.endsWith('.safetensors')) || !(named('config.json') || named('adapter_config.json'))) {
@@ -187,7 +217,7 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
       pending = (async () => {
         const release = holdLock(`${blob}.lock`, (pid) => `hub: ${p}: process ${pid} is downloading ${f} into ${path.dirname(blob)}: run this again once it has ended`);
         try {
-          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => o.onDownload?.(done + n, total), (u, extra) => get(u, f, extra));
+          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => o.onDownload?.(done + n, total), (u, extra, stop) => get(u, f, extra, stop));
         } finally {
           release();
         }
@@ -199,6 +229,11 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
   }
   // Linked once every file is there: a snapshot in the cache is whole, or missing files a later run downloads.
   todo.forEach((f, i) => link(blobs[i], path.join(snapshot, f)));
+  // A model folder without a tokenizer config: marked as huggingface_hub marks a file a commit lacks, so the snapshot counts as whole.
+  if (!spec.file && !byName.has('adapter_config.json') && !byName.has('tokenizer_config.json')) {
+    makeDir(path.join(folder, '.no_exist', sha));
+    fs.writeFileSync(path.join(folder, '.no_exist', sha, 'tokenizer_config.json'), '');
+  }
   o.onDownload?.(total, total);
   if (spec.revision !== sha) { makeDir(path.join(folder, 'refs')); fs.writeFileSync(path.join(folder, 'refs', spec.revision), sha); }
   return spec.file ? path.join(snapshot, spec.file) : snapshot;
@@ -211,37 +246,44 @@ const inFlight = new Map<string, Promise<void>>();
  * its size and its id — an LFS file's SHA-256, another's git blob id — before the file takes its name.
  */
 async function fetchBlob(url: string, blob: string, want: { size?: number; sha256?: string; gitBlob?: string }, progress: (bytes: number) => void,
-  get: (url: string, extra: Record<string, string>) => Promise<Response>): Promise<void> {
+  get: (url: string, extra: Record<string, string>, stop: AbortController) => Promise<Response>): Promise<void> {
   const part = `${blob}.incomplete`, name = decodeURIComponent(path.basename(url));
   const hash = want.sha256 ? crypto.createHash('sha256') : crypto.createHash('sha1');
   if (!want.sha256 && want.size !== undefined) hash.update(`blob ${want.size}\0`);
   let have = fs.existsSync(part) ? fs.statSync(part).size : 0;
   if (want.size !== undefined && have > want.size) { fs.rmSync(part); have = 0; }
+  const resumed = have, stop = new AbortController();
   // Whole already (cut off before its rename): checked without asking again.
-  let res = have && have === want.size ? undefined : await get(url, have ? { range: `bytes=${have}-` } : {});
-  if (res?.status === 416) { await res.body?.cancel(); res = await get(url, {}); } // a range past the server's file: sent whole
+  let res = have && have === want.size ? undefined : await get(url, have ? { range: `bytes=${have}-` } : {}, stop);
+  if (res?.status === 416) { await res.body?.cancel(); res = await get(url, {}, stop); } // a range past the server's file: sent whole
   if (res && res.status !== 206) have = 0;
-  const body = res?.body;
   if (have) for await (const chunk of fs.createReadStream(part)) hash.update(chunk as Buffer);
   let bytes = have;
-  if (body) {
+  if (res?.body) {
     const fd = fs.openSync(part, have ? 'a' : 'w');
+    // No data for 10 s (huggingface_hub's read timeout): the download broke off.
+    let idle = setTimeout(() => stop.abort(new Error('no data for 10 s')), 10_000);
     try {
-      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-        if (want.size !== undefined && bytes + chunk.length > want.size) {
-          fs.closeSync(fd);
-          fs.rmSync(part);
-          throw new Error(`hub: ${name}: the server sent more than the ${want.size} bytes the Hub lists for it (nothing kept)`);
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        clearTimeout(idle);
+        idle = setTimeout(() => stop.abort(new Error('no data for 10 s')), 10_000);
+        if (want.size !== undefined && bytes + chunk.length > want.size) throw new Oversize(`hub: ${name}: the server sent more than the ${want.size} bytes the Hub lists for it (nothing kept)`);
+        try {
+          for (let off = 0; off < chunk.length;) off += fs.writeSync(fd, chunk, off);
+        } catch (e) {
+          throw new Error(`hub: ${name}: cannot write ${part}: ${(e as Error).message}`);
         }
-        for (let off = 0; off < chunk.length;) off += fs.writeSync(fd, chunk, off);
         hash.update(chunk);
-        progress((bytes += chunk.length) - have);
+        // This run's bytes (those already there are not fetched again; a server that sends the file whole counts them once).
+        progress(Math.max(0, (bytes += chunk.length) - resumed));
       }
     } catch (e) {
+      if (e instanceof Oversize) fs.rmSync(part, { force: true });
       if (!(e as Error).message.startsWith('hub: ')) throw new Error(`hub: ${name}: the download broke off at ${bytes}${want.size !== undefined ? ` of ${want.size}` : ''} bytes (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}): run the same command again: it goes on from there`);
       throw e;
     } finally {
-      try { fs.closeSync(fd); } catch { /* closed above */ }
+      clearTimeout(idle);
+      fs.closeSync(fd);
     }
   }
   if (want.size !== undefined && bytes !== want.size) throw new Error(`hub: ${name}: the download ended at ${bytes} of ${want.size} bytes (run the same command again: it goes on from there)`);
@@ -252,6 +294,9 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
   }
   fs.renameSync(part, blob);
 }
+
+/** A body longer than the file the Hub lists: what was written is removed. */
+class Oversize extends Error {}
 
 /** The snapshot's file points at its blob (a relative link, as huggingface_hub makes; a copy where links are refused). */
 function link(blob: string, file: string): void {
