@@ -1,6 +1,6 @@
 import fs from 'node:fs';
-import type { Command } from 'commander';
 import path from 'node:path';
+import type { Command } from 'commander';
 import { cacheEntries, cacheFolder, gib, pruneCache, type CacheEntry } from '../runtime/convert.ts';
 import { hubRepo } from '../io/hub.ts';
 

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { shortName } from '../io/hub.ts';
 import { loadModel, type LoadOptions, type Model } from '../runtime/model.ts';
 import { lateProgress } from '../train/progress.ts';

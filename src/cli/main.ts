@@ -54,10 +54,6 @@ export async function main(argv: string[]): Promise<void> {
       if (path && v !== undefined) command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? v.map(expand) : expand(v), command.getOptionValueSource(o.attributeName()));
     }
   });
-  // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).
-  // Checked before the subcommand parses its flags: commander would first report the flag that went missing (a
-  // required one) or the value left over ("too many arguments"), neither of which names the cause. A subcommand's
-  // own subcommands (bench decode) are checked before their action (preSubcommand fires on the program's only).
   // --model and --adapter may name a Hugging Face model (hf:owner/name): read from the Hugging Face cache, downloaded first.
   program.hook('preAction', async (_, command) => {
     for (const o of command.options) {
@@ -74,6 +70,10 @@ export async function main(argv: string[]): Promise<void> {
       command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? resolved : resolved[0], command.getOptionValueSource(o.attributeName()));
     }
   });
+  // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).
+  // Checked before the subcommand parses its flags: commander would first report the flag that went missing (a
+  // required one) or the value left over ("too many arguments"), neither of which names the cause. A subcommand's
+  // own subcommands (bench decode) are checked before their action (preSubcommand fires on the program's only).
   const swallowed = (command: Command) => {
     const flags = new Set(command.options.flatMap((o) => [o.long, o.short]).filter(Boolean));
     const valued = new Set(command.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]).filter(Boolean));
