@@ -73,7 +73,7 @@ const server = http.createServer((req, res) => {
   if (api && down) { res.writeHead(down > 0 ? down : 200, { 'content-type': 'text/html' }).end('<html>maintenance</html>'); return; }
   if (file && decodeURIComponent(file[3]) === refuse) { res.destroy(); return; }
   if (api) {
-    const files = fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile());
+    const files = (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).map((f) => f.split(path.sep).join('/'));
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: repo, sha: head, siblings: files.map((f) => sibling(dir, f)) }));
     return;
   }
@@ -122,10 +122,12 @@ test('hf:owner/name downloads a model and its adapter into the Hugging Face cach
   const weights = sibling('models/default', 'model.safetensors'), config = sibling('models/default', 'config.json');
   assert.equal(fs.readlinkSync(path.join(snapshot, 'model.safetensors')), path.join('..', '..', 'blobs', weights.lfs!.sha256));
   assert.equal(fs.readlinkSync(path.join(snapshot, 'config.json')), path.join('..', '..', 'blobs', config.blobId));
-  // Only what loading reads: configs, tokenizer, safetensors (not the SVG plots or training logs' neighbours).
-  assert.deepEqual(fs.readdirSync(snapshot).sort(), fs.readdirSync('models/default').filter((f) => /\.(json|jinja|safetensors)$/.test(f)).sort());
+  // Only what loading reads: configs, tokenizer, safetensors, and edgereason's reasoning adapters beside the model (not the SVG plots).
+  const files = (dir: string) => (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
+  assert.deepEqual(files(snapshot), files('models/default').filter((f) => /^(reasoning-adapter(-rl)?\/)?[^/]+\.(json|jinja|safetensors)$/.test(f)));
+  assert.ok(files(snapshot).includes(path.join('reasoning-adapter', 'adapter_model.safetensors')));
   // One bar per download: from 0 to its total, the files' bytes.
-  const total = fs.readdirSync(snapshot).reduce((a, f) => a + fs.statSync(path.join(snapshot, f)).size, 0);
+  const total = files(snapshot).reduce((a, f) => a + fs.statSync(path.join(snapshot, f)).size, 0);
   assert.deepEqual([progress[0], progress.some(([, t]) => t === total), progress.at(-1)![0] === progress.at(-1)![1]], [[0, total], true, true]);
 
   // Served and shown by the repository's name, not the snapshot's commit.
@@ -173,7 +175,7 @@ test('hf: downloads check each file: a cut download goes on from where it stoppe
   const twice = await withEnv(hubEnv(folder), () => Promise.all([resolveModelPath('hf:edge/default'), resolveModelPath('hf:edge/default')]));
   assert.deepEqual(twice, [snapshot, snapshot]);
   // The file that failed and those after it are fetched, once each (two calls, one download); those before it are kept.
-  const fetched = requests.filter((r) => r.includes('/resolve/')).map((r) => r.split('/').at(-1));
+  const fetched = requests.filter((r) => r.includes('/resolve/')).map((r) => r.slice(r.indexOf(`/resolve/${SHA}/`) + 50));
   assert.deepEqual([fetched.includes('tokenizer.json'), new Set(fetched).size === fetched.length, fetched.includes('config.json'), fetched.includes('model.safetensors')], [true, true, false, false], fetched.join(' '));
   // A snapshot whose safetensors index names a shard it lacks is not whole: the Hub is asked again.
   fs.writeFileSync(path.join(snapshot, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'a.weight': 'model-00002-of-00002.safetensors' } }));
@@ -209,6 +211,12 @@ test('the command line downloads --model hf:… with the rest of the command unc
   const cli = (model: string) => run(process.execPath, ['bin/edgereason.js', 'generate', '--model', model, '--prompt', 'Hello', '--max-tokens', '12'],
     { encoding: 'utf8', env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
   const [hub, local] = await Promise.all([cli('hf:edge/default'), cli('models/default')]);
+  // A repository in edgereason's layout (models/default's) answers as the local folder: reasoning adapter, router and verifier beside the model.
+  const answer = (model: string) => run(process.execPath, ['bin/edgereason.js', 'answer', '--model', model, '--question', 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?'],
+    { encoding: 'utf8', env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
+  const [hubAnswer, localAnswer] = await Promise.all([answer('hf:edge/default'), answer('models/default')]);
+  assert.match(localAnswer.stdout, /<\/think>/);
+  assert.equal(hubAnswer.stdout, localAnswer.stdout);
   // serve's named adapters: the name before "=hf:" may hold a "/"; a bare one is served under its repository's name.
   const child = spawn(process.execPath, ['bin/edgereason.js', 'serve', '--model', 'hf:edge/default', '--adapter', 'team/r=hf:edge/reasoning', '--adapter', 'hf:edge/reasoning', '--port', '0'],
     { env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });

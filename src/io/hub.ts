@@ -81,8 +81,12 @@ function ggufParts(file: string): string[] {
   return m ? Array.from({ length: Number(m[3]) }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[3]}.gguf`) : [file];
 }
 
-/** The files of a model or adapter folder that loading reads (root level: configs, tokenizer, chat template, safetensors). */
-const FOLDER_FILE = /^\w[\w.-]*\.(json|jinja|safetensors)$/;
+/**
+ * The files of a model or adapter folder that loading reads (root level: configs, tokenizer, chat template, safetensors;
+ * router.json and verifier.json among them), and the reasoning adapters of edgereason's own layout (models/default's:
+ * reasoning-adapter/ and reasoning-adapter-rl/), which answer, chat and serve find beside the model.
+ */
+const FOLDER_FILE = /^(reasoning-adapter(-rl)?\/)?\w[\w.-]*\.(json|jinja|safetensors)$/;
 
 export interface ResolveOptions {
   /** Bytes downloaded so far of all that this call downloads (starts at 0, ends at total). */
@@ -187,9 +191,9 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
       if (!map || typeof map !== 'object' || Object.values(map).some((f) => typeof f !== 'string')) throw new Error(`hub: ${p}: ${spec.repo}'s ${index} is not a safetensors index (no "weight_map" of tensor names to files)`);
       const shards = new Set(Object.values(map) as string[]), unlisted = [...shards].filter((f) => !byName.has(f));
       if (unlisted.length) throw new Error(`hub: ${p}: ${spec.repo}'s ${index} names ${unlisted.join(', ')}, which the repository does not hold`);
-      wanted = wanted.filter((f) => !f.endsWith('.safetensors') || shards.has(f));
+      wanted = wanted.filter((f) => f.includes('/') || !f.endsWith('.safetensors') || shards.has(f));
     }
-    if (!wanted.some((f) => f.endsWith('.safetensors')) || !(named('config.json') || named('adapter_config.json'))) {
+    if (!wanted.some((f) => !f.includes('/') && f.endsWith('.safetensors')) || !(named('config.json') || named('adapter_config.json'))) {
       throw new Error(`hub: ${p}: ${spec.repo} is not a model or adapter folder with safetensors weights (config.json or adapter_config.json, *.safetensors)${ggufs.length ? `; name one of its GGUF files: ${ggufs.map((f) => `hf:${spec.repo}/${f}`).join(', ')}` : ''}`);
     }
   }
