@@ -99,6 +99,8 @@ async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Pr
   set(vars);
   try { return await fn(); } finally { set(before); }
 }
+/** A command's environment: this one's, pointed at the local Hub and `cache`, plain progress lines. */
+const childEnv = (cache: string) => Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined));
 const hubEnv = (cache: string, extra: Record<string, string | undefined> = {}) => ({
   HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: undefined, TRANSFORMERS_OFFLINE: undefined, HF_TOKEN: undefined, HUGGING_FACE_HUB_TOKEN: undefined,
   HF_TOKEN_PATH: path.join(tmp, 'no-token'), ...extra,
@@ -209,17 +211,17 @@ test('hf: names, access, offline use and a repository that is not a model folder
 test('the command line downloads --model hf:… with the rest of the command unchanged', async () => {
   const cache = path.join(tmp, 'cache4');
   const cli = (model: string) => run(process.execPath, ['bin/edgereason.js', 'generate', '--model', model, '--prompt', 'Hello', '--max-tokens', '12'],
-    { encoding: 'utf8', env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
+    { encoding: 'utf8', env: childEnv(cache) });
   const [hub, local] = await Promise.all([cli('hf:edge/default'), cli('models/default')]);
   // A repository in edgereason's layout (models/default's) answers as the local folder: reasoning adapter, router and verifier beside the model.
   const answer = (model: string) => run(process.execPath, ['bin/edgereason.js', 'answer', '--model', model, '--question', 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?'],
-    { encoding: 'utf8', env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
+    { encoding: 'utf8', env: childEnv(cache) });
   const [hubAnswer, localAnswer] = await Promise.all([answer('hf:edge/default'), answer('models/default')]);
   assert.match(localAnswer.stdout, /<\/think>/);
   assert.equal(hubAnswer.stdout, localAnswer.stdout);
   // serve's named adapters: the name before "=hf:" may hold a "/"; a bare one is served under its repository's name.
   const child = spawn(process.execPath, ['bin/edgereason.js', 'serve', '--model', 'hf:edge/default', '--adapter', 'team/r=hf:edge/reasoning', '--adapter', 'hf:edge/reasoning', '--port', '0'],
-    { env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
+    { env: childEnv(cache) });
   let out = '';
   const serving = await new Promise<string>((resolve, reject) => {
     const read = (d: Buffer) => { out += d; const m = /serving (.*) at http/.exec(out); if (m) resolve(m[1]); };
@@ -277,7 +279,7 @@ test('hf: a dropped connection says how the download goes on; Ctrl-C on the comm
 
   requests.length = 0;
   const child = spawn(process.execPath, ['bin/edgereason.js', 'generate', '--model', 'hf:edge/slow', '--prompt', 'x'],
-    { env: Object.fromEntries(Object.entries({ ...process.env, ...hubEnv(cache), TERM: 'dumb' }).filter(([, v]) => v !== undefined)) });
+    { env: childEnv(cache) });
   let err = '';
   child.stderr.on('data', (d) => { err += d; });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
