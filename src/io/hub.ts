@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { holdLock, makeDir } from './safetensors.ts';
-import { expandHome } from './source.ts';
+import { expandHome, HUB_ID } from './source.ts';
 
 export interface HubSpec { repo: string; revision: string; file?: string }
 
@@ -101,7 +101,7 @@ export interface ResolveOptions {
 export async function resolveModelPath(p: string, o: ResolveOptions = {}): Promise<string> {
   const spec = parseHubSpec(p);
   if (!spec) {
-    if (fs.existsSync(p) || !/^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(p)) return p;
+    if (fs.existsSync(p) || !HUB_ID.test(p)) return p;
     return cachedPath({ repo: p, revision: 'main' }) ?? p;
   }
   const cached = cachedPath(spec);
@@ -171,6 +171,7 @@ type Get = (url: string, what: string, extra?: Record<string, string>, stop?: Ab
 /** Downloads what `spec` names at commit `sha` (its files listed in `siblings`) into the cache; its local path. */
 async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Sibling[], endpoint: string, get: Get, o: ResolveOptions): Promise<string> {
   const byName = new Map(siblings.map((s) => [s.rfilename, s]));
+  const folder = repoFolder(spec.repo), snapshot = path.join(folder, 'snapshots', sha);
   let wanted: string[];
   const ggufs = [...byName.keys()].filter((f) => f.endsWith('.gguf'));
   if (spec.file) {
@@ -184,7 +185,7 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
     // With a safetensors index, only the shards it names (Mistral's repositories also hold consolidated.safetensors).
     const index = 'model.safetensors.index.json';
     if (named(index)) {
-      const local = path.join(repoFolder(spec.repo), 'snapshots', sha, index);
+      const local = path.join(snapshot, index);
       const text = fs.existsSync(local) ? fs.readFileSync(local, 'utf8') : await (await get(`${endpoint}/${spec.repo}/resolve/${sha}/${index}`, index)).text();
       let map: unknown;
       try { map = JSON.parse(text).weight_map; } catch { /* refused below */ }
@@ -197,24 +198,19 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
       throw new Error(`hub: ${p}: ${spec.repo} is not a model or adapter folder with safetensors weights (config.json or adapter_config.json, *.safetensors)${ggufs.length ? `; name one of its GGUF files: ${ggufs.map((f) => `hf:${spec.repo}/${f}`).join(', ')}` : ''}`);
     }
   }
-  const folder = repoFolder(spec.repo), snapshot = path.join(folder, 'snapshots', sha);
-  const todo = wanted.filter((f) => !fs.existsSync(path.join(snapshot, f)));
-  // Bytes this run fetches: a file's part downloaded before (.incomplete) is not fetched again.
-  const toFetch = (s: Sibling) => {
-    const size = s.lfs?.size ?? s.size ?? 0, etag = s.lfs?.sha256 ?? s.lfs?.oid ?? s.blobId, blob = etag ? path.join(folder, 'blobs', etag) : '';
-    if (!etag || fs.existsSync(blob)) return 0;
-    const part = fs.existsSync(`${blob}.incomplete`) ? fs.statSync(`${blob}.incomplete`).size : 0;
-    return part <= size ? size - part : size;
-  };
-  const total = todo.reduce((a, f) => a + toFetch(byName.get(f)!), 0);
+  const todo = wanted.filter((f) => !fs.existsSync(path.join(snapshot, f))).map((f) => {
+    const s = byName.get(f)!, sha256 = s.lfs?.sha256 ?? s.lfs?.oid, etag = sha256 ?? s.blobId, size = s.lfs?.size ?? s.size;
+    if (!etag || !/^[0-9a-f]{40,64}$/.test(etag)) throw new Error(`hub: ${p}: ${endpoint} listed ${f} without its blob id`);
+    const blob = path.join(folder, 'blobs', etag), part = fs.existsSync(`${blob}.incomplete`) ? fs.statSync(`${blob}.incomplete`).size : 0;
+    // Bytes this run fetches: a file's part downloaded before (.incomplete) is not fetched again.
+    const fetches = fs.existsSync(blob) ? 0 : part <= (size ?? 0) ? (size ?? 0) - part : size ?? 0;
+    return { f, s, sha256, size, blob, fetches };
+  });
+  const total = todo.reduce((a, t) => a + t.fetches, 0);
   let done = 0;
   o.onDownload?.(0, total);
-  const blobs: string[] = [];
-  for (const f of todo) {
-    const s = byName.get(f)!, sha256 = s.lfs?.sha256 ?? s.lfs?.oid, etag = sha256 ?? s.blobId, size = s.lfs?.size ?? s.size, fetches = toFetch(s);
-    if (!etag || !/^[0-9a-f]{40,64}$/.test(etag)) throw new Error(`hub: ${p}: ${endpoint} listed ${f} without its blob id`);
-    const blob = path.join(folder, 'blobs', etag), url = `${endpoint}/${spec.repo}/resolve/${sha}/${f.split('/').map(encodeURIComponent).join('/')}`;
-    blobs.push(blob);
+  for (const { f, s, sha256, size, blob, fetches } of todo) {
+    const url = `${endpoint}/${spec.repo}/resolve/${sha}/${f.split('/').map(encodeURIComponent).join('/')}`;
     // One download per blob in this process (two adapters of one repository); another process's is waited for by no one: refused.
     let pending = inFlight.get(blob);
     if (!pending && !fs.existsSync(blob)) {
@@ -232,7 +228,7 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
     done += fetches;
   }
   // Linked once every file is there: a snapshot in the cache is whole, or missing files a later run downloads.
-  todo.forEach((f, i) => link(blobs[i], path.join(snapshot, f)));
+  for (const { f, blob } of todo) link(blob, path.join(snapshot, f));
   // A model folder without a tokenizer config: marked as huggingface_hub marks a file a commit lacks, so the snapshot counts as whole.
   if (!spec.file && !byName.has('adapter_config.json') && !byName.has('tokenizer_config.json')) {
     makeDir(path.join(folder, '.no_exist', sha));
@@ -266,11 +262,10 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
   if (res?.body) {
     const fd = fs.openSync(part, have ? 'a' : 'w');
     // No data for 10 s (huggingface_hub's read timeout): the download broke off.
-    let idle = setTimeout(() => stop.abort(new Error('no data for 10 s')), 10_000);
+    const idle = setTimeout(() => stop.abort(new Error('no data for 10 s')), 10_000);
     try {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        clearTimeout(idle);
-        idle = setTimeout(() => stop.abort(new Error('no data for 10 s')), 10_000);
+        idle.refresh();
         if (want.size !== undefined && bytes + chunk.length > want.size) throw new Oversize(`hub: ${name}: the server sent more than the ${want.size} bytes the Hub lists for it (nothing kept)`);
         try {
           for (let off = 0; off < chunk.length;) off += fs.writeSync(fd, chunk, off);

@@ -42,6 +42,9 @@ export const MANIFEST = 'edgereason.json';
 /** A converted folder's edgereason.json, parsed but not checked (openSource checks it). */
 export function readManifest(dir: string): Manifest { return readJsonFile(path.join(dir, MANIFEST), 'model: ') as Manifest; }
 
+/** A Hugging Face model id, owner/name (hf:owner/name downloads one: io/hub.ts). */
+export const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
+
 /** The model a path names: a file of a Hugging Face folder (its config.json or weights) stands for the folder. */
 export function modelPath(p: string): string {
   const abs = path.resolve(p);
@@ -50,7 +53,7 @@ export function modelPath(p: string): string {
 
 export function openSource(p: string): ModelSource {
   // owner/name where no folder "owner" is here: meant as a Hugging Face id.
-  const hubId = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(p) && !fs.existsSync(p.split('/')[0]);
+  const hubId = HUB_ID.test(p) && !fs.existsSync(p.split('/')[0]);
   if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist${hubId ? ` (as a Hugging Face model it is not in the cache: hf:${p} downloads it)` : ''}`);
   const abs = modelPath(p), isDir = fs.statSync(abs).isDirectory(), head = isDir ? '' : magic(abs);
   // torch.save writes a zip archive.

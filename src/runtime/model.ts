@@ -123,7 +123,6 @@ export class Model {
 
   private static async open(p: string, opts: LoadOptions, mayRetry: boolean): Promise<Model> {
     if (typeof p !== 'string' || !p) throw new Error(`loadModel: the first argument must be the path of a model (a Hugging Face folder, a .gguf or llama2.c .bin file, or a converted folder), got ${shown(p)}; the embedded default is loadModel(defaultModel.dir, { adapter: defaultModel.adapter })`);
-    checkLoadOptions(opts);
     let src = openSource(p);
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
