@@ -328,3 +328,26 @@ test('hf: a repository that is not whole is refused by name; one without tokeniz
 test('hf: a download that stalls (no data for 10 s) breaks off with what to do', async () => {
   await assert.rejects(withEnv(hubEnv(path.join(tmp, 'cache9')), () => resolveModelPath('hf:edge/slow')), /^Error: hub: (config|model)\.\S+: the download broke off at \d+ of \d+ bytes \(no data for 10 s\): run the same command again: it goes on from there$/);
 });
+
+test('loadModel and withAdapter take a signal: it stops a download under way (the part written stays for the next call)', async () => {
+  const cache = path.join(tmp, 'cache10'), stop = new AbortController();
+  requests.length = 0;
+  await assert.rejects(withEnv(hubEnv(cache), () => loadModel('hf:edge/slow', { signal: stop.signal, onDownload: (done) => { if (done > 0) stop.abort(); } })), { name: 'AbortError' });
+  const parts = fs.readdirSync(path.join(cache, 'models--edge--slow', 'blobs')).filter((f) => f.endsWith('.incomplete'));
+  assert.equal(parts.length, 1);
+  assert.ok(fs.statSync(path.join(cache, 'models--edge--slow', 'blobs', parts[0])).size > 0);
+  // Stopped before it starts: nothing is asked or opened.
+  requests.length = 0;
+  await assert.rejects(withEnv(hubEnv(cache), () => loadModel('hf:edge/slow', { signal: AbortSignal.abort() })), { name: 'AbortError' });
+  await assert.rejects(loadModel('models/default', { signal: AbortSignal.abort() }), { name: 'AbortError' });
+  assert.deepEqual(requests, []);
+  const m = await loadModel('models/default', { adapter: 'models/default/reasoning-adapter' });
+  try {
+    await assert.rejects(withEnv(hubEnv(cache), () => m.withAdapter('hf:edge/reasoning', { signal: AbortSignal.abort() })), { name: 'AbortError' });
+    await assert.rejects(m.withAdapter('models/default/reasoning-adapter-rl', { signal: 'stop' as never }), /^Error: withAdapter: signal must be an AbortSignal, got "stop"$/);
+    await assert.rejects(m.withAdapter('models/default/reasoning-adapter-rl', { onDownlaod: () => {} } as object), /^Error: withAdapter: unknown option "onDownlaod" \(options: onDownload, signal\)$/);
+  } finally {
+    await m.close();
+  }
+  await assert.rejects(loadModel('models/default', { signal: 5 as never }), /^Error: loadModel: signal must be an AbortSignal, got 5$/);
+});

@@ -1156,7 +1156,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { accuracyLevel: 4 }), /loadModel: accuracyLevel applies to block-quantised weights, and this model loads as fp32 \(small models do by default\)/);
   await assert.rejects(loadModel(model.dir, { adapter: '' }), /loadModel: adapter must be the path of a PEFT adapter folder, got ""/);
   await assert.rejects(loadModel(model.dir, { worker: 'false' as never }), /loadModel: worker must be true or false, got "false"/);
-  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, onDownload, cache, cacheDir, onNote, promptCache\)/);
+  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, onDownload, signal, cache, cacheDir, onNote, promptCache\)/);
   // null is no option's default (undefined is): refused by name, every option alike.
   await assert.rejects(loadModel(model.dir, { quant: null } as never), /^Error: loadModel: quant is null; leave it out \(or undefined\) for the default$/);
   await assert.rejects(loadModel(undefined as never), /^Error: loadModel: the first argument must be the path of a model .*, got undefined; the embedded default is loadModel\(defaultModel\.dir, \{ adapter: defaultModel\.adapter \}\)$/);

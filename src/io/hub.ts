@@ -91,6 +91,7 @@ const FOLDER_FILE = /^(reasoning-adapter(-rl)?\/)?\w[\w.-]*\.(json|jinja|safeten
 export interface ResolveOptions {
   /** Bytes downloaded so far of all that this call downloads (starts at 0, ends at total). */
   onDownload?: (done: number, total: number) => void;
+  /** Stops the download (rejecting with the signal's reason); what was written stays, and the next call goes on from there. */
   signal?: AbortSignal;
 }
 
@@ -217,7 +218,7 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
       pending = (async () => {
         const release = holdLock(`${blob}.lock`, (pid) => `hub: ${p}: process ${pid} is downloading ${f} into ${path.dirname(blob)}: run this again once it has ended`);
         try {
-          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => o.onDownload?.(done + n, total), (u, extra, stop) => get(u, f, extra, stop));
+          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => o.onDownload?.(done + n, total), (u, extra, stop) => get(u, f, extra, stop), o.signal);
         } finally {
           release();
         }
@@ -246,7 +247,7 @@ const inFlight = new Map<string, Promise<void>>();
  * its size and its id — an LFS file's SHA-256, another's git blob id — before the file takes its name.
  */
 async function fetchBlob(url: string, blob: string, want: { size?: number; sha256?: string; gitBlob?: string }, progress: (bytes: number) => void,
-  get: (url: string, extra: Record<string, string>, stop: AbortController) => Promise<Response>): Promise<void> {
+  get: (url: string, extra: Record<string, string>, stop: AbortController) => Promise<Response>, signal?: AbortSignal): Promise<void> {
   const part = `${blob}.incomplete`, name = decodeURIComponent(path.basename(url));
   const hash = want.sha256 ? crypto.createHash('sha256') : crypto.createHash('sha1');
   if (!want.sha256 && want.size !== undefined) hash.update(`blob ${want.size}\0`);
@@ -278,6 +279,7 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
       }
     } catch (e) {
       if (e instanceof Oversize) fs.rmSync(part, { force: true });
+      if (signal?.aborted) throw signal.reason; // stopped by the caller: what was written stays for the next run
       if (!(e as Error).message.startsWith('hub: ')) throw new Error(`hub: ${name}: the download broke off at ${bytes}${want.size !== undefined ? ` of ${want.size}` : ''} bytes (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}): run the same command again: it goes on from there`);
       throw e;
     } finally {

@@ -46,6 +46,8 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number) => void;
   /** Progress of downloading an `hf:` model or adapter into the Hugging Face cache: bytes done of the total. */
   onDownload?: (done: number, total: number) => void;
+  /** Stops loading: a download under way breaks off (the next load goes on from where it stopped), and nothing is opened after it. */
+  signal?: AbortSignal;
   /**
    * Keeping a converted copy of the checkpoint (graph + quantised weights) so that later loads skip building it:
    * 'auto' (the default) for checkpoints of 100M parameters and up at q4 or q8 and for any too large to build in memory,
@@ -110,8 +112,10 @@ export class Model {
 
   static async load(p: string, opts: LoadOptions = {}): Promise<Model> {
     checkLoadOptions(opts);
-    if (typeof p === 'string' && p) p = await resolveModelPath(p, { onDownload: opts.onDownload });
-    if (typeof opts.adapter === 'string' && opts.adapter) opts = { ...opts, adapter: await resolveModelPath(opts.adapter, { onDownload: opts.onDownload }) };
+    const hub = { onDownload: opts.onDownload, signal: opts.signal };
+    if (typeof p === 'string' && p) p = await resolveModelPath(p, hub);
+    if (typeof opts.adapter === 'string' && opts.adapter) opts = { ...opts, adapter: await resolveModelPath(opts.adapter, hub) };
+    opts.signal?.throwIfAborted();
     try {
       return await Model.open(p, opts, true);
     } catch (e) {
@@ -420,9 +424,12 @@ export class Model {
    * projections: load this model with an adapter on them (or from a folder converted with --lora-targets).
    * Closing the returned model removes its adapter; closing this one ends the session for both.
    */
-  async withAdapter(dir: string, opts: { onDownload?: (done: number, total: number) => void } = {}): Promise<Model> {
+  async withAdapter(dir: string, opts: Pick<LoadOptions, 'onDownload' | 'signal'> = {}): Promise<Model> {
     if (typeof dir !== 'string' || !dir) throw new Error(`withAdapter: dir must be the path of a PEFT adapter folder, got ${shown(dir)}`);
+    checkKeys(opts, ['onDownload', 'signal'], 'withAdapter');
+    checkHubOptions(opts, 'withAdapter');
     dir = await resolveModelPath(dir, opts);
+    opts.signal?.throwIfAborted();
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     await this.backend.setAdapter(adapter.tensors, name);
     const view = new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
@@ -451,7 +458,7 @@ let adapterViews = 0;
 /** A view whose backend is collected without close() gives its adapter's weights back (an app making one per request would otherwise grow). */
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
-const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'cache', 'cacheDir', 'onNote', 'promptCache'];
+const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'signal', 'cache', 'cacheDir', 'onNote', 'promptCache'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs', 'promptLookup'];
 
 
@@ -464,9 +471,16 @@ function checkLoadOptions(o: LoadOptions): void {
   if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${shown(o.adapter)}`);
   if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${shown(o.cache)}`);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${shown(o.cacheDir)}`);
-  for (const k of ['onProgress', 'onDownload'] as const) if (o[k] !== undefined && typeof o[k] !== 'function') throw new Error(`loadModel: ${k} must be a function (done, total) => void, got ${typeof o[k]}`);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`loadModel: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
+  checkHubOptions(o, 'loadModel');
   if (o.onNote !== undefined && typeof o.onNote !== 'function') throw new Error(`loadModel: onNote must be a function (note) => void, got ${typeof o.onNote}`);
   if (o.promptCache !== undefined && !(typeof o.promptCache === 'number' && Number.isFinite(o.promptCache) && o.promptCache >= 0)) throw new Error(`loadModel: promptCache must be a number of MiB ≥ 0 (0: no prompt caching), got ${shown(o.promptCache)}`);
+}
+
+/** onDownload and signal, as loadModel and withAdapter take them. */
+function checkHubOptions(o: Pick<LoadOptions, 'onDownload' | 'signal'>, where: string): void {
+  if (o.onDownload !== undefined && typeof o.onDownload !== 'function') throw new Error(`${where}: onDownload must be a function (done, total) => void, got ${typeof o.onDownload}`);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new Error(`${where}: signal must be an AbortSignal, got ${shown(o.signal)}`);
 }
 
 /** The template's own inputs (messages, add_generation_prompt) are set by the call, not by kwargs. */
