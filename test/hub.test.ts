@@ -40,13 +40,20 @@ const odd = (name: string, files: Record<string, string | Buffer>) => {
   for (const [f, v] of Object.entries(files)) fs.writeFileSync(path.join(dir, f), v);
   return dir;
 };
+// GGUF files named by their quantisation: one in a folder, a split one, a projector, two of one quantisation.
+const f32 = fs.readFileSync(tiny.files.ggufF32);
+const quants = odd('quants', { 'tiny-f32.gguf': f32, 'mmproj-tiny-f32.gguf': 'GGUF', 'tiny-Q4_0-00001-of-00002.gguf': 'GGUF1', 'tiny-Q4_0-00002-of-00002.gguf': 'GGUF2', 'tiny-q5_0.gguf': 'GGUF', 'other-Q5_0.gguf': 'GGUF', 'README.md': '#' });
+fs.mkdirSync(path.join(quants, 'sub'));
+fs.writeFileSync(path.join(quants, 'sub', 'tiny-q8_0.gguf'), f32);
+fs.mkdirSync(path.join(quants, 'IQ4_XS'));
+fs.writeFileSync(path.join(quants, 'IQ4_XS', 'tiny-00001-of-00001.gguf'), 'GGUF');
 const base = { 'config.json': fs.readFileSync('models/default/config.json'), 'tokenizer.json': fs.readFileSync('models/default/tokenizer.json'), 'model.safetensors': fs.readFileSync('models/default/model.safetensors') };
 const REPOS: Record<string, string> = {
   'edge/bad-index': odd('bad-index', { ...base, 'model.safetensors.index.json': '{"metadata": {}}' }),
   'edge/ghost-shard': odd('ghost-shard', { ...base, 'model.safetensors.index.json': '{"weight_map": {"a": "model-00002-of-00002.safetensors"}}' }),
   'edge/split': odd('split', { 'x-00001-of-00002.gguf': 'GGUF' }),
   'edge/no-tokenizer-config': odd('no-tokenizer-config', base),
-  'edge/only-gguf': onlyGguf, 'edge/sharded': sharded, 'edge/slow': tiny.dir, 'edge/default': path.resolve('models/default'), 'edge/reasoning': path.resolve('models/default/reasoning-adapter'), 'edge/tiny-gguf': tiny.dir, 'edge/gated': tiny.dir };
+  'edge/only-gguf': onlyGguf, 'edge/quants': quants, 'edge/sharded': sharded, 'edge/slow': tiny.dir, 'edge/default': path.resolve('models/default'), 'edge/reasoning': path.resolve('models/default/reasoning-adapter'), 'edge/tiny-gguf': tiny.dir, 'edge/gated': tiny.dir };
 const SHA = 'a'.repeat(40);
 let head = SHA; // the commit main is at
 const requests: string[] = [];
@@ -197,7 +204,7 @@ test('hf: names, access, offline use and a repository that is not a model folder
   fs.writeFileSync(path.join(tmp, 'token'), 'right\n');
   assert.equal(await run('hf:edge/gated', { HF_TOKEN_PATH: path.join(tmp, 'token') }), path.join(cache, 'models--edge--gated', 'snapshots', SHA));
   await assert.rejects(run('hf:edge/tiny-gguf/other.gguf'), /^Error: hub: hf:edge\/tiny-gguf\/other\.gguf: edge\/tiny-gguf has no file other\.gguf \(its GGUF files: model-f32\.gguf\)$/);
-  await assert.rejects(run('hf:edge/only-gguf'), /^Error: hub: hf:edge\/only-gguf: edge\/only-gguf is not a model or adapter folder with safetensors weights \(config\.json or adapter_config\.json, \*\.safetensors\); name one of its GGUF files: hf:edge\/only-gguf\/tiny-f32\.gguf$/);
+  await assert.rejects(run('hf:edge/only-gguf'), /^Error: hub: hf:edge\/only-gguf: edge\/only-gguf is not a model or adapter folder with safetensors weights \(config\.json or adapter_config\.json, \*\.safetensors\); name one of its GGUF files: hf:edge\/only-gguf\/tiny-f32\.gguf, or by its quantisation: hf:edge\/only-gguf:f32$/);
   await assert.rejects(run('hf:edge/tiny-gguf', { HF_HUB_OFFLINE: '1' }), /^Error: hub: hf:edge\/tiny-gguf is not in the Hugging Face cache \(.*cache3\), and HF_HUB_OFFLINE is set: unset it to download$/);
   for (const off of [{ HF_HUB_OFFLINE: 'yes' }, { HF_HUB_OFFLINE: 'TRUE' }, { TRANSFORMERS_OFFLINE: '1' }]) await assert.rejects(run('hf:edge/tiny-gguf', off), /HF_HUB_OFFLINE is set/);
   // huggingface_hub's folders, ~ included.
@@ -350,4 +357,30 @@ test('loadModel and withAdapter take a signal: it stops a download under way (th
     await m.close();
   }
   await assert.rejects(loadModel('models/default', { signal: 5 as never }), /^Error: loadModel: signal must be an AbortSignal, got 5$/);
+});
+
+test('hf:owner/name:Q4_K_M names a GGUF file by its quantisation, as llama.cpp\'s -hf does (any case, a word of the name; projectors left out; a split one by its first part)', async () => {
+  const cache = path.join(tmp, 'cache11'), run = (spec: string, extra: Record<string, string | undefined> = {}) => withEnv(hubEnv(cache, extra), () => resolveModelPath(spec));
+  const snapshot = path.join(cache, 'models--edge--quants', 'snapshots', SHA);
+  assert.equal(await run('hf:edge/quants:F32'), path.join(snapshot, 'tiny-f32.gguf'));
+  assert.equal(await run('hf:edge/quants:Q8_0'), path.join(snapshot, 'sub', 'tiny-q8_0.gguf'));
+  assert.equal(await run('hf:edge/quants:q4_0'), path.join(snapshot, 'tiny-Q4_0-00001-of-00002.gguf'));
+  assert.ok(fs.existsSync(path.join(snapshot, 'tiny-Q4_0-00002-of-00002.gguf')));
+  assert.equal(await run('hf:edge/quants:iq4_xs'), path.join(snapshot, 'IQ4_XS', 'tiny-00001-of-00001.gguf')); // by its folder's name
+  // Only the files named were fetched (not the projector, the other quantisations or the README).
+  assert.deepEqual(fs.readdirSync(snapshot, { recursive: true }).sort(), ['IQ4_XS', path.join('IQ4_XS', 'tiny-00001-of-00001.gguf'), 'sub', path.join('sub', 'tiny-q8_0.gguf'), 'tiny-Q4_0-00001-of-00002.gguf', 'tiny-Q4_0-00002-of-00002.gguf', 'tiny-f32.gguf']);
+  await assert.rejects(run('hf:edge/quants:Q5_0'), /^Error: hub: hf:edge\/quants:Q5_0: edge\/quants has 2 GGUF files of the quantisation Q5_0: other-Q5_0\.gguf, tiny-q5_0\.gguf; name one: hf:edge\/quants\/<file>$/);
+  await assert.rejects(run('hf:edge/quants:Q6_K'), /^Error: hub: hf:edge\/quants:Q6_K: edge\/quants has no GGUF file of the quantisation Q6_K \(its GGUF files: IQ4_XS\/tiny-00001-of-00001\.gguf, other-Q5_0\.gguf, sub\/tiny-q8_0\.gguf, tiny-Q4_0-00001-of-00002\.gguf, tiny-f32\.gguf, tiny-q5_0\.gguf\)$/);
+  await assert.rejects(run('hf:edge/quants:Q4/x.gguf'), /is not a Hugging Face name/);
+  // Read from the cache alone afterwards, and loaded as the file it names.
+  requests.length = 0;
+  const file = await run('hf:edge/quants:f32', { HF_HUB_OFFLINE: '1' });
+  assert.deepEqual([file, requests], [path.join(snapshot, 'tiny-f32.gguf'), []]);
+  const [a, b] = [await loadModel(file), await loadModel(tiny.files.ggufF32)];
+  try {
+    assert.deepEqual((await a.complete('Hello', { maxTokens: 8 })).tokens, (await b.complete('Hello', { maxTokens: 8 })).tokens);
+  } finally {
+    await a.close();
+    await b.close();
+  }
 });

@@ -1,7 +1,8 @@
 /**
  * Models and adapters named by their Hugging Face Hub id: `hf:owner/name` (a model folder: its config, tokenizer and
- * safetensors files), `hf:owner/name/file.gguf` (one GGUF file, all parts of a split one), `@revision` after the
- * name. They are read from the Hugging Face cache that Python's huggingface_hub writes (HF_HUB_CACHE, else
+ * safetensors files), `hf:owner/name/file.gguf` (one GGUF file, all parts of a split one) or `hf:owner/name:Q4_0` (the
+ * GGUF file of that quantisation), `@revision` after the name. They are read from the Hugging Face cache that
+ * Python's huggingface_hub writes (HF_HUB_CACHE, else
  * $HF_HOME/hub, else ~/.cache/huggingface/hub), in its layout, so either side finds what the other downloaded; what is
  * missing is downloaded there (HF_ENDPOINT, HF_TOKEN; HF_HUB_OFFLINE=1 reads the cache only). A bare `owner/name` that
  * is no path on disk is looked up in the cache alone, never downloaded.
@@ -16,17 +17,39 @@ import path from 'node:path';
 import { holdLock, makeDir } from './safetensors.ts';
 import { expandHome, HUB_ID } from './source.ts';
 
-export interface HubSpec { repo: string; revision: string; file?: string }
+export interface HubSpec {
+  repo: string;
+  revision: string;
+  /** A GGUF file's path in the repository. */
+  file?: string;
+  /** A GGUF file named by its quantisation (hf:owner/name:Q4_K_M, as llama.cpp's -hf names it). */
+  tag?: string;
+}
 
 const NAME = /^[A-Za-z0-9][\w.-]*$/;
 
-/** `hf:owner/name[@revision][/path/file.gguf]`; undefined for anything not starting with "hf:". */
+/** `hf:owner/name[@revision][/path/file.gguf | :quantisation]`; undefined for anything not starting with "hf:". */
 export function parseHubSpec(spec: string): HubSpec | undefined {
   if (!spec.startsWith('hf:')) return undefined;
-  const m = /^hf:([^/@]+)\/([^/@]+)(?:@([^/]+))?(?:\/(.+))?$/.exec(spec);
-  if (!m || !NAME.test(m[1]) || !NAME.test(m[2]) || (m[3] !== undefined && !NAME.test(m[3])) || (m[4] !== undefined && !/\.gguf$/.test(m[4])) || (m[4] ?? '').split('/').some((p) => p === '..' || p === '.'))
-    throw new Error(`hub: ${JSON.stringify(spec)} is not a Hugging Face name: hf:owner/name for a model or adapter folder, hf:owner/name/file.gguf for a GGUF file, with @revision after the name if wanted (hf:Qwen/Qwen2.5-0.5B-Instruct@main)`);
-  return { repo: `${m[1]}/${m[2]}`, revision: m[3] ?? 'main', file: m[4] };
+  const m = /^hf:([^/@:]+)\/([^/@:]+)(?:@([^/:]+))?(?::([^/]+)|\/(.+))?$/.exec(spec);
+  if (!m || !NAME.test(m[1]) || !NAME.test(m[2]) || (m[3] !== undefined && !NAME.test(m[3])) || (m[4] !== undefined && !NAME.test(m[4])) || (m[5] !== undefined && !/\.gguf$/.test(m[5])) || (m[5] ?? '').split('/').some((p) => p === '..' || p === '.'))
+    throw new Error(`hub: ${JSON.stringify(spec)} is not a Hugging Face name: hf:owner/name for a model or adapter folder, hf:owner/name/file.gguf for a GGUF file or hf:owner/name:Q4_0 for the one of that quantisation, with @revision after the name if wanted (hf:Qwen/Qwen2.5-0.5B-Instruct@main)`);
+  return { repo: `${m[1]}/${m[2]}`, revision: m[3] ?? 'main', ...(m[4] !== undefined ? { tag: m[4] } : {}), ...(m[5] !== undefined ? { file: m[5] } : {}) };
+}
+
+/**
+ * The GGUF file of `tag`'s quantisation among a repository's files: the one whose name holds the tag as a word of its
+ * own, in any case (Q4_K_M: qwen2.5-0.5b-instruct-q4_k_m.gguf; a split one by its first part); projector files
+ * (mmproj) are not models. A string says why none is chosen.
+ */
+export function taggedGguf(files: readonly string[], tag: string): string | { none: string } {
+  const models = files.filter((f) => f.endsWith('.gguf') && !/^mmproj/i.test(path.posix.basename(f)));
+  const word = new RegExp(`(^|[-._/])${tag.replace(/[.]/g, '\\.')}([-._/]|$)`, 'i'); // a file's name or its folder's (Q8_0/model-00001-of-00002.gguf)
+  const hits = [...new Set(models.filter((f) => word.test(f.replace(/(-\d{5}-of-\d{5})?\.gguf$/, ''))).map((f) => ggufParts(f)[0]))].sort();
+  if (hits.length === 1) return hits[0];
+  const list = models.filter((f) => ggufParts(f)[0] === f).sort();
+  if (!hits.length) return { none: `no GGUF file of the quantisation ${tag}${list.length ? ` (its GGUF files: ${list.join(', ')})` : ', and no GGUF files'}` };
+  return { none: `${hits.length} GGUF files of the quantisation ${tag}: ${hits.join(', ')}; name one: hf:owner/name/<file>` };
 }
 
 /** huggingface_hub's home folder: $HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface. */
@@ -57,6 +80,12 @@ export function cachedPath(spec: HubSpec): string | undefined {
   const sha = isCommit(spec.revision) ? spec.revision : fs.existsSync(ref) ? fs.readFileSync(ref, 'utf8').trim() : undefined;
   if (!sha) return undefined;
   const snapshot = path.join(folder, 'snapshots', sha), has = (f: string) => fs.existsSync(path.join(snapshot, f));
+  if (spec.tag) {
+    let files: string[];
+    try { files = (fs.readdirSync(snapshot, { recursive: true }) as string[]).map((f) => f.split(path.sep).join('/')); } catch { return undefined; }
+    const file = taggedGguf(files, spec.tag);
+    return typeof file === 'string' ? cachedPath({ repo: spec.repo, revision: sha, file }) : undefined;
+  }
   if (spec.file) return ggufParts(spec.file).every(has) ? path.join(snapshot, spec.file) : undefined;
   if (has('adapter_config.json')) return has('adapter_model.safetensors') ? snapshot : undefined;
   // tokenizer_config.json, or huggingface_hub's mark that the commit has none (.no_exist/<commit>/<file>).
@@ -73,6 +102,12 @@ function weightsWhole(dir: string): boolean {
   } catch {
     return false; // an index that cannot be read: downloaded again
   }
+}
+
+/** ", or by its quantisation: hf:owner/name:Q4_K_M" with a quantisation one of the files is named by, or nothing. */
+function quantExample(ggufs: readonly string[], repo: string): string {
+  const label = ggufs.flatMap((f) => path.posix.basename(f, '.gguf').split(/[-.]/)).find((w) => /^(i?q\d(_[a-z\d]+)*|bf16|f16|f32)$/i.test(w));
+  return label && typeof taggedGguf(ggufs, label) === 'string' ? `, or by its quantisation: hf:${repo}:${label}` : '';
 }
 
 /** A split GGUF's parts (name-00001-of-00003.gguf …), or the file alone. */
@@ -175,6 +210,11 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
   const folder = repoFolder(spec.repo), snapshot = path.join(folder, 'snapshots', sha);
   let wanted: string[];
   const ggufs = [...byName.keys()].filter((f) => f.endsWith('.gguf'));
+  if (spec.tag) {
+    const file = taggedGguf(ggufs, spec.tag);
+    if (typeof file !== 'string') throw new Error(`hub: ${p}: ${spec.repo} has ${file.none.replace('hf:owner/name', `hf:${spec.repo}`)}`);
+    spec = { ...spec, file };
+  }
   if (spec.file) {
     if (!byName.has(spec.file)) throw new Error(`hub: ${p}: ${spec.repo} has no file ${spec.file}${ggufs.length ? ` (its GGUF files: ${ggufs.join(', ')})` : ''}`);
     wanted = ggufParts(spec.file);
@@ -196,7 +236,7 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
       wanted = wanted.filter((f) => f.includes('/') || !f.endsWith('.safetensors') || shards.has(f));
     }
     if (!wanted.some((f) => !f.includes('/') && f.endsWith('.safetensors')) || !(named('config.json') || named('adapter_config.json'))) {
-      throw new Error(`hub: ${p}: ${spec.repo} is not a model or adapter folder with safetensors weights (config.json or adapter_config.json, *.safetensors)${ggufs.length ? `; name one of its GGUF files: ${ggufs.map((f) => `hf:${spec.repo}/${f}`).join(', ')}` : ''}`);
+      throw new Error(`hub: ${p}: ${spec.repo} is not a model or adapter folder with safetensors weights (config.json or adapter_config.json, *.safetensors)${ggufs.length ? `; name one of its GGUF files: ${ggufs.map((f) => `hf:${spec.repo}/${f}`).join(', ')}${quantExample(ggufs, spec.repo)}` : ''}`);
     }
   }
   const todo = wanted.filter((f) => !fs.existsSync(path.join(snapshot, f))).map((f) => {
