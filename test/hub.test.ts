@@ -372,6 +372,12 @@ test('hf:owner/name:Q4_K_M names a GGUF file by its quantisation, as llama.cpp\'
   await assert.rejects(run('hf:edge/quants:Q5_0'), /^Error: hub: hf:edge\/quants:Q5_0: edge\/quants has 2 GGUF files of the quantisation Q5_0: other-Q5_0\.gguf, tiny-q5_0\.gguf; name one: hf:edge\/quants\/<file>$/);
   await assert.rejects(run('hf:edge/quants:Q6_K'), /^Error: hub: hf:edge\/quants:Q6_K: edge\/quants has no GGUF file of the quantisation Q6_K \(its GGUF files: IQ4_XS\/tiny-00001-of-00001\.gguf, other-Q5_0\.gguf, sub\/tiny-q8_0\.gguf, tiny-Q4_0-00001-of-00002\.gguf, tiny-f32\.gguf, tiny-q5_0\.gguf\)$/);
   await assert.rejects(run('hf:edge/quants:Q4/x.gguf'), /is not a Hugging Face name/);
+  // A pull request's revision, as huggingface_hub names and caches it (refs/refs/pr/1).
+  requests.length = 0;
+  assert.equal(await run('hf:edge/quants@refs/pr/1:F32'), path.join(snapshot, 'tiny-f32.gguf'));
+  assert.deepEqual([requests[0], fs.readFileSync(path.join(cache, 'models--edge--quants', 'refs', 'refs', 'pr', '1'), 'utf8')], [' /api/models/edge/quants/revision/refs%2Fpr%2F1?blobs=true', SHA]);
+  assert.equal(await run('hf:edge/quants@refs/pr/1:F32', { HF_HUB_OFFLINE: '1' }), path.join(snapshot, 'tiny-f32.gguf'));
+  await assert.rejects(run('hf:edge/quants@refs/heads/main'), /is not a Hugging Face name/);
   // Read from the cache alone afterwards, and loaded as the file it names.
   requests.length = 0;
   const file = await run('hf:edge/quants:f32', { HF_HUB_OFFLINE: '1' });

@@ -31,9 +31,9 @@ const NAME = /^[A-Za-z0-9][\w.-]*$/;
 /** `hf:owner/name[@revision][/path/file.gguf | :quantisation]`; undefined for anything not starting with "hf:". */
 export function parseHubSpec(spec: string): HubSpec | undefined {
   if (!spec.startsWith('hf:')) return undefined;
-  const m = /^hf:([^/@:]+)\/([^/@:]+)(?:@([^/:]+))?(?::([^/]+)|\/(.+))?$/.exec(spec);
-  if (!m || !NAME.test(m[1]) || !NAME.test(m[2]) || (m[3] !== undefined && !NAME.test(m[3])) || (m[4] !== undefined && !NAME.test(m[4])) || (m[5] !== undefined && !/\.gguf$/.test(m[5])) || (m[5] ?? '').split('/').some((p) => p === '..' || p === '.'))
-    throw new Error(`hub: ${JSON.stringify(spec)} is not a Hugging Face name: hf:owner/name for a model or adapter folder, hf:owner/name/file.gguf for a GGUF file or hf:owner/name:Q4_0 for the one of that quantisation, with @revision after the name if wanted (hf:Qwen/Qwen2.5-0.5B-Instruct@main)`);
+  const m = /^hf:([^/@:]+)\/([^/@:]+)(?:@(refs\/pr\/\d+|[^/:]+))?(?::([^/]+)|\/(.+))?$/.exec(spec);
+  if (!m || !NAME.test(m[1]) || !NAME.test(m[2]) || (m[3] !== undefined && !NAME.test(m[3]) && !m[3].startsWith('refs/pr/')) || (m[4] !== undefined && !NAME.test(m[4])) || (m[5] !== undefined && !/\.gguf$/.test(m[5])) || (m[5] ?? '').split('/').some((p) => p === '..' || p === '.'))
+    throw new Error(`hub: ${JSON.stringify(spec)} is not a Hugging Face name: hf:owner/name for a model or adapter folder, hf:owner/name/file.gguf for a GGUF file or hf:owner/name:Q4_0 for the one of that quantisation, with @revision after the name if wanted (a branch, tag, commit or refs/pr/N: hf:Qwen/Qwen2.5-0.5B-Instruct@main)`);
   return { repo: `${m[1]}/${m[2]}`, revision: m[3] ?? 'main', ...(m[4] !== undefined ? { tag: m[4] } : {}), ...(m[5] !== undefined ? { file: m[5] } : {}) };
 }
 
@@ -276,7 +276,11 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
     fs.writeFileSync(path.join(folder, '.no_exist', sha, 'tokenizer_config.json'), '');
   }
   o.onDownload?.(total, total);
-  if (spec.revision !== sha) { makeDir(path.join(folder, 'refs')); fs.writeFileSync(path.join(folder, 'refs', spec.revision), sha); }
+  if (spec.revision !== sha) { // refs/main, refs/refs/pr/1 as huggingface_hub writes them
+    const ref = path.join(folder, 'refs', spec.revision);
+    makeDir(path.dirname(ref));
+    fs.writeFileSync(ref, sha);
+  }
   return spec.file ? path.join(snapshot, spec.file) : snapshot;
 }
 
