@@ -390,3 +390,17 @@ test('hf:owner/name:Q4_K_M names a GGUF file by its quantisation, as llama.cpp\'
     await b.close();
   }
 });
+
+test('a command\'s --out is checked before its hf: models download: a refused one costs no download', async () => {
+  const cache = path.join(tmp, 'cache12'), adapter = path.join(tmp, 'an-adapter');
+  fs.mkdirSync(adapter);
+  fs.writeFileSync(path.join(adapter, 'adapter_config.json'), '{}');
+  const cli = (...args: string[]) => run(process.execPath, ['bin/edgereason.js', ...args], { encoding: 'utf8', env: childEnv(cache) });
+  requests.length = 0;
+  await assert.rejects(cli('train-sft', '--model', 'hf:edge/default', '--data', 'x.jsonl', '--out', adapter), new RegExp(`--out ${adapter} already holds a model or adapter \\(adapter_config\\.json\\); choose another folder, or pass --overwrite to replace it`));
+  await assert.rejects(cli('train-rl', '--model', 'hf:edge/default', '--adapter', 'hf:edge/reasoning', '--out', adapter), /already holds a model or adapter/);
+  await assert.rejects(cli('convert', '--model', 'hf:edge/default', '--out', adapter), /already holds a model or adapter/);
+  await assert.rejects(cli('eval', '--model', 'hf:edge/default', '--out', path.join(tmp, 'report.txt')), /--out \S+report\.txt: the report is JSON, so name it \*\.json/);
+  for (const c of ['train-router', 'train-verifier']) await assert.rejects(cli(c, '--model', 'hf:edge/default', '--adapter', 'hf:edge/reasoning', '--out', `${tmp}${path.sep}`), /names a folder; expected a file/);
+  assert.deepEqual(requests, []);
+});

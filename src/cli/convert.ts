@@ -7,7 +7,7 @@ import { lateProgress, onInterrupt } from '../train/progress.ts';
 import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
-import { canonical, checkOutDir } from './outputs.ts';
+import { beforeDownload, canonical, checkOutDir } from './outputs.ts';
 import { cliWords, quantArg } from './main.ts';
 
 /** The source of a folder an earlier convert wrote (its edgereason.json is a manifest), else undefined. */
@@ -20,6 +20,10 @@ function convertedFrom(dir: string): string | undefined {
   }
 }
 
+/** --out: any conversion there is convert's own (another model's is refused once --model is a local path: above). */
+const outCheck = (o: { out: string; model: string; overwrite?: boolean }) =>
+  checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });
+
 export function convertCommand(program: Command): void {
   program.command('convert')
     .description('build the ONNX graph and weights once (model.onnx + model.onnx.data) for fast loading')
@@ -28,6 +32,7 @@ export function convertCommand(program: Command): void {
     .option('--overwrite', 'replace the model, tokenizer or ONNX files another tool left in --out')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...)')
+    .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
       // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
@@ -37,7 +42,7 @@ export function convertCommand(program: Command): void {
       }
       // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
       if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
-      checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });
+      outCheck(o);
       const t0 = performance.now(), src = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(src.config);
       const note = requantisedNote(src, quant);
       if (note) console.error(cliWords(note));

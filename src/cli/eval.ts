@@ -12,7 +12,7 @@ import { sharedDir } from './demo.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
 import { StagedProgress } from '../train/progress.ts';
-import { checkOutFile } from './outputs.ts';
+import { beforeDownload, checkOutFile } from './outputs.ts';
 import { checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
 import { version } from '../version.ts';
 import { openSource } from '../io/source.ts';
@@ -21,6 +21,14 @@ import { unbudgetedNote } from '../reason/budget.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
+
+/** --out: a JSON file, not another command's (said before the existing-file check, which would offer --overwrite, after the folder check, which names a file to give); its report's files. */
+function outCheck(o: { out: string; overwrite?: boolean }): ReturnType<typeof reportFiles> {
+  if (!/\.json$/i.test(o.out) && !fs.statSync(o.out, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--out ${o.out}: the report is JSON, so name it *.json (its .md table and -accuracy.svg plot are written beside it)`);
+  const files = reportFiles(o.out);
+  checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling });
+  return files;
+}
 
 export function evalCommand(program: Command): void {
   const cmd = program.command('eval')
@@ -46,6 +54,7 @@ export function evalCommand(program: Command): void {
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg), and while it runs the finished answers (results.partial.jsonl: after an interruption the same command goes on from there)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier report of this evaluation (the same command refreshes its own report without it), and start afresh instead of going on from the journal of another evaluation')
+    .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
       if (o.split !== undefined && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);
@@ -63,10 +72,7 @@ export function evalCommand(program: Command): void {
       if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
       const unbudgeted = o.budget !== undefined ? unbudgetedNote(o.adapter) : undefined;
       if (unbudgeted) console.error(`eval: note: ${unbudgeted}`);
-      // Said before the existing-file check (which would offer --overwrite), after the folder check (which names a file to give).
-      if (!/\.json$/i.test(o.out) && !fs.statSync(o.out, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--out ${o.out}: the report is JSON, so name it *.json (its .md table and -accuracy.svg plot are written beside it)`);
-      const files = reportFiles(o.out);
-      checkOutFile(o.out, { what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling });
+      const files = outCheck(o);
       // What is evaluated, as the report records it: paths resolved (a rerun from another folder is the same run), the quantisation used.
       let quant: string | undefined = o.quant;
       try { const src = openSource(o.model); quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config); } catch { /* the load below names the problem */ }

@@ -54,8 +54,9 @@ export async function main(argv: string[]): Promise<void> {
       if (path && v !== undefined) command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? v.map(expand) : expand(v), command.getOptionValueSource(o.attributeName()));
     }
   });
-  // --model and --adapter may name a Hugging Face model (hf:owner/name): read from the Hugging Face cache, downloaded first.
-  program.hook('preAction', async (_, command) => {
+  // --model and --adapter may name a Hugging Face model (hf:owner/name): read from the Hugging Face cache, downloaded
+  // first. A hook of each command, added after the command's own (its --out checked first: outputs.ts beforeDownload).
+  const resolveHub = async (_: Command, command: Command) => {
     for (const o of command.options) {
       if (o.long !== '--model' && o.long !== '--adapter') continue;
       const v: unknown = command.getOptionValue(o.attributeName()), named = o.flags.includes('name=');
@@ -69,7 +70,7 @@ export async function main(argv: string[]): Promise<void> {
       for (const x of Array.isArray(v) ? v : [v]) resolved.push(await local(x)); // one at a time: one bar each
       command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? resolved : resolved[0], command.getOptionValueSource(o.attributeName()));
     }
-  });
+  };
   // A flag that takes a value, followed by another of the command's flags as a word of its own (--name=--x is meant).
   // Checked before the subcommand parses its flags: commander would first report the flag that went missing (a
   // required one) or the value left over ("too many arguments"), neither of which names the cause. A subcommand's
@@ -85,6 +86,8 @@ export async function main(argv: string[]): Promise<void> {
   program.hook('preSubcommand', (_, command) => swallowed(command));
   program.hook('preAction', (_, command) => { if (command.parent !== program) swallowed(command); });
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, chatCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
+  const leaves = (c: Command): Command[] => c.commands.flatMap((s) => (s.commands.length ? leaves(s) : [s]));
+  for (const cmd of leaves(program)) cmd.hook('preAction', resolveHub);
   // A misspelt required flag (--questions) is named as unknown, with commander's suggestion; commander checks the
   // required options first, and would only say that --question is missing.
   for (const cmd of program.commands as (Command & Hidden)[]) {

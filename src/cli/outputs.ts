@@ -26,6 +26,15 @@ const SINGLE_FILE_MODEL = /\.gguf$/i;
 /** Every file a training run or convert writes into a folder: any of them found there is replaced only when told so. */
 const WRITTEN = [...new Set([...ARTEFACTS, ...CONVERTED_FILES])];
 
+/**
+ * A preAction hook checking a command's --out before its hf: models download (main.ts resolves them in a later hook):
+ * an --out the command refuses then costs no download. The command checks it again once they are local paths.
+ */
+export const beforeDownload = <O>(check: (o: O) => void) => (_: unknown, c: { opts(): O; options: readonly { long?: string; attributeName(): string }[]; getOptionValue(k: string): unknown }) => {
+  const hub = c.options.some((o) => (o.long === '--model' || o.long === '--adapter') && [c.getOptionValue(o.attributeName())].flat().some((v) => typeof v === 'string' && v.includes('hf:')));
+  if (hub) check(c.opts());
+};
+
 /** `~` expanded, then resolved against the working directory (for inputs such as a base model; outputs are checked where they will be written: as given). */
 export function expandPath(p: string): string {
   return path.resolve(expandHome(p));

@@ -8,7 +8,7 @@ import { trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
-import { checkOutDir, lockTraining, removeStale, replacedArtefacts } from './outputs.ts';
+import { beforeDownload, checkOutDir, lockTraining, removeStale, replacedArtefacts } from './outputs.ts';
 import { shown } from '../show.ts';
 
 /** Prompts: the synthetic train split's math items, or a JSONL of {"prompt","answer"} lines. */
@@ -47,6 +47,9 @@ export function checkGolds(prompts: RlPrompt[], grader: Task, file: string): voi
   }
 }
 
+const outCheck = (o: { out: string; model: string; adapter: string; resume?: boolean; overwrite?: boolean }) =>
+  checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });
+
 export function trainRlCommand(program: Command): void {
   program.command('train-rl')
     .description('budget forcing: GRPO on a reasoning adapter with a length budget in the prompt')
@@ -70,6 +73,7 @@ export function trainRlCommand(program: Command): void {
     .option('--checkpoint-every <n>', 'checkpoint every n steps, at the last step, and on Ctrl-C', intArg('--checkpoint-every', 1), 10)
     .option('--resume', 'continue the run saved in <out>/checkpoint (same options; a larger --steps goes on)')
     .option('--overwrite', 'replace the adapter already in --out (its other training files are removed after)')
+    .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       if (o.penalty !== 'budget' && o.penalty !== 'group') throw new Error(`--penalty must be budget or group, got "${o.penalty}"`);
       const grader: Task = o.grader ?? (o.task === 'synthetic' ? 'synthetic' : 'gsm8k');
@@ -77,7 +81,7 @@ export function trainRlCommand(program: Command): void {
       const prompts = rlPrompts(o.task, 4000, o.seed);
       if (o.task !== 'synthetic') checkGolds(prompts, grader, o.task);
       const budgets: number[] = o.budgets;
-      checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });
+      outCheck(o);
       lockTraining(o.out); // released when the process exits (Ctrl-C and errors end it, as after the run)
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);

@@ -7,7 +7,10 @@ import type { LabelItem } from '../reason/router.ts';
 import { trainRouter } from '../reason/router.ts';
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { checkOutFile, holdsFormat } from './outputs.ts';
+import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
+
+const outCheck = (o: { out: string; model: string; adapter?: string; overwrite?: boolean }) =>
+  checkOutFile(o.out, { what: 'router JSON', example: 'router.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-router') });
 import { StagedProgress } from '../train/progress.ts';
 
 /** An AUC for the console: n/a, and why, when it is undefined (by default: the labels hold one class only). */
@@ -64,6 +67,7 @@ export function trainRouterCommand(program: Command): void {
     .option('--seed <s>', 'seed of the synthetic items', intArg('--seed'), 0)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--overwrite', 'replace the router JSON already at --out')
+    .hook('preAction', beforeDownload(outCheck))
     .action(async (o, cmd: Command) => {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.rule !== 'savings' && o.rule !== 'accuracy') throw new Error(`--rule must be savings or accuracy, got "${o.rule}"`);
@@ -79,7 +83,7 @@ export function trainRouterCommand(program: Command): void {
       if (o.rule === 'accuracy') unused('the accuracy rule generates no reasoning answers (they serve the savings rule)', [['maxLoss', '--max-loss'], ['reasoningMaxTokens', '--reasoning-max-tokens'], ['maxThinkingTokens', '--max-thinking-tokens']]);
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
       if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of its train file`, [['seed', '--seed']]);
-      checkOutFile(o.out, { what: 'router JSON', example: 'router.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-router') });
+      outCheck(o);
       const items = labelItems(o.task, o.limit, o.val, o.seed);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);

@@ -12,7 +12,7 @@ import { trainSft } from '../train/sft.ts';
 import { lateProgress } from '../train/progress.ts';
 import { readTextFile } from '../io/jsonl.ts';
 import { intArg, positiveArg } from './main.ts';
-import { canonical, checkOutDir, lockTraining, removeStale, replacedArtefacts } from './outputs.ts';
+import { beforeDownload, canonical, checkOutDir, lockTraining, removeStale, replacedArtefacts } from './outputs.ts';
 
 /** q,k,v,o,gate,up,down (or full names) -> projection names. */
 export function parseTargets(list: string, flag = '--targets'): Projection[] {
@@ -24,6 +24,9 @@ export function parseTargets(list: string, flag = '--targets'): Projection[] {
   if (!names.length) throw new Error(`${flag}: no projection named in ${JSON.stringify(list)} (use q,k,v,o,gate,up,down)`);
   return PROJECTIONS.filter((p) => names.includes(p)); // each once, in the model's order
 }
+
+const outCheck = (o: { out: string; full?: boolean; model: string; resume?: boolean; overwrite?: boolean }) =>
+  checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
 
 export function trainSftCommand(program: Command): void {
   program.command('train-sft')
@@ -48,6 +51,7 @@ export function trainSftCommand(program: Command): void {
     .option('--seed <s>', 'seed for data order and LoRA init', intArg('--seed'), 0)
     .option('--resume', 'continue the run saved in <out>/checkpoint (same options; a larger or no --max-steps goes on)')
     .option('--overwrite', 'replace the model or adapter already in --out (its other training files are removed after)')
+    .hook('preAction', beforeDownload(outCheck))
     .action(async (o, cmd: Command) => {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.full) {
@@ -61,7 +65,7 @@ export function trainSftCommand(program: Command): void {
       if (o.eval && canonical(o.eval) === canonical(o.data)) throw new Error(`--eval ${o.eval} is the --data file: its loss would be the training loss; give held-out examples (or leave --eval out)`);
       // A whole model written beside a single-file one (a GGUF's folder) would give every GGUF there its tokenizer.json.
       if (o.full && isModelFileFolder(o.out, o.model)) throw new Error(`train-sft: --out ${o.out} is the folder of ${modelPath(o.model)}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
-      checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
+      outCheck(o);
       lockTraining(o.out); // released when the process exits (Ctrl-C and errors end it, as after the run)
       const src = openSource(o.model), genConfig = path.join(src.path, 'generation_config.json');
       const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? readTextFile(genConfig, 'a JSON file') : ''; // its sampling advice, for a --full output

@@ -3,7 +3,10 @@ import { loadModelWithProgress } from './load.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
 import { aucText, labelItems, stageProgress } from './train-router.ts';
-import { checkOutFile, holdsFormat } from './outputs.ts';
+import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
+
+const outCheck = (o: { out: string; model: string; adapter?: string; overwrite?: boolean }) =>
+  checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-verifier') });
 
 export function trainVerifierCommand(program: Command): void {
   program.command('train-verifier')
@@ -25,10 +28,11 @@ export function trainVerifierCommand(program: Command): void {
     .option('--seed <s>', 'seed of the items and the samples', intArg('--seed'), 0)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)
     .option('--overwrite', 'replace the verifier JSON already at --out')
+    .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       if (!o.adapter === !o.nativeThinking) throw new Error(o.adapter ? 'train-verifier: --native-thinking samples the model\'s own thinking: leave --adapter out' : 'train-verifier: --adapter <reasoning adapter> is required (or --native-thinking for a model that thinks by itself)');
       if (o.temperature === 0 && o.samples > 1) throw new Error(`train-verifier: --temperature 0 samples greedily, so the ${o.samples} candidates of a question would all be the same; the verifier learns from candidates that differ: use a temperature above 0`);
-      checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-verifier') });
+      outCheck(o);
       const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier');
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
       const progress = stageProgress('train-verifier', 'questions', `nothing was written to ${o.out}`);
