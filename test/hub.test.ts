@@ -404,3 +404,22 @@ test('a command\'s --out is checked before its hf: models download: a refused on
   for (const c of ['train-router', 'train-verifier']) await assert.rejects(cli(c, '--model', 'hf:edge/default', '--adapter', 'hf:edge/reasoning', '--out', `${tmp}${path.sep}`), /names a folder; expected a file/);
   assert.deepEqual(requests, []);
 });
+
+test('hf: a part another program is still writing (huggingface_hub downloading the same file) is left to it', async () => {
+  const cache = path.join(tmp, 'cache13'), bytes = fs.readFileSync(path.join(tiny.dir, 'model-f32.gguf'));
+  const blobs = path.join(cache, 'models--edge--tiny-gguf', 'blobs'), part = path.join(blobs, `${sibling(tiny.dir, 'model-f32.gguf').lfs!.sha256}.incomplete`);
+  fs.mkdirSync(blobs, { recursive: true });
+  fs.writeFileSync(part, bytes.subarray(0, 100));
+  let at = 100;
+  const writer = setInterval(() => { fs.appendFileSync(part, bytes.subarray(at, at + 100)); at += 100; }, 100);
+  const get = () => withEnv(hubEnv(cache), () => resolveModelPath('hf:edge/tiny-gguf/model-f32.gguf'));
+  try {
+    await assert.rejects(get(), /^Error: hub: model-f32\.gguf: another program is downloading it \(\S+\.incomplete grows\): run this again once it has ended$/);
+  } finally {
+    clearInterval(writer);
+  }
+  // Once it stops, the download goes on from its part.
+  requests.length = 0;
+  assert.deepEqual(fs.readFileSync(await get()), bytes);
+  assert.ok(requests.some((r) => r.startsWith(`bytes=${at}- `)), requests.join('\n'));
+});

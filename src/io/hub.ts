@@ -296,6 +296,12 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
   const hash = want.sha256 ? crypto.createHash('sha256') : crypto.createHash('sha1');
   if (!want.sha256 && want.size !== undefined) hash.update(`blob ${want.size}\0`);
   let have = fs.existsSync(part) ? fs.statSync(part).size : 0;
+  // A part written in the last seconds may be another program's download under way (huggingface_hub's, whose lock
+  // cannot be seen from here): if it grows, it is left to it rather than written twice.
+  if (have && Date.now() - fs.statSync(part).mtimeMs < 10_000) {
+    await new Promise((r) => setTimeout(r, 1500));
+    if (fs.statSync(part).size !== have) throw new Error(`hub: ${name}: another program is downloading it (${part} grows): run this again once it has ended`);
+  }
   if (want.size !== undefined && have > want.size) { fs.rmSync(part); have = 0; }
   const resumed = have, stop = new AbortController();
   // Whole already (cut off before its rename): checked without asking again.
