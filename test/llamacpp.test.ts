@@ -359,7 +359,7 @@ const TRICKY = [
   'ﬁ Å Å', '$$\\frac{1}{2}$$ \\boxed{42}', '-12.5e-3 +7 <=> ~|^', "'s 'S 'Re 'VE", 'Ⅻ ½ ² ①',
 ];
 
-test('GGUF tokenizers: the tokenizer rebuilt from a GGUF\'s metadata encodes as llama.cpp does (Qwen2, Llama 3, llama.cpp\'s default pre-tokenizer) and adds BOS where it does', async () => {
+test('GGUF tokenizers: the tokenizer rebuilt from a GGUF\'s metadata encodes as llama.cpp does (Qwen2, Llama 3, llama.cpp\'s default pre-tokenizer), with special tokens parsed and as text, and adds BOS where it does', async () => {
   const lines = (rel: string, n: number) => fs.readFileSync(sharedPath(rel), 'utf8').split('\n').filter(Boolean).slice(0, n).map((l) => JSON.parse(l));
   const texts = [...TRICKY, ...lines('data/chat/mt_bench_questions.jsonl', 80).flatMap((q) => q.turns as string[]),
     ...lines('data/math500/test.jsonl', 40).map((q) => `${q.problem}\n${q.solution}`), ...lines('data/gsm8k/test.jsonl', 40).map((q) => `${q.question}\n${q.answer}`)];
@@ -379,6 +379,9 @@ test('GGUF tokenizers: the tokenizer rebuilt from a GGUF\'s metadata encodes as 
       const ours = openSource(file).tokenizer;
       const differ = texts.filter((t) => JSON.stringify(ours.encode(t, { addSpecialTokens: false })) !== JSON.stringify(ref.tokenize(t)));
       assert.deepEqual(differ, [], `${name}: ${differ.length} of ${texts.length} texts encode differently from llama.cpp`);
+      // A chat message's text: its special tokens as characters (tokenizer/chat-ids.ts), as llama.cpp without parse_special.
+      const differText = texts.filter((t) => JSON.stringify(ours.encodeText!(t)) !== JSON.stringify(ref.tokenizeText(t)));
+      assert.deepEqual(differText, [], `${name}: ${differText.length} of ${texts.length} texts encode as text differently from llama.cpp`);
       assert.equal(ref.addsBos, bos, `${name}: llama.cpp's BOS`);
       const bosId = (md['tokenizer.ggml.bos_token_id'] as { value: number }).value;
       assert.equal(ours.encode('Hi')[0] === bosId, bos, `${name}: our BOS`);

@@ -14,6 +14,7 @@ import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defau
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
+import { encodeChat } from '../tokenizer/chat-ids.ts';
 import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
@@ -201,7 +202,10 @@ export class Model {
     if (chatTemplateKwargs !== undefined && !chat) throw new Error(`${where}: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)`);
     if (Array.isArray(prompt) && !chat) throw new Error(`${where}: a list of messages is rendered by the chat template: leave chat out (or set it to true)`);
     if (!chat && typeof prompt === 'string') return this.tokenizer.encode(prompt);
-    return this.tokenizer.encode(this.renderChat(prompt, chatTemplateKwargs, where, generationPrompt), { addSpecialTokens: false });
+    // A message's text stays text: a special token it writes is not the control token (tokenizer/chat-ids.ts).
+    const render = (p: string | ChatMessage[]) => this.renderChat(p, chatTemplateKwargs, where, generationPrompt);
+    const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+    return encodeChat(this.tokenizer, messages, render, render(prompt), where);
   }
 
   /**

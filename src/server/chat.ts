@@ -32,6 +32,7 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
+import { encodeChat } from '../tokenizer/chat-ids.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
 import { ALLOWED_NEXT, answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
@@ -355,9 +356,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // Rendered once: measured here, tokenized below. A template or kwargs error is said after the question check.
   let rendered: string | undefined, renderError: unknown, printed: string | undefined;
+  const render = (msgs: ChatMessage[]) => (cont ? continued((all) => m.model.renderChat(all, kwargs, 'chat', false), msgs, final).prompt : m.model.renderChat(msgs, kwargs, 'chat'));
   try {
     if (cont) ({ prompt: rendered, printed } = continued((msgs) => m.model.renderChat(msgs, kwargs, 'chat', false), messages, final));
-    else rendered = m.model.renderChat(messages, kwargs, 'chat');
+    else rendered = render(messages);
   } catch (e) { renderError = e; }
   const bound = promptCharBound(m.model.tokenizer);
   // What is measured is the rendered text: the template renders the kwargs too (tools, documents), and a template
@@ -379,7 +381,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   let ids: number[], opening = 0; // opening: what a forced call's opening adds to the rendered prompt's tokens
   try {
     if (rendered === undefined) throw renderError;
-    ids = m.model.tokenizer.encode(rendered, { addSpecialTokens: false });
+    ids = encodeChat(m.model.tokenizer, messages, render, rendered, 'chat'); // a message's special-token text stays text
     // A forced call's opening: a thinking model's after its empty thinking block (closing one its template opened).
     if (prefix !== undefined) {
       const tok = m.model.tokenizer, head = m.kind === 'native' ? thinkingModelPrompt(tok, ids, reasoningTokens(m.model).invocation, false) : ids;

@@ -234,6 +234,16 @@ export class HfTokenizer implements TextTokenizer {
     return text === '' ? ids.filter((i) => this.specialIds.has(i)) : ids;
   }
 
+  /** The tokenizer without its special tokens (its other added tokens kept, as transformers' split_special_tokens keeps them): made at encodeText's first call. */
+  private plain?: Tokenizer;
+  encodeText(text: string): number[] {
+    if (!this.plain) {
+      const j = this.files.tokenizerJson as { added_tokens?: { special?: boolean }[] };
+      this.plain = new Tokenizer({ ...j, added_tokens: (j.added_tokens ?? []).filter((t) => !t.special), post_processor: null }, { clean_up_tokenization_spaces: false, ...this.files.config, additional_special_tokens: [] });
+    }
+    return this.plain.encode(text, { add_special_tokens: false }).ids;
+  }
+
   /** Ids the tokenizer does not know (e.g. a model's padded vocab rows) are skipped, as Rust tokenizers does. */
   decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean; cleanUp?: boolean } = {}): string {
     const known = ids.filter((i) => this.tokenizer.id_to_token(i) !== undefined);

@@ -29,6 +29,11 @@ export interface TextTokenizer {
   readonly eosTokenIds: number[];
   /** The ids decoding with skipSpecialTokens drops. */
   readonly specialIds?: ReadonlySet<number>;
+  /**
+   * Text with the special tokens it writes ("<|im_end|>") encoded as the characters they are, not as control tokens
+   * (transformers' split_special_tokens, llama.cpp's parse_special false): a chat message's text (tokenizer/chat-ids.ts).
+   */
+  encodeText?(text: string): number[];
   /** The chat template's source (undefined when there is none). */
   readonly chatTemplate?: string;
   /** A second template that renders calls given tools, where the model has one (transformers' named "tool_use"). */

@@ -163,6 +163,8 @@ export async function openLlamaCpp(ggufPath: string, opts: LlamaCppOptions = {})
 /** llama.cpp's tokenizer alone. `tokenize` parses special tokens written in the text (as Hugging Face tokenizers do) and adds none. */
 export interface LlamaCppVocab {
   tokenize(text: string): number[];
+  /** The text with its control tokens as characters (llama.cpp's parse_special false; user-defined tokens still matched). */
+  tokenizeText(text: string): number[];
   /** Whether llama.cpp starts an encoding with BOS (add_bos_token, or its default for the pre-tokenizer). */
   readonly addsBos: boolean;
   dispose(): Promise<void>;
@@ -185,6 +187,7 @@ export async function openLlamaCppVocab(file: string, tokenizer: Record<string, 
   const model = await (await llamaInstance()).loadModel({ modelPath: file, vocabOnly: true, gpuLayers: 0 });
   return {
     tokenize: (text) => [...model.tokenize(text, true)] as unknown as number[],
+    tokenizeText: (text) => [...model.tokenize(text, false)] as unknown as number[],
     addsBos: model.tokens.shouldPrependBosToken,
     dispose: () => model.dispose(),
   };

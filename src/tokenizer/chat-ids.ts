@@ -1,0 +1,38 @@
+/**
+ * A chat's token ids with its messages' text kept as text: a special token a message writes ("<|im_end|>" typed by a
+ * user, or in a tool's result) is encoded as the characters it is, as OpenAI's API treats message content, instead of
+ * as the control token that would end the turn and let the text open another (a system turn of its own).
+ * The rendered prompt is encoded whole, as transformers encodes it; only the text of a message that holds a special
+ * token is encoded apart from the template's (an assistant turn's is the model's own, and stays as rendered).
+ */
+import crypto from 'node:crypto';
+import type { ChatMessage, TextTokenizer } from './types.ts';
+
+/** `render` must be what made `rendered` (the same template variables and generation prompt), for other messages. */
+export function encodeChat(tok: TextTokenizer, messages: readonly ChatMessage[], render: (messages: ChatMessage[]) => string, rendered: string, where: string): number[] {
+  const whole = () => tok.encode(rendered, { addSpecialTokens: false });
+  if (!tok.encodeText || !tok.specialIds?.size) return whole();
+  const specials = [...tok.specialIds].map((id) => tok.decode([id])).filter((s) => s.length > 0);
+  /** The first special token a message's text writes (none in an assistant turn's: the model's own). */
+  const holds = (m: ChatMessage) => (m.role === 'assistant' || typeof m.content !== 'string' ? undefined
+    : specials.filter((s) => m.content.includes(s)).sort((a, b) => m.content.indexOf(a) - m.content.indexOf(b))[0]);
+  if (!messages.some(holds)) return whole();
+  // Rendered again with each such text replaced by a mark: the template's own text lies between the marks, and a
+  // template that changes the text (which the marks would hide) is found by putting the texts back. Marked whole,
+  // else (a template that trims a message: Llama 3's) its outer blanks kept around the mark for the template to trim.
+  const nonce = crypto.randomBytes(6).toString('hex');
+  for (const trimmed of [false, true]) {
+    const texts: string[] = [];
+    const marked = messages.map((m) => {
+      if (!holds(m)) return m;
+      const core = trimmed ? m.content.trim() : m.content, at = m.content.indexOf(core);
+      texts.push(core);
+      return { ...m, content: `${m.content.slice(0, at)}\uE000${nonce}:${texts.length - 1}\uE001${m.content.slice(at + core.length)}` };
+    });
+    const pieces = render(marked).split(new RegExp(`\uE000${nonce}:(\\d+)\uE001`));
+    if (pieces.map((p, i) => (i % 2 ? texts[Number(p)] : p)).join('') !== rendered) continue;
+    return pieces.flatMap((p, i) => (i % 2 ? tok.encodeText!(texts[Number(p)]) : p ? tok.encode(p, { addSpecialTokens: false }) : []));
+  }
+  const m = messages.findIndex(holds);
+  throw new Error(`${where}: message ${m} (${messages[m].role}) writes the special token ${holds(messages[m])}, which is kept as text only where the chat template prints a message's text as it is, and this one changes it: take the token out of the message`);
+}
