@@ -678,6 +678,17 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   const poisoned = JSON.stringify({ messages: [{ role: 'user', content: 'x' }], chat_template_kwargs: {} }).replace('{}', '{"__proto__":{"a":1}}');
   assert.deepEqual(await refused(await post(poisoned, { 'content-type': 'application/json' })), [400, 'The request body holds the key "__proto__", which is refused (it could change an object\'s prototype).', 'invalid_json']);
   assert.deepEqual(await refused(await post('', { 'content-type': 'application/json' })), [400, 'The request body is not valid JSON: it is empty.', 'invalid_json']);
+  // Valid JSON nested thousands deep (each reader of the request recursed through it): refused by its depth, naming where.
+  const deep = (n: number) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`;
+  for (const n of [200, 5000]) {
+    const r = await post(JSON.stringify({ messages: [{ role: 'user', content: 'x' }], metadata: 'X' }).replace('"X"', deep(n)), { 'content-type': 'application/json' });
+    const b = await r.json();
+    assert.deepEqual([r.status, b.error.message, b.error.param], [400, `The request body nests objects and lists deeper than 64 levels (at 'metadata${'.a'.repeat(36)}…'), more than this server reads.`, 'metadata']);
+  }
+  let schema: Loose = { type: 'string' };
+  for (let i = 0; i < 40; i++) schema = { type: 'object', properties: { a: schema } };
+  const nested = await status(create({ ...ask('x'), response_format: { type: 'json_schema', json_schema: { name: 's', schema } } }));
+  assert.deepEqual([nested.status, nested.param], [400, 'response_format']);
   assert.deepEqual(await refused(await fetch(`${url}/v1/chat/completions%ZZ`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: json })), [400, "Invalid request: '/v1/chat/completions%ZZ' is not a valid url component", 'invalid_url']);
   // A body over 4 MiB: the openai client gets the 413 (the server reads the rest first), not a reset connection.
   const big = await status(create({ model: 'reasoning', messages: [{ role: 'user', content: 'a'.repeat(4.5e6) }] }));

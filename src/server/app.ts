@@ -539,18 +539,30 @@ function parseJsonBody(body: Buffer, contentType: string | undefined): unknown {
   let text: string;
   try { text = UTF8.decode(body); } catch { throw new ApiError(400, 'The request body is not valid UTF-8.', null, 'invalid_request_error', 'invalid_json'); }
   if (!text.trim()) throw new ApiError(400, 'The request body is not valid JSON: it is empty.', null, 'invalid_request_error', 'invalid_json');
-  try {
-    return JSON.parse(text, (key, value) => {
-      if (key === '__proto__' || (key === 'constructor' && value && typeof value === 'object' && 'prototype' in value)) {
+  let parsed: unknown;
+  try { parsed = JSON.parse(text); } catch (e) { throw new ApiError(400, `The request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_request_error', 'invalid_json'); }
+  // One walk without recursion (a body nested thousands deep is valid JSON): keys that could change an object's
+  // prototype, and a nesting deeper than what reads the request (schemas, templates, validation) recurses through.
+  const stack: [unknown, string, number][] = [[parsed, '', 1]];
+  while (stack.length) {
+    const [value, at, depth] = stack.pop()!;
+    if (!value || typeof value !== 'object') continue;
+    if (depth > MAX_BODY_DEPTH) {
+      const field = at.length > 80 ? `${at.slice(0, 80)}…` : at;
+      throw new ApiError(400, `The request body nests objects and lists deeper than ${MAX_BODY_DEPTH} levels (at '${field}'), more than this server reads.`, /^[^.[]+/.exec(at)?.[0] ?? null, 'invalid_request_error', 'invalid_value');
+    }
+    for (const [key, v] of Object.entries(value)) {
+      if (key === '__proto__' || (key === 'constructor' && v && typeof v === 'object' && 'prototype' in v)) {
         throw new ApiError(400, `The request body holds the key "${key === '__proto__' ? key : 'constructor.prototype'}", which is refused (it could change an object's prototype).`, null, 'invalid_request_error', 'invalid_json');
       }
-      return value;
-    });
-  } catch (e) {
-    if (e instanceof ApiError) throw e;
-    throw new ApiError(400, `The request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_request_error', 'invalid_json');
+      stack.push([v, Array.isArray(value) ? `${at}[${key}]` : at ? `${at}.${key}` : key, depth + 1]);
+    }
   }
+  return parsed;
 }
+
+/** How deep a request body may nest objects and lists (a JSON schema or a tool's parameters a few levels; 1,000 exhausted the stack). */
+const MAX_BODY_DEPTH = 64;
 
 /** The largest request body the server reads (a 1,000-message conversation is a few hundred KB). */
 const BODY_LIMIT = 4 * 1024 * 1024;
