@@ -241,6 +241,21 @@ test('server with tools: the template gets the tools, the earlier call (argument
     (e: { status: number; message: string }) => e.status === 400 && e.message === `400 Invalid value for 'messages[2].tool_calls[0].function.arguments': the arguments hold the integer 12345678901234567890, which would change when they are read for the chat template (beyond 2^53); send it as a string.`);
   await assert.rejects(client.chat.completions.create({ model: 'qwen3-template', messages: [...messages, { role: 'user', content: 'hi', tool_calls: messages[2].tool_calls }] as never, max_tokens: 4 }),
     (e: { status: number; param: string }) => e.status === 400 && e.param === 'messages[4].tool_calls');
+  // Tool results answer the calls before them, as OpenAI's API requires (in any order); a history cut mid-call is refused.
+  const plan2 = (msgs: unknown[]) => planChat({ model: 'qwen3-template', messages: msgs, tools: TOOLS } as never, server.served, server.limits);
+  const call = (id?: string) => ({ ...(id ? { id } : {}), type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } });
+  const two = { role: 'assistant', content: null, tool_calls: [call('a'), call('b')] }, result = (id?: string) => ({ role: 'tool', content: '18 C', ...(id ? { tool_call_id: id } : {}) });
+  const user = { role: 'user', content: 'Weather in Paris?' };
+  assert.ok(plan2([user, two, result('b'), result('a')]).promptTokens > 0);
+  assert.ok(plan2([user, { ...two, tool_calls: [call(), call()] }, result(), result()]).promptTokens > 0);
+  const refused: [unknown[], string, string][] = [
+    [[user, result('a')], 'messages[1].role', "Invalid parameter: messages with role 'tool' must be a response to a preceding message with 'tool_calls' (messages[1])."],
+    [[user, two, result('a'), user], 'messages[1].tool_calls', "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: b."],
+    [[user, two], 'messages[1].tool_calls', "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: a, b."],
+    [[user, two, result('a'), result('c')], 'messages[3].tool_call_id', 'Invalid parameter: messages[3].tool_call_id "c" answers none of the calls of messages[1] ("b").'],
+    [[user, two, result('a'), result('b'), result('a')], 'messages[4].tool_call_id', 'Invalid parameter: messages[4].tool_call_id "a" answers none of the calls of messages[1] (all answered).'],
+  ];
+  for (const [msgs, param, message] of refused) assert.throws(() => plan2(msgs), (e: { status: number; param: string; message: string }) => e.status === 400 && e.param === param && e.message === message, message);
 });
 
 test('library: a tool turn renders with its arguments as JSON text or as an object alike; malformed tool turns are refused naming the message', () => {

@@ -169,6 +169,34 @@ function chatMessage(msg: ChatMessageIn, i: number): ChatMessage {
 }
 
 /**
+ * Tool results answer the calls before them, as OpenAI's API requires: a tool message follows an assistant message's
+ * tool_calls (or another tool message after them) and answers one of its calls, and each call gets its result before
+ * the conversation goes on. A history cut in the middle of a call would otherwise reach the model as a turn that
+ * answers nothing, or a call never answered.
+ */
+function checkToolTurns(msgs: readonly ChatMessageIn[]): void {
+  let open: (string | undefined)[] | undefined, at = -1; // the calls of the last assistant message with tool_calls, not yet answered
+  const unanswered = () => {
+    if (!open?.length) return;
+    const ids = open.filter((id) => id !== undefined);
+    throw new ApiError(400, `An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. ${ids.length ? `The following tool_call_ids did not have response messages: ${ids.join(', ')}` : `${open.length} of its calls had no response message`}.`, `messages[${at}].tool_calls`);
+  };
+  msgs.forEach((msg, i) => {
+    if (msg.role === 'tool') {
+      if (!open) throw new ApiError(400, `Invalid parameter: messages with role 'tool' must be a response to a preceding message with 'tool_calls' (messages[${i}]).`, `messages[${i}].role`);
+      const k = msg.tool_call_id === undefined || open.every((id) => id === undefined) ? open.findIndex(() => true) : open.indexOf(msg.tool_call_id);
+      if (k < 0) throw new ApiError(400, `Invalid parameter: messages[${i}].tool_call_id ${JSON.stringify(msg.tool_call_id)} answers none of the calls of messages[${at}] (${open.length ? open.map((id) => JSON.stringify(id ?? null)).join(', ') : 'all answered'}).`, `messages[${i}].tool_call_id`);
+      open.splice(k, 1);
+      return;
+    }
+    unanswered();
+    open = msg.role === 'assistant' && msg.tool_calls?.length ? msg.tool_calls.map((c) => c.id) : undefined;
+    at = i;
+  });
+  unanswered();
+}
+
+/**
  * The reasoning mode the request's controls ask for. `edgereason.reasoning` names it; `reasoning_effort` "none",
  * `thinking_token_budget` 0 and `chat_template_kwargs.enable_thinking` false (Qwen3's switch: the template writes an
  * empty thinking block) ask for reasoning off, any other effort or budget for reasoning on (or, with
@@ -251,6 +279,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     const param = tools ? 'tools' : req.messages[toolTurn].role === 'tool' ? `messages[${toolTurn}].role` : `messages[${toolTurn}].tool_calls`;
     throw new ApiError(400, `Unsupported value: '${param}': the chat template of the model '${m.id}' does not write tool calls in a format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do; or the call's JSON, {"name": …, "parameters": …}, as Llama 3.1's to 3.3's do).`, param, 'invalid_request_error', 'unsupported_value');
   }
+  checkToolTurns(req.messages);
   if (req.chat_template_kwargs && Object.hasOwn(req.chat_template_kwargs, 'tools')) {
     throw tools ? new ApiError(400, `Conflicting parameters: 'tools' and 'chat_template_kwargs.tools' both give the chat template its tools; send them in 'tools'.`, 'chat_template_kwargs', 'invalid_request_error', 'conflicting_parameters')
       : new ApiError(400, `Invalid value for 'chat_template_kwargs': send the tools in 'tools', where the reply's calls are read too (and a template that cannot write them is refused).`, 'chat_template_kwargs', 'invalid_request_error', 'invalid_value');
