@@ -27,6 +27,8 @@ import { makeSplits } from '../src/tasks/synthetic.ts';
 import { maxDiff } from './helpers/numeric.ts';
 import { defaultPromptCacheMib, openPromptCacheFile, PromptCache, PromptCacheMismatch, promptCacheOf, setPromptCache } from '../src/runtime/prompt-cache.ts';
 import { grownCapacity, kvBytes } from '../src/runtime/kv-cache.ts';
+import { runEval, syntheticCases } from '../src/eval/harness.ts';
+import { loadServed } from '../src/server/models.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -1464,4 +1466,18 @@ test('probe training (router and verifier alike) validates on the val given, els
   assert.deepEqual(checkProbeTraining(items, { valFraction: 0.4 }, {}, 'router'), { train: items.slice(0, 3), val: items.slice(3) });
   assert.deepEqual(checkProbeTraining(items, {}, {}, 'router'), { train: items.slice(0, 4), val: items.slice(4) });
   assert.deepEqual(checkProbeTraining(items, { val: [items[0]] }, {}, 'verifier'), { train: items, val: [items[0]] });
+});
+
+test('nativeThinking on a model that cannot think by itself (no "<think>" token) is refused at the start of eval, serve, the router\'s and the verifier\'s training, each in its own words', async () => {
+  const bin = path.join(sharedPath('models/stories260K'), 'stories260K.bin'), m = await loadModel(bin, { quant: 'fp32', worker: false, threads: 1 });
+  const refusal = (where: string) => new RegExp(`^Error: ${where}: nativeThinking \\(--native-thinking\\) needs a model that thinks by itself, whose tokenizer has "<think>" and "</think>" tokens \\(such as Qwen3\\); this one encodes them as \\d+ and \\d+ tokens: give it a reasoning adapter instead \\(train-sft makes one\\)$`);
+  try {
+    const items = Array.from({ length: 4 }, (_, i) => ({ question: `What is ${i} plus 1?`, gold: i + 1, task: 'synthetic' as const }));
+    await assert.rejects(runEval(m, syntheticCases('test', 2), { reasoning: true, nativeThinking: true }), refusal('eval'));
+    await assert.rejects(trainRouter(m, items, { valFraction: 0.5, steps: 1, nativeThinking: true }), refusal('router'));
+    await assert.rejects(trainVerifier(m, items, { valFraction: 0.5, steps: 1, nativeThinking: true }), refusal('verifier'));
+  } finally {
+    await m.close();
+  }
+  await assert.rejects(loadServed({ model: bin, nativeThinking: true, quant: 'fp32', maxBatch: 1 }), refusal('serve'));
 });

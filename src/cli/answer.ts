@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
 import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
-import { answer, answerTemperature, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
+import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
@@ -175,15 +175,23 @@ export async function loadReasoner(o: ReasonerFlags, what: string): Promise<{ mo
   const verifierFile: string | undefined = o.verifier ?? (o.vote?.startsWith('verifier') ? beside('verifier.json') : undefined);
   const noThinking = o.chatTemplateKwargs?.enable_thinking === false; // the template's switch: a direct answer
   if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
-  // A router or verifier trained for the other kind of reasoning is refused now, not after loading the model.
-  for (const [kind, file] of [['router', routerFile], ['verifier', verifierFile]] as const) {
-    let metadata: unknown;
-    // A regular file only: a pipe (<(cat router.json)) is read once, by the load.
-    try { metadata = file && fs.statSync(file).isFile() && JSON.parse(fs.readFileSync(file, 'utf8')).metadata; } catch { /* Router.load / Verifier.load name the problem */ }
-    if (file && metadata && typeof metadata === 'object') checkTrainedFile(kind, file, metadata as Record<string, unknown>, !!o.nativeThinking);
-  }
+  // A router or verifier trained for the other kind of reasoning is refused before the model loads (with
+  // --native-thinking after the model is found to think by itself, which is the first thing to say when it cannot).
+  const checkFiles = () => {
+    for (const [kind, file] of [['router', routerFile], ['verifier', verifierFile]] as const) {
+      let metadata: unknown;
+      // A regular file only: a pipe (<(cat router.json)) is read once, by the load.
+      try { metadata = file && fs.statSync(file).isFile() && JSON.parse(fs.readFileSync(file, 'utf8')).metadata; } catch { /* Router.load / Verifier.load name the problem */ }
+      if (file && metadata && typeof metadata === 'object') checkTrainedFile(kind, file, metadata as Record<string, unknown>, !!o.nativeThinking);
+    }
+  };
+  if (!o.nativeThinking) checkFiles();
   const model = await loadModelWithProgress(o.model, { adapter: o.adapter || undefined, quant: o.quant });
   try {
+    if (o.nativeThinking) {
+      checkNativeThinking(model, 'answer');
+      checkFiles();
+    }
     if (!reasons && thinksByItself(model)) console.error(thinkingNote(what));
     return {
       model, ...loadProbes({ router: routerFile, verifier: verifierFile }, {

@@ -11,7 +11,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import { checkGenerateOptions, generateBatch, type FinishReason, type GenerateOptions } from '../runtime/generate.ts';
-import { answer, checkThinkingRoom, reasoningTokens, THINK_CLOSE, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
+import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, THINK_CLOSE, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
 import type { AnswerOptions } from '../reason/types.ts';
 import type { Router } from '../reason/router.ts';
 import type { Verifier } from '../reason/verifier.ts';
@@ -99,6 +99,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   const { onCase, reasoning, invocation: invocationText, maxThinkingTokens, nativeThinking: native, budget, batch: _, done: _done, ...gen } = o;
   const aloraTokens = model.adapter?.config.aloraInvocationTokens;
   if (native && model.adapter) throw new Error(`eval: nativeThinking evaluates the model's own thinking, but it was loaded with the adapter ${model.adapter.dir}`);
+  if (native) checkNativeThinking(model, 'eval');
   if (reasoning && !model.adapter && !native) throw new Error('eval: reasoning mode needs the model loaded with an adapter (--adapter), or nativeThinking for a model that thinks by itself');
   if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
   if (budget !== undefined && (!reasoning || native)) throw new Error('eval: budget is the control line a budget-trained adapter reads after its invocation: it applies to reasoning mode with an adapter');

@@ -187,10 +187,15 @@ export function pairingNote(what: 'router' | 'verifier', file: string, metadata:
 }
 
 /** nativeThinking needs "<think>" and "</think>" as tokens of their own: a model without them cannot think natively. */
-function checkThinkingTokens(rt: ReasoningTokens): void {
+function checkThinkingTokens(rt: ReasoningTokens, where = 'answer'): void {
   if (rt.invocation.length !== 1 || rt.end.length !== 1) {
-    throw new Error(`answer: nativeThinking needs a model whose tokenizer has "${THINK_OPEN}" and "${THINK_CLOSE}" tokens (a thinking model such as Qwen3); this one encodes them as ${rt.invocation.length} and ${rt.end.length} tokens`);
+    throw new Error(`${where}: nativeThinking (--native-thinking) needs a model that thinks by itself, whose tokenizer has "${THINK_OPEN}" and "${THINK_CLOSE}" tokens (such as Qwen3); this one encodes them as ${rt.invocation.length} and ${rt.end.length} tokens: give it a reasoning adapter instead (train-sft makes one)`);
   }
+}
+
+/** Refuses a model that cannot think by itself (nativeThinking), in the words of `where` (eval, serve, router, verifier), before any work. */
+export function checkNativeThinking(model: Pick<Model, 'tokenizer'>, where: string): void {
+  checkThinkingTokens(reasoningTokens({ tokenizer: model.tokenizer }, undefined, where), where);
 }
 
 /**

@@ -29,7 +29,7 @@ import { writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { AdamW } from '../train/optim.ts';
 import { checkQuestions, isCorrect, type Task } from '../tasks/grade.ts';
-import { answer, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
+import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Logistic probe (shared with the verifier)
@@ -397,6 +397,7 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
     rule: is.oneOf(['accuracy', 'savings']), maxLoss: { ...is.share, what: 'a share between 0 and 1 (0.01 = one point of accuracy)' }, gate: is.bool, gateTokens: is.int(1), reasoningMaxTokens: is.int(1),
   }, 'router');
   const reasons = !!model.adapter || !!o.nativeThinking;
+  if (o.nativeThinking) checkNativeThinking(model, 'router');
   const ruleName = o.rule ?? (reasons ? 'savings' : 'accuracy');
   if (ruleName === 'savings' && !reasons) throw new Error('router: the savings rule needs the reasoning adapter, or nativeThinking for a model that thinks by itself (to measure always-reason accuracy)');
   const gateTokens = o.gateTokens ?? 16;

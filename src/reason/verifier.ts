@@ -10,7 +10,7 @@
  */
 import type { Model } from '../runtime/model.ts';
 import { isCorrect } from '../tasks/grade.ts';
-import { answer, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
+import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
 import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './vote.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, fitProbe, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
 import { writeJson } from '../io/safetensors.ts';
@@ -95,6 +95,7 @@ export interface VerifierReport {
 export async function trainVerifier(model: Model, items: readonly LabelItem[], o: TrainVerifierOptions = {}): Promise<{ verifier: Verifier; report: VerifierReport }> {
   const { train, val } = checkProbeTraining(items, o, { samples: is.int(1), temperature: is.atLeast0, topP: is.share, seed: is.seed }, 'verifier');
   if (!model.adapter && !o.nativeThinking) throw new Error('verifier: the model must be loaded with its reasoning adapter (--adapter), or nativeThinking set for a model that thinks by itself');
+  if (o.nativeThinking) checkNativeThinking(model, 'verifier');
   if (o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens ?? 512, 'verifier', 'maxTokens', o.maxTokens === undefined); // before any sampling
   const tr = await sampleCandidates(model, train, { ...o, onItem: (d) => o.onProgress?.('samples (train)', d, train.length) });
   const va = await sampleCandidates(model, val, { ...o, seed: (o.seed ?? 0) + 7919, onItem: (d) => o.onProgress?.('samples (val)', d, val.length) });

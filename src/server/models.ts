@@ -17,6 +17,7 @@ import type { Router } from '../reason/router.ts';
 import { loadProbes } from '../reason/probes.ts';
 import type { Verifier } from '../reason/verifier.ts';
 import { rlBudgets } from '../reason/budget.ts';
+import { checkNativeThinking } from '../reason/answer.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { generationSampling, unappliedGeneration, type GenerationSampling } from '../io/hf-folder.ts';
 
@@ -130,6 +131,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     } else {
       const m = await loadModel(o.model, { quant: o.quant, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       loaded.push(m);
+      if (o.nativeThinking) checkNativeThinking(m, 'serve');
       const backend = coalesce(m);
       models.set(baseId, { id: baseId, kind: o.nativeThinking ? 'native' : 'base', model: withBackend(m, backend), backend, budgets: [], created });
     }
