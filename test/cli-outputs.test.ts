@@ -494,6 +494,21 @@ test('train-sft interrupted by SIGINT saves its last completed step as the check
   assert.match(e.stderr, new RegExp(`checkpoint: ${ckpt}: position 999 of epoch \\d+ lies outside this run \\(400 epochs, \\d+ batches in that one; the file was edited or damaged\\)`));
 });
 
+test('train-sft interrupted before its first step (tokenizing its data) exits 130 saying nothing was saved, and leaves no lock or folder behind (the default action left both)', async () => {
+  const big = at('big.jsonl'), out = at('early', 'adapter');
+  fs.writeFileSync(big, Array.from({ length: 40000 }, (_, i) => JSON.stringify({ prompt: `question number ${i} about things`, completion: ` answer ${i % 7}` })).join('\n') + '\n');
+  const child = spawn(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', big, '--out', out], { cwd: ROOT });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  while (!fs.existsSync(path.join(out, '.training.lock'))) await new Promise((r) => setTimeout(r, 5));
+  child.kill('SIGINT');
+  assert.equal(await done, 130, stderr);
+  // Said by the lock's handler, or by the training's once it took over (the signal waits for the tokenizing loop to yield).
+  assert.match(stderr.trim().split('\n').at(-1)!, /^train-sft: interrupted (before the first training step: nothing was saved by this run|at step 0 of \d+; no checkpoint was saved \(no step was completed\): nothing to resume, rerun to start again)$/);
+  assert.deepEqual([fs.existsSync(out), fs.existsSync(at('early'))], [false, false]);
+});
+
 test('train-router, train-verifier and eval refuse a folder as --out before loading the model; eval --out is the JSON path', async () => {
   const dir = at('outdir');
   fs.mkdirSync(dir);

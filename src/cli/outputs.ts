@@ -262,7 +262,18 @@ export function removeStale(dir: string, before: Map<string, string>): string[] 
 /**
  * Holds --out for one training run: a second one writing the same folder (a --resume started beside it) is refused
  * while the first runs, since their checkpoints would overwrite and delete each other's files. Released when the
- * process exits (the returned function releases it sooner).
+ * process exits, with the folder when the lock made it. Until the returned function is called (the training over),
+ * Ctrl-C or SIGTERM before the training handles them itself (saving its last step) ends the run saying nothing was
+ * saved (the default action would skip the exit, leaving the lock and the folder behind).
  */
-export const lockTraining = (out: string): (() => void) =>
+export function lockTraining(out: string, command: string): () => void {
   holdLock(path.join(out, '.training.lock'), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);
+  const early = (signal: NodeJS.Signals) => {
+    if (process.listenerCount(signal) > 1) return; // the training's own handler says what it saved
+    process.stderr.write(`\n${command}: interrupted before the first training step: nothing was saved by this run\n`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.on('SIGINT', early);
+  process.on('SIGTERM', early);
+  return () => { process.off('SIGINT', early); process.off('SIGTERM', early); };
+}

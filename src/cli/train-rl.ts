@@ -82,7 +82,7 @@ export function trainRlCommand(program: Command): void {
       if (o.task !== 'synthetic') checkGolds(prompts, grader, o.task);
       const budgets: number[] = o.budgets;
       outCheck(o);
-      lockTraining(o.out); // released when the process exits (Ctrl-C and errors end it, as after the run)
+      const trained = lockTraining(o.out, 'train-rl'); // released when the process exits (Ctrl-C and errors end it, as after the run)
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: 'fp32' });
@@ -94,6 +94,7 @@ export function trainRlCommand(program: Command): void {
             beta: o.beta, lr: o.lr, temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed, checkpointEvery: o.checkpointEvery, resume: !!o.resume,
             baseModel: hubRepo(src.path) ?? src.path, handleSignals: true, ...(o.task !== 'synthetic' ? { promptsFile: o.task } : {}),
           });
+        trained();
         const stale = before ? removeStale(o.out, before) : [];
         if (stale.length) process.stderr.write(`train-rl: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
         // A run in which every group of every step tied never moved the adapter: say so rather than report it as trained.

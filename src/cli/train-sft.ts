@@ -66,7 +66,7 @@ export function trainSftCommand(program: Command): void {
       // A whole model written beside a single-file one (a GGUF's folder) would give every GGUF there its tokenizer.json.
       if (o.full && isModelFileFolder(o.out, o.model)) throw new Error(`train-sft: --out ${o.out} is the folder of ${modelPath(o.model)}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
       outCheck(o);
-      lockTraining(o.out); // released when the process exits (Ctrl-C and errors end it, as after the run)
+      const trained = lockTraining(o.out, 'train-sft'); // released when the process exits (Ctrl-C and errors end it, as after the run)
       const src = openSource(o.model), genConfig = path.join(src.path, 'generation_config.json');
       const genText = o.full && src.kind === 'hf' && fs.existsSync(genConfig) ? readTextFile(genConfig, 'a JSON file') : ''; // its sampling advice, for a --full output
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
@@ -87,6 +87,7 @@ export function trainSftCommand(program: Command): void {
         tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
         ...(genText.trim() ? { generationConfig: genText } : {}), // and its sampling advice
       });
+      trained();
       const stale = before ? removeStale(o.out, before) : [];
       if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
       const last = r.evalLosses.at(-1);
