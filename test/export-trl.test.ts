@@ -152,6 +152,10 @@ test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the e
   const qwen3 = loadTokenizer(QWEN_TOKENIZER_DIR), own = qwen3.encode(INVOCATION, { addSpecialTokens: false });
   assert.equal(own.length, 1);
   assert.deepEqual(heldInvocation(qwen3, INVOCATION, [{ ids: [5, ...own, 198, 7] }]), own);
+  // Written in the data but joined with the character before it ("?<" is one token): refused with the fix, not as "no invocation".
+  const merged = tok.encode(`How many?${INVOCATION}\nSix.`, { addSpecialTokens: false });
+  assert.throws(() => heldInvocation(tok, INVOCATION, [{ ids: merged, source: 'd.jsonl:3' }]),
+    new RegExp(`^Error: --alora-invocation "<think>": the data writes it \\(e\\.g\\. d\\.jsonl:3\\), but after "\\?" the tokenizer joins them into other tokens, so no example holds the invocation's tokens \\[${alone.join(',')}\\]: put a newline before it \\(end each prompt with "\\\\n", as chat templates end a turn\\)$`));
   assert.ok(fs.readFileSync(path.join(out, 'train_sft.py'), 'utf8').includes('for text in (INVOCATION, INVOCATION + "\\n")'));
 });
 

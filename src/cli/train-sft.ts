@@ -101,10 +101,18 @@ export function trainSftCommand(program: Command): void {
  * vocabulary), else as written before a newline (invocationIds: Qwen2.5's and Llama 3's vocabularies have no <think>
  * token, and "<think>\n" ends in one ">\n" token). Those ids are what the adapter records, so inference invokes it the same way.
  */
-export function heldInvocation(tok: TextTokenizer, text: string, examples: readonly Pick<Example, 'ids'>[]): number[] {
+export function heldInvocation(tok: TextTokenizer, text: string, examples: readonly Pick<Example, 'ids' | 'source'>[]): number[] {
   const enc = (t: string) => tok.encode(t, { addSpecialTokens: false }), alone = enc(text), written = invocationIds(enc, text);
   if (!alone.length) throw new Error(`--alora-invocation "${text}" encodes to no tokens`);
   const held = (run: number[]) => examples.some((e) => lastIndexOfRun(e.ids, run) >= 0);
+  if (!held(alone) && !held(written)) {
+    // Written in the data but tokenized with what comes before it ("?<" in Qwen's vocabulary): said so, with the fix.
+    const e = examples.find((x) => tok.decode(x.ids).includes(text));
+    if (e) {
+      const t = tok.decode(e.ids), before = t[t.indexOf(text) - 1] ?? '';
+      throw new Error(`--alora-invocation ${JSON.stringify(text)}: the data writes it${e.source ? ` (e.g. ${e.source})` : ''}, but after ${JSON.stringify(before)} the tokenizer joins them into other tokens, so no example holds the invocation's tokens [${alone}]: put a newline before it (end each prompt with "\\n", as chat templates end a turn)`);
+    }
+  }
   if (held(alone) || !held(written)) return alone; // training reports the examples without it
   process.stderr.write(`train-sft: --alora-invocation ${JSON.stringify(text)} is tokenized [${alone}] alone, but the data holds it before a newline: [${written}] (${JSON.stringify(`${text}\n`)}); the adapter is invoked by those tokens\n`);
   return written;
