@@ -174,7 +174,7 @@ function chatMessage(msg: ChatMessageIn, i: number): ChatMessage {
  * the conversation goes on. A history cut in the middle of a call would otherwise reach the model as a turn that
  * answers nothing, or a call never answered.
  */
-function checkToolTurns(msgs: readonly ChatMessageIn[]): void {
+function checkToolTurns(msgs: readonly ChatMessageIn[], continued: boolean): void {
   let open: (string | undefined)[] | undefined, at = -1; // the calls of the last assistant message with tool_calls, not yet answered
   const unanswered = () => {
     if (!open?.length) return;
@@ -193,7 +193,7 @@ function checkToolTurns(msgs: readonly ChatMessageIn[]): void {
     open = msg.role === 'assistant' && msg.tool_calls?.length ? msg.tool_calls.map((c) => c.id) : undefined;
     at = i;
   });
-  unanswered();
+  if (!continued) unanswered(); // a last message continued is refused for its calls below, in its own words
 }
 
 /**
@@ -279,7 +279,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     const param = tools ? 'tools' : req.messages[toolTurn].role === 'tool' ? `messages[${toolTurn}].role` : `messages[${toolTurn}].tool_calls`;
     throw new ApiError(400, `Unsupported value: '${param}': the chat template of the model '${m.id}' does not write tool calls in a format edgereason reads them in (Hermes: <tool_call>{"name": …, "arguments": …}</tool_call>, as the templates of Qwen2.5 and Qwen3 do; or the call's JSON, {"name": …, "parameters": …}, as Llama 3.1's to 3.3's do).`, param, 'invalid_request_error', 'unsupported_value');
   }
-  checkToolTurns(req.messages);
+  checkToolTurns(req.messages, req.continue_final_message === true);
   if (req.chat_template_kwargs && Object.hasOwn(req.chat_template_kwargs, 'tools')) {
     throw tools ? new ApiError(400, `Conflicting parameters: 'tools' and 'chat_template_kwargs.tools' both give the chat template its tools; send them in 'tools'.`, 'chat_template_kwargs', 'invalid_request_error', 'conflicting_parameters')
       : new ApiError(400, `Invalid value for 'chat_template_kwargs': send the tools in 'tools', where the reply's calls are read too (and a template that cannot write them is refused).`, 'chat_template_kwargs', 'invalid_request_error', 'invalid_value');
