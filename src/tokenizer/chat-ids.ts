@@ -1,9 +1,9 @@
 /**
  * A chat's token ids with its messages' text kept as text: a special token a message writes ("<|im_end|>" typed by a
  * user, or in a tool's result) is encoded as the characters it is, as OpenAI's API treats message content, instead of
- * as the control token that would end the turn and let the text open another (a system turn of its own).
- * The rendered prompt is encoded whole, as transformers encodes it; only the text of a message that holds a special
- * token is encoded apart from the template's (an assistant turn's is the model's own, and stays as rendered).
+ * as the control token that would end the turn and let the text open another (a system turn of its own). Only the
+ * text of a message that holds a special token is guarded (an assistant turn's is the model's own, and stays as
+ * rendered); everything else encodes as the whole rendering does (HfTokenizer.encodeGuarded).
  */
 import crypto from 'node:crypto';
 import type { ChatMessage, TextTokenizer } from './types.ts';
@@ -11,15 +11,16 @@ import type { ChatMessage, TextTokenizer } from './types.ts';
 /** `render` must be what made `rendered` (the same template variables and generation prompt), for other messages. */
 export function encodeChat(tok: TextTokenizer, messages: readonly ChatMessage[], render: (messages: ChatMessage[]) => string, rendered: string, where: string): number[] {
   const whole = () => tok.encode(rendered, { addSpecialTokens: false });
-  if (!tok.encodeText || !tok.specialIds?.size) return whole();
+  if (!tok.encodeGuarded || !tok.specialIds?.size) return whole();
   const specials = [...tok.specialIds].map((id) => tok.decode([id])).filter((s) => s.length > 0);
   /** The first special token a message's text writes (none in an assistant turn's: the model's own). */
   const holds = (m: ChatMessage) => (m.role === 'assistant' || typeof m.content !== 'string' ? undefined
     : specials.filter((s) => m.content.includes(s)).sort((a, b) => m.content.indexOf(a) - m.content.indexOf(b))[0]);
   if (!messages.some(holds)) return whole();
-  // Rendered again with each such text replaced by a mark: the template's own text lies between the marks, and a
-  // template that changes the text (which the marks would hide) is found by putting the texts back. Marked whole,
-  // else (a template that trims a message: Llama 3's) its outer blanks kept around the mark for the template to trim.
+  // Where the texts are in the rendering: rendered again with each replaced by a mark, the template's own text lies
+  // between the marks, and a template that changes the text (which the marks would hide) is found by putting the texts
+  // back. Marked whole, else (a template that trims a message: Llama 3's) its outer blanks kept around the mark for the
+  // template to trim.
   const nonce = crypto.randomBytes(6).toString('hex');
   for (const trimmed of [false, true]) {
     const texts: string[] = [];
@@ -29,9 +30,19 @@ export function encodeChat(tok: TextTokenizer, messages: readonly ChatMessage[],
       texts.push(core);
       return { ...m, content: `${m.content.slice(0, at)}\uE000${nonce}:${texts.length - 1}\uE001${m.content.slice(at + core.length)}` };
     });
-    const pieces = render(marked).split(new RegExp(`\uE000${nonce}:(\\d+)\uE001`));
+    const pieces = render(marked).split(new RegExp(`\uE000${nonce}:(\\d+)\uE001`)), guarded: [number, number][] = [];
+    let at = 0;
+    pieces.forEach((p, i) => {
+      const n = i % 2 ? texts[Number(p)].length : p.length;
+      if (i % 2) guarded.push([at, at + n]);
+      at += n;
+    });
     if (pieces.map((p, i) => (i % 2 ? texts[Number(p)] : p)).join('') !== rendered) continue;
-    return pieces.flatMap((p, i) => (i % 2 ? tok.encodeText!(texts[Number(p)]) : p ? tok.encode(p, { addSpecialTokens: false }) : []));
+    // The guarded encoding must give the whole rendering's tokens where nothing is guarded (a tokenizer whose
+    // splitting it does not follow would change every token): checked on this rendering.
+    const ids = whole();
+    if (tok.encodeGuarded(rendered, []).join() !== ids.join()) throw new Error(`${where}: message ${messages.findIndex(holds)} writes the special token ${holds(messages[messages.findIndex(holds)]!)}, which this tokenizer cannot keep as text: take the token out of the message`);
+    return tok.encodeGuarded(rendered, guarded);
   }
   const m = messages.findIndex(holds);
   throw new Error(`${where}: message ${m} (${messages[m].role}) writes the special token ${holds(messages[m])}, which is kept as text only where the chat template prints a message's text as it is, and this one changes it: take the token out of the message`);

@@ -163,6 +163,9 @@ function pickTemplate(t: unknown, file: string): string | undefined {
   return chat.template;
 }
 
+/** An added token as tokenizer.json lists it. */
+interface AddedSpecial { id: number; content: string; special?: boolean; lstrip?: boolean; rstrip?: boolean; normalized?: boolean }
+
 export class HfTokenizer implements TextTokenizer {
   readonly vocabSize: number;
   readonly bosTokenId?: number;
@@ -234,14 +237,59 @@ export class HfTokenizer implements TextTokenizer {
     return text === '' ? ids.filter((i) => this.specialIds.has(i)) : ids;
   }
 
-  /** The tokenizer without its special tokens (its other added tokens kept, as transformers' split_special_tokens keeps them): made at encodeText's first call. */
-  private plain?: Tokenizer;
-  encodeText(text: string): number[] {
+  /**
+   * The tokenizer without its special tokens (its other added tokens kept, as transformers' split_special_tokens keeps
+   * them), plus a token of its own that starts a section (encodeGuarded), and the special tokens as the splitter finds
+   * them: made at the first call that needs them.
+   */
+  private plain?: { tokenizer: Tokenizer; section: string; specials: AddedSpecial[] };
+  private plainTokenizer() {
     if (!this.plain) {
-      const j = this.files.tokenizerJson as { added_tokens?: { special?: boolean }[] };
-      this.plain = new Tokenizer({ ...j, added_tokens: (j.added_tokens ?? []).filter((t) => !t.special), post_processor: null }, { clean_up_tokenization_spaces: false, ...this.files.config, additional_special_tokens: [] });
+      const j = this.files.tokenizerJson as { added_tokens?: AddedSpecial[] };
+      const added = j.added_tokens ?? [], section = '\uE000edgereason-section\uE001', id = 1 + Math.max(this.vocabSize - 1, ...added.map((t) => t.id));
+      const kept = [...added.filter((t) => !t.special), { id, content: section, special: false, single_word: false, lstrip: false, rstrip: false, normalized: false }];
+      this.plain = {
+        tokenizer: new Tokenizer({ ...j, added_tokens: kept, post_processor: null }, { clean_up_tokenization_spaces: false, ...this.files.config, additional_special_tokens: [] }),
+        section, specials: added.filter((t) => t.special && !t.normalized).sort((a, b) => b.content.length - a.content.length),
+      };
     }
-    return this.plain.encode(text, { add_special_tokens: false }).ids;
+    return this.plain;
+  }
+
+  encodeText(text: string): number[] {
+    return this.plainTokenizer().tokenizer.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  /**
+   * `text` encoded as encode(text, { addSpecialTokens: false }) encodes it, except that a special token written
+   * within one of the `guarded` ranges ([start, end) offsets: a chat message's text) stays text. The library splits a
+   * text at its added tokens (the longest at each place, from the left) and encodes each section apart, the first
+   * one as a text's start (a SentencePiece model's leading "▁"): so here, split at the special tokens outside the
+   * ranges alone, each section encoded by the tokenizer without special tokens, after a section token of its own
+   * where it is not the text's first.
+   */
+  encodeGuarded(text: string, guarded: readonly (readonly [number, number])[]): number[] {
+    const { tokenizer, section, specials } = this.plainTokenizer();
+    const inGuard = (from: number, to: number) => guarded.some(([a, b]) => from < b && to > a);
+    const sections: (string | AddedSpecial)[] = [];
+    let start = 0;
+    for (let i = 0; i < text.length;) {
+      const s = specials.find((t) => text.startsWith(t.content, i));
+      if (!s || inGuard(i, i + s.content.length)) { i++; continue; }
+      sections.push(text.slice(start, i), s);
+      i = start = i + s.content.length;
+    }
+    sections.push(text.slice(start));
+    sections.forEach((s, i) => { // a special token's lstrip / rstrip trim the text beside it, as the library does
+      if (typeof s === 'string') return;
+      if (s.lstrip && i > 0) sections[i - 1] = (sections[i - 1] as string).trimEnd();
+      if (s.rstrip && i < sections.length - 1) sections[i + 1] = (sections[i + 1] as string).trimStart();
+    });
+    return sections.flatMap((s, i) => {
+      if (typeof s !== 'string') return [s.id];
+      if (!s) return [];
+      return i === 0 ? tokenizer.encode(s, { add_special_tokens: false }).ids : tokenizer.encode(section + s, { add_special_tokens: false }).ids.slice(1);
+    });
   }
 
   /** Ids the tokenizer does not know (e.g. a model's padded vocab rows) are skipped, as Rust tokenizers does. */
