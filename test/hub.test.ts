@@ -357,6 +357,19 @@ test('loadModel and withAdapter take a signal: it stops a download under way (th
     await m.close();
   }
   await assert.rejects(loadModel('models/default', { signal: 5 as never }), /^Error: loadModel: signal must be an AbortSignal, got 5$/);
+  // Two calls sharing one download: each signal stops its own call alone; the download stops once neither waits.
+  await withEnv(hubEnv(path.join(tmp, 'cache10b')), async () => {
+    const [a, b] = [new AbortController(), new AbortController()], spec = 'hf:edge/slow/model-f32.gguf';
+    let started!: () => void;
+    const going = new Promise<void>((r) => { started = r; }), onDownload = (d: number) => { if (d > 0) started(); };
+    const [pa, pb] = [resolveModelPath(spec, { signal: a.signal, onDownload }), resolveModelPath(spec, { signal: b.signal, onDownload })];
+    await going;
+    a.abort(new Error('A stopped'));
+    await assert.rejects(pa, /^Error: A stopped$/);
+    assert.equal(await Promise.race([pb.then(() => 'done', () => 'failed'), new Promise((r) => setTimeout(() => r('waiting'), 300))]), 'waiting');
+    b.abort(new Error('B stopped'));
+    await assert.rejects(pb, /^Error: B stopped$/);
+  });
 });
 
 test('hf:owner/name:Q4_K_M names a GGUF file by its quantisation, as llama.cpp\'s -hf does (any case, a word of the name; projectors left out; a split one by its first part)', async () => {

@@ -162,14 +162,17 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
   const endpoint = (process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
   const token = hubToken(process.env);
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
-  /** A GET whose answer's headers come within 10 s (huggingface_hub's timeout); `stop` also aborts it (its body too). */
-  const get = async (url: string, what: string, extra: Record<string, string> = {}, stop?: AbortController): Promise<Response> => {
+  /**
+   * A GET whose answer's headers come within 10 s (huggingface_hub's timeout); `stop` also aborts it (its body too);
+   * `signal`: the caller's (o.signal), or a shared download's (every caller waiting for it gone).
+   */
+  const get = async (url: string, what: string, extra: Record<string, string> = {}, stop?: AbortController, signal = o.signal): Promise<Response> => {
     let res: Response;
     const late = stop ?? new AbortController(), timer = setTimeout(() => late.abort(new Error('no answer within 10 s')), 10_000);
     try {
-      res = await fetch(url, { headers: { ...headers, ...extra }, signal: o.signal ? AbortSignal.any([o.signal, late.signal]) : late.signal });
+      res = await fetch(url, { headers: { ...headers, ...extra }, signal: signal ? AbortSignal.any([signal, late.signal]) : late.signal });
     } catch (e) {
-      if (o.signal?.aborted) throw e;
+      if (signal?.aborted) throw e;
       throw new Unreachable(`hub: ${p}: could not reach ${endpoint} (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}); set HF_HUB_OFFLINE=1 to read the Hugging Face cache only, HF_ENDPOINT for a mirror`);
     } finally {
       clearTimeout(timer);
@@ -202,7 +205,7 @@ async function download(p: string, spec: HubSpec, o: ResolveOptions): Promise<st
   }
 }
 
-type Get = (url: string, what: string, extra?: Record<string, string>, stop?: AbortController) => Promise<Response>;
+type Get = (url: string, what: string, extra?: Record<string, string>, stop?: AbortController, signal?: AbortSignal) => Promise<Response>;
 
 /** Downloads what `spec` names at commit `sha` (its files listed in `siblings`) into the cache; its local path. */
 async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Sibling[], endpoint: string, get: Get, o: ResolveOptions): Promise<string> {
@@ -252,20 +255,28 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
   o.onDownload?.(0, total);
   for (const { f, s, sha256, size, blob, fetches } of todo) {
     const url = `${endpoint}/${spec.repo}/resolve/${sha}/${f.split('/').map(encodeURIComponent).join('/')}`;
-    // One download per blob in this process (two adapters of one repository); another process's is waited for by no one: refused.
-    let pending = inFlight.get(blob);
-    if (!pending && !fs.existsSync(blob)) {
-      pending = (async () => {
+    // One download per blob in this process (two adapters of one repository), stopped when every call waiting for it
+    // has been (each caller's signal stops its own wait); another process's is waited for by no one: refused.
+    let shared = inFlight.get(blob);
+    if (shared?.stop.signal.aborted) { // stopped (all its callers gone): a new one starts once it has let go of the file
+      await shared.download.catch(() => {});
+      shared = inFlight.get(blob);
+    }
+    if (!shared && !fs.existsSync(blob)) {
+      const stop = new AbortController();
+      const download = (async () => {
         const release = holdLock(`${blob}.lock`, (pid) => `hub: ${p}: process ${pid} is downloading ${f} into ${path.dirname(blob)}: run this again once it has ended`);
         try {
-          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => o.onDownload?.(done + n, total), (u, extra, stop) => get(u, f, extra, stop), o.signal);
+          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => o.onDownload?.(done + n, total), (u, extra, late) => get(u, f, extra, late, stop.signal), stop.signal);
         } finally {
           release();
         }
       })().finally(() => inFlight.delete(blob));
-      inFlight.set(blob, pending);
+      download.catch(() => {}); // said to the callers waiting (none, once all have stopped)
+      shared = { download, stop, waiting: 0 };
+      inFlight.set(blob, shared);
     }
-    await pending;
+    if (shared) await waitFor(shared, o.signal);
     done += fetches;
   }
   // Linked once every file is there: a snapshot in the cache is whole, or missing files a later run downloads.
@@ -284,7 +295,28 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
   return spec.file ? path.join(snapshot, spec.file) : snapshot;
 }
 
-const inFlight = new Map<string, Promise<void>>();
+interface SharedDownload { download: Promise<void>; stop: AbortController; waiting: number }
+const inFlight = new Map<string, SharedDownload>();
+
+/** Waits for a shared download, or for `signal` (this caller gone: the download stops once no one waits for it). */
+async function waitFor(d: SharedDownload, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted();
+  d.waiting++;
+  let off = () => {};
+  try {
+    await new Promise<void>((resolve, reject) => {
+      if (signal) {
+        const stopped = () => reject(signal.reason);
+        signal.addEventListener('abort', stopped, { once: true });
+        off = () => signal.removeEventListener('abort', stopped);
+      }
+      d.download.then(resolve, reject);
+    });
+  } finally {
+    off();
+    if (--d.waiting === 0 && signal?.aborted) d.stop.abort(signal.reason);
+  }
+}
 
 /**
  * Streams `url` into `blob` through `blob.incomplete` (a download cut short goes on from where it stopped), checking
