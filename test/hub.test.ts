@@ -42,7 +42,7 @@ const odd = (name: string, files: Record<string, string | Buffer>) => {
 };
 // GGUF files named by their quantisation: one in a folder, a split one, a projector, two of one quantisation.
 const f32 = fs.readFileSync(tiny.files.ggufF32);
-const quants = odd('quants', { 'tiny-f32.gguf': f32, 'mmproj-tiny-f32.gguf': 'GGUF', 'tiny-Q4_0-00001-of-00002.gguf': 'GGUF1', 'tiny-Q4_0-00002-of-00002.gguf': 'GGUF2', 'tiny-q5_0.gguf': 'GGUF', 'other-Q5_0.gguf': 'GGUF', 'README.md': '#' });
+const quants = odd('quants', { 'tiny-f32.gguf': f32, 'tiny-Q8_0_L.gguf': 'GGUF', 'mmproj-tiny-f32.gguf': 'GGUF', 'tiny-Q4_0-00001-of-00002.gguf': 'GGUF1', 'tiny-Q4_0-00002-of-00002.gguf': 'GGUF2', 'tiny-q5_0.gguf': 'GGUF', 'other-Q5_0.gguf': 'GGUF', 'README.md': '#' });
 fs.mkdirSync(path.join(quants, 'sub'));
 fs.writeFileSync(path.join(quants, 'sub', 'tiny-q8_0.gguf'), f32);
 fs.mkdirSync(path.join(quants, 'IQ4_XS'));
@@ -376,14 +376,14 @@ test('hf:owner/name:Q4_K_M names a GGUF file by its quantisation, as llama.cpp\'
   const cache = path.join(tmp, 'cache11'), run = (spec: string, extra: Record<string, string | undefined> = {}) => withEnv(hubEnv(cache, extra), () => resolveModelPath(spec));
   const snapshot = path.join(cache, 'models--edge--quants', 'snapshots', SHA);
   assert.equal(await run('hf:edge/quants:F32'), path.join(snapshot, 'tiny-f32.gguf'));
-  assert.equal(await run('hf:edge/quants:Q8_0'), path.join(snapshot, 'sub', 'tiny-q8_0.gguf'));
+  assert.equal(await run('hf:edge/quants:Q8_0'), path.join(snapshot, 'sub', 'tiny-q8_0.gguf')); // not tiny-Q8_0_L.gguf, another quantisation
   assert.equal(await run('hf:edge/quants:q4_0'), path.join(snapshot, 'tiny-Q4_0-00001-of-00002.gguf'));
   assert.ok(fs.existsSync(path.join(snapshot, 'tiny-Q4_0-00002-of-00002.gguf')));
   assert.equal(await run('hf:edge/quants:iq4_xs'), path.join(snapshot, 'IQ4_XS', 'tiny-00001-of-00001.gguf')); // by its folder's name
   // Only the files named were fetched (not the projector, the other quantisations or the README).
   assert.deepEqual(fs.readdirSync(snapshot, { recursive: true }).sort(), ['IQ4_XS', path.join('IQ4_XS', 'tiny-00001-of-00001.gguf'), 'sub', path.join('sub', 'tiny-q8_0.gguf'), 'tiny-Q4_0-00001-of-00002.gguf', 'tiny-Q4_0-00002-of-00002.gguf', 'tiny-f32.gguf']);
   await assert.rejects(run('hf:edge/quants:Q5_0'), /^Error: hub: hf:edge\/quants:Q5_0: edge\/quants has 2 GGUF files of the quantisation Q5_0: other-Q5_0\.gguf, tiny-q5_0\.gguf; name one: hf:edge\/quants\/<file>$/);
-  await assert.rejects(run('hf:edge/quants:Q6_K'), /^Error: hub: hf:edge\/quants:Q6_K: edge\/quants has no GGUF file of the quantisation Q6_K \(its GGUF files: IQ4_XS\/tiny-00001-of-00001\.gguf, other-Q5_0\.gguf, sub\/tiny-q8_0\.gguf, tiny-Q4_0-00001-of-00002\.gguf, tiny-f32\.gguf, tiny-q5_0\.gguf\)$/);
+  await assert.rejects(run('hf:edge/quants:Q6_K'), /^Error: hub: hf:edge\/quants:Q6_K: edge\/quants has no GGUF file of the quantisation Q6_K \(its GGUF files: IQ4_XS\/tiny-00001-of-00001\.gguf, other-Q5_0\.gguf, sub\/tiny-q8_0\.gguf, tiny-Q4_0-00001-of-00002\.gguf, tiny-Q8_0_L\.gguf, tiny-f32\.gguf, tiny-q5_0\.gguf\)$/);
   await assert.rejects(run('hf:edge/quants:Q4/x.gguf'), /is not a Hugging Face name/);
   // A pull request's revision, as huggingface_hub names and caches it (refs/refs/pr/1).
   requests.length = 0;

@@ -39,12 +39,12 @@ export function parseHubSpec(spec: string): HubSpec | undefined {
 
 /**
  * The GGUF file of `tag`'s quantisation among a repository's files: the one whose name holds the tag as a word of its
- * own, in any case (Q4_K_M: qwen2.5-0.5b-instruct-q4_k_m.gguf; a split one by its first part); projector files
+ * own (between "-", ".", "/" or "_" before it, and "-", ".", "/" after it), in any case (Q4_K_M: qwen2.5-0.5b-instruct-q4_k_m.gguf; a split one by its first part); projector files
  * (mmproj) are not models. A string says why none is chosen.
  */
 export function taggedGguf(files: readonly string[], tag: string): string | { none: string } {
   const models = files.filter((f) => f.endsWith('.gguf') && !/^mmproj/i.test(path.posix.basename(f)));
-  const word = new RegExp(`(^|[-._/])${tag.replace(/[.]/g, '\\.')}([-._/]|$)`, 'i'); // a file's name or its folder's (Q8_0/model-00001-of-00002.gguf)
+  const word = new RegExp(`(^|[-._/])${tag.replace(/[.]/g, '\\.')}([-./]|$)`, 'i'); // a file's name or its folder's (Q8_0/model-00001-of-00002.gguf); Q6_K is not Q6_K_L
   const hits = [...new Set(models.filter((f) => word.test(f.replace(/(-\d{5}-of-\d{5})?\.gguf$/, ''))).map((f) => ggufParts(f)[0]))].sort();
   if (hits.length === 1) return hits[0];
   const list = models.filter((f) => ggufParts(f)[0] === f).sort();
