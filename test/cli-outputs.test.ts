@@ -22,7 +22,7 @@ import { writeReport } from '../src/eval/report.ts';
 import type { EvalReport } from '../src/eval/harness.ts';
 import { exportTrl } from '../src/cli/export-trl.ts';
 import { cliWords } from '../src/cli/main.ts';
-import { checkOutDir, removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
+import { checkOutDir, lockTraining, removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
 import { DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 import { sharedPath } from './helpers/shared.ts';
@@ -284,6 +284,19 @@ test('Progress: on SIGINT the bar is stopped (cursor shown again), the message p
   assert.deepEqual(codes, [130]);
   assert.equal(process.listenerCount('SIGINT'), listeners - 1, 'the handler is removed');
   p.stop();
+});
+
+test('lockTraining: its Ctrl-C handler stands until the training\'s own comes (then goes for good: it would say nothing was saved after the training saved)', async () => {
+  const dir = at('lock-handover'), before = [process.listenerCount('SIGINT'), process.listenerCount('SIGTERM')];
+  const off = lockTraining(dir, 'train-sft');
+  assert.deepEqual([process.listenerCount('SIGINT'), process.listenerCount('SIGTERM'), fs.existsSync(path.join(dir, '.training.lock'))], [before[0] + 1, before[1] + 1, true]);
+  const training = () => {};
+  process.on('SIGINT', training);
+  await Promise.resolve(); // handed over once the training's is there
+  assert.deepEqual([process.listenerCount('SIGINT'), process.listenerCount('SIGTERM')], [before[0] + 1, before[1]], 'only the training\'s handler is left');
+  process.off('SIGINT', training);
+  assert.deepEqual([process.listenerCount('SIGINT'), process.listenerCount('SIGTERM')], before, 'and it does not come back');
+  off();
 });
 
 test('StagedProgress: one counter per stage with items/s and ETA (the eval, router and verifier progress)', () => {

@@ -262,18 +262,23 @@ export function removeStale(dir: string, before: Map<string, string>): string[] 
 /**
  * Holds --out for one training run: a second one writing the same folder (a --resume started beside it) is refused
  * while the first runs, since their checkpoints would overwrite and delete each other's files. Released when the
- * process exits, with the folder when the lock made it. Until the returned function is called (the training over),
- * Ctrl-C or SIGTERM before the training handles them itself (saving its last step) ends the run saying nothing was
- * saved (the default action would skip the exit, leaving the lock and the folder behind).
+ * process exits, with the folder when the lock made it. Until another Ctrl-C handler comes (the training's, which
+ * saves its last step) or the returned function is called, Ctrl-C or SIGTERM ends the run saying nothing was saved
+ * (the default action would skip the exit, leaving the lock and the folder behind).
  */
 export function lockTraining(out: string, command: string): () => void {
   holdLock(path.join(out, '.training.lock'), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);
   const early = (signal: NodeJS.Signals) => {
-    if (process.listenerCount(signal) > 1) return; // the training's own handler says what it saved
+    if (process.listenerCount(signal) > 1) return; // another handler says what it saved
     process.stderr.write(`\n${command}: interrupted before the first training step: nothing was saved by this run\n`);
     process.exit(signal === 'SIGINT' ? 130 : 143);
   };
+  // Handed over for good once the training handles Ctrl-C itself (its handler goes when it has saved its outputs):
+  // after its handler is added, as none left in between would stop Node listening (a signal on its way is lost).
+  const handOver = (event: string | symbol) => { if (event === 'SIGINT') queueMicrotask(off); };
+  const off = () => { process.off('SIGINT', early); process.off('SIGTERM', early); process.off('newListener', handOver); };
   process.on('SIGINT', early);
   process.on('SIGTERM', early);
-  return () => { process.off('SIGINT', early); process.off('SIGTERM', early); };
+  process.on('newListener', handOver);
+  return off;
 }
