@@ -153,6 +153,9 @@ test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the e
   assert.equal(own.length, 1);
   assert.deepEqual(heldInvocation(qwen3, INVOCATION, [{ ids: [5, ...own, 198, 7] }]), own);
   // Written in the data but joined with the character before it ("?<" is one token): refused with the fix, not as "no invocation".
+  // Joined with the character after it instead ('>"'): the newline goes after it.
+  assert.throws(() => heldInvocation(tok, INVOCATION, [{ ids: tok.encode(`How many?\n${INVOCATION}"Six"`, { addSpecialTokens: false }) }]),
+    /^Error: --alora-invocation "<think>": the data writes it, but the tokenizer joins it with the "\\"" after it into other tokens, so no example holds the invocation's tokens \[13708,766,29\]: put a newline after it, as a reasoning trace begins \("<think>\\n"\)$/);
   const merged = tok.encode(`How many?${INVOCATION}\nSix.`, { addSpecialTokens: false });
   assert.throws(() => heldInvocation(tok, INVOCATION, [{ ids: merged, source: 'd.jsonl:3' }]),
     new RegExp(`^Error: --alora-invocation "<think>": the data writes it \\(e\\.g\\. d\\.jsonl:3\\), but after "\\?" the tokenizer joins them into other tokens, so no example holds the invocation's tokens \\[${alone.join(',')}\\]: put a newline before it \\(end each prompt with "\\\\n", as chat templates end a turn\\)$`));

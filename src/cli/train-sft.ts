@@ -109,8 +109,11 @@ export function heldInvocation(tok: TextTokenizer, text: string, examples: reado
     // Written in the data but tokenized with what comes before it ("?<" in Qwen's vocabulary): said so, with the fix.
     const e = examples.find((x) => tok.decode(x.ids).includes(text));
     if (e) {
-      const t = tok.decode(e.ids), before = t[t.indexOf(text) - 1] ?? '';
-      throw new Error(`--alora-invocation ${JSON.stringify(text)}: the data writes it${e.source ? ` (e.g. ${e.source})` : ''}, but after ${JSON.stringify(before)} the tokenizer joins them into other tokens, so no example holds the invocation's tokens [${alone}]: put a newline before it (end each prompt with "\\n", as chat templates end a turn)`);
+      const t = tok.decode(e.ids), at = t.indexOf(text), before = t[at - 1] ?? '', after = t[at + text.length] ?? '';
+      const joins = (s: string) => lastIndexOfRun(enc(s), alone) < 0; // the invocation's tokens are not in its encoding
+      const where = before && joins(before + text) ? `after ${JSON.stringify(before)} the tokenizer joins them` : after && joins(text + after) ? `the tokenizer joins it with the ${JSON.stringify(after)} after it` : 'the tokenizer joins it with the text around it';
+      const fix = before && joins(before + text) ? 'put a newline before it (end each prompt with "\\n", as chat templates end a turn)' : 'put a newline after it, as a reasoning trace begins ("<think>\\n")';
+      throw new Error(`--alora-invocation ${JSON.stringify(text)}: the data writes it${e.source ? ` (e.g. ${e.source})` : ''}, but ${where} into other tokens, so no example holds the invocation's tokens [${alone}]: ${fix}`);
     }
   }
   if (held(alone) || !held(written)) return alone; // training reports the examples without it
