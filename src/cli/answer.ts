@@ -155,9 +155,9 @@ export interface ReasonerFlags {
 /**
  * The model with its reasoning adapter (default: <model>/reasoning-adapter) and, for reasoning auto, its router
  * (<model>/router.json), and a verifier for the verifier votes; each file is checked before the model loads, and notes
- * go to stderr. `what`: the output a thinking model's thinking would be part of without --native-thinking.
+ * go to stderr. `what`: the output a thinking model's thinking would be part of without --native-thinking; `command` names refusals.
  */
-export async function loadReasoner(o: ReasonerFlags, what: string): Promise<{ model: Model; router?: Router; verifier?: Verifier }> {
+export async function loadReasoner(o: ReasonerFlags, what: string, command = 'answer'): Promise<{ model: Model; router?: Router; verifier?: Verifier }> {
   const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
   if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
   if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
@@ -189,7 +189,7 @@ export async function loadReasoner(o: ReasonerFlags, what: string): Promise<{ mo
   const model = await loadModelWithProgress(o.model, { adapter: o.adapter || undefined, quant: o.quant });
   try {
     if (o.nativeThinking) {
-      checkNativeThinking(model, 'answer');
+      checkNativeThinking(model, command);
       checkFiles();
     }
     if (!reasons && thinksByItself(model)) console.error(thinkingNote(what));

@@ -30,7 +30,7 @@ export function chatCommand(program: Command): void {
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o) => {
       checkReasoner(o);
-      const { model, router } = await loadReasoner(o, 'reply');
+      const { model, router } = await loadReasoner(o, 'reply', 'chat');
       const dim = dimmer(process.stderr), finish = await withPromptCacheFile(model, o.promptCacheFile, (note) => console.error(dim(note)));
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const start = (): ChatMessage[] => (o.system ? [{ role: 'system', content: o.system }] : []);

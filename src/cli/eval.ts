@@ -13,7 +13,7 @@ import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags } from './ma
 import type { Task } from '../tasks/grade.ts';
 import { StagedProgress } from '../train/progress.ts';
 import { beforeDownload, checkOutFile } from './outputs.ts';
-import { checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
+import { checkNativeThinking, checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
 import { version } from '../version.ts';
 import { openSource } from '../io/source.ts';
 import { defaultQuant } from '../runtime/convert.ts';
@@ -97,6 +97,7 @@ export function evalCommand(program: Command): void {
       if (all > cases.length) console.error(`eval: note: ${o.task}: its first ${cases.length} of ${all} questions (--limit ${o.limit}; --limit ${all} evaluates them all)`);
       // Without prompt caching: each answer as a first request's, whatever was evaluated before it.
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, promptCache: 0 });
+      if (o.nativeThinking) checkNativeThinking(model, 'eval'); // before a router or verifier is blamed
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
       if (o.samples === 1) noteGreedyFlags(o, 'eval');
