@@ -2,10 +2,10 @@
  * Models and adapters named by their Hugging Face Hub id: `hf:owner/name` (a model folder: its config, tokenizer and
  * safetensors files), `hf:owner/name/file.gguf` (one GGUF file, all parts of a split one) or `hf:owner/name:Q4_0` (the
  * GGUF file of that quantisation), `@revision` after the name. They are read from the Hugging Face cache that
- * Python's huggingface_hub writes (HF_HUB_CACHE, else
- * $HF_HOME/hub, else ~/.cache/huggingface/hub), in its layout, so either side finds what the other downloaded; what is
- * missing is downloaded there (HF_ENDPOINT, HF_TOKEN; HF_HUB_OFFLINE=1 reads the cache only). A bare `owner/name` that
- * is no path on disk is looked up in the cache alone, never downloaded.
+ * Python's huggingface_hub writes (HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), in its layout,
+ * so either side finds what the other downloaded; what is missing is downloaded there (HF_ENDPOINT, HF_TOKEN;
+ * HF_HUB_OFFLINE=1 reads the cache only). A bare `owner/name` that is no path on disk is looked up in the cache alone,
+ * never downloaded.
  *
  * The Hub's HTTP protocol is used directly (fetch): @huggingface/hub's cache writer files each file under the commit
  * that last changed it, so one revision's files would not share a snapshot folder.
@@ -39,8 +39,8 @@ export function parseHubSpec(spec: string): HubSpec | undefined {
 
 /**
  * The GGUF file of `tag`'s quantisation among a repository's files: the one whose name holds the tag as a word of its
- * own (between "-", ".", "/" or "_" before it, and "-", ".", "/" after it), in any case (Q4_K_M: qwen2.5-0.5b-instruct-q4_k_m.gguf; a split one by its first part); projector files
- * (mmproj) are not models. A string says why none is chosen.
+ * own ("-", ".", "/" or "_" before it; "-", ".", "/" after it), in any case (Q4_K_M: qwen2.5-0.5b-instruct-q4_k_m.gguf;
+ * a split one by its first part); projector files (mmproj) are not models. A string says why none is chosen.
  */
 export function taggedGguf(files: readonly string[], tag: string): string | { none: string } {
   const models = files.filter((f) => f.endsWith('.gguf') && !/^mmproj/i.test(path.posix.basename(f)));
