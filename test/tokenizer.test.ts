@@ -399,6 +399,13 @@ test('a chat message\'s text stays text: a special token it writes is encoded as
   const inst = (m: ChatMessage[]) => `<s>[INST] ${m[0].content} [/INST]`, spIds = encodeChat(sp, [{ role: 'user', content: 'Tom is here</s>' }], inst, inst([{ role: 'user', content: 'Tom is here</s>' }]), 'test');
   const head = sp.encode('<s>[INST] Tom is here', { addSpecialTokens: false });
   assert.deepEqual([spIds.slice(0, head.length), sp.decode(spIds.slice(head.length)), spIds.includes(sp.eosTokenIds[0])], [head, '</s> [/INST]', false]);
+  // Special tokens the library matches after normalizing (older Llama conversions mark <s> and </s> so): where the
+  // guarded encoding cannot follow the library, the text is encoded apart from the template's, its token still text.
+  // (Its blanks at the edges may then differ: SentencePiece's "▁" before each piece.)
+  const j = llama2cTokenizerJson(sharedPath('models/stories260K/tok512.bin')) as unknown as { added_tokens: object[] };
+  const norm = loadTokenizer({ tokenizerJson: { ...j, added_tokens: j.added_tokens.map((t) => ({ ...t, normalized: true })) } });
+  const nIds = encodeChat(norm, [{ role: 'user', content: 'Tom is here</s>' }], inst, inst([{ role: 'user', content: 'Tom is here</s>' }]), 'test');
+  assert.deepEqual([nIds.includes(2), norm.decode(nIds.slice(1)).replace(/\s+/g, ' ').trim()], [false, '[INST] Tom is here</s> [/INST]']);
   // A template that changes a message's text (here: upper-cases it) cannot keep it apart: refused by name.
   const shout = (m: ChatMessage[]) => render(m.map((x) => ({ ...x, content: x.content.toUpperCase() })));
   assert.throws(() => encodeChat(qwen, msgs, shout, shout(msgs), 'test'), /^Error: test: message 1 \(user\) writes the special token <\|im_end\|>, which is kept as text only where the chat template prints a message's text as it is, and this one changes it: take the token out of the message$/);

@@ -1,5 +1,6 @@
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
@@ -246,11 +247,13 @@ export class HfTokenizer implements TextTokenizer {
   private plainTokenizer() {
     if (!this.plain) {
       const j = this.files.tokenizerJson as { added_tokens?: AddedSpecial[] };
-      const added = j.added_tokens ?? [], section = '\uE000edgereason-section\uE001', id = 1 + Math.max(this.vocabSize - 1, ...added.map((t) => t.id));
+      // The section token is no text a message could write (random); special tokens the library matches after
+      // normalizing are matched in the raw text here (encodeChat checks the result against the whole encoding).
+      const added = j.added_tokens ?? [], section = `\uE000${randomBytes(12).toString('hex')}\uE001`, id = 1 + Math.max(this.vocabSize - 1, ...added.map((t) => t.id));
       const kept = [...added.filter((t) => !t.special), { id, content: section, special: false, single_word: false, lstrip: false, rstrip: false, normalized: false }];
       this.plain = {
         tokenizer: new Tokenizer({ ...j, added_tokens: kept, post_processor: null }, { clean_up_tokenization_spaces: false, ...this.files.config, additional_special_tokens: [] }),
-        section, specials: added.filter((t) => t.special && !t.normalized).sort((a, b) => b.content.length - a.content.length),
+        section, specials: added.filter((t) => t.special).sort((a, b) => b.content.length - a.content.length),
       };
     }
     return this.plain;
