@@ -262,21 +262,22 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
       await shared.download.catch(() => {});
       shared = inFlight.get(blob);
     }
+    o.signal?.throwIfAborted(); // none is started for a caller already gone
     if (!shared && !fs.existsSync(blob)) {
-      const stop = new AbortController();
+      const stop = new AbortController(), listeners = new Set<(bytes: number) => void>();
       const download = (async () => {
         const release = holdLock(`${blob}.lock`, (pid) => `hub: ${p}: process ${pid} is downloading ${f} into ${path.dirname(blob)}: run this again once it has ended`);
         try {
-          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => o.onDownload?.(done + n, total), (u, extra, late) => get(u, f, extra, late, stop.signal), stop.signal);
+          if (!fs.existsSync(blob)) await fetchBlob(url, blob, { size, sha256, gitBlob: sha256 ? undefined : s.blobId }, (n) => { for (const l of listeners) l(n); }, (u, extra, late) => get(u, f, extra, late, stop.signal), stop.signal);
         } finally {
           release();
         }
       })().finally(() => inFlight.delete(blob));
       download.catch(() => {}); // said to the callers waiting (none, once all have stopped)
-      shared = { download, stop, waiting: 0 };
+      shared = { download, stop, waiting: 0, listeners };
       inFlight.set(blob, shared);
     }
-    if (shared) await waitFor(shared, o.signal);
+    if (shared) await waitFor(shared, o.signal, (n) => o.onDownload?.(done + n, total)); // each caller's own progress
     done += fetches;
   }
   // Linked once every file is there: a snapshot in the cache is whole, or missing files a later run downloads.
@@ -295,15 +296,19 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
   return spec.file ? path.join(snapshot, spec.file) : snapshot;
 }
 
-interface SharedDownload { download: Promise<void>; stop: AbortController; waiting: number }
+interface SharedDownload { download: Promise<void>; stop: AbortController; waiting: number; listeners: Set<(bytes: number) => void> }
 const inFlight = new Map<string, SharedDownload>();
 
-/** Waits for a shared download, or for `signal` (this caller gone: the download stops once no one waits for it). */
-async function waitFor(d: SharedDownload, signal?: AbortSignal): Promise<void> {
-  signal?.throwIfAborted();
+/**
+ * Waits for a shared download, its bytes reported to `progress`, or for `signal` (this caller gone: the download stops
+ * once no one waits for it).
+ */
+async function waitFor(d: SharedDownload, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
   d.waiting++;
+  d.listeners.add(progress);
   let off = () => {};
   try {
+    signal?.throwIfAborted();
     await new Promise<void>((resolve, reject) => {
       if (signal) {
         const stopped = () => reject(signal.reason);
@@ -314,6 +319,7 @@ async function waitFor(d: SharedDownload, signal?: AbortSignal): Promise<void> {
     });
   } finally {
     off();
+    d.listeners.delete(progress);
     if (--d.waiting === 0 && signal?.aborted) d.stop.abort(signal.reason);
   }
 }
@@ -331,7 +337,8 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
   // A part written in the last seconds may be another program's download under way (huggingface_hub's, whose lock
   // cannot be seen from here): if it grows, it is left to it rather than written twice.
   if (have && Date.now() - fs.statSync(part).mtimeMs < 10_000) {
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise<void>((r) => { const t = setTimeout(r, 1500); signal?.addEventListener('abort', () => { clearTimeout(t); r(); }, { once: true }); });
+    signal?.throwIfAborted();
     if (fs.statSync(part).size !== have) throw new Error(`hub: ${name}: another program is downloading it (${part} grows): run this again once it has ended`);
   }
   if (want.size !== undefined && have > want.size) { fs.rmSync(part); have = 0; }
@@ -340,7 +347,7 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
   let res = have && have === want.size ? undefined : await get(url, have ? { range: `bytes=${have}-` } : {}, stop);
   if (res?.status === 416) { await res.body?.cancel(); res = await get(url, {}, stop); } // a range past the server's file: sent whole
   if (res && res.status !== 206) have = 0;
-  if (have) for await (const chunk of fs.createReadStream(part)) hash.update(chunk as Buffer);
+  if (have) for await (const chunk of fs.createReadStream(part)) { signal?.throwIfAborted(); hash.update(chunk as Buffer); }
   let bytes = have;
   if (res?.body) {
     const fd = fs.openSync(part, have ? 'a' : 'w');
