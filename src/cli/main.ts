@@ -20,7 +20,7 @@ import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { shown } from '../show.ts';
 import { expandHome } from '../io/source.ts';
-import { resolveModelPath } from '../io/hub.ts';
+import { HUB_FLAGS, resolveModelPath } from '../io/hub.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 
 export async function main(argv: string[]): Promise<void> {
@@ -58,7 +58,7 @@ export async function main(argv: string[]): Promise<void> {
   // first. A hook of each command, added after the command's own (its --out checked first: outputs.ts beforeDownload).
   const resolveHub = async (_: Command, command: Command) => {
     for (const o of command.options) {
-      if (o.long !== '--model' && o.long !== '--adapter') continue;
+      if (!HUB_FLAGS.includes(o.long ?? '')) continue;
       const v: unknown = command.getOptionValue(o.attributeName()), named = o.flags.includes('name=');
       const local = async (x: unknown) => {
         if (typeof x !== 'string') return x;

@@ -10,6 +10,8 @@ import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
 import { expandHome, modelPath } from '../io/source.ts';
+import { onInterrupt } from '../train/progress.ts';
+import { HUB_FLAGS } from '../io/hub.ts';
 
 /** The files that make a folder a model or an adapter (what a training run would replace). */
 const MODEL_FILES = ['config.json', 'model.safetensors', 'adapter_config.json', 'adapter_model.safetensors'];
@@ -31,7 +33,7 @@ const WRITTEN = [...new Set([...ARTEFACTS, ...CONVERTED_FILES])];
  * an --out the command refuses then costs no download. The command checks it again once they are local paths.
  */
 export const beforeDownload = <O>(check: (o: O) => void) => (_: unknown, c: { opts(): O; options: readonly { long?: string; attributeName(): string }[]; getOptionValue(k: string): unknown }) => {
-  const hub = c.options.some((o) => (o.long === '--model' || o.long === '--adapter') && [c.getOptionValue(o.attributeName())].flat().some((v) => typeof v === 'string' && v.includes('hf:')));
+  const hub = c.options.some((o) => HUB_FLAGS.includes(o.long ?? '') && [c.getOptionValue(o.attributeName())].flat().some((v) => typeof v === 'string' && v.includes('hf:')));
   if (hub) check(c.opts());
 };
 
@@ -268,17 +270,11 @@ export function removeStale(dir: string, before: Map<string, string>): string[] 
  */
 export function lockTraining(out: string, command: string): () => void {
   holdLock(path.join(out, '.training.lock'), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);
-  const early = (signal: NodeJS.Signals) => {
-    if (process.listenerCount(signal) > 1) return; // another handler says what it saved
-    process.stderr.write(`\n${command}: interrupted before the first training step: nothing was saved by this run\n`);
-    process.exit(signal === 'SIGINT' ? 130 : 143);
-  };
+  const early = onInterrupt(process.stderr, () => `${command}: interrupted before the first training step: nothing was saved by this run`);
   // Handed over for good once the training handles Ctrl-C itself (its handler goes when it has saved its outputs):
   // after its handler is added, as none left in between would stop Node listening (a signal on its way is lost).
   const handOver = (event: string | symbol) => { if (event === 'SIGINT') queueMicrotask(off); };
-  const off = () => { process.off('SIGINT', early); process.off('SIGTERM', early); process.off('newListener', handOver); };
-  process.on('SIGINT', early);
-  process.on('SIGTERM', early);
+  const off = () => { early(); process.off('newListener', handOver); };
   process.on('newListener', handOver);
   return off;
 }

@@ -111,8 +111,9 @@ export function heldInvocation(tok: TextTokenizer, text: string, examples: reado
     if (e) {
       const t = tok.decode(e.ids), at = t.indexOf(text), before = t[at - 1] ?? '', after = t[at + text.length] ?? '';
       const joins = (s: string) => lastIndexOfRun(enc(s), alone) < 0; // the invocation's tokens are not in its encoding
-      const where = before && joins(before + text) ? `after ${JSON.stringify(before)} the tokenizer joins them` : after && joins(text + after) ? `the tokenizer joins it with the ${JSON.stringify(after)} after it` : 'the tokenizer joins it with the text around it';
-      const fix = before && joins(before + text) ? 'put a newline before it (end each prompt with "\\n", as chat templates end a turn)' : `put a newline after it, as a reasoning trace begins (${JSON.stringify(`${text}\n`)})`;
+      const joinsBefore = !!before && joins(before + text);
+      const where = joinsBefore ? `after ${JSON.stringify(before)} the tokenizer joins them` : after && joins(text + after) ? `the tokenizer joins it with the ${JSON.stringify(after)} after it` : 'the tokenizer joins it with the text around it';
+      const fix = joinsBefore ? 'put a newline before it (end each prompt with "\\n", as chat templates end a turn)' : `put a newline after it, as a reasoning trace begins (${JSON.stringify(`${text}\n`)})`;
       throw new Error(`--alora-invocation ${JSON.stringify(text)}: the data writes it${e.source ? ` (e.g. ${e.source})` : ''}, but ${where} into other tokens, so no example holds the invocation's tokens [${alone}]: ${fix}`);
     }
   }

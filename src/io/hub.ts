@@ -28,6 +28,9 @@ export interface HubSpec {
 
 const NAME = /^[A-Za-z0-9][\w.-]*$/;
 
+/** The command-line flags whose values may name a Hugging Face model (cli/main.ts resolves them; cli/outputs.ts checks --out first). */
+export const HUB_FLAGS: readonly string[] = ['--model', '--adapter'];
+
 /** `hf:owner/name[@revision][/path/file.gguf | :quantisation]`; undefined for anything not starting with "hf:". */
 export function parseHubSpec(spec: string): HubSpec | undefined {
   if (!spec.startsWith('hf:')) return undefined;

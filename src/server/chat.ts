@@ -184,7 +184,7 @@ function checkToolTurns(msgs: readonly ChatMessageIn[], continued: boolean): voi
   msgs.forEach((msg, i) => {
     if (msg.role === 'tool') {
       if (!open) throw new ApiError(400, `Invalid parameter: messages with role 'tool' must be a response to a preceding message with 'tool_calls' (messages[${i}]).`, `messages[${i}].role`);
-      const k = msg.tool_call_id === undefined || open.every((id) => id === undefined) ? open.findIndex(() => true) : open.indexOf(msg.tool_call_id);
+      const k = msg.tool_call_id === undefined || open.every((id) => id === undefined) ? (open.length ? 0 : -1) : open.indexOf(msg.tool_call_id);
       if (k < 0) throw new ApiError(400, `Invalid parameter: messages[${i}].tool_call_id ${JSON.stringify(msg.tool_call_id)} answers none of the calls of messages[${at}] (${open.length ? open.map((id) => JSON.stringify(id ?? null)).join(', ') : 'all answered'}).`, `messages[${i}].tool_call_id`);
       open.splice(k, 1);
       return;
@@ -385,9 +385,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // Rendered once: measured here, tokenized below. A template or kwargs error is said after the question check.
   let rendered: string | undefined, renderError: unknown, printed: string | undefined;
-  const render = (msgs: ChatMessage[]) => (cont ? continued((all) => m.model.renderChat(all, kwargs, 'chat', false), msgs, final).prompt : m.model.renderChat(msgs, kwargs, 'chat'));
+  const renderBare = (msgs: ChatMessage[]) => m.model.renderChat(msgs, kwargs, 'chat', false);
+  const render = (msgs: ChatMessage[]) => (cont ? continued(renderBare, msgs, final).prompt : m.model.renderChat(msgs, kwargs, 'chat'));
   try {
-    if (cont) ({ prompt: rendered, printed } = continued((msgs) => m.model.renderChat(msgs, kwargs, 'chat', false), messages, final));
+    if (cont) ({ prompt: rendered, printed } = continued(renderBare, messages, final));
     else rendered = render(messages);
   } catch (e) { renderError = e; }
   const bound = promptCharBound(m.model.tokenizer);

@@ -11,11 +11,9 @@ import type { ChatMessage, TextTokenizer } from './types.ts';
 /** `render` must be what made `rendered` (the same template variables and generation prompt), for other messages. */
 export function encodeChat(tok: TextTokenizer, messages: readonly ChatMessage[], render: (messages: ChatMessage[]) => string, rendered: string, where: string): number[] {
   const whole = () => tok.encode(rendered, { addSpecialTokens: false });
-  if (!tok.encodeGuarded || !tok.encodeText || !tok.specialIds?.size) return whole();
-  const specials = [...tok.specialIds].map((id) => tok.decode([id])).filter((s) => s.length > 0);
+  if (!tok.encodeGuarded || !tok.encodeText || !tok.specialIn) return whole();
   /** The first special token a message's text writes (none in an assistant turn's: the model's own). */
-  const holds = (m: ChatMessage) => (m.role === 'assistant' || typeof m.content !== 'string' ? undefined
-    : specials.filter((s) => m.content.includes(s)).sort((a, b) => m.content.indexOf(a) - m.content.indexOf(b))[0]);
+  const holds = (m: ChatMessage) => (m.role === 'assistant' || typeof m.content !== 'string' ? undefined : tok.specialIn!(m.content));
   if (!messages.some(holds)) return whole();
   // Where the texts are in the rendering: rendered again with each replaced by a mark, the template's own text lies
   // between the marks, and a template that changes the text (which the marks would hide) is found by putting the texts

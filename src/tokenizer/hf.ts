@@ -239,22 +239,36 @@ export class HfTokenizer implements TextTokenizer {
   }
 
   /**
-   * The tokenizer without its special tokens (its other added tokens kept, as transformers' split_special_tokens keeps
-   * them), plus a token of its own that starts a section (encodeGuarded), and the special tokens as the splitter finds
-   * them: made at the first call that needs them.
+   * The special tokens, longest first (as the library's splitter prefers them; those it matches after normalizing are
+   * matched in the raw text here: encodeChat checks the result against the whole encoding), and a pattern finding the
+   * first one a text writes.
    */
-  private plain?: { tokenizer: Tokenizer; section: string; specials: AddedSpecial[] };
+  private specialList?: { tokens: AddedSpecial[]; first?: RegExp };
+  private specials() {
+    if (!this.specialList) {
+      const tokens = ((this.files.tokenizerJson as { added_tokens?: AddedSpecial[] }).added_tokens ?? []).filter((t) => t.special && t.content).sort((a, b) => b.content.length - a.content.length);
+      this.specialList = { tokens, ...(tokens.length ? { first: new RegExp(tokens.map((t) => t.content.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')) } : {}) };
+    }
+    return this.specialList;
+  }
+
+  /** The first special token `text` writes ("<|im_end|>"), or undefined. */
+  specialIn(text: string): string | undefined {
+    return this.specials().first?.exec(text)?.[0];
+  }
+
+  /**
+   * The tokenizer without its special tokens (its other added tokens kept, as transformers' split_special_tokens keeps
+   * them), plus a token of its own that starts a section (encodeGuarded): made at the first call that needs it.
+   */
+  private plain?: { tokenizer: Tokenizer; section: string };
   private plainTokenizer() {
     if (!this.plain) {
       const j = this.files.tokenizerJson as { added_tokens?: AddedSpecial[] };
-      // The section token is no text a message could write (random); special tokens the library matches after
-      // normalizing are matched in the raw text here (encodeChat checks the result against the whole encoding).
+      // The section token is no text a message could write (random).
       const added = j.added_tokens ?? [], section = `\uE000${randomBytes(12).toString('hex')}\uE001`, id = 1 + Math.max(this.vocabSize - 1, ...added.map((t) => t.id));
       const kept = [...added.filter((t) => !t.special), { id, content: section, special: false, single_word: false, lstrip: false, rstrip: false, normalized: false }];
-      this.plain = {
-        tokenizer: new Tokenizer({ ...j, added_tokens: kept, post_processor: null }, { clean_up_tokenization_spaces: false, ...this.files.config, additional_special_tokens: [] }),
-        section, specials: added.filter((t) => t.special).sort((a, b) => b.content.length - a.content.length),
-      };
+      this.plain = { tokenizer: new Tokenizer({ ...j, added_tokens: kept, post_processor: null }, { clean_up_tokenization_spaces: false, ...this.files.config, additional_special_tokens: [] }), section };
     }
     return this.plain;
   }
@@ -272,7 +286,7 @@ export class HfTokenizer implements TextTokenizer {
    * where it is not the text's first.
    */
   encodeGuarded(text: string, guarded: readonly (readonly [number, number])[]): number[] {
-    const { tokenizer, section, specials } = this.plainTokenizer();
+    const { tokenizer, section } = this.plainTokenizer(), specials = this.specials().tokens;
     const inGuard = (from: number, to: number) => guarded.some(([a, b]) => from < b && to > a);
     const sections: (string | AddedSpecial)[] = [];
     let start = 0;

@@ -34,6 +34,8 @@ export interface TextTokenizer {
    * (transformers' split_special_tokens, llama.cpp's parse_special false): a chat message's text (tokenizer/chat-ids.ts).
    */
   encodeText?(text: string): number[];
+  /** The first special token `text` writes, or undefined. */
+  specialIn?(text: string): string | undefined;
   /** `text` as encode encodes it (no special tokens added), but the special tokens written within the `guarded` [start, end) ranges as text. */
   encodeGuarded?(text: string, guarded: readonly (readonly [number, number])[]): number[];
   /** The chat template's source (undefined when there is none). */
