@@ -194,20 +194,41 @@ describe('Hugging Face config.json', () => {
     const llama3 = { rope_type: 'llama3', rope_theta: 500000, factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
     const c = parseHfConfig({ ...v5, rope_parameters: llama3 });
     assert.deepEqual([c.ropeTheta, c.ropeScaling], [500000, { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 }]);
-    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'yarn', rope_theta: 1e6, factor: 4 } }, 'v5/config.json'), /v5\/config\.json: rope_parameters type "yarn" is not supported/);
+    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'dynamic', rope_theta: 1e6, factor: 4 } }, 'v5/config.json'), /v5\/config\.json: rope_parameters type "dynamic" is not supported/);
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 'big' } }), /field "rope_parameters\.rope_theta" must be a positive number, got "big"/);
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: 7 }), /field "rope_parameters" must be an object, got 7/);
     // A rope_scaling beside them (a model card's long-context edit) is not dropped: refused unless it agrees.
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: llama3 }, 'v5/config.json'), /^Error: v5\/config\.json: rope_scaling \{"rope_type":"llama3".*\} and rope_parameters \{"rope_type":"default","rope_theta":1000000\} say different things: keep one of them$/);
-    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: { rope_type: 'yarn', factor: 4 } }), /rope_scaling type "yarn" is not supported/);
+    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: { rope_type: 'yarn', factor: 4 } }), /rope_scaling \{"rope_type":"yarn","factor":4\} and rope_parameters .* say different things/);
     assert.deepEqual(parseHfConfig({ ...v5, rope_parameters: llama3, rope_scaling: llama3 }).ropeScaling, c.ropeScaling);
     assert.equal(parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: null }).ropeScaling, undefined);
+  });
+  it('reads YaRN as Qwen2.5\'s and Qwen3\'s cards write it (the context reaches factor × the original), and linear scaling', () => {
+    const yarn = (attentionFactor = 0.1 * Math.log(4) + 1, original = 32768) => ({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: original, betaFast: 32, betaSlow: 1, attentionFactor });
+    // Qwen2.5: max_position_embeddings stays 32768; Qwen3 (transformers 5's rope_parameters) raises it to 131072.
+    const q25 = parseHfConfig({ ...base, max_position_embeddings: 32768, rope_scaling: { factor: 4.0, original_max_position_embeddings: 32768, type: 'yarn' } });
+    assert.deepEqual([q25.ropeScaling, q25.maxPositionEmbeddings], [yarn(), 131072]);
+    const q3 = parseHfConfig({ ...base, rope_theta: undefined, max_position_embeddings: 131072, rope_parameters: { rope_type: 'yarn', rope_theta: 1e6, factor: 4.0, original_max_position_embeddings: 32768 } });
+    assert.deepEqual([q3.ropeScaling, q3.maxPositionEmbeddings, q3.ropeTheta], [yarn(), 131072, 1e6]);
+    // The original context from a top-level field, else the declared one; an attention factor given, or DeepSeek's pair.
+    assert.deepEqual(parseHfConfig({ ...base, original_max_position_embeddings: 4096, rope_scaling: { rope_type: 'yarn', factor: 4 } }).ropeScaling, yarn(undefined, 4096));
+    assert.deepEqual(parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, beta_fast: 0, beta_slow: null } }).ropeScaling, yarn(undefined, 2048));
+    assert.deepEqual(parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, attention_factor: 1 } }).ropeScaling, yarn(1, 2048));
+    const m = (s: number) => 0.1 * s * Math.log(4) + 1;
+    assert.deepEqual(parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, mscale: 0.707, mscale_all_dim: 1 } }).ropeScaling, yarn(m(0.707) / m(1), 2048));
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', original_max_position_embeddings: 4096 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.factor must be a positive finite number, got undefined$/);
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, truncate: false } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.truncate = false is not supported/);
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, beta_fast: 1, beta_slow: 32 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.beta_fast \(1\) must exceed beta_slow \(32\)$/);
+    const linear = parseHfConfig({ ...base, rope_scaling: { type: 'linear', factor: 2 } });
+    assert.deepEqual([linear.ropeScaling, linear.maxPositionEmbeddings], [{ type: 'linear', factor: 2 }, 2048]);
+    // Saved as transformers writes it, and read back the same.
+    for (const c of [q25, linear]) assert.deepEqual(parseHfConfig(hfConfig(c)), c);
   });
   it('reads llama3 rope_scaling; refuses other kinds, incomplete ones and quantized checkpoints by name', () => {
     const llama3 = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
     assert.deepEqual(parseHfConfig({ ...base, rope_scaling: llama3 }).ropeScaling, { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 });
     assert.equal(parseHfConfig({ ...base, rope_scaling: { type: 'default' } }).ropeScaling, undefined);
-    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4 } }), /rope_scaling type "yarn" is not supported \(plain RoPE or "llama3"\)/);
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'longrope', factor: 4 } }), /rope_scaling type "longrope" is not supported \(plain RoPE, "llama3", "linear" or "yarn"\)/);
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /rope_scaling\.low_freq_factor must be a positive finite number, got undefined/);
     assert.throws(() => parseHfConfig({ ...base, quantization_config: { quant_method: 'bitsandbytes', load_in_8bit: true } }, 'q/config.json'),
       /q\/config\.json: quantization_config \(quant_method "bitsandbytes"\) is not supported: load the unquantized checkpoint/);

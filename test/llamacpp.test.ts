@@ -205,6 +205,37 @@ test('Llama with Llama 3.1 RoPE scaling: our graph (HF rope_scaling) and our GGU
   }
 });
 
+test('Qwen2 with YaRN and with linear RoPE scaling: our graph (HF rope_scaling) and our GGUF (rope.scaling.*) equal llama.cpp', async () => {
+  // YaRN as Qwen2.5's card sets it (factor 4) over a short original context, so most frequencies are slowed or
+  // ramped at these positions; its attention factor scales every logit by (0.1 ln 4 + 1)².
+  const scalings = [
+    { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 256, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(4) + 1 },
+    { type: 'linear', factor: 4 },
+  ] as const;
+  const ids = SEQ256.slice(0, 96), positions = [15, 47, 95];
+  for (const ropeScaling of scalings) {
+    const R = buildModel(path.join(tmp, `rope-${ropeScaling.type}`), { ropeScaling, maxPositionEmbeddings: 256 });
+    const [hf, gg, plain] = await Promise.all([R.hf, R.f32, M.hf].map((p) => loadModel(p, { quant: 'fp32', worker: false, threads: THREADS })));
+    let ll: LlamaCpp | undefined;
+    try {
+      assert.deepEqual(gg.config, hf.config);
+      assert.deepEqual(hf.config.ropeScaling, ropeScaling);
+      // YaRN reaches factor × its original context; linear scaling keeps the declared one.
+      assert.equal(hf.config.maxPositionEmbeddings, ropeScaling.type === 'yarn' ? 1024 : 256);
+      ll = await openLlamaCpp(R.f32, { threads: THREADS, contextSize: 512 });
+      const theirs = await ll.probsAt(ids, positions);
+      const diff = (logits: Float32Array) => maxProbDiff(logits, theirs, positions);
+      const [dHf, dGg, dPlain] = [diff(await allLogits(hf, ids)), diff(await allLogits(gg, ids)), diff(await allLogits(plain, ids))];
+      console.log(`${ropeScaling.type} RoPE vs llama.cpp: max |Δp| ${dHf.toExponential(2)} (HF folder), ${dGg.toExponential(2)} (GGUF); plain RoPE would differ by ${dPlain.toFixed(3)}`);
+      assert.ok(dHf < 1e-3 && dGg < 1e-3, `${ropeScaling.type}: max probability difference ${dHf} / ${dGg}`);
+      assert.ok(dPlain > 0.05, `${ropeScaling.type}: the scaling should matter at these positions (plain RoPE differs by only ${dPlain})`);
+    } finally {
+      await ll?.dispose();
+      await Promise.all([hf, gg, plain].map((m) => m.close()));
+    }
+  }
+});
+
 test('Qwen3 (per-head q/k RMSNorm, head_dim 128 ≠ hidden / heads): greedy continuation and distributions equal llama.cpp; our GGUF loader agrees', async () => {
   const Q = Q3;
   assert.equal(Q.config.attentionBias, false);

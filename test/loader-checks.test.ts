@@ -62,6 +62,19 @@ test('config.json: heads that do not divide, an odd head size, a context past th
   assert.throws(() => loadHfFolder(ropeInf), /rope-inf\/config\.json: rope_scaling\.factor must be a positive finite number, got Infinity/);
 });
 
+test('GGUF RoPE scaling is read as llama.cpp reads it: linear without a type (either factor key), YaRN from its factor, original context and attn_factor', () => {
+  const read = (name: string, md: Record<string, GgufTyped>) => ggufToModel(ggufWith(name, (m) => Object.assign(m, md))).config;
+  assert.deepEqual(read('linear', { 'qwen2.rope.scaling.factor': typed('f32', 4) }).ropeScaling, { type: 'linear', factor: 4 });
+  assert.deepEqual(read('linear-old', { 'qwen2.rope.scale_linear': typed('f32', 2) }).ropeScaling, { type: 'linear', factor: 2 });
+  const yarn = { 'qwen2.rope.scaling.type': typed('string', 'yarn'), 'qwen2.rope.scaling.factor': typed('f32', 4) };
+  // No original context: the trained one (context_length, 2048 here), reaching 4 × 2048 positions.
+  const noOriginal = read('yarn', yarn);
+  assert.deepEqual(noOriginal.ropeScaling, { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 2048, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(4) + 1 });
+  assert.equal(noOriginal.maxPositionEmbeddings, 8192);
+  const given = read('yarn-orig', { ...yarn, 'qwen2.rope.scaling.original_context_length': typed('u32', 256), 'qwen2.rope.scaling.attn_factor': typed('f32', 0.5) });
+  assert.deepEqual([given.ropeScaling, given.maxPositionEmbeddings], [{ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 256, betaFast: 32, betaSlow: 1, attentionFactor: 0.5 * (0.1 * Math.log(4) + 1) }, 2048]);
+});
+
 test('GGUF metadata: values are checked as config.json\'s are, naming the key; nested and oversized arrays are refused', () => {
   assert.throws(() => ggufToModel(ggufWith('eps', (md) => { md['qwen2.attention.layer_norm_rms_epsilon'] = typed('f32', -1); })),
     /eps\.gguf: metadata "qwen2\.attention\.layer_norm_rms_epsilon" must be a positive number, got -1/);
@@ -74,14 +87,16 @@ test('GGUF metadata: values are checked as config.json\'s are, naming the key; n
     /ctx0\.gguf: metadata "qwen2\.context_length" must be a positive integer, got 0/);
   assert.throws(() => ggufToModel(ggufWith('eos', (md) => { md['tokenizer.ggml.eos_token_id'] = typed('u32', 600); })),
     /eos\.gguf: the end-of-generation ids \(tokenizer\.ggml\.eos_token_id, eot, eom\) must be token ids below the vocabulary size \(512\), got \[600/);
-  // Without rope.scaling.type llama.cpp scales linearly by either factor key: refused, not run unscaled.
-  assert.throws(() => ggufToModel(ggufWith('linear', (md) => { md['qwen2.rope.scaling.factor'] = typed('f32', 4); })),
-    /linear\.gguf: qwen2\.rope\.scaling\.factor = 4: linear RoPE scaling is not supported/);
-  assert.throws(() => ggufToModel(ggufWith('linear-old', (md) => { md['qwen2.rope.scale_linear'] = typed('f32', 2); })),
-    /linear-old\.gguf: qwen2\.rope\.scale_linear = 2: linear RoPE scaling is not supported/);
+  assert.throws(() => ggufToModel(ggufWith('longrope', (md) => { md['qwen2.rope.scaling.type'] = typed('string', 'longrope'); md['qwen2.rope.scaling.factor'] = typed('f32', 4); })),
+    /^Error: .*longrope\.gguf: qwen2\.rope\.scaling\.type = "longrope" is not supported \("none", "linear" or "yarn"\)$/);
+  assert.throws(() => ggufToModel(ggufWith('yarn-attn', (md) => { md['qwen2.rope.scaling.type'] = typed('string', 'yarn'); md['qwen2.rope.scaling.factor'] = typed('f32', 4); md['qwen2.rope.scaling.attn_factor'] = typed('f32', -1); })),
+    /yarn-attn\.gguf: metadata "qwen2\.rope\.scaling\.attn_factor" must be a positive number, got -1/);
+  assert.throws(() => ggufToModel(ggufWith('factor-neg', (md) => { md['qwen2.rope.scaling.factor'] = typed('f32', -4); })),
+    /factor-neg\.gguf: metadata "qwen2\.rope\.scaling\.factor" must be a positive number, got -4/);
   assert.throws(() => ggufToModel(ggufWith('partial', (md) => { md['qwen2.rope.dimension_count'] = typed('u32', 8); })),
     /^Error: .*partial\.gguf: qwen2\.rope\.dimension_count = 8, but the heads have 16 dimensions: partial rotary embeddings are not supported$/);
   assert.deepEqual(ggufToModel(ggufWith('factor1', (md) => { md['qwen2.rope.scaling.factor'] = typed('f32', 1); })).config, ggufToModel(base.files.ggufF32).config);
+  assert.deepEqual(ggufToModel(ggufWith('none', (md) => { md['qwen2.rope.scaling.type'] = typed('string', 'none'); md['qwen2.rope.scaling.factor'] = typed('f32', 4); })).config, ggufToModel(base.files.ggufF32).config);
   // u64 values beyond 2^53 read as BigInts: named in the message (which JSON could not print), and no token id.
   assert.throws(() => ggufToModel(ggufWith('u64-layers', (md) => { md['qwen2.block_count'] = typed('u64', BigInt(2 ** 60)); })),
     /u64-layers\.gguf: metadata "qwen2\.block_count" is not a number \(1152921504606846976n\)/);

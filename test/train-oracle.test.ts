@@ -126,6 +126,22 @@ test('Llama with Llama 3.1 RoPE scaling (rope_scaling llama3): loss and gradient
   assert.ok(Math.abs(scaled - plain) > 1e-3 * plain, `the scaling must matter at these positions (loss ${scaled} vs plain RoPE ${plain})`);
 });
 
+test('Qwen2 with YaRN and with linear RoPE scaling (Qwen2.5\'s long-context rope_scaling): loss and gradients match PyTorch', { skip: !hasTorch && torchNote }, async () => {
+  // A short original context, so YaRN slows most of the tiny model's frequencies at these positions; its attention
+  // factor (0.1 ln 4 + 1) scales cos and sin.
+  const scalings = [
+    { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 64, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(4) + 1 },
+    { type: 'linear', factor: 4 },
+  ] as const;
+  for (const [i, ropeScaling] of scalings.entries()) {
+    const m = makeRandomQwen2({ dir: path.join(tmp, `rope-${ropeScaling.type}`), seed: 11 + i, gguf: false, config: { numLayers: 2, vocabSize: 512, ropeTheta: 10000, ropeScaling } });
+    for (const [n, t] of m.weights) if (/\.(q|k)_proj\.weight$/.test(n)) t.data.forEach((x, j) => { t.data[j] = 40 * x; });
+    const scaled = await compare('full', undefined, m);
+    const plain = torchOracle('full', undefined, undefined, { ...m, config: { ...m.config, ropeScaling: undefined } }).loss;
+    assert.ok(Math.abs(scaled - plain) > 1e-3 * plain, `${ropeScaling.type}: the scaling must matter at these positions (loss ${scaled} vs plain RoPE ${plain})`);
+  }
+});
+
 test('Qwen3 (per-head q/k RMSNorm, head_dim ≠ hidden / heads): loss and gradients of every weight match PyTorch', { skip: !hasTorch && torchNote }, async () => {
   const qwen3 = makeRandomQwen2({ dir: path.join(tmp, 'qwen3'), seed: 9, gguf: false, config: { architecture: 'qwen3', numLayers: 2, vocabSize: 512, headDim: 32 } });
   assert.deepEqual(qwen3.weights.get('model.layers.1.self_attn.k_norm.weight')?.shape, [32]);

@@ -7,7 +7,7 @@
  * Dims are innermost-first: a PyTorch [out, in] weight is stored with dims [in, out].
  */
 import * as fs from 'node:fs';
-import { ARCHITECTURES, checkModelConfig, ropeFreqFactors, type ModelConfig } from '../models/config.ts';
+import { ARCHITECTURES, checkModelConfig, ropeFreqFactors, yarnAttentionFactor, type ModelConfig, type RopeScaling } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { checkWeights } from './hf-folder.ts';
 import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, finiteWeights, firstNonFinite, numel, readAt, readFully, writeAll } from './safetensors.ts';
@@ -651,6 +651,26 @@ export function permuteQK(x: Float32Array, rows: number, nHeads: number, toGguf:
 }
 
 const GGUF_ARCHS = ARCHITECTURES;
+
+/**
+ * RoPE scaling as llama.cpp reads it for these architectures: rope.scaling.type (linear when absent), factor
+ * (rope.scaling.factor, else rope.scale_linear; none or 1: no scaling), YaRN's rope.scaling.original_context_length
+ * (else context_length) and rope.scaling.attn_factor (multiplying 0.1 ln factor + 1); llama.cpp leaves the yarn_*
+ * keys to other architectures, and so does this.
+ */
+function ggufRopeScaling(path: string, arch: string, md: Record<string, GgufValue>, key: (k: string, fallback?: number, float?: boolean) => number): RopeScaling | undefined {
+  const type = md[`${arch}.rope.scaling.type`] ?? 'linear';
+  if (type === 'none') return undefined;
+  if (type !== 'linear' && type !== 'yarn') throw new Error(`${path}: ${arch}.rope.scaling.type = ${shown(type)} is not supported ("none", "linear" or "yarn")`);
+  const factorKey = md[`${arch}.rope.scaling.factor`] ? 'rope.scaling.factor' : 'rope.scale_linear', factor = key(factorKey, 0, true);
+  if (factor === 0 || factor === 1) return undefined;
+  if (!(factor > 0) || !Number.isFinite(factor)) throw new Error(`${path}: metadata "${arch}.${factorKey}" must be a positive number, got ${shown(factor)}`);
+  if (type === 'linear') return { type, factor };
+  const attn = key('rope.scaling.attn_factor', 1, true), original = key('rope.scaling.original_context_length', key('context_length'));
+  if (!(attn > 0) || !Number.isFinite(attn)) throw new Error(`${path}: metadata "${arch}.rope.scaling.attn_factor" must be a positive number, got ${shown(attn)}`);
+  if (!Number.isInteger(original) || original <= 0) throw new Error(`${path}: metadata "${arch}.rope.scaling.original_context_length" must be a positive integer, got ${shown(original)}`);
+  return { type, factor, originalMaxPositionEmbeddings: original, betaFast: 32, betaSlow: 1, attentionFactor: attn * yarnAttentionFactor(factor) };
+}
 const ROPE_FREQS = 'rope_freqs.weight';
 const EOG_TEXTS = ['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|end|>'];
 
@@ -671,13 +691,7 @@ export function ggufToModel(path: string): {
     if (float && type !== undefined && type !== 'f32' && type !== 'f64') throw new Error(`${path}: metadata "${arch}.${k}" is stored as ${type} (${v}); it must be a float (f32)`);
     return v;
   };
-  const scaling = md[`${arch}.rope.scaling.type`];
-  if (scaling !== undefined && scaling !== 'none') throw new Error(`${path}: ${arch}.rope.scaling.type = ${shown(scaling)}: RoPE scaling is not supported`);
-  // Without a type, llama.cpp scales linearly by either factor key.
-  for (const k of ['rope.scaling.factor', 'rope.scale_linear']) {
-    const f = md[`${arch}.${k}`];
-    if (scaling === undefined && f !== undefined && f !== 0 && f !== 1) throw new Error(`${path}: ${arch}.${k} = ${shown(f)}: linear RoPE scaling is not supported`);
-  }
+  const ropeScaling = ggufRopeScaling(path, arch as string, md, key);
   for (const name of file.names) if (ggufToHfName(name) || name === ROPE_FREQS) file.checkSupported(name); // fail now, not mid-conversion
   if (!file.has('token_embd.weight')) throw new Error(`${path}: tensor "token_embd.weight" is missing`);
 
@@ -705,7 +719,9 @@ export function ggufToModel(path: string): {
     ropeTheta: key('rope.freq_base', 10000, true),
     // Llama 3.x long-context RoPE: llama.cpp's converter stores it only as per-frequency divisors.
     ...(file.has(ROPE_FREQS) ? { ropeFreqFactors: [...file.get(ROPE_FREQS)] } : {}),
-    maxPositionEmbeddings: key('context_length'),
+    ...(ropeScaling ? { ropeScaling } : {}),
+    // YaRN reaches `factor` times its original context, as the Hugging Face loader reads it.
+    maxPositionEmbeddings: ropeScaling?.type === 'yarn' ? Math.max(key('context_length'), Math.round(ropeScaling.factor * ropeScaling.originalMaxPositionEmbeddings)) : key('context_length'),
     tieWordEmbeddings: !file.has('output.weight'),
     attentionBias: file.has('blk.0.attn_q.bias'),
     ...(typeof md['tokenizer.ggml.bos_token_id'] === 'number' ? { bosTokenId: md['tokenizer.ggml.bos_token_id'] as number } : {}),
@@ -760,6 +776,20 @@ export function ggufToModel(path: string): {
   return { config, weights, metadata: md, file, storedTypes };
 }
 
+/** Linear and YaRN RoPE scaling as llama.cpp's converter writes them (Llama 3's goes in rope_freqs.weight). */
+function ggufRopeScalingMetadata(c: ModelConfig): Record<string, GgufTyped> {
+  const r = c.ropeScaling, a = c.architecture;
+  if (r?.type === 'linear') return { [`${a}.rope.scaling.type`]: typed('string', 'linear'), [`${a}.rope.scaling.factor`]: typed('f32', r.factor) };
+  if (r?.type !== 'yarn') return {};
+  if (r.betaFast !== 32 || r.betaSlow !== 1) throw new Error(`writeModelGguf: YaRN with beta_fast ${r.betaFast} / beta_slow ${r.betaSlow} cannot be written for llama.cpp, which reads 32 / 1 for ${a} models`);
+  const attn = r.attentionFactor / yarnAttentionFactor(r.factor);
+  return {
+    [`${a}.rope.scaling.type`]: typed('string', 'yarn'), [`${a}.rope.scaling.factor`]: typed('f32', r.factor),
+    [`${a}.rope.scaling.original_context_length`]: typed('u32', r.originalMaxPositionEmbeddings),
+    ...(Math.abs(attn - 1) > 1e-7 ? { [`${a}.rope.scaling.attn_factor`]: typed('f32', attn) } : {}),
+  };
+}
+
 /**
  * Write a model (HF names) as a GGUF that llama.cpp loads: architecture metadata, llama.cpp tensor names,
  * Llama q/k rows permuted. 2-D weights get `type` (quantized types fall back to F32 when a row is not a
@@ -786,6 +816,7 @@ export function writeModelGguf(
     [`${a}.attention.head_count_kv`]: typed('u32', config.numKvHeads),
     [`${a}.rope.freq_base`]: typed('f32', config.ropeTheta),
     [`${a}.attention.layer_norm_rms_epsilon`]: typed('f32', config.rmsNormEps),
+    ...ggufRopeScalingMetadata(config),
     ...(config.headDim * config.numHeads !== config.hiddenSize
       ? { [`${a}.attention.key_length`]: typed('u32', config.headDim), [`${a}.attention.value_length`]: typed('u32', config.headDim) } : {}),
     ...opts.metadata,
@@ -804,7 +835,7 @@ export function writeModelGguf(
     };
     return { name, shape, type: shape.length === 2 && quantOk ? type : 'F32', data };
   });
-  if (config.ropeScaling || config.ropeFreqFactors) {
+  if (config.ropeScaling?.type === 'llama3' || (!config.ropeScaling && config.ropeFreqFactors)) {
     const f = Float32Array.from(ropeFreqFactors(config));
     tensors.push({ name: ROPE_FREQS, shape: [f.length], type: 'F32', data: () => f });
   }

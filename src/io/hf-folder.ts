@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type Llama3RopeScaling, type ModelConfig } from '../models/config.ts';
+import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type RopeScaling, yarnAttentionFactor } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
@@ -50,9 +50,11 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   // transformers 5 writes rope_theta and the scaling together as rope_parameters.
   const ropeParams = raw.rope_parameters as Record<string, unknown> | null | undefined;
   if (ropeParams !== undefined && ropeParams !== null && (typeof ropeParams !== 'object' || Array.isArray(ropeParams))) throw new Error(`${file}: field "rope_parameters" must be an object, got ${shown(ropeParams)}`);
-  const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters') : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling');
+  // YaRN's original context: its own field, a top-level one (as transformers 5 reads it), else the declared context.
+  const declared = int('max_position_embeddings', arch === 'llama' ? 2048 : 32768), original = raw.original_max_position_embeddings ?? declared;
+  const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters', original) : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original);
   // A rope_scaling added beside rope_parameters (as model cards tell users to) must not be lost.
-  if (ropeParams && raw.rope_scaling !== undefined && raw.rope_scaling !== null && JSON.stringify(parseRopeScaling(raw.rope_scaling, file, 'rope_scaling')) !== JSON.stringify(ropeScaling)) {
+  if (ropeParams && raw.rope_scaling !== undefined && raw.rope_scaling !== null && JSON.stringify(parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original)) !== JSON.stringify(ropeScaling)) {
     throw new Error(`${file}: rope_scaling ${JSON.stringify(raw.rope_scaling)} and rope_parameters ${JSON.stringify(ropeParams)} say different things: keep one of them`);
   }
   for (const [where, v] of [['partial_rotary_factor', raw.partial_rotary_factor], ['rope_parameters.partial_rotary_factor', ropeParams?.partial_rotary_factor]] as const) {
@@ -102,8 +104,9 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     rmsNormEps: num('rms_norm_eps', 1e-6),
     ropeTheta,
     ...(ropeScaling ? { ropeScaling } : {}),
-    // transformers' defaults when the field is absent
-    maxPositionEmbeddings: Math.min(int('max_position_embeddings', arch === 'llama' ? 2048 : 32768), window ?? Infinity),
+    // transformers' defaults when the field is absent; YaRN reaches `factor` times its original context (as vLLM
+    // serves it: Qwen2.5's cards leave max_position_embeddings at 32768 with factor 4 for 131072 tokens).
+    maxPositionEmbeddings: Math.min(ropeScaling?.type === 'yarn' ? Math.max(declared, Math.round(ropeScaling.factor * ropeScaling.originalMaxPositionEmbeddings)) : declared, window ?? Infinity),
     tieWordEmbeddings: tie,
     attentionBias: bias,
     ...(bos.length ? { bosTokenId: bos[0] } : {}),
@@ -123,18 +126,33 @@ const HF_FIELDS: Record<keyof ModelConfig, string> = {
 };
 
 /**
- * rope_scaling (or transformers 5's rope_parameters, `field`): absent, null or "default" (plain RoPE), or Llama 3's
- * "llama3"; anything else is refused by name.
+ * rope_scaling (or transformers 5's rope_parameters, `field`): absent, null or "default" (plain RoPE), Llama 3's
+ * "llama3", "linear" or "yarn" (read as transformers 5 reads it; `original` is its original context when the
+ * field does not say); anything else is refused by name.
  */
-function parseRopeScaling(v: unknown, file: string, field: string): Llama3RopeScaling | undefined {
+function parseRopeScaling(v: unknown, file: string, field: string, original: unknown): RopeScaling | undefined {
   if (v === undefined || v === null) return undefined;
   const r = v as Record<string, unknown>, type = r.rope_type ?? r.type;
   if (type === 'default' || (type === undefined && field === 'rope_parameters')) return undefined;
-  if (type !== 'llama3') throw new Error(`${file}: ${field} type ${JSON.stringify(type)} is not supported (plain RoPE or "llama3"): ${JSON.stringify(v)}`);
-  const num = (k: string) => {
-    if (typeof r[k] !== 'number' || !((r[k] as number) > 0) || !Number.isFinite(r[k])) throw new Error(`${file}: ${field}.${k} must be a positive finite number, got ${shown(r[k])}`);
-    return r[k] as number;
+  if (type !== 'llama3' && type !== 'linear' && type !== 'yarn') throw new Error(`${file}: ${field} type ${JSON.stringify(type)} is not supported (plain RoPE, "llama3", "linear" or "yarn"): ${JSON.stringify(v)}`);
+  const num = (k: string, fallback?: unknown) => {
+    const x = r[k] ?? fallback;
+    if (typeof x !== 'number' || !(x > 0) || !Number.isFinite(x)) throw new Error(`${file}: ${field}.${k} must be a positive finite number, got ${shown(r[k])}`);
+    return x;
   };
+  if (type === 'linear') return { type, factor: num('factor') };
+  if (type === 'yarn') {
+    // DeepSeek's pair (mscale, mscale_all_dim) sets the attention factor when attention_factor does not.
+    const factor = num('factor'), mscale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
+    const attentionFactor = r.attention_factor !== undefined && r.attention_factor !== null ? num('attention_factor')
+      : r.mscale && r.mscale_all_dim ? mscale(num('mscale')) / mscale(num('mscale_all_dim')) : yarnAttentionFactor(factor);
+    // transformers reads 0 or null as the paper's 32 / 1
+    const beta = (k: string, fallback: number) => (r[k] ? num(k) : fallback);
+    if (r.truncate === false) throw new Error(`${file}: ${field}.truncate = false is not supported (YaRN's ramp between whole dimensions, as llama.cpp computes it)`);
+    const s = { type: 'yarn' as const, factor, originalMaxPositionEmbeddings: num('original_max_position_embeddings', original), betaFast: beta('beta_fast', 32), betaSlow: beta('beta_slow', 1), attentionFactor };
+    if (!(s.betaFast > s.betaSlow)) throw new Error(`${file}: ${field}.beta_fast (${s.betaFast}) must exceed beta_slow (${s.betaSlow})`);
+    return s;
+  }
   const s = { type, factor: num('factor'), lowFreqFactor: num('low_freq_factor'), highFreqFactor: num('high_freq_factor'), originalMaxPositionEmbeddings: num('original_max_position_embeddings') } as const;
   if (!(s.highFreqFactor > s.lowFreqFactor)) throw new Error(`${file}: ${field}.high_freq_factor (${s.highFreqFactor}) must exceed low_freq_factor (${s.lowFreqFactor})`);
   return s;

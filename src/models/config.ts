@@ -13,8 +13,8 @@ export interface ModelConfig {
   headDim: number;
   rmsNormEps: number;
   ropeTheta: number;
-  /** Llama 3.x long-context RoPE (Hugging Face rope_scaling, rope_type "llama3"); absent: plain RoPE. */
-  ropeScaling?: Llama3RopeScaling;
+  /** Long-context RoPE (Hugging Face rope_scaling: "llama3", "linear" or "yarn"); absent: plain RoPE. */
+  ropeScaling?: RopeScaling;
   /**
    * Per-frequency divisors of RoPE's inverse frequencies (headDim / 2 of them), as GGUF stores llama3 scaling
    * (rope_freqs.weight); used when ropeScaling is absent.
@@ -62,22 +62,57 @@ export function checkModelConfig(c: ModelConfig, where: string, name: (field: ke
     bad('ropeFreqFactors', `${c.headDim / 2} positive numbers`, c.ropeFreqFactors);
   }
   const r = c.ropeScaling;
-  if (r !== undefined && !(r && r.type === 'llama3' && [r.factor, r.lowFreqFactor, r.highFreqFactor, r.originalMaxPositionEmbeddings].every((x) => typeof x === 'number' && x > 0 && Number.isFinite(x)))) {
-    bad('ropeScaling', '{type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings} (positive, finite)', r);
+  if (r !== undefined && !(r && typeof r === 'object' && Object.hasOwn(ROPE_SCALING_FIELDS, r.type)
+    && ROPE_SCALING_FIELDS[r.type].every((k) => typeof (r as unknown as Record<string, unknown>)[k] === 'number' && (r as unknown as Record<string, number>)[k] > 0 && Number.isFinite((r as unknown as Record<string, number>)[k])))) {
+    bad('ropeScaling', Object.entries(ROPE_SCALING_FIELDS).map(([t, f]) => `{type: "${t}", ${f.join(', ')}}`).join(' or ') + ' (positive, finite)', r);
   }
 }
 
+/** Llama 3.1's RoPE: long wavelengths slowed by `factor`, short ones kept, a smooth blend between. */
 export interface Llama3RopeScaling { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+/** Position interpolation: every frequency slowed by `factor`. */
+export interface LinearRopeScaling { type: 'linear'; factor: number }
+/**
+ * YaRN (Peng et al. 2023), as Qwen2.5 and Qwen3 use it past 32K tokens: frequencies that turn fewer than `betaSlow`
+ * times over the original context are slowed by `factor`, those turning more than `betaFast` times kept, a linear
+ * ramp over the dimensions between; cos and sin are scaled by `attentionFactor` (0.1 ln factor + 1 unless given).
+ */
+export interface YarnRopeScaling { type: 'yarn'; factor: number; originalMaxPositionEmbeddings: number; betaFast: number; betaSlow: number; attentionFactor: number }
+export type RopeScaling = Llama3RopeScaling | LinearRopeScaling | YarnRopeScaling;
+
+const ROPE_SCALING_FIELDS: Record<RopeScaling['type'], string[]> = {
+  llama3: ['factor', 'lowFreqFactor', 'highFreqFactor', 'originalMaxPositionEmbeddings'],
+  linear: ['factor'],
+  yarn: ['factor', 'originalMaxPositionEmbeddings', 'betaFast', 'betaSlow', 'attentionFactor'],
+};
+
+/** YaRN's default attention factor: 0.1 ln(factor) + 1 (1 when the context is not stretched). */
+export const yarnAttentionFactor = (factor: number): number => (factor <= 1 ? 1 : 0.1 * Math.log(factor) + 1);
+
+/** The factor RoPE's cos and sin are scaled by (YaRN's attention factor; 1 otherwise). */
+export const ropeAttentionFactor = (c: ModelConfig): number => (c.ropeScaling?.type === 'yarn' ? c.ropeScaling.attentionFactor : 1);
 
 /**
- * RoPE's divisor for each of the headDim / 2 frequencies: 1 for plain RoPE; under llama3 scaling, `factor` for
- * wavelengths longer than original context / lowFreqFactor, 1 below original context / highFreqFactor, and a
- * smooth blend between (Meta's Llama 3.1 recipe; GGUF stores the same numbers as rope_freqs.weight).
+ * RoPE's divisor for each of the headDim / 2 frequencies: 1 for plain RoPE; `factor` for linear scaling; under
+ * llama3 scaling, `factor` for wavelengths longer than original context / lowFreqFactor, 1 below original context /
+ * highFreqFactor, and a smooth blend between (Meta's Llama 3.1 recipe; GGUF stores the same numbers as
+ * rope_freqs.weight); under YaRN, `factor` below dimension `low`, 1 above `high`, a linear ramp between, where
+ * dimension i turns (original context / 2π) / θ^(2i/d) times over the original context, and low / high are the
+ * dimensions turning betaFast / betaSlow times (rounded outwards).
  */
 export function ropeFreqFactors(c: ModelConfig): number[] {
   const half = c.headDim / 2;
   const s = c.ropeScaling;
   if (!s) return c.ropeFreqFactors ?? new Array<number>(half).fill(1);
+  if (s.type === 'linear') return new Array<number>(half).fill(s.factor);
+  if (s.type === 'yarn') {
+    const dimTurning = (turns: number) => (c.headDim * Math.log(s.originalMaxPositionEmbeddings / (turns * 2 * Math.PI))) / (2 * Math.log(c.ropeTheta));
+    const low = Math.max(Math.floor(dimTurning(s.betaFast)), 0), high = Math.min(Math.ceil(dimTurning(s.betaSlow)), c.headDim - 1);
+    return Array.from({ length: half }, (_, i) => {
+      const kept = 1 - Math.min(1, Math.max(0, (i - low) / Math.max(high - low, 0.001))); // 1: as trained, 0: slowed
+      return 1 / (kept + (1 - kept) / s.factor);
+    });
+  }
   return Array.from({ length: half }, (_, i) => {
     const wavelength = 2 * Math.PI * Math.pow(c.ropeTheta, (2 * i) / c.headDim);
     if (wavelength < s.originalMaxPositionEmbeddings / s.highFreqFactor) return 1;

@@ -8,7 +8,7 @@ import { Graph, MS } from '../onnx/graph.ts';
 import { blocksFromGgml, quantBits, quantizeBlocks, QBLOCK, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { f32ToF16Array } from '../io/safetensors.ts';
 import type { WeightSource } from '../io/weights.ts';
-import { ropePeriods, type ModelConfig, type Projection } from './config.ts';
+import { ropeAttentionFactor, ropePeriods, type ModelConfig, type Projection } from './config.ts';
 
 export interface LayerOptions {
   quant: Quant;
@@ -216,10 +216,10 @@ export class Layers {
     let extra: string[] = [];
     if (fuseRope) {
       this.ropeCache ??= (() => {
-        const n = c.maxPositionEmbeddings, cos = new Float32Array(n * half), sin = new Float32Array(n * half), period = ropePeriods(c);
+        const n = c.maxPositionEmbeddings, cos = new Float32Array(n * half), sin = new Float32Array(n * half), period = ropePeriods(c), m = ropeAttentionFactor(c);
         for (let p = 0; p < n; p++) for (let i = 0; i < half; i++) {
           const a = p / period[i];
-          cos[p * half + i] = Math.cos(a); sin[p * half + i] = Math.sin(a);
+          cos[p * half + i] = m * Math.cos(a); sin[p * half + i] = m * Math.sin(a);
         }
         return { cos: g.initializer('rope_cos', 'float32', [n, half], cos), sin: g.initializer('rope_sin', 'float32', [n, half], sin) };
       })();
@@ -273,7 +273,8 @@ export class Layers {
     const pos = g.node('Unsqueeze', [g.node('Cast', [positions], { to: 1 }), g.constant([2])]);
     const freqs = g.node('Mul', [pos, g.constant(invFreq, 'float32', [d / 2])]);
     const emb = g.node('Unsqueeze', [g.node('Concat', [freqs, freqs], { axis: -1 }), g.constant([2])]);
-    return { cos: g.node('Cos', [emb]), sin: g.node('Sin', [emb]) };
+    const m = ropeAttentionFactor(this.cfg), scaled = (x: string) => (m === 1 ? x : g.node('Mul', [x, g.scalar(m)]));
+    return { cos: scaled(g.node('Cos', [emb])), sin: scaled(g.node('Sin', [emb])) };
   }
 
   /** Applies RoPE to x [B, T, heads, D]. */

@@ -34,10 +34,7 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
     max_position_embeddings: c.maxPositionEmbeddings,
     rms_norm_eps: c.rmsNormEps,
     rope_theta: c.ropeTheta,
-    rope_scaling: c.ropeScaling ? {
-      rope_type: 'llama3', factor: c.ropeScaling.factor, low_freq_factor: c.ropeScaling.lowFreqFactor,
-      high_freq_factor: c.ropeScaling.highFreqFactor, original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings,
-    } : null,
+    rope_scaling: hfRopeScaling(c),
     tie_word_embeddings: c.tieWordEmbeddings,
     attention_dropout: 0.0,
     initializer_range: 0.02,
@@ -47,6 +44,17 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
     ...(qwen ? { use_sliding_window: false, sliding_window: null, max_window_layers: c.numLayers } : { mlp_bias: false }),
     ...(c.architecture !== 'qwen2' ? { attention_bias: c.attentionBias } : {}),
   };
+}
+
+/** config.json's rope_scaling for a ModelConfig's (transformers' field names). */
+function hfRopeScaling(c: ModelConfig): Record<string, unknown> | null {
+  const r = c.ropeScaling;
+  switch (r?.type) {
+    case undefined: return null;
+    case 'linear': return { rope_type: 'linear', factor: r.factor };
+    case 'llama3': return { rope_type: 'llama3', factor: r.factor, low_freq_factor: r.lowFreqFactor, high_freq_factor: r.highFreqFactor, original_max_position_embeddings: r.originalMaxPositionEmbeddings };
+    case 'yarn': return { rope_type: 'yarn', factor: r.factor, original_max_position_embeddings: r.originalMaxPositionEmbeddings, beta_fast: r.betaFast, beta_slow: r.betaSlow, attention_factor: r.attentionFactor };
+  }
 }
 
 const TORCH_DTYPE: Record<SafetensorsDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };

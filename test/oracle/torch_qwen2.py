@@ -8,7 +8,7 @@ loss_mask[b][t] = 1 means token t is a target predicted from position t-1.
 Writes the loss (key "loss", shape [1]) and the gradient of every trainable tensor under its own name.
 Importable: model_loss(w, spec) is the forward + loss alone (bench/torch_train_step.py times it).
 """
-import json, struct, sys
+import json, math, struct, sys
 import torch
 
 torch.set_num_threads(2)
@@ -70,7 +70,17 @@ def model_loss(w, spec):
     pos = torch.arange(T, dtype=torch.float64)
     inv = 1.0 / (c['ropeTheta'] ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
     s = c.get('ropeScaling')
-    if s:  # Llama 3.1's rule as transformers writes it: long wavelengths slowed by `factor`, a blend in between
+    mscale = 1.0
+    if s and s['type'] == 'linear':
+        inv = inv / s['factor']
+    elif s and s['type'] == 'yarn':  # the YaRN paper's rule, as transformers 5 writes it
+        def dim_turning(turns):  # the dimension that turns `turns` times over the original context
+            return D * math.log(s['originalMaxPositionEmbeddings'] / (turns * 2 * math.pi)) / (2 * math.log(c['ropeTheta']))
+        lo, hi = max(math.floor(dim_turning(s['betaFast'])), 0), min(math.ceil(dim_turning(s['betaSlow'])), D - 1)
+        ramp = ((torch.arange(D // 2, dtype=torch.float64) - lo) / max(hi - lo, 0.001)).clamp(0, 1)
+        inv = inv / s['factor'] * ramp + inv * (1 - ramp)
+        mscale = s['attentionFactor']
+    elif s:  # Llama 3.1's rule as transformers writes it: long wavelengths slowed by `factor`, a blend in between
         orig, lo, hi, factor = s['originalMaxPositionEmbeddings'], s['lowFreqFactor'], s['highFreqFactor'], s['factor']
         wavelen = 2 * torch.pi / inv
         slowed = torch.where(wavelen > orig / lo, inv / factor, inv)
@@ -80,7 +90,7 @@ def model_loss(w, spec):
         inv = torch.where(medium, blended, slowed)
     f = pos[:, None] * inv[None, :]
     emb = torch.cat([f, f], -1)
-    cos, sin = emb.cos().to(DT)[None, :, None, :], emb.sin().to(DT)[None, :, None, :]
+    cos, sin = (mscale * emb.cos()).to(DT)[None, :, None, :], (mscale * emb.sin()).to(DT)[None, :, None, :]
 
     def rope(x):
         x1, x2 = x[..., :D // 2], x[..., D // 2:]
