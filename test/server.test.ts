@@ -882,6 +882,13 @@ test('server: a model id with "/" is found at /v1/models/<id> unencoded; a non-s
     const missing = await fetch(`${u}/v1/models/org/other`);
     const { error } = await missing.json();
     assert.deepEqual([missing.status, error.type, error.code], [404, 'invalid_request_error', 'model_not_found']); // as OpenAI's
+    assert.match(error.message, /^The model 'org\/other' does not exist\. Served models: org\/tiny(, [\w-]+)*\.$/);
+    // The name a server started with --model hf:org/tiny was given names it too, with a revision or without.
+    for (const alias of ['hf:org/tiny', 'hf:org/tiny@main']) {
+      const r = await fetch(`${u}/v1/models/${alias}`);
+      assert.deepEqual([r.status, (await r.json()).id], [200, 'org/tiny'], alias);
+    }
+    assert.equal((await fetch(`${u}/v1/models/hf:org/other`)).status, 404);
     const ac = new AbortController();
     const body = JSON.stringify({ ...ask('count', { max_tokens: 400, temperature: 1, edgereason: { reasoning: 'off' }, stop: [] }), model: 'org/tiny' });
     release = holdSteps(small);

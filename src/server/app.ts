@@ -20,7 +20,7 @@ import { shown } from '../show.ts';
 import path from 'node:path';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
-import { loadServed, type AdapterSpec, type Served } from './models.ts';
+import { loadServed, servedModel, type AdapterSpec, type Served } from './models.ts';
 import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type ChoiceOut, type EffortBudgets, type Plan } from './chat.ts';
 import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
@@ -258,8 +258,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   }));
   // A wildcard: model ids may hold "/" (adapter names, --served-model-name org/model), sent unencoded by curl.
   app.get('/v1/models/*', async (req) => {
-    const id = (req.params as { '*': string })['*'], m = served.models.get(id);
-    if (!m) throw new ApiError(404, `The model '${id}' does not exist`, 'model', 'invalid_request_error', 'model_not_found');
+    const m = servedModel(served, (req.params as { '*': string })['*']);
     return { id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null, max_model_len: limits.ctx };
   });
 

@@ -41,7 +41,7 @@ import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList, type GenerateOptions } from '../runtime/generate.ts';
 import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
-import type { Served, ServedModel } from './models.ts';
+import { servedModel, type Served, type ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { compileJsonSchema, jsonConstraint, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
 import { jsonDepth, jsonObject, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, unsafeInteger, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
@@ -249,9 +249,7 @@ export function samplingOptions(req: SamplingRequest, served: Served, limits: Ch
 /** Validates a request against the served models and limits (ApiError 400 naming the field) and plans it. */
 export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): Plan {
   checkUnsupported(req);
-  const id = req.model ?? served.defaultId;
-  const m = served.models.get(id);
-  if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
+  const m = servedModel(served, req.model);
   const n = req.n ?? 1;
   if (n > limits.maxN) throw new ApiError(400, `Invalid value for 'n': ${n} is more than this server allows (${limits.maxN}).`, 'n');
   const ext = req.edgereason ?? {};

@@ -9,7 +9,7 @@ import { adapterView } from '../runtime/backend.ts';
 import { withBackend } from '../runtime/scheduler.ts';
 import type { Completion, GenerateOptions } from '../runtime/generate.ts';
 import type { Model } from '../runtime/model.ts';
-import type { Served, ServedModel } from './models.ts';
+import { servedModel, type Served, type ServedModel } from './models.ts';
 import { samplingOptions, type ChatLimits } from './chat.ts';
 import { ApiError, checkUnsupported, samplingFields, type ChatRequest, type SamplingRequest } from './schemas.ts';
 
@@ -79,8 +79,7 @@ export interface CompletionPlan {
 
 /** Validates a completions request (ApiError naming the field) and plans it. */
 export function planCompletion(req: CompletionRequest, served: Served, limits: ChatLimits): CompletionPlan {
-  const id = req.model ?? served.defaultId, m = served.models.get(id);
-  if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
+  const m = servedModel(served, req.model);
   const refuse = (param: string, what: string) => { throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter'); };
   // The fields both endpoints share are refused as chat refuses them (penalties, logit bias, stream_options without stream).
   checkUnsupported({ messages: [], presence_penalty: req.presence_penalty, frequency_penalty: req.frequency_penalty, logit_bias: req.logit_bias, stream: req.stream, stream_options: req.stream_options } as ChatRequest);

@@ -20,6 +20,7 @@ import { rlBudgets } from '../reason/budget.ts';
 import { checkNativeThinking } from '../reason/answer.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { generationSampling, unappliedGeneration, type GenerationSampling } from '../io/hf-folder.ts';
+import { ApiError } from './schemas.ts';
 
 export interface AdapterSpec { name: string; dir: string }
 
@@ -62,6 +63,16 @@ export interface LoadServedOptions {
   onProgress?: (done: number, total: number) => void;
   /** loadModel's notes: a converted copy of the checkpoint written to the cache or used from it. */
   onNote?: (note: string) => void;
+}
+
+/**
+ * The served model a request names (undefined: the default); the `hf:owner/name` the server was started with names
+ * the model it serves as owner/name. Unknown ids are a 404 listing the served ones.
+ */
+export function servedModel(served: Served, id = served.defaultId): ServedModel {
+  const m = served.models.get(id) ?? (id.startsWith('hf:') ? served.models.get(id.slice(3).replace(/[@:].*$/s, '')) : undefined);
+  if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
+  return m;
 }
 
 export interface Served {
