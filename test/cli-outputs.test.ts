@@ -514,7 +514,11 @@ test('train-sft interrupted before its first step (tokenizing its data) exits 13
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
   const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  while (!fs.existsSync(path.join(out, '.training.lock'))) await new Promise((r) => setTimeout(r, 5));
+  // Polled without a pause, so the signal comes as the lock appears: when the lock was taken before Node listened
+  // for SIGINT, its default action could kill the run there, leaving the lock behind (a script polling so killed 28
+  // of 31 runs; this test, once in the suite).
+  const lock = path.join(out, '.training.lock'), until = Date.now() + 120_000;
+  while (!fs.existsSync(lock) && Date.now() < until) { /* spin */ }
   child.kill('SIGINT');
   assert.equal(await done, 130, stderr);
   // Said by the lock's handler, or by the training's once it took over (the signal waits for the tokenizing loop to yield).

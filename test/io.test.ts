@@ -16,6 +16,7 @@ import {
 import { MemoryWeights } from '../src/io/weights.ts';
 import { convertCommandLine, expandHome, openSource, openSourceFiles, shellQuote } from '../src/io/source.ts';
 import { quantizeQ4 } from '../src/onnx/quant.ts';
+import { checkModelConfig } from '../src/models/config.ts';
 import { hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-io-'));
@@ -204,7 +205,7 @@ describe('Hugging Face config.json', () => {
     assert.equal(parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: null }).ropeScaling, undefined);
   });
   it('reads YaRN as Qwen2.5\'s and Qwen3\'s cards write it (the context reaches factor × the original), and linear scaling', () => {
-    const yarn = (attentionFactor = 0.1 * Math.log(4) + 1, original = 32768) => ({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: original, betaFast: 32, betaSlow: 1, attentionFactor });
+    const yarn = (attentionFactor = 0.1 * Math.log(4) + 1, original = 32768) => ({ type: 'yarn' as const, factor: 4, originalMaxPositionEmbeddings: original, betaFast: 32, betaSlow: 1, attentionFactor });
     // Qwen2.5: max_position_embeddings stays 32768; Qwen3 (transformers 5's rope_parameters) raises it to 131072.
     const q25 = parseHfConfig({ ...base, max_position_embeddings: 32768, rope_scaling: { factor: 4.0, original_max_position_embeddings: 32768, type: 'yarn' } });
     assert.deepEqual([q25.ropeScaling, q25.maxPositionEmbeddings], [yarn(), 131072]);
@@ -219,10 +220,20 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', original_max_position_embeddings: 4096 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.factor must be a positive finite number, got undefined$/);
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, truncate: false } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.truncate = false is not supported/);
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, beta_fast: 1, beta_slow: 32 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.beta_fast \(1\) must exceed beta_slow \(32\)$/);
+    // vLLM's knobs, a fractional or mistyped original context, and a stretched context past the RoPE table: by name.
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, attn_factor: 2 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.attn_factor 2 is not supported \(transformers' attention_factor sets YaRN's attention factor\)$/);
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, extrapolation_factor: 0.5 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.extrapolation_factor 0\.5 is not supported/);
+    assert.deepEqual(parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, attn_factor: 1, extrapolation_factor: 1 } }).ropeScaling, yarn(undefined, 2048));
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 256.5 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.original_max_position_embeddings must be a whole number of positions, got 256\.5$/);
+    assert.throws(() => parseHfConfig({ ...base, original_max_position_embeddings: '32768', rope_scaling: { rope_type: 'yarn', factor: 4 } }, 'y/config.json'), /^Error: y\/config\.json: field "original_max_position_embeddings" must be a positive integer, got "32768"$/);
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 64, original_max_position_embeddings: 32768 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.factor × original_max_position_embeddings \(64 × 32768 = 2097152 positions\) must be at most 1048576 \(the RoPE table holds every position\)$/);
     const linear = parseHfConfig({ ...base, rope_scaling: { type: 'linear', factor: 2 } });
     assert.deepEqual([linear.ropeScaling, linear.maxPositionEmbeddings], [{ type: 'linear', factor: 2 }, 2048]);
     // Saved as transformers writes it, and read back the same.
     for (const c of [q25, linear]) assert.deepEqual(parseHfConfig(hfConfig(c)), c);
+    // A converted folder's manifest is checked as strictly.
+    assert.throws(() => checkModelConfig({ ...q25, ropeScaling: { ...yarn(), betaFast: 1 } }, 'c/edgereason.json:'), /^Error: c\/edgereason\.json: field "config\.ropeScaling" must be YaRN with a whole original context and betaFast above betaSlow, got/);
+    assert.throws(() => checkModelConfig({ ...q25, ropeFreqFactors: new Array(8).fill(1) }, 'c/edgereason.json:'), /^Error: c\/edgereason\.json: field "config\.ropeFreqFactors" must be absent with ropeScaling "yarn" \(one RoPE scaling at a time\), got/);
   });
   it('reads llama3 rope_scaling; refuses other kinds, incomplete ones and quantized checkpoints by name', () => {
     const llama3 = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };

@@ -71,6 +71,17 @@ test('GGUF RoPE scaling is read as llama.cpp reads it: linear without a type (ei
   const noOriginal = read('yarn', yarn);
   assert.deepEqual(noOriginal.ropeScaling, { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 2048, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(4) + 1 });
   assert.equal(noOriginal.maxPositionEmbeddings, 8192);
+  // attn_factor scales cos and sin in llama.cpp whatever the scaling: kept with YaRN's, refused elsewhere; rope_freqs.weight
+  // with a scaling type is refused (the graph has one RoPE scaling).
+  assert.throws(() => read('attn-linear', { 'qwen2.rope.scaling.factor': typed('f32', 4), 'qwen2.rope.scaling.attn_factor': typed('f32', 1.19) }),
+    /attn-linear\.gguf: metadata "qwen2\.rope\.scaling\.attn_factor" must be 1 with RoPE scaling "linear", got 1\.19/);
+  assert.throws(() => read('attn-none', { 'qwen2.rope.scaling.type': typed('string', 'none'), 'qwen2.rope.scaling.attn_factor': typed('f32', 2) }),
+    /attn-none\.gguf: metadata "qwen2\.rope\.scaling\.attn_factor" must be 1 with RoPE scaling "none" and no factor, got 2/);
+  const freqs = ggufWith('yarn-freqs', (m) => Object.assign(m, yarn)), f = openGguf(freqs), both = path.join(tmp, 'yarn-freqs-2.gguf');
+  const md: Record<string, GgufTyped> = {};
+  for (const [k, v] of Object.entries(f.metadata)) md[k] = typed(f.metadataTypes[k] as never, v as GgufValue);
+  writeGguf(both, { metadata: md, tensors: [...f.names.map((n) => ({ name: n, shape: f.shape(n), type: f.info(n).type, raw: f.raw(n) })), { name: 'rope_freqs.weight', shape: [8], type: 'F32' as const, data: new Float32Array(8).fill(2) }] });
+  assert.throws(() => ggufToModel(both), /yarn-freqs-2\.gguf: tensor "rope_freqs\.weight" together with qwen2\.rope\.scaling\.type "yarn" is not supported \(one RoPE scaling at a time\)/);
   const given = read('yarn-orig', { ...yarn, 'qwen2.rope.scaling.original_context_length': typed('u32', 256), 'qwen2.rope.scaling.attn_factor': typed('f32', 0.5) });
   assert.deepEqual([given.ropeScaling, given.maxPositionEmbeddings], [{ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 256, betaFast: 32, betaSlow: 1, attentionFactor: 0.5 * (0.1 * Math.log(4) + 1) }, 2048]);
 });

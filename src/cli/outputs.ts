@@ -269,8 +269,15 @@ export function removeStale(dir: string, before: Map<string, string>): string[] 
  * (the default action would skip the exit, leaving the lock and the folder behind).
  */
 export function lockTraining(out: string, command: string): () => void {
-  holdLock(path.join(out, '.training.lock'), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);
+  // Listening first: until Node listens for SIGINT its default action kills the process, which would leave the lock
+  // (a signal that comes while the lock is taken waits for this synchronous code to end, and then finds the lock).
   const early = onInterrupt(process.stderr, () => `${command}: interrupted before the first training step: nothing was saved by this run`);
+  try {
+    holdLock(path.join(out, '.training.lock'), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);
+  } catch (e) {
+    early();
+    throw e;
+  }
   // Handed over for good once the training handles Ctrl-C itself (its handler goes when it has saved its outputs):
   // after its handler is added, as none left in between would stop Node listening (a signal on its way is lost).
   const handOver = (event: string | symbol) => { if (event === 'SIGINT') queueMicrotask(off); };

@@ -660,16 +660,19 @@ const GGUF_ARCHS = ARCHITECTURES;
  */
 function ggufRopeScaling(path: string, arch: string, md: Record<string, GgufValue>, key: (k: string, fallback?: number, float?: boolean) => number): RopeScaling | undefined {
   const type = md[`${arch}.rope.scaling.type`] ?? 'linear';
-  if (type === 'none') return undefined;
-  if (type !== 'linear' && type !== 'yarn') throw new Error(`${path}: ${arch}.rope.scaling.type = ${shown(type)} is not supported ("none", "linear" or "yarn")`);
-  const factorKey = md[`${arch}.rope.scaling.factor`] ? 'rope.scaling.factor' : 'rope.scale_linear', factor = key(factorKey, 0, true);
-  if (factor === 0 || factor === 1) return undefined;
-  if (!(factor > 0) || !Number.isFinite(factor)) throw new Error(`${path}: metadata "${arch}.${factorKey}" must be a positive number, got ${shown(factor)}`);
+  if (type !== 'none' && type !== 'linear' && type !== 'yarn') throw new Error(`${path}: ${arch}.rope.scaling.type = ${shown(type)} is not supported ("none", "linear" or "yarn")`);
+  const factorKey = md[`${arch}.rope.scaling.factor`] ? 'rope.scaling.factor' : 'rope.scale_linear', factor = type === 'none' ? 1 : key(factorKey, 0, true);
+  if (!(factor >= 0) || !Number.isFinite(factor)) throw new Error(`${path}: metadata "${arch}.${factorKey}" must be a positive number, got ${shown(factor)}`);
+  const scaled = factor !== 0 && factor !== 1, attn = key('rope.scaling.attn_factor', 1, true);
+  // llama.cpp scales cos and sin by attn_factor whatever the scaling; only YaRN's attention factor carries it here.
+  if (!(attn > 0) || !Number.isFinite(attn) || (attn !== 1 && !(type === 'yarn' && scaled))) {
+    throw new Error(`${path}: metadata "${arch}.rope.scaling.attn_factor" must be ${type === 'yarn' && scaled ? 'a positive number' : `1 with RoPE scaling ${shown(type)}${scaled ? '' : ' and no factor'}`}, got ${shown(attn)}`);
+  }
+  if (!scaled) return undefined;
   if (type === 'linear') return { type, factor };
-  const attn = key('rope.scaling.attn_factor', 1, true), original = key('rope.scaling.original_context_length', key('context_length'));
-  if (!(attn > 0) || !Number.isFinite(attn)) throw new Error(`${path}: metadata "${arch}.rope.scaling.attn_factor" must be a positive number, got ${shown(attn)}`);
+  const original = key('rope.scaling.original_context_length', key('context_length'));
   if (!Number.isInteger(original) || original <= 0) throw new Error(`${path}: metadata "${arch}.rope.scaling.original_context_length" must be a positive integer, got ${shown(original)}`);
-  return { type, factor, originalMaxPositionEmbeddings: original, betaFast: 32, betaSlow: 1, attentionFactor: attn * yarnAttentionFactor(factor) };
+  return { type: 'yarn', factor, originalMaxPositionEmbeddings: original, betaFast: 32, betaSlow: 1, attentionFactor: attn * yarnAttentionFactor(factor) };
 }
 const ROPE_FREQS = 'rope_freqs.weight';
 const EOG_TEXTS = ['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|end|>'];
@@ -692,6 +695,8 @@ export function ggufToModel(path: string): {
     return v;
   };
   const ropeScaling = ggufRopeScaling(path, arch as string, md, key);
+  // llama.cpp divides the frequencies by rope_freqs.weight and then scales them; the graph has one or the other.
+  if (ropeScaling && file.has(ROPE_FREQS)) throw new Error(`${path}: tensor "${ROPE_FREQS}" together with ${arch}.rope.scaling.type ${shown(ropeScaling.type)} is not supported (one RoPE scaling at a time)`);
   for (const name of file.names) if (ggufToHfName(name) || name === ROPE_FREQS) file.checkSupported(name); // fail now, not mid-conversion
   if (!file.has('token_embd.weight')) throw new Error(`${path}: tensor "token_embd.weight" is missing`);
 
@@ -721,7 +726,7 @@ export function ggufToModel(path: string): {
     ...(file.has(ROPE_FREQS) ? { ropeFreqFactors: [...file.get(ROPE_FREQS)] } : {}),
     ...(ropeScaling ? { ropeScaling } : {}),
     // YaRN reaches `factor` times its original context, as the Hugging Face loader reads it.
-    maxPositionEmbeddings: ropeScaling?.type === 'yarn' ? Math.max(key('context_length'), Math.round(ropeScaling.factor * ropeScaling.originalMaxPositionEmbeddings)) : key('context_length'),
+    maxPositionEmbeddings: ropeScaling?.type === 'yarn' ? Math.max(key('context_length'), Math.floor(ropeScaling.factor * ropeScaling.originalMaxPositionEmbeddings)) : key('context_length'),
     tieWordEmbeddings: !file.has('output.weight'),
     attentionBias: file.has('blk.0.attn_q.bias'),
     ...(typeof md['tokenizer.ggml.bos_token_id'] === 'number' ? { bosTokenId: md['tokenizer.ggml.bos_token_id'] as number } : {}),

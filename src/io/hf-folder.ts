@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type RopeScaling, yarnAttentionFactor } from '../models/config.ts';
+import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, MAX_POSITIONS, type ModelConfig, type RopeScaling, type YarnRopeScaling, yarnAttentionFactor } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
@@ -51,7 +51,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   const ropeParams = raw.rope_parameters as Record<string, unknown> | null | undefined;
   if (ropeParams !== undefined && ropeParams !== null && (typeof ropeParams !== 'object' || Array.isArray(ropeParams))) throw new Error(`${file}: field "rope_parameters" must be an object, got ${shown(ropeParams)}`);
   // YaRN's original context: its own field, a top-level one (as transformers 5 reads it), else the declared context.
-  const declared = int('max_position_embeddings', arch === 'llama' ? 2048 : 32768), original = raw.original_max_position_embeddings ?? declared;
+  const declared = int('max_position_embeddings', arch === 'llama' ? 2048 : 32768), original = raw.original_max_position_embeddings === undefined ? declared : int('original_max_position_embeddings');
   const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters', original) : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original);
   // A rope_scaling added beside rope_parameters (as model cards tell users to) must not be lost.
   if (ropeParams && raw.rope_scaling !== undefined && raw.rope_scaling !== null && JSON.stringify(parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original)) !== JSON.stringify(ropeScaling)) {
@@ -106,7 +106,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     ...(ropeScaling ? { ropeScaling } : {}),
     // transformers' defaults when the field is absent; YaRN reaches `factor` times its original context (as vLLM
     // serves it: Qwen2.5's cards leave max_position_embeddings at 32768 with factor 4 for 131072 tokens).
-    maxPositionEmbeddings: Math.min(ropeScaling?.type === 'yarn' ? Math.max(declared, Math.round(ropeScaling.factor * ropeScaling.originalMaxPositionEmbeddings)) : declared, window ?? Infinity),
+    maxPositionEmbeddings: Math.min(ropeScaling?.type === 'yarn' ? Math.max(declared, yarnContext(ropeScaling, file, ropeParams ? 'rope_parameters' : 'rope_scaling')) : declared, window ?? Infinity),
     tieWordEmbeddings: tie,
     attentionBias: bias,
     ...(bos.length ? { bosTokenId: bos[0] } : {}),
@@ -124,6 +124,13 @@ const HF_FIELDS: Record<keyof ModelConfig, string> = {
   ropeScaling: 'rope_scaling', ropeFreqFactors: 'rope_scaling', maxPositionEmbeddings: 'max_position_embeddings', tieWordEmbeddings: 'tie_word_embeddings',
   attentionBias: 'attention_bias', bosTokenId: 'bos_token_id', eosTokenIds: 'eos_token_id',
 };
+
+/** The context YaRN reaches, factor × its original (vLLM's, rounded down), refused past the RoPE table's limit. */
+function yarnContext(s: YarnRopeScaling, file: string, field: string): number {
+  const n = Math.floor(s.factor * s.originalMaxPositionEmbeddings);
+  if (n > MAX_POSITIONS) throw new Error(`${file}: ${field}.factor × original_max_position_embeddings (${s.factor} × ${s.originalMaxPositionEmbeddings} = ${n} positions) must be at most ${MAX_POSITIONS} (the RoPE table holds every position)`);
+  return n;
+}
 
 /**
  * rope_scaling (or transformers 5's rope_parameters, `field`): absent, null or "default" (plain RoPE), Llama 3's
@@ -149,7 +156,11 @@ function parseRopeScaling(v: unknown, file: string, field: string, original: unk
     // transformers reads 0 or null as the paper's 32 / 1
     const beta = (k: string, fallback: number) => (r[k] ? num(k) : fallback);
     if (r.truncate === false) throw new Error(`${file}: ${field}.truncate = false is not supported (YaRN's ramp between whole dimensions, as llama.cpp computes it)`);
-    const s = { type: 'yarn' as const, factor, originalMaxPositionEmbeddings: num('original_max_position_embeddings', original), betaFast: beta('beta_fast', 32), betaSlow: beta('beta_slow', 1), attentionFactor };
+    // vLLM's own knobs (transformers ignores them): refused unless they leave YaRN as it is.
+    for (const k of ['extrapolation_factor', 'attn_factor']) if (r[k] !== undefined && r[k] !== null && r[k] !== 1) throw new Error(`${file}: ${field}.${k} ${shown(r[k])} is not supported (transformers' attention_factor sets YaRN's attention factor)`);
+    const orig = num('original_max_position_embeddings', original);
+    if (!Number.isInteger(orig)) throw new Error(`${file}: ${field}.original_max_position_embeddings must be a whole number of positions, got ${shown(orig)}`);
+    const s = { type: 'yarn' as const, factor, originalMaxPositionEmbeddings: orig, betaFast: beta('beta_fast', 32), betaSlow: beta('beta_slow', 1), attentionFactor };
     if (!(s.betaFast > s.betaSlow)) throw new Error(`${file}: ${field}.beta_fast (${s.betaFast}) must exceed beta_slow (${s.betaSlow})`);
     return s;
   }

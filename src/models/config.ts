@@ -66,6 +66,8 @@ export function checkModelConfig(c: ModelConfig, where: string, name: (field: ke
     && ROPE_SCALING_FIELDS[r.type].every((k) => typeof (r as unknown as Record<string, unknown>)[k] === 'number' && (r as unknown as Record<string, number>)[k] > 0 && Number.isFinite((r as unknown as Record<string, number>)[k])))) {
     bad('ropeScaling', Object.entries(ROPE_SCALING_FIELDS).map(([t, f]) => `{type: "${t}", ${f.join(', ')}}`).join(' or ') + ' (positive, finite)', r);
   }
+  if (r?.type === 'yarn' && !(Number.isInteger(r.originalMaxPositionEmbeddings) && r.betaFast > r.betaSlow)) bad('ropeScaling', 'YaRN with a whole original context and betaFast above betaSlow', r);
+  if (r && c.ropeFreqFactors !== undefined) bad('ropeFreqFactors', `absent with ropeScaling "${r.type}" (one RoPE scaling at a time)`, c.ropeFreqFactors);
 }
 
 /** Llama 3.1's RoPE: long wavelengths slowed by `factor`, short ones kept, a smooth blend between. */

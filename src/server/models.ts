@@ -66,8 +66,9 @@ export interface LoadServedOptions {
 }
 
 /**
- * The served model a request names (undefined: the default); the `hf:owner/name` the server was started with names
- * the model it serves as owner/name. Unknown ids are a 404 listing the served ones.
+ * The served model a request names (undefined: the default); `hf:owner/name` (an @revision or :tag after it
+ * dropped) also names the one served as owner/name, as a model from the Hugging Face cache is. Unknown ids are a
+ * 404 listing the served ones.
  */
 export function servedModel(served: Served, id = served.defaultId): ServedModel {
   const m = served.models.get(id) ?? (id.startsWith('hf:') ? served.models.get(id.slice(3).replace(/[@:].*$/s, '')) : undefined);
