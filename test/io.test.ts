@@ -199,7 +199,7 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 'big' } }), /field "rope_parameters\.rope_theta" must be a positive number, got "big"/);
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: 7 }), /field "rope_parameters" must be an object, got 7/);
     // A rope_scaling beside them (a model card's long-context edit) is not dropped: refused unless it agrees.
-    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: llama3 }, 'v5/config.json'), /^Error: v5\/config\.json: rope_scaling \{"rope_type":"llama3".*\} and rope_parameters \{"rope_type":"default","rope_theta":1000000\} say different things: keep one of them$/);
+    assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: llama3 }, 'v5/config.json'), /^Error: v5\/config\.json: rope_scaling \{"rope_type":"llama3".*\} and rope_parameters \{"rope_type":"default","rope_theta":1000000\} say different things: keep one of them \(transformers 5 reads rope_parameters: a scaling goes there, beside rope_theta\)$/);
     assert.throws(() => parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: { rope_type: 'yarn', factor: 4 } }), /rope_scaling \{"rope_type":"yarn","factor":4\} and rope_parameters .* say different things/);
     assert.deepEqual(parseHfConfig({ ...v5, rope_parameters: llama3, rope_scaling: llama3 }).ropeScaling, c.ropeScaling);
     assert.equal(parseHfConfig({ ...v5, rope_parameters: { rope_type: 'default', rope_theta: 1e6 }, rope_scaling: null }).ropeScaling, undefined);
@@ -221,6 +221,7 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, truncate: false } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.truncate = false is not supported/);
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, beta_fast: 1, beta_slow: 32 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.beta_fast \(1\) must exceed beta_slow \(32\)$/);
     // vLLM's knobs, a fractional or mistyped original context, and a stretched context past the RoPE table: by name.
+    assert.throws(() => parseHfConfig({ ...base, rope_scaling: 'yarn' }, 'y/config.json'), /^Error: y\/config\.json: field "rope_scaling" must be an object such as \{"rope_type": "yarn", "factor": 4\.0, …\}, got "yarn"$/);
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, attn_factor: 2 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.attn_factor 2 is not supported \(transformers' attention_factor sets YaRN's attention factor\)$/);
     assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, extrapolation_factor: 0.5 } }, 'y/config.json'), /^Error: y\/config\.json: rope_scaling\.extrapolation_factor 0\.5 is not supported/);
     assert.deepEqual(parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, attn_factor: 1, extrapolation_factor: 1 } }).ropeScaling, yarn(undefined, 2048));

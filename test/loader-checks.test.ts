@@ -82,6 +82,12 @@ test('GGUF RoPE scaling is read as llama.cpp reads it: linear without a type (ei
   for (const [k, v] of Object.entries(f.metadata)) md[k] = typed(f.metadataTypes[k] as never, v as GgufValue);
   writeGguf(both, { metadata: md, tensors: [...f.names.map((n) => ({ name: n, shape: f.shape(n), type: f.info(n).type, raw: f.raw(n) })), { name: 'rope_freqs.weight', shape: [8], type: 'F32' as const, data: new Float32Array(8).fill(2) }] });
   assert.throws(() => ggufToModel(both), /yarn-freqs-2\.gguf: tensor "rope_freqs\.weight" together with qwen2\.rope\.scaling\.type "yarn" is not supported \(one RoPE scaling at a time\)/);
+  // A factor key that is there is the factor, as llama.cpp reads it: NaN refused, 0 (no scaling) not replaced by the other key.
+  assert.throws(() => read('yarn-nan', { ...yarn, 'qwen2.rope.scaling.factor': typed('f32', NaN) }), /yarn-nan\.gguf: metadata "qwen2\.rope\.scaling\.factor" must be a positive number, got NaN/);
+  assert.equal(read('factor0', { 'qwen2.rope.scaling.factor': typed('f32', 0), 'qwen2.rope.scale_linear': typed('f32', 2) }).ropeScaling, undefined);
+  // A stretched context past the RoPE table, named by the keys that make it.
+  assert.throws(() => read('yarn-huge', { ...yarn, 'qwen2.rope.scaling.factor': typed('f32', 10000) }),
+    /^Error: .*yarn-huge\.gguf: metadata "qwen2\.rope\.scaling\.factor" × "qwen2\.rope\.scaling\.original_context_length" \(10000 × 2048 = 20480000 positions\) must be at most 1048576 \(the RoPE table holds every position\)$/);
   const given = read('yarn-orig', { ...yarn, 'qwen2.rope.scaling.original_context_length': typed('u32', 256), 'qwen2.rope.scaling.attn_factor': typed('f32', 0.5) });
   assert.deepEqual([given.ropeScaling, given.maxPositionEmbeddings], [{ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 256, betaFast: 32, betaSlow: 1, attentionFactor: 0.5 * (0.1 * Math.log(4) + 1) }, 2048]);
 });

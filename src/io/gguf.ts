@@ -7,7 +7,7 @@
  * Dims are innermost-first: a PyTorch [out, in] weight is stored with dims [in, out].
  */
 import * as fs from 'node:fs';
-import { ARCHITECTURES, checkModelConfig, ropeFreqFactors, yarnAttentionFactor, type ModelConfig, type RopeScaling } from '../models/config.ts';
+import { ARCHITECTURES, checkModelConfig, ropeFreqFactors, yarnAttentionFactor, yarnContext, type ModelConfig, type RopeScaling } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { checkWeights } from './hf-folder.ts';
 import { atomicWrite, bf16ToF32Array, f16BitsToF32, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToF16Bits, finiteWeights, firstNonFinite, numel, readAt, readFully, writeAll } from './safetensors.ts';
@@ -661,7 +661,8 @@ const GGUF_ARCHS = ARCHITECTURES;
 function ggufRopeScaling(path: string, arch: string, md: Record<string, GgufValue>, key: (k: string, fallback?: number, float?: boolean) => number): RopeScaling | undefined {
   const type = md[`${arch}.rope.scaling.type`] ?? 'linear';
   if (type !== 'none' && type !== 'linear' && type !== 'yarn') throw new Error(`${path}: ${arch}.rope.scaling.type = ${shown(type)} is not supported ("none", "linear" or "yarn")`);
-  const factorKey = md[`${arch}.rope.scaling.factor`] ? 'rope.scaling.factor' : 'rope.scale_linear', factor = type === 'none' ? 1 : key(factorKey, 0, true);
+  // Either factor key, as llama.cpp reads them: rope.scaling.factor when present.
+  const factorKey = md[`${arch}.rope.scaling.factor`] !== undefined ? 'rope.scaling.factor' : 'rope.scale_linear', factor = type === 'none' ? 1 : key(factorKey, 0, true);
   if (!(factor >= 0) || !Number.isFinite(factor)) throw new Error(`${path}: metadata "${arch}.${factorKey}" must be a positive number, got ${shown(factor)}`);
   const scaled = factor !== 0 && factor !== 1, attn = key('rope.scaling.attn_factor', 1, true);
   // llama.cpp scales cos and sin by attn_factor whatever the scaling; only YaRN's attention factor carries it here.
@@ -726,7 +727,7 @@ export function ggufToModel(path: string): {
     ...(file.has(ROPE_FREQS) ? { ropeFreqFactors: [...file.get(ROPE_FREQS)] } : {}),
     ...(ropeScaling ? { ropeScaling } : {}),
     // YaRN reaches `factor` times its original context, as the Hugging Face loader reads it.
-    maxPositionEmbeddings: ropeScaling?.type === 'yarn' ? Math.max(key('context_length'), Math.floor(ropeScaling.factor * ropeScaling.originalMaxPositionEmbeddings)) : key('context_length'),
+    maxPositionEmbeddings: ropeScaling?.type === 'yarn' ? Math.max(key('context_length'), yarnContext(ropeScaling, `${path}:`, `metadata "${arch}.rope.scaling.factor" × "${arch}.rope.scaling.original_context_length"`)) : key('context_length'),
     tieWordEmbeddings: !file.has('output.weight'),
     attentionBias: file.has('blk.0.attn_q.bias'),
     ...(typeof md['tokenizer.ggml.bos_token_id'] === 'number' ? { bosTokenId: md['tokenizer.ggml.bos_token_id'] as number } : {}),

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, MAX_POSITIONS, type ModelConfig, type RopeScaling, type YarnRopeScaling, yarnAttentionFactor } from '../models/config.ts';
+import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type RopeScaling, yarnAttentionFactor, yarnContext } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
@@ -55,7 +55,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters', original) : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original);
   // A rope_scaling added beside rope_parameters (as model cards tell users to) must not be lost.
   if (ropeParams && raw.rope_scaling !== undefined && raw.rope_scaling !== null && JSON.stringify(parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original)) !== JSON.stringify(ropeScaling)) {
-    throw new Error(`${file}: rope_scaling ${JSON.stringify(raw.rope_scaling)} and rope_parameters ${JSON.stringify(ropeParams)} say different things: keep one of them`);
+    throw new Error(`${file}: rope_scaling ${JSON.stringify(raw.rope_scaling)} and rope_parameters ${JSON.stringify(ropeParams)} say different things: keep one of them (transformers 5 reads rope_parameters: a scaling goes there, beside rope_theta)`);
   }
   for (const [where, v] of [['partial_rotary_factor', raw.partial_rotary_factor], ['rope_parameters.partial_rotary_factor', ropeParams?.partial_rotary_factor]] as const) {
     if (v !== undefined && v !== null && v !== 1) throw new Error(`${file}: ${where} ${shown(v)} is not supported (RoPE over the whole head only)`);
@@ -106,7 +106,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     ...(ropeScaling ? { ropeScaling } : {}),
     // transformers' defaults when the field is absent; YaRN reaches `factor` times its original context (as vLLM
     // serves it: Qwen2.5's cards leave max_position_embeddings at 32768 with factor 4 for 131072 tokens).
-    maxPositionEmbeddings: Math.min(ropeScaling?.type === 'yarn' ? Math.max(declared, yarnContext(ropeScaling, file, ropeParams ? 'rope_parameters' : 'rope_scaling')) : declared, window ?? Infinity),
+    maxPositionEmbeddings: Math.min(ropeScaling?.type === 'yarn' ? Math.max(declared, yarnContext(ropeScaling, `${file}:`, `${ropeParams ? 'rope_parameters' : 'rope_scaling'}.factor × original_max_position_embeddings`)) : declared, window ?? Infinity),
     tieWordEmbeddings: tie,
     attentionBias: bias,
     ...(bos.length ? { bosTokenId: bos[0] } : {}),
@@ -125,13 +125,6 @@ const HF_FIELDS: Record<keyof ModelConfig, string> = {
   attentionBias: 'attention_bias', bosTokenId: 'bos_token_id', eosTokenIds: 'eos_token_id',
 };
 
-/** The context YaRN reaches, factor × its original (vLLM's, rounded down), refused past the RoPE table's limit. */
-function yarnContext(s: YarnRopeScaling, file: string, field: string): number {
-  const n = Math.floor(s.factor * s.originalMaxPositionEmbeddings);
-  if (n > MAX_POSITIONS) throw new Error(`${file}: ${field}.factor × original_max_position_embeddings (${s.factor} × ${s.originalMaxPositionEmbeddings} = ${n} positions) must be at most ${MAX_POSITIONS} (the RoPE table holds every position)`);
-  return n;
-}
-
 /**
  * rope_scaling (or transformers 5's rope_parameters, `field`): absent, null or "default" (plain RoPE), Llama 3's
  * "llama3", "linear" or "yarn" (read as transformers 5 reads it; `original` is its original context when the
@@ -139,6 +132,7 @@ function yarnContext(s: YarnRopeScaling, file: string, field: string): number {
  */
 function parseRopeScaling(v: unknown, file: string, field: string, original: unknown): RopeScaling | undefined {
   if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) throw new Error(`${file}: field "${field}" must be an object such as {"rope_type": "yarn", "factor": 4.0, …}, got ${shown(v)}`);
   const r = v as Record<string, unknown>, type = r.rope_type ?? r.type;
   if (type === 'default' || (type === undefined && field === 'rope_parameters')) return undefined;
   if (type !== 'llama3' && type !== 'linear' && type !== 'yarn') throw new Error(`${file}: ${field} type ${JSON.stringify(type)} is not supported (plain RoPE, "llama3", "linear" or "yarn"): ${JSON.stringify(v)}`);

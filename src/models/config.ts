@@ -88,6 +88,16 @@ const ROPE_SCALING_FIELDS: Record<RopeScaling['type'], string[]> = {
   yarn: ['factor', 'originalMaxPositionEmbeddings', 'betaFast', 'betaSlow', 'attentionFactor'],
 };
 
+/**
+ * The context YaRN reaches: factor × its original context (vLLM's, rounded down), refused past the RoPE table's
+ * limit; `where` prefixes the message and `fields` names the two factors as the file holds them.
+ */
+export function yarnContext(s: YarnRopeScaling, where: string, fields: string): number {
+  const n = Math.floor(s.factor * s.originalMaxPositionEmbeddings);
+  if (n > MAX_POSITIONS) throw new Error(`${where} ${fields} (${s.factor} × ${s.originalMaxPositionEmbeddings} = ${n} positions) must be at most ${MAX_POSITIONS} (the RoPE table holds every position)`);
+  return n;
+}
+
 /** YaRN's default attention factor: 0.1 ln(factor) + 1 (1 when the context is not stretched). */
 export const yarnAttentionFactor = (factor: number): number => (factor <= 1 ? 1 : 0.1 * Math.log(factor) + 1);
 
