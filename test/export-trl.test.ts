@@ -129,6 +129,51 @@ for pattern in [r"\\.\\n|\\n|[^\\n.]+|\\.", r"\\n|[^\\n.]+|\\."]:
         out += [g["render"]({"prompt": [{"role": "user", "content": "q"}], "control": c})["prompt"] for c in ["\\nThinking budget: 96 tokens.", ""]]
 print(json.dumps(out))`], { cwd: out, encoding: 'utf8' });
   assert.equal(render.status, 0, render.stderr);
+  // Both scripts end to end against stand-ins of TRL, PEFT, transformers and datasets, recording what the trainers
+  // get: no gradient checkpointing (under which PEFT's activated LoRA trained nothing), the warmup as each transformers
+  // major reads it (5 dropped warmup_ratio), SFT examples tokenized from the rendered text (transformers 5's
+  // tokenize=True returns a dict), and rollouts not reshaped by the model's own generation config.
+  const run = spawnSync('python3', ['-c', `import json, sys, types
+seen = {}
+def module(name, **attrs): sys.modules[name] = types.SimpleNamespace(**attrs)
+class Tok:  # one id per character
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        assert not tokenize
+        return "".join("<" + m["role"] + ">" + m["content"] for m in messages) + ("<assistant>" if add_generation_prompt else "")
+    def encode(self, text, add_special_tokens=False): return [ord(c) for c in text]
+    def __call__(self, text, add_special_tokens=False): return Ids(self.encode(text))
+    def decode(self, ids): return "".join(map(chr, ids))
+class Ids(dict):
+    def __init__(self, ids): super().__init__(input_ids=ids); self.input_ids = ids
+class Data(list):
+    def select(self, r): return Data(self[i] for i in r)
+    def map(self, f): return Data({**row, **f(row)} for row in self)
+def load_dataset(name, split): return Data(json.loads(l) for l in open(name + "/train.jsonl"))
+class Gen:
+    def update(self, **kw): seen["generation_config"] = kw
+class Trainer:
+    def __init__(self, **kw): pass
+    def train(self): pass
+    def save_model(self, d): pass
+def config(name): return lambda **kw: seen.setdefault(name, kw)
+module("datasets", load_dataset=load_dataset)
+module("peft", LoraConfig=lambda **kw: kw, PeftModel=types.SimpleNamespace(from_pretrained=lambda base, d, is_trainable: types.SimpleNamespace(peft_config={"default": types.SimpleNamespace(alora_invocation_tokens=None)})))
+module("trl", SFTConfig=config("sft"), SFTTrainer=Trainer, GRPOConfig=config("grpo"), GRPOTrainer=Trainer)
+out = {}
+for version in ["4.57.1", "5.1.0"]:
+    seen.clear()
+    module("transformers", __version__=version, AutoTokenizer=types.SimpleNamespace(from_pretrained=lambda n: Tok()),
+           AutoModelForCausalLM=types.SimpleNamespace(from_pretrained=lambda n, torch_dtype: types.SimpleNamespace(generation_config=Gen())))
+    sys.argv = ["train_sft.py"]; exec(open("train_sft.py").read(), {"__name__": "__main__"})
+    sys.argv = ["train_grpo.py", "out/sft-adapter"]; sys.path.insert(0, "."); exec(open("train_grpo.py").read(), {"__name__": "__main__"})
+    out[version] = {k: {f: seen[k].get(f) for f in ["gradient_checkpointing", "warmup_steps", "warmup_ratio"]} for k in ["sft", "grpo"]} | {"generation_config": seen["generation_config"]}
+print(json.dumps(out))`], { cwd: out, encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  const rollouts = { temperature: 1, top_p: 1, top_k: 0, repetition_penalty: 1 }, grpoArgs = { gradient_checkpointing: false, warmup_steps: null, warmup_ratio: null };
+  assert.deepEqual(JSON.parse(run.stdout), {
+    '4.57.1': { sft: { gradient_checkpointing: false, warmup_steps: null, warmup_ratio: 0.03 }, grpo: grpoArgs, generation_config: rollouts },
+    '5.1.0': { sft: { gradient_checkpointing: false, warmup_steps: 0.03, warmup_ratio: null }, grpo: grpoArgs, generation_config: rollouts },
+  });
   const line = 'U:q\nA:<think>\nThinking budget: 96 tokens.';
   assert.deepEqual(JSON.parse(render.stdout), [`${line}\n`, 'U:q\nA:<think>', `${line}\n`, 'U:q\nA:<think>\n', line, 'U:q\nA:<think>', line, 'U:q\nA:<think>\n']);
 });

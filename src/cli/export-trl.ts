@@ -199,10 +199,14 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   writeJsonl('data/sft/train.jsonl', sft);
   writeJsonl('data/grpo/train.jsonl', grpo);
   write('recipe.json', JSON.stringify(recipe, null, 2) + '\n');
-  const common = { model_name_or_path: base.name, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none' };
+  const common = { model_name_or_path: base.name, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none',
+    // PEFT's activated LoRA finds its invocation in a forward hook, which gradient checkpointing (TRL's default)
+    // runs twice: the adapter's gradients came out zero (peft#2826).
+    gradient_checkpointing: false };
   write('sft.yaml', yaml({
     ...common, dataset_name: 'data/sft', output_dir: 'out/sft-adapter', learning_rate: recipe.sft.learning_rate, num_train_epochs: recipe.sft.num_train_epochs,
-    per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, completion_only_loss: true, lr_scheduler_type: 'cosine', warmup_ratio: 0.03,
+    per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, completion_only_loss: true, lr_scheduler_type: 'cosine',
+    warmup_steps: 0.03, // a share of the steps, as transformers 5 reads a value below 1 (it dropped warmup_ratio in 5.2)
   }, 'TRL SFT config (edgereason export-trl). Plain LoRA via `trl sft --config sft.yaml`; train_sft.py reads it and adds activated LoRA.'));
   write('grpo.yaml', yaml({
     ...common, dataset_name: 'data/grpo', output_dir: 'out/grpo-adapter', learning_rate: recipe.grpo.learning_rate, max_steps: recipe.grpo.max_steps,
@@ -237,6 +241,7 @@ Usage: python train_sft.py            (reads sft.yaml; needs torch, transformers
 import sys
 import yaml
 from datasets import load_dataset
+import transformers
 from peft import LoraConfig
 from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
@@ -250,7 +255,8 @@ dataset = load_dataset(cfg["dataset_name"], split="train")
 
 def token_ids(row):
     if isinstance(row["prompt"], list):  # conversational prompt-completion
-        return list(tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=True))
+        text = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)  # transformers 5 returns a dict for tokenize=True
+        return tok(text, add_special_tokens=False)["input_ids"]
     return tok(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"]
 
 
@@ -271,13 +277,16 @@ if not counts[invocation]:
 if invocation != INVOCATION:
     print(f"train_sft.py: the examples hold the invocation as {invocation!r} (with its newline, one token boundary later)")
 invocation_tokens = tok.encode(invocation, add_special_tokens=False)
+# transformers 5 reads a warmup below 1 as a share of the steps (and dropped warmup_ratio); 4.x needs warmup_ratio for it.
+warmup = {"warmup_steps": cfg["warmup_steps"]} if int(transformers.__version__.split(".")[0]) >= 5 else {"warmup_ratio": cfg["warmup_steps"]}
 peft_config = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
                          target_modules=cfg["lora_target_modules"], task_type="CAUSAL_LM",
                          alora_invocation_tokens=invocation_tokens)
 args = SFTConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate"], num_train_epochs=cfg["num_train_epochs"],
                  per_device_train_batch_size=cfg["per_device_train_batch_size"], max_length=cfg["max_length"],
                  completion_only_loss=cfg["completion_only_loss"], lr_scheduler_type=cfg["lr_scheduler_type"],
-                 warmup_ratio=cfg["warmup_ratio"], bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
+                 gradient_checkpointing=cfg["gradient_checkpointing"], **warmup,
+                 bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
 trainer = SFTTrainer(model=cfg["model_name_or_path"], args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
 trainer.train()
 trainer.save_model(cfg["output_dir"])  # adapter_config.json + adapter_model.safetensors: npx edgereason serve --adapter reasoning=<dir>
@@ -300,6 +309,9 @@ cfg = yaml.safe_load(open("grpo.yaml"))
 tok = AutoTokenizer.from_pretrained(cfg["model_name_or_path"])
 rewards.TOKENIZER = tok
 base = AutoModelForCausalLM.from_pretrained(cfg["model_name_or_path"], torch_dtype="auto")
+# Rollouts sampled as the recipe says (train-rl's): the model's own generation_config.json (Qwen's sets top_p, top_k and a
+# repetition penalty) must not reshape them, as it does under some TRL versions.
+base.generation_config.update(temperature=cfg["temperature"], top_p=1.0, top_k=0, repetition_penalty=1.0)
 model = PeftModel.from_pretrained(base, sys.argv[1], is_trainable=True)
 
 
@@ -327,7 +339,7 @@ args = GRPOConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate
                   gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
                   max_completion_length=cfg["max_completion_length"], temperature=cfg["temperature"], beta=cfg["beta"],
                   loss_type=cfg["loss_type"], lr_scheduler_type=cfg["lr_scheduler_type"], max_grad_norm=cfg["max_grad_norm"],
-                  weight_decay=cfg["weight_decay"],
+                  weight_decay=cfg["weight_decay"], gradient_checkpointing=cfg["gradient_checkpointing"],
                   bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
 trainer = GRPOTrainer(model=model, args=args, train_dataset=data, reward_funcs=[rewards.budget_reward], processing_class=tok)
 trainer.train()
