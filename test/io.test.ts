@@ -233,6 +233,8 @@ describe('Hugging Face config.json', () => {
     // Saved as transformers writes it, and read back the same.
     for (const c of [q25, linear]) assert.deepEqual(parseHfConfig(hfConfig(c)), c);
     // A converted folder's manifest is checked as strictly.
+    assert.throws(() => checkModelConfig({ ...q25, ropeScaling: { type: 'dynamic', factor: 2 } as never }, 'c/edgereason.json:'), /^Error: c\/edgereason\.json: field "config\.ropeScaling" must be \{type: "llama3", .*\} or \{type: "linear", factor\} or \{type: "yarn", factor, originalMaxPositionEmbeddings, betaFast, betaSlow, attentionFactor\} \(positive, finite\), got/);
+    assert.throws(() => checkModelConfig({ ...q25, ropeScaling: { ...yarn(), attentionFactor: -1 } }, 'c/edgereason.json:'), /field "config\.ropeScaling" must be/);
     assert.throws(() => checkModelConfig({ ...q25, ropeScaling: { ...yarn(), betaFast: 1 } }, 'c/edgereason.json:'), /^Error: c\/edgereason\.json: field "config\.ropeScaling" must be YaRN with a whole original context and betaFast above betaSlow, got/);
     assert.throws(() => checkModelConfig({ ...q25, ropeFreqFactors: new Array(8).fill(1) }, 'c/edgereason.json:'), /^Error: c\/edgereason\.json: field "config\.ropeFreqFactors" must be absent with ropeScaling "yarn" \(one RoPE scaling at a time\), got/);
   });

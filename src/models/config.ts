@@ -61,9 +61,9 @@ export function checkModelConfig(c: ModelConfig, where: string, name: (field: ke
   if (c.ropeFreqFactors !== undefined && !(Array.isArray(c.ropeFreqFactors) && c.ropeFreqFactors.length === c.headDim / 2 && c.ropeFreqFactors.every((x) => x > 0 && Number.isFinite(x)))) {
     bad('ropeFreqFactors', `${c.headDim / 2} positive numbers`, c.ropeFreqFactors);
   }
-  const r = c.ropeScaling;
-  if (r !== undefined && !(r && typeof r === 'object' && Object.hasOwn(ROPE_SCALING_FIELDS, r.type)
-    && ROPE_SCALING_FIELDS[r.type].every((k) => typeof (r as unknown as Record<string, unknown>)[k] === 'number' && (r as unknown as Record<string, number>)[k] > 0 && Number.isFinite((r as unknown as Record<string, number>)[k])))) {
+  const r = c.ropeScaling, fields = r as unknown as Record<string, unknown>;
+  const positive = (k: string) => typeof fields[k] === 'number' && (fields[k] as number) > 0 && Number.isFinite(fields[k]);
+  if (r !== undefined && !(r && typeof r === 'object' && Object.hasOwn(ROPE_SCALING_FIELDS, r.type) && ROPE_SCALING_FIELDS[r.type].every(positive))) {
     bad('ropeScaling', Object.entries(ROPE_SCALING_FIELDS).map(([t, f]) => `{type: "${t}", ${f.join(', ')}}`).join(' or ') + ' (positive, finite)', r);
   }
   if (r?.type === 'yarn' && !(Number.isInteger(r.originalMaxPositionEmbeddings) && r.betaFast > r.betaSlow)) bad('ropeScaling', 'YaRN with a whole original context and betaFast above betaSlow', r);
