@@ -413,9 +413,14 @@ test('--prompt - and --question - read the text from the standard input', () => 
   assert.notEqual(piped.stdout, gen('Tom has 3 apples.').stdout); // the text as given, newline and all
   const q = 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?';
   const ask = (question: string, input = '') => run(['answer', '--model', DEFAULT_DIR, '--question', question, '--reasoning', 'on'], input);
-  const asked = ask('-', q);
+  const asked = ask('-', q), echoed = ask('-', `${q}\n`);
   assert.equal(asked.status, 0, asked.stderr);
   assert.equal(asked.stdout, ask(q).stdout);
+  // A question read as echo writes it is the question, without the line end (the prompt had a token more).
+  const promptTokens = (r: { stderr: string }) => /tokens: prompt (\d+)/.exec(r.stderr)?.[1];
+  assert.deepEqual([echoed.stdout, promptTokens(echoed)], [asked.stdout, promptTokens(asked)]);
+  assert.ok(promptTokens(asked), asked.stderr);
+  assert.equal(ask('-', '\n\n').stderr, 'edgereason: --question -: the standard input was empty\n');
   assert.match(asked.stdout, /#### 19\n$/);
   const empty = ask('-', '');
   assert.equal(empty.status, 1);
@@ -828,7 +833,7 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.match(thinking.stderr, /^edgereason: note: --max-tokens 6 ran out while the model was still thinking, so there is no answer: raise --max-tokens, or cap the thinking with --max-thinking-tokens \(it then closes and answers\)$/m);
   // The context's end instead (a question of 1023 prompt tokens leaves one): only a shorter question helps; a capped thinking that closed is not "still thinking".
   const long = Array(167).fill('Jack has 3 apples.').join(' ');
-  const ask = (...flags: string[]) => spawnSync(process.execPath, [BIN, 'answer', '--model', 'models/default', '--question', '-', '--reasoning', 'on', ...flags], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input: `${long}\n` }).stderr;
+  const ask = (...flags: string[]) => spawnSync(process.execPath, [BIN, 'answer', '--model', 'models/default', '--question', `${long}\n`, '--reasoning', 'on', ...flags], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 }).stderr;
   assert.match(ask(), /^edgereason: note: the model's context of 1024 tokens \(the prompt takes 1023\) ran out while the model was still thinking, so there is no answer: shorten the question, or cap the thinking with --max-thinking-tokens \(it then closes and answers\)$/m);
   assert.match(ask('--max-thinking-tokens', '30'), /^edgereason: note: the thinking closed, but the model's context of 1024 tokens \(the prompt takes 1023\) left no room for the answer: shorten the question$/m);
   // eval refuses it before its base pass (a stage that ends prints its line, "base 3/3 | ...").

@@ -33,7 +33,7 @@ export function answerCommand(program: Command): void {
     .option('--samples <n>', 'parallel reasoning samples (one prefill, forked KV cache)', intArg('--samples', 1), 1)
     .option('--vote <method>', `${VOTE_METHODS.join(' | ')}`, 'majority')
     .option('--early-stop', 'stop the other samples once the vote is decided')
-    .option('--max-thinking-tokens <n>', 'thinking cap (then "</think>" is forced)', intArg('--max-thinking-tokens', 0))
+    .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per sample (thinking + answer)', intArg('--max-tokens', 1), 512)
     .option('--temperature <t>', 'default 0 (greedy); 0.8 for several reasoning samples', floatArg('--temperature'))

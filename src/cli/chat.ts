@@ -21,7 +21,7 @@ export function chatCommand(program: Command): void {
     .option('--model <path>', 'base model: a folder, .gguf or .bin file, or hf:owner/name (from the Hugging Face cache, downloaded once)', defaultModel.dir);
   const checkReasoner = reasonerOptions(command);
   command
-    .option('--max-thinking-tokens <n>', 'thinking cap (then "</think>" is forced)', intArg('--max-thinking-tokens', 0))
+    .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per reply (thinking + answer)', intArg('--max-tokens', 1), 512)
     .option('--temperature <t>', 'default 0 (greedy)', floatArg('--temperature'))

@@ -41,8 +41,9 @@ export async function main(argv: string[]): Promise<void> {
     for (const o of command.options) {
       // --prompt - / --question - read the text from the standard input (long prompts exceed the shell's 128 KiB word)
       if ((o.long === '--prompt' || o.long === '--question') && command.getOptionValue(o.attributeName()) === '-') {
-        const text = readStdin(o.long);
-        if (!text && o.long === '--question') throw new Error('--question -: the standard input was empty');
+        // A question without the line ends after it (echo's, a file's); generate's prompt is continued as given.
+        const text = o.long === '--question' ? readStdin(o.long).replace(/(\r?\n)+$/, '') : readStdin(o.long);
+        if (!text.trim() && o.long === '--question') throw new Error('--question -: the standard input was empty');
         command.setOptionValueWithSource(o.attributeName(), text, command.getOptionValueSource(o.attributeName()));
       }
       if (command.name() === 'generate' && o.long === '--prompt') continue;
