@@ -421,6 +421,7 @@ test('--prompt - and --question - read the text from the standard input', () => 
   assert.deepEqual([echoed.stdout, promptTokens(echoed)], [asked.stdout, promptTokens(asked)]);
   assert.ok(promptTokens(asked), asked.stderr);
   assert.equal(ask('-', '\n\n').stderr, 'edgereason: --question -: the standard input was empty\n');
+  assert.equal(ask('-', ' \t\n').stderr, 'edgereason: --question -: the standard input held only blank space\n');
   assert.match(asked.stdout, /#### 19\n$/);
   const empty = ask('-', '');
   assert.equal(empty.status, 1);

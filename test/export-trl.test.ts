@@ -169,11 +169,20 @@ for version in ["4.57.1", "5.1.0"]:
     out[version] = {k: {f: seen[k].get(f) for f in ["gradient_checkpointing", "warmup_steps", "warmup_ratio"]} for k in ["sft", "grpo"]} | {"generation_config": seen["generation_config"]}
 print(json.dumps(out))`], { cwd: out, encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
+  // The warmup in whole steps, 3 % of one GPU's (transformers 4 refuses a fraction there, 5.2 refuses warmup_ratio).
+  const warmup = Math.max(1, Math.ceil(0.03 * Math.ceil(r.sftExamples / 16) * 2));
+  assert.equal(sc.warmup_steps, warmup);
   const rollouts = { temperature: 1, top_p: 1, top_k: 0, repetition_penalty: 1 }, grpoArgs = { gradient_checkpointing: false, warmup_steps: null, warmup_ratio: null };
+  const sftArgs = { gradient_checkpointing: false, warmup_steps: warmup, warmup_ratio: null };
   assert.deepEqual(JSON.parse(run.stdout), {
-    '4.57.1': { sft: { gradient_checkpointing: false, warmup_steps: null, warmup_ratio: 0.03 }, grpo: grpoArgs, generation_config: rollouts },
-    '5.1.0': { sft: { gradient_checkpointing: false, warmup_steps: 0.03, warmup_ratio: null }, grpo: grpoArgs, generation_config: rollouts },
+    '4.57.1': { sft: sftArgs, grpo: grpoArgs, generation_config: rollouts },
+    '5.1.0': { sft: sftArgs, grpo: grpoArgs, generation_config: rollouts },
   });
+  // Numbers PyYAML reads as numbers: an exponent with its point (JSON's 5e-7 is a string to YAML 1.1).
+  const tiny = path.join(tmp, 'trl-tiny-lr');
+  exportTrl({ out: tiny, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 4, budgets: [32], lr: 5e-7 });
+  const lr = spawnSync('python3', ['-c', 'import yaml; print(repr(yaml.safe_load(open("sft.yaml"))["learning_rate"]))'], { cwd: tiny, encoding: 'utf8' });
+  assert.deepEqual([lr.status, lr.stdout.trim()], [0, '5e-07']);
   const line = 'U:q\nA:<think>\nThinking budget: 96 tokens.';
   assert.deepEqual(JSON.parse(render.stdout), [`${line}\n`, 'U:q\nA:<think>', `${line}\n`, 'U:q\nA:<think>\n', line, 'U:q\nA:<think>', line, 'U:q\nA:<think>\n']);
 });

@@ -87,7 +87,9 @@ test('GGUF RoPE scaling is read as llama.cpp reads it: linear without a type (ei
   assert.equal(read('factor0', { 'qwen2.rope.scaling.factor': typed('f32', 0), 'qwen2.rope.scale_linear': typed('f32', 2) }).ropeScaling, undefined);
   // A stretched context past the RoPE table, named by the keys that make it.
   assert.throws(() => read('yarn-huge', { ...yarn, 'qwen2.rope.scaling.factor': typed('f32', 10000) }),
-    /^Error: .*yarn-huge\.gguf: metadata "qwen2\.rope\.scaling\.factor" × "qwen2\.rope\.scaling\.original_context_length" \(10000 × 2048 = 20480000 positions\) must be at most 1048576 \(the RoPE table holds every position\)$/);
+    /^Error: .*yarn-huge\.gguf: metadata "qwen2\.rope\.scaling\.factor" × "qwen2\.context_length" \(10000 × 2048 = 20480000 positions\) must be at most 1048576 \(the RoPE table holds every position\)$/);
+  assert.throws(() => read('yarn-huge-2', { ...yarn, 'qwen2.rope.scaling.factor': typed('f32', 10000), 'qwen2.rope.scaling.original_context_length': typed('u32', 4096) }),
+    /yarn-huge-2\.gguf: metadata "qwen2\.rope\.scaling\.factor" × "qwen2\.rope\.scaling\.original_context_length" \(10000 × 4096 = 40960000 positions\)/);
   const given = read('yarn-orig', { ...yarn, 'qwen2.rope.scaling.original_context_length': typed('u32', 256), 'qwen2.rope.scaling.attn_factor': typed('f32', 0.5) });
   assert.deepEqual([given.ropeScaling, given.maxPositionEmbeddings], [{ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 256, betaFast: 32, betaSlow: 1, attentionFactor: 0.5 * (0.1 * Math.log(4) + 1) }, 2048]);
 });

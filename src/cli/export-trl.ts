@@ -74,7 +74,9 @@ export interface ExportTrlResult { files: string[]; sftExamples: number; grpoPro
 
 /** Minimal YAML for flat configs: JSON scalars and flow lists are valid YAML. */
 function yaml(o: Record<string, unknown>, comment: string): string {
-  return `# ${comment}\n` + Object.entries(o).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n';
+  // PyYAML (YAML 1.1) reads an exponent without a point (5e-7, JSON's) as a string: written 5.0e-7.
+  const value = (v: unknown) => (typeof v === 'number' && /e/.test(String(v)) && !String(v).includes('.') ? String(v).replace('e', '.0e') : JSON.stringify(v));
+  return `# ${comment}\n` + Object.entries(o).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${value(v)}`).join('\n') + '\n';
 }
 
 /**
@@ -206,7 +208,8 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   write('sft.yaml', yaml({
     ...common, dataset_name: 'data/sft', output_dir: 'out/sft-adapter', learning_rate: recipe.sft.learning_rate, num_train_epochs: recipe.sft.num_train_epochs,
     per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, completion_only_loss: true, lr_scheduler_type: 'cosine',
-    warmup_steps: 0.03, // a share of the steps, as transformers 5 reads a value below 1 (it dropped warmup_ratio in 5.2)
+    // 3 % of the steps on one GPU, in steps: transformers 5.2 dropped warmup_ratio, and 4.x takes no fraction in warmup_steps.
+    warmup_steps: Math.max(1, Math.ceil(0.03 * Math.ceil(recipe.sft.examples / recipe.sft.per_device_train_batch_size) * recipe.sft.num_train_epochs)),
   }, 'TRL SFT config (edgereason export-trl). Plain LoRA via `trl sft --config sft.yaml`; train_sft.py reads it and adds activated LoRA.'));
   write('grpo.yaml', yaml({
     ...common, dataset_name: 'data/grpo', output_dir: 'out/grpo-adapter', learning_rate: recipe.grpo.learning_rate, max_steps: recipe.grpo.max_steps,
@@ -241,7 +244,6 @@ Usage: python train_sft.py            (reads sft.yaml; needs torch, transformers
 import sys
 import yaml
 from datasets import load_dataset
-import transformers
 from peft import LoraConfig
 from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
@@ -277,15 +279,13 @@ if not counts[invocation]:
 if invocation != INVOCATION:
     print(f"train_sft.py: the examples hold the invocation as {invocation!r} (with its newline, one token boundary later)")
 invocation_tokens = tok.encode(invocation, add_special_tokens=False)
-# transformers 5 reads a warmup below 1 as a share of the steps (and dropped warmup_ratio); 4.x needs warmup_ratio for it.
-warmup = {"warmup_steps": cfg["warmup_steps"]} if int(transformers.__version__.split(".")[0]) >= 5 else {"warmup_ratio": cfg["warmup_steps"]}
 peft_config = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
                          target_modules=cfg["lora_target_modules"], task_type="CAUSAL_LM",
                          alora_invocation_tokens=invocation_tokens)
 args = SFTConfig(output_dir=cfg["output_dir"], learning_rate=cfg["learning_rate"], num_train_epochs=cfg["num_train_epochs"],
                  per_device_train_batch_size=cfg["per_device_train_batch_size"], max_length=cfg["max_length"],
                  completion_only_loss=cfg["completion_only_loss"], lr_scheduler_type=cfg["lr_scheduler_type"],
-                 gradient_checkpointing=cfg["gradient_checkpointing"], **warmup,
+                 gradient_checkpointing=cfg["gradient_checkpointing"], warmup_steps=cfg["warmup_steps"],
                  bf16=cfg["bf16"], seed=cfg["seed"], logging_steps=cfg["logging_steps"], report_to=cfg["report_to"])
 trainer = SFTTrainer(model=cfg["model_name_or_path"], args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
 trainer.train()

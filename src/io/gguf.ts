@@ -658,7 +658,7 @@ const GGUF_ARCHS = ARCHITECTURES;
  * (else context_length) and rope.scaling.attn_factor (multiplying 0.1 ln factor + 1); llama.cpp leaves the yarn_*
  * keys to other architectures, and so does this.
  */
-function ggufRopeScaling(path: string, arch: string, md: Record<string, GgufValue>, key: (k: string, fallback?: number, float?: boolean) => number): RopeScaling | undefined {
+function ggufRopeScaling(path: string, arch: string, md: Record<string, GgufValue>, key: (k: string, fallback?: number, float?: boolean) => number): { scaling?: RopeScaling; context?: number } {
   const type = md[`${arch}.rope.scaling.type`] ?? 'linear';
   if (type !== 'none' && type !== 'linear' && type !== 'yarn') throw new Error(`${path}: ${arch}.rope.scaling.type = ${shown(type)} is not supported ("none", "linear" or "yarn")`);
   // Either factor key, as llama.cpp reads them: rope.scaling.factor when present.
@@ -669,11 +669,13 @@ function ggufRopeScaling(path: string, arch: string, md: Record<string, GgufValu
   if (!(attn > 0) || !Number.isFinite(attn) || (attn !== 1 && !(type === 'yarn' && scaled))) {
     throw new Error(`${path}: metadata "${arch}.rope.scaling.attn_factor" must be ${type === 'yarn' && scaled ? 'a positive number' : `1 with RoPE scaling ${shown(type)}${scaled ? '' : ' and no factor'}`}, got ${shown(attn)}`);
   }
-  if (!scaled) return undefined;
-  if (type === 'linear') return { type, factor };
-  const original = key('rope.scaling.original_context_length', key('context_length'));
-  if (!Number.isInteger(original) || original <= 0) throw new Error(`${path}: metadata "${arch}.rope.scaling.original_context_length" must be a positive integer, got ${shown(original)}`);
-  return { type: 'yarn', factor, originalMaxPositionEmbeddings: original, betaFast: 32, betaSlow: 1, attentionFactor: attn * yarnAttentionFactor(factor) };
+  if (!scaled) return {};
+  if (type === 'linear') return { scaling: { type, factor } };
+  const originalKey = md[`${arch}.rope.scaling.original_context_length`] !== undefined ? 'rope.scaling.original_context_length' : 'context_length', original = key(originalKey);
+  if (!Number.isInteger(original) || original <= 0) throw new Error(`${path}: metadata "${arch}.${originalKey}" must be a positive integer, got ${shown(original)}`);
+  const scaling = { type: 'yarn', factor, originalMaxPositionEmbeddings: original, betaFast: 32, betaSlow: 1, attentionFactor: attn * yarnAttentionFactor(factor) } as const;
+  // YaRN reaches `factor` times its original context, as the Hugging Face loader reads it.
+  return { scaling, context: yarnContext(scaling, `${path}:`, `metadata "${arch}.${factorKey}" × "${arch}.${originalKey}"`) };
 }
 const ROPE_FREQS = 'rope_freqs.weight';
 const EOG_TEXTS = ['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|end|>'];
@@ -695,7 +697,7 @@ export function ggufToModel(path: string): {
     if (float && type !== undefined && type !== 'f32' && type !== 'f64') throw new Error(`${path}: metadata "${arch}.${k}" is stored as ${type} (${v}); it must be a float (f32)`);
     return v;
   };
-  const ropeScaling = ggufRopeScaling(path, arch as string, md, key);
+  const { scaling: ropeScaling, context: stretched } = ggufRopeScaling(path, arch as string, md, key);
   // llama.cpp divides the frequencies by rope_freqs.weight and then scales them; the graph has one or the other.
   if (ropeScaling && file.has(ROPE_FREQS)) throw new Error(`${path}: tensor "${ROPE_FREQS}" together with ${arch}.rope.scaling.type ${shown(ropeScaling.type)} is not supported (one RoPE scaling at a time)`);
   for (const name of file.names) if (ggufToHfName(name) || name === ROPE_FREQS) file.checkSupported(name); // fail now, not mid-conversion
@@ -726,8 +728,7 @@ export function ggufToModel(path: string): {
     // Llama 3.x long-context RoPE: llama.cpp's converter stores it only as per-frequency divisors.
     ...(file.has(ROPE_FREQS) ? { ropeFreqFactors: [...file.get(ROPE_FREQS)] } : {}),
     ...(ropeScaling ? { ropeScaling } : {}),
-    // YaRN reaches `factor` times its original context, as the Hugging Face loader reads it.
-    maxPositionEmbeddings: ropeScaling?.type === 'yarn' ? Math.max(key('context_length'), yarnContext(ropeScaling, `${path}:`, `metadata "${arch}.rope.scaling.factor" × "${arch}.rope.scaling.original_context_length"`)) : key('context_length'),
+    maxPositionEmbeddings: Math.max(key('context_length'), stretched ?? 0),
     tieWordEmbeddings: !file.has('output.weight'),
     attentionBias: file.has('blk.0.attn_q.bias'),
     ...(typeof md['tokenizer.ggml.bos_token_id'] === 'number' ? { bosTokenId: md['tokenizer.ggml.bos_token_id'] as number } : {}),

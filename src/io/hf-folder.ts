@@ -53,6 +53,9 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   // YaRN's original context: its own field, a top-level one (as transformers 5 reads it), else the declared context.
   const declared = int('max_position_embeddings', arch === 'llama' ? 2048 : 32768), original = raw.original_max_position_embeddings === undefined ? declared : int('original_max_position_embeddings');
   const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters', original) : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original);
+  // Where YaRN's original context came from, to name it.
+  const scalingField = ropeParams ? 'rope_parameters' : 'rope_scaling', scalingRaw = (ropeParams ?? raw.rope_scaling) as Record<string, unknown> | undefined;
+  const originalField = scalingRaw?.original_max_position_embeddings != null ? `${scalingField}.original_max_position_embeddings` : raw.original_max_position_embeddings !== undefined ? 'original_max_position_embeddings' : 'max_position_embeddings';
   // A rope_scaling added beside rope_parameters (as model cards tell users to) must not be lost.
   if (ropeParams && raw.rope_scaling !== undefined && raw.rope_scaling !== null && JSON.stringify(parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original)) !== JSON.stringify(ropeScaling)) {
     throw new Error(`${file}: rope_scaling ${JSON.stringify(raw.rope_scaling)} and rope_parameters ${JSON.stringify(ropeParams)} say different things: keep one of them (transformers 5 reads rope_parameters: a scaling goes there, beside rope_theta)`);
@@ -106,7 +109,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     ...(ropeScaling ? { ropeScaling } : {}),
     // transformers' defaults when the field is absent; YaRN reaches `factor` times its original context (as vLLM
     // serves it: Qwen2.5's cards leave max_position_embeddings at 32768 with factor 4 for 131072 tokens).
-    maxPositionEmbeddings: Math.min(ropeScaling?.type === 'yarn' ? Math.max(declared, yarnContext(ropeScaling, `${file}:`, `${ropeParams ? 'rope_parameters' : 'rope_scaling'}.factor × original_max_position_embeddings`)) : declared, window ?? Infinity),
+    maxPositionEmbeddings: Math.min(ropeScaling?.type === 'yarn' ? Math.max(declared, yarnContext(ropeScaling, `${file}:`, `${scalingField}.factor × ${originalField}`)) : declared, window ?? Infinity),
     tieWordEmbeddings: tie,
     attentionBias: bias,
     ...(bos.length ? { bosTokenId: bos[0] } : {}),

@@ -66,12 +66,13 @@ export interface LoadServedOptions {
 }
 
 /**
- * The served model a request names (undefined: the default); `hf:owner/name` (an @revision or :tag after it
- * dropped) also names the one served as owner/name, as a model from the Hugging Face cache is. Unknown ids are a
+ * The served model a request names (undefined: the default); `hf:owner/name` (an @revision after it dropped)
+ * also names the one served as owner/name, as a model folder from the Hugging Face cache is (a GGUF from it is
+ * served by its file's name). Unknown ids are a
  * 404 listing the served ones.
  */
 export function servedModel(served: Served, id = served.defaultId): ServedModel {
-  const m = served.models.get(id) ?? (id.startsWith('hf:') ? served.models.get(id.slice(3).replace(/[@:].*$/s, '')) : undefined);
+  const m = served.models.get(id) ?? (id.startsWith('hf:') ? served.models.get(id.slice(3).replace(/@.*$/s, '')) : undefined);
   if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
   return m;
 }
