@@ -104,8 +104,8 @@ export function trainSftCommand(program: Command): void {
 export function heldInvocation(tok: TextTokenizer, text: string, examples: readonly Pick<Example, 'ids' | 'source'>[]): number[] {
   const enc = (t: string) => tok.encode(t, { addSpecialTokens: false }), alone = enc(text), written = invocationIds(enc, text);
   if (!alone.length) throw new Error(`--alora-invocation "${text}" encodes to no tokens`);
-  const held = (run: number[]) => examples.some((e) => lastIndexOfRun(e.ids, run) >= 0);
-  if (!held(alone) && !held(written)) {
+  const held = (run: number[]) => examples.some((e) => lastIndexOfRun(e.ids, run) >= 0), holdsAlone = held(alone), holdsWritten = held(written);
+  if (!holdsAlone && !holdsWritten) {
     // Written in the data but tokenized with what comes before it ("?<" in Qwen's vocabulary): said so, with the fix.
     const e = examples.find((x) => tok.decode(x.ids).includes(text));
     if (e) {
@@ -117,7 +117,7 @@ export function heldInvocation(tok: TextTokenizer, text: string, examples: reado
       throw new Error(`--alora-invocation ${JSON.stringify(text)}: the data writes it${e.source ? ` (e.g. ${e.source})` : ''}, but ${where} into other tokens, so no example holds the invocation's tokens [${alone}]: ${fix}`);
     }
   }
-  if (held(alone) || !held(written)) return alone; // training reports the examples without it
+  if (holdsAlone || !holdsWritten) return alone; // training reports the examples without it
   process.stderr.write(`train-sft: --alora-invocation ${JSON.stringify(text)} is tokenized [${alone}] alone, but the data holds it before a newline: [${written}] (${JSON.stringify(`${text}\n`)}); the adapter is invoked by those tokens\n`);
   return written;
 }

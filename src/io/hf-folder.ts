@@ -52,9 +52,9 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
   if (ropeParams !== undefined && ropeParams !== null && (typeof ropeParams !== 'object' || Array.isArray(ropeParams))) throw new Error(`${file}: field "rope_parameters" must be an object, got ${shown(ropeParams)}`);
   // YaRN's original context: its own field, a top-level one (as transformers 5 reads it), else the declared context.
   const declared = int('max_position_embeddings', arch === 'llama' ? 2048 : 32768), original = raw.original_max_position_embeddings === undefined ? declared : int('original_max_position_embeddings');
-  const ropeScaling = ropeParams ? parseRopeScaling(ropeParams, file, 'rope_parameters', original) : parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original);
-  // Where YaRN's original context came from, to name it.
   const scalingField = ropeParams ? 'rope_parameters' : 'rope_scaling', scalingRaw = (ropeParams ?? raw.rope_scaling) as Record<string, unknown> | undefined;
+  const ropeScaling = parseRopeScaling(scalingRaw, file, scalingField, original);
+  // Where YaRN's original context came from, to name it.
   const originalField = scalingRaw?.original_max_position_embeddings != null ? `${scalingField}.original_max_position_embeddings` : raw.original_max_position_embeddings !== undefined ? 'original_max_position_embeddings' : 'max_position_embeddings';
   // A rope_scaling added beside rope_parameters (as model cards tell users to) must not be lost.
   if (ropeParams && raw.rope_scaling !== undefined && raw.rope_scaling !== null && JSON.stringify(parseRopeScaling(raw.rope_scaling, file, 'rope_scaling', original)) !== JSON.stringify(ropeScaling)) {

@@ -239,22 +239,27 @@ export class HfTokenizer implements TextTokenizer {
   }
 
   /**
-   * The special tokens, longest first (as the library's splitter prefers them; those it matches after normalizing are
-   * matched in the raw text here: encodeChat checks the result against the whole encoding), and a pattern finding the
-   * first one a text writes.
+   * The special tokens by their text, and a pattern finding them (the longest at a place first, as the library's
+   * splitter prefers them; those it matches after normalizing are matched in the raw text here: encodeChat checks the
+   * result against the whole encoding).
    */
-  private specialList?: { tokens: AddedSpecial[]; first?: RegExp };
+  private specialList?: { byText: Map<string, AddedSpecial>; pattern?: RegExp };
   private specials() {
     if (!this.specialList) {
       const tokens = ((this.files.tokenizerJson as { added_tokens?: AddedSpecial[] }).added_tokens ?? []).filter((t) => t.special && t.content).sort((a, b) => b.content.length - a.content.length);
-      this.specialList = { tokens, ...(tokens.length ? { first: new RegExp(tokens.map((t) => t.content.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')) } : {}) };
+      const byText = new Map<string, AddedSpecial>();
+      for (const t of tokens) if (!byText.has(t.content)) byText.set(t.content, t);
+      this.specialList = { byText, ...(tokens.length ? { pattern: new RegExp(tokens.map((t) => t.content.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g') } : {}) };
     }
     return this.specialList;
   }
 
-  /** The first special token `text` writes ("<|im_end|>"), or undefined. */
+  /** The special token `text` writes first ("<|im_end|>"), or undefined. */
   specialIn(text: string): string | undefined {
-    return this.specials().first?.exec(text)?.[0];
+    const { pattern } = this.specials();
+    if (!pattern) return undefined;
+    pattern.lastIndex = 0;
+    return pattern.exec(text)?.[0];
   }
 
   /**
@@ -286,15 +291,16 @@ export class HfTokenizer implements TextTokenizer {
    * where it is not the text's first.
    */
   encodeGuarded(text: string, guarded: readonly (readonly [number, number])[]): number[] {
-    const { tokenizer, section } = this.plainTokenizer(), specials = this.specials().tokens;
+    const { tokenizer, section } = this.plainTokenizer(), { byText, pattern } = this.specials();
     const inGuard = (from: number, to: number) => guarded.some(([a, b]) => from < b && to > a);
     const sections: (string | AddedSpecial)[] = [];
     let start = 0;
-    for (let i = 0; i < text.length;) {
-      const s = specials.find((t) => text.startsWith(t.content, i));
-      if (!s || inGuard(i, i + s.content.length)) { i++; continue; }
-      sections.push(text.slice(start, i), s);
-      i = start = i + s.content.length;
+    if (pattern) pattern.lastIndex = 0;
+    for (let m = pattern?.exec(text); m; m = pattern!.exec(text)) { // the next special token, the longest at its place
+      const i = m.index, end = i + m[0].length;
+      if (inGuard(i, end)) { pattern!.lastIndex = i + 1; continue; } // text: looked for again from the next character
+      sections.push(text.slice(start, i), byText.get(m[0])!);
+      start = end;
     }
     sections.push(text.slice(start));
     sections.forEach((s, i) => { // a special token's lstrip / rstrip trim the text beside it, as the library does
