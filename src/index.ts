@@ -18,7 +18,7 @@ export { trainSft, type SftOptions, type SftResult, type DataReport } from './tr
 export { loadDataset, type Example } from './train/data.ts';
 export { trainRl, type RlOptions, type RlPrompt, type RlStepStats } from './train/rl.ts';
 export { runEval, runAnswerEval, type AnswerEvalOptions, datasetCases, syntheticCases, type EvalCase, type EvalOptions, type EvalReport, type CaseResult, type Summary } from './eval/harness.ts';
-export type { ModelConfig, Projection } from './models/config.ts';
+export type { ModelConfig, Projection, RopeScaling, RopeScalingChoice } from './models/config.ts';
 export type { Quant } from './onnx/quant.ts';
 export type { Backend } from './runtime/backend.ts';
 export type { ChatMessage, TextTokenizer, TokenizerFiles } from './tokenizer/types.ts';

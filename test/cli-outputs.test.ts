@@ -1066,3 +1066,40 @@ test('generate, answer and chat --prompt-lookup: the same text as without it; th
   assert.doesNotMatch(chat().stderr, /guessed/);
   assert.match(cli(['generate', ...story, '--prompt-lookup', '65']).stderr, /--prompt-lookup must be an integer in \[0, 64\], got "65"/);
 });
+
+test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): generate gives the text of a config.json saying the same; convert keeps the scaling; misuse is named for every command that loads a model', () => {
+  // The embedded default (a trained model: its text moves with its RoPE), and a copy whose config.json says YaRN.
+  const said = at('default-yarn');
+  fs.mkdirSync(said);
+  for (const f of ['model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(said, f));
+  const cfg = JSON.parse(fs.readFileSync(path.join(DEFAULT_DIR, 'config.json'), 'utf8'));
+  fs.writeFileSync(path.join(said, 'config.json'), JSON.stringify({ ...cfg, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 64 } }));
+  const gen = (dir: string, ...flags: string[]) => cli(['generate', '--model', dir, '--prompt', 'Tom has 12 apples and buys 7 more.', '--max-tokens', '24', ...flags]);
+  const [plain, fromFile, chosen, none] = [gen(DEFAULT_DIR), gen(said), gen(DEFAULT_DIR, '--rope-scaling', 'yarn', '--rope-scale', '4', '--yarn-orig-ctx', '64'), gen(said, '--rope-scaling', 'none')];
+  for (const r of [plain, fromFile, chosen, none]) assert.equal(r.status, 0, r.stderr);
+  assert.equal(chosen.stdout, fromFile.stdout);
+  assert.equal(none.stdout, plain.stdout);
+  assert.notEqual(chosen.stdout, plain.stdout);
+  const out = at('default-yarn-onnx'), conv = cli(['convert', '--model', DEFAULT_DIR, '--out', out, '--rope-scaling', 'yarn', '--rope-scale', '4', '--yarn-orig-ctx', '64']);
+  assert.match(conv.stdout, new RegExp(`^converted ${DEFAULT_DIR} → ${out} \\(fp32; RoPE yarn ×4 over 64 positions, 256 positions\\) in [\\d.]+ s\\n$`));
+  assert.equal(gen(out).stdout, fromFile.stdout);
+  assert.deepEqual([gen(out, '--rope-scaling', 'linear', '--rope-scale', '2').stderr], [`edgereason: model: ${out} was converted with RoPE scaling yarn ×4 over 64 positions, not linear ×2; convert the source again with it: edgereason convert --model ${DEFAULT_DIR} --out <folder> --quant fp32 --rope-scaling linear --rope-scale 2\n`]);
+  for (const [flags, message] of [
+    [['--rope-scale', '2'], '--rope-scale goes with --rope-scaling: e.g. --rope-scaling yarn --rope-scale 4'],
+    [['--yarn-orig-ctx', '2'], '--yarn-orig-ctx goes with --rope-scaling: e.g. --rope-scaling yarn --rope-scale 4'],
+    [['--rope-scaling', 'yarn'], '--rope-scaling yarn needs --rope-scale <factor>: how many times the context is stretched (4 takes Qwen2.5\'s 32,768 positions to 131,072)'],
+    [['--rope-scaling', 'linear', '--rope-scale', '1'], '--rope-scale must be above 1 (how many times the context is stretched), got 1; --rope-scaling none is RoPE unscaled'],
+    [['--rope-scaling', 'linear', '--rope-scale', '2', '--yarn-orig-ctx', '64'], '--yarn-orig-ctx is YaRN\'s: leave it out with --rope-scaling linear'],
+    [['--rope-scaling', 'none', '--rope-scale', '2'], '--rope-scaling none takes no --rope-scale'],
+    [['--rope-scaling', 'yarn', '--rope-scale', '4096'], `${model.dir}: --rope-scale × its trained context (4096 × ${model.config.maxPositionEmbeddings} = ${4096 * model.config.maxPositionEmbeddings} positions) must be at most 1048576 (the RoPE table holds every position)`],
+  ] as const) {
+    // Each message once (generate), and each command that loads a model with one of them.
+    const commands = [['generate', '--prompt', 'x'], ['answer', '--question', 'x'], ['eval', '--out', at('rope-eval.json')], ['serve', '--port', '0'], ['convert', '--out', at('rope-never')], ['chat']];
+    for (const command of flags[0] === '--rope-scale' ? commands : commands.slice(0, 1)) {
+      const r = cli([command[0], '--model', model.dir, ...command.slice(1), ...flags]);
+      assert.deepEqual([r.status, r.stderr], [1, `edgereason: ${message}\n`], command.join(' '));
+    }
+  }
+  assert.match(cli(['chat', '--model', model.dir, '--rope-scaling', 'dynamic']).stderr, /^error: option '--rope-scaling <type>' argument 'dynamic' is invalid\. Allowed choices are yarn, linear, none\./);
+  assert.ok(!fs.existsSync(at('rope-never')) && !fs.existsSync(at('rope-eval.json')));
+});

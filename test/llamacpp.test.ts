@@ -226,8 +226,14 @@ test('Qwen2 with YaRN and with linear RoPE scaling: our graph (HF rope_scaling) 
       const theirs = await ll.probsAt(ids, positions);
       const diff = (logits: Float32Array) => maxProbDiff(logits, theirs, positions);
       const [dHf, dGg, dPlain] = [diff(await allLogits(hf, ids)), diff(await allLogits(gg, ids)), diff(await allLogits(plain, ids))];
-      console.log(`${ropeScaling.type} RoPE vs llama.cpp: max |Δp| ${dHf.toExponential(2)} (HF folder), ${dGg.toExponential(2)} (GGUF); plain RoPE would differ by ${dPlain.toFixed(3)}`);
+      // The same scaling chosen at load (loadModel's ropeScaling, the CLI's --rope-scaling) over the plain checkpoint.
+      const choice = ropeScaling.type === 'yarn' ? { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 256 } as const : { type: 'linear', factor: 4 } as const;
+      const chosen = await Promise.all([M.hf, M.f32].map((p) => loadModel(p, { quant: 'fp32', worker: false, threads: THREADS, ropeScaling: choice })));
+      const [dChosenHf, dChosenGg] = [diff(await allLogits(chosen[0], ids)), diff(await allLogits(chosen[1], ids))];
+      await Promise.all(chosen.map((m) => m.close()));
+      console.log(`${ropeScaling.type} RoPE vs llama.cpp: max |Δp| ${dHf.toExponential(2)} (HF folder), ${dGg.toExponential(2)} (GGUF), ${dChosenHf.toExponential(2)} / ${dChosenGg.toExponential(2)} (chosen at load over the plain HF folder / GGUF); plain RoPE would differ by ${dPlain.toFixed(3)}`);
       assert.ok(dHf < 1e-3 && dGg < 1e-3, `${ropeScaling.type}: max probability difference ${dHf} / ${dGg}`);
+      assert.ok(dChosenHf < 1e-3 && dChosenGg < 1e-3, `${ropeScaling.type} chosen at load: max probability difference ${dChosenHf} / ${dChosenGg}`);
       assert.ok(dPlain > 0.05, `${ropeScaling.type}: the scaling should matter at these positions (plain RoPE differs by only ${dPlain})`);
     } finally {
       await ll?.dispose();

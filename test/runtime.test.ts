@@ -16,7 +16,7 @@ import { CoalescingBackend, withBackend } from '../src/runtime/scheduler.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { Engine, SHARE_FROM } from '../src/runtime/engine.ts';
 import { KVCache, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
-import type { ModelConfig } from '../src/models/config.ts';
+import { withRopeScaling, type ModelConfig } from '../src/models/config.ts';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
 import { blocksFromGgml, quantizeBlocks, quantizeQ4 } from '../src/onnx/quant.ts';
@@ -1156,7 +1156,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { accuracyLevel: 4 }), /loadModel: accuracyLevel applies to block-quantised weights, and this model loads as fp32 \(small models do by default\)/);
   await assert.rejects(loadModel(model.dir, { adapter: '' }), /loadModel: adapter must be the path of a PEFT adapter folder, got ""/);
   await assert.rejects(loadModel(model.dir, { worker: 'false' as never }), /loadModel: worker must be true or false, got "false"/);
-  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, onDownload, signal, cache, cacheDir, onNote, promptCache\)/);
+  await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, onDownload, signal, cache, cacheDir, onNote, promptCache, ropeScaling\)/);
   // null is no option's default (undefined is): refused by name, every option alike.
   await assert.rejects(loadModel(model.dir, { quant: null } as never), /^Error: loadModel: quant is null; leave it out \(or undefined\) for the default$/);
   await assert.rejects(loadModel(undefined as never), /^Error: loadModel: the first argument must be the path of a model .*, got undefined; the embedded default is loadModel\(defaultModel\.dir, \{ adapter: defaultModel\.adapter \}\)$/);
@@ -1584,4 +1584,84 @@ test('thinking cap on Qwen3 (a "</think>" token) and SentencePiece (llama2.c) vo
       }
     }
   }
+});
+
+test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.json would set them, none takes YaRN away; converted folders and cached copies keep theirs; misuse refused by name', async () => {
+  const c = model.config, n = c.maxPositionEmbeddings;
+  const yarn = withRopeScaling(c, { type: 'yarn', factor: 4 }, 'm');
+  assert.deepEqual([yarn.ropeScaling, yarn.maxPositionEmbeddings], [{ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: n, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(4) + 1 }, 4 * n]);
+  assert.deepEqual(withRopeScaling(yarn, { type: 'none' }, 'm'), c);
+  assert.deepEqual(withRopeScaling(yarn, { type: 'yarn', factor: 2 }, 'm').ropeScaling, { ...yarn.ropeScaling, factor: 2, attentionFactor: 0.1 * Math.log(2) + 1 });
+  const linear = withRopeScaling(c, { type: 'linear', factor: 2.5 }, 'm');
+  assert.deepEqual([linear.ropeScaling, linear.maxPositionEmbeddings], [{ type: 'linear', factor: 2.5 }, Math.floor(2.5 * n)]);
+  assert.throws(() => withRopeScaling(linear, { type: 'none' }, 'm'), /^Error: m was trained with linear RoPE scaling, which stays: ropeScaling none cannot replace it$/);
+  assert.throws(() => withRopeScaling({ ...c, ropeFreqFactors: new Array(c.headDim / 2).fill(2) }, { type: 'yarn', factor: 4 }, 'm'), /^Error: m was trained with per-frequency RoPE factors \(rope_freqs\.weight\), which stays: ropeScaling yarn ×4 cannot replace it$/);
+  assert.throws(() => withRopeScaling(c, { type: 'yarn', factor: 4096 }, 'm'), new RegExp(`^Error: m: ropeScaling\\.factor × its trained context \\(4096 × ${n} = ${4096 * n} positions\\) must be at most 1048576`));
+  for (const [bad, message] of [
+    ['yarn', /^Error: loadModel: ropeScaling must be an object such as \{type: "yarn", factor: 4\}, got "yarn"$/],
+    [{ type: 'dynamic', factor: 2 }, /^Error: loadModel: ropeScaling\.type must be "yarn", "linear" or "none", got "dynamic"$/],
+    [{ type: 'yarn' }, /^Error: loadModel: ropeScaling\.factor must be a number above 1 \(how many times the context is stretched\), got undefined$/],
+    [{ type: 'linear', factor: 1 }, /ropeScaling\.factor must be a number above 1 .*, got 1; type "none" is RoPE unscaled$/],
+    [{ type: 'linear', factor: 2, originalMaxPositionEmbeddings: 64 }, /^Error: loadModel: ropeScaling\.originalMaxPositionEmbeddings is YaRN's: leave it out with type "linear"$/],
+    [{ type: 'yarn', factor: 2, originalMaxPositionEmbeddings: 64.5 }, /^Error: loadModel: ropeScaling\.originalMaxPositionEmbeddings must be a positive whole number of positions, got 64\.5$/],
+    [{ type: 'none', factor: 2 }, /^Error: loadModel: ropeScaling "none" takes no factor or originalMaxPositionEmbeddings$/],
+    [{ type: 'yarn', factor: 4, beta_fast: 16 }, /^Error: loadModel: ropeScaling has "beta_fast"; its fields are type, factor, originalMaxPositionEmbeddings$/],
+  ] as const) await assert.rejects(loadModel(model.dir, { ropeScaling: bad as never }), message);
+
+  // The choice at load gives the logits of the same checkpoint whose config.json says it (llamacpp.test checks that
+  // route against llama.cpp); none over that folder gives the plain model's.
+  const said = path.join(tmp, 'qwen2-yarn');
+  fs.cpSync(model.dir, said, { recursive: true });
+  const cfg = JSON.parse(fs.readFileSync(path.join(said, 'config.json'), 'utf8'));
+  fs.writeFileSync(path.join(said, 'config.json'), JSON.stringify({ ...cfg, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 32 } }));
+  const ids = prompt.slice(0, 23);
+  const [chosen, fromFile, plain, none] = await Promise.all([
+    loadModel(model.dir, { worker: false, ropeScaling: { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 } }),
+    loadModel(said, { worker: false }), loadModel(model.dir, { worker: false }), loadModel(said, { worker: false, ropeScaling: { type: 'none' } }),
+  ]);
+  try {
+    assert.deepEqual(chosen.config, { ...fromFile.config, maxPositionEmbeddings: 128 });
+    const [a, b, p, q] = await Promise.all([chosen, fromFile, plain, none].map((m) => allLogits(m.backend, ids)));
+    assert.ok(maxDiff(a, b) <= 1e-6, `chosen vs config.json: ${maxDiff(a, b)}`);
+    assert.ok(maxDiff(q, p) <= 1e-6, `none vs plain: ${maxDiff(q, p)}`);
+    assert.ok(maxDiff(a, p) > 1e-3, `YaRN should change the logits at these positions (by ${maxDiff(a, p)})`);
+  } finally {
+    await Promise.all([chosen, fromFile, plain, none].map((m) => m.close()));
+  }
+
+  // A converted folder keeps the scaling it was converted with, and says how to convert with another.
+  const out = path.join(tmp, 'converted-yarn');
+  const m = convertModel(model.dir, out, { quant: 'fp32', ropeScaling: { type: 'yarn', factor: 2 } });
+  assert.deepEqual([m.options.ropeScaling, m.config.ropeScaling?.type, m.config.maxPositionEmbeddings], [{ type: 'yarn', factor: 2 }, 'yarn', 2 * n]);
+  for (const same of [undefined, { type: 'yarn', factor: 2 }, { type: 'yarn', factor: 2, originalMaxPositionEmbeddings: n }] as const) {
+    const loaded = await loadModel(out, { worker: false, ropeScaling: same });
+    assert.equal(loaded.config.maxPositionEmbeddings, 2 * n);
+    await loaded.close();
+  }
+  await assert.rejects(loadModel(out, { ropeScaling: { type: 'none' } }), new RegExp(`^Error: model: ${out} was converted with RoPE scaling yarn ×2 over ${n} positions, not none; convert the source again with it: edgereason convert --model ${model.dir} --out <folder> --quant fp32 --rope-scaling none$`));
+  const manifest = path.join(out, 'edgereason.json'), written = fs.readFileSync(manifest, 'utf8');
+  fs.writeFileSync(manifest, written.replace('"format": 2', '"format": 1'));
+  await assert.rejects(loadModel(out), new RegExp(`run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32 --rope-scaling yarn --rope-scale 2\` again`));
+  fs.writeFileSync(manifest, written.replace('"factor": 2\n', '"factor": "2"\n'));
+  await assert.rejects(loadModel(out), /edgereason\.json field "options": ropeScaling\.factor must be a number above 1 .*, got "2"/);
+
+  // The cache keeps a copy per scaling beside the plain one; a choice that changes nothing uses the plain copy.
+  const cacheDir = path.join(tmp, 'cache-rope'), notes: string[] = [];
+  const cached = async (ropeScaling?: LoadOptions['ropeScaling']) => {
+    const loaded = await loadModel(model.dir, { worker: false, cache: 'always', cacheDir, ropeScaling, onNote: (x) => notes.push(x) });
+    await loaded.close();
+    return [loaded.config.ropeScaling?.type, loaded.config.maxPositionEmbeddings];
+  };
+  assert.deepEqual(await cached({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 }), ['yarn', 128]);
+  assert.deepEqual(await cached(), [undefined, n]);
+  assert.deepEqual(await cached({ type: 'none' }), [undefined, n]);
+  assert.deepEqual(await cached({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 }), ['yarn', 128]);
+  const entries = cacheEntries(cacheDir);
+  assert.deepEqual(entries.map((e) => [path.basename(e.dir).replace(/-[0-9a-f]{10}$/, ''), e.state]), [['qwen2-fp32', 'ready'], ['qwen2-fp32-rope-yarn4x32', 'ready']]);
+  assert.deepEqual(notes.map((x) => x.replaceAll(tmp, '<tmp>').replace(/ \(about [\d.]+ GiB\)/, '').replace(/; later loads .*$/, '').replace(/-[0-9a-f]{10}$/, '')), [
+    'model: converting <tmp>/qwen2 once into <tmp>/cache-rope/converted/qwen2-fp32-rope-yarn4x32',
+    'model: converting <tmp>/qwen2 once into <tmp>/cache-rope/converted/qwen2-fp32',
+    'model: using the converted copy of <tmp>/qwen2 in <tmp>/cache-rope/converted/qwen2-fp32',
+    'model: using the converted copy of <tmp>/qwen2 in <tmp>/cache-rope/converted/qwen2-fp32-rope-yarn4x32',
+  ]);
 });

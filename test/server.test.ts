@@ -101,8 +101,12 @@ test('server: start, /v1/models, /health', async () => {
   assert.equal(code, 403);
   assert.equal((await get(`[::ffff:127.0.0.1]:${port}`))[0], 200);
   // Loopback however --host names it (LOCALHOST, 127.1): decided from the address bound.
-  const other = await createServer({ model: fixture.dir, port: 0, host: 'LOCALHOST', ctx: 512 }), otherUrl = new URL(await other.listen());
+  // (It serves the model with YaRN chosen at load, serve's --rope-scaling: its context is 4 times the model's.)
+  const other = await createServer({ model: fixture.dir, port: 0, host: 'LOCALHOST', ctx: 512, ropeScaling: { type: 'yarn', factor: 4 } }), otherUrl = new URL(await other.listen());
   try {
+    const ours = server.served.contextLength;
+    assert.deepEqual([...other.served.models.values()].map((m) => [m.id, m.model.config.ropeScaling?.type, m.model.config.maxPositionEmbeddings]), [[BASE, 'yarn', 4 * ours], ['reasoning', 'yarn', 4 * ours]]);
+    assert.equal(other.served.contextLength, 4 * ours);
     const status = await new Promise<number>((resolve, reject) => http.get(`${otherUrl.origin}/health`, { headers: { host: 'rebind.attacker.example' } }, (res) => { res.resume(); resolve(res.statusCode!); }).on('error', reject));
     assert.equal(status, 403);
     // Its runtime worker dies: requests fail, and /health says so (a supervisor restarts the server).

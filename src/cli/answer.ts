@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
-import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
+import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
@@ -27,7 +27,7 @@ export function answerCommand(program: Command): void {
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
     .requiredOption('--model <path>', 'base model: a folder, .gguf or .bin file, or hf:owner/name (from the Hugging Face cache, downloaded once)');
   const checkReasoner = reasonerOptions(command);
-  command
+  ropeScalingOptions(command
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question (- reads it from the standard input)')
     .option('--samples <n>', 'parallel reasoning samples (one prefill, forked KV cache)', intArg('--samples', 1), 1)
@@ -44,7 +44,7 @@ export function answerCommand(program: Command): void {
     .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', intArg('--seed'))
     .option('--task <task>', `how answers are read for votes: ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
-    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
@@ -150,6 +150,7 @@ export function reasonerOptions(command: Command): (o: { reasoning: string }) =>
 export interface ReasonerFlags {
   model: string; adapter?: string | false; nativeThinking?: boolean; router?: string; verifier?: string;
   reasoning: string; vote?: string; budget?: number; adapterMode?: string; quant?: Quant; chatTemplateKwargs?: Record<string, unknown>;
+  ropeScaling?: 'yarn' | 'linear' | 'none'; ropeScale?: number; yarnOrigCtx?: number;
 }
 
 /**
@@ -186,7 +187,7 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
     }
   };
   if (!o.nativeThinking) checkFiles();
-  const model = await loadModelWithProgress(o.model, { adapter: o.adapter || undefined, quant: o.quant });
+  const model = await loadModelWithProgress(o.model, { adapter: o.adapter || undefined, quant: o.quant, ropeScaling: ropeScalingOf(o) });
   try {
     if (o.nativeThinking) {
       checkNativeThinking(model, command);

@@ -8,7 +8,7 @@ import { defaultModel } from '../models/embedded.ts';
 import { dimmer } from '../train/progress.ts';
 import { cliWords, floatArg, intArg, quantArg } from './main.ts';
 import { loadReasoner, reasonerOptions, transcript } from './answer.ts';
-import { guessesNote, PROMPT_CACHE_FILE_HELP, withPromptCacheFile } from './load.ts';
+import { guessesNote, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 
 /**
  * An interactive chat on the standard input: a line is a user turn, answered as `answer` answers (routed: reasoning only
@@ -20,13 +20,13 @@ export function chatCommand(program: Command): void {
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /exit (or end of input) ends')
     .option('--model <path>', 'base model: a folder, .gguf or .bin file, or hf:owner/name (from the Hugging Face cache, downloaded once)', defaultModel.dir);
   const checkReasoner = reasonerOptions(command);
-  command
+  ropeScalingOptions(command
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per reply (thinking + answer)', intArg('--max-tokens', 1), 512)
     .option('--temperature <t>', 'default 0 (greedy)', floatArg('--temperature'))
     .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default: a fresh one)', intArg('--seed'))
-    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o) => {
       checkReasoner(o);

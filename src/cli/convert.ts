@@ -4,11 +4,13 @@ import type { Command } from 'commander';
 import { isModelFileFolder, modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
 import { shortName } from '../io/hub.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
-import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote } from '../runtime/convert.ts';
+import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote, rescaled } from '../runtime/convert.ts';
+import { ropeScalingWords } from '../models/config.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
 import { beforeDownload, canonical, checkOutDir } from './outputs.ts';
 import { cliWords, quantArg } from './main.ts';
+import { ropeScalingOf, ropeScalingOptions } from './load.ts';
 
 /** The source of a folder an earlier convert wrote (its edgereason.json is a manifest), else undefined. */
 function convertedFrom(dir: string): string | undefined {
@@ -25,16 +27,16 @@ const outCheck = (o: { out: string; model: string; overwrite?: boolean }) =>
   checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });
 
 export function convertCommand(program: Command): void {
-  program.command('convert')
+  ropeScalingOptions(program.command('convert')
     .description('build the ONNX graph and weights once (model.onnx + model.onnx.data) for fast loading')
     .requiredOption('--model <path>', 'Hugging Face folder, .gguf or llama2.c .bin, or hf:owner/name (from the Hugging Face cache, downloaded once)')
     .requiredOption('--out <dir>', 'output folder (a conversion of the same --model there is rebuilt; a model\'s own folder, another model\'s conversion, or one holding files convert writes, is refused)')
     .option('--overwrite', 'replace the model, tokenizer or ONNX files another tool left in --out')
-    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...)')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
-      const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [];
+      const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [], ropeScaling = ropeScalingOf(o);
       // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
       const earlier = fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() ? convertedFrom(o.out) : undefined;
       if (earlier !== undefined && canonical(earlier) !== canonical(modelPath(o.model)) && !o.overwrite) {
@@ -43,7 +45,9 @@ export function convertCommand(program: Command): void {
       // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
       if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
       outCheck(o);
-      const t0 = performance.now(), src = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(src.config);
+      const t0 = performance.now(), opened = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(opened.config);
+      // A scaling the model cannot take is refused before the conversion starts.
+      const src = opened.kind === 'converted' ? opened : rescaled(opened, ropeScaling);
       const note = requantisedNote(src, quant);
       if (note) console.error(cliWords(note));
       const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights');
@@ -57,8 +61,9 @@ export function convertCommand(program: Command): void {
         return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${o.out} is as it was` : `nothing was written to ${o.out}`}`;
       });
       try {
-        m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, accuracyLevel: 4, loraTargets: targets }, bar.update);
+        m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, accuracyLevel: 4, loraTargets: targets, ropeScaling }, bar.update);
       } finally { bar.stop(); off(); }
-      console.log(`converted ${o.model} → ${o.out} (${m.options.quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      const rope = ropeScaling ? `; RoPE ${ropeScalingWords(m.config.ropeScaling)}, ${m.config.maxPositionEmbeddings} positions` : '';
+      console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
 }

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { createHash, randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { loadModelWithProgress } from './load.ts';
+import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { DATASETS, MATH_INSTRUCTION, datasetCases, questionCount, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalReport } from '../eval/harness.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
@@ -43,7 +43,7 @@ export function evalCommand(program: Command): void {
     .option('--limit <n>', 'number of questions (a dataset\'s first n)', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
     .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
-  samplingFlags(cmd)
+  ropeScalingOptions(samplingFlags(cmd)
     .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', intArg('--seed'))
     .option('--batch <n>', 'questions decoded together in the base and reasoning runs (1 = per-request latency; the routed and samples runs answer one at a time, as answer() does)', intArg('--batch', 1), 1)
     .option('--router <file>', 'also evaluate routed answers (answer() with reasoning auto: the router decides per question, its gate may escalate), run "routed"')
@@ -51,7 +51,7 @@ export function evalCommand(program: Command): void {
     .option('--vote <method>', `how the samples are combined: ${VOTE_METHODS.join(' | ')}`, 'majority')
     .option('--verifier <file>', 'verifier.json for --vote verifier / verifier-vote')
     .option('--early-stop', 'stop the other samples once the vote is decided')
-    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg), and while it runs the finished answers (results.partial.jsonl: after an interruption the same command goes on from there)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier report of this evaluation (the same command refreshes its own report without it), and start afresh instead of going on from the journal of another evaluation')
     .hook('preAction', beforeDownload(outCheck))
@@ -75,8 +75,9 @@ export function evalCommand(program: Command): void {
       const files = outCheck(o);
       // What is evaluated, as the report records it: paths resolved (a rerun from another folder is the same run), the quantisation used.
       let quant: string | undefined = o.quant;
+      const ropeScaling = ropeScalingOf(o);
       try { const src = openSource(o.model); quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config); } catch { /* the load below names the problem */ }
-      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}) };
+      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(ropeScaling ? { ropeScaling } : {}) };
       const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed
       const sampled = drawn ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
       const several = o.samples > 1 ? { samples: o.samples, vote: o.vote, ...(o.verifier ? { verifier: path.resolve(o.verifier) } : {}), ...(o.earlyStop ? { earlyStop: true } : {}) } : {};
@@ -96,7 +97,7 @@ export function evalCommand(program: Command): void {
       const all = dataset && cases.length === o.limit ? questionCount(path.join(sharedDir(), 'data', dataset.test)) : 0;
       if (all > cases.length) console.error(`eval: note: ${o.task}: its first ${cases.length} of ${all} questions (--limit ${o.limit}; --limit ${all} evaluates them all)`);
       // Without prompt caching: each answer as a first request's, whatever was evaluated before it.
-      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, promptCache: 0 });
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling, promptCache: 0 });
       if (o.nativeThinking) checkNativeThinking(model, 'eval'); // before a router or verifier is blamed
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);

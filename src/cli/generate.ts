@@ -1,10 +1,10 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, withPromptCacheFile } from './load.ts';
+import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg, samplingFlags } from './main.ts';
 
 export function generateCommand(program: Command): void {
-  samplingFlags(program.command('generate')
+  ropeScalingOptions(samplingFlags(program.command('generate')
     .description('stream a completion to stdout')
     .requiredOption('--model <path>', 'Hugging Face folder, .gguf, llama2.c .bin, a converted folder, or hf:owner/name (from the Hugging Face cache, downloaded once)')
     .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one; - reads it from the standard input)')
@@ -16,7 +16,7 @@ export function generateCommand(program: Command): void {
     .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')
     .option('--chat', 'apply the model\'s chat template')
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\' (Qwen3: answer without thinking)', jsonObjectArg('--chat-template-kwargs'))
-    .option('--quant <q>', 'q4, q8 (near-lossless, about twice the size of q4) or fp32 (default: q4 for models from 50M parameters)', quantArg)
+    .option('--quant <q>', 'q4, q8 (near-lossless, about twice the size of q4) or fp32 (default: q4 for models from 50M parameters)', quantArg))
     .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0)
     .option('--stats', 'print token counts and timings to stderr')
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
@@ -25,7 +25,7 @@ export function generateCommand(program: Command): void {
       noteGreedyFlags(o, 'edgereason');
       if (o.prompt === '' && o.chat) throw new Error('generate: --prompt is empty: with --chat it would be an empty user message; give it a value');
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
-      const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter });
+      const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter, ropeScaling: ropeScalingOf(o) });
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
       try {
         const gen = model.generate(o.prompt, {

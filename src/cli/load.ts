@@ -1,7 +1,9 @@
+import { Option, type Command } from 'commander';
 import { shortName } from '../io/hub.ts';
 import { loadModel, type LoadOptions, type Model } from '../runtime/model.ts';
+import type { RopeScalingChoice } from '../models/config.ts';
 import { lateProgress } from '../train/progress.ts';
-import { cliWords } from './main.ts';
+import { cliWords, floatArg, intArg } from './main.ts';
 import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
 
 /**
@@ -15,6 +17,29 @@ export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): 
   } finally {
     bar.stop();
   }
+}
+
+/** --rope-scaling, --rope-scale and --yarn-orig-ctx, as llama.cpp names them: loadModel's ropeScaling (ropeScalingOf). */
+export const ropeScalingOptions = (command: Command): Command => command
+  .addOption(new Option('--rope-scaling <type>', 'RoPE scaling in place of the model\'s own: yarn or linear (with --rope-scale), or none (takes a checkpoint\'s YaRN away); e.g. --rope-scaling yarn --rope-scale 4 gives Qwen2.5 / Qwen3 131,072 positions').choices(['yarn', 'linear', 'none']))
+  .option('--rope-scale <factor>', 'how many times --rope-scaling stretches the context (above 1)', floatArg('--rope-scale'))
+  .option('--yarn-orig-ctx <n>', 'the context YaRN stretches (default: the one the model was trained for)', intArg('--yarn-orig-ctx', 1));
+
+/** The RoPE scaling the flags of ropeScalingOptions choose; undefined without them. */
+export function ropeScalingOf(o: { ropeScaling?: 'yarn' | 'linear' | 'none'; ropeScale?: number; yarnOrigCtx?: number }): RopeScalingChoice | undefined {
+  const type = o.ropeScaling;
+  if (type === undefined) {
+    if (o.ropeScale !== undefined || o.yarnOrigCtx !== undefined) throw new Error(`${o.ropeScale !== undefined ? '--rope-scale' : '--yarn-orig-ctx'} goes with --rope-scaling: e.g. --rope-scaling yarn --rope-scale 4`);
+    return undefined;
+  }
+  if (type === 'none') {
+    if (o.ropeScale !== undefined || o.yarnOrigCtx !== undefined) throw new Error(`--rope-scaling none takes no ${o.ropeScale !== undefined ? '--rope-scale' : '--yarn-orig-ctx'}`);
+    return { type };
+  }
+  if (o.ropeScale === undefined) throw new Error(`--rope-scaling ${type} needs --rope-scale <factor>: how many times the context is stretched (4 takes Qwen2.5's 32,768 positions to 131,072)`);
+  if (!(o.ropeScale > 1)) throw new Error(`--rope-scale must be above 1 (how many times the context is stretched), got ${o.ropeScale}${o.ropeScale === 1 ? '; --rope-scaling none is RoPE unscaled' : ''}`);
+  if (o.yarnOrigCtx !== undefined && type !== 'yarn') throw new Error(`--yarn-orig-ctx is YaRN's: leave it out with --rope-scaling ${type}`);
+  return { type, factor: o.ropeScale, ...(o.yarnOrigCtx !== undefined ? { originalMaxPositionEmbeddings: o.yarnOrigCtx } : {}) };
 }
 
 /** --prompt-lookup's help (generate, answer, chat, serve). */

@@ -8,7 +8,7 @@ import { thinksByItself } from '../reason/answer.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import type { EffortBudgets } from '../server/chat.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { PROMPT_LOOKUP_HELP } from './load.ts';
+import { PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import { shown } from '../show.ts';
 
@@ -24,7 +24,7 @@ function effortBudgets(v: string): Partial<EffortBudgets> {
 }
 
 export function serveCommand(program: Command): void {
-  program.command('serve')
+  ropeScalingOptions(program.command('serve')
     .description('OpenAI-compatible server (chat completions with reasoning, streaming, continuous batching) and a playground page')
     .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf, llama2.c .bin, converted folder, or hf:owner/name from the Hugging Face cache, downloaded once)')
     .option('--adapter <name=dir...>', 'PEFT adapter(s) served as model "name" (default: <model>/reasoning-adapter as "reasoning")')
@@ -44,7 +44,7 @@ export function serveCommand(program: Command): void {
     .option('--reasoning-effort-budgets <json>', 'reasoning_effort → thinking tokens, e.g. \'{"low":32,"medium":64,"high":128}\'', effortBudgets)
     .option('--vote <method>', `how samples are combined when a request names no edgereason.vote: ${VOTE_METHODS.join(' | ')}`, 'majority')
     .option('--temperature <t>', 'temperature when a request gives none (default: the model\'s generation_config.json, else 1 as OpenAI)', floatArg('--temperature', 0, 2))
-    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
     .option('--prompt-cache <MiB>', 'prompt KV caches kept so that a request beginning like an earlier one (a chat\'s next turn) prefills only the rest; default 256, or room for 4,096 prompt tokens where those take more (a 7B model\'s); 0: none', intArg('--prompt-cache', 0))
     .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown when something new was kept: a long system prompt is prefilled once, not once per restart (needs --prompt-cache above 0)')
@@ -58,7 +58,7 @@ export function serveCommand(program: Command): void {
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
-        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
+        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, ropeScaling: ropeScalingOf(o), threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
       }).finally(() => bar.stop());
       let url: string;
       try {

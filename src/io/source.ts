@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { checkModelConfig, PROJECTIONS, type ModelConfig } from '../models/config.ts';
+import { checkModelConfig, checkRopeScalingChoice, PROJECTIONS, type ModelConfig, type RopeScalingChoice } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
 import { besideTemplate, besideTemplateFile, loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
 import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
@@ -122,7 +122,8 @@ export interface Manifest {
   /** 2: the graph returns only each step's new K/V rows (format 1 returned the whole cache). */
   format: 2;
   config: ModelConfig;
-  options: { quant: Quant; accuracyLevel: number; loraTargets: string[] };
+  /** ropeScaling: the RoPE scaling chosen at conversion in place of the source's own (absent: the source's). */
+  options: { quant: Quant; accuracyLevel: number; loraTargets: string[]; ropeScaling?: RopeScalingChoice };
   source: { path: string; kind: SourceKind; fingerprint: string };
   graph: string;
   /** Bytes of each file convert wrote (graph and weights), checked at load; absent in folders from before it. */
@@ -139,7 +140,7 @@ function openConverted(dir: string): ModelSource {
   // The command that rebuilds this folder with the settings it was converted with.
   // (Into another folder when this one is the source's own, as convert now requires.)
   const from = m?.source?.path, out = typeof from === 'string' && isSourceFolder(dir, from) ? '<folder>' : dir;
-  const again = () => convertCommandLine(from ?? '<source>', out, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : []);
+  const again = () => convertCommandLine(from ?? '<source>', out, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : [], m?.options?.ropeScaling);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
   if ((m as { converting?: unknown }).converting) throw new Error(`model: ${dir} holds a conversion that did not finish; run \`${again()}\` again`);
   checkManifest(m, file);
@@ -183,8 +184,13 @@ export function expandHome(p: string, platform: string = process.platform): stri
 }
 
 /** The `edgereason convert` command line for a source, as the errors suggest it (`out` "<folder>" stays as is). */
-export function convertCommandLine(source: string, out: string, quant?: string, loraTargets: readonly string[] = []): string {
-  return `edgereason convert --model ${shellQuote(source)} --out ${out === '<folder>' ? out : shellQuote(out)}${quant ? ` --quant ${quant}` : ''}${loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : ''}`;
+export function convertCommandLine(source: string, out: string, quant?: string, loraTargets: readonly string[] = [], rope?: RopeScalingChoice): string {
+  return `edgereason convert --model ${shellQuote(source)} --out ${out === '<folder>' ? out : shellQuote(out)}${quant ? ` --quant ${quant}` : ''}${loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : ''}${rope ? ` ${ropeScalingFlags(rope)}` : ''}`;
+}
+
+/** A RoPE scaling choice as the CLI's flags (llama.cpp's names): --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 32768. */
+export function ropeScalingFlags(r: RopeScalingChoice): string {
+  return `--rope-scaling ${r.type}${r.factor !== undefined ? ` --rope-scale ${r.factor}` : ''}${r.originalMaxPositionEmbeddings !== undefined ? ` --yarn-orig-ctx ${r.originalMaxPositionEmbeddings}` : ''}`;
 }
 
 /**
@@ -204,6 +210,7 @@ function checkManifest(m: Manifest, file: string): void {
   if (!QUANTS.includes(o.quant)) bad('options.quant', QUANTS.map((q) => `"${q}"`).join(', '), o.quant);
   if (!Number.isInteger(o.accuracyLevel)) bad('options.accuracyLevel', 'an integer', o.accuracyLevel);
   if (!Array.isArray(o.loraTargets) || !o.loraTargets.every((t) => (PROJECTIONS as readonly string[]).includes(t))) bad('options.loraTargets', `a list of projections (${PROJECTIONS.join(', ')})`, o.loraTargets);
+  if (o.ropeScaling !== undefined) checkRopeScalingChoice(o.ropeScaling, `model: ${file} field "options"`);
   if (!src || typeof src !== 'object' || typeof src.path !== 'string' || typeof src.fingerprint !== 'string') bad('source', 'an object {path, kind, fingerprint}', src);
   if (m.sizes !== undefined && (!m.sizes || typeof m.sizes !== 'object' || !Object.values(m.sizes).every((n) => Number.isInteger(n)))) bad('sizes', 'an object of byte counts', m.sizes);
   if (m.edgereason !== undefined && typeof m.edgereason !== 'string') bad('edgereason', 'a version string', m.edgereason);

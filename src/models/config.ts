@@ -98,6 +98,63 @@ export function yarnContext(s: YarnRopeScaling, where: string, fields: string): 
   return n;
 }
 
+/**
+ * A RoPE scaling chosen at load time (loadModel's ropeScaling; the CLI's --rope-scaling, --rope-scale,
+ * --yarn-orig-ctx, as llama.cpp names them), replacing what the checkpoint says: "yarn" stretches the context
+ * `factor` times past `originalMaxPositionEmbeddings` (default: the context the model was trained for) as Qwen's
+ * cards advise for long inputs; "linear" slows every frequency `factor` times (the context grows as much); "none"
+ * takes a checkpoint's YaRN away (Qwen's advice for short inputs, which static YaRN can hurt).
+ */
+export interface RopeScalingChoice { type: 'yarn' | 'linear' | 'none'; factor?: number; originalMaxPositionEmbeddings?: number }
+
+/** Checks a RopeScalingChoice given to `where` (e.g. "loadModel"); the message names its fields as ropeScaling.x. */
+export function checkRopeScalingChoice(v: unknown, where: string): asserts v is RopeScalingChoice {
+  const r = v as Record<string, unknown>;
+  if (!r || typeof r !== 'object' || Array.isArray(r)) throw new Error(`${where}: ropeScaling must be an object such as {type: "yarn", factor: 4}, got ${shown(v)}`);
+  const known = ['type', 'factor', 'originalMaxPositionEmbeddings'], unknown = Object.keys(r).filter((k) => !known.includes(k));
+  if (unknown.length) throw new Error(`${where}: ropeScaling has ${unknown.map((k) => `"${k}"`).join(', ')}; its fields are ${known.join(', ')}`);
+  if (!['yarn', 'linear', 'none'].includes(r.type as string)) throw new Error(`${where}: ropeScaling.type must be "yarn", "linear" or "none", got ${shown(r.type)}`);
+  if (r.type === 'none') {
+    if (r.factor !== undefined || r.originalMaxPositionEmbeddings !== undefined) throw new Error(`${where}: ropeScaling "none" takes no factor or originalMaxPositionEmbeddings`);
+    return;
+  }
+  if (!(typeof r.factor === 'number' && r.factor > 1 && Number.isFinite(r.factor))) throw new Error(`${where}: ropeScaling.factor must be a number above 1 (how many times the context is stretched), got ${shown(r.factor)}${r.factor === 1 ? '; type "none" is RoPE unscaled' : ''}`);
+  if (r.originalMaxPositionEmbeddings !== undefined) {
+    if (r.type !== 'yarn') throw new Error(`${where}: ropeScaling.originalMaxPositionEmbeddings is YaRN's: leave it out with type "${r.type}"`);
+    if (!(Number.isInteger(r.originalMaxPositionEmbeddings) && (r.originalMaxPositionEmbeddings as number) > 0)) throw new Error(`${where}: ropeScaling.originalMaxPositionEmbeddings must be a positive whole number of positions, got ${shown(r.originalMaxPositionEmbeddings)}`);
+  }
+}
+
+/** A RopeScalingChoice as a person reads it: yarn ×4 over 32768 positions, linear ×2, none. */
+export function ropeScalingWords(r: RopeScaling | RopeScalingChoice | undefined): string {
+  if (!r || r.type === 'none') return 'none';
+  if (r.type === 'yarn') return `yarn ×${r.factor}${r.originalMaxPositionEmbeddings !== undefined ? ` over ${r.originalMaxPositionEmbeddings} positions` : ''}`;
+  return `${r.type} ×${r.factor}`;
+}
+
+/**
+ * `c` with the RoPE scaling `choice` in place of its own (checked beforehand: checkRopeScalingChoice). The context
+ * becomes factor × the context the model was trained for (its YaRN's original context, else its declared one),
+ * or that context itself for "none". A model trained with its scaling (llama3, linear, or per-frequency factors)
+ * keeps it: replacing it is refused. `where` names the model in a message.
+ */
+export function withRopeScaling(c: ModelConfig, choice: RopeScalingChoice, where: string): ModelConfig {
+  const own = c.ropeScaling;
+  if ((own && own.type !== 'yarn') || c.ropeFreqFactors) {
+    throw new Error(`${where} was trained with ${own ? `${own.type} RoPE scaling` : 'per-frequency RoPE factors (rope_freqs.weight)'}, which stays: ropeScaling ${ropeScalingWords(choice)} cannot replace it`);
+  }
+  const trained = own?.type === 'yarn' ? own.originalMaxPositionEmbeddings : c.maxPositionEmbeddings;
+  const { ropeScaling: _, ...rest } = c;
+  if (choice.type === 'none') return { ...rest, maxPositionEmbeddings: trained };
+  if (choice.type === 'linear') {
+    const n = Math.floor(choice.factor! * trained);
+    if (n > MAX_POSITIONS) throw new Error(`${where}: ropeScaling linear ×${choice.factor} over its ${trained} positions (${n}) must reach at most ${MAX_POSITIONS} positions (the RoPE table holds every position)`);
+    return { ...rest, ropeScaling: { type: 'linear', factor: choice.factor! }, maxPositionEmbeddings: n };
+  }
+  const s: YarnRopeScaling = { type: 'yarn', factor: choice.factor!, originalMaxPositionEmbeddings: choice.originalMaxPositionEmbeddings ?? trained, betaFast: 32, betaSlow: 1, attentionFactor: yarnAttentionFactor(choice.factor!) };
+  return { ...rest, ropeScaling: s, maxPositionEmbeddings: yarnContext(s, `${where}:`, `ropeScaling.factor × ${choice.originalMaxPositionEmbeddings !== undefined ? 'ropeScaling.originalMaxPositionEmbeddings' : 'its trained context'}`) };
+}
+
 /** YaRN's default attention factor: 0.1 ln(factor) + 1 (1 when the context is not stretched). */
 export const yarnAttentionFactor = (factor: number): number => (factor <= 1 ? 1 : 0.1 * Math.log(factor) + 1);
 

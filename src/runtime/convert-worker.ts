@@ -6,12 +6,12 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { openSource } from '../io/source.ts';
 import { convertModel, prequantizeLarge, type WorkerConvertJob } from './convert.ts';
 
-const { source, out, quant, accuracyLevel, loraTargets, threads } = workerData.job as WorkerConvertJob;
+const { source, out, quant, accuracyLevel, loraTargets, ropeScaling, threads } = workerData.job as WorkerConvertJob;
 const onProgress = (done: number, total: number) => parentPort!.postMessage({ progress: [done, total] });
 try {
   const src = openSource(source);
   const blocks = await prequantizeLarge(src, quant, { threads, onProgress });
-  parentPort!.postMessage({ manifest: convertModel(src, out, { quant, accuracyLevel, loraTargets, onProgress, blocks }) });
+  parentPort!.postMessage({ manifest: convertModel(src, out, { quant, accuracyLevel, loraTargets, ropeScaling, onProgress, blocks }) });
 } catch (e) {
   parentPort!.postMessage({ error: { message: e instanceof Error ? e.message : String(e), code: (e as NodeJS.ErrnoException).code } });
 }

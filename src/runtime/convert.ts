@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
+import { checkRopeScalingChoice, parameterCount, PROJECTIONS, ropeScalingWords, withRopeScaling, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
@@ -34,11 +34,11 @@ const weightBytes = (c: ModelConfig, quant: Quant): number => parameterCount(c) 
  * Refuses, before minutes of quantising, a checkpoint whose graph cannot be built in memory (about 3B parameters
  * and up at q4): `convert` writes its weights to a separate file, which has no such limit.
  */
-export function checkInMemorySize(c: ModelConfig, quant: Quant, source: string, loraTargets: readonly Projection[] = []): void {
+export function checkInMemorySize(c: ModelConfig, quant: Quant, source: string, loraTargets: readonly Projection[] = [], rope?: RopeScalingChoice): void {
   const bytes = weightBytes(c, quant);
   if (bytes <= IN_MEMORY_LIMIT) return;
   const out = `${source.replace(process.platform === 'win32' ? /[\\/]+$/ : /\/+$/, '').replace(/\.(gguf|bin)$/, '')}-onnx`; // models\Qwen\ too
-  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${gib(bytes)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: ${convertCommandLine(source, out, quant, loraTargets)}`);
+  throw new Error(`model: ${source} is ${(parameterCount(c) / 1e9).toFixed(1)}B parameters, whose ${quant} weights (about ${gib(bytes)} GiB) do not fit the 2 GiB an ONNX model holds in memory; convert it once (its weights go to a separate file) and load the converted folder: ${convertCommandLine(source, out, quant, loraTargets, rope)}`);
 }
 
 /**
@@ -54,8 +54,24 @@ export function requantisedNote(src: ModelSource, quant: Quant): string | undefi
 
 export interface ConvertOptions {
   quant?: Quant; accuracyLevel?: number; loraTargets?: Projection[]; onProgress?: (done: number, total: number) => void;
+  /** A RoPE scaling in place of the source's own (loadModel's ropeScaling): the converted folder keeps it. */
+  ropeScaling?: RopeScalingChoice;
   /** Blocks made beforehand on worker threads (prequantizeLarge), by weight name. */
   blocks?: ReadonlyMap<string, BlockWeight>;
+}
+
+/**
+ * `src` with the RoPE scaling `choice` in place of its own (as it is without one). A converted folder keeps the
+ * scaling it was converted with: another is refused, naming the command that converts the source with it.
+ */
+export function rescaled(src: ModelSource, choice: RopeScalingChoice | undefined): ModelSource {
+  if (!choice) return src;
+  const m = src.manifest;
+  if (m && JSON.stringify(m.options.ropeScaling) === JSON.stringify(choice)) return src;
+  const config = withRopeScaling(src.config, choice, src.path);
+  if (!m) return { ...src, config };
+  if (JSON.stringify(config) === JSON.stringify(src.config)) return src;
+  throw new Error(`model: ${src.path} was converted with RoPE scaling ${ropeScalingWords(src.config.ropeScaling)}, not ${ropeScalingWords(choice)}; convert the source again with it: ${convertCommandLine(m.source.path, '<folder>', m.options.quant, m.options.loraTargets, choice)}`);
 }
 
 /**
@@ -77,12 +93,14 @@ export async function prequantizeLarge(src: ModelSource, quant: Quant, o: { thre
  * quantisation and graph building. The manifest records the source's fingerprint to detect a stale folder.
  */
 export function convertModel(source: string | ModelSource, out: string, opts: ConvertOptions = {}): Manifest {
-  checkKeys(opts, ['quant', 'accuracyLevel', 'loraTargets', 'onProgress', 'blocks'], 'convert');
+  checkKeys(opts, ['quant', 'accuracyLevel', 'loraTargets', 'onProgress', 'ropeScaling', 'blocks'], 'convert');
   checkBuildOptions(opts, 'convert');
+  if (opts.ropeScaling !== undefined) checkRopeScalingChoice(opts.ropeScaling, 'convert');
   if (typeof out !== 'string' || !out) throw new Error(`convert: out must be a folder path, got ${shown(out)}`);
   if (typeof source !== 'string' && !(source && typeof source === 'object' && source.config && typeof source.path === 'string')) throw new Error(`convert: source must be a model path or openSource()'s result, got ${shown(source)}`);
-  const src = typeof source === 'string' ? openSource(source) : source;
-  if (src.kind === 'converted') throw new Error(`convert: ${src.path} is already a converted model`);
+  const opened = typeof source === 'string' ? openSource(source) : source;
+  if (opened.kind === 'converted') throw new Error(`convert: ${opened.path} is already a converted model`);
+  const src = rescaled(opened, opts.ropeScaling);
   // The source's own folder would take the converted files beside its own (a GGUF's then reads the tokenizer.json
   // written there, and so would every other GGUF in that folder).
   if (isSourceFolder(out, src.path)) throw new Error(`convert: out ${out} is the folder of ${src.path}: the converted files would mix with the model's own; choose another folder`);
@@ -99,7 +117,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   makeDir(out);
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
-  const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])] }, from = { path: src.path, kind: src.kind, fingerprint: '' };
+  const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])], ...(opts.ropeScaling ? { ropeScaling: opts.ropeScaling } : {}) }, from = { path: src.path, kind: src.kind, fingerprint: '' };
   const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, blocks: opts.blocks });
   const dataName = 'model.onnx.data';
   let offset = 0, bytes: Uint8Array | undefined;
@@ -173,6 +191,8 @@ export const defaultCachePolicy = (): CachePolicy => (process.env.EDGEREASON_CAC
 
 export interface CacheOptions {
   quant: Quant;
+  /** A RoPE scaling in place of the source's own: its copy is kept apart from the source's plain one. */
+  ropeScaling?: RopeScalingChoice;
   accuracyLevel?: number;
   loraTargets?: readonly Projection[];
   policy: CachePolicy;
@@ -194,7 +214,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   const worthIt = !fits || (o.quant !== 'fp32' && parameterCount(src.config) >= LARGE);
   if (o.policy === 'never' || (o.policy === 'auto' && !worthIt)) return undefined;
   const targets = PROJECTIONS.filter((p) => o.loraTargets?.includes(p)), accuracyLevel = o.accuracyLevel ?? 4;
-  const entry = path.join(o.dir, 'converted', entryName(src.path, o.quant, accuracyLevel, targets));
+  const entry = path.join(o.dir, 'converted', entryName(src.path, o.quant, accuracyLevel, targets, o.ropeScaling));
   const found = openEntry(entry, src.path);
   if (found.source) {
     o.onNote?.(`model: using the converted copy of ${src.path} in ${entry}`);
@@ -206,7 +226,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
       o.onNote?.(`model: not keeping a converted copy of ${src.path} (${problem}); building it in memory`);
       return undefined;
     }
-    throw new Error(`model: cannot keep a converted copy of ${src.path} (${problem}); set EDGEREASON_CACHE (or loadModel's cacheDir) to a folder with room, or convert it yourself: ${convertCommandLine(src.path, '<folder>', o.quant, targets)}`);
+    throw new Error(`model: cannot keep a converted copy of ${src.path} (${problem}); set EDGEREASON_CACHE (or loadModel's cacheDir) to a folder with room, or convert it yourself: ${convertCommandLine(src.path, '<folder>', o.quant, targets, o.ropeScaling)}`);
   };
   // Space held by copies that go anyway (half-written ones, this one when it cannot be used) counts as free.
   try {
@@ -222,7 +242,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   const tmp = `${entry}.partial-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   writing.add(tmp);
   try {
-    await convertInWorker({ source: src.path, out: tmp, quant: o.quant, accuracyLevel, loraTargets: targets, threads: o.threads }, o.onProgress);
+    await convertInWorker({ source: src.path, out: tmp, quant: o.quant, accuracyLevel, loraTargets: targets, ropeScaling: o.ropeScaling, threads: o.threads }, o.onProgress);
     install(tmp, entry, src.path);
   } catch (e) {
     if (!DISK_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
@@ -240,7 +260,7 @@ const DISK_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM']);
 /** Temporary folders this process is writing now (a pid alone is not enough: containers reuse them across runs). */
 const writing = new Set<string>();
 
-export interface WorkerConvertJob { source: string; out: string; quant: Quant; accuracyLevel: number; loraTargets: Projection[]; threads?: number }
+export interface WorkerConvertJob { source: string; out: string; quant: Quant; accuracyLevel: number; loraTargets: Projection[]; ropeScaling?: RopeScalingChoice; threads?: number }
 
 /**
  * convertModel (with prequantizeLarge) on a worker thread: the gigabytes of blocks it builds go with the
@@ -266,14 +286,15 @@ export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: numbe
 }
 
 /** A name entryName makes, or a temporary copy of one (.partial-<pid>-<hex>, .old-<pid>-<hex>). */
-const ENTRY = /-(q4|q8|fp32)(-al\d)?(-lora-[a-z_.]+)?-[0-9a-f]{10}(\.(partial|old)-\d+-[0-9a-f]+)?$/;
+const ENTRY = /-(q4|q8|fp32)(-al\d)?(-lora-[a-z_.]+)?(-rope-[a-z]+[\d.x]*)?-[0-9a-f]{10}(\.(partial|old)-\d+-[0-9a-f]+)?$/;
 
 /** One folder per checkpoint and graph setting: readable name, plus a hash of the source's path. */
-function entryName(source: string, quant: Quant, accuracyLevel: number, targets: readonly Projection[]): string {
+function entryName(source: string, quant: Quant, accuracyLevel: number, targets: readonly Projection[], rope?: RopeScalingChoice): string {
   const resolved = real(source) ?? source; // one copy whatever link names the checkpoint
   const base = path.basename(resolved).replace(/\.(gguf|bin)$/, '').replace(/[^\w.-]+/g, '_');
   const hash = crypto.createHash('sha256').update(resolved).digest('hex').slice(0, 10);
-  return `${base}-${quant}${quant !== 'fp32' ? `-al${accuracyLevel}` : ''}${targets.length ? `-lora-${targets.join('.')}` : ''}-${hash}`;
+  const scaled = rope ? `-rope-${rope.type}${rope.factor ?? ''}${rope.originalMaxPositionEmbeddings !== undefined ? `x${rope.originalMaxPositionEmbeddings}` : ''}` : '';
+  return `${base}-${quant}${quant !== 'fp32' ? `-al${accuracyLevel}` : ''}${targets.length ? `-lora-${targets.join('.')}` : ''}${scaled}-${hash}`;
 }
 
 /**

@@ -3,14 +3,14 @@
  * `await m.generateBatch([...])`, `await m.close()`. The ONNX session runs in a worker thread by default.
  */
 import path from 'node:path';
-import { parameterCount, PROJECTIONS, type ModelConfig, type Projection } from '../models/config.ts';
+import { checkRopeScalingChoice, parameterCount, PROJECTIONS, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
 import { resolveModelPath } from '../io/hub.ts';
 import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
-import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, type CachePolicy } from './convert.ts';
+import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, rescaled, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
@@ -65,6 +65,13 @@ export interface LoadOptions {
    * does. Default 256, or room for 4,096 positions where those take more (a 7B model's); 0 keeps none.
    */
   promptCache?: number;
+  /**
+   * RoPE scaling in place of the checkpoint's own, as llama.cpp's --rope-scaling / --rope-scale / --yarn-orig-ctx
+   * set it: `{ type: 'yarn', factor: 4 }` gives a Qwen2.5 / Qwen3 GGUF (whose metadata leaves YaRN out) its 131,072
+   * positions; `{ type: 'none' }` takes away a checkpoint's YaRN (better on short inputs, Qwen's cards say). A
+   * converted folder keeps the scaling it was converted with.
+   */
+  ropeScaling?: RopeScalingChoice;
 }
 
 /** A prompt: text, messages (rendered by the chat template), or token ids (a raw prompt, as tokenized by the caller). */
@@ -128,7 +135,10 @@ export class Model {
 
   private static async open(p: string, opts: LoadOptions, mayRetry: boolean): Promise<Model> {
     if (typeof p !== 'string' || !p) throw new Error(`loadModel: the first argument must be the path of a model (a Hugging Face folder, a .gguf or llama2.c .bin file, or a converted folder), got ${shown(p)}; the embedded default is loadModel(defaultModel.dir, { adapter: defaultModel.adapter })`);
-    let src = openSource(p);
+    const opened = openSource(p);
+    let src = rescaled(opened, opts.ropeScaling);
+    // The choice goes into the cached copy only where it changes the checkpoint's RoPE (else its plain copy serves).
+    const rope = src.config !== opened.config && JSON.stringify(src.config) !== JSON.stringify(opened.config) ? opts.ropeScaling : undefined;
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
     if (src.kind !== 'converted' && quant === 'fp32' && opts.accuracyLevel !== undefined && opts.quant === undefined) {
@@ -140,7 +150,7 @@ export class Model {
     const cached = src.kind !== 'converted';
     if (src.kind !== 'converted') {
       src = await cachedConversion(src, {
-        quant, accuracyLevel: opts.accuracyLevel, loraTargets, policy: opts.cache ?? defaultCachePolicy(),
+        quant, accuracyLevel: opts.accuracyLevel, loraTargets, ropeScaling: rope, policy: opts.cache ?? defaultCachePolicy(),
         dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote,
       }) ?? src;
     }
@@ -158,7 +168,7 @@ export class Model {
       }
       graph = path.join(src.path, m.graph);
     } else {
-      checkInMemorySize(src.config, quant, src.path, loraTargets);
+      checkInMemorySize(src.config, quant, src.path, loraTargets, rope);
       const blocks = await prequantizeLarge(src, quant, opts);
       graph = buildInferenceGraph(src.config, src.weights!, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, onProgress: opts.onProgress, blocks,
@@ -462,7 +472,7 @@ let adapterViews = 0;
 /** A view whose backend is collected without close() gives its adapter's weights back (an app making one per request would otherwise grow). */
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
-const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'signal', 'cache', 'cacheDir', 'onNote', 'promptCache'];
+const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'signal', 'cache', 'cacheDir', 'onNote', 'promptCache', 'ropeScaling'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs', 'promptLookup'];
 
 
@@ -478,6 +488,7 @@ function checkLoadOptions(o: LoadOptions): void {
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`loadModel: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
   checkHubOptions(o, 'loadModel');
   if (o.onNote !== undefined && typeof o.onNote !== 'function') throw new Error(`loadModel: onNote must be a function (note) => void, got ${typeof o.onNote}`);
+  if (o.ropeScaling !== undefined) checkRopeScalingChoice(o.ropeScaling, 'loadModel');
   if (o.promptCache !== undefined && !(typeof o.promptCache === 'number' && Number.isFinite(o.promptCache) && o.promptCache >= 0)) throw new Error(`loadModel: promptCache must be a number of MiB ≥ 0 (0: no prompt caching), got ${shown(o.promptCache)}`);
 }
 

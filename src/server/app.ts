@@ -32,6 +32,7 @@ import { completionFinish, completionRequestSchema, completionUsage, planComplet
 import type { Completion } from '../runtime/generate.ts';
 import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import type { Quant } from '../onnx/quant.ts';
+import type { RopeScalingChoice } from '../models/config.ts';
 import { parseToolCalls, ToolCallStream, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 
 export interface ServerOptions {
@@ -74,6 +75,8 @@ export interface ServerOptions {
    */
   promptLookup?: number;
   quant?: Quant;
+  /** loadModel's ropeScaling: RoPE scaling in place of the model's own (YaRN for a long context). */
+  ropeScaling?: RopeScalingChoice;
   threads?: number;
   /** MiB of prompt KV caches kept per model for requests that begin alike (loadModel's promptCache; default 256, or room for 4,096 positions where those take more; 0: none). */
   promptCache?: number;
@@ -134,7 +137,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   }
   const served = await loadServed({
     model: o.model, adapters: o.adapters, servedModelName: o.servedModelName, nativeThinking: o.nativeThinking, router: o.router, verifier: o.verifier,
-    quant: o.quant, threads: o.threads, promptCache: o.promptCache, maxBatch, onProgress: o.onLoadProgress, onNote: o.onLoadNote,
+    quant: o.quant, ropeScaling: o.ropeScaling, threads: o.threads, promptCache: o.promptCache, maxBatch, onProgress: o.onLoadProgress, onNote: o.onLoadNote,
     onRun: (s) => { metrics.batchRows.observe(s.rows); metrics.runSeconds.observe(s.ms / 1000); },
   });
   const limits: ChatLimits = {

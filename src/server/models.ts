@@ -19,6 +19,7 @@ import type { Verifier } from '../reason/verifier.ts';
 import { rlBudgets } from '../reason/budget.ts';
 import { checkNativeThinking } from '../reason/answer.ts';
 import type { Quant } from '../onnx/quant.ts';
+import type { RopeScalingChoice } from '../models/config.ts';
 import { generationSampling, unappliedGeneration, type GenerationSampling } from '../io/hf-folder.ts';
 import { ApiError } from './schemas.ts';
 
@@ -54,6 +55,7 @@ export interface LoadServedOptions {
   router?: string;
   verifier?: string;
   quant?: Quant;
+  ropeScaling?: RopeScalingChoice;
   threads?: number;
   /** loadModel's promptCache: MiB of prompt KV caches kept for later prompts that begin alike (0: none). */
   promptCache?: number;
@@ -132,7 +134,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     let backend: CoalescingBackend | undefined;
     const loraTargets = [...new Set(adapters.flatMap((a) => readAdapterConfig(a.dir).targets))];
     for (const a of adapters) {
-      const m = loaded[0] ? await loaded[0].withAdapter(a.dir) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
+      const m = loaded[0] ? await loaded[0].withAdapter(a.dir) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, ropeScaling: o.ropeScaling, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       if (!loaded[0]) loaded.push(m);
       backend ??= coalesce(m);
       models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
@@ -142,7 +144,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       const model = Object.create(first.model, { adapter: { value: undefined, enumerable: true } }) as Model;
       models.set(baseId, { id: baseId, kind: 'base', model, backend: first.backend, budgets: [], created });
     } else {
-      const m = await loadModel(o.model, { quant: o.quant, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
+      const m = await loadModel(o.model, { quant: o.quant, ropeScaling: o.ropeScaling, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       loaded.push(m);
       if (o.nativeThinking) checkNativeThinking(m, 'serve');
       const backend = coalesce(m);
