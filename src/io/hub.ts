@@ -412,6 +412,12 @@ export function shortName(p: string): string {
   return hubRepo(p) ?? path.basename(path.resolve(p));
 }
 
+/** The repository and file of a GGUF in the Hugging Face cache's snapshots (models--owner--name/snapshots/<commit>/<file>), else undefined. */
+export function hubGguf(p: string): { repo: string; file: string } | undefined {
+  const m = /(?:^|[\\/])models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][0-9a-f]{40}[\\/](.+\.gguf)$/.exec(path.resolve(p));
+  return m ? { repo: `${m[1]}/${m[2]}`, file: m[3].split(path.sep).join('/') } : undefined;
+}
+
 /** owner/name for a folder of the Hugging Face cache's snapshots (models--owner--name/snapshots/<commit>), else undefined. */
 export function hubRepo(p: string): string | undefined {
   const m = /(?:^|[\\/])models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][0-9a-f]{40}$/.exec(path.resolve(p));

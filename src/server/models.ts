@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { shortName } from '../io/hub.ts';
+import { hubGguf, parseHubSpec, shortName, taggedGguf, type HubSpec } from '../io/hub.ts';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -68,19 +68,31 @@ export interface LoadServedOptions {
 }
 
 /**
- * The served model a request names (undefined: the default); `hf:owner/name` (an @revision after it dropped)
- * also names the one served as owner/name, as a model folder from the Hugging Face cache is (a GGUF from it is
- * served by its file's name). Unknown ids are a
- * 404 listing the served ones.
+ * The served model a request names (undefined: the default); a Hugging Face name as the server was started with
+ * names it too, whatever its @revision: `hf:owner/name` the one served as owner/name (a model folder from the
+ * Hugging Face cache), `hf:owner/name:Q4_K_M` or `hf:owner/name/<file>.gguf` the base model when it is that GGUF
+ * from the cache (served by its file's name). Unknown ids are a 404 listing the served ones.
  */
 export function servedModel(served: Served, id = served.defaultId): ServedModel {
-  const m = served.models.get(id) ?? (id.startsWith('hf:') ? served.models.get(id.slice(3).replace(/@.*$/s, '')) : undefined);
+  const m = served.models.get(id) ?? (id.startsWith('hf:') ? hubAlias(served, id) : undefined);
   if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
   return m;
 }
 
+/** The served model a Hugging Face name (hf:…) stands for, if any. */
+function hubAlias(served: Served, id: string): ServedModel | undefined {
+  let spec: HubSpec | undefined;
+  try { spec = parseHubSpec(id); } catch { return undefined; }
+  if (!spec?.tag && !spec?.file) return spec && served.models.get(spec.repo);
+  const g = served.hubGguf;
+  const same = g?.repo === spec.repo && (spec.file !== undefined ? spec.file === g.file : taggedGguf([g.file], spec.tag!) === g.file);
+  return same ? served.models.get(served.baseId) : undefined;
+}
+
 export interface Served {
   models: Map<string, ServedModel>;
+  /** The base model's repository and file when it is a GGUF from the Hugging Face cache (its hf: names are aliases). */
+  hubGguf?: { repo: string; file: string };
   /** Used when a request names no model: the first adapter, else the base. */
   defaultId: string;
   baseId: string;
@@ -168,7 +180,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
     return {
       models: ordered, baseId, defaultId: adapters[0]?.name ?? baseId, router, verifier,
-      contextLength: loaded[0].config.maxPositionEmbeddings,
+      contextLength: loaded[0].config.maxPositionEmbeddings, hubGguf: hubGguf(o.model),
       ...(sampling ? { sampling } : {}),
       async close() {
         for (const s of models.values()) await s.backend.idle();
