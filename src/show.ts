@@ -24,3 +24,13 @@ export function shown(v: unknown, max = 120): string {
   s = s.replace(MARKED, '$1');
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
+
+/**
+ * A number between 0 and 1 (a probe's score or threshold) to `digits` decimals, and to more where those would show
+ * it as 0 or 1: a threshold of 0.99999983 is "0.9999998", not "1.0000" (which would read as never reasoning).
+ */
+export function fraction(x: number, digits: number): string {
+  let d = digits;
+  while (d < 20 && x > 0 && x < 1 && /^[01](\.0*)?$/.test(x.toFixed(d))) d++;
+  return x.toFixed(d);
+}

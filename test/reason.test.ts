@@ -29,6 +29,7 @@ import { defaultPromptCacheMib, openPromptCacheFile, PromptCache, PromptCacheMis
 import { grownCapacity, kvBytes } from '../src/runtime/kv-cache.ts';
 import { runEval, syntheticCases } from '../src/eval/harness.ts';
 import { loadServed } from '../src/server/models.ts';
+import { fraction } from '../src/show.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -1480,4 +1481,10 @@ test('nativeThinking on a model that cannot think by itself (no "<think>" token)
     await m.close();
   }
   await assert.rejects(loadServed({ model: bin, nativeThinking: true, quant: 'fp32', maxBatch: 1 }), refusal('serve'));
+});
+
+test('a probe\'s threshold or score is printed with the decimals that keep it off 0 and 1 (0.99999983 is not "1.0000": that would read as never reasoning)', () => {
+  assert.deepEqual([0.41134, 0.99999983, 0.9999, 0.99995, 2e-7, 0, 1, 0.5].map((x) => fraction(x, 4)), ['0.4113', '0.9999998', '0.9999', '0.99995', '0.0000002', '0.0000', '1.0000', '0.5000']);
+  assert.equal(fraction(0.9996, 3), '0.9996');
+  assert.equal(fraction(1 - 1e-17, 4), '1.0000'); // 1 in floating point
 });

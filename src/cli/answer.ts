@@ -17,7 +17,7 @@ import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.t
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 import { dimmer } from '../train/progress.ts';
 import { compileJsonSchema } from '../runtime/json-constraint.ts';
-import { shown } from '../show.ts';
+import { fraction, shown } from '../show.ts';
 
 /** Said when a Qwen3 (a thinking model) is used without --native-thinking or an adapter; `output` gets the thinking then. */
 export const thinkingNote = (output: string): string => `edgereason: note: this model thinks by itself: --native-thinking routes, caps and votes its thinking; without it, any thinking is part of the ${output}, between its tags`;
@@ -77,7 +77,7 @@ export function answerCommand(program: Command): void {
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
       try {
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
-        const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(3)}, threshold ${router!.threshold.toFixed(3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
+        const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${fraction(score, 3)}, threshold ${fraction(router!.threshold, 3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
         const written = transcript(out, logRoute);
         const r = await answer(model, input, {

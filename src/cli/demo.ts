@@ -1,3 +1,4 @@
+import { fraction } from '../show.ts';
 import path from 'node:path';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -89,7 +90,7 @@ export function demoCommand(program: Command): void {
           `reasoning adapter: ${path.basename(adapter)} (activated LoRA, invocation <think>)${useRl ? `, budget-forced: ${path.basename(rl)}` : ''}${router ? '; router loaded' : ''}${verifier ? '; verifier loaded' : ''}`);
         const gate = router?.gate ? `; a direct answer is held back for its first ${router.gate.tokens} tokens, and one of them below p = ${Math.exp(router.gate.minLogprob).toFixed(2)} escalates it to reasoning` : '';
         console.log(dim(`Greedy unless marked sampled (T: temperature). The adapter's turn runs on the base prompt's KV cache (no second prefill), so its TTFT is the base's. ` +
-          `TTFT: time to the first token out${gate ? ' (on a gated direct answer, the release of the held-back tokens)' : ''}. (router 0.xx): the probe's estimate that a question needs reasoning${router ? ` (it reasons from ${router.threshold.toFixed(2)}${gate})` : ''}. ` +
+          `TTFT: time to the first token out${gate ? ' (on a gated direct answer, the release of the held-back tokens)' : ''}. (router 0.xx): the probe's estimate that a question needs reasoning${router ? ` (it reasons from ${fraction(router.threshold, 2)}${gate})` : ''}. ` +
           `One question each, one draw where sampled: docs/results.md measures each over hundreds\n`));
         for (const item of examples()) {
           console.log(`Q (${item.kind === 'chat' ? 'chat' : `${item.difficulty}, ${item.ops} steps`}): ${item.question}`);

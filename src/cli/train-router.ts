@@ -1,3 +1,4 @@
+import { fraction } from '../show.ts';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
@@ -97,7 +98,7 @@ export function trainRouterCommand(program: Command): void {
         router.save(o.out);
         const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)} %`);
         const gate = report.gate ? `gate: escalate when one of the first ${report.gate.tokens} direct tokens has log-probability < ${report.gate.minLogprob}` : 'no gate';
-        console.log(`router → ${o.out} (rule ${report.rule.name}${report.rule.name === 'savings' ? `, max loss ${report.rule.maxLoss}` : ''}, threshold ${report.threshold.toFixed(4)}, ${gate})`);
+        console.log(`router → ${o.out} (rule ${report.rule.name}${report.rule.name === 'savings' ? `, max loss ${report.rule.maxLoss}` : ''}, threshold ${fraction(report.threshold, 4)}, ${gate})`);
         console.log(`train: ${report.train.n} questions, ${report.train.positives} need reasoning; probe accuracy at the threshold ${pct(report.train.accuracy)}, AUC ${aucText(report.train.auc)}`);
         const v = report.val;
         if (!report.train.positives || report.train.positives === report.train.n) console.warn(`warning: every training question has the same label (${report.train.positives ? 'reasoning needed: the base answered none of them right directly' : 'direct answer right: the base answered every one directly'}): the probe cannot learn to route; use more questions, ${report.train.positives ? 'with easier ones among them' : 'with harder ones among them'}`);

@@ -1,3 +1,4 @@
+import { fraction } from '../show.ts';
 import type { Command } from 'commander';
 import { loadModelWithProgress } from './load.ts';
 import { trainVerifier } from '../reason/verifier.ts';
@@ -44,7 +45,7 @@ export function trainVerifierCommand(program: Command): void {
         progress.stop();
         verifier.save(o.out);
         const pct = (x: number) => `${(100 * x).toFixed(1)} %`, t = report.train, v = report.val;
-        console.log(`verifier → ${o.out} (threshold ${report.threshold.toFixed(4)})`);
+        console.log(`verifier → ${o.out} (threshold ${fraction(report.threshold, 4)})`);
         if (!t.positives || t.positives === t.candidates) console.warn(`warning: every training candidate is ${t.positives ? 'correct' : 'wrong'}: the verifier cannot learn to tell them apart; use harder or easier questions`);
         console.log(`train: ${t.candidates} candidates of ${t.items} questions, ${t.positives} correct; accuracy at the threshold ${pct(t.accuracy)}, AUC ${aucText(t.auc)}`);
         console.log(`val (the threshold was chosen on these: accuracy is optimistic): ${v.candidates} candidates of ${v.items} questions, ${v.positives} correct; accuracy ${pct(v.accuracy)}, AUC ${aucText(v.auc)}, within a question ${aucText(v.withinItemAuc, 'no question has both a right and a wrong candidate')}`);
