@@ -1081,7 +1081,7 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
   assert.equal(none.stdout, plain.stdout);
   assert.notEqual(chosen.stdout, plain.stdout);
   const out = at('default-yarn-onnx'), conv = cli(['convert', '--model', DEFAULT_DIR, '--out', out, '--rope-scaling', 'yarn', '--rope-scale', '4', '--yarn-orig-ctx', '64']);
-  assert.match(conv.stdout, new RegExp(`^converted ${DEFAULT_DIR} → ${out} \\(fp32; RoPE yarn ×4 over 64 positions, 256 positions\\) in [\\d.]+ s\\n$`));
+  assert.match(conv.stdout, new RegExp(`^converted ${DEFAULT_DIR} → ${out} \\(fp32; RoPE yarn ×4 over 64 positions, 1024 positions\\) in [\\d.]+ s\\n$`));
   assert.equal(gen(out).stdout, fromFile.stdout);
   assert.deepEqual([gen(out, '--rope-scaling', 'linear', '--rope-scale', '2').stderr], [`edgereason: model: ${out} was converted with RoPE scaling yarn ×4 over 64 positions, not linear ×2; convert the source again with it: edgereason convert --model ${DEFAULT_DIR} --out <folder> --quant fp32 --rope-scaling linear --rope-scale 2\n`]);
   for (const [flags, message] of [
@@ -1094,12 +1094,12 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
     [['--rope-scaling', 'yarn', '--rope-scale', '4096'], `${model.dir}: --rope-scale × its trained context (4096 × ${model.config.maxPositionEmbeddings} = ${4096 * model.config.maxPositionEmbeddings} positions) must be at most 1048576 (the RoPE table holds every position)`],
   ] as const) {
     // Each message once (generate), and each command that loads a model with one of them.
-    const commands = [['generate', '--prompt', 'x'], ['answer', '--question', 'x'], ['eval', '--out', at('rope-eval.json')], ['serve', '--port', '0'], ['convert', '--out', at('rope-never')], ['chat']];
+    const commands = [['generate', '--prompt', 'x'], ['answer', '--question', 'x'], ['eval', '--out', at('rope-eval.json')], ['serve', '--port', '0'], ['convert', '--out', at('rope-never')], ['chat'], ['train-router', '--out', at('rope-r.json'), '--adapter', ADAPTER_DIR], ['train-verifier', '--out', at('rope-v.json'), '--adapter', ADAPTER_DIR]];
     for (const command of flags[0] === '--rope-scale' ? commands : commands.slice(0, 1)) {
       const r = cli([command[0], '--model', model.dir, ...command.slice(1), ...flags]);
       assert.deepEqual([r.status, r.stderr], [1, `edgereason: ${message}\n`], command.join(' '));
     }
   }
   assert.match(cli(['chat', '--model', model.dir, '--rope-scaling', 'dynamic']).stderr, /^error: option '--rope-scaling <type>' argument 'dynamic' is invalid\. Allowed choices are yarn, linear, none\./);
-  assert.ok(!fs.existsSync(at('rope-never')) && !fs.existsSync(at('rope-eval.json')));
+  assert.deepEqual(['rope-never', 'rope-eval.json', 'rope-r.json', 'rope-v.json'].filter((f) => fs.existsSync(at(f))), []);
 });

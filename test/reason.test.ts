@@ -6,14 +6,14 @@ import path from 'node:path';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import type { Backend, CacheHandle, KVRow, StepRequest, StepResult } from '../src/runtime/backend.ts';
 import type { ModelConfig } from '../src/models/config.ts';
-import { PROJECTIONS, projectionShape, projectionTensorName } from '../src/models/config.ts';
+import { PROJECTIONS, projectionShape, projectionTensorName, withRopeScaling } from '../src/models/config.ts';
 import { saveAdapter } from '../src/io/peft.ts';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { generateBatch, lastIndexOfRun, Sequence } from '../src/runtime/generate.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
-import { answer, budgetSystemLine, invocationIds, maxThinkingCap, thinkingOptions, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, invocationIds, maxThinkingCap, thinkingOptions, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, ropeNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, checkedVote, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
@@ -274,7 +274,7 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     // The same weights quantised otherwise compute other keys and values: refused, by the probe.
     const q8 = await loadModel(rm.dir, { quant: 'q8', worker: false, threads: 1 });
     try {
-      await assert.rejects(q8.loadPromptCache(file), (e: Error) => e instanceof PromptCacheMismatch && new RegExp(`^prompt cache: ${file} was saved from another model \\(other weights, or the same ones quantised otherwise\\): this one computes the probe's keys and values \\d\\.\\de-\\d+ apart \\(relative\\), so its prompts would answer as that model does; save the prompt cache again with this model$`).test(e.message));
+      await assert.rejects(q8.loadPromptCache(file), (e: Error) => e instanceof PromptCacheMismatch && new RegExp(`^prompt cache: ${file} was saved from another model \\(other weights, the same ones quantised otherwise, or another RoPE scaling\\): this one computes the probe's keys and values \\d\\.\\de-\\d+ apart \\(relative\\), so its prompts would answer as that model does; save the prompt cache again with this model$`).test(e.message));
       assert.equal((await q8.complete(asked, { maxTokens: 1 })).cachedTokens, 0);
     } finally {
       await q8.close();
@@ -1487,4 +1487,12 @@ test('a probe\'s threshold or score is printed with the decimals that keep it of
   assert.deepEqual([0.41134, 0.99999983, 0.9999, 0.99995, 2e-7, 0, 1, 0.5].map((x) => fraction(x, 4)), ['0.4113', '0.9999998', '0.9999', '0.99995', '0.0000002', '0.0000', '1.0000', '0.5000']);
   assert.equal(fraction(0.9996, 3), '0.9996');
   assert.equal(fraction(1 - 1e-17, 4), '1.0000'); // 1 in floating point
+});
+
+test('a router or verifier trained on the model under another RoPE scaling is noted where it is loaded beside it', () => {
+  const c = rm.config;
+  const yarn = withRopeScaling(c, { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 512 }, 'm');
+  assert.equal(ropeNote('router', 'r.json', { ropeScaling: 'none' }, yarn), 'note: r.json was trained on the model with RoPE scaling none, and it runs with yarn ×4 over 512 positions here: the hidden states it routes by move with the RoPE; train-router with the same scaling makes a matching one');
+  assert.equal(ropeNote('verifier', 'v.json', { ropeScaling: 'yarn ×4 over 512 positions' }, c), 'note: v.json was trained on the model with RoPE scaling yarn ×4 over 512 positions, and it runs with none here: the hidden states it scores move with the RoPE; train-verifier with the same scaling makes a matching one');
+  assert.deepEqual([ropeNote('router', 'r.json', { ropeScaling: 'none' }, c), ropeNote('router', 'r.json', {}, yarn)], [undefined, undefined]);
 });

@@ -1591,6 +1591,11 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
   const yarn = withRopeScaling(c, { type: 'yarn', factor: 4 }, 'm');
   assert.deepEqual([yarn.ropeScaling, yarn.maxPositionEmbeddings], [{ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: n, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(4) + 1 }, 4 * n]);
   assert.deepEqual(withRopeScaling(yarn, { type: 'none' }, 'm'), c);
+  assert.equal(withRopeScaling(c, { type: 'none' }, 'm'), c); // nothing changes: the same config
+  // A checkpoint declaring more than its YaRN reaches (config.json's max_position_embeddings) keeps that context.
+  const wide = withRopeScaling(c, { type: 'yarn', factor: 2, originalMaxPositionEmbeddings: n / 8 }, 'm');
+  assert.deepEqual([wide.maxPositionEmbeddings, withRopeScaling(wide, { type: 'yarn', factor: 2, originalMaxPositionEmbeddings: n / 8 }, 'm') === wide], [n, true]);
+  assert.deepEqual([withRopeScaling(wide, { type: 'none' }, 'm').maxPositionEmbeddings, withRopeScaling(wide, { type: 'yarn', factor: 16 }, 'm').maxPositionEmbeddings], [n, 2 * n]);
   assert.deepEqual(withRopeScaling(yarn, { type: 'yarn', factor: 2 }, 'm').ropeScaling, { ...yarn.ropeScaling, factor: 2, attentionFactor: 0.1 * Math.log(2) + 1 });
   const linear = withRopeScaling(c, { type: 'linear', factor: 2.5 }, 'm');
   assert.deepEqual([linear.ropeScaling, linear.maxPositionEmbeddings], [{ type: 'linear', factor: 2.5 }, Math.floor(2.5 * n)]);
@@ -1620,7 +1625,7 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
     loadModel(said, { worker: false }), loadModel(model.dir, { worker: false }), loadModel(said, { worker: false, ropeScaling: { type: 'none' } }),
   ]);
   try {
-    assert.deepEqual(chosen.config, { ...fromFile.config, maxPositionEmbeddings: 128 });
+    assert.deepEqual(chosen.config, fromFile.config); // the declared context stays (2048: more than YaRN's 4 × 32)
     const [a, b, p, q] = await Promise.all([chosen, fromFile, plain, none].map((m) => allLogits(m.backend, ids)));
     assert.ok(maxDiff(a, b) <= 1e-6, `chosen vs config.json: ${maxDiff(a, b)}`);
     assert.ok(maxDiff(q, p) <= 1e-6, `none vs plain: ${maxDiff(q, p)}`);
@@ -1639,6 +1644,10 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
     await loaded.close();
   }
   await assert.rejects(loadModel(out, { ropeScaling: { type: 'none' } }), new RegExp(`^Error: model: ${out} was converted with RoPE scaling yarn ×2 over ${n} positions, not none; convert the source again with it: edgereason convert --model ${model.dir} --out <folder> --quant fp32 --rope-scaling none$`));
+  // Converted with linear scaling: another choice is the conversion's to change, not a scaling the model was trained with.
+  const lin = path.join(tmp, 'converted-linear');
+  convertModel(model.dir, lin, { quant: 'fp32', ropeScaling: { type: 'linear', factor: 2 } });
+  await assert.rejects(loadModel(lin, { ropeScaling: { type: 'yarn', factor: 4 } }), new RegExp(`^Error: model: ${lin} was converted with RoPE scaling linear ×2, not yarn ×4; convert the source again with it: edgereason convert --model ${model.dir} --out <folder> --quant fp32 --rope-scaling yarn --rope-scale 4$`));
   const manifest = path.join(out, 'edgereason.json'), written = fs.readFileSync(manifest, 'utf8');
   fs.writeFileSync(manifest, written.replace('"format": 2', '"format": 1'));
   await assert.rejects(loadModel(out), new RegExp(`run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32 --rope-scaling yarn --rope-scale 2\` again`));
@@ -1652,10 +1661,10 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
     await loaded.close();
     return [loaded.config.ropeScaling?.type, loaded.config.maxPositionEmbeddings];
   };
-  assert.deepEqual(await cached({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 }), ['yarn', 128]);
+  assert.deepEqual(await cached({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 }), ['yarn', n]);
   assert.deepEqual(await cached(), [undefined, n]);
   assert.deepEqual(await cached({ type: 'none' }), [undefined, n]);
-  assert.deepEqual(await cached({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 }), ['yarn', 128]);
+  assert.deepEqual(await cached({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 }), ['yarn', n]);
   const entries = cacheEntries(cacheDir);
   assert.deepEqual(entries.map((e) => [path.basename(e.dir).replace(/-[0-9a-f]{10}$/, ''), e.state]), [['qwen2-fp32', 'ready'], ['qwen2-fp32-rope-yarn4x32', 'ready']]);
   assert.deepEqual(notes.map((x) => x.replaceAll(tmp, '<tmp>').replace(/ \(about [\d.]+ GiB\)/, '').replace(/; later loads .*$/, '').replace(/-[0-9a-f]{10}$/, '')), [

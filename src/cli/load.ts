@@ -21,7 +21,7 @@ export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): 
 
 /** --rope-scaling, --rope-scale and --yarn-orig-ctx, as llama.cpp names them: loadModel's ropeScaling (ropeScalingOf). */
 export const ropeScalingOptions = (command: Command): Command => command
-  .addOption(new Option('--rope-scaling <type>', 'RoPE scaling in place of the model\'s own: yarn or linear (with --rope-scale), or none (takes a checkpoint\'s YaRN away); e.g. --rope-scaling yarn --rope-scale 4 gives Qwen2.5 / Qwen3 131,072 positions').choices(['yarn', 'linear', 'none']))
+  .addOption(new Option('--rope-scaling <type>', 'RoPE scaling in place of the model\'s own: yarn or linear (with --rope-scale), or none (takes a checkpoint\'s YaRN away); e.g. --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 32768 gives Qwen2.5 and Qwen3 131,072 positions, as their cards say').choices(['yarn', 'linear', 'none']))
   .option('--rope-scale <factor>', 'how many times --rope-scaling stretches the context (above 1)', floatArg('--rope-scale'))
   .option('--yarn-orig-ctx <n>', 'the context YaRN stretches (default: the one the model was trained for)', intArg('--yarn-orig-ctx', 1));
 

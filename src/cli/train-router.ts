@@ -1,7 +1,7 @@
 import { fraction } from '../show.ts';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { loadModelWithProgress } from './load.ts';
+import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { datasetCases, withInstruction } from '../eval/harness.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import type { LabelItem } from '../reason/router.ts';
@@ -47,7 +47,7 @@ export function stageProgress(command: string, unit: string, nothing: string): S
 }
 
 export function trainRouterCommand(program: Command): void {
-  program.command('train-router')
+  ropeScalingOptions(program.command('train-router')
     .description('train the reasoning router (a probe on the base model\'s prompt hidden state, plus a confidence gate on the direct answer) and write router.json')
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter: required by the savings rule (the default); optional with --rule accuracy')
@@ -66,7 +66,7 @@ export function trainRouterCommand(program: Command): void {
     .option('--l2 <x>', 'L2 penalty', floatArg('--l2', 0), 1e-3)
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 500)
     .option('--seed <s>', 'seed of the synthetic items', intArg('--seed'), 0)
-    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--overwrite', 'replace the router JSON already at --out')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o, cmd: Command) => {
@@ -86,7 +86,7 @@ export function trainRouterCommand(program: Command): void {
       if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of its train file`, [['seed', '--seed']]);
       outCheck(o);
       const items = labelItems(o.task, o.limit, o.val, o.seed);
-      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
       const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);
       try {
         const { router, report } = await trainRouter(model, items.train, {

@@ -1,6 +1,6 @@
 import { fraction } from '../show.ts';
 import type { Command } from 'commander';
-import { loadModelWithProgress } from './load.ts';
+import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
 import { aucText, labelItems, stageProgress } from './train-router.ts';
@@ -10,7 +10,7 @@ const outCheck = (o: { out: string; model: string; adapter?: string; overwrite?:
   checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-verifier') });
 
 export function trainVerifierCommand(program: Command): void {
-  program.command('train-verifier')
+  ropeScalingOptions(program.command('train-verifier')
     .description('train the answer verifier (a probe on the hidden state at each sampled candidate\'s end) and write verifier.json')
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter (required unless --native-thinking)')
@@ -27,7 +27,7 @@ export function trainVerifierCommand(program: Command): void {
     .option('--l2 <x>', 'L2 penalty', floatArg('--l2', 0), 1e-3)
     .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), 500)
     .option('--seed <s>', 'seed of the items and the samples', intArg('--seed'), 0)
-    .option('--quant <q>', 'q4, q8 or fp32', quantArg)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--overwrite', 'replace the verifier JSON already at --out')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
@@ -35,7 +35,7 @@ export function trainVerifierCommand(program: Command): void {
       if (o.temperature === 0 && o.samples > 1) throw new Error(`train-verifier: --temperature 0 samples greedily, so the ${o.samples} candidates of a question would all be the same; the verifier learns from candidates that differ: use a temperature above 0`);
       outCheck(o);
       const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier');
-      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant });
+      const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
       const progress = stageProgress('train-verifier', 'questions', `nothing was written to ${o.out}`);
       try {
         const { verifier, report } = await trainVerifier(model, items.train, {

@@ -133,10 +133,12 @@ export function ropeScalingWords(r: RopeScaling | RopeScalingChoice | undefined)
 }
 
 /**
- * `c` with the RoPE scaling `choice` in place of its own (checked beforehand: checkRopeScalingChoice). The context
- * becomes factor × the context the model was trained for (its YaRN's original context, else its declared one),
- * or that context itself for "none". A model trained with its scaling (llama3, linear, or per-frequency factors)
- * keeps it: replacing it is refused. `where` names the model in a message.
+ * `c` with the RoPE scaling `choice` in place of its own (checked beforehand: checkRopeScalingChoice); `c` itself
+ * when that changes nothing. The context becomes factor × the context the model was trained for (its YaRN's
+ * original context, else its declared one), or that context itself for "none" — never less than a context the
+ * checkpoint declares past its YaRN's reach (config.json's max_position_embeddings, as the loaders read it). A model
+ * trained with its scaling (llama3, linear, or per-frequency factors) keeps it: replacing it is refused. `where`
+ * names the model in a message.
  */
 export function withRopeScaling(c: ModelConfig, choice: RopeScalingChoice, where: string): ModelConfig {
   const own = c.ropeScaling;
@@ -144,15 +146,19 @@ export function withRopeScaling(c: ModelConfig, choice: RopeScalingChoice, where
     throw new Error(`${where} was trained with ${own ? `${own.type} RoPE scaling` : 'per-frequency RoPE factors (rope_freqs.weight)'}, which stays: ropeScaling ${ropeScalingWords(choice)} cannot replace it`);
   }
   const trained = own?.type === 'yarn' ? own.originalMaxPositionEmbeddings : c.maxPositionEmbeddings;
+  const declared = own?.type === 'yarn' && c.maxPositionEmbeddings > Math.floor(own.factor * own.originalMaxPositionEmbeddings) ? c.maxPositionEmbeddings : trained;
   const { ropeScaling: _, ...rest } = c;
-  if (choice.type === 'none') return { ...rest, maxPositionEmbeddings: trained };
-  if (choice.type === 'linear') {
+  let scaled: ModelConfig;
+  if (choice.type === 'none') scaled = { ...rest, maxPositionEmbeddings: declared };
+  else if (choice.type === 'linear') {
     const n = Math.floor(choice.factor! * trained);
     if (n > MAX_POSITIONS) throw new Error(`${where}: ropeScaling linear ×${choice.factor} over its ${trained} positions (${n}) must reach at most ${MAX_POSITIONS} positions (the RoPE table holds every position)`);
-    return { ...rest, ropeScaling: { type: 'linear', factor: choice.factor! }, maxPositionEmbeddings: n };
+    scaled = { ...rest, ropeScaling: { type: 'linear', factor: choice.factor! }, maxPositionEmbeddings: Math.max(declared, n) };
+  } else {
+    const s: YarnRopeScaling = { type: 'yarn', factor: choice.factor!, originalMaxPositionEmbeddings: choice.originalMaxPositionEmbeddings ?? trained, betaFast: 32, betaSlow: 1, attentionFactor: yarnAttentionFactor(choice.factor!) };
+    scaled = { ...rest, ropeScaling: s, maxPositionEmbeddings: Math.max(declared, yarnContext(s, `${where}:`, `ropeScaling.factor × ${choice.originalMaxPositionEmbeddings !== undefined ? 'ropeScaling.originalMaxPositionEmbeddings' : 'its trained context'}`)) };
   }
-  const s: YarnRopeScaling = { type: 'yarn', factor: choice.factor!, originalMaxPositionEmbeddings: choice.originalMaxPositionEmbeddings ?? trained, betaFast: 32, betaSlow: 1, attentionFactor: yarnAttentionFactor(choice.factor!) };
-  return { ...rest, ropeScaling: s, maxPositionEmbeddings: yarnContext(s, `${where}:`, `ropeScaling.factor × ${choice.originalMaxPositionEmbeddings !== undefined ? 'ropeScaling.originalMaxPositionEmbeddings' : 'its trained context'}`) };
+  return JSON.stringify(scaled.ropeScaling) === JSON.stringify(c.ropeScaling) && scaled.maxPositionEmbeddings === c.maxPositionEmbeddings ? c : scaled;
 }
 
 /** YaRN's default attention factor: 0.1 ln(factor) + 1 (1 when the context is not stretched). */

@@ -31,7 +31,7 @@ import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { checkGenerateOptions, decode, endsWithRun, maxThinkingCap, Sequence, type GenerateOptions, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
 import { extractAnswer, sharedKey, TASKS, voteKey } from '../tasks/grade.ts';
-import type { ModelConfig } from '../models/config.ts';
+import { ropeScalingWords, type ModelConfig } from '../models/config.ts';
 import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
@@ -184,6 +184,16 @@ export function pairingNote(what: 'router' | 'verifier', file: string, metadata:
   const want = metadata.adapterHash;
   if (typeof want !== 'string' || !adapters.length || adapters.some((a) => adapterHash(a) === want)) return undefined;
   return `note: ${file} was trained with another reasoning adapter (${JSON.stringify(metadata.adapter)}) than ${adapters.map((a) => a.dir).join(', ')}: its ${what === 'router' ? 'threshold was chosen for that adapter' : 'scores are for that adapter\'s answers'}; train-${what} with this adapter makes a matching one`;
+}
+
+/**
+ * A note when a router or verifier was trained on the model under another RoPE scaling than `config`'s (the hidden
+ * states it reads move with the RoPE); undefined when they agree or the file records none (one written before it was recorded).
+ */
+export function ropeNote(what: 'router' | 'verifier', file: string, metadata: Record<string, unknown>, config: ModelConfig): string | undefined {
+  const trained = metadata.ropeScaling, now = ropeScalingWords(config.ropeScaling);
+  if (typeof trained !== 'string' || trained === now) return undefined;
+  return `note: ${file} was trained on the model with RoPE scaling ${trained}, and it runs with ${now} here: the hidden states it ${what === 'router' ? 'routes by' : 'scores'} move with the RoPE; train-${what} with the same scaling makes a matching one`;
 }
 
 /** nativeThinking needs "<think>" and "</think>" as tokens of their own: a model without them cannot think natively. */

@@ -1,7 +1,7 @@
 /** Loading the router and verifier files a model is served with, each checked against that model. */
 import type { LoadedAdapter } from '../io/peft.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { checkTrainedFile, pairingNote } from './answer.ts';
+import { checkTrainedFile, pairingNote, ropeNote } from './answer.ts';
 import { Router } from './router.ts';
 import { Verifier } from './verifier.ts';
 
@@ -16,8 +16,7 @@ export function loadProbes(files: { router?: string; verifier?: string }, o: { c
   for (const [what, file, p] of [['router', files.router, router], ['verifier', files.verifier, verifier]] as const) {
     if (!p) continue;
     checkTrainedFile(what, file!, p.metadata, o.native, o.where ?? '', o.config);
-    const note = pairingNote(what, file!, p.metadata, o.adapters);
-    if (note) o.onNote?.(note);
+    for (const note of [pairingNote(what, file!, p.metadata, o.adapters), ropeNote(what, file!, p.metadata, o.config)]) if (note) o.onNote?.(note);
   }
   return { router, verifier };
 }

@@ -21,6 +21,7 @@
  * Candidate thresholds are 0 (always reason), the midpoints between consecutive distinct validation scores, and
  * the midpoint between the highest score and 1; candidate gates are none and GATE_CANDIDATES.
  */
+import { ropeScalingWords } from '../models/config.ts';
 import fs from 'node:fs';
 import type { Model } from '../runtime/model.ts';
 import { checkRules, is, type Rule } from '../runtime/options.ts';
@@ -433,7 +434,7 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
   };
   const router = new Router(probe, threshold, rule, {
     ...o.metadata, hiddenSize: probe.dim, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500, balance: !!o.balance,
-    adapter: model.adapter?.dir, ...trainedWith(model), ...(o.nativeThinking ? { nativeThinking: true } : {}), report, createdAt: new Date().toISOString(),
+    adapter: model.adapter?.dir, ...trainedWith(model), ropeScaling: ropeScalingWords(model.config.ropeScaling), ...(o.nativeThinking ? { nativeThinking: true } : {}), report, createdAt: new Date().toISOString(),
   }, gate);
   return { router, report };
 }

@@ -8,6 +8,7 @@
  * verifier.json: the probe, a threshold (the validation-accuracy-maximising one, for accept/reject uses; the
  * votes use the raw scores) and metadata with the validation report.
  */
+import { ropeScalingWords } from '../models/config.ts';
 import type { Model } from '../runtime/model.ts';
 import { isCorrect } from '../tasks/grade.ts';
 import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
@@ -131,7 +132,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
   };
   const verifier = new Verifier(probe, threshold, {
     ...o.metadata, hiddenSize: probe.dim, samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500,
-    ...(model.adapter ? { adapter: model.adapter.dir } : { nativeThinking: true }), ...trainedWith(model), report, createdAt: new Date().toISOString(),
+    ...(model.adapter ? { adapter: model.adapter.dir } : { nativeThinking: true }), ...trainedWith(model), ropeScaling: ropeScalingWords(model.config.ropeScaling), report, createdAt: new Date().toISOString(),
   });
   return { verifier, report };
 }

@@ -27,8 +27,8 @@ export function defaultQuant(c: ModelConfig): Quant {
 /** An ONNX model built in memory is one protobuf message, which holds at most 2 GiB (less a margin for the graph). */
 const IN_MEMORY_LIMIT = 2 ** 31 - 2 ** 26;
 
-/** The bytes of a checkpoint's weights in the graph. */
-const weightBytes = (c: ModelConfig, quant: Quant): number => parameterCount(c) * quantBytes(quant);
+/** The bytes of a checkpoint's weights in the graph, with its RoPE table (cos and sin for every position, fp32). */
+const weightBytes = (c: ModelConfig, quant: Quant): number => parameterCount(c) * quantBytes(quant) + c.maxPositionEmbeddings * c.headDim * 4;
 
 /**
  * Refuses, before minutes of quantising, a checkpoint whose graph cannot be built in memory (about 3B parameters
@@ -67,10 +67,15 @@ export interface ConvertOptions {
 export function rescaled(src: ModelSource, choice: RopeScalingChoice | undefined): ModelSource {
   if (!choice) return src;
   const m = src.manifest;
-  if (m && JSON.stringify(m.options.ropeScaling) === JSON.stringify(choice)) return src;
-  const config = withRopeScaling(src.config, choice, src.path);
-  if (!m) return { ...src, config };
-  if (JSON.stringify(config) === JSON.stringify(src.config)) return src;
+  if (!m) {
+    const config = withRopeScaling(src.config, choice, src.path);
+    return config === src.config ? src : { ...src, config };
+  }
+  if (JSON.stringify(m.options.ropeScaling) === JSON.stringify(choice)) return src;
+  let config: ModelConfig | undefined;
+  // A scaling the source was trained with stays (its error says so); one chosen at conversion is the conversion's.
+  try { config = withRopeScaling(src.config, choice, src.path); } catch (e) { if (!m.options.ropeScaling) throw e; }
+  if (config === src.config) return src;
   throw new Error(`model: ${src.path} was converted with RoPE scaling ${ropeScalingWords(src.config.ropeScaling)}, not ${ropeScalingWords(choice)}; convert the source again with it: ${convertCommandLine(m.source.path, '<folder>', m.options.quant, m.options.loraTargets, choice)}`);
 }
 

@@ -67,9 +67,10 @@ export interface LoadOptions {
   promptCache?: number;
   /**
    * RoPE scaling in place of the checkpoint's own, as llama.cpp's --rope-scaling / --rope-scale / --yarn-orig-ctx
-   * set it: `{ type: 'yarn', factor: 4 }` gives a Qwen2.5 / Qwen3 GGUF (whose metadata leaves YaRN out) its 131,072
-   * positions; `{ type: 'none' }` takes away a checkpoint's YaRN (better on short inputs, Qwen's cards say). A
-   * converted folder keeps the scaling it was converted with.
+   * set it: `{ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32768 }` gives a Qwen2.5 or Qwen3 GGUF (whose
+   * metadata leaves YaRN out) its 131,072 positions, as their cards say (the original context defaults to the one the
+   * model declares: 32768 for Qwen2.5, 40960 for Qwen3); `{ type: 'none' }` takes away a checkpoint's YaRN (better on
+   * short inputs, Qwen's cards say). A converted folder keeps the scaling it was converted with.
    */
   ropeScaling?: RopeScalingChoice;
 }
@@ -138,7 +139,7 @@ export class Model {
     const opened = openSource(p);
     let src = rescaled(opened, opts.ropeScaling);
     // The choice goes into the cached copy only where it changes the checkpoint's RoPE (else its plain copy serves).
-    const rope = src.config !== opened.config && JSON.stringify(src.config) !== JSON.stringify(opened.config) ? opts.ropeScaling : undefined;
+    const rope = src.config !== opened.config ? opts.ropeScaling : undefined;
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
     if (src.kind !== 'converted' && quant === 'fp32' && opts.accuracyLevel !== undefined && opts.quant === undefined) {
@@ -419,7 +420,7 @@ export class Model {
 
   /**
    * Keeps the prompts savePromptCache wrote to `file` (`of` them), within this model's budget: the most recently used.
-   * A file another model wrote (other weights, or the same ones quantised otherwise) is refused with a
+   * A file another model wrote (other weights, the same ones quantised otherwise, or another RoPE scaling) is refused with a
    * PromptCacheMismatch; a corrupt one, or one this model cannot use, with an error naming it. All or nothing is read.
    */
   async loadPromptCache(file: string): Promise<{ prompts: number; tokens: number; of: number }> {

@@ -158,7 +158,7 @@ export class PromptCache {
     const saved = f.values('probe'), bad = firstNonFinite(saved);
     if (bad >= 0) throw corrupt(file, `its probe holds ${saved[bad]} at element ${bad}`);
     const diff = relativeDifference(await probe(this.backend), saved);
-    if (!(diff <= PROBE_TOLERANCE)) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from another model (other weights, or the same ones quantised otherwise): this one computes the probe's keys and values ${diff.toExponential(1)} apart (relative), so its prompts would answer as that model does; save the prompt cache again with this model`);
+    if (!(diff <= PROBE_TOLERANCE)) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from another model (other weights, the same ones quantised otherwise, or another RoPE scaling): this one computes the probe's keys and values ${diff.toExponential(1)} apart (relative), so its prompts would answer as that model does; save the prompt cache again with this model`);
     const long = prompts.findIndex((ids) => ids.length > c.maxPositionEmbeddings || ids.some((t) => t >= c.vocabSize));
     if (long >= 0) throw corrupt(file, `prompt ${long} has ${prompts[long].length} tokens or ids past this model's context (${c.maxPositionEmbeddings}) or vocabulary (${c.vocabSize})`);
     // The most recently used are last: read from the last back while they fit the budget (the older would be dropped).
