@@ -1654,6 +1654,15 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
   fs.writeFileSync(manifest, written.replace('"factor": 2\n', '"factor": "2"\n'));
   await assert.rejects(loadModel(out), /edgereason\.json field "options": ropeScaling\.factor must be a number above 1 .*, got "2"/);
 
+  // Mistral attends within a sliding window, computed here as whole attention up to it: no scaling takes it further.
+  const mistral = makeRandomQwen2({ dir: path.join(tmp, 'mistral'), seed: 5, gguf: false, config: { architecture: 'llama', numLayers: 1, maxPositionEmbeddings: 256 } }).dir;
+  const raw = JSON.parse(fs.readFileSync(path.join(mistral, 'config.json'), 'utf8'));
+  fs.writeFileSync(path.join(mistral, 'config.json'), JSON.stringify({ ...raw, architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: 128 }));
+  await assert.rejects(loadModel(mistral, { ropeScaling: { type: 'yarn', factor: 4 } }), new RegExp(`^Error: model: ${mistral} attends within a sliding window of 128 positions \\(Mistral's\\), which the graph computes as whole attention up to it: RoPE scaling yarn ×4 cannot take its context past the window \\(to 512 positions\\)$`));
+  const within = await loadModel(mistral, { worker: false, ropeScaling: { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 16 } });
+  assert.deepEqual([within.config.ropeScaling?.type, within.config.maxPositionEmbeddings], ['yarn', 128]);
+  await within.close();
+
   // The cache keeps a copy per scaling beside the plain one; a choice that changes nothing uses the plain copy.
   const cacheDir = path.join(tmp, 'cache-rope'), notes: string[] = [];
   const cached = async (ropeScaling?: LoadOptions['ropeScaling']) => {

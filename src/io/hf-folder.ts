@@ -23,6 +23,11 @@ const MODEL_TYPES: Record<string, ModelConfig['architecture']> = { qwen2: 'qwen2
 
 /** Parse a config.json object; `file` names it in errors. */
 export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json', generation: Record<string, unknown> = {}): ModelConfig {
+  return parseHf(raw, file, generation).config;
+}
+
+/** parseHfConfig, and the sliding window the model attends within (Mistral's), which cuts its context. */
+function parseHf(raw: Record<string, unknown>, file: string, generation: Record<string, unknown>): { config: ModelConfig; window?: number } {
   // architectures[0] decides when present (Qwen2ForSequenceClassification is model_type qwen2 but no LM).
   const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined, table = archName === undefined ? MODEL_TYPES : HF_ARCHITECTURES;
   if (archName !== undefined && typeof archName !== 'string') throw new Error(`${file}: field "architectures" must list class names such as "Qwen2ForCausalLM", got ${shown(raw.architectures)}`);
@@ -117,7 +122,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file = 'config.json'
     eosTokenIds: eos,
   };
   checkModelConfig(config, `${file}:`, (k) => `field "${HF_FIELDS[k]}"`);
-  return config;
+  return { config, ...(window !== undefined ? { window } : {}) };
 }
 
 /** config.json's name for each ModelConfig field. */
@@ -266,11 +271,11 @@ export function unappliedGeneration(dir: string): string[] {
 }
 
 /** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */
-export function loadHfFolder(dir: string): { config: ModelConfig; weights: WeightSource; dir: string } {
+export function loadHfFolder(dir: string): { config: ModelConfig; weights: WeightSource; dir: string; slidingWindow?: number } {
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) { checkLink(configFile); throw new Error(`${dir}: no config.json, not a Hugging Face model folder`); }
   const genFile = path.join(dir, 'generation_config.json');
-  const config = parseHfConfig(readJson(configFile), configFile, fs.existsSync(genFile) ? readJson(genFile) : {});
+  const { config, window } = parseHf(readJson(configFile), configFile, fs.existsSync(genFile) ? readJson(genFile) : {});
 
   const single = path.join(dir, 'model.safetensors'), index = path.join(dir, 'model.safetensors.index.json');
   let weights: WeightSource;
@@ -303,7 +308,7 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     if (!FLOAT_DTYPES.has(dtype)) throw new Error(`${f.path}: tensor "${name}" is stored as ${dtype}; weights must be F32, F16, BF16 or F64 (a quantized checkpoint? load the unquantized one)`);
   }
   checkWeights(config, weights, dir);
-  return { config, weights, dir };
+  return { config, weights, dir, ...(window !== undefined ? { slidingWindow: window } : {}) };
 }
 
 /** A missing file that is a link to nothing is said to be one (a hub cache whose blobs were removed). */

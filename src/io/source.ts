@@ -35,6 +35,8 @@ export interface ModelSource {
   storedTypes?: string[];
   /** A converted folder's edgereason.json, as checked when it was opened. */
   manifest?: Manifest;
+  /** The sliding window the model attends within (Mistral's): its context stops there. */
+  slidingWindow?: number;
 }
 
 export const MANIFEST = 'edgereason.json';
@@ -62,9 +64,9 @@ export function openSource(p: string): ModelSource {
   if (head === 'GGUF' && !abs.endsWith('.gguf')) throw new Error(`model: ${abs} is a GGUF file (its header starts with "GGUF"): give it a name ending in .gguf (a link will do)`);
   if (isDir) {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
-    const { config, weights } = loadHfFolder(abs);
+    const { config, weights, slidingWindow } = loadHfFolder(abs);
     const tokenizer = checkVocab(loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
-    return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFolder(abs) };
+    return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFolder(abs), ...(slidingWindow !== undefined ? { slidingWindow } : {}) };
   }
   if (abs.endsWith('.gguf')) {
     const { config, weights, metadata, storedTypes } = ggufToModel(abs);

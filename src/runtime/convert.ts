@@ -68,7 +68,10 @@ export function rescaled(src: ModelSource, choice: RopeScalingChoice | undefined
   if (!choice) return src;
   const m = src.manifest;
   if (!m) {
-    const config = withRopeScaling(src.config, choice, src.path);
+    const config = withRopeScaling(src.config, choice, src.path), w = src.slidingWindow;
+    if (w !== undefined && config.maxPositionEmbeddings > w) {
+      throw new Error(`model: ${src.path} attends within a sliding window of ${w} positions (Mistral's), which the graph computes as whole attention up to it: RoPE scaling ${ropeScalingWords(choice)} cannot take its context past the window (to ${config.maxPositionEmbeddings} positions)`);
+    }
     return config === src.config ? src : { ...src, config };
   }
   if (JSON.stringify(m.options.ropeScaling) === JSON.stringify(choice)) return src;
