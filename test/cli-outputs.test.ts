@@ -259,6 +259,10 @@ test('a run stopped by --max-steps saves its checkpoint there and --resume finis
   await assert.rejects(trainSft(model.config, weights, ex, ex.slice(0, 2), { ...o, out: at('stopped'), resume: true }),
     /was trained with the --eval \(a hash of its token ids\) none, this run has the --eval \(a hash of its token ids\) [0-9a-f]{12} /);
   await assert.rejects(trainSft(model.config, weights, ex.slice(1), [], { ...o, out: at('stopped'), resume: true }), /was trained with 24 examples in --data, this run has 23 examples in --data /);
+  // An activated LoRA's invocation is named as text beside its ids (given the tokenizer's decode), else by its ids.
+  await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, aloraInvocation: [100, 2], decode: (ids) => ids.map((t) => `<${t}>`).join(''), out: at('stopped'), resume: true }),
+    { message: `resume: ${at('stopped', 'checkpoint')} was trained with --alora-invocation none, this run has --alora-invocation "<100><2>" (token ids 100,2) (resume with the same options, or start a new --out)` });
+  assert.throws(() => checkOptions('ck', { '--alora-invocation': [5, 6] }, { '--alora-invocation': [7] }), { message: 'resume: ck was trained with --alora-invocation 5,6, this run has --alora-invocation 7 (resume with the same options, or start a new --out)' });
   // Another trainer's checkpoint is named as such (an older one, without its command recorded, by its options).
   for (const saved of [{ command: 'train-rl', '--group': 2 }, { '--group': 2 }] as RunOptions[]) {
     assert.throws(() => checkOptions('ck', saved, { command: 'train-sft', '--epochs': 2 }), { message: 'resume: ck holds a train-rl checkpoint: resume it with train-rl, or give train-sft another --out' });

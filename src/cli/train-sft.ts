@@ -86,6 +86,7 @@ export function trainSftCommand(program: Command): void {
         checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: hubRepo(src.path) ?? src.path,
         tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
         ...(genText.trim() ? { generationConfig: genText } : {}), // and its sampling advice
+        decode: (ids) => src.tokenizer.decode(ids),
       });
       trained();
       const stale = before ? removeStale(o.out, before) : [];

@@ -147,8 +147,9 @@ export function resume(dir: string, params: Params, optimizer: AdamW, options?: 
 /**
  * Refuse to continue a run with options other than those it was saved with; `saved` absent (old checkpoint): no
  * check. Keys in `optional` (options recorded since a later version) are checked only when the checkpoint has them.
+ * `described` words an option's values for the message (undefined: as recorded).
  */
-export function checkOptions(dir: string, saved: RunOptions | undefined, now: RunOptions, optional: readonly string[] = []): void {
+export function checkOptions(dir: string, saved: RunOptions | undefined, now: RunOptions, optional: readonly string[] = [], described: Record<string, (v: unknown) => string | undefined> = {}): void {
   if (!saved) return;
   // The command first (a checkpoint of the other trainer differs in every option); older checkpoints by their options.
   const by = saved.command ?? ('--group' in saved ? 'train-rl' : '--epochs' in saved ? 'train-sft' : undefined);
@@ -158,7 +159,7 @@ export function checkOptions(dir: string, saved: RunOptions | undefined, now: Ru
   const counts: Record<string, string> = { examples: 'examples in --data', prompts: 'prompts' };
   for (const k of new Set([...Object.keys(saved), ...Object.keys(now)])) {
     if (k === 'command' || (optional.includes(k) && !(k in saved))) continue;
-    const say = (v: unknown) => (counts[k] ? `${show(v)} ${counts[k]}` : `${k} ${show(v)}`);
+    const say = (v: unknown) => (counts[k] ? `${show(v)} ${counts[k]}` : `${k} ${described[k]?.(v) ?? show(v)}`);
     if (show(saved[k]) !== show(now[k])) throw new Error(`resume: ${dir} was trained with ${say(saved[k])}, this run has ${say(now[k])} (resume with the same options, or start a new --out)`);
   }
 }

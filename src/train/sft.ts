@@ -29,6 +29,8 @@ export interface SftOptions {
   targets?: Projection[];
   /** Activated LoRA: token ids of the invocation sequence (e.g. the ids of "<think>"). */
   aloraInvocation?: number[];
+  /** The text of token ids (the tokenizer's decode): a refused --resume names the invocations as text, beside their ids. */
+  decode?: (ids: number[]) => string;
   lr?: number;
   epochs?: number;
   batchTokens?: number;
@@ -99,7 +101,7 @@ const sftRules = (vocab: number): Record<keyof SftOptions, Rule> => ({
   aloraInvocation: is.list(`token ids (0..${vocab - 1})`, (t) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < vocab),
   lr: is.above0, epochs: is.int(1), batchTokens: is.int(2), accum: is.int(1), seed: is.seed, warmupSteps: is.int(0), minLrRatio: is.share,
   weightDecay: is.atLeast0, clip: is.above0, maxLen: is.int(2), evalEvery: is.int(1), checkpointEvery: is.int(1), resume: is.bool,
-  maxSteps: is.int(1), threads: is.int(1), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn,
+  maxSteps: is.int(1), threads: is.int(1), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn, decode: is.fn,
 });
 
 /** Resume options recorded since a later version: checked only when the checkpoint has them. */
@@ -155,7 +157,8 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const ckptDir = path.join(o.out, 'checkpoint');
   if (o.resume) {
     if (!fs.existsSync(path.join(ckptDir, 'checkpoint.json'))) throw new Error(`train-sft: --resume given but ${ckptDir} holds no checkpoint`);
-    checkOptions(ckptDir, checkpointOptions(ckptDir), options, LATER_OPTIONS);
+    const invocation = (v: unknown) => (Array.isArray(v) && o.decode ? `${JSON.stringify(o.decode(v))} (token ids ${v.join(',')})` : undefined);
+    checkOptions(ckptDir, checkpointOptions(ckptDir), options, LATER_OPTIONS, { '--alora-invocation': invocation });
   }
   const mode = o.full ? { kind: 'full' as const } : { kind: 'lora' as const, targets, scale: alpha / rank };
   const trainer = await Trainer.create(config, weights, mode, { threads: o.threads });
