@@ -609,6 +609,11 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   // ... but the report of another evaluation is not replaced unless told.
   assert.match(evalOut(at('rep', 'y.json'), '--task', 'gsm8k', '--max-tokens', '64'), new RegExp(`^edgereason: --out ${at('rep', 'y.json')} holds the report of another evaluation \\(--task: "synthetic" there, "gsm8k" here; --max-tokens: 512 there, 64 here; --split: "test" there, none here\\); pass --overwrite to replace it, or choose another --out\n$`));
   assert.match(evalOut(at('rep', 'y.json'), '--task', 'gsm8k', '--overwrite'), /no-such-model does not exist/);
+  // A RoPE scaling is part of what was evaluated: the same one refreshes its report, another one (or none) is another evaluation.
+  await writeReport(at('rep', 'yarn.json'), [{ name: 'base', report: { ...report, options: { ...report.options, ropeScaling: 'yarn ×4' } } }]);
+  assert.match(evalOut(at('rep', 'yarn.json'), '--rope-scaling', 'yarn', '--rope-scale', '4'), /no-such-model does not exist/);
+  assert.match(evalOut(at('rep', 'yarn.json')), /holds the report of another evaluation \(--rope-scaling: "yarn ×4" there, none here\)/);
+  assert.match(evalOut(at('rep', 'y.json'), '--rope-scaling', 'yarn', '--rope-scale', '4'), /holds the report of another evaluation \(--rope-scaling: none there, "yarn ×4" here\)/);
   // Beside an earlier report, a file of the user's under the table's or the plot's name is refused too.
   for (const f of ['y.md', 'y-accuracy.svg']) {
     const keep = fs.readFileSync(at('rep', f));
@@ -1092,7 +1097,6 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
     [['--rope-scale', '2'], '--rope-scale goes with --rope-scaling: e.g. --rope-scaling yarn --rope-scale 4'],
     [['--yarn-orig-ctx', '2'], '--yarn-orig-ctx goes with --rope-scaling: e.g. --rope-scaling yarn --rope-scale 4'],
     [['--rope-scaling', 'yarn'], '--rope-scaling yarn needs --rope-scale <factor>: how many times the context is stretched (4 takes Qwen2.5\'s 32,768 positions to 131,072)'],
-    [['--rope-scaling', 'linear', '--rope-scale', '1'], '--rope-scale must be above 1 (how many times the context is stretched), got 1; --rope-scaling none is RoPE unscaled'],
     [['--rope-scaling', 'linear', '--rope-scale', '2', '--yarn-orig-ctx', '64'], '--yarn-orig-ctx is YaRN\'s: leave it out with --rope-scaling linear'],
     [['--rope-scaling', 'none', '--rope-scale', '2'], '--rope-scaling none takes no --rope-scale'],
     [['--rope-scaling', 'yarn', '--rope-scale', '4096'], `${model.dir}: --rope-scale × its trained context (4096 × ${model.config.maxPositionEmbeddings} = ${4096 * model.config.maxPositionEmbeddings} positions) must be at most 1048576 (the RoPE table holds every position)`],
@@ -1103,6 +1107,9 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
       const r = cli([command[0], '--model', model.dir, ...command.slice(1), ...flags]);
       assert.deepEqual([r.status, r.stderr], [1, `edgereason: ${message}\n`], command.join(' '));
     }
+  }
+  for (const [v, hint] of [['1', '; --rope-scaling none is RoPE unscaled'], ['0.5', ''], ['-2', ''], ['four', '']]) {
+    assert.match(cli(['generate', '--model', model.dir, '--prompt', 'x', '--rope-scaling', 'linear', '--rope-scale', v]).stderr, new RegExp(`^error: option '--rope-scale <factor>' argument '${v}' is invalid\\. --rope-scale must be a number above 1 \\(how many times the context is stretched\\), got "${v}"${hint}\n`));
   }
   assert.match(cli(['chat', '--model', model.dir, '--rope-scaling', 'dynamic']).stderr, /^error: option '--rope-scaling <type>' argument 'dynamic' is invalid\. Allowed choices are yarn, linear, none\./);
   assert.deepEqual(['rope-never', 'rope-eval.json', 'rope-r.json', 'rope-v.json'].filter((f) => fs.existsSync(at(f))), []);

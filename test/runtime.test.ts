@@ -1600,6 +1600,7 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
   const linear = withRopeScaling(c, { type: 'linear', factor: 2.5 }, 'm');
   assert.deepEqual([linear.ropeScaling, linear.maxPositionEmbeddings], [{ type: 'linear', factor: 2.5 }, Math.floor(2.5 * n)]);
   assert.throws(() => withRopeScaling(linear, { type: 'none' }, 'm'), /^Error: m was trained with linear RoPE scaling, which stays: ropeScaling none cannot replace it$/);
+  assert.equal(withRopeScaling(linear, { type: 'linear', factor: 2.5 }, 'm'), linear); // its own, restated
   assert.throws(() => withRopeScaling({ ...c, ropeFreqFactors: new Array(c.headDim / 2).fill(2) }, { type: 'yarn', factor: 4 }, 'm'), /^Error: m was trained with per-frequency RoPE factors \(rope_freqs\.weight\), which stays: ropeScaling yarn ×4 cannot replace it$/);
   assert.throws(() => withRopeScaling(c, { type: 'yarn', factor: 4096 }, 'm'), new RegExp(`^Error: m: ropeScaling\\.factor × its trained context \\(4096 × ${n} = ${4096 * n} positions\\) must be at most 1048576`));
   for (const [bad, message] of [
@@ -1674,12 +1675,17 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
   assert.deepEqual(await cached(), [undefined, n]);
   assert.deepEqual(await cached({ type: 'none' }), [undefined, n]);
   assert.deepEqual(await cached({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 }), ['yarn', n]);
+  // YaRN over the default original context, and spelt out: one copy.
+  assert.deepEqual(await cached({ type: 'yarn', factor: 2 }), ['yarn', 2 * n]);
+  assert.deepEqual(await cached({ type: 'yarn', factor: 2, originalMaxPositionEmbeddings: n }), ['yarn', 2 * n]);
   const entries = cacheEntries(cacheDir);
-  assert.deepEqual(entries.map((e) => [path.basename(e.dir).replace(/-[0-9a-f]{10}$/, ''), e.state]), [['qwen2-fp32', 'ready'], ['qwen2-fp32-rope-yarn4x32', 'ready']]);
+  assert.deepEqual(entries.map((e) => [path.basename(e.dir).replace(/-[0-9a-f]{10}$/, ''), e.state]), [['qwen2-fp32', 'ready'], [`qwen2-fp32-rope-yarn2x${n}`, 'ready'], ['qwen2-fp32-rope-yarn4x32', 'ready']]);
   assert.deepEqual(notes.map((x) => x.replaceAll(tmp, '<tmp>').replace(/ \(about [\d.]+ GiB\)/, '').replace(/; later loads .*$/, '').replace(/-[0-9a-f]{10}$/, '')), [
     'model: converting <tmp>/qwen2 once into <tmp>/cache-rope/converted/qwen2-fp32-rope-yarn4x32',
     'model: converting <tmp>/qwen2 once into <tmp>/cache-rope/converted/qwen2-fp32',
     'model: using the converted copy of <tmp>/qwen2 in <tmp>/cache-rope/converted/qwen2-fp32',
     'model: using the converted copy of <tmp>/qwen2 in <tmp>/cache-rope/converted/qwen2-fp32-rope-yarn4x32',
+    `model: converting <tmp>/qwen2 once into <tmp>/cache-rope/converted/qwen2-fp32-rope-yarn2x${n}`,
+    `model: using the converted copy of <tmp>/qwen2 in <tmp>/cache-rope/converted/qwen2-fp32-rope-yarn2x${n}`,
   ]);
 });

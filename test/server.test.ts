@@ -1161,19 +1161,21 @@ test('serve --adapter: name=<dir>, or a bare folder named after itself, also one
 });
 
 test('server: a GGUF from the Hugging Face cache is named in requests by its file or by the hf: name it was started with (hf:owner/name:TAG, hf:owner/name/<file>.gguf, any @revision)', () => {
-  const file = path.join('/home/u/.cache/huggingface/hub/models--Qwen--Qwen2.5-0.5B-Instruct-GGUF/snapshots', 'a'.repeat(40), 'qwen2.5-0.5b-instruct-q4_k_m.gguf');
-  const g = hubGguf(file);
-  assert.deepEqual(g, { repo: 'Qwen/Qwen2.5-0.5B-Instruct-GGUF', file: 'qwen2.5-0.5b-instruct-q4_k_m.gguf' });
-  assert.deepEqual(hubGguf(path.join(path.dirname(file), 'Q8_0', 'model.gguf')), { repo: 'Qwen/Qwen2.5-0.5B-Instruct-GGUF', file: 'Q8_0/model.gguf' });
+  const snapshot = path.join('/home/u/.cache/huggingface/hub/models--Qwen--Qwen2.5-0.5B-Instruct-GGUF/snapshots', 'a'.repeat(40));
+  const file = path.join(snapshot, 'qwen2.5-0.5b-instruct-q4_k_m.gguf');
+  assert.deepEqual(hubGguf(file), { repo: 'Qwen/Qwen2.5-0.5B-Instruct-GGUF', file: 'qwen2.5-0.5b-instruct-q4_k_m.gguf', snapshot });
+  assert.deepEqual(hubGguf(path.join(snapshot, 'Q8_0', 'model.gguf')), { repo: 'Qwen/Qwen2.5-0.5B-Instruct-GGUF', file: 'Q8_0/model.gguf', snapshot });
   assert.equal(hubGguf('/models/qwen2.5-0.5b-instruct-q4_k_m.gguf'), undefined);
-  assert.equal(hubGguf(path.dirname(file)), undefined);
+  assert.equal(hubGguf(snapshot), undefined);
   const base = { id: 'qwen2.5-0.5b-instruct-q4_k_m' } as ServedModel, adapter = { id: 'reasoning' } as ServedModel;
-  const served = { models: new Map([[base.id, base], [adapter.id, adapter]]), baseId: base.id, defaultId: adapter.id, hubGguf: g } as Served;
+  // The snapshot holds another quantisation too: a tag names the file the loader would pick among them.
+  const files = ['qwen2.5-0.5b-instruct-q4_k_m.gguf', 'qwen2.5-0.5b-instruct-q8_0.gguf'];
+  const served = { models: new Map([[base.id, base], [adapter.id, adapter]]), baseId: base.id, defaultId: adapter.id, hubGguf: { repo: 'Qwen/Qwen2.5-0.5B-Instruct-GGUF', file: files[0], files } } as unknown as Served;
   for (const id of ['qwen2.5-0.5b-instruct-q4_k_m', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_k_m', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF@main:Q4_K_M', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf']) {
     assert.equal(servedModel(served, id), base, id);
   }
   assert.equal(servedModel(served), adapter);
-  for (const id of ['hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF', 'hf:Qwen/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/other.gguf', 'hf:not a name']) {
+  for (const id of ['hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:instruct', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF', 'hf:Qwen/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/other.gguf', 'hf:not a name']) {
     assert.throws(() => servedModel(served, id), (e: Error) => e.message === `The model '${id}' does not exist. Served models: qwen2.5-0.5b-instruct-q4_k_m, reasoning.`, id);
   }
 });

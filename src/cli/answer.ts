@@ -77,7 +77,9 @@ export function answerCommand(program: Command): void {
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
       try {
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
-        const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${fraction(score, 3)}, threshold ${fraction(router!.threshold, 3)}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
+        // The score to the threshold's decimals (more where those would show the threshold as 0 or 1), so the two compare.
+        const threshold = fraction(router?.threshold ?? 0, 3), decimals = threshold.length - threshold.indexOf('.') - 1;
+        const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(decimals)}, threshold ${threshold}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
         const written = transcript(out, logRoute);
         const r = await answer(model, input, {

@@ -1,3 +1,4 @@
+import { ropeScalingWords } from '../models/config.ts';
 import fs from 'node:fs';
 import { createHash, randomInt } from 'node:crypto';
 import path from 'node:path';
@@ -77,7 +78,7 @@ export function evalCommand(program: Command): void {
       let quant: string | undefined = o.quant;
       const ropeScaling = ropeScalingOf(o);
       try { const src = openSource(o.model); quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config); } catch { /* the load below names the problem */ }
-      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(ropeScaling ? { ropeScaling } : {}) };
+      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(ropeScaling ? { ropeScaling: ropeScalingWords(ropeScaling) } : {}) };
       const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed
       const sampled = drawn ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
       const several = o.samples > 1 ? { samples: o.samples, vote: o.vote, ...(o.verifier ? { verifier: path.resolve(o.verifier) } : {}), ...(o.earlyStop ? { earlyStop: true } : {}) } : {};
@@ -176,7 +177,7 @@ function differences(before: Record<string, unknown>, now: Record<string, unknow
   // Reports before --temperature were greedy (and sampled with no top-k, top-p or min-p), before quant was recorded unknown.
   const unset: Record<string, unknown> = { temperature: 0, topK: 0, topP: 1, minP: 0 };
   const norm = (k: string, v: unknown) => (typeof v === 'string' && ['model', 'adapter', 'router', 'verifier'].includes(k) ? path.resolve(v) : v ?? unset[k]);
-  return [...new Set([...Object.keys(now), 'adapter', 'split', 'maxThinkingTokens', 'budget', 'nativeThinking', 'topK', 'topP', 'minP', 'router', 'samples', 'vote', 'verifier', 'earlyStop'])]
+  return [...new Set([...Object.keys(now), 'adapter', 'split', 'maxThinkingTokens', 'budget', 'nativeThinking', 'topK', 'topP', 'minP', 'router', 'samples', 'vote', 'verifier', 'earlyStop', 'ropeScaling'])]
     .filter((k) => norm(k, before[k]) !== norm(k, now[k]) && !(k === 'quant' && before[k] === undefined))
     .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${before[k] === undefined ? 'none' : JSON.stringify(before[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
 }

@@ -1,4 +1,4 @@
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { shortName } from '../io/hub.ts';
 import { loadModel, type LoadOptions, type Model } from '../runtime/model.ts';
 import type { RopeScalingChoice } from '../models/config.ts';
@@ -22,8 +22,16 @@ export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): 
 /** --rope-scaling, --rope-scale and --yarn-orig-ctx, as llama.cpp names them: loadModel's ropeScaling (ropeScalingOf). */
 export const ropeScalingOptions = (command: Command): Command => command
   .addOption(new Option('--rope-scaling <type>', 'RoPE scaling in place of the model\'s own: yarn or linear (with --rope-scale), or none (takes a checkpoint\'s YaRN away); e.g. --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 32768 gives Qwen2.5 and Qwen3 131,072 positions, as their cards say').choices(['yarn', 'linear', 'none']))
-  .option('--rope-scale <factor>', 'how many times --rope-scaling stretches the context (above 1)', floatArg('--rope-scale'))
+  .option('--rope-scale <factor>', 'how many times --rope-scaling stretches the context (above 1)', ropeScaleArg)
   .option('--yarn-orig-ctx <n>', 'the context YaRN stretches (default: the one the model was trained for)', intArg('--yarn-orig-ctx', 1));
+
+/** --rope-scale: a number above 1. */
+function ropeScaleArg(v: string): number {
+  let n = NaN;
+  try { n = floatArg('--rope-scale', -Infinity)(v); } catch { /* not a number: said below */ }
+  if (!(n > 1)) throw new InvalidArgumentError(`--rope-scale must be a number above 1 (how many times the context is stretched), got "${v}"${n === 1 ? '; --rope-scaling none is RoPE unscaled' : ''}`);
+  return n;
+}
 
 /** The RoPE scaling the flags of ropeScalingOptions choose; undefined without them. */
 export function ropeScalingOf(o: { ropeScaling?: 'yarn' | 'linear' | 'none'; ropeScale?: number; yarnOrigCtx?: number }): RopeScalingChoice | undefined {
@@ -37,7 +45,6 @@ export function ropeScalingOf(o: { ropeScaling?: 'yarn' | 'linear' | 'none'; rop
     return { type };
   }
   if (o.ropeScale === undefined) throw new Error(`--rope-scaling ${type} needs --rope-scale <factor>: how many times the context is stretched (4 takes Qwen2.5's 32,768 positions to 131,072)`);
-  if (!(o.ropeScale > 1)) throw new Error(`--rope-scale must be above 1 (how many times the context is stretched), got ${o.ropeScale}${o.ropeScale === 1 ? '; --rope-scaling none is RoPE unscaled' : ''}`);
   if (o.yarnOrigCtx !== undefined && type !== 'yarn') throw new Error(`--yarn-orig-ctx is YaRN's: leave it out with --rope-scaling ${type}`);
   return { type, factor: o.ropeScale, ...(o.yarnOrigCtx !== undefined ? { originalMaxPositionEmbeddings: o.yarnOrigCtx } : {}) };
 }

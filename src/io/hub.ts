@@ -84,9 +84,8 @@ export function cachedPath(spec: HubSpec): string | undefined {
   if (!sha) return undefined;
   const snapshot = path.join(folder, 'snapshots', sha), has = (f: string) => fs.existsSync(path.join(snapshot, f));
   if (spec.tag) {
-    let files: string[];
-    try { files = (fs.readdirSync(snapshot, { recursive: true }) as string[]).map((f) => f.split(path.sep).join('/')); } catch { return undefined; }
-    const file = taggedGguf(files, spec.tag);
+    const files = snapshotFiles(snapshot);
+    const file = files && taggedGguf(files, spec.tag);
     return typeof file === 'string' ? cachedPath({ repo: spec.repo, revision: sha, file }) : undefined;
   }
   if (spec.file) return ggufParts(spec.file).every(has) ? path.join(snapshot, spec.file) : undefined;
@@ -412,10 +411,18 @@ export function shortName(p: string): string {
   return hubRepo(p) ?? path.basename(path.resolve(p));
 }
 
-/** The repository and file of a GGUF in the Hugging Face cache's snapshots (models--owner--name/snapshots/<commit>/<file>), else undefined. */
-export function hubGguf(p: string): { repo: string; file: string } | undefined {
-  const m = /(?:^|[\\/])models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][0-9a-f]{40}[\\/](.+\.gguf)$/.exec(path.resolve(p));
-  return m ? { repo: `${m[1]}/${m[2]}`, file: m[3].split(path.sep).join('/') } : undefined;
+/**
+ * The repository, file and snapshot folder of a GGUF in the Hugging Face cache's snapshots
+ * (models--owner--name/snapshots/<commit>/<file>), else undefined.
+ */
+export function hubGguf(p: string): { repo: string; file: string; snapshot: string } | undefined {
+  const m = /^(.*[\\/]models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][0-9a-f]{40})[\\/](.+\.gguf)$/.exec(path.resolve(p));
+  return m ? { repo: `${m[2]}/${m[3]}`, file: m[4].split(path.sep).join('/'), snapshot: m[1] } : undefined;
+}
+
+/** A snapshot's files, "/"-separated, its subfolders' too; undefined when it cannot be read. */
+export function snapshotFiles(snapshot: string): string[] | undefined {
+  try { return (fs.readdirSync(snapshot, { recursive: true }) as string[]).map((f) => f.split(path.sep).join('/')); } catch { return undefined; }
 }
 
 /** owner/name for a folder of the Hugging Face cache's snapshots (models--owner--name/snapshots/<commit>), else undefined. */

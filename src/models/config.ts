@@ -125,6 +125,13 @@ export function checkRopeScalingChoice(v: unknown, where: string): asserts v is 
   }
 }
 
+/** The choice that gives a config its RoPE scaling as withRopeScaling makes it (yarn with its original context spelt out). */
+export function ropeChoiceOf(c: ModelConfig): RopeScalingChoice {
+  const r = c.ropeScaling;
+  if (r?.type === 'yarn') return { type: 'yarn', factor: r.factor, originalMaxPositionEmbeddings: r.originalMaxPositionEmbeddings };
+  return r?.type === 'linear' ? { type: 'linear', factor: r.factor } : { type: 'none' };
+}
+
 /** A RopeScalingChoice as a person reads it: yarn ×4 over 32768 positions, linear ×2, none. */
 export function ropeScalingWords(r: RopeScaling | RopeScalingChoice | undefined): string {
   if (!r || r.type === 'none') return 'none';
@@ -142,6 +149,7 @@ export function ropeScalingWords(r: RopeScaling | RopeScalingChoice | undefined)
  */
 export function withRopeScaling(c: ModelConfig, choice: RopeScalingChoice, where: string): ModelConfig {
   const own = c.ropeScaling;
+  if (own?.type === 'linear' && choice.type === 'linear' && choice.factor === own.factor) return c; // its own, restated
   if ((own && own.type !== 'yarn') || c.ropeFreqFactors) {
     throw new Error(`${where} was trained with ${own ? `${own.type} RoPE scaling` : 'per-frequency RoPE factors (rope_freqs.weight)'}, which stays: ropeScaling ${ropeScalingWords(choice)} cannot replace it`);
   }

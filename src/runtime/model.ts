@@ -3,7 +3,7 @@
  * `await m.generateBatch([...])`, `await m.close()`. The ONNX session runs in a worker thread by default.
  */
 import path from 'node:path';
-import { checkRopeScalingChoice, parameterCount, PROJECTIONS, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
+import { checkRopeScalingChoice, parameterCount, ropeChoiceOf, PROJECTIONS, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
@@ -138,8 +138,9 @@ export class Model {
     if (typeof p !== 'string' || !p) throw new Error(`loadModel: the first argument must be the path of a model (a Hugging Face folder, a .gguf or llama2.c .bin file, or a converted folder), got ${shown(p)}; the embedded default is loadModel(defaultModel.dir, { adapter: defaultModel.adapter })`);
     const opened = openSource(p);
     let src = rescaled(opened, opts.ropeScaling);
-    // The choice goes into the cached copy only where it changes the checkpoint's RoPE (else its plain copy serves).
-    const rope = src.config !== opened.config ? opts.ropeScaling : undefined;
+    // The choice goes into the cached copy only where it changes the checkpoint's RoPE (else its plain copy serves),
+    // spelt out (yarn ×4 and yarn ×4 over the default original context are one copy).
+    const rope = src.config !== opened.config ? ropeChoiceOf(src.config) : undefined;
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
     if (src.kind !== 'converted' && quant === 'fp32' && opts.accuracyLevel !== undefined && opts.quant === undefined) {

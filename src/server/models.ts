@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { hubGguf, parseHubSpec, shortName, taggedGguf, type HubSpec } from '../io/hub.ts';
+import { hubGguf, parseHubSpec, shortName, snapshotFiles, taggedGguf, type HubSpec } from '../io/hub.ts';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -79,20 +79,27 @@ export function servedModel(served: Served, id = served.defaultId): ServedModel 
   return m;
 }
 
+/** Served's hubGguf for a base model at `p`: its repository, file and the files beside it in its snapshot. */
+function servedGguf(p: string): Pick<Served, 'hubGguf'> {
+  const g = hubGguf(p);
+  return g ? { hubGguf: { repo: g.repo, file: g.file, files: snapshotFiles(g.snapshot) ?? [g.file] } } : {};
+}
+
 /** The served model a Hugging Face name (hf:…) stands for, if any. */
 function hubAlias(served: Served, id: string): ServedModel | undefined {
   let spec: HubSpec | undefined;
   try { spec = parseHubSpec(id); } catch { return undefined; }
   if (!spec?.tag && !spec?.file) return spec && served.models.get(spec.repo);
   const g = served.hubGguf;
-  const same = g?.repo === spec.repo && (spec.file !== undefined ? spec.file === g.file : taggedGguf([g.file], spec.tag!) === g.file);
+  // A quantisation tag names the file it picks among the snapshot's, as the loader picks it.
+  const same = g?.repo === spec.repo && (spec.file !== undefined ? spec.file === g.file : taggedGguf(g.files, spec.tag!) === g.file);
   return same ? served.models.get(served.baseId) : undefined;
 }
 
 export interface Served {
   models: Map<string, ServedModel>;
-  /** The base model's repository and file when it is a GGUF from the Hugging Face cache (its hf: names are aliases). */
-  hubGguf?: { repo: string; file: string };
+  /** The base model's repository, file and its snapshot's files when it is a GGUF from the Hugging Face cache (its hf: names are aliases). */
+  hubGguf?: { repo: string; file: string; files: readonly string[] };
   /** Used when a request names no model: the first adapter, else the base. */
   defaultId: string;
   baseId: string;
@@ -180,7 +187,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
     return {
       models: ordered, baseId, defaultId: adapters[0]?.name ?? baseId, router, verifier,
-      contextLength: loaded[0].config.maxPositionEmbeddings, hubGguf: hubGguf(o.model),
+      contextLength: loaded[0].config.maxPositionEmbeddings, ...servedGguf(o.model),
       ...(sampling ? { sampling } : {}),
       async close() {
         for (const s of models.values()) await s.backend.idle();
