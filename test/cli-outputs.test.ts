@@ -263,6 +263,9 @@ test('a run stopped by --max-steps saves its checkpoint there and --resume finis
   await assert.rejects(trainSft(model.config, weights, ex, [], { ...o, aloraInvocation: [100, 2], decode: (ids) => ids.map((t) => `<${t}>`).join(''), out: at('stopped'), resume: true }),
     { message: `resume: ${at('stopped', 'checkpoint')} was trained with --alora-invocation none, this run has --alora-invocation "<100><2>" (token ids 100,2) (resume with the same options, or start a new --out)` });
   assert.throws(() => checkOptions('ck', { '--alora-invocation': [5, 6] }, { '--alora-invocation': [7] }), { message: 'resume: ck was trained with --alora-invocation 5,6, this run has --alora-invocation 7 (resume with the same options, or start a new --out)' });
+  // Another base model is named first: it is why anything else differs (its invocation ids read with another vocabulary).
+  assert.throws(() => checkOptions('ck', { '--alora-invocation': [5], 'the --model (a hash of its config and weights)': 'aaa' }, { '--alora-invocation': [7], 'the --model (a hash of its config and weights)': 'bbb' }),
+    { message: 'resume: ck was trained with the --model (a hash of its config and weights) aaa, this run has the --model (a hash of its config and weights) bbb (resume with the same options, or start a new --out)' });
   // Another trainer's checkpoint is named as such (an older one, without its command recorded, by its options).
   for (const saved of [{ command: 'train-rl', '--group': 2 }, { '--group': 2 }] as RunOptions[]) {
     assert.throws(() => checkOptions('ck', saved, { command: 'train-sft', '--epochs': 2 }), { message: 'resume: ck holds a train-rl checkpoint: resume it with train-rl, or give train-sft another --out' });
@@ -614,6 +617,14 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.match(evalOut(at('rep', 'yarn.json'), '--rope-scaling', 'yarn', '--rope-scale', '4'), /no-such-model does not exist/);
   assert.match(evalOut(at('rep', 'yarn.json')), /holds the report of another evaluation \(--rope-scaling: "yarn ×4" there, none here\)/);
   assert.match(evalOut(at('rep', 'y.json'), '--rope-scaling', 'yarn', '--rope-scale', '4'), /holds the report of another evaluation \(--rope-scaling: none there, "yarn ×4" here\)/);
+  // ... recorded as applied to the model: over its default original context spelt out or not, the same; none on a plain model, nothing.
+  const applied = { ...report, options: { ...report.options, model: DEFAULT_DIR, ropeScaling: 'yarn ×4 over 1024 positions' } };
+  await writeReport(at('rep', 'applied.json'), [{ name: 'base', report: applied }]);
+  const evalDefault = (...flags: string[]) => cli(['eval', '--model', DEFAULT_DIR, '--out', at('rep', 'applied.json'), '--max-tokens', '64', ...flags]).stderr;
+  for (const flags of [['--rope-scaling', 'yarn', '--rope-scale', '4'], ['--rope-scaling', 'yarn', '--rope-scale', '4', '--yarn-orig-ctx', '1024']]) {
+    assert.match(evalDefault(...flags), /holds the report of another evaluation \(--max-tokens: 512 there, 64 here\)/, flags.join(' '));
+  }
+  assert.match(evalDefault('--rope-scaling', 'none'), /holds the report of another evaluation \(--max-tokens: 512 there, 64 here; --rope-scaling: "yarn ×4 over 1024 positions" there, none here\)/);
   // Beside an earlier report, a file of the user's under the table's or the plot's name is refused too.
   for (const f of ['y.md', 'y-accuracy.svg']) {
     const keep = fs.readFileSync(at('rep', f));
@@ -767,6 +778,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   // The library's option names come out as the command line's flags.
   assert.equal(cliWords('a second rounding; quant "fp32" keeps the file\'s values exactly'), 'a second rounding; --quant fp32 keeps the file\'s values exactly');
   assert.equal(cliWords('nothing to score: raise maxTokens'), 'nothing to score: raise --max-tokens');
+  // loadModel's ropeScaling fields are flags; a converted folder's options.ropeScaling stays its field.
+  assert.equal(cliWords('m: ropeScaling.factor × ropeScaling.originalMaxPositionEmbeddings (…); ropeScaling none cannot replace it'), 'm: --rope-scale × --yarn-orig-ctx (…); --rope-scaling none cannot replace it');
+  assert.equal(cliWords('model: x/edgereason.json: options.ropeScaling.factor must be a number above 1'), 'model: x/edgereason.json: options.ropeScaling.factor must be a number above 1');
   assert.equal(cliWords('answer: reasoning "on", but the chat template already closed the thinking (an empty thinking block, e.g. chatTemplateKwargs enable_thinking: false)'),
     'answer: --reasoning on, but the chat template already closed the thinking (an empty thinking block, e.g. --chat-template-kwargs enable_thinking: false)');
   assert.equal(cliWords('only with quant "q4" or "q8"'), 'only with --quant q4 or q8');

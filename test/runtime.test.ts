@@ -1601,6 +1601,8 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
   assert.deepEqual([linear.ropeScaling, linear.maxPositionEmbeddings], [{ type: 'linear', factor: 2.5 }, Math.floor(2.5 * n)]);
   assert.throws(() => withRopeScaling(linear, { type: 'none' }, 'm'), /^Error: m was trained with linear RoPE scaling, which stays: ropeScaling none cannot replace it$/);
   assert.equal(withRopeScaling(linear, { type: 'linear', factor: 2.5 }, 'm'), linear); // its own, restated
+  const ownYarn = { ...c, ropeScaling: { type: 'yarn' as const, factor: 4, originalMaxPositionEmbeddings: n, betaFast: 16, betaSlow: 2, attentionFactor: 1.5 }, maxPositionEmbeddings: 4 * n };
+  for (const same of [{ type: 'yarn', factor: 4 }, { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: n }] as const) assert.equal(withRopeScaling(ownYarn, same, 'm'), ownYarn); // its betas and attention factor kept
   assert.throws(() => withRopeScaling({ ...c, ropeFreqFactors: new Array(c.headDim / 2).fill(2) }, { type: 'yarn', factor: 4 }, 'm'), /^Error: m was trained with per-frequency RoPE factors \(rope_freqs\.weight\), which stays: ropeScaling yarn ×4 cannot replace it$/);
   assert.throws(() => withRopeScaling(c, { type: 'yarn', factor: 4096 }, 'm'), new RegExp(`^Error: m: ropeScaling\\.factor × its trained context \\(4096 × ${n} = ${4096 * n} positions\\) must be at most 1048576`));
   for (const [bad, message] of [
@@ -1638,28 +1640,40 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
   // A converted folder keeps the scaling it was converted with, and says how to convert with another.
   const out = path.join(tmp, 'converted-yarn');
   const m = convertModel(model.dir, out, { quant: 'fp32', ropeScaling: { type: 'yarn', factor: 2 } });
-  assert.deepEqual([m.options.ropeScaling, m.config.ropeScaling?.type, m.config.maxPositionEmbeddings], [{ type: 'yarn', factor: 2 }, 'yarn', 2 * n]);
+  assert.deepEqual([m.options.ropeScaling, m.config.ropeScaling?.type, m.config.maxPositionEmbeddings], [{ type: 'yarn', factor: 2, originalMaxPositionEmbeddings: n }, 'yarn', 2 * n]);
   for (const same of [undefined, { type: 'yarn', factor: 2 }, { type: 'yarn', factor: 2, originalMaxPositionEmbeddings: n }] as const) {
     const loaded = await loadModel(out, { worker: false, ropeScaling: same });
     assert.equal(loaded.config.maxPositionEmbeddings, 2 * n);
     await loaded.close();
   }
   await assert.rejects(loadModel(out, { ropeScaling: { type: 'none' } }), new RegExp(`^Error: model: ${out} was converted with RoPE scaling yarn ×2 over ${n} positions, not none; convert the source again with it: edgereason convert --model ${model.dir} --out <folder> --quant fp32 --rope-scaling none$`));
+  // A source trained with linear scaling, converted with it restated: another one is refused as the model's own.
+  const trainedLinear = path.join(tmp, 'qwen2-linear');
+  fs.cpSync(model.dir, trainedLinear, { recursive: true });
+  fs.writeFileSync(path.join(trainedLinear, 'config.json'), JSON.stringify({ ...cfg, rope_scaling: { rope_type: 'linear', factor: 2 } }));
+  const tl = convertModel(trainedLinear, path.join(tmp, 'qwen2-linear-onnx'), { quant: 'fp32', ropeScaling: { type: 'linear', factor: 2 } });
+  assert.equal(tl.options.ropeScaling, undefined); // nothing chosen: the source's own
+  await assert.rejects(loadModel(path.join(tmp, 'qwen2-linear-onnx'), { ropeScaling: { type: 'linear', factor: 3 } }), /^Error: .*qwen2-linear-onnx was trained with linear RoPE scaling, which stays: ropeScaling linear ×3 cannot replace it$/);
   // Converted with linear scaling: another choice is the conversion's to change, not a scaling the model was trained with.
   const lin = path.join(tmp, 'converted-linear');
   convertModel(model.dir, lin, { quant: 'fp32', ropeScaling: { type: 'linear', factor: 2 } });
   await assert.rejects(loadModel(lin, { ropeScaling: { type: 'yarn', factor: 4 } }), new RegExp(`^Error: model: ${lin} was converted with RoPE scaling linear ×2, not yarn ×4; convert the source again with it: edgereason convert --model ${model.dir} --out <folder> --quant fp32 --rope-scaling yarn --rope-scale 4$`));
   const manifest = path.join(out, 'edgereason.json'), written = fs.readFileSync(manifest, 'utf8');
   fs.writeFileSync(manifest, written.replace('"format": 2', '"format": 1'));
-  await assert.rejects(loadModel(out), new RegExp(`run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32 --rope-scaling yarn --rope-scale 2\` again`));
-  fs.writeFileSync(manifest, written.replace('"factor": 2\n', '"factor": "2"\n'));
-  await assert.rejects(loadModel(out), /edgereason\.json field "options": ropeScaling\.factor must be a number above 1 .*, got "2"/);
+  await assert.rejects(loadModel(out), new RegExp(`run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32 --rope-scaling yarn --rope-scale 2 --yarn-orig-ctx ${n}\` again`));
+  const bad = JSON.parse(written);
+  bad.options.ropeScaling.factor = '2';
+  fs.writeFileSync(manifest, JSON.stringify(bad));
+  await assert.rejects(loadModel(out), /edgereason\.json: options\.ropeScaling\.factor must be a number above 1 .*, got "2"/);
 
   // Mistral attends within a sliding window, computed here as whole attention up to it: no scaling takes it further.
   const mistral = makeRandomQwen2({ dir: path.join(tmp, 'mistral'), seed: 5, gguf: false, config: { architecture: 'llama', numLayers: 1, maxPositionEmbeddings: 256 } }).dir;
   const raw = JSON.parse(fs.readFileSync(path.join(mistral, 'config.json'), 'utf8'));
   fs.writeFileSync(path.join(mistral, 'config.json'), JSON.stringify({ ...raw, architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: 128 }));
   await assert.rejects(loadModel(mistral, { ropeScaling: { type: 'yarn', factor: 4 } }), new RegExp(`^Error: model: ${mistral} attends within a sliding window of 128 positions \\(Mistral's\\), which the graph computes as whole attention up to it: RoPE scaling yarn ×4 cannot take its context past the window \\(to 512 positions\\)$`));
+  // Converted without a scaling, it is refused for the source's own reason, not sent to a convert that would fail.
+  convertModel(mistral, path.join(tmp, 'mistral-onnx'), { quant: 'fp32' });
+  await assert.rejects(loadModel(path.join(tmp, 'mistral-onnx'), { ropeScaling: { type: 'yarn', factor: 4 } }), /^Error: model: .*mistral attends within a sliding window of 128 positions/);
   const within = await loadModel(mistral, { worker: false, ropeScaling: { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 16 } });
   assert.deepEqual([within.config.ropeScaling?.type, within.config.maxPositionEmbeddings], ['yarn', 128]);
   await within.close();

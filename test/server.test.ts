@@ -1178,4 +1178,8 @@ test('server: a GGUF from the Hugging Face cache is named in requests by its fil
   for (const id of ['hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:instruct', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF', 'hf:Qwen/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M', 'hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/other.gguf', 'hf:not a name']) {
     assert.throws(() => servedModel(served, id), (e: Error) => e.message === `The model '${id}' does not exist. Served models: qwen2.5-0.5b-instruct-q4_k_m, reasoning.`, id);
   }
+  // A snapshot holding the served file alone (the usual download): only a quantisation's name is taken for a tag.
+  const alone = { ...served, hubGguf: { repo: 'unsloth/Qwen3-4B-GGUF', file: 'Qwen3-4B-UD-Q4_K_XL.gguf', files: ['Qwen3-4B-UD-Q4_K_XL.gguf'] } } as Served;
+  for (const id of ['hf:unsloth/Qwen3-4B-GGUF:UD-Q4_K_XL', 'hf:unsloth/Qwen3-4B-GGUF:ud-q4_k_xl']) assert.equal(servedModel(alone, id), base, id);
+  for (const id of ['hf:unsloth/Qwen3-4B-GGUF:4B', 'hf:unsloth/Qwen3-4B-GGUF:Qwen3', 'hf:unsloth/Qwen3-4B-GGUF:UD']) assert.throws(() => servedModel(alone, id), /does not exist/, id);
 });

@@ -17,7 +17,7 @@ import { beforeDownload, checkOutFile } from './outputs.ts';
 import { checkNativeThinking, checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
 import { version } from '../version.ts';
 import { openSource } from '../io/source.ts';
-import { defaultQuant } from '../runtime/convert.ts';
+import { defaultQuant, rescaled } from '../runtime/convert.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
@@ -75,10 +75,17 @@ export function evalCommand(program: Command): void {
       if (unbudgeted) console.error(`eval: note: ${unbudgeted}`);
       const files = outCheck(o);
       // What is evaluated, as the report records it: paths resolved (a rerun from another folder is the same run), the quantisation used.
+      // A RoPE scaling as applied, where it changes the model's (as the flags say when the model cannot be read).
       let quant: string | undefined = o.quant;
       const ropeScaling = ropeScalingOf(o);
-      try { const src = openSource(o.model); quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config); } catch { /* the load below names the problem */ }
-      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(ropeScaling ? { ropeScaling: ropeScalingWords(ropeScaling) } : {}) };
+      let applied = ropeScaling && ropeScalingWords(ropeScaling);
+      try {
+        const src = openSource(o.model);
+        quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config);
+        const scaled = rescaled(src, ropeScaling);
+        applied = scaled.config !== src.config ? ropeScalingWords(scaled.config.ropeScaling) : undefined;
+      } catch { /* the load below names the problem */ }
+      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(applied ? { ropeScaling: applied } : {}) };
       const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed
       const sampled = drawn ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
       const several = o.samples > 1 ? { samples: o.samples, vote: o.vote, ...(o.verifier ? { verifier: path.resolve(o.verifier) } : {}), ...(o.earlyStop ? { earlyStop: true } : {}) } : {};

@@ -106,9 +106,12 @@ function weightsWhole(dir: string): boolean {
   }
 }
 
+/** A quantisation's name as GGUF files carry it (Q4_K_M, IQ4_XS, Q8_0, BF16, F16, F32). */
+export const QUANT_LABEL = /^(i?q\d(_[a-z\d]+)*|bf16|f16|f32)$/i;
+
 /** ", or by its quantisation: hf:owner/name:Q4_K_M" with a quantisation one of the files is named by, or nothing. */
 function quantExample(ggufs: readonly string[], repo: string): string {
-  const label = ggufs.flatMap((f) => path.posix.basename(f, '.gguf').split(/[-.]/)).find((w) => /^(i?q\d(_[a-z\d]+)*|bf16|f16|f32)$/i.test(w));
+  const label = ggufs.flatMap((f) => path.posix.basename(f, '.gguf').split(/[-.]/)).find((w) => QUANT_LABEL.test(w));
   return label && typeof taggedGguf(ggufs, label) === 'string' ? `, or by its quantisation: hf:${repo}:${label}` : '';
 }
 

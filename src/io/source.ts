@@ -212,7 +212,7 @@ function checkManifest(m: Manifest, file: string): void {
   if (!QUANTS.includes(o.quant)) bad('options.quant', QUANTS.map((q) => `"${q}"`).join(', '), o.quant);
   if (!Number.isInteger(o.accuracyLevel)) bad('options.accuracyLevel', 'an integer', o.accuracyLevel);
   if (!Array.isArray(o.loraTargets) || !o.loraTargets.every((t) => (PROJECTIONS as readonly string[]).includes(t))) bad('options.loraTargets', `a list of projections (${PROJECTIONS.join(', ')})`, o.loraTargets);
-  if (o.ropeScaling !== undefined) checkRopeScalingChoice(o.ropeScaling, `model: ${file} field "options"`);
+  if (o.ropeScaling !== undefined) checkRopeScalingChoice(o.ropeScaling, `model: ${file}`, 'options.ropeScaling');
   if (!src || typeof src !== 'object' || typeof src.path !== 'string' || typeof src.fingerprint !== 'string') bad('source', 'an object {path, kind, fingerprint}', src);
   if (m.sizes !== undefined && (!m.sizes || typeof m.sizes !== 'object' || !Object.values(m.sizes).every((n) => Number.isInteger(n)))) bad('sizes', 'an object of byte counts', m.sizes);
   if (m.edgereason !== undefined && typeof m.edgereason !== 'string') bad('edgereason', 'a version string', m.edgereason);

@@ -107,21 +107,21 @@ export function yarnContext(s: YarnRopeScaling, where: string, fields: string): 
  */
 export interface RopeScalingChoice { type: 'yarn' | 'linear' | 'none'; factor?: number; originalMaxPositionEmbeddings?: number }
 
-/** Checks a RopeScalingChoice given to `where` (e.g. "loadModel"); the message names its fields as ropeScaling.x. */
-export function checkRopeScalingChoice(v: unknown, where: string): asserts v is RopeScalingChoice {
+/** Checks a RopeScalingChoice given to `where` (e.g. "loadModel"); the message names its fields as `name`.x (ropeScaling.factor). */
+export function checkRopeScalingChoice(v: unknown, where: string, name = 'ropeScaling'): asserts v is RopeScalingChoice {
   const r = v as Record<string, unknown>;
-  if (!r || typeof r !== 'object' || Array.isArray(r)) throw new Error(`${where}: ropeScaling must be an object such as {type: "yarn", factor: 4}, got ${shown(v)}`);
+  if (!r || typeof r !== 'object' || Array.isArray(r)) throw new Error(`${where}: ${name} must be an object such as {type: "yarn", factor: 4}, got ${shown(v)}`);
   const known = ['type', 'factor', 'originalMaxPositionEmbeddings'], unknown = Object.keys(r).filter((k) => !known.includes(k));
-  if (unknown.length) throw new Error(`${where}: ropeScaling has ${unknown.map((k) => `"${k}"`).join(', ')}; its fields are ${known.join(', ')}`);
-  if (!['yarn', 'linear', 'none'].includes(r.type as string)) throw new Error(`${where}: ropeScaling.type must be "yarn", "linear" or "none", got ${shown(r.type)}`);
+  if (unknown.length) throw new Error(`${where}: ${name} has ${unknown.map((k) => `"${k}"`).join(', ')}; its fields are ${known.join(', ')}`);
+  if (!['yarn', 'linear', 'none'].includes(r.type as string)) throw new Error(`${where}: ${name}.type must be "yarn", "linear" or "none", got ${shown(r.type)}`);
   if (r.type === 'none') {
-    if (r.factor !== undefined || r.originalMaxPositionEmbeddings !== undefined) throw new Error(`${where}: ropeScaling "none" takes no factor or originalMaxPositionEmbeddings`);
+    if (r.factor !== undefined || r.originalMaxPositionEmbeddings !== undefined) throw new Error(`${where}: ${name} "none" takes no factor or originalMaxPositionEmbeddings`);
     return;
   }
-  if (!(typeof r.factor === 'number' && r.factor > 1 && Number.isFinite(r.factor))) throw new Error(`${where}: ropeScaling.factor must be a number above 1 (how many times the context is stretched), got ${shown(r.factor)}${r.factor === 1 ? '; type "none" is RoPE unscaled' : ''}`);
+  if (!(typeof r.factor === 'number' && r.factor > 1 && Number.isFinite(r.factor))) throw new Error(`${where}: ${name}.factor must be a number above 1 (how many times the context is stretched), got ${shown(r.factor)}${r.factor === 1 ? '; type "none" is RoPE unscaled' : ''}`);
   if (r.originalMaxPositionEmbeddings !== undefined) {
-    if (r.type !== 'yarn') throw new Error(`${where}: ropeScaling.originalMaxPositionEmbeddings is YaRN's: leave it out with type "${r.type}"`);
-    if (!(Number.isInteger(r.originalMaxPositionEmbeddings) && (r.originalMaxPositionEmbeddings as number) > 0)) throw new Error(`${where}: ropeScaling.originalMaxPositionEmbeddings must be a positive whole number of positions, got ${shown(r.originalMaxPositionEmbeddings)}`);
+    if (r.type !== 'yarn') throw new Error(`${where}: ${name}.originalMaxPositionEmbeddings is YaRN's: leave it out with type "${r.type}"`);
+    if (!(Number.isInteger(r.originalMaxPositionEmbeddings) && (r.originalMaxPositionEmbeddings as number) > 0)) throw new Error(`${where}: ${name}.originalMaxPositionEmbeddings must be a positive whole number of positions, got ${shown(r.originalMaxPositionEmbeddings)}`);
   }
 }
 
@@ -149,7 +149,9 @@ export function ropeScalingWords(r: RopeScaling | RopeScalingChoice | undefined)
  */
 export function withRopeScaling(c: ModelConfig, choice: RopeScalingChoice, where: string): ModelConfig {
   const own = c.ropeScaling;
-  if (own?.type === 'linear' && choice.type === 'linear' && choice.factor === own.factor) return c; // its own, restated
+  // Its own scaling restated (a YaRN's attention factor and betas as the checkpoint gives them).
+  if (own?.type === 'linear' && choice.type === 'linear' && choice.factor === own.factor) return c;
+  if (own?.type === 'yarn' && choice.type === 'yarn' && choice.factor === own.factor && (choice.originalMaxPositionEmbeddings ?? own.originalMaxPositionEmbeddings) === own.originalMaxPositionEmbeddings) return c;
   if ((own && own.type !== 'yarn') || c.ropeFreqFactors) {
     throw new Error(`${where} was trained with ${own ? `${own.type} RoPE scaling` : 'per-frequency RoPE factors (rope_freqs.weight)'}, which stays: ropeScaling ${ropeScalingWords(choice)} cannot replace it`);
   }

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { checkRopeScalingChoice, parameterCount, PROJECTIONS, ropeScalingWords, withRopeScaling, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
+import { checkRopeScalingChoice, parameterCount, PROJECTIONS, ropeChoiceOf, ropeScalingWords, withRopeScaling, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
@@ -79,6 +79,8 @@ export function rescaled(src: ModelSource, choice: RopeScalingChoice | undefined
   // A scaling the source was trained with stays (its error says so); one chosen at conversion is the conversion's.
   try { config = withRopeScaling(src.config, choice, src.path); } catch (e) { if (!m.options.ropeScaling) throw e; }
   if (config === src.config) return src;
+  // What the source itself refuses (a scaling it was trained with, a Mistral's window) is said rather than a convert that would fail.
+  if (fs.existsSync(m.source.path)) rescaled(openSource(m.source.path), choice);
   throw new Error(`model: ${src.path} was converted with RoPE scaling ${ropeScalingWords(src.config.ropeScaling)}, not ${ropeScalingWords(choice)}; convert the source again with it: ${convertCommandLine(m.source.path, '<folder>', m.options.quant, m.options.loraTargets, choice)}`);
 }
 
@@ -125,7 +127,8 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   makeDir(out);
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
-  const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])], ...(opts.ropeScaling ? { ropeScaling: opts.ropeScaling } : {}) }, from = { path: src.path, kind: src.kind, fingerprint: '' };
+  // A RoPE scaling is recorded where it changed the source's (spelt out): the folder's scaling, chosen at conversion.
+  const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])], ...(src !== opened ? { ropeScaling: ropeChoiceOf(src.config) } : {}) }, from = { path: src.path, kind: src.kind, fingerprint: '' };
   const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, blocks: opts.blocks });
   const dataName = 'model.onnx.data';
   let offset = 0, bytes: Uint8Array | undefined;

@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { hubGguf, parseHubSpec, shortName, snapshotFiles, taggedGguf, type HubSpec } from '../io/hub.ts';
+import { hubGguf, parseHubSpec, QUANT_LABEL, shortName, snapshotFiles, taggedGguf, type HubSpec } from '../io/hub.ts';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -91,8 +91,10 @@ function hubAlias(served: Served, id: string): ServedModel | undefined {
   try { spec = parseHubSpec(id); } catch { return undefined; }
   if (!spec?.tag && !spec?.file) return spec && served.models.get(spec.repo);
   const g = served.hubGguf;
-  // A quantisation tag names the file it picks among the snapshot's, as the loader picks it.
-  const same = g?.repo === spec.repo && (spec.file !== undefined ? spec.file === g.file : taggedGguf(g.files, spec.tag!) === g.file);
+  // A quantisation tag (Q4_K_M, UD-Q4_K_XL) names the file it picks among the snapshot's, as the loader picks it; the
+  // snapshot may hold that file alone, so another word of its name (instruct, 0.5b) is not taken for one.
+  const tag = spec.tag !== undefined && spec.tag.split('-').some((w) => QUANT_LABEL.test(w));
+  const same = g?.repo === spec.repo && (spec.file !== undefined ? spec.file === g.file : tag && taggedGguf(g.files, spec.tag!) === g.file);
   return same ? served.models.get(served.baseId) : undefined;
 }
 

@@ -157,7 +157,9 @@ export function checkOptions(dir: string, saved: RunOptions | undefined, now: Ru
   const none = dataIdentity([]); // the hash of no data: no --eval
   const show = (v: unknown) => (v === undefined ? '(unset)' : v === none ? 'none' : Array.isArray(v) ? v.join(',') : String(v));
   const counts: Record<string, string> = { examples: 'examples in --data', prompts: 'prompts' };
-  for (const k of new Set([...Object.keys(saved), ...Object.keys(now)])) {
+  // Another base model first: it is the cause of any other difference (an invocation's ids read with another vocabulary).
+  const keys = [...new Set([...Object.keys(saved), ...Object.keys(now)])].sort((a, b) => Number(b.startsWith('the --model')) - Number(a.startsWith('the --model')));
+  for (const k of keys) {
     if (k === 'command' || (optional.includes(k) && !(k in saved))) continue;
     const say = (v: unknown) => (counts[k] ? `${show(v)} ${counts[k]}` : `${k} ${described[k]?.(v) ?? show(v)}`);
     if (show(saved[k]) !== show(now[k])) throw new Error(`resume: ${dir} was trained with ${say(saved[k])}, this run has ${say(now[k])} (resume with the same options, or start a new --out)`);
