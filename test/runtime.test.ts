@@ -1647,6 +1647,12 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
     await loaded.close();
   }
   await assert.rejects(loadModel(out, { ropeScaling: { type: 'none' } }), new RegExp(`^Error: model: ${out} was converted with RoPE scaling yarn ×2 over ${n} positions, not none; convert the source again with it: edgereason convert --model ${model.dir} --out <folder> --quant fp32 --rope-scaling none$`));
+  // Its source gone, a converted folder still says which convert would make it.
+  const gone = path.join(tmp, 'qwen2-gone'), goneOut = path.join(tmp, 'qwen2-gone-onnx');
+  fs.cpSync(model.dir, gone, { recursive: true });
+  convertModel(gone, goneOut, { quant: 'fp32' });
+  fs.rmSync(gone, { recursive: true });
+  await assert.rejects(loadModel(goneOut, { ropeScaling: { type: 'linear', factor: 2 } }), new RegExp(`^Error: model: ${goneOut} was converted with RoPE scaling none, not linear ×2; convert the source again with it: edgereason convert --model ${gone} --out <folder> --quant fp32 --rope-scaling linear --rope-scale 2$`));
   // A source trained with linear scaling, converted with it restated: another one is refused as the model's own.
   const trainedLinear = path.join(tmp, 'qwen2-linear');
   fs.cpSync(model.dir, trainedLinear, { recursive: true });

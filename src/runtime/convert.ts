@@ -80,7 +80,9 @@ export function rescaled(src: ModelSource, choice: RopeScalingChoice | undefined
   try { config = withRopeScaling(src.config, choice, src.path); } catch (e) { if (!m.options.ropeScaling) throw e; }
   if (config === src.config) return src;
   // What the source itself refuses (a scaling it was trained with, a Mistral's window) is said rather than a convert that would fail.
-  if (fs.existsSync(m.source.path)) rescaled(openSource(m.source.path), choice);
+  let source: ModelSource | undefined;
+  try { source = openSource(m.source.path); } catch { /* gone or changed: the convert command says what it says */ }
+  if (source) rescaled(source, choice);
   throw new Error(`model: ${src.path} was converted with RoPE scaling ${ropeScalingWords(src.config.ropeScaling)}, not ${ropeScalingWords(choice)}; convert the source again with it: ${convertCommandLine(m.source.path, '<folder>', m.options.quant, m.options.loraTargets, choice)}`);
 }
 
