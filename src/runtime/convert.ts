@@ -74,9 +74,9 @@ export function rescaled(src: ModelSource, choice: RopeScalingChoice | undefined
     }
     return config === src.config ? src : { ...src, config };
   }
-  if (JSON.stringify(m.options.ropeScaling) === JSON.stringify(choice)) return src;
+  // The folder's own scaling restated comes back unchanged (withRopeScaling returns the same config). A scaling the
+  // source was trained with stays (its error says so); one chosen at conversion is the conversion's.
   let config: ModelConfig | undefined;
-  // A scaling the source was trained with stays (its error says so); one chosen at conversion is the conversion's.
   try { config = withRopeScaling(src.config, choice, src.path); } catch (e) { if (!m.options.ropeScaling) throw e; }
   if (config === src.config) return src;
   // What the source itself refuses (a scaling it was trained with, a Mistral's window) is said rather than a convert that would fail.
