@@ -1103,6 +1103,10 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
   assert.equal(chosen.stdout, fromFile.stdout);
   assert.equal(none.stdout, plain.stdout);
   assert.notEqual(chosen.stdout, plain.stdout);
+  // The shipped router and verifier record the scaling they were trained under (none): another is noted, the same is not.
+  const probes = (...flags: string[]) => cli(['answer', '--model', DEFAULT_DIR, '--question', 'Reverse the word sand.', '--samples', '2', '--vote', 'verifier', ...flags]).stderr.split('\n').filter((l) => l.includes('RoPE'));
+  assert.deepEqual(probes('--rope-scaling', 'linear', '--rope-scale', '2'), ['router', 'verifier'].map((w) => `edgereason: note: ${path.join(DEFAULT_DIR, `${w}.json`)} was trained on the model with RoPE scaling none, and it runs with linear ×2 here: the hidden states it ${w === 'router' ? 'routes by' : 'scores'} move with the RoPE; train-${w} with the same scaling makes a matching one`));
+  assert.deepEqual(probes('--rope-scaling', 'none'), []);
   const out = at('default-yarn-onnx'), conv = cli(['convert', '--model', DEFAULT_DIR, '--out', out, '--rope-scaling', 'yarn', '--rope-scale', '4', '--yarn-orig-ctx', '64']);
   assert.match(conv.stdout, new RegExp(`^converted ${DEFAULT_DIR} → ${out} \\(fp32; RoPE yarn ×4 over 64 positions, 1024 positions\\) in [\\d.]+ s\\n$`));
   assert.equal(gen(out).stdout, fromFile.stdout);
