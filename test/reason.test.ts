@@ -936,6 +936,7 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   await assert.rejects(run({ signal: 'x' as never }), /answer: signal must be an AbortSignal, got "x"/);
   await assert.rejects(run({ invocation: 5 as never }), /answer: invocation must be a non-empty string, got 5/);
   await assert.rejects(answer(scripted(policy).m, 'q', {}, { routr: 1 } as never), /answer: unknown option "routr" \(options: router, verifier\)/);
+  await assert.rejects(answer(scripted(policy).m, 'q', {}, null as never), /^Error: answer: the fourth argument must be \{ router\?, verifier\? \} \(or left out\), got null$/);
   assert.throws(() => new Reasoner(scripted(policy).m, { routr: 1 } as never), /Reasoner: unknown option "routr" \(options: router, verifier\)/);
   assert.throws(() => new Reasoner(null as never), /Reasoner: the first argument must be a model from loadModel, got null/);
   // Samples whose KV cache could never fit in this machine's memory are refused before any work.

@@ -590,6 +590,10 @@ test('promptLogprobs: each prompt token\'s log-probability given the ones before
     assert.ok(got.logprobs.every((v, i) => i === 0 || Math.abs(v! - want[i]!) < 1e-4), 'matches the single prefill');
     assert.ok(got.top.slice(1).every((t, i) => t.length === 3 && t[0][1] >= t[1][1] && t[1][1] >= t[2][1] && got.logprobs[i + 1]! <= t[0][1] + 1e-6));
     await assert.rejects(m.promptLogprobs(''), /generate: the prompt encodes to no tokens: nothing to score/);
+    // OpenAI's spelling of the option, and a chat that is not true or false, are refused (they read as none and as true).
+    await assert.rejects(m.promptLogprobs(prompt, { top_logprobs: 3 } as object), /^Error: promptLogprobs: unknown option "top_logprobs" \(options: chat, chatTemplateKwargs, topLogprobs\)$/);
+    await assert.rejects(m.promptLogprobs(prompt, { chat: 'no' as never }), /^Error: promptLogprobs: chat must be true or false, got "no"$/);
+    await assert.rejects(m.keepPrompt(prompt, { chat: 'no' as never }), /^Error: keepPrompt: chat must be true or false, got "no"$/);
   } finally {
     await m.close();
   }
@@ -1154,6 +1158,11 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   await assert.rejects(loadModel(model.dir, { quant: 'q4', accuracyLevel: 7 }), /loadModel: accuracyLevel must be 0, 1, 2, 3 or 4, got 7/);
   await assert.rejects(loadModel(model.dir, { quant: 'fp32', accuracyLevel: 4 }), /accuracyLevel applies to block-quantised weights \(quant "q4" or "q8"\), not to fp32/);
   await assert.rejects(loadModel(model.dir, { accuracyLevel: 4 }), /loadModel: accuracyLevel applies to block-quantised weights, and this model loads as fp32 \(small models do by default\)/);
+  // convertModel alike (it recorded the level beside fp32 weights), before it writes anything.
+  const never = path.join(os.tmpdir(), `er-accuracy-${process.pid}`);
+  assert.throws(() => convertModel(model.dir, never, { quant: 'fp32', accuracyLevel: 2 }), /^Error: convert: accuracyLevel applies to block-quantised weights \(quant "q4" or "q8"\), not to fp32$/);
+  assert.throws(() => convertModel(model.dir, never, { accuracyLevel: 2 }), /^Error: convert: accuracyLevel applies to block-quantised weights, and this model converts to fp32 \(small models do by default\)/);
+  assert.equal(fs.existsSync(never), false);
   await assert.rejects(loadModel(model.dir, { adapter: '' }), /loadModel: adapter must be the path of a PEFT adapter folder, got ""/);
   await assert.rejects(loadModel(model.dir, { worker: 'false' as never }), /loadModel: worker must be true or false, got "false"/);
   await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, onDownload, signal, cache, cacheDir, onNote, promptCache, ropeScaling\)/);

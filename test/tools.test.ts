@@ -26,6 +26,12 @@ const WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par
 
 test('parseToolCalls: Hermes blocks become calls (arguments as JSON text); the text outside is the content; a block without a call leaves the reply plain text', () => {
   assert.deepEqual(parseToolCalls('The answer is 4.'), { content: 'The answer is 4.', calls: [] });
+  // From plain JS: a format that is neither (it read as "json"), names that are not a list, a reply that is not text.
+  assert.throws(() => parseToolCalls(WEATHER, 'xml' as ToolCallFormat), /^Error: parseToolCalls: the format must be "hermes" or "json" \(toolCallFormat gives a chat template's\), got "xml"$/);
+  assert.throws(() => new ToolCallStream('xml' as ToolCallFormat), /^Error: ToolCallStream: the format must be "hermes" or "json"/);
+  assert.throws(() => parseToolCalls(WEATHER, 'json', 'get_weather' as never), /^Error: parseToolCalls: names must be a list of the offered tools' names, got "get_weather"$/);
+  assert.throws(() => parseToolCalls(undefined as never), /^Error: parseToolCalls: the reply must be a string, got undefined$/);
+  assert.throws(() => new ToolCallStream('hermes').push(5 as never), /^Error: ToolCallStream: push takes the reply's next piece of text, got 5$/);
   assert.deepEqual(parseToolCalls(WEATHER), { content: '', calls: [{ name: 'get_weather', arguments: '{"city": "Paris", "unit": "celsius"}' }] });
   assert.deepEqual(parseToolCalls(`Let me look that up.\n\n${WEATHER}\n${WEATHER.replace('Paris', 'Oslo')}`), {
     content: 'Let me look that up.',

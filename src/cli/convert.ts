@@ -61,7 +61,7 @@ export function convertCommand(program: Command): void {
         return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${o.out} is as it was` : `nothing was written to ${o.out}`}`;
       });
       try {
-        m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, accuracyLevel: 4, loraTargets: targets, ropeScaling }, bar.update);
+        m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, loraTargets: targets, ropeScaling }, bar.update);
       } finally { bar.stop(); off(); }
       const rope = ropeScaling ? `; RoPE ${ropeScalingWords(m.config.ropeScaling)}, ${m.config.maxPositionEmbeddings} positions` : '';
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

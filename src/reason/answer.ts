@@ -382,6 +382,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (!model || typeof model !== 'object' || typeof model.encode !== 'function' || !model.backend) throw new Error(`answer: model must be a loaded model (loadModel), got ${shown(model)}`);
   const { backend, tokenizer: tok } = model;
   checkKeys(opts, ANSWER_OPTIONS, 'answer');
+  if (aux === null || typeof aux !== 'object' || Array.isArray(aux)) throw new Error(`answer: the fourth argument must be { router?, verifier? } (or left out), got ${shown(aux)}`);
   checkKeys(aux, ['router', 'verifier'], 'answer');
   checkProbes(aux, 'answer');
   if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);

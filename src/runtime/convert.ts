@@ -17,7 +17,7 @@ import { readInputFile } from '../io/jsonl.ts';
 import { commitAll, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
-import { checkBuildOptions, checkKeys } from './options.ts';
+import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
 import { shown } from '../show.ts';
 
 export function defaultQuant(c: ModelConfig): Quant {
@@ -113,6 +113,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   const opened = typeof source === 'string' ? openSource(source) : source;
   if (opened.kind === 'converted') throw new Error(`convert: ${opened.path} is already a converted model`);
   const src = rescaled(opened, opts.ropeScaling);
+  checkAccuracyQuant(opts.quant ?? defaultQuant(src.config), opts, 'convert');
   // The source's own folder would take the converted files beside its own (a GGUF's then reads the tokenizer.json
   // written there, and so would every other GGUF in that folder).
   if (isSourceFolder(out, src.path)) throw new Error(`convert: out ${out} is the folder of ${src.path}: the converted files would mix with the model's own; choose another folder`);
@@ -255,7 +256,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   const tmp = `${entry}.partial-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   writing.add(tmp);
   try {
-    await convertInWorker({ source: src.path, out: tmp, quant: o.quant, accuracyLevel, loraTargets: targets, ropeScaling: o.ropeScaling, threads: o.threads }, o.onProgress);
+    await convertInWorker({ source: src.path, out: tmp, quant: o.quant, accuracyLevel: o.accuracyLevel, loraTargets: targets, ropeScaling: o.ropeScaling, threads: o.threads }, o.onProgress);
     install(tmp, entry, src.path);
   } catch (e) {
     if (!DISK_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
@@ -273,7 +274,7 @@ const DISK_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM']);
 /** Temporary folders this process is writing now (a pid alone is not enough: containers reuse them across runs). */
 const writing = new Set<string>();
 
-export interface WorkerConvertJob { source: string; out: string; quant: Quant; accuracyLevel: number; loraTargets: Projection[]; ropeScaling?: RopeScalingChoice; threads?: number }
+export interface WorkerConvertJob { source: string; out: string; quant: Quant; accuracyLevel?: number; loraTargets: Projection[]; ropeScaling?: RopeScalingChoice; threads?: number }
 
 /**
  * convertModel (with prequantizeLarge) on a worker thread: the gigabytes of blocks it builds go with the

@@ -22,7 +22,7 @@ import { MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './p
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
-import { checkBuildOptions, checkKeys } from './options.ts';
+import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
 import { jsonConstraint } from './json-constraint.ts';
 import { shown } from '../show.ts';
 import { checkToolCalls, checkToolsRendered, templateFor, templateMessage } from '../tokenizer/tool-calls.ts';
@@ -143,9 +143,7 @@ export class Model {
     const rope = src.config !== opened.config ? ropeChoiceOf(src.config) : undefined;
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
     const quant = opts.quant ?? defaultQuant(src.config);
-    if (src.kind !== 'converted' && quant === 'fp32' && opts.accuracyLevel !== undefined && opts.quant === undefined) {
-      throw new Error(`loadModel: accuracyLevel applies to block-quantised weights, and this model loads as fp32 (small models do by default): pass quant "q4" or "q8" with it, or leave it out`);
-    }
+    if (src.kind !== 'converted') checkAccuracyQuant(quant, opts, 'loadModel');
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
     const requantised = requantisedNote(src, quant);
     if (requantised) opts.onNote?.(requantised);
@@ -282,6 +280,7 @@ export class Model {
    * generate's does. Encoded in chunks of `CHUNK` positions, so the logits held are chunk × vocabulary at a time.
    */
   async promptLogprobs(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown>; topLogprobs?: number } = {}): Promise<{ tokens: number[]; logprobs: (number | null)[]; top: TokenLogprob[][] }> {
+    checkPromptForm(opts, ['chat', 'chatTemplateKwargs', 'topLogprobs'], 'promptLogprobs');
     const k = opts.topLogprobs ?? 0;
     checkGenerateOptions({ topLogprobs: k }, this.config.vocabSize);
     const ids = this.promptIds(prompt, 0, opts);
@@ -395,7 +394,7 @@ export class Model {
    * savePromptCache and loadPromptCache are).
    */
   async keepPrompt(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> } = {}): Promise<number> {
-    checkKeys(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
+    checkPromptForm(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
     const keep = this.keptPrompts('keepPrompt');
     const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat) : this.encode(prompt as string | ChatMessage[], isChat(prompt, opts), opts.chatTemplateKwargs, 'keepPrompt', false);
     if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`keepPrompt: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
@@ -478,10 +477,16 @@ const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threa
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs', 'promptLookup'];
 
 
+/** The options that say how a prompt is read (keepPrompt, promptLogprobs): known keys, chat true or false. */
+function checkPromptForm(o: { chat?: unknown }, known: readonly string[], where: string): void {
+  checkKeys(o, known, where);
+  if (o.chat !== undefined && typeof o.chat !== 'boolean') throw new Error(`${where}: chat must be true or false, got ${shown(o.chat)}`);
+}
+
 function checkLoadOptions(o: LoadOptions): void {
   checkKeys(o, LOAD_OPTIONS, 'loadModel');
   checkBuildOptions(o, 'loadModel');
-  if (o.accuracyLevel !== undefined && o.quant === 'fp32') throw new Error('loadModel: accuracyLevel applies to block-quantised weights (quant "q4" or "q8"), not to fp32');
+  if (o.quant === 'fp32') checkAccuracyQuant('fp32', o, 'loadModel'); // a converted folder's too
   if (o.worker !== undefined && typeof o.worker !== 'boolean') throw new Error(`loadModel: worker must be true or false, got ${shown(o.worker)}`);
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${shown(o.threads)}`);
   if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${shown(o.adapter)}`);

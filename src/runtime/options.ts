@@ -21,6 +21,17 @@ export function checkBuildOptions(o: { quant?: Quant; accuracyLevel?: number; lo
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error(`${where}: onProgress must be a function (done, total) => void, got ${typeof o.onProgress}`);
 }
 
+/**
+ * accuracyLevel is MatMulNBits' (block-quantised weights): refused beside fp32 weights, asked for or the model's
+ * default (`quant`, what the weights become; `o.quant`, what was asked).
+ */
+export function checkAccuracyQuant(quant: Quant, o: { quant?: Quant; accuracyLevel?: number }, where: string): void {
+  if (o.accuracyLevel === undefined || quant !== 'fp32') return;
+  throw new Error(o.quant === undefined
+    ? `${where}: accuracyLevel applies to block-quantised weights, and this model ${where === 'convert' ? 'converts to' : 'loads as'} fp32 (small models do by default): pass quant "q4" or "q8" with it, or leave it out`
+    : `${where}: accuracyLevel applies to block-quantised weights (quant "q4" or "q8"), not to fp32`);
+}
+
 /** What one option's value must be: said in the message, and tested. */
 export interface Rule { what: string; ok: (v: unknown) => boolean }
 

@@ -131,9 +131,17 @@ export const callsKey = (calls: readonly ParsedToolCall[]): string => `tool call
  * "arguments") and, given `names` (the tools offered), names one of them.
  */
 export function parseToolCalls(text: string, format: ToolCallFormat = 'hermes', names?: readonly string[]): ParsedReply {
+  checkFormat(format, names, 'parseToolCalls');
+  if (typeof text !== 'string') throw new Error(`parseToolCalls: the reply must be a string, got ${shown(text)}`);
   if (format === 'hermes') return hermesCalls(text);
   const parsed = jsonCalls(text);
   return names && parsed.calls.some((c) => !names.includes(c.name)) ? { content: text, calls: [] } : parsed;
+}
+
+/** The arguments the library's callers give from plain JS: a format and the offered tools' names. */
+function checkFormat(format: unknown, names: unknown, where: string): void {
+  if (format !== 'hermes' && format !== 'json') throw new Error(`${where}: the format must be "hermes" or "json" (toolCallFormat gives a chat template's), got ${shown(format)}`);
+  if (names !== undefined && !(Array.isArray(names) && names.every((x) => typeof x === 'string'))) throw new Error(`${where}: names must be a list of the offered tools' names, got ${shown(names)}`);
 }
 
 /** A reply that is one or more calls' JSON (after an optional python tag, separated by ";"), or plain text. */
@@ -187,9 +195,12 @@ export class ToolCallStream {
   private plain = false;
 
   /** `names`: the tools offered (see parseToolCalls). */
-  constructor(private readonly format: ToolCallFormat = 'hermes', private readonly names?: readonly string[]) {}
+  constructor(private readonly format: ToolCallFormat = 'hermes', private readonly names?: readonly string[]) {
+    checkFormat(format, names, 'ToolCallStream');
+  }
 
   push(piece: string): string {
+    if (typeof piece !== 'string') throw new Error(`ToolCallStream: push takes the reply's next piece of text, got ${shown(piece)}`);
     this.text += piece;
     if (this.inCalls) return '';
     if (this.format === 'json') {
