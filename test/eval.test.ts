@@ -425,6 +425,7 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
       [() => answer(model, 'hi', [] as never), /^Error: answer: options must be an object, got a list$/],
       [() => runEval(model, cases, { batch: 0 }), /^Error: eval: batch must be an integer ≥ 1, got 0$/], // it used to loop forever
       [() => runEval(model, cases, { max_tokens: 3 } as never), /^Error: eval: unknown option "max_tokens"/],
+      [() => runAnswerEval(model, cases, { signal: AbortSignal.abort(), stop: ['x'] } as never), /^Error: eval: signal, stop are answer\(\) options that runAnswerEval does not take \(each case's task is its own, and every case is answered whole\)$/], // a stopped answer was graded wrong
       [() => runEval(model, [{ question: 'x' }] as never), /^Error: eval: case 0 must be \{ id, question: string, gold: string or number, category, task: .* \}, got \{"question":"x"\}$/],
       [() => syntheticCases('train' as never, 3), /^Error: eval: the synthetic split must be "test" or "val", got "train"$/],
       [() => syntheticCases('test', -1), /^Error: eval: limit must be an integer ≥ 1, got -1$/],

@@ -477,7 +477,7 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   const c = await b.newCache(1);
   // An error inside the worker comes back with the caller's frames in its stack and the worker's error as its cause.
   const failing = async function callerOfSetAdapter() { await b.setAdapter(new Map()); };
-  await assert.rejects(failing(), (e: Error) => e.message === 'engine: this model was built without LoRA inputs; load it with an adapter'
+  await assert.rejects(failing(), (e: Error) => e.message === 'engine: this model was built without LoRA inputs; load it with an adapter, or with loadModel\'s loraTargets (or convert it with --lora-targets) naming the projections adapters will use'
     && /at async callerOfSetAdapter/.test(e.stack ?? '') && /at Engine\.setAdapter/.test((e.cause as Error)?.stack ?? ''));
   // (Calls that run no session: terminating a worker inside onnxruntime's run aborts the whole process.)
   const inFlight = [b.lengths(c), b.lengths(c)];

@@ -157,7 +157,8 @@ function report(options: Record<string, unknown>, results: CaseResult[]): EvalRe
 }
 
 /** runAnswerEval's options: answer()'s (its task is each case's), one question at a time. */
-export type AnswerEvalOptions = Omit<AnswerOptions, 'task' | 'onText' | 'onSampleEnd' | 'onRoute' | 'signal' | 'collectHidden' | 'stop'> & Pick<EvalOptions, 'onCase' | 'done'>;
+const NOT_EVAL_OPTIONS = ['task', 'onText', 'onSampleEnd', 'onRoute', 'signal', 'collectHidden', 'stop'] as const;
+export type AnswerEvalOptions = Omit<AnswerOptions, typeof NOT_EVAL_OPTIONS[number]> & Pick<EvalOptions, 'onCase' | 'done'>;
 
 /**
  * Each case answered by answer(), as the product answers a request: routed (reasoning "auto" with a router, its gate
@@ -168,6 +169,9 @@ export type AnswerEvalOptions = Omit<AnswerOptions, 'task' | 'onText' | 'onSampl
  */
 export async function runAnswerEval(model: Model, cases: EvalCase[], o: AnswerEvalOptions = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<EvalReport> {
   const { onCase, done, ...opts } = o;
+  // answer()'s options that a graded case cannot take (its task is the case's; a stopped or streamed answer is not graded as asked).
+  const foreign = NOT_EVAL_OPTIONS.filter((k) => o && typeof o === 'object' && (o as Record<string, unknown>)[k] !== undefined);
+  if (foreign.length) throw new Error(`eval: ${foreign.join(', ')} ${foreign.length > 1 ? 'are answer() options' : 'is an answer() option'} that runAnswerEval does not take (each case's task is its own, and every case is answered whole)`);
   checkEvalInputs(cases, { onCase, done }, model.config.vocabSize);
   const results: CaseResult[] = [...(done ?? [])], n = opts.samples ?? 1;
   for (let i = results.length; i < cases.length; i++) {

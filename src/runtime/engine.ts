@@ -154,7 +154,7 @@ export class Engine {
    * the adapter does not touch get rank-0 tensors. The graph must take LoRA inputs for every projection it has.
    */
   setAdapter(adapter: AdapterTensors, name = ''): void {
-    if (!this.hasLora) throw new Error('engine: this model was built without LoRA inputs; load it with an adapter');
+    if (!this.hasLora) throw new Error('engine: this model was built without LoRA inputs; load it with an adapter, or with loadModel\'s loraTargets (or convert it with --lora-targets) naming the projections adapters will use');
     const missing = [...adapter.keys()].find((proj) => !this.loraInputs.includes(`${proj}.lora_A`));
     if (missing) {
       const has = [...new Set(this.loraInputs.map((n) => /\.(\w+)_proj\.lora_[AB]$/.exec(n)?.[1]))].join(',');
