@@ -19,6 +19,7 @@ import { trainRl, type RlOptions } from '../src/train/rl.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import type { Backend } from '../src/runtime/backend.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
+import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-sft-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -171,8 +172,8 @@ test('examples left without targets (no invocation, completion cut off by maxLen
   // Used: the 16 toy examples (5 targets each: the completion after the invocation) and the 4 cut ones (15 each).
   const length = (set: Example[]) => set.reduce((a, e) => a + e.ids.length, 0), none = { repeats: 0, emptyReplies: 0, inTraining: 0 }, noneAt = { repeats: [], emptyReplies: [], inTraining: [] };
   const want = {
-    train: { examples: 36, lines: 36, used: 20, tokens: length(toy(16, 3)) + length(cut), targets: 16 * 5 + 4 * 15, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 4, noted: none, notedAt: noneAt },
-    eval: { examples: 7, lines: 7, used: 4, tokens: length(toy(4, 5)), targets: 4 * 5, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0, noted: none, notedAt: noneAt },
+    train: { examples: 36, lines: 36, used: 20, usedLines: 20, tokens: length(toy(16, 3)) + length(cut), targets: 16 * 5 + 4 * 15, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 4, noted: none, notedAt: noneAt },
+    eval: { examples: 7, lines: 7, used: 4, usedLines: 4, tokens: length(toy(4, 5)), targets: 4 * 5, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0, noted: none, notedAt: noneAt },
   };
   assert.deepEqual(r.data, want);
   assert.equal(r.steps, r.total);
@@ -217,6 +218,19 @@ test('train-sft reports what the data holds: examples, lines, tokens, targets; r
   ]);
   assert.deepEqual(notes.slice(3), [`train-sft: eval data: 2 examples, ${2 * (enc('a b c d') + eos) - enc('a b c d') + enc('x y z')} tokens, ${reply('a b', ' c d') + reply('x y', ' z')} of them targets`,
     `train-sft: note: 1 eval example is also in the training data (its loss is not held out) (${held}:1)`]);
+});
+
+test('train-sft counts the lines its used examples came from: under an activated LoRA a conversation is an example per turn, and a line whose turns are all dropped is not one of them', () => {
+  const conv = (...turns: string[]) => JSON.stringify({ messages: turns.map((content, i) => ({ role: i % 2 ? 'assistant' : 'user', content })) });
+  const data = path.join(tmp, 'turns.jsonl');
+  fs.writeFileSync(data, [conv('hi', 'hello', 'bye', 'ok'), conv('Tom has 2 apples. How many?', '<think>\nTom has 2.\n</think>\n\n#### 2', 'And 3?', '<think>\n3.\n</think>\n\n#### 3'),
+    conv('Ann has 4 pens. How many?', '<think>\nAnn has 4.\n</think>\n\n#### 4')].join('\n') + '\n');
+  // (the embedded model's template: a direct reply holds no thinking block)
+  const r = spawnSync(process.execPath, [BIN, 'train-sft', '--model', DEFAULT_DIR, '--data', data, '--alora-invocation', '<think>', '--out', path.join(tmp, 'turns'), '--max-steps', '1'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const notes = r.stderr.split('\n').filter((l) => l.startsWith('train-sft:'));
+  assert.match(notes[0], /^train-sft: training data: 3 examples from 2 lines, \d+ tokens/); // it said "from 3 lines": line 1's two replies, without the invocation, are dropped
+  assert.match(notes[1], new RegExp(`^train-sft: dropped 2 of 5 training examples with no target tokens \\(2 without the activated-LoRA invocation tokens \\[\\d+\\] before their completion \\(e\\.g\\. ${data.replace(/[.\\]/g, '\\$&')}:1\\)\\)$`));
 });
 
 test('activated LoRA: a reply that mentions the invocation again is trained from the one that opens it, as inference runs it', async () => {

@@ -187,6 +187,15 @@ describe('data', () => {
     for (const [lines, re] of cases) assert.throws(() => loadDataset(writeLines('bad.jsonl', lines), tok), re);
     assert.deepEqual(loadDataset(writeLines('two.jsonl', ['{"prompt":"a","completion":"b"}', '', '{"prompt":"c","completion":"d"}']), tok).map((e) => e.source), [`${file('two.jsonl')}:1`, `${file('two.jsonl')}:3`]);
     assert.throws(() => loadDataset(file('nope.jsonl'), tok), /nope\.jsonl: cannot read dataset/);
+    // The other format's columns left null (as Hugging Face datasets' to_json writes a mixed dataset) are absent.
+    assert.deepEqual(readJsonl(writeLines('mixed.jsonl', ['{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"prompt":null,"completion":null}', '{"messages":null,"prompt":"p","completion":"c"}'])),
+      [{ line: 1, messages: [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }] }, { line: 2, prompt: 'p', completion: 'c' }]);
+    // A device is refused (/dev/zero was read until memory ran out); a line past what one string holds is named as such (it was called "not UTF-8").
+    assert.throws(() => loadDataset('/dev/zero', tok), { message: '/dev/zero: not a regular file or a pipe (a device or socket): cannot read dataset from it' });
+    const giant = file('giant.jsonl'), fd = fs.openSync(giant, 'w'), chunk = Buffer.alloc(2 ** 24, 0x61);
+    try { for (let i = 0; i < 33; i++) fs.writeSync(fd, chunk); } finally { fs.closeSync(fd); }
+    assert.throws(() => loadDataset(giant, tok), { message: `${giant}:1: a line of 528 MiB is more than one string holds (512 MiB): a JSONL dataset holds one record per line` });
+    fs.rmSync(giant);
     // Not JSONL, or not UTF-8: said so.
     assert.throws(() => loadDataset(writeLines('arr.jsonl', ['[', '{"prompt":"a","completion":"b"}', ']']), tok), /arr\.jsonl:1: invalid JSON \(.*\); a JSONL file holds one JSON object per line \(not a JSON array, nor pretty-printed JSON\)/);
     fs.writeFileSync(file('latin1.jsonl'), Buffer.from('{"prompt":"a","completion":"b"}\n{"prompt":"caf\xe9","completion":"b"}\n', 'latin1'));
@@ -260,6 +269,9 @@ describe('data', () => {
       assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', [f]: 'greet them' }) }, tok, 'f.jsonl:4'),
         new RegExp(`^Error: f\\.jsonl:4: messages\\[1\\]\\.${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning`), f);
     }
+    // Its text written elsewhere (in the question here) is not its rendering.
+    assert.throws(() => tokenizeRecord({ line: 4, messages: [{ role: 'user', content: 'Noah has 20 toy cars. How many?' }, { role: 'assistant', content: '#### 20', reasoning_content: 'Noah has 20 toy cars' } as ChatMessage] }, tok, 'f.jsonl:4'),
+      /^Error: f\.jsonl:4: messages\[1\]\.reasoning_content is not in the text the chat template renders for this turn/);
     const thinking = loadTokenizer({ tokenizerJson: qt.tokenizerJson, tokenizerConfig: qt.tokenizerConfig, name: 'thinking',
       chatTemplate: CHATML.replace("m.content + '<|im_end|>", "(m.reasoning_content and '<think>' + m.reasoning_content + '</think>' or '') + m.content + '<|im_end|>") });
     const [e] = tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning_content: 'greet them' }) }, thinking);

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
 import { hubRepo } from '../io/hub.ts';
 import { loadModelWithProgress } from './load.ts';
-import { trainRl, type RlPrompt } from '../train/rl.ts';
+import { checkRlPromptText, trainRl, type RlPrompt } from '../train/rl.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
@@ -85,6 +85,7 @@ export function trainRlCommand(program: Command): void {
       const trained = lockTraining(o.out, 'train-rl'); // released when the process exits (Ctrl-C and errors end it, as after the run)
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);
+      if (o.task !== 'synthetic') checkRlPromptText(src.tokenizer, prompts, o.task); // before the model loads
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: 'fp32' });
       const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
       try {

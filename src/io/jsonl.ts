@@ -16,9 +16,12 @@ export function readJsonFile(file: string, prefix = ''): unknown {
  */
 export function readJsonlLines(file: string, what = 'dataset', limit = Infinity): { line: number; value: unknown; raw: string }[] {
   let bytes: Buffer;
+  // A device (/dev/zero, a terminal) would be read for ever, or wait for a keyboard.
+  const st = fs.statSync(file, { throwIfNoEntry: false });
+  if (st && !st.isFile() && !st.isFIFO() && !st.isDirectory()) throw new Error(`${file}: not a regular file or a pipe (a device or socket): cannot read ${what} from it`);
   try { bytes = fs.readFileSync(file); } catch (e) { throw new Error(`${file}: cannot read ${what} (${(e as Error).message})`); }
   if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) throw new Error(`${file}: the ${what} is UTF-16 text; save it as UTF-8`);
-  // Line by line: a file of any size (one string holds at most 512 MiB), and errors name their line. The decoder
+  // Line by line: a file of up to 2 GiB (what one read holds; one string, a line, at most 512 MiB), and errors name their line. The decoder
   // drops a byte-order mark at the start of any line (files joined together).
   const utf8 = new TextDecoder('utf-8', { fatal: true }), out: { line: number; value: unknown; raw: string }[] = [];
   for (let start = 0, i = 0; start < bytes.length && out.length < limit; i++) {
@@ -27,6 +30,7 @@ export function readJsonlLines(file: string, what = 'dataset', limit = Infinity)
     let raw: string;
     try { raw = utf8.decode(lineBytes); } catch {
       const at = firstInvalidUtf8(lineBytes);
+      if (at < 0) throw new Error(`${file}:${i + 1}: a line of ${(lineBytes.length / 2 ** 20).toFixed(0)} MiB is more than one string holds (512 MiB): a JSONL ${what} holds one record per line`);
       throw new Error(`${file}:${i + 1}: the ${what} is not UTF-8${at < 0 ? '' : ` (byte 0x${lineBytes[at].toString(16)} at offset ${end - lineBytes.length + at})`}; save it as UTF-8`);
     }
     if (!raw.trim()) continue;

@@ -58,12 +58,15 @@ function toolList(v: unknown, where: string): unknown[] | undefined {
   return v.length ? v : undefined;
 }
 
+const FORMAT_KEYS = ['messages', 'prompt', 'completion'];
+
 /** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
 export function readJsonl(file: string): DataRecord[] {
   const records: DataRecord[] = [];
   readJsonlLines(file).forEach(({ line, value: v }) => {
     const where = `${file}:${line}`;
-    const o = v as Record<string, unknown>;
+    // A format's column left null is absent (Hugging Face datasets' to_json writes the other format's columns so).
+    const o = Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([k, x]) => !(x === null && FORMAT_KEYS.includes(k))));
     if ('messages' in o && ('prompt' in o || 'completion' in o)) throw new Error(`${where}: holds both "messages" and "prompt"/"completion"; one format a line`);
     if ('messages' in o) {
       const msgs = chatMessages(o.messages, where, 'messages'), tools = toolList(o.tools, where);
@@ -171,13 +174,14 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
 /**
  * A chat message's text may not hold the tokenizer's special tokens ("<|im_end|>"): the template writes those, and one
  * in the text would be encoded as the real token, so the model learns to end a turn early or write the next turn's
- * header. (A "prompt"/"completion" text may: it is the rendered text itself.)
+ * header. (A "prompt"/"completion" text may: it is the rendered text itself.) Characters the tokenizer has no token
+ * for are refused too (checkKnown). `fix`: the advice that ends the message.
  */
-function checkSpecialText(text: string, tok: TextTokenizer, what: string): void {
+export function checkSpecialText(text: string, tok: TextTokenizer, what: string, fix = 'remove it, or give the conversation already rendered as "prompt"/"completion" text'): void {
   const ids = tok.encode(text, { addSpecialTokens: false });
   checkKnown(text, ids, tok, what);
   const special = ids.find((id) => isSpecial(id, tok));
-  if (special !== undefined) throw new Error(`${what} holds ${JSON.stringify(tok.decode([special]))}, one of the tokenizer's special tokens, as text: the chat template writes those itself, and this one would be read as the real token (a turn that ends early, a header); remove it, or give the conversation already rendered as "prompt"/"completion" text`);
+  if (special !== undefined) throw new Error(`${what} holds ${JSON.stringify(tok.decode([special]))}, one of the tokenizer's special tokens, as text: the chat template writes those itself, and this one would be read as the real token (a turn that ends early, a header); ${fix}`);
 }
 
 /** Whether decoding with skipSpecialTokens drops the token (the tokenizer's set of them, else found by decoding it). */
@@ -209,11 +213,14 @@ function checkReasoningRendered(messages: ChatMessage[], k: number, tok: TextTok
   const m = messages[k] as unknown as Record<string, unknown>;
   const fields = REASONING_FIELDS.filter((f) => typeof m[f] === 'string' && (m[f] as string).trim());
   if (!fields.length) return;
-  const text = tok.applyChatTemplate(messages.slice(0, k + 1), { addGenerationPrompt: false });
+  // Rendered is what changes the rendering (its text found anywhere, in the question say, proves nothing).
+  const render = (last: Record<string, unknown>) => tok.applyChatTemplate([...messages.slice(0, k), last as unknown as ChatMessage], { addGenerationPrompt: false });
+  const text = render(m);
   for (const f of fields) {
-    if (text.includes((m[f] as string).trim())) continue;
+    const { [f]: _, ...without } = m, bare = render(without);
+    if (bare !== text) continue;
     // Renamed reasoning_content, would this template render it?
-    const renamed = f !== 'reasoning_content' && tok.applyChatTemplate([...messages.slice(0, k), { ...messages[k], reasoning_content: m[f] } as ChatMessage], { addGenerationPrompt: false }).includes((m[f] as string).trim());
+    const renamed = f !== 'reasoning_content' && render({ ...without, reasoning_content: m[f] }) !== bare;
     throw new Error(`${what}.${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning; ${renamed ? 'this template renders "reasoning_content": rename the field' : 'this template has no place for it: put the reasoning into "content" as "<think>\n…\n</think>\n\n" before the reply'}`);
   }
 }

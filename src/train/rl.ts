@@ -19,7 +19,7 @@ import { budgetControl } from '../reason/budget.ts';
 import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
-import { Rng, type Example } from './data.ts';
+import { checkSpecialText, Rng, type Example } from './data.ts';
 import { checkOptions, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, savedList, saveCheckpoint, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
@@ -142,6 +142,7 @@ export async function trainRl(
   const invocation = start.config.aloraInvocationTokens;
   if (!invocation) throw new Error(`train-rl: ${adapterDir} is a plain LoRA adapter (its adapter_config.json has no alora_invocation_tokens); budget forcing trains an activated one, which acts from "<think>" on: train the SFT adapter with --alora-invocation "<think>"`);
   const end = tok.encode(THINK_CLOSE, { addSpecialTokens: false });
+  checkRlPromptText(tok, prompts, o.promptsFile);
   checkPromptRoom(tok, prompts, invocation, (o.unbudgetedShare ?? 0.25) < 1 ? o.budgets : [], Math.min(...o.budgets), config.maxPositionEmbeddings, o.promptsFile);
   const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0;
   const scale = loraScale(start.config), unscaled = (b: Float32Array) => b.map((x) => x / scale);
@@ -272,6 +273,14 @@ export async function trainRl(
 /** A rollout prompt's tokens up to the invocation: the question as the chat template renders it for a reply. */
 export const chatIds = (tok: TextTokenizer, question: string) =>
   tok.encode(tok.applyChatTemplate([{ role: 'user', content: question }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+
+/**
+ * A prompt is a user's message: the tokenizer's special tokens in it would be read as the real ones (an injected turn),
+ * and characters it has no token for as its "<unk>"; both are refused, naming the line (as train-sft's messages are).
+ */
+export function checkRlPromptText(tok: TextTokenizer, prompts: readonly RlPrompt[], file?: string): void {
+  prompts.forEach((p, i) => checkSpecialText(p.question, tok, p.line !== undefined ? `${file ?? 'the prompts file'}:${p.line}: "prompt"` : `train-rl: prompt ${i}`, 'remove it'));
+}
 
 /**
  * Every prompt, with its chat template, the invocation and the longest budget line (of `lines`), must leave room in the context

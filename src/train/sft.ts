@@ -72,6 +72,8 @@ export interface DataReport {
   /** The lines they came from (a conversation may be split into several examples). */
   lines: number;
   used: number;
+  /** The lines the used examples came from. */
+  usedLines: number;
   /** Tokens of the used examples (before the cut to maxLen), and how many of them are targets. */
   tokens: number;
   targets: number;
@@ -250,11 +252,11 @@ const targetsWithin = (lossMask: Uint8Array, maxLen: number) => sum(lossMask.sub
  */
 function usable(set: Example[], maxLen: number, invocation?: number[], training?: Set<string>): { examples: Example[]; report: DataReport; keys: Set<string> } {
   const report: DataReport = {
-    examples: set.length, lines: new Set(set.map((e, i) => e.source ?? i)).size, used: 0, tokens: 0, targets: 0,
+    examples: set.length, lines: new Set(set.map((e, i) => e.source ?? i)).size, used: 0, usedLines: 0, tokens: 0, targets: 0,
     dropped: { noTargets: 0, noInvocation: 0, cutOff: 0 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0,
     noted: { repeats: 0, emptyReplies: 0, inTraining: 0 }, notedAt: { repeats: [], emptyReplies: [], inTraining: [] },
   };
-  const examples: Example[] = [], keys = new Set<string>();
+  const examples: Example[] = [], keys = new Set<string>(), usedLines = new Set<string | number>();
   const count = <K extends string>(n: Record<K, number>, at: Record<K, string[]>, why: K, e: Example) => {
     n[why]++;
     const where = at[why]; // a conversation split into turns drops from one line several times
@@ -279,8 +281,10 @@ function usable(set: Example[], maxLen: number, invocation?: number[], training?
     report.tokens += e.ids.length;
     report.targets += sum(lossMask, 1);
     examples.push(invocation ? { ...e, lossMask, adapterMask } : e);
+    usedLines.add(e.source ?? examples.length);
   }
   report.used = examples.length;
+  report.usedLines = usedLines.size;
   return { examples, report, keys };
 }
 
@@ -303,7 +307,7 @@ function dropReasons(r: DataReport, cut: string, invocation?: number[]): string 
 /** What the data holds (examples, lines, tokens, targets), then what was dropped and cut, and what is suspect. */
 function dataLines(what: string, r: DataReport, cut: string, invocation?: number[]): string[] {
   const dropped = r.examples - r.used, parts: string[] = [], n = (x: number) => x.toLocaleString('en-US');
-  const lines = [`${what} data: ${n(r.used)} example${r.used === 1 ? '' : 's'}${r.lines !== r.examples ? ` from ${n(r.lines)} line${r.lines === 1 ? '' : 's'}` : ''}, ${n(r.tokens)} tokens, ${n(r.targets)} of them targets`];
+  const lines = [`${what} data: ${n(r.used)} example${r.used === 1 ? '' : 's'}${r.usedLines !== r.used ? ` from ${n(r.usedLines)} line${r.usedLines === 1 ? '' : 's'}` : ''}, ${n(r.tokens)} tokens, ${n(r.targets)} of them targets${r.truncated ? ' (before the cut)' : ''}`];
   if (dropped) parts.push(`dropped ${dropped} of ${r.examples} ${what} examples with no target tokens (${dropReasons(r, cut, invocation)})`);
   if (r.truncated) parts.push(`${r.truncated} ${dropped ? 'kept' : `of ${r.examples} ${what}`} examples cut to ${cut} tokens`);
   if (parts.length) lines.push(parts.join('; '));
