@@ -827,6 +827,11 @@ test('--version prints package.json\'s version; demo --help names its default on
   // A model that does not think by itself, told it does: said, not answered with nothing.
   assert.match(cli(['answer', '--model', 'models/default', '--native-thinking', '--reasoning', 'on', '--question', 'Zoe has 7 dollars. She earns 12 more. How many dollars does she have?']).stderr,
     /^edgereason: answer: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model that thinks by itself \(such as Qwen3\); give this one its reasoning adapter instead$/m);
+  // The same met while a router or verifier is trained is said as theirs (it was said as answer's).
+  for (const [command, where] of [['train-router', 'router'], ['train-verifier', 'verifier']]) {
+    assert.match(cli([command, '--model', 'models/default', '--native-thinking', '--limit', '4', '--val', '2', '--out', at(`native-${where}.json`)]).stderr,
+      new RegExp(`^edgereason: ${where}: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model`, 'm'), command);
+  }
   // A misspelt required flag is named (commander alone says only that the right one is missing).
   assert.match(cli(['answer', '--model', 'models/default', '--questions', 'hi']).stderr, /error: unknown option '--questions'\n\(Did you mean --question\?\)/);
 });

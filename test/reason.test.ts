@@ -1182,6 +1182,12 @@ test('votes: majority, confidence, best-of-N, verifier-weighted; ties to the low
   const c = (extracted: string | undefined, p = 1, verifierScore?: number): Candidate => ({ extracted, meanLogprob: Math.log(p), verifierScore });
   assert.deepEqual(majorityVote([c('5'), c('7'), c('5'), c(undefined), c('7')]), { chosen: 0, winner: '5', votes: { 5: 2, 7: 2 } });
   assert.deepEqual(majorityVote([c('7'), c('5'), c('5')]), { chosen: 1, winner: '5', votes: { 7: 1, 5: 2 } });
+  // The winning answer is shown from its first sample whose thinking ended by itself (a capped one may reason on in its answer).
+  const capped = (x: string) => ({ ...c(x), capped: true });
+  assert.deepEqual(majorityVote([capped('5'), c('7'), capped('5'), c('5')]), { chosen: 3, winner: '5', votes: { 5: 3, 7: 1 } });
+  assert.equal(majorityVote([capped('5'), capped('5')]).chosen, 0);
+  assert.deepEqual(majorityVote([capped('10'), c('14'), c('6')]), { chosen: 1, winner: '14', votes: { 10: 1, 14: 1, 6: 1 } }, 'a tie goes to an answer a sample reached by itself');
+  assert.equal(vote('checked', [capped('5'), { ...c('5'), flaws: 1 }, c('5')]).chosen, 2, 'among the voters');
   assert.deepEqual(majorityVote([c(undefined), c(undefined)]), { chosen: 0, winner: undefined, votes: {} });
   const conf = confidenceVote([c('7', 0.9), c('5', 0.3), c('5', 0.4)]);
   assert.equal(conf.winner, '7'); assert.equal(conf.chosen, 0);

@@ -179,7 +179,7 @@ test('examples left without targets (no invocation, completion cut off by maxLen
   assert.equal(r.steps, r.total);
   assert.ok(r.evalLosses.length === 1 && Number.isFinite(r.evalLosses[0][1]));
   assert.deepEqual(written.filter((l) => l.startsWith('train-sft:')), [
-    `train-sft: training data: 20 examples, ${want.train.tokens} tokens, 140 of them targets\n`,
+    `train-sft: training data: 20 examples, ${want.train.tokens} tokens, 140 of them targets (before the cut)\n`,
     'train-sft: dropped 16 of 36 training examples with no target tokens (8 without the activated-LoRA invocation tokens [3] before their completion, 8 whose completion is cut off by --max-len 16); 4 kept examples cut to --max-len 16 tokens\n',
     `train-sft: eval data: 4 examples, ${want.eval.tokens} tokens, 20 of them targets\n`,
     'train-sft: dropped 3 of 7 eval examples with no target tokens (1 without the activated-LoRA invocation tokens [3] before their completion, 2 whose completion is cut off by --max-len 16)\n',

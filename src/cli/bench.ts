@@ -30,7 +30,7 @@ function needs(pkg: string, bench: string): void {
 }
 
 export function benchCommand(program: Command): void {
-  const bench = program.command('bench').description('benchmarks (results under bench/results/ in a clone, ./bench-results elsewhere, or --results-dir / --no-write)');
+  const bench = program.command('bench').description('benchmarks (results under bench/results/ in a clone, ./bench-results elsewhere, or bench <name> --results-dir <dir> / --no-write)');
   output(bench.command('decode'))
     .description('prefill and batched decode speed on a Qwen2.5-0.5B-shaped (or Qwen3-0.6B-shaped) q4 model vs llama.cpp')
     .option('--json', 'print the result as JSON')

@@ -196,6 +196,12 @@ export function ropeNote(what: 'router' | 'verifier', file: string, metadata: Re
   return `note: ${file} was trained on the model with RoPE scaling ${trained}, and it runs with ${now} here: the hidden states it ${what === 'router' ? 'routes by' : 'scores'} move with the RoPE; train-${what} with the same scaling makes a matching one`;
 }
 
+/** A `.catch` for answer() run as a step of `where` (router, verifier): its refusals are said as that command's. */
+export const answeringFor = (where: string) => (e: unknown): never => {
+  if (e instanceof Error && e.message.startsWith('answer: ')) e.message = `${where}: ${e.message.slice('answer: '.length)}`;
+  throw e;
+};
+
 /** nativeThinking needs "<think>" and "</think>" as tokens of their own: a model without them cannot think natively. */
 function checkThinkingTokens(rt: ReasoningTokens, where = 'answer'): void {
   if (rt.invocation.length !== 1 || rt.end.length !== 1) {
@@ -466,7 +472,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const read = (opts[REPLY_PREFIX] ?? '') + a;
       // (Read once, for the result: early stop never asks the checked vote before every sample has ended.)
       const flaws = method === 'checked' && reasoning ? checkSample(asked, { thinking, answer: a }).flaws : undefined;
-      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : opts.json !== undefined ? jsonKey(read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws } : { meanLogprob: s.meanLogprob, flaws };
+      const capped = s.forcedTokens > 0;
+      return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : opts.json !== undefined ? jsonKey(read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws, capped } : { meanLogprob: s.meanLogprob, flaws, capped };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
       const splits = seqs.map((s) => splitText(s, reasoning, model)), cands = seqs.map((_, i) => candidate(seqs, reasoning, i, splits[i]));

@@ -30,7 +30,7 @@ import { writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { AdamW } from '../train/optim.ts';
 import { checkQuestions, isCorrect, type Task } from '../tasks/grade.ts';
-import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
+import { answer, answeringFor, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Logistic probe (shared with the verifier)
@@ -321,7 +321,7 @@ export interface BaseOutcome { hidden: Float32Array; correct: boolean; text: str
 export async function baseOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<BaseOutcome[]> {
   const out: BaseOutcome[] = [];
   for (const it of items) {
-    const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true, nativeThinking: o.nativeThinking });
+    const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true, nativeThinking: o.nativeThinking }).catch(answeringFor('router'));
     out.push({ hidden: r.promptHidden!, correct: isCorrect(it.task, r.answer, it.gold), text: r.answer, logprobs: r.samples[0].logprobs ?? [] });
     o.onItem?.(out.length);
   }
@@ -332,7 +332,7 @@ export async function baseOutcomes(model: Model, items: readonly LabelItem[], o:
 export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<{ correct: boolean; tokens: number }[]> {
   const out: { correct: boolean; tokens: number }[] = [];
   for (const it of items) {
-    const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, nativeThinking: o.nativeThinking });
+    const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, nativeThinking: o.nativeThinking }).catch(answeringFor('router'));
     out.push({ correct: isCorrect(it.task, r.answer, it.gold), tokens: r.usage.completionTokens });
     o.onItem?.(out.length);
   }

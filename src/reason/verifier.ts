@@ -11,7 +11,7 @@
 import { ropeScalingWords } from '../models/config.ts';
 import type { Model } from '../runtime/model.ts';
 import { isCorrect } from '../tasks/grade.ts';
-import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
+import { answer, answeringFor, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
 import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './vote.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, fitProbe, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
 import { writeJson } from '../io/safetensors.ts';
@@ -62,7 +62,7 @@ export async function sampleCandidates(model: Model, items: readonly LabelItem[]
     const r = await answer(model, it.question, {
       reasoning: 'on', samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, topP: o.topP ?? 0.95, seed: (o.seed ?? 0) + 1000 * k,
       maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, collectHidden: true, nativeThinking: o.nativeThinking,
-    });
+    }).catch(answeringFor('verifier'));
     // Only candidates that end by themselves after closing their thinking, the ones answer() scores: a cut-off one's
     // state is not at an end.
     r.samples.forEach((s, i) => {

@@ -9,7 +9,9 @@
  *   numbers left unused) vote, each weighted as in confidence.
  *
  * Samples without an extracted answer do not vote. Ties go to the answer first given by the lowest sample
- * index (best-of-N: the lowest index among equal scores); with no vote at all, sample 0 is chosen.
+ * index (best-of-N: the lowest index among equal scores); with no vote at all, sample 0 is chosen. The sample that
+ * gives the winning answer is the first whose thinking ended by itself, where one did (a capped one may go on
+ * reasoning in its answer text), and a tie goes first to an answer that has such a sample.
  */
 import type { VoteMethod } from './types.ts';
 
@@ -20,10 +22,12 @@ export interface Candidate {
   verifierScore?: number;
   /** Flaws in the sample's written work (check.ts checkWork), for the checked vote; undefined = unchecked, counted as none. */
   flaws?: number;
+  /** Its thinking was closed by the cap, not by itself: another sample with its answer is shown where there is one. */
+  capped?: boolean;
 }
 
 export interface VoteResult {
-  /** Index of the chosen sample: the lowest-index sample giving the winning answer (best-of-N: the top-scored one). */
+  /** Index of the chosen sample: the lowest-index sample giving the winning answer, uncapped first (best-of-N: the top-scored one). */
   chosen: number;
   winner?: string;
   /** Answer → count (majority) or summed weight. */
@@ -39,23 +43,29 @@ export function voteWeight(method: VoteMethod, c: Candidate): number {
   return 1;
 }
 
-/** Summed weights per answer, keyed in order of first appearance (lowest sample index first). */
-export function tally(method: VoteMethod, cands: readonly Candidate[]): Map<string, { weight: number; first: number }> {
-  const t = new Map<string, { weight: number; first: number }>();
+/** Summed weights per answer, keyed in order of first appearance (lowest sample index first); `shown`: its first uncapped sample, else its first. */
+export function tally(method: VoteMethod, cands: readonly Candidate[]): Map<string, { weight: number; first: number; shown: number }> {
+  const t = new Map<string, { weight: number; first: number; shown: number }>();
   cands.forEach((c, i) => {
     if (c.extracted === undefined || (method === 'verifier-vote' && c.verifierScore === undefined)) return;
     const e = t.get(c.extracted);
     const w = voteWeight(method, c);
-    if (e) e.weight += w; else t.set(c.extracted, { weight: w, first: i });
+    if (!e) t.set(c.extracted, { weight: w, first: i, shown: i });
+    else {
+      e.weight += w;
+      if (cands[e.shown].capped && !c.capped) e.shown = i;
+    }
   });
   return t;
 }
 
 function weighted(method: VoteMethod, cands: readonly Candidate[]): VoteResult {
   const t = tally(method, cands);
-  let best: [string, { weight: number; first: number }] | undefined;
-  for (const e of t) if (!best || e[1].weight > best[1].weight) best = e; // insertion order = first index: ties keep the earlier
-  return { chosen: best ? best[1].first : 0, winner: best?.[0], votes: Object.fromEntries([...t].map(([k, v]) => [k, v.weight])) };
+  let best: [string, { weight: number; first: number; shown: number }] | undefined;
+  // Insertion order = first index: a tie keeps the earlier answer, unless only the later one has a sample that ended its thinking by itself.
+  const clean = (e: [string, { shown: number }]) => !cands[e[1].shown].capped;
+  for (const e of t) if (!best || e[1].weight > best[1].weight || (e[1].weight === best[1].weight && clean(e) && !clean(best))) best = e;
+  return { chosen: best ? best[1].shown : 0, winner: best?.[0], votes: Object.fromEntries([...t].map(([k, v]) => [k, v.weight])) };
 }
 
 export const majorityVote = (c: readonly Candidate[]): VoteResult => weighted('majority', c);
