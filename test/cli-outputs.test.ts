@@ -797,6 +797,14 @@ test('--version prints package.json\'s version; demo --help names its default on
     const r = cli(['answer', '--model', 'models/default', ...flags, '--question', 'x']);
     assert.deepEqual([r.status, r.stderr.trim()], [1, 'edgereason: --adapter and --no-adapter contradict each other: give one of them'], flags.join(' '));
   }
+  // --no-router: not even the model folder's router.json (one trained for another kind of reasoning could not be left out); auto then reasons, unnoted.
+  const unrouted = cli(['answer', '--model', 'models/default', '--no-router', '--question', 'Reverse the word sand.', '--max-tokens', '8']);
+  assert.deepEqual([unrouted.status, unrouted.stderr.split('\n').filter((l) => l.startsWith('route:') || l.includes('router'))], [0, ['route: reasoning']]);
+  for (const [command, extra] of [['answer', ['--question', 'x']], ['chat', []], ['serve', ['--port', '0']]] as const) {
+    const r = cli([command, '--model', 'models/default', '--router', 'models/default/router.json', '--no-router', ...extra]);
+    assert.deepEqual([r.status, r.stderr.trim()], [1, 'edgereason: --router and --no-router contradict each other: give one of them'], command);
+  }
+  assert.equal(cli(['serve', '--model', 'models/default', '--no-verifier', '--verifier', 'models/default/verifier.json', '--port', '0']).stderr.trim(), 'edgereason: --verifier and --no-verifier contradict each other: give one of them');
   // A thinking model's generation_config.json that asks for sampling: said when --native-thinking decodes greedily.
   const sampled = at('sampled-model');
   fs.mkdirSync(sampled);

@@ -243,6 +243,9 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
   fs.mkdirSync(noRouter);
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'verifier.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(noRouter, f));
   await assert.rejects(createServer({ model: noRouter, nativeThinking: true, port: 0 }), /serve: .*verifier\.json: this verifier was not trained for nativeThinking \(but with the reasoning adapter/);
+  // router / verifier false (serve's --no-router, --no-verifier): the folder's own files are left out.
+  const without = await createServer({ model: fixture.dir, nativeThinking: true, port: 0, router: false, verifier: false });
+  try { assert.deepEqual([without.served.router, without.served.verifier], [undefined, undefined]); } finally { await without.close(0); }
   const s = await createServer({ model: q3.dir, nativeThinking: true, port: 0, ctx: 256 });
   try {
     const c = new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });

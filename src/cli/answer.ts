@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
-import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
@@ -131,26 +131,26 @@ export function answerCommand(program: Command): void {
  * them at the start of its action.
  */
 export function reasonerOptions(command: Command): (o: { reasoning: string }) => void {
-  const adapterFlags = new Set<string>(); // --adapter and --no-adapter set one value: the last would win silently
   command
     .option('--adapter <dir>', 'reasoning adapter (default: <model>/reasoning-adapter when present, as serve)')
     .option('--no-adapter', 'the base model alone (reasoning off, unless --native-thinking)')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): reason with its own weights, no adapter; the direct route answers after an empty thinking block')
     .option('--router <file>', 'router.json for reasoning auto (default: <model>/router.json when present; without one, auto reasons)')
+    .option('--no-router', 'no router, not even <model>/router.json: reasoning auto reasons on every question')
     .option('--system <text>', 'system message')
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\'', jsonObjectArg('--chat-template-kwargs'))
     .option('--reasoning <mode>', 'auto | on | off', 'auto')
-    .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0)
-    .on('option:adapter', () => adapterFlags.add('--adapter')).on('option:no-adapter', () => adapterFlags.add('--no-adapter'));
+    .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0);
+  const checks = ['adapter', 'router'].map((name) => negatedFlag(command, name));
   return (o) => {
-    if (adapterFlags.size > 1) throw new Error('--adapter and --no-adapter contradict each other: give one of them');
+    for (const check of checks) check();
     if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
   };
 }
 
 /** The flags `answer` and `chat` share for what answers: the model, its reasoning adapter, router and verifier. */
 export interface ReasonerFlags {
-  model: string; adapter?: string | false; nativeThinking?: boolean; router?: string; verifier?: string;
+  model: string; adapter?: string | false; nativeThinking?: boolean; router?: string | false; verifier?: string;
   reasoning: string; vote?: string; budget?: number; adapterMode?: string; quant?: Quant; chatTemplateKwargs?: Record<string, unknown>;
   ropeScaling?: 'yarn' | 'linear' | 'none'; ropeScale?: number; yarnOrigCtx?: number;
 }
@@ -174,10 +174,10 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
   const unbudgeted = o.budget !== undefined && typeof o.adapter === 'string' ? unbudgetedNote(o.adapter) : undefined;
   if (unbudgeted) console.error(`edgereason: note: ${unbudgeted}; --max-thinking-tokens caps any adapter's thinking`);
   const reasons = !!o.adapter || !!o.nativeThinking;
-  const routerFile: string | undefined = o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
+  const routerFile: string | undefined = o.router === false ? undefined : o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
   const verifierFile: string | undefined = o.verifier ?? (o.vote?.startsWith('verifier') ? beside('verifier.json') : undefined);
   const noThinking = o.chatTemplateKwargs?.enable_thinking === false; // the template's switch: a direct answer
-  if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
+  if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking && o.router !== false) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
   // A router or verifier trained for the other kind of reasoning is refused before the model loads (with
   // --native-thinking after the model is found to think by itself, which is the first thing to say when it cannot).
   const checkFiles = () => {

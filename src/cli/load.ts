@@ -19,6 +19,16 @@ export async function loadModelWithProgress(p: string, opts: LoadOptions = {}): 
   }
 }
 
+/**
+ * `--name <value>` and `--no-name` set one value, the last given winning silently: the function returned (called
+ * at the start of the action) refuses the two together.
+ */
+export function negatedFlag(command: Command, name: string): () => void {
+  const given = new Set<string>();
+  command.on(`option:${name}`, () => given.add(`--${name}`)).on(`option:no-${name}`, () => given.add(`--no-${name}`));
+  return () => { if (given.size > 1) throw new Error(`--${name} and --no-${name} contradict each other: give one of them`); };
+}
+
 /** --rope-scaling, --rope-scale and --yarn-orig-ctx, as llama.cpp names them: loadModel's ropeScaling (ropeScalingOf). */
 export const ropeScalingOptions = (command: Command): Command => command
   .addOption(new Option('--rope-scaling <type>', 'RoPE scaling in place of the model\'s own: yarn or linear (with --rope-scale), or none (takes a checkpoint\'s YaRN away); e.g. --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 32768 gives Qwen2.5 and Qwen3 131,072 positions, as their cards say').choices(['yarn', 'linear', 'none']))

@@ -8,7 +8,7 @@ import { thinksByItself } from '../reason/answer.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import { DEFAULT_EFFORT_BUDGETS, type EffortBudgets } from '../server/chat.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions } from './load.ts';
+import { negatedFlag, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import { shown } from '../show.ts';
 
@@ -24,12 +24,15 @@ function effortBudgets(v: string): Partial<EffortBudgets> {
 }
 
 export function serveCommand(program: Command): void {
-  ropeScalingOptions(program.command('serve')
+  const serve = program.command('serve'), checks = ['router', 'verifier'].map((name) => negatedFlag(serve, name));
+  ropeScalingOptions(serve
     .description('OpenAI-compatible server (chat completions with reasoning, streaming, continuous batching) and a playground page')
     .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf, llama2.c .bin, converted folder, or hf:owner/name from the Hugging Face cache, downloaded once)')
     .option('--adapter <name=dir...>', 'PEFT adapter(s) served as model "name" (default: <model>/reasoning-adapter as "reasoning")')
     .option('--router <file>', 'router.json (default: <model>/router.json when present)')
+    .option('--no-router', 'no router, not even <model>/router.json: reasoning "auto" reasons on every request')
     .option('--verifier <file>', 'verifier.json (default: <model>/verifier.json when present)')
+    .option('--no-verifier', 'no verifier, not even <model>/verifier.json (the verifier votes are then refused)')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): serve it as its own reasoner, no adapter; direct answers follow an empty thinking block')
     .option('--served-model-name <id>', 'model id of the base model (default: the model folder name)')
     .option('--port <n>', 'port', intArg('--port', 0, 65535), 8080)
@@ -52,6 +55,7 @@ export function serveCommand(program: Command): void {
     .option('--shutdown-grace <ms>', 'on SIGTERM, how long in-flight requests may finish before they are cancelled', intArg('--shutdown-grace', 0), 10000)
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
+      for (const check of checks) check();
       const adapters: AdapterSpec[] | undefined = o.adapter ? (o.adapter as string[]).map(parseAdapterArg) : undefined;
       const bar = lateProgress(`loading ${shortName(o.model)}`, 'M weights');
       const server = await createServer({

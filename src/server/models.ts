@@ -52,8 +52,10 @@ export interface LoadServedOptions {
   servedModelName?: string;
   /** Serve the model itself as the reasoner (a thinking model such as Qwen3): no adapter. */
   nativeThinking?: boolean;
-  router?: string;
-  verifier?: string;
+  /** router.json; default `<model>/router.json` when present, false: none. */
+  router?: string | false;
+  /** verifier.json; default `<model>/verifier.json` when present, false: none. */
+  verifier?: string | false;
   quant?: Quant;
   ropeScaling?: RopeScalingChoice;
   threads?: number;
@@ -176,8 +178,8 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     try { tok.applyChatTemplate([{ role: 'user', content: 'Hello' }], { addGenerationPrompt: true }); } catch (e) {
       throw new Error(`serve: ${(e as Error).message.replace(/^tokenizer: /, '')} (on a plain user message)`);
     }
-    const routerFile = o.router ?? (fs.existsSync(path.join(o.model, 'router.json')) ? path.join(o.model, 'router.json') : undefined);
-    const verifierFile = o.verifier ?? (fs.existsSync(path.join(o.model, 'verifier.json')) ? path.join(o.model, 'verifier.json') : undefined);
+    const beside = (probe: 'router' | 'verifier') => (o[probe] === false ? undefined : o[probe] ?? (fs.existsSync(path.join(o.model, `${probe}.json`)) ? path.join(o.model, `${probe}.json`) : undefined));
+    const routerFile = beside('router'), verifierFile = beside('verifier');
     const { router, verifier } = loadProbes({ router: routerFile, verifier: verifierFile }, {
       config: loaded[0].config, native: !!o.nativeThinking, where: 'serve: ', onNote: o.onNote,
       adapters: [...models.values()].flatMap((s) => (s.model.adapter ? [s.model.adapter] : [])),
