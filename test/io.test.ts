@@ -169,6 +169,11 @@ describe('Hugging Face config.json', () => {
       fs.rmSync(path.join(dir, 'generation_config.json'));
       fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': 5 } }));
       assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: "weight_map" gives 5 as the file of "model.norm.weight"; expected a file name` });
+      // A path out of the folder is another model's file (it loaded silently).
+      for (const shard of ['../other/model.safetensors', '/tmp/model.safetensors']) {
+        fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': shard } }));
+        assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: "weight_map" gives "${shard}" as the file of "model.norm.weight": a shard is a file of the model's folder, not a path out of it` });
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -18,6 +18,7 @@ import { llama2cTokenizerJson, readLlama2cModel } from '../src/io/llama2c.ts';
 import { tokenizerFromGguf } from '../src/tokenizer/gguf.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { MAX_POSITIONS } from '../src/models/config.ts';
+import { convertModel } from '../src/runtime/convert.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-loader-'));
@@ -193,6 +194,10 @@ test('weights that are not finite are refused at load (model and adapter), namin
   const m = loadHfFolder(dir);
   assert.throws(() => m.weights.get('model.layers.0.mlp.down_proj.weight'),
     /nan\/model\.safetensors: tensor "model\.layers\.0\.mlp\.down_proj\.weight" holds NaN at element 5: weights must be finite/);
+  // convert refuses them before it makes its folder (an empty one was left behind).
+  const out = path.join(tmp, 'nan-converted');
+  assert.throws(() => convertModel(dir, out, { quant: 'fp32' }), /holds NaN at element 5: weights must be finite/);
+  assert.equal(fs.existsSync(out), false);
   const ad = path.join(tmp, 'adapter');
   const a = new Float32Array(4 * base.config.hiddenSize).fill(0.1), b = new Float32Array(base.config.numHeads * base.config.headDim * 4).fill(0.1);
   saveAdapter(ad, { r: 4, loraAlpha: 8, targets: ['q_proj'] }, new Map(Array.from({ length: base.config.numLayers }, (_, l) => [`model.layers.${l}.self_attn.q_proj`, { a, b }])), base.config.numLayers);
@@ -328,9 +333,23 @@ test('tokenizer: a chat_template that is not a template, or a list without "defa
   const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, added_tokens: [], model: { ...json.model, vocab: {}, merges: [] } }));
   assert.throws(withConfig({}), /tokenizer: .*tok.* has no vocabulary \(its "model\.vocab" holds no tokens\)/);
-  // Ids the tokenizers library would take as they are, for the model to index its embedding with.
+  // Added tokens alone are no vocabulary either (every text encoded as unknown tokens).
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, added_tokens: [{ id: 0, content: '<x>', special: true }], model: { ...json.model, vocab: {}, merges: [] } }));
+  assert.throws(withConfig({}), /tokenizer: .*tok.* has no vocabulary \(its "model\.vocab" holds no tokens\)/);
+  // Lists that are not lists, an added token without its text: named (the library's TypeErrors named neither).
+  for (const [changed, message] of [
+    [{ added_tokens: null }, /tokenizer: .*tok.*: "added_tokens" must be a list of \{"id", "content"\} tokens, got null$/],
+    [{ added_tokens: [{ id: 3 }] }, /tokenizer: .*tok.*: "added_tokens"\[0\] must be \{"id", "content": string\}, got \{"id":3\}$/],
+    [{ model: { ...json.model, merges: { a: 1 } } }, /tokenizer: .*tok.*: "model\.merges" must be a list of merges \("left right" or \[left, right\]\), got \{"a":1\}$/],
+  ] as const) {
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, ...changed }));
+    assert.throws(withConfig({}), message);
+  }
+  // Ids the tokenizers library would take as they are, for the model to index its embedding with (or, past any
+  // vocabulary, build a table of for minutes: 2^31 hung it).
   for (const [vocab, added, message] of [
-    [{ ...json.model.vocab, h: 'seven' }, json.added_tokens, /tokenizer\.json's "model\.vocab" gives the token "h" the id "seven": token ids must be integers ≥ 0/],
+    [{ ...json.model.vocab, h: 'seven' }, json.added_tokens, /tokenizer\.json's "model\.vocab" gives the token "h" the id "seven": token ids must be integers from 0 to 16777215/],
+    [{ ...json.model.vocab, big: 2 ** 31 }, json.added_tokens, /"model\.vocab" gives the token "big" the id 2147483648: token ids must be integers from 0 to 16777215/],
     [{ ...json.model.vocab, zzzz: -3 }, json.added_tokens, /"model\.vocab" gives the token "zzzz" the id -3/],
     [json.model.vocab, [{ id: 7.5, content: '<x>', special: true }], /"added_tokens"\[0\] gives the token "<x>" the id 7\.5/],
   ] as const) {

@@ -616,6 +616,8 @@ describe('saving models', () => {
       assert.throws(() => parseAdapterConfig({ r: 2, target_modules: slow }, 'x', 4), { message: `adapter: x field "target_modules" ${JSON.stringify(slow)} selects none of the projections (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)` });
     }
     assert.throws(() => parseAdapterConfig({ r: 2, target_modules: '(?=m)(.*)*x' }, 'x', 4), /adapter: x field "target_modules" "\(\?=m\)\(\.\*\)\*x" repeats a group that holds a repetition, which can take exponential time to match/);
+    // Others that backtrack exponentially are stopped after 2 s (this one ran for minutes).
+    assert.throws(() => parseAdapterConfig({ r: 2, target_modules: '(?=m)(.|.)*z' }, 'x', 4), { message: 'adapter: x field "target_modules" "(?=m)(.|.)*z" takes more than 2 s to match the model\'s module names (it backtracks exponentially): write it as plain alternatives (e.g. ".*\\.(q_proj|v_proj)") or a list of projections' });
     assert.deepEqual(parseAdapterConfig({ r: 2, target_modules: '(?!.*mlp).*\\.(q_proj|v_proj)' }, 'x', 4).targets, ['q_proj', 'v_proj']);
     assert.deepEqual(parseAdapterConfig({ r: 2, target_modules: '.*\\.(q_proj|v_proj)' }, 'x', 4).targets, ['q_proj', 'v_proj']);
     assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], use_rslora: 'yes' }, 'x'), /adapter: x field "use_rslora" must be true or false, got "yes"/);

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
+import vm from 'node:vm';
 import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
 import { checkFinite, finiteWeights, FLOAT_DTYPES, makeDir, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
@@ -120,10 +121,14 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
  * name, or a regular expression matched against whole module names (model.layers.3.self_attn.q_proj). A regex
  * must select each projection in every layer or in none (a LoRA target here spans all layers).
  */
+/** How long a target_modules pattern that needs the backtracking engine may take to match every module name. */
+const REGEX_MS = 2000;
+
 function stringTargets(t: string, file: string, numLayers?: number): string[] {
   if (t.toLowerCase() === 'all-linear') return [...PROJECTIONS];
   if ((PROJECTIONS as readonly string[]).includes(t)) return [t];
   let re = linearRegExp(`^(?:${t})$`);
+  const linear = !!re;
   if (!re) {
     // Lookarounds and backreferences need the backtracking engine, where a quantified group that holds a quantifier
     // ("(?=m)(.*)*x") backtracks exponentially on a mismatch: the load would hang (it cannot be timed out).
@@ -132,10 +137,21 @@ function stringTargets(t: string, file: string, numLayers?: number): string[] {
   }
   // Without the model (reading the config alone), what the regex takes in any layer; the model's load checks all.
   const layers = Array.from({ length: numLayers ?? 64 }, (_, l) => l), module = (l: number, p: string) => `model.layers.${l}.${/^(gate|up|down)/.test(p) ? 'mlp' : 'self_attn'}.${p}`;
-  const other = ['lm_head', 'model.embed_tokens'].find((m) => re.test(m));
+  const others = ['lm_head', 'model.embed_tokens'], names = [...others, ...PROJECTIONS.flatMap((p) => layers.map((l) => module(l, p)))];
+  // The backtracking engine's matches run under a time limit: other patterns than the one refused above backtrack
+  // exponentially too ("(?=m)(.|.)*z"), and a regular expression cannot be stopped from outside its script.
+  let matched: boolean[];
+  try {
+    matched = linear ? names.map((n) => re.test(n)) : vm.runInNewContext('names.map((n) => re.test(n))', { names, re }, { timeout: REGEX_MS });
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'ERR_SCRIPT_EXECUTION_TIMEOUT') throw e;
+    throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} takes more than ${REGEX_MS / 1000} s to match the model's module names (it backtracks exponentially): write it as plain alternatives (e.g. ".*\\.(q_proj|v_proj)") or a list of projections`);
+  }
+  const hit = new Set(names.filter((_, i) => matched[i]));
+  const other = others.find((m) => hit.has(m));
   if (other) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${other}, which edgereason does not adapt (projections: ${PROJECTIONS.join(', ')})`);
   const picked = PROJECTIONS.filter((p) => {
-    const hits = layers.filter((l) => re.test(module(l, p))).length;
+    const hits = layers.filter((l) => hit.has(module(l, p))).length;
     if (hits && hits < layers.length && numLayers !== undefined) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${p} in some layers only; edgereason applies a LoRA target to every layer`);
     return hits > 0;
   });

@@ -207,7 +207,8 @@ export const shellQuote = (p: string, platform: string = process.platform): stri
 function checkManifest(m: Manifest, file: string): void {
   const bad = (field: string, want: string, got: unknown) => { throw new Error(`model: ${file} field "${field}" must be ${want}, got ${shown(got)}`); };
   const o = m.options, src = m.source;
-  if (typeof m.graph !== 'string' || !m.graph) bad('graph', 'the graph file name', m.graph);
+  // A file of the folder: a name, not a path that leads out of it ("." and ".." included).
+  if (typeof m.graph !== 'string' || !m.graph || m.graph !== path.basename(m.graph) || m.graph === '.' || m.graph === '..') bad('graph', 'the name of the graph file in the folder', m.graph);
   if (!o || typeof o !== 'object') bad('options', 'an object {quant, accuracyLevel, loraTargets}', o);
   if (!QUANTS.includes(o.quant)) bad('options.quant', QUANTS.map((q) => `"${q}"`).join(', '), o.quant);
   if (!Number.isInteger(o.accuracyLevel)) bad('options.accuracyLevel', 'an integer', o.accuracyLevel);

@@ -127,12 +127,13 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
     const m = fs.existsSync(path.join(out, MANIFEST)) ? readManifest(out) : undefined;
     if (m && fs.realpathSync(m.source.path) === fs.realpathSync(src.path)) keep = (f) => !(m.written ?? []).includes(path.basename(f));
   } catch { /* not a conversion of ours, or its source is gone */ }
-  makeDir(out);
   const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
-  removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
   // A RoPE scaling is recorded where it changed the source's (spelt out): the folder's scaling, chosen at conversion.
   const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])], ...(src !== opened ? { ropeScaling: ropeChoiceOf(src.config) } : {}) }, from = { path: src.path, kind: src.kind, fingerprint: '' };
+  // Built (every weight read) before the folder is made: weights it refuses leave no empty folder behind.
   const graph = buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets: opts.loraTargets, onProgress: opts.onProgress, blocks: opts.blocks });
+  makeDir(out);
+  removeDeadTemps(out, (f) => CONVERTED_FILES.includes(f));
   const dataName = 'model.onnx.data';
   let offset = 0, bytes: Uint8Array | undefined;
   // Weights first, then the graph that points into them, both under temporary names: a conversion that dies while

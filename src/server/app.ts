@@ -38,8 +38,10 @@ import { parseToolCalls, ToolCallStream, type ParsedToolCall } from '../tokenize
 export interface ServerOptions {
   model: string;
   adapters?: AdapterSpec[];
-  router?: string;
-  verifier?: string;
+  /** router.json; default `<model>/router.json` when present, false: none (serve's --no-router). */
+  router?: string | false;
+  /** verifier.json; default `<model>/verifier.json` when present, false: none (serve's --no-verifier). */
+  verifier?: string | false;
   servedModelName?: string;
   /** Serve a thinking model (e.g. Qwen3) as its own reasoner: see LoadServedOptions. */
   nativeThinking?: boolean;

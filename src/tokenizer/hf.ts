@@ -473,6 +473,9 @@ export class ChatTemplateError extends Error {
   constructor(message: string, readonly kind: 'refused' | 'broken') { super(message); }
 }
 
+/** Token ids stop below this (2^24, past any model's vocabulary: Gemma 3's is 262,144). */
+const MAX_TOKEN_ID = 2 ** 24;
+
 /**
  * The ids of tokenizer.json's "model.vocab" (a token → id map: BPE, WordPiece, WordLevel; one that is no map is
  * refused) and "added_tokens": the tokenizers library takes a string or negative id as it is, and the model would
@@ -481,16 +484,23 @@ export class ChatTemplateError extends Error {
 function checkTokenIds(json: unknown, name: string): void {
   const j = json as { model?: { type?: unknown; vocab?: unknown }; added_tokens?: unknown } | null;
   const type = j?.model?.type, vocab = j?.model?.vocab, added = Array.isArray(j?.added_tokens) ? j!.added_tokens as { id?: unknown; content?: unknown }[] : [];
+  if (j?.added_tokens !== undefined && !Array.isArray(j?.added_tokens)) throw new Error(`tokenizer: ${name}: "added_tokens" must be a list of {"id", "content"} tokens, got ${shown(j?.added_tokens)}`);
+  // The library makes a table as long as the largest id: one past any vocabulary (2^31) would take it minutes, or hang.
   const check = (token: string, id: unknown, where: string) => {
-    if (!Number.isInteger(id) || (id as number) < 0) throw new Error(`tokenizer: ${name}: tokenizer.json's ${where} gives the token ${JSON.stringify(token)} the id ${shown(id)}: token ids must be integers ≥ 0`);
+    if (!Number.isInteger(id) || (id as number) < 0 || (id as number) >= MAX_TOKEN_ID) throw new Error(`tokenizer: ${name}: tokenizer.json's ${where} gives the token ${JSON.stringify(token)} the id ${shown(id)}: token ids must be integers from 0 to ${MAX_TOKEN_ID - 1}`);
   };
   const map = !!vocab && typeof vocab === 'object' && !Array.isArray(vocab);
   if (!map && ['BPE', 'WordPiece', 'WordLevel'].includes(type as string)) throw new Error(`tokenizer: ${name}: a ${type} model's "model.vocab" must map tokens to ids, got ${shown(vocab)}`);
+  if (map && !Object.keys(vocab).length) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`); // added tokens alone encode all text as unknown
   if (map) for (const [token, id] of Object.entries(vocab)) check(token, id, '"model.vocab"');
-  added.forEach((t, i) => check(String(t?.content), t?.id, `"added_tokens"[${i}]`));
+  added.forEach((t, i) => {
+    if (typeof t?.content !== 'string') throw new Error(`tokenizer: ${name}: "added_tokens"[${i}] must be {"id", "content": string}, got ${shown(t)}`);
+    check(t.content, t.id, `"added_tokens"[${i}]`);
+  });
   // A merge whose parts or result the vocabulary lacks makes the library drop the text it merges ("the" encoded as
   // "e"), as the Rust tokenizers library refuses to load (MergeTokenOutOfVocabulary).
   const model = j?.model as { merges?: unknown; continuing_subword_prefix?: unknown } | undefined;
+  if (type === 'BPE' && model?.merges !== undefined && !Array.isArray(model.merges)) throw new Error(`tokenizer: ${name}: "model.merges" must be a list of merges ("left right" or [left, right]), got ${shown(model.merges)}`);
   if (type === 'BPE' && map && Array.isArray(model?.merges)) {
     const has = (t: string) => Object.hasOwn(vocab, t), prefix = typeof model.continuing_subword_prefix === 'string' ? model.continuing_subword_prefix : '';
     model.merges.forEach((m: unknown, i: number) => {
