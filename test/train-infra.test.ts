@@ -190,6 +190,7 @@ describe('data', () => {
     // The other format's columns left null (as Hugging Face datasets' to_json writes a mixed dataset) are absent.
     assert.deepEqual(readJsonl(writeLines('mixed.jsonl', ['{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"prompt":null,"completion":null}', '{"messages":null,"prompt":"p","completion":"c"}'])),
       [{ line: 1, messages: [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }] }, { line: 2, prompt: 'p', completion: 'c' }]);
+    assert.throws(() => readJsonl(writeLines('nulls.jsonl', ['{"messages":null}'])), { message: `${file('nulls.jsonl')}:1: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ["messages"] (null ones are absent)` });
     // A device is refused (/dev/zero was read until memory ran out); a line past what one string holds is named as such (it was called "not UTF-8").
     assert.throws(() => loadDataset('/dev/zero', tok), { message: '/dev/zero: not a regular file or a pipe (a device or socket): cannot read dataset from it' });
     const giant = file('giant.jsonl'), fd = fs.openSync(giant, 'w'), chunk = Buffer.alloc(2 ** 24, 0x61);

@@ -31,7 +31,7 @@ export function readJsonlLines(file: string, what = 'dataset', limit = Infinity)
     try { raw = utf8.decode(lineBytes); } catch {
       const at = firstInvalidUtf8(lineBytes);
       if (at < 0) throw new Error(`${file}:${i + 1}: a line of ${(lineBytes.length / 2 ** 20).toFixed(0)} MiB is more than one string holds (512 MiB): a JSONL ${what} holds one record per line`);
-      throw new Error(`${file}:${i + 1}: the ${what} is not UTF-8${at < 0 ? '' : ` (byte 0x${lineBytes[at].toString(16)} at offset ${end - lineBytes.length + at})`}; save it as UTF-8`);
+      throw new Error(`${file}:${i + 1}: the ${what} is not UTF-8 (byte 0x${lineBytes[at].toString(16)} at offset ${end - lineBytes.length + at}); save it as UTF-8`);
     }
     if (!raw.trim()) continue;
     let value: unknown;

@@ -121,9 +121,6 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
  * name, or a regular expression matched against whole module names (model.layers.3.self_attn.q_proj). A regex
  * must select each projection in every layer or in none (a LoRA target here spans all layers).
  */
-/** How long a target_modules pattern that needs the backtracking engine may take to match every module name. */
-const REGEX_MS = 2000;
-
 function stringTargets(t: string, file: string, numLayers?: number): string[] {
   if (t.toLowerCase() === 'all-linear') return [...PROJECTIONS];
   if ((PROJECTIONS as readonly string[]).includes(t)) return [t];
@@ -131,7 +128,7 @@ function stringTargets(t: string, file: string, numLayers?: number): string[] {
   const linear = !!re;
   if (!re) {
     // Lookarounds and backreferences need the backtracking engine, where a quantified group that holds a quantifier
-    // ("(?=m)(.*)*x") backtracks exponentially on a mismatch: the load would hang (it cannot be timed out).
+    // ("(?=m)(.*)*x") backtracks exponentially on a mismatch: refused with the fix (other such patterns meet the time limit below).
     if (/\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)[*+{]/.test(t)) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} repeats a group that holds a repetition, which can take exponential time to match: write it without nesting them (e.g. ".*\\.(q_proj|v_proj)")`);
     try { re = new RegExp(`^(?:${t})$`); } catch (e) { throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} is neither a projection nor a valid regular expression (${(e as Error).message})`); }
   }
@@ -158,6 +155,9 @@ function stringTargets(t: string, file: string, numLayers?: number): string[] {
   if (!picked.length) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects none of the projections (${PROJECTIONS.join(', ')})`);
   return picked;
 }
+
+/** How long a target_modules pattern that needs the backtracking engine may take to match every module name. */
+const REGEX_MS = 2000;
 
 /**
  * `pattern` compiled for V8's linear-time engine (flag "l": no backtracking, so "(.|.)*z" or ".*.*.*.*z" cannot hang

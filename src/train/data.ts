@@ -83,7 +83,7 @@ export function readJsonl(file: string): DataRecord[] {
       if (o.tools != null) throw new Error(`${where}: "tools" go with chat messages (the chat template prints them); "prompt" and "completion" text is used as it is`);
       records.push({ line, prompt: o.prompt as string, completion: o.completion as string });
     } else {
-      throw new Error(`${where}: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ${JSON.stringify(Object.keys(o))}`);
+      throw new Error(`${where}: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ${JSON.stringify(Object.keys(v as object))}${Object.keys(o).length < Object.keys(v as object).length ? ' (null ones are absent)' : ''}`);
     }
   });
   if (!records.length) throw new Error(`${file}: empty dataset (no examples)`);
