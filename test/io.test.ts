@@ -172,8 +172,11 @@ describe('Hugging Face config.json', () => {
       // A path out of the folder is another model's file (it loaded silently).
       for (const shard of ['../other/model.safetensors', '/tmp/model.safetensors']) {
         fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': shard } }));
-        assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: "weight_map" gives "${shard}" as the file of "model.norm.weight": a shard is a file of the model's folder, not a path out of it` });
+        assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: "weight_map" gives "${shard}" as the file of "model.norm.weight": a shard is named by its file in the model's folder, not by an absolute path or one out of the folder` });
       }
+      // A file whose name starts with two dots is one of the folder's (missing here, and said so).
+      fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': '..model.safetensors' } }));
+      assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: shard "..model.safetensors" (holding "model.norm.weight") is missing from ${dir}` });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -190,7 +190,9 @@ describe('data', () => {
     // The other format's columns left null (as Hugging Face datasets' to_json writes a mixed dataset) are absent.
     assert.deepEqual(readJsonl(writeLines('mixed.jsonl', ['{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"prompt":null,"completion":null}', '{"messages":null,"prompt":"p","completion":"c"}'])),
       [{ line: 1, messages: [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }] }, { line: 2, prompt: 'p', completion: 'c' }]);
-    assert.throws(() => readJsonl(writeLines('nulls.jsonl', ['{"messages":null}'])), { message: `${file('nulls.jsonl')}:1: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ["messages"] (null ones are absent)` });
+    // Only beside the other format: a null alone is that field's value, named as such.
+    assert.throws(() => readJsonl(writeLines('nulls.jsonl', ['{"messages":null}'])), { message: `${file('nulls.jsonl')}:1: "messages" must be a non-empty list` });
+    assert.throws(() => readJsonl(writeLines('nulls.jsonl', ['{"prompt":"p","completion":null}'])), { message: `${file('nulls.jsonl')}:1: "completion" must be a string, or both lists of chat messages (got null)` });
     // A device is refused (/dev/zero was read until memory ran out); a line past what one string holds is named as such (it was called "not UTF-8").
     assert.throws(() => loadDataset('/dev/zero', tok), { message: '/dev/zero: not a regular file or a pipe (a device or socket): cannot read dataset from it' });
     const giant = file('giant.jsonl'), fd = fs.openSync(giant, 'w'), chunk = Buffer.alloc(2 ** 24, 0x61);
@@ -277,6 +279,9 @@ describe('data', () => {
       chatTemplate: CHATML.replace("m.content + '<|im_end|>", "(m.reasoning_content and '<think>' + m.reasoning_content + '</think>' or '') + m.content + '<|im_end|>") });
     const [e] = tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning_content: 'greet them' }) }, thinking);
     assert.equal(thinking.decode(e.ids.filter((_, i) => e.lossMask[i])), '<think>greet them</think>Hello<|im_end|>');
+    // The same text in reasoning_content and reasoning (as serve and vLLM reply) is rendered once: trained, not refused.
+    const [twin] = tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning_content: 'greet them', reasoning: 'greet them' }) }, thinking);
+    assert.deepEqual(twin.ids, e.ids);
     // The advice fits the template: rename where it renders reasoning_content, else into the content.
     assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning: 'greet them' }) }, thinking, 'f.jsonl:4'), /this template renders "reasoning_content": rename the field$/);
     assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning: 'greet them' }) }, tok, 'f.jsonl:4'), /this template has no place for it: put the reasoning into "content"/);

@@ -287,7 +287,8 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     for (const [tensor, shard] of Object.entries(map)) {
       if (typeof shard !== 'string') throw new Error(`${index}: "weight_map" gives ${JSON.stringify(shard)} as the file of "${tensor}"; expected a file name`);
       // The model's own files: a path out of its folder (../other/model.safetensors) is another model's.
-      if (path.relative(dir, path.resolve(dir, shard)).startsWith('..') || path.isAbsolute(shard)) throw new Error(`${index}: "weight_map" gives "${shard}" as the file of "${tensor}": a shard is a file of the model's folder, not a path out of it`);
+      const rel = path.relative(dir, path.resolve(dir, shard));
+      if (path.isAbsolute(shard) || rel === '..' || rel.startsWith(`..${path.sep}`)) throw new Error(`${index}: "weight_map" gives "${shard}" as the file of "${tensor}": a shard is named by its file in the model's folder, not by an absolute path or one out of the folder`);
       if (!shards.has(shard)) {
         const file = path.join(dir, shard);
         if (!fs.existsSync(file)) throw new Error(`${index}: shard "${shard}" (holding "${tensor}") is missing from ${dir}`);

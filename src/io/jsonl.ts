@@ -28,10 +28,12 @@ export function readJsonlLines(file: string, what = 'dataset', limit = Infinity)
     const nl = bytes.indexOf(0x0a, start), end = nl < 0 ? bytes.length : nl, lineBytes = bytes.subarray(start, end);
     start = end + 1;
     let raw: string;
-    try { raw = utf8.decode(lineBytes); } catch {
+    try { raw = utf8.decode(lineBytes); } catch (e) {
       const at = firstInvalidUtf8(lineBytes);
-      if (at < 0) throw new Error(`${file}:${i + 1}: a line of ${(lineBytes.length / 2 ** 20).toFixed(0)} MiB is more than one string holds (512 MiB): a JSONL ${what} holds one record per line`);
-      throw new Error(`${file}:${i + 1}: the ${what} is not UTF-8 (byte 0x${lineBytes[at].toString(16)} at offset ${end - lineBytes.length + at}); save it as UTF-8`);
+      if (at >= 0) throw new Error(`${file}:${i + 1}: the ${what} is not UTF-8 (byte 0x${lineBytes[at].toString(16)} at offset ${end - lineBytes.length + at}); save it as UTF-8`);
+      // Valid UTF-8 that does not decode: a line past what one string holds.
+      if (lineBytes.length >= 2 ** 28) throw new Error(`${file}:${i + 1}: a line of ${(lineBytes.length / 2 ** 20).toFixed(0)} MiB is more than one string holds (512 MiB): a JSONL ${what} holds one record per line`);
+      throw new Error(`${file}:${i + 1}: cannot read this line of the ${what} (${(e as Error).message})`);
     }
     if (!raw.trim()) continue;
     let value: unknown;

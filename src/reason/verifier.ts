@@ -40,7 +40,7 @@ export class Verifier {
 }
 
 /** One sampled candidate: its features, grade and vote key. */
-export interface ScoredCandidate { item: number; sample: number; hidden: Float32Array; correct: boolean; extracted?: string; meanLogprob: number }
+export interface ScoredCandidate { item: number; sample: number; hidden: Float32Array; correct: boolean; extracted?: string; meanLogprob: number; capped?: boolean }
 
 export interface SampleOptions {
   samples?: number;
@@ -66,7 +66,7 @@ export async function sampleCandidates(model: Model, items: readonly LabelItem[]
     // Only candidates that end by themselves after closing their thinking, the ones answer() scores: a cut-off one's
     // state is not at an end.
     r.samples.forEach((s, i) => {
-      if (s.hidden && s.finishReason === 'stop' && (s.answerTokens ?? 0) > 0) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold), extracted: s.extracted, meanLogprob: s.meanLogprob });
+      if (s.hidden && s.finishReason === 'stop' && (s.answerTokens ?? 0) > 0) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold), extracted: s.extracted, meanLogprob: s.meanLogprob, capped: s.capped });
     });
     o.onItem?.(k + 1);
   }
@@ -112,7 +112,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
   const perItem = new Map<number, { c: Candidate; ok: boolean }[]>();
   va.forEach((c, i) => {
     const l = perItem.get(c.item) ?? [];
-    l.push({ c: { extracted: c.extracted, meanLogprob: c.meanLogprob, verifierScore: sVa[i] }, ok: c.correct });
+    l.push({ c: { extracted: c.extracted, meanLogprob: c.meanLogprob, verifierScore: sVa[i], capped: c.capped }, ok: c.correct }); // voted as answer() votes
     perItem.set(c.item, l);
   });
   const share = (pick: (l: { c: Candidate; ok: boolean }[]) => boolean) => [...perItem.values()].filter(pick).length / Math.max(1, val.length);

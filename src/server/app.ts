@@ -164,7 +164,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   }
   if (limits.defaultVote.startsWith('verifier') && !served.verifier) {
     await served.close();
-    throw new Error(`serve: --vote ${limits.defaultVote} needs a verifier (--verifier <file>, or verifier.json in the model folder)`);
+    throw new Error(`serve: --vote ${limits.defaultVote} needs a verifier (${o.verifier === false ? '--no-verifier leaves it out' : '--verifier <file>, or verifier.json in the model folder'})`);
   }
   for (const m of served.models.values()) {
     promptCharBound(m.model.tokenizer); // computed once, before the first request

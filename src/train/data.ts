@@ -65,8 +65,10 @@ export function readJsonl(file: string): DataRecord[] {
   const records: DataRecord[] = [];
   readJsonlLines(file).forEach(({ line, value: v }) => {
     const where = `${file}:${line}`;
-    // A format's column left null is absent (Hugging Face datasets' to_json writes the other format's columns so).
-    const o = Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([k, x]) => !(x === null && FORMAT_KEYS.includes(k))));
+    // The other format's columns left null are absent (Hugging Face datasets' to_json writes a mixed dataset so).
+    const given = (k: string) => (v as Record<string, unknown>)[k] !== undefined && (v as Record<string, unknown>)[k] !== null;
+    const other = (k: string) => (k === 'messages' ? given('prompt') || given('completion') : given('messages'));
+    const o = Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([k, x]) => !(x === null && FORMAT_KEYS.includes(k) && other(k))));
     if ('messages' in o && ('prompt' in o || 'completion' in o)) throw new Error(`${where}: holds both "messages" and "prompt"/"completion"; one format a line`);
     if ('messages' in o) {
       const msgs = chatMessages(o.messages, where, 'messages'), tools = toolList(o.tools, where);
@@ -83,7 +85,7 @@ export function readJsonl(file: string): DataRecord[] {
       if (o.tools != null) throw new Error(`${where}: "tools" go with chat messages (the chat template prints them); "prompt" and "completion" text is used as it is`);
       records.push({ line, prompt: o.prompt as string, completion: o.completion as string });
     } else {
-      throw new Error(`${where}: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ${JSON.stringify(Object.keys(v as object))}${Object.keys(o).length < Object.keys(v as object).length ? ' (null ones are absent)' : ''}`);
+      throw new Error(`${where}: expected {"messages": [...]}, or {"prompt": ..., "completion": ...} (strings, or lists of chat messages), got keys ${JSON.stringify(Object.keys(o))}`);
     }
   });
   if (!records.length) throw new Error(`${file}: empty dataset (no examples)`);
@@ -213,11 +215,12 @@ function checkReasoningRendered(messages: ChatMessage[], k: number, tok: TextTok
   const m = messages[k] as unknown as Record<string, unknown>;
   const fields = REASONING_FIELDS.filter((f) => typeof m[f] === 'string' && (m[f] as string).trim());
   if (!fields.length) return;
-  // Rendered is what changes the rendering (its text found anywhere, in the question say, proves nothing).
+  // Rendered is what changes the rendering (its text found anywhere, in the question say, proves nothing). The fields
+  // holding the same text go together: serve and vLLM write reasoning_content and reasoning alike, a template renders one.
   const render = (last: Record<string, unknown>) => tok.applyChatTemplate([...messages.slice(0, k), last as unknown as ChatMessage], { addGenerationPrompt: false });
-  const text = render(m);
+  const text = render(m), same = (f: string) => fields.filter((g) => (m[g] as string).trim() === (m[f] as string).trim());
   for (const f of fields) {
-    const { [f]: _, ...without } = m, bare = render(without);
+    const without = Object.fromEntries(Object.entries(m).filter(([g]) => !same(f).includes(g))), bare = render(without);
     if (bare !== text) continue;
     // Renamed reasoning_content, would this template render it?
     const renamed = f !== 'reasoning_content' && render({ ...without, reasoning_content: m[f] }) !== bare;
