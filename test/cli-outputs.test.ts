@@ -577,6 +577,17 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
     fs.writeFileSync(own, JSON.stringify({ format: `edgereason-${cmd.slice(6)}` }));
     assert.match(cli([cmd, '--model', fakeModel, '--adapter', fakeAdapter, '--out', own, '--overwrite']).stderr, /fake-model.*config\.json/, `${cmd} --overwrite gets past the check`);
   }
+  // eval alike (its report replaced the model's config.json, the adapter's, the router it read), and the files it writes beside the report too.
+  const fakeConfig = path.join(fakeModel, 'config.json'), notes = path.join(fakeModel, 'notes.md'), mine = at('my-router.json');
+  for (const [f, text] of [[fakeConfig, '{}'], [path.join(fakeAdapter, 'adapter_config.json'), '{}'], [notes, '# mine'], [mine, '{}']]) fs.writeFileSync(f, text);
+  const evalOver = (...flags: string[]) => cli(['eval', '--model', fakeModel, '--adapter', fakeAdapter, '--task', 'synthetic', '--overwrite', ...flags]).stderr;
+  const refusal = (named: string, is: string) => `edgereason: --out ${named} is ${is}: writing the JSON report there would destroy it; choose another --out\n`;
+  assert.equal(evalOver('--out', fakeConfig), refusal(fakeConfig, `a file of the --model ${fakeModel}, not a JSON report`));
+  assert.equal(evalOver('--out', path.join(fakeAdapter, 'adapter_config.json')), refusal(path.join(fakeAdapter, 'adapter_config.json'), `a file of the --model ${fakeModel}, not a JSON report`));
+  assert.equal(evalOver('--out', path.join(fakeModel, 'notes.json')), refusal(`${path.join(fakeModel, 'notes.json')}: ${notes}, written beside it,`, `a file of the --model ${fakeModel}, not a JSON report`));
+  assert.equal(evalOver('--router', mine, '--out', mine), refusal(mine, `the --router ${mine}`));
+  assert.deepEqual([fakeConfig, notes, mine].map((f) => fs.readFileSync(f, 'utf8')), ['{}', '# mine', '{}']);
+  assert.match(evalOver('--out', path.join(fakeModel, 'report.json')), /config\.json/, 'a new report in the model folder gets past the check');
   // The report: JSON exactly at --out, the table and plot named after it.
   const report: EvalReport = { options: { model: at('no-such-model'), task: 'synthetic', split: 'test', limit: 200, maxTokens: 512 }, summary: { all: { n: 1, accuracy: 1, cut: 0, meanTokens: 2, meanThinkingTokens: 0, ttftP50: 1, ttftP90: 1, latencyP50: 2, latencyP90: 2, tokensPerSec: 1 } }, cases: [] };
   await writeReport(at('rep', 'x'), [{ name: 'base', report }]);

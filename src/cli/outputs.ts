@@ -167,6 +167,9 @@ export interface OutFileCheck {
    * in one's folder, is refused even with --overwrite, unless `replaceable` says it is an output of this command's kind.
    */
   inputs?: Record<string, string | undefined>;
+  /** Input files protected by identity alone, flag → file (eval's --router and --verifier): never written over. */
+  inputFiles?: Record<string, string | undefined>;
+  /** Whether an existing file (the output or one beside it) is this command's kind of output, which --overwrite may replace. */
   replaceable?: (file: string) => boolean;
 }
 
@@ -188,13 +191,19 @@ export function checkOutFile(file: string, c: OutFileCheck): void {
         : `${flag} ${file}: ${f}, written beside it, is a folder`);
     }
   }
-  if (fs.existsSync(path.resolve(file)) && !c.replaceable?.(path.resolve(file))) {
-    const out = canonical(file);
+  // The output and each file beside it: none may be one of the inputs, nor (unless it is this command's kind of output) lie in one's folder.
+  for (const f of [file, ...(c.siblings ?? [])]) {
+    if (!fs.existsSync(path.resolve(f))) continue;
+    const out = canonical(f), named = f === file ? `${flag} ${file}` : `${flag} ${file}: ${f}, written beside it,`;
+    for (const [inFlag, p] of Object.entries(c.inputFiles ?? {})) {
+      if (p !== undefined && fs.existsSync(p) && out === canonical(p)) throw new Error(`${named} is the ${inFlag} ${p}: writing the ${c.what} there would destroy it; choose another ${flag}`);
+    }
+    if (c.replaceable?.(path.resolve(f))) continue;
     for (const [inFlag, p] of Object.entries(c.inputs ?? {})) {
       if (p === undefined || !fs.existsSync(p)) continue;
       const dir = canonical(fs.statSync(p).isDirectory() ? p : modelPath(p));
       if (out === canonical(p) || out === dir || out.startsWith(dir + path.sep)) {
-        throw new Error(`${flag} ${file} is ${out === canonical(p) ? 'the' : 'a file of the'} ${inFlag} ${p}, not a ${c.what}: writing the ${c.what} there would destroy it; choose another ${flag}`);
+        throw new Error(`${named} is ${out === canonical(p) ? 'the' : 'a file of the'} ${inFlag} ${p}, not a ${c.what}: writing the ${c.what} there would destroy it; choose another ${flag}`);
       }
     }
   }
