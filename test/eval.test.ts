@@ -220,6 +220,16 @@ test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report
   assert.ok(n >= 3 && n < 400, `${n} answers journaled`);
   assert.match(err, new RegExp(`eval: interrupted during base at ${n}/400; the ${n} finished answers are kept in ${journal.replace(/[.]/g, '\\.')}: run the same command again to go on from there\n$`));
   assert.ok(!fs.existsSync(out));
+  // Interrupted while the model loads (once the lock is taken): said, and the lock and the folders it made go (Node's default action left them).
+  const early = path.join(tmp, 'journal', 'early', 'sub'), earlyOut = path.join(early, 'r.json'), lock = path.join(early, 'r.partial.jsonl.lock');
+  const first = spawn(process.execPath, [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', '3', '--out', earlyOut], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let firstErr = '';
+  first.stderr.on('data', (b) => { firstErr += b; });
+  const firstCode = await new Promise<number | null>((resolve) => {
+    const poll = setInterval(() => { if (fs.existsSync(lock)) { clearInterval(poll); first.kill('SIGINT'); } }, 2);
+    first.on('exit', (c) => { clearInterval(poll); resolve(c); });
+  });
+  assert.deepEqual([firstCode, firstErr.trim().split('\n').at(-1), fs.existsSync(path.join(tmp, 'journal', 'early'))], [130, `eval: interrupted before the first question; nothing was written to ${earlyOut}`, false]);
   const head = JSON.parse(before[0]);
   assert.deepEqual([head.journal, head.version, head.evaluation], ['edgereason eval journal', version(), { model: DEFAULT_DIR, task: 'synthetic', split: 'test', limit: 400, quant: 'fp32', maxTokens: 4, temperature: 0, batch: 1 }]);
   assert.deepEqual(Object.keys(head.weights), ['modelShape']);
@@ -266,6 +276,9 @@ test('runAnswerEval answers each case as answer() does: routed by the router, se
     const r = await runAnswerEval(model, cases, opts, { router });
     for (const [i, c] of r.cases.entries()) {
       const a = await answer(model, cases[i].question, { ...opts, seed: 7 + 2 * i, task: 'synthetic' }, { router });
+      // The text as generated (runEval's is), tags where the model wrote them: not thinking + "</think>" + answer, which added a tag to a thinking never closed.
+      const chosen = a.samples[a.chosen], closed = (chosen.answerTokens ?? 0) > 0;
+      if (a.route === 'reasoning') assert.deepEqual([c.text, c.text.includes('</think>')], [model.tokenizer.decode(chosen.tokenIds!, { skipSpecialTokens: true }), closed], `case ${i}`);
       assert.deepEqual([c.route, c.text.endsWith(a.answer), c.tokens, c.thinkingTokens, c.correct, c.extracted ?? undefined, c.votes ?? {}], [a.route, true, a.usage.completionTokens, a.usage.thinkingTokens, a.winner === String(cases[i].gold), a.winner, a.route === 'reasoning' ? a.votes : {}], `case ${i}`);
     }
     const routes = r.cases.map((c) => c.route);

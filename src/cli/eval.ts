@@ -12,7 +12,7 @@ import { isReport, isReportSibling, lockJournal, readJournal, readReport, report
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
-import { StagedProgress } from '../train/progress.ts';
+import { onInterrupt, StagedProgress } from '../train/progress.ts';
 import { beforeDownload, checkOutFile } from './outputs.ts';
 import { checkNativeThinking, checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
 import { version } from '../version.ts';
@@ -102,8 +102,13 @@ export function evalCommand(program: Command): void {
       const other = recorded ? differences(recorded, evaluation) : [];
       if (other.length) throw new Error(`--out ${o.out} holds the report of another evaluation (${other.join('; ')}); pass --overwrite to replace it, or choose another --out`);
       // An interrupted run of the same evaluation goes on from its journal (the same batch size: latencies stay comparable; the same seed).
-      lockJournal(files.journal); // released when the process exits (Ctrl-C and errors end the process)
+      // Ctrl-C before the progress takes it (the model loading) says so and exits, which releases the lock (Node's
+      // default action killed the process, leaving the lock and the folders it made).
+      let answersKept = 0;
+      const early = onInterrupt(process.stderr, () => `eval: interrupted before the first question; ${answersKept ? `the ${answersKept} finished answer${answersKept === 1 ? ' is' : 's are'} kept in ${files.journal}: run the same command again to go on from there` : `nothing was written to ${o.out}`}`);
+      try { lockJournal(files.journal); } catch (e) { early(); throw e; } // released when the process exits (Ctrl-C and errors end the process)
       const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(drawn && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
+      answersKept = resumed?.answers ?? 0;
       const cases = dataset ? datasetCases(o.task as Task, path.join(sharedDir(), 'data', dataset.test), o.limit) : syntheticCases(split, o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${dataset ? ` (${dataset.test} is empty)` : ''}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
@@ -134,6 +139,7 @@ export function evalCommand(program: Command): void {
         itemUnit: 'questions',
         interrupt: (stage, done, total) => `eval: interrupted ${stage ? `during ${stage} at ${done}/${total}` : 'before the first question'}; ${kept ? `the ${kept} finished answer${kept === 1 ? ' is' : 's are'} kept in ${files.journal}: run the same command again to go on from there` : `nothing was written to ${o.out}`}`,
       });
+      early(); // the progress has Ctrl-C now
       const journal = startJournal(files.journal, { evaluation: { ...evaluation, batch: o.batch, ...(seed !== undefined ? { seed } : {}) }, version: version(), weights, done: resumed?.done });
       let closed = false;
       const close = async () => { if (!closed) { closed = true; await model.close(); } };

@@ -11,7 +11,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import { checkGenerateOptions, generateBatch, type FinishReason, type GenerateOptions } from '../runtime/generate.ts';
-import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, THINK_CLOSE, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
+import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
 import type { AnswerOptions } from '../reason/types.ts';
 import type { Router } from '../reason/router.ts';
 import type { Verifier } from '../reason/verifier.ts';
@@ -178,7 +178,8 @@ export async function runAnswerEval(model: Model, cases: EvalCase[], o: AnswerEv
     const c = cases[i];
     const r = await answer(model, c.question, { ...opts, task: c.task, ...(opts.seed !== undefined ? { seed: opts.seed + i * n } : {}) }, aux);
     const answered = r.finishReason !== 'cancelled';
-    const text = r.route === 'reasoning' ? `${r.thinking}${THINK_CLOSE}${r.answer}` : r.answer;
+    // The chosen sample's text as generated, as runEval records a case's (its tags where the model wrote them: a thinking never closed has none).
+    const text = r.route === 'reasoning' ? model.tokenizer.decode(r.samples[r.chosen].tokenIds ?? [], { skipSpecialTokens: true }) : r.answer;
     const one: CaseResult = {
       id: c.id, category: c.category, ...graded(c.task, r.answer, c.gold, answered), text, gold: c.gold,
       tokens: r.usage.completionTokens, thinkingTokens: r.usage.thinkingTokens, ttftMs: r.ttftMs, latencyMs: r.latencyMs,
