@@ -597,6 +597,8 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   await writeReport(at('zero', 'z.json'), [{ name: 'base', report: { ...report, summary: { all: { ...report.summary.all, accuracy: 0 } } } }]);
   const ticks = [...fs.readFileSync(at('zero', 'z-accuracy.svg'), 'utf8').matchAll(/<text[^>]*>(\d+)<\/text>/g)].map((m) => Number(m[1]));
   assert.ok(ticks.includes(0) && ticks.includes(100), `y ticks ${ticks}`);
+  // It names what was evaluated: the task, the model and the number of questions (the title alone named nothing).
+  assert.ok(fs.readFileSync(at('zero', 'z-accuracy.svg'), 'utf8').includes(`>synthetic (test split) · ${at('no-such-model')} · 0 questions</text>`));
   // One shape whatever was run: each run under its name, one run as two.
   assert.deepEqual(JSON.parse(fs.readFileSync(at('rep', 'x'), 'utf8')), { base: report });
   await writeReport(at('rep', 'two.json'), [{ name: 'base', report }, { name: 'base + reasoning adapter', report }]);
@@ -847,6 +849,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   // A model that does not think by itself, told it does: said, not answered with nothing.
   assert.match(cli(['answer', '--model', 'models/default', '--native-thinking', '--reasoning', 'on', '--question', 'Zoe has 7 dollars. She earns 12 more. How many dollars does she have?']).stderr,
     /^edgereason: answer: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model that thinks by itself \(such as Qwen3\); give this one its reasoning adapter instead$/m);
+  // eval says it too (its thinking run was answers like "\n#### 39", unnoted).
+  assert.match(cli(['eval', '--model', 'models/default', '--native-thinking', '--task', 'synthetic', '--limit', '2', '--max-tokens', '8', '--out', at('native-eval.json')]).stderr,
+    /^eval: note: this model's chat template does not think by itself \(as Qwen3's and DeepSeek-R1's do\): --native-thinking evaluates a thinking it may never have learned; give it a reasoning adapter \(--adapter\) instead$/m);
   // The same met while a router or verifier is trained is said as theirs (it was said as answer's).
   for (const [command, where] of [['train-router', 'router'], ['train-verifier', 'verifier']]) {
     assert.match(cli([command, '--model', 'models/default', '--native-thinking', '--limit', '4', '--val', '2', '--out', at(`native-${where}.json`)]).stderr,

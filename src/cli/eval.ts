@@ -117,6 +117,7 @@ export function evalCommand(program: Command): void {
       // Without prompt caching: each answer as a first request's, whatever was evaluated before it.
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling, promptCache: 0 });
       if (o.nativeThinking) checkNativeThinking(model, 'eval'); // before a router or verifier is blamed
+      if (o.nativeThinking && !thinksByItself(model)) console.error('eval: note: this model\'s chat template does not think by itself (as Qwen3\'s and DeepSeek-R1\'s do): --native-thinking evaluates a thinking it may never have learned; give it a reasoning adapter (--adapter) instead');
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
       if (o.samples === 1) noteGreedyFlags(o, 'eval');

@@ -56,10 +56,10 @@ function spread(v: number[], log: boolean): { domain?: [number, number] } {
 }
 
 /** Grouped bars: one group per category, one bar per series (e.g. accuracy by difficulty, base vs adapter). */
-export async function barChart(c: { title: string; y: string; bars: { category: string; series: string; value: number }[]; width?: number; height?: number; domain?: [number, number] }): Promise<string> {
+export async function barChart(c: { title: string; subtitle?: string; y: string; bars: { category: string; series: string; value: number }[]; width?: number; height?: number; domain?: [number, number] }): Promise<string> {
   // Each bar is labelled with its value: a bar of 0 has no height, and would look like missing data.
   return render({
-    title: c.title, width: c.width ?? 480, height: c.height ?? 300, data: { values: c.bars },
+    title: c.subtitle ? { text: c.title, subtitle: c.subtitle } : c.title, width: c.width ?? 480, height: c.height ?? 300, data: { values: c.bars },
     encoding: {
       x: { field: 'category', type: 'nominal', title: null, sort: null },
       xOffset: { field: 'series', sort: null },

@@ -121,7 +121,10 @@ export async function writeReport(out: string, runs: { name: string; report: Eva
   const files = reportFiles(out);
   const write = (f: string, text: string) => atomicWrite(f, (fd) => writeAll(fd, Buffer.from(text)));
   const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));
-  const svg = await barChart({ title: PLOT_TITLE, y: 'accuracy (%)', bars, domain: [0, 100] });
+  // What was evaluated, so the plot reads on its own: the task, the model and how many questions.
+  const first = runs[0]?.report, o = first?.options ?? {};
+  const subtitle = first ? [`${String(o.task ?? '')}${o.split ? ` (${String(o.split)} split)` : ''}`, o.model && String(o.model), `${first.cases.length} question${first.cases.length === 1 ? '' : 's'}`].filter(Boolean).join(' · ') : undefined;
+  const svg = await barChart({ title: PLOT_TITLE, ...(subtitle ? { subtitle } : {}), y: 'accuracy (%)', bars, domain: [0, 100] });
   // The three files in one synchronous step: a Ctrl-C (handled, as eval handles it) waits for all of them, so an
   // interrupted rerun never leaves a new table beside an old plot.
   // One shape whatever was run: each run's report under its name ("base", "base + reasoning adapter", …).
