@@ -22,7 +22,7 @@ import { writeReport } from '../src/eval/report.ts';
 import type { EvalReport } from '../src/eval/harness.ts';
 import { exportTrl } from '../src/cli/export-trl.ts';
 import { cliWords } from '../src/cli/main.ts';
-import { checkOutDir, lockTraining, removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
+import { checkOutDir, checkOutFile, lockTraining, removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
 import { DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 import { sharedPath } from './helpers/shared.ts';
@@ -588,6 +588,14 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.equal(evalOver('--router', mine, '--out', mine), refusal(mine, `the --router ${mine}`));
   assert.deepEqual([fakeConfig, notes, mine].map((f) => fs.readFileSync(f, 'utf8')), ['{}', '# mine', '{}']);
   assert.match(evalOver('--out', path.join(fakeModel, 'report.json')), /config\.json/, 'a new report in the model folder gets past the check');
+  // A Hugging Face cache snapshot's files are links into blobs/: one is still a file of the model's folder (its link was followed out of it).
+  const repo = at('hub', 'models--o--m'), snapshot = path.join(repo, 'snapshots', 'a'.repeat(40)), blob = path.join(repo, 'blobs', 'b'.repeat(40));
+  fs.mkdirSync(path.dirname(blob), { recursive: true });
+  fs.mkdirSync(snapshot, { recursive: true });
+  fs.writeFileSync(blob, '{}');
+  fs.symlinkSync(path.relative(snapshot, blob), path.join(snapshot, 'config.json'));
+  assert.throws(() => checkOutFile(path.join(snapshot, 'config.json'), { what: 'JSON report', overwrite: true, inputs: { '--model': snapshot } }),
+    { message: `--out ${path.join(snapshot, 'config.json')} is a file of the --model ${snapshot}, not a JSON report: writing the JSON report there would destroy it; choose another --out` });
   // The report: JSON exactly at --out, the table and plot named after it.
   const report: EvalReport = { options: { model: at('no-such-model'), task: 'synthetic', split: 'test', limit: 200, maxTokens: 512 }, summary: { all: { n: 1, accuracy: 1, cut: 0, meanTokens: 2, meanThinkingTokens: 0, ttftP50: 1, ttftP90: 1, latencyP50: 2, latencyP90: 2, tokensPerSec: 1 } }, cases: [] };
   await writeReport(at('rep', 'x'), [{ name: 'base', report }]);

@@ -135,8 +135,9 @@ test('summary: nearest-rank percentiles; tokens/s over each batch\'s wall time, 
     md(markdownTable([]).split('\n')[0], markdownTable([]).split('\n')[1], 11),
     md('| run | category | n | accuracy [95 % CI] | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|', 10),
     md('| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|', 9),
+    md('| run | category | n | accuracy | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|', 10), // before the interval
     md(markdownTable([]).split('\n')[0], markdownTable([]).split('\n')[1], 11, 'my notes\n'),
-  ], [true, true, true, false]);
+  ], [true, true, true, true, false]);
   // Checked out with CRLF line ends (Git for Windows), it is still the report's own table.
   const crlf = path.join(tmp, 'crlf.md');
   fs.writeFileSync(crlf, `${markdownTable([{ name: 'base', report: { options: {}, summary: { all: s }, cases } }]).replace(/\n/g, '\r\n')}`);
@@ -278,7 +279,7 @@ test('runAnswerEval answers each case as answer() does: routed by the router, se
       const a = await answer(model, cases[i].question, { ...opts, seed: 7 + 2 * i, task: 'synthetic' }, { router });
       // The text as generated (runEval's is), tags where the model wrote them: not thinking + "</think>" + answer, which added a tag to a thinking never closed.
       const chosen = a.samples[a.chosen], closed = (chosen.answerTokens ?? 0) > 0;
-      if (a.route === 'reasoning') assert.deepEqual([c.text, c.text.includes('</think>')], [model.tokenizer.decode(chosen.tokenIds!, { skipSpecialTokens: true }), closed], `case ${i}`);
+      if (a.route === 'reasoning') assert.deepEqual([c.text, c.text.includes('</think>')], [model.tokenizer.decode(chosen.tokenIds!, { skipSpecialTokens: true, cleanUp: false }), closed], `case ${i}`);
       assert.deepEqual([c.route, c.text.endsWith(a.answer), c.tokens, c.thinkingTokens, c.correct, c.extracted ?? undefined, c.votes ?? {}], [a.route, true, a.usage.completionTokens, a.usage.thinkingTokens, a.winner === String(cases[i].gold), a.winner, a.route === 'reasoning' ? a.votes : {}], `case ${i}`);
     }
     const routes = r.cases.map((c) => c.route);

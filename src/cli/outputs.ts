@@ -194,7 +194,9 @@ export function checkOutFile(file: string, c: OutFileCheck): void {
   // The output and each file beside it: none may be one of the inputs, nor (unless it is this command's kind of output) lie in one's folder.
   for (const f of [file, ...(c.siblings ?? [])]) {
     if (!fs.existsSync(path.resolve(f))) continue;
-    const out = canonical(f), named = f === file ? `${flag} ${file}` : `${flag} ${file}: ${f}, written beside it,`;
+    // Where it lies, its folder's links followed but not its own (a Hugging Face snapshot's files link into blobs/).
+    const out = canonical(f), at = path.join(canonical(path.dirname(path.resolve(f))), path.basename(f));
+    const named = f === file ? `${flag} ${file}` : `${flag} ${file}: ${f}, written beside it,`;
     for (const [inFlag, p] of Object.entries(c.inputFiles ?? {})) {
       if (p !== undefined && fs.existsSync(p) && out === canonical(p)) throw new Error(`${named} is the ${inFlag} ${p}: writing the ${c.what} there would destroy it; choose another ${flag}`);
     }
@@ -202,7 +204,7 @@ export function checkOutFile(file: string, c: OutFileCheck): void {
     for (const [inFlag, p] of Object.entries(c.inputs ?? {})) {
       if (p === undefined || !fs.existsSync(p)) continue;
       const dir = canonical(fs.statSync(p).isDirectory() ? p : modelPath(p));
-      if (out === canonical(p) || out === dir || out.startsWith(dir + path.sep)) {
+      if (out === canonical(p) || at === dir || at.startsWith(dir + path.sep)) {
         throw new Error(`${named} is ${out === canonical(p) ? 'the' : 'a file of the'} ${inFlag} ${p}, not a ${c.what}: writing the ${c.what} there would destroy it; choose another ${flag}`);
       }
     }

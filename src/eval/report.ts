@@ -3,12 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { atomicWrite, holdLock, makeDir, writeAll } from '../io/safetensors.ts';
 import { barChart, writeSvg } from './plot.ts';
+import { hubRepo } from '../io/hub.ts';
 import type { CaseResult, EvalReport, Summary } from './harness.ts';
 
 const TABLE_HEAD = ['| run | category | n | accuracy [95 % CI] | reasoned | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'];
 /** The table's heads before the "reasoned" and "cut off" columns (reports written before them, which a rerun may replace). */
 const OLD_HEADS = [
   ['| run | category | n | accuracy [95 % CI] | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'],
+  ['| run | category | n | accuracy | cut off | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'],
   ['| run | category | n | accuracy | mean tokens | mean thinking | TTFT p50/p90 ms | latency p50/p90 ms | tok/s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|'],
 ];
 const PLOT_TITLE = 'Accuracy by category';
@@ -123,7 +125,7 @@ export async function writeReport(out: string, runs: { name: string; report: Eva
   const bars = runs.flatMap(({ name, report }) => Object.entries(report.summary).map(([category, s]) => ({ category, series: name, value: 100 * s.accuracy })));
   // What was evaluated, so the plot reads on its own: the task, the model and how many questions.
   const first = runs[0]?.report, o = first?.options ?? {};
-  const subtitle = first ? [`${String(o.task ?? '')}${o.split ? ` (${String(o.split)} split)` : ''}`, o.model && String(o.model), `${first.cases.length} question${first.cases.length === 1 ? '' : 's'}`].filter(Boolean).join(' · ') : undefined;
+  const subtitle = first ? [`${String(o.task ?? '')}${o.split ? ` (${String(o.split)} split)` : ''}`, o.model && (hubRepo(String(o.model)) ?? String(o.model)), `${first.cases.length} question${first.cases.length === 1 ? '' : 's'}`].filter(Boolean).join(' · ') : undefined;
   const svg = await barChart({ title: PLOT_TITLE, ...(subtitle ? { subtitle } : {}), y: 'accuracy (%)', bars, domain: [0, 100] });
   // The three files in one synchronous step: a Ctrl-C (handled, as eval handles it) waits for all of them, so an
   // interrupted rerun never leaves a new table beside an old plot.
