@@ -257,6 +257,10 @@ describe('data', () => {
     // "<unk>" written out is the special token itself, refused in a message as any other.
     assert.throws(() => tokenizeRecord({ line: 2, messages: chat('say <unk>') }, small, 'f.jsonl:2'), /^Error: f\.jsonl:2: messages\[0\]\.content holds "<unk>", one of the tokenizer's special tokens, as text/);
     assert.equal(tokenizeRecord({ line: 2, prompt: 'hi', completion: ' cafe<|im_end|>' }, small).length, 1);
+    // A dataset names them from all its lines at once (GSM8K took one rerun per character).
+    const lines = writeLines('unknown.jsonl', ['{"prompt":"café","completion":" b"}', '{"prompt":"ok","completion":" b"}', '{"prompt":"5€","completion":" b"}', '{"prompt":"naïve é","completion":" b"}']);
+    assert.throws(() => loadDataset(lines, small), { message: `${lines}:1: prompt holds "é", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it; 2 more lines hold characters it has no token for (in all: "é", "€", "ï"), e.g. ${lines}:3, ${lines}:4` });
+    assert.throws(() => loadDataset(writeLines('one.jsonl', ['{"prompt":"ok","completion":" b"}', '{"prompt":"5€","completion":" b"}']), small), { message: `${file('one.jsonl')}:2: prompt holds "€", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it` });
     // A reply's reasoning field too (whether the template renders it or not, its text is checked first).
     assert.throws(() => tokenizeRecord({ line: 2, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'ok', reasoning_content: 'it costs 2 €' } as ChatMessage] }, small, 'f.jsonl:2'),
       { message: 'f.jsonl:2: messages[1].reasoning_content holds "€", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it' });

@@ -194,6 +194,11 @@ function unknownToken(text: string, ids: number[], tok: TextTokenizer): number |
   return ids.find((id) => isSpecial(id, tok) && !text.includes(tok.decode([id])));
 }
 
+/** checkKnown's refusal, with the characters it names (a dataset gathers them from all its lines: loadDataset). */
+class UnknownCharacters extends Error {
+  constructor(readonly chars: string[], message: string) { super(message); }
+}
+
 /**
  * Refuses text holding characters the tokenizer has no token for: they are encoded as a special token (its "<unk>")
  * the text does not hold, and would be trained as that. `ids`: the text's encoding, without special tokens added.
@@ -204,7 +209,7 @@ function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: strin
   const chars: string[] = [];
   for (const c of new Set(text)) if (chars.length < 5 && tok.encode(c, { addSpecialTokens: false }).includes(unknown)) chars.push(c);
   const them = chars.length > 1 ? 'them' : 'it';
-  throw new Error(`${what} holds ${chars.length ? chars.map((c) => JSON.stringify(c)).join(', ') : 'text'}, which the tokenizer has no token for: ${chars.length > 1 ? 'each' : 'it'} would be trained as ${JSON.stringify(tok.decode([unknown]))}; remove or replace ${them}`);
+  throw new UnknownCharacters(chars, `${what} holds ${chars.length ? chars.map((c) => JSON.stringify(c)).join(', ') : 'text'}, which the tokenizer has no token for: ${chars.length > 1 ? 'each' : 'it'} would be trained as ${JSON.stringify(tok.decode([unknown]))}; remove or replace ${them}`);
 }
 
 /** The reasoning fields a message may carry: transformers' and vLLM's names (serve returns reasoning_content and reasoning). */
@@ -267,11 +272,23 @@ const blank = (text: string, tok: TextTokenizer): boolean => !tok.eosTokenIds.re
  */
 export function loadDataset(file: string, tok: TextTokenizer, perTurn = false, onProgress?: (done: number, total: number) => void): Example[] {
   const records = readJsonl(file), out: Example[] = [];
+  // Characters the tokenizer lacks are gathered from every line, so one run names them all (not one rerun per character).
+  const unknown: { first?: UnknownCharacters; chars: Set<string>; lines: string[] } = { chars: new Set(), lines: [] };
   onProgress?.(0, records.length);
   records.forEach((r, i) => {
-    out.push(...tokenizeRecord(r, tok, `${file}:${r.line}`, perTurn));
+    try { out.push(...tokenizeRecord(r, tok, `${file}:${r.line}`, perTurn)); } catch (e) {
+      if (!(e instanceof UnknownCharacters)) throw e;
+      unknown.first ??= e;
+      e.chars.forEach((c) => unknown.chars.add(c));
+      unknown.lines.push(`${file}:${r.line}`);
+    }
     onProgress?.(i + 1, records.length);
   });
+  if (unknown.first && unknown.lines.length === 1) throw unknown.first;
+  if (unknown.first) {
+    const more = unknown.lines.length - 1, chars = [...unknown.chars].slice(0, 12).map((c) => JSON.stringify(c)).join(', ');
+    throw new Error(`${unknown.first.message}; ${more} more line${more === 1 ? '' : 's'} hold${more === 1 ? 's' : ''} characters it has no token for (${unknown.chars.size > 12 ? `${unknown.chars.size} in all, e.g. ` : 'in all: '}${chars}), e.g. ${unknown.lines.slice(1, 4).join(', ')}`);
+  }
   return out;
 }
 
