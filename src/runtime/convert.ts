@@ -113,7 +113,8 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   const opened = typeof source === 'string' ? openSource(source) : source;
   if (opened.kind === 'converted') throw new Error(`convert: ${opened.path} is already a converted model`);
   const src = rescaled(opened, opts.ropeScaling);
-  checkAccuracyQuant(opts.quant ?? defaultQuant(src.config), opts, 'convert');
+  const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
+  checkAccuracyQuant(quant, opts, 'convert');
   // The source's own folder would take the converted files beside its own (a GGUF's then reads the tokenizer.json
   // written there, and so would every other GGUF in that folder).
   if (isSourceFolder(out, src.path)) throw new Error(`convert: out ${out} is the folder of ${src.path}: the converted files would mix with the model's own; choose another folder`);
@@ -127,7 +128,6 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
     const m = fs.existsSync(path.join(out, MANIFEST)) ? readManifest(out) : undefined;
     if (m && fs.realpathSync(m.source.path) === fs.realpathSync(src.path)) keep = (f) => !(m.written ?? []).includes(path.basename(f));
   } catch { /* not a conversion of ours, or its source is gone */ }
-  const quant = opts.quant ?? defaultQuant(src.config), accuracyLevel = opts.accuracyLevel ?? 4;
   // A RoPE scaling is recorded where it changed the source's (spelt out): the folder's scaling, chosen at conversion.
   const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])], ...(src !== opened ? { ropeScaling: ropeChoiceOf(src.config) } : {}) }, from = { path: src.path, kind: src.kind, fingerprint: '' };
   // Built (every weight read) before the folder is made: weights it refuses leave no empty folder behind.
