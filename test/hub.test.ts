@@ -352,7 +352,7 @@ test('loadModel and withAdapter take a signal: it stops a download under way (th
   try {
     await assert.rejects(withEnv(hubEnv(cache), () => m.withAdapter('hf:edge/reasoning', { signal: AbortSignal.abort() })), { name: 'AbortError' });
     await assert.rejects(m.withAdapter('models/default/reasoning-adapter-rl', { signal: 'stop' as never }), /^Error: withAdapter: signal must be an AbortSignal, got "stop"$/);
-    await assert.rejects(m.withAdapter('models/default/reasoning-adapter-rl', { onDownlaod: () => {} } as object), /^Error: withAdapter: unknown option "onDownlaod" \(options: onDownload, signal\)$/);
+    await assert.rejects(m.withAdapter('models/default/reasoning-adapter-rl', { onDownlaod: () => {} } as object), /^Error: withAdapter: unknown option "onDownlaod" \(options: onDownload, signal, onNote\)$/);
   } finally {
     await m.close();
   }

@@ -13,7 +13,7 @@ import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/conve
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { CoalescingBackend, withBackend } from '../src/runtime/scheduler.ts';
-import { loadAdapter } from '../src/io/peft.ts';
+import { baseModelNote, loadAdapter, modelNames, refName } from '../src/io/peft.ts';
 import { Engine, SHARE_FROM } from '../src/runtime/engine.ts';
 import { KVCache, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
 import { withRopeScaling, type ModelConfig } from '../src/models/config.ts';
@@ -1373,6 +1373,39 @@ test('a lone GGUF file loads with its tokenizer rebuilt from metadata; logits eq
     { message: `tokenizer: ${path.join(stories, 'tok512.bin')} has no chat template (no chat_template.jinja, chat_template.json or chat_template in tokenizer_config.json; for a .gguf without one in its metadata, or a llama2.c .bin, a chat_template.jinja beside the file)` });
   fs.copyFileSync(path.join(lone, 'chat_template.jinja'), path.join(stories, 'chat_template.jinja'));
   assert.equal(openSource(path.join(stories, 'stories260K.bin')).tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }]), '[user] hi\n');
+});
+
+test('an adapter recording another base model (base_model_name_or_path) than the one it is loaded on is noted, by name: a GGUF\'s quantisation, a cached model\'s repository and a converted folder\'s source count as the name', async () => {
+  const dir = path.join(import.meta.dirname, '../models/default'), other = fs.mkdtempSync(path.join(os.tmpdir(), 'er-base-'));
+  try {
+    fs.cpSync(path.join(dir, 'reasoning-adapter'), other, { recursive: true });
+    const cfg = path.join(other, 'adapter_config.json');
+    fs.writeFileSync(cfg, JSON.stringify({ ...JSON.parse(fs.readFileSync(cfg, 'utf8')), base_model_name_or_path: 'Qwen/Qwen2.5-0.5B-Instruct' }));
+    const want = `adapter: ${other} was trained on Qwen/Qwen2.5-0.5B-Instruct (its adapter_config.json's base_model_name_or_path), and this model is ${dir}: on another model than its own an adapter answers worse without any error (if this is that model under another name, all is well)`;
+    const notes: string[] = [];
+    const m = await loadModel(dir, { adapter: other, worker: false, onNote: (n) => notes.push(n) });
+    try {
+      assert.deepEqual(notes, [want]);
+      await (await m.withAdapter(path.join(dir, 'reasoning-adapter-rl'), { onNote: (n) => notes.push(n) })).close(); // its own base: no note
+      await (await m.withAdapter(other, { onNote: (n) => notes.push(n) })).close();
+      assert.deepEqual(notes, [want, want]);
+    } finally {
+      await m.close();
+    }
+    // The embedded default's adapters record models/default: loaded on it, no note.
+    const quiet: string[] = [];
+    await (await loadModel(dir, { adapter: path.join(dir, 'reasoning-adapter'), worker: false, onNote: (n) => quiet.push(n) })).close();
+    assert.deepEqual(quiet, []);
+  } finally {
+    fs.rmSync(other, { recursive: true, force: true });
+  }
+  // Names compared: a path's or an id's last part, lower-cased, a GGUF's without its quantisation and part number.
+  const snapshot = '/c/models--Qwen--Qwen2.5-0.5B-Instruct-GGUF/snapshots/' + 'a'.repeat(40);
+  assert.deepEqual(modelNames({ path: `${snapshot}/qwen2.5-0.5b-instruct-q4_k_m.gguf` }), ['Qwen/Qwen2.5-0.5B-Instruct-GGUF', `${snapshot}/qwen2.5-0.5b-instruct-q4_k_m.gguf`]);
+  assert.deepEqual(modelNames({ path: '/cache/x', manifest: { source: { path: '/m/Qwen2.5-0.5B' } } }), ['/cache/x', '/m/Qwen2.5-0.5B']);
+  for (const [ref, name] of [['Qwen/Qwen2.5-0.5B-Instruct', 'qwen2.5-0.5b-instruct'], ['/m/qwen2.5-0.5b-instruct-q4_k_m.gguf', 'qwen2.5-0.5b-instruct'], ['Qwen2.5-7B-Instruct-Q8_0-00001-of-00003.gguf', 'qwen2.5-7b-instruct'],
+    ['Qwen/Qwen2.5-0.5B-Instruct-GGUF', 'qwen2.5-0.5b-instruct'], ['models/default/', 'default'], [`${snapshot}`, 'qwen2.5-0.5b-instruct'], ['Llama-3.2-1B-Instruct-f16.gguf', 'llama-3.2-1b-instruct']]) assert.equal(refName(ref), name, ref);
+  assert.equal(baseModelNote('/no/such/adapter', ['x']), undefined); // nothing recorded
 });
 
 test('withAdapter: a second adapter in the same session gives a separate load\'s logits, while the first keeps its own; batched steps group rows by adapter; names and targets are checked', async () => {

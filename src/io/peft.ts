@@ -12,6 +12,7 @@ import type { AdapterTensors } from '../runtime/engine.ts';
 import { checkFinite, finiteWeights, FLOAT_DTYPES, makeDir, openSafetensors, writeJson, writeSafetensors, type SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
+import { hubRepo } from './hub.ts';
 
 export interface AdapterConfig {
   r: number;
@@ -36,6 +37,43 @@ export function readAdapterConfig(dir: string, numLayers?: number): AdapterConfi
   if (!fs.existsSync(cfgFile)) throw new Error(`adapter: ${cfgFile} not found (expected a PEFT adapter folder)`);
   const raw = readJsonFile(cfgFile, 'adapter: ') as Record<string, unknown>;
   return parseAdapterConfig(raw, cfgFile, numLayers);
+}
+
+/** base_model_name_or_path recorded in an adapter folder's adapter_config.json (undefined when absent, empty or unreadable). */
+export function recordedBase(dir: string): string | undefined {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')).base_model_name_or_path;
+    return typeof v === 'string' && v.trim() ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A note when an adapter records another base model (base_model_name_or_path) than the one it is loaded on, by
+ * name: `names` are the model's (modelNames). Same-shaped models (an Instruct model and its base, a Coder
+ * variant) take each other's adapters without an error, and answer worse; a model saved under another name
+ * is the same model, hence a note, not a refusal.
+ */
+export function baseModelNote(dir: string, names: readonly string[]): string | undefined {
+  const base = recordedBase(dir), known = names.map(refName);
+  if (base === undefined || !names.length || known.includes(refName(base))) return undefined;
+  return `adapter: ${dir} was trained on ${base} (its adapter_config.json's base_model_name_or_path), and this model is ${names[0]}: on another model than its own an adapter answers worse without any error (if this is that model under another name, all is well)`;
+}
+
+/**
+ * What a model goes by, for baseModelNote: its Hugging Face repository where it is in the cache, its path, and for
+ * a converted folder its source's too.
+ */
+export function modelNames(src: { path: string; manifest?: { source: { path: string } } }): string[] {
+  const of = (p: string) => { const repo = hubRepo(p) ?? hubRepo(path.dirname(p)); return repo ? [repo, p] : [p]; };
+  return [...of(src.path), ...(src.manifest ? of(src.manifest.source.path) : [])];
+}
+
+/** The name a model reference goes by, lower-cased: a Hugging Face id's or a path's last part (a GGUF's without its quantisation and part number). */
+export function refName(ref: string): string {
+  const last = (hubRepo(ref) ?? ref).replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
+  return last.toLowerCase().replace(/\.(gguf|bin)$/, '').replace(/-\d{5}-of-\d{5}$/, '').replace(/[-._](i?q\d(_[a-z0-9]+)*|f16|bf16|f32|fp16)$/, '').replace(/-gguf$/, '');
 }
 
 export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {

@@ -8,7 +8,7 @@ export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
 import { resolveModelPath } from '../io/hub.ts';
-import { loadAdapter, type LoadedAdapter } from '../io/peft.ts';
+import { baseModelNote, loadAdapter, modelNames, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, rescaled, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
@@ -141,7 +141,9 @@ export class Model {
     // The choice goes into the cached copy only where it changes the checkpoint's RoPE (else its plain copy serves),
     // spelt out (yarn ×4 and yarn ×4 over the default original context are one copy).
     const rope = src.config !== opened.config ? ropeChoiceOf(src.config) : undefined;
-    const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined;
+    const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined, names = modelNames(opened);
+    const other = adapter && baseModelNote(adapter.dir, names);
+    if (other) opts.onNote?.(other);
     const quant = opts.quant ?? defaultQuant(src.config);
     if (src.kind !== 'converted') checkAccuracyQuant(quant, opts, 'loadModel');
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
@@ -201,7 +203,9 @@ export class Model {
       }
     }
     setPromptCache(backend, opts.promptCache);
-    return new Model(src.config, src.tokenizer, backend, adapter);
+    const model = new Model(src.config, src.tokenizer, backend, adapter);
+    model.names = names;
+    return model;
   }
 
   /**
@@ -439,15 +443,19 @@ export class Model {
    * projections: load this model with an adapter on them (or from a folder converted with --lora-targets).
    * Closing the returned model removes its adapter; closing this one ends the session for both.
    */
-  async withAdapter(dir: string, opts: Pick<LoadOptions, 'onDownload' | 'signal'> = {}): Promise<Model> {
+  async withAdapter(dir: string, opts: Pick<LoadOptions, 'onDownload' | 'signal' | 'onNote'> = {}): Promise<Model> {
     if (typeof dir !== 'string' || !dir) throw new Error(`withAdapter: dir must be the path of a PEFT adapter folder, got ${shown(dir)}`);
-    checkKeys(opts, ['onDownload', 'signal'], 'withAdapter');
+    checkKeys(opts, ['onDownload', 'signal', 'onNote'], 'withAdapter');
+    if (opts.onNote !== undefined && typeof opts.onNote !== 'function') throw new Error(`withAdapter: onNote must be a function (note) => void, got ${typeof opts.onNote}`);
     checkHubOptions(opts, 'withAdapter');
     dir = await resolveModelPath(dir, opts);
     opts.signal?.throwIfAborted();
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
+    const other = baseModelNote(adapter.dir, this.names);
+    if (other) opts.onNote?.(other);
     await this.backend.setAdapter(adapter.tensors, name);
     const view = new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
+    view.names = this.names;
     // Registered on the view's backend, which the view and objects made from it (Object.create) hold, and which a
     // caller may keep alone; the token lets close() unregister it.
     view.collected = {};
@@ -455,6 +463,8 @@ export class Model {
     return view;
   }
   private collected?: object;
+  /** What the model goes by (modelNames), to compare with an adapter's recorded base. */
+  private names: readonly string[] = [];
 
   async close(): Promise<void> {
     if (this.collected) droppedViews.unregister(this.collected);

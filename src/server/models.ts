@@ -157,7 +157,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     let backend: CoalescingBackend | undefined;
     const loraTargets = [...new Set(adapters.flatMap((a) => readAdapterConfig(a.dir).targets))];
     for (const a of adapters) {
-      const m = loaded[0] ? await loaded[0].withAdapter(a.dir) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, ropeScaling: o.ropeScaling, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
+      const m = loaded[0] ? await loaded[0].withAdapter(a.dir, { onNote: o.onNote }) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, ropeScaling: o.ropeScaling, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       if (!loaded[0]) loaded.push(m);
       backend ??= coalesce(m);
       models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });

@@ -10,7 +10,7 @@ import { writeJson } from '../io/safetensors.ts';
 import path from 'node:path';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
-import { loadAdapter, loraScale, saveAdapter, type LoadedAdapter } from '../io/peft.ts';
+import { loadAdapter, loraScale, recordedBase, saveAdapter, type LoadedAdapter } from '../io/peft.ts';
 import { adapterView, type Backend } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
@@ -334,16 +334,6 @@ export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p:
     });
   } finally {
     await backend.free(cache);
-  }
-}
-
-/** base_model_name_or_path recorded in an adapter folder's adapter_config.json (undefined when absent or unreadable). */
-function recordedBase(dir: string): string | undefined {
-  try {
-    const v = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')).base_model_name_or_path;
-    return typeof v === 'string' ? v : undefined;
-  } catch {
-    return undefined;
   }
 }
 
