@@ -12,6 +12,7 @@ import { compileJsonSchema, JsonConstraint, jsonKey, type ConstraintTokenizer, t
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { answer, defaultModel, loadModel, Router } from '../src/index.ts';
+import { sharedPath } from './helpers/shared.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const ajv = new Ajv({ strict: false });
@@ -227,6 +228,21 @@ test('json constraint: the embedded model answers in the schema, directly and af
     const router = Router.load(defaultModel.router, model.config.hiddenSize);
     const hi = await answer(model, 'Hi', { json: true, maxTokens: 60 }, { router });
     assert.deepEqual([hi.route, hi.escalation], ['direct', undefined]);
+  } finally {
+    await model.close();
+  }
+});
+
+test('json constraint on a SentencePiece vocabulary (stories260K, llama2.c): a "▁" piece is a space after other text, so an enum value or a key comes out as written', async () => {
+  const model = await loadModel(sharedPath('models/stories260K/stories260K.bin'));
+  try {
+    // Greedy on this model: "little girl" is two "▁" pieces; read without their space, it came out "little  girl".
+    const c = await model.complete('Once', { json: { enum: ['big dog', 'little girl'] }, maxTokens: 30 });
+    assert.deepEqual([c.finishReason, JSON.parse(c.text)], ['stop', 'little girl'], c.text);
+    const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 3 } }, required: ['name'], additionalProperties: false };
+    const d = await model.complete('Once', { json: schema, maxTokens: 40 });
+    assert.equal(d.finishReason, 'stop', d.text);
+    assert.ok(ajv.validate(schema, JSON.parse(d.text)), d.text); // the key was "nam e"
   } finally {
     await model.close();
   }

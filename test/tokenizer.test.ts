@@ -146,6 +146,11 @@ test('tokenBytes: a token\'s own bytes (a byte-level token may hold part of a ch
   assert.equal(Buffer.concat(ids.map((id) => qwen.tokenBytes(id))).toString('utf8'), text);
   const own = loadTokenizer(path.join(root, 'models/default')), mine = own.encode('Paris is big', { addSpecialTokens: false }); // not byte-level: the text's UTF-8
   assert.equal(Buffer.concat(mine.map((id) => own.tokenBytes(id))).toString('utf8'), own.decode(mine));
+  // SentencePiece (llama2.c's, Llama 2's): a "▁" piece is a space after other text, which decoding alone strips from the text's start.
+  const sp = openSource(sharedPath('models/stories260K/stories260K.bin')).tokenizer, pieces = sp.encode('Once upon a time, a big dog', { addSpecialTokens: false });
+  assert.equal(Buffer.concat(pieces.map((id) => sp.tokenBytes!(id))).toString('utf8'), ` ${sp.decode(pieces)}`);
+  const first = sp.encode('dog', { addSpecialTokens: false })[0]; // "▁do"
+  assert.deepEqual([sp.decode([first]), Buffer.from(sp.tokenBytes!(first)).toString('utf8')], ['do', ' do']);
   // completions' text offsets count the whole characters (code points, as Python counts them) before each token.
   const lp = completionLogprobs(qwen, { tokens: ids, logprobs: ids.map(() => -1) }, 0);
   assert.equal(lp.text_offset[lp.tokens.indexOf(' ok')], 4);

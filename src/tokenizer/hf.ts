@@ -323,24 +323,31 @@ export class HfTokenizer implements TextTokenizer {
 
   tokenToId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
 
-  /** Whether the tokenizer.json's decoder is byte-level (tokenBytes; read at its first call). */
-  private byteLevel?: boolean;
+  /** What the tokenizer.json's decoder is: byte-level, SentencePiece's ("▁" for a space), or other (tokenBytes; read at its first call). */
+  private decoderKind?: 'byteLevel' | 'metaspace' | 'other';
   /**
-   * The bytes a token stands for: a byte-level BPE token (Qwen, Llama 3) may hold part of a character, which its text
-   * alone shows as U+FFFD; a SentencePiece byte token ("<0xE2>") is that byte; any other, its text's UTF-8.
+   * The bytes a token stands for after other text: a byte-level BPE token (Qwen, Llama 3) may hold part of a
+   * character, which its text alone shows as U+FFFD; a SentencePiece byte token ("<0xE2>") is that byte; another
+   * SentencePiece piece its text with "▁" as a space (decoded alone, the decoder strips the space a text begins
+   * with: "▁dog" would be "dog"); any other token its text's UTF-8.
    */
   tokenBytes(id: number): Uint8Array {
-    const piece = this.tokenizer.id_to_token(id), utf8 = () => new Uint8Array(Buffer.from(this.decode([id]), 'utf8'));
+    const piece = this.tokenizer.id_to_token(id), utf8 = (text: string) => new Uint8Array(Buffer.from(text, 'utf8'));
     if (piece === undefined) return new Uint8Array();
     const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
     if (byte) return Uint8Array.of(parseInt(byte[1], 16));
-    this.byteLevel ??= JSON.stringify((this.files.tokenizerJson as { decoder?: unknown }).decoder ?? null).includes('"ByteLevel"');
-    if (this.byteLevel && !this.specialIds.has(id)) {
+    if (this.specialIds.has(id)) return utf8(this.decode([id]));
+    if (!this.decoderKind) {
+      const decoder = JSON.stringify((this.files.tokenizerJson as { decoder?: unknown }).decoder ?? null);
+      this.decoderKind = decoder.includes('"ByteLevel"') ? 'byteLevel' : decoder.includes('"Metaspace"') || decoder.includes('{"String":"▁"}') ? 'metaspace' : 'other';
+    }
+    if (this.decoderKind === 'metaspace') return utf8(piece.replaceAll('▁', ' '));
+    if (this.decoderKind === 'byteLevel') {
       const out: number[] = [];
-      for (const ch of piece) { const b = BYTE_OF_CHAR.get(ch); if (b === undefined) return utf8(); out.push(b); }
+      for (const ch of piece) { const b = BYTE_OF_CHAR.get(ch); if (b === undefined) return utf8(this.decode([id])); out.push(b); }
       return Uint8Array.from(out);
     }
-    return utf8();
+    return utf8(this.decode([id]));
   }
 
 
