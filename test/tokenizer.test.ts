@@ -229,6 +229,13 @@ test('StreamDecoder: token-by-token pieces add up to the text, emoji split acros
   // A config that does not say decodes without it, as transformers (4.45 on) does; the tokenizers library's default is on.
   const silent = loadTokenizer({ tokenizerJson, tokenizerConfig: {} });
   assert.equal(silent.decode(silent.encode(said)), said);
+  // A prompt (token ids) cut inside a character: the completion's first tokens complete it and it streams whole from
+  // there (the decoded context ended in U+FFFD, which no text began with again: nothing streamed until the end,
+  // which then lost the character). Here the context, as generate passes it, holds its first two bytes of three.
+  const ids4 = qwen.encode('x 𝔘 y', { addSpecialTokens: false }); // "x", " " + 2 bytes of 𝔘, a third, its last, " y"
+  assert.deepEqual([ids4.length, qwen.decode(ids4.slice(0, 3)).endsWith('\uFFFD')], [5, true]);
+  const cont = new StreamDecoder(qwen, {}, ids4.slice(0, 3));
+  assert.deepEqual([cont.push(ids4[3]), cont.push(ids4[4]), cont.flush()], ['𝔘', ' y', '']);
 });
 
 test('a stop string in text the stream holds back (complete characters before half of one) ends the sequence there', () => {

@@ -167,7 +167,7 @@ export class Sequence {
   private seenUpTo = 0;
 
   /**
-   * `promptTail`: the prompt's last token, the first generated one's neighbour when text is decoded (StreamDecoder).
+   * `promptTail`: the prompt's last tokens, the first generated one's neighbours when text is decoded (StreamDecoder).
    * `prompt`: the prompt's tokens, which a repetition penalty applies to (with the output).
    */
   constructor(private readonly tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void,
@@ -621,7 +621,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     const fit = th?.maxTokens !== undefined && th.force && maxTokens < (opts[i].maxTokens ?? 256) ? Math.min(th.maxTokens, Math.max(0, maxThinkingCap({ force: th.force }, maxTokens))) : undefined;
     return { ...opts[i], maxTokens, ...(fit !== undefined && fit !== th!.maxTokens ? { thinking: { ...th!, maxTokens: fit } } : {}) };
   });
-  const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-1), p));
+  const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-4), p)); // 4: the bytes of a character it may cut
   // Per row, the positions the base weights encode (all of a prompt the adapter does not act on): with `reuse`, read
   // from the longest kept beginning, and kept.
   const base = prompts.map((p, i) => (!reuse ? 0 : per[i].adapter ? Math.min(p.length, per[i].adapterFrom ?? 0) : p.length));

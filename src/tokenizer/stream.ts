@@ -8,7 +8,8 @@ import type { TextTokenizer } from './types.ts';
  * leading-space strip, byte-level merging) give the same text as a full decode; text ending in U+FFFD is held back
  * because it is an incomplete UTF-8 sequence split across tokens, and emitted once the next token completes it.
  * `context`: tokens before the first generated one (the prompt's last), decoded as its neighbour and never emitted,
- * so a completion's first token keeps the leading space a sentencepiece decoder strips at a text's start.
+ * so a completion's first token keeps the leading space a sentencepiece decoder strips at a text's start. A character
+ * the context begins (a prompt cut inside it) and the first tokens complete is emitted whole.
  */
 export class StreamDecoder {
   private ids: number[];
@@ -25,11 +26,11 @@ export class StreamDecoder {
   /** Adds one token; returns the newly completed text ('' while a character is still incomplete). */
   push(id: number): string {
     this.ids.push(id);
-    const [before, now] = this.window();
-    if (now.length <= before.length || now.endsWith('\uFFFD') || !now.startsWith(before)) return '';
+    const [before, now] = this.window(), text = now.endsWith('\uFFFD') ? undefined : added(before, now);
+    if (!text) return '';
     this.prefix = this.read;
     this.read = this.ids.length;
-    return now.slice(before.length);
+    return text;
   }
 
   /** Returns whatever is still held back (e.g. a genuinely invalid byte sequence) and resets for a new stream. */
@@ -38,11 +39,21 @@ export class StreamDecoder {
     this.ids = [...this.context];
     this.prefix = 0;
     this.read = this.context.length;
-    return now.slice(before.length);
+    return added(before, now) ?? now.slice(before.length);
   }
 
   private window(): [string, string] {
     const dec = (ids: number[]) => this.tokenizer.decode(ids, this.opts);
     return [dec(this.ids.slice(this.prefix, this.read)), dec(this.ids.slice(this.prefix))];
   }
+}
+
+/**
+ * The text `now` adds after `before`, or undefined where it does not continue it. `before` ending in U+FFFD that
+ * `now` replaces with text (the bytes of a character begun before, completed now): from that character on.
+ */
+function added(before: string, now: string): string | undefined {
+  if (now.startsWith(before)) return now.slice(before.length);
+  const kept = before.replace(/\uFFFD+$/, '');
+  return kept.length < before.length && now.startsWith(kept) ? now.slice(kept.length) : undefined;
 }
