@@ -1241,6 +1241,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
     await assert.rejects(m.complete('Hello', { signal: 'stop' as never }), /generate: signal must be an AbortSignal, got "stop"/);
     await assert.rejects(m.generate('Hello', { signal: 'stop' as never }).next(), /generate: signal must be an AbortSignal, got "stop"/);
     await assert.rejects(m.generate('Hello', null as never).next(), /^Error: generate: options must be an object, got null$/);
+    await assert.rejects(m.complete('Hello', [{ maxTokens: 3 }] as never), /^Error: generate: options must be an object, got a list$/); // generate refuses it too
     await assert.rejects(m.complete('Hello', { stop: 'x'.repeat(300) as never, seed: 'y'.repeat(300) as never }), (e: Error) => e.message.endsWith(`got "${'y'.repeat(118)}…`));
     await assert.rejects(m.generateBatch(['a', 'b'], [{ signal: shared.signal }, {}] as never), /generate: a signal cancels the whole batch/);
     await assert.rejects(m.complete([{ role: 'robot', content: 'hi' }]), /generate: message 0 has role "robot" \(roles: system, user, assistant, tool\)/);

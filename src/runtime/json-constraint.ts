@@ -498,9 +498,11 @@ export class JsonConstraint {
   private readonly id = constraints++;
   private readonly start: JsonState;
   private readonly stops: number[];
+  private readonly where: string;
 
   constructor(private readonly tok: ConstraintTokenizer, schema: JsonSchema, opts: ConstraintOptions = {}) {
     this.node = compileJsonSchema(schema, opts.where, opts.lenient);
+    this.where = opts.where ?? 'json';
     this.stops = [...(opts.stopTokens ?? tok.eosTokenIds)];
     if (!this.stops.length) throw new Error('json constraint: the tokenizer has no end-of-sequence token to end the JSON with');
     this.vocab = vocabOf(tok);
@@ -581,7 +583,7 @@ export class JsonConstraint {
     const all = new Int32Array(new SharedArrayBuffer(4 * (out.length + (plain?.length ?? 0))));
     all.set(out);
     if (plain) all.set(plain, out.length);
-    if (!all.length) throw new Error(`json constraint: no token of this vocabulary can continue the JSON (state ${s.key})`);
+    if (!all.length) throw new Error(`${this.where}: no token of this model's vocabulary can write what the schema asks for next (a character it has no tokens for, in a const, an enum or a pattern?)`);
     return all;
   }
 }

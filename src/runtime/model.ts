@@ -274,6 +274,7 @@ export class Model {
   }
 
   async complete(prompt: Prompt, opts: PromptOptions = {}): Promise<Completion> {
+    if (Array.isArray(opts)) throw new Error('generate: options must be an object, got a list'); // generateBatch's one per prompt
     return (await this.generateBatch([prompt], opts))[0];
   }
 
