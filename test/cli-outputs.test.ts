@@ -492,6 +492,32 @@ test('train-router interrupted by SIGINT while the runtime worker decodes exits 
   assert.ok(!fs.existsSync(at('int-router.json')));
 });
 
+test('train-router interrupted by SIGINT while it fits the probe exits 130 saying so, and writes nothing (the fit held the signal until it ended, then wrote the router)', async () => {
+  const child = spawn(process.execPath, [BIN, 'train-router', '--model', DEFAULT_DIR, '--rule', 'accuracy', '--out', at('fit-router.json'), '--limit', '20', '--val', '5', '--max-tokens', '8', '--steps', '100000000'], { cwd: ROOT });
+  let stderr = '';
+  const started = new Promise<void>((resolve) => child.stderr.on('data', (d) => { stderr += d; if (/base answers \(val\) 5\/5/.test(stderr)) resolve(); }));
+  const done = new Promise<[number | null, string | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+  await started;
+  await new Promise((resolve) => setTimeout(resolve, 500)); // into the fit, which reports every 50 ms
+  child.kill('SIGINT');
+  assert.deepEqual(await done, [130, null], stderr);
+  assert.match(stderr, /train-router: interrupted during fitting the probe at \d+\/100000000; nothing was written to /);
+  assert.ok(!fs.existsSync(at('fit-router.json')));
+});
+
+test('train-router checks --out again before it writes: a file that came there while it trained is kept, not replaced', async () => {
+  const out = at('late-router.json');
+  const child = spawn(process.execPath, [BIN, 'train-router', '--model', DEFAULT_DIR, '--rule', 'accuracy', '--out', out, '--limit', '20', '--val', '300', '--max-tokens', '8', '--steps', '20'], { cwd: ROOT });
+  let stderr = '';
+  const started = new Promise<void>((resolve) => child.stderr.on('data', (d) => { stderr += d; if (/base answers \(train\) 20\/20/.test(stderr)) resolve(); }));
+  const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await started;
+  fs.writeFileSync(out, '{"mine": true}');
+  assert.equal(await done, 1, stderr);
+  assert.match(stderr, new RegExp(`edgereason: --out ${out} already exists \\(a router JSON from an earlier run\\?\\); pass --overwrite to replace it`));
+  assert.equal(fs.readFileSync(out, 'utf8'), '{"mine": true}');
+});
+
 test('train-sft interrupted by SIGINT saves its last completed step as the checkpoint, exits 130, and --resume continues from it', async () => {
   const out = at('int');
   const args = ['train-sft', '--model', model.dir, '--data', data, '--out', out, '--batch-tokens', '16', '--epochs', '400', '--checkpoint-every', '50'];
@@ -685,7 +711,11 @@ test('train-router: the savings rule (the default) needs --adapter; unused flags
   // A random model answers no gsm8k question right: every label says "reasoning needed", and the advice is easier questions.
   r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--task', 'gsm8k', '--limit', '2', '--val', '1', '--max-tokens', '4', '--steps', '1', '--out', at('same-label.json')]);
   assert.match(r.stderr, /warning: every training question has the same label \(reasoning needed: the base answered none of them right directly\): the probe cannot learn to route; use more questions, with easier ones among them/);
+  assert.match(r.stderr, /train-router: note: 3 of 3 direct answers were cut off at --max-tokens 4 and graded as they stand \(most as wrong: labelled as needing reasoning\); a larger --max-tokens lets them finish/);
   assert.match(cli(['train-verifier', '--model', at('m'), '--adapter', at('a'), '--temperature', '0', '--out', at('v.json')]).stderr, /train-verifier: --temperature 0 samples greedily, so the 8 candidates of a question would all be the same/);
+  assert.match(cli(['train-verifier', '--model', at('m'), '--adapter', at('a'), '--top-p', '0', '--samples', '3', '--out', at('v.json')]).stderr, /train-verifier: --top-p 0 samples greedily, so the 3 candidates of a question would all be the same/);
+  // Synthetic items are made before the model loads: as many as eval takes at most.
+  assert.equal(cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--limit', '100000', '--out', at('r.json')]).stderr, 'edgereason: train-router: --limit 100000 and --val 100 make 100100 synthetic questions, more than a training takes (at most 100000); ask for fewer\n');
   assert.match(cli(['train-router', '--help']).stdout, /required\s+by\s+the\s+savings\s+rule\s+\(the\s+default\)/);
   assert.match(cli(['train-router', '--model', at('m'), '--native-thinking', '--adapter', at('a'), '--out', at('r.json')]).stderr, /train-router: --native-thinking routes between the model's own thinking and direct answers: leave --adapter out/);
 });

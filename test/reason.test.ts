@@ -1424,8 +1424,12 @@ test('Sequence: at the cap\'s edge one more token is sampled; a forced close is 
 test('trainRouter and trainVerifier run end to end on a model (labels from the graders)', async () => {
   const m = await model();
   const items = Array.from({ length: 6 }, (_, i) => ({ question: `What is ${i} plus ${i + 1}?`, gold: 2 * i + 1, task: 'synthetic' as const }));
-  const { router, report } = await trainRouter(m, items, { valFraction: 0.5, maxTokens: 4, reasoningMaxTokens: 6, maxThinkingTokens: 2, steps: 20 });
+  const stages: string[] = [];
+  const { router, report } = await trainRouter(m, items, { valFraction: 0.5, maxTokens: 4, reasoningMaxTokens: 6, maxThinkingTokens: 2, steps: 20, onProgress: (s, d, t) => stages.push(`${s} ${d}/${t}`) });
   assert.equal(report.train.n, 3); assert.equal(report.val.n, 3);
+  // The fit reports its steps (and lets a Ctrl-C through); a random model's answers all reach their limits, and are counted.
+  assert.deepEqual([stages.at(-1), stages.includes('fitting the probe 20/20')], ['reasoning answers (val) 3/3', true]);
+  assert.deepEqual(report.cut, { direct: 6, reasoning: 3 });
   assert.equal(report.train.positives, 3, 'a random model answers nothing right: everything needs reasoning');
   assert.deepEqual(report.rule, { name: 'savings', maxLoss: 0 });
   assert.equal(router.probe.dim, Hd);
@@ -1439,13 +1443,16 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
   assert.equal(res.route, res.routerScore! >= router.threshold || res.escalation ? 'reasoning' : 'direct');
   // This model never ends a sample by itself: its samples, cut by maxTokens, are not what answer() scores, so there
   // is nothing to train a verifier on (the embedded model's run below has them); nor do they get a score or a vote.
+  for (const same of [{ temperature: 0 }, { topP: 0 }]) {
+    await assert.rejects(trainVerifier(m, items, { samples: 2, ...same }), { message: `verifier: ${Object.keys(same)[0]} 0 draws the most likely token every time, so the 2 candidates of a question would all be the same; the verifier learns from candidates that differ: sample with a temperature and topP above 0` });
+  }
   await assert.rejects(trainVerifier(m, items.slice(0, 4), { valFraction: 0.5, samples: 2, maxTokens: 6, maxThinkingTokens: 2, steps: 20 }),
     /verifier: no sample of the 2 training items ended by itself after its thinking \(every one was cut at maxTokens 6, or never closed its thinking\)/);
   const dm = await loadModel(DEFAULT_DIR, { quant: 'fp32', adapter: ADAPTER_DIR, worker: false, threads: 1 });
   try {
     const chat = makeSplits({ train: 4, val: 0, test: 0, seed: 2, mix: { chat: 1 } }).train.map((it) => ({ question: it.question, gold: it.answer, task: 'synthetic' as const }));
     const { verifier, report: vr } = await trainVerifier(dm, chat, { valFraction: 0.5, samples: 2, maxTokens: 128, steps: 20 });
-    assert.ok(vr.train.candidates > 0 && vr.val.candidates > 0 && vr.train.candidates <= 4 && vr.val.candidates <= 4, JSON.stringify(vr));
+    assert.ok(vr.train.candidates > 0 && vr.val.candidates > 0 && vr.train.candidates + vr.train.cut <= 4 && vr.val.candidates + vr.val.cut <= 4, JSON.stringify(vr));
     assert.equal(verifier.probe.dim, dm.config.hiddenSize);
   } finally { await dm.close(); }
   const scored = await answer(m, items[0].question, { reasoning: 'on', samples: 2, temperature: 1, maxTokens: 6, maxThinkingTokens: 2, vote: 'verifier-vote', collectHidden: true },

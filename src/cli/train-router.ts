@@ -2,10 +2,10 @@ import { fraction } from '../show.ts';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
-import { datasetCases, withInstruction } from '../eval/harness.ts';
+import { datasetCases, SYNTHETIC_LIMIT, withInstruction } from '../eval/harness.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import type { LabelItem } from '../reason/router.ts';
-import { trainRouter } from '../reason/router.ts';
+import { FIT_STAGE, trainRouter } from '../reason/router.ts';
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
 import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
@@ -23,6 +23,8 @@ export const aucText = (x: number, undefinedWhen = 'one class only'): string => 
  */
 export function labelItems(task: string, train: number, val: number, seed = 0, command = 'train-router'): { train: LabelItem[]; val: LabelItem[] } {
   if (task === 'synthetic') {
+    // The items are made before the model loads: 10^8 of them filled memory for minutes, silently.
+    if (train + val > SYNTHETIC_LIMIT) throw new Error(`${command}: --limit ${train} and --val ${val} make ${train + val} synthetic questions, more than a training takes (at most ${SYNTHETIC_LIMIT}); ask for fewer`);
     const s = makeSplits({ train, val, test: 0, seed });
     const item = (it: (typeof s.train)[number]): LabelItem => ({ question: it.question, gold: it.answer, task: 'synthetic', category: it.kind === 'chat' ? 'chat' : it.difficulty });
     return { train: s.train.map(item), val: s.val.map(item) };
@@ -43,7 +45,7 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
  * Ctrl-C stops the bar, says where the command was and that `nothing` was written, and exits 130.
  */
 export function stageProgress(command: string, unit: string, nothing: string): StagedProgress {
-  return new StagedProgress({ itemUnit: unit, interrupt: (stage, done, total) => `${command}: interrupted ${stage ? `during ${stage} at ${done}/${total}` : 'before the first question'}; ${nothing}` });
+  return new StagedProgress({ itemUnit: unit, units: { [FIT_STAGE]: 'steps' }, interrupt: (stage, done, total) => `${command}: interrupted ${stage ? `during ${stage} at ${done}/${total}` : 'before the first question'}; ${nothing}` });
 }
 
 export function trainRouterCommand(program: Command): void {
@@ -95,10 +97,14 @@ export function trainRouterCommand(program: Command): void {
           metadata: { model: o.model, task: o.task, ...(o.task === 'synthetic' ? { seed: o.seed } : {}) },
         });
         progress.stop();
+        outCheck(o); // again: a file may have come to --out while it trained
         router.save(o.out);
         const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)} %`);
         const gate = report.gate ? `gate: escalate when one of the first ${report.gate.tokens} direct tokens has log-probability < ${report.gate.minLogprob}` : 'no gate';
         console.log(`router → ${o.out} (rule ${report.rule.name}${report.rule.name === 'savings' ? `, max loss ${report.rule.maxLoss}` : ''}, threshold ${fraction(report.threshold, 4)}, ${gate})`);
+        const cut = report.cut;
+        if (cut.direct) console.warn(`train-router: note: ${cut.direct} of ${report.train.n + report.val.n} direct answers were cut off at --max-tokens ${o.maxTokens} and graded as they stand (most as wrong: labelled as needing reasoning); a larger --max-tokens lets them finish`);
+        if (cut.reasoning) console.warn(`train-router: note: ${cut.reasoning} of ${report.val.n} reasoning answers were cut off at --reasoning-max-tokens ${o.reasoningMaxTokens} and graded as they stand (always-reason accuracy counts them); a larger --reasoning-max-tokens lets them finish`);
         console.log(`train: ${report.train.n} questions, ${report.train.positives} need reasoning; probe accuracy at the threshold ${pct(report.train.accuracy)}, AUC ${aucText(report.train.auc)}`);
         const v = report.val;
         if (!report.train.positives || report.train.positives === report.train.n) console.warn(`warning: every training question has the same label (${report.train.positives ? 'reasoning needed: the base answered none of them right directly' : 'direct answer right: the base answered every one directly'}): the probe cannot learn to route; use more questions, ${report.train.positives ? 'with easier ones among them' : 'with harder ones among them'}`);

@@ -32,7 +32,8 @@ export function trainVerifierCommand(program: Command): void {
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       if (!o.adapter === !o.nativeThinking) throw new Error(o.adapter ? 'train-verifier: --native-thinking samples the model\'s own thinking: leave --adapter out' : 'train-verifier: --adapter <reasoning adapter> is required (or --native-thinking for a model that thinks by itself)');
-      if (o.temperature === 0 && o.samples > 1) throw new Error(`train-verifier: --temperature 0 samples greedily, so the ${o.samples} candidates of a question would all be the same; the verifier learns from candidates that differ: use a temperature above 0`);
+      const same = o.temperature === 0 ? '--temperature 0' : o.topP === 0 ? '--top-p 0' : undefined;
+      if (same && o.samples > 1) throw new Error(`train-verifier: ${same} samples greedily, so the ${o.samples} candidates of a question would all be the same; the verifier learns from candidates that differ: use a temperature and a top-p above 0`);
       outCheck(o);
       const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier');
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
@@ -43,10 +44,13 @@ export function trainVerifierCommand(program: Command): void {
           l2: o.l2, steps: o.steps, seed: o.seed, nativeThinking: !!o.nativeThinking, onProgress: (s, d, t) => progress.update(s, d, t), metadata: { model: o.model, task: o.task },
         });
         progress.stop();
+        outCheck(o); // again: a file may have come to --out while it trained
         verifier.save(o.out);
         const pct = (x: number) => `${(100 * x).toFixed(1)} %`, t = report.train, v = report.val;
         console.log(`verifier → ${o.out} (threshold ${fraction(report.threshold, 4)})`);
         if (!t.positives || t.positives === t.candidates) console.warn(`warning: every training candidate is ${t.positives ? 'correct' : 'wrong'}: the verifier cannot learn to tell them apart; use harder or easier questions`);
+        const cut = t.cut + v.cut;
+        if (cut) console.warn(`train-verifier: note: ${cut} of ${(t.items + v.items) * o.samples} samples were cut off at --max-tokens ${o.maxTokens} and left out (a candidate is scored where it ends by itself); a larger --max-tokens, or --max-thinking-tokens, keeps them`);
         console.log(`train: ${t.candidates} candidates of ${t.items} questions, ${t.positives} correct; accuracy at the threshold ${pct(t.accuracy)}, AUC ${aucText(t.auc)}`);
         console.log(`val (the threshold was chosen on these: accuracy is optimistic): ${v.candidates} candidates of ${v.items} questions, ${v.positives} correct; accuracy ${pct(v.accuracy)}, AUC ${aucText(v.auc)}, within a question ${aucText(v.withinItemAuc, 'no question has both a right and a wrong candidate')}`);
         console.log(`val questions right: first sample ${pct(v.firstSample)}, majority ${pct(v.majority)}, verifier best-of-${o.samples} ${pct(v.bestOfN)}, verifier-weighted vote ${pct(v.verifierVote)}, any sample (oracle) ${pct(v.oracle)}`);

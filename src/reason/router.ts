@@ -87,6 +87,32 @@ export interface FitOptions {
 
 /** Fits a logistic regression on feature rows X and 0/1 labels y. */
 export function fitProbe(X: readonly ArrayLike<number>[], y: readonly number[], o: FitOptions = {}): LinearProbe {
+  const steps = fitSteps(X, y, o);
+  for (let r = steps.next(); ; r = steps.next()) if (r.done) return r.value;
+}
+
+/** The stage name trainRouter and trainVerifier report the fit under (onProgress, in optimizer steps). */
+export const FIT_STAGE = 'fitting the probe';
+
+/**
+ * fitProbe, letting the event loop run every ~50 ms (a Ctrl-C is heard; a fit of many steps on a large hidden size
+ * takes seconds) and saying how far it is: `onStep(done, total)`.
+ */
+export async function fitProbeAsync(X: readonly ArrayLike<number>[], y: readonly number[], o: FitOptions = {}, onStep?: (done: number, total: number) => void): Promise<LinearProbe> {
+  const steps = fitSteps(X, y, o), total = o.steps ?? 500;
+  let since = Date.now();
+  for (let r = steps.next(), done = 0; ; r = steps.next(), done++) {
+    if (r.done) { onStep?.(total, total); return r.value; }
+    if (Date.now() - since >= 50) {
+      onStep?.(done, total);
+      await new Promise((resolve) => setImmediate(resolve));
+      since = Date.now();
+    }
+  }
+}
+
+/** The fit, one optimizer step per yield; returns the probe. */
+function* fitSteps(X: readonly ArrayLike<number>[], y: readonly number[], o: FitOptions): Generator<void, LinearProbe> {
   const n = X.length;
   if (!n) throw new Error('probe: no training examples');
   if (y.length !== n) throw new Error(`probe: ${n} feature rows but ${y.length} labels`);
@@ -118,6 +144,7 @@ export function fitProbe(X: readonly ArrayLike<number>[], y: readonly number[], 
     for (let j = 0; j < d; j++) gw[j] = g64[j] + l2 * w[j];
     gb[0] = g0;
     opt.update(new Map([['w', gw], ['b', gb]]));
+    yield;
   }
   return new LinearProbe(Float64Array.from(w), b[0], mean, std);
 }
@@ -315,25 +342,26 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
 
 export interface LabelItem { question: string; gold: string | number; task: Task; category?: string }
 
-export interface BaseOutcome { hidden: Float32Array; correct: boolean; text: string; logprobs: number[] }
+/** `cut`: the answer reached maxTokens (graded as it stands). */
+export interface BaseOutcome { hidden: Float32Array; correct: boolean; text: string; logprobs: number[]; cut: boolean }
 
 /** Greedy direct answers of the base model (adapter off): the prompt's hidden state, the answer's token log-probabilities, whether it was right. */
 export async function baseOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<BaseOutcome[]> {
   const out: BaseOutcome[] = [];
   for (const it of items) {
     const r = await answer(model, it.question, { reasoning: 'off', maxTokens: o.maxTokens ?? 64, task: it.task, collectHidden: true, nativeThinking: o.nativeThinking }).catch(answeringFor('router'));
-    out.push({ hidden: r.promptHidden!, correct: isCorrect(it.task, r.answer, it.gold), text: r.answer, logprobs: r.samples[0].logprobs ?? [] });
+    out.push({ hidden: r.promptHidden!, correct: isCorrect(it.task, r.answer, it.gold), text: r.answer, logprobs: r.samples[0].logprobs ?? [], cut: r.finishReason === 'length' });
     o.onItem?.(out.length);
   }
   return out;
 }
 
-/** Greedy single-sample reasoning answers (adapter on from the invocation): whether each was right, and its generated tokens. */
-export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<{ correct: boolean; tokens: number }[]> {
-  const out: { correct: boolean; tokens: number }[] = [];
+/** Greedy single-sample reasoning answers (adapter on from the invocation): whether each was right, its generated tokens, whether it reached maxTokens. */
+export async function reasoningOutcomes(model: Model, items: readonly LabelItem[], o: { maxTokens?: number; maxThinkingTokens?: number; nativeThinking?: boolean; onItem?: (done: number) => void } = {}): Promise<{ correct: boolean; tokens: number; cut: boolean }[]> {
+  const out: { correct: boolean; tokens: number; cut: boolean }[] = [];
   for (const it of items) {
     const r = await answer(model, it.question, { reasoning: 'on', maxTokens: o.maxTokens ?? 512, maxThinkingTokens: o.maxThinkingTokens, task: it.task, nativeThinking: o.nativeThinking }).catch(answeringFor('router'));
-    out.push({ correct: isCorrect(it.task, r.answer, it.gold), tokens: r.usage.completionTokens });
+    out.push({ correct: isCorrect(it.task, r.answer, it.gold), tokens: r.usage.completionTokens, cut: r.finishReason === 'length' });
     o.onItem?.(out.length);
   }
   return out;
@@ -368,6 +396,8 @@ export interface RouterReport {
     n: number; positives: number; auc: number; routingAccuracy: number; baseAccuracy: number; reasoningShare: number; escalatedShare: number;
     reasoningAccuracy?: number; routedAccuracy?: number; meanTokens?: number; alwaysReasonTokens?: number;
   };
+  /** Answers cut off at their token limit, graded as they stand: direct ones (training and validation), reasoning ones (validation). */
+  cut: { direct: number; reasoning: number };
 }
 
 /**
@@ -407,7 +437,7 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
   const tr = await baseOutcomes(model, train, { maxTokens: o.maxTokens, nativeThinking: o.nativeThinking, onItem: progress('base answers (train)', train.length) });
   const va = await baseOutcomes(model, val, { maxTokens: o.maxTokens, nativeThinking: o.nativeThinking, onItem: progress('base answers (val)', val.length) });
   const yTr = tr.map((r) => (r.correct ? 0 : 1)), yVa = va.map((r) => (r.correct ? 0 : 1));
-  const probe = fitProbe(tr.map((r) => r.hidden), yTr, o);
+  const probe = await fitProbeAsync(tr.map((r) => r.hidden), yTr, o, (d, t) => o.onProgress?.(FIT_STAGE, d, t));
   const sTr = tr.map((r) => probe.score(r.hidden)), sVa = va.map((r) => probe.score(r.hidden));
   const reasonOk = ruleName === 'savings'
     ? await reasoningOutcomes(model, val, { maxTokens: o.reasoningMaxTokens, maxThinkingTokens: o.maxThinkingTokens, nativeThinking: o.nativeThinking, onItem: progress('reasoning answers (val)', val.length) })
@@ -431,6 +461,7 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
         meanTokens: stats.meanTokens, alwaysReasonTokens: mean(reasonOk.map((r) => r.tokens)),
       } : {}),
     },
+    cut: { direct: [...tr, ...va].filter((r) => r.cut).length, reasoning: reasonOk?.filter((r) => r.cut).length ?? 0 },
   };
   const router = new Router(probe, threshold, rule, {
     ...o.metadata, hiddenSize: probe.dim, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500, balance: !!o.balance,

@@ -13,7 +13,7 @@ import type { Model } from '../runtime/model.ts';
 import { isCorrect } from '../tasks/grade.ts';
 import { answer, answeringFor, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
 import { majorityVote, verifierBestOfN, verifierVote, type Candidate } from './vote.ts';
-import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, fitProbe, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
+import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, FIT_STAGE, fitProbeAsync, LinearProbe, readProbeFile, type FitOptions, type LabelItem, type ProbeFile } from './router.ts';
 import { writeJson } from '../io/safetensors.ts';
 import { is } from '../runtime/options.ts';
 
@@ -54,9 +54,12 @@ export interface SampleOptions {
   onItem?: (done: number) => void;
 }
 
-/** N reasoning samples per item (forked from one prefill), each with its final hidden state and grade. */
-export async function sampleCandidates(model: Model, items: readonly LabelItem[], o: SampleOptions = {}): Promise<ScoredCandidate[]> {
-  const out: ScoredCandidate[] = [];
+/**
+ * N reasoning samples per item (forked from one prefill), each with its final hidden state and grade: those that end
+ * by themselves; `cut` counts those that reached maxTokens.
+ */
+export async function sampleCandidates(model: Model, items: readonly LabelItem[], o: SampleOptions = {}): Promise<ScoredCandidate[] & { cut: number }> {
+  const out = Object.assign([] as ScoredCandidate[], { cut: 0 });
   for (let k = 0; k < items.length; k++) {
     const it = items[k];
     const r = await answer(model, it.question, {
@@ -66,6 +69,7 @@ export async function sampleCandidates(model: Model, items: readonly LabelItem[]
     // Only candidates that end by themselves after closing their thinking, the ones answer() scores: a cut-off one's
     // state is not at an end.
     r.samples.forEach((s, i) => {
+      if (s.finishReason === 'length') out.cut++;
       if (s.hidden && s.finishReason === 'stop' && (s.answerTokens ?? 0) > 0) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold), extracted: s.extracted, meanLogprob: s.meanLogprob, capped: s.capped });
     });
     o.onItem?.(k + 1);
@@ -83,10 +87,11 @@ export interface TrainVerifierOptions extends FitOptions, Omit<SampleOptions, 'o
 
 export interface VerifierReport {
   threshold: number;
-  train: { items: number; candidates: number; positives: number; accuracy: number; auc: number };
+  /** `cut`: samples that reached maxTokens, left out of the candidates. */
+  train: { items: number; candidates: number; cut: number; positives: number; accuracy: number; auc: number };
   /** Per validation item: share answered correctly by the first sample, majority vote, best-of-N and verifier-weighted vote. */
   val: {
-    items: number; candidates: number; positives: number; accuracy: number; auc: number;
+    items: number; candidates: number; cut: number; positives: number; accuracy: number; auc: number;
     /** AUC within a question: how often a right candidate outscores a wrong one of the same question (what choosing among samples needs). */
     withinItemAuc: number;
     firstSample: number; majority: number; bestOfN: number; verifierVote: number; oracle: number;
@@ -95,6 +100,8 @@ export interface VerifierReport {
 
 export async function trainVerifier(model: Model, items: readonly LabelItem[], o: TrainVerifierOptions = {}): Promise<{ verifier: Verifier; report: VerifierReport }> {
   const { train, val } = checkProbeTraining(items, o, { samples: is.int(1), temperature: is.atLeast0, topP: is.share, seed: is.seed }, 'verifier');
+  const same = o.temperature === 0 ? 'temperature 0' : o.topP === 0 ? 'topP 0' : undefined;
+  if (same && (o.samples ?? 8) > 1) throw new Error(`verifier: ${same} draws the most likely token every time, so the ${o.samples ?? 8} candidates of a question would all be the same; the verifier learns from candidates that differ: sample with a temperature and topP above 0`);
   if (!model.adapter && !o.nativeThinking) throw new Error('verifier: the model must be loaded with its reasoning adapter (--adapter), or nativeThinking set for a model that thinks by itself');
   if (o.nativeThinking) checkNativeThinking(model, 'verifier');
   if (o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens ?? 512, 'verifier', 'maxTokens', o.maxTokens === undefined); // before any sampling
@@ -104,26 +111,26 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
     if (!n) throw new Error(`verifier: no sample of the ${items.length} ${set} items ended by itself after its thinking (every one was cut at maxTokens ${o.maxTokens ?? 512}, or never closed its thinking), so there is nothing to score: raise maxTokens, or cap the thinking with maxThinkingTokens`);
   }
   const yTr = tr.map((c) => (c.correct ? 1 : 0)), yVa = va.map((c) => (c.correct ? 1 : 0));
-  const probe = fitProbe(tr.map((c) => c.hidden), yTr, { ...o, balance: o.balance ?? true });
+  const probe = await fitProbeAsync(tr.map((c) => c.hidden), yTr, { ...o, balance: o.balance ?? true }, (d, t) => o.onProgress?.(FIT_STAGE, d, t));
   const sTr = tr.map((c) => probe.score(c.hidden)), sVa = va.map((c) => probe.score(c.hidden));
   const threshold = accuracyThreshold(sVa, yVa);
 
   // Voting on the validation items with these scores.
-  const perItem = new Map<number, { c: Candidate; ok: boolean }[]>();
+  const perItem = new Map<number, { c: Candidate; ok: boolean; sample: number }[]>();
   va.forEach((c, i) => {
     const l = perItem.get(c.item) ?? [];
-    l.push({ c: { extracted: c.extracted, meanLogprob: c.meanLogprob, verifierScore: sVa[i], capped: c.capped }, ok: c.correct }); // voted as answer() votes
+    l.push({ c: { extracted: c.extracted, meanLogprob: c.meanLogprob, verifierScore: sVa[i], capped: c.capped }, ok: c.correct, sample: c.sample }); // voted as answer() votes
     perItem.set(c.item, l);
   });
-  const share = (pick: (l: { c: Candidate; ok: boolean }[]) => boolean) => [...perItem.values()].filter(pick).length / Math.max(1, val.length);
+  const share = (pick: (l: { c: Candidate; ok: boolean; sample: number }[]) => boolean) => [...perItem.values()].filter(pick).length / Math.max(1, val.length);
   const okOf = (l: { c: Candidate; ok: boolean }[], chosen: number) => l[chosen]?.ok ?? false;
   const report: VerifierReport = {
     threshold,
-    train: { items: train.length, candidates: tr.length, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, threshold), auc: auc(sTr, yTr) },
+    train: { items: train.length, candidates: tr.length, cut: tr.cut, positives: yTr.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sTr, yTr, threshold), auc: auc(sTr, yTr) },
     val: {
-      items: val.length, candidates: va.length, positives: yVa.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sVa, yVa, threshold), auc: auc(sVa, yVa),
+      items: val.length, candidates: va.length, cut: va.cut, positives: yVa.reduce((a: number, b) => a + b, 0), accuracy: accuracyAt(sVa, yVa, threshold), auc: auc(sVa, yVa),
       withinItemAuc: withinItemAuc(va.map((c) => c.item), sVa, yVa),
-      firstSample: share((l) => l[0].ok),
+      firstSample: share((l) => l.find((x) => x.sample === 0)?.ok ?? false), // sample 0 cut off: not right
       majority: share((l) => okOf(l, majorityVote(l.map((x) => x.c)).chosen)),
       bestOfN: share((l) => okOf(l, verifierBestOfN(l.map((x) => x.c)).chosen)),
       verifierVote: share((l) => okOf(l, verifierVote(l.map((x) => x.c)).chosen)),

@@ -165,8 +165,8 @@ export class StagedProgress {
   /** When the last stage ended (or this reporter began): the next stage's work began then. */
   private since: number;
 
-  /** `interrupt` gets the stage ('' before the first), the items done and its total. */
-  constructor(private readonly opts: Omit<ProgressOptions, 'label' | 'startStep' | 'startedAt' | 'interrupt'> & { itemUnit: string; interrupt?: (stage: string, done: number, total: number) => string }) {
+  /** `interrupt` gets the stage ('' before the first), the items done and its total; `units` names the items of stages that count others than itemUnit. */
+  constructor(private readonly opts: Omit<ProgressOptions, 'label' | 'startStep' | 'startedAt' | 'interrupt'> & { itemUnit: string; units?: Record<string, string>; interrupt?: (stage: string, done: number, total: number) => string }) {
     this.now = opts.now ?? Date.now;
     this.since = this.now();
     const interrupt = opts.interrupt;
@@ -189,8 +189,8 @@ export class StagedProgress {
   /** Starts `stage` with `done` of its items finished before (a resumed run: rate and ETA count the new ones only). */
   begin(stage: string, done: number, total: number): void {
     this.endStage();
-    const { interrupt: _, ...rest } = this.opts;
-    this.current = { stage, progress: new Progress(total, { ...rest, label: stage, startedAt: this.since, startStep: done }) };
+    const { interrupt: _, units, ...rest } = this.opts;
+    this.current = { stage, progress: new Progress(total, { ...rest, itemUnit: units?.[stage] ?? rest.itemUnit, label: stage, startedAt: this.since, startStep: done }) };
     this.last = [stage, done, total];
   }
 
