@@ -70,12 +70,16 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
     [{ question: 'q', answer: { x: 4 } }, 'field "answer" must be a non-empty string or a number, got {"x":4}'],
     [{ question: 'q', answer: 'Add them. ####  ' }, 'field "answer" must be a solution whose "####" line holds the answer, got "Add them. ####  "'],
     [{ question: ' ', answer: '#### 4' }, 'field "question" must be a non-empty string, got " "'],
+    // graded wrong whatever the reply, silently
+    [{ question: 'q', answer: 'Count them. #### abc' }, 'the gold answer "abc" (field "answer") is one the gsm8k grader can never match (it grades numbers): no reply would be graded right'],
   ] as const) {
     fs.writeFileSync(bad, `${JSON.stringify({ question: 'q', answer: '#### 1' })}\n${JSON.stringify(row)}\n`);
     assert.throws(() => datasetCases('gsm8k', bad, 10), { message: `eval: ${bad}:2: ${message}` });
   }
   fs.writeFileSync(bad, `${JSON.stringify({ Body: 'b', Question: 'q', Answer: [3] })}\n`);
   assert.throws(() => datasetCases('svamp', bad, 10), { message: `eval: ${bad}:1: field "Answer" must be a non-empty string or a number, got [3]` });
+  fs.writeFileSync(bad, `${JSON.stringify({ Body: 'b', Question: 'q', Answer: 'five' })}\n`);
+  assert.throws(() => datasetCases('svamp', bad, 10), { message: `eval: ${bad}:1: the gold answer "five" (field "Answer") is one the svamp grader can never match (it grades numbers): no reply would be graded right` });
   // A byte-order mark and Windows line ends are read through; a SVAMP body without its final period gets one.
   fs.writeFileSync(bad, `\uFEFF${JSON.stringify({ Body: 'Tom has 3 apples', Question: 'How many? ', Answer: 3 })}\r\n${JSON.stringify({ Body: 'Ann ran. ', Question: 'Far?', Answer: 1 })}\r\n`);
   assert.deepEqual(datasetCases('svamp', bad, 10).map((x) => x.question), ['Tom has 3 apples. How many?', 'Ann ran. Far?'].map(ask));

@@ -267,6 +267,9 @@ export function datasetCases(task: Task, file: string, limit: number, command = 
     if (!(typeof gold === 'number' && Number.isFinite(gold)) && !(typeof gold === 'string' && gold.trim())) throw bad(answerKey, 'a non-empty string or a number');
     const gsm8kGold = task === 'gsm8k' ? String(gold).split('####').pop()!.trim() : undefined; // after "####" (the whole text without one)
     if (gsm8kGold === '') throw bad(answerKey, 'a solution whose "####" line holds the answer');
+    // One no reply can match ("#### abc" where a number is graded) would be graded wrong every time, silently.
+    const want = gsm8kGold ?? gold;
+    if (!isCorrect(task, `The final answer is $\\boxed{${want}}$.`, want)) throw new Error(`${command}: ${file}:${n}: the gold answer ${JSON.stringify(want)} (field "${answerKey}") is one the ${task} grader can never match${task === 'math500' || task === 'asdiv' ? '' : ' (it grades numbers)'}: no reply would be graded right`);
     // Body and question joined as Qwen2.5-Math's evaluation joins them: a SVAMP body gets its missing final period;
     // an ASDiv body is kept as it ends (a third end in "," with the question going on in lower case), and a Yes/No
     // item says so.
