@@ -222,6 +222,8 @@ test('json constraint: the embedded model answers in the schema, directly and af
     assert.deepEqual([own.finishReason, JSON.parse(own.text).confident !== undefined], ['stop', true], own.text);
     // A character the vocabulary has no tokens for (this one has no é, nor byte tokens): said in words, not the machine's state.
     await assert.rejects(model.complete('x', { json: { const: 'café' }, maxTokens: 20 }), { message: 'generate: json: no token of this model\'s vocabulary can write what the schema asks for next (a character it has no tokens for, in a const, an enum or a pattern?)' });
+    // the same schema through answer() is named as answer's (the constraint made for generate is not reused with its name)
+    await assert.rejects(answer(model, 'x', { json: { const: 'café' }, reasoning: 'off', maxTokens: 20 }), { message: /^answer: json: no token of this model's vocabulary can write/ });
     await assert.rejects(model.complete('x', { json: 5 as never }), { message: 'generate: json must be true (any JSON object) or a JSON schema (an object), got 5' });
     await assert.rejects(answer(model, q, { json: { type: 'string', format: 'email' } }), { message: /^answer: json: the keyword "format" is not supported/ });
     await assert.rejects(answer(model, q, { json: 'yes' as never }), { message: 'answer: json must be true (any JSON object) or a JSON schema (an object), got "yes"' });
@@ -230,6 +232,21 @@ test('json constraint: the embedded model answers in the schema, directly and af
     const router = Router.load(defaultModel.router, model.config.hiddenSize);
     const hi = await answer(model, 'Hi', { json: true, maxTokens: 60 }, { router });
     assert.deepEqual([hi.route, hi.escalation], ['direct', undefined]);
+  } finally {
+    await model.close();
+  }
+});
+
+test('a completion after a prompt that ends in a special token begins a text: a SentencePiece piece\'s space is stripped there, as decoding its tokens does (not joined to the prompt\'s text before the special token)', async () => {
+  const model = await loadModel(sharedPath('models/stories260K/stories260K.bin'));
+  try {
+    const tok = model.tokenizer, prompt = [...tok.encode('Once upon a time'), 1]; // BOS … BOS (<s>, a special token)
+    const c = await model.complete(prompt, { maxTokens: 8 });
+    assert.equal(c.text, 'Once upon a time, there was a'); // not " Once …"
+    assert.ok(tok.decode([c.tokens[0]]) !== Buffer.from(tok.tokenBytes!(c.tokens[0])).toString('utf8'), 'the first token is a "▁" piece');
+    assert.equal(c.text, tok.decode(c.tokens, { skipSpecialTokens: true }));
+    const after = await model.complete(tok.encode('Once upon a time,'), { maxTokens: 8 }); // after text, its space is kept
+    assert.deepEqual([after.text, tok.decode(after.tokens)], [' there was a little girl named', 'there was a little girl named']);
   } finally {
     await model.close();
   }

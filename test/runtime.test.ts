@@ -1405,8 +1405,19 @@ test('an adapter recording another base model (base_model_name_or_path) than the
   assert.deepEqual(modelNames({ path: `${snapshot}/qwen2.5-0.5b-instruct-q4_k_m.gguf` }), ['Qwen/Qwen2.5-0.5B-Instruct-GGUF', `${snapshot}/qwen2.5-0.5b-instruct-q4_k_m.gguf`]);
   assert.deepEqual(modelNames({ path: '/cache/x', manifest: { source: { path: '/m/Qwen2.5-0.5B' } } }), ['/cache/x', '/m/Qwen2.5-0.5B']);
   for (const [ref, name] of [['Qwen/Qwen2.5-0.5B-Instruct', 'qwen2.5-0.5b-instruct'], ['/m/qwen2.5-0.5b-instruct-q4_k_m.gguf', 'qwen2.5-0.5b-instruct'], ['Qwen2.5-7B-Instruct-Q8_0-00001-of-00003.gguf', 'qwen2.5-7b-instruct'],
-    ['Qwen/Qwen2.5-0.5B-Instruct-GGUF', 'qwen2.5-0.5b-instruct'], ['models/default/', 'default'], [`${snapshot}`, 'qwen2.5-0.5b-instruct'], ['Llama-3.2-1B-Instruct-f16.gguf', 'llama-3.2-1b-instruct']]) assert.equal(refName(ref), name, ref);
+    ['Qwen/Qwen2.5-0.5B-Instruct-GGUF', 'qwen2.5-0.5b-instruct'], ['models/default/', 'default'], [`${snapshot}`, 'qwen2.5-0.5b-instruct'], ['Llama-3.2-1B-Instruct-f16.gguf', 'llama-3.2-1b-instruct'],
+    ['unsloth/Qwen2.5-0.5B-Instruct-bnb-4bit', 'qwen2.5-0.5b-instruct'], ['Qwen3-0.6B-UD-Q4_K_XL.gguf', 'qwen3-0.6b'], ['llama-2-7b-chat.Q4_K_M.gguf', 'llama-2-7b-chat'],
+    ['meta-llama/Llama-2-7b-chat-hf', 'llama-2-7b-chat'], ['Qwen/Qwen2.5-7B-Instruct-AWQ', 'qwen2.5-7b-instruct'], ['mlx-community/Qwen2.5-0.5B-Instruct-4bit', 'qwen2.5-0.5b-instruct']]) assert.equal(refName(ref), name, ref);
   assert.equal(baseModelNote('/no/such/adapter', ['x']), undefined); // nothing recorded
+  // llama.cpp's default file name says nothing of the model: not compared.
+  const named = fs.mkdtempSync(path.join(os.tmpdir(), 'er-base-'));
+  try {
+    fs.writeFileSync(path.join(named, 'adapter_config.json'), JSON.stringify({ base_model_name_or_path: 'meta-llama/Llama-2-7b-chat-hf' }));
+    assert.deepEqual([baseModelNote(named, ['/m/ggml-model-q4_0.gguf']), baseModelNote(named, ['/m/llama-2-7b-chat.Q4_K_M.gguf'])], [undefined, undefined]);
+    assert.match(baseModelNote(named, ['/m/llama-2-13b-chat.Q4_K_M.gguf'])!, /was trained on meta-llama\/Llama-2-7b-chat-hf .* and this model is \/m\/llama-2-13b-chat\.Q4_K_M\.gguf:/);
+  } finally {
+    fs.rmSync(named, { recursive: true, force: true });
+  }
 });
 
 test('withAdapter: a second adapter in the same session gives a separate load\'s logits, while the first keeps its own; batched steps group rows by adapter; names and targets are checked', async () => {
@@ -1442,7 +1453,7 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     for (const c of caches) await b.truncate(c, 0, ids.length);
     for (let i = 0; i < 3; i++) assert.ok(maxDiff(many[i].logits!, (await b.step(caches[i], req(i))).logits!) <= 1e-5, `row ${i}`);
     assert.ok(maxDiff(many[1].logits!, many[0].logits!) > 0.01);
-    await assert.rejects(b.step(forks[0], { tokens: [[1]], adapterName: 'nope' }), /engine: no adapter named "nope" is set \(adapters: "", "adapter 1: .*reasoning-adapter-rl", "rl"\)/);
+    await assert.rejects(b.step(forks[0], { tokens: [[1]], adapterName: 'nope' }), /engine: no adapter named "nope" is set \(adapters: "", "adapter \d+: .*reasoning-adapter-rl", "rl"\)/);
     // Closing the second model removes its adapter and leaves the session to the first; the closed one refuses calls.
     // A view of it lives on (its steps go to the session, not through the closed view) until it closes its own.
     const child = await rl.withAdapter(sftDir);

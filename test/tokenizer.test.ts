@@ -154,6 +154,10 @@ test('tokenBytes: a token\'s own bytes (a byte-level token may hold part of a ch
   // completions' text offsets count the whole characters (code points, as Python counts them) before each token.
   const lp = completionLogprobs(qwen, { tokens: ids, logprobs: ids.map(() => -1) }, 0);
   assert.equal(lp.text_offset[lp.tokens.indexOf(' ok')], 4);
+  // An echoed SentencePiece prompt begins the text, which its first piece's space is not part of: "Once upon a time"
+  // (after other text, a completion's, the space is its own).
+  const once = sp.encode('Once upon a time', { addSpecialTokens: false }), score = { tokens: once, logprobs: once.map(() => -1) };
+  assert.deepEqual([completionLogprobs(sp, score, 0, undefined, true).text_offset, completionLogprobs(sp, score, 0).text_offset], [[0, 4, 9, 11], [0, 5, 10, 12]]);
 });
 
 test('strftime_now prints as transformers\' does (Python\'s strftime in the C locale): English names whatever the system\'s language', () => {

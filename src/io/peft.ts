@@ -56,8 +56,8 @@ export function recordedBase(dir: string): string | undefined {
  * is the same model, hence a note, not a refusal.
  */
 export function baseModelNote(dir: string, names: readonly string[]): string | undefined {
-  const base = recordedBase(dir), known = names.map(refName);
-  if (base === undefined || !names.length || known.includes(refName(base))) return undefined;
+  const base = recordedBase(dir), known = names.map(refName).filter((n) => !GENERIC_NAMES.has(n));
+  if (base === undefined || !known.length || GENERIC_NAMES.has(refName(base)) || known.includes(refName(base))) return undefined;
   return `adapter: ${dir} was trained on ${base} (its adapter_config.json's base_model_name_or_path), and this model is ${names[0]}: on another model than its own an adapter answers worse without any error (if this is that model under another name, all is well)`;
 }
 
@@ -70,11 +70,21 @@ export function modelNames(src: { path: string; manifest?: { source: { path: str
   return [...of(src.path), ...(src.manifest ? of(src.manifest.source.path) : [])];
 }
 
-/** The name a model reference goes by, lower-cased: a Hugging Face id's or a path's last part (a GGUF's without its quantisation and part number). */
+/**
+ * The name a model reference goes by, lower-cased: a Hugging Face id's or a path's last part, without what its
+ * copies add (a GGUF's quantisation and part number, a repository's -GGUF, -hf, bnb-4bit, AWQ, GPTQ, MLX or -4bit suffix).
+ */
 export function refName(ref: string): string {
   const last = (hubRepo(ref) ?? ref).replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
-  return last.toLowerCase().replace(/\.(gguf|bin)$/, '').replace(/-\d{5}-of-\d{5}$/, '').replace(/[-._](i?q\d(_[a-z0-9]+)*|f16|bf16|f32|fp16)$/, '').replace(/-gguf$/, '');
+  let name = last.toLowerCase().replace(/\.(gguf|bin)$/, '').replace(/-\d{5}-of-\d{5}$/, '');
+  for (let before = ''; before !== name;) {
+    before = name;
+    name = name.replace(/[-._](ud-)?(i?q\d(_[a-z0-9]+)*|f16|bf16|f32|fp16)$/, '').replace(/-(gguf|hf|(unsloth-)?bnb-4bit|unsloth|awq|gptq(-int[48])?|mlx|\d+bit)$/, '');
+  }
+  return name;
 }
+/** Names that say nothing of the model (llama.cpp's and PyTorch's default file names): never compared. */
+const GENERIC_NAMES = new Set(['ggml-model', 'model', 'consolidated', 'pytorch_model']);
 
 export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
   const cfgFile = path.join(dir, 'adapter_config.json'), wFile = path.join(dir, 'adapter_model.safetensors');

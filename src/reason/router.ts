@@ -101,7 +101,7 @@ export const FIT_STAGE = 'fitting the probe';
 export async function fitProbeAsync(X: readonly ArrayLike<number>[], y: readonly number[], o: FitOptions = {}, onStep?: (done: number, total: number) => void): Promise<LinearProbe> {
   const steps = fitSteps(X, y, o), total = o.steps ?? 500;
   let since = Date.now();
-  for (let r = steps.next(), done = 0; ; r = steps.next(), done++) {
+  for (let r = steps.next(), done = 1; ; r = steps.next(), done++) { // done: the steps taken
     if (r.done) { onStep?.(total, total); return r.value; }
     if (Date.now() - since >= 50) {
       onStep?.(done, total);

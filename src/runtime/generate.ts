@@ -606,6 +606,18 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
  * `reuse`, each prompt's positions the base weights encode are prefilled from the longest beginning `reuse` keeps,
  * and kept after (prompt caching).
  */
+/**
+ * The prompt tokens a completion's text is decoded after (StreamDecoder's context): its last 4 (the bytes of a
+ * character the prompt may cut), from after the last special token among them (decoded as nothing, so the
+ * completion begins a text there, as a SentencePiece decoder's stripped first space shows).
+ */
+function textContext(tok: Pick<TextTokenizer, 'specialIds'>, prompt: readonly number[]): readonly number[] {
+  const tail = prompt.slice(-4);
+  let from = tail.length;
+  while (from > 0 && !tok.specialIds?.has(tail[from - 1])) from--;
+  return tail.slice(from);
+}
+
 export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal, reuse?: PromptCache): Promise<Completion[]> {
   const start = performance.now();
   if (onText !== undefined && typeof onText !== 'function') throw new Error(`generate: onText must be a function (row, piece) => void, got ${typeof onText}`);
@@ -621,7 +633,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     const fit = th?.maxTokens !== undefined && th.force && maxTokens < (opts[i].maxTokens ?? 256) ? Math.min(th.maxTokens, Math.max(0, maxThinkingCap({ force: th.force }, maxTokens))) : undefined;
     return { ...opts[i], maxTokens, ...(fit !== undefined && fit !== th!.maxTokens ? { thinking: { ...th!, maxTokens: fit } } : {}) };
   });
-  const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), p.slice(-4), p)); // 4: the bytes of a character it may cut
+  const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), textContext(tokenizer, p), p));
   // Per row, the positions the base weights encode (all of a prompt the adapter does not act on): with `reuse`, read
   // from the longest kept beginning, and kept.
   const base = prompts.map((p, i) => (!reuse ? 0 : per[i].adapter ? Math.min(p.length, per[i].adapterFrom ?? 0) : p.length));

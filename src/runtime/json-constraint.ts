@@ -592,13 +592,13 @@ export class JsonConstraint {
 const KEPT = new WeakMap<object, Map<string, JsonConstraint>>();
 const CONSTRAINTS_KEPT = 32;
 
-/** The constraint for `schema` (true: any JSON object), made once per tokenizer, schema and options. `where` names the schema in errors. */
+/** The constraint for `schema` (true: any JSON object), made once per tokenizer, schema, options and `where` (which names the schema in its errors). */
 export function jsonConstraint(tok: ConstraintTokenizer, schema: JsonSchema, where = 'json', opts: Omit<ConstraintOptions, 'where'> = {}): JsonConstraint {
   if (schema !== true && (!schema || typeof schema !== 'object' || Array.isArray(schema))) throw new Error(`${where} must be true (any JSON object) or a JSON schema (an object), got ${shown(schema)}`);
   let kept = KEPT.get(tok);
   if (!kept) KEPT.set(tok, kept = new Map());
   let text: string;
-  try { text = JSON.stringify([schema, opts.begun, opts.after, !!opts.lenient, opts.stopTokens]); } catch (e) { throw new Error(`${where} must be a JSON schema that JSON can write: ${(e as Error).message}`); }
+  try { text = JSON.stringify([schema, opts.begun, opts.after, !!opts.lenient, opts.stopTokens, where]); } catch (e) { throw new Error(`${where} must be a JSON schema that JSON can write: ${(e as Error).message}`); }
   let c = kept.get(text);
   if (c) { kept.delete(text); kept.set(text, c); return c; } // most recently used last
   c = new JsonConstraint(tok, schema, { ...opts, where });

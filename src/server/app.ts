@@ -314,7 +314,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       // An echoed prompt's tokens come first, scored (its first token has no log-probability: null).
       const logprobsOf = (c: Completion, p?: PromptLogprobs) => (plan.logprobs === undefined ? null : completionLogprobs(plan.served.model.tokenizer, {
         tokens: [...(p?.tokens ?? []), ...c.tokens], logprobs: [...(p?.logprobs ?? []), ...c.logprobs], top: [...(p?.top ?? []), ...(c.topLogprobs ?? c.tokens.map(() => []))],
-      }, plan.logprobs, (i) => (p && i < p.tokens.length ? i >= p.added : !plan.served.model.tokenizer.specialIds?.has(c.tokens[i - (p?.tokens.length ?? 0)])))); // the prompt as typed: its special tokens too
+      }, plan.logprobs, (i) => (p && i < p.tokens.length ? i >= p.added : !plan.served.model.tokenizer.specialIds?.has(c.tokens[i - (p?.tokens.length ?? 0)])), !!p)); // the prompt as typed: its special tokens too
       if (!plan.stream) {
         const { out, prompts } = await runCompletion(plan, abort.signal);
         if (abort.signal.aborted) throw new AbortedError();

@@ -22,14 +22,20 @@ const bytesOf = (tok: TextTokenizer, id: number): number[] => [...(tok.tokenByte
 /**
  * Where each token's text begins in the text of them all, by `length` (code points by default, as Python counts
  * them): the characters before it; of a character that tokens split, its first token's offset is the character's,
- * the rest the next one's. A token not in the text (`inText`; by default a special token) adds nothing.
+ * the rest the next one's. A token not in the text (`inText`; by default a special token) adds nothing. `atStart`:
+ * the tokens begin the text (an echoed prompt), where a SentencePiece decoder strips the space its first piece
+ * stands for ("▁Once" is " Once" after other text, "Once" at the start).
  */
-export function textOffsets(tok: TextTokenizer, ids: readonly number[], inText: (i: number) => boolean = (i) => !tok.specialIds?.has(ids[i]), length = (s: string) => [...s].length): number[] {
+export function textOffsets(tok: TextTokenizer, ids: readonly number[], inText: (i: number) => boolean = (i) => !tok.specialIds?.has(ids[i]), length = (s: string) => [...s].length, atStart = false): number[] {
   const utf8 = new TextDecoder();
-  let at = 0;
+  let at = 0, first = atStart;
   return ids.map((id, i) => {
-    const begins = at;
-    if (inText(i)) at += length(utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true }));
+    const begins = Math.max(0, at);
+    if (!inText(i)) return begins;
+    const piece = utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true });
+    if (first && piece.startsWith(' ') && !text(tok, id).startsWith(' ')) at -= 1;
+    first = false;
+    at += length(piece);
     return begins;
   });
 }
@@ -52,9 +58,9 @@ export function chatLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number) {
  * text and, for `k` > 0, a map of the k most likely tokens at each, with the sampled one always in it (as OpenAI's,
  * which may then hold k + 1).
  */
-export function completionLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number, inText?: (i: number) => boolean) {
+export function completionLogprobs(tok: TextTokenizer, lp: TokenLogprobs, k: number, inText?: (i: number) => boolean, echoed = false) {
   // (inText: not a generated special token, nor a BOS the tokenizer added to an echoed prompt; see textOffsets.)
-  const tokens = lp.tokens.map((id) => text(tok, id)), text_offset = textOffsets(tok, lp.tokens, inText);
+  const tokens = lp.tokens.map((id) => text(tok, id)), text_offset = textOffsets(tok, lp.tokens, inText, undefined, echoed);
   const top_logprobs = k > 0 ? lp.tokens.map((id, i) => {
     const own = lp.logprobs[i];
     return own === null ? null : Object.fromEntries([...(lp.top?.[i] ?? []).slice(0, k), [id, own] as TokenLogprob].map(([t, v]) => [text(tok, t), v]));
