@@ -227,7 +227,7 @@ export class Model {
    * encode() tokenizes. `generationPrompt` false renders the messages alone (transformers' add_generation_prompt).
    */
   renderChat(prompt: string | ChatMessage[], chatTemplateKwargs?: Record<string, unknown>, where = 'generate', generationPrompt = true): string {
-    if (chatTemplateKwargs !== undefined) checkTemplateKwargs(chatTemplateKwargs, where);
+    if (chatTemplateKwargs !== undefined) { checkTemplateKwargs(chatTemplateKwargs, where); checkKwargsText(this.tokenizer, chatTemplateKwargs, where); }
     if (Array.isArray(prompt)) checkMessages(prompt, where);
     else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateMessage);
@@ -522,6 +522,24 @@ function checkTemplateKwargs(kw: Record<string, unknown>, where: string): void {
   const taken = ['messages', 'add_generation_prompt'].find((k) => Object.hasOwn(kw, k));
   if (taken) throw new Error(`${where}: chatTemplateKwargs cannot set "${taken}": the call sets it (pass messages as the prompt)`);
   if (Object.hasOwn(kw, 'raise_exception')) throw new Error(`${where}: chatTemplateKwargs cannot set "raise_exception": it is the template's own function for refusing messages`);
+}
+
+/**
+ * A special token that a template variable's text writes (a tool's description, a document) would be encoded as the
+ * control token itself, ending the turn it is in and letting the text open another: refused by where it is (a
+ * message's own text is kept as text instead: encodeChat).
+ */
+function checkKwargsText(tok: TextTokenizer, kw: Record<string, unknown>, where: string): void {
+  if (!tok.specialIn) return;
+  const walk = (v: unknown, at: string, depth: number): void => {
+    if (typeof v === 'string') {
+      const special = tok.specialIn!(v);
+      if (special) throw new Error(`${where}: chatTemplateKwargs.${at} writes the special token ${special}, which the chat template would pass on as the control token itself (ending the turn it is in): take it out`);
+    } else if (v && typeof v === 'object' && depth < 64) {
+      for (const [k, x] of Object.entries(v)) walk(x, Array.isArray(v) ? `${at}[${k}]` : `${at}.${k}`, depth + 1);
+    }
+  };
+  for (const [k, v] of Object.entries(kw)) walk(v, k, 0);
 }
 
 function checkMessages(messages: ChatMessage[], where: string): void {

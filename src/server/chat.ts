@@ -423,7 +423,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     if (e instanceof ChatTemplateError && e.kind === 'broken') throw new ApiError(500, `The chat template of the model '${m.id}' failed: ${e.message.replace(/^tokenizer: the chat template of .*? (failed|does not parse): /, '')}`, null, 'server_error');
     const msg = (e as Error).message.replace(/^tokenizer: the chat template of .*? refuses these messages: /, 'the chat template refuses these messages: ');
     const param = /chatTemplateKwargs/.test(msg) ? kwName : 'messages';
-    throw new ApiError(400, `Invalid '${param}': ${msg.replace('chatTemplateKwargs', param === 'tools' ? 'tools' : 'chat_template_kwargs')}`, param);
+    throw new ApiError(400, `Invalid '${param}': ${msg.replace(/chatTemplateKwargs(\.tools\b)?/, (_, t) => (param === 'tools' ? 'tools' : `chat_template_kwargs${t ?? ''}`))}`, param);
   }
   // A thinking model's direct answer follows the empty thinking block answer() adds (unless the template wrote it);
   // its reasoning route adds "<think>" and no budget line.
