@@ -13,7 +13,7 @@ import { generateBatch, lastIndexOfRun, Sequence } from '../src/runtime/generate
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
-import { answer, budgetSystemLine, invocationIds, maxThinkingCap, thinkingOptions, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, pairingNote, ropeNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
+import { answer, budgetSystemLine, invocationIds, maxThinkingCap, thinkingOptions, MIN_ESCALATION_ROOM, prefill, Reasoner, reasoningTokens, modelShape, modelNote, pairingNote, ropeNote, adapterHash, thinksByItself, phaseStream, splitText } from '../src/reason/answer.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, checkedVote, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
@@ -1436,6 +1436,13 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
   // It records the model's shape and its adapter's weights: another adapter gets a note naming both.
   assert.deepEqual([router.metadata.modelShape, router.metadata.adapterHash], [modelShape(m.config), adapterHash(m.adapter!)]);
   assert.equal(pairingNote('router', 'r.json', router.metadata, [m.adapter!]), undefined);
+  // and the model it was trained on (its path, unless the metadata says): another model of the same shape gets a note, by name.
+  assert.deepEqual([router.metadata.model, modelNote('router', 'r.json', router.metadata, m.names)], [m.names[0], undefined]);
+  assert.equal(modelNote('verifier', 'v.json', { model: 'Qwen/Qwen2.5-0.5B' }, ['/m/Qwen2.5-0.5B-Instruct']),
+    'note: v.json was trained on Qwen/Qwen2.5-0.5B, and this model is /m/Qwen2.5-0.5B-Instruct: it scores that model\'s hidden states; train-verifier on this model makes a matching one (if this is that model under another name, all is well)');
+  for (const [trained, names] of [['hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M', ['/m/qwen2.5-0.5b-instruct-q4_k_m.gguf']], ['models/default', ['/work/x/models/default']], ['/m/ggml-model-q4_0.gguf', ['/n/Other']]] as const) {
+    assert.equal(modelNote('router', 'r.json', { model: trained }, names), undefined, trained);
+  }
   const otherAdapter = { ...m.adapter!, dir: 'other', tensors: new Map([...m.adapter!.tensors].map(([k, t]) => [k, { ...t, b: t.b.map((x) => x + 1) }])) };
   assert.equal(pairingNote('router', 'r.json', router.metadata, [otherAdapter]),
     `note: r.json was trained with another reasoning adapter (${JSON.stringify(m.adapter!.dir)}) than other: its threshold was chosen for that adapter; train-router with this adapter makes a matching one`);

@@ -198,7 +198,7 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
     if (!reasons && thinksByItself(model)) console.error(thinkingNote(what));
     return {
       model, ...loadProbes({ router: routerFile, verifier: verifierFile }, {
-        config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`edgereason: ${n}`),
+        config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], names: model.names, onNote: (n) => console.error(`edgereason: ${n}`),
       }),
     };
   } catch (e) {

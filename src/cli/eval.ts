@@ -126,7 +126,7 @@ export function evalCommand(program: Command): void {
       // Several samples at temperature 0 would all be the greedy answer: they are drawn as answer() draws them.
       const sampleDraws = greedy ? { temperature: 0.8, topK: o.topK, topP: o.topP === 1 ? 0.95 : o.topP, minP: o.minP, seed } : sampling;
       if (greedy && o.samples > 1) console.error(`eval: note: the ${o.samples} samples are drawn at temperature 0.8 (answer()'s default for several samples) with top-p ${sampleDraws.topP}${o.topP === 1 ? ' (its default)' : ''}; the other runs are greedy. --temperature sets one for all runs`);
-      const probes = loadProbes({ router: o.router, verifier: o.verifier }, { config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], onNote: (n) => console.error(`eval: ${n}`) });
+      const probes = loadProbes({ router: o.router, verifier: o.verifier }, { config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], names: model.names, onNote: (n) => console.error(`eval: ${n}`) });
       // What answered, beyond the paths: answers of other weights (an adapter retrained in place) are not mixed into one report.
       const weights = { ...trainedWith(model), ...Object.fromEntries((['router', 'verifier'] as const).filter((k) => o[k]).map((k) => [`${k}Hash`, createHash('sha1').update(fs.readFileSync(o[k])).digest('hex').slice(0, 12)])) };
       if (resumed) checkResumed(files.journal, resumed, weights, cases);

@@ -56,8 +56,8 @@ export function recordedBase(dir: string): string | undefined {
  * is the same model, hence a note, not a refusal.
  */
 export function baseModelNote(dir: string, names: readonly string[]): string | undefined {
-  const base = recordedBase(dir), known = names.map(refName).filter((n) => !GENERIC_NAMES.has(n));
-  if (base === undefined || !known.length || GENERIC_NAMES.has(refName(base)) || known.includes(refName(base))) return undefined;
+  const base = recordedBase(dir);
+  if (base === undefined || namesModel(base, names) !== false) return undefined;
   return `adapter: ${dir} was trained on ${base} (its adapter_config.json's base_model_name_or_path), and this model is ${names[0]}: on another model than its own an adapter answers worse without any error (if this is that model under another name, all is well)`;
 }
 
@@ -75,6 +75,7 @@ export function modelNames(src: { path: string; manifest?: { source: { path: str
  * copies add (a GGUF's quantisation and part number, a repository's -GGUF, -hf, bnb-4bit, AWQ, GPTQ, MLX or -4bit suffix).
  */
 export function refName(ref: string): string {
+  if (ref.startsWith('hf:')) ref = ref.slice(3).replace(/[:@][^/]*$/, ''); // the CLI's hf:owner/name[:quant][@revision]
   const last = (hubRepo(ref) ?? ref).replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
   let name = last.toLowerCase().replace(/\.(gguf|bin)$/, '').replace(/-\d{5}-of-\d{5}$/, '');
   for (let before = ''; before !== name;) {
@@ -83,6 +84,12 @@ export function refName(ref: string): string {
   }
   return name;
 }
+/** Whether `ref` names one of the models `names` are (by refName); undefined where either says nothing (a default file name). */
+export function namesModel(ref: string, names: readonly string[]): boolean | undefined {
+  const want = refName(ref), known = names.map(refName).filter((n) => !GENERIC_NAMES.has(n));
+  return GENERIC_NAMES.has(want) || !known.length ? undefined : known.includes(want);
+}
+
 /** Names that say nothing of the model (llama.cpp's and PyTorch's default file names): never compared. */
 const GENERIC_NAMES = new Set(['ggml-model', 'model', 'consolidated', 'pytorch_model']);
 

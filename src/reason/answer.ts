@@ -22,7 +22,7 @@
 import { budgetControl, budgetSystemLine } from './budget.ts';
 import { randomInt } from 'node:crypto';
 import { adapterIdentity } from '../train/checkpoint.ts';
-import type { LoadedAdapter } from '../io/peft.ts';
+import { namesModel, type LoadedAdapter } from '../io/peft.ts';
 import os from 'node:os';
 import type { Model } from '../runtime/model.ts';
 import { checkKeys, checkValues, is } from '../runtime/options.ts';
@@ -184,6 +184,16 @@ export function pairingNote(what: 'router' | 'verifier', file: string, metadata:
   const want = metadata.adapterHash;
   if (typeof want !== 'string' || !adapters.length || adapters.some((a) => adapterHash(a) === want)) return undefined;
   return `note: ${file} was trained with another reasoning adapter (${JSON.stringify(metadata.adapter)}) than ${adapters.map((a) => a.dir).join(', ')}: its ${what === 'router' ? 'threshold was chosen for that adapter' : 'scores are for that adapter\'s answers'}; train-${what} with this adapter makes a matching one`;
+}
+
+/**
+ * A note when a router or verifier records it was trained on another model (metadata.model, by name: namesModel)
+ * than one of `names`: a same-shaped model's hidden states load without an error, and route or score otherwise.
+ */
+export function modelNote(what: 'router' | 'verifier', file: string, metadata: Record<string, unknown>, names: readonly string[]): string | undefined {
+  const trained = metadata.model;
+  if (typeof trained !== 'string' || namesModel(trained, names) !== false) return undefined;
+  return `note: ${file} was trained on ${trained}, and this model is ${names[0]}: it ${what === 'router' ? 'routes by' : 'scores'} that model's hidden states; train-${what} on this model makes a matching one (if this is that model under another name, all is well)`;
 }
 
 /**

@@ -204,7 +204,7 @@ export class Model {
     }
     setPromptCache(backend, opts.promptCache);
     const model = new Model(src.config, src.tokenizer, backend, adapter);
-    model.names = names;
+    model.known = names;
     return model;
   }
 
@@ -452,11 +452,11 @@ export class Model {
     dir = await resolveModelPath(dir, opts);
     opts.signal?.throwIfAborted();
     const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
-    const other = baseModelNote(adapter.dir, this.names);
+    const other = baseModelNote(adapter.dir, this.known);
     if (other) opts.onNote?.(other);
     await this.backend.setAdapter(adapter.tensors, name);
     const view = new Model(this.config, this.tokenizer, adapterView(this.backend, name), adapter, name);
-    view.names = this.names;
+    view.known = this.known;
     // Registered on the view's backend, which the view and objects made from it (Object.create) hold, and which a
     // caller may keep alone; the token lets close() unregister it.
     view.collected = {};
@@ -464,8 +464,12 @@ export class Model {
     return view;
   }
   private collected?: object;
-  /** What the model goes by (modelNames), to compare with an adapter's recorded base. */
-  private names: readonly string[] = [];
+  private known: readonly string[] = [];
+  /**
+   * What the model goes by: its Hugging Face repository where it came from the cache, its path, and a converted
+   * folder's source's (compared with what an adapter, a router or a verifier records it was trained on).
+   */
+  get names(): readonly string[] { return this.known; }
 
   async close(): Promise<void> {
     if (this.collected) droppedViews.unregister(this.collected);

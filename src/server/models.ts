@@ -181,7 +181,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     const beside = (probe: 'router' | 'verifier') => (o[probe] === false ? undefined : o[probe] ?? (fs.existsSync(path.join(o.model, `${probe}.json`)) ? path.join(o.model, `${probe}.json`) : undefined));
     const routerFile = beside('router'), verifierFile = beside('verifier');
     const { router, verifier } = loadProbes({ router: routerFile, verifier: verifierFile }, {
-      config: loaded[0].config, native: !!o.nativeThinking, where: 'serve: ', onNote: o.onNote,
+      config: loaded[0].config, native: !!o.nativeThinking, where: 'serve: ', onNote: o.onNote, names: loaded[0].names,
       adapters: [...models.values()].flatMap((s) => (s.model.adapter ? [s.model.adapter] : [])),
     });
     const sampling = generationSampling(o.model);
