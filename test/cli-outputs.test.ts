@@ -1067,7 +1067,7 @@ test('the CLI: output piped into a reader that stops early ends quietly; list fl
 test('chat: each line a turn of one conversation (the replies kept, read from the prompt cache the next turn), /reset starts over, --prompt-cache-file keeps them for the next chat, a bad flag is named', () => {
   const kept = path.join(tmp, 'chat-prompts.safetensors');
   const chat = (input: string) => spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'off', '--prompt-cache-file', kept], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
-  const turnsOf = (err: string) => [...err.matchAll(/^\[direct; 1 answer tokens; prompt (\d+) tokens, (\d+) of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]$/gm)].map((m) => [+m[1], +m[2]]);
+  const turnsOf = (err: string) => [...err.matchAll(/^\[direct; 1 answer token; prompt (\d+) tokens, (\d+) of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]$/gm)].map((m) => [+m[1], +m[2]]);
   const r = chat('Reverse the word sand.\nWhat is the capital of Elbonia?\n/reset\nWhat is the capital of Elbonia?\n');
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, 'dnas\nWexley\nZemlo\n'); // (alone, as answer --question answers it; after the first turn, another guess)
@@ -1084,10 +1084,22 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   assert.match(next.stderr, new RegExp(`^prompt cache: 2 prompts \\(${turns[1][0] + turns[2][0]} tokens\\) read from ${kept}$`, 'm'));
   const bad = cli(['chat', '--reasoning', 'maybe']);
   assert.deepEqual([bad.status, bad.stderr.trim()], [1, 'edgereason: --reasoning must be auto, on or off; got "maybe"']);
-  // Options no turn can be answered with end the chat at the first turn, in the CLI's words, rather than fail every turn.
-  const none = spawnSync(process.execPath, [BIN, 'chat', '--no-adapter', '--reasoning', 'on'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input: 'hi\nhello\n' });
+  // Options no turn can be answered with, and a --system that leaves no room, are refused before the first line is read
+  // (in the chat's words; they were found at the first turn), notes said of flags that do nothing.
+  const run = (args: string[], input = 'hi\nhello\n') => spawnSync(process.execPath, [BIN, 'chat', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
+  const none = run(['--no-adapter', '--reasoning', 'on']);
   assert.deepEqual([none.status, none.stdout, none.stderr.trim().split('\n').length], [1, '', 1]);
-  assert.match(none.stderr, /^edgereason: answer: --reasoning on needs the model loaded with its reasoning adapter \(--adapter\)/);
+  assert.match(none.stderr, /^edgereason: chat: --reasoning on needs the model loaded with its reasoning adapter \(--adapter\)/);
+  assert.match(run(['--max-thinking-tokens', '600']).stderr, /^edgereason: chat: --max-thinking-tokens 600 leaves no room for the answer within --max-tokens 512/m);
+  const system = run(['--system', 'word '.repeat(1100)]);
+  assert.deepEqual([system.status, system.stdout], [1, '']);
+  assert.match(system.stderr, /^edgereason: chat: --system leaves no room for a conversation: the prompt has \d+ tokens, which leaves no room in the model's context of 1024 tokens$/m);
+  assert.match(run(['--reasoning', 'off', '--budget', '3'], '').stderr, /^edgereason: note: --budget applies to reasoning; it has no effect with --reasoning off$/m);
+  // A reply cut off in its thinking has no answer to keep: left out of the conversation, as a stopped one is.
+  const cut = run(['--reasoning', 'on', '--max-tokens', '6'], 'Jack starts with 15 marbles. He buys 4 bags with 4 marbles in each bag. How many marbles does Jack have?\nReverse the word sand.\n');
+  assert.match(cut.stderr, /^\(cut off in its thinking, before any answer: this turn is left out of the conversation; a larger --max-tokens, or --max-thinking-tokens, leaves room for one\)$/m);
+  const prompts = [...cut.stderr.matchAll(/prompt (\d+) tokens/g)].map((m) => +m[1]);
+  assert.ok(prompts.length === 1 && prompts[0] < 40, cut.stderr); // the second turn's prompt is its own question alone
 });
 
 test('generate and answer --prompt-cache-file: the next run reads the prompt the last one kept (its stats say how much); a run that keeps nothing new leaves the file as it was', () => {
@@ -1133,6 +1145,32 @@ test('chat: Ctrl-C stops the reply being written (the turn left out) and the cha
   child.kill('SIGINT');
   const code = await new Promise((r) => child.on('exit', r));
   assert.equal(code, 0, err);
+});
+
+test('chat on a terminal: Ctrl-C clears the line being typed (a fresh prompt, nothing asked), and on an empty line ends the chat on a line of its own', () => {
+  // A pseudo-terminal, driven by Python's pty module: type, Ctrl-C, a question, Ctrl-C.
+  const drive = `
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], sys.argv[2], 'chat', '--reasoning', 'off'])
+out = b''
+def read(until, seconds=60):
+    global out
+    end = time.time() + seconds
+    while until not in out and time.time() < end:
+        if select.select([fd], [], [], 0.1)[0]:
+            try: out += os.read(fd, 4096)
+            except OSError: return
+for text, until in [(b'', b'> '), (b'half typed', b'half typed'), (b'\\x03', b'^C\\r\\n'), (b'Reverse the word sand.\\r', b'ms]'), (b'\\x03', b'never')]:
+    os.write(fd, text) if text else None
+    read(until, 5 if until == b'never' else 60)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+sys.stdout.write(out.decode(errors='replace'))`;
+  const r = spawnSync('python3', ['-c', drive, process.execPath, BIN], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  const [code, ...rest] = r.stdout.split('\n'), screen = rest.join('\n').replace(/\x1b\[[\d;]*[A-Za-z]/g, '');
+  assert.equal(code, '0', r.stdout + r.stderr);
+  assert.match(screen, /> half typed\^C\r\n> Reverse the word sand\.\r\r\ndnas\r\n\[direct; 1 answer token; prompt 24 tokens, 0 of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]\r\n> \r\n$/);
 });
 
 test('generate, answer and chat --prompt-lookup: the same text as without it; the stats say how many guesses were kept; a limit out of range is named', () => {

@@ -6,7 +6,7 @@ import { guessesNote, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
-import { VOTE_METHODS } from '../reason/vote.ts';
+import { decidesEarly, VOTE_METHODS } from '../reason/vote.ts';
 import type { AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
 import type { Model } from '../runtime/model.ts';
 import type { Quant } from '../onnx/quant.ts';
@@ -53,11 +53,8 @@ export function answerCommand(program: Command): void {
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
       if (o.task !== undefined && !TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
       if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
-      if (o.reasoning === 'off') {
-        for (const [flag, set] of [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop], ['--max-thinking-tokens', o.maxThinkingTokens !== undefined], ['--budget', o.budget !== undefined]] as const) {
-          if (set) console.error(`edgereason: note: ${flag} applies to reasoning; it has no effect with --reasoning off`);
-        }
-      }
+      noteReasoningOff(o, [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]]);
+      if (o.earlyStop && !decidesEarly(o.vote) && o.reasoning !== 'off') console.error(`edgereason: note: --early-stop has no effect with --vote ${o.vote}: it is decided once every sample has ended (a later one may score higher)`);
       // Greedy on every route: an explicit --temperature 0, or the default with one sample.
       if (o.temperature === 0 || (o.temperature === undefined && o.samples === 1)) {
         for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 0.95], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
@@ -123,6 +120,14 @@ export function answerCommand(program: Command): void {
         await finish();
       }
     });
+}
+
+/** Notes the flags given that apply to reasoning alone (the thinking cap and budget, and `more`) when it is off. */
+export function noteReasoningOff(o: { reasoning: string; maxThinkingTokens?: number; budget?: number }, more: [string, boolean][] = []): void {
+  if (o.reasoning !== 'off') return;
+  for (const [flag, set] of [...more, ['--max-thinking-tokens', o.maxThinkingTokens !== undefined], ['--budget', o.budget !== undefined]] as const) {
+    if (set) console.error(`edgereason: note: ${flag} applies to reasoning; it has no effect with --reasoning off`);
+  }
 }
 
 /**

@@ -7,7 +7,7 @@ import type { ChatMessage } from '../tokenizer/types.ts';
 import { defaultModel } from '../models/embedded.ts';
 import { dimmer } from '../train/progress.ts';
 import { cliWords, floatArg, intArg, quantArg } from './main.ts';
-import { loadReasoner, reasonerOptions, transcript } from './answer.ts';
+import { loadReasoner, noteReasoningOff, reasonerOptions, transcript } from './answer.ts';
 import { guessesNote, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 
 /**
@@ -30,18 +30,43 @@ export function chatCommand(program: Command): void {
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o) => {
       checkReasoner(o);
+      noteReasoningOff(o);
       const { model, router } = await loadReasoner(o, 'reply', 'chat');
-      const dim = dimmer(process.stderr), finish = await withPromptCacheFile(model, o.promptCacheFile, (note) => console.error(dim(note)));
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const start = (): ChatMessage[] => (o.system ? [{ role: 'system', content: o.system }] : []);
+      const options = (turn: number, signal: AbortSignal) => ({
+        signal, reasoning: o.reasoning as ReasoningMode, maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
+        temperature: o.temperature, seed: seed + turn, nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
+        ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
+      });
+      // The options, and a --system that leaves no room, are refused before the first line is read (a turn found them).
+      try {
+        await answer(model, [...start(), { role: 'user', content: 'Hi' }], options(0, AbortSignal.abort()), { router });
+      } catch (e) {
+        await model.close();
+        const message = (e as Error).message.replace(/^answer: /, '');
+        throw new Error(`chat: ${o.system && /context/.test(message) ? `--system leaves no room for a conversation: ${message}` : message}`);
+      }
+      const dim = dimmer(process.stderr), finish = await withPromptCacheFile(model, o.promptCacheFile, (note) => console.error(dim(note)));
       let messages = start(), turn = 0;
       const tty = process.stdin.isTTY;
       // (The prompt goes to stderr: stdout holds the transcript alone.)
       const lines = readline.createInterface({ input: process.stdin, output: tty ? process.stderr : undefined, prompt: '> ' });
-      const help = 'Each line is a turn (/reset starts over, Ctrl-C stops a reply, /exit or Ctrl-D ends).';
-      // Ctrl-C stops the reply being written (the turn is left out of the conversation); between turns it ends the chat.
+      const help = 'Each line is a turn (/reset starts over, Ctrl-C stops a reply or clears the line, /exit, Ctrl-D or Ctrl-C on an empty line ends).';
+      // Ctrl-C stops the reply being written (the turn is left out of the conversation); between turns it clears the
+      // line being typed, and on an empty one ends the chat.
       let replying: AbortController | undefined;
-      const interrupt = () => { if (replying) replying.abort(); else lines.close(); };
+      const interrupt = () => {
+        if (replying) replying.abort();
+        else if (tty && lines.line) {
+          lines.write(null, { ctrl: true, name: 'e' }); // to the end of the line, then under it: a fresh prompt
+          process.stderr.write('^C\n');
+          lines.write(null, { ctrl: true, name: 'u' });
+        } else {
+          if (tty) process.stderr.write('\n');
+          lines.close();
+        }
+      };
       lines.on('SIGINT', interrupt); // a terminal: readline reads Ctrl-C itself
       process.on('SIGINT', interrupt);
       try {
@@ -59,19 +84,16 @@ export function chatCommand(program: Command): void {
             const written = transcript(process.stdout);
             replying = new AbortController();
             try {
-              const r = await answer(model, asked, {
-                signal: replying.signal,
-                reasoning: o.reasoning as ReasoningMode, maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
-                temperature: o.temperature, seed: seed + turn++, nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
-                ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}), onRoute: written.onRoute, onText: written.onText,
-              }, { router });
+              const r = await answer(model, asked, { ...options(turn++, replying.signal), onRoute: written.onRoute, onText: written.onText }, { router });
               written.end(r);
               if (r.finishReason === 'cancelled') console.error(dim('(stopped: this turn is left out of the conversation)'));
+              // Cut off in its thinking: no reply to keep (an empty turn would read as one that said nothing).
+              else if (r.finishReason === 'length' && !r.answer.trim()) console.error(dim(`(cut off in its thinking, before any answer: this turn is left out of the conversation; a larger --max-tokens${o.maxThinkingTokens === undefined ? ', or --max-thinking-tokens,' : ''} leaves room for one)`));
               else {
                 messages = [...asked, { role: 'assistant', content: r.answer }];
                 const u = r.usage, cut = r.finishReason !== 'length' ? '' : r.samples[0].tokens < o.maxTokens ? ` (cut off: the model's context is full${asked.length > start().length + 1 ? '; /reset starts a new conversation' : ''})` : ' (cut off: --max-tokens)';
                 console.error(dim(`[${r.route}${r.routerScore === undefined ? '' : ` (router ${r.routerScore.toFixed(2)}${r.escalation ? ', escalated by the gate' : ''})`}; ` +
-                  `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer tokens${cut}; ` +
+                  `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer token${u.answerTokens === 1 ? '' : 's'}${cut}; ` +
                   `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}` +
                   `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seed + turn - 1}` : ''}]`));
               }
@@ -79,7 +101,7 @@ export function chatCommand(program: Command): void {
               // A turn that does not fit the context leaves the conversation as it was; any other error (the options,
               // the model) would fail every turn: it ends the chat.
               const message = (e as Error).message;
-              if (!/context/.test(message)) throw e;
+              if (!/context/.test(message)) throw new Error(message.replace(/^answer: /, 'chat: '));
               console.error(`edgereason: ${cliWords(message)}${messages.length > start().length ? ' (/reset starts a new conversation)' : ''}`);
             } finally {
               replying = undefined;
