@@ -1062,6 +1062,9 @@ test('the CLI: output piped into a reader that stops early ends quietly; list fl
   assert.match(cli(['cache', '--dir', data]).stderr, /cache: --dir .*d\.jsonl is not a folder/);
   const notes = cli(['answer', '--model', model.dir, '--question', 'hi', '--reasoning', 'off', '--top-k', '5', '--max-tokens', '2', '--quant', 'fp32']).stderr;
   assert.match(notes, /note: --top-k has no effect: answers are greedy with one sample unless --temperature is given/);
+  // An early stop no vote decided at the end can make (a later sample may score higher).
+  const early = cli(['answer', '--model', DEFAULT_DIR, '--question', 'hi', '--samples', '2', '--vote', 'checked', '--early-stop', '--max-tokens', '8']).stderr;
+  assert.match(early, /^edgereason: note: --early-stop has no effect with --vote checked: it is decided once every sample has ended \(a later one may score higher\)$/m);
 });
 
 test('chat: each line a turn of one conversation (the replies kept, read from the prompt cache the next turn), /reset starts over, --prompt-cache-file keeps them for the next chat, a bad flag is named', () => {
