@@ -35,6 +35,9 @@ import type { Quant } from '../onnx/quant.ts';
 import type { RopeScalingChoice } from '../models/config.ts';
 import { parseToolCalls, ToolCallStream, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 
+/** Streamed replies stopped because their client left: counted as 499 whatever their status line said. */
+const cancelledReplies = new WeakSet<object>();
+
 export interface ServerOptions {
   model: string;
   adapters?: AdapterSpec[];
@@ -173,8 +176,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   const admission = new Admission(maxBatch, o.maxQueue ?? 64);
   const inflight = new Map<symbol, { abort: AbortController; done: Promise<void> }>();
   let closing = false;
-  metrics.gauge('edgereason_requests_running', 'Chat requests admitted and decoding', () => admission.active);
-  metrics.gauge('edgereason_requests_waiting', 'Chat requests waiting for batch rows', () => admission.queued);
+  metrics.gauge('edgereason_requests_running', 'Chat and text completion requests admitted and decoding', () => admission.active);
+  metrics.gauge('edgereason_requests_waiting', 'Chat and text completion requests waiting for batch rows', () => admission.queued);
   metrics.gauge('edgereason_batch_rows_in_use', 'Batch rows held by admitted requests', () => admission.rowsInUse);
   metrics.gauge('edgereason_batch_rows_max', 'Batch rows available (--max-batch)', () => maxBatch);
   metrics.gauge('edgereason_prompt_cache_bytes', 'Bytes of prompt keys and values the prompt cache keeps (--prompt-cache)', () => kept?.size ?? 0);
@@ -241,8 +244,14 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     if (closing) reply.header('connection', 'close');
     return payload;
   });
-  app.addHook('onResponse', async (req, reply) => {
-    metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', code: String(reply.statusCode) });
+  // Each request is counted once, when its response closes: with its status once written whole (also when the client
+  // left as it ended, before the response could finish: 'finish', and so onResponse, never came), else as 499, the
+  // client gone; a streamed reply stopped because the client left says so (cancelledReply).
+  app.addHook('onRequest', async (req, reply) => {
+    reply.raw.once('close', () => {
+      const raw = reply.raw;
+      metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', code: cancelledReplies.has(raw) || !raw.writableEnded ? '499' : String(raw.statusCode) });
+    });
   });
 
   app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(fs.readFileSync(PLAYGROUND)));
@@ -339,7 +348,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (abort.signal.aborted || !out) {
         metrics.cancelled.inc();
         if (closing) { sse.send(new ApiError(503, 'The server shut down before the request finished', null, 'server_error').toJSON()); sse.done(); } else {
-          metrics.requests.inc({ route: '/v1/completions', code: '499' });
+          cancelledReplies.add(reply.raw);
           sse.end();
         }
         return reply;
@@ -378,8 +387,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (e instanceof AbortedError || (e instanceof ApiError && e.status === 499)) {
         metrics.cancelled.inc();
         if (reply.sent || reply.raw.headersSent) return reply;
-        // The client is gone: no response finishes, so onResponse never counts it (as on the streaming path).
-        if (!closing && reply.raw.destroyed) metrics.requests.inc({ route, code: '499' });
+        if (!closing && reply.raw.destroyed) cancelledReplies.add(reply.raw); // the client is gone: counted as 499
         throw new ApiError(closing ? 503 : 499, closing ? 'The server shut down before the request finished' : 'client closed the request', null, 'server_error');
       }
       throw e;
@@ -478,7 +486,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       // Shutting down: say so, so a client never takes the text so far for a whole answer (OpenAI's clients stop
       // quietly at the end of the body). A client that left hears nothing.
       if (closing) { sse.send(new ApiError(503, 'The server shut down before the request finished', null, 'server_error').toJSON()); sse.done(); } else {
-        metrics.requests.inc({ route: '/v1/chat/completions', code: '499' }); // no response finished, so onResponse never counts it
+        cancelledReplies.add(reply.raw);
         sse.end();
       }
       return;

@@ -365,7 +365,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     if (cont) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'continue_final_message' is not supported by edgereason (the message continued is not held to the JSON).`, 'response_format', 'invalid_request_error', 'unsupported_value');
     json = responseFormat === 'json_object' ? true : req.response_format!.json_schema!.schema ?? {};
     const where = 'response_format.json_schema.schema';
-    // (Made here to refuse a schema it cannot hold to; answer() finds it made.) The error names the schema's path.
+    // (Made here to refuse a schema it cannot hold to.) The error names the schema's path.
     try { jsonConstraint(m.model.tokenizer, json, where); } catch (e) { throw new ApiError(400, (e as Error).message, where, 'invalid_request_error', 'invalid_value'); }
   }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
@@ -704,6 +704,9 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     if (cancelled) throw new AbortedError();
     const msg = (e as Error).message ?? String(e);
     if (/context|no room|prompt encodes to no tokens/i.test(msg)) throw new ApiError(400, msg, 'messages', 'invalid_request_error', 'context_length_exceeded');
+    // A schema (or tool) asking for text the vocabulary cannot write: found as the reply reached it; the request's fault.
+    const unwritable = /^(.*?): (no token of this model's vocabulary can write .*)$/.exec(msg);
+    if (unwritable) { const param = unwritable[1] === 'tools' ? 'tools' : 'response_format'; throw new ApiError(400, `Invalid '${param}': ${unwritable[2]}`, param, 'invalid_request_error', 'invalid_value'); }
     throw e;
   } finally {
     stopWaiting();

@@ -55,7 +55,7 @@ export class Metrics {
   readonly rejected = new Counter('edgereason_rejected_total', 'Requests refused because the queue was full');
   readonly cancelled = new Counter('edgereason_cancelled_total', 'Requests cancelled by a client disconnect or shutdown');
   readonly ttft = new Histogram('edgereason_time_to_first_token_seconds', 'Time from request to the first generated token', TIME_BUCKETS);
-  readonly latency = new Histogram('edgereason_request_duration_seconds', 'Chat completion latency, request to last token', TIME_BUCKETS);
+  readonly latency = new Histogram('edgereason_request_duration_seconds', 'Chat and text completion latency, request to last token', TIME_BUCKETS);
   readonly queueWait = new Histogram('edgereason_queue_wait_seconds', 'Time a request waited for batch slots', TIME_BUCKETS);
   readonly batchRows = new Histogram('edgereason_batch_rows', 'Sequences (rows) stepped per session run: batch occupancy', [1, 2, 4, 8, 16, 32, 64, 128]);
   readonly runSeconds = new Histogram('edgereason_batch_run_seconds', 'Duration of one batched session run', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]);
