@@ -87,15 +87,17 @@ export function chatCommand(program: Command): void {
               const r = await answer(model, asked, { ...options(turn++, replying.signal), onRoute: written.onRoute, onText: written.onText }, { router });
               written.end(r);
               if (r.finishReason === 'cancelled') console.error(dim('(stopped: this turn is left out of the conversation)'));
-              // Cut off in its thinking: no reply to keep (an empty turn would read as one that said nothing).
-              else if (r.finishReason === 'length' && !r.answer.trim()) console.error(dim(`(cut off in its thinking, before any answer: this turn is left out of the conversation; a larger --max-tokens${o.maxThinkingTokens === undefined ? ', or --max-thinking-tokens,' : ''} leaves room for one)`));
               else {
-                messages = [...asked, { role: 'assistant', content: r.answer }];
+                // Cut off before any answer (in its thinking): no reply to keep (an empty turn would read as one that said nothing).
+                const none = r.finishReason === 'length' && !r.answer.trim();
+                if (!none) messages = [...asked, { role: 'assistant', content: r.answer }];
                 const u = r.usage, cut = r.finishReason !== 'length' ? '' : r.samples[0].tokens < o.maxTokens ? ` (cut off: the model's context is full${asked.length > start().length + 1 ? '; /reset starts a new conversation' : ''})` : ' (cut off: --max-tokens)';
                 console.error(dim(`[${r.route}${r.routerScore === undefined ? '' : ` (router ${r.routerScore.toFixed(2)}${r.escalation ? ', escalated by the gate' : ''})`}; ` +
                   `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer token${u.answerTokens === 1 ? '' : 's'}${cut}; ` +
                   `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}` +
                   `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seed + turn - 1}` : ''}]`));
+                const more = r.samples[0].tokens < o.maxTokens ? '' : `; a larger --max-tokens${o.maxThinkingTokens === undefined && r.thinking.trim() ? ', or --max-thinking-tokens,' : ''} leaves room for one`;
+                if (none) console.error(dim(`(cut off before any answer${r.thinking.trim() ? ', in its thinking' : ''}: this turn is left out of the conversation${more})`));
               }
             } catch (e) {
               // A turn that does not fit the context leaves the conversation as it was; any other error (the options,
