@@ -812,6 +812,13 @@ test('convert: a conversion that died half-way is refused at load; its dead temp
   const kept = files();
   assert.throws(() => convertModel(openSource(moving.dir), out, { quant: 'fp32', onProgress: touch }), { message: `convert: ${moving.dir} changed while it was being converted (a file of it was written meanwhile), so the graph would mix old and new weights: nothing was written to ${out}; convert it again once it is complete` });
   assert.deepEqual(files(), kept);
+  // Also where it changed while blocks were made beforehand (a large model's, quantised on workers before convertModel
+  // opens it): compared with the fingerprint taken before those (it was taken after, and the mixed copy loaded as current).
+  const opened = openSource(moving.dir), from = fingerprint(opened.files);
+  fs.utimesSync(weights, new Date(), new Date(Date.now() + 14000));
+  assert.throws(() => convertModel(opened, out, { quant: 'fp32', blocks: new Map(), blocksFrom: from }), { message: /^convert: .* changed while it was being converted/ });
+  assert.throws(() => convertModel(opened, out, { quant: 'fp32', blocks: new Map() }), { message: /^convert: blocks need blocksFrom/ });
+  assert.deepEqual(files(), kept);
   const still = await loadModel(out, { worker: false });
   assert.equal(still.config.hiddenSize, model.config.hiddenSize);
   await still.close();

@@ -58,6 +58,8 @@ export interface ConvertOptions {
   ropeScaling?: RopeScalingChoice;
   /** Blocks made beforehand on worker threads (prequantizeLarge), by weight name. */
   blocks?: ReadonlyMap<string, BlockWeight>;
+  /** The source's fingerprint before `blocks` read its weights (fingerprint(src.files)): compared after the last read. */
+  blocksFrom?: string;
 }
 
 /**
@@ -105,7 +107,8 @@ export async function prequantizeLarge(src: ModelSource, quant: Quant, o: { thre
  * quantisation and graph building. The manifest records the source's fingerprint to detect a stale folder.
  */
 export function convertModel(source: string | ModelSource, out: string, opts: ConvertOptions = {}): Manifest {
-  checkKeys(opts, ['quant', 'accuracyLevel', 'loraTargets', 'onProgress', 'ropeScaling', 'blocks'], 'convert');
+  checkKeys(opts, ['quant', 'accuracyLevel', 'loraTargets', 'onProgress', 'ropeScaling', 'blocks', 'blocksFrom'], 'convert');
+  if (opts.blocks && typeof opts.blocksFrom !== 'string') throw new Error('convert: blocks need blocksFrom, the source\'s fingerprint before they were made (fingerprint(src.files)), to find a source changed meanwhile');
   checkBuildOptions(opts, 'convert');
   if (opts.ropeScaling !== undefined) checkRopeScalingChoice(opts.ropeScaling, 'convert');
   if (typeof out !== 'string' || !out) throw new Error(`convert: out must be a folder path, got ${shown(out)}`);
@@ -118,9 +121,9 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   // The source's own folder would take the converted files beside its own (a GGUF's then reads the tokenizer.json
   // written there, and so would every other GGUF in that folder).
   if (isSourceFolder(out, src.path)) throw new Error(`convert: out ${out} is the folder of ${src.path}: the converted files would mix with the model's own; choose another folder`);
-  // Taken before any weight is read, and compared after the last: a checkpoint replaced meanwhile (a training run
-  // saving into it) would leave a graph of mixed weights.
-  const before = fingerprint(src.files);
+  // Taken before any weight is read (by prequantizeLarge, for blocks), and compared after the last: a checkpoint
+  // replaced meanwhile (a training run saving into it) would leave a graph of mixed weights.
+  const before = opts.blocksFrom ?? fingerprint(src.files);
   // Its own earlier conversion is rebuilt: of the files the source lacks, those it wrote then go, others (a
   // chat_template.jinja the user added) stay. Another model's conversion, or an unknown folder, keeps none of them.
   let keep: (file: string) => boolean = () => false;
