@@ -22,7 +22,7 @@ import { prequantize, blockWeightNames } from '../src/runtime/prequantize.ts';
 import { blocksFromGgml, quantizeBlocks, quantizeQ4 } from '../src/onnx/quant.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
-import { fingerprint, openSource, openSourceFiles, type ModelSource } from '../src/io/source.ts';
+import { fingerprint, openSource, openSourceFiles, readManifest, type ModelSource } from '../src/io/source.ts';
 import { sampleToken, seededRandom } from '../src/runtime/sampler.ts';
 import { generateBatch, Sequence, type Completion } from '../src/runtime/generate.ts';
 import { tokenizeRecord } from '../src/train/data.ts';
@@ -822,6 +822,11 @@ test('convert: a conversion that died half-way is refused at load; its dead temp
   const still = await loadModel(out, { worker: false });
   assert.equal(still.config.hiddenSize, model.config.hiddenSize);
   await still.close();
+  // A file it wrote gone (a cached copy partly deleted: it would load without its chat template) is named.
+  const written = readManifest(out).written![0], aside = path.join(tmp, 'aside');
+  fs.renameSync(path.join(out, written), aside);
+  assert.throws(() => openSource(out), { message: new RegExp(`^model: ${path.join(out, written).replace(/[.]/g, '\\.')} is missing \\(the convert that made .* wrote it\\); run \`edgereason convert`) });
+  fs.renameSync(aside, path.join(out, written));
   // The folder of the source itself is refused (a GGUF's: the tokenizer.json written there would take it over).
   assert.throws(() => convertModel(openSource(moving.files.ggufF32), moving.dir), { message: `convert: out ${moving.dir} is the folder of ${moving.files.ggufF32}: the converted files would mix with the model's own; choose another folder` });
   assert.throws(() => convertModel(openSource(moving.dir), `${moving.dir}/`), /is the folder of .*moving: the converted files would mix with the model's own/);

@@ -152,6 +152,10 @@ function openConverted(dir: string): ModelSource {
       throw new Error(`model: ${f} ${got < 0 ? 'is missing' : `has ${got} bytes, ${MANIFEST} recorded ${size}`} (an interrupted convert?); run \`${again()}\` again`);
     }
   }
+  // The tokenizer and generation files it wrote: one gone (a cached copy partly deleted) would lose the chat template
+  // or the model's sampling advice.
+  const gone = (Array.isArray(m.written) ? m.written : []).find((f) => typeof f === 'string' && f === path.basename(f) && !fs.existsSync(path.join(dir, f)));
+  if (gone) throw new Error(`model: ${path.join(dir, gone)} is missing (the convert that made ${dir} wrote it); run \`${again()}\` again`);
   // A source gone, or all of whose files are (links whose targets are gone: a hub cache's pruned blobs), cannot be
   // compared: the copy loads as it is. Some files gone is a change.
   const sourceFiles = fs.existsSync(m.source.path) ? openSourceFiles(m.source.path) : [];
