@@ -50,7 +50,8 @@ export function convertCommand(program: Command): void {
       const src = opened.kind === 'converted' ? opened : rescaled(opened, ropeScaling);
       const note = requantisedNote(src, quant);
       if (note) console.error(cliWords(note));
-      const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights');
+      const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights'), made = !fs.existsSync(o.out); // a folder this run makes goes with it when left empty
+      const dropMade = () => { try { if (made) fs.rmdirSync(o.out); } catch { /* not there, or not empty */ } };
       let m: Manifest;
       // Ctrl-C: this run's half-written files go (a load would leave them, gigabytes for a large model); the files
       // in place were not touched before the last step, which renames them all at once.
@@ -58,10 +59,14 @@ export function convertCommand(program: Command): void {
         bar.stop();
         const out = path.resolve(o.out), mine = `.tmp-${process.pid}`;
         if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
+        dropMade();
         return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${o.out} is as it was` : `nothing was written to ${o.out}`}`;
       });
       try {
         m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, loraTargets: targets, ropeScaling }, bar.update);
+      } catch (e) {
+        dropMade(); // a full disk, a source changed meanwhile: "nothing was written" leaves no empty folder either
+        throw e;
       } finally { bar.stop(); off(); }
       const rope = ropeScaling ? `; RoPE ${ropeScalingWords(m.config.ropeScaling)}, ${m.config.maxPositionEmbeddings} positions` : '';
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
