@@ -1438,6 +1438,7 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
   assert.equal(pairingNote('router', 'r.json', router.metadata, [m.adapter!]), undefined);
   // and the model it was trained on (its path, unless the metadata says): another model of the same shape gets a note, by name.
   assert.deepEqual([router.metadata.model, modelNote('router', 'r.json', router.metadata, m.names)], [m.names[0], undefined]);
+  assert.deepEqual([router.metadata.hiddenSize, router.metadata.steps, router.metadata.l2], [Hd, 20, 1e-3]); // the fit's settings beside it
   assert.equal(modelNote('verifier', 'v.json', { model: 'Qwen/Qwen2.5-0.5B' }, ['/m/Qwen2.5-0.5B-Instruct']),
     'note: v.json was trained on Qwen/Qwen2.5-0.5B, and this model is /m/Qwen2.5-0.5B-Instruct: it scores that model\'s hidden states; train-verifier on this model makes a matching one (if this is that model under another name, all is well)');
   for (const [trained, names] of [['hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M', ['/m/qwen2.5-0.5b-instruct-q4_k_m.gguf']], ['models/default', ['/work/x/models/default']], ['/m/ggml-model-q4_0.gguf', ['/n/Other']]] as const) {
@@ -1461,6 +1462,7 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
     const { verifier, report: vr } = await trainVerifier(dm, chat, { valFraction: 0.5, samples: 2, maxTokens: 128, steps: 20 });
     assert.ok(vr.train.candidates > 0 && vr.val.candidates > 0 && vr.train.candidates + vr.train.cut <= 4 && vr.val.candidates + vr.val.cut <= 4, JSON.stringify(vr));
     assert.equal(verifier.probe.dim, dm.config.hiddenSize);
+    assert.deepEqual([verifier.metadata.model, verifier.metadata.hiddenSize, verifier.metadata.samples, verifier.metadata.steps], [dm.names[0], dm.config.hiddenSize, 2, 20]);
   } finally { await dm.close(); }
   const scored = await answer(m, items[0].question, { reasoning: 'on', samples: 2, temperature: 1, maxTokens: 6, maxThinkingTokens: 2, vote: 'verifier-vote', collectHidden: true },
     { verifier: new Verifier(fitProbe([Array(Hd).fill(0), Array(Hd).fill(1)], [0, 1], { steps: 1 }), 0.5, {}) });

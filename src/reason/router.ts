@@ -464,7 +464,8 @@ export async function trainRouter(model: Model, items: readonly LabelItem[], o: 
     cut: { direct: [...tr, ...va].filter((r) => r.cut).length, reasoning: reasonOk?.filter((r) => r.cut).length ?? 0 },
   };
   const router = new Router(probe, threshold, rule, {
-    model: model.names[0], ...o.metadata, // what it was trained on: the path the model was loaded from, unless told hiddenSize: probe.dim, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500, balance: !!o.balance,
+    // what it was trained on: the path the model was loaded from, unless the metadata says
+    model: model.names[0], ...o.metadata, hiddenSize: probe.dim, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500, balance: !!o.balance,
     adapter: model.adapter?.dir, ...trainedWith(model), ropeScaling: ropeScalingWords(model.config.ropeScaling), ...(o.nativeThinking ? { nativeThinking: true } : {}), report, createdAt: new Date().toISOString(),
   }, gate);
   return { router, report };

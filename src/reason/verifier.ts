@@ -138,7 +138,8 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
     },
   };
   const verifier = new Verifier(probe, threshold, {
-    model: model.names[0], ...o.metadata, // what it was trained on: the path the model was loaded from, unless told hiddenSize: probe.dim, samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500,
+    // what it was trained on: the path the model was loaded from, unless the metadata says
+    model: model.names[0], ...o.metadata, hiddenSize: probe.dim, samples: o.samples ?? 8, temperature: o.temperature ?? 0.8, l2: o.l2 ?? 1e-3, steps: o.steps ?? 500,
     ...(model.adapter ? { adapter: model.adapter.dir } : { nativeThinking: true }), ...trainedWith(model), ropeScaling: ropeScalingWords(model.config.ropeScaling), report, createdAt: new Date().toISOString(),
   });
   return { verifier, report };

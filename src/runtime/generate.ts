@@ -602,11 +602,6 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
 }
 
 /**
- * Prefills each prompt in one batched step and decodes them together; aborting `signal` cancels them all. With
- * `reuse`, each prompt's positions the base weights encode are prefilled from the longest beginning `reuse` keeps,
- * and kept after (prompt caching).
- */
-/**
  * The prompt tokens a completion's text is decoded after (StreamDecoder's context): its last 4 (the bytes of a
  * character the prompt may cut), from after the last special token among them (decoded as nothing, so the
  * completion begins a text there, as a SentencePiece decoder's stripped first space shows).
@@ -618,6 +613,11 @@ function textContext(tok: Pick<TextTokenizer, 'specialIds'>, prompt: readonly nu
   return tail.slice(from);
 }
 
+/**
+ * Prefills each prompt in one batched step and decodes them together; aborting `signal` cancels them all. With
+ * `reuse`, each prompt's positions the base weights encode are prefilled from the longest beginning `reuse` keeps,
+ * and kept after (prompt caching).
+ */
 export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal, reuse?: PromptCache): Promise<Completion[]> {
   const start = performance.now();
   if (onText !== undefined && typeof onText !== 'function') throw new Error(`generate: onText must be a function (row, piece) => void, got ${typeof onText}`);

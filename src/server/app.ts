@@ -246,7 +246,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   });
   // Each request is counted once, when its response closes: with its status once written whole (also when the client
   // left as it ended, before the response could finish: 'finish', and so onResponse, never came), else as 499, the
-  // client gone; a streamed reply stopped because the client left says so (cancelledReply).
+  // client gone; a streamed reply stopped because the client left says so (cancelledReplies).
   app.addHook('onRequest', async (req, reply) => {
     reply.raw.once('close', () => {
       const raw = reply.raw;
