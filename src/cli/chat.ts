@@ -1,7 +1,7 @@
 import readline from 'node:readline';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { answer, answerTemperature } from '../reason/answer.ts';
+import { answer, answerTemperature, answeringFor } from '../reason/answer.ts';
 import type { ReasoningMode } from '../reason/types.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { defaultModel } from '../models/embedded.ts';
@@ -103,7 +103,7 @@ export function chatCommand(program: Command): void {
               // A turn that does not fit the context leaves the conversation as it was; any other error (the options,
               // the model) would fail every turn: it ends the chat.
               const message = (e as Error).message;
-              if (!/context/.test(message)) throw new Error(message.replace(/^answer: /, 'chat: '));
+              if (!/context/.test(message)) answeringFor('chat')(e);
               console.error(`edgereason: ${cliWords(message)}${messages.length > start().length ? ' (/reset starts a new conversation)' : ''}`);
             } finally {
               replying = undefined;
