@@ -1097,6 +1097,11 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   const system = run(['--system', 'word '.repeat(1100)]);
   assert.deepEqual([system.status, system.stdout], [1, '']);
   assert.match(system.stderr, /^edgereason: chat: --system leaves no room for a conversation: the prompt has \d+ tokens, which leaves no room in the model's context of 1024 tokens$/m);
+  // Turn i draws with seed + i, any safe integer as the API takes it (negative ones were refused), wrapping past 2^53 − 1.
+  for (const [seed, seeds] of [['-2', ['-2', '-1']], ['9007199254740991', ['9007199254740991', '0']]] as const) {
+    const drawn = run(['--reasoning', 'off', '--temperature', '0.7', '--seed', seed]);
+    assert.deepEqual([drawn.status, [...drawn.stderr.matchAll(/; seed (-?\d+)\]$/gm)].map((m) => m[1])], [0, seeds], drawn.stderr);
+  }
   assert.match(run(['--reasoning', 'off', '--budget', '3'], '').stderr, /^edgereason: note: --budget applies to reasoning; it has no effect with --reasoning off$/m);
   // A reply cut off in its thinking has no answer to keep: left out of the conversation, as a stopped one is.
   const cut = run(['--reasoning', 'on', '--max-tokens', '6'], 'Jack starts with 15 marbles. He buys 4 bags with 4 marbles in each bag. How many marbles does Jack have?\nReverse the word sand.\n');

@@ -335,6 +335,11 @@ test('eval CLI: --temperature samples, each case from --seed + its index (the sa
   const g = read(path.join(tmp, 'g.json'));
   assert.deepEqual([g.options.decoding, g.options.temperature], ['greedy', 0]);
   assert.notDeepEqual(g.cases.map((c: CaseResult) => c.text), a.cases.map((c: CaseResult) => c.text));
+  // Any safe integer seeds it (as the API takes; negative ones were refused), case i's seed wrapping past 2^53 − 1: from the
+  // last seed but one, cases 2… draw with seeds 0… (the third case was refused: "seed must be an integer within ±(2^53 − 1)"), as from -2.
+  const texts = (seed: string) => (run(path.join(tmp, 's.json'), '--temperature', '1.5', '--seed', seed, '--overwrite'), read(path.join(tmp, 's.json')).cases.map((c: CaseResult) => c.text));
+  const [wrapped, negative] = [texts('9007199254740990'), texts('-2')];
+  assert.deepEqual([wrapped.length, wrapped.slice(2)], [6, negative.slice(2)]);
 });
 
 test('runEval with the reasoning adapter: thinking tokens are the segment before "</think>", as answer() counts them', async () => {

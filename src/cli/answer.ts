@@ -13,7 +13,7 @@ import type { Quant } from '../onnx/quant.ts';
 import type { Router } from '../reason/router.ts';
 import type { Verifier } from '../reason/verifier.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg, seedArg } from './main.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 import { dimmer } from '../train/progress.ts';
 import { compileJsonSchema } from '../runtime/json-constraint.ts';
@@ -41,7 +41,7 @@ export function answerCommand(program: Command): void {
     .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
     .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
     .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
-    .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', intArg('--seed'))
+    .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', seedArg())
     .option('--task <task>', `how answers are read for votes: ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))

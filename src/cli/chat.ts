@@ -6,7 +6,8 @@ import type { ReasoningMode } from '../reason/types.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { defaultModel } from '../models/embedded.ts';
 import { dimmer } from '../train/progress.ts';
-import { cliWords, floatArg, intArg, quantArg } from './main.ts';
+import { seedAt } from '../runtime/sampler.ts';
+import { cliWords, floatArg, intArg, quantArg, seedArg } from './main.ts';
 import { loadReasoner, noteReasoningOff, reasonerOptions, transcript } from './answer.ts';
 import { guessesNote, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 
@@ -25,7 +26,7 @@ export function chatCommand(program: Command): void {
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per reply (thinking + answer)', intArg('--max-tokens', 1), 512)
     .option('--temperature <t>', 'default 0 (greedy)', floatArg('--temperature'))
-    .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default: a fresh one)', intArg('--seed'))
+    .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default: a fresh one)', seedArg())
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o) => {
@@ -36,7 +37,7 @@ export function chatCommand(program: Command): void {
       const start = (): ChatMessage[] => (o.system ? [{ role: 'system', content: o.system }] : []);
       const options = (turn: number, signal: AbortSignal) => ({
         signal, reasoning: o.reasoning as ReasoningMode, maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
-        temperature: o.temperature, seed: seed + turn, nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
+        temperature: o.temperature, seed: seedAt(seed, turn), nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
         ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
       });
       // The options, and a --system that leaves no room, are refused before the first line is read (a turn found them).
@@ -95,7 +96,7 @@ export function chatCommand(program: Command): void {
                 console.error(dim(`[${r.route}${r.routerScore === undefined ? '' : ` (router ${r.routerScore.toFixed(2)}${r.escalation ? ', escalated by the gate' : ''})`}; ` +
                   `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer token${u.answerTokens === 1 ? '' : 's'}${cut}; ` +
                   `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}` +
-                  `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seed + turn - 1}` : ''}]`));
+                  `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seedAt(seed, turn - 1)}` : ''}]`));
                 const more = r.samples[0].tokens < o.maxTokens ? '' : `; a larger --max-tokens${o.maxThinkingTokens === undefined && r.thinking.trim() ? ', or --max-thinking-tokens,' : ''} leaves room for one`;
                 if (none) console.error(dim(`(cut off before any answer${r.thinking.trim() ? ', in its thinking' : ''}: this turn is left out of the conversation${more})`));
               }

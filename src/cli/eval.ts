@@ -10,7 +10,7 @@ import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags } from './main.ts';
+import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
 import { onInterrupt, StagedProgress } from '../train/progress.ts';
 import { beforeDownload, checkOutFile } from './outputs.ts';
@@ -50,7 +50,7 @@ export function evalCommand(program: Command): void {
     .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
     .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
   ropeScalingOptions(samplingFlags(cmd)
-    .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', intArg('--seed'))
+    .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', seedArg())
     .option('--batch <n>', 'questions decoded together in the base and reasoning runs (1 = per-request latency; the routed and samples runs answer one at a time, as answer() does)', intArg('--batch', 1), 1)
     .option('--router <file>', 'also evaluate routed answers (answer() with reasoning auto: the router decides per question, its gate may escalate), run "routed"')
     .option('--samples <n>', 'also evaluate N parallel reasoning samples combined by --vote (answer(): one prefill, forked KV cache), run "…, N samples (vote)"; the routed run reasons with them too. Drawn at --temperature, else at 0.8 with top-p 0.95', intArg('--samples', 1), 1)

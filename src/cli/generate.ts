@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
-import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg, samplingFlags } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg, samplingFlags, seedArg } from './main.ts';
 
 export function generateCommand(program: Command): void {
   ropeScalingOptions(samplingFlags(program.command('generate')
@@ -11,7 +11,7 @@ export function generateCommand(program: Command): void {
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
     .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0))
     .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
-    .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', intArg('--seed'))
+    .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', seedArg())
     .option('--stop <text...>', 'stop strings')
     .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')
     .option('--chat', 'apply the model\'s chat template')

@@ -150,12 +150,15 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
     const n = /^\s*[+-]?\d+\s*$/.test(v) ? Number(v) : NaN; // decimal digits only: not "", "0x10" or "1e3"
     if (!Number.isSafeInteger(n) || n < min || n > max) {
-      const range = max < Number.MAX_SAFE_INTEGER ? `in [${min}, ${max}]` : n > max ? `in [${min}, 2^53 − 1]` : `≥ ${min}`;
+      const range = min === -Number.MAX_SAFE_INTEGER ? 'within ±(2^53 − 1)' : max < Number.MAX_SAFE_INTEGER ? `in [${min}, ${max}]` : n > max ? `in [${min}, 2^53 − 1]` : `≥ ${min}`;
       throw new InvalidArgumentError(`${name} must be an integer ${range}, got "${v}"`);
     }
     return n;
   };
 }
+
+/** The seed of sampling (generate, answer, chat, eval): any safe integer, as the API takes. */
+export const seedArg = () => intArg('--seed', -Number.MAX_SAFE_INTEGER);
 
 /** generate's and eval's top-k, top-p and min-p flags (off by default). */
 export const samplingFlags = (command: Command): Command => command

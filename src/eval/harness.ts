@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
+import { seedAt } from '../runtime/sampler.ts';
 import { checkGenerateOptions, generateBatch, type FinishReason, type GenerateOptions } from '../runtime/generate.ts';
 import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
 import type { AnswerOptions } from '../reason/types.ts';
@@ -124,7 +125,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
       ...gen,
       ...(reasoning && !native ? { adapter: true, adapterFrom: aloraTokens ? p.from : 0 } : {}),
       ...(rt ? { thinking: thinkingOptions(rt, maxThinkingTokens) } : {}),
-      ...(o.seed !== undefined ? { seed: o.seed + i + k } : {}),
+      ...(o.seed !== undefined ? { seed: seedAt(o.seed, i + k) } : {}),
     }));
     const out = await generateBatch(model.backend, tok, prompts.map((p) => p.ids), opts);
     // The batch's wall time, shared by tokens generated (an equal share credited short answers with long ones' time).
@@ -176,7 +177,7 @@ export async function runAnswerEval(model: Model, cases: EvalCase[], o: AnswerEv
   const results: CaseResult[] = [...(done ?? [])], n = opts.samples ?? 1;
   for (let i = results.length; i < cases.length; i++) {
     const c = cases[i];
-    const r = await answer(model, c.question, { ...opts, task: c.task, ...(opts.seed !== undefined ? { seed: opts.seed + i * n } : {}) }, aux);
+    const r = await answer(model, c.question, { ...opts, task: c.task, ...(opts.seed !== undefined ? { seed: seedAt(opts.seed, i * n) } : {}) }, aux);
     const answered = r.finishReason !== 'cancelled';
     // The chosen sample's text as generated, as runEval records a case's (its tags where the model wrote them: a thinking never closed has none).
     const text = r.route === 'reasoning' ? model.tokenizer.decode(r.samples[r.chosen].tokenIds ?? [], { skipSpecialTokens: true, cleanUp: false }) : r.answer;
