@@ -1161,6 +1161,38 @@ test('chat: Ctrl-C stops the reply being written (the turn left out) and the cha
   }
 });
 
+test('serve: SIGTERM lets in-flight requests finish, a second signal cancels them (it was ignored until the grace ran out)', async () => {
+  const child = spawn(process.execPath, [BIN, 'serve', '--model', model.dir, '--port', '0', '--shutdown-grace', '600000'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const until = async (what: RegExp) => {
+    for (let t = 0; !what.test(out); t++) {
+      if (t > 3000 || child.exitCode !== null) assert.fail(`no ${what} in:\n${out}\n${err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const exited = new Promise((r) => child.on('exit', r));
+  try {
+    await until(/at (http:\/\/\S+)\/v1/);
+    const base = /at (http:\/\/\S+)\/v1/.exec(out)![1];
+    // The random model, greedy, writes 2000 tokens (about a second and a half).
+    const res = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 2000, temperature: 0, stream: true, edgereason: { reasoning: 'off' } }) });
+    const reader = res.body!.getReader(), text = new TextDecoder();
+    let body = text.decode((await reader.read()).value);
+    child.kill('SIGTERM');
+    await until(/^edgereason: SIGTERM: finishing 1 in-flight request\(s\), then shutting down \(a second signal cancels them\)$/m);
+    child.kill('SIGINT');
+    await until(/^edgereason: SIGINT: cancelling 1 in-flight request\(s\) now \(a third signal exits at once\)$/m);
+    for (let x = await reader.read(); !x.done; x = await reader.read()) body += text.decode(x.value);
+    assert.match(body, /The server shut down before the request finished/);
+    assert.equal(await exited, 0, err);
+    assert.match(out, /^edgereason: stopped$/m);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
+
 test('chat on a terminal: Ctrl-C clears the line being typed (a fresh prompt, nothing asked), and on an empty line ends the chat on a line of its own', () => {
   // A pseudo-terminal, driven by Python's pty module: type, Ctrl-C, a question, Ctrl-C.
   const drive = `

@@ -990,25 +990,28 @@ test('server: generation_config.json\'s sampling is the default of a request tha
   }
 });
 
-test('server: shutting down mid-stream ends the stream with an error, not a truncated answer', async () => {
-  const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 2, ctx: 1024 });
-  const u = await small.listen();
-  const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
-  const release = holdSteps(small, 1);
-  try {
-    const stream = await c.chat.completions.create({ ...ask('count', { max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [] }), stream: true } as any) as unknown as AsyncIterable<Loose>;
-    const it = stream[Symbol.asyncIterator]();
-    await it.next();
-    const closed = small.close(0);
-    release();
-    let err: unknown;
-    try { while (!(await it.next()).done); } catch (e) { err = e; }
-    await closed;
-    assert.ok(err instanceof APIError, `expected the stream to fail, got ${err}`);
-    assert.match((err as APIError).message, /The server shut down before the request finished/);
-  } finally {
-    release();
-    await small.close(0);
+test('server: shutting down mid-stream ends the stream with an error, not a truncated answer; a second close() cuts the first one\'s grace short', async () => {
+  // close(0) at once, and close(60 s) then close(0) (serve's second Ctrl-C): the second used to return at once, leaving the first's wait.
+  for (const graces of [[0], [60_000, 0]]) {
+    const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 2, ctx: 1024 });
+    const u = await small.listen();
+    const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const release = holdSteps(small, 1);
+    try {
+      const stream = await c.chat.completions.create({ ...ask('count', { max_tokens: 900, temperature: 2, edgereason: { reasoning: 'off' }, stop: [] }), stream: true } as any) as unknown as AsyncIterable<Loose>;
+      const it = stream[Symbol.asyncIterator]();
+      await it.next();
+      const closes = graces.map((g) => small.close(g));
+      release();
+      let err: unknown;
+      try { while (!(await it.next()).done); } catch (e) { err = e; }
+      await Promise.all(closes);
+      assert.ok(err instanceof APIError, `${graces}: expected the stream to fail, got ${err}`);
+      assert.match((err as APIError).message, /The server shut down before the request finished/);
+    } finally {
+      release();
+      await small.close(0);
+    }
   }
 });
 

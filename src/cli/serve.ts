@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { shortName } from '../io/hub.ts';
 import type { Command } from 'commander';
@@ -52,7 +53,7 @@ export function serveCommand(program: Command): void {
     .option('--prompt-cache <MiB>', 'prompt KV caches kept so that a request beginning like an earlier one (a chat\'s next turn) prefills only the rest; default 256, or room for 4,096 prompt tokens where those take more (a 7B model\'s); 0: none', intArg('--prompt-cache', 0))
     .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown when something new was kept: a long system prompt is prefilled once, not once per restart (needs --prompt-cache above 0)')
     .option('--prompt-lookup <n>', `${PROMPT_LOOKUP_HELP}; a request decoding beside others steps without guesses`, intArg('--prompt-lookup', 0, 64), 0)
-    .option('--shutdown-grace <ms>', 'on SIGTERM, how long in-flight requests may finish before they are cancelled', intArg('--shutdown-grace', 0), 10000)
+    .option('--shutdown-grace <ms>', 'on SIGTERM or Ctrl-C, how long in-flight requests may finish before they are cancelled (a second signal cancels them at once)', intArg('--shutdown-grace', 0), 10000)
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
       for (const check of checks) check();
@@ -78,16 +79,20 @@ export function serveCommand(program: Command): void {
       const own = Object.entries(sampling ?? {}).filter(([k]) => k !== 'temperature' || o.temperature === undefined);
       if (own.length) console.error(`edgereason: note: requests that leave them out sample with ${path.join(o.model, 'generation_config.json')}'s ${own.map(([k, v]) => `${k} ${v}`).join(', ')}${o.temperature !== undefined ? ` and --temperature ${o.temperature}` : ''}`);
       console.log(`edgereason: serving ${ids.join(', ')} at ${url}/v1 (playground: ${url}/)`);
+      // The first SIGTERM or Ctrl-C lets in-flight requests finish (--shutdown-grace), the second cancels them (the
+      // prompt cache file is still saved), the third exits at once.
       await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = (sig: string) => {
-          if (stopping) return;
-          stopping = true;
-          console.log(`edgereason: ${sig}: finishing ${server.admission.active} in-flight request(s), then shutting down`);
-          server.close().then(resolve, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
+        let signals = 0;
+        const stop = (sig: NodeJS.Signals) => {
+          if (++signals === 3) process.exit(128 + os.constants.signals[sig]);
+          const again = signals === 2;
+          console.log(again ? `edgereason: ${sig}: cancelling ${server.admission.active} in-flight request(s) now (a third signal exits at once)`
+            : `edgereason: ${sig}: finishing ${server.admission.active} in-flight request(s), then shutting down (a second signal cancels them)`);
+          const closed = server.close(again ? 0 : undefined); // the second call shortens the first's wait
+          if (!again) closed.then(resolve, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
         };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
       });
       console.log('edgereason: stopped');
     });

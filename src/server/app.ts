@@ -104,6 +104,10 @@ export interface EdgeServer {
   limits: ChatLimits;
   /** Starts listening; resolves with the base URL. */
   listen(): Promise<string>;
+  /**
+   * Stops accepting, lets in-flight requests finish for `graceMs` (default shutdownGraceMs), then cancels the rest.
+   * A call while closing shortens that wait to its own `graceMs` and resolves when the first does.
+   */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -175,7 +179,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   }
   const admission = new Admission(maxBatch, o.maxQueue ?? 64);
   const inflight = new Map<symbol, { abort: AbortController; done: Promise<void> }>();
-  let closing = false;
+  let closing = false, shutdown: Promise<void> | undefined, shorten = (_ms: number) => {};
   metrics.gauge('edgereason_requests_running', 'Chat and text completion requests admitted and decoding', () => admission.active);
   metrics.gauge('edgereason_requests_waiting', 'Chat and text completion requests waiting for batch rows', () => admission.queued);
   metrics.gauge('edgereason_batch_rows_in_use', 'Batch rows held by admitted requests', () => admission.rowsInUse);
@@ -511,31 +515,42 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (bound && typeof bound === 'object' && isLoopback(bound.address)) loopbackOnly = bound.address;
       return url;
     },
-    async close(graceMs = o.shutdownGraceMs ?? 10_000) {
-      if (closing) return;
-      closing = true;
-      admission.drain(new ApiError(503, 'The server is shutting down', null, 'server_error'));
-      const closed = app.close(); // stops accepting; chat requests on open keep-alive connections get 503 (their handler)
-      const all = () => Promise.all([...inflight.values()].map((r) => r.done));
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([all(), new Promise((r) => { timer = setTimeout(r, graceMs); })]);
-      clearTimeout(timer);
-      for (const r of inflight.values()) r.abort.abort();
-      await all();
-      // Responses finished while closing end their connections (the hooks above); a connection still open a moment
-      // later (a client that never finished sending its request, a stalled download) is cut.
-      let cut: NodeJS.Timeout | undefined;
-      await Promise.race([closed, new Promise<void>((r) => { cut = setTimeout(r, CLOSE_CONNECTIONS_AFTER_MS); })]);
-      clearTimeout(cut);
-      app.server.closeAllConnections();
-      await closed;
-      // Saved before the session closes (its keys and values are read from it); a failure is the close's error.
-      const saved = keptFile?.save();
-      await saved?.catch(() => undefined);
-      await served.close();
-      await saved;
+    close(graceMs = o.shutdownGraceMs ?? 10_000) {
+      // A later call shortens the grace of the one under way (a second Ctrl-C: cancel now) and resolves with it.
+      if (shutdown) {
+        shorten(graceMs);
+        return shutdown;
+      }
+      return (shutdown = closeOnce(graceMs));
     },
   };
+
+  async function closeOnce(graceMs: number) {
+    closing = true;
+    admission.drain(new ApiError(503, 'The server is shutting down', null, 'server_error'));
+    const closed = app.close(); // stops accepting; chat requests on open keep-alive connections get 503 (their handler)
+    const all = () => Promise.all([...inflight.values()].map((r) => r.done));
+    const timers: NodeJS.Timeout[] = [];
+    await Promise.race([all(), new Promise<void>((r) => {
+      shorten = (ms) => { timers.push(setTimeout(r, ms)); };
+      shorten(graceMs);
+    })]);
+    timers.forEach(clearTimeout);
+    for (const r of inflight.values()) r.abort.abort();
+      await all();
+    // Responses finished while closing end their connections (the hooks above); a connection still open a moment
+    // later (a client that never finished sending its request, a stalled download) is cut.
+    let cut: NodeJS.Timeout | undefined;
+    await Promise.race([closed, new Promise<void>((r) => { cut = setTimeout(r, CLOSE_CONNECTIONS_AFTER_MS); })]);
+    clearTimeout(cut);
+    app.server.closeAllConnections();
+    await closed;
+    // Saved before the session closes (its keys and values are read from it); a failure is the close's error.
+    const saved = keptFile?.save();
+    await saved?.catch(() => undefined);
+    await served.close();
+    await saved;
+  }
 }
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
