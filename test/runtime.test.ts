@@ -1,4 +1,4 @@
-import { after, test } from 'node:test';
+import { after, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -865,7 +865,7 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   const first = await load({ cache: 'always' });
   const entry = path.join(converted, fs.readdirSync(converted)[0]), ids = prompt.slice(0, 9);
   assert.match(entry, /\/qwen2-q4-al4-[0-9a-f]{10}$/);
-  assert.equal(notes.shift(), `model: converting ${model.dir} once (about 0.0 GiB) into ${entry}; later loads use it (EDGEREASON_CACHE=off builds in memory instead)`);
+  assert.equal(notes.shift(), `model: converting ${model.dir} once (about 0.0 GiB) into ${entry}; later loads use it`); // not "(EDGEREASON_CACHE=off builds in memory instead)": 'always' was asked for
   assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(first.backend, ids)) <= 1e-5);
   // The next load uses the copy: nothing is quantised again.
   let progress = 0;
@@ -939,8 +939,18 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   assert.equal(listed.stdout.split('\n')[0], `${cacheDir}: 4 converted copies, ${(cacheEntries(cacheDir).reduce((n, e) => n + e.bytes, 0) / 2 ** 30).toFixed(2)} GiB`);
   assert.match(listed.stdout, /\n`edgereason cache --prune` removes the stale and abandoned ones\.\n$/);
   assert.match(cli('--prune', '--clear').stderr, /cache: give --prune or --clear, not both/);
-  // Pruning removes the stale and abandoned copies; clearing removes the rest but the one being written.
-  assert.deepEqual(pruneCache(cacheDir).map((e) => path.basename(e.dir)).sort(), [path.basename(entry), path.basename(abandoned), `${path.basename(entry)}.old-${process.pid}-0f0f0f`].sort());
+  // Pruning removes the stale and abandoned copies; clearing removes the rest but the one being written. A copy that
+  // cannot be removed (a read-only disk) stops it, said with what went before (it was the system's EROFS message alone).
+  const rm = fs.rmSync, removed: string[] = [];
+  const failing = mock.method(fs, 'rmSync', (dir: string, o: fs.RmOptions) => {
+    if (removed.length) throw Object.assign(new Error(`EROFS: read-only file system, rmdir '${dir}'`), { code: 'EROFS' });
+    removed.push(dir);
+    rm(dir, o);
+  });
+  let stopped = '';
+  try { pruneCache(cacheDir); } catch (e) { stopped = (e as Error).message; } finally { failing.mock.restore(); }
+  assert.match(stopped, /^cache: cannot remove (\S+) \(EROFS: read-only file system, rmdir '\1'\); removed the 1 copy before it \(0\.00 GiB\)$/);
+  assert.deepEqual([...removed, ...pruneCache(cacheDir).map((e) => e.dir)].map((d) => path.basename(d)).sort(), [path.basename(entry), path.basename(abandoned), `${path.basename(entry)}.old-${process.pid}-0f0f0f`].sort());
   await (await load({ cache: 'always' })).close();
   assert.equal(cli('--clear').stdout, `removed 1 converted copy (0.00 GiB) from ${cacheDir}\n`);
   assert.deepEqual(fs.readdirSync(converted).sort(), ['notes', path.basename(writing), 'stray-file']);

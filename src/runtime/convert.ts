@@ -214,6 +214,8 @@ export interface CacheOptions {
   accuracyLevel?: number;
   loraTargets?: readonly Projection[];
   policy: CachePolicy;
+  /** The policy is the default, $EDGEREASON_CACHE's (not one the caller gave): the note of a conversion says how to turn it off. */
+  defaultPolicy?: boolean;
   /** The cache folder; converted copies go to its `converted/` subfolder. */
   dir: string;
   threads?: number;
@@ -256,7 +258,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   }
   const problem = roomFor(path.dirname(entry), bytes);
   if (problem) return withoutCopy(problem);
-  o.onNote?.(`model: ${found.why ? `the converted copy in ${entry} ${found.why}; converting` : 'converting'} ${src.path} once (about ${gib(bytes)} GiB) into ${entry}; later loads use it (EDGEREASON_CACHE=off builds in memory instead)`);
+  o.onNote?.(`model: ${found.why ? `the converted copy in ${entry} ${found.why}; converting` : 'converting'} ${src.path} once (about ${gib(bytes)} GiB) into ${entry}; later loads use it${o.defaultPolicy ? ' (EDGEREASON_CACHE=off builds in memory instead)' : o.policy === 'auto' ? " (cache: 'never' builds in memory instead)" : ''}`);
   const tmp = `${entry}.partial-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   writing.add(tmp);
   try {
@@ -438,10 +440,20 @@ export function cacheEntries(root: string = cacheFolder()): CacheEntry[] {
   });
 }
 
-/** Removes the stale and abandoned copies (all of them with `all`, except those being written); returns those removed. */
+/**
+ * Removes the stale and abandoned copies (all of them with `all`, except those being written); returns those removed.
+ * A copy that cannot be removed (a read-only disk, no permission) stops it, said with what was removed before.
+ */
 export function pruneCache(root: string = cacheFolder(), all = false): CacheEntry[] {
   const gone = cacheEntries(root).filter((e) => e.state === 'stale' || e.state === 'abandoned' || (all && e.state === 'ready'));
-  for (const e of gone) fs.rmSync(e.dir, { recursive: true, force: true });
+  for (const [i, e] of gone.entries()) {
+    try {
+      fs.rmSync(e.dir, { recursive: true, force: true });
+    } catch (err) {
+      const before = gone.slice(0, i);
+      throw new Error(`cache: cannot remove ${e.dir} (${(err as Error).message}); ${before.length ? `removed the ${before.length} cop${before.length === 1 ? 'y' : 'ies'} before it (${gib(before.reduce((n, x) => n + x.bytes, 0), 2)} GiB)` : 'nothing was removed'}`);
+    }
+  }
   return gone;
 }
 

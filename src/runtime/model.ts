@@ -152,7 +152,7 @@ export class Model {
     const cached = src.kind !== 'converted';
     if (src.kind !== 'converted') {
       src = await cachedConversion(src, {
-        quant, accuracyLevel: opts.accuracyLevel, loraTargets, ropeScaling: rope, policy: opts.cache ?? defaultCachePolicy(),
+        quant, accuracyLevel: opts.accuracyLevel, loraTargets, ropeScaling: rope, policy: opts.cache ?? defaultCachePolicy(), defaultPolicy: opts.cache === undefined,
         dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote,
       }) ?? src;
     }
