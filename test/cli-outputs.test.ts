@@ -1004,6 +1004,8 @@ test('convert refuses to write into its own --model folder or a file; a converte
   assert.match(cli(['convert', '--model', other, '--out', at('conv-out')]).stderr, new RegExp(`--out ${at('conv-out')} holds a conversion of another model \\(${src}\\); choose another folder, or pass --overwrite to replace it`));
   assert.deepEqual(snapshot(at('conv-out')), converted);
   assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32', '--overwrite']).status, 0);
+  // A converted folder as its own --out is that (it was called another model's conversion, --overwrite offered).
+  assert.equal(cli(['convert', '--model', at('conv-out'), '--out', at('conv-out')]).stderr, `edgereason: --out ${at('conv-out')} is the --model folder: the converted model would be written over its own input; choose another --out\n`);
   // A source without a chat template or generation_config.json: the ones a user then adds survive its rebuild in
   // place; another model's conversion over it (--overwrite) leaves none of them.
   const bare = at('conv-bare'), out = at('conv-bare-out');

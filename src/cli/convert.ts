@@ -37,14 +37,14 @@ export function convertCommand(program: Command): void {
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [], ropeScaling = ropeScalingOf(o);
+      // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
+      if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
+      outCheck(o); // before the next: a converted --model given as its own --out is "the --model folder", not another model's conversion
       // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
       const earlier = fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() ? convertedFrom(o.out) : undefined;
       if (earlier !== undefined && canonical(earlier) !== canonical(modelPath(o.model)) && !o.overwrite) {
         throw new Error(`--out ${o.out} holds a conversion of another model (${earlier}); choose another folder, or pass --overwrite to replace it`);
       }
-      // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
-      if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
-      outCheck(o);
       const t0 = performance.now(), opened = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(opened.config);
       // A scaling the model cannot take is refused before the conversion starts.
       const src = opened.kind === 'converted' ? opened : rescaled(opened, ropeScaling);
