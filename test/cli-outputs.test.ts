@@ -1004,6 +1004,14 @@ test('convert refuses to write into its own --model folder or a file; a converte
   assert.match(cli(['convert', '--model', other, '--out', at('conv-out')]).stderr, new RegExp(`--out ${at('conv-out')} holds a conversion of another model \\(${src}\\); choose another folder, or pass --overwrite to replace it`));
   assert.deepEqual(snapshot(at('conv-out')), converted);
   assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32', '--overwrite']).status, 0);
+  // A second convert into an --out another one is writing (its lock held by a live process, here this one) is refused;
+  // a lock left by a process that is gone is taken over, and goes with the run.
+  const lock = path.join(at('conv-out'), '.convert.lock');
+  fs.writeFileSync(lock, String(process.pid));
+  assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).stderr, `edgereason: --out: another convert (process ${process.pid}) is writing ${at('conv-out')}; wait for it to finish, or choose another --out\n`);
+  fs.writeFileSync(lock, '2147483646');
+  assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).status, 0);
+  assert.equal(fs.existsSync(lock), false);
   // A converted folder as its own --out is that (it was called another model's conversion, --overwrite offered).
   assert.equal(cli(['convert', '--model', at('conv-out'), '--out', at('conv-out')]).stderr, `edgereason: --out ${at('conv-out')} is the --model folder: the converted model would be written over its own input; choose another --out\n`);
   // A source without a chat template or generation_config.json: the ones a user then adds survive its rebuild in

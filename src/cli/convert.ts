@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { isModelFileFolder, modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
 import { shortName } from '../io/hub.ts';
+import { holdLock } from '../io/safetensors.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote, rescaled } from '../runtime/convert.ts';
 import { ropeScalingWords } from '../models/config.ts';
@@ -51,6 +52,8 @@ export function convertCommand(program: Command): void {
       const note = requantisedNote(src, quant);
       if (note) console.error(cliWords(note));
       const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights'), made = !fs.existsSync(o.out); // a folder this run makes goes with it when left empty
+      // A second convert into the same --out while this one runs is refused (their files would mix: the last renamed wins each).
+      const unlock = holdLock(path.join(o.out, '.convert.lock'), (pid) => `--out: another convert (process ${pid}) is writing ${o.out}; wait for it to finish, or choose another --out`);
       const dropMade = () => { try { if (made) fs.rmdirSync(o.out); } catch { /* not there, or not empty */ } };
       let m: Manifest;
       // Ctrl-C: this run's half-written files go (a load would leave them, gigabytes for a large model); the files
@@ -67,7 +70,7 @@ export function convertCommand(program: Command): void {
       } catch (e) {
         dropMade(); // a full disk, a source changed meanwhile: "nothing was written" leaves no empty folder either
         throw e;
-      } finally { bar.stop(); off(); }
+      } finally { bar.stop(); off(); unlock(); }
       const rope = ropeScaling ? `; RoPE ${ropeScalingWords(m.config.ropeScaling)}, ${m.config.maxPositionEmbeddings} positions` : '';
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
