@@ -891,7 +891,19 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   assert.deepEqual(notes.splice(0).map((n) => n.replace(/ once .*/, '')), [`model: using the converted copy of ${model.dir} in ${entry}`,
     `model: the converted copy in ${entry} was removed or replaced while it loaded (edgereason cache --clear or --prune, or a load by another edgereason version); loading again`,
     `model: converting ${model.dir}`]);
-  await Promise.all([direct.close(), first.close(), second.close(), cleared.close()]);
+  // Removed as soon as it is written (between its rename into place and its opening): converted again too (the load failed).
+  fs.rmSync(entry, { recursive: true });
+  const remove = fs.rmSync;
+  let removedOnce = false;
+  const racing = mock.method(fs, 'rmSync', (p: string, o: fs.RmOptions) => {
+    remove(p, o);
+    if (!removedOnce && /\.old-\d+-[0-9a-f]+$/.test(p)) { removedOnce = true; remove(entry, { recursive: true }); } // install's last step
+  });
+  const raced = await load({ cache: 'always' }).finally(() => racing.mock.restore());
+  assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(raced.backend, ids)) <= 1e-5);
+  assert.deepEqual(notes.splice(0).map((n) => n.replace(/ once .*/, '')), [`model: converting ${model.dir}`,
+    `model: the converted copy in ${entry} was removed as soon as it was written (edgereason cache --clear or --prune); loading again`, `model: converting ${model.dir}`]);
+  await Promise.all([direct.close(), first.close(), second.close(), cleared.close(), raced.close()]);
   // A changed source, a broken copy and a copy made by another edgereason version are each converted again, in place.
   const touch = () => fs.utimesSync(path.join(model.dir, 'config.json'), new Date(), new Date(Date.now() + 1000 * Math.random() + 9000));
   touch();

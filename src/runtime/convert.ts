@@ -271,7 +271,17 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
     fs.rmSync(tmp, { recursive: true, force: true });
     writing.delete(tmp);
   }
-  return openSource(entry);
+  try {
+    return openSource(entry);
+  } catch (e) {
+    if (fs.existsSync(entry)) throw e;
+    throw new CopyGone(`the converted copy in ${entry} was removed as soon as it was written (edgereason cache --clear or --prune)`, entry);
+  }
+}
+
+/** A cached converted copy that went while it loaded: Model.load loads once more, which converts it again. */
+export class CopyGone extends Error {
+  constructor(message: string, readonly dir: string) { super(message); }
 }
 
 /** Errors of the cache folder's disk (full, read-only, no permission), after which a load can still build in memory. */

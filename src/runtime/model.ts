@@ -10,7 +10,7 @@ import { openSource, readManifest, MANIFEST, type ModelSource } from '../io/sour
 import { resolveModelPath } from '../io/hub.ts';
 import { baseModelNote, loadAdapter, modelNames, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
-import { CACHE_POLICIES, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, rescaled, type CachePolicy } from './convert.ts';
+import { CACHE_POLICIES, CopyGone, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, rescaled, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
@@ -101,8 +101,10 @@ export interface PromptOptions extends GenerateOptions {
   json?: true | Record<string, unknown>;
 }
 
-/** A cached converted copy that went while it loaded (see Model.load). */
-class CopyGone extends Error {}
+
+/** A cached copy gone while it loaded: loaded once more (Model.load), but not a second time. */
+const copyGone = (gone: CopyGone, mayRetry: boolean): Error =>
+  (mayRetry ? gone : new Error(`model: ${gone.message}, twice; load it again once nothing else is using ${path.dirname(gone.dir)}`));
 
 /** Whether a converted folder still holds the copy that was opened (its manifest unchanged). */
 function sameCopy(src: ModelSource): boolean {
@@ -154,7 +156,7 @@ export class Model {
       src = await cachedConversion(src, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, ropeScaling: rope, policy: opts.cache ?? defaultCachePolicy(), defaultPolicy: opts.cache === undefined,
         dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote,
-      }) ?? src;
+      }).catch((e) => { throw e instanceof CopyGone ? copyGone(e, mayRetry) : e; }) ?? src;
     }
     let graph: Uint8Array | string, hasLora = loraTargets.length > 0;
     if (src.kind === 'converted') {
@@ -186,9 +188,7 @@ export class Model {
       // A cached copy removed or replaced while the session read it (cache --clear or --prune, a load by another
       // edgereason version): loaded once more, which converts it again.
       if (cached && src.kind === 'converted' && !sameCopy(src)) {
-        const gone = new CopyGone(`the converted copy in ${src.path} was removed or replaced while it loaded (edgereason cache --clear or --prune, or a load by another edgereason version)`);
-        if (mayRetry) throw gone;
-        throw new Error(`model: ${gone.message}, twice; load it again once nothing else is using ${path.dirname(src.path)}`);
+        throw copyGone(new CopyGone(`the converted copy in ${src.path} was removed or replaced while it loaded (edgereason cache --clear or --prune, or a load by another edgereason version)`, src.path), mayRetry);
       }
       // The engine's own size check: for a converted folder, the manifest's config is what disagrees.
       if (src.kind !== 'converted' || !/^engine: the model config says/.test((e as Error).message)) throw e;
