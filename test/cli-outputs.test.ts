@@ -1136,36 +1136,44 @@ test('generate and answer --prompt-cache-file: the next run reads the prompt the
   assert.match(a.stderr, new RegExp(`^tokens: prompt ${prompt} \\(${+prompt - 1} from the prompt cache\\), generated`, 'm'));
 });
 
-test('chat: Ctrl-C stops the reply being written (the turn left out) and the chat goes on; between turns it ends the chat', async () => {
-  // The random model writes until the context is full (about a second): time to stop it.
-  const child = spawn(process.execPath, [BIN, 'chat', '--model', model.dir, '--reasoning', 'off', '--max-tokens', '4000'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '', err = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { err += d; });
-  const until = async (what: RegExp) => {
-    for (let t = 0; !what.test(err); t++) {
-      if (t > 3000) assert.fail(`no ${what} in:\n${err}`);
+/**
+ * A spawned CLI's output as it comes (`got`): `until(what)` waits for it on stderr (or stdout, with 'out'), failing
+ * with the output so far after a minute or when the process has ended.
+ */
+function watch(child: ReturnType<typeof spawn>) {
+  const got = { out: '', err: '' };
+  child.stdout!.on('data', (d) => { got.out += d; });
+  child.stderr!.on('data', (d) => { got.err += d; });
+  const until = async (what: RegExp, from: 'out' | 'err' = 'err') => {
+    for (let t = 0; !what.test(got[from]); t++) {
+      if (t > 3000 || child.exitCode !== null) assert.fail(`no ${what} in:\n${got.out}\n${got.err}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   };
-  const exited = new Promise((r) => child.on('exit', r));
+  return { got, until, exited: new Promise((r) => child.on('exit', r)) };
+}
+
+test('chat: Ctrl-C stops the reply being written (the turn left out) and the chat goes on; between turns it ends the chat', async () => {
+  // The random model writes until the context is full (about a second): time to stop it.
+  const child = spawn(process.execPath, [BIN, 'chat', '--model', model.dir, '--reasoning', 'off', '--max-tokens', '4000'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  const { got, until, exited } = watch(child);
   try {
     const firstPiece = new Promise((r) => child.stdout.once('data', r));
     child.stdin.write('Hello there.\n');
     await firstPiece;
     child.kill('SIGINT');
     await until(/^\(stopped: this turn is left out of the conversation\)$/m);
-    const stoppedAt = out.length;
+    const stoppedAt = got.out.length;
     child.stdin.write('Hi\n');
     // (Its reply, a random model's, may be cut off before any answer: then its stats come with a note, and it is left out too.)
     const stats = /^\[direct; \d+ answer tokens? .*prompt (\d+) tokens/m;
     await until(stats);
-    assert.ok(out.length > stoppedAt, 'the next turn was answered');
+    assert.ok(got.out.length > stoppedAt, 'the next turn was answered');
     // The next turn's prompt is its own question alone: the stopped turn is not in it.
-    const prompt = Number(stats.exec(err)![1]);
+    const prompt = Number(stats.exec(got.err)![1]);
     assert.ok(prompt < 30, `prompt ${prompt} tokens`);
     child.kill('SIGINT');
-    assert.equal(await exited, 0, err);
+    assert.equal(await exited, 0, got.err);
   } finally {
     child.kill('SIGKILL'); // a failed assertion would leave it waiting on its input, and the test file with it
   }
@@ -1173,31 +1181,22 @@ test('chat: Ctrl-C stops the reply being written (the turn left out) and the cha
 
 test('serve: SIGTERM lets in-flight requests finish, a second signal cancels them (it was ignored until the grace ran out)', async () => {
   const child = spawn(process.execPath, [BIN, 'serve', '--model', model.dir, '--port', '0', '--shutdown-grace', '600000'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '', err = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { err += d; });
-  const until = async (what: RegExp) => {
-    for (let t = 0; !what.test(out); t++) {
-      if (t > 3000 || child.exitCode !== null) assert.fail(`no ${what} in:\n${out}\n${err}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  const exited = new Promise((r) => child.on('exit', r));
+  const { got, until, exited } = watch(child);
   try {
-    await until(/at (http:\/\/\S+)\/v1/);
-    const base = /at (http:\/\/\S+)\/v1/.exec(out)![1];
+    await until(/at (http:\/\/\S+)\/v1/, 'out');
+    const base = /at (http:\/\/\S+)\/v1/.exec(got.out)![1];
     // The random model, greedy, writes 2000 tokens (about a second and a half).
     const res = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 2000, temperature: 0, stream: true, edgereason: { reasoning: 'off' } }) });
     const reader = res.body!.getReader(), text = new TextDecoder();
     let body = text.decode((await reader.read()).value);
     child.kill('SIGTERM');
-    await until(/^edgereason: SIGTERM: finishing 1 in-flight request\(s\), then shutting down \(a second signal cancels them\)$/m);
+    await until(/^edgereason: SIGTERM: finishing 1 in-flight request\(s\), then shutting down \(a second signal cancels them\)$/m, 'out');
     child.kill('SIGINT');
-    await until(/^edgereason: SIGINT: cancelling 1 in-flight request\(s\) now \(a third signal exits at once\)$/m);
+    await until(/^edgereason: SIGINT: cancelling 1 in-flight request\(s\) now \(a third signal exits at once\)$/m, 'out');
     for (let x = await reader.read(); !x.done; x = await reader.read()) body += text.decode(x.value);
     assert.match(body, /The server shut down before the request finished/);
-    assert.equal(await exited, 0, err);
-    assert.match(out, /^edgereason: stopped$/m);
+    assert.equal(await exited, 0, got.err);
+    assert.match(got.out, /^edgereason: stopped$/m);
   } finally {
     child.kill('SIGKILL');
   }
