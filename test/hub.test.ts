@@ -348,6 +348,17 @@ test('loadModel and withAdapter take a signal: it stops a download under way (th
   await assert.rejects(withEnv(hubEnv(cache), () => loadModel('hf:edge/slow', { signal: AbortSignal.abort() })), { name: 'AbortError' });
   await assert.rejects(loadModel('models/default', { signal: AbortSignal.abort() }), { name: 'AbortError' });
   assert.deepEqual(requests, []);
+  // Aborted while it loads (it went on and loaded): stopped after the step under way. The graph built in memory, or the
+  // conversion into the cache, which stops at once and keeps nothing.
+  const building = new AbortController();
+  await assert.rejects(loadModel('models/default', { signal: building.signal, onProgress: () => building.abort() }), { name: 'AbortError' });
+  const converting = new AbortController(), cacheDir = path.join(tmp, 'abort-cache'), notes: string[] = [];
+  const onNote = (n: string) => { notes.push(n); if (n.startsWith('model: converting')) converting.abort(); };
+  await assert.rejects(loadModel('models/default', { signal: converting.signal, cache: 'always', cacheDir, onNote }), { name: 'AbortError' });
+  assert.deepEqual([notes.length, fs.readdirSync(path.join(cacheDir, 'converted'))], [1, []]);
+  const midway = new AbortController();
+  await assert.rejects(loadModel('models/default', { signal: midway.signal, cache: 'always', cacheDir, onProgress: () => midway.abort() }), { name: 'AbortError' });
+  assert.deepEqual(fs.readdirSync(path.join(cacheDir, 'converted')), []); // its thread stopped, its files removed
   const m = await loadModel('models/default', { adapter: 'models/default/reasoning-adapter' });
   try {
     await assert.rejects(withEnv(hubEnv(cache), () => m.withAdapter('hf:edge/reasoning', { signal: AbortSignal.abort() })), { name: 'AbortError' });

@@ -222,6 +222,8 @@ export interface CacheOptions {
   onProgress?: (done: number, total: number) => void;
   /** Where a converted copy is written or found, for a person to read. */
   onNote?: (note: string) => void;
+  /** Stops a conversion under way (nothing is kept of it). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -262,7 +264,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   const tmp = `${entry}.partial-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   writing.add(tmp);
   try {
-    await convertInWorker({ source: src.path, out: tmp, quant: o.quant, accuracyLevel: o.accuracyLevel, loraTargets: targets, ropeScaling: o.ropeScaling, threads: o.threads }, o.onProgress);
+    await convertInWorker({ source: src.path, out: tmp, quant: o.quant, accuracyLevel: o.accuracyLevel, loraTargets: targets, ropeScaling: o.ropeScaling, threads: o.threads }, o.onProgress, o.signal);
     install(tmp, entry, src.path);
   } catch (e) {
     if (!DISK_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
@@ -297,9 +299,13 @@ export interface WorkerConvertJob { source: string; out: string; quant: Quant; a
  * thread, instead of sitting in this thread's heap (no GC comes while it waits) beside the session loaded next
  * (7B: peak RSS 11.5 GB when converted here).
  */
-export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: number, total: number) => void): Promise<Manifest> {
+export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<Manifest> {
   return new Promise((resolve, reject) => {
+    signal?.throwIfAborted();
     const w = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { entry: 'convert-worker', job } });
+    // Aborted: the thread stops where it is (its temporary files are the caller's to remove).
+    const stop = () => void w.terminate();
+    signal?.addEventListener('abort', stop, { once: true });
     let result: { manifest?: Manifest; error?: { message: string; code?: string } } | undefined;
     w.on('message', (m: { progress?: [number, number] } & NonNullable<typeof result>) => {
       if (m.progress) onProgress?.(...m.progress);
@@ -307,7 +313,9 @@ export function convertInWorker(job: WorkerConvertJob, onProgress?: (done: numbe
     });
     w.once('error', reject);
     w.once('exit', (exit) => {
+      signal?.removeEventListener('abort', stop);
       if (result?.manifest) return resolve(result.manifest);
+      if (signal?.aborted) return reject(signal.reason);
       const e: NodeJS.ErrnoException = new Error(result?.error?.message ?? `convert: the conversion thread stopped (exit code ${exit}) before it finished`);
       if (result?.error?.code) e.code = result.error.code;
       reject(e);

@@ -47,7 +47,10 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number) => void;
   /** Progress of downloading an `hf:` model or adapter into the Hugging Face cache: bytes done of the total. */
   onDownload?: (done: number, total: number) => void;
-  /** Stops loading: a download under way breaks off (the next load goes on from where it stopped), and nothing is opened after it. */
+  /**
+   * Stops loading (rejecting with its AbortError) after the step under way: a download breaks off (the next load goes
+   * on from where it stopped), a conversion into the cache stops at once and keeps nothing, and no session is left open.
+   */
   signal?: AbortSignal;
   /**
    * Keeping a converted copy of the checkpoint (graph + quantised weights) so that later loads skip building it:
@@ -151,11 +154,14 @@ export class Model {
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
     const requantised = requantisedNote(src, quant);
     if (requantised) opts.onNote?.(requantised);
+    // Aborted: nothing after the step under way (a conversion into the cache stops at once, keeping nothing).
+    const signal = opts.signal;
+    signal?.throwIfAborted();
     const cached = src.kind !== 'converted';
     if (src.kind !== 'converted') {
       src = await cachedConversion(src, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, ropeScaling: rope, policy: opts.cache ?? defaultCachePolicy(), defaultPolicy: opts.cache === undefined,
-        dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote,
+        dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote, signal,
       }).catch((e) => { throw e instanceof CopyGone ? copyGone(e, mayRetry) : e; }) ?? src;
     }
     let graph: Uint8Array | string, hasLora = loraTargets.length > 0;
@@ -174,10 +180,12 @@ export class Model {
     } else {
       checkInMemorySize(src.config, quant, src.path, loraTargets, rope);
       const blocks = await prequantizeLarge(src, quant, opts);
+      signal?.throwIfAborted();
       graph = buildInferenceGraph(src.config, src.weights!, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, onProgress: opts.onProgress, blocks,
       }).toModelProto();
     }
+    signal?.throwIfAborted();
     let backend: Backend;
     try {
       // Concurrent calls on the model (and its withAdapter views) step as one batch: see scheduler.ts.
@@ -194,13 +202,12 @@ export class Model {
       if (src.kind !== 'converted' || !/^engine: the model config says/.test((e as Error).message)) throw e;
       throw new Error(`model: ${path.join(src.path, MANIFEST)} does not match ${graph}: ${(e as Error).message}`);
     }
-    if (adapter) {
-      try {
-        await backend.setAdapter(adapter.tensors);
-      } catch (e) {
-        await backend.close().catch(() => undefined); // the error that matters is the adapter's
-        throw e;
-      }
+    try {
+      if (adapter) await backend.setAdapter(adapter.tensors);
+      signal?.throwIfAborted(); // the session is closed: a load aborted meanwhile opens nothing
+    } catch (e) {
+      await backend.close().catch(() => undefined); // the error that matters is the adapter's (or the abort)
+      throw e;
     }
     setPromptCache(backend, opts.promptCache);
     const model = new Model(src.config, src.tokenizer, backend, adapter);
