@@ -1200,6 +1200,11 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   assert.equal(fs.existsSync(never), false);
   await assert.rejects(loadModel(model.dir, { adapter: '' }), /loadModel: adapter must be the path of a PEFT adapter folder, got ""/);
   await assert.rejects(loadModel(model.dir, { worker: 'false' as never }), /loadModel: worker must be true or false, got "false"/);
+  // Threads past ONNX Runtime's int were dropped unsaid (2^31), a thousand took 25 s to load: refused; more than the CPUs is noted.
+  for (const threads of [0, 1025, 2 ** 31, 1.5]) await assert.rejects(loadModel(model.dir, { threads }), { message: `loadModel: threads must be an integer from 1 to 1024, got ${threads}` });
+  const crowded: string[] = [];
+  await (await loadModel(model.dir, { threads: os.availableParallelism() + 1, worker: false, onNote: (n) => crowded.push(n) })).close();
+  assert.deepEqual(crowded, [`model: ${os.availableParallelism() + 1} threads on this machine's ${os.availableParallelism()} CPUs: threads beyond the CPUs wait on each other, which slows the model down`]);
   await assert.rejects(loadModel(model.dir, { adaptor: 'x' } as object), /loadModel: unknown option "adaptor" \(options: quant, accuracyLevel, adapter, loraTargets, threads, worker, onProgress, onDownload, signal, cache, cacheDir, onNote, promptCache, ropeScaling\)/);
   // null is no option's default (undefined is): refused by name, every option alike.
   await assert.rejects(loadModel(model.dir, { quant: null } as never), /^Error: loadModel: quant is null; leave it out \(or undefined\) for the default$/);

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
+import { MAX_THREADS } from '../runtime/threads.ts';
 import { floatArg, intArg } from './main.ts';
 import { checkOutDir } from './outputs.ts';
 
@@ -44,7 +45,7 @@ export function benchCommand(program: Command): void {
   output(bench.command('train'))
     .description('training-step speed (LoRA r16 on a Qwen2.5-0.5B-shaped model; full-parameter on the default model\'s shape) vs PyTorch CPU')
     .option('--json', 'print the result as JSON')
-    .option('--threads <n>', 'threads for both sides', intArg('--threads', 1), 2)
+    .option('--threads <n>', 'threads for both sides', intArg('--threads', 1, MAX_THREADS), 2)
     .option('--steps <n>', 'timed steps after the warm-up (LoRA 0.5B)', intArg('--steps', 1), 3)
     .option('--small-steps <n>', 'timed steps after the warm-up (full-parameter, small model)', intArg('--small-steps', 1), 10)
     .option('--no-full', 'skip the full-parameter small-model comparison')

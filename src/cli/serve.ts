@@ -2,6 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { shortName } from '../io/hub.ts';
 import type { Command } from 'commander';
+import { MAX_THREADS } from '../runtime/threads.ts';
 import { createServer } from '../server/app.ts';
 import { lateProgress } from '../train/progress.ts';
 import { thinkingNote } from './answer.ts';
@@ -49,7 +50,7 @@ export function serveCommand(program: Command): void {
     .option('--vote <method>', `how samples are combined when a request names no edgereason.vote: ${VOTE_METHODS.join(' | ')}`, 'majority')
     .option('--temperature <t>', 'temperature when a request gives none (default: the model\'s generation_config.json, else 1 as OpenAI)', floatArg('--temperature', 0, 2))
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
-    .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
+    .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1, MAX_THREADS))
     .option('--prompt-cache <MiB>', 'prompt KV caches kept so that a request beginning like an earlier one (a chat\'s next turn) prefills only the rest; default 256, or room for 4,096 prompt tokens where those take more (a 7B model\'s); 0: none', intArg('--prompt-cache', 0))
     .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown when something new was kept: a long system prompt is prefilled once, not once per restart (needs --prompt-cache above 0)')
     .option('--prompt-lookup <n>', `${PROMPT_LOOKUP_HELP}; a request decoding beside others steps without guesses`, intArg('--prompt-lookup', 0, 64), 0)

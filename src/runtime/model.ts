@@ -21,6 +21,7 @@ import { WorkerBackend } from './worker-backend.ts';
 import { MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
+import { MAX_THREADS, threadsNote } from './threads.ts';
 import { onAbort } from './abort.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
 import { jsonConstraint } from './json-constraint.ts';
@@ -152,8 +153,9 @@ export class Model {
     const quant = opts.quant ?? defaultQuant(src.config);
     if (src.kind !== 'converted') checkAccuracyQuant(quant, opts, 'loadModel');
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
-    const requantised = requantisedNote(src, quant);
+    const requantised = requantisedNote(src, quant), crowded = threadsNote(opts.threads, 'model');
     if (requantised) opts.onNote?.(requantised);
+    if (crowded) opts.onNote?.(crowded);
     // Aborted: nothing after the step under way (a conversion into the cache stops at once, keeping nothing).
     const signal = opts.signal;
     signal?.throwIfAborted();
@@ -510,7 +512,7 @@ function checkLoadOptions(o: LoadOptions): void {
   checkBuildOptions(o, 'loadModel');
   if (o.quant === 'fp32') checkAccuracyQuant('fp32', o, 'loadModel'); // a converted folder's too
   if (o.worker !== undefined && typeof o.worker !== 'boolean') throw new Error(`loadModel: worker must be true or false, got ${shown(o.worker)}`);
-  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`loadModel: threads must be a positive integer, got ${shown(o.threads)}`);
+  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1 && o.threads <= MAX_THREADS)) throw new Error(`loadModel: threads must be an integer from 1 to ${MAX_THREADS}, got ${shown(o.threads)}`);
   if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${shown(o.adapter)}`);
   if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${shown(o.cache)}`);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${shown(o.cacheDir)}`);
