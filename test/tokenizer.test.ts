@@ -60,6 +60,14 @@ test('qwen: round-trips mixed text (English, CJK, emoji, code with tabs/newlines
   const ids = qwen.encode(text);
   assert.ok(ids.length > 20);
   assert.equal(qwen.decode(ids), text);
+  assert.equal(qwen.decode(Int32Array.from(ids) as never), text); // a typed array (onnxruntime's) too: the library refused it
+  // Not text, not token ids: named (5 and null encoded as nothing, -1 / 1.5 / NaN decoded as nothing).
+  assert.throws(() => qwen.encode(5 as never), { message: 'tokenizer: encode takes a string, got 5' });
+  assert.throws(() => qwen.encode(null as never), { message: 'tokenizer: encode takes a string, got null' });
+  assert.throws(() => qwen.decode([9707, -1]), { message: 'tokenizer: decode: ids[1] must be a token id (an integer ≥ 0), got -1' });
+  assert.throws(() => qwen.decode([1.5]), { message: 'tokenizer: decode: ids[0] must be a token id (an integer ≥ 0), got 1.5' });
+  assert.throws(() => qwen.decode('9707' as never), { message: 'tokenizer: decode takes a list of token ids, got "9707"' });
+  assert.equal(qwen.decode([9707, 10 ** 7]), 'Hello'); // an id past the vocabulary (a padded embedding row) is skipped, as Rust tokenizers does
 });
 
 test('qwen: special tokens, eos/bos ids, vocab size', () => {

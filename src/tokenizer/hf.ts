@@ -233,6 +233,7 @@ export class HfTokenizer implements TextTokenizer {
 
   /** addSpecialTokens (default true) applies the tokenizer's post-processor, e.g. Llama's BOS; Qwen adds nothing. */
   encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
+    if (typeof text !== 'string') throw new Error(`tokenizer: encode takes a string, got ${shown(text)}`); // 5 or null encoded as nothing
     const ids: number[] = this.tokenizer.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
     // tokenizers.js runs Prepend("▁") even on empty input (Rust skips it): keep only the post-processor's tokens
     return text === '' ? ids.filter((i) => this.specialIds.has(i)) : ids;
@@ -317,7 +318,10 @@ export class HfTokenizer implements TextTokenizer {
 
   /** Ids the tokenizer does not know (e.g. a model's padded vocab rows) are skipped, as Rust tokenizers does. */
   decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean; cleanUp?: boolean } = {}): string {
-    const known = ids.filter((i) => this.tokenizer.id_to_token(i) !== undefined);
+    if (!Array.isArray(ids) && !ArrayBuffer.isView(ids)) throw new Error(`tokenizer: decode takes a list of token ids, got ${shown(ids)}`);
+    const bad = ids.findIndex((i) => !Number.isInteger(i) || i < 0); // -1, 1.5 or NaN decoded as nothing
+    if (bad >= 0) throw new Error(`tokenizer: decode: ids[${bad}] must be a token id (an integer ≥ 0), got ${shown(ids[bad])}`);
+    const known = Array.from(ids).filter((i) => this.tokenizer.id_to_token(i) !== undefined);
     return known.length ? this.tokenizer.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false, ...(opts.cleanUp !== undefined ? { clean_up_tokenization_spaces: opts.cleanUp } : {}) }) : '';
   }
 
