@@ -1,5 +1,5 @@
 /** edgereason's public API. */
-export { loadModel, Model, type LoadOptions, type PromptOptions } from './runtime/model.ts';
+export { loadModel, Model, type LoadOptions, type Prompt, type PromptOptions } from './runtime/model.ts';
 export { resolveModelPath, hubCacheDir, type ResolveOptions } from './io/hub.ts';
 export { PromptCacheMismatch } from './runtime/prompt-cache.ts';
 export { convertModel, type ConvertOptions, type CachePolicy } from './runtime/convert.ts';
@@ -8,7 +8,7 @@ export type { WeightSource } from './io/weights.ts';
 export type { AdapterConfig, LoadedAdapter } from './io/peft.ts';
 export { defaultModel, defaultModelFiles } from './models/embedded.ts';
 export type { Completion, FinishReason, GenerateOptions, ThinkingOptions } from './runtime/generate.ts';
-export type { SamplingParams } from './runtime/sampler.ts';
+export type { SamplingParams, TokenLogprob } from './runtime/sampler.ts';
 export { answer, Reasoner } from './reason/answer.ts';
 export { Router, trainRouter, type RouterGate, type TrainRouterOptions, type RouterFile, type RouterReport, type LabelItem, type ThresholdRule } from './reason/router.ts';
 export { Verifier, trainVerifier, type TrainVerifierOptions, type VerifierFile, type VerifierReport } from './reason/verifier.ts';

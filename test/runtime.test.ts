@@ -589,7 +589,7 @@ test('promptLogprobs: each prompt token\'s log-probability given the ones before
     assert.equal(got.logprobs[0], null);
     assert.ok(got.logprobs.every((v, i) => i === 0 || Math.abs(v! - want[i]!) < 1e-4), 'matches the single prefill');
     assert.ok(got.top.slice(1).every((t, i) => t.length === 3 && t[0][1] >= t[1][1] && t[1][1] >= t[2][1] && got.logprobs[i + 1]! <= t[0][1] + 1e-6));
-    await assert.rejects(m.promptLogprobs(''), /generate: the prompt encodes to no tokens: nothing to score/);
+    await assert.rejects(m.promptLogprobs(''), /^Error: promptLogprobs: the prompt encodes to no tokens: nothing to score$/);
     // OpenAI's spelling of the option, and a chat that is not true or false, are refused (they read as none and as true).
     await assert.rejects(m.promptLogprobs(prompt, { top_logprobs: 3 } as object), /^Error: promptLogprobs: unknown option "top_logprobs" \(options: chat, chatTemplateKwargs, topLogprobs\)$/);
     await assert.rejects(m.promptLogprobs(prompt, { chat: 'no' as never }), /^Error: promptLogprobs: chat must be true or false, got "no"$/);
@@ -1153,7 +1153,7 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
     await assert.rejects(m.generateBatch(['a', 'b', 'c'], [{ maxTokens: 2 }]), /generate: 1 option objects for 3 prompts \(give one per prompt, or one object for all\)/);
     assert.deepEqual(await m.generateBatch([]), [], 'no prompts, no rows (was an engine error: a cache of 0 rows)');
     await assert.rejects(m.complete('a', { topLogprobs: 21 }), /^Error: generate: topLogprobs must be an integer in \[0, 20\], got 21$/);
-    await assert.rejects(m.generateBatch([], { adapter: true }), /generate: adapter requested but the model was loaded without --adapter/);
+    await assert.rejects(m.generateBatch([], { adapter: true }), /^Error: generate: adapter: true asks for the adapter, but the model was loaded without one \(loadModel's adapter option, or --adapter\)$/);
     await assert.rejects(m.generateBatch([], { maxTokens: -1 }), /generate: maxTokens/);
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);
     const c = await m.backend.newCache(1);

@@ -297,9 +297,9 @@ export class Model {
     checkPromptForm(opts, ['chat', 'chatTemplateKwargs', 'topLogprobs'], 'promptLogprobs');
     const k = opts.topLogprobs ?? 0;
     checkGenerateOptions({ topLogprobs: k }, this.config.vocabSize);
-    const ids = this.promptIds(prompt, 0, opts);
-    if (!ids.length) throw new Error('generate: the prompt encodes to no tokens: nothing to score');
-    if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`generate: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
+    const ids = this.promptIds(prompt, 0, opts, 'promptLogprobs');
+    if (!ids.length) throw new Error('promptLogprobs: the prompt encodes to no tokens: nothing to score');
+    if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`promptLogprobs: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
     // The adapter from where generate's would act: everywhere (a classic LoRA), or from its invocation (activated).
     const from = !this.adapter ? -1 : this.invokedAt(ids, isChat(prompt, opts)), on = from < 0 ? Infinity : from;
     const CHUNK = 64, V = this.config.vocabSize, logprobs: (number | null)[] = [null], top: TokenLogprob[][] = [[]];
@@ -346,7 +346,7 @@ export class Model {
       // (Ended by the row's own stop tokens where it has some: the JSON complete, only they may come.)
       per[i] = { ...rest, allowedNext: jsonConstraint(this.tokenizer, json, 'generate: json', rest.stopTokens ? { stopTokens: rest.stopTokens } : {}).tracker() };
     });
-    if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter requested but the model was loaded without --adapter');
+    if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter: true asks for the adapter, but the model was loaded without one (loadModel\'s adapter option, or --adapter)');
     if (!prompts.length) return []; // no rows (as Promise.all([]) resolves to []), checked as a batch of any size is
     const ids = prompts.map((p, i) => this.promptIds(p, i, per[i]));
     // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as
@@ -387,15 +387,17 @@ export class Model {
   }
 
   /** Prompt `row`'s token ids: text or messages encoded (a list of messages as chat unless told), token ids checked. */
-  private promptIds(prompt: Prompt, row: number, o: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> }): number[] {
-    return isTokenIds(prompt) ? this.checkedIds(prompt, row, o.chat) : this.encode(prompt, isChat(prompt, o), o.chatTemplateKwargs);
+  private promptIds(prompt: Prompt, row: number, o: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> }, where = 'generate'): number[] {
+    if (isTokenIds(prompt)) return this.checkedIds(prompt, row, o.chat, where);
+    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new Error(`${where}: prompt ${row} must be text, a list of messages or token ids, got ${shown(prompt)}`);
+    return this.encode(prompt, isChat(prompt, o), o.chatTemplateKwargs, where);
   }
 
   /** A prompt given as token ids, checked: a raw prompt of this vocabulary's ids. */
-  private checkedIds(ids: readonly number[], row: number, chat: boolean | undefined): number[] {
-    if (chat) throw new Error(`generate: prompt ${row} is token ids, a raw prompt: the chat template renders text and messages (leave chat out)`);
+  private checkedIds(ids: readonly number[], row: number, chat: boolean | undefined, where: string): number[] {
+    if (chat) throw new Error(`${where}: prompt ${row} is token ids, a raw prompt: the chat template renders text and messages (leave chat out)`);
     const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= this.config.vocabSize);
-    if (bad >= 0) throw new Error(`generate: prompt ${row} holds ${shown(ids[bad])} at position ${bad}, not a token id of this model (0..${this.config.vocabSize - 1})`);
+    if (bad >= 0) throw new Error(`${where}: prompt ${row} holds ${shown(ids[bad])} at position ${bad}, not a token id of this model (0..${this.config.vocabSize - 1})`);
     return [...ids];
   }
 
@@ -410,7 +412,7 @@ export class Model {
   async keepPrompt(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> } = {}): Promise<number> {
     checkPromptForm(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
     const keep = this.keptPrompts('keepPrompt');
-    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat) : this.encode(prompt as string | ChatMessage[], isChat(prompt, opts), opts.chatTemplateKwargs, 'keepPrompt', false);
+    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat, 'keepPrompt') : this.encode(prompt as string | ChatMessage[], isChat(prompt, opts), opts.chatTemplateKwargs, 'keepPrompt', false);
     if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`keepPrompt: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
     if (!keep.keeps(ids.length)) throw new Error(`keepPrompt: a prompt of ${ids.length} tokens is not kept: ${ids.length <= MIN_REUSED ? `one of at most ${MIN_REUSED} tokens costs less to prefill than to copy` : `its keys and values are more than the prompt cache's ${keep.budget / 2 ** 20} MiB (loadModel's promptCache)`}`);
     const hit = await keep.take(ids), cache = hit?.cache ?? await this.backend.newCache(1);
