@@ -380,8 +380,9 @@ test('trainSft and trainRl refuse a misspelt option, null, or a value that would
     [{ lora_r: 8 }, /^Error: train-sft: unknown option "lora_r" \(options: out, full, rank, /],
     [{ full: true, rank: 4, targets: ['q_proj'] }, /^Error: train-sft: full trains every weight, not a LoRA adapter: rank, (alpha, )?targets contradict it$/],
     [{ accum: 0 }, /^Error: train-sft: accum must be an integer ≥ 1, got 0$/], // it ran Infinity steps of loss 0
-    [{ epochs: 0 }, /^Error: train-sft: epochs must be an integer ≥ 1, got 0$/], // a TypeError before
-    [{ epochs: '2' }, /^Error: train-sft: epochs must be an integer ≥ 1, got "2"$/],
+    [{ epochs: 0 }, /^Error: train-sft: epochs must be an integer from 1 to 1,000,000, got 0$/], // a TypeError before
+    [{ epochs: '2' }, /^Error: train-sft: epochs must be an integer from 1 to 1,000,000, got "2"$/],
+    [{ epochs: 1e9 }, /^Error: train-sft: epochs must be an integer from 1 to 1,000,000, got 1000000000$/], // every epoch was planned at once: out of memory
     [{ seed: 'x' }, /^Error: train-sft: seed must be an integer within ±\(2\^53 − 1\), got "x"$/],
     [{ clip: -1 }, /^Error: train-sft: clip must be a number above 0, got -1$/],
     [{ minLrRatio: 2 }, /^Error: train-sft: minLrRatio must be a number in \[0, 1\], got 2$/],

@@ -8,7 +8,7 @@ import { loadDataset, type Example } from '../train/data.ts';
 import { lastIndexOfRun } from '../runtime/generate.ts';
 import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
-import { trainSft } from '../train/sft.ts';
+import { MAX_EPOCHS, trainSft } from '../train/sft.ts';
 import { lateProgress } from '../train/progress.ts';
 import { readTextFile } from '../io/jsonl.ts';
 import { intArg, positiveArg } from './main.ts';
@@ -41,7 +41,7 @@ export function trainSftCommand(program: Command): void {
     .option('--full', 'train every weight instead of a LoRA adapter (refused with --lora-r, --lora-alpha, --targets, --alora-invocation)')
     .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>"), and the loss counts only what follows it; LoRA only')
     .option('--lr <lr>', 'peak learning rate (default: 2e-4 for LoRA, 2e-5 with --full, as for fine-tuning a pretrained model; from scratch ~1e-3)', positiveArg('--lr'))
-    .option('--epochs <n>', 'epochs', intArg('--epochs', 1), 1)
+    .option('--epochs <n>', 'epochs', intArg('--epochs', 1, MAX_EPOCHS), 1)
     .option('--batch-tokens <n>', 'padded tokens per micro-batch', intArg('--batch-tokens', 2), 4096)
     .option('--accum <n>', 'micro-batches per optimizer step', intArg('--accum', 1), 1)
     .option('--max-len <n>', 'cut examples to this many tokens (default: --batch-tokens or the model\'s context, the smaller)', intArg('--max-len', 2))

@@ -96,12 +96,15 @@ export interface SftResult {
   checkpoint?: number;
 }
 
+/** The most epochs a run plans (each is counted before the first step, to fix the schedule). */
+export const MAX_EPOCHS = 1_000_000;
+
 /** What each option may be (trainSft's API; the CLI's flags are checked as they are parsed). */
 const sftRules = (vocab: number): Record<keyof SftOptions, Rule> => ({
   out: is.text, full: is.bool, rank: is.int(1), alpha: is.above0,
   targets: is.list(`projections (${PROJECTIONS.join(', ')})`, (t) => PROJECTIONS.includes(t as Projection)),
   aloraInvocation: is.list(`token ids (0..${vocab - 1})`, (t) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < vocab),
-  lr: is.above0, epochs: is.int(1), batchTokens: is.int(2), accum: is.int(1), seed: is.seed, warmupSteps: is.int(0), minLrRatio: is.share,
+  lr: is.above0, epochs: is.intIn(1, MAX_EPOCHS), batchTokens: is.int(2), accum: is.int(1), seed: is.seed, warmupSteps: is.int(0), minLrRatio: is.share,
   weightDecay: is.atLeast0, clip: is.above0, maxLen: is.int(2), evalEvery: is.int(1), checkpointEvery: is.int(1), resume: is.bool,
   maxSteps: is.int(1), threads: is.int(1), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn, decode: is.fn,
 });
@@ -129,12 +132,21 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation, trainData.keys);
   if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, cut, o.aloraInvocation)}`);
   train = trainData.examples; evalSet = evalData.examples;
-  // Every epoch's batches, once (the order is a function of seed and epoch). Micro-batches per epoch differ (the
-  // length buckets change with the shuffle): the run is the sum over epochs, so the schedule ends on the last
-  // step. The schedule spans the whole run even when maxSteps stops it early, so a stopped run resumes exactly.
-  const plan = Array.from({ length: epochs }, (_, epoch) => batches(train, { batchTokens, seed, epoch, maxLen }));
-  const total = plan.reduce((a, p) => a + Math.ceil(p.batches.length / accum), 0), stopAt = Math.min(o.maxSteps ?? Infinity, total);
-  trainData.report.truncated = plan[0].truncated;
+  // Each epoch's micro-batch count (the order is a function of seed and epoch; an epoch's batches are made again when
+  // it is trained, so one epoch's are held at a time). Counts differ between epochs (the length buckets change with
+  // the shuffle): the run is the sum over epochs, so the schedule ends on the last step. The schedule spans the whole
+  // run even when maxSteps stops it early, so a stopped run resumes exactly. Counting many epochs of a large set
+  // takes a while: it shows a bar, and yields to Ctrl-C.
+  const epochBatches = (epoch: number) => batches(train, { batchTokens, seed, epoch, maxLen });
+  const counts: number[] = [], counting = o.quiet ? undefined : lateProgress('planning the epochs', 'epochs');
+  for (let e = 0; e < epochs; e++) {
+    const b = epochBatches(e);
+    counts.push(b.batches.length);
+    if (e === 0) trainData.report.truncated = b.truncated;
+    if (e % 8 === 7) { counting?.update(e + 1, epochs); await new Promise(setImmediate); }
+  }
+  counting?.stop();
+  const total = counts.reduce((a, n) => a + Math.ceil(n / accum), 0), stopAt = Math.min(o.maxSteps ?? Infinity, total);
   evalData.report.truncated = evalSet.filter((e) => e.ids.length > maxLen).length;
   const report = { train: trainData.report, eval: evalData.report };
   if (!o.quiet) {
@@ -188,7 +200,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       const st = resume(ckptDir, params, opt, options, LATER_OPTIONS);
       ({ step, epoch, position } = st);
       // Same options, same plan: a position past its epoch's batches (or an epoch past the run) was edited in.
-      if (epoch > epochs || position > (plan[epoch]?.batches.length ?? 0)) throw new Error(`checkpoint: ${checkpointJson(ckptDir)}: position ${position} of epoch ${epoch} lies outside this run (${epochs} epochs${epoch < epochs ? `, ${plan[epoch].batches.length} batches in that one` : ''}; the file was edited or damaged)`);
+      if (epoch > epochs || position > (counts[epoch] ?? 0)) throw new Error(`checkpoint: ${checkpointJson(ckptDir)}: position ${position} of epoch ${epoch} lies outside this run (${epochs} epochs${epoch < epochs ? `, ${counts[epoch]} batches in that one` : ''}; the file was edited or damaged)`);
       checkpoint = step;
       losses.push(...savedList<number>(st, 'losses', ckptDir));
       evalLosses.push(...savedList<[number, number]>(st, 'evalLosses', ckptDir));
@@ -200,7 +212,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     // A periodic eval loss the interrupted run had not taken yet (Ctrl-C during it saves the step without it).
     if (o.resume && step > 0 && step < stopAt && evalDueAt(step) && evalLosses.at(-1)?.[0] !== step) evalLosses.push([step, await evaluate()]);
     while (step < stopAt && epoch < epochs) {
-      const order = plan[epoch].batches;
+      const order = epochBatches(epoch).batches;
       while (position < order.length && step < stopAt) {
         const group = order.slice(position, position + accum);
         const count = group.reduce((s, b) => s + b.examples.reduce((a, e) => a + sum(e.lossMask, 1), 0), 0);
