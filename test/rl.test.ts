@@ -102,6 +102,16 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     }
     assert.ok(rolls.some((r) => r.closed));
     assert.ok(rolls.some((r) => r.trained.length === r.generated.length + 1 && eos.has(r.trained.at(-1)!)), 'a chat reply ends on its stop token, trained');
+    // More rows than one batch decodes (3 × 30 > ROLLOUT_ROWS, 64: all of them at once took memory without bound,
+    // 4.7 GB for a group of 100,000): blocks whose rows are each those of its prompt decoded alone, with its seeds.
+    const three = chat.slice(0, 3).map((p, i) => ({ p, budget: 32, line: i !== 1 })), o = { temperature: 1, maxTokens: 24, seed: 5, end };
+    const forks: number[] = [], select = m.backend.select.bind(m.backend);
+    m.backend.select = (cache, rows) => { forks.push(rows.length); return select(cache, rows); };
+    const blocked = await rollouts(m.backend, m.tokenizer, three, inv, 30, o).finally(() => { m.backend.select = select; });
+    assert.deepEqual(forks, [64, 26]);
+    const alone = (await Promise.all(three.map((b, i) => rollouts(m.backend, m.tokenizer, [b], inv, 30, { ...o, seed: o.seed + 30 * i })))).flat();
+    assert.deepEqual(blocked.map((r) => [r.prompt.length, r.budget, r.generated]), alone.map((r) => [r.prompt.length, r.budget, r.generated]));
+    assert.ok(new Set(blocked.slice(0, 30).map((r) => r.generated.join())).size > 1, 'the rows of a group differ');
     // A prompt that leaves less room than the smallest budget is refused before any step, by its line.
     const long = { question: 'word '.repeat(1000), gold: 1, line: 7 };
     await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [...chat, long], { out: path.join(out, 'long'), budgets: [32, 64], steps: 1, quiet: true, promptsFile: 'p.jsonl' }),

@@ -299,42 +299,51 @@ function checkPromptRoom(tok: TextTokenizer, prompts: RlPrompt[], invocation: nu
   throw new Error(`train-rl: ${tooLong.length} prompt${tooLong.length > 1 ? 's' : ''} leave${tooLong.length > 1 ? '' : 's'} less room than the smallest budget (${least} tokens) in the model's context of ${ctx} tokens, e.g. ${at} (${n} tokens with the chat template${fed}): shorten or leave them out`);
 }
 
+/** The most rollouts decoded as one batch: P × G rows at once could outgrow memory (their keys and values, their logits). */
+export const ROLLOUT_ROWS = 64;
+
 /**
- * P prompts prefilled in one step (the chat prompt with base weights, then the invocation and, for a budgeted
- * prompt, the budget control line with the adapter on), each forked into G rows, decoded as one batch.
+ * P prompts, each forked into G rows, decoded ROLLOUT_ROWS rows at a time (the prompts of a block prefilled in one
+ * step: the chat prompt with base weights, then the invocation and, for a budgeted prompt, the budget control line
+ * with the adapter on). Row (i, g) draws with seed + i·G + g whatever its block: the same rollouts as one batch.
  */
 export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number; line: boolean }[], invocation: number[], G: number,
   o: { temperature: number; maxTokens: number; seed: number; end: number[] }): Promise<Rollout[]> {
   const prompts = batch.map(({ p, budget, line }) => {
     const chat = chatIds(tok, p.question);
-    return { ids: [...chat, ...invocation, ...(line ? budgetControl(tok, budget, invocation) : [])], from: chat.length };
+    return { ids: [...chat, ...invocation, ...(line ? budgetControl(tok, budget, invocation) : [])], from: chat.length, budget };
   });
-  const cache = await backend.newCache(prompts.length);
-  try {
-    // Everything but the last token is shared; the fork then feeds it.
-    await backend.step(cache, {
-      tokens: prompts.map((p) => p.ids.slice(0, -1)), adapterMask: prompts.map((p) => p.ids.slice(0, -1).map((_, i) => (i >= p.from ? 1 : 0))),
-    });
-    const forked = await backend.select(cache, prompts.flatMap((_, i) => new Array(G).fill(i)));
-    const ctx = backend.config.maxPositionEmbeddings;
-    const seqs = prompts.flatMap((p, i) => Array.from({ length: G }, (_, g) => new Sequence(tok,
-      { temperature: o.temperature, maxTokens: Math.min(o.maxTokens, ctx - p.ids.length), seed: o.seed + i * G + g, adapter: true, adapterFrom: p.from,
-        thinking: { end: o.end, endText: THINK_CLOSE } }, p.ids.length))); // thinking tokens and its close, as inference counts them
+  const out: Rollout[] = [], ctx = backend.config.maxPositionEmbeddings;
+  for (let k0 = 0; k0 < prompts.length * G; k0 += ROLLOUT_ROWS) {
+    const rows = Array.from({ length: Math.min(ROLLOUT_ROWS, prompts.length * G - k0) }, (_, j) => ({ i: Math.floor((k0 + j) / G), g: (k0 + j) % G }));
+    const first = rows[0].i, block = prompts.slice(first, rows.at(-1)!.i + 1);
+    const cache = await backend.newCache(block.length);
     try {
-      await decode(backend, forked, seqs, prompts.flatMap((p) => new Array(G).fill(p.ids.slice(-1))));
+      // Everything but the last token is shared; the fork then feeds it.
+      await backend.step(cache, {
+        tokens: block.map((p) => p.ids.slice(0, -1)), adapterMask: block.map((p) => p.ids.slice(0, -1).map((_, i) => (i >= p.from ? 1 : 0))),
+      });
+      const forked = await backend.select(cache, rows.map((r) => r.i - first));
+      const seqs = rows.map(({ i, g }) => new Sequence(tok,
+        { temperature: o.temperature, maxTokens: Math.min(o.maxTokens, ctx - prompts[i].ids.length), seed: o.seed + i * G + g, adapter: true, adapterFrom: prompts[i].from,
+          thinking: { end: o.end, endText: THINK_CLOSE } }, prompts[i].ids.length)); // thinking tokens and its close, as inference counts them
+      try {
+        await decode(backend, forked, seqs, rows.map((r) => prompts[r.i].ids.slice(-1)));
+      } finally {
+        await backend.free(forked);
+      }
+      out.push(...seqs.map((s, j) => {
+        const p = prompts[rows[j].i];
+        return {
+          prompt: p.ids, adapterFrom: p.from, generated: s.tokens, trained: s.stopToken === undefined ? s.tokens : [...s.tokens, s.stopToken],
+          budget: p.budget, thinking: s.thinkingTokens, closed: s.answerFrom !== undefined, ended: s.stopToken !== undefined, correct: false,
+        };
+      }));
     } finally {
-      await backend.free(forked);
+      await backend.free(cache);
     }
-    return seqs.map((s, k) => {
-      const p = prompts[Math.floor(k / G)];
-      return {
-        prompt: p.ids, adapterFrom: p.from, generated: s.tokens, trained: s.stopToken === undefined ? s.tokens : [...s.tokens, s.stopToken],
-        budget: batch[Math.floor(k / G)].budget, thinking: s.thinkingTokens, closed: s.answerFrom !== undefined, ended: s.stopToken !== undefined, correct: false,
-      };
-    });
-  } finally {
-    await backend.free(cache);
   }
+  return out;
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
