@@ -764,6 +764,32 @@ describe('progress', () => {
     assert.equal(resumed.update(8).etaSec, undefined);
   });
 
+  it('an aside (a periodic eval): said meanwhile, its time left out of tokens/s (not the ETA: more come); its figure stays beside the bar, or is a line of its own', async () => {
+    let t = 0;
+    const lines: string[] = [], drawn: string[] = [];
+    const plain = { isTTY: false, write: (s: string) => { lines.push(s); return true; } } as unknown as NodeJS.WriteStream;
+    const p = new Progress(4, { stream: plain, now: () => t, logEverySec: 1000 });
+    t = 1000;
+    p.update(1, { tokens: 500 });
+    const loss = await p.aside('eval', async () => { t = 5000; return 1.5; });
+    p.say(`eval loss ${loss} at step 1`);
+    t = 6000;
+    const info = p.update(2, { tokens: 500 });
+    p.stop();
+    assert.deepEqual([info.tokensPerSec, info.etaSec], [500, 6]); // 1000 tokens in 2 s of training (it read 167 tok/s), 6 s in all
+    assert.deepEqual(lines, ['train 1/4 | eval loss 1.5 at step 1\n']);
+    const tty = { isTTY: true, columns: 200, write: (s: string) => { drawn.push(s); return true; } } as unknown as NodeJS.WriteStream;
+    const bar = new Progress(4, { stream: tty, now: () => t });
+    let during = '';
+    const redrawn = () => new Promise((r) => setTimeout(r, 250)); // the bar redraws on its own clock
+    await bar.aside('eval', async () => { await redrawn(); during = drawn.join(''); });
+    bar.say('eval loss 1.2500 at step 2');
+    await redrawn();
+    bar.stop();
+    assert.match(during, /\| ETA -- \| eval…/);
+    assert.match(drawn.join('').slice(during.length), /\| ETA -- \| eval loss 1\.2500 at step 2/);
+  });
+
   it('on a TTY: the bar shows step/total, loss, tokens/s and ETA', () => {
     let t = 0;
     const written: string[] = [];

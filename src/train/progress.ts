@@ -72,6 +72,11 @@ export class Progress {
   private readonly startStep: number;
   private tokens = 0;
   private step: number;
+  /** Time spent on asides (periodic evals): not the work's, so not in its rate. */
+  private asideMs = 0;
+  /** What the bar says after its ETA (the last eval loss, an aside under way). */
+  private note = '';
+  private info?: { loss: string; rate: string; eta_s: string };
   private readonly logStream?: NodeJS.WriteStream;
   private lastLog: number;
   private readonly label: string;
@@ -90,9 +95,9 @@ export class Progress {
       const fields = opts.itemUnit ? `{rate} ${opts.itemUnit}/s` : `${opts.metric ?? 'loss'} {loss} | {rate} tok/s`;
       this.bar = new cliProgress.SingleBar({
         stream, hideCursor: opts.hideCursor ?? true, clearOnComplete: false,
-        format: `${this.label} |{bar}| {value}/{total} | ${fields} | ETA {eta_s}`,
+        format: `${this.label} |{bar}| {value}/{total} | ${fields} | ETA {eta_s}{note}`,
       }, cliProgress.Presets.shades_classic);
-      this.bar.start(total, this.startStep, { loss: '-', rate: '0', eta_s: '--' });
+      this.bar.start(total, this.startStep, { loss: '-', rate: '0', eta_s: '--', note: '' });
     }
     const interrupt = opts.interrupt;
     if (!opts.quiet && interrupt) this.offSignals = onInterrupt(stream, () => { this.stop(); return interrupt(this.step); }, opts.exit);
@@ -102,15 +107,16 @@ export class Progress {
   update(step: number, o: { loss?: number; tokens?: number } = {}): ProgressInfo {
     this.tokens += o.tokens ?? 0;
     this.step = step;
-    const elapsedSec = (this.now() - this.t0) / 1000, done = step - this.startStep;
+    const elapsedSec = (this.now() - this.t0) / 1000, done = step - this.startStep, workSec = elapsedSec - this.asideMs / 1000;
     const info: ProgressInfo = {
       step, total: this.total, loss: o.loss, elapsedSec,
-      tokensPerSec: elapsedSec > 0 ? this.tokens / elapsedSec : 0,
+      tokensPerSec: workSec > 0 ? this.tokens / workSec : 0,
       etaSec: done > 0 ? (elapsedSec / done) * Math.max(0, this.total - step) : undefined,
     };
     const loss = o.loss === undefined ? '-' : o.loss.toFixed(4);
-    const shown = this.opts.itemUnit ? rate(elapsedSec > 0 ? done / elapsedSec : 0) : info.tokensPerSec.toFixed(0);
-    this.bar?.update(step, { loss, rate: shown, eta_s: formatSeconds(info.etaSec) });
+    const shown = this.opts.itemUnit ? rate(workSec > 0 ? done / workSec : 0) : info.tokensPerSec.toFixed(0);
+    this.info = { loss, rate: shown, eta_s: formatSeconds(info.etaSec) };
+    this.bar?.update(step, { ...this.info, note: this.note });
     if (this.logStream && (this.now() - this.lastLog >= 1000 * (this.opts.logEverySec ?? 30) || step === this.total)) {
       this.lastLog = this.now();
       const fields = this.opts.itemUnit ? `${shown} ${this.opts.itemUnit}/s` : `${this.opts.metric ?? 'loss'} ${loss} | ${shown} tok/s`;
@@ -118,6 +124,26 @@ export class Progress {
     }
     this.opts.onUpdate?.(info);
     return info;
+  }
+
+  /**
+   * Work beside the counted steps (a periodic eval): the bar says `what…` meanwhile, and its time is left out of the
+   * rate (the ETA keeps it: the next ones come too).
+   */
+  async aside<T>(what: string, work: () => Promise<T>): Promise<T> {
+    const t0 = this.now(), before = this.note;
+    this.say(`${what}…`, false);
+    try { return await work(); } finally {
+      this.asideMs += this.now() - t0;
+      this.say(before.replace(/^ \| /, ''), false);
+    }
+  }
+
+  /** A figure beside the bar until the next (the last eval loss); written as a line of its own where there is no bar. */
+  say(text: string, line = true): void {
+    this.note = text ? ` | ${text}` : '';
+    this.bar?.update(this.step, { ...(this.info ?? {}), note: this.note });
+    if (line && text) this.logStream?.write(`${this.label} ${this.step}/${this.total} | ${text}\n`);
   }
 
   /** Stop drawing the bar (another follows, e.g. the last eval's), keeping Ctrl-C handled until stop(). */

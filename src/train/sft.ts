@@ -232,7 +232,11 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
         losses.push(loss);
         progress.update(step, { loss, tokens });
         o.onStep?.({ step, loss, lr: stepLr, gradNorm });
-        if (evalDueAt(step)) evalLosses.push([step, await evaluate()]);
+        if (evalDueAt(step)) {
+          const l = await progress.aside('eval', () => evaluate());
+          evalLosses.push([step, l]);
+          progress.say(`eval loss ${l.toFixed(4)} at step ${step}`);
+        }
         if (o.checkpointEvery && step % o.checkpointEvery === 0) save();
       }
       if (position >= order.length) { epoch++; position = 0; }
