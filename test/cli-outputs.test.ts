@@ -752,6 +752,9 @@ test('train-rl: --out must not be its --adapter; a run stopped by --steps resume
   r = rl(at('rl-tied'), '--steps', '1', '--temperature', '0.0001', '--beta', '0.04'); // a KL term alone moves nothing either
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /train-rl: warning: no step changed the adapter: in every group all 2 completions got the same reward \(\d+\.\d % of them correct\), so there was nothing to learn from, and .*rl-tied holds the --adapter's weights/);
+  // Its advice fits its rollouts: all right wants harder prompts (it said easier ones), all wrong easier ones.
+  const right = Number(/\((\d+\.\d) % of them correct\)/.exec(r.stderr)![1]);
+  assert.match(r.stderr, new RegExp(`'s weights; ${{ 100: 'use prompts the adapter gets wrong some of the time \\(harder ones\\)', 0: 'use prompts the adapter answers right some of the time \\(easier ones' }[right] ?? 'use a larger --group or a higher --temperature'}`));
   const [tied, start] = [at('rl-tied'), sftCopy].map((d) => openSafetensors(path.join(d, 'adapter_model.safetensors')));
   assert.deepEqual(tied.names.sort(), start.names.sort());
   for (const n of start.names) { // B is stored unscaled while training: equal up to rounding

@@ -323,6 +323,9 @@ test('a diverging run stops at its first non-finite loss, before that update or 
   assert.deepEqual(fs.readdirSync(out), ['checkpoint']);
   assert.throws(() => checkDiverged('x', 9, { gradNorm: Infinity }, 0.1, { step: 5, dir: 'd' }), { message: 'x: step 9 has a gradient norm Infinity: the run diverged, and nothing more was saved; lower --lr (0.1) and start again. The checkpoint of step 5 in d is from before it.' });
   checkDiverged('x', 9, { loss: 1, gradNorm: 0 }, 0.1);
+  // A LoRA scale far above the usual (alpha / r) is what to lower (it said --lr).
+  await assert.rejects(trainSft(model.config, weights, train, [], { ...base, alpha: 1e30, rank: 4, out: path.join(tmp, 'diverge-alpha') }),
+    /^Error: train-sft: step \d+ has a loss NaN, gradient norm NaN: the run diverged, and nothing more was saved; lower --lora-alpha \(1e\+30: a LoRA scale alpha \/ r of 2\.5e\+29, where 1 to 2 is usual\) and start again\.$/);
 });
 
 test('train-sft --full writes a folder the runtime loads: weights, config and the base model\'s tokenizer files and sampling advice', async () => {

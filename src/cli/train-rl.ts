@@ -101,7 +101,8 @@ export function trainRlCommand(program: Command): void {
         // A run in which every group of every step tied never moved the adapter: say so rather than report it as trained.
         if (history.length && history.every((h) => h.updated === false)) {
           const acc = history.reduce((a, h) => a + h.accuracy, 0) / history.length;
-          process.stderr.write(`train-rl: warning: no step changed the adapter: in every group all ${o.group} completions got the same reward (${(100 * acc).toFixed(1)} % of them correct), so there was nothing to learn from, and ${o.out} holds the --adapter's weights; use prompts the adapter answers right some of the time (easier ones, a larger --max-tokens, or a better SFT adapter)\n`);
+          process.stderr.write(`train-rl: warning: no step changed the adapter: in every group all ${o.group} completions got the same reward (${(100 * acc).toFixed(1)} % of them correct), so there was nothing to learn from, and ${o.out} holds the --adapter's weights; ${acc >= 1 ? 'use prompts the adapter gets wrong some of the time (harder ones), or a higher --temperature for completions that differ more'
+            : acc <= 0 ? 'use prompts the adapter answers right some of the time (easier ones, a larger --max-tokens, or a better SFT adapter)' : 'use a larger --group or a higher --temperature, so that completions of a prompt differ'}\n`);
         }
         // A step is a few rollouts of training prompts: its reward swings, so the ends are means over several steps.
         const w = Math.max(1, Math.min(10, Math.floor(history.length / 4))), mean = (hs: typeof history, k: 'reward' | 'accuracy' | 'thinking') => hs.reduce((a, h) => a + h[k], 0) / hs.length;

@@ -98,12 +98,12 @@ export function clipGradNorm(grads: Params | Iterable<Float32Array>, maxNorm: nu
  * `step` (1-based) must be finite. Weights that gave a non-finite loss are already broken, so skipping the update
  * would not save the run. `last` is the step of the last checkpoint, if any.
  */
-export function checkDiverged(what: string, step: number, values: { loss?: number; gradNorm: number }, lr: number, last?: { step: number; dir: string }): void {
+export function checkDiverged(what: string, step: number, values: { loss?: number; gradNorm: number }, lr: number, last?: { step: number; dir: string }, lower = `--lr (${lr})`): void {
   if (Number.isFinite(values.loss ?? 0) && Number.isFinite(values.gradNorm)) return;
   const got = `${values.loss !== undefined ? `loss ${values.loss}, ` : ''}gradient norm ${values.gradNorm}`;
   const ckpt = !last ? '' : last.step === step - 1 ? ` The checkpoint of step ${last.step} in ${last.dir} holds the weights that gave it.`
     : ` The checkpoint of step ${last.step} in ${last.dir} is from before it.`;
-  throw new Error(`${what}: step ${step} has a ${got}: the run diverged, and nothing more was saved; lower --lr (${lr}) and start again.${ckpt}`);
+  throw new Error(`${what}: step ${step} has a ${got}: the run diverged, and nothing more was saved; lower ${lower} and start again.${ckpt}`);
 }
 
 export interface Schedule { lr: number; warmup: number; total: number; minLr: number }

@@ -175,6 +175,8 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     checkOptions(ckptDir, checkpointOptions(ckptDir), options, LATER_OPTIONS, { '--alora-invocation': invocation });
   }
   const mode = o.full ? { kind: 'full' as const } : { kind: 'lora' as const, targets, scale: alpha / rank };
+  // What a diverged run should lower: the LoRA scale where it is far above the usual 1–2, else the learning rate.
+  const lower = !o.full && alpha / rank > 16 ? `--lora-alpha (${alpha}: a LoRA scale alpha / r of ${+(alpha / rank).toPrecision(3)}, where 1 to 2 is usual)` : `--lr (${lr})`;
   const trainer = await Trainer.create(config, weights, mode, { threads: o.threads });
   const params: Params = o.full ? new Map(trainer.paramNames.map((n) => [n, weights.get(n).slice()])) : initLora(trainer.paramNames, config, rank, seed);
   const opt = new AdamW(params, { lr, weightDecay, decay: (n) => !/norm|bias/.test(n) });
@@ -226,7 +228,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
         }
         const gradNorm = clipGradNorm(grads, clip);
         const stepLr = lrAt(step, schedule);
-        checkDiverged('train-sft', step + 1, { loss, gradNorm }, lr, checkpoint === undefined ? undefined : { step: checkpoint, dir: ckptDir });
+        checkDiverged('train-sft', step + 1, { loss, gradNorm }, lr, checkpoint === undefined ? undefined : { step: checkpoint, dir: ckptDir }, lower);
         opt.update(grads, stepLr);
         step++; position += group.length;
         losses.push(loss);
