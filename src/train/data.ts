@@ -122,7 +122,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     const ids = encodeText(tok, r.prompt + r.completion), p = encodeText(tok, r.prompt), added = tok.encode('', { addSpecialTokens: true });
     // Named by field only once the whole text is found to hold an unknown token (the special tokens the encoding adds, a BOS, aside).
     if (unknownToken(r.prompt + r.completion, ids.filter((id) => !added.includes(id)), tok) !== undefined) {
-      for (const k of ['prompt', 'completion'] as const) checkKnown(r[k], tok.encode(r[k], { addSpecialTokens: false }), tok, `${where}: ${k}`);
+      allKnown(where, ['prompt', 'completion'].map((k) => () => checkKnown(r[k as 'prompt'], tok.encode(r[k as 'prompt'], { addSpecialTokens: false }), tok, `${where}: ${k}`)));
     }
     let from = 0;
     while (from < p.length && from < ids.length && p[from] === ids[from]) from++;
@@ -133,14 +133,13 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
   }
   // A message named as the line writes it: TRL's conversational records hold "prompt" and "completion" lists.
   const named = (k: number) => (r.trainFrom === undefined ? `messages[${k}]` : k < r.trainFrom ? `prompt[${k}]` : `completion[${k - r.trainFrom}]`);
-  r.messages.forEach((m, k) => {
-    for (const f of ['content', ...REASONING_FIELDS]) {
+  allKnown(where, [...r.messages.flatMap((m, k) => [
+    ...['content', ...REASONING_FIELDS].map((f) => () => {
       const text = (m as unknown as Record<string, unknown>)[f];
       if (typeof text === 'string') checkSpecialText(text, tok, `${where}: ${named(k)}.${f}`);
-    }
-    m.tool_calls?.forEach((c, j) => checkSpecialText(`${c.function.name} ${JSON.stringify(c.function.arguments)}`, tok, `${where}: ${named(k)}.tool_calls[${j}]`));
-  });
-  if (r.tools) checkSpecialText(JSON.stringify(r.tools), tok, `${where}: tools`);
+    }),
+    ...(m.tool_calls ?? []).map((c, j) => () => checkSpecialText(`${c.function.name} ${JSON.stringify(c.function.arguments)}`, tok, `${where}: ${named(k)}.tool_calls[${j}]`)),
+  ]), () => { if (r.tools) checkSpecialText(JSON.stringify(r.tools), tok, `${where}: tools`); }]);
   checkToolsRendered(templateFor(tok, r.tools), r.messages, r.tools, 'the line\'s "tools"', where);
   const render = (msgs: ChatMessage[], generationPrompt: boolean) => renderIds(tok, msgs, generationPrompt, r.tools);
   const ids = render(r.messages, false), lossMask = new Uint8Array(ids.length), own: Example[] = [];
@@ -210,6 +209,22 @@ function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: strin
   for (const c of new Set(text)) if (chars.length < 5 && tok.encode(c, { addSpecialTokens: false }).includes(unknown)) chars.push(c);
   const them = chars.length > 1 ? 'them' : 'it';
   throw new UnknownCharacters(chars, `${what} holds ${chars.length ? chars.map((c) => JSON.stringify(c)).join(', ') : 'text'}, which the tokenizer has no token for: ${chars.length > 1 ? 'each' : 'it'} would be trained as ${JSON.stringify(tok.decode([unknown]))}; remove or replace ${them}`);
+}
+
+/**
+ * Runs a line's checks, each of which may refuse characters the tokenizer lacks: those of every field are said at
+ * once (the first field's alone were, so a line took one rerun per field); any other refusal stops at once.
+ */
+function allKnown(where: string, checks: (() => void)[]): void {
+  const found: UnknownCharacters[] = [];
+  for (const check of checks) {
+    try { check(); } catch (e) {
+      if (!(e instanceof UnknownCharacters)) throw e;
+      found.push(e);
+    }
+  }
+  if (found.length > 1) throw new UnknownCharacters([...new Set(found.flatMap((e) => e.chars))], found.map((e, i) => (i ? e.message.replace(`${where}: `, '') : e.message)).join('; '));
+  if (found.length) throw found[0];
 }
 
 /** The reasoning fields a message may carry: transformers' and vLLM's names (serve returns reasoning_content and reasoning). */
