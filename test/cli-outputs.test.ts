@@ -90,6 +90,10 @@ test('training data: a non-string completion and an unknown role are refused, na
   const [rec] = readJsonl(f);
   assert.deepEqual(rec, { line: 1, messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }, { role: 'assistant', content: 'd' }], trainFrom: 3 });
   fs.writeFileSync(f, '{"prompt":[{"role":"user","content":"a"}],"completion":"d"}\n');
+  assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" is text and "prompt" a list of chat messages: give both as text, or both as lists of messages` });
+  fs.writeFileSync(f, '{"prompt":"a","completion":[{"role":"assistant","content":"d"}]}\n'); // it read '"prompt" must be a non-empty list'
+  assert.throws(() => readJsonl(f), { message: `${f}:1: "prompt" is text and "completion" a list of chat messages: give both as text, or both as lists of messages` });
+  fs.writeFileSync(f, '{"prompt":[{"role":"user","content":"a"}],"completion":[]}\n');
   assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" must be a non-empty list` });
   fs.writeFileSync(f, '{"prompt":[{"role":"user","content":"a"}],"completion":[{"role":"user","content":"d"}]}\n');
   assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" has no assistant message, so nothing to train on` });

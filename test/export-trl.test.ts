@@ -210,6 +210,8 @@ test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the e
   // Joined with the character after it instead ('>"'): the newline goes after it.
   assert.throws(() => heldInvocation(tok, INVOCATION, [{ ids: tok.encode(`How many?\n${INVOCATION}"Six"`, { addSpecialTokens: false }) }]),
     /^Error: --alora-invocation "<think>": the data writes it, but the tokenizer joins it with the "\\"" after it into other tokens, so no example holds the invocation's tokens \[13708,766,29\]: put a newline after it, as a reasoning trace begins \("<think>\\n"\)$/);
+  // An invocation the tokenizer has no token for is said so (it read "no example holds the invocation's tokens [5]", its <unk>).
+  assert.throws(() => heldInvocation(loadTokenizer('models/default'), 'é', []), { message: '--alora-invocation "é" holds "é", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it' });
   const merged = tok.encode(`How many?${INVOCATION}\nSix.`, { addSpecialTokens: false });
   assert.throws(() => heldInvocation(tok, INVOCATION, [{ ids: merged, source: 'd.jsonl:3' }]),
     new RegExp(`^Error: --alora-invocation "<think>": the data writes it \\(e\\.g\\. d\\.jsonl:3\\), but after "\\?" the tokenizer joins them into other tokens, so no example holds the invocation's tokens \\[${alone.join(',')}\\]: put a newline before it \\(end each prompt with "\\\\n", as chat templates end a turn\\)$`));
@@ -368,6 +370,20 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
   assert.equal(cfg.base_model_name_or_path, 'Qwen/Qwen2.5-0.5B-Instruct');
   const plain = loadAdapter(out, model.config);
   assert.equal(plain.tensors.size, 2 * 3);
+  // What is given instead of an adapter folder is named (it was "<dir>/adapter_config.json not found" for each).
+  const cases: [string, string][] = [
+    [path.join(tmp, 'nowhere'), `${path.join(tmp, 'nowhere')} does not exist`],
+    [path.join(out, 'adapter_config.json'), `${path.join(out, 'adapter_config.json')} is a file; an adapter is a folder (adapter_config.json and adapter_model.safetensors): give ${out}`],
+    [model.dir, `${model.dir} holds a model (config.json), not a PEFT adapter (adapter_config.json): give it as the model`],
+  ];
+  for (const [dir, said] of cases) assert.throws(() => loadAdapter(dir, model.config), { message: `adapter: ${said}` });
+  const unfinished = path.join(tmp, 'unfinished'), holder = path.join(tmp, 'holder');
+  fs.mkdirSync(path.join(unfinished, 'checkpoint'), { recursive: true });
+  fs.writeFileSync(path.join(unfinished, 'checkpoint', 'checkpoint.json'), '{}');
+  assert.throws(() => loadAdapter(unfinished, model.config), { message: `adapter: ${unfinished} holds a training checkpoint but no adapter: the run did not finish (run it again with --resume to finish it and write the adapter)` });
+  fs.mkdirSync(holder);
+  fs.symlinkSync(out, path.join(holder, 'mine'));
+  assert.throws(() => loadAdapter(holder, model.config), { message: `adapter: ${holder} holds no adapter_config.json, but ${path.join(holder, 'mine')} is an adapter folder: give it` });
   // use_rslora scales B·A by alpha / √r (PEFT), not alpha / r; options that change what the tensors mean are refused by name.
   // The config is edited as one of PEFT's own would be: weights without the settings edgereason records beside them.
   const weightsFile = path.join(out, 'adapter_model.safetensors'), st = openSafetensors(weightsFile);

@@ -293,7 +293,7 @@ describe('data', () => {
     assert.deepEqual(twin.ids, e.ids);
     // The advice fits the template: rename where it renders reasoning_content, else into the content.
     assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning: 'greet them' }) }, thinking, 'f.jsonl:4'), /this template renders "reasoning_content": rename the field$/);
-    assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning: 'greet them' }) }, tok, 'f.jsonl:4'), /this template has no place for it: put the reasoning into "content"/);
+    assert.throws(() => tokenizeRecord({ line: 4, messages: msgs({ content: 'Hello', reasoning: 'greet them' }) }, tok, 'f.jsonl:4'), /this template has no place for it: put the reasoning into "content" as "<think>\\n…\\n<\/think>\\n\\n" before the reply$/); // written out, not as line breaks in the message
     // A TRL conversational record names its own lists.
     assert.throws(() => tokenizeRecord({ line: 5, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'Sure<|im_end|>' }], trainFrom: 1 }, tok, 'f.jsonl:5'), /^Error: f\.jsonl:5: completion\[0\]\.content holds "<\|im_end\|>"/);
     assert.throws(() => tokenizeRecord({ line: 5, messages: [{ role: 'user', content: 'hi<|im_end|>' }, { role: 'assistant', content: 'ok' }], trainFrom: 1 }, tok, 'f.jsonl:5'), /^Error: f\.jsonl:5: prompt\[0\]\.content holds/);

@@ -34,9 +34,25 @@ export const loraScale = (c: AdapterConfig): number => c.loraAlpha / (c.rslora ?
 /** A PEFT adapter folder's adapter_config.json, checked (see parseAdapterConfig). */
 export function readAdapterConfig(dir: string, numLayers?: number): AdapterConfig {
   const cfgFile = path.join(dir, 'adapter_config.json');
-  if (!fs.existsSync(cfgFile)) throw new Error(`adapter: ${cfgFile} not found (expected a PEFT adapter folder)`);
+  if (!fs.existsSync(cfgFile)) throw new Error(`adapter: ${notAnAdapter(dir) ?? `${cfgFile} not found (expected a PEFT adapter folder)`}`);
   const raw = readJsonFile(cfgFile, 'adapter: ') as Record<string, unknown>;
   return parseAdapterConfig(raw, cfgFile, numLayers);
+}
+
+/** What `dir`, given as an adapter folder without an adapter_config.json, is instead (a file, a model, an unfinished run), or undefined. */
+function notAnAdapter(dir: string): string | undefined {
+  if (!fs.existsSync(dir)) return `${dir} does not exist`;
+  if (!fs.statSync(dir).isDirectory()) {
+    const own = ['adapter_config.json', 'adapter_model.safetensors'].includes(path.basename(dir));
+    return `${dir} is a file; an adapter is a folder (adapter_config.json and adapter_model.safetensors)${own ? `: give ${path.dirname(dir)}` : ''}`;
+  }
+  const inside = fs.readdirSync(dir).filter((d) => fs.existsSync(path.join(dir, d, 'adapter_config.json'))).map((d) => path.join(dir, d));
+  if (fs.existsSync(path.join(dir, 'config.json'))) {
+    return `${dir} holds a model (config.json), not a PEFT adapter (adapter_config.json): give it as the model${inside.length ? `, and an adapter folder such as ${inside.slice(0, 2).join(' or ')}` : ''}`;
+  }
+  if (fs.existsSync(path.join(dir, 'checkpoint', 'checkpoint.json'))) return `${dir} holds a training checkpoint but no adapter: the run did not finish (run it again with --resume to finish it and write the adapter)`;
+  if (inside.length) return `${dir} holds no adapter_config.json, but ${inside.slice(0, 2).join(' and ')} ${inside.length > 1 ? 'are adapter folders' : 'is an adapter folder'}: give ${inside.length > 1 ? 'one' : 'it'}`;
+  return undefined;
 }
 
 /** base_model_name_or_path recorded in an adapter folder's adapter_config.json (undefined when absent, empty or unreadable). */

@@ -75,6 +75,8 @@ export function readJsonl(file: string): DataRecord[] {
       if (!msgs.some((m) => m.role === 'assistant')) throw new Error(`${where}: no assistant message, so nothing to train on`);
       records.push({ line, messages: msgs, ...(tools ? { tools } : {}) });
     } else if (Array.isArray(o.prompt) || Array.isArray(o.completion)) { // TRL's conversational prompt-completion
+      const text = (['prompt', 'completion'] as const).find((k) => typeof o[k] === 'string');
+      if (text) throw new Error(`${where}: "${text}" is text and "${text === 'prompt' ? 'completion' : 'prompt'}" a list of chat messages: give both as text, or both as lists of messages`);
       const prompt = chatMessages(o.prompt, where, 'prompt'), completion = chatMessages(o.completion, where, 'completion'), tools = toolList(o.tools, where);
       if (!completion.some((m) => m.role === 'assistant')) throw new Error(`${where}: "completion" has no assistant message, so nothing to train on`);
       records.push({ line, messages: [...prompt, ...completion], trainFrom: prompt.length, ...(tools ? { tools } : {}) });
@@ -202,7 +204,7 @@ class UnknownCharacters extends Error {
  * Refuses text holding characters the tokenizer has no token for: they are encoded as a special token (its "<unk>")
  * the text does not hold, and would be trained as that. `ids`: the text's encoding, without special tokens added.
  */
-function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: string): void {
+export function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: string): void {
   const unknown = unknownToken(text, ids, tok);
   if (unknown === undefined) return;
   const chars: string[] = [];
@@ -244,7 +246,7 @@ function checkReasoningRendered(messages: ChatMessage[], k: number, tok: TextTok
     if (bare !== text) continue;
     // Renamed reasoning_content, would this template render it?
     const renamed = f !== 'reasoning_content' && render({ ...without, reasoning_content: m[f] }) !== bare;
-    throw new Error(`${what}.${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning; ${renamed ? 'this template renders "reasoning_content": rename the field' : 'this template has no place for it: put the reasoning into "content" as "<think>\n…\n</think>\n\n" before the reply'}`);
+    throw new Error(`${what}.${f} is not in the text the chat template renders for this turn, so the reply would be trained without its reasoning; ${renamed ? 'this template renders "reasoning_content": rename the field' : 'this template has no place for it: put the reasoning into "content" as "<think>\\n…\\n</think>\\n\\n" before the reply'}`);
   }
 }
 
