@@ -105,7 +105,6 @@ export interface PromptOptions extends GenerateOptions {
   json?: true | Record<string, unknown>;
 }
 
-
 /** A cached copy gone while it loaded: loaded once more (Model.load), but not a second time. */
 const copyGone = (gone: CopyGone, mayRetry: boolean): Error =>
   (mayRetry ? gone : new Error(`model: ${gone.message}, twice; load it again once nothing else is using ${path.dirname(gone.dir)}`));
@@ -206,7 +205,7 @@ export class Model {
     }
     try {
       if (adapter) await backend.setAdapter(adapter.tensors);
-      signal?.throwIfAborted(); // the session is closed: a load aborted meanwhile opens nothing
+      signal?.throwIfAborted(); // aborted meanwhile: the session is closed, nothing is left open
     } catch (e) {
       await backend.close().catch(() => undefined); // the error that matters is the adapter's (or the abort)
       throw e;
