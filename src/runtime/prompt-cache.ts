@@ -357,7 +357,7 @@ export async function openPromptCacheFile(cache: PromptCache, file: string, note
       note(`prompt cache: ${r.prompts < r.of ? `${r.prompts} of ${r.of} prompts (the most recent ${cache.budget / 2 ** 20} MiB)` : prompts(r.prompts)} (${r.tokens} tokens) read from ${file}`);
     } catch (e) {
       if (!(e instanceof PromptCacheMismatch)) throw e;
-      note(`${e.message.replace(/; save the prompt cache again with this model$/, '')}: not read; the prompts this run keeps replace it at the end`);
+      note(`${e.message.replace(/; save the prompt cache again with this model$/, '')}: not read; it is replaced at the end if this run keeps a prompt`);
     }
   }
   // A place that cannot be written (a cache shipped read-only) is read, not saved: said now, not found at the end.
