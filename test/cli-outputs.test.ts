@@ -913,6 +913,16 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.match(r.stderr, /^adapter: models\/default\/reasoning-adapter \(the default; --no-adapter for the base model alone\)$/m);
   assert.match(r.stderr, /^route: reasoning \(router score 0\.18\d, threshold 0\.411: the direct answer was escalated by the gate\)$/m, 'and its router.json: the gate escalates');
   assert.equal(r.stdout.trim().split('\n').at(-1), '#### 19');
+  // A reply that ends at its first token shows nothing: said so (here the answer's one token made an end token).
+  const ender = at('ender-model');
+  fs.mkdirSync(ender);
+  for (const f of ['model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(ROOT, 'models/default', f), path.join(ender, f));
+  const answerToken = JSON.parse(cli(['answer', '--model', 'models/default', '--no-adapter', '--question', 'Reverse the word wind.', '--json']).stdout).samples[0].tokenIds;
+  assert.equal(answerToken.length, 1);
+  fs.writeFileSync(path.join(ender, 'config.json'), JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(ROOT, 'models/default/config.json'), 'utf8')), eos_token_id: [2, answerToken[0]] }));
+  const ended = cli(['answer', '--model', ender, '--question', 'Reverse the word wind.']);
+  assert.deepEqual([ended.status, ended.stdout], [0, '\n']);
+  assert.match(ended.stderr, /^edgereason: note: the model ended its reply at once \(its first token was an end token\): there is nothing to show$/m);
   // A thinking that is only blank still shows its tags (the transcript as the model wrote it).
   assert.equal(cli(['answer', '--model', 'models/default', '--question', 'Reverse the word wind.', '--reasoning', 'on']).stdout, '<think>\n\n</think>\n\ndniw\n');
   const base = cli([...q, '--no-adapter']);

@@ -100,6 +100,8 @@ export function answerCommand(program: Command): void {
             : none ? `edgereason: note: the thinking closed, but ${limit} left no room for the answer${several}: ${byContext ? 'shorten the question' : `raise --max-tokens${o.maxThinkingTokens === undefined ? '' : ', or lower --max-thinking-tokens'}`}`
             : `edgereason: note: the answer was cut off by ${limit}${r.samples.length > 1 ? ', and no sample ended with an answer to vote on' : ''}; it may end mid-number: ${byContext ? 'shorten the question' : 'raise --max-tokens'}`);
         }
+        // A reply that ended at its first token (an adapter trained off this format, say) shows nothing: said so.
+        if (r.samples.every((x) => x.tokens === 0 && x.finishReason === 'stop')) console.error(`edgereason: note: the model ended its reply at once (its first token was an end token${r.samples.length > 1 ? ', in every sample' : ''}): there is nothing to show`);
         if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} tokens) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);
         if (r.samples.length > 1) {
           console.error('\nsamples:');
