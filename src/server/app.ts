@@ -536,8 +536,9 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       shorten(graceMs);
     })]);
     timers.forEach(clearTimeout);
+    shorten = () => {}; // the grace is over: a later call has nothing to cut short (and starts no timer)
     for (const r of inflight.values()) r.abort.abort();
-      await all();
+    await all();
     // Responses finished while closing end their connections (the hooks above); a connection still open a moment
     // later (a client that never finished sending its request, a stalled download) is cut.
     let cut: NodeJS.Timeout | undefined;
