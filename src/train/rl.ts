@@ -13,6 +13,7 @@ import type { WeightSource } from '../io/weights.ts';
 import { loadAdapter, loraScale, recordedBase, saveAdapter, type LoadedAdapter } from '../io/peft.ts';
 import { adapterView, type Backend } from '../runtime/backend.ts';
 import { decode, Sequence } from '../runtime/generate.ts';
+import { seedAt } from '../runtime/sampler.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { budgetControl } from '../reason/budget.ts';
@@ -24,6 +25,7 @@ import { checkOptions, checkpointOptions, dataIdentity, interrupted, modelIdenti
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 import { checkRules, is, type Rule } from '../runtime/options.ts';
+import { MAX_THREADS } from '../runtime/threads.ts';
 import { shown } from '../show.ts';
 
 export interface RlPrompt { question: string; gold: string | number; /** Line of the prompts file. */ line?: number }
@@ -74,7 +76,7 @@ const RL_RULES: Record<keyof RlOptions, Rule> = {
   penalty: is.oneOf(['budget', 'group']), unbudgetedShare: is.share, lambda: is.atLeast0,
   group: { what: 'an integer ≥ 2 (a group of one has no spread: its advantage is 0)', ok: (v) => Number.isSafeInteger(v) && (v as number) >= 2 },
   promptsPerStep: is.int(1), steps: is.int(1), lr: is.above0, temperature: is.above0, maxTokens: is.int(1), clipEps: is.above0, beta: is.atLeast0,
-  seed: is.seed, task: is.oneOf(TASKS), checkpointEvery: is.int(1), resume: is.bool, baseModel: is.text, promptsFile: is.text, threads: is.int(1),
+  seed: is.seed, task: is.oneOf(TASKS), checkpointEvery: is.int(1), resume: is.bool, baseModel: is.text, promptsFile: is.text, threads: is.intIn(1, MAX_THREADS),
   quiet: is.bool, handleSignals: is.bool, onStep: is.fn,
 };
 
@@ -204,7 +206,7 @@ export async function trainRl(
         const p = prompts[Math.floor(rng.next() * prompts.length)], b = o.budgets[Math.floor(rng.next() * o.budgets.length)];
         return rng.next() < share ? { p, budget: Math.min(...o.budgets), line: false } : { p, budget: b, line: true };
       });
-      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature, maxTokens, seed: seed + step * 7919, end });
+      const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature, maxTokens, seed: seedAt(seed, step * Math.max(7919, P * G)), end }); // no two steps' rows share a seed
       rolls.forEach((r, k) => { r.correct = rolloutCorrect(task, r, tok.decode(r.generated), batch[Math.floor(k / G)].p.gold); });
       const rewards: number[] = [];
       for (let i = 0; i < rolls.length; i += G) {
@@ -305,7 +307,7 @@ export const ROLLOUT_ROWS = 64;
 /**
  * P prompts, each forked into G rows, decoded ROLLOUT_ROWS rows at a time (the prompts of a block prefilled in one
  * step: the chat prompt with base weights, then the invocation and, for a budgeted prompt, the budget control line
- * with the adapter on). Row (i, g) draws with seed + i·G + g whatever its block: the same rollouts as one batch.
+ * with the adapter on). Row (i, g) draws with seed + i·G + g (seedAt) whatever its block: the same rollouts as one batch.
  */
 export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p: RlPrompt; budget: number; line: boolean }[], invocation: number[], G: number,
   o: { temperature: number; maxTokens: number; seed: number; end: number[] }): Promise<Rollout[]> {
@@ -325,7 +327,7 @@ export async function rollouts(backend: Backend, tok: TextTokenizer, batch: { p:
       });
       const forked = await backend.select(cache, rows.map((r) => r.i - first));
       const seqs = rows.map(({ i, g }) => new Sequence(tok,
-        { temperature: o.temperature, maxTokens: Math.min(o.maxTokens, ctx - prompts[i].ids.length), seed: o.seed + i * G + g, adapter: true, adapterFrom: prompts[i].from,
+        { temperature: o.temperature, maxTokens: Math.min(o.maxTokens, ctx - prompts[i].ids.length), seed: seedAt(o.seed, i * G + g), adapter: true, adapterFrom: prompts[i].from,
           thinking: { end: o.end, endText: THINK_CLOSE } }, prompts[i].ids.length)); // thinking tokens and its close, as inference counts them
       try {
         await decode(backend, forked, seqs, rows.map((r) => prompts[r.i].ids.slice(-1)));

@@ -19,6 +19,7 @@ import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { lateProgress, Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
 import { Trainer, aloraMask, type MicroBatch } from './trainer.ts';
+import { MAX_THREADS } from '../runtime/threads.ts';
 import { checkRules, is, type Rule } from '../runtime/options.ts';
 
 export interface SftOptions {
@@ -106,7 +107,7 @@ const sftRules = (vocab: number): Record<keyof SftOptions, Rule> => ({
   aloraInvocation: is.list(`token ids (0..${vocab - 1})`, (t) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < vocab),
   lr: is.above0, epochs: is.intIn(1, MAX_EPOCHS), batchTokens: is.int(2), accum: is.int(1), seed: is.seed, warmupSteps: is.int(0), minLrRatio: is.share,
   weightDecay: is.atLeast0, clip: is.above0, maxLen: is.int(2), evalEvery: is.int(1), checkpointEvery: is.int(1), resume: is.bool,
-  maxSteps: is.int(1), threads: is.int(1), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn, decode: is.fn,
+  maxSteps: is.int(1), threads: is.intIn(1, MAX_THREADS), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn, decode: is.fn,
 });
 
 /** Resume options recorded since a later version: checked only when the checkpoint has them. */
