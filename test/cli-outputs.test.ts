@@ -1029,6 +1029,9 @@ test('convert refuses to write into its own --model folder or a file; a converte
   fs.writeFileSync(lock, '2147483646');
   assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).status, 0);
   assert.equal(fs.existsSync(lock), false);
+  // A run that fails leaves no folder it made (the lock made it first).
+  assert.match(cli(['convert', '--model', at('conv-none'), '--out', at('conv-new')]).stderr, /does not exist/);
+  assert.equal(fs.existsSync(at('conv-new')), false);
   // A converted folder as its own --out is that (it was called another model's conversion, --overwrite offered).
   assert.equal(cli(['convert', '--model', at('conv-out'), '--out', at('conv-out')]).stderr, `edgereason: --out ${at('conv-out')} is the --model folder: the converted model would be written over its own input; choose another --out\n`);
   // A source without a chat template or generation_config.json: the ones a user then adds survive its rebuild in

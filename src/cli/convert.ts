@@ -41,36 +41,36 @@ export function convertCommand(program: Command): void {
       // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
       if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
       outCheck(o); // before the next: a converted --model given as its own --out is "the --model folder", not another model's conversion
-      // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
-      const earlier = fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() ? convertedFrom(o.out) : undefined;
-      if (earlier !== undefined && canonical(earlier) !== canonical(modelPath(o.model)) && !o.overwrite) {
-        throw new Error(`--out ${o.out} holds a conversion of another model (${earlier}); choose another folder, or pass --overwrite to replace it`);
-      }
-      const t0 = performance.now(), opened = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(opened.config);
-      // A scaling the model cannot take is refused before the conversion starts.
-      const src = opened.kind === 'converted' ? opened : rescaled(opened, ropeScaling);
-      const note = requantisedNote(src, quant);
-      if (note) console.error(cliWords(note));
-      const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights'), made = !fs.existsSync(o.out); // a folder this run makes goes with it when left empty
-      // A second convert into the same --out while this one runs is refused (their files would mix: the last renamed wins each).
+      // Held from here: a second convert into the same --out while this one runs is refused (their files would mix, the
+      // last renamed winning each), and what is found there below stays so. Its release also removes the folder it made
+      // when the run left that empty (Ctrl-C, a full disk, a source changed meanwhile: "nothing was written").
       const unlock = holdLock(path.join(o.out, '.convert.lock'), (pid) => `--out: another convert (process ${pid}) is writing ${o.out}; wait for it to finish, or choose another --out`);
-      const dropMade = () => { try { if (made) fs.rmdirSync(o.out); } catch { /* not there, or not empty */ } };
-      let m: Manifest;
-      // Ctrl-C: this run's half-written files go (a load would leave them, gigabytes for a large model); the files
-      // in place were not touched before the last step, which renames them all at once.
-      const off = onInterrupt(process.stderr, () => {
-        bar.stop();
-        const out = path.resolve(o.out), mine = `.tmp-${process.pid}`;
-        if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
-        dropMade();
-        return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${o.out} is as it was` : `nothing was written to ${o.out}`}`;
-      });
+      let m: Manifest, earlier: string | undefined, t0: number;
       try {
-        m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, loraTargets: targets, ropeScaling }, bar.update);
-      } catch (e) {
-        dropMade(); // a full disk, a source changed meanwhile: "nothing was written" leaves no empty folder either
-        throw e;
-      } finally { bar.stop(); off(); unlock(); }
+        // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
+        earlier = convertedFrom(o.out);
+        if (earlier !== undefined && canonical(earlier) !== canonical(modelPath(o.model)) && !o.overwrite) {
+          throw new Error(`--out ${o.out} holds a conversion of another model (${earlier}); choose another folder, or pass --overwrite to replace it`);
+        }
+        t0 = performance.now();
+        const opened = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(opened.config);
+        // A scaling the model cannot take is refused before the conversion starts.
+        const src = opened.kind === 'converted' ? opened : rescaled(opened, ropeScaling);
+        const note = requantisedNote(src, quant);
+        if (note) console.error(cliWords(note));
+        const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights');
+        // Ctrl-C: this run's half-written files go (a load would leave them, gigabytes for a large model); the files
+        // in place were not touched before the last step, which renames them all at once.
+        const off = onInterrupt(process.stderr, () => {
+          bar.stop();
+          const out = path.resolve(o.out), mine = `.tmp-${process.pid}`;
+          if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
+          return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${o.out} is as it was` : `nothing was written to ${o.out}`}`;
+        });
+        try {
+          m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, loraTargets: targets, ropeScaling }, bar.update);
+        } finally { bar.stop(); off(); }
+      } finally { unlock(); }
       const rope = ropeScaling ? `; RoPE ${ropeScalingWords(m.config.ropeScaling)}, ${m.config.maxPositionEmbeddings} positions` : '';
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
