@@ -211,9 +211,15 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
         process.stderr.write(`train-sft: the checkpoint is at step ${step}${step >= total ? `, the end of the run (${total} steps)` : `, --max-steps is ${stopAt}`}: nothing left to train; writing the outputs from it\n`);
       }
     }
-    progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: onInterrupt } : {}) });
+    const bar = progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: onInterrupt } : {}) });
     // A periodic eval loss the interrupted run had not taken yet (Ctrl-C during it saves the step without it).
-    if (o.resume && step > 0 && step < stopAt && evalDueAt(step) && evalLosses.at(-1)?.[0] !== step) evalLosses.push([step, await evaluate()]);
+    // A periodic eval loss: the bar says so meanwhile (its time is not training's), then shows it.
+    const periodicEval = async () => {
+      const l = await bar.aside('eval', () => evaluate());
+      evalLosses.push([step, l]);
+      bar.say(`eval loss ${l.toFixed(4)} at step ${step}`);
+    };
+    if (o.resume && step > 0 && step < stopAt && evalDueAt(step) && evalLosses.at(-1)?.[0] !== step) await periodicEval();
     while (step < stopAt && epoch < epochs) {
       const order = epochBatches(epoch).batches;
       while (position < order.length && step < stopAt) {
@@ -235,11 +241,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
         losses.push(loss);
         progress.update(step, { loss, tokens });
         o.onStep?.({ step, loss, lr: stepLr, gradNorm });
-        if (evalDueAt(step)) {
-          const l = await progress.aside('eval', () => evaluate());
-          evalLosses.push([step, l]);
-          progress.say(`eval loss ${l.toFixed(4)} at step ${step}`);
-        }
+        if (evalDueAt(step)) await periodicEval();
         if (o.checkpointEvery && step % o.checkpointEvery === 0) save();
       }
       if (position >= order.length) { epoch++; position = 0; }
