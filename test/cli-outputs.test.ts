@@ -1158,15 +1158,17 @@ test('generate and answer --prompt-cache-file: the next run reads the prompt the
 
 /**
  * A spawned CLI's output as it comes (`got`): `until(what)` waits for it on stderr (or stdout, with 'out'), failing
- * with the output so far after a minute or when the process has ended.
+ * with the output so far after a minute or once the process has ended and its output is all read.
  */
 function watch(child: ReturnType<typeof spawn>) {
   const got = { out: '', err: '' };
+  let closed = false; // its output all read (which may come after 'exit')
   child.stdout!.on('data', (d) => { got.out += d; });
   child.stderr!.on('data', (d) => { got.err += d; });
+  child.on('close', () => { closed = true; });
   const until = async (what: RegExp, from: 'out' | 'err' = 'err') => {
     for (let t = 0; !what.test(got[from]); t++) {
-      if (t > 3000 || child.exitCode !== null) assert.fail(`no ${what} in:\n${got.out}\n${got.err}`);
+      if (t > 3000 || closed) assert.fail(`no ${what} in:\n${got.out}\n${got.err}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   };

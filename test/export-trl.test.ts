@@ -211,7 +211,7 @@ test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the e
   assert.throws(() => heldInvocation(tok, INVOCATION, [{ ids: tok.encode(`How many?\n${INVOCATION}"Six"`, { addSpecialTokens: false }) }]),
     /^Error: --alora-invocation "<think>": the data writes it, but the tokenizer joins it with the "\\"" after it into other tokens, so no example holds the invocation's tokens \[13708,766,29\]: put a newline after it, as a reasoning trace begins \("<think>\\n"\)$/);
   // An invocation the tokenizer has no token for is said so (it read "no example holds the invocation's tokens [5]", its <unk>).
-  assert.throws(() => heldInvocation(loadTokenizer('models/default'), 'é', []), { message: '--alora-invocation "é" holds "é", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it' });
+  assert.throws(() => heldInvocation(loadTokenizer('models/default'), 'é', []), { message: '--alora-invocation "é" holds "é", which the tokenizer has no token for: it would be matched as "<unk>"; remove or replace it' });
   const merged = tok.encode(`How many?${INVOCATION}\nSix.`, { addSpecialTokens: false });
   assert.throws(() => heldInvocation(tok, INVOCATION, [{ ids: merged, source: 'd.jsonl:3' }]),
     new RegExp(`^Error: --alora-invocation "<think>": the data writes it \\(e\\.g\\. d\\.jsonl:3\\), but after "\\?" the tokenizer joins them into other tokens, so no example holds the invocation's tokens \\[${alone.join(',')}\\]: put a newline before it \\(end each prompt with "\\\\n", as chat templates end a turn\\)$`));

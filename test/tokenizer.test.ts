@@ -60,7 +60,8 @@ test('qwen: round-trips mixed text (English, CJK, emoji, code with tabs/newlines
   const ids = qwen.encode(text);
   assert.ok(ids.length > 20);
   assert.equal(qwen.decode(ids), text);
-  assert.equal(qwen.decode(Int32Array.from(ids) as never), text); // a typed array (onnxruntime's) too: the library refused it
+  assert.equal(qwen.decode(Int32Array.from(ids) as never), text); // a typed array too: the library refused it
+  assert.equal(qwen.decode(BigInt64Array.from(ids, BigInt) as never), text); // onnxruntime's int64
   // Not text, not token ids: named (5 and null encoded as nothing, -1 / 1.5 / NaN decoded as nothing).
   assert.throws(() => qwen.encode(5 as never), { message: 'tokenizer: encode takes a string, got 5' });
   assert.throws(() => qwen.encode(null as never), { message: 'tokenizer: encode takes a string, got null' });

@@ -257,9 +257,9 @@ describe('data', () => {
       { message: 'f.jsonl:2: completion holds "é", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it' });
     // Every field's at once (the first field's alone were: one rerun per field).
     assert.throws(() => tokenizeRecord({ line: 2, prompt: 'naïve', completion: ' 5€<|im_end|>' }, small, 'f.jsonl:2'),
-      { message: 'f.jsonl:2: prompt holds "ï", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it; completion holds "€", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it' });
+      { message: 'f.jsonl:2: prompt holds "ï"; completion holds "€", which the tokenizer has no token for: each would be trained as "<unk>"; remove or replace them' });
     assert.throws(() => tokenizeRecord({ line: 2, messages: [{ role: 'user', content: 'é' }, { role: 'assistant', content: '5€' }] }, small, 'f.jsonl:2'),
-      { message: 'f.jsonl:2: messages[0].content holds "é", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it; messages[1].content holds "€", which the tokenizer has no token for: it would be trained as "<unk>"; remove or replace it' });
+      { message: 'f.jsonl:2: messages[0].content holds "é"; messages[1].content holds "€", which the tokenizer has no token for: each would be trained as "<unk>"; remove or replace them' });
     // "<unk>" written out is the special token itself, refused in a message as any other.
     assert.throws(() => tokenizeRecord({ line: 2, messages: chat('say <unk>') }, small, 'f.jsonl:2'), /^Error: f\.jsonl:2: messages\[0\]\.content holds "<unk>", one of the tokenizer's special tokens, as text/);
     assert.equal(tokenizeRecord({ line: 2, prompt: 'hi', completion: ' cafe<|im_end|>' }, small).length, 1);

@@ -105,7 +105,7 @@ export function trainSftCommand(program: Command): void {
 export function heldInvocation(tok: TextTokenizer, text: string, examples: readonly Pick<Example, 'ids' | 'source'>[]): number[] {
   const enc = (t: string) => tok.encode(t, { addSpecialTokens: false }), alone = enc(text), written = invocationIds(enc, text);
   if (!alone.length) throw new Error(`--alora-invocation "${text}" encodes to no tokens`);
-  checkKnown(text, alone, tok, `--alora-invocation ${JSON.stringify(text)}`); // it read "no example holds the invocation's tokens [5]", the <unk>
+  checkKnown(text, alone, tok, `--alora-invocation ${JSON.stringify(text)}`, 'be matched as'); // it read "no example holds the invocation's tokens [5]", the <unk>
   const held = (run: number[]) => examples.some((e) => lastIndexOfRun(e.ids, run) >= 0), holdsAlone = held(alone), holdsWritten = held(written);
   if (!holdsAlone && !holdsWritten) {
     // Written in the data but tokenized with what comes before it ("?<" in Qwen's vocabulary): said so, with the fix.

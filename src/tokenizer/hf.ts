@@ -319,9 +319,11 @@ export class HfTokenizer implements TextTokenizer {
   /** Ids the tokenizer does not know (e.g. a model's padded vocab rows) are skipped, as Rust tokenizers does. */
   decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean; cleanUp?: boolean } = {}): string {
     if (!Array.isArray(ids) && !ArrayBuffer.isView(ids)) throw new Error(`tokenizer: decode takes a list of token ids, got ${shown(ids)}`);
-    const bad = ids.findIndex((i) => !Number.isInteger(i) || i < 0); // -1, 1.5 or NaN decoded as nothing
-    if (bad >= 0) throw new Error(`tokenizer: decode: ids[${bad}] must be a token id (an integer ≥ 0), got ${shown(ids[bad])}`);
-    const known = Array.from(ids).filter((i) => this.tokenizer.id_to_token(i) !== undefined);
+    // A typed array too, onnxruntime's int64 (BigInt64Array) among them.
+    const list = Array.from(ids as ArrayLike<number | bigint>, (i) => (typeof i === 'bigint' ? Number(i) : i));
+    const bad = list.findIndex((i) => !Number.isInteger(i) || i < 0); // -1, 1.5 or NaN decoded as nothing
+    if (bad >= 0) throw new Error(`tokenizer: decode: ids[${bad}] must be a token id (an integer ≥ 0), got ${shown(list[bad])}`);
+    const known = list.filter((i) => this.tokenizer.id_to_token(i) !== undefined);
     return known.length ? this.tokenizer.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false, ...(opts.cleanUp !== undefined ? { clean_up_tokenization_spaces: opts.cleanUp } : {}) }) : '';
   }
 

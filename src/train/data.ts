@@ -124,7 +124,7 @@ function tokenizeOne(r: DataRecord, tok: TextTokenizer, where: string, perTurn: 
     const ids = encodeText(tok, r.prompt + r.completion), p = encodeText(tok, r.prompt), added = tok.encode('', { addSpecialTokens: true });
     // Named by field only once the whole text is found to hold an unknown token (the special tokens the encoding adds, a BOS, aside).
     if (unknownToken(r.prompt + r.completion, ids.filter((id) => !added.includes(id)), tok) !== undefined) {
-      allKnown(where, ['prompt', 'completion'].map((k) => () => checkKnown(r[k as 'prompt'], tok.encode(r[k as 'prompt'], { addSpecialTokens: false }), tok, `${where}: ${k}`)));
+      allKnown(where, (['prompt', 'completion'] as const).map((k) => () => checkKnown(r[k], tok.encode(r[k], { addSpecialTokens: false }), tok, `${where}: ${k}`)));
     }
     let from = 0;
     while (from < p.length && from < ids.length && p[from] === ids[from]) from++;
@@ -197,20 +197,22 @@ function unknownToken(text: string, ids: number[], tok: TextTokenizer): number |
 
 /** checkKnown's refusal, with the characters it names (a dataset gathers them from all its lines: loadDataset). */
 class UnknownCharacters extends Error {
-  constructor(readonly chars: string[], message: string) { super(message); }
+  /** `held`: what holds which of them ("f.jsonl:2: prompt holds "é""); `unk`: the token they would be read as. */
+  constructor(readonly chars: string[], readonly held: string, readonly unk: string, use = 'be trained as') {
+    super(`${held}, which the tokenizer has no token for: ${chars.length > 1 ? 'each' : 'it'} would ${use} ${unk}; remove or replace ${chars.length > 1 ? 'them' : 'it'}`);
+  }
 }
 
 /**
  * Refuses text holding characters the tokenizer has no token for: they are encoded as a special token (its "<unk>")
  * the text does not hold, and would be trained as that. `ids`: the text's encoding, without special tokens added.
  */
-export function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: string): void {
+export function checkKnown(text: string, ids: number[], tok: TextTokenizer, what: string, use?: string): void {
   const unknown = unknownToken(text, ids, tok);
   if (unknown === undefined) return;
   const chars: string[] = [];
   for (const c of new Set(text)) if (chars.length < 5 && tok.encode(c, { addSpecialTokens: false }).includes(unknown)) chars.push(c);
-  const them = chars.length > 1 ? 'them' : 'it';
-  throw new UnknownCharacters(chars, `${what} holds ${chars.length ? chars.map((c) => JSON.stringify(c)).join(', ') : 'text'}, which the tokenizer has no token for: ${chars.length > 1 ? 'each' : 'it'} would be trained as ${JSON.stringify(tok.decode([unknown]))}; remove or replace ${them}`);
+  throw new UnknownCharacters(chars, `${what} holds ${chars.length ? chars.map((c) => JSON.stringify(c)).join(', ') : 'text'}`, JSON.stringify(tok.decode([unknown])), use);
 }
 
 /**
@@ -225,7 +227,7 @@ function allKnown(where: string, checks: (() => void)[]): void {
       found.push(e);
     }
   }
-  if (found.length > 1) throw new UnknownCharacters([...new Set(found.flatMap((e) => e.chars))], found.map((e, i) => (i ? e.message.replace(`${where}: `, '') : e.message)).join('; '));
+  if (found.length > 1) throw new UnknownCharacters([...new Set(found.flatMap((e) => e.chars))], found.map((e, i) => (i ? e.held.replace(`${where}: `, '') : e.held)).join('; '), found[0].unk);
   if (found.length) throw found[0];
 }
 
