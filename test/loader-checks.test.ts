@@ -177,6 +177,30 @@ test('hostile files: a safetensors header over the format\'s 100 MB is refused, 
   writer.kill();
 });
 
+test('what is not a model is named: a symbolic link loop, a named pipe, an adapter folder, another model\'s tokenizer beside the weights', () => {
+  const loop = path.join(tmp, 'loop-a');
+  fs.symlinkSync(path.join(tmp, 'loop-b'), loop);
+  fs.symlinkSync(loop, path.join(tmp, 'loop-b'));
+  assert.throws(() => openSource(loop), { message: `model: ${loop} is a symbolic link that leads back to itself (a loop)` }); // it "did not exist"
+  const dangling = path.join(tmp, 'dangling.gguf');
+  fs.symlinkSync(path.join(tmp, 'gone.gguf'), dangling);
+  assert.throws(() => openSource(dangling), { message: `model: ${dangling} is a symbolic link to ${path.join(tmp, 'gone.gguf')}, which does not exist` });
+  const fifo = path.join(tmp, 'pipe.gguf');
+  if (spawnSync('mkfifo', [fifo]).status === 0) assert.throws(() => openSource(fifo), { message: `model: ${fifo} is not a regular file (a named pipe, a socket or a device): give the model's file or folder` }); // it hung on the header's read
+  const adapter = path.join(tmp, 'an-adapter');
+  fs.mkdirSync(adapter);
+  fs.writeFileSync(path.join(adapter, 'adapter_config.json'), '{}');
+  assert.throws(() => openSource(adapter), { message: `model: ${adapter} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (--adapter), with its base model as the model` });
+  // The embedded model's weights beside this random model's tokenizer (fewer tokens, so not refused by size): its end
+  // token is ordinary text there, and chat was garbage.
+  const mixed = path.join(tmp, 'mixed');
+  fs.mkdirSync(mixed);
+  for (const f of ['config.json', 'model.safetensors']) fs.symlinkSync(path.resolve('models/default', f), path.join(mixed, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(base.dir, f), path.join(mixed, f));
+  const eos = JSON.parse(fs.readFileSync('models/default/config.json', 'utf8')).eos_token_id;
+  assert.throws(() => openSource(mixed), new RegExp(`^Error: model: ${path.join(mixed, 'config\\.json')}'s end token ${eos} is ".*" in ${path.join(mixed, 'tokenizer\\.json')}, ordinary text, not a special token: the tokenizer is not this model's \\(or eos_token_id is wrong\\)$`));
+});
+
 test('GGUF tokenizer lists of the wrong type are refused by key', () => {
   const md = openGguf(base.files.ggufF32).metadata;
   assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.merges': [1, 2] }, 'x.gguf'),

@@ -56,16 +56,27 @@ export function modelPath(p: string): string {
 export function openSource(p: string): ModelSource {
   // owner/name where no folder "owner" is here: meant as a Hugging Face id.
   const hubId = HUB_ID.test(p) && !fs.existsSync(p.split('/')[0]);
-  if (!fs.existsSync(p)) throw new Error(`model: ${p} does not exist${hubId ? ` (as a Hugging Face model it is not in the cache: hf:${p} downloads it)` : ''}`);
-  const abs = modelPath(p), isDir = fs.statSync(abs).isDirectory(), head = isDir ? '' : magic(abs);
+  if (!fs.existsSync(p)) {
+    const link = fs.lstatSync(p, { throwIfNoEntry: false })?.isSymbolicLink();
+    if (link && (() => { try { fs.statSync(p); return false; } catch (e) { return (e as NodeJS.ErrnoException).code === 'ELOOP'; } })()) throw new Error(`model: ${p} is a symbolic link that leads back to itself (a loop)`);
+    throw new Error(`model: ${p} ${link ? `is a symbolic link to ${fs.readlinkSync(p)}, which does not exist` : 'does not exist'}${hubId ? ` (as a Hugging Face model it is not in the cache: hf:${p} downloads it)` : ''}`);
+  }
+  const abs = modelPath(p), stat = fs.statSync(abs), isDir = stat.isDirectory();
+  // A named pipe would hang the read of its header (or fail it unnamed): a model is a file or a folder.
+  if (!isDir && !stat.isFile()) throw new Error(`model: ${abs} is not a regular file (a named pipe, a socket or a device): give the model's file or folder`);
+  const head = isDir ? '' : magic(abs);
   // torch.save writes a zip archive.
   if (!isDir && (PYTORCH_FILE.test(path.basename(abs)) || head === 'PK\x03\x04')) throw new Error(`model: ${abs} ${PYTORCH_ADVICE} and give its folder`);
   // A GGUF is read by its name: one named otherwise (.GGUF, a .bin, an Ollama blob) is said to be one.
   if (head === 'GGUF' && !abs.endsWith('.gguf')) throw new Error(`model: ${abs} is a GGUF file (its header starts with "GGUF"): give it a name ending in .gguf (a link will do)`);
   if (isDir) {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
+    if (!fs.existsSync(path.join(abs, 'config.json')) && fs.existsSync(path.join(abs, 'adapter_config.json'))) {
+      throw new Error(`model: ${abs} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (--adapter), with its base model as the model`);
+    }
     const { config, weights, slidingWindow } = loadHfFolder(abs);
     const tokenizer = checkVocab(loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
+    checkEos(tokenizer, config, abs);
     return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFolder(abs), ...(slidingWindow !== undefined ? { slidingWindow } : {}) };
   }
   if (abs.endsWith('.gguf')) {
@@ -96,6 +107,17 @@ function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: Model
     throw new Error(`model: ${where} has token ids up to ${tokenizer.vocabSize - 1}, but the model's embedding has ${config.vocabSize} rows: the tokenizer belongs to another model`);
   }
   return tokenizer;
+}
+
+/**
+ * A Hugging Face folder's end tokens (config.json's eos_token_id) are special tokens of its tokenizer.json: one that is
+ * ordinary text there ("#") says the tokenizer is another model's, which would read the weights' ids as other words.
+ */
+function checkEos(tokenizer: TextTokenizer, config: ModelConfig, dir: string): void {
+  const special = tokenizer.specialIds;
+  const plain = special ? config.eosTokenIds.find((id) => id < tokenizer.vocabSize && !special.has(id) && tokenizer.decode([id]) !== '') : undefined;
+  if (plain === undefined) return;
+  throw new Error(`model: ${path.join(dir, 'config.json')}'s end token ${plain} is ${JSON.stringify(tokenizer.decode([plain]))} in ${path.join(dir, 'tokenizer.json')}, ordinary text, not a special token: the tokenizer is not this model's (or eos_token_id is wrong)`);
 }
 
 /** A tokenizer.json beside a GGUF must be the GGUF's own vocabulary (a shared models folder may hold another model's). */
