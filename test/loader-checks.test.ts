@@ -206,6 +206,10 @@ test('GGUF tokenizer lists of the wrong type are refused by key', () => {
   assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.merges': [1, 2] }, 'x.gguf'),
     /tokenizer: x\.gguf metadata "tokenizer\.ggml\.merges" must be an array of strings "left right", got 1 at index 0/);
   assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.tokens': 'abc' }, 'x.gguf'), /metadata "tokenizer\.ggml\.tokens" must be an array of strings, got "abc"/);
+  // A type list shorter than the tokens (a corrupt file): the tokens past it read as text, the chat markers too.
+  const n = (md['tokenizer.ggml.tokens'] as string[]).length;
+  assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.token_type': (md['tokenizer.ggml.token_type'] as number[]).slice(0, 10) }, 'x.gguf'),
+    { message: `tokenizer: x.gguf metadata "tokenizer.ggml.token_type" has 10 entries for ${n} tokens (tokenizer.ggml.tokens): the file is corrupt — put the model's tokenizer.json beside it` });
 });
 
 test('weights that are not finite are refused at load (model and adapter), naming file, tensor and element', () => {

@@ -42,6 +42,8 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   const types = list<number>('tokenizer.ggml.token_type', Number.isInteger, 'integers', []);
   const merges = list<string>('tokenizer.ggml.merges', (x) => typeof x === 'string' && x.includes(' '), 'strings "left right"');
   if (!tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
+  // A type per token (the file is corrupt otherwise: the tokens past the list would lose theirs, control tokens read as text).
+  if (md['tokenizer.ggml.token_type'] !== undefined && types.length !== tokens.length) throw new Error(`tokenizer: ${file} metadata "tokenizer.ggml.token_type" has ${types.length} entries for ${tokens.length} tokens (tokenizer.ggml.tokens): the file is corrupt — put the model's tokenizer.json beside it`);
   const vocab: Record<string, number> = Object.create(null), added: unknown[] = []; // no prototype: a token may be "__proto__"
   tokens.forEach((t, id) => {
     if (types[id] === UNUSED) return; // a padding row of the embedding ([PAD151700]): no text, as in the model's tokenizer.json
