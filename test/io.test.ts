@@ -177,6 +177,15 @@ describe('Hugging Face config.json', () => {
       // A file whose name starts with two dots is one of the folder's (missing here, and said so).
       fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': '..model.safetensors' } }));
       assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: shard "..model.safetensors" (holding "model.norm.weight") is missing from ${dir}` });
+      fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: [] }));
+      assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: no "weight_map" object (tensor name → shard file), got []` });
+      // A tensor a shard holds that the index leaves out is said to be that (it was "missing"); shards without their index too.
+      const shard = 'model-00001-of-00001.safetensors', h = base.hidden_size;
+      writeSafetensors(path.join(dir, shard), new Map([['model.norm.weight', { shape: [h], data: new Float32Array(h) }], ['model.embed_tokens.weight', { shape: [base.vocab_size, h], data: new Float32Array(base.vocab_size * h) }]]));
+      fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': shard } }));
+      assert.throws(() => loadHfFolder(dir), { message: `${dir}: tensor "model.embed_tokens.weight" is missing (${shard} holds it, but model.safetensors.index.json's "weight_map" leaves it out: the index is not this checkpoint's, or was cut)` });
+      fs.rmSync(path.join(dir, 'model.safetensors.index.json'));
+      assert.throws(() => loadHfFolder(dir), { message: `${dir}: ${shard} is a shard of a checkpoint whose index, model.safetensors.index.json, is missing: copy it from where the shards came from` });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

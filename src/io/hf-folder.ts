@@ -177,7 +177,7 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string): voi
   const expect = (name: string, shape: number[]) => {
     used.add(name);
     if (!w.has(name)) {
-      const hint = name === 'lm_head.weight' ? ' (tie_word_embeddings is false, so the checkpoint needs its own lm_head)' : '';
+      const hint = (w instanceof ShardedWeights ? w.whyMissing(name) : '') || (name === 'lm_head.weight' ? ' (tie_word_embeddings is false, so the checkpoint needs its own lm_head)' : '');
       throw new Error(`${what}: tensor "${name}" is missing${hint}`);
     }
     const got = w.shape(name);
@@ -207,7 +207,8 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string): voi
 /** Tensors spread over several safetensors files, opened (header only) up front. */
 class ShardedWeights implements WeightSource {
   readonly fresh = true;
-  constructor(private readonly where: Map<string, SafetensorsFile>) {}
+  /** `whyMissing(name)`: what to add to "is missing" (a shard that holds it unlisted). */
+  constructor(private readonly where: Map<string, SafetensorsFile>, readonly whyMissing: (name: string) => string = () => '') {}
   get names(): string[] { return [...this.where.keys()]; }
   has(name: string): boolean { return this.where.has(name); }
   shape(name: string): number[] { return this.file(name).shape(name); }
@@ -282,7 +283,7 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
   if (fs.existsSync(single)) weights = openSafetensors(single);
   else if (fs.existsSync(index)) {
     const map = readJson(index).weight_map as Record<string, string> | undefined;
-    if (!map || typeof map !== 'object') throw new Error(`${index}: no "weight_map" object`);
+    if (!map || typeof map !== 'object' || Array.isArray(map)) throw new Error(`${index}: no "weight_map" object (tensor name → shard file)${map === undefined ? '' : `, got ${shown(map)}`}`);
     const shards = new Map<string, SafetensorsFile>(), where = new Map<string, SafetensorsFile>();
     for (const [tensor, shard] of Object.entries(map)) {
       if (typeof shard !== 'string') throw new Error(`${index}: "weight_map" gives ${JSON.stringify(shard)} as the file of "${tensor}"; expected a file name`);
@@ -299,11 +300,16 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
       if (!f.has(tensor)) throw new Error(`${index}: says "${tensor}" is in ${shard}, but that file does not hold it`);
       where.set(tensor, f);
     }
-    weights = new ShardedWeights(where);
+    // Tensors a shard holds that the index leaves out: one the model needs is said to be that, not missing.
+    const unlisted = new Map([...shards].flatMap(([shard, f]) => f.names.filter((n) => !where.has(n)).map((n) => [n, shard] as const)));
+    weights = new ShardedWeights(where, (name) => (unlisted.has(name) ? ` (${unlisted.get(name)} holds it, but ${path.basename(index)}'s "weight_map" leaves it out: the index is not this checkpoint's, or was cut)` : ''));
   } else {
     // The model's weights, not a trainer's optimizer or RNG state.
     for (const f of ['model.safetensors', 'model.safetensors.index.json']) checkLink(path.join(dir, f));
     const pickled = fs.readdirSync(dir).filter((f) => PYTORCH_FILE.test(f) && !/^(optimizer|scheduler|rng_state|training_args)/.test(f)).sort((a, b) => Number(!a.startsWith('pytorch_model')) - Number(!b.startsWith('pytorch_model')))[0];
+    // Shards without their index: said so (which shard holds which tensor is in the index).
+    const shardFiles = fs.readdirSync(dir).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)).sort();
+    if (shardFiles.length) throw new Error(`${dir}: ${shardFiles.length === 1 ? `${shardFiles[0]} is a shard` : `${shardFiles[0]} … ${shardFiles.at(-1)} are shards`} of a checkpoint whose index, model.safetensors.index.json, is missing: copy it from where the shards came from`);
     throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${pickled ? `; ${pickled} ${PYTORCH_ADVICE}` : ''}`);
   }
   for (const name of weights.names) {
