@@ -141,6 +141,9 @@ describe('Hugging Face config.json', () => {
     assert.equal(parseHfConfig({ ...unwindowed, architectures: undefined, model_type: 'mistral', max_position_embeddings: 32768 }).maxPositionEmbeddings, 4096);
     assert.equal(parseHfConfig({ ...unwindowed, architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 32768 }).maxPositionEmbeddings, 32768);
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', max_position_embeddings: 32768, sliding_window: null }).maxPositionEmbeddings, 32768);
+    // A window that is not one is refused (a string was ignored: the context uncut); Llama's field is ignored, as transformers' Llama does (it cut the context).
+    assert.throws(() => parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: '4096' }, 'm/config.json'), { message: 'm/config.json: field "sliding_window" must be a positive integer (the window) or null (none), got "4096"' });
+    assert.equal(parseHfConfig({ ...base, architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 32768, sliding_window: 16 }).maxPositionEmbeddings, 32768);
     // Partial rotary embeddings (RoPE over part of each head) are refused, not run over the whole head.
     assert.throws(() => parseHfConfig({ ...base, partial_rotary_factor: 0.5 }, 'p/config.json'), /^Error: p\/config\.json: partial_rotary_factor 0\.5 is not supported \(RoPE over the whole head only\)$/);
     assert.throws(() => parseHfConfig({ ...base, rope_theta: undefined, rope_parameters: { rope_type: 'default', rope_theta: 1e6, partial_rotary_factor: 0.25 } }), /rope_parameters\.partial_rotary_factor 0\.25 is not supported/);
@@ -180,8 +183,8 @@ describe('Hugging Face config.json', () => {
       fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: [] }));
       assert.throws(() => loadHfFolder(dir), { message: `${path.join(dir, 'model.safetensors.index.json')}: no "weight_map" object (tensor name → shard file), got []` });
       // A tensor a shard holds that the index leaves out is said to be that (it was "missing"); shards without their index too.
-      const shard = 'model-00001-of-00001.safetensors', h = base.hidden_size;
-      writeSafetensors(path.join(dir, shard), new Map([['model.norm.weight', { shape: [h], data: new Float32Array(h) }], ['model.embed_tokens.weight', { shape: [base.vocab_size, h], data: new Float32Array(base.vocab_size * h) }]]));
+      const shard = 'model-00001-of-00001.safetensors', h = base.hidden_size as number, v = base.vocab_size as number;
+      writeSafetensors(path.join(dir, shard), new Map([['model.norm.weight', { shape: [h], data: new Float32Array(h) }], ['model.embed_tokens.weight', { shape: [v, h], data: new Float32Array(v * h) }]]));
       fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': shard } }));
       assert.throws(() => loadHfFolder(dir), { message: `${dir}: tensor "model.embed_tokens.weight" is missing (${shard} holds it, but model.safetensors.index.json's "weight_map" leaves it out: the index is not this checkpoint's, or was cut)` });
       fs.rmSync(path.join(dir, 'model.safetensors.index.json'));

@@ -86,8 +86,10 @@ function parseHf(raw: Record<string, unknown>, file: string, generation: Record<
   if (bias && arch !== 'qwen2') throw new Error(`${file}: attention_bias = true is not supported for ${JSON.stringify(key)} (its o_proj bias; q/k/v biases as in Qwen2 only)`);
   // Mistral attends within a sliding window: exact up to the window, so the context stops there. transformers'
   // MistralConfig defaults the window to 4096 (null: none).
-  const mistral = key === 'MistralForCausalLM' || key === 'mistral', slide = mistral && !Object.hasOwn(raw, 'sliding_window') ? 4096 : raw.sliding_window;
-  const window = arch === 'llama' && Number.isInteger(slide) && (slide as number) > 0 ? slide as number : undefined;
+  // (transformers' Llama ignores the field, so does this.)
+  const mistral = key === 'MistralForCausalLM' || key === 'mistral', slide = !mistral ? null : Object.hasOwn(raw, 'sliding_window') ? raw.sliding_window : 4096;
+  if (slide !== null && !(Number.isInteger(slide) && (slide as number) > 0)) throw new Error(`${file}: field "sliding_window" must be a positive integer (the window) or null (none), got ${shown(slide)}`);
+  const window = slide === null ? undefined : slide as number;
   const tie = raw.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') throw new Error(`${file}: field "tie_word_embeddings" must be a boolean, got ${shown(tie)}`);
 
