@@ -245,7 +245,13 @@ test('a JSON file that is a folder, or cut short, is refused naming the file and
     const dir = path.join(tmp, `json-${file}`), f = path.join(dir, file);
     fs.cpSync(base.dir, dir, { recursive: true });
     fs.writeFileSync(f, '{"a": ');
-    assert.throws(() => load(dir), (e: Error) => e.message.startsWith(`${prefix}${f} is not valid JSON (truncated?): `));
+    assert.throws(() => load(dir), (e: Error) => e.message.startsWith(`${prefix}${f} is not valid JSON (cut short?): `));
+    fs.writeFileSync(f, '{"a": 1,}'); // not cut short: not said to be (every JSON error was "(truncated?)")
+    assert.throws(() => load(dir), (e: Error) => e.message.startsWith(`${prefix}${f} is not valid JSON: `) || assert.fail(e.message));
+    if (fs.existsSync(path.join(base.dir, file))) { // a byte-order mark (a Windows editor's) is read past
+      fs.writeFileSync(f, `\uFEFF${fs.readFileSync(path.join(base.dir, file), 'utf8')}`);
+      load(dir);
+    }
     fs.rmSync(f);
     fs.mkdirSync(f);
     assert.throws(() => load(dir), (e: Error) => e.message === `${prefix}${f} is a folder, not a JSON file`);

@@ -6,8 +6,11 @@ import fs from 'node:fs';
  * read (missing, a folder) says so, apart from one that is not valid JSON (often a file cut short).
  */
 export function readJsonFile(file: string, prefix = ''): unknown {
-  const text = readTextFile(file, 'a JSON file', prefix);
-  try { return JSON.parse(text); } catch (e) { throw new Error(`${prefix}${file} is not valid JSON (truncated?): ${(e as Error).message}`); }
+  const text = readTextFile(file, 'a JSON file', prefix).replace(/^\uFEFF/, ''); // a byte-order mark (Windows editors write one)
+  try { return JSON.parse(text); } catch (e) {
+    const message = (e as Error).message;
+    throw new Error(`${prefix}${file} is not valid JSON${/end of JSON input/.test(message) ? ' (cut short?)' : ''}: ${message}`);
+  }
 }
 
 /**
