@@ -854,6 +854,16 @@ test('convert: a conversion that died half-way is refused at load; its dead temp
   await assert.rejects(loadModel(gdir, { worker: false }), { message: `model: ${path.join(gdir, 'edgereason.json')} has format 1; this edgereason reads format 2: run \`edgereason convert --model ${gguf} --out <folder> --quant fp32\` again` });
 });
 
+test('a converted folder whose graph onnxruntime cannot read (damaged, its size unchanged) is said to be damaged, with the command that rebuilds it', async () => {
+  const out = path.join(tmp, 'damaged');
+  convertModel(model.dir, out, { quant: 'fp32' });
+  const graph = path.join(out, 'model.onnx'), bytes = fs.readFileSync(graph);
+  fs.writeFileSync(graph, Buffer.alloc(bytes.length, 0xff));
+  for (const worker of [false, true]) {
+    await assert.rejects(loadModel(out, { worker }), { message: `model: onnxruntime cannot read ${graph} (Protobuf parsing failed.): the converted folder is damaged; run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32\` again` });
+  }
+});
+
 test('loadModel keeps a converted copy in the cache: written once, then used as is; converted again when stale, broken or from another version; listed and pruned', async () => {
   const cacheDir = path.join(tmp, 'cache'), converted = path.join(cacheDir, 'converted'), notes: string[] = [];
   const load = (o: LoadOptions = {}) => loadModel(model.dir, { quant: 'q4', worker: false, cacheDir, onNote: (n) => notes.push(n), ...o });

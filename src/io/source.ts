@@ -158,13 +158,19 @@ export interface Manifest {
   written?: string[];
 }
 
+/**
+ * The command that rebuilds a converted folder with the settings it was converted with (into another folder when
+ * this one is the source's own, as convert now requires); `m` as read, possibly damaged.
+ */
+export function convertAgain(dir: string, m: Partial<Manifest> | undefined): string {
+  const from = m?.source?.path, out = typeof from === 'string' && isSourceFolder(dir, from) ? '<folder>' : dir;
+  return convertCommandLine(from ?? '<source>', out, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : [], m?.options?.ropeScaling);
+}
+
 function openConverted(dir: string): ModelSource {
   const file = path.join(dir, MANIFEST);
   const m = readManifest(dir);
-  // The command that rebuilds this folder with the settings it was converted with.
-  // (Into another folder when this one is the source's own, as convert now requires.)
-  const from = m?.source?.path, out = typeof from === 'string' && isSourceFolder(dir, from) ? '<folder>' : dir;
-  const again = () => convertCommandLine(from ?? '<source>', out, m?.options?.quant, Array.isArray(m?.options?.loraTargets) ? m.options.loraTargets : [], m?.options?.ropeScaling);
+  const again = () => convertAgain(dir, m);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
   if ((m as { converting?: unknown }).converting) throw new Error(`model: ${dir} holds a conversion that did not finish; run \`${again()}\` again`);
   checkManifest(m, file);

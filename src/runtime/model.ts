@@ -6,7 +6,7 @@ import path from 'node:path';
 import { checkRopeScalingChoice, parameterCount, ropeChoiceOf, PROJECTIONS, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 export { parameterCount };
 import { buildInferenceGraph } from '../models/inference-graph.ts';
-import { openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
+import { convertAgain, openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
 import { resolveModelPath } from '../io/hub.ts';
 import { baseModelNote, loadAdapter, modelNames, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
@@ -199,9 +199,12 @@ export class Model {
       if (cached && src.kind === 'converted' && !sameCopy(src)) {
         throw copyGone(new CopyGone(`the converted copy in ${src.path} was removed or replaced while it loaded (edgereason cache --clear or --prune, or a load by another edgereason version)`, src.path), mayRetry);
       }
+      if (src.kind !== 'converted') throw e;
       // The engine's own size check: for a converted folder, the manifest's config is what disagrees.
-      if (src.kind !== 'converted' || !/^engine: the model config says/.test((e as Error).message)) throw e;
-      throw new Error(`model: ${path.join(src.path, MANIFEST)} does not match ${graph}: ${(e as Error).message}`);
+      if (/^engine: the model config says/.test((e as Error).message)) throw new Error(`model: ${path.join(src.path, MANIFEST)} does not match ${graph}: ${(e as Error).message}`);
+      // onnxruntime cannot read the graph (a damaged file of the same size): said with the command that rebuilds it.
+      if (/^Load model from .* failed/.test((e as Error).message)) throw new Error(`model: onnxruntime cannot read ${graph} (${(e as Error).message.replace(/^Load model from .* failed:\s*/, '')}): the converted folder is damaged; run \`${convertAgain(src.path, src.manifest)}\` again`);
+      throw e;
     }
     try {
       if (adapter) await backend.setAdapter(adapter.tensors);
