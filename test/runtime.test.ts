@@ -542,11 +542,12 @@ test('a GGUF\'s Q4_0 / Q8_0 blocks are taken exactly as stored, also those a sec
     const again = quantizeBlocks(stored, n, k, bits);
     assert.ok(again.packed.some((x, i) => x !== q.packed[i]) || again.scales.some((x, i) => x !== q.scales[i]), `${type}: rounding again would change them`);
     assert.equal(blocksFromGgml(type === 'Q4_0' ? 'Q8_0' : 'Q4_0', raw, n, k, bits), undefined);
-    // A corrupt block's scale (fp16 Inf or NaN) is refused by tensor name, as the decoded weights would be.
+    // A corrupt block's scale (fp16 Inf or NaN) is refused by file and tensor name (the GGUF's: a load gives its
+    // encoded().where; it said the Hugging Face name, without the file), as the decoded weights would be.
     for (const [bitsOf, shown] of [[0x7c00, 'Infinity'], [0x7e00, 'NaN']] as const) {
       const bad = raw.slice();
       bad[4 * size] = bitsOf & 0xff; bad[4 * size + 1] = bitsOf >> 8;
-      assert.throws(() => blocksFromGgml(type, bad, n, k, bits, 'blk.0.ffn_up.weight'), { message: `tensor "blk.0.ffn_up.weight" (${type}) holds the scale ${shown} in block 4: weights must be finite (the file is corrupt)` });
+      assert.throws(() => blocksFromGgml(type, bad, n, k, bits, 'm.gguf: tensor "blk.0.ffn_up.weight"'), { message: `m.gguf: tensor "blk.0.ffn_up.weight" (${type}) holds the scale ${shown} in block 4: weights must be finite (the file is corrupt)` });
     }
   }
 });

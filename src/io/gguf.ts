@@ -403,8 +403,8 @@ export class GgufFile implements WeightSource {
     const type = this.checkSupported(name);
     return finiteWeights(decodeGgml(type, this.raw(name), numel(this.info(name).dims)), `${this.path}: tensor "${name}"`);
   }
-  encoded(name: string): { type: DecodableType; bytes: Uint8Array } {
-    return { type: this.checkSupported(name), bytes: this.raw(name) };
+  encoded(name: string): { type: DecodableType; bytes: Uint8Array; where: string } {
+    return { type: this.checkSupported(name), bytes: this.raw(name), where: `${this.path}: tensor "${name}"` };
   }
 }
 

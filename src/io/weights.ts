@@ -20,7 +20,7 @@ export interface WeightSource {
    * The tensor as stored, when decoding those bytes (decodeGgml) gives exactly get()'s values: a GGUF's tensors,
    * whose quantised blocks are a fraction of the float32 size, can be decoded elsewhere (prequantize's workers).
    */
-  encoded?(name: string): { type: DecodableType; bytes: Uint8Array } | undefined;
+  encoded?(name: string): { type: DecodableType; bytes: Uint8Array; where?: string } | undefined;
 }
 
 /** A WeightSource over tensors already in memory (random-weight test models, trained weights). */

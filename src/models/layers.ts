@@ -130,7 +130,7 @@ export class Layers {
     if (hit) return hit;
     const bits = this.bits!, [n, k] = this.weights.shape(name), blocks = k / QBLOCK;
     const stored = this.weights.encoded?.(name); // a GGUF's Q4_0 / Q8_0 blocks are taken as they are
-    const q = this.opts.blocks?.get(name) ?? (stored && blocksFromGgml(stored.type, stored.bytes, n, k, bits, name)) ?? quantizeBlocks(this.weights.get(name), n, k, bits, name);
+    const q = this.opts.blocks?.get(name) ?? (stored && blocksFromGgml(stored.type, stored.bytes, n, k, bits, stored.where ?? `tensor "${name}"`)) ?? quantizeBlocks(this.weights.get(name), n, k, bits, name);
     if (q.bits !== bits) throw new Error(`graph: the prepared blocks of "${name}" are ${q.bits}-bit, the graph is ${this.opts.quant}`);
     const made = {
       packed: this.g.initializer(`${name}_q${bits}`, 'uint8', [n, blocks, (QBLOCK * bits) / 8], q.packed),

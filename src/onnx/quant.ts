@@ -44,9 +44,9 @@ export const quantizeQ4 = (w: Float32Array, n: number, k: number, name?: string)
  * A GGUF tensor stored as Q4_0 (for 4 bits) or Q8_0 (for 8 bits), repacked into MatMulNBits blocks exactly: the
  * same scales and codes (quantising its decoded values again could change them: a Q4_0 made with an importance
  * matrix need not use code −8 in every block). Undefined for any other type. A scale that is not finite (a corrupt
- * file) is refused, naming the tensor (`name`), as decoding it would be.
+ * file) is refused, naming the tensor as `where` does (its file and name in it), as decoding it would be.
  */
-export function blocksFromGgml(type: string, bytes: Uint8Array, n: number, k: number, bits: 4 | 8, name?: string): BlockWeight | undefined {
+export function blocksFromGgml(type: string, bytes: Uint8Array, n: number, k: number, bits: 4 | 8, where?: string): BlockWeight | undefined {
   if (type !== `Q${bits}_0` || k % QBLOCK) return undefined;
   const count = (n * k) / QBLOCK, size = 2 + (QBLOCK * bits) / 8; // f16 scale, then the codes
   if (bytes.length !== count * size) throw new Error(`${type}: ${bytes.length} bytes for [${n}, ${k}], expected ${count * size}`);
@@ -54,7 +54,7 @@ export function blocksFromGgml(type: string, bytes: Uint8Array, n: number, k: nu
   for (let b = 0; b < count; b++) {
     const at = b * size, qs = at + 2;
     scales[b] = f16BitsToF32(bytes[at] | (bytes[at + 1] << 8));
-    if (!Number.isFinite(scales[b])) throw new Error(`${name ? `tensor "${name}" ` : ''}(${type}) holds the scale ${scales[b]} in block ${b}: weights must be finite (the file is corrupt)`);
+    if (!Number.isFinite(scales[b])) throw new Error(`${where ? `${where} ` : ''}(${type}) holds the scale ${scales[b]} in block ${b}: weights must be finite (the file is corrupt)`);
     if (bits === 8) {
       for (let j = 0; j < QBLOCK; j++) packed[b * QBLOCK + j] = bytes[qs + j] ^ 0x80; // two's complement v → v + 128
     } else {

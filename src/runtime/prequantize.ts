@@ -40,7 +40,7 @@ export async function prequantize(weights: WeightSource, names: string[], o: { b
         o.onWeights?.((done += n * k));
         resolve();
       });
-      w.postMessage({ name, data, type: encoded?.type, n, k, bits }, [data.buffer as ArrayBuffer]);
+      w.postMessage({ name, data, type: encoded?.type, where: encoded?.where ?? `tensor "${name}"`, n, k, bits }, [data.buffer as ArrayBuffer]);
     });
     // Each worker takes the next weight as soon as it is free; at most one weight per worker is in memory unquantised.
     // Largest first: the embedding table and lm_head (2.2 GB each as float32 in a 7B) are read while few blocks are
