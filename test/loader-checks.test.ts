@@ -351,6 +351,8 @@ test('tokenizer.json that parses but cannot tokenize, and a llama2.c tokenizer p
   header.writeInt32LE(2 ** 31 - 1);
   fs.writeFileSync(l2c, Buffer.concat([header, ...['<unk>', '<s>', '</s>', 'ab', 'a'.repeat(100_000)].map(piece)]));
   assert.throws(() => llama2cTokenizerJson(l2c), { message: `llama2c: ${l2c} token 4 is 100000 bytes long, more than 1024, the longest piece edgereason reads: the file is corrupt` });
+  fs.writeFileSync(l2c, ''); // said to be empty (it was "its max_token_length is -1")
+  assert.throws(() => llama2cTokenizerJson(l2c), { message: `llama2c: ${l2c} is not a llama2.c tokenizer (it is empty: too short for its header)` });
 });
 
 test('tokenizer: a chat_template that is not a template, or a list without "default" (at the first chat request), and an empty vocabulary are refused by file', () => {

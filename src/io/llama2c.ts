@@ -155,6 +155,7 @@ export function llama2cTokenizerJson(file: string): Llama2cTokenizerJson {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const pieces: string[] = [], scores: number[] = [];
   const maxLen = buf.length >= 4 ? dv.getInt32(0, true) : -1;
+  if (buf.length < 4) throw new Error(`llama2c: ${file} is not a llama2.c tokenizer (${buf.length ? `${buf.length} bytes` : 'it is empty'}: too short for its header)`);
   if (maxLen < 1) throw new Error(`llama2c: ${file} is not a llama2.c tokenizer (its max_token_length is ${maxLen})`);
   for (let off = 4; off < buf.length;) {
     const len = off + 8 <= buf.length ? dv.getInt32(off + 4, true) : -1;
