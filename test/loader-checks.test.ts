@@ -159,6 +159,8 @@ test('hostile files: a safetensors header over the format\'s 100 MB is refused, 
   fs.writeFileSync(st, len);
   fs.truncateSync(st, 8 + 100_000_001 + 8); // sparse
   assert.throws(() => openSafetensors(st), /hugeheader\.safetensors: header length 100000001 is over the format's limit of 100000000 bytes: corrupt, or not safetensors/);
+  fs.writeFileSync(st, Buffer.alloc(16, 0xff)); // the length as written, not rounded to a double (18446744073709552000)
+  assert.throws(() => openSafetensors(st), { message: `${st}: header length 18446744073709551615 goes beyond the end of the file (16 bytes): file truncated or not safetensors` });
   if (!fs.existsSync('/dev/zero')) return;
   const m = path.join(tmp, 'zero-model');
   fs.cpSync(base.dir, m, { recursive: true });

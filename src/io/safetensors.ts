@@ -323,12 +323,12 @@ export function readSafetensorsHeader(path: string): { header: Record<string, un
   if (size < 8) throw new Error(`${path}: truncated safetensors file (${size} bytes, need at least 8 for the header length)`);
   const lenBytes = new Uint8Array(8);
   readAt(path, 0, lenBytes);
-  const headerLen = Number(Buffer.from(lenBytes).readBigUInt64LE(0));
+  const exactLen = Buffer.from(lenBytes).readBigUInt64LE(0), headerLen = Number(exactLen); // said exactly (a double rounds past 2^53)
   if (Buffer.from(lenBytes).toString('latin1') === 'version ') { // "version https://git-lfs.github.com/spec/v1"
     throw new Error(`${path}: a Git LFS pointer (${size} bytes), not the weights: fetch them (git lfs pull, or download the file itself)`);
   }
   if (8 + headerLen > size)
-    throw new Error(`${path}: header length ${headerLen} goes beyond the end of the file (${size} bytes): file truncated or not safetensors`);
+    throw new Error(`${path}: header length ${exactLen} goes beyond the end of the file (${size} bytes): file truncated or not safetensors`);
   if (headerLen > MAX_HEADER) throw new Error(`${path}: header length ${headerLen} is over the format's limit of ${MAX_HEADER} bytes: corrupt, or not safetensors`);
   const headerBytes = new Uint8Array(headerLen);
   readAt(path, 8, headerBytes);
