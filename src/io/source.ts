@@ -110,13 +110,14 @@ function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: Model
 }
 
 /**
- * A Hugging Face folder's end tokens (config.json's eos_token_id) are special tokens of its tokenizer.json: one that is
- * ordinary text there ("#") says the tokenizer is another model's, which would read the weights' ids as other words.
+ * A Hugging Face folder's end tokens (config.json's eos_token_id) include a special token of its tokenizer.json: where
+ * every one is ordinary text there ("#"), the tokenizer is another model's, which would read the weights' ids as other
+ * words. (One ordinary end token beside a special one is a choice a config may make.)
  */
 function checkEos(tokenizer: TextTokenizer, config: ModelConfig, dir: string): void {
-  const special = tokenizer.specialIds;
-  const plain = special ? config.eosTokenIds.find((id) => id < tokenizer.vocabSize && !special.has(id) && tokenizer.decode([id]) !== '') : undefined;
-  if (plain === undefined) return;
+  const special = tokenizer.specialIds, ids = config.eosTokenIds.filter((id) => id < tokenizer.vocabSize);
+  if (!special || !ids.length || ids.some((id) => special.has(id) || tokenizer.decode([id]) === '')) return;
+  const plain = ids[0];
   throw new Error(`model: ${path.join(dir, 'config.json')}'s end token ${plain} is ${JSON.stringify(tokenizer.decode([plain]))} in ${path.join(dir, 'tokenizer.json')}, ordinary text, not a special token: the tokenizer is not this model's (or eos_token_id is wrong)`);
 }
 
