@@ -304,6 +304,9 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   refused('eval: --vote combines several samples: give --samples N (N ≥ 2)', '--adapter', adapter, '--vote', 'confidence');
   refused('--vote must be one of majority, confidence, verifier, verifier-vote, checked; got "best"', '--adapter', adapter, '--samples', '2', '--vote', 'best');
   refused('eval: --vote verifier scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)', '--adapter', adapter, '--samples', '2', '--vote', 'verifier');
+  // --early-stop beside a vote decided once every sample has ended does nothing: said, as answer says it (it was silent).
+  const late = run('--adapter', adapter, '--samples', '2', '--vote', 'checked', '--early-stop', '--limit', '1', '--max-tokens', '8', '--out', path.join(tmp, 'late.json'));
+  assert.match(late.stderr, /^edgereason: note: --early-stop has no effect with --vote checked: it is decided once every sample has ended \(a later one may score higher\)$/m);
   const flags = ['--adapter', adapter, '--router', router, '--samples', '2', '--seed', '3'];
   const first = run(...flags);
   assert.equal(first.status, 0, first.stderr);

@@ -10,6 +10,7 @@ import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
+import { noteEarlyStop } from './answer.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
 import { onInterrupt, StagedProgress } from '../train/progress.ts';
@@ -74,6 +75,7 @@ export function evalCommand(program: Command): void {
       if ((o.router || o.samples > 1) && !reasons) throw new Error(`eval: ${o.router ? '--router routes between direct answers and reasoning' : '--samples are parallel reasoning samples'}: it needs --adapter (or --native-thinking)`);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
       for (const [flag, set] of [['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]] as const) if (set && o.samples === 1) throw new Error(`eval: ${flag} combines several samples: give --samples N (N ≥ 2)`);
+      noteEarlyStop(o);
       if (o.vote.startsWith('verifier') && !o.verifier) throw new Error(`eval: --vote ${o.vote} scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)`);
       if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
       const unbudgeted = o.budget !== undefined ? unbudgetedNote(o.adapter) : undefined;
