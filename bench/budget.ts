@@ -79,6 +79,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
   if (o.resultsDir === null) { console.log(md); return result; }
   const stem = writeResults(out, freshStem(out, `budget-${date}`), result, md);
   writeSvg(`${stem}-cap.svg`, await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true, yDomain: [0, 100] }));
+  console.error(`wrote ${stem}-cap.svg`);
   return result;
 }
 

@@ -191,8 +191,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
 
   if (opts.resultsDir !== null) {
     const dir = opts.resultsDir ?? path.join(here, 'results');
-    const stem = writeResults(dir, freshStem(dir, `decode-${result.date.slice(0, 10)}${shape === 'qwen2.5-0.5b' ? '' : `-${shape}`}`), result, markdown(result), 2);
-    if (!opts.json) console.error(`wrote ${stem}.json and .md`);
+    writeResults(dir, freshStem(dir, `decode-${result.date.slice(0, 10)}${shape === 'qwen2.5-0.5b' ? '' : `-${shape}`}`), result, markdown(result), 2);
   }
   console.log(opts.json ? JSON.stringify(result, null, 2) : markdown(result));
   return result;

@@ -65,7 +65,7 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
   const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
   const result = { date, layers, threads, shape: `per layer: ${H}→${2 * I}, ${I}→${H}, 2 × ${H}→${H}`, machine, rows };
   const md = [`# Linear-layer batch cost ${date}`, '',
-    `${layers} layers of Qwen2.5-0.5B-sized projections (${result.shape}), random weights, ${threads} threads, ${machineText(result.machine)}. One session run at M rows (lower quartile of ${reps}).`, '',
+    `${layers} layer${layers === 1 ? '' : 's'} of Qwen2.5-0.5B-sized projections (${result.shape}), random weights, ${threads} threads, ${machineText(result.machine)}. One session run at M rows (lower quartile of ${reps}).`, '',
     `| weights | ${ROWS.map((m) => `M=${m}`).join(' | ')} |`, `|---|${ROWS.map(() => '---:').join('|')}|`,
     ...rows.map((r) => `| ${r.weights} | ${ROWS.map((m) => `${r.ms[m].toFixed(2)} ms (${r.ratio[m].toFixed(2)}×)`).join(' | ')} |`), ''].join('\n');
   if (o.resultsDir === null) { console.log(md); return result; }

@@ -350,7 +350,7 @@ async function writeReport(result: ReasoningBenchResult, dir: string, log: (l: s
         { name: `this mix: ${result.routing.issueMix.latencyRatio.toFixed(2)}× measured`, points: [[100 * hardShare(result.routing.byCategory), result.routing.issueMix.latencyRatio]] }],
     }));
   }
-  log(`wrote ${stem}.json, .md and SVG plots`);
+  log(`wrote the plots ${stem}-*.svg`);
 }
 
 export interface MixPoint { hardShare: number; routed: number; perfect: number; target: number }
@@ -486,7 +486,8 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `| accuracy, probe alone | ${col((x) => pct(x.probeOnly.accuracy))}`,
       `| routed latency / always-reason (probe alone) | ${col((x) => `${x.latencyRatio.toFixed(2)}× (${x.probeOnly.latencyRatio.toFixed(2)}×)`)}`,
       `| mean generated tokens: always-reason / routed (direct attempts included) | ${col((x) => `${x.meanTokens.alwaysReason.toFixed(1)} / ${x.meanTokens.routed.toFixed(1)}`)}`, '',
-      ...(m.errors ? [`Routing errors on the easy + hard + chat rows (${Object.values(m.errors).reduce((a, b) => a + b, 0)} of ${m.n}; "direct right" = the label said no reasoning was needed): ${Object.entries(m.errors).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join('; ')}.`, ''] : []),
+      ...(m.errors && !Object.keys(m.errors).length ? [`No routing errors on the easy + hard + chat rows (0 of ${m.n}).`, ''] : []),
+      ...(m.errors && Object.keys(m.errors).length ? [`Routing errors on the easy + hard + chat rows (${Object.values(m.errors).reduce((a, b) => a + b, 0)} of ${m.n}; "direct right" = the label said no reasoning was needed): ${Object.entries(m.errors).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join('; ')}.`, ''] : []),
       '| category | n | answered directly | base | always-reason | routed | latency ms: base / always-reason / routed |', '|---|---:|---:|---:|---:|---:|---:|',
       ...Object.entries(g.byCategory).map(([c, v]) => `| ${c} | ${v.n} | ${pct(v.directShare)} | ${pct(v.base)} | ${pct(v.alwaysReason)} | ${pct(v.routed)} | ${v.latencyMs.base.toFixed(1)} / ${v.latencyMs.alwaysReason.toFixed(1)} / ${v.latencyMs.routed.toFixed(1)} |`), '');
     const curve = latencyByMix(g.byCategory), share = hardShareAtRatio(g.byCategory, 0.6);

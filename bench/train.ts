@@ -262,8 +262,7 @@ export async function runTrainBench(opts: TrainBenchOptions = {}): Promise<Train
 
   if (opts.resultsDir !== null) {
     const dir = opts.resultsDir ?? path.join(here, 'results');
-    const stem = writeResults(dir, freshStem(dir, `train-${ordered.date.slice(0, 10)}`), ordered, markdown(ordered), 2);
-    if (!opts.json) console.error(`wrote ${stem}.json and .md`);
+    writeResults(dir, freshStem(dir, `train-${ordered.date.slice(0, 10)}`), ordered, markdown(ordered), 2);
   }
   console.log(opts.json ? JSON.stringify(ordered, null, 2) : markdown(ordered));
   return ordered;

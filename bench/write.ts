@@ -1,4 +1,4 @@
-/** A bench's result files: <dir>/<stem>.json and .md (the folder made as needed; a stem from freshStem); returns <dir>/<stem>. */
+/** A bench's result files: <dir>/<stem>.json and .md (the folder made as needed; a stem from freshStem), said on stderr; returns <dir>/<stem>. */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +20,7 @@ export function writeResults(dir: string, stem: string, result: unknown, markdow
   const base = path.join(dir, stem);
   // Atomically: a run stopped while writing leaves the earlier files or none, never half a table.
   for (const [file, text] of [[`${base}.json`, JSON.stringify(result, null, indent) + '\n'], [`${base}.md`, markdown]]) atomicWrite(file, (fd) => writeAll(fd, Buffer.from(text)));
+  console.error(`wrote ${base}.json and .md`);
   return base;
 }
 
