@@ -33,7 +33,7 @@ export async function main(argv: string[]): Promise<void> {
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')
     .version(version(), '-V, --version', 'print the version')
-    .showHelpAfterError();
+    .showHelpAfterError('(add --help for the options)'); // not the whole help (60 lines that scrolled the error away)
   // An empty value (an unset shell variable: --adapter "$ADAPTER") would otherwise mean "none" or "everything";
   // unquoted ($ADAPTER), the flag takes the next flag as its value, which then goes missing.
   // generate --prompt "" is meant: a model whose tokenizer adds BOS starts from it alone (as llama2.c's run.c).
