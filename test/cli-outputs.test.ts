@@ -683,8 +683,9 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
     assert.match(evalOut(at('rep', 'y.json')), new RegExp(`--out ${at('rep', 'y.json')}: ${at('rep', f)}, written beside it, already exists; pass --overwrite`), f);
     fs.writeFileSync(at('rep', f), keep);
   }
-  // --split is the synthetic task's
+  // --split is the synthetic task's: a dataset's is its test file, which --split test may say (it was refused)
   assert.match(evalOut(at('mine.json'), '--task', 'gsm8k', '--split', 'val', '--overwrite'), /--split chooses a split of --task synthetic; gsm8k is read from gsm8k\/test\.jsonl/);
+  assert.doesNotMatch(evalOut(at('mine.json'), '--task', 'gsm8k', '--split', 'test', '--overwrite', '--limit', '1', '--max-tokens', '4'), /--split/);
 });
 
 test('eval on a dataset says what share of it --limit takes and how many answers --max-tokens cut off', () => {

@@ -64,7 +64,8 @@ export function evalCommand(program: Command): void {
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
-      if (o.split !== undefined && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);
+      // A dataset is read from its test file: --split test says so (it was refused), another split is not there.
+      if (o.split !== undefined && o.split !== 'test' && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);
       const split = o.split ?? 'test', dataset = o.task === 'synthetic' ? undefined : DATASETS[o.task as keyof typeof DATASETS];
       o.maxTokens ??= dataset?.maxTokens ?? 512;
       if (split !== 'test' && split !== 'val') throw new Error(`--split must be test or val, got "${split}"`);
