@@ -703,6 +703,10 @@ test('eval on a dataset says what share of it --limit takes and how many answers
   fs.writeFileSync(at('shared-long', 'data', 'gsm8k', 'test.jsonl'), JSON.stringify({ question: Array(158).fill('Jack has 3 apples.').join(' '), answer: '#### 3' }) + '\n');
   const long = cli(['eval', '--model', DEFAULT_DIR, '--task', 'gsm8k', '--limit', '1', '--max-tokens', '64', '--out', at('long.json')], { ...process.env, EDGEREASON_SHARED: at('shared-long') });
   assert.equal(long.status, 0, long.stderr);
+  assert.doesNotMatch(long.stderr, /does not fit in the model's context/);
+  // A default limit the model's context cannot hold (GSM8K's 1024 on the embedded model's 1024) is said before the run (only the cut-off note came, after it).
+  const byDefault = cli(['eval', '--model', DEFAULT_DIR, '--task', 'gsm8k', '--limit', '1', '--out', at('long-default.json')], { ...process.env, EDGEREASON_SHARED: at('shared-long') });
+  assert.match(byDefault.stderr, /^edgereason: note: --max-tokens 1024 \(gsm8k's default\) does not fit in the model's context of 1024 tokens beside a question: an answer stops at the context's end first$/m);
   assert.match(long.stderr, /^eval: note: base: 1 of 1 answers were cut off by the end of the model's context \(1024 tokens\) and graded as they stand \(the table's "cut off" column\)$/m);
 });
 

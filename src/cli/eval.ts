@@ -67,6 +67,7 @@ export function evalCommand(program: Command): void {
       // A dataset is read from its test file: --split test says so (it was refused), another split is not there.
       if (o.split !== undefined && o.split !== 'test' && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);
       const split = o.split ?? 'test', dataset = o.task === 'synthetic' ? undefined : DATASETS[o.task as keyof typeof DATASETS];
+      const maxTokensGiven = o.maxTokens !== undefined;
       o.maxTokens ??= dataset?.maxTokens ?? 512;
       if (split !== 'test' && split !== 'val') throw new Error(`--split must be test or val, got "${split}"`);
       if (o.nativeThinking && o.adapter) throw new Error('eval: --native-thinking evaluates the model\'s own thinking: leave --adapter out');
@@ -136,6 +137,9 @@ export function evalCommand(program: Command): void {
       if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
+      // A dataset's default limit past the model's context (aime24's 4096 on a 1024-token model): said before the run, not only after it.
+      const ctx = model.config.maxPositionEmbeddings;
+      if (o.maxTokens >= ctx) console.error(`edgereason: note: --max-tokens ${o.maxTokens}${maxTokensGiven ? '' : ` (${o.task}'s default)`} does not fit in the model's context of ${ctx} tokens beside a question: an answer stops at the context's end first`);
       const runs: { name: string; report: EvalReport }[] = [];
       // Each finished answer goes to the journal beside the report, so an interruption loses none of them.
       let kept = resumed?.answers ?? 0;
