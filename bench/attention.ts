@@ -130,5 +130,5 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
 
 if (isMainModule(import.meta.url)) {
   const a = scriptArgs('bench/attention.ts', { threads: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
-  await runAttentionBench({ threads: a.num('threads'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+  await runAttentionBench({ threads: a.num('threads'), resultsDir: a.resultsDir() });
 }

@@ -85,7 +85,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
 
 if (isMainModule(import.meta.url)) {
   const a = scriptArgs('bench/budget.ts', { sft: 'string', rl: 'string', items: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
-  const r = await runBudgetBench({ sft: a.str('sft'), rl: a.str('rl'), items: a.num('items'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+  const r = await runBudgetBench({ sft: a.str('sft'), rl: a.str('rl'), items: a.num('items'), resultsDir: a.resultsDir() });
   console.log(JSON.stringify(r, null, 1));
 }
 

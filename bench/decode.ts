@@ -386,6 +386,6 @@ if (isMainModule(import.meta.url)) {
   if (process.argv[2] === '--child') childMain((cfg: ChildConfig) => (cfg.kind === 'ours' ? oursChild(cfg) : llamaChild(cfg)));
   else {
     const s = 'string' as const, a = scriptArgs('bench/decode.ts', { json: 'boolean', 'accuracy-level': 'count0', threads: 'count', 'llama-threads': 'count', shape: s, 'results-dir': s, 'no-write': 'boolean' });
-    await runDecodeBench({ json: a.has('json'), accuracyLevel: a.num('accuracy-level'), threads: a.num('threads'), llamaThreads: a.num('llama-threads'), shape: a.str('shape') as Shape | undefined, resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+    await runDecodeBench({ json: a.has('json'), accuracyLevel: a.num('accuracy-level'), threads: a.num('threads'), llamaThreads: a.num('llama-threads'), shape: a.str('shape') as Shape | undefined, resultsDir: a.resultsDir() });
   }
 }

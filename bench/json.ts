@@ -97,5 +97,5 @@ export async function runJsonBench(o: JsonBenchOptions = {}) {
 
 if (isMainModule(import.meta.url)) {
   const a = scriptArgs('bench/json.ts', { tokens: 'count', reps: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
-  await runJsonBench({ tokens: a.num('tokens'), reps: a.num('reps'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+  await runJsonBench({ tokens: a.num('tokens'), reps: a.num('reps'), resultsDir: a.resultsDir() });
 }

@@ -180,5 +180,5 @@ export async function runLookupBench(o: LookupBenchOptions = {}) {
 
 if (isMainModule(import.meta.url)) {
   const a = scriptArgs('bench/lookup.ts', { reps: 'count', questions: 'count', 'q4-questions': 'count', 'results-dir': 'string', 'no-write': 'boolean' });
-  await runLookupBench({ reps: a.num('reps'), questions: a.num('questions'), q4Questions: a.num('q4-questions'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+  await runLookupBench({ reps: a.num('reps'), questions: a.num('questions'), q4Questions: a.num('q4-questions'), resultsDir: a.resultsDir() });
 }

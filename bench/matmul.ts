@@ -75,5 +75,5 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
 
 if (isMainModule(import.meta.url)) {
   const a = scriptArgs('bench/matmul.ts', { layers: 'count', threads: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
-  await runMatmulBench({ layers: a.num('layers'), threads: a.num('threads'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+  await runMatmulBench({ layers: a.num('layers'), threads: a.num('threads'), resultsDir: a.resultsDir() });
 }

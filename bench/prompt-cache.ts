@@ -159,5 +159,5 @@ export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
 
 if (isMainModule(import.meta.url)) {
   const a = scriptArgs('bench/prompt-cache.ts', { reps: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
-  await runPromptCacheBench({ reps: a.num('reps'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+  await runPromptCacheBench({ reps: a.num('reps'), resultsDir: a.resultsDir() });
 }

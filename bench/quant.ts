@@ -124,5 +124,5 @@ const loadedComplete = (m: Model, question: string) => m.complete(question, { ch
 
 if (isMainModule(import.meta.url)) {
   const a = scriptArgs('bench/quant.ts', { questions: 'count', threads: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
-  await runQuantBench({ questions: a.num('questions'), threads: a.num('threads'), resultsDir: a.has('no-write') ? null : a.str('results-dir') });
+  await runQuantBench({ questions: a.num('questions'), threads: a.num('threads'), resultsDir: a.resultsDir() });
 }

@@ -535,6 +535,6 @@ if (isMainModule(import.meta.url)) {
     routerItems: a.num('router-items'), routerTemperature: a.num('router-temperature'), parallelItems: a.num('parallel-items'), parallelSplit: a.str('parallel-split') as 'test' | 'val' | undefined, maxTokens: a.num('max-tokens'),
     maxThinkingTokens: a.num('max-thinking-tokens'), timingTokens: a.nums('timing-tokens'), seed: a.num('seed'), temperature: a.num('temperature'), topP: a.num('top-p'), minP: a.num('min-p'),
     promptLengths: a.nums('prompt-lengths'), samples: a.nums('samples'),
-    resultsDir: a.has('no-write') ? null : a.str('results-dir'), shapeTiming: a.has('shape-timing'),
+    resultsDir: a.resultsDir(), shapeTiming: a.has('shape-timing'),
   });
 }

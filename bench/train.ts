@@ -520,7 +520,7 @@ if (isMainModule(import.meta.url)) {
       json: a.has('json'), threads: a.num('threads'), steps: a.num('steps'), smallSteps: a.num('small-steps'),
       batch: a.num('batch'), tokens: a.num('tokens'), layers: a.num('layers'), rank: a.num('rank'), alpha: a.num('alpha'),
       full: !a.has('no-full'), profile: a.has('profile'), python: a.str('python'), torchBlas: a.str('torch-blas'),
-      resultsDir: a.has('no-write') ? null : a.str('results-dir'),
+      resultsDir: a.resultsDir(),
     });
   }
 }

@@ -128,5 +128,5 @@ export async function runWebBench(o: { resultsDir?: string | null } = {}) {
 
 if (isMainModule(import.meta.url)) {
   const args = scriptArgs('bench/web.ts', { 'no-write': 'boolean', 'results-dir': 'string' });
-  await runWebBench({ resultsDir: args.has('no-write') ? null : args.str('results-dir') });
+  await runWebBench({ resultsDir: args.resultsDir() });
 }

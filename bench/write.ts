@@ -41,6 +41,8 @@ type FlagKind = 'string' | 'boolean' | keyof typeof NUMBER_KINDS;
  */
 export function scriptArgs(script: string, spec: Record<string, FlagKind>): {
   str(name: string): string | undefined; has(name: string): boolean; num(name: string): number | undefined; nums(name: string): number[] | undefined;
+  /** --results-dir, or null with --no-write (both given are refused: the folder was ignored unsaid). */
+  resultsDir(): string | null | undefined;
 } {
   const options = Object.fromEntries(Object.entries({ ...spec, help: 'boolean' as const }).map(([k, kind]) => [k, { type: kind === 'boolean' ? 'boolean' as const : 'string' as const }]));
   const usage = `usage: node --import tsx ${script} ${Object.entries(spec).map(([k, t]) => `[--${k}${t === 'boolean' ? '' : ` <${t === 'string' ? 'value' : NUMBER_KINDS[t].want}>`}]`).join(' ')}`;
@@ -67,9 +69,13 @@ export function scriptArgs(script: string, spec: Record<string, FlagKind>): {
     if (!Object.hasOwn(spec, name)) throw new Error(`${script}: scriptArgs has no flag --${name}`); // a typo in the script
     return values[name];
   };
-  const str = (name: string) => value(name) as string | undefined;
+  const str = (name: string) => value(name) as string | undefined, has = (name: string) => value(name) === true;
   return {
-    str, has: (name) => value(name) === true,
+    str, has,
+    resultsDir: () => {
+      if (has('no-write') && str('results-dir') !== undefined) { console.error(`${script}: --no-write and --results-dir contradict each other: give one\n${usage}`); process.exit(2); }
+      return has('no-write') ? null : str('results-dir');
+    },
     num: (name) => (str(name) === undefined ? undefined : number(name, str(name)!)),
     nums: (name) => str(name)?.split(',').map((v) => number(name, v)),
   };

@@ -462,7 +462,8 @@ test('bench scripts run directly refuse unknown flags and numbers not of their f
   const before = fs.readdirSync(path.join(ROOT, 'bench/results')).join();
   for (const [args, re] of [[['--help'], /^usage: node --import tsx bench\/matmul\.ts \[--layers <an integer ≥ 1>\] \[--threads <an integer ≥ 1>\] \[--results-dir <value>\] \[--no-write\]$/m],
     [['--layer', '2'], /^bench\/matmul\.ts: Unknown option '--layer'/m], [['--layers', 'two'], /^bench\/matmul\.ts: --layers must be an integer ≥ 1, got "two"/m],
-    [['--layers', '0'], /^bench\/matmul\.ts: --layers must be an integer ≥ 1, got "0"/m], [['--layers', '1.5'], /^bench\/matmul\.ts: --layers must be an integer ≥ 1, got "1\.5"/m]] as const) {
+    [['--layers', '0'], /^bench\/matmul\.ts: --layers must be an integer ≥ 1, got "0"/m], [['--layers', '1.5'], /^bench\/matmul\.ts: --layers must be an integer ≥ 1, got "1\.5"/m],
+    [['--no-write', '--results-dir', 'x'], /^bench\/matmul\.ts: --no-write and --results-dir contradict each other: give one$/m]] as const) { // the folder was ignored unsaid
     const r = bench('matmul', ...args);
     assert.equal(r.status, args[0] === '--help' ? 0 : 2, r.stderr);
     assert.match(args[0] === '--help' ? r.stdout : r.stderr, re);
