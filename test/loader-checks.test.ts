@@ -208,6 +208,7 @@ test('GGUF tokenizer lists of the wrong type are refused by key', () => {
   assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.merges': [1, 2] }, 'x.gguf'),
     /tokenizer: x\.gguf metadata "tokenizer\.ggml\.merges" must be an array of strings "left right", got 1 at index 0/);
   assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.tokens': 'abc' }, 'x.gguf'), /metadata "tokenizer\.ggml\.tokens" must be an array of strings, got "abc"/);
+  assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.chat_template': 7 }, 'x.gguf'), { message: 'tokenizer: x.gguf metadata "tokenizer.chat_template" must be a string (a Jinja template), got 7' }); // it was read as none
   // A type list shorter than the tokens (a corrupt file): the tokens past it read as text, the chat markers too.
   const n = (md['tokenizer.ggml.tokens'] as string[]).length;
   assert.throws(() => tokenizerFromGguf({ ...md, 'tokenizer.ggml.token_type': (md['tokenizer.ggml.token_type'] as number[]).slice(0, 10) }, 'x.gguf'),

@@ -42,6 +42,10 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   const types = list<number>('tokenizer.ggml.token_type', Number.isInteger, 'integers', []);
   const merges = list<string>('tokenizer.ggml.merges', (x) => typeof x === 'string' && x.includes(' '), 'strings "left right"');
   if (!tokens.length) throw new Error(`tokenizer: ${file} has no tokenizer.ggml.tokens`);
+  // A template stored as another type is a corrupt file, not a model without one (it was read as none).
+  for (const key of ['tokenizer.chat_template', 'tokenizer.chat_template.tool_use']) {
+    if (md[key] !== undefined && typeof md[key] !== 'string') throw new Error(`tokenizer: ${file} metadata "${key}" must be a string (a Jinja template), got ${shown(md[key])}`);
+  }
   // A type per token (the file is corrupt otherwise: the tokens past the list would lose theirs, control tokens read as text).
   if (md['tokenizer.ggml.token_type'] !== undefined && types.length !== tokens.length) throw new Error(`tokenizer: ${file} metadata "tokenizer.ggml.token_type" has ${types.length} entries for ${tokens.length} tokens (tokenizer.ggml.tokens): the file is corrupt — put the model's tokenizer.json beside it`);
   const vocab: Record<string, number> = Object.create(null), added: unknown[] = []; // no prototype: a token may be "__proto__"
