@@ -130,6 +130,8 @@ export class Model {
     if (typeof p === 'string' && p) p = await resolveModelPath(p, hub);
     if (typeof opts.adapter === 'string' && opts.adapter) opts = { ...opts, adapter: await resolveModelPath(opts.adapter, hub) };
     opts.signal?.throwIfAborted();
+    const crowded = threadsNote(opts.threads, 'model'); // said once, not again when a vanished cached copy loads again
+    if (crowded) opts.onNote?.(crowded);
     try {
       return await Model.open(p, opts, true);
     } catch (e) {
@@ -152,9 +154,8 @@ export class Model {
     const quant = opts.quant ?? defaultQuant(src.config);
     if (src.kind !== 'converted') checkAccuracyQuant(quant, opts, 'loadModel');
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
-    const requantised = requantisedNote(src, quant), crowded = threadsNote(opts.threads, 'model');
+    const requantised = requantisedNote(src, quant);
     if (requantised) opts.onNote?.(requantised);
-    if (crowded) opts.onNote?.(crowded);
     // Aborted: nothing after the step under way (a conversion into the cache stops at once, keeping nothing).
     const signal = opts.signal;
     signal?.throwIfAborted();
