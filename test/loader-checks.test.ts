@@ -159,6 +159,11 @@ test('hostile files: a safetensors header over the format\'s 100 MB is refused, 
   fs.writeFileSync(st, len);
   fs.truncateSync(st, 8 + 100_000_001 + 8); // sparse
   assert.throws(() => openSafetensors(st), /hugeheader\.safetensors: header length 100000001 is over the format's limit of 100000000 bytes: corrupt, or not safetensors/);
+  // A GGUF header counting more tensors than the file can hold is corrupt, said so (it read on into 'tensor "" has 0 dims').
+  const counted = path.join(tmp, 'counted.gguf'), g = fs.readFileSync(base.files.ggufF32);
+  g.writeBigUInt64LE(2n ** 40n, 8);
+  fs.writeFileSync(counted, g);
+  assert.throws(() => openGguf(counted), { message: `${counted}: the header counts ${2 ** 40} tensors and ${g.readBigUInt64LE(16)} metadata keys, more than its ${g.length} bytes can hold: the file is corrupt` });
   fs.writeFileSync(st, Buffer.alloc(16, 0xff)); // the length as written, not rounded to a double (18446744073709552000)
   assert.throws(() => openSafetensors(st), { message: `${st}: header length 18446744073709551615 goes beyond the end of the file (16 bytes): file truncated or not safetensors` });
   if (!fs.existsSync('/dev/zero')) return;
