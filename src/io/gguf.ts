@@ -453,9 +453,9 @@ function readGguf(path: string): GgufFile {
     const version = c.u32('version');
     if (version !== 2 && version !== 3) throw new Error(`${path}: GGUF version ${version} is not supported (2 and 3 are)`);
     const nTensors = c.u64('tensor count'), nKv = c.u64('metadata count');
-    // Counts no file this size can hold (a tensor's entry takes 32 bytes at least, a metadata key's 13) are corruption,
-    // said as such (they read on into "tensor "" has 0 dims").
-    if (nTensors * 32 + nKv * 13 > size - c.pos) throw new Error(`${path}: the header counts ${nTensors} tensors and ${nKv} metadata keys, more than its ${size} bytes can hold: the file is corrupt`);
+    // Counts no file this size could hold (more entries than bytes) are corruption, said as such (they read on into
+    // "tensor "" has 0 dims"); a file cut short within its entries is said to be truncated where it ends, below.
+    if (nTensors + nKv > size) throw new Error(`${path}: the header counts ${nTensors} tensors and ${nKv} metadata keys, more than its ${size} bytes can hold: the file is corrupt`);
     const metadata: Record<string, GgufValue> = {}, metadataTypes: Record<string, GgufScalarType> = {};
     for (let i = 0; i < nKv; i++) {
       const key = c.str(`metadata key #${i}`), t = c.u32(`type of metadata "${key}"`);
