@@ -386,7 +386,7 @@ test('trainSft and trainRl refuse a misspelt option, null, or a value that would
     [{ epochs: 0 }, /^Error: train-sft: epochs must be an integer from 1 to 1,000,000, got 0$/], // a TypeError before
     [{ epochs: '2' }, /^Error: train-sft: epochs must be an integer from 1 to 1,000,000, got "2"$/],
     [{ epochs: 1e9 }, /^Error: train-sft: epochs must be an integer from 1 to 1,000,000, got 1000000000$/], // every epoch was planned at once: out of memory
-    [{ threads: 2000 }, /^Error: train-sft: threads must be an integer from 1 to 1,024, got 2000$/],
+    [{ threads: 2000 }, /^Error: train-sft: threads must be an integer from 1 to 1024, got 2000$/],
     [{ seed: 'x' }, /^Error: train-sft: seed must be an integer within ±\(2\^53 − 1\), got "x"$/],
     [{ clip: -1 }, /^Error: train-sft: clip must be a number above 0, got -1$/],
     [{ minLrRatio: 2 }, /^Error: train-sft: minLrRatio must be a number in \[0, 1\], got 2$/],

@@ -23,7 +23,7 @@ import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type 
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { MAX_THREADS, threadsNote } from './threads.ts';
 import { onAbort } from './abort.ts';
-import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
+import { checkAccuracyQuant, checkBuildOptions, checkKeys, checkValues, is } from './options.ts';
 import { jsonConstraint } from './json-constraint.ts';
 import { shown } from '../show.ts';
 import { checkToolCalls, checkToolsRendered, templateFor, templateMessage } from '../tokenizer/tool-calls.ts';
@@ -517,7 +517,7 @@ function checkLoadOptions(o: LoadOptions): void {
   checkBuildOptions(o, 'loadModel');
   if (o.quant === 'fp32') checkAccuracyQuant('fp32', o, 'loadModel'); // a converted folder's too
   if (o.worker !== undefined && typeof o.worker !== 'boolean') throw new Error(`loadModel: worker must be true or false, got ${shown(o.worker)}`);
-  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1 && o.threads <= MAX_THREADS)) throw new Error(`loadModel: threads must be an integer from 1 to ${MAX_THREADS}, got ${shown(o.threads)}`);
+  checkValues(o, { threads: is.intIn(1, MAX_THREADS) }, 'loadModel');
   if (o.adapter !== undefined && (typeof o.adapter !== 'string' || !o.adapter)) throw new Error(`loadModel: adapter must be the path of a PEFT adapter folder, got ${shown(o.adapter)}`);
   if (o.cache !== undefined && !CACHE_POLICIES.includes(o.cache)) throw new Error(`loadModel: cache must be ${CACHE_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${shown(o.cache)}`);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || !o.cacheDir)) throw new Error(`loadModel: cacheDir must be a folder path, got ${shown(o.cacheDir)}`);

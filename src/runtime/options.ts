@@ -38,7 +38,7 @@ export interface Rule { what: string; ok: (v: unknown) => boolean }
 const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 export const is = {
   int: (min: number): Rule => ({ what: `an integer ≥ ${min}`, ok: (v) => Number.isSafeInteger(v) && (v as number) >= min }),
-  intIn: (min: number, max: number): Rule => ({ what: `an integer from ${min} to ${max.toLocaleString('en-US')}`, ok: (v) => Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max }),
+  intIn: (min: number, max: number): Rule => ({ what: `an integer from ${min} to ${max >= 10_000 ? max.toLocaleString('en-US') : max}`, ok: (v) => Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max }),
   seed: { what: 'an integer within ±(2^53 − 1)', ok: (v) => Number.isSafeInteger(v) } as Rule,
   above0: { what: 'a number above 0', ok: (v) => finite(v) && v > 0 } as Rule,
   atLeast0: { what: 'a number ≥ 0', ok: (v) => finite(v) && v >= 0 } as Rule,
