@@ -11,6 +11,7 @@ import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
 import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
+import { interrupted } from '../src/cli/convert.ts';
 import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { CoalescingBackend, withBackend } from '../src/runtime/scheduler.ts';
 import { baseModelNote, loadAdapter, modelNames, refName } from '../src/io/peft.ts';
@@ -781,7 +782,7 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);
 });
 
-test('convert: a conversion that died half-way is refused at load; its dead temp files go at the next convert', async () => {
+test('convert: a conversion that died half-way is refused at load (and Ctrl-C then says the folder is incomplete); its dead temp files go at the next convert', async () => {
   const out = path.join(tmp, 'converted-half');
   convertModel(openSource(model.dir), out, { quant: 'fp32' });
   // Re-converting dies after the weights are written (here: model.onnx cannot be replaced).
@@ -789,6 +790,10 @@ test('convert: a conversion that died half-way is refused at load; its dead temp
   fs.mkdirSync(path.join(out, 'model.onnx'));
   assert.throws(() => convertModel(openSource(model.dir), out, { quant: 'fp32' }));
   await assert.rejects(loadModel(out, { worker: false }), new RegExp(`model: ${out} holds a conversion that did not finish; run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32\` again`));
+  // Ctrl-C at that point (the files being renamed into place) says the folder is incomplete, not the earlier one intact.
+  fs.writeFileSync(path.join(out, `model.onnx.data.tmp-${process.pid}`), 'x');
+  assert.equal(interrupted(out, model.dir), `convert: interrupted while the converted files were being put in place: ${out} is incomplete; run the same command again`);
+  assert.ok(!fs.existsSync(path.join(out, `model.onnx.data.tmp-${process.pid}`)), 'its half-written files go');
   fs.rmdirSync(path.join(out, 'model.onnx'));
   // One that fails after the weights are staged (the manifest cannot be written: a full disk) leaves no temporary copy.
   const manifest = path.join(out, 'edgereason.json'), manifestBytes = fs.readFileSync(manifest);
@@ -804,6 +809,8 @@ test('convert: a conversion that died half-way is refused at load; its dead temp
   convertModel(openSource(model.dir), out, { quant: 'fp32' });
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-')).sort(), [`model.onnx.tmp-${process.ppid}`, `notes.tmp-${dead}`]);
   await (await loadModel(out, { worker: false })).close();
+  assert.equal(interrupted(out, model.dir), `convert: interrupted; the earlier conversion in ${out} is as it was`);
+  assert.equal(interrupted(path.join(tmp, 'never-made'), undefined), `convert: interrupted; nothing was written to ${path.join(tmp, 'never-made')}`);
   // A source written while it converts (a training run saving into it) would give a graph of mixed weights: refused,
   // and nothing of it is written: the conversion already there (of another model) is untouched and still loads.
   const moving = makeRandomQwen2({ dir: path.join(tmp, 'moving'), seed: 8 }), weights = path.join(moving.dir, 'model.safetensors');

@@ -59,14 +59,7 @@ export function convertCommand(program: Command): void {
         const note = requantisedNote(src, quant);
         if (note) console.error(cliWords(note));
         const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights');
-        // Ctrl-C: this run's half-written files go (a load would leave them, gigabytes for a large model); the files
-        // in place were not touched before the last step, which renames them all at once.
-        const off = onInterrupt(process.stderr, () => {
-          bar.stop();
-          const out = path.resolve(o.out), mine = `.tmp-${process.pid}`;
-          if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
-          return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${o.out} is as it was` : `nothing was written to ${o.out}`}`;
-        });
+        const off = onInterrupt(process.stderr, () => { bar.stop(); return interrupted(o.out, earlier); });
         try {
           m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, loraTargets: targets, ropeScaling }, bar.update);
         } finally { bar.stop(); off(); }
@@ -74,4 +67,18 @@ export function convertCommand(program: Command): void {
       const rope = ropeScaling ? `; RoPE ${ropeScalingWords(m.config.ropeScaling)}, ${m.config.maxPositionEmbeddings} positions` : '';
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
+}
+
+/**
+ * Ctrl-C during a convert into `out`: this run's half-written files go (a load would leave them, gigabytes for a
+ * large model), and what the folder holds now is said. The files in place are untouched until the last step, which
+ * renames them all at once; stopped in its few milliseconds (the manifest then says a conversion is under way), the
+ * folder is part old, part new, and a load refuses it until the command runs again. Exported for tests.
+ */
+export function interrupted(outDir: string, earlier: string | undefined): string {
+  const out = path.resolve(outDir), mine = `.tmp-${process.pid}`;
+  if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
+  const underWay = (() => { try { return !!(readManifest(out) as { converting?: unknown }).converting; } catch { return false; } })();
+  if (underWay) return `convert: interrupted while the converted files were being put in place: ${outDir} is incomplete; run the same command again`;
+  return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${outDir} is as it was` : `nothing was written to ${outDir}`}`;
 }
