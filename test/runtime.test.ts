@@ -921,6 +921,17 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(raced.backend, ids)) <= 1e-5);
   assert.deepEqual(notes.splice(0).map((n) => n.replace(/ once .*/, '')), [`model: converting ${model.dir}`,
     `model: the converted copy in ${entry} was removed as soon as it was written (edgereason cache --clear or --prune); loading again`, `model: converting ${model.dir}`]);
+  // The notes on what was asked for (here a Q4_0 GGUF quantised again to q8) are said once, not again at the second try.
+  const q40 = makeRandomQwen2({ dir: path.join(tmp, 'q4_0-gone'), seed: 6, config: { numLayers: 1 }, q4_0: true }).files.ggufQ4_0!;
+  removedOnce = false;
+  const racing2 = mock.method(fs, 'rmSync', (p: string, o: fs.RmOptions) => {
+    remove(p, o);
+    if (!removedOnce && /\.old-\d+-[0-9a-f]+$/.test(p)) { removedOnce = true; remove(p.replace(/\.old-\d+-[0-9a-f]+$/, ''), { recursive: true }); }
+  });
+  await (await loadModel(q40, { quant: 'q8', worker: false, cacheDir, onNote: (n) => notes.push(n), cache: 'always' }).finally(() => racing2.mock.restore())).close();
+  assert.deepEqual(notes.splice(0).map((n) => n.replace(/ once .*|: they are decoded .*|; loading again$/g, '').replace(/ in \S+ was removed .*/, ' removed')), [
+    `model: ${q40} stores weights as Q4_0`, `model: converting ${q40}`, 'model: the converted copy removed', `model: converting ${q40}`]);
+  for (const e of fs.readdirSync(converted)) if (e.startsWith('model-q4_0-')) fs.rmSync(path.join(converted, e), { recursive: true });
   await Promise.all([direct.close(), first.close(), second.close(), cleared.close(), raced.close()]);
   // A changed source, a broken copy and a copy made by another edgereason version are each converted again, in place.
   const touch = () => fs.utimesSync(path.join(model.dir, 'config.json'), new Date(), new Date(Date.now() + 1000 * Math.random() + 9000));

@@ -149,13 +149,15 @@ export class Model {
     // spelt out (yarn ×4 and yarn ×4 over the default original context are one copy).
     const rope = src.config !== opened.config ? ropeChoiceOf(src.config) : undefined;
     const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined, names = modelNames(opened);
+    // Notes on what was asked for are said at the first try only (a vanished cached copy loads again, converting anew).
+    const said = mayRetry ? opts.onNote : undefined;
     const other = adapter && baseModelNote(adapter.dir, names);
-    if (other) opts.onNote?.(other);
+    if (other) said?.(other);
     const quant = opts.quant ?? defaultQuant(src.config);
     if (src.kind !== 'converted') checkAccuracyQuant(quant, opts, 'loadModel');
     const loraTargets = PROJECTIONS.filter((p) => adapter?.config.targets.includes(p) || opts.loraTargets?.includes(p));
     const requantised = requantisedNote(src, quant);
-    if (requantised) opts.onNote?.(requantised);
+    if (requantised) said?.(requantised);
     // Aborted: nothing after the step under way (a conversion into the cache stops at once, keeping nothing).
     const signal = opts.signal;
     signal?.throwIfAborted();
