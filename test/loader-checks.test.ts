@@ -336,6 +336,16 @@ test('tokenizer.json that parses but cannot tokenize, and a llama2.c tokenizer p
   // Fields the library needs only when it encodes: found at load, not at the first request.
   assert.throws(withJson((j) => { j.post_processor = { type: 'TemplateProcessing' }; }), new RegExp(`tokenizer: ${file} could not be loaded: `));
   assert.throws(withJson((j) => { j.pre_tokenizer = { type: 'Sequence', pretokenizers: [{ type: 'Split', behavior: 'Isolated', invert: false }] }; }), new RegExp(`tokenizer: ${file}: a "Split" pre-tokenizer has no "pattern" \\(\\{"type":"Split"`));
+  // So do a Replace without its pattern (spaces became unknown tokens, unsaid; a decoder's failed unnamed) and a Sequence that is no list.
+  assert.throws(withJson((j) => { j.normalizer = { type: 'Replace', content: '▁' }; }), { message: `tokenizer: ${file}: a "Replace" normalizer has no "pattern" ({"type":"Replace","content":"▁"})` });
+  assert.throws(withJson((j) => { j.decoder = { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { Text: '▁' }, content: ' ' }] }; }), { message: `tokenizer: ${file}: a "Replace" decoder's "pattern" must be {"String": text} or {"Regex": text}, got {"Text":"▁"}` });
+  assert.throws(withJson((j) => { j.decoder = { type: 'Replace', pattern: { String: '▁' } }; }), { message: `tokenizer: ${file}: a "Replace" decoder's "content" must be text, got undefined` });
+  assert.throws(withJson((j) => { j.normalizer = { type: 'Sequence', normalizers: 'x' }; }), { message: `tokenizer: ${file}: a "Sequence" normalizer's "normalizers" must be a list of steps, got "x"` });
+  // A Unigram vocabulary is a list of [token, score] pairs (a malformed one was read as one unknown token).
+  const unigram = (vocab: unknown, unk: unknown = 0) => withJson((j) => { j.model = { type: 'Unigram', unk_id: unk, vocab }; j.added_tokens = []; });
+  assert.throws(unigram('x'), { message: `tokenizer: ${file}: a Unigram model's "model.vocab" must be a list of [token, score] pairs, got "x"` });
+  assert.throws(unigram([['<unk>', 0], ['a']]), { message: `tokenizer: ${file}: "model.vocab"[1] of a Unigram model must be [token, score], got ["a"]` });
+  assert.throws(unigram([['<unk>', 0], ['a', -1]], 2), { message: `tokenizer: ${file}: a Unigram model's "model.unk_id" must be the index of a token of "model.vocab" (0 to 1), got 2` });
   // A merge the vocabulary cannot hold drops text ("the" encoded as "e"); a post-processor's unknown special token
   // was added as <unk>. Both are refused at load, as the Rust tokenizers library refuses them.
   const tiny = (merges: unknown[], vocab: Record<string, number>, post: unknown = null) => withJson((j) => {

@@ -107,10 +107,7 @@ function build(json: unknown, config: Record<string, unknown>, name: string): To
     return { post_processor: bosEosProcessor(pick('bos_token', config.add_bos_token ?? true), pick('eos_token', config.add_eos_token ?? false)) };
   })() : {};
   // transformers' default for clean_up_tokenization_spaces is false since 4.45 (the tokenizers library's is true)
-  // A Split pre-tokenizer without its pattern makes the library drop all text (with a console line, no error).
-  const splits = (p: unknown): unknown[] => (!p || typeof p !== 'object' ? [] : (p as { type?: unknown }).type === 'Split' ? [p] : ((p as { pretokenizers?: unknown[] }).pretokenizers ?? []).flatMap(splits));
-  const unsplit = splits((j as { pre_tokenizer?: unknown }).pre_tokenizer).find((p) => !(p as { pattern?: unknown }).pattern);
-  if (unsplit) throw new Error(`tokenizer: ${name}: a "Split" pre-tokenizer has no "pattern" (${shown(unsplit)})`);
+  checkSteps(j, name);
   const extra = config.additional_special_tokens; // the library walks it: anything else fails there, blamed on tokenizer.json
   if (extra !== undefined && !Array.isArray(extra)) throw new Error(`tokenizer: ${path.join(path.dirname(name), 'tokenizer_config.json')} field "additional_special_tokens" must be a list of tokens, got ${shown(extra)}`);
   checkTokenIds(j, name);
@@ -125,6 +122,31 @@ function build(json: unknown, config: Record<string, unknown>, name: string): To
     throw new Error(`tokenizer: ${name} encodes ${JSON.stringify(PROBE)} to ${shown(ids)}, not to token ids: the file is broken`);
   }
   return tokenizer;
+}
+
+/** The list a "Sequence" step of each stage holds its steps in. */
+const STEPS = { normalizer: ['normalizer', 'normalizers'], pre_tokenizer: ['pre-tokenizer', 'pretokenizers'], decoder: ['decoder', 'decoders'] } as const;
+
+/**
+ * Steps the library reads only when it runs them, checked at load: a Split or Replace step without its pattern
+ * drops text (a Split all of it, with a console line) or fails at the first request, and a Sequence needs a list.
+ */
+function checkSteps(j: Record<string, unknown>, name: string): void {
+  for (const [field, [what, list]] of Object.entries(STEPS)) {
+    const walk = (step: unknown): void => {
+      if (!step || typeof step !== 'object') return;
+      const s = step as Record<string, unknown>, pattern = s.pattern as Record<string, unknown> | undefined;
+      if (s.type === 'Sequence') {
+        if (!Array.isArray(s[list])) throw new Error(`tokenizer: ${name}: a "Sequence" ${what}'s "${list}" must be a list of steps, got ${shown(s[list])}`);
+        s[list].forEach(walk);
+      } else if (s.type === 'Split' || s.type === 'Replace') {
+        if (pattern === undefined || pattern === null) throw new Error(`tokenizer: ${name}: a "${s.type}" ${what} has no "pattern" (${shown(step)})`);
+        if (typeof pattern !== 'object' || !(typeof pattern.String === 'string' || typeof pattern.Regex === 'string')) throw new Error(`tokenizer: ${name}: a "${s.type}" ${what}'s "pattern" must be {"String": text} or {"Regex": text}, got ${shown(pattern)}`);
+        if (s.type === 'Replace' && typeof s.content !== 'string') throw new Error(`tokenizer: ${name}: a "Replace" ${what}'s "content" must be text, got ${shown(s.content)}`);
+      }
+    };
+    walk(j[field]);
+  }
 }
 
 /** Text every tokenizer must encode (to integer ids, without the library failing). */
@@ -504,6 +526,14 @@ function checkTokenIds(json: unknown, name: string): void {
   };
   const map = !!vocab && typeof vocab === 'object' && !Array.isArray(vocab);
   if (!map && ['BPE', 'WordPiece', 'WordLevel'].includes(type as string)) throw new Error(`tokenizer: ${name}: a ${type} model's "model.vocab" must map tokens to ids, got ${shown(vocab)}`);
+  // A Unigram vocabulary is a list of [token, score] pairs (anything else was read as one unknown token, or failed unnamed).
+  if (type === 'Unigram') {
+    if (!Array.isArray(vocab) || !vocab.length) throw new Error(`tokenizer: ${name}: a Unigram model's "model.vocab" must be a list of [token, score] pairs, got ${shown(vocab)}`);
+    const bad = vocab.findIndex((e) => !Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string' || typeof e[1] !== 'number');
+    if (bad >= 0) throw new Error(`tokenizer: ${name}: "model.vocab"[${bad}] of a Unigram model must be [token, score], got ${shown(vocab[bad])}`);
+    const unk = (j!.model as { unk_id?: unknown }).unk_id;
+    if (unk !== undefined && unk !== null && !(Number.isInteger(unk) && (unk as number) >= 0 && (unk as number) < vocab.length)) throw new Error(`tokenizer: ${name}: a Unigram model's "model.unk_id" must be the index of a token of "model.vocab" (0 to ${vocab.length - 1}), got ${shown(unk)}`);
+  }
   if (map && !Object.keys(vocab).length) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`); // added tokens alone encode all text as unknown
   if (map) for (const [token, id] of Object.entries(vocab)) check(token, id, '"model.vocab"');
   added.forEach((t, i) => {
