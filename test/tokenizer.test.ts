@@ -125,7 +125,13 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}');
   const broken = loadTokenizer(dir);
   assert.deepEqual(broken.encode('Hello'), loadTokenizer(qwenDir).encode('Hello'));
-  assert.throws(() => broken.applyChatTemplate(chat), new RegExp(`tokenizer: the chat template of ${dir} \\(chat_template\\.jinja\\) does not parse: `));
+  assert.throws(() => broken.applyChatTemplate(chat), { message: `tokenizer: the chat template of ${dir} (chat_template.jinja) does not parse: the {% for %} on line 1 is never closed (no {% endfor %})` });
+  // A block closed by the wrong end tag is said with its lines (the interpreter said "Unknown statement type: endif").
+  writeFileSync(path.join(dir, 'chat_template.jinja'), '{%- for m in messages %}\n{%- if m.role == "user" %}{{ m.content }}\n{%- endfor %}{% endif %}');
+  assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat), { message: `tokenizer: the chat template of ${dir} (chat_template.jinja) does not parse: {% endfor %} on line 3 closes the {% if %} of line 2 (its {% endif %} is missing or misplaced)` });
+  // Other parse errors keep the interpreter's words.
+  writeFileSync(path.join(dir, 'chat_template.jinja'), '{% raw %}{% if %}{% endraw %}{{ messages[0].content ');
+  assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat), { message: `tokenizer: the chat template of ${dir} (chat_template.jinja) does not parse: Unexpected end of input` });
   writeFileSync(path.join(dir, 'chat_template.jinja'), ' \n');
   assert.throws(() => loadTokenizer(dir).applyChatTemplate(chat), (e: unknown) => e instanceof ChatTemplateError && e.message === `tokenizer: the chat template of ${dir} (chat_template.jinja) is empty`);
   // A template that refuses the conversation (raise_exception) blames the messages; one that fails otherwise, itself.

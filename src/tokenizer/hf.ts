@@ -240,7 +240,7 @@ export class HfTokenizer implements TextTokenizer {
       if (!this.templateSource.trim()) this.templateError = `tokenizer: the chat template of ${name}${from} is empty`;
       // range() likewise goes to one that refuses a length no chat template needs (range(1e9) ended the process).
       else try { this.template = compile(this.templateSource); } catch (e) {
-        this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${(e as Error).message}`;
+        this.templateError = `tokenizer: the chat template of ${name}${from} does not parse: ${unbalancedBlock(this.templateSource) ?? (e as Error).message}`;
       }
     }
     const named = chatTemplate === undefined && Array.isArray(config.chat_template) ? (config.chat_template as { name?: unknown; template?: unknown }[]).find((t) => t?.name === 'tool_use')?.template : undefined;
@@ -248,7 +248,7 @@ export class HfTokenizer implements TextTokenizer {
       this.toolUseTemplate = named;
       // A broken one fails the calls that would use it (given tools), as in transformers, not every chat.
       try { this.toolUse = compile(named); } catch (e) {
-        this.toolUseError = `tokenizer: the "tool_use" chat template of ${name} (tokenizer_config.json) does not parse: ${(e as Error).message}`;
+        this.toolUseError = `tokenizer: the "tool_use" chat template of ${name} (tokenizer_config.json) does not parse: ${unbalancedBlock(named) ?? (e as Error).message}`;
       }
     }
   }
@@ -412,6 +412,28 @@ const BYTE_OF_CHAR: ReadonlyMap<string, number> = (() => {
 })();
 
 /** A chat template's source, parsed, with the calls edgereason answers itself renamed to its own. */
+/** Tags that open a block closed by end<name> ({% set x %} … {% endset %} only without "="). */
+const BLOCKS = ['for', 'if', 'macro', 'call', 'filter', 'generation', 'set'];
+
+/**
+ * A block tag left open or closed by the wrong end tag, said with its line: the interpreter reports these as
+ * "Cannot read properties of undefined (reading 'type')" or "Unknown statement type: endif".
+ */
+function unbalancedBlock(source: string): string | undefined {
+  const open: { name: string; line: number }[] = [], lineAt = (i: number) => source.slice(0, i).split('\n').length;
+  for (const m of source.replace(/\{%-?\s*raw\s*-?%\}[\s\S]*?\{%-?\s*endraw\s*-?%\}|\{#[\s\S]*?#\}/g, (t) => t.replace(/[^\n]/g, ' ')).matchAll(/\{%[-+]?\s*(\w+)([\s\S]*?)[-+]?%\}/g)) {
+    const [, word, rest] = m, line = lineAt(m.index);
+    if (BLOCKS.includes(word) && !(word === 'set' && rest.includes('='))) open.push({ name: word, line });
+    else if (word.startsWith('end') && BLOCKS.includes(word.slice(3))) {
+      const top = open.pop();
+      if (!top) return `{% ${word} %} on line ${line} closes no block`;
+      if (top.name !== word.slice(3)) return `{% ${word} %} on line ${line} closes the {% ${top.name} %} of line ${top.line} (its {% end${top.name} %} is missing or misplaced)`;
+    }
+  }
+  const last = open.pop();
+  return last && `the {% ${last.name} %} on line ${last.line} is never closed (no {% end${last.name} %})`;
+}
+
 const compile = (source: string): Template => pythonStrips(new Template(renameCalls(source)));
 
 /** The template with its raise_exception, range and strftime_now calls renamed to ours: in its tags, outside their strings (not its text or comments). */
