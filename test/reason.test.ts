@@ -339,6 +339,17 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     await assert.rejects(m.loadPromptCache(path.join(tmp, 'none')), { message: `prompt cache: ${path.join(tmp, 'none')} does not exist` });
     await assert.rejects(m.keepPrompt('Hi'), { message: `keepPrompt: a prompt of ${m.encode('Hi').length} tokens is not kept: one of at most 16 tokens costs less to prefill than to copy` });
     await assert.rejects(none.savePromptCache(file), { message: 'savePromptCache: this model keeps no prompts (it was loaded with promptCache: 0)' });
+    // A prompt kept while a longer one that continues it is copied (both at once) is held by that one alone, and a
+    // beginning of 16 tokens in common is prefilled, not copied (as keepPrompt refuses to keep one).
+    setPromptCache(m.backend, 1);
+    const longIds = m.encode('Tom had 20 coins, lost 7, then found 4 more. How many coins does Tom have now, after all that?');
+    await Promise.all([m.keepPrompt(longIds), m.keepPrompt(longIds.slice(0, 30))]);
+    assert.deepEqual([promptCacheOf(m.backend)!.prompts, promptCacheOf(m.backend)!.size], [1, kvBytes(m.config, 1, grownCapacity(64, longIds.length))]);
+    for (const [common, reused] of [[16, undefined], [17, 17]] as const) {
+      const hit = await promptCacheOf(m.backend)!.take([...longIds.slice(0, common), 99, 98]);
+      assert.equal(hit?.length, reused);
+      if (hit) await m.backend.free(hit.cache);
+    }
     // Several rows in the runtime worker, one finishing at the first step: each row kept under its own tokens.
     setPromptCache(m.backend, 1);
     const two = [m.encode('Name three colors of the rainbow, please, in order of their place.', true), full];

@@ -23,7 +23,7 @@ import { firstNonFinite, makeDir, openSafetensors, readSafetensorsHeader, writeS
  * 1,000–2,300 tokens, and a longer one would be prefilled whole every turn).
  */
 export const PROMPT_CACHE_MIB = 256, DEFAULT_PROMPT_TOKENS = 4096;
-/** A kept beginning shorter than this is not worth the copy: prefilled from the start. */
+/** A kept beginning of at most this many tokens is not worth the copy: prefilled from the start (nor kept). */
 export const MIN_REUSED = 16;
 
 interface Entry { tokens: readonly number[]; cache: CacheHandle; bytes: number; users: number; dropped: boolean }
@@ -46,7 +46,7 @@ export class PromptCache {
 
   /**
    * A new one-row cache holding the longest kept beginning of `ids` (at most all but its last token: the prefill needs
-   * one to give the prompt's logits; at most `limit`), and its length; undefined when none of at least MIN_REUSED
+   * one to give the prompt's logits; at most `limit`), and its length; undefined when none longer than MIN_REUSED
    * tokens is kept.
    */
   async take(ids: readonly number[], limit = Infinity): Promise<{ cache: CacheHandle; length: number } | undefined> {
@@ -56,7 +56,7 @@ export class PromptCache {
       if (n > length) [best, length] = [e, n];
     }
     length = Math.min(length, ids.length - 1, limit);
-    if (!best || length < MIN_REUSED) return undefined;
+    if (!best || length <= MIN_REUSED) return undefined;
     best.users++;
     try {
       const cache = await this.backend.select(best.cache, [0], length);
@@ -81,15 +81,23 @@ export class PromptCache {
   async put(ids: readonly number[], cache: CacheHandle, row = 0): Promise<void> {
     if (!this.keeps(ids.length) || this.cleared) return;
     // All of it kept already (in a longer prompt): that one is used again, nothing copied.
-    const holder = this.entries.find((e) => e.tokens.length >= ids.length && common(e.tokens, ids) === ids.length);
+    const holder = this.holding(ids);
     if (holder) { this.touch(holder); return; }
     const copy = await this.backend.select(cache, [row], ids.length).catch(() => undefined);
     if (copy !== undefined) this.add(ids, copy, kvBytes(this.backend.config, 1, grownCapacity(64, ids.length)));
   }
 
+  /** A kept prompt that holds all of `ids` (as long or longer, beginning with them). */
+  private holding(ids: readonly number[]): Entry | undefined {
+    return this.entries.find((e) => e.tokens.length >= ids.length && common(e.tokens, ids) === ids.length);
+  }
+
   /** Keeps `cache` (one row holding `ids`, this cache's from now on) as the most recently used prompt. */
   private add(ids: readonly number[], cache: CacheHandle, bytes: number): Entry | undefined {
     if (this.cleared) { this.backend.free(cache).catch(() => {}); return undefined; }
+    // All of it kept meanwhile (a longer prompt copied while this one was): that one serves, this copy goes.
+    const holder = this.holding(ids);
+    if (holder) { this.touch(holder); this.backend.free(cache).catch(() => {}); return undefined; }
     // A kept prompt this one repeats or continues is all in this one (one kept while the copy was made too).
     for (const e of [...this.entries]) if (e.tokens.length <= ids.length && common(e.tokens, ids) === e.tokens.length) this.drop(e);
     const entry = { tokens: [...ids], cache, bytes, users: 0, dropped: false };
