@@ -10,7 +10,7 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import type { AdapterTensors, StepOutput } from '../src/runtime/engine.ts';
 import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
 import { generateBatch, type Completion } from '../src/runtime/generate.ts';
-import { stepResult, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
+import { type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { loadAdapter } from '../src/io/peft.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
@@ -49,7 +49,7 @@ const ok = (r: StepOutput | Error): StepOutput => { if (r instanceof Error) thro
 
 const ids = (n: number, k: number) => Array.from({ length: n }, (_, i) => (i * 31 + k * 17 + 3) % V);
 
-test('Engine.stepMany: one batched run equals stepping each cache alone (rows joining, leaving, changing, masks per row)', async () => {
+test('Engine.stepMany: one batched run equals stepping each cache alone (rows joining, leaving, changing, masks per row); a row sampled but fed nothing is refused before the step', async () => {
   const e = await engine();
   // Two copies of every cache: `a` stepped alone, `b` stepped through stepMany.
   const prompts = [ids(5, 1), ids(9, 2), ids(3, 3), ids(12, 4)];
@@ -116,10 +116,16 @@ test('Engine.stepMany: one batched run equals stepping each cache alone (rows jo
   const empty = e.newCache(1);
   empty.keep([]);
   await assert.rejects(e.step(empty, { tokens: [] }), /engine: the cache has no rows to step/);
-  const out = { logits: new Float32Array(V), hidden: new Float32Array(model.config.hiddenSize), lse: new Float32Array(1), positions: 1 };
-  assert.throws(() => stepResult(model.config, out, { tokens: [[]], sample: [{ u: 0.5 }] }), /engine: row 0 is sampled but was fed no token/);
   for (const c of b) e.forget(c);
   await e.close();
+  // ... before the step runs, through either backend: the other rows are not moved on by a step that was refused.
+  for (const worker of [false, true]) {
+    const m = await loadModel(model.dir, { quant: 'fp32', worker, promptCache: 0 }), h = await m.backend.newCache(2);
+    await m.backend.step(h, { tokens: [[3, 4, 5], [6, 7]] });
+    await assert.rejects(m.backend.step(h, { tokens: [[8], []], sample: [{ u: 0.5 }, { u: 0.5 }] }), { message: 'engine: row 1 is sampled but was fed no token (nothing new to sample from)' });
+    assert.deepEqual(await m.backend.lengths(h), [3, 2], `worker: ${worker}`);
+    await m.close();
+  }
 });
 
 test('Engine.stepMany: two calls in flight at once (two coalescers over one backend) each equal stepping alone', async () => {

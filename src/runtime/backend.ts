@@ -63,8 +63,10 @@ export interface Backend {
   readonly hasLora: boolean;
   newCache(rows: number): Promise<CacheHandle>;
   step(cache: CacheHandle, req: StepRequest): Promise<StepResult>;
-  /** A new cache made of the given rows (repeats allowed: forking a prefix). */
-  /** `length`: only each row's first `length` positions, in a cache just large enough for them (a compact copy). */
+  /**
+   * A new cache made of the given rows (repeats allowed: forking a prefix); with `length`, only each row's first
+   * `length` positions, in a cache just large enough for them (a compact copy).
+   */
   select(cache: CacheHandle, rows: number[], length?: number): Promise<CacheHandle>;
   /** A new cache whose row r holds row 0 of `caches[r]`, or is empty for null (prompts begun in caches of their own, batched). */
   gather(caches: (CacheHandle | null)[]): Promise<CacheHandle>;
@@ -101,7 +103,7 @@ export class LocalBackend implements Backend {
 
   async step(handle: CacheHandle, req: StepRequest): Promise<StepResult> {
     const c = this.cache(handle);
-    checkDrafts(req);
+    checkSampling(req);
     return keepGuessed(c, req, stepResult(this.config, await this.track(this.engine.step(c, req), [c]), req));
   }
 
@@ -193,7 +195,6 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
     req.sample.forEach((p, b) => {
       if (!p) { res.tokens!.push(-1); res.logprobs!.push(0); return; }
       const n = req.tokens[b].length, draft = req.draft?.[b], k = draft?.tokens.length ?? 0;
-      if (!n) throw new Error(`engine: row ${b} is sampled but was fed no token (nothing new to sample from)`);
       // The logits of the row's new token `back` from its last: with 'all', rows shorter than the longest are padded after their tokens.
       const sample = (back: number, u: number) => {
         const at = b * L + (req.logits === 'all' ? n : L) - 1 - back;
@@ -213,8 +214,14 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
   return res;
 }
 
-/** Refuses, before the step runs, a draft its row's fed tokens, draws or logits cannot hold (see StepRequest.draft). */
-export function checkDrafts(req: StepRequest): void {
+/**
+ * Refuses, before the step runs (a refused step leaves the cache as it was), a row sampled but fed no token, and a
+ * draft its row's fed tokens, draws or logits cannot hold (see StepRequest.draft).
+ */
+export function checkSampling(req: StepRequest): void {
+  if (Array.isArray(req.sample) && Array.isArray(req.tokens)) req.sample.forEach((p, b) => {
+    if (p && !req.tokens[b]?.length) throw new Error(`engine: row ${b} is sampled but was fed no token (nothing new to sample from)`);
+  });
   const L = req.logits === 'all' ? Infinity : typeof req.logits === 'number' ? req.logits : 1;
   req.draft?.forEach((d, b) => {
     if (!d) return;

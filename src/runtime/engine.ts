@@ -40,7 +40,7 @@ const MAX_FLOATS = 2 ** 32;
 /** LoRA weights per projection tensor name (e.g. model.layers.0.self_attn.q_proj), B already scaled by alpha/r. */
 export type AdapterTensors = Map<string, { a: Float32Array; b: Float32Array; rank: number; in: number; out: number }>;
 
-export interface EngineOptions { threads?: number; loraTargets?: readonly Projection[] }
+export interface EngineOptions { threads?: number }
 
 /** One cache's step inside a stepMany call. */
 export interface BatchEntry { cache: KVCache; input: StepInput }
@@ -363,10 +363,11 @@ export class Engine {
     copyPositions(cache, b, row, 0, 0, len);
     row.lengths[0] = len;
     const one = { ...input, tokens: [input.tokens[b]], adapterMask: input.adapterMask && [input.adapterMask[b]] };
-    const out = await this.run(row, one, [n], n, L, [0]);
-    copyPositions(row, 0, cache, b, len, len + n);
-    row.release();
-    return out;
+    try {
+      const out = await this.run(row, one, [n], n, L, [0]);
+      copyPositions(row, 0, cache, b, len, len + n);
+      return out;
+    } finally { row.release(); }
   }
 
   /** One session run over the given cache rows (all rows, or a single row through views of the buffers). */

@@ -534,11 +534,11 @@ export interface DecodeHooks {
 }
 
 /**
- * Decodes all sequences to completion. `cache` already holds each row's prompt except its last token,
- * `lastTokens[b]`, which the first step feeds (so prefill can be shared, forked or skipped by the caller).
- * `adapterMask` is the per-row switch for the generated tokens. Tokens a sequence appends without sampling
- * (budget forcing) are fed together with its next token. Sequences already done are skipped (their rows
- * are dropped first).
+ * Decodes all sequences to completion. `cache` already holds the beginning of each row's prompt; `pending[b]`, the
+ * rest (at least its last token), is fed by the first step (so prefill can be shared, forked or skipped by the
+ * caller). Each sequence's options say whether its generated tokens run with the adapter. Tokens a sequence appends
+ * without sampling (budget forcing) are fed together with its next token. Sequences already done are skipped
+ * (their rows are dropped first).
  */
 export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequence[], pending: number[][], start = performance.now(), hooks: DecodeHooks = {}): Promise<void> {
   let rows = seqs.map((_, i) => i);

@@ -11,7 +11,7 @@
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
 import type { Model } from './model.ts';
-import { checkDrafts, CLOSED, delegate, fromRemote, keepGuessed, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
+import { checkSampling, CLOSED, delegate, fromRemote, keepGuessed, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -40,7 +40,7 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
         if (seen.has(h)) throw new Error(`runtime: KV cache ${h} appears twice in one batched step`);
         seen.add(h);
         this.kv(h); // throws for a cache that does not exist
-        checkDrafts(reqs[i]);
+        checkSampling(reqs[i]);
         ok.push(i);
       } catch (e) {
         fail(i, e);
