@@ -244,7 +244,7 @@ test('prompt caching: a prompt that begins like a kept one is prefilled from whe
   }
 });
 
-test('prompt cache files: kept prompts saved and read back by a new session give the same tokens from the cache; another quantisation, another shape, a file that is not one are refused; keepPrompt', async () => {
+test('prompt cache files: kept prompts saved and read back by a new session give the same tokens from the cache; another quantisation, another shape, a file that is not one are refused; keepPrompt; close (and await using) drops them', async () => {
   const file = path.join(tmp, 'prompts', 'kept.safetensors'); // (its folder is made)
   const system = [{ role: 'system' as const, content: 'You answer questions about numbers. Give the number alone, with no words around it.' }];
   const asked = [...system, { role: 'user' as const, content: 'What is 12 plus 30?' }];
@@ -357,6 +357,12 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     for (const cachedTokens of [[0, 0], two.map((r) => r.length - 1)]) {
       assert.deepEqual((await m.generateBatch(two, both)).map((c) => [c.tokens, c.cachedTokens]), plain.map((c, i) => [c.tokens, cachedTokens[i]]));
     }
+    // Closing the model (here as `await using` does) drops what it kept.
+    const kept = promptCacheOf(m.backend)!;
+    assert.equal(kept.prompts, 2);
+    await m[Symbol.asyncDispose]();
+    assert.deepEqual([kept.prompts, kept.size], [0, 0]);
+    await assert.rejects(m.backend.newCache(1), { message: 'runtime: model is closed' });
   } finally {
     await Promise.all([m.close(), none.close()]);
   }

@@ -18,7 +18,7 @@ import { encodeChat } from '../tokenizer/chat-ids.ts';
 import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
-import { MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
+import { dropPromptCache, MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { MAX_THREADS, threadsNote } from './threads.ts';
@@ -487,10 +487,18 @@ export class Model {
    */
   get names(): readonly string[] { return this.known; }
 
+  /**
+   * Ends the model's session (a view made by withAdapter gives back only its adapter): calls still running, and any
+   * made later, are refused with "runtime: model is closed"; the prompts it kept are dropped.
+   */
   async close(): Promise<void> {
     if (this.collected) droppedViews.unregister(this.collected);
+    dropPromptCache(this.backend);
     await this.backend.close();
   }
+
+  /** `await using model = await loadModel(…)` closes it at the end of the block. */
+  async [Symbol.asyncDispose](): Promise<void> { await this.close(); }
 }
 
 const checkFile = (file: unknown, where: string): string => {

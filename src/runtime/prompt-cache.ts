@@ -344,6 +344,9 @@ export function setPromptCache(backend: Backend, mib: number | undefined): void 
 }
 
 /** The prompt cache of `backend`, or of the backend a view of it works through (an adapter's, a request's). */
+/** Drops the prompts kept for `backend` itself (its model closing; a view's close leaves its owner's alone). */
+export function dropPromptCache(backend: Backend): void { CACHES.get(backend)?.clear(); }
+
 export function promptCacheOf(backend: Backend): PromptCache | undefined {
   for (let b: Backend | undefined = backend; b; b = delegateOf(b)) {
     const c = CACHES.get(b);
