@@ -295,6 +295,13 @@ test('Progress: on SIGINT the bar is stopped (cursor shown again), the message p
   assert.deepEqual(codes, [130]);
   assert.equal(process.listenerCount('SIGINT'), listeners - 1, 'the handler is removed');
   p.stop();
+  // quiet (a library caller's trainSft with handleSignals): no bar, but the signal is still handled.
+  const q = new Progress(10, { stream, quiet: true, interrupt: (step) => `stopped at ${step}`, exit: (c) => codes.push(c) });
+  q.update(4);
+  written.length = 0;
+  process.emit('SIGTERM', 'SIGTERM');
+  assert.deepEqual([written.join(''), codes], ['\nstopped at 4\n', [130, 143]]);
+  q.stop();
 });
 
 test('lockTraining: its Ctrl-C handler stands until the training\'s own comes (then goes for good: it would say nothing was saved after the training saved)', async () => {
@@ -952,10 +959,10 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.match(ask(), /^edgereason: note: the model's context of 1024 tokens \(the prompt takes 1023\) ran out while the model was still thinking, so there is no answer: shorten the question, or cap the thinking with --max-thinking-tokens \(it then closes and answers\)$/m);
   assert.match(ask('--max-thinking-tokens', '30'), /^edgereason: note: the thinking closed, but the model's context of 1024 tokens \(the prompt takes 1023\) left no room for the answer: shorten the question$/m);
   // eval refuses it before its base pass (a stage that ends prints its line, "base 3/3 | ...").
-  const ev = cli(['eval', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--task', 'synthetic', '--limit', '3', '--max-tokens', '30', '--max-thinking-tokens', '26', '--out', at('cap-eval.json')]);
-  assert.deepEqual([ev.status, ev.stderr.trim()], [1, 'edgereason: eval: --max-thinking-tokens 26 leaves no room for the answer within --max-tokens 30: closing the thinking takes 4 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
-  assert.deepEqual([cli([...q, '--max-tokens', '30', '--max-thinking-tokens', '26']).stderr.trim().split('\n').at(-1)],
-    ['edgereason: answer: --max-thinking-tokens 26 leaves no room for the answer within --max-tokens 30: closing the thinking takes 4 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
+  const ev = cli(['eval', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--task', 'synthetic', '--limit', '3', '--max-tokens', '30', '--max-thinking-tokens', '27', '--out', at('cap-eval.json')]);
+  assert.deepEqual([ev.status, ev.stderr.trim()], [1, 'edgereason: eval: --max-thinking-tokens 27 leaves no room for the answer within --max-tokens 30: closing the thinking takes 3 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
+  assert.deepEqual([cli([...q, '--max-tokens', '30', '--max-thinking-tokens', '27']).stderr.trim().split('\n').at(-1)],
+    ['edgereason: answer: --max-thinking-tokens 27 leaves no room for the answer within --max-tokens 30: closing the thinking takes 3 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
 });
 
 test('answer --response-format: the answer is JSON the schema file accepts; a schema it cannot hold to, a missing file and bad JSON are named before the model loads', () => {

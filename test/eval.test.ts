@@ -378,7 +378,7 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
     assert.equal(budgeted.options.budget, 1000);
     await assert.rejects(runEval(model, cases, { budget: 96 }), /^Error: eval: budget is the control line a budget-trained adapter reads after its invocation: it applies to reasoning mode with an adapter$/);
     // As in answer(): a cap that cannot close within maxTokens (generate's default 256) would cut every case mid-thought.
-    const close = reasoningTokens(model).force.length;
+    const close = reasoningTokens(model).closing;
     await assert.rejects(runEval(model, cases, { reasoning: true, maxThinkingTokens: 256 - close }), { message: `eval: maxThinkingTokens ${256 - close} leaves no room for the answer within maxTokens 256 (the default): closing the thinking takes ${close} token${close === 1 ? '' : 's'} and the answer at least one; lower maxThinkingTokens or raise maxTokens` });
     await assert.rejects(runEval(model, cases, { reasoning: true, nativeThinking: true }), /eval: nativeThinking evaluates the model's own thinking, but it was loaded with the adapter/);
   } finally {

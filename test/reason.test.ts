@@ -761,16 +761,16 @@ test('router gate (scripted): an unlikely direct token escalates to reasoning on
   assert.deepEqual([capped.escalation?.tokens, capped.samples[0].thinkingTokens, capped.samples[0].capped], [2, 10, true]);
   // ... unless what is left would not hold the cap, its close and an answer: then the cap is lowered to fit, so the
   // thinking still closes and answers (it was cut off unclosed by maxTokens).
-  const full = scripted(endless).m, most = maxThinkingCap(reasoningTokens(full), 80);
+  const full = scripted(endless).m, most = maxThinkingCap(reasoningTokens(full).closing, 80);
   const tight = await answer(full, 'q', { reasoning: 'auto', maxTokens: 80, maxThinkingTokens: most }, { router: direct({ minLogprob: -1, tokens: 4 }) });
   assert.deepEqual([tight.escalation?.tokens, tight.samples[0].thinkingTokens, tight.samples[0].capped, (tight.samples[0].answerTokens ?? 0) > 0, tight.usage.completionTokens <= 80],
-    [2, maxThinkingCap(reasoningTokens(full), 80 - 2), true, true, true]);
+    [2, maxThinkingCap(reasoningTokens(full).closing, 80 - 2), true, true, true]);
   // The same where the context's end comes first (eval's runs decode through generateBatch): the cap is lowered to
   // fit the room the context leaves, and the thinking closes and answers.
   const small = scripted(endless, true, 40).m, rt = reasoningTokens(small), prompt = [Q, Q, Q, OPEN];
   const [near] = await generateBatch(small.backend, small.tokenizer, [prompt], [{ maxTokens: 80, thinking: thinkingOptions(rt, 60) }]);
   assert.deepEqual([near.thinking, near.promptTokens + near.tokens.length <= 40, near.text.includes('</think>')],
-    [{ tokens: maxThinkingCap(rt, 40 - prompt.length), closed: true }, true, true]);
+    [{ tokens: maxThinkingCap(rt.closing, 40 - prompt.length), closed: true }, true, true]);
   // Cancelled before the first token: nothing generated, and no time to a first token that never came.
   const ac = new AbortController();
   ac.abort();
@@ -791,7 +791,8 @@ test('an answer cut off by maxTokens has no vote and no verifier score; a direct
   }
   // A thinking cap that cannot close within maxTokens would cut every sample mid-thought: refused.
   const room = (K: number, maxTokens?: number) => answer(scripted(policy).m, 'q', { reasoning: 'on', maxThinkingTokens: K, ...(maxTokens ? { maxTokens } : {}) });
-  const close = reasoningTokens(scripted(policy).m).force.length;
+  const close = reasoningTokens(scripted(policy).m).closing;
+  assert.equal(close, reasoningTokens(scripted(policy).m).force.length - 1, 'the forced "\\n" before "</think>" counts towards the cap, not after it');
   await assert.rejects(room(30 - close, 30), { message: `answer: maxThinkingTokens ${30 - close} leaves no room for the answer within maxTokens 30: closing the thinking takes ${close} token${close === 1 ? '' : 's'} and the answer at least one; lower maxThinkingTokens or raise maxTokens` });
   await assert.rejects(room(600), /maxThinkingTokens 600 leaves no room for the answer within maxTokens 512 \(the default\): /);
   assert.equal((await room(29 - close, 30)).finishReason, 'stop');

@@ -411,7 +411,7 @@ test('trainSft and trainRl refuse a misspelt option, null, or a value that would
   assert.ok(!fs.existsSync(out));
 });
 
-test('a Trainer made without gradients (train-rl\'s KL reference) gives the same loss and log-probs, and no gradients', async () => {
+test('a Trainer made without gradients (train-rl\'s KL reference), or a step asked for the loss alone (an eval loss), gives the same loss and log-probs, and no gradients', async () => {
   const mode = { kind: 'lora' as const, targets: ['q_proj' as const], scale: 2 }, c = model.config;
   const [full, fwd] = await Promise.all([Trainer.create(model.config, weights, mode, { threads: 1, temperature: 0.7 }), Trainer.create(model.config, weights, mode, { threads: 1, temperature: 0.7, gradients: false })]);
   try {
@@ -421,6 +421,9 @@ test('a Trainer made without gradients (train-rl\'s KL reference) gives the same
     const [a, b] = [await full.step(params, batch), await fwd.step(params, batch)];
     assert.equal(a.grads.size, full.paramNames.length);
     assert.deepEqual([b.loss, b.logprobs, b.grads.size], [a.loss, a.logprobs, 0]);
+    // So does a step of the full trainer asked for the loss alone (an eval loss).
+    const lossOnly = await full.step(params, batch, true);
+    assert.deepEqual([lossOnly.loss, lossOnly.logprobs, lossOnly.grads.size], [a.loss, a.logprobs, 0]);
     // ... and its graph has no backward: log-probs and loss are all it computes.
     const graph = (g: boolean) => buildTrainingGraph(model.config, weights, mode, { kind: 'nll' }, 0.7, g).graph.outputs.map((o) => o.name);
     assert.deepEqual([graph(false), graph(true).length], [['loss', 'token_logprob'], 2 + full.paramNames.length]);

@@ -11,11 +11,12 @@
  * 4. Reasoning route (activated LoRA): the invocation ("<think>") was already in the prefill with the adapter on
  *    from its position (speculative invocation: the prompt positions before it are unaffected), so its logits
  *    give each sample's first thinking token with no extra step; the KV row is forked into N rows (no second
- *    prefill) and the N samples (seeds seed+i) decode as one batch; a finished sample leaves the batch. A thinking segment that reaches the cap gets
- *    "\n</think>\n\n" appended by the runtime (src/runtime/generate.ts). A classic LoRA adapter cannot reuse
- *    the base cache: its prompt is encoded again with the adapter on everywhere.
+ *    prefill) and the N samples (seeds seed+i) decode as one batch; a finished sample leaves the batch. A thinking segment that reaches the cap is
+ *    closed by the runtime with what "\n</think>\n\n" adds to it (src/runtime/generate.ts: the "\n" counts
+ *    towards the cap). A classic LoRA adapter cannot reuse the base cache: its prompt is encoded again with the
+ *    adapter on everywhere.
  * 5. The samples' extracted answers are combined by vote (vote.ts), optionally scored by the verifier from the
- *    hidden state the decode steps already return, and the decode stops early once the vote is decided.
+ *    hidden state the decode steps already return; with earlyStop the decode stops once the vote is decided.
  * A model that thinks by itself (nativeThinking, e.g. Qwen3) takes the same path with no adapter: the reasoning
  * route is its own thinking after "<think>", and the direct route feeds the empty thinking block first.
  */
@@ -28,7 +29,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys, checkValues, is } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
-import { checkGenerateOptions, decode, endsWithRun, maxThinkingCap, Sequence, type GenerateOptions, type ThinkingOptions } from '../runtime/generate.ts';
+import { checkGenerateOptions, closingAfterCap, decode, endsWithRun, maxThinkingCap, Sequence, type GenerateOptions, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, seedAt } from '../runtime/sampler.ts';
 import { extractAnswer, sharedKey, TASKS, voteKey } from '../tasks/grade.ts';
 import { ropeScalingWords, type ModelConfig } from '../models/config.ts';
@@ -59,6 +60,8 @@ export interface ReasoningTokens {
   end: number[];
   /** "\n</think>\n\n", appended when the thinking cap is reached (encoded whole, as the model writes it). */
   force: number[];
+  /** How many of `force`'s tokens follow the capped thinking (from "</think>" on: those before it count towards the cap). */
+  closing: number;
 }
 
 /** The thinking segment's options for generate: closed by the "</think>" tokens or text, capped at `maxTokens` when given. */
@@ -79,15 +82,16 @@ export function reasoningTokens(model: Pick<Model, 'tokenizer' | 'adapter'>, inv
   const inv = own ?? asked ?? invocationIds(enc, THINK_OPEN), end = enc(THINK_CLOSE);
   if (!inv.length) throw new Error(`${where}: the invocation ${shown(invocation ?? THINK_OPEN)} encodes to no tokens`);
   if (!end.length) throw new Error(`answer: "${THINK_CLOSE}" encodes to no tokens`);
-  return { invocation: inv, end, force: enc(FORCED_CLOSE) };
+  const force = enc(FORCED_CLOSE);
+  return { invocation: inv, end, force, closing: closingAfterCap(model.tokenizer, { end, endText: THINK_CLOSE, force }) };
 }
 
 export { maxThinkingCap };
 
 /** Refuses a thinking cap above maxThinkingCap; `limitName` is the option that sets `limit` in the caller's words. */
-export function checkThinkingRoom(rt: Pick<ReasoningTokens, 'force'>, cap: number, limit: number, where: string, limitName = 'maxTokens', byDefault = false): void {
-  const close = rt.force.length;
-  if (cap > maxThinkingCap(rt, limit)) {
+export function checkThinkingRoom(rt: Pick<ReasoningTokens, 'closing'>, cap: number, limit: number, where: string, limitName = 'maxTokens', byDefault = false): void {
+  const close = rt.closing;
+  if (cap > maxThinkingCap(close, limit)) {
     throw new Error(`${where}: maxThinkingTokens ${cap} leaves no room for the answer within ${limitName} ${limit}${byDefault ? ' (the default)' : ''}: closing the thinking takes ${close} token${close === 1 ? '' : 's'} and the answer at least one; lower maxThinkingTokens or raise ${limitName}`);
   }
 }
@@ -607,7 +611,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     // thinking's own, lowered only where what is left would not hold it, its close and an answer token.
     const promptTokens = reasonLen, spent = escalation?.tokens ?? 0;
     const maxTokens = Math.min(limit - spent, ctx - promptTokens);
-    const cap = K === undefined ? undefined : Math.max(0, Math.min(K, maxThinkingCap(rt!, maxTokens)));
+    const cap = K === undefined ? undefined : Math.max(0, Math.min(K, maxThinkingCap(rt!.closing, maxTokens)));
     if (maxTokens < 1) throw noRoomToReason(); // room was checked before the prefill, and an escalation leaves some
     const streams = Array.from({ length: n }, (_, i) => opts.onText ? phaseStream((phase, piece) => opts.onText!(i, phase, piece), 'thinking') : undefined);
     // The first thinking token's logits: after the speculated invocation, or the prompt's own when the template

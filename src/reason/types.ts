@@ -21,10 +21,17 @@ export interface AnswerOptions extends SamplingParams {
   samples?: number;
   /**
    * How the samples' extracted answers are combined (default majority). Samples without an answer do not vote;
-   * a tie goes to the answer given first (by the lowest sample index), and `chosen` is that sample.
+   * a tie goes first to an answer given by a sample whose thinking ended by itself (not by the cap), then to the
+   * answer given first (by the lowest sample index); `chosen` is the first such sample giving the winning answer,
+   * else its first (vote.ts).
    */
   vote?: VoteMethod;
-  /** Stop the remaining samples once the leading answer cannot be overtaken (not with vote "verifier" or "checked": an unfinished sample may score higher, or have fewer flaws). */
+  /**
+   * Stop the remaining samples once the leading answer cannot be overtaken (not with vote "verifier" or "checked":
+   * an unfinished sample may score higher, or have fewer flaws). The winning answer is the one the whole vote would
+   * give; the sample shown for it (`chosen`) is among those finished by then, so it may be a capped one where a
+   * stopped sample would have ended its thinking by itself.
+   */
   earlyStop?: boolean;
   /**
    * s1-style cap: a thinking segment is closed after this many tokens and the model answers. A model not trained

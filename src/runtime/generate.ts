@@ -185,8 +185,7 @@ export class Sequence {
     if (th) {
       this.stopFrom = Infinity;
       if (th.force) {
-        this.forceEndAt = indexOfRun(th.force, th.end);
-        if (this.forceEndAt < 0 && th.endText) this.forceEndAt = tokensBefore(tokenizer, th.force, th.endText);
+        this.forceEndAt = closeStart(tokenizer, th as ForcedClose);
         if (this.forceEndAt < 0) throw new Error(`generate: thinking.force [${th.force}] does not contain the closing tokens [${th.end}]${th.endText ? ` or text ${JSON.stringify(th.endText)}` : ''}`);
       }
       this.checkCap(); // a cap of 0: at the edge from the first token
@@ -507,11 +506,23 @@ export function lastIndexOfRun(xs: readonly number[], run: readonly number[]): n
   return -1;
 }
 
+type ForcedClose = Pick<ThinkingOptions, 'end' | 'endText'> & { force: readonly number[] };
+
+/** Where the closing tag begins in `th.force` (the forced tokens before it count towards the cap); -1 where it is not in it. */
+export function closeStart(tokenizer: TextTokenizer, th: ForcedClose): number {
+  const at = indexOfRun(th.force, th.end);
+  return at < 0 && th.endText ? tokensBefore(tokenizer, th.force, th.endText) : at;
+}
+
+/** The forced close's tokens that follow a capped thinking segment: from the closing tag on. */
+export const closingAfterCap = (tokenizer: TextTokenizer, th: ForcedClose): number => th.force.length - Math.max(0, closeStart(tokenizer, th));
+
 /**
- * The largest thinking cap that leaves room within `limit` generated tokens for the forced close and one answer
- * token: a cap the thinking cannot reach never closes it, and every sample would be cut off mid-thought.
+ * The largest thinking cap that leaves room within `limit` generated tokens for the forced close's tokens after the
+ * cap (`closing`: closingAfterCap) and one answer token: a cap the thinking cannot reach never closes it, and every
+ * sample would be cut off mid-thought.
  */
-export const maxThinkingCap = (t: { force: readonly number[] }, limit: number): number => limit - t.force.length - 1;
+export const maxThinkingCap = (closing: number, limit: number): number => limit - closing - 1;
 
 export function endsWithRun(xs: readonly number[], run: readonly number[]): boolean {
   return xs.length >= run.length && run.every((t, i) => xs[xs.length - run.length + i] === t);
@@ -630,7 +641,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
     const maxTokens = Math.min(opts[i].maxTokens ?? 256, ctx - p.length), th = opts[i].thinking;
     // Where the context's end comes first, a thinking cap it would not hold with its close and an answer token is
     // lowered to fit (as answer() does), so the thinking still closes and answers instead of being cut off.
-    const fit = th?.maxTokens !== undefined && th.force && maxTokens < (opts[i].maxTokens ?? 256) ? Math.min(th.maxTokens, Math.max(0, maxThinkingCap({ force: th.force }, maxTokens))) : undefined;
+    const fit = th?.maxTokens !== undefined && th.force && maxTokens < (opts[i].maxTokens ?? 256) ? Math.min(th.maxTokens, Math.max(0, maxThinkingCap(closingAfterCap(tokenizer, th as ForcedClose), maxTokens))) : undefined;
     return { ...opts[i], maxTokens, ...(fit !== undefined && fit !== th!.maxTokens ? { thinking: { ...th!, maxTokens: fit } } : {}) };
   });
   const seqs = prompts.map((p, i) => new Sequence(tokenizer, per[i], p.length, onText && ((piece) => onText(i, piece)), textContext(tokenizer, p), p));

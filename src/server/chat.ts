@@ -459,7 +459,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (mode !== 'off') {
     // ... and for closing it (answer() refuses a cap above maxThinkingCap): a max_tokens too small to close any
     // thinking has no cap, its thinking is cut off as it would be.
-    const room = Math.min(maxThinkingCap(reasoningTokens(m.model), maxTokens), maxTokens - Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
+    const room = Math.min(maxThinkingCap(reasoningTokens(m.model).closing, maxTokens), maxTokens - Math.min(limits.answerReserve, Math.floor(maxTokens / 2)));
     cap = room < 0 ? undefined : Math.min(cap ?? room, room);
   }
   // The budget line the model reads: the largest trained bucket within the cap it will actually be held to (told a

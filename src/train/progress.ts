@@ -1,7 +1,7 @@
 /**
  * Progress of long work: step/total, loss, tokens/s (or items/s) and ETA on a cli-progress bar; when the stream is
- * not a terminal (a log file, CI, TERM=dumb) one plain line every `logEverySec` seconds instead. Nothing when `quiet` is set;
- * `onUpdate` receives the numbers either way (tests, logs).
+ * not a terminal (a log file, CI, TERM=dumb) one plain line every `logEverySec` seconds instead. Nothing when `quiet` is set
+ * (but the interrupt below); `onUpdate` receives the numbers either way (tests, logs).
  *
  * With `interrupt`, Ctrl-C (SIGINT) or SIGTERM while the reporter runs stops the bar (which restores the cursor it
  * hid), prints what `interrupt` says (what was saved, how to continue) and exits with 130 (SIGINT) or 143 (SIGTERM).
@@ -100,7 +100,7 @@ export class Progress {
       this.bar.start(total, this.startStep, { loss: '-', rate: '0', eta_s: '--', note: '' });
     }
     const interrupt = opts.interrupt;
-    if (!opts.quiet && interrupt) this.offSignals = onInterrupt(stream, () => { this.stop(); return interrupt(this.step); }, opts.exit);
+    if (interrupt) this.offSignals = onInterrupt(stream, () => { this.stop(); return interrupt(this.step); }, opts.exit);
   }
 
   /** Report that `step` steps are done, `tokens` more tokens were processed, with the latest loss. */
@@ -196,7 +196,7 @@ export class StagedProgress {
     this.now = opts.now ?? Date.now;
     this.since = this.now();
     const interrupt = opts.interrupt;
-    if (!opts.quiet && interrupt) {
+    if (interrupt) {
       this.offSignals = onInterrupt(opts.stream ?? process.stderr, () => {
         this.endStage();
         return interrupt(...(this.last ?? ['', 0, 0])); // '': before the first stage

@@ -357,7 +357,7 @@ export async function evalLoss(trainer: Trainer, params: Params, set: Example[],
   let loss = 0;
   onBatch?.(0, bs.length);
   for (const [k, b] of bs.entries()) {
-    loss += (await trainer.step(params, { examples: b.examples, targetWeight: 1 / count, adapterMasks: masks(b) })).loss;
+    loss += (await trainer.step(params, { examples: b.examples, targetWeight: 1 / count, adapterMasks: masks(b) }, true)).loss;
     onBatch?.(k + 1, bs.length);
   }
   return loss;
