@@ -10,12 +10,27 @@ import assert from 'node:assert/strict';
 import ort from '../src/runtime/ort.ts';
 import { Graph, type Dim } from '../src/onnx/graph.ts';
 import { addBackward, ancestors, inferShapes } from '../src/autodiff/backward.ts';
-import { crossEntropy } from '../src/autodiff/loss.ts';
 import { Layers } from '../src/models/layers.ts';
 import { decoder, lmHead } from '../src/models/qwen2.ts';
 import { PROJECTIONS, type ModelConfig } from '../src/models/config.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { rng } from './helpers/random-model.ts';
+
+/**
+ * A test loss from ops with VJP rules, for gradient checks of whole graphs. Weighted token cross-entropy:
+ * Σ_i w_i · (−log softmax(logits_i)[t_i]) / Σ_i w_i, a scalar. logits [..., V] (float), targets int64 [...], weights float [...] of the logits' dtype (0 masks a
+ * token, e.g. prompt or padding positions; such a token's target must still be a valid id in [-V, V)).
+ * The result is NaN when every weight is 0.
+ */
+function crossEntropy(g: Graph, logits: string, targets: string, weights: string): string {
+  const logp = g.node('LogSoftmax', [g.node('Flatten', [logits], { axis: -1 })], { axis: -1 }); // [N, V]
+  const t = g.node('Reshape', [targets, g.constant([-1, 1])]);
+  // GatherElements picks one log-probability per row; its VJP scatters back into a [N, V] zero table.
+  const picked = g.node('Reshape', [g.node('GatherElements', [logp, t], { axis: 1 }), g.constant([-1])]);
+  const w = g.node('Reshape', [weights, g.constant([-1])]);
+  const nll = g.node('Neg', [g.node('ReduceSum', [g.node('Mul', [picked, w]), g.constant([0])], { keepdims: 0 })]);
+  return g.node('Div', [nll, g.node('ReduceSum', [w, g.constant([0])], { keepdims: 0 })]);
+}
 
 const EPS = 1e-6, TOL = 1e-6;
 const sessionOptions: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3 };

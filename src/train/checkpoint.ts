@@ -2,7 +2,7 @@
  * Training checkpoints in a folder:
  *   tensors-<step>-<stamp>.safetensors  params as "param/<name>", AdamW moments as "adam.m/<name>", "adam.v/<name>"
  *                                       (flat float32, bit-exact)
- *   checkpoint.json                     step, epoch, data position, RNG state, the run's options, config, AdamW step,
+ *   checkpoint.json                     step, epoch, data position, the seed, the run's options, config, AdamW step,
  *                                       and the name, byte size and sha256 of the tensor file
  * Both are written to a temp file and renamed; the tensors first, checkpoint.json last. A crash before the JSON
  * rename leaves the previous checkpoint intact (its tensor file is deleted only after the new JSON is in place);
@@ -25,7 +25,7 @@ export interface TrainState {
   epoch: number;
   /** Micro-batches of the current epoch's order already consumed. */
   position: number;
-  /** Rng.state of the trainer's generator. */
+  /** The run's seed: the data order and RL's draws follow from it, the epoch and the position (or step) alone. */
   rng: number;
   /**
    * The options that fix the data order, the schedule and the objective, by CLI flag (e.g. "--lr": 0.0002); a

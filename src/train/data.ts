@@ -314,7 +314,7 @@ export function loadDataset(file: string, tok: TextTokenizer, perTurn = false, o
 // ---------------------------------------------------------------------------------------------
 // Order and batching.
 
-/** mulberry32: a tiny seeded PRNG whose whole state is one uint32 (saved in checkpoints). */
+/** mulberry32: a tiny seeded PRNG whose whole state is one uint32 (made anew from the seed and the epoch or step: epochRng; a resume needs nothing more). */
 export class Rng {
   state: number;
   constructor(seed: number) { this.state = seed >>> 0; }

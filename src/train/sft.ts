@@ -212,13 +212,13 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       }
     }
     const bar = progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: onInterrupt } : {}) });
-    // A periodic eval loss the interrupted run had not taken yet (Ctrl-C during it saves the step without it).
     // A periodic eval loss: the bar says so meanwhile (its time is not training's), then shows it.
     const periodicEval = async () => {
       const l = await bar.aside('eval', () => evaluate());
       evalLosses.push([step, l]);
       bar.say(`eval loss ${l.toFixed(4)} at step ${step}`);
     };
+    // A periodic eval loss the interrupted run had not taken yet (Ctrl-C during it saves the step without it).
     if (o.resume && step > 0 && step < stopAt && evalDueAt(step) && evalLosses.at(-1)?.[0] !== step) await periodicEval();
     while (step < stopAt && epoch < epochs) {
       const order = epochBatches(epoch).batches;
