@@ -411,7 +411,7 @@ test('trainSft and trainRl refuse a misspelt option, null, or a value that would
   assert.ok(!fs.existsSync(out));
 });
 
-test('a Trainer made without gradients (train-rl\'s KL reference), or a step asked for the loss alone (an eval loss), gives the same loss and log-probs, and no gradients', async () => {
+test('a Trainer made without gradients (train-rl\'s KL reference, a full run\'s eval losses) gives the same loss and log-probs, and no gradients', async () => {
   const mode = { kind: 'lora' as const, targets: ['q_proj' as const], scale: 2 }, c = model.config;
   const [full, fwd] = await Promise.all([Trainer.create(model.config, weights, mode, { threads: 1, temperature: 0.7 }), Trainer.create(model.config, weights, mode, { threads: 1, temperature: 0.7, gradients: false })]);
   try {
@@ -421,14 +421,22 @@ test('a Trainer made without gradients (train-rl\'s KL reference), or a step ask
     const [a, b] = [await full.step(params, batch), await fwd.step(params, batch)];
     assert.equal(a.grads.size, full.paramNames.length);
     assert.deepEqual([b.loss, b.logprobs, b.grads.size], [a.loss, a.logprobs, 0]);
-    // So does a step of the full trainer asked for the loss alone (an eval loss).
-    const lossOnly = await full.step(params, batch, true);
-    assert.deepEqual([lossOnly.loss, lossOnly.logprobs, lossOnly.grads.size], [a.loss, a.logprobs, 0]);
     // ... and its graph has no backward: log-probs and loss are all it computes.
     const graph = (g: boolean) => buildTrainingGraph(model.config, weights, mode, { kind: 'nll' }, 0.7, g).graph.outputs.map((o) => o.name);
     assert.deepEqual([graph(false), graph(true).length], [['loss', 'token_logprob'], 2 + full.paramNames.length]);
   } finally {
     await Promise.all([full.close(), fwd.close()]);
+  }
+});
+
+test('a full run takes its eval losses without a backward pass (a session of its own): the same as the training session gives', async () => {
+  const r = await trainSft(model.config, weights, train, evalSet, { lr: 1e-3, batchTokens: 256, quiet: true, threads: 2, full: true, maxSteps: 2, evalEvery: 1, out: path.join(tmp, 'full-eval') });
+  const trainer = await Trainer.create(model.config, weights, { kind: 'full' }, { threads: 2 });
+  try {
+    assert.deepEqual(r.evalLosses.map(([s]) => s), [1, 2]);
+    assert.equal(r.evalLosses[1][1], await evalLoss(trainer, r.params, evalSet, 256, () => undefined, 256));
+  } finally {
+    await trainer.close();
   }
 });
 

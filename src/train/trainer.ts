@@ -56,20 +56,16 @@ export class Trainer {
     return new Trainer(config, mode, objective, session, params.map((p) => p.name), gradients);
   }
 
-  /**
-   * Forward + backward (unless made without gradients) for one micro-batch at the given parameter values (names as
-   * in paramNames). `lossOnly`: the loss and log-probs alone, no gradients (an eval loss): onnxruntime then skips
-   * the parts of the backward pass no gradient output needs (a fifth of a step's time, measured).
-   */
-  async step(params: Params, batch: MicroBatch, lossOnly = false): Promise<StepResult> {
+  /** Forward + backward (unless made without gradients) for one micro-batch at the given parameter values (names as in paramNames). */
+  async step(params: Params, batch: MicroBatch): Promise<StepResult> {
     const feeds = this.feeds(batch);
     for (const name of this.paramNames) {
       const p = params.get(name);
       if (!p) throw new Error(`trainer: missing value for trainable tensor "${name}"`);
       feeds[name] = new ort.Tensor('float32', p, this.shapeOf(name, p.length));
     }
-    const out = await (lossOnly ? this.session.run(feeds, ['loss', 'token_logprob']) : this.session.run(feeds));
-    const grads: Params = new Map(this.gradients && !lossOnly ? this.paramNames.map((n) => [n, out[`grad.${n}`].data as Float32Array]) : []);
+    const out = await this.session.run(feeds);
+    const grads: Params = new Map(this.gradients ? this.paramNames.map((n) => [n, out[`grad.${n}`].data as Float32Array]) : []);
     const flat = out.token_logprob.data as Float32Array, logprobs: Float32Array[] = [];
     let at = 0;
     for (const n of this.counts(batch)) { logprobs.push(flat.slice(at, at + n)); at += n; }
