@@ -785,6 +785,8 @@ test('convert writes a loadable graph; a changed source makes the converted fold
 test('convert: a conversion that died half-way is refused at load (and Ctrl-C then says the folder is incomplete); its dead temp files go at the next convert', async () => {
   const out = path.join(tmp, 'converted-half');
   convertModel(openSource(model.dir), out, { quant: 'fp32' });
+  // (accuracyLevel has nothing to act on in an fp32 folder: refused, as for an fp32 source, not compared with the manifest's 4.)
+  for (const accuracyLevel of [0, 4]) await assert.rejects(loadModel(out, { worker: false, accuracyLevel }), { message: `model: ${out} was converted to fp32, where accuracyLevel does not apply (it is for block-quantised weights, quant "q4" or "q8"): leave it out` });
   // Re-converting dies after the weights are written (here: model.onnx cannot be replaced).
   fs.rmSync(path.join(out, 'model.onnx'));
   fs.mkdirSync(path.join(out, 'model.onnx'));

@@ -172,6 +172,8 @@ export class Model {
     if (src.kind === 'converted') {
       const m = src.manifest!;
       hasLora = m.options.loraTargets.length > 0;
+      // (Its manifest records accuracyLevel 4 whatever the quant: for fp32 weights there is none to compare.)
+      if (m.options.quant === 'fp32' && opts.accuracyLevel !== undefined && (opts.quant ?? 'fp32') === 'fp32') throw new Error(`model: ${src.path} was converted to fp32, where accuracyLevel does not apply (it is for block-quantised weights, quant "q4" or "q8"): leave it out`);
       const differs = (['quant', 'accuracyLevel'] as const).find((k) => opts[k] !== undefined && opts[k] !== m.options[k]);
       if (differs) {
         throw new Error(`model: ${src.path} was converted with ${differs} ${m.options[differs]}, not ${opts[differs]}; convert the source again with that setting (or leave it out)`);
