@@ -5,7 +5,8 @@
  *            float [B,Hkv,capacity,D]: the JS-owned KV cache, masked beyond each row's length; prefix_key.i /
  *            prefix_value.i float [Hkv,P,D]: positions 0..P-1 shared by every row (samples forked from one
  *            prompt), the rows' own cache then holding positions P.. (P = 0 without one; decode steps only, a
- *            step of several tokens per row takes P = 0); logits_index
+ *            step of several tokens per row takes P = 0, and with a past it takes one row: onnxruntime's
+ *            GroupQueryAttention refuses several, so the runtime runs such rows one by one); logits_index
  *            int64 [B,L]: positions within T whose logits and hidden states are returned; with LoRA also
  *            adapter_mask float [B,T] (0 = base weights, 1 = base + LoRA for that token) and
  *            <projection>.lora_A [r,in] / .lora_B [out,r] for each targeted projection.
@@ -15,7 +16,9 @@
  *            new_key.i / new_value.i [B,Hkv,T,D]: this step's K/V rows (RoPE applied), which the engine writes
  *            into its cache at positions lengths[b] .. lengths[b]+T-1. Only they leave the graph: onnxruntime-node
  *            copies every output back into JS, so a whole-cache output would cost O(rows × capacity) per step.
- * New tokens of row b sit at positions lengths[b] .. lengths[b]+T-1 (RoPE is fused into the attention op).
+ * New tokens of row b sit at positions lengths[b] .. lengths[b]+T-1 (RoPE applied as layers.ts cachedAttention
+ * says: fused into GroupQueryAttention for prompts, a RotaryEmbedding node on decode steps, plain ops for a head
+ * size that is not a multiple of 16).
  */
 import { Graph } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';

@@ -1,7 +1,8 @@
 /**
  * The 4- or 8-bit blocks of a checkpoint's q4 / q8 weights, quantised in parallel on worker threads (the graph
  * builder then takes them instead of quantising one weight after another on the main thread): the main thread
- * reads each weight, a free worker quantises it. The blocks are exactly quantizeBlocks'.
+ * reads each weight, a free worker quantises it. The blocks are exactly quantizeBlocks' (a GGUF's Q4_0 / Q8_0
+ * tensors are not quantised again: blocksFromGgml repacks them).
  */
 import { Worker } from 'node:worker_threads';
 import { PROJECTIONS, projectionTensorName, type ModelConfig } from '../models/config.ts';
