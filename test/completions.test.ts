@@ -95,6 +95,9 @@ test('completions: what it cannot do, a prompt that does not fit and an unknown 
   const long = 'one two three four '.repeat(300), tokens = model.encode(long, false).length;
   await refused({ prompt: long, max_tokens: 10 }, 400, 'max_tokens', `This model's maximum context length is 1024 tokens. However, you requested ${tokens + 10} tokens (${tokens} in the prompt, 10 in the completion). Please reduce the length of the prompt or completion.`);
   await refused({ n: 9 }, 400, 'n', "Invalid value for 'n': 9 choices for each of 1 prompt is more than this server decodes for one request (8).");
+  // Megabytes of prompt are refused by their length before tokenizing (which held up every other request for seconds).
+  const huge = 'x'.repeat(1024 * 13 + 1);
+  await refused({ prompt: ['Hi', huge] }, 400, 'prompt[1]', `This model's maximum context length is 1024 tokens. However, your prompt is ${huge.length} characters long, and no token of this model spans more than 13 characters, so it needs more than 1024 tokens. Please reduce the length of the prompt.`);
   await refused({ model: 'nope' }, 404, 'model', "The model 'nope' does not exist. Served models: default, reasoning.");
   await refused({ messages: [] }, 400, 'messages', "Unrecognized request argument supplied: messages");
 });

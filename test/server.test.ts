@@ -428,7 +428,7 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
     [ask('x', { max_completion_tokens: 100000 }), 'max_completion_tokens'],
     [ask('x', { temperature: 'hot' }), 'temperature'],
     [ask('x', { max_tokens: 2.5 }), 'max_tokens'],
-    [ask('x', { top_p: 0 }), 'top_p'],
+    [ask('x', { top_p: 1.5 }), 'top_p'],
     [ask('x', { stop: 7 }), 'stop'],
     [ask('x', { stop: '' }), 'stop'],
     [ask('x', { stop: ['ok', ''] }), 'stop[1]'],
@@ -454,6 +454,9 @@ test('server: bad input gives 400 APIErrors naming the field; the server keeps s
     assert.equal(e.param, param, `${JSON.stringify(body).slice(0, 80)}: ${e.message}`);
     assert.equal(e.type, 'invalid_request_error');
   }
+  // top_p 0, which OpenAI takes, keeps the most likely token: the greedy reply at any temperature.
+  const q = 'Tom has 3 apples and buys 4 more. How many apples does he have?';
+  assert.equal((await create(ask(q, { temperature: 1.5, seed: 9, top_p: 0 }))).choices[0].message.content, (await create(ask(q))).choices[0].message.content);
   // Beyond the context: OpenAI's code.
   const long = await status(create(ask('word '.repeat(600))));
   assert.equal(long.code, 'context_length_exceeded');

@@ -12,6 +12,7 @@ import type { Model } from '../runtime/model.ts';
 import { servedModel, type Served, type ServedModel } from './models.ts';
 import { samplingOptions, type ChatLimits } from './chat.ts';
 import { ApiError, checkUnsupported, samplingFields, type ChatRequest, type SamplingRequest } from './schemas.ts';
+import { promptCharBound } from './prompt-bound.ts';
 
 /** OpenAI's completions request, and vLLM's sampling extras (top_k, min_p, repetition_penalty). */
 export interface CompletionRequest extends SamplingRequest {
@@ -90,7 +91,15 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   if (n * texts.length > limits.maxN) throw new ApiError(400, `Invalid value for 'n': ${n} choices for each of ${texts.length} prompt${texts.length === 1 ? '' : 's'} is more than this server decodes for one request (${limits.maxN}).`, 'n');
   if (req.max_tokens === 0 && !req.echo) throw new ApiError(400, "Invalid value for 'max_tokens': 0 generates nothing; with 'echo' true (and 'logprobs') it returns the prompt scored.", 'max_tokens');
   const ctx = limits.ctx, asked = req.max_tokens ?? COMPLETION_MAX_TOKENS, param = (i: number) => (texts.length === 1 && texts[0] === p ? 'prompt' : `prompt[${i}]`);
+  // A text longer than ctx × the longest token (in characters) cannot fit: refused before tokenizing it, which for
+  // megabytes of text would hold up every other request's decoding for seconds (as chat does).
+  const bound = promptCharBound(m.model.tokenizer);
   const promptTokens = texts.map((p, i) => {
+    const chars = typeof p === 'string' && bound ? bound.normalizedLength(p) : 0;
+    if (bound && chars > ctx * bound.maxTokenChars) {
+      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your prompt is ${chars} characters long, and no token of this model spans more than ${bound.maxTokenChars} characters, so it needs more than ${ctx} tokens. Please reduce the length of the prompt.`,
+        param(i), 'invalid_request_error', 'context_length_exceeded');
+    }
     const ids = typeof p === 'string' ? m.model.encode(p, false) : p;
     const bad = ids.findIndex((t) => t >= m.model.config.vocabSize);
     if (bad >= 0) throw new ApiError(400, `Invalid value for '${param(i)}': ${ids[bad]} at position ${bad} is not a token id of this model (0..${m.model.config.vocabSize - 1}).`, param(i));

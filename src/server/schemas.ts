@@ -72,7 +72,7 @@ const toolCallSchema = {
 /** Sampling fields both endpoints take: OpenAI's, and vLLM's top_k, min_p and repetition_penalty. */
 export const samplingFields = {
   temperature: nullable({ type: 'number', minimum: 0, maximum: 2 }),
-  top_p: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 1 }),
+  top_p: nullable({ type: 'number', minimum: 0, maximum: 1 }), // 0 keeps the most likely token (OpenAI takes it; vLLM does not)
   top_k: nullable({ type: 'integer', minimum: -1 }),
   min_p: nullable({ type: 'number', minimum: 0, maximum: 1 }),
   repetition_penalty: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 10 }), // vLLM's extra sampling field
