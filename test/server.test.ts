@@ -282,6 +282,11 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
   }
 });
 
+test('server: a message\'s name (OpenAI\'s participant name) reaches the chat template with it, on every role', () => {
+  const messages = [{ role: 'system', content: 'Be brief.', name: 'rules' }, { role: 'user', content: 'What is 12 plus 7?', name: 'ann' }];
+  assert.deepEqual(planChat({ model: BASE, messages, max_tokens: 8 } as never, server.served, server.limits).messages.map((m) => m.name), ['rules', 'ann']);
+});
+
 test('server: continue_final_message (vLLM\'s) continues the last, assistant message: the prompt ends with its content, the reply is what follows', async () => {
   const messages = [{ role: 'user', content: 'What is 12 plus 7?' }, { role: 'assistant', content: 'The answer is' }];
   const body = { model: BASE, messages, continue_final_message: true, add_generation_prompt: false, max_tokens: 8, temperature: 0 };

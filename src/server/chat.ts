@@ -147,7 +147,7 @@ function continued(render: (messages: ChatMessage[]) => string, messages: ChatMe
 
 /**
  * A request message as the chat template reads it: developer → system; an assistant reply's thinking
- * (reasoning_content, or vLLM's reasoning) and tool calls, and a tool result's call id and name, go with it.
+ * (reasoning_content, or vLLM's reasoning) and tool calls, a tool result's call id, and any message's name go with it.
  */
 function chatMessage(msg: ChatMessageIn, i: number): ChatMessage {
   const out: ChatMessage = { role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) };
@@ -161,10 +161,8 @@ function chatMessage(msg: ChatMessageIn, i: number): ChatMessage {
       }));
     }
   }
-  if (msg.role === 'tool') {
-    if (msg.tool_call_id !== undefined) out.tool_call_id = msg.tool_call_id;
-    if (msg.name !== undefined) out.name = msg.name;
-  }
+  if (msg.role === 'tool' && msg.tool_call_id !== undefined) out.tool_call_id = msg.tool_call_id;
+  if (msg.name !== undefined) out.name = msg.name; // a tool's; or a participant's, for templates that print it
   return out;
 }
 

@@ -11,8 +11,9 @@ export interface ChatMessage {
   reasoning_content?: string;
   /** The tool calls an assistant turn made: `arguments` as an object (a template prints it with tojson) or JSON text. */
   tool_calls?: { id?: string; type?: 'function'; function: { name: string; arguments: Record<string, unknown> | string } }[];
-  /** A tool message: the call it answers, and the tool's name. */
+  /** A tool message: the call it answers. */
   tool_call_id?: string;
+  /** A tool message's tool; another's participant (OpenAI's name field, for templates that print it). */
   name?: string;
 }
 
