@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import type { Token } from 'node-llama-cpp';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
@@ -17,7 +18,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { convertCommandLine, expandHome, openSource, openSourceFiles, shellQuote } from '../src/io/source.ts';
 import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { checkModelConfig } from '../src/models/config.ts';
-import { hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
+import { asGgufConfig, hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-io-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -379,9 +380,9 @@ describe('random model in every format', () => {
     assert.throws(() => loadHfFolder(dir), /untied: tensor "lm_head\.weight" is missing \(tie_word_embeddings is false/);
   });
 
-  it('GGUF (F32) loads back via ggufToModel with identical config and weights', () => {
+  it('GGUF (F32) loads back via ggufToModel with identical config (stopping also where llama.cpp does) and weights', () => {
     const g = ggufToModel(m.files.ggufF32);
-    assert.deepEqual(g.config, m.config);
+    assert.deepEqual(g.config, asGgufConfig(m.config));
     assert.equal(g.metadata['tokenizer.ggml.model'], 'gpt2');
     assert.deepEqual(new Set(g.weights.names), new Set(m.weights.keys()));
     for (const [name, t] of m.weights) { assert.deepEqual(g.weights.shape(name), t.shape); assert.deepEqual(g.weights.get(name), t.data); }
@@ -437,7 +438,7 @@ describe('random model in every format', () => {
 
   it('GGUF (Q4_0) weights equal llama.cpp-style dequantization of the originals', () => {
     const g = ggufToModel(m.files.ggufQ4_0!);
-    assert.deepEqual(g.config, m.config);
+    assert.deepEqual(g.config, asGgufConfig(m.config));
     assert.equal(g.file.info('token_embd.weight').typeName, 'Q4_0');
     assert.equal(g.file.info('blk.1.attn_k.bias').typeName, 'F32');
     for (const [name, t] of m.weights) {
@@ -451,7 +452,7 @@ describe('random model in every format', () => {
     const p = file('llama.gguf');
     writeModelGguf(p, config, new MemoryWeights(m.weights), { metadata: qwenTokenizer(512).gguf });
     const g = ggufToModel(p);
-    assert.deepEqual(g.config, config);
+    assert.deepEqual(g.config, asGgufConfig(config));
     for (const [name, t] of m.weights) assert.deepEqual(g.weights.get(name), t.data, name);
     // Stored layout: gguf row 2i+s of each head = HF row s*hd/2+i (hd = 16 here).
     const hf = m.weights.get('model.layers.0.self_attn.k_proj.weight')!.data, raw = g.file.get('blk.0.attn_k.weight');
@@ -485,6 +486,9 @@ describe('random model in every format', () => {
       assert.deepEqual(ids, [39, 301, 385, 289, 269, 75, 67, 11, 419, 374, 264, 259, 477, 13]); // as @huggingface/tokenizers encodes it with tokenizer.json
       assert.equal(model.detokenize(ids), text);
       assert.equal(model.tokens.eos, m.config.eosTokenIds[0]);
+      // The tokens generation ends on: llama.cpp's end-of-generation set (end tokens by text, fill-in-the-middle separators).
+      const eog = Array.from({ length: 512 }, (_, i) => i).filter((i) => model.isEogToken(i as Token));
+      assert.deepEqual(eog, [...ggufToModel(f).config.eosTokenIds].sort((a, b) => a - b), f);
       const ctx = await model.createContext({ contextSize: 128 });
       const out = await ctx.getSequence().controlledEvaluate([...ids.slice(0, -1),
         [ids.at(-1)!, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }]]);
@@ -529,6 +533,18 @@ describe('GGUF', () => {
     assert.deepEqual(f.get('t.BF16'), bf16ToF32Array(f32ToBf16Array(x)));
     assert.deepEqual(f.get('t.Q8_0'), decodeGgml('Q8_0', encodeGgml('Q8_0', x), 64));
     assert.deepEqual(f.get('t.Q4_0'), decodeGgml('Q4_0', encodeGgml('Q4_0', x), 64));
+  });
+
+  it('general.alignment is read and written as llama.cpp reads it: a u32 power of two', () => {
+    const t = [{ name: 't', shape: [1, 4], type: 'F32' as const, data: seq(4, (i) => i) }], p = file('al.gguf');
+    writeGguf(p, { metadata: { 'general.alignment': 4 }, tensors: t }); // 4 was refused (not a multiple of 8)
+    assert.deepEqual([openGguf(p).alignment, openGguf(p).metadataTypes['general.alignment']], [4, 'u32']);
+    assert.throws(() => writeGguf(file('al24.gguf'), { metadata: { 'general.alignment': 24 }, tensors: t }), { message: `writeGguf(${file('al24.gguf')}): metadata "general.alignment" must be a power of two, written as a u32 (as llama.cpp reads it), got 24` });
+    // Stored as an i32 (its type id patched): llama.cpp refuses the file, and so does the reader.
+    const bytes = fs.readFileSync(p), at = bytes.indexOf('general.alignment') + 'general.alignment'.length;
+    bytes.writeUInt32LE(5, at); // GGUF's i32
+    fs.writeFileSync(p, bytes);
+    assert.throws(() => openGguf(p), { message: `${p}: metadata "general.alignment" is stored as i32; it must be a u32 (llama.cpp refuses such a file too)` });
   });
 
   it('Q4_0 and Q8_0 match bytes and values from llama.cpp quantize_row_*_ref / dequantize_row_*', () => {

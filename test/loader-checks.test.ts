@@ -9,11 +9,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { readJsonFile } from '../src/io/jsonl.ts';
-import { loadHfFolder } from '../src/io/hf-folder.ts';
+import { generationSampling, loadHfFolder } from '../src/io/hf-folder.ts';
 import { openSource } from '../src/io/source.ts';
 import { ggufToModel, openGguf, typed, writeGguf, type GgufTyped, type GgufValue } from '../src/io/gguf.ts';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
-import { loadAdapter, saveAdapter } from '../src/io/peft.ts';
+import { loadAdapter, recordedBase, saveAdapter } from '../src/io/peft.ts';
 import { llama2cTokenizerJson, readLlama2cModel } from '../src/io/llama2c.ts';
 import { tokenizerFromGguf } from '../src/tokenizer/gguf.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
@@ -206,6 +206,12 @@ test('what is not a model is named: a symbolic link loop, a named pipe, an adapt
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(base.dir, f), path.join(mixed, f));
   const eos = JSON.parse(fs.readFileSync('models/default/config.json', 'utf8')).eos_token_id;
   assert.throws(() => openSource(mixed), new RegExp(`^Error: model: ${path.join(mixed, 'config\\.json')}'s end token ${eos} is ".*" in ${path.join(mixed, 'tokenizer\\.json')}, ordinary text, not a special token: the tokenizer is not this model's \\(or eos_token_id is wrong\\)$`));
+  // An end token that only generation_config.json gives is named by that file.
+  const { eos_token_id: _, ...rest } = JSON.parse(fs.readFileSync('models/default/config.json', 'utf8'));
+  fs.rmSync(path.join(mixed, 'config.json'));
+  fs.writeFileSync(path.join(mixed, 'config.json'), JSON.stringify(rest));
+  fs.writeFileSync(path.join(mixed, 'generation_config.json'), JSON.stringify({ eos_token_id: eos }));
+  assert.throws(() => openSource(mixed), new RegExp(`^Error: model: ${path.join(mixed, 'generation_config\\.json')}'s end token ${eos} is ".*" in ${path.join(mixed, 'tokenizer\\.json')}, ordinary text`));
 });
 
 test('GGUF tokenizer lists of the wrong type are refused by key', () => {
@@ -264,6 +270,12 @@ test('a JSON file that is a folder, or cut short, is refused naming the file and
     fs.mkdirSync(f);
     assert.throws(() => load(dir), (e: Error) => e.message === `${prefix}${f} is a folder, not a JSON file`);
   }
+  // Also where a file is read for a note or advice: generation_config.json's sampling, an adapter's recorded base model.
+  const bom = path.join(tmp, 'json-bom');
+  fs.mkdirSync(bom);
+  fs.writeFileSync(path.join(bom, 'generation_config.json'), `\uFEFF${JSON.stringify({ do_sample: true, temperature: 0.6 })}`);
+  fs.writeFileSync(path.join(bom, 'adapter_config.json'), `\uFEFF${JSON.stringify({ base_model_name_or_path: 'Qwen/Qwen2.5-0.5B' })}`);
+  assert.deepEqual([generationSampling(bom), recordedBase(bom)], [{ temperature: 0.6 }, 'Qwen/Qwen2.5-0.5B']);
   const template = path.join(tmp, 'json-tokenizer.json', 'chat_template.jinja'); // that copy's tokenizer.json is a folder now
   fs.rmSync(path.dirname(template), { recursive: true });
   fs.cpSync(base.dir, path.dirname(template), { recursive: true });

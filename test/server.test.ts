@@ -177,7 +177,7 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
   assert.deepEqual([200, 160, 159, 20].map((t) => [planned({ thinking_token_budget: t }, 400).thinkingCap, planned({ thinking_token_budget: t }, 400).budget]),
     [[200, 160], [160, 160], [159, 96], [20, 96]]);
   // The cap also leaves room to close the thinking; a max_tokens too small for that has no cap (its thinking is cut).
-  const close = reasoningTokens(m0.model).force.length + 1, plan = (max_tokens: number, answerReserve = server.limits.answerReserve) =>
+  const close = reasoningTokens(m0.model).closing + 1, plan = (max_tokens: number, answerReserve = server.limits.answerReserve) =>
     planChat({ model: 'reasoning', messages: [{ role: 'user', content: 'What is 12 plus 7?' }], max_tokens, edgereason: { reasoning: 'on' } } as never, server.served as never, { ...server.limits, answerReserve }).thinkingCap;
   assert.deepEqual([plan(20, 0), plan(close, 0), plan(close - 1, 0), plan(3)], [20 - close, 0, undefined, undefined]);
   const tiny = await create(ask('What is 12 plus 7?', { max_tokens: 3, edgereason: { reasoning: 'on' } }));

@@ -467,9 +467,11 @@ function readGguf(path: string): GgufFile {
       } else metadataTypes[key] = VT[t] as GgufScalarType;
       metadata[key] = c.value(t, `metadata "${key}"`);
     }
+    // As llama.cpp reads it: a u32 power of two.
     const alignment = metadata['general.alignment'] ?? 32;
-    if (typeof alignment !== 'number' || alignment <= 0 || alignment % 8)
-      throw new Error(`${path}: general.alignment = ${alignment} is not a positive multiple of 8`);
+    if (metadataTypes['general.alignment'] !== undefined && metadataTypes['general.alignment'] !== 'u32') throw new Error(`${path}: metadata "general.alignment" is stored as ${metadataTypes['general.alignment']}; it must be a u32 (llama.cpp refuses such a file too)`);
+    if (typeof alignment !== 'number' || !Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0)
+      throw new Error(`${path}: general.alignment = ${alignment} is not a power of two (llama.cpp refuses such a file too)`);
 
     const infos: GgufTensorInfo[] = [];
     for (let i = 0; i < nTensors; i++) {
@@ -568,6 +570,10 @@ function ggufValue(v: GgufValue | GgufTyped, key: string): Buffer {
 /** Write a GGUF v3 file atomically. Shapes are in PyTorch order; tensor data is encoded one tensor at a time. */
 export function writeGguf(path: string, { metadata, tensors }: { metadata: Record<string, GgufValue | GgufTyped>; tensors: GgufTensorIn[] }): void {
   const al = metadata['general.alignment'], alignment = al === undefined ? 32 : Number(isTyped(al) ? al.value : al);
+  if (al !== undefined && ((isTyped(al) && al.type !== 'u32') || !Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0)) {
+    throw new Error(`writeGguf(${path}): metadata "general.alignment" must be a power of two, written as a u32 (as llama.cpp reads it), got ${shown(al)}`);
+  }
+  if (al !== undefined && !isTyped(al)) metadata = { ...metadata, 'general.alignment': { type: 'u32', value: alignment } };
   const parts: Buffer[] = [Buffer.from('GGUF'), Buffer.alloc(4), Buffer.alloc(8), Buffer.alloc(8)];
   parts[1].writeUInt32LE(3);
   parts[2].writeBigUInt64LE(BigInt(tensors.length));
@@ -681,7 +687,13 @@ function ggufRopeScaling(path: string, arch: string, md: Record<string, GgufValu
   return { scaling, context: yarnContext(scaling, `${path}:`, `metadata "${arch}.${factorKey}" × "${arch}.${originalKey}"`) };
 }
 const ROPE_FREQS = 'rope_freqs.weight';
-const EOG_TEXTS = ['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|end|>'];
+/** The end-of-generation tokens llama.cpp recognises by their text (llama-vocab.cpp, v0.4.0 of node-llama-cpp's build). */
+const EOG_TEXTS = ['<|eot_id|>', '<|im_end|>', '<|end|>', '<|return|>', '<|call|>', '<|flush|>', '<|calls|>', '<end_of_turn>', '<|endoftext|>', '</s>',
+  '<|eom_id|>', '<EOT>', '_<EOT>', '[EOT]', '[EOS]', '<|end_of_text|>', '<end_of_utterance>', '<eos>', '<turn|>', '<|tool_response>', '<｜end▁of▁sentence｜>', '[e~['];
+/** ... and the fill-in-the-middle tokens it stops on too (a coder model's pad, repository and file separators), where the metadata names none. */
+const FIM_STOPS: Record<string, string[]> = {
+  fim_pad: ['<|fim_pad|>', '<fim-pad>', '<fim_pad>', '<PAD>', '[PAD]'], fim_rep: ['<|fim_repo|>', '<|repo_name|>', '<fim-repo>', '<REPO>', '<reponame>'], fim_sep: ['<|file_sep|>'],
+};
 
 /** Load a Qwen2/Qwen3/Llama GGUF as a ModelConfig plus Hugging Face-named float32 weights (llama q/k un-permuted). */
 export function ggufToModel(path: string): {
@@ -710,13 +722,16 @@ export function ggufToModel(path: string): {
   if (md[`${arch}.attention.key_length`] === undefined && hiddenSize % numHeads) {
     throw new Error(`${path}: ${arch}.embedding_length (${hiddenSize}) is not a multiple of ${arch}.attention.head_count (${numHeads}), and there is no ${arch}.attention.key_length`);
   }
-  for (const k of ['bos', 'eos', 'eot', 'eom']) { // a u64 beyond 2^53 reads as a BigInt: no id
+  for (const k of ['bos', 'eos', 'eot', 'eom', 'fim_pad', 'fim_rep', 'fim_sep']) { // a u64 beyond 2^53 reads as a BigInt: no id
     const v = md[`tokenizer.ggml.${k}_token_id`];
     if (v !== undefined && !Number.isInteger(v)) throw new Error(`${path}: metadata "tokenizer.ggml.${k}_token_id" must be a token id, got ${shown(v)}`);
   }
-  // Stop tokens as llama.cpp decides them: eos, eot, eom, plus the end-of-generation tokens it recognises by text.
-  const tokens = md['tokenizer.ggml.tokens'], byText = Array.isArray(tokens) ? EOG_TEXTS.map((t) => tokens.indexOf(t)) : [];
-  const eos = [...['eos', 'eot', 'eom'].map((k) => md[`tokenizer.ggml.${k}_token_id`]), ...byText].filter((x): x is number => typeof x === 'number' && x >= 0);
+  // Stop tokens as llama.cpp decides them: eos, eot, eom, the end-of-generation tokens it recognises by text, and
+  // the fill-in-the-middle pad, repository and file-separator tokens (by their metadata ids, else by text).
+  const tokens = md['tokenizer.ggml.tokens'], find = (texts: string[]) => (Array.isArray(tokens) ? texts.map((t) => tokens.indexOf(t)).find((i) => i >= 0) : undefined);
+  const byText = Array.isArray(tokens) ? EOG_TEXTS.map((t) => tokens.indexOf(t)) : [];
+  const fim = Object.entries(FIM_STOPS).map(([k, texts]) => md[`tokenizer.ggml.${k}_token_id`] ?? find(texts));
+  const eos = [...new Set([...['eos', 'eot', 'eom'].map((k) => md[`tokenizer.ggml.${k}_token_id`]), ...byText, ...fim].filter((x): x is number => typeof x === 'number' && x >= 0))];
   const config: ModelConfig = {
     architecture: arch as ModelConfig['architecture'],
     vocabSize: file.shape('token_embd.weight')[0],

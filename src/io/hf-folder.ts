@@ -8,7 +8,7 @@ import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTe
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
-import { readJsonFile, readTextFile } from './jsonl.ts';
+import { readJsonFile } from './jsonl.ts';
 
 /** PyTorch's pickled checkpoints (torch.save), which carry code rather than data: never read. */
 export const PYTORCH_FILE = /^(pytorch_model.*\.bin|.*\.(pt|pth))$/;
@@ -246,7 +246,7 @@ export type GenerationSampling = Partial<Record<'temperature' | 'top_p' | 'top_k
 function generationConfig(dir: string): Record<string, unknown> | undefined {
   const file = path.join(dir, 'generation_config.json');
   try {
-    const g: unknown = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? JSON.parse(readTextFile(file, 'a JSON file')) : undefined;
+    const g: unknown = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? readJsonFile(file) : undefined;
     return g !== null && typeof g === 'object' ? (g as Record<string, unknown>) : undefined;
   } catch { return undefined; }
 }

@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { holdLock, makeDir } from './safetensors.ts';
 import { expandHome, HUB_ID } from './source.ts';
+import { readJsonFile } from './jsonl.ts';
 
 export interface HubSpec {
   repo: string;
@@ -99,7 +100,7 @@ export function cachedPath(spec: HubSpec): string | undefined {
 function weightsWhole(dir: string): boolean {
   try {
     const index = path.join(dir, 'model.safetensors.index.json');
-    if (fs.existsSync(index)) return Object.values(JSON.parse(fs.readFileSync(index, 'utf8')).weight_map as Record<string, string>).every((f) => fs.existsSync(path.join(dir, f)));
+    if (fs.existsSync(index)) return Object.values((readJsonFile(index) as { weight_map: Record<string, string> }).weight_map).every((f) => fs.existsSync(path.join(dir, f)));
     return fs.readdirSync(dir).some((f) => f.endsWith('.safetensors'));
   } catch {
     return false; // an index that cannot be read: downloaded again

@@ -58,7 +58,7 @@ function notAnAdapter(dir: string): string | undefined {
 /** base_model_name_or_path recorded in an adapter folder's adapter_config.json (undefined when absent, empty or unreadable). */
 export function recordedBase(dir: string): string | undefined {
   try {
-    const v = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')).base_model_name_or_path;
+    const v = (readJsonFile(path.join(dir, 'adapter_config.json')) as { base_model_name_or_path?: unknown } | null)?.base_model_name_or_path;
     return typeof v === 'string' && v.trim() ? v : undefined;
   } catch {
     return undefined;

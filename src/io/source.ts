@@ -117,8 +117,10 @@ function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: Model
 function checkEos(tokenizer: TextTokenizer, config: ModelConfig, dir: string): void {
   const special = tokenizer.specialIds, ids = config.eosTokenIds.filter((id) => id < tokenizer.vocabSize);
   if (!special || !ids.length || ids.some((id) => special.has(id) || tokenizer.decode([id]) === '')) return;
-  const plain = ids[0];
-  throw new Error(`model: ${path.join(dir, 'config.json')}'s end token ${plain} is ${JSON.stringify(tokenizer.decode([plain]))} in ${path.join(dir, 'tokenizer.json')}, ordinary text, not a special token: the tokenizer is not this model's (or eos_token_id is wrong)`);
+  // Named by the file that gives it: the ids are config.json's eos_token_id, then generation_config.json's.
+  const plain = ids[0], own = (readJsonFile(path.join(dir, 'config.json')) as { eos_token_id?: unknown }).eos_token_id;
+  const from = [own].flat().includes(plain) ? 'config.json' : 'generation_config.json';
+  throw new Error(`model: ${path.join(dir, from)}'s end token ${plain} is ${JSON.stringify(tokenizer.decode([plain]))} in ${path.join(dir, 'tokenizer.json')}, ordinary text, not a special token: the tokenizer is not this model's (or eos_token_id is wrong)`);
 }
 
 /** A tokenizer.json beside a GGUF must be the GGUF's own vocabulary (a shared models folder may hold another model's). */

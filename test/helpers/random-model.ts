@@ -71,6 +71,15 @@ export interface QwenTokenizer {
  * vocabSize - (added tokens) BPE tokens (ids follow merge order, so their merges come along) and the
  * added/special tokens renumbered right after them.
  */
+/**
+ * `c` as a GGUF written with the Qwen vocabulary (qwenTokenizer's) loads it: it also stops on the fill-in-the-middle
+ * pad, repository and file-separator tokens, as llama.cpp does.
+ */
+export function asGgufConfig(c: ModelConfig): ModelConfig {
+  const tokens = qwenTokenizer(c.vocabSize).gguf['tokenizer.ggml.tokens'] as string[];
+  return { ...c, eosTokenIds: [...c.eosTokenIds, ...['<|fim_pad|>', '<|repo_name|>', '<|file_sep|>'].map((t) => tokens.indexOf(t))] };
+}
+
 export function qwenTokenizer(vocabSize: number): QwenTokenizer {
   const tok = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
   const cfg = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8'));
