@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { holdLock, makeDir } from './safetensors.ts';
+import { atomicWrite, holdLock, makeDir, writeAll } from './safetensors.ts';
 import { expandHome, HUB_ID } from './source.ts';
 import { readJsonFile } from './jsonl.ts';
 
@@ -297,7 +297,7 @@ async function fetchRevision(p: string, spec: HubSpec, sha: string, siblings: Si
   if (spec.revision !== sha) { // refs/main, refs/refs/pr/1 as huggingface_hub writes them
     const ref = path.join(folder, 'refs', spec.revision);
     makeDir(path.dirname(ref));
-    fs.writeFileSync(ref, sha);
+    atomicWrite(ref, (fd) => writeAll(fd, Buffer.from(sha))); // another process reading it meanwhile never sees it empty
   }
   return spec.file ? path.join(snapshot, spec.file) : snapshot;
 }
@@ -353,10 +353,16 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
   let res = have && have === want.size ? undefined : await get(url, have ? { range: `bytes=${have}-` } : {}, stop);
   if (res?.status === 416) { await res.body?.cancel(); res = await get(url, {}, stop); } // a range past the server's file: sent whole
   if (res && res.status !== 206) have = 0;
-  if (have) for await (const chunk of fs.createReadStream(part)) { signal?.throwIfAborted(); hash.update(chunk as Buffer); }
-  let bytes = have;
-  if (res?.body) {
-    const fd = fs.openSync(part, have ? 'a' : 'w');
+  let bytes = have, fd: number | undefined;
+  try {
+    if (have) for await (const chunk of fs.createReadStream(part)) { signal?.throwIfAborted(); hash.update(chunk as Buffer); }
+    if (res?.body) fd = fs.openSync(part, have ? 'a' : 'w');
+  } catch (e) {
+    await res?.body?.cancel().catch(() => undefined); // the connection is given back now, not when collected
+    throw e;
+  }
+  if (res?.body && fd !== undefined) {
+    let oversize = false;
     // No data for 10 s (huggingface_hub's read timeout): the download broke off.
     const idle = setTimeout(() => stop.abort(new Error('no data for 10 s')), 10_000);
     try {
@@ -373,13 +379,14 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
         progress(Math.max(0, (bytes += chunk.length) - resumed));
       }
     } catch (e) {
-      if (e instanceof Oversize) fs.rmSync(part, { force: true });
+      oversize = e instanceof Oversize;
       if (signal?.aborted) throw signal.reason; // stopped by the caller: what was written stays for the next run
       if (!(e as Error).message.startsWith('hub: ')) throw new Error(`hub: ${name}: the download broke off at ${bytes}${want.size !== undefined ? ` of ${want.size}` : ''} bytes (${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}): run the same command again: it goes on from there`);
       throw e;
     } finally {
       clearTimeout(idle);
       fs.closeSync(fd);
+      if (oversize) fs.rmSync(part, { force: true }); // once closed (Windows cannot remove an open file)
     }
   }
   if (want.size !== undefined && bytes !== want.size) throw new Error(`hub: ${name}: the download ended at ${bytes} of ${want.size} bytes (run the same command again: it goes on from there)`);
