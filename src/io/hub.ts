@@ -17,6 +17,7 @@ import path from 'node:path';
 import { atomicWrite, holdLock, makeDir, writeAll } from './safetensors.ts';
 import { expandHome, HUB_ID } from './source.ts';
 import { readJsonFile } from './jsonl.ts';
+import { splitGgufParts } from './gguf.ts';
 
 export interface HubSpec {
   repo: string;
@@ -117,10 +118,7 @@ function quantExample(ggufs: readonly string[], repo: string): string {
 }
 
 /** A split GGUF's parts (name-00001-of-00003.gguf …), or the file alone. */
-function ggufParts(file: string): string[] {
-  const m = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/.exec(file);
-  return m ? Array.from({ length: Number(m[3]) }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[3]}.gguf`) : [file];
-}
+const ggufParts = (file: string): string[] => splitGgufParts(file) ?? [file];
 
 /**
  * The files of a model or adapter folder that loading reads (root level: configs, tokenizer, chat template, safetensors;
