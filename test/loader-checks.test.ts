@@ -438,6 +438,10 @@ test('llama2.c: a weight that is not finite is refused under run.c\'s name (freq
   assert.throws(() => readLlama2cModel(write('inf.bin', wq + 5, Infinity)), /llama2c: .*inf\.bin: wq holds Infinity at element 5: weights must be finite/);
   assert.throws(() => readLlama2cModel(write('nan.bin', 3, NaN)), /llama2c: .*nan\.bin: token_embedding_table holds NaN at element 3/);
   assert.equal(readLlama2cModel(write('freq.bin', floats - 1, NaN)).config.hiddenSize, dim);
+  // A header too small for run.c's own BOS and EOS is named by its field (it read "header field eosTokenIds").
+  const tiny = path.join(tmp, 'tiny-vocab.bin'), few = floats - 2 * dim;
+  fs.writeFileSync(tiny, Buffer.concat([Buffer.from(Int32Array.of(dim, hidden, layers, heads, kv, 2, seq).buffer), Buffer.from(new Float32Array(few).buffer)]));
+  assert.throws(() => readLlama2cModel(tiny), { message: `llama2c: ${tiny}: header field vocab_size 2 leaves no room for run.c's BOS (1) and EOS (2) tokens` });
 });
 
 test('llama2.c: a checkpoint over 2 GiB is refused by name, before it is read', () => {

@@ -84,7 +84,12 @@ export function readLlama2cModel(file: string): { config: ModelConfig; weights: 
     numHeads: heads, numKvHeads: kvHeads, headDim, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: seqLen,
     tieWordEmbeddings: shared, attentionBias: false, bosTokenId: 1, eosTokenIds: [2, 1], // run.c stops where BOS comes back: the next story
   };
-  const fields: Partial<Record<keyof ModelConfig, string>> = { vocabSize: 'vocab_size', hiddenSize: 'dim', maxPositionEmbeddings: 'seq_len' };
+  // The header's fields by run.c's names (the others are fixed: its BOS and EOS are checked against vocab_size first).
+  const fields: Partial<Record<keyof ModelConfig, string>> = {
+    vocabSize: 'vocab_size', hiddenSize: 'dim', intermediateSize: 'hidden_dim', numLayers: 'n_layers', numHeads: 'n_heads', numKvHeads: 'n_kv_heads',
+    headDim: 'dim / n_heads', maxPositionEmbeddings: 'seq_len',
+  };
+  if (vocab < 3) throw new Error(`llama2c: ${file}: header field vocab_size ${rawVocab} leaves no room for run.c's BOS (1) and EOS (2) tokens`);
   checkModelConfig(config, `llama2c: ${file}:`, (k) => `header field ${fields[k] ?? k}`);
   // run.c's order; each per-layer tensor is stored for all layers back to back. freq_cis is skipped (RoPE is recomputed).
   const sizes = {
