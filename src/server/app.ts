@@ -3,7 +3,8 @@
  * GET /health, GET /metrics (Prometheus), GET / (the playground page).
  *
  * Every request is validated (JSON schema, then the semantic checks of planChat / planCompletion) before it takes batch rows;
- * bad input gets a 400 OpenAI error naming the field and never reaches the runtime. Admitted requests decode
+ * bad input gets a 400 OpenAI error naming the field (what only the run can tell, as a reply the vocabulary cannot write,
+ * comes from runChat: on a stream, as an error event after the 200). Admitted requests decode
  * concurrently through the coalescing backend (continuous batching); a full queue answers 429; a client that
  * disconnects cancels its request and frees its rows. `close()` stops accepting, lets in-flight requests
  * finish for a grace period, cancels the rest and closes the models; every response finished while closing ends its

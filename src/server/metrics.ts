@@ -32,7 +32,6 @@ export class Histogram extends Metric {
     this.sum += v; this.count++;
     this.buckets.forEach((b, i) => { if (v <= b) this.counts[i]++; });
   }
-  get total(): number { return this.count; }
   render(): string[] {
     return [
       ...this.buckets.map((b, i) => `${this.name}_bucket{le="${b}"} ${this.counts[i]}`),

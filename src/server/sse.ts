@@ -1,4 +1,4 @@
-/** Server-sent events for streamed chat completions: `data: <json>\n\n` per chunk, `data: [DONE]` at the end. */
+/** Server-sent events for streamed chat completions and completions: `data: <json>\n\n` per chunk, `data: [DONE]` at the end. */
 import type { ServerResponse } from 'node:http';
 
 export class SseWriter {
