@@ -28,6 +28,7 @@ import { promptCharBound } from '../src/server/prompt-bound.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 import { promptCacheOf } from '../src/runtime/prompt-cache.ts';
+import { SseWriter } from '../src/server/sse.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
@@ -279,6 +280,20 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
   } finally {
     await s.close();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SSE: a stream quiet for keepAliveMs sends a comment line (which clients skip); none once ended', async () => {
+  const srv = http.createServer((_, res) => {
+    const sse = new SseWriter(res, {}, 40);
+    setTimeout(() => { sse.send({ a: 1 }); sse.done(); }, 100); // after two quiet spells of 40 ms (more on a slow machine)
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    const body = await (await fetch(`http://127.0.0.1:${(srv.address() as { port: number }).port}/`)).text();
+    assert.match(body, /^(: keep-alive\n\n){2,}data: \{"a":1\}\n\ndata: \[DONE\]\n\n$/);
+  } finally {
+    srv.close();
   }
 });
 

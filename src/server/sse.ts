@@ -1,10 +1,18 @@
-/** Server-sent events for streamed chat completions and completions: `data: <json>\n\n` per chunk, `data: [DONE]` at the end. */
+/**
+ * Server-sent events for streamed chat completions and completions: `data: <json>\n\n` per chunk, `data: [DONE]` at
+ * the end, and a comment line (`: keep-alive`, which clients skip) after each `keepAliveMs` without a chunk, so that
+ * a proxy's idle timeout does not cut a stream that is thinking or voting before its next chunk.
+ */
 import type { ServerResponse } from 'node:http';
+
+/** Seconds a stream may go without a byte before it sends a keep-alive comment (nginx cuts after 60 s by default). */
+export const KEEP_ALIVE_MS = 15_000;
 
 export class SseWriter {
   private ended = false;
+  private readonly beat: NodeJS.Timeout;
 
-  constructor(private readonly res: ServerResponse, headers: Record<string, string> = {}) {
+  constructor(private readonly res: ServerResponse, headers: Record<string, string> = {}, keepAliveMs = KEEP_ALIVE_MS) {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
@@ -13,13 +21,17 @@ export class SseWriter {
       ...headers,
     });
     res.flushHeaders();
+    this.beat = setInterval(() => { if (this.open) this.res.write(': keep-alive\n\n'); }, keepAliveMs).unref();
+    res.once('close', () => clearInterval(this.beat)); // a client gone before end() stops it too
   }
 
   /** False once the client is gone or the stream has ended. */
   get open(): boolean { return !this.ended && !this.res.destroyed && this.res.writable; }
 
   send(data: unknown): void {
-    if (this.open) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+    if (!this.open) return;
+    this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+    this.beat.refresh(); // the next comment only after another quiet spell
   }
 
   /** Ends the stream with `data: [DONE]`. */
@@ -29,6 +41,7 @@ export class SseWriter {
   }
 
   end(): void {
+    clearInterval(this.beat);
     if (this.ended) return;
     this.ended = true;
     if (!this.res.destroyed) this.res.end();
