@@ -9,8 +9,8 @@
  *    a reasoning turn costs well under a millisecond, so single runs are noise) after a warm-up.
  * 2. Routing on the synthetic test split: router accuracy (label: the greedy direct answer is wrong), share of
  *    easy + chat questions answered without the adapter, accuracy and mean latency of routed vs always-reason
- *    (and base only). Every question is answered both ways (greedy); the routed result takes the answer and the
- *    latency of the run its route selects (the auto path runs exactly that computation).
+ *    (and base only). Every question is answered three times (greedy): directly, always reasoning, and routed
+ *    (reasoning "auto": its own answer and latency, escalations included).
  * 3. Parallel samples N = 1, 2, 4, 8 on the hard items of the synthetic test split (or, --parallel-split val, of
  *    the validation split, which no probe was trained on): accuracy by majority, confidence, verifier
  *    best-of-N, verifier-weighted vote and the checked vote (check.ts), against one greedy answer, with the
@@ -82,7 +82,7 @@ export interface ReasoningBenchOptions {
   /** Tokens per answer (thinking + answer) and the thinking cap, for sections 2 and 3. */
   maxTokens?: number;
   maxThinkingTokens?: number;
-  /** Tokens per sample in the wall-time comparison (default 64 and 160: the hard items' samples average ≈ 165). */
+  /** Tokens per sample in the wall-time comparison (default 64 and 160: the hard items' samples average ≈ 165–176). */
   timingTokens?: number[];
   seed?: number;
   /** Also time parallel samples on random weights in Qwen2.5-0.5B's shape, fp32 and q4 (minutes; ~3 GB of cache under the temp folder). */
@@ -103,7 +103,7 @@ export interface RoutingSummary {
   /** Share sent to reasoning by the router's gate after a direct attempt (part of reasoningShare). */
   escalatedShare: number;
   /** The probe alone (score ≥ threshold, no gate), from the same direct and reasoning runs. */
-  probeOnly: { routerAccuracy: number; accuracy: number; latencyRatio: number };
+  probeOnly?: { routerAccuracy: number; accuracy: number; latencyRatio: number };
   /**
    * Routing accuracy of an oracle that knows each item's category and reasons on every medium and hard item: the
    * label (greedy direct answer wrong) also counts the base's lucky direct hits, which no probe of the prompt sees.
@@ -154,7 +154,7 @@ export interface ReasoningBenchResult {
     wallTimes?: WallTime[];
   };
   /** Parallel wall time on the 0.5B shape (`shapeTiming`). */
-  shapeTiming?: { model: string; quant: string; sampling?: string; promptTokens: number; wallTime: WallTime }[];
+  shapeTiming?: { model: string; quant: string; sampling?: string; promptTokens: number; reps?: number; wallTime: WallTime }[];
   /** 1-minute load averages at the start and end: above ≈ 0.5 at the start, other work shared the 2 cores. */
   machine: { cpu: string; cores: number; node: string; threads: string; loadavg?: [number, number] };
 }
@@ -295,7 +295,7 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
         // vote 'checked' only has answer() count each sample's flaws: every vote below is taken here, on the same samples.
         const r = await answer(model, c.question, { ...gen, reasoning: 'on', samples: maxN, temperature, topP, minP, seed: seed + 1000 * k, task: c.task, vote: 'checked' }, { verifier });
         r.samples.forEach((s) => tokens.push(s.tokens));
-        const cands: Candidate[] = r.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore, flaws: s.flaws }));
+        const cands: Candidate[] = r.samples.map((s) => ({ extracted: s.extracted, meanLogprob: s.meanLogprob, verifierScore: s.verifierScore, flaws: s.flaws, capped: s.capped })); // as answer() votes
         for (const m of methods) for (const n of sampleCounts) {
           const chosen = vote(m, cands.slice(0, n)).chosen;
           const hit = isCorrect(c.task, r.samples[chosen].answer, c.gold) && r.samples[chosen].extracted !== undefined;
@@ -440,7 +440,7 @@ async function shapeWallTimes(sampleCounts: number[], reps: number, log: (l: str
       const ids = Array.from({ length: 40 }, (_, i) => 100 + 37 * i);
       for (const [name, sampling] of [['top-k 40', { temperature: 0.8, topK: 40 }], ['top-p 0.95', { temperature: 0.8, topP: 0.95 }]] as const) {
         const wallTime = await parallelWallTime(m, ids, { sampleCounts, tokens: 32, reps, sampling });
-        out.push({ model: 'random weights, Qwen2.5-0.5B shape', quant, sampling: `temperature 0.8, ${name}`, promptTokens: ids.length, wallTime });
+        out.push({ model: 'random weights, Qwen2.5-0.5B shape', quant, sampling: `temperature 0.8, ${name}`, promptTokens: ids.length, reps, wallTime }); // (settings.reps is the embedded model's)
         log(`0.5B shape ${quant}, ${name}: wall time ratio ${wallTime.map((w) => `${w.samples}:${w.ratio.toFixed(2)}`).join(' ')}`);
       }
     } finally {
@@ -478,13 +478,13 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
       `| routing accuracy against the category (easy, chat: direct; medium, hard: reason) | ${col((x) => pct(x.categoryAccuracy))}`,
       `| router accuracy (label: direct answer wrong) | ${col((x) => pct(x.routerAccuracy))}`,
       `| same, category oracle (reasons on every medium/hard item) | ${col((x) => pct(x.categoryOracleAccuracy))}`,
-      `| same, probe alone (no gate) | ${col((x) => pct(x.probeOnly.routerAccuracy))}`,
+      `| same, probe alone (no gate) | ${col((x) => (x.probeOnly ? pct(x.probeOnly.routerAccuracy) : 'n/a'))}`,
       `| questions sent to reasoning (of which escalated by the gate) | ${col((x) => `${pct(x.reasoningShare)} (${pct(x.escalatedShare)})`)}`,
       `| easy + chat answered without the adapter | ${col((x) => `${pct(x.easyChatDirectShare)} of ${x.easyChatN}`)}`,
       `| accuracy: base / always-reason / routed | ${col((x) => `${pct(x.accuracy.base)} / ${pct(x.accuracy.alwaysReason)} / ${pct(x.accuracy.routed)}`)}`,
       `| mean latency ms: base / always-reason / routed | ${col((x) => `${x.meanLatencyMs.base.toFixed(1)} / ${x.meanLatencyMs.alwaysReason.toFixed(1)} / ${x.meanLatencyMs.routed.toFixed(1)}`)}`,
-      `| accuracy, probe alone | ${col((x) => pct(x.probeOnly.accuracy))}`,
-      `| routed latency / always-reason (probe alone) | ${col((x) => `${x.latencyRatio.toFixed(2)}× (${x.probeOnly.latencyRatio.toFixed(2)}×)`)}`,
+      `| accuracy, probe alone | ${col((x) => (x.probeOnly ? pct(x.probeOnly.accuracy) : 'n/a'))}`, // (runs before 2026-12-01 did not record it)
+      `| routed latency / always-reason (probe alone) | ${col((x) => `${x.latencyRatio.toFixed(2)}×${x.probeOnly ? ` (${x.probeOnly.latencyRatio.toFixed(2)}×)` : ''}`)}`,
       `| mean generated tokens: always-reason / routed (direct attempts included) | ${col((x) => `${x.meanTokens.alwaysReason.toFixed(1)} / ${x.meanTokens.routed.toFixed(1)}`)}`, '',
       ...(m.errors && !Object.keys(m.errors).length ? [`No routing errors on the easy + hard + chat rows (0 of ${m.n}).`, ''] : []),
       ...(m.errors && Object.keys(m.errors).length ? [`Routing errors on the easy + hard + chat rows (${Object.values(m.errors).reduce((a, b) => a + b, 0)} of ${m.n}; "direct right" = the label said no reasoning was needed): ${Object.entries(m.errors).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join('; ')}.`, ''] : []),
