@@ -313,6 +313,19 @@ test('graders as standard graders judge: worked expressions, restatements, named
     ['math500', '\\boxed{\\{1,3\\}}', '1,2', false],
     ['asdiv', 'The show ends at $\\boxed{3:30 \\text{ p.m.}}$', '3:30 p.m.', true],
     ['asdiv', 'The answer is $\\frac{5}{2}$ pounds.', '5/2', true],
+    // An empty box or the word after the answer (an echoed instruction) leaves the answer's box as the last one.
+    ['math500', 'So $x=\\boxed{5}$.\n\nPlease reason step by step, and put your final answer within \\boxed{}.', '5', true],
+    ['math500', 'The answer is \\boxed{5}. (I put it in \\boxed.)', '5', true],
+    ['gsm8k', '\\boxed{18}\n\nNote: \\boxed{} holds the answer.', '18', true],
+    ['math500', '\\boxed{5}\nWait: \\boxed{7', '5', false], // a box cut off mid-way is no answer, not the one before it
+    // LaTeX's ~ is a space; an ASDiv phrase's spacing, separate \text groups, ordinals, bold and a curly apostrophe.
+    ['math500', '\\boxed{5.4~\\text{cents}}', '5.4', true],
+    ['gsm8k', '\\boxed{18~\\text{dollars}}', '18', true],
+    ['asdiv', '\\boxed{\\text{Mrs. } \\text{Hilt}}', 'Mrs. Hilt', true],
+    ['asdiv', 'The answer is \\text{Mrs.~Hilt}.', 'Mrs. Hilt', true],
+    ['asdiv', 'The show ends at $\\boxed{3{:}30\\ \\text{p.m.}}$', '3:30 p.m.', true],
+    ['asdiv', 'The answer is **Yes**.', 'Yes', true],
+    ['asdiv', 'The answer is Jake’s stables.', "Jake's stables", true],
   ];
   for (const [task, reply, gold, want] of cases) assert.equal(isCorrect(task, reply, gold), want, `${task}: ${reply} (gold ${gold})`);
 });

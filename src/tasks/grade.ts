@@ -103,11 +103,11 @@ function statedAnswer(text: string, needNumber = true): { phrase: string; boxed:
     const ok = /\d/.test(phrase) || (!needNumber && !/\d/.test(text.slice(m.index! + m[0].length)));
     if (phrase && ok) found.push({ at: m.index!, phrase, boxed: box !== undefined, lead: box !== undefined || /^[\s*]*(?:\$|\\\(|\\\[)?\s*-?\.?\d/.test(rest) });
   }
-  const b = Math.max(text.lastIndexOf('\\boxed'), text.lastIndexOf('\\fbox')), box = lastBoxed(text);
-  if (box !== undefined && box.trim()) found.push({ at: b, phrase: box, boxed: true, lead: true });
+  const boxed = lastBox(text);
+  if (boxed) found.push({ at: boxed.at, phrase: boxed.content, boxed: true, lead: true });
   // A box outranks an "answer is" after it that starts with words, a check ("the answer is consistent with 16 - 3 - 4 =
   // 9"); a later answer that starts with its value ("So the answer is 27.", "Final Answer: 27") is a correction.
-  const boxAt = box?.trim() ? b : Infinity;
+  const boxAt = boxed?.at ?? Infinity;
   // A phrase without a number after one with a number is a remark on it ("The answer is 9.\nThe answer is correct."), not an ASDiv name.
   const firstWithNumber = Math.min(...found.filter((f) => /\d/.test(f.phrase)).map((f) => f.at));
   const last = found.filter((f) => (f.lead || f.at < boxAt) && !(f.at > firstWithNumber && !/\d/.test(f.phrase))).sort((x, y) => x.at - y.at).at(-1);
@@ -165,17 +165,34 @@ const HEDGED = /^(?:[^\d]*?\b(?:not|no|either|between|nearly|almost|over|under|a
 // LaTeX answers (MATH)
 
 /** Contents of the last \boxed{...} (nested braces allowed) or \boxed x / \fbox{...}; undefined if none. */
-export function lastBoxed(text: string): string | undefined {
-  const i = Math.max(text.lastIndexOf('\\boxed'), text.lastIndexOf('\\fbox'));
-  if (i < 0) return undefined;
-  const j = i + (text.startsWith('\\boxed', i) ? 6 : 5);
-  if (text[j] === ' ') return /^ *([^\s$]+)/.exec(text.slice(j))?.[1]; // "\boxed 5"
-  if (text[j] !== '{') return undefined;
-  for (let depth = 0, k = j; k < text.length; k++) {
-    if (text[k] === '{') depth++;
-    else if (text[k] === '}' && --depth === 0) return text.slice(j + 1, k);
+export function lastBoxed(text: string): string | undefined { return lastBox(text)?.content; }
+
+/**
+ * The last box with something in it, and where it begins: an empty one ("put your answer within \boxed{}", echoed
+ * after the answer) or a mention of the word ("\boxed.") is passed over for the one before it; a box the model
+ * stopped in the middle of is none (what it was writing is no answer).
+ */
+function lastBox(text: string): { at: number; content: string } | undefined {
+  for (let end = text.length; end > 0;) {
+    const i = Math.max(text.lastIndexOf('\\boxed', end - 1), text.lastIndexOf('\\fbox', end - 1));
+    if (i < 0) return undefined;
+    end = i;
+    const j = i + (text.startsWith('\\boxed', i) ? 6 : 5);
+    if (text[j] === ' ') { // "\boxed 5"
+      const bare = /^ *([^\s$]+)/.exec(text.slice(j))?.[1];
+      if (bare) return { at: i, content: bare };
+      continue;
+    }
+    if (text[j] !== '{') continue;
+    let close = -1;
+    for (let depth = 0, k = j; k < text.length && close < 0; k++) {
+      if (text[k] === '{') depth++;
+      else if (text[k] === '}' && --depth === 0) close = k;
+    }
+    if (close < 0) return undefined; // unbalanced: the model stopped mid-box
+    if (text.slice(j + 1, close).trim()) return { at: i, content: text.slice(j + 1, close) };
   }
-  return undefined; // unbalanced: the model stopped mid-box
+  return undefined;
 }
 
 /** Words that qualify a value rather than name its unit ("at least 5", "5 or more", "not 5", "5 (wrong)"). */
@@ -184,7 +201,7 @@ const QUALIFIER = /\b(?:or|and|not|no|none|more|less|least|most|than|at|only|abo
 /** Strips presentation from a MATH answer so equal answers become equal strings. */
 export function normalizeMath(s: string): string {
   let t = s
-    .replace(/(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)/g, ' ') // not the \\ of matrix rows (before trimming: "\text{(C)}\ ")
+    .replace(/(?<!\\)\\(?:displaystyle|!|,|;|:|quad|qquad|\s)|(?<!\\)~/g, ' ') // not the \\ of matrix rows (before trimming: "\text{(C)}\ "); ~ is a space too
     .replace(/\\[()[\]]/g, ' ') // \( \) \[ \] math delimiters
     .replace(/\\[dt]frac/g, '\\frac')
     .replace(/\{bmatrix\}/g, '{pmatrix}')
@@ -451,14 +468,24 @@ function sameElements(pa: string[], pb: string[]): boolean {
  * case-folded, spaces collapsed, unit and final dots dropped.
  */
 function foldPhrase(s: string): string {
-  let t = s.trim(), was;
+  // LaTeX spacing is a space ("Mrs.~Hilt", "3:30\ \text{p.m.}"), "{:}" a colon, "6^{th}" 6th; bold and curly quotes go.
+  let t = s.trim().replace(/(?<!\\)\\(?:[ ,;:!]|quad\b|qquad\b)|(?<!\\)~/g, ' ').replace(/\{:\}/g, ':').replace(/\*\*/g, '').replace(/[‘’]/g, "'")
+    .replace(/\^\s*\{?\s*(?:\\text\{)?(st|nd|rd|th)\}?\s*\}?/g, '$1'), was;
   do {
     was = t;
-    t = t.replace(/(?<!\.)\.+$/, '').replace(/^\$+|(?<!\$)\$+$/g, '').replace(/^\\\(|\\\)$/g, '').replace(/^["'“”‘’]+|(?<!["'“”‘’])["'“”‘’]+$/g, '')
-      .replace(/^\\(?:boxed|text|textbf|textnormal|mbox|mathrm)\{(.*)\}$/, '$1').replace(/\\(?:text|textbf|textnormal|mbox|mathrm)\{([^{}]*)\}/g, '$1').trim();
+    t = t.replace(/(?<!\.)\.+$/, '').replace(/^\$+|(?<!\$)\$+$/g, '').replace(/^\\\(|\\\)$/g, '').replace(/^["'“”]+|(?<!["'“”])["'“”]+$/g, '')
+      .replace(/\\(?:text|textbf|textnormal|mbox|mathrm)\{([^{}]*)\}/g, '$1')
+      .replace(/^\\(?:boxed|text|textbf|textnormal|mbox|mathrm)\{(.*)\}$/, (all, inner: string) => (balancedBraces(inner) ? inner : all)).trim();
   } while (t !== was);
   return t.toLowerCase().replace(/\s+/g, ' ').replace(/(?<!\s)\s*\([^()]*\)$/, '').replace(/\b([ap])\.?\s?m\b\.?/g, '$1m').replace(/(?<!\.)\.+$/, '')
     .replace(/(\d)\s*:\s*(\d)/g, '$1:$2'); // a ratio written "3 : 4"
+}
+
+/** Whether every brace the text opens it closes, and none closes before it opens (so "a} \\text{b" is not one group's content). */
+function balancedBraces(text: string): boolean {
+  let depth = 0;
+  for (const c of text) if ((depth += c === '{' ? 1 : c === '}' ? -1 : 0) < 0) return false;
+  return depth === 0;
 }
 
 /** A stated phrase's leading "$…$" or "\\(…\\)" (a sentence may go on after it), else the phrase. */
