@@ -830,6 +830,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   const tilde = cli(['generate', '--model=~/m', '--prompt', '~/x', '--max-tokens', '1', '--stats'], { HOME: at('home') });
   assert.match(tilde.stderr, /^prompt \d+ tokens, generated 1/m, tilde.stderr);
   assert.match(cli(['generate', '--model=~/none', '--prompt', 'x'], { HOME: at('home') }).stderr, new RegExp(`^edgereason: model: ${at('home', 'none')} does not exist`, 'm'));
+  // So is train-rl's --task, which names a file (it read "~/none.jsonl does not exist").
+  assert.match(cli(['train-rl', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--out', at('rl-tilde'), '--task=~/none.jsonl'], { HOME: at('home') }).stderr,
+    new RegExp(`^edgereason: --task must be "synthetic" or a JSONL file of \\{"prompt","answer"\\} lines; ${at('home', 'none.jsonl')} does not exist`, 'm'));
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '', '--chat']).stderr, /^edgereason: generate: --prompt is empty: with --chat it would be an empty user message; give it a value$/m);
   const stories = sharedPath('models/stories260K');
   assert.equal(cli(['generate', '--model', path.join(stories, 'stories260K.bin'), '--prompt', '', '--max-tokens', '200', '--quant', 'fp32']).stdout,
@@ -1108,6 +1111,9 @@ test('the CLI: output piped into a reader that stops early ends quietly; list fl
   // An early stop no vote decided at the end can make (a later sample may score higher).
   const early = cli(['answer', '--model', DEFAULT_DIR, '--question', 'hi', '--samples', '2', '--vote', 'checked', '--early-stop', '--max-tokens', '8']).stderr;
   assert.match(early, /^edgereason: note: --early-stop has no effect with --vote checked: it is decided once every sample has ended \(a later one may score higher\)$/m);
+  // With one sample there is nothing to vote on or stop early: refused, as eval refuses it (it ran, unsaid).
+  const single = cli(['answer', '--model', DEFAULT_DIR, '--question', 'hi', '--reasoning', 'on', '--vote', 'checked', '--early-stop', '--max-tokens', '8']);
+  assert.deepEqual([single.status, single.stderr.trim()], [1, 'edgereason: answer: --vote combines several samples: give --samples N (N ≥ 2)']);
 });
 
 test('chat: each line a turn of one conversation (the replies kept, read from the prompt cache the next turn), /reset starts over, --prompt-cache-file keeps them for the next chat, a bad flag is named', () => {
@@ -1167,6 +1173,9 @@ test('generate and answer --prompt-cache-file: the next run reads the prompt the
   // answer reads the same file: the question asked directly, read from it but for its last token.
   const a = cli(['answer', '--model', DEFAULT_DIR, '--reasoning', 'off', '--question', question, '--prompt-cache-file', kept]);
   assert.match(a.stderr, new RegExp(`^tokens: prompt ${prompt} \\(${+prompt - 1} from the prompt cache\\), generated`, 'm'));
+  // A folder is refused before the run (it generated, then failed to save into "sub/").
+  const folder = cli(['generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '2', '--prompt-cache-file', `${tmp}/`]);
+  assert.deepEqual([folder.status, folder.stdout, folder.stderr.trim()], [1, '', `edgereason: prompt cache: ${tmp}/ is a folder; give the file the prompts are kept in (e.g. ${path.join(tmp, 'prompts.safetensors')})`]);
 });
 
 /**

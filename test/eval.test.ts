@@ -307,6 +307,10 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   // --early-stop beside a vote decided once every sample has ended does nothing: said, as answer says it (it was silent).
   const late = run('--adapter', adapter, '--samples', '2', '--vote', 'checked', '--early-stop', '--limit', '1', '--max-tokens', '8', '--out', path.join(tmp, 'late.json'));
   assert.match(late.stderr, /^edgereason: note: --early-stop has no effect with --vote checked: it is decided once every sample has ended \(a later one may score higher\)$/m);
+  assert.match(late.stderr, /^eval: note: the 2 samples are drawn at temperature 0\.8 \(answer\(\)'s default for several samples\) with top-p 0\.95 \(its default\);/m);
+  // A --top-p typed is kept, 1 too (it was taken for the default and replaced by 0.95).
+  const own = run('--adapter', adapter, '--samples', '2', '--top-p', '1', '--limit', '1', '--max-tokens', '8', '--out', path.join(tmp, 'own-top-p.json'));
+  assert.match(own.stderr, /^eval: note: the 2 samples are drawn at temperature 0\.8 \(answer\(\)'s default for several samples\) with top-p 1; the other runs are greedy/m);
   const flags = ['--adapter', adapter, '--router', router, '--samples', '2', '--seed', '3'];
   const first = run(...flags);
   assert.equal(first.status, 0, first.stderr);

@@ -54,7 +54,7 @@ export function answerCommand(program: Command): void {
       if (o.task !== undefined && !TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
       if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
       noteReasoningOff(o, [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]]);
-      if (o.reasoning !== 'off') noteEarlyStop(o);
+      if (o.reasoning !== 'off') checkVoteFlags(o, 'answer');
       // Greedy on every route: an explicit --temperature 0, or the default with one sample.
       if (o.temperature === 0 || (o.temperature === undefined && o.samples === 1)) {
         for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 0.95], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
@@ -214,8 +214,12 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
   }
 }
 
-/** answer's and eval's note for --early-stop beside a vote decided only once every sample has ended. */
-export function noteEarlyStop(o: { earlyStop?: boolean; vote: string }): void {
+/**
+ * answer's and eval's checks of the flags that combine samples: --vote and --early-stop with one sample are refused
+ * (they would do nothing), and --early-stop beside a vote decided only once every sample has ended is noted.
+ */
+export function checkVoteFlags(o: { earlyStop?: boolean; vote: string; samples: number }, command: string): void {
+  for (const [flag, set] of [['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]] as const) if (set && o.samples === 1) throw new Error(`${command}: ${flag} combines several samples: give --samples N (N ≥ 2)`);
   if (o.earlyStop && !decidesEarly(o.vote as VoteMethod)) console.error(`edgereason: note: --early-stop has no effect with --vote ${o.vote}: it is decided once every sample has ended (a later one may score higher)`);
 }
 

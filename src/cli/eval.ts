@@ -10,7 +10,7 @@ import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { noteEarlyStop } from './answer.ts';
+import { checkVoteFlags } from './answer.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import type { Task } from '../tasks/grade.ts';
 import { onInterrupt, StagedProgress } from '../train/progress.ts';
@@ -62,7 +62,7 @@ export function evalCommand(program: Command): void {
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg), and while it runs the finished answers (results.partial.jsonl: after an interruption the same command goes on from there)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier report of this evaluation (the same command refreshes its own report without it), and start afresh instead of going on from the journal of another evaluation')
     .hook('preAction', beforeDownload(outCheck))
-    .action(async (o) => {
+    .action(async (o, cmd: Command) => {
       if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
       // A dataset is read from its test file: --split test says so (it was refused), another split is not there.
       if (o.split !== undefined && o.split !== 'test' && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);
@@ -76,8 +76,7 @@ export function evalCommand(program: Command): void {
       if (o.budget !== undefined && !o.adapter) throw new Error(`eval: --budget is the control line a budget-trained adapter reads: it needs --adapter${o.nativeThinking ? ' (with --native-thinking cap the thinking with --max-thinking-tokens)' : ''}`);
       if ((o.router || o.samples > 1) && !reasons) throw new Error(`eval: ${o.router ? '--router routes between direct answers and reasoning' : '--samples are parallel reasoning samples'}: it needs --adapter (or --native-thinking)`);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
-      for (const [flag, set] of [['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]] as const) if (set && o.samples === 1) throw new Error(`eval: ${flag} combines several samples: give --samples N (N ≥ 2)`);
-      noteEarlyStop(o);
+      checkVoteFlags(o, 'eval');
       if (o.vote.startsWith('verifier') && !o.verifier) throw new Error(`eval: --vote ${o.vote} scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)`);
       if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
       const unbudgeted = o.budget !== undefined ? unbudgetedNote(o.adapter) : undefined;
@@ -128,8 +127,9 @@ export function evalCommand(program: Command): void {
       const seed: number | undefined = drawn ? o.seed ?? (resumed?.evaluation.seed as number | undefined) ?? randomInt(2 ** 31) : undefined;
       const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed };
       // Several samples at temperature 0 would all be the greedy answer: they are drawn as answer() draws them.
-      const sampleDraws = greedy ? { temperature: 0.8, topK: o.topK, topP: o.topP === 1 ? 0.95 : o.topP, minP: o.minP, seed } : sampling;
-      if (greedy && o.samples > 1) console.error(`eval: note: the ${o.samples} samples are drawn at temperature 0.8 (answer()'s default for several samples) with top-p ${sampleDraws.topP}${o.topP === 1 ? ' (its default)' : ''}; the other runs are greedy. --temperature sets one for all runs`);
+      const ownTopP = cmd.getOptionValueSource('topP') !== 'cli'; // a --top-p typed (1 too) is kept
+      const sampleDraws = greedy ? { temperature: 0.8, topK: o.topK, topP: ownTopP ? 0.95 : o.topP, minP: o.minP, seed } : sampling;
+      if (greedy && o.samples > 1) console.error(`eval: note: the ${o.samples} samples are drawn at temperature 0.8 (answer()'s default for several samples) with top-p ${sampleDraws.topP}${ownTopP ? ' (its default)' : ''}; the other runs are greedy. --temperature sets one for all runs`);
       const probes = loadProbes({ router: o.router, verifier: o.verifier }, { config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], names: model.names, onNote: (n) => console.error(`eval: ${n}`) });
       // What answered, beyond the paths: answers of other weights (an adapter retrained in place) are not mixed into one report.
       const weights = { ...trainedWith(model), ...Object.fromEntries((['router', 'verifier'] as const).filter((k) => o[k]).map((k) => [`${k}Hash`, createHash('sha1').update(fs.readFileSync(o[k])).digest('hex').slice(0, 12)])) };

@@ -43,7 +43,7 @@ export function generateCommand(program: Command): void {
         }
         if (o.stats) {
           const decodeS = (c.totalMs - c.ttftMs) / 1000;
-          const rate = c.tokens.length > 1 ? `${((c.tokens.length - 1) / Math.max(decodeS, 1e-9)).toFixed(1)} tok/s after the first` : 'one token: no decode rate';
+          const rate = c.tokens.length > 1 ? `${((c.tokens.length - 1) / Math.max(decodeS, 1e-9)).toFixed(1)} tok/s after the first` : `${c.tokens.length ? 'one token' : 'no token'}: no decode rate`;
           console.error(`prompt ${c.promptTokens} tokens${c.cachedTokens ? ` (${c.cachedTokens} from the prompt cache)` : ''}, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${guessesNote([c.guesses])}${greedy ? '' : `; seed ${seed}`}`);
         }
       } finally {

@@ -50,7 +50,7 @@ export async function main(argv: string[]): Promise<void> {
       const v: unknown = command.getOptionValue(o.attributeName());
       if (v === '' || (Array.isArray(v) && v.includes(''))) throw new Error(`${o.long ?? o.flags} is empty; give it a value${o.mandatory ? '' : ' or leave it out'}`);
       // A path written --out=~/x reaches us as is (the shell expands ~ only at a word's start): expanded as it would be.
-      const path = /<(dir|file|path|name=dir\.\.\.)>/.exec(o.flags), named = path?.[1].startsWith('name=') ?? false;
+      const path = /<(dir|file|path|task|name=dir\.\.\.)>/.exec(o.flags), named = path?.[1].startsWith('name=') ?? false;
       const expand = (x: unknown) => (typeof x === 'string' ? home(x, named) : x); // --no-adapter's false stays
       if (path && v !== undefined) command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? v.map(expand) : expand(v), command.getOptionValueSource(o.attributeName()));
     }

@@ -91,6 +91,7 @@ export function serveCommand(program: Command): void {
             : `edgereason: ${sig}: finishing ${server.admission.active} in-flight request(s), then shutting down (a second signal cancels them)`);
           const closed = server.close(again ? 0 : undefined); // the second call shortens the first's wait
           if (!again) closed.then(resolve, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
+          else closed.catch(() => undefined); // the first call's handler says how the shutdown ended
         };
         process.on('SIGTERM', stop);
         process.on('SIGINT', stop);

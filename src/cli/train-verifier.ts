@@ -48,7 +48,7 @@ export function trainVerifierCommand(program: Command): void {
         verifier.save(o.out);
         const pct = (x: number) => `${(100 * x).toFixed(1)} %`, t = report.train, v = report.val;
         console.log(`verifier → ${o.out} (threshold ${fraction(report.threshold, 4)})`);
-        if (!t.positives || t.positives === t.candidates) console.warn(`warning: every training candidate is ${t.positives ? 'correct' : 'wrong'}: the verifier cannot learn to tell them apart; use harder or easier questions`);
+        if (!t.positives || t.positives === t.candidates) console.warn(`train-verifier: warning: every training candidate is ${t.positives ? 'correct' : 'wrong'}: the verifier cannot learn to tell them apart; use ${t.positives ? 'harder' : 'easier'} questions, or more samples (--samples)`);
         const cut = t.cut + v.cut;
         if (cut) console.warn(`train-verifier: note: ${cut} of ${(t.items + v.items) * o.samples} samples were cut off at --max-tokens ${o.maxTokens} and left out (a candidate is scored where it ends by itself); a larger --max-tokens, or --max-thinking-tokens, keeps them`);
         console.log(`train: ${t.candidates} candidates of ${t.items} questions, ${t.positives} correct; accuracy at the threshold ${pct(t.accuracy)}, AUC ${aucText(t.auc)}`);
