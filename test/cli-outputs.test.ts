@@ -230,6 +230,7 @@ test('an output folder is refused before any work when it would hold its own inp
   // bench: a --results-dir that is a file, at the start (it failed after the run); train-sft: --eval as a link to --data.
   fs.writeFileSync(at('results-file'), 'mine');
   assert.match(cli(['bench', 'reasoning', '--results-dir', at('results-file'), '--router-items', '0', '--parallel-items', '0']).stderr, /--results-dir .*results-file is a file; expected a folder \(for the results\)/);
+  assert.match(cli(['bench', 'reasoning', '--no-write', '--results-dir', at('results-both'), '--router-items', '0', '--parallel-items', '0']).stderr, /^edgereason: --no-write and --results-dir contradict each other: give one$/m); // the folder was ignored unsaid
   fs.symlinkSync(data, at('eval-link.jsonl'));
   assert.match(sft(at('never'), '--eval', at('eval-link.jsonl')).stderr, /--eval .*eval-link\.jsonl is the --data file/);
   assert.deepEqual(snapshot(m), before);

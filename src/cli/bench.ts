@@ -16,6 +16,7 @@ const output = (c: Command): Command => c
   .option('--results-dir <dir>', 'write the JSON / Markdown / SVG results here (default: bench/results/ in a clone of the repository, else ./bench-results)')
   .option('--no-write', 'write no result files (print only)');
 function resultsDir(o: { write?: boolean; resultsDir?: string }): string | null | undefined {
+  if (o.write === false && o.resultsDir !== undefined) throw new Error('--no-write and --results-dir contradict each other: give one'); // (as the bench scripts refuse them)
   if (o.write === false) return null;
   const dir = o.resultsDir ?? (inClone() ? undefined : path.resolve('bench-results'));
   // Checked now, not when the results are written at the end of the run.
