@@ -363,7 +363,8 @@ export function promptCacheOf(backend: Backend): PromptCache | undefined {
 export async function openPromptCacheFile(cache: PromptCache, file: string, note: (line: string) => void): Promise<{ save(): Promise<void> }> {
   const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`, prompts = (n: number) => `${n} prompt${n === 1 ? '' : 's'}`;
   // A folder is refused now, not when the run's prompts are saved at its end.
-  if (/[\\/]$/.test(file) || fs.statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
+  const folder = (() => { try { return fs.statSync(file).isDirectory(); } catch { return false; } })(); // (under a file: said below)
+  if (/[\\/]$/.test(file) || folder) {
     throw new Error(`prompt cache: ${file} is a folder; give the file the prompts are kept in (e.g. ${path.join(file, 'prompts.safetensors')})`);
   }
   if (fs.existsSync(file) && !isEmpty(file)) {
