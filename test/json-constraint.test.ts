@@ -140,10 +140,12 @@ test('json constraint: schemas it cannot hold to are refused naming the keyword 
     [{ type: 'array', items: 'number' }, 'schema.items must be a JSON schema (an object), got "number"'],
     [{ type: 'string', maxLength: -1 }, 'schema.maxLength must be a non-negative integer, got -1'],
     [{ type: 'integer', enum: ['a', 1.5] }, 'schema: no value of its enum fits its other keywords'],
+    [{ enum: ['a', 'b'], const: 'c' }, 'schema: its const "c" is not one of its enum\'s values'], // (the enum was dropped: "c" written)
     [{ $defs: loop, $ref: '#/$defs/n' }, 'schema has no finite value: it requires a value inside itself (a $ref that recurses through required properties or minItems)'],
     [{ $defs: { ...loop, l: { type: 'array', items: { $ref: '#/$defs/l' }, minItems: 1 } }, type: 'object', properties: { a: { $ref: '#/$defs/l' } }, required: ['a'] }, 'schema has no finite value: it requires a value inside itself (a $ref that recurses through required properties or minItems)'],
   ];
   for (const [schema, message] of cases) assert.throws(() => compileJsonSchema(schema as JsonSchema), { message }, JSON.stringify(schema));
+  assert.deepEqual((compileJsonSchema({ enum: ['a', 'b'], const: 'b' }) as { texts: string[] }).texts, ['"b"']);
 });
 
 test('json constraint: a reply begun in the prompt (a forced tool call\'s opening) continues it, and ends only after the text that must follow', () => {

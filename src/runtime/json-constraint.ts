@@ -7,7 +7,7 @@
  *
  * The schema subset: type (one or a list), properties / required (written in the order given; additional keys are
  * never written), additionalProperties (for objects without properties), items / minItems / maxItems, enum / const
- * (written compactly; beside other keywords, the values those allow), anyOf, minLength / maxLength, $ref into $defs
+ * (written compactly; beside other keywords, the values those allow; both, the const where the enum lists it), anyOf, minLength / maxLength, $ref into $defs
  * or definitions (recursion too). Annotations (title, description, default, examples, $schema, $id, $comment) are
  * ignored; any other keyword is refused by name, since the output could break it. Whitespace is bounded: at most 4
  * bytes before the value (a thinking model's answer opens with "\n\n"), none after it, and between two of its tokens
@@ -108,9 +108,12 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
       return { t: 'union', of: s.anyOf.map((a, i) => compile(a, `${at}.anyOf[${i}]`)) };
     }
     if (s.enum !== undefined || s.const !== undefined) {
-      const values = s.const !== undefined ? [s.const] : s.enum;
-      if (!Array.isArray(values) || !values.length) throw new Error(`${at}.enum must be a non-empty list, got ${shown(s.enum)}`);
-      const texts = [...new Set(values.map((v) => bytesText(JSON.stringify(v))))];
+      if (s.enum !== undefined && (!Array.isArray(s.enum) || !s.enum.length)) throw new Error(`${at}.enum must be a non-empty list, got ${shown(s.enum)}`);
+      const key = (v: unknown) => bytesText(JSON.stringify(v));
+      // Both: the const, where the enum lists it (as a validator reads them, each holds).
+      const values = s.const === undefined ? s.enum as unknown[] : s.enum === undefined || (s.enum as unknown[]).some((v) => key(v) === key(s.const)) ? [s.const] : [];
+      if (!values.length) throw new Error(`${at}: its const ${shown(s.const)} is not one of its enum's values`);
+      const texts = [...new Set(values.map(key))];
       // Beside other keywords (type, maxLength, ...): the values those allow (as the machine reads them, written compactly).
       const rest = Object.fromEntries(Object.entries(s).filter(([k]) => k !== 'enum' && k !== 'const' && !ANNOTATIONS.includes(k)));
       if (!Object.keys(rest).length) return { t: 'literal', texts };
@@ -623,7 +626,7 @@ export class JsonConstraint {
     const all = new Int32Array(new SharedArrayBuffer(4 * (out.length + (plain?.length ?? 0))));
     all.set(out);
     if (plain) all.set(plain, out.length);
-    if (!all.length) throw new Error(`${this.where}: no token of this model's vocabulary can write what the schema asks for next (a character it has no tokens for, in a const, an enum or a pattern?)`);
+    if (!all.length) throw new Error(`${this.where}: no token of this model's vocabulary can write what the schema asks for next (a character it has no tokens for, in a const or an enum?)`);
     return all;
   }
 }
