@@ -248,7 +248,7 @@ test('json constraint: the embedded model answers in the schema, directly and af
     const own = await model.complete('Describe Pirra as JSON:', { json: schema, adapter: false, maxTokens: 120, stopTokens: nl });
     assert.deepEqual([own.finishReason, JSON.parse(own.text).confident !== undefined], ['stop', true], own.text);
     // A character the vocabulary has no tokens for (this one has no é, nor byte tokens): said in words, not the machine's state.
-    await assert.rejects(model.complete('x', { json: { const: 'café' }, maxTokens: 20 }), { message: 'generate: json: no token of this model\'s vocabulary can write what the schema asks for next (a character it has no tokens for, in a const, an enum or a pattern?)' });
+    await assert.rejects(model.complete('x', { json: { const: 'café' }, maxTokens: 20 }), { message: 'generate: json: no token of this model\'s vocabulary can write what the schema asks for next (a character it has no tokens for, in a const or an enum?)' });
     // the same schema through answer() is named as answer's (the constraint made for generate is not reused with its name)
     await assert.rejects(answer(model, 'x', { json: { const: 'café' }, reasoning: 'off', maxTokens: 20 }), { message: /^answer: json: no token of this model's vocabulary can write/ });
     await assert.rejects(model.complete('x', { json: 5 as never }), { message: 'generate: json must be true (any JSON object) or a JSON schema (an object), got 5' });
