@@ -10,10 +10,9 @@
  * (written compactly; beside other keywords, the values those allow; both, the const where the enum lists it),
  * anyOf, minLength / maxLength, $ref into $defs or definitions (recursion too). Annotations (title, description,
  * default, examples, $schema, $id, $comment) are ignored; any other keyword is refused by name, since the output
- * could break it. Whitespace is bounded: at most 4
- * bytes before the value (a thinking model's answer opens with "\n\n"), none after it, and between two of its tokens
- * none, one space, or a line break and up to 20 blanks of indentation; so are numbers (24 bytes): a small model cannot
- * loop on blanks or digits.
+ * could break it. Whitespace is bounded: at most 4 bytes before the value (a thinking model's answer opens with
+ * "\n\n"), none after it, and between two of its tokens none, one space, or a line break and up to 20 blanks of
+ * indentation; so are numbers (24 bytes): a small model cannot loop on blanks or digits.
  */
 import { shown } from '../show.ts';
 
