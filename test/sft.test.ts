@@ -429,7 +429,7 @@ test('a Trainer made without gradients (train-rl\'s KL reference, a full run\'s 
   }
 });
 
-test('a full run takes its eval losses without a backward pass (a session of its own): the same as the training session gives', async () => {
+test('a full run\'s eval losses (taken by a session without the backward pass) equal what the training session gives', async () => {
   const r = await trainSft(model.config, weights, train, evalSet, { lr: 1e-3, batchTokens: 256, quiet: true, threads: 2, full: true, maxSteps: 2, evalEvery: 1, out: path.join(tmp, 'full-eval') });
   const trainer = await Trainer.create(model.config, weights, { kind: 'full' }, { threads: 2 });
   try {

@@ -127,9 +127,9 @@ export function evalCommand(program: Command): void {
       const seed: number | undefined = drawn ? o.seed ?? (resumed?.evaluation.seed as number | undefined) ?? randomInt(2 ** 31) : undefined;
       const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed };
       // Several samples at temperature 0 would all be the greedy answer: they are drawn as answer() draws them.
-      const ownTopP = cmd.getOptionValueSource('topP') !== 'cli'; // a --top-p typed (1 too) is kept
-      const sampleDraws = greedy ? { temperature: 0.8, topK: o.topK, topP: ownTopP ? 0.95 : o.topP, minP: o.minP, seed } : sampling;
-      if (greedy && o.samples > 1) console.error(`eval: note: the ${o.samples} samples are drawn at temperature 0.8 (answer()'s default for several samples) with top-p ${sampleDraws.topP}${ownTopP ? ' (its default)' : ''}; the other runs are greedy. --temperature sets one for all runs`);
+      const untypedTopP = cmd.getOptionValueSource('topP') !== 'cli'; // a --top-p typed (1 too) is kept
+      const sampleDraws = greedy ? { temperature: 0.8, topK: o.topK, topP: untypedTopP ? 0.95 : o.topP, minP: o.minP, seed } : sampling;
+      if (greedy && o.samples > 1) console.error(`eval: note: the ${o.samples} samples are drawn at temperature 0.8 (answer()'s default for several samples) with top-p ${sampleDraws.topP}${untypedTopP ? ' (its default)' : ''}; the other runs are greedy. --temperature sets one for all runs`);
       const probes = loadProbes({ router: o.router, verifier: o.verifier }, { config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], names: model.names, onNote: (n) => console.error(`eval: ${n}`) });
       // What answered, beyond the paths: answers of other weights (an adapter retrained in place) are not mixed into one report.
       const weights = { ...trainedWith(model), ...Object.fromEntries((['router', 'verifier'] as const).filter((k) => o[k]).map((k) => [`${k}Hash`, createHash('sha1').update(fs.readFileSync(o[k])).digest('hex').slice(0, 12)])) };

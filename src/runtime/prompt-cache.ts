@@ -343,10 +343,10 @@ export function setPromptCache(backend: Backend, mib: number | undefined): void 
   else CACHES.delete(backend);
 }
 
-/** The prompt cache of `backend`, or of the backend a view of it works through (an adapter's, a request's). */
 /** Drops the prompts kept for `backend` itself (its model closing; a view's close leaves its owner's alone). */
 export function dropPromptCache(backend: Backend): void { CACHES.get(backend)?.clear(); }
 
+/** The prompt cache of `backend`, or of the backend a view of it works through (an adapter's, a request's). */
 export function promptCacheOf(backend: Backend): PromptCache | undefined {
   for (let b: Backend | undefined = backend; b; b = delegateOf(b)) {
     const c = CACHES.get(b);
@@ -365,7 +365,7 @@ export async function openPromptCacheFile(cache: PromptCache, file: string, note
   // A folder is refused now, not when the run's prompts are saved at its end.
   const folder = (() => { try { return fs.statSync(file).isDirectory(); } catch { return false; } })(); // (under a file: said below)
   if (/[\\/]$/.test(file) || folder) {
-    throw new Error(`prompt cache: ${file} is a folder; give the file the prompts are kept in (e.g. ${path.join(file, 'prompts.safetensors')})`);
+    throw new Error(`prompt cache: ${file} names a folder; give the file the prompts are kept in (e.g. ${path.join(file, 'prompts.safetensors')})`);
   }
   if (fs.existsSync(file) && !isEmpty(file)) {
     try {

@@ -5,7 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 
-/** Seconds a stream may go without a byte before it sends a keep-alive comment (nginx cuts after 60 s by default). */
+/** Milliseconds a stream may go without a byte before it sends a keep-alive comment (nginx cuts after 60 s by default). */
 export const KEEP_ALIVE_MS = 15_000;
 
 export class SseWriter {

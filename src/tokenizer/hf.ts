@@ -411,7 +411,6 @@ const BYTE_OF_CHAR: ReadonlyMap<string, number> = (() => {
   return map;
 })();
 
-/** A chat template's source, parsed, with the calls edgereason answers itself renamed to its own. */
 /** Tags that open a block closed by end<name> ({% set x %} … {% endset %} only without "="). */
 const BLOCKS = ['for', 'if', 'macro', 'call', 'filter', 'generation', 'set'];
 
@@ -434,6 +433,7 @@ function unbalancedBlock(source: string): string | undefined {
   return last && `the {% ${last.name} %} on line ${last.line} is never closed (no {% end${last.name} %})`;
 }
 
+/** A chat template's source, parsed, with the calls edgereason answers itself renamed to its own. */
 const compile = (source: string): Template => pythonStrips(new Template(renameCalls(source)));
 
 /** The template with its raise_exception, range and strftime_now calls renamed to ours: in its tags, outside their strings (not its text or comments). */

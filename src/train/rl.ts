@@ -82,7 +82,7 @@ const RL_RULES: Record<keyof RlOptions, Rule> = {
 
 let policySlots = 0;
 
-/** One step's means over its rollouts; `updated`: whether the adapter was updated (any group's rewards differed, or a KL term --beta pulls it: without both GRPO has no signal and the adapter does not move). */
+/** One step's means over its rollouts; `updated`: whether any group's rewards differed (when none did, GRPO has no signal: only a KL term, --beta, moves the adapter, back towards its start, and only once it has moved away). */
 export interface RlStepStats { step: number; reward: number; accuracy: number; thinking: number; withinBudget: number; tokensPerSec: number; updated: boolean }
 
 /** `generated`: the completion's tokens; `trained`: the same with the stop token that ended it (stopping is a choice the policy learns). */

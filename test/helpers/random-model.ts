@@ -66,12 +66,6 @@ export interface QwenTokenizer {
 }
 
 /**
- * The Qwen tokenizer for a model with `vocabSize` embedding rows. At full size (>= 151669) it is the real
- * one, padded with unused [PADn] tokens as llama.cpp's converter does. Smaller: the first
- * vocabSize - (added tokens) BPE tokens (ids follow merge order, so their merges come along) and the
- * added/special tokens renumbered right after them.
- */
-/**
  * `c` as a GGUF written with the Qwen vocabulary (qwenTokenizer's) loads it: it also stops on the fill-in-the-middle
  * pad, repository and file-separator tokens, as llama.cpp does.
  */
@@ -79,6 +73,13 @@ export function asGgufConfig(c: ModelConfig): ModelConfig {
   const tokens = qwenTokenizer(c.vocabSize).gguf['tokenizer.ggml.tokens'] as string[];
   return { ...c, eosTokenIds: [...c.eosTokenIds, ...['<|fim_pad|>', '<|repo_name|>', '<|file_sep|>'].map((t) => tokens.indexOf(t))] };
 }
+
+/**
+ * The Qwen tokenizer for a model with `vocabSize` embedding rows. At full size (>= 151669) it is the real
+ * one, padded with unused [PADn] tokens as llama.cpp's converter does. Smaller: the first
+ * vocabSize - (added tokens) BPE tokens (ids follow merge order, so their merges come along) and the
+ * added/special tokens renumbered right after them.
+ */
 
 export function qwenTokenizer(vocabSize: number): QwenTokenizer {
   const tok = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
