@@ -15,12 +15,13 @@ import { ropeScalingOf, ropeScalingOptions } from './load.ts';
 
 /** The source of a folder an earlier convert wrote (its edgereason.json is a manifest), else undefined. */
 function convertedFrom(dir: string): string | undefined {
-  try {
-    const m = readManifest(dir);
-    return typeof m.format === 'number' && typeof m.source?.path === 'string' ? m.source.path : undefined;
-  } catch {
-    return undefined;
-  }
+  const m = manifestIn(dir);
+  return typeof m?.format === 'number' && typeof m.source?.path === 'string' ? m.source.path : undefined;
+}
+
+/** The manifest of a folder, undefined where there is none or it cannot be read. */
+function manifestIn(dir: string): Manifest | undefined {
+  try { return readManifest(dir); } catch { return undefined; }
 }
 
 /** --out: any conversion there is convert's own (another model's is refused once --model is a local path: above). */
@@ -78,7 +79,6 @@ export function convertCommand(program: Command): void {
 export function interrupted(outDir: string, earlier: string | undefined): string {
   const out = path.resolve(outDir), mine = `.tmp-${process.pid}`;
   if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
-  const underWay = (() => { try { return !!(readManifest(out) as { converting?: unknown }).converting; } catch { return false; } })();
-  if (underWay) return `convert: interrupted while the converted files were being put in place: ${outDir} is incomplete; run the same command again`;
+  if (manifestIn(out)?.converting) return `convert: interrupted while the converted files were being put in place: ${outDir} is incomplete; run the same command again`;
   return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${outDir} is as it was` : `nothing was written to ${outDir}`}`;
 }

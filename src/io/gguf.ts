@@ -443,6 +443,9 @@ export function splitGgufParts(file: string): string[] | undefined {
   return m ? Array.from({ length: Number(m[2]) }, (_, k) => `${m[1]}-${String(k + 1).padStart(5, '0')}-of-${m[2]}.gguf`) : undefined;
 }
 
+/** A general.alignment llama.cpp takes: a power of two (stored as a u32). */
+const isAlignment = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+
 function readGguf(path: string): GgufFile {
   const size = fs.statSync(path).size, fd = fs.openSync(path, 'r');
   try {
@@ -470,7 +473,7 @@ function readGguf(path: string): GgufFile {
     // As llama.cpp reads it: a u32 power of two.
     const alignment = metadata['general.alignment'] ?? 32;
     if (metadataTypes['general.alignment'] !== undefined && metadataTypes['general.alignment'] !== 'u32') throw new Error(`${path}: metadata "general.alignment" is stored as ${metadataTypes['general.alignment']}; it must be a u32 (llama.cpp refuses such a file too)`);
-    if (typeof alignment !== 'number' || !Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0)
+    if (!isAlignment(alignment))
       throw new Error(`${path}: general.alignment = ${alignment} is not a power of two (llama.cpp refuses such a file too)`);
 
     const infos: GgufTensorInfo[] = [];
@@ -570,7 +573,7 @@ function ggufValue(v: GgufValue | GgufTyped, key: string): Buffer {
 /** Write a GGUF v3 file atomically. Shapes are in PyTorch order; tensor data is encoded one tensor at a time. */
 export function writeGguf(path: string, { metadata, tensors }: { metadata: Record<string, GgufValue | GgufTyped>; tensors: GgufTensorIn[] }): void {
   const al = metadata['general.alignment'], alignment = al === undefined ? 32 : Number(isTyped(al) ? al.value : al);
-  if (al !== undefined && ((isTyped(al) && al.type !== 'u32') || !Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0)) {
+  if (al !== undefined && ((isTyped(al) && al.type !== 'u32') || !isAlignment(alignment))) {
     throw new Error(`writeGguf(${path}): metadata "general.alignment" must be a power of two, written as a u32 (as llama.cpp reads it), got ${shown(al)}`);
   }
   if (al !== undefined && !isTyped(al)) metadata = { ...metadata, 'general.alignment': { type: 'u32', value: alignment } };

@@ -159,6 +159,8 @@ export interface Manifest {
   edgereason?: string;
   /** The tokenizer and generation-config files convert wrote from the source (a rebuild removes those the source no longer has, and keeps the user's). */
   written?: string[];
+  /** Set while convert renames its files into place: a folder that still says so holds a conversion that did not finish. */
+  converting?: true;
 }
 
 /**
@@ -175,7 +177,7 @@ function openConverted(dir: string): ModelSource {
   const m = readManifest(dir);
   const again = () => convertAgain(dir, m);
   if (m?.format !== 2) throw new Error(`model: ${file} has format ${JSON.stringify(m?.format)}; this edgereason reads format 2: run \`${again()}\` again`);
-  if ((m as { converting?: unknown }).converting) throw new Error(`model: ${dir} holds a conversion that did not finish; run \`${again()}\` again`);
+  if (m.converting) throw new Error(`model: ${dir} holds a conversion that did not finish; run \`${again()}\` again`);
   checkManifest(m, file);
   for (const [name, size] of Object.entries(m.sizes ?? {})) {
     const f = path.join(dir, name), got = fs.existsSync(f) ? fs.statSync(f).size : -1;
