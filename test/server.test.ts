@@ -876,6 +876,44 @@ test('server: full queue → 429; a client disconnect cancels its request and fr
   }
 });
 
+test('server: a streamed request that waits in the queue gets its headers at once; it leaves the queue if its client goes, and hears of a shutdown', async () => {
+  const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 1, maxQueue: 3, ctx: 512 });
+  const u = await small.listen();
+  let release = holdSteps(small);
+  const post = (route: string, body: Loose, signal?: AbortSignal) => fetch(`${u}/v1/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal });
+  try {
+    const holder = post('chat/completions', ask('count', { max_tokens: 3 }));
+    await until(() => small.admission.rowsInUse === 1, 'row in use');
+    // Before, a queued stream sent nothing, not even its headers, until it was admitted.
+    const chat = await post('chat/completions', ask('hello', { max_tokens: 3, stream: true }));
+    assert.deepEqual([chat.status, chat.headers.get('content-type'), small.admission.queued], [200, 'text/event-stream; charset=utf-8', 1]);
+    const ac = new AbortController();
+    const text = await post('completions', { model: 'reasoning', prompt: 'hi', max_tokens: 3, stream: true }, ac.signal);
+    assert.deepEqual([text.status, small.admission.queued], [200, 2]);
+    ac.abort(); // its client goes away while it waits
+    await until(() => small.admission.queued === 1, 'the queue without the completion');
+    assert.equal(small.metrics.cancelled.get(), 1);
+    release();
+    assert.equal((await holder).status, 200);
+    const body = await chat.text();
+    assert.match(body, /^data: \{"id":"chatcmpl-[^]*\n\ndata: \[DONE\]\n\n$/);
+    assert.ok(body.split('\n\n').filter(Boolean).slice(0, -1).every((e) => JSON.parse(e.slice(6)).object === 'chat.completion.chunk'), body);
+    // A stream still waiting when the server closes is told so in the stream.
+    release = holdSteps(small);
+    const again = post('chat/completions', ask('count', { max_tokens: 3 }));
+    await until(() => small.admission.rowsInUse === 1, 'row in use');
+    const waiting = await post('chat/completions', ask('hello', { max_tokens: 3, stream: true }));
+    const closed = small.close(5000);
+    assert.equal(await waiting.text(), `data: ${JSON.stringify({ error: { message: 'The server is shutting down', type: 'server_error', param: null, code: null } })}\n\ndata: [DONE]\n\n`);
+    release();
+    await again;
+    await closed;
+  } finally {
+    release();
+    await small.close(1000);
+  }
+});
+
 test('server: a client that disconnects from an n = 3 direct request cancels all three calls; the server keeps serving', async () => {
   const small = await createServer({ model: fixture.dir, port: 0, maxBatch: 4, ctx: 1024 });
   const u = await small.listen();

@@ -285,11 +285,10 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     const start = performance.now();
     if (closing) throw new ApiError(503, 'The server is shutting down', null, 'server_error');
     const plan = planChat(req.body as ChatRequest, served, limits);
-    return admitted(reply, plan.rows, '/v1/chat/completions', async (abort, waited) => {
+    return admitted(reply, plan.rows, '/v1/chat/completions', plan.stream, async (abort, waited, stream) => {
       const id = `chatcmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
       if (plan.stream) {
-        reply.hijack();
-        await streamChat(plan, reply, id, created, start, waited, abort);
+        await streamChat(plan, stream(), reply, id, created, start, waited, abort);
         return reply;
       }
       const out = await runChat(plan, served, abort.signal, undefined, start);
@@ -320,7 +319,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     const start = performance.now();
     if (closing) throw new ApiError(503, 'The server is shutting down', null, 'server_error');
     const plan = planCompletion(req.body as CompletionRequest, served, limits);
-    return admitted(reply, plan.rows.length, '/v1/completions', async (abort) => {
+    return admitted(reply, plan.rows.length, '/v1/completions', plan.stream, async (abort, _waited, stream) => {
       const id = `cmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
       const body = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion', created, model: plan.served.id, system_fingerprint: null, choices, ...extra });
       // (Token ids echo as the text they decode to.)
@@ -335,8 +334,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         recordCompletion(plan, out, start);
         return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: logprobsOf(c, prompts?.[Math.floor(i / plan.n)]), finish_reason: completionFinish(c) })), { usage: completionUsage(plan, out) });
       }
-      reply.hijack();
-      const sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {});
+      const sse = stream();
       // (Streamed, a choice's log-probabilities come whole with its finish_reason: the pieces are text, not tokens.)
       const piece = (index: number, text: string, finish: string | null = null, logprobs: unknown = null) => sse.send(body([{ index, text, logprobs, finish_reason: finish }], plan.includeUsage ? { usage: null } : {}));
       if (plan.echo) plan.rows.forEach((_, i) => piece(i, echoed(i)));
@@ -351,11 +349,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         }
       }
       if (abort.signal.aborted || !out) {
-        metrics.cancelled.inc();
-        if (closing) { sse.send(new ApiError(503, 'The server shut down before the request finished', null, 'server_error').toJSON()); sse.done(); } else {
-          cancelledReplies.add(reply.raw);
-          sse.end();
-        }
+        endCancelled(sse, reply);
         return reply;
       }
       recordCompletion(plan, out, start);
@@ -368,9 +362,17 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
 
   /**
    * Runs an admitted request: takes its batch rows (429 when the queue is full), cancels it when its client goes away
-   * or the server closes (`abort`), and gives the rows back however it ends; `route` names it in the metrics.
+   * or the server closes (`abort`), and gives the rows back however it ends; `route` names it in the metrics. A
+   * streamed request (`streamed`) that has to wait for rows opens its stream at once, so that its headers and then
+   * keep-alive comments reach the client while it waits (a client's or proxy's timeout would cut a long wait short);
+   * `stream()` gives the run that stream, opened then or now.
    */
-  async function admitted<T>(reply: FastifyReply, rows: number, route: string, run: (abort: AbortController, waitedMs: number) => Promise<T>): Promise<T | FastifyReply> {
+  async function admitted<T>(reply: FastifyReply, rows: number, route: string, streamed: boolean, run: (abort: AbortController, waitedMs: number, stream: () => SseWriter) => Promise<T>): Promise<T | FastifyReply> {
+    let sse: SseWriter | undefined;
+    const stream = () => {
+      if (!sse) { reply.hijack(); sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {}); }
+      return sse;
+    };
     const abort = new AbortController();
     const onClose = () => { if (!reply.raw.writableFinished) abort.abort(); };
     reply.raw.on('close', onClose);
@@ -381,13 +383,17 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     try {
       let waited: number;
       try {
-        ({ release, waitedMs: waited } = await admission.acquire(rows, abort.signal));
+        ({ release, waitedMs: waited } = await admission.acquire(rows, abort.signal, streamed ? stream : undefined));
       } catch (e) {
         if (e instanceof ApiError && e.status === 429) metrics.rejected.inc();
-        throw e;
+        if (!sse) throw e;
+        // Left the queue of an open stream: the client went away (499), or the server is closing (503), said in it.
+        if (e instanceof ApiError && e.status === 499) endCancelled(sse, reply);
+        else { sse.send((e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error')).toJSON()); sse.done(); }
+        return reply;
       }
       metrics.queueWait.observe(waited / 1000);
-      return await run(abort, waited);
+      return await run(abort, waited, stream);
     } catch (e) {
       if (e instanceof AbortedError || (e instanceof ApiError && e.status === 499)) {
         metrics.cancelled.inc();
@@ -401,6 +407,18 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       reply.raw.off('close', onClose);
       inflight.delete(key);
       finish();
+    }
+  }
+
+  /**
+   * Ends a stream its request was cancelled in: shutting down, it says so, so a client never takes the text so far
+   * for a whole answer (OpenAI's clients stop quietly at the end of the body); a client that left hears nothing.
+   */
+  function endCancelled(sse: SseWriter, reply: FastifyReply): void {
+    metrics.cancelled.inc();
+    if (closing) { sse.send(new ApiError(503, 'The server shut down before the request finished', null, 'server_error').toJSON()); sse.done(); } else {
+      cancelledReplies.add(reply.raw);
+      sse.end();
     }
   }
 
@@ -427,8 +445,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     metrics.latency.observe(out.latencyMs / 1000);
   }
 
-  async function streamChat(plan: Plan, reply: FastifyReply, id: string, created: number, start: number, waited: number, abort: AbortController): Promise<void> {
-    const sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {});
+  async function streamChat(plan: Plan, sse: SseWriter, reply: FastifyReply, id: string, created: number, start: number, waited: number, abort: AbortController): Promise<void> {
     const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({
       id, object: 'chat.completion.chunk', created, model: plan.served.id, system_fingerprint: null, choices,
       ...(plan.includeUsage ? { usage: null } : {}), ...extra,
@@ -487,13 +504,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       }
     }
     if (abort.signal.aborted || !out) {
-      metrics.cancelled.inc();
-      // Shutting down: say so, so a client never takes the text so far for a whole answer (OpenAI's clients stop
-      // quietly at the end of the body). A client that left hears nothing.
-      if (closing) { sse.send(new ApiError(503, 'The server shut down before the request finished', null, 'server_error').toJSON()); sse.done(); } else {
-        cancelledReplies.add(reply.raw);
-        sse.end();
-      }
+      endCancelled(sse, reply);
       return;
     }
     record(plan, out);

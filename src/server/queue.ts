@@ -19,12 +19,16 @@ export class Admission {
   get queued(): number { return this.waiting.length; }
   get active(): number { return this.running; }
 
-  /** Waits for `rows` slots; resolves with a release function (idempotent) and the time waited. */
-  async acquire(rows: number, signal?: AbortSignal): Promise<{ release: () => void; waitedMs: number }> {
+  /**
+   * Waits for `rows` slots; resolves with a release function (idempotent) and the time waited. `onQueued` is called
+   * when the request has to wait, before it joins the queue.
+   */
+  async acquire(rows: number, signal?: AbortSignal, onQueued?: () => void): Promise<{ release: () => void; waitedMs: number }> {
     if (rows > this.maxRows) throw new ApiError(400, `This request needs ${rows} parallel sequences (n × edgereason.samples); the server runs at most ${this.maxRows} (--max-batch).`, 'n');
     const since = performance.now();
     if (!this.waiting.length && this.used + rows <= this.maxRows) return { release: this.take(rows), waitedMs: 0 };
     if (this.waiting.length >= this.maxQueue) throw new ApiError(429, `The server is busy: ${this.running} requests running and ${this.waiting.length} queued. Retry later.`, null, 'rate_limit_error', 'queue_full');
+    onQueued?.();
     let stopWaiting: (() => void) | undefined;
     const release = await new Promise<() => void>((resolve, reject) => {
       const w: Waiter = { rows, grant: resolve, fail: reject };
