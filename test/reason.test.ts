@@ -1261,6 +1261,8 @@ test('router: separable features give 100 % training accuracy; save/load round t
   X.forEach((x) => assert.equal(back.score(x), router.score(x)));
   assert.throws(() => Router.load(file, 7), /hidden states of size 6, this model's is 7/);
   assert.throws(() => back.score([1, 2]), /feature vector has 2 values, the probe expects 6/);
+  // A hidden state holding a NaN is refused: its NaN score was "no reasoning" (NaN ≥ threshold is false) unsaid.
+  assert.throws(() => back.score([1, 2, 3, NaN, 5, 6]), { message: "probe: the model's hidden state holds NaN at 3 of 6: its forward pass overflowed or its weights are not finite" });
   assert.throws(() => Verifier.load(file), /"format" is "edgereason-router", expected "edgereason-verifier"/);
   assert.throws(() => Router.load(path.join(tmp, 'none.json')), { message: `router: ${path.join(tmp, 'none.json')} not found` });
   assert.throws(() => Router.load(undefined as never), { message: 'router: load takes the path of a router JSON file, got undefined' });

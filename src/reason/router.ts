@@ -48,6 +48,10 @@ export class LinearProbe {
     if (x.length !== this.dim) throw new Error(`probe: feature vector has ${x.length} values, the probe expects ${this.dim} (hidden size of the model it was trained on)`);
     let z = this.bias;
     for (let i = 0; i < x.length; i++) z += this.weights[i] * ((x[i] - this.mean[i]) / this.std[i]);
+    if (Number.isNaN(z)) { // a NaN would compare false with any threshold: a route or verdict taken unsaid
+      const at = Array.prototype.findIndex.call(x, (v: number) => !Number.isFinite(v));
+      throw new Error(`probe: the model's hidden state ${at < 0 ? 'overflows the probe' : `holds ${x[at]} at ${at} of ${x.length}`}: its forward pass overflowed or its weights are not finite`);
+    }
     return z;
   }
 
