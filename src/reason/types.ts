@@ -37,10 +37,14 @@ export interface AnswerOptions extends SamplingParams {
    * s1-style cap: a thinking segment is closed after this many tokens and the model answers. A model not trained
    * with caps may go on reasoning in its answer after the forced close (and write the closing tag again there,
    * as s1 allows): `thinkingTokens` counts the segment up to the forced close, `answerTokens` the rest. The
-   * budget-trained (RL) adapter answers directly.
+   * budget-trained (RL) adapter answers directly. Only the reasoning route reads it: with reasoning "off" (or
+   * "auto" routed to the direct answer) nothing thinks, and it has no effect (the CLI notes a flag given so).
    */
   maxThinkingTokens?: number;
-  /** Thinking budget bucket for a budget-trained (RL) adapter, e.g. 96 | 160 | 256: fed as a control line after the invocation. */
+  /**
+   * Thinking budget bucket for a budget-trained (RL) adapter, e.g. 96 | 160 | 256: fed as a control line after the
+   * invocation (so, as maxThinkingTokens, without effect when the request does not reason).
+   */
   budget?: number;
   /**
    * Total generated tokens per sample (thinking + answer, and an escalated request's dropped direct attempt;
