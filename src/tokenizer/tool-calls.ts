@@ -9,6 +9,7 @@
  *   "Paris"}}` (after an optional `<|python_tag|>`; several calls separated by ";"), as vLLM's llama3_json parser
  *   reads it; any other reply is plain text.
  */
+import { randomUUID } from 'node:crypto';
 import { shown } from '../show.ts';
 import type { ChatMessage } from './types.ts';
 
@@ -257,28 +258,40 @@ export function checkToolsRendered(template: string | undefined, messages: reado
   if (messages.some((m) => m.role === 'tool')) lacks('tool messages (role "tool")', /(['"])tool\1/);
 }
 
-/** The first integer of the JSON text (outside its strings) that a JavaScript number cannot hold exactly, if any. */
-export function unsafeInteger(text: string): string | undefined {
+/**
+ * An integer of tool-call arguments that a JavaScript number cannot hold exactly (beyond 2^53) is read as a string
+ * holding this mark and its digits; the rendered chat prompt prints the digits back in its place (exactIntegers),
+ * so 12345678901234567890 reaches the model as written, as transformers renders it (Python's ints are exact).
+ */
+const BIG = `edgereasonint${randomUUID().replace(/-/g, '').slice(0, 12)}n`;
+const MARKED = new RegExp(`"${BIG}(-?\\d+)"|${BIG}(-?\\d+)`, 'g');
+
+/** JSON text with each integer (outside its strings) a number cannot hold exactly written as a marked string. */
+function markBigIntegers(text: string): string {
+  let out = '', from = 0;
   for (let i = 0; i < text.length; i++) {
     if (text[i] === '"') { i = stringEnd(text, i); continue; }
-    if (!/[-\d]/.test(text[i]) || /[\d.]/.test(text[i - 1] ?? '')) continue;
+    if (!/[-\d]/.test(text[i]) || /[\d.eE+-]/.test(text[i - 1] ?? '')) continue; // not within a number (its fraction or exponent)
     const m = /-?\d+(?![\d.eE])/y;
     m.lastIndex = i;
     const found = m.exec(text);
-    if (found && !Number.isSafeInteger(Number(found[0]))) return found[0];
+    if (!found) continue;
+    if (!Number.isSafeInteger(Number(found[0]))) { out += `${text.slice(from, i)}"${BIG}${found[0]}"`; from = i + found[0].length; }
+    i += found[0].length - 1;
   }
-  return undefined;
+  return from ? out + text.slice(from) : text;
 }
+
+/** A rendered chat prompt with the marked integers of its tool calls' arguments (markBigIntegers) printed as their digits. */
+export const exactIntegers = (rendered: string): string => (rendered.includes(BIG) ? rendered.replace(MARKED, (_, quoted, bare) => quoted ?? bare) : rendered);
 
 /**
  * Tool-call arguments given as JSON text, parsed (the error names `where` and the text); an integer a number cannot
- * hold exactly is refused, not changed (12345678901234567890 would become 12345678901234567000).
+ * hold exactly is kept as its digits (read as a marked string that the rendered prompt prints as them: exactIntegers).
  */
 export function argumentsObject(text: string, where: string): Record<string, unknown> {
-  const v = jsonObject(text);
+  const v = jsonObject(markBigIntegers(text));
   if (!v) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
-  const big = unsafeInteger(text);
-  if (big !== undefined) throw new Error(`${where} holds the integer ${big}, which would change when the arguments are read (beyond 2^53); write it as a string`);
   return v;
 }
 
