@@ -22,7 +22,7 @@ import { planChat, runChat } from '../src/server/chat.ts';
 import { Admission } from '../src/server/queue.ts';
 import { onAbort } from '../src/runtime/abort.ts';
 import { getEventListeners } from 'node:events';
-import { reasoningTokens } from '../src/reason/answer.ts';
+import { answer, reasoningTokens } from '../src/reason/answer.ts';
 import { checkSample } from '../src/reason/check.ts';
 import { promptCharBound } from '../src/server/prompt-bound.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
@@ -129,19 +129,16 @@ test('server: non-streaming with reasoning on: thinking in reasoning_content and
   assert.equal(r.model, 'reasoning');
   assert.equal(r.choices.length, 1);
   const msg = r.choices[0].message;
-  assert.equal(typeof msg.content, 'string');
-  assert.equal(typeof msg.reasoning_content, 'string');
-  assert.equal(msg.reasoning, msg.reasoning_content);
-  assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
-  const u = r.usage;
-  assert.ok(u.prompt_tokens > 5);
-  assert.ok(u.completion_tokens >= 1 && u.completion_tokens <= 40);
-  assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
-  const rt = u.completion_tokens_details.reasoning_tokens;
-  assert.equal(r.edgereason.route, 'reasoning');
   // The thinking cap leaves room for the answer: half of max_tokens 40 (under the answer reserve of 32) is kept for it.
   assert.equal(r.edgereason.thinking_cap, 40 - 20);
-  assert.ok(rt <= r.edgereason.thinking_cap, `reasoning_tokens ${rt} within the cap`);
+  // The library's answer() with the same settings: the thinking, the answer and the tokens of each.
+  const lib = await answer(server.served.models.get('reasoning')!.model, [{ role: 'user', content: 'What is 12 plus 7?' }], { reasoning: 'on', maxTokens: 40, maxThinkingTokens: 20, temperature: 0, seed: 1 });
+  assert.ok(lib.thinking && lib.answer, 'both phases have text');
+  assert.deepEqual([msg.content, msg.reasoning_content, msg.reasoning, r.choices[0].finish_reason], [lib.answer, lib.thinking, lib.thinking, lib.finishReason]);
+  const u = r.usage;
+  assert.deepEqual([u.prompt_tokens, u.completion_tokens, u.completion_tokens_details.reasoning_tokens, u.total_tokens],
+    [lib.usage.promptTokens, lib.usage.completionTokens, lib.usage.thinkingTokens, lib.usage.promptTokens + lib.usage.completionTokens]);
+  assert.equal(r.edgereason.route, 'reasoning');
   assert.ok(r.edgereason.ttft_ms > 0 && r.edgereason.latency_ms >= r.edgereason.ttft_ms);
 });
 
@@ -508,11 +505,16 @@ test('server: response_format — the answer is JSON its schema accepts (after f
   assert.deepEqual(msg.parsed, JSON.parse(msg.content));
   assert.ok(new Ajv().validate(schema, msg.parsed), msg.content);
   assert.equal((await streamed(body)).content[0], msg.content);
-  // json_object: an object; several samples vote on the value (keys sorted).
-  const v = await create({ ...body, response_format: { type: 'json_object' }, edgereason: { reasoning: 'on', samples: 3 }, temperature: 0.8, seed: 2 });
-  const c = v.choices[0];
-  if (c.finish_reason === 'stop') assert.equal(typeof JSON.parse(c.message.content), 'object');
-  assert.ok(Object.keys(v.edgereason.votes).every((k) => JSON.stringify(JSON.parse(k)) === k), JSON.stringify(v.edgereason.votes));
+  // Several samples vote on the value: each sample's JSON with its keys sorted (the schema writes "confident" first).
+  const swapped = { ...schema, properties: { confident: schema.properties.confident, answer: schema.properties.answer }, required: ['confident', 'answer'] };
+  const v = await create({ ...body, response_format: { type: 'json_schema', json_schema: { name: 'count', schema: swapped } }, edgereason: { reasoning: 'on', samples: 3 }, temperature: 1, seed: 3 });
+  const c = v.choices[0], shown = JSON.parse(c.message.content), votes = v.edgereason.votes as Record<string, number>;
+  assert.equal(c.finish_reason, 'stop');
+  assert.ok(new Ajv().validate(swapped, shown), c.message.content);
+  assert.deepEqual(Object.keys(shown), ['confident', 'answer'], c.message.content);
+  assert.equal(Object.values(votes).reduce((a, n) => a + n, 0), 3, JSON.stringify(votes));
+  assert.ok(Object.keys(votes).every((k) => new Ajv().validate(swapped, JSON.parse(k)) && k === JSON.stringify({ answer: JSON.parse(k).answer, confident: JSON.parse(k).confident })), JSON.stringify(votes));
+  assert.equal(v.edgereason.winner, JSON.stringify({ answer: shown.answer, confident: shown.confident }), 'the reply shows a sample of the winning value');
 });
 
 test('server: OpenAI options edgereason cannot honour are refused naming the parameter; unknown fields too; harmless ones pass', async () => {

@@ -40,7 +40,7 @@ const examples: Example[] = seqs.map((ids, i) => ({ ids, lossMask: Uint8Array.fr
 const INVOCATION = [7, 41];
 
 /** Runs the PyTorch oracle; returns its loss and gradients keyed by our tensor names. */
-function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], policy?: Record<string, unknown>, m = model): { loss: number; grads: Map<string, Float32Array> } {
+function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], policy?: Record<string, unknown>, m = model): { loss: number; grads: Map<string, Float32Array>; logprobs: Float32Array } {
   const tensors = new Map(m.weights);
   if (mode === 'lora') for (const [n, d] of lora) {
     const proj = n.replace(/\.lora_[AB]$/, '') as string, [out, inp] = projectionShape(cfg, proj.split('.').pop() as never);
@@ -61,8 +61,8 @@ function torchOracle(mode: 'lora' | 'full', adapterMasks?: Uint8Array[], policy?
   execFileSync(PY, [ORACLE, path.join(dir, 'in.json'), path.join(dir, 'in.safetensors'), path.join(dir, 'out.safetensors')]);
   const out = openSafetensors(path.join(dir, 'out.safetensors'));
   const ours = (n: string) => (/\.lora_[AB]\.weight$/.test(n) ? n.slice(0, -'.weight'.length) : n);
-  const grads = new Map(out.names.filter((n) => n !== 'loss').map((n) => [ours(n), out.get(n)] as const));
-  return { loss: out.get('loss')[0], grads };
+  const grads = new Map(out.names.filter((n) => n !== 'loss' && n !== 'logprob').map((n) => [ours(n), out.get(n)] as const));
+  return { loss: out.get('loss')[0], grads, logprobs: out.get('logprob') };
 }
 
 function relErr(a: Float32Array, b: Float32Array): number {
@@ -217,7 +217,10 @@ test('GRPO on-policy at temperature 0.7 (ratio against the detached current poli
     const { worst } = worstGradient(trainer.paramNames, ours.grads, refOut.grads);
     console.log(`on-policy loss at temperature ${temperature}: worst gradient relative error ${worst.toExponential(2)}`);
     assert.ok(worst <= 1e-4, `worst gradient relative error ${worst}`);
-    // The log-probs are of the tempered distribution: not the untempered ones.
+    // The log-probs are of the tempered distribution, as PyTorch's: not the untempered ones.
+    const lps = ours.logprobs.flatMap((a) => [...a]), worstLp = Math.max(...lps.map((x, i) => Math.abs(x - refOut.logprobs[i])));
+    assert.equal(lps.length, refOut.logprobs.length);
+    assert.ok(worstLp <= 1e-5, `worst log-prob difference ${worstLp}`);
     const plain = await Trainer.create(cfg, new MemoryWeights(model.weights), { kind: 'lora', targets: PROJECTIONS, scale: ALPHA / RANK }, { threads: 2 });
     const untempered = (await plain.step(lora, { examples, targetWeight: weight })).logprobs;
     await plain.close();

@@ -126,10 +126,10 @@ def model_loss(w, spec):
     logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
     m = lmask[:, 1:]
     obj = spec.get('objective', {'kind': 'nll'})
+    lp = logp[m > 0]  # the targets' log-probabilities, in (row, position) order
     if obj['kind'] == 'nll':
         loss = -(logp * m).sum() / m.sum()
-    else:  # clipped policy gradient + k3 KL, targets in (row, position) order
-        lp = logp[m > 0]
+    else:  # clipped policy gradient + k3 KL
         old = torch.tensor(spec['old_logprob'], dtype=DT) if 'old_logprob' in spec else lp.detach()
         ref = torch.tensor(spec['ref_logprob'], dtype=DT) if obj['beta'] > 0 else lp.detach()
         adv = torch.tensor(spec['advantage'], dtype=DT)[:, None].expand(B, T - 1)[m > 0]
@@ -137,7 +137,7 @@ def model_loss(w, spec):
         pg = -torch.min(ratio * adv, torch.clamp(ratio, 1 - obj['clipEps'], 1 + obj['clipEps']) * adv)
         d = ref - lp
         loss = (spec['weight'] * (pg + obj['beta'] * (torch.exp(d) - d - 1))).sum()
-    return loss
+    return loss, lp.detach()
 
 
 def main():
@@ -146,9 +146,9 @@ def main():
     trainable = [n for n in w if ('lora_' in n) == (spec['mode'] == 'lora')]
     for n in trainable:
         w[n].requires_grad_(True)
-    loss = model_loss(w, spec)
+    loss, logprob = model_loss(w, spec)
     loss.backward()
-    out = {'loss': loss.detach().reshape(1)}
+    out = {'loss': loss.detach().reshape(1), 'logprob': logprob}
     for n in trainable:
         if w[n].grad is not None:  # a tensor the forward did not use has none
             out[n] = w[n].grad
