@@ -31,7 +31,7 @@ const readYaml = (f: string) => Object.fromEntries(fs.readFileSync(f, 'utf8').sp
   return [l.slice(0, at), JSON.parse(l.slice(at + 2))];
 }));
 
-test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompts, TRL configs and scripts', () => {
+test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompts, TRL configs and scripts', (t) => {
   const out = path.join(tmp, 'trl');
   const r = exportTrl({ out, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 60, rlPrompts: 12, budgets: [32, 64, 128] });
   for (const f of ['data/sft/train.jsonl', 'data/grpo/train.jsonl', 'sft.yaml', 'grpo.yaml', 'rewards.py', 'train_sft.py', 'train_grpo.py', 'recipe.json', 'README.md']) {
@@ -102,16 +102,16 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   exportTrl({ out: cycle, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 40, budgets: [96, 160, 256, 512] });
   const count = (b: number) => jsonl(path.join(cycle, 'data/grpo/train.jsonl')).filter((g) => g.control && g.budget === b).length;
   assert.deepEqual([96, 160, 256, 512].map(count), [8, 8, 7, 7], 'every bucket is given (512 was never, 40 prompts × 0.75 / 4)');
+  // The verdicts rewards.py must match (below) are the grader's.
+  for (const [text, ok] of [['a</think>\n\nThe answer is 19', false], ['a</think>#### 19\n#### 18', false], ['#### 18 </think> #### 19', true]] as const) assert.equal(isCorrect('synthetic', text, 19), ok, text);
   // The Python files compile, and the reward follows train-rl's formula (where python3 is installed).
   const py = spawnSync('python3', ['-c', `import sys, py_compile; [py_compile.compile(f, doraise=True) for f in ["train_sft.py", "train_grpo.py", "rewards.py"]]
 sys.path.insert(0, "."); import rewards
 cases = ["a b</think>\\n\\n#### 19", " ".join(["w"] * 95) + "</think>#### 19", "never closed", "a</think>\\n\\nThe answer is 19", "a</think>#### 19\\n#### 18", "#### 18 </think> #### 19", "a</think>LAMP", "a</think>lamp"]
 print(rewards.budget_reward(cases, ["19", "19", "3", "19", "19", "19", "LAMP", "LAMP"], [32] * 8))`], { cwd: out, encoding: 'utf8' });
-  if (py.error) return; // no python3 here
+  if (py.error) return t.skip('python3 is not installed: the exported Python files were not run');
   assert.equal(py.status, 0, py.stderr);
   assert.equal(py.stdout.trim(), '[1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 1.0, 0.0]');
-  // ... and the verdicts are the grader's
-  for (const [text, ok] of [['a</think>\n\nThe answer is 19', false], ['a</think>#### 19\n#### 18', false], ['#### 18 </think> #### 19', true]] as const) assert.equal(isCorrect('synthetic', text, 19), ok, text);
   // train_grpo.py's prompts end as answer() feeds them (budgetControl): no newline after an invocation that ends in
   // one, and the line's closing newline where the tokenizer joins it to the "." (Qwen's ".\n"); nothing added to a bare prompt.
   const render = spawnSync('python3', ['-c', `import json, re, types
@@ -218,7 +218,7 @@ test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the e
   assert.ok(fs.readFileSync(path.join(out, 'train_sft.py'), 'utf8').includes('for text in (INVOCATION, INVOCATION + "\\n")'));
 });
 
-test('export-trl: a user dataset becomes TRL prompt-completion records (one per assistant turn); mixed files, bad lines and unmatchable golds are refused; rewards.py grades as gsm8k', () => {
+test('export-trl: a user dataset becomes TRL prompt-completion records (one per assistant turn); mixed files, bad lines and unmatchable golds are refused; rewards.py grades as gsm8k', (t) => {
   const data = path.join(tmp, 'mine.jsonl');
   fs.writeFileSync(data, [
     JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: '<think>\n\n</think>\n\nhello' }, { role: 'user', content: 'and?' }, { role: 'assistant', content: 'more' }] }),
@@ -295,7 +295,8 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
   ];
   const replies = cases.map(([r]) => `a</think>${r}`), golds = cases.map(([, g]) => g);
   const py = spawnSync('python3', ['-c', `import sys; sys.path.insert(0, "."); import rewards\nprint(rewards.budget_reward(${JSON.stringify(replies)}, ${JSON.stringify(golds)}, [1000] * ${replies.length}))`], { cwd: out, encoding: 'utf8' });
-  if (!py.error) {
+  if (py.error) t.skip('python3 is not installed: rewards.py was not run');
+  else {
     assert.equal(py.status, 0, py.stderr);
     const want = replies.map((r, i) => (isCorrect('gsm8k', r, golds[i]) ? '1.0' : '0.0'));
     const got = JSON.parse(py.stdout.trim().replace(/'/g, '"'));

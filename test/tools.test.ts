@@ -371,10 +371,22 @@ test('server with tools: arguments nested too deep, tools that fill the context 
   assert.deepEqual([e5.param, e5.message], ['tools[1].function.parameters', '400 tools[1].function.parameters.properties.tz: the keyword "format" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength']);
   const e6 = await status(client.chat.completions.create({ ...ask(), tools: strict({ type: 'array' }) }));
   assert.deepEqual([e6.param, e6.message], ['tools[1].function.parameters', '400 tools[1].function.parameters of a strict function must be a schema of type "object", got type "array"']);
-  // Root recursion ("#", as OpenAI's strict mode allows) is held to, strict or not.
+  // Root recursion ("#", as OpenAI's strict mode allows) is held to, strict or not: the weights left to themselves write a tree.
   const tree = { type: 'object', properties: { name: { type: 'string', maxLength: 3 }, kids: { type: 'array', items: { $ref: '#' }, maxItems: 1 } }, required: ['name', 'kids'], additionalProperties: false };
-  const held = await client.chat.completions.create({ ...ask(), tools: strict(tree), tool_choice: { type: 'function', function: { name: 'get_time' } }, max_tokens: 4 });
-  assert.equal(held.choices[0].finish_reason, 'length');
+  const ajv = new Ajv();
+  let depth = 0;
+  for (const [strictly, seed] of [[true, 1], [true, 2], [true, 3], [false, 1], [false, 2], [false, 3]] as const) {
+    script = [];
+    const tools = [{ type: 'function' as const, function: { name: 'get_time', strict: strictly, parameters: tree } }];
+    const held = await client.chat.completions.create({ ...ask(), tools, tool_choice: { type: 'function', function: { name: 'get_time' } }, max_tokens: 300, temperature: 1, seed });
+    const call = held.choices[0].message.tool_calls?.[0] as { function: { name: string; arguments: string } } | undefined, what = `strict ${strictly}, seed ${seed}: ${JSON.stringify(held.choices[0].message)}`;
+    assert.equal(held.choices[0].finish_reason, 'tool_calls', what);
+    const args = JSON.parse(call!.function.arguments);
+    assert.ok(ajv.validate(tree, args), what);
+    const levels = (node: { kids: unknown[] }): number => 1 + Math.max(0, ...node.kids.map((k) => levels(k as never)));
+    depth = Math.max(depth, levels(args));
+  }
+  assert.ok(depth >= 3, `some call nests the tree (deepest: ${depth} levels)`);
   const e7 = await status(client.chat.completions.create({ ...ask(), tools: strict({ type: 'object', properties: { at: { $ref: '#/$defs/T' } }, required: ['at'], $defs: { T: { type: 'object', properties: { next: { $ref: '#/$defs/T' } }, required: ['next'] } } }) }));
   assert.deepEqual([e7.param, e7.message], ['tools[1].function.parameters', '400 tools[1].function.parameters has no finite value: it requires a value inside itself (a $ref that recurses through required properties or minItems)']);
 });
