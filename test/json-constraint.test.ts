@@ -237,7 +237,12 @@ test('json constraint: the embedded model answers in the schema, directly and af
       if (reasoning === 'on') assert.ok(r.thinking.length > 0, 'the thinking is free');
     }
     const r = await answer(model, q, { json: schema, reasoning: 'on', samples: 4, temperature: 0.8, seed: 3, maxTokens: 200 });
-    for (const s of r.samples) if (s.finishReason === 'stop') assert.equal(s.extracted, jsonKey(s.answer));
+    for (const s of r.samples) {
+      assert.equal(s.finishReason, 'stop', s.answer);
+      assert.ok(ajv.validate(schema, JSON.parse(s.answer)), s.answer);
+      assert.equal(s.extracted, jsonKey(s.answer));
+    }
+    assert.equal(Object.values(r.votes ?? {}).reduce((a, n) => a + n, 0), 4, JSON.stringify(r.votes));
     assert.equal(r.winner, jsonKey(r.answer));
     // generate / complete: from the first token (a raw prompt, the base weights).
     const c = await model.complete('Describe Pirra as JSON:', { json: schema, adapter: false, maxTokens: 120 });

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryWeights } from '../src/io/weights.ts';
-import { writeSafetensors } from '../src/io/safetensors.ts';
+import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadAdapter, loraScale, saveAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { evalLoss, trainSft } from '../src/train/sft.ts';
@@ -341,6 +341,10 @@ test('train-sft --full writes a folder the runtime loads: weights, config and th
   for (const f of ['tokenizer.json', 'tokenizer_config.json'])
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')), JSON.parse(fs.readFileSync(path.join(model.dir, f), 'utf8')), f);
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-')), []);
+  // The trained weights: the base's tensors, each moved by the step.
+  const trained = openSafetensors(path.join(out, 'model.safetensors')), base = openSafetensors(path.join(model.dir, 'model.safetensors'));
+  assert.deepEqual([...trained.names].sort(), [...base.names].sort());
+  assert.deepEqual(base.names.filter((n) => trained.get(n).every((v, i) => v === base.get(n)[i])), [], 'tensors the step left as they were');
   const m = await loadModel(out, { quant: 'fp32', worker: false }), src = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     assert.deepEqual(m.tokenizer.encode('a b c'), src.tokenizer.encode('a b c'));
