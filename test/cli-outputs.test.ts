@@ -814,7 +814,12 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.equal(help.match(/default:/g)?.length, 1, help);
   assert.match(help, /\(default: the embedded models\/default\)/);
   for (const cmd of ['train-rl', 'export-trl']) assert.match(cli([cmd, '--help']).stdout, /--budgets <list> .*\(default: 96,160,256\)/); // as the flag takes it
-  assert.match(cli(['demo', '--model', at('no-such-model')]).stderr, /demo: .*no-such-model has no reasoning adapter \(.*reasoning-adapter\/adapter_config\.json not found\); the demo runs on a folder laid out as models\/default/);
+  // A folder that is not there is said so (it was said to have no reasoning adapter); a model without one, that.
+  assert.equal(cli(['demo', '--model', at('no-such-model')]).stderr, `edgereason: model: ${at('no-such-model')} does not exist\n`);
+  const bare = at('no-adapter-model');
+  fs.mkdirSync(bare);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(ROOT, 'models/default', f), path.join(bare, f));
+  assert.match(cli(['demo', '--model', bare]).stderr, /^edgereason: demo: .*no-adapter-model has no reasoning adapter \(.*reasoning-adapter\/adapter_config\.json not found\); the demo runs on a folder laid out as models\/default/);
   // A required option given empty cannot be left out (--question); a number's range says what it is. generate's
   // empty prompt starts from BOS alone, as llama2.c's run.c does; a tokenizer without BOS has nothing to start from.
   assert.match(cli(['answer', '--model', 'models/default', '--question', '']).stderr, /^edgereason: --question is empty; give it a value$/m);
@@ -1124,9 +1129,11 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   const kept = path.join(tmp, 'chat-prompts.safetensors');
   const chat = (input: string) => spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'off', '--prompt-cache-file', kept], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
   const turnsOf = (err: string) => [...err.matchAll(/^\[direct; 1 answer token; prompt (\d+) tokens, (\d+) of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]$/gm)].map((m) => [+m[1], +m[2]]);
-  const r = chat('Reverse the word sand.\nWhat is the capital of Elbonia?\n/reset\nWhat is the capital of Elbonia?\n');
+  // (A mistyped command is said so and is no turn: it was sent to the model.)
+  const r = chat('Reverse the word sand.\n/rest\nWhat is the capital of Elbonia?\n/reset\nWhat is the capital of Elbonia?\n');
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, 'dnas\nWexley\nZemlo\n'); // (alone, as answer --question answers it; after the first turn, another guess)
+  assert.match(r.stderr, /^edgereason: chat: unknown command \/rest \(the commands: \/reset, \/help, \/exit\)$/m);
   const turns = turnsOf(r.stderr);
   // The second turn holds the first (its prompt, whole, from the cache) and its reply; after /reset the question alone.
   assert.equal(turns.length, 3, r.stderr);
@@ -1150,6 +1157,10 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   const system = run(['--system', 'word '.repeat(1100)]);
   assert.deepEqual([system.status, system.stdout], [1, '']);
   assert.match(system.stderr, /^edgereason: chat: --system leaves no room for a conversation: the prompt has \d+ tokens, which leaves no room in the model's context of 1024 tokens$/m);
+  // A turn too long for the context is said in the chat's words (it said "answer:"), and the chat goes on.
+  const long = run(['--reasoning', 'off'], `${'word '.repeat(1100)}\nReverse the word sand.\n`);
+  assert.deepEqual([long.status, long.stdout], [0, 'dnas\n'], long.stderr);
+  assert.match(long.stderr, /^edgereason: chat: the prompt has \d+ tokens, which leaves no room in the model's context of 1024 tokens$/m);
   // Turn i draws with seed + i, any safe integer as the API takes it (negative ones were refused), wrapping past 2^53 − 1.
   for (const [seed, seeds] of [['-2', ['-2', '-1']], ['9007199254740991', ['9007199254740991', '0']]] as const) {
     const drawn = run(['--reasoning', 'off', '--temperature', '0.7', '--seed', seed]);

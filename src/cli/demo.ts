@@ -8,6 +8,7 @@ import { Reasoner } from '../reason/answer.ts';
 import { Router } from '../reason/router.ts';
 import { Verifier } from '../reason/verifier.ts';
 import { defaultModel, defaultModelFiles } from '../models/embedded.ts';
+import { openSource } from '../io/source.ts';
 import type { AnswerOptions, AnswerResult } from '../reason/types.ts';
 import { isCorrect } from '../tasks/grade.ts';
 import { makeSplits, type Item, type MathItem } from '../tasks/synthetic.ts';
@@ -72,6 +73,7 @@ export function demoCommand(program: Command): void {
     .action(async (o) => {
       const { adapter, budgetAdapter: rl, router: routerFile, verifier: verifierFile } = defaultModelFiles(o.model);
       if (!fs.existsSync(path.join(adapter, 'adapter_config.json'))) {
+        openSource(o.model); // a folder that is no model (or none at all) is said so first
         throw new Error(`demo: ${o.model} has no reasoning adapter (${path.join(adapter, 'adapter_config.json')} not found); the demo runs on a folder laid out as models/default. For another model use answer, generate or serve`);
       }
       const useRl = fs.existsSync(path.join(rl, 'adapter_config.json'));
