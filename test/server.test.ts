@@ -910,6 +910,7 @@ test('server: a streamed request that waits in the queue gets its headers at onc
     release();
     await again;
     await closed;
+    assert.equal(small.metrics.cancelled.get(), 2, 'the stream the shutdown drained from the queue is counted as cut short');
   } finally {
     release();
     await small.close(1000);

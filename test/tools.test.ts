@@ -319,6 +319,26 @@ test('library: a tool turn renders with its arguments as JSON text or as an obje
   assert.ok(plain.renderChat(user as never, { tools: [] }).includes('Weather in Paris?'), 'no tools is not a tool');
 });
 
+test('library: tool-call arguments\' numbers print as Python prints them, printed bare or by tojson; a template that does more with them gets them as numbers', () => {
+  const model = [...server.served.models.values()][0].model;
+  const withOwn = (name: string, template: string) => {
+    const config = path.join(tmp, `${name}.json`);
+    fs.writeFileSync(config, JSON.stringify({ chat_template: `{% for m in messages %}{% for c in m.tool_calls or [] %}${template}{% endfor %}{% endfor %}` }));
+    return Object.create(model, { tokenizer: { value: loadTokenizer(withTemplate(name, config)) } }) as typeof model;
+  };
+  const turn = (args: string) => [{ role: 'user', content: 'x' }, { role: 'assistant', content: '', tool_calls: [{ function: { name: 'f', arguments: args } }] }] as never;
+  const args = '{"t": 20.0, "n": "3", "id": 12345678901234567890}';
+  // As python3-jinja2 renders them (set up as transformers sets it up): a bare value keeps the template's own quotes.
+  const bare = withOwn('numbers-bare', '{% for k, v in c.function.arguments|items %}{{ k }}="{{ v }}";{% endfor %}{{ c.function.arguments|tojson }}');
+  assert.equal(bare.renderChat(turn(args)), 't="20.0";n="3";id="12345678901234567890";{"t": 20.0, "n": "3", "id": 12345678901234567890}');
+  // A template that compares them or changes their text gets numbers (jinja2 writes 20.0 here: JavaScript's 20 is
+  // the difference left); an integer a number cannot hold is then refused, not changed.
+  const compares = withOwn('numbers-compared', '{% if c.function.arguments.t > 10 %}big{% endif %}{{ c.function.arguments|tojson }}');
+  assert.equal(compares.renderChat(turn('{"t": 20.0, "n": "3"}')), 'big{"t": 20, "n": "3"}');
+  assert.throws(() => compares.renderChat(turn(args)), { message: `tokenizer: the chat template of ${path.join(tmp, 'numbers-compared')} does more with tool-call arguments than print them, and their integer 12345678901234567890 would change as a number (beyond 2^53): send it as a string` });
+  assert.equal(withOwn('numbers-upper', '{{ (c.function.arguments.t|string)|upper }}').renderChat(turn('{"t": 20.0}')), '20');
+});
+
 test('a "tool_use" chat template (a list of named templates, as Hermes 2 Pro and Hermes 3 ship) renders calls given tools, as transformers picks it; "default" the others', () => {
   const dir = withTemplate('named-templates', QWEN3), file = path.join(dir, 'tokenizer_config.json'), config = JSON.parse(fs.readFileSync(file, 'utf8'));
   const plainTemplate = templateOf(path.join(ROOT, 'models/default/tokenizer_config.json'));

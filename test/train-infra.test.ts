@@ -142,6 +142,9 @@ describe('data', () => {
     const bigCall = { ...messages[1], tool_calls: [{ function: { name: 'get_weather', arguments: '{"id": 12345678901234567890}' } }] };
     const bigTargets = tokenizeRecord(line({ tools, messages: [messages[0], bigCall] }), qwen3).map((e) => qwen3.decode(e.ids.filter((_, i) => e.lossMask[i])));
     assert.deepEqual(bigTargets, ['<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"id": 12345678901234567890}}\n</tool_call><|im_end|>']);
+    // Text that is not JSON stays refused (a number with a leading zero, too).
+    assert.throws(() => line({ messages: [messages[0], { ...messages[1], tool_calls: [{ function: { name: 'f', arguments: '{"t": 01.0}' } }] }] }),
+      /special\.jsonl:1: messages\[1\] tool_calls\[0\]\.function\.arguments must be the JSON text of an object, got "\{\\"t\\": 01\.0\}"$/);
     // A template that never reads them would drop them: refused, naming the line; bad calls name the message.
     assert.throws(() => tokenizeRecord(r, tok, 'f.jsonl:1'), /^Error: f\.jsonl:1: the chat template never reads tools \(the line's "tools"\), so it would drop them/);
     const bad = (m: object, extra: object = {}) => () => readJsonl(writeLines('bad-tools.jsonl', [JSON.stringify({ messages: [messages[0], m], ...extra })]));

@@ -1,7 +1,7 @@
 import readline from 'node:readline';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { answer, answerTemperature, answeringFor } from '../reason/answer.ts';
+import { answer, answerTemperature, answeringFor, inWordsOf } from '../reason/answer.ts';
 import type { ReasoningMode } from '../reason/types.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { defaultModel } from '../models/embedded.ts';
@@ -80,7 +80,7 @@ export function chatCommand(program: Command): void {
           if (command === '/exit' || command === '/quit') break;
           if (command === '/reset') { messages = start(); console.error(dim('(a new conversation)')); }
           else if (command === '/help') console.error(dim(help));
-          // A mistyped command (/rest) is said so, not sent to the model as a turn (a path or "/ 2" is a turn).
+          // A mistyped command (/rest) is said so, not sent to the model as a turn ("/usr/bin" or "/ 2" is a turn).
           else if (/^\/[a-z]+$/.test(command)) console.error(`edgereason: chat: unknown command ${text} (the commands: /reset, /help, /exit)`);
           else if (text) {
             const asked = [...messages, { role: 'user' as const, content: text }];
@@ -105,8 +105,8 @@ export function chatCommand(program: Command): void {
             } catch (e) {
               // A turn that does not fit the context leaves the conversation as it was; any other error (the options,
               // the model) would fail every turn: it ends the chat.
-              if (!/context/.test((e as Error).message)) answeringFor('chat')(e);
-              const message = (e as Error).message.replace(/^answer: /, 'chat: ');
+              const message = inWordsOf('chat', (e as Error).message);
+              if (!/context/.test(message)) answeringFor('chat')(e);
               console.error(`edgereason: ${cliWords(message)}${messages.length > start().length ? ' (/reset starts a new conversation)' : ''}`);
             } finally {
               replying = undefined;

@@ -21,7 +21,7 @@ import { DEFAULT_DIR, INVOCATION, reasoningConversations } from '../tasks/defaul
 import { readJsonl } from '../train/data.ts';
 import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
-import { checkToolsRendered, templateFor } from '../tokenizer/tool-calls.ts';
+import { checkToolsRendered, jsonWithPythonNumbers, templateFor } from '../tokenizer/tool-calls.ts';
 import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { checkGolds, rlPrompts } from './train-rl.ts';
@@ -195,7 +195,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const write = (rel: string, text: string) => { atomicWrite(path.join(o.out, rel), (fd) => writeAll(fd, Buffer.from(text))); files.push(rel); };
   // A data set is written a thousand lines at a time: as one string, a large one passes JavaScript's length limit.
   const writeJsonl = (rel: string, records: unknown[]) => {
-    atomicWrite(path.join(o.out, rel), (fd) => { for (let i = 0; i < records.length; i += 1000) writeAll(fd, Buffer.from(records.slice(i, i + 1000).map((r) => JSON.stringify(r) + '\n').join(''))); });
+    atomicWrite(path.join(o.out, rel), (fd) => { for (let i = 0; i < records.length; i += 1000) writeAll(fd, Buffer.from(records.slice(i, i + 1000).map((r) => jsonWithPythonNumbers(r as Record<string, unknown>) + '\n').join(''))); });
     files.push(rel);
   };
   writeJsonl('data/sft/train.jsonl', sft);

@@ -212,9 +212,12 @@ export function ropeNote(what: 'router' | 'verifier', file: string, metadata: Re
 
 /** A `.catch` for answer() run as a step of `where` (router, verifier): its refusals are said as that command's. */
 export const answeringFor = (where: string) => (e: unknown): never => {
-  if (e instanceof Error && e.message.startsWith('answer: ')) e.message = `${where}: ${e.message.slice('answer: '.length)}`;
+  if (e instanceof Error) e.message = inWordsOf(where, e.message);
   throw e;
 };
+
+/** answer()'s message in the words of `where` (eval, chat, …). */
+export const inWordsOf = (where: string, message: string): string => (message.startsWith('answer: ') ? `${where}: ${message.slice('answer: '.length)}` : message);
 
 /** nativeThinking needs "<think>" and "</think>" as tokens of their own: a model without them cannot think natively. */
 function checkThinkingTokens(rt: ReasoningTokens, where = 'answer'): void {

@@ -389,7 +389,11 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         if (!sse) throw e;
         // Left the queue of an open stream: the client went away (499), or the server is closing (503), said in it.
         if (e instanceof ApiError && e.status === 499) endCancelled(sse, reply);
-        else { sse.send((e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error')).toJSON()); sse.done(); }
+        else {
+          if (closing) metrics.cancelled.inc(); // (a 200 stream: counted as cut short by the shutdown, as one running is)
+          sse.send((e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error')).toJSON());
+          sse.done();
+        }
         return reply;
       }
       metrics.queueWait.observe(waited / 1000);

@@ -6,7 +6,7 @@ import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { commitAll, stagedWrite, writeAll } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
-import { pythonNumbers, toolsGiven } from './tool-calls.ts';
+import { inexactInteger, markedNumbers, pythonNumbers, toolsGiven } from './tool-calls.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
@@ -391,8 +391,19 @@ export class HfTokenizer implements TextTokenizer {
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
     const withTools = toolsGiven(opts.vars?.tools) && this.toolUseTemplate !== undefined;
     if (withTools && this.toolUseError) throw new ChatTemplateError(this.toolUseError, 'broken');
+    const render = (msgs: ChatMessage[]) => (withTools ? this.toolUse! : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages: msgs, add_generation_prompt: opts.addGenerationPrompt ?? false });
     try {
-      return pythonNumbers((withTools ? this.toolUse! : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages, add_generation_prompt: opts.addGenerationPrompt ?? false }));
+      // Tool-call arguments' numbers as Python prints them (20.0, not 20): given to the template marked, unless it
+      // does more with them than print them (compares them, changes their text), which gets them as numbers.
+      const marked = markedNumbers(messages);
+      if (marked) {
+        let out: string | undefined;
+        try { out = pythonNumbers(render(marked)); } catch { /* rendered again below, with the numbers */ }
+        if (out !== undefined) return out;
+        const big = inexactInteger(messages);
+        if (big !== undefined) throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} does more with tool-call arguments than print them, and their integer ${big} would change as a number (beyond 2^53): send it as a string`, 'refused');
+      }
+      return render(messages);
     } catch (e) {
       if (e instanceof ChatTemplateError) throw e;
       throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} failed: ${(e as Error).message}`, 'broken');

@@ -259,14 +259,20 @@ export function checkToolsRendered(template: string | undefined, messages: reado
 }
 
 /**
- * Numbers of tool-call arguments that a JavaScript number would print otherwise than Python does (an integer beyond
- * 2^53, which Python keeps exact; a float such as 20.0 or 5e-07, which JavaScript prints 20 and 5e-7) are read as
- * strings holding this mark, Python's text and an end; the rendered chat prompt prints that text in their place
- * (pythonNumbers), so the arguments reach the model as transformers renders them, and a call the model wrote comes
- * back to it as it wrote it.
+ * Numbers of tool-call arguments that JavaScript would print otherwise than Python does: an integer beyond 2^53
+ * (Python keeps it exact), a float such as 20.0 or 5e-7 (Python writes 20.0 and 5e-07). Transformers renders them
+ * as Python prints them, so to render the same prompt (and give the model back a call as it wrote it), the arguments'
+ * JSON text is kept beside the object parsed from it (argumentsObject), and the chat template is given such numbers
+ * as strings holding a mark, Python's text and an end (markedNumbers), which the rendered prompt then prints as that
+ * text (pythonNumbers). The mark begins with a control character, which tojson escapes: a value printed by tojson
+ * and one printed bare (inside the template's own quotes, say) are told apart.
  */
-const MARK = `edgereasonnum${randomUUID().replace(/-/g, '').slice(0, 12)}n`;
-const MARKED = new RegExp(`"${MARK}([^_]+)_"|${MARK}([^_]+)_`, 'g');
+const MARK = `\u0001edgereasonnum${randomUUID().replace(/-/g, '').slice(0, 12)}n`;
+const MARKED = new RegExp(`"\\\\u0001${MARK.slice(1)}([^_]+)_"|${MARK}([^_]+)_`, 'g');
+/** A mark left in the rendered prompt otherwise (a template that changed the value's text: |upper, a slice). */
+const LEFT = new RegExp(MARK.slice(1), 'i');
+/** The JSON text each arguments object was parsed from (argumentsObject). */
+const SOURCES = new WeakMap<object, string>();
 
 /** A float as Python's repr (and json.dumps) writes it: the shortest digits, "1.0", "1e-05", "1.5e+16". */
 export function pythonFloat(x: number): string {
@@ -279,9 +285,12 @@ export function pythonFloat(x: number): string {
   return `${sign}${whole}.${fraction || '0'}`;
 }
 
-/** JSON text with each number (outside its strings) that JavaScript would print otherwise than Python written as a marked string. */
-function markNumbers(text: string): string {
-  let out = '', from = 0;
+/**
+ * The numbers (outside strings) of a JSON text that JavaScript would print otherwise than Python: where each is, and
+ * Python's text of it.
+ */
+function unlikeNumbers(text: string): { at: number; length: number; python: string }[] {
+  const out: { at: number; length: number; python: string }[] = [];
   for (let i = 0; i < text.length; i++) {
     if (text[i] === '"') { i = stringEnd(text, i); continue; }
     if (!/[-\d]/.test(text[i]) || /[\d.eE+-]/.test(text[i - 1] ?? '')) continue; // not within a number (its fraction or exponent)
@@ -290,23 +299,75 @@ function markNumbers(text: string): string {
     const found = m.exec(text);
     if (!found) continue;
     const n = Number(found[0]), float = found[1] !== undefined || found[2] !== undefined;
-    const python = float ? pythonFloat(n) : Number.isSafeInteger(n) ? undefined : found[0].replace(/^-0$/, '0');
-    if (python !== undefined && python !== JSON.stringify(n)) { out += `${text.slice(from, i)}"${MARK}${python}_"`; from = i + found[0].length; }
+    const python = float ? pythonFloat(n) : Number.isSafeInteger(n) ? undefined : found[0];
+    if (python !== undefined && python !== JSON.stringify(n)) out.push({ at: i, length: found[0].length, python });
     i += found[0].length - 1;
   }
-  return from ? out + text.slice(from) : text;
+  return out;
 }
 
-/** A rendered chat prompt with the marked numbers of its tool calls' arguments (markNumbers) printed as Python prints them. */
-export const pythonNumbers = (rendered: string): string => (rendered.includes(MARK) ? rendered.replace(MARKED, (_, quoted, bare) => quoted ?? bare) : rendered);
+/**
+ * Messages whose tool calls' arguments hold numbers JavaScript would print otherwise than Python, with those numbers
+ * marked (see MARK); undefined when none does.
+ */
+export function markedNumbers(messages: readonly ChatMessage[]): ChatMessage[] | undefined {
+  let changed = false;
+  const marked = messages.map((m) => {
+    if (!m.tool_calls?.length) return m;
+    const calls = m.tool_calls.map((c) => {
+      const args = c.function.arguments, text = args && typeof args === 'object' ? SOURCES.get(args) : undefined;
+      const unlike = text === undefined ? [] : unlikeNumbers(text);
+      if (!unlike.length) return c;
+      let json = '', from = 0;
+      for (const u of unlike) { json += `${text!.slice(from, u.at)}${JSON.stringify(MARK + u.python + '_')}`; from = u.at + u.length; }
+      changed = true;
+      return { ...c, function: { ...c.function, arguments: JSON.parse(json + text!.slice(from)) } };
+    });
+    return { ...m, tool_calls: calls };
+  });
+  return changed ? marked : undefined;
+}
+
+/** A prompt rendered from markedNumbers' messages, with the marks printed as Python prints the numbers; undefined if a mark was printed otherwise (changed by the template). */
+export function pythonNumbers(rendered: string): string | undefined {
+  const out = rendered.replace(MARKED, (_, quoted, bare) => quoted ?? bare);
+  return LEFT.test(out) ? undefined : out;
+}
 
 /**
- * Tool-call arguments given as JSON text, parsed (the error names `where` and the text); a number that JavaScript
- * would print otherwise than Python is kept as Python prints it (read as a marked string: pythonNumbers).
+ * JSON text of a record (a TRL dataset line) whose message lists hold tool calls: their arguments' numbers written
+ * as Python prints them, as the file they were read from wrote them (20.0, not 20; an integer beyond 2^53 exactly).
+ */
+export function jsonWithPythonNumbers(record: Record<string, unknown>): string {
+  let changed = false;
+  const marked = Object.fromEntries(Object.entries(record).map(([k, v]) => {
+    const m = Array.isArray(v) && v.every((x) => x && typeof x === 'object') ? markedNumbers(v as ChatMessage[]) : undefined;
+    if (m) changed = true;
+    return [k, m ?? v];
+  }));
+  return (changed && pythonNumbers(JSON.stringify(marked))) || JSON.stringify(record);
+}
+
+/** The first integer of a tool call's arguments (as JSON text) that a JavaScript number cannot hold exactly, if any. */
+export function inexactInteger(messages: readonly ChatMessage[]): string | undefined {
+  for (const m of messages) {
+    for (const c of m.tool_calls ?? []) {
+      const args = c.function.arguments, text = args && typeof args === 'object' ? SOURCES.get(args) : undefined;
+      const big = text === undefined ? undefined : unlikeNumbers(text).find((u) => !/[.eEIN]/.test(u.python));
+      if (big) return big.python;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Tool-call arguments given as JSON text, parsed (the error names `where` and the text); the text is kept beside the
+ * object, so that a chat template renders its numbers as Python prints them (markedNumbers).
  */
 export function argumentsObject(text: string, where: string): Record<string, unknown> {
-  const v = jsonObject(markNumbers(text));
+  const v = jsonObject(text);
   if (!v) throw new Error(`${where} must be the JSON text of an object, got ${shown(text)}`);
+  SOURCES.set(v, text);
   return v;
 }
 
