@@ -337,6 +337,8 @@ test('library: tool-call arguments\' numbers print as Python prints them, printe
   assert.equal(compares.renderChat(turn('{"t": 20.0, "n": "3"}')), 'big{"t": 20, "n": "3"}');
   assert.throws(() => compares.renderChat(turn(args)), { message: `tokenizer: the chat template of ${path.join(tmp, 'numbers-compared')} does more with tool-call arguments than print them, and their integer 12345678901234567890 would change as a number (beyond 2^53): send it as a string` });
   assert.equal(withOwn('numbers-upper', '{{ (c.function.arguments.t|string)|upper }}').renderChat(turn('{"t": 20.0}')), '20');
+  // A template's own refusal is said as it says it, whatever the arguments hold.
+  assert.throws(() => withOwn('numbers-refused', "{{ raise_exception('no calls here') }}").renderChat(turn(args)), { message: `tokenizer: the chat template of ${path.join(tmp, 'numbers-refused')} refuses these messages: no calls here` });
 });
 
 test('a "tool_use" chat template (a list of named templates, as Hermes 2 Pro and Hermes 3 ship) renders calls given tools, as transformers picks it; "default" the others', () => {

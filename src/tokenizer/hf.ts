@@ -400,8 +400,10 @@ export class HfTokenizer implements TextTokenizer {
         let out: string | undefined;
         try { out = pythonNumbers(render(marked)); } catch { /* rendered again below, with the numbers */ }
         if (out !== undefined) return out;
+        const plain = render(messages); // (a refusal the marks did not cause is said as the template says it)
         const big = inexactInteger(messages);
         if (big !== undefined) throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} does more with tool-call arguments than print them, and their integer ${big} would change as a number (beyond 2^53): send it as a string`, 'refused');
+        return plain;
       }
       return render(messages);
     } catch (e) {
