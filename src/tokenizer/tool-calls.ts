@@ -307,25 +307,58 @@ function unlikeNumbers(text: string): { at: number; length: number; python: stri
 }
 
 /**
- * Messages whose tool calls' arguments hold numbers JavaScript would print otherwise than Python, with those numbers
- * marked (see MARK); undefined when none does.
+ * A value parsed from JSON text kept by keepSource or argumentsObject, parsed again with its numbers that JavaScript
+ * would print otherwise than Python marked (see MARK); undefined when it holds none (or its text was not kept).
  */
+export function markedValue(value: unknown): unknown {
+  const text = value && typeof value === 'object' ? SOURCES.get(value) : undefined;
+  const unlike = text === undefined ? [] : unlikeNumbers(text);
+  if (!unlike.length) return undefined;
+  let json = '', from = 0;
+  for (const u of unlike) { json += `${text!.slice(from, u.at)}${JSON.stringify(MARK + u.python + '_')}`; from = u.at + u.length; }
+  return JSON.parse(json + text!.slice(from));
+}
+
+/** Messages whose tool calls' arguments hold numbers JavaScript would print otherwise than Python, with those marked (markedValue); undefined when none does. */
 export function markedNumbers(messages: readonly ChatMessage[]): ChatMessage[] | undefined {
   let changed = false;
   const marked = messages.map((m) => {
     if (!m.tool_calls?.length) return m;
     const calls = m.tool_calls.map((c) => {
-      const args = c.function.arguments, text = args && typeof args === 'object' ? SOURCES.get(args) : undefined;
-      const unlike = text === undefined ? [] : unlikeNumbers(text);
-      if (!unlike.length) return c;
-      let json = '', from = 0;
-      for (const u of unlike) { json += `${text!.slice(from, u.at)}${JSON.stringify(MARK + u.python + '_')}`; from = u.at + u.length; }
+      const args = markedValue(c.function.arguments);
+      if (args === undefined) return c;
       changed = true;
-      return { ...c, function: { ...c.function, arguments: JSON.parse(json + text!.slice(from)) } };
+      return { ...c, function: { ...c.function, arguments: args as Record<string, unknown> } };
     });
     return { ...m, tool_calls: calls };
   });
   return changed ? marked : undefined;
+}
+
+/** Keeps the JSON text `value` was parsed from (a request's or a dataset line's tools: topLevelText), so that a chat template prints its numbers as Python does. */
+export function keepSource(value: unknown, text: string | undefined): void {
+  if (value && typeof value === 'object' && text !== undefined) SOURCES.set(value, text);
+}
+
+/** In the JSON text of an object (valid JSON), the text of a key's value at its top level (the last, as JSON.parse keeps it); undefined when absent. */
+export function topLevelText(text: string, key: string): string | undefined {
+  let i = text.indexOf('{') + 1, found: string | undefined;
+  const blanks = () => { while (/\s/.test(text[i] ?? '')) i++; };
+  for (blanks(); text[i] === '"'; blanks()) {
+    const keyEnd = stringEnd(text, i), k = JSON.parse(text.slice(i, keyEnd + 1)) as string;
+    i = keyEnd + 1;
+    blanks();
+    i++; // the ":"
+    blanks();
+    const start = i, c = text[i];
+    if (c === '{' || c === '[') i = valueEnd(text, i);
+    else if (c === '"') i = stringEnd(text, i) + 1;
+    else while (i < text.length && !/[,}\s]/.test(text[i])) i++;
+    if (k === key) found = text.slice(start, i);
+    blanks();
+    if (text[i] === ',') i++;
+  }
+  return found;
 }
 
 /** A prompt rendered from markedNumbers' messages, with the marks printed as Python prints the numbers; undefined if a mark was printed otherwise (changed by the template). */
@@ -335,13 +368,14 @@ export function pythonNumbers(rendered: string): string | undefined {
 }
 
 /**
- * JSON text of a record (a TRL dataset line) whose message lists hold tool calls: their arguments' numbers written
- * as Python prints them, as the file they were read from wrote them (20.0, not 20; an integer beyond 2^53 exactly).
+ * JSON text of a record (a TRL dataset line) whose message lists hold tool calls, or whose tools came with their
+ * text: their numbers written as Python prints them, as the file they were read from wrote them (20.0, not 20; an
+ * integer beyond 2^53 exactly).
  */
 export function jsonWithPythonNumbers(record: Record<string, unknown>): string {
   let changed = false;
   const marked = Object.fromEntries(Object.entries(record).map(([k, v]) => {
-    const m = Array.isArray(v) && v.every((x) => x && typeof x === 'object') ? markedNumbers(v as ChatMessage[]) : undefined;
+    const m = markedValue(v) ?? (Array.isArray(v) && v.every((x) => x && typeof x === 'object') ? markedNumbers(v as ChatMessage[]) : undefined);
     if (m) changed = true;
     return [k, m ?? v];
   }));

@@ -16,7 +16,7 @@
  */
 import { readJsonlLines } from '../io/jsonl.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
-import { checkToolCalls, checkToolsRendered, templateFor, templateMessage } from '../tokenizer/tool-calls.ts';
+import { checkToolCalls, checkToolsRendered, keepSource, templateFor, templateMessage, topLevelText } from '../tokenizer/tool-calls.ts';
 import { shown } from '../show.ts';
 import { endsWithRun } from '../runtime/generate.ts';
 
@@ -63,7 +63,7 @@ const FORMAT_KEYS = ['messages', 'prompt', 'completion'];
 /** Parse a JSONL dataset, validating every line; errors read `file:line: ...`. */
 export function readJsonl(file: string): DataRecord[] {
   const records: DataRecord[] = [];
-  readJsonlLines(file).forEach(({ line, value: v }) => {
+  readJsonlLines(file).forEach(({ line, value: v, raw }) => {
     const where = `${file}:${line}`;
     // The other format's columns left null are absent (Hugging Face datasets' to_json writes a mixed dataset so).
     const given = (k: string) => (v as Record<string, unknown>)[k] !== undefined && (v as Record<string, unknown>)[k] !== null;
@@ -72,12 +72,14 @@ export function readJsonl(file: string): DataRecord[] {
     if ('messages' in o && ('prompt' in o || 'completion' in o)) throw new Error(`${where}: holds both "messages" and "prompt"/"completion"; one format a line`);
     if ('messages' in o) {
       const msgs = chatMessages(o.messages, where, 'messages'), tools = toolList(o.tools, where);
+      keepSource(tools, tools && topLevelText(raw, 'tools')); // its numbers printed as written (20.0)
       if (!msgs.some((m) => m.role === 'assistant')) throw new Error(`${where}: no assistant message, so nothing to train on`);
       records.push({ line, messages: msgs, ...(tools ? { tools } : {}) });
     } else if (Array.isArray(o.prompt) || Array.isArray(o.completion)) { // TRL's conversational prompt-completion
       const text = (['prompt', 'completion'] as const).find((k) => typeof o[k] === 'string');
       if (text) throw new Error(`${where}: "${text}" is text and "${text === 'prompt' ? 'completion' : 'prompt'}" a list of chat messages: give both as text, or both as lists of messages`);
       const prompt = chatMessages(o.prompt, where, 'prompt'), completion = chatMessages(o.completion, where, 'completion'), tools = toolList(o.tools, where);
+      keepSource(tools, tools && topLevelText(raw, 'tools'));
       if (!completion.some((m) => m.role === 'assistant')) throw new Error(`${where}: "completion" has no assistant message, so nothing to train on`);
       records.push({ line, messages: [...prompt, ...completion], trainFrom: prompt.length, ...(tools ? { tools } : {}) });
     } else if ('prompt' in o || 'completion' in o) {
