@@ -1,6 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +9,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadAdapter, loraScale, saveAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
+import { openSource } from '../src/io/source.ts';
 import { evalLoss, trainSft } from '../src/train/sft.ts';
 import { Trainer, aloraMask } from '../src/train/trainer.ts';
 import { buildTrainingGraph } from '../src/train/graph.ts';
@@ -352,6 +353,32 @@ test('train-sft --full writes a folder the runtime loads: weights, config and th
   } finally {
     await m.close();
     await src.close();
+  }
+});
+
+test('train-sft --full --overwrite over a converted folder removes the conversion (it loaded instead of the trained model); convert and training refuse an --out the other is writing', () => {
+  const data = path.join(tmp, 'over-converted.jsonl'), out = path.join(tmp, 'over-converted');
+  fs.writeFileSync(data, '{"prompt":"a b","completion":" c"}\n');
+  execFileSync(process.execPath, [BIN, 'convert', '--model', model.dir, '--out', out], { stdio: 'pipe' });
+  assert.ok(fs.existsSync(path.join(out, 'model.onnx')));
+  execFileSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--full', '--max-steps', '1', '--batch-tokens', '64', '--overwrite'], { stdio: 'pipe' });
+  assert.deepEqual(['model.onnx', 'model.onnx.data', 'edgereason.json'].filter((f) => fs.existsSync(path.join(out, f))), [], 'the conversion\'s files are gone');
+  assert.equal(openSource(out).kind, 'hf', 'the folder loads as the trained model');
+  // A live process holding the other command's lock (a sleeping child stands for it).
+  const other = spawn('sleep', ['60']);
+  try {
+    const busy = path.join(tmp, 'busy');
+    fs.mkdirSync(busy);
+    fs.writeFileSync(path.join(busy, '.convert.lock'), String(other.pid));
+    const sft = spawnSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', busy, '--max-steps', '1'], { encoding: 'utf8' });
+    assert.deepEqual([sft.status, sft.stderr.trim()], [1, `edgereason: --out: a convert (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out`]);
+    assert.deepEqual(fs.readdirSync(busy), ['.convert.lock'], 'its own lock released');
+    fs.renameSync(path.join(busy, '.convert.lock'), path.join(busy, '.training.lock'));
+    const conv = spawnSync(process.execPath, [BIN, 'convert', '--model', model.dir, '--out', busy], { encoding: 'utf8' });
+    assert.deepEqual([conv.status, conv.stderr.trim()], [1, `edgereason: --out: a training run (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out`]);
+    assert.deepEqual(fs.readdirSync(busy), ['.training.lock']);
+  } finally {
+    other.kill();
   }
 });
 

@@ -3,13 +3,13 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { isModelFileFolder, modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
 import { shortName } from '../io/hub.ts';
-import { holdLock } from '../io/safetensors.ts';
+import { holdLock, lockHolder } from '../io/safetensors.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote, rescaled } from '../runtime/convert.ts';
 import { ropeScalingWords } from '../models/config.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
-import { beforeDownload, canonical, checkOutDir } from './outputs.ts';
+import { beforeDownload, canonical, checkOutDir, CONVERT_LOCK, TRAINING_LOCK } from './outputs.ts';
 import { cliWords, quantArg } from './main.ts';
 import { ropeScalingOf, ropeScalingOptions } from './load.ts';
 
@@ -45,9 +45,11 @@ export function convertCommand(program: Command): void {
       // Held from here: a second convert into the same --out while this one runs is refused (their files would mix, the
       // last renamed winning each), and what is found there below stays so. Its release also removes the folder it made
       // when the run left that empty (Ctrl-C, a full disk, a source changed meanwhile: "nothing was written").
-      const unlock = holdLock(path.join(o.out, '.convert.lock'), (pid) => `--out: another convert (process ${pid}) is writing ${o.out}; wait for it to finish, or choose another --out`);
+      const unlock = holdLock(path.join(o.out, CONVERT_LOCK), (pid) => `--out: another convert (process ${pid}) is writing ${o.out}; wait for it to finish, or choose another --out`);
       let m: Manifest, earlier: string | undefined, t0: number;
       try {
+        const training = lockHolder(path.join(o.out, TRAINING_LOCK)); // (a training run writing there: the folder would load as one of the two)
+        if (training !== undefined) throw new Error(`--out: a training run (process ${training}) is writing ${o.out}; wait for it to finish, or choose another --out`);
         // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
         earlier = convertedFrom(o.out);
         if (earlier !== undefined && canonical(earlier) !== canonical(modelPath(o.model)) && !o.overwrite) {

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { holdLock, removeDeadTemps, writeJson } from '../io/safetensors.ts';
+import { holdLock, lockHolder, removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
@@ -224,12 +224,18 @@ export function artefacts(dir: string): Map<string, string> {
   const out = new Map<string, string>();
   if (!fs.existsSync(dir)) return out;
   for (const f of fs.readdirSync(dir)) {
-    if (!ARTEFACTS.includes(f) && !SHARD.test(f)) continue;
+    // (An earlier conversion's graph and manifest too: left beside a model trained there, they would load instead of it.)
+    if (!ARTEFACTS.includes(f) && !SHARD.test(f) && !CONVERTED_MODEL.includes(f)) continue;
     const s = fs.statSync(path.join(dir, f));
     out.set(f, `${s.ino}:${s.mtimeMs}:${s.size}`);
   }
   return out;
 }
+
+/** A converted model's own files (beside the tokenizer files training writes too). */
+const CONVERTED_MODEL = CONVERTED_FILES.filter((f) => !ARTEFACTS.includes(f));
+/** The lock convert holds on its --out while it writes (src/cli/convert.ts). */
+export const CONVERT_LOCK = '.convert.lock', TRAINING_LOCK = '.training.lock';
 
 /** Where a run started with --overwrite records the earlier run's artefacts, for a --resume after an interruption. */
 const REPLACED = path.join('checkpoint', 'replaced.json');
@@ -284,7 +290,10 @@ export function lockTraining(out: string, command: string): () => void {
   // (a signal that comes while the lock is taken waits for this synchronous code to end, and then finds the lock).
   const early = onInterrupt(process.stderr, () => `${command}: interrupted before the first training step: nothing was saved by this run`);
   try {
-    holdLock(path.join(out, '.training.lock'), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);
+    const unlock = holdLock(path.join(out, TRAINING_LOCK), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);
+    // (Each holds its own lock first, then looks for the other's: of two started at once, one at least sees the other.)
+    const converting = lockHolder(path.join(out, CONVERT_LOCK));
+    if (converting !== undefined) { unlock(); throw new Error(`--out: a convert (process ${converting}) is writing ${out}; wait for it to finish, or choose another --out`); }
   } catch (e) {
     early();
     throw e;

@@ -207,11 +207,18 @@ export function holdLock(lock: string, refusal: (pid: number) => string): () => 
       return release;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
-      const pid = Number(fs.readFileSync(lock, 'utf8'));
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) throw new Error(refusal(pid));
+      const pid = lockHolder(lock);
+      if (pid !== undefined) throw new Error(refusal(pid));
       fs.rmSync(lock, { force: true }); // left by a process that was killed
     }
   }
+}
+
+/** The live process (other than this one) that holds a holdLock file, if any. */
+export function lockHolder(lock: string): number | undefined {
+  let pid: number;
+  try { pid = Number(fs.readFileSync(lock, 'utf8')); } catch { return undefined; }
+  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) ? pid : undefined;
 }
 
 export function writeAll(fd: number, bytes: Uint8Array): void {
