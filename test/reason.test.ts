@@ -319,11 +319,14 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     const cut = path.join(tmp, 'prompts', 'cut.safetensors');
     fs.writeFileSync(cut, fs.readFileSync(file).subarray(0, fs.statSync(file).size - 4));
     await assert.rejects(m.loadPromptCache(cut), /^Error: prompt cache: .*cut\.safetensors is corrupt: tensor "prompt\.0": data_offsets .* point outside the file .*: file truncated\? \(delete it, or name another file\)$/);
-    // Keys or values that are not finite: a corrupt file, refused naming where.
-    const nan = path.join(tmp, 'prompts', 'nan.safetensors'), bytes = fs.readFileSync(file);
-    bytes.writeFloatLE(NaN, openSafetensors(file).info('prompt.0').begin + 4 * 5);
-    fs.writeFileSync(nan, bytes);
-    await assert.rejects(m.loadPromptCache(nan), { message: `prompt cache: ${nan} is corrupt: tensor "prompt.0": layer 0's keys of head 0 hold a value that is not finite (delete it, or name another file)` });
+    // Keys or values changed since the save (not finite, or finite: read before as they were, answering garbage): a
+    // corrupt file, refused naming the tensor.
+    for (const value of [NaN, 0.5]) {
+      const changed = path.join(tmp, 'prompts', 'changed.safetensors'), bytes = fs.readFileSync(file);
+      bytes.writeFloatLE(value, openSafetensors(file).info('prompt.0').begin + 4 * 5);
+      fs.writeFileSync(changed, bytes);
+      await assert.rejects(m.loadPromptCache(changed), { message: `prompt cache: ${changed} is corrupt: tensor "prompt.0" holds other bytes than were saved (sha256) (delete it, or name another file)` });
+    }
     // A file made where a prompt cache is being saved, while its keys and values are copied out, is not replaced.
     const late = path.join(tmp, 'prompts', 'late.safetensors');
     const slow = new PromptCache(new Proxy(m.backend, {

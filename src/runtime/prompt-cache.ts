@@ -11,6 +11,7 @@
  * The kept prompts can be saved to a file and loaded again after a restart (save / load): a long system prompt is
  * then prefilled once per deployment, not once per process.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
@@ -132,7 +133,9 @@ export class PromptCache {
       if (again) throw new Error(again);
       try {
         makeDir(path.dirname(path.resolve(file)));
-        writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts: JSON.stringify(kept.map((e) => e.tokens)) }, exclusive: !fs.existsSync(file) });
+        // Each tensor's sha256, checked when it is read: a file damaged since (a disk, an editor) is refused, not answered from.
+        const sums = Object.fromEntries([...tensors].map(([name, t]) => [name, sha256(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))]));
+        writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts: JSON.stringify(kept.map((e) => e.tokens)), sha256: JSON.stringify(sums) }, exclusive: !fs.existsSync(file) });
       } catch (e) {
         throw new Error(`prompt cache: not saved to ${file}: ${(e as Error).message.replace(/\.tmp-\d+/g, '')}`);
       }
@@ -160,7 +163,14 @@ export class PromptCache {
 
   private async loadOnce(file: string): Promise<{ prompts: number; tokens: number; of: number }> {
     if (isEmpty(file)) return { prompts: 0, tokens: 0, of: 0 };
-    const { f, prompts, stamp } = readHeader(file), c = this.backend.config;
+    const { f, prompts, stamp, sums } = readHeader(file), c = this.backend.config;
+    // (Files saved before the sums were recorded have none to check.)
+    const checkSum = (name: string) => {
+      if (!sums || sha256Of(file, f.info(name).begin, f.info(name).end) === sums[name]) return;
+      if (fileStamp(file) !== stamp) throw new Replaced(`prompt cache: ${file} was replaced while it was read, three times (other processes saving it): nothing read; load it again`);
+      throw corrupt(file, `tensor "${name}" holds other bytes than were saved (sha256)`);
+    };
+    checkSum('probe');
     const dims = (shape: number[]) => `${shape[0]} layers × ${shape[2]} KV heads × ${shape[4]}`;
     if (f.shape('probe').join() !== kvShape(this.backend, PROBE.length).join()) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from a model of ${dims(f.shape('probe'))} keys and values per position; this one has ${dims(kvShape(this.backend, 1))}: a prompt cache serves the model that saved it`);
     const saved = f.values('probe'), bad = firstNonFinite(saved);
@@ -177,6 +187,7 @@ export class PromptCache {
     try {
       for (let i = first; i < prompts.length; i++) {
         const name = `prompt.${i}`, ids = prompts[i];
+        checkSum(name);
         read.push(await this.backend.importRow({ length: ids.length, file, offset: f.info(name).begin }).catch((e: Error) => {
           throw /^kv-cache: .* not finite$/.test(e.message) ? corrupt(file, `tensor "${name}": ${e.message.slice(10)}`) : e;
         }));
@@ -294,7 +305,7 @@ function headerMetadata(file: string): Record<string, unknown> {
 }
 
 /** A prompt cache file opened and checked (its tensors read later), its prompts' token ids parsed. */
-function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string } {
+function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string; sums?: Record<string, string> } {
   if (!fs.existsSync(file)) throw new Error(`prompt cache: ${file} does not exist`);
   const stamp = fileStamp(file);
   let f: SafetensorsFile;
@@ -319,7 +330,28 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
     if (!f.has(name) || f.info(name).dtype !== 'F32' || f.shape(name).join() !== at(p, ids.length).join()) throw corrupt(file, `tensor "${name}" is missing or not [${at(p, ids.length).join(', ')}] float32`);
   });
   if (f.names.length !== prompts.length + 1) throw corrupt(file, `it holds ${f.names.length} tensors for ${prompts.length} prompts and the probe`);
-  return { f, prompts: prompts as number[][], stamp };
+  let sums: unknown;
+  if (m.sha256 !== undefined) try { sums = JSON.parse(String(m.sha256)); } catch { throw corrupt(file, 'its "sha256" metadata is not JSON'); }
+  if (sums !== undefined && !(sums && typeof sums === 'object' && f.names.every((n) => typeof (sums as Record<string, unknown>)[n] === 'string'))) throw corrupt(file, 'its "sha256" metadata does not give every tensor\'s sum');
+  return { f, prompts: prompts as number[][], stamp, ...(sums ? { sums: sums as Record<string, string> } : {}) };
+}
+
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+/** The sha256 of a file's bytes [begin, end), read in 16 MiB pieces. */
+function sha256Of(file: string, begin: number, end: number): string {
+  const h = createHash('sha256'), fd = fs.openSync(file, 'r'), buf = Buffer.allocUnsafe(Math.min(1 << 24, Math.max(1, end - begin)));
+  try {
+    for (let at = begin; at < end;) {
+      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, end - at), at);
+      if (n <= 0) break;
+      h.update(buf.subarray(0, n));
+      at += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest('hex');
 }
 
 /** How many first tokens two lists share. */
