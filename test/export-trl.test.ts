@@ -2,9 +2,10 @@
  * Scale-out path: `export-trl` writes the default recipe's data and TRL configs; adapters trained here are PEFT
  * folders whose config keys and tensor names follow PEFT's documented schema (so PEFT/TRL and vLLM load them).
  */
-import { after, test } from 'node:test';
+import { after, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -185,6 +186,26 @@ print(json.dumps(out))`], { cwd: out, encoding: 'utf8' });
   assert.deepEqual([lr.status, lr.stdout.trim()], [0, '5e-07']);
   const line = 'U:q\nA:<think>\nThinking budget: 96 tokens.';
   assert.deepEqual(JSON.parse(render.stdout), [`${line}\n`, 'U:q\nA:<think>', `${line}\n`, 'U:q\nA:<think>\n', line, 'U:q\nA:<think>', line, 'U:q\nA:<think>\n']);
+});
+
+test('export-trl: a run that fails part way (a full disk) removes what it wrote, so the same command runs again', () => {
+  const out = path.join(tmp, 'trl-full-disk'), write = fs.writeSync;
+  let writes = 0;
+  const full = mock.method(fs, 'writeSync', ((...a: Parameters<typeof fs.writeSync>) => {
+    if (++writes === 2) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    return (write as (...b: unknown[]) => number)(...a);
+  }) as typeof fs.writeSync);
+  syncBuiltinESMExports(); // (the writers import node:fs's named exports)
+  try {
+    assert.throws(() => exportTrl({ out, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 4 }),
+      { message: `cannot write ${out}/data/grpo/train.jsonl: ENOSPC: no space left on device, write (the files this run added to ${out} were removed)` });
+  } finally {
+    full.mock.restore();
+    syncBuiltinESMExports();
+  }
+  assert.equal(fs.existsSync(out), false, 'the folder it made is gone');
+  const r = exportTrl({ out, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 4 });
+  assert.ok(r.files.includes('README.md') && fs.existsSync(path.join(out, 'README.md')));
 });
 
 test('export-trl: with a tokenizer that has no <think> token (Qwen2.5\'s), the examples hold "<think>\\n" as one run of ids, not "<think>" — what train_sft.py picks', () => {

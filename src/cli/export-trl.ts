@@ -189,42 +189,57 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   };
 
   checkOutDir(o.out, outCheck(o.overwrite, base));
-  makeDir(path.join(o.out, 'data/sft'));
-  makeDir(path.join(o.out, 'data/grpo'));
-  const files: string[] = [];
-  const write = (rel: string, text: string) => { atomicWrite(path.join(o.out, rel), (fd) => writeAll(fd, Buffer.from(text))); files.push(rel); };
-  // A data set is written a thousand lines at a time: as one string, a large one passes JavaScript's length limit.
-  const writeJsonl = (rel: string, records: unknown[]) => {
-    atomicWrite(path.join(o.out, rel), (fd) => { for (let i = 0; i < records.length; i += 1000) writeAll(fd, Buffer.from(records.slice(i, i + 1000).map((r) => jsonWithPythonNumbers(r as Record<string, unknown>) + '\n').join(''))); });
+  // The folders and files this run makes: removed when it fails part way (a full disk), so that the same command
+  // can run again (a half-written job would be refused as another one's output).
+  const made = [o.out, path.join(o.out, 'data'), path.join(o.out, 'data/sft'), path.join(o.out, 'data/grpo')].filter((d) => !fs.existsSync(d));
+  const files: string[] = [], added: string[] = [];
+  const keep = (rel: string, write: () => void) => {
+    const existed = fs.existsSync(path.join(o.out, rel));
+    write();
     files.push(rel);
+    if (!existed) added.push(rel);
   };
-  writeJsonl('data/sft/train.jsonl', sft);
-  writeJsonl('data/grpo/train.jsonl', grpo);
-  write('recipe.json', JSON.stringify(recipe, null, 2) + '\n');
-  const common = { model_name_or_path: base.name, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none',
-    // PEFT's activated LoRA finds its invocation in a forward hook, which gradient checkpointing (TRL's default)
-    // runs twice: the adapter's gradients came out zero (peft#2826).
-    gradient_checkpointing: false };
-  write('sft.yaml', yaml({
-    ...common, dataset_name: 'data/sft', output_dir: 'out/sft-adapter', learning_rate: recipe.sft.learning_rate, num_train_epochs: recipe.sft.num_train_epochs,
-    per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, completion_only_loss: true, lr_scheduler_type: 'cosine',
-    // 3 % of the steps on one GPU, in steps: transformers 5.2 dropped warmup_ratio, and 4.x takes no fraction in warmup_steps.
-    warmup_steps: Math.max(1, Math.ceil(0.03 * Math.ceil(recipe.sft.examples / recipe.sft.per_device_train_batch_size) * recipe.sft.num_train_epochs)),
-  }, 'TRL SFT config (edgereason export-trl). Plain LoRA via `trl sft --config sft.yaml`; train_sft.py reads it and adds activated LoRA.'));
-  write('grpo.yaml', yaml({
-    ...common, dataset_name: 'data/grpo', output_dir: 'out/grpo-adapter', learning_rate: recipe.grpo.learning_rate, max_steps: recipe.grpo.max_steps,
-    // TRL counts its batches in completions: a group per device batch, prompts_per_step groups per optimizer step (train-rl's 8 prompts × 8).
-    num_generations: recipe.grpo.num_generations, per_device_train_batch_size: recipe.grpo.num_generations, gradient_accumulation_steps: recipe.grpo.prompts_per_step,
-    max_completion_length: recipe.grpo.max_completion_length,
-    temperature: recipe.grpo.temperature, beta: recipe.grpo.beta, reward_funcs: ['rewards.budget_reward'],
-    // train-rl's optimisation: the loss summed over every token of the step's rollouts over their count (TRL's "dapo";
-    // TRL's default has changed between versions), a constant learning rate, gradients clipped at norm 1, no decay.
-    loss_type: 'dapo', lr_scheduler_type: 'constant', max_grad_norm: 1.0, weight_decay: 0,
-  }, 'TRL GRPO config (edgereason export-trl) for train_grpo.py, which starts from the SFT adapter and appends the invocation and budget line to each prompt (`trl grpo --config` would do neither).'));
-  write('rewards.py', REWARDS.replace('__LAMBDA__', String(recipe.grpo.reward.lambda)).replaceAll('__GRADER__', grader));
-  write('train_sft.py', TRAIN_SFT.replace('__INVOCATION__', JSON.stringify(invocation)));
-  write('train_grpo.py', TRAIN_GRPO.replace('__INVOCATION__', JSON.stringify(invocation)));
-  write('README.md', readme(base.name, recipe));
+  const write = (rel: string, text: string) => keep(rel, () => atomicWrite(path.join(o.out, rel), (fd) => writeAll(fd, Buffer.from(text))));
+  // A data set is written a thousand lines at a time: as one string, a large one passes JavaScript's length limit.
+  const writeJsonl = (rel: string, records: unknown[]) => keep(rel, () => atomicWrite(path.join(o.out, rel), (fd) => {
+    for (let i = 0; i < records.length; i += 1000) writeAll(fd, Buffer.from(records.slice(i, i + 1000).map((r) => jsonWithPythonNumbers(r as Record<string, unknown>) + '\n').join('')));
+  }));
+  try {
+    makeDir(path.join(o.out, 'data/sft'));
+    makeDir(path.join(o.out, 'data/grpo'));
+    writeJsonl('data/sft/train.jsonl', sft);
+    writeJsonl('data/grpo/train.jsonl', grpo);
+    write('recipe.json', JSON.stringify(recipe, null, 2) + '\n');
+    const common = { model_name_or_path: base.name, use_peft: true, lora_r: rank, lora_alpha: alpha, lora_dropout: lora.lora_dropout, lora_target_modules: targets, seed, bf16: true, logging_steps: 10, report_to: 'none',
+      // PEFT's activated LoRA finds its invocation in a forward hook, which gradient checkpointing (TRL's default)
+      // runs twice: the adapter's gradients came out zero (peft#2826).
+      gradient_checkpointing: false };
+    write('sft.yaml', yaml({
+      ...common, dataset_name: 'data/sft', output_dir: 'out/sft-adapter', learning_rate: recipe.sft.learning_rate, num_train_epochs: recipe.sft.num_train_epochs,
+      per_device_train_batch_size: recipe.sft.per_device_train_batch_size, max_length: recipe.sft.max_length, completion_only_loss: true, lr_scheduler_type: 'cosine',
+      // 3 % of the steps on one GPU, in steps: transformers 5.2 dropped warmup_ratio, and 4.x takes no fraction in warmup_steps.
+      warmup_steps: Math.max(1, Math.ceil(0.03 * Math.ceil(recipe.sft.examples / recipe.sft.per_device_train_batch_size) * recipe.sft.num_train_epochs)),
+    }, 'TRL SFT config (edgereason export-trl). Plain LoRA via `trl sft --config sft.yaml`; train_sft.py reads it and adds activated LoRA.'));
+    write('grpo.yaml', yaml({
+      ...common, dataset_name: 'data/grpo', output_dir: 'out/grpo-adapter', learning_rate: recipe.grpo.learning_rate, max_steps: recipe.grpo.max_steps,
+      // TRL counts its batches in completions: a group per device batch, prompts_per_step groups per optimizer step (train-rl's 8 prompts × 8).
+      num_generations: recipe.grpo.num_generations, per_device_train_batch_size: recipe.grpo.num_generations, gradient_accumulation_steps: recipe.grpo.prompts_per_step,
+      max_completion_length: recipe.grpo.max_completion_length,
+      temperature: recipe.grpo.temperature, beta: recipe.grpo.beta, reward_funcs: ['rewards.budget_reward'],
+      // train-rl's optimisation: the loss summed over every token of the step's rollouts over their count (TRL's "dapo";
+      // TRL's default has changed between versions), a constant learning rate, gradients clipped at norm 1, no decay.
+      loss_type: 'dapo', lr_scheduler_type: 'constant', max_grad_norm: 1.0, weight_decay: 0,
+    }, 'TRL GRPO config (edgereason export-trl) for train_grpo.py, which starts from the SFT adapter and appends the invocation and budget line to each prompt (`trl grpo --config` would do neither).'));
+    write('rewards.py', REWARDS.replace('__LAMBDA__', String(recipe.grpo.reward.lambda)).replaceAll('__GRADER__', grader));
+    write('train_sft.py', TRAIN_SFT.replace('__INVOCATION__', JSON.stringify(invocation)));
+    write('train_grpo.py', TRAIN_GRPO.replace('__INVOCATION__', JSON.stringify(invocation)));
+    write('README.md', readme(base.name, recipe));
+  } catch (e) {
+    for (const rel of added) fs.rmSync(path.join(o.out, rel), { force: true });
+    for (const d of made.reverse()) try { fs.rmdirSync(d); } catch { /* holds something else */ }
+    const replaced = files.length - added.length;
+    throw new Error(`${(e as Error).message} (the files this run added to ${o.out} were removed${replaced ? `; the ${replaced} it replaced hold this run's version` : ''})`);
+  }
   return { files, sftExamples: sft.length, grpoPrompts: grpo.length, recipe };
 }
 
