@@ -1,7 +1,8 @@
-import { after, test } from 'node:test';
+import { after, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -279,6 +280,25 @@ test('the run spans the sum of every epoch\'s micro-batches: all are trained and
   assert.equal(r.steps, 52);
   const schedule = { lr: base.lr, warmup: 3, total: 52, minLr: base.lr * 0.1 };
   assert.deepEqual(lrs, Array.from({ length: 52 }, (_, i) => lrAt(i, schedule)));
+});
+
+test('outputs that cannot be written at the end (a full disk) say --resume writes them from the saved last step, which it does', async () => {
+  const out = path.join(tmp, 'full-at-end'), opts = { ...base, epochs: 1, checkpointEvery: 50, maxSteps: 2, out }, open = fs.openSync;
+  const full = mock.method(fs, 'openSync', ((...a: Parameters<typeof fs.openSync>) => {
+    if (String(a[0]).includes('adapter_model.safetensors.tmp')) throw Object.assign(new Error('ENOSPC: no space left on device, open'), { code: 'ENOSPC' });
+    return (open as (...b: unknown[]) => number)(...a);
+  }) as typeof fs.openSync);
+  syncBuiltinESMExports(); // (the writers import node:fs's named exports)
+  try {
+    await assert.rejects(trainSft(model.config, weights, train, [], opts), {
+      message: `cannot write ${path.join(out, 'adapter_model.safetensors')}: ENOSPC: no space left on device, open; the checkpoint (${path.join(out, 'checkpoint')}) holds the last step (2): rerun the same command with --resume (and without --overwrite) to write the outputs without training again`,
+    });
+  } finally {
+    full.mock.restore();
+    syncBuiltinESMExports();
+  }
+  const again = await trainSft(model.config, weights, train, [], { ...opts, resume: true });
+  assert.deepEqual([again.steps, fs.existsSync(path.join(out, 'adapter_model.safetensors'))], [2, true]);
 });
 
 test('a resume with other options is refused, naming the option and both values; an older checkpoint without them resumes', async () => {

@@ -223,6 +223,19 @@ export function dataIdentity(items: Iterable<unknown>): string {
  * parameters, optimizer state and the step and data position change together in one synchronous block after each
  * optimizer step, so at any await they describe a completed step. `last` gives the step the checkpoint holds.
  */
+/**
+ * Writes a run's outputs (`write`); when that fails (a full disk) after the last step's checkpoint was saved, the error
+ * says that --resume writes them without training again.
+ */
+export async function writingOutputs(dir: string, checkpoint: number | undefined, step: number, write: () => Promise<void>): Promise<void> {
+  try {
+    await write();
+  } catch (e) {
+    if (checkpoint === step) (e as Error).message += `; the checkpoint (${dir}) holds the last step (${step}): rerun the same command with --resume (and without --overwrite) to write the outputs without training again`;
+    throw e;
+  }
+}
+
 export function interrupted(command: string, total: number, dir: string, every: number | undefined, step: number, last: () => number | undefined, save: () => void): string {
   let failed = '';
   if (every && step > (last() ?? 0)) {

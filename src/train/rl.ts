@@ -21,7 +21,7 @@ import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
 import { checkSpecialText, Rng, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, savedList, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, savedList, saveCheckpoint, writingOutputs, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 import { checkRules, is, type Rule } from '../runtime/options.ts';
@@ -250,19 +250,21 @@ export async function trainRl(
     // The last step is always saved: --resume with a larger --steps continues from it.
     if (o.checkpointEvery && checkpoint !== step) save();
     // Written while Ctrl-C is still handled: each file is written whole, and the message says how to finish.
-    const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
-    saveAdapter(o.out, { r: rank, loraAlpha: alpha, rslora, targets, aloraInvocationTokens: invocation, baseModel: o.baseModel ?? recordedBase(adapterDir) }, tensors, config.numLayers);
-    // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
-    // writes a request's bucket into the prompt only for adapters trained with them.
-    writeJson(path.join(o.out, 'rl_log.json'), {
-      budgets: share < 1 ? o.budgets : [], unbudgetedShare: share, unbudgetedBudget: Math.min(...o.budgets), history,
-    }, 1);
-    const curve = (name: keyof RlStepStats) => history.map((h) => [h.step, h[name]] as [number, number]);
-    writeSvg(path.join(o.out, 'rl-curves.svg'), await lineChart({
-      title: 'GRPO: reward, accuracy and within-budget rate', x: 'step', y: 'value',
-      series: [{ name: 'mean reward', points: curve('reward') }, { name: 'accuracy', points: curve('accuracy') }, { name: 'within budget', points: curve('withinBudget') }],
-    }));
-    writeSvg(path.join(o.out, 'rl-length.svg'), await lineChart({ title: 'GRPO: mean thinking tokens', x: 'step', y: 'tokens', series: [{ name: 'thinking tokens', points: curve('thinking') }] }));
+    await writingOutputs(ckpt, checkpoint, step, async () => {
+      const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
+      saveAdapter(o.out, { r: rank, loraAlpha: alpha, rslora, targets, aloraInvocationTokens: invocation, baseModel: o.baseModel ?? recordedBase(adapterDir) }, tensors, config.numLayers);
+      // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
+      // writes a request's bucket into the prompt only for adapters trained with them.
+      writeJson(path.join(o.out, 'rl_log.json'), {
+        budgets: share < 1 ? o.budgets : [], unbudgetedShare: share, unbudgetedBudget: Math.min(...o.budgets), history,
+      }, 1);
+      const curve = (name: keyof RlStepStats) => history.map((h) => [h.step, h[name]] as [number, number]);
+      writeSvg(path.join(o.out, 'rl-curves.svg'), await lineChart({
+        title: 'GRPO: reward, accuracy and within-budget rate', x: 'step', y: 'value',
+        series: [{ name: 'mean reward', points: curve('reward') }, { name: 'accuracy', points: curve('accuracy') }, { name: 'within budget', points: curve('withinBudget') }],
+      }));
+      writeSvg(path.join(o.out, 'rl-length.svg'), await lineChart({ title: 'GRPO: mean thinking tokens', x: 'step', y: 'tokens', series: [{ name: 'thinking tokens', points: curve('thinking') }] }));
+    });
   } finally {
     progress.stop();
     await backend.close(); // the view only: removes the policy's slot

@@ -14,7 +14,7 @@ import { saveAdapter } from '../io/peft.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
-import { checkOptions, checkpointJson, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, savedList, saveCheckpoint, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointJson, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, savedList, saveCheckpoint, writingOutputs, type RunOptions } from './checkpoint.ts';
 import type { TokenizerFiles } from '../tokenizer/types.ts';
 import { lateProgress, Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
@@ -255,11 +255,13 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     if (o.checkpointEvery && checkpoint !== step) save();
     if (evalSet.length && (!evalLosses.length || evalLosses[evalLosses.length - 1][0] !== step)) { progress.endBar(); evalLosses.push([step, await evaluate(true)]); }
     // Written while Ctrl-C is still handled: each file is written whole, and the message says how to finish.
-    makeDir(o.out);
-    if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles, generationConfig: o.generationConfig });
-    else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
-    writeSvg(path.join(o.out, 'loss.svg'), await lossChart(losses, evalLosses));
-    writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
+    await writingOutputs(ckptDir, checkpoint, step, async () => {
+      makeDir(o.out);
+      if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles, generationConfig: o.generationConfig });
+      else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
+      writeSvg(path.join(o.out, 'loss.svg'), await lossChart(losses, evalLosses));
+      writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
+    });
   } finally {
     progress?.stop();
     await Promise.all([trainer.close(), evalTrainer?.close()]);
