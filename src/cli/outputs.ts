@@ -234,7 +234,7 @@ export function artefacts(dir: string): Map<string, string> {
 
 /** A converted model's own files (beside the tokenizer files training writes too). */
 const CONVERTED_MODEL = CONVERTED_FILES.filter((f) => !ARTEFACTS.includes(f));
-/** The lock convert holds on its --out while it writes (src/cli/convert.ts). */
+/** The locks convert and a training run hold on their --out while they write (each refuses an --out the other holds). */
 export const CONVERT_LOCK = '.convert.lock', TRAINING_LOCK = '.training.lock';
 
 /** Where a run started with --overwrite records the earlier run's artefacts, for a --resume after an interruption. */
