@@ -231,7 +231,7 @@ export async function writingOutputs(dir: string, checkpoint: number | undefined
   try {
     await write();
   } catch (e) {
-    if (checkpoint === step) (e as Error).message += `; the checkpoint (${dir}) holds the last step (${step}): rerun the same command with --resume (and without --overwrite) to write the outputs without training again`;
+    if (checkpoint === step && e instanceof Error) e.message += `; the checkpoint (${dir}) holds the last step (${step}): rerun the same command with --resume (and without --overwrite) to write the outputs without training again`;
     throw e;
   }
 }
