@@ -4,6 +4,7 @@
  * raw little-endian tensor bytes. Tensors are read lazily by file offset, so opening is cheap.
  * Also home of the fp16/bf16 <-> fp32 conversions shared by the other loaders.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import nodePath from 'node:path';
 import type { WeightSource } from './weights.ts';
@@ -219,6 +220,17 @@ export function lockHolder(lock: string): number | undefined {
   let pid: number;
   try { pid = Number(fs.readFileSync(lock, 'utf8')); } catch { return undefined; }
   return Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) ? pid : undefined;
+}
+
+/** The sha256 (hex) of a file's bytes from `begin` to `end` (default: the whole file), read in 16 MiB pieces. */
+export function sha256Of(file: string, begin = 0, end = Infinity): string {
+  const h = createHash('sha256'), fd = fs.openSync(file, 'r'), buf = Buffer.allocUnsafe(1 << 24);
+  try {
+    for (let at = begin, n; at < end && (n = fs.readSync(fd, buf, 0, Math.min(buf.length, end - at), at)) > 0; at += n) h.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest('hex');
 }
 
 export function writeAll(fd: number, bytes: Uint8Array): void {

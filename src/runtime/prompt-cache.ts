@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
 import { grownCapacity, kvBytes } from './kv-cache.ts';
-import { firstNonFinite, makeDir, openSafetensors, readSafetensorsHeader, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
+import { firstNonFinite, makeDir, openSafetensors, readSafetensorsHeader, sha256Of, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 
 /**
  * Default budget: MiB of kept prompt caches per model session, or room for DEFAULT_PROMPT_TOKENS positions where
@@ -337,22 +337,6 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-
-/** The sha256 of a file's bytes [begin, end), read in 16 MiB pieces. */
-function sha256Of(file: string, begin: number, end: number): string {
-  const h = createHash('sha256'), fd = fs.openSync(file, 'r'), buf = Buffer.allocUnsafe(Math.min(1 << 24, Math.max(1, end - begin)));
-  try {
-    for (let at = begin; at < end;) {
-      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, end - at), at);
-      if (n <= 0) break;
-      h.update(buf.subarray(0, n));
-      at += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
-}
 
 /** How many first tokens two lists share. */
 function common(a: readonly number[], b: readonly number[]): number {

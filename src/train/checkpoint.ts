@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import type { AdapterTensors } from '../runtime/engine.ts';
 import type { WeightSource } from '../io/weights.ts';
-import { checkFinite, makeDir, openSafetensors, writeJson, writeSafetensors } from '../io/safetensors.ts';
+import { checkFinite, makeDir, openSafetensors, sha256Of, writeJson, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamW, AdamWState, Params } from './optim.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is, type Rule } from '../runtime/options.ts';
@@ -63,12 +63,6 @@ export function saveCheckpoint(dir: string, c: Checkpoint): void {
     if ((f.startsWith('tensors-') && f !== tensorFile) || f.includes('.tmp-')) fs.rmSync(path.join(dir, f), { force: true });
 }
 
-function sha256File(file: string): string {
-  const h = crypto.createHash('sha256'), fd = fs.openSync(file, 'r'), buf = Buffer.allocUnsafe(1 << 24);
-  try { for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n)); } finally { fs.closeSync(fd); }
-  return h.digest('hex');
-}
-
 /** The checkpoint.json of a checkpoint folder. */
 export const checkpointJson = (dir: string): string => path.join(dir, JSON_NAME);
 
@@ -98,7 +92,7 @@ export function loadCheckpoint(dir: string): Checkpoint {
   const size = fs.statSync(tensorFile).size;
   if (size !== j.tensorBytes) throw new Error(`checkpoint: ${tensorFile} is truncated or corrupt: ${size} bytes, ${jsonFile} expects ${j.tensorBytes}`);
   // (Checkpoints from before the hash have none.)
-  if (j.tensorSha256 !== undefined && sha256File(tensorFile) !== j.tensorSha256) throw new Error(`checkpoint: ${tensorFile} is corrupt: its bytes differ from those ${jsonFile} recorded when it was saved (sha256)`);
+  if (j.tensorSha256 !== undefined && sha256Of(tensorFile) !== j.tensorSha256) throw new Error(`checkpoint: ${tensorFile} is corrupt: its bytes differ from those ${jsonFile} recorded when it was saved (sha256)`);
   const f = openSafetensors(tensorFile);
   const read = (prefix: string): Params => new Map((j.params as string[]).map((n) => {
     if (!f.has(prefix + n)) throw new Error(`checkpoint: ${tensorFile} lacks tensor "${prefix + n}"`);
