@@ -289,8 +289,8 @@ export function pythonFloat(x: number): string {
  * The numbers (outside strings) of a JSON text that JavaScript would print otherwise than Python: where each is, and
  * Python's text of it.
  */
-function unlikeNumbers(text: string): { at: number; length: number; python: string }[] {
-  const out: { at: number; length: number; python: string }[] = [];
+function unlikeNumbers(text: string): { at: number; length: number; python: string; integer: boolean }[] {
+  const out: { at: number; length: number; python: string; integer: boolean }[] = [];
   for (let i = 0; i < text.length; i++) {
     if (text[i] === '"') { i = stringEnd(text, i); continue; }
     if (!/[-\d]/.test(text[i]) || /[\d.eE+-]/.test(text[i - 1] ?? '')) continue; // not within a number (its fraction or exponent)
@@ -300,7 +300,7 @@ function unlikeNumbers(text: string): { at: number; length: number; python: stri
     if (!found) continue;
     const n = Number(found[0]), float = found[1] !== undefined || found[2] !== undefined;
     const python = float ? pythonFloat(n) : Number.isSafeInteger(n) ? undefined : found[0];
-    if (python !== undefined && python !== JSON.stringify(n)) out.push({ at: i, length: found[0].length, python });
+    if (python !== undefined && python !== JSON.stringify(n)) out.push({ at: i, length: found[0].length, python, integer: !float });
     i += found[0].length - 1;
   }
   return out;
@@ -311,8 +311,7 @@ function unlikeNumbers(text: string): { at: number; length: number; python: stri
  * would print otherwise than Python marked (see MARK); undefined when it holds none (or its text was not kept).
  */
 export function markedValue(value: unknown): unknown {
-  const text = value && typeof value === 'object' ? SOURCES.get(value) : undefined;
-  const unlike = text === undefined ? [] : unlikeNumbers(text);
+  const text = sourceOf(value), unlike = text === undefined ? [] : unlikeNumbers(text);
   if (!unlike.length) return undefined;
   let json = '', from = 0;
   for (const u of unlike) { json += `${text!.slice(from, u.at)}${JSON.stringify(MARK + u.python + '_')}`; from = u.at + u.length; }
@@ -334,6 +333,9 @@ export function markedNumbers(messages: readonly ChatMessage[]): ChatMessage[] |
   });
   return changed ? marked : undefined;
 }
+
+/** The JSON text a value was parsed from, where it was kept (keepSource, argumentsObject). */
+const sourceOf = (value: unknown): string | undefined => (value && typeof value === 'object' ? SOURCES.get(value) : undefined);
 
 /** Keeps the JSON text `value` was parsed from (a request's or a dataset line's tools: topLevelText), so that a chat template prints its numbers as Python does. */
 export function keepSource(value: unknown, text: string | undefined): void {
@@ -386,8 +388,7 @@ export function jsonWithPythonNumbers(record: Record<string, unknown>): string {
 export function inexactInteger(messages: readonly ChatMessage[]): string | undefined {
   for (const m of messages) {
     for (const c of m.tool_calls ?? []) {
-      const args = c.function.arguments, text = args && typeof args === 'object' ? SOURCES.get(args) : undefined;
-      const big = text === undefined ? undefined : unlikeNumbers(text).find((u) => !/[.eEIN]/.test(u.python));
+      const text = sourceOf(c.function.arguments), big = text === undefined ? undefined : unlikeNumbers(text).find((u) => u.integer);
       if (big) return big.python;
     }
   }
