@@ -44,7 +44,7 @@ import { seedAt } from '../runtime/sampler.ts';
 import { servedModel, type Served, type ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { compileJsonSchema, jsonConstraint, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
-import { argumentsObject, jsonDepth, jsonObject, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
+import { argumentsObject, jsonDepth, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { textOffsets, type TokenLogprobs } from './logprobs.ts';
 
@@ -120,10 +120,13 @@ const MAX_ARGUMENT_DEPTH = 64;
  * (an integer beyond 2^53 as written: argumentsObject).
  */
 function toolArguments(json: string, param: string): Record<string, unknown> {
-  if (!jsonObject(json)) throw new ApiError(400, `Invalid value for '${param}': the arguments must be the JSON text of an object, got ${JSON.stringify(json.length > 60 ? `${json.slice(0, 60)}…` : json)}.`, param);
+  let v: Record<string, unknown>;
+  try { v = argumentsObject(json, param); } catch {
+    throw new ApiError(400, `Invalid value for '${param}': the arguments must be the JSON text of an object, got ${JSON.stringify(json.length > 60 ? `${json.slice(0, 60)}…` : json)}.`, param);
+  }
   // The template prints them again (tojson, recursively): a deeper nesting would overflow its stack.
   if (jsonDepth(json) > MAX_ARGUMENT_DEPTH) throw new ApiError(400, `Invalid value for '${param}': the arguments nest deeper than ${MAX_ARGUMENT_DEPTH} levels.`, param);
-  return argumentsObject(json, param);
+  return v;
 }
 
 /**

@@ -52,9 +52,10 @@ function chatMessages(v: unknown, where: string, key: string): ChatMessage[] {
 }
 
 /** A line's "tools": a list of function definitions (objects), as TRL's records hold them. */
-function toolList(v: unknown, where: string): unknown[] | undefined {
+function toolList(v: unknown, where: string, line: string): unknown[] | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v) || v.some((t) => !t || typeof t !== 'object' || Array.isArray(t))) throw new Error(`${where}: "tools" must be a list of function definitions (objects), got ${shown(v)}`);
+  if (v.length) keepSource(v, topLevelText(line, 'tools')); // its numbers printed as the line wrote them (20.0)
   return v.length ? v : undefined;
 }
 
@@ -71,15 +72,13 @@ export function readJsonl(file: string): DataRecord[] {
     const o = Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([k, x]) => !(x === null && FORMAT_KEYS.includes(k) && other(k))));
     if ('messages' in o && ('prompt' in o || 'completion' in o)) throw new Error(`${where}: holds both "messages" and "prompt"/"completion"; one format a line`);
     if ('messages' in o) {
-      const msgs = chatMessages(o.messages, where, 'messages'), tools = toolList(o.tools, where);
-      keepSource(tools, tools && topLevelText(raw, 'tools')); // its numbers printed as written (20.0)
+      const msgs = chatMessages(o.messages, where, 'messages'), tools = toolList(o.tools, where, raw);
       if (!msgs.some((m) => m.role === 'assistant')) throw new Error(`${where}: no assistant message, so nothing to train on`);
       records.push({ line, messages: msgs, ...(tools ? { tools } : {}) });
     } else if (Array.isArray(o.prompt) || Array.isArray(o.completion)) { // TRL's conversational prompt-completion
       const text = (['prompt', 'completion'] as const).find((k) => typeof o[k] === 'string');
       if (text) throw new Error(`${where}: "${text}" is text and "${text === 'prompt' ? 'completion' : 'prompt'}" a list of chat messages: give both as text, or both as lists of messages`);
-      const prompt = chatMessages(o.prompt, where, 'prompt'), completion = chatMessages(o.completion, where, 'completion'), tools = toolList(o.tools, where);
-      keepSource(tools, tools && topLevelText(raw, 'tools'));
+      const prompt = chatMessages(o.prompt, where, 'prompt'), completion = chatMessages(o.completion, where, 'completion'), tools = toolList(o.tools, where, raw);
       if (!completion.some((m) => m.role === 'assistant')) throw new Error(`${where}: "completion" has no assistant message, so nothing to train on`);
       records.push({ line, messages: [...prompt, ...completion], trainFrom: prompt.length, ...(tools ? { tools } : {}) });
     } else if ('prompt' in o || 'completion' in o) {
