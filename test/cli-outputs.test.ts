@@ -308,7 +308,7 @@ test('Progress: on SIGINT the bar is stopped (cursor shown again), the message p
 test('lockTraining: its Ctrl-C handler stands until the training\'s own comes (then goes for good: it would say nothing was saved after the training saved)', async () => {
   const dir = at('lock-handover'), before = [process.listenerCount('SIGINT'), process.listenerCount('SIGTERM')];
   const off = lockTraining(dir, 'train-sft');
-  assert.deepEqual([process.listenerCount('SIGINT'), process.listenerCount('SIGTERM'), fs.existsSync(path.join(dir, '.training.lock'))], [before[0] + 1, before[1] + 1, true]);
+  assert.deepEqual([process.listenerCount('SIGINT'), process.listenerCount('SIGTERM'), fs.readFileSync(path.join(dir, '.edgereason.lock'), 'utf8') === `${process.pid} train-sft`], [before[0] + 1, before[1] + 1, true]);
   const training = () => {};
   process.on('SIGINT', training);
   await Promise.resolve(); // handed over once the training's is there
@@ -569,7 +569,7 @@ test('train-sft interrupted before its first step (tokenizing its data) exits 13
   // Polled without a pause, so the signal comes as the lock appears: when the lock was taken before Node listened
   // for SIGINT, its default action could kill the run there, leaving the lock behind (a script polling so killed 28
   // of 31 runs; this test, once in the suite).
-  const lock = path.join(out, '.training.lock'), until = Date.now() + 120_000;
+  const lock = path.join(out, '.edgereason.lock'), until = Date.now() + 120_000;
   while (!fs.existsSync(lock) && Date.now() < until) { /* spin */ }
   child.kill('SIGINT');
   assert.equal(await done, 130, stderr);
@@ -1048,9 +1048,9 @@ test('convert refuses to write into its own --model folder or a file; a converte
   assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32', '--overwrite']).status, 0);
   // A second convert into an --out another one is writing (its lock held by a live process, here this one) is refused;
   // a lock left by a process that is gone is taken over, and goes with the run.
-  const lock = path.join(at('conv-out'), '.convert.lock');
-  fs.writeFileSync(lock, String(process.pid));
-  assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).stderr, `edgereason: --out: another convert (process ${process.pid}) is writing ${at('conv-out')}; wait for it to finish, or choose another --out\n`);
+  const lock = path.join(at('conv-out'), '.edgereason.lock');
+  fs.writeFileSync(lock, `${process.pid} convert`);
+  assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).stderr, `edgereason: --out: another convert run (process ${process.pid}) is writing ${at('conv-out')}; wait for it to finish, or choose another --out\n`);
   fs.writeFileSync(lock, '2147483646');
   assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).status, 0);
   assert.equal(fs.existsSync(lock), false);

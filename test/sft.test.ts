@@ -126,9 +126,9 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
   assert.equal(run(['--data', data, '--lora-r', '4', '--max-steps', '1', '--overwrite']), '');
   assert.deepEqual((({ r, lora_alpha }) => [r, lora_alpha])(JSON.parse(fs.readFileSync(path.join(tmp, 'cli', 'adapter_config.json'), 'utf8'))), [4, 8]);
   // A run still writing --out (this test's process holds its lock) is not joined by a second, e.g. a --resume started beside it.
-  const lock = path.join(tmp, 'cli', '.training.lock');
-  fs.writeFileSync(lock, String(process.pid));
-  assert.match(run(['--data', data, '--max-steps', '1', '--overwrite']), new RegExp(`--out: another training run \\(process ${process.pid}\\) is writing ${path.join(tmp, 'cli').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}; wait for it to finish`));
+  const lock = path.join(tmp, 'cli', '.edgereason.lock');
+  fs.writeFileSync(lock, `${process.pid} train-sft`);
+  assert.match(run(['--data', data, '--max-steps', '1', '--overwrite']), new RegExp(`--out: another train-sft run \\(process ${process.pid}\\) is writing ${path.join(tmp, 'cli').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}; wait for it to finish`));
   // A lock whose process has ended (killed) is taken over, and released at the end.
   const ended = spawnSync(process.execPath, ['-e', '']).pid!;
   fs.writeFileSync(lock, String(ended));
@@ -389,14 +389,14 @@ test('train-sft --full --overwrite over a converted folder removes the conversio
   try {
     const busy = path.join(tmp, 'busy');
     fs.mkdirSync(busy);
-    fs.writeFileSync(path.join(busy, '.convert.lock'), String(other.pid));
+    const lock = path.join(busy, '.edgereason.lock');
+    fs.writeFileSync(lock, `${other.pid} convert`);
     const sft = spawnSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', busy, '--max-steps', '1'], { encoding: 'utf8' });
-    assert.deepEqual([sft.status, sft.stderr.trim()], [1, `edgereason: --out: a convert (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out`]);
-    assert.deepEqual(fs.readdirSync(busy), ['.convert.lock'], 'its own lock released');
-    fs.renameSync(path.join(busy, '.convert.lock'), path.join(busy, '.training.lock'));
+    assert.deepEqual([sft.status, sft.stderr.trim()], [1, `edgereason: --out: a convert run (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out`]);
+    fs.writeFileSync(lock, `${other.pid} train-rl`);
     const conv = spawnSync(process.execPath, [BIN, 'convert', '--model', model.dir, '--out', busy], { encoding: 'utf8' });
-    assert.deepEqual([conv.status, conv.stderr.trim()], [1, `edgereason: --out: a training run (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out`]);
-    assert.deepEqual(fs.readdirSync(busy), ['.training.lock']);
+    assert.deepEqual([conv.status, conv.stderr.trim()], [1, `edgereason: --out: a train-rl run (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out`]);
+    assert.deepEqual([fs.readdirSync(busy), fs.readFileSync(lock, 'utf8')], [['.edgereason.lock'], `${other.pid} train-rl`], 'the other\'s lock kept');
   } finally {
     other.kill();
   }

@@ -3,13 +3,12 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { isModelFileFolder, modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
 import { shortName } from '../io/hub.ts';
-import { holdLock, lockHolder } from '../io/safetensors.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote, rescaled } from '../runtime/convert.ts';
 import { ropeScalingWords } from '../models/config.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
-import { beforeDownload, canonical, checkOutDir, CONVERT_LOCK, TRAINING_LOCK } from './outputs.ts';
+import { beforeDownload, canonical, checkOutDir, holdOut } from './outputs.ts';
 import { cliWords, quantArg } from './main.ts';
 import { ropeScalingOf, ropeScalingOptions } from './load.ts';
 
@@ -42,14 +41,12 @@ export function convertCommand(program: Command): void {
       // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
       if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
       outCheck(o); // before the next: a converted --model given as its own --out is "the --model folder", not another model's conversion
-      // Held from here: a second convert into the same --out while this one runs is refused (their files would mix, the
-      // last renamed winning each), and what is found there below stays so. Its release also removes the folder it made
+      // Held from here: a second convert or a training run into the same --out while this one runs is refused (their
+      // files would mix, the last renamed winning each), and what is found there below stays so. Its release also removes the folder it made
       // when the run left that empty (Ctrl-C, a full disk, a source changed meanwhile: "nothing was written").
-      const unlock = holdLock(path.join(o.out, CONVERT_LOCK), (pid) => `--out: another convert (process ${pid}) is writing ${o.out}; wait for it to finish, or choose another --out`);
+      const unlock = holdOut(o.out, 'convert');
       let m: Manifest, earlier: string | undefined, t0: number;
       try {
-        const training = lockHolder(path.join(o.out, TRAINING_LOCK)); // (a training run writing there: the folder would load as one of the two)
-        if (training !== undefined) throw new Error(`--out: a training run (process ${training}) is writing ${o.out}; wait for it to finish, or choose another --out`);
         // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
         earlier = convertedFrom(o.out);
         if (earlier !== undefined && canonical(earlier) !== canonical(modelPath(o.model)) && !o.overwrite) {

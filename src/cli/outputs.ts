@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { holdLock, lockHolder, removeDeadTemps, writeJson } from '../io/safetensors.ts';
+import { holdLock, removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
@@ -234,8 +234,17 @@ export function artefacts(dir: string): Map<string, string> {
 
 /** A converted model's own files (beside the tokenizer files training writes too). */
 const CONVERTED_MODEL = CONVERTED_FILES.filter((f) => !ARTEFACTS.includes(f));
-/** The locks convert and a training run hold on their --out while they write (each refuses an --out the other holds). */
-export const CONVERT_LOCK = '.convert.lock', TRAINING_LOCK = '.training.lock';
+/**
+ * The lock that convert and the training commands hold on their --out while they write: one per folder, naming the
+ * command, so that any of them refuses an --out that another live run is writing (the files would mix, and the folder
+ * would load as one or the other).
+ */
+export const OUT_LOCK = '.edgereason.lock';
+
+/** Holds --out for `command` (released when the process exits, with the folder when the lock made it). */
+export function holdOut(out: string, command: string): () => void {
+  return holdLock(path.join(out, OUT_LOCK), (pid, holder) => `--out: ${holder === command ? 'another' : 'a'} ${holder || 'edgereason'} run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`, command);
+}
 
 /** Where a run started with --overwrite records the earlier run's artefacts, for a --resume after an interruption. */
 const REPLACED = path.join('checkpoint', 'replaced.json');
@@ -290,10 +299,7 @@ export function lockTraining(out: string, command: string): () => void {
   // (a signal that comes while the lock is taken waits for this synchronous code to end, and then finds the lock).
   const early = onInterrupt(process.stderr, () => `${command}: interrupted before the first training step: nothing was saved by this run`);
   try {
-    const unlock = holdLock(path.join(out, TRAINING_LOCK), (pid) => `--out: another training run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`);
-    // (Each holds its own lock first, then looks for the other's: of two started at once, one at least sees the other.)
-    const converting = lockHolder(path.join(out, CONVERT_LOCK));
-    if (converting !== undefined) { unlock(); throw new Error(`--out: a convert (process ${converting}) is writing ${out}; wait for it to finish, or choose another --out`); }
+    holdOut(out, command);
   } catch (e) {
     early();
     throw e;

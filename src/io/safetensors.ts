@@ -188,17 +188,18 @@ export function processAlive(pid: number): boolean {
 
 /**
  * Holds the file `lock` for this process, so that a second run writing the same output is refused while the first
- * runs (their writes would interleave): `refusal(pid)` is the error's message. A lock whose process has ended
+ * runs (their writes would interleave): the file records this process and `holder` (what it runs), and
+ * `refusal(pid, holder)` of the live one holding it is the error's message. A lock whose process has ended
  * (killed) is taken over. Returns its release, which also runs when the process exits (Ctrl-C handlers end it with
  * process.exit) and removes the folders the lock made that nothing else filled.
  */
-export function holdLock(lock: string, refusal: (pid: number) => string): () => void {
+export function holdLock(lock: string, refusal: (pid: number, holder: string) => string, holder = ''): () => void {
   const made: string[] = []; // the folders that do not exist yet, deepest first
   for (let d = nodePath.dirname(nodePath.resolve(lock)); !fs.existsSync(d) && nodePath.dirname(d) !== d; d = nodePath.dirname(d)) made.push(d);
   makeDir(nodePath.dirname(nodePath.resolve(lock)));
   for (let attempt = 0; ; attempt++) {
     try {
-      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      fs.writeFileSync(lock, holder ? `${process.pid} ${holder}` : String(process.pid), { flag: 'wx' });
       const release = () => {
         process.off('exit', release);
         fs.rmSync(lock, { force: true });
@@ -208,18 +209,19 @@ export function holdLock(lock: string, refusal: (pid: number) => string): () => 
       return release;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
-      const pid = lockHolder(lock);
-      if (pid !== undefined) throw new Error(refusal(pid));
+      const held = lockHolder(lock);
+      if (held) throw new Error(refusal(held.pid, held.holder));
       fs.rmSync(lock, { force: true }); // left by a process that was killed
     }
   }
 }
 
-/** The live process (other than this one) that holds a holdLock file, if any. */
-export function lockHolder(lock: string): number | undefined {
-  let pid: number;
-  try { pid = Number(fs.readFileSync(lock, 'utf8')); } catch { return undefined; }
-  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) ? pid : undefined;
+/** The live process (other than this one) that holds a holdLock file, and what it said it runs, if any. */
+function lockHolder(lock: string): { pid: number; holder: string } | undefined {
+  let text: string;
+  try { text = fs.readFileSync(lock, 'utf8'); } catch { return undefined; }
+  const [, id, holder] = /^\s*(\S*)\s*([^]*?)\s*$/.exec(text)!, pid = Number(id);
+  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) ? { pid, holder } : undefined;
 }
 
 /** The sha256 (hex) of a file's bytes from `begin` to `end` (default: the whole file), read in 16 MiB pieces. */
