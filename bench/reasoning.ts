@@ -235,9 +235,15 @@ export async function runReasoningBench(o: ReasoningBenchOptions = {}): Promise<
       const rt = o.routerTemperature ?? 0;
       for (const [k, c] of cases.entries()) {
         const g = { ...gen, task: c.task, ...(rt > 0 ? { temperature: rt, topP, seed: seed + k } : {}) };
-        const off = await answer(model, c.question, { ...g, reasoning: 'off', collectHidden: true });
-        const on = await answer(model, c.question, { ...g, reasoning: 'on' });
-        const auto = await answer(model, c.question, { ...g, reasoning: 'auto' }, { router });
+        // The three in a rotating order (off, on, auto; then on, auto, off; ...), so that none is always measured first.
+        const runs = {
+          off: () => answer(model, c.question, { ...g, reasoning: 'off', collectHidden: true }),
+          on: () => answer(model, c.question, { ...g, reasoning: 'on' }),
+          auto: () => answer(model, c.question, { ...g, reasoning: 'auto' }, { router }),
+        };
+        const modes = (['off', 'on', 'auto'] as const).map((_, i, all) => all[(i + k) % 3]), got: Partial<Record<keyof typeof runs, AnswerResult>> = {};
+        for (const m of modes) got[m] = await runs[m]();
+        const { off, on, auto } = got as Record<keyof typeof runs, AnswerResult>;
         rows.push({ c, score: router.score(off.promptHidden!), off, on, auto, offOk: isCorrect(c.task, off.answer, c.gold), onOk: isCorrect(c.task, on.answer, c.gold), autoOk: isCorrect(c.task, auto.answer, c.gold) });
         progress?.update('routing', rows.length, cases.length);
       }
