@@ -853,7 +853,7 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['generate', '--model', 'models/default', '--prompt=--stats', '--max-tokens', '1', '--stats']).stderr, /prompt \d+ tokens, generated 1/); // meant: = joins them
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', 'Infinity']).stderr, /--temperature must be a finite number ≥ 0, got "Infinity"/);
   // An empty number (an unset shell variable) is refused, not read as 0 (it trained train-rl without its length penalty).
-  assert.equal(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', '']).stderr, 'error: option \'--temperature <t>\' argument \'\' is invalid. --temperature must be a finite number ≥ 0, got ""\n(add --help for the options)\n'); // the help page no longer follows
+  assert.equal(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', '']).stderr, 'edgereason: --temperature must be a finite number ≥ 0, got ""\n(add --help for the options)\n'); // the help page no longer follows
   assert.match(cli(['train-rl', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--out', 'nowhere', '--lambda', ' ']).stderr, /--lambda must be a finite number ≥ 0, got " "/);
   assert.match(cli(['train-sft', '--model', 'models/default', '--data', 'x', '--out', 'nowhere', '--lr', '0x10']).stderr, /--lr must be a number above 0, got "0x10"/);
   // The library's option names come out as the command line's flags.
@@ -928,7 +928,10 @@ test('--version prints package.json\'s version; demo --help names its default on
       new RegExp(`^edgereason: ${where}: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model`, 'm'), command);
   }
   // A misspelt required flag is named (commander alone says only that the right one is missing).
-  assert.match(cli(['answer', '--model', 'models/default', '--questions', 'hi']).stderr, /error: unknown option '--questions'\n\(Did you mean --question\?\)/);
+  assert.match(cli(['answer', '--model', 'models/default', '--questions', 'hi']).stderr, /^edgereason: unknown option '--questions'\n\(Did you mean --question\?\)/);
+  // Commander's own refusals in edgereason's form ("error: option '--max-tokens <n>' argument 'abc' is invalid." is gone), nested commands too.
+  assert.deepEqual([cli(['nosuch']).stderr, cli(['bench', 'decode', '--foo']).stderr, cli(['generate', '--max-tokens', 'abc']).stderr],
+    ["edgereason: unknown command 'nosuch'\n(add --help for the options)\n", "edgereason: unknown option '--foo'\n(add --help for the options)\n", 'edgereason: --max-tokens must be an integer ≥ 1, got "abc"\n(add --help for the options)\n']);
 });
 
 test('answer uses the reasoning adapter beside the model by default (as serve does); --no-adapter is the base alone', () => {
@@ -986,9 +989,9 @@ test('answer --response-format: the answer is JSON the schema file accepts; a sc
   const value = JSON.parse(JSON.parse(r.stdout).answer);
   assert.deepEqual([Object.keys(value), Number.isInteger(value.dollars), typeof value.sure], [['dollars', 'sure'], true, 'boolean']);
   const refused = (arg: string) => { const x = cli(['answer', '--model', 'models/default', '--question', 'x', '--response-format', arg]); return [x.status, x.stderr.trim().split('\n')[0]]; };
-  assert.deepEqual(refused('{"type": "string", "format": "email"}'), [1, `error: option '--response-format <format>' argument '{"type": "string", "format": "email"}' is invalid. --response-format: the keyword "format" is not supported by edgereason's constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength`]);
-  assert.deepEqual(refused(`@${at('none.json')}`), [1, `error: option '--response-format <format>' argument '@${at('none.json')}' is invalid. --response-format ${at('none.json')}: cannot read the schema file (ENOENT: no such file or directory, open '${at('none.json')}')`]);
-  assert.deepEqual(refused('json'), [1, `error: option '--response-format <format>' argument 'json' is invalid. --response-format must be json_object, a JSON schema or @file.json holding one; got "json" (Unexpected token 'j', "json" is not valid JSON)`]);
+  assert.deepEqual(refused('{"type": "string", "format": "email"}'), [1, `edgereason: --response-format: the keyword "format" is not supported by edgereason's constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength`]);
+  assert.deepEqual(refused(`@${at('none.json')}`), [1, `edgereason: --response-format ${at('none.json')}: cannot read the schema file (ENOENT: no such file or directory, open '${at('none.json')}')`]);
+  assert.deepEqual(refused('json'), [1, `edgereason: --response-format must be json_object, a JSON schema or @file.json holding one; got "json" (Unexpected token 'j', "json" is not valid JSON)`]);
 });
 
 test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named; answer --budget with an adapter that was not budget-trained is noted', () => {
@@ -1347,8 +1350,8 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
     }
   }
   for (const [v, hint] of [['1', '; --rope-scaling none is RoPE unscaled'], ['0.5', ''], ['-2', ''], ['four', '']]) {
-    assert.match(cli(['generate', '--model', model.dir, '--prompt', 'x', '--rope-scaling', 'linear', '--rope-scale', v]).stderr, new RegExp(`^error: option '--rope-scale <factor>' argument '${v}' is invalid\\. --rope-scale must be a number above 1 \\(how many times the context is stretched\\), got "${v}"${hint}\n`));
+    assert.match(cli(['generate', '--model', model.dir, '--prompt', 'x', '--rope-scaling', 'linear', '--rope-scale', v]).stderr, new RegExp(`^edgereason: --rope-scale must be a number above 1 \\(how many times the context is stretched\\), got "${v}"${hint}\n`));
   }
-  assert.match(cli(['chat', '--model', model.dir, '--rope-scaling', 'dynamic']).stderr, /^error: option '--rope-scaling <type>' argument 'dynamic' is invalid\. Allowed choices are yarn, linear, none\./);
+  assert.match(cli(['chat', '--model', model.dir, '--rope-scaling', 'dynamic']).stderr, /^edgereason: --rope-scaling must be one of yarn, linear, none; got "dynamic"\n/);
   assert.deepEqual(['rope-never', 'rope-eval.json', 'rope-r.json', 'rope-v.json'].filter((f) => fs.existsSync(at(f))), []);
 });

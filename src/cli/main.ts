@@ -23,6 +23,20 @@ import { expandHome } from '../io/source.ts';
 import { HUB_FLAGS, resolveModelPath } from '../io/hub.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 
+/**
+ * Commander's own refusals in the form of edgereason's: "edgereason: <what>". A value a flag's parser refused is said
+ * by that parser's message, which names the flag and the value (commander put "error: option '--max-tokens <n>'
+ * argument 'abc' is invalid." before it); a value outside a flag's choices is said the same way.
+ */
+export function commanderError(text: string): string {
+  const invalid = /^error: option '([^']*)' argument '([^]*)' is invalid\. ([^]*?)\n?$/.exec(text);
+  if (!invalid) return text.replace(/^error: /, 'edgereason: ');
+  const [, flags, value, why] = invalid, flag = /--[\w-]+/.exec(flags)?.[0] ?? flags;
+  const choices = /^Allowed choices are ([^]*)\.$/.exec(why);
+  if (choices) return `edgereason: ${flag} must be one of ${choices[1]}; got ${shown(value)}\n`;
+  return `edgereason: ${why.startsWith(flag) ? why : `${flag} ${shown(value)}: ${why}`}\n`;
+}
+
 export async function main(argv: string[]): Promise<void> {
   // Output piped into a reader that stops early (| head) ends the command quietly; output that cannot be written
   // (a full disk under > out.txt) ends it with one line, not a stack trace.
@@ -33,7 +47,8 @@ export async function main(argv: string[]): Promise<void> {
   const program = new Command('edgereason')
     .description('Small language models that reason efficiently on edge devices')
     .version(version(), '-V, --version', 'print the version')
-    .showHelpAfterError('(add --help for the options)'); // not the whole help (60 lines that scrolled the error away)
+    .showHelpAfterError('(add --help for the options)') // not the whole help (60 lines that scrolled the error away)
+    .configureOutput({ outputError: (text, write) => write(commanderError(text)) }); // (inherited by the commands added after)
   // An empty value (an unset shell variable: --adapter "$ADAPTER") would otherwise mean "none" or "everything";
   // unquoted ($ADAPTER), the flag takes the next flag as its value, which then goes missing.
   // generate --prompt "" is meant: a model whose tokenizer adds BOS starts from it alone (as llama2.c's run.c).
