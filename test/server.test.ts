@@ -211,19 +211,25 @@ test('server: reasoning off, reasoning_effort and thinking_token_budget', async 
   assert.equal(zoes.edgereason.chosen, cs[0].chosen, 'the top-level vote is choice 0\'s, its chosen sample included');
 });
 
-test('server: chat_template_kwargs (vLLM\'s and llama.cpp\'s) reach the chat template; misuse is a 400 naming it', async () => {
-  const off = { edgereason: { reasoning: 'off' } };
-  const plain = await create(ask('What is the capital of Vorland?', off));
-  const direct = await create(ask('What is the capital of Vorland?', { ...off, chat_template_kwargs: { enable_thinking: false } }));
-  // enable_thinking: false makes the template pre-fill an empty thinking block: <think> \n \n </think> \n \n.
-  assert.equal(direct.usage.prompt_tokens - plain.usage.prompt_tokens, 6);
-  // The template renders once per request: the text measured against the context is the text tokenized.
+test('server: chat_template_kwargs (vLLM\'s and llama.cpp\'s) reach the chat template, enable_thinking only a thinking model\'s; misuse is a 400 naming it', async () => {
+  const off = { edgereason: { reasoning: 'off' } }, q = 'At first, Ella has 5 marbles. Ella sells 3 marbles. Leo gives her 3 marbles. How many marbles does Ella end up with?';
+  // The template renders once per request (the text measured against the context is the text tokenized), with the variables given.
   const tok = server.served.models.get(BASE)!.model.tokenizer, render = tok.applyChatTemplate;
-  let renders = 0;
-  tok.applyChatTemplate = function (...a) { renders++; return render.apply(this, a); };
-  try { await create(ask('What is the capital of Vorland?', { ...off, chat_template_kwargs: { enable_thinking: false } })); } finally { delete (tok as Partial<typeof tok>).applyChatTemplate; }
+  await create(ask('hi', { chat_template_kwargs: { enable_thinking: false }, max_tokens: 1 })); // (whether the model thinks by itself is found once, rendering a probe)
+  const vars: unknown[] = [];
+  tok.applyChatTemplate = function (...a) { vars.push(a[1]?.vars); return render.apply(this, a); };
+  let plain, direct, none;
+  try {
+    plain = await create(ask(q, { ...off, chat_template_kwargs: { mood: 'calm' } }));
+    // enable_thinking: false turns reasoning off; the embedded model's template would pre-fill an empty thinking block
+    // (as Qwen3's), which its base model never learned to answer after ("I am fine, thank you, thank you, …"): not given it.
+    direct = await create(ask(q, { model: 'reasoning', chat_template_kwargs: { enable_thinking: false, mood: 'calm' } }));
+    none = await create(ask(q, { model: 'reasoning', reasoning_effort: 'none' }));
+  } finally { delete (tok as Partial<typeof tok>).applyChatTemplate; }
   assert.equal(tok.applyChatTemplate, render);
-  assert.equal(renders, 1);
+  assert.deepEqual(vars, [{ mood: 'calm' }, { mood: 'calm' }, undefined]);
+  assert.deepEqual([direct.usage.prompt_tokens, direct.edgereason.route, direct.choices[0].message.content], [plain.usage.prompt_tokens, 'direct', none.choices[0].message.content]);
+  assert.equal(none.choices[0].message.content, '#### 5');
   for (const [kw, re] of [[[1], /Invalid value for 'chat_template_kwargs': must be object or null/], [{ add_generation_prompt: false }, /Invalid 'chat_template_kwargs': chat: chat_template_kwargs cannot set "add_generation_prompt"/]] as const) {
     const e = await status(create(ask('hi', { chat_template_kwargs: kw })));
     assert.equal(e.status, 400);

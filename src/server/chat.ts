@@ -34,7 +34,7 @@ import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { encodeChat } from '../tokenizer/chat-ids.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { ALLOWED_NEXT, answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt } from '../reason/answer.ts';
+import { ALLOWED_NEXT, answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt, thinksByItself } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -195,6 +195,25 @@ function checkToolTurns(msgs: readonly ChatMessageIn[], continued: boolean): voi
     at = i;
   });
   if (!continued) unanswered(); // a last message continued is refused for its calls below, in its own words
+}
+
+/** Whether a served model's chat template thinks as the model does (a thinking model's), once per model. */
+const OWN_THINKING = new WeakMap<object, boolean>();
+
+/**
+ * The chat template's variables a request gives. `enable_thinking` is a reasoning control (reasoningMode) and a
+ * variable of Qwen3's template, where false writes an empty thinking block: given to the template of a model that
+ * thinks by itself, whose direct answers follow that block; not to another's, whose direct answer is its plain
+ * prompt and whose thinking is an adapter's (the embedded model's template writes the block, which its base model
+ * never learned to answer after: it answered garbage where reasoning_effort "none" answered right).
+ */
+function templateKwargs(m: ServedModel, kwargs: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (!kwargs || !Object.hasOwn(kwargs, 'enable_thinking')) return kwargs;
+  let own = OWN_THINKING.get(m.model);
+  if (own === undefined) OWN_THINKING.set(m.model, own = m.kind === 'native' || thinksByItself(m.model));
+  if (own) return kwargs;
+  const { enable_thinking: _, ...rest } = kwargs;
+  return rest;
 }
 
 /**
@@ -375,7 +394,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // Prompt and context. A prompt longer than ctx × the longest token (in characters) cannot fit: refused before
   // tokenizing it, which for megabytes of text would hold up every other request's decoding for seconds. More
   // messages than context tokens are refused before the chat template renders them (135,000 empty ones: 5 s).
-  const ctx = limits.ctx, kwargs = tools ? { ...req.chat_template_kwargs, tools } : req.chat_template_kwargs ?? undefined;
+  const ctx = limits.ctx, given = templateKwargs(m, req.chat_template_kwargs ?? undefined), kwargs = tools ? { ...given, tools } : given;
   // The field a problem with the template's variables is named by: the tools are one, named so when the request sends no other.
   const kwName = tools && !Object.keys(req.chat_template_kwargs ?? {}).length ? 'tools' : 'chat_template_kwargs';
   if (messages.length > ctx) {
@@ -442,7 +461,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     const hint = kept && !native && ids.length < ctx ? ', or turn reasoning off (edgereason.reasoning "off" or reasoning_effort "none")' : '';
     // The tools' fault when the messages would fit without them (the template prints every tool's schema).
     let without: number | undefined;
-    if (tools) try { without = m.model.encode(messages, true, req.chat_template_kwargs ?? undefined, 'chat').length + opening + (ids.length - promptIds.length); } catch { /* as with them */ }
+    if (tools) try { without = m.model.encode(messages, true, given, 'chat').length + opening + (ids.length - promptIds.length); } catch { /* as with them */ }
     if (without !== undefined && without + reserve <= ctx) {
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your messages with the tools resulted in ${ids.length} tokens (${without} without them)${tail}. Please reduce the number or length of the tools.`, 'tools', 'invalid_request_error', 'context_length_exceeded');
     }
