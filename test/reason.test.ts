@@ -946,6 +946,7 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   assert.equal((await capped(['5'])).answer, '#### ', 'the answer as generated, up to the stop');
   await assert.rejects(run({ maxTokens: 0 }), /answer: maxTokens must be an integer ≥ 1, got 0/);
   await assert.rejects(run({ max_tokens: 5 } as object), /answer: unknown option "max_tokens"/);
+  await assert.rejects(run({ json: { type: 'object' }, stop: ['\n'] }), /^Error: answer: json and stop: a stop string would cut the JSON/);
   await assert.rejects(run({ samples: '2' as never }), /answer: samples must be a positive integer, got "2"/);
   await assert.rejects(run({ task: 'foo' as never }), /answer: task must be one of gsm8k, svamp, asdiv, aime24, amc23, math500, synthetic; got "foo"/);
   await assert.rejects(run({ adapterMode: 'lora' as never }), /answer: adapterMode must be "activated" or "classic", got "lora"/);

@@ -1268,11 +1268,16 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ thinking: { end: [1], force: [V] } }, new RegExp(`generate: thinking\\.force must be a non-empty list of token ids \\(0\\.\\.${V - 1}\\), got \\[${V}\\]`)],
       [{ thinking: [1] }, /generate: thinking must be an object \{ end, endText\?, maxTokens\?, force\? \}, got \[1\]/],
       // A cap without the tokens to force at it, or a misspelt key, would be ignored.
-      [{ thinking: { end: [1], maxTokens: 2 } }, /generate: thinking\.maxTokens needs thinking\.force, the closing tokens fed at the cap .*; maxTokens, got 2/],
+      [{ thinking: { end: [1], maxTokens: 2 } }, /generate: thinking\.maxTokens needs thinking\.force, the closing tokens fed at the cap .*, to end the thinking there; thinking\.maxTokens, got 2$/],
+      // A stop string would cut the JSON the constraint keeps whole (it came back as "{\n", finishReason "stop").
+      [{ json: { type: 'object' }, stop: '\n' }, /^Error: generate: json and stop: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave stop out$/],
       [{ thinking: { end: [1], force: [1], max_tokens: 2 } }, /generate: thinking has an unknown option "max_tokens" \(options: end, endText, maxTokens, force\)/],
     ];
     for (const [opts, re] of bad) await assert.rejects(m.complete('Hello', opts), re);
     await assert.rejects(m.complete([{ role: 'user', content: 'hi' }], { chat: false }), /a list of messages is rendered by the chat template/);
+    // The decoding constraint is the library's own (made from json): not an option of the public type, refused at run time.
+    // @ts-expect-error allowedNext is no PromptOptions
+    await assert.rejects(m.complete('Hello', { allowedNext: () => [1] }), /^Error: generate: unknown option "allowedNext"/);
     await assert.rejects(m.generateBatch('Hello' as never), /generate: generateBatch takes a list of prompts \(one per row\), got string/);
     await assert.rejects(m.generateBatch(['Hello'], {}, 5 as never), /generate: onText must be a function \(row, piece\) => void, got number/);
     await assert.rejects(m.generateBatch(['Hello'], {}, undefined, {} as never), /generate: signal must be an AbortSignal, got \{\}/);

@@ -539,6 +539,7 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ response_format: { type: 'json_schema' } }, 'response_format.json_schema', "Missing required parameter: 'response_format.json_schema'.", 'missing_required_parameter'],
     [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { email: { type: 'string', format: 'email' } } } } } }, 'response_format.json_schema.schema',
       'response_format.json_schema.schema.properties.email: the keyword "format" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength', 'invalid_value'],
+    [{ response_format: { type: 'json_object' }, stop: ['\n'] }, 'stop', "Unsupported value: 'stop' with 'response_format' json_object: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave out 'stop'.", 'unsupported_value'],
     [{ response_format: { type: 'json_object' }, continue_final_message: true, add_generation_prompt: false, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: '{' }] }, 'response_format',
       "Unsupported value: 'response_format' json_object with 'continue_final_message' is not supported by edgereason (the message continued is not held to the JSON).", 'unsupported_value'],
     // Text the vocabulary cannot write (this one has no é), found as the reply reaches it: the request's fault, not the server's.
@@ -584,7 +585,7 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
   }
   // Fields that ask for nothing (or only label the request) are accepted.
   const ok = await create(ask('hi', {
-    max_tokens: 3, user: 'u1', metadata: { k: 'v' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', safety_identifier: 's',
+    max_tokens: 3, user: 'u1', metadata: { k: 'v' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', prompt_cache_retention: '24h', safety_identifier: 's',
     logprobs: false, top_logprobs: 0, tools: [], tool_choice: 'auto', presence_penalty: 0, frequency_penalty: 0, logit_bias: {}, response_format: { type: 'text' },
     modalities: ['text'], verbosity: 'medium', edgereason: { reasoning: 'off' },
   }));

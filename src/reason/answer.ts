@@ -41,7 +41,7 @@ import { checkSample } from './check.ts';
 import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
-import { jsonConstraint, jsonKey } from '../runtime/json-constraint.ts';
+import { jsonConstraint, jsonKey, JSON_STOP } from '../runtime/json-constraint.ts';
 import { promptCacheOf, type PromptCache } from '../runtime/prompt-cache.ts';
 
 export const THINK_OPEN = '<think>';
@@ -412,6 +412,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
   checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, topLogprobs: opts.topLogprobs, stop: opts.stop, promptLookup: opts.promptLookup }, model.config.vocabSize, 'answer');
+  if (opts.json !== undefined && opts.stop !== undefined && [opts.stop].flat().length) throw new Error(JSON_STOP('answer'));
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);

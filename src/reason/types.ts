@@ -48,7 +48,9 @@ export interface AnswerOptions extends SamplingParams {
   budget?: number;
   /**
    * Total generated tokens per sample (thinking + answer, and an escalated request's dropped direct attempt;
-   * default 512, and never past the model's context).
+   * default 512, and never past the model's context). The router's confidence gate escalates only where 64 tokens
+   * are left to reason in after its attempt (MIN_ESCALATION_ROOM): below the gate's tokens + 64 (80 for the
+   * embedded model's router) an unsure direct answer is kept as it is.
    */
   maxTokens?: number;
   /** Sample i draws with seed + i. Default: a fresh random seed per call. */
@@ -152,7 +154,10 @@ export interface AnswerResult {
   routerScore?: number;
   samples: SampleResult[];
   chosen: number;
-  /** Extracted answer → votes (count, or summed weight for weighted votes). */
+  /**
+   * Extracted answer → votes (count, or summed weight for weighted votes). With vote "verifier" (best of N) these are
+   * counts and decide nothing: the winner is the sample the verifier scored highest (samples[i].verifierScore).
+   */
   votes?: Record<string, number>;
   /**
    * promptTokens: chat prompt (+ invocation and any budget line on the reasoning route); the rest summed over samples, and
@@ -160,7 +165,11 @@ export interface AnswerResult {
    * first tokens read from an earlier prompt's kept cache (prompt caching, loadModel's promptCache), not prefilled.
    */
   usage: { promptTokens: number; cachedTokens: number; thinkingTokens: number; answerTokens: number; completionTokens: number };
-  /** Time to the first generated token (to the whole answer when none was generated, e.g. cancelled before its first). */
+  /**
+   * Time to the first token shown (onText's first piece; to the whole answer when none was generated, e.g. cancelled
+   * before its first). A direct answer the router's gate holds back until its first gate.tokens have passed shows
+   * them then, so its ttftMs is that much later than its first token (the whole answer, for one as short).
+   */
   ttftMs: number;
   latencyMs: number;
   /** The winning extracted answer, when any sample gave one. */

@@ -478,7 +478,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
     if (!ids(end)) bad(`thinking.end must be the token ids that close the thinking segment (a non-empty list of 0..${vocabSize - 1})`, end);
     if (force !== undefined && !ids(force)) bad(`thinking.force must be a non-empty list of token ids (0..${vocabSize - 1})`, force);
     if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 0)) bad('thinking.maxTokens must be an integer ≥ 0', maxTokens);
-    if (maxTokens !== undefined && force === undefined) bad('thinking.maxTokens needs thinking.force, the closing tokens fed at the cap (the tokens of "\\n</think>\\n\\n"); maxTokens', maxTokens);
+    if (maxTokens !== undefined && force === undefined) bad('thinking.maxTokens needs thinking.force, the closing tokens fed at the cap (the tokens of "\\n</think>\\n\\n"), to end the thinking there; thinking.maxTokens', maxTokens);
     if (endText !== undefined && !(typeof endText === 'string' && endText)) bad('thinking.endText must be a non-empty string', endText);
   }
   if (o.adapterFrom !== undefined) {

@@ -515,6 +515,9 @@ const ALLOWED_BYTES = 128 * 2 ** 20;
 const allowedKept = new Map<string, Int32Array>();
 let allowedBytes = 0, constraints = 0;
 
+/** The refusal of a stop string beside `json` (it cut the JSON, which then said finishReason "stop"). */
+export const JSON_STOP = (where: string): string => `${where}: json and stop: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave stop out`;
+
 /**
  * The constraint for one schema and tokenizer. `tracker()` makes the function GenerateOptions.allowedNext takes: given
  * the answer's tokens so far, the tokens allowed next (the stop tokens once the JSON is complete). The lists are

@@ -24,7 +24,7 @@ import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
 import { MAX_THREADS, threadsNote } from './threads.ts';
 import { onAbort } from './abort.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys, checkValues, is } from './options.ts';
-import { jsonConstraint } from './json-constraint.ts';
+import { jsonConstraint, JSON_STOP } from './json-constraint.ts';
 import { shown } from '../show.ts';
 import { checkToolCalls, checkToolsRendered, templateFor, templateMessage } from '../tokenizer/tool-calls.ts';
 
@@ -87,7 +87,8 @@ export const isTokenIds = (p: unknown): p is readonly number[] => Array.isArray(
 /** Whether a prompt is rendered by the chat template: a list of messages unless told otherwise, text when told; token ids never. */
 const isChat = (p: Prompt, o: { chat?: boolean }): boolean => !isTokenIds(p) && (o.chat ?? Array.isArray(p));
 
-export interface PromptOptions extends GenerateOptions {
+/** The generation options of the model's methods; the decoding constraint (allowedNext) is the library's own, made from `json`. */
+export interface PromptOptions extends Omit<GenerateOptions, 'allowedNext'> {
   /** Render the prompt with the model's chat template (a string becomes one user message). */
   chat?: boolean;
   /**
@@ -346,9 +347,10 @@ export class Model {
       if (signal !== undefined) throw new Error('generate: two signals (options.signal and the fourth argument): give one');
       ({ signal, ...opts } = opts);
     }
-    const per = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
+    const per: (Omit<PromptOptions, 'signal'> & Pick<GenerateOptions, 'allowedNext'>)[] = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
     per.forEach((o, i) => {
       if (o.json === undefined) return;
+      if (o.stop !== undefined && [o.stop].flat().length) throw new Error(JSON_STOP('generate'));
       const { json, ...rest } = o;
       // (Ended by the row's own stop tokens where it has some: the JSON complete, only they may come.)
       per[i] = { ...rest, allowedNext: jsonConstraint(this.tokenizer, json, 'generate: json', rest.stopTokens ? { stopTokens: rest.stopTokens } : {}).tracker() };

@@ -382,6 +382,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (responseFormat !== 'text') {
     if (responseFormat === 'json_schema' && !req.response_format!.json_schema) throw new ApiError(400, "Missing required parameter: 'response_format.json_schema'.", 'response_format.json_schema', 'invalid_request_error', 'missing_required_parameter');
     if (tools) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'tools' is not supported by edgereason: the JSON constraint would keep the model from writing a tool call (send tool_choice "none", or leave out one of them).`, 'response_format', 'invalid_request_error', 'unsupported_value');
+    if (req.stop != null && stopList(req.stop).length) throw new ApiError(400, `Unsupported value: 'stop' with 'response_format' ${responseFormat}: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
     if (cont) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'continue_final_message' is not supported by edgereason (the message continued is not held to the JSON).`, 'response_format', 'invalid_request_error', 'unsupported_value');
     json = responseFormat === 'json_object' ? true : req.response_format!.json_schema!.schema ?? {};
     const where = 'response_format.json_schema.schema';

@@ -40,6 +40,7 @@ const harmlessFields = {
   store: nullable({ type: 'boolean' }),
   service_tier: nullable({ type: 'string' }),
   prompt_cache_key: nullable({ type: 'string' }),
+  prompt_cache_retention: nullable({ type: 'string' }), // OpenAI's "in-memory" or "24h": this server's prompt cache is serve --prompt-cache
   safety_identifier: nullable({ type: 'string' }),
 } as const;
 
