@@ -521,6 +521,14 @@ test('server: response_format — the answer is JSON its schema accepts (after f
   assert.equal(Object.values(votes).reduce((a, n) => a + n, 0), 3, JSON.stringify(votes));
   assert.ok(Object.keys(votes).every((k) => new Ajv().validate(swapped, JSON.parse(k)) && k === JSON.stringify({ answer: JSON.parse(k).answer, confident: JSON.parse(k).confident })), JSON.stringify(votes));
   assert.equal(v.edgereason.winner, JSON.stringify({ answer: shown.answer, confident: shown.confident }), 'the reply shows a sample of the winning value');
+  // Without strict: true, keywords the constraint cannot hold to (zod's .min(), .email(), pydantic's ge=0) are left out,
+  // as a non-strict function's parameters are: the rest of the schema is held to (they were a 400).
+  const withBounds = { ...schema, properties: { answer: { type: 'integer', minimum: 0, maximum: 1000 }, confident: { type: 'boolean' }, note: { type: 'string', format: 'email', pattern: '^.+@.+$', maxLength: 8 } } };
+  const loose = await create({ ...body, response_format: { type: 'json_schema', json_schema: { name: 'count', schema: withBounds } } });
+  const kept = { ...withBounds, properties: { answer: { type: 'integer' }, confident: { type: 'boolean' }, note: { type: 'string', maxLength: 8 } } };
+  assert.deepEqual([loose.choices[0].finish_reason, new Ajv().validate(kept, JSON.parse(loose.choices[0].message.content))], ['stop', true], loose.choices[0].message.content);
+  const strict = await status(create({ ...body, response_format: { type: 'json_schema', json_schema: { name: 'count', schema: withBounds, strict: true } } }));
+  assert.deepEqual([strict.status, strict.param, strict.message], [400, 'response_format.json_schema.schema', '400 response_format.json_schema.schema.properties.answer: the keyword "minimum" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength']);
 });
 
 test('server: OpenAI options edgereason cannot honour are refused naming the parameter; unknown fields too; harmless ones pass', async () => {
@@ -537,7 +545,7 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ function_call: { name: 'f' } }, 'function_call', unsupported('function_call', '(function calling)'), 'unsupported_parameter'],
     [{ response_format: { type: 'json' } }, 'response_format.type', `Invalid value for 'response_format.type': must be one of "text", "json_object", "json_schema", got "json".`, 'invalid_value'],
     [{ response_format: { type: 'json_schema' } }, 'response_format.json_schema', "Missing required parameter: 'response_format.json_schema'.", 'missing_required_parameter'],
-    [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { email: { type: 'string', format: 'email' } } } } } }, 'response_format.json_schema.schema',
+    [{ response_format: { type: 'json_schema', json_schema: { name: 'x', strict: true, schema: { type: 'object', properties: { email: { type: 'string', format: 'email' } } } } } }, 'response_format.json_schema.schema',
       'response_format.json_schema.schema.properties.email: the keyword "format" is not supported by edgereason\'s constrained decoding; supported: type, enum, const, anyOf, $ref, $defs, definitions, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength', 'invalid_value'],
     [{ response_format: { type: 'json_object' }, stop: ['\n'] }, 'stop', "Unsupported value: 'stop' with 'response_format' json_object: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave out 'stop'.", 'unsupported_value'],
     [{ response_format: { type: 'json_object' }, continue_final_message: true, add_generation_prompt: false, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: '{' }] }, 'response_format',

@@ -399,8 +399,10 @@ export const PROMPT_IDS: unique symbol = Symbol('edgereason.promptIds');
 export const REPLY_PREFIX: unique symbol = Symbol('edgereason.replyPrefix');
 /** Constrained decoding of the answer (GenerateOptions.allowedNext): the server's forced tool call, held to one of its tools and that tool's parameters. */
 export const ALLOWED_NEXT: unique symbol = Symbol('edgereason.allowedNext');
+/** `json`'s schema held to leniently (the server's response_format without strict: true, as OpenAI's): see compileJsonSchema. */
+export const JSON_LENIENT: unique symbol = Symbol('edgereason.jsonLenient');
 
-export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext'] } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
+export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext']; [JSON_LENIENT]?: boolean } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
   const start = performance.now();
   if (!model || typeof model !== 'object' || typeof model.encode !== 'function' || !model.backend) throw new Error(`answer: model must be a loaded model (loadModel), got ${shown(model)}`);
   const { backend, tokenizer: tok } = model;
@@ -465,7 +467,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
   // One tracker per call: its samples share the machine states of their common prefixes.
-  const allowedNext = opts.json !== undefined ? jsonConstraint(tok, opts.json, 'answer: json').tracker() : opts[ALLOWED_NEXT];
+  const allowedNext = opts.json !== undefined ? jsonConstraint(tok, opts.json, 'answer: json', { lenient: !!opts[JSON_LENIENT] }).tracker() : opts[ALLOWED_NEXT];
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({
     temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop,

@@ -34,7 +34,7 @@ import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { encodeChat } from '../tokenizer/chat-ids.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { ALLOWED_NEXT, answer, EMPTY_THINKING, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt, thinksByItself } from '../reason/answer.ts';
+import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt, thinksByItself } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -80,7 +80,7 @@ export interface Plan {
   mode: ReasoningMode;
   /** Sequences this request decodes at once (admission control). */
   rows: number;
-  options: AnswerOptions;
+  options: AnswerOptions & { [JSON_LENIENT]?: boolean };
   maxTokens: number;
   thinkingCap?: number;
   budget?: number;
@@ -378,16 +378,19 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // Structured output: the answer (after any thinking) is held to JSON by constrained decoding.
   const responseFormat = req.response_format?.type ?? 'text';
-  let json: AnswerOptions['json'];
+  let json: AnswerOptions['json'], lenient = false;
   if (responseFormat !== 'text') {
     if (responseFormat === 'json_schema' && !req.response_format!.json_schema) throw new ApiError(400, "Missing required parameter: 'response_format.json_schema'.", 'response_format.json_schema', 'invalid_request_error', 'missing_required_parameter');
     if (tools) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'tools' is not supported by edgereason: the JSON constraint would keep the model from writing a tool call (send tool_choice "none", or leave out one of them).`, 'response_format', 'invalid_request_error', 'unsupported_value');
     if (req.stop != null && stopList(req.stop).length) throw new ApiError(400, `Unsupported value: 'stop' with 'response_format' ${responseFormat}: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
     if (cont) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'continue_final_message' is not supported by edgereason (the message continued is not held to the JSON).`, 'response_format', 'invalid_request_error', 'unsupported_value');
     json = responseFormat === 'json_object' ? true : req.response_format!.json_schema!.schema ?? {};
+    // A schema without strict: true is held to leniently, as a non-strict function's parameters are (OpenAI holds the
+    // model to neither): keywords the constraint cannot hold to ("minimum", "pattern", "format", ...) are left out.
+    lenient = responseFormat === 'json_schema' && req.response_format!.json_schema!.strict !== true;
     const where = 'response_format.json_schema.schema';
     // (Made here to refuse a schema it cannot hold to.) The error names the schema's path.
-    try { jsonConstraint(m.model.tokenizer, json, where); } catch (e) { throw new ApiError(400, (e as Error).message, where, 'invalid_request_error', 'invalid_value'); }
+    try { jsonConstraint(m.model.tokenizer, json, where, { lenient }); } catch (e) { throw new ApiError(400, (e as Error).message, where, 'invalid_request_error', 'invalid_value'); }
   }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
   const budgetAsked = cap !== undefined;
@@ -490,7 +493,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const seed = req.seed ?? randomInt(0, 2 ** 31);
   if (req.top_logprobs && req.logprobs !== true) throw new ApiError(400, "Invalid value for 'top_logprobs': the most likely tokens' log-probabilities come with the reply's, which need 'logprobs' true.", 'top_logprobs');
   const logprobs = req.logprobs === true ? req.top_logprobs ?? 0 : undefined;
-  const options: AnswerOptions = {
+  const options: Plan['options'] = {
     reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits), ...(logprobs ? { topLogprobs: logprobs } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
@@ -498,7 +501,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     ...(ext.early_stop ? { earlyStop: true } : {}),
     ...(kwargs ? { chatTemplateKwargs: kwargs } : {}),
     nativeThinking: native && prefix === undefined && !cont, // a begun reply's prompt holds its empty thinking block already
-    ...(json !== undefined ? { json } : {}),
+    ...(json !== undefined ? { json, ...(lenient ? { [JSON_LENIENT]: true } : {}) } : {}),
   };
   return {
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
