@@ -43,6 +43,12 @@ test('completions: each prompt n times, in OpenAI\'s order, as the library\'s ge
   const cut = own.text.slice(2, 4);
   const stopped = await client.completions.create({ model: 'default', prompt: PROMPTS[1], temperature: 0, stop: [cut] });
   assert.deepEqual([stopped.choices[0].text, stopped.choices[0].finish_reason], [own.text.slice(0, own.text.indexOf(cut)), 'stop']);
+  // OpenAI's presence and frequency penalties, as the library applies them (they were a 400).
+  const looping = 'I am fine, thank you, thank you,', penalties = { presencePenalty: 0.5, frequencyPenalty: 1.5 };
+  const [pen, loop] = await Promise.all([{ ...penalties }, {}].map(async (o) => (await model.generateBatch([looping], { maxTokens: 16, temperature: 0, ...o }))[0]));
+  const penalised = await client.completions.create({ model: 'default', prompt: looping, temperature: 0, presence_penalty: 0.5, frequency_penalty: 1.5 });
+  assert.equal(penalised.choices[0].text, pen.text);
+  assert.deepEqual([loop.text.includes('shelf shelf shelf shelf'), pen.text.includes('shelf shelf')], [true, false], 'the penalties change the greedy text');
   // Prompt caching: a prompt (one row) that begins like a kept one is prefilled from where they differ; the text is
   // the library's, which keeps none here.
   const long = 'Emma has 3 apples and buys 4 more. Then she gives 2 to Tom and 1 to Zoe. How many apples does Emma have', n = model.encode(long, false).length;
@@ -89,7 +95,7 @@ test('completions: what it cannot do, a prompt that does not fit and an unknown 
   await refused({ max_tokens: 0 }, 400, 'max_tokens', "Invalid value for 'max_tokens': 0 generates nothing; with 'echo' true (and 'logprobs') it returns the prompt scored.");
   await refused({ suffix: 'x' }, 400, 'suffix', "Unsupported parameter: 'suffix' (text to insert before) is not supported by edgereason.");
   await refused({ best_of: 3 }, 400, 'best_of', "Unsupported parameter: 'best_of' 3 (ranking more samples than n by log-probability; only best_of = n) is not supported by edgereason.");
-  await refused({ presence_penalty: 1 }, 400, 'presence_penalty', "Unsupported parameter: 'presence_penalty' 1 (only 0) is not supported by edgereason.");
+  await refused({ presence_penalty: 2.5 }, 400, 'presence_penalty', "Invalid value for 'presence_penalty': must be <= 2, got 2.5.");
   await refused({ prompt: '' }, 400, 'prompt', "Invalid value for 'prompt': the prompt is empty (it encodes to no tokens, and a model continues some text).");
   await refused({ prompt: ['Hi', ''] }, 400, 'prompt[1]', "Invalid value for 'prompt[1]': the prompt is empty (it encodes to no tokens, and a model continues some text).");
   const long = 'one two three four '.repeat(300), tokens = model.encode(long, false).length;

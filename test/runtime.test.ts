@@ -684,6 +684,37 @@ test('repetition penalty: logits of tokens in the prompt or the output are divid
   }
 });
 
+test('presence and frequency penalties (OpenAI\'s): the output\'s tokens lose the presence penalty once and the frequency penalty per occurrence, at every step; the prompt\'s are not counted', async () => {
+  const logits = Float32Array.from([3, 1, 2.5, -1]), before = logits.slice();
+  // token 0 twice in the output, token 2 once: [3 - 0.5 - 2 × 0.75, 1, 2.5 - 0.5 - 0.75, -1] = [1, 1, 1.25, -1]
+  const r = sampleToken(logits, { presencePenalty: 0.5, frequencyPenalty: 0.75 }, 0, undefined, undefined, undefined, { ids: [0, 2], n: [2, 1] });
+  const lse = Math.log([1, 1, 1.25, -1].reduce((a, x) => a + Math.exp(x), 0));
+  assert.deepEqual([r.token, Math.abs(r.logprob - (1.25 - lse)) < 1e-6], [2, true], 'greedy on the penalised logits, their log-probability');
+  assert.deepEqual(logits, before, 'the logits themselves are left as they are');
+  assert.equal(sampleToken(logits, { presencePenalty: -2, frequencyPenalty: -1 }, 0, undefined, undefined, undefined, { ids: [1], n: [1] }).token, 1, 'a negative penalty favours what was written');
+  // Greedy decoding with the penalties equals a reference loop over the model's own logits, recomputed for the whole
+  // sequence each step, with the output's counts so far subtracted.
+  // (The embedded model: the random one's picks lead by more than the penalties' range.) A prompt it answers "I am
+  // fine, thank you, thank you, thank you, …" after.
+  const m = await loadModel(path.join(import.meta.dirname, '../models/default'), { quant: 'fp32', worker: false }), W = m.config.vocabSize, pp = 0.5, fp = 1;
+  const ids = m.encode('At first, Ella has 5 marbles. Ella sells 3 marbles. Leo gives her 3 marbles. How many marbles does Ella end up with?', true, { enable_thinking: false });
+  try {
+    const out: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      const all = await allLogits(m.backend, [...ids, ...out]), last = Array.from(all.subarray((ids.length + out.length - 1) * W, (ids.length + out.length) * W));
+      for (const t of new Set(out)) last[t] -= pp + fp * out.filter((x) => x === t).length;
+      out.push(last.indexOf(Math.max(...last)));
+    }
+    const [got] = await generateBatch(m.backend, m.tokenizer, [ids], [{ maxTokens: 16, presencePenalty: pp, frequencyPenalty: fp, stopTokens: [] }]);
+    const [plain] = await generateBatch(m.backend, m.tokenizer, [ids], [{ maxTokens: 16, stopTokens: [] }]);
+    assert.deepEqual(got.tokens, out);
+    assert.deepEqual([plain.text, got.text], ['I am fine, thank you, thank you, thank you, thank you,', 'I am fine, thank you, thank you, Ella! How can I help'], 'the penalties changed what greedy decoding picks');
+    assert.throws(() => new Sequence(m.tokenizer, { frequencyPenalty: 2.5 }, 1), /^Error: generate: frequencyPenalty must be a number in \[-2, 2\] \(0 = off\), got 2\.5$/);
+  } finally {
+    await m.close();
+  }
+});
+
 test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick exactly what a full sort over the vocabulary picks', () => {
   // Reference: sort every token by probability, then top-k, min-p, top-p, and walk the kept mass with u.
   const reference = (logits: Float32Array, p: { temperature: number; topK?: number; topP?: number; minP?: number }, u: number) => {

@@ -553,8 +553,6 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     // Text the vocabulary cannot write (this one has no é), found as the reply reaches it: the request's fault, not the server's.
     [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { const: 'café' } } }, max_tokens: 40 }, 'response_format',
       "Invalid 'response_format': no token of this model's vocabulary can write what the schema asks for next (a character it has no tokens for, in a const or an enum?)", 'invalid_value'],
-    [{ presence_penalty: 0.5 }, 'presence_penalty', unsupported('presence_penalty', '0.5 (only 0)'), 'unsupported_parameter'],
-    [{ frequency_penalty: -1 }, 'frequency_penalty', unsupported('frequency_penalty', '-1 (only 0)'), 'unsupported_parameter'],
     [{ logit_bias: { 50: -100 } }, 'logit_bias', unsupported('logit_bias', '(token biases)'), 'unsupported_parameter'],
     [{ modalities: ['text', 'audio'] }, 'modalities', `Unsupported value: 'modalities' ["text","audio"] is not supported by edgereason; the models served output text only (["text"]).`, 'unsupported_value'],
     [{ audio: { voice: 'alloy', format: 'wav' } }, 'audio', unsupported('audio', '(audio output)'), 'unsupported_parameter'],

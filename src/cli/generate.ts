@@ -11,6 +11,8 @@ export function generateCommand(program: Command): void {
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
     .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0))
     .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
+    .option('--presence-penalty <x>', 'subtract x from the logits of tokens the output holds (OpenAI\'s; -2 to 2)', floatArg('--presence-penalty', -2, 2))
+    .option('--frequency-penalty <x>', 'subtract x per time a token occurs in the output (OpenAI\'s; -2 to 2)', floatArg('--frequency-penalty', -2, 2))
     .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', seedArg())
     .option('--stop <text...>', 'stop strings')
     .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')
@@ -29,7 +31,7 @@ export function generateCommand(program: Command): void {
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
       try {
         const gen = model.generate(o.prompt, {
-          chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty,
+          chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, presencePenalty: o.presencePenalty, frequencyPenalty: o.frequencyPenalty,
           // --adapter insists (--chat appends an activated adapter's invocation), unless the template is told not to think
           seed, stop: o.stop, promptLookup: o.promptLookup, adapter: !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
         });

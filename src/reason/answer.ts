@@ -380,7 +380,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'topLogprobs', 'promptLookup'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'topLogprobs', 'promptLookup'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -413,7 +413,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
-  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, topLogprobs: opts.topLogprobs, stop: opts.stop, promptLookup: opts.promptLookup }, model.config.vocabSize, 'answer');
+  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, presencePenalty: opts.presencePenalty, frequencyPenalty: opts.frequencyPenalty, topLogprobs: opts.topLogprobs, stop: opts.stop, promptLookup: opts.promptLookup }, model.config.vocabSize, 'answer');
   if (opts.json !== undefined && opts.stop !== undefined && [opts.stop].flat().length) throw new Error(JSON_STOP('answer'));
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
@@ -470,7 +470,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const allowedNext = opts.json !== undefined ? jsonConstraint(tok, opts.json, 'answer: json', { lenient: !!opts[JSON_LENIENT] }).tracker() : opts[ALLOWED_NEXT];
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({
-    temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, stop: opts.stop,
+    temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, presencePenalty: opts.presencePenalty, frequencyPenalty: opts.frequencyPenalty, stop: opts.stop,
     ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}), ...(allowedNext ? { allowedNext } : {}), ...(opts.promptLookup ? { promptLookup: opts.promptLookup } : {}),
   });
   const seed = opts.seed ?? randomInt(2 ** 31);
@@ -589,7 +589,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           held = [];
         }
       };
-      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen, draw.allow); // the engine's sampler, same draw
+      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted); // the engine's sampler, same draw
       if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
       else { seq.ttftMs = performance.now() - start; seq.accept(first.token, first.logprob, first.top); }
       check();
@@ -646,7 +646,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
         if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
-        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen, draw.allow);
+        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted);
         seq.ttftMs = performance.now() - start;
         return seq.accept(first.token, first.logprob, first.top) ? [] : seq.takeFeed();
       });

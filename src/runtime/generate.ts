@@ -52,8 +52,8 @@ export interface GenerateOptions extends SamplingParams {
    * before, the up to this many tokens that followed them there are guessed and verified in the next step, which
    * costs less than the steps its kept guesses save (decoding is memory-bound: see bench lookup) and keeps every guess
    * that is what the model samples; the tokens are the same as without it (the same draws; logits up to float rounding). A sequence decoded
-   * alone guesses (not one of a batch: those steps run one row at a time), and not while a repetition penalty or
-   * `allowedNext` applies. 0 = off (default).
+   * alone guesses (not one of a batch: those steps run one row at a time), and not while a repetition, presence or
+   * frequency penalty or `allowedNext` applies. 0 = off (default).
    */
   promptLookup?: number;
 }
@@ -165,6 +165,9 @@ export class Sequence {
   private readonly seen?: Set<number>;
   private readonly seenIds: number[] = [];
   private seenUpTo = 0;
+  /** With a presence or frequency penalty: how often each token occurs in the output (tokens[0 … countedUpTo) counted). */
+  private readonly counts?: Map<number, number>;
+  private countedUpTo = 0;
 
   /**
    * `promptTail`: the prompt's last tokens, the first generated one's neighbours when text is decoded (StreamDecoder).
@@ -173,8 +176,9 @@ export class Sequence {
   constructor(private readonly tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void,
     promptTail: readonly number[] = [], prompt: readonly number[] = []) {
     checkGenerateOptions(opts, tokenizer.vocabSize);
+    if (opts.presencePenalty || opts.frequencyPenalty) this.counts = new Map();
     if (opts.repetitionPenalty !== undefined && opts.repetitionPenalty !== 1) { this.seen = new Set(prompt); this.seenIds = [...this.seen]; }
-    else if (opts.promptLookup) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
+    else if (opts.promptLookup && !this.counts) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true }, promptTail);
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
@@ -208,9 +212,13 @@ export class Sequence {
 
   /** Parameters (with this sequence's next random draw, and the ids a repetition penalty applies to) for the engine's sampler. */
   sampling(): RowSampling {
-    const { temperature, topK, topP, minP, repetitionPenalty, topLogprobs } = this.opts, from = this.answerFrom;
+    const { temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, topLogprobs } = this.opts, from = this.answerFrom;
     const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens, this.answerLead);
     const p: RowSampling = { temperature, topK, topP, minP, u: this.draw(), ...(topLogprobs ? { topLogprobs } : {}), ...(allow ? { allow } : {}) };
+    if (this.counts) {
+      for (; this.countedUpTo < this.tokens.length; this.countedUpTo++) { const t = this.tokens[this.countedUpTo]; this.counts.set(t, (this.counts.get(t) ?? 0) + 1); }
+      Object.assign(p, { presencePenalty, frequencyPenalty, counted: { ids: [...this.counts.keys()], n: [...this.counts.values()] } });
+    }
     if (!this.seen) return p;
     for (; this.seenUpTo < this.tokens.length; this.seenUpTo++) { // the output so far, forced tokens too (they are in the context)
       const t = this.tokens[this.seenUpTo];
@@ -457,6 +465,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   if (o.topP !== undefined && !(num(o.topP) && o.topP >= 0 && o.topP <= 1)) bad('topP must be in [0, 1] (0 keeps the most likely token)', o.topP);
   if (o.minP !== undefined && !(num(o.minP) && o.minP >= 0 && o.minP <= 1)) bad('minP must be in [0, 1]', o.minP);
   if (o.repetitionPenalty !== undefined && !(num(o.repetitionPenalty) && o.repetitionPenalty > 0)) bad('repetitionPenalty must be a finite number > 0 (1 = off)', o.repetitionPenalty);
+  for (const k of ['presencePenalty', 'frequencyPenalty'] as const) if (o[k] !== undefined && !(num(o[k]) && Math.abs(o[k]) <= 2)) bad(`${k} must be a number in [-2, 2] (0 = off)`, o[k]);
   if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) bad('seed must be an integer within ±(2^53 − 1)', o.seed);
   if (o.topLogprobs !== undefined && !(Number.isInteger(o.topLogprobs) && o.topLogprobs >= 0 && o.topLogprobs <= 20)) bad('topLogprobs must be an integer in [0, 20]', o.topLogprobs);
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.

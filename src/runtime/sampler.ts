@@ -1,5 +1,5 @@
 /**
- * Token sampling: repetition penalty, then greedy, temperature, top-k, top-p, min-p. The random draw `u` in
+ * Token sampling: repetition penalty, presence and frequency penalties, then greedy, temperature, top-k, top-p, min-p. The random draw `u` in
  * [0,1) comes from the caller's seeded generator (one per sequence), so a sequence samples the same tokens
  * whether it is decoded alone or inside a batch.
  */
@@ -16,6 +16,13 @@ export interface SamplingParams {
    * The reported log-probabilities are of the penalised distribution.
    */
   repetitionPenalty?: number;
+  /**
+   * OpenAI's presence and frequency penalties (-2 to 2; 0 = off, default): subtracted from the logit of every token the
+   * output holds so far, the presence penalty once and the frequency penalty once per time it occurs (vLLM's too: the
+   * prompt's tokens are not counted). The reported log-probabilities are of the penalised distribution.
+   */
+  presencePenalty?: number;
+  frequencyPenalty?: number;
   /** Also report the k most likely tokens at each step with their log-probabilities (OpenAI's top_logprobs; 0 = none). */
   topLogprobs?: number;
 }
@@ -24,7 +31,10 @@ export interface SamplingParams {
  * What the engine's sampler takes per row: the parameters, the row's random draw, the ids the penalty applies to, and
  * (`allow`) the only tokens it may draw at this step (constrained decoding: the log-probabilities reported stay the model's).
  */
-export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: ArrayLike<number> };
+export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: ArrayLike<number>; counted?: Counted };
+
+/** The distinct tokens of the output so far (`ids`) and how often each occurs (`n`): what the presence and frequency penalties apply to. */
+export interface Counted { ids: ArrayLike<number>; n: ArrayLike<number> }
 
 /** A token and its log-probability. */
 export type TokenLogprob = [token: number, logprob: number];
@@ -54,15 +64,19 @@ let scratchL = new Float32Array(0), scratchA = new Float32Array(0);
 /**
  * `lse`: log Σ exp(logits) when the caller has it (the inference graph outputs it), else computed here. `seen`:
  * the distinct token ids the repetition penalty applies to (the logits themselves are left as they are). `allow`:
- * the only tokens the draw may pick (see RowSampling).
+ * the only tokens the draw may pick (see RowSampling). `counted`: the output's tokens the presence and frequency
+ * penalties apply to.
  */
-export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: ArrayLike<number>): Sampled {
-  const rp = params.repetitionPenalty, penalised = rp !== undefined && rp !== 1 && !!seen?.length;
+export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: ArrayLike<number>, counted?: Counted): Sampled {
+  const rp = params.repetitionPenalty, repeated = rp !== undefined && rp !== 1 && !!seen?.length;
+  const pp = params.presencePenalty ?? 0, fp = params.frequencyPenalty ?? 0, occurred = (pp !== 0 || fp !== 0) && !!counted?.ids.length;
+  const penalised = repeated || occurred;
   if (penalised) {
     if (scratchL.length < logits.length) scratchL = new Float32Array(logits.length);
     const pen = scratchL.subarray(0, logits.length);
     pen.set(logits);
-    for (let i = 0; i < seen.length; i++) { const t = seen[i], x = pen[t]; pen[t] = x > 0 ? x / rp : x * rp; }
+    if (repeated) for (let i = 0; i < seen.length; i++) { const t = seen[i], x = pen[t]; pen[t] = x > 0 ? x / rp : x * rp; }
+    if (occurred) for (let i = 0; i < counted.ids.length; i++) pen[counted.ids[i]] -= pp + fp * counted.n[i];
     logits = pen; lse = undefined; // the graph's normaliser is of the logits before the penalty
   }
   // The distribution reported (log-probabilities, top tokens) is the model's; a constraint only limits the draw.
@@ -70,7 +84,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   if (allow && !(params.temperature! > 0) && !params.topLogprobs && allow.length) { // greedy: the best allowed token (ties to the lower id)
     let best = allow[0];
     for (let i = 1; i < allow.length; i++) { const t = allow[i], x = logits[t], y = logits[best]; if (x > y || (x === y && t < best) || y !== y) best = t; }
-    if (!Number.isFinite(logits[best])) throw notFinite(logits[best], penalised ? rp : undefined);
+    if (!Number.isFinite(logits[best])) throw notFinite(logits[best], repeated ? rp : undefined);
     const m = lse === undefined ? maxOf(full) : 0;
     return { token: best, logprob: full[best] - (lse ?? m + logSumExp(full, m)) };
   }
@@ -89,7 +103,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   }
   const max = logits[best];
   // No finite best logit (all NaN, or an infinite one): the forward pass overflowed, and any pick would be garbage.
-  if (!Number.isFinite(max)) throw notFinite(max, penalised ? rp : undefined);
+  if (!Number.isFinite(max)) throw notFinite(max, repeated ? rp : undefined);
   let lseAll = lse; // log Σ exp of the model's logits, over the whole vocabulary once (a top-20 list asks for 21 log-probabilities)
   const normaliser = () => { const m = allow ? maxOf(full) : max; return m + logSumExp(full, m); };
   const logprob = (token: number) => full[token] - (lseAll ??= normaliser());

@@ -252,7 +252,7 @@ export function finishReason(f: AnswerResult['samples'][number]['finishReason'])
  * A request's sampling fields as generate options. One the request leaves out is the model's generation_config.json's
  * (as vLLM); the temperature's default (serve --temperature, else that file's, else 1) is the server's limit.
  */
-export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'stop' | 'promptLookup'> {
+export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'stop' | 'promptLookup'> {
   const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
   const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty, stop = req.stop == null ? [] : stopList(req.stop);
   return {
@@ -261,6 +261,8 @@ export function samplingOptions(req: SamplingRequest, served: Served, limits: Ch
     ...(topK != null && topK > 0 ? { topK } : {}),
     ...(minP != null ? { minP } : {}),
     ...(repetitionPenalty != null && repetitionPenalty !== 1 ? { repetitionPenalty } : {}),
+    ...(req.presence_penalty ? { presencePenalty: req.presence_penalty } : {}),
+    ...(req.frequency_penalty ? { frequencyPenalty: req.frequency_penalty } : {}),
     ...(stop.length ? { stop } : {}),
     ...(limits.promptLookup ? { promptLookup: limits.promptLookup } : {}),
   };

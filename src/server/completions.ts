@@ -26,8 +26,6 @@ export interface CompletionRequest extends SamplingRequest {
   suffix?: string | null;
   best_of?: number | null;
   logprobs?: number | null;
-  presence_penalty?: number | null;
-  frequency_penalty?: number | null;
   logit_bias?: Record<string, unknown> | null;
   user?: string | null;
 }
@@ -51,8 +49,6 @@ export const completionRequestSchema = {
     suffix: nullable({ type: 'string' }),
     best_of: nullable({ type: 'integer', minimum: 1 }),
     logprobs: nullable({ type: 'integer', minimum: 0, maximum: 5 }),
-    presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
-    frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
     logit_bias: nullable({ type: 'object' }),
     user: nullable({ type: 'string' }),
   },
@@ -83,7 +79,7 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   const m = servedModel(served, req.model);
   const refuse = (param: string, what: string) => { throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter'); };
   // The fields both endpoints share are refused as chat refuses them (penalties, logit bias, stream_options without stream).
-  checkUnsupported({ messages: [], presence_penalty: req.presence_penalty, frequency_penalty: req.frequency_penalty, logit_bias: req.logit_bias, stream: req.stream, stream_options: req.stream_options } as ChatRequest);
+  checkUnsupported({ messages: [], logit_bias: req.logit_bias, stream: req.stream, stream_options: req.stream_options } as ChatRequest);
   if (req.suffix) refuse('suffix', '(text to insert before)');
   const n = req.n ?? 1;
   if (req.best_of != null && req.best_of !== n) refuse('best_of', `${req.best_of} (ranking more samples than n by log-probability; only best_of = n)`);

@@ -23,8 +23,6 @@ const contentPart = {
 const unsupportedFields = {
   functions: nullable({ type: 'array' }),
   function_call: nullable({ anyOf: [{ type: 'string' }, { type: 'object' }] }),
-  presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
-  frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   logit_bias: nullable({ type: 'object' }),
   modalities: nullable({ type: 'array', items: { type: 'string' } }),
   audio: nullable({ type: 'object' }),
@@ -70,13 +68,15 @@ const toolCallSchema = {
   },
 } as const;
 
-/** Sampling fields both endpoints take: OpenAI's, and vLLM's top_k, min_p and repetition_penalty. */
+/** Sampling fields both endpoints take: OpenAI's (presence and frequency penalties too), and vLLM's top_k, min_p and repetition_penalty. */
 export const samplingFields = {
   temperature: nullable({ type: 'number', minimum: 0, maximum: 2 }),
   top_p: nullable({ type: 'number', minimum: 0, maximum: 1 }), // 0 keeps the most likely token (OpenAI takes it; vLLM does not)
   top_k: nullable({ type: 'integer', minimum: -1 }),
   min_p: nullable({ type: 'number', minimum: 0, maximum: 1 }),
   repetition_penalty: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 10 }), // vLLM's extra sampling field
+  presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
+  frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   seed: nullable({ type: 'integer', minimum: -2147483648, maximum: 4294967295 }),
   stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1 } }] }),
 } as const;
@@ -87,6 +87,9 @@ export interface SamplingRequest {
   top_k?: number | null;
   min_p?: number | null;
   repetition_penalty?: number | null;
+  /** OpenAI's: subtracted from the logits of the output's tokens, once (presence) and per occurrence (frequency). */
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
   seed?: number | null;
   stop?: string | string[] | null;
 }
@@ -205,8 +208,6 @@ export interface ChatRequest extends SamplingRequest {
   // Accepted by the schema, refused by checkUnsupported when they ask for something.
   functions?: unknown[] | null;
   function_call?: string | Record<string, unknown> | null;
-  presence_penalty?: number | null;
-  frequency_penalty?: number | null;
   logit_bias?: Record<string, unknown> | null;
   modalities?: string[] | null;
   audio?: Record<string, unknown> | null;
@@ -217,7 +218,7 @@ export interface ChatRequest extends SamplingRequest {
 
 /**
  * Refuses OpenAI options edgereason would otherwise have to ignore silently (400 naming the parameter): legacy
- * functions, penalties, logit bias, audio, predicted outputs, web search, verbosity, usage on every stream chunk,
+ * functions, logit bias, audio, predicted outputs, web search, verbosity, usage on every stream chunk,
  * stream_options without stream (as OpenAI does), and a message's function call or audio. Values that ask for nothing
  * pass.
  */
@@ -228,8 +229,6 @@ export function checkUnsupported(req: ChatRequest): void {
   const given = (v: unknown) => v !== undefined && v !== null;
   if (req.functions?.length) refuse('functions', '(function calling)');
   if (given(req.function_call) && req.function_call !== 'none') refuse('function_call', '(function calling)');
-  if (given(req.presence_penalty) && req.presence_penalty !== 0) refuse('presence_penalty', `${req.presence_penalty} (only 0)`);
-  if (given(req.frequency_penalty) && req.frequency_penalty !== 0) refuse('frequency_penalty', `${req.frequency_penalty} (only 0)`);
   if (given(req.logit_bias) && Object.keys(req.logit_bias!).length) refuse('logit_bias', '(token biases)');
   if (req.modalities?.some((m) => m !== 'text')) {
     throw new ApiError(400, `Unsupported value: 'modalities' ${JSON.stringify(req.modalities)} is not supported by edgereason; the models served output text only (["text"]).`, 'modalities', 'invalid_request_error', 'unsupported_value');
