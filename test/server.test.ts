@@ -286,6 +286,25 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
   }
 });
 
+test('server --cors-origin: pages of the origins given may call the API from a browser (preflight, headers); by default none, and a bad origin is refused before loading', async () => {
+  await assert.rejects(createServer({ model: fixture.dir, corsOrigins: ['localhost:3000'] }), /^Error: serve: --cors-origin must be an origin such as http:\/\/localhost:3000 \(scheme, host and port, no path\) or \*, got "localhost:3000"$/);
+  const preflight = (base: string, origin: string) => fetch(`${base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' } });
+  const before = await preflight(url, 'http://localhost:3000');
+  assert.deepEqual([before.status, before.headers.get('access-control-allow-origin')], [404, null], 'none by default');
+  const s = await createServer({ model: fixture.dir, port: 0, router: false, verifier: false, corsOrigins: ['http://localhost:3000'] });
+  try {
+    const base = await s.listen(), ok = await preflight(base, 'http://localhost:3000');
+    assert.deepEqual([ok.status, ok.headers.get('access-control-allow-origin'), ok.headers.get('access-control-allow-methods'), ok.headers.get('access-control-allow-headers')],
+      [204, 'http://localhost:3000', 'GET, POST', 'content-type,authorization']);
+    const models = await fetch(`${base}/v1/models`, { headers: { origin: 'http://localhost:3000' } });
+    assert.deepEqual([models.status, models.headers.get('access-control-allow-origin')], [200, 'http://localhost:3000']);
+    const other = await fetch(`${base}/v1/models`, { headers: { origin: 'http://evil.example' } });
+    assert.equal(other.headers.get('access-control-allow-origin'), null, 'another origin gets no CORS header');
+  } finally {
+    await s.close();
+  }
+});
+
 test('SSE: a stream quiet for keepAliveMs sends a comment line (which clients skip); none once ended', async () => {
   const srv = http.createServer((_, res) => {
     const sse = new SseWriter(res, {}, 40);

@@ -39,6 +39,7 @@ export function serveCommand(program: Command): void {
     .option('--served-model-name <id>', 'model id of the base model (default: the model folder name)')
     .option('--port <n>', 'port', intArg('--port', 0, 65535), 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--cors-origin <origin...>', 'let web pages of these origins call the API from a browser (CORS), e.g. http://localhost:3000, or * for any (default: none)')
     .option('--max-batch <n>', 'sequences decoding at once across requests', intArg('--max-batch', 1), 16)
     .option('--max-queue <n>', 'requests waiting for a batch slot before 429', intArg('--max-queue', 0), 64)
     .option('--ctx <n>', 'context limit in tokens (clamped to the model\'s)', intArg('--ctx', 2), 4096)
@@ -62,7 +63,7 @@ export function serveCommand(program: Command): void {
       const bar = lateProgress(`loading ${shortName(o.model)}`, 'M weights');
       const server = await createServer({
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
-        host: o.host, port: o.port, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,
+        host: o.host, port: o.port, corsOrigins: o.corsOrigin, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
         defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, ropeScaling: ropeScalingOf(o), threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
       }).finally(() => bar.stop());

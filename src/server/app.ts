@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import cors from '@fastify/cors';
 import { AbortedError } from '../runtime/scheduler.ts';
 import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
 import { shown } from '../show.ts';
@@ -55,6 +56,11 @@ export interface ServerOptions {
   onLoadNote?: (note: string) => void;
   host?: string;
   port?: number;
+  /**
+   * Origins whose web pages may call the API from a browser (CORS), such as "http://localhost:3000", or "*" for any.
+   * Default none: a browser then lets only the server's own pages (the playground) read its replies.
+   */
+  corsOrigins?: string[];
   /** Sequences decoding at once, across requests (rows of the batched decode). Default 16. */
   maxBatch?: number;
   /** Requests waiting for rows before 429. Default 64. */
@@ -139,6 +145,9 @@ const hostName = (h: string | undefined): string | undefined => {
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
   if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) throw new Error(`serve: --prompt-lookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off), got ${shown(o.promptLookup)}`);
+  for (const origin of o.corsOrigins ?? []) {
+    if (origin !== '*' && !/^https?:\/\/[^/\s?#]+$/i.test(origin)) throw new Error(`serve: --cors-origin must be an origin such as http://localhost:3000 (scheme, host and port, no path) or *, got ${shown(origin)}`);
+  }
   const metrics = new Metrics();
   const maxBatch = o.maxBatch ?? 16;
   // n choices (or a choice's samples) decode as rows of one batch: a request needing more rows than a batch holds is refused.
@@ -200,6 +209,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     },
   });
 
+  // Pages of the origins allowed may call the API (their preflight is answered, their replies carry the CORS headers).
+  if (o.corsOrigins?.length) await app.register(cors, { origin: o.corsOrigins.includes('*') ? '*' : o.corsOrigins, methods: ['GET', 'POST'], maxAge: 600 });
   // Bodies are JSON only: a text/plain body is refused by its content type (415), not read as a string.
   app.removeContentTypeParser('text/plain');
   app.removeContentTypeParser('application/json');
