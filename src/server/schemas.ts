@@ -290,6 +290,13 @@ export function validationError(errors: AjvError[], body?: unknown): ApiError {
     const param = pointerToParam(fn[0]);
     return new ApiError(400, `Unsupported value: '${param}' "function" (legacy function calling) is not supported by edgereason; send the function's result as a "tool" message.`, param, 'invalid_request_error', 'unsupported_value');
   }
+  // An image, audio or file part: what the served models cannot take, said so (not as a misspelt "text").
+  const part = errors.find((e) => e.keyword === 'enum' && /^\/messages\/\d+\/content\/\d+\/type$/.test(e.instancePath ?? ''));
+  const kind = part && valueAt(body, part.instancePath!);
+  if (part && typeof kind === 'string') {
+    const param = pointerToParam(part.instancePath!);
+    return new ApiError(400, `Unsupported value: '${param}' ${JSON.stringify(kind)} is not supported by edgereason: the models it serves take text only (content parts of type "text").`, param, 'invalid_request_error', 'unsupported_value');
+  }
   // Unknown fields first (most often a misspelt name), all of them at once, as OpenAI lists them.
   const unknown = errors.filter((e) => e.keyword === 'additionalProperties' && typeof e.params?.additionalProperty === 'string')
     .map((e) => { const at = pointerToParam(e.instancePath ?? ''); return at ? `${at}.${e.params!.additionalProperty}` : e.params!.additionalProperty as string; });
