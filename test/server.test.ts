@@ -863,6 +863,10 @@ test('server: --vote sets the vote of requests that name none; a verifier vote w
   // Each sample's flaws are reported beside the votes (the samples are the choices here): its thinking and answer checked against the question.
   assert.deepEqual(checked.edgereason.flaws, checked.choices.map((x: Loose) => checkSample('What is 5 times 6?', { thinking: x.message.reasoning_content, answer: x.message.content }).flaws));
   assert.equal(majority.edgereason.flaws, undefined, 'no flaws for a vote that does not check');
+  // The verifier's best of N: each sample's score beside the counts, which decide nothing there (the top score wins).
+  const best = await create({ ...body, edgereason: { reasoning: 'on', vote: 'verifier' } }), scores = best.edgereason.verifier_scores as number[];
+  assert.deepEqual([scores.length, best.edgereason.chosen], [4, scores.indexOf(Math.max(...scores))], JSON.stringify(best.edgereason));
+  assert.equal(majority.edgereason.verifier_scores, undefined, 'no scores where the vote counts');
   // With edgereason.samples every choice votes over its own samples, and reports their flaws.
   const perChoice = await create(ask('What is 5 times 6?', { n: 2, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on', samples: 2, vote: 'checked' } }));
   assert.ok(perChoice.edgereason.choices.every((c: Loose) => Array.isArray(c.flaws) && c.flaws.length === 2 && c.flaws.every((f: unknown) => Number.isInteger(f))), JSON.stringify(perChoice.edgereason.choices));

@@ -5,7 +5,7 @@
  * `n` and the reasoning controls:
  * - reasoning on (or auto, and the router picks reasoning): ONE answer() call with `samples = n`, forked from
  *   one prefill; the n samples are the n choices and their vote is reported (`edgereason.votes`, `chosen`; the
- *   checked vote's `flaws` per sample).
+ *   checked vote's `flaws` per sample, the verifier votes' `verifier_scores`).
  * - reasoning off, the base model, or auto routed to the direct answer: n independent answer() calls with seeds
  *   seed, seed+1, … (OpenAI semantics: n choices).
  * - `edgereason.samples = k`: every choice is an answer() call with k voting samples; its content is the voted
@@ -601,6 +601,8 @@ export interface ChoiceOut {
   chosen?: number;
   /** The checked vote's flaws in each of the choice's samples' work (edgereason.samples). */
   flaws?: number[];
+  /** The verifier's score of each of the choice's samples, which the verifier votes decide by (edgereason.samples). */
+  verifierScores?: number[];
   /** The direct attempt this choice's own call dropped for reasoning (edgereason.samples: each choice is a call). */
   escalation?: AnswerResult['escalation'];
   /** logprobs: the answer's tokens (after the thinking) with their log-probabilities. */
@@ -617,6 +619,8 @@ export interface ChatOutcome {
   chosen?: number;
   /** The checked vote's flaws in each sample's work (the first call's, as votes). */
   flaws?: number[];
+  /** The verifier's score of each sample, with a verifier vote (the first call's, as votes). */
+  verifierScores?: number[];
   winner?: string;
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; prompt_tokens_details: { cached_tokens: number }; completion_tokens_details: { reasoning_tokens: number } };
   /** serve --prompt-lookup: the tokens its samples guessed, and how many of them were kept. */
@@ -673,7 +677,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       // A choice's tokens leave out a dropped direct attempt, reported beside them (escalated), as in the other mode.
       route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens - (r.escalation?.tokens ?? 0) : s.tokens,
       capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
-      ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen, ...flawsOf(r) } : {}), ...(perChoice && r.escalation ? { escalation: r.escalation } : {}),
+      ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen, ...perSample(r, plan) } : {}), ...(perChoice && r.escalation ? { escalation: r.escalation } : {}),
       ...(plan.logprobs !== undefined && s.tokenIds && s.logprobs ? { logprobs: answerPart(s, answerText) } : {}),
     };
   };
@@ -747,7 +751,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const ttft = Math.min(...results.map((r) => (r as AnswerResult & { startMs: number }).startMs + r.ttftMs));
   return {
     choices, route, ...(routerScore !== undefined ? { routerScore } : {}), ...(primary.escalation ? { escalation: primary.escalation } : {}),
-    ...(primary.votes ? { votes: primary.votes, chosen: primary.chosen, ...flawsOf(primary) } : {}),
+    ...(primary.votes ? { votes: primary.votes, chosen: primary.chosen, ...perSample(primary, plan) } : {}),
     ...(primary.winner !== undefined ? { winner: primary.winner } : {}),
     usage: {
       prompt_tokens: primary.usage.promptTokens, completion_tokens: completion, total_tokens: primary.usage.promptTokens + completion,
@@ -766,7 +770,7 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
     ...(out.routerScore !== undefined ? { router_score: out.routerScore } : {}),
     ...(out.escalation ? { escalated: escalated(out.escalation) } : {}),
     reasoning: plan.mode,
-    ...(out.votes ? { votes: out.votes, chosen: out.chosen, ...(out.flaws ? { flaws: out.flaws } : {}) } : {}),
+    ...(out.votes ? { votes: out.votes, chosen: out.chosen, ...scoresOf(out) } : {}),
     ...(out.winner !== undefined ? { winner: out.winner } : {}),
     // The cap and the budget line apply to the reasoning route only.
     ...(out.route === 'reasoning' && plan.thinkingCap !== undefined ? { thinking_cap: plan.thinkingCap } : {}),
@@ -776,14 +780,22 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
     tokens_per_second: round(out.usage.completion_tokens / Math.max(1e-3, (out.latencyMs - out.ttftMs) / 1000)),
     choices: out.choices.map((c) => ({
       index: c.index, route: c.route, finish: c.finish, tokens: c.tokens, thinking_tokens: c.thinkingTokens, capped: c.capped,
-      ...(c.extracted !== undefined ? { extracted: c.extracted } : {}), ...(c.votes ? { votes: c.votes, chosen: c.chosen, ...(c.flaws ? { flaws: c.flaws } : {}) } : {}),
+      ...(c.extracted !== undefined ? { extracted: c.extracted } : {}), ...(c.votes ? { votes: c.votes, chosen: c.chosen, ...scoresOf(c) } : {}),
       ...(c.escalation ? { escalated: escalated(c.escalation) } : {}),
     })),
   };
 }
 
-/** The checked vote's flaws of a call's samples (each counted on the reasoning route): none for other votes. */
-const flawsOf = (r: AnswerResult): { flaws?: number[] } => (r.samples.every((s) => s.flaws !== undefined) ? { flaws: r.samples.map((s) => s.flaws!) } : {});
+/**
+ * What decided a call's vote, per sample, beside its counts: the checked vote's flaws (each counted on the reasoning
+ * route), the verifier votes' scores (best of N picks the top one, whatever the counts say); none for other votes.
+ */
+function perSample(r: AnswerResult, plan: Plan): { flaws?: number[]; verifierScores?: number[] } {
+  const verified = (plan.options.vote === 'verifier' || plan.options.vote === 'verifier-vote') && r.samples.every((s) => s.verifierScore !== undefined);
+  return { ...(r.samples.every((s) => s.flaws !== undefined) ? { flaws: r.samples.map((s) => s.flaws!) } : {}), ...(verified ? { verifierScores: r.samples.map((s) => s.verifierScore!) } : {}) };
+}
+/** perSample's fields as the report names them. */
+const scoresOf = (o: { flaws?: number[]; verifierScores?: number[] }) => ({ ...(o.flaws ? { flaws: o.flaws } : {}), ...(o.verifierScores ? { verifier_scores: o.verifierScores.map((x) => Math.round(x * 1e4) / 1e4) } : {}) });
 
 const escalated = (e: NonNullable<AnswerResult['escalation']>) => ({ direct_answer: e.answer, tokens: e.tokens, logprob: Math.round(e.logprob * 1000) / 1000 });
 
