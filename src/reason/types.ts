@@ -124,17 +124,17 @@ export interface SampleResult {
   flaws?: number;
   finishReason: 'stop' | 'length' | 'early-stop' | 'cancelled';
   /** Generated token ids (forced closing tokens included). */
-  tokenIds?: number[];
+  tokenIds: number[];
   /** With promptLookup: the tokens guessed, and how many of them the model's own draws kept. */
   guesses?: { made: number; kept: number };
   /** Log-probability of each generated token (0 for forced ones). */
-  logprobs?: number[];
+  logprobs: number[];
   /** With topLogprobs: the most likely tokens at each generated token, best first ([] for forced ones). */
   topLogprobs?: TokenLogprob[][];
   /** Tokens after the closing tag (all of them on the direct route). */
-  answerTokens?: number;
+  answerTokens: number;
   /** Whether the thinking cap closed the segment. */
-  capped?: boolean;
+  capped: boolean;
   /** Final hidden state at the sample's last token (collectHidden; absent for a sample that ended at its first token). */
   hidden?: Float32Array;
 }

@@ -70,7 +70,7 @@ export async function sampleCandidates(model: Model, items: readonly LabelItem[]
     // state is not at an end.
     r.samples.forEach((s, i) => {
       if (s.finishReason === 'length') out.cut++;
-      if (s.hidden && s.finishReason === 'stop' && (s.answerTokens ?? 0) > 0) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold), extracted: s.extracted, meanLogprob: s.meanLogprob, capped: s.capped });
+      if (s.hidden && s.finishReason === 'stop' && s.answerTokens > 0) out.push({ item: k, sample: i, hidden: s.hidden, correct: isCorrect(it.task, s.answer, it.gold), extracted: s.extracted, meanLogprob: s.meanLogprob, capped: s.capped });
     });
     o.onItem?.(k + 1);
   }

@@ -676,9 +676,9 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
       index, thinking, content: answerText, finishReason: perChoice ? finishReason(r.finishReason) : finishReason(s.finishReason), finish: s.finishReason,
       // A choice's tokens leave out a dropped direct attempt, reported beside them (escalated), as in the other mode.
       route: r.route, thinkingTokens: perChoice ? r.usage.thinkingTokens : s.thinkingTokens, tokens: perChoice ? r.usage.completionTokens - (r.escalation?.tokens ?? 0) : s.tokens,
-      capped: !!s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
+      capped: s.capped, ...(perChoice ? r.winner !== undefined ? { extracted: r.winner } : {} : s.extracted !== undefined ? { extracted: s.extracted } : {}),
       ...(perChoice && r.votes ? { votes: r.votes, chosen: r.chosen, ...perSample(r, plan) } : {}), ...(perChoice && r.escalation ? { escalation: r.escalation } : {}),
-      ...(plan.logprobs !== undefined && s.tokenIds && s.logprobs ? { logprobs: answerPart(s, answerText) } : {}),
+      ...(plan.logprobs !== undefined ? { logprobs: answerPart(s, answerText) } : {}),
     };
   };
   /**
@@ -687,13 +687,13 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
    * written again in the answer as one token, which the content drops too, nor those after a stop string cut it.
    */
   const answerPart = (s: AnswerResult['samples'][number], content: string): TokenLogprobs => {
-    const tok = m.model.tokenizer, ids = s.tokenIds!, text = (i: number) => tok.decode([ids[i]]), reasoned = s.answerTokens !== ids.length;
+    const tok = m.model.tokenizer, ids = s.tokenIds, text = (i: number) => tok.decode([ids[i]]), reasoned = s.answerTokens !== ids.length;
     let from = ids.length - (s.answerTokens ?? ids.length);
     if (reasoned) while (from < ids.length && /^[\r\n]*$/.test(text(from))) from++;
     const held = Array.from({ length: ids.length - from }, (_, j) => from + j).filter((i) => !reasoned || !['<think>', '</think>'].includes(text(i)));
     // Where each token's text begins in the content (in UTF-16 units, as content.length): those past its end were cut.
     const begins = textOffsets(tok, held.map((i) => ids[i]), undefined, (t) => t.length), keep = held.filter((_, j) => begins[j] < content.length);
-    return { tokens: keep.map((i) => ids[i]), logprobs: keep.map((i) => s.logprobs![i]), ...(s.topLogprobs ? { top: keep.map((i) => s.topLogprobs![i]) } : {}) };
+    return { tokens: keep.map((i) => ids[i]), logprobs: keep.map((i) => s.logprobs[i]), ...(s.topLogprobs ? { top: keep.map((i) => s.topLogprobs![i]) } : {}) };
   };
   try {
     if (plan.perChoice !== undefined) {
