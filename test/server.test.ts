@@ -291,7 +291,11 @@ test('server --cors-origin: pages of the origins given may call the API from a b
   const preflight = (base: string, origin: string) => fetch(`${base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' } });
   const before = await preflight(url, 'http://localhost:3000');
   assert.deepEqual([before.status, before.headers.get('access-control-allow-origin')], [404, null], 'none by default');
-  const s = await createServer({ model: fixture.dir, port: 0, router: false, verifier: false, corsOrigins: ['http://localhost:3000'] });
+  for (const bad of ['http://localhost:3000/app', 'http://localhost:abc', 'http://me@localhost']) {
+    await assert.rejects(createServer({ model: fixture.dir, corsOrigins: [bad] }), new RegExp(`^Error: serve: --cors-origin must be an origin .*, got "${bad}"$`));
+  }
+  // Written as a browser sends it (lower-case host, no default port), which the plugin compares.
+  const s = await createServer({ model: fixture.dir, port: 0, router: false, verifier: false, corsOrigins: ['http://LOCALHOST:3000', 'https://app.example:443'] });
   try {
     const base = await s.listen(), ok = await preflight(base, 'http://localhost:3000');
     assert.deepEqual([ok.status, ok.headers.get('access-control-allow-origin'), ok.headers.get('access-control-allow-methods'), ok.headers.get('access-control-allow-headers')],
@@ -300,6 +304,11 @@ test('server --cors-origin: pages of the origins given may call the API from a b
     assert.deepEqual([models.status, models.headers.get('access-control-allow-origin')], [200, 'http://localhost:3000']);
     const other = await fetch(`${base}/v1/models`, { headers: { origin: 'http://evil.example' } });
     assert.equal(other.headers.get('access-control-allow-origin'), null, 'another origin gets no CORS header');
+    // A streamed reply writes its own headers: the CORS ones go with them (a browser read none before).
+    const body = JSON.stringify({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, stream: true, edgereason: { reasoning: 'off' } });
+    const streamed = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { origin: 'https://app.example', 'content-type': 'application/json' }, body });
+    assert.deepEqual([streamed.headers.get('content-type'), streamed.headers.get('access-control-allow-origin')], ['text/event-stream; charset=utf-8', 'https://app.example']);
+    assert.match(await streamed.text(), /data: \[DONE\]\n\n$/);
   } finally {
     await s.close();
   }

@@ -135,6 +135,11 @@ const isLoopback = (name: string): boolean => {
   return ip === 'localhost' || ip.endsWith('.localhost') || ip === '::1' || (net.isIPv4(ip) && ip.startsWith('127.'));
 };
 
+/** The CORS headers the plugin put on a reply (--cors-origin), for a stream that writes its headers itself. */
+function corsHeaders(reply: FastifyReply): Record<string, string> {
+  return Object.fromEntries(Object.entries(reply.getHeaders()).filter(([k, v]) => (k.startsWith('access-control-') || k === 'vary') && v !== undefined).map(([k, v]) => [k, String(v)]));
+}
+
 /** The name in a Host header ("[::1]:8080" → "::1"), lower-cased; undefined without one. */
 const hostName = (h: string | undefined): string | undefined => {
   if (!h) return undefined;
@@ -145,9 +150,14 @@ const hostName = (h: string | undefined): string | undefined => {
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
   if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) throw new Error(`serve: --prompt-lookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off), got ${shown(o.promptLookup)}`);
-  for (const origin of o.corsOrigins ?? []) {
-    if (origin !== '*' && !/^https?:\/\/[^/\s?#]+$/i.test(origin)) throw new Error(`serve: --cors-origin must be an origin such as http://localhost:3000 (scheme, host and port, no path) or *, got ${shown(origin)}`);
-  }
+  // As browsers write them in an Origin header (the plugin compares the texts): "http://LocalHost:80" is http://localhost.
+  const corsOrigins = (o.corsOrigins ?? []).map((origin) => {
+    let url: URL | undefined;
+    try { url = new URL(origin); } catch { /* refused below */ }
+    if (origin === '*') return origin;
+    if (!url || !/^https?:\/\/[^/\s?#@]+\/?$/i.test(origin)) throw new Error(`serve: --cors-origin must be an origin such as http://localhost:3000 (scheme, host and port, no path) or *, got ${shown(origin)}`);
+    return url.origin;
+  });
   const metrics = new Metrics();
   const maxBatch = o.maxBatch ?? 16;
   // n choices (or a choice's samples) decode as rows of one batch: a request needing more rows than a batch holds is refused.
@@ -210,7 +220,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   });
 
   // Pages of the origins allowed may call the API (their preflight is answered, their replies carry the CORS headers).
-  if (o.corsOrigins?.length) await app.register(cors, { origin: o.corsOrigins.includes('*') ? '*' : o.corsOrigins, methods: ['GET', 'POST'], maxAge: 600 });
+  if (corsOrigins.length) await app.register(cors, { origin: corsOrigins.includes('*') ? '*' : corsOrigins, methods: ['GET', 'POST'], maxAge: 600 });
   // Bodies are JSON only: a text/plain body is refused by its content type (415), not read as a string.
   app.removeContentTypeParser('text/plain');
   app.removeContentTypeParser('application/json');
@@ -381,7 +391,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   async function admitted<T>(reply: FastifyReply, rows: number, route: string, streamed: boolean, run: (abort: AbortController, waitedMs: number, stream: () => SseWriter) => Promise<T>): Promise<T | FastifyReply> {
     let sse: SseWriter | undefined;
     const stream = () => {
-      if (!sse) { reply.hijack(); sse = new SseWriter(reply.raw, closing ? { connection: 'close' } : {}); }
+      if (!sse) { reply.hijack(); sse = new SseWriter(reply.raw, { ...corsHeaders(reply), ...(closing ? { connection: 'close' } : {}) }); }
       return sse;
     };
     const abort = new AbortController();
