@@ -1006,6 +1006,13 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   // answer --native-thinking: the model's own thinking, so no adapter (not even the default one beside the model).
   const ask = (...extra: string[]) => cli(['answer', '--model', 'models/default', '--question', 'What is the capital of Vorland?', '--max-tokens', '8', ...extra]);
   assert.match(ask('--native-thinking', '--adapter', 'models/default/reasoning-adapter').stderr, /--native-thinking reasons with the model's own weights: leave --adapter out/);
+  // On a model whose thinking is an adapter's, enable_thinking: false asks for the direct answer, after the plain prompt:
+  // the embedded model's template would write Qwen3's empty thinking block, after which its base answered garbage.
+  const ella = (...extra: string[]) => cli(['answer', '--model', 'models/default', '--question', 'At first, Ella has 5 marbles. Ella sells 3 marbles. Leo gives her 3 marbles. How many marbles does Ella end up with?', ...extra]);
+  const [noThinking, off] = [ella('--chat-template-kwargs', '{"enable_thinking": false}'), ella('--reasoning', 'off')];
+  assert.deepEqual([noThinking.stdout, noThinking.stderr.match(/^(route|tokens): .*?(?=;|$)/gm)], [off.stdout, off.stderr.match(/^(route|tokens): .*?(?=;|$)/gm)]);
+  assert.equal(off.stdout, '#### 5\n');
+  assert.equal(ella('--reasoning', 'on', '--chat-template-kwargs', '{"enable_thinking": false}').stderr.trim().split('\n').at(-1), 'edgereason: answer: --reasoning on, but --chat-template-kwargs enable_thinking: false asks for a direct answer');
   const nat = ask('--native-thinking', '--reasoning', 'off', '--chat-template-kwargs', '{"enable_thinking": false}');
   assert.equal(nat.status, 0, nat.stderr);
   assert.doesNotMatch(nat.stderr, /^adapter:/m);

@@ -261,7 +261,14 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
     assert.equal(on.usage.completion_tokens_details.reasoning_tokens, 5, 'the random model never closes its thinking: the cap does');
     assert.ok(on.choices[0].message.reasoning_content.length > 0);
     const off = await c.chat.completions.create({ ...body, reasoning_effort: 'none' } as never) as unknown as Loose;
-    const plain = await c.chat.completions.create({ ...body, reasoning_effort: 'none', chat_template_kwargs: { enable_thinking: false } } as never) as unknown as Loose;
+    // A thinking model's template is given enable_thinking (its direct answers follow the block the template writes).
+    const tok = s.served.models.get(m.id)!.model.tokenizer, render = tok.applyChatTemplate, vars: unknown[] = [];
+    tok.applyChatTemplate = function (...a) { vars.push(a[1]?.vars); return render.apply(this, a); };
+    let plain: Loose;
+    try {
+      plain = await c.chat.completions.create({ ...body, reasoning_effort: 'none', chat_template_kwargs: { enable_thinking: false } } as never) as unknown as Loose;
+    } finally { delete (tok as Partial<typeof tok>).applyChatTemplate; }
+    assert.deepEqual(vars, [{ enable_thinking: false }]);
     assert.equal(off.edgereason.route, 'direct');
     assert.equal(off.usage.prompt_tokens, plain.usage.prompt_tokens, 'the direct route adds the empty block itself, unless the template wrote it');
     assert.equal(off.choices[0].message.content, plain.choices[0].message.content);

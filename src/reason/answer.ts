@@ -257,6 +257,28 @@ export function thinksByItself(model: Pick<Model, 'tokenizer' | 'config'>): bool
   }
 }
 
+/** thinksByItself, found once per model (it renders the template three times). */
+const OWN_THINKING = new WeakMap<object, boolean>();
+const ownThinking = (model: Pick<Model, 'tokenizer' | 'config'>): boolean => {
+  let own = OWN_THINKING.get(model);
+  if (own === undefined) OWN_THINKING.set(model, own = thinksByItself(model));
+  return own;
+};
+
+/**
+ * The chat template's variables as answer() and the server give them. `enable_thinking` is Qwen3's switch (false: the
+ * template writes an empty thinking block, after which the model answers directly): given to the template of a model
+ * that thinks by itself (`native`, or as thinksByItself finds); not to another's, whose base never learned to answer
+ * after that block (the embedded model's template writes it, and its base answered garbage there). Its false asks for
+ * a direct answer all the same: `direct`.
+ */
+export function templateVars(model: Pick<Model, 'tokenizer' | 'config'>, kwargs: Record<string, unknown> | undefined, native: boolean): { vars?: Record<string, unknown>; direct: boolean } {
+  const direct = kwargs?.enable_thinking === false;
+  if (!kwargs || !Object.hasOwn(kwargs, 'enable_thinking') || native || ownThinking(model)) return { vars: kwargs, direct };
+  const { enable_thinking: _, ...vars } = kwargs;
+  return { vars, direct };
+}
+
 /**
  * A thinking model's direct answer follows the empty thinking block: the prompt is kept up to `tagEnd` and `block` fed
  * after it. Nothing is fed when the template wrote the whole block (Qwen3's enable_thinking: false); after a
@@ -439,11 +461,15 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (aux.router && mode === 'auto') checkTrainedFor('router', aux.router, native, model.config);
   if (aux.verifier && mode !== 'off' && reasons) checkTrainedFor('verifier', aux.verifier, native, model.config);
   const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
-  const ids = opts[PROMPT_IDS] ? [...opts[PROMPT_IDS]] : model.encode(messages, true, opts.chatTemplateKwargs, 'answer'), ctx = backend.config.maxPositionEmbeddings;
+  const given = templateVars(model, opts.chatTemplateKwargs, native);
+  const ids = opts[PROMPT_IDS] ? [...opts[PROMPT_IDS]] : model.encode(messages, true, given.vars, 'answer'), ctx = backend.config.maxPositionEmbeddings;
   if (!ids.length) throw new Error('answer: the prompt encodes to no tokens');
   // What the chat template already wrote: an empty thinking block (Qwen3's enable_thinking: false) asks for a direct
   // answer; a generation prompt that opens the thinking (templates of thinking-only models) has the invocation in it.
-  const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }), closedByTemplate = endsWithRun(ids, empty);
+  // So does enable_thinking: false where templateVars left it out (a model whose thinking is an adapter's).
+  const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }), asked = given.direct && given.vars !== opts.chatTemplateKwargs;
+  const closedByTemplate = endsWithRun(ids, empty) || asked;
+  if (asked && mode === 'on') throw new Error('answer: reasoning "on", but chatTemplateKwargs enable_thinking: false asks for a direct answer');
   if (closedByTemplate && mode === 'on') throw new Error('answer: reasoning "on", but the chat template already closed the thinking (an empty thinking block, e.g. chatTemplateKwargs enable_thinking: false)');
   const rt = reasons ? reasoningTokens(model, opts.invocation) : undefined;
   if (native) checkThinkingTokens(rt!);

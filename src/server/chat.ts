@@ -34,7 +34,7 @@ import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { encodeChat } from '../tokenizer/chat-ids.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, thinkingModelPrompt, thinksByItself } from '../reason/answer.ts';
+import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, templateVars, thinkingModelPrompt } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
@@ -195,25 +195,6 @@ function checkToolTurns(msgs: readonly ChatMessageIn[], continued: boolean): voi
     at = i;
   });
   if (!continued) unanswered(); // a last message continued is refused for its calls below, in its own words
-}
-
-/** Whether a served model's chat template thinks as the model does (a thinking model's), once per model. */
-const OWN_THINKING = new WeakMap<object, boolean>();
-
-/**
- * The chat template's variables a request gives. `enable_thinking` is a reasoning control (reasoningMode) and a
- * variable of Qwen3's template, where false writes an empty thinking block: given to the template of a model that
- * thinks by itself, whose direct answers follow that block; not to another's, whose direct answer is its plain
- * prompt and whose thinking is an adapter's (the embedded model's template writes the block, which its base model
- * never learned to answer after: it answered garbage where reasoning_effort "none" answered right).
- */
-function templateKwargs(m: ServedModel, kwargs: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
-  if (!kwargs || !Object.hasOwn(kwargs, 'enable_thinking')) return kwargs;
-  let own = OWN_THINKING.get(m.model);
-  if (own === undefined) OWN_THINKING.set(m.model, own = m.kind === 'native' || thinksByItself(m.model));
-  if (own) return kwargs;
-  const { enable_thinking: _, ...rest } = kwargs;
-  return rest;
 }
 
 /**
@@ -400,7 +381,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // Prompt and context. A prompt longer than ctx × the longest token (in characters) cannot fit: refused before
   // tokenizing it, which for megabytes of text would hold up every other request's decoding for seconds. More
   // messages than context tokens are refused before the chat template renders them (135,000 empty ones: 5 s).
-  const ctx = limits.ctx, given = templateKwargs(m, req.chat_template_kwargs ?? undefined), kwargs = tools ? { ...given, tools } : given;
+  const ctx = limits.ctx, given = templateVars(m.model, req.chat_template_kwargs ?? undefined, m.kind === 'native').vars, kwargs = tools ? { ...given, tools } : given;
   // The field a problem with the template's variables is named by: the tools are one, named so when the request sends no other.
   const kwName = tools && !Object.keys(req.chat_template_kwargs ?? {}).length ? 'tools' : 'chat_template_kwargs';
   if (messages.length > ctx) {
