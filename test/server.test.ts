@@ -883,6 +883,9 @@ test('server: --vote sets the vote of requests that name none; a verifier vote w
   const best = await create({ ...body, edgereason: { reasoning: 'on', vote: 'verifier' } }), scores = best.edgereason.verifier_scores as number[];
   assert.deepEqual([scores.length, best.edgereason.chosen], [4, scores.indexOf(Math.max(...scores))], JSON.stringify(best.edgereason));
   assert.equal(majority.edgereason.verifier_scores, undefined, 'no scores where the vote counts');
+  // A sample cut off by max_tokens has no score (it does not compete): null in its place, the others still shown.
+  const cut = await create({ ...body, max_tokens: 20, edgereason: { reasoning: 'on', vote: 'verifier' } });
+  assert.deepEqual([cut.choices.map((x: Loose) => x.finish_reason), cut.edgereason.verifier_scores.map((x: number | null) => x === null)], [['stop', 'length', 'length', 'stop'], [false, true, true, false]]);
   // With edgereason.samples every choice votes over its own samples, and reports their flaws.
   const perChoice = await create(ask('What is 5 times 6?', { n: 2, temperature: 0.9, seed: 3, max_tokens: 30, edgereason: { reasoning: 'on', samples: 2, vote: 'checked' } }));
   assert.ok(perChoice.edgereason.choices.every((c: Loose) => Array.isArray(c.flaws) && c.flaws.length === 2 && c.flaws.every((f: unknown) => Number.isInteger(f))), JSON.stringify(perChoice.edgereason.choices));

@@ -583,7 +583,7 @@ export interface ChoiceOut {
   /** The checked vote's flaws in each of the choice's samples' work (edgereason.samples). */
   flaws?: number[];
   /** The verifier's score of each of the choice's samples, which the verifier votes decide by (edgereason.samples). */
-  verifierScores?: number[];
+  verifierScores?: (number | null)[];
   /** The direct attempt this choice's own call dropped for reasoning (edgereason.samples: each choice is a call). */
   escalation?: AnswerResult['escalation'];
   /** logprobs: the answer's tokens (after the thinking) with their log-probabilities. */
@@ -601,7 +601,7 @@ export interface ChatOutcome {
   /** The checked vote's flaws in each sample's work (the first call's, as votes). */
   flaws?: number[];
   /** The verifier's score of each sample, with a verifier vote (the first call's, as votes). */
-  verifierScores?: number[];
+  verifierScores?: (number | null)[];
   winner?: string;
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; prompt_tokens_details: { cached_tokens: number }; completion_tokens_details: { reasoning_tokens: number } };
   /** serve --prompt-lookup: the tokens its samples guessed, and how many of them were kept. */
@@ -769,14 +769,15 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
 
 /**
  * What decided a call's vote, per sample, beside its counts: the checked vote's flaws (each counted on the reasoning
- * route), the verifier votes' scores (best of N picks the top one, whatever the counts say); none for other votes.
+ * route), the verifier votes' scores (best of N picks the top one, whatever the counts say; null for a sample that did
+ * not end by itself, which does not compete); none for other votes.
  */
-function perSample(r: AnswerResult, plan: Plan): { flaws?: number[]; verifierScores?: number[] } {
-  const verified = (plan.options.vote === 'verifier' || plan.options.vote === 'verifier-vote') && r.samples.every((s) => s.verifierScore !== undefined);
-  return { ...(r.samples.every((s) => s.flaws !== undefined) ? { flaws: r.samples.map((s) => s.flaws!) } : {}), ...(verified ? { verifierScores: r.samples.map((s) => s.verifierScore!) } : {}) };
+function perSample(r: AnswerResult, plan: Plan): { flaws?: number[]; verifierScores?: (number | null)[] } {
+  const verified = plan.options.vote === 'verifier' || plan.options.vote === 'verifier-vote';
+  return { ...(r.samples.every((s) => s.flaws !== undefined) ? { flaws: r.samples.map((s) => s.flaws!) } : {}), ...(verified ? { verifierScores: r.samples.map((s) => s.verifierScore ?? null) } : {}) };
 }
 /** perSample's fields as the report names them. */
-const scoresOf = (o: { flaws?: number[]; verifierScores?: number[] }) => ({ ...(o.flaws ? { flaws: o.flaws } : {}), ...(o.verifierScores ? { verifier_scores: o.verifierScores.map((x) => Math.round(x * 1e4) / 1e4) } : {}) });
+const scoresOf = (o: { flaws?: number[]; verifierScores?: (number | null)[] }) => ({ ...(o.flaws ? { flaws: o.flaws } : {}), ...(o.verifierScores ? { verifier_scores: o.verifierScores.map((x) => (x === null ? null : Math.round(x * 1e4) / 1e4)) } : {}) });
 
 const escalated = (e: NonNullable<AnswerResult['escalation']>) => ({ direct_answer: e.answer, tokens: e.tokens, logprob: Math.round(e.logprob * 1000) / 1000 });
 
