@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
-import { seedAt } from '../runtime/sampler.ts';
+import { seedAt, SAMPLING_OPTIONS } from '../runtime/sampler.ts';
 import { checkGenerateOptions, generateBatch, type FinishReason, type GenerateOptions } from '../runtime/generate.ts';
 import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
 import type { AnswerOptions } from '../reason/types.ts';
@@ -23,7 +23,8 @@ import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
 
 export interface EvalCase { id: string; question: string; gold: string | number; category: string; task: Task }
 
-export interface EvalOptions extends GenerateOptions {
+/** Generation options as eval takes them: not the decoding constraint, the thinking segment (reasoning says it) or per-token top log-probabilities and prompt lookup. */
+export interface EvalOptions extends Omit<GenerateOptions, 'allowedNext' | 'thinking' | 'topLogprobs' | 'promptLookup'> {
   /** Reason: the invocation after the chat prompt, with the reasoning adapter on (see the header). */
   reasoning?: boolean;
   /** Invocation text for an adapter that names no invocation tokens (default "<think>"); one that differs from the adapter's own is refused. */
@@ -74,7 +75,7 @@ export interface Summary {
 
 export interface EvalReport { options: Record<string, unknown>; summary: Record<string, Summary>; cases: CaseResult[] }
 
-const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'budget', 'onCase', 'done', 'maxTokens', 'seed', 'stop', 'stopTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'adapter', 'adapterFrom'];
+const EVAL_OPTIONS = ['reasoning', 'invocation', 'batch', 'maxThinkingTokens', 'nativeThinking', 'budget', 'onCase', 'done', 'maxTokens', 'seed', 'stop', 'stopTokens', ...SAMPLING_OPTIONS.filter((k) => k !== 'topLogprobs'), 'adapter', 'adapterFrom'];
 
 /** runEval's inputs, checked before any work (a bad batch size would loop forever, a bad case fail after the others). */
 function checkEvalInputs(cases: EvalCase[], o: EvalOptions, vocabSize: number): void {

@@ -30,7 +30,7 @@ import { checkKeys, checkValues, is } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { checkGenerateOptions, closingAfterCap, decode, endsWithRun, maxThinkingCap, Sequence, type GenerateOptions, type ThinkingOptions } from '../runtime/generate.ts';
-import { sampleToken, seedAt } from '../runtime/sampler.ts';
+import { sampleToken, seedAt, SAMPLING_OPTIONS } from '../runtime/sampler.ts';
 import { extractAnswer, sharedKey, TASKS, voteKey } from '../tasks/grade.ts';
 import { ropeScalingWords, type ModelConfig } from '../models/config.ts';
 import { gib } from '../runtime/convert.ts';
@@ -402,7 +402,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'topLogprobs', 'promptLookup'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', ...SAMPLING_OPTIONS, 'promptLookup'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {

@@ -20,7 +20,7 @@ import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { dropPromptCache, MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
-import { sampleToken, seedAt, type TokenLogprob } from './sampler.ts';
+import { sampleToken, seedAt, SAMPLING_OPTIONS, type TokenLogprob } from './sampler.ts';
 import { MAX_THREADS, threadsNote } from './threads.ts';
 import { onAbort } from './abort.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys, checkValues, is } from './options.ts';
@@ -517,7 +517,7 @@ let adapterViews = 0;
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'signal', 'cache', 'cacheDir', 'onNote', 'promptCache', 'ropeScaling'];
-const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'topLogprobs', 'promptLookup'];
+const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', ...SAMPLING_OPTIONS, 'promptLookup'];
 
 
 /** The options that say how a prompt is read (keepPrompt, promptLogprobs): known keys, chat true or false. */

@@ -27,6 +27,9 @@ export interface SamplingParams {
   topLogprobs?: number;
 }
 
+/** SamplingParams' keys, for the lists of options each entry point takes (a key left out of one is refused there). */
+export const SAMPLING_OPTIONS = ['temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'topLogprobs'] as const satisfies readonly (keyof SamplingParams)[];
+
 /**
  * What the engine's sampler takes per row: the parameters, the row's random draw, the ids the penalty applies to, and
  * (`allow`) the only tokens it may draw at this step (constrained decoding: the log-probabilities reported stay the model's).
