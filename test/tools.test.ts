@@ -409,6 +409,9 @@ test('server with tools: arguments nested too deep, tools that fill the context 
   assert.match(e2.message, /^400 This model's maximum context length is 1024 tokens\. However, your messages with the tools resulted in \d+ tokens \(\d+ without them\)\. Please reduce the number or length of the tools\.$/);
   const e3 = await status(client.chat.completions.create({ ...ask(), tools: [{ type: 'custom', custom: { name: 'x' } }] as never }));
   assert.deepEqual([e3.param, e3.message], ['tools[0].type', `400 Invalid value for 'tools[0].type': must be one of "function", got "custom".`]);
+  // A stop string would cut a forced call, which its constraint ends by itself (as with response_format).
+  const cutCall = await status(client.chat.completions.create({ ...ask(), tool_choice: 'required', stop: ['}'] }));
+  assert.deepEqual([cutCall.param, cutCall.message], ['stop', `400 Unsupported value: 'stop' with 'tool_choice' "required": a stop string would cut the tool call, which the constraint ends by itself once it is complete; leave out 'stop'.`]);
   // Tools sent as a template variable would be printed but their calls never read: refused, pointing to 'tools'.
   const e4 = await status(client.chat.completions.create({ ...ask(), tools: undefined, chat_template_kwargs: { tools: TOOLS } } as never));
   assert.deepEqual([e4.param, e4.message], ['chat_template_kwargs', `400 Invalid value for 'chat_template_kwargs': send the tools in 'tools', where the reply's calls are read too (and a template that cannot write them is refused).`]);

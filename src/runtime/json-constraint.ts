@@ -516,7 +516,9 @@ const allowedKept = new Map<string, Int32Array>();
 let allowedBytes = 0, constraints = 0;
 
 /** The refusal of a stop string beside `json` (it cut the JSON, which then said finishReason "stop"). */
-export const JSON_STOP = (where: string): string => `${where}: json and stop: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave stop out`;
+export const JSON_STOP = (where: string): string => `${where}: json and stop: ${stopCuts('the JSON')}; leave stop out`;
+/** Why a stop string is refused beside a constrained value (the JSON, a forced tool call). */
+export const stopCuts = (what: string): string => `a stop string would cut ${what}, which the constraint ends by itself once it is complete`;
 
 /**
  * The constraint for one schema and tokenizer. `tracker()` makes the function GenerateOptions.allowedNext takes: given

@@ -43,7 +43,7 @@ import { onAbort } from '../runtime/abort.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import { servedModel, type Served, type ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
-import { compileJsonSchema, jsonConstraint, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
+import { compileJsonSchema, jsonConstraint, stopCuts, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
 import { argumentsObject, jsonDepth, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { textOffsets, type TokenLogprobs } from './logprobs.ts';
@@ -274,6 +274,9 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (forcing && !req.tools?.length) {
     throw new ApiError(400, `Invalid value for 'tool_choice': ${typeof req.tool_choice === 'string' ? '"required"' : 'a named function'} asks for a tool call, and the request has no 'tools'.`, 'tool_choice', 'invalid_request_error', 'invalid_value');
   }
+  if (forcing && req.stop != null && stopList(req.stop).length) {
+    throw new ApiError(400, `Unsupported value: 'stop' with 'tool_choice' ${typeof req.tool_choice === 'string' ? '"required"' : 'naming a function'}: ${stopCuts('the tool call')}; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
+  }
   const toolTurn = req.messages.findIndex((msg) => msg.role === 'tool' || msg.tool_calls?.length);
   const format = toolCallFormat(templateFor(m.model.tokenizer, tools));
   if ((tools || toolTurn >= 0) && !format) {
@@ -365,7 +368,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (responseFormat !== 'text') {
     if (responseFormat === 'json_schema' && !req.response_format!.json_schema) throw new ApiError(400, "Missing required parameter: 'response_format.json_schema'.", 'response_format.json_schema', 'invalid_request_error', 'missing_required_parameter');
     if (tools) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'tools' is not supported by edgereason: the JSON constraint would keep the model from writing a tool call (send tool_choice "none", or leave out one of them).`, 'response_format', 'invalid_request_error', 'unsupported_value');
-    if (req.stop != null && stopList(req.stop).length) throw new ApiError(400, `Unsupported value: 'stop' with 'response_format' ${responseFormat}: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
+    if (req.stop != null && stopList(req.stop).length) throw new ApiError(400, `Unsupported value: 'stop' with 'response_format' ${responseFormat}: ${stopCuts('the JSON')}; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
     if (cont) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'continue_final_message' is not supported by edgereason (the message continued is not held to the JSON).`, 'response_format', 'invalid_request_error', 'unsupported_value');
     json = responseFormat === 'json_object' ? true : req.response_format!.json_schema!.schema ?? {};
     // A schema without strict: true is held to leniently, as a non-strict function's parameters are (OpenAI holds the
