@@ -194,8 +194,8 @@ export function accuracyThreshold(scores: readonly number[], labels: readonly nu
 
 /**
  * The router's second stage, on the direct route: the direct answer's own confidence. When one of its first
- * `tokens` tokens has a log-probability (under the base model, before temperature, after a repetitionPenalty:
- * train-router fits the gate without one, so a penalty moves it) below `minLogprob`, the direct answer is dropped
+ * `tokens` tokens has a log-probability (under the base model, before temperature, after a repetition, presence or
+ * frequency penalty: train-router fits the gate without them, so a penalty moves it) below `minLogprob`, the direct answer is dropped
  * and the request escalates to reasoning on the same prompt KV cache.
  */
 export interface RouterGate { minLogprob: number; tokens: number }

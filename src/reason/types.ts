@@ -156,7 +156,8 @@ export interface AnswerResult {
   chosen: number;
   /**
    * Extracted answer → votes (count, or summed weight for weighted votes). With vote "verifier" (best of N) these are
-   * counts and decide nothing: the winner is the sample the verifier scored highest (samples[i].verifierScore).
+   * counts, which decide only when no sample was scored: the winner is the sample the verifier scored highest
+   * (samples[i].verifierScore).
    */
   votes?: Record<string, number>;
   /**

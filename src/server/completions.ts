@@ -78,7 +78,7 @@ export interface CompletionPlan {
 export function planCompletion(req: CompletionRequest, served: Served, limits: ChatLimits): CompletionPlan {
   const m = servedModel(served, req.model);
   const refuse = (param: string, what: string) => { throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter'); };
-  // The fields both endpoints share are refused as chat refuses them (penalties, logit bias, stream_options without stream).
+  // The fields both endpoints share are refused as chat refuses them (logit bias, stream_options without stream).
   checkUnsupported({ messages: [], logit_bias: req.logit_bias, stream: req.stream, stream_options: req.stream_options } as ChatRequest);
   if (req.suffix) refuse('suffix', '(text to insert before)');
   const n = req.n ?? 1;

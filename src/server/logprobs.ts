@@ -2,8 +2,8 @@
  * Log-probabilities of the generated tokens in OpenAI's two shapes: chat's `logprobs.content` (one entry per token,
  * with its bytes and its `top_logprobs`) and legacy completions' `logprobs` (parallel lists). A token's text is what
  * it decodes to alone (as vLLM gives it; a piece of a multi-byte character decodes to U+FFFD), its bytes the raw
- * bytes it stands for (joined, they are the text: tokenBytes). The values are the model's (after a repetition
- * penalty), not the temperature's.
+ * bytes it stands for (joined, they are the text: tokenBytes). The values are the model's (after a repetition,
+ * presence or frequency penalty), not the temperature's.
  */
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import type { TokenLogprob } from '../runtime/sampler.ts';
