@@ -165,8 +165,11 @@ export class Sequence {
   private readonly seen?: Set<number>;
   private readonly seenIds: number[] = [];
   private seenUpTo = 0;
-  /** With a presence or frequency penalty: how often each token occurs in the output (tokens[0 … countedUpTo) counted). */
-  private readonly counts?: Map<number, number>;
+  /**
+   * With a presence or frequency penalty: the output's distinct tokens and how often each occurs (tokens[0 …
+   * countedUpTo) counted), kept as the sampler takes them; `slot` finds a token's place.
+   */
+  private readonly counted?: { ids: number[]; n: number[]; slot: Map<number, number> };
   private countedUpTo = 0;
 
   /**
@@ -176,9 +179,9 @@ export class Sequence {
   constructor(private readonly tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void,
     promptTail: readonly number[] = [], prompt: readonly number[] = []) {
     checkGenerateOptions(opts, tokenizer.vocabSize);
-    if (opts.presencePenalty || opts.frequencyPenalty) this.counts = new Map();
+    if (opts.presencePenalty || opts.frequencyPenalty) this.counted = { ids: [], n: [], slot: new Map() };
     if (opts.repetitionPenalty !== undefined && opts.repetitionPenalty !== 1) { this.seen = new Set(prompt); this.seenIds = [...this.seen]; }
-    else if (opts.promptLookup && !this.counts) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
+    else if (opts.promptLookup && !this.counted) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true }, promptTail);
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
@@ -215,9 +218,13 @@ export class Sequence {
     const { temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, topLogprobs } = this.opts, from = this.answerFrom;
     const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens, this.answerLead);
     const p: RowSampling = { temperature, topK, topP, minP, u: this.draw(), ...(topLogprobs ? { topLogprobs } : {}), ...(allow ? { allow } : {}) };
-    if (this.counts) {
-      for (; this.countedUpTo < this.tokens.length; this.countedUpTo++) { const t = this.tokens[this.countedUpTo]; this.counts.set(t, (this.counts.get(t) ?? 0) + 1); }
-      Object.assign(p, { presencePenalty, frequencyPenalty, counted: { ids: [...this.counts.keys()], n: [...this.counts.values()] } });
+    const c = this.counted;
+    if (c) {
+      for (; this.countedUpTo < this.tokens.length; this.countedUpTo++) {
+        const t = this.tokens[this.countedUpTo], at = c.slot.get(t);
+        if (at === undefined) { c.slot.set(t, c.ids.length); c.ids.push(t); c.n.push(1); } else c.n[at]++;
+      }
+      Object.assign(p, { presencePenalty, frequencyPenalty, counted: { ids: c.ids, n: c.n } });
     }
     if (!this.seen) return p;
     for (; this.seenUpTo < this.tokens.length; this.seenUpTo++) { // the output so far, forced tokens too (they are in the context)
