@@ -148,6 +148,18 @@ test('json constraint: schemas it cannot hold to are refused naming the keyword 
   assert.deepEqual((compileJsonSchema({ enum: ['a', 'b'], const: 'b' }) as { texts: string[] }).texts, ['"b"']);
 });
 
+test('json constraint, lenient (non-strict schemas): oneOf is held as anyOf, an allOf of one schema as that schema, other keywords left out', () => {
+  const lenient = (schema: JsonSchema, text: string) => { const s = new JsonConstraint(bytes, schema, { lenient: true }).stateAfter([...Buffer.from(text, 'utf8')]); return !s ? 'no' : JsonConstraint.complete(s) ? 'whole' : 'prefix'; };
+  const oneOf = { type: 'object', properties: { v: { oneOf: [{ type: 'string' }, { type: 'integer', minimum: 0 }] } }, required: ['v'] };
+  assert.deepEqual(['{"v": "a"}', '{"v": 5}', '{"v": true}', '{"v": -5}'].map((t) => lenient(oneOf, t)), ['whole', 'whole', 'no', 'whole']); // (minimum left out)
+  // pydantic v1 writes a field of a model type as an allOf of its $ref, with annotations beside it.
+  const pydantic = { type: 'object', properties: { item: { allOf: [{ $ref: '#/definitions/Item' }], description: 'the item' } }, required: ['item'], definitions: { Item: { type: 'object', properties: { a: { type: 'integer' } }, required: ['a'] } } };
+  assert.deepEqual(['{"item": {"a": 1}}', '{"item": {}}', '{"item": 3}'].map((t) => lenient(pydantic, t)), ['whole', 'no', 'no']);
+  // Strict, both are refused by name.
+  assert.throws(() => compileJsonSchema(oneOf as JsonSchema), { message: /^schema\.properties\.v: the keyword "oneOf" is not supported .*\(anyOf is: / });
+  assert.throws(() => compileJsonSchema(pydantic as JsonSchema), { message: /^schema\.properties\.item: the keyword "allOf" is not supported/ });
+});
+
 test('json constraint: a reply begun in the prompt (a forced tool call\'s opening) continues it, and ends only after the text that must follow', () => {
   const call = (name: string, parameters: object) => ({ type: 'object', properties: { name: { const: name }, arguments: parameters }, required: ['name', 'arguments'] });
   const schema = { anyOf: [call('get_weather', { type: 'object', properties: { city: { type: 'string', format: 'city' } }, required: ['city'] }), call('get_time', { type: 'object', properties: {} })] };

@@ -52,7 +52,8 @@ const KEY: Extract<Node, { t: 'string' }> = { t: 'string', id: -7, min: 0, max: 
  * Compiles a schema into the machine's nodes; throws naming the schema path (`where`) of what it cannot hold to.
  * `lenient` (a tool's parameters, which OpenAI does not hold a model to either): keywords outside the subset, those of
  * a type the schema does not allow, required names without a property and keywords beside anyOf or $ref are left out
- * instead.
+ * instead; oneOf is held as anyOf (the values of any of its schemas: a few more than oneOf's), and an allOf of one
+ * schema (pydantic's way to annotate a $ref) as that schema.
  */
 export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient = false): Node {
   let ids = 0;
@@ -87,6 +88,8 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
     const seen = memo.get(s);
     if (seen) return seen;
     if ((s as Record<string, unknown>).$ref !== undefined) return compile(target(s as Record<string, unknown>, at), at);
+    const all = (s as Record<string, unknown>).allOf;
+    if (lenient && Array.isArray(all) && all.length === 1 && Object.keys(s).every((k) => k === 'allOf' || ANNOTATIONS.includes(k) || k === '$defs' || k === 'definitions')) return compile(all[0], `${at}.allOf[0]`);
     const node = { id: ids++ } as Node;
     memo.set(s, node);
     Object.assign(node, build(s as Record<string, unknown>, at));
@@ -94,7 +97,7 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
   };
   const build = (s: Record<string, unknown>, at: string): Shape => {
     const allowed = new Set([...ANNOTATIONS, ...Object.values(KEYWORDS).flat()]);
-    if (lenient) s = Object.fromEntries(Object.entries(s).filter(([k]) => allowed.has(k)));
+    if (lenient) s = Object.fromEntries(Object.entries(s.oneOf !== undefined && s.anyOf === undefined ? { ...s, anyOf: s.oneOf } : s).filter(([k]) => allowed.has(k)));
     for (const k of Object.keys(s)) {
       if (!allowed.has(k)) {
         const hint = k === 'oneOf' ? ' (anyOf is: the output could match two of oneOf\'s schemas)' : '';
