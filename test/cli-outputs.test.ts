@@ -1000,6 +1000,9 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   const [plain, direct] = [gen('--chat'), gen('--chat', '--chat-template-kwargs', '{"enable_thinking": false}')];
   assert.equal(direct.status, 0, direct.stderr);
   assert.equal(promptTokens(direct) - promptTokens(plain), 6, `${plain.stderr}\n${direct.stderr}`);
+  // The penalty flags reach the sampler: a looping continuation loops no more.
+  const loops = (...extra: string[]) => cli(['generate', '--model', 'models/default', '--prompt', 'I am fine, thank you, thank you,', '--max-tokens', '16', ...extra]).stdout;
+  assert.deepEqual([loops().includes('shelf shelf shelf'), loops('--presence-penalty', '0.5', '--frequency-penalty', '1.5').includes('shelf shelf')], [true, false]);
   assert.match(gen('--chat', '--chat-template-kwargs', '{bad').stderr, /--chat-template-kwargs must be a JSON object, got "\{bad" \(/);
   assert.match(gen('--chat', '--chat-template-kwargs', '[1]').stderr, /--chat-template-kwargs must be a JSON object, got "\[1\]"/);
   assert.match(gen('--chat-template-kwargs', '{}').stderr, /generate: --chat-template-kwargs needs --chat/);

@@ -140,6 +140,12 @@ test('server: non-streaming with reasoning on: thinking in reasoning_content and
     [lib.usage.promptTokens, lib.usage.completionTokens, lib.usage.thinkingTokens, lib.usage.promptTokens + lib.usage.completionTokens]);
   assert.equal(r.edgereason.route, 'reasoning');
   assert.ok(r.edgereason.ttft_ms > 0 && r.edgereason.latency_ms >= r.edgereason.ttft_ms);
+  // OpenAI's presence and frequency penalties reach answer() as its own (the thinking's tokens counted too).
+  const twice = 'Reverse the word sand. Reverse the word sand.', model = server.served.models.get('reasoning')!.model;
+  const pen = await create(ask(twice, { max_tokens: 40, edgereason: { reasoning: 'on' }, presence_penalty: 1, frequency_penalty: 1 }));
+  const [libPen, libPlain] = await Promise.all([{ presencePenalty: 1, frequencyPenalty: 1 }, {}].map((o) => answer(model, [{ role: 'user', content: twice }], { reasoning: 'on', maxTokens: 40, maxThinkingTokens: 20, temperature: 0, seed: 1, ...o })));
+  assert.deepEqual([pen.choices[0].message.reasoning_content, pen.choices[0].message.content], [libPen.thinking, libPen.answer]);
+  assert.deepEqual([libPlain.thinking, libPen.thinking.length > 0], ['', true], 'the penalties change the thinking');
 });
 
 test('server: a special token written in a message is its text, not the control token (no turn can be injected)', async () => {

@@ -13,7 +13,7 @@ import type { Quant } from '../onnx/quant.ts';
 import type { Router } from '../reason/router.ts';
 import type { Verifier } from '../reason/verifier.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { floatArg, intArg, jsonObjectArg, positiveArg, quantArg, seedArg } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, penaltyFlags, quantArg, seedArg } from './main.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 import { dimmer } from '../train/progress.ts';
 import { compileJsonSchema } from '../runtime/json-constraint.ts';
@@ -27,7 +27,7 @@ export function answerCommand(program: Command): void {
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
     .requiredOption('--model <path>', 'base model: a folder, .gguf or .bin file, or hf:owner/name (from the Hugging Face cache, downloaded once)');
   const checkReasoner = reasonerOptions(command);
-  ropeScalingOptions(command
+  ropeScalingOptions(penaltyFlags(command)
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question (- reads it from the standard input)')
     .option('--samples <n>', 'parallel reasoning samples (one prefill, forked KV cache)', intArg('--samples', 1), 1)
@@ -40,9 +40,6 @@ export function answerCommand(program: Command): void {
     .option('--top-k <k>', 'top-k', intArg('--top-k'), 0)
     .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
     .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
-    .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
-    .option('--presence-penalty <x>', 'subtract x from the logits of tokens the output holds (OpenAI\'s; -2 to 2)', floatArg('--presence-penalty', -2, 2))
-    .option('--frequency-penalty <x>', 'subtract x per time a token occurs in the output (OpenAI\'s; -2 to 2)', floatArg('--frequency-penalty', -2, 2))
     .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', seedArg())
     .option('--task <task>', `how answers are read for votes: ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')

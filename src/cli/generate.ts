@@ -1,18 +1,15 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
-import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, positiveArg, quantArg, samplingFlags, seedArg } from './main.ts';
+import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, penaltyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 
 export function generateCommand(program: Command): void {
-  ropeScalingOptions(samplingFlags(program.command('generate')
+  ropeScalingOptions(penaltyFlags(samplingFlags(program.command('generate')
     .description('stream a completion to stdout')
     .requiredOption('--model <path>', 'Hugging Face folder, .gguf, llama2.c .bin, a converted folder, or hf:owner/name (from the Hugging Face cache, downloaded once)')
     .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one; - reads it from the standard input)')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
-    .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0))
-    .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
-    .option('--presence-penalty <x>', 'subtract x from the logits of tokens the output holds (OpenAI\'s; -2 to 2)', floatArg('--presence-penalty', -2, 2))
-    .option('--frequency-penalty <x>', 'subtract x per time a token occurs in the output (OpenAI\'s; -2 to 2)', floatArg('--frequency-penalty', -2, 2))
+    .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0)))
     .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', seedArg())
     .option('--stop <text...>', 'stop strings')
     .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')

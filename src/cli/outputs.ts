@@ -243,7 +243,7 @@ export const OUT_LOCK = '.edgereason.lock';
 
 /** Holds --out for `command` (released when the process exits, with the folder when the lock made it). */
 export function holdOut(out: string, command: string): () => void {
-  return holdLock(path.join(out, OUT_LOCK), (pid, holder) => `--out: ${holder === command ? 'another' : 'a'} ${holder || 'edgereason'} run (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`, command);
+  return holdLock(path.join(out, OUT_LOCK), (pid, holder) => `--out: ${holder ? `${holder === command ? 'another' : 'a'} ${holder} run` : 'another run'} (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`, command);
 }
 
 /** Where a run started with --overwrite records the earlier run's artefacts, for a --resume after an interruption. */

@@ -181,7 +181,7 @@ export async function runAnswerEval(model: Model, cases: EvalCase[], o: AnswerEv
     const r = await answer(model, c.question, { ...opts, task: c.task, ...(opts.seed !== undefined ? { seed: seedAt(opts.seed, i * n) } : {}) }, aux);
     const answered = r.finishReason !== 'cancelled';
     // The chosen sample's text as generated, as runEval records a case's (its tags where the model wrote them: a thinking never closed has none).
-    const text = r.route === 'reasoning' ? model.tokenizer.decode(r.samples[r.chosen].tokenIds ?? [], { skipSpecialTokens: true, cleanUp: false }) : r.answer;
+    const text = r.route === 'reasoning' ? model.tokenizer.decode(r.samples[r.chosen].tokenIds, { skipSpecialTokens: true, cleanUp: false }) : r.answer;
     const one: CaseResult = {
       id: c.id, category: c.category, ...graded(c.task, r.answer, c.gold, answered), text, gold: c.gold,
       tokens: r.usage.completionTokens, thinkingTokens: r.usage.thinkingTokens, ttftMs: r.ttftMs, latencyMs: r.latencyMs,

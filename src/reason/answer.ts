@@ -36,7 +36,7 @@ import { ropeScalingWords, type ModelConfig } from '../models/config.ts';
 import { gib } from '../runtime/convert.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import type { AnswerInput, AnswerOptions, AnswerResult, Phase, Route, SampleResult, VoteMethod } from './types.ts';
-import { canStopEarly, decidesEarly, vote, VOTE_METHODS, type Candidate } from './vote.ts';
+import { canStopEarly, decidesEarly, isVerifierVote, vote, VOTE_METHODS, type Candidate } from './vote.ts';
 import { checkSample } from './check.ts';
 import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
@@ -410,7 +410,6 @@ function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: strin
   if (aux.verifier !== undefined && !(aux.verifier instanceof Verifier)) throw new Error(`${where}: verifier must be a Verifier (Verifier.load(file, hiddenSize)), got ${aux.verifier instanceof Router ? 'a Router' : shown(aux.verifier)}`);
 }
 
-const isVerifierVote = (m: VoteMethod) => m === 'verifier' || m === 'verifier-vote';
 
 /**
  * The prompt's token ids when the caller has them already (the server, which rendered and tokenized these messages
@@ -550,7 +549,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
         ...(escalation ? { escalation } : {}),
         samples, chosen, ...(v ? { votes: v.votes } : {}),
         ...(winner !== undefined ? { winner } : {}),
-        usage: { promptTokens, cachedTokens: reasoning && classic ? 0 : base?.cached ?? 0, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens ?? 0), completionTokens: sum((s) => s.tokens) + (escalation?.tokens ?? 0) },
+        usage: { promptTokens, cachedTokens: reasoning && classic ? 0 : base?.cached ?? 0, thinkingTokens: sum((s) => s.thinkingTokens), answerTokens: sum((s) => s.answerTokens), completionTokens: sum((s) => s.tokens) + (escalation?.tokens ?? 0) },
         ttftMs: ttfts.length ? Math.min(...ttfts) : latencyMs,
         latencyMs,
         ...(opts.collectHidden && base ? { promptHidden: base.hidden } : {}),

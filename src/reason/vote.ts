@@ -35,6 +35,8 @@ export interface VoteResult {
 }
 
 export const VOTE_METHODS: readonly VoteMethod[] = ['majority', 'confidence', 'verifier', 'verifier-vote', 'checked'];
+/** The votes a verifier decides (best of N, and the verifier-weighted vote). */
+export const isVerifierVote = (m: unknown): boolean => m === 'verifier' || m === 'verifier-vote';
 
 /** The weight of one sample's vote under a method (best-of-N counts samples, as majority does). */
 export function voteWeight(method: VoteMethod, c: Candidate): number {

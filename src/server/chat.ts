@@ -36,6 +36,7 @@ import { encodeChat } from '../tokenizer/chat-ids.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
 import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, templateVars, thinkingModelPrompt } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { isVerifierVote } from '../reason/vote.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList, type GenerateOptions } from '../runtime/generate.ts';
@@ -258,7 +259,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   const ext = req.edgereason ?? {};
   const perChoice = ext.samples;
   if (perChoice !== undefined && perChoice > limits.maxSamples) throw new ApiError(400, `Invalid value for 'edgereason.samples': ${perChoice} is more than this server allows (${limits.maxSamples}).`, 'edgereason.samples');
-  if (ext.vote && (ext.vote === 'verifier' || ext.vote === 'verifier-vote') && !served.verifier) {
+  if (isVerifierVote(ext.vote) && !served.verifier) {
     throw new ApiError(400, `Invalid value for 'edgereason.vote': "${ext.vote}" needs a verifier; start the server with --verifier.`, 'edgereason.vote');
   }
   // In OpenAI's API only an assistant message that made tool calls may come without content.
@@ -672,7 +673,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
    */
   const answerPart = (s: AnswerResult['samples'][number], content: string): TokenLogprobs => {
     const tok = m.model.tokenizer, ids = s.tokenIds, text = (i: number) => tok.decode([ids[i]]), reasoned = s.answerTokens !== ids.length;
-    let from = ids.length - (s.answerTokens ?? ids.length);
+    let from = ids.length - s.answerTokens;
     if (reasoned) while (from < ids.length && /^[\r\n]*$/.test(text(from))) from++;
     const held = Array.from({ length: ids.length - from }, (_, j) => from + j).filter((i) => !reasoned || !['<think>', '</think>'].includes(text(i)));
     // Where each token's text begins in the content (in UTF-16 units, as content.length): those past its end were cut.
@@ -776,7 +777,7 @@ export function report(plan: Plan, out: ChatOutcome, queueMs: number): Record<st
  * not end by itself, which does not compete); none for other votes.
  */
 function perSample(r: AnswerResult, plan: Plan): { flaws?: number[]; verifierScores?: (number | null)[] } {
-  const verified = plan.options.vote === 'verifier' || plan.options.vote === 'verifier-vote';
+  const verified = isVerifierVote(plan.options.vote);
   return { ...(r.samples.every((s) => s.flaws !== undefined) ? { flaws: r.samples.map((s) => s.flaws!) } : {}), ...(verified ? { verifierScores: r.samples.map((s) => s.verifierScore ?? null) } : {}) };
 }
 /** perSample's fields as the report names them. */
