@@ -18,6 +18,7 @@ import { budgetControl } from '../src/reason/budget.ts';
 import { extractAnswer } from '../src/tasks/grade.ts';
 import { canStopEarly, checkedVote, confidenceVote, majorityVote, verifierBestOfN, verifierVote, vote, type Candidate } from '../src/reason/vote.ts';
 import { checkWork } from '../src/reason/check.ts';
+import { ContextLengthError } from '../src/index.ts';
 import { sharedPath } from './helpers/shared.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier, withinItemAuc } from '../src/reason/verifier.ts';
@@ -975,6 +976,10 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   (full.m as unknown as { encode: () => number[] }).encode = () => new Array(999).fill(Q);
   await assert.rejects(answer(full.m, 'q', { reasoning: 'on' }), /answer: the prompt has 999 tokens, 1000 with the invocation's 1, which leaves no room to reason in the model's context of 1000 tokens/);
   assert.equal(full.b.steps, 0, 'no prefill ran');
+  // An application tells these from other errors by their class (to drop its oldest turns and ask again), as OpenAI's code.
+  const tooLong = await answer(full.m, 'q', { reasoning: 'on' }).catch((e: unknown) => e);
+  assert.ok(tooLong instanceof ContextLengthError);
+  assert.deepEqual([tooLong.code, tooLong.tokens, tooLong.context], ['context_length_exceeded', 1001, 1000]);
   const auto = await answer(full.m, 'q', { reasoning: 'auto', maxTokens: 4 });
   assert.deepEqual([auto.route, auto.samples[0].finishReason, auto.usage.promptTokens], ['direct', 'length', 999]);
   // A signal aborted before the call: nothing is encoded or generated, on either route (a cap of 0 forces no close either).

@@ -1,5 +1,6 @@
 import { after, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { ContextLengthError } from '../src/runtime/errors.ts';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -1205,7 +1206,7 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     const long = 'word '.repeat(model.config.maxPositionEmbeddings + 10);
-    await assert.rejects(m.complete(long), /prompt 0 has \d+ tokens; the model's context of 2048 tokens leaves no room to generate/);
+    await assert.rejects(m.complete(long), (e: unknown) => e instanceof ContextLengthError && e.context === 2048 && /prompt 0 has \d+ tokens; the model's context of 2048 tokens leaves no room to generate/.test(e.message));
     // A cache no buffer could hold is refused (it used to end the process: out of memory before the buffers' check).
     await assert.rejects(m.backend.newCache(5e8), /^Error: engine: a cache of 500000000 rows needs [\d.]+ GiB for its first 64 positions, more than a Float32Array holds \(4294967296 floats per layer\): ask for fewer rows$/);
     // ... and one that fits in buffers but not in this machine's memory

@@ -42,6 +42,7 @@ import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
 import { jsonConstraint, jsonKey, JSON_STOP } from '../runtime/json-constraint.ts';
+import { ContextLengthError } from '../runtime/errors.ts';
 import { promptCacheOf, type PromptCache } from '../runtime/prompt-cache.ts';
 
 export const THINK_OPEN = '<think>';
@@ -476,17 +477,17 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const invocation = opened >= 0 ? [] : rt?.invocation ?? [];
   const control = opts.budget !== undefined ? budgetControl(tok, opts.budget, invocation) : []; // fed after the invocation
   // Refused before any prefill: a prompt that fills the context leaves no room for a single generated token.
-  if (ids.length >= ctx) throw new Error(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+  if (ids.length >= ctx) throw new ContextLengthError(`answer: the prompt has ${ids.length} tokens, which leaves no room in the model's context of ${ctx} tokens`, ids.length + 1, ctx);
   // So is a route known to be taken that cannot fit: reasoning past the invocation and the budget line (the router
   // and the gate's escalation, below, then answer directly), or a thinking model's empty thinking block.
   const reasonLen = ids.length + invocation.length + control.length, roomToReason = reasonLen < ctx;
   const noRoomToReason = () => {
     const added = [invocation.length && `the invocation's ${invocation.length}`, control.length && `the budget line's ${control.length}`].filter(Boolean).join(' and ');
-    return new Error(`answer: the prompt has ${ids.length} tokens${added ? `, ${reasonLen} with ${added}` : ''}, which leaves no room to reason in the model's context of ${ctx} tokens`);
+    return new ContextLengthError(`answer: the prompt has ${ids.length} tokens${added ? `, ${reasonLen} with ${added}` : ''}, which leaves no room to reason in the model's context of ${ctx} tokens`, reasonLen + 1, ctx);
   };
   if (mode === 'on' && reasons && !roomToReason) throw noRoomToReason();
   const direct = native ? emptyBlock(tok, ids, opened, rt!.invocation) : { tagEnd: ids.length, block: [] as number[] }, directLen = direct.tagEnd + direct.block.length;
-  const noRoomToAnswer = () => new Error(`answer: the prompt and the empty thinking block have ${directLen} tokens, which leaves no room in the model's context of ${ctx} tokens`);
+  const noRoomToAnswer = () => new ContextLengthError(`answer: the prompt and the empty thinking block have ${directLen} tokens, which leaves no room in the model's context of ${ctx} tokens`, directLen + 1, ctx);
   if ((mode === 'off' || closedByTemplate) && directLen >= ctx) throw noRoomToAnswer();
   const limit = opts.maxTokens ?? 512; // generated tokens per sample
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);

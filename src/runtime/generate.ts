@@ -10,6 +10,7 @@ import { randomInt } from 'node:crypto';
 import { seededRandom, type RowSampling, type SamplingParams, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { shown } from '../show.ts';
+import { ContextLengthError } from './errors.ts';
 
 export interface GenerateOptions extends SamplingParams {
   /** Most tokens to generate (default 256, and never past the model's context). */
@@ -653,7 +654,7 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   const ctx = backend.config.maxPositionEmbeddings;
   const per = prompts.map((p, i): GenerateOptions => { // the caller's options stay as they were
     checkGenerateOptions(opts[i], tokenizer.vocabSize); // as given, before the context's cap
-    if (p.length >= ctx) throw new Error(`generate: prompt ${i} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`);
+    if (p.length >= ctx) throw new ContextLengthError(`generate: prompt ${i} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`, p.length + 1, ctx);
     const maxTokens = Math.min(opts[i].maxTokens ?? 256, ctx - p.length), th = opts[i].thinking;
     // Where the context's end comes first, a thinking cap it would not hold with its close and an answer token is
     // lowered to fit (as answer() does), so the thinking still closes and answers instead of being cut off.

@@ -25,6 +25,7 @@ import { MAX_THREADS, threadsNote } from './threads.ts';
 import { onAbort } from './abort.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys, checkValues, is } from './options.ts';
 import { jsonConstraint, JSON_STOP } from './json-constraint.ts';
+import { ContextLengthError } from './errors.ts';
 import { shown } from '../show.ts';
 import { checkToolCalls, checkToolsRendered, templateFor, templateMessage } from '../tokenizer/tool-calls.ts';
 
@@ -307,7 +308,7 @@ export class Model {
     checkGenerateOptions({ topLogprobs: k }, this.config.vocabSize);
     const ids = this.promptIds(prompt, 0, opts, 'promptLogprobs');
     if (!ids.length) throw new Error('promptLogprobs: the prompt encodes to no tokens: nothing to score');
-    if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`promptLogprobs: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
+    if (ids.length > this.config.maxPositionEmbeddings) throw new ContextLengthError(`promptLogprobs: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`, ids.length, this.config.maxPositionEmbeddings);
     // The adapter from where generate's would act: everywhere (a classic LoRA), or from its invocation (activated).
     const from = !this.adapter ? -1 : this.invokedAt(ids, isChat(prompt, opts)), on = from < 0 ? Infinity : from;
     const CHUNK = 64, V = this.config.vocabSize, logprobs: (number | null)[] = [null], top: TokenLogprob[][] = [[]];
@@ -371,7 +372,7 @@ export class Model {
         const chat = isChat(prompts[i], o), at = this.invokedAt(ids[i], chat);
         if (o.adapter === true && at < 0 && chat) {
           const ctx = this.config.maxPositionEmbeddings, n = ids[i].length + inv.length;
-          if (ids[i].length < ctx && n >= ctx) throw new Error(`generate: prompt ${i} has ${ids[i].length} tokens, ${n} with the adapter's invocation (${inv.length}, appended for chat: true); the model's context of ${ctx} tokens leaves no room to generate`);
+          if (ids[i].length < ctx && n >= ctx) throw new ContextLengthError(`generate: prompt ${i} has ${ids[i].length} tokens, ${n} with the adapter's invocation (${inv.length}, appended for chat: true); the model's context of ${ctx} tokens leaves no room to generate`, n + 1, ctx);
           per[i] = { ...o, adapterFrom: ids[i].length };
           ids[i] = [...ids[i], ...inv];
         } else if (at >= 0) per[i] = { ...o, adapter: true, adapterFrom: at };
@@ -422,7 +423,7 @@ export class Model {
     checkPromptForm(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
     const keep = this.keptPrompts('keepPrompt');
     const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat, 'keepPrompt') : this.encode(prompt as string | ChatMessage[], isChat(prompt, opts), opts.chatTemplateKwargs, 'keepPrompt', false);
-    if (ids.length > this.config.maxPositionEmbeddings) throw new Error(`keepPrompt: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`);
+    if (ids.length > this.config.maxPositionEmbeddings) throw new ContextLengthError(`keepPrompt: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`, ids.length, this.config.maxPositionEmbeddings);
     if (!keep.keeps(ids.length)) throw new Error(`keepPrompt: a prompt of ${ids.length} tokens is not kept: ${ids.length <= MIN_REUSED ? `one of at most ${MIN_REUSED} tokens costs less to prefill than to copy` : `its keys and values are more than the prompt cache's ${keep.budget / 2 ** 20} MiB (loadModel's promptCache)`}`);
     const hit = await keep.take(ids), cache = hit?.cache ?? await this.backend.newCache(1);
     try {
