@@ -466,6 +466,11 @@ test('adapters trained here are PEFT adapters: config keys and tensor names foll
     assert.throws(() => loadAdapter(out, model.config), /field "alora_invocation_tokens" must be a non-empty list of token ids \(or absent, for a plain LoRA adapter\), got \[\]/);
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, alora_invocation_tokens: [model.config.vocabSize + 3] }));
     assert.throws(() => loadAdapter(out, model.config), new RegExp(`holds token id ${model.config.vocabSize + 3}, outside the model's vocabulary`));
+    // Within the embedding but past the tokenizer's tokens (Qwen pads its embedding: Qwen3's "<think>" 151667 on Qwen2.5,
+    // whose tokenizer ends at 151664): another model's too (it fed an untrained padding row).
+    const tokens = model.config.vocabSize - 8;
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, alora_invocation_tokens: [tokens + 2] }));
+    assert.throws(() => loadAdapter(out, model.config, tokens), { message: `adapter: ${cfgFile} field "alora_invocation_tokens" holds token id ${tokens + 2}, outside the model's vocabulary (0..${tokens - 1}, its tokenizer's; the embedding's rows past it are padding): the adapter belongs to another model` });
     fs.writeFileSync(cfgFile, 'null');
     assert.throws(() => loadAdapter(out, model.config), /adapter_config\.json must hold a JSON object/);
   } finally {

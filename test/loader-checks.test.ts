@@ -212,6 +212,11 @@ test('what is not a model is named: a symbolic link loop, a named pipe, an adapt
   fs.writeFileSync(path.join(mixed, 'config.json'), JSON.stringify(rest));
   fs.writeFileSync(path.join(mixed, 'generation_config.json'), JSON.stringify({ eos_token_id: eos }));
   assert.throws(() => openSource(mixed), new RegExp(`^Error: model: ${path.join(mixed, 'generation_config\\.json')}'s end token ${eos} is ".*" in ${path.join(mixed, 'tokenizer\\.json')}, ordinary text`));
+  // An end token past the smaller tokenizer's vocabulary (Llama 3.2's tokenizer.json in a Qwen folder): it loaded, unsaid.
+  const size = loadTokenizer(mixed).vocabSize, rows = JSON.parse(fs.readFileSync('models/default/config.json', 'utf8')).vocab_size;
+  assert.ok(size < rows - 1, `${size} tokens, ${rows} rows`);
+  fs.writeFileSync(path.join(mixed, 'generation_config.json'), JSON.stringify({ eos_token_id: rows - 1 }));
+  assert.throws(() => openSource(mixed), { message: `model: ${path.join(mixed, 'generation_config.json')}'s end token ${rows - 1} is past ${path.join(mixed, 'tokenizer.json')}'s vocabulary (0..${size - 1}): the tokenizer is not this model's (or eos_token_id is wrong)` });
 });
 
 test('GGUF tokenizer lists of the wrong type are refused by key', () => {

@@ -109,14 +109,19 @@ export function namesModel(ref: string, names: readonly string[]): boolean | und
 /** Names that say nothing of the model (llama.cpp's and PyTorch's default file names): never compared. */
 const GENERIC_NAMES = new Set(['ggml-model', 'model', 'consolidated', 'pytorch_model']);
 
-export function loadAdapter(dir: string, model: ModelConfig): LoadedAdapter {
+/**
+ * The adapter in `dir` for a model of this shape. `tokenizerSize`: the model's tokenizer's vocabulary, which an
+ * activated adapter's invocation ids must lie within (Qwen's embedding has padding rows past its tokenizer's tokens,
+ * where another Qwen's "<think>" id would land).
+ */
+export function loadAdapter(dir: string, model: ModelConfig, tokenizerSize = model.vocabSize): LoadedAdapter {
   const cfgFile = path.join(dir, 'adapter_config.json'), wFile = path.join(dir, 'adapter_model.safetensors');
   const config = readAdapterConfig(dir, model.numLayers);
   if (!fs.existsSync(wFile)) throw new Error(`adapter: ${wFile} not found`);
   const file = openSafetensors(wFile);
   checkSavedWith(file, config, cfgFile);
-  const inv = config.aloraInvocationTokens?.find((t) => t >= model.vocabSize);
-  if (inv !== undefined) throw new Error(`adapter: ${cfgFile} field "alora_invocation_tokens" holds token id ${inv}, outside the model's vocabulary (0..${model.vocabSize - 1}): the adapter belongs to another model`);
+  const size = Math.min(model.vocabSize, tokenizerSize), inv = config.aloraInvocationTokens?.find((t) => t >= size);
+  if (inv !== undefined) throw new Error(`adapter: ${cfgFile} field "alora_invocation_tokens" holds token id ${inv}, outside the model's vocabulary (0..${size - 1}${size < model.vocabSize ? `, its tokenizer's; the embedding's rows past it are padding` : ''}): the adapter belongs to another model`);
   const scale = loraScale(config), tensors: AdapterTensors = new Map(), used = new Set<string>();
   for (let l = 0; l < model.numLayers; l++) {
     for (const proj of config.targets) {

@@ -115,12 +115,18 @@ function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: Model
  * words. (One ordinary end token beside a special one is a choice a config may make.)
  */
 function checkEos(tokenizer: TextTokenizer, config: ModelConfig, dir: string): void {
-  const special = tokenizer.specialIds, ids = config.eosTokenIds.filter((id) => id < tokenizer.vocabSize);
-  if (!special || !ids.length || ids.some((id) => special.has(id) || tokenizer.decode([id]) === '')) return;
   // Named by the file that gives it: the ids are config.json's eos_token_id, then generation_config.json's.
-  const plain = ids[0], own = (readJsonFile(path.join(dir, 'config.json')) as { eos_token_id?: unknown }).eos_token_id;
-  const from = [own].flat().includes(plain) ? 'config.json' : 'generation_config.json';
-  throw new Error(`model: ${path.join(dir, from)}'s end token ${plain} is ${JSON.stringify(tokenizer.decode([plain]))} in ${path.join(dir, 'tokenizer.json')}, ordinary text, not a special token: the tokenizer is not this model's (or eos_token_id is wrong)`);
+  const own = (readJsonFile(path.join(dir, 'config.json')) as { eos_token_id?: unknown }).eos_token_id;
+  const from = (id: number) => ([own].flat().includes(id) ? 'config.json' : 'generation_config.json');
+  const special = tokenizer.specialIds, ids = config.eosTokenIds.filter((id) => id < tokenizer.vocabSize);
+  // Every end token past the tokenizer's vocabulary (a smaller tokenizer's, another model's): no reply could end.
+  if (config.eosTokenIds.length && !ids.length) {
+    const id = config.eosTokenIds[0];
+    throw new Error(`model: ${path.join(dir, from(id))}'s end token ${id} is past ${path.join(dir, 'tokenizer.json')}'s vocabulary (0..${tokenizer.vocabSize - 1}): the tokenizer is not this model's (or eos_token_id is wrong)`);
+  }
+  if (!special || !ids.length || ids.some((id) => special.has(id) || tokenizer.decode([id]) === '')) return;
+  const plain = ids[0];
+  throw new Error(`model: ${path.join(dir, from(plain))}'s end token ${plain} is ${JSON.stringify(tokenizer.decode([plain]))} in ${path.join(dir, 'tokenizer.json')}, ordinary text, not a special token: the tokenizer is not this model's (or eos_token_id is wrong)`);
 }
 
 /** A tokenizer.json beside a GGUF must be the GGUF's own vocabulary (a shared models folder may hold another model's). */

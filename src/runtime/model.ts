@@ -150,7 +150,7 @@ export class Model {
     // The choice goes into the cached copy only where it changes the checkpoint's RoPE (else its plain copy serves),
     // spelt out (yarn ×4 and yarn ×4 over the default original context are one copy).
     const rope = src.config !== opened.config ? ropeChoiceOf(src.config) : undefined;
-    const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined, names = modelNames(opened);
+    const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config, src.tokenizer.vocabSize) : undefined, names = modelNames(opened);
     // Notes on what was asked for are said at the first try only (a vanished cached copy loads again, converting anew).
     const said = mayRetry ? opts.onNote : undefined;
     const other = adapter && baseModelNote(adapter.dir, names);
@@ -472,7 +472,7 @@ export class Model {
     checkHubOptions(opts, 'withAdapter');
     dir = await resolveModelPath(dir, opts);
     opts.signal?.throwIfAborted();
-    const adapter = loadAdapter(dir, this.config), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
+    const adapter = loadAdapter(dir, this.config, this.tokenizer.vocabSize), name = `adapter ${++adapterViews}: ${path.resolve(dir)}`;
     const other = baseModelNote(adapter.dir, this.known);
     if (other) opts.onNote?.(other);
     await this.backend.setAdapter(adapter.tensors, name);

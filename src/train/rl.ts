@@ -136,7 +136,7 @@ export async function trainRl(
   const bad = Array.isArray(prompts) ? prompts.findIndex((p) => !p || typeof p.question !== 'string' || !(typeof p.gold === 'string' || typeof p.gold === 'number')) : -1;
   if (!Array.isArray(prompts) || !prompts.length || bad >= 0) throw new Error(`train-rl: prompts must be a non-empty list of { question: string, gold: string or number }, got ${shown(bad >= 0 ? prompts[bad] : prompts)}${bad >= 0 ? ` at ${bad}` : ''}`);
   const { config, tokenizer: tok } = model;
-  const start: LoadedAdapter = loadAdapter(adapterDir, config);
+  const start: LoadedAdapter = loadAdapter(adapterDir, config, tok.vocabSize);
   if (fs.existsSync(o.out) && fs.realpathSync(o.out) === fs.realpathSync(adapterDir)) throw new Error(`train-rl: out ${o.out} is the starting adapter's folder: the trained adapter would replace its own starting point; choose another out`);
   const { r: rank, loraAlpha: alpha, targets, rslora } = start.config;
   // Budget forcing trains the adapter from its invocation on (rollouts switch it on there): a plain LoRA would come out
