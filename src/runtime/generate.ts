@@ -303,7 +303,19 @@ export class Sequence {
         return false;
       }
     }
-    if (this.stopTokens.has(token)) { this.stopToken = token; return this.finish('stop'); }
+    if (this.stopTokens.has(token)) {
+      // The turn ended inside the thinking where the answer is constrained (JSON): the end is dropped and the close
+      // forced, so that the answer is written, held to its constraint (it came back empty, with finish "stop").
+      const force = this.opts.thinking?.force;
+      if (this.thinkingOpen && this.opts.allowedNext && force) {
+        this.force(force);
+        if (this.done) return true;
+        this.emit(false);
+        return false;
+      }
+      this.stopToken = token;
+      return this.finish('stop');
+    }
     this.logprobSum += logprob;
     this.queued.push(token);
     this.push(token, logprob, top);
