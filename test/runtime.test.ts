@@ -15,7 +15,7 @@ import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { interrupted } from '../src/cli/convert.ts';
 import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { CoalescingBackend, withBackend } from '../src/runtime/scheduler.ts';
-import { baseModelNote, loadAdapter, modelNames, refName } from '../src/io/peft.ts';
+import { baseModelNote, loadAdapter, modelNames, refName, saveAdapter } from '../src/io/peft.ts';
 import { Engine, SHARE_FROM } from '../src/runtime/engine.ts';
 import { KVCache, copyPositions, grownCapacity } from '../src/runtime/kv-cache.ts';
 import { withRopeScaling, type ModelConfig } from '../src/models/config.ts';
@@ -618,6 +618,22 @@ test('promptLogprobs: an activated adapter acts where generate\'s would — from
     assert.ok(far(raw.logprobs.slice(at + 1), rawBase.logprobs.slice(at + 1)) > 1e-2, 'the adapter after it');
   } finally {
     await Promise.all([base.close(), m.close()]);
+  }
+});
+
+test('generate: a raw prompt holding an activated adapter\'s invocation as other tokens (" Reason:\\n" in Qwen\'s BPE, as " <think>\\n" where "<think>" is no token) is told so, not "does not contain it"', async () => {
+  const tok = loadTokenizer(model.dir), inv = tok.encode('Reason:\n', { addSpecialTokens: false }), c = model.config;
+  assert.ok(inv.length > 1, 'the invocation is several tokens in this vocabulary');
+  const dir = path.join(tmp, 'alora-bpe'), a = new Float32Array(2 * c.hiddenSize), b = new Float32Array(c.numHeads * c.headDim * 2);
+  saveAdapter(dir, { r: 2, loraAlpha: 2, targets: ['q_proj'], aloraInvocationTokens: inv }, new Map(Array.from({ length: c.numLayers }, (_, l) => [`model.layers.${l}.self_attn.q_proj`, { a, b }])), c.numLayers);
+  const m = await loadModel(model.dir, { adapter: dir, worker: false, quant: 'fp32' });
+  try {
+    assert.notDeepEqual(tok.encode('A: Reason:\n', { addSpecialTokens: false }).slice(-inv.length), inv, 'a space before it joins it otherwise');
+    await assert.rejects(m.complete('Q: 2+2?\nA: Reason:\n', { adapter: true, maxTokens: 1 }), { message: `generate: the adapter ${dir} is activated LoRA: it acts from its invocation "Reason:\\n" on, and raw prompt 0 holds its text but not its tokens [${inv.join(', ')}] (the text around it joins it into other tokens, as a space before it does: put it on a line of its own, use chat: true, which appends it, or answer())` });
+    await assert.rejects(m.complete('Q: 2+2?', { adapter: true, maxTokens: 1 }), /raw prompt 0 does not contain it \(end the prompt with it, use chat: true/);
+    assert.equal((await m.complete('Q: 2+2?\nA:\nReason:\n', { adapter: true, maxTokens: 1 })).tokens.length, 1, 'on a line of its own it invokes the adapter');
+  } finally {
+    await m.close();
   }
 });
 

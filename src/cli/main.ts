@@ -183,9 +183,9 @@ export const samplingFlags = (command: Command): Command => command
 
 /** generate's and answer's repetition, presence and frequency penalty flags (off by default). */
 export const penaltyFlags = (command: Command): Command => command
-    .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
-    .option('--presence-penalty <x>', 'subtract x from the logits of tokens the output holds (OpenAI\'s; -2 to 2)', floatArg('--presence-penalty', -2, 2))
-    .option('--frequency-penalty <x>', 'subtract x per time a token occurs in the output (OpenAI\'s; -2 to 2)', floatArg('--frequency-penalty', -2, 2));
+  .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
+  .option('--presence-penalty <x>', 'subtract x from the logits of tokens the output holds (OpenAI\'s; -2 to 2)', floatArg('--presence-penalty', -2, 2))
+  .option('--frequency-penalty <x>', 'subtract x per time a token occurs in the output (OpenAI\'s; -2 to 2)', floatArg('--frequency-penalty', -2, 2));
 
 /** Notes (`who`: their prefix) for sampling flags given with --temperature 0, where they do nothing. */
 export function noteGreedyFlags(o: { temperature: number; topK: number; topP: number; minP: number; seed?: number }, who: string): void {
