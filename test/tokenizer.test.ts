@@ -218,6 +218,9 @@ test('a folder\'s tokenizer files: special_tokens_map.json fills the special tok
 test('tokenizer errors name the file', () => {
   const dir = tmp();
   assert.throws(() => loadTokenizer(dir), { message: `tokenizer: ${path.join(dir, 'tokenizer.json')} not found` });
+  // A folder with only the "slow" tokenizer's files is told how to make tokenizer.json from them.
+  for (const f of ['vocab.json', 'merges.txt']) writeFileSync(path.join(dir, f), '');
+  assert.throws(() => loadTokenizer(dir), { message: `tokenizer: ${path.join(dir, 'tokenizer.json')} not found; the folder has vocab.json and merges.txt, the "slow" tokenizer's files, which edgereason does not read: transformers writes tokenizer.json from them (AutoTokenizer.from_pretrained(folder).save_pretrained(folder))` });
   writeFileSync(path.join(dir, 'tokenizer.json'), '{"model": ');
   assert.throws(() => loadTokenizer(dir), (e: Error) => e.message.includes(`${path.join(dir, 'tokenizer.json')} is not valid JSON`));
   writeFileSync(path.join(dir, 'tokenizer.json'), '{"version": "1.0"}');

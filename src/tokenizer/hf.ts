@@ -78,7 +78,12 @@ export function besideTemplate(modelFile: string): { chatTemplate?: string; chat
  */
 export function readTokenizerFolder(dir: string): TokenizerFiles {
   const file = (f: string) => path.join(dir, f), has = (f: string) => existsSync(file(f));
-  if (!has('tokenizer.json')) throw new Error(`tokenizer: ${file('tokenizer.json')} not found`);
+  if (!has('tokenizer.json')) {
+    // The "slow" tokenizer's files (a BPE's vocab.json + merges.txt, a SentencePiece tokenizer.model) are not read.
+    const slow = ['vocab.json', 'merges.txt', 'tokenizer.model'].filter(has);
+    const hint = slow.length ? `; the folder has ${slow.join(' and ')}, the "slow" tokenizer's files, which edgereason does not read: transformers writes tokenizer.json from them (AutoTokenizer.from_pretrained(folder).save_pretrained(folder))` : '';
+    throw new Error(`tokenizer: ${file('tokenizer.json')} not found${hint}`);
+  }
   const config = has('tokenizer_config.json') ? readJson(file('tokenizer_config.json')) as Record<string, unknown> : undefined;
   const map = has('special_tokens_map.json') ? readJson(file('special_tokens_map.json')) as Record<string, unknown> : {};
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
