@@ -212,6 +212,14 @@ test('what is not a model is named: a symbolic link loop, a named pipe, an adapt
   fs.writeFileSync(path.join(mixed, 'config.json'), JSON.stringify(rest));
   fs.writeFileSync(path.join(mixed, 'generation_config.json'), JSON.stringify({ eos_token_id: eos }));
   assert.throws(() => openSource(mixed), new RegExp(`^Error: model: ${path.join(mixed, 'generation_config\\.json')}'s end token ${eos} is ".*" in ${path.join(mixed, 'tokenizer\\.json')}, ordinary text`));
+  // A shape that disagrees where config.json left a field to its default names that default (it blamed "the config").
+  const noKv = path.join(tmp, 'no-kv-heads');
+  fs.mkdirSync(noKv);
+  for (const f of fs.readdirSync(base.dir).filter((f) => f !== 'config.json' && !f.endsWith('.gguf'))) fs.symlinkSync(path.join(base.dir, f), path.join(noKv, f));
+  const { num_key_value_heads: kv, ...withoutKv } = JSON.parse(fs.readFileSync(path.join(base.dir, 'config.json'), 'utf8'));
+  fs.writeFileSync(path.join(noKv, 'config.json'), JSON.stringify(withoutKv));
+  assert.ok(kv < withoutKv.num_attention_heads);
+  assert.throws(() => openSource(noKv), new RegExp(`^Error: ${noKv}: tensor "model\\.layers\\.0\\.self_attn\\.k_proj\\.weight" has shape \\[\\d+,\\d+\\], expected \\[\\d+,\\d+\\] from the config; ${path.join(noKv, 'config\\.json')} gives no num_key_value_heads \\(so it is num_attention_heads, ${withoutKv.num_attention_heads}\\)$`));
   // An end token past the smaller tokenizer's vocabulary (Llama 3.2's tokenizer.json in a Qwen folder): it loaded, unsaid.
   const size = loadTokenizer(mixed).vocabSize, rows = JSON.parse(fs.readFileSync('models/default/config.json', 'utf8')).vocab_size;
   assert.ok(size < rows - 1, `${size} tokens, ${rows} rows`);

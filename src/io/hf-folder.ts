@@ -173,8 +173,11 @@ function parseRopeScaling(v: unknown, file: string, field: string, original: unk
   return s;
 }
 
-/** Check that the tensors a Qwen2/Qwen3/Llama graph needs exist with the shapes the config implies; `what` names the source. */
-export function checkWeights(c: ModelConfig, w: WeightSource, what: string): void {
+/**
+ * Check that the tensors a Qwen2/Qwen3/Llama graph needs exist with the shapes the config implies; `what` names the
+ * source, `attentionNote` ends an attention tensor's shape error (the config's defaulted fields).
+ */
+export function checkWeights(c: ModelConfig, w: WeightSource, what: string, attentionNote = ''): void {
   const used = new Set<string>();
   const expect = (name: string, shape: number[]) => {
     used.add(name);
@@ -183,7 +186,7 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string): voi
       throw new Error(`${what}: tensor "${name}" is missing${hint}`);
     }
     const got = w.shape(name);
-    if (got.join() !== shape.join()) throw new Error(`${what}: tensor "${name}" has shape [${got}], expected [${shape}] from the config`);
+    if (got.join() !== shape.join()) throw new Error(`${what}: tensor "${name}" has shape [${got}], expected [${shape}] from the config${name.includes('.self_attn.') ? attentionNote : ''}`);
   };
   expect('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
   expect('model.norm.weight', [c.hiddenSize]);
@@ -278,7 +281,7 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) { checkLink(configFile); throw new Error(`${dir}: no config.json, not a Hugging Face model folder`); }
   const genFile = path.join(dir, 'generation_config.json');
-  const { config, window } = parseHf(readJson(configFile), configFile, fs.existsSync(genFile) ? readJson(genFile) : {});
+  const raw = readJson(configFile), { config, window } = parseHf(raw, configFile, fs.existsSync(genFile) ? readJson(genFile) : {});
 
   const single = path.join(dir, 'model.safetensors'), index = path.join(dir, 'model.safetensors.index.json');
   let weights: WeightSource;
@@ -318,7 +321,12 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     const f = weights instanceof SafetensorsFile ? weights : (weights as ShardedWeights).fileOf(name), dtype = f.info(name).dtype;
     if (!FLOAT_DTYPES.has(dtype)) throw new Error(`${f.path}: tensor "${name}" is stored as ${dtype}; weights must be F32, F16, BF16 or F64 (a quantized checkpoint? load the unquantized one)`);
   }
-  checkWeights(config, weights, dir);
+  // Attention shapes that disagree where config.json left a field to its default: that default is the likely cause.
+  const defaulted = [
+    raw.num_key_value_heads === undefined && `num_key_value_heads (so it is num_attention_heads, ${config.numHeads})`,
+    raw.head_dim === undefined && `head_dim (so it is ${config.architecture === 'qwen3' ? "Qwen3's default, 128" : `hidden_size / num_attention_heads, ${config.headDim}`})`,
+  ].filter((d): d is string => !!d);
+  checkWeights(config, weights, dir, defaulted.length ? `; ${configFile} gives no ${defaulted.join(' and no ')}` : '');
   return { config, weights, dir, ...(window !== undefined ? { slidingWindow: window } : {}) };
 }
 
