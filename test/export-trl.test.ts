@@ -89,6 +89,18 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   assert.equal(rec.alora.invocation, INVOCATION);
   assert.deepEqual(rec.alora.invocation_tokens, tok.encode(INVOCATION, { addSpecialTokens: false }));
   assert.equal(r.recipe.format, 'edgereason-trl-recipe');
+  // A vocabulary without a "<think>" token (Qwen2.5's): the ids as the traces hold it, before their newline ("<th" "ink" ">\n"),
+  // which train-sft and train_sft.py use (the recipe listed "<think>" alone, "<th" "ink" ">").
+  const q25 = path.join(tmp, 'qwen25-tokenizer'), qjson = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
+  qjson.added_tokens = qjson.added_tokens.filter((t: { content: string }) => !/^<\/?think>$/.test(t.content));
+  fs.mkdirSync(q25);
+  fs.writeFileSync(path.join(q25, 'tokenizer.json'), JSON.stringify(qjson));
+  fs.copyFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer_config.json'), path.join(q25, 'tokenizer_config.json'));
+  const qtok = loadTokenizer(q25), qOut = path.join(tmp, 'trl-q25');
+  exportTrl({ out: qOut, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: q25, examples: 4, rlPrompts: 4, budgets: [32] });
+  const qInv = JSON.parse(fs.readFileSync(path.join(qOut, 'recipe.json'), 'utf8')).alora.invocation_tokens;
+  assert.deepEqual([qInv, qtok.decode(qInv)], [qtok.encode(`${INVOCATION}\n`, { addSpecialTokens: false }), `${INVOCATION}\n`]);
+  assert.notDeepEqual(qInv, qtok.encode(INVOCATION, { addSpecialTokens: false }), 'not the ids of the invocation alone');
   // Same seed, same files.
   const again = path.join(tmp, 'trl2');
   exportTrl({ out: again, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 60, rlPrompts: 12, budgets: [32, 64, 128] });

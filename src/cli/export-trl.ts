@@ -23,6 +23,7 @@ import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
 import { checkToolsRendered, jsonWithPythonNumbers, templateFor } from '../tokenizer/tool-calls.ts';
 import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { invocationIds } from '../reason/answer.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { checkGolds, rlPrompts } from './train-rl.ts';
 import { parseTargets } from './train-sft.ts';
@@ -121,8 +122,10 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   // The invocation's ids only from the tokenizer the job trains with (given, or the local base model's): another
   // one's ids (models/default's for a Qwen base) would be wrong, so without it they are left to train_sft.py.
   const tokDir = o.tokenizer ?? (base.local && fs.existsSync(path.join(base.name, 'tokenizer.json')) ? base.name : undefined);
-  const tok = tokDir ? loadTokenizer(tokDir) : undefined, invocationIds = tok?.encode(invocation, { addSpecialTokens: false });
-  if (invocationIds && !invocationIds.length) throw new Error(`export-trl: the invocation "${invocation}" encodes to no tokens with the tokenizer in ${tokDir}`);
+  // Its ids as reasoning data holds it (before a newline, where the vocabulary has no "<think>" token: Qwen2.5's
+  // "<th" "ink" ">\n"), which train_sft.py picks from the examples too.
+  const tok = tokDir ? loadTokenizer(tokDir) : undefined, invocationTokens = tok && invocationIds((t) => tok.encode(t, { addSpecialTokens: false }), invocation);
+  if (invocationTokens && !invocationTokens.length) throw new Error(`export-trl: the invocation "${invocation}" encodes to no tokens with the tokenizer in ${tokDir}`);
 
   // SFT data in TRL's prompt-completion form, trained with completion_only_loss (TRL's assistant_only_loss needs
   // a template with {% generation %} markers, which Qwen's and the default model's lack): a conversation gives
@@ -177,7 +180,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     base_model: base.name,
     lora,
     alora: tokDir
-      ? { invocation, invocation_tokens: invocationIds, tokenizer: path.resolve(tokDir) }
+      ? { invocation, invocation_tokens: invocationTokens, tokenizer: path.resolve(tokDir), note: 'as the examples hold it: train_sft.py counts both forms ("<think>" alone, and before a newline) in them and takes the one they hold' }
       : { invocation, invocation_tokens: null, note: `no local tokenizer of ${base.name} was given (--tokenizer): train_sft.py encodes the invocation with the base model's tokenizer` },
     sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? 2e-3, num_train_epochs: o.epochs ?? 2, per_device_train_batch_size: 16, max_length: 1024, seed },
     grpo: {
