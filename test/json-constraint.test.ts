@@ -155,6 +155,13 @@ test('json constraint, lenient (non-strict schemas): oneOf is held as anyOf, an 
   // pydantic v1 writes a field of a model type as an allOf of its $ref, with annotations beside it.
   const pydantic = { type: 'object', properties: { item: { allOf: [{ $ref: '#/definitions/Item' }], description: 'the item' } }, required: ['item'], definitions: { Item: { type: 'object', properties: { a: { type: 'integer' } }, required: ['a'] } } };
   assert.deepEqual(['{"item": {"a": 1}}', '{"item": {}}', '{"item": 3}'].map((t) => lenient(pydantic, t)), ['whole', 'no', 'no']);
+  // Beside a type its branches only refine (a format each; "a or b required"), oneOf is left out and the rest held.
+  const formats = { type: 'object', properties: { v: { type: 'string', oneOf: [{ format: 'email' }, { format: 'uri' }] } }, required: ['v'] };
+  assert.deepEqual(['{"v": "a"}', '{"v": 5}'].map((t) => lenient(formats, t)), ['whole', 'no']);
+  const either = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, oneOf: [{ required: ['a'] }, { required: ['b'] }] };
+  assert.deepEqual(['{"a": 1}', '{"a": "x"}', '[1]'].map((t) => lenient(either, t)), ['whole', 'no', 'no']);
+  // A one-schema allOf that names itself has no value: refused as a $ref loop is (it overflowed the stack).
+  assert.throws(() => compileJsonSchema({ $ref: '#/$defs/A', $defs: { A: { allOf: [{ $ref: '#/$defs/A' }] } } } as JsonSchema, 'schema', true), { message: 'schema.allOf[0] refers to itself without a value in between' });
   // Strict, both are refused by name.
   assert.throws(() => compileJsonSchema(oneOf as JsonSchema), { message: /^schema\.properties\.v: the keyword "oneOf" is not supported .*\(anyOf is: / });
   assert.throws(() => compileJsonSchema(pydantic as JsonSchema), { message: /^schema\.properties\.item: the keyword "allOf" is not supported/ });

@@ -82,6 +82,9 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
     }
     return s;
   };
+  /** Schemas alone but for one keyword (oneOf, a one-schema allOf) and annotations: what lenient mode reads as that keyword's. */
+  const only = (s: Record<string, unknown>, key: string) => Object.keys(s).every((k) => k === key || ANNOTATIONS.includes(k) || k === '$defs' || k === 'definitions');
+  const unwrapping = new Map<unknown, string>(); // one-schema allOfs being compiled as their schema (and where): one met again refers to itself
   const compile = (s: unknown, at: string): Node => {
     if (s === true || (s && typeof s === 'object' && !Array.isArray(s) && !Object.keys(s).some((k) => !ANNOTATIONS.includes(k)))) return ANY;
     if (!s || typeof s !== 'object' || Array.isArray(s)) throw new Error(`${at} must be a JSON schema (an object), got ${shown(s)}`);
@@ -89,7 +92,11 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
     if (seen) return seen;
     if ((s as Record<string, unknown>).$ref !== undefined) return compile(target(s as Record<string, unknown>, at), at);
     const all = (s as Record<string, unknown>).allOf;
-    if (lenient && Array.isArray(all) && all.length === 1 && Object.keys(s).every((k) => k === 'allOf' || ANNOTATIONS.includes(k) || k === '$defs' || k === 'definitions')) return compile(all[0], `${at}.allOf[0]`);
+    if (lenient && Array.isArray(all) && all.length === 1 && only(s as Record<string, unknown>, 'allOf')) {
+      if (unwrapping.has(s)) throw new Error(`${unwrapping.get(s)}.allOf[0] refers to itself without a value in between`);
+      unwrapping.set(s, at);
+      try { return compile(all[0], `${at}.allOf[0]`); } finally { unwrapping.delete(s); }
+    }
     const node = { id: ids++ } as Node;
     memo.set(s, node);
     Object.assign(node, build(s as Record<string, unknown>, at));
@@ -97,7 +104,9 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
   };
   const build = (s: Record<string, unknown>, at: string): Shape => {
     const allowed = new Set([...ANNOTATIONS, ...Object.values(KEYWORDS).flat()]);
-    if (lenient) s = Object.fromEntries(Object.entries(s.oneOf !== undefined && s.anyOf === undefined ? { ...s, anyOf: s.oneOf } : s).filter(([k]) => allowed.has(k)));
+    // A oneOf alone is held as anyOf; beside other keywords (a type its branches refine: {"type": "string", "oneOf":
+    // [{"format": ...}, ...]}) it is left out, as its branches' refinements would be, and the other keywords held.
+    if (lenient) s = Object.fromEntries(Object.entries(Array.isArray(s.oneOf) && s.oneOf.length && s.anyOf === undefined && only(s, 'oneOf') ? { ...s, anyOf: s.oneOf } : s).filter(([k]) => allowed.has(k)));
     for (const k of Object.keys(s)) {
       if (!allowed.has(k)) {
         const hint = k === 'oneOf' ? ' (anyOf is: the output could match two of oneOf\'s schemas)' : '';
