@@ -1430,14 +1430,15 @@ test('Sequence: at the cap\'s edge one more token is sampled; a forced close is 
   assert.equal(s.meanLogprob, -2);
   assert.equal(s.accept(EOS, 0), true);
   assert.equal(s.text, 'hmm \n</think>\n\n#### 5');
-  // Where the answer is constrained (JSON), a turn that ends inside the thinking is closed by force and goes on to the
-  // answer (it came back empty, finish "stop"); unconstrained, it ends there.
-  const json = { thinking: { end: [CLOSE], maxTokens: 20, force: [NL, CLOSE, NL, NL] }, maxTokens: 50, allowedNext: () => undefined };
+  // Where an answer must follow (a JSON one: closeOnStop), a turn that ends inside the thinking is closed by force and
+  // goes on to the answer (it came back empty, finish "stop"), not counted as capped; otherwise it ends there.
+  const json = { thinking: { end: [CLOSE], maxTokens: 20, force: [NL, CLOSE, NL, NL], closeOnStop: true }, maxTokens: 50 };
   const ended = new Sequence(scriptedTokenizer, json, 3);
-  assert.deepEqual([ended.accept(HMM, 0), ended.accept(EOS, 0), ended.takeFeed(), ended.answerFrom, ended.forcedTokens], [false, false, [HMM, NL, CLOSE, NL, NL], 3, 4]);
+  assert.deepEqual([ended.accept(HMM, 0), ended.accept(EOS, 0), ended.takeFeed(), ended.answerFrom, ended.forcedTokens, ended.capped], [false, false, [HMM, NL, CLOSE, NL, NL], 3, 4, false]);
   assert.deepEqual([ended.accept(A5, 0), ended.accept(EOS, 0), ended.text, ended.finishReason], [false, true, 'hmm \n</think>\n\n#### 5', 'stop']);
-  const free = new Sequence(scriptedTokenizer, { ...json, allowedNext: undefined }, 3);
-  assert.deepEqual([free.accept(HMM, 0), free.accept(EOS, 0), free.text], [false, true, 'hmm ']);
+  const free = new Sequence(scriptedTokenizer, { ...json, thinking: { ...json.thinking, closeOnStop: false }, allowedNext: () => undefined }, 3);
+  assert.deepEqual([free.accept(HMM, 0), free.accept(EOS, 0), free.text], [false, true, 'hmm '], 'a constraint alone (a tool call the reply may open) does not');
+  assert.throws(() => new Sequence(scriptedTokenizer, { thinking: { end: [CLOSE], closeOnStop: true } }, 3), /^Error: generate: thinking\.closeOnStop needs thinking\.force, the closing tokens fed in place of the stop token, got true$/);
   // The length limit during forcing ends the sequence.
   const t = new Sequence(scriptedTokenizer, { thinking: { end: [CLOSE], maxTokens: 1, force: [NL, CLOSE, NL, NL] }, maxTokens: 3 }, 3);
   assert.equal(t.accept(HMM, 0), true);

@@ -1319,7 +1319,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ thinking: { end: [1], maxTokens: 2 } }, /generate: thinking\.maxTokens needs thinking\.force, the closing tokens fed at the cap .*, to end the thinking there; thinking\.maxTokens, got 2$/],
       // A stop string would cut the JSON the constraint keeps whole (it came back as "{\n", finishReason "stop").
       [{ json: { type: 'object' }, stop: '\n' }, /^Error: generate: json and stop: a stop string would cut the JSON, which the constraint ends by itself once it is complete; leave stop out$/],
-      [{ thinking: { end: [1], force: [1], max_tokens: 2 } }, /generate: thinking has an unknown option "max_tokens" \(options: end, endText, maxTokens, force\)/],
+      [{ thinking: { end: [1], force: [1], max_tokens: 2 } }, /generate: thinking has an unknown option "max_tokens" \(options: end, endText, maxTokens, force, closeOnStop\)/],
     ];
     for (const [opts, re] of bad) await assert.rejects(m.complete('Hello', opts), re);
     await assert.rejects(m.complete([{ role: 'user', content: 'hi' }], { chat: false }), /a list of messages is rendered by the chat template/);

@@ -518,7 +518,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       const read = (opts[REPLY_PREFIX] ?? '') + a;
       // (Read once, for the result: early stop never asks the checked vote before every sample has ended.)
       const flaws = method === 'checked' && reasoning ? checkSample(asked, { thinking, answer: a }).flaws : undefined;
-      const capped = s.forcedTokens > 0;
+      const capped = s.capped;
       return voting ? { extracted: sharedKey(task, keys, task ? extractAnswer(task, read) : opts.json !== undefined ? jsonKey(read) : voteKey(read)), meanLogprob: s.meanLogprob, verifierScore: scores[i], flaws, capped } : { meanLogprob: s.meanLogprob, flaws, capped };
     };
     const result = (seqs: Sequence[], reasoning: boolean, promptTokens: number): AnswerResult => {
@@ -531,7 +531,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           answerTokens: s.answerFrom === undefined ? 0 : s.tokens.length - s.answerFrom,
           meanLogprob: s.meanLogprob, ...(c.verifierScore !== undefined ? { verifierScore: c.verifierScore } : {}), ...(c.flaws !== undefined ? { flaws: c.flaws } : {}),
           finishReason: early.has(i) ? 'early-stop' : s.finishReason!,
-          tokenIds: s.tokens, logprobs: s.logprobs, ...(opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), capped: s.forcedTokens > 0,
+          tokenIds: s.tokens, logprobs: s.logprobs, ...(opts.topLogprobs ? { topLogprobs: s.topLogprobs } : {}), capped: s.capped,
           ...(s.opts.promptLookup ? { guesses: { made: s.guessesMade, kept: s.guessesKept } } : {}),
           ...(opts.collectHidden && hidden[i] ? { hidden: hidden[i] } : {}),
         };
@@ -660,7 +660,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
       ...sampling('reasoning'), seed: seedAt(seed, i), maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
-      thinking: thinkingOptions(rt!, cap),
+      thinking: { ...thinkingOptions(rt!, cap), ...(opts.json !== undefined ? { closeOnStop: true } : {}) }, // a JSON answer must follow
     }, promptTokens, streams[i] && ((p) => streams[i]!.push(p)), [], [...ids, ...invocation, ...control]));
     // A sample that ends says so at once, its held-back text first (the others go on).
     const ended = (i: number) => {

@@ -77,6 +77,11 @@ export interface ThinkingOptions {
   maxTokens?: number;
   /** Closing tokens fed when capped; must contain `end`, or `endText` in their text. */
   force?: number[];
+  /**
+   * An answer must follow (a JSON one): a stop token sampled inside the segment is dropped and `force` fed instead,
+   * so that the turn does not end without it.
+   */
+  closeOnStop?: boolean;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -131,6 +136,10 @@ export class Sequence {
   answerLead = '';
   /** Tokens the runtime appended instead of sampling (budget forcing); their logprobs are 0. */
   forcedTokens = 0;
+  /** Whether the forced close came at a stop token inside the thinking (closeOnStop), not at the cap. */
+  closedAtStop = false;
+  /** Whether the thinking cap closed the segment (forced there, not at a stop token). */
+  get capped(): boolean { return this.forcedTokens > 0 && !this.closedAtStop; }
   private logprobSum = 0;
   private queued: number[] = [];
   private emitted = 0;
@@ -304,11 +313,13 @@ export class Sequence {
       }
     }
     if (this.stopTokens.has(token)) {
-      // The turn ended inside the thinking where the answer is constrained (JSON): the end is dropped and the close
-      // forced, so that the answer is written, held to its constraint (it came back empty, with finish "stop").
-      const force = this.opts.thinking?.force;
-      if (this.thinkingOpen && this.opts.allowedNext && force) {
-        this.force(force);
+      // The turn ended inside the thinking where an answer must follow (JSON): the end is dropped and the close forced
+      // (the rest of a tag begun in pieces), so that the answer is written (it came back empty, with finish "stop").
+      const { force, closeOnStop } = this.opts.thinking ?? {};
+      if (this.thinkingOpen && closeOnStop && force) {
+        const tag = this.tagInProgress();
+        this.closedAtStop = true;
+        this.force(tag.tokens ? this.tagCompletion(tag.tokens, tag.text) : force);
         if (this.done) return true;
         this.emit(false);
         return false;
@@ -500,8 +511,8 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   const th: unknown = o.thinking;
   if (th !== undefined) {
     if (th === null || typeof th !== 'object' || Array.isArray(th)) bad('thinking must be an object { end, endText?, maxTokens?, force? }', th);
-    const unknown = Object.keys(th as object).find((k) => !['end', 'endText', 'maxTokens', 'force'].includes(k));
-    if (unknown !== undefined) bad(`thinking has an unknown option "${unknown}" (options: end, endText, maxTokens, force)`, th);
+    const unknown = Object.keys(th as object).find((k) => !['end', 'endText', 'maxTokens', 'force', 'closeOnStop'].includes(k));
+    if (unknown !== undefined) bad(`thinking has an unknown option "${unknown}" (options: end, endText, maxTokens, force, closeOnStop)`, th);
     const { end, force, maxTokens, endText } = th as ThinkingOptions;
     const ids = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize);
     if (!ids(end)) bad(`thinking.end must be the token ids that close the thinking segment (a non-empty list of 0..${vocabSize - 1})`, end);
@@ -509,6 +520,9 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
     if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 0)) bad('thinking.maxTokens must be an integer ≥ 0', maxTokens);
     if (maxTokens !== undefined && force === undefined) bad('thinking.maxTokens needs thinking.force, the closing tokens fed at the cap (the tokens of "\\n</think>\\n\\n"), to end the thinking there; thinking.maxTokens', maxTokens);
     if (endText !== undefined && !(typeof endText === 'string' && endText)) bad('thinking.endText must be a non-empty string', endText);
+    const { closeOnStop } = th as ThinkingOptions;
+    if (closeOnStop !== undefined && typeof closeOnStop !== 'boolean') bad('thinking.closeOnStop must be true or false', closeOnStop);
+    if (closeOnStop && force === undefined) bad('thinking.closeOnStop needs thinking.force, the closing tokens fed in place of the stop token', closeOnStop);
   }
   if (o.adapterFrom !== undefined) {
     if (!(Number.isInteger(o.adapterFrom) && o.adapterFrom >= 0)) bad('adapterFrom must be a position ≥ 0', o.adapterFrom);

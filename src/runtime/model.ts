@@ -354,6 +354,8 @@ export class Model {
       if (o.stop !== undefined && [o.stop].flat().length) throw new Error(JSON_STOP('generate'));
       const { json, ...rest } = o;
       // (Ended by the row's own stop tokens where it has some: the JSON complete, only they may come.)
+      // (A thinking segment with its closing tokens is closed by them, not ended, at a stop token: the JSON must follow.)
+      if (rest.thinking?.force && rest.thinking.closeOnStop === undefined) rest.thinking = { ...rest.thinking, closeOnStop: true };
       per[i] = { ...rest, allowedNext: jsonConstraint(this.tokenizer, json, 'generate: json', rest.stopTokens ? { stopTokens: rest.stopTokens } : {}).tracker() };
     });
     if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter: true asks for the adapter, but the model was loaded without one (loadModel\'s adapter option, or --adapter)');
