@@ -5,6 +5,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { ContextLengthError } from '../src/runtime/errors.ts';
 import fs from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import os from 'node:os';
@@ -183,7 +184,8 @@ test('runEval on the embedded model: batched cases get the same answers as one b
     // A question too long for the context is named before any case is answered (not as "prompt 0" of its batch).
     let answered = 0;
     const long = { ...cases[0], id: 'test.jsonl:21', question: 'seven '.repeat(1100) };
-    await assert.rejects(runEval(model, [...cases, long], { maxTokens: 4, onCase: () => { answered++; } }), /^Error: eval: case test\.jsonl:21 has \d+ tokens with the chat template, which leaves no room to answer in the model's context of 1024 tokens$/);
+    await assert.rejects(runEval(model, [...cases, long], { maxTokens: 4, onCase: () => { answered++; } }), (e: unknown) => e instanceof ContextLengthError && e.context === 1024
+      && /^eval: case test\.jsonl:21 has \d+ tokens with the chat template, which leaves no room to answer in the model's context of 1024 tokens$/.test(e.message));
     assert.equal(answered, 0);
   } finally {
     await model.close();

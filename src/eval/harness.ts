@@ -11,6 +11,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import { seedAt, SAMPLING_OPTIONS } from '../runtime/sampler.ts';
+import { ContextLengthError } from '../runtime/errors.ts';
 import { checkGenerateOptions, generateBatch, type FinishReason, type GenerateOptions } from '../runtime/generate.ts';
 import { answer, checkNativeThinking, checkThinkingRoom, reasoningTokens, thinkingModelPrompt, thinkingOptions } from '../reason/answer.ts';
 import type { AnswerOptions } from '../reason/types.ts';
@@ -116,7 +117,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
     // A thinking model: as answer() builds it (the template may have opened the thinking, or written the empty block).
     const ids = model.encode([{ role: 'user', content: c.question }]);
     const p = { ids: native ? thinkingModelPrompt(tok, ids, nativeInvocation, !!reasoning) : [...ids, ...invocation], from: ids.length };
-    if (p.ids.length >= ctx) throw new Error(`eval: case ${c.id} has ${p.ids.length} tokens with the chat template${p.ids.length > ids.length ? ' and the thinking tags' : ''}, which leaves no room to answer in the model's context of ${ctx} tokens`);
+    if (p.ids.length >= ctx) throw new ContextLengthError(`eval: case ${c.id} has ${p.ids.length} tokens with the chat template${p.ids.length > ids.length ? ' and the thinking tags' : ''}, which leaves no room to answer in the model's context of ${ctx} tokens`, p.ids.length + 1, ctx);
     return p;
   });
   for (let i = results.length; i < cases.length; i += batch) {

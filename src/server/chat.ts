@@ -37,6 +37,7 @@ import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMeth
 import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, templateVars, thinkingModelPrompt } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { isVerifierVote } from '../reason/vote.ts';
+import { ContextLengthError } from '../runtime/errors.ts';
 import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList, type GenerateOptions } from '../runtime/generate.ts';
@@ -721,7 +722,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     await Promise.allSettled(pending);
     if (cancelled) throw new AbortedError();
     const msg = (e as Error).message ?? String(e);
-    if (/context|no room|prompt encodes to no tokens/i.test(msg)) throw new ApiError(400, msg, 'messages', 'invalid_request_error', 'context_length_exceeded');
+    if (e instanceof ContextLengthError || /prompt encodes to no tokens/.test(msg)) throw new ApiError(400, msg, 'messages', 'invalid_request_error', 'context_length_exceeded');
     // A schema (or tool) asking for text the vocabulary cannot write: found as the reply reached it; the request's fault.
     const unwritable = /^(.*?): (no token of this model's vocabulary can write .*)$/.exec(msg);
     if (unwritable) { const param = unwritable[1] === 'tools' ? 'tools' : 'response_format'; throw new ApiError(400, `Invalid '${param}': ${unwritable[2]}`, param, 'invalid_request_error', 'invalid_value'); }
