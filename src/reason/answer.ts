@@ -30,7 +30,7 @@ import { checkKeys, checkValues, is } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
 import { checkGenerateOptions, closingAfterCap, decode, endsWithRun, maxThinkingCap, Sequence, type GenerateOptions, type ThinkingOptions } from '../runtime/generate.ts';
-import { sampleToken, seedAt, SAMPLING_OPTIONS } from '../runtime/sampler.ts';
+import { sampleToken, samplingOf, seedAt, SAMPLING_OPTIONS } from '../runtime/sampler.ts';
 import { extractAnswer, sharedKey, TASKS, voteKey } from '../tasks/grade.ts';
 import { ropeScalingWords, type ModelConfig } from '../models/config.ts';
 import { gib } from '../runtime/convert.ts';
@@ -435,7 +435,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (typeof input !== 'string' && !Array.isArray(input)) throw new Error(`answer: the question must be a string or a list of messages, got ${input === null ? 'null' : typeof input}`);
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
-  checkGenerateOptions({ temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, presencePenalty: opts.presencePenalty, frequencyPenalty: opts.frequencyPenalty, topLogprobs: opts.topLogprobs, stop: opts.stop, promptLookup: opts.promptLookup }, model.config.vocabSize, 'answer');
+  const drawing = samplingOf(opts);
+  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup }, model.config.vocabSize, 'answer');
   if (opts.json !== undefined && opts.stop !== undefined && [opts.stop].flat().length) throw new Error(JSON_STOP('answer'));
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
@@ -496,8 +497,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const allowedNext = opts.json !== undefined ? jsonConstraint(tok, opts.json, 'answer: json', { lenient: !!opts[JSON_LENIENT] }).tracker() : opts[ALLOWED_NEXT];
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({
-    temperature: answerTemperature(opts.temperature, route, n), topK: opts.topK, topP: opts.topP, minP: opts.minP, repetitionPenalty: opts.repetitionPenalty, presencePenalty: opts.presencePenalty, frequencyPenalty: opts.frequencyPenalty, stop: opts.stop,
-    ...(opts.topLogprobs ? { topLogprobs: opts.topLogprobs } : {}), ...(allowedNext ? { allowedNext } : {}), ...(opts.promptLookup ? { promptLookup: opts.promptLookup } : {}),
+    ...drawing, temperature: answerTemperature(opts.temperature, route, n), stop: opts.stop, ...(allowedNext ? { allowedNext } : {}), ...(opts.promptLookup ? { promptLookup: opts.promptLookup } : {}),
   });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();

@@ -29,6 +29,11 @@ export interface SamplingParams {
 
 /** SamplingParams' keys, for the lists of options each entry point takes (a key left out of one is refused there). */
 export const SAMPLING_OPTIONS = ['temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'topLogprobs'] as const satisfies readonly (keyof SamplingParams)[];
+// Every key: a SamplingParams key missing from the list fails to compile here (it would be refused by answer(), or taken and dropped).
+void (true satisfies (Exclude<keyof SamplingParams, (typeof SAMPLING_OPTIONS)[number]> extends never ? true : never));
+
+/** The sampling options `o` gives (those not undefined), as SamplingParams: what answer() checks and passes on. */
+export const samplingOf = (o: SamplingParams): SamplingParams => Object.fromEntries(SAMPLING_OPTIONS.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
 
 /**
  * What the engine's sampler takes per row: the parameters, the row's random draw, the ids the penalty applies to, and
