@@ -20,6 +20,7 @@ import { canStopEarly, checkedVote, confidenceVote, majorityVote, verifierBestOf
 import { checkWork } from '../src/reason/check.ts';
 import { ContextLengthError } from '../src/index.ts';
 import { sharedPath } from './helpers/shared.ts';
+import { openSource } from '../src/io/source.ts';
 import { accuracyAt, accuracyThreshold, auc, checkProbeTraining, chooseRouting, fitProbe, gateTrip, LinearProbe, Router, routingStats, thresholdCandidates, trainRouter, type RoutingRow } from '../src/reason/router.ts';
 import { trainVerifier, Verifier, withinItemAuc } from '../src/reason/verifier.ts';
 import { makeRandomQwen2, QWEN_TOKENIZER_DIR, rng } from './helpers/random-model.ts';
@@ -1378,6 +1379,17 @@ test('budget control: "\\nThinking budget: N tokens." after the invocation; the 
   assert.deepEqual(seen[0], [Q, Q, Q, OPEN, NL, HMM], 'one prefill: prompt, invocation, control');
   assert.equal(r.usage.promptTokens, 6);
   assert.equal(r.samples[0].thinkingTokens, 0, 'the control line is prompt, not thinking');
+});
+
+test('invocationIds: "<think>" before a newline where the newline joins its last piece (Qwen2.5\'s ">\\n"), alone where the vocabulary has the token (Qwen3) or writes the newline apart (SentencePiece\'s "<0x0A>")', () => {
+  const json = JSON.parse(fs.readFileSync(path.join(QWEN_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
+  json.added_tokens = json.added_tokens.filter((t: { content: string }) => !/^<\/?think>$/.test(t.content));
+  const qwen25 = loadTokenizer({ tokenizerJson: json, tokenizerConfig: {} });
+  const stories = openSource(sharedPath('models/stories260K/stories260K.bin')).tokenizer; // llama2.c's SentencePiece tok512
+  for (const [name, tok, joined] of [['Qwen2.5', qwen25, true], ['Qwen3', loadTokenizer(QWEN_TOKENIZER_DIR), false], ['stories260K', stories, false]] as const) {
+    const enc = (t: string) => tok.encode(t, { addSpecialTokens: false });
+    assert.deepEqual(invocationIds(enc, '<think>'), joined ? enc('<think>\n') : enc('<think>'), name);
+  }
 });
 
 test('budget control: the invocation and the line are the ids an SFT trace holds up to its thinking (the embedded default\'s, Qwen3\'s and Qwen2.5\'s vocabularies)', () => {

@@ -103,8 +103,10 @@ export function checkThinkingRoom(rt: Pick<ReasoningTokens, 'closing'>, cap: num
  * in one ">\n" token), and the model was trained on that, not on a lone ">".
  */
 export function invocationIds(enc: (text: string) => number[], invocation: string): number[] {
+  // Joined where the ids with the newline do not begin with the ids alone (">" became ">\n"); a SentencePiece
+  // vocabulary writes the newline as tokens of its own ("▁" "<0x0A>"), after the invocation's.
   const alone = enc(invocation), before = enc(`${invocation}\n`);
-  return alone.length > 1 && !endsWithRun(before, enc('\n')) ? before : alone;
+  return alone.length > 1 && !alone.every((t, i) => before[i] === t) ? before : alone;
 }
 
 export interface Prefill {
