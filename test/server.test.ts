@@ -304,9 +304,10 @@ test('server --cors-origin: pages of the origins given may call the API from a b
   const preflight = (base: string, origin: string) => fetch(`${base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' } });
   const before = await preflight(url, 'http://localhost:3000');
   assert.deepEqual([before.status, before.headers.get('access-control-allow-origin')], [404, null], 'none by default');
-  for (const bad of ['http://localhost:3000/app', 'http://localhost:abc', 'http://me@localhost']) {
-    await assert.rejects(createServer({ model: fixture.dir, corsOrigins: [bad] }), new RegExp(`^Error: serve: --cors-origin must be an origin .*, got "${bad}"$`));
+  for (const bad of ['http://localhost:3000/app', 'http://localhost:abc', 'http://me@localhost', 'http://localhost:3000\\app']) {
+    await assert.rejects(createServer({ model: fixture.dir, corsOrigins: [bad] }), { message: `serve: --cors-origin must be an origin such as http://localhost:3000 (scheme, host and port, no path) or *, got ${JSON.stringify(bad)}` });
   }
+
   // Written as a browser sends it (lower-case host, no default port), which the plugin compares.
   const s = await createServer({ model: fixture.dir, port: 0, router: false, verifier: false, corsOrigins: ['http://LOCALHOST:3000', 'https://app.example:443'] });
   try {

@@ -177,7 +177,7 @@ function parseRopeScaling(v: unknown, file: string, field: string, original: unk
  * Check that the tensors a Qwen2/Qwen3/Llama graph needs exist with the shapes the config implies; `what` names the
  * source, `attentionNote` ends an attention tensor's shape error (the config's defaulted fields).
  */
-export function checkWeights(c: ModelConfig, w: WeightSource, what: string, attentionNote = ''): void {
+export function checkWeights(c: ModelConfig, w: WeightSource, what: string, attentionNote: (name: string) => string = () => ''): void {
   const used = new Set<string>();
   const expect = (name: string, shape: number[]) => {
     used.add(name);
@@ -186,7 +186,7 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string, atte
       throw new Error(`${what}: tensor "${name}" is missing${hint}`);
     }
     const got = w.shape(name);
-    if (got.join() !== shape.join()) throw new Error(`${what}: tensor "${name}" has shape [${got}], expected [${shape}] from the config${name.includes('.self_attn.') ? attentionNote : ''}`);
+    if (got.join() !== shape.join()) throw new Error(`${what}: tensor "${name}" has shape [${got}], expected [${shape}] from the config${name.includes('.self_attn.') ? attentionNote(name) : ''}`);
   };
   expect('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
   expect('model.norm.weight', [c.hiddenSize]);
@@ -322,11 +322,11 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
     if (!FLOAT_DTYPES.has(dtype)) throw new Error(`${f.path}: tensor "${name}" is stored as ${dtype}; weights must be F32, F16, BF16 or F64 (a quantized checkpoint? load the unquantized one)`);
   }
   // Attention shapes that disagree where config.json left a field to its default: that default is the likely cause.
-  const defaulted = [
-    raw.num_key_value_heads === undefined && `num_key_value_heads (so it is num_attention_heads, ${config.numHeads})`,
-    raw.head_dim === undefined && `head_dim (so it is ${config.architecture === 'qwen3' ? "Qwen3's default, 128" : `hidden_size / num_attention_heads, ${config.headDim}`})`,
-  ].filter((d): d is string => !!d);
-  checkWeights(config, weights, dir, defaulted.length ? `; ${configFile} gives no ${defaulted.join(' and no ')}` : '');
+  // (num_key_value_heads shapes the keys' and values' projections; head_dim every one of them.)
+  const kv = raw.num_key_value_heads == null && `num_key_value_heads (so it is num_attention_heads, ${config.numHeads})`;
+  const dim = raw.head_dim == null && `head_dim (so it is ${config.architecture === 'qwen3' ? "Qwen3's default, 128" : `hidden_size / num_attention_heads, ${config.headDim}`})`;
+  const note = (...fields: (string | false)[]) => (fields.some(Boolean) ? `; ${configFile} gives no ${fields.filter(Boolean).join(' and no ')}` : '');
+  checkWeights(config, weights, dir, (name) => note(/\.(k|v)_proj\./.test(name) && kv, dim));
   return { config, weights, dir, ...(window !== undefined ? { slidingWindow: window } : {}) };
 }
 

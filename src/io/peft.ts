@@ -136,7 +136,7 @@ export function loadAdapter(dir: string, model: ModelConfig, tokenizerSize = mod
           const rankAt = n === aName ? 0 : 1, other = 1 - rankAt; // A is [r, in], B is [out, r]
           if (got.length === 2 && got[other] === s[other]) throw new Error(`adapter: ${wFile} tensor "${n}" has rank ${got[rankAt]} (shape [${got}]), but ${cfgFile} says "r": ${config.r}`);
           const trainedOn = recordedBase(dir); // the likely cause, where the adapter says which model it was trained on
-          throw new Error(`adapter: ${wFile} tensor "${n}" has shape [${got}], the base model needs [${s}]${trainedOn ? `: the adapter was trained on ${trainedOn} (${cfgFile}'s base_model_name_or_path), a model of another shape` : ''}`);
+          throw new Error(`adapter: ${wFile} tensor "${n}" has shape [${got}], the base model needs [${s}]${trainedOn ? `: the adapter says it was trained on ${trainedOn} (${cfgFile}'s base_model_name_or_path): is this model that one?` : ''}`);
         }
         if (!FLOAT_DTYPES.has(dtype)) throw new Error(`adapter: ${wFile} tensor "${n}" is stored as ${dtype}; LoRA weights must be F32, F16, BF16 or F64`);
       }

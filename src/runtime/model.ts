@@ -380,7 +380,7 @@ export class Model {
         } else if (at >= 0) per[i] = { ...o, adapter: true, adapterFrom: at };
         else if (o.adapter === true) {
           // Its text may be there in other tokens (" <think>\n": " <" "think" ">\n", not "<th" "ink" ">\n"), which PEFT does not match either.
-          const text = this.tokenizer.decode(inv), written = this.tokenizer.decode(ids[i]).lastIndexOf(text.trimEnd()) >= 0;
+          const text = this.tokenizer.decode(inv), shown = text.trim(), written = !isTokenIds(prompts[i]) && !!shown && this.tokenizer.decode(ids[i]).trimEnd().endsWith(shown);
           const how = written ? `holds its text but not its tokens [${inv.join(', ')}] (the text around it joins it into other tokens, as a space before it does: put it on a line of its own` : 'does not contain it (end the prompt with it';
           throw new Error(`generate: the adapter ${this.adapter!.dir} is activated LoRA: it acts from its invocation ${JSON.stringify(text)} on, and raw prompt ${i} ${how}, use chat: true, which appends it, or answer())`);
         }

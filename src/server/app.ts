@@ -155,7 +155,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     let url: URL | undefined;
     try { url = new URL(origin); } catch { /* refused below */ }
     if (origin === '*') return origin;
-    if (!url || !/^https?:\/\/[^/\s?#@]+\/?$/i.test(origin)) throw new Error(`serve: --cors-origin must be an origin such as http://localhost:3000 (scheme, host and port, no path) or *, got ${shown(origin)}`);
+    if (!url || !/^https?:\/\/[^/\\\s?#@]+\/?$/i.test(origin)) throw new Error(`serve: --cors-origin must be an origin such as http://localhost:3000 (scheme, host and port, no path) or *, got ${shown(origin)}`);
     return url.origin;
   });
   const metrics = new Metrics();

@@ -81,7 +81,7 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   if (!has('tokenizer.json')) {
     // The "slow" tokenizer's files (a BPE's vocab.json + merges.txt, a SentencePiece tokenizer.model) are not read.
     const slow = ['vocab.json', 'merges.txt', 'tokenizer.model'].filter(has);
-    const hint = slow.length ? `; the folder has ${slow.join(' and ')}, the "slow" tokenizer's files, which edgereason does not read: transformers writes tokenizer.json from them (AutoTokenizer.from_pretrained(folder).save_pretrained(folder))` : '';
+    const hint = slow.length ? `; the folder has ${slow.length > 2 ? `${slow.slice(0, -1).join(', ')} and ${slow.at(-1)}` : slow.join(' and ')}, the "slow" tokenizer's files, which edgereason does not read: transformers writes tokenizer.json from them (AutoTokenizer.from_pretrained(folder).save_pretrained(folder))` : '';
     throw new Error(`tokenizer: ${file('tokenizer.json')} not found${hint}`);
   }
   const config = has('tokenizer_config.json') ? readJson(file('tokenizer_config.json')) as Record<string, unknown> : undefined;
