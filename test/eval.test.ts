@@ -484,8 +484,11 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
     ];
     for (const [call, re] of refused) await assert.rejects(async () => call(), re, String(re));
     assert.equal((await runEval(model, cases.slice(0, 1), { adapter: false, maxTokens: 2 })).cases.length, 1); // GenerateOptions pass through
-    // So do the penalties (SamplingParams' keys, which eval's list of options lacked: they type-checked, then were refused).
-    assert.equal((await runEval(model, cases.slice(0, 1), { presencePenalty: 0.5, frequencyPenalty: 0.5, maxTokens: 2 })).cases.length, 1);
+    // So do the penalties (SamplingParams' keys, which eval's list of options lacked: they type-checked, then were
+    // refused): they change the thinking of a question that repeats itself.
+    const twice = [{ id: 'twice', question: 'Reverse the word sand. Reverse the word sand.', gold: 'dnas', category: 'chat', task: 'synthetic' as const }];
+    const [plain, penalised] = await Promise.all([{}, { presencePenalty: 1, frequencyPenalty: 1 }].map(async (o) => (await runEval(model, twice, { reasoning: true, maxTokens: 40, ...o })).cases[0]));
+    assert.deepEqual([plain.text, penalised.text], ['\n\n</think>\n\ndnas', '\nThe user wants the word sand reversed. Reading it backwards gives gorf.\n</think>\n\ndnas']);
     // @ts-expect-error promptLookup is no EvalOptions (eval refuses it)
     await assert.rejects(runEval(model, cases.slice(0, 1), { promptLookup: 2 }), /^Error: eval: unknown option "promptLookup"/);
     assert.equal(fs.existsSync(path.join(tmp, 'conv')), false, 'nothing written');
