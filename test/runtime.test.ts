@@ -1314,7 +1314,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
       [{ thinking: {} }, new RegExp(`generate: thinking\\.end must be the token ids that close the thinking segment \\(a non-empty list of 0\\.\\.${V - 1}\\), got undefined`)],
       [{ thinking: { end: [1], maxTokens: NaN } }, /generate: thinking\.maxTokens must be an integer ≥ 0, got NaN/],
       [{ thinking: { end: [1], force: [V] } }, new RegExp(`generate: thinking\\.force must be a non-empty list of token ids \\(0\\.\\.${V - 1}\\), got \\[${V}\\]`)],
-      [{ thinking: [1] }, /generate: thinking must be an object \{ end, endText\?, maxTokens\?, force\? \}, got \[1\]/],
+      [{ thinking: [1] }, /generate: thinking must be an object \{ end, endText\?, maxTokens\?, force\?, closeOnStop\? \}, got \[1\]/],
       // A cap without the tokens to force at it, or a misspelt key, would be ignored.
       [{ thinking: { end: [1], maxTokens: 2 } }, /generate: thinking\.maxTokens needs thinking\.force, the closing tokens fed at the cap .*, to end the thinking there; thinking\.maxTokens, got 2$/],
       // A stop string would cut the JSON the constraint keeps whole (it came back as "{\n", finishReason "stop").

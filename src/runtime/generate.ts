@@ -223,7 +223,7 @@ export class Sequence {
     return Array.from({ length: count }, (_, i) => (from + i >= on ? 1 : 0));
   }
 
-  /** Parameters (with this sequence's next random draw, and the ids a repetition penalty applies to) for the engine's sampler. */
+  /** Parameters (with this sequence's next random draw, and the ids the repetition, presence and frequency penalties apply to) for the engine's sampler. */
   sampling(): RowSampling {
     const { temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, topLogprobs } = this.opts, from = this.answerFrom;
     const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens, this.answerLead);
@@ -510,7 +510,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   }
   const th: unknown = o.thinking;
   if (th !== undefined) {
-    if (th === null || typeof th !== 'object' || Array.isArray(th)) bad('thinking must be an object { end, endText?, maxTokens?, force? }', th);
+    if (th === null || typeof th !== 'object' || Array.isArray(th)) bad('thinking must be an object { end, endText?, maxTokens?, force?, closeOnStop? }', th);
     const unknown = Object.keys(th as object).find((k) => !['end', 'endText', 'maxTokens', 'force', 'closeOnStop'].includes(k));
     if (unknown !== undefined) bad(`thinking has an unknown option "${unknown}" (options: end, endText, maxTokens, force, closeOnStop)`, th);
     const { end, force, maxTokens, endText } = th as ThinkingOptions;
