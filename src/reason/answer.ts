@@ -413,7 +413,6 @@ function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: strin
   if (aux.verifier !== undefined && !(aux.verifier instanceof Verifier)) throw new Error(`${where}: verifier must be a Verifier (Verifier.load(file, hiddenSize)), got ${aux.verifier instanceof Router ? 'a Router' : shown(aux.verifier)}`);
 }
 
-
 /**
  * The prompt's token ids when the caller has them already (the server, which rendered and tokenized these messages
  * with their chatTemplateKwargs to check them against the context): answer() uses them instead of encoding again.
