@@ -144,6 +144,18 @@ test('playground: a question streams thinking and answer into the page; route, v
   await page.screenshot({ path: shot, fullPage: true });
   assert.ok(fs.statSync(shot).size > 10_000);
 
+  // New conversation clears the page and the conversation: the next question goes alone, "keep history" ticked or not
+  // (there was no way to start over but a reload, once a conversation outgrew the context).
+  const sent: number[] = [];
+  page.on('request', (r) => { if (r.url().endsWith('/v1/chat/completions')) sent.push(JSON.parse(r.postData() ?? '{}').messages.length); });
+  await page.click('#new');
+  assert.equal(await page.$$eval('#log > *', (els) => els.length), 0);
+  await page.fill('#prompt', 'What is the capital of Jastow?');
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelectorAll('.turn').length === 1 && /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
+  assert.deepEqual(sent, [1]);
+  assert.deepEqual(errors, []);
+
   // Reasoning auto in a fresh conversation: the router's gate escalates the base's unsure answer, and the page says so.
   await page.reload();
   await page.waitForFunction(() => (document.getElementById('model') as HTMLSelectElement).options.length >= 2);
