@@ -116,8 +116,8 @@ function checkVocab<T extends { vocabSize: number }>(tokenizer: T, config: Model
  */
 function checkEos(tokenizer: TextTokenizer, config: ModelConfig, dir: string): void {
   // Named by the file that gives it: the ids are config.json's eos_token_id, then generation_config.json's.
-  const own = (readJsonFile(path.join(dir, 'config.json')) as { eos_token_id?: unknown }).eos_token_id;
-  const from = (id: number) => ([own].flat().includes(id) ? 'config.json' : 'generation_config.json');
+  // (Read only to name it in a refusal: a model that loads reads config.json once.)
+  const from = (id: number) => ([(readJsonFile(path.join(dir, 'config.json')) as { eos_token_id?: unknown }).eos_token_id].flat().includes(id) ? 'config.json' : 'generation_config.json');
   const special = tokenizer.specialIds, ids = config.eosTokenIds.filter((id) => id < tokenizer.vocabSize);
   // Every end token past the tokenizer's vocabulary (a smaller tokenizer's, another model's): no reply could end.
   if (config.eosTokenIds.length && !ids.length) {

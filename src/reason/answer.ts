@@ -29,7 +29,7 @@ import type { Model } from '../runtime/model.ts';
 import { checkKeys, checkValues, is } from '../runtime/options.ts';
 import { shown } from '../show.ts';
 import type { Backend, CacheHandle } from '../runtime/backend.ts';
-import { checkGenerateOptions, closingAfterCap, decode, endsWithRun, maxThinkingCap, Sequence, type GenerateOptions, type ThinkingOptions } from '../runtime/generate.ts';
+import { checkGenerateOptions, closingAfterCap, decode, endsWithRun, maxThinkingCap, Sequence, stopList, type GenerateOptions, type ThinkingOptions } from '../runtime/generate.ts';
 import { sampleToken, samplingOf, seedAt, SAMPLING_OPTIONS } from '../runtime/sampler.ts';
 import { extractAnswer, sharedKey, TASKS, voteKey } from '../tasks/grade.ts';
 import { ropeScalingWords, type ModelConfig } from '../models/config.ts';
@@ -273,13 +273,13 @@ const ownThinking = (model: Pick<Model, 'tokenizer' | 'config'>): boolean => {
  * template writes an empty thinking block, after which the model answers directly): given to the template of a model
  * that thinks by itself (`native`, or as thinksByItself finds); not to another's, whose base never learned to answer
  * after that block (the embedded model's template writes it, and its base answered garbage there). Its false asks for
- * a direct answer all the same: `direct`.
+ * a direct answer all the same: `direct`, where it was left out (`stripped`).
  */
-export function templateVars(model: Pick<Model, 'tokenizer' | 'config'>, kwargs: Record<string, unknown> | undefined, native: boolean): { vars?: Record<string, unknown>; direct: boolean } {
+export function templateVars(model: Pick<Model, 'tokenizer' | 'config'>, kwargs: Record<string, unknown> | undefined, native: boolean): { vars?: Record<string, unknown>; direct: boolean; stripped: boolean } {
   const direct = kwargs?.enable_thinking === false;
-  if (!kwargs || !Object.hasOwn(kwargs, 'enable_thinking') || native || ownThinking(model)) return { vars: kwargs, direct };
+  if (!kwargs || !Object.hasOwn(kwargs, 'enable_thinking') || native || ownThinking(model)) return { vars: kwargs, direct, stripped: false };
   const { enable_thinking: _, ...vars } = kwargs;
-  return { vars, direct };
+  return { vars, direct, stripped: true };
 }
 
 /**
@@ -438,7 +438,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
   const drawing = samplingOf(opts);
   checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup }, model.config.vocabSize, 'answer');
-  if (opts.json !== undefined && opts.stop !== undefined && [opts.stop].flat().length) throw new Error(JSON_STOP('answer'));
+  if (opts.json !== undefined && stopList(opts.stop).length) throw new Error(JSON_STOP('answer'));
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
@@ -469,7 +469,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   // What the chat template already wrote: an empty thinking block (Qwen3's enable_thinking: false) asks for a direct
   // answer; a generation prompt that opens the thinking (templates of thinking-only models) has the invocation in it.
   // So does enable_thinking: false where templateVars left it out (a model whose thinking is an adapter's).
-  const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }), asked = given.direct && given.vars !== opts.chatTemplateKwargs;
+  const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }), asked = given.direct && given.stripped;
   const closedByTemplate = endsWithRun(ids, empty) || asked;
   if (asked && mode === 'on') throw new Error('answer: reasoning "on", but chatTemplateKwargs enable_thinking: false asks for a direct answer');
   if (closedByTemplate && mode === 'on') throw new Error('answer: reasoning "on", but the chat template already closed the thinking (an empty thinking block, e.g. chatTemplateKwargs enable_thinking: false)');

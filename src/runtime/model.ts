@@ -19,7 +19,7 @@ import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { WorkerBackend } from './worker-backend.ts';
 import { dropPromptCache, MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
-import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, type Completion, type GenerateOptions } from './generate.ts';
+import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, stopList, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, SAMPLING_OPTIONS, type TokenLogprob } from './sampler.ts';
 import { MAX_THREADS, threadsNote } from './threads.ts';
 import { onAbort } from './abort.ts';
@@ -351,7 +351,7 @@ export class Model {
     const per: (Omit<PromptOptions, 'signal'> & Pick<GenerateOptions, 'allowedNext'>)[] = prompts.map((_, i) => (Array.isArray(opts) ? opts[i] ?? {} : opts.seed === undefined ? opts : { ...opts, seed: seedAt(opts.seed, i) }));
     per.forEach((o, i) => {
       if (o.json === undefined) return;
-      if (o.stop !== undefined && [o.stop].flat().length) throw new Error(JSON_STOP('generate'));
+      if (stopList(o.stop).length) throw new Error(JSON_STOP('generate'));
       const { json, ...rest } = o;
       // (Ended by the row's own stop tokens where it has some: the JSON complete, only they may come.)
       // (A thinking segment with its closing tokens is closed by them, not ended, at a stop token: the JSON must follow.)
