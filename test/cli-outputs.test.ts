@@ -807,7 +807,7 @@ test('export-trl: a non-empty --out is refused without --overwrite; local base m
   assert.throws(() => exportTrl({ out: at('trl-hub'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 4, rlPrompts: 2 }), /is not empty/);
 });
 
-test('--version prints package.json\'s version; demo --help names its default once; CLI errors name flags, not API options', async () => {
+test('--version prints package.json\'s version; demo --help names its default once; answer, chat, generate and serve run the embedded model without --model; CLI errors name flags, not API options', async () => {
   const { stdout } = await promisify(execFile)(process.execPath, [BIN, '--version'], { cwd: ROOT });
   assert.equal(stdout.trim(), JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
   const help = cli(['demo', '--help']).stdout;
@@ -823,8 +823,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   // A required option given empty cannot be left out (--question); a number's range says what it is. generate's
   // empty prompt starts from BOS alone, as llama2.c's run.c does; a tokenizer without BOS has nothing to start from.
   assert.match(cli(['answer', '--model', 'models/default', '--question', '']).stderr, /^edgereason: --question is empty; give it a value$/m);
-  // Thinking flags on a question the router answers directly: said to have changed nothing.
-  const direct = cli(['answer', '--model', 'models/default', '--question', 'Can you help me? Reverse the word sand. Just the answer, please.', '--budget', '96', '--samples', '4']);
+  // Thinking flags on a question the router answers directly: said to have changed nothing. (answer, chat, generate
+  // and serve run the embedded model without --model, with its adapter and router.)
+  for (const cmd of ['answer', 'chat', 'generate', 'serve']) assert.match(cli([cmd, '--help']).stdout, /--model <path> .*\(default: the embedded\s+models\/default\)/s);
+  const direct = cli(['answer', '--question', 'Can you help me? Reverse the word sand. Just the answer, please.', '--budget', '96', '--samples', '4']);
   assert.deepEqual([direct.stdout, direct.stderr.split('\n').at(-2)], ['dnas\n', 'edgereason: note: the router answered directly, so --budget and --samples had no effect (--reasoning on reasons whatever the router says)']);
   // The checked vote lists each sample's flaws.
   const checked = cli(['answer', '--model', 'models/default', '--reasoning', 'on', '--samples', '2', '--vote', 'checked', '--seed', '1', '--question', 'Mia has 12 apples and buys 30 more. She gives 5 to Tom. How many apples does she have now?']);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
-import { guessesNote, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { unbudgetedNote } from '../reason/budget.ts';
@@ -25,7 +25,7 @@ export const thinkingNote = (output: string): string => `edgereason: note: this 
 export function answerCommand(program: Command): void {
   const command = program.command('answer')
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
-    .requiredOption('--model <path>', 'base model: a folder, .gguf or .bin file, or hf:owner/name (from the Hugging Face cache, downloaded once)');
+    .addOption(modelOption());
   const checkReasoner = reasonerOptions(command);
   ropeScalingOptions(penaltyFlags(command)
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')

@@ -4,12 +4,11 @@ import type { Command } from 'commander';
 import { answer, answerTemperature, answeringFor, inWordsOf } from '../reason/answer.ts';
 import type { ReasoningMode } from '../reason/types.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
-import { defaultModel } from '../models/embedded.ts';
 import { dimmer } from '../train/progress.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import { cliWords, floatArg, intArg, quantArg, seedArg } from './main.ts';
 import { loadReasoner, noteReasoningOff, reasonerOptions, transcript } from './answer.ts';
-import { guessesNote, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 
 /**
  * An interactive chat on the standard input: a line is a user turn, answered as `answer` answers (routed: reasoning only
@@ -19,7 +18,7 @@ import { guessesNote, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCach
 export function chatCommand(program: Command): void {
   const command = program.command('chat')
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /exit (or end of input) ends')
-    .option('--model <path>', 'base model: a folder, .gguf or .bin file, or hf:owner/name (from the Hugging Face cache, downloaded once)', defaultModel.dir);
+    .addOption(modelOption());
   const checkReasoner = reasonerOptions(command);
   ropeScalingOptions(command
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))

@@ -1,12 +1,12 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
-import { guessesNote, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, penaltyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 
 export function generateCommand(program: Command): void {
   ropeScalingOptions(penaltyFlags(samplingFlags(program.command('generate')
     .description('stream a completion to stdout')
-    .requiredOption('--model <path>', 'Hugging Face folder, .gguf, llama2.c .bin, a converted folder, or hf:owner/name (from the Hugging Face cache, downloaded once)')
+    .addOption(modelOption())
     .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one; - reads it from the standard input)')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
     .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0)))

@@ -5,6 +5,7 @@ import type { RopeScalingChoice } from '../models/config.ts';
 import { lateProgress } from '../train/progress.ts';
 import { cliWords, floatArg, intArg } from './main.ts';
 import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
+import { defaultModel } from '../models/embedded.ts';
 
 /**
  * loadModel with a progress bar while a checkpoint's graph is built and quantised (shown when that takes a while),
@@ -28,6 +29,10 @@ export function negatedFlag(command: Command, name: string): () => void {
   command.on(`option:${name}`, () => given.add(`--${name}`)).on(`option:no-${name}`, () => given.add(`--no-${name}`));
   return () => { if (given.size > 1) throw new Error(`--${name} and --no-${name} contradict each other: give one of them`); };
 }
+
+/** --model of the commands that run a model (answer, chat, generate, serve): the embedded models/default unless given. */
+export const modelOption = (): Option => new Option('--model <path>', 'base model: a Hugging Face folder, .gguf or llama2.c .bin file, a converted folder, or hf:owner/name (from the Hugging Face cache, downloaded once)')
+  .default(defaultModel.dir, 'the embedded models/default');
 
 /** --rope-scaling, --rope-scale and --yarn-orig-ctx, as llama.cpp names them: loadModel's ropeScaling (ropeScalingOf). */
 export const ropeScalingOptions = (command: Command): Command => command

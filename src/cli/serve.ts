@@ -10,7 +10,7 @@ import { thinksByItself } from '../reason/answer.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import { DEFAULT_EFFORT_BUDGETS, type EffortBudgets } from '../server/chat.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { negatedFlag, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions } from './load.ts';
+import { modelOption, negatedFlag, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import { shown } from '../show.ts';
 
@@ -29,7 +29,7 @@ export function serveCommand(program: Command): void {
   const serve = program.command('serve'), checks = ['router', 'verifier'].map((name) => negatedFlag(serve, name));
   ropeScalingOptions(serve
     .description('OpenAI-compatible server (chat completions with reasoning, streaming, continuous batching) and a playground page')
-    .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf, llama2.c .bin, converted folder, or hf:owner/name from the Hugging Face cache, downloaded once)')
+    .addOption(modelOption())
     .option('--adapter <name=dir...>', 'PEFT adapter(s) served as model "name" (default: <model>/reasoning-adapter as "reasoning")')
     .option('--router <file>', 'router.json (default: <model>/router.json when present)')
     .option('--no-router', 'no router, not even <model>/router.json: reasoning "auto" reasons on every request')
