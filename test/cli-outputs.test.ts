@@ -1206,6 +1206,10 @@ test('generate and answer --prompt-cache-file: the next run reads the prompt the
   // A folder is refused before the run (it generated, then failed to save into "sub/").
   const folder = cli(['generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '2', '--prompt-cache-file', `${tmp}/`]);
   assert.deepEqual([folder.status, folder.stdout, folder.stderr.trim()], [1, '', `edgereason: prompt cache: ${tmp}/ names a folder; give the file the prompts are kept in (e.g. ${path.join(tmp, 'prompts.safetensors')})`]);
+  // A folder not there yet is said at the start, and made at the save.
+  const deep = path.join(tmp, 'not-yet', 'there', 'p.safetensors'), made = cli(['generate', '--model', DEFAULT_DIR, '--chat', '--prompt', question, '--max-tokens', '1', '--prompt-cache-file', deep]);
+  assert.match(made.stderr, new RegExp(`^prompt cache: the folder ${path.dirname(deep)} does not exist: it is made when the prompts are saved\n`), made.stderr);
+  assert.ok(fs.existsSync(deep), made.stderr);
 });
 
 /**

@@ -17,7 +17,7 @@ import { guessesNote, modelOption, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, w
  */
 export function chatCommand(program: Command): void {
   const command = program.command('chat')
-    .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /exit (or end of input) ends')
+    .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /help lists the commands, Ctrl-C stops a reply (the turn is left out) or clears the line, /exit, end of input or Ctrl-C on an empty line ends')
     .addOption(modelOption());
   const checkReasoner = reasonerOptions(command);
   ropeScalingOptions(command

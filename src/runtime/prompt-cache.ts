@@ -395,6 +395,8 @@ export async function openPromptCacheFile(cache: PromptCache, file: string, note
   // A place that cannot be written (a cache shipped read-only) is read, not saved: said now, not found at the end.
   const unwritable = cannotWrite(file);
   if (unwritable) note(`prompt cache: ${file} is read but not saved: ${unwritable}`);
+  // A folder not there yet (a mistyped path?) is made at the save: said now, not found later in an unexpected place.
+  else if (!fs.existsSync(path.dirname(path.resolve(throughLinks(file))))) note(`prompt cache: the folder ${path.dirname(path.resolve(throughLinks(file)))} does not exist: it is made when the prompts are saved`);
   // Saved only when what is kept changed (a run that kept nothing new leaves the file as it was).
   let saved = cache.changes;
   return {
