@@ -15,6 +15,7 @@ import { isCorrect } from '../src/tasks/grade.ts';
 import { makeSplits, type MathItem } from '../src/tasks/synthetic.ts';
 import { DEFAULT_BUDGETS } from '../src/reason/budget.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
+import { StagedProgress } from '../src/train/progress.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { freshStem, scriptArgs, writeResults } from './write.ts';
 import { defaultModel, defaultModelFiles } from '../src/models/embedded.ts';
@@ -23,13 +24,15 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 interface Run { accuracy: number; thinking: number; within?: number }
 
-async function run(m: Model, items: MathItem[], o: { budget?: number; cap?: number; temperature?: number }): Promise<Run> {
+async function run(m: Model, items: MathItem[], o: { budget?: number; cap?: number; temperature?: number }, progress: (done: number, total: number) => void): Promise<Run> {
   let correct = 0, thinking = 0, within = 0;
+  progress(0, items.length);
   for (const [i, it] of items.entries()) {
     const r = await answer(m, it.question, { reasoning: 'on', budget: o.budget, maxThinkingTokens: o.cap, maxTokens: 512, temperature: o.temperature ?? 1, topP: 1, seed: i });
     correct += isCorrect('synthetic', r.answer, it.answer) ? 1 : 0;
     thinking += r.usage.thinkingTokens;
     if (o.budget !== undefined && r.usage.thinkingTokens <= o.budget) within++;
+    progress(i + 1, items.length);
   }
   const n = items.length;
   return { accuracy: correct / n, thinking: thinking / n, ...(o.budget !== undefined ? { within: within / n } : {}) };
@@ -44,20 +47,33 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
   const caps = o.caps ?? [16, 32, 48, 64, 96, 128, 192, 256];
   const result: Record<string, unknown> = { items: items.length, split: 'synthetic test, hard (4–8 steps)', decoding: 'sampled at temperature 1 (seed = item index), and greedy where marked' };
   const capCurves: { name: string; points: [number, number][] }[] = [];
-  for (const [name, dir] of [['SFT', sftDir], ['RL', rlDir]] as const) {
-    const m = await loadModel(model, { adapter: dir });
-    try {
-      const free = await run(m, items, {}), greedy = await run(m, items, { temperature: 0 });
-      process.stderr.write(`${name}: sampled accuracy ${(100 * free.accuracy).toFixed(1)} %, thinking ${free.thinking.toFixed(1)}; greedy ${(100 * greedy.accuracy).toFixed(1)} %, ${greedy.thinking.toFixed(1)}\n`);
-      const buckets: Record<number, Run> = {};
-      if (name === 'RL') for (const b of DEFAULT_BUDGETS) { buckets[b] = await run(m, items, { budget: b }); process.stderr.write(`  budget ${b}: ${JSON.stringify(buckets[b])}\n`); }
-      const curve: [number, number][] = [];
-      for (const k of caps) { const r = await run(m, items, { cap: k }); curve.push([k, 100 * r.accuracy]); process.stderr.write(`  cap ${k}: ${(100 * r.accuracy).toFixed(1)} %\n`); }
-      capCurves.push({ name: `${name} adapter, capped at K`, points: curve });
-      result[name] = { unconstrained: free, greedy, ...(name === 'RL' ? { budgets: buckets } : {}), capCurve: curve };
-    } finally {
-      await m.close();
+  // A bar per run over the items (each adapter: sampled, greedy, each cap; the RL one each budget too), its figures after it.
+  const progress = new StagedProgress({ itemUnit: 'questions', interrupt: (stage, done, total) => `bench budget: interrupted${stage ? ` during ${stage} at ${done}/${total}` : ''}; nothing was written` });
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  try {
+    for (const [name, dir] of [['SFT', sftDir], ['RL', rlDir]] as const) {
+      const m = await loadModel(model, { adapter: dir });
+      const runOf = (stage: string, settings: Parameters<typeof run>[2]) => run(m, items, settings, (done, total) => progress.update(`${name} adapter, ${stage}`, done, total));
+      try {
+        const free = await runOf('sampled', {}), greedy = await runOf('greedy', { temperature: 0 });
+        process.stderr.write(`${name}: sampled accuracy ${pct(free.accuracy)}, ${free.thinking.toFixed(1)} thinking tokens; greedy ${pct(greedy.accuracy)}, ${greedy.thinking.toFixed(1)}\n`);
+        const buckets: Record<number, Run> = {};
+        if (name === 'RL') {
+          for (const b of DEFAULT_BUDGETS) {
+            const r = buckets[b] = await runOf(`budget ${b}`, { budget: b });
+            process.stderr.write(`  budget ${b}: accuracy ${pct(r.accuracy)}, ${r.thinking.toFixed(1)} thinking tokens, ${pct(r.within!)} within the budget\n`);
+          }
+        }
+        const curve: [number, number][] = [];
+        for (const k of caps) { const r = await runOf(`cap ${k}`, { cap: k }); curve.push([k, 100 * r.accuracy]); process.stderr.write(`  cap ${k}: accuracy ${pct(r.accuracy)}\n`); }
+        capCurves.push({ name: `${name} adapter, capped at K`, points: curve });
+        result[name] = { unconstrained: free, greedy, ...(name === 'RL' ? { budgets: buckets } : {}), capCurve: curve };
+      } finally {
+        await m.close();
+      }
     }
+  } finally {
+    progress.stop();
   }
   const sft = (result.SFT as { unconstrained: Run }).unconstrained, rl = (result.RL as { unconstrained: Run }).unconstrained;
   const sftG = (result.SFT as { greedy: Run }).greedy, rlG = (result.RL as { greedy: Run }).greedy;
@@ -85,8 +101,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
 
 if (isMainModule(import.meta.url)) {
   const a = scriptArgs('bench/budget.ts', { sft: 'string', rl: 'string', items: 'count', 'results-dir': 'string', 'no-write': 'boolean' });
-  const r = await runBudgetBench({ sft: a.str('sft'), rl: a.str('rl'), items: a.num('items'), resultsDir: a.resultsDir() });
-  console.log(JSON.stringify(r, null, 1));
+  await runBudgetBench({ sft: a.str('sft'), rl: a.str('rl'), items: a.num('items'), resultsDir: a.resultsDir() });
 }
 
 /** A change with its sign: −12.5 or +3.0 (the minus sign, as the tables write it). */

@@ -254,7 +254,14 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
   };
   if (needQ4) await convert(onnxDir, `q4 (accuracy level ${accuracyLevel})`, { quant: 'q4', accuracyLevel });
   if (needFp32) await convert(fp32Dir, 'fp32', { quant: 'fp32' });
+  // Gigabytes left in the temp folder are said once, when written (the next bench run reuses them).
+  if (steps) console.error(`bench: the random-weight ${shape} models are kept in ${cacheDir} (${(folderBytes(cacheDir) / 1e9).toFixed(1)} GB) for the next bench run; delete that folder to free the space`);
   return { hf, q4gguf, onnxDir, fp32Dir: o.fp32 ? fp32Dir : undefined, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
+}
+
+/** The bytes of the files under `dir`. */
+function folderBytes(dir: string): number {
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).reduce((n, e) => n + (e.isFile() ? fs.statSync(path.join(e.parentPath ?? e.path, e.name)).size : 0), 0);
 }
 
 function markdown(r: DecodeBenchResult): string {

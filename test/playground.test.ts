@@ -76,9 +76,16 @@ test('playground: Stop ends a streaming reply; Enter while one streams sends not
   await page.selectOption('#reasoning', 'on');
   await page.selectOption('#model', 'default');
   assert.deepEqual([await page.inputValue('#reasoning'), await page.isDisabled('#reasoning'), await page.isDisabled('#effort')], ['off', true, true]);
+  // Back on the adapter, the reasoning chosen before comes back (it stayed off, unnoticed).
   await page.selectOption('#model', 'reasoning');
-  assert.deepEqual([await page.isDisabled('#reasoning'), await page.isDisabled('#effort')], [false, true], 'reasoning is off until chosen again');
+  assert.deepEqual([await page.inputValue('#reasoning'), await page.isDisabled('#reasoning'), await page.isDisabled('#effort')], ['on', false, false]);
   assert.deepEqual(errors, []);
+  // A model list that cannot be read is said on the page, and nothing can be sent (the list was empty, unexplained).
+  await page.route('**/v1/models', (r) => r.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: { message: 'the server is shutting down' } }) }));
+  await page.reload();
+  await page.waitForSelector('#log .error');
+  assert.equal(await page.textContent('#log .error'), 'Could not list the models (GET /v1/models): the server is shutting down. Is the server running? Reload the page to try again.');
+  assert.equal(await page.isDisabled('#send'), true);
 }));
 
 test('playground: a question streams thinking and answer into the page; route, votes, TTFT and tokens/s shown', (t) => inPlayground(t, async (page, url, errors) => {
@@ -87,7 +94,13 @@ test('playground: a question streams thinking and answer into the page; route, v
   // Reasoning on, 3 samples: three thinking/answer pairs stream in, the vote and the chosen sample are shown.
   const question = 'At first, Ella has 5 marbles. Ella sells 3 marbles. Leo gives her 3 marbles. How many marbles does Ella end up with?';
   await page.selectOption('#reasoning', 'on');
+  // n above 1 samples at 0.8 (three greedy samples would be one answer thrice) until the temperature is set by hand.
   await page.fill('#n', '3');
+  assert.equal(await page.inputValue('#temperature'), '0.8');
+  await page.fill('#temperature', '0'); // greedy: the API's answers below are the same
+  await page.fill('#n', '2');
+  await page.fill('#n', '3');
+  assert.equal(await page.inputValue('#temperature'), '0');
   await page.fill('#max-tokens', '48');
   // Count the answer/thinking text updates to see that text arrives in pieces (streaming), not at once.
   await page.evaluate(() => {
