@@ -732,6 +732,39 @@ test('presence and frequency penalties (OpenAI\'s): the output\'s tokens lose th
   }
 });
 
+test('minTokens (vLLM\'s min_tokens): before that many tokens the end tokens are not drawn and stop strings do not end the text; greedy equals a reference loop with the end tokens masked', async () => {
+  const m = await loadModel(path.join(import.meta.dirname, '../models/default'), { quant: 'fp32', worker: false }), W = m.config.vocabSize;
+  const q = 'Can you help me? Tell me the capital of Jastow. Just the answer, please.', ids = m.encode(q, true), ends = new Set(m.tokenizer.eosTokenIds);
+  try {
+    const out: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const all = await allLogits(m.backend, [...ids, ...out]), last = Array.from(all.subarray((ids.length + out.length - 1) * W, (ids.length + out.length) * W));
+      if (out.length < 6) for (const t of ends) last[t] = -Infinity;
+      const t = last.indexOf(Math.max(...last));
+      if (ends.has(t)) break;
+      out.push(t);
+    }
+    const plain = await m.complete(q, { chat: true, maxTokens: 12 }), min = await m.complete(q, { chat: true, maxTokens: 12, minTokens: 6 });
+    assert.deepEqual([plain.text, plain.finishReason], ['Pirra', 'stop'], 'a one-word answer without it');
+    assert.deepEqual([min.tokens, min.finishReason], [out, 'stop']);
+    assert.ok(out.length >= 6 && min.text.startsWith('Pirra'), min.text);
+    // A stop string within the first 6 tokens ("r" of "Pirra") is passed over, also later; one after them ends the text.
+    const at = min.text.lastIndexOf(' '), tail = min.text.slice(at + 1);
+    const first6 = m.tokenizer.decode(out.slice(0, 6));
+    assert.deepEqual([first6.includes('r'), min.text.slice(first6.length).includes('r')], [true, false], min.text);
+    assert.equal((await m.complete(q, { chat: true, maxTokens: 12, minTokens: 6, stop: 'r' })).text, min.text);
+    assert.equal((await m.complete(q, { chat: true, maxTokens: 12, minTokens: 6, stop: tail })).text, min.text.slice(0, at + 1));
+    // ignore_eos's use: exactly maxTokens tokens.
+    const full = await m.complete(q, { chat: true, maxTokens: 10, minTokens: 10 });
+    assert.deepEqual([full.tokens.length, full.finishReason], [10, 'length']);
+    await assert.rejects(m.complete(q, { maxTokens: 4, minTokens: 5 }), /^Error: generate: minTokens \(5\) is more than maxTokens \(4\)$/);
+    await assert.rejects(m.complete(q, { minTokens: 1.5 }), /^Error: generate: minTokens must be an integer ≥ 0, got 1\.5$/);
+    await assert.rejects(m.complete(q, { chat: true, minTokens: 2, json: true }), /minTokens cannot go with a constraint on the answer/);
+  } finally {
+    await m.close();
+  }
+});
+
 test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick exactly what a full sort over the vocabulary picks', () => {
   // Reference: sort every token by probability, then top-k, min-p, top-p, and walk the kept mass with u.
   const reference = (logits: Float32Array, p: { temperature: number; topK?: number; topP?: number; minP?: number }, u: number) => {

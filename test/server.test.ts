@@ -598,6 +598,8 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { const: 'café' } } }, max_tokens: 40 }, 'response_format',
       "Invalid 'response_format': no token of this model's vocabulary can write what the schema asks for next (a character it has no tokens for, in a const or an enum?)", 'invalid_value'],
     [{ logit_bias: { 50: -100 } }, 'logit_bias', unsupported('logit_bias', '(token biases)'), 'unsupported_parameter'],
+    [{ response_format: { type: 'json_object' }, ignore_eos: true }, 'ignore_eos', "Unsupported value: 'ignore_eos' with 'response_format' json_object: the constraint on the reply could leave the model no token to draw but its end; leave out 'ignore_eos'.", 'unsupported_value'],
+    [{ min_tokens: 20, max_tokens: 10 }, 'min_tokens', "Invalid value for 'min_tokens': 20 is more than max_tokens (10).", null as never],
     [{ modalities: ['text', 'audio'] }, 'modalities', `Unsupported value: 'modalities' ["text","audio"] is not supported by edgereason; the models served output text only (["text"]).`, 'unsupported_value'],
     [{ audio: { voice: 'alloy', format: 'wav' } }, 'audio', unsupported('audio', '(audio output)'), 'unsupported_parameter'],
     [{ prediction: { type: 'content', content: 'x' } }, 'prediction', unsupported('prediction', '(predicted outputs)'), 'unsupported_parameter'],
@@ -637,9 +639,14 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
   const ok = await create(ask('hi', {
     max_tokens: 3, user: 'u1', metadata: { k: 'v' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', prompt_cache_retention: '24h', safety_identifier: 's',
     logprobs: false, top_logprobs: 0, tools: [], tool_choice: 'auto', presence_penalty: 0, frequency_penalty: 0, logit_bias: {}, response_format: { type: 'text' },
-    modalities: ['text'], verbosity: 'medium', edgereason: { reasoning: 'off' },
+    modalities: ['text'], verbosity: 'medium', edgereason: { reasoning: 'off' }, ignore_eos: false, min_tokens: 0, // (vLLM's benchmark client sends these)
   }));
   assert.equal(ok.choices.length, 1);
+  // vLLM's ignore_eos runs to max_tokens (what benchmark clients ask for, to time a fixed length), min_tokens at least that far.
+  const fixed = await create(ask('Can you help me? Tell me the capital of Jastow. Just the answer, please.', { max_tokens: 12, ignore_eos: true, edgereason: { reasoning: 'off' } }));
+  const least = await create(ask('Can you help me? Tell me the capital of Jastow. Just the answer, please.', { max_tokens: 12, min_tokens: 6, edgereason: { reasoning: 'off' } }));
+  assert.deepEqual([fixed.usage.completion_tokens, fixed.choices[0].finish_reason, least.choices[0].finish_reason], [12, 'length', 'stop']);
+  assert.ok(least.usage.completion_tokens >= 6 && least.usage.completion_tokens < 12, JSON.stringify(least.usage));
   // tool_choice "none" offers no tools: a template without them answers as without.
   const none = await create(ask('hi', { max_tokens: 3, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' }));
   assert.equal(none.usage.prompt_tokens, (await create(ask('hi', { max_tokens: 3 }))).usage.prompt_tokens);

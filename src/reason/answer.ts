@@ -405,7 +405,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', ...SAMPLING_OPTIONS, 'promptLookup'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', ...SAMPLING_OPTIONS, 'promptLookup', 'minTokens'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -437,8 +437,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
   const drawing = samplingOf(opts);
-  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup }, model.config.vocabSize, 'answer');
+  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, maxTokens: opts.maxTokens }, model.config.vocabSize, 'answer');
   if (opts.json !== undefined && stopList(opts.stop).length) throw new Error(JSON_STOP('answer'));
+  if ((opts.json !== undefined || opts[ALLOWED_NEXT]) && opts.minTokens) throw new Error(`answer: minTokens cannot go with ${opts.json !== undefined ? 'json' : 'a forced tool call'}: the constraint could leave the model no token to draw`);
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
@@ -499,6 +500,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({
     ...drawing, temperature: answerTemperature(opts.temperature, route, n), stop: opts.stop, ...(allowedNext ? { allowedNext } : {}), ...(opts.promptLookup ? { promptLookup: opts.promptLookup } : {}),
+    ...(opts.minTokens ? { minTokens: opts.minTokens } : {}),
   });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
@@ -616,7 +618,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           held = [];
         }
       };
-      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted); // the engine's sampler, same draw
+      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted, draw.deny); // the engine's sampler, same draw
       if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
       else { seq.ttftMs = performance.now() - start; seq.accept(first.token, first.logprob, first.top); }
       check();
@@ -673,7 +675,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
         if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
-        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted);
+        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted, draw.deny);
         seq.ttftMs = performance.now() - start;
         return seq.accept(first.token, first.logprob, first.top) ? [] : seq.takeFeed();
       });

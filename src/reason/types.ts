@@ -60,6 +60,11 @@ export interface AnswerOptions extends SamplingParams {
   /** Speculative decoding by prompt lookup for a single sample (see GenerateOptions.promptLookup): the same tokens, in fewer steps. */
   promptLookup?: number;
   /**
+   * vLLM's min_tokens: no end token and no stop string ends a sample before it has this many tokens (thinking
+   * included; see GenerateOptions.minTokens); not with `json`. Default 0.
+   */
+  minTokens?: number;
+  /**
    * How an answer is read for voting: a task's grader (the synthetic task's "#### n" line, MATH's normalised
    * \boxed{}, …). Default: the answer it states ("#### n", "the answer is …", \boxed{}) or else its last number,
    * and a reply with neither (chat) by its whole text.

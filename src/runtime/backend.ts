@@ -198,7 +198,7 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
       // The logits of the row's new token `back` from its last: with 'all', rows shorter than the longest are padded after their tokens.
       const sample = (back: number, u: number) => {
         const at = b * L + (req.logits === 'all' ? n : L) - 1 - back;
-        return sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, u, out.lse[at], p.seen, p.allow, p.counted);
+        return sampleToken(out.logits.subarray(at * V, (at + 1) * V), p, u, out.lse[at], p.seen, p.allow, p.counted, p.deny);
       };
       const s = sample(k, p.u);
       res.tokens!.push(s.token); res.logprobs!.push(s.logprob);

@@ -31,6 +31,12 @@ export interface GenerateOptions extends SamplingParams {
   /** Token ids that end generation (default: the model's EOS ids). */
   stopTokens?: number[];
   /**
+   * vLLM's min_tokens: until this many tokens are generated (thinking included), the end tokens (`stopTokens`) are not
+   * drawn and stop strings do not end the text (those found then never do). Default 0. Not with `allowedNext`
+   * (a constraint that could leave nothing to draw), nor with promptLookup, which it turns off.
+   */
+  minTokens?: number;
+  /**
    * The LoRA adapter the model was loaded with (per-token adapter mask = 1). Default (Model's generate/complete):
    * on — a plain LoRA everywhere, an activated one from the invocation its prompt holds (none: base weights).
    * true insists (a chat prompt gets the activated adapter's invocation appended); false = base weights. The
@@ -154,6 +160,8 @@ export class Sequence {
   private guessLength = 1;
   private readonly decoder: StreamDecoder;
   private readonly stopTokens: Set<number>;
+  /** stopTokens as a list: what the sampler may not draw before minTokens. */
+  private ends?: number[];
   /** How many tokens of `thinking.force` come before its closing tag. */
   private readonly forceEndAt: number = 0;
   /** At the cap's edge: the next sampled token stays only if it closes the segment or is the forced text's own next token. */
@@ -191,7 +199,7 @@ export class Sequence {
     checkGenerateOptions(opts, tokenizer.vocabSize);
     if (opts.presencePenalty || opts.frequencyPenalty) this.counted = { ids: [], n: [], slot: new Map() };
     if (opts.repetitionPenalty !== undefined && opts.repetitionPenalty !== 1) { this.seen = new Set(prompt); this.seenIds = [...this.seen]; }
-    else if (opts.promptLookup && !this.counted) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
+    else if (opts.promptLookup && !this.counted && !opts.minTokens) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true }, promptTail);
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
@@ -228,6 +236,7 @@ export class Sequence {
     const { temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, topLogprobs } = this.opts, from = this.answerFrom;
     const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens, this.answerLead);
     const p: RowSampling = { temperature, topK, topP, minP, u: this.draw(), ...(topLogprobs ? { topLogprobs } : {}), ...(allow ? { allow } : {}) };
+    if (this.tokens.length < (this.opts.minTokens ?? 0)) p.deny = this.ends ??= [...this.stopTokens];
     const c = this.counted;
     if (c) {
       for (; this.countedUpTo < this.tokens.length; this.countedUpTo++) {
@@ -382,7 +391,9 @@ export class Sequence {
 
   /** Finishes the sequence on a stop string or at the length limit; true if it did. */
   private finished(): boolean {
-    if (this.cutAtStop()) return this.finish('stop', false);
+    // Before minTokens a stop string does not count, nor later: the search goes on only from the text after it.
+    if (this.tokens.length < (this.opts.minTokens ?? 0)) this.searched = this.text.length + this.longestStop - 1;
+    else if (this.cutAtStop()) return this.finish('stop', false);
     if (this.tokens.length >= (this.opts.maxTokens ?? 256)) return this.finish('length');
     return false;
   }
@@ -501,6 +512,9 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   if (o.topLogprobs !== undefined && !(Number.isInteger(o.topLogprobs) && o.topLogprobs >= 0 && o.topLogprobs <= 20)) bad('topLogprobs must be an integer in [0, 20]', o.topLogprobs);
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
+  if (o.minTokens !== undefined && !(Number.isInteger(o.minTokens) && o.minTokens >= 0)) bad('minTokens must be an integer ≥ 0', o.minTokens);
+  if (o.minTokens && o.maxTokens !== undefined && o.minTokens > o.maxTokens) throw new Error(`${where}: minTokens (${o.minTokens}) is more than maxTokens (${o.maxTokens})`);
+  if (o.minTokens && o.allowedNext) throw new Error(`${where}: minTokens cannot go with a constraint on the answer (json, a forced tool call): it could leave the model no token to draw`);
   if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) bad('promptLookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off)', o.promptLookup);
   const stops = stopList(o.stop);
   if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad('stop must be a string or a list of strings', o.stop);

@@ -37,9 +37,10 @@ export const samplingOf = (o: SamplingParams): SamplingParams => Object.fromEntr
 
 /**
  * What the engine's sampler takes per row: the parameters, the row's random draw, the ids the penalty applies to, and
- * (`allow`) the only tokens it may draw at this step (constrained decoding: the log-probabilities reported stay the model's).
+ * (`allow`) the only tokens it may draw at this step (constrained decoding: the log-probabilities reported stay the model's), and
+ * (`deny`) tokens it may not draw (the end tokens before minTokens: their logits at -Infinity, as a penalty).
  */
-export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: ArrayLike<number>; counted?: Counted };
+export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: ArrayLike<number>; counted?: Counted; deny?: ArrayLike<number> };
 
 /** The distinct tokens of the output so far (`ids`) and how often each occurs (`n`): what the presence and frequency penalties apply to. */
 export interface Counted { ids: ArrayLike<number>; n: ArrayLike<number> }
@@ -75,16 +76,17 @@ let scratchL = new Float32Array(0), scratchA = new Float32Array(0);
  * the only tokens the draw may pick (see RowSampling). `counted`: the output's tokens the presence and frequency
  * penalties apply to.
  */
-export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: ArrayLike<number>, counted?: Counted): Sampled {
+export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: ArrayLike<number>, counted?: Counted, deny?: ArrayLike<number>): Sampled {
   const rp = params.repetitionPenalty, repeated = rp !== undefined && rp !== 1 && !!seen?.length;
   const pp = params.presencePenalty ?? 0, fp = params.frequencyPenalty ?? 0, occurred = (pp !== 0 || fp !== 0) && !!counted?.ids.length;
-  const penalised = repeated || occurred;
+  const penalised = repeated || occurred || !!deny?.length;
   if (penalised) {
     if (scratchL.length < logits.length) scratchL = new Float32Array(logits.length);
     const pen = scratchL.subarray(0, logits.length);
     pen.set(logits);
     if (repeated) for (let i = 0; i < seen.length; i++) { const t = seen[i], x = pen[t]; pen[t] = x > 0 ? x / rp : x * rp; }
     if (occurred) for (let i = 0; i < counted.ids.length; i++) pen[counted.ids[i]] -= pp + fp * counted.n[i];
+    if (deny) for (let i = 0; i < deny.length; i++) pen[deny[i]] = -Infinity;
     logits = pen; lse = undefined; // the graph's normaliser is of the logits before the penalty
   }
   // The distribution reported (log-probabilities, top tokens) is the model's; a constraint only limits the draw.

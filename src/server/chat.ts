@@ -235,9 +235,12 @@ export function finishReason(f: AnswerResult['samples'][number]['finishReason'])
  * A request's sampling fields as generate options. One the request leaves out is the model's generation_config.json's
  * (as vLLM); the temperature's default (serve --temperature, else that file's, else 1) is the server's limit.
  */
-export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'stop' | 'promptLookup'> {
+export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits, maxTokens: number): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'stop' | 'promptLookup' | 'minTokens'> {
   const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
   const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty, stop = req.stop == null ? [] : stopList(req.stop);
+  // vLLM's: ignore_eos generates max_tokens tokens (as benchmark clients ask), min_tokens at least that many; the end tokens are not drawn before.
+  if (req.min_tokens && req.min_tokens > maxTokens) throw new ApiError(400, `Invalid value for 'min_tokens': ${req.min_tokens} is more than max_tokens (${maxTokens}).`, 'min_tokens');
+  const minTokens = req.ignore_eos ? maxTokens : req.min_tokens ?? 0;
   return {
     temperature: req.temperature ?? limits.defaultTemperature,
     ...(topP != null ? { topP } : {}),
@@ -248,6 +251,7 @@ export function samplingOptions(req: SamplingRequest, served: Served, limits: Ch
     ...(req.frequency_penalty ? { frequencyPenalty: req.frequency_penalty } : {}),
     ...(stop.length ? { stop } : {}),
     ...(limits.promptLookup ? { promptLookup: limits.promptLookup } : {}),
+    ...(minTokens ? { minTokens } : {}),
   };
 }
 
@@ -278,6 +282,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   if (forcing && req.stop != null && stopList(req.stop).length) {
     throw new ApiError(400, `Unsupported value: 'stop' with 'tool_choice' ${typeof req.tool_choice === 'string' ? '"required"' : 'naming a function'}: ${stopCuts('the tool call')}; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
+  }
+  const minimum = req.ignore_eos ? 'ignore_eos' : req.min_tokens ? 'min_tokens' : undefined;
+  if (minimum && (forcing || (req.response_format?.type ?? 'text') !== 'text')) {
+    throw new ApiError(400, `Unsupported value: '${minimum}' with ${forcing ? `'tool_choice' ${typeof req.tool_choice === 'string' ? '"required"' : 'naming a function'}` : `'response_format' ${req.response_format!.type}`}: the constraint on the reply could leave the model no token to draw but its end; leave out '${minimum}'.`, minimum, 'invalid_request_error', 'unsupported_value');
   }
   const toolTurn = req.messages.findIndex((msg) => msg.role === 'tool' || msg.tool_calls?.length);
   const format = toolCallFormat(templateFor(m.model.tokenizer, tools));
@@ -482,7 +490,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (req.top_logprobs && req.logprobs !== true) throw new ApiError(400, "Invalid value for 'top_logprobs': the most likely tokens' log-probabilities come with the reply's, which need 'logprobs' true.", 'top_logprobs');
   const logprobs = req.logprobs === true ? req.top_logprobs ?? 0 : undefined;
   const options: Plan['options'] = {
-    reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits), ...(logprobs ? { topLogprobs: logprobs } : {}),
+    reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits, maxTokens), ...(logprobs ? { topLogprobs: logprobs } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,

@@ -79,6 +79,8 @@ export const samplingFields = {
   frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   seed: nullable({ type: 'integer', minimum: -2147483648, maximum: 4294967295 }),
   stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1 } }] }),
+  min_tokens: nullable({ type: 'integer', minimum: 0 }), // vLLM's extra sampling fields, which benchmark clients send
+  ignore_eos: nullable({ type: 'boolean' }),
 } as const;
 
 export interface SamplingRequest {
@@ -92,6 +94,10 @@ export interface SamplingRequest {
   frequency_penalty?: number | null;
   seed?: number | null;
   stop?: string | string[] | null;
+  /** vLLM's: at least this many tokens before an end token or stop string ends the reply. */
+  min_tokens?: number | null;
+  /** vLLM's: the end tokens do not end the reply, which runs to max_tokens (here: they are not drawn). */
+  ignore_eos?: boolean | null;
 }
 
 /** Fields outside OpenAI's request, vLLM's and edgereason's are refused ("Unrecognized request argument supplied"). */
