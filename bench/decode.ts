@@ -140,6 +140,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<Dec
   if (!Object.hasOwn(SHAPES, shape)) throw new Error(`bench decode: --shape must be one of ${Object.keys(SHAPES).join(', ')}; got ${JSON.stringify(shape)}`);
   const files = await prepareModels(opts.cacheDir ?? path.join(os.tmpdir(), 'edgereason-bench-decode'), accuracyLevel, note, tick, { shape });
   bar?.stop();
+  if (files.kept) console.error(files.kept);
 
   const base = { threads, accuracyLevel, promptTokens, decodePromptTokens, decodeSteps, longContextTokens, reps: opts.reps ?? 3 };
   const phases = 2 + batches.length + (longContextTokens ? 1 : 0);
@@ -254,9 +255,9 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
   };
   if (needQ4) await convert(onnxDir, `q4 (accuracy level ${accuracyLevel})`, { quant: 'q4', accuracyLevel });
   if (needFp32) await convert(fp32Dir, 'fp32', { quant: 'fp32' });
-  // Gigabytes left in the temp folder are said once, when written (the next bench run reuses them).
-  if (steps) console.error(`bench: the random-weight ${shape} models are kept in ${cacheDir} (${(folderBytes(cacheDir) / 1e9).toFixed(1)} GB) for the next bench run; delete that folder to free the space`);
-  return { hf, q4gguf, onnxDir, fp32Dir: o.fp32 ? fp32Dir : undefined, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
+  // Gigabytes left in the temp folder are said once, when written (the next bench run reuses them): `kept`, for the caller to print (after its bar).
+  const kept = steps ? `bench: the random-weight ${shape} models are kept in ${cacheDir} (${(folderBytes(cacheDir) / 1e9).toFixed(1)} GB) for the next bench run; delete that folder to free the space` : undefined;
+  return { kept, hf, q4gguf, onnxDir, fp32Dir: o.fp32 ? fp32Dir : undefined, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
 }
 
 /** The bytes of the files under `dir`. */

@@ -47,6 +47,7 @@ export async function runJsonBench(o: JsonBenchOptions = {}) {
   const { prepareModels } = await import('./decode.ts');
   console.error('Qwen2.5-0.5B shape: preparing the random-weight q4 model (cached; the first run takes a few minutes)');
   const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => console.error(`  ${l}`));
+  if (files.kept) console.error(files.kept);
   const m = await loadModel(files.onnxDir);
   const rows: Row[] = [];
   let oneOff: { indexMs: number; firstStateMs: Record<string, number> };

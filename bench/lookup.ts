@@ -116,6 +116,7 @@ export async function runLookupBench(o: LookupBenchOptions = {}) {
   const { prepareModels } = await import('./decode.ts');
   console.error('Qwen2.5-0.5B shape: preparing the random-weight q4 model (cached; the first run takes a few minutes)');
   const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => console.error(`  ${l}`));
+  if (files.kept) console.error(files.kept);
   const big = await loadModel(files.onnxDir);
   let costs: CostRow[], rounding: { maxDifference: number; maxLogit: number };
   try {

@@ -58,7 +58,8 @@ export async function runQuantBench(o: { questions?: number; threads?: number; r
   const threads = o.threads ?? 2, nq = o.questions ?? 24;
   // Speed on the 0.5B shape (the decode bench's cached random checkpoint).
   const cache = path.join(os.tmpdir(), 'edgereason-bench-decode');
-  const { hf, config } = await prepareModels(cache, 4, (phase) => console.error(`${phase}…`), (label) => console.error(label), { sourceOnly: true });
+  const { hf, config, kept } = await prepareModels(cache, 4, (phase) => console.error(`${phase}…`), (label) => console.error(label), { sourceOnly: true });
+  if (kept) console.error(kept);
   const speedRows: Record<string, { loadS: number; weightsMb: number; prefill: number[]; decode: number[] }> = {};
   const models: Partial<Record<Quant, Model>> = {}, cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bench-quant-'));
   try {

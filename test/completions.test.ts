@@ -49,11 +49,17 @@ test('completions: each prompt n times, in OpenAI\'s order, as the library\'s ge
   const penalised = await client.completions.create({ model: 'default', prompt: looping, temperature: 0, presence_penalty: 0.5, frequency_penalty: 1.5 });
   assert.equal(penalised.choices[0].text, pen.text);
   assert.deepEqual([loop.text.includes('shelf shelf shelf shelf'), pen.text.includes('shelf shelf')], [true, false], 'the penalties change the greedy text');
-  // vLLM's min_tokens and ignore_eos (benchmark clients send them): the library's minTokens.
-  const [least] = await model.generateBatch([PROMPTS[1]], { maxTokens: 16, temperature: 0, minTokens: 12 });
-  const atLeast = await client.completions.create({ model: 'default', prompt: PROMPTS[1], temperature: 0, min_tokens: 12 } as never) as { choices: { text: string }[] };
-  const fixed = await client.completions.create({ model: 'default', prompt: PROMPTS[1], temperature: 0, max_tokens: 20, ignore_eos: true } as never) as { usage: { completion_tokens: number }; choices: { finish_reason: string }[] };
-  assert.deepEqual([atLeast.choices[0].text, fixed.usage.completion_tokens, fixed.choices[0].finish_reason], [least.text, 20, 'length']);
+  // vLLM's min_tokens and ignore_eos (benchmark clients send them): the library's minTokens and ignoreEos, on a prompt
+  // answered in one token without them.
+  const turn = '<|im_start|>user\nCan you help me? Tell me the capital of Jastow. Just the answer, please.<|im_end|>\n<|im_start|>assistant\n';
+  const [short, least] = await Promise.all([{}, { minTokens: 12 }].map(async (o) => (await model.generateBatch([turn], { maxTokens: 16, temperature: 0, ...o }))[0]));
+  const atLeast = await client.completions.create({ model: 'default', prompt: turn, temperature: 0, min_tokens: 12 } as never) as { choices: { text: string }[] };
+  const fixed = await client.completions.create({ model: 'default', prompt: turn, temperature: 0, max_tokens: 20, ignore_eos: true } as never) as { usage: { completion_tokens: number }; choices: { finish_reason: string }[] };
+  assert.deepEqual([short.text, short.tokens.length, atLeast.choices[0].text, fixed.usage.completion_tokens, fixed.choices[0].finish_reason], ['Pirra', 1, least.text, 20, 'length']);
+  assert.ok(least.tokens.length >= 12, least.text);
+  // Nothing generated (echo at max_tokens 0): min_tokens asks for nothing.
+  const echoed = await client.completions.create({ model: 'default', prompt: 'Hi', max_tokens: 0, echo: true, logprobs: 1, min_tokens: 2 } as never) as { choices: { text: string }[] };
+  assert.equal(echoed.choices[0].text, 'Hi');
   // Prompt caching: a prompt (one row) that begins like a kept one is prefilled from where they differ; the text is
   // the library's, which keeps none here.
   const long = 'Emma has 3 apples and buys 4 more. Then she gives 2 to Tom and 1 to Zoe. How many apples does Emma have', n = model.encode(long, false).length;

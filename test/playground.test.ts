@@ -86,6 +86,12 @@ test('playground: Stop ends a streaming reply; Enter while one streams sends not
   await page.waitForSelector('#log .error');
   assert.equal(await page.textContent('#log .error'), 'Could not list the models (GET /v1/models): the server is shutting down. Is the server running? Reload the page to try again.');
   assert.equal(await page.isDisabled('#send'), true);
+  const posts: string[] = [];
+  page.on('request', (r) => { if (r.method() === 'POST') posts.push(r.url()); });
+  await page.fill('#prompt', 'What is the capital of Jastow?');
+  await page.press('#prompt', 'Enter');
+  await page.waitForTimeout(300);
+  assert.deepEqual(posts, [], 'Enter sends nothing either');
 }));
 
 test('playground: a question streams thinking and answer into the page; route, votes, TTFT and tokens/s shown', (t) => inPlayground(t, async (page, url, errors) => {

@@ -754,10 +754,31 @@ test('minTokens (vLLM\'s min_tokens): before that many tokens the end tokens are
     assert.deepEqual([first6.includes('r'), min.text.slice(first6.length).includes('r')], [true, false], min.text);
     assert.equal((await m.complete(q, { chat: true, maxTokens: 12, minTokens: 6, stop: 'r' })).text, min.text);
     assert.equal((await m.complete(q, { chat: true, maxTokens: 12, minTokens: 6, stop: tail })).text, min.text.slice(0, at + 1));
-    // ignore_eos's use: exactly maxTokens tokens.
-    const full = await m.complete(q, { chat: true, maxTokens: 10, minTokens: 10 });
-    assert.deepEqual([full.tokens.length, full.finishReason], [10, 'length']);
+    // A stop string never ends the text within the first minTokens tokens, nor later from there (a stop of another
+    // length, or a token without text, once let one found there cut the text), and what streams is the text returned.
+    for (const stop of [['er', 'help'], ['r'], ['e', 'second'], ['ra', ' I']]) {
+      for (let k = 1; k <= 7; k++) {
+        let streamed = '';
+        const r = await m.complete(q, { chat: true, maxTokens: 12, minTokens: k, stop }), [again] = await generateBatch(m.backend, m.tokenizer, [ids], [{ maxTokens: 12, minTokens: k, stop }], (_, piece) => { streamed += piece; });
+        const first = m.tokenizer.decode(r.tokens.slice(0, k), { skipSpecialTokens: true });
+        assert.ok(r.text.startsWith(first) && r.tokens.length >= k, `${stop} ${k}: ${JSON.stringify(r.text)}`);
+        assert.deepEqual([again.text, streamed], [r.text, r.text], `${stop} ${k}`);
+      }
+    }
+    // ignoreEos: no end token ends it, a stop string does.
+    const full = await m.complete(q, { chat: true, maxTokens: 10, ignoreEos: true });
+    assert.deepEqual([full.tokens.length, full.finishReason, full.tokens.slice(0, out.length)], [10, 'length', out]);
+    const word = full.text.split(' ')[3], cut = await m.complete(q, { chat: true, maxTokens: 10, ignoreEos: true, stop: word });
+    assert.deepEqual([cut.text, cut.finishReason], [full.text.slice(0, full.text.indexOf(word)), 'stop']);
     await assert.rejects(m.complete(q, { maxTokens: 4, minTokens: 5 }), /^Error: generate: minTokens \(5\) is more than maxTokens \(4\)$/);
+    await assert.rejects(m.complete(q, { minTokens: 300 }), /^Error: generate: minTokens \(300\) is more than maxTokens \(256, the default\)$/);
+    await assert.rejects(answer(m, q, { minTokens: 600 }), /^Error: answer: minTokens \(600\) is more than maxTokens \(512, the default\)$/);
+    // Cancelled before it began: no error (a cancelled answer never throws).
+    assert.equal((await answer(m, q, { minTokens: 5, signal: AbortSignal.abort() })).finishReason, 'cancelled');
+    // Near the context's end, minTokens comes down with the room left.
+    const long = m.encode('x '.repeat(m.config.maxPositionEmbeddings), false).slice(0, m.config.maxPositionEmbeddings - 5);
+    const [edge] = await generateBatch(m.backend, m.tokenizer, [long], [{ maxTokens: 10, minTokens: 8 }]);
+    assert.deepEqual([edge.tokens.length, edge.finishReason], [5, 'length']);
     await assert.rejects(m.complete(q, { minTokens: 1.5 }), /^Error: generate: minTokens must be an integer ≥ 0, got 1\.5$/);
     await assert.rejects(m.complete(q, { chat: true, minTokens: 2, json: true }), /minTokens cannot go with a constraint on the answer/);
   } finally {

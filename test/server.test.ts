@@ -600,6 +600,7 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ logit_bias: { 50: -100 } }, 'logit_bias', unsupported('logit_bias', '(token biases)'), 'unsupported_parameter'],
     [{ response_format: { type: 'json_object' }, ignore_eos: true }, 'ignore_eos', "Unsupported value: 'ignore_eos' with 'response_format' json_object: the constraint on the reply could leave the model no token to draw but its end; leave out 'ignore_eos'.", 'unsupported_value'],
     [{ min_tokens: 20, max_tokens: 10 }, 'min_tokens', "Invalid value for 'min_tokens': 20 is more than max_tokens (10).", null as never],
+    [{ min_tokens: 20, max_completion_tokens: 10 }, 'min_tokens', "Invalid value for 'min_tokens': 20 is more than max_completion_tokens (10).", null as never],
     [{ modalities: ['text', 'audio'] }, 'modalities', `Unsupported value: 'modalities' ["text","audio"] is not supported by edgereason; the models served output text only (["text"]).`, 'unsupported_value'],
     [{ audio: { voice: 'alloy', format: 'wav' } }, 'audio', unsupported('audio', '(audio output)'), 'unsupported_parameter'],
     [{ prediction: { type: 'content', content: 'x' } }, 'prediction', unsupported('prediction', '(predicted outputs)'), 'unsupported_parameter'],
@@ -642,11 +643,15 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     modalities: ['text'], verbosity: 'medium', edgereason: { reasoning: 'off' }, ignore_eos: false, min_tokens: 0, // (vLLM's benchmark client sends these)
   }));
   assert.equal(ok.choices.length, 1);
-  // vLLM's ignore_eos runs to max_tokens (what benchmark clients ask for, to time a fixed length), min_tokens at least that far.
-  const fixed = await create(ask('Can you help me? Tell me the capital of Jastow. Just the answer, please.', { max_tokens: 12, ignore_eos: true, edgereason: { reasoning: 'off' } }));
-  const least = await create(ask('Can you help me? Tell me the capital of Jastow. Just the answer, please.', { max_tokens: 12, min_tokens: 6, edgereason: { reasoning: 'off' } }));
-  assert.deepEqual([fixed.usage.completion_tokens, fixed.choices[0].finish_reason, least.choices[0].finish_reason], [12, 'length', 'stop']);
-  assert.ok(least.usage.completion_tokens >= 6 && least.usage.completion_tokens < 12, JSON.stringify(least.usage));
+  // vLLM's ignore_eos runs to max_tokens (what benchmark clients ask for, to time a fixed length), min_tokens at least
+  // that far; routed as without them (the gate, which held such answers and escalated them, stands aside: a 500 followed).
+  const sand = 'Can you help me? Reverse the word sand. Just the answer, please.';
+  const [plain, fixed, least] = await Promise.all([{}, { ignore_eos: true }, { min_tokens: 6 }].map((o) => create(ask(sand, { max_tokens: 30, ...o }))));
+  assert.deepEqual([plain.choices[0].message.content, plain.edgereason.route, fixed.edgereason.route, least.edgereason.route], ['dnas', 'direct', 'direct', 'direct']);
+  assert.deepEqual([fixed.usage.completion_tokens, fixed.choices[0].finish_reason, least.choices[0].finish_reason], [30, 'length', 'stop']);
+  assert.ok(least.usage.completion_tokens >= 6 && least.usage.completion_tokens < 30 && least.choices[0].message.content.startsWith('dnas'), JSON.stringify(least));
+  const reasoned = await create(ask(sand, { max_tokens: 40, ignore_eos: true, edgereason: { reasoning: 'on' } }));
+  assert.deepEqual([reasoned.usage.completion_tokens, reasoned.choices[0].finish_reason], [40, 'length']);
   // tool_choice "none" offers no tools: a template without them answers as without.
   const none = await create(ask('hi', { max_tokens: 3, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' }));
   assert.equal(none.usage.prompt_tokens, (await create(ask('hi', { max_tokens: 3 }))).usage.prompt_tokens);

@@ -25,7 +25,7 @@ import { makeSplits, type Item, type Mix } from '../tasks/synthetic.ts';
 export interface EvalCase { id: string; question: string; gold: string | number; category: string; task: Task }
 
 /** Generation options as eval takes them: not the decoding constraint, the thinking segment (reasoning says it) or per-token top log-probabilities and prompt lookup. */
-export interface EvalOptions extends Omit<GenerateOptions, 'allowedNext' | 'thinking' | 'topLogprobs' | 'promptLookup' | 'minTokens'> {
+export interface EvalOptions extends Omit<GenerateOptions, 'allowedNext' | 'thinking' | 'topLogprobs' | 'promptLookup' | 'minTokens' | 'ignoreEos'> {
   /** Reason: the invocation after the chat prompt, with the reasoning adapter on (see the header). */
   reasoning?: boolean;
   /** Invocation text for an adapter that names no invocation tokens (default "<think>"); one that differs from the adapter's own is refused. */

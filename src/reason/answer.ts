@@ -405,7 +405,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 }
 
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', ...SAMPLING_OPTIONS, 'promptLookup', 'minTokens'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', ...SAMPLING_OPTIONS, 'promptLookup', 'minTokens', 'ignoreEos'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -437,9 +437,10 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
   const drawing = samplingOf(opts);
-  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, maxTokens: opts.maxTokens }, model.config.vocabSize, 'answer');
+  if (Number.isInteger(opts.minTokens) && opts.minTokens! > (opts.maxTokens ?? 512)) throw new Error(`answer: minTokens (${opts.minTokens}) is more than maxTokens (${opts.maxTokens ?? '512, the default'})`);
+  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, ignoreEos: opts.ignoreEos, maxTokens: opts.maxTokens ?? 512 }, model.config.vocabSize, 'answer');
   if (opts.json !== undefined && stopList(opts.stop).length) throw new Error(JSON_STOP('answer'));
-  if ((opts.json !== undefined || opts[ALLOWED_NEXT]) && opts.minTokens) throw new Error(`answer: minTokens cannot go with ${opts.json !== undefined ? 'json' : 'a forced tool call'}: the constraint could leave the model no token to draw`);
+  if ((opts.json !== undefined || opts[ALLOWED_NEXT]) && (opts.minTokens || opts.ignoreEos)) throw new Error(`answer: ${opts.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with ${opts.json !== undefined ? 'json' : 'a forced tool call'}: the constraint could leave the model no token to draw`);
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);
@@ -500,7 +501,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({
     ...drawing, temperature: answerTemperature(opts.temperature, route, n), stop: opts.stop, ...(allowedNext ? { allowedNext } : {}), ...(opts.promptLookup ? { promptLookup: opts.promptLookup } : {}),
-    ...(opts.minTokens ? { minTokens: opts.minTokens } : {}),
+    ...(opts.minTokens ? { minTokens: opts.minTokens } : {}), ...(opts.ignoreEos ? { ignoreEos: true } : {}),
   });
   const seed = opts.seed ?? randomInt(2 ** 31);
   const handles = new Set<CacheHandle>();
@@ -593,8 +594,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
       // end) gives a reasoning turn no room to think, the direct answer stands.
       const room = (g: RouterGate) => Math.min(limit - g.tokens, ctx - reasonLen);
       // (Not for a JSON answer: the tokens the constraint picks are not the model's confident ones, and the gate, which
-      // reads the model's own log-probabilities, would escalate nearly every JSON answer at its first token.)
-      const gate = router?.gate && opts.json === undefined && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
+      // reads the model's own log-probabilities, would escalate nearly every JSON answer at its first token. Nor under
+      // minTokens or ignoreEos: the tokens after an answer the model would have ended are ones it did not want to write.)
+      const gate = router?.gate && opts.json === undefined && !opts.minTokens && !opts.ignoreEos && room(router.gate) >= MIN_ESCALATION_ROOM ? router.gate : undefined;
       // A thinking model answers after an empty thinking block (emptyBlock), fed on the prompt's cache; its logits give
       // the first token. (Cutting the cache to tagEnd also drops a speculative invocation, which sits past the prompt.)
       const { tagEnd, block } = direct;

@@ -64,6 +64,8 @@ export interface AnswerOptions extends SamplingParams {
    * included; see GenerateOptions.minTokens); not with `json`. Default 0.
    */
   minTokens?: number;
+  /** vLLM's ignore_eos: no end token ends a sample, which runs to maxTokens or a stop string (GenerateOptions.ignoreEos); not with `json`. */
+  ignoreEos?: boolean;
   /**
    * How an answer is read for voting: a task's grader (the synthetic task's "#### n" line, MATH's normalised
    * \boxed{}, …). Default: the answer it states ("#### n", "the answer is …", \boxed{}) or else its last number,

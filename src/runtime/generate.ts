@@ -32,10 +32,16 @@ export interface GenerateOptions extends SamplingParams {
   stopTokens?: number[];
   /**
    * vLLM's min_tokens: until this many tokens are generated (thinking included), the end tokens (`stopTokens`) are not
-   * drawn and stop strings do not end the text (those found then never do). Default 0. Not with `allowedNext`
-   * (a constraint that could leave nothing to draw), nor with promptLookup, which it turns off.
+   * drawn and stop strings do not end the text (one that ends in the text of those tokens never does; one that runs on
+   * past them may). Default 0. Not with `allowedNext` (a constraint that could leave nothing to draw). Where the
+   * runtime lowers maxTokens (the context's end), it is lowered with it.
    */
   minTokens?: number;
+  /**
+   * vLLM's ignore_eos: the end tokens (`stopTokens`) do not end the text, which runs to maxTokens or a stop string
+   * (here they are not drawn at all, where vLLM writes them and goes on). Not with `allowedNext`.
+   */
+  ignoreEos?: boolean;
   /**
    * The LoRA adapter the model was loaded with (per-token adapter mask = 1). Default (Model's generate/complete):
    * on — a plain LoRA everywhere, an activated one from the invocation its prompt holds (none: base weights).
@@ -160,8 +166,10 @@ export class Sequence {
   private guessLength = 1;
   private readonly decoder: StreamDecoder;
   private readonly stopTokens: Set<number>;
-  /** stopTokens as a list: what the sampler may not draw before minTokens. */
+  /** stopTokens as a list: what the sampler may not draw before minTokens, or at all with ignoreEos. */
   private ends?: number[];
+  /** opts.minTokens, at most maxTokens. */
+  private readonly minTokens: number;
   /** How many tokens of `thinking.force` come before its closing tag. */
   private readonly forceEndAt: number = 0;
   /** At the cap's edge: the next sampled token stays only if it closes the segment or is the forced text's own next token. */
@@ -176,9 +184,8 @@ export class Sequence {
   private stopFrom = 0;
   /** Whether the answer's first non-blank character has been seen (stopFrom then points at it). */
   private answerSeen = false;
-  /** Text length at the last stop search, and the longest stop string's length. */
+  /** Text length at the last stop search. */
   private searched = 0;
-  private readonly longestStop: number;
   /** With a repetition penalty: the distinct ids of the prompt and the output so far (tokens[0 … seenUpTo) added). */
   private readonly seen?: Set<number>;
   private readonly seenIds: number[] = [];
@@ -196,15 +203,16 @@ export class Sequence {
    */
   constructor(private readonly tokenizer: TextTokenizer, readonly opts: GenerateOptions, readonly promptTokens: number, private readonly onText?: (piece: string) => void,
     promptTail: readonly number[] = [], prompt: readonly number[] = []) {
-    checkGenerateOptions(opts, tokenizer.vocabSize);
+    // minTokens comes down with a maxTokens the runtime lowered (an escalated answer's dropped attempt, the context's end).
+    this.minTokens = Math.min(opts.minTokens ?? 0, opts.maxTokens ?? 256);
+    checkGenerateOptions(opts.minTokens === this.minTokens ? opts : { ...opts, minTokens: this.minTokens }, tokenizer.vocabSize);
     if (opts.presencePenalty || opts.frequencyPenalty) this.counted = { ids: [], n: [], slot: new Map() };
     if (opts.repetitionPenalty !== undefined && opts.repetitionPenalty !== 1) { this.seen = new Set(prompt); this.seenIds = [...this.seen]; }
-    else if (opts.promptLookup && !this.counted && !opts.minTokens) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
+    else if (opts.promptLookup && !this.counted) { this.context = [...prompt]; this.ngrams = LOOKUP_NGRAMS.map(() => new Map()); }
     this.random = seededRandom(opts.seed ?? randomInt(2 ** 32));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true }, promptTail);
     this.stopTokens = new Set(opts.stopTokens ?? tokenizer.eosTokenIds);
     this.stops = stopList(opts.stop);
-    this.longestStop = Math.max(1, ...this.stops.map((s) => s.length));
     const th = opts.thinking;
     this.thinkingOpen = !!th;
     if (th) {
@@ -236,7 +244,7 @@ export class Sequence {
     const { temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, topLogprobs } = this.opts, from = this.answerFrom;
     const allow = from === undefined ? undefined : this.opts.allowedNext?.(from ? this.tokens.slice(from) : this.tokens, this.answerLead);
     const p: RowSampling = { temperature, topK, topP, minP, u: this.draw(), ...(topLogprobs ? { topLogprobs } : {}), ...(allow ? { allow } : {}) };
-    if (this.tokens.length < (this.opts.minTokens ?? 0)) p.deny = this.ends ??= [...this.stopTokens];
+    if (this.opts.ignoreEos || this.tokens.length < this.minTokens) p.deny = this.ends ??= [...this.stopTokens];
     const c = this.counted;
     if (c) {
       for (; this.countedUpTo < this.tokens.length; this.countedUpTo++) {
@@ -262,7 +270,9 @@ export class Sequence {
    */
   guess(): Draft | undefined {
     const ctx = this.context, most = Math.min(this.guessLength, this.opts.promptLookup ?? 0, (this.opts.maxTokens ?? 256) - this.tokens.length - 1,
-      this.thinkingOpen && this.opts.thinking!.maxTokens !== undefined ? this.room() - this.forceEndAt - 1 : Infinity);
+      this.thinkingOpen && this.opts.thinking!.maxTokens !== undefined ? this.room() - this.forceEndAt - 1 : Infinity,
+      // a step's draws share one sampling: all before minTokens (the end tokens denied) or all after it
+      this.tokens.length < this.minTokens ? this.minTokens - this.tokens.length - 1 : Infinity);
     if (!ctx || most < 1 || this.atEdge || this.tokens.length < this.guessFrom || this.constrained) return undefined;
     const key = (end: number, n: number) => ctx.slice(end - n + 1, end + 1).join();
     for (; this.indexed < ctx.length - 1; this.indexed++) LOOKUP_NGRAMS.forEach((n, i) => { if (this.indexed >= n - 1) this.ngrams![i].set(key(this.indexed, n), this.indexed); });
@@ -391,19 +401,23 @@ export class Sequence {
 
   /** Finishes the sequence on a stop string or at the length limit; true if it did. */
   private finished(): boolean {
-    // Before minTokens a stop string does not count, nor later: the search goes on only from the text after it.
-    if (this.tokens.length < (this.opts.minTokens ?? 0)) this.searched = this.text.length + this.longestStop - 1;
+    // Up to minTokens a stop string does not count (as vLLM's, the minTokens-th token's text included), nor later: the
+    // search goes on from the text after them (a stop string may begin in it).
+    if (!this.stopsCount()) this.searched = this.text.length;
     else if (this.cutAtStop()) return this.finish('stop', false);
     if (this.tokens.length >= (this.opts.maxTokens ?? 256)) return this.finish('length');
     return false;
   }
 
+  /** Whether a stop string found now ends the text: not up to minTokens tokens. */
+  private stopsCount(): boolean { return !this.minTokens || this.tokens.length > this.minTokens; }
+
   /** Cuts the text where the first stop string begins, if it holds one; true if it did. */
   private cutAtStop(): boolean {
     // Text already searched holds no stop: look again only where a stop could end in the new text.
-    const from = Math.max(this.stopStart(), this.searched - this.longestStop + 1);
+    const start = this.stopStart(), searched = this.searched;
     this.searched = this.text.length;
-    const hits = from === Infinity ? [] : this.stops.map((s) => this.text.indexOf(s, from)).filter((i) => i >= 0);
+    const hits = start === Infinity ? [] : this.stops.map((s) => this.text.indexOf(s, Math.max(start, searched - s.length + 1))).filter((i) => i >= 0);
     if (!hits.length) return false;
     this.text = this.text.slice(0, Math.min(...hits));
     return true;
@@ -472,7 +486,7 @@ export class Sequence {
   private finish(reason: FinishReason, flush = true): boolean {
     if (flush) {
       this.text += this.decoder.flush();
-      if (this.cutAtStop()) reason = 'stop';
+      if (this.stopsCount() && this.cutAtStop()) reason = 'stop';
     }
     this.finishReason = reason;
     this.emit(true);
@@ -513,8 +527,9 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
   if (o.minTokens !== undefined && !(Number.isInteger(o.minTokens) && o.minTokens >= 0)) bad('minTokens must be an integer ≥ 0', o.minTokens);
-  if (o.minTokens && o.maxTokens !== undefined && o.minTokens > o.maxTokens) throw new Error(`${where}: minTokens (${o.minTokens}) is more than maxTokens (${o.maxTokens})`);
-  if (o.minTokens && o.allowedNext) throw new Error(`${where}: minTokens cannot go with a constraint on the answer (json, a forced tool call): it could leave the model no token to draw`);
+  if (o.minTokens && o.minTokens > (o.maxTokens ?? 256)) throw new Error(`${where}: minTokens (${o.minTokens}) is more than maxTokens (${o.maxTokens ?? '256, the default'})`);
+  if (o.ignoreEos !== undefined && typeof o.ignoreEos !== 'boolean') bad('ignoreEos must be true or false', o.ignoreEos);
+  if ((o.minTokens || o.ignoreEos) && o.allowedNext) throw new Error(`${where}: ${o.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with a constraint on the answer (json, a forced tool call): it could leave the model no token to draw`);
   if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) bad('promptLookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off)', o.promptLookup);
   const stops = stopList(o.stop);
   if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad('stop must be a string or a list of strings', o.stop);

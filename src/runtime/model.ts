@@ -523,7 +523,7 @@ let adapterViews = 0;
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'signal', 'cache', 'cacheDir', 'onNote', 'promptCache', 'ropeScaling'];
-const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'minTokens', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', ...SAMPLING_OPTIONS, 'promptLookup'];
+const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'minTokens', 'ignoreEos', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', ...SAMPLING_OPTIONS, 'promptLookup'];
 
 
 /** The options that say how a prompt is read (keepPrompt, promptLogprobs): known keys, chat true or false. */

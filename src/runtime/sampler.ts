@@ -112,6 +112,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     for (let i = best + 1; i < V; i++) if (logits[i] > logits[best]) best = i;
   }
   const max = logits[best];
+  if (max === -Infinity && deny?.length) throw new Error('sampler: no token is left to draw: every one the model could write is an end token, which minTokens or ignoreEos keeps out (stopTokens covering the vocabulary?)');
   // No finite best logit (all NaN, or an infinite one): the forward pass overflowed, and any pick would be garbage.
   if (!Number.isFinite(max)) throw notFinite(max, repeated ? rp : undefined);
   let lseAll = lse; // log Σ exp of the model's logits, over the whole vocabulary once (a top-20 list asks for 21 log-probabilities)

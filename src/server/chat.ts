@@ -235,12 +235,13 @@ export function finishReason(f: AnswerResult['samples'][number]['finishReason'])
  * A request's sampling fields as generate options. One the request leaves out is the model's generation_config.json's
  * (as vLLM); the temperature's default (serve --temperature, else that file's, else 1) is the server's limit.
  */
-export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits, maxTokens: number): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'stop' | 'promptLookup' | 'minTokens'> {
+export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits, max: { tokens: number; param: string; given: boolean }): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'stop' | 'promptLookup' | 'minTokens' | 'ignoreEos'> {
   const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
   const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty, stop = req.stop == null ? [] : stopList(req.stop);
-  // vLLM's: ignore_eos generates max_tokens tokens (as benchmark clients ask), min_tokens at least that many; the end tokens are not drawn before.
-  if (req.min_tokens && req.min_tokens > maxTokens) throw new ApiError(400, `Invalid value for 'min_tokens': ${req.min_tokens} is more than max_tokens (${maxTokens}).`, 'min_tokens');
-  const minTokens = req.ignore_eos ? maxTokens : req.min_tokens ?? 0;
+  // vLLM's: with ignore_eos no end token ends the reply (benchmark clients ask for max_tokens tokens so), with min_tokens
+  // none before that many (nor a stop string). Nothing is generated at max_tokens 0 (/v1/completions' echo).
+  if (req.min_tokens && max.tokens && req.min_tokens > max.tokens) throw new ApiError(400, `Invalid value for 'min_tokens': ${req.min_tokens} is more than ${max.param} (${max.tokens}${max.given ? '' : ', the default'}).`, 'min_tokens');
+  const minTokens = max.tokens ? req.min_tokens ?? 0 : 0, ignoreEos = !!max.tokens && !!req.ignore_eos;
   return {
     temperature: req.temperature ?? limits.defaultTemperature,
     ...(topP != null ? { topP } : {}),
@@ -252,6 +253,7 @@ export function samplingOptions(req: SamplingRequest, served: Served, limits: Ch
     ...(stop.length ? { stop } : {}),
     ...(limits.promptLookup ? { promptLookup: limits.promptLookup } : {}),
     ...(minTokens ? { minTokens } : {}),
+    ...(ignoreEos ? { ignoreEos } : {}),
   };
 }
 
@@ -490,7 +492,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (req.top_logprobs && req.logprobs !== true) throw new ApiError(400, "Invalid value for 'top_logprobs': the most likely tokens' log-probabilities come with the reply's, which need 'logprobs' true.", 'top_logprobs');
   const logprobs = req.logprobs === true ? req.top_logprobs ?? 0 : undefined;
   const options: Plan['options'] = {
-    reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits, maxTokens), ...(logprobs ? { topLogprobs: logprobs } : {}),
+    reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits, { tokens: maxTokens, param: askedParam, given: asked !== undefined }), ...(logprobs ? { topLogprobs: logprobs } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
     vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,

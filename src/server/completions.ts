@@ -107,7 +107,7 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   });
   return {
     served: m, rows: texts.flatMap((t) => Array<string | number[]>(n).fill(t)), promptTokens, n,
-    options: { maxTokens: Math.max(1, asked), seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits, Math.max(1, asked)), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
+    options: { maxTokens: Math.max(1, asked), seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits, { tokens: asked, param: 'max_tokens', given: req.max_tokens != null }), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo, generate: asked > 0, ...(req.logprobs != null ? { logprobs: req.logprobs } : {}),
   };
 }

@@ -96,7 +96,7 @@ export interface SamplingRequest {
   stop?: string | string[] | null;
   /** vLLM's: at least this many tokens before an end token or stop string ends the reply. */
   min_tokens?: number | null;
-  /** vLLM's: the end tokens do not end the reply, which runs to max_tokens (here: they are not drawn). */
+  /** vLLM's: the end tokens do not end the reply, which runs to max_tokens or a stop string (here: they are not drawn). */
   ignore_eos?: boolean | null;
 }
 
