@@ -107,6 +107,11 @@ test('completions: what it cannot do, a prompt that does not fit and an unknown 
   await refused({ suffix: 'x' }, 400, 'suffix', "Unsupported parameter: 'suffix' (text to insert before) is not supported by edgereason.");
   await refused({ best_of: 3 }, 400, 'best_of', "Unsupported parameter: 'best_of' 3 (ranking more samples than n by log-probability; only best_of = n) is not supported by edgereason.");
   await refused({ presence_penalty: 2.5 }, 400, 'presence_penalty', "Invalid value for 'presence_penalty': must be <= 2, got 2.5.");
+  await refused({ skip_special_tokens: false }, 400, 'skip_special_tokens', "Unsupported value: 'skip_special_tokens' false is not supported by edgereason: the text is decoded without the special tokens (vLLM's default, true).");
+  await refused({ stream: true, stream_options: { continuous_usage_stats: true } }, 400, 'stream_options.continuous_usage_stats', "Unsupported parameter: 'stream_options.continuous_usage_stats' (usage on every chunk; include_usage sends it once, at the end) is not supported by edgereason.");
+  // What asks for nothing passes, as on chat (benchmark clients send these).
+  const quiet = await client.completions.create({ model: 'default', prompt: 'Hi', max_tokens: 2, skip_special_tokens: true, stream: true, stream_options: { include_usage: false, continuous_usage_stats: false } } as never) as unknown as AsyncIterable<unknown>;
+  for await (const _ of quiet) { /* drained */ }
   await refused({ prompt: '' }, 400, 'prompt', "Invalid value for 'prompt': the prompt is empty (it encodes to no tokens, and a model continues some text).");
   await refused({ prompt: ['Hi', ''] }, 400, 'prompt[1]', "Invalid value for 'prompt[1]': the prompt is empty (it encodes to no tokens, and a model continues some text).");
   const long = 'one two three four '.repeat(300), tokens = model.encode(long, false).length;

@@ -328,15 +328,18 @@ test('server --cors-origin: pages of the origins given may call the API from a b
   }
 });
 
-test('SSE: a stream quiet for keepAliveMs sends a comment line (which clients skip); none once ended', async () => {
+test('SSE: a stream quiet for keepAliveMs sends a comment line (which clients skip); none once ended; none at 0 (serve --sse-keepalive 0)', async () => {
+  let keepAlive = 40;
   const srv = http.createServer((_, res) => {
-    const sse = new SseWriter(res, {}, 40);
+    const sse = new SseWriter(res, {}, keepAlive);
     setTimeout(() => { sse.send({ a: 1 }); sse.done(); }, 100); // after quiet spells of 40 ms (two, or one where the machine is slow)
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   try {
-    const body = await (await fetch(`http://127.0.0.1:${(srv.address() as { port: number }).port}/`)).text();
-    assert.match(body, /^(: keep-alive\n\n){1,2}data: \{"a":1\}\n\ndata: \[DONE\]\n\n$/);
+    const get = async () => (await fetch(`http://127.0.0.1:${(srv.address() as { port: number }).port}/`)).text();
+    assert.match(await get(), /^(: keep-alive\n\n){1,2}data: \{"a":1\}\n\ndata: \[DONE\]\n\n$/);
+    keepAlive = 0;
+    assert.equal(await get(), 'data: {"a":1}\n\ndata: [DONE]\n\n');
   } finally {
     srv.close();
   }
@@ -645,11 +648,19 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
   assert.equal(ok.choices.length, 1);
   // vLLM's ignore_eos runs to max_tokens (what benchmark clients ask for, to time a fixed length), min_tokens at least
   // that far; routed as without them (the gate, which held such answers and escalated them, stands aside: a 500 followed).
+  // (max_tokens 100: room for the gate, which needs 80.)
   const sand = 'Can you help me? Reverse the word sand. Just the answer, please.';
-  const [plain, fixed, least] = await Promise.all([{}, { ignore_eos: true }, { min_tokens: 6 }].map((o) => create(ask(sand, { max_tokens: 30, ...o }))));
+  const [plain, fixed, least] = await Promise.all([{}, { ignore_eos: true }, { min_tokens: 6 }].map((o) => create(ask(sand, { max_tokens: 100, ...o }))));
   assert.deepEqual([plain.choices[0].message.content, plain.edgereason.route, fixed.edgereason.route, least.edgereason.route], ['dnas', 'direct', 'direct', 'direct']);
-  assert.deepEqual([fixed.usage.completion_tokens, fixed.choices[0].finish_reason, least.choices[0].finish_reason], [30, 'length', 'stop']);
-  assert.ok(least.usage.completion_tokens >= 6 && least.usage.completion_tokens < 30 && least.choices[0].message.content.startsWith('dnas'), JSON.stringify(least));
+  assert.deepEqual([fixed.usage.completion_tokens, fixed.choices[0].finish_reason, least.choices[0].finish_reason], [100, 'length', 'stop']);
+  assert.ok(least.usage.completion_tokens >= 6 && least.usage.completion_tokens < 100 && least.choices[0].message.content.startsWith('dnas'), JSON.stringify(least));
+  // A stream that fails after its 200 (what the schema asks for next, no token can write) counts as its error's status.
+  const failing = { route: '/v1/chat/completions', code: '400' }, before = server.metrics.requests.get(failing);
+  await assert.rejects(streamed(ask('hi', { max_tokens: 40, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { const: 'café' } } } })), /no token of this model's vocabulary can write/);
+  for (let i = 0; i < 100 && server.metrics.requests.get(failing) === before; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(server.metrics.requests.get(failing), before + 1);
+  const fixedStream = await streamed(ask(sand, { max_tokens: 100, ignore_eos: true, stream_options: { include_usage: true } }));
+  assert.deepEqual([fixedStream.content[0], fixedStream.chunks.at(-1)!.usage.completion_tokens], [fixed.choices[0].message.content, 100]);
   const reasoned = await create(ask(sand, { max_tokens: 40, ignore_eos: true, edgereason: { reasoning: 'on' } }));
   assert.deepEqual([reasoned.usage.completion_tokens, reasoned.choices[0].finish_reason], [40, 'length']);
   // tool_choice "none" offers no tools: a template without them answers as without.

@@ -56,6 +56,7 @@ export function serveCommand(program: Command): void {
     .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown when something new was kept: a long system prompt is prefilled once, not once per restart (needs --prompt-cache above 0)')
     .option('--prompt-lookup <n>', `${PROMPT_LOOKUP_HELP}; a request decoding beside others steps without guesses`, intArg('--prompt-lookup', 0, 64), 0)
     .option('--shutdown-grace <ms>', 'on SIGTERM or Ctrl-C, how long in-flight requests may finish before they are cancelled (a second signal cancels them at once)', intArg('--shutdown-grace', 0), 10000)
+    .option('--sse-keepalive <ms>', 'a stream quiet this long (a long prefill, a queue) gets a ": keep-alive" comment, so that a proxy does not cut it; 0: none (some benchmark clients read every line as JSON and fail on one)', intArg('--sse-keepalive', 0), 15000)
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
       for (const check of checks) check();
@@ -65,7 +66,7 @@ export function serveCommand(program: Command): void {
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, corsOrigins: o.corsOrigin, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
-        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, ropeScaling: ropeScalingOf(o), threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
+        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, ropeScaling: ropeScalingOf(o), threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, sseKeepAliveMs: o.sseKeepalive, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
       }).finally(() => bar.stop());
       let url: string;
       try {

@@ -26,7 +26,7 @@ import { loadServed, servedModel, type AdapterSpec, type Served } from './models
 import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type ChoiceOut, type EffortBudgets, type Plan } from './chat.ts';
 import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
-import { SseWriter } from './sse.ts';
+import { KEEP_ALIVE_MS, SseWriter } from './sse.ts';
 import { prepareJsonVocabulary } from '../runtime/json-constraint.ts';
 import { promptCharBound } from './prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
@@ -39,6 +39,16 @@ import { keepSource, parseToolCalls, ToolCallStream, topLevelText, type ParsedTo
 
 /** Streamed replies stopped because their client left: counted as 499 whatever their status line said. */
 const cancelledReplies = new WeakSet<object>();
+/** Streams that failed after their 200 was sent, by the status of the error they carry (what /metrics counts them as). */
+const failedStreams = new WeakMap<object, number>();
+
+/** Ends a stream with the error `e` (a 500 unless an ApiError), counted in /metrics by its status, not the 200 sent first. */
+function streamError(sse: SseWriter, raw: object, e: unknown): void {
+  const err = e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error');
+  failedStreams.set(raw, err.status);
+  sse.send(err.toJSON());
+  sse.done();
+}
 
 export interface ServerOptions {
   model: string;
@@ -100,6 +110,12 @@ export interface ServerOptions {
   promptCacheFile?: string;
   /** How long close() lets in-flight requests finish before cancelling them. Default 10 s. */
   shutdownGraceMs?: number;
+  /**
+   * A stream quiet this long (a long prefill, a queue, a vote) gets a `: keep-alive` comment, so that a proxy's idle
+   * timeout does not cut it; 0: none (clients that read every line as JSON, as some benchmark clients do, fail on
+   * one). Default 15 s.
+   */
+  sseKeepAliveMs?: number;
   logger?: boolean;
 }
 
@@ -276,7 +292,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   app.addHook('onRequest', async (req, reply) => {
     reply.raw.once('close', () => {
       const raw = reply.raw;
-      metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', code: cancelledReplies.has(raw) || !raw.writableEnded ? '499' : String(raw.statusCode) });
+      metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', code: cancelledReplies.has(raw) || !raw.writableEnded ? '499' : String(failedStreams.get(raw) ?? raw.statusCode) });
     });
   });
 
@@ -364,8 +380,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         ({ out, prompts } = await runCompletion(plan, abort.signal, (row, text) => piece(row, text)));
       } catch (e) {
         if (!(e instanceof AbortedError) && !abort.signal.aborted) {
-          sse.send((e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error')).toJSON());
-          sse.done();
+          streamError(sse, reply.raw, e);
           return reply;
         }
       }
@@ -391,7 +406,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   async function admitted<T>(reply: FastifyReply, rows: number, route: string, streamed: boolean, run: (abort: AbortController, waitedMs: number, stream: () => SseWriter) => Promise<T>): Promise<T | FastifyReply> {
     let sse: SseWriter | undefined;
     const stream = () => {
-      if (!sse) { reply.hijack(); sse = new SseWriter(reply.raw, { ...corsHeaders(reply), ...(closing ? { connection: 'close' } : {}) }); }
+      if (!sse) { reply.hijack(); sse = new SseWriter(reply.raw, { ...corsHeaders(reply), ...(closing ? { connection: 'close' } : {}) }, o.sseKeepAliveMs ?? KEEP_ALIVE_MS); }
       return sse;
     };
     const abort = new AbortController();
@@ -412,8 +427,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         if (e instanceof ApiError && e.status === 499) endCancelled(sse, reply);
         else {
           if (closing) metrics.cancelled.inc(); // (a 200 stream: counted as cut short by the shutdown, as one running is)
-          sse.send((e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error')).toJSON());
-          sse.done();
+          streamError(sse, reply.raw, e);
         }
         return reply;
       }
@@ -522,9 +536,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       }, start);
     } catch (e) {
       if (!(e instanceof AbortedError) && !abort.signal.aborted) {
-        const err = e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error');
-        sse.send(err.toJSON());
-        sse.done();
+        streamError(sse, reply.raw, e);
         return;
       }
     }

@@ -240,6 +240,7 @@ export function samplingOptions(req: SamplingRequest, served: Served, limits: Ch
   const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty, stop = req.stop == null ? [] : stopList(req.stop);
   // vLLM's: with ignore_eos no end token ends the reply (benchmark clients ask for max_tokens tokens so), with min_tokens
   // none before that many (nor a stop string). Nothing is generated at max_tokens 0 (/v1/completions' echo).
+  if (req.skip_special_tokens === false) throw new ApiError(400, "Unsupported value: 'skip_special_tokens' false is not supported by edgereason: the text is decoded without the special tokens (vLLM's default, true).", 'skip_special_tokens', 'invalid_request_error', 'unsupported_value');
   if (req.min_tokens && max.tokens && req.min_tokens > max.tokens) throw new ApiError(400, `Invalid value for 'min_tokens': ${req.min_tokens} is more than ${max.param} (${max.tokens}${max.given ? '' : ', the default'}).`, 'min_tokens');
   const minTokens = max.tokens ? req.min_tokens ?? 0 : 0, ignoreEos = !!max.tokens && !!req.ignore_eos;
   return {

@@ -21,7 +21,7 @@ export interface CompletionRequest extends SamplingRequest {
   max_tokens?: number | null;
   n?: number | null;
   stream?: boolean | null;
-  stream_options?: { include_usage?: boolean | null } | null;
+  stream_options?: { include_usage?: boolean | null; include_obfuscation?: boolean | null; continuous_usage_stats?: boolean | null } | null;
   echo?: boolean | null;
   suffix?: string | null;
   best_of?: number | null;
@@ -44,7 +44,7 @@ export const completionRequestSchema = {
     max_tokens: nullable({ type: 'integer', minimum: 0 }), // 0: with echo, the prompt scored and nothing generated
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),
-    stream_options: nullable({ type: 'object', additionalProperties: false, properties: { include_usage: nullable({ type: 'boolean' }) } }),
+    stream_options: nullable({ type: 'object', additionalProperties: false, properties: { include_usage: nullable({ type: 'boolean' }), include_obfuscation: nullable({ type: 'boolean' }), continuous_usage_stats: nullable({ type: 'boolean' }) } }), // as chat's
     echo: nullable({ type: 'boolean' }),
     suffix: nullable({ type: 'string' }),
     best_of: nullable({ type: 'integer', minimum: 1 }),

@@ -81,6 +81,7 @@ export const samplingFields = {
   stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1 } }] }),
   min_tokens: nullable({ type: 'integer', minimum: 0 }), // vLLM's extra sampling fields, which benchmark clients send
   ignore_eos: nullable({ type: 'boolean' }),
+  skip_special_tokens: nullable({ type: 'boolean' }), // true only: the text is always decoded without them
 } as const;
 
 export interface SamplingRequest {
@@ -98,6 +99,8 @@ export interface SamplingRequest {
   min_tokens?: number | null;
   /** vLLM's: the end tokens do not end the reply, which runs to max_tokens or a stop string (here: they are not drawn). */
   ignore_eos?: boolean | null;
+  /** vLLM's: true (its default) is what edgereason does; false is refused. */
+  skip_special_tokens?: boolean | null;
 }
 
 /** Fields outside OpenAI's request, vLLM's and edgereason's are refused ("Unrecognized request argument supplied"). */

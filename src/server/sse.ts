@@ -10,7 +10,7 @@ export const KEEP_ALIVE_MS = 15_000;
 
 export class SseWriter {
   private ended = false;
-  private readonly beat: NodeJS.Timeout;
+  private readonly beat?: NodeJS.Timeout;
 
   constructor(private readonly res: ServerResponse, headers: Record<string, string> = {}, keepAliveMs = KEEP_ALIVE_MS) {
     res.writeHead(200, {
@@ -21,8 +21,10 @@ export class SseWriter {
       ...headers,
     });
     res.flushHeaders();
-    this.beat = setInterval(() => { if (this.open) this.res.write(': keep-alive\n\n'); }, keepAliveMs).unref();
-    res.once('close', () => clearInterval(this.beat)); // a client gone before end() stops it too
+    if (keepAliveMs > 0) { // (0: none)
+      this.beat = setInterval(() => { if (this.open) this.res.write(': keep-alive\n\n'); }, keepAliveMs).unref();
+      res.once('close', () => clearInterval(this.beat)); // a client gone before end() stops it too
+    }
   }
 
   /** False once the client is gone or the stream has ended. */
@@ -31,7 +33,7 @@ export class SseWriter {
   send(data: unknown): void {
     if (!this.open) return;
     this.res.write(`data: ${JSON.stringify(data)}\n\n`);
-    this.beat.refresh(); // the next comment only after another quiet spell
+    this.beat?.refresh(); // the next comment only after another quiet spell
   }
 
   /** Ends the stream with `data: [DONE]`. */
