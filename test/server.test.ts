@@ -328,6 +328,30 @@ test('server --cors-origin: pages of the origins given may call the API from a b
   }
 });
 
+test('serve --reasoning-format inline: the thinking in content between <think> and </think> (streamed and not), the separate format\'s text; a reply sent back so is read as its thinking', async () => {
+  const inl = await createServer({ model: fixture.dir, port: 0, ctx: 512, reasoningFormat: 'inline' });
+  try {
+    const c = new OpenAI({ baseURL: `${await inl.listen()}/v1`, apiKey: 'x' });
+    const question = 'At first, Ella has 5 marbles. Ella sells 3 marbles. Leo gives her 3 marbles. How many marbles does Ella end up with?';
+    const body = ask(question, { max_tokens: 48, edgereason: { reasoning: 'on' } });
+    const sep = (await create(body)).choices[0].message, inlined = (await c.chat.completions.create(body as any)).choices[0].message as Loose;
+    assert.ok(sep.reasoning_content, 'it thought');
+    assert.deepEqual([inlined.content, inlined.reasoning_content], [`<think>${sep.reasoning_content}</think>${sep.content}`, null]);
+    let text = '';
+    for await (const ch of await c.chat.completions.create({ ...body, stream: true } as any) as unknown as AsyncIterable<Loose>) {
+      for (const d of ch.choices) { text += d.delta.content ?? ''; assert.equal(d.delta.reasoning_content, undefined); }
+    }
+    assert.equal(text, inlined.content);
+    // Sent back as the next turn's history, the inline reply prompts as the separate one does.
+    const turn2 = (reply: Loose) => create({ model: 'reasoning', messages: [{ role: 'user', content: question }, reply, { role: 'user', content: 'And Leo?' }], max_tokens: 2, edgereason: { reasoning: 'off' } });
+    const [a, b] = await Promise.all([turn2({ role: 'assistant', content: sep.content, reasoning_content: sep.reasoning_content }), turn2({ role: 'assistant', content: inlined.content })]);
+    assert.equal(b.usage.prompt_tokens, a.usage.prompt_tokens);
+    await assert.rejects(createServer({ model: fixture.dir, reasoningFormat: 'none' as never }), /^Error: serve: --reasoning-format must be separate or inline, got "none"$/);
+  } finally {
+    await inl.close();
+  }
+});
+
 test('SSE: a stream quiet for keepAliveMs sends a comment line (which clients skip); none once ended; none at 0 (serve --sse-keepalive 0)', async () => {
   let keepAlive = 40;
   const srv = http.createServer((_, res) => {

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { shortName } from '../io/hub.ts';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { MAX_THREADS } from '../runtime/threads.ts';
 import { createServer } from '../server/app.ts';
 import { lateProgress } from '../train/progress.ts';
@@ -56,6 +56,7 @@ export function serveCommand(program: Command): void {
     .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at shutdown when something new was kept: a long system prompt is prefilled once, not once per restart (needs --prompt-cache above 0)')
     .option('--prompt-lookup <n>', `${PROMPT_LOOKUP_HELP}; a request decoding beside others steps without guesses`, intArg('--prompt-lookup', 0, 64), 0)
     .option('--shutdown-grace <ms>', 'on SIGTERM or Ctrl-C, how long in-flight requests may finish before they are cancelled (a second signal cancels them at once)', intArg('--shutdown-grace', 0), 10000)
+    .addOption(new Option('--reasoning-format <where>', 'a reply\'s thinking in reasoning_content (separate, as vLLM\'s reasoning parsers and llama.cpp\'s deepseek format) or in content between <think> and </think> (inline, as llama.cpp\'s none: for clients that read only content, benchmark clients among them)').choices(['separate', 'inline']).default('separate'))
     .option('--sse-keepalive <ms>', 'a stream quiet this long (a long prefill, a queue) gets a ": keep-alive" comment, so that a proxy does not cut it; 0: none (some benchmark clients read every line as JSON and fail on one)', intArg('--sse-keepalive', 0), 15000)
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
@@ -66,7 +67,7 @@ export function serveCommand(program: Command): void {
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, corsOrigins: o.corsOrigin, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
-        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, ropeScaling: ropeScalingOf(o), threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, sseKeepAliveMs: o.sseKeepalive, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
+        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, ropeScaling: ropeScalingOf(o), threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, sseKeepAliveMs: o.sseKeepalive, reasoningFormat: o.reasoningFormat, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
       }).finally(() => bar.stop());
       let url: string;
       try {

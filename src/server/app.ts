@@ -36,6 +36,7 @@ import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import type { Quant } from '../onnx/quant.ts';
 import type { RopeScalingChoice } from '../models/config.ts';
 import { keepSource, parseToolCalls, ToolCallStream, topLevelText, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
+import { THINK_CLOSE, THINK_OPEN } from '../reason/answer.ts';
 
 /** Streamed replies stopped because their client left: counted as 499 whatever their status line said. */
 const cancelledReplies = new WeakSet<object>();
@@ -116,6 +117,13 @@ export interface ServerOptions {
    * one). Default 15 s.
    */
   sseKeepAliveMs?: number;
+  /**
+   * Where a chat reply's thinking goes: 'separate' (default) in `reasoning_content` (and vLLM's `reasoning`), as vLLM's
+   * reasoning parsers and llama.cpp's --reasoning-format deepseek put it; 'inline' in `content`, between <think> and
+   * </think>, as vLLM without a reasoning parser and llama.cpp's --reasoning-format none leave it (for clients that
+   * read only `content`: benchmark clients then count and time the thinking too).
+   */
+  reasoningFormat?: 'separate' | 'inline';
   logger?: boolean;
 }
 
@@ -166,6 +174,8 @@ const hostName = (h: string | undefined): string | undefined => {
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
   if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) throw new Error(`serve: --prompt-lookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off), got ${shown(o.promptLookup)}`);
+  if (o.reasoningFormat !== undefined && o.reasoningFormat !== 'separate' && o.reasoningFormat !== 'inline') throw new Error(`serve: --reasoning-format must be separate or inline, got ${shown(o.reasoningFormat)}`);
+  const inline = o.reasoningFormat === 'inline';
   // As browsers write them in an Origin header (the plugin compares the texts): "http://LocalHost:80" is http://localhost.
   const corsOrigins = (o.corsOrigins ?? []).map((origin) => {
     let url: URL | undefined;
@@ -340,7 +350,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
           return {
             index: c.index,
             message: {
-              role: 'assistant', content: called ? calls!.content || null : text, reasoning_content: c.route === 'reasoning' ? c.thinking : null, reasoning: c.route === 'reasoning' ? c.thinking : null, refusal: null,
+              role: 'assistant', ...thinkingFields(c, called ? calls!.content || null : text), refusal: null,
               ...(called ? { tool_calls: calls!.calls.map(toolCallOut) } : {}),
             },
             logprobs: c.logprobs ? chatLogprobs(plan.served.model.tokenizer, c.logprobs, plan.logprobs!) : null, finish_reason: toolsFinish(c.finishReason, called),
@@ -484,6 +494,13 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     metrics.latency.observe(out.latencyMs / 1000);
   }
 
+  /** A reply's content and thinking fields, as reasoningFormat puts them. */
+  function thinkingFields(c: ChoiceOut, content: string | null): { content: string | null; reasoning_content: string | null; reasoning: string | null } {
+    const thinking = c.route === 'reasoning' ? c.thinking : null;
+    if (inline && thinking !== null) return { content: `${THINK_OPEN}${thinking}${THINK_CLOSE}${content ?? ''}`, reasoning_content: null, reasoning: null };
+    return { content, reasoning_content: thinking, reasoning: thinking };
+  }
+
   async function streamChat(plan: Plan, sse: SseWriter, reply: FastifyReply, id: string, created: number, start: number, waited: number, abort: AbortController): Promise<void> {
     const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({
       id, object: 'chat.completion.chunk', created, model: plan.served.id, system_fingerprint: null, choices,
@@ -507,8 +524,19 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (now) delta(index, { content: now });
       return t;
     };
-    const content = (index: number, text: string) => (plan.tools ? void push(index, text) : delta(index, { content: text }));
+    // reasoningFormat 'inline': the thinking streams as content, opened by <think> and closed by </think> before the
+    // answer's first piece (or the finish).
+    const thinkingOpen = new Set<number>();
+    const closeThinking = (index: number) => { if (thinkingOpen.delete(index)) delta(index, { content: THINK_CLOSE }); };
+    const thinkingPiece = (index: number, text: string) => {
+      if (!inline) return delta(index, { reasoning_content: text, reasoning: text });
+      const first = !thinkingOpen.has(index);
+      thinkingOpen.add(index);
+      delta(index, { content: first ? THINK_OPEN + text : text });
+    };
+    const content = (index: number, text: string) => { closeThinking(index); return plan.tools ? void push(index, text) : delta(index, { content: text }); };
     const finish = (index: number, reason: string, extra: Record<string, unknown> = {}, logprobs: unknown = null) => {
+      closeThinking(index);
       const t = toolStreams.get(index) ?? (plan.prefix !== undefined ? push(index, '') : undefined);
       if (t) {
         toolStreams.delete(index);
@@ -531,7 +559,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
           else held.add(e.choice);
         } else if (e.type === 'route') {
           for (let i = 0; i < plan.n; i++) if (!started.has(i)) delta(i, { content: '' }, { edgereason: { route: e.route, ...(e.routerScore !== undefined ? { router_score: e.routerScore } : {}) } });
-        } else if (e.phase === 'thinking') delta(e.choice, { reasoning_content: e.text, reasoning: e.text });
+        } else if (e.phase === 'thinking') thinkingPiece(e.choice, e.text);
         else content(e.choice, e.text);
       }, start);
     } catch (e) {

@@ -152,12 +152,15 @@ function continued(render: (messages: ChatMessage[]) => string, messages: ChatMe
 
 /**
  * A request message as the chat template reads it: developer → system; an assistant reply's thinking
- * (reasoning_content, or vLLM's reasoning) and tool calls, a tool result's call id, and any message's name go with it.
+ * (reasoning_content, or vLLM's reasoning, or a <think>…</think> block opening its content) and tool calls, a tool result's call id, and any message's name go with it.
  */
 function chatMessage(msg: ChatMessageIn, i: number): ChatMessage {
   const out: ChatMessage = { role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) };
   if (msg.role === 'assistant') {
-    const thinking = msg.reasoning_content ?? msg.reasoning;
+    let thinking = msg.reasoning_content ?? msg.reasoning;
+    // A reply sent back as serve --reasoning-format inline wrote it (and llama.cpp's "none"): its thinking opens its content.
+    const inline = /^<think>([\s\S]*?)<\/think>/.exec(out.content);
+    if (inline && thinking == null) { thinking = inline[1]; out.content = out.content.slice(inline[0].length); }
     if (thinking != null) out.reasoning_content = thinking;
     if (msg.tool_calls?.length) {
       out.tool_calls = msg.tool_calls.map((c, j) => ({
