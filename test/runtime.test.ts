@@ -736,17 +736,22 @@ test('minTokens (vLLM\'s min_tokens): before that many tokens the end tokens are
   const m = await loadModel(path.join(import.meta.dirname, '../models/default'), { quant: 'fp32', worker: false }), W = m.config.vocabSize;
   const q = 'Can you help me? Tell me the capital of Jastow. Just the answer, please.', ids = m.encode(q, true), ends = new Set(m.tokenizer.eosTokenIds);
   try {
-    const out: number[] = [];
+    const out: number[] = [], lps: number[] = [];
     for (let i = 0; i < 12; i++) {
       const all = await allLogits(m.backend, [...ids, ...out]), last = Array.from(all.subarray((ids.length + out.length - 1) * W, (ids.length + out.length) * W));
+      const top = Math.max(...last), lse = top + Math.log(last.reduce((a, x) => a + Math.exp(x - top), 0)); // the model's own distribution
       if (out.length < 6) for (const t of ends) last[t] = -Infinity;
       const t = last.indexOf(Math.max(...last));
       if (ends.has(t)) break;
       out.push(t);
+      lps.push(last[t] - lse);
     }
     const plain = await m.complete(q, { chat: true, maxTokens: 12 }), min = await m.complete(q, { chat: true, maxTokens: 12, minTokens: 6 });
     assert.deepEqual([plain.text, plain.finishReason], ['Pirra', 'stop'], 'a one-word answer without it');
     assert.deepEqual([min.tokens, min.finishReason], [out, 'stop']);
+    // The log-probabilities reported are the model's (as vLLM's), not renormalised without the end tokens.
+    assert.ok(min.logprobs.every((lp, i) => Math.abs(lp - lps[i]) < 1e-4), `${min.logprobs} vs ${lps}`);
+    assert.ok(lps[1] < -1, 'the second token is one the model did not want (its end token was)');
     assert.ok(out.length >= 6 && min.text.startsWith('Pirra'), min.text);
     // A stop string within the first 6 tokens ("r" of "Pirra") is passed over, also later; one after them ends the text.
     const at = min.text.lastIndexOf(' '), tail = min.text.slice(at + 1);

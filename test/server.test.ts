@@ -346,7 +346,17 @@ test('serve --reasoning-format inline: the thinking in content between <think> a
     const turn2 = (reply: Loose) => create({ model: 'reasoning', messages: [{ role: 'user', content: question }, reply, { role: 'user', content: 'And Leo?' }], max_tokens: 2, edgereason: { reasoning: 'off' } });
     const [a, b] = await Promise.all([turn2({ role: 'assistant', content: sep.content, reasoning_content: sep.reasoning_content }), turn2({ role: 'assistant', content: inlined.content })]);
     assert.equal(b.usage.prompt_tokens, a.usage.prompt_tokens);
+    // ... but the message continue_final_message continues keeps its text: the reply goes on from its thinking.
+    const cont = (content: string) => create({ model: 'reasoning', messages: [{ role: 'user', content: question }, { role: 'assistant', content }], continue_final_message: true, add_generation_prompt: false, max_tokens: 2, edgereason: { reasoning: 'off' } });
+    const [withBlock, without] = await Promise.all([cont(`<think>5 - 3 = 2</think>The answer is`), cont('The answer is')]);
+    assert.ok(withBlock.usage.prompt_tokens > without.usage.prompt_tokens + 5, `${withBlock.usage.prompt_tokens} vs ${without.usage.prompt_tokens}`);
+    // A reasoning reply whose thinking is empty (a max_tokens that leaves the cap 0) gets no block, streamed or not.
+    const small = ask(question, { max_tokens: 4, edgereason: { reasoning: 'on' } }), bare = (await c.chat.completions.create(small as any)).choices[0].message as Loose;
+    let bareStreamed = '';
+    for await (const ch of await c.chat.completions.create({ ...small, stream: true } as any) as unknown as AsyncIterable<Loose>) for (const d of ch.choices) bareStreamed += d.delta.content ?? '';
+    assert.deepEqual([bare.content.includes('<think>'), bare.reasoning_content, bareStreamed], [false, null, bare.content]);
     await assert.rejects(createServer({ model: fixture.dir, reasoningFormat: 'none' as never }), /^Error: serve: --reasoning-format must be separate or inline, got "none"$/);
+    await assert.rejects(createServer({ model: fixture.dir, sseKeepAliveMs: 2 ** 31 }), /^Error: serve: --sse-keepalive must be a whole number of milliseconds from 0 \(none\) to 2147483647, got 2147483648$/);
   } finally {
     await inl.close();
   }
@@ -627,6 +637,7 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
     [{ logit_bias: { 50: -100 } }, 'logit_bias', unsupported('logit_bias', '(token biases)'), 'unsupported_parameter'],
     [{ response_format: { type: 'json_object' }, ignore_eos: true }, 'ignore_eos', "Unsupported value: 'ignore_eos' with 'response_format' json_object: the constraint on the reply could leave the model no token to draw but its end; leave out 'ignore_eos'.", 'unsupported_value'],
     [{ min_tokens: 20, max_tokens: 10 }, 'min_tokens', "Invalid value for 'min_tokens': 20 is more than max_tokens (10).", null as never],
+    [{ ignore_eos: true, edgereason: { reasoning: 'on', samples: 2 } }, 'ignore_eos', "Unsupported value: 'ignore_eos' with 'edgereason.samples' 2: no sample would end by itself, and only those vote; leave out one of them.", 'unsupported_value'],
     [{ min_tokens: 20, max_completion_tokens: 10 }, 'min_tokens', "Invalid value for 'min_tokens': 20 is more than max_completion_tokens (10).", null as never],
     [{ modalities: ['text', 'audio'] }, 'modalities', `Unsupported value: 'modalities' ["text","audio"] is not supported by edgereason; the models served output text only (["text"]).`, 'unsupported_value'],
     [{ audio: { voice: 'alloy', format: 'wav' } }, 'audio', unsupported('audio', '(audio output)'), 'unsupported_parameter'],

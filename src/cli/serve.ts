@@ -57,7 +57,7 @@ export function serveCommand(program: Command): void {
     .option('--prompt-lookup <n>', `${PROMPT_LOOKUP_HELP}; a request decoding beside others steps without guesses`, intArg('--prompt-lookup', 0, 64), 0)
     .option('--shutdown-grace <ms>', 'on SIGTERM or Ctrl-C, how long in-flight requests may finish before they are cancelled (a second signal cancels them at once)', intArg('--shutdown-grace', 0), 10000)
     .addOption(new Option('--reasoning-format <where>', 'a reply\'s thinking in reasoning_content (separate, as vLLM\'s reasoning parsers and llama.cpp\'s deepseek format) or in content between <think> and </think> (inline, as llama.cpp\'s none: for clients that read only content, benchmark clients among them)').choices(['separate', 'inline']).default('separate'))
-    .option('--sse-keepalive <ms>', 'a stream quiet this long (a long prefill, a queue) gets a ": keep-alive" comment, so that a proxy does not cut it; 0: none (some benchmark clients read every line as JSON and fail on one)', intArg('--sse-keepalive', 0), 15000)
+    .option('--sse-keepalive <ms>', 'a stream quiet this long (a long prefill, a queue) gets a ": keep-alive" comment, so that a proxy does not cut it; 0: none (some benchmark clients read every line as JSON and fail on one)', intArg('--sse-keepalive', 0, 2 ** 31 - 1), 15000)
     .option('--log', 'log every request (fastify/pino JSON lines)')
     .action(async (o) => {
       for (const check of checks) check();

@@ -440,7 +440,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (Number.isInteger(opts.minTokens) && opts.minTokens! > (opts.maxTokens ?? 512)) throw new Error(`answer: minTokens (${opts.minTokens}) is more than maxTokens (${opts.maxTokens ?? '512, the default'})`);
   checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, ignoreEos: opts.ignoreEos, maxTokens: opts.maxTokens ?? 512 }, model.config.vocabSize, 'answer');
   if (opts.json !== undefined && stopList(opts.stop).length) throw new Error(JSON_STOP('answer'));
-  if ((opts.json !== undefined || opts[ALLOWED_NEXT]) && (opts.minTokens || opts.ignoreEos)) throw new Error(`answer: ${opts.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with ${opts.json !== undefined ? 'json' : 'a forced tool call'}: the constraint could leave the model no token to draw`);
+  if ((opts.json !== undefined || opts[ALLOWED_NEXT]) && (opts.minTokens || opts.ignoreEos)) throw new Error(`answer: ${opts.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with ${opts.json !== undefined ? 'json' : 'a constraint on the tool calls'}: the constraint could leave the model no token to draw`);
+  if (opts.ignoreEos && (opts.samples ?? 1) > 1) throw new Error(`answer: ignoreEos with ${opts.samples} samples: no sample would end by itself, and only those vote; leave out one of them`);
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);

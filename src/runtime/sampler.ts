@@ -38,7 +38,7 @@ export const samplingOf = (o: SamplingParams): SamplingParams => Object.fromEntr
 /**
  * What the engine's sampler takes per row: the parameters, the row's random draw, the ids the penalty applies to, and
  * (`allow`) the only tokens it may draw at this step (constrained decoding: the log-probabilities reported stay the model's), and
- * (`deny`) tokens it may not draw (the end tokens before minTokens: their logits at -Infinity, as a penalty).
+ * (`deny`) tokens it may not draw (the end tokens before minTokens, or with ignoreEos; the log-probabilities reported stay the model's, as vLLM's).
  */
 export type RowSampling = SamplingParams & { u: number; seen?: ArrayLike<number>; allow?: ArrayLike<number>; counted?: Counted; deny?: ArrayLike<number> };
 
@@ -79,14 +79,13 @@ let scratchL = new Float32Array(0), scratchA = new Float32Array(0);
 export function sampleToken(logits: Float32Array, params: SamplingParams, u: number, lse?: number, seen?: ArrayLike<number>, allow?: ArrayLike<number>, counted?: Counted, deny?: ArrayLike<number>): Sampled {
   const rp = params.repetitionPenalty, repeated = rp !== undefined && rp !== 1 && !!seen?.length;
   const pp = params.presencePenalty ?? 0, fp = params.frequencyPenalty ?? 0, occurred = (pp !== 0 || fp !== 0) && !!counted?.ids.length;
-  const penalised = repeated || occurred || !!deny?.length;
+  const penalised = repeated || occurred;
   if (penalised) {
     if (scratchL.length < logits.length) scratchL = new Float32Array(logits.length);
     const pen = scratchL.subarray(0, logits.length);
     pen.set(logits);
     if (repeated) for (let i = 0; i < seen.length; i++) { const t = seen[i], x = pen[t]; pen[t] = x > 0 ? x / rp : x * rp; }
     if (occurred) for (let i = 0; i < counted.ids.length; i++) pen[counted.ids[i]] -= pp + fp * counted.n[i];
-    if (deny) for (let i = 0; i < deny.length; i++) pen[deny[i]] = -Infinity;
     logits = pen; lse = undefined; // the graph's normaliser is of the logits before the penalty
   }
   // The distribution reported (log-probabilities, top tokens) is the model's; a constraint only limits the draw.
@@ -103,6 +102,12 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
     const only = scratchA.subarray(0, logits.length).fill(-Infinity);
     for (let i = 0; i < allow.length; i++) only[allow[i]] = logits[allow[i]];
     logits = only;
+  } else if (deny?.length) { // these at -Infinity for the draw (allow and deny never go together: see checkGenerateOptions)
+    if (scratchA.length < logits.length) scratchA = new Float32Array(logits.length);
+    const kept = scratchA.subarray(0, logits.length);
+    kept.set(logits);
+    for (let i = 0; i < deny.length; i++) kept[deny[i]] = -Infinity;
+    logits = kept;
   }
   const V = logits.length, temp = params.temperature ?? 0, k = params.topK && params.topK > 0 ? Math.min(params.topK, V) : 0; // more than the vocabulary keeps all of it
   // The k best tokens (top-k), else the single best: its logit is the maximum.
@@ -116,7 +121,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, u: num
   // No finite best logit (all NaN, or an infinite one): the forward pass overflowed, and any pick would be garbage.
   if (!Number.isFinite(max)) throw notFinite(max, repeated ? rp : undefined);
   let lseAll = lse; // log Σ exp of the model's logits, over the whole vocabulary once (a top-20 list asks for 21 log-probabilities)
-  const normaliser = () => { const m = allow ? maxOf(full) : max; return m + logSumExp(full, m); };
+  const normaliser = () => { const m = allow || deny?.length ? maxOf(full) : max; return m + logSumExp(full, m); };
   const logprob = (token: number) => full[token] - (lseAll ??= normaliser());
   const top = params.topLogprobs ? { top: Array.from(topK(full, Math.min(params.topLogprobs, V)), (t): TokenLogprob => [t, logprob(t)]) } : {};
   // A temperature so small that the tail floor rounds back to the best logit leaves only the best token: greedy.

@@ -176,6 +176,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) throw new Error(`serve: --prompt-lookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off), got ${shown(o.promptLookup)}`);
   if (o.reasoningFormat !== undefined && o.reasoningFormat !== 'separate' && o.reasoningFormat !== 'inline') throw new Error(`serve: --reasoning-format must be separate or inline, got ${shown(o.reasoningFormat)}`);
   const inline = o.reasoningFormat === 'inline';
+  if (o.sseKeepAliveMs !== undefined && !(Number.isInteger(o.sseKeepAliveMs) && o.sseKeepAliveMs >= 0 && o.sseKeepAliveMs <= 2 ** 31 - 1)) throw new Error(`serve: --sse-keepalive must be a whole number of milliseconds from 0 (none) to ${2 ** 31 - 1}, got ${shown(o.sseKeepAliveMs)}`);
   // As browsers write them in an Origin header (the plugin compares the texts): "http://LocalHost:80" is http://localhost.
   const corsOrigins = (o.corsOrigins ?? []).map((origin) => {
     let url: URL | undefined;
@@ -465,7 +466,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
    */
   function endCancelled(sse: SseWriter, reply: FastifyReply): void {
     metrics.cancelled.inc();
-    if (closing) { sse.send(new ApiError(503, 'The server shut down before the request finished', null, 'server_error').toJSON()); sse.done(); } else {
+    if (closing) streamError(sse, reply.raw, new ApiError(503, 'The server shut down before the request finished', null, 'server_error'));
+    else {
       cancelledReplies.add(reply.raw);
       sse.end();
     }
@@ -497,8 +499,10 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   /** A reply's content and thinking fields, as reasoningFormat puts them. */
   function thinkingFields(c: ChoiceOut, content: string | null): { content: string | null; reasoning_content: string | null; reasoning: string | null } {
     const thinking = c.route === 'reasoning' ? c.thinking : null;
-    if (inline && thinking !== null) return { content: `${THINK_OPEN}${thinking}${THINK_CLOSE}${content ?? ''}`, reasoning_content: null, reasoning: null };
-    return { content, reasoning_content: thinking, reasoning: thinking };
+    // (An empty thinking gets no block, as none streams.)
+    if (inline && thinking) return { content: `${THINK_OPEN}${thinking}${THINK_CLOSE}${content ?? ''}`, reasoning_content: null, reasoning: null };
+    const field = inline ? null : thinking;
+    return { content, reasoning_content: field, reasoning: field };
   }
 
   async function streamChat(plan: Plan, sse: SseWriter, reply: FastifyReply, id: string, created: number, start: number, waited: number, abort: AbortController): Promise<void> {

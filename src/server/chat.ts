@@ -154,12 +154,12 @@ function continued(render: (messages: ChatMessage[]) => string, messages: ChatMe
  * A request message as the chat template reads it: developer → system; an assistant reply's thinking
  * (reasoning_content, or vLLM's reasoning, or a <think>…</think> block opening its content) and tool calls, a tool result's call id, and any message's name go with it.
  */
-function chatMessage(msg: ChatMessageIn, i: number): ChatMessage {
+function chatMessage(msg: ChatMessageIn, i: number, continued = false): ChatMessage {
   const out: ChatMessage = { role: msg.role === 'developer' ? 'system' : msg.role, content: text(msg.content) };
   if (msg.role === 'assistant') {
     let thinking = msg.reasoning_content ?? msg.reasoning;
     // A reply sent back as serve --reasoning-format inline wrote it (and llama.cpp's "none"): its thinking opens its content.
-    const inline = /^<think>([\s\S]*?)<\/think>/.exec(out.content);
+    const inline = continued ? null : /^<think>([\s\S]*?)<\/think>/.exec(out.content);
     if (inline && thinking == null) { thinking = inline[1]; out.content = out.content.slice(inline[0].length); }
     if (thinking != null) out.reasoning_content = thinking;
     if (msg.tool_calls?.length) {
@@ -278,7 +278,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   if (bare >= 0) throw new ApiError(400, `Invalid value for 'messages[${bare}].content': ${/^[aeio]/.test(req.messages[bare].role) ? 'an' : 'a'} ${req.messages[bare].role} message must have content.`, `messages[${bare}].content`);
   const misplaced = req.messages.findIndex((msg) => msg.role !== 'assistant' && msg.tool_calls?.length);
   if (misplaced >= 0) throw new ApiError(400, `Invalid value for 'messages[${misplaced}].tool_calls': only an assistant message makes tool calls, not a ${req.messages[misplaced].role} message.`, `messages[${misplaced}].tool_calls`);
-  const messages: ChatMessage[] = req.messages.map(chatMessage);
+  // (The message continue_final_message continues keeps its text as given: the reply goes on from it, a <think> block too.)
+  const messages: ChatMessage[] = req.messages.map((msg, i) => chatMessage(msg, i, req.continue_final_message === true && i === req.messages.length - 1));
   // Tools go to the chat template, which must write calls the way replies are read (tool_choice "none": no tools offered).
   // A template without them would drop the tools, or an earlier turn's calls, unsaid.
   const tools = req.tools?.length && req.tool_choice !== 'none' ? req.tools : undefined;
@@ -290,6 +291,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     throw new ApiError(400, `Unsupported value: 'stop' with 'tool_choice' ${typeof req.tool_choice === 'string' ? '"required"' : 'naming a function'}: ${stopCuts('the tool call')}; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
   }
   const minimum = req.ignore_eos ? 'ignore_eos' : req.min_tokens ? 'min_tokens' : undefined;
+  if (req.ignore_eos && (perChoice ?? 1) > 1) throw new ApiError(400, `Unsupported value: 'ignore_eos' with 'edgereason.samples' ${perChoice}: no sample would end by itself, and only those vote; leave out one of them.`, 'ignore_eos', 'invalid_request_error', 'unsupported_value');
   if (minimum && (forcing || (req.response_format?.type ?? 'text') !== 'text')) {
     throw new ApiError(400, `Unsupported value: '${minimum}' with ${forcing ? `'tool_choice' ${typeof req.tool_choice === 'string' ? '"required"' : 'naming a function'}` : `'response_format' ${req.response_format!.type}`}: the constraint on the reply could leave the model no token to draw but its end; leave out '${minimum}'.`, minimum, 'invalid_request_error', 'unsupported_value');
   }
@@ -369,7 +371,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     } catch { // parameters the machine cannot read even so (a $ref to another document, ...): the name alone is held
       if (named === undefined) callOf = toolNameConstraint(m.model.tokenizer, tools.map((t) => t.function.name));
     }
-  } else if (tools) {
+  } else if (tools && !minimum) { // (under min_tokens or ignore_eos the calls are read, not held to their form: that could leave no token to draw)
     // tool_choice "auto": free until the model opens a call itself (Hermes: "<tool_call>"; JSON: a reply that begins
     // with "{"); that call is then held as a forced one is.
     try {
