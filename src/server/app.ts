@@ -399,10 +399,14 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         endCancelled(sse, reply);
         return reply;
       }
-      recordCompletion(plan, out, start);
-      out.forEach((c, i) => piece(i, '', completionFinish(c), logprobsOf(c, prompts?.[Math.floor(i / plan.n)])));
-      if (plan.includeUsage) sse.send(body([], { usage: completionUsage(plan, out) }));
-      sse.done();
+      try { // (a failure writing the end still ends the stream, with the error)
+        recordCompletion(plan, out, start);
+        out.forEach((c, i) => piece(i, '', completionFinish(c), logprobsOf(c, prompts?.[Math.floor(i / plan.n)])));
+        if (plan.includeUsage) sse.send(body([], { usage: completionUsage(plan, out) }));
+        sse.done();
+      } catch (e) {
+        streamError(sse, reply.raw, e);
+      }
       return reply;
     });
   });
@@ -576,16 +580,21 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       endCancelled(sse, reply);
       return;
     }
-    record(plan, out);
-    // The edgereason report (route, votes, TTFT) rides on the last chunk: the usage chunk (choices: []) when
-    // stream_options.include_usage asks for one, as OpenAI sends it, else the last finish_reason chunk.
-    const rep = { edgereason: report(plan, out, waited) };
-    const rest = out.choices.filter((c) => !finished.has(c.index) || held.has(c.index));
-    // With logprobs, a choice's come whole with its finish_reason (the streamed pieces are text, not tokens).
-    const logprobsOf = (c: ChoiceOut) => (c.logprobs ? chatLogprobs(plan.served.model.tokenizer, c.logprobs, plan.logprobs!) : null);
-    rest.forEach((c, k) => finish(c.index, c.finishReason, !plan.includeUsage && k === rest.length - 1 ? rep : {}, logprobsOf(c)));
-    if (plan.includeUsage) sse.send(chunk([], { usage: out.usage, ...rep }));
-    sse.done();
+    // (A failure writing the end still ends the stream, with the error: the client would wait for it.)
+    try {
+      record(plan, out);
+      // The edgereason report (route, votes, TTFT) rides on the last chunk: the usage chunk (choices: []) when
+      // stream_options.include_usage asks for one, as OpenAI sends it, else the last finish_reason chunk.
+      const rep = { edgereason: report(plan, out, waited) };
+      const rest = out.choices.filter((c) => !finished.has(c.index) || held.has(c.index));
+      // With logprobs, a choice's come whole with its finish_reason (the streamed pieces are text, not tokens).
+      const logprobsOf = (c: ChoiceOut) => (c.logprobs ? chatLogprobs(plan.served.model.tokenizer, c.logprobs, plan.logprobs!) : null);
+      rest.forEach((c, k) => finish(c.index, c.finishReason, !plan.includeUsage && k === rest.length - 1 ? rep : {}, logprobsOf(c)));
+      if (plan.includeUsage) sse.send(chunk([], { usage: out.usage, ...rep }));
+      sse.done();
+    } catch (e) {
+      streamError(sse, reply.raw, e);
+    }
   }
 
   return {
