@@ -18,14 +18,14 @@ function chromiumPath(): string | undefined {
 }
 
 /** Runs `body` on the playground of the embedded default in headless Chromium (skipped without Chromium, failed on CI); page errors are collected in `errors`. */
-async function inPlayground(t: TestContext, body: (page: Page, url: string, errors: string[]) => Promise<void>): Promise<void> {
+async function inPlayground(t: TestContext, body: (page: Page, url: string, errors: string[]) => Promise<void>, serverOptions: Partial<Parameters<typeof createServer>[0]> = {}): Promise<void> {
   const exe = chromiumPath();
   if (!exe) {
     if (process.env.CI) assert.fail('headless Chromium is missing: install the Debian package "chromium" (apt-get install -y chromium) or set CHROMIUM_PATH');
     t.skip('no Chromium (apt-get install -y chromium)');
     return;
   }
-  const server = await createServer({ model: path.join(ROOT, 'models/default'), port: 0, ctx: 512 });
+  const server = await createServer({ model: path.join(ROOT, 'models/default'), port: 0, ctx: 512, ...serverOptions });
   const url = await server.listen();
   let browser: Browser | undefined;
   try {
@@ -194,3 +194,21 @@ test('playground: a question streams thinking and answer into the page; route, v
   assert.deepEqual(await page.$$eval('.turn:last-child .sample .answer', (els) => els.map((e) => e.textContent)), ['#### 19']);
   assert.deepEqual(errors, []);
 }));
+
+test('playground on a server started with --reasoning-format inline: the thinking in the content goes to the thinking panel', (t) => inPlayground(t, async (page, url, errors) => {
+  const question = 'At first, Ella has 5 marbles. Ella sells 3 marbles. Leo gives her 3 marbles. How many marbles does Ella end up with?';
+  await page.selectOption('#reasoning', 'on');
+  await page.fill('#max-tokens', '48');
+  await page.fill('#prompt', question);
+  await page.click('#send');
+  await page.waitForFunction(() => /tok\/s/.test(document.getElementById('tps')?.textContent ?? ''), undefined, { timeout: 60_000 });
+  const shown = await page.$$eval('.turn:last-child .sample', (els) => els.map((e) => [e.querySelector('details.thinking .text')!.textContent, e.querySelector('.answer')!.textContent]));
+  const api = await (await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'reasoning', messages: [{ role: 'user', content: question }], temperature: 0, max_tokens: 48, edgereason: { reasoning: 'on' } }),
+  })).json();
+  const [, thinking, answer] = /^<think>([\s\S]*)<\/think>([\s\S]*)$/.exec(api.choices[0].message.content)!;
+  assert.ok(thinking, 'it thought');
+  assert.deepEqual(shown, [[thinking, answer]]);
+  assert.deepEqual(errors, []);
+}, { reasoningFormat: 'inline' }));
