@@ -9,7 +9,7 @@ import { getEventListeners } from 'node:events';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Worker } from 'node:worker_threads';
-import { loadModel, convertModel, checkInMemorySize, parameterCount, type LoadOptions } from '../src/runtime/model.ts';
+import { loadModel, convertModel, checkInMemorySize, parameterCount, BUILD_IN_WORKER, type LoadOptions } from '../src/runtime/model.ts';
 import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { interrupted } from '../src/cli/convert.ts';
@@ -788,6 +788,23 @@ test('minTokens (vLLM\'s min_tokens): before that many tokens the end tokens are
     await assert.rejects(m.complete(q, { chat: true, minTokens: 2, json: true }), /minTokens cannot go with a constraint on the answer/);
   } finally {
     await m.close();
+  }
+});
+
+test('loadModel builds a checkpoint of 10M parameters and up in its worker (the main thread stays free): the same logits as built here, RoPE scaling too, progress reported', async () => {
+  const mid = makeRandomQwen2({ dir: path.join(tmp, 'mid'), seed: 21, gguf: false, config: { vocabSize: 32768, hiddenSize: 256, intermediateSize: 512, numLayers: 4, numHeads: 4, numKvHeads: 2, headDim: 64 } });
+  assert.ok(parameterCount(mid.config) >= BUILD_IN_WORKER);
+  const ids = [1, 2, 3, 4, 5, 6, 7, 8];
+  for (const ropeScaling of [undefined, { type: 'linear' as const, factor: 2 }]) {
+    const progress: [number, number][] = [];
+    const inWorker = await loadModel(mid.dir, { cache: 'never', ropeScaling, onProgress: (d, t) => progress.push([d, t]) });
+    const here = await loadModel(mid.dir, { cache: 'never', ropeScaling, worker: false });
+    try {
+      assert.ok(maxDiff(await allLogits(inWorker.backend, ids), await allLogits(here.backend, ids)) <= 1e-5);
+      assert.ok(progress.length > 1 && progress.at(-1)![0] === progress.at(-1)![1], JSON.stringify(progress.slice(-3)));
+    } finally {
+      await Promise.all([inWorker.close(), here.close()]);
+    }
   }
 });
 
@@ -1704,6 +1721,18 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
   // A view dropped without close() gives its adapter back once collected; a closed engine keeps no adapter.
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
+  // A model dropped without close() ends its session (its worker) once collected: each forgotten one stayed for good.
+  for (const worker of [true, false]) {
+    const session = await (async () => {
+      const dropped = await loadModel(dir, { worker });
+      await dropped.complete('Hello', { maxTokens: 1 });
+      return (dropped.backend as CoalescingBackend).inner;
+    })();
+    const closed = () => session.newCache(1).then((h) => session.free(h).then(() => false), (e: Error) => /model is closed/.test(e.message));
+    let ended = false;
+    for (let i = 0; i < 100 && !(ended = await closed()); i++) { gc(); await new Promise((r) => setTimeout(r, 20)); }
+    assert.ok(ended, `the session of a dropped model (worker ${worker}) still serves`);
+  }
   const base = await loadModel(dir, { adapter: sftDir, worker: false }), engine = ((base.backend as CoalescingBackend).inner as unknown as LocalBackend).engine as unknown as { adapterFeeds: Map<string, unknown> };
   await (async () => { await (await base.withAdapter(rlDir)).complete('Hello', { maxTokens: 1 }); })();
   assert.equal(engine.adapterFeeds.size, 2);

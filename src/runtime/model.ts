@@ -17,7 +17,7 @@ import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { encodeChat } from '../tokenizer/chat-ids.ts';
 import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
-import { WorkerBackend } from './worker-backend.ts';
+import { WorkerBackend, type BuildJob } from './worker-backend.ts';
 import { dropPromptCache, MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, stopList, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, SAMPLING_OPTIONS, type TokenLogprob } from './sampler.ts';
@@ -170,7 +170,7 @@ export class Model {
         dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote, signal,
       }).catch((e) => { throw e instanceof CopyGone ? copyGone(e, mayRetry) : e; }) ?? src;
     }
-    let graph: Uint8Array | string, hasLora = loraTargets.length > 0;
+    let graph: Uint8Array | string | { build: BuildJob }, hasLora = loraTargets.length > 0;
     if (src.kind === 'converted') {
       const m = src.manifest!;
       hasLora = m.options.loraTargets.length > 0;
@@ -185,21 +185,27 @@ export class Model {
         throw new Error(`model: ${src.path} was converted without LoRA inputs for ${lacking.join(',')}${m.options.loraTargets.length ? ` (it has them for ${m.options.loraTargets.join(',')})` : ''}; convert again with --lora-targets ${PROJECTIONS.filter((t) => m.options.loraTargets.includes(t) || lacking.includes(t)).join(',')}`);
       }
       graph = path.join(src.path, m.graph);
-    } else {
+    } else if (opts.worker === false || parameterCount(src.config) < BUILD_IN_WORKER) {
       checkInMemorySize(src.config, quant, src.path, loraTargets, rope);
       const blocks = await prequantizeLarge(src, quant, opts);
       signal?.throwIfAborted();
       graph = buildInferenceGraph(src.config, src.weights!, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, onProgress: opts.onProgress, blocks,
       }).toModelProto();
+    } else {
+      // Built in the session's worker from the checkpoint, as this thread would: it stays free meanwhile (an app's UI,
+      // a server's other requests: a 45M-parameter checkpoint held it for 0.6 s), and the graph's bytes are the
+      // worker's from the start. (Not for a small one: the worker's own imports would take longer than the build.)
+      checkInMemorySize(src.config, quant, src.path, loraTargets, rope);
+      graph = { build: { source: src.path, ropeScaling: opts.ropeScaling, quant, accuracyLevel: opts.accuracyLevel, loraTargets: [...loraTargets], threads: opts.threads } };
     }
     signal?.throwIfAborted();
     let backend: Backend;
     try {
       // Concurrent calls on the model (and its withAdapter views) step as one batch: see scheduler.ts.
       backend = new CoalescingBackend(opts.worker === false
-        ? await BatchedLocalBackend.create(src.config, graph, { threads: opts.threads })
-        : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora }));
+        ? await BatchedLocalBackend.create(src.config, graph as Uint8Array | string, { threads: opts.threads })
+        : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora }, opts.onProgress));
     } catch (e) {
       // A cached copy removed or replaced while the session read it (cache --clear or --prune, a load by another
       // edgereason version): loaded once more, which converts it again.
@@ -223,6 +229,10 @@ export class Model {
     setPromptCache(backend, opts.promptCache);
     const model = new Model(src.config, src.tokenizer, backend, adapter);
     model.known = names;
+    // Dropped without close(), its session (a worker thread, the weights) ends once the backend is collected: an app
+    // that reloads models and misses a close() on one path would otherwise grow by a model each time.
+    model.collected = {};
+    droppedModels.register(backend, (backend as CoalescingBackend).inner, model.collected);
     return model;
   }
 
@@ -502,7 +512,7 @@ export class Model {
    * made later, are refused with "runtime: model is closed"; the prompts it kept are dropped.
    */
   async close(): Promise<void> {
-    if (this.collected) droppedViews.unregister(this.collected);
+    if (this.collected) { droppedViews.unregister(this.collected); droppedModels.unregister(this.collected); }
     dropPromptCache(this.backend);
     await this.backend.close();
   }
@@ -518,9 +528,14 @@ const checkFile = (file: unknown, where: string): string => {
 
 export const loadModel = (p: string, opts?: LoadOptions): Promise<Model> => Model.load(p, opts);
 
+/** Checkpoints built in memory from this many parameters on are built in the session's worker (see Model.open). */
+export const BUILD_IN_WORKER = 10_000_000;
+
 let adapterViews = 0;
 /** A view whose backend is collected without close() gives its adapter's weights back (an app making one per request would otherwise grow). */
 const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }>(({ session, name }) => { session.setAdapter(null, name).catch(() => {}); });
+/** A model's session, closed when the model's backend is collected without close() (held: the session under it, which does not hold it). */
+const droppedModels = new FinalizationRegistry<Backend>((session) => { session.close().catch(() => {}); });
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'signal', 'cache', 'cacheDir', 'onNote', 'promptCache', 'ropeScaling'];
 const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'minTokens', 'ignoreEos', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', ...SAMPLING_OPTIONS, 'promptLookup'];

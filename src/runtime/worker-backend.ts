@@ -1,7 +1,8 @@
 /** Backend that runs the engine in a worker thread: calls are RPC messages, results come back transferred. */
 import { Worker } from 'node:worker_threads';
 import { CLOSED, fromRemote, type RemoteError } from './backend.ts';
-import type { ModelConfig } from '../models/config.ts';
+import type { ModelConfig, Projection, RopeScalingChoice } from '../models/config.ts';
+import type { Quant } from '../onnx/quant.ts';
 import type { Backend, CacheHandle, KVFileRow, KVRow, StepRequest, StepResult } from './backend.ts';
 import type { AdapterTensors, EngineOptions } from './engine.ts';
 import type { StepManyResult } from './scheduler.ts';
@@ -25,6 +26,9 @@ function settleWorkers(): void {
   }
 }
 
+/** A checkpoint whose graph the worker builds itself (loadModel's in-memory path): what Model.open would build it with. */
+export interface BuildJob { source: string; ropeScaling?: RopeScalingChoice; quant: Quant; accuracyLevel?: number; loraTargets: Projection[]; threads?: number }
+
 export class WorkerBackend implements Backend {
   private pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private next = 1;
@@ -34,10 +38,13 @@ export class WorkerBackend implements Backend {
 
   private constructor(readonly config: ModelConfig, readonly hasLora: boolean, private readonly worker: Worker) {}
 
-  /** `model`: an ONNX file's path, or its bytes, which move to the worker (the caller's buffer is emptied, not copied). */
-  static async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions & { hasLora: boolean }): Promise<WorkerBackend> {
-    if (typeof model !== 'string' && !model.byteLength) throw new Error('runtime: the model\'s ONNX bytes are empty (a buffer already moved to another worker?)');
-    const transfer = typeof model === 'string' ? [] : [model.buffer as ArrayBuffer];
+  /**
+   * `model`: an ONNX file's path, its bytes, which move to the worker (the caller's buffer is emptied, not copied), or
+   * a checkpoint to build the graph from there (`build`: the main thread stays free while it is built; `onProgress` gets its progress).
+   */
+  static async create(config: ModelConfig, model: Uint8Array | string | { build: BuildJob }, opts: EngineOptions & { hasLora: boolean }, onProgress?: (done: number, total: number) => void): Promise<WorkerBackend> {
+    if (model instanceof Uint8Array && !model.byteLength) throw new Error('runtime: the model\'s ONNX bytes are empty (a buffer already moved to another worker?)');
+    const transfer = model instanceof Uint8Array ? [model.buffer as ArrayBuffer] : [];
     const state = new Int32Array(new SharedArrayBuffer(8));
     Atomics.store(state, BUSY, 1); // loading: the worker's first call
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { config, model, opts, state }, transferList: transfer });
@@ -45,7 +52,8 @@ export class WorkerBackend implements Backend {
     workers.add(state);
     worker.once('exit', () => workers.delete(state));
     const backend = new WorkerBackend(config, opts.hasLora, worker);
-    worker.on('message', (m: { id: number; result?: unknown; error?: RemoteError }) => {
+    worker.on('message', (m: { id: number; result?: unknown; error?: RemoteError; progress?: [number, number] }) => {
+      if (m.progress) return onProgress?.(...m.progress);
       const p = backend.pending.get(m.id);
       if (!p) return;
       backend.pending.delete(m.id);

@@ -5,13 +5,26 @@ import { BUSY, HALTED } from './worker-backend.ts';
 import { remoteError } from './backend.ts';
 import type { ModelConfig } from '../models/config.ts';
 import type { EngineOptions } from './engine.ts';
+import type { BuildJob } from './worker-backend.ts';
 
-const data = workerData as { config: ModelConfig; model?: Uint8Array | string; opts: EngineOptions; state: Int32Array }, { state } = data;
+const data = workerData as { config: ModelConfig; model?: Uint8Array | string | { build: BuildJob }; opts: EngineOptions; state: Int32Array }, { state } = data;
 /** One call fewer running; the parent may be waiting for none to run (worker-backend.ts's settleWorkers). */
 const done = () => { if (Atomics.sub(state, BUSY, 1) === 1) Atomics.notify(state, BUSY); };
 // A LocalBackend that also answers stepMany (continuous batching across requests, see scheduler.ts). Loading is
 // the first call the parent counts (BUSY starts at 1).
-const ready = BatchedLocalBackend.create(data.config, data.model!, data.opts);
+const ready = graph().then((model) => BatchedLocalBackend.create(data.config, model, data.opts));
+
+/** The graph: as sent, or built here from its checkpoint (off the parent's thread, which stays free meanwhile). */
+async function graph(): Promise<Uint8Array | string> {
+  const model = data.model!;
+  if (typeof model === 'string' || model instanceof Uint8Array) return model;
+  const [{ openSource }, { prequantizeLarge, rescaled }, { buildInferenceGraph }] = await Promise.all([import('../io/source.ts'), import('./convert.ts'), import('../models/inference-graph.ts')]);
+  const { source, ropeScaling, quant, accuracyLevel, loraTargets, threads } = model.build;
+  const onProgress = (done: number, total: number) => parentPort!.postMessage({ progress: [done, total] });
+  const src = rescaled(openSource(source), ropeScaling);
+  const blocks = await prequantizeLarge(src, quant, { threads, onProgress });
+  return buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets, onProgress, blocks }).toModelProto();
+}
 // A graph built in memory (its bytes: tens to hundreds of MB) is the session's once it exists: not kept here too.
 ready.finally(() => { data.model = undefined; done(); }).catch(() => {});
 
