@@ -487,7 +487,7 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   // alive until its exit event (the test runner then cancels the file: CI saw it once).
   await within((b as unknown as { worker: Worker }).worker.terminate());
   for (const r of await within(Promise.allSettled(inFlight))) if (r.status === 'rejected') assert.match(r.reason.message, /runtime worker exited with code 1/);
-  await assert.rejects(within(b.lengths(c)), /runtime worker exited with code 1/);
+  await assert.rejects(within(b.lengths(c)), { message: 'runtime worker exited with code 1', code: 'runtime_failed' }); // a code for an app to branch on (reload the model)
   assert.equal(b.failed, 'runtime worker exited with code 1', 'said failed (the server\'s /health reads it)');
   await within(b.close());
 
@@ -1686,6 +1686,8 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     await v.close();
     await m.close();
     await assert.rejects(m.complete('Hello', { maxTokens: 1 }), /runtime: model is closed/, `worker ${worker}`);
+    // With a code an app can branch on (a shutdown race, not a failure), through answer() too.
+    for (const call of [m.complete('Hello'), answer(m, 'Hello'), v.generateBatch(['Hello'])]) await assert.rejects(call, { message: 'runtime: model is closed', code: 'model_closed' }, `worker ${worker}`);
     // Closed while generating: the step running finishes, the generation is refused alike (an in-process session
     // used to be released under its step: "Session already disposed").
     const busy = await loadModel(dir, { worker }), step = busy.backend.step.bind(busy.backend);

@@ -4,6 +4,7 @@
  * (the default: the event loop stays free). Only token ids, sampled tokens and, on request, logits and
  * hidden states cross the boundary.
  */
+import { CLOSED, ModelClosedError } from './errors.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { Engine, type AdapterTensors, type EngineOptions, type StepInput, type StepOutput } from './engine.ts';
 import fs from 'node:fs';
@@ -176,7 +177,7 @@ export class LocalBackend implements Backend {
   private async idle(c: KVCache): Promise<void> {
     for (let runs = this.busy.of(c); runs.length; runs = this.busy.of(c)) await Promise.allSettled(runs);
   }
-  private open(): void { if (this.closed) throw new Error(CLOSED); }
+  private open(): void { if (this.closed) throw new ModelClosedError(); }
   private register(c: KVCache): CacheHandle { this.open(); const h = this.next++; this.caches.set(h, c); return h; }
   private cache(h: CacheHandle): KVCache {
     this.open();
@@ -238,15 +239,15 @@ export function keepGuessed(cache: KVCache, req: StepRequest, res: StepResult): 
 }
 
 /** An error as a message carries it (across the worker boundary, or in a stepMany result). */
-export interface RemoteError { message: string; name: string; stack?: string }
+export interface RemoteError { message: string; name: string; stack?: string; code?: string }
 export function remoteError(e: unknown): RemoteError {
-  return e instanceof Error ? { message: e.message, name: e.name, stack: e.stack } : { message: String(e), name: 'Error' };
+  const code = (e as { code?: unknown })?.code;
+  return e instanceof Error ? { message: e.message, name: e.name, stack: e.stack, ...(typeof code === 'string' ? { code } : {}) } : { message: String(e), name: 'Error' };
 }
 /** The error again, with the stack it was thrown with (whose frames are the other side's). */
 export function fromRemote(r: RemoteError): Error { return Object.assign(new Error(r.message), r); }
 
-/** What a closed model's calls are refused with. */
-export const CLOSED = 'runtime: model is closed';
+export { CLOSED };
 
 /**
  * `backend` whose steps use the adapter set under `name` (Backend.setAdapter): a model's second adapter in the same
@@ -256,7 +257,7 @@ export const CLOSED = 'runtime: model is closed';
 export function adapterView(backend: Backend, name: string): Backend {
   const session = sessionOf(backend);
   let closed = false;
-  const open = () => { if (closed) throw new Error(CLOSED); };
+  const open = () => { if (closed) throw new ModelClosedError(); };
   const view = delegate(session, {
     step: async (cache, req) => {
       open();

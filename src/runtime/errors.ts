@@ -4,6 +4,29 @@
  * keeping a conversation catches it to drop its oldest turns and ask again; `code` is OpenAI's name for the same
  * refusal. Its name stays "Error" (String(e) reads "Error: answer: the prompt has …", as every other refusal does).
  */
+/** What a closed model's calls are refused with. */
+export const CLOSED = 'runtime: model is closed';
+
+/**
+ * A call on a model that was closed (close(), or while closing), or whose session ended with it: `code`
+ * "model_closed" (an app's shutdown race, not a failure).
+ */
+export class ModelClosedError extends Error {
+  readonly code = 'model_closed';
+  constructor() { super(CLOSED); }
+}
+
+/** A call on a model whose runtime worker died (an out-of-memory kill, a crash): `code` "runtime_failed"; load the model again. */
+export class RuntimeFailedError extends Error {
+  readonly code = 'runtime_failed';
+}
+
+/** An error thrown again (from another tick or thread, with the caller's stack): its name and code kept, the original its cause. */
+export const again = (e: unknown): Error => {
+  const err = e as Error & { code?: unknown };
+  return Object.assign(new Error(err.message, { cause: e }), { name: err.name }, err.code !== undefined ? { code: err.code } : {});
+};
+
 export class ContextLengthError extends Error {
   readonly code = 'context_length_exceeded';
   /** `tokens`: the positions needed (the prompt, what must follow it, one to generate where asked); `context`: the model's context, in tokens. */

@@ -10,8 +10,9 @@
  * The coalescing runs on the side of the generation loops (the main thread); the engine side (BatchedLocalBackend,
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
+import { again, ModelClosedError } from './errors.ts';
 import type { Model } from './model.ts';
-import { checkSampling, CLOSED, delegate, fromRemote, keepGuessed, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
+import { checkSampling, delegate, fromRemote, keepGuessed, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -125,7 +126,7 @@ export class CoalescingBackend implements BatchingBackend {
     } catch (e) {
       if (e instanceof AbortedError) throw e;
       // Thrown again here, so that its stack holds the caller's frames (the run failed in a later tick); the original is its cause.
-      throw Object.assign(new Error((e as Error).message, { cause: e }), { name: (e as Error).name });
+      throw again(e);
     }
   }
 
@@ -142,7 +143,7 @@ export class CoalescingBackend implements BatchingBackend {
   }
 
   private queue(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
-    if (this.closing) return Promise.reject(new Error(CLOSED));
+    if (this.closing) return Promise.reject(new ModelClosedError());
     if (signal?.aborted) return Promise.reject(new AbortedError());
     return new Promise<StepResult>((resolve, reject) => {
       const p: Pending = { cache, req, rows: req.tokens.length, resolve, reject, signal };
@@ -218,7 +219,7 @@ export class CoalescingBackend implements BatchingBackend {
    */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      for (const p of this.pending.splice(0)) p.reject(new Error(CLOSED));
+      for (const p of this.pending.splice(0)) p.reject(new ModelClosedError());
       await this.idle();
       await this.inner.close();
     })();

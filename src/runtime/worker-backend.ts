@@ -1,6 +1,7 @@
 /** Backend that runs the engine in a worker thread: calls are RPC messages, results come back transferred. */
 import { Worker } from 'node:worker_threads';
-import { CLOSED, fromRemote, type RemoteError } from './backend.ts';
+import { fromRemote, type RemoteError } from './backend.ts';
+import { again, CLOSED, ModelClosedError, RuntimeFailedError } from './errors.ts';
 import type { ModelConfig, Projection, RopeScalingChoice } from '../models/config.ts';
 import type { Quant } from '../onnx/quant.ts';
 import type { Backend, CacheHandle, KVFileRow, KVRow, StepRequest, StepResult } from './backend.ts';
@@ -82,14 +83,17 @@ export class WorkerBackend implements Backend {
   /** Why the worker is gone when it ended by itself (not by close()): every call is refused. */
   get failed(): string | undefined { return this.gone !== undefined && this.gone !== CLOSED ? this.gone : undefined; }
 
+  /** What calls are refused with once the worker is gone: closed by close(), or ended by itself. */
+  private refusal(): Error { return this.gone === CLOSED ? new ModelClosedError() : new RuntimeFailedError(this.gone); }
+
   private fail(why: string): void {
     this.gone ??= why;
-    for (const p of this.pending.values()) p.reject(new Error(this.gone));
+    for (const p of this.pending.values()) p.reject(this.refusal());
     this.pending.clear();
   }
 
   private async call<T>(method: string, ...args: unknown[]): Promise<T> {
-    if (this.gone) throw new Error(this.gone);
+    if (this.gone) throw this.refusal();
     const id = this.next++;
     try {
       return await new Promise<T>((resolve, reject) => {
@@ -105,7 +109,7 @@ export class WorkerBackend implements Backend {
       });
     } catch (e) {
       // Thrown again here, so that its stack holds the caller's frames (V8's async stack); the worker's is its cause.
-      throw Object.assign(new Error((e as Error).message, { cause: e }), { name: (e as Error).name });
+      throw again(e);
     }
   }
 
