@@ -808,6 +808,26 @@ test('loadModel builds a checkpoint of 10M parameters and up in its worker (the 
   }
 });
 
+test('a prompt of megabytes is refused before it is tokenized (ContextLengthError), where the tokenizer bounds the characters a token spans', async () => {
+  const m = await loadModel(path.join(import.meta.dirname, '../models/default'), { worker: false });
+  try {
+    const big = 'Ella has 5 marbles. '.repeat(50_000), ctx = m.config.maxPositionEmbeddings; // 1 MB
+    let encoded = 0;
+    const encode = m.tokenizer.encode.bind(m.tokenizer);
+    m.tokenizer.encode = (...a) => { encoded++; return encode(...a); };
+    const longest = 13; // the embedded vocabulary's longest entry, in characters
+    for (const [call, where] of [[() => answer(m, big), 'answer'], [() => m.complete(big), 'generate'], [() => m.complete([{ role: 'user', content: big }]), 'generate']] as const) {
+      await assert.rejects(call(), (e: unknown) => e instanceof ContextLengthError && e.tokens === Math.ceil(big.length / longest) && e.context === ctx
+        && e.message === `${where}: the prompt has ${big.length} characters, and no token of this model spans more than ${longest}, so it needs at least ${Math.ceil(big.length / longest)} tokens, more than the model's context of ${ctx}`);
+    }
+    assert.equal(encoded, 0, 'nothing was tokenized');
+    // One that might fit is tokenized, as before.
+    assert.equal((await m.complete('Ella has 5 marbles. '.repeat(30), { maxTokens: 1 })).tokens.length, 1);
+  } finally {
+    await m.close();
+  }
+});
+
 test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick exactly what a full sort over the vocabulary picks', () => {
   // Reference: sort every token by probability, then top-k, min-p, top-p, and walk the kept mass with u.
   const reference = (logits: Float32Array, p: { temperature: number; topK?: number; topP?: number; minP?: number }, u: number) => {

@@ -24,7 +24,7 @@ import { onAbort } from '../src/runtime/abort.ts';
 import { getEventListeners } from 'node:events';
 import { answer, reasoningTokens } from '../src/reason/answer.ts';
 import { checkSample } from '../src/reason/check.ts';
-import { promptCharBound } from '../src/server/prompt-bound.ts';
+import { promptCharBound } from '../src/tokenizer/prompt-bound.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 import { promptCacheOf } from '../src/runtime/prompt-cache.ts';

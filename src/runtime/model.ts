@@ -17,6 +17,7 @@ import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { encodeChat } from '../tokenizer/chat-ids.ts';
 import { adapterView, sessionOf, type Backend } from './backend.ts';
 import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
+import { promptCharBound } from '../tokenizer/prompt-bound.ts';
 import { WorkerBackend, type BuildJob } from './worker-backend.ts';
 import { dropPromptCache, MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
 import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, stopList, type Completion, type GenerateOptions } from './generate.ts';
@@ -243,11 +244,28 @@ export class Model {
   encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt), chatTemplateKwargs?: Record<string, unknown>, where = 'generate', generationPrompt = true): number[] {
     if (chatTemplateKwargs !== undefined && !chat) throw new Error(`${where}: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)`);
     if (Array.isArray(prompt) && !chat) throw new Error(`${where}: a list of messages is rendered by the chat template: leave chat out (or set it to true)`);
+    this.checkLength(prompt, where);
     if (!chat && typeof prompt === 'string') return this.tokenizer.encode(prompt);
     // A message's text stays text: a special token it writes is not the control token (tokenizer/chat-ids.ts).
     const render = (p: string | ChatMessage[]) => this.renderChat(p, chatTemplateKwargs, where, generationPrompt);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
     return encodeChat(this.tokenizer, messages, render, render(prompt), where);
+  }
+
+  /**
+   * A prompt of megabytes is refused before it is tokenized, which would hold the caller's thread (0.25 s per MB on
+   * the embedded model, more with a real vocabulary): where the tokenizer allows a bound (promptCharBound), text of C
+   * characters needs at least C / (the longest token's characters) tokens.
+   */
+  private checkLength(prompt: string | ChatMessage[], where: string): void {
+    const ctx = this.config.maxPositionEmbeddings;
+    const raw = typeof prompt === 'string' ? prompt.length : prompt.reduce((n, m) => n + (typeof m?.content === 'string' ? m.content.length : 0), 0);
+    if (raw <= 2 * ctx) return; // (the bound is at least 2 characters a token: it refuses nothing this short)
+    const bound = promptCharBound(this.tokenizer);
+    if (!bound) return;
+    const chars = typeof prompt === 'string' ? bound.normalizedLength(prompt) : prompt.reduce((n, m) => n + (typeof m?.content === 'string' ? bound.normalizedLength(m.content) : 0), 0);
+    const least = Math.ceil(chars / bound.maxTokenChars);
+    if (least > ctx) throw new ContextLengthError(`${where}: the prompt has ${chars} characters, and no token of this model spans more than ${bound.maxTokenChars}, so it needs at least ${least} tokens, more than the model's context of ${ctx}`, least, ctx);
   }
 
   /**

@@ -28,7 +28,7 @@ import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
 import { KEEP_ALIVE_MS, SseWriter } from './sse.ts';
 import { prepareJsonVocabulary } from '../runtime/json-constraint.ts';
-import { promptCharBound } from './prompt-bound.ts';
+import { promptCharBound } from '../tokenizer/prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
 import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionPlan, type CompletionRequest, type PromptLogprobs } from './completions.ts';
 import type { Completion } from '../runtime/generate.ts';

@@ -47,7 +47,7 @@ import { servedModel, type Served, type ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { compileJsonSchema, jsonConstraint, stopCuts, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
 import { argumentsObject, jsonDepth, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
-import { promptCharBound } from './prompt-bound.ts';
+import { promptCharBound } from '../tokenizer/prompt-bound.ts';
 import { textOffsets, type TokenLogprobs } from './logprobs.ts';
 
 export type EffortBudgets = Record<Exclude<Effort, 'none'>, number>;

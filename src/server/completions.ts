@@ -12,7 +12,7 @@ import type { Model } from '../runtime/model.ts';
 import { servedModel, type Served, type ServedModel } from './models.ts';
 import { samplingOptions, type ChatLimits } from './chat.ts';
 import { ApiError, checkUnsupported, samplingFields, type ChatRequest, type SamplingRequest } from './schemas.ts';
-import { promptCharBound } from './prompt-bound.ts';
+import { promptCharBound } from '../tokenizer/prompt-bound.ts';
 
 /** OpenAI's completions request, and vLLM's sampling extras (top_k, min_p, repetition_penalty). */
 export interface CompletionRequest extends SamplingRequest {

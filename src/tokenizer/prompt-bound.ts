@@ -11,8 +11,8 @@
  * are applied here (natively, milliseconds for megabytes). For any other tokenizer there is no bound (undefined) and
  * the prompt is simply tokenized.
  */
-import { HfTokenizer } from '../tokenizer/hf.ts';
-import type { TextTokenizer } from '../tokenizer/types.ts';
+import { HfTokenizer } from './hf.ts';
+import type { TextTokenizer } from './types.ts';
 
 export interface PromptCharBound {
   /** Characters the longest token covers at most. */
