@@ -1,6 +1,6 @@
 import { after, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ContextLengthError } from '../src/runtime/errors.ts';
+import { ContextLengthError, ModelClosedError, RuntimeFailedError } from '../src/runtime/errors.ts';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -487,7 +487,7 @@ test('runtime worker: a failed load ends the worker; calls after close() or afte
   // alive until its exit event (the test runner then cancels the file: CI saw it once).
   await within((b as unknown as { worker: Worker }).worker.terminate());
   for (const r of await within(Promise.allSettled(inFlight))) if (r.status === 'rejected') assert.match(r.reason.message, /runtime worker exited with code 1/);
-  await assert.rejects(within(b.lengths(c)), { message: 'runtime worker exited with code 1', code: 'runtime_failed' }); // a code for an app to branch on (reload the model)
+  await assert.rejects(within(b.lengths(c)), (e: unknown) => e instanceof RuntimeFailedError && e.message === 'runtime worker exited with code 1' && e.code === 'runtime_failed'); // for an app to branch on (reload the model)
   assert.equal(b.failed, 'runtime worker exited with code 1', 'said failed (the server\'s /health reads it)');
   await within(b.close());
 
@@ -806,6 +806,8 @@ test('loadModel builds a checkpoint of 10M parameters and up in its worker (the 
       await Promise.all([inWorker.close(), here.close()]);
     }
   }
+  // A progress callback that throws fails the load (as where the graph is built on the caller's thread), with no worker left.
+  await assert.rejects(loadModel(mid.dir, { cache: 'never', onProgress: () => { throw new Error('the app\'s bar broke'); } }), /^Error: the app's bar broke$/);
 });
 
 test('a prompt of megabytes is refused before it is tokenized (ContextLengthError), where the tokenizer bounds the characters a token spans', async () => {
@@ -821,6 +823,7 @@ test('a prompt of megabytes is refused before it is tokenized (ContextLengthErro
         && e.message === `${where}: the prompt has ${big.length} characters, and no token of this model spans more than ${longest}, so it needs at least ${Math.ceil(big.length / longest)} tokens, more than the model's context of ${ctx}`);
     }
     assert.equal(encoded, 0, 'nothing was tokenized');
+    assert.throws(() => m.encode(42 as never), /^Error: generate: a prompt must be a string or a list of messages, got number$/);
     // One that might fit is tokenized, as before.
     assert.equal((await m.complete('Ella has 5 marbles. '.repeat(30), { maxTokens: 1 })).tokens.length, 1);
   } finally {
@@ -1707,13 +1710,14 @@ test('withAdapter: a second adapter in the same session gives a separate load\'s
     await m.close();
     await assert.rejects(m.complete('Hello', { maxTokens: 1 }), /runtime: model is closed/, `worker ${worker}`);
     // With a code an app can branch on (a shutdown race, not a failure), through answer() too.
-    for (const call of [m.complete('Hello'), answer(m, 'Hello'), v.generateBatch(['Hello'])]) await assert.rejects(call, { message: 'runtime: model is closed', code: 'model_closed' }, `worker ${worker}`);
+    const closedError = (e: unknown) => e instanceof ModelClosedError && e.message === 'runtime: model is closed' && e.code === 'model_closed' && String(e) === 'Error: runtime: model is closed';
+    for (const call of [m.complete('Hello'), answer(m, 'Hello'), v.generateBatch(['Hello'])]) await assert.rejects(call, closedError, `worker ${worker}`);
     // Closed while generating: the step running finishes, the generation is refused alike (an in-process session
     // used to be released under its step: "Session already disposed").
     const busy = await loadModel(dir, { worker }), step = busy.backend.step.bind(busy.backend);
     let closing: Promise<void> | undefined;
     busy.backend.step = (...a) => { const r = step(...a); closing ??= busy.close(); return r; };
-    await assert.rejects(busy.complete('Hello', { maxTokens: 20, temperature: 1, stopTokens: [] }), /^Error: runtime: model is closed$/, `worker ${worker}`);
+    await assert.rejects(busy.complete('Hello', { maxTokens: 20, temperature: 1, stopTokens: [] }), (e: unknown) => closedError(e), `worker ${worker}`); // in flight: the class too
     await closing;
     // More rows than one run takes (maxRows) always leave steps queued: close() refuses them and later calls at once,
     // rather than waiting for every call to finish.

@@ -4,7 +4,7 @@
  * (the default: the event loop stays free). Only token ids, sampled tokens and, on request, logits and
  * hidden states cross the boundary.
  */
-import { CLOSED, ModelClosedError } from './errors.ts';
+import { CLOSED, ModelClosedError, ofCode } from './errors.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { Engine, type AdapterTensors, type EngineOptions, type StepInput, type StepOutput } from './engine.ts';
 import fs from 'node:fs';
@@ -245,7 +245,7 @@ export function remoteError(e: unknown): RemoteError {
   return e instanceof Error ? { message: e.message, name: e.name, stack: e.stack, ...(typeof code === 'string' ? { code } : {}) } : { message: String(e), name: 'Error' };
 }
 /** The error again, with the stack it was thrown with (whose frames are the other side's). */
-export function fromRemote(r: RemoteError): Error { return Object.assign(new Error(r.message), r); }
+export function fromRemote(r: RemoteError): Error { return ofCode(Object.assign(new Error(r.message), r)); }
 
 export { CLOSED };
 

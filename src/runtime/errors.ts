@@ -1,9 +1,3 @@
-/**
- * A prompt too long for the model's context, with what must follow it (an adapter's invocation, a budget line, a
- * thinking model's empty thinking block) and, where something is to be generated, room for one token. An application
- * keeping a conversation catches it to drop its oldest turns and ask again; `code` is OpenAI's name for the same
- * refusal. Its name stays "Error" (String(e) reads "Error: answer: the prompt has …", as every other refusal does).
- */
 /** What a closed model's calls are refused with. */
 export const CLOSED = 'runtime: model is closed';
 
@@ -21,12 +15,28 @@ export class RuntimeFailedError extends Error {
   readonly code = 'runtime_failed';
 }
 
-/** An error thrown again (from another tick or thread, with the caller's stack): its name and code kept, the original its cause. */
+/**
+ * An error thrown again (from another tick or thread, with the caller's stack): its name and code kept, and the class
+ * its code names (an app tests `instanceof ModelClosedError` or `code`), the original its cause.
+ */
 export const again = (e: unknown): Error => {
   const err = e as Error & { code?: unknown };
-  return Object.assign(new Error(err.message, { cause: e }), { name: err.name }, err.code !== undefined ? { code: err.code } : {});
+  return ofCode(Object.assign(new Error(err?.message, { cause: e }), { name: err?.name ?? 'Error' }, typeof err?.code === 'string' ? { code: err.code } : {}));
 };
 
+/** An error (from the worker thread, or thrown again), as the class its code names (RuntimeFailedError, ModelClosedError) where it names one. */
+export const ofCode = (e: Error & { code?: unknown }): Error => {
+  const cls = e.code === 'model_closed' ? ModelClosedError : e.code === 'runtime_failed' ? RuntimeFailedError : undefined;
+  if (cls) Object.setPrototypeOf(e, cls.prototype);
+  return e;
+};
+
+/**
+ * A prompt too long for the model's context, with what must follow it (an adapter's invocation, a budget line, a
+ * thinking model's empty thinking block) and, where something is to be generated, room for one token. An application
+ * keeping a conversation catches it to drop its oldest turns and ask again; `code` is OpenAI's name for the same
+ * refusal. Its name stays "Error" (String(e) reads "Error: answer: the prompt has …", as every other refusal does).
+ */
 export class ContextLengthError extends Error {
   readonly code = 'context_length_exceeded';
   /** `tokens`: the positions needed (the prompt, what must follow it, one to generate where asked); `context`: the model's context, in tokens. */

@@ -258,6 +258,7 @@ export class Model {
    * characters needs at least C / (the longest token's characters) tokens.
    */
   private checkLength(prompt: string | ChatMessage[], where: string): void {
+    if (typeof prompt !== 'string' && !Array.isArray(prompt)) return; // (refused as it was, by what encodes it)
     const ctx = this.config.maxPositionEmbeddings;
     const raw = typeof prompt === 'string' ? prompt.length : prompt.reduce((n, m) => n + (typeof m?.content === 'string' ? m.content.length : 0), 0);
     if (raw <= 2 * ctx) return; // (the bound is at least 2 characters a token: it refuses nothing this short)

@@ -53,8 +53,15 @@ export class WorkerBackend implements Backend {
     workers.add(state);
     worker.once('exit', () => workers.delete(state));
     const backend = new WorkerBackend(config, opts.hasLora, worker);
+    // The load's progress: not kept past the load (a callback holding the app's objects would keep the model from
+    // being collected), and one that throws fails the load, as it would where the graph is built on the caller's thread.
+    // (It fails the load once the worker has loaded: ended while it builds, onnxruntime could take the process down.)
+    let progress = onProgress, progressFailed: unknown;
     worker.on('message', (m: { id: number; result?: unknown; error?: RemoteError; progress?: [number, number] }) => {
-      if (m.progress) return onProgress?.(...m.progress);
+      if (m.progress) {
+        try { progress?.(...m.progress); } catch (e) { progress = undefined; progressFailed = e; }
+        return;
+      }
       const p = backend.pending.get(m.id);
       if (!p) return;
       backend.pending.delete(m.id);
@@ -66,7 +73,10 @@ export class WorkerBackend implements Backend {
     worker.on('exit', (code) => backend.fail(`runtime worker exited with code ${code}`));
     try {
       await new Promise((resolve, reject) => backend.pending.set(0, { resolve, reject }));
+      progress = undefined;
+      if (progressFailed !== undefined) throw progressFailed;
     } catch (e) {
+      progress = undefined;
       backend.gone ??= 'runtime: the model failed to load';
       // The load's answer left the worker unref'd (no call pending): referenced again, the event loop waits for its
       // exit; terminated, it cannot keep the process alive.
