@@ -818,9 +818,11 @@ test('a prompt of megabytes is refused before it is tokenized (ContextLengthErro
     const encode = m.tokenizer.encode.bind(m.tokenizer);
     m.tokenizer.encode = (...a) => { encoded++; return encode(...a); };
     const longest = 13; // the embedded vocabulary's longest entry, in characters
-    for (const [call, where] of [[() => answer(m, big), 'answer'], [() => m.complete(big), 'generate'], [() => m.complete([{ role: 'user', content: big }]), 'generate']] as const) {
-      await assert.rejects(call(), (e: unknown) => e instanceof ContextLengthError && e.tokens === Math.ceil(big.length / longest) && e.context === ctx
-        && e.message === `${where}: the prompt has ${big.length} characters, and no token of this model spans more than ${longest}, so it needs at least ${Math.ceil(big.length / longest)} tokens, more than the model's context of ${ctx}`);
+    // (A chat prompt is measured as the template renders it: what is tokenized.)
+    const rendered = m.renderChat([{ role: 'user', content: big }]).length;
+    for (const [call, where, chars] of [[() => answer(m, big), 'answer', rendered], [() => m.complete(big), 'generate', big.length], [() => m.complete([{ role: 'user', content: big }]), 'generate', rendered]] as const) {
+      await assert.rejects(call(), (e: unknown) => e instanceof ContextLengthError && e.tokens === Math.ceil(chars / longest) && e.context === ctx
+        && e.message === `${where}: the prompt has ${chars} characters, and no token of this model spans more than ${longest}, so it needs at least ${Math.ceil(chars / longest)} tokens, more than the model's context of ${ctx}`);
     }
     assert.equal(encoded, 0, 'nothing was tokenized');
     assert.throws(() => m.encode(42 as never), /^Error: generate: a prompt must be a string or a list of messages, got number$/);

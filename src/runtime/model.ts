@@ -52,7 +52,8 @@ export interface LoadOptions {
   onDownload?: (done: number, total: number) => void;
   /**
    * Stops loading (rejecting with its AbortError) after the step under way: a download breaks off (the next load goes
-   * on from where it stopped), a conversion into the cache stops at once and keeps nothing, and no session is left open.
+   * on from where it stopped), a conversion into the cache stops at once and keeps nothing, and no session is left open
+   * (a graph built in memory in the worker, from 10M parameters on, is a step: the session it makes is closed then).
    */
   signal?: AbortSignal;
   /**
@@ -186,7 +187,7 @@ export class Model {
         throw new Error(`model: ${src.path} was converted without LoRA inputs for ${lacking.join(',')}${m.options.loraTargets.length ? ` (it has them for ${m.options.loraTargets.join(',')})` : ''}; convert again with --lora-targets ${PROJECTIONS.filter((t) => m.options.loraTargets.includes(t) || lacking.includes(t)).join(',')}`);
       }
       graph = path.join(src.path, m.graph);
-    } else if (opts.worker === false || parameterCount(src.config) < BUILD_IN_WORKER) {
+    } else if (opts.worker === false || parameterCount(src.config) < BUILD_IN_WORKER || src.kind === 'llama2c') { // (a llama2.c file is read whole here already: not twice)
       checkInMemorySize(src.config, quant, src.path, loraTargets, rope);
       const blocks = await prequantizeLarge(src, quant, opts);
       signal?.throwIfAborted();
@@ -244,12 +245,16 @@ export class Model {
   encode(prompt: string | ChatMessage[], chat = Array.isArray(prompt), chatTemplateKwargs?: Record<string, unknown>, where = 'generate', generationPrompt = true): number[] {
     if (chatTemplateKwargs !== undefined && !chat) throw new Error(`${where}: chatTemplateKwargs are variables of the chat template: they apply to chat prompts only (chat: true, or a list of messages)`);
     if (Array.isArray(prompt) && !chat) throw new Error(`${where}: a list of messages is rendered by the chat template: leave chat out (or set it to true)`);
-    this.checkLength(prompt, where);
-    if (!chat && typeof prompt === 'string') return this.tokenizer.encode(prompt);
+    if (!chat && typeof prompt === 'string') {
+      this.checkLength(prompt, where);
+      return this.tokenizer.encode(prompt);
+    }
     // A message's text stays text: a special token it writes is not the control token (tokenizer/chat-ids.ts).
     const render = (p: string | ChatMessage[]) => this.renderChat(p, chatTemplateKwargs, where, generationPrompt);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
-    return encodeChat(this.tokenizer, messages, render, render(prompt), where);
+    const text = render(prompt); // what is tokenized (a template may drop part of a message: Qwen3's an earlier reply's thinking)
+    this.checkLength(text, where);
+    return encodeChat(this.tokenizer, messages, render, text, where);
   }
 
   /**
@@ -257,14 +262,12 @@ export class Model {
    * the embedded model, more with a real vocabulary): where the tokenizer allows a bound (promptCharBound), text of C
    * characters needs at least C / (the longest token's characters) tokens.
    */
-  private checkLength(prompt: string | ChatMessage[], where: string): void {
-    if (typeof prompt !== 'string' && !Array.isArray(prompt)) return; // (refused as it was, by what encodes it)
+  private checkLength(text: string, where: string): void {
     const ctx = this.config.maxPositionEmbeddings;
-    const raw = typeof prompt === 'string' ? prompt.length : prompt.reduce((n, m) => n + (typeof m?.content === 'string' ? m.content.length : 0), 0);
-    if (raw <= 2 * ctx) return; // (the bound is at least 2 characters a token: it refuses nothing this short)
+    if (text.length <= 2 * ctx) return; // (the bound is at least 2 characters a token: it refuses nothing this short)
     const bound = promptCharBound(this.tokenizer);
     if (!bound) return;
-    const chars = typeof prompt === 'string' ? bound.normalizedLength(prompt) : prompt.reduce((n, m) => n + (typeof m?.content === 'string' ? bound.normalizedLength(m.content) : 0), 0);
+    const chars = bound.normalizedLength(text);
     const least = Math.ceil(chars / bound.maxTokenChars);
     if (least > ctx) throw new ContextLengthError(`${where}: the prompt has ${chars} characters, and no token of this model spans more than ${bound.maxTokenChars}, so it needs at least ${least} tokens, more than the model's context of ${ctx}`, least, ctx);
   }

@@ -11,6 +11,7 @@
  * The kept prompts can be saved to a file and loaded again after a restart (save / load): a long system prompt is
  * then prefilled once per deployment, not once per process.
  */
+import { again } from './errors.ts';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -125,12 +126,13 @@ export class PromptCache {
         tensors.set('probe', { shape: kvShape(this.backend, PROBE.length), data: await probe(this.backend) });
         for (const [i, e] of kept.entries()) tensors.set(`prompt.${i}`, { shape: kvShape(this.backend, e.tokens.length), data: (await this.backend.exportRow(e.cache, 0, e.tokens.length)).data });
       } catch (e) {
-        throw new Error(`prompt cache: not saved to ${file}: ${(e as Error).message}`);
+        // (A closed model's code, or a dead worker's, comes along: again() keeps it.)
+        throw Object.assign(again(e), { message: `prompt cache: not saved to ${file}: ${(e as Error).message}` });
       }
       // Checked again and written with nothing awaited between: a file made there meanwhile is not replaced (nor one
       // made while it is written: a new file is committed only where none is).
-      const again = notOurs(file);
-      if (again) throw new Error(again);
+      const taken = notOurs(file);
+      if (taken) throw new Error(taken);
       try {
         makeDir(path.dirname(path.resolve(file)));
         // Each tensor's sha256, checked when it is read: a file damaged since (a disk, an editor) is refused, not answered from.
