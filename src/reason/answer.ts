@@ -404,6 +404,8 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
   return { thinking: dec(seq.tokens.slice(0, seq.thinkingTokens)).trim(), answer: answerText(dec(seq.tokens.slice(seq.answerFrom))) };
 }
 
+/** answer()'s maxTokens when none is given: generated tokens per sample. */
+const ANSWER_MAX_TOKENS = 512;
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
   'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', ...SAMPLING_OPTIONS, 'promptLookup', 'minTokens', 'ignoreEos'];
 
@@ -437,8 +439,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
   const drawing = samplingOf(opts);
-  if (Number.isInteger(opts.minTokens) && opts.minTokens! > (opts.maxTokens ?? 512)) throw new Error(`answer: minTokens (${opts.minTokens}) is more than maxTokens (${opts.maxTokens ?? '512, the default'})`);
-  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, ignoreEos: opts.ignoreEos, maxTokens: opts.maxTokens ?? 512 }, model.config.vocabSize, 'answer');
+  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, ignoreEos: opts.ignoreEos, maxTokens: opts.maxTokens }, model.config.vocabSize, 'answer', ANSWER_MAX_TOKENS);
   if (opts.json !== undefined && stopList(opts.stop).length) throw new Error(JSON_STOP('answer'));
   if ((opts.json !== undefined || opts[ALLOWED_NEXT]) && (opts.minTokens || opts.ignoreEos)) throw new Error(`answer: ${opts.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with ${opts.json !== undefined ? 'json' : 'a constraint on the tool calls'}: the constraint could leave the model no token to draw`);
   if (opts.ignoreEos && (opts.samples ?? 1) > 1) throw new Error(`answer: ignoreEos with ${opts.samples} samples: no sample would end by itself, and only those vote; leave out one of them`);
@@ -494,7 +495,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const direct = native ? emptyBlock(tok, ids, opened, rt!.invocation) : { tagEnd: ids.length, block: [] as number[] }, directLen = direct.tagEnd + direct.block.length;
   const noRoomToAnswer = () => new ContextLengthError(`answer: the prompt and the empty thinking block have ${directLen} tokens, which leaves no room in the model's context of ${ctx} tokens`, directLen + 1, ctx);
   if ((mode === 'off' || closedByTemplate) && directLen >= ctx) throw noRoomToAnswer();
-  const limit = opts.maxTokens ?? 512; // generated tokens per sample
+  const limit = opts.maxTokens ?? ANSWER_MAX_TOKENS; // generated tokens per sample
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
   // One tracker per call: its samples share the machine states of their common prefixes.

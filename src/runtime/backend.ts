@@ -4,7 +4,7 @@
  * (the default: the event loop stays free). Only token ids, sampled tokens and, on request, logits and
  * hidden states cross the boundary.
  */
-import { CLOSED, ModelClosedError, ofCode } from './errors.ts';
+import { ModelClosedError, ofCode } from './errors.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { Engine, type AdapterTensors, type EngineOptions, type StepInput, type StepOutput } from './engine.ts';
 import fs from 'node:fs';
@@ -247,7 +247,6 @@ export function remoteError(e: unknown): RemoteError {
 /** The error again, with the stack it was thrown with (whose frames are the other side's). */
 export function fromRemote(r: RemoteError): Error { return ofCode(Object.assign(new Error(r.message), r)); }
 
-export { CLOSED };
 
 /**
  * `backend` whose steps use the adapter set under `name` (Backend.setAdapter): a model's second adapter in the same
@@ -269,7 +268,7 @@ export function adapterView(backend: Backend, name: string): Backend {
     close: async () => {
       if (closed) return;
       closed = true;
-      try { await session.setAdapter(null, name); } catch (e) { if ((e as Error).message !== CLOSED) throw e; }
+      try { await session.setAdapter(null, name); } catch (e) { if (!(e instanceof ModelClosedError)) throw e; }
     },
   });
   viewSessions.set(view, session);

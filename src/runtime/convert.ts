@@ -103,6 +103,17 @@ export async function prequantizeLarge(src: ModelSource, quant: Quant, o: { thre
 }
 
 /**
+ * A checkpoint's inference graph built in memory (loadModel without a converted copy): a large one's blocks
+ * quantised first on worker threads; `signal` is looked at between the two. Model.open runs it, or the session's
+ * worker (worker.ts) for a checkpoint of BUILD_IN_WORKER parameters and up.
+ */
+export async function buildInMemory(src: ModelSource, quant: Quant, o: { accuracyLevel?: number; loraTargets: readonly Projection[]; threads?: number; onProgress?: (done: number, total: number) => void; signal?: AbortSignal }): Promise<Uint8Array> {
+  const blocks = await prequantizeLarge(src, quant, o);
+  o.signal?.throwIfAborted();
+  return buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel: o.accuracyLevel, loraTargets: [...o.loraTargets], onProgress: o.onProgress, blocks }).toModelProto();
+}
+
+/**
  * Writes model.onnx + model.onnx.data + tokenizer files + edgereason.json into `out`, so later loads skip
  * quantisation and graph building. The manifest records the source's fingerprint to detect a stale folder.
  */

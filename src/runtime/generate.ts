@@ -512,8 +512,8 @@ export class Sequence {
 /** Stop strings as a list: OpenAI's API, and so these options, take one string or several. */
 export const stopList = (stop: string | string[] | undefined): string[] => (stop === undefined ? [] : typeof stop === 'string' ? [stop] : stop);
 
-/** Refuses options that would be ignored or mean nothing, naming the option and the value. */
-export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, where = 'generate'): void {
+/** Refuses options that would be ignored or mean nothing, naming the option and the value (`defaultMaxTokens`: the caller's maxTokens when none is given). */
+export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, where = 'generate', defaultMaxTokens = 256): void {
   const bad = (what: string, v: unknown) => { throw new Error(`${where}: ${what}, got ${shown(v)}`); };
   const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
   if (o.temperature !== undefined && !(num(o.temperature) && o.temperature >= 0)) bad('temperature must be a finite number ≥ 0 (0 = greedy)', o.temperature);
@@ -527,7 +527,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   // The first token is sampled before any limit is checked: a limit below 1 cannot be honoured.
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) bad('maxTokens must be an integer ≥ 1', o.maxTokens);
   if (o.minTokens !== undefined && !(Number.isInteger(o.minTokens) && o.minTokens >= 0)) bad('minTokens must be an integer ≥ 0', o.minTokens);
-  if (o.minTokens && o.minTokens > (o.maxTokens ?? 256)) throw new Error(`${where}: minTokens (${o.minTokens}) is more than maxTokens (${o.maxTokens ?? '256, the default'})`);
+  if (o.minTokens && o.minTokens > (o.maxTokens ?? defaultMaxTokens)) throw new Error(`${where}: minTokens (${o.minTokens}) is more than maxTokens (${o.maxTokens ?? `${defaultMaxTokens}, the default`})`);
   if (o.ignoreEos !== undefined && typeof o.ignoreEos !== 'boolean') bad('ignoreEos must be true or false', o.ignoreEos);
   if ((o.minTokens || o.ignoreEos) && o.allowedNext) throw new Error(`${where}: ${o.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with a constraint on the answer (json, a forced tool call): it could leave the model no token to draw`);
   if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) bad('promptLookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off)', o.promptLookup);

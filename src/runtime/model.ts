@@ -5,12 +5,11 @@
 import path from 'node:path';
 import { checkRopeScalingChoice, parameterCount, ropeChoiceOf, PROJECTIONS, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 export { parameterCount };
-import { buildInferenceGraph } from '../models/inference-graph.ts';
 import { convertAgain, openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
 import { resolveModelPath } from '../io/hub.ts';
 import { baseModelNote, loadAdapter, modelNames, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
-import { CACHE_POLICIES, CopyGone, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, prequantizeLarge, requantisedNote, rescaled, type CachePolicy } from './convert.ts';
+import { buildInMemory, CACHE_POLICIES, CopyGone, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, requantisedNote, rescaled, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
@@ -187,19 +186,15 @@ export class Model {
         throw new Error(`model: ${src.path} was converted without LoRA inputs for ${lacking.join(',')}${m.options.loraTargets.length ? ` (it has them for ${m.options.loraTargets.join(',')})` : ''}; convert again with --lora-targets ${PROJECTIONS.filter((t) => m.options.loraTargets.includes(t) || lacking.includes(t)).join(',')}`);
       }
       graph = path.join(src.path, m.graph);
-    } else if (opts.worker === false || parameterCount(src.config) < BUILD_IN_WORKER || src.kind === 'llama2c') { // (a llama2.c file is read whole here already: not twice)
-      checkInMemorySize(src.config, quant, src.path, loraTargets, rope);
-      const blocks = await prequantizeLarge(src, quant, opts);
-      signal?.throwIfAborted();
-      graph = buildInferenceGraph(src.config, src.weights!, {
-        quant, accuracyLevel: opts.accuracyLevel, loraTargets, onProgress: opts.onProgress, blocks,
-      }).toModelProto();
     } else {
-      // Built in the session's worker from the checkpoint, as this thread would: it stays free meanwhile (an app's UI,
-      // a server's other requests: a 45M-parameter checkpoint held it for 0.6 s), and the graph's bytes are the
-      // worker's from the start. (Not for a small one: the worker's own imports would take longer than the build.)
       checkInMemorySize(src.config, quant, src.path, loraTargets, rope);
-      graph = { build: { source: src.path, ropeScaling: opts.ropeScaling, quant, accuracyLevel: opts.accuracyLevel, loraTargets: [...loraTargets], threads: opts.threads } };
+      // From BUILD_IN_WORKER parameters on, built in the session's worker from the checkpoint, as this thread would:
+      // it stays free meanwhile (an app's UI, a server's other requests: a 45M-parameter checkpoint held it for 0.6 s),
+      // and the graph's bytes are the worker's from the start. (Not for a small one: the worker's own imports would
+      // take longer than the build; nor a llama2.c file, read whole here already: not twice.)
+      const here = opts.worker === false || parameterCount(src.config) < BUILD_IN_WORKER || src.kind === 'llama2c';
+      const build = { accuracyLevel: opts.accuracyLevel, loraTargets, threads: opts.threads };
+      graph = here ? await buildInMemory(src, quant, { ...build, onProgress: opts.onProgress, signal }) : { build: { ...build, source: src.path, ropeScaling: opts.ropeScaling, quant } };
     }
     signal?.throwIfAborted();
     let backend: Backend;

@@ -398,7 +398,10 @@ export async function openPromptCacheFile(cache: PromptCache, file: string, note
   const unwritable = cannotWrite(file);
   if (unwritable) note(`prompt cache: ${file} is read but not saved: ${unwritable}`);
   // A folder not there yet (a mistyped path?) is made at the save: said now, not found later in an unexpected place.
-  else if (!fs.existsSync(path.dirname(path.resolve(throughLinks(file))))) note(`prompt cache: the folder ${path.dirname(path.resolve(throughLinks(file)))} does not exist: it is made when the prompts are saved`);
+  else {
+    const folder = path.dirname(path.resolve(throughLinks(file)));
+    if (!fs.existsSync(folder)) note(`prompt cache: the folder ${folder} does not exist: it is made when the prompts are saved`);
+  }
   // Saved only when what is kept changed (a run that kept nothing new leaves the file as it was).
   let saved = cache.changes;
   return {

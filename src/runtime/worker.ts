@@ -18,12 +18,9 @@ const ready = graph().then((model) => BatchedLocalBackend.create(data.config, mo
 async function graph(): Promise<Uint8Array | string> {
   const model = data.model!;
   if (typeof model === 'string' || model instanceof Uint8Array) return model;
-  const [{ openSource }, { prequantizeLarge, rescaled }, { buildInferenceGraph }] = await Promise.all([import('../io/source.ts'), import('./convert.ts'), import('../models/inference-graph.ts')]);
-  const { source, ropeScaling, quant, accuracyLevel, loraTargets, threads } = model.build;
-  const onProgress = (done: number, total: number) => parentPort!.postMessage({ progress: [done, total] });
-  const src = rescaled(openSource(source), ropeScaling);
-  const blocks = await prequantizeLarge(src, quant, { threads, onProgress });
-  return buildInferenceGraph(src.config, src.weights!, { quant, accuracyLevel, loraTargets, onProgress, blocks }).toModelProto();
+  const [{ openSource }, { buildInMemory, rescaled }] = await Promise.all([import('../io/source.ts'), import('./convert.ts')]);
+  const { source, ropeScaling, quant, ...build } = model.build;
+  return buildInMemory(rescaled(openSource(source), ropeScaling), quant, { ...build, onProgress: (done, total) => parentPort!.postMessage({ progress: [done, total] }) });
 }
 // A graph built in memory (its bytes: tens to hundreds of MB) is the session's once it exists: not kept here too.
 ready.finally(() => { data.model = undefined; done(); }).catch(() => {});
