@@ -203,8 +203,21 @@ function params(c: ModelConfig): number {
   return c.vocabSize * c.hiddenSize + c.numLayers * (attn + 3 * c.hiddenSize * c.intermediateSize);
 }
 
+/**
+ * The Qwen2.5-0.5B-shaped random-weight q4 model (and with `fp32` its fp32 conversion) that the json, lookup,
+ * prompt-cache and reasoning benches time: prepared in the decode bench's cache, each step and where the models are
+ * kept said through `log`.
+ */
+export async function preparedShapeModels(log: (line: string) => void = (l) => console.error(l), o: { fp32?: boolean } = {}) {
+  log(`Qwen2.5-0.5B shape: preparing the random-weight ${o.fp32 ? '' : 'q4 '}model (cached; the first run takes a few minutes)`);
+  const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => log(`  ${l}`), o);
+  if (files.kept) log(files.kept);
+  return files;
+}
+
+/** The bytes of the files under `dir`, its subfolders' too. */
 function dirBytes(dir: string): number {
-  return fs.readdirSync(dir).reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).reduce((n, e) => n + (e.isFile() ? fs.statSync(path.join(e.parentPath ?? e.path, e.name)).size : 0), 0);
 }
 
 /** Short hash of the source files that decide what a cached artefact contains, so code changes invalidate it. */
@@ -256,13 +269,8 @@ export async function prepareModels(cacheDir: string, accuracyLevel: number, not
   if (needQ4) await convert(onnxDir, `q4 (accuracy level ${accuracyLevel})`, { quant: 'q4', accuracyLevel });
   if (needFp32) await convert(fp32Dir, 'fp32', { quant: 'fp32' });
   // Gigabytes left in the temp folder are said once, when written (the next bench run reuses them): `kept`, for the caller to print (after its bar).
-  const kept = steps ? `bench: the random-weight ${shape} models are kept in ${cacheDir} (${(folderBytes(cacheDir) / 1e9).toFixed(1)} GB) for the next bench run; delete that folder to free the space` : undefined;
+  const kept = steps ? `bench: the random-weight ${shape} models are kept in ${cacheDir} (${(dirBytes(cacheDir) / 1e9).toFixed(1)} GB) for the next bench run; delete that folder to free the space` : undefined;
   return { kept, hf, q4gguf, onnxDir, fp32Dir: o.fp32 ? fp32Dir : undefined, config: JSON.parse(fs.readFileSync(done, 'utf8')).config as ModelConfig };
-}
-
-/** The bytes of the files under `dir`. */
-function folderBytes(dir: string): number {
-  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).reduce((n, e) => n + (e.isFile() ? fs.statSync(path.join(e.parentPath ?? e.path, e.name)).size : 0), 0);
 }
 
 function markdown(r: DecodeBenchResult): string {

@@ -7,7 +7,6 @@
  * Writes bench/results/json-<date>.json + .md.
  *   node --import tsx bench/json.ts [--tokens 64] [--reps 3] [--results-dir d] [--no-write]
  */
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
@@ -44,10 +43,8 @@ async function run(m: Model, json: JsonSchema | undefined, sampling: { temperatu
 export async function runJsonBench(o: JsonBenchOptions = {}) {
   const tokens = o.tokens ?? 64, reps = o.reps ?? 3, machine = machineNow();
   if (tokens < 8) throw new Error(`bench json: --tokens must be at least 8 (decode time per token is timed after the first), got ${tokens}`);
-  const { prepareModels } = await import('./decode.ts');
-  console.error('Qwen2.5-0.5B shape: preparing the random-weight q4 model (cached; the first run takes a few minutes)');
-  const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => console.error(`  ${l}`));
-  if (files.kept) console.error(files.kept);
+  const { preparedShapeModels } = await import('./decode.ts');
+  const files = await preparedShapeModels();
   const m = await loadModel(files.onnxDir);
   const rows: Row[] = [];
   let oneOff: { indexMs: number; firstStateMs: Record<string, number> };

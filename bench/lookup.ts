@@ -14,7 +14,6 @@
  * Writes bench/results/lookup-<date>.json + .md.
  *   node --import tsx bench/lookup.ts [--reps 3] [--questions 30] [--q4-questions 300] [--results-dir d] [--no-write]
  */
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
@@ -113,10 +112,8 @@ async function compare(name: string, m: Model, jobs: [Prompt, PromptOptions][], 
 
 export async function runLookupBench(o: LookupBenchOptions = {}) {
   const reps = o.reps ?? 3, questions = o.questions ?? 30, machine = machineNow();
-  const { prepareModels } = await import('./decode.ts');
-  console.error('Qwen2.5-0.5B shape: preparing the random-weight q4 model (cached; the first run takes a few minutes)');
-  const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => console.error(`  ${l}`));
-  if (files.kept) console.error(files.kept);
+  const { preparedShapeModels } = await import('./decode.ts');
+  const files = await preparedShapeModels();
   const big = await loadModel(files.onnxDir);
   let costs: CostRow[], rounding: { maxDifference: number; maxLogit: number };
   try {

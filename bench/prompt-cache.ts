@@ -86,10 +86,8 @@ interface RestartRow { tokens: number; prompt: number; cached: number; fileMB: n
 
 export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
   const reps = o.reps ?? 3, machine = machineNow();
-  const { prepareModels } = await import('./decode.ts');
-  console.error('Qwen2.5-0.5B shape: preparing the random-weight q4 model (cached; the first run takes a few minutes)');
-  const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => console.error(`  ${l}`));
-  if (files.kept) console.error(files.kept);
+  const { preparedShapeModels } = await import('./decode.ts');
+  const files = await preparedShapeModels();
   const m = await loadModel(files.onnxDir);
   const rows: Row[] = [], restarts: RestartRow[] = [];
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bench-kept-')), 'prompts.safetensors');

@@ -436,10 +436,8 @@ export async function parallelWallTime(model: Model, ids: number[], o: { invocat
  * nucleus is most of the 151,936-token vocabulary: the sampler's worst case).
  */
 async function shapeWallTimes(sampleCounts: number[], reps: number, log: (l: string) => void): Promise<NonNullable<ReasoningBenchResult['shapeTiming']>> {
-  const { prepareModels } = await import('./decode.ts');
-  log('Qwen2.5-0.5B shape: preparing the random-weight model (cached; the first run takes a few minutes)');
-  const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => log(`  ${l}`), { fp32: true });
-  if (files.kept) log(files.kept);
+  const { preparedShapeModels } = await import('./decode.ts');
+  const files = await preparedShapeModels(log, { fp32: true });
   const out: NonNullable<ReasoningBenchResult['shapeTiming']> = [];
   for (const [quant, dir] of [['fp32', files.fp32Dir!], ['q4', files.onnxDir]] as const) {
     const m = await loadModel(dir, { promptCache: 0 });
