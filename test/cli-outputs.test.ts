@@ -1035,6 +1035,33 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.match(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr, new RegExp(`^edgereason: note: ${unbudgeted} was not budget-trained by train-rl`, 'm'));
 });
 
+test('convert carries the reasoning setup beside the model, and gives the graph its adapters\' LoRA inputs', () => {
+  const src = at('setup-src'), out = at('setup-out');
+  fs.mkdirSync(src);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'router.json', 'verifier.json']) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(src, f));
+  fs.cpSync(path.join(DEFAULT_DIR, 'reasoning-adapter'), path.join(src, 'reasoning-adapter'), { recursive: true });
+  makeDir(path.join(src, 'reasoning-adapter', 'checkpoint')); // an unfinished run's: not carried
+  fs.writeFileSync(path.join(src, 'reasoning-adapter', 'checkpoint', 'checkpoint.json'), '{}');
+  const r = cli(['convert', '--model', src, '--out', out, '--quant', 'q8']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`carried its reasoning setup: reasoning-adapter/, router.json, verifier.json \\(answer, chat and serve use them from ${out}\\); LoRA inputs for q,k,v,o,gate,up,down`));
+  for (const f of ['router.json', 'verifier.json', 'reasoning-adapter/adapter_config.json', 'reasoning-adapter/adapter_model.safetensors']) {
+    assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(src, f))), f);
+  }
+  assert.equal(fs.existsSync(path.join(out, 'reasoning-adapter', 'checkpoint')), false);
+  assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-') || f.includes('.old')), []);
+  const asked = cli(['answer', '--model', out, '--question', 'Ella has 5 marbles. Ella sells 3 marbles. How many marbles does Ella have?', '--reasoning', 'on']);
+  assert.equal(asked.status, 0, asked.stderr);
+  assert.match(asked.stderr, new RegExp(`^adapter: ${out}/reasoning-adapter \\(the default`, 'm'));
+  assert.match(asked.stdout, /<\/think>/);
+  // Converted again with fewer LoRA inputs than the adapter trains: the adapter (and the setup with it) stays behind.
+  const few = at('setup-few');
+  const r2 = cli(['convert', '--model', src, '--out', few, '--quant', 'q8', '--lora-targets', 'q,v']);
+  assert.equal(r2.status, 0, r2.stderr);
+  assert.match(r2.stderr, new RegExp(`note: ${src}/reasoning-adapter is not copied: it trains k_proj, o_proj, gate_proj, up_proj, down_proj, which --lora-targets leaves without LoRA inputs`));
+  assert.deepEqual(fs.readdirSync(few).filter((f) => /reasoning|router|verifier/.test(f)), []);
+});
+
 test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', () => {
   const src = at('conv-src');
   fs.mkdirSync(src);

@@ -8,6 +8,8 @@ import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote, rescal
 import { ropeScalingWords } from '../models/config.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
+import { readAdapterConfig } from '../io/peft.ts';
+import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { beforeDownload, canonical, checkOutDir, holdOut } from './outputs.ts';
 import { cliWords, quantArg } from './main.ts';
 import { ropeScalingOf, ropeScalingOptions } from './load.ts';
@@ -23,6 +25,35 @@ function manifestIn(dir: string): Manifest | undefined {
   try { return readManifest(dir); } catch { return undefined; }
 }
 
+/**
+ * The reasoning setup edgereason's layout keeps beside a model (models/default's), where answer, chat and serve find
+ * it: a conversion carries it along, so that the converted folder reasons as its source did.
+ */
+const REASONING_SETUP = ['reasoning-adapter', 'reasoning-adapter-rl', 'router.json', 'verifier.json'];
+const isAdapterEntry = (f: string) => !f.endsWith('.json');
+
+/** The reasoning setup found beside the model `source` (a folder; nothing beside a single-file model). */
+function reasoningSetup(source: string): string[] {
+  if (!fs.statSync(source).isDirectory()) return [];
+  return REASONING_SETUP.filter((f) => fs.existsSync(path.join(source, f, isAdapterEntry(f) ? 'adapter_config.json' : '')));
+}
+
+/**
+ * Copies the reasoning setup `names` from `source` into `out`, each replacing its namesake there whole (copied beside
+ * it, then renamed over it); an adapter's unfinished-run checkpoint stays behind.
+ */
+function carrySetup(source: string, out: string, names: readonly string[]): void {
+  const mine = `.tmp-${process.pid}`;
+  for (const f of names) {
+    const from = path.join(source, f), to = path.join(out, f), tmp = to + mine, old = `${to}.old${mine}`;
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.cpSync(from, tmp, { recursive: true, filter: (p) => path.relative(from, p) !== 'checkpoint' });
+    if (fs.existsSync(to)) fs.renameSync(to, old);
+    fs.renameSync(tmp, to);
+    fs.rmSync(old, { recursive: true, force: true });
+  }
+}
+
 /** --out: any conversion there is convert's own (another model's is refused once --model is a local path: above). */
 const outCheck = (o: { out: string; model: string; overwrite?: boolean }) =>
   checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });
@@ -34,10 +65,10 @@ export function convertCommand(program: Command): void {
     .requiredOption('--out <dir>', 'output folder (a conversion of the same --model there is rebuilt; a model\'s own folder, another model\'s conversion, or one holding files convert writes, is refused)')
     .option('--overwrite', 'replace the model, tokenizer or ONNX files another tool left in --out')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
-    .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...)')
+    .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...); default: those of the reasoning adapters beside --model (reasoning-adapter/, reasoning-adapter-rl/), which convert copies into --out with its router.json and verifier.json')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
-      const targets = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : [], ropeScaling = ropeScalingOf(o);
+      const given = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : undefined, ropeScaling = ropeScalingOf(o);
       // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
       if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
       outCheck(o); // before the next: a converted --model given as its own --out is "the --model folder", not another model's conversion
@@ -58,11 +89,25 @@ export function convertCommand(program: Command): void {
         const src = opened.kind === 'converted' ? opened : rescaled(opened, ropeScaling);
         const note = requantisedNote(src, quant);
         if (note) console.error(cliWords(note));
+        // The reasoning setup beside the model comes along; its adapters' projections take LoRA inputs unless
+        // --lora-targets says which (an adapter training others is left behind: the converted graph could not take it).
+        let setup = reasoningSetup(src.path);
+        const trains = new Map(setup.filter(isAdapterEntry).map((f) => [f, readAdapterConfig(path.join(src.path, f), src.config.numLayers).targets]));
+        const targets: Projection[] = given ?? PROJECTIONS.filter((p) => [...trains.values()].some((t) => t.includes(p)));
+        for (const [f, t] of trains) {
+          const missing = t.filter((p) => !targets.includes(p));
+          if (!missing.length) continue;
+          setup = setup.filter((s) => s !== f);
+          console.error(`edgereason: note: ${path.join(src.path, f)} is not copied: it trains ${missing.join(', ')}, which --lora-targets leaves without LoRA inputs (leave --lora-targets out for its adapters' own)`);
+        }
+        if (!setup.some(isAdapterEntry)) setup = [];
         const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights');
         const off = onInterrupt(process.stderr, () => { bar.stop(); return interrupted(o.out, earlier); });
         try {
           m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, loraTargets: targets, ropeScaling }, bar.update);
+          carrySetup(src.path, path.resolve(o.out), setup);
         } finally { bar.stop(); off(); }
+        if (setup.length) console.error(`carried its reasoning setup: ${setup.map((f) => f + (isAdapterEntry(f) ? '/' : '')).join(', ')} (answer, chat and serve use ${setup.length > 1 ? 'them' : 'it'} from ${o.out}); LoRA inputs for ${targets.map((p) => p.replace('_proj', '')).join(',')}`);
       } finally { unlock(); }
       const rope = ropeScaling ? `; RoPE ${ropeScalingWords(m.config.ropeScaling)}, ${m.config.maxPositionEmbeddings} positions` : '';
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -77,7 +122,7 @@ export function convertCommand(program: Command): void {
  */
 export function interrupted(outDir: string, earlier: string | undefined): string {
   const out = path.resolve(outDir), mine = `.tmp-${process.pid}`;
-  if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
+  if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && [...CONVERTED_FILES, ...REASONING_SETUP].includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { recursive: true, force: true });
   if (manifestIn(out)?.converting) return `convert: interrupted while the converted files were being put in place: ${outDir} is incomplete; run the same command again`;
   return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${outDir} is as it was` : `nothing was written to ${outDir}`}`;
 }
