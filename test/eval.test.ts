@@ -225,6 +225,8 @@ test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report
   });
   const before = lines(), n = before.length - 1;
   assert.equal(code, 130, err);
+  // The reasoning setup in the model's folder is not evaluated unless named: said (it was silent).
+  assert.match(err, new RegExp(`^eval: note: the base model alone is evaluated; --adapter ${DEFAULT_DIR}/reasoning-adapter evaluates its reasoning adapter too \\(and --router ${DEFAULT_DIR}/router.json the routed answers\\)$`, 'm'));
   assert.ok(n >= 3 && n < 400, `${n} answers journaled`);
   assert.match(err, new RegExp(`eval: interrupted during base at ${n}/400; the ${n} finished answers are kept in ${journal.replace(/[.]/g, '\\.')}: run the same command again to go on from there\n$`));
   assert.ok(!fs.existsSync(out));
@@ -310,6 +312,7 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   // --early-stop beside a vote decided once every sample has ended does nothing: said, as answer says it (it was silent).
   const late = run('--adapter', adapter, '--samples', '2', '--vote', 'checked', '--early-stop', '--limit', '1', '--max-tokens', '8', '--out', path.join(tmp, 'late.json'));
   assert.match(late.stderr, /^edgereason: note: --early-stop has no effect with --vote checked: it is decided once every sample has ended \(a later one may score higher\)$/m);
+  assert.match(late.stderr, new RegExp(`^eval: note: no routed run; --router ${router} evaluates the routed answers too$`, 'm'));
   assert.match(late.stderr, /^eval: note: the 2 samples are drawn at temperature 0\.8 \(answer\(\)'s default for several samples\) with top-p 0\.95 \(its default\);/m);
   // A --top-p typed is kept, 1 too (it was taken for the default and replaced by 0.95).
   const own = run('--adapter', adapter, '--samples', '2', '--top-p', '1', '--limit', '1', '--max-tokens', '8', '--out', path.join(tmp, 'own-top-p.json'));

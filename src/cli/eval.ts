@@ -134,7 +134,12 @@ export function evalCommand(program: Command): void {
       // What answered, beyond the paths: answers of other weights (an adapter retrained in place) are not mixed into one report.
       const weights = { ...trainedWith(model), ...Object.fromEntries((['router', 'verifier'] as const).filter((k) => o[k]).map((k) => [`${k}Hash`, createHash('sha1').update(fs.readFileSync(o[k])).digest('hex').slice(0, 12)])) };
       if (resumed) checkResumed(files.journal, resumed, weights, cases);
-      if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
+      // The reasoning setup answer, chat and serve would use from the model's folder is evaluated only when named.
+      const beside = (f: string) => fs.statSync(o.model).isDirectory() && fs.existsSync(path.join(o.model, f)) ? path.join(o.model, f) : undefined;
+      const setup = !reasons ? beside('reasoning-adapter/adapter_config.json') && path.join(o.model, 'reasoning-adapter') : undefined;
+      if (setup) console.error(`eval: note: the base model alone is evaluated; --adapter ${setup} evaluates its reasoning adapter too${beside('router.json') ? ` (and --router ${beside('router.json')} the routed answers)` : ''}`);
+      else if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
+      else if (o.adapter && !o.router && beside('router.json') && path.resolve(o.adapter) === path.resolve(o.model, 'reasoning-adapter')) console.error(`eval: note: no routed run; --router ${beside('router.json')} evaluates the routed answers too`);
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
       // A dataset's default limit past the model's context (aime24's 4096 on a 1024-token model): said before the run, not only after it.
