@@ -1216,6 +1216,23 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   assert.ok(prompts.length === 2 && prompts[1] < 40, cut.stderr); // the second turn's prompt is its own question alone
 });
 
+test('chat samples with the model\'s generation_config.json where the flags say nothing (as serve), and says so', () => {
+  const dir = at('chat-gen');
+  fs.mkdirSync(dir);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(dir, f));
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), '{"do_sample": true, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}');
+  const run = (...args: string[]) => spawnSync(process.execPath, [BIN, 'chat', '--model', dir, '--reasoning', 'off', '--seed', '5', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input: 'Reverse the word sand.\n' });
+  const own = run();
+  assert.equal(own.status, 0, own.stderr);
+  assert.match(own.stderr, new RegExp(`^edgereason: note: chat samples with ${dir}/generation_config.json's temperature 0.7, top_k 20, top_p 0.8, repetition_penalty 1.05 \\(the flags override it; --temperature 0 is greedy\\)$`, 'm'));
+  assert.match(own.stderr, /; seed 5\]$/m); // drawn
+  const greedy = run('--temperature', '0', '--top-k', '3');
+  assert.match(greedy.stderr, new RegExp(`^edgereason: note: chat decodes with ${dir}/generation_config.json's repetition_penalty 1.05 \\(the flags override it\\)$`, 'm'));
+  assert.match(greedy.stderr, /^chat: note: --top-k has no effect at --temperature 0 \(greedy\)$/m);
+  assert.doesNotMatch(greedy.stderr, /; seed 5\]/);
+  assert.doesNotMatch(run('--temperature', '0', '--repetition-penalty', '1').stderr, /generation_config/);
+});
+
 test('generate and answer --prompt-cache-file: the next run reads the prompt the last one kept (its stats say how much); a run that keeps nothing new leaves the file as it was', () => {
   const kept = path.join(tmp, 'generate-prompts.safetensors'), question = 'Jack starts with 15 marbles. He buys 4 bags with 4 marbles in each bag. How many marbles does Jack have?';
   const gen = () => cli(['generate', '--model', DEFAULT_DIR, '--chat', '--prompt', question, '--max-tokens', '6', '--stats', '--prompt-cache-file', kept]);

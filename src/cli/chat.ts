@@ -6,7 +6,9 @@ import type { ReasoningMode } from '../reason/types.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { dimmer } from '../train/progress.ts';
 import { seedAt } from '../runtime/sampler.ts';
-import { cliWords, floatArg, intArg, quantArg, seedArg } from './main.ts';
+import path from 'node:path';
+import { generationSampling } from '../io/hf-folder.ts';
+import { cliWords, floatArg, intArg, noteGreedyFlags, penaltyFlags, quantArg, seedArg } from './main.ts';
 import { loadReasoner, noteReasoningOff, reasonerOptions, transcript } from './answer.ts';
 import { guessesNote, modelOption, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 
@@ -20,23 +22,36 @@ export function chatCommand(program: Command): void {
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /help lists the commands, Ctrl-C stops a reply (the turn is left out) or clears the line, /exit, end of input or Ctrl-C on an empty line ends')
     .addOption(modelOption());
   const checkReasoner = reasonerOptions(command);
-  ropeScalingOptions(command
+  ropeScalingOptions(penaltyFlags(command)
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per reply (thinking + answer)', intArg('--max-tokens', 1), 512)
-    .option('--temperature <t>', 'default 0 (greedy)', floatArg('--temperature'))
+    .option('--temperature <t>', 'default: the model\'s generation_config.json (as serve), else 0 (greedy)', floatArg('--temperature'))
+    .option('--top-k <k>', 'keep the k most likely tokens (default: generation_config.json\'s, else off)', intArg('--top-k'))
+    .option('--top-p <p>', 'nucleus sampling mass (default: generation_config.json\'s, else 1)', floatArg('--top-p', 0, 1))
+    .option('--min-p <p>', 'drop tokens below p × the top probability (default: generation_config.json\'s, else 0)', floatArg('--min-p', 0, 1))
     .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default: a fresh one)', seedArg())
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
-    .action(async (o) => {
+    .action(async (o, cmd: Command) => {
       checkReasoner(o);
       noteReasoningOff(o);
+      // The model's own sampling advice (generation_config.json) is the default of what the flags leave out, as serve's.
+      const own = generationSampling(o.model) ?? {}, typed = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+      const sampling = {
+        // (a file that says do_sample without a temperature samples at 1, as transformers does)
+        temperature: (o.temperature ?? own.temperature ?? ((own.top_k ?? own.top_p ?? own.min_p) === undefined ? 0 : 1)) as number, topK: (o.topK ?? own.top_k ?? 0) as number, topP: (o.topP ?? own.top_p ?? 1) as number, minP: (o.minP ?? own.min_p ?? 0) as number,
+        repetitionPenalty: (typed('repetitionPenalty') ? o.repetitionPenalty : own.repetition_penalty ?? 1) as number, presencePenalty: o.presencePenalty, frequencyPenalty: o.frequencyPenalty,
+      };
+      const taken = Object.entries({ temperature: 'temperature', top_k: 'topK', top_p: 'topP', min_p: 'minP', repetition_penalty: 'repetitionPenalty' }).filter(([k, flag]) => own[k as keyof typeof own] !== undefined && !typed(flag) && (sampling.temperature > 0 || k === 'repetition_penalty'));
+      if (taken.length) console.error(`edgereason: note: chat ${sampling.temperature > 0 ? 'samples' : 'decodes'} with ${path.join(o.model, 'generation_config.json')}'s ${taken.map(([k]) => `${k} ${own[k as keyof typeof own]}`).join(', ')} (the flags override it${taken.some(([k]) => k === 'temperature') ? '; --temperature 0 is greedy' : ''})`);
+      noteGreedyFlags({ temperature: sampling.temperature, topK: o.topK ?? 0, topP: o.topP ?? 1, minP: o.minP ?? 0, seed: o.seed }, 'chat');
       const { model, router } = await loadReasoner(o, 'reply', 'chat');
       const seed: number = o.seed ?? randomInt(2 ** 31);
       const start = (): ChatMessage[] => (o.system ? [{ role: 'system', content: o.system }] : []);
       const options = (turn: number, signal: AbortSignal) => ({
         signal, reasoning: o.reasoning as ReasoningMode, maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
-        temperature: o.temperature, seed: seedAt(seed, turn), nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
+        ...sampling, seed: seedAt(seed, turn), nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
         ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
       });
       // The options, and a --system that leaves no room, are refused before the first line is read (a turn found them).
@@ -97,7 +112,7 @@ export function chatCommand(program: Command): void {
                 console.error(dim(`[${r.route}${r.routerScore === undefined ? '' : ` (router ${r.routerScore.toFixed(2)}${r.escalation ? ', escalated by the gate' : ''})`}; ` +
                   `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer token${u.answerTokens === 1 ? '' : 's'}${cut}; ` +
                   `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}` +
-                  `${answerTemperature(o.temperature, r.route, 1) > 0 ? `; seed ${seedAt(seed, turn - 1)}` : ''}]`));
+                  `${answerTemperature(sampling.temperature, r.route, 1) > 0 ? `; seed ${seedAt(seed, turn - 1)}` : ''}]`));
                 const more = r.samples[0].tokens < o.maxTokens ? '' : `; a larger --max-tokens${o.maxThinkingTokens === undefined && r.thinking.trim() ? ', or --max-thinking-tokens,' : ''} leaves room for one`;
                 if (none) console.error(dim(`(cut off before any answer${r.thinking.trim() ? ', in its thinking' : ''}: this turn is left out of the conversation${more})`));
               }
