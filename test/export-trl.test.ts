@@ -75,6 +75,9 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
     assert.equal(c.lora_alpha, 32);
   }
   assert.equal(sc.dataset_name, 'data/sft');
+  // A pretrained base is fine-tuned at train-sft's rate and epochs (the embedded model's own recipe, 10× the rate, is
+  // the default for it alone: below).
+  assert.deepEqual([sc.learning_rate, sc.num_train_epochs], [2e-4, 1]);
   assert.equal(sc.completion_only_loss, true); // TRL's assistant_only_loss needs {% generation %} markers the templates lack
   assert.equal(gc.dataset_name, 'data/grpo');
   assert.equal(gc.num_generations, 8);
@@ -183,7 +186,7 @@ for version in ["4.57.1", "5.1.0"]:
 print(json.dumps(out))`], { cwd: out, encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
   // The warmup in whole steps, 3 % of one GPU's (transformers 4 refuses a fraction there, 5.2 refuses warmup_ratio).
-  const warmup = Math.max(1, Math.ceil(0.03 * Math.ceil(r.sftExamples / 16) * 2));
+  const warmup = Math.max(1, Math.ceil(0.03 * Math.ceil(r.sftExamples / 16) * 1));
   assert.equal(sc.warmup_steps, warmup);
   const rollouts = { temperature: 1, top_p: 1, top_k: 0, repetition_penalty: 1 }, grpoArgs = { gradient_checkpointing: false, warmup_steps: null, warmup_ratio: null };
   const sftArgs = { gradient_checkpointing: false, warmup_steps: warmup, warmup_ratio: null };
@@ -258,6 +261,8 @@ test('export-trl: a user dataset becomes TRL prompt-completion records (one per 
   ].join('\n'));
   const out = path.join(tmp, 'user');
   exportTrl({ out, baseModel: 'models/default', tokenizer: DEFAULT_DIR, data, rlPrompts: 3 });
+  const own = JSON.parse(fs.readFileSync(path.join(out, 'recipe.json'), 'utf8')).sft;
+  assert.deepEqual([own.learning_rate, own.num_train_epochs], [2e-3, 2], 'the embedded model: its own adapter recipe');
   const sft = jsonl(path.join(out, 'data/sft/train.jsonl'));
   assert.deepEqual(sft, [
     { prompt: [{ role: 'user', content: 'hi' }], completion: [{ role: 'assistant', content: '<think>\n\n</think>\n\nhello' }] },

@@ -119,6 +119,8 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   if (o.data && o.examples !== undefined) throw new Error('export-trl: examples (--examples) counts synthetic SFT conversations; with your --data every record is exported: leave it out');
   if (o.rlData && o.rlPrompts !== undefined) throw new Error('export-trl: rlPrompts (--rl-prompts) counts synthetic GRPO prompts; with your --rl-data every prompt is exported: leave it out');
   const base = resolveBaseModel(o.baseModel);
+  // The SFT rate and epochs of the embedded model's own adapter recipe for it; for a pretrained base, train-sft's.
+  const sftDefaults = base.local && base.name === path.resolve(DEFAULT_DIR) ? { lr: 2e-3, epochs: 2 } : { lr: 2e-4, epochs: 1 };
   // The invocation's ids only from the tokenizer the job trains with (given, or the local base model's): another
   // one's ids (models/default's for a Qwen base) would be wrong, so without it they are left to train_sft.py.
   const tokDir = o.tokenizer ?? (base.local && fs.existsSync(path.join(base.name, 'tokenizer.json')) ? base.name : undefined);
@@ -182,7 +184,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
     alora: tokDir
       ? { invocation, invocation_tokens: invocationTokens, tokenizer: path.resolve(tokDir), note: 'as the examples hold it: train_sft.py counts both forms ("<think>" alone, and before a newline) in them and takes the one they hold' }
       : { invocation, invocation_tokens: null, note: `no local tokenizer of ${base.name} was given (--tokenizer): train_sft.py encodes the invocation with the base model's tokenizer` },
-    sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? 2e-3, num_train_epochs: o.epochs ?? 2, per_device_train_batch_size: 16, max_length: 1024, seed },
+    sft: { dataset: 'data/sft', examples: sft.length, learning_rate: o.lr ?? sftDefaults.lr, num_train_epochs: o.epochs ?? sftDefaults.epochs, per_device_train_batch_size: 16, max_length: 1024, seed },
     grpo: {
       dataset: 'data/grpo', prompts: grpo.length, budgets, num_generations: o.group ?? 8, prompts_per_step: 8, learning_rate: o.rlLr ?? 1e-4, max_steps: o.rlSteps ?? 160,
       beta: o.beta ?? 0, temperature: 1, max_completion_length: 2 * Math.max(...budgets), unbudgeted_share: share, seed,
@@ -403,8 +405,8 @@ export function exportTrlCommand(program: Command): void {
     .option('--lora-alpha <a>', 'LoRA alpha (default: 2 × --lora-r, as train-sft)', positiveArg('--lora-alpha'))
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
     .option('--alora-invocation <text>', 'activated-LoRA invocation', INVOCATION)
-    .option('--lr <lr>', 'SFT learning rate', positiveArg('--lr'), 2e-3)
-    .option('--epochs <n>', 'SFT epochs', intArg('--epochs', 1), 2)
+    .option('--lr <lr>', 'SFT learning rate (default: 2e-3 for the embedded model, as its adapter was trained; 2e-4 for another, train-sft\'s for a pretrained model)', positiveArg('--lr'))
+    .option('--epochs <n>', 'SFT epochs (default: 2 for the embedded model, 1 for another, as train-sft)', intArg('--epochs', 1))
     .addOption(budgetsOption('GRPO thinking budget buckets'))
     .option('--group <n>', 'GRPO completions per prompt', intArg('--group', 2), 8)
     .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 3)
