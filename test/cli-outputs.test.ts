@@ -977,7 +977,7 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.match(ask('--max-thinking-tokens', '30'), /^edgereason: note: the thinking closed, but the model's context of 1024 tokens \(the prompt takes 1023\) left no room for the answer: shorten the question$/m);
   // eval refuses it before its base pass (a stage that ends prints its line, "base 3/3 | ...").
   const ev = cli(['eval', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--task', 'synthetic', '--limit', '3', '--max-tokens', '30', '--max-thinking-tokens', '27', '--out', at('cap-eval.json')]);
-  assert.deepEqual([ev.status, ev.stderr.trim()], [1, 'edgereason: eval: --max-thinking-tokens 27 leaves no room for the answer within --max-tokens 30: closing the thinking takes 3 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
+  assert.deepEqual([ev.status, ev.stderr.trim().split('\n').at(-1)], [1, 'edgereason: eval: --max-thinking-tokens 27 leaves no room for the answer within --max-tokens 30: closing the thinking takes 3 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
   assert.deepEqual([cli([...q, '--max-tokens', '30', '--max-thinking-tokens', '27']).stderr.trim().split('\n').at(-1)],
     ['edgereason: answer: --max-thinking-tokens 27 leaves no room for the answer within --max-tokens 30: closing the thinking takes 3 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
 });
@@ -1393,7 +1393,7 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
   const out = at('default-yarn-onnx'), conv = cli(['convert', '--model', DEFAULT_DIR, '--out', out, '--rope-scaling', 'yarn', '--rope-scale', '4', '--yarn-orig-ctx', '64']);
   assert.match(conv.stdout, new RegExp(`^converted ${DEFAULT_DIR} → ${out} \\(fp32; RoPE yarn ×4 over 64 positions, 1024 positions\\) in [\\d.]+ s\\n$`));
   assert.equal(gen(out).stdout, fromFile.stdout);
-  assert.deepEqual([gen(out, '--rope-scaling', 'linear', '--rope-scale', '2').stderr], [`edgereason: model: ${out} was converted with RoPE scaling yarn ×4 over 64 positions, not linear ×2; convert the source again with it: edgereason convert --model ${DEFAULT_DIR} --out <folder> --quant fp32 --rope-scaling linear --rope-scale 2\n`]);
+  assert.deepEqual([gen(out, '--rope-scaling', 'linear', '--rope-scale', '2').stderr], [`edgereason: model: ${out} was converted with RoPE scaling yarn ×4 over 64 positions, not linear ×2; convert the source again with it: edgereason convert --model ${DEFAULT_DIR} --out <folder> --quant fp32 --lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --rope-scaling linear --rope-scale 2\n`]);
   for (const [flags, message] of [
     [['--rope-scale', '2'], '--rope-scale goes with --rope-scaling: e.g. --rope-scaling yarn --rope-scale 4'],
     [['--yarn-orig-ctx', '2'], '--yarn-orig-ctx goes with --rope-scaling: e.g. --rope-scaling yarn --rope-scale 4'],

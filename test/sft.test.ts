@@ -374,6 +374,24 @@ test('train-sft --full writes a folder the runtime loads: weights, config and th
     await m.close();
     await src.close();
   }
+  // The whole schedule trained and written: its checkpoint (three times the weights) is gone; the weights are in the
+  // base's own dtype (config.json's torch_dtype: float32 here, bfloat16 below) unless --dtype says another.
+  assert.equal(fs.existsSync(path.join(out, 'checkpoint')), false);
+  assert.deepEqual(new Set(trained.names.map((n) => trained.info(n).dtype)), new Set(['F32']));
+  const bf = path.join(tmp, 'bf16-base'), bfOut = path.join(tmp, 'bf16-out');
+  fs.cpSync(model.dir, bf, { recursive: true });
+  fs.writeFileSync(path.join(bf, 'config.json'), JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(model.dir, 'config.json'), 'utf8')), torch_dtype: 'bfloat16' }));
+  const full = (...extra: string[]) => spawnSync(process.execPath, [BIN, 'train-sft', '--model', bf, '--data', data, '--out', bfOut, '--full', '--max-steps', '1', '--batch-tokens', '64', ...extra], { encoding: 'utf8' });
+  const written = (f = openSafetensors(path.join(bfOut, 'model.safetensors'))) => [[...new Set(f.names.map((n) => f.info(n).dtype))], JSON.parse(fs.readFileSync(path.join(bfOut, 'config.json'), 'utf8')).torch_dtype];
+  const r = full();
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`saved to ${bfOut} \\(bf16\\)`));
+  assert.deepEqual(written(), [['BF16'], 'bfloat16']);
+  assert.equal(full('--overwrite', '--dtype', 'f32').status, 0);
+  assert.deepEqual(written(), [['F32'], 'float32']);
+  assert.match(full('--overwrite', '--dtype', 'fp8').stderr, /^edgereason: --dtype must be f32, bf16 or f16, got "fp8"\n/);
+  const lora = spawnSync(process.execPath, [BIN, 'train-sft', '--model', bf, '--data', data, '--out', path.join(tmp, 'bf16-lora'), '--dtype', 'bf16'], { encoding: 'utf8' });
+  assert.equal(lora.stderr, 'edgereason: --dtype is the dtype of a --full run\'s weights; an adapter is written in float32, as PEFT writes it\n');
 });
 
 test('train-sft --full --overwrite over a converted folder removes the conversion (it loaded instead of the trained model); convert and training refuse an --out the other is writing', () => {

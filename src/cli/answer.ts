@@ -104,7 +104,7 @@ export function answerCommand(program: Command): void {
         if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} tokens) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);
         if (r.samples.length > 1) {
           console.error('\nsamples:');
-          r.samples.forEach((s, i) => console.error(`  ${i === r.chosen ? '*' : ' '} ${i}: ${JSON.stringify(s.extracted ?? null)}  ${s.thinkingTokens} thinking + ${s.answerTokens} answer tokens, ${s.finishReason}${s.capped ? ', capped' : ''}, mean logprob ${s.meanLogprob.toFixed(3)}${s.verifierScore === undefined ? '' : `, verifier ${s.verifierScore.toFixed(3)}`}${s.flaws === undefined ? '' : `, ${s.flaws} flaw${s.flaws === 1 ? '' : 's'} in its work`}`));
+          r.samples.forEach((s, i) => console.error(`  ${i === r.chosen ? '*' : ' '} ${i}: ${JSON.stringify(s.extracted ?? null)}  ${s.thinkingTokens} thinking + ${s.answerTokens} answer tokens, ${s.finishReason}${s.capped ? ', capped' : ''}, ${s.tokens ? `mean logprob ${s.meanLogprob.toFixed(3)}` : 'no tokens'}${s.verifierScore === undefined ? '' : `, verifier ${s.verifierScore.toFixed(3)}`}${s.flaws === undefined ? '' : `, ${s.flaws} flaw${s.flaws === 1 ? '' : 's'} in its work`}`));
           console.error(`chosen answer (sample ${r.chosen}): ${r.answer}`);
         }
         if (r.votes && r.samples.length > 1) console.error(`votes (${o.vote}): ${Object.entries(r.votes).map(([k, v]) => `${k}: ${+v.toFixed(3)}`).join(', ') || 'none'}`);

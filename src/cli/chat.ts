@@ -113,8 +113,10 @@ export function chatCommand(program: Command): void {
                   `${r.route === 'reasoning' ? `${u.thinkingTokens} thinking + ` : ''}${u.answerTokens} answer token${u.answerTokens === 1 ? '' : 's'}${cut}; ` +
                   `prompt ${u.promptTokens} tokens, ${u.cachedTokens} of them from the prompt cache; TTFT ${r.ttftMs.toFixed(1)} ms, ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}` +
                   `${answerTemperature(sampling.temperature, r.route, 1) > 0 ? `; seed ${seedAt(seed, turn - 1)}` : ''}]`));
-                const more = r.samples[0].tokens < o.maxTokens ? '' : `; a larger --max-tokens${o.maxThinkingTokens === undefined && r.thinking.trim() ? ', or --max-thinking-tokens,' : ''} leaves room for one`;
-                if (none) console.error(dim(`(cut off before any answer${r.thinking.trim() ? ', in its thinking' : ''}: this turn is left out of the conversation${more})`));
+                // In its thinking, or after it closed (a cap, or the model) with no room left for an answer.
+                const s0 = r.samples[0], open = r.route === 'reasoning' && s0.tokens <= s0.thinkingTokens;
+                const more = s0.tokens < o.maxTokens ? '' : `; a larger --max-tokens${open ? o.maxThinkingTokens === undefined ? ', or --max-thinking-tokens,' : '' : o.maxThinkingTokens === undefined ? '' : ', or a lower --max-thinking-tokens,'} leaves room for one`;
+                if (none) console.error(dim(`(cut off before any answer${open ? ', in its thinking' : r.route === 'reasoning' ? ', after its thinking' : ''}: this turn is left out of the conversation${more})`));
               }
             } catch (e) {
               // A turn that does not fit the context leaves the conversation as it was; any other error (the options,

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isModelFileFolder, modelPath, openSource } from '../io/source.ts';
@@ -10,7 +10,8 @@ import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { MAX_EPOCHS, trainSft } from '../train/sft.ts';
 import { lateProgress } from '../train/progress.ts';
-import { readTextFile } from '../io/jsonl.ts';
+import { readJsonFile, readTextFile } from '../io/jsonl.ts';
+import type { SafetensorsDtype } from '../io/safetensors.ts';
 import { intArg, positiveArg } from './main.ts';
 import { beforeDownload, canonical, checkOutDir, lockTraining, removeStale, replacedArtefacts } from './outputs.ts';
 
@@ -25,6 +26,23 @@ export function parseTargets(list: string, flag = '--targets'): Projection[] {
   return PROJECTIONS.filter((p) => names.includes(p)); // each once, in the model's order
 }
 
+/** Names of the dtypes a --full output is written in (the flag's and config.json's torch_dtype's). */
+const DTYPES: Record<string, SafetensorsDtype> = { f32: 'F32', float32: 'F32', bf16: 'BF16', bfloat16: 'BF16', f16: 'F16', float16: 'F16' };
+function dtypeArg(v: string): SafetensorsDtype {
+  const d = DTYPES[v.toLowerCase()];
+  if (!d) throw new InvalidArgumentError(`--dtype must be f32, bf16 or f16, got "${v}"`);
+  return d;
+}
+
+/** The dtype a Hugging Face folder says its weights are in (config.json's torch_dtype, or dtype as newer transformers write it), else undefined. */
+function folderDtype(dir: string): SafetensorsDtype | undefined {
+  try {
+    const c = readJsonFile(path.join(dir, 'config.json')) as Record<string, unknown>;
+    const named = c.torch_dtype ?? c.dtype;
+    return typeof named === 'string' ? DTYPES[named.toLowerCase()] : undefined;
+  } catch { return undefined; }
+}
+
 const outCheck = (o: { out: string; full?: boolean; model: string; resume?: boolean; overwrite?: boolean }) =>
   checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
 
@@ -34,11 +52,12 @@ export function trainSftCommand(program: Command): void {
     .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf or llama2.c .bin, or hf:owner/name from the Hugging Face cache, downloaded once)')
     .requiredOption('--data <file>', 'training JSONL: {"messages":[...]} or {"prompt","completion"} (strings, or lists of chat messages as TRL writes them) per line')
     .option('--eval <file>', 'held-out JSONL for eval loss')
-    .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')
+    .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint, removed once the whole schedule is trained and written); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 0), 16)
     .option('--lora-alpha <a>', 'LoRA alpha (default: 2 × --lora-r, a scale of 2 whatever the rank)', positiveArg('--lora-alpha'))
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
     .option('--full', 'train every weight instead of a LoRA adapter (refused with --lora-r, --lora-alpha, --targets, --alora-invocation)')
+    .option('--dtype <t>', 'with --full: f32, bf16 or f16, the dtype the weights are written in (default: the --model\'s own, as its config.json\'s torch_dtype says, else f32; trained in f32 either way)', dtypeArg)
     .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>"), and the loss counts only what follows it; LoRA only')
     .option('--lr <lr>', 'peak learning rate (default: 2e-4 for LoRA, 2e-5 with --full, as for fine-tuning a pretrained model; from scratch ~1e-3)', positiveArg('--lr'))
     .option('--epochs <n>', 'epochs', intArg('--epochs', 1, MAX_EPOCHS), 1)
@@ -59,6 +78,7 @@ export function trainSftCommand(program: Command): void {
         if (loraFlags.length) throw new Error(`--full trains every weight, not a LoRA adapter: ${loraFlags.join(', ')} contradict${loraFlags.length === 1 ? 's' : ''} it; drop ${loraFlags.length === 1 ? 'it' : 'them'} or --full`);
         if (o.aloraInvocation !== undefined) throw new Error('--alora-invocation makes an activated LoRA adapter (acting from the invocation on); --full trains every weight, with no adapter to activate: drop one of them');
       }
+      if (!o.full && o.dtype !== undefined) throw new Error('--dtype is the dtype of a --full run\'s weights; an adapter is written in float32, as PEFT writes it');
       if (!o.full && o.loraR <= 0) throw new Error(`--lora-r must be a positive integer, got ${o.loraR}`);
       const targets = parseTargets(o.targets);
       if (o.evalEvery !== undefined && !o.eval) process.stderr.write('train-sft: warning: --eval-every has no effect without --eval (no held-out set to take the loss on)\n');
@@ -80,10 +100,12 @@ export function trainSftCommand(program: Command): void {
       const evalSet = o.eval ? load(o.eval, '--eval') : [];
       const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
       const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
+      const dtype = o.full ? o.dtype ?? (src.kind === 'hf' ? folderDtype(src.path) : undefined) ?? 'F32' : undefined; // a --full output in its base model's dtype
       const r = await trainSft(src.config, src.weights, train, evalSet, {
         out: o.out, full: !!o.full, ...(o.full ? {} : { rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation }), handleSignals: true,
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
         checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: hubRepo(src.path) ?? src.path,
+        ...(dtype ? { dtype } : {}),
         tokenizerFiles: src.tokenizerFiles, // a --full output folder gets the base model's tokenizer files, so it loads on its own
         ...(genText.trim() ? { generationConfig: genText } : {}), // and its sampling advice
         decode: (ids) => src.tokenizer.decode(ids),
@@ -93,7 +115,7 @@ export function trainSftCommand(program: Command): void {
       if (stale.length) process.stderr.write(`train-sft: --overwrite: removed the earlier run's ${stale.join(', ')} from ${o.out}\n`);
       const last = r.evalLosses.at(-1);
       const stopped = r.steps < r.total ? ` (stopped at step ${r.steps} of ${r.total}: rerun with --resume and a larger or no --max-steps to continue)` : '';
-      console.log(`trained ${r.steps} step${r.steps === 1 ? '' : 's'}${o.maxSteps !== undefined && r.steps < o.maxSteps ? ` (the whole schedule of ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}, fewer than --max-steps ${o.maxSteps})` : ''}${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out} (loss curve: loss.svg)`);
+      console.log(`trained ${r.steps} step${r.steps === 1 ? '' : 's'}${o.maxSteps !== undefined && r.steps < o.maxSteps ? ` (the whole schedule of ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}, fewer than --max-steps ${o.maxSteps})` : ''}${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out}${dtype ? ` (${dtype.toLowerCase()})` : ''} (loss curve: loss.svg)`);
     });
 }
 

@@ -108,7 +108,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
   const tr = await sampleCandidates(model, train, { ...o, onItem: (d) => o.onProgress?.('samples (train)', d, train.length) });
   const va = await sampleCandidates(model, val, { ...o, seed: (o.seed ?? 0) + 7919, onItem: (d) => o.onProgress?.('samples (val)', d, val.length) });
   for (const [set, items, n] of [['training', train, tr.length], ['validation', val, va.length]] as const) {
-    if (!n) throw new Error(`verifier: no sample of the ${items.length} ${set} items ended by itself after its thinking (every one was cut at maxTokens ${o.maxTokens ?? 512}, or never closed its thinking), so there is nothing to score: raise maxTokens, or cap the thinking with maxThinkingTokens`);
+    if (!n) throw new Error(`verifier: no sample of the ${items.length} ${set} items ended by itself after its thinking (every one was cut at maxTokens ${o.maxTokens ?? 512}, or never closed its thinking), so there is nothing to score: raise maxTokens, or ${o.maxThinkingTokens === undefined ? 'cap the thinking with maxThinkingTokens' : 'lower maxThinkingTokens'}`);
   }
   const yTr = tr.map((c) => (c.correct ? 1 : 0)), yVa = va.map((c) => (c.correct ? 1 : 0));
   const probe = await fitProbeAsync(tr.map((c) => c.hidden), yTr, { ...o, balance: o.balance ?? true }, (d, t) => o.onProgress?.(FIT_STAGE, d, t));

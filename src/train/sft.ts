@@ -5,7 +5,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { makeDir, writeJson } from '../io/safetensors.ts';
+import { makeDir, writeJson, type SafetensorsDtype } from '../io/safetensors.ts';
 import path from 'node:path';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import { projectionShape, PROJECTIONS } from '../models/config.ts';
@@ -57,6 +57,8 @@ export interface SftOptions {
   /** On SIGINT/SIGTERM: stop the progress bar, save the last completed step as the checkpoint (checkpoints on), say how to resume, exit 130 (the CLI's). */
   handleSignals?: boolean;
   baseModel?: string;
+  /** With `full`: the dtype the weights are written in (default F32, as trained; BF16 or F16 halve the folder). */
+  dtype?: SafetensorsDtype;
   /** With `full`: written beside the weights so the output folder loads on its own (the CLI passes the base model's). */
   tokenizerFiles?: TokenizerFiles;
   /** With `full`: the base model's generation_config.json text, written beside the weights (its sampling advice). */
@@ -107,7 +109,7 @@ const sftRules = (vocab: number): Record<keyof SftOptions, Rule> => ({
   aloraInvocation: is.list(`token ids (0..${vocab - 1})`, (t) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < vocab),
   lr: is.above0, epochs: is.intIn(1, MAX_EPOCHS), batchTokens: is.int(2), accum: is.int(1), seed: is.seed, warmupSteps: is.int(0), minLrRatio: is.share,
   weightDecay: is.atLeast0, clip: is.above0, maxLen: is.int(2), evalEvery: is.int(1), checkpointEvery: is.int(1), resume: is.bool,
-  maxSteps: is.int(1), threads: is.intIn(1, MAX_THREADS), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn, decode: is.fn,
+  maxSteps: is.int(1), threads: is.intIn(1, MAX_THREADS), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, dtype: is.oneOf(['F32', 'BF16', 'F16']), tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn, decode: is.fn,
 });
 
 /** Resume options recorded since a later version: checked only when the checkpoint has them. */
@@ -257,11 +259,14 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     // Written while Ctrl-C is still handled: each file is written whole, and the message says how to finish.
     await writingOutputs(ckptDir, checkpoint, step, async () => {
       makeDir(o.out);
-      if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { tokenizer: o.tokenizerFiles, generationConfig: o.generationConfig });
+      if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { dtype: o.dtype, tokenizer: o.tokenizerFiles, generationConfig: o.generationConfig });
       else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
       writeSvg(path.join(o.out, 'loss.svg'), await lossChart(losses, evalLosses));
       writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
     });
+    // The whole schedule trained and written: its checkpoint (the optimizer's moments too: three times the weights of a
+    // --full run) has nothing left to resume. One a --max-steps stop saved stays, for --resume to go on.
+    if (step >= total) fs.rmSync(ckptDir, { recursive: true, force: true });
   } finally {
     progress?.stop();
     await Promise.all([trainer.close(), evalTrainer?.close()]);
