@@ -698,6 +698,11 @@ test('server: OpenAI options edgereason cannot honour are refused naming the par
   assert.deepEqual([fixedStream.content[0], fixedStream.chunks.at(-1)!.usage.completion_tokens], [fixed.choices[0].message.content, 100]);
   const reasoned = await create(ask(sand, { max_tokens: 40, ignore_eos: true, edgereason: { reasoning: 'on' } }));
   assert.deepEqual([reasoned.usage.completion_tokens, reasoned.choices[0].finish_reason], [40, 'length']);
+  // n choices (which do not vote, unlike edgereason.samples) each run to max_tokens, routed either way (it was a 500).
+  for (const reasoning of ['off', 'on']) {
+    const several = await create(ask(sand, { max_tokens: 20, n: 2, temperature: 0.8, seed: 1, ignore_eos: true, edgereason: { reasoning } }));
+    assert.deepEqual([several.choices.map((c: Loose) => c.finish_reason), several.usage.completion_tokens], [['length', 'length'], 40], reasoning);
+  }
   // tool_choice "none" offers no tools: a template without them answers as without.
   const none = await create(ask('hi', { max_tokens: 3, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' }));
   assert.equal(none.usage.prompt_tokens, (await create(ask('hi', { max_tokens: 3 }))).usage.prompt_tokens);

@@ -426,8 +426,10 @@ export const REPLY_PREFIX: unique symbol = Symbol('edgereason.replyPrefix');
 export const ALLOWED_NEXT: unique symbol = Symbol('edgereason.allowedNext');
 /** `json`'s schema held to leniently (the server's response_format without strict: true, as OpenAI's): see compileJsonSchema. */
 export const JSON_LENIENT: unique symbol = Symbol('edgereason.jsonLenient');
+/** The samples are read one by one, not voted on (the server's `n` choices): ignoreEos may go with several. */
+export const UNVOTED: unique symbol = Symbol('edgereason.unvoted');
 
-export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext']; [JSON_LENIENT]?: boolean } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
+export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext']; [JSON_LENIENT]?: boolean; [UNVOTED]?: boolean } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
   const start = performance.now();
   if (!model || typeof model !== 'object' || typeof model.encode !== 'function' || !model.backend) throw new Error(`answer: model must be a loaded model (loadModel), got ${shown(model)}`);
   const { backend, tokenizer: tok } = model;
@@ -442,7 +444,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, ignoreEos: opts.ignoreEos, maxTokens: opts.maxTokens }, model.config.vocabSize, 'answer', ANSWER_MAX_TOKENS);
   if (opts.json !== undefined && stopList(opts.stop).length) throw new Error(JSON_STOP('answer'));
   if ((opts.json !== undefined || opts[ALLOWED_NEXT]) && (opts.minTokens || opts.ignoreEos)) throw new Error(`answer: ${opts.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with ${opts.json !== undefined ? 'json' : 'a constraint on the tool calls'}: the constraint could leave the model no token to draw`);
-  if (opts.ignoreEos && (opts.samples ?? 1) > 1) throw new Error(`answer: ignoreEos with ${opts.samples} samples: no sample would end by itself, and only those vote; leave out one of them`);
+  if (opts.ignoreEos && (opts.samples ?? 1) > 1 && !opts[UNVOTED]) throw new Error(`answer: ignoreEos with ${opts.samples} samples: no sample would end by itself, and only those vote; leave out one of them`);
   const mode = opts.reasoning ?? 'auto', n = opts.samples ?? 1, method = opts.vote ?? 'majority', task = opts.task;
   if (!['auto', 'on', 'off'].includes(mode)) throw new Error(`answer: reasoning must be auto, on or off; got ${shown(mode)}`);
   if (!Number.isInteger(n) || n < 1) throw new Error(`answer: samples must be a positive integer, got ${shown(n)}`);

@@ -34,7 +34,7 @@ import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { encodeChat } from '../tokenizer/chat-ids.ts';
 import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
-import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_PREFIX, maxThinkingCap, reasoningTokens, templateVars, thinkingModelPrompt } from '../reason/answer.ts';
+import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_PREFIX, UNVOTED, maxThinkingCap, reasoningTokens, templateVars, thinkingModelPrompt } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { isVerifierVote } from '../reason/vote.ts';
 import { ContextLengthError } from '../runtime/errors.ts';
@@ -653,7 +653,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const results: AnswerResult[] = [];
   const pending: Promise<AnswerResult>[] = []; // every answer() call of this request
   const emit = (choice: number, phase: Phase, text: string) => onEvent?.({ type: 'delta', choice, phase, text });
-  const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions, buffered = false): Promise<AnswerResult> => {
+  const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions & { [UNVOTED]?: boolean }, buffered = false): Promise<AnswerResult> => {
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
       ...o, signal, [PROMPT_IDS]: plan.promptIds, ...(plan.prefix ?? plan.continued) !== undefined ? { [REPLY_PREFIX]: plan.prefix ?? plan.continued } : {},
@@ -721,7 +721,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
         });
       };
       const primary = await call((s) => s, {
-        ...plan.options, samples: plan.n,
+        ...plan.options, samples: plan.n, [UNVOTED]: true,
         onRoute: (r, s) => { onRoute(r, s); if (r === 'direct' && plan.n > 1) startExtras(); },
       });
       results.push(primary);
