@@ -943,6 +943,14 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
   assert.match(r.stderr, /^adapter: models\/default\/reasoning-adapter \(the default; --no-adapter for the base model alone\)$/m);
   assert.match(r.stderr, /^route: reasoning \(router score 0\.18\d, threshold 0\.411: the direct answer was escalated by the gate\)$/m, 'and its router.json: the gate escalates');
   assert.equal(r.stdout.trim().split('\n').at(-1), '#### 19');
+  // A reasoning-adapter/ that holds no adapter (a copy cut short) is refused naming what is missing: it was passed over
+  // unsaid, and the base answered alone.
+  const halfCopy = at('half-copy');
+  fs.mkdirSync(path.join(halfCopy, 'reasoning-adapter'), { recursive: true });
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'router.json']) fs.symlinkSync(path.join(ROOT, 'models/default', f), path.join(halfCopy, f));
+  fs.symlinkSync(path.join(ROOT, 'models/default/reasoning-adapter/adapter_model.safetensors'), path.join(halfCopy, 'reasoning-adapter/adapter_model.safetensors'));
+  const refused = cli(['answer', '--model', halfCopy, '--question', 'hi']);
+  assert.deepEqual([refused.status, refused.stdout, refused.stderr.trim().split('\n').at(-1)], [1, '', `edgereason: adapter: ${halfCopy}/reasoning-adapter/adapter_config.json not found (expected a PEFT adapter folder)`]);
   // A reply that ends at its first token shows nothing: said so (here the answer's one token made an end token).
   const ender = at('ender-model');
   fs.mkdirSync(ender);

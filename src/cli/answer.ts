@@ -171,8 +171,9 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
   if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
   if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
   if (o.nativeThinking && o.budget !== undefined) throw new Error('--budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens');
-  // --no-adapter gives false; no flag, the adapter beside the model when there is one
-  if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('reasoning-adapter/adapter_config.json')) {
+  // --no-adapter gives false; no flag, the adapter beside the model when there is one (a folder of that name that
+  // holds no adapter, a copy cut short, is refused by the load, naming what is missing: it was passed over unsaid)
+  if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('reasoning-adapter')) {
     o.adapter = path.join(o.model, 'reasoning-adapter');
     console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
   }

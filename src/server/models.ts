@@ -133,7 +133,8 @@ const ADAPTER_NAME = /^[A-Za-z0-9._:/-]+$/;
 export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const auto = path.join(o.model, 'reasoning-adapter');
   if (o.nativeThinking && o.adapters?.length) throw new Error('serve: --native-thinking serves the model\'s own thinking; leave --adapter out');
-  const adapters = o.adapters ?? (!o.nativeThinking && fs.existsSync(path.join(auto, 'adapter_config.json')) ? [{ name: 'reasoning', dir: auto }] : []);
+  // (a folder of that name that holds no adapter, a copy cut short, is refused by the load, naming what is missing)
+  const adapters = o.adapters ?? (!o.nativeThinking && fs.existsSync(auto) ? [{ name: 'reasoning', dir: auto }] : []);
   const baseId = o.servedModelName ?? shortName(o.model).replace(/\.(gguf|bin)$/, '');
   const names = new Set([baseId]);
   for (const a of adapters) {
