@@ -133,6 +133,9 @@ describe('Hugging Face config.json', () => {
     assert.throws(() => parseHfConfig({ ...llama, mlp_bias: true }), /mlp_bias = true is not supported/);
     // transformers' Qwen2 has q/k/v biases whatever attention_bias says.
     assert.equal(parseHfConfig({ ...base, attention_bias: false }).attentionBias, true);
+    // Qwen2's sliding-window switch is true (refused) or false: another value was read as false, unsaid.
+    assert.throws(() => parseHfConfig({ ...base, use_sliding_window: 1 }, 'q/config.json'), { message: 'q/config.json: field "use_sliding_window" must be true or false, got 1' });
+    assert.throws(() => parseHfConfig({ ...base, use_sliding_window: true }, 'q/config.json'), /use_sliding_window = true is not supported/);
     // Mistral's sliding window: exact up to the window, so the context stops there.
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', max_position_embeddings: 32768, sliding_window: 4096 }).maxPositionEmbeddings, 4096);
     assert.equal(parseHfConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral' }).architecture, 'llama');

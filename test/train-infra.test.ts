@@ -645,6 +645,14 @@ describe('saving models', () => {
     assert.deepEqual(parseAdapterConfig({ r: 2, target_modules: '(?!.*mlp).*\\.(q_proj|v_proj)' }, 'x', 4).targets, ['q_proj', 'v_proj']);
     assert.deepEqual(parseAdapterConfig({ r: 2, target_modules: '.*\\.(q_proj|v_proj)' }, 'x', 4).targets, ['q_proj', 'v_proj']);
     assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], use_rslora: 'yes' }, 'x'), /adapter: x field "use_rslora" must be true or false, got "yes"/);
+    // So are the switches that are refused when true: another value was read as false, unsaid.
+    for (const [f, v] of [['use_dora', 1], ['fan_in_fan_out', 'x'], ['lora_bias', {}]] as const) {
+      assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], [f]: v }, 'x'), { message: `adapter: x field "${f}" must be true or false, got ${JSON.stringify(v)}` });
+    }
+    assert.equal(parseAdapterConfig({ r: 2, target_modules: ['k_proj'], use_dora: null, fan_in_fan_out: false }, 'x').r, 2);
+    // A lora_alpha of 0 switches the adapter off, a negative one turns it around.
+    assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], lora_alpha: 0 }, 'x'), { message: 'adapter: x field "lora_alpha" must be above 0, got 0 (the adapter\'s scale, lora_alpha / r: 0 switches it off)' });
+    assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], lora_alpha: -4 }, 'x'), /must be above 0, got -4 \(the adapter's scale, lora_alpha \/ r: below 0 turns it around\)$/);
     // An explicit null is no default (PEFT fails on it), and JSON's 1e999 parses as Infinity: B would scale to ±∞.
     for (const [alpha, shownAs] of [[null, 'null'], [JSON.parse('1e999'), 'Infinity'], ['16', '"16"']] as const) {
       assert.throws(() => parseAdapterConfig({ r: 2, target_modules: ['k_proj'], lora_alpha: alpha }, 'x'), new RegExp(`adapter: x field "lora_alpha" must be a finite number, got ${shownAs}$`));

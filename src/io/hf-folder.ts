@@ -70,6 +70,7 @@ function parseHf(raw: Record<string, unknown>, file: string, generation: Record<
   }
   const ropeTheta = ropeParams?.rope_theta === undefined ? num('rope_theta', 10000) : positive(ropeParams.rope_theta, 'rope_parameters.rope_theta');
   if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') throw new Error(`${file}: hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu)`);
+  if (raw.use_sliding_window !== undefined && raw.use_sliding_window !== null && typeof raw.use_sliding_window !== 'boolean') throw new Error(`${file}: field "use_sliding_window" must be true or false, got ${shown(raw.use_sliding_window)}`);
   if (raw.use_sliding_window === true) throw new Error(`${file}: use_sliding_window = true is not supported`);
   if (raw.quantization_config !== undefined && raw.quantization_config !== null) {
     const q = raw.quantization_config as Record<string, unknown>;

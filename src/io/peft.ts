@@ -156,6 +156,10 @@ export function loadAdapter(dir: string, model: ModelConfig, tokenizerSize = mod
 export function parseAdapterConfig(raw: Record<string, unknown>, file: string, numLayers?: number): AdapterConfig {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`adapter: ${file} must hold a JSON object (a PEFT adapter_config.json), got ${shown(raw)}`);
   if (raw.peft_type !== undefined && raw.peft_type !== 'LORA') throw new Error(`adapter: ${file} field "peft_type" is ${JSON.stringify(raw.peft_type)}; only LORA adapters are supported`);
+  // Switches are true or false (null, PEFT's unset, too): another value would be read as one or the other unsaid.
+  for (const f of ['use_dora', 'fan_in_fan_out', 'lora_bias', 'use_qalora', 'use_rslora']) {
+    if (raw[f] !== undefined && raw[f] !== null && typeof raw[f] !== 'boolean') throw new Error(`adapter: ${file} field "${f}" must be true or false, got ${shown(raw[f])}`);
+  }
   // Options that change what the tensors mean: refused by name rather than silently read as plain LoRA.
   const unsupported: [string, boolean][] = [
     ['use_dora', raw.use_dora === true],
@@ -177,6 +181,7 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
   const r = raw.r, alpha = raw.lora_alpha === undefined ? 8 : raw.lora_alpha, targets = raw.target_modules; // PEFT's LoraConfig default lora_alpha is 8 (null is no default: PEFT fails on it)
   if (!Number.isInteger(r) || (r as number) <= 0) throw new Error(`adapter: ${file} field "r" must be a positive integer, got ${shown(r)}`);
   if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new Error(`adapter: ${file} field "lora_alpha" must be a finite number, got ${shown(alpha)}`);
+  if (alpha <= 0) throw new Error(`adapter: ${file} field "lora_alpha" must be above 0, got ${alpha} (the adapter's scale, lora_alpha / r: ${alpha === 0 ? '0 switches it off' : 'below 0 turns it around'})`);
   const given = typeof targets === 'string' ? stringTargets(targets, file, numLayers) : targets;
   if (!Array.isArray(given) || !given.length) throw new Error(`adapter: ${file} field "target_modules" must list projections (${PROJECTIONS.join(', ')})`);
   // PEFT matches a list entry against module names exactly or as a suffix: "self_attn.q_proj" is q_proj in every layer.
@@ -185,7 +190,6 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file: string, n
     if (!PROJECTIONS.includes(t as Projection)) throw new Error(`adapter: ${file} target module ${JSON.stringify(t)} is not supported (supported: ${PROJECTIONS.join(', ')}, in every layer)`);
   }
   const list = PROJECTIONS.filter((p) => named.includes(p)); // a set, as PEFT reads it ("q_proj" and "self_attn.q_proj" are one)
-  if (raw.use_rslora !== undefined && raw.use_rslora !== null && typeof raw.use_rslora !== 'boolean') throw new Error(`adapter: ${file} field "use_rslora" must be true or false, got ${shown(raw.use_rslora)}`);
   const inv = raw.alora_invocation_tokens;
   if (inv !== undefined && inv !== null && (!Array.isArray(inv) || !inv.length || !inv.every((t) => Number.isInteger(t) && t >= 0))) {
     throw new Error(`adapter: ${file} field "alora_invocation_tokens" must be a non-empty list of token ids (or absent, for a plain LoRA adapter), got ${shown(inv)}`);
