@@ -1026,6 +1026,8 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.deepEqual([noThinking.stdout, noThinking.stderr.match(/^(route|tokens): .*?(?=;|$)/gm)], [off.stdout, off.stderr.match(/^(route|tokens): .*?(?=;|$)/gm)]);
   assert.equal(off.stdout, '#### 5\n');
   assert.equal(ella('--reasoning', 'on', '--chat-template-kwargs', '{"enable_thinking": false}').stderr.trim().split('\n').at(-1), 'edgereason: answer: --reasoning on, but --chat-template-kwargs enable_thinking: false asks for a direct answer');
+  // and the reverse, as the server refuses it (it answered directly, unsaid)
+  assert.equal(ella('--reasoning', 'off', '--chat-template-kwargs', '{"enable_thinking": true}').stderr.trim().split('\n').at(-1), 'edgereason: answer: --reasoning off, but --chat-template-kwargs enable_thinking: true asks for thinking: leave out one of them');
   const nat = ask('--native-thinking', '--reasoning', 'off', '--chat-template-kwargs', '{"enable_thinking": false}');
   assert.equal(nat.status, 0, nat.stderr);
   assert.doesNotMatch(nat.stderr, /^adapter:/m);

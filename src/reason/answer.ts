@@ -478,6 +478,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }), asked = given.direct && given.stripped;
   const closedByTemplate = endsWithRun(ids, empty) || asked;
   if (asked && mode === 'on') throw new Error('answer: reasoning "on", but chatTemplateKwargs enable_thinking: false asks for a direct answer');
+  // (true is Qwen3's default and asks for nothing by itself, but it contradicts reasoning "off", as the server says)
+  if (opts.chatTemplateKwargs?.enable_thinking === true && mode === 'off') throw new Error('answer: reasoning "off", but chatTemplateKwargs enable_thinking: true asks for thinking: leave out one of them');
   if (closedByTemplate && mode === 'on') throw new Error('answer: reasoning "on", but the chat template already closed the thinking (an empty thinking block, e.g. chatTemplateKwargs enable_thinking: false)');
   const rt = reasons ? reasoningTokens(model, opts.invocation) : undefined;
   if (native) checkThinkingTokens(rt!);
