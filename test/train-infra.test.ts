@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
 import { AdamW, clipGradNorm, lrAt, type Params } from '../src/train/optim.ts';
 import { batches, loadDataset, readJsonl, Rng, tokenizeRecord, type Example } from '../src/train/data.ts';
 import { checkOptions, checkpointOptions, interrupted, loadCheckpoint, resume, savedList, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
@@ -552,6 +553,23 @@ describe('checkpoint', () => {
     assert.equal(interrupted('train-rl', 10, '/c', 2, 1, () => undefined, failing), 'train-rl: interrupted at step 1 of 10; saving step 1 failed (ENOSPC: no space left on device); no checkpoint was saved: nothing to resume, rerun to start again');
     assert.equal(interrupted('train-rl', 10, '/c', 2, 0, () => undefined, failing), 'train-rl: interrupted at step 0 of 10; no checkpoint was saved (no step was completed): nothing to resume, rerun to start again');
     assert.equal(interrupted('train-rl', 10, '/c', undefined, 3, () => undefined, failing), 'train-rl: interrupted at step 3 of 10; no checkpoint was saved (checkpoints are off): nothing to resume, rerun to start again');
+  });
+
+  it('a second Ctrl-C while the first one\'s checkpoint is saved waits for it (it ended the process mid-write)', async () => {
+    // The save stands for a large model's: a second of work after the first signal, the second signal in the middle of it.
+    const progress = path.join(path.dirname(fileURLToPath(import.meta.url)), '../src/train/progress.ts');
+    const code = `import { onInterrupt } from ${JSON.stringify(progress)};
+      onInterrupt(process.stderr, () => { const end = Date.now() + 1000; while (Date.now() < end); return 'saved'; });
+      console.log('ready'); setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => { err += d; });
+    await new Promise<void>((r) => child.stdout.once('data', () => r()));
+    child.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill('SIGINT');
+    const [status, signal] = await new Promise<[number | null, string | null]>((r) => child.on('exit', (c, s) => r([c, s])));
+    assert.deepEqual([status, signal, err], [130, null, '\nsaved\n']);
   });
 });
 

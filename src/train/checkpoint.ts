@@ -233,7 +233,7 @@ export async function writingOutputs(dir: string, checkpoint: number | undefined
 export function interrupted(command: string, total: number, dir: string, every: number | undefined, step: number, last: () => number | undefined, save: () => void): string {
   let failed = '';
   if (every && step > (last() ?? 0)) {
-    process.stderr.write(`${command}: saving step ${step} to ${dir} before exiting (a large model's takes a while)\n`);
+    process.stderr.write(`${command}: saving step ${step} to ${dir} before exiting (a large model's takes a while; Ctrl-C again waits for it)\n`);
     try { save(); } catch (e) { failed = `; saving step ${step} failed (${(e as Error).message})`; }
   }
   const at = last();

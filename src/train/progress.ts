@@ -166,7 +166,12 @@ export class Progress {
 export function onInterrupt(stream: NodeJS.WriteStream, message: () => string, exit?: (code: number) => void): () => void {
   const handler = (signal: NodeJS.Signals) => {
     off();
-    stream.write(`\n${message()}\n`);
+    // A second signal while the message is made (a checkpoint being saved) waits for it: without a listener it would
+    // end the process mid-write, the user told a step was being saved and never that it was not.
+    const hold = () => {};
+    process.on('SIGINT', hold);
+    process.on('SIGTERM', hold);
+    try { stream.write(`\n${message()}\n`); } finally { process.off('SIGINT', hold); process.off('SIGTERM', hold); }
     const code = signal === 'SIGINT' ? 130 : 143;
     if (exit) exit(code);
     else process.exit(code); // which waits for the runtime workers' calls in flight (worker-backend.ts)
