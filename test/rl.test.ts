@@ -124,6 +124,8 @@ test('train-rl on the embedded model: forked rollouts, policy steps, a loadable 
     await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, chat, { out: path.join(out, 'long'), budgets: [5000], steps: 1, quiet: true }),
       /^Error: train-rl: no prompt fits: the shortest \(\d+ tokens with the chat template, the invocation and the budget line\) and the smallest budget \(5000 thinking tokens\) exceed the model's context of 1024 tokens; give smaller --budgets, or shorter prompts$/);
     assert.ok(!fs.existsSync(path.join(out, 'long')));
+    await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, chat, { out: path.join(out, 'long'), budgets: [32, 64, 32], steps: 1, quiet: true }),
+      { message: 'train-rl: budgets name 32 twice (32,64,32): a bucket listed twice is drawn twice as often; list each once' });
     await assert.rejects(trainRl({ config: src.config, weights: src.weights!, tokenizer: m.tokenizer, backend: m.backend }, ADAPTER_DIR, [long], { out: path.join(out, 'long'), budgets: [32], unbudgetedShare: 1, steps: 1, quiet: true }),
       /\(\d+ tokens with the chat template and the invocation\)/, 'no budget line is fed when every prompt goes without one');
     // A prompt a few tokens short of the context: sampled rows stop at its end (at temperature 50 a stop token is

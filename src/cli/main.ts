@@ -202,6 +202,8 @@ export const budgetsOption = (description: string): Option => new Option('--budg
 export function budgetsArg(v: string): number[] {
   const budgets = v.split(',').map((b) => (/^\s*\d+\s*$/.test(b) ? Number(b) : NaN));
   if (budgets.some((b) => !Number.isSafeInteger(b) || b <= 0)) throw new InvalidArgumentError(`--budgets must list positive integers separated by commas, got "${v}"`);
+  const twice = budgets.find((b, i) => budgets.indexOf(b) !== i);
+  if (twice !== undefined) throw new InvalidArgumentError(`--budgets names ${twice} twice ("${v}"): a bucket listed twice is drawn twice as often; list each once`);
   return budgets;
 }
 
