@@ -1010,6 +1010,13 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   const [plain, direct] = [gen('--chat'), gen('--chat', '--chat-template-kwargs', '{"enable_thinking": false}')];
   assert.equal(direct.status, 0, direct.stderr);
   assert.equal(promptTokens(direct) - promptTokens(plain), 6, `${plain.stderr}\n${direct.stderr}`);
+  // A template that writes nothing of the messages (a field they lack, which jinja renders as nothing) is named as
+  // the template's fault: it was "the prompt has no tokens … give it some text".
+  const blank = at('blank-template');
+  fs.mkdirSync(blank);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) fs.symlinkSync(path.join(ROOT, 'models/default', f), path.join(blank, f));
+  fs.writeFileSync(path.join(blank, 'tokenizer_config.json'), JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(ROOT, 'models/default/tokenizer_config.json'), 'utf8')), chat_template: '{% for m in messages %}{{ m.content.foo.bar }}{% endfor %}' }));
+  assert.equal(cli(['generate', '--model', blank, '--prompt', 'Hi', '--chat']).stderr, 'edgereason: generate: the chat template rendered nothing for these messages (does it read a field they do not have?); check the template, or give the prompt without it\n');
   // The penalty flags reach the sampler: a looping continuation loops no more.
   const loops = (...extra: string[]) => cli(['generate', '--model', 'models/default', '--prompt', 'I am fine, thank you, thank you,', '--max-tokens', '16', ...extra]).stdout;
   assert.deepEqual([loops().includes('shelf shelf shelf'), loops('--presence-penalty', '0.5', '--frequency-penalty', '1.5').includes('shelf shelf')], [true, false]);

@@ -408,6 +408,7 @@ test('tokenizer: a chat_template that is not a template, or a list without "defa
   assert.throws(chat({ chat_template: 42 }), /tokenizer: .*tok.* \(tokenizer_config\.json\) field "chat_template" must be a string or a list of \{name, template\}, got 42/);
   assert.throws(chat({ chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'rag', template: 'y' }] }),
     /field "chat_template" lists templates named "tool_use", "rag", none of them "default" \(the chat template\)/);
+  assert.throws(chat({ chat_template: [] }), /field "chat_template" is an empty list: give the chat template \(a string, or a \{name: "default", template\} entry\), or leave the field out/);
   assert.equal(withConfig({ chat_template: [{ name: 'rag', template: 'y' }, { name: 'default', template: 'z' }] })().applyChatTemplate([]), 'z');
   const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, added_tokens: [], model: { ...json.model, vocab: {}, merges: [] } }));

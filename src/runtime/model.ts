@@ -277,14 +277,19 @@ export class Model {
     else if (typeof prompt !== 'string') throw new Error(`${where}: a prompt must be a string or a list of messages, got ${typeof prompt}`);
     const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt.map(templateMessage);
     checkToolsRendered(templateFor(this.tokenizer, chatTemplateKwargs?.tools), messages, chatTemplateKwargs?.tools, 'chatTemplateKwargs.tools', where);
+    let text: string;
     try {
-      return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt, vars: chatTemplateKwargs });
+      text = this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt, vars: chatTemplateKwargs });
     } catch (e) {
       // A template that renders these messages without the kwargs fails because of them: the caller's value, not the template.
       if (!(e instanceof ChatTemplateError && e.kind === 'broken') || !chatTemplateKwargs || !Object.keys(chatTemplateKwargs).length) throw e;
       try { this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: generationPrompt }); } catch { throw e; }
       throw new Error(`${where}: the chat template fails with these chatTemplateKwargs (${Object.keys(chatTemplateKwargs).join(', ')}): ${e.message.replace(/^tokenizer: the chat template of .*? failed: /, '')}`);
     }
+    // Jinja renders a missing field as nothing where Python's jinja2 fails on it: a template that wrote nothing of
+    // messages that say something is broken (it was told as an empty prompt, "give it some text").
+    if (!text.trim() && messages.some((m) => typeof m.content === 'string' && m.content.trim())) throw new Error(`${where}: the chat template rendered nothing for these messages (does it read a field they do not have?); check the template, or give the prompt without it`);
+    return text;
   }
 
   /**

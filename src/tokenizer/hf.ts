@@ -187,7 +187,7 @@ function pickTemplate(t: unknown, file: string): string | undefined {
   const named = Array.isArray(t) && t.every((x) => x && typeof x === 'object' && typeof x.name === 'string' && typeof x.template === 'string');
   if (!named) throw new Error(`tokenizer: ${file} field "chat_template" must be a string or a list of {name, template}, got ${shown(t)}`);
   const chat = (t as { name: string; template: string }[]).find((x) => x.name === 'default');
-  if (!chat) throw new Error(`tokenizer: ${file} field "chat_template" lists templates named ${t.map((x) => JSON.stringify(x.name)).join(', ')}, none of them "default" (the chat template)`);
+  if (!chat) throw new Error(`tokenizer: ${file} field "chat_template" ${t.length ? `lists templates named ${t.map((x) => JSON.stringify(x.name)).join(', ')}, none of them "default" (the chat template)` : 'is an empty list: give the chat template (a string, or a {name: "default", template} entry), or leave the field out'}`);
   return chat.template;
 }
 
