@@ -456,6 +456,17 @@ test('llama2.c: a weight that is not finite is refused under run.c\'s name (freq
   const tiny = path.join(tmp, 'tiny-vocab.bin'), few = floats - 2 * dim;
   fs.writeFileSync(tiny, Buffer.concat([Buffer.from(Int32Array.of(dim, hidden, layers, heads, kv, 2, seq).buffer), Buffer.from(new Float32Array(few).buffer)]));
   assert.throws(() => readLlama2cModel(tiny), { message: `llama2c: ${tiny}: header field vocab_size 2 leaves no room for run.c's BOS (1) and EOS (2) tokens` });
+  // A header field that cannot be is named, with why (it was "an invalid header" and all seven fields).
+  const header = (name: string, ...h: number[]) => { const p = path.join(tmp, name); fs.writeFileSync(p, Buffer.concat([Buffer.from(Int32Array.of(...h).buffer), Buffer.alloc(64)])); return p; };
+  for (const [h, why] of [
+    [[dim, hidden, 0, heads, kv, vocab, seq], 'n_layers 0 is not positive'],
+    [[dim, hidden, layers, 3, 3, vocab, seq], 'n_heads 3 does not divide dim 8'],
+    [[dim, hidden, layers, 8, 8, vocab, seq], 'the head size dim / n_heads = 1 is odd (RoPE rotates pairs)'],
+    [[16, hidden, layers, 4, 3, vocab, seq], 'n_kv_heads 3 does not divide n_heads 4'],
+  ] as const) {
+    const p = header('bad-header.bin', ...h);
+    assert.throws(() => readLlama2cModel(p), { message: `llama2c: ${p} has an invalid header: ${why} (dim=${h[0]} hidden_dim=${h[1]} n_layers=${h[2]} n_heads=${h[3]} n_kv_heads=${h[4]} vocab_size=${h[5]} seq_len=${h[6]})` });
+  }
 });
 
 test('llama2.c: a checkpoint over 2 GiB is refused by name, before it is read', () => {

@@ -76,9 +76,13 @@ export function readLlama2cModel(file: string): { config: ModelConfig; weights: 
   const vocab = Math.abs(rawVocab), shared = rawVocab > 0; // run.c: negative vocab_size => separate classifier
   const headDim = dim / heads, kvDim = kvHeads * headDim;
   const header = `dim=${dim} hidden_dim=${hidden} n_layers=${layers} n_heads=${heads} n_kv_heads=${kvHeads} vocab_size=${rawVocab} seq_len=${seqLen}`;
-  if ([dim, hidden, layers, heads, kvHeads, vocab, seqLen].some((v) => v <= 0) || !Number.isInteger(headDim) || headDim % 2 || heads % kvHeads) {
-    throw new Error(`llama2c: ${file} has an invalid header (${header})`);
-  }
+  const named = { dim, hidden_dim: hidden, n_layers: layers, n_heads: heads, n_kv_heads: kvHeads, vocab_size: vocab, seq_len: seqLen };
+  const zero = Object.entries(named).find(([, v]) => v <= 0);
+  const why = zero ? `${zero[0]} ${zero[1]} is not positive`
+    : !Number.isInteger(headDim) ? `n_heads ${heads} does not divide dim ${dim}`
+    : headDim % 2 ? `the head size dim / n_heads = ${headDim} is odd (RoPE rotates pairs)`
+    : heads % kvHeads ? `n_kv_heads ${kvHeads} does not divide n_heads ${heads}` : undefined;
+  if (why) throw new Error(`llama2c: ${file} has an invalid header: ${why} (${header})`);
   const config: ModelConfig = {
     architecture: 'llama', vocabSize: vocab, hiddenSize: dim, intermediateSize: hidden, numLayers: layers,
     numHeads: heads, numKvHeads: kvHeads, headDim, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: seqLen,
