@@ -499,3 +499,24 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
     await model.close();
   }
 });
+
+test('eval CLI: --task takes a JSONL file of your own {"prompt","answer"} lines (as train-rl does), graded by --grader; misuse is named', () => {
+  const mine = path.join(tmp, 'mine.jsonl'), out = path.join(tmp, 'mine', 'r.json');
+  fs.writeFileSync(mine, [
+    { prompt: 'Ella has 5 marbles. Ella sells 3 marbles. How many marbles does Ella have?', answer: 2 },
+    { prompt: 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?', answer: '19' },
+    { prompt: 'Reverse the word sand.', answer: 'dnas' },
+  ].map((r) => JSON.stringify(r)).join('\n'));
+  const run = (...flags: string[]) => spawnSync(process.execPath, [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', '2', '--out', out, ...flags], { encoding: 'utf8' });
+  const r = run('--adapter', path.join(DEFAULT_DIR, 'reasoning-adapter'), '--task', mine, '--grader', 'synthetic');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^eval: note: .*mine\.jsonl: its first 2 of 3 questions/m);
+  const report = JSON.parse(fs.readFileSync(out, 'utf8')), reasoned = report['base + reasoning adapter'];
+  assert.deepEqual(reasoned.cases.map((c: CaseResult) => [c.id, c.gold, c.correct]), [['mine.jsonl:1', 2, true], ['mine.jsonl:2', 19, true]]);
+  assert.deepEqual([reasoned.options.task, reasoned.options.grader], [mine, 'synthetic']);
+  const refused = (message: RegExp, ...flags: string[]) => assert.match(run(...flags).stderr, message);
+  refused(/^edgereason: .*mine\.jsonl: 1 answer the gsm8k grader can never match, e\.g\. line 3: "dnas"/, '--task', mine, '--overwrite');
+  refused(/^edgereason: --grader grades the answers to a --task file; gsm8k has its own grader$/m, '--task', 'gsm8k', '--grader', 'synthetic');
+  refused(/^edgereason: --task must be one of synthetic, gsm8k, .*, or a JSONL file of \{"prompt","answer"\} lines; got "gsmk"$/m, '--task', 'gsmk');
+  refused(/^edgereason: --task .*nowhere\.jsonl does not exist \(a JSONL file of \{"prompt","answer"\} lines, or one of synthetic, gsm8k, /m, '--task', path.join(tmp, 'nowhere.jsonl'));
+});

@@ -4,7 +4,7 @@ import { createHash, randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
-import { DATASETS, MATH_INSTRUCTION, datasetCases, questionCount, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalReport } from '../eval/harness.ts';
+import { DATASETS, MATH_INSTRUCTION, datasetCases, questionCount, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalCase, type EvalReport } from '../eval/harness.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
@@ -12,7 +12,8 @@ import { isReport, isReportSibling, lockJournal, readJournal, readReport, report
 import { sharedDir } from './demo.ts';
 import { checkVoteFlags } from './answer.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
-import type { Task } from '../tasks/grade.ts';
+import { TASKS, type Task } from '../tasks/grade.ts';
+import { checkGolds, rlPrompts } from './train-rl.ts';
 import { onInterrupt, StagedProgress } from '../train/progress.ts';
 import { beforeDownload, checkOutFile } from './outputs.ts';
 import { checkNativeThinking, checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
@@ -45,7 +46,8 @@ export function evalCommand(program: Command): void {
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): evaluates its direct answers (after an empty thinking block) and its thinking, no adapter')
     .option('--max-thinking-tokens <n>', 'thinking cap in the reasoning run ("\\n</think>\\n\\n" forced after it)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget line after <think> in the reasoning run (a budget-trained adapter, as answer --budget)', intArg('--budget', 1))
-    .option('--task <task>', `${TASK_NAMES.join(' | ')} (datasets from ../shared/data, each question followed by "${MATH_INSTRUCTION}")`, 'synthetic')
+    .option('--task <task>', `${TASK_NAMES.join(' | ')} (datasets from ../shared/data, each question followed by "${MATH_INSTRUCTION}"), or a JSONL file of your own {"prompt","answer"} lines (as train-rl takes them; asked as written, graded by --grader)`, 'synthetic')
+    .option('--grader <task>', `how the answers to a --task file are graded: ${TASKS.join(' | ')} (default: gsm8k, the last number, as train-rl grades a file)`)
     .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
     .option('--limit <n>', 'number of questions (a dataset\'s first n)', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
@@ -63,10 +65,16 @@ export function evalCommand(program: Command): void {
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier report of this evaluation (the same command refreshes its own report without it), and start afresh instead of going on from the journal of another evaluation')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o, cmd: Command) => {
-      if (!TASK_NAMES.includes(o.task)) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}; got "${o.task}"`);
+      // A file of one's own questions: any --task that names no built-in one and is there (or reads as a JSONL file).
+      const ownFile = !TASK_NAMES.includes(o.task) && (fs.existsSync(o.task) || /\.jsonl?$/i.test(o.task));
+      if (!TASK_NAMES.includes(o.task) && !ownFile) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}, or a JSONL file of {"prompt","answer"} lines; got "${o.task}"`);
+      if (ownFile && !fs.existsSync(o.task)) throw new Error(`--task ${o.task} does not exist (a JSONL file of {"prompt","answer"} lines, or one of ${TASK_NAMES.join(', ')})`);
+      if (o.grader !== undefined && !ownFile) throw new Error(`--grader grades the answers to a --task file; ${o.task} has its own grader`);
+      const grader: Task = o.grader ?? 'gsm8k';
+      if (ownFile && !TASKS.includes(grader)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
       // A dataset is read from its test file: --split test says so (it was refused), another split is not there.
-      if (o.split !== undefined && o.split !== 'test' && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is read from ${DATASETS[o.task as keyof typeof DATASETS].test}`);
-      const split = o.split ?? 'test', dataset = o.task === 'synthetic' ? undefined : DATASETS[o.task as keyof typeof DATASETS];
+      if (o.split !== undefined && o.split !== 'test' && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is ${ownFile ? 'your file, read whole' : `read from ${DATASETS[o.task as keyof typeof DATASETS].test}`}`);
+      const split = o.split ?? 'test', dataset = o.task === 'synthetic' || ownFile ? undefined : DATASETS[o.task as keyof typeof DATASETS];
       const maxTokensGiven = o.maxTokens !== undefined;
       o.maxTokens ??= dataset?.maxTokens ?? 512;
       if (split !== 'test' && split !== 'val') throw new Error(`--split must be test or val, got "${split}"`);
@@ -93,7 +101,7 @@ export function evalCommand(program: Command): void {
         const scaled = rescaled(src, ropeScaling);
         applied = scaled.config !== src.config ? ropeScalingWords(scaled.config.ropeScaling) : undefined;
       } catch { /* the load below names the problem */ }
-      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: o.task, ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(applied ? { ropeScaling: applied } : {}) };
+      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: ownFile ? path.resolve(o.task) : o.task, ...(ownFile ? { grader } : {}), ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(applied ? { ropeScaling: applied } : {}) };
       const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed
       const sampled = drawn ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
       const several = o.samples > 1 ? { samples: o.samples, vote: o.vote, ...(o.verifier ? { verifier: path.resolve(o.verifier) } : {}), ...(o.earlyStop ? { earlyStop: true } : {}) } : {};
@@ -112,10 +120,11 @@ export function evalCommand(program: Command): void {
       try { lockJournal(files.journal); } catch (e) { early(); throw e; } // released when the process exits (Ctrl-C and errors end the process)
       const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(drawn && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
       answersKept = resumed?.answers ?? 0;
-      const cases = dataset ? datasetCases(o.task as Task, path.join(sharedDir(), 'data', dataset.test), o.limit) : syntheticCases(split, o.limit);
+      const own = ownFile ? ownCases(o.task, grader) : undefined;
+      const cases = own ? own.slice(0, o.limit) : dataset ? datasetCases(o.task as Task, path.join(sharedDir(), 'data', dataset.test), o.limit) : syntheticCases(split, o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${dataset ? ` (${dataset.test} is empty)` : ''}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
-      const all = dataset && cases.length === o.limit ? questionCount(path.join(sharedDir(), 'data', dataset.test)) : 0;
+      const all = own ? own.length : dataset && cases.length === o.limit ? questionCount(path.join(sharedDir(), 'data', dataset.test)) : 0;
       if (all > cases.length) console.error(`eval: note: ${o.task}: its first ${cases.length} of ${all} questions (--limit ${o.limit}; --limit ${all} evaluates them all)`);
       // Without prompt caching: each answer as a first request's, whatever was evaluated before it.
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling, promptCache: 0 });
@@ -203,12 +212,20 @@ export function evalCommand(program: Command): void {
     });
 }
 
+/** The questions of a --task file (train-rl's {"prompt","answer"} lines, their golds checked against the grader), asked as written. */
+function ownCases(file: string, grader: Task): EvalCase[] {
+  const prompts = rlPrompts(file, Infinity, 0);
+  checkGolds(prompts, grader, file);
+  const name = path.basename(file);
+  return prompts.map((p) => ({ id: `${name}:${p.line}`, question: p.question, gold: p.gold, category: name, task: grader }));
+}
+
 /** What an earlier evaluation (its report's runs' options together, or its journal's record) evaluated that differs from `now` (paths compared resolved). */
 function differences(before: Record<string, unknown>, now: Record<string, unknown>): string[] {
   // Reports before --temperature were greedy (and sampled with no top-k, top-p or min-p), before quant was recorded unknown.
   const unset: Record<string, unknown> = { temperature: 0, topK: 0, topP: 1, minP: 0 };
   const norm = (k: string, v: unknown) => (typeof v === 'string' && ['model', 'adapter', 'router', 'verifier'].includes(k) ? path.resolve(v) : v ?? unset[k]);
-  return [...new Set([...Object.keys(now), 'adapter', 'split', 'maxThinkingTokens', 'budget', 'nativeThinking', 'topK', 'topP', 'minP', 'router', 'samples', 'vote', 'verifier', 'earlyStop', 'ropeScaling'])]
+  return [...new Set([...Object.keys(now), 'adapter', 'grader', 'split', 'maxThinkingTokens', 'budget', 'nativeThinking', 'topK', 'topP', 'minP', 'router', 'samples', 'vote', 'verifier', 'earlyStop', 'ropeScaling'])]
     .filter((k) => norm(k, before[k]) !== norm(k, now[k]) && !(k === 'quant' && before[k] === undefined))
     .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${before[k] === undefined ? 'none' : JSON.stringify(before[k])} there, ${now[k] === undefined ? 'none' : JSON.stringify(now[k])} here`);
 }
