@@ -20,3 +20,4 @@ process.chdir(fileURLToPath(new URL('..', import.meta.url))); // a file path, no
 fs.rmSync('dist', { recursive: true, force: true });
 execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
 fs.copyFileSync('src/runtime/worker-entry.mjs', 'dist/runtime/worker-entry.mjs');
+fs.copyFileSync('src/server/playground.html', 'dist/server/playground.html'); // createServer's page at /

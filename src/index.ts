@@ -24,3 +24,4 @@ export type { Quant } from './onnx/quant.ts';
 export type { Backend } from './runtime/backend.ts';
 export type { ChatMessage, TextTokenizer, TokenizerFiles } from './tokenizer/types.ts';
 export { parseToolCalls, ToolCallStream, toolCallFormat, templateFor, hermesTemplate, type ToolCallFormat, type ParsedToolCall, type ParsedReply } from './tokenizer/tool-calls.ts';
+export { createServer, type ServerOptions, type EdgeServer } from './server/app.ts';

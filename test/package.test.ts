@@ -65,6 +65,21 @@ for (const opts of [{}, { cache: 'always', cacheDir: 'cache' }]) {
   }
 });
 
+test('plain node runs the built server (createServer): the API answers and the playground is served', () => {
+  const script = `import { createServer } from 'edgereason';
+const server = await createServer({ model: ${JSON.stringify(path.join(root, 'models/default'))}, port: 0 });
+const url = await server.listen();
+const page = await fetch(url + '/');
+const reply = await (await fetch(url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ messages: [{ role: 'user', content: 'Reverse the word sand.' }], temperature: 0, edgereason: { reasoning: 'off' } }) })).json();
+console.log(JSON.stringify([page.status, (await page.text()).includes('<html'), reply.choices[0].message.content]));
+await server.close();
+`;
+  const run = spawnSync(process.execPath, ['app.mjs'], { cwd: consumer({ 'app.mjs': script }), encoding: 'utf8', timeout: 120_000 });
+  assert.equal(run.status, 0, run.stderr);
+  assert.deepEqual(JSON.parse(run.stdout), [200, true, 'dnas']);
+});
+
 test('plain node runs the built quantisation workers (prequantize), which make the same blocks as quantizeQ4', () => {
   const script = `import { prequantize } from ${JSON.stringify(path.join(root, 'dist/runtime/prequantize.js'))};
 import { quantizeQ4 } from ${JSON.stringify(path.join(root, 'dist/onnx/quant.js'))};
