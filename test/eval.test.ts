@@ -520,3 +520,17 @@ test('eval CLI: --task takes a JSONL file of your own {"prompt","answer"} lines 
   refused(/^edgereason: --task must be one of synthetic, gsm8k, .*, or a JSONL file of \{"prompt","answer"\} lines; got "gsmk"$/m, '--task', 'gsmk');
   refused(/^edgereason: --task .*nowhere\.jsonl does not exist \(a JSONL file of \{"prompt","answer"\} lines, or one of synthetic, gsm8k, /m, '--task', path.join(tmp, 'nowhere.jsonl'));
 });
+
+test('train-router and train-verifier take a JSONL file of your own too (its first --limit lines to train, the next --val to validate), graded by --grader', () => {
+  const mine = path.join(tmp, 'mine-router.jsonl');
+  fs.writeFileSync(mine, ['Ella has 5 marbles. Ella sells 3 marbles. How many marbles does Ella have?', 'Reverse the word sand.', 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?']
+    .map((prompt, i) => JSON.stringify({ prompt, answer: [2, 'dnas', 19][i] })).join('\n'));
+  const run = (cmd: string, ...flags: string[]) => spawnSync(process.execPath, [path.resolve('bin/edgereason.js'), cmd, '--model', DEFAULT_DIR, '--adapter', path.join(DEFAULT_DIR, 'reasoning-adapter'), '--task', mine, '--limit', '2', '--val', '1', '--max-tokens', '24', ...flags], { encoding: 'utf8' });
+  const router = run('train-router', '--grader', 'synthetic', '--out', path.join(tmp, 'mine-router.json'));
+  assert.equal(router.status, 0, router.stderr);
+  assert.match(router.stdout, /^train: 2 questions, /m);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(tmp, 'mine-router.json'), 'utf8')).metadata.task, mine);
+  assert.match(run('train-router', '--out', path.join(tmp, 'x.json')).stderr, /^edgereason: .*mine-router\.jsonl: 1 answer the gsm8k grader can never match, e\.g\. line 2: "dnas"/m);
+  assert.match(run('train-verifier', '--grader', 'synthetic', '--limit', '3', '--out', path.join(tmp, 'x.json')).stderr, /^edgereason: train-verifier: .*mine-router\.jsonl has 3 questions, fewer than --limit \+ --val = 4$/m);
+  assert.match(run('train-verifier', '--task', 'gsm8k', '--grader', 'synthetic', '--out', path.join(tmp, 'x.json')).stderr, /^edgereason: --grader grades the answers to a --task file; gsm8k has its own grader$/m);
+});

@@ -4,7 +4,7 @@ import { createHash, randomInt } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
-import { DATASETS, MATH_INSTRUCTION, datasetCases, questionCount, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalCase, type EvalReport } from '../eval/harness.ts';
+import { DATASETS, MATH_INSTRUCTION, datasetCases, questionCount, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalReport } from '../eval/harness.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
@@ -13,7 +13,7 @@ import { sharedDir } from './demo.ts';
 import { checkVoteFlags } from './answer.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { checkGolds, rlPrompts } from './train-rl.ts';
+import { fileCases } from './train-rl.ts';
 import { onInterrupt, StagedProgress } from '../train/progress.ts';
 import { beforeDownload, checkOutFile } from './outputs.ts';
 import { checkNativeThinking, checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
@@ -120,7 +120,7 @@ export function evalCommand(program: Command): void {
       try { lockJournal(files.journal); } catch (e) { early(); throw e; } // released when the process exits (Ctrl-C and errors end the process)
       const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(drawn && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
       answersKept = resumed?.answers ?? 0;
-      const own = ownFile ? ownCases(o.task, grader) : undefined;
+      const own = ownFile ? fileCases(o.task, grader) : undefined;
       const cases = own ? own.slice(0, o.limit) : dataset ? datasetCases(o.task as Task, path.join(sharedDir(), 'data', dataset.test), o.limit) : syntheticCases(split, o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${dataset ? ` (${dataset.test} is empty)` : ''}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
@@ -210,14 +210,6 @@ export function evalCommand(program: Command): void {
       console.log(markdownTable(runs));
       console.log(`wrote ${files.json}, ${files.md} and ${files.svg}`);
     });
-}
-
-/** The questions of a --task file (train-rl's {"prompt","answer"} lines, their golds checked against the grader), asked as written. */
-function ownCases(file: string, grader: Task): EvalCase[] {
-  const prompts = rlPrompts(file, Infinity, 0);
-  checkGolds(prompts, grader, file);
-  const name = path.basename(file);
-  return prompts.map((p) => ({ id: `${name}:${p.line}`, question: p.question, gold: p.gold, category: name, task: grader }));
 }
 
 /** What an earlier evaluation (its report's runs' options together, or its journal's record) evaluated that differs from `now` (paths compared resolved). */

@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import path from 'node:path';
+import type { EvalCase } from '../eval/harness.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
@@ -45,6 +47,17 @@ export function checkGolds(prompts: RlPrompt[], grader: Task, file: string): voi
     throw new Error(`${file}: ${bad.length} answer${bad.length > 1 ? 's' : ''} the ${grader} grader can never match, e.g. line ${bad[0].line}: ${JSON.stringify(bad[0].gold)}`
       + ` (give the answer alone, e.g. "5" rather than "5 apples"; or choose another --grader)`);
   }
+}
+
+/**
+ * The questions of a file of one's own (rlPrompts' {"prompt","answer"} lines, their golds checked against `grader`),
+ * asked as written, for eval, train-router and train-verifier.
+ */
+export function fileCases(file: string, grader: Task): EvalCase[] {
+  const prompts = rlPrompts(file, Infinity, 0);
+  checkGolds(prompts, grader, file);
+  const name = path.basename(file);
+  return prompts.map((p) => ({ id: `${name}:${p.line}`, question: p.question, gold: p.gold, category: name, task: grader }));
 }
 
 const outCheck = (o: { out: string; model: string; adapter: string; resume?: boolean; overwrite?: boolean }) =>

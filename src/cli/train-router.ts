@@ -1,5 +1,8 @@
 import { fraction } from '../show.ts';
+import fs from 'node:fs';
 import path from 'node:path';
+import { TASKS, type Task } from '../tasks/grade.ts';
+import { fileCases } from './train-rl.ts';
 import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { datasetCases, SYNTHETIC_LIMIT, withInstruction } from '../eval/harness.ts';
@@ -19,9 +22,9 @@ export const aucText = (x: number, undefinedWhen = 'one class only'): string => 
 
 /**
  * Training and validation questions: the synthetic train/val splits, or GSM8K's train file (its tail as validation),
- * bare and with eval's instruction by turns.
+ * bare and with eval's instruction by turns, or a file of one's own (its first lines, the next as validation), graded by `grader`.
  */
-export function labelItems(task: string, train: number, val: number, seed = 0, command = 'train-router'): { train: LabelItem[]; val: LabelItem[] } {
+export function labelItems(task: string, train: number, val: number, seed = 0, command = 'train-router', grader: Task = 'gsm8k'): { train: LabelItem[]; val: LabelItem[] } {
   if (task === 'synthetic') {
     // The items are made before the model loads: 10^8 of them filled memory for minutes, silently.
     if (train + val > SYNTHETIC_LIMIT) throw new Error(`${command}: --limit ${train} and --val ${val} make ${train + val} synthetic questions, more than a training takes (at most ${SYNTHETIC_LIMIT}); ask for fewer`);
@@ -37,7 +40,18 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
     const all = bare.map((c, i) => (i % 2 ? { ...c, question: withInstruction(c.question) } : c));
     return { train: all.slice(0, train), val: all.slice(train) };
   }
-  throw new Error(`--task must be synthetic or gsm8k, got "${task}"`);
+  if (!fs.existsSync(task)) throw new Error(`--task must be synthetic, gsm8k or a JSONL file of {"prompt","answer"} lines; ${task} ${/\.jsonl?$/i.test(task) ? 'does not exist' : 'is none of them'}`);
+  const all = fileCases(task, grader);
+  if (all.length < train + val) throw new Error(`${command}: ${task} has ${all.length} questions, fewer than --limit + --val = ${train + val}`);
+  return { train: all.slice(0, train), val: all.slice(train, train + val) };
+}
+
+/** --grader: for a --task file only (the built-in tasks grade as their own). */
+export function graderOf(o: { task: string; grader?: string }): Task {
+  if (o.grader === undefined) return 'gsm8k';
+  if (o.task === 'synthetic' || o.task === 'gsm8k') throw new Error(`--grader grades the answers to a --task file; ${o.task} has its own grader`);
+  if (!TASKS.includes(o.grader as Task)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
+  return o.grader as Task;
 }
 
 /**
@@ -54,7 +68,8 @@ export function trainRouterCommand(program: Command): void {
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter: required by the savings rule (the default); optional with --rule accuracy')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): both routes on its own weights, no --adapter')
-    .option('--task <task>', 'synthetic | gsm8k', 'synthetic')
+    .option('--task <task>', 'synthetic | gsm8k | a JSONL file of your own {"prompt","answer"} lines (as train-rl takes them; the first --limit to train, the next --val to validate)', 'synthetic')
+    .option('--grader <task>', `how the answers to a --task file are graded: ${TASKS.join(' | ')} (default gsm8k: the last number)`)
     .requiredOption('--out <file>', 'router JSON to write')
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 400)
     .option('--val <n>', 'validation questions (threshold choice)', intArg('--val', 1), 100)
@@ -85,9 +100,9 @@ export function trainRouterCommand(program: Command): void {
       };
       if (o.rule === 'accuracy') unused('the accuracy rule generates no reasoning answers (they serve the savings rule)', [['maxLoss', '--max-loss'], ['reasoningMaxTokens', '--reasoning-max-tokens'], ['maxThinkingTokens', '--max-thinking-tokens']]);
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
-      if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of its train file`, [['seed', '--seed']]);
+      if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of ${o.task === 'gsm8k' ? 'its train file' : 'the file'}`, [['seed', '--seed']]);
       outCheck(o);
-      const items = labelItems(o.task, o.limit, o.val, o.seed);
+      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-router', graderOf(o));
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
       const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);
       try {

@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { aucText, labelItems, stageProgress } from './train-router.ts';
+import { aucText, graderOf, labelItems, stageProgress } from './train-router.ts';
+import { TASKS } from '../tasks/grade.ts';
 import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
 
 const outCheck = (o: { out: string; model: string; adapter?: string; overwrite?: boolean }) =>
@@ -16,7 +17,8 @@ export function trainVerifierCommand(program: Command): void {
     .option('--adapter <dir>', 'reasoning adapter (required unless --native-thinking)')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): sample its own thinking, no --adapter')
     .requiredOption('--out <file>', 'verifier JSON to write')
-    .option('--task <task>', 'synthetic | gsm8k', 'synthetic')
+    .option('--task <task>', 'synthetic | gsm8k | a JSONL file of your own {"prompt","answer"} lines (as train-rl takes them; the first --limit to train, the next --val to validate)', 'synthetic')
+    .option('--grader <task>', `how the answers to a --task file are graded: ${TASKS.join(' | ')} (default gsm8k: the last number)`)
     .option('--samples <n>', 'candidates sampled per question', intArg('--samples', 1), 8)
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 100)
     .option('--val <n>', 'validation questions', intArg('--val', 1), 25)
@@ -35,7 +37,7 @@ export function trainVerifierCommand(program: Command): void {
       const same = o.temperature === 0 ? '--temperature 0' : o.topP === 0 ? '--top-p 0' : undefined;
       if (same && o.samples > 1) throw new Error(`train-verifier: ${same} samples greedily, so the ${o.samples} candidates of a question would all be the same; the verifier learns from candidates that differ: use a temperature and a top-p above 0`);
       outCheck(o);
-      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier');
+      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier', graderOf(o));
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
       const progress = stageProgress('train-verifier', 'questions', `nothing was written to ${o.out}`);
       try {
