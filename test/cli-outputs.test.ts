@@ -1052,31 +1052,27 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.match(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr, new RegExp(`^edgereason: note: ${unbudgeted} was not budget-trained by train-rl`, 'm'));
 });
 
-test('convert carries the reasoning setup beside the model, and gives the graph its adapters\' LoRA inputs', () => {
+test('convert gives the graph the LoRA inputs of the reasoning adapters beside the model, and says how to bring the setup along (it copies nothing)', () => {
   const src = at('setup-src'), out = at('setup-out');
   fs.mkdirSync(src);
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'router.json', 'verifier.json']) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(src, f));
   fs.cpSync(path.join(DEFAULT_DIR, 'reasoning-adapter'), path.join(src, 'reasoning-adapter'), { recursive: true });
-  makeDir(path.join(src, 'reasoning-adapter', 'checkpoint')); // an unfinished run's: not carried
-  fs.writeFileSync(path.join(src, 'reasoning-adapter', 'checkpoint', 'checkpoint.json'), '{}');
   const r = cli(['convert', '--model', src, '--out', out, '--quant', 'q8']);
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stderr, new RegExp(`carried its reasoning setup: reasoning-adapter/, router.json, verifier.json \\(answer, chat and serve use them from ${out}\\); LoRA inputs for q,k,v,o,gate,up,down`));
-  for (const f of ['router.json', 'verifier.json', 'reasoning-adapter/adapter_config.json', 'reasoning-adapter/adapter_model.safetensors']) {
-    assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(src, f))), f);
-  }
-  assert.equal(fs.existsSync(path.join(out, 'reasoning-adapter', 'checkpoint')), false);
-  assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-') || f.includes('.old')), []);
+  assert.equal(r.stderr, `edgereason: note: the reasoning setup beside ${src} (reasoning-adapter/, router.json, verifier.json) stays there; the graph takes its adapters' LoRA inputs (q,k,v,o,gate,up,down): copy them into ${out} to keep the reasoning setup with the converted model (answer, chat and serve look for it there): cp -rL ${src}/reasoning-adapter ${src}/router.json ${src}/verifier.json ${out}/\n`);
+  assert.deepEqual(fs.readdirSync(out).filter((f) => /reasoning|router|verifier/.test(f)), []);
+  // Copied as it says, the converted folder reasons with them (its graph has the adapter's LoRA inputs).
+  assert.equal(spawnSync('cp', ['-rL', path.join(src, 'reasoning-adapter'), path.join(src, 'router.json'), `${out}/`]).status, 0);
   const asked = cli(['answer', '--model', out, '--question', 'Ella has 5 marbles. Ella sells 3 marbles. How many marbles does Ella have?', '--reasoning', 'on']);
   assert.equal(asked.status, 0, asked.stderr);
   assert.match(asked.stderr, new RegExp(`^adapter: ${out}/reasoning-adapter \\(the default`, 'm'));
   assert.match(asked.stdout, /<\/think>/);
-  // Converted again with fewer LoRA inputs than the adapter trains: the adapter (and the setup with it) stays behind.
-  const few = at('setup-few');
-  const r2 = cli(['convert', '--model', src, '--out', few, '--quant', 'q8', '--lora-targets', 'q,v']);
-  assert.equal(r2.status, 0, r2.stderr);
-  assert.match(r2.stderr, new RegExp(`note: ${src}/reasoning-adapter is not copied: it trains k_proj, o_proj, gate_proj, up_proj, down_proj, which --lora-targets leaves without LoRA inputs`));
-  assert.deepEqual(fs.readdirSync(few).filter((f) => /reasoning|router|verifier/.test(f)), []);
+  // Rebuilt in place, it leaves what the user copied there as it is, and says nothing more of it.
+  const again = cli(['convert', '--model', src, '--out', out, '--quant', 'q8']);
+  assert.deepEqual([again.status, again.stderr], [0, `edgereason: note: the reasoning setup beside ${src} (verifier.json) stays there; the graph takes its adapters' LoRA inputs (q,k,v,o,gate,up,down): copy it into ${out} to keep the reasoning setup with the converted model (answer, chat and serve look for it there): cp -rL ${src}/verifier.json ${out}/\n`]);
+  // With fewer LoRA inputs than the adapter trains: said; its router and verifier go with it.
+  const few = at('setup-few'), r2 = cli(['convert', '--model', src, '--out', few, '--quant', 'q8', '--lora-targets', 'q,v']);
+  assert.deepEqual([r2.status, r2.stderr], [0, `edgereason: note: ${src}/reasoning-adapter trains k_proj, o_proj, gate_proj, up_proj, down_proj, which --lora-targets leaves without LoRA inputs: the converted model cannot take it (leave --lora-targets out for its adapters' own)\n`]);
 });
 
 test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', () => {

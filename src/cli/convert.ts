@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { isModelFileFolder, modelPath, openSource, readManifest, type Manifest } from '../io/source.ts';
+import { isModelFileFolder, modelPath, openSource, readManifest, shellQuote, type Manifest } from '../io/source.ts';
 import { shortName } from '../io/hub.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote, rescaled } from '../runtime/convert.ts';
@@ -27,7 +27,8 @@ function manifestIn(dir: string): Manifest | undefined {
 
 /**
  * The reasoning setup edgereason's layout keeps beside a model (models/default's), where answer, chat and serve find
- * it: a conversion carries it along, so that the converted folder reasons as its source did.
+ * it: a conversion gives the graph its adapters' LoRA inputs and says how to bring the setup along (copied by the
+ * user, it is the user's: convert never replaces it).
  */
 const REASONING_SETUP = ['reasoning-adapter', 'reasoning-adapter-rl', 'router.json', 'verifier.json'];
 const isAdapterEntry = (f: string) => !f.endsWith('.json');
@@ -36,22 +37,6 @@ const isAdapterEntry = (f: string) => !f.endsWith('.json');
 function reasoningSetup(source: string): string[] {
   if (!fs.statSync(source).isDirectory()) return [];
   return REASONING_SETUP.filter((f) => fs.existsSync(path.join(source, f, isAdapterEntry(f) ? 'adapter_config.json' : '')));
-}
-
-/**
- * Copies the reasoning setup `names` from `source` into `out`, each replacing its namesake there whole (copied beside
- * it, then renamed over it); an adapter's unfinished-run checkpoint stays behind.
- */
-function carrySetup(source: string, out: string, names: readonly string[]): void {
-  const mine = `.tmp-${process.pid}`;
-  for (const f of names) {
-    const from = path.join(source, f), to = path.join(out, f), tmp = to + mine, old = `${to}.old${mine}`;
-    fs.rmSync(tmp, { recursive: true, force: true });
-    fs.cpSync(from, tmp, { recursive: true, filter: (p) => path.relative(from, p) !== 'checkpoint' });
-    if (fs.existsSync(to)) fs.renameSync(to, old);
-    fs.renameSync(tmp, to);
-    fs.rmSync(old, { recursive: true, force: true });
-  }
 }
 
 /** --out: any conversion there is convert's own (another model's is refused once --model is a local path: above). */
@@ -65,7 +50,7 @@ export function convertCommand(program: Command): void {
     .requiredOption('--out <dir>', 'output folder (a conversion of the same --model there is rebuilt; a model\'s own folder, another model\'s conversion, or one holding files convert writes, is refused)')
     .option('--overwrite', 'replace the model, tokenizer or ONNX files another tool left in --out')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
-    .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...); default: those of the reasoning adapters beside --model (reasoning-adapter/, reasoning-adapter-rl/), which convert copies into --out with its router.json and verifier.json')
+    .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...); default: those of the reasoning adapters beside --model (reasoning-adapter/, reasoning-adapter-rl/)')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       const given = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : undefined, ropeScaling = ropeScalingOf(o);
@@ -76,7 +61,7 @@ export function convertCommand(program: Command): void {
       // files would mix, the last renamed winning each), and what is found there below stays so. Its release also removes the folder it made
       // when the run left that empty (Ctrl-C, a full disk, a source changed meanwhile: "nothing was written").
       const unlock = holdOut(o.out, 'convert');
-      let m: Manifest, earlier: string | undefined, t0: number;
+      let m: Manifest, earlier: string | undefined, t0: number, targets: Projection[] = [], bringAlong: string[] = [], from = '';
       try {
         // A conversion of the same source is rebuilt in place; another model's is replaced only when told.
         earlier = convertedFrom(o.out);
@@ -87,30 +72,35 @@ export function convertCommand(program: Command): void {
         const opened = openSource(o.model), quant: Quant = o.quant ?? defaultQuant(opened.config);
         // A scaling the model cannot take is refused before the conversion starts.
         const src = opened.kind === 'converted' ? opened : rescaled(opened, ropeScaling);
+        from = src.path;
         const note = requantisedNote(src, quant);
         if (note) console.error(cliWords(note));
-        // The reasoning setup beside the model comes along; its adapters' projections take LoRA inputs unless
-        // --lora-targets says which (an adapter training others is left behind: the converted graph could not take it).
+        // The reasoning adapters beside the model: their projections take LoRA inputs unless --lora-targets says which
+        // (an adapter training others could not load on the graph: said).
         let setup = reasoningSetup(src.path);
         const trains = new Map(setup.filter(isAdapterEntry).map((f) => [f, readAdapterConfig(path.join(src.path, f), src.config.numLayers).targets]));
-        const targets: Projection[] = given ?? PROJECTIONS.filter((p) => [...trains.values()].some((t) => t.includes(p)));
+        targets = given ?? PROJECTIONS.filter((p) => [...trains.values()].some((t) => t.includes(p)));
         for (const [f, t] of trains) {
           const missing = t.filter((p) => !targets.includes(p));
           if (!missing.length) continue;
           setup = setup.filter((s) => s !== f);
-          console.error(`edgereason: note: ${path.join(src.path, f)} is not copied: it trains ${missing.join(', ')}, which --lora-targets leaves without LoRA inputs (leave --lora-targets out for its adapters' own)`);
+          console.error(`edgereason: note: ${path.join(src.path, f)} trains ${missing.join(', ')}, which --lora-targets leaves without LoRA inputs: the converted model cannot take it (leave --lora-targets out for its adapters' own)`);
         }
-        if (!setup.some(isAdapterEntry)) setup = [];
+        // The router and verifier go with the adapter they were trained for.
+        if (!setup.includes('reasoning-adapter')) setup = setup.filter(isAdapterEntry);
+        bringAlong = setup.filter((f) => !fs.existsSync(path.join(o.out, f)));
         const bar = lateProgress(`converting ${shortName(src.path)}`, 'M weights');
         const off = onInterrupt(process.stderr, () => { bar.stop(); return interrupted(o.out, earlier); });
         try {
           m = await convertInWorker({ source: src.path, out: path.resolve(o.out), quant, loraTargets: targets, ropeScaling }, bar.update);
-          carrySetup(src.path, path.resolve(o.out), setup);
         } finally { bar.stop(); off(); }
-        if (setup.length) console.error(`carried its reasoning setup: ${setup.map((f) => f + (isAdapterEntry(f) ? '/' : '')).join(', ')} (answer, chat and serve use ${setup.length > 1 ? 'them' : 'it'} from ${o.out}); LoRA inputs for ${targets.map((p) => p.replace('_proj', '')).join(',')}`);
       } finally { unlock(); }
       const rope = ropeScaling ? `; RoPE ${ropeScalingWords(m.config.ropeScaling)}, ${m.config.maxPositionEmbeddings} positions` : '';
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      if (bringAlong.length) {
+        const which = bringAlong.map((f) => f + (isAdapterEntry(f) ? '/' : '')).join(', '), them = bringAlong.length > 1 ? 'them' : 'it';
+        console.error(`edgereason: note: the reasoning setup beside ${from} (${which}) stays there; the graph takes its adapters' LoRA inputs (${targets.map((p) => p.replace('_proj', '')).join(',')}): copy ${them} into ${o.out} to keep the reasoning setup with the converted model (answer, chat and serve look for it there): cp -rL ${bringAlong.map((f) => shellQuote(path.join(from, f))).join(' ')} ${shellQuote(o.out)}/`);
+      }
     });
 }
 
@@ -122,7 +112,7 @@ export function convertCommand(program: Command): void {
  */
 export function interrupted(outDir: string, earlier: string | undefined): string {
   const out = path.resolve(outDir), mine = `.tmp-${process.pid}`;
-  if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && [...CONVERTED_FILES, ...REASONING_SETUP].includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { recursive: true, force: true });
+  if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (f.endsWith(mine) && CONVERTED_FILES.includes(f.slice(0, -mine.length))) fs.rmSync(path.join(out, f), { force: true });
   if (manifestIn(out)?.converting) return `convert: interrupted while the converted files were being put in place: ${outDir} is incomplete; run the same command again`;
   return `convert: interrupted; ${earlier !== undefined ? `the earlier conversion in ${outDir} is as it was` : `nothing was written to ${outDir}`}`;
 }
