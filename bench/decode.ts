@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { ModelConfig } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
+import { dirBytes } from '../src/io/safetensors.ts';
 import { freshStem, scriptArgs, writeResults } from './write.ts';
 import { childMain, now, peakMb, progress, rssMb, runChild } from './child.ts';
 
@@ -213,11 +214,6 @@ export async function preparedShapeModels(log: (line: string) => void = (l) => c
   const files = await prepareModels(path.join(os.tmpdir(), 'edgereason-bench-decode'), 4, () => {}, (l) => log(`  ${l}`), o);
   if (files.kept) log(files.kept);
   return files;
-}
-
-/** The bytes of the files under `dir`, its subfolders' too. */
-function dirBytes(dir: string): number {
-  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).reduce((n, e) => n + (e.isFile() ? fs.statSync(path.join(e.parentPath ?? e.path, e.name)).size : 0), 0);
 }
 
 /** Short hash of the source files that decide what a cached artefact contains, so code changes invalidate it. */

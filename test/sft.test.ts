@@ -374,9 +374,8 @@ test('train-sft --full writes a folder the runtime loads: weights, config and th
     await m.close();
     await src.close();
   }
-  // The whole schedule trained and written: its checkpoint (three times the weights) is gone; the weights are in the
-  // base's own dtype (config.json's torch_dtype: float32 here, bfloat16 below) unless --dtype says another.
-  assert.equal(fs.existsSync(path.join(out, 'checkpoint')), false);
+  // The weights are in the base's own dtype (config.json's torch_dtype: float32 here, bfloat16 below) unless --dtype
+  // says another; the checkpoint, three times their float32 size, is said to be kept (and to hold the unrounded weights).
   assert.deepEqual(new Set(trained.names.map((n) => trained.info(n).dtype)), new Set(['F32']));
   const bf = path.join(tmp, 'bf16-base'), bfOut = path.join(tmp, 'bf16-out');
   fs.cpSync(model.dir, bf, { recursive: true });
@@ -386,8 +385,11 @@ test('train-sft --full writes a folder the runtime loads: weights, config and th
   const r = full();
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`saved to ${bfOut} \\(bf16\\)`));
+  assert.match(r.stderr, new RegExp(`^train-sft: note: ${bfOut}/checkpoint \\(\\d+ MB: the weights in float32 and the optimizer's moments\\) is kept for --resume and holds the float32 weights the model was rounded from; delete it once the model is all you need$`, 'm'));
   assert.deepEqual(written(), [['BF16'], 'bfloat16']);
-  assert.equal(full('--overwrite', '--dtype', 'f32').status, 0);
+  const f32 = full('--overwrite', '--dtype', 'f32');
+  assert.equal(f32.status, 0);
+  assert.match(f32.stderr, /is kept for --resume; delete it once the model is all you need$/m);
   assert.deepEqual(written(), [['F32'], 'float32']);
   assert.match(full('--overwrite', '--dtype', 'fp8').stderr, /^edgereason: --dtype must be f32, bf16 or f16, got "fp8"\n/);
   const lora = spawnSync(process.execPath, [BIN, 'train-sft', '--model', bf, '--data', data, '--out', path.join(tmp, 'bf16-lora'), '--dtype', 'bf16'], { encoding: 'utf8' });

@@ -11,7 +11,7 @@ import type { TextTokenizer } from '../tokenizer/types.ts';
 import { MAX_EPOCHS, trainSft } from '../train/sft.ts';
 import { lateProgress } from '../train/progress.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
-import type { SafetensorsDtype } from '../io/safetensors.ts';
+import { dirBytes, type SafetensorsDtype } from '../io/safetensors.ts';
 import { intArg, positiveArg } from './main.ts';
 import { beforeDownload, canonical, checkOutDir, lockTraining, removeStale, replacedArtefacts } from './outputs.ts';
 
@@ -52,7 +52,7 @@ export function trainSftCommand(program: Command): void {
     .requiredOption('--model <dir>', 'base model (Hugging Face folder, .gguf or llama2.c .bin, or hf:owner/name from the Hugging Face cache, downloaded once)')
     .requiredOption('--data <file>', 'training JSONL: {"messages":[...]} or {"prompt","completion"} (strings, or lists of chat messages as TRL writes them) per line')
     .option('--eval <file>', 'held-out JSONL for eval loss')
-    .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint, removed once the whole schedule is trained and written); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')
+    .requiredOption('--out <dir>', 'output folder (adapter or model; checkpoints in <out>/checkpoint); one that holds a model, adapter or checkpoint is refused without --overwrite or --resume')
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 0), 16)
     .option('--lora-alpha <a>', 'LoRA alpha (default: 2 × --lora-r, a scale of 2 whatever the rank)', positiveArg('--lora-alpha'))
     .option('--targets <list>', 'projections to adapt', 'q,k,v,o,gate,up,down')
@@ -116,6 +116,9 @@ export function trainSftCommand(program: Command): void {
       const last = r.evalLosses.at(-1);
       const stopped = r.steps < r.total ? ` (stopped at step ${r.steps} of ${r.total}: rerun with --resume and a larger or no --max-steps to continue)` : '';
       console.log(`trained ${r.steps} step${r.steps === 1 ? '' : 's'}${o.maxSteps !== undefined && r.steps < o.maxSteps ? ` (the whole schedule of ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}, fewer than --max-steps ${o.maxSteps})` : ''}${stopped}; loss ${r.losses[0]?.toFixed(4)} → ${r.losses.at(-1)?.toFixed(4)}${last ? `; eval loss ${last[1].toFixed(4)}` : ''}; saved to ${r.out}${dtype ? ` (${dtype.toLowerCase()})` : ''} (loss curve: loss.svg)`);
+      // A whole model's checkpoint is three times its float32 weights (the optimizer's two moments): said, where it is kept.
+      const kept = path.join(r.out, 'checkpoint');
+      if (o.full && fs.existsSync(kept)) console.error(`train-sft: note: ${kept} (${(dirBytes(kept) / 1e6).toFixed(0)} MB: the weights in float32 and the optimizer's moments) is kept for --resume${dtype !== 'F32' ? ' and holds the float32 weights the model was rounded from' : ''}; delete it once the model is all you need`);
     });
 }
 

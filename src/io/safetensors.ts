@@ -92,6 +92,11 @@ export function readAt(file: string, pos: number, bytes: Uint8Array): void {
   try { readFully(fd, bytes, pos, file); } finally { fs.closeSync(fd); }
 }
 
+/** The bytes of the files under `dir`, its subfolders' too. */
+export function dirBytes(dir: string): number {
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).reduce((n, e) => n + (e.isFile() ? fs.statSync(nodePath.join(e.parentPath ?? e.path, e.name)).size : 0), 0);
+}
+
 /**
  * `mkdir -p` that always ends: the missing folders are made one by one from the nearest existing one. (Node's
  * recursive mkdirSync loops for ever where mkdir says ENOENT under a parent that exists, as anywhere in /proc.)

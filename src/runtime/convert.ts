@@ -14,7 +14,7 @@ import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, expandHome, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
-import { commitAll, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { commitAll, dirBytes, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
@@ -489,7 +489,7 @@ export function pruneCache(root: string = cacheFolder(), all = false): CacheEntr
 /** The bytes of a folder's files; undefined when it is gone. */
 function folderBytes(dir: string): number | undefined {
   try {
-    return fs.readdirSync(dir, { withFileTypes: true }).reduce((n, f) => n + (f.isFile() ? fs.statSync(path.join(dir, f.name)).size : 0), 0);
+    return dirBytes(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;

@@ -264,9 +264,6 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       writeSvg(path.join(o.out, 'loss.svg'), await lossChart(losses, evalLosses));
       writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
     });
-    // The whole schedule trained and written: its checkpoint (the optimizer's moments too: three times the weights of a
-    // --full run) has nothing left to resume. One a --max-steps stop saved stays, for --resume to go on.
-    if (step >= total) fs.rmSync(ckptDir, { recursive: true, force: true });
   } finally {
     progress?.stop();
     await Promise.all([trainer.close(), evalTrainer?.close()]);
