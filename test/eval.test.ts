@@ -514,6 +514,9 @@ test('eval CLI: --task takes a JSONL file of your own {"prompt","answer"} lines 
   const report = JSON.parse(fs.readFileSync(out, 'utf8')), reasoned = report['base + reasoning adapter'];
   assert.deepEqual(reasoned.cases.map((c: CaseResult) => [c.id, c.gold, c.correct]), [['mine.jsonl:1', 2, true], ['mine.jsonl:2', 19, true]]);
   assert.deepEqual([reasoned.options.task, reasoned.options.grader], [mine, 'synthetic']);
+  // The file edited since (a gold fixed), the same command is another evaluation: its earlier answers are not mixed in.
+  fs.writeFileSync(mine, fs.readFileSync(mine, 'utf8').replace('"answer":2', '"answer":3'));
+  assert.match(run('--adapter', path.join(DEFAULT_DIR, 'reasoning-adapter'), '--task', mine, '--grader', 'synthetic').stderr, /holds the report of another evaluation \(--task-contents: "[0-9a-f]{12}" there, "[0-9a-f]{12}" here\)/);
   const refused = (message: RegExp, ...flags: string[]) => assert.match(run(...flags).stderr, message);
   refused(/^edgereason: .*mine\.jsonl: 1 answer the gsm8k grader can never match, e\.g\. line 3: "dnas"/, '--task', mine, '--overwrite');
   refused(/^edgereason: --grader grades the answers to a --task file; gsm8k has its own grader$/m, '--task', 'gsm8k', '--grader', 'synthetic');

@@ -101,7 +101,11 @@ export function evalCommand(program: Command): void {
         const scaled = rescaled(src, ropeScaling);
         applied = scaled.config !== src.config ? ropeScalingWords(scaled.config.ropeScaling) : undefined;
       } catch { /* the load below names the problem */ }
-      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: ownFile ? path.resolve(o.task) : o.task, ...(ownFile ? { grader } : {}), ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(applied ? { ropeScaling: applied } : {}) };
+      // A file of one's own is the user's to edit: what it held is part of what was evaluated (an interrupted run's
+      // answers to its earlier questions or golds are not mixed into the report).
+      const own = ownFile ? fileCases(o.task, grader) : undefined;
+      const held = own && createHash('sha1').update(JSON.stringify(own.map((c) => [c.question, c.gold]))).digest('hex').slice(0, 12);
+      const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: ownFile ? path.resolve(o.task) : o.task, ...(own ? { grader, taskContents: held } : {}), ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(applied ? { ropeScaling: applied } : {}) };
       const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed
       const sampled = drawn ? { topK: o.topK, topP: o.topP, minP: o.minP } : {};
       const several = o.samples > 1 ? { samples: o.samples, vote: o.vote, ...(o.verifier ? { verifier: path.resolve(o.verifier) } : {}), ...(o.earlyStop ? { earlyStop: true } : {}) } : {};
@@ -120,7 +124,6 @@ export function evalCommand(program: Command): void {
       try { lockJournal(files.journal); } catch (e) { early(); throw e; } // released when the process exits (Ctrl-C and errors end the process)
       const resumed = resumable(files.journal, { ...evaluation, batch: o.batch, ...(drawn && o.seed !== undefined ? { seed: o.seed } : {}) }, !!o.overwrite);
       answersKept = resumed?.answers ?? 0;
-      const own = ownFile ? fileCases(o.task, grader) : undefined;
       const cases = own ? own.slice(0, o.limit) : dataset ? datasetCases(o.task as Task, path.join(sharedDir(), 'data', dataset.test), o.limit) : syntheticCases(split, o.limit);
       if (!cases.length) throw new Error(`eval: ${o.task} has no questions${dataset ? ` (${dataset.test} is empty)` : ''}: nothing to evaluate`);
       if (cases.length < o.limit) console.error(`eval: note: ${o.task} has ${cases.length} questions${o.task === 'synthetic' ? ` in its ${split} split` : ''}, fewer than --limit ${o.limit}: all are evaluated`);
