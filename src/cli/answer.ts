@@ -161,13 +161,17 @@ export interface ReasonerFlags {
   ropeScaling?: 'yarn' | 'linear' | 'none'; ropeScale?: number; yarnOrigCtx?: number;
 }
 
+/** `f` in the model's folder (reasoning-adapter, router.json, …), when it is a folder and `f` is there; else undefined. */
+export const besideModel = (model: string, f: string): string | undefined =>
+  (fs.existsSync(path.join(model, f)) && fs.statSync(model).isDirectory() ? path.join(model, f) : undefined);
+
 /**
  * The model with its reasoning adapter (default: <model>/reasoning-adapter) and, for reasoning auto, its router
  * (<model>/router.json), and a verifier for the verifier votes; each file is checked before the model loads, and notes
  * go to stderr. `what`: the output a thinking model's thinking would be part of without --native-thinking; `command` names refusals.
  */
 export async function loadReasoner(o: ReasonerFlags, what: string, command = 'answer'): Promise<{ model: Model; router?: Router; verifier?: Verifier }> {
-  const beside = (f: string) => (fs.existsSync(path.join(o.model, f)) && fs.statSync(o.model).isDirectory() ? path.join(o.model, f) : undefined);
+  const beside = (f: string) => besideModel(o.model, f);
   if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
   if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
   if (o.nativeThinking && o.budget !== undefined) throw new Error('--budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens');

@@ -10,10 +10,10 @@ import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { checkVoteFlags } from './answer.ts';
+import { besideModel, checkVoteFlags } from './answer.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { fileCases } from './train-rl.ts';
+import { fileCases, taskFileOf } from './train-rl.ts';
 import { onInterrupt, StagedProgress } from '../train/progress.ts';
 import { beforeDownload, checkOutFile } from './outputs.ts';
 import { checkNativeThinking, checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
@@ -65,13 +65,7 @@ export function evalCommand(program: Command): void {
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier report of this evaluation (the same command refreshes its own report without it), and start afresh instead of going on from the journal of another evaluation')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o, cmd: Command) => {
-      // A file of one's own questions: any --task that names no built-in one and is there (or reads as a JSONL file).
-      const ownFile = !TASK_NAMES.includes(o.task) && (fs.existsSync(o.task) || /\.jsonl?$/i.test(o.task));
-      if (!TASK_NAMES.includes(o.task) && !ownFile) throw new Error(`--task must be one of ${TASK_NAMES.join(', ')}, or a JSONL file of {"prompt","answer"} lines; got "${o.task}"`);
-      if (ownFile && !fs.existsSync(o.task)) throw new Error(`--task ${o.task} does not exist (a JSONL file of {"prompt","answer"} lines, or one of ${TASK_NAMES.join(', ')})`);
-      if (o.grader !== undefined && !ownFile) throw new Error(`--grader grades the answers to a --task file; ${o.task} has its own grader`);
-      const grader: Task = o.grader ?? 'gsm8k';
-      if (ownFile && !TASKS.includes(grader)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
+      const { file: ownFile, grader } = taskFileOf(o, TASK_NAMES);
       // A dataset is read from its test file: --split test says so (it was refused), another split is not there.
       if (o.split !== undefined && o.split !== 'test' && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is ${ownFile ? 'your file, read whole' : `read from ${DATASETS[o.task as keyof typeof DATASETS].test}`}`);
       const split = o.split ?? 'test', dataset = o.task === 'synthetic' || ownFile ? undefined : DATASETS[o.task as keyof typeof DATASETS];
@@ -103,7 +97,7 @@ export function evalCommand(program: Command): void {
       } catch { /* the load below names the problem */ }
       // A file of one's own is the user's to edit: what it held is part of what was evaluated (an interrupted run's
       // answers to its earlier questions or golds are not mixed into the report).
-      const own = ownFile ? fileCases(o.task, grader) : undefined;
+      const own = ownFile ? fileCases(ownFile, grader) : undefined;
       const held = own && createHash('sha1').update(JSON.stringify(own.map((c) => [c.question, c.gold]))).digest('hex').slice(0, 12);
       const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: ownFile ? path.resolve(o.task) : o.task, ...(own ? { grader, taskContents: held } : {}), ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(applied ? { ropeScaling: applied } : {}) };
       const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed
@@ -147,7 +141,7 @@ export function evalCommand(program: Command): void {
       const weights = { ...trainedWith(model), ...Object.fromEntries((['router', 'verifier'] as const).filter((k) => o[k]).map((k) => [`${k}Hash`, createHash('sha1').update(fs.readFileSync(o[k])).digest('hex').slice(0, 12)])) };
       if (resumed) checkResumed(files.journal, resumed, weights, cases);
       // The reasoning setup answer, chat and serve would use from the model's folder is evaluated only when named.
-      const beside = (f: string) => fs.statSync(o.model).isDirectory() && fs.existsSync(path.join(o.model, f)) ? path.join(o.model, f) : undefined;
+      const beside = (f: string) => besideModel(o.model, f);
       const setup = !reasons ? beside('reasoning-adapter/adapter_config.json') && path.join(o.model, 'reasoning-adapter') : undefined;
       if (setup) console.error(`eval: note: the base model alone is evaluated; --adapter ${setup} evaluates its reasoning adapter too${beside('router.json') ? ` (and --router ${beside('router.json')} the routed answers)` : ''}`);
       else if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');

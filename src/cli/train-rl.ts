@@ -50,6 +50,20 @@ export function checkGolds(prompts: RlPrompt[], grader: Task, file: string): voi
 }
 
 /**
+ * What a --task names: one of `builtins` (file undefined), or a file of one's own questions, and the grader of that
+ * file's answers (--grader, default gsm8k: the last number; refused beside a built-in task, which grades as its own).
+ */
+export function taskFileOf(o: { task: string; grader?: string }, builtins: readonly string[]): { file?: string; grader: Task } {
+  const file = builtins.includes(o.task) ? undefined : o.task;
+  if (file !== undefined && !fs.existsSync(file)) {
+    throw new Error(/\.jsonl?$/i.test(file) ? `--task ${file} does not exist (a JSONL file of {"prompt","answer"} lines, or one of ${builtins.join(', ')})` : `--task must be one of ${builtins.join(', ')}, or a JSONL file of {"prompt","answer"} lines; got "${o.task}"`);
+  }
+  if (o.grader !== undefined && file === undefined) throw new Error(`--grader grades the answers to a --task file; ${o.task} has its own grader`);
+  if (o.grader !== undefined && !TASKS.includes(o.grader as Task)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
+  return { file, grader: (o.grader ?? 'gsm8k') as Task };
+}
+
+/**
  * The questions of a file of one's own (rlPrompts' {"prompt","answer"} lines, their golds checked against `grader`),
  * asked as written, for eval, train-router and train-verifier.
  */

@@ -1,8 +1,7 @@
 import { fraction } from '../show.ts';
-import fs from 'node:fs';
 import path from 'node:path';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { fileCases } from './train-rl.ts';
+import { fileCases, taskFileOf } from './train-rl.ts';
 import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { datasetCases, SYNTHETIC_LIMIT, withInstruction } from '../eval/harness.ts';
@@ -40,19 +39,13 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
     const all = bare.map((c, i) => (i % 2 ? { ...c, question: withInstruction(c.question) } : c));
     return { train: all.slice(0, train), val: all.slice(train) };
   }
-  if (!fs.existsSync(task)) throw new Error(`--task must be synthetic, gsm8k or a JSONL file of {"prompt","answer"} lines; ${task} ${/\.jsonl?$/i.test(task) ? 'does not exist' : 'is none of them'}`);
   const all = fileCases(task, grader);
   if (all.length < train + val) throw new Error(`${command}: ${task} has ${all.length} questions, fewer than --limit + --val = ${train + val}`);
   return { train: all.slice(0, train), val: all.slice(train, train + val) };
 }
 
-/** --grader: for a --task file only (the built-in tasks grade as their own). */
-export function graderOf(o: { task: string; grader?: string }): Task {
-  if (o.grader === undefined) return 'gsm8k';
-  if (o.task === 'synthetic' || o.task === 'gsm8k') throw new Error(`--grader grades the answers to a --task file; ${o.task} has its own grader`);
-  if (!TASKS.includes(o.grader as Task)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
-  return o.grader as Task;
-}
+/** The built-in tasks train-router and train-verifier take (a --task file besides). */
+export const LABEL_TASKS = ['synthetic', 'gsm8k'];
 
 /**
  * The progress of a command's stages (a bar with items/s and ETA on a terminal, a line now and then in a log);
@@ -102,7 +95,7 @@ export function trainRouterCommand(program: Command): void {
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
       if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of ${o.task === 'gsm8k' ? 'its train file' : 'the file'}`, [['seed', '--seed']]);
       outCheck(o);
-      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-router', graderOf(o));
+      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-router', taskFileOf(o, LABEL_TASKS).grader);
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
       const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);
       try {
