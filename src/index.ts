@@ -24,4 +24,13 @@ export type { Quant } from './onnx/quant.ts';
 export type { Backend } from './runtime/backend.ts';
 export type { ChatMessage, TextTokenizer, TokenizerFiles } from './tokenizer/types.ts';
 export { parseToolCalls, ToolCallStream, toolCallFormat, templateFor, hermesTemplate, type ToolCallFormat, type ParsedToolCall, type ParsedReply } from './tokenizer/tool-calls.ts';
-export { createServer, type ServerOptions, type EdgeServer } from './server/app.ts';
+import type { EdgeServer, ServerOptions } from './server/app.ts';
+export type { ServerOptions, EdgeServer };
+
+/**
+ * The OpenAI-compatible server `serve` runs (ServerOptions are its flags); `listen()` resolves with its URL, `close()`
+ * lets the requests in flight finish. Loaded on first use: an app that never serves does not load fastify.
+ */
+export async function createServer(o: ServerOptions): Promise<EdgeServer> {
+  return (await import('./server/app.ts')).createServer(o);
+}
