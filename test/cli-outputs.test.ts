@@ -1167,7 +1167,7 @@ test('the CLI: output piped into a reader that stops early ends quietly; list fl
   assert.deepEqual([pipe.status, pipe.stderr.includes('EPIPE')], [0, false], pipe.stderr);
   for (const cmd of [['export-trl', '--out', at('trl-x')], ['train-rl', '--model', model.dir, '--adapter', at('a'), '--out', at('rl-x')]]) {
     assert.match(cli([...cmd, '--budgets', '96,abc']).stderr, /--budgets must list positive integers separated by commas, got "96,abc"/, cmd[0]);
-    assert.match(cli([...cmd, '--budgets', '96,160,96']).stderr, /--budgets names 96 twice \("96,160,96"\): a bucket listed twice is drawn twice as often; list each once/, cmd[0]);
+    assert.match(cli([...cmd, '--budgets', '96,160,96']).stderr, /--budgets names 96 twice \(96,160,96\): a bucket listed twice is drawn twice as often; list each once/, cmd[0]);
   }
   assert.match(cli(['cache', '--dir', at('no-such-cache')]).stderr, /cache: --dir .*no-such-cache does not exist/);
   assert.match(cli(['cache', '--dir', data]).stderr, /cache: --dir .*d\.jsonl is not a folder/);

@@ -194,6 +194,8 @@ print(json.dumps(out))`], { cwd: out, encoding: 'utf8' });
     '4.57.1': { sft: sftArgs, grpo: grpoArgs, generation_config: rollouts },
     '5.1.0': { sft: sftArgs, grpo: grpoArgs, generation_config: rollouts },
   });
+  assert.throws(() => exportTrl({ out: path.join(tmp, 'trl-twice'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 4, budgets: [32, 32] }),
+    { message: 'export-trl: budgets name 32 twice (32,32): a bucket listed twice is drawn twice as often; list each once' });
   // Numbers PyYAML reads as numbers: an exponent with its point (JSON's 5e-7 is a string to YAML 1.1).
   const tiny = path.join(tmp, 'trl-tiny-lr');
   exportTrl({ out: tiny, baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', tokenizer: DEFAULT_DIR, examples: 4, rlPrompts: 4, budgets: [32], lr: 5e-7 });

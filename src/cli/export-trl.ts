@@ -22,7 +22,7 @@ import { readJsonl } from '../train/data.ts';
 import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';
 import { loadTokenizer } from '../tokenizer/hf.ts';
 import { checkToolsRendered, jsonWithPythonNumbers, templateFor } from '../tokenizer/tool-calls.ts';
-import { budgetSystemLine, DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { budgetSystemLine, checkDistinctBudgets, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { invocationIds } from '../reason/answer.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { checkGolds, rlPrompts } from './train-rl.ts';
@@ -110,6 +110,7 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const seed = o.seed ?? 0, rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
   const invocation = o.invocation ?? INVOCATION, budgets = o.budgets ?? [...DEFAULT_BUDGETS];
   if (!budgets.length || budgets.some((b) => !Number.isInteger(b) || b <= 0)) throw new Error(`export-trl: budgets must be positive integers, got ${budgets}`);
+  checkDistinctBudgets(budgets, 'export-trl: budgets name');
   if (!invocation) throw new Error('export-trl: the invocation is empty');
   // The numbers the CLI's flags check, checked for API callers too: a zero rate or alpha trains nothing.
   for (const [k, v] of [['lr', o.lr], ['rlLr', o.rlLr], ['alpha', alpha]] as const) {

@@ -17,7 +17,7 @@ import { exportTrlCommand } from './export-trl.ts';
 import { cacheCommand } from './cache.ts';
 import { version } from '../version.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
-import { DEFAULT_BUDGETS } from '../reason/budget.ts';
+import { checkDistinctBudgets, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { shown } from '../show.ts';
 import { expandHome } from '../io/source.ts';
 import { HUB_FLAGS, resolveModelPath } from '../io/hub.ts';
@@ -202,8 +202,7 @@ export const budgetsOption = (description: string): Option => new Option('--budg
 export function budgetsArg(v: string): number[] {
   const budgets = v.split(',').map((b) => (/^\s*\d+\s*$/.test(b) ? Number(b) : NaN));
   if (budgets.some((b) => !Number.isSafeInteger(b) || b <= 0)) throw new InvalidArgumentError(`--budgets must list positive integers separated by commas, got "${v}"`);
-  const twice = budgets.find((b, i) => budgets.indexOf(b) !== i);
-  if (twice !== undefined) throw new InvalidArgumentError(`--budgets names ${twice} twice ("${v}"): a bucket listed twice is drawn twice as often; list each once`);
+  try { checkDistinctBudgets(budgets, '--budgets names'); } catch (e) { throw new InvalidArgumentError((e as Error).message); }
   return budgets;
 }
 

@@ -33,6 +33,12 @@ export function budgetControl(tok: Pick<TextTokenizer, 'encode' | 'decode'>, bud
  */
 export const DEFAULT_BUDGETS = [96, 160, 256] as const;
 
+/** Refuses a budget listed twice (its bucket would be drawn twice as often); `names`: the list's words ("--budgets names"). */
+export function checkDistinctBudgets(budgets: readonly number[], names: string): void {
+  const twice = budgets.find((b, i) => budgets.indexOf(b) !== i);
+  if (twice !== undefined) throw new Error(`${names} ${twice} twice (${budgets.join(',')}): a bucket listed twice is drawn twice as often; list each once`);
+}
+
 /** Said when a budget line goes to an adapter that train-rl did not budget-train (no budgets beside it); undefined otherwise. */
 export function unbudgetedNote(adapterDir: string): string | undefined {
   return rlBudgets(adapterDir).length ? undefined : `${adapterDir} was not budget-trained by train-rl (no budgets in an rl_log.json beside it), so the budget line may not shorten its thinking`;

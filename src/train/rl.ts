@@ -16,7 +16,7 @@ import { decode, Sequence } from '../runtime/generate.ts';
 import { seedAt } from '../runtime/sampler.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
-import { budgetControl } from '../reason/budget.ts';
+import { budgetControl, checkDistinctBudgets } from '../reason/budget.ts';
 import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
@@ -133,8 +133,7 @@ export async function trainRl(
 ): Promise<{ history: RlStepStats[]; out: string }> {
   checkRules(o, RL_RULES, 'train-rl');
   for (const k of ['out', 'budgets', 'steps'] as const) if (o[k] === undefined) throw new Error(`train-rl: ${k} is required`);
-  const twice = o.budgets.find((b, i) => o.budgets.indexOf(b) !== i);
-  if (twice !== undefined) throw new Error(`train-rl: budgets name ${twice} twice (${o.budgets.join(',')}): a bucket listed twice is drawn twice as often; list each once`);
+  checkDistinctBudgets(o.budgets, 'train-rl: budgets name');
   const bad = Array.isArray(prompts) ? prompts.findIndex((p) => !p || typeof p.question !== 'string' || !(typeof p.gold === 'string' || typeof p.gold === 'number')) : -1;
   if (!Array.isArray(prompts) || !prompts.length || bad >= 0) throw new Error(`train-rl: prompts must be a non-empty list of { question: string, gold: string or number }, got ${shown(bad >= 0 ? prompts[bad] : prompts)}${bad >= 0 ? ` at ${bad}` : ''}`);
   const { config, tokenizer: tok } = model;
