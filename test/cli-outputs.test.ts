@@ -1245,6 +1245,8 @@ test('chat samples with the model\'s generation_config.json where the flags say 
   assert.match(greedy.stderr, /^chat: note: --top-k has no effect at --temperature 0 \(greedy\)$/m);
   assert.doesNotMatch(greedy.stderr, /; seed 5\]/);
   assert.doesNotMatch(run('--temperature', '0', '--repetition-penalty', '1').stderr, /generation_config/);
+  // A temperature typed keeps the file's other sampling fields.
+  assert.match(run('--temperature', '0.5').stderr, new RegExp(`^edgereason: note: chat samples with ${dir}/generation_config.json's top_k 20, top_p 0.8, repetition_penalty 1.05 \\(the flags override it\\)$`, 'm'));
 });
 
 test('generate and answer --prompt-cache-file: the next run reads the prompt the last one kept (its stats say how much); a run that keeps nothing new leaves the file as it was', () => {

@@ -534,6 +534,6 @@ test('train-router and train-verifier take a JSONL file of your own too (its fir
   assert.match(router.stdout, /^train: 2 questions, /m);
   assert.equal(JSON.parse(fs.readFileSync(path.join(tmp, 'mine-router.json'), 'utf8')).metadata.task, mine);
   assert.match(run('train-router', '--out', path.join(tmp, 'x.json')).stderr, /^edgereason: .*mine-router\.jsonl: 1 answer the gsm8k grader can never match, e\.g\. line 2: "dnas"/m);
-  assert.match(run('train-verifier', '--grader', 'synthetic', '--limit', '3', '--out', path.join(tmp, 'x.json')).stderr, /^edgereason: train-verifier: .*mine-router\.jsonl has 3 questions, fewer than --limit \+ --val = 4$/m);
+  assert.match(run('train-verifier', '--grader', 'synthetic', '--limit', '3', '--out', path.join(tmp, 'x.json')).stderr, /^edgereason: train-verifier: .*mine-router\.jsonl has 3 questions, fewer than --limit \+ --val = 4 \(e\.g\. --limit 2 --val 1\)$/m);
   assert.match(run('train-verifier', '--task', 'gsm8k', '--grader', 'synthetic', '--out', path.join(tmp, 'x.json')).stderr, /^edgereason: --grader grades the answers to a --task file; gsm8k has its own grader$/m);
 });

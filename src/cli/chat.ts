@@ -26,7 +26,7 @@ export function chatCommand(program: Command): void {
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per reply (thinking + answer)', intArg('--max-tokens', 1), 512)
-    .option('--temperature <t>', 'default: the model\'s generation_config.json (as serve), else 0 (greedy)', floatArg('--temperature'))
+    .option('--temperature <t>', 'default: the model\'s generation_config.json, as serve takes it (else 0, greedy)', floatArg('--temperature'))
     .option('--top-k <k>', 'keep the k most likely tokens (default: generation_config.json\'s, else off)', intArg('--top-k'))
     .option('--top-p <p>', 'nucleus sampling mass (default: generation_config.json\'s, else 1)', floatArg('--top-p', 0, 1))
     .option('--min-p <p>', 'drop tokens below p × the top probability (default: generation_config.json\'s, else 0)', floatArg('--min-p', 0, 1))
@@ -115,7 +115,7 @@ export function chatCommand(program: Command): void {
                   `${answerTemperature(sampling.temperature, r.route, 1) > 0 ? `; seed ${seedAt(seed, turn - 1)}` : ''}]`));
                 // In its thinking, or after it closed (a cap, or the model) with no room left for an answer.
                 const s0 = r.samples[0], open = r.route === 'reasoning' && s0.tokens <= s0.thinkingTokens;
-                const more = s0.tokens < o.maxTokens ? '' : `; a larger --max-tokens${open ? o.maxThinkingTokens === undefined ? ', or --max-thinking-tokens,' : '' : o.maxThinkingTokens === undefined ? '' : ', or a lower --max-thinking-tokens,'} leaves room for one`;
+                const more = s0.tokens < o.maxTokens ? '' : `; a larger --max-tokens${open ? o.maxThinkingTokens === undefined ? ', or --max-thinking-tokens,' : '' : o.maxThinkingTokens === undefined || r.route !== 'reasoning' ? '' : ', or a lower --max-thinking-tokens,'} leaves room for one`;
                 if (none) console.error(dim(`(cut off before any answer${open ? ', in its thinking' : r.route === 'reasoning' ? ', after its thinking' : ''}: this turn is left out of the conversation${more})`));
               }
             } catch (e) {

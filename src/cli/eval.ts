@@ -50,7 +50,7 @@ export function evalCommand(program: Command): void {
     .option('--grader <task>', `how the answers to a --task file are graded: ${TASKS.join(' | ')} (default: gsm8k, the last number, as train-rl grades a file)`)
     .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
     .option('--limit <n>', 'number of questions (a dataset\'s first n)', intArg('--limit', 1), 200)
-    .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
+    .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic and a file of your own, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
     .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
   ropeScalingOptions(samplingFlags(cmd)
     .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', seedArg())

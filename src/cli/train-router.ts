@@ -40,7 +40,7 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
     return { train: all.slice(0, train), val: all.slice(train) };
   }
   const all = fileCases(task, grader);
-  if (all.length < train + val) throw new Error(`${command}: ${task} has ${all.length} questions, fewer than --limit + --val = ${train + val}`);
+  if (all.length < train + val) throw new Error(`${command}: ${task} has ${all.length} questions, fewer than --limit + --val = ${train + val}${all.length > 1 ? ` (e.g. --limit ${all.length - Math.max(1, Math.floor(all.length / 5))} --val ${Math.max(1, Math.floor(all.length / 5))})` : ''}`);
   return { train: all.slice(0, train), val: all.slice(train, train + val) };
 }
 
