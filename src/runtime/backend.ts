@@ -84,7 +84,7 @@ export interface Backend {
   setAdapter(adapter: AdapterTensors | null, name?: string): Promise<void>;
   close(): Promise<void>;
   /** Set when the backend failed by itself (its worker died) and refuses every call; not when closed. */
-  readonly failed?: string;
+  readonly failed?: string | undefined;
 }
 
 /** Backend over an Engine in this thread. */
