@@ -4,10 +4,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
 import { loadModel, type Model } from '../src/runtime/model.ts';
+import { sharedPath } from './helpers/shared.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 let server: EdgeServer, client: OpenAI, model: Model;
@@ -202,4 +205,23 @@ test('logprobs: the tokens\' log-probabilities and the most likely tokens, as th
   assert.deepEqual([stopped.choices[0].message.content, stopped.choices[0].logprobs!.content!.map((t) => t.token)], [pieces.slice(0, cut).join(''), pieces.slice(0, cut)]);
   await assert.rejects(client.chat.completions.create({ model: 'default', messages, top_logprobs: 2 }),
     (e: { status: number; param: string }) => e.status === 400 && e.param === 'top_logprobs');
+});
+
+test('logprobs on a SentencePiece model (llama2.c stories260K): one entry per answer token, their bytes the content (the first piece\'s space counted, the last token was dropped)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-sp-'));
+  for (const f of ['stories260K.bin', 'tok512.bin']) fs.symlinkSync(sharedPath(`models/stories260K/${f}`), path.join(dir, f));
+  fs.writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}');
+  const sp = await createServer({ model: path.join(dir, 'stories260K.bin'), port: 0 });
+  try {
+    const c = new OpenAI({ baseURL: `${await sp.listen()}/v1`, apiKey: 'none', maxRetries: 0 });
+    for (const seed of [1, 2, 3]) {
+      const r = await c.chat.completions.create({ model: 'stories260K', messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, logprobs: true, seed });
+      const entries = r.choices[0].logprobs!.content!, content = r.choices[0].message.content!;
+      assert.equal(entries.length, r.usage!.completion_tokens, `seed ${seed}: ${JSON.stringify(content)}`);
+      assert.equal(Buffer.from(entries.flatMap((e) => e.bytes!)).toString('utf8').trimStart(), content);
+    }
+  } finally {
+    await sp.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -694,7 +694,8 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     if (reasoned) while (from < ids.length && /^[\r\n]*$/.test(text(from))) from++;
     const held = Array.from({ length: ids.length - from }, (_, j) => from + j).filter((i) => !reasoned || !['<think>', '</think>'].includes(text(i)));
     // Where each token's text begins in the content (in UTF-16 units, as content.length): those past its end were cut.
-    const begins = textOffsets(tok, held.map((i) => ids[i]), undefined, (t) => t.length), keep = held.filter((_, j) => begins[j] < content.length);
+    // The content is decoded from these tokens alone, so they begin it (a SentencePiece decoder drops its first space).
+    const begins = textOffsets(tok, held.map((i) => ids[i]), undefined, (t) => t.length, true), keep = held.filter((_, j) => begins[j] < content.length);
     return { tokens: keep.map((i) => ids[i]), logprobs: keep.map((i) => s.logprobs[i]), ...(s.topLogprobs ? { top: keep.map((i) => s.topLogprobs![i]) } : {}) };
   };
   try {
