@@ -431,6 +431,10 @@ describe('random model in every format', () => {
     fs.copyFileSync(path.join(m.dir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
     assert.deepEqual(openSource(g).tokenizer.encode('Hello world'), loadTokenizer(m.dir).encode('Hello world'));
     assert.deepEqual(openSourceFiles(g).sort(), [g, path.join(dir, 'tokenizer.json')]);
+    // The folder holds no chat template: the GGUF's own (tokenizer.chat_template) renders, as llama.cpp reads it (it was "no chat template").
+    const own = openSource(m.files.ggufF32).tokenizer, withJson = openSource(g).tokenizer, hi = [{ role: 'user' as const, content: 'Hi' }];
+    assert.ok(own.chatTemplate);
+    assert.equal(withJson.applyChatTemplate(hi, { addGenerationPrompt: true }), own.applyChatTemplate(hi, { addGenerationPrompt: true }));
     // another model's vocabulary: the ids swapped
     const other = JSON.parse(fs.readFileSync(path.join(m.dir, 'tokenizer.json'), 'utf8')), v = other.model.vocab as Record<string, number>;
     const [a, b] = Object.keys(v).filter((k) => v[k] === 0 || v[k] === 64);

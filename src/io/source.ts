@@ -10,7 +10,7 @@ import { checkModelConfig, checkRopeScalingChoice, PROJECTIONS, type ModelConfig
 import type { WeightSource } from './weights.ts';
 import { besideTemplate, besideTemplateFile, loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
 import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
-import { tokenizerFromGguf } from '../tokenizer/gguf.ts';
+import { ggufChatTemplate, tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder, PYTORCH_ADVICE, PYTORCH_FILE } from './hf-folder.ts';
 import { ggufToModel, splitGgufParts } from './gguf.ts';
 import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
@@ -81,8 +81,12 @@ export function openSource(p: string): ModelSource {
   }
   if (abs.endsWith('.gguf')) {
     const { config, weights, metadata, storedTypes } = ggufToModel(abs);
-    // A tokenizer.json beside the file wins; otherwise rebuild it from the GGUF metadata.
-    const dir = path.dirname(abs), files = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFolder(dir) : { ...tokenizerFromGguf(metadata, abs), ...besideTemplate(abs) };
+    // A tokenizer.json beside the file wins (the GGUF's chat template still counts where the folder has none, as
+    // llama.cpp reads it); otherwise rebuild it from the GGUF metadata.
+    const dir = path.dirname(abs), folder = fs.existsSync(path.join(dir, 'tokenizer.json')) ? readTokenizerFolder(dir) : undefined, own = ggufChatTemplate(metadata);
+    const files = !folder ? { ...tokenizerFromGguf(metadata, abs), ...besideTemplate(abs) }
+      : folder.chatTemplate === undefined && folder.tokenizerConfig?.chat_template === undefined && own !== undefined
+        ? { ...folder, tokenizerConfig: { ...folder.tokenizerConfig, chat_template: own }, chatTemplateFile: `${path.basename(abs)}'s tokenizer.chat_template` } : folder;
     const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
       'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
     if (!('name' in files)) checkGgufVocab(tokenizer, metadata, path.join(dir, 'tokenizer.json'), abs);

@@ -21,8 +21,15 @@ const SPLIT_PATTERNS: Record<string, string[]> = {
 const PRE_ALIASES: Record<string, string> = { 'deepseek-r1-qwen': 'qwen2', llama3: 'llama-bpe', 'llama-v3': 'llama-bpe' };
 const CONTROL = 3, USER_DEFINED = 4, UNUSED = 5;
 
-/** The chat template, with the "tool_use" one (llama.cpp's tokenizer.chat_template.tool_use) as transformers lists named templates. */
-const chatTemplates = (chat: string, toolUse: GgufValue | undefined) => (typeof toolUse === 'string' ? [{ name: 'default', template: chat }, { name: 'tool_use', template: toolUse }] : chat);
+/**
+ * A GGUF's chat template (tokenizer.chat_template) as tokenizer_config.json's chat_template, with the "tool_use" one
+ * (llama.cpp's tokenizer.chat_template.tool_use) as transformers lists named templates; undefined without one.
+ */
+export function ggufChatTemplate(md: Record<string, GgufValue>): string | { name: string; template: string }[] | undefined {
+  const chat = md['tokenizer.chat_template'], toolUse = md['tokenizer.chat_template.tool_use'];
+  if (typeof chat !== 'string') return undefined;
+  return typeof toolUse === 'string' ? [{ name: 'default', template: chat }, { name: 'tool_use', template: toolUse }] : chat;
+}
 
 export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): TokenizerFiles {
   const model = md['tokenizer.ggml.model'], named = String(md['tokenizer.ggml.pre'] ?? 'default'), pre = PRE_ALIASES[named] ?? named;
@@ -89,7 +96,7 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
       // chat templates read bos_token whether or not encoding adds it (as llama.cpp and transformers pass it)
       ...(bosText !== undefined ? { bos_token: bosText } : {}),
       ...(eosText !== undefined ? { eos_token: eosText } : {}),
-      ...(typeof md['tokenizer.chat_template'] === 'string' ? { chat_template: chatTemplates(md['tokenizer.chat_template'], md['tokenizer.chat_template.tool_use']) } : {}),
+      ...(ggufChatTemplate(md) !== undefined ? { chat_template: ggufChatTemplate(md) } : {}),
     },
   };
 }
