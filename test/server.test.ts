@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { Ajv } from 'ajv';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
-import { parseAdapterArg, servedModel, type Served, type ServedModel } from '../src/server/models.ts';
+import { parseAdapterArg, servedModel, servedModelId, type Served, type ServedModel } from '../src/server/models.ts';
 import { hubGguf } from '../src/io/hub.ts';
 import { planChat, runChat } from '../src/server/chat.ts';
 import { Admission } from '../src/server/queue.ts';
@@ -1354,6 +1354,8 @@ test('serve --adapter: name=<dir>, or a bare folder named after itself, also one
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-adapter-arg-')), eq = path.join(dir, 'lr=2e-4'), spaced = path.join(dir, 'my adapter');
   fs.mkdirSync(eq);
   fs.mkdirSync(spaced);
+  // A model is served under its name: a split GGUF's without its part number (it was tiny-Q4_0-00001-of-00003, and tiny-Q4_0 a 404).
+  assert.deepEqual(['/m/tiny-Q4_0-00001-of-00003.gguf', '/m/tiny.gguf', '/m/stories260K.bin', 'models/default'].map(servedModelId), ['tiny-Q4_0', 'tiny', 'stories260K', 'default']);
   assert.deepEqual(parseAdapterArg('rl=runs/rl'), { name: 'rl', dir: 'runs/rl' });
   assert.deepEqual(parseAdapterArg('runs/rl'), { name: 'rl', dir: 'runs/rl' });
   // runs/lr=2e-4 is that folder (it was split at its "=" into the name "runs/lr" and the folder "2e-4"), to be named.

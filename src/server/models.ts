@@ -130,12 +130,15 @@ export function parseAdapterArg(v: string): AdapterSpec {
 }
 const ADAPTER_NAME = /^[A-Za-z0-9._:/-]+$/;
 
+/** The id a model is served under by default: its name without .gguf / .bin, and a split GGUF's without its part number (tiny-Q4_0-00001-of-00003.gguf: tiny-Q4_0). */
+export const servedModelId = (model: string): string => shortName(model).replace(/(-\d{5}-of-\d{5})?\.gguf$|\.bin$/, '');
+
 export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const auto = path.join(o.model, 'reasoning-adapter');
   if (o.nativeThinking && o.adapters?.length) throw new Error('serve: --native-thinking serves the model\'s own thinking; leave --adapter out');
   // (a folder of that name that holds no adapter, a copy cut short, is refused by the load, naming what is missing)
   const adapters = o.adapters ?? (!o.nativeThinking && fs.existsSync(auto) ? [{ name: 'reasoning', dir: auto }] : []);
-  const baseId = o.servedModelName ?? shortName(o.model).replace(/\.(gguf|bin)$/, '');
+  const baseId = o.servedModelName ?? servedModelId(o.model);
   const names = new Set([baseId]);
   for (const a of adapters) {
     if (names.has(a.name)) throw new Error(`serve: model id "${a.name}" is used twice (base model and adapters need distinct names)`);
