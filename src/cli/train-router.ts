@@ -47,6 +47,11 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
 /** The built-in tasks train-router and train-verifier take (a --task file besides). */
 export const LABEL_TASKS = ['synthetic', 'gsm8k'];
 
+/** train-router's and train-verifier's --task and --grader (taskFileOf reads them). */
+export const labelTaskOptions = (command: Command): Command => command
+  .option('--task <task>', 'synthetic | gsm8k | a JSONL file of your own {"prompt","answer"} lines (as train-rl takes them; the first --limit to train, the next --val to validate)', 'synthetic')
+  .option('--grader <task>', `how the answers to a --task file are graded: ${TASKS.join(' | ')} (default gsm8k: the last number)`);
+
 /**
  * The progress of a command's stages (a bar with items/s and ETA on a terminal, a line now and then in a log);
  * Ctrl-C stops the bar, says where the command was and that `nothing` was written, and exits 130.
@@ -56,13 +61,11 @@ export function stageProgress(command: string, unit: string, nothing: string): S
 }
 
 export function trainRouterCommand(program: Command): void {
-  ropeScalingOptions(program.command('train-router')
+  ropeScalingOptions(labelTaskOptions(program.command('train-router'))
     .description('train the reasoning router (a probe on the base model\'s prompt hidden state, plus a confidence gate on the direct answer) and write router.json')
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter: required by the savings rule (the default); optional with --rule accuracy')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): both routes on its own weights, no --adapter')
-    .option('--task <task>', 'synthetic | gsm8k | a JSONL file of your own {"prompt","answer"} lines (as train-rl takes them; the first --limit to train, the next --val to validate)', 'synthetic')
-    .option('--grader <task>', `how the answers to a --task file are graded: ${TASKS.join(' | ')} (default gsm8k: the last number)`)
     .requiredOption('--out <file>', 'router JSON to write')
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 400)
     .option('--val <n>', 'validation questions (threshold choice)', intArg('--val', 1), 100)

@@ -3,23 +3,20 @@ import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { aucText, LABEL_TASKS, labelItems, stageProgress } from './train-router.ts';
+import { aucText, LABEL_TASKS, labelItems, labelTaskOptions, stageProgress } from './train-router.ts';
 import { taskFileOf } from './train-rl.ts';
-import { TASKS } from '../tasks/grade.ts';
 import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
 
 const outCheck = (o: { out: string; model: string; adapter?: string; overwrite?: boolean }) =>
   checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-verifier') });
 
 export function trainVerifierCommand(program: Command): void {
-  ropeScalingOptions(program.command('train-verifier')
+  ropeScalingOptions(labelTaskOptions(program.command('train-verifier'))
     .description('train the answer verifier (a probe on the hidden state at each sampled candidate\'s end) and write verifier.json')
     .requiredOption('--model <path>', 'base model')
     .option('--adapter <dir>', 'reasoning adapter (required unless --native-thinking)')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): sample its own thinking, no --adapter')
     .requiredOption('--out <file>', 'verifier JSON to write')
-    .option('--task <task>', 'synthetic | gsm8k | a JSONL file of your own {"prompt","answer"} lines (as train-rl takes them; the first --limit to train, the next --val to validate)', 'synthetic')
-    .option('--grader <task>', `how the answers to a --task file are graded: ${TASKS.join(' | ')} (default gsm8k: the last number)`)
     .option('--samples <n>', 'candidates sampled per question', intArg('--samples', 1), 8)
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 100)
     .option('--val <n>', 'validation questions', intArg('--val', 1), 25)
