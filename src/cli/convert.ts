@@ -9,6 +9,7 @@ import { ropeScalingWords } from '../models/config.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
 import { readAdapterConfig } from '../io/peft.ts';
+import { defaultModelFiles } from '../models/embedded.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
 import { beforeDownload, canonical, checkOutDir, holdOut } from './outputs.ts';
 import { cliWords, quantArg } from './main.ts';
@@ -25,18 +26,18 @@ function manifestIn(dir: string): Manifest | undefined {
   try { return readManifest(dir); } catch { return undefined; }
 }
 
-/**
- * The reasoning setup edgereason's layout keeps beside a model (models/default's), where answer, chat and serve find
- * it: a conversion gives the graph its adapters' LoRA inputs and says how to bring the setup along (copied by the
- * user, it is the user's: convert never replaces it).
- */
-const REASONING_SETUP = ['reasoning-adapter', 'reasoning-adapter-rl', 'router.json', 'verifier.json'];
+/** An adapter folder of the reasoning setup, not one of its files (router.json, verifier.json). */
 const isAdapterEntry = (f: string) => !f.endsWith('.json');
 
-/** The reasoning setup found beside the model `source` (a folder; nothing beside a single-file model). */
+/**
+ * The reasoning setup beside the model `source`, in models/default's layout (defaultModelFiles: where answer, chat and
+ * serve find it), by name; nothing beside a single-file model. A conversion gives the graph its adapters' LoRA inputs
+ * and says how to copy the setup along (copied by the user, it is the user's: convert never replaces it).
+ */
 function reasoningSetup(source: string): string[] {
   if (!fs.statSync(source).isDirectory()) return [];
-  return REASONING_SETUP.filter((f) => fs.existsSync(path.join(source, f, isAdapterEntry(f) ? 'adapter_config.json' : '')));
+  const { adapter, budgetAdapter, router, verifier } = defaultModelFiles(source);
+  return [adapter, budgetAdapter, router, verifier].map((p) => path.basename(p)).filter((f) => fs.existsSync(path.join(source, f, isAdapterEntry(f) ? 'adapter_config.json' : '')));
 }
 
 /** --out: any conversion there is convert's own (another model's is refused once --model is a local path: above). */
