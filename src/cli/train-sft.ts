@@ -9,6 +9,7 @@ import { lastIndexOfRun } from '../runtime/generate.ts';
 import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { MAX_EPOCHS, trainSft } from '../train/sft.ts';
+import { dtypeNamed } from '../train/save.ts';
 import { lateProgress } from '../train/progress.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 import { dirBytes, type SafetensorsDtype } from '../io/safetensors.ts';
@@ -26,10 +27,9 @@ export function parseTargets(list: string, flag = '--targets'): Projection[] {
   return PROJECTIONS.filter((p) => names.includes(p)); // each once, in the model's order
 }
 
-/** Names of the dtypes a --full output is written in (the flag's and config.json's torch_dtype's). */
-const DTYPES: Record<string, SafetensorsDtype> = { f32: 'F32', float32: 'F32', bf16: 'BF16', bfloat16: 'BF16', f16: 'F16', float16: 'F16' };
+/** --dtype: the dtype a --full output is written in. */
 function dtypeArg(v: string): SafetensorsDtype {
-  const d = DTYPES[v.toLowerCase()];
+  const d = dtypeNamed(v);
   if (!d) throw new InvalidArgumentError(`--dtype must be f32, bf16 or f16, got "${v}"`);
   return d;
 }
@@ -39,7 +39,7 @@ function folderDtype(dir: string): SafetensorsDtype | undefined {
   try {
     const c = readJsonFile(path.join(dir, 'config.json')) as Record<string, unknown>;
     const named = c.torch_dtype ?? c.dtype;
-    return typeof named === 'string' ? DTYPES[named.toLowerCase()] : undefined;
+    return typeof named === 'string' ? dtypeNamed(named) : undefined;
   } catch { return undefined; }
 }
 

@@ -77,6 +77,7 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
   };
   const bos = token(bosText, addBos === true, 'tokenizer.ggml.bos_token_id'), eos = token(eosText, md['tokenizer.ggml.add_eos_token'] === true, 'tokenizer.ggml.eos_token_id');
   const post = !bos && !eos ? byteLevel : { type: 'Sequence', processors: [byteLevel, bosEosProcessor(bos, eos)] };
+  const chatTemplate = ggufChatTemplate(md);
   return {
     name: file,
     tokenizerJson: {
@@ -96,7 +97,7 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
       // chat templates read bos_token whether or not encoding adds it (as llama.cpp and transformers pass it)
       ...(bosText !== undefined ? { bos_token: bosText } : {}),
       ...(eosText !== undefined ? { eos_token: eosText } : {}),
-      ...(ggufChatTemplate(md) !== undefined ? { chat_template: ggufChatTemplate(md) } : {}),
+      ...(chatTemplate !== undefined ? { chat_template: chatTemplate } : {}),
     },
   };
 }

@@ -59,6 +59,12 @@ function hfRopeScaling(c: ModelConfig): Record<string, unknown> | null {
 
 const TORCH_DTYPE: Record<SafetensorsDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
+/** A dtype by its safetensors name in any case (f32, BF16) or torch's (float32, bfloat16: config.json's torch_dtype); else undefined. */
+export function dtypeNamed(name: string): SafetensorsDtype | undefined {
+  const n = name.toLowerCase();
+  return (Object.keys(TORCH_DTYPE) as SafetensorsDtype[]).find((d) => n === d.toLowerCase() || n === TORCH_DTYPE[d]);
+}
+
 /**
  * Write `dir`/config.json + model.safetensors (+ the tokenizer files when `opts.tokenizer` is given); the weights
  * must be complete for the config (checked first).
