@@ -1222,6 +1222,10 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
     const drawn = run(['--reasoning', 'off', '--temperature', '0.7', '--seed', seed]);
     assert.deepEqual([drawn.status, [...drawn.stderr.matchAll(/; seed (-?\d+)\]$/gm)].map((m) => m[1])], [0, seeds], drawn.stderr);
   }
+  // -1 asks for a fresh seed, as llama.cpp reads it (it was the seed -1).
+  const fresh = run(['--reasoning', 'off', '--temperature', '0.7', '--seed', '-1']);
+  const freshSeeds = [...fresh.stderr.matchAll(/; seed (-?\d+)\]$/gm)].map((m) => +m[1]);
+  assert.ok(fresh.status === 0 && freshSeeds.length === 2 && freshSeeds[0] >= 0 && freshSeeds[1] === freshSeeds[0] + 1, fresh.stderr);
   assert.match(run(['--reasoning', 'off', '--budget', '3'], '').stderr, /^edgereason: note: --budget applies to reasoning; it has no effect with --reasoning off$/m);
   // A reply cut off in its thinking has no answer to keep: left out of the conversation, as a stopped one is.
   const cut = run(['--reasoning', 'on', '--max-tokens', '6'], 'Jack starts with 15 marbles. He buys 4 bags with 4 marbles in each bag. How many marbles does Jack have?\nReverse the word sand.\n');

@@ -485,6 +485,10 @@ test('server: n = 4 — reasoning: 4 voted samples; off: 4 independent seeded ch
   assert.equal(off.choices.length, 4);
   const single = await create(ask('What is 5 times 6?', { n: 1, temperature: 0.9, seed: 5, edgereason: { reasoning: 'off' } }));
   assert.equal(off.choices[2].message.content, single.choices[0].message.content, 'choice i is the request with seed + i');
+  assert.deepEqual([off.edgereason.seed, single.edgereason.seed], [3, 5]);
+  // seed −1 asks for a fresh one, as llama.cpp's server reads it (it was the seed −1), reported as the request's.
+  const fresh = await create(ask('What is 5 times 6?', { temperature: 0.9, seed: -1, edgereason: { reasoning: 'off' } }));
+  assert.ok(Number.isInteger(fresh.edgereason.seed) && fresh.edgereason.seed >= 0, JSON.stringify(fresh.edgereason));
   assert.equal(off.usage.completion_tokens, off.edgereason.choices.reduce((a: number, c: Loose) => a + c.tokens, 0));
   // n = 8 calls answer() 8 times on the request's one signal, with no MaxListenersExceededWarning.
   const warnings: string[] = [], onWarning = (w: Error) => warnings.push(w.name);

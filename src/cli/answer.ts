@@ -1,6 +1,6 @@
+import { seedOrFresh } from '../runtime/sampler.ts';
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomInt } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
 import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
@@ -40,7 +40,7 @@ export function answerCommand(program: Command): void {
     .option('--top-k <k>', 'top-k', intArg('--top-k'), 0)
     .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
     .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
-    .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default: a fresh one, printed at the end)', seedArg())
+    .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default or -1: a fresh one, printed at the end)', seedArg())
     .option('--task <task>', `how answers are read for votes: ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
@@ -68,7 +68,7 @@ export function answerCommand(program: Command): void {
       // Its repetition penalty is serve's default; answer applies one only when told.
       const penalty = own?.repetition_penalty;
       if (penalty !== undefined && cmd.getOptionValueSource('repetitionPenalty') !== 'cli') console.error(`edgereason: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, which answer applies only when given --repetition-penalty ${penalty} (serve applies it by default)`);
-      const seed: number = o.seed ?? randomInt(2 ** 31);
+      const seed: number = seedOrFresh(o.seed);
       const { model, router, verifier } = await loadReasoner(o, 'answer');
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
       try {

@@ -1,11 +1,10 @@
 import readline from 'node:readline';
-import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { answer, answerTemperature, answeringFor, inWordsOf } from '../reason/answer.ts';
 import type { ReasoningMode } from '../reason/types.ts';
 import type { ChatMessage } from '../tokenizer/types.ts';
 import { dimmer } from '../train/progress.ts';
-import { seedAt } from '../runtime/sampler.ts';
+import { seedAt, seedOrFresh } from '../runtime/sampler.ts';
 import path from 'node:path';
 import { generationSampling } from '../io/hf-folder.ts';
 import { cliWords, floatArg, intArg, noteGreedyFlags, penaltyFlags, quantArg, seedArg } from './main.ts';
@@ -30,7 +29,7 @@ export function chatCommand(program: Command): void {
     .option('--top-k <k>', 'keep the k most likely tokens (default: generation_config.json\'s, else off)', intArg('--top-k'))
     .option('--top-p <p>', 'nucleus sampling mass (default: generation_config.json\'s, else 1)', floatArg('--top-p', 0, 1))
     .option('--min-p <p>', 'drop tokens below p × the top probability (default: generation_config.json\'s, else 0)', floatArg('--min-p', 0, 1))
-    .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default: a fresh one)', seedArg())
+    .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default or -1: a fresh one)', seedArg())
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o, cmd: Command) => {
@@ -47,7 +46,7 @@ export function chatCommand(program: Command): void {
       if (taken.length) console.error(`edgereason: note: chat ${sampling.temperature > 0 ? 'samples' : 'decodes'} with ${path.join(o.model, 'generation_config.json')}'s ${taken.map(([k]) => `${k} ${own[k as keyof typeof own]}`).join(', ')} (the flags override it${taken.some(([k]) => k === 'temperature') ? '; --temperature 0 is greedy' : ''})`);
       noteGreedyFlags({ temperature: sampling.temperature, topK: o.topK ?? 0, topP: o.topP ?? 1, minP: o.minP ?? 0, seed: o.seed }, 'chat');
       const { model, router } = await loadReasoner(o, 'reply', 'chat');
-      const seed: number = o.seed ?? randomInt(2 ** 31);
+      const seed: number = seedOrFresh(o.seed);
       const start = (): ChatMessage[] => (o.system ? [{ role: 'system', content: o.system }] : []);
       const options = (turn: number, signal: AbortSignal) => ({
         signal, reasoning: o.reasoning as ReasoningMode, maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,

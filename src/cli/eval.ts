@@ -1,6 +1,7 @@
+import { seedOrFresh } from '../runtime/sampler.ts';
 import { ropeScalingWords } from '../models/config.ts';
 import fs from 'node:fs';
-import { createHash, randomInt } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
@@ -53,7 +54,7 @@ export function evalCommand(program: Command): void {
     .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic and a file of your own, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
     .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
   ropeScalingOptions(samplingFlags(cmd)
-    .option('--seed <s>', 'seed of case 0 when sampling (default: a fresh one, recorded in the report)', seedArg())
+    .option('--seed <s>', 'seed of case 0 when sampling (default or -1: a fresh one, recorded in the report)', seedArg())
     .option('--batch <n>', 'questions decoded together in the base and reasoning runs (1 = per-request latency; the routed and samples runs answer one at a time, as answer() does)', intArg('--batch', 1), 1)
     .option('--router <file>', 'also evaluate routed answers (answer() with reasoning auto: the router decides per question, its gate may escalate), run "routed"')
     .option('--samples <n>', 'also evaluate N parallel reasoning samples combined by --vote (answer(): one prefill, forked KV cache), run "…, N samples (vote)"; the routed run reasons with them too. Drawn at --temperature, else at 0.8 with top-p 0.95', intArg('--samples', 1), 1)
@@ -130,7 +131,7 @@ export function evalCommand(program: Command): void {
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
       if (o.samples === 1) noteGreedyFlags(o, 'eval');
-      const seed: number | undefined = drawn ? o.seed ?? (resumed?.evaluation.seed as number | undefined) ?? randomInt(2 ** 31) : undefined;
+      const seed: number | undefined = drawn ? seedOrFresh(o.seed ?? (resumed?.evaluation.seed as number | undefined)) : undefined;
       const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed };
       // Several samples at temperature 0 would all be the greedy answer: they are drawn as answer() draws them.
       const untypedTopP = cmd.getOptionValueSource('topP') !== 'cli'; // a --top-p typed (1 too) is kept

@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto';
+import { seedOrFresh } from '../runtime/sampler.ts';
 import type { Command } from 'commander';
 import { guessesNote, modelOption, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, penaltyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
@@ -10,7 +10,7 @@ export function generateCommand(program: Command): void {
     .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one; - reads it from the standard input)')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens', 1), 256)
     .option('--temperature <t>', '0 = greedy', floatArg('--temperature'), 0)))
-    .option('--seed <s>', 'random seed (default: a fresh one, printed by --stats)', seedArg())
+    .option('--seed <s>', 'random seed (default or -1: a fresh one, printed by --stats)', seedArg())
     .option('--stop <text...>', 'stop strings')
     .option('--adapter <dir>', 'PEFT LoRA adapter folder (plain LoRA: applied everywhere; activated LoRA: from the invocation on, which --chat appends and a raw prompt must hold, e.g. ending in <think>)')
     .option('--chat', 'apply the model\'s chat template')
@@ -20,7 +20,7 @@ export function generateCommand(program: Command): void {
     .option('--stats', 'print token counts and timings to stderr')
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o) => {
-      const greedy = o.temperature === 0, seed: number = o.seed ?? randomInt(2 ** 31);
+      const greedy = o.temperature === 0, seed: number = seedOrFresh(o.seed);
       noteGreedyFlags(o, 'edgereason');
       if (o.prompt === '' && o.chat) throw new Error('generate: --prompt is empty: with --chat it would be an empty user message; give it a value');
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');

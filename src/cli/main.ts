@@ -172,7 +172,7 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
-/** The seed of sampling (generate, answer, chat, eval): any safe integer, as the API takes. */
+/** The seed of sampling (generate, answer, chat, eval): any safe integer, as the API takes (-1 asks for a fresh one: seedOrFresh). */
 export const seedArg = () => intArg('--seed', -Number.MAX_SAFE_INTEGER);
 
 /** generate's and eval's top-k, top-p and min-p flags (off by default). */

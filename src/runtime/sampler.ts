@@ -3,6 +3,8 @@
  * [0,1) comes from the caller's seeded generator (one per sequence), so a sequence samples the same tokens
  * whether it is decoded alone or inside a batch.
  */
+import { randomInt } from 'node:crypto';
+
 export interface SamplingParams {
   /** 0 = greedy (default). */
   temperature?: number;
@@ -295,6 +297,12 @@ function logSumExp(x: Float32Array, max: number): number {
   for (let i = 0; i < x.length; i++) s += Math.exp(x[i] - max);
   return Math.log(s);
 }
+
+/** The seed that asks for a fresh one in the CLI and the server, as llama.cpp's -1 does (the library's seed -1 is a seed like any other). */
+export const FRESH_SEED = -1;
+
+/** A request's seed, or a fresh one where it gives none (or FRESH_SEED). */
+export const seedOrFresh = (seed: number | null | undefined): number => (seed == null || seed === FRESH_SEED ? randomInt(2 ** 31) : seed);
 
 /** Seed `seed + i` for row or sample i, wrapped within the safe integers: a seed near 2^53 still gives valid, distinct seeds. */
 export const seedAt = (seed: number, i: number): number => (seed + i <= Number.MAX_SAFE_INTEGER ? seed + i : seed - 2 ** 53 + i);

@@ -29,7 +29,7 @@
  * sample edgereason.early_stop cut off once the vote was decided (its text is incomplete; edgereason.choices[i].finish
  * says "early-stop").
  */
-import { randomInt, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { ChatMessage, TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { encodeChat } from '../tokenizer/chat-ids.ts';
@@ -42,7 +42,7 @@ import { AbortedError, withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList, type GenerateOptions } from '../runtime/generate.ts';
 import { onAbort } from '../runtime/abort.ts';
-import { seedAt } from '../runtime/sampler.ts';
+import { seedAt, seedOrFresh } from '../runtime/sampler.ts';
 import { servedModel, type Served, type ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { compileJsonSchema, jsonConstraint, stopCuts, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
@@ -494,7 +494,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // larger one, it would aim past the cap and be cut), else the smallest.
   const budget = budgetAsked && cap !== undefined && m.budgets.length ? m.budgets.filter((b) => b <= cap!).at(-1) ?? m.budgets[0] : undefined;
 
-  const seed = req.seed ?? randomInt(0, 2 ** 31);
+  const seed = seedOrFresh(req.seed);
   if (req.top_logprobs && req.logprobs !== true) throw new ApiError(400, "Invalid value for 'top_logprobs': the most likely tokens' log-probabilities come with the reply's, which need 'logprobs' true.", 'top_logprobs');
   const logprobs = req.logprobs === true ? req.top_logprobs ?? 0 : undefined;
   const options: Plan['options'] = {

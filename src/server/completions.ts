@@ -4,10 +4,10 @@
  * times, all rows decoded as one batch with every other request; an adapter model applies its adapter as generate
  * does (a classic LoRA everywhere, an activated one from its invocation where the prompt holds it).
  */
-import { randomInt } from 'node:crypto';
 import { adapterView } from '../runtime/backend.ts';
 import { withBackend } from '../runtime/scheduler.ts';
 import type { Completion, GenerateOptions } from '../runtime/generate.ts';
+import { seedOrFresh } from '../runtime/sampler.ts';
 import type { Model } from '../runtime/model.ts';
 import { servedModel, type Served, type ServedModel } from './models.ts';
 import { samplingOptions, type ChatLimits } from './chat.ts';
@@ -107,7 +107,7 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   });
   return {
     served: m, rows: texts.flatMap((t) => Array<string | number[]>(n).fill(t)), promptTokens, n,
-    options: { maxTokens: Math.max(1, asked), seed: req.seed ?? randomInt(0, 2 ** 31), ...samplingOptions(req, served, limits, { tokens: asked, param: 'max_tokens', given: req.max_tokens != null }), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
+    options: { maxTokens: Math.max(1, asked), seed: seedOrFresh(req.seed), ...samplingOptions(req, served, limits, { tokens: asked, param: 'max_tokens', given: req.max_tokens != null }), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo, generate: asked > 0, ...(req.logprobs != null ? { logprobs: req.logprobs } : {}),
   };
 }
