@@ -437,11 +437,17 @@ export function openGguf(path: string): GgufFile {
   return new GgufFile(path, first.version, md, first.metadataTypes, tensors, first.alignment, files);
 }
 
-/** The files of a split GGUF by llama.cpp's naming (`<name>-0000k-of-0000N.gguf`, k = 1…N), from any part's name; undefined for another name. */
+/** llama.cpp's name of a split GGUF's part k of N: `<name>-0000k-of-0000N.gguf`. */
+const SPLIT_PART = /^(.*)-\d{5}-of-(\d{5})\.gguf$/;
+
+/** The files of a split GGUF by llama.cpp's naming (k = 1…N), from any part's name; undefined for another name. */
 export function splitGgufParts(file: string): string[] | undefined {
-  const m = /^(.*)-\d{5}-of-(\d{5})\.gguf$/.exec(file);
+  const m = SPLIT_PART.exec(file);
   return m ? Array.from({ length: Number(m[2]) }, (_, k) => `${m[1]}-${String(k + 1).padStart(5, '0')}-of-${m[2]}.gguf`) : undefined;
 }
+
+/** A GGUF's name without its extension and a split one's part number (tiny-Q4_0-00001-of-00003.gguf: tiny-Q4_0); another name as it is. */
+export const ggufStem = (file: string): string => SPLIT_PART.exec(file)?.[1] ?? file.replace(/\.gguf$/, '');
 
 /** A general.alignment llama.cpp takes: a power of two (stored as a u32). */
 const isAlignment = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;

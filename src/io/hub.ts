@@ -17,7 +17,7 @@ import path from 'node:path';
 import { atomicWrite, holdLock, makeDir, writeAll } from './safetensors.ts';
 import { expandHome, HUB_ID } from './source.ts';
 import { readJsonFile } from './jsonl.ts';
-import { splitGgufParts } from './gguf.ts';
+import { ggufStem, splitGgufParts } from './gguf.ts';
 
 export interface HubSpec {
   repo: string;
@@ -50,7 +50,7 @@ export function parseHubSpec(spec: string): HubSpec | undefined {
 export function taggedGguf(files: readonly string[], tag: string): string | { none: string } {
   const models = files.filter((f) => f.endsWith('.gguf') && !/^mmproj/i.test(path.posix.basename(f)));
   const word = new RegExp(`(^|[-._/])${tag.replace(/[.]/g, '\\.')}([-./]|$)`, 'i'); // a file's name or its folder's (Q8_0/model-00001-of-00002.gguf); Q6_K is not Q6_K_L
-  const hits = [...new Set(models.filter((f) => word.test(f.replace(/(-\d{5}-of-\d{5})?\.gguf$/, ''))).map((f) => ggufParts(f)[0]))].sort();
+  const hits = [...new Set(models.filter((f) => word.test(ggufStem(f))).map((f) => ggufParts(f)[0]))].sort();
   if (hits.length === 1) return hits[0];
   const list = models.filter((f) => ggufParts(f)[0] === f).sort();
   if (!hits.length) return { none: `no GGUF file of the quantisation ${tag}${list.length ? ` (its GGUF files: ${list.join(', ')})` : ', and no GGUF files'}` };

@@ -13,6 +13,7 @@ import { checkFinite, finiteWeights, FLOAT_DTYPES, makeDir, openSafetensors, wri
 import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
 import { hubRepo } from './hub.ts';
+import { ggufStem } from './gguf.ts';
 
 export interface AdapterConfig {
   r: number;
@@ -93,7 +94,7 @@ export function modelNames(src: { path: string; manifest?: { source: { path: str
 export function refName(ref: string): string {
   if (ref.startsWith('hf:')) ref = ref.slice(3).replace(/[:@][^/]*$/, ''); // the CLI's hf:owner/name[:quant][@revision]
   const last = (hubRepo(ref) ?? ref).replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
-  let name = last.toLowerCase().replace(/\.(gguf|bin)$/, '').replace(/-\d{5}-of-\d{5}$/, '');
+  let name = ggufStem(last.toLowerCase()).replace(/\.bin$/, '');
   for (let before = ''; before !== name;) {
     before = name;
     name = name.replace(/[-._](ud-)?(i?q\d(_[a-z0-9]+)*|f16|bf16|f32|fp16)$/, '').replace(/-(gguf|hf|(unsloth-)?bnb-4bit|unsloth|awq|gptq(-int[48])?|mlx|\d+bit)$/, '');

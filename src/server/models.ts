@@ -13,6 +13,7 @@ import { CoalescingBackend, withBackend, type RunStats } from '../runtime/schedu
 import { adapterView } from '../runtime/backend.ts';
 import { setPromptCache } from '../runtime/prompt-cache.ts';
 import { readAdapterConfig } from '../io/peft.ts';
+import { ggufStem } from '../io/gguf.ts';
 import type { Router } from '../reason/router.ts';
 import { loadProbes } from '../reason/probes.ts';
 import type { Verifier } from '../reason/verifier.ts';
@@ -131,7 +132,7 @@ export function parseAdapterArg(v: string): AdapterSpec {
 const ADAPTER_NAME = /^[A-Za-z0-9._:/-]+$/;
 
 /** The id a model is served under by default: its name without .gguf / .bin, and a split GGUF's without its part number (tiny-Q4_0-00001-of-00003.gguf: tiny-Q4_0). */
-export const servedModelId = (model: string): string => shortName(model).replace(/(-\d{5}-of-\d{5})?\.gguf$|\.bin$/, '');
+export const servedModelId = (model: string): string => ggufStem(shortName(model)).replace(/\.bin$/, '');
 
 export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const auto = path.join(o.model, 'reasoning-adapter');
