@@ -1,4 +1,5 @@
 import { seedOrFresh } from '../runtime/sampler.ts';
+import { besideModel } from '../models/embedded.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
@@ -161,32 +162,28 @@ export interface ReasonerFlags {
   ropeScaling?: 'yarn' | 'linear' | 'none'; ropeScale?: number; yarnOrigCtx?: number;
 }
 
-/** `f` in the model's folder (reasoning-adapter, router.json, …), when it is a folder and `f` is there; else undefined. */
-export const besideModel = (model: string, f: string): string | undefined =>
-  (fs.existsSync(path.join(model, f)) && fs.statSync(model).isDirectory() ? path.join(model, f) : undefined);
-
 /**
  * The model with its reasoning adapter (default: <model>/reasoning-adapter) and, for reasoning auto, its router
  * (<model>/router.json), and a verifier for the verifier votes; each file is checked before the model loads, and notes
  * go to stderr. `what`: the output a thinking model's thinking would be part of without --native-thinking; `command` names refusals.
  */
 export async function loadReasoner(o: ReasonerFlags, what: string, command = 'answer'): Promise<{ model: Model; router?: Router; verifier?: Verifier }> {
-  const beside = (f: string) => besideModel(o.model, f);
+  const beside = (f: 'adapter' | 'router' | 'verifier') => besideModel(o.model, f);
   if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
   if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
   if (o.nativeThinking && o.budget !== undefined) throw new Error('--budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens');
   // --no-adapter gives false; no flag, the adapter beside the model when there is one (a folder of that name that
   // holds no adapter, a copy cut short, is refused by the load, naming what is missing: it was passed over unsaid)
-  if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('reasoning-adapter')) {
-    o.adapter = path.join(o.model, 'reasoning-adapter');
+  if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('adapter')) {
+    o.adapter = beside('adapter');
     console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
   }
   if (o.adapter === false) o.adapter = undefined;
   const unbudgeted = o.budget !== undefined && typeof o.adapter === 'string' ? unbudgetedNote(o.adapter) : undefined;
   if (unbudgeted) console.error(`edgereason: note: ${unbudgeted}; --max-thinking-tokens caps any adapter's thinking`);
   const reasons = !!o.adapter || !!o.nativeThinking;
-  const routerFile: string | undefined = o.router === false ? undefined : o.router ?? (o.reasoning === 'auto' && reasons ? beside('router.json') : undefined);
-  const verifierFile: string | undefined = o.verifier ?? (o.vote?.startsWith('verifier') ? beside('verifier.json') : undefined);
+  const routerFile: string | undefined = o.router === false ? undefined : o.router ?? (o.reasoning === 'auto' && reasons ? beside('router') : undefined);
+  const verifierFile: string | undefined = o.verifier ?? (o.vote?.startsWith('verifier') ? beside('verifier') : undefined);
   const noThinking = o.chatTemplateKwargs?.enable_thinking === false; // the template's switch: a direct answer
   if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking && o.router !== false) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
   // A router or verifier trained for the other kind of reasoning is refused before the model loads (with

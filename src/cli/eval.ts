@@ -11,7 +11,8 @@ import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { besideModel, checkVoteFlags } from './answer.ts';
+import { checkVoteFlags } from './answer.ts';
+import { besideModel } from '../models/embedded.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { fileCases, taskFileOf } from './train-rl.ts';
@@ -142,11 +143,11 @@ export function evalCommand(program: Command): void {
       const weights = { ...trainedWith(model), ...Object.fromEntries((['router', 'verifier'] as const).filter((k) => o[k]).map((k) => [`${k}Hash`, createHash('sha1').update(fs.readFileSync(o[k])).digest('hex').slice(0, 12)])) };
       if (resumed) checkResumed(files.journal, resumed, weights, cases);
       // The reasoning setup answer, chat and serve would use from the model's folder is evaluated only when named.
-      const beside = (f: string) => besideModel(o.model, f);
-      const setup = !reasons ? beside('reasoning-adapter/adapter_config.json') && path.join(o.model, 'reasoning-adapter') : undefined;
-      if (setup) console.error(`eval: note: the base model alone is evaluated; --adapter ${setup} evaluates its reasoning adapter too${beside('router.json') ? ` (and --router ${beside('router.json')} the routed answers)` : ''}`);
+      const beside = (f: 'adapter' | 'router') => besideModel(o.model, f), folderAdapter = beside('adapter');
+      const setup = !reasons && folderAdapter && fs.existsSync(path.join(folderAdapter, 'adapter_config.json')) ? folderAdapter : undefined;
+      if (setup) console.error(`eval: note: the base model alone is evaluated; --adapter ${setup} evaluates its reasoning adapter too${beside('router') ? ` (and --router ${beside('router')} the routed answers)` : ''}`);
       else if (!reasons && thinksByItself(model)) console.error('edgereason: note: this model thinks by itself: --native-thinking evaluates its thinking and its direct answers apart; without it, any thinking is part of the graded case texts, counted as no thinking');
-      else if (o.adapter && !o.router && beside('router.json') && path.resolve(o.adapter) === path.resolve(o.model, 'reasoning-adapter')) console.error(`eval: note: no routed run; --router ${beside('router.json')} evaluates the routed answers too`);
+      else if (o.adapter && !o.router && beside('router') && folderAdapter && path.resolve(o.adapter) === path.resolve(folderAdapter)) console.error(`eval: note: no routed run; --router ${beside('router')} evaluates the routed answers too`);
       // Before the base pass: the reasoning pass would refuse it only after that.
       if (reasons && o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens, 'eval');
       // A dataset's default limit past the model's context (aime24's 4096 on a 1024-token model): said before the run, not only after it.

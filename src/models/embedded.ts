@@ -1,4 +1,5 @@
 /** The embedded default model's files (models/default), found from wherever the package is installed. */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,3 +19,9 @@ export function defaultModelFiles(dir: string) {
 
 /** The embedded default model, trained from scratch by edgereason (`npm run train:default`). */
 export const defaultModel = defaultModelFiles(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/default'));
+
+/** File `f` of the setup in `model`'s folder laid out as models/default, when `model` is a folder and it is there; else undefined. */
+export function besideModel(model: string, f: Exclude<keyof ReturnType<typeof defaultModelFiles>, 'dir'>): string | undefined {
+  const file = defaultModelFiles(model)[f];
+  return fs.existsSync(file) && fs.statSync(model).isDirectory() ? file : undefined;
+}

@@ -14,6 +14,7 @@ import { adapterView } from '../runtime/backend.ts';
 import { setPromptCache } from '../runtime/prompt-cache.ts';
 import { readAdapterConfig } from '../io/peft.ts';
 import { ggufStem } from '../io/gguf.ts';
+import { besideModel } from '../models/embedded.ts';
 import type { Router } from '../reason/router.ts';
 import { loadProbes } from '../reason/probes.ts';
 import type { Verifier } from '../reason/verifier.ts';
@@ -135,10 +136,10 @@ const ADAPTER_NAME = /^[A-Za-z0-9._:/-]+$/;
 export const servedModelId = (model: string): string => ggufStem(shortName(model)).replace(/\.bin$/, '');
 
 export async function loadServed(o: LoadServedOptions): Promise<Served> {
-  const auto = path.join(o.model, 'reasoning-adapter');
+  const auto = besideModel(o.model, 'adapter');
   if (o.nativeThinking && o.adapters?.length) throw new Error('serve: --native-thinking serves the model\'s own thinking; leave --adapter out');
   // (a folder of that name that holds no adapter, a copy cut short, is refused by the load, naming what is missing)
-  const adapters = o.adapters ?? (!o.nativeThinking && fs.existsSync(auto) ? [{ name: 'reasoning', dir: auto }] : []);
+  const adapters = o.adapters ?? (!o.nativeThinking && auto ? [{ name: 'reasoning', dir: auto }] : []);
   const baseId = o.servedModelName ?? servedModelId(o.model);
   const names = new Set([baseId]);
   for (const a of adapters) {
@@ -183,7 +184,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     try { tok.applyChatTemplate([{ role: 'user', content: 'Hello' }], { addGenerationPrompt: true }); } catch (e) {
       throw new Error(`serve: ${(e as Error).message.replace(/^tokenizer: /, '')} (on a plain user message)`);
     }
-    const beside = (probe: 'router' | 'verifier') => (o[probe] === false ? undefined : o[probe] ?? (fs.existsSync(path.join(o.model, `${probe}.json`)) ? path.join(o.model, `${probe}.json`) : undefined));
+    const beside = (probe: 'router' | 'verifier') => (o[probe] === false ? undefined : o[probe] ?? besideModel(o.model, probe));
     const routerFile = beside('router'), verifierFile = beside('verifier');
     const { router, verifier } = loadProbes({ router: routerFile, verifier: verifierFile }, {
       config: loaded[0].config, native: !!o.nativeThinking, where: 'serve: ', onNote: o.onNote, names: loaded[0].names,
