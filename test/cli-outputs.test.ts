@@ -445,6 +445,9 @@ test('--prompt - and --question - read the text from the standard input', () => 
   const empty = ask('-', '');
   assert.equal(empty.status, 1);
   assert.equal(empty.stderr, 'edgereason: --question -: the standard input was empty\n');
+  // generate's prompt may be empty (a BOS alone), but an empty standard input is said (it was silent).
+  const nothing = gen('-', '');
+  assert.equal(nothing.stderr.split('\n')[0], 'edgereason: note: --prompt -: the standard input was empty');
 });
 
 test('a bench run on a day that already has results writes <name>-<date>-2 beside them; the first run\'s files are kept', () => {
@@ -1274,6 +1277,9 @@ test('generate and answer --prompt-cache-file: the next run reads the prompt the
   const deep = path.join(tmp, 'not-yet', 'there', 'p.safetensors'), made = cli(['generate', '--model', DEFAULT_DIR, '--chat', '--prompt', question, '--max-tokens', '1', '--prompt-cache-file', deep]);
   assert.match(made.stderr, new RegExp(`^prompt cache: the folder ${path.dirname(deep)} does not exist: it is made when the prompts are saved\n`), made.stderr);
   assert.ok(fs.existsSync(deep), made.stderr);
+  // A run whose prompt is too short to keep writes nothing, and says so (it was silent: the file was just not there).
+  const short = path.join(tmp, 'short-prompts.safetensors'), unkept = cli(['generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '1', '--prompt-cache-file', short]);
+  assert.deepEqual([unkept.status, unkept.stderr, fs.existsSync(short)], [0, `prompt cache: nothing saved to ${short}: no prompt was kept (one is kept when longer than 16 tokens and within the prompt cache's 256 MiB)\n`, false]);
 });
 
 /**

@@ -59,6 +59,7 @@ export async function main(argv: string[]): Promise<void> {
         // A question without the line ends after it (echo's, a file's); generate's prompt is continued as given.
         const text = o.long === '--question' ? readStdin(o.long).replace(/(\r?\n)+$/, '') : readStdin(o.long);
         if (!text.trim() && o.long === '--question') throw new Error(`--question -: the standard input ${text ? 'held only blank space' : 'was empty'}`);
+        if (!text) console.error('edgereason: note: --prompt -: the standard input was empty'); // (the model's BOS alone, where its tokenizer adds one)
         command.setOptionValueWithSource(o.attributeName(), text, command.getOptionValueSource(o.attributeName()));
       }
       if (command.name() === 'generate' && o.long === '--prompt') continue;

@@ -406,7 +406,9 @@ export async function openPromptCacheFile(cache: PromptCache, file: string, note
   let saved = cache.changes;
   return {
     async save() {
-      if (unwritable || cache.changes === saved || !cache.size) return;
+      if (unwritable || (cache.changes === saved && cache.size)) return;
+      // A run whose prompts were all too short to keep (or too long for the budget) writes nothing: said, not left to be found.
+      if (!cache.size) return note(`prompt cache: nothing saved to ${file}: no prompt was kept (one is kept when longer than ${MIN_REUSED} tokens and within the prompt cache's ${cache.budget / 2 ** 20} MiB)`);
       const r = await cache.save(file);
       saved = cache.changes;
       note(`prompt cache: ${prompts(r.prompts)} (${r.tokens} tokens, ${MB(r.bytes)}) saved to ${file}`);
