@@ -207,7 +207,7 @@ test('logprobs: the tokens\' log-probabilities and the most likely tokens, as th
     (e: { status: number; param: string }) => e.status === 400 && e.param === 'top_logprobs');
 });
 
-test('logprobs on a SentencePiece model (llama2.c stories260K): one entry per answer token, their bytes the content (the first piece\'s space counted, the last token was dropped)', async () => {
+test('logprobs on a SentencePiece model (llama2.c stories260K): one entry per answer token, their bytes the content (the first piece\'s space counted, the last token was dropped), their texts their bytes', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-sp-'));
   for (const f of ['stories260K.bin', 'tok512.bin']) fs.symlinkSync(sharedPath(`models/stories260K/${f}`), path.join(dir, f));
   fs.writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}');
@@ -219,6 +219,9 @@ test('logprobs on a SentencePiece model (llama2.c stories260K): one entry per an
       const entries = r.choices[0].logprobs!.content!, content = r.choices[0].message.content!;
       assert.equal(entries.length, r.usage!.completion_tokens, `seed ${seed}: ${JSON.stringify(content)}`);
       assert.equal(Buffer.from(entries.flatMap((e) => e.bytes!)).toString('utf8').trimStart(), content);
+      // Each token's text is its bytes as text: a piece keeps the space it stands for (" Once", was "Once").
+      for (const e of entries) assert.equal(e.token, Buffer.from(e.bytes!).toString('utf8'), JSON.stringify(e));
+      assert.ok(entries.some((e) => e.token.startsWith(' ')), JSON.stringify(entries));
     }
   } finally {
     await sp.close();

@@ -1,12 +1,13 @@
 /**
  * Log-probabilities of the generated tokens in OpenAI's two shapes: chat's `logprobs.content` (one entry per token,
- * with its bytes and its `top_logprobs`) and legacy completions' `logprobs` (parallel lists). A token's text is what
- * it decodes to alone (as vLLM gives it; a piece of a multi-byte character decodes to U+FFFD), its bytes the raw
- * bytes it stands for (joined, they are the text: tokenBytes). The values are the model's (after a repetition,
+ * with its bytes and its `top_logprobs`) and legacy completions' `logprobs` (parallel lists). A token's bytes are the
+ * raw bytes it stands for after other text (joined, they are the text: tokenBytes), its text those bytes as text (a
+ * piece of a multi-byte character as U+FFFD, as vLLM gives it; a SentencePiece piece with its leading space, as llama.cpp's piece). The values are the model's (after a repetition,
  * presence or frequency penalty), not the temperature's.
  */
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import type { TokenLogprob } from '../runtime/sampler.ts';
+import { tokenBytesOf } from '../runtime/json-constraint.ts';
 
 /** The tokens of a reply with their log-probabilities and, when asked for, the most likely tokens at each. */
 export interface TokenLogprobs {
@@ -16,8 +17,9 @@ export interface TokenLogprobs {
   top?: TokenLogprob[][];
 }
 
-const text = (tok: TextTokenizer, id: number): string => tok.decode([id]);
-const bytesOf = (tok: TextTokenizer, id: number): number[] => [...(tok.tokenBytes?.(id) ?? Buffer.from(text(tok, id), 'utf8'))];
+const bytesOf = (tok: TextTokenizer, id: number): number[] => [...tokenBytesOf(tok, id)];
+/** A token's text: its bytes as text, so a SentencePiece piece keeps the space it stands for ("▁Once": " Once"; decoded alone, "Once"). */
+const text = (tok: TextTokenizer, id: number): string => new TextDecoder().decode(tokenBytesOf(tok, id));
 
 /**
  * Where each token's text begins in the text of them all, by `length` (code points by default, as Python counts
@@ -33,7 +35,7 @@ export function textOffsets(tok: TextTokenizer, ids: readonly number[], inText: 
     const begins = Math.max(0, at);
     if (!inText(i)) return begins;
     const piece = utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true });
-    if (first && piece.startsWith(' ') && !text(tok, id).startsWith(' ')) at -= 1;
+    if (first && piece.startsWith(' ') && !tok.decode([id]).startsWith(' ')) at -= 1;
     first = false;
     at += length(piece);
     return begins;
