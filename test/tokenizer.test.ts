@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadTokenizer, ChatTemplateError, writeTokenizerFiles, readTokenizerFolder, strftime } from '../src/tokenizer/hf.ts';
+import { besideTemplate, loadTokenizer, ChatTemplateError, writeTokenizerFiles, readTokenizerFolder, strftime } from '../src/tokenizer/hf.ts';
 import { execFileSync } from 'node:child_process';
 import { completionLogprobs } from '../src/server/logprobs.ts';
 import { StreamDecoder } from '../src/tokenizer/stream.ts';
@@ -121,6 +121,8 @@ test('chat template: named-template list form, chat_template.jinja, bos/eos vari
   // Checked out with CRLF line ends (Git for Windows), it renders as transformers renders it: text mode reads "\n".
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}\r\n{% endfor %}');
   assert.equal(loadTokenizer(dir).applyChatTemplate(chat.slice(0, 2)), 'You are a helpful assistant.\nWhat is 2+2?\n');
+  // So is one beside a single-file model (a GGUF's, a llama2.c .bin's): it was read with its CRLFs.
+  assert.equal(besideTemplate(path.join(dir, 'model.gguf')).chatTemplate, '{% for m in messages %}{{ m.content }}\n{% endfor %}');
   // A template that does not parse leaves raw text working and is reported by name at the first chat request.
   writeFileSync(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}');
   const broken = loadTokenizer(dir);

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { holdLock, removeDeadTemps, writeJson } from '../io/safetensors.ts';
+import { holdLock, realPath, removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
@@ -52,7 +52,7 @@ export function canonical(p: string): string {
     tail = tail ? path.join(path.basename(head), tail) : path.basename(head);
     head = up;
   }
-  const real = fs.realpathSync(head);
+  const real = realPath(head);
   return tail ? path.join(real, tail) : real;
 }
 

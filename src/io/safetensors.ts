@@ -98,6 +98,15 @@ export function dirBytes(dir: string): number {
 }
 
 /**
+ * A path with its links resolved, spelt as the file system spells it: Node's JS realpath keeps the case it is given,
+ * so on a case-insensitive disk (Windows, macOS) C:\Models\Base and c:\models\base would be two folders. The JS one where
+ * the native one fails (some Windows RAM disks).
+ */
+export function realPath(p: string): string {
+  try { return fs.realpathSync.native(p); } catch { return fs.realpathSync(p); }
+}
+
+/**
  * `mkdir -p` that always ends: the missing folders are made one by one from the nearest existing one. (Node's
  * recursive mkdirSync loops for ever where mkdir says ENOENT under a parent that exists, as anywhere in /proc.)
  */

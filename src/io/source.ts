@@ -17,6 +17,7 @@ import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
+import { realPath } from './safetensors.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
 
@@ -218,7 +219,7 @@ function openConverted(dir: string): ModelSource {
 /** Whether `dir` is the folder a checkpoint lives in (a Hugging Face folder itself, a GGUF's or .bin's folder), links resolved. */
 export function isSourceFolder(dir: string, source: string): boolean {
   if (!fs.existsSync(dir) || !fs.existsSync(source)) return false;
-  return fs.realpathSync(fs.statSync(source).isDirectory() ? source : path.dirname(source)) === fs.realpathSync(dir);
+  return realPath(fs.statSync(source).isDirectory() ? source : path.dirname(source)) === realPath(dir);
 }
 
 /** Whether `dir` is the folder of the single-file model (a GGUF, a llama2.c .bin) that `model` names; false for a model folder. */

@@ -14,7 +14,7 @@ import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, expandHome, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
-import { commitAll, dirBytes, makeDir, processAlive, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { commitAll, dirBytes, makeDir, processAlive, realPath, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
@@ -140,7 +140,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   let keep: (file: string) => boolean = () => false;
   try {
     const m = fs.existsSync(path.join(out, MANIFEST)) ? readManifest(out) : undefined;
-    if (m && fs.realpathSync(m.source.path) === fs.realpathSync(src.path)) keep = (f) => !(m.written ?? []).includes(path.basename(f));
+    if (m && realPath(m.source.path) === realPath(src.path)) keep = (f) => !(m.written ?? []).includes(path.basename(f));
   } catch { /* not a conversion of ours, or its source is gone */ }
   // A RoPE scaling is recorded where it changed the source's (spelt out): the folder's scaling, chosen at conversion.
   const options = { quant, accuracyLevel, loraTargets: [...(opts.loraTargets ?? [])], ...(src !== opened ? { ropeScaling: ropeChoiceOf(src.config) } : {}) }, from = { path: src.path, kind: src.kind, fingerprint: '' };
@@ -352,7 +352,7 @@ function entryName(source: string, quant: Quant, accuracyLevel: number, targets:
  */
 const real = (p: string | undefined): string | undefined => {
   if (p === undefined || !fs.existsSync(p)) return p;
-  return fs.statSync(p).isDirectory() ? fs.realpathSync(p) : path.join(fs.realpathSync(path.dirname(p)), path.basename(p));
+  return fs.statSync(p).isDirectory() ? realPath(p) : path.join(realPath(path.dirname(p)), path.basename(p));
 };
 
 /** The cached copy when it is whole and current; otherwise why not (nothing when there is none). */

@@ -68,8 +68,11 @@ export function besideTemplateFile(modelFile: string): string | undefined {
 /** The chat template a single-file model takes from a chat_template.jinja beside it, as TokenizerFiles fields. */
 export function besideTemplate(modelFile: string): { chatTemplate?: string; chatTemplateFile?: string } {
   const file = besideTemplateFile(modelFile);
-  return file ? { chatTemplate: readTextFile(file, 'a chat template'), chatTemplateFile: file } : {};
+  return file ? { chatTemplate: readTemplateFile(file), chatTemplateFile: file } : {};
 }
+
+/** A chat_template.jinja, read as transformers reads it (Python's text mode): a file checked out with CRLF line ends renders the same. */
+const readTemplateFile = (file: string): string => readTextFile(file, 'a chat template').replace(/\r\n?/g, '\n');
 
 /**
  * A folder's tokenizer files: tokenizer.json; tokenizer_config.json, with the special tokens it lacks filled in
@@ -89,8 +92,7 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
   const json = has('chat_template.json') ? readJson(file('chat_template.json')) as { chat_template?: unknown } : undefined;
-  // Read as transformers reads it (Python's text mode): a file checked out with CRLF line ends renders the same.
-  const chatTemplate = has('chat_template.jinja') ? readTextFile(file('chat_template.jinja'), 'a chat template').replace(/\r\n?/g, '\n') : pickTemplate(json?.chat_template, file('chat_template.json'));
+  const chatTemplate = has('chat_template.jinja') ? readTemplateFile(file('chat_template.jinja')) : pickTemplate(json?.chat_template, file('chat_template.json'));
   const chatTemplateFile = chatTemplate === undefined ? 'tokenizer_config.json' : has('chat_template.jinja') ? 'chat_template.jinja' : 'chat_template.json';
   return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}), chatTemplateFile };
 }

@@ -6,7 +6,7 @@
  * mean length); advantages are group-normalised; the clipped policy-gradient loss runs in the training graph.
  */
 import fs from 'node:fs';
-import { writeJson } from '../io/safetensors.ts';
+import { realPath, writeJson } from '../io/safetensors.ts';
 import path from 'node:path';
 import type { ModelConfig, Projection } from '../models/config.ts';
 import type { WeightSource } from '../io/weights.ts';
@@ -138,7 +138,7 @@ export async function trainRl(
   if (!Array.isArray(prompts) || !prompts.length || bad >= 0) throw new Error(`train-rl: prompts must be a non-empty list of { question: string, gold: string or number }, got ${shown(bad >= 0 ? prompts[bad] : prompts)}${bad >= 0 ? ` at ${bad}` : ''}`);
   const { config, tokenizer: tok } = model;
   const start: LoadedAdapter = loadAdapter(adapterDir, config, tok.vocabSize);
-  if (fs.existsSync(o.out) && fs.realpathSync(o.out) === fs.realpathSync(adapterDir)) throw new Error(`train-rl: out ${o.out} is the starting adapter's folder: the trained adapter would replace its own starting point; choose another out`);
+  if (fs.existsSync(o.out) && realPath(o.out) === realPath(adapterDir)) throw new Error(`train-rl: out ${o.out} is the starting adapter's folder: the trained adapter would replace its own starting point; choose another out`);
   const { r: rank, loraAlpha: alpha, targets, rslora } = start.config;
   // Budget forcing trains the adapter from its invocation on (rollouts switch it on there): a plain LoRA would come out
   // an activated one, a different policy from the one it started as.
