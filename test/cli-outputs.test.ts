@@ -12,7 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { atomicWrite, makeDir, openSafetensors, writeAll, writeJson } from '../src/io/safetensors.ts';
+import { atomicWrite, makeDir, openSafetensors, writeAll, writeJson, writeSafetensors } from '../src/io/safetensors.ts';
+import { syncBuiltinESMExports } from 'node:module';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { readJsonl, type Example } from '../src/train/data.ts';
 import { trainSft } from '../src/train/sft.ts';
@@ -61,6 +62,22 @@ test('atomicWrite: a failed rename (the target is a folder) leaves no temp file 
     (e: NodeJS.ErrnoException) => e.message === `cannot write ${dir}/x.bin: ENOSPC: no space left on device, write` && e.code === 'ENOSPC' && e.cause === full);
   assert.throws(() => atomicWrite(path.join(dir, 'no-such', 'x.bin'), () => {}), new RegExp(`^Error: cannot write ${dir}/no-such/x\\.bin: ENOENT`));
   assert.deepEqual(fs.readdirSync(dir), ['router.json']);
+});
+
+test('a new file (a prompt cache\'s first save) on a disk without hard links (FAT32, exFAT) is renamed into place where none is; one there is kept', () => {
+  const dir = at('nolinks'), file = path.join(dir, 'p.safetensors'), link = fs.linkSync;
+  fs.mkdirSync(dir, { recursive: true });
+  fs.linkSync = () => { throw Object.assign(new Error('EPERM: operation not permitted, link'), { code: 'EPERM' }); };
+  syncBuiltinESMExports();
+  try {
+    writeSafetensors(file, new Map([['x', { shape: [2], data: Float32Array.of(1, 2) }]]), { exclusive: true });
+    assert.deepEqual([...openSafetensors(file).get('x')], [1, 2]); // it was never written: "cannot write …: EPERM"
+    assert.throws(() => writeSafetensors(file, new Map([['x', { shape: [1], data: Float32Array.of(3) }]]), { exclusive: true }), new RegExp(`^Error: cannot write ${file}: EPERM`));
+    assert.deepEqual([[...openSafetensors(file).get('x')], fs.readdirSync(dir)], [[1, 2], ['p.safetensors']]);
+  } finally {
+    fs.linkSync = link;
+    syncBuiltinESMExports();
+  }
 });
 
 test('folders that cannot be made are refused at once: /proc takes none (Node\'s recursive mkdir looped there for ever)', { skip: !fs.existsSync('/proc/self') && 'no /proc' }, () => {

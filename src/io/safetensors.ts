@@ -162,8 +162,19 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
   }
   return {
     commit: () => { try { fs.renameSync(tmp, path); } catch (e) { abort(); throw writeError(e, path); } },
-    /** Commits only where no file is at `path` (a hard link, which a file that appeared meanwhile refuses: EEXIST). */
-    commitNew: () => { try { fs.linkSync(tmp, path); } catch (e) { throw writeError(e, path); } finally { abort(); } },
+    /**
+     * Commits only where no file is at `path`: a hard link, which a file that appeared meanwhile refuses (EEXIST). A disk
+     * without hard links (FAT32, exFAT: an SD card; Windows says EISDIR) gets a rename where no file is yet.
+     */
+    commitNew: () => {
+      try {
+        fs.linkSync(tmp, path);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EEXIST' || !['EPERM', 'EISDIR', 'ENOTSUP', 'ENOSYS', 'EXDEV', 'EOPNOTSUPP'].includes(code ?? '') || fs.existsSync(path)) throw writeError(e, path);
+        try { fs.renameSync(tmp, path); } catch (r) { throw writeError(r, path); }
+      } finally { abort(); }
+    },
     abort,
   };
 }
