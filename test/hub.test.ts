@@ -3,7 +3,7 @@
  * (/api/models/<repo>/revision/<rev>?blobs=true, /<repo>/resolve/<sha>/<file> with ranges): downloads land in the
  * Hugging Face cache in huggingface_hub's layout and load as the folder they came from; a second load reads the cache alone.
  */
-import { test, after } from 'node:test';
+import { test, after, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -146,6 +146,19 @@ test('hf:owner/name downloads a model and its adapter into the Hugging Face cach
     assert.equal(await withEnv(hubEnv(cache, { HF_ENDPOINT: 'http://127.0.0.1:9' }), () => resolveModelPath(spec)), path.join(cache, `models--${parseHubSpec(spec.startsWith('hf:') ? spec : `hf:${spec}`)!.repo.replace('/', '--')}`, 'snapshots', SHA));
   }
   assert.deepEqual(requests, []);
+});
+
+test('hf: where symbolic links are refused (Windows without Developer Mode) a snapshot\'s files are hard links to their blobs: no second copy', async () => {
+  const cache = path.join(tmp, 'cache-nolinks');
+  const refuse = mock.method(fs, 'symlinkSync', () => { throw Object.assign(new Error('EPERM: operation not permitted, symlink'), { code: 'EPERM' }); });
+  try {
+    await withEnv(hubEnv(cache), () => resolveModelPath('hf:edge/default'));
+  } finally {
+    refuse.mock.restore();
+  }
+  const file = path.join(cache, 'models--edge--default', 'snapshots', SHA, 'model.safetensors'), weights = sibling('models/default', 'model.safetensors');
+  const [own, blob] = [file, path.join(cache, 'models--edge--default', 'blobs', weights.lfs!.sha256)].map((f) => fs.lstatSync(f));
+  assert.deepEqual([own.isSymbolicLink(), own.ino === blob.ino, own.nlink], [false, true, 2]); // it was a copy: the model twice on disk
 });
 
 test('hf: downloads check each file: a cut download goes on from where it stopped (a range request), one whose SHA-256 differs is removed', async () => {

@@ -399,17 +399,19 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
 /** A body longer than the file the Hub lists: what was written is removed. */
 class Oversize extends Error {}
 
-/** The snapshot's file points at its blob (a relative link, as huggingface_hub makes; a copy where links are refused). */
+/**
+ * The snapshot's file points at its blob: a relative link, as huggingface_hub makes; where links are refused (Windows
+ * without Developer Mode), a hard link, which costs no room; a copy where neither can be made (FAT32, exFAT).
+ */
 function link(blob: string, file: string): void {
   makeDir(path.dirname(file));
-  try {
-    fs.symlinkSync(path.relative(path.dirname(file), blob), file);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return;
-    const copy = `${file}.${process.pid}.tmp`; // whole or absent: a copy cut short is never taken for the file
-    fs.copyFileSync(blob, copy);
-    fs.renameSync(copy, file);
-  }
+  const made = (make: () => void): boolean => {
+    try { make(); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EEXIST'; }
+  };
+  if (made(() => fs.symlinkSync(path.relative(path.dirname(file), blob), file)) || made(() => fs.linkSync(blob, file))) return;
+  const copy = `${file}.${process.pid}.tmp`; // whole or absent: a copy cut short is never taken for the file
+  fs.copyFileSync(blob, copy);
+  fs.renameSync(copy, file);
 }
 
 /**
