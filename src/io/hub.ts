@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { atomicWrite, holdLock, makeDir, writeAll } from './safetensors.ts';
+import { atomicWrite, holdLock, makeDir, rename, writeAll } from './safetensors.ts';
 import { expandHome, HUB_ID } from './source.ts';
 import { readJsonFile } from './jsonl.ts';
 import { ggufStem, splitGgufParts } from './gguf.ts';
@@ -393,7 +393,7 @@ async function fetchBlob(url: string, blob: string, want: { size?: number; sha25
     fs.rmSync(part);
     throw new Error(`hub: ${name}: the downloaded file's ${want.sha256 ? 'SHA-256' : 'git blob id'} is not the one the Hub lists (removed: run the same command again)`);
   }
-  fs.renameSync(part, blob);
+  rename(part, blob);
 }
 
 /** A body longer than the file the Hub lists: what was written is removed. */
@@ -411,7 +411,7 @@ function link(blob: string, file: string): void {
   if (made(() => fs.symlinkSync(path.relative(path.dirname(file), blob), file)) || made(() => fs.linkSync(blob, file))) return;
   const copy = `${file}.${process.pid}.tmp`; // whole or absent: a copy cut short is never taken for the file
   fs.copyFileSync(blob, copy);
-  fs.renameSync(copy, file);
+  rename(copy, file);
 }
 
 /**

@@ -107,6 +107,24 @@ export function realPath(p: string): string {
 }
 
 /**
+ * fs.renameSync, retried on Windows for up to ≈ 10 s while another program holds the file (an antivirus scanner or
+ * the search indexer opens a file just written: EPERM, EACCES or EBUSY), as npm's graceful-fs does.
+ */
+export function rename(from: string, to: string): void {
+  for (let i = 0; ; i++) {
+    try { return fs.renameSync(from, to); } catch (e) {
+      if (process.platform !== 'win32' || i >= 20 || !['EPERM', 'EACCES', 'EBUSY'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50 * (i + 1));
+    }
+  }
+}
+
+/** Removes a temporary file or folder, retrying where it is briefly held (Windows); one that stays is left, never an error in place of the result. */
+export function removeTemp(p: string): void {
+  try { fs.rmSync(p, { recursive: true, force: true, maxRetries: 5 }); } catch { /* left behind: removeDeadTemps / the next load's cleanup finds it */ }
+}
+
+/**
  * `mkdir -p` that always ends: the missing folders are made one by one from the nearest existing one. (Node's
  * recursive mkdirSync loops for ever where mkdir says ENOENT under a parent that exists, as anywhere in /proc.)
  */
@@ -161,7 +179,7 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
     throw writeError(e, path);
   }
   return {
-    commit: () => { try { fs.renameSync(tmp, path); } catch (e) { abort(); throw writeError(e, path); } },
+    commit: () => { try { rename(tmp, path); } catch (e) { abort(); throw writeError(e, path); } },
     /**
      * Commits only where no file is at `path`: a hard link, which a file that appeared meanwhile refuses (EEXIST). A disk
      * without hard links (FAT32, exFAT: an SD card; Windows says EISDIR) gets a rename where no file is yet.
@@ -172,7 +190,7 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'EEXIST' || !['EPERM', 'EISDIR', 'ENOTSUP', 'ENOSYS', 'EXDEV', 'EOPNOTSUPP'].includes(code ?? '') || fs.existsSync(path)) throw writeError(e, path);
-        try { fs.renameSync(tmp, path); } catch (r) { throw writeError(r, path); }
+        try { rename(tmp, path); } catch (r) { throw writeError(r, path); }
       } finally { abort(); }
     },
     abort,

@@ -14,7 +14,7 @@ import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, expandHome, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
-import { commitAll, dirBytes, makeDir, processAlive, realPath, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
@@ -281,7 +281,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
     if (!DISK_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
     return withoutCopy(`writing it failed: ${(e as Error).message}`);
   } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    removeTemp(tmp); // (one that cannot be removed must not stand in for the copy, or for building in memory)
     writing.delete(tmp);
   }
   try {
@@ -407,16 +407,16 @@ function install(tmp: string, entry: string, source: string): void {
   if (openEntry(entry, source).source) return;
   const old = `${entry}.old-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   try {
-    fs.renameSync(entry, old);
+    rename(entry, old);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
   try {
-    fs.renameSync(tmp, entry);
+    rename(tmp, entry);
   } catch (e) {
     if (!openEntry(entry, source).source) throw e; // another load got there between our two renames
   } finally {
-    fs.rmSync(old, { recursive: true, force: true });
+    removeTemp(old);
   }
 }
 
