@@ -1125,7 +1125,7 @@ test('convert refuses to write into its own --model folder or a file; a converte
   // a lock left by a process that is gone is taken over, and goes with the run.
   const lock = path.join(at('conv-out'), '.edgereason.lock');
   fs.writeFileSync(lock, `${process.pid} convert`);
-  assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).stderr, `edgereason: --out: another convert run (process ${process.pid}) is writing ${at('conv-out')}; wait for it to finish, or choose another --out\n`);
+  assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).stderr, `edgereason: --out: another convert run (process ${process.pid}) is writing ${at('conv-out')}; wait for it to finish, or choose another --out (if no such run is going, delete ${path.join(at('conv-out'), '.edgereason.lock')})\n`);
   fs.writeFileSync(lock, '2147483646');
   assert.equal(cli(['convert', '--model', other, '--out', at('conv-out'), '--quant', 'fp32']).status, 0);
   assert.equal(fs.existsSync(lock), false);

@@ -253,7 +253,7 @@ test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report
   assert.equal(spawnSync(process.execPath, args(400), { encoding: 'utf8' }).stderr, `edgereason: --out: ${journal} holds ${n} finished answers of edgereason 0.0.1, this is ${version()}: answers graded by another version are not mixed into one report; delete it to start afresh\n`);
   edit((h) => { h.version = version(); });
   fs.writeFileSync(`${journal}.lock`, String(process.pid)); // this test's own process: alive
-  assert.equal(spawnSync(process.execPath, args(400), { encoding: 'utf8' }).stderr, `edgereason: --out: another eval (process ${process.pid}) is writing ${journal}; wait for it to finish, or choose another --out\n`);
+  assert.equal(spawnSync(process.execPath, args(400), { encoding: 'utf8' }).stderr, `edgereason: --out: another eval (process ${process.pid}) is writing ${journal}; wait for it to finish, or choose another --out (if no such run is going, delete ${journal}.lock)\n`);
   fs.writeFileSync(`${journal}.lock`, String(spawnSync('true').pid)); // a process that has ended: its lock is taken over
   // Another evaluation is refused by what differs; a file that is not a journal too.
   const other = spawnSync(process.execPath, args(300), { encoding: 'utf8' });

@@ -412,10 +412,10 @@ test('train-sft --full --overwrite over a converted folder removes the conversio
     const lock = path.join(busy, '.edgereason.lock');
     fs.writeFileSync(lock, `${other.pid} convert`);
     const sft = spawnSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', busy, '--max-steps', '1'], { encoding: 'utf8' });
-    assert.deepEqual([sft.status, sft.stderr.trim()], [1, `edgereason: --out: a convert run (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out`]);
+    assert.deepEqual([sft.status, sft.stderr.trim()], [1, `edgereason: --out: a convert run (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out (if no such run is going, delete ${lock})`]);
     fs.writeFileSync(lock, `${other.pid} train-rl`);
     const conv = spawnSync(process.execPath, [BIN, 'convert', '--model', model.dir, '--out', busy], { encoding: 'utf8' });
-    assert.deepEqual([conv.status, conv.stderr.trim()], [1, `edgereason: --out: a train-rl run (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out`]);
+    assert.deepEqual([conv.status, conv.stderr.trim()], [1, `edgereason: --out: a train-rl run (process ${other.pid}) is writing ${busy}; wait for it to finish, or choose another --out (if no such run is going, delete ${lock})`]);
     assert.deepEqual([fs.readdirSync(busy), fs.readFileSync(lock, 'utf8')], [['.edgereason.lock'], `${other.pid} train-rl`], 'the other\'s lock kept');
   } finally {
     other.kill();

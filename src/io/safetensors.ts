@@ -253,7 +253,8 @@ export function holdLock(lock: string, refusal: (pid: number, holder: string) =>
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
       const held = lockHolder(lock);
-      if (held) throw new Error(refusal(held.pid, held.holder));
+      // (a run killed with no exit handler, its process id since given to another program, holds it for ever: say where)
+      if (held) throw new Error(`${refusal(held.pid, held.holder)} (if no such run is going, delete ${lock})`);
       fs.rmSync(lock, { force: true }); // left by a process that was killed
     }
   }
