@@ -455,6 +455,9 @@ test('--prompt - and --question - read the text from the standard input', () => 
   // A question read as echo writes it is the question, without the line end (the prompt had a token more).
   const promptTokens = (r: { stderr: string }) => /tokens: prompt (\d+)/.exec(r.stderr)?.[1];
   assert.deepEqual([echoed.stdout, promptTokens(echoed)], [asked.stdout, promptTokens(asked)]);
+  // So is one from a file a Windows editor saved: its byte-order mark and CRLF line end dropped (they were tokens).
+  const windows = ask('-', `\uFEFF${q}\r\n`);
+  assert.deepEqual([windows.stdout, promptTokens(windows)], [asked.stdout, promptTokens(asked)]);
   assert.ok(promptTokens(asked), asked.stderr);
   assert.equal(ask('-', '\n\n').stderr, 'edgereason: --question -: the standard input was empty\n');
   assert.equal(ask('-', ' \t\n').stderr, 'edgereason: --question -: the standard input held only blank space\n');
@@ -1013,7 +1016,7 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
 test('answer --response-format: the answer is JSON the schema file accepts; a schema it cannot hold to, a missing file and bad JSON are named before the model loads', () => {
   const schemaFile = at('answer-schema.json');
   const schema = { type: 'object', properties: { dollars: { type: 'integer' }, sure: { type: 'boolean' } }, required: ['dollars', 'sure'] };
-  fs.writeFileSync(schemaFile, JSON.stringify(schema));
+  fs.writeFileSync(schemaFile, `\uFEFF${JSON.stringify(schema)}`); // with the byte-order mark Windows PowerShell 5.1 writes (it was "not JSON")
   const r = cli(['answer', '--model', 'models/default', '--question', 'Zoe has 7 dollars. How many dollars does Zoe have?', '--reasoning', 'off', '--response-format', `@${schemaFile}`, '--json']);
   assert.equal(r.status, 0, r.stderr);
   const value = JSON.parse(JSON.parse(r.stdout).answer);

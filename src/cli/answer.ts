@@ -258,7 +258,7 @@ function responseFormatArg(v: string): true | Record<string, unknown> {
   if (v === 'json_object') return true;
   const file = v.startsWith('@') ? v.slice(1) : undefined, where = file ? `--response-format ${file}` : '--response-format';
   let text = v, schema: unknown;
-  if (file !== undefined) try { text = fs.readFileSync(file, 'utf8'); } catch (e) { throw new InvalidArgumentError(`${where}: cannot read the schema file (${(e as Error).message})`); }
+  if (file !== undefined) try { text = fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, ''); } catch (e) { throw new InvalidArgumentError(`${where}: cannot read the schema file (${(e as Error).message})`); }
   try { schema = JSON.parse(text); } catch (e) { throw new InvalidArgumentError(`${where} must be json_object, a JSON schema or @file.json holding one; ${file ? 'the file is not JSON' : `got ${shown(v)}`} (${(e as Error).message})`); }
   if (!schema || typeof schema !== 'object' || Array.isArray(schema)) throw new InvalidArgumentError(`${where} must be json_object or a JSON schema (an object), got ${shown(schema)}`);
   try { compileJsonSchema(schema as Record<string, unknown>, where); } catch (e) { throw new InvalidArgumentError((e as Error).message); }

@@ -56,8 +56,8 @@ export async function main(argv: string[]): Promise<void> {
     for (const o of command.options) {
       // --prompt - / --question - read the text from the standard input (long prompts exceed the shell's 128 KiB word)
       if ((o.long === '--prompt' || o.long === '--question') && command.getOptionValue(o.attributeName()) === '-') {
-        // A question without the line ends after it (echo's, a file's); generate's prompt is continued as given.
-        const text = o.long === '--question' ? readStdin(o.long).replace(/(\r?\n)+$/, '') : readStdin(o.long);
+        // A question without the line ends after it (echo's, a file's), a Windows file's CRLFs read as \n; generate's prompt is continued as given.
+        const text = o.long === '--question' ? readStdin(o.long).replace(/\r\n/g, '\n').replace(/\n+$/, '') : readStdin(o.long);
         if (!text.trim() && o.long === '--question') throw new Error(`--question -: the standard input ${text ? 'held only blank space' : 'was empty'}`);
         if (!text) console.error('edgereason: note: --prompt -: the standard input was empty'); // (the model's BOS alone, where its tokenizer adds one)
         command.setOptionValueWithSource(o.attributeName(), text, command.getOptionValueSource(o.attributeName()));
@@ -140,7 +140,7 @@ async function resolveWithProgress(p: string): Promise<string> {
 /** The standard input's whole text, as given (an option's value "-"). */
 function readStdin(flag: string): string {
   try {
-    return fs.readFileSync(0, 'utf8');
+    return fs.readFileSync(0, 'utf8').replace(/^\uFEFF/, ''); // (the byte-order mark a Windows editor or PowerShell writes)
   } catch (e) {
     throw new Error(`${flag} -: cannot read the standard input (${(e as Error).message})`);
   }
