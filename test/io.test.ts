@@ -16,6 +16,7 @@ import {
 } from '../src/io/gguf.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
 import { convertCommandLine, expandHome, openSource, openSourceFiles, shellQuote } from '../src/io/source.ts';
+import { copyCommand } from '../src/cli/convert.ts';
 import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { checkModelConfig } from '../src/models/config.ts';
 import { asGgufConfig, hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
@@ -656,5 +657,10 @@ describe('suggested commands', () => {
     assert.equal(convertCommandLine("/home/me/my models/it's", '<folder>'), "edgereason convert --model '/home/me/my models/it'\\''s' --out <folder>");
     const win = (p: string) => shellQuote(p, 'win32');
     assert.deepEqual([win('C:\\Users\\me\\models\\Qwen'), win('C:\\My Models\\Qwen'), win('.\\models\\q')], ['C:\\Users\\me\\models\\Qwen', '"C:\\My Models\\Qwen"', '.\\models\\q']);
+    // PowerShell reads a bare q_proj,v_proj as a list (two arguments) and @x as splatting: quoted there, not in sh.
+    assert.deepEqual([win('q_proj,v_proj'), win('@schema.json'), shellQuote('q_proj,v_proj', 'linux')], ['"q_proj,v_proj"', '"@schema.json"', 'q_proj,v_proj']);
+    // convert's note on copying the reasoning setup along: cp in sh, Copy-Item on Windows (cmd has no cp; PowerShell's cp refuses -rL).
+    assert.equal(copyCommand(['/m/reasoning-adapter', '/m/router.json'], '/out dir', 'linux'), "cp -rL /m/reasoning-adapter /m/router.json '/out dir'/");
+    assert.equal(copyCommand(['C:\\m\\reasoning-adapter', 'C:\\m\\router.json'], 'C:\\out dir', 'win32'), 'Copy-Item -Recurse C:\\m\\reasoning-adapter, C:\\m\\router.json "C:\\out dir"');
   });
 });

@@ -44,6 +44,12 @@ function reasoningSetup(source: string): string[] {
 const outCheck = (o: { out: string; model: string; overwrite?: boolean }) =>
   checkOutDir(o.out, { what: 'converted model', inputs: { '--model': o.model }, ours: (dir) => convertedFrom(dir) !== undefined, overwrite: !!o.overwrite });
 
+/** The command that copies `files` (links followed) into the folder `out`: sh's cp, or PowerShell's Copy-Item on Windows. */
+export function copyCommand(files: string[], out: string, platform: string = process.platform): string {
+  const q = (p: string) => shellQuote(p, platform);
+  return platform === 'win32' ? `Copy-Item -Recurse ${files.map(q).join(', ')} ${q(out)}` : `cp -rL ${files.map(q).join(' ')} ${q(out)}/`;
+}
+
 export function convertCommand(program: Command): void {
   ropeScalingOptions(program.command('convert')
     .description('build the ONNX graph and weights once (model.onnx + model.onnx.data) for fast loading')
@@ -100,7 +106,7 @@ export function convertCommand(program: Command): void {
       console.log(`converted ${o.model} → ${o.out} (${m.options.quant}${rope}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       if (bringAlong.length) {
         const which = bringAlong.map((f) => f + (isAdapterEntry(f) ? '/' : '')).join(', '), them = bringAlong.length > 1 ? 'them' : 'it';
-        console.error(`edgereason: note: the reasoning setup beside ${from} (${which}) stays there; the graph takes its adapters' LoRA inputs (${targets.map((p) => p.replace('_proj', '')).join(',')}): copy ${them} into ${o.out} to keep the reasoning setup with the converted model (answer, chat and serve look for it there): cp -rL ${bringAlong.map((f) => shellQuote(path.join(from, f))).join(' ')} ${shellQuote(o.out)}/`);
+        console.error(`edgereason: note: the reasoning setup beside ${from} (${which}) stays there; the graph takes its adapters' LoRA inputs (${targets.map((p) => p.replace('_proj', '')).join(',')}): copy ${them} into ${o.out} to keep the reasoning setup with the converted model (answer, chat and serve look for it there): ${copyCommand(bringAlong.map((f) => path.join(from, f)), o.out)}`);
       }
     });
 }

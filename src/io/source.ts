@@ -235,7 +235,7 @@ export function expandHome(p: string, platform: string = process.platform): stri
 
 /** The `edgereason convert` command line for a source, as the errors suggest it (`out` "<folder>" stays as is). */
 export function convertCommandLine(source: string, out: string, quant?: string, loraTargets: readonly string[] = [], rope?: RopeScalingChoice): string {
-  return `edgereason convert --model ${shellQuote(source)} --out ${out === '<folder>' ? out : shellQuote(out)}${quant ? ` --quant ${quant}` : ''}${loraTargets.length ? ` --lora-targets ${loraTargets.join(',')}` : ''}${rope ? ` ${ropeScalingFlags(rope)}` : ''}`;
+  return `edgereason convert --model ${shellQuote(source)} --out ${out === '<folder>' ? out : shellQuote(out)}${quant ? ` --quant ${quant}` : ''}${loraTargets.length ? ` --lora-targets ${shellQuote(loraTargets.join(','))}` : ''}${rope ? ` ${ropeScalingFlags(rope)}` : ''}`;
 }
 
 /** A RoPE scaling choice as the CLI's flags (llama.cpp's names): --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 32768. */
@@ -248,7 +248,7 @@ export function ropeScalingFlags(r: RopeScalingChoice): string {
  * a POSIX shell, in double quotes on Windows (cmd.exe keeps single quotes; a Windows path holds no double quote).
  */
 export const shellQuote = (p: string, platform: string = process.platform): string => platform === 'win32'
-  ? (/^[\w@%+=:,.\\/-]+$/.test(p) ? p : `"${p}"`)
+  ? (/^[\w%+=:.\\/-]+$/.test(p) ? p : `"${p}"`) // (PowerShell reads a bare a,b as a list and @x as splatting)
   : (/^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`);
 
 /** The manifest's fields, each checked by name (a hand-edited or truncated edgereason.json must not load as garbage). */
