@@ -4,7 +4,7 @@ import { shortName } from '../io/hub.ts';
 import { Option, type Command } from 'commander';
 import { MAX_THREADS } from '../runtime/threads.ts';
 import { createServer } from '../server/app.ts';
-import { lateProgress } from '../train/progress.ts';
+import { lateProgress, onStopSignals } from '../train/progress.ts';
 import { thinkingNote } from './answer.ts';
 import { thinksByItself } from '../reason/answer.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
@@ -96,8 +96,7 @@ export function serveCommand(program: Command): void {
           if (!again) closed.then(resolve, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
           else closed.catch(() => undefined); // the first call's handler says how the shutdown ended
         };
-        process.on('SIGTERM', stop);
-        process.on('SIGINT', stop);
+        onStopSignals(stop);
       });
       console.log('edgereason: stopped');
     });

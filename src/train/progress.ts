@@ -7,6 +7,7 @@
  * hid), prints what `interrupt` says (what was saved, how to continue) and exits with 130 (SIGINT) or 143 (SIGTERM).
  * Signal handlers run between synchronous operations, so a checkpoint or file being written is never cut in half.
  */
+import os from 'node:os';
 import cliProgress from 'cli-progress';
 
 /** A terminal that takes control codes: a TTY whose TERM is not "dumb" (Emacs' shell, some IDE consoles). */
@@ -159,26 +160,35 @@ export class Progress {
 }
 
 /**
- * Handles SIGINT and SIGTERM until the returned function is called: `message` (which stops any bar, restoring the
- * cursor it hid) is printed, and the process exits with 130 (SIGINT) or 143 (SIGTERM) once the runtime workers'
- * calls in flight have answered (or through `exit`, in tests).
+ * The signals that stop a run or a server: Ctrl-C and SIGTERM; on Windows also Ctrl-Break and the console window
+ * closing (SIGBREAK, SIGHUP: Windows never delivers SIGTERM). Not SIGHUP elsewhere: Node listening for it would undo
+ * the nohup a long run was started under.
+ */
+export const STOP_SIGNALS: readonly NodeJS.Signals[] = process.platform === 'win32' ? ['SIGINT', 'SIGTERM', 'SIGBREAK', 'SIGHUP'] : ['SIGINT', 'SIGTERM'];
+
+/** Listens to every STOP_SIGNALS signal with `listener`; returns its removal. */
+export function onStopSignals(listener: (signal: NodeJS.Signals) => void): () => void {
+  for (const s of STOP_SIGNALS) process.on(s, listener);
+  return () => { for (const s of STOP_SIGNALS) process.off(s, listener); };
+}
+
+/**
+ * Handles the STOP_SIGNALS until the returned function is called: `message` (which stops any bar, restoring the
+ * cursor it hid) is printed, and the process exits with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)
+ * once the runtime workers' calls in flight have answered (or through `exit`, in tests).
  */
 export function onInterrupt(stream: NodeJS.WriteStream, message: () => string, exit?: (code: number) => void): () => void {
   const handler = (signal: NodeJS.Signals) => {
     off();
     // A second signal while the message is made (a checkpoint being saved) waits for it: without a listener it would
     // end the process mid-write, the user told a step was being saved and never that it was not.
-    const hold = () => {};
-    process.on('SIGINT', hold);
-    process.on('SIGTERM', hold);
-    try { stream.write(`\n${message()}\n`); } finally { process.off('SIGINT', hold); process.off('SIGTERM', hold); }
-    const code = signal === 'SIGINT' ? 130 : 143;
+    const unhold = onStopSignals(() => {});
+    try { stream.write(`\n${message()}\n`); } finally { unhold(); }
+    const code = 128 + os.constants.signals[signal];
     if (exit) exit(code);
     else process.exit(code); // which waits for the runtime workers' calls in flight (worker-backend.ts)
   };
-  const off = () => { process.off('SIGINT', handler); process.off('SIGTERM', handler); };
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
+  const off = onStopSignals(handler);
   return off;
 }
 
