@@ -1,4 +1,5 @@
 import { after, mock, test } from 'node:test';
+import { syncBuiltinESMExports } from 'node:module';
 import assert from 'node:assert/strict';
 import { ContextLengthError, ModelClosedError, RuntimeFailedError } from '../src/runtime/errors.ts';
 import fs from 'node:fs';
@@ -1068,7 +1069,8 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
     remove(p, o);
     if (!removedOnce && /\.old-\d+-[0-9a-f]+$/.test(p)) { removedOnce = true; remove(entry, { recursive: true }); } // install's last step
   });
-  const raced = await load({ cache: 'always' }).finally(() => racing.mock.restore());
+  syncBuiltinESMExports(); // (removeTemp calls it through `import * as fs`)
+  const raced = await load({ cache: 'always' }).finally(() => { racing.mock.restore(); syncBuiltinESMExports(); });
   assert.ok(maxDiff(await allLogits(direct.backend, ids), await allLogits(raced.backend, ids)) <= 1e-5);
   assert.deepEqual(notes.splice(0).map((n) => n.replace(/ once .*/, '')), [`model: converting ${model.dir}`,
     `model: the converted copy in ${entry} was removed as soon as it was written (edgereason cache --clear or --prune); loading again`, `model: converting ${model.dir}`]);
@@ -1079,7 +1081,8 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
     remove(p, o);
     if (!removedOnce && /\.old-\d+-[0-9a-f]+$/.test(p)) { removedOnce = true; remove(p.replace(/\.old-\d+-[0-9a-f]+$/, ''), { recursive: true }); }
   });
-  await (await loadModel(q40, { quant: 'q8', worker: false, cacheDir, onNote: (n) => notes.push(n), cache: 'always' }).finally(() => racing2.mock.restore())).close();
+  syncBuiltinESMExports();
+  await (await loadModel(q40, { quant: 'q8', worker: false, cacheDir, onNote: (n) => notes.push(n), cache: 'always' }).finally(() => { racing2.mock.restore(); syncBuiltinESMExports(); })).close();
   assert.deepEqual(notes.splice(0).map((n) => n.replace(/ once .*|: they are decoded .*|; loading again$/g, '').replace(/ in \S+ was removed .*/, ' removed')), [
     `model: ${q40} stores weights as Q4_0`, `model: converting ${q40}`, 'model: the converted copy removed', `model: converting ${q40}`]);
   for (const e of fs.readdirSync(converted)) if (e.startsWith('model-q4_0-')) fs.rmSync(path.join(converted, e), { recursive: true });

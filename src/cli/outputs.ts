@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { holdLock, realPath, removeDeadTemps, writeJson } from '../io/safetensors.ts';
+import { cannotWriteIn, holdLock, realPath, removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
@@ -60,7 +60,8 @@ const isLink = (p: string): boolean => { try { return fs.lstatSync(p).isSymbolic
 
 /** An existing output folder must take new files (else the first save fails, after the work). */
 function writable(flag: string, p: string, abs: string): void {
-  try { fs.accessSync(abs, fs.constants.W_OK | fs.constants.X_OK); } catch { throw new Error(`${flag} ${p} is not writable`); }
+  const why = cannotWriteIn(abs);
+  if (why) throw new Error(`${flag} ${p} ${why}`);
 }
 
 /** The parent folders of `p` must be creatable: the nearest one that exists is a writable folder. */
@@ -71,11 +72,8 @@ function checkParents(flag: string, p: string): void {
     up = path.dirname(up);
   }
   if (!fs.statSync(up).isDirectory()) throw new Error(`${flag} ${p}: ${up} is a file, so the folder cannot be created`);
-  try { fs.accessSync(up, fs.constants.W_OK); } catch { throw new Error(`${flag} ${p}: ${up} is not writable`); }
-  // Permissions are not the whole story (/proc and /sys refuse root as well): make and remove a folder there.
-  let probe: string;
-  try { probe = fs.mkdtempSync(path.join(up, '.edgereason-')); } catch (e) { throw new Error(`${flag} ${p}: ${up} takes no new files or folders (${(e as NodeJS.ErrnoException).code})`); }
-  fs.rmdirSync(probe);
+  const why = cannotWriteIn(up);
+  if (why) throw new Error(`${flag} ${p}: ${up} ${why}`);
 }
 
 export interface OutDirCheck {

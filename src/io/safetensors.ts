@@ -125,6 +125,16 @@ export function removeTemp(p: string): void {
 }
 
 /**
+ * Why the folder `dir` takes no new files, or undefined when it does: its permissions (which Windows never reports
+ * for a folder: W_OK is always granted there), then a folder made and removed in it (/proc and /sys refuse root as well).
+ */
+export function cannotWriteIn(dir: string): string | undefined {
+  try { fs.accessSync(dir, fs.constants.W_OK); } catch { return 'is not writable'; }
+  try { fs.rmdirSync(fs.mkdtempSync(nodePath.join(dir, '.edgereason-'))); } catch (e) { return `takes no new files or folders (${(e as NodeJS.ErrnoException).code})`; }
+  return undefined;
+}
+
+/**
  * `mkdir -p` that always ends: the missing folders are made one by one from the nearest existing one. (Node's
  * recursive mkdirSync loops for ever where mkdir says ENOENT under a parent that exists, as anywhere in /proc.)
  */

@@ -14,7 +14,7 @@ import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, expandHome, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
-import { commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
@@ -389,8 +389,9 @@ export function builder(): string {
 
 /** Why `dir` cannot take `bytes` more (not writable, too little free space), or undefined when it can. */
 function roomFor(dir: string, bytes: number): string | undefined {
+  const why = cannotWriteIn(dir);
+  if (why) return `${dir} cannot be written: it ${why}`;
   try {
-    fs.accessSync(dir, fs.constants.W_OK);
     const s = fs.statfsSync(dir), free = s.bavail * s.bsize;
     if (free < bytes * 1.05 + 2 ** 28) return `${dir} has ${gib(free)} GiB free, and the copy takes about ${gib(bytes)} GiB`;
   } catch (e) {

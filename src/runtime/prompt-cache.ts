@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
 import { grownCapacity, kvBytes } from './kv-cache.ts';
-import { firstNonFinite, makeDir, openSafetensors, readSafetensorsHeader, sha256Of, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
+import { cannotWriteIn, firstNonFinite, makeDir, openSafetensors, readSafetensorsHeader, sha256Of, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 
 /**
  * Default budget: MiB of kept prompt caches per model session, or room for DEFAULT_PROMPT_TOKENS positions where
@@ -251,8 +251,7 @@ function cannotWrite(file: string): string | undefined {
   let dir = path.dirname(path.resolve(throughLinks(file)));
   while (!fs.existsSync(dir)) dir = path.dirname(dir); // (makeDir makes the rest)
   if (!fs.statSync(dir).isDirectory()) return `${dir} is a file, not a folder`;
-  try { fs.accessSync(dir, fs.constants.W_OK); } catch { return `the folder ${dir} cannot be written`; }
-  return undefined;
+  return cannotWriteIn(dir) && `the folder ${dir} cannot be written`;
 }
 
 /** The file a path names through its symbolic links, so that a save replaces the target, not the link. */
