@@ -961,6 +961,21 @@ test('convert: a conversion that died half-way is refused at load (and Ctrl-C th
   convertModel(openSource(model.dir), out, { quant: 'fp32' });
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp-')).sort(), [`model.onnx.tmp-${process.ppid}`, `notes.tmp-${dead}`]);
   await (await loadModel(out, { worker: false })).close();
+  // Weights that cannot be replaced (in use: Windows renames over no open file) replace nothing: the earlier
+  // conversion still loads (it was refused as one that did not finish).
+  const rename = fs.renameSync, busy = mock.method(fs, 'renameSync', (from: fs.PathLike, to: fs.PathLike) => {
+    if (String(to).endsWith('model.onnx.data')) throw Object.assign(new Error(`EBUSY: resource busy or locked, rename '${from}'`), { code: 'EBUSY' });
+    rename(from, to);
+  });
+  syncBuiltinESMExports();
+  try {
+    assert.throws(() => convertModel(openSource(model.dir), out, { quant: 'fp32' }), /EBUSY/);
+  } finally {
+    busy.mock.restore();
+    syncBuiltinESMExports();
+  }
+  assert.deepEqual(fs.readdirSync(out).filter((f) => f.endsWith(`.tmp-${process.pid}`)), []);
+  await (await loadModel(out, { worker: false })).close();
   assert.equal(interrupted(out, model.dir), `convert: interrupted; the earlier conversion in ${out} is as it was`);
   assert.equal(interrupted(path.join(tmp, 'never-made'), undefined), `convert: interrupted; nothing was written to ${path.join(tmp, 'never-made')}`);
   // A source written while it converts (a training run saving into it) would give a graph of mixed weights: refused,

@@ -14,7 +14,7 @@ import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, convertCommandLine, expandHome, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
-import { cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { atomicWrite, cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
@@ -178,13 +178,24 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   }
   // From here to the last write the folder says it is being converted: one that dies in between is refused at load
   // with the command to run again, never paired with an earlier run's files.
+  const manifestFile = path.join(out, MANIFEST);
+  let earlier: Buffer | undefined;
   try {
-    writeJson(path.join(out, MANIFEST), { format: 2, converting: true, source: from, options });
+    earlier = fs.existsSync(manifestFile) ? fs.readFileSync(manifestFile) : undefined;
+    writeJson(manifestFile, { format: 2, converting: true, source: from, options });
   } catch (e) {
     for (const s of staged) s.abort(); // a full disk here leaves no temporary copy of the weights behind
     throw e;
   }
-  commitAll(staged);
+  try {
+    staged[0].commit();
+  } catch (e) {
+    // Nothing replaced (the weights in use: Windows renames over no open file): the earlier conversion stays loadable.
+    for (const s of staged.slice(1)) s.abort();
+    if (earlier) atomicWrite(manifestFile, (fd) => writeAll(fd, earlier)); else fs.rmSync(manifestFile, { force: true });
+    throw e;
+  }
+  commitAll(staged.slice(1));
   for (const f of lacking) if (!keep(f)) fs.rmSync(f, { force: true });
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
