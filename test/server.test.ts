@@ -10,6 +10,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
@@ -87,6 +88,8 @@ async function status(p: Promise<unknown>): Promise<APIError> {
 test('server: start, /v1/models, /health', async () => {
   server = await createServer({ model: fixture.dir, port: 0, maxBatch: 16, maxQueue: 64, ctx: 512, effortBudgets: { low: 12, medium: 20, high: 40 } });
   url = await server.listen();
+  // A request must arrive whole within a minute (it was never timed: a stalled body held its connection for ever).
+  assert.equal(server.app.server.requestTimeout, 60_000);
   client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
   const models = await client.models.list();
   assert.deepEqual(models.data.map((m) => m.id), [BASE, 'reasoning']);
@@ -375,6 +378,28 @@ test('SSE: a stream quiet for keepAliveMs sends a comment line (which clients sk
     keepAlive = 0;
     assert.equal(await get(), 'data: {"a":1}\n\ndata: [DONE]\n\n');
   } finally {
+    srv.close();
+  }
+});
+
+test('SSE: a client that stops reading is cut off once the stream has ended and what it left unread has waited unreadMs (it stayed in memory)', { timeout: 20_000 }, async () => {
+  let closed: Promise<number> | undefined;
+  const srv = http.createServer((_, res) => {
+    const sse = new SseWriter(res, {}, 0, 50), chunk = { text: 'x'.repeat(1 << 16) };
+    for (let i = 0; i < 512; i++) sse.send(chunk); // 32 MiB: more than the sockets' buffers hold
+    const t0 = performance.now();
+    closed = new Promise((r) => res.once('close', () => r(performance.now() - t0)));
+    sse.done();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const client = net.connect((srv.address() as { port: number }).port, '127.0.0.1');
+  try {
+    client.pause(); // reads nothing
+    client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    while (!closed) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(await closed >= 40, 'cut only after unreadMs');
+  } finally {
+    client.destroy();
     srv.close();
   }
 });

@@ -150,6 +150,8 @@ const toolsFinish = (reason: string, called: boolean): string => (called && reas
 const PLAYGROUND = new URL('./playground.html', import.meta.url);
 /** Retry-After on 429 (queue full), in seconds. */
 const RETRY_AFTER_S = 1;
+/** Milliseconds a client may take to send a whole request (headers and body; the reply may take longer). */
+const REQUEST_TIMEOUT_MS = 60_000;
 /** After the last in-flight request, how long close() waits for connections to end before cutting them. */
 const CLOSE_CONNECTIONS_AFTER_MS = 2000;
 
@@ -238,6 +240,9 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   const app = Fastify({
     logger: o.logger ?? false,
     bodyLimit: BODY_LIMIT,
+    // A client that sends its headers and never the whole body held its connection for ever (Fastify's default 0
+    // turns off Node's own limit): stalled ones, enough of them, use up the process's open files.
+    requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: false, // the handlers answer 503 themselves, with an OpenAI error body
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
     // Errors Fastify answers before any handler (a URL with a bad percent-escape): in the OpenAI error shape too.

@@ -8,11 +8,17 @@ import type { ServerResponse } from 'node:http';
 /** Milliseconds a stream may go without a byte before it sends a keep-alive comment (nginx cuts after 60 s by default). */
 export const KEEP_ALIVE_MS = 15_000;
 
+/**
+ * Milliseconds an ended stream's client may take to read what is still queued for it: a client that stopped reading
+ * holds it in the server's memory (the decoding does not wait for any one client), so after that it is cut off.
+ */
+export const UNREAD_MS = 60_000;
+
 export class SseWriter {
   private ended = false;
   private readonly beat?: NodeJS.Timeout;
 
-  constructor(private readonly res: ServerResponse, headers: Record<string, string> = {}, keepAliveMs = KEEP_ALIVE_MS) {
+  constructor(private readonly res: ServerResponse, headers: Record<string, string> = {}, keepAliveMs = KEEP_ALIVE_MS, private readonly unreadMs = UNREAD_MS) {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
@@ -46,6 +52,11 @@ export class SseWriter {
     clearInterval(this.beat);
     if (this.ended) return;
     this.ended = true;
-    if (!this.res.destroyed) this.res.end();
+    if (this.res.destroyed) return;
+    this.res.end();
+    if (this.res.writableLength > 0) {
+      const cut = setTimeout(() => this.res.destroy(), this.unreadMs).unref();
+      this.res.once('close', () => clearTimeout(cut));
+    }
   }
 }
