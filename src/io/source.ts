@@ -17,7 +17,7 @@ import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
-import { realPath } from './safetensors.ts';
+import { realPath, writeJson } from './safetensors.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
 
@@ -156,13 +156,33 @@ export function fingerprint(files: string[]): string {
   return h.digest('hex').slice(0, 16);
 }
 
+/**
+ * The sha256 of a checkpoint's files' contents (by name, in order; a missing file counted as missing): read where
+ * their sizes or times changed, so that files rewritten with the same bytes (a copy without -p, a touch, a checkout)
+ * are not taken for another model.
+ */
+export function contentHash(files: string[]): string {
+  const h = crypto.createHash('sha256'), buf = Buffer.allocUnsafe(1 << 22);
+  for (const f of [...files].sort()) {
+    h.update(`${path.basename(f)}\0`);
+    let fd: number;
+    try { fd = fs.openSync(f, 'r'); } catch { h.update('missing\n'); continue; }
+    try {
+      for (let n: number; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
+    } finally { fs.closeSync(fd); }
+    h.update('\n');
+  }
+  return h.digest('hex');
+}
+
 export interface Manifest {
   /** 2: the graph returns only each step's new K/V rows (format 1 returned the whole cache). */
   format: 2;
   config: ModelConfig;
   /** ropeScaling: the RoPE scaling chosen at conversion in place of the source's own (absent: the source's). */
   options: { quant: Quant; accuracyLevel: number; loraTargets: string[]; ropeScaling?: RopeScalingChoice };
-  source: { path: string; kind: SourceKind; fingerprint: string };
+  /** sha256: contentHash of the source's files (absent in folders from before it), compared where the fingerprint differs. */
+  source: { path: string; kind: SourceKind; fingerprint: string; sha256?: string };
   graph: string;
   /** Bytes of each file convert wrote (graph and weights), checked at load; absent in folders from before it. */
   sizes?: Record<string, number>;
@@ -209,7 +229,12 @@ function openConverted(dir: string): ModelSource {
     // or an adapter_model.safetensors beside the weights too
     const earlier = (set: RegExp) => fingerprint(openSourceFiles(m.source.path, set)) === m.source.fingerprint;
     if (now !== m.source.fingerprint && !earlier(WITH_ADAPTER) && (m.sizes || !earlier(/\.(json|safetensors|jinja)$/))) {
-      throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`${again()}\` again`);
+      if (m.source.sha256 === undefined || contentHash(sourceFiles) !== m.source.sha256) {
+        throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`${again()}\` again`);
+      }
+      // The same bytes under new times: recorded, so that the next load need not read them again (where it may write).
+      m.source.fingerprint = now;
+      try { writeJson(file, m); } catch { /* a read-only folder: read again next time */ }
     }
   }
   const tokenizer = checkVocab(loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds }), m.config, path.join(dir, 'tokenizer.json'));
@@ -263,6 +288,7 @@ function checkManifest(m: Manifest, file: string): void {
   if (!Array.isArray(o.loraTargets) || !o.loraTargets.every((t) => (PROJECTIONS as readonly string[]).includes(t))) bad('options.loraTargets', `a list of projections (${PROJECTIONS.join(', ')})`, o.loraTargets);
   if (o.ropeScaling !== undefined) checkRopeScalingChoice(o.ropeScaling, `model: ${file}`, 'options.ropeScaling');
   if (!src || typeof src !== 'object' || typeof src.path !== 'string' || typeof src.fingerprint !== 'string') bad('source', 'an object {path, kind, fingerprint}', src);
+  if (src.sha256 !== undefined && (typeof src.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(src.sha256))) bad('source.sha256', 'a sha256 in hex', src.sha256);
   if (m.sizes !== undefined && (!m.sizes || typeof m.sizes !== 'object' || !Object.values(m.sizes).every((n) => Number.isInteger(n)))) bad('sizes', 'an object of byte counts', m.sizes);
   if (m.edgereason !== undefined && typeof m.edgereason !== 'string') bad('edgereason', 'a version string', m.edgereason);
   checkModelConfig(m.config, `model: ${file}`);
