@@ -878,6 +878,20 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   // A body over 4 MiB: the openai client gets the 413 (the server reads the rest first), not a reset connection.
   const big = await status(create({ model: 'reasoning', messages: [{ role: 'user', content: 'a'.repeat(4.5e6) }] }));
   assert.deepEqual([big.status, (big.error as Loose)?.message, big.code], [413, 'The request body is larger than this server takes (4 MiB).', 'request_too_large']);
+  // One that asks first (Expect: 100-continue, as curl past 1 MiB) is told at once, its body never sent (it was
+  // told "100 Continue" and had up to 64 MiB read only to be refused); a small one is let through.
+  const ask100 = (length: number, body = '') => new Promise<string>((resolve, reject) => {
+    const sock = net.connect(Number(new URL(url).port), '127.0.0.1');
+    let got = '';
+    sock.on('data', (d) => { got += d; if (body && got.startsWith('HTTP/1.1 100')) { sock.write(body); body = ''; } });
+    sock.on('end', () => resolve(got)).on('error', reject);
+    sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`);
+  });
+  const early = await ask100(50 * 2 ** 20);
+  assert.match(early, /^HTTP\/1\.1 413 .*\r\n[^]*"code":"request_too_large"/);
+  assert.doesNotMatch(early, /100 Continue/);
+  const small = JSON.stringify(ask('x'));
+  assert.match(await ask100(Buffer.byteLength(small), small), /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK[^]*"object":"chat\.completion"/);
   assert.equal((await create(ask('x'))).object, 'chat.completion');
 });
 
