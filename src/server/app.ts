@@ -10,6 +10,7 @@
  * finish for a grace period, cancels the rest and closes the models; every response finished while closing ends its
  * connection (`Connection: close`), so no keep-alive connection holds the process after the last request.
  */
+import { Ajv, type ErrorObject } from 'ajv';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -244,7 +245,6 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     // turns off Node's own limit): stalled ones, enough of them, use up the process's open files.
     requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: false, // the handlers answer 503 themselves, with an OpenAI error body
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
     // Errors Fastify answers before any handler (a URL with a bad percent-escape): in the OpenAI error shape too.
     frameworkErrors: (err, _req, reply: FastifyReply) => {
       void reply.code(400).send(errorBody(`Invalid request: ${err.message}`, 'invalid_request_error', null, err.code === 'FST_ERR_BAD_URL' ? 'invalid_url' : 'invalid_request'));
@@ -259,6 +259,21 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
     if (req.is404) return done(null, undefined); // an unknown route is a 404 whatever its body holds
     try { done(null, parseJsonBody(body as Buffer, req.headers['content-type'])); } catch (e) { done(e as Error, undefined); }
+  });
+  // Ajv with allErrors names every unknown field at once, but makes an error per bad item: a million of them held the
+  // event loop for 5 s (Fastify leaves allErrors off for that reason). So a body is checked for its first error, and
+  // only a small one that fails is checked again for all of them.
+  const ajvOptions = { coerceTypes: false, removeAdditional: false, useDefaults: false, addUsedSchema: false } as const;
+  const firstOnly = new Ajv({ ...ajvOptions, allErrors: false }), every = new Ajv({ ...ajvOptions, allErrors: true });
+  app.setValidatorCompiler(({ schema }) => {
+    const quick = firstOnly.compile(schema), full = every.compile(schema);
+    const validate = (data: unknown): boolean => {
+      if (quick(data)) return true;
+      validate.errors = valuesIn(data, ALL_ERRORS_UP_TO) <= ALL_ERRORS_UP_TO && !full(data) ? full.errors : quick.errors;
+      return false;
+    };
+    validate.errors = null as ErrorObject[] | null | undefined;
+    return validate;
   });
   // A client that asks before it sends (Expect: 100-continue, as curl does past 1 MiB) a body over the limit is told
   // 413 at once: Node would say "continue" and the body be read (up to DRAIN_LIMIT) only to be refused.
@@ -680,22 +695,49 @@ export function parseJsonBody(body: Buffer, contentType: string | undefined): un
   if (Array.isArray(tools) && tools.length) keepSource(tools, topLevelText(text, 'tools'));
   // One walk without recursion (a body nested thousands deep is valid JSON): keys that could change an object's
   // prototype, and a nesting deeper than what reads the request (schemas, templates, validation) recurses through.
-  const stack: [unknown, string, number][] = [[parsed, '', 1]];
+  // Only objects and lists are visited, each with its place (its parent's and its key), spelt out only for the error.
+  const stack: Place[] = parsed && typeof parsed === 'object' ? [{ value: parsed, key: '', depth: 1 }] : [];
   while (stack.length) {
-    const [value, at, depth] = stack.pop()!;
-    if (!value || typeof value !== 'object') continue;
-    if (depth > MAX_BODY_DEPTH) {
-      const field = at.length > 80 ? `${at.slice(0, 80)}…` : at;
+    const place = stack.pop()!;
+    if (place.depth > MAX_BODY_DEPTH) {
+      const at = fieldOf(place), field = at.length > 80 ? `${at.slice(0, 80)}…` : at;
       throw new ApiError(400, `The request body nests objects and lists deeper than ${MAX_BODY_DEPTH} levels (at '${field}'), more than this server reads.`, /^[^.[]+/.exec(at)?.[0] ?? null, 'invalid_request_error', 'invalid_value');
     }
-    for (const [key, v] of Object.entries(value)) {
-      if (key === '__proto__' || (key === 'constructor' && v && typeof v === 'object' && 'prototype' in v)) {
+    const list = Array.isArray(place.value);
+    for (const key in place.value) {
+      const v = (place.value as Record<string, unknown>)[key];
+      if (!list && (key === '__proto__' || (key === 'constructor' && v && typeof v === 'object' && 'prototype' in v))) {
         throw new ApiError(400, `The request body holds the key "${key === '__proto__' ? key : 'constructor.prototype'}", which is refused (it could change an object's prototype).`, null, 'invalid_request_error', 'invalid_json');
       }
-      stack.push([v, Array.isArray(value) ? `${at}[${key}]` : at ? `${at}.${key}` : key, depth + 1]);
+      if (v && typeof v === 'object') stack.push({ value: v, key, parent: place, depth: place.depth + 1 });
     }
   }
   return parsed;
+}
+
+/** An object or list of a request body: what holds it, and its key there (none at the top). */
+type Place = { value: object; key: string; parent?: Place; depth: number };
+
+/** A place in the body as the field it is (messages[0].content), from its parents' keys. */
+function fieldOf(place: Place): string {
+  const keys: [key: string, inList: boolean][] = [];
+  for (let p: Place | undefined = place; p?.parent; p = p.parent) keys.unshift([p.key, Array.isArray(p.parent.value)]);
+  return keys.reduce((at, [key, inList]) => (inList ? `${at}[${key}]` : at ? `${at}.${key}` : key), '');
+}
+
+/** The most values a failing request body may hold to have every error of it found (its unknown fields all named). */
+const ALL_ERRORS_UP_TO = 10_000;
+
+/** How many values (objects, lists and scalars) `v` holds, counted up to just past `max`. */
+function valuesIn(v: unknown, max: number): number {
+  let n = 0;
+  const stack = [v];
+  while (stack.length && n <= max) {
+    const x = stack.pop();
+    n++;
+    if (x !== null && typeof x === 'object') for (const y of Object.values(x)) stack.push(y);
+  }
+  return n;
 }
 
 /** How deep a request body may nest objects and lists (a JSON schema or a tool's parameters a few levels; 1,000 exhausted the stack). */

@@ -316,7 +316,7 @@ export function validationError(errors: AjvError[], body?: unknown): ApiError {
   // anyOf failures list every branch; prefer the deepest specific error over the anyOf summary, and at one field a
   // constraint of the branch whose type matched (maxItems, minLength, ...) over the other branches' type errors.
   const specific = errors.filter((e) => e.keyword !== 'anyOf');
-  const depth = (e: AjvError) => e.instancePath?.length ?? 0;
+  const depth = (e: AjvError) => pointerSegments(e.instancePath ?? '').length; // (by segments: prompt[10] is not deeper than prompt[9])
   const pick = specific.sort((a, b) => depth(b) - depth(a) || Number(a.keyword === 'type') - Number(b.keyword === 'type'))[0] ?? errors[0];
   let param = pointerToParam(pick?.instancePath ?? '');
   if (pick?.keyword === 'required' && typeof pick.params?.missingProperty === 'string') param = param ? `${param}.${pick.params.missingProperty}` : pick.params.missingProperty;
