@@ -148,6 +148,22 @@ test('json constraint: schemas it cannot hold to are refused naming the keyword 
   assert.deepEqual((compileJsonSchema({ enum: ['a', 'b'], const: 'b' }) as { texts: string[] }).texts, ['"b"']);
 });
 
+test('json constraint: anyOf branches that begin alike are read at most 256 ways at once; a schema nesting them deeper is refused, not worked through for seconds a token (and then out of memory)', () => {
+  // d levels of one-item arrays, each an anyOf of two branches: 2^d ways to read d opening brackets.
+  const nested = (d: number, alike: boolean): JsonSchema => {
+    const $defs: Record<string, JsonSchema> = { [`L${d}`]: { type: 'null' } };
+    for (let i = 0; i < d; i++) $defs[`L${i}`] = { anyOf: [1, 2].map((j) => ({ type: 'array', minItems: 1, maxItems: alike ? 1 : j, items: { $ref: `#/$defs/L${i + 1}` } })) };
+    return { $defs, $ref: '#/$defs/L0' };
+  };
+  // Branches written alike are one: 16 levels read as one way (2^16 before, 33 s and 2 GB on a server).
+  assert.equal(read(nested(16, true), `${'['.repeat(16)}null${']'.repeat(16)}`), 'whole');
+  // 8 levels of two distinct branches are 256 ways: taken; 9 are 512: refused, naming what.
+  assert.equal(read(nested(8, false), `${'['.repeat(8)}null${']'.repeat(8)}`), 'whole');
+  assert.throws(() => read(nested(9, false), '['.repeat(9)), { message: 'json: the schema is too ambiguous to decode: more than 256 ways to read the output so far (anyOf branches that begin alike, nested in each other); make its branches differ sooner, or nest fewer of them' });
+  const next = new JsonConstraint(bytes, nested(9, false), { where: 'response_format' }).tracker();
+  assert.throws(() => next([...Buffer.from('['.repeat(9))]), /^Error: response_format: the schema is too ambiguous to decode/);
+});
+
 test('json constraint, lenient (non-strict schemas): oneOf is held as anyOf, an allOf of one schema as that schema, other keywords left out', () => {
   const lenient = (schema: JsonSchema, text: string) => { const s = new JsonConstraint(bytes, schema, { lenient: true }).stateAfter([...Buffer.from(text, 'utf8')]); return !s ? 'no' : JsonConstraint.complete(s) ? 'whole' : 'prefix'; };
   const oneOf = { type: 'object', properties: { v: { oneOf: [{ type: 'string' }, { type: 'integer', minimum: 0 }] } }, required: ['v'] };

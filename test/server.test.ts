@@ -882,6 +882,13 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   for (let i = 0; i < 40; i++) schema = { type: 'object', properties: { a: schema } };
   const nested = await status(create({ ...ask('x'), response_format: { type: 'json_schema', json_schema: { name: 's', schema } } }));
   assert.deepEqual([nested.status, nested.param], [400, 'response_format']);
+  // A schema whose anyOf branches begin alike, nested 9 deep (512 ways to read 9 brackets): refused as the request's
+  // fault, in its words (2^16 ways held the server for 33 s and 2 GB).
+  const $defs: Loose = { L9: { type: 'null' } };
+  for (let i = 0; i < 9; i++) $defs[`L${i}`] = { anyOf: [1, 2].map((j) => ({ type: 'array', minItems: 1, maxItems: j, items: { $ref: `#/$defs/L${i + 1}` } })) };
+  const ambiguous = await status(create({ ...ask('x'), max_tokens: 40, response_format: { type: 'json_schema', json_schema: { name: 's', schema: { $defs, $ref: '#/$defs/L0' } } } }));
+  assert.deepEqual([ambiguous.status, ambiguous.param, (ambiguous.error as Loose).message.split(':')[0]], [400, 'response_format', "Invalid 'response_format'"]);
+  assert.match((ambiguous.error as Loose).message, /the schema is too ambiguous to decode: more than 256 ways/);
   assert.deepEqual(await refused(await fetch(`${url}/v1/chat/completions%ZZ`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: json })), [400, "Invalid request: '/v1/chat/completions%ZZ' is not a valid url component", 'invalid_url']);
   // A body over 4 MiB: the openai client gets the 413 (the server reads the rest first), not a reset connection.
   const big = await status(create({ model: 'reasoning', messages: [{ role: 'user', content: 'a'.repeat(4.5e6) }] }));

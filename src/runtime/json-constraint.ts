@@ -117,7 +117,10 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
     if (s.anyOf !== undefined) {
       if (!Array.isArray(s.anyOf) || !s.anyOf.length) throw new Error(`${at}.anyOf must be a non-empty list of schemas, got ${shown(s.anyOf)}`);
       if (!lenient && Object.keys(s).some((k) => !ANNOTATIONS.includes(k) && k !== 'anyOf' && k !== '$defs' && k !== 'definitions')) throw new Error(`${at}: anyOf is supported alone (with annotations), not beside other keywords`);
-      return { t: 'union', of: s.anyOf.map((a, i) => compile(a, `${at}.anyOf[${i}]`)) };
+      // Branches written alike are one (each would be read apart: a way of reading the output more at every level).
+      const seen = new Set<string>(), text = (a: unknown, i: number) => { try { return JSON.stringify(a); } catch { return `#${i}`; } }; // (an object that holds itself: kept)
+      const distinct = s.anyOf.map((a, i) => [a, i] as const).filter(([a, i]) => !seen.has(text(a, i)) && !!seen.add(text(a, i)));
+      return { t: 'union', of: distinct.map(([a, i]) => compile(a, `${at}.anyOf[${i}]`)) };
     }
     if (s.enum !== undefined || s.const !== undefined) {
       if (s.enum !== undefined && (!Array.isArray(s.enum) || !s.enum.length)) throw new Error(`${at}.enum must be a non-empty list, got ${shown(s.enum)}`);
@@ -381,9 +384,19 @@ function state(stacks: Stack[], clamp: number): JsonState {
   const kept = [...byKey.values()];
   return { stacks: kept, key: [...new Set(kept.map((s) => nearKey(s, clamp)))].sort().join(' ') };
 }
+/**
+ * The most ways of reading the text so far that a state may hold. Overlapping anyOf branches multiply them at every
+ * level they nest (a 3 KB schema reached millions: seconds of work on the main thread a token, then out of memory),
+ * and every allowed-token scan costs each of them; a schema past this is refused (TooAmbiguous).
+ */
+export const MAX_CONFIGURATIONS = 256;
+class TooAmbiguous extends Error {}
 function feedAll(stacks: readonly Stack[], b: number): Stack[] {
   const out: Stack[] = [];
-  for (const s of stacks) feed(s, b, out);
+  for (const s of stacks) {
+    feed(s, b, out);
+    if (out.length > MAX_CONFIGURATIONS) throw new TooAmbiguous();
+  }
   return out;
 }
 /** The configurations after `bytes` (none once one of them cannot come next). */
@@ -554,7 +567,7 @@ export class JsonConstraint {
     if (!this.stops.length) throw new Error('json constraint: the tokenizer has no end-of-sequence token to end the JSON with');
     this.vocab = vocabOf(tok);
     const root = push({ k: 'root' }, null), after = opts.after ? push({ k: 'lit', rest: bytesText(opts.after) }, root) : root;
-    const stacks = feedBytes([push({ k: 'val', n: this.node, ws: 0 }, after)], Buffer.from(opts.begun ?? '', 'utf8'));
+    const stacks = this.bounded(() => feedBytes([push({ k: 'val', n: this.node, ws: 0 }, after)], Buffer.from(opts.begun ?? '', 'utf8')));
     if (!stacks.length) throw new Error(`json constraint: the text the reply begins with, ${JSON.stringify(opts.begun)}, is not JSON the schema allows`);
     this.start = state(stacks, this.vocab.longest);
     const tags = opts.notInStrings ?? [];
@@ -586,7 +599,7 @@ export class JsonConstraint {
       }
       return r;
     };
-    return (tokens, lead = '') => {
+    return (tokens, lead = '') => this.bounded(() => {
       const s = this.stateAfter(tokens, rootFor(lead));
       if (o.open && (!s || (!o.ends && JsonConstraint.complete(s)))) return undefined;
       if (!s) throw new Error(`json constraint: the answer so far is not JSON its schema allows: ${JSON.stringify(this.tok.decode(tokens))}`);
@@ -600,7 +613,15 @@ export class JsonConstraint {
       }
       allowedKept.set(key, list);
       return list;
-    };
+    });
+  }
+
+  /** `f`, where a state past MAX_CONFIGURATIONS is said as the schema's fault (the request's: a 400 in the server). */
+  private bounded<T>(f: () => T): T {
+    try { return f(); } catch (e) {
+      if (!(e instanceof TooAmbiguous)) throw e;
+      throw new Error(`${this.where}: the schema is too ambiguous to decode: more than ${MAX_CONFIGURATIONS} ways to read the output so far (anyOf branches that begin alike, nested in each other); make its branches differ sooner, or nest fewer of them`);
+    }
   }
 
   /** The machine's state after these answer tokens (undefined: they are not a JSON prefix the schema allows). */
@@ -609,7 +630,7 @@ export class JsonConstraint {
     for (const t of tokens) {
       let n = at.next.get(t);
       if (!n) {
-        const stacks = at.state ? feedBytes(at.state.stacks, tokenBytesOf(this.tok, t)) : [];
+        const from = at.state, stacks = from ? this.bounded(() => feedBytes(from.stacks, tokenBytesOf(this.tok, t))) : [];
         at.next.set(t, n = { state: stacks.length ? state(stacks, this.vocab.longest) : undefined, next: new Map() });
       }
       at = n;

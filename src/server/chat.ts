@@ -740,8 +740,9 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     if (cancelled) throw new AbortedError();
     const msg = (e as Error).message ?? String(e);
     if (e instanceof ContextLengthError || /prompt encodes to no tokens/.test(msg)) throw new ApiError(400, msg, 'messages', 'invalid_request_error', 'context_length_exceeded');
-    // A schema (or tool) asking for text the vocabulary cannot write: found as the reply reached it; the request's fault.
-    const unwritable = /^(.*?): (no token of this model's vocabulary can write .*)$/.exec(msg);
+    // A schema (or tool) asking for text the vocabulary cannot write, or read too many ways at once: found as the reply
+    // reached it; the request's fault.
+    const unwritable = /^(.*?): (no token of this model's vocabulary can write .*|the schema is too ambiguous to decode: .*)$/.exec(msg);
     if (unwritable) { const param = unwritable[1] === 'tools' ? 'tools' : 'response_format'; throw new ApiError(400, `Invalid '${param}': ${unwritable[2]}`, param, 'invalid_request_error', 'invalid_value'); }
     throw e;
   } finally {
