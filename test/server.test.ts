@@ -437,6 +437,18 @@ test('server: continue_final_message (vLLM\'s) continues the last, assistant mes
   }
 });
 
+test('server: cache_salt (vLLM\'s) scopes the prompt cache: a prompt is read from it only by requests of the same salt (cached-token counts told one user\'s prompt to another, token by token)', async () => {
+  const question = 'Ann has 12 red pens and 7 blue pens in her school bag today. How many pens does Ann have in her bag?';
+  const cached = async (extra: Loose) => (await create(ask(question, { max_tokens: 2, edgereason: { reasoning: 'off' }, ...extra }))).usage.prompt_tokens_details.cached_tokens;
+  assert.equal(await cached({ cache_salt: 'alice' }), 0);
+  assert.deepEqual([await cached({ cache_salt: 'bob' }), await cached({}), await cached({ cache_salt: 'alice' })].map((n) => n > 0), [false, false, true]);
+  assert.ok(await cached({}) > 0, 'the unsalted one kept its own'); // (kept by the unsalted request above)
+  const completion = async (salt?: string) => (await client.completions.create({ model: 'reasoning', prompt: `${question} Answer:`, max_tokens: 1, ...(salt ? { cache_salt: salt } : {}) } as never)).usage!.prompt_tokens_details!.cached_tokens;
+  assert.deepEqual([await completion('carol'), await completion('dave'), await completion('carol')].map((n) => n! > 0), [false, false, true]);
+  const bad = await status(create(ask('x', { cache_salt: '' })));
+  assert.deepEqual([bad.status, bad.param], [400, 'cache_salt']);
+});
+
 test('server: streaming equals non-streaming (same seed); role first, finish_reason, usage chunk, [DONE]', async () => {
   for (const mode of ['on', 'off'] as const) {
     const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 30, temperature: 0.8, seed: 11, edgereason: { reasoning: mode } });

@@ -43,7 +43,7 @@ import { Verifier } from './verifier.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
 import { jsonConstraint, jsonKey, JSON_STOP } from '../runtime/json-constraint.ts';
 import { ContextLengthError } from '../runtime/errors.ts';
-import { promptCacheOf, type PromptCache } from '../runtime/prompt-cache.ts';
+import { promptCacheOf, type PromptReuse } from '../runtime/prompt-cache.ts';
 
 export const THINK_OPEN = '<think>';
 export const THINK_CLOSE = '</think>';
@@ -126,7 +126,7 @@ export interface Prefill {
  * so its logits and hidden state are the base model's, and the reasoning route starts from the invocation's
  * logits without another step; the direct route truncates the invocation away.
  */
-export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = [], invocationAdapter = true, reuse?: PromptCache): Promise<Prefill> {
+export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = [], invocationAdapter = true, reuse?: PromptReuse): Promise<Prefill> {
   // With `reuse` (base weights only): from the longest kept beginning of the prompt on, and the prompt kept after.
   const hit = adapterMask ? undefined : await reuse?.take(ids);
   const cache = hit?.cache ?? await backend.newCache(1), cached = hit?.length ?? 0;
@@ -407,7 +407,7 @@ export function splitText(seq: Pick<Sequence, 'text' | 'answerFrom' | 'tokens' |
 /** answer()'s maxTokens when none is given: generated tokens per sample. */
 const ANSWER_MAX_TOKENS = 512;
 const ANSWER_OPTIONS = ['reasoning', 'samples', 'vote', 'earlyStop', 'maxThinkingTokens', 'budget', 'maxTokens', 'seed', 'stop', 'task', 'onText', 'onRoute',
-  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', ...SAMPLING_OPTIONS, 'promptLookup', 'minTokens', 'ignoreEos'];
+  'onSampleEnd', 'signal', 'invocation', 'adapterMode', 'collectHidden', 'chatTemplateKwargs', 'nativeThinking', 'json', ...SAMPLING_OPTIONS, 'promptLookup', 'minTokens', 'ignoreEos', 'cacheSalt'];
 
 /** A router and verifier must be what their names say (a file path or the other probe would be misread). */
 function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: string): void {
@@ -441,7 +441,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const question = typeof input === 'string' ? input : input.at(-1)?.role === 'user' ? input.at(-1)!.content : undefined;
   if (typeof question === 'string' && !question.trim()) throw new Error(`answer: the question is empty${typeof input === 'string' ? '' : ' (the last message, from the user)'}`);
   const drawing = samplingOf(opts);
-  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, ignoreEos: opts.ignoreEos, maxTokens: opts.maxTokens }, model.config.vocabSize, 'answer', ANSWER_MAX_TOKENS);
+  checkGenerateOptions({ ...drawing, stop: opts.stop, promptLookup: opts.promptLookup, minTokens: opts.minTokens, ignoreEos: opts.ignoreEos, maxTokens: opts.maxTokens, cacheSalt: opts.cacheSalt }, model.config.vocabSize, 'answer', ANSWER_MAX_TOKENS);
   if (opts.json !== undefined && stopList(opts.stop).length) throw new Error(JSON_STOP('answer'));
   if ((opts.json !== undefined || opts[ALLOWED_NEXT]) && (opts.minTokens || opts.ignoreEos)) throw new Error(`answer: ${opts.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with ${opts.json !== undefined ? 'json' : 'a constraint on the tool calls'}: the constraint could leave the model no token to draw`);
   if (opts.ignoreEos && (opts.samples ?? 1) > 1 && !opts[UNVOTED]) throw new Error(`answer: ignoreEos with ${opts.samples} samples: no sample would end by itself, and only those vote; leave out one of them`);
@@ -586,7 +586,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
     const spec = reasons && !classic && mode !== 'off' && !closedByTemplate ? [...invocation, ...control] : [];
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
-    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native, promptCacheOf(backend)); handles.add(base.cache); }
+    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native, promptCacheOf(backend)?.within(opts.cacheSalt ?? '')); handles.add(base.cache); }
     // 2. Route by the probe; a gated direct route may still escalate (3).
     routerScore = router && base ? router.score(base.hidden) : undefined;
     const route = routeFor(routerScore);

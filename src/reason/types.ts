@@ -59,6 +59,8 @@ export interface AnswerOptions extends SamplingParams {
   stop?: string | string[];
   /** Speculative decoding by prompt lookup for a single sample (see GenerateOptions.promptLookup): the same tokens, in fewer steps. */
   promptLookup?: number;
+  /** The prompt cache's scope (vLLM's cache_salt; see GenerateOptions.cacheSalt). Default: the shared scope. */
+  cacheSalt?: string;
   /**
    * vLLM's min_tokens: no end token and no stop string ends a sample before it has this many tokens (thinking
    * included; see GenerateOptions.minTokens); not with `json`. Default 0.

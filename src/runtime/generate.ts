@@ -69,6 +69,11 @@ export interface GenerateOptions extends SamplingParams {
    * frequency penalty or `allowedNext` applies. 0 = off (default).
    */
   promptLookup?: number;
+  /**
+   * The prompt cache's scope (vLLM's cache_salt): kept prompts are read and kept only among calls of the same salt,
+   * so that one user's cached-token counts (or timings) cannot tell another's prompt apart. Default: the shared scope.
+   */
+  cacheSalt?: string;
 }
 
 /**
@@ -531,6 +536,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   if (o.ignoreEos !== undefined && typeof o.ignoreEos !== 'boolean') bad('ignoreEos must be true or false', o.ignoreEos);
   if ((o.minTokens || o.ignoreEos) && o.allowedNext) throw new Error(`${where}: ${o.ignoreEos ? 'ignoreEos' : 'minTokens'} cannot go with a constraint on the answer (json, a forced tool call): it could leave the model no token to draw`);
   if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) bad('promptLookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off)', o.promptLookup);
+  if (o.cacheSalt !== undefined && typeof o.cacheSalt !== 'string') bad('cacheSalt must be a string', o.cacheSalt);
   const stops = stopList(o.stop);
   if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad('stop must be a string or a list of strings', o.stop);
   if (stops.some((x) => !x)) throw new Error(`${where}: stop strings must be non-empty (an empty one would match before the first token)`);
@@ -720,10 +726,11 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   // Per row, the positions the base weights encode (all of a prompt the adapter does not act on): with `reuse`, read
   // from the longest kept beginning, and kept.
   const base = prompts.map((p, i) => (!reuse ? 0 : per[i].adapter ? Math.min(p.length, per[i].adapterFrom ?? 0) : p.length));
-  const heads = prompts.map((p, i) => p.slice(0, base[i])), key = (i: number) => `${base[i]}:${prompts[i].join()}`;
+  const salt = (i: number) => per[i].cacheSalt ?? '';
+  const heads = prompts.map((p, i) => p.slice(0, base[i])), key = (i: number) => `${salt(i)}\0${base[i]}:${prompts[i].join()}`;
   // Rows of one prompt (n choices) take one copy, which gather repeats.
   const taken = new Map<string, Promise<{ cache: CacheHandle; length: number } | undefined>>();
-  prompts.forEach((p, i) => { if (base[i] && !taken.has(key(i))) taken.set(key(i), reuse!.take(p, base[i])); });
+  prompts.forEach((p, i) => { if (base[i] && !taken.has(key(i))) taken.set(key(i), reuse!.take(p, base[i], salt(i))); });
   const hits = await Promise.all(prompts.map((_, i) => taken.get(key(i))));
   const cached = hits.map((h) => h?.length ?? 0), parts = hits.map((h) => h?.cache ?? null);
   let cache: CacheHandle;
@@ -740,9 +747,9 @@ export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, 
   // rows; the backends run calls in the order they are made, so the copies read the rows as numbered here). A
   // prompt that another row's repeats or continues is in that one's: kept once.
   let keeping: Promise<unknown> | undefined;
-  const within = (i: number, j: number) => j !== i && heads[j].length >= heads[i].length && heads[i].every((t, k) => heads[j][k] === t);
+  const within = (i: number, j: number) => j !== i && salt(i) === salt(j) && heads[j].length >= heads[i].length && heads[i].every((t, k) => heads[j][k] === t);
   const keeps = heads.map((h, i) => h.length > 0 && !heads.some((_, j) => within(i, j) && (heads[j].length > h.length || j < i)));
-  const keep = () => { keeping ??= Promise.all(prompts.map((_, i) => keeps[i] && reuse!.put(heads[i], cache, i).catch(() => {}))); };
+  const keep = () => { keeping ??= Promise.all(prompts.map((_, i) => keeps[i] && reuse!.put(heads[i], cache, i, salt(i)).catch(() => {}))); };
   try {
     await decode(backend, cache, seqs, prompts.map((p, i) => p.slice(cached[i])), start, { signal, ...(keeps.some(Boolean) ? { afterStep: keep } : {}) });
   } finally {

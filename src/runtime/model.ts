@@ -560,7 +560,7 @@ const droppedViews = new FinalizationRegistry<{ session: Backend; name: string }
 const droppedModels = new FinalizationRegistry<Backend>((session) => { session.close().catch(() => {}); });
 
 const LOAD_OPTIONS = ['quant', 'accuracyLevel', 'adapter', 'loraTargets', 'threads', 'worker', 'onProgress', 'onDownload', 'signal', 'cache', 'cacheDir', 'onNote', 'promptCache', 'ropeScaling'];
-const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'minTokens', 'ignoreEos', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', ...SAMPLING_OPTIONS, 'promptLookup'];
+const PROMPT_OPTIONS = ['chat', 'chatTemplateKwargs', 'signal', 'json', 'maxTokens', 'minTokens', 'ignoreEos', 'seed', 'stop', 'stopTokens', 'adapter', 'adapterFrom', 'thinking', ...SAMPLING_OPTIONS, 'promptLookup', 'cacheSalt'];
 
 
 /** The options that say how a prompt is read (keepPrompt, promptLogprobs): known keys, chat true or false. */

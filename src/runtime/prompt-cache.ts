@@ -28,7 +28,18 @@ export const PROMPT_CACHE_MIB = 256, DEFAULT_PROMPT_TOKENS = 4096;
 /** A kept beginning of at most this many tokens is not worth the copy: prefilled from the start (nor kept). */
 export const MIN_REUSED = 16;
 
-interface Entry { tokens: readonly number[]; cache: CacheHandle; bytes: number; users: number; dropped: boolean }
+/**
+ * `scope`: '' for prompts every request shares; another (a request's cache salt, as vLLM's cache_salt) for prompts
+ * shared only by requests of that salt — a request's cached-token count would otherwise tell another user's prompt
+ * apart, token by token.
+ */
+interface Entry { tokens: readonly number[]; cache: CacheHandle; bytes: number; users: number; dropped: boolean; scope: string }
+
+/** The prompt cache as one scope sees it (PromptCache.within). */
+export interface PromptReuse {
+  take(ids: readonly number[], limit?: number): Promise<{ cache: CacheHandle; length: number } | undefined>;
+  put(ids: readonly number[], cache: CacheHandle, row?: number): Promise<void>;
+}
 
 export class PromptCache {
   /** Least recently used first. */
@@ -51,9 +62,10 @@ export class PromptCache {
    * one to give the prompt's logits; at most `limit`), and its length; undefined when none longer than MIN_REUSED
    * tokens is kept.
    */
-  async take(ids: readonly number[], limit = Infinity): Promise<{ cache: CacheHandle; length: number } | undefined> {
+  async take(ids: readonly number[], limit = Infinity, scope = ''): Promise<{ cache: CacheHandle; length: number } | undefined> {
     let best: Entry | undefined, length = 0;
     for (const e of this.entries) {
+      if (e.scope !== scope) continue;
       const n = common(e.tokens, ids);
       if (n > length) [best, length] = [e, n];
     }
@@ -80,29 +92,34 @@ export class PromptCache {
    * Keeps a copy of `cache`'s row `row`, positions 0..ids.length-1 (`ids`, computed with the base weights). Best
    * effort: a copy that fails (a closed model) keeps nothing.
    */
-  async put(ids: readonly number[], cache: CacheHandle, row = 0): Promise<void> {
+  async put(ids: readonly number[], cache: CacheHandle, row = 0, scope = ''): Promise<void> {
     if (!this.keeps(ids.length) || this.cleared) return;
     // All of it kept already (in a longer prompt): that one is used again, nothing copied.
-    const holder = this.holding(ids);
+    const holder = this.holding(ids, scope);
     if (holder) { this.touch(holder); return; }
     const copy = await this.backend.select(cache, [row], ids.length).catch(() => undefined);
-    if (copy !== undefined) this.add(ids, copy, kvBytes(this.backend.config, 1, grownCapacity(64, ids.length)));
+    if (copy !== undefined) this.add(ids, copy, kvBytes(this.backend.config, 1, grownCapacity(64, ids.length)), scope);
   }
 
-  /** A kept prompt that holds all of `ids` (as long or longer, beginning with them). */
-  private holding(ids: readonly number[]): Entry | undefined {
-    return this.entries.find((e) => e.tokens.length >= ids.length && common(e.tokens, ids) === ids.length);
+  /** The prompts of one scope: take and put within it ('' the shared one). */
+  within(scope: string): PromptReuse {
+    return { take: (ids, limit) => this.take(ids, limit, scope), put: (ids, cache, row) => this.put(ids, cache, row, scope) };
+  }
+
+  /** A kept prompt of `scope` that holds all of `ids` (as long or longer, beginning with them). */
+  private holding(ids: readonly number[], scope: string): Entry | undefined {
+    return this.entries.find((e) => e.scope === scope && e.tokens.length >= ids.length && common(e.tokens, ids) === ids.length);
   }
 
   /** Keeps `cache` (one row holding `ids`, this cache's from now on) as the most recently used prompt. */
-  private add(ids: readonly number[], cache: CacheHandle, bytes: number): Entry | undefined {
+  private add(ids: readonly number[], cache: CacheHandle, bytes: number, scope = ''): Entry | undefined {
     if (this.cleared) { this.backend.free(cache).catch(() => {}); return undefined; }
     // All of it kept meanwhile (a longer prompt copied while this one was): that one serves, this copy goes.
-    const holder = this.holding(ids);
+    const holder = this.holding(ids, scope);
     if (holder) { this.touch(holder); this.backend.free(cache).catch(() => {}); return undefined; }
     // A kept prompt this one repeats or continues is all in this one (one kept while the copy was made too).
-    for (const e of [...this.entries]) if (e.tokens.length <= ids.length && common(e.tokens, ids) === e.tokens.length) this.drop(e);
-    const entry = { tokens: [...ids], cache, bytes, users: 0, dropped: false };
+    for (const e of [...this.entries]) if (e.scope === scope && e.tokens.length <= ids.length && common(e.tokens, ids) === e.tokens.length) this.drop(e);
+    const entry = { tokens: [...ids], cache, bytes, users: 0, dropped: false, scope };
     this.entries.push(entry);
     this.changed++;
     this.bytes += bytes;
@@ -118,7 +135,7 @@ export class PromptCache {
     file = throughLinks(file);
     const refusal = notOurs(file);
     if (refusal) throw new Error(refusal);
-    const kept = [...this.entries];
+    const kept = this.entries.filter((e) => e.scope === ''); // (a salted request's prompts are its users' own: not written out)
     kept.forEach((e) => e.users++);
     try {
       const tensors = new Map<string, { shape: number[]; data: Float32Array }>();

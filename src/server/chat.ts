@@ -238,7 +238,7 @@ export function finishReason(f: AnswerResult['samples'][number]['finishReason'])
  * A request's sampling fields as generate options. One the request leaves out is the model's generation_config.json's
  * (as vLLM); the temperature's default (serve --temperature, else that file's, else 1) is the server's limit.
  */
-export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits, max: { tokens: number; param: string; given: boolean }): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'stop' | 'promptLookup' | 'minTokens' | 'ignoreEos'> {
+export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits, max: { tokens: number; param: string; given: boolean }): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'stop' | 'promptLookup' | 'minTokens' | 'ignoreEos' | 'cacheSalt'> {
   const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
   const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty, stop = req.stop == null ? [] : stopList(req.stop);
   // vLLM's: with ignore_eos no end token ends the reply (benchmark clients ask for max_tokens tokens so), with min_tokens
@@ -258,6 +258,7 @@ export function samplingOptions(req: SamplingRequest, served: Served, limits: Ch
     ...(limits.promptLookup ? { promptLookup: limits.promptLookup } : {}),
     ...(minTokens ? { minTokens } : {}),
     ...(ignoreEos ? { ignoreEos } : {}),
+    ...(req.cache_salt ? { cacheSalt: req.cache_salt } : {}),
   };
 }
 

@@ -82,6 +82,7 @@ export const samplingFields = {
   min_tokens: nullable({ type: 'integer', minimum: 0 }), // vLLM's extra sampling fields, which benchmark clients send
   ignore_eos: nullable({ type: 'boolean' }),
   skip_special_tokens: nullable({ type: 'boolean' }), // true only: the text is always decoded without them
+  cache_salt: nullable({ type: 'string', minLength: 1, maxLength: 1024 }), // vLLM's: the prompt cache's scope
 } as const;
 
 export interface SamplingRequest {
@@ -101,6 +102,8 @@ export interface SamplingRequest {
   ignore_eos?: boolean | null;
   /** vLLM's: true (its default) is what edgereason does; false is refused. */
   skip_special_tokens?: boolean | null;
+  /** vLLM's: the prompt cache is read and kept only among requests of the same salt (GenerateOptions.cacheSalt). */
+  cache_salt?: string | null;
 }
 
 /** Fields outside OpenAI's request, vLLM's and edgereason's are refused ("Unrecognized request argument supplied"). */
