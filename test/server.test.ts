@@ -901,6 +901,9 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   const ambiguous = await status(create({ ...ask('x'), max_tokens: 40, response_format: { type: 'json_schema', json_schema: { name: 's', schema: { $defs, $ref: '#/$defs/L0' } } } }));
   assert.deepEqual([ambiguous.status, ambiguous.param, (ambiguous.error as Loose).message.split(':')[0]], [400, 'response_format', "Invalid 'response_format'"]);
   assert.match((ambiguous.error as Loose).message, /the schema is too ambiguous to decode: more than 256 ways/);
+  // Schemas too large to be worth making into machines are refused before they are (3.6 MB took a second and 25 MB).
+  const huge = await status(create({ ...ask('x'), response_format: { type: 'json_schema', json_schema: { name: 's', schema: { enum: Array.from({ length: 30_000 }, (_, i) => `value ${i}`) } } } }));
+  assert.deepEqual([huge.status, huge.param, (huge.error as Loose).message], [400, 'response_format.json_schema.schema', `Invalid value for 'response_format.json_schema.schema': it is ${JSON.stringify({ enum: Array.from({ length: 30_000 }, (_, i) => `value ${i}`) }).length} characters long, more than this server makes into a constraint (262144).`]);
   assert.deepEqual(await refused(await fetch(`${url}/v1/chat/completions%ZZ`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: json })), [400, "Invalid request: '/v1/chat/completions%ZZ' is not a valid url component", 'invalid_url']);
   // A body over 4 MiB: the openai client gets the 413 (the server reads the rest first), not a reset connection.
   const big = await status(create({ model: 'reasoning', messages: [{ role: 'user', content: 'a'.repeat(4.5e6) }] }));
