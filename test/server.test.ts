@@ -94,8 +94,12 @@ test('server: start, /v1/models, /health', async () => {
   const models = await client.models.list();
   assert.deepEqual(models.data.map((m) => m.id), [BASE, 'reasoning']);
   assert.equal((models.data[1] as Loose).parent, BASE);
-  const health = await (await fetch(`${url}/health`)).json();
+  const healthReply = await fetch(`${url}/health`), health = await healthReply.json();
   assert.equal(health.status, 'ok');
+  // Nothing is read as another type than sent, and the playground is not framed by other sites (no such headers before).
+  const page = await fetch(`${url}/`);
+  assert.deepEqual([healthReply.headers.get('x-content-type-options'), page.headers.get('x-content-type-options'), page.headers.get('content-security-policy'), page.headers.get('x-frame-options')], ['nosniff', 'nosniff', "frame-ancestors 'none'", 'DENY']);
+  assert.match(await page.text(), /^<!doctype html>/i);
   // Listening on loopback, it answers to loopback names only: a page reached by DNS rebinding sends its own.
   const get = (host: string) => new Promise<[number, string]>((resolve, reject) => {
     http.get(`${url}/v1/models`, { headers: { host } }, (res) => { let b = ''; res.on('data', (d) => { b += d; }); res.on('end', () => resolve([res.statusCode!, b])); }).on('error', reject);

@@ -338,7 +338,11 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     });
   });
 
-  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(fs.readFileSync(PLAYGROUND)));
+  // Nothing the server sends is read as another type than it is sent as, and the playground is not shown framed in
+  // another site's page (where its buttons could be clicked through it).
+  app.addHook('onSend', async (_req, reply, payload) => { reply.header('x-content-type-options', 'nosniff'); return payload; });
+  const playground = fs.readFileSync(PLAYGROUND);
+  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('content-security-policy', "frame-ancestors 'none'").header('x-frame-options', 'DENY').send(playground));
   app.get('/health', async (_req, reply) => {
     // A model whose runtime worker died refuses every request: unhealthy, so that a supervisor restarts the server.
     const failed = [...served.models.values()].map((m) => m.model.backend.failed).find((f) => f !== undefined);
