@@ -148,7 +148,7 @@ test('json constraint: schemas it cannot hold to are refused naming the keyword 
   assert.deepEqual((compileJsonSchema({ enum: ['a', 'b'], const: 'b' }) as { texts: string[] }).texts, ['"b"']);
 });
 
-test('json constraint: anyOf branches that begin alike are read at most 256 ways at once; a schema nesting them deeper is refused, not worked through for seconds a token (and then out of memory)', () => {
+test('json constraint: anyOf branches that begin alike are read at most 1024 ways at once; a schema nesting them deeper is refused, not worked through for seconds a token (and then out of memory); large enums and many optional properties are not ambiguous', () => {
   // d levels of one-item arrays, each an anyOf of two branches: 2^d ways to read d opening brackets.
   const nested = (d: number, alike: boolean): JsonSchema => {
     const $defs: Record<string, JsonSchema> = { [`L${d}`]: { type: 'null' } };
@@ -157,11 +157,22 @@ test('json constraint: anyOf branches that begin alike are read at most 256 ways
   };
   // Branches written alike are one: 16 levels read as one way (2^16 before, 33 s and 2 GB on a server).
   assert.equal(read(nested(16, true), `${'['.repeat(16)}null${']'.repeat(16)}`), 'whole');
-  // 8 levels of two distinct branches are 256 ways: taken; 9 are 512: refused, naming what.
-  assert.equal(read(nested(8, false), `${'['.repeat(8)}null${']'.repeat(8)}`), 'whole');
-  assert.throws(() => read(nested(9, false), '['.repeat(9)), { message: 'json: the schema is too ambiguous to decode: more than 256 ways to read the output so far (anyOf branches that begin alike, nested in each other); make its branches differ sooner, or nest fewer of them' });
-  const next = new JsonConstraint(bytes, nested(9, false), { where: 'response_format' }).tracker();
-  assert.throws(() => next([...Buffer.from('['.repeat(9))]), /^Error: response_format: the schema is too ambiguous to decode/);
+  // 10 levels of two distinct branches are 1024 ways: taken; 11 are 2048: refused, naming what.
+  assert.equal(read(nested(10, false), `${'['.repeat(10)}null${']'.repeat(10)}`), 'whole');
+  const refusal = 'the schema is too ambiguous to decode: more than 1024 ways to read the output so far (anyOf branches that begin alike, nested in each other), or more than 65536 values it may go on with; make its branches differ sooner, or nest fewer of them';
+  assert.throws(() => read(nested(11, false), '['.repeat(11)), { message: `json: ${refusal}` });
+  const next = new JsonConstraint(bytes, nested(11, false), { where: 'response_format' }).tracker();
+  assert.throws(() => next([...Buffer.from('['.repeat(11))]), { message: `response_format: ${refusal}` });
+  // An enum's values begun alike, and the optional keys an object may write next, are one way each (a first cap of
+  // 256 configurations refused an enum of 257 strings, of the integers 0..2999, and 300 optional properties).
+  assert.equal(read({ enum: Array.from({ length: 3000 }, (_, i) => i) }, '1234'), 'whole');
+  assert.equal(read({ enum: Array.from({ length: 3000 }, (_, i) => `v${i}`) }, '"v2999"'), 'whole');
+  const wide = { type: 'object', additionalProperties: false, properties: Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`field_${i}`, { type: 'string' }])) };
+  assert.equal(read(wide, '{"field_299": "x"}'), 'whole');
+  // An enum checked against other keywords (compiled by feeding it through them) says the same, not an empty message.
+  let deep: unknown = null;
+  for (let i = 0; i < 12; i++) deep = [deep];
+  assert.throws(() => compileJsonSchema({ type: 'array', enum: [deep], items: { $ref: '#/$defs/L0' }, $defs: (nested(11, false) as { $defs: object }).$defs } as JsonSchema), { message: `schema: ${refusal}` });
 });
 
 test('json constraint, lenient (non-strict schemas): oneOf is held as anyOf, an allOf of one schema as that schema, other keywords left out', () => {

@@ -898,13 +898,13 @@ test('server: misleading limits explained: reasoning reserve, stop count, body c
   for (let i = 0; i < 40; i++) schema = { type: 'object', properties: { a: schema } };
   const nested = await status(create({ ...ask('x'), response_format: { type: 'json_schema', json_schema: { name: 's', schema } } }));
   assert.deepEqual([nested.status, nested.param], [400, 'response_format']);
-  // A schema whose anyOf branches begin alike, nested 9 deep (512 ways to read 9 brackets): refused as the request's
+  // A schema whose anyOf branches begin alike, nested 11 deep (2048 ways to read 11 brackets): refused as the request's
   // fault, in its words (2^16 ways held the server for 33 s and 2 GB).
-  const $defs: Loose = { L9: { type: 'null' } };
-  for (let i = 0; i < 9; i++) $defs[`L${i}`] = { anyOf: [1, 2].map((j) => ({ type: 'array', minItems: 1, maxItems: j, items: { $ref: `#/$defs/L${i + 1}` } })) };
-  const ambiguous = await status(create({ ...ask('x'), max_tokens: 40, response_format: { type: 'json_schema', json_schema: { name: 's', schema: { $defs, $ref: '#/$defs/L0' } } } }));
+  const $defs: Loose = { L11: { type: 'null' } };
+  for (let i = 0; i < 11; i++) $defs[`L${i}`] = { anyOf: [1, 2].map((j) => ({ type: 'array', minItems: 1, maxItems: j, items: { $ref: `#/$defs/L${i + 1}` } })) };
+  const ambiguous = await status(create({ ...ask('x'), max_tokens: 60, response_format: { type: 'json_schema', json_schema: { name: 's', schema: { $defs, $ref: '#/$defs/L0' } } } }));
   assert.deepEqual([ambiguous.status, ambiguous.param, (ambiguous.error as Loose).message.split(':')[0]], [400, 'response_format', "Invalid 'response_format'"]);
-  assert.match((ambiguous.error as Loose).message, /the schema is too ambiguous to decode: more than 256 ways/);
+  assert.match((ambiguous.error as Loose).message, /the schema is too ambiguous to decode: more than 1024 ways/);
   // Schemas too large to be worth making into machines are refused before they are (3.6 MB took a second and 25 MB).
   const huge = await status(create({ ...ask('x'), response_format: { type: 'json_schema', json_schema: { name: 's', schema: { enum: Array.from({ length: 30_000 }, (_, i) => `value ${i}`) } } } }));
   assert.deepEqual([huge.status, huge.param, (huge.error as Loose).message], [400, 'response_format.json_schema.schema', `Invalid value for 'response_format.json_schema.schema': it is ${JSON.stringify({ enum: Array.from({ length: 30_000 }, (_, i) => `value ${i}`) }).length} characters long, more than this server makes into a constraint (262144).`]);

@@ -132,7 +132,9 @@ export function compileJsonSchema(schema: JsonSchema, where = 'schema', lenient 
       // Beside other keywords (type, maxLength, ...): the values those allow (as the machine reads them, written compactly).
       const rest = Object.fromEntries(Object.entries(s).filter(([k]) => k !== 'enum' && k !== 'const' && !ANNOTATIONS.includes(k)));
       if (!Object.keys(rest).length) return { t: 'literal', texts };
-      const other = compile(rest, at), kept = texts.filter((t) => accepts(other, t));
+      const other = compile(rest, at);
+      let kept: string[];
+      try { kept = texts.filter((t) => accepts(other, t)); } catch (e) { throw e instanceof TooAmbiguous ? new Error(tooAmbiguous(at)) : e; }
       if (!kept.length) throw new Error(`${at}: no value of its ${s.const !== undefined ? 'const' : 'enum'} fits its other keywords`);
       return { t: 'literal', texts: kept };
     }
@@ -204,6 +206,8 @@ function leaveOutEndless(top: Node, where: string): void {
     else if (n.t === 'union') n.of = n.of.filter(ok);
   }
 }
+
+const tooAmbiguous = (where: string) => `${where}: the schema is too ambiguous to decode: more than ${MAX_WAYS} ways to read the output so far (anyOf branches that begin alike, nested in each other), or more than ${MAX_CONFIGURATIONS} values it may go on with; make its branches differ sooner, or nest fewer of them`;
 
 /** A text's UTF-8 bytes as a latin-1 string (one character per byte), as the machine reads it. */
 const bytesText = (t: string): string => Buffer.from(t, 'utf8').toString('latin1');
@@ -385,17 +389,21 @@ function state(stacks: Stack[], clamp: number): JsonState {
   return { stacks: kept, key: [...new Set(kept.map((s) => nearKey(s, clamp)))].sort().join(' ') };
 }
 /**
- * The most ways of reading the text so far that a state may hold. Overlapping anyOf branches multiply them at every
- * level they nest (a 3 KB schema reached millions: seconds of work on the main thread a token, then out of memory),
- * and every allowed-token scan costs each of them; a schema past this is refused (TooAmbiguous).
+ * The most ways of reading the text so far that a state may hold, and the most configurations. Overlapping anyOf
+ * branches multiply the ways at every level they nest (a 3 KB schema reached millions: seconds of work on the main
+ * thread a token, then out of memory), and every allowed-token scan costs each configuration; a schema past either is
+ * refused (TooAmbiguous). The values of an enum (or the keys an object may write next) begun alike are configurations
+ * of one way: a large enum is not ambiguous, only long to scan.
  */
-export const MAX_CONFIGURATIONS = 256;
+export const MAX_WAYS = 1024, MAX_CONFIGURATIONS = 65_536;
 class TooAmbiguous extends Error {}
 function feedAll(stacks: readonly Stack[], b: number): Stack[] {
-  const out: Stack[] = [];
+  const out: Stack[] = [], ways = new Set<Stack | null>();
   for (const s of stacks) {
+    const from = out.length;
     feed(s, b, out);
-    if (out.length > MAX_CONFIGURATIONS) throw new TooAmbiguous();
+    for (let i = from; i < out.length; i++) ways.add(out[i].f.k === 'lit' ? out[i].up : out[i]);
+    if (ways.size > MAX_WAYS || out.length > MAX_CONFIGURATIONS) throw new TooAmbiguous();
   }
   return out;
 }
@@ -620,7 +628,7 @@ export class JsonConstraint {
   private bounded<T>(f: () => T): T {
     try { return f(); } catch (e) {
       if (!(e instanceof TooAmbiguous)) throw e;
-      throw new Error(`${this.where}: the schema is too ambiguous to decode: more than ${MAX_CONFIGURATIONS} ways to read the output so far (anyOf branches that begin alike, nested in each other); make its branches differ sooner, or nest fewer of them`);
+      throw new Error(tooAmbiguous(this.where));
     }
   }
 
