@@ -933,7 +933,11 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   const before = readManifest(out).source.fingerprint;
   await (await loadModel(out)).close();
   assert.deepEqual([readManifest(out).source.fingerprint === before, readManifest(out).source.fingerprint], [false, fingerprint(openSourceFiles(model.dir))]);
-  fs.appendFileSync(cfg, ' '); // other bytes
+  const text = fs.readFileSync(cfg, 'utf8');
+  assert.ok(text.includes('\n'), text);
+  fs.writeFileSync(cfg, text.replace('\n', ' ')); // other bytes, as many: read and compared
+  await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);
+  fs.appendFileSync(cfg, ' '); // more bytes: stale without reading them
   await assert.rejects(loadModel(out), /is stale: its source .* changed after it was converted/);
 });
 

@@ -17,7 +17,7 @@ import { findLlama2cTokenizer, loadLlama2c } from './llama2c.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
-import { realPath, writeJson } from './safetensors.ts';
+import { realPath, sha256Of, writeJson } from './safetensors.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
 
@@ -157,23 +157,18 @@ export function fingerprint(files: string[]): string {
 }
 
 /**
- * The sha256 of a checkpoint's files' contents (by name, in order; a missing file counted as missing): read where
- * their sizes or times changed, so that files rewritten with the same bytes (a copy without -p, a touch, a checkout)
- * are not taken for another model.
+ * The sha256 of a checkpoint's files' contents (by name, in order; a missing file counted as missing), and their bytes:
+ * read where their sizes are the same but their times changed, so that files rewritten with the same bytes (a copy
+ * without -p, a touch, a checkout) are not taken for another model.
  */
 export function contentHash(files: string[]): string {
-  const h = crypto.createHash('sha256'), buf = Buffer.allocUnsafe(1 << 22);
-  for (const f of [...files].sort()) {
-    h.update(`${path.basename(f)}\0`);
-    let fd: number;
-    try { fd = fs.openSync(f, 'r'); } catch { h.update('missing\n'); continue; }
-    try {
-      for (let n: number; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
-    } finally { fs.closeSync(fd); }
-    h.update('\n');
-  }
+  const h = crypto.createHash('sha256');
+  for (const f of [...files].sort()) h.update(`${path.basename(f)}\0${fs.existsSync(f) ? sha256Of(f) : 'missing'}\n`);
   return h.digest('hex');
 }
+
+/** The bytes of a checkpoint's files (a missing one counts none). */
+export const sourceBytes = (files: string[]): number => files.reduce((n, f) => n + (fs.statSync(f, { throwIfNoEntry: false })?.size ?? 0), 0);
 
 export interface Manifest {
   /** 2: the graph returns only each step's new K/V rows (format 1 returned the whole cache). */
@@ -181,8 +176,11 @@ export interface Manifest {
   config: ModelConfig;
   /** ropeScaling: the RoPE scaling chosen at conversion in place of the source's own (absent: the source's). */
   options: { quant: Quant; accuracyLevel: number; loraTargets: string[]; ropeScaling?: RopeScalingChoice };
-  /** sha256: contentHash of the source's files (absent in folders from before it), compared where the fingerprint differs. */
-  source: { path: string; kind: SourceKind; fingerprint: string; sha256?: string };
+  /**
+   * sha256: contentHash of the source's files, and bytes their sizes' sum (both absent in folders from before them):
+   * where the fingerprint differs but the bytes do not, the contents are compared.
+   */
+  source: { path: string; kind: SourceKind; fingerprint: string; sha256?: string; bytes?: number };
   graph: string;
   /** Bytes of each file convert wrote (graph and weights), checked at load; absent in folders from before it. */
   sizes?: Record<string, number>;
@@ -229,12 +227,15 @@ function openConverted(dir: string): ModelSource {
     // or an adapter_model.safetensors beside the weights too
     const earlier = (set: RegExp) => fingerprint(openSourceFiles(m.source.path, set)) === m.source.fingerprint;
     if (now !== m.source.fingerprint && !earlier(WITH_ADAPTER) && (m.sizes || !earlier(/\.(json|safetensors|jinja)$/))) {
-      if (m.source.sha256 === undefined || contentHash(sourceFiles) !== m.source.sha256) {
+      const text = fs.readFileSync(file, 'utf8'); // (the manifest before the contents are read: a convert may rewrite it meanwhile)
+      if (m.source.sha256 === undefined || m.source.bytes !== sourceBytes(sourceFiles) || contentHash(sourceFiles) !== m.source.sha256) {
         throw new Error(`model: ${dir} is stale: its source ${m.source.path} changed after it was converted; run \`${again()}\` again`);
       }
-      // The same bytes under new times: recorded, so that the next load need not read them again (where it may write).
-      m.source.fingerprint = now;
-      try { writeJson(file, m); } catch { /* a read-only folder: read again next time */ }
+      // The same bytes under new times: recorded, so that the next load need not read them again (where it may write:
+      // a read-only folder reads them at every load), unless a convert rewrote the manifest meanwhile.
+      try {
+        if (fs.readFileSync(file, 'utf8') === text && JSON.stringify(JSON.parse(text)) === JSON.stringify(m)) writeJson(file, { ...m, source: { ...m.source, fingerprint: now } });
+      } catch { /* read again next time */ }
     }
   }
   const tokenizer = checkVocab(loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds }), m.config, path.join(dir, 'tokenizer.json'));
@@ -289,6 +290,7 @@ function checkManifest(m: Manifest, file: string): void {
   if (o.ropeScaling !== undefined) checkRopeScalingChoice(o.ropeScaling, `model: ${file}`, 'options.ropeScaling');
   if (!src || typeof src !== 'object' || typeof src.path !== 'string' || typeof src.fingerprint !== 'string') bad('source', 'an object {path, kind, fingerprint}', src);
   if (src.sha256 !== undefined && (typeof src.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(src.sha256))) bad('source.sha256', 'a sha256 in hex', src.sha256);
+  if (src.bytes !== undefined && !Number.isSafeInteger(src.bytes)) bad('source.bytes', 'a byte count', src.bytes);
   if (m.sizes !== undefined && (!m.sizes || typeof m.sizes !== 'object' || !Object.values(m.sizes).every((n) => Number.isInteger(n)))) bad('sizes', 'an object of byte counts', m.sizes);
   if (m.edgereason !== undefined && typeof m.edgereason !== 'string') bad('edgereason', 'a version string', m.edgereason);
   checkModelConfig(m.config, `model: ${file}`);

@@ -12,7 +12,7 @@ import { checkRopeScalingChoice, parameterCount, PROJECTIONS, ropeChoiceOf, rope
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
-import { openSource, contentHash, convertCommandLine, expandHome, fingerprint, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
+import { openSource, contentHash, convertCommandLine, expandHome, fingerprint, sourceBytes, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
 import { atomicWrite, cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
@@ -134,7 +134,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   if (isSourceFolder(out, src.path)) throw new Error(`convert: out ${out} is the folder of ${src.path}: the converted files would mix with the model's own; choose another folder`);
   // Taken before any weight is read (by prequantizeLarge, for blocks), and compared after the last: a checkpoint
   // replaced meanwhile (a training run saving into it) would leave a graph of mixed weights.
-  const before = opts.blocksFrom ?? fingerprint(src.files), sha256 = contentHash(src.files);
+  const before = opts.blocksFrom ?? fingerprint(src.files), sha256 = contentHash(src.files), sourceSize = sourceBytes(src.files);
   // Its own earlier conversion is rebuilt: of the files the source lacks, those it wrote then go, others (a
   // chat_template.jinja the user added) stay. Another model's conversion, or an unknown folder, keeps none of them.
   let keep: (file: string) => boolean = () => false;
@@ -199,7 +199,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   for (const f of lacking) if (!keep(f)) fs.rmSync(f, { force: true });
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
-    options, source: { ...from, fingerprint: before, sha256 }, edgereason: builder(),
+    options, source: { ...from, fingerprint: before, sha256, bytes: sourceSize }, edgereason: builder(),
     written,
   };
   writeJson(path.join(out, MANIFEST), manifest);
