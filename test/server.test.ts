@@ -505,6 +505,15 @@ test('server --prompt-cache-file: the prompt cache is saved at shutdown and read
       `prompt cache: 1 prompt (${ref.usage!.prompt_tokens} tokens, X MB) saved to ${file}`,
       `prompt cache: 1 prompt (${ref.usage!.prompt_tokens} tokens) read from ${file}`,
     ]);
+    // A salted request's prompt is its users' own: not written, and the file not rewritten for it (it was, with what
+    // the shared scope then held).
+    const kept = fs.statSync(file), third = await start();
+    try {
+      await third.c.chat.completions.create({ ...body, messages: [{ role: 'user', content: 'Mia has 9 pears and eats 2 of them today. How many pears does Mia have left now?' }], cache_salt: 'mia' } as any);
+    } finally {
+      await third.s.close();
+    }
+    assert.deepEqual([fs.statSync(file).ino, fs.statSync(file).mtimeMs], [kept.ino, kept.mtimeMs]);
     const config = path.join(fixture.dir, 'config.json');
     await assert.rejects(createServer({ model: fixture.dir, port: 0, promptCacheFile: config }), (e: Error) => e.message.startsWith(`prompt cache: ${config} is not a prompt cache file (${config}: header length `) && e.message.endsWith('(name another file)'));
   } finally {

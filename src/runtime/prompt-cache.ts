@@ -47,8 +47,10 @@ export class PromptCache {
   private bytes = 0;
   private cleared = false;
   private changed = 0;
-  /** Bumped whenever a prompt is kept or dropped: unchanged, what a file saved or read holds is what is kept. */
+  /** Bumped whenever a prompt of the shared scope is kept or dropped: unchanged, what a file saved or read holds is what is kept. */
   get changes(): number { return this.changed; }
+  /** Prompts of the shared scope kept now (what save writes). */
+  get sharedPrompts(): number { return this.entries.filter((e) => e.scope === '').length; }
 
   constructor(private readonly backend: Backend, readonly budget: number) {}
 
@@ -121,7 +123,7 @@ export class PromptCache {
     for (const e of [...this.entries]) if (e.scope === scope && e.tokens.length <= ids.length && common(e.tokens, ids) === e.tokens.length) this.drop(e);
     const entry = { tokens: [...ids], cache, bytes, users: 0, dropped: false, scope };
     this.entries.push(entry);
-    this.changed++;
+    if (scope === '') this.changed++;
     this.bytes += bytes;
     for (const e of [...this.entries]) { if (this.bytes <= this.budget) break; this.drop(e); }
     return entry;
@@ -234,7 +236,7 @@ export class PromptCache {
   private drop(e: Entry): void {
     if (e.dropped) return;
     e.dropped = true;
-    this.changed++;
+    if (e.scope === '') this.changed++;
     this.entries.splice(this.entries.indexOf(e), 1);
     this.bytes -= e.bytes;
     if (!e.users) this.release(e);
@@ -422,9 +424,10 @@ export async function openPromptCacheFile(cache: PromptCache, file: string, note
   let saved = cache.changes;
   return {
     async save() {
-      if (unwritable || (cache.changes === saved && cache.size)) return;
-      // A run whose prompts were all too short to keep (or too long for the budget) writes nothing: said, not left to be found.
-      if (!cache.size) return note(`prompt cache: nothing saved to ${file}: no prompt was kept (one is kept when longer than ${MIN_REUSED} tokens and within the prompt cache's ${cache.budget / 2 ** 20} MiB)`);
+      if (unwritable || (cache.changes === saved && cache.sharedPrompts)) return;
+      // A run whose prompts were all too short to keep (or too long for the budget, or of a cache salt's scope) writes
+      // nothing: said, not left to be found (and a file there is not replaced by none).
+      if (!cache.sharedPrompts) return note(`prompt cache: nothing saved to ${file}: no prompt was kept (one is kept when longer than ${MIN_REUSED} tokens and within the prompt cache's ${cache.budget / 2 ** 20} MiB)`);
       const r = await cache.save(file);
       saved = cache.changes;
       note(`prompt cache: ${prompts(r.prompts)} (${r.tokens} tokens, ${MB(r.bytes)}) saved to ${file}`);
