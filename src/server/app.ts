@@ -27,7 +27,7 @@ import { loadServed, servedModel, type AdapterSpec, type Served } from './models
 import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type ChoiceOut, type EffortBudgets, type Plan } from './chat.ts';
 import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
-import { KEEP_ALIVE_MS, SseWriter } from './sse.ts';
+import { cutOffWhenStalled, KEEP_ALIVE_MS, SseWriter } from './sse.ts';
 import { prepareJsonVocabulary } from '../runtime/json-constraint.ts';
 import { promptCharBound } from '../tokenizer/prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
@@ -279,7 +279,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   // 413 at once: Node would say "continue" and the body be read (up to DRAIN_LIMIT) only to be refused.
   app.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
     if (Number(req.headers['content-length']) > BODY_LIMIT) {
-      res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
+      res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', 'x-content-type-options': 'nosniff', connection: 'close' });
       res.end(JSON.stringify(tooLarge().toJSON()));
       return;
     }
@@ -340,7 +340,11 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
 
   // Nothing the server sends is read as another type than it is sent as, and the playground is not shown framed in
   // another site's page (where its buttons could be clicked through it).
-  app.addHook('onSend', async (_req, reply, payload) => { reply.header('x-content-type-options', 'nosniff'); return payload; });
+  app.addHook('onSend', async (_req, reply, payload) => {
+    reply.header('x-content-type-options', 'nosniff');
+    cutOffWhenStalled(reply.raw); // (a large reply, n choices with their log-probabilities, to a client that reads none of it)
+    return payload;
+  });
   const playground = fs.readFileSync(PLAYGROUND);
   app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('content-security-policy', "frame-ancestors 'none'").header('x-frame-options', 'DENY').send(playground));
   app.get('/health', async (_req, reply) => {

@@ -9,10 +9,23 @@ import type { ServerResponse } from 'node:http';
 export const KEEP_ALIVE_MS = 15_000;
 
 /**
- * Milliseconds an ended stream's client may take to read what is still queued for it: a client that stopped reading
- * holds it in the server's memory (the decoding does not wait for any one client), so after that it is cut off.
+ * Milliseconds a reply's client may go without reading while what the server wrote waits for it: a client that stopped
+ * reading holds it in the server's memory (the decoding does not wait for any one client), so then it is cut off.
  */
 export const UNREAD_MS = 60_000;
+
+/**
+ * Cuts the connection of `res` once its client has read nothing for `ms` while its reply waits to be written (a slow
+ * reader that keeps reading is not cut); from when the reply is complete, so a long thinking silence is not counted.
+ */
+export function cutOffWhenStalled(res: ServerResponse, ms = UNREAD_MS): void {
+  const socket = res.socket;
+  if (!socket || typeof socket.setTimeout !== 'function' || res.writableFinished) return;
+  const cut = () => socket.destroy();
+  socket.setTimeout(ms, cut);
+  // All written: Node sets the kept-alive socket's own timeout for the next request (at 'finish', before this).
+  res.once('finish', () => socket.off('timeout', cut));
+}
 
 export class SseWriter {
   private ended = false;
@@ -54,9 +67,6 @@ export class SseWriter {
     this.ended = true;
     if (this.res.destroyed) return;
     this.res.end();
-    if (this.res.writableLength > 0) {
-      const cut = setTimeout(() => this.res.destroy(), this.unreadMs).unref();
-      this.res.once('close', () => clearTimeout(cut));
-    }
+    cutOffWhenStalled(this.res, this.unreadMs);
   }
 }
