@@ -863,9 +863,9 @@ test('sampler: the pruned fast paths (top-k selection, top-p/min-p floors) pick 
   assert.equal(sampleToken(nanFirst, {}, 0).token, 2, 'greedy skips a NaN at index 0');
   // With no finite best (an overflowed forward pass) there is nothing to pick: said, not token V − 1 with logprob NaN.
   for (const p of [{}, { temperature: 1 }, { temperature: 1, topK: 2 }]) {
-    assert.throws(() => sampleToken(Float32Array.of(NaN, NaN, NaN), p, 0.5), /^Error: sampler: the model's logits are not finite \(all NaN\): its weights, or its adapter's, overflow float32 or are damaged \(a converted folder whose model\.onnx\.data was changed: convert it again\)$/);
-    assert.throws(() => sampleToken(Float32Array.of(0, Infinity, 1), p, 0.5), /logits are not finite \(the best is Infinity\): its weights, or its adapter's, overflow float32 or are damaged \(a converted folder whose model\.onnx\.data was changed: convert it again\)$/);
-    assert.throws(() => sampleToken(Float32Array.of(5, 1), { ...p, repetitionPenalty: 1e-38 }, 0.5, undefined, [0]), /the best is Infinity\): its weights, or its adapter's, overflow float32 or are damaged \(a converted folder whose model\.onnx\.data was changed: convert it again\), or the repetition penalty 1e-38 overflows them$/);
+    assert.throws(() => sampleToken(Float32Array.of(NaN, NaN, NaN), p, 0.5), /^Error: sampler: the model's logits are not finite \(all NaN\): its weights, or its adapter's, overflow float32 or are damaged \(a converted folder's changed model\.onnx\.data: convert it again\)$/);
+    assert.throws(() => sampleToken(Float32Array.of(0, Infinity, 1), p, 0.5), /logits are not finite \(the best is Infinity\): its weights, or its adapter's, overflow float32 or are damaged \(a converted folder's changed model\.onnx\.data: convert it again\)$/);
+    assert.throws(() => sampleToken(Float32Array.of(5, 1), { ...p, repetitionPenalty: 1e-38 }, 0.5, undefined, [0]), /the best is Infinity\): its weights, or its adapter's, overflow float32 or are damaged \(a converted folder's changed model\.onnx\.data: convert it again\), or the repetition penalty 1e-38 overflows them$/);
   }
   assert.equal(sampleToken(nanFirst, { temperature: 1 }, 0.9).token, reference(Float32Array.of(-Infinity, 0, 1), { temperature: 1 }, 0.9));
   for (const u of [0, 0.3, 0.9]) { // with top-k too: NaN never enters the heap

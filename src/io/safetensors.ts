@@ -107,13 +107,14 @@ export function realPath(p: string): string {
 }
 
 /**
- * fs.renameSync, retried on Windows for up to ≈ 10 s while another program holds the file (an antivirus scanner or
- * the search indexer opens a file just written: EPERM, EACCES or EBUSY), as npm's graceful-fs does.
+ * fs.renameSync, retried on Windows for up to ≈ 2 s while another program holds the file (an antivirus scanner or the
+ * search indexer opens a file just written: EPERM, EACCES or EBUSY), as npm's graceful-fs does (for longer: it waits
+ * asynchronously, where this holds the thread, and EPERM is also Windows' answer that will not change).
  */
 export function rename(from: string, to: string): void {
   for (let i = 0; ; i++) {
     try { return fs.renameSync(from, to); } catch (e) {
-      if (process.platform !== 'win32' || i >= 20 || !['EPERM', 'EACCES', 'EBUSY'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+      if (process.platform !== 'win32' || i >= 8 || !['EPERM', 'EACCES', 'EBUSY'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50 * (i + 1));
     }
   }
@@ -192,7 +193,8 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
     commit: () => { try { rename(tmp, path); } catch (e) { abort(); throw writeError(e, path); } },
     /**
      * Commits only where no file is at `path`: a hard link, which a file that appeared meanwhile refuses (EEXIST). A disk
-     * without hard links (FAT32, exFAT: an SD card; Windows says EISDIR) gets a rename where no file is yet.
+     * without hard links (FAT32, exFAT: an SD card; Windows says EISDIR) gets a rename where no file is yet: there a
+     * file made in the instant between the look and the rename would be replaced.
      */
     commitNew: () => {
       try {

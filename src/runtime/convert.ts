@@ -437,7 +437,7 @@ export const CONVERTED_FILES = ['model.onnx', 'model.onnx.data', MANIFEST, 'toke
 
 /** Copies left half-written by a load that died. */
 function removeAbandoned(dir: string): void {
-  for (const name of fs.readdirSync(dir)) if (tempState(path.join(dir, name)) === 'abandoned') fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  for (const name of fs.readdirSync(dir)) if (tempState(path.join(dir, name)) === 'abandoned') removeTemp(path.join(dir, name));
 }
 
 /** A temporary copy's state, from the pid in its name; undefined for a finished copy. */

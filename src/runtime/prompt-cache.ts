@@ -270,7 +270,8 @@ function cannotWrite(file: string): string | undefined {
   let dir = path.dirname(path.resolve(throughLinks(file)));
   while (!fs.existsSync(dir)) dir = path.dirname(dir); // (makeDir makes the rest)
   if (!fs.statSync(dir).isDirectory()) return `${dir} is a file, not a folder`;
-  return cannotWriteIn(dir) && `the folder ${dir} cannot be written`;
+  const why = cannotWriteIn(dir);
+  return why && `the folder ${dir} ${why}`;
 }
 
 /** The file a path names through its symbolic links, so that a save replaces the target, not the link. */

@@ -282,7 +282,7 @@ function sortByLogit(logits: Float32Array, idx: Int32Array): Int32Array {
 }
 
 /** No finite best logit (`best`): the forward pass (or the repetition penalty `rp`) overflowed, and any pick would be garbage. */
-const notFinite = (best: number, rp: number | undefined): Error => new Error(`sampler: the model's logits are not finite (${Number.isNaN(best) ? 'all NaN' : `the best is ${best}`}): its weights, or its adapter's, overflow float32 or are damaged (a converted folder whose model.onnx.data was changed: convert it again)${rp !== undefined ? `, or the repetition penalty ${rp} overflows them` : ''}`);
+const notFinite = (best: number, rp: number | undefined): Error => new Error(`sampler: the model's logits are not finite (${Number.isNaN(best) ? 'all NaN' : `the best is ${best}`}): its weights, or its adapter's, overflow float32 or are damaged (a converted folder's changed model.onnx.data: convert it again)${rp !== undefined ? `, or the repetition penalty ${rp} overflows them` : ''}`);
 
 /** The largest value (NaN left out). */
 function maxOf(x: Float32Array): number {

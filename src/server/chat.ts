@@ -234,13 +234,13 @@ export function finishReason(f: AnswerResult['samples'][number]['finishReason'])
   return f === 'length' ? 'length' : f === 'stop' ? 'stop' : 'abort';
 }
 
+/** The most characters of a response_format schema, and of the tools, made into constraints (as JSON text). */
+const MAX_SCHEMA_CHARS = 256 * 1024, MAX_TOOLS_CHARS = 1024 * 1024;
+
 /**
  * A request's sampling fields as generate options. One the request leaves out is the model's generation_config.json's
  * (as vLLM); the temperature's default (serve --temperature, else that file's, else 1) is the server's limit.
  */
-/** The most characters of a response_format schema made into a constraint (JSON text). */
-const MAX_SCHEMA_CHARS = 256 * 1024;
-
 export function samplingOptions(req: SamplingRequest, served: Served, limits: ChatLimits, max: { tokens: number; param: string; given: boolean }): Pick<GenerateOptions, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'stop' | 'promptLookup' | 'minTokens' | 'ignoreEos' | 'cacheSalt'> {
   const own = served.sampling ?? {}, topP = req.top_p ?? own.top_p, topK = req.top_k ?? own.top_k, minP = req.min_p ?? own.min_p;
   const repetitionPenalty = req.repetition_penalty ?? own.repetition_penalty, stop = req.stop == null ? [] : stopList(req.stop);
@@ -346,8 +346,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // Schemas are made into machines before the prompt is measured: ones too large to be worth it are refused first
   // (3.6 MB of enum took 1 s of the main thread and 25 MB kept; 2.4 MB of tools 3.3 s). The tools are printed into the
-  // prompt, so more text than the context holds cannot be sent; a response format's schema is not, and is held to 256 KiB.
+  // prompt, so more text than the context holds cannot be sent (nor more than 1 MiB, where a long context would hold it);
+  // a response format's schema is not printed, and is held to 256 KiB.
   const toolsBound = promptCharBound(m.model.tokenizer), toolsText = tools ? JSON.stringify(tools).length : 0;
+  if (toolsText > MAX_TOOLS_CHARS) throw new ApiError(400, `Invalid value for 'tools': they are ${toolsText} characters long (as JSON), more than this server makes into constraints (${MAX_TOOLS_CHARS}).`, 'tools', 'invalid_request_error', 'invalid_value');
   if (toolsBound && toolsText > limits.ctx * toolsBound.maxTokenChars) {
     throw new ApiError(400, `This model's maximum context length is ${limits.ctx} tokens. However, your tools are ${toolsText} characters long, and no token of this model spans more than ${toolsBound.maxTokenChars} characters, so they need more than ${limits.ctx} tokens. Please reduce the length of the tools.`, 'tools', 'invalid_request_error', 'context_length_exceeded');
   }
