@@ -398,13 +398,13 @@ function state(stacks: Stack[], clamp: number): JsonState {
 export const MAX_WAYS = 1024, MAX_CONFIGURATIONS = 65_536;
 class TooAmbiguous extends Error {}
 function feedAll(stacks: readonly Stack[], b: number): Stack[] {
-  const out: Stack[] = [], ways = new Set<Stack | null>();
+  const out: Stack[] = [];
   for (const s of stacks) {
-    const from = out.length;
     feed(s, b, out);
-    for (let i = from; i < out.length; i++) ways.add(out[i].f.k === 'lit' ? out[i].up : out[i]);
-    if (ways.size > MAX_WAYS || out.length > MAX_CONFIGURATIONS) throw new TooAmbiguous();
+    if (out.length > MAX_CONFIGURATIONS) throw new TooAmbiguous();
   }
+  // (Ways are never more than configurations: counted only where there are more configurations than ways allowed.)
+  if (out.length > MAX_WAYS && new Set(out.map((s) => (s.f.k === 'lit' ? s.up : s))).size > MAX_WAYS) throw new TooAmbiguous();
   return out;
 }
 /** The configurations after `bytes` (none once one of them cannot come next). */

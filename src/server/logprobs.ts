@@ -18,8 +18,9 @@ export interface TokenLogprobs {
 }
 
 const bytesOf = (tok: TextTokenizer, id: number): number[] => [...tokenBytesOf(tok, id)];
+const UTF8 = new TextDecoder();
 /** A token's text: its bytes as text, so a SentencePiece piece keeps the space it stands for ("▁Once": " Once"; decoded alone, "Once"). */
-const text = (tok: TextTokenizer, id: number): string => new TextDecoder().decode(tokenBytesOf(tok, id));
+const text = (tok: TextTokenizer, id: number): string => UTF8.decode(tokenBytesOf(tok, id));
 
 /**
  * Where each token's text begins in the text of them all, by `length` (code points by default, as Python counts
