@@ -1,7 +1,8 @@
-import { seedOrFresh } from '../runtime/sampler.ts';
-import { besideModel } from '../models/embedded.ts';
 import fs from 'node:fs';
 import path from 'node:path';
+import { seedOrFresh } from '../runtime/sampler.ts';
+import { besideModel } from '../models/embedded.ts';
+import { withoutBom } from '../io/jsonl.ts';
 import { InvalidArgumentError, type Command } from 'commander';
 import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
@@ -258,7 +259,7 @@ function responseFormatArg(v: string): true | Record<string, unknown> {
   if (v === 'json_object') return true;
   const file = v.startsWith('@') ? v.slice(1) : undefined, where = file ? `--response-format ${file}` : '--response-format';
   let text = v, schema: unknown;
-  if (file !== undefined) try { text = fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, ''); } catch (e) { throw new InvalidArgumentError(`${where}: cannot read the schema file (${(e as Error).message})`); }
+  if (file !== undefined) try { text = withoutBom(fs.readFileSync(file, 'utf8')); } catch (e) { throw new InvalidArgumentError(`${where}: cannot read the schema file (${(e as Error).message})`); }
   try { schema = JSON.parse(text); } catch (e) { throw new InvalidArgumentError(`${where} must be json_object, a JSON schema or @file.json holding one; ${file ? 'the file is not JSON' : `got ${shown(v)}`} (${(e as Error).message})`); }
   if (!schema || typeof schema !== 'object' || Array.isArray(schema)) throw new InvalidArgumentError(`${where} must be json_object or a JSON schema (an object), got ${shown(schema)}`);
   try { compileJsonSchema(schema as Record<string, unknown>, where); } catch (e) { throw new InvalidArgumentError((e as Error).message); }

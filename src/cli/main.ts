@@ -21,6 +21,7 @@ import { checkDistinctBudgets, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { shown } from '../show.ts';
 import { expandHome } from '../io/source.ts';
 import { HUB_FLAGS, resolveModelPath } from '../io/hub.ts';
+import { withoutBom } from '../io/jsonl.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 
 /**
@@ -140,7 +141,7 @@ async function resolveWithProgress(p: string): Promise<string> {
 /** The standard input's whole text, as given (an option's value "-"). */
 function readStdin(flag: string): string {
   try {
-    return fs.readFileSync(0, 'utf8').replace(/^\uFEFF/, ''); // (the byte-order mark a Windows editor or PowerShell writes)
+    return withoutBom(fs.readFileSync(0, 'utf8'));
   } catch (e) {
     throw new Error(`${flag} -: cannot read the standard input (${(e as Error).message})`);
   }

@@ -1,12 +1,15 @@
 /** JSON and JSONL files (JSONL: one JSON object per non-blank line; a leading byte-order mark and CRLF line ends are fine). */
 import fs from 'node:fs';
 
+/** A text without the byte-order mark it may begin with (Windows editors and PowerShell write one). */
+export const withoutBom = (text: string): string => text.replace(/^\uFEFF/, '');
+
 /**
  * The value a JSON file holds. Errors start with `prefix` (e.g. "adapter: ") and name the file: one that cannot be
  * read (missing, a folder) says so, apart from one that is not valid JSON (often a file cut short).
  */
 export function readJsonFile(file: string, prefix = ''): unknown {
-  const text = readTextFile(file, 'a JSON file', prefix).replace(/^\uFEFF/, ''); // a byte-order mark (Windows editors write one)
+  const text = withoutBom(readTextFile(file, 'a JSON file', prefix));
   try { return JSON.parse(text); } catch (e) {
     const message = (e as Error).message;
     throw new Error(`${prefix}${file} is not valid JSON${/end of JSON input/.test(message) ? ' (cut short?)' : ''}: ${message}`);

@@ -348,10 +348,10 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // (3.6 MB of enum took 1 s of the main thread and 25 MB kept; 2.4 MB of tools 3.3 s). The tools are printed into the
   // prompt, so more text than the context holds cannot be sent (nor more than 1 MiB, where a long context would hold it);
   // a response format's schema is not printed, and is held to 256 KiB.
-  const toolsBound = promptCharBound(m.model.tokenizer), toolsText = tools ? JSON.stringify(tools).length : 0;
+  const bound = promptCharBound(m.model.tokenizer), toolsText = tools ? JSON.stringify(tools).length : 0;
   if (toolsText > MAX_TOOLS_CHARS) throw new ApiError(400, `Invalid value for 'tools': they are ${toolsText} characters long (as JSON), more than this server makes into constraints (${MAX_TOOLS_CHARS}).`, 'tools', 'invalid_request_error', 'invalid_value');
-  if (toolsBound && toolsText > limits.ctx * toolsBound.maxTokenChars) {
-    throw new ApiError(400, `This model's maximum context length is ${limits.ctx} tokens. However, your tools are ${toolsText} characters long, and no token of this model spans more than ${toolsBound.maxTokenChars} characters, so they need more than ${limits.ctx} tokens. Please reduce the length of the tools.`, 'tools', 'invalid_request_error', 'context_length_exceeded');
+  if (bound && toolsText > limits.ctx * bound.maxTokenChars) {
+    throw new ApiError(400, `This model's maximum context length is ${limits.ctx} tokens. However, your tools are ${toolsText} characters long, and no token of this model spans more than ${bound.maxTokenChars} characters, so they need more than ${limits.ctx} tokens. Please reduce the length of the tools.`, 'tools', 'invalid_request_error', 'context_length_exceeded');
   }
   const schemaText = req.response_format?.json_schema?.schema ? JSON.stringify(req.response_format.json_schema.schema).length : 0;
   if (schemaText > MAX_SCHEMA_CHARS) throw new ApiError(400, `Invalid value for 'response_format.json_schema.schema': it is ${schemaText} characters long, more than this server makes into a constraint (${MAX_SCHEMA_CHARS}).`, 'response_format.json_schema.schema', 'invalid_request_error', 'invalid_value');
@@ -432,7 +432,6 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     if (cont) ({ prompt: rendered, printed } = continued(renderBare, messages, final));
     else rendered = render(messages);
   } catch (e) { renderError = e; }
-  const bound = promptCharBound(m.model.tokenizer);
   // What is measured is the rendered text: the template renders the kwargs too (tools, documents), and a template
   // may make much more text than it is given.
   if (bound) {
