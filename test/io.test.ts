@@ -412,6 +412,15 @@ describe('random model in every format', () => {
     writeGguf(twice, { metadata: mdAll, tensors: [...tensors(names), { name: 'model.embed_tokens.weight', shape: whole.shape('token_embd.weight'), type: 'F32', data: new Float32Array(whole.get('token_embd.weight').length) }] });
     assert.throws(() => ggufToModel(twice), { message: `${twice}: tensors "token_embd.weight" and "model.embed_tokens.weight" are both model.embed_tokens.weight: the file holds one weight twice` });
     fs.rmSync(twice);
+    // A tensor missing, misshapen or beyond the layers is named as the file spells it (llama.cpp's names), not as HF's.
+    const broken = path.join(dir, 'broken.gguf'), layers = ref.config.numLayers;
+    writeGguf(broken, { metadata: mdAll, tensors: tensors(names.filter((n) => n !== 'blk.0.ffn_up.weight')) });
+    assert.throws(() => ggufToModel(broken), { message: `${broken}: tensor "blk.0.ffn_up.weight" is missing` });
+    writeGguf(broken, { metadata: mdAll, tensors: tensors(names).map((t) => (t.name === 'blk.1.attn_output.weight' ? { ...t, shape: [t.shape[0], t.shape[1] - 1], data: t.data.subarray(0, t.shape[0] * (t.shape[1] - 1)) } : t)) });
+    assert.throws(() => ggufToModel(broken), { message: new RegExp(`^${broken.replace(/[.]/g, '\\.')}: tensor "blk\\.1\\.attn_output\\.weight" has shape \\[\\d+,\\d+\\], expected \\[\\d+,\\d+\\] from the config$`) });
+    writeGguf(broken, { metadata: mdAll, tensors: [...tensors(names), { ...tensors(['blk.0.ffn_norm.weight'])[0], name: `blk.${layers}.ffn_norm.weight` }] });
+    assert.throws(() => ggufToModel(broken), { message: `${broken}: tensor "blk.${layers}.ffn_norm.weight" belongs to layer ${layers}, but the config has ${layers} layers: the config and the weights disagree` });
+    fs.rmSync(broken);
     for (const n of ref.weights.names) assert.deepEqual(g.weights.get(n), ref.weights.get(n), n);
     assert.deepEqual(openSourceFiles(part(1)).sort(), [part(1), part(2)]);
     assert.throws(() => openGguf(part(2)), new RegExp(`model-00002-of-00002\\.gguf: part 2 of a GGUF split into 2 files: load the first part, .*model-00001-of-00002\\.gguf`));

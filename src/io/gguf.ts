@@ -805,7 +805,7 @@ export function ggufToModel(path: string): {
     // Llama's q/k rows are permuted after decoding: those are decoded here.
     encoded: (name) => (config.architecture === 'llama' && /^blk\.\d+\.attn_[qk]\./.test(src(name)) ? undefined : file.encoded(src(name))),
   };
-  checkWeights(config, weights, path);
+  checkWeights(config, weights, path, undefined, (hf) => toGguf.get(hf) ?? hfToGgufName(hf) ?? hf); // (llama.cpp's names: the file's)
   const storedTypes = [...new Set([...toGguf.values()].map((g) => file.info(g).typeName))].sort();
   return { config, weights, metadata: md, file, storedTypes };
 }

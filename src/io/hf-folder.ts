@@ -176,18 +176,19 @@ function parseRopeScaling(v: unknown, file: string, field: string, original: unk
 
 /**
  * Check that the tensors a Qwen2/Qwen3/Llama graph needs exist with the shapes the config implies; `what` names the
- * source, `attentionNote` ends an attention tensor's shape error (the config's defaulted fields).
+ * source, `attentionNote` ends an attention tensor's shape error (the config's defaulted fields), `fileName` gives a
+ * tensor's name as the file spells it (a GGUF's are llama.cpp's).
  */
-export function checkWeights(c: ModelConfig, w: WeightSource, what: string, attentionNote: (name: string) => string = () => ''): void {
+export function checkWeights(c: ModelConfig, w: WeightSource, what: string, attentionNote: (name: string) => string = () => '', fileName: (name: string) => string = (n) => n): void {
   const used = new Set<string>();
   const expect = (name: string, shape: number[]) => {
     used.add(name);
     if (!w.has(name)) {
       const hint = (w instanceof ShardedWeights ? w.whyMissing(name) : '') || (name === 'lm_head.weight' ? ' (tie_word_embeddings is false, so the checkpoint needs its own lm_head)' : '');
-      throw new Error(`${what}: tensor "${name}" is missing${hint}`);
+      throw new Error(`${what}: tensor "${fileName(name)}" is missing${hint}`);
     }
     const got = w.shape(name);
-    if (got.join() !== shape.join()) throw new Error(`${what}: tensor "${name}" has shape [${got}], expected [${shape}] from the config${name.includes('.self_attn.') ? attentionNote(name) : ''}`);
+    if (got.join() !== shape.join()) throw new Error(`${what}: tensor "${fileName(name)}" has shape [${got}], expected [${shape}] from the config${name.includes('.self_attn.') ? attentionNote(name) : ''}`);
   };
   expect('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
   expect('model.norm.weight', [c.hiddenSize]);
@@ -206,8 +207,8 @@ export function checkWeights(c: ModelConfig, w: WeightSource, what: string, atte
   // rather than compute without it. Cached RoPE frequencies and a tied lm_head saved anyway are harmless.
   const unused = w.names.find((n) => !used.has(n) && !/\.rotary_emb\.inv_freq$/.test(n) && n !== 'lm_head.weight');
   const layer = unused === undefined ? undefined : /^model\.layers\.(\d+)\./.exec(unused)?.[1];
-  if (layer !== undefined && Number(layer) >= c.numLayers) throw new Error(`${what}: tensor "${unused}" belongs to layer ${layer}, but the config has ${c.numLayers} layer${c.numLayers === 1 ? '' : 's'}: the config and the weights disagree`);
-  if (unused !== undefined) throw new Error(`${what}: tensor "${unused}" is not part of the ${c.architecture} graph this runtime builds (an unsupported variant of the architecture?)`);
+  if (layer !== undefined && Number(layer) >= c.numLayers) throw new Error(`${what}: tensor "${fileName(unused!)}" belongs to layer ${layer}, but the config has ${c.numLayers} layer${c.numLayers === 1 ? '' : 's'}: the config and the weights disagree`);
+  if (unused !== undefined) throw new Error(`${what}: tensor "${fileName(unused)}" is not part of the ${c.architecture} graph this runtime builds (an unsupported variant of the architecture?)`);
 }
 
 /** Tensors spread over several safetensors files, opened (header only) up front. */
