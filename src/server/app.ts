@@ -45,9 +45,10 @@ const cancelledReplies = new WeakSet<object>();
 const failedStreams = new WeakMap<object, number>();
 
 /** Ends a stream with the error `e` (a 500 unless an ApiError), counted in /metrics by its status, not the 200 sent first. */
-function streamError(sse: SseWriter, raw: object, e: unknown): void {
+function streamError(sse: SseWriter, reply: FastifyReply, e: unknown): void {
+  if (!(e instanceof ApiError)) reply.log.error(e); // (as the error handler logs what it answers with a 500)
   const err = e instanceof ApiError ? e : new ApiError(500, `Internal error: ${(e as Error).message}`, null, 'server_error');
-  failedStreams.set(raw, err.status);
+  failedStreams.set(reply.raw, err.status);
   sse.send(err.toJSON());
   sse.done();
 }
@@ -430,7 +431,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         ({ out, prompts } = await runCompletion(plan, abort.signal, (row, text) => piece(row, text)));
       } catch (e) {
         if (!(e instanceof AbortedError) && !abort.signal.aborted) {
-          streamError(sse, reply.raw, e);
+          streamError(sse, reply, e);
           return reply;
         }
       }
@@ -444,7 +445,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         if (plan.includeUsage) sse.send(body([], { usage: completionUsage(plan, out) }));
         sse.done();
       } catch (e) {
-        streamError(sse, reply.raw, e);
+        streamError(sse, reply, e);
       }
       return reply;
     });
@@ -481,7 +482,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
         if (e instanceof ApiError && e.status === 499) endCancelled(sse, reply);
         else {
           if (closing) metrics.cancelled.inc(); // (a 200 stream: counted as cut short by the shutdown, as one running is)
-          streamError(sse, reply.raw, e);
+          streamError(sse, reply, e);
         }
         return reply;
       }
@@ -509,7 +510,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
    */
   function endCancelled(sse: SseWriter, reply: FastifyReply): void {
     metrics.cancelled.inc();
-    if (closing) streamError(sse, reply.raw, new ApiError(503, 'The server shut down before the request finished', null, 'server_error'));
+    if (closing) streamError(sse, reply, new ApiError(503, 'The server shut down before the request finished', null, 'server_error'));
     else {
       cancelledReplies.add(reply.raw);
       sse.end();
@@ -611,7 +612,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       }, start);
     } catch (e) {
       if (!(e instanceof AbortedError) && !abort.signal.aborted) {
-        streamError(sse, reply.raw, e);
+        streamError(sse, reply, e);
         return;
       }
     }
@@ -632,7 +633,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (plan.includeUsage) sse.send(chunk([], { usage: out.usage, ...rep }));
       sse.done();
     } catch (e) {
-      streamError(sse, reply.raw, e);
+      streamError(sse, reply, e);
     }
   }
 
