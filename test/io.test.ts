@@ -17,6 +17,7 @@ import {
 import { MemoryWeights } from '../src/io/weights.ts';
 import { convertCommandLine, expandHome, openSource, openSourceFiles, shellQuote } from '../src/io/source.ts';
 import { copyCommand } from '../src/cli/convert.ts';
+import { gguf } from '@huggingface/gguf';
 import { quantizeQ4 } from '../src/onnx/quant.ts';
 import { checkModelConfig } from '../src/models/config.ts';
 import { asGgufConfig, hfConfig, makeRandomQwen2, qwenTokenizer, type RandomModel } from './helpers/random-model.ts';
@@ -461,6 +462,27 @@ describe('random model in every format', () => {
     for (const [name, t] of m.weights) {
       const want = t.shape.length === 2 ? decodeGgml('Q4_0', encodeGgml('Q4_0', t.data), t.data.length) : t.data;
       assert.deepEqual(g.weights.get(name), want, name);
+    }
+  });
+
+  it('@huggingface/gguf, an independent reader, reads our GGUFs as openGguf does: metadata, tensor names, dims, types, data offsets', async () => {
+    const num = (v: unknown): unknown => (typeof v === 'bigint' ? Number(v) : Array.isArray(v) ? v.map(num) : v);
+    for (const f of [m.files.ggufF32, m.files.ggufQ4_0!]) {
+      const theirs = await gguf(f, { allowLocalFile: true }), ours = openGguf(f);
+      assert.equal(theirs.metadata.version, ours.version);
+      assert.equal(Number(theirs.metadata.tensor_count), ours.names.length);
+      const md = theirs.metadata as unknown as Record<string, unknown>;
+      assert.deepEqual(Object.keys(md).filter((k) => !['version', 'tensor_count', 'kv_count'].includes(k)).sort(), Object.keys(ours.metadata).sort());
+      for (const [k, v] of Object.entries(ours.metadata)) {
+        // f32 values: ours reads back the shortest decimal of the stored float, theirs the float itself.
+        if (ours.metadataTypes[k] === 'f32') assert.equal(Math.fround(v as number), md[k], k);
+        else assert.deepEqual(num(md[k]), v, k);
+      }
+      assert.deepEqual(theirs.tensorInfos.map((t) => t.name), ours.names);
+      for (const t of theirs.tensorInfos) {
+        const o = ours.info(t.name);
+        assert.deepEqual([num(t.shape), t.dtype, Number(theirs.tensorDataOffset + t.offset)], [o.dims, o.type, o.offset], t.name);
+      }
     }
   });
 
