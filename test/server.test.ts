@@ -307,12 +307,12 @@ test('server --native-thinking: a model that thinks by itself (random Qwen3) rea
 });
 
 test('server --cors-origin: pages of the origins given may call the API from a browser (preflight, headers); by default none, and a bad origin is refused before loading', async () => {
-  await assert.rejects(createServer({ model: fixture.dir, corsOrigins: ['localhost:3000'] }), /^Error: serve: --cors-origin must be an origin such as http:\/\/localhost:3000 \(scheme, host and port, no path\) or \*, got "localhost:3000"$/);
+  await assert.rejects(createServer({ model: fixture.dir, corsOrigins: ['localhost:3000'] }), /^Error: serve: corsOrigins \(--cors-origin\) must be origins such as http:\/\/localhost:3000 \(scheme, host and port, no path\) or \*, got "localhost:3000"$/);
   const preflight = (base: string, origin: string) => fetch(`${base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' } });
   const before = await preflight(url, 'http://localhost:3000');
   assert.deepEqual([before.status, before.headers.get('access-control-allow-origin')], [404, null], 'none by default');
   for (const bad of ['http://localhost:3000/app', 'http://localhost:abc', 'http://me@localhost', 'http://localhost:3000\\app']) {
-    await assert.rejects(createServer({ model: fixture.dir, corsOrigins: [bad] }), { message: `serve: --cors-origin must be an origin such as http://localhost:3000 (scheme, host and port, no path) or *, got ${JSON.stringify(bad)}` });
+    await assert.rejects(createServer({ model: fixture.dir, corsOrigins: [bad] }), { message: `serve: corsOrigins (--cors-origin) must be origins such as http://localhost:3000 (scheme, host and port, no path) or *, got ${JSON.stringify(bad)}` });
   }
 
   // Written as a browser sends it (lower-case host, no default port), which the plugin compares.
@@ -362,8 +362,8 @@ test('serve --reasoning-format inline: the thinking in content between <think> a
     let bareStreamed = '';
     for await (const ch of await c.chat.completions.create({ ...small, stream: true } as any) as unknown as AsyncIterable<Loose>) for (const d of ch.choices) bareStreamed += d.delta.content ?? '';
     assert.deepEqual([bare.content.includes('<think>'), bare.reasoning_content, bareStreamed], [false, null, bare.content]);
-    await assert.rejects(createServer({ model: fixture.dir, reasoningFormat: 'none' as never }), /^Error: serve: --reasoning-format must be separate or inline, got "none"$/);
-    await assert.rejects(createServer({ model: fixture.dir, sseKeepAliveMs: 2 ** 31 }), /^Error: serve: --sse-keepalive must be a whole number of milliseconds from 0 \(none\) to 2147483647, got 2147483648$/);
+    await assert.rejects(createServer({ model: fixture.dir, reasoningFormat: 'none' as never }), /^Error: serve: reasoningFormat \(--reasoning-format\) must be one of "separate", "inline", got "none"$/);
+    await assert.rejects(createServer({ model: fixture.dir, sseKeepAliveMs: 2 ** 31 }), /^Error: serve: sseKeepAliveMs \(--sse-keepalive\) must be a whole number of milliseconds from 0 \(none\) to 2147483647, got 2147483648$/);
   } finally {
     await inl.close();
   }
@@ -1010,8 +1010,28 @@ test('server: close() with requests in flight returns as soon as they finish (no
   }
 });
 
+test('createServer refuses an unknown option or a bad value before loading anything, naming the option and its serve flag', async () => {
+  const { loadModel } = await import('../src/runtime/model.ts');
+  const refused = (o: Loose, message: string) => assert.rejects(createServer(o as never), { message });
+  await refused({}, 'serve: model is required: the path of a model (a folder, a .gguf or llama2.c .bin file, or hf:owner/name), which the server loads itself');
+  const loaded = await loadModel(fixture.dir, { worker: false });
+  try {
+    await refused({ model: loaded }, 'serve: model (--model) must be the path of a model (a folder, a .gguf or llama2.c .bin file, or hf:owner/name), which the server loads itself, got a Model');
+  } finally {
+    await loaded.close();
+  }
+  await refused({ model: fixture.dir, prot: 8080 }, 'serve: unknown option "prot" (options: model, adapters, router, verifier, servedModelName, nativeThinking, onLoadProgress, onLoadNote, host, port, corsOrigins, maxBatch, maxQueue, ctx, maxN, maxSamples, defaultMaxTokens, answerReserve, effortBudgets, defaultTemperature, defaultVote, promptLookup, quant, ropeScaling, threads, promptCache, promptCacheFile, shutdownGraceMs, sseKeepAliveMs, reasoningFormat, logger)');
+  await refused({ model: fixture.dir, port: 'abc' }, 'serve: port (--port) must be an integer from 0 to 65,535, got "abc"');
+  await refused({ model: fixture.dir, maxBatch: 0 }, 'serve: maxBatch (--max-batch) must be an integer ≥ 1, got 0');
+  await refused({ model: fixture.dir, defaultMaxTokens: 'x' }, 'serve: defaultMaxTokens (--max-tokens) must be an integer ≥ 1, got "x"');
+  await refused({ model: fixture.dir, adapters: ['x'] }, 'serve: adapters (--adapter) must be a list of {name, dir} (the id it is served as, its PEFT folder), got ["x"]');
+  await refused({ model: fixture.dir, effortBudgets: { huge: 9 } }, 'serve: effortBudgets (--reasoning-effort-budgets) must be an object of thinking tokens (integers ≥ 1) by effort (minimal, low, medium, high), got {"huge":9}');
+  await refused({ model: fixture.dir, onLoadNote: 'log' }, 'serve: onLoadNote must be a function, got "log"');
+  await refused({ model: fixture.dir, router: true }, 'serve: router (--router) must be a file name, or false for none, got true');
+});
+
 test('server: --vote sets the vote of requests that name none; a verifier vote without a verifier, or --max-n above --max-batch, is refused at start', async () => {
-  await assert.rejects(createServer({ model: fixture.dir, port: 0, defaultVote: 'best' as never }), /serve: --vote must be one of majority, confidence, verifier, verifier-vote, checked; got "best"/);
+  await assert.rejects(createServer({ model: fixture.dir, port: 0, defaultVote: 'best' as never }), /^Error: serve: defaultVote \(--vote\) must be one of "majority", "confidence", "verifier", "verifier-vote", "checked", got "best"$/);
   // Choices decode together in one batch: an --max-n above --max-batch would refuse every such request (it started, then answered 400s).
   await assert.rejects(createServer({ model: fixture.dir, maxBatch: 1, maxN: 4 }), /^Error: serve: --max-n 4 is more than --max-batch 1: a request's choices \(and a choice's samples\) decode together in one batch/);
   await assert.rejects(createServer({ model: fixture.dir, maxBatch: 2, maxSamples: 3 }), /^Error: serve: --max-samples 3 is more than --max-batch 2: .*; raise --max-batch or lower --max-samples$/);
@@ -1298,7 +1318,7 @@ test('server: shutting down mid-stream ends the stream with an error, not a trun
 });
 
 test('server --prompt-lookup: the same replies as without it (chat, reasoning on and off, sampled; /v1/completions); /metrics counts the guesses', async () => {
-  await assert.rejects(createServer({ model: fixture.dir, port: 0, promptLookup: 1.5 }), /^Error: serve: --prompt-lookup must be an integer in \[0, 64\] \(the most tokens guessed per step; 0 = off\), got 1\.5$/);
+  await assert.rejects(createServer({ model: fixture.dir, port: 0, promptLookup: 1.5 }), /^Error: serve: promptLookup \(--prompt-lookup\) must be an integer from 0 to 64 \(the most tokens guessed per step; 0: off\), got 1\.5$/);
   const fast = await createServer({ model: fixture.dir, port: 0, ctx: 512, promptLookup: 6 }), fastUrl = await fast.listen();
   const other = new OpenAI({ baseURL: `${fastUrl}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
   try {

@@ -58,10 +58,10 @@ export function checkRules(o: object, rules: Record<string, Rule>, where: string
   checkValues(o, rules, where);
 }
 
-/** Refuses any given value of these options that its rule refuses, naming the option and the value. */
-export function checkValues(o: object, rules: Record<string, Rule>, where: string): void {
+/** Refuses any given value of these options that its rule refuses, naming the option (as `named` shows it) and the value. */
+export function checkValues(o: object, rules: Record<string, Rule>, where: string, named: (option: string) => string = (k) => k): void {
   for (const [k, r] of Object.entries(rules)) {
     const v = (o as Record<string, unknown>)[k];
-    if (v !== undefined && !r.ok(v)) throw new Error(`${where}: ${k} must be ${r.what}, got ${shown(v)}`);
+    if (v !== undefined && !r.ok(v)) throw new Error(`${where}: ${named(k)} must be ${r.what}, got ${shown(v)}`);
   }
 }

@@ -20,6 +20,8 @@ import cors from '@fastify/cors';
 import { AbortedError } from '../runtime/scheduler.ts';
 import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
 import { shown } from '../show.ts';
+import { checkKeys, checkValues, is, type Rule } from '../runtime/options.ts';
+import { MAX_THREADS } from '../runtime/threads.ts';
 import path from 'node:path';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
@@ -34,7 +36,7 @@ import { ApiError, chatRequestSchema, errorBody, validationError, type ChatReque
 import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionPlan, type CompletionRequest, type PromptLogprobs } from './completions.ts';
 import type { Completion } from '../runtime/generate.ts';
 import { chatLogprobs, completionLogprobs } from './logprobs.ts';
-import type { Quant } from '../onnx/quant.ts';
+import { QUANTS, type Quant } from '../onnx/quant.ts';
 import type { RopeScalingChoice } from '../models/config.ts';
 import { keepSource, parseToolCalls, ToolCallStream, topLevelText, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 import { THINK_CLOSE, THINK_OPEN } from '../reason/answer.ts';
@@ -175,18 +177,46 @@ const hostName = (h: string | undefined): string | undefined => {
   return (m ? m[1] : h).toLowerCase().replace(/\.$/, '');
 };
 
+const text = (v: unknown) => typeof v === 'string' && v !== '';
+const MODEL_RULE: Rule = { what: 'the path of a model (a folder, a .gguf or llama2.c .bin file, or hf:owner/name), which the server loads itself', ok: text };
+const fileOrNone = { what: 'a file name, or false for none', ok: (v: unknown) => v === false || text(v) };
+const EFFORTS = Object.keys(DEFAULT_EFFORT_BUDGETS);
+/** Each option's rule, and the serve flag that sets it (named too: the CLI's values reach these checks). */
+const SERVER_OPTIONS: Record<keyof ServerOptions, [Rule, string?]> = {
+  model: [MODEL_RULE, '--model'],
+  adapters: [{ what: 'a list of {name, dir} (the id it is served as, its PEFT folder)', ok: (v) => Array.isArray(v) && v.every((a) => a !== null && typeof a === 'object' && text(a.name) && text(a.dir)) }, '--adapter'],
+  router: [fileOrNone, '--router'], verifier: [fileOrNone, '--verifier'],
+  servedModelName: [is.text, '--served-model-name'], nativeThinking: [is.bool, '--native-thinking'],
+  onLoadProgress: [is.fn], onLoadNote: [is.fn],
+  host: [is.text, '--host'], port: [is.intIn(0, 65535), '--port'],
+  corsOrigins: [{ what: 'a list of origins (strings)', ok: (v) => Array.isArray(v) && v.every((x) => typeof x === 'string') }, '--cors-origin'],
+  maxBatch: [is.int(1), '--max-batch'], maxQueue: [is.int(0), '--max-queue'], ctx: [is.int(2), '--ctx'],
+  maxN: [is.int(1), '--max-n'], maxSamples: [is.int(1), '--max-samples'], defaultMaxTokens: [is.int(1), '--max-tokens'], answerReserve: [is.int(0), '--answer-reserve'],
+  effortBudgets: [{ what: `an object of thinking tokens (integers ≥ 1) by effort (${EFFORTS.join(', ')})`, ok: (v) => is.object.ok(v) && Object.entries(v as object).every(([k, n]) => EFFORTS.includes(k) && is.int(1).ok(n)) }, '--reasoning-effort-budgets'],
+  defaultTemperature: [{ what: 'a number in [0, 2]', ok: (v) => typeof v === 'number' && v >= 0 && v <= 2 }, '--temperature'],
+  defaultVote: [is.oneOf(VOTE_METHODS), '--vote'], promptLookup: [{ ...is.intIn(0, 64), what: 'an integer from 0 to 64 (the most tokens guessed per step; 0: off)' }, '--prompt-lookup'],
+  quant: [is.oneOf(QUANTS), '--quant'], ropeScaling: [is.object, '--rope-scaling'], threads: [is.intIn(1, MAX_THREADS), '--threads'],
+  promptCache: [is.int(0), '--prompt-cache'], promptCacheFile: [is.text, '--prompt-cache-file'], shutdownGraceMs: [is.int(0), '--shutdown-grace'],
+  sseKeepAliveMs: [{ ...is.intIn(0, 2 ** 31 - 1), what: `a whole number of milliseconds from 0 (none) to ${2 ** 31 - 1}` }, '--sse-keepalive'], reasoningFormat: [is.oneOf(['separate', 'inline']), '--reasoning-format'], logger: [is.bool, '--log'],
+};
+
+/** Refuses an unknown option or a bad value before anything loads, naming the option (and its serve flag). */
+function checkServerOptions(o: ServerOptions): void {
+  checkKeys(o, Object.keys(SERVER_OPTIONS), 'serve');
+  if (o.model === undefined) throw new Error(`serve: model is required: ${MODEL_RULE.what}`);
+  const rules = Object.fromEntries(Object.entries(SERVER_OPTIONS).map(([k, [rule]]) => [k, rule]));
+  checkValues(o, rules, 'serve', (k) => { const flag = SERVER_OPTIONS[k as keyof ServerOptions][1]; return flag ? `${k} (${flag})` : k; });
+}
+
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
-  if (o.defaultVote !== undefined && !VOTE_METHODS.includes(o.defaultVote)) throw new Error(`serve: --vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.defaultVote}"`);
-  if (o.promptLookup !== undefined && !(Number.isInteger(o.promptLookup) && o.promptLookup >= 0 && o.promptLookup <= 64)) throw new Error(`serve: --prompt-lookup must be an integer in [0, 64] (the most tokens guessed per step; 0 = off), got ${shown(o.promptLookup)}`);
-  if (o.reasoningFormat !== undefined && o.reasoningFormat !== 'separate' && o.reasoningFormat !== 'inline') throw new Error(`serve: --reasoning-format must be separate or inline, got ${shown(o.reasoningFormat)}`);
+  checkServerOptions(o);
   const inline = o.reasoningFormat === 'inline';
-  if (o.sseKeepAliveMs !== undefined && !(Number.isInteger(o.sseKeepAliveMs) && o.sseKeepAliveMs >= 0 && o.sseKeepAliveMs <= 2 ** 31 - 1)) throw new Error(`serve: --sse-keepalive must be a whole number of milliseconds from 0 (none) to ${2 ** 31 - 1}, got ${shown(o.sseKeepAliveMs)}`);
   // As browsers write them in an Origin header (the plugin compares the texts): "http://LocalHost:80" is http://localhost.
   const corsOrigins = (o.corsOrigins ?? []).map((origin) => {
     let url: URL | undefined;
     try { url = new URL(origin); } catch { /* refused below */ }
     if (origin === '*') return origin;
-    if (!url || !/^https?:\/\/[^/\\\s?#@]+\/?$/i.test(origin)) throw new Error(`serve: --cors-origin must be an origin such as http://localhost:3000 (scheme, host and port, no path) or *, got ${shown(origin)}`);
+    if (!url || !/^https?:\/\/[^/\\\s?#@]+\/?$/i.test(origin)) throw new Error(`serve: corsOrigins (--cors-origin) must be origins such as http://localhost:3000 (scheme, host and port, no path) or *, got ${shown(origin)}`);
     return url.origin;
   });
   const metrics = new Metrics();
