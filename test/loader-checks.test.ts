@@ -475,3 +475,20 @@ test('llama2.c: a checkpoint over 2 GiB is refused by name, before it is read', 
   fs.truncateSync(p, 3_763_486_748); // sparse
   assert.throws(() => readLlama2cModel(p), /llama2c: .*big\.bin is 3\.5 GiB; llama2\.c checkpoints over 2 GiB are not supported/);
 });
+
+test("the README's models/default/… given where it is not (an app that installed edgereason) points to the embedded model's folder", async () => {
+  const { defaultModel } = await import('../src/models/embedded.ts');
+  const { Router } = await import('../src/reason/router.ts');
+  const cwd = process.cwd(), elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-app-'));
+  process.chdir(elsewhere);
+  try {
+    assert.throws(() => openSource('models/default'), { message: `model: models/default does not exist (the README's models/default is the embedded default model's folder: give ${defaultModel.dir}, or leave --model out)` });
+    assert.throws(() => loadAdapter('models/default/reasoning-adapter-rl', loadHfFolder(defaultModel.dir).config), { message: `adapter: models/default/reasoning-adapter-rl does not exist (the README's models/default is the embedded default model's folder: give ${defaultModel.budgetAdapter})` });
+    assert.throws(() => Router.load('models/default/router.json'), { message: `router: models/default/router.json not found (the README's models/default is the embedded default model's folder: give ${defaultModel.router})` });
+    // Other names keep their own advice.
+    assert.throws(() => openSource('models/defaults'), { message: 'model: models/defaults does not exist (as a Hugging Face model it is not in the cache: hf:models/defaults downloads it)' });
+  } finally {
+    process.chdir(cwd);
+    fs.rmSync(elsewhere, { recursive: true, force: true });
+  }
+});

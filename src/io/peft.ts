@@ -14,6 +14,7 @@ import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
 import { hubRepo } from './hub.ts';
 import { ggufStem } from './gguf.ts';
+import { embeddedNote } from '../models/embedded.ts';
 
 export interface AdapterConfig {
   r: number;
@@ -42,7 +43,7 @@ export function readAdapterConfig(dir: string, numLayers?: number): AdapterConfi
 
 /** What `dir`, given as an adapter folder without an adapter_config.json, is instead (a file, a model, an unfinished run), or undefined. */
 function notAnAdapter(dir: string): string | undefined {
-  if (!fs.existsSync(dir)) return `${dir} does not exist`;
+  if (!fs.existsSync(dir)) return `${dir} does not exist${embeddedNote(dir)}`;
   if (!fs.statSync(dir).isDirectory()) {
     const own = ['adapter_config.json', 'adapter_model.safetensors'].includes(path.basename(dir));
     return `${dir} is a file; an adapter is a folder (adapter_config.json and adapter_model.safetensors)${own ? `: give ${path.dirname(dir)}` : ''}`;

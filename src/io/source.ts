@@ -18,6 +18,7 @@ import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { shown } from '../show.ts';
 import { readJsonFile } from './jsonl.ts';
 import { realPath, sha256Of, writeJson } from './safetensors.ts';
+import { embeddedNote } from '../models/embedded.ts';
 
 export type SourceKind = 'hf' | 'gguf' | 'llama2c' | 'converted';
 
@@ -60,7 +61,7 @@ export function openSource(p: string): ModelSource {
   if (!fs.existsSync(p)) {
     const link = fs.lstatSync(p, { throwIfNoEntry: false })?.isSymbolicLink();
     if (link && (() => { try { fs.statSync(p); return false; } catch (e) { return (e as NodeJS.ErrnoException).code === 'ELOOP'; } })()) throw new Error(`model: ${p} is a symbolic link that leads back to itself (a loop)`);
-    throw new Error(`model: ${p} ${link ? `is a symbolic link to ${fs.readlinkSync(p)}, which does not exist` : 'does not exist'}${hubId ? ` (as a Hugging Face model it is not in the cache: hf:${p} downloads it)` : ''}`);
+    throw new Error(`model: ${p} ${link ? `is a symbolic link to ${fs.readlinkSync(p)}, which does not exist` : 'does not exist'}${embeddedNote(p) || (hubId ? ` (as a Hugging Face model it is not in the cache: hf:${p} downloads it)` : '')}`);
   }
   const abs = modelPath(p), stat = fs.statSync(abs), isDir = stat.isDirectory();
   // A named pipe would hang the read of its header (or fail it unnamed): a model is a file or a folder.

@@ -20,6 +20,18 @@ export function defaultModelFiles(dir: string) {
 /** The embedded default model, trained from scratch by edgereason (`npm run train:default`). */
 export const defaultModel = defaultModelFiles(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/default'));
 
+/**
+ * For a path that does not exist: where the README's `models/default/…` (`p`, relative) is when edgereason is
+ * installed as a package (the repository's folder is the package's), as a note to add to the message; else ''.
+ */
+export function embeddedNote(p: string): string {
+  const parts = path.normalize(p).split(path.sep);
+  if (path.isAbsolute(p) || parts[0] !== 'models' || parts[1] !== 'default') return '';
+  const there = path.join(defaultModel.dir, ...parts.slice(2));
+  const folder = parts.slice(2).every((x) => !x);
+  return fs.existsSync(there) ? ` (the README's models/default is the embedded default model's folder: give ${there}${folder ? ', or leave --model out' : ''})` : '';
+}
+
 /** File `f` of the setup in `model`'s folder laid out as models/default, when `model` is a folder and it is there; else undefined. */
 export function besideModel(model: string, f: Exclude<keyof ReturnType<typeof defaultModelFiles>, 'dir'>): string | undefined {
   const file = defaultModelFiles(model)[f];

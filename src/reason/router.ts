@@ -31,6 +31,7 @@ import { readJsonFile } from '../io/jsonl.ts';
 import { AdamW } from '../train/optim.ts';
 import { checkQuestions, isCorrect, type Task } from '../tasks/grade.ts';
 import { answer, answeringFor, checkNativeThinking, checkThinkingRoom, reasoningTokens, trainedWith } from './answer.ts';
+import { embeddedNote } from '../models/embedded.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Logistic probe (shared with the verifier)
@@ -325,7 +326,7 @@ export function readProbeFile(file: string, format: string, hiddenSize?: number)
   const what = format.replace(/^edgereason-/, ''); // router, verifier
   if (typeof file !== 'string' || !file) throw new Error(`${what}: load takes the path of a ${what} JSON file, got ${shown(file)}`);
   if (hiddenSize !== undefined && !(Number.isInteger(hiddenSize) && hiddenSize > 0)) throw new Error(`${what}: hiddenSize must be the model's hidden size (a positive integer, model.config.hiddenSize), got ${shown(hiddenSize)}`);
-  if (!fs.existsSync(file)) throw new Error(`${what}: ${file} not found`);
+  if (!fs.existsSync(file)) throw new Error(`${what}: ${file} not found${embeddedNote(file)}`);
   const d = readJsonFile(file) as ProbeFile;
   if (d?.format !== format) throw new Error(`${file}: field "format" is ${JSON.stringify(d?.format)}, expected "${format}"`);
   if (d.version !== 1) throw new Error(`${file}: unsupported version ${JSON.stringify(d.version)} (this edgereason reads version 1)`);
