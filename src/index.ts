@@ -26,10 +26,18 @@ export type { ChatMessage, TextTokenizer, TokenizerFiles } from './tokenizer/typ
 export { parseToolCalls, ToolCallStream, toolCallFormat, templateFor, hermesTemplate, type ToolCallFormat, type ParsedToolCall, type ParsedReply } from './tokenizer/tool-calls.ts';
 import type { EdgeServer, ServerOptions } from './server/app.ts';
 export type { ServerOptions, EdgeServer };
+// The types ServerOptions and EdgeServer name (type-only: fastify is still loaded only by createServer).
+export type { AdapterSpec, Served, ServedModel } from './server/models.ts';
+export type { ChatLimits, EffortBudgets } from './server/chat.ts';
+export type { Metrics } from './server/metrics.ts';
+export type { Admission } from './server/queue.ts';
+export type { BlockWeight } from './onnx/quant.ts';
+export type { JsonConstraint } from './runtime/json-constraint.ts';
 
 /**
- * The OpenAI-compatible server `serve` runs (ServerOptions are its flags); `listen()` resolves with its URL, `close()`
- * lets the requests in flight finish. Loaded on first use: an app that never serves does not load fastify.
+ * The OpenAI-compatible server `serve` runs (ServerOptions are its flags); `listen()` resolves with its root URL (the
+ * OpenAI base URL is that plus /v1), `close()` lets the requests in flight finish. Loaded on first use: an app that
+ * never serves does not load fastify.
  */
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   return (await import('./server/app.ts')).createServer(o);

@@ -94,7 +94,7 @@ console.log(Buffer.from(q.packed).equals(Buffer.from(ref.packed)) && Buffer.from
   assert.equal(run.stdout.trim(), 'true');
 });
 
-test('a strict TypeScript project type-checks the README example against the declarations', () => {
+test('a strict TypeScript project type-checks the README example against the declarations, and names the types the server\'s options and results use', () => {
   const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
   const example = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
   assert.ok(example?.includes("from 'edgereason'"), 'README has a ```ts example importing edgereason');
@@ -106,7 +106,13 @@ test('a strict TypeScript project type-checks the README example against the dec
     },
     files: ['app.ts'],
   };
-  const dir = consumer({ 'app.ts': `${example}\nexport {};\n`, 'tsconfig.json': JSON.stringify(tsconfig) });
+  const serverTypes = `import type { AdapterSpec, Admission, BlockWeight, ChatLimits, EdgeServer, EffortBudgets, JsonConstraint, Metrics, Served, ServedModel, ServerOptions } from 'edgereason';
+const budgets: Partial<EffortBudgets> = { low: 32 };
+const options: ServerOptions = { model: defaultModel.dir, adapters: [{ name: 'reasoning', dir: defaultModel.adapter } satisfies AdapterSpec], effortBudgets: budgets };
+type Parts = [EdgeServer['served'] extends Served ? ServedModel : never, EdgeServer['limits'] extends ChatLimits ? Metrics | Admission : never, BlockWeight, JsonConstraint];
+export const checked: [ServerOptions, Parts?] = [options];
+`;
+  const dir = consumer({ 'app.ts': `${serverTypes}${example}\nexport {};\n`, 'tsconfig.json': JSON.stringify(tsconfig) });
   const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', dir], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(tsc.status, 0, `tsc: ${tsc.stdout}${tsc.stderr}`);
 });
