@@ -536,7 +536,7 @@ test('nativeThinking (a model that thinks by itself, no adapter): the reasoning 
     // Parallel samples fork the same prompt cache.
     const three = await answer(m, q, { reasoning: 'on', nativeThinking: true, maxThinkingTokens: 3, maxTokens: 12, samples: 3, seed: 4 });
     assert.deepEqual(three.samples.map((x) => [x.thinkingTokens, x.capped]), [[3, true], [3, true], [3, true]]);
-    await assert.rejects(answer(m, q, { reasoning: 'on' }), /answer: reasoning "on" needs the model loaded with its reasoning adapter \(--adapter\), or nativeThinking for a model that thinks by itself/);
+    await assert.rejects(answer(m, q, { reasoning: 'on' }), /answer: reasoning "on" needs the model loaded with its reasoning adapter \(adapter in loadModel, --adapter in the CLI\), or nativeThinking for a model that thinks by itself/);
     // The template's enable_thinking: false closes the thinking: "on" is refused, "auto" answers directly (no router).
     const noThink = { nativeThinking: true, chatTemplateKwargs: { enable_thinking: false } };
     await assert.rejects(answer(m, q, { reasoning: 'on', ...noThink }), /answer: reasoning "on", but the chat template already closed the thinking/);
@@ -1527,7 +1527,7 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
     assert.deepEqual([nat.report.rule, nat.router.metadata.nativeThinking, nat.report.val.reasoningAccuracy], [{ name: 'savings', maxLoss: 0 }, true, 0]);
     const res = await answer(bare, items[0].question, { reasoning: 'auto', maxTokens: 4, nativeThinking: true }, { router: nat.router });
     assert.equal(res.route, res.routerScore! >= nat.router.threshold || res.escalation ? 'reasoning' : 'direct');
-    await assert.rejects(trainVerifier(bare, items, { steps: 1 }), /verifier: the model must be loaded with its reasoning adapter \(--adapter\), or nativeThinking set/);
+    await assert.rejects(trainVerifier(bare, items, { steps: 1 }), /verifier: the model must be loaded with its reasoning adapter \(adapter in loadModel, --adapter in the CLI\), or nativeThinking set/);
     await assert.rejects(trainVerifier(bare, items.slice(0, 4), { valFraction: 0.5, samples: 2, maxTokens: 6, maxThinkingTokens: 2, steps: 20, nativeThinking: true }),
       /verifier: no sample of the 2 training items ended by itself after its thinking/, 'its own thinking, sampled and cut as the adapter\'s');
   } finally {
