@@ -276,7 +276,7 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     // The same weights quantised otherwise compute other keys and values: refused, by the probe.
     const q8 = await loadModel(rm.dir, { quant: 'q8', worker: false, threads: 1 });
     try {
-      await assert.rejects(q8.loadPromptCache(file), (e: Error) => e instanceof PromptCacheMismatch && new RegExp(`^prompt cache: ${file} was saved from another model \\(other weights, the same ones quantised otherwise, or another RoPE scaling\\): this one computes the probe's keys and values \\d\\.\\de-\\d+ apart \\(relative\\), so its prompts would answer as that model does; save the prompt cache again with this model$`).test(e.message));
+      await assert.rejects(q8.loadPromptCache(file), (e: Error) => e instanceof PromptCacheMismatch && e.code === 'prompt_cache_mismatch' && new RegExp(`^prompt cache: ${file} was saved from another model \\(other weights, the same ones quantised otherwise, or another RoPE scaling\\): this one computes the probe's keys and values \\d\\.\\de-\\d+ apart \\(relative\\), so its prompts would answer as that model does; save the prompt cache again with this model$`).test(e.message));
       assert.equal((await q8.complete(asked, { maxTokens: 1 })).cachedTokens, 0);
     } finally {
       await q8.close();

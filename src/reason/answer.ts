@@ -742,5 +742,6 @@ export class Reasoner {
     checkProbes(aux, 'Reasoner');
   }
   answer(input: AnswerInput, opts: AnswerOptions = {}): Promise<AnswerResult> { return answer(this.model, input, opts, this.aux); }
+  /** Closes its model (and so every other Reasoner or call on that model): for the app that made both for one use. */
   async close(): Promise<void> { await this.model.close(); }
 }

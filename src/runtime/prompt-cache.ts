@@ -256,8 +256,10 @@ const PROBE = [0, 1, 2, 3, 4, 5, 6, 7];
  */
 export const PROBE_TOLERANCE = 1e-3;
 
-/** A prompt cache file that another model saved. */
-export class PromptCacheMismatch extends Error {}
+/** A prompt cache file that another model saved: `code` "prompt_cache_mismatch" (as ModelClosedError's, for apps that test codes). */
+export class PromptCacheMismatch extends Error {
+  readonly code = 'prompt_cache_mismatch';
+}
 /** A file replaced while it was read. */
 class Replaced extends Error {}
 
