@@ -894,10 +894,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['bench', 'decode', '--shape', '--json']).stderr, /^edgereason: --shape took the flag --json as its value/m);
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /and the raw prompt does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
-  assert.equal(cliWords("generate: prompt 0 has 603 tokens; the model's context of 512 tokens leaves no room to generate"), "generate: the prompt has 603 tokens; the model's context of 512 tokens leaves no room to generate");
-  assert.equal(cliWords("generate: prompt 0 has 511 tokens, 512 with the adapter's invocation (1, appended for chat: true); the model's context of 512 tokens leaves no room to generate"),
+  assert.equal(cliWords("generate: the prompt has 511 tokens, 512 with the adapter's invocation (1, appended for chat: true); the model's context of 512 tokens leaves no room to generate"),
     "generate: the prompt has 511 tokens, 512 with the adapter's invocation (1, appended for --chat); the model's context of 512 tokens leaves no room to generate");
-  assert.equal(cliWords('train-rl: 1380 prompts leave less room, e.g. prompt 0 (97 tokens)'), 'train-rl: 1380 prompts leave less room, e.g. prompt 0 (97 tokens)'); // an index among many stays
+  assert.equal(cliWords('answer: reasoning "on" needs the model loaded with its reasoning adapter (the adapter option of loadModel), or nativeThinking for a model that thinks by itself'),
+    'answer: --reasoning on needs the model loaded with its reasoning adapter (--adapter), or --native-thinking for a model that thinks by itself');
   assert.match(cli(['answer', '--model', 'models/default', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr, /or --native-thinking for a model that thinks by itself/);
   for (const flags of [['--adapter', 'models/default/reasoning-adapter', '--no-adapter'], ['--no-adapter', '--adapter=models/default/reasoning-adapter']]) {
     const r = cli(['answer', '--model', 'models/default', ...flags, '--question', 'x']);

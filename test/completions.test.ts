@@ -161,11 +161,11 @@ test('logprobs: the tokens\' log-probabilities and the most likely tokens, as th
   const ids = model.encode(PROMPTS[0], false);
   const byIds = await client.completions.create({ model: 'default', prompt: [ids, ids], max_tokens: 6, temperature: 0, echo: true, logprobs: 2 } as never);
   assert.deepEqual(byIds.choices.map((c) => [c.text, c.logprobs!.token_logprobs]), [0, 1].map(() => [model.tokenizer.decode(ids) + r.choices[0].text, [...olp.token_logprobs!, ...lp.token_logprobs!]]));
-  await assert.rejects(model.complete(ids, { chat: true }), /^Error: generate: prompt 0 is token ids, a raw prompt: the chat template renders text and messages \(leave chat out\)$/);
-  await assert.rejects(model.complete([1, -2]), /^Error: generate: prompt 0 holds -2 at position 1, not a token id of this model \(0\.\.825\)$/);
+  await assert.rejects(model.complete(ids, { chat: true }), /^Error: generate: the prompt is token ids, a raw prompt: the chat template renders text and messages \(leave chat out\)$/);
+  await assert.rejects(model.complete([1, -2]), /^Error: generate: the prompt holds -2 at position 1, not a token id of this model \(0\.\.825\)$/);
   // Which prompt of a batch is not one (it was "a prompt must be …, got number"), and promptLogprobs' own errors in its name.
   await assert.rejects(model.generateBatch(['a', 5 as never]), /^Error: generate: prompt 1 must be text, a list of messages or token ids, got 5$/);
-  await assert.rejects(model.promptLogprobs([1, 900]), /^Error: promptLogprobs: prompt 0 holds 900 at position 1, not a token id of this model \(0\.\.825\)$/);
+  await assert.rejects(model.promptLogprobs([1, 900]), /^Error: promptLogprobs: the prompt holds 900 at position 1, not a token id of this model \(0\.\.825\)$/);
   await assert.rejects(model.promptLogprobs(Array(1100).fill(1)), /^Error: promptLogprobs: the prompt is 1100 tokens, more than the model's context of 1024$/);
   assert.equal((await model.complete(ids, { maxTokens: 6 })).text, r.choices[0].text);
   const both = await client.completions.create({ model: 'default', prompt: PROMPTS[0], max_tokens: 6, temperature: 0, echo: true, logprobs: 2 });

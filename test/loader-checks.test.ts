@@ -197,7 +197,7 @@ test('what is not a model is named: a symbolic link loop, a named pipe, an adapt
   const adapter = path.join(tmp, 'an-adapter');
   fs.mkdirSync(adapter);
   fs.writeFileSync(path.join(adapter, 'adapter_config.json'), '{}');
-  assert.throws(() => openSource(adapter), { message: `model: ${adapter} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (--adapter; loadModel's adapter), with its base model as the model` });
+  assert.throws(() => openSource(adapter), { message: `model: ${adapter} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (the adapter option of loadModel), with its base model as the model` });
   // The embedded model's weights beside this random model's tokenizer (fewer tokens, so not refused by size): its end
   // token is ordinary text there, and chat was garbage.
   const mixed = path.join(tmp, 'mixed');

@@ -536,7 +536,7 @@ test('nativeThinking (a model that thinks by itself, no adapter): the reasoning 
     // Parallel samples fork the same prompt cache.
     const three = await answer(m, q, { reasoning: 'on', nativeThinking: true, maxThinkingTokens: 3, maxTokens: 12, samples: 3, seed: 4 });
     assert.deepEqual(three.samples.map((x) => [x.thinkingTokens, x.capped]), [[3, true], [3, true], [3, true]]);
-    await assert.rejects(answer(m, q, { reasoning: 'on' }), /answer: reasoning "on" needs the model loaded with its reasoning adapter \(adapter in loadModel, --adapter in the CLI\), or nativeThinking for a model that thinks by itself/);
+    await assert.rejects(answer(m, q, { reasoning: 'on' }), /answer: reasoning "on" needs the model loaded with its reasoning adapter \(the adapter option of loadModel\), or nativeThinking for a model that thinks by itself/);
     // The template's enable_thinking: false closes the thinking: "on" is refused, "auto" answers directly (no router).
     const noThink = { nativeThinking: true, chatTemplateKwargs: { enable_thinking: false } };
     await assert.rejects(answer(m, q, { reasoning: 'on', ...noThink }), /answer: reasoning "on", but the chat template already closed the thinking/);
@@ -897,13 +897,13 @@ test('generate applies a loaded adapter by default: an activated one from the pr
   const auto = await m.complete(prompt, o), explicit = await m.complete(prompt, { ...o, adapterFrom: at }), everywhere = await m.complete(prompt, { ...o, adapterFrom: 0 });
   assert.deepEqual(auto.tokens, explicit.tokens);
   assert.notDeepEqual(auto.tokens, everywhere.tokens, 'adapterFrom 0 is a different computation');
-  await assert.rejects(m.complete('Hello there', { adapter: true }), /generate: the adapter .* is activated LoRA: it acts from its invocation "<think>" on, and raw prompt 0 does not contain it/);
+  await assert.rejects(m.complete('Hello there', { adapter: true }), /generate: the adapter .* is activated LoRA: it acts from its invocation "<think>" on, and the raw prompt does not contain it/);
   // chat: true appends the invocation: a prompt it no longer fits with is refused naming it.
   const ctx = m.config.maxPositionEmbeddings, padded = (k: number) => `Hello${' there'.repeat(k)}`;
   let k = 0;
   while (m.encode(padded(k + 1), true).length < ctx) k++;
   const n = m.encode(padded(k), true).length;
-  await assert.rejects(m.complete(padded(k), { adapter: true, chat: true }), new RegExp(`^Error: generate: prompt 0 has ${n} tokens, ${n + 1} with the adapter's invocation \\(1, appended for chat: true\\); the model's context of ${ctx} tokens leaves no room to generate$`));
+  await assert.rejects(m.complete(padded(k), { adapter: true, chat: true }), new RegExp(`^Error: generate: the prompt has ${n} tokens, ${n + 1} with the adapter's invocation \\(1, appended for chat: true\\); the model's context of ${ctx} tokens leaves no room to generate$`));
   // By default a loaded adapter applies: an activated one from the invocation its prompt holds, else not at all.
   const { adapter: _, ...plain } = o;
   assert.deepEqual((await m.complete(prompt, plain)).tokens, auto.tokens);
@@ -1527,7 +1527,7 @@ test('trainRouter and trainVerifier run end to end on a model (labels from the g
     assert.deepEqual([nat.report.rule, nat.router.metadata.nativeThinking, nat.report.val.reasoningAccuracy], [{ name: 'savings', maxLoss: 0 }, true, 0]);
     const res = await answer(bare, items[0].question, { reasoning: 'auto', maxTokens: 4, nativeThinking: true }, { router: nat.router });
     assert.equal(res.route, res.routerScore! >= nat.router.threshold || res.escalation ? 'reasoning' : 'direct');
-    await assert.rejects(trainVerifier(bare, items, { steps: 1 }), /verifier: the model must be loaded with its reasoning adapter \(adapter in loadModel, --adapter in the CLI\), or nativeThinking set/);
+    await assert.rejects(trainVerifier(bare, items, { steps: 1 }), /verifier: the model must be loaded with its reasoning adapter \(the adapter option of loadModel\), or nativeThinking set/);
     await assert.rejects(trainVerifier(bare, items.slice(0, 4), { valFraction: 0.5, samples: 2, maxTokens: 6, maxThinkingTokens: 2, steps: 20, nativeThinking: true }),
       /verifier: no sample of the 2 training items ended by itself after its thinking/, 'its own thinking, sampled and cut as the adapter\'s');
   } finally {

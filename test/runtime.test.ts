@@ -630,8 +630,8 @@ test('generate: a raw prompt holding an activated adapter\'s invocation as other
   const m = await loadModel(model.dir, { adapter: dir, worker: false, quant: 'fp32' });
   try {
     assert.notDeepEqual(tok.encode('A: Reason:\n', { addSpecialTokens: false }).slice(-inv.length), inv, 'a space before it joins it otherwise');
-    await assert.rejects(m.complete('Q: 2+2?\nA: Reason:\n', { adapter: true, maxTokens: 1 }), { message: `generate: the adapter ${dir} is activated LoRA: it acts from its invocation "Reason:\\n" on, and raw prompt 0 holds its text but not its tokens [${inv.join(', ')}] (the text around it joins it into other tokens, as a space before it does: put it on a line of its own, use chat: true, which appends it, or answer())` });
-    await assert.rejects(m.complete('Q: 2+2?', { adapter: true, maxTokens: 1 }), /raw prompt 0 does not contain it \(end the prompt with it, use chat: true/);
+    await assert.rejects(m.complete('Q: 2+2?\nA: Reason:\n', { adapter: true, maxTokens: 1 }), { message: `generate: the adapter ${dir} is activated LoRA: it acts from its invocation "Reason:\\n" on, and the raw prompt holds its text but not its tokens [${inv.join(', ')}] (the text around it joins it into other tokens, as a space before it does: put it on a line of its own, use chat: true, which appends it, or answer())` });
+    await assert.rejects(m.complete('Q: 2+2?', { adapter: true, maxTokens: 1 }), /the raw prompt does not contain it \(end the prompt with it, use chat: true/);
     assert.equal((await m.complete('Q: 2+2?\nA:\nReason:\n', { adapter: true, maxTokens: 1 })).tokens.length, 1, 'on a line of its own it invokes the adapter');
   } finally {
     await m.close();
@@ -1350,7 +1350,7 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
   const m = await loadModel(model.dir, { quant: 'fp32', worker: false });
   try {
     const long = 'word '.repeat(model.config.maxPositionEmbeddings + 10);
-    await assert.rejects(m.complete(long), (e: unknown) => e instanceof ContextLengthError && e.context === 2048 && /prompt 0 has \d+ tokens; the model's context of 2048 tokens leaves no room to generate/.test(e.message));
+    await assert.rejects(m.complete(long), (e: unknown) => e instanceof ContextLengthError && e.context === 2048 && /the prompt has \d+ tokens; the model's context of 2048 tokens leaves no room to generate/.test(e.message));
     // A cache no buffer could hold is refused (it used to end the process: out of memory before the buffers' check).
     await assert.rejects(m.backend.newCache(5e8), /^Error: engine: a cache of 500000000 rows needs [\d.]+ GiB for its first 64 positions, more than a Float32Array holds \(4294967296 floats per layer\): ask for fewer rows$/);
     // ... and one that fits in buffers but not in this machine's memory
@@ -1360,7 +1360,7 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
     await assert.rejects(m.generateBatch(['a', 'b', 'c'], [{ maxTokens: 2 }]), /generate: 1 option objects for 3 prompts \(give one per prompt, or one object for all\)/);
     assert.deepEqual(await m.generateBatch([]), [], 'no prompts, no rows (was an engine error: a cache of 0 rows)');
     await assert.rejects(m.complete('a', { topLogprobs: 21 }), /^Error: generate: topLogprobs must be an integer in \[0, 20\], got 21$/);
-    await assert.rejects(m.generateBatch([], { adapter: true }), /^Error: generate: adapter: true asks for the adapter, but the model was loaded without one \(loadModel's adapter option, or --adapter\)$/);
+    await assert.rejects(m.generateBatch([], { adapter: true }), /^Error: generate: adapter: true asks for the adapter, but the model was loaded without one \(the adapter option of loadModel\)$/);
     await assert.rejects(m.generateBatch([], { maxTokens: -1 }), /generate: maxTokens/);
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);
     const c = await m.backend.newCache(1);

@@ -159,8 +159,7 @@ interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOp
 /** The library's errors name API options; on the command line they are flags and commands. */
 const CLI_WORDS: [RegExp, string][] = [[/\bchat: true\b/g, '--chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
   [/\bquant "(q4|q8|fp32)" or "(q4|q8|fp32)"/g, '--quant $1 or $2'], [/\bquant "(q4|q8|fp32)"/g, '--quant $1'], [/\bmaxTokens\b/g, '--max-tokens'], [/\bmaxThinkingTokens\b/g, '--max-thinking-tokens'], [/\breasoningMaxTokens\b/g, '--reasoning-max-tokens'],
-  [/\bchatTemplateKwargs\b/g, '--chat-template-kwargs'], [/(?<![\w."])ropeScaling\.factor\b/g, '--rope-scale'], [/(?<![\w."])ropeScaling\.originalMaxPositionEmbeddings\b/g, '--yarn-orig-ctx'], [/(?<![\w."])ropeScaling (yarn|linear|none)\b/g, '--rope-scaling $1'], [/\breasoning "(auto|on|off)"/g, '--reasoning $1'],
-  [/^(generate: (?:[^\n]*?\W)?)(raw )?prompt 0\b/, '$1the $2prompt']]; // generate's one prompt, an index in the API's list
+  [/\bthe adapter option of loadModel\b/g, '--adapter'], [/\bchatTemplateKwargs\b/g, '--chat-template-kwargs'], [/(?<![\w."])ropeScaling\.factor\b/g, '--rope-scale'], [/(?<![\w."])ropeScaling\.originalMaxPositionEmbeddings\b/g, '--yarn-orig-ctx'], [/(?<![\w."])ropeScaling (yarn|linear|none)\b/g, '--rope-scaling $1'], [/\breasoning "(auto|on|off)"/g, '--reasoning $1']];
 export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message);
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {

@@ -103,7 +103,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   const aloraTokens = model.adapter?.config.aloraInvocationTokens;
   if (native && model.adapter) throw new Error(`eval: nativeThinking evaluates the model's own thinking, but it was loaded with the adapter ${model.adapter.dir}`);
   if (native) checkNativeThinking(model, 'eval');
-  if (reasoning && !model.adapter && !native) throw new Error('eval: reasoning mode needs the model loaded with an adapter (adapter in loadModel, --adapter in the CLI), or nativeThinking for a model that thinks by itself');
+  if (reasoning && !model.adapter && !native) throw new Error('eval: reasoning mode needs the model loaded with an adapter (the adapter option of loadModel), or nativeThinking for a model that thinks by itself');
   if (maxThinkingTokens !== undefined && !reasoning) throw new Error('eval: maxThinkingTokens applies to reasoning mode');
   if (budget !== undefined && (!reasoning || native)) throw new Error('eval: budget is the control line a budget-trained adapter reads after its invocation: it applies to reasoning mode with an adapter');
   const rt = reasoning ? reasoningTokens(model, invocationText, 'eval') : undefined;

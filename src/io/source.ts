@@ -74,7 +74,7 @@ export function openSource(p: string): ModelSource {
   if (isDir) {
     if (fs.existsSync(path.join(abs, MANIFEST))) return openConverted(abs);
     if (!fs.existsSync(path.join(abs, 'config.json')) && fs.existsSync(path.join(abs, 'adapter_config.json'))) {
-      throw new Error(`model: ${abs} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (--adapter; loadModel's adapter), with its base model as the model`);
+      throw new Error(`model: ${abs} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (the adapter option of loadModel), with its base model as the model`);
     }
     const { config, weights, slidingWindow } = loadHfFolder(abs);
     const tokenizer = checkVocab(loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));

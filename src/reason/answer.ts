@@ -459,9 +459,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (native && opts.adapterMode !== undefined) throw new Error('answer: adapterMode applies to a reasoning adapter, not to nativeThinking');
   const reasons = !!model.adapter || native; // whether this model can take the reasoning route at all
   if (isVerifierVote(method) && !aux.verifier && mode !== 'off' && reasons) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
-  if (mode === 'on' && !reasons) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (adapter in loadModel, --adapter in the CLI), or nativeThinking for a model that thinks by itself (e.g. Qwen3)');
+  if (mode === 'on' && !reasons) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (the adapter option of loadModel), or nativeThinking for a model that thinks by itself (e.g. Qwen3)');
   if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${shown(opts.maxTokens)}`);
-  if (aux.router && !reasons && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (adapter in loadModel, --adapter in the CLI) and nativeThinking is off: there is nothing to route to');
+  if (aux.router && !reasons && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (the adapter option of loadModel) and nativeThinking is off: there is nothing to route to');
   const K = opts.maxThinkingTokens;
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${shown(K)}`);
 

@@ -102,7 +102,7 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
   const { train, val } = checkProbeTraining(items, o, { samples: is.int(1), temperature: is.atLeast0, topP: is.share, seed: is.seed }, 'verifier');
   const same = o.temperature === 0 ? 'temperature 0' : o.topP === 0 ? 'topP 0' : undefined;
   if (same && (o.samples ?? 8) > 1) throw new Error(`verifier: ${same} draws the most likely token every time, so the ${o.samples ?? 8} candidates of a question would all be the same; the verifier learns from candidates that differ: sample with a temperature and topP above 0`);
-  if (!model.adapter && !o.nativeThinking) throw new Error('verifier: the model must be loaded with its reasoning adapter (adapter in loadModel, --adapter in the CLI), or nativeThinking set for a model that thinks by itself');
+  if (!model.adapter && !o.nativeThinking) throw new Error('verifier: the model must be loaded with its reasoning adapter (the adapter option of loadModel), or nativeThinking set for a model that thinks by itself');
   if (o.nativeThinking) checkNativeThinking(model, 'verifier');
   if (o.maxThinkingTokens !== undefined) checkThinkingRoom(reasoningTokens(model), o.maxThinkingTokens, o.maxTokens ?? 512, 'verifier', 'maxTokens', o.maxTokens === undefined); // before any sampling
   const tr = await sampleCandidates(model, train, { ...o, onItem: (d) => o.onProgress?.('samples (train)', d, train.length) });

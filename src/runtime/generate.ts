@@ -707,15 +707,18 @@ function textContext(tok: Pick<TextTokenizer, 'specialIds'>, prompt: readonly nu
  * `reuse`, each prompt's positions the base weights encode are prefilled from the longest beginning `reuse` keeps,
  * and kept after (prompt caching).
  */
+/** A prompt as messages name it: "the prompt" of one, "prompt 2" of several (`kind`: "raw " makes "the raw prompt"). */
+export const promptName = (i: number, of: number, kind = ''): string => (of > 1 ? `${kind}prompt ${i}` : `the ${kind}prompt`);
+
 export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal, reuse?: PromptCache): Promise<Completion[]> {
   const start = performance.now();
   if (onText !== undefined && typeof onText !== 'function') throw new Error(`generate: onText must be a function (row, piece) => void, got ${typeof onText}`);
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new Error(`generate: signal must be an AbortSignal, got ${shown(signal)}`);
-  prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: prompt ${i} has no tokens (an empty text, and the tokenizer adds no BOS token to start from): give it some text`); });
+  prompts.forEach((p, i) => { if (!p.length) throw new Error(`generate: ${promptName(i, prompts.length)} has no tokens (an empty text, and the tokenizer adds no BOS token to start from): give it some text`); });
   const ctx = backend.config.maxPositionEmbeddings;
   const per = prompts.map((p, i): GenerateOptions => { // the caller's options stay as they were
     checkGenerateOptions(opts[i], tokenizer.vocabSize); // as given, before the context's cap
-    if (p.length >= ctx) throw new ContextLengthError(`generate: prompt ${i} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`, p.length + 1, ctx);
+    if (p.length >= ctx) throw new ContextLengthError(`generate: ${promptName(i, prompts.length)} has ${p.length} tokens; the model's context of ${ctx} tokens leaves no room to generate`, p.length + 1, ctx);
     const maxTokens = Math.min(opts[i].maxTokens ?? 256, ctx - p.length), th = opts[i].thinking;
     // Where the context's end comes first, a thinking cap it would not hold with its close and an answer token is
     // lowered to fit (as answer() does), so the thinking still closes and answers instead of being cut off.

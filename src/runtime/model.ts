@@ -19,7 +19,7 @@ import { BatchedLocalBackend, CoalescingBackend } from './scheduler.ts';
 import { promptCharBound } from '../tokenizer/prompt-bound.ts';
 import { WorkerBackend, type BuildJob } from './worker-backend.ts';
 import { dropPromptCache, MIN_REUSED, promptCacheOf, setPromptCache, type PromptCache } from './prompt-cache.ts';
-import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, stopList, type Completion, type GenerateOptions } from './generate.ts';
+import { checkGenerateOptions, endsWithRun, generateBatch, lastIndexOfRun, promptName, stopList, type Completion, type GenerateOptions } from './generate.ts';
 import { sampleToken, seedAt, SAMPLING_OPTIONS, type TokenLogprob } from './sampler.ts';
 import { MAX_THREADS, threadsNote } from './threads.ts';
 import { onAbort } from './abort.ts';
@@ -337,8 +337,8 @@ export class Model {
   async promptLogprobs(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown>; topLogprobs?: number } = {}): Promise<{ tokens: number[]; logprobs: (number | null)[]; top: TokenLogprob[][] }> {
     checkPromptForm(opts, ['chat', 'chatTemplateKwargs', 'topLogprobs'], 'promptLogprobs');
     const k = opts.topLogprobs ?? 0;
-    checkGenerateOptions({ topLogprobs: k }, this.config.vocabSize);
-    const ids = this.promptIds(prompt, 0, opts, 'promptLogprobs');
+    checkGenerateOptions({ topLogprobs: k }, this.config.vocabSize, 'promptLogprobs');
+    const ids = this.promptIds(prompt, 'the prompt', opts, 'promptLogprobs');
     if (!ids.length) throw new Error('promptLogprobs: the prompt encodes to no tokens: nothing to score');
     if (ids.length > this.config.maxPositionEmbeddings) throw new ContextLengthError(`promptLogprobs: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`, ids.length, this.config.maxPositionEmbeddings);
     // The adapter from where generate's would act: everywhere (a classic LoRA), or from its invocation (activated).
@@ -390,9 +390,9 @@ export class Model {
       if (rest.thinking?.force && rest.thinking.closeOnStop === undefined) rest.thinking = { ...rest.thinking, closeOnStop: true };
       per[i] = { ...rest, allowedNext: jsonConstraint(this.tokenizer, json, 'generate: json', rest.stopTokens ? { stopTokens: rest.stopTokens } : {}).tracker() };
     });
-    if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter: true asks for the adapter, but the model was loaded without one (loadModel\'s adapter option, or --adapter)');
+    if ((Array.isArray(opts) ? opts : [opts]).some((o) => o.adapter) && !this.adapter) throw new Error('generate: adapter: true asks for the adapter, but the model was loaded without one (the adapter option of loadModel)');
     if (!prompts.length) return []; // no rows (as Promise.all([]) resolves to []), checked as a batch of any size is
-    const ids = prompts.map((p, i) => this.promptIds(p, i, per[i]));
+    const ids = prompts.map((p, i) => this.promptIds(p, promptName(i, prompts.length), per[i]));
     // A loaded adapter applies unless a call says adapter: false: a plain LoRA everywhere; an activated one (as
     // PEFT's aLoRA) from its invocation tokens — where a raw prompt last holds them, or where a chat prompt ends
     // with them (a generation prompt that opens the thinking; the user's own text does not invoke it) — and not at
@@ -406,7 +406,7 @@ export class Model {
         const chat = isChat(prompts[i], o), at = this.invokedAt(ids[i], chat);
         if (o.adapter === true && at < 0 && chat) {
           const ctx = this.config.maxPositionEmbeddings, n = ids[i].length + inv.length;
-          if (ids[i].length < ctx && n >= ctx) throw new ContextLengthError(`generate: prompt ${i} has ${ids[i].length} tokens, ${n} with the adapter's invocation (${inv.length}, appended for chat: true); the model's context of ${ctx} tokens leaves no room to generate`, n + 1, ctx);
+          if (ids[i].length < ctx && n >= ctx) throw new ContextLengthError(`generate: ${promptName(i, prompts.length)} has ${ids[i].length} tokens, ${n} with the adapter's invocation (${inv.length}, appended for chat: true); the model's context of ${ctx} tokens leaves no room to generate`, n + 1, ctx);
           per[i] = { ...o, adapterFrom: ids[i].length };
           ids[i] = [...ids[i], ...inv];
         } else if (at >= 0) per[i] = { ...o, adapter: true, adapterFrom: at };
@@ -414,7 +414,7 @@ export class Model {
           // Its text may be there in other tokens (" <think>\n": " <" "think" ">\n", not "<th" "ink" ">\n"), which PEFT does not match either.
           const text = this.tokenizer.decode(inv), shown = text.trim(), written = !isTokenIds(prompts[i]) && !!shown && this.tokenizer.decode(ids[i]).trimEnd().endsWith(shown);
           const how = written ? `holds its text but not its tokens [${inv.join(', ')}] (the text around it joins it into other tokens, as a space before it does: put it on a line of its own` : 'does not contain it (end the prompt with it';
-          throw new Error(`generate: the adapter ${this.adapter!.dir} is activated LoRA: it acts from its invocation ${JSON.stringify(text)} on, and raw prompt ${i} ${how}, use chat: true, which appends it, or answer())`);
+          throw new Error(`generate: the adapter ${this.adapter!.dir} is activated LoRA: it acts from its invocation ${JSON.stringify(text)} on, and ${promptName(i, prompts.length, 'raw ')} ${how}, use chat: true, which appends it, or answer())`);
         }
       });
     }
@@ -433,18 +433,18 @@ export class Model {
     return endsWithRun(ids, inv) ? ids.length - inv.length : -1;
   }
 
-  /** Prompt `row`'s token ids: text or messages encoded (a list of messages as chat unless told), token ids checked. */
-  private promptIds(prompt: Prompt, row: number, o: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> }, where = 'generate'): number[] {
-    if (isTokenIds(prompt)) return this.checkedIds(prompt, row, o.chat, where);
-    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new Error(`${where}: prompt ${row} must be text, a list of messages or token ids, got ${shown(prompt)}`);
+  /** A prompt's token ids (`which`: "the prompt", or "prompt 2" of several): text or messages encoded (a list of messages as chat unless told), token ids checked. */
+  private promptIds(prompt: Prompt, which: string, o: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> }, where = 'generate'): number[] {
+    if (isTokenIds(prompt)) return this.checkedIds(prompt, which, o.chat, where);
+    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new Error(`${where}: ${which} must be text, a list of messages or token ids, got ${shown(prompt)}`);
     return this.encode(prompt, isChat(prompt, o), o.chatTemplateKwargs, where);
   }
 
   /** A prompt given as token ids, checked: a raw prompt of this vocabulary's ids. */
-  private checkedIds(ids: readonly number[], row: number, chat: boolean | undefined, where: string): number[] {
-    if (chat) throw new Error(`${where}: prompt ${row} is token ids, a raw prompt: the chat template renders text and messages (leave chat out)`);
+  private checkedIds(ids: readonly number[], which: string, chat: boolean | undefined, where: string): number[] {
+    if (chat) throw new Error(`${where}: ${which} is token ids, a raw prompt: the chat template renders text and messages (leave chat out)`);
     const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= this.config.vocabSize);
-    if (bad >= 0) throw new Error(`${where}: prompt ${row} holds ${shown(ids[bad])} at position ${bad}, not a token id of this model (0..${this.config.vocabSize - 1})`);
+    if (bad >= 0) throw new Error(`${where}: ${which} holds ${shown(ids[bad])} at position ${bad}, not a token id of this model (0..${this.config.vocabSize - 1})`);
     return [...ids];
   }
 
@@ -459,7 +459,7 @@ export class Model {
   async keepPrompt(prompt: Prompt, opts: { chat?: boolean; chatTemplateKwargs?: Record<string, unknown> } = {}): Promise<number> {
     checkPromptForm(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
     const keep = this.keptPrompts('keepPrompt');
-    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 0, opts.chat, 'keepPrompt') : this.encode(prompt as string | ChatMessage[], isChat(prompt, opts), opts.chatTemplateKwargs, 'keepPrompt', false);
+    const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 'the prompt', opts.chat, 'keepPrompt') : this.encode(prompt as string | ChatMessage[], isChat(prompt, opts), opts.chatTemplateKwargs, 'keepPrompt', false);
     if (ids.length > this.config.maxPositionEmbeddings) throw new ContextLengthError(`keepPrompt: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`, ids.length, this.config.maxPositionEmbeddings);
     if (!keep.keeps(ids.length)) throw new Error(`keepPrompt: a prompt of ${ids.length} tokens is not kept: ${ids.length <= MIN_REUSED ? `one of at most ${MIN_REUSED} tokens costs less to prefill than to copy` : `its keys and values are more than the prompt cache's ${keep.budget / 2 ** 20} MiB (loadModel's promptCache)`}`);
     const hit = await keep.take(ids), cache = hit?.cache ?? await this.backend.newCache(1);
