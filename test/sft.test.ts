@@ -22,6 +22,7 @@ import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import type { Backend } from '../src/runtime/backend.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
+import { addBudgetLines, budgetControl } from '../src/reason/budget.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-sft-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -111,7 +112,7 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
     try { execFileSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--out', path.join(tmp, 'cli'), ...args], { stdio: 'pipe' }); return ''; }
     catch (e) { return String((e as { stderr: Buffer }).stderr); }
   };
-  assert.match(run(['--data', data, '--lora-r', '0']), /--lora-r must be a positive integer, got 0/);
+  assert.match(run(['--data', data, '--lora-r', '0']), /--lora-r must be an integer ≥ 1, got "0"/);
   assert.match(run(['--data', data, '--targets', 'q,qkv']), /unknown target module "qkv"/);
   assert.match(run(['--data', data, '--targets', ',']), /--targets: no projection named in ","/);
   assert.match(run(['--data', data, '--lora-r', '1000']), /--lora-r 1000 is larger than the projections it adapts \(their smallest side is \d+\)/);
@@ -524,4 +525,35 @@ test('evalLoss reports its batches as it goes (the last eval of a run shows a ba
   } finally {
     await trainer.close();
   }
+});
+
+test('train-sft --budget-lines: a budget line after the invocation of that share of the traces, as answer --budget feeds it, read but not trained; without it, a note for train-rl', () => {
+  const src = openSource(DEFAULT_DIR), tok = src.tokenizer;
+  const line = (q: string, reply: string) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: reply }] });
+  const file = path.join(tmp, 'budget-lines.jsonl');
+  fs.writeFileSync(file, `${line('Tom has 3 apples and buys 4 more. How many apples does he have?', '<think>\n3 + 4 = 7\n</think>\n\n#### 7')}\n${line('Tom has 3 apples and buys 5 more. How many apples does he have?', '<think>\nThinking budget: 96 tokens.\n3 + 5 = 8\n</think>\n\n#### 8')}\n`);
+  const ex = loadDataset(file, tok, true), inv = tok.encode('<think>', { addSpecialTokens: false });
+  const r = addBudgetLines(ex, tok, inv, { share: 1, budgets: [160], seed: 0 });
+  assert.deepEqual([r.added, r.already], [1, 1]);
+  assert.ok(tok.decode(r.examples[0].ids, { skipSpecialTokens: false }).endsWith('<|im_start|>assistant\n<think>\nThinking budget: 160 tokens.\n3 + 4 = 7\n</think>\n\n#### 7<|im_end|>'));
+  assert.equal(r.examples[1], ex[1], 'a trace holding a line already is left as it is');
+  // The line is the ids answer() feeds after the invocation, and no target: the rest of the mask is the trace's own.
+  const at = ex[0].lossMask.indexOf(1) + inv.length, fed = budgetControl(tok, 160, inv);
+  assert.deepEqual(r.examples[0].ids.slice(at, at + fed.length), fed);
+  assert.deepEqual([...r.examples[0].lossMask], [...ex[0].lossMask.subarray(0, at), ...fed.map(() => 0), ...ex[0].lossMask.subarray(at)]);
+  assert.deepEqual(addBudgetLines(ex, tok, inv, { share: 0, budgets: [160], seed: 0 }).examples, ex);
+  const half = (seed: number) => addBudgetLines(Array.from({ length: 40 }, () => ex[0]), tok, inv, { share: 0.5, budgets: [96, 160], seed });
+  assert.deepEqual(half(3), half(3), 'seeded');
+  assert.ok(half(3).added > 10 && half(3).added < 30, `about half: ${half(3).added}`);
+  // The CLI: said with its counts; refused without an invocation; a note where no trace holds a line.
+  const data = path.join(tmp, 'bl.jsonl');
+  fs.writeFileSync(data, [0, 1, 2, 3].map((k) => JSON.stringify({ prompt: `q${k}\n`, completion: `<think>\nstep ${k}\n</think> ${k}` })).join('\n'));
+  const run = (args: string[]) => spawnSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', path.join(tmp, 'bl-out'), '--max-steps', '1', '--overwrite', ...args], { encoding: 'utf8', timeout: 120_000 });
+  assert.match(run(['--budget-lines', '0.3']).stderr, /^edgereason: --budget-lines puts budget lines after the adapter's invocation: it needs --alora-invocation/m);
+  assert.match(run(['--alora-invocation', '<think>', '--budgets', '32']).stderr, /^edgereason: --budgets names the budgets of the lines --budget-lines puts in the traces: give --budget-lines too$/m);
+  const put = run(['--alora-invocation', '<think>', '--budget-lines', '1', '--budgets', '32,64']);
+  assert.equal(put.status, 0, put.stderr);
+  assert.match(put.stderr, /^train-sft: --budget-lines 1: a budget line \(32, 64 tokens\) put in 4 of 4 traces$/m);
+  const none = run(['--alora-invocation', '<think>']);
+  assert.match(none.stderr, /^train-sft: note: no trace holds a budget line \("Thinking budget: 96 tokens\." after the invocation\); for an adapter train-rl will budget-train, --budget-lines 0\.3 puts one in 30 % of them/m);
 });
