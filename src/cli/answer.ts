@@ -7,7 +7,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
-import { unbudgetedNote } from '../reason/budget.ts';
+import { budgetNote } from '../reason/budget.ts';
 import { decidesEarly, VOTE_METHODS } from '../reason/vote.ts';
 import type { AnswerResult, Phase, ReasoningMode, Route, VoteMethod } from '../reason/types.ts';
 import type { Model } from '../runtime/model.ts';
@@ -180,7 +180,7 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
     console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
   }
   if (o.adapter === false) o.adapter = undefined;
-  const unbudgeted = o.budget !== undefined && typeof o.adapter === 'string' ? unbudgetedNote(o.adapter) : undefined;
+  const unbudgeted = o.budget !== undefined && typeof o.adapter === 'string' ? budgetNote(o.adapter, o.budget) : undefined;
   if (unbudgeted) console.error(`edgereason: note: ${unbudgeted}; --max-thinking-tokens caps any adapter's thinking`);
   const reasons = !!o.adapter || !!o.nativeThinking;
   const routerFile: string | undefined = o.router === false ? undefined : o.router ?? (o.reasoning === 'auto' && reasons ? beside('router') : undefined);

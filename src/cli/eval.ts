@@ -22,7 +22,7 @@ import { checkNativeThinking, checkThinkingRoom, reasoningTokens, thinksByItself
 import { version } from '../version.ts';
 import { openSource } from '../io/source.ts';
 import { defaultQuant, rescaled } from '../runtime/convert.ts';
-import { unbudgetedNote } from '../reason/budget.ts';
+import { budgetNote } from '../reason/budget.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
@@ -83,7 +83,7 @@ export function evalCommand(program: Command): void {
       checkVoteFlags(o, 'eval');
       if (o.vote.startsWith('verifier') && !o.verifier) throw new Error(`eval: --vote ${o.vote} scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)`);
       if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
-      const unbudgeted = o.budget !== undefined ? unbudgetedNote(o.adapter) : undefined;
+      const unbudgeted = o.budget !== undefined ? budgetNote(o.adapter, o.budget) : undefined;
       if (unbudgeted) console.error(`eval: note: ${unbudgeted}`);
       const files = outCheck(o);
       // What is evaluated, as the report records it: paths resolved (a rerun from another folder is the same run), the quantisation used.
