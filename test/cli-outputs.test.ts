@@ -1464,3 +1464,24 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
   assert.match(cli(['chat', '--model', model.dir, '--rope-scaling', 'dynamic']).stderr, /^edgereason: --rope-scaling must be one of yarn, linear, none; got "dynamic"\n/);
   assert.deepEqual(['rope-never', 'rope-eval.json', 'rope-r.json', 'rope-v.json'].filter((f) => fs.existsSync(at(f))), []);
 });
+
+test('a --task file of one\'s own is checked as train-rl checks it, before any work: eval, train-router and train-verifier name a character the tokenizer lacks, and the routers a prompt too long for the context, by file:line', () => {
+  const task = (name: string, second: string) => {
+    const f = at(name);
+    fs.writeFileSync(f, [{ prompt: 'Tom has 5 apples. He buys 2 more. How many apples does he have?', answer: 7 }, { prompt: second, answer: 5 }].map((x) => JSON.stringify(x)).join('\n') + '\n');
+    return f;
+  };
+  const euro = task('task-euro.jsonl', 'Tom has 5 € now. How many euros does he have?');
+  const refusal = new RegExp(`^edgereason: ${euro.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: "prompt" holds "€", which the tokenizer has no token for`, 'm');
+  for (const args of [['eval', '--out', at('euro-eval.json')], ['train-router', '--adapter', ADAPTER_DIR, '--limit', '1', '--val', '1', '--out', at('euro-router.json')], ['train-verifier', '--adapter', ADAPTER_DIR, '--limit', '1', '--val', '1', '--out', at('euro-verifier.json')]]) {
+    const r = cli([args[0], '--model', DEFAULT_DIR, '--task', euro, ...args.slice(1)]);
+    assert.equal(r.status, 1, args[0]);
+    assert.match(r.stderr, refusal, args[0]);
+  }
+  const long = task('task-long.jsonl', `${'Tom has apples. '.repeat(400)}How many apples does he have?`);
+  for (const [command, out] of [['train-router', 'long-router.json'], ['train-verifier', 'long-verifier.json']]) {
+    const r = cli([command, '--model', DEFAULT_DIR, '--adapter', ADAPTER_DIR, '--task', long, '--limit', '1', '--val', '1', '--out', at(out)]);
+    assert.match(r.stderr, new RegExp(`^edgereason: ${long.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: "prompt" has \\d+ tokens with the chat template, which leaves no room to answer it in the model's context of 1024 tokens: shorten it or leave it out$`, 'm'), command);
+    assert.doesNotMatch(r.stderr, /base answers/, `${command}: before any work`);
+  }
+});

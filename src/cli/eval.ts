@@ -15,6 +15,7 @@ import { checkVoteFlags } from './answer.ts';
 import { besideModel } from '../models/embedded.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 import { fileCases, taskFileOf } from './train-rl.ts';
 import { onInterrupt, StagedProgress } from '../train/progress.ts';
 import { beforeDownload, checkOutFile } from './outputs.ts';
@@ -90,16 +91,17 @@ export function evalCommand(program: Command): void {
       // A RoPE scaling as applied, where it changes the model's (as the flags say when the model cannot be read).
       let quant: string | undefined = o.quant;
       const ropeScaling = ropeScalingOf(o);
-      let applied = ropeScaling && ropeScalingWords(ropeScaling);
+      let applied = ropeScaling && ropeScalingWords(ropeScaling), tok: TextTokenizer | undefined;
       try {
         const src = openSource(o.model);
+        tok = src.tokenizer;
         quant ??= src.kind === 'converted' ? src.manifest!.options.quant : defaultQuant(src.config);
         const scaled = rescaled(src, ropeScaling);
         applied = scaled.config !== src.config ? ropeScalingWords(scaled.config.ropeScaling) : undefined;
       } catch { /* the load below names the problem */ }
       // A file of one's own is the user's to edit: what it held is part of what was evaluated (an interrupted run's
       // answers to its earlier questions or golds are not mixed into the report).
-      const own = ownFile ? fileCases(ownFile, grader) : undefined;
+      const own = ownFile ? fileCases(ownFile, grader, tok) : undefined;
       const held = own && createHash('sha1').update(JSON.stringify(own.map((c) => [c.question, c.gold]))).digest('hex').slice(0, 12);
       const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: ownFile ? path.resolve(o.task) : o.task, ...(own ? { grader, taskContents: held } : {}), ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(applied ? { ropeScaling: applied } : {}) };
       const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed

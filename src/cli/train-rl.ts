@@ -6,7 +6,8 @@ import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
 import { hubRepo } from '../io/hub.ts';
 import { loadModelWithProgress } from './load.ts';
-import { checkRlPromptText, trainRl, type RlPrompt } from '../train/rl.ts';
+import { chatIds, checkRlPromptText, trainRl, type RlPrompt } from '../train/rl.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
 import { budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
@@ -65,11 +66,16 @@ export function taskFileOf(o: { task: string; grader?: string }, builtins: reado
 
 /**
  * The questions of a file of one's own (rlPrompts' {"prompt","answer"} lines, their golds checked against `grader`),
- * asked as written, for eval, train-router and train-verifier.
+ * asked as written, for eval, train-router and train-verifier; given the model's tokenizer, their text is checked as
+ * train-rl checks it (no special tokens, no characters it has no token for), and given its context too, each must
+ * leave room in it to be answered (train-router and train-verifier, which would meet a longer one minutes in).
  */
-export function fileCases(file: string, grader: Task): EvalCase[] {
+export function fileCases(file: string, grader: Task, tok?: TextTokenizer, ctx?: number): EvalCase[] {
   const prompts = rlPrompts(file, Infinity, 0);
   checkGolds(prompts, grader, file);
+  if (tok) checkRlPromptText(tok, prompts, file);
+  const long = tok && ctx !== undefined ? prompts.map((p) => ({ p, n: chatIds(tok, p.question).length })).find(({ n }) => n >= ctx) : undefined;
+  if (long) throw new Error(`${file}:${long.p.line}: "prompt" has ${long.n} tokens with the chat template, which leaves no room to answer it in the model's context of ${ctx} tokens: shorten it or leave it out`);
   const name = path.basename(file);
   return prompts.map((p) => ({ id: `${name}:${p.line}`, question: p.question, gold: p.gold, category: name, task: grader }));
 }

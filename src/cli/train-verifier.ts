@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { aucText, LABEL_TASKS, labelItems, labelTaskOptions, stageProgress } from './train-router.ts';
+import { aucText, LABEL_TASKS, labelItems, labelTaskOptions, modelText, stageProgress } from './train-router.ts';
 import { taskFileOf } from './train-rl.ts';
 import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
 
@@ -35,7 +35,7 @@ export function trainVerifierCommand(program: Command): void {
       const same = o.temperature === 0 ? '--temperature 0' : o.topP === 0 ? '--top-p 0' : undefined;
       if (same && o.samples > 1) throw new Error(`train-verifier: ${same} samples greedily, so the ${o.samples} candidates of a question would all be the same; the verifier learns from candidates that differ: use a temperature and a top-p above 0`);
       outCheck(o);
-      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier', taskFileOf(o, LABEL_TASKS).grader);
+      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier', taskFileOf(o, LABEL_TASKS).grader, modelText(o));
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
       const progress = stageProgress('train-verifier', 'questions', `nothing was written to ${o.out}`);
       try {
