@@ -61,7 +61,7 @@ export function trainSftCommand(program: Command): void {
     .option('--dtype <t>', 'with --full: f32, bf16 or f16, the dtype the weights are written in (default: the --model\'s own, as its config.json\'s torch_dtype says, else f32; trained in f32 either way)', dtypeArg)
     .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>"), and the loss counts only what follows it; LoRA only')
     .option('--budget-lines <share>', 'with --alora-invocation, for an adapter train-rl will budget-train: put a budget line ("Thinking budget: 96 tokens.", as answer --budget feeds it) after the invocation of this share of the traces (0.3 in the embedded default\'s recipe), so that the adapter reads past it (default: 0)', floatArg('--budget-lines', 0, 1), 0)
-    .addOption(budgetsOption('with --budget-lines: the budgets its lines name, one drawn per trace (train-rl\'s default buckets)'))
+    .addOption(budgetsOption('with --budget-lines: the budgets its lines name, one drawn per trace: the ones train-rl will train (its default buckets)'))
     .option('--lr <lr>', 'peak learning rate (default: 2e-4 for LoRA, 2e-5 with --full, as for fine-tuning a pretrained model; from scratch ~1e-3)', positiveArg('--lr'))
     .option('--epochs <n>', 'epochs', intArg('--epochs', 1, MAX_EPOCHS), 1)
     .option('--batch-tokens <n>', 'padded tokens per micro-batch', intArg('--batch-tokens', 2), 4096)
