@@ -553,6 +553,14 @@ describe('checkpoint', () => {
     assert.equal(interrupted('train-rl', 10, '/c', 2, 1, () => undefined, failing), 'train-rl: interrupted at step 1 of 10; saving step 1 failed (ENOSPC: no space left on device); no checkpoint was saved: nothing to resume, rerun to start again');
     assert.equal(interrupted('train-rl', 10, '/c', 2, 0, () => undefined, failing), 'train-rl: interrupted at step 0 of 10; no checkpoint was saved (no step was completed): nothing to resume, rerun to start again');
     assert.equal(interrupted('train-rl', 10, '/c', undefined, 3, () => undefined, failing), 'train-rl: interrupted at step 3 of 10; no checkpoint was saved (checkpoints are off): nothing to resume, rerun to start again');
+    // An --overwrite run stopped early: the adapter beside its checkpoint is the earlier run's, and said so.
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-interrupted-'));
+    try {
+      fs.writeFileSync(path.join(out, 'adapter_model.safetensors'), 'earlier');
+      assert.equal(interrupted('train-sft', 10, path.join(out, 'checkpoint'), 2, 6, () => 6, save), `train-sft: interrupted at step 6 of 10; the checkpoint (${path.join(out, 'checkpoint')}) is at step 6: rerun the same command with --resume (and without --overwrite) to continue from it; ${path.join(out, 'adapter_model.safetensors')} is still an earlier run's (this one writes its own when it finishes)`);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
   });
 
   it('a second Ctrl-C while the first one\'s checkpoint is saved waits for it (it ended the process mid-write)', async () => {

@@ -237,7 +237,10 @@ export function interrupted(command: string, total: number, dir: string, every: 
     try { save(); } catch (e) { failed = `; saving step ${step} failed (${(e as Error).message})`; }
   }
   const at = last();
+  // A run writes its adapter or model at the end: one in its folder now is an earlier run's (an --overwrite's).
+  const out = path.dirname(dir), earlier = ['adapter_model.safetensors', 'model.safetensors', 'model.safetensors.index.json'].find((f) => fs.existsSync(path.join(out, f)));
   return `${command}: interrupted at step ${step} of ${total}${failed}; ` + (at !== undefined
     ? `the checkpoint (${dir}) is at step ${at}: rerun the same command with --resume (and without --overwrite) to continue from it`
-    : `no checkpoint was saved${!every ? ' (checkpoints are off)' : step === 0 ? ' (no step was completed)' : ''}: nothing to resume, rerun to start again`);
+    : `no checkpoint was saved${!every ? ' (checkpoints are off)' : step === 0 ? ' (no step was completed)' : ''}: nothing to resume, rerun to start again`)
+    + (earlier ? `; ${path.join(out, earlier)} is still an earlier run's (this one writes its own when it finishes)` : '');
 }
