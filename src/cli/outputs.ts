@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { cannotWriteIn, holdLock, realPath, removeDeadTemps, writeJson } from '../io/safetensors.ts';
+import { cannotWriteIn, holdLock, lockHolder, realPath, removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
@@ -126,6 +126,9 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
     if (training && fs.existsSync(ckpt) && !fs.statSync(ckpt).isDirectory()) throw new Error(`${flag} ${dir}: ${path.join(dir, path.dirname(CHECKPOINT))} is a file, where training keeps its checkpoint folder; move it away or choose another ${flag}`);
   }
   if (c.resume) {
+    // A run writing it now has saved no checkpoint yet: that is what to say (starting afresh would be refused too).
+    const held = lockHolder(path.join(abs, OUT_LOCK));
+    if (held) throw new Error(`${flag}: ${held.holder ? `a ${held.holder} run` : 'another run'} (process ${held.pid}) is writing ${dir}; wait for it to finish, or choose another ${flag}`);
     if (!fs.existsSync(path.join(abs, CHECKPOINT))) throw new Error(`--resume: ${flag} ${dir} holds no checkpoint (${path.join(dir, CHECKPOINT)} not found); start without --resume`);
     return;
   }

@@ -273,7 +273,7 @@ export function holdLock(lock: string, refusal: (pid: number, holder: string) =>
 }
 
 /** The live process (other than this one) that holds a holdLock file, and what it said it runs, if any. */
-function lockHolder(lock: string): { pid: number; holder: string } | undefined {
+export function lockHolder(lock: string): { pid: number; holder: string } | undefined {
   let text: string;
   try { text = fs.readFileSync(lock, 'utf8'); } catch { return undefined; }
   const [, id, holder] = /^\s*(\S*)\s*([^]*?)\s*$/.exec(text)!, pid = Number(id);
