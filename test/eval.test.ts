@@ -97,6 +97,7 @@ test('dataset readers: GSM8K gold after ####, SVAMP body + question; bad lines n
   // A field missing, of the wrong type, or a number JSON cannot hold: named with what the line has.
   for (const [line, message] of [
     [{ prompt: 'Q', Answer: 1 }, 'field "answer" is missing (a line needs "prompt" (a string) and "answer" (a string or a number); this one has "prompt", "Answer")'],
+    [{ prompt: 'Q', answer: null }, 'field "answer" is null (a line needs "prompt" (a string) and "answer" (a string or a number))'],
     [{ prompt: 'Q', answer: [1] }, 'field "answer" must be a string or a finite number, got [1]'],
     [{ prompt: 3, answer: 1 }, 'field "prompt" must be a string (or a list holding the user\'s message), got 3'],
   ] as const) {

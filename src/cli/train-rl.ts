@@ -27,7 +27,10 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
     const one = Array.isArray(r.prompt) && r.prompt.length === 1 && r.prompt[0]?.role === 'user' ? r.prompt[0].content : r.prompt;
     if (Array.isArray(r.prompt) && typeof one !== 'string') throw new Error(`${task}:${n}: a "prompt" list must hold one {"role": "user", "content": string} message (train-rl renders it with the chat template), got ${shown(r.prompt).slice(0, 80)}`);
     const need = 'a line needs "prompt" (a string) and "answer" (a string or a number)';
-    for (const k of ['prompt', 'answer'] as const) if (r[k] === undefined || r[k] === null) throw new Error(`${task}:${n}: field "${k}" is missing (${need}; this one has ${Object.keys(r).map((x) => JSON.stringify(x)).join(', ') || 'none'})`);
+    for (const k of ['prompt', 'answer'] as const) {
+      if (r[k] === null) throw new Error(`${task}:${n}: field "${k}" is null (${need})`);
+      if (r[k] === undefined) throw new Error(`${task}:${n}: field "${k}" is missing (${need}; this one has ${Object.keys(r).map((x) => JSON.stringify(x)).join(', ') || 'none'})`);
+    }
     if (typeof one !== 'string') throw new Error(`${task}:${n}: field "prompt" must be a string (or a list holding the user's message), got ${shown(r.prompt).slice(0, 80)}`);
     if (!(typeof r.answer === 'string' || (typeof r.answer === 'number' && Number.isFinite(r.answer)))) throw new Error(`${task}:${n}: field "answer" must be a string or a finite number, got ${typeof r.answer === 'number' ? 'a number beyond floating point (it reads as Infinity)' : shown(r.answer).slice(0, 80)}`);
     if (!one.trim()) throw new Error(`${task}:${n}: "prompt" is empty`);
