@@ -261,6 +261,9 @@ test('weights that are not finite are refused at load (model and adapter), namin
   t.get(f.names.find((n) => n.endsWith('lora_B.weight'))!)!.data[0] = Infinity;
   writeSafetensors(w, t);
   assert.throws(() => loadAdapter(ad, base.config), /adapter_model\.safetensors: tensor ".*lora_B\.weight" holds Infinity at element 0/);
+  // PEFT's older adapter_model.bin (a pickle) in its place is named, with how to save it as safetensors.
+  fs.renameSync(w, path.join(ad, 'adapter_model.bin'));
+  assert.throws(() => loadAdapter(ad, base.config), { message: `adapter: ${w} not found; ${path.join(ad, 'adapter_model.bin')} is a PyTorch checkpoint, which edgereason does not read: save the adapter as safetensors (PEFT's save_pretrained(dir, safe_serialization=True))` });
 });
 
 test('a JSON file that is a folder, or cut short, is refused naming the file and which of the two it is', () => {

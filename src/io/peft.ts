@@ -119,7 +119,10 @@ const GENERIC_NAMES = new Set(['ggml-model', 'model', 'consolidated', 'pytorch_m
 export function loadAdapter(dir: string, model: ModelConfig, tokenizerSize = model.vocabSize): LoadedAdapter {
   const cfgFile = path.join(dir, 'adapter_config.json'), wFile = path.join(dir, 'adapter_model.safetensors');
   const config = readAdapterConfig(dir, model.numLayers);
-  if (!fs.existsSync(wFile)) throw new Error(`adapter: ${wFile} not found`);
+  if (!fs.existsSync(wFile)) {
+    const pickled = fs.existsSync(path.join(dir, 'adapter_model.bin')); // PEFT's format before safetensors
+    throw new Error(`adapter: ${wFile} not found${pickled ? `; ${path.join(dir, 'adapter_model.bin')} is a PyTorch checkpoint, which edgereason does not read: save the adapter as safetensors (PEFT's save_pretrained(dir, safe_serialization=True))` : ''}`);
+  }
   const file = openSafetensors(wFile);
   checkSavedWith(file, config, cfgFile);
   const size = Math.min(model.vocabSize, tokenizerSize), inv = config.aloraInvocationTokens?.find((t) => t >= size);
