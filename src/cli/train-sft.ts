@@ -14,7 +14,6 @@ import { lateProgress } from '../train/progress.ts';
 import { readJsonFile, readTextFile } from '../io/jsonl.ts';
 import { dirBytes, type SafetensorsDtype } from '../io/safetensors.ts';
 import { budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
-import { addBudgetLines } from '../reason/budget.ts';
 import { beforeDownload, canonical, checkOutDir, lockTraining, removeStale, replacedArtefacts } from './outputs.ts';
 
 /** q,k,v,o,gate,up,down (or full names) -> projection names. */
@@ -60,7 +59,7 @@ export function trainSftCommand(program: Command): void {
     .option('--full', 'train every weight instead of a LoRA adapter (refused with --lora-r, --lora-alpha, --targets, --alora-invocation)')
     .option('--dtype <t>', 'with --full: f32, bf16 or f16, the dtype the weights are written in (default: the --model\'s own, as its config.json\'s torch_dtype says, else f32; trained in f32 either way)', dtypeArg)
     .option('--alora-invocation <text>', 'activated LoRA: the adapter acts from this token sequence on (e.g. "<think>"), and the loss counts only what follows it; LoRA only')
-    .option('--budget-lines <share>', 'with --alora-invocation, for an adapter train-rl will budget-train: put a budget line ("Thinking budget: 96 tokens.", as answer --budget feeds it) after the invocation of this share of the traces (0.3 in the embedded default\'s recipe), so that the adapter reads past it (default: 0)', floatArg('--budget-lines', 0, 1), 0)
+    .option('--budget-lines <share>', 'with --alora-invocation, for an adapter train-rl will budget-train: put a budget line ("Thinking budget: 96 tokens.", as answer --budget feeds it) after the invocation of this share of the traces (e.g. 0.3, the share of the embedded default\'s recipe), read, not trained, so that the adapter reads past it; train-rl notes an adapter that read none (default: 0)', floatArg('--budget-lines', 0, 1), 0)
     .addOption(budgetsOption('with --budget-lines: the budgets its lines name, one drawn per trace: the ones train-rl will train (its default buckets)'))
     .option('--lr <lr>', 'peak learning rate (default: 2e-4 for LoRA, 2e-5 with --full, as for fine-tuning a pretrained model; from scratch ~1e-3)', positiveArg('--lr'))
     .option('--epochs <n>', 'epochs', intArg('--epochs', 1, MAX_EPOCHS), 1)
@@ -100,13 +99,13 @@ export function trainSftCommand(program: Command): void {
         const bar = lateProgress(`tokenizing ${flag} ${path.basename(file)}`, 'lines');
         try { return loadDataset(file, src.tokenizer, perTurn, bar.update); } finally { bar.stop(); }
       };
-      let train = load(o.data, '--data'), evalSet = o.eval ? load(o.eval, '--eval') : [];
+      const train = load(o.data, '--data'), evalSet = o.eval ? load(o.eval, '--eval') : [];
       const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
-      if (invocation) [train, evalSet] = budgetLines(src.tokenizer, invocation, train, evalSet, o);
       const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
       const dtype = o.full ? o.dtype ?? (src.kind === 'hf' ? folderDtype(src.path) : undefined) ?? 'F32' : undefined; // a --full output in its base model's dtype
       const r = await trainSft(src.config, src.weights, train, evalSet, {
         out: o.out, full: !!o.full, ...(o.full ? {} : { rank: o.loraR, alpha: o.loraAlpha, targets, aloraInvocation: invocation }), handleSignals: true,
+        ...(invocation ? { budgetLines: { share: o.budgetLines, budgets: o.budgets, tokenizer: src.tokenizer } } : {}), // (share 0 counts the traces holding one, for train-rl)
         lr: o.lr, epochs: o.epochs, batchTokens: o.batchTokens, accum: o.accum, maxLen: o.maxLen, evalEvery: o.evalEvery,
         checkpointEvery: o.checkpointEvery, maxSteps: o.maxSteps, seed: o.seed, resume: !!o.resume, baseModel: hubRepo(src.path) ?? src.path,
         ...(dtype ? { dtype } : {}),
@@ -124,18 +123,6 @@ export function trainSftCommand(program: Command): void {
       const kept = path.join(r.out, 'checkpoint');
       if (o.full && fs.existsSync(kept)) console.error(`train-sft: note: ${kept} (${(dirBytes(kept) / 1e6).toFixed(0)} MB: the weights in float32 and the optimizer's moments) is kept for --resume${dtype !== 'F32' ? ' and holds the float32 weights the model was rounded from' : ''}; delete it once the model is all you need`);
     });
-}
-
-/**
- * The traces with --budget-lines' budget lines put in (said, with how many had one already); without it, a note where
- * no trace has one: train-rl feeds them, and an adapter that never read one takes its digits for the problem's.
- */
-function budgetLines(tok: TextTokenizer, invocation: number[], train: Example[], evalSet: Example[], o: { budgetLines: number; budgets: number[]; seed: number }): [Example[], Example[]] {
-  const put = (xs: Example[], seed: number) => addBudgetLines(xs, tok, invocation, { share: o.budgetLines, budgets: o.budgets, seed });
-  const t = put(train, o.seed), e = put(evalSet, o.seed + 1);
-  if (o.budgetLines > 0) process.stderr.write(`train-sft: --budget-lines ${o.budgetLines}: a budget line (${o.budgets.join(', ')} tokens) put in ${t.added} of ${train.length} traces${t.already ? ` (${t.already} held one already)` : ''}${evalSet.length ? `, ${e.added} of ${evalSet.length} --eval ones` : ''}\n`);
-  else if (!t.already) process.stderr.write('train-sft: note: no trace holds a budget line ("Thinking budget: 96 tokens." after the invocation); for an adapter train-rl will budget-train, --budget-lines 0.3 puts one in 30 % of them (an adapter that never read one takes its digits for the problem\'s)\n');
-  return [t.examples, e.examples];
 }
 
 /**

@@ -8,10 +8,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { shown } from '../show.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
-import { Rng, type Example } from '../train/data.ts';
-import { aloraMask } from '../train/trainer.ts';
 
 export const budgetSystemLine = (budget: number): string => `Thinking budget: ${budget} tokens.`;
+/** A text that opens with a budget line (a trace's thinking that holds one already). */
+export const BUDGET_LINE = /^\s*Thinking budget: \d+ tokens\./;
 
 /**
  * Token ids fed after the invocation for a budget: the ids an SFT trace "<think>\nThinking budget: 96 tokens.\n…"
@@ -62,30 +62,3 @@ export function rlBudgets(adapterDir: string): number[] {
   } catch { return []; }
 }
 
-/** A trace that already opens with a budget line (after its invocation): "Thinking budget: 96 tokens." */
-const BUDGET_LINE = /^\s*Thinking budget: \d+ tokens\./;
-
-/**
- * SFT data for an adapter that budget forcing (train-rl) starts from: a budget control line put after the
- * invocation of a `share` of the activated-LoRA traces (a bucket of `budgets` drawn for each, seeded), as it is fed at
- * inference, so the SFT adapter learns to read past it and RL to obey it. An adapter that never saw one reads the
- * line's digits as the problem's (docs/results.md). The line is input, not a target (loss mask 0): the adapter is
- * not taught to write budget lines of its own. Traces that hold one already are counted, not given another.
- */
-export function addBudgetLines(examples: readonly Example[], tok: Pick<TextTokenizer, 'encode' | 'decode'>, invocation: readonly number[], o: { share: number; budgets: readonly number[]; seed: number }): { examples: Example[]; added: number; already: number } {
-  const rng = new Rng(o.seed ^ 0x0b0d6e7), control = new Map(o.budgets.map((b) => [b, budgetControl(tok, b, invocation)]));
-  let added = 0, already = 0;
-  const out = examples.map((e) => {
-    const from = aloraMask(e.ids, invocation, e.lossMask.indexOf(1), e.replyFrom).indexOf(1), at = from + invocation.length;
-    if (from < 0) return e; // a reply without the invocation (train-sft drops it, naming it)
-    if (BUDGET_LINE.test(tok.decode(e.ids.slice(at, at + 24)))) { already++; return e; }
-    if (!(rng.next() < o.share)) return e;
-    const line = control.get(o.budgets[Math.floor(rng.next() * o.budgets.length)])!;
-    const lossMask = new Uint8Array(e.lossMask.length + line.length); // (trainSft masks the adapter from the invocation on)
-    lossMask.set(e.lossMask.subarray(0, at));
-    lossMask.set(e.lossMask.subarray(at), at + line.length);
-    added++;
-    return { ...e, ids: [...e.ids.slice(0, at), ...line, ...e.ids.slice(at)], lossMask };
-  });
-  return { examples: out, added, already };
-}

@@ -15,7 +15,9 @@ import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
 import { checkOptions, checkpointJson, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, savedList, saveCheckpoint, writingOutputs, type RunOptions } from './checkpoint.ts';
-import type { TokenizerFiles } from '../tokenizer/types.ts';
+import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
+import { BUDGET_LINE, budgetControl } from '../reason/budget.ts';
+import { THINK_CLOSE } from '../reason/answer.ts';
 import { lateProgress, Progress } from './progress.ts';
 import { saveHfFolder, toHfConfig } from './save.ts';
 import { Trainer, aloraMask, type MicroBatch } from './trainer.ts';
@@ -64,7 +66,16 @@ export interface SftOptions {
   /** With `full`: the base model's generation_config.json text, written beside the weights (its sampling advice). */
   generationConfig?: string;
   onStep?: (s: { step: number; loss: number; lr: number; gradNorm: number }) => void;
+  /**
+   * With aloraInvocation, for an adapter train-rl will budget-train: a budget line after the invocation of this share
+   * of the traces (addBudgetLines; share 0 only counts the traces that hold one). Recorded in training_log.json,
+   * where train-rl looks for it.
+   */
+  budgetLines?: { share: number; budgets: number[]; tokenizer: Pick<TextTokenizer, 'encode' | 'decode'> };
 }
+
+/** What budgetLines did to a data set: its activated traces (empty thinking blocks aside), those given a line, those that held one. */
+export interface BudgetLinesReport { share: number; budgets: number[]; traces: number; added: number; already: number }
 
 /**
  * What became of a data set: examples with no target token left after the activated-LoRA masking and the cut to
@@ -87,6 +98,8 @@ export interface DataReport {
   /** Used examples that are kept though suspect: a repeat of an earlier one, an empty reply, (eval) one also in the training set. */
   noted: { repeats: number; emptyReplies: number; inTraining: number };
   notedAt: { repeats: string[]; emptyReplies: string[]; inTraining: string[] };
+  /** With budgetLines: its counts. */
+  budgetLines?: BudgetLinesReport;
 }
 
 export interface SftResult {
@@ -110,10 +123,14 @@ const sftRules = (vocab: number): Record<keyof SftOptions, Rule> => ({
   lr: is.above0, epochs: is.intIn(1, MAX_EPOCHS), batchTokens: is.int(2), accum: is.int(1), seed: is.seed, warmupSteps: is.int(0), minLrRatio: is.share,
   weightDecay: is.atLeast0, clip: is.above0, maxLen: is.int(2), evalEvery: is.int(1), checkpointEvery: is.int(1), resume: is.bool,
   maxSteps: is.int(1), threads: is.intIn(1, MAX_THREADS), quiet: is.bool, handleSignals: is.bool, baseModel: is.text, dtype: is.oneOf(['F32', 'BF16', 'F16']), tokenizerFiles: is.object, generationConfig: is.text, onStep: is.fn, decode: is.fn,
+  budgetLines: {
+    what: '{share (in [0, 1]), budgets (a non-empty list of integers ≥ 1), tokenizer (the model\'s)}',
+    ok: (v) => is.object.ok(v) && is.share.ok((v as { share: unknown }).share) && is.list('', (b) => is.int(1).ok(b)).ok((v as { budgets: unknown }).budgets) && typeof (v as { tokenizer?: { encode?: unknown } }).tokenizer?.encode === 'function',
+  },
 });
 
 /** Resume options recorded since a later version: checked only when the checkpoint has them. */
-const LATER_OPTIONS = ['--full', '--lora-r', '--targets', 'the --model (a hash of its config and weights)', 'the --data (a hash of its token ids)', 'the --eval (a hash of its token ids)', MODEL_TENSORS];
+const LATER_OPTIONS = ['--full', '--lora-r', '--targets', 'the --model (a hash of its config and weights)', 'the --data (a hash of its token ids)', 'the --eval (a hash of its token ids)', MODEL_TENSORS, '--budget-lines', '--budgets'];
 
 export async function trainSft(config: ModelConfig, weights: WeightSource, train: Example[], evalSet: Example[], o: SftOptions): Promise<SftResult> {
   checkRules(o, sftRules(config.vocabSize), 'train-sft');
@@ -121,6 +138,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   if (!train.length) throw new Error('train-sft: the training set is empty');
   const lora = (['rank', 'alpha', 'targets', 'aloraInvocation'] as const).filter((k) => o[k] !== undefined);
   if (o.full && lora.length) throw new Error(`train-sft: full trains every weight, not a LoRA adapter: ${lora.join(', ')} contradict${lora.length === 1 ? 's' : ''} it`);
+  if (o.budgetLines && !o.aloraInvocation) throw new Error('train-sft: budgetLines puts budget lines after the adapter\'s invocation: it needs aloraInvocation (budget forcing trains an activated adapter)');
   const rank = o.rank ?? 16, alpha = o.alpha ?? 2 * rank, targets = o.targets ?? [...PROJECTIONS];
   // A rank past the smallest side of an adapted projection adds parameters and no expressiveness.
   const side = Math.min(...targets.flatMap((t) => projectionShape(config, t)));
@@ -132,7 +150,10 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const seed = o.seed ?? 0, accum = o.accum ?? 1, epochs = o.epochs ?? 1, batchTokens = o.batchTokens ?? 4096, maxLen = o.maxLen ?? Math.min(batchTokens, ctx);
   // How messages name the cut: the flag when given, else where its default came from.
   const cut = o.maxLen !== undefined ? `--max-len ${maxLen}` : maxLen === ctx ? `the model's context of ${maxLen}` : `--batch-tokens ${maxLen} (the --max-len default)`;
+  const lines = o.budgetLines && o.aloraInvocation ? [addBudgetLines(train, o.budgetLines.tokenizer, o.aloraInvocation, { ...o.budgetLines, seed }), addBudgetLines(evalSet, o.budgetLines.tokenizer, o.aloraInvocation, { ...o.budgetLines, seed: seed + 1 })] : undefined;
+  if (lines) [train, evalSet] = lines.map((l) => l.examples);
   const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation, trainData.keys);
+  if (lines) [trainData.report.budgetLines, evalData.report.budgetLines] = lines.map((l) => l.report);
   if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, cut, o.aloraInvocation)}`);
   train = trainData.examples; evalSet = evalData.examples;
   // Each epoch's micro-batch count (the order is a function of seed and epoch; an epoch's batches are made again when
@@ -166,6 +187,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     command: 'train-sft', '--full': !!o.full, '--seed': seed, '--batch-tokens': batchTokens, '--accum': accum, '--max-len': maxLen, '--epochs': epochs, '--lr': lr,
     ...(o.full ? {} : { '--lora-r': rank, '--lora-alpha': alpha, '--targets': PROJECTIONS.filter((p) => targets.includes(p)).map((p) => p.replace(/_proj$/, '')).join(',') }),
     '--alora-invocation': o.aloraInvocation ?? 'none',
+    ...(o.budgetLines ? { '--budget-lines': o.budgetLines.share, ...(o.budgetLines.share > 0 ? { '--budgets': o.budgetLines.budgets.join(',') } : {}) } : {}),
     examples: train.length, warmupSteps: schedule.warmup, minLrRatio: o.minLrRatio ?? 0.1, weightDecay, clip,
     'the --model (a hash of its config and weights)': modelIdentity(config, weights), [MODEL_TENSORS]: modelTensorsIdentity(weights),
     'the --data (a hash of its token ids)': dataIdentity(train.map(tokensOf)),
@@ -271,6 +293,39 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   return { steps: step, total, losses, evalLosses, params, out: o.out, data: report, ...(checkpoint !== undefined ? { checkpoint } : {}) };
 }
 
+/**
+ * SFT data for an adapter that budget forcing (train-rl) starts from: a budget control line put after the
+ * invocation of a `share` of the activated-LoRA traces (a bucket of `budgets` drawn for each, seeded): the ids
+ * answer() feeds there at inference, so the SFT adapter learns to read past the line and RL to obey it (an adapter that
+ * never read one takes its digits for the problem's: docs/results.md). The line is input, not a target (loss mask 0):
+ * the adapter is not taught to write budget lines of its own. Traces that hold one already are counted, not given
+ * another; an empty thinking block (Qwen3's before a direct reply) gets none: its line would teach "close at once".
+ */
+export function addBudgetLines(examples: readonly Example[], tok: Pick<TextTokenizer, 'encode' | 'decode'>, invocation: readonly number[], o: { share: number; budgets: readonly number[]; seed: number }): { examples: Example[]; report: BudgetLinesReport } {
+  const rng = new Rng(o.seed ^ 0x0b0d6e7), control = new Map(o.budgets.map((b) => [b, budgetControl(tok, b, invocation)]));
+  const window = Math.max(...[...control.values()].map((l) => l.length)) + 4; // enough tokens to hold a line in any vocabulary
+  const report: BudgetLinesReport = { share: o.share, budgets: [...o.budgets], traces: 0, added: 0, already: 0 };
+  const out = examples.map((e) => {
+    const from = aloraMask(e.ids, invocation, e.lossMask.indexOf(1), e.replyFrom).indexOf(1), at = from + invocation.length;
+    if (from < 0) return e; // a reply without the invocation (trainSft drops it, naming it)
+    const next = tok.decode(e.ids.slice(at, at + window));
+    if (next.trimStart().startsWith(THINK_CLOSE)) return e;
+    report.traces++;
+    if (BUDGET_LINE.test(next)) { report.already++; return e; }
+    if (!(rng.next() < o.share)) return e;
+    const line = control.get(o.budgets[Math.floor(rng.next() * o.budgets.length)])!;
+    // A line that ends in its newline (Qwen's ".\n" token) takes the place of the trace's own newline token after the
+    // invocation, as the text "<think>\nThinking budget: 96 tokens.\n3 + 4" tokenizes; else that newline closes the line.
+    const skip = tok.decode(line.slice(-1)).endsWith('\n') && tok.decode(e.ids.slice(at, at + 1)) === '\n' ? 1 : 0;
+    const lossMask = new Uint8Array(e.lossMask.length + line.length - skip); // (trainSft masks the adapter from the invocation on)
+    lossMask.set(e.lossMask.subarray(0, at));
+    lossMask.set(e.lossMask.subarray(at + skip), at + line.length);
+    report.added++;
+    return { ...e, ids: [...e.ids.slice(0, at), ...line, ...e.ids.slice(at + skip)], lossMask };
+  });
+  return { examples: out, report };
+}
+
 /** Target tokens of an example (loss-mask ones after position 0) within its first `maxLen` tokens. */
 const targetsWithin = (lossMask: Uint8Array, maxLen: number) => sum(lossMask.subarray(0, maxLen), 1);
 
@@ -341,6 +396,8 @@ function dataLines(what: string, r: DataReport, cut: string, invocation?: number
   if (dropped) parts.push(`dropped ${dropped} of ${r.examples} ${what} examples with no target tokens (${dropReasons(r, cut, invocation)})`);
   if (r.truncated) parts.push(`${r.truncated} ${dropped ? 'kept' : `of ${r.examples} ${what}`} examples cut to ${cut} tokens`);
   if (parts.length) lines.push(parts.join('; '));
+  const b = r.budgetLines;
+  if (b?.share) lines.push(`budget lines (${b.budgets.join(', ')} tokens) put in ${b.added} of ${b.traces} ${what} traces${b.already ? ` (${b.already} held one already)` : ''}`);
   const at = (why: keyof DataReport['noted']) => ` (${r.noted[why] > r.notedAt[why].length ? 'e.g. ' : ''}${r.notedAt[why].join(', ')})`;
   const notes: [keyof DataReport['noted'], string, string][] = [
     ['repeats', 'repeats an earlier one', 'repeat an earlier one'],
