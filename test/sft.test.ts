@@ -133,7 +133,7 @@ test('train-sft CLI: bad rank, unknown target, empty data file, a line without c
   assert.match(run(['--data', data, '--max-steps', '1', '--overwrite']), new RegExp(`--out: another train-sft run \\(process ${process.pid}\\) is writing ${path.join(tmp, 'cli').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}; wait for it to finish`));
   // --resume beside it, before that run's first checkpoint: the lock is what to say, not "start without --resume".
   fs.rmSync(path.join(tmp, 'cli', 'checkpoint'), { recursive: true, force: true });
-  assert.match(run(['--data', data, '--max-steps', '1', '--resume']), new RegExp(`edgereason: --out: a train-sft run \\(process ${process.pid}\\) is writing ${path.join(tmp, 'cli').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}; wait for it to finish, or choose another --out`));
+  assert.match(run(['--data', data, '--max-steps', '1', '--resume']), new RegExp(`edgereason: --out: another train-sft run \\(process ${process.pid}\\) is writing ${path.join(tmp, 'cli').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}; wait for it to finish, or choose another --out \\(if no such run is going, delete ${lock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)\n`));
   // A lock whose process has ended (killed) is taken over, and released at the end.
   const ended = spawnSync(process.execPath, ['-e', '']).pid!;
   fs.writeFileSync(lock, String(ended));

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { cannotWriteIn, holdLock, lockHolder, realPath, removeDeadTemps, writeJson } from '../io/safetensors.ts';
+import { cannotWriteIn, holdLock, lockHolder, realPath, staleLockHint, removeDeadTemps, writeJson } from '../io/safetensors.ts';
 import { readJsonFile } from '../io/jsonl.ts';
 import { is } from '../runtime/options.ts';
 import { CONVERTED_FILES } from '../runtime/convert.ts';
@@ -86,6 +86,8 @@ export interface OutDirCheck {
   /** The run continues the checkpoint in `<dir>/checkpoint` (it must exist). */
   resume?: boolean;
   overwrite?: boolean;
+  /** The command writing it (a refusal names a run of the same command as "another"). */
+  command?: string;
   /** Refuse any non-empty folder, not only one holding a model, adapter or checkpoint (export-trl). */
   empty?: boolean;
   /** Whether the folder holds this command's own earlier output (a converted model), which it rebuilds in place. */
@@ -127,8 +129,8 @@ export function checkOutDir(dir: string, c: OutDirCheck): void {
   }
   if (c.resume) {
     // A run writing it now has saved no checkpoint yet: that is what to say (starting afresh would be refused too).
-    const held = lockHolder(path.join(abs, OUT_LOCK));
-    if (held) throw new Error(`${flag}: ${held.holder ? `a ${held.holder} run` : 'another run'} (process ${held.pid}) is writing ${dir}; wait for it to finish, or choose another ${flag}`);
+    const lock = path.join(abs, OUT_LOCK), held = lockHolder(lock);
+    if (held) throw new Error(lockedOut(dir, c.command)(held.pid, held.holder) + staleLockHint(lock));
     if (!fs.existsSync(path.join(abs, CHECKPOINT))) throw new Error(`--resume: ${flag} ${dir} holds no checkpoint (${path.join(dir, CHECKPOINT)} not found); start without --resume`);
     return;
   }
@@ -244,8 +246,12 @@ export const OUT_LOCK = '.edgereason.lock';
 
 /** Holds --out for `command` (released when the process exits, with the folder when the lock made it). */
 export function holdOut(out: string, command: string): () => void {
-  return holdLock(path.join(out, OUT_LOCK), (pid, holder) => `--out: ${holder ? `${holder === command ? 'another' : 'a'} ${holder} run` : 'another run'} (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`, command);
+  return holdLock(path.join(out, OUT_LOCK), lockedOut(out, command), command);
 }
+
+/** The refusal of an --out that another live run (`holder`, process `pid`) is writing. */
+const lockedOut = (out: string, command: string | undefined) => (pid: number, holder: string): string =>
+  `--out: ${holder ? `${holder === command ? 'another' : 'a'} ${holder} run` : 'another run'} (process ${pid}) is writing ${out}; wait for it to finish, or choose another --out`;
 
 /** Where a run started with --overwrite records the earlier run's artefacts, for a --resume after an interruption. */
 const REPLACED = path.join('checkpoint', 'replaced.json');

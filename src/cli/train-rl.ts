@@ -100,7 +100,7 @@ export function fileCases(file: string, grader: Task, tok?: TextTokenizer, ctx?:
 }
 
 const outCheck = (o: { out: string; model: string; adapter: string; resume?: boolean; overwrite?: boolean }) =>
-  checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite });
+  checkOutDir(o.out, { what: 'adapter', inputs: { '--model': o.model, '--adapter': o.adapter }, resume: !!o.resume, overwrite: !!o.overwrite, command: 'train-rl' });
 
 export function trainRlCommand(program: Command): void {
   program.command('train-rl')

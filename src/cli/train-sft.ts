@@ -44,7 +44,7 @@ function folderDtype(dir: string): SafetensorsDtype | undefined {
 }
 
 const outCheck = (o: { out: string; full?: boolean; model: string; resume?: boolean; overwrite?: boolean }) =>
-  checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite });
+  checkOutDir(o.out, { what: o.full ? 'model' : 'adapter', inputs: { '--model': o.model }, resume: !!o.resume, overwrite: !!o.overwrite, command: 'train-sft' });
 
 export function trainSftCommand(program: Command): void {
   program.command('train-sft')

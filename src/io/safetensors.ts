@@ -265,12 +265,14 @@ export function holdLock(lock: string, refusal: (pid: number, holder: string) =>
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
       const held = lockHolder(lock);
-      // (a run killed with no exit handler, its process id since given to another program, holds it for ever: say where)
-      if (held) throw new Error(`${refusal(held.pid, held.holder)} (if no such run is going, delete ${lock})`);
+      if (held) throw new Error(refusal(held.pid, held.holder) + staleLockHint(lock));
       fs.rmSync(lock, { force: true }); // left by a process that was killed
     }
   }
 }
+
+/** What a lock's refusal ends with: a run killed with no exit handler, its process id since given to another program, holds it for ever. */
+export const staleLockHint = (lock: string): string => ` (if no such run is going, delete ${lock})`;
 
 /** The live process (other than this one) that holds a holdLock file, and what it said it runs, if any. */
 export function lockHolder(lock: string): { pid: number; holder: string } | undefined {
