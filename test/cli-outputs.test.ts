@@ -911,7 +911,7 @@ test('--version prints package.json\'s version; demo --help names its default on
     assert.deepEqual([r.status, r.stderr.trim()], [1, 'edgereason: --router and --no-router contradict each other: give one of them'], command);
   }
   assert.equal(cli(['serve', '--model', 'models/default', '--no-verifier', '--verifier', 'models/default/verifier.json', '--port', '0']).stderr.trim(), 'edgereason: --verifier and --no-verifier contradict each other: give one of them');
-  assert.equal(cli(['serve', '--model', 'models/default', '--no-verifier', '--vote', 'verifier', '--port', '0']).stderr.trim(), 'edgereason: serve: --vote verifier needs a verifier (--no-verifier leaves it out)');
+  assert.equal(cli(['serve', '--model', 'models/default', '--no-verifier', '--vote', 'verifier', '--port', '0']).stderr.trim(), 'edgereason: serve: defaultVote (--vote) verifier needs a verifier, and verifier false (--no-verifier) leaves it out');
   // A thinking model's generation_config.json that asks for sampling: said when --native-thinking decodes greedily.
   const sampled = at('sampled-model');
   fs.mkdirSync(sampled);

@@ -1024,10 +1024,16 @@ test('createServer refuses an unknown option or a bad value before loading anyth
   await refused({ model: fixture.dir, port: 'abc' }, 'serve: port (--port) must be an integer from 0 to 65,535, got "abc"');
   await refused({ model: fixture.dir, maxBatch: 0 }, 'serve: maxBatch (--max-batch) must be an integer ≥ 1, got 0');
   await refused({ model: fixture.dir, defaultMaxTokens: 'x' }, 'serve: defaultMaxTokens (--max-tokens) must be an integer ≥ 1, got "x"');
-  await refused({ model: fixture.dir, adapters: ['x'] }, 'serve: adapters (--adapter) must be a list of {name, dir} (the id it is served as, its PEFT folder), got ["x"]');
+  await refused({ model: fixture.dir, adapters: ['x'] }, 'serve: adapters (--adapter) must be a list of {name, dir} (the id it is served as: letters, digits and . _ : / -; its PEFT folder), got ["x"]');
   await refused({ model: fixture.dir, effortBudgets: { huge: 9 } }, 'serve: effortBudgets (--reasoning-effort-budgets) must be an object of thinking tokens (integers ≥ 1) by effort (minimal, low, medium, high), got {"huge":9}');
   await refused({ model: fixture.dir, onLoadNote: 'log' }, 'serve: onLoadNote must be a function, got "log"');
   await refused({ model: fixture.dir, router: true }, 'serve: router (--router) must be a file name, or false for none, got true');
+  await refused({ model: fixture.dir, adapters: [{ name: 'my adapter', dir: fixture.dir }] }, 'serve: adapters (--adapter) must be a list of {name, dir} (the id it is served as: letters, digits and . _ : / -; its PEFT folder), got [{"name":"my adapter","dir":' + JSON.stringify(fixture.dir) + '}]');
+  await refused({ model: fixture.dir, shutdownGraceMs: 3e9 }, 'serve: shutdownGraceMs (--shutdown-grace) must be a whole number of milliseconds from 0 to 2147483647, got 3000000000');
+  await refused({ model: fixture.dir, ropeScaling: { type: 'dynamic', factor: 2 } }, 'serve: ropeScaling.type must be "yarn", "linear" or "none", got "dynamic"');
+  // Options that contradict each other, before the model loads.
+  await refused({ model: fixture.dir, promptCache: 0, promptCacheFile: 'kept.safetensors' }, 'serve: promptCacheFile (--prompt-cache-file) keeps the prompt cache, and promptCache (--prompt-cache) 0 keeps none: give it some MiB');
+  await refused({ model: fixture.dir, defaultVote: 'verifier', verifier: false }, 'serve: defaultVote (--vote) verifier needs a verifier, and verifier false (--no-verifier) leaves it out');
 });
 
 test('server: --vote sets the vote of requests that name none; a verifier vote without a verifier, or --max-n above --max-batch, is refused at start', async () => {

@@ -25,7 +25,7 @@ import { MAX_THREADS } from '../runtime/threads.ts';
 import path from 'node:path';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
-import { loadServed, servedModel, type AdapterSpec, type Served } from './models.ts';
+import { ADAPTER_NAME, loadServed, servedModel, type AdapterSpec, type Served } from './models.ts';
 import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type ChoiceOut, type EffortBudgets, type Plan } from './chat.ts';
 import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
@@ -37,7 +37,7 @@ import { completionFinish, completionRequestSchema, completionUsage, planComplet
 import type { Completion } from '../runtime/generate.ts';
 import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
-import type { RopeScalingChoice } from '../models/config.ts';
+import { checkRopeScalingChoice, type RopeScalingChoice } from '../models/config.ts';
 import { keepSource, parseToolCalls, ToolCallStream, topLevelText, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 import { THINK_CLOSE, THINK_OPEN } from '../reason/answer.ts';
 
@@ -177,14 +177,15 @@ const hostName = (h: string | undefined): string | undefined => {
   return (m ? m[1] : h).toLowerCase().replace(/\.$/, '');
 };
 
-const text = (v: unknown) => typeof v === 'string' && v !== '';
-const MODEL_RULE: Rule = { what: 'the path of a model (a folder, a .gguf or llama2.c .bin file, or hf:owner/name), which the server loads itself', ok: text };
-const fileOrNone = { what: 'a file name, or false for none', ok: (v: unknown) => v === false || text(v) };
+const MODEL_RULE: Rule = { what: 'the path of a model (a folder, a .gguf or llama2.c .bin file, or hf:owner/name), which the server loads itself', ok: is.text.ok };
+const fileOrNone: Rule = { what: 'a file name, or false for none', ok: (v) => v === false || is.text.ok(v) };
+/** The longest a timer waits (Node's setTimeout fires a longer one at once). */
+const MAX_MS = 2 ** 31 - 1;
 const EFFORTS = Object.keys(DEFAULT_EFFORT_BUDGETS);
 /** Each option's rule, and the serve flag that sets it (named too: the CLI's values reach these checks). */
 const SERVER_OPTIONS: Record<keyof ServerOptions, [Rule, string?]> = {
   model: [MODEL_RULE, '--model'],
-  adapters: [{ what: 'a list of {name, dir} (the id it is served as, its PEFT folder)', ok: (v) => Array.isArray(v) && v.every((a) => a !== null && typeof a === 'object' && text(a.name) && text(a.dir)) }, '--adapter'],
+  adapters: [{ what: 'a list of {name, dir} (the id it is served as: letters, digits and . _ : / -; its PEFT folder)', ok: (v) => Array.isArray(v) && v.every((a) => a !== null && typeof a === 'object' && typeof a.name === 'string' && ADAPTER_NAME.test(a.name) && is.text.ok(a.dir)) }, '--adapter'],
   router: [fileOrNone, '--router'], verifier: [fileOrNone, '--verifier'],
   servedModelName: [is.text, '--served-model-name'], nativeThinking: [is.bool, '--native-thinking'],
   onLoadProgress: [is.fn], onLoadNote: [is.fn],
@@ -196,8 +197,9 @@ const SERVER_OPTIONS: Record<keyof ServerOptions, [Rule, string?]> = {
   defaultTemperature: [{ what: 'a number in [0, 2]', ok: (v) => typeof v === 'number' && v >= 0 && v <= 2 }, '--temperature'],
   defaultVote: [is.oneOf(VOTE_METHODS), '--vote'], promptLookup: [{ ...is.intIn(0, 64), what: 'an integer from 0 to 64 (the most tokens guessed per step; 0: off)' }, '--prompt-lookup'],
   quant: [is.oneOf(QUANTS), '--quant'], ropeScaling: [is.object, '--rope-scaling'], threads: [is.intIn(1, MAX_THREADS), '--threads'],
-  promptCache: [is.int(0), '--prompt-cache'], promptCacheFile: [is.text, '--prompt-cache-file'], shutdownGraceMs: [is.int(0), '--shutdown-grace'],
-  sseKeepAliveMs: [{ ...is.intIn(0, 2 ** 31 - 1), what: `a whole number of milliseconds from 0 (none) to ${2 ** 31 - 1}` }, '--sse-keepalive'], reasoningFormat: [is.oneOf(['separate', 'inline']), '--reasoning-format'], logger: [is.bool, '--log'],
+  promptCache: [{ what: 'a number of MiB ≥ 0 (0: none)', ok: is.atLeast0.ok }, '--prompt-cache'], promptCacheFile: [is.text, '--prompt-cache-file'],
+  shutdownGraceMs: [{ ...is.intIn(0, MAX_MS), what: `a whole number of milliseconds from 0 to ${MAX_MS}` }, '--shutdown-grace'],
+  sseKeepAliveMs: [{ ...is.intIn(0, MAX_MS), what: `a whole number of milliseconds from 0 (none) to ${MAX_MS}` }, '--sse-keepalive'], reasoningFormat: [is.oneOf(['separate', 'inline']), '--reasoning-format'], logger: [is.bool, '--log'],
 };
 
 /** Refuses an unknown option or a bad value before anything loads, naming the option (and its serve flag). */
@@ -205,7 +207,12 @@ function checkServerOptions(o: ServerOptions): void {
   checkKeys(o, Object.keys(SERVER_OPTIONS), 'serve');
   if (o.model === undefined) throw new Error(`serve: model is required: ${MODEL_RULE.what}`);
   const rules = Object.fromEntries(Object.entries(SERVER_OPTIONS).map(([k, [rule]]) => [k, rule]));
-  checkValues(o, rules, 'serve', (k) => { const flag = SERVER_OPTIONS[k as keyof ServerOptions][1]; return flag ? `${k} (${flag})` : k; });
+  const named = (k: string) => { const flag = SERVER_OPTIONS[k as keyof ServerOptions][1]; return flag ? `${k} (${flag})` : k; };
+  checkValues(o, rules, 'serve', named);
+  if (o.ropeScaling !== undefined) checkRopeScalingChoice(o.ropeScaling, 'serve');
+  // Options that contradict each other, before the model loads.
+  if (o.promptCacheFile !== undefined && o.promptCache === 0) throw new Error(`serve: ${named('promptCacheFile')} keeps the prompt cache, and ${named('promptCache')} 0 keeps none: give it some MiB`);
+  if (o.defaultVote?.startsWith('verifier') && o.verifier === false) throw new Error(`serve: ${named('defaultVote')} ${o.defaultVote} needs a verifier, and verifier false (--no-verifier) leaves it out`);
 }
 
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {
@@ -243,7 +250,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   let keptFile: { save(): Promise<void> } | undefined;
   if (o.promptCacheFile) {
     try {
-      if (!kept) throw new Error('serve: --prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none: give it some MiB');
+      if (!kept) throw new Error('serve: --prompt-cache-file keeps the prompt cache, and this model keeps none'); // (checkServerOptions refuses a promptCache of 0)
       keptFile = await openPromptCacheFile(kept, o.promptCacheFile, (note) => o.onLoadNote?.(note));
     } catch (e) {
       await served.close();
@@ -676,6 +683,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       return url;
     },
     close(graceMs = o.shutdownGraceMs ?? 10_000) {
+      if (!is.intIn(0, MAX_MS).ok(graceMs)) return Promise.reject(new Error(`serve: close() takes a grace of whole milliseconds from 0 to ${MAX_MS}, got ${shown(graceMs)}`));
       // A later call shortens the grace of the one under way (a second Ctrl-C: cancel now) and resolves with it.
       if (shutdown) {
         shorten(graceMs);

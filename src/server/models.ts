@@ -130,7 +130,8 @@ export function parseAdapterArg(v: string): AdapterSpec {
   if (!dir) throw new Error(`--adapter ${v}: missing folder after "="`);
   return { name, dir };
 }
-const ADAPTER_NAME = /^[A-Za-z0-9._:/-]+$/;
+/** A served adapter's name (its model id). */
+export const ADAPTER_NAME = /^[A-Za-z0-9._:/-]+$/;
 
 /** The id a model is served under by default: its name without .gguf / .bin, and a split GGUF's without its part number (tiny-Q4_0-00001-of-00003.gguf: tiny-Q4_0). */
 export const servedModelId = (model: string): string => ggufStem(shortName(model)).replace(/\.bin$/, '');
