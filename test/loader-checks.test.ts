@@ -485,7 +485,7 @@ test("the README's models/default/… given where it is not (an app that install
   const cwd = process.cwd(), elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-app-'));
   process.chdir(elsewhere);
   try {
-    assert.throws(() => openSource('models/default'), { message: `model: models/default does not exist (the README's models/default is the embedded default model's folder: give ${defaultModel.dir}, or leave --model out)` });
+    assert.throws(() => openSource('models/default'), { message: `model: models/default does not exist (the README's models/default is the embedded default model's folder: give ${defaultModel.dir})` });
     assert.throws(() => loadAdapter('models/default/reasoning-adapter-rl', loadHfFolder(defaultModel.dir).config), { message: `adapter: models/default/reasoning-adapter-rl does not exist (the README's models/default is the embedded default model's folder: give ${defaultModel.budgetAdapter})` });
     assert.throws(() => Router.load('models/default/router.json'), { message: `router: models/default/router.json not found (the README's models/default is the embedded default model's folder: give ${defaultModel.router})` });
     // Other names keep their own advice.

@@ -28,8 +28,7 @@ export function embeddedNote(p: string): string {
   const parts = path.normalize(p).split(path.sep);
   if (path.isAbsolute(p) || parts[0] !== 'models' || parts[1] !== 'default') return '';
   const there = path.join(defaultModel.dir, ...parts.slice(2));
-  const folder = parts.slice(2).every((x) => !x);
-  return fs.existsSync(there) ? ` (the README's models/default is the embedded default model's folder: give ${there}${folder ? ', or leave --model out' : ''})` : '';
+  return fs.existsSync(there) ? ` (the README's models/default is the embedded default model's folder: give ${there})` : '';
 }
 
 /** File `f` of the setup in `model`'s folder laid out as models/default, when `model` is a folder and it is there; else undefined. */
