@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
 import { AdamW, clipGradNorm, lrAt, type Params } from '../src/train/optim.ts';
 import { batches, loadDataset, readJsonl, Rng, tokenizeRecord, type Example } from '../src/train/data.ts';
-import { checkOptions, checkpointOptions, interrupted, loadCheckpoint, resume, savedList, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
+import { checkOptions, checkpointOptions, interrupted, loadCheckpoint, outputsThere, resume, savedList, saveCheckpoint, type TrainState } from '../src/train/checkpoint.ts';
 import { saveHfFolder, toHfConfig } from '../src/train/save.ts';
 import { Progress, formatSeconds, type ProgressInfo } from '../src/train/progress.ts';
 import { barChart, lineChart, writeSvg } from '../src/eval/plot.ts';
@@ -557,7 +557,9 @@ describe('checkpoint', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-interrupted-'));
     try {
       fs.writeFileSync(path.join(out, 'adapter_model.safetensors'), 'earlier');
-      assert.equal(interrupted('train-sft', 10, path.join(out, 'checkpoint'), 2, 6, () => 6, save), `train-sft: interrupted at step 6 of 10; the checkpoint (${path.join(out, 'checkpoint')}) is at step 6: rerun the same command with --resume (and without --overwrite) to continue from it; ${path.join(out, 'adapter_model.safetensors')} is still an earlier run's (this one writes its own when it finishes)`);
+      const earlier = outputsThere(out, ['adapter_model.safetensors', 'model.safetensors']);
+      assert.deepEqual(earlier, [path.join(out, 'adapter_model.safetensors')]);
+      assert.equal(interrupted('train-sft', 10, path.join(out, 'checkpoint'), 2, 6, () => 6, save, earlier), `train-sft: interrupted at step 6 of 10; the checkpoint (${path.join(out, 'checkpoint')}) is at step 6: rerun the same command with --resume (and without --overwrite) to continue from it; ${path.join(out, 'adapter_model.safetensors')} was there before this run (it writes its own when it finishes)`);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }

@@ -230,17 +230,24 @@ export async function writingOutputs(dir: string, checkpoint: number | undefined
   }
 }
 
-export function interrupted(command: string, total: number, dir: string, every: number | undefined, step: number, last: () => number | undefined, save: () => void): string {
+/**
+ * What Ctrl-C says (after saving the last completed step, checkpoints on); `earlier`: the output files in the run's
+ * folder that it has not written (an --overwrite's predecessor's), named so that they are not taken for its own.
+ */
+export function interrupted(command: string, total: number, dir: string, every: number | undefined, step: number, last: () => number | undefined, save: () => void, earlier: readonly string[] = []): string {
   let failed = '';
   if (every && step > (last() ?? 0)) {
     process.stderr.write(`${command}: saving step ${step} to ${dir} before exiting (a large model's takes a while; Ctrl-C again waits for it)\n`);
     try { save(); } catch (e) { failed = `; saving step ${step} failed (${(e as Error).message})`; }
   }
   const at = last();
-  // A run writes its adapter or model at the end: one in its folder now is an earlier run's (an --overwrite's).
-  const out = path.dirname(dir), earlier = ['adapter_model.safetensors', 'model.safetensors', 'model.safetensors.index.json'].find((f) => fs.existsSync(path.join(out, f)));
   return `${command}: interrupted at step ${step} of ${total}${failed}; ` + (at !== undefined
     ? `the checkpoint (${dir}) is at step ${at}: rerun the same command with --resume (and without --overwrite) to continue from it`
     : `no checkpoint was saved${!every ? ' (checkpoints are off)' : step === 0 ? ' (no step was completed)' : ''}: nothing to resume, rerun to start again`)
-    + (earlier ? `; ${path.join(out, earlier)} is still an earlier run's (this one writes its own when it finishes)` : '');
+    + (earlier.length ? `; ${earlier.join(' and ')} ${earlier.length > 1 ? 'were' : 'was'} there before this run (it writes its own when it finishes)` : '');
+}
+
+/** Which of a run's output files (`files`, in `out`) exist now: before it writes them, an earlier run's. */
+export function outputsThere(out: string, files: readonly string[]): string[] {
+  return files.map((f) => path.join(out, f)).filter((f) => fs.existsSync(f));
 }

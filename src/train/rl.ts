@@ -21,7 +21,7 @@ import { THINK_CLOSE } from '../reason/answer.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, type Params } from './optim.ts';
 import { checkSpecialText, Rng, type Example } from './data.ts';
-import { checkOptions, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, savedList, saveCheckpoint, writingOutputs, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointOptions, dataIdentity, interrupted, outputsThere, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, adapterIdentity, savedList, saveCheckpoint, writingOutputs, type RunOptions } from './checkpoint.ts';
 import { Progress } from './progress.ts';
 import { Trainer } from './trainer.ts';
 import { checkRules, is, type Rule } from '../runtime/options.ts';
@@ -186,7 +186,8 @@ export async function trainRl(
     saveCheckpoint(ckpt, { params, optimizer: opt.state(), state: { step, epoch: 0, position: 0, rng: seed, options, config: { history } } });
     checkpoint = step;
   };
-  const onInterrupt = () => interrupted('train-rl', o.steps, ckpt, o.checkpointEvery, step, () => checkpoint, save);
+  let earlier = outputsThere(o.out, ['adapter_model.safetensors']);
+  const onInterrupt = () => interrupted('train-rl', o.steps, ckpt, o.checkpointEvery, step, () => checkpoint, save, earlier);
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
     threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 }, temperature,
   });
@@ -254,6 +255,7 @@ export async function trainRl(
     await writingOutputs(ckpt, checkpoint, step, async () => {
       const tensors = new Map([...start.tensors.keys()].map((proj) => [proj, { a: params.get(`${proj}.lora_A`)!, b: params.get(`${proj}.lora_B`)! }]));
       saveAdapter(o.out, { r: rank, loraAlpha: alpha, rslora, targets, aloraInvocationTokens: invocation, baseModel: o.baseModel ?? recordedBase(adapterDir) }, tensors, config.numLayers);
+      earlier = [];
       // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
       // writes a request's bucket into the prompt only for adapters trained with them.
       writeJson(path.join(o.out, 'rl_log.json'), {

@@ -14,7 +14,7 @@ import { saveAdapter } from '../io/peft.ts';
 import { lineChart, writeSvg } from '../eval/plot.ts';
 import { AdamW, checkDiverged, clipGradNorm, lrAt, type Params } from './optim.ts';
 import { batches, Rng, type Batch, type Example } from './data.ts';
-import { checkOptions, checkpointJson, checkpointOptions, dataIdentity, interrupted, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, savedList, saveCheckpoint, writingOutputs, type RunOptions } from './checkpoint.ts';
+import { checkOptions, checkpointJson, checkpointOptions, dataIdentity, interrupted, outputsThere, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, resume, savedList, saveCheckpoint, writingOutputs, type RunOptions } from './checkpoint.ts';
 import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
 import { BUDGET_LINE, budgetControl } from '../reason/budget.ts';
 import { THINK_CLOSE } from '../reason/answer.ts';
@@ -225,7 +225,8 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     saveCheckpoint(ckptDir, { params, optimizer: opt.state(), state: { step, epoch, position, rng: seed, options, config: { losses, evalLosses } } });
     checkpoint = step;
   };
-  const onInterrupt = () => interrupted('train-sft', stopAt, ckptDir, o.checkpointEvery, step, () => checkpoint, save);
+  let earlier = outputsThere(o.out, o.full ? ['model.safetensors', 'model.safetensors.index.json'] : ['adapter_model.safetensors']);
+  const onInterrupt = () => interrupted('train-sft', stopAt, ckptDir, o.checkpointEvery, step, () => checkpoint, save, earlier);
   let progress: Progress | undefined;
   try {
     if (o.resume) {
@@ -283,6 +284,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       makeDir(o.out);
       if (o.full) saveHfFolder(o.out, config, new Map(trainer.paramNames.map((n) => [n, { shape: weights.shape(n), data: params.get(n)! }])), { dtype: o.dtype, tokenizer: o.tokenizerFiles, generationConfig: o.generationConfig });
       else saveAdapter(o.out, { r: rank, loraAlpha: alpha, targets, ...(o.aloraInvocation ? { aloraInvocationTokens: o.aloraInvocation } : {}), baseModel: o.baseModel }, loraTensors(params), config.numLayers);
+      earlier = [];
       writeSvg(path.join(o.out, 'loss.svg'), await lossChart(losses, evalLosses));
       writeJson(path.join(o.out, 'training_log.json'), { steps: step, total, data: report, losses, evalLosses }, 1);
     });
