@@ -1481,7 +1481,7 @@ test('a --task file of one\'s own is checked as train-rl checks it, before any w
   const long = task('task-long.jsonl', `${'Tom has apples. '.repeat(400)}How many apples does he have?`);
   for (const [command, out] of [['train-router', 'long-router.json'], ['train-verifier', 'long-verifier.json']]) {
     const r = cli([command, '--model', DEFAULT_DIR, '--adapter', ADAPTER_DIR, '--task', long, '--limit', '1', '--val', '1', '--out', at(out)]);
-    assert.match(r.stderr, new RegExp(`^edgereason: ${long.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: "prompt" has \\d+ tokens with the chat template, which leaves no room to answer it in the model's context of 1024 tokens: shorten it or leave it out$`, 'm'), command);
+    assert.match(r.stderr, new RegExp(`^edgereason: ${long.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: "prompt" has \\d+ tokens with the chat template, which leaves no room in the model's context of 1024 tokens for the adapter's invocation \\(1 token\\) and an answer: shorten it or leave it out$`, 'm'), command);
     assert.doesNotMatch(r.stderr, /base answers/, `${command}: before any work`);
   }
 });

@@ -101,7 +101,7 @@ export function evalCommand(program: Command): void {
       } catch { /* the load below names the problem */ }
       // A file of one's own is the user's to edit: what it held is part of what was evaluated (an interrupted run's
       // answers to its earlier questions or golds are not mixed into the report).
-      const own = ownFile ? fileCases(ownFile, grader, tok) : undefined;
+      const own = ownFile ? fileCases(ownFile, grader, tok && { tok }) : undefined;
       const held = own && createHash('sha1').update(JSON.stringify(own.map((c) => [c.question, c.gold]))).digest('hex').slice(0, 12);
       const what = { model: path.resolve(o.model), ...(o.adapter ? { adapter: path.resolve(o.adapter) } : {}), task: ownFile ? path.resolve(o.task) : o.task, ...(own ? { grader, taskContents: held } : {}), ...(o.task === 'synthetic' ? { split } : {}), limit: o.limit, ...(quant ? { quant } : {}), ...(applied ? { ropeScaling: applied } : {}) };
       const drawn = o.temperature > 0 || o.samples > 1; // some run samples: its top-k/p and min-p count, and it has a seed

@@ -87,14 +87,16 @@ export function taskFileOf(o: { task: string; grader?: string }, builtins: reado
  * The questions of a file of one's own (rlPrompts' {"prompt","answer"} lines, their golds checked against `grader`),
  * asked as written, for eval, train-router and train-verifier; given the model's tokenizer, their text is checked as
  * train-rl checks it (no special tokens, no characters it has no token for), and given its context too, each must
- * leave room in it to be answered (train-router and train-verifier, which would meet a longer one minutes in).
+ * leave room in it for the adapter's invocation and an answer (train-router and train-verifier, which would meet a
+ * longer one minutes in; eval checks its prompts with their instruction itself).
  */
-export function fileCases(file: string, grader: Task, tok?: TextTokenizer, ctx?: number): EvalCase[] {
+export function fileCases(file: string, grader: Task, model?: { tok: TextTokenizer; ctx?: number; invocation?: number }): EvalCase[] {
   const prompts = rlPrompts(file, Infinity, 0);
   checkGolds(prompts, grader, file);
-  if (tok) checkRlPromptText(tok, prompts, file);
-  const long = tok && ctx !== undefined ? prompts.map((p) => ({ p, n: chatIds(tok, p.question).length })).find(({ n }) => n >= ctx) : undefined;
-  if (long) throw new Error(`${file}:${long.p.line}: "prompt" has ${long.n} tokens with the chat template, which leaves no room to answer it in the model's context of ${ctx} tokens: shorten it or leave it out`);
+  if (model) checkRlPromptText(model.tok, prompts, file);
+  const { ctx, invocation = 0 } = model ?? {};
+  const long = model && ctx !== undefined ? prompts.map((p) => ({ p, n: chatIds(model.tok, p.question).length })).find(({ n }) => n + invocation >= ctx) : undefined;
+  if (long) throw new Error(`${file}:${long.p.line}: "prompt" has ${long.n} tokens with the chat template, which leaves no room in the model's context of ${ctx} tokens for ${invocation ? `the adapter's invocation (${invocation} token${invocation > 1 ? 's' : ''}) and ` : ''}an answer: shorten it or leave it out`);
   const name = path.basename(file);
   return prompts.map((p) => ({ id: `${name}:${p.line}`, question: p.question, gold: p.gold, category: name, task: grader }));
 }

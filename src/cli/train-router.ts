@@ -3,6 +3,7 @@ import path from 'node:path';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { fileCases, taskFileOf } from './train-rl.ts';
 import { openSource } from '../io/source.ts';
+import { readAdapterConfig } from '../io/peft.ts';
 import { rescaled } from '../runtime/convert.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import type { Command } from 'commander';
@@ -22,14 +23,17 @@ import { StagedProgress } from '../train/progress.ts';
 /** An AUC for the console: n/a, and why, when it is undefined (by default: the labels hold one class only). */
 export const aucText = (x: number, undefinedWhen = 'one class only'): string => (Number.isFinite(x) ? x.toFixed(3) : `n/a (${undefinedWhen})`);
 
-/** A model's tokenizer and context (its RoPE scaling's, as asked), which a --task file is checked against. */
-export interface ModelText { tok: TextTokenizer; ctx: number }
+/**
+ * A model's tokenizer and context (its RoPE scaling's, as asked), which a --task file is checked against; `invocation`:
+ * the tokens the reasoning route puts after a prompt (the adapter's).
+ */
+export interface ModelText { tok: TextTokenizer; ctx: number; invocation: number }
 
 /** `--model`'s ModelText, read before it loads (undefined where it cannot be: the load then names the problem). */
-export function modelText(o: Parameters<typeof ropeScalingOf>[0] & { model: string }): ModelText | undefined {
+export function modelText(o: Parameters<typeof ropeScalingOf>[0] & { model: string; adapter?: string }): ModelText | undefined {
   try {
-    const src = openSource(o.model);
-    return { tok: src.tokenizer, ctx: rescaled(src, ropeScalingOf(o)).config.maxPositionEmbeddings };
+    const src = openSource(o.model), invocation = o.adapter ? readAdapterConfig(o.adapter).aloraInvocationTokens?.length ?? 0 : 0;
+    return { tok: src.tokenizer, ctx: rescaled(src, ropeScalingOf(o)).config.maxPositionEmbeddings, invocation };
   } catch { return undefined; }
 }
 
@@ -37,7 +41,7 @@ export function modelText(o: Parameters<typeof ropeScalingOf>[0] & { model: stri
  * Training and validation questions: the synthetic train/val splits, or GSM8K's train file (its tail as validation),
  * bare and with eval's instruction by turns, or a file of one's own (its first lines, the next as validation), graded by `grader`.
  */
-export function labelItems(task: string, train: number, val: number, seed = 0, command = 'train-router', grader: Task = 'gsm8k', model?: ModelText): { train: LabelItem[]; val: LabelItem[] } {
+export function labelItems(task: string, train: number, val: number, seed = 0, command = 'train-router', grader: Task = 'gsm8k', model?: () => ModelText | undefined): { train: LabelItem[]; val: LabelItem[] } {
   if (task === 'synthetic') {
     // The items are made before the model loads: 10^8 of them filled memory for minutes, silently.
     if (train + val > SYNTHETIC_LIMIT) throw new Error(`${command}: --limit ${train} and --val ${val} make ${train + val} synthetic questions, more than a training takes (at most ${SYNTHETIC_LIMIT}); ask for fewer`);
@@ -53,7 +57,7 @@ export function labelItems(task: string, train: number, val: number, seed = 0, c
     const all = bare.map((c, i) => (i % 2 ? { ...c, question: withInstruction(c.question) } : c));
     return { train: all.slice(0, train), val: all.slice(train) };
   }
-  const all = fileCases(task, grader, model?.tok, model?.ctx);
+  const all = fileCases(task, grader, model?.());
   if (all.length < train + val) throw new Error(`${command}: ${task} has ${all.length} questions, fewer than --limit + --val = ${train + val}${all.length > 1 ? ` (e.g. --limit ${all.length - Math.max(1, Math.floor(all.length / 5))} --val ${Math.max(1, Math.floor(all.length / 5))})` : ''}`);
   return { train: all.slice(0, train), val: all.slice(train, train + val) };
 }
@@ -112,7 +116,7 @@ export function trainRouterCommand(program: Command): void {
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
       if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of ${o.task === 'gsm8k' ? 'its train file' : 'the file'}`, [['seed', '--seed']]);
       outCheck(o);
-      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-router', taskFileOf(o, LABEL_TASKS).grader, modelText(o));
+      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-router', taskFileOf(o, LABEL_TASKS).grader, () => modelText(o));
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
       const progress = stageProgress('train-router', 'questions', `nothing was written to ${o.out}`);
       try {

@@ -35,7 +35,7 @@ export function trainVerifierCommand(program: Command): void {
       const same = o.temperature === 0 ? '--temperature 0' : o.topP === 0 ? '--top-p 0' : undefined;
       if (same && o.samples > 1) throw new Error(`train-verifier: ${same} samples greedily, so the ${o.samples} candidates of a question would all be the same; the verifier learns from candidates that differ: use a temperature and a top-p above 0`);
       outCheck(o);
-      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier', taskFileOf(o, LABEL_TASKS).grader, modelText(o));
+      const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier', taskFileOf(o, LABEL_TASKS).grader, () => modelText(o));
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
       const progress = stageProgress('train-verifier', 'questions', `nothing was written to ${o.out}`);
       try {
