@@ -1071,7 +1071,7 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.doesNotMatch(rl.stderr, /rl_log/);
   // A budget outside those it was trained on (96, 160, 256) is noted too: a user's --budget 99999999 read as a number of the question.
   assert.match(ask('--adapter', 'models/default/reasoning-adapter-rl', '--reasoning', 'on', '--budget', '99999999', '--max-tokens', '8').stderr,
-    /^edgereason: note: models\/default\/reasoning-adapter-rl was budget-trained on budgets of 96, 160, 256 tokens \(its rl_log\.json\): a budget of 99999999, outside them, may not be held to \(it may even be read as part of the question\); give one from 96 to 256; --max-thinking-tokens caps any adapter's thinking$/m);
+    /^edgereason: note: models\/default\/reasoning-adapter-rl was budget-trained on budgets of 96, 160, 256 tokens \(its rl_log\.json\): a budget of 99999999, outside their range, may not be held to \(it may even be read as part of the question\); give one from 96 to 256; --max-thinking-tokens caps any adapter's thinking$/m);
   const unbudgeted = at('rl-unbudgeted'); // train-rl --unbudgeted-share 1: an rl_log.json with no budgets
   fs.cpSync(path.join(ROOT, 'models/default/reasoning-adapter-rl'), unbudgeted, { recursive: true });
   fs.writeFileSync(path.join(unbudgeted, 'rl_log.json'), JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(unbudgeted, 'rl_log.json'), 'utf8')), budgets: [] }));

@@ -180,8 +180,8 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
     console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
   }
   if (o.adapter === false) o.adapter = undefined;
-  const unbudgeted = o.budget !== undefined && typeof o.adapter === 'string' ? budgetNote(o.adapter, o.budget) : undefined;
-  if (unbudgeted) console.error(`edgereason: note: ${unbudgeted}; --max-thinking-tokens caps any adapter's thinking`);
+  const budgetNoted = o.budget !== undefined && typeof o.adapter === 'string' ? budgetNote(o.adapter, o.budget) : undefined;
+  if (budgetNoted) console.error(`edgereason: note: ${budgetNoted}; --max-thinking-tokens caps any adapter's thinking`);
   const reasons = !!o.adapter || !!o.nativeThinking;
   const routerFile: string | undefined = o.router === false ? undefined : o.router ?? (o.reasoning === 'auto' && reasons ? beside('router') : undefined);
   const verifierFile: string | undefined = o.verifier ?? (o.vote?.startsWith('verifier') ? beside('verifier') : undefined);

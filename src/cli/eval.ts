@@ -84,8 +84,8 @@ export function evalCommand(program: Command): void {
       checkVoteFlags(o, 'eval');
       if (o.vote.startsWith('verifier') && !o.verifier) throw new Error(`eval: --vote ${o.vote} scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)`);
       if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
-      const unbudgeted = o.budget !== undefined ? budgetNote(o.adapter, o.budget) : undefined;
-      if (unbudgeted) console.error(`eval: note: ${unbudgeted}`);
+      const budgetNoted = o.budget !== undefined ? budgetNote(o.adapter, o.budget) : undefined;
+      if (budgetNoted) console.error(`eval: note: ${budgetNoted}`);
       const files = outCheck(o);
       // What is evaluated, as the report records it: paths resolved (a rerun from another folder is the same run), the quantisation used.
       // A RoPE scaling as applied, where it changes the model's (as the flags say when the model cannot be read).

@@ -12,7 +12,11 @@ import { readJsonFile } from './jsonl.ts';
 
 /** PyTorch's pickled checkpoints (torch.save), which carry code rather than data: never read. */
 export const PYTORCH_FILE = /^(pytorch_model.*\.bin|.*\.(pt|pth))$/;
-export const PYTORCH_ADVICE = 'is a PyTorch checkpoint, which edgereason does not read: save the model as safetensors (save_pretrained(dir, safe_serialization=True))';
+export const PYTORCH_ADVICE = pytorchAdvice('model');
+/** What a PyTorch pickle given for a `what` (model, adapter) is told: save_pretrained writes safetensors. */
+export function pytorchAdvice(what: string): string {
+  return `is a PyTorch checkpoint, which edgereason does not read: save the ${what} as safetensors (${what === 'adapter' ? 'PEFT\'s ' : ''}save_pretrained(dir, safe_serialization=True))`;
+}
 
 
 /** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */

@@ -15,6 +15,7 @@ import { readJsonFile } from './jsonl.ts';
 import { hubRepo } from './hub.ts';
 import { ggufStem } from './gguf.ts';
 import { embeddedNote } from '../models/embedded.ts';
+import { pytorchAdvice } from './hf-folder.ts';
 
 export interface AdapterConfig {
   r: number;
@@ -121,7 +122,7 @@ export function loadAdapter(dir: string, model: ModelConfig, tokenizerSize = mod
   const config = readAdapterConfig(dir, model.numLayers);
   if (!fs.existsSync(wFile)) {
     const pickled = fs.existsSync(path.join(dir, 'adapter_model.bin')); // PEFT's format before safetensors
-    throw new Error(`adapter: ${wFile} not found${pickled ? `; ${path.join(dir, 'adapter_model.bin')} is a PyTorch checkpoint, which edgereason does not read: save the adapter as safetensors (PEFT's save_pretrained(dir, safe_serialization=True))` : ''}`);
+    throw new Error(`adapter: ${wFile} not found${pickled ? `; ${path.join(dir, 'adapter_model.bin')} ${pytorchAdvice('adapter')}` : ''}`);
   }
   const file = openSafetensors(wFile);
   checkSavedWith(file, config, cfgFile);

@@ -43,12 +43,12 @@ export function checkDistinctBudgets(budgets: readonly number[], names: string):
 
 /**
  * Said when a budget line goes to an adapter that train-rl did not budget-train (no budgets beside it), or names a
- * budget outside those it was trained on (whose digits it never read there); undefined otherwise.
+ * budget outside the range of those it was trained on (which it was never taught to hold to); undefined otherwise.
  */
 export function budgetNote(adapterDir: string, budget: number): string | undefined {
   const trained = rlBudgets(adapterDir);
   if (!trained.length) return `${adapterDir} was not budget-trained by train-rl (no budgets in an rl_log.json beside it), so the budget line may not shorten its thinking`;
-  if (budget < trained[0] || budget > trained.at(-1)!) return `${adapterDir} was budget-trained on budgets of ${trained.join(', ')} tokens (its rl_log.json): a budget of ${budget}, outside them, may not be held to (it may even be read as part of the question); give one from ${trained[0]} to ${trained.at(-1)}`;
+  if (budget < trained[0] || budget > trained.at(-1)!) return `${adapterDir} was budget-trained on budgets of ${trained.join(', ')} tokens (its rl_log.json): a budget of ${budget}, outside their range, may not be held to (it may even be read as part of the question); give one from ${trained[0]} to ${trained.at(-1)}`;
   return undefined;
 }
 

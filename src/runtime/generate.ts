@@ -702,13 +702,14 @@ function textContext(tok: Pick<TextTokenizer, 'specialIds'>, prompt: readonly nu
   return tail.slice(from);
 }
 
+/** A prompt as messages name it: "the prompt" of one, "prompt 2" of several (`kind`: "raw " makes "the raw prompt"). */
+export const promptName = (i: number, of: number, kind = ''): string => (of > 1 ? `${kind}prompt ${i}` : `the ${kind}prompt`);
+
 /**
  * Prefills each prompt in one batched step and decodes them together; aborting `signal` cancels them all. With
  * `reuse`, each prompt's positions the base weights encode are prefilled from the longest beginning `reuse` keeps,
  * and kept after (prompt caching).
  */
-/** A prompt as messages name it: "the prompt" of one, "prompt 2" of several (`kind`: "raw " makes "the raw prompt"). */
-export const promptName = (i: number, of: number, kind = ''): string => (of > 1 ? `${kind}prompt ${i}` : `the ${kind}prompt`);
 
 export async function generateBatch(backend: Backend, tokenizer: TextTokenizer, prompts: number[][], opts: GenerateOptions[], onText?: (row: number, piece: string) => void, signal?: AbortSignal, reuse?: PromptCache): Promise<Completion[]> {
   const start = performance.now();
