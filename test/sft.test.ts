@@ -179,8 +179,8 @@ test('examples left without targets (no invocation, completion cut off by maxLen
   // Used: the 16 toy examples (5 targets each: the completion after the invocation) and the 4 cut ones (15 each).
   const length = (set: Example[]) => set.reduce((a, e) => a + e.ids.length, 0), none = { repeats: 0, emptyReplies: 0, inTraining: 0 }, noneAt = { repeats: [], emptyReplies: [], inTraining: [] };
   const want = {
-    train: { examples: 36, lines: 36, used: 20, usedLines: 20, tokens: length(toy(16, 3)) + length(cut), targets: 16 * 5 + 4 * 15, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 4, noted: none, notedAt: noneAt },
-    eval: { examples: 7, lines: 7, used: 4, usedLines: 4, tokens: length(toy(4, 5)), targets: 4 * 5, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0, noted: none, notedAt: noneAt },
+    train: { examples: 36, lines: 36, used: 20, usedLines: 20, tokens: length(toy(16, 3)) + length(cut), targets: 16 * 5 + 4 * 15, dropped: { noTargets: 0, noInvocation: 8, cutOff: 8 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 4, truncatedAt: [], noted: none, notedAt: noneAt },
+    eval: { examples: 7, lines: 7, used: 4, usedLines: 4, tokens: length(toy(4, 5)), targets: 4 * 5, dropped: { noTargets: 0, noInvocation: 1, cutOff: 2 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0, truncatedAt: [], noted: none, notedAt: noneAt },
   };
   assert.deepEqual(r.data, want);
   assert.equal(r.steps, r.total);
@@ -273,6 +273,15 @@ test('every training example without targets: refused before training, naming th
   const short = { ...model.config, maxPositionEmbeddings: 16 };
   await assert.rejects(trainSft(short, weights, cutOff(8), [], { ...base, out: path.join(tmp, 'none'), batchTokens: 4096 }),
     { message: 'train-sft: none of the 8 training examples has a target token left: 8 whose completion is cut off by the model\'s context of 16' });
+});
+
+test('examples cut to maxLen are named by line, as dropped ones are (truncatedAt)', async () => {
+  const long = Array.from({ length: 4 }, (_, k): Example => {
+    const ids = [10 + k, 11, 12, 13, 14, 3, ...Array.from({ length: 14 }, (_, i) => 100 + i), 2];
+    return { ids, lossMask: Uint8Array.from(ids, (_, i) => (i > 5 ? 1 : 0)), source: `d.jsonl:${k + 1}` };
+  });
+  const r = await trainSft(model.config, weights, long, [], { ...base, out: path.join(tmp, 'cut-at'), aloraInvocation: [3], maxLen: 16, batchTokens: 64, maxSteps: 1 });
+  assert.deepEqual([r.data.train.truncated, r.data.train.truncatedAt], [4, ['d.jsonl:1', 'd.jsonl:2', 'd.jsonl:3']]);
 });
 
 test('the run spans the sum of every epoch\'s micro-batches: all are trained and the schedule ends on the last', async () => {

@@ -95,6 +95,8 @@ export interface DataReport {
   /** Where the first few dropped examples came from (file:line), by reason. */
   droppedAt: { noTargets: string[]; noInvocation: string[]; cutOff: string[] };
   truncated: number;
+  /** Where the first few cut examples came from (file:line). */
+  truncatedAt: string[];
   /** Used examples that are kept though suspect: a repeat of an earlier one, an empty reply, (eval) one also in the training set. */
   noted: { repeats: number; emptyReplies: number; inTraining: number };
   notedAt: { repeats: string[]; emptyReplies: string[]; inTraining: string[] };
@@ -172,6 +174,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   counting?.stop();
   const total = counts.reduce((a, n) => a + Math.ceil(n / accum), 0), stopAt = Math.min(o.maxSteps ?? Infinity, total);
   evalData.report.truncated = evalSet.filter((e) => e.ids.length > maxLen).length;
+  for (const [set, r] of [[train, trainData.report], [evalSet, evalData.report]] as const) r.truncatedAt = [...new Set(set.filter((e) => e.ids.length > maxLen && e.source !== undefined).map((e) => e.source!))].slice(0, 3);
   const report = { train: trainData.report, eval: evalData.report };
   if (!o.quiet) {
     for (const [what, r] of [['training', report.train], ['eval', report.eval]] as const) {
@@ -340,7 +343,7 @@ const targetsWithin = (lossMask: Uint8Array, maxLen: number) => sum(lossMask.sub
 function usable(set: Example[], maxLen: number, invocation?: number[], training?: Set<string>): { examples: Example[]; report: DataReport; keys: Set<string> } {
   const report: DataReport = {
     examples: set.length, lines: new Set(set.map((e, i) => e.source ?? i)).size, used: 0, usedLines: 0, tokens: 0, targets: 0,
-    dropped: { noTargets: 0, noInvocation: 0, cutOff: 0 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0,
+    dropped: { noTargets: 0, noInvocation: 0, cutOff: 0 }, droppedAt: { noTargets: [], noInvocation: [], cutOff: [] }, truncated: 0, truncatedAt: [],
     noted: { repeats: 0, emptyReplies: 0, inTraining: 0 }, notedAt: { repeats: [], emptyReplies: [], inTraining: [] },
   };
   const examples: Example[] = [], keys = new Set<string>(), usedLines = new Set<string | number>();
@@ -396,7 +399,7 @@ function dataLines(what: string, r: DataReport, cut: string, invocation?: number
   const dropped = r.examples - r.used, parts: string[] = [], n = (x: number) => x.toLocaleString('en-US');
   const lines = [`${what} data: ${n(r.used)} example${r.used === 1 ? '' : 's'}${r.usedLines !== r.used ? ` from ${n(r.usedLines)} line${r.usedLines === 1 ? '' : 's'}` : ''}, ${n(r.tokens)} tokens, ${n(r.targets)} of them targets${r.truncated ? ' (before the cut)' : ''}`];
   if (dropped) parts.push(`dropped ${dropped} of ${r.examples} ${what} examples with no target tokens (${dropReasons(r, cut, invocation)})`);
-  if (r.truncated) parts.push(`${r.truncated} ${dropped ? 'kept' : `of ${r.examples} ${what}`} examples cut to ${cut} tokens`);
+  if (r.truncated) parts.push(`${r.truncated} ${dropped ? 'kept' : `of ${r.examples} ${what}`} examples cut to ${cut} tokens${r.truncatedAt.length ? ` (${r.truncated > r.truncatedAt.length ? 'e.g. ' : ''}${r.truncatedAt.join(', ')})` : ''}`);
   if (parts.length) lines.push(parts.join('; '));
   const b = r.budgetLines;
   if (b?.share) lines.push(`budget lines (${b.budgets.join(', ')} tokens) put in ${b.added} of ${b.traces} ${what} traces${b.already ? ` (${b.already} held one already)` : ''}`);
