@@ -266,6 +266,9 @@ test('every training example without targets: refused before training, naming th
   await assert.rejects(trainSft(model.config, weights, located(cutOff(5)), [], { ...base, out: path.join(tmp, 'none'), maxLen: 16 }),
     { message: 'train-sft: none of the 5 training examples has a target token left: 5 whose completion is cut off by --max-len 16 (e.g. d.jsonl:1, d.jsonl:2, d.jsonl:3)' });
   assert.equal(fs.existsSync(path.join(tmp, 'none')), false);
+  // So is an eval set with none left: the run would take no eval loss.
+  await assert.rejects(trainSft(model.config, weights, toy(4, 1), located(cutOff(2)), { ...base, out: path.join(tmp, 'none'), aloraInvocation: [3], maxLen: 16 }),
+    { message: 'train-sft: none of the 2 eval examples has a target token left (there would be no eval loss): 2 whose completion is cut off by --max-len 16 (d.jsonl:1, d.jsonl:2)' });
   // Examples are cut to the model's context at most (positions past it are never seen at inference).
   const ctx = model.config.maxPositionEmbeddings;
   await assert.rejects(trainSft(model.config, weights, cutOff(8), [], { ...base, out: path.join(tmp, 'none'), maxLen: ctx + 1 }),

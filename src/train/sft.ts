@@ -157,6 +157,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const trainData = usable(train, maxLen, o.aloraInvocation), evalData = usable(evalSet, maxLen, o.aloraInvocation, trainData.keys);
   if (lines) [trainData.report.budgetLines, evalData.report.budgetLines] = lines.map((l) => l.report);
   if (!trainData.examples.length) throw new Error(`train-sft: none of the ${train.length} training examples has a target token left: ${dropReasons(trainData.report, cut, o.aloraInvocation)}`);
+  if (evalSet.length && !evalData.examples.length) throw new Error(`train-sft: none of the ${evalSet.length} eval examples has a target token left (there would be no eval loss): ${dropReasons(evalData.report, cut, o.aloraInvocation)}`);
   train = trainData.examples; evalSet = evalData.examples;
   // Each epoch's micro-batch count (the order is a function of seed and epoch; an epoch's batches are made again when
   // it is trained, so one epoch's are held at a time). Counts differ between epochs (the length buckets change with
