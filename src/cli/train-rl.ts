@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { readJsonFile } from '../io/jsonl.ts';
 import type { EvalCase } from '../eval/harness.ts';
-import { readJsonlLines } from '../io/jsonl.ts';
+import { readJsonFile, readJsonlLines } from '../io/jsonl.ts';
 import type { Command } from 'commander';
 import { openSource } from '../io/source.ts';
 import { hubRepo } from '../io/hub.ts';
