@@ -894,6 +894,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['bench', 'decode', '--shape', '--json']).stderr, /^edgereason: --shape took the flag --json as its value/m);
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /and the raw prompt does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
+  // --chat appends the invocation, and shows it: the thinking its </think> closes was opened in the output too.
+  assert.equal(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--chat', '--prompt', 'Tom has 3 apples and buys 4 more. How many apples does he have?', '--max-tokens', '60']).stdout,
+    '<think>\n4 + 3 = 7\n</think>\n\n#### 7\n');
   assert.equal(cliWords("generate: the prompt has 511 tokens, 512 with the adapter's invocation (1, appended for chat: true); the model's context of 512 tokens leaves no room to generate"),
     "generate: the prompt has 511 tokens, 512 with the adapter's invocation (1, appended for --chat); the model's context of 512 tokens leaves no room to generate");
   assert.equal(cliWords('answer: reasoning "on" needs the model loaded with its reasoning adapter (the adapter option of loadModel), or nativeThinking for a model that thinks by itself'),

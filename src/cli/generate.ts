@@ -26,12 +26,17 @@ export function generateCommand(program: Command): void {
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
       const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter, ropeScaling: ropeScalingOf(o) });
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
+      // --adapter insists (--chat appends an activated adapter's invocation), unless the template is told not to think
+      const adapter = !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined;
       try {
         const gen = model.generate(o.prompt, {
           chat: !!o.chat, maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, presencePenalty: o.presencePenalty, frequencyPenalty: o.frequencyPenalty,
-          // --adapter insists (--chat appends an activated adapter's invocation), unless the template is told not to think
-          seed, stop: o.stop, promptLookup: o.promptLookup, adapter: !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
+          seed, stop: o.stop, promptLookup: o.promptLookup, adapter, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
         });
+        // A chat prompt with an activated adapter ends with its invocation (appended where the template did not end with
+        // it): the completion starts inside the thinking, so the invocation is shown to open what its closing tag ends.
+        const inv = adapter ? model.adapter?.config.aloraInvocationTokens : undefined;
+        if (o.chat && inv) process.stdout.write(model.tokenizer.decode(inv));
         let r = await gen.next();
         while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }
         process.stdout.write('\n');
