@@ -23,6 +23,8 @@ import { writeReport } from '../src/eval/report.ts';
 import type { EvalReport } from '../src/eval/harness.ts';
 import { exportTrl } from '../src/cli/export-trl.ts';
 import { cliWords } from '../src/cli/main.ts';
+import { transcript } from '../src/cli/answer.ts';
+import type { AnswerResult, SampleResult } from '../src/reason/types.ts';
 import { checkOutDir, checkOutFile, lockTraining, removeStale, replacedArtefacts } from '../src/cli/outputs.ts';
 import { DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
@@ -855,6 +857,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   const checked = cli(['answer', '--model', 'models/default', '--reasoning', 'on', '--samples', '2', '--vote', 'checked', '--seed', '1', '--question', 'Mia has 12 apples and buys 30 more. She gives 5 to Tom. How many apples does she have now?']);
   assert.equal(checked.stderr.split('\n').filter((l) => /^ {2}[* ] [01]: .*, \d+ flaws? in its work$/.test(l)).length, 2, checked.stderr);
   assert.match(checked.stderr, /^votes \(checked\): /m);
+  // Several samples: sample 0 streams to stderr, and stdout holds the chosen one's transcript alone.
+  const chosen = /^chosen answer \(sample (\d)\): (.*)$/m.exec(checked.stderr);
+  assert.ok(chosen && checked.stdout.startsWith('<think>\n') && checked.stdout.endsWith(`</think>\n\n${chosen[2]}\n`), checked.stdout);
+  assert.match(checked.stderr, /^route: reasoning.*; streaming sample 0 of 2 here, the chosen one to stdout at the end\n<think>\n/m);
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', '']).stderr, /^edgereason: generate: the prompt has no tokens \(an empty text, and the tokenizer adds no BOS token to start from\): give it some text$/m);
   // A path flag written --model=~/x is not expanded by the shell: the CLI expands it (a prompt is left as written).
   fs.mkdirSync(at('home'));
@@ -1487,4 +1493,24 @@ test('a --task file of one\'s own is checked as train-rl checks it, before any w
     assert.match(r.stderr, new RegExp(`^edgereason: ${long.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: "prompt" has \\d+ tokens with the chat template, which leaves no room in the model's context of 1024 tokens for the adapter's invocation \\(1 token\\) and an answer: shorten it or leave it out$`, 'm'), command);
     assert.doesNotMatch(r.stderr, /base answers/, `${command}: before any work`);
   }
+});
+
+test('answer\'s transcript: one sample streams to stdout; of several, sample 0 streams to stderr and stdout gets the chosen one at the end', () => {
+  const stream = () => { const s = { text: '', write: (t: string) => { s.text += t; return true; } }; return s; };
+  const sample = (thinking: string, answer: string, tokens: number): SampleResult => ({ thinking, answer, tokens, thinkingTokens: 3, answerTokens: tokens - 5, meanLogprob: 0, finishReason: 'stop', tokenIds: [], logprobs: [], capped: false });
+  const result = (samples: SampleResult[], chosen: number) => ({ route: 'reasoning', samples, chosen }) as unknown as AnswerResult;
+  const run = (samples: number, r: AnswerResult) => {
+    const out = stream(), err = stream(), t = transcript(out as unknown as NodeJS.WriteStream, undefined, samples, err as unknown as NodeJS.WriteStream);
+    t.onRoute('reasoning', undefined);
+    t.onText(0, 'thinking', '2 + 2 = 5');
+    t.onText(0, 'answer', '#### 5');
+    t.onText(1, 'thinking', 'never shown');
+    t.end(r);
+    return [out.text, err.text];
+  };
+  const wrong = sample('2 + 2 = 5', '#### 5', 9), right = sample('2 + 2 = 4\n', '#### 4', 9), open = { ...sample('2 + 2', '', 3) };
+  assert.deepEqual(run(1, result([wrong], 0)), ['<think>\n2 + 2 = 5\n</think>\n\n#### 5\n', '']);
+  assert.deepEqual(run(2, result([wrong, right], 1)), ['<think>\n2 + 2 = 4\n</think>\n\n#### 4\n', '<think>\n2 + 2 = 5\n</think>\n\n#### 5\n']);
+  // A chosen sample whose thinking never closed is shown open, as it would have streamed.
+  assert.equal(run(2, result([wrong, open], 1))[0], '<think>\n2 + 2\n');
 });

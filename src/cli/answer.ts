@@ -77,9 +77,9 @@ export function answerCommand(program: Command): void {
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
         // The score to the threshold's decimals (more where those would show the threshold as 0 or 1), so the two compare.
         const threshold = fraction(router?.threshold ?? 0, 3), decimals = threshold.length - threshold.indexOf('.') - 1;
-        const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(decimals)}, threshold ${threshold}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples}` : ''}`);
+        const logRoute = (route: string, score: number | undefined) => console.error(`route: ${route}${score === undefined ? '' : ` (router score ${score.toFixed(decimals)}, threshold ${threshold}${route === 'reasoning' && score < router!.threshold ? ': the direct answer was escalated by the gate' : ''})`}${route === 'reasoning' && o.samples > 1 ? `; streaming sample 0 of ${o.samples} here${o.json ? '' : ', the chosen one to stdout at the end'}` : ''}`);
         const input = o.system ? [{ role: 'system', content: o.system }, { role: 'user', content: o.question }] : o.question;
-        const written = transcript(out, logRoute);
+        const written = transcript(out, logRoute, o.samples);
         const r = await answer(model, input, {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
@@ -227,13 +227,19 @@ export function checkVoteFlags(o: { earlyStop?: boolean; vote: string; samples: 
 
 /**
  * answer()'s onRoute / onText writing sample 0's transcript to `out` as the model writes it (the thinking dimmed,
- * between its tags), and `end`, which closes it.
+ * between its tags), and `end`, which closes it. With several reasoning samples, sample 0 streams to stderr instead and
+ * `end` writes the chosen sample's transcript to `out`: what a pipe gets is the answer the vote chose.
  */
-export function transcript(out: NodeJS.WriteStream, onRoute?: (route: Route, score: number | undefined) => void) {
-  const dim = dimmer(out);
-  let phase: Phase | undefined, last = '';
+export function transcript(to: NodeJS.WriteStream, onRoute?: (route: Route, score: number | undefined) => void, samples = 1, side: NodeJS.WriteStream = process.stderr) {
+  let out = to, dim = dimmer(out), phase: Phase | undefined, last = '';
   return {
-    onRoute: (route: Route, score: number | undefined) => { onRoute?.(route, score); if (route === 'reasoning') { out.write(dim('<think>\n')); phase = 'thinking'; } },
+    onRoute: (route: Route, score: number | undefined) => {
+      onRoute?.(route, score);
+      if (route !== 'reasoning') return;
+      if (samples > 1) { out = side; dim = dimmer(out); }
+      out.write(dim('<think>\n'));
+      phase = 'thinking';
+    },
     onText: (sample: number, ph: Phase, piece: string) => {
       if (sample !== 0) return;
       if (ph !== phase) {
@@ -250,6 +256,10 @@ export function transcript(out: NodeJS.WriteStream, onRoute?: (route: Route, sco
       const s0 = r.samples[0];
       if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n`));
       out.write('\n');
+      if (out === to) return;
+      // The chosen sample, as it would have streamed (its thinking closed, unless it never was).
+      const c = r.samples[r.chosen], d = dimmer(to), closed = c.tokens > c.thinkingTokens;
+      to.write(d(`<think>\n${c.thinking}`) + (closed ? d(`${c.thinking.endsWith('\n') ? '' : '\n'}</think>\n\n`) + c.answer : '') + '\n');
     },
   };
 }
