@@ -515,6 +515,24 @@ test('bench scripts run directly refuse unknown flags and numbers not of their f
   assert.equal(fs.readdirSync(path.join(ROOT, 'bench/results')).join(), before);
 });
 
+test('generate and answer interrupted by SIGINT mid-stream exit 130 saying so (they ended silently)', async () => {
+  // Sampled at temperature 2, neither ends by itself before it is stopped: random tokens seldom draw the end token.
+  const cases = [
+    [['generate', '--prompt', 'Once upon a time', '--temperature', '2', '--seed', '1', '--max-tokens', '480'], 'stdout', 'generate: interrupted (the text ends where it was cut off)'],
+    [['answer', '--question', 'What is 2 + 3?', '--reasoning', 'on', '--samples', '16', '--temperature', '2', '--seed', '1', '--max-tokens', '400', '--json'], 'stderr', 'answer: interrupted before the answer was complete: no JSON was written'],
+  ] as const;
+  for (const [args, streams, message] of cases) {
+    const child = spawn(process.execPath, [BIN, ...args, '--model', DEFAULT_DIR], { cwd: ROOT });
+    let stdout = '', stderr = '', sent = false;
+    const started = () => { if (!sent && (streams === 'stdout' ? stdout : /^<think>\n./m.test(stderr))) { sent = true; child.kill('SIGINT'); } };
+    child.stdout.on('data', (d) => { stdout += d; started(); });
+    child.stderr.on('data', (d) => { stderr += d; started(); });
+    const done = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+    assert.deepEqual([done, stderr.trimEnd().split('\n').at(-1)], [[130, null], message], stderr);
+    if (args[0] === 'answer') assert.equal(stdout, '');
+  }
+});
+
 test('train-router interrupted by SIGINT while the runtime worker decodes exits 130 with its message (it aborted with SIGABRT)', async () => {
   // A short first stage, whose last progress line says the run is under way; the second is long.
   const child = spawn(process.execPath, [BIN, 'train-router', '--model', DEFAULT_DIR, '--adapter', ADAPTER_DIR, '--out', at('int-router.json'), '--limit', '20', '--val', '20000', '--max-tokens', '8'], { cwd: ROOT });

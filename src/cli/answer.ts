@@ -17,7 +17,7 @@ import type { Verifier } from '../reason/verifier.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, penaltyFlags, quantArg, seedArg } from './main.ts';
 import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
-import { dimmer } from '../train/progress.ts';
+import { dimmer, onInterrupt } from '../train/progress.ts';
 import { compileJsonSchema } from '../runtime/json-constraint.ts';
 import { fraction, shown } from '../show.ts';
 
@@ -73,6 +73,7 @@ export function answerCommand(program: Command): void {
       const seed: number = seedOrFresh(o.seed);
       const { model, router, verifier } = await loadReasoner(o, 'answer');
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
+      const off = onInterrupt(process.stderr, () => `answer: interrupted before the answer was complete${o.json ? ': no JSON was written' : ''}`);
       try {
         const out = o.json ? process.stderr : process.stdout; // with --json, stdout holds the JSON alone
         // The score to the threshold's decimals (more where those would show the threshold as 0 or 1), so the two compare.
@@ -120,6 +121,7 @@ export function answerCommand(program: Command): void {
         if (unused.length && o.reasoning === 'auto') console.error(`edgereason: note: the router answered directly, so ${unused.join(' and ')} had no effect (--reasoning on reasons whatever the router says)`);
         if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
       } finally {
+        off();
         await finish();
       }
     });

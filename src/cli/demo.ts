@@ -12,7 +12,7 @@ import { openSource } from '../io/source.ts';
 import type { AnswerOptions, AnswerResult } from '../reason/types.ts';
 import { isCorrect } from '../tasks/grade.ts';
 import { makeSplits, type Item, type MathItem } from '../tasks/synthetic.ts';
-import { dimmer } from '../train/progress.ts';
+import { dimmer, onInterrupt } from '../train/progress.ts';
 
 /** $EDGEREASON_SHARED, else ../shared beside the project root: the folder whose data/ holds the datasets (gsm8k, math500, ...). */
 export function sharedDir(): string {
@@ -85,6 +85,7 @@ export function demoCommand(program: Command): void {
       const router = fs.existsSync(routerFile) ? Router.load(routerFile, model.config.hiddenSize) : undefined;
       const verifier = fs.existsSync(verifierFile) ? Verifier.load(verifierFile, model.config.hiddenSize) : undefined;
       const r = new Reasoner(model, { router, verifier });
+      const off = onInterrupt(process.stderr, () => 'demo: interrupted');
       try {
         const c = model.config, embedded = path.resolve(o.model) === path.resolve(defaultModel.dir);
         console.log(`edgereason demo — ${o.model}: ${c.architecture} architecture, ${(parameterCount(c) / 1e6).toFixed(1)}M parameters (${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize})` +
@@ -128,6 +129,7 @@ export function demoCommand(program: Command): void {
         }
         console.log(dim(`\nA conversation of your own: npx edgereason chat${embedded ? '' : ` --model ${o.model}`} (each line a turn, routed; the conversation stays in the prompt cache)`));
       } finally {
+        off();
         await rlr?.close();
         await r.close();
       }

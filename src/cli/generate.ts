@@ -1,4 +1,5 @@
 import { seedOrFresh } from '../runtime/sampler.ts';
+import { onInterrupt } from '../train/progress.ts';
 import type { Command } from 'commander';
 import { guessesNote, modelOption, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, penaltyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
@@ -26,6 +27,8 @@ export function generateCommand(program: Command): void {
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
       const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter, ropeScaling: ropeScalingOf(o) });
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
+      // Ctrl-C: the text so far stays as it is, said so (a prompt cache file is not saved: the process ends here).
+      const off = onInterrupt(process.stderr, () => 'generate: interrupted (the text ends where it was cut off)');
       // --adapter insists (--chat appends an activated adapter's invocation), unless the template is told not to think
       const adapter = !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined;
       try {
@@ -51,6 +54,7 @@ export function generateCommand(program: Command): void {
           console.error(`prompt ${c.promptTokens} tokens${c.cachedTokens ? ` (${c.cachedTokens} from the prompt cache)` : ''}, generated ${c.tokens.length} (${c.finishReason}); TTFT ${c.ttftMs.toFixed(0)} ms; ${rate}${guessesNote([c.guesses])}${greedy ? '' : `; seed ${seed}`}`);
         }
       } finally {
+        off();
         await finish();
       }
     });
