@@ -259,7 +259,7 @@ test('train-sft: contradictory and unused flags are refused or warned about', ()
   assert.match(sft(at('f1'), '--full', '--lora-r', '4', '--targets', 'q,v').stderr, /--full trains every weight, not a LoRA adapter: --lora-r, --targets contradict it/);
   assert.match(sft(at('f1'), '--full', '--alora-invocation', '<think>').stderr, /--alora-invocation makes an activated LoRA adapter .* --full trains every weight/);
   const r = sft(at('afile'), '--eval-every', '5');
-  assert.match(r.stderr, /warning: --eval-every has no effect without --eval/);
+  assert.deepEqual([r.status, r.stderr], [1, 'edgereason: train-sft: --eval-every would have no effect without --eval (no held-out set to take the loss on): give --eval <file>, or drop it\n']);
   assert.ok(!fs.existsSync(at('f1')));
 });
 
@@ -766,10 +766,11 @@ test('eval on a dataset says what share of it --limit takes and how many answers
 test('train-router: the savings rule (the default) needs --adapter; unused flags are named; train-verifier refuses greedy candidates', () => {
   let r = cli(['train-router', '--model', at('m'), '--out', at('r.json')]);
   assert.match(r.stderr, /the savings rule \(the default\) needs --adapter <reasoning adapter>.*or --rule accuracy/);
-  r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--max-loss', '0.02', '--no-gate', '--gate-tokens', '4', '--out', at('outdir')]);
-  assert.match(r.stderr, /warning: --max-loss ignored: the accuracy rule generates no reasoning answers/);
-  assert.match(r.stderr, /warning: --gate-tokens ignored: --no-gate searches no gate/);
-  assert.match(cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--task', 'gsm8k', '--seed', '5', '--out', at('outdir')]).stderr, /warning: --seed ignored: the gsm8k items are the first of its train file/);
+  r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--max-loss', '0.02', '--reasoning-max-tokens', '9', '--out', at('outdir')]);
+  assert.deepEqual([r.status, r.stderr], [1, 'edgereason: train-router: --max-loss, --reasoning-max-tokens would have no effect: the accuracy rule generates no reasoning answers (they serve the savings rule); drop them\n']);
+  r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--no-gate', '--gate-tokens', '4', '--out', at('outdir')]);
+  assert.deepEqual([r.status, r.stderr], [1, 'edgereason: train-router: --gate-tokens would have no effect: --no-gate searches no gate; drop it\n']);
+  assert.match(cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--task', 'gsm8k', '--seed', '5', '--out', at('outdir')]).stderr, /^edgereason: train-router: --seed would have no effect: the gsm8k items are the first of its train file; drop it$/m);
   // A random model answers no gsm8k question right: every label says "reasoning needed", and the advice is easier questions.
   r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--task', 'gsm8k', '--limit', '2', '--val', '1', '--max-tokens', '4', '--steps', '1', '--out', at('same-label.json')]);
   assert.match(r.stderr, /warning: every training question has the same label \(reasoning needed: the base answered none of them right directly\): the probe cannot learn to route; use more questions, with easier ones among them/);

@@ -107,10 +107,10 @@ export function trainRouterCommand(program: Command): void {
       if (o.rule === 'savings' && !o.adapter && !o.nativeThinking) {
         throw new Error(`train-router: the savings rule${given('rule') ? '' : ' (the default)'} needs --adapter <reasoning adapter> to measure always-reason accuracy and tokens; pass --adapter (--native-thinking for a model that thinks by itself), or --rule accuracy to route by the base model's answers alone`);
       }
-      // Flags the chosen rule or gate does not use: said, not silently dropped.
+      // Flags the chosen rule or gate does not use: refused before the run (a warning scrolls away in a long one).
       const unused = (why: string, flags: [string, string][]) => {
         const f = flags.filter(([k]) => given(k)).map(([, name]) => name);
-        if (f.length) process.stderr.write(`train-router: warning: ${f.join(', ')} ignored: ${why}\n`);
+        if (f.length) throw new Error(`train-router: ${f.join(', ')} would have no effect: ${why}; drop ${f.length === 1 ? 'it' : 'them'}`);
       };
       if (o.rule === 'accuracy') unused('the accuracy rule generates no reasoning answers (they serve the savings rule)', [['maxLoss', '--max-loss'], ['reasoningMaxTokens', '--reasoning-max-tokens'], ['maxThinkingTokens', '--max-thinking-tokens']]);
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);

@@ -84,7 +84,7 @@ export function trainSftCommand(program: Command): void {
       if (o.budgetLines > 0 && o.aloraInvocation === undefined) throw new Error('--budget-lines puts budget lines after the adapter\'s invocation: it needs --alora-invocation (budget forcing trains an activated adapter)');
       if (given('budgets') && !(o.budgetLines > 0)) throw new Error('--budgets names the budgets of the lines --budget-lines puts in the traces: give --budget-lines too');
       const targets = parseTargets(o.targets);
-      if (o.evalEvery !== undefined && !o.eval) process.stderr.write('train-sft: warning: --eval-every has no effect without --eval (no held-out set to take the loss on)\n');
+      if (o.evalEvery !== undefined && !o.eval) throw new Error('train-sft: --eval-every would have no effect without --eval (no held-out set to take the loss on): give --eval <file>, or drop it');
       if (o.eval && canonical(o.eval) === canonical(o.data)) throw new Error(`--eval ${o.eval} is the --data file: its loss would be the training loss; give held-out examples (or leave --eval out)`);
       // A whole model written beside a single-file one (a GGUF's folder) would give every GGUF there its tokenizer.json.
       if (o.full && isModelFileFolder(o.out, o.model)) throw new Error(`train-sft: --out ${o.out} is the folder of ${modelPath(o.model)}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
