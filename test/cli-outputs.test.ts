@@ -909,6 +909,11 @@ test('--version prints package.json\'s version; demo --help names its default on
   // The library's option names come out as the command line's flags.
   assert.equal(cliWords('a second rounding; quant "fp32" keeps the file\'s values exactly'), 'a second rounding; --quant fp32 keeps the file\'s values exactly');
   assert.equal(cliWords('nothing to score: raise maxTokens'), 'nothing to score: raise --max-tokens');
+  // An API option named beside its flag: the flag alone.
+  assert.equal(cliWords('serve: promptCacheFile (--prompt-cache-file) keeps the prompt cache, and promptCache (--prompt-cache) 0 keeps none; nativeThinking (--native-thinking) needs'),
+    'serve: --prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none; --native-thinking needs');
+  assert.equal(cliWords('export-trl: examples (--examples) counts; defaultVote verifier needs a verifier, and verifier false (--no-verifier) leaves it out'), 'export-trl: --examples counts; defaultVote verifier needs a verifier, and --no-verifier leaves it out');
+  assert.equal(cli(['serve', '--vote', 'nope']).stderr.split('\n')[0], 'edgereason: serve: --vote must be one of "majority", "confidence", "verifier", "verifier-vote", "checked", got "nope"');
   // loadModel's ropeScaling fields are flags; a converted folder's options.ropeScaling stays its field.
   assert.equal(cliWords('m: ropeScaling.factor × ropeScaling.originalMaxPositionEmbeddings (…); ropeScaling none cannot replace it'), 'm: --rope-scale × --yarn-orig-ctx (…); --rope-scaling none cannot replace it');
   assert.equal(cliWords('model: x/edgereason.json: options.ropeScaling.factor must be a number above 1'), 'model: x/edgereason.json: options.ropeScaling.factor must be a number above 1');
@@ -939,7 +944,7 @@ test('--version prints package.json\'s version; demo --help names its default on
     assert.deepEqual([r.status, r.stderr.trim()], [1, 'edgereason: --router and --no-router contradict each other: give one of them'], command);
   }
   assert.equal(cli(['serve', '--model', 'models/default', '--no-verifier', '--verifier', 'models/default/verifier.json', '--port', '0']).stderr.trim(), 'edgereason: --verifier and --no-verifier contradict each other: give one of them');
-  assert.equal(cli(['serve', '--model', 'models/default', '--no-verifier', '--vote', 'verifier', '--port', '0']).stderr.trim(), 'edgereason: serve: defaultVote (--vote) verifier needs a verifier, and verifier false (--no-verifier) leaves it out');
+  assert.equal(cli(['serve', '--model', 'models/default', '--no-verifier', '--vote', 'verifier', '--port', '0']).stderr.trim(), 'edgereason: serve: --vote verifier needs a verifier, and --no-verifier leaves it out');
   // A thinking model's generation_config.json that asks for sampling: said when --native-thinking decodes greedily.
   const sampled = at('sampled-model');
   fs.mkdirSync(sampled);
