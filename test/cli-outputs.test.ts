@@ -909,6 +909,12 @@ test('--version prints package.json\'s version; demo --help names its default on
   // The library's option names come out as the command line's flags.
   assert.equal(cliWords('a second rounding; quant "fp32" keeps the file\'s values exactly'), 'a second rounding; --quant fp32 keeps the file\'s values exactly');
   assert.equal(cliWords('nothing to score: raise maxTokens'), 'nothing to score: raise --max-tokens');
+  // A hostile file's bytes quoted by a parse error do not reach the terminal as control characters.
+  fs.mkdirSync(at('evil'), { recursive: true });
+  fs.writeFileSync(at('evil', 'config.json'), '{"a": \x1b[2J\x1b[31mRED\x07}');
+  const evil = cli(['generate', '--model', at('evil'), '--prompt', 'hi']).stderr; // (the rest is V8's words)
+  assert.ok(evil.startsWith(`edgereason: ${at('evil', 'config.json')} is not valid JSON: `) && evil.includes('\\x1b[2J\\x1b[31mRED\\x07') && !/[\x00-\x08\x0b-\x1f]/.test(evil), evil);
+  assert.equal(cliWords('a\tb\nc\x00\x9b'), 'a\tb\nc\\x00\\x9b');
   // An API option named beside its flag: the flag alone.
   assert.equal(cliWords('serve: promptCacheFile (--prompt-cache-file) keeps the prompt cache, and promptCache (--prompt-cache) 0 keeps none; nativeThinking (--native-thinking) needs'),
     'serve: --prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none; --native-thinking needs');

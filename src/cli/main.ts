@@ -163,7 +163,12 @@ const CLI_WORDS: [RegExp, string][] = [
   [/\bchat: true\b/g, '--chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
   [/\bquant "(q4|q8|fp32)" or "(q4|q8|fp32)"/g, '--quant $1 or $2'], [/\bquant "(q4|q8|fp32)"/g, '--quant $1'], [/\bmaxTokens\b/g, '--max-tokens'], [/\bmaxThinkingTokens\b/g, '--max-thinking-tokens'], [/\breasoningMaxTokens\b/g, '--reasoning-max-tokens'],
   [/\bthe adapter option of loadModel\b/g, '--adapter'], [/\bchatTemplateKwargs\b/g, '--chat-template-kwargs'], [/(?<![\w."])ropeScaling\.factor\b/g, '--rope-scale'], [/(?<![\w."])ropeScaling\.originalMaxPositionEmbeddings\b/g, '--yarn-orig-ctx'], [/(?<![\w."])ropeScaling (yarn|linear|none)\b/g, '--rope-scaling $1'], [/\breasoning "(auto|on|off)"/g, '--reasoning $1']];
-export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message);
+/**
+ * A library message in the CLI's words (flags for API options), its control characters escaped: a parse error quotes
+ * the bytes of the file it failed on, and a hostile one's escape sequences would reach the terminal (clear it, recolour it).
+ */
+export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message)
+  .replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
