@@ -1115,6 +1115,12 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   fs.cpSync(path.join(ROOT, 'models/default/reasoning-adapter-rl'), unbudgeted, { recursive: true });
   fs.writeFileSync(path.join(unbudgeted, 'rl_log.json'), JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(unbudgeted, 'rl_log.json'), 'utf8')), budgets: [] }));
   assert.match(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr, new RegExp(`^edgereason: note: ${unbudgeted} was not budget-trained by train-rl`, 'm'));
+  // A log that cannot be read is refused, naming it (it was read as "not budget-trained", and serve dropped its budgets unsaid).
+  const log = path.join(unbudgeted, 'rl_log.json');
+  fs.writeFileSync(log, '{"budgets": [96, 160,');
+  assert.match(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr, new RegExp(`^edgereason: ${log} \\(train-rl's log\\) cannot be read: .*; restore it, or remove it if the adapter was not budget-trained$`, 'm'));
+  fs.writeFileSync(log, '{"budgets": "96,160"}');
+  assert.equal(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr.trim().split('\n').at(-1), `edgereason: ${log} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got "96,160"`);
 });
 
 test('convert gives the graph the LoRA inputs of the reasoning adapters beside the model, and says how to bring the setup along (it copies nothing)', () => {

@@ -52,13 +52,18 @@ export function budgetNote(adapterDir: string, budget: number): string | undefin
   return undefined;
 }
 
-/** The budget buckets an adapter was RL-trained on (train-rl's rl_log.json beside it), ascending; [] = none. */
+/**
+ * The budget buckets an adapter was RL-trained on (train-rl's rl_log.json beside it), ascending; [] = none (no log, or
+ * one without budgets). A log that cannot be read is refused, naming it: read as none, it changed what budgets do unsaid.
+ */
 export function rlBudgets(adapterDir: string): number[] {
   const f = path.join(adapterDir, 'rl_log.json');
   if (!fs.existsSync(f)) return [];
-  try {
-    const b = JSON.parse(fs.readFileSync(f, 'utf8')).budgets;
-    return Array.isArray(b) ? b.filter((x: unknown): x is number => Number.isInteger(x) && (x as number) > 0).sort((a, c) => a - c) : [];
-  } catch { return []; }
+  let log: unknown;
+  try { log = JSON.parse(fs.readFileSync(f, 'utf8')); } catch (e) { throw new Error(`${f} (train-rl's log) cannot be read: ${(e as Error).message}; restore it, or remove it if the adapter was not budget-trained`); }
+  const b = log && typeof log === 'object' ? (log as { budgets?: unknown }).budgets : undefined;
+  if (b === undefined && log && typeof log === 'object' && !Array.isArray(log)) return [];
+  if (!Array.isArray(b) || b.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`${f} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got ${shown(b ?? log)}`);
+  return [...(b as number[])].sort((a, c) => a - c);
 }
 
