@@ -1322,6 +1322,11 @@ test('chat samples with the model\'s generation_config.json where the flags say 
   assert.doesNotMatch(run('--temperature', '0', '--repetition-penalty', '1').stderr, /generation_config/);
   // A temperature typed keeps the file's other sampling fields.
   assert.match(run('--temperature', '0.5').stderr, new RegExp(`^edgereason: note: chat samples with ${dir}/generation_config.json's top_k 20, top_p 0.8, repetition_penalty 1.05 \\(the flags override it\\)$`, 'm'));
+  // Values that are no sampling values are left out, said so (top_k -1 ended chat with "topK must be …", naming no file).
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), '{"do_sample": true, "temperature": "hot", "top_p": 0.8, "top_k": -1}');
+  const bad = run();
+  assert.equal(bad.status, 0, bad.stderr);
+  assert.match(bad.stderr, new RegExp(`^edgereason: note: ${dir}/generation_config.json's temperature "hot", top_k -1 are not valid values: left out \\(the defaults apply\\)\nedgereason: note: chat samples with ${dir}/generation_config.json's top_p 0.8 \\(`, 'm'));
 });
 
 test('generate and answer --prompt-cache-file: the next run reads the prompt the last one kept (its stats say how much); a run that keeps nothing new leaves the file as it was', () => {

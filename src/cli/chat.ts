@@ -6,7 +6,7 @@ import type { ChatMessage } from '../tokenizer/types.ts';
 import { dimmer } from '../train/progress.ts';
 import { seedAt, seedOrFresh } from '../runtime/sampler.ts';
 import path from 'node:path';
-import { generationSampling } from '../io/hf-folder.ts';
+import { generationNotes, generationSampling } from '../io/hf-folder.ts';
 import { cliWords, floatArg, intArg, noteGreedyFlags, penaltyFlags, quantArg, seedArg } from './main.ts';
 import { loadReasoner, noteReasoningOff, reasonerOptions, transcript } from './answer.ts';
 import { guessesNote, modelOption, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
@@ -36,6 +36,7 @@ export function chatCommand(program: Command): void {
       checkReasoner(o);
       noteReasoningOff(o);
       // The model's own sampling advice (generation_config.json) is the default of what the flags leave out, as serve's.
+      for (const n of generationNotes(o.model)) console.error(`edgereason: note: ${n}`);
       const own = generationSampling(o.model) ?? {}, typed = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       const sampling = {
         // (a file that says do_sample without a temperature samples at 1, as transformers does)

@@ -260,26 +260,37 @@ function generationConfig(dir: string): Record<string, unknown> | undefined {
   } catch { return undefined; }
 }
 
+/** The sampling fields a generation_config.json object asks for, each with its check (the rest only where it says do_sample). */
+function samplingRules(g: Record<string, unknown>): Record<string, (x: number) => boolean> {
+  return {
+    ...(g.do_sample === true ? { temperature: (x: number) => x >= 0, top_p: (x: number) => x > 0 && x <= 1, top_k: (x: number) => Number.isInteger(x) && x >= 0, min_p: (x: number) => x >= 0 && x <= 1 } : {}),
+    repetition_penalty: (x) => x > 0 && x <= 10,
+  };
+}
+const validSampling = (v: unknown, valid: (x: number) => boolean) => typeof v === 'number' && Number.isFinite(v) && valid(v);
+
 export function generationSampling(dir: string): GenerationSampling | undefined {
   const g = generationConfig(dir);
   if (!g) return undefined;
   // The sampling fields count only where the file says do_sample; a repetition penalty applies to greedy decoding too.
-  const ok: Record<string, (x: number) => boolean> = {
-    ...(g.do_sample === true ? { temperature: (x: number) => x >= 0, top_p: (x: number) => x > 0 && x <= 1, top_k: (x: number) => Number.isInteger(x), min_p: (x: number) => x >= 0 && x <= 1 } : {}),
-    repetition_penalty: (x) => x > 0 && x <= 10 && x !== 1,
-  };
-  const s = Object.fromEntries(Object.entries(ok).filter(([k, valid]) => typeof g[k] === 'number' && Number.isFinite(g[k]) && valid(g[k] as number)).map(([k]) => [k, g[k] as number]));
+  const s = Object.fromEntries(Object.entries(samplingRules(g)).filter(([k, valid]) => validSampling(g[k], valid) && !(k === 'repetition_penalty' && g[k] === 1)).map(([k]) => [k, g[k] as number]));
   return Object.keys(s).length ? s : undefined;
 }
 
 /**
- * What a folder's generation_config.json asks of sampling that edgereason's sampler does not do (n-gram blocking,
- * typical sampling), as "name value" strings: said where that file's sampling is taken.
+ * What a folder's generation_config.json asks of sampling that is not taken, as notes: what edgereason's sampler does
+ * not do (n-gram blocking, typical sampling), and values that are no sampling values (a temperature of "hot", a top_p
+ * of 2), left out rather than dropped unsaid. Said where that file's sampling is taken (chat, serve).
  */
-export function unappliedGeneration(dir: string): string[] {
-  const g = generationConfig(dir) ?? {};
+export function generationNotes(dir: string): string[] {
+  const g = generationConfig(dir) ?? {}, file = path.join(dir, 'generation_config.json');
   const neutral: Record<string, (x: number) => boolean> = { no_repeat_ngram_size: (x) => x === 0, typical_p: (x) => x === 1 };
-  return Object.entries(neutral).filter(([k, off]) => typeof g[k] === 'number' && !off(g[k] as number)).map(([k]) => `${k} ${g[k]}`);
+  const unapplied = Object.entries(neutral).filter(([k, off]) => typeof g[k] === 'number' && !off(g[k] as number)).map(([k]) => `${k} ${g[k]}`);
+  const invalid = Object.entries(samplingRules(g)).filter(([k, valid]) => g[k] !== undefined && g[k] !== null && !validSampling(g[k], valid)).map(([k]) => `${k} ${shown(g[k])}`);
+  return [
+    ...(unapplied.length ? [`${file} also asks for ${unapplied.join(', ')}, which edgereason's sampler does not apply`] : []),
+    ...(invalid.length ? [`${file}'s ${invalid.join(', ')} ${invalid.length === 1 ? 'is not a valid value' : 'are not valid values'}: left out (the defaults apply)`] : []),
+  ];
 }
 
 /** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */

@@ -22,7 +22,7 @@ import { rlBudgets } from '../reason/budget.ts';
 import { checkNativeThinking } from '../reason/answer.ts';
 import type { Quant } from '../onnx/quant.ts';
 import type { RopeScalingChoice } from '../models/config.ts';
-import { generationSampling, unappliedGeneration, type GenerationSampling } from '../io/hf-folder.ts';
+import { generationNotes, generationSampling, type GenerationSampling } from '../io/hf-folder.ts';
 import { ApiError } from './schemas.ts';
 
 export interface AdapterSpec { name: string; dir: string }
@@ -192,8 +192,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       adapters: [...models.values()].flatMap((s) => (s.model.adapter ? [s.model.adapter] : [])),
     });
     const sampling = generationSampling(o.model);
-    const unapplied = unappliedGeneration(o.model);
-    if (unapplied.length) o.onNote?.(`serve: note: ${path.join(o.model, 'generation_config.json')} also asks for ${unapplied.join(', ')}, which edgereason's sampler does not apply`);
+    for (const n of generationNotes(o.model)) o.onNote?.(`serve: note: ${n}`);
     // Base first in listings, as vLLM does; requests without a model go to the reasoning pipeline when there is one.
     const ordered = new Map([[baseId, models.get(baseId)!], ...[...models].filter(([k]) => k !== baseId)]);
     return {
