@@ -533,6 +533,12 @@ describe('checkpoint', () => {
       assert.throws(() => loadCheckpoint(dir), { message }, field);
       assert.throws(() => checkpointOptions(dir), { message }, `${field} (options alone)`);
     }
+    // Each field named by itself (they were all said as a wrong "format"); a tensor file out of the folder is not read.
+    for (const [patch, field, want, got] of [[{ tensorFile: '../../model.safetensors' }, 'tensorFile', 'the name of a file in the checkpoint folder', '"../../model.safetensors"'],
+      [{ params: 'param/w' }, 'params', 'a list of parameter names', '"param/w"'], [{ adamStep: 3 }, 'adamStep', 'at most "step" (2): the optimizer steps once per training step at most', '3']] as const) {
+      edited(patch);
+      assert.throws(() => loadCheckpoint(dir), { message: `checkpoint: ${jsonFile}: "${field}" must be ${want}, got ${got} (the file was edited or damaged)` }, field);
+    }
     fs.writeFileSync(jsonFile, 'null');
     assert.throws(() => loadCheckpoint(dir), { message: `checkpoint: ${jsonFile} is not an edgereason checkpoint (format null)` });
     edited({ config: { losses: 3 } });

@@ -71,12 +71,15 @@ function readCheckpointJson(dir: string): Record<string, any> {
   const jsonFile = checkpointJson(dir);
   if (!fs.existsSync(jsonFile)) throw new Error(`checkpoint: ${jsonFile} not found (no checkpoint in ${dir})`);
   const read = readJsonFile(jsonFile, 'checkpoint: '), j = (is.object.ok(read) ? read : {}) as Record<string, any>;
-  if (j.format !== FORMAT || typeof j.tensorFile !== 'string' || !Array.isArray(j.params) || !j.params.every((n) => typeof n === 'string'))
-    throw new Error(`checkpoint: ${jsonFile} is not an edgereason checkpoint (format ${JSON.stringify(j === read ? j.format : read)})`);
+  if (j.format !== FORMAT) throw new Error(`checkpoint: ${jsonFile} is not an edgereason checkpoint (format ${JSON.stringify(j === read ? j.format : read)})`);
   const check = (field: string, rule: Rule) => {
     if (!rule.ok(j[field])) throw new Error(`checkpoint: ${jsonFile}: "${field}" must be ${rule.what}, got ${JSON.stringify(j[field])} (the file was edited or damaged)`);
   };
+  // The tensor file is one of the checkpoint folder's own (a path out of it would read another file).
+  check('tensorFile', { what: 'the name of a file in the checkpoint folder', ok: (v) => typeof v === 'string' && /^tensors-[^/\\]+\.safetensors$/.test(v) });
+  check('params', { what: 'a list of parameter names', ok: (v) => Array.isArray(v) && v.every((n) => typeof n === 'string') });
   for (const k of ['step', 'epoch', 'position', 'adamStep', 'tensorBytes']) check(k, is.int(0));
+  check('adamStep', { what: `at most "step" (${j.step}): the optimizer steps once per training step at most`, ok: (v) => (v as number) <= j.step });
   check('rng', { what: 'a number', ok: Number.isFinite });
   check('config', is.object);
   if (j.options !== undefined) check('options', is.object);

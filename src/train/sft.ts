@@ -237,6 +237,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       const st = resume(ckptDir, params, opt, options, LATER_OPTIONS);
       ({ step, epoch, position } = st);
       // Same options, same plan: a position past its epoch's batches (or an epoch past the run) was edited in.
+      if (step > total) throw new Error(`checkpoint: ${checkpointJson(ckptDir)}: step ${step} lies past this run's ${total} steps (the file was edited or damaged)`);
       if (epoch > epochs || position > (counts[epoch] ?? 0)) throw new Error(`checkpoint: ${checkpointJson(ckptDir)}: position ${position} of epoch ${epoch} lies outside this run (${epochs} epochs${epoch < epochs ? `, ${counts[epoch]} batches in that one` : ''}; the file was edited or damaged)`);
       checkpoint = step;
       losses.push(...savedList<number>(st, 'losses', ckptDir));
