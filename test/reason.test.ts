@@ -336,11 +336,23 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     }), 2 ** 20);
     await assert.rejects(slow.save(late), { message: `prompt cache: ${late} exists and is not a prompt cache file: not replaced (name another file)` });
     assert.equal(fs.readFileSync(late, 'utf8'), 'my notes');
+    // The token ids the keys and values belong to are checked too (an id changed answered one prompt from another's
+    // cache), and a file without its sums is not read unchecked.
+    const rewritten = (name: string, metadata: (m: Record<string, string>) => Record<string, string>) => {
+      const f = openSafetensors(file), out = path.join(tmp, 'prompts', name);
+      writeSafetensors(out, new Map(f.names.map((n) => [n, { shape: f.shape(n), data: f.values(n) }])), { metadata: metadata(f.metadata as Record<string, string>) });
+      return out;
+    };
+    const otherIds = rewritten('ids.safetensors', (md) => ({ ...md, prompts: md.prompts.replace(/\d+/, (d) => String(+d + 1)) }));
+    await assert.rejects(m.loadPromptCache(otherIds), { message: `prompt cache: ${otherIds} is corrupt: its "prompts" metadata (the token ids of the kept prompts) differs from what was saved (sha256) (delete it, or name another file)` });
+    const unsummed = rewritten('unsummed.safetensors', ({ sha256, ...md }) => md);
+    await assert.rejects(m.loadPromptCache(unsummed), { message: `prompt cache: ${unsummed} is corrupt: its "sha256" metadata is missing (delete it, or name another file)` });
+    assert.deepEqual(await m.loadPromptCache(rewritten('same.safetensors', (md) => md)), await m.loadPromptCache(file));
     // A prompt cache another edgereason wrote (another format version) is neither read nor replaced.
     const newer = path.join(tmp, 'prompts', 'newer.safetensors');
-    writeSafetensors(newer, { probe: { shape: [1], data: new Float32Array(1) } }, { metadata: { format: 'edgereason-prompt-cache', version: '2', prompts: '[]' } });
-    await assert.rejects(m.loadPromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 2, which another edgereason wrote; this one reads version 1 (delete it, or name another file)` });
-    await assert.rejects(m.savePromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 2, which another edgereason wrote: not replaced (name another file, or delete it)` });
+    writeSafetensors(newer, { probe: { shape: [1], data: new Float32Array(1) } }, { metadata: { format: 'edgereason-prompt-cache', version: '3', prompts: '[]' } });
+    await assert.rejects(m.loadPromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 3, which another edgereason wrote; this one reads version 2 (delete it, or name another file)` });
+    await assert.rejects(m.savePromptCache(newer), { message: `prompt cache: ${newer} is a prompt cache of format version 3, which another edgereason wrote: not replaced (name another file, or delete it)` });
     await assert.rejects(m.loadPromptCache(path.join(tmp, 'none')), { message: `prompt cache: ${path.join(tmp, 'none')} does not exist` });
     await assert.rejects(m.keepPrompt('Hi'), { message: `keepPrompt: a prompt of ${m.encode('Hi').length} tokens is not kept: one of at most 16 tokens costs less to prefill than to copy` });
     await assert.rejects(none.savePromptCache(file), { message: 'savePromptCache: this model keeps no prompts (it was loaded with promptCache: 0)' });

@@ -154,9 +154,11 @@ export class PromptCache {
       if (taken) throw new Error(taken);
       try {
         makeDir(path.dirname(path.resolve(file)));
-        // Each tensor's sha256, checked when it is read: a file damaged since (a disk, an editor) is refused, not answered from.
-        const sums = Object.fromEntries([...tensors].map(([name, t]) => [name, sha256(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))]));
-        writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts: JSON.stringify(kept.map((e) => e.tokens)), sha256: JSON.stringify(sums) }, exclusive: !fs.existsSync(file) });
+        // Each tensor's sha256 and the prompts' (the token ids their keys and values belong to), checked when it is
+        // read: a file damaged since (a disk, an editor) is refused, not answered from.
+        const prompts = JSON.stringify(kept.map((e) => e.tokens));
+        const sums = { prompts: sha256(Buffer.from(prompts)), ...Object.fromEntries([...tensors].map(([name, t]) => [name, sha256(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))])) };
+        writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts, sha256: JSON.stringify(sums) }, exclusive: !fs.existsSync(file) });
       } catch (e) {
         throw new Error(`prompt cache: not saved to ${file}: ${(e as Error).message.replace(/\.tmp-\d+/g, '')}`);
       }
@@ -185,9 +187,8 @@ export class PromptCache {
   private async loadOnce(file: string): Promise<{ prompts: number; tokens: number; of: number }> {
     if (isEmpty(file)) return { prompts: 0, tokens: 0, of: 0 };
     const { f, prompts, stamp, sums } = readHeader(file), c = this.backend.config;
-    // (Files saved before the sums were recorded have none to check.)
     const checkSum = (name: string) => {
-      if (!sums || sha256Of(file, f.info(name).begin, f.info(name).end) === sums[name]) return;
+      if (sha256Of(file, f.info(name).begin, f.info(name).end) === sums[name]) return;
       if (fileStamp(file) !== stamp) throw new Replaced(`prompt cache: ${file} was replaced while it was read, three times (other processes saving it): nothing read; load it again`);
       throw corrupt(file, `tensor "${name}" holds other bytes than were saved (sha256)`);
     };
@@ -246,7 +247,7 @@ export class PromptCache {
 }
 
 /** A prompt cache file's safetensors metadata "format" and "version". */
-const FORMAT = 'edgereason-prompt-cache', VERSION = '1';
+const FORMAT = 'edgereason-prompt-cache', VERSION = '2'; // 2: the sums cover the prompts' token ids, and are required
 /** Token ids whose keys and values (positions 0..7, base weights) tell the model that computed a file's prompts. */
 const PROBE = [0, 1, 2, 3, 4, 5, 6, 7];
 /**
@@ -328,7 +329,7 @@ function headerMetadata(file: string): Record<string, unknown> {
 }
 
 /** A prompt cache file opened and checked (its tensors read later), its prompts' token ids parsed. */
-function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string; sums?: Record<string, string> } {
+function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string; sums: Record<string, string> } {
   if (!fs.existsSync(file)) throw new Error(`prompt cache: ${file} does not exist`);
   const stamp = fileStamp(file);
   let f: SafetensorsFile;
@@ -342,6 +343,11 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
   const m = asMetadata(f.metadata);
   if (m.format !== FORMAT) throw new Error(`prompt cache: ${file} is not a prompt cache file (its metadata has no "format": "${FORMAT}"): not read, and not replaced (name another file)`);
   if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote; this one reads version ${VERSION} (delete it, or name another file)`);
+  let sums: unknown;
+  try { sums = JSON.parse(String(m.sha256)); } catch { throw corrupt(file, `its "sha256" metadata is ${m.sha256 === undefined ? 'missing' : 'not JSON'}`); }
+  if (!(sums && typeof sums === 'object' && ['prompts', ...f.names].every((n) => typeof (sums as Record<string, unknown>)[n] === 'string'))) throw corrupt(file, 'its "sha256" metadata does not give the prompts\' and every tensor\'s sum');
+  // The token ids the keys and values belong to: another id would answer one prompt from another's cache.
+  if (sha256(Buffer.from(String(m.prompts))) !== (sums as Record<string, string>).prompts) throw corrupt(file, 'its "prompts" metadata (the token ids of the kept prompts) differs from what was saved (sha256)');
   let prompts: unknown;
   try { prompts = JSON.parse(String(m.prompts)); } catch { throw corrupt(file, 'its "prompts" metadata is not JSON'); }
   if (!Array.isArray(prompts) || !prompts.every((p) => Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0))) throw corrupt(file, 'its "prompts" metadata is not a list of token id lists');
@@ -353,10 +359,7 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
     if (!f.has(name) || f.info(name).dtype !== 'F32' || f.shape(name).join() !== at(p, ids.length).join()) throw corrupt(file, `tensor "${name}" is missing or not [${at(p, ids.length).join(', ')}] float32`);
   });
   if (f.names.length !== prompts.length + 1) throw corrupt(file, `it holds ${f.names.length} tensors for ${prompts.length} prompts and the probe`);
-  let sums: unknown;
-  if (m.sha256 !== undefined) try { sums = JSON.parse(String(m.sha256)); } catch { throw corrupt(file, 'its "sha256" metadata is not JSON'); }
-  if (sums !== undefined && !(sums && typeof sums === 'object' && f.names.every((n) => typeof (sums as Record<string, unknown>)[n] === 'string'))) throw corrupt(file, 'its "sha256" metadata does not give every tensor\'s sum');
-  return { f, prompts: prompts as number[][], stamp, ...(sums ? { sums: sums as Record<string, string> } : {}) };
+  return { f, prompts: prompts as number[][], stamp, sums: sums as Record<string, string> };
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
