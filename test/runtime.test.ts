@@ -927,6 +927,12 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   fs.appendFileSync(data, Buffer.alloc(64));
   await assert.rejects(loadModel(out), new RegExp(`model\\.onnx\\.data has \\d+ bytes, edgereason\\.json recorded \\d+ \\(an interrupted convert\\?\\); run \`edgereason convert --model ${model.dir} --out ${out} --quant q4\` again`));
   fs.truncateSync(data, fs.statSync(data).size - 64);
+  // So is one of the same size damaged since (it loaded, and answered garbage): its sampled sha256 differs.
+  const whole = fs.readFileSync(data), flipped = Buffer.from(whole);
+  for (let i = 0; i < 4096; i++) flipped[i] ^= 0xff;
+  fs.writeFileSync(data, flipped);
+  await assert.rejects(loadModel(out), { message: `model: ${data} holds other bytes than convert wrote (sampled sha256; damaged since, by a crash or a write?); run \`edgereason convert --model ${model.dir} --out ${out} --quant q4\` again` });
+  fs.writeFileSync(data, whole);
   const cfg = path.join(model.dir, 'config.json');
   // Files with new times but the same bytes (a copy without -p, a touch) are read once, their times then recorded (it was stale).
   fs.utimesSync(cfg, new Date(), new Date(Date.now() + 5000));
@@ -1119,6 +1125,11 @@ test('loadModel keeps a converted copy in the cache: written once, then used as 
   fs.appendFileSync(path.join(entry, 'model.onnx.data'), Buffer.alloc(64));
   await (await load({ cache: 'always' })).close();
   assert.match(notes.shift()!, /^model: the converted copy in \S+ cannot be used \(\S+model\.onnx\.data has \d+ bytes, edgereason\.json recorded \d+ \(an interrupted convert\?\)/);
+  const zeroed = fs.openSync(path.join(entry, 'model.onnx.data'), 'r+'); // a crash before its data reached the disk
+  fs.writeSync(zeroed, Buffer.alloc(4096), 0, 4096, 0);
+  fs.closeSync(zeroed);
+  await (await load({ cache: 'always' })).close();
+  assert.match(notes.shift()!, /^model: the converted copy in \S+ cannot be used \(\S+model\.onnx\.data holds other bytes than convert wrote \(sampled sha256; damaged since, by a crash or a write\?\)\); converting /);
   const manifest = path.join(entry, 'edgereason.json');
   fs.writeFileSync(manifest, fs.readFileSync(manifest, 'utf8').replace(/"edgereason": "[^"]*"/, '"edgereason": "0.0.1"'));
   await (await load({ cache: 'always' })).close();

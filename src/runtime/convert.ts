@@ -14,7 +14,7 @@ import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { openSource, contentHash, convertCommandLine, expandHome, fingerprint, sourceBytes, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
-import { atomicWrite, cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
+import { atomicWrite, cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, sampledSha256, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
 import { version } from '../version.ts';
 import { checkAccuracyQuant, checkBuildOptions, checkKeys } from './options.ts';
@@ -199,6 +199,7 @@ export function convertModel(source: string | ModelSource, out: string, opts: Co
   for (const f of lacking) if (!keep(f)) fs.rmSync(f, { force: true });
   const manifest: Manifest = {
     format: 2, config: src.config, graph: 'model.onnx', sizes: { 'model.onnx': bytes!.byteLength, [dataName]: offset },
+    samples: Object.fromEntries(['model.onnx', dataName].map((f) => [f, sampledSha256(path.join(out, f))])),
     options, source: { ...from, fingerprint: before, sha256, bytes: sourceSize }, edgereason: builder(),
     written,
   };
