@@ -751,6 +751,14 @@ test('eval on a dataset says what share of it --limit takes and how many answers
   assert.match(r.stderr, /^eval: note: base: 2 of 2 answers were cut off at --max-tokens 3 and graded as they stand \(the table's "cut off" column\); a larger --max-tokens lets them finish$/m);
   const [run] = Object.values(JSON.parse(fs.readFileSync(at('gsm.json'), 'utf8'))) as { options: Record<string, unknown> }[];
   assert.deepEqual([run.options.questions, run.options.datasetQuestions, run.options.maxTokens], [2, 1319, 3]);
+  // stdout holds the table alone (eval > table.md), as the .md beside the report has it; what was written is said on stderr.
+  assert.ok(fs.readFileSync(at('gsm.md'), 'utf8').includes(r.stdout.trim()) && r.stdout.startsWith('| run |'), r.stdout);
+  assert.match(r.stderr, new RegExp(`^wrote ${at('gsm.json')}, ${at('gsm.md')} and ${at('gsm-accuracy.svg')}$`, 'm'));
+  // Without --model, the embedded one (as generate, answer, chat and serve); a verifier vote takes the verifier beside it.
+  const own = cli(['eval', '--adapter', ADAPTER_DIR, '--samples', '2', '--vote', 'verifier', '--limit', '1', '--max-tokens', '16', '--out', at('own.json')]);
+  assert.equal(own.status, 0, own.stderr);
+  assert.match(own.stderr, new RegExp(`^verifier: ${path.join(DEFAULT_DIR, 'verifier.json')} \\(the default\\)$`, 'm'));
+  assert.equal(JSON.parse(fs.readFileSync(at('own.json'), 'utf8'))['base + reasoning adapter, 2 samples (verifier)'].options.verifier, path.join(DEFAULT_DIR, 'verifier.json'));
   // Without --max-tokens a dataset gets its own default (GSM8K's 1024), recorded as the evaluation's.
   const again = cli(['eval', '--model', at('m'), '--task', 'gsm8k', '--limit', '2', '--out', at('gsm.json')]);
   assert.match(again.stderr, /holds the report of another evaluation \(--max-tokens: 3 there, 1024 here\)/);

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
+import { loadModelWithProgress, modelOption, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { DATASETS, MATH_INSTRUCTION, datasetCases, questionCount, runAnswerEval, runEval, syntheticCases, type AnswerEvalOptions, type CaseResult, type EvalReport } from '../eval/harness.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
@@ -44,7 +44,7 @@ function outCheck(o: { out: string; overwrite?: boolean; model: string; adapter?
 export function evalCommand(program: Command): void {
   const cmd = program.command('eval')
     .description('accuracy, tokens, TTFT and latency on a task; writes JSON, a Markdown table and an SVG plot')
-    .requiredOption('--model <path>', 'model path')
+    .addOption(modelOption())
     .option('--adapter <dir>', 'reasoning adapter: also evaluates base + adapter ("<think>" after the prompt; an activated adapter on from there, a plain LoRA everywhere)')
     .option('--native-thinking', 'the model thinks by itself (e.g. Qwen3): evaluates its direct answers (after an empty thinking block) and its thinking, no adapter')
     .option('--max-thinking-tokens <n>', 'thinking cap in the reasoning run ("\\n</think>\\n\\n" forced after it)', intArg('--max-thinking-tokens', 0))
@@ -61,7 +61,7 @@ export function evalCommand(program: Command): void {
     .option('--router <file>', 'also evaluate routed answers (answer() with reasoning auto: the router decides per question, its gate may escalate), run "routed"')
     .option('--samples <n>', 'also evaluate N parallel reasoning samples combined by --vote (answer(): one prefill, forked KV cache), run "…, N samples (vote)"; the routed run reasons with them too. Drawn at --temperature, else at 0.8 with top-p 0.95', intArg('--samples', 1), 1)
     .option('--vote <method>', `how the samples are combined: ${VOTE_METHODS.join(' | ')}`, 'majority')
-    .option('--verifier <file>', 'verifier.json for --vote verifier / verifier-vote')
+    .option('--verifier <file>', 'verifier.json for --vote verifier / verifier-vote (default: <model>/verifier.json when present, as answer)')
     .option('--early-stop', 'stop the other samples once the vote is decided')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg), and while it runs the finished answers (results.partial.jsonl: after an interruption the same command goes on from there)')
@@ -82,6 +82,8 @@ export function evalCommand(program: Command): void {
       if ((o.router || o.samples > 1) && !reasons) throw new Error(`eval: ${o.router ? '--router routes between direct answers and reasoning' : '--samples are parallel reasoning samples'}: it needs --adapter (or --native-thinking)`);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
       checkVoteFlags(o, 'eval');
+      const ownVerifier = o.vote.startsWith('verifier') && !o.verifier ? besideModel(o.model, 'verifier') : undefined;
+      if (ownVerifier) console.error(`verifier: ${o.verifier = ownVerifier} (the default)`);
       if (o.vote.startsWith('verifier') && !o.verifier) throw new Error(`eval: --vote ${o.vote} scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)`);
       if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
       const budgetNoted = o.budget !== undefined ? budgetNote(o.adapter, o.budget) : undefined;
@@ -209,7 +211,7 @@ export function evalCommand(program: Command): void {
         await close();
       }
       console.log(markdownTable(runs));
-      console.log(`wrote ${files.json}, ${files.md} and ${files.svg}`);
+      console.error(`wrote ${files.json}, ${files.md} and ${files.svg}`);
     });
 }
 
