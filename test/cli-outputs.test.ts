@@ -941,6 +941,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['bench', 'decode', '--shape', '--json']).stderr, /^edgereason: --shape took the flag --json as its value/m);
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /and the raw prompt does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
+  // A model folder without a reasoning adapter answers directly, said so (it said only "route: direct"); --no-adapter asks for that.
+  const bareAnswer = (...flags: string[]) => cli(['answer', '--model', bare, '--question', 'Reverse the word sand.', ...flags]);
+  assert.deepEqual(bareAnswer().stderr.split('\n')[0], 'edgereason: note: no reasoning adapter (--adapter, or reasoning-adapter/ in the model folder): every question is answered directly');
+  assert.doesNotMatch(bareAnswer('--no-adapter').stderr, /no reasoning adapter/);
   // --chat appends the invocation, and shows it: the thinking its </think> closes was opened in the output too.
   assert.equal(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--chat', '--prompt', 'Tom has 3 apples and buys 4 more. How many apples does he have?', '--max-tokens', '60']).stdout,
     '<think>\n4 + 3 = 7\n</think>\n\n#### 7\n');

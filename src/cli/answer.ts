@@ -181,6 +181,7 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
     o.adapter = beside('adapter');
     console.error(`adapter: ${o.adapter} (the default; --no-adapter for the base model alone)`);
   }
+  const declined = o.adapter === false; // --no-adapter: the base model alone, asked for
   if (o.adapter === false) o.adapter = undefined;
   const budgetNoted = o.budget !== undefined && typeof o.adapter === 'string' ? budgetNote(o.adapter, o.budget) : undefined;
   if (budgetNoted) console.error(`edgereason: note: ${budgetNoted}; --max-thinking-tokens caps any adapter's thinking`);
@@ -207,6 +208,7 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
       checkFiles();
     }
     if (!reasons && thinksByItself(model)) console.error(thinkingNote(what));
+    else if (!reasons && !declined && o.reasoning === 'auto') console.error(`edgereason: note: no reasoning adapter (--adapter, or reasoning-adapter/ in the model folder): every question is answered directly`);
     return {
       model, ...loadProbes({ router: routerFile, verifier: verifierFile }, {
         config: model.config, native: !!o.nativeThinking, adapters: model.adapter ? [model.adapter] : [], names: model.names, onNote: (n) => console.error(`edgereason: ${n}`),
