@@ -1272,10 +1272,11 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   const chat = (input: string) => spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'off', '--prompt-cache-file', kept], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
   const turnsOf = (err: string) => [...err.matchAll(/^\[direct; 1 answer token; prompt (\d+) tokens, (\d+) of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]$/gm)].map((m) => [+m[1], +m[2]]);
   // (A mistyped command is said so and is no turn: it was sent to the model.)
-  const r = chat('Reverse the word sand.\n/rest\nWhat is the capital of Elbonia?\n/reset\nWhat is the capital of Elbonia?\n');
+  const r = chat('Reverse the word sand.\n/rest\n/reset now\nWhat is the capital of Elbonia?\n/reset\nWhat is the capital of Elbonia?\n');
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, 'dnas\nWexley\nZemlo\n'); // (alone, as answer --question answers it; after the first turn, another guess)
-  assert.match(r.stderr, /^edgereason: chat: unknown command \/rest \(the commands: \/reset, \/help, \/exit\)$/m);
+  assert.match(r.stderr, /^edgereason: chat: unknown command \/rest \(the commands: \/reset, \/help, \/exit or \/quit\)$/m);
+  assert.match(r.stderr, /^edgereason: chat: \/reset takes nothing after it \(nothing was sent\)$/m); // (it was sent as a turn)
   const turns = turnsOf(r.stderr);
   // The second turn holds the first (its prompt, whole, from the cache) and its reply; after /reset the question alone.
   assert.equal(turns.length, 3, r.stderr);

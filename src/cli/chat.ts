@@ -18,7 +18,7 @@ import { guessesNote, modelOption, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, w
  */
 export function chatCommand(program: Command): void {
   const command = program.command('chat')
-    .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /help lists the commands, Ctrl-C stops a reply (the turn is left out) or clears the line, /exit, end of input or Ctrl-C on an empty line ends')
+    .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /help lists the commands, Ctrl-C stops a reply (the turn is left out) or clears the line, /exit (or /quit), end of input or Ctrl-C on an empty line ends')
     .addOption(modelOption());
   const checkReasoner = reasonerOptions(command);
   ropeScalingOptions(penaltyFlags(command)
@@ -67,7 +67,7 @@ export function chatCommand(program: Command): void {
       const tty = process.stdin.isTTY;
       // (The prompt goes to stderr: stdout holds the transcript alone.)
       const lines = readline.createInterface({ input: process.stdin, output: tty ? process.stderr : undefined, prompt: '> ' });
-      const help = 'Each line is a turn (/reset starts over, Ctrl-C stops a reply or clears the line, /exit, Ctrl-D or Ctrl-C on an empty line ends).';
+      const help = 'Each line is a turn (/reset starts over, Ctrl-C stops a reply or clears the line, /exit or /quit, Ctrl-D or Ctrl-C on an empty line ends).';
       // Ctrl-C stops the reply being written (the turn is left out of the conversation); between turns it clears the
       // line being typed, and on an empty one ends the chat.
       let replying: AbortController | undefined;
@@ -94,8 +94,10 @@ export function chatCommand(program: Command): void {
           if (command === '/exit' || command === '/quit') break;
           if (command === '/reset') { messages = start(); console.error(dim('(a new conversation)')); }
           else if (command === '/help') console.error(dim(help));
-          // A mistyped command (/rest) is said so, not sent to the model as a turn ("/usr/bin" or "/ 2" is a turn).
-          else if (/^\/[a-z]+$/.test(command)) console.error(`edgereason: chat: unknown command ${text} (the commands: /reset, /help, /exit)`);
+          // A mistyped command (/rest), or one with words after it (/reset please), is said so, not sent to the model as a
+          // turn ("/usr/bin" or "/ 2" is a turn).
+          else if (/^\/(exit|quit|reset|help)\s/.test(command)) console.error(`edgereason: chat: ${text.split(/\s/)[0]} takes nothing after it (nothing was sent)`);
+          else if (/^\/[a-z]+$/.test(command)) console.error(`edgereason: chat: unknown command ${text} (the commands: /reset, /help, /exit or /quit)`);
           else if (text) {
             const asked = [...messages, { role: 'user' as const, content: text }];
             const written = transcript(process.stdout);
