@@ -996,8 +996,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.equal(cli(['convert', '--model', sampled, '--out', converted]).status, 0);
   assert.ok(cli(['answer', '--model', converted, '--native-thinking', '--reasoning', 'on', '--question', 'x']).stderr.includes(advice.replace(sampled, converted)));
   // A model that does not think by itself, told it does: said, not answered with nothing.
-  assert.match(cli(['answer', '--model', 'models/default', '--native-thinking', '--reasoning', 'on', '--question', 'Zoe has 7 dollars. She earns 12 more. How many dollars does she have?']).stderr,
-    /^edgereason: answer: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model that thinks by itself \(such as Qwen3\); give this one its reasoning adapter instead$/m);
+  const stopped = cli(['answer', '--model', 'models/default', '--native-thinking', '--reasoning', 'on', '--question', 'Zoe has 7 dollars. She earns 12 more. How many dollars does she have?']);
+  assert.match(stopped.stderr, /^edgereason: answer: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model that thinks by itself \(such as Qwen3\); give this one its reasoning adapter instead$/m);
+  assert.equal(stopped.stdout, ''); // (it wrote "<think>" before failing)
   // eval says it too (its thinking run was answers like "\n#### 39", unnoted).
   assert.match(cli(['eval', '--model', 'models/default', '--native-thinking', '--task', 'synthetic', '--limit', '2', '--max-tokens', '8', '--out', at('native-eval.json')]).stderr,
     /^eval: note: this model's chat template does not think by itself \(as Qwen3's and DeepSeek-R1's do\): --native-thinking evaluates a thinking it may never have learned; give it a reasoning adapter \(--adapter\) instead$/m);

@@ -235,17 +235,21 @@ export function checkVoteFlags(o: { earlyStop?: boolean; vote: string; samples: 
  * `end` writes the chosen sample's transcript to `out`: what a pipe gets is the answer the vote chose.
  */
 export function transcript(to: NodeJS.WriteStream, onRoute?: (route: Route, score: number | undefined) => void, samples = 1, side: NodeJS.WriteStream = process.stderr) {
-  let out = to, dim = dimmer(out), phase: Phase | undefined, last = '';
+  // The reasoning route's "<think>" is written with what follows it: a run that fails before its first token (a model
+  // that cannot think) leaves nothing on stdout.
+  let out = to, dim = dimmer(out), phase: Phase | undefined, last = '', opening = false;
+  const open = () => { if (opening) out.write(dim('<think>\n')); opening = false; };
   return {
     onRoute: (route: Route, score: number | undefined) => {
       onRoute?.(route, score);
       if (route !== 'reasoning') return;
       if (samples > 1) { out = side; dim = dimmer(out); }
-      out.write(dim('<think>\n'));
+      opening = true;
       phase = 'thinking';
     },
     onText: (sample: number, ph: Phase, piece: string) => {
       if (sample !== 0) return;
+      open();
       if (ph !== phase) {
         if (ph === 'thinking') out.write(dim('<think>\n'));
         else if (phase === 'thinking') out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n\n`)); // the transcript as written
@@ -258,6 +262,7 @@ export function transcript(to: NodeJS.WriteStream, onRoute?: (route: Route, scor
       // A thinking that closed with nothing after it (or only blank around it) streamed no piece of the answer: its
       // closing tag is shown all the same.
       const s0 = r.samples[0];
+      open();
       if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n`));
       out.write('\n');
       if (out === to) return;
