@@ -1309,7 +1309,7 @@ test('server: shutting down mid-stream ends the stream with an error, not a trun
       release();
       let err: unknown;
       try { while (!(await it.next()).done); } catch (e) { err = e; }
-      await Promise.all(closes);
+      assert.deepEqual(await Promise.all(closes), graces.map(() => ({ cancelled: 1 })), 'the stream still running is counted as cancelled');
       // Once closed, another close() resolves at once and starts no timer (one of its grace's kept the process up).
       const timers = () => process.getActiveResourcesInfo().filter((x) => x === 'Timeout').length, before = timers();
       const again = small.close(60_000);

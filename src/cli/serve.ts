@@ -3,7 +3,7 @@ import path from 'node:path';
 import { shortName } from '../io/hub.ts';
 import { Option, type Command } from 'commander';
 import { MAX_THREADS } from '../runtime/threads.ts';
-import { createServer } from '../server/app.ts';
+import { createServer, isLoopback } from '../server/app.ts';
 import { lateProgress, onStopSignals } from '../train/progress.ts';
 import { thinkingNote } from './answer.ts';
 import { thinksByItself } from '../reason/answer.ts';
@@ -83,6 +83,8 @@ export function serveCommand(program: Command): void {
       const own = Object.entries(sampling ?? {}).filter(([k]) => k !== 'temperature' || o.temperature === undefined);
       if (own.length) console.error(`edgereason: note: requests that leave them out sample with ${path.join(o.model, 'generation_config.json')}'s ${own.map(([k, v]) => `${k} ${v}`).join(', ')}${o.temperature !== undefined ? ` and --temperature ${o.temperature}` : ''}`);
       console.log(`edgereason: serving ${ids.join(', ')} at ${url}/v1 (playground: ${url}/)`);
+      const bound = server.app.server.address();
+      if (bound && typeof bound === 'object' && !isLoopback(bound.address)) console.error(`edgereason: note: listening on ${bound.address}, beyond this machine: the API has no authentication and no per-client limits; on a shared network put it behind a proxy that has them`);
       // The first SIGTERM or Ctrl-C lets in-flight requests finish (--shutdown-grace), the second cancels them (the
       // prompt cache file is still saved), the third exits at once.
       await new Promise<void>((resolve) => {
@@ -93,7 +95,7 @@ export function serveCommand(program: Command): void {
           console.log(again ? `edgereason: ${sig}: cancelling ${server.admission.active} in-flight request(s) now (a third signal exits at once)`
             : `edgereason: ${sig}: finishing ${server.admission.active} in-flight request(s), then shutting down (a second signal cancels them)`);
           const closed = server.close(again ? 0 : undefined); // the second call shortens the first's wait
-          if (!again) closed.then(resolve, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
+          if (!again) closed.then(({ cancelled }) => { if (cancelled) console.error(`edgereason: cancelled ${cancelled} request(s) still running ${signals > 1 ? 'at the second signal' : `after --shutdown-grace ${o.shutdownGrace} ms`}`); resolve(); }, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
           else closed.catch(() => undefined); // the first call's handler says how the shutdown ended
         };
         onStopSignals(stop);

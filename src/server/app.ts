@@ -141,9 +141,10 @@ export interface EdgeServer {
   listen(): Promise<string>;
   /**
    * Stops accepting, lets in-flight requests finish for `graceMs` (default shutdownGraceMs), then cancels the rest.
-   * A call while closing shortens that wait to its own `graceMs` and resolves when the first does.
+   * A call while closing shortens that wait to its own `graceMs` and resolves when the first does, with how many
+   * requests were still running when the wait ended (cancelled).
    */
-  close(graceMs?: number): Promise<void>;
+  close(graceMs?: number): Promise<{ cancelled: number }>;
 }
 
 /** A parsed tool call as OpenAI sends it, with an id of its own. */
@@ -160,7 +161,7 @@ const REQUEST_TIMEOUT_MS = 60_000;
 const CLOSE_CONNECTIONS_AFTER_MS = 2000;
 
 /** A loopback name or address: localhost (and *.localhost), 127.0.0.0/8 (also IPv4-mapped), ::1 however written. */
-const isLoopback = (name: string): boolean => {
+export const isLoopback = (name: string): boolean => {
   const ip = net.isIPv6(name) ? new net.SocketAddress({ address: name, family: 'ipv6' }).address.replace(/^::ffff:(?=\d+\.)/, '') : name;
   return ip === 'localhost' || ip.endsWith('.localhost') || ip === '::1' || (net.isIPv4(ip) && ip.startsWith('127.'));
 };
@@ -267,7 +268,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   }
   const admission = new Admission(maxBatch, o.maxQueue ?? 64);
   const inflight = new Map<symbol, { abort: AbortController; done: Promise<void> }>();
-  let closing = false, shutdown: Promise<void> | undefined, shorten = (_ms: number) => {};
+  let closing = false, shutdown: Promise<{ cancelled: number }> | undefined, shorten = (_ms: number) => {};
   metrics.gauge('edgereason_requests_running', 'Chat and text completion requests admitted and decoding', () => admission.active);
   metrics.gauge('edgereason_requests_waiting', 'Chat and text completion requests waiting for batch rows', () => admission.queued);
   metrics.gauge('edgereason_batch_rows_in_use', 'Batch rows held by admitted requests', () => admission.rowsInUse);
@@ -705,6 +706,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     })]);
     timers.forEach(clearTimeout);
     shorten = () => {}; // the grace is over: a later call has nothing to cut short (and starts no timer)
+    const cancelled = inflight.size;
     for (const r of inflight.values()) r.abort.abort();
     await all();
     // Responses finished while closing end their connections (the hooks above); a connection still open a moment
@@ -719,6 +721,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     await saved?.catch(() => undefined);
     await served.close();
     await saved;
+    return { cancelled };
   }
 }
 
