@@ -104,7 +104,7 @@ export function answerCommand(program: Command): void {
         }
         // A reply that ended at its first token (an adapter trained off this format, say) shows nothing: said so.
         if (r.samples.every((x) => x.tokens === 0 && x.finishReason === 'stop')) console.error(`edgereason: note: the model ended its reply at once (its first token was an end token${r.samples.length > 1 ? ', in every sample' : ''}): there is nothing to show`);
-        if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} tokens) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);
+        if (r.escalation) console.error(`escalated by the router's gate: the direct answer ${JSON.stringify(r.escalation.answer)} (${r.escalation.tokens} token${r.escalation.tokens === 1 ? '' : 's'}) had token ${r.escalation.at} at log-probability ${r.escalation.logprob.toFixed(3)}`);
         if (r.samples.length > 1) {
           console.error('\nsamples:');
           r.samples.forEach((s, i) => console.error(`  ${i === r.chosen ? '*' : ' '} ${i}: ${JSON.stringify(s.extracted ?? null)}  ${s.thinkingTokens} thinking + ${s.answerTokens} answer tokens, ${s.finishReason}${s.capped ? ', capped' : ''}, ${s.tokens ? `mean logprob ${s.meanLogprob.toFixed(3)}` : 'no tokens'}${s.verifierScore === undefined ? '' : `, verifier ${s.verifierScore.toFixed(3)}`}${s.flaws === undefined ? '' : `, ${s.flaws} flaw${s.flaws === 1 ? '' : 's'} in its work`}`));

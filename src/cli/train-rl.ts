@@ -162,7 +162,7 @@ export function trainRlCommand(program: Command): void {
         // A step is a few rollouts of training prompts: its reward swings, so the ends are means over several steps.
         const w = Math.max(1, Math.min(10, Math.floor(history.length / 4))), mean = (hs: typeof history, k: 'reward' | 'accuracy' | 'thinking') => hs.reduce((a, h) => a + h[k], 0) / hs.length;
         const [head, tail] = [history.slice(0, w), history.slice(-w)], over = w === 1 ? 'the first and last steps\' rollouts' : `means of the first and last ${w} steps' rollouts`;
-        console.log(`GRPO ${history.length} steps: reward ${mean(head, 'reward').toFixed(3)} → ${mean(tail, 'reward').toFixed(3)}, accuracy ${(100 * mean(head, 'accuracy')).toFixed(1)} → ${(100 * mean(tail, 'accuracy')).toFixed(1)} %, thinking ${mean(head, 'thinking').toFixed(0)} → ${mean(tail, 'thinking').toFixed(0)} tokens (${over}, on training prompts); adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
+        console.log(`GRPO ${history.length} step${history.length === 1 ? '' : 's'}: reward ${mean(head, 'reward').toFixed(3)} → ${mean(tail, 'reward').toFixed(3)}, accuracy ${(100 * mean(head, 'accuracy')).toFixed(1)} → ${(100 * mean(tail, 'accuracy')).toFixed(1)} %, thinking ${mean(head, 'thinking').toFixed(0)} → ${mean(tail, 'thinking').toFixed(0)} tokens (${over}, on training prompts); adapter in ${out} (curves: rl-curves.svg, rl-length.svg)`);
       } finally {
         await model.close();
       }
