@@ -941,6 +941,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['bench', 'decode', '--shape', '--json']).stderr, /^edgereason: --shape took the flag --json as its value/m);
   assert.match(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--prompt', 'x', '--max-tokens', '1']).stderr,
     /and the raw prompt does not contain it \(end the prompt with it, use --chat, which appends it, or the answer command\)/);
+  // answer's grader is --grader, as in eval and the trainers (its --task still works, noted: elsewhere --task is the data).
+  assert.equal(cli(['answer', '--question', 'x', '--grader', 'nope']).stderr, 'edgereason: --grader must be one of gsm8k, svamp, asdiv, aime24, amc23, math500, synthetic; got "nope"\n');
+  assert.match(cli(['answer', '--question', 'Reverse the word sand.', '--task', 'synthetic']).stderr, /^edgereason: note: answer --task is now --grader \(in eval and the trainers --task names the data\)$/m);
   // A model folder without a reasoning adapter answers directly, said so (it said only "route: direct"); --no-adapter asks for that.
   const bareAnswer = (...flags: string[]) => cli(['answer', '--model', bare, '--question', 'Reverse the word sand.', ...flags]);
   assert.deepEqual(bareAnswer().stderr.split('\n')[0], 'edgereason: note: no reasoning adapter (--adapter, or reasoning-adapter/ in the model folder): every question is answered directly');

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { seedOrFresh } from '../runtime/sampler.ts';
 import { besideModel } from '../models/embedded.ts';
 import { withoutBom } from '../io/jsonl.ts';
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
@@ -43,7 +43,8 @@ export function answerCommand(program: Command): void {
     .option('--top-p <p>', 'nucleus mass', floatArg('--top-p', 0, 1), 0.95)
     .option('--min-p <p>', 'min-p', floatArg('--min-p', 0, 1), 0)
     .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default or -1: a fresh one, printed at the end)', seedArg())
-    .option('--task <task>', `how answers are read for votes: ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
+    .option('--grader <task>', `how answers are read for votes (as eval's and train-rl's --grader): ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
+    .addOption(new Option('--task <task>').hideHelp()) // its earlier name: in eval and the trainers --task is the data
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
@@ -52,7 +53,12 @@ export function answerCommand(program: Command): void {
     .action(async (o, cmd: Command) => {
       checkReasoner(o);
       if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
-      if (o.task !== undefined && !TASKS.includes(o.task)) throw new Error(`--task must be one of ${TASKS.join(', ')}; got "${o.task}"`);
+      if (o.task !== undefined) {
+        if (o.grader !== undefined) throw new Error('--task is --grader\'s earlier name: give one of them');
+        console.error('edgereason: note: answer --task is now --grader (in eval and the trainers --task names the data)');
+        o.grader = o.task;
+      }
+      if (o.grader !== undefined && !TASKS.includes(o.grader)) throw new Error(`--grader must be one of ${TASKS.join(', ')}; got "${o.grader}"`);
       if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
       noteReasoningOff(o, [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]]);
       if (o.reasoning !== 'off') checkVoteFlags(o, 'answer');
@@ -85,7 +91,7 @@ export function answerCommand(program: Command): void {
           reasoning: o.reasoning as ReasoningMode, samples: o.samples, vote: o.vote as VoteMethod, earlyStop: !!o.earlyStop,
           maxThinkingTokens: o.maxThinkingTokens, budget: o.budget, maxTokens: o.maxTokens,
           temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, presencePenalty: o.presencePenalty, frequencyPenalty: o.frequencyPenalty, seed,
-          task: o.task as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
+          task: o.grader as Task, adapterMode: o.adapterMode, nativeThinking: !!o.nativeThinking, promptLookup: o.promptLookup,
           ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}), ...(o.responseFormat !== undefined ? { json: o.responseFormat } : {}),
           onRoute: written.onRoute, onText: written.onText,
         }, { router, verifier });
