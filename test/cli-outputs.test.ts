@@ -595,6 +595,7 @@ test('train-sft interrupted by SIGINT saves its last completed step as the check
   const r = cli([...args, '--resume', '--max-steps', String(saved + 1)]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`trained ${saved + 1} steps \\(stopped at step ${saved + 1} of \\d+: rerun with --resume`));
+  assert.match(r.stderr, new RegExp(`^train-sft: resuming from the checkpoint's step ${saved} of \\d+ \\(${path.dirname(ckpt)}\\)$`, 'm'));
   // A data position the run cannot have reached (an edited file) is refused, not skipped over.
   fs.writeFileSync(ckpt, JSON.stringify({ ...JSON.parse(fs.readFileSync(ckpt, 'utf8')), position: 999 }));
   const e = cli([...args, '--resume']);

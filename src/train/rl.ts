@@ -180,6 +180,7 @@ export async function trainRl(
     const st = resume(ckpt, params, opt, options, later);
     step = checkpoint = st.step;
     history.push(...savedList<RlStepStats>(st, 'history', ckpt));
+    if (step < o.steps && !o.quiet) process.stderr.write(`train-rl: resuming from the checkpoint's step ${step} of ${o.steps} (${ckpt})\n`);
     if (step >= o.steps && !o.quiet) process.stderr.write(`train-rl: the checkpoint is at step ${step}, --steps is ${o.steps}: nothing left to train (a larger --steps goes on); writing the outputs from it\n`);
   }
   const save = () => {

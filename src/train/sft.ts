@@ -242,6 +242,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
       checkpoint = step;
       losses.push(...savedList<number>(st, 'losses', ckptDir));
       evalLosses.push(...savedList<[number, number]>(st, 'evalLosses', ckptDir));
+      if (step < stopAt && !o.quiet) process.stderr.write(`train-sft: resuming from the checkpoint's step ${step} of ${total} (${ckptDir})\n`);
       if (step >= stopAt && !o.quiet) {
         process.stderr.write(`train-sft: the checkpoint is at step ${step}${step >= total ? `, the end of the run (${total} steps)` : `, --max-steps is ${stopAt}`}: nothing left to train; writing the outputs from it\n`);
       }
