@@ -54,7 +54,7 @@ export function evalCommand(program: Command): void {
     .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
     .option('--limit <n>', 'number of questions (a dataset\'s first n)', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic and a file of your own, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
-    .option('--temperature <t>', '0 = greedy (the default); above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
+    .option('--temperature <t>', '0 = greedy; above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
   ropeScalingOptions(samplingFlags(cmd)
     .option('--seed <s>', 'seed of case 0 when sampling (default or -1: a fresh one, recorded in the report)', seedArg())
     .option('--batch <n>', 'questions decoded together in the base and reasoning runs (1 = per-request latency; the routed and samples runs answer one at a time, as answer() does)', intArg('--batch', 1), 1)

@@ -400,7 +400,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--data <file>', 'your SFT JSONL ({"messages"} or {"prompt","completion"}); default: the synthetic reasoning traces')
     .option('--rl-data <file>', 'your RL prompts, JSONL of {"prompt","answer"}; default: the synthetic train split')
     .option('--grader <g>', 'how rewards.py grades: synthetic | gsm8k (default: synthetic for the synthetic prompts, gsm8k for --rl-data, as train-rl)')
-    .option('--examples <n>', 'synthetic SFT conversations (the default recipe trains on 24000)', intArg('--examples', 1), 24000)
+    .option('--examples <n>', 'synthetic SFT conversations (as the default recipe)', intArg('--examples', 1), 24000)
     .option('--rl-prompts <n>', 'synthetic GRPO prompts', intArg('--rl-prompts', 1), 4000)
     .option('--lora-r <n>', 'LoRA rank', intArg('--lora-r', 1), 16)
     .option('--lora-alpha <a>', 'LoRA alpha (default: 2 × --lora-r, as train-sft)', positiveArg('--lora-alpha'))
@@ -413,7 +413,7 @@ export function exportTrlCommand(program: Command): void {
     .option('--lambda <x>', 'GRPO length penalty weight', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'GRPO KL weight', floatArg('--beta', 0), 0)
     .option('--rl-lr <lr>', 'GRPO learning rate', positiveArg('--rl-lr'), 1e-4)
-    .option('--rl-steps <n>', 'GRPO steps (train-rl\'s default)', intArg('--rl-steps', 1), 160)
+    .option('--rl-steps <n>', 'GRPO steps (as train-rl\'s default)', intArg('--rl-steps', 1), 160)
     .option('--unbudgeted-share <x>', 'share of GRPO prompts without a budget line, held to the smallest budget', floatArg('--unbudgeted-share', 0, 1), 0.25)
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
     .action((o, cmd: Command) => {

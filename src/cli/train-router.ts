@@ -87,7 +87,7 @@ export function trainRouterCommand(program: Command): void {
     .requiredOption('--out <file>', 'router JSON to write')
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 400)
     .option('--val <n>', 'validation questions (threshold choice)', intArg('--val', 1), 100)
-    .option('--rule <rule>', 'threshold rule: savings (default; fewest generated tokens within --max-loss of always-reason accuracy, needs --adapter or --native-thinking) | accuracy (best routing accuracy)', 'savings')
+    .option('--rule <rule>', 'threshold rule: savings (fewest generated tokens within --max-loss of always-reason accuracy, needs --adapter or --native-thinking) | accuracy (best routing accuracy)', 'savings')
     .option('--max-loss <x>', 'accuracy loss allowed by the savings rule (0.01 = 1 point; savings rule only)', floatArg('--max-loss', 0, 1), 0)
     .option('--no-gate', 'no confidence gate on the direct answer (the probe alone decides)')
     .option('--gate-tokens <n>', 'direct-answer tokens the gate watches (not with --no-gate)', intArg('--gate-tokens', 1), 16)
