@@ -1477,6 +1477,7 @@ test('serve --adapter: name=<dir>, or a bare folder named after itself, also one
   assert.throws(() => parseAdapterArg(spaced), { message: `--adapter ${spaced}: its folder's name "my adapter" cannot be a model id (letters, digits and . _ : / - only): name it, as --adapter <name>=${spaced}` });
   assert.deepEqual(parseAdapterArg(`mine=${spaced}`), { name: 'mine', dir: spaced });
   assert.throws(() => parseAdapterArg('my rl=x'), { message: '--adapter: name "my rl" may only use letters, digits and . _ : / -' });
+  assert.throws(() => parseAdapterArg('=models/default/reasoning-adapter'), { message: '--adapter =models/default/reasoning-adapter: the name before "=" is empty: give <name>=<dir>, or the folder alone (served under its name)' });
   fs.rmSync(dir, { recursive: true });
 });
 

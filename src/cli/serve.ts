@@ -30,7 +30,7 @@ export function serveCommand(program: Command): void {
   ropeScalingOptions(serve
     .description('OpenAI-compatible server (chat completions with reasoning, streaming, continuous batching) and a playground page')
     .addOption(modelOption())
-    .option('--adapter <name=dir...>', 'PEFT adapter(s) served as model "name" (default: <model>/reasoning-adapter as "reasoning")')
+    .option('--adapter <name=dir...>', 'PEFT adapter(s) served as model "name" (a folder alone: under its own name; default: <model>/reasoning-adapter as "reasoning")')
     .option('--router <file>', 'router.json (default: <model>/router.json when present)')
     .option('--no-router', 'no router, not even <model>/router.json: reasoning "auto" reasons on every request')
     .option('--verifier <file>', 'verifier.json (default: <model>/verifier.json when present)')

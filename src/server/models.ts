@@ -120,7 +120,8 @@ export interface Served {
 
 /** `name=<dir>` → AdapterSpec; a bare `<dir>` (also one whose path holds "=", such as runs/lr=2e-4) is named after its folder. */
 export function parseAdapterArg(v: string): AdapterSpec {
-  const at = v.indexOf('='), bare = at <= 0 || fs.existsSync(v);
+  const at = v.indexOf('='), bare = at < 0 || fs.existsSync(v);
+  if (!bare && at === 0) throw new Error(`--adapter ${v}: the name before "=" is empty: give <name>=<dir>, or the folder alone (served under its name)`);
   const name = bare ? shortName(v) : v.slice(0, at), dir = bare ? v : v.slice(at + 1);
   if (!ADAPTER_NAME.test(name)) {
     throw new Error(bare
