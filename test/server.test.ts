@@ -1266,11 +1266,12 @@ test('server: generation_config.json\'s sampling is the default of a request tha
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(fixture.dir, f), path.join(dir, f));
     fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 2, top_k: 1, top_p: 'x', repetition_penalty: 1.05, no_repeat_ngram_size: 3 }));
     const notes: string[] = [];
-    const s = await createServer({ model: dir, port: 0, ctx: 512, promptLookup: 4, onLoadNote: (n) => notes.push(n) });
+    const s = await createServer({ model: dir, port: 0, ctx: 512, promptLookup: 4, defaultMaxTokens: 600, onLoadNote: (n) => notes.push(n) });
     try {
       // What the sampler does not do is said, not dropped silently; nor does prompt lookup's silence under the penalty go unsaid.
       assert.deepEqual(notes, [`serve: note: ${path.join(dir, 'generation_config.json')} also asks for no_repeat_ngram_size 3, which edgereason's sampler does not apply`,
         `serve: note: ${path.join(dir, 'generation_config.json')}'s top_p "x" is not a valid value: left out (the defaults apply)`,
+        'serve: note: defaultMaxTokens (--max-tokens) 600 reaches past the context of 512 tokens: a chat request that gives no max_tokens runs to the context\'s end',
         `serve: note: ${path.join(dir, 'generation_config.json')} asks for repetition_penalty 1.05, the default of requests that give none: --prompt-lookup makes no guesses under a penalty (a request's repetition_penalty 1 has them)`]);
       assert.deepEqual(s.served.sampling, { temperature: 2, top_k: 1, repetition_penalty: 1.05 }, 'a value that is not a number is left out');
       // The repetition penalty is a request's default too (vLLM's repetition_penalty field); the request's own wins, 1 is none.

@@ -9,7 +9,7 @@ import { thinkingNote } from './answer.ts';
 import { thinksByItself } from '../reason/answer.ts';
 import { parseAdapterArg, type AdapterSpec } from '../server/models.ts';
 import { DEFAULT_EFFORT_BUDGETS, type EffortBudgets } from '../server/chat.ts';
-import { floatArg, intArg, quantArg } from './main.ts';
+import { cliWords, floatArg, intArg, quantArg } from './main.ts';
 import { modelOption, negatedFlag, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import { shown } from '../show.ts';
@@ -67,7 +67,7 @@ export function serveCommand(program: Command): void {
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
         host: o.host, port: o.port, corsOrigins: o.corsOrigin, maxBatch: o.maxBatch, maxQueue: o.maxQueue, ctx: o.ctx, maxN: o.maxN, maxSamples: o.maxSamples,
         defaultMaxTokens: o.maxTokens, answerReserve: o.answerReserve, effortBudgets: o.reasoningEffortBudgets,
-        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, ropeScaling: ropeScalingOf(o), threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, sseKeepAliveMs: o.sseKeepalive, reasoningFormat: o.reasoningFormat, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(note),
+        defaultTemperature: o.temperature, defaultVote: o.vote, quant: o.quant, ropeScaling: ropeScalingOf(o), threads: o.threads, promptCache: o.promptCache, promptCacheFile: o.promptCacheFile, promptLookup: o.promptLookup, shutdownGraceMs: o.shutdownGrace, sseKeepAliveMs: o.sseKeepalive, reasoningFormat: o.reasoningFormat, logger: !!o.log, onLoadProgress: bar.update, onLoadNote: (note) => console.error(cliWords(note)),
       }).finally(() => bar.stop());
       let url: string;
       try {

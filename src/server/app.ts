@@ -245,6 +245,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? served.sampling?.temperature ?? 1,
     defaultVote: o.defaultVote ?? 'majority', promptLookup: o.promptLookup ?? 0,
   };
+  if (o.defaultMaxTokens !== undefined && o.defaultMaxTokens >= limits.ctx) o.onLoadNote?.(`serve: note: defaultMaxTokens (--max-tokens) ${o.defaultMaxTokens} reaches past the context of ${limits.ctx} tokens: a chat request that gives no max_tokens runs to the context's end`);
   const penalty = served.sampling?.repetition_penalty;
   if (limits.promptLookup && penalty != null && penalty !== 1) o.onLoadNote?.(`serve: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, the default of requests that give none: --prompt-lookup makes no guesses under a penalty (a request's repetition_penalty 1 has them)`);
   const kept = promptCacheOf([...served.models.values()][0].backend); // (one session: its adapters share it)
