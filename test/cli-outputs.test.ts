@@ -952,6 +952,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   // --chat appends the invocation, and shows it: the thinking its </think> closes was opened in the output too.
   assert.equal(cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--chat', '--prompt', 'Tom has 3 apples and buys 4 more. How many apples does he have?', '--max-tokens', '60']).stdout,
     '<think>\n4 + 3 = 7\n</think>\n\n#### 7\n');
+  // … once the prompt's checks have passed: one too long for the context leaves stdout empty.
+  const tooLong = cli(['generate', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--chat', '--prompt', 'apple '.repeat(400)]);
+  assert.deepEqual([tooLong.stdout, tooLong.stderr.split('\n')[0]], ['', `edgereason: generate: the prompt has ${/has (\d+) tokens/.exec(tooLong.stderr)?.[1]} tokens; the model's context of 1024 tokens leaves no room to generate`]);
   assert.equal(cliWords("generate: the prompt has 511 tokens, 512 with the adapter's invocation (1, appended for chat: true); the model's context of 512 tokens leaves no room to generate"),
     "generate: the prompt has 511 tokens, 512 with the adapter's invocation (1, appended for --chat); the model's context of 512 tokens leaves no room to generate");
   assert.equal(cliWords('answer: reasoning "on" needs the model loaded with its reasoning adapter (the adapter option of loadModel), or nativeThinking for a model that thinks by itself'),
@@ -1347,7 +1350,15 @@ test('chat samples with the model\'s generation_config.json where the flags say 
   fs.writeFileSync(path.join(dir, 'generation_config.json'), '{"do_sample": true, "temperature": "hot", "top_p": 0.8, "top_k": -1}');
   const bad = run();
   assert.equal(bad.status, 0, bad.stderr);
-  assert.match(bad.stderr, new RegExp(`^edgereason: note: ${dir}/generation_config.json's temperature "hot", top_k -1 are not valid values: left out \\(the defaults apply\\)\nedgereason: note: chat samples with ${dir}/generation_config.json's top_p 0.8 \\(`, 'm'));
+  assert.match(bad.stderr, new RegExp(`^edgereason: note: ${dir}/generation_config.json's temperature "hot", top_k -1 are not valid values: left out \\(the defaults apply\\)$`, 'm'));
+  assert.match(bad.stderr, new RegExp(`^edgereason: note: chat samples with ${dir}/generation_config.json's top_p 0.8 \\(`, 'm'));
+  // One that is not JSON: a source folder's load refuses it; a converted folder's (copied by convert) is left out, said so.
+  const converted = at('chat-gen-converted');
+  assert.equal(cli(['convert', '--model', dir, '--out', converted]).status, 0);
+  fs.writeFileSync(path.join(converted, 'generation_config.json'), '{"do_sample": true,}');
+  const broken = spawnSync(process.execPath, [BIN, 'chat', '--model', converted, '--reasoning', 'off'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input: 'Reverse the word sand.\n' });
+  assert.equal(broken.status, 0, broken.stderr);
+  assert.match(broken.stderr, new RegExp(`^edgereason: note: ${converted}/generation_config.json is not valid JSON: .*: its sampling advice is left out$`, 'm'));
 });
 
 test('generate and answer --prompt-cache-file: the next run reads the prompt the last one kept (its stats say how much); a run that keeps nothing new leaves the file as it was', () => {

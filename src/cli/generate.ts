@@ -28,7 +28,7 @@ export function generateCommand(program: Command): void {
       const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter, ropeScaling: ropeScalingOf(o) });
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
       // Ctrl-C: the text so far stays as it is, said so (a prompt cache file is not saved: the process ends here).
-      const off = onInterrupt(process.stderr, () => 'generate: interrupted (the text ends where it was cut off)');
+      const off = onInterrupt(process.stderr, () => `generate: interrupted (the text ends where it was cut off${o.promptCacheFile ? `; ${o.promptCacheFile} was not saved` : ''})`);
       // --adapter insists (--chat appends an activated adapter's invocation), unless the template is told not to think
       const adapter = !!o.adapter && o.chatTemplateKwargs?.enable_thinking !== false ? true : undefined;
       try {
@@ -37,10 +37,11 @@ export function generateCommand(program: Command): void {
           seed, stop: o.stop, promptLookup: o.promptLookup, adapter, ...(o.chatTemplateKwargs ? { chatTemplateKwargs: o.chatTemplateKwargs } : {}),
         });
         // A chat prompt with an activated adapter ends with its invocation (appended where the template did not end with
-        // it): the completion starts inside the thinking, so the invocation is shown to open what its closing tag ends.
+        // it): the completion starts inside the thinking, so the invocation is shown to open what its closing tag ends —
+        // with the first piece, once the prompt's checks (which run at the first next()) have passed.
         const inv = adapter ? model.adapter?.config.aloraInvocationTokens : undefined;
-        if (o.chat && inv) process.stdout.write(model.tokenizer.decode(inv));
         let r = await gen.next();
+        if (o.chat && inv) process.stdout.write(model.tokenizer.decode(inv));
         while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }
         process.stdout.write('\n');
         const c = r.value;
