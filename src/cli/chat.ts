@@ -36,7 +36,6 @@ export function chatCommand(program: Command): void {
       checkReasoner(o);
       noteReasoningOff(o);
       // The model's own sampling advice (generation_config.json) is the default of what the flags leave out, as serve's.
-      for (const n of generationNotes(o.model)) console.error(`edgereason: note: ${n}`);
       const own = generationSampling(o.model) ?? {}, typed = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       const sampling = {
         // (a file that says do_sample without a temperature samples at 1, as transformers does)
@@ -47,6 +46,7 @@ export function chatCommand(program: Command): void {
       if (taken.length) console.error(`edgereason: note: chat ${sampling.temperature > 0 ? 'samples' : 'decodes'} with ${path.join(o.model, 'generation_config.json')}'s ${taken.map(([k]) => `${k} ${own[k as keyof typeof own]}`).join(', ')} (the flags override it${taken.some(([k]) => k === 'temperature') ? '; --temperature 0 is greedy' : ''})`);
       noteGreedyFlags({ temperature: sampling.temperature, topK: o.topK ?? 0, topP: o.topP ?? 1, minP: o.minP ?? 0, seed: o.seed }, 'chat');
       const { model, router } = await loadReasoner(o, 'reply', 'chat');
+      for (const n of generationNotes(o.model)) console.error(`edgereason: note: ${n}`); // (after the load, which refuses a source folder's broken file itself)
       const seed: number = seedOrFresh(o.seed);
       const start = (): ChatMessage[] => (o.system ? [{ role: 'system', content: o.system }] : []);
       const options = (turn: number, signal: AbortSignal) => ({

@@ -251,13 +251,17 @@ export function suggestedSampling(s: GenerationSampling | undefined): string | u
 /** The model's own sampling defaults (generation_config.json's: when it says do_sample, and its repetition penalty), as OpenAI / vLLM field names. */
 export type GenerationSampling = Partial<Record<'temperature' | 'top_p' | 'top_k' | 'min_p' | 'repetition_penalty', number>>;
 
-/** A folder's generation_config.json as an object; undefined without one (or for a file path), or when it is not JSON. */
-function generationConfig(dir: string): Record<string, unknown> | undefined {
+/**
+ * A folder's generation_config.json as an object; undefined without one (or for a file path), or when it is not a
+ * JSON object, which `problem` then says.
+ */
+function generationConfig(dir: string): { g?: Record<string, unknown>; problem?: string } {
   const file = path.join(dir, 'generation_config.json');
   try {
     const g: unknown = fs.statSync(dir).isDirectory() && fs.existsSync(file) ? readJsonFile(file) : undefined;
-    return g !== null && typeof g === 'object' ? (g as Record<string, unknown>) : undefined;
-  } catch { return undefined; }
+    if (g === undefined) return {};
+    return g !== null && typeof g === 'object' && !Array.isArray(g) ? { g: g as Record<string, unknown> } : { problem: `${file} holds ${shown(g)}, not a JSON object` };
+  } catch (e) { return { problem: (e as Error).message }; }
 }
 
 /** The sampling fields a generation_config.json object asks for, each with its check (the rest only where it says do_sample). */
@@ -270,7 +274,7 @@ function samplingRules(g: Record<string, unknown>): Record<string, (x: number) =
 const validSampling = (v: unknown, valid: (x: number) => boolean) => typeof v === 'number' && Number.isFinite(v) && valid(v);
 
 export function generationSampling(dir: string): GenerationSampling | undefined {
-  const g = generationConfig(dir);
+  const { g } = generationConfig(dir);
   if (!g) return undefined;
   // The sampling fields count only where the file says do_sample; a repetition penalty applies to greedy decoding too.
   const s = Object.fromEntries(Object.entries(samplingRules(g)).filter(([k, valid]) => validSampling(g[k], valid) && !(k === 'repetition_penalty' && g[k] === 1)).map(([k]) => [k, g[k] as number]));
@@ -283,7 +287,8 @@ export function generationSampling(dir: string): GenerationSampling | undefined 
  * of 2), left out rather than dropped unsaid. Said where that file's sampling is taken (chat, serve).
  */
 export function generationNotes(dir: string): string[] {
-  const g = generationConfig(dir) ?? {}, file = path.join(dir, 'generation_config.json');
+  const { g = {}, problem } = generationConfig(dir), file = path.join(dir, 'generation_config.json');
+  if (problem) return [`${problem}: its sampling advice is left out`];
   const neutral: Record<string, (x: number) => boolean> = { no_repeat_ngram_size: (x) => x === 0, typical_p: (x) => x === 1 };
   const unapplied = Object.entries(neutral).filter(([k, off]) => typeof g[k] === 'number' && !off(g[k] as number)).map(([k]) => `${k} ${g[k]}`);
   const invalid = Object.entries(samplingRules(g)).filter(([k, valid]) => g[k] !== undefined && g[k] !== null && !validSampling(g[k], valid)).map(([k]) => `${k} ${shown(g[k])}`);
