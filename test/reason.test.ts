@@ -348,6 +348,12 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     const unsummed = rewritten('unsummed.safetensors', ({ sha256, ...md }) => md);
     await assert.rejects(m.loadPromptCache(unsummed), { message: `prompt cache: ${unsummed} is corrupt: its "sha256" metadata is missing (delete it, or name another file)` });
     assert.deepEqual(await m.loadPromptCache(rewritten('same.safetensors', (md) => md)), await m.loadPromptCache(file));
+    // One an earlier edgereason wrote (format 1: sums without the token ids, or none) is another model's, as it were:
+    // refused with PromptCacheMismatch (the CLI and serve note it and replace it at the end), and replaced by a save.
+    const earlier = rewritten('earlier.safetensors', ({ sha256, ...md }) => ({ ...md, version: '1' }));
+    await assert.rejects(m.loadPromptCache(earlier), (e: Error) => e instanceof PromptCacheMismatch && e.message === `prompt cache: ${earlier} was saved by an earlier edgereason (format version 1; this one reads version 2, whose sums also cover the prompts' token ids); save the prompt cache again with this model`);
+    await m.savePromptCache(earlier);
+    assert.deepEqual(await m.loadPromptCache(earlier), await m.loadPromptCache(file));
     // A prompt cache another edgereason wrote (another format version) is neither read nor replaced.
     const newer = path.join(tmp, 'prompts', 'newer.safetensors');
     writeSafetensors(newer, { probe: { shape: [1], data: new Float32Array(1) } }, { metadata: { format: 'edgereason-prompt-cache', version: '3', prompts: '[]' } });

@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
 import { grownCapacity, kvBytes } from './kv-cache.ts';
+import { shown } from '../show.ts';
 import { cannotWriteIn, firstNonFinite, makeDir, openSafetensors, readSafetensorsHeader, sha256Of, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 
 /**
@@ -248,6 +249,8 @@ export class PromptCache {
 
 /** A prompt cache file's safetensors metadata "format" and "version". */
 const FORMAT = 'edgereason-prompt-cache', VERSION = '2'; // 2: the sums cover the prompts' token ids, and are required
+/** A format version an earlier edgereason wrote ("1"). */
+const earlierVersion = (v: unknown): boolean => typeof v === 'string' && /^[1-9]\d*$/.test(v) && Number(v) < Number(VERSION);
 /** Token ids whose keys and values (positions 0..7, base weights) tell the model that computed a file's prompts. */
 const PROBE = [0, 1, 2, 3, 4, 5, 6, 7];
 /**
@@ -317,8 +320,8 @@ function notOurs(file: string): string | undefined {
   if (!fs.existsSync(file) || isEmpty(file)) return undefined;
   const m = headerMetadata(file);
   if (m.format !== FORMAT) return `prompt cache: ${file} exists and is not a prompt cache file: not replaced (name another file)`;
-  if (m.version !== VERSION) return `prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote: not replaced (name another file, or delete it)`;
-  return undefined;
+  if (m.version !== VERSION && !earlierVersion(m.version)) return `prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote: not replaced (name another file, or delete it)`;
+  return undefined; // (an earlier edgereason's: a cache, replaced as one of another model's is)
 }
 
 /** A safetensors file's metadata as an object ({} for one that holds none, or not an object). */
@@ -342,7 +345,10 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
   }
   const m = asMetadata(f.metadata);
   if (m.format !== FORMAT) throw new Error(`prompt cache: ${file} is not a prompt cache file (its metadata has no "format": "${FORMAT}"): not read, and not replaced (name another file)`);
-  if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is a prompt cache of format version ${m.version}, which another edgereason wrote; this one reads version ${VERSION} (delete it, or name another file)`);
+  // An earlier edgereason's file cannot serve this one (its sums do not cover the token ids): a mismatch, which the
+  // CLI and serve note and replace at the end, as another model's; a later one's is neither read nor replaced.
+  if (earlierVersion(m.version)) throw new PromptCacheMismatch(`prompt cache: ${file} was saved by an earlier edgereason (format version ${m.version}; this one reads version ${VERSION}, whose sums also cover the prompts' token ids); save the prompt cache again with this model`);
+  if (m.version !== VERSION) throw new Error(`prompt cache: ${file} is a prompt cache of format version ${typeof m.version === 'string' ? m.version : shown(m.version)}, which another edgereason wrote; this one reads version ${VERSION} (delete it, or name another file)`);
   let sums: unknown;
   try { sums = JSON.parse(String(m.sha256)); } catch { throw corrupt(file, `its "sha256" metadata is ${m.sha256 === undefined ? 'missing' : 'not JSON'}`); }
   if (!(sums && typeof sums === 'object' && ['prompts', ...f.names].every((n) => typeof (sums as Record<string, unknown>)[n] === 'string'))) throw corrupt(file, 'its "sha256" metadata does not give the prompts\' and every tensor\'s sum');
