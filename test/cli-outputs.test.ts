@@ -1141,9 +1141,14 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   // A log that cannot be read is refused, naming it (it was read as "not budget-trained", and serve dropped its budgets unsaid).
   const log = path.join(unbudgeted, 'rl_log.json');
   fs.writeFileSync(log, '{"budgets": [96, 160,');
-  assert.match(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr, new RegExp(`^edgereason: ${log} \\(train-rl's log\\) cannot be read: .*; restore it, or remove it if the adapter was not budget-trained$`, 'm'));
-  fs.writeFileSync(log, '{"budgets": "96,160"}');
-  assert.equal(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr.trim().split('\n').at(-1), `edgereason: ${log} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got "96,160"`);
+  assert.match(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr, new RegExp(`^edgereason: ${log} is not valid JSON \\(cut short\\?\\): `, 'm'));
+  for (const [text, got] of [['{"budgets": "96,160"}', '"96,160"'], ['{"budgets": null, "history": [1, 2, 3]}', 'null']]) {
+    fs.writeFileSync(log, text);
+    assert.equal(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr.trim().split('\n').at(-1), `edgereason: ${log} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got ${got}`);
+  }
+  // So does serve (its budgets for reasoning_effort; read before the model loads).
+  const served = cli(['serve', '--adapter', `rl=${unbudgeted}`, '--port', '0']);
+  assert.deepEqual([served.status, served.stderr.trim().split('\n').at(-1)], [1, `edgereason: ${log} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got null`]);
 });
 
 test('convert gives the graph the LoRA inputs of the reasoning adapters beside the model, and says how to bring the setup along (it copies nothing)', () => {

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { shown } from '../show.ts';
+import { readJsonFile } from '../io/jsonl.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 
 export const budgetSystemLine = (budget: number): string => `Thinking budget: ${budget} tokens.`;
@@ -59,11 +60,10 @@ export function budgetNote(adapterDir: string, budget: number): string | undefin
 export function rlBudgets(adapterDir: string): number[] {
   const f = path.join(adapterDir, 'rl_log.json');
   if (!fs.existsSync(f)) return [];
-  let log: unknown;
-  try { log = JSON.parse(fs.readFileSync(f, 'utf8')); } catch (e) { throw new Error(`${f} (train-rl's log) cannot be read: ${(e as Error).message}; restore it, or remove it if the adapter was not budget-trained`); }
-  const b = log && typeof log === 'object' ? (log as { budgets?: unknown }).budgets : undefined;
-  if (b === undefined && log && typeof log === 'object' && !Array.isArray(log)) return [];
-  if (!Array.isArray(b) || b.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`${f} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got ${shown(b ?? log)}`);
+  const log = readJsonFile(f), isLog = !!log && typeof log === 'object' && !Array.isArray(log);
+  const b = isLog ? (log as { budgets?: unknown }).budgets : log;
+  if (isLog && b === undefined) return [];
+  if (!Array.isArray(b) || b.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`${f} (train-rl's log): ${isLog ? 'budgets must be a list of positive integers (the thinking budgets it trained on)' : 'expected a JSON object'}, got ${shown(b)}`);
   return [...(b as number[])].sort((a, c) => a - c);
 }
 

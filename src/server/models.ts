@@ -164,11 +164,12 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
     // The graph takes LoRA inputs for every projection any of them touches.
     let backend: CoalescingBackend | undefined;
     const loraTargets = [...new Set(adapters.flatMap((a) => readAdapterConfig(a.dir).targets))];
-    for (const a of adapters) {
+    const budgets = adapters.map((a) => rlBudgets(a.dir)); // (a broken rl_log.json refused before anything loads)
+    for (const [i, a] of adapters.entries()) {
       const m = loaded[0] ? await loaded[0].withAdapter(a.dir, { onNote: o.onNote }) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, ropeScaling: o.ropeScaling, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       if (!loaded[0]) loaded.push(m);
       backend ??= coalesce(m);
-      models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: rlBudgets(a.dir), adapterDir: a.dir, parent: baseId, created });
+      models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: budgets[i], adapterDir: a.dir, parent: baseId, created });
     }
     if (adapters.length) {
       const first = models.get(adapters[0].name)!;
