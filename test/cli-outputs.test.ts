@@ -1592,4 +1592,13 @@ test('answer\'s transcript: one sample streams to stdout; of several, sample 0 s
   assert.deepEqual(run(2, result([wrong, right], 1)), ['<think>\n2 + 2 = 4\n</think>\n\n#### 4\n', '<think>\n2 + 2 = 5\n</think>\n\n#### 5\n']);
   // A chosen sample whose thinking never closed is shown open, as it would have streamed.
   assert.equal(run(2, result([wrong, open], 1))[0], '<think>\n2 + 2\n');
+  // One that closed with no answer after it, as streaming shows it (the tag, then the line's end).
+  assert.equal(run(2, result([wrong, { ...sample('2 + 2', '', 5) }], 1))[0], '<think>\n2 + 2\n</think>\n\n');
+  // --json: the transcript goes to stderr, which is where sample 0 streams: written once, the chosen one not again.
+  const both = stream(), t = transcript(both as unknown as NodeJS.WriteStream, undefined, 2, both as unknown as NodeJS.WriteStream);
+  t.onRoute('reasoning', undefined);
+  t.onText(0, 'thinking', '2 + 2 = 5');
+  t.onText(0, 'answer', '#### 5');
+  t.end(result([wrong, right], 1));
+  assert.equal(both.text, '<think>\n2 + 2 = 5\n</think>\n\n#### 5\n');
 });

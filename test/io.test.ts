@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   bf16BitsToF32, f16BitsToF32, f32ToBf16Array, f32ToBf16Bits, f32ToF16Array, f32ToF16Bits, f16ToF32Array, bf16ToF32Array,
-  openSafetensors, writeSafetensors,
+  openSafetensors, sampledSha256, sha256Of, writeSafetensors,
 } from '../src/io/safetensors.ts';
 import { loadHfFolder, parseHfConfig } from '../src/io/hf-folder.ts';
 import { tokenizerFromGguf } from '../src/tokenizer/gguf.ts';
@@ -79,6 +79,16 @@ describe('safetensors', () => {
     fs.writeFileSync(file(name), b);
     return file(name);
   };
+
+  it('sampledSha256: evenly spaced blocks, the first at the start and the last at the end; a file no larger is hashed whole', () => {
+    const f = path.join(tmp, 'sampled.bin'), bytes = Buffer.alloc(1024, 7);
+    fs.writeFileSync(f, bytes);
+    const sum = sampledSha256(f, 4, 16); // blocks at 0, 336, 672 and 1008 (to the last byte)
+    const changed = (at: number) => { const b = Buffer.from(bytes); b[at] ^= 1; fs.writeFileSync(f, b); const s = sampledSha256(f, 4, 16); fs.writeFileSync(f, bytes); return s !== sum; };
+    assert.deepEqual([0, 15, 336, 680, 1008, 1023].map(changed), [true, true, true, true, true, true]);
+    assert.deepEqual([16, 500, 1007].map(changed), [false, false, false], 'between the blocks: not read (the check is a sample)');
+    assert.equal(sampledSha256(f, 64, 16), sha256Of(f));
+  });
 
   it('rejects a truncated file, naming file, tensor and offsets', () => {
     const p = file('trunc.safetensors');

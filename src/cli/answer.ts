@@ -258,7 +258,7 @@ export function transcript(to: NodeJS.WriteStream, onRoute?: (route: Route, scor
       open();
       if (ph !== phase) {
         if (ph === 'thinking') out.write(dim('<think>\n'));
-        else if (phase === 'thinking') out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n\n`)); // the transcript as written
+        else if (phase === 'thinking') out.write(dim(`${closeTag(last)}\n`)); // the transcript as written
         phase = ph;
       }
       out.write(ph === 'thinking' ? dim(piece) : piece);
@@ -269,15 +269,18 @@ export function transcript(to: NodeJS.WriteStream, onRoute?: (route: Route, scor
       // closing tag is shown all the same.
       const s0 = r.samples[0];
       open();
-      if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(`${last.endsWith('\n') ? '' : '\n'}</think>\n`));
+      if (r.route === 'reasoning' && phase === 'thinking' && s0 && s0.tokens > s0.thinkingTokens) out.write(dim(closeTag(last)));
       out.write('\n');
       if (out === to) return;
       // The chosen sample, as it would have streamed (its thinking closed, unless it never was).
       const c = r.samples[r.chosen], d = dimmer(to), closed = c.tokens > c.thinkingTokens;
-      to.write(d(`<think>\n${c.thinking}`) + (closed ? d(`${c.thinking.endsWith('\n') ? '' : '\n'}</think>\n\n`) + c.answer : '') + '\n');
+      to.write(d(`<think>\n${c.thinking}`) + (closed ? d(closeTag(c.thinking)) + (c.answer && `\n${c.answer}`) : '') + '\n');
     },
   };
 }
+
+/** The closing tag after the thinking `text` (on a line of its own). */
+const closeTag = (text: string): string => `${text.endsWith('\n') ? '' : '\n'}</think>\n`;
 
 /** --response-format: json_object, a JSON schema inline, or @file with one; the schema is checked here, naming the flag (and file). */
 function responseFormatArg(v: string): true | Record<string, unknown> {
