@@ -909,6 +909,7 @@ test('convert writes a loadable graph; a changed source makes the converted fold
   await assert.rejects(edited((m) => { delete m.source; }), /edgereason\.json field "source" must be an object \{path, kind, fingerprint\}, got undefined/);
   await assert.rejects(edited((m) => { m.options.quant = 'q3'; }), /edgereason\.json field "options\.quant" must be "q4", "q8", "fp32", got "q3"/);
   await assert.rejects(edited((m) => { m.sizes = null; }), /edgereason\.json field "sizes" must be an object of byte counts, got null/);
+  await assert.rejects(edited((m) => { m.samples = { '.': 'ab' }; }), /edgereason\.json field "samples" must be sampled sha256 sums \(hex\) of the files "sizes" names, got \{"\.":"ab"\}/);
   for (const graph of ['../../../etc/passwd', '.']) await assert.rejects(edited((m) => { m.graph = graph; }), new RegExp(`edgereason\\.json field "graph" must be the name of the graph file in the folder, got "${graph.replace(/\./g, '\\.')}"`)); // a path out of it was opened
   await assert.rejects(edited((m) => { m.config.hiddenSize = 'x'; }), /edgereason\.json field "config\.hiddenSize" must be a positive integer, got "x"/);
   await assert.rejects(edited((m) => { m.config.eosTokenIds = [V + 9]; }), new RegExp(`field "config\\.eosTokenIds" must be token ids below the vocabulary size \\(${V}\\), got \\[${V + 9}\\]`));

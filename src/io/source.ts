@@ -216,11 +216,8 @@ function openConverted(dir: string): ModelSource {
     if (got !== size) {
       throw new Error(`model: ${f} ${got < 0 ? 'is missing' : `has ${got} bytes, ${MANIFEST} recorded ${size}`} (an interrupted convert?); run \`${again()}\` again`);
     }
-  }
-  for (const [name, sum] of Object.entries(m.samples ?? {})) {
-    const f = path.join(dir, name);
-    if (!fs.existsSync(f)) throw new Error(`model: ${f} is missing (an interrupted convert?); run \`${again()}\` again`);
-    if (sampledSha256(f) !== sum) throw new Error(`model: ${f} holds other bytes than convert wrote (sampled sha256; damaged since, by a crash or a write?); run \`${again()}\` again`);
+    const sum = m.samples?.[name];
+    if (sum !== undefined && sampledSha256(f) !== sum) throw new Error(`model: ${f} holds other bytes than convert wrote (sampled sha256; damaged since, by a crash or a write?); run \`${again()}\` again`);
   }
   // The tokenizer and generation files it wrote: one gone (a cached copy partly deleted) would lose the chat template
   // or the model's sampling advice.
@@ -300,7 +297,7 @@ function checkManifest(m: Manifest, file: string): void {
   if (src.sha256 !== undefined && (typeof src.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(src.sha256))) bad('source.sha256', 'a sha256 in hex', src.sha256);
   if (src.bytes !== undefined && !Number.isSafeInteger(src.bytes)) bad('source.bytes', 'a byte count', src.bytes);
   if (m.sizes !== undefined && (!m.sizes || typeof m.sizes !== 'object' || !Object.values(m.sizes).every((n) => Number.isInteger(n)))) bad('sizes', 'an object of byte counts', m.sizes);
-  if (m.samples !== undefined && (!m.samples || typeof m.samples !== 'object' || !Object.entries(m.samples).every(([f, s]) => f === path.basename(f) && f !== '..' && typeof s === 'string'))) bad('samples', 'an object of sampled sha256 sums by file name', m.samples);
+  if (m.samples !== undefined && (!m.samples || typeof m.samples !== 'object' || !Object.entries(m.samples).every(([f, s]) => m.sizes?.[f] !== undefined && typeof s === 'string' && /^[0-9a-f]{64}$/.test(s)))) bad('samples', 'sampled sha256 sums (hex) of the files "sizes" names', m.samples);
   if (m.edgereason !== undefined && typeof m.edgereason !== 'string') bad('edgereason', 'a version string', m.edgereason);
   checkModelConfig(m.config, `model: ${file}`);
 }
