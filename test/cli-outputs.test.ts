@@ -931,6 +931,7 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.equal(cliWords('serve: promptCacheFile (--prompt-cache-file) keeps the prompt cache, and promptCache (--prompt-cache) 0 keeps none; nativeThinking (--native-thinking) needs'),
     'serve: --prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none; --native-thinking needs');
   assert.equal(cliWords('export-trl: examples (--examples) counts; defaultVote verifier needs a verifier, and verifier false (--no-verifier) leaves it out'), 'export-trl: --examples counts; defaultVote verifier needs a verifier, and --no-verifier leaves it out');
+  assert.equal(cliWords('eval: needs a reasoning adapter (--adapter), or more samples (--samples)'), 'eval: needs a reasoning adapter (--adapter), or more samples (--samples)');
   assert.equal(cli(['serve', '--vote', 'nope']).stderr.split('\n')[0], 'edgereason: serve: --vote must be one of "majority", "confidence", "verifier", "verifier-vote", "checked", got "nope"');
   // loadModel's ropeScaling fields are flags; a converted folder's options.ropeScaling stays its field.
   assert.equal(cliWords('m: ropeScaling.factor × ropeScaling.originalMaxPositionEmbeddings (…); ropeScaling none cannot replace it'), 'm: --rope-scale × --yarn-orig-ctx (…); --rope-scaling none cannot replace it');

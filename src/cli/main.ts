@@ -158,8 +158,9 @@ interface Hidden { missingMandatoryOptionValue(option: unknown): void; unknownOp
 
 /** The library's errors name API options; on the command line they are flags and commands. */
 const CLI_WORDS: [RegExp, string][] = [
-  // An API option named with its flag ("defaultVote (--vote)", "examples (--examples)", "verifier false (--no-verifier)"): the flag alone.
-  [/\b[a-z]+(?:[A-Z][a-z0-9]*)+ \((--[a-z-]+)\)/g, '$1'], [/\b([a-z]+) \(--\1\)/g, '--$1'], [/\bverifier false \(--no-verifier\)/g, '--no-verifier'],
+  // An API option named with its flag ("defaultVote (--vote)", "…: examples (--examples)", "verifier false (--no-verifier)"):
+  // the flag alone (a word of a sentence, "a reasoning adapter (--adapter)", stays).
+  [/\b[a-z]+(?:[A-Z][a-z0-9]*)+ \((--[a-z-]+)\)/g, '$1'], [/(^|: )([a-z]+) \(--\2\)/g, '$1--$2'], [/\bverifier false \(--no-verifier\)/g, '--no-verifier'],
   [/\bchat: true\b/g, '--chat'], [/\bnativeThinking\b/g, '--native-thinking'], [/\bor answer\(\)/g, 'or the answer command'],
   [/\bquant "(q4|q8|fp32)" or "(q4|q8|fp32)"/g, '--quant $1 or $2'], [/\bquant "(q4|q8|fp32)"/g, '--quant $1'], [/\bmaxTokens\b/g, '--max-tokens'], [/\bmaxThinkingTokens\b/g, '--max-thinking-tokens'], [/\breasoningMaxTokens\b/g, '--reasoning-max-tokens'],
   [/\bthe adapter option of loadModel\b/g, '--adapter'], [/\bchatTemplateKwargs\b/g, '--chat-template-kwargs'], [/(?<![\w."])ropeScaling\.factor\b/g, '--rope-scale'], [/(?<![\w."])ropeScaling\.originalMaxPositionEmbeddings\b/g, '--yarn-orig-ctx'], [/(?<![\w."])ropeScaling (yarn|linear|none)\b/g, '--rope-scaling $1'], [/\breasoning "(auto|on|off)"/g, '--reasoning $1']];
