@@ -600,10 +600,10 @@ test('train-sft interrupted by SIGINT saves its last completed step as the check
   fs.writeFileSync(ckpt, JSON.stringify({ ...JSON.parse(fs.readFileSync(ckpt, 'utf8')), position: 999 }));
   const e = cli([...args, '--resume']);
   assert.equal(e.status, 1);
-  assert.match(e.stderr, new RegExp(`checkpoint: ${ckpt}: position 999 of epoch \\d+ lies outside this run \\(400 epochs, \\d+ batches in that one; the file was edited or damaged\\)`));
+  assert.match(e.stderr, new RegExp(`checkpoint: ${ckpt}: position 999 of epoch \\d+ lies outside this run \\(400 epochs, \\d+ batches in that one\\) \\(the file was edited or damaged, or --data is not the run's\\)`));
   // So is a step past the run's end (it wrote the outputs, saying it had trained 1000000000 steps).
   fs.writeFileSync(ckpt, JSON.stringify({ ...JSON.parse(fs.readFileSync(ckpt, 'utf8')), position: 0, step: 1e9, adamStep: 1e9 }));
-  assert.match(cli([...args, '--resume']).stderr, new RegExp(`^edgereason: checkpoint: ${ckpt}: step 1000000000 lies past this run's \\d+ steps \\(the file was edited or damaged\\)$`, 'm'));
+  assert.match(cli([...args, '--resume']).stderr, new RegExp(`^edgereason: checkpoint: ${ckpt}: step 1000000000 lies past this run's \\d+ steps \\(the file was edited or damaged, or --data is not the run's\\)$`, 'm'));
 });
 
 test('train-sft interrupted before its first step (tokenizing its data) exits 130 saying nothing was saved, and leaves no lock or folder behind (the default action left both)', async () => {

@@ -236,15 +236,17 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
     if (o.resume) {
       const st = resume(ckptDir, params, opt, options, LATER_OPTIONS);
       ({ step, epoch, position } = st);
-      // Same options, same plan: a position past its epoch's batches (or an epoch past the run) was edited in.
-      if (step > total) throw new Error(`checkpoint: ${checkpointJson(ckptDir)}: step ${step} lies past this run's ${total} steps (the file was edited or damaged)`);
-      if (epoch > epochs || position > (counts[epoch] ?? 0)) throw new Error(`checkpoint: ${checkpointJson(ckptDir)}: position ${position} of epoch ${epoch} lies outside this run (${epochs} epochs${epoch < epochs ? `, ${counts[epoch]} batches in that one` : ''}; the file was edited or damaged)`);
+      // Same options, same plan: a step past the run, or a position past its epoch's batches (or an epoch past the run),
+      // was edited in (or the data is not the run's: a checkpoint from before its hash was recorded).
+      const outside = (what: string) => new Error(`checkpoint: ${checkpointJson(ckptDir)}: ${what} (the file was edited or damaged, or --data is not the run's)`);
+      if (step > total) throw outside(`step ${step} lies past this run's ${total} steps`);
+      if (epoch > epochs || position > (counts[epoch] ?? 0)) throw outside(`position ${position} of epoch ${epoch} lies outside this run (${epochs} epochs${epoch < epochs ? `, ${counts[epoch]} batches in that one` : ''})`);
       checkpoint = step;
       losses.push(...savedList<number>(st, 'losses', ckptDir));
       evalLosses.push(...savedList<[number, number]>(st, 'evalLosses', ckptDir));
-      if (step < stopAt && !o.quiet) process.stderr.write(`train-sft: resuming from the checkpoint's step ${step} of ${total} (${ckptDir})\n`);
-      if (step >= stopAt && !o.quiet) {
-        process.stderr.write(`train-sft: the checkpoint is at step ${step}${step >= total ? `, the end of the run (${total} steps)` : `, --max-steps is ${stopAt}`}: nothing left to train; writing the outputs from it\n`);
+      if (!o.quiet) {
+        process.stderr.write(step < stopAt ? `train-sft: resuming from the checkpoint's step ${step} of ${stopAt} (${ckptDir})\n`
+          : `train-sft: the checkpoint is at step ${step}${step >= total ? `, the end of the run (${total} steps)` : `, --max-steps is ${stopAt}`}: nothing left to train; writing the outputs from it\n`);
       }
     }
     const bar = progress = new Progress(stopAt, { quiet: o.quiet, startStep: step, ...(o.handleSignals ? { interrupt: onInterrupt } : {}) });
