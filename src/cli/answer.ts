@@ -58,7 +58,7 @@ export function answerCommand(program: Command): void {
         console.error('edgereason: note: answer --task is now --grader (in eval and the trainers --task names the data)');
         o.grader = o.task;
       }
-      if (o.grader !== undefined && !TASKS.includes(o.grader)) throw new Error(`--grader must be one of ${TASKS.join(', ')}; got "${o.grader}"`);
+      if (o.grader !== undefined && !TASKS.includes(o.grader)) throw new Error(`${o.task !== undefined ? '--task (now --grader)' : '--grader'} must be one of ${TASKS.join(', ')}; got "${o.grader}"`);
       if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
       noteReasoningOff(o, [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]]);
       if (o.reasoning !== 'off') checkVoteFlags(o, 'answer');

@@ -95,7 +95,7 @@ export function serveCommand(program: Command): void {
           console.log(again ? `edgereason: ${sig}: cancelling ${server.admission.active} in-flight request(s) now (a third signal exits at once)`
             : `edgereason: ${sig}: finishing ${server.admission.active} in-flight request(s), then shutting down (a second signal cancels them)`);
           const closed = server.close(again ? 0 : undefined); // the second call shortens the first's wait
-          if (!again) closed.then(({ cancelled }) => { if (cancelled) console.error(`edgereason: cancelled ${cancelled} request(s) still running ${signals > 1 ? 'at the second signal' : `after --shutdown-grace ${o.shutdownGrace} ms`}`); resolve(); }, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
+          if (!again) closed.then(({ cancelled }) => { if (cancelled) console.log(`edgereason: cancelled ${cancelled} request${cancelled === 1 ? '' : 's'} still running ${signals > 1 ? 'at the second signal' : `after --shutdown-grace ${o.shutdownGrace} ms`}`); resolve(); }, (e) => { console.error(`edgereason: shutdown failed: ${(e as Error).message}`); process.exitCode = 1; resolve(); });
           else closed.catch(() => undefined); // the first call's handler says how the shutdown ended
         };
         onStopSignals(stop);
