@@ -813,6 +813,7 @@ test('train-rl: --out must not be its --adapter; a run stopped by --steps resume
   assert.match(rl(out, '--steps', '2').stderr, /already holds a model or adapter/);
   r = rl(out, '--steps', '2', '--resume');
   assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`^train-rl: resuming from the checkpoint's step 1 of 2 \\(${path.join(out, 'checkpoint')}\\)$`, 'm'));
   const h = JSON.parse(fs.readFileSync(path.join(out, 'rl_log.json'), 'utf8')).history;
   assert.equal(h.length, 2);
   assert.ok(r.stdout.startsWith(`GRPO 2 steps: reward ${h[0].reward.toFixed(3)} → ${h[1].reward.toFixed(3)}, accuracy ${(100 * h[0].accuracy).toFixed(1)} → ${(100 * h[1].accuracy).toFixed(1)} %, thinking ${h[0].thinking.toFixed(0)} → ${h[1].thinking.toFixed(0)} tokens (the first and last steps' rollouts, on training prompts); adapter in `), r.stdout);
