@@ -36,8 +36,8 @@ export type { JsonConstraint } from './runtime/json-constraint.ts';
 
 /**
  * The OpenAI-compatible server `serve` runs (ServerOptions are its flags); `listen()` resolves with its root URL (the
- * OpenAI base URL is that plus /v1), `close(graceMs)` lets the requests in flight finish for up to graceMs, then cancels the rest and resolves with how
- * many it cancelled. Loaded on first use: an app that
+ * OpenAI base URL is that plus /v1), `close(graceMs)` lets the requests in flight finish for up to graceMs, then
+ * cancels the rest and resolves with how many it cancelled. Loaded on first use: an app that
  * never serves does not load fastify.
  */
 export async function createServer(o: ServerOptions): Promise<EdgeServer> {

@@ -1144,10 +1144,12 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   const log = path.join(unbudgeted, 'rl_log.json');
   fs.writeFileSync(log, '{"budgets": [96, 160,');
   assert.match(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr, new RegExp(`^edgereason: ${log} is not valid JSON \\(cut short\\?\\): `, 'm'));
-  for (const [text, got] of [['{"budgets": "96,160"}', '"96,160"'], ['{"budgets": null, "history": [1, 2, 3]}', 'null']]) {
+  for (const [text, why] of [['{"budgets": "96,160"}', 'budgets must be a list of positive integers (the thinking budgets it trained on), got "96,160"'],
+    ['{"budgets": null, "history": [1, 2, 3]}', 'budgets must be a list of positive integers (the thinking budgets it trained on), got null'], ['[96, 160]', 'expected a JSON object, got [96,160]']]) {
     fs.writeFileSync(log, text);
-    assert.equal(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr.trim().split('\n').at(-1), `edgereason: ${log} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got ${got}`);
+    assert.equal(ask('--adapter', unbudgeted, '--reasoning', 'on', '--budget', '96').stderr.trim().split('\n').at(-1), `edgereason: ${log} (train-rl's log): ${why}`);
   }
+  fs.writeFileSync(log, '{"budgets": null}');
   // So does serve (its budgets for reasoning_effort; read before the model loads).
   const served = cli(['serve', '--adapter', `rl=${unbudgeted}`, '--port', '0']);
   assert.deepEqual([served.status, served.stderr.trim().split('\n').at(-1)], [1, `edgereason: ${log} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got null`]);

@@ -60,10 +60,11 @@ export function budgetNote(adapterDir: string, budget: number): string | undefin
 export function rlBudgets(adapterDir: string): number[] {
   const f = path.join(adapterDir, 'rl_log.json');
   if (!fs.existsSync(f)) return [];
-  const log = readJsonFile(f), isLog = !!log && typeof log === 'object' && !Array.isArray(log);
-  const b = isLog ? (log as { budgets?: unknown }).budgets : log;
-  if (isLog && b === undefined) return [];
-  if (!Array.isArray(b) || b.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`${f} (train-rl's log): ${isLog ? 'budgets must be a list of positive integers (the thinking budgets it trained on)' : 'expected a JSON object'}, got ${shown(b)}`);
+  const log = readJsonFile(f);
+  if (!log || typeof log !== 'object' || Array.isArray(log)) throw new Error(`${f} (train-rl's log): expected a JSON object, got ${shown(log)}`);
+  const b = (log as { budgets?: unknown }).budgets;
+  if (b === undefined) return [];
+  if (!Array.isArray(b) || b.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`${f} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got ${shown(b)}`);
   return [...(b as number[])].sort((a, c) => a - c);
 }
 
