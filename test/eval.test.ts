@@ -309,7 +309,11 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   refused('eval: --samples are parallel reasoning samples: it needs --adapter (or --native-thinking)', '--samples', '2');
   refused('eval: --vote combines several samples: give --samples N (N ≥ 2)', '--adapter', adapter, '--vote', 'confidence');
   refused('--vote must be one of majority, confidence, verifier, verifier-vote, checked; got "best"', '--adapter', adapter, '--samples', '2', '--vote', 'best');
-  refused('eval: --vote verifier scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)', '--adapter', adapter, '--samples', '2', '--vote', 'verifier');
+  // (the model's own verifier.json is the default: a folder without one)
+  const bare = path.join(tmp, 'no-verifier');
+  fs.mkdirSync(bare, { recursive: true });
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) if (!fs.existsSync(path.join(bare, f))) fs.symlinkSync(path.join(DEFAULT_DIR, f), path.join(bare, f));
+  refused('eval: --vote verifier scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)', '--model', bare, '--adapter', adapter, '--samples', '2', '--vote', 'verifier');
   // --early-stop beside a vote decided once every sample has ended does nothing: said, as answer says it (it was silent).
   const late = run('--adapter', adapter, '--samples', '2', '--vote', 'checked', '--early-stop', '--limit', '1', '--max-tokens', '8', '--out', path.join(tmp, 'late.json'));
   assert.match(late.stderr, /^edgereason: note: --early-stop has no effect with --vote checked: it is decided once every sample has ended \(a later one may score higher\)$/m);

@@ -1045,13 +1045,18 @@ test('convert: a conversion that died half-way is refused at load (and Ctrl-C th
   await assert.rejects(loadModel(gdir, { worker: false }), { message: `model: ${path.join(gdir, 'edgereason.json')} has format 1; this edgereason reads format 2: run \`edgereason convert --model ${gguf} --out <folder> --quant fp32\` again` });
 });
 
-test('a converted folder whose graph onnxruntime cannot read (damaged, its size unchanged) is said to be damaged, with the command that rebuilds it', async () => {
+test('a converted folder whose graph was damaged (its size unchanged) is said to be damaged, with the command that rebuilds it: by its sampled sum, or where onnxruntime cannot read it', async () => {
   const out = path.join(tmp, 'damaged');
   convertModel(model.dir, out, { quant: 'fp32' });
-  const graph = path.join(out, 'model.onnx'), bytes = fs.readFileSync(graph);
+  const graph = path.join(out, 'model.onnx'), bytes = fs.readFileSync(graph), again = `run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32\` again`;
   fs.writeFileSync(graph, Buffer.alloc(bytes.length, 0xff));
+  await assert.rejects(loadModel(out), { message: `model: ${graph} holds other bytes than convert wrote (sampled sha256; damaged since, by a crash or a write?); ${again}` });
+  // A folder from before the sums were recorded: onnxruntime's refusal says it.
+  const manifest = path.join(out, 'edgereason.json'), { samples, ...rest } = JSON.parse(fs.readFileSync(manifest, 'utf8'));
+  assert.ok(samples);
+  fs.writeFileSync(manifest, JSON.stringify(rest));
   for (const worker of [false, true]) {
-    await assert.rejects(loadModel(out, { worker }), { message: `model: onnxruntime cannot read ${graph} (Protobuf parsing failed.): the converted folder is damaged; run \`edgereason convert --model ${model.dir} --out ${out} --quant fp32\` again` });
+    await assert.rejects(loadModel(out, { worker }), { message: `model: onnxruntime cannot read ${graph} (Protobuf parsing failed.): the converted folder is damaged; ${again}` });
   }
 });
 
