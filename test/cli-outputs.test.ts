@@ -1004,6 +1004,18 @@ test('--version prints package.json\'s version; demo --help names its default on
   const converted = at('sampled-converted');
   assert.equal(cli(['convert', '--model', sampled, '--out', converted]).status, 0);
   assert.ok(cli(['answer', '--model', converted, '--native-thinking', '--reasoning', 'on', '--question', 'x']).stderr.includes(advice.replace(sampled, converted)));
+  // Values that are no sampling values, and what the sampler does not apply, are said by answer and eval as by chat and serve (their suggestion left them out unsaid).
+  const odd = at('odd-sampling');
+  fs.mkdirSync(odd);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.symlinkSync(path.join(ROOT, 'models/default', f), path.join(odd, f));
+  fs.writeFileSync(path.join(odd, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 0.7, top_p: 2, typical_p: 0.9 }));
+  const oddNotes = (prefix: string) => [`${prefix}: note: ${path.join(odd, 'generation_config.json')} also asks for typical_p 0.9, which edgereason's sampler does not apply`,
+    `${prefix}: note: ${path.join(odd, 'generation_config.json')}'s top_p 2 is not a valid value: left out (the defaults apply)`];
+  const oddAnswer = cli(['answer', '--model', odd, '--reasoning', 'off', '--question', 'x', '--max-tokens', '4']);
+  assert.deepEqual(oddAnswer.stderr.split('\n').filter((l) => l.includes('generation_config.json')), oddNotes('edgereason'), oddAnswer.stderr);
+  const oddEval = cli(['eval', '--model', odd, '--limit', '1', '--max-tokens', '4', '--out', at('odd.json')]);
+  assert.deepEqual(oddEval.stderr.split('\n').filter((l) => l.includes('generation_config.json')),
+    [`eval: note: answers are greedy unless --temperature is given; ${path.join(odd, 'generation_config.json')} suggests sampling this model with --temperature 0.7`, ...oddNotes('eval')], oddEval.stderr);
   // A model that does not think by itself, told it does: said, not answered with nothing.
   const stopped = cli(['answer', '--model', 'models/default', '--native-thinking', '--reasoning', 'on', '--question', 'Zoe has 7 dollars. She earns 12 more. How many dollars does she have?']);
   assert.match(stopped.stderr, /^edgereason: answer: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model that thinks by itself \(such as Qwen3\); give this one its reasoning adapter instead$/m);

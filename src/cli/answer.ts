@@ -16,7 +16,7 @@ import type { Router } from '../reason/router.ts';
 import type { Verifier } from '../reason/verifier.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import { floatArg, intArg, jsonObjectArg, penaltyFlags, quantArg, seedArg } from './main.ts';
-import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
+import { generationNotes, generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 import { dimmer, onInterrupt } from '../train/progress.ts';
 import { compileJsonSchema } from '../runtime/json-constraint.ts';
 import { fraction, shown } from '../show.ts';
@@ -78,6 +78,7 @@ export function answerCommand(program: Command): void {
       if (penalty !== undefined && cmd.getOptionValueSource('repetitionPenalty') !== 'cli') console.error(`edgereason: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, which answer applies only when given --repetition-penalty ${penalty} (serve applies it by default)`);
       const seed: number = seedOrFresh(o.seed);
       const { model, router, verifier } = await loadReasoner(o, 'answer');
+      for (const n of generationNotes(o.model)) console.error(`edgereason: note: ${n}`); // after the load, which refuses a source folder's broken file itself
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
       const off = onInterrupt(process.stderr, () => `answer: interrupted before the answer was complete${o.json ? ': no JSON was written' : ''}`);
       try {

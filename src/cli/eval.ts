@@ -24,7 +24,7 @@ import { version } from '../version.ts';
 import { openSource } from '../io/source.ts';
 import { defaultQuant, rescaled } from '../runtime/convert.ts';
 import { budgetNote } from '../reason/budget.ts';
-import { generationSampling, suggestedSampling } from '../io/hf-folder.ts';
+import { generationNotes, generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
 
@@ -135,6 +135,7 @@ export function evalCommand(program: Command): void {
       if (o.nativeThinking && !thinksByItself(model)) console.error('eval: note: this model\'s chat template does not think by itself (as Qwen3\'s and DeepSeek-R1\'s do): --native-thinking evaluates a thinking it may never have learned; give it a reasoning adapter (--adapter) instead');
       const greedy = o.temperature === 0, suggested = greedy ? suggestedSampling(generationSampling(o.model)) : undefined;
       if (suggested) console.error(`eval: note: answers are greedy unless --temperature is given; ${path.join(o.model, 'generation_config.json')} suggests sampling this model with ${suggested}`);
+      if (greedy) for (const n of generationNotes(o.model)) console.error(`eval: note: ${n}`); // what the suggestion leaves out
       if (o.samples === 1) noteGreedyFlags(o, 'eval');
       const seed: number | undefined = drawn ? seedOrFresh(o.seed ?? (resumed?.evaluation.seed as number | undefined)) : undefined;
       const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, seed };
