@@ -358,7 +358,20 @@ test('tokenizer.json that parses but cannot tokenize, and a llama2.c tokenizer p
   const withJson = (edit: (j: any) => void) => { const j = structuredClone(good); edit(j); fs.writeFileSync(file, JSON.stringify(j)); return () => loadTokenizer(dir); };
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ additional_special_tokens: 5 }));
   assert.throws(withJson(() => {}), new RegExp(`tokenizer: ${dir}/tokenizer_config\\.json field "additional_special_tokens" must be a list of tokens, got 5`));
-  fs.rmSync(path.join(dir, 'tokenizer_config.json'));
+  // A tokenizer_config.json that is no object was read as one without fields; a BOS or EOS the vocabulary lacks left generation nothing to stop on.
+  const configFile = path.join(dir, 'tokenizer_config.json');
+  fs.writeFileSync(configFile, '[]');
+  assert.throws(withJson(() => {}), { message: `tokenizer: ${configFile}: must hold a JSON object, got []` });
+  for (const [k, v] of [['eos_token', '<|nope|>'], ['bos_token', { content: '<s2>', special: true }]] as const) {
+    fs.writeFileSync(configFile, JSON.stringify({ [k]: v }));
+    assert.throws(withJson(() => {}), { message: `tokenizer: ${dir}: tokenizer_config.json's "${k}" is "${typeof v === 'string' ? v : v.content}", which is not a token of tokenizer.json's vocabulary` });
+  }
+  for (const f of ['special_tokens_map.json', 'chat_template.json']) {
+    fs.writeFileSync(path.join(dir, f), '"x"');
+    assert.throws(withJson(() => {}), { message: `tokenizer: ${path.join(dir, f)}: must hold a JSON object, got "x"` });
+    fs.rmSync(path.join(dir, f));
+  }
+  fs.rmSync(configFile);
   assert.throws(withJson((j) => { j.model.vocab = []; }), new RegExp(`tokenizer: ${file}: a BPE model's "model\\.vocab" must map tokens to ids, got \\[\\]`));
   assert.throws(withJson((j) => { j.model.vocab = Object.entries(j.model.vocab); }), /a BPE model's "model\.vocab" must map tokens to ids, got \[\[/);
   // Fields the library needs only when it encodes: found at load, not at the first request.

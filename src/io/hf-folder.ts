@@ -8,7 +8,7 @@ import { checkModelConfig, hasQkNorm, PROJECTIONS, projectionShape, projectionTe
 import type { WeightSource } from './weights.ts';
 import { FLOAT_DTYPES, openSafetensors, SafetensorsFile } from './safetensors.ts';
 import { shown } from '../show.ts';
-import { readJsonFile } from './jsonl.ts';
+import { readJsonFile, readJsonObject } from './jsonl.ts';
 
 /** PyTorch's pickled checkpoints (torch.save), which carry code rather than data: never read. */
 export const PYTORCH_FILE = /^(pytorch_model.*\.bin|.*\.(pt|pth))$/;
@@ -232,11 +232,7 @@ class ShardedWeights implements WeightSource {
   }
 }
 
-function readJson(file: string): Record<string, unknown> {
-  const v = readJsonFile(file);
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${file}: must hold a JSON object, got ${shown(v)}`);
-  return v as Record<string, unknown>;
-}
+const readJson = (file: string): Record<string, unknown> => readJsonObject(file);
 
 /**
  * The sampling a model folder's generation_config.json asks for (generationSampling's temperature, top_p, top_k,

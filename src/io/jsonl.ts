@@ -1,5 +1,6 @@
 /** JSON and JSONL files (JSONL: one JSON object per non-blank line; a leading byte-order mark and CRLF line ends are fine). */
 import fs from 'node:fs';
+import { shown } from '../show.ts';
 
 /** A text without the byte-order mark it may begin with (Windows editors and PowerShell write one). */
 export const withoutBom = (text: string): string => text.replace(/^\uFEFF/, '');
@@ -14,6 +15,13 @@ export function readJsonFile(file: string, prefix = ''): unknown {
     const message = (e as Error).message;
     throw new Error(`${prefix}${file} is not valid JSON${/end of JSON input/.test(message) ? ' (cut short?)' : ''}: ${message}`);
   }
+}
+
+/** The JSON object a file holds (a config file's): readJsonFile's errors, and one naming the file for any other value. */
+export function readJsonObject(file: string, prefix = ''): Record<string, unknown> {
+  const v = readJsonFile(file, prefix);
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${prefix}${file}: must hold a JSON object, got ${shown(v)}`);
+  return v as Record<string, unknown>;
 }
 
 /**

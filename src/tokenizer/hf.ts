@@ -7,7 +7,7 @@ import type { ChatMessage, TextTokenizer, TokenizerFiles } from './types.ts';
 import { commitAll, stagedWrite, writeAll } from '../io/safetensors.ts';
 import { shown } from '../show.ts';
 import { inexactInteger, markedNumbers, markedValue, pythonNumbers, toolsGiven } from './tool-calls.ts';
-import { readJsonFile, readTextFile } from '../io/jsonl.ts';
+import { readJsonFile, readJsonObject, readTextFile } from '../io/jsonl.ts';
 
 /** Ids from the model's config.json / GGUF metadata, merged with the tokenizer's own. */
 export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: readonly number[] }
@@ -87,11 +87,11 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
     const hint = slow.length ? `; the folder has ${slow.length > 2 ? `${slow.slice(0, -1).join(', ')} and ${slow.at(-1)}` : slow.join(' and ')}, the "slow" tokenizer's files, which edgereason does not read: transformers writes tokenizer.json from them (AutoTokenizer.from_pretrained(folder).save_pretrained(folder))` : '';
     throw new Error(`tokenizer: ${file('tokenizer.json')} not found${hint}`);
   }
-  const config = has('tokenizer_config.json') ? readJson(file('tokenizer_config.json')) as Record<string, unknown> : undefined;
-  const map = has('special_tokens_map.json') ? readJson(file('special_tokens_map.json')) as Record<string, unknown> : {};
+  const config = has('tokenizer_config.json') ? readJsonObject(file('tokenizer_config.json'), 'tokenizer: ') : undefined;
+  const map = has('special_tokens_map.json') ? readJsonObject(file('special_tokens_map.json'), 'tokenizer: ') : {};
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
-  const json = has('chat_template.json') ? readJson(file('chat_template.json')) as { chat_template?: unknown } : undefined;
+  const json = has('chat_template.json') ? readJsonObject(file('chat_template.json'), 'tokenizer: ') : undefined;
   const chatTemplate = has('chat_template.jinja') ? readTemplateFile(file('chat_template.jinja')) : pickTemplate(json?.chat_template, file('chat_template.json'));
   const chatTemplateFile = chatTemplate === undefined ? 'tokenizer_config.json' : has('chat_template.jinja') ? 'chat_template.jinja' : 'chat_template.json';
   return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}), chatTemplateFile };
@@ -232,6 +232,10 @@ export class HfTokenizer implements TextTokenizer {
     const extra = Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens.map(tokenString).filter((t) => t !== undefined) : undefined;
     this.specialTokens = { tools: null, documents: null, ...(extra ? { additional_special_tokens: extra } : {}), ...special };
     const id = (k: string) => special[k] === undefined ? undefined : tokenizer.token_to_id(special[k]);
+    // One the vocabulary lacks would leave generation nothing to stop on, and be spelt out in pieces where a template writes it.
+    for (const k of ['bos_token', 'eos_token']) {
+      if (special[k] !== undefined && id(k) == null) throw new Error(`tokenizer: ${name}: tokenizer_config.json's "${k}" is ${JSON.stringify(special[k])}, which is not a token of tokenizer.json's vocabulary`);
+    }
     this.bosTokenId = id('bos_token') ?? opts.bosTokenId;
     const eos = id('eos_token');
     this.eosTokenIds = [...new Set([...(eos === undefined ? [] : [eos]), ...(opts.eosTokenIds ?? [])])];
