@@ -4,7 +4,7 @@ import path from 'node:path';
 import { isModelFileFolder, modelPath, openSource } from '../io/source.ts';
 import { hubRepo } from '../io/hub.ts';
 import { PROJECTIONS, type Projection } from '../models/config.ts';
-import { checkKnown, loadDataset, type Example } from '../train/data.ts';
+import { checkKnown, loadDatasetAsync, type Example } from '../train/data.ts';
 import { lastIndexOfRun } from '../runtime/generate.ts';
 import { invocationIds } from '../reason/answer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
@@ -95,11 +95,11 @@ export function trainSftCommand(program: Command): void {
       if (!src.weights) throw new Error(`train-sft: ${o.model} is a converted folder; train from the original checkpoint`);
       const perTurn = o.aloraInvocation !== undefined; // an activated LoRA trains each assistant turn as an example of its own
       // A large file takes minutes to tokenize: a bar once it has taken a second.
-      const load = (file: string, flag: string) => {
+      const load = async (file: string, flag: string) => {
         const bar = lateProgress(`tokenizing ${flag} ${path.basename(file)}`, 'lines');
-        try { return loadDataset(file, src.tokenizer, perTurn, bar.update); } finally { bar.stop(); }
+        try { return await loadDatasetAsync(file, src.tokenizer, perTurn, bar.update); } finally { bar.stop(); }
       };
-      const train = load(o.data, '--data'), evalSet = o.eval ? load(o.eval, '--eval') : [];
+      const train = await load(o.data, '--data'), evalSet = o.eval ? await load(o.eval, '--eval') : [];
       const invocation = o.aloraInvocation ? heldInvocation(src.tokenizer, o.aloraInvocation, train) : undefined;
       const before = replacedArtefacts(o.out, o); // recorded once the inputs load; removed after the run (or its --resume), where not rewritten
       const dtype = o.full ? o.dtype ?? (src.kind === 'hf' ? folderDtype(src.path) : undefined) ?? 'F32' : undefined; // a --full output in its base model's dtype

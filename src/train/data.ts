@@ -291,11 +291,30 @@ const blank = (text: string, tok: TextTokenizer): boolean => !tok.eosTokenIds.re
  * `perTurn`); `onProgress(lines done, lines)` as it tokenizes (a large file takes minutes).
  */
 export function loadDataset(file: string, tok: TextTokenizer, perTurn = false, onProgress?: (done: number, total: number) => void): Example[] {
+  const steps = tokenizing(file, tok, perTurn, onProgress);
+  for (;;) { const r = steps.next(); if (r.done) return r.value; }
+}
+
+/**
+ * loadDataset that lets the event loop run every 50 ms or so, so Ctrl-C is answered while a large file is tokenized
+ * (a signal's handler waits for synchronous work to end: minutes for a large dataset).
+ */
+export async function loadDatasetAsync(file: string, tok: TextTokenizer, perTurn = false, onProgress?: (done: number, total: number) => void): Promise<Example[]> {
+  const steps = tokenizing(file, tok, perTurn, onProgress);
+  for (let since = Date.now(); ;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    if (Date.now() - since > 50) { await new Promise((go) => setImmediate(go)); since = Date.now(); }
+  }
+}
+
+/** loadDataset's work, one record a step. */
+function* tokenizing(file: string, tok: TextTokenizer, perTurn: boolean, onProgress?: (done: number, total: number) => void): Generator<void, Example[]> {
   const records = readJsonl(file), out: Example[] = [];
   // Characters the tokenizer lacks are gathered from every line, so one run names them all (not one rerun per character).
   const unknown: { first?: UnknownCharacters; chars: Set<string>; lines: string[] } = { chars: new Set(), lines: [] };
   onProgress?.(0, records.length);
-  records.forEach((r, i) => {
+  for (const [i, r] of records.entries()) {
     try { out.push(...tokenizeRecord(r, tok, `${file}:${r.line}`, perTurn)); } catch (e) {
       if (!(e instanceof UnknownCharacters)) throw e;
       unknown.first ??= e;
@@ -303,7 +322,8 @@ export function loadDataset(file: string, tok: TextTokenizer, perTurn = false, o
       unknown.lines.push(`${file}:${r.line}`);
     }
     onProgress?.(i + 1, records.length);
-  });
+    yield;
+  }
   if (unknown.first && unknown.lines.length === 1) throw unknown.first;
   if (unknown.first) {
     const more = unknown.lines.length - 1, chars = [...unknown.chars].slice(0, 12).map((c) => JSON.stringify(c)).join(', ');
