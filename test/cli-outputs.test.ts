@@ -1455,27 +1455,31 @@ test('chat: Ctrl-C stops the reply being written (the turn left out) and the cha
   }
 });
 
-test('serve: SIGTERM lets in-flight requests finish, a second signal cancels them (it was ignored until the grace ran out)', async () => {
-  const child = spawn(process.execPath, [BIN, 'serve', '--model', model.dir, '--port', '0', '--shutdown-grace', '600000'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const { got, until, exited } = watch(child);
-  try {
-    await until(/at (http:\/\/\S+)\/v1/, 'out');
-    const base = /at (http:\/\/\S+)\/v1/.exec(got.out)![1];
-    // The random model, greedy, writes 2000 tokens (about a second and a half).
-    const res = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 2000, temperature: 0, stream: true, edgereason: { reasoning: 'off' } }) });
-    const reader = res.body!.getReader(), text = new TextDecoder();
-    let body = text.decode((await reader.read()).value);
-    child.kill('SIGTERM');
-    await until(/^edgereason: SIGTERM: finishing 1 in-flight request\(s\), then shutting down \(a second signal cancels them\)$/m, 'out');
-    child.kill('SIGINT');
-    await until(/^edgereason: SIGINT: cancelling 1 in-flight request\(s\) now \(a third signal exits at once\)$/m, 'out');
-    for (let x = await reader.read(); !x.done; x = await reader.read()) body += text.decode(x.value);
-    assert.match(body, /The server shut down before the request finished/);
-    assert.equal(await exited, 0, got.err);
-    assert.match(got.out, /^edgereason: stopped$/m);
-    assert.match(got.out, /^edgereason: cancelled 1 request still running at the second signal\nedgereason: stopped$/m); // (unsaid: "stopped" alone)
-  } finally {
-    child.kill('SIGKILL');
+test('serve: SIGTERM lets in-flight requests finish, a second signal or the end of --shutdown-grace cancels them (a second signal was ignored until the grace ran out)', async () => {
+  for (const [grace, second] of [[600000, true], [300, false]] as const) {
+    const child = spawn(process.execPath, [BIN, 'serve', '--model', model.dir, '--port', '0', '--shutdown-grace', String(grace)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const { got, until, exited } = watch(child);
+    try {
+      await until(/at (http:\/\/\S+)\/v1/, 'out');
+      const base = /at (http:\/\/\S+)\/v1/.exec(got.out)![1];
+      // The random model, greedy, writes 2000 tokens (about a second and a half).
+      const res = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 2000, temperature: 0, stream: true, edgereason: { reasoning: 'off' } }) });
+      const reader = res.body!.getReader(), text = new TextDecoder();
+      let body = text.decode((await reader.read()).value);
+      child.kill('SIGTERM');
+      await until(/^edgereason: SIGTERM: finishing 1 in-flight request\(s\), then shutting down \(a second signal cancels them\)$/m, 'out');
+      if (second) {
+        child.kill('SIGINT');
+        await until(/^edgereason: SIGINT: cancelling 1 in-flight request\(s\) now \(a third signal exits at once\)$/m, 'out');
+      }
+      for (let x = await reader.read(); !x.done; x = await reader.read()) body += text.decode(x.value);
+      assert.match(body, /The server shut down before the request finished/);
+      assert.equal(await exited, 0, got.err);
+      const cancelled = second ? 'at the second signal' : 'after --shutdown-grace 300 ms';
+      assert.match(got.out, new RegExp(`^edgereason: cancelled 1 request still running ${cancelled}\nedgereason: stopped$`, 'm'), got.out); // (unsaid: "stopped" alone)
+    } finally {
+      child.kill('SIGKILL');
+    }
   }
 });
 

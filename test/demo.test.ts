@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,4 +58,14 @@ test('npm run demo: direct, reasoning, routed, capped, voted and escalated answe
   const escalated = after('  router decides (auto)      : ', gate.at);
   assert.equal(escalated.line, '  router decides (auto)      : <think> 4 * 3 = 12 7 + 12 = 19 </think> #### 19');
   assert.match(escalated.result, /→ correct; route reasoning \(router 0\.18, escalated: the direct answer "#### 17" had a token at p = 0\.28\); 20 thinking \+ 6 answer tokens \(31 generated in all, the dropped direct attempt and the tags included\);/);
+});
+
+test('demo interrupted by SIGINT after its first question exits 130 saying so (it ended silently)', async () => {
+  const child = spawn(process.execPath, [path.join(root, 'bin/edgereason.js'), 'demo'], { cwd: root });
+  let stdout = '', stderr = '';
+  child.stdout.on('data', (d) => { stdout += d; if (/^Q \(/m.test(stdout)) child.kill('SIGINT'); });
+  child.stderr.on('data', (d) => { stderr += d; });
+  const exited = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+  assert.deepEqual([exited, stderr.trimEnd().split('\n').at(-1)], [[130, null], 'demo: interrupted'], stderr);
+  assert.doesNotMatch(stdout, /the router's gate at work/, 'stopped before the last question');
 });
