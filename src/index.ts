@@ -2,7 +2,7 @@
 export { loadModel, Model, type LoadOptions, type Prompt, type PromptOptions } from './runtime/model.ts';
 export { resolveModelPath, hubCacheDir, type ResolveOptions } from './io/hub.ts';
 export { PromptCacheMismatch } from './runtime/prompt-cache.ts';
-export { ContextLengthError, ModelClosedError, RuntimeFailedError } from './runtime/errors.ts';
+export { ContextLengthError, ModelClosedError, OnnxRuntimeError, RuntimeFailedError } from './runtime/errors.ts';
 export { convertModel, type ConvertOptions, type CachePolicy } from './runtime/convert.ts';
 export { openSource, type ModelSource, type Manifest } from './io/source.ts';
 export type { WeightSource } from './io/weights.ts';

@@ -451,6 +451,27 @@ test('breaking out of generate() stops decoding', async () => {
   }
 });
 
+test('a session run onnxruntime fails is an OnnxRuntimeError naming the step (code "onnxruntime_error"), across the worker; the model stays usable, and onnxruntime logs nothing to stderr', async () => {
+  // A graph that reshapes input_ids to [1, 1]: it runs steps of one token and fails any longer one inside onnxruntime.
+  const g = buildInferenceGraph(model.config, new MemoryWeights(model.weights), { quant: 'fp32' });
+  const ids = g.node('Reshape', ['input_ids', g.constant([1, 1])]);
+  g.nodes.unshift(g.nodes.pop()!);
+  for (const n of g.nodes.slice(1)) n.inputs = n.inputs.map((x) => (x === 'input_ids' ? ids : x));
+  const bad = path.join(tmp, 'one-token.onnx');
+  fs.writeFileSync(bad, g.toModelProto());
+  const script = path.join(tmp, 'ort-fails.mts');
+  fs.writeFileSync(script, `import { WorkerBackend } from ${JSON.stringify(new URL('../src/runtime/worker-backend.ts', import.meta.url).pathname)};
+const b = await WorkerBackend.create(${JSON.stringify(model.config)}, ${JSON.stringify(bad)}, { hasLora: false, threads: 1 });
+const c = await b.newCache(1);
+const failed = await b.step(c, { tokens: [[1, 2, 3]] }).then(() => 'ran', (e) => [e.constructor.name, e.code, e.message.split(': ').slice(0, 3).join(': ')]);
+const after = await b.step(c, { tokens: [[1]], want: { logits: true } });
+console.log(JSON.stringify([failed, after.logits.length]));
+await b.close();
+`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 });
+  assert.deepEqual([r.status, r.stdout.trim(), r.stderr], [0, JSON.stringify([['OnnxRuntimeError', 'onnxruntime_error', "runtime: onnxruntime failed to run the model's graph on 1 row of 3 tokens: Non-zero status code returned while running Reshape node. Name:'edgereason/Reshape_0' Status Message"], model.config.vocabSize]), ''], r.stderr);
+});
+
 test('runtime worker: a failed load ends the worker; calls after close() or after the worker exited are refused, none hangs', async () => {
   const junk = () => Uint8Array.from({ length: 64 }, (_, i) => (i * 7) % 256);
   await assert.rejects(within(WorkerBackend.create(model.config, junk(), { hasLora: false, threads: 1 })), /protobuf parsing failed/);

@@ -8,6 +8,7 @@ import { projectionShape, type ModelConfig, type Projection } from '../models/co
 import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity, kvBytes, type CacheShape } from './kv-cache.ts';
 import { defaultThreads } from './threads.ts';
 import { shown } from '../show.ts';
+import { OnnxRuntimeError } from './errors.ts';
 
 export interface StepInput {
   /** New tokens per cache row (rows may add different counts; 0 = idle this step). */
@@ -106,6 +107,7 @@ export class Engine {
     const options: ort.InferenceSession.SessionOptions = {
       intraOpNumThreads: opts.threads ?? defaultThreads(), interOpNumThreads: 1,
       graphOptimizationLevel: 'all', executionMode: 'sequential',
+      logSeverityLevel: 4, // onnxruntime's own log lines (warnings, and errors the caller gets thrown anyway) kept off the app's stderr
     };
     const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
     try {
@@ -408,7 +410,8 @@ export class Engine {
       Object.assign(feeds, this.adapterFeeds.get(input.adapterName ?? ''));
       feeds.adapter_mask = new ort.Tensor('float32', mask, [B, T]);
     }
-    const out = await this.session.run(feeds, fetches);
+    let out: ort.InferenceSession.ReturnType;
+    try { out = await this.session.run(feeds, fetches); } catch (e) { throw new OnnxRuntimeError(`runtime: onnxruntime failed to run the model's graph on ${B} row${B === 1 ? '' : 's'} of ${T} token${T === 1 ? '' : 's'}: ${(e as Error).message}`, { cause: e }); }
     // Write the new rows [B, Hkv, T, D] into the cache at each row's positions lengths .. lengths + T - 1.
     const cap = cache.capacity;
     views.forEach((view, l) => {

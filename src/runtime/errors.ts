@@ -16,6 +16,14 @@ export class RuntimeFailedError extends Error {
 }
 
 /**
+ * A session run that onnxruntime failed (a graph it cannot run with these inputs, out of memory): `code`
+ * "onnxruntime_error". The model stays usable; the message is onnxruntime's, after what was run.
+ */
+export class OnnxRuntimeError extends Error {
+  readonly code = 'onnxruntime_error';
+}
+
+/**
  * An error thrown again (from another tick or thread, with the caller's stack): its name and code kept, and the class
  * its code names (an app tests `instanceof ModelClosedError` or `code`), the original its cause.
  */
@@ -26,7 +34,7 @@ export const again = (e: unknown): Error => {
 
 /** An error (from the worker thread, or thrown again), as the class its code names (RuntimeFailedError, ModelClosedError) where it names one. */
 export const ofCode = (e: Error & { code?: unknown }): Error => {
-  const cls = e.code === 'model_closed' ? ModelClosedError : e.code === 'runtime_failed' ? RuntimeFailedError : undefined;
+  const cls = e.code === 'model_closed' ? ModelClosedError : e.code === 'runtime_failed' ? RuntimeFailedError : e.code === 'onnxruntime_error' ? OnnxRuntimeError : undefined;
   if (cls) Object.setPrototypeOf(e, cls.prototype);
   return e;
 };

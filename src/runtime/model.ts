@@ -531,7 +531,9 @@ export class Model {
 
   /**
    * Ends the model's session (a view made by withAdapter gives back only its adapter): calls still running, and any
-   * made later, are refused with "runtime: model is closed"; the prompts it kept are dropped.
+   * made later, are refused with "runtime: model is closed"; the prompts it kept are dropped. It resolves once the
+   * step running has ended: a worker thread of the app's that holds a model awaits this before it ends (terminated
+   * mid-step, onnxruntime-node aborts the process).
    */
   async close(): Promise<void> {
     if (this.collected) { droppedViews.unregister(this.collected); droppedModels.unregister(this.collected); }
