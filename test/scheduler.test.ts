@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildInferenceGraph } from '../src/models/inference-graph.ts';
 import { MemoryWeights } from '../src/io/weights.ts';
-import { Engine } from '../src/runtime/engine.ts';
+import { Engine, paddedFew } from '../src/runtime/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import type { AdapterTensors, StepOutput } from '../src/runtime/engine.ts';
 import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
@@ -126,6 +126,28 @@ test('Engine.stepMany: one batched run equals stepping each cache alone (rows jo
     assert.deepEqual(await m.backend.lengths(h), [3, 2], `worker: ${worker}`);
     await m.close();
   }
+});
+
+test('Engine.stepMany: a row far longer than the others steps alone, with the same results (batched, every row was padded to its length: 3× the time and memory in a QA run)', async () => {
+  // Shortest first, the most caches whose batch cache (a power of two of rows, each as long as the longest) stays within
+  // twice their own positions plus 1024 a row: short rows always batch.
+  assert.deepEqual(paddedFew([[10], [20], [7000], [30]]), [0, 1, 3]);
+  assert.deepEqual(paddedFew([[7000], ...Array.from({ length: 7 }, () => [400])]), [1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(paddedFew([[3000], [100, 100, 100]]), [1]);
+  assert.deepEqual(paddedFew([[2000], [1500]]), [0, 1]);
+  assert.deepEqual(paddedFew([[5000], [5100]]), [0, 1]);
+  const e = await engine(), a: KVCache[] = [], b: KVCache[] = [];
+  for (const [k, n] of [2000, 5, 9, 7, 4, 6, 8].entries()) { // (the model's context is 2048)
+    for (const set of [a, b]) { const c = e.newCache(1); await e.step(c, { tokens: [ids(n, k)] }); set.push(c); }
+  }
+  const mirror = () => (e as unknown as { mirrors: Map<string, { cache: KVCache }> }).mirrors.get('');
+  for (let t = 0; t < 3; t++) {
+    const input = (k: number) => ({ tokens: [[(t * 7 + k) % V]] });
+    const many = (await e.stepMany(b.map((cache, k) => ({ cache, input: input(k) })))).map(ok);
+    for (const [k, c] of a.entries()) assert.ok(maxDiff(many[k].logits, (await e.step(c, input(k))).logits) <= 1e-4, `step ${t}, cache ${k}`);
+    assert.ok(mirror()!.cache.capacity < 256, `the batch cache holds the short rows only (capacity ${mirror()!.cache.capacity})`);
+  }
+  await e.close();
 });
 
 test('Engine.stepMany: two calls in flight at once (two coalescers over one backend) each equal stepping alone', async () => {

@@ -240,9 +240,14 @@ export class Engine {
       const name = e.input.adapterName ?? '', same = batches.get(name);
       if (same) same.push(i); else batches.set(name, [i]);
     });
+    for (const [name, all] of batches) {
+      const batch = paddedFew(all.map((i) => entries[i].cache.lengths)).map((k) => all[k]);
+      alone.push(...all.filter((i) => !batch.includes(i)));
+      batches.set(name, batch);
+    }
     for (const i of alone) await settle(i);
     for (const [name, batch] of batches) {
-      if (batch.length === 1) { await settle(batch[0]); continue; }
+      if (batch.length < 2) { if (batch.length) await settle(batch[0]); continue; }
       try {
         // One batched run at a time: a second stepMany in flight (two coalescers over one backend) would take the
         // rows of the run in progress for free slots and copy its own over them while that run reads them.
@@ -447,3 +452,21 @@ export class Engine {
 const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 
 const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/**
+ * Which of several caches' decode steps (their rows' lengths) to batch: the batch cache holds a power of two of rows,
+ * each as long as the longest, and every batched step reads all of it. A row far longer than the others (a long
+ * request among short ones) would make that many times the work and memory of the rows themselves, so the caches
+ * taken, shortest first, are the most whose padded positions stay within twice their own, plus PAD_FREE a row (short
+ * rows cost little to pad: the weights, read once for all rows, dominate). The others step alone. Indices, ascending.
+ */
+export function paddedFew(lengths: readonly (readonly number[])[]): number[] {
+  const order = lengths.map((l, i) => ({ i, rows: l.length, longest: Math.max(0, ...l) + 1, own: l.reduce((a, b) => a + b + 1, 0) })).sort((a, b) => a.longest - b.longest);
+  let rows = 0, own = 0, take = 0;
+  order.forEach((c, k) => {
+    rows += c.rows; own += c.own;
+    if (pow2(rows) * c.longest <= 2 * own + pow2(rows) * PAD_FREE) take = k + 1;
+  });
+  return order.slice(0, take).map((c) => c.i).sort((a, b) => a - b);
+}
+const PAD_FREE = 1024;
