@@ -1260,6 +1260,16 @@ test('server: a chat template that fails on a plain conversation stops the start
   }
 });
 
+test('server: a --ctx past the model\'s context is said, as is one under it (the 400s\' "maximum context length" is the limit\'s)', async () => {
+  const notes: string[] = [];
+  const s = await createServer({ model: fixture.dir, port: 0, ctx: 2000, onLoadNote: (n) => notes.push(n) });
+  try {
+    assert.deepEqual([notes, s.limits.ctx], [['serve: note: ctx (--ctx) 2000 is past the model\'s context of 1024 tokens: requests are limited to 1024'], 1024]);
+  } finally {
+    await s.close();
+  }
+});
+
 test('server: generation_config.json\'s sampling is the default of a request that leaves a field out (as vLLM); the request\'s own fields win', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-gencfg-'));
   try {
@@ -1271,6 +1281,7 @@ test('server: generation_config.json\'s sampling is the default of a request tha
       // What the sampler does not do is said, not dropped silently; nor does prompt lookup's silence under the penalty go unsaid.
       assert.deepEqual(notes, [`serve: note: ${path.join(dir, 'generation_config.json')} also asks for no_repeat_ngram_size 3, which edgereason's sampler does not apply`,
         `serve: note: ${path.join(dir, 'generation_config.json')}'s top_p "x" is not a valid value: left out (the defaults apply)`,
+        'serve: note: ctx (--ctx) 512 limits each request to 512 tokens of the model\'s context of 1024; --ctx 1024 serves all of it (a request that long holds 3 MiB of KV cache)',
         'serve: note: defaultMaxTokens (--max-tokens) 600 reaches past the context of 512 tokens: a chat request that gives no max_tokens runs to the context\'s end',
         `serve: note: ${path.join(dir, 'generation_config.json')} asks for repetition_penalty 1.05, the default of requests that give none: --prompt-lookup makes no guesses under a penalty (a request's repetition_penalty 1 has them)`]);
       assert.deepEqual(s.served.sampling, { temperature: 2, top_k: 1, repetition_penalty: 1.05 }, 'a value that is not a number is left out');

@@ -40,6 +40,8 @@ import { QUANTS, type Quant } from '../onnx/quant.ts';
 import { checkRopeScalingChoice, type RopeScalingChoice } from '../models/config.ts';
 import { keepSource, parseToolCalls, ToolCallStream, topLevelText, type ParsedToolCall } from '../tokenizer/tool-calls.ts';
 import { THINK_CLOSE, THINK_OPEN } from '../reason/answer.ts';
+import { kvBytes } from '../runtime/kv-cache.ts';
+import { gib } from '../runtime/convert.ts';
 
 /** Streamed replies stopped because their client left: counted as 499 whatever their status line said. */
 const cancelledReplies = new WeakSet<object>();
@@ -245,6 +247,11 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     effortBudgets: { ...DEFAULT_EFFORT_BUDGETS, ...o.effortBudgets }, defaultTemperature: o.defaultTemperature ?? served.sampling?.temperature ?? 1,
     defaultVote: o.defaultVote ?? 'majority', promptLookup: o.promptLookup ?? 0,
   };
+  const size = (bytes: number) => (bytes >= 2 ** 30 ? `${gib(bytes)} GiB` : `${Math.ceil(bytes / 2 ** 20)} MiB`);
+  // The limit said where it is not the model's context (/v1/models' max_model_len and the 400s' "maximum context length" are the limit's).
+  const modelCtx = served.contextLength;
+  if (limits.ctx < modelCtx) o.onLoadNote?.(`serve: note: ctx (--ctx) ${limits.ctx}${o.ctx === undefined ? ', the default,' : ''} limits each request to ${limits.ctx} tokens of the model's context of ${modelCtx}; --ctx ${modelCtx} serves all of it (a request that long holds ${size(kvBytes([...served.models.values()][0].model.config, 1, modelCtx))} of KV cache)`);
+  else if (o.ctx !== undefined && o.ctx > modelCtx) o.onLoadNote?.(`serve: note: ctx (--ctx) ${o.ctx} is past the model's context of ${modelCtx} tokens: requests are limited to ${modelCtx}`);
   if (o.defaultMaxTokens !== undefined && o.defaultMaxTokens >= limits.ctx) o.onLoadNote?.(`serve: note: defaultMaxTokens (--max-tokens) ${o.defaultMaxTokens} reaches past the context of ${limits.ctx} tokens: a chat request that gives no max_tokens runs to the context's end`);
   const penalty = served.sampling?.repetition_penalty;
   if (limits.promptLookup && penalty != null && penalty !== 1) o.onLoadNote?.(`serve: note: ${path.join(o.model, 'generation_config.json')} asks for repetition_penalty ${penalty}, the default of requests that give none: --prompt-lookup makes no guesses under a penalty (a request's repetition_penalty 1 has them)`);
