@@ -281,6 +281,15 @@ test('prompt cache files: kept prompts saved and read back by a new session give
     } finally {
       await q8.close();
     }
+    // Another RoPE scaling is refused by what the file records: a YaRN can rotate the probe's first positions alike.
+    const stretched = await loadModel(rm.dir, { worker: false, threads: 1, ropeScaling: { type: 'yarn', factor: 4 } });
+    try {
+      const base = `RoPE base ${rm.config.ropeTheta}`;
+      await assert.rejects(stretched.loadPromptCache(file), (e: Error) => e instanceof PromptCacheMismatch
+        && e.message === `prompt cache: ${file} was saved from a model with ${base}, scaling none; this one has ${base}, scaling yarn ×4 over ${rm.config.maxPositionEmbeddings} positions: its prompts' keys were rotated otherwise; save the prompt cache again with this model`);
+    } finally {
+      await stretched.close();
+    }
     const other = await loadModel(DEFAULT_DIR, { worker: false, threads: 1 });
     try {
       await assert.rejects(other.loadPromptCache(file), (e: Error) => e instanceof PromptCacheMismatch && e.message.startsWith(`prompt cache: ${file} was saved from a model of 2 layers × 2 KV heads × ${rm.config.headDim} keys and values per position; this one has ${other.config.numLayers} layers × ${other.config.numKvHeads} KV heads × ${other.config.headDim}`));

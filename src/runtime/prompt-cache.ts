@@ -19,6 +19,7 @@ import { delegateOf, type Backend, type CacheHandle } from './backend.ts';
 import { grownCapacity, kvBytes } from './kv-cache.ts';
 import { shown } from '../show.ts';
 import { cannotWriteIn, firstNonFinite, makeDir, openSafetensors, readSafetensorsHeader, sha256Of, writeSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
+import { ropeScalingWords, type ModelConfig } from '../models/config.ts';
 
 /**
  * Default budget: MiB of kept prompt caches per model session, or room for DEFAULT_PROMPT_TOKENS positions where
@@ -159,7 +160,7 @@ export class PromptCache {
         // read: a file damaged since (a disk, an editor) is refused, not answered from.
         const prompts = JSON.stringify(kept.map((e) => e.tokens));
         const sums = { prompts: sha256(Buffer.from(prompts)), ...Object.fromEntries([...tensors].map(([name, t]) => [name, sha256(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))])) };
-        writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts, sha256: JSON.stringify(sums) }, exclusive: !fs.existsSync(file) });
+        writeSafetensors(file, tensors, { metadata: { format: FORMAT, version: VERSION, prompts, sha256: JSON.stringify(sums), rope: ropeOf(this.backend.config) }, exclusive: !fs.existsSync(file) });
       } catch (e) {
         throw new Error(`prompt cache: not saved to ${file}: ${(e as Error).message.replace(/\.tmp-\d+/g, '')}`);
       }
@@ -187,7 +188,7 @@ export class PromptCache {
 
   private async loadOnce(file: string): Promise<{ prompts: number; tokens: number; of: number }> {
     if (isEmpty(file)) return { prompts: 0, tokens: 0, of: 0 };
-    const { f, prompts, stamp, sums } = readHeader(file), c = this.backend.config;
+    const { f, prompts, stamp, sums, rope } = readHeader(file), c = this.backend.config;
     const checkSum = (name: string) => {
       if (sha256Of(file, f.info(name).begin, f.info(name).end) === sums[name]) return;
       if (fileStamp(file) !== stamp) throw new Replaced(`prompt cache: ${file} was replaced while it was read, three times (other processes saving it): nothing read; load it again`);
@@ -196,6 +197,11 @@ export class PromptCache {
     checkSum('probe');
     const dims = (shape: number[]) => `${shape[0]} layers × ${shape[2]} KV heads × ${shape[4]}`;
     if (f.shape('probe').join() !== kvShape(this.backend, PROBE.length).join()) throw new PromptCacheMismatch(`prompt cache: ${file} was saved from a model of ${dims(f.shape('probe'))} keys and values per position; this one has ${dims(kvShape(this.backend, 1))}: a prompt cache serves the model that saved it`);
+    // Another RoPE (a YaRN over another original context) can compute the first positions, the probe's, alike.
+    if (rope !== undefined && rope !== ropeOf(c)) {
+      const words = (key: string) => { try { const r = JSON.parse(key); return `RoPE base ${r.theta}, scaling ${ropeScalingWords(r.scaling ?? undefined)}`; } catch { return shown(key); } };
+      throw new PromptCacheMismatch(`prompt cache: ${file} was saved from a model with ${words(rope)}; this one has ${words(ropeOf(c))}: its prompts' keys were rotated otherwise; save the prompt cache again with this model`);
+    }
     const saved = f.values('probe'), bad = firstNonFinite(saved);
     if (bad >= 0) throw corrupt(file, `its probe holds ${saved[bad]} at element ${bad}`);
     const diff = relativeDifference(await probe(this.backend), saved);
@@ -290,6 +296,9 @@ function throughLinks(file: string): string {
   return file;
 }
 
+/** The RoPE a model rotates keys with, as a file records it (files saved before it was recorded are checked by their probe alone). */
+const ropeOf = (c: ModelConfig): string => JSON.stringify({ theta: c.ropeTheta, scaling: c.ropeScaling ?? null });
+
 /** A file's tensor of `positions` positions (exportRow's layout): [layers, keys and values, KV heads, positions, head size]. */
 const kvShape = (b: Backend, positions: number): number[] => [b.config.numLayers, 2, b.config.numKvHeads, positions, b.config.headDim];
 
@@ -332,7 +341,7 @@ function headerMetadata(file: string): Record<string, unknown> {
 }
 
 /** A prompt cache file opened and checked (its tensors read later), its prompts' token ids parsed. */
-function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string; sums: Record<string, string> } {
+function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; stamp: string; sums: Record<string, string>; rope?: string } {
   if (!fs.existsSync(file)) throw new Error(`prompt cache: ${file} does not exist`);
   const stamp = fileStamp(file);
   let f: SafetensorsFile;
@@ -365,7 +374,7 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
     if (!f.has(name) || f.info(name).dtype !== 'F32' || f.shape(name).join() !== at(p, ids.length).join()) throw corrupt(file, `tensor "${name}" is missing or not [${at(p, ids.length).join(', ')}] float32`);
   });
   if (f.names.length !== prompts.length + 1) throw corrupt(file, `it holds ${f.names.length} tensors for ${prompts.length} prompts and the probe`);
-  return { f, prompts: prompts as number[][], stamp, sums: sums as Record<string, string> };
+  return { f, prompts: prompts as number[][], stamp, sums: sums as Record<string, string>, ...(typeof m.rope === 'string' ? { rope: m.rope } : {}) };
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
