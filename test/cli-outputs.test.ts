@@ -1407,7 +1407,17 @@ test('generate and answer --prompt-cache-file: the next run reads the prompt the
   assert.ok(fs.existsSync(deep), made.stderr);
   // A run whose prompt is too short to keep writes nothing, and says so (it was silent: the file was just not there).
   const short = path.join(tmp, 'short-prompts.safetensors'), unkept = cli(['generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '1', '--prompt-cache-file', short]);
-  assert.deepEqual([unkept.status, unkept.stderr, fs.existsSync(short)], [0, `prompt cache: nothing saved to ${short}: no prompt was kept (one is kept when longer than 16 tokens and within the prompt cache's 256 MiB)\n`, false]);
+  assert.deepEqual([unkept.status, unkept.stderr, fs.existsSync(short)], [0, `prompt cache: nothing saved to ${short}: no prompt was kept (one is kept when longer than 16 tokens and within the prompt cache's 256 MiB: --prompt-cache raises it)\n`, false]);
+  // --prompt-cache sets its size (a prompt of 400 tokens, 1.2 MiB of keys and values, is not kept in 1 MiB); 0 keeps nothing to save.
+  const long = 'apple '.repeat(67).trim(), sized = path.join(tmp, 'sized.safetensors');
+  const small = cli(['generate', '--model', DEFAULT_DIR, '--prompt', long, '--max-tokens', '1', '--prompt-cache', '1', '--prompt-cache-file', sized]);
+  assert.deepEqual([small.status, small.stderr, fs.existsSync(sized)], [0, `prompt cache: nothing saved to ${sized}: no prompt was kept (one is kept when longer than 16 tokens and within the prompt cache's 1 MiB: --prompt-cache raises it)\n`, false]);
+  assert.deepEqual(cli(['generate', '--model', DEFAULT_DIR, '--prompt', long, '--max-tokens', '1', '--prompt-cache', '2', '--prompt-cache-file', sized]).status, 0);
+  assert.ok(fs.existsSync(sized), 'kept in 2 MiB');
+  for (const command of [['generate', '--prompt', 'hi'], ['answer', '--question', 'hi'], ['chat']]) {
+    const r = cli([...command, '--model', DEFAULT_DIR, '--prompt-cache', '0', '--prompt-cache-file', sized]);
+    assert.deepEqual([r.status, r.stderr], [1, 'edgereason: --prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none: give it some MiB\n'], command[0]);
+  }
 });
 
 /**

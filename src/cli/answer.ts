@@ -4,7 +4,7 @@ import { seedOrFresh } from '../runtime/sampler.ts';
 import { besideModel } from '../models/embedded.ts';
 import { withoutBom } from '../io/jsonl.ts';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_CACHE_HELP, PROMPT_LOOKUP_HELP, promptCacheFlag, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { budgetNote } from '../reason/budget.ts';
@@ -49,6 +49,7 @@ export function answerCommand(program: Command): void {
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
+    .option('--prompt-cache <MiB>', PROMPT_CACHE_HELP, intArg('--prompt-cache', 0))
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o, cmd: Command) => {
       checkReasoner(o);
@@ -147,7 +148,7 @@ export function noteReasoningOff(o: { reasoning: string; maxThinkingTokens?: num
  * system message, the chat template's variables, the reasoning mode), added to `command`; the function returned checks
  * them at the start of its action.
  */
-export function reasonerOptions(command: Command): (o: { reasoning: string }) => void {
+export function reasonerOptions(command: Command): (o: { reasoning: string; promptCache?: number; promptCacheFile?: string }) => void {
   command
     .option('--adapter <dir>', 'reasoning adapter (default: <model>/reasoning-adapter when present, as serve)')
     .option('--no-adapter', 'the base model alone (reasoning off, unless --native-thinking)')
@@ -162,6 +163,7 @@ export function reasonerOptions(command: Command): (o: { reasoning: string }) =>
   return (o) => {
     for (const check of checks) check();
     if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
+    promptCacheFlag(o); // (refused before the notes of the load)
   };
 }
 
@@ -169,7 +171,7 @@ export function reasonerOptions(command: Command): (o: { reasoning: string }) =>
 export interface ReasonerFlags {
   model: string; adapter?: string | false; nativeThinking?: boolean; router?: string | false; verifier?: string;
   reasoning: string; vote?: string; budget?: number; adapterMode?: string; quant?: Quant; chatTemplateKwargs?: Record<string, unknown>;
-  ropeScaling?: 'yarn' | 'linear' | 'none'; ropeScale?: number; yarnOrigCtx?: number;
+  ropeScaling?: 'yarn' | 'linear' | 'none'; ropeScale?: number; yarnOrigCtx?: number; promptCache?: number; promptCacheFile?: string;
 }
 
 /**
@@ -208,7 +210,7 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
     }
   };
   if (!o.nativeThinking) checkFiles();
-  const model = await loadModelWithProgress(o.model, { adapter: o.adapter || undefined, quant: o.quant, ropeScaling: ropeScalingOf(o) });
+  const model = await loadModelWithProgress(o.model, { adapter: o.adapter || undefined, quant: o.quant, ropeScaling: ropeScalingOf(o), promptCache: promptCacheFlag(o) });
   try {
     if (o.nativeThinking) {
       checkNativeThinking(model, command);

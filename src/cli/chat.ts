@@ -9,7 +9,7 @@ import path from 'node:path';
 import { generationNotes, generationSampling } from '../io/hf-folder.ts';
 import { cliWords, floatArg, intArg, noteGreedyFlags, penaltyFlags, quantArg, seedArg } from './main.ts';
 import { loadReasoner, noteReasoningOff, reasonerOptions, transcript } from './answer.ts';
-import { guessesNote, modelOption, PROMPT_CACHE_FILE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, PROMPT_CACHE_FILE_HELP, PROMPT_CACHE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 
 /**
  * An interactive chat on the standard input: a line is a user turn, answered as `answer` answers (routed: reasoning only
@@ -31,6 +31,7 @@ export function chatCommand(program: Command): void {
     .option('--min-p <p>', 'drop tokens below p × the top probability (default: generation_config.json\'s, else 0)', floatArg('--min-p', 0, 1))
     .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default or -1: a fresh one)', seedArg())
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
+    .option('--prompt-cache <MiB>', PROMPT_CACHE_HELP, intArg('--prompt-cache', 0))
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o, cmd: Command) => {
       checkReasoner(o);
@@ -62,7 +63,7 @@ export function chatCommand(program: Command): void {
         const message = (e as Error).message.replace(/^answer: /, '');
         throw new Error(`chat: ${o.system && /context/.test(message) ? `--system leaves no room for a conversation: ${message}` : message}`);
       }
-      const dim = dimmer(process.stderr), finish = await withPromptCacheFile(model, o.promptCacheFile, (note) => console.error(dim(note)));
+      const dim = dimmer(process.stderr), finish = await withPromptCacheFile(model, o.promptCacheFile, (note) => console.error(dim(cliWords(note))));
       let messages = start(), turn = 0;
       const tty = process.stdin.isTTY;
       // (The prompt goes to stderr: stdout holds the transcript alone.)

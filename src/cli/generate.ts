@@ -1,7 +1,7 @@
 import { seedOrFresh } from '../runtime/sampler.ts';
 import { onInterrupt } from '../train/progress.ts';
 import type { Command } from 'commander';
-import { guessesNote, modelOption, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_LOOKUP_HELP, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_CACHE_HELP, PROMPT_LOOKUP_HELP, promptCacheFlag, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, penaltyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 
 export function generateCommand(program: Command): void {
@@ -19,13 +19,14 @@ export function generateCommand(program: Command): void {
     .option('--quant <q>', 'q4, q8 (near-lossless, about twice the size of q4) or fp32 (default: q4 for models from 50M parameters)', quantArg))
     .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0)
     .option('--stats', 'print token counts and timings to stderr')
+    .option('--prompt-cache <MiB>', PROMPT_CACHE_HELP, intArg('--prompt-cache', 0))
     .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
     .action(async (o) => {
       const greedy = o.temperature === 0, seed: number = seedOrFresh(o.seed);
       noteGreedyFlags(o, 'edgereason');
       if (o.prompt === '' && o.chat) throw new Error('generate: --prompt is empty: with --chat it would be an empty user message; give it a value');
       if (o.chatTemplateKwargs && !o.chat) throw new Error('generate: --chat-template-kwargs needs --chat (they are variables of the chat template)');
-      const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter, ropeScaling: ropeScalingOf(o) });
+      const model = await loadModelWithProgress(o.model, { quant: o.quant, adapter: o.adapter, ropeScaling: ropeScalingOf(o), promptCache: promptCacheFlag(o) });
       const finish = await withPromptCacheFile(model, o.promptCacheFile);
       // Ctrl-C: the text so far stays as it is, said so (a prompt cache file is not saved: the process ends here).
       const off = onInterrupt(process.stderr, () => `generate: interrupted (the text ends where it was cut off${o.promptCacheFile ? `; ${o.promptCacheFile} was not saved` : ''})`);

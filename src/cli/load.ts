@@ -69,6 +69,15 @@ export const PROMPT_LOOKUP_HELP = 'speculative decoding by prompt lookup: up to 
 /** --prompt-cache-file's help: `generate`, `answer` and `chat` read and save the prompt cache alike. */
 export const PROMPT_CACHE_FILE_HELP = 'read the prompt cache from this file at start (when it exists) and save it there at the end when something new was kept: a later run whose prompt begins alike (a long system prompt or document) prefills only the rest';
 
+/** --prompt-cache's help: `generate`, `answer` and `chat` (serve words its own). */
+export const PROMPT_CACHE_HELP = 'MiB of prompt KV caches kept, so that a prompt beginning like a kept one prefills only the rest (what --prompt-cache-file saves); default 256, or room for 4,096 prompt tokens where those take more (a 7B model\'s); 0: none';
+
+/** loadModel's promptCache for --prompt-cache (undefined: the default), refused with --prompt-cache-file at 0, which keeps nothing to save. */
+export function promptCacheFlag(o: { promptCache?: number; promptCacheFile?: string }): number | undefined {
+  if (o.promptCache === 0 && o.promptCacheFile !== undefined) throw new Error('--prompt-cache-file keeps the prompt cache, and --prompt-cache 0 keeps none: give it some MiB');
+  return o.promptCache;
+}
+
 /** A stats line's "; 12 of 40 guessed tokens kept" for the guesses of --prompt-lookup (summed), or "" without them. */
 export function guessesNote(guesses: readonly ({ made: number; kept: number } | undefined)[]): string {
   const g = guesses.filter((x) => x !== undefined);
@@ -80,7 +89,7 @@ export function guessesNote(guesses: readonly ({ made: number; kept: number } | 
  * the function returned saves it there when something new was kept (a failure is said, and the exit code is 1) and
  * closes the model.
  */
-export async function withPromptCacheFile(model: Model, file: string | undefined, note: (line: string) => void = (l) => console.error(l)): Promise<() => Promise<void>> {
+export async function withPromptCacheFile(model: Model, file: string | undefined, note: (line: string) => void = (l) => console.error(cliWords(l))): Promise<() => Promise<void>> {
   let kept: { save(): Promise<void> } | undefined;
   try {
     if (file !== undefined) kept = await openPromptCacheFile(promptCacheOf(model.backend)!, file, note);

@@ -448,7 +448,7 @@ export async function openPromptCacheFile(cache: PromptCache, file: string, note
       if (unwritable || (cache.changes === saved && cache.sharedPrompts)) return;
       // A run whose prompts were all too short to keep (or too long for the budget, or of a cache salt's scope) writes
       // nothing: said, not left to be found (and a file there is not replaced by none).
-      if (!cache.sharedPrompts) return note(`prompt cache: nothing saved to ${file}: no prompt was kept (one is kept when longer than ${MIN_REUSED} tokens and within the prompt cache's ${cache.budget / 2 ** 20} MiB)`);
+      if (!cache.sharedPrompts) return note(`prompt cache: nothing saved to ${file}: no prompt was kept (one is kept when longer than ${MIN_REUSED} tokens and within the prompt cache's ${cache.budget / 2 ** 20} MiB: promptCache (--prompt-cache) raises it)`);
       const r = await cache.save(file);
       saved = cache.changes;
       note(`prompt cache: ${prompts(r.prompts)} (${r.tokens} tokens, ${MB(r.bytes)}) saved to ${file}`);
