@@ -486,7 +486,7 @@ test('server --prompt-cache-file: the prompt cache is saved at shutdown and read
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-kept-')), file = path.join(dir, 'prompts.safetensors'), notes: string[] = [];
   const body = ask('Tom has 3 apples and buys 4 more. How many apples?', { max_tokens: 8, edgereason: { reasoning: 'off' } });
   const start = async () => {
-    const s = await createServer({ model: fixture.dir, port: 0, ctx: 512, promptCacheFile: file, onLoadNote: (n) => notes.push(n) });
+    const s = await createServer({ model: fixture.dir, port: 0, promptCacheFile: file, onLoadNote: (n) => notes.push(n) });
     return { s, c: new OpenAI({ baseURL: `${await s.listen()}/v1`, apiKey: 'unused', maxRetries: 0 }) };
   };
   try {
