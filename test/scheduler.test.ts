@@ -8,7 +8,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { Engine, paddedFew } from '../src/runtime/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import type { AdapterTensors, StepOutput } from '../src/runtime/engine.ts';
-import { BatchedLocalBackend, CoalescingBackend, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
+import { BatchedLocalBackend, CoalescingBackend, PREFILL_CHUNK, prefillChunks, withBackend, type BatchingBackend } from '../src/runtime/scheduler.ts';
 import { generateBatch, type Completion } from '../src/runtime/generate.ts';
 import { type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { loadModel } from '../src/runtime/model.ts';
@@ -236,6 +236,46 @@ test('stepMany: a step near the end of the context succeeds; an entry that fails
     assert.deepEqual([await be.lengths(n), await be.lengths(d)], [[63, 14], [6]]);
   } finally {
     await be.close();
+  }
+});
+
+test('CoalescingBackend: a prefill past PREFILL_CHUNK tokens goes in steps of it, the last the request itself (the same logits, hidden state and sampled token as one step); other requests decode between them, and a shorter prefill goes first', async () => {
+  const lengths = (parts: StepRequest[] | undefined) => parts?.map((p) => p.tokens.map((t) => t.length));
+  assert.equal(PREFILL_CHUNK, 512);
+  assert.deepEqual(lengths(prefillChunks({ tokens: [ids(1300, 1)] })), [[512], [276], [512]]);
+  // Rows of other lengths: each row's last 512 go with the request, the rest before (a row without any idles); masks cut alike.
+  const mask = (n: number) => Array.from({ length: n }, (_, i) => (i >= n - 30 ? 1 : 0));
+  const req: StepRequest = { tokens: [ids(1100, 1), ids(20, 2)], adapterMask: [mask(1100), mask(20)], adapterName: 'x', logits: 2, want: { hidden: true }, sample: [null, { temperature: 0, u: 0.5 }] };
+  const parts = prefillChunks(req)!;
+  assert.deepEqual([lengths(parts), parts.map((p) => p.adapterMask!.map((m) => m.length))], [[[512, 0], [76, 0], [512, 20]], [[512, 0], [76, 0], [512, 20]]]);
+  assert.deepEqual(parts.slice(0, -1).map((p) => Object.keys(p).sort()), [['adapterMask', 'adapterName', 'tokens'], ['adapterMask', 'adapterName', 'tokens']]);
+  assert.equal(parts.flatMap((p) => p.tokens.flat()).length, 1120);
+  assert.deepEqual({ ...parts[2], tokens: undefined, adapterMask: undefined }, { ...req, tokens: undefined, adapterMask: undefined });
+  assert.deepEqual([parts[2].tokens[0], parts[2].adapterMask![0]], [req.tokens[0].slice(588), req.adapterMask![0].slice(588)]);
+  // Not split: guesses, logits of every position or of more than a chunk, a prefill of a chunk or less.
+  for (const r of [{ ...req, logits: 'all' as const }, { ...req, logits: 513 }, { ...req, draft: [null, null] }, { tokens: [ids(512, 1)] }]) assert.equal(prefillChunks(r), undefined);
+  // Through the coalescer: the same as one step of the inner backend; a short request's decode steps run between the parts.
+  const m = await loadModel(model.dir, { quant: 'fp32', worker: false, promptCache: 0 });
+  try {
+    const b = m.backend as CoalescingBackend, long = ids(1300, 3), want = { logits: true, hidden: true }, sample = [{ temperature: 0, u: 0.5 }];
+    const whole = await b.inner.step(await b.newCache(1), { tokens: [long], want, sample });
+    const [c, short] = [await b.newCache(1), await b.newCache(1)];
+    await b.step(short, { tokens: [ids(5, 4)] });
+    let decoded = 0, done = false;
+    const decoding = (async () => { while (!done) { await b.step(short, { tokens: [[decoded % V]] }); decoded++; } })();
+    const chunked = await b.step(c, { tokens: [long], want, sample });
+    const before = decoded;
+    done = true;
+    await decoding;
+    assert.ok(before >= 2, `${before} decode steps of the other request ran before the prefill ended`);
+    assert.deepEqual([chunked.tokens, chunked.positions], [whole.tokens, whole.positions]);
+    assert.ok(maxDiff(chunked.logits!, whole.logits!) <= 1e-4 && maxDiff(chunked.hidden!, whole.hidden!) <= 1e-4);
+    // One prefill a run, the shortest first: a short prompt's first token does not wait for a longer one queued with it.
+    const order: string[] = [], [ca, cb] = [await b.newCache(1), await b.newCache(1)];
+    await Promise.all([b.step(ca, { tokens: [ids(300, 5)] }).then(() => order.push('long')), b.step(cb, { tokens: [ids(20, 6)] }).then(() => order.push('short'))]);
+    assert.deepEqual(order, ['short', 'long']);
+  } finally {
+    await m.close();
   }
 });
 

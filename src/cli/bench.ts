@@ -98,6 +98,13 @@ export function benchCommand(program: Command): void {
       const { runPromptCacheBench } = await import('../../bench/prompt-cache.ts');
       await runPromptCacheBench({ reps: o.reps, resultsDir: resultsDir(o) });
     });
+  output(bench.command('prefill'))
+    .description('chunked prefill: a prompt of 1024 / 2048 / 4096 tokens in steps of 512 vs one step (time, logits), and a short request\'s first token while a 4096-token prompt is prefilled, Qwen2.5-0.5B shape q4')
+    .option('--reps <n>', 'runs per row and setting (the fastest is reported)', intArg('--reps', 1), 3)
+    .action(async (o) => {
+      const { runPrefillBench } = await import('../../bench/prefill.ts');
+      await runPrefillBench({ reps: o.reps, resultsDir: resultsDir(o) });
+    });
   output(bench.command('lookup'))
     .description('prompt lookup (speculative decoding): a step\'s cost against the tokens it feeds (Qwen2.5-0.5B shape q4), and the guesses stories260K and the embedded default keep (the same tokens as without; steps, wall time, projected 0.5B speed-up); at q4, same answers and accuracy')
     .option('--reps <n>', 'rounds per row (the fastest is reported)', intArg('--reps', 1), 3)

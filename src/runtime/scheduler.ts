@@ -93,6 +93,8 @@ export interface CoalescingOptions {
   maxRows?: number;
   /** Called after every run (batch occupancy for metrics). */
   onRun?: (s: RunStats) => void;
+  /** Tokens a step feeds a row at most: a longer prefill goes in steps of this many (prefillChunks). Default PREFILL_CHUNK; Infinity: one step. */
+  prefillChunk?: number;
 }
 
 /**
@@ -119,7 +121,13 @@ export class CoalescingBackend implements BatchingBackend {
   get failed(): string | undefined { return this.inner.failed; }
 
   async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
-    const queue = () => this.queue(cache, req, signal), change = this.adapterChange, run = change ? change.then(queue, queue) : queue();
+    // A long prefill goes in steps of PREFILL_CHUNK tokens, each queued apart: other requests' decode steps run between them.
+    const parts = prefillChunks(req, this.opts.prefillChunk) ?? [req], change = this.adapterChange;
+    const queue = async () => {
+      for (const part of parts.slice(0, -1)) await this.queue(cache, part, signal);
+      return this.queue(cache, parts.at(-1)!, signal);
+    };
+    const run = change ? change.then(queue, queue) : queue();
     this.steps.add(run, [cache]);
     try {
       return await run;
@@ -241,9 +249,14 @@ export class CoalescingBackend implements BatchingBackend {
   private async flush(): Promise<void> {
     if (this.running) return;
     const batch: Pending[] = [], later: Pending[] = [], seen = new Set<CacheHandle>();
+    // One prefill a run, the shortest: the engine steps prefills one after another, and a run's results come back
+    // together, so a short prompt's first token would wait for another's prefill (a chunk of it) stepped after it.
+    const fed = (p: Pending) => p.req.tokens.reduce((n, t) => n + t.length, 0);
+    const prefills = this.pending.filter((p) => !p.req.draft && p.req.tokens.some((t) => t.length > 1));
+    const prefill = prefills.length ? prefills.reduce((a, b) => (fed(b) < fed(a) ? b : a)) : undefined;
     let rows = 0;
     for (const p of this.pending) {
-      if (seen.has(p.cache) || (batch.length && rows + p.rows > this.maxRows)) { later.push(p); continue; }
+      if (seen.has(p.cache) || (prefills.includes(p) && p !== prefill) || (batch.length && rows + p.rows > this.maxRows)) { later.push(p); continue; }
       seen.add(p.cache); batch.push(p); rows += p.rows;
     }
     this.pending = later;
@@ -266,6 +279,32 @@ export class CoalescingBackend implements BatchingBackend {
       this.kick();
     }
   }
+}
+
+/**
+ * Tokens a step feeds a row at most: a longer prefill goes in steps of this many (prefillChunks), which take the time
+ * of one step and give the same logits (Qwen2.5-0.5B's shape at q4 on 2 cores: 0.97–1.00× at 1–4K tokens; `npm run
+ * bench -- prefill`), and other requests go on between them instead of waiting for the whole prompt.
+ */
+export const PREFILL_CHUNK = 512;
+
+/**
+ * `req` as steps of at most `chunk` tokens a row, the last of them `req` itself over each row's last tokens (so
+ * its logits, hidden states and sampling are the same); undefined when it needs no splitting, or cannot be split:
+ * guesses (StepRequest.draft), or logits of more positions than a chunk holds ('all': prompt log-probabilities).
+ */
+export function prefillChunks(req: StepRequest, chunk = PREFILL_CHUNK): StepRequest[] | undefined {
+  const want = req.logits ?? 'last';
+  if (req.draft || want === 'all' || (typeof want === 'number' && want > chunk)) return undefined;
+  if (!req.tokens.some((t) => t.length > chunk)) return undefined;
+  const head = req.tokens.map((t) => Math.max(0, t.length - chunk)), parts: StepRequest[] = [];
+  for (let from = 0; from < Math.max(...head); from += chunk) {
+    const cut = (rows: number[][]) => rows.map((r, b) => r.slice(Math.min(from, head[b]), Math.min(from + chunk, head[b])));
+    parts.push({ tokens: cut(req.tokens), ...(req.adapterMask ? { adapterMask: cut(req.adapterMask) } : {}), ...(req.adapterName !== undefined ? { adapterName: req.adapterName } : {}) });
+  }
+  const rest = (rows: number[][]) => rows.map((r, b) => r.slice(head[b]));
+  parts.push({ ...req, tokens: rest(req.tokens), ...(req.adapterMask ? { adapterMask: rest(req.adapterMask) } : {}) });
+  return parts;
 }
 
 /** `req` without its guesses: each row fed up to them, and sampled where decoding one token per step samples. */
