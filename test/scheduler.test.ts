@@ -239,7 +239,7 @@ test('stepMany: a step near the end of the context succeeds; an entry that fails
   }
 });
 
-test('CoalescingBackend: a prefill past PREFILL_CHUNK tokens goes in steps of it, the last the request itself (the same logits, hidden state and sampled token as one step); other requests decode between them, and a shorter prefill goes first', async () => {
+test('CoalescingBackend: a prefill past PREFILL_CHUNK tokens goes in steps of it, the last the request itself (the same logits, hidden state and sampled token as one step); other requests decode between them; prefills in order up to a chunk a run; all or nothing', async () => {
   const lengths = (parts: StepRequest[] | undefined) => parts?.map((p) => p.tokens.map((t) => t.length));
   assert.equal(PREFILL_CHUNK, 512);
   assert.deepEqual(lengths(prefillChunks({ tokens: [ids(1300, 1)] })), [[512], [276], [512]]);
@@ -270,10 +270,24 @@ test('CoalescingBackend: a prefill past PREFILL_CHUNK tokens goes in steps of it
     assert.ok(before >= 2, `${before} decode steps of the other request ran before the prefill ended`);
     assert.deepEqual([chunked.tokens, chunked.positions], [whole.tokens, whole.positions]);
     assert.ok(maxDiff(chunked.logits!, whole.logits!) <= 1e-4 && maxDiff(chunked.hidden!, whole.hidden!) <= 1e-4);
-    // One prefill a run, the shortest first: a short prompt's first token does not wait for a longer one queued with it.
-    const order: string[] = [], [ca, cb] = [await b.newCache(1), await b.newCache(1)];
-    await Promise.all([b.step(ca, { tokens: [ids(300, 5)] }).then(() => order.push('long')), b.step(cb, { tokens: [ids(20, 6)] }).then(() => order.push('short'))]);
-    assert.deepEqual(order, ['short', 'long']);
+    // Prefills in the order they came, up to PREFILL_CHUNK tokens a run (the first whatever its size); a step passed over
+    // holds back its cache's later steps.
+    const order: string[] = [], [ca, cb, cc] = [await b.newCache(1), await b.newCache(1), await b.newCache(1)], runs = b.stats.runs;
+    const step = (c: typeof ca, tokens: number[], name: string) => b.step(c, { tokens: [tokens] }).then(() => order.push(name));
+    await Promise.all([step(ca, ids(300, 5), 'a 300'), step(cb, ids(300, 6), 'b 300'), step(cb, [7], 'b +1'), step(cc, ids(20, 7), 'c 20')]);
+    assert.deepEqual([order, b.stats.runs - runs], [['a 300', 'c 20', 'b 300', 'b +1'], 3]);
+    assert.deepEqual(await b.lengths(cb), [301]);
+    // All or nothing, as one step: refused whole before any part runs (past the context, an unknown token id), and a
+    // part cancelled takes back the parts run (they were left in the cache).
+    const held = await b.newCache(1);
+    await b.step(held, { tokens: [ids(1000, 8)] });
+    await assert.rejects(b.step(held, { tokens: [ids(1300, 9)] }), /exceeds the model's context of 2048 tokens/);
+    await assert.rejects(b.step(held, { tokens: [[...ids(900, 9), V]] }), /outside the vocabulary/);
+    assert.deepEqual(await b.lengths(held), [1000]);
+    const stop = new AbortController(), cancelling = new CoalescingBackend(b.inner, { onRun: () => stop.abort() });
+    await assert.rejects(cancelling.step(held, { tokens: [ids(900, 10)] }, stop.signal), { name: 'AbortError' });
+    assert.deepEqual(await b.lengths(held), [1000]);
+    assert.throws(() => new CoalescingBackend(b.inner, { prefillChunk: 0 }), { message: 'runtime: prefillChunk must be a whole number of tokens from 1, or Infinity, got 0' });
   } finally {
     await m.close();
   }

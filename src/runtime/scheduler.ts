@@ -17,6 +17,7 @@ import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { onAbort } from './abort.ts';
+import { shown } from '../show.ts';
 
 /** Per entry of a stepMany call: its result, or why that entry failed (the others are unaffected). */
 export type StepManyResult = StepResult | { error: RemoteError };
@@ -86,7 +87,8 @@ export class AbortedError extends Error {
 /** One session run of the coalescer: entries (caches) and rows stepped, and its duration. */
 export interface RunStats { entries: number; rows: number; ms: number }
 
-interface Pending { cache: CacheHandle; req: StepRequest; rows: number; resolve: (r: StepResult) => void; reject: (e: Error) => void; signal?: AbortSignal }
+/** A queued step; `fed`: the tokens it prefills (rows fed more than one, guesses aside), which PREFILL_CHUNK bounds per run. */
+interface Pending { cache: CacheHandle; req: StepRequest; rows: number; fed: number; resolve: (r: StepResult) => void; reject: (e: Error) => void; signal?: AbortSignal }
 
 export interface CoalescingOptions {
   /** Most rows stepped in one run (further steps wait for the next run). Default 64. */
@@ -114,7 +116,10 @@ export class CoalescingBackend implements BatchingBackend {
 
   constructor(readonly inner: BatchingBackend, private readonly opts: CoalescingOptions = {}) {
     this.maxRows = opts.maxRows ?? 64;
+    this.prefillChunk = opts.prefillChunk ?? PREFILL_CHUNK;
+    if (!(Number.isInteger(this.prefillChunk) && this.prefillChunk >= 1) && this.prefillChunk !== Infinity) throw new Error(`runtime: prefillChunk must be a whole number of tokens from 1, or Infinity, got ${shown(opts.prefillChunk)}`);
   }
+  private readonly prefillChunk: number;
 
   get config(): ModelConfig { return this.inner.config; }
   get hasLora(): boolean { return this.inner.hasLora; }
@@ -122,11 +127,9 @@ export class CoalescingBackend implements BatchingBackend {
 
   async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
     // A long prefill goes in steps of PREFILL_CHUNK tokens, each queued apart: other requests' decode steps run between them.
-    const parts = prefillChunks(req, this.opts.prefillChunk) ?? [req], change = this.adapterChange;
-    const queue = async () => {
-      for (const part of parts.slice(0, -1)) await this.queue(cache, part, signal);
-      return this.queue(cache, parts.at(-1)!, signal);
-    };
+    const V = this.config.vocabSize, known = req.tokens.every((r) => Array.isArray(r) && r.every((t) => Number.isInteger(t) && t >= 0 && t < V));
+    const parts = (known && prefillChunks(req, this.prefillChunk)) || [req], change = this.adapterChange, earlier = this.steps.of(cache);
+    const queue = () => (parts.length === 1 ? this.queue(cache, req, signal) : this.queueParts(cache, req, parts, earlier, signal));
     const run = change ? change.then(queue, queue) : queue();
     this.steps.add(run, [cache]);
     try {
@@ -137,6 +140,31 @@ export class CoalescingBackend implements BatchingBackend {
       throw again(e);
     }
   }
+
+  /**
+   * A split prefill's parts, one after another; all or nothing, as the step it stands for: one that one step would be
+   * refused (past the context) goes whole, to be refused so, and a part refused or cancelled takes back the parts run.
+   */
+  private async queueParts(cache: CacheHandle, req: StepRequest, parts: StepRequest[], earlier: Promise<unknown>[], signal?: AbortSignal): Promise<StepResult> {
+    this.splits++;
+    try {
+      await Promise.allSettled(earlier);
+      const start = await this.inner.lengths(cache);
+      if (start.some((n, b) => n + (req.tokens[b]?.length ?? 0) > this.config.maxPositionEmbeddings)) return await this.queue(cache, req, signal);
+      try {
+        for (const part of parts.slice(0, -1)) await this.queue(cache, part, signal);
+        return await this.queue(cache, parts.at(-1)!, signal);
+      } catch (e) {
+        await Promise.all(start.map((n, row) => this.inner.truncate(cache, row, n))).catch(() => {}); // (a closed model: gone anyway)
+        throw e;
+      }
+    } finally {
+      this.splits--;
+      this.kick();
+    }
+  }
+  /** Split prefills under way (idle() waits for them: between two parts nothing is queued). */
+  private splits = 0;
 
   /** Each cache's steps queued or running here. */
   private readonly steps = new RunsByKey<CacheHandle>();
@@ -154,7 +182,9 @@ export class CoalescingBackend implements BatchingBackend {
     if (this.closing) return Promise.reject(new ModelClosedError());
     if (signal?.aborted) return Promise.reject(new AbortedError());
     return new Promise<StepResult>((resolve, reject) => {
-      const p: Pending = { cache, req, rows: req.tokens.length, resolve, reject, signal };
+      // (A malformed request counts as no prefill: the engine refuses it by name.)
+      const rows = Array.isArray(req.tokens) ? req.tokens : [], fed = req.draft ? 0 : rows.reduce((n, t) => n + (Array.isArray(t) && t.length > 1 ? t.length : 0), 0);
+      const p: Pending = { cache, req, rows: rows.length, fed, resolve, reject, signal };
       if (signal) {
         const abort = () => {
           const i = this.pending.indexOf(p);
@@ -184,7 +214,7 @@ export class CoalescingBackend implements BatchingBackend {
 
   /** Resolves once nothing is queued or running. */
   idle(): Promise<void> {
-    if (!this.running && !this.pending.length) return Promise.resolve();
+    if (!this.running && !this.pending.length && !this.splits) return Promise.resolve();
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
@@ -238,7 +268,7 @@ export class CoalescingBackend implements BatchingBackend {
   private kick(): void {
     if (this.running || this.scheduled) return;
     if (!this.pending.length) {
-      for (const w of this.idleWaiters.splice(0)) w();
+      if (!this.splits) for (const w of this.idleWaiters.splice(0)) w();
       return;
     }
     this.scheduled = true;
@@ -249,15 +279,14 @@ export class CoalescingBackend implements BatchingBackend {
   private async flush(): Promise<void> {
     if (this.running) return;
     const batch: Pending[] = [], later: Pending[] = [], seen = new Set<CacheHandle>();
-    // One prefill a run, the shortest: the engine steps prefills one after another, and a run's results come back
-    // together, so a short prompt's first token would wait for another's prefill (a chunk of it) stepped after it.
-    const fed = (p: Pending) => p.req.tokens.reduce((n, t) => n + t.length, 0);
-    const prefills = this.pending.filter((p) => !p.req.draft && p.req.tokens.some((t) => t.length > 1));
-    const prefill = prefills.length ? prefills.reduce((a, b) => (fed(b) < fed(a) ? b : a)) : undefined;
-    let rows = 0;
+    // Prefills in the order they came, up to PREFILL_CHUNK tokens a run (the first whatever its size): the engine steps
+    // them one after another and a run's results come back together, so a short prompt's first token waits for one
+    // chunk of a long prompt at most, not for every prompt queued with it. A step passed over holds back the later
+    // steps of its cache (they keep their order).
+    let rows = 0, fed = 0;
     for (const p of this.pending) {
-      if (seen.has(p.cache) || (prefills.includes(p) && p !== prefill) || (batch.length && rows + p.rows > this.maxRows)) { later.push(p); continue; }
-      seen.add(p.cache); batch.push(p); rows += p.rows;
+      if (seen.has(p.cache) || (batch.length && (rows + p.rows > this.maxRows || (p.fed && fed && fed + p.fed > this.prefillChunk)))) { seen.add(p.cache); later.push(p); continue; }
+      seen.add(p.cache); batch.push(p); rows += p.rows; fed += p.fed;
     }
     this.pending = later;
     if (!batch.length) { this.kick(); return; }
@@ -283,7 +312,7 @@ export class CoalescingBackend implements BatchingBackend {
 
 /**
  * Tokens a step feeds a row at most: a longer prefill goes in steps of this many (prefillChunks), which take the time
- * of one step and give the same logits (Qwen2.5-0.5B's shape at q4 on 2 cores: 0.97–1.00× at 1–4K tokens; `npm run
+ * of one step and give the same logits (Qwen2.5-0.5B's shape at q4 on 2 cores: 0.99–1.01× at 1–4K tokens; `npm run
  * bench -- prefill`), and other requests go on between them instead of waiting for the whole prompt.
  */
 export const PREFILL_CHUNK = 512;
