@@ -364,8 +364,13 @@ test('tokenizer.json that parses but cannot tokenize, and a llama2.c tokenizer p
   assert.throws(withJson(() => {}), { message: `tokenizer: ${configFile}: must hold a JSON object, got []` });
   for (const [k, v] of [['eos_token', '<|nope|>'], ['bos_token', { content: '<s2>', special: true }]] as const) {
     fs.writeFileSync(configFile, JSON.stringify({ [k]: v }));
-    assert.throws(withJson(() => {}), { message: `tokenizer: ${dir}: tokenizer_config.json's "${k}" is "${typeof v === 'string' ? v : v.content}", which is not a token of tokenizer.json's vocabulary` });
+    assert.throws(withJson(() => {}), { message: `tokenizer: ${dir}: its ${k} "${typeof v === 'string' ? v : v.content}" (from tokenizer_config.json or special_tokens_map.json) is not a token of tokenizer.json's vocabulary` });
   }
+  // (One that special_tokens_map.json gives where tokenizer_config.json has none, as older folders keep them.)
+  fs.writeFileSync(configFile, '{}');
+  fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ eos_token: '<|nope|>' }));
+  assert.throws(withJson(() => {}), { message: `tokenizer: ${dir}: its eos_token "<|nope|>" (from tokenizer_config.json or special_tokens_map.json) is not a token of tokenizer.json's vocabulary` });
+  fs.rmSync(path.join(dir, 'special_tokens_map.json'));
   for (const f of ['special_tokens_map.json', 'chat_template.json']) {
     fs.writeFileSync(path.join(dir, f), '"x"');
     assert.throws(withJson(() => {}), { message: `tokenizer: ${path.join(dir, f)}: must hold a JSON object, got "x"` });

@@ -232,7 +232,6 @@ class ShardedWeights implements WeightSource {
   }
 }
 
-const readJson = (file: string): Record<string, unknown> => readJsonObject(file);
 
 /**
  * The sampling a model folder's generation_config.json asks for (generationSampling's temperature, top_p, top_k,
@@ -280,7 +279,7 @@ export function generationSampling(dir: string): GenerationSampling | undefined 
 /**
  * What a folder's generation_config.json asks of sampling that is not taken, as notes: what edgereason's sampler does
  * not do (n-gram blocking, typical sampling), and values that are no sampling values (a temperature of "hot", a top_p
- * of 2), left out rather than dropped unsaid. Said where that file's sampling is taken (chat, serve).
+ * of 2), left out rather than dropped unsaid. Said where that file's sampling is taken or suggested (chat, serve, answer, eval).
  */
 export function generationNotes(dir: string): string[] {
   const { g = {}, problem } = generationConfig(dir), file = path.join(dir, 'generation_config.json');
@@ -299,13 +298,13 @@ export function loadHfFolder(dir: string): { config: ModelConfig; weights: Weigh
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) { checkLink(configFile); throw new Error(`${dir}: no config.json, not a Hugging Face model folder`); }
   const genFile = path.join(dir, 'generation_config.json');
-  const raw = readJson(configFile), { config, window } = parseHf(raw, configFile, fs.existsSync(genFile) ? readJson(genFile) : {});
+  const raw = readJsonObject(configFile), { config, window } = parseHf(raw, configFile, fs.existsSync(genFile) ? readJsonObject(genFile) : {});
 
   const single = path.join(dir, 'model.safetensors'), index = path.join(dir, 'model.safetensors.index.json');
   let weights: WeightSource;
   if (fs.existsSync(single)) weights = openSafetensors(single);
   else if (fs.existsSync(index)) {
-    const map = readJson(index).weight_map as Record<string, string> | undefined;
+    const map = readJsonObject(index).weight_map as Record<string, string> | undefined;
     if (!map || typeof map !== 'object' || Array.isArray(map)) throw new Error(`${index}: no "weight_map" object (tensor name → shard file)${map === undefined ? '' : `, got ${shown(map)}`}`);
     const shards = new Map<string, SafetensorsFile>(), where = new Map<string, SafetensorsFile>();
     for (const [tensor, shard] of Object.entries(map)) {

@@ -234,7 +234,7 @@ export class HfTokenizer implements TextTokenizer {
     const id = (k: string) => special[k] === undefined ? undefined : tokenizer.token_to_id(special[k]);
     // One the vocabulary lacks would leave generation nothing to stop on, and be spelt out in pieces where a template writes it.
     for (const k of ['bos_token', 'eos_token']) {
-      if (special[k] !== undefined && id(k) == null) throw new Error(`tokenizer: ${name}: tokenizer_config.json's "${k}" is ${JSON.stringify(special[k])}, which is not a token of tokenizer.json's vocabulary`);
+      if (special[k] !== undefined && id(k) == null) throw new Error(`tokenizer: ${name}: its ${k} ${JSON.stringify(special[k])} (from tokenizer_config.json or special_tokens_map.json) is not a token of tokenizer.json's vocabulary`);
     }
     this.bosTokenId = id('bos_token') ?? opts.bosTokenId;
     const eos = id('eos_token');
