@@ -2,7 +2,8 @@
  * Continuous batching at the Backend boundary. Every request keeps its own generation loop (generateBatch,
  * answer(), ...) over its own KV caches; a CoalescingBackend collects the `step()` calls those loops issue while a
  * session run is in flight (or within the same tick) and executes them together through `stepMany`: the decode
- * steps of all requests become ONE session run over their rows (Engine.stepMany), multi-token prefills run alone.
+ * steps of all requests become ONE session run over their rows (Engine.stepMany), multi-token prefills run alone,
+ * a prompt past PREFILL_CHUNK tokens in parts of that many, prefills in the order they came up to that many a run.
  * A request that arrives while others decode joins the next run; a finished or cancelled one simply stops
  * stepping. Each row keeps its own adapter mask, sampling parameters and seeded draws, so a sequence produces the
  * same tokens alone or batched with others.
