@@ -13,6 +13,7 @@ import { generateBatch, type Completion } from '../src/runtime/generate.ts';
 import { type StepRequest, type StepResult } from '../src/runtime/backend.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { loadAdapter } from '../src/io/peft.ts';
+import { answer } from '../src/reason/answer.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 import { maxDiff } from './helpers/numeric.ts';
 
@@ -239,7 +240,7 @@ test('stepMany: a step near the end of the context succeeds; an entry that fails
   }
 });
 
-test('CoalescingBackend: a prefill past PREFILL_CHUNK tokens goes in steps of it, the last the request itself (the same logits, hidden state and sampled token as one step); other requests decode between them; prefills in order up to a chunk a run; all or nothing', async () => {
+test('CoalescingBackend: a prefill past PREFILL_CHUNK tokens goes in steps of it, the last the request itself (the same logits, hidden state and sampled token as one step); other requests decode between them; prefills in order up to a chunk a run; all or nothing; a generation\'s signal stops it between parts', async () => {
   const lengths = (parts: StepRequest[] | undefined) => parts?.map((p) => p.tokens.map((t) => t.length));
   assert.equal(PREFILL_CHUNK, 512);
   assert.deepEqual(lengths(prefillChunks({ tokens: [ids(1300, 1)] })), [[512], [276], [512]]);
@@ -287,6 +288,14 @@ test('CoalescingBackend: a prefill past PREFILL_CHUNK tokens goes in steps of it
     const stop = new AbortController(), cancelling = new CoalescingBackend(b.inner, { onRun: () => stop.abort() });
     await assert.rejects(cancelling.step(held, { tokens: [ids(900, 10)] }, stop.signal), { name: 'AbortError' });
     assert.deepEqual(await b.lengths(held), [1000]);
+    // A generation's signal stops its split prefill between parts (generate, complete): the rest never runs, and the
+    // result says cancelled, with no tokens.
+    const halt = new AbortController(), halting = new CoalescingBackend(b.inner, { onRun: () => halt.abort() });
+    const [cut] = await generateBatch(halting, m.tokenizer, [ids(1300, 11)], [{ maxTokens: 4 }], undefined, halt.signal);
+    assert.deepEqual([cut.finishReason, cut.tokens, halting.stats.runs], ['cancelled', [], 1]);
+    const halt2 = new AbortController(), halting2 = new CoalescingBackend(b.inner, { onRun: () => halt2.abort() }); // and answer()
+    const r = await answer(withBackend(m, halting2), 'word '.repeat(400), { reasoning: 'off', signal: halt2.signal });
+    assert.deepEqual([r.finishReason, r.usage.promptTokens > 1024 && r.usage.promptTokens < 2048, r.usage.completionTokens, halting2.stats.runs], ['cancelled', true, 0, 1]);
     assert.throws(() => new CoalescingBackend(b.inner, { prefillChunk: 0 }), { message: 'runtime: prefillChunk must be a whole number of tokens from 1, or Infinity, got 0' });
   } finally {
     await m.close();

@@ -42,7 +42,7 @@ import { gateTrip, Router, type RouterGate } from './router.ts';
 import { Verifier } from './verifier.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
 import { jsonConstraint, jsonKey, JSON_STOP } from '../runtime/json-constraint.ts';
-import { ContextLengthError } from '../runtime/errors.ts';
+import { AbortedError, ContextLengthError } from '../runtime/errors.ts';
 import { promptCacheOf, type PromptReuse } from '../runtime/prompt-cache.ts';
 
 export const THINK_OPEN = '<think>';
@@ -126,7 +126,7 @@ export interface Prefill {
  * so its logits and hidden state are the base model's, and the reasoning route starts from the invocation's
  * logits without another step; the direct route truncates the invocation away.
  */
-export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = [], invocationAdapter = true, reuse?: PromptReuse): Promise<Prefill> {
+export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 1 = 0, invocation: number[] = [], invocationAdapter = true, reuse?: PromptReuse, signal?: AbortSignal): Promise<Prefill> {
   // With `reuse` (base weights only): from the longest kept beginning of the prompt on, and the prompt kept after.
   const hit = adapterMask ? undefined : await reuse?.take(ids);
   const cache = hit?.cache ?? await backend.newCache(1), cached = hit?.length ?? 0;
@@ -134,7 +134,7 @@ export async function prefill(backend: Backend, ids: number[], adapterMask: 0 | 
   try {
     const tokens = [...ids.slice(cached), ...invocation], own = ids.length - cached;
     const mask = adapterMask || (invocation.length && invocationAdapter) ? [tokens.map((_, i) => (adapterMask || i >= own ? 1 : 0))] : undefined;
-    const r = await backend.step(cache, { tokens: [tokens], ...(mask ? { adapterMask: mask } : {}), logits: L, want: { logits: true, hidden: true } });
+    const r = await backend.step(cache, { tokens: [tokens], ...(mask ? { adapterMask: mask } : {}), logits: L, want: { logits: true, hidden: true } }, signal);
     if (reuse && !adapterMask) await reuse.put(ids, cache);
     return {
       cache, logits: r.logits!.slice(0, V), hidden: r.hidden!.slice(0, H), cached,
@@ -571,22 +571,32 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     const router = mode === 'auto' && reasons && !closedByTemplate ? aux.router : undefined;
     const routeFor = (score?: number): Route => (mode === 'off' || !reasons || closedByTemplate || !roomToReason ? 'direct' : !router || score! >= router.threshold ? 'reasoning' : 'direct');
 
-    // Cancelled before any work: nothing is encoded. The route is the one known without the prompt's encoding (a
-    // router's is not: said to be direct, and not reported through onRoute).
-    if (opts.signal?.aborted) {
+    // Cancelled before any work, or during the prompt's encoding (a long one stops between its parts): no answer. The
+    // route is the one known without the prompt's encoding (a router's is not: said to be direct, and not reported
+    // through onRoute).
+    const cancelled = async () => {
       await backend.free(await backend.newCache(1)); // a closed model refuses the call, cancelled or not
       const reasoning = !router && routeFor() === 'reasoning';
       if (!router) opts.onRoute?.(reasoning ? 'reasoning' : 'direct', undefined);
       const none = Array.from({ length: reasoning ? n : 1 }, () => new Sequence(tok, { ...sampling(reasoning ? 'reasoning' : 'direct'), seed, maxTokens: 1 }, ids.length, undefined, [], ids));
       none.forEach((s) => s.cancel());
       return result(none, reasoning, reasoning ? reasonLen : ids.length);
-    }
+    };
+    if (opts.signal?.aborted) return await cancelled();
 
     // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
     //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
     const spec = reasons && !classic && mode !== 'off' && !closedByTemplate ? [...invocation, ...control] : [];
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
-    if (!(mode === 'on' && classic)) { base = await prefill(backend, ids, 0, speculate ? spec : [], !native, promptCacheOf(backend)?.within(opts.cacheSalt ?? '')); handles.add(base.cache); }
+    if (!(mode === 'on' && classic)) {
+      try {
+        base = await prefill(backend, ids, 0, speculate ? spec : [], !native, promptCacheOf(backend)?.within(opts.cacheSalt ?? ''), opts.signal);
+      } catch (e) {
+        if (e instanceof AbortedError && opts.signal?.aborted) return await cancelled();
+        throw e;
+      }
+      handles.add(base.cache);
+    }
     // 2. Route by the probe; a gated direct route may still escalate (3).
     routerScore = router && base ? router.score(base.hidden) : undefined;
     const route = routeFor(routerScore);

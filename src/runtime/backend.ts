@@ -63,7 +63,11 @@ export interface Backend {
   readonly config: ModelConfig;
   readonly hasLora: boolean;
   newCache(rows: number): Promise<CacheHandle>;
-  step(cache: CacheHandle, req: StepRequest): Promise<StepResult>;
+  /**
+   * With `signal`, a backend that queues steps (CoalescingBackend) drops one not yet run once it aborts (AbortedError),
+   * and stops a long prefill it splits between its parts, taking back the parts run.
+   */
+  step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult>;
   /**
    * A new cache made of the given rows (repeats allowed: forking a prefix); with `length`, only each row's first
    * `length` positions, in a cache just large enough for them (a compact copy).
@@ -258,10 +262,10 @@ export function adapterView(backend: Backend, name: string): Backend {
   let closed = false;
   const open = () => { if (closed) throw new ModelClosedError(); };
   const view = delegate(session, {
-    step: async (cache, req) => {
+    step: async (cache, req, signal) => {
       open();
       // A step still queued when the view closes finds its adapter gone: it fails as the closed model's call it is.
-      try { return await session.step(cache, { ...req, adapterName: req.adapterName ?? name }); } catch (e) { open(); throw e; }
+      try { return await session.step(cache, { ...req, adapterName: req.adapterName ?? name }, signal); } catch (e) { open(); throw e; }
     },
     newCache: async (rows) => { open(); return session.newCache(rows); },
     setAdapter: async (adapter, other) => { open(); return session.setAdapter(adapter, other ?? name); },
@@ -308,7 +312,7 @@ export function delegate(backend: Backend, replace: Partial<Pick<Backend, 'newCa
     get hasLora() { return backend.hasLora; },
     get failed() { return backend.failed; },
     newCache: (rows) => backend.newCache(rows),
-    step: (cache, req) => backend.step(cache, req),
+    step: (cache, req, signal) => backend.step(cache, req, signal),
     select: (cache, rows, length) => backend.select(cache, rows, length),
     gather: (caches) => backend.gather(caches),
     keep: (cache, rows) => backend.keep(cache, rows),

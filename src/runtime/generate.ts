@@ -10,7 +10,7 @@ import { randomInt } from 'node:crypto';
 import { seededRandom, type RowSampling, type SamplingParams, type TokenLogprob } from './sampler.ts';
 import { onAbort } from './abort.ts';
 import { shown } from '../show.ts';
-import { ContextLengthError } from './errors.ts';
+import { AbortedError, ContextLengthError } from './errors.ts';
 
 export interface GenerateOptions extends SamplingParams {
   /** Most tokens to generate (default 256, and never past the model's context). */
@@ -618,7 +618,7 @@ export interface DecodeHooks {
   onEnd?: (seq: number) => void;
   /** Called after each step, before finished rows leave the batch; may cancel sequences (early stop). */
   afterStep?: () => void;
-  /** Aborting cancels every running sequence before the next step. */
+  /** Aborting cancels every running sequence before the next step; a step still queued (or a long prefill between its parts) is dropped. */
   signal?: AbortSignal;
 }
 
@@ -648,13 +648,20 @@ export async function decode(backend: Backend, cache: CacheHandle, seqs: Sequenc
       // ride along with the one fed, in one step (speculative decoding).
       const draft = live.length === 1 && feed[0].length === 1 ? live[0].guess() : undefined;
       const fed = draft ? [[...feed[0], ...draft.tokens]] : feed;
-      const res = await backend.step(cache, {
-        tokens: fed,
-        adapterMask: live.map((s, i) => s.adapterMask(pos[rows[i]], fed[i].length)),
-        sample,
-        ...(draft ? { draft: [draft], logits: draft.tokens.length + 1 } : {}),
-        ...(hooks.onFinish ? { want: { hidden: true } } : {}),
-      });
+      let res;
+      try {
+        res = await backend.step(cache, {
+          tokens: fed,
+          adapterMask: live.map((s, i) => s.adapterMask(pos[rows[i]], fed[i].length)),
+          sample,
+          ...(draft ? { draft: [draft], logits: draft.tokens.length + 1 } : {}),
+          ...(hooks.onFinish ? { want: { hidden: true } } : {}),
+        }, hooks.signal);
+      } catch (e) {
+        if (!(e instanceof AbortedError && hooks.signal?.aborted)) throw e;
+        stopAll(); // (done already by the signal's listener, registered before the step's)
+        break; // the step was dropped
+      }
       rows.forEach((r, i) => { pos[r] += fed[i].length; });
       const cuts: Promise<void>[] = [];
       feed = live.map((s, i) => {

@@ -11,7 +11,7 @@
  * The coalescing runs on the side of the generation loops (the main thread); the engine side (BatchedLocalBackend,
  * in this thread or in the runtime worker) only has to answer `stepMany`.
  */
-import { again, ModelClosedError } from './errors.ts';
+import { AbortedError, again, ModelClosedError } from './errors.ts';
 import type { Model } from './model.ts';
 import { checkSampling, delegate, fromRemote, keepGuessed, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
 import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
@@ -79,10 +79,6 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
 
   private kv(h: CacheHandle): KVCache { return (this as unknown as { cache(h: CacheHandle): KVCache }).cache(h); }
   private tryKv(h: CacheHandle): KVCache | undefined { try { return this.kv(h); } catch { return undefined; } }
-}
-
-export class AbortedError extends Error {
-  constructor(message = 'request cancelled') { super(message); this.name = 'AbortError'; }
 }
 
 /** One session run of the coalescer: entries (caches) and rows stepped, and its duration. */

@@ -17,7 +17,7 @@ import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
-import { AbortedError } from '../runtime/scheduler.ts';
+import { AbortedError } from '../runtime/errors.ts';
 import { openPromptCacheFile, promptCacheOf } from '../runtime/prompt-cache.ts';
 import { shown } from '../show.ts';
 import { checkKeys, checkValues, is, type Rule } from '../runtime/options.ts';

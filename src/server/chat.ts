@@ -37,8 +37,8 @@ import type { AnswerOptions, AnswerResult, Phase, ReasoningMode, Route, VoteMeth
 import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_PREFIX, UNVOTED, maxThinkingCap, reasoningTokens, templateVars, thinkingModelPrompt } from '../reason/answer.ts';
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { isVerifierVote } from '../reason/vote.ts';
-import { ContextLengthError } from '../runtime/errors.ts';
-import { AbortedError, withBackend } from '../runtime/scheduler.ts';
+import { AbortedError, ContextLengthError } from '../runtime/errors.ts';
+import { withBackend } from '../runtime/scheduler.ts';
 import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList, type GenerateOptions } from '../runtime/generate.ts';
 import { onAbort } from '../runtime/abort.ts';
