@@ -235,7 +235,7 @@ test('several new tokens on several non-empty rows near the end of the context: 
         assert.deepEqual(out.logits.subarray(b * L * V, b * L * V + ref.logits.length), ref.logits, `row ${b}, logits ${logits}`);
         const { kvHeads, headDim: D } = c.shape, cap = both.capacity, n = both.lengths[b];
         for (let h = 0; h < kvHeads; h++) {
-          assert.deepEqual(alone.keys[1].subarray(h * cap * D, (h * cap + n) * D), both.rowView(1, b).k.subarray(h * cap * D, (h * cap + n) * D), `row ${b}: the same cached keys`);
+          assert.deepEqual(alone.keys[1].subarray(h * cap * D, (h * cap + n) * D), both.view(b, 1).keys[1].subarray(h * cap * D, (h * cap + n) * D), `row ${b}: the same cached keys`);
         }
       }
     }

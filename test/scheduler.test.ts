@@ -94,7 +94,7 @@ test('Engine.stepMany: one batched run equals stepping each cache alone (rows jo
   assert.throws(() => e.validate(fresh, { tokens: [[V]] }), /outside the vocabulary/);
   await assert.rejects(e.stepMany([{ cache: b[0], input: { tokens: [[1], [1]] } }, { cache: b[0], input: { tokens: [[1], [1]] } }]), /same cache twice/);
   // Once a long row has left, the batch cache is rebuilt small (every step attends over its whole capacity).
-  const mirror = () => (e as unknown as { mirrors: Map<string, { cache: KVCache; rowCap: number }> }).mirrors.get('')!;
+  const mirror = () => (e as unknown as { mirrors: Map<string, { cache: KVCache }> }).mirrors.get('')!;
   const long = e.newCache(1);
   await e.step(long, { tokens: [ids(700, 5)] });
   const decode = (cs: KVCache[], t: number) => cs.map((c) => ({ cache: c, input: { tokens: c.lengths.map((_, r) => [(t + r) % V]) } }));
@@ -109,7 +109,7 @@ test('Engine.stepMany: one batched run equals stepping each cache alone (rows jo
     const alone = [await e.step(a[3], decode([a[3]], t)[0].input), await e.step(a[2], decode([a[2]], t)[0].input)];
     after.forEach((m, i) => assert.ok(maxDiff(m.logits, alone[i].logits) <= 1e-4, `run ${t}, entry ${i}`));
   }
-  assert.ok(mirror().cache.capacity < 256 && mirror().rowCap === 2, `capacity ${mirror().cache.capacity}, rows ${mirror().rowCap}`);
+  assert.ok(mirror().cache.capacity < 256 && mirror().cache.rows === 2, `capacity ${mirror().cache.capacity}, rows ${mirror().cache.rows}`);
   const after = (await e.stepMany(decode([b[3], b[2]], 99))).map(ok);
   const alone = [await e.step(a[3], decode([a[3]], 99)[0].input), await e.step(a[2], decode([a[2]], 99)[0].input)];
   after.forEach((m, i) => assert.ok(maxDiff(m.logits, alone[i].logits) <= 1e-4, `after the rebuild, entry ${i}`));

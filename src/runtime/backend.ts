@@ -93,12 +93,12 @@ export interface Backend {
 
 /** Backend over an Engine in this thread. */
 export class LocalBackend implements Backend {
-  private caches = new Map<CacheHandle, KVCache>();
+  protected caches = new Map<CacheHandle, KVCache>();
   private next = 1;
   constructor(readonly engine: Engine) {}
 
-  static async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions = {}): Promise<LocalBackend> {
-    return new LocalBackend(await Engine.create(config, model, opts));
+  static async create<T extends LocalBackend>(this: new (engine: Engine) => T, config: ModelConfig, model: Uint8Array | string, opts: EngineOptions = {}): Promise<T> {
+    return new this(await Engine.create(config, model, opts));
   }
 
   get config(): ModelConfig { return this.engine.config; }
@@ -155,7 +155,7 @@ export class LocalBackend implements Backend {
   /** Idempotent; steps already running finish first, and later calls are refused, as the worker backend does. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      await Promise.allSettled(this.running);
+      await Promise.allSettled(this.busy.all());
       this.caches.clear();
       await this.engine.close();
     })();
@@ -164,18 +164,12 @@ export class LocalBackend implements Backend {
 
   private closing?: Promise<void>;
   private get closed(): boolean { return this.closing !== undefined; }
-  private running = new Set<Promise<unknown>>();
   /** The runs in flight per cache they step. */
   private busy = new RunsByKey<KVCache>();
-  /** A session run over `caches`, which close() (and keep, truncate, free of those caches) wait for. */
-  protected async track<T>(run: Promise<T>, caches: KVCache[]): Promise<T> {
-    this.running.add(run);
+  /** A session run over `caches` (at least one), which close() (and keep, truncate, free of those caches) wait for. */
+  protected track<T>(run: Promise<T>, caches: KVCache[]): Promise<T> {
     this.busy.add(run, caches);
-    try {
-      return await run;
-    } finally {
-      this.running.delete(run);
-    }
+    return run;
   }
   /** Resolves once no run over `c` is in flight. */
   private async idle(c: KVCache): Promise<void> {
@@ -183,7 +177,7 @@ export class LocalBackend implements Backend {
   }
   private open(): void { if (this.closed) throw new ModelClosedError(); }
   private register(c: KVCache): CacheHandle { this.open(); const h = this.next++; this.caches.set(h, c); return h; }
-  private cache(h: CacheHandle): KVCache {
+  protected cache(h: CacheHandle): KVCache {
     this.open();
     const c = this.caches.get(h);
     if (!c) throw new Error(`runtime: KV cache ${h} does not exist (freed?)`);

@@ -54,7 +54,7 @@ interface MirrorSlot { owner: KVCache; row: number; version: number }
  * again each step (only rows whose cache changed, or that joined, are copied in).
  */
 interface Mirror {
-  cache: KVCache; rowCap: number; slots: (MirrorSlot | null)[];
+  cache: KVCache; slots: (MirrorSlot | null)[];
   /** Consecutive runs whose rows needed under a quarter of its capacity (see stepBatched). */
   oversizedRuns: number;
 }
@@ -193,7 +193,7 @@ export class Engine {
     const L = input.logits === 'all' ? T : typeof input.logits === 'number' ? input.logits : 1;
     const fresh = cache.lengths.every((l) => l === 0);
     let out: StepOutput;
-    if (T === 1 || (!cache.offset && (rows === 1 || fresh))) out = await this.run(cache, input, counts, T, L, [...Array(rows).keys()]);
+    if (T === 1 || (!cache.offset && (rows === 1 || fresh))) out = await this.run(cache, input, counts, T, L);
     else {
       // GroupQueryAttention takes several new tokens per row over a non-empty cache only at batch 1. Each row runs
       // with its own token count: padded to T, a row near the context would run past the RoPE tables.
@@ -202,7 +202,7 @@ export class Engine {
       for (let b = 0; b < rows; b++) {
         if (!counts[b]) continue;
         const Lb = input.logits === 'all' ? counts[b] : L;
-        const r = cache.offset && counts[b] > 1 ? await this.runUnshared(cache, input, b, counts[b], Lb) : await this.run(cache, input, counts, counts[b], Lb, [b]);
+        const r = cache.offset && counts[b] > 1 ? await this.runUnshared(cache, input, b, counts[b], Lb) : await this.run(cache.view(b, 1), rowInput(input, b), [counts[b]], counts[b], Lb);
         out.logits.set(r.logits, b * L * V);
         out.hidden.set(r.hidden, b * L * Hd);
         out.lse.set(r.lse, b * L);
@@ -232,9 +232,9 @@ export class Engine {
       try { outs[i] = await this.step(entries[i].cache, entries[i].input); } catch (e) { outs[i] = asError(e); }
     };
     // Decode steps batch by adapter: rows of one session run share its LoRA weights.
-    const batches = new Map<string, number[]>();
+    const batches = new Map<string, number[]>(), counts: number[][] = new Array(entries.length);
     entries.forEach((e, i) => {
-      try { this.validate(e.cache, e.input); } catch (err) { outs[i] = asError(err); return; }
+      try { counts[i] = this.validate(e.cache, e.input); } catch (err) { outs[i] = asError(err); return; }
       // A cache whose rows share a prefix steps alone too: the batch cache would copy the prefix into every row.
       if (!e.input.tokens.every((t) => t.length <= 1) || e.cache.offset) return void alone.push(i);
       const name = e.input.adapterName ?? '', same = batches.get(name);
@@ -251,7 +251,7 @@ export class Engine {
       try {
         // One batched run at a time: a second stepMany in flight (two coalescers over one backend) would take the
         // rows of the run in progress for free slots and copy its own over them while that run reads them.
-        const run = this.batchedRuns.then(() => this.stepBatched(batch.map((i) => entries[i]), name));
+        const run = this.batchedRuns.then(() => this.stepBatched(batch.map((i) => entries[i]), batch.map((i) => counts[i]), name));
         this.batchedRuns = run.catch(() => {});
         const r = await run;
         batch.forEach((i, k) => { outs[i] = r[k]; });
@@ -276,8 +276,7 @@ export class Engine {
   /** The batched run in flight, which the next waits for (see stepMany). */
   private batchedRuns: Promise<unknown> = Promise.resolve();
 
-  private async stepBatched(entries: BatchEntry[], adapterName: string): Promise<StepOutput[]> {
-    const counts = entries.map((e) => this.validate(e.cache, e.input));
+  private async stepBatched(entries: BatchEntry[], counts: number[][], adapterName: string): Promise<StepOutput[]> {
     const want: MirrorSlot[] = entries.flatMap((e) => e.cache.lengths.map((_, row) => ({ owner: e.cache, row, version: e.cache.version })));
     const R = want.length, needed = Math.max(...want.map((w) => w.owner.lengths[w.row])) + 1;
     const shape = entries[0].cache.shape;
@@ -287,10 +286,10 @@ export class Engine {
     // the memory. (Row slots left unused cost memory only, not time: a batch that merely shrinks keeps them.)
     if (m) m.oversizedRuns = m.cache.capacity >= 4 * grownCapacity(64, needed) ? m.oversizedRuns + 1 : 0;
     const shrink = !!m && m.oversizedRuns >= SHRINK_AFTER;
-    if (!m || shrink || m.rowCap < R || m.cache.capacity < needed) {
-      const rowCap = pow2(Math.max(R, shrink ? 1 : m?.rowCap ?? 1)), capacity = grownCapacity(shrink ? 64 : m?.cache.capacity ?? 64, needed);
+    if (!m || shrink || m.cache.rows < R || m.cache.capacity < needed) {
+      const rowCap = pow2(Math.max(R, shrink ? 1 : m?.cache.rows ?? 1)), capacity = grownCapacity(shrink ? 64 : m?.cache.capacity ?? 64, needed);
       m?.cache.release(); // no run reads it: batched runs go one at a time (stepMany)
-      m = { cache: new KVCache(shape, rowCap, capacity), rowCap, slots: [], oversizedRuns: 0 };
+      m = { cache: new KVCache(shape, rowCap, capacity), slots: [], oversizedRuns: 0 };
       this.mirrors.set(adapterName, m);
     }
     // Rows still valid where they sit stay; the others fill the free slots and are copied in.
@@ -309,36 +308,32 @@ export class Engine {
       slotOf[i] = free; slots[free] = w;
       copyPositions(w.owner, w.row, m!.cache, free, 0, w.owner.lengths[w.row]);
     });
-    // A view of the first R rows (rows are the outermost dimension, so the prefix is contiguous).
-    const view = new KVCache(shape, 0, m.cache.capacity), rowSize = shape.kvHeads * m.cache.capacity * shape.headDim;
-    view.keys = m.cache.keys.map((k) => k.subarray(0, R * rowSize));
-    view.values = m.cache.values.map((v) => v.subarray(0, R * rowSize));
+    const view = m.cache.view(0, R);
     view.lengths = slots.map((s) => s!.owner.lengths[s!.row]);
     const tokens: number[][] = new Array(R), mask: number[][] = new Array(R), slotCounts: number[] = new Array(R);
     let i = 0;
     entries.forEach((e, k) => e.input.tokens.forEach((t, row) => {
       const s = slotOf[i++];
       tokens[s] = t; slotCounts[s] = counts[k][row];
-      mask[s] = t.map((_, j) => e.input.adapterMask?.[row]?.[j] ?? 0);
+      mask[s] = e.input.adapterMask?.[row] ?? [];
     }));
-    this.mirrors.set(adapterName, { ...m, slots });
-    const out = await this.run(view, { tokens, adapterMask: mask, adapterName }, slotCounts, 1, 1, [...Array(R).keys()]);
+    m.slots = slots;
+    const out = await this.run(view, { tokens, adapterMask: mask, adapterName }, slotCounts, 1, 1);
     // Copy each row's new position back into its own cache; split logits / hidden states per entry.
     const V = this.config.vocabSize, Hd = this.config.hiddenSize, results: StepOutput[] = [];
     i = 0;
     entries.forEach((e, k) => {
       const c = e.cache, rows = c.rows;
       c.ensureCapacity(Math.max(...c.lengths) + 1);
-      const res: StepOutput = { logits: new Float32Array(rows * V), hidden: new Float32Array(rows * Hd), lse: new Float32Array(rows), positions: 1 };
+      const at = slotOf.slice(i, i + rows);
       for (let row = 0; row < rows; row++) {
         const s = slotOf[i++], n = counts[k][row], len = c.lengths[row];
         copyPositions(view, s, c, row, len, len + n);
         c.advance(row, n);
-        res.logits.set(out.logits.subarray(s * V, (s + 1) * V), row * V);
-        res.hidden.set(out.hidden.subarray(s * Hd, (s + 1) * Hd), row * Hd);
-        res.lse[row] = out.lse[s];
       }
-      results.push(res);
+      // Rows in consecutive slots (always so for a one-row entry) read the run's outputs in place; others are gathered.
+      const pick = (a: Float32Array, w: number) => at.every((s, r) => s === at[0] + r) ? a.subarray(at[0] * w, (at[0] + rows) * w) : gather(a, at, w);
+      results.push({ logits: pick(out.logits, V), hidden: pick(out.hidden, Hd), lse: pick(out.lse, 1), positions: 1 });
     });
     for (const s of slots) if (s) s.version = s.owner.version;
     return results;
@@ -369,27 +364,26 @@ export class Engine {
     const len = cache.lengths[b], row = this.newCache(1, grownCapacity(64, len + n));
     copyPositions(cache, b, row, 0, 0, len);
     row.lengths[0] = len;
-    const one = { ...input, tokens: [input.tokens[b]], adapterMask: input.adapterMask && [input.adapterMask[b]] };
     try {
-      const out = await this.run(row, one, [n], n, L, [0]);
+      const out = await this.run(row, rowInput(input, b), [n], n, L);
       copyPositions(row, 0, cache, b, len, len + n);
       return out;
     } finally { row.release(); }
   }
 
-  /** One session run over the given cache rows (all rows, or a single row through views of the buffers). */
-  private async run(cache: KVCache, input: StepInput, counts: number[], T: number, L: number, rowsIn: number[]): Promise<StepOutput> {
-    const B = rowsIn.length, all = B === cache.rows;
+  /** One session run over every row of `cache` (a view, KVCache.view, to run some rows of a larger one). */
+  private async run(cache: KVCache, input: StepInput, counts: number[], T: number, L: number): Promise<StepOutput> {
+    const B = cache.rows;
     const ids = new BigInt64Array(B * T), mask = new Float32Array(B * T), seqlens = new Int32Array(B), index = new BigInt64Array(B * L);
-    rowsIn.forEach((row, b) => {
-      for (let t = 0; t < counts[row]; t++) {
-        ids[b * T + t] = BigInt(input.tokens[row][t]);
-        mask[b * T + t] = input.adapterMask?.[row]?.[t] ?? 0;
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < counts[b]; t++) {
+        ids[b * T + t] = BigInt(input.tokens[b][t]);
+        mask[b * T + t] = input.adapterMask?.[b]?.[t] ?? 0;
       }
       // An idle row (no new tokens) at the end of the context would put its padding past the RoPE tables.
-      seqlens[b] = counts[row] ? cache.lengths[row] + T - 1 : Math.min(cache.lengths[row] + T, this.config.maxPositionEmbeddings) - 1;
-      for (let i = 0; i < L; i++) index[b * L + i] = BigInt(input.logits === 'all' ? i : Math.max(0, counts[row] - L + i));
-    });
+      seqlens[b] = counts[b] ? cache.lengths[b] + T - 1 : Math.min(cache.lengths[b] + T, this.config.maxPositionEmbeddings) - 1;
+      for (let i = 0; i < L; i++) index[b * L + i] = BigInt(input.logits === 'all' ? i : Math.max(0, counts[b] - L + i));
+    }
     const { kvHeads, headDim: D } = cache.shape, dims = [B, kvHeads, cache.capacity, D];
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [B, T]),
@@ -398,12 +392,11 @@ export class Engine {
       logits_index: new ort.Tensor('int64', index, [B, L]),
     };
     const fetches: Record<string, ort.Tensor | null> = { logits: null, hidden_states: null, logits_lse: null };
-    const views = Array.from({ length: this.config.numLayers }, (_, l) => (all ? { k: cache.keys[l], v: cache.values[l] } : cache.rowView(l, rowsIn[0])));
-    views.forEach((view, l) => {
-      feeds[`past_key.${l}`] = new ort.Tensor('float32', view.k, dims);
-      feeds[`past_value.${l}`] = new ort.Tensor('float32', view.v, dims);
+    for (let l = 0; l < this.config.numLayers; l++) {
+      feeds[`past_key.${l}`] = new ort.Tensor('float32', cache.keys[l], dims);
+      feeds[`past_value.${l}`] = new ort.Tensor('float32', cache.values[l], dims);
       fetches[`new_key.${l}`] = null; fetches[`new_value.${l}`] = null;
-    });
+    }
     if (this.sharesPrefix) {
       const P = cache.offset, none = new Float32Array(0);
       for (let l = 0; l < this.config.numLayers; l++) {
@@ -419,16 +412,16 @@ export class Engine {
     try { out = await this.session.run(feeds, fetches); } catch (e) { throw new OnnxRuntimeError(`runtime: onnxruntime failed to run the model's graph on ${B} row${B === 1 ? '' : 's'} of ${T} token${T === 1 ? '' : 's'}: ${(e as Error).message}`, { cause: e }); }
     // Write the new rows [B, Hkv, T, D] into the cache at each row's positions lengths .. lengths + T - 1.
     const cap = cache.capacity;
-    views.forEach((view, l) => {
-      for (const [dst, rows] of [[view.k, out[`new_key.${l}`].data], [view.v, out[`new_value.${l}`].data]] as [Float32Array, Float32Array][]) {
-        rowsIn.forEach((row, b) => {
+    for (let l = 0; l < this.config.numLayers; l++) {
+      for (const [dst, rows] of [[cache.keys[l], out[`new_key.${l}`].data], [cache.values[l], out[`new_value.${l}`].data]] as [Float32Array, Float32Array][]) {
+        for (let b = 0; b < B; b++) {
           for (let h = 0; h < kvHeads; h++) {
             const src = (b * kvHeads + h) * T * D;
-            dst.set(rows.subarray(src, src + T * D), ((b * kvHeads + h) * cap + cache.lengths[row] - cache.offset) * D);
+            dst.set(rows.subarray(src, src + T * D), ((b * kvHeads + h) * cap + cache.lengths[b] - cache.offset) * D);
           }
-        });
+        }
       }
-    });
+    }
     return { logits: out.logits.data as Float32Array, hidden: out.hidden_states.data as Float32Array, lse: out.logits_lse.data as Float32Array, positions: L };
   }
 
@@ -448,6 +441,16 @@ export class Engine {
     return new ort.Tensor('float32', new Float32Array(0), isA ? [0, other] : [other, 0]);
   }
 }
+
+/** Rows `at` (each `w` floats) of `a`, in a new array. */
+const gather = (a: Float32Array, at: number[], w: number): Float32Array => {
+  const out = new Float32Array(at.length * w);
+  at.forEach((s, r) => out.set(a.subarray(s * w, (s + 1) * w), r * w));
+  return out;
+};
+
+/** Row `b` of a step's input, as a one-row step's. */
+const rowInput = (input: StepInput, b: number): StepInput => ({ ...input, tokens: [input.tokens[b]], adapterMask: input.adapterMask && [input.adapterMask[b]] });
 
 const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 

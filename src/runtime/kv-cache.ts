@@ -42,7 +42,7 @@ export class KVCache {
   /** Makes room for `needed` positions in every row. */
   ensureCapacity(needed: number): void {
     if (needed - this.offset <= this.capacity) return;
-    this.relayout(this.lengths.map((_, i) => i), grownCapacity(this.capacity, needed - this.offset));
+    this.grow(grownCapacity(this.capacity, needed - this.offset));
     this.version++;
   }
 
@@ -63,8 +63,8 @@ export class KVCache {
     const out = new KVCache(this.shape, 0, this.capacity);
     out.prefix = this.prefix;
     out.lengths = rows.map((r) => this.lengths[r]);
-    out.keys = this.keys.map((k) => gatherRows(k, rows, this.rowSize, this.rowSize));
-    out.values = this.values.map((v) => gatherRows(v, rows, this.rowSize, this.rowSize));
+    out.keys = this.keys.map((k) => gatherRows(k, rows, this.rowSize));
+    out.values = this.values.map((v) => gatherRows(v, rows, this.rowSize));
     return out;
   }
 
@@ -168,24 +168,24 @@ export class KVCache {
     this.version++;
   }
 
-  /** Row `row`'s own slice of layer `layer` ([1, kvHeads, capacity, headDim] views, no copy). */
-  rowView(layer: number, row: number): { k: Float32Array; v: Float32Array } {
-    const n = this.rowSize;
-    return { k: this.keys[layer].subarray(row * n, (row + 1) * n), v: this.values[layer].subarray(row * n, (row + 1) * n) };
+  /** Rows from .. from + count - 1 as a cache over the same buffers (no copy; rows are the outermost dimension) and prefix. */
+  view(from: number, count: number): KVCache {
+    const v = new KVCache(this.shape, 0, this.capacity), n = this.rowSize;
+    v.keys = this.keys.map((k) => k.subarray(from * n, (from + count) * n));
+    v.values = this.values.map((x) => x.subarray(from * n, (from + count) * n));
+    v.lengths = this.lengths.slice(from, from + count);
+    v.prefix = this.prefix;
+    return v;
   }
 
   private get rowSize(): number { return this.shape.kvHeads * this.capacity * this.shape.headDim; }
 
-  private relayout(rows: number[], capacity: number): void {
-    const { kvHeads, headDim: d } = this.shape, oldCap = this.capacity;
+  /** Moves every row into buffers of a larger `capacity` (positions stay where they are in each head). */
+  private grow(capacity: number): void {
+    const { kvHeads, headDim: d } = this.shape, oldCap = this.capacity, heads = this.rows * kvHeads;
     const move = (buf: Float32Array) => {
-      const out = zeros(rows.length * kvHeads * capacity * d);
-      rows.forEach((r, i) => {
-        for (let h = 0; h < kvHeads; h++) {
-          const src = (r * kvHeads + h) * oldCap * d, dst = (i * kvHeads + h) * capacity * d;
-          out.set(buf.subarray(src, src + Math.min(oldCap, capacity) * d), dst);
-        }
-      });
+      const out = zeros(heads * capacity * d);
+      for (let h = 0; h < heads; h++) out.set(buf.subarray(h * oldCap * d, (h + 1) * oldCap * d), h * capacity * d);
       return out;
     };
     const keys = this.keys.map(move), values = this.values.map(move);
@@ -234,9 +234,9 @@ export function copyPositions(src: KVCache, srcRow: number, dst: KVCache, dstRow
   }
 }
 
-function gatherRows(buf: Float32Array, rows: number[], srcSize: number, dstSize: number): Float32Array {
-  const out = zeros(rows.length * dstSize, true); // every row set below, whole
-  rows.forEach((r, i) => out.set(buf.subarray(r * srcSize, r * srcSize + dstSize), i * dstSize));
+function gatherRows(buf: Float32Array, rows: number[], size: number): Float32Array {
+  const out = zeros(rows.length * size, true); // every row set below, whole
+  rows.forEach((r, i) => out.set(buf.subarray(r * size, (r + 1) * size), i * size));
   return out;
 }
 

@@ -14,7 +14,7 @@
 import { AbortedError, again, ModelClosedError } from './errors.ts';
 import type { Model } from './model.ts';
 import { checkSampling, delegate, fromRemote, keepGuessed, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
-import { Engine, type AdapterTensors, type EngineOptions } from './engine.ts';
+import type { AdapterTensors } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { onAbort } from './abort.ts';
@@ -30,10 +30,6 @@ export interface BatchingBackend extends Backend {
 
 /** LocalBackend plus `stepMany` (Engine.stepMany over the caches it holds). The runtime worker runs this one. */
 export class BatchedLocalBackend extends LocalBackend implements BatchingBackend {
-  static override async create(config: ModelConfig, model: Uint8Array | string, opts: EngineOptions = {}): Promise<BatchedLocalBackend> {
-    return new BatchedLocalBackend(await Engine.create(config, model, opts));
-  }
-
   async stepMany(caches: CacheHandle[], reqs: StepRequest[]): Promise<StepManyResult[]> {
     if (caches.length !== reqs.length) throw new Error(`runtime: stepMany got ${caches.length} caches and ${reqs.length} requests`);
     const out: StepManyResult[] = new Array(caches.length), ok: number[] = [], seen = new Set<CacheHandle>();
@@ -42,7 +38,7 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
       try {
         if (seen.has(h)) throw new Error(`runtime: KV cache ${h} appears twice in one batched step`);
         seen.add(h);
-        this.kv(h); // throws for a cache that does not exist
+        this.cache(h); // throws for a cache that does not exist
         checkSampling(reqs[i]);
         ok.push(i);
       } catch (e) {
@@ -55,13 +51,13 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
     const used = reqs.slice(), groups = new Map<string, { i: number; req: StepRequest }[]>();
     for (const i of ok) {
       const req = reqs[i].draft && !reqs[i].want?.logits ? withoutDraft(reqs[i]) : reqs[i];
-      if (this.kv(caches[i]).offset || !Array.isArray(req.tokens) || !req.tokens.every((t) => Array.isArray(t) && t.length <= 1)) continue; // (the engine names a malformed one)
+      if (this.cache(caches[i]).offset || !Array.isArray(req.tokens) || !req.tokens.every((t) => Array.isArray(t) && t.length <= 1)) continue; // (the engine names a malformed one)
       const name = req.adapterName ?? '', group = groups.get(name);
       if (group) group.push({ i, req }); else groups.set(name, [{ i, req }]);
     }
     for (const group of groups.values()) if (group.length > 1) for (const { i, req } of group) used[i] = req;
     // Engine.stepMany validates each entry and settles each on its own: one bad entry fails alone.
-    const entries = ok.map((i) => ({ cache: this.kv(caches[i]), input: used[i] }));
+    const entries = ok.map((i) => ({ cache: this.cache(caches[i]), input: used[i] }));
     const res = await this.track(this.engine.stepMany(entries), entries.map((e) => e.cache));
     ok.forEach((i, k) => {
       const r = res[k];
@@ -72,13 +68,10 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
   }
 
   override async free(handle: CacheHandle): Promise<void> {
-    const c = this.tryKv(handle);
+    const c = this.caches.get(handle);
     if (c) this.engine.forget(c);
     await super.free(handle);
   }
-
-  private kv(h: CacheHandle): KVCache { return (this as unknown as { cache(h: CacheHandle): KVCache }).cache(h); }
-  private tryKv(h: CacheHandle): KVCache | undefined { try { return this.kv(h); } catch { return undefined; } }
 }
 
 /** One session run of the coalescer: entries (caches) and rows stepped, and its duration. */
