@@ -328,7 +328,7 @@ test('CoalescingBackend: concurrent generations share batched runs and equal the
   await m.close();
 });
 
-test('stepMany: a step with guesses beside other decode steps of its adapter goes without them and joins their run; beside a prefill it keeps them; a bad draft is refused either way', async () => {
+test('stepMany: a step with guesses beside other decode steps of its adapter goes without them and joins their run; beside a prefill, or far longer than them, it keeps them; a bad draft is refused either way', async () => {
   const g = buildInferenceGraph(model.config, new MemoryWeights(model.weights), { quant: 'fp32' });
   const b = await BatchedLocalBackend.create(model.config, g.toModelProto(), { threads: 1 });
   try {
@@ -349,7 +349,14 @@ test('stepMany: a step with guesses beside other decode steps of its adapter goe
     const [refused, fine] = await b.stepMany([x, y], [bad, { tokens: [[(both[1] as StepResult).tokens![0]]], sample: [greedy] }]);
     assert.match(('error' in refused ? refused.error.message : ''), /draft \[6,5\] is not the end of its fed tokens/);
     assert.ok(!('error' in fine));
-    for (const c of [x, y, z]) await b.free(c);
+    // A row far longer than four short ones steps alone (paddedFew): it keeps its guesses, the short ones batch.
+    const shorts = [x, y, await b.newCache(1), await b.newCache(1)], long = await b.newCache(1);
+    for (const [k, c] of shorts.slice(2).entries()) await b.step(c, { tokens: [prompt(3 + k)] });
+    await b.step(long, { tokens: [Array.from({ length: 1500 }, (_, i) => (i * 13 + 1) % V)] });
+    assert.deepEqual(paddedFew(await Promise.all([...shorts, long].map((c) => b.lengths(c)))), [0, 1, 2, 3]);
+    const mixed = await b.stepMany([...shorts, long], [...shorts.map(() => ({ tokens: [[7]], sample: [greedy] })), draftOf(7)]);
+    assert.deepEqual(mixed.map((r) => !('error' in r) && r.runs !== undefined), [false, false, false, false, true]);
+    for (const c of [...shorts, long, z]) await b.free(c);
   } finally {
     await b.close();
   }

@@ -14,7 +14,7 @@
 import { AbortedError, again, ModelClosedError } from './errors.ts';
 import type { Model } from './model.ts';
 import { checkSampling, delegate, fromRemote, keepGuessed, LocalBackend, remoteError, RunsByKey, stepResult, type Backend, type CacheHandle, type KVFileRow, type KVRow, type RemoteError, type StepRequest, type StepResult } from './backend.ts';
-import type { AdapterTensors } from './engine.ts';
+import { paddedFew, type AdapterTensors } from './engine.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { onAbort } from './abort.ts';
@@ -47,7 +47,8 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
     });
     if (!ok.length) return out;
     // A step of several tokens runs alone (Engine.stepMany): one that brings guesses (StepRequest.draft) goes without
-    // them where other decode steps of its adapter would run in one batch with it, and joins them.
+    // them where other decode steps of its adapter would run in one batch with it (paddedFew's, as the engine batches
+    // them: a row far longer than the others keeps its guesses, since it would step alone anyway), and joins them.
     const used = reqs.slice(), groups = new Map<string, { i: number; req: StepRequest }[]>();
     for (const i of ok) {
       const req = reqs[i].draft && !reqs[i].want?.logits ? withoutDraft(reqs[i]) : reqs[i];
@@ -55,7 +56,10 @@ export class BatchedLocalBackend extends LocalBackend implements BatchingBackend
       const name = req.adapterName ?? '', group = groups.get(name);
       if (group) group.push({ i, req }); else groups.set(name, [{ i, req }]);
     }
-    for (const group of groups.values()) if (group.length > 1) for (const { i, req } of group) used[i] = req;
+    for (const group of groups.values()) {
+      const batched = paddedFew(group.map(({ i }) => this.cache(caches[i]).lengths));
+      if (batched.length > 1) for (const k of batched) used[group[k].i] = group[k].req;
+    }
     // Engine.stepMany validates each entry and settles each on its own: one bad entry fails alone.
     const entries = ok.map((i) => ({ cache: this.cache(caches[i]), input: used[i] }));
     const res = await this.track(this.engine.stepMany(entries), entries.map((e) => e.cache));
