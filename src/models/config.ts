@@ -28,6 +28,9 @@ export interface ModelConfig {
   eosTokenIds: number[];
 }
 
+/** Whether `t` is a token id of a vocabulary of `vocabSize` (0 .. vocabSize − 1). */
+export const isTokenId = (t: unknown, vocabSize: number): boolean => Number.isInteger(t) && (t as number) >= 0 && (t as number) < vocabSize;
+
 export const ARCHITECTURES: readonly ModelConfig['architecture'][] = ['qwen2', 'qwen3', 'llama'];
 
 /** Whether each query and key head is RMS-normalised before RoPE (Qwen3's q_norm / k_norm, weights [headDim]). */

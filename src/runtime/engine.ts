@@ -4,7 +4,7 @@
  */
 import os from 'node:os';
 import ort from './ort.ts';
-import { projectionShape, type ModelConfig, type Projection } from '../models/config.ts';
+import { isTokenId, projectionShape, type ModelConfig, type Projection } from '../models/config.ts';
 import { KVCache, copyPositions, engineClosed, engineOpened, grownCapacity, kvBytes, type CacheShape } from './kv-cache.ts';
 import { defaultThreads } from './threads.ts';
 import { shown } from '../show.ts';
@@ -213,9 +213,10 @@ export class Engine {
   }
 
   /**
-   * Steps several caches. Entries that add at most one token per row (decode steps) run as ONE session run over
-   * their rows gathered into a batch cache; the new positions land there, and they are copied back into each
-   * entry's own cache. Other entries (multi-token prefills, and caches whose rows share a prefix) run alone, first. Results are
+   * Steps several caches. Entries that add at most one token per row (decode steps) run as one session run per
+   * adapter over their rows gathered into a batch cache; the new positions land there, and they are copied back into
+   * each entry's own cache. Other entries (multi-token prefills, caches whose rows share a prefix, and decode steps
+   * paddedFew leaves out: rows far longer than the others) run alone, first. Results are
    * the same as stepping each cache by itself. The batch cache persists between calls: a row is copied in
    * only when it joins or its cache changed since (KVCache.version).
    * An entry that fails gets its Error in place of a result and leaves its cache as it was; the others are
@@ -345,7 +346,7 @@ export class Engine {
     if (input.tokens.length !== rows) throw new Error(`engine: step has ${input.tokens.length} token rows for a cache of ${rows} rows`);
     if (!rows) throw new Error('engine: the cache has no rows to step (every row was dropped)');
     for (const row of input.tokens) for (const id of row) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+      if (!isTokenId(id, this.config.vocabSize)) throw new Error(`engine: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
     }
     if (typeof input.logits === 'number' && !(Number.isInteger(input.logits) && input.logits >= 1 && input.logits <= Math.max(...counts))) {
       throw new Error(`engine: logits must be 'last', 'all' or a count of last positions in 1..${Math.max(...counts)}, got ${input.logits}`);

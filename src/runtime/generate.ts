@@ -11,6 +11,7 @@ import { seededRandom, type RowSampling, type SamplingParams, type TokenLogprob 
 import { onAbort } from './abort.ts';
 import { shown } from '../show.ts';
 import { AbortedError, ContextLengthError } from './errors.ts';
+import { isTokenId } from '../models/config.ts';
 
 export interface GenerateOptions extends SamplingParams {
   /** Most tokens to generate (default 256, and never past the model's context). */
@@ -540,7 +541,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
   const stops = stopList(o.stop);
   if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad('stop must be a string or a list of strings', o.stop);
   if (stops.some((x) => !x)) throw new Error(`${where}: stop strings must be non-empty (an empty one would match before the first token)`);
-  if (o.stopTokens !== undefined && !(Array.isArray(o.stopTokens) && o.stopTokens.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize))) {
+  if (o.stopTokens !== undefined && !(Array.isArray(o.stopTokens) && o.stopTokens.every((t) => isTokenId(t, vocabSize)))) {
     bad(`stopTokens must be token ids (0..${vocabSize - 1})`, o.stopTokens);
   }
   const th: unknown = o.thinking;
@@ -549,7 +550,7 @@ export function checkGenerateOptions(o: GenerateOptions, vocabSize: number, wher
     const unknown = Object.keys(th as object).find((k) => !['end', 'endText', 'maxTokens', 'force', 'closeOnStop'].includes(k));
     if (unknown !== undefined) bad(`thinking has an unknown option "${unknown}" (options: end, endText, maxTokens, force, closeOnStop)`, th);
     const { end, force, maxTokens, endText } = th as ThinkingOptions;
-    const ids = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize);
+    const ids = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((t) => isTokenId(t, vocabSize));
     if (!ids(end)) bad(`thinking.end must be the token ids that close the thinking segment (a non-empty list of 0..${vocabSize - 1})`, end);
     if (force !== undefined && !ids(force)) bad(`thinking.force must be a non-empty list of token ids (0..${vocabSize - 1})`, force);
     if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 0)) bad('thinking.maxTokens must be an integer ≥ 0', maxTokens);

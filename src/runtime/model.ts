@@ -3,14 +3,14 @@
  * `await m.generateBatch([...])`, `await m.close()`. The ONNX session runs in a worker thread by default.
  */
 import path from 'node:path';
-import { checkRopeScalingChoice, parameterCount, ropeChoiceOf, PROJECTIONS, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
+import { checkRopeScalingChoice, isTokenId, parameterCount, ropeChoiceOf, PROJECTIONS, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 export { parameterCount };
 import { convertAgain, openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
 import { resolveModelPath } from '../io/hub.ts';
 import { baseModelNote, loadAdapter, modelNames, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { buildInMemory, CACHE_POLICIES, CopyGone, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, requantisedNote, rescaled, type CachePolicy } from './convert.ts';
-export { convertModel, checkInMemorySize, defaultQuant, prequantizeLarge, type ConvertOptions, type CachePolicy } from './convert.ts';
+export { convertModel, checkInMemorySize } from './convert.ts'; // (for the tests; the package exports them from convert.ts)
 import { CHAT_ROLES, type ChatMessage, type TextTokenizer } from '../tokenizer/types.ts';
 import { ChatTemplateError } from '../tokenizer/hf.ts';
 import { encodeChat } from '../tokenizer/chat-ids.ts';
@@ -165,7 +165,7 @@ export class Model {
     const signal = opts.signal;
     signal?.throwIfAborted();
     const cached = src.kind !== 'converted';
-    if (src.kind !== 'converted') {
+    if (cached) {
       src = await cachedConversion(src, {
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, ropeScaling: rope, policy: opts.cache ?? defaultCachePolicy(), defaultPolicy: opts.cache === undefined,
         dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote, signal,
@@ -340,7 +340,7 @@ export class Model {
     checkGenerateOptions({ topLogprobs: k }, this.config.vocabSize, 'promptLogprobs');
     const ids = this.promptIds(prompt, 'the prompt', opts, 'promptLogprobs');
     if (!ids.length) throw new Error('promptLogprobs: the prompt encodes to no tokens: nothing to score');
-    if (ids.length > this.config.maxPositionEmbeddings) throw new ContextLengthError(`promptLogprobs: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`, ids.length, this.config.maxPositionEmbeddings);
+    this.checkFits(ids, 'promptLogprobs');
     // The adapter from where generate's would act: everywhere (a classic LoRA), or from its invocation (activated).
     const from = !this.adapter ? -1 : this.invokedAt(ids, isChat(prompt, opts)), on = from < 0 ? Infinity : from;
     const CHUNK = 64, V = this.config.vocabSize, logprobs: (number | null)[] = [null], top: TokenLogprob[][] = [[]];
@@ -441,9 +441,14 @@ export class Model {
   }
 
   /** A prompt given as token ids, checked: a raw prompt of this vocabulary's ids. */
+  /** Refuses a prompt longer than the context (ContextLengthError), as `where` says. */
+  private checkFits(ids: readonly number[], where: string): void {
+    const ctx = this.config.maxPositionEmbeddings;
+    if (ids.length > ctx) throw new ContextLengthError(`${where}: the prompt is ${ids.length} tokens, more than the model's context of ${ctx}`, ids.length, ctx);
+  }
   private checkedIds(ids: readonly number[], which: string, chat: boolean | undefined, where: string): number[] {
     if (chat) throw new Error(`${where}: ${which} is token ids, a raw prompt: the chat template renders text and messages (leave chat out)`);
-    const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= this.config.vocabSize);
+    const bad = ids.findIndex((t) => !isTokenId(t, this.config.vocabSize));
     if (bad >= 0) throw new Error(`${where}: ${which} holds ${shown(ids[bad])} at position ${bad}, not a token id of this model (0..${this.config.vocabSize - 1})`);
     return [...ids];
   }
@@ -460,7 +465,7 @@ export class Model {
     checkPromptForm(opts, ['chat', 'chatTemplateKwargs'], 'keepPrompt');
     const keep = this.keptPrompts('keepPrompt');
     const ids = isTokenIds(prompt) ? this.checkedIds(prompt, 'the prompt', opts.chat, 'keepPrompt') : this.encode(prompt as string | ChatMessage[], isChat(prompt, opts), opts.chatTemplateKwargs, 'keepPrompt', false);
-    if (ids.length > this.config.maxPositionEmbeddings) throw new ContextLengthError(`keepPrompt: the prompt is ${ids.length} tokens, more than the model's context of ${this.config.maxPositionEmbeddings}`, ids.length, this.config.maxPositionEmbeddings);
+    this.checkFits(ids, 'keepPrompt');
     if (!keep.keeps(ids.length)) throw new Error(`keepPrompt: a prompt of ${ids.length} tokens is not kept: ${ids.length <= MIN_REUSED ? `one of at most ${MIN_REUSED} tokens costs less to prefill than to copy` : `its keys and values are more than the prompt cache's ${keep.budget / 2 ** 20} MiB (loadModel's promptCache)`}`);
     const hit = await keep.take(ids), cache = hit?.cache ?? await this.backend.newCache(1);
     try {
