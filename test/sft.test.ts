@@ -593,3 +593,20 @@ test('train-sft --budget-lines: said with its counts, recorded in training_log.j
   assert.equal(unreadBudgets(out, [96]), `${out} was trained on traces without budget lines (its training_log.json): it may read the budget's digits as part of the problem; train it with train-sft --budget-lines 0.3 --budgets 96 first`);
   assert.equal(unreadBudgets(DEFAULT_DIR + '/reasoning-adapter', [96]), undefined, 'a log that does not say (the embedded recipe puts its lines in as text)');
 });
+
+test('a training step onnxruntime fails is an OnnxRuntimeError naming the micro-batch (code "onnxruntime_error"), and onnxruntime logs nothing to stderr', () => {
+  // A token id past the vocabulary (which the data loaders refuse first) fails the embedding's Gather inside onnxruntime.
+  const script = path.join(tmp, 'train-fails.mts');
+  fs.writeFileSync(script, `import { Trainer } from ${JSON.stringify(new URL('../src/train/trainer.ts', import.meta.url).pathname)};
+import { openSource } from ${JSON.stringify(new URL('../src/io/source.ts', import.meta.url).pathname)};
+const src = openSource(${JSON.stringify(model.dir)});
+const t = await Trainer.create(src.config, src.weights, { kind: 'full' }, { threads: 1 });
+const params = new Map(t.paramNames.map((n) => [n, src.weights.get(n)]));
+const ids = [1, 2, ${model.config.vocabSize + 5}, 3];
+const failed = await t.step(params, { examples: [{ ids, lossMask: ids.map(() => 1) }], targetWeight: 1 }).then(() => 'ran', (e) => [e.constructor.name, e.code, e.message.split(': ').slice(0, 3).join(': ').replace(/Gather_\\d+/, 'Gather_N')]);
+console.log(JSON.stringify(failed));
+await t.close();
+`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 });
+  assert.deepEqual([r.status, r.stdout.trim(), r.stderr], [0, JSON.stringify(['OnnxRuntimeError', 'onnxruntime_error', 'trainer: onnxruntime failed to run the training graph on a micro-batch of 1 sequence of up to 4 tokens: Non-zero status code returned while running Gather node. Name:\'edgereason/Gather_N\' Status Message']), ''], r.stderr);
+});

@@ -10,6 +10,7 @@ import { lastIndexOfRun } from '../runtime/generate.ts';
 import type { Params } from './optim.ts';
 import { buildTrainingGraph, type Objective, type TrainMode } from './graph.ts';
 import { defaultThreads } from '../runtime/threads.ts';
+import { OnnxRuntimeError } from '../runtime/errors.ts';
 
 const MASKED = -1e9;
 
@@ -52,6 +53,7 @@ export class Trainer {
       // frozen weight (≈ 1 GB more at 0.5B); packing per call costs O(K·N) against the matmul's O(M·K·N).
       enableMemPattern: false,
       extra: { session: { disable_prepacking: '1' } },
+      logSeverityLevel: 4, // onnxruntime's own log lines kept off stderr: a failed run is thrown (OnnxRuntimeError) anyway
     });
     return new Trainer(config, mode, objective, session, params.map((p) => p.name), gradients);
   }
@@ -64,7 +66,11 @@ export class Trainer {
       if (!p) throw new Error(`trainer: missing value for trainable tensor "${name}"`);
       feeds[name] = new ort.Tensor('float32', p, this.shapeOf(name, p.length));
     }
-    const out = await this.session.run(feeds);
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try { out = await this.session.run(feeds); } catch (e) {
+      const [B, T] = (feeds.input_ids as ort.Tensor).dims;
+      throw new OnnxRuntimeError(`trainer: onnxruntime failed to run the training graph on a micro-batch of ${B} sequence${B === 1 ? '' : 's'} of up to ${T} tokens: ${(e as Error).message}`, { cause: e });
+    }
     const grads: Params = new Map(this.gradients ? this.paramNames.map((n) => [n, out[`grad.${n}`].data as Float32Array]) : []);
     const flat = out.token_logprob.data as Float32Array, logprobs: Float32Array[] = [];
     let at = 0;
