@@ -72,6 +72,24 @@ describe('safetensors', () => {
     });
   }
 
+  it('reads rows of a 2-D float tensor apart (F32, F16, BF16): the same values as the whole; a non-finite one named by its index in the whole', () => {
+    const w = seq(7 * 32, (i) => Math.sin(i) * 3);
+    for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+      const p = file(`rows-${dtype}.safetensors`);
+      writeSafetensors(p, { w: { shape: [7, 32], data: w }, v: { shape: [7 * 32], data: w } }, { dtype });
+      const f = openSafetensors(p), whole = f.get('w');
+      for (const [from, to] of [[0, 7], [0, 1], [2, 5], [6, 7]]) assert.deepEqual(f.rows('w', from, to), whole.subarray(from * 32, to * 32), `${dtype} ${from}..${to}`);
+      assert.throws(() => f.rows('w', 3, 8), { message: `${p}: tensor "w" (${dtype} [7, 32]) has no rows 3..8 (2-D float tensors only)` });
+      assert.throws(() => f.rows('v', 0, 1), { message: `${p}: tensor "v" (${dtype} [224]) has no rows 0..1 (2-D float tensors only)` });
+    }
+    const bad = w.slice();
+    bad[3 * 32 + 5] = NaN;
+    const p = file('rows-nan.safetensors');
+    writeSafetensors(p, { w: { shape: [7, 32], data: bad } });
+    assert.deepEqual(openSafetensors(p).rows('w', 0, 3), w.subarray(0, 96));
+    assert.throws(() => openSafetensors(p).rows('w', 2, 5), { message: `${p}: tensor "w" holds NaN at element 101: weights must be finite (the file is corrupt, or was saved from a training run that diverged)` });
+  });
+
   const rawFile = (name: string, header: object, dataBytes: number) => {
     const json = Buffer.from(JSON.stringify(header)), b = Buffer.alloc(8 + json.length + dataBytes);
     b.writeBigUInt64LE(BigInt(json.length));

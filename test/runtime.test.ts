@@ -1563,7 +1563,7 @@ test('options that would be ignored or mean nothing are refused by name; seeds, 
   }
 });
 
-test('prequantize: worker threads make exactly the 4-bit blocks the graph builder makes; a graph built from them is byte for byte the same', async () => {
+test('prequantize: worker threads make exactly the 4-bit blocks the graph builder makes, whole or in row slices; a graph built from them is byte for byte the same', async () => {
   const w = new MemoryWeights(model.weights), names = blockWeightNames(model.config, w);
   assert.equal(names.length, 1 + 7 * model.config.numLayers, 'the embedding table and every projection (tied lm_head)');
   let reported = 0;
@@ -1583,6 +1583,14 @@ test('prequantize: worker threads make exactly the 4-bit blocks the graph builde
   const fromFile = await prequantize(file, names, { threads: 2 });
   for (const n of names) assert.deepEqual([fromFile.get(n)!.packed, fromFile.get(n)!.scales], [blocks.get(n)!.packed, blocks.get(n)!.scales], n);
   assert.deepEqual(file.get('model.embed_tokens.weight'), w.get('model.embed_tokens.weight'));
+  // Read in row slices (a file reads rows apart): the same blocks, 4- and 8-bit, the progress counting every weight once.
+  for (const bits of [4, 8] as const) {
+    let sliced = 0;
+    const ref = bits === 4 ? blocks : await prequantize(w, names, { threads: 2, bits });
+    const fromSlices = await prequantize(file, names, { threads: 2, bits, slice: 1000, onWeights: (d) => { sliced = d; } });
+    for (const n of names) assert.deepEqual([fromSlices.get(n)!.packed, fromSlices.get(n)!.scales], [ref.get(n)!.packed, ref.get(n)!.scales], `${n} q${bits}`);
+    assert.equal(sliced, reported);
+  }
   // A quantised GGUF's tensors go to the workers as their stored blocks and are decoded there: the blocks are those
   // of the values the main thread decodes (q4 and q8).
   const gguf = path.join(tmp, 'prequantize-q8_0.gguf');

@@ -224,6 +224,7 @@ class ShardedWeights implements WeightSource {
   has(name: string): boolean { return this.where.has(name); }
   shape(name: string): number[] { return this.file(name).shape(name); }
   get(name: string): Float32Array { return this.file(name).get(name); }
+  rows(name: string, from: number, to: number): Float32Array { return this.file(name).rows(name, from, to); }
   fileOf(name: string): SafetensorsFile { return this.file(name); }
   private file(name: string): SafetensorsFile {
     const f = this.where.get(name);

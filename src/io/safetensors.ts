@@ -360,16 +360,29 @@ export class SafetensorsFile implements WeightSource {
     const x = this.values(name);
     return FLOAT_DTYPES.has(this.info(name).dtype) ? finiteWeights(x, `${this.path}: tensor "${name}"`) : x;
   }
+  /** Rows [from, to) of a 2-D float tensor, as get() reads the whole (non-finite values named by their index in it). */
+  rows(name: string, from: number, to: number): Float32Array {
+    const t = this.info(name), [n, k] = t.shape, size = DTYPE_SIZE[t.dtype];
+    if (t.shape.length !== 2 || !FLOAT_DTYPES.has(t.dtype) || !(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && from < to && to <= n)) {
+      throw new Error(`${this.path}: tensor "${name}" (${t.dtype} [${t.shape.join(', ')}]) has no rows ${from}..${to} (2-D float tensors only)`);
+    }
+    return finiteWeights(this.decode(t.dtype, t.begin + from * k * size, (to - from) * k), `${this.path}: tensor "${name}"`, from * k);
+  }
   /** The tensor as float32, whatever it holds (a checkpoint's optimizer moments may hold NaN). */
   values(name: string): Float32Array {
-    const t = this.info(name), n = numel(t.shape);
-    if (t.dtype === 'F32') { // read straight into the result (little-endian host assumed, as everywhere in ML)
+    const t = this.info(name);
+    return this.decode(t.dtype, t.begin, numel(t.shape));
+  }
+  /** `n` values of type `dtype` from byte `begin` of the file, as float32. */
+  private decode(dtype: string, begin: number, n: number): Float32Array {
+    if (dtype === 'F32') { // read straight into the result (little-endian host assumed, as everywhere in ML)
       const out = new Float32Array(n);
-      readAt(this.path, t.begin, new Uint8Array(out.buffer));
+      readAt(this.path, begin, new Uint8Array(out.buffer));
       return out;
     }
-    const b = this.raw(name), buf = b.buffer; // fresh allocation: offset 0, so typed views are aligned
-    switch (t.dtype) {
+    const b = new Uint8Array(n * DTYPE_SIZE[dtype]), buf = b.buffer; // fresh allocation: offset 0, so typed views are aligned
+    readAt(this.path, begin, b);
+    switch (dtype) {
       case 'F16': return f16ToF32Array(new Uint16Array(buf, 0, n));
       case 'BF16': return bf16ToF32Array(new Uint16Array(buf, 0, n));
       case 'F64': return Float32Array.from(new Float64Array(buf, 0, n));
@@ -391,10 +404,13 @@ export function firstNonFinite(x: ArrayLike<number>): number {
   return -1;
 }
 
-/** `x`, refused where it holds a value that is not finite (a corrupt file, or one saved from a diverged run). */
-export function finiteWeights(x: Float32Array, what: string): Float32Array {
+/**
+ * `x`, refused where it holds a value that is not finite (a corrupt file, or one saved from a diverged run); `offset`:
+ * the index of x[0] in the tensor it is part of.
+ */
+export function finiteWeights(x: Float32Array, what: string, offset = 0): Float32Array {
   const i = firstNonFinite(x);
-  if (i >= 0) throw new Error(`${what} holds ${x[i]} at element ${i}: weights must be finite (the file is corrupt, or was saved from a training run that diverged)`);
+  if (i >= 0) throw new Error(`${what} holds ${x[i]} at element ${offset + i}: weights must be finite (the file is corrupt, or was saved from a training run that diverged)`);
   return x;
 }
 

@@ -17,6 +17,11 @@ export interface WeightSource {
   /** True when get() reads a new array on every call (a file), which the caller may keep, change or transfer. */
   readonly fresh?: boolean;
   /**
+   * Rows [from, to) of a 2-D tensor as float32, read without the rest (a new array, checked as get() checks the
+   * whole): a file's large weights are quantised a slice at a time, never held whole.
+   */
+  rows?(name: string, from: number, to: number): Float32Array;
+  /**
    * The tensor as stored, when decoding those bytes (decodeGgml) gives exactly get()'s values: a GGUF's tensors,
    * whose quantised blocks are a fraction of the float32 size, can be decoded elsewhere (prequantize's workers).
    */
