@@ -165,7 +165,7 @@ export function checkTrainedFor(what: 'router' | 'verifier', probe: { metadata: 
 
 /** checkTrainedFor for a router.json / verifier.json, its error naming the file (`where` prefixes it, e.g. "serve: "). */
 export function checkTrainedFile(what: 'router' | 'verifier', file: string, metadata: Record<string, unknown>, native: boolean, where = '', config?: ModelConfig): void {
-  try { checkTrainedFor(what, { metadata }, native, config); } catch (e) { throw new Error(`${where}${file}: ${(e as Error).message.replace(/^answer: /, '')}`); }
+  try { checkTrainedFor(what, { metadata }, native, config); } catch (e) { throw new Error(inWordsOf(`${where}${file}`, (e as Error).message)); }
 }
 
 /** A model's shape as a router or verifier records it (the probe reads that model's hidden states). */
@@ -460,7 +460,6 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   const reasons = !!model.adapter || native; // whether this model can take the reasoning route at all
   if (isVerifierVote(method) && !aux.verifier && mode !== 'off' && reasons) throw new Error(`answer: vote "${method}" needs a verifier (train one with train-verifier and pass it)`);
   if (mode === 'on' && !reasons) throw new Error('answer: reasoning "on" needs the model loaded with its reasoning adapter (the adapter option of loadModel), or nativeThinking for a model that thinks by itself (e.g. Qwen3)');
-  if (opts.maxTokens !== undefined && !(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) throw new Error(`answer: maxTokens must be an integer ≥ 1, got ${shown(opts.maxTokens)}`);
   if (aux.router && !reasons && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (the adapter option of loadModel) and nativeThinking is off: there is nothing to route to');
   const K = opts.maxThinkingTokens;
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${shown(K)}`);
@@ -475,9 +474,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   // What the chat template already wrote: an empty thinking block (Qwen3's enable_thinking: false) asks for a direct
   // answer; a generation prompt that opens the thinking (templates of thinking-only models) has the invocation in it.
   // So does enable_thinking: false where templateVars left it out (a model whose thinking is an adapter's).
-  const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }), asked = given.direct && given.stripped;
-  const closedByTemplate = endsWithRun(ids, empty) || asked;
-  if (asked && mode === 'on') throw new Error('answer: reasoning "on", but chatTemplateKwargs enable_thinking: false asks for a direct answer');
+  const empty = tok.encode(EMPTY_THINKING, { addSpecialTokens: false }), directByKwargs = given.direct && given.stripped;
+  const closedByTemplate = endsWithRun(ids, empty) || directByKwargs;
+  if (directByKwargs && mode === 'on') throw new Error('answer: reasoning "on", but chatTemplateKwargs enable_thinking: false asks for a direct answer');
   // (true is Qwen3's default and asks for nothing by itself, but it contradicts reasoning "off", as the server says)
   if (opts.chatTemplateKwargs?.enable_thinking === true && mode === 'off') throw new Error('answer: reasoning "off", but chatTemplateKwargs enable_thinking: true asks for thinking: leave out one of them');
   if (closedByTemplate && mode === 'on') throw new Error('answer: reasoning "on", but the chat template already closed the thinking (an empty thinking block, e.g. chatTemplateKwargs enable_thinking: false)');
@@ -568,8 +567,9 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     };
 
     // The route: direct or reasoning as asked, else the router's decision on the prompt's hidden state.
-    const router = mode === 'auto' && reasons && !closedByTemplate ? aux.router : undefined;
-    const routeFor = (score?: number): Route => (mode === 'off' || !reasons || closedByTemplate || !roomToReason ? 'direct' : !router || score! >= router.threshold ? 'reasoning' : 'direct');
+    const mayReason = mode !== 'off' && reasons && !closedByTemplate;
+    const router = mode === 'auto' && mayReason ? aux.router : undefined;
+    const routeFor = (score?: number): Route => (!mayReason || !roomToReason ? 'direct' : !router || score! >= router.threshold ? 'reasoning' : 'direct');
 
     // Cancelled before any work, or during the prompt's encoding (a long one stops between its parts): no answer. The
     // route is the one known without the prompt's encoding (a router's is not: said to be direct, and not reported
@@ -586,7 +586,7 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
 
     // 1. Base prefill (skipped only when a classic adapter is forced on: its prompt must be encoded with the adapter).
     //    When the activated adapter may be switched on, the invocation rides along (speculative invocation, see prefill).
-    const spec = reasons && !classic && mode !== 'off' && !closedByTemplate ? [...invocation, ...control] : [];
+    const spec = mayReason && !classic ? [...invocation, ...control] : [];
     const speculate = spec.length > 0 && ids.length + spec.length < ctx;
     if (!(mode === 'on' && classic)) {
       try {
@@ -636,9 +636,8 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
           held = [];
         }
       };
-      const draw = seq.sampling(), first = sampleToken(firstLogits, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted, draw.deny); // the engine's sampler, same draw
       if (opts.signal?.aborted) seq.cancel(); // aborted before the first token: none is taken
-      else { seq.ttftMs = performance.now() - start; seq.accept(first.token, first.logprob, first.top); }
+      else takeFirst(seq, firstLogits, start);
       check();
       if (!seq.done) {
         await decode(backend, base!.cache, [seq], [[]], start, { // the first token is fed as the sequence's own (takeFeed)
@@ -679,10 +678,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     let cache: CacheHandle;
     if (n === 1) cache = prompt;
     else { cache = await backend.select(prompt, new Array(n).fill(0)); handles.add(cache); await release(prompt); }
+    const reasonIds = [...ids, ...invocation, ...control]; // the prompt each sample's penalties and guesses read (Sequence copies what it keeps)
     const seqs = Array.from({ length: n }, (_, i) => new Sequence(tok, {
       ...sampling('reasoning'), seed: seedAt(seed, i), maxTokens, ...(native ? {} : { adapter: true, adapterFrom: classic ? 0 : ids.length }),
       thinking: { ...thinkingOptions(rt!, cap), ...(opts.json !== undefined ? { closeOnStop: true } : {}) }, // a JSON answer must follow
-    }, promptTokens, streams[i] && ((p) => streams[i]!.push(p)), [], [...ids, ...invocation, ...control]));
+    }, promptTokens, streams[i] && ((p) => streams[i]!.push(p)), [], reasonIds));
     // A sample that ends says so at once, its held-back text first (the others go on).
     const ended = (i: number) => {
       streams[i]?.flush();
@@ -693,21 +693,23 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     if (firstLogits) { // the prefill ended with the invocation (speculated, or classic): each sample's first token from its logits
       pending = seqs.map((seq) => {
         if (opts.signal?.aborted) { seq.cancel(); return []; } // aborted before the first token: none is taken
-        const draw = seq.sampling(), first = sampleToken(firstLogits!, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted, draw.deny);
-        seq.ttftMs = performance.now() - start;
-        return seq.accept(first.token, first.logprob, first.top) ? [] : seq.takeFeed();
+        return takeFirst(seq, firstLogits!, start) ? [] : seq.takeFeed();
       });
       seqs.forEach((s, i) => { if (s.done && s.finishReason !== 'cancelled') ended(i); });
-    } else pending = seqs.map(() => [...invocation, ...control]);
+    } else pending = seqs.map(() => reasonIds.slice(ids.length));
 
-    // 5. Decode with verifier scoring and early stop.
+    // 5. Decode with verifier scoring and early stop. The vote can change only where a sample has ended (or been
+    //    cancelled) since the last look: the finished samples' answers are read (split, extracted) then, not after every step.
+    let voted = -1, left = -1;
     await decode(backend, cache, seqs, pending, start, {
       signal: opts.signal, onEnd: ended,
       ...(wantHidden ? { onFinish: (i: number, h: Float32Array) => { hidden[i] = h; if (aux.verifier) scores[i] = aux.verifier.score(h); } } : {}),
       afterStep: () => {
-        if (!opts.earlyStop || n < 2 || !decidesEarly(method)) return; // (no candidates read back every step for nothing)
+        if (!opts.earlyStop || n < 2 || !decidesEarly(method)) return;
         const done = seqs.map((s, i) => i).filter((i) => seqs[i].done && seqs[i].finishReason !== 'cancelled');
         const remaining = seqs.filter((s) => !s.done).length;
+        if (done.length === voted && remaining === left) return;
+        [voted, left] = [done.length, remaining];
         if (!remaining || !canStopEarly(method, done.map((i) => candidate(seqs, true, i)), remaining)) return;
         seqs.forEach((s, i) => { if (!s.done) { s.cancel(); early.add(i); ended(i); } });
       },
@@ -722,6 +724,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   } finally {
     for (const h of [...handles]) await backend.free(h);
   }
+}
+
+/** A sequence's first token, drawn from a prefill's logits by the engine's sampler with the draw a step would make; true when it ends the sequence. */
+function takeFirst(seq: Sequence, logits: Float32Array, start: number): boolean {
+  const draw = seq.sampling(), first = sampleToken(logits, draw, draw.u, undefined, draw.seen, draw.allow, draw.counted, draw.deny);
+  seq.ttftMs = performance.now() - start;
+  return seq.accept(first.token, first.logprob, first.top);
 }
 
 /**

@@ -162,12 +162,15 @@ export function accuracyAt(scores: readonly number[], labels: readonly number[],
   return scores.reduce((a, s, i) => a + (Number(s >= t) === labels[i] ? 1 : 0), 0) / Math.max(1, scores.length);
 }
 
-/** Area under the ROC curve (probability a random positive outscores a random negative; ties count half). NaN with one class. */
-export function auc(scores: readonly number[], labels: readonly number[]): number {
+/**
+ * Area under the ROC curve (probability a random positive outscores a random negative; ties count half). NaN with one
+ * class. With `groups`, only pairs within a group count (verifier.ts withinItemAuc).
+ */
+export function auc(scores: readonly number[], labels: readonly number[], groups?: readonly number[]): number {
   let pairs = 0, wins = 0;
   scores.forEach((p, i) => {
     if (labels[i] !== 1) return;
-    scores.forEach((q, k) => { if (labels[k] === 0) { pairs++; wins += p > q ? 1 : p === q ? 0.5 : 0; } });
+    scores.forEach((q, k) => { if (labels[k] === 0 && groups?.[k] === groups?.[i]) { pairs++; wins += p > q ? 1 : p === q ? 0.5 : 0; } });
   });
   return pairs ? wins / pairs : NaN;
 }

@@ -146,15 +146,4 @@ export async function trainVerifier(model: Model, items: readonly LabelItem[], o
 }
 
 /** Within each group (question), the share of (right, wrong) candidate pairs where the right one scores higher (ties half); NaN with no such pair. */
-export function withinItemAuc(groups: readonly number[], scores: readonly number[], labels: readonly number[]): number {
-  let wins = 0, pairs = 0;
-  for (let i = 0; i < scores.length; i++) {
-    if (!labels[i]) continue;
-    for (let j = 0; j < scores.length; j++) {
-      if (labels[j] || groups[j] !== groups[i]) continue;
-      wins += scores[i] > scores[j] ? 1 : scores[i] === scores[j] ? 0.5 : 0;
-      pairs++;
-    }
-  }
-  return pairs ? wins / pairs : NaN;
-}
+export const withinItemAuc = (groups: readonly number[], scores: readonly number[], labels: readonly number[]): number => auc(scores, labels, groups);

@@ -86,9 +86,9 @@ export function verifierBestOfN(cands: readonly Candidate[]): VoteResult {
     if (c.verifierScore === undefined || (answered && c.extracted === undefined)) return;
     if (chosen < 0 || c.verifierScore > cands[chosen].verifierScore!) chosen = i;
   });
-  if (chosen < 0) return majorityVote(cands); // no sample reached its end (cancelled, or stopped at its first token)
-  const votes = Object.fromEntries([...tally('majority', cands)].map(([k, v]) => [k, v.weight]));
-  return { chosen, winner: cands[chosen]?.extracted, votes };
+  const majority = majorityVote(cands);
+  if (chosen < 0) return majority; // no sample reached its end (cancelled, or stopped at its first token)
+  return { chosen, winner: cands[chosen].extracted, votes: majority.votes };
 }
 
 /**
