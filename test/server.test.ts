@@ -108,6 +108,8 @@ test('server: start, /v1/models, /health', async () => {
   for (const h of [`localhost:${port}`, `127.0.0.1:${port}`, `127.0.0.2:${port}`, `[::1]:${port}`, `[0:0:0:0:0:0:0:1]:${port}`, `LOCALHOST:${port}`, `app.localhost:${port}`, 'localhost', 'localhost.']) assert.equal((await get(h))[0], 200, h);
   const [code, body] = await get(`rebind.attacker.example:${port}`);
   assert.equal(code, 403);
+  // ... counted in /metrics as any reply is (the hooks after the Host check's answer do not run: it was not).
+  assert.match(await (await fetch(`${url}/metrics`)).text(), /^edgereason_requests_total\{code="403",route="\/v1\/models"\} 1$/m);
   assert.equal((await get(`[::ffff:127.0.0.1]:${port}`))[0], 200);
   // Loopback however --host names it (LOCALHOST, 127.1): decided from the address bound.
   // (It serves the model with YaRN chosen at load, serve's --rope-scaling: its context is 4 times the model's.)
@@ -1267,6 +1269,28 @@ test('server: a --ctx past the model\'s context is said, as is one under it (the
     assert.deepEqual([notes, s.limits.ctx], [['serve: note: ctx (--ctx) 2000 is past the model\'s context of 1024 tokens: requests are limited to 1024'], 1024]);
   } finally {
     await s.close();
+  }
+});
+
+test('serve (the CLI) without --ctx or --max-tokens leaves them to the server: no note about a limit nobody set', async () => {
+  const code = `(async () => { const { Command } = await import('commander'); const { serveCommand } = await import('./src/cli/serve.ts');
+    const p = new Command('edgereason'); serveCommand(p);
+    await p.parseAsync(['node', 'edgereason', 'serve', '--model', ${JSON.stringify(fixture.dir)}, '--port', '0']); })()`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  try {
+    while (!/serving .* at http/.test(out)) {
+      if (child.exitCode !== null) assert.fail(`server exited: ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // (The model's context is 1024: the default 4096 would be "past" it, were it given.)
+    assert.deepEqual(err.split('\n').filter((l) => /--ctx|--max-tokens/.test(l)), []);
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
   }
 });
 

@@ -25,15 +25,15 @@ import { MAX_THREADS } from '../runtime/threads.ts';
 import path from 'node:path';
 import { VOTE_METHODS } from '../reason/vote.ts';
 import type { VoteMethod } from '../reason/types.ts';
-import { ADAPTER_NAME, loadServed, servedModel, type AdapterSpec, type Served } from './models.ts';
-import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatLimits, type ChatOutcome, type ChoiceOut, type EffortBudgets, type Plan } from './chat.ts';
+import { ADAPTER_NAME, loadServed, servedModel, type AdapterSpec, type Served, type ServedModel } from './models.ts';
+import { planChat, report, runChat, DEFAULT_EFFORT_BUDGETS, type ChatEvent, type ChatLimits, type ChatOutcome, type ChoiceOut, type EffortBudgets, type Plan } from './chat.ts';
 import { Admission } from './queue.ts';
 import { Metrics } from './metrics.ts';
 import { cutOffWhenStalled, KEEP_ALIVE_MS, SseWriter } from './sse.ts';
 import { prepareJsonVocabulary } from '../runtime/json-constraint.ts';
 import { promptCharBound } from '../tokenizer/prompt-bound.ts';
 import { ApiError, chatRequestSchema, errorBody, validationError, type ChatRequest } from './schemas.ts';
-import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionPlan, type CompletionRequest, type PromptLogprobs } from './completions.ts';
+import { completionFinish, completionRequestSchema, completionUsage, planCompletion, runCompletion, type CompletionRequest, type PromptLogprobs } from './completions.ts';
 import type { Completion } from '../runtime/generate.ts';
 import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import { QUANTS, type Quant } from '../onnx/quant.ts';
@@ -42,6 +42,9 @@ import { keepSource, parseToolCalls, ToolCallStream, topLevelText, type ParsedTo
 import { THINK_CLOSE, THINK_OPEN } from '../reason/answer.ts';
 import { kvBytes } from '../runtime/kv-cache.ts';
 import { gib } from '../runtime/convert.ts';
+
+/** A reply's usage, as both endpoints count it. */
+type Usage = ReturnType<typeof completionUsage>;
 
 /** Streamed replies stopped because their client left: counted as 499 whatever their status line said. */
 const cancelledReplies = new WeakSet<object>();
@@ -149,8 +152,12 @@ export interface EdgeServer {
   close(graceMs?: number): Promise<{ cancelled: number }>;
 }
 
+/** An id for a reply or tool call: `prefix` and 24 hex digits. */
+const newId = (prefix: string) => `${prefix}${randomUUID().replace(/-/g, '').slice(0, 24)}`;
 /** A parsed tool call as OpenAI sends it, with an id of its own. */
-const toolCallOut = (c: ParsedToolCall) => ({ id: `call_${randomUUID().replace(/-/g, '').slice(0, 24)}`, type: 'function', function: { name: c.name, arguments: c.arguments } });
+const toolCallOut = (c: ParsedToolCall) => ({ id: newId('call_'), type: 'function', function: { name: c.name, arguments: c.arguments } });
+/** A chat choice's `logprobs` (null unless asked for). */
+const choiceLogprobs = (plan: Plan, c: ChoiceOut) => (c.logprobs ? chatLogprobs(plan.served.model.tokenizer, c.logprobs, plan.logprobs!) : null);
 /** A choice that ended by itself with tool calls finishes with "tool_calls", as OpenAI's do. */
 const toolsFinish = (reason: string, called: boolean): string => (called && reason === 'stop' ? 'tool_calls' : reason);
 
@@ -356,6 +363,20 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(errorBody(`Unknown route ${req.method} ${req.url}`, 'invalid_request_error', null, 'unknown_url'));
   });
+  app.addHook('onRequest', async (req, reply) => {
+    // While closing, every response ends its connection: `Connection: close` where headers are still to be sent
+    // (onSend), and for a stream that began before close() (its headers said keep-alive) the socket is ended once the
+    // response is.
+    const raw = reply.raw, socket = req.raw.socket;
+    raw.once('finish', () => { if (closing && socket && !socket.destroyed) socket.end(); });
+    // Each request is counted once, when its response closes: with its status once written whole (also when the
+    // client left as it ended, before the response could finish: 'finish', and so onResponse, never came), else as
+    // 499, the client gone; a streamed reply stopped because the client left says so (cancelledReplies). Before the
+    // Host check: the hooks after one that answers do not run, and its 403s count too.
+    raw.once('close', () => {
+      metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', code: cancelledReplies.has(raw) || !raw.writableEnded ? '499' : String(failedStreams.get(raw) ?? raw.statusCode) });
+    });
+  });
   // Listening on loopback only, the server answers only to loopback names: a web page whose name an attacker's DNS
   // points at 127.0.0.1 (DNS rebinding) sends its own name as Host, and its scripts would otherwise reach the API.
   // Decided from the address bound (--host LOCALHOST or 127.1 are loopback too), once listening.
@@ -365,29 +386,11 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     if (loopbackOnly === undefined || name === undefined || isLoopback(name)) return;
     return reply.code(403).send(errorBody(`The Host header names "${name}", but this server listens on ${loopbackOnly} and answers to localhost names only (a page reached by DNS rebinding sends its own); a reverse proxy in front of it should send Host: localhost, or serve with --host to answer to other names.`, 'invalid_request_error', null, 'forbidden_host'));
   });
-  // While closing, every response ends its connection: `Connection: close` where headers are still to be sent, and
-  // for a stream that began before close() (its headers said keep-alive) the socket is ended once the response is.
-  app.addHook('onRequest', async (req, reply) => {
-    const socket = req.raw.socket;
-    reply.raw.once('finish', () => { if (closing && socket && !socket.destroyed) socket.end(); });
-  });
-  app.addHook('onSend', async (_req, reply, payload) => {
-    if (closing) reply.header('connection', 'close');
-    return payload;
-  });
-  // Each request is counted once, when its response closes: with its status once written whole (also when the client
-  // left as it ended, before the response could finish: 'finish', and so onResponse, never came), else as 499, the
-  // client gone; a streamed reply stopped because the client left says so (cancelledReplies).
-  app.addHook('onRequest', async (req, reply) => {
-    reply.raw.once('close', () => {
-      const raw = reply.raw;
-      metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', code: cancelledReplies.has(raw) || !raw.writableEnded ? '499' : String(failedStreams.get(raw) ?? raw.statusCode) });
-    });
-  });
 
   // Nothing the server sends is read as another type than it is sent as, and the playground is not shown framed in
   // another site's page (where its buttons could be clicked through it).
   app.addHook('onSend', async (_req, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
     reply.header('x-content-type-options', 'nosniff');
     cutOffWhenStalled(reply.raw); // (a large reply, n choices with their log-probabilities, to a client that reads none of it)
     return payload;
@@ -401,26 +404,23 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     return reply.code(closing || failed ? 503 : 200).send(body);
   });
   app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render()));
+  const modelCard = (m: ServedModel) => ({ id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null, max_model_len: limits.ctx });
   app.get('/v1/models', async () => ({
     object: 'list',
     data: [...served.models.values()].map((m) => ({
-      id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null,
-      max_model_len: limits.ctx,
+      ...modelCard(m),
       edgereason: { kind: m.kind, reasoning: m.kind !== 'base', budgets: m.budgets, router: !!served.router && m.kind !== 'base', verifier: !!served.verifier, default: m.id === served.defaultId },
     })),
   }));
   // A wildcard: model ids may hold "/" (adapter names, --served-model-name org/model), sent unencoded by curl.
-  app.get('/v1/models/*', async (req) => {
-    const m = servedModel(served, (req.params as { '*': string })['*']);
-    return { id: m.id, object: 'model', created: m.created, owned_by: 'edgereason', root: m.parent ?? m.id, parent: m.parent ?? null, max_model_len: limits.ctx };
-  });
+  app.get('/v1/models/*', async (req) => modelCard(servedModel(served, (req.params as { '*': string })['*'])));
 
   app.post('/v1/chat/completions', { schema: { body: chatRequestSchema } }, async (req: FastifyRequest, reply: FastifyReply) => {
     const start = performance.now();
     if (closing) throw new ApiError(503, 'The server is shutting down', null, 'server_error');
     const plan = planChat(req.body as ChatRequest, served, limits);
-    return admitted(reply, plan.rows, '/v1/chat/completions', plan.stream, async (abort, waited, stream) => {
-      const id = `chatcmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
+    return admitted(reply, plan.rows, plan.stream, async (abort, waited, stream) => {
+      const id = newId('chatcmpl-'), created = Math.floor(Date.now() / 1000);
       if (plan.stream) {
         await streamChat(plan, stream(), reply, id, created, start, waited, abort);
         return reply;
@@ -440,7 +440,7 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
               role: 'assistant', ...thinkingFields(c, called ? calls!.content || null : text), refusal: null,
               ...(called ? { tool_calls: calls!.calls.map(toolCallOut) } : {}),
             },
-            logprobs: c.logprobs ? chatLogprobs(plan.served.model.tokenizer, c.logprobs, plan.logprobs!) : null, finish_reason: toolsFinish(c.finishReason, called),
+            logprobs: choiceLogprobs(plan, c), finish_reason: toolsFinish(c.finishReason, called),
           };
         }),
         usage: out.usage,
@@ -453,8 +453,8 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     const start = performance.now();
     if (closing) throw new ApiError(503, 'The server is shutting down', null, 'server_error');
     const plan = planCompletion(req.body as CompletionRequest, served, limits);
-    return admitted(reply, plan.rows.length, '/v1/completions', plan.stream, async (abort, _waited, stream) => {
-      const id = `cmpl-${randomUUID().replace(/-/g, '').slice(0, 24)}`, created = Math.floor(Date.now() / 1000);
+    return admitted(reply, plan.rows.length, plan.stream, async (abort, _waited, stream) => {
+      const id = newId('cmpl-'), created = Math.floor(Date.now() / 1000);
       const body = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion', created, model: plan.served.id, system_fingerprint: null, choices, ...extra });
       // (Token ids echo as the text they decode to.)
       const echoed = (row: number) => { const p = plan.rows[row]; return !plan.echo ? '' : typeof p === 'string' ? p : plan.served.model.tokenizer.decode(p); };
@@ -465,46 +465,31 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (!plan.stream) {
         const { out, prompts } = await runCompletion(plan, abort.signal);
         if (abort.signal.aborted) throw new AbortedError();
-        recordCompletion(plan, out, start);
-        return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: logprobsOf(c, prompts?.[Math.floor(i / plan.n)]), finish_reason: completionFinish(c) })), { usage: completionUsage(plan, out) });
+        const usage = completionUsage(plan, out);
+        recordCompletion(usage, out, start);
+        return body(out.map((c, i) => ({ index: i, text: echoed(i) + c.text, logprobs: logprobsOf(c, prompts?.[Math.floor(i / plan.n)]), finish_reason: completionFinish(c) })), { usage });
       }
       const sse = stream();
       // (Streamed, a choice's log-probabilities come whole with its finish_reason: the pieces are text, not tokens.)
       const piece = (index: number, text: string, finish: string | null = null, logprobs: unknown = null) => sse.send(body([{ index, text, logprobs, finish_reason: finish }], plan.includeUsage ? { usage: null } : {}));
       if (plan.echo) plan.rows.forEach((_, i) => piece(i, echoed(i)));
-      let out: Completion[] | undefined, prompts: PromptLogprobs[] | undefined;
-      try {
-        ({ out, prompts } = await runCompletion(plan, abort.signal, (row, text) => piece(row, text)));
-      } catch (e) {
-        if (!(e instanceof AbortedError) && !abort.signal.aborted) {
-          streamError(sse, reply, e);
-          return reply;
-        }
-      }
-      if (abort.signal.aborted || !out) {
-        endCancelled(sse, reply);
-        return reply;
-      }
-      try { // (a failure writing the end still ends the stream, with the error)
-        recordCompletion(plan, out, start);
+      await streamRun(sse, reply, abort, () => runCompletion(plan, abort.signal, (row, text) => piece(row, text)), ({ out, prompts }) => {
+        const usage = completionUsage(plan, out);
+        recordCompletion(usage, out, start);
         out.forEach((c, i) => piece(i, '', completionFinish(c), logprobsOf(c, prompts?.[Math.floor(i / plan.n)])));
-        if (plan.includeUsage) sse.send(body([], { usage: completionUsage(plan, out) }));
-        sse.done();
-      } catch (e) {
-        streamError(sse, reply, e);
-      }
+        if (plan.includeUsage) sse.send(body([], { usage }));
+      });
       return reply;
     });
   });
 
   /**
    * Runs an admitted request: takes its batch rows (429 when the queue is full), cancels it when its client goes away
-   * or the server closes (`abort`), and gives the rows back however it ends; `route` names it in the metrics. A
-   * streamed request (`streamed`) that has to wait for rows opens its stream at once, so that its headers and then
+   * or the server closes (`abort`), and gives the rows back however it ends. A streamed request (`streamed`) that has to wait for rows opens its stream at once, so that its headers and then
    * keep-alive comments reach the client while it waits (a client's or proxy's timeout would cut a long wait short);
    * `stream()` gives the run that stream, opened then or now.
    */
-  async function admitted<T>(reply: FastifyReply, rows: number, route: string, streamed: boolean, run: (abort: AbortController, waitedMs: number, stream: () => SseWriter) => Promise<T>): Promise<T | FastifyReply> {
+  async function admitted<T>(reply: FastifyReply, rows: number, streamed: boolean, run: (abort: AbortController, waitedMs: number, stream: () => SseWriter) => Promise<T>): Promise<T | FastifyReply> {
     let sse: SseWriter | undefined;
     const stream = () => {
       if (!sse) { reply.hijack(); sse = new SseWriter(reply.raw, { ...corsHeaders(reply), ...(closing ? { connection: 'close' } : {}) }, o.sseKeepAliveMs ?? KEEP_ALIVE_MS); }
@@ -563,27 +548,26 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
     }
   }
 
-  function recordCompletion(plan: CompletionPlan, out: readonly Completion[], start: number): void {
-    const usage = completionUsage(plan, out); // each prompt once, as in the reply's usage
+  /** A finished request in /metrics: its usage as its reply says it (each prompt once), prompt-lookup guesses and times. */
+  function recordRun(usage: Usage, guesses: { made: number; kept: number }, ttftMs: number, latencyMs: number): void {
     metrics.promptTokens.inc({}, usage.prompt_tokens);
     metrics.cachedTokens.inc({}, usage.prompt_tokens_details.cached_tokens);
     metrics.completionTokens.inc({}, usage.completion_tokens);
-    metrics.guessedTokens.inc({}, out.reduce((a, c) => a + (c.guesses?.made ?? 0), 0));
-    metrics.keptGuesses.inc({}, out.reduce((a, c) => a + (c.guesses?.kept ?? 0), 0));
-    metrics.ttft.observe(Math.min(...out.map((c) => c.ttftMs)) / 1000);
-    metrics.latency.observe((performance.now() - start) / 1000);
+    metrics.guessedTokens.inc({}, guesses.made);
+    metrics.keptGuesses.inc({}, guesses.kept);
+    metrics.ttft.observe(ttftMs / 1000);
+    metrics.latency.observe(latencyMs / 1000);
+  }
+
+  function recordCompletion(usage: Usage, out: readonly Completion[], start: number): void {
+    const guessed = (f: 'made' | 'kept') => out.reduce((a, c) => a + (c.guesses?.[f] ?? 0), 0);
+    recordRun(usage, { made: guessed('made'), kept: guessed('kept') }, Math.min(...out.map((c) => c.ttftMs)), performance.now() - start);
   }
 
   function record(plan: Plan, out: ChatOutcome): void {
-    metrics.promptTokens.inc({}, out.usage.prompt_tokens);
-    metrics.cachedTokens.inc({}, out.usage.prompt_tokens_details.cached_tokens);
-    metrics.completionTokens.inc({}, out.usage.completion_tokens);
+    recordRun(out.usage, out.guesses, out.ttftMs, out.latencyMs);
     metrics.reasoningTokens.inc({}, out.usage.completion_tokens_details.reasoning_tokens);
-    metrics.guessedTokens.inc({}, out.guesses.made);
-    metrics.keptGuesses.inc({}, out.guesses.kept);
     metrics.routes.inc({ route: out.route, model: plan.served.id });
-    metrics.ttft.observe(out.ttftMs / 1000);
-    metrics.latency.observe(out.latencyMs / 1000);
   }
 
   /** A reply's content and thinking fields, as reasoningFormat puts them. */
@@ -643,40 +627,45 @@ export async function createServer(o: ServerOptions): Promise<EdgeServer> {
       if (!started.has(index)) delta(index, { content: '' });
       sse.send(chunk([{ index, delta: {}, logprobs, finish_reason: reason }], extra));
     };
-    let out: ChatOutcome | undefined;
-    try {
-      out = await runChat(plan, served, abort.signal, (e) => {
-        if (e.type === 'end') {
-          finished.add(e.choice);
-          // With logprobs, every finish waits for the answer's tokens, which come with the result (it carries them).
-          if (plan.logprobs === undefined && (plan.includeUsage || finished.size < plan.n)) finish(e.choice, e.finishReason);
-          else held.add(e.choice);
-        } else if (e.type === 'route') {
-          for (let i = 0; i < plan.n; i++) if (!started.has(i)) delta(i, { content: '' }, { edgereason: { route: e.route, ...(e.routerScore !== undefined ? { router_score: e.routerScore } : {}) } });
-        } else if (e.phase === 'thinking') thinkingPiece(e.choice, e.text);
-        else content(e.choice, e.text);
-      }, start);
-    } catch (e) {
-      if (!(e instanceof AbortedError) && !abort.signal.aborted) {
-        streamError(sse, reply, e);
-        return;
-      }
-    }
-    if (abort.signal.aborted || !out) {
-      endCancelled(sse, reply);
-      return;
-    }
-    // (A failure writing the end still ends the stream, with the error: the client would wait for it.)
-    try {
+    const onEvent = (e: ChatEvent) => {
+      if (e.type === 'end') {
+        finished.add(e.choice);
+        // With logprobs, every finish waits for the answer's tokens, which come with the result (it carries them).
+        if (plan.logprobs === undefined && (plan.includeUsage || finished.size < plan.n)) finish(e.choice, e.finishReason);
+        else held.add(e.choice);
+      } else if (e.type === 'route') {
+        for (let i = 0; i < plan.n; i++) if (!started.has(i)) delta(i, { content: '' }, { edgereason: { route: e.route, ...(e.routerScore !== undefined ? { router_score: e.routerScore } : {}) } });
+      } else if (e.phase === 'thinking') thinkingPiece(e.choice, e.text);
+      else content(e.choice, e.text);
+    };
+    await streamRun(sse, reply, abort, () => runChat(plan, served, abort.signal, onEvent, start), (out) => {
       record(plan, out);
       // The edgereason report (route, votes, TTFT) rides on the last chunk: the usage chunk (choices: []) when
       // stream_options.include_usage asks for one, as OpenAI sends it, else the last finish_reason chunk.
       const rep = { edgereason: report(plan, out, waited) };
       const rest = out.choices.filter((c) => !finished.has(c.index) || held.has(c.index));
       // With logprobs, a choice's come whole with its finish_reason (the streamed pieces are text, not tokens).
-      const logprobsOf = (c: ChoiceOut) => (c.logprobs ? chatLogprobs(plan.served.model.tokenizer, c.logprobs, plan.logprobs!) : null);
-      rest.forEach((c, k) => finish(c.index, c.finishReason, !plan.includeUsage && k === rest.length - 1 ? rep : {}, logprobsOf(c)));
+      rest.forEach((c, k) => finish(c.index, c.finishReason, !plan.includeUsage && k === rest.length - 1 ? rep : {}, choiceLogprobs(plan, c)));
       if (plan.includeUsage) sse.send(chunk([], { usage: out.usage, ...rep }));
+    });
+  }
+
+  /**
+   * A streamed request's run and end: `run` decodes it (streaming its pieces), `end` sends what closes it (finish
+   * reasons, usage) before [DONE]. A run that fails is said in the stream, as an error event after the 200; one
+   * cancelled ends it as endCancelled does; a failure writing the end still ends the stream, with the error (the client
+   * would wait for it).
+   */
+  async function streamRun<T>(sse: SseWriter, reply: FastifyReply, abort: AbortController, run: () => Promise<T>, end: (out: T) => void): Promise<void> {
+    let out: T | undefined;
+    try {
+      out = await run();
+    } catch (e) {
+      if (!(e instanceof AbortedError) && !abort.signal.aborted) return streamError(sse, reply, e);
+    }
+    if (abort.signal.aborted || out === undefined) return endCancelled(sse, reply);
+    try {
+      end(out);
       sse.done();
     } catch (e) {
       streamError(sse, reply, e);

@@ -38,12 +38,10 @@ import { ALLOWED_NEXT, answer, EMPTY_THINKING, JSON_LENIENT, PROMPT_IDS, REPLY_P
 import { budgetControl, DEFAULT_BUDGETS } from '../reason/budget.ts';
 import { isVerifierVote } from '../reason/vote.ts';
 import { AbortedError, ContextLengthError } from '../runtime/errors.ts';
-import { withBackend } from '../runtime/scheduler.ts';
-import { adapterView } from '../runtime/backend.ts';
 import { endsWithRun, stopList, type GenerateOptions } from '../runtime/generate.ts';
 import { onAbort } from '../runtime/abort.ts';
 import { seedAt, seedOrFresh } from '../runtime/sampler.ts';
-import { servedModel, type Served, type ServedModel } from './models.ts';
+import { requestModel, servedModel, type Served, type ServedModel } from './models.ts';
 import { ApiError, checkUnsupported, type ChatMessageIn, type ChatRequest, type Effort, type SamplingRequest } from './schemas.ts';
 import { compileJsonSchema, jsonConstraint, stopCuts, tokenBytesOf, type JsonConstraint } from '../runtime/json-constraint.ts';
 import { argumentsObject, jsonDepth, templateFor, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallFormat, toolNameConstraint, type ToolCallFormat } from '../tokenizer/tool-calls.ts';
@@ -288,16 +286,17 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   // A template without them would drop the tools, or an earlier turn's calls, unsaid.
   const tools = req.tools?.length && req.tool_choice !== 'none' ? req.tools : undefined;
   const forcing = req.tool_choice === 'required' || (!!req.tool_choice && typeof req.tool_choice === 'object');
+  const forcedBy = `'tool_choice' ${typeof req.tool_choice === 'string' ? '"required"' : 'naming a function'}`; // (when forcing)
   if (forcing && !req.tools?.length) {
     throw new ApiError(400, `Invalid value for 'tool_choice': ${typeof req.tool_choice === 'string' ? '"required"' : 'a named function'} asks for a tool call, and the request has no 'tools'.`, 'tool_choice', 'invalid_request_error', 'invalid_value');
   }
   if (forcing && req.stop != null && stopList(req.stop).length) {
-    throw new ApiError(400, `Unsupported value: 'stop' with 'tool_choice' ${typeof req.tool_choice === 'string' ? '"required"' : 'naming a function'}: ${stopCuts('the tool call')}; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
+    throw new ApiError(400, `Unsupported value: 'stop' with ${forcedBy}: ${stopCuts('the tool call')}; leave out 'stop'.`, 'stop', 'invalid_request_error', 'unsupported_value');
   }
   const minimum = req.ignore_eos ? 'ignore_eos' : req.min_tokens ? 'min_tokens' : undefined;
   if (req.ignore_eos && (perChoice ?? 1) > 1) throw new ApiError(400, `Unsupported value: 'ignore_eos' with 'edgereason.samples' ${perChoice}: no sample would end by itself, and only those vote; leave out one of them.`, 'ignore_eos', 'invalid_request_error', 'unsupported_value');
   if (minimum && (forcing || (req.response_format?.type ?? 'text') !== 'text')) {
-    throw new ApiError(400, `Unsupported value: '${minimum}' with ${forcing ? `'tool_choice' ${typeof req.tool_choice === 'string' ? '"required"' : 'naming a function'}` : `'response_format' ${req.response_format!.type}`}: the constraint on the reply could leave the model no token to draw but its end; leave out '${minimum}'.`, minimum, 'invalid_request_error', 'unsupported_value');
+    throw new ApiError(400, `Unsupported value: '${minimum}' with ${forcing ? forcedBy : `'response_format' ${req.response_format!.type}`}: the constraint on the reply could leave the model no token to draw but its end; leave out '${minimum}'.`, minimum, 'invalid_request_error', 'unsupported_value');
   }
   const toolTurn = req.messages.findIndex((msg) => msg.role === 'tool' || msg.tool_calls?.length);
   const format = toolCallFormat(templateFor(m.model.tokenizer, tools));
@@ -316,19 +315,18 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   let mode = reasoningMode(req);
   // An effort or budget asks for thinking under "auto" too (the budget of the reasoning route the router may pick).
   const wantsReasoning = mode === 'on' || (mode === 'auto' && ((effort !== undefined && effort !== 'none') || (budgetReq !== undefined && budgetReq > 0)));
+  const thinkingParam = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget'; // what asked for it
   if (m.kind === 'base') {
     if (wantsReasoning) {
-      const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
       const adapters = [...served.models.values()].filter((s) => s.kind !== 'base').map((s) => s.id);
-      throw new ApiError(400, `The model '${m.id}' has no reasoning adapter, so it cannot reason${adapters.length ? `; use ${adapters.map((a) => `'${a}'`).join(' or ')}` : ' (a model that thinks by itself, such as Qwen3, is served with --native-thinking)'}.`, param);
+      throw new ApiError(400, `The model '${m.id}' has no reasoning adapter, so it cannot reason${adapters.length ? `; use ${adapters.map((a) => `'${a}'`).join(' or ')}` : ' (a model that thinks by itself, such as Qwen3, is served with --native-thinking)'}.`, thinkingParam);
     }
     mode = 'off';
   }
   // A reply begun by the request is answered directly: thinking cannot come before text already written.
   const begun = (what: string) => {
     if (wantsReasoning && mode !== 'off') {
-      const param = ext.reasoning === 'on' ? 'edgereason.reasoning' : effort !== undefined ? 'reasoning_effort' : 'thinking_token_budget';
-      throw new ApiError(400, `Conflicting parameters: ${what}, but '${param}' asks for thinking before it. Send one of them.`, param, 'invalid_request_error', 'conflicting_parameters');
+      throw new ApiError(400, `Conflicting parameters: ${what}, but '${thinkingParam}' asks for thinking before it. Send one of them.`, thinkingParam, 'invalid_request_error', 'conflicting_parameters');
     }
     mode = 'off';
   };
@@ -373,7 +371,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     if (named !== undefined && !tools.some((t) => t.function.name === named)) {
       throw new ApiError(400, `Invalid value for 'tool_choice': it names the function ${JSON.stringify(named)}, which is not one of the tools (${tools.map((t) => JSON.stringify(t.function.name)).join(', ')}).`, 'tool_choice', 'invalid_request_error', 'invalid_value');
     }
-    begun(`'tool_choice' ${typeof req.tool_choice === 'string' ? `"${req.tool_choice}"` : 'naming a function'} makes the reply a tool call`);
+    begun(`${forcedBy} makes the reply a tool call`);
     // (Up to the colon: Qwen's tokenizer joins the space after it to the brace, " {\"", so a trailing space would be a token the model never saw there.)
     const [open, key] = format === 'json' ? ['', 'parameters'] : [`${TOOL_CALL_OPEN}\n`, 'arguments'];
     prefix = named !== undefined ? `${open}{"name": ${JSON.stringify(named)}, "${key}":` : `${open}{"name": "`;
@@ -515,7 +513,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     reasoning: mode, maxTokens, seed, ...samplingOptions(req, served, limits, { tokens: maxTokens, param: askedParam, given: asked !== undefined }), ...(logprobs ? { topLogprobs: logprobs } : {}),
     ...(mode !== 'off' && cap !== undefined ? { maxThinkingTokens: cap } : {}),
     ...(mode !== 'off' && budget !== undefined ? { budget } : {}),
-    vote: (ext.vote as VoteMethod | undefined) ?? limits.defaultVote,
+    vote: ext.vote ?? limits.defaultVote,
     ...(ext.early_stop ? { earlyStop: true } : {}),
     ...(kwargs ? { chatTemplateKwargs: kwargs } : {}),
     nativeThinking: native && prefix === undefined && !cont, // a begun reply's prompt holds its empty thinking block already
@@ -643,7 +641,6 @@ export interface ChatOutcome {
   guesses: { made: number; kept: number };
   ttftMs: number;
   latencyMs: number;
-  cancelled: boolean;
 }
 
 export type ChatEvent =
@@ -662,11 +659,12 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   // AbortSignal.any: Node keeps such a signal, and what its listeners reach, alive until it aborts.)
   const local = new AbortController(), signal = local.signal;
   const stopWaiting = onAbort(requestSignal, () => local.abort());
-  const view = m.backend.forRequest(signal), model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
+  const model = requestModel(m, signal);
   const aux = { router: served.router, verifier: served.verifier };
   const results: AnswerResult[] = [];
   const pending: Promise<AnswerResult>[] = []; // every answer() call of this request
   const emit = (choice: number, phase: Phase, text: string) => onEvent?.({ type: 'delta', choice, phase, text });
+  let ttft = Infinity; // the first token of any call, from the request's start
   const call = async (choiceOf: (sample: number) => number | undefined, o: AnswerOptions & { [UNVOTED]?: boolean }, buffered = false): Promise<AnswerResult> => {
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
@@ -678,7 +676,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     }, aux);
     pending.push(run);
     const r = await run;
-    (r as AnswerResult & { startMs: number }).startMs = t0 - startedAt;
+    ttft = Math.min(ttft, t0 - startedAt + r.ttftMs);
     return r;
   };
   let route: Route = 'direct', routerScore: number | undefined;
@@ -766,7 +764,6 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
   const completion = results.reduce((a, r) => a + r.usage.completionTokens, 0);
   const reasoningTokens = results.reduce((a, r) => a + r.usage.thinkingTokens, 0);
   const samples = results.flatMap((r) => r.samples), guessed = (f: 'made' | 'kept') => samples.reduce((a, s) => a + (s.guesses?.[f] ?? 0), 0);
-  const ttft = Math.min(...results.map((r) => (r as AnswerResult & { startMs: number }).startMs + r.ttftMs));
   return {
     choices, route, ...(routerScore !== undefined ? { routerScore } : {}), ...(primary.escalation ? { escalation: primary.escalation } : {}),
     ...(primary.votes ? { votes: primary.votes, chosen: primary.chosen, ...perSample(primary, plan) } : {}),
@@ -777,7 +774,6 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     },
     guesses: { made: guessed('made'), kept: guessed('kept') },
     ttftMs: ttft, latencyMs: performance.now() - startedAt,
-    cancelled: signal.aborted || choices.some((c) => c.finish === 'cancelled'),
   };
 }
 

@@ -4,14 +4,12 @@
  * times, all rows decoded as one batch with every other request; an adapter model applies its adapter as generate
  * does (a classic LoRA everywhere, an activated one from its invocation where the prompt holds it).
  */
-import { adapterView } from '../runtime/backend.ts';
-import { withBackend } from '../runtime/scheduler.ts';
 import type { Completion, GenerateOptions } from '../runtime/generate.ts';
 import { seedOrFresh } from '../runtime/sampler.ts';
 import type { Model } from '../runtime/model.ts';
-import { servedModel, type Served, type ServedModel } from './models.ts';
+import { requestModel, servedModel, type Served, type ServedModel } from './models.ts';
 import { samplingOptions, type ChatLimits } from './chat.ts';
-import { ApiError, checkUnsupported, samplingFields, type ChatRequest, type SamplingRequest } from './schemas.ts';
+import { ApiError, checkUnsupported, nullable, refuse, samplingFields, streamOptionsSchema, type ChatRequest, type SamplingRequest } from './schemas.ts';
 import { promptCharBound } from '../tokenizer/prompt-bound.ts';
 
 /** OpenAI's completions request, and vLLM's sampling extras (top_k, min_p, repetition_penalty). */
@@ -21,7 +19,7 @@ export interface CompletionRequest extends SamplingRequest {
   max_tokens?: number | null;
   n?: number | null;
   stream?: boolean | null;
-  stream_options?: { include_usage?: boolean | null; include_obfuscation?: boolean | null; continuous_usage_stats?: boolean | null } | null;
+  stream_options?: ChatRequest['stream_options'];
   echo?: boolean | null;
   suffix?: string | null;
   best_of?: number | null;
@@ -29,8 +27,6 @@ export interface CompletionRequest extends SamplingRequest {
   logit_bias?: Record<string, unknown> | null;
   user?: string | null;
 }
-
-const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: 'null' }] });
 
 export const completionRequestSchema = {
   type: 'object',
@@ -44,7 +40,7 @@ export const completionRequestSchema = {
     max_tokens: nullable({ type: 'integer', minimum: 0 }), // 0: with echo, the prompt scored and nothing generated
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),
-    stream_options: nullable({ type: 'object', additionalProperties: false, properties: { include_usage: nullable({ type: 'boolean' }), include_obfuscation: nullable({ type: 'boolean' }), continuous_usage_stats: nullable({ type: 'boolean' }) } }), // as chat's
+    stream_options: streamOptionsSchema,
     echo: nullable({ type: 'boolean' }),
     suffix: nullable({ type: 'string' }),
     best_of: nullable({ type: 'integer', minimum: 1 }),
@@ -61,8 +57,8 @@ export interface CompletionPlan {
   served: ServedModel;
   /** One per row: each prompt `n` times, choice index = prompt × n + j (OpenAI's order); text or token ids. */
   rows: (string | number[])[];
-  /** Each prompt's tokens, once. */
-  promptTokens: number[];
+  /** Each prompt's tokens, once (what is decoded: a text prompt is tokenized here only). */
+  ids: number[][];
   n: number;
   options: GenerateOptions;
   stream: boolean;
@@ -77,7 +73,6 @@ export interface CompletionPlan {
 /** Validates a completions request (ApiError naming the field) and plans it. */
 export function planCompletion(req: CompletionRequest, served: Served, limits: ChatLimits): CompletionPlan {
   const m = servedModel(served, req.model);
-  const refuse = (param: string, what: string) => { throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter'); };
   // The fields both endpoints share are refused as chat refuses them (logit bias, stream_options without stream).
   checkUnsupported({ messages: [], logit_bias: req.logit_bias, stream: req.stream, stream_options: req.stream_options } as ChatRequest);
   if (req.suffix) refuse('suffix', '(text to insert before)');
@@ -90,7 +85,7 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
   // A text longer than ctx × the longest token (in characters) cannot fit: refused before tokenizing it, which for
   // megabytes of text would hold up every other request's decoding for seconds (as chat does).
   const bound = promptCharBound(m.model.tokenizer);
-  const promptTokens = texts.map((p, i) => {
+  const ids = texts.map((p, i) => {
     const chars = typeof p === 'string' && bound ? bound.normalizedLength(p) : 0;
     if (bound && chars > ctx * bound.maxTokenChars) {
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your prompt is ${chars} characters long, and no token of this model spans more than ${bound.maxTokenChars} characters, so it needs more than ${ctx} tokens. Please reduce the length of the prompt.`,
@@ -103,10 +98,10 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
     if (ids.length + asked > ctx) {
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${ids.length + asked} tokens (${ids.length} in the prompt, ${asked} in the completion). Please reduce the length of the prompt or completion.`, req.max_tokens != null ? 'max_tokens' : param(i), 'invalid_request_error', 'context_length_exceeded');
     }
-    return ids.length;
+    return ids;
   });
   return {
-    served: m, rows: texts.flatMap((t) => Array<string | number[]>(n).fill(t)), promptTokens, n,
+    served: m, rows: texts.flatMap((t) => Array<string | number[]>(n).fill(t)), ids, n,
     options: { maxTokens: Math.max(1, asked), seed: seedOrFresh(req.seed), ...samplingOptions(req, served, limits, { tokens: asked, param: 'max_tokens', given: req.max_tokens != null }), ...(req.logprobs ? { topLogprobs: req.logprobs } : {}) },
     stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, echo: !!req.echo, generate: asked > 0, ...(req.logprobs != null ? { logprobs: req.logprobs } : {}),
   };
@@ -114,15 +109,17 @@ export function planCompletion(req: CompletionRequest, served: Served, limits: C
 
 /** Decodes a plan's rows as one batch over the served model's backend, cancelled by `signal`; `onText` streams each row's text. */
 export async function runCompletion(plan: CompletionPlan, signal: AbortSignal, onText?: (row: number, piece: string) => void): Promise<{ out: Completion[]; prompts?: PromptLogprobs[] }> {
-  const m = plan.served, view = m.backend.forRequest(signal);
-  const model = withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
+  const model = requestModel(plan.served, signal), rowIds = plan.rows.map((_, i) => plan.ids[Math.floor(i / plan.n)]);
   // echo with logprobs: each prompt scored once (its n rows share it), before its continuations.
-  const prompts = plan.echo && plan.logprobs !== undefined ? await Promise.all(plan.rows.filter((_, i) => i % plan.n === 0).map(async (p) => ({
-    ...await model.promptLogprobs(p, { chat: false, topLogprobs: plan.logprobs }),
-    added: typeof p === 'string' ? model.encode(p, false).length - model.tokenizer.encode(p, { addSpecialTokens: false }).length : 0, // a BOS the tokenizer adds: not in the text
-  }))) : undefined;
-  const out = plan.generate ? await model.generateBatch(plan.rows, { ...plan.options, chat: false }, onText, signal)
-    : plan.rows.map((_, i): Completion => ({ text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: plan.promptTokens[Math.floor(i / plan.n)], cachedTokens: 0, ttftMs: 0, totalMs: 0 }));
+  const prompts = plan.echo && plan.logprobs !== undefined ? await Promise.all(plan.ids.map(async (ids, i) => {
+    const p = plan.rows[i * plan.n];
+    return {
+      ...await model.promptLogprobs(ids, { chat: false, topLogprobs: plan.logprobs }),
+      added: typeof p === 'string' ? ids.length - model.tokenizer.encode(p, { addSpecialTokens: false }).length : 0, // a BOS the tokenizer adds: not in the text
+    };
+  })) : undefined;
+  const out = plan.generate ? await model.generateBatch(rowIds, { ...plan.options, chat: false }, onText, signal)
+    : rowIds.map((ids): Completion => ({ text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: ids.length, cachedTokens: 0, ttftMs: 0, totalMs: 0 }));
   return { out, ...(prompts ? { prompts } : {}) };
 }
 
@@ -133,7 +130,7 @@ export const completionFinish = (c: Completion): 'stop' | 'length' => (c.finishR
 
 /** usage: each prompt's tokens once, every row's completion tokens; of the prompts', those the prompt cache held. */
 export function completionUsage(plan: CompletionPlan, out: readonly Completion[]) {
-  const prompt = plan.promptTokens.reduce((a, b) => a + b, 0), completion = out.reduce((a, c) => a + c.tokens.length, 0);
+  const prompt = plan.ids.reduce((a, ids) => a + ids.length, 0), completion = out.reduce((a, c) => a + c.tokens.length, 0);
   const cached = out.filter((_, i) => i % plan.n === 0).reduce((a, c) => a + c.cachedTokens, 0);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
 }

@@ -35,7 +35,7 @@ export function textOffsets(tok: TextTokenizer, ids: readonly number[], inText: 
   return ids.map((id, i) => {
     const begins = Math.max(0, at);
     if (!inText(i)) return begins;
-    const piece = utf8.decode(Uint8Array.from(bytesOf(tok, id)), { stream: true });
+    const piece = utf8.decode(tokenBytesOf(tok, id), { stream: true });
     if (first && piece.startsWith(' ') && !tok.decode([id]).startsWith(' ')) at -= 1;
     first = false;
     at += length(piece);

@@ -6,7 +6,6 @@
  * each request drives it through its own cancellable view.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { hubGguf, parseHubSpec, QUANT_LABEL, shortName, snapshotFiles, taggedGguf, type HubSpec } from '../io/hub.ts';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
@@ -42,7 +41,6 @@ export interface ServedModel {
   adapterName?: string;
   /** Prompted thinking-budget buckets the adapter was RL-trained on (rl_log.json beside it); empty = none. */
   budgets: number[];
-  adapterDir?: string;
   parent?: string;
   created: number;
 }
@@ -81,6 +79,12 @@ export function servedModel(served: Served, id = served.defaultId): ServedModel 
   const m = served.models.get(id) ?? (id.startsWith('hf:') ? hubAlias(served, id) : undefined);
   if (!m) throw new ApiError(404, `The model '${id}' does not exist. Served models: ${[...served.models.keys()].join(', ')}.`, 'model', 'invalid_request_error', 'model_not_found');
   return m;
+}
+
+/** The served model as one request drives it: through its own view of the shared backend, which `signal` cancels. */
+export function requestModel(m: ServedModel, signal: AbortSignal): Model {
+  const view = m.backend.forRequest(signal);
+  return withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
 }
 
 /** Served's hubGguf for a base model at `p`: its repository, file and the files beside it in its snapshot. */
@@ -169,7 +173,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       const m = loaded[0] ? await loaded[0].withAdapter(a.dir, { onNote: o.onNote }) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, ropeScaling: o.ropeScaling, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       if (!loaded[0]) loaded.push(m);
       backend ??= coalesce(m);
-      models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: budgets[i], adapterDir: a.dir, parent: baseId, created });
+      models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: budgets[i], parent: baseId, created });
     }
     if (adapters.length) {
       const first = models.get(adapters[0].name)!;

@@ -3,12 +3,13 @@
  * `{"error": {"message", "type", "param", "code"}}` with the offending field in `param`.
  */
 import { shown } from '../show.ts';
+import { VOTE_METHODS } from '../reason/vote.ts';
+import type { VoteMethod } from '../reason/types.ts';
 
-export const VOTES = ['majority', 'confidence', 'verifier', 'verifier-vote', 'checked'] as const;
 export const EFFORTS = ['none', 'minimal', 'low', 'medium', 'high'] as const;
 export type Effort = (typeof EFFORTS)[number];
 
-const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: 'null' }] });
+export const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: 'null' }] });
 
 /** Text parts only: the models served are text models, so an image or audio part is refused rather than dropped. */
 const contentPart = {
@@ -106,6 +107,12 @@ export interface SamplingRequest {
   cache_salt?: string | null;
 }
 
+/**
+ * stream_options, both endpoints': include_obfuscation (OpenAI's padding against length side channels) is taken and
+ * left off; vLLM's continuous_usage_stats (usage on every chunk) is refused when asked for.
+ */
+export const streamOptionsSchema = nullable({ type: 'object', additionalProperties: false, properties: { include_usage: nullable({ type: 'boolean' }), include_obfuscation: nullable({ type: 'boolean' }), continuous_usage_stats: nullable({ type: 'boolean' }) } });
+
 /** Fields outside OpenAI's request, vLLM's and edgereason's are refused ("Unrecognized request argument supplied"). */
 export const chatRequestSchema = {
   type: 'object',
@@ -162,9 +169,7 @@ export const chatRequestSchema = {
     max_completion_tokens: nullable({ type: 'integer', minimum: 1 }),
     n: nullable({ type: 'integer', minimum: 1 }),
     stream: nullable({ type: 'boolean' }),
-    // include_obfuscation (OpenAI's padding against length side channels) is taken and left off; vLLM's
-    // continuous_usage_stats (usage on every chunk) is refused when asked for.
-    stream_options: nullable({ type: 'object', additionalProperties: false, properties: { include_usage: nullable({ type: 'boolean' }), include_obfuscation: nullable({ type: 'boolean' }), continuous_usage_stats: nullable({ type: 'boolean' }) } }),
+    stream_options: streamOptionsSchema,
     reasoning_effort: nullable({ type: 'string', enum: EFFORTS }),
     thinking_token_budget: nullable({ type: 'integer', minimum: 0 }),
     chat_template_kwargs: nullable({ type: 'object' }),
@@ -176,7 +181,7 @@ export const chatRequestSchema = {
       properties: {
         reasoning: { type: 'string', enum: ['auto', 'on', 'off'] },
         samples: { type: 'integer', minimum: 1 },
-        vote: { type: 'string', enum: VOTES },
+        vote: { type: 'string', enum: VOTE_METHODS },
         early_stop: { type: 'boolean' },
       },
     }),
@@ -207,7 +212,7 @@ export interface ChatRequest extends SamplingRequest {
   chat_template_kwargs?: Record<string, unknown> | null;
   continue_final_message?: boolean | null;
   add_generation_prompt?: boolean | null;
-  edgereason?: { reasoning?: 'auto' | 'on' | 'off'; samples?: number; vote?: (typeof VOTES)[number]; early_stop?: boolean } | null;
+  edgereason?: { reasoning?: 'auto' | 'on' | 'off'; samples?: number; vote?: VoteMethod; early_stop?: boolean } | null;
   /** Functions the model may call: rendered by the chat template, the reply's calls (Hermes or Llama's JSON format) parsed into tool_calls. */
   tools?: ToolIn[] | null;
   tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
@@ -235,9 +240,6 @@ export interface ChatRequest extends SamplingRequest {
  * pass.
  */
 export function checkUnsupported(req: ChatRequest): void {
-  const refuse = (param: string, what: string) => {
-    throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter');
-  };
   const given = (v: unknown) => v !== undefined && v !== null;
   if (req.functions?.length) refuse('functions', '(function calling)');
   if (given(req.function_call) && req.function_call !== 'none') refuse('function_call', '(function calling)');
@@ -257,6 +259,11 @@ export function checkUnsupported(req: ChatRequest): void {
   if (given(req.stream_options) && req.stream !== true) {
     throw new ApiError(400, "Invalid value for 'stream_options': stream_options is only allowed when 'stream' is true.", 'stream_options', 'invalid_request_error', 'invalid_value');
   }
+}
+
+/** Refuses a request parameter edgereason does not support (400 naming it; `what`: what it asks for). */
+export function refuse(param: string, what: string): never {
+  throw new ApiError(400, `Unsupported parameter: '${param}' ${what} is not supported by edgereason.`, param, 'invalid_request_error', 'unsupported_parameter');
 }
 
 export type ErrorType = 'invalid_request_error' | 'rate_limit_error' | 'server_error';
