@@ -1272,22 +1272,33 @@ test('server: a --ctx past the model\'s context is said, as is one under it (the
   }
 });
 
-test('serve (the CLI) without --ctx or --max-tokens leaves them to the server: no note about a limit nobody set', async () => {
+/** `edgereason serve --model <fixture> ...args` (the CLI's command) in a child process, once it says where it serves. */
+async function serveCli(args: string[]) {
   const code = `(async () => { const { Command } = await import('commander'); const { serveCommand } = await import('./src/cli/serve.ts');
     const p = new Command('edgereason'); serveCommand(p);
-    await p.parseAsync(['node', 'edgereason', 'serve', '--model', ${JSON.stringify(fixture.dir)}, '--port', '0']); })()`;
+    await p.parseAsync(['node', 'edgereason', 'serve', '--model', ${JSON.stringify(fixture.dir)}, ...${JSON.stringify(args)}]); })()`;
   const child = spawn(process.execPath, ['--import', 'tsx', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '', err = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { err += d; });
+  const io = { out: '', err: '' };
+  child.stdout.on('data', (d) => { io.out += d; });
+  child.stderr.on('data', (d) => { io.err += d; });
   const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   try {
-    while (!/serving .* at http/.test(out)) {
-      if (child.exitCode !== null) assert.fail(`server exited: ${err}`);
+    while (!/at (http:\/\/\S+)\/v1/.test(io.out)) {
+      if (child.exitCode !== null) assert.fail(`server exited: ${io.err}`);
       await new Promise((r) => setTimeout(r, 50));
     }
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+  return { child, io, exited, base: /at (http:\/\/\S+)\/v1/.exec(io.out)![1] };
+}
+
+test('serve (the CLI) without --ctx or --max-tokens leaves them to the server: no note about a limit nobody set', async () => {
+  const { child, io, exited } = await serveCli(['--port', '0']);
+  try {
     // (The model's context is 1024: the default 4096 would be "past" it, were it given.)
-    assert.deepEqual(err.split('\n').filter((l) => /--ctx|--max-tokens/.test(l)), []);
+    assert.deepEqual(io.err.split('\n').filter((l) => /--ctx|--max-tokens/.test(l)), []);
   } finally {
     child.kill('SIGTERM');
     await exited;
@@ -1408,20 +1419,8 @@ test('server: /metrics exposes requests, tokens, TTFT and latency histograms, ba
 });
 
 test('server load: 32 concurrent streaming clients, seeded outputs equal single requests, RSS bounded, clean SIGTERM', async () => {
-  const code = `(async () => { const { Command } = await import('commander'); const { serveCommand } = await import('./src/cli/serve.ts');
-    const p = new Command('edgereason'); serveCommand(p);
-    await p.parseAsync(['node', 'edgereason', 'serve', '--model', ${JSON.stringify(fixture.dir)}, '--port', '0', '--max-batch', '16', '--max-queue', '64', '--ctx', '512']); })()`;
-  const child = spawn(process.execPath, ['--import', 'tsx', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '', err = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { err += d; });
-  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  const { child, io, exited, base } = await serveCli(['--port', '0', '--max-batch', '16', '--max-queue', '64', '--ctx', '512']);
   try {
-    while (!/at (http:\/\/\S+)\/v1/.test(out)) {
-      if (child.exitCode !== null) assert.fail(`server exited: ${err}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const base = /at (http:\/\/\S+)\/v1/.exec(out)![1];
     const c = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120_000 });
     const rss = async () => Number(/^process_resident_memory_bytes (\d+)/m.exec(await (await fetch(`${base}/metrics`)).text())![1]);
     // 8 distinct seeded requests, mixing reasoning on and off; their single-request outputs first.
@@ -1468,8 +1467,8 @@ test('server load: 32 concurrent streaming clients, seeded outputs equal single 
     child.kill('SIGTERM');
     const finishes = await Promise.all(inflight);
     assert.ok(finishes.every((f) => f === 'stop' || f === 'length'), `in-flight requests finished: ${finishes}`);
-    assert.equal(await exited, 0, err);
-    assert.match(out, /stopped/);
+    assert.equal(await exited, 0, io.err);
+    assert.match(io.out, /stopped/);
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }
