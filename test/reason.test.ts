@@ -32,6 +32,7 @@ import { grownCapacity, kvBytes } from '../src/runtime/kv-cache.ts';
 import { runEval, syntheticCases } from '../src/eval/harness.ts';
 import { loadServed } from '../src/server/models.ts';
 import { fraction } from '../src/show.ts';
+import { CoalescingBackend, withBackend } from '../src/runtime/scheduler.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-reason-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -1023,6 +1024,17 @@ test('stop strings apply from the answer on, never inside the thinking; answer o
   const bare = { ...scripted(policy).m, adapter: undefined } as unknown as Model;
   await assert.rejects(answer(bare, 'q', { reasoning: 'auto' }, { router: new Router(fitProbe([[0, 0], [1, 1]], [0, 1], { steps: 1 }), 0.5) }),
     /answer: a router was given, but the model was loaded without its reasoning adapter/);
+});
+
+test('answer() with a classic adapter: the signal stops the prompt\'s encoding with the adapter between its 512-token parts; the result says cancelled, on the reasoning route', async () => {
+  const classic = await loadModel(rm.dir, { quant: 'fp32', adapter: classicDir, worker: false, threads: 1, promptCache: 0 });
+  try {
+    const halt = new AbortController(), halting = new CoalescingBackend((classic.backend as CoalescingBackend).inner, { onRun: () => halt.abort() }), routes: string[] = [];
+    const r = await answer(withBackend(classic, halting), 'word '.repeat(400), { reasoning: 'on', samples: 2, signal: halt.signal, onRoute: (x) => routes.push(x) });
+    assert.deepEqual([r.finishReason, r.route, r.samples.length, r.usage.completionTokens, r.usage.promptTokens > 1024, halting.stats.runs, routes], ['cancelled', 'reasoning', 2, 0, true, 1, ['reasoning']]);
+  } finally {
+    await classic.close();
+  }
 });
 
 test('votes read the answer each sample states unless a task says how: "The answer is 5." and "Answer: 5." agree', async () => {

@@ -354,8 +354,10 @@ test('stepMany: a step with guesses beside other decode steps of its adapter goe
     for (const [k, c] of shorts.slice(2).entries()) await b.step(c, { tokens: [prompt(3 + k)] });
     await b.step(long, { tokens: [Array.from({ length: 1500 }, (_, i) => (i * 13 + 1) % V)] });
     assert.deepEqual(paddedFew(await Promise.all([...shorts, long].map((c) => b.lengths(c)))), [0, 1, 2, 3]);
-    const mixed = await b.stepMany([...shorts, long], [...shorts.map(() => ({ tokens: [[7]], sample: [greedy] })), draftOf(7)]);
+    const mixed = await b.stepMany([...shorts, long], [...shorts.map(() => ({ tokens: [[7]], sample: [greedy], want: { logits: true } })), draftOf(7)]);
     assert.deepEqual(mixed.map((r) => !('error' in r) && r.runs !== undefined), [false, false, false, false, true]);
+    // The batched ones' logits are each their own (not views of the whole run's, which a caller keeping them would hold).
+    assert.deepEqual(mixed.slice(0, 4).map((r) => !('error' in r) && [r.logits!.length, r.logits!.buffer.byteLength]), new Array(4).fill([V, 4 * V]));
     for (const c of [...shorts, long, z]) await b.free(c);
   } finally {
     await b.close();

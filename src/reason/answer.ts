@@ -573,11 +573,11 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
 
     // Cancelled before any work, or during the prompt's encoding (a long one stops between its parts): no answer. The
     // route is the one known without the prompt's encoding (a router's is not: said to be direct, and not reported
-    // through onRoute).
-    const cancelled = async () => {
+    // through onRoute), or the reasoning route already taken and said (`reasoningTaken`: a classic adapter's encoding).
+    const cancelled = async (reasoningTaken = false) => {
       await backend.free(await backend.newCache(1)); // a closed model refuses the call, cancelled or not
-      const reasoning = !router && routeFor() === 'reasoning';
-      if (!router) opts.onRoute?.(reasoning ? 'reasoning' : 'direct', undefined);
+      const reasoning = reasoningTaken || (!router && routeFor() === 'reasoning');
+      if (!router && !reasoningTaken) opts.onRoute?.(reasoning ? 'reasoning' : 'direct', undefined);
       const none = Array.from({ length: reasoning ? n : 1 }, () => new Sequence(tok, { ...sampling(reasoning ? 'reasoning' : 'direct'), seed, maxTokens: 1 }, ids.length, undefined, [], ids));
       none.forEach((s) => s.cancel());
       return result(none, reasoning, reasoning ? reasonLen : ids.length);
@@ -671,7 +671,13 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
     let prompt: CacheHandle, firstLogits = !invocation.length && !control.length ? base?.logits : escalation ? undefined : base?.invocationLogits;
     if (classic) { // plain LoRA: the base cache is of no use, encode the prompt (and the invocation) again with the adapter on
       if (base) await release(base.cache);
-      const p = await prefill(backend, ids, 1, [...invocation, ...control]);
+      let p: Prefill;
+      try {
+        p = await prefill(backend, ids, 1, [...invocation, ...control], true, undefined, opts.signal);
+      } catch (e) {
+        if (e instanceof AbortedError && opts.signal?.aborted) return await cancelled(true);
+        throw e;
+      }
       prompt = p.cache; firstLogits = p.invocationLogits;
       handles.add(prompt);
     } else prompt = base!.cache;

@@ -208,8 +208,10 @@ export function stepResult(config: ModelConfig, out: StepOutput, req: StepReques
       (res.runs ??= [])[b] = run;
     });
   }
-  if (req.want?.logits) { res.logits = out.logits; res.lse = out.lse; }
-  if (req.want?.hidden) res.hidden = out.hidden;
+  // What the caller keeps is its own: a batched step's outputs are views of the whole run's (every row's logits).
+  const own = (x: Float32Array) => (x.byteLength < x.buffer.byteLength ? x.slice() : x);
+  if (req.want?.logits) { res.logits = own(out.logits); res.lse = own(out.lse); }
+  if (req.want?.hidden) res.hidden = own(out.hidden);
   return res;
 }
 

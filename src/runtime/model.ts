@@ -440,12 +440,12 @@ export class Model {
     return this.encode(prompt, isChat(prompt, o), o.chatTemplateKwargs, where);
   }
 
-  /** A prompt given as token ids, checked: a raw prompt of this vocabulary's ids. */
   /** Refuses a prompt longer than the context (ContextLengthError), as `where` says. */
   private checkFits(ids: readonly number[], where: string): void {
     const ctx = this.config.maxPositionEmbeddings;
     if (ids.length > ctx) throw new ContextLengthError(`${where}: the prompt is ${ids.length} tokens, more than the model's context of ${ctx}`, ids.length, ctx);
   }
+  /** A prompt given as token ids, checked: a raw prompt of this vocabulary's ids. */
   private checkedIds(ids: readonly number[], which: string, chat: boolean | undefined, where: string): number[] {
     if (chat) throw new Error(`${where}: ${which} is token ids, a raw prompt: the chat template renders text and messages (leave chat out)`);
     const bad = ids.findIndex((t) => !isTokenId(t, this.config.vocabSize));
