@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import { hubGguf, parseHubSpec, QUANT_LABEL, shortName, snapshotFiles, taggedGguf, type HubSpec } from '../io/hub.ts';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
-import { adapterView } from '../runtime/backend.ts';
+import { adapterView, type Backend } from '../runtime/backend.ts';
 import { setPromptCache } from '../runtime/prompt-cache.ts';
 import { readAdapterConfig } from '../io/peft.ts';
 import { ggufStem } from '../io/gguf.ts';
@@ -83,9 +83,11 @@ export function servedModel(served: Served, id = served.defaultId): ServedModel 
 
 /** The served model as one request drives it: through its own view of the shared backend, which `signal` cancels. */
 export function requestModel(m: ServedModel, signal: AbortSignal): Model {
-  const view = m.backend.forRequest(signal);
-  return withBackend(m.model, m.adapterName ? adapterView(view, m.adapterName) : view);
+  return over(m.model, m.adapterName, m.backend.forRequest(signal));
 }
+
+/** `model` stepping through `backend`, with its adapter's view of it where it has one (`adapterName`). */
+const over = (model: Model, adapterName: string | undefined, backend: Backend): Model => withBackend(model, adapterName ? adapterView(backend, adapterName) : backend);
 
 /** Served's hubGguf for a base model at `p`: its repository, file and the files beside it in its snapshot. */
 function servedGguf(p: string): Pick<Served, 'hubGguf'> {
@@ -173,7 +175,7 @@ export async function loadServed(o: LoadServedOptions): Promise<Served> {
       const m = loaded[0] ? await loaded[0].withAdapter(a.dir, { onNote: o.onNote }) : await loadModel(o.model, { adapter: a.dir, loraTargets, quant: o.quant, ropeScaling: o.ropeScaling, threads: o.threads, promptCache: 0, onProgress: o.onProgress, onNote: o.onNote });
       if (!loaded[0]) loaded.push(m);
       backend ??= coalesce(m);
-      models.set(a.name, { id: a.name, kind: 'adapter', model: withBackend(m, m.adapterName ? adapterView(backend, m.adapterName) : backend), backend, adapterName: m.adapterName, budgets: budgets[i], parent: baseId, created });
+      models.set(a.name, { id: a.name, kind: 'adapter', model: over(m, m.adapterName, backend), backend, adapterName: m.adapterName, budgets: budgets[i], parent: baseId, created });
     }
     if (adapters.length) {
       const first = models.get(adapters[0].name)!;
