@@ -429,10 +429,12 @@ export const JSON_LENIENT: unique symbol = Symbol('edgereason.jsonLenient');
 /** The samples are read one by one, not voted on (the server's `n` choices): ignoreEos may go with several. */
 export const UNVOTED: unique symbol = Symbol('edgereason.unvoted');
 
-export async function answer(model: Model, input: AnswerInput, opts: AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext']; [JSON_LENIENT]?: boolean; [UNVOTED]?: boolean } = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
-  const start = performance.now();
+/** answer()'s own options: the server's, given by symbol. */
+type InternalAnswerOptions = AnswerOptions & { [PROMPT_IDS]?: readonly number[]; [REPLY_PREFIX]?: string; [ALLOWED_NEXT]?: GenerateOptions['allowedNext']; [JSON_LENIENT]?: boolean; [UNVOTED]?: boolean };
+
+/** Checks answer()'s arguments (throws, naming the option and the value); returns the choices the rest reads. */
+function checkAnswerArgs(model: Model, input: AnswerInput, opts: InternalAnswerOptions, aux: { router?: Router; verifier?: Verifier }) {
   if (!model || typeof model !== 'object' || typeof model.encode !== 'function' || !model.backend) throw new Error(`answer: model must be a loaded model (loadModel), got ${shown(model)}`);
-  const { backend, tokenizer: tok } = model;
   checkKeys(opts, ANSWER_OPTIONS, 'answer');
   if (aux === null || typeof aux !== 'object' || Array.isArray(aux)) throw new Error(`answer: the fourth argument must be { router?, verifier? } (or left out), got ${shown(aux)}`);
   checkKeys(aux, ['router', 'verifier'], 'answer');
@@ -463,10 +465,16 @@ export async function answer(model: Model, input: AnswerInput, opts: AnswerOptio
   if (aux.router && !reasons && mode === 'auto') throw new Error('answer: a router was given, but the model was loaded without its reasoning adapter (the adapter option of loadModel) and nativeThinking is off: there is nothing to route to');
   const K = opts.maxThinkingTokens;
   if (K !== undefined && (!Number.isInteger(K) || K < 0)) throw new Error(`answer: maxThinkingTokens must be an integer ≥ 0, got ${shown(K)}`);
-
   if (native && opts.budget !== undefined) throw new Error('answer: budget is the control line a budget-trained (RL) adapter reads; with nativeThinking cap the thinking with maxThinkingTokens');
   if (aux.router && mode === 'auto') checkTrainedFor('router', aux.router, native, model.config);
   if (aux.verifier && mode !== 'off' && reasons) checkTrainedFor('verifier', aux.verifier, native, model.config);
+  return { drawing, mode, n, method, task, native, reasons, K };
+}
+
+export async function answer(model: Model, input: AnswerInput, opts: InternalAnswerOptions = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<AnswerResult> {
+  const start = performance.now();
+  const { drawing, mode, n, method, task, native, reasons, K } = checkAnswerArgs(model, input, opts, aux);
+  const { backend, tokenizer: tok } = model;
   const messages: ChatMessage[] = typeof input === 'string' ? [{ role: 'user', content: input }] : [...input];
   const given = templateVars(model, opts.chatTemplateKwargs, native);
   const ids = opts[PROMPT_IDS] ? [...opts[PROMPT_IDS]] : model.encode(messages, true, given.vars, 'answer'), ctx = backend.config.maxPositionEmbeddings;
