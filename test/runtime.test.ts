@@ -1403,6 +1403,10 @@ test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missi
     await assert.rejects(m.complete('Hello', { maxTokens: 0 }), /generate: maxTokens must be an integer ≥ 1, got 0/);
     const c = await m.backend.newCache(1);
     await assert.rejects(m.backend.step(c, { tokens: [[V + 5]] }), new RegExp(`token id ${V + 5} is outside the vocabulary`));
+    // Tokens not shaped as one list per row (a TypeError "req.tokens.every is not a function", or "row is not iterable", before)
+    for (const [tokens, got] of [['x', '"x"'], [[5], '[5]'], [null, 'null']] as const) {
+      await assert.rejects(m.backend.step(c, { tokens } as never), { message: `engine: a step's tokens must be one list of token ids per cache row, got ${got}` });
+    }
   } finally {
     await m.close();
   }

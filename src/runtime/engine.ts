@@ -342,6 +342,7 @@ export class Engine {
 
   /** Validates a step's tokens against the cache and the context (throws); returns the new-token count per row. */
   validate(cache: KVCache, input: StepInput): number[] {
+    if (!Array.isArray(input?.tokens) || !input.tokens.every(Array.isArray)) throw new Error(`engine: a step's tokens must be one list of token ids per cache row, got ${shown(input?.tokens)}`);
     const rows = cache.rows, counts = input.tokens.map((t) => t.length);
     if (input.tokens.length !== rows) throw new Error(`engine: step has ${input.tokens.length} token rows for a cache of ${rows} rows`);
     if (!rows) throw new Error('engine: the cache has no rows to step (every row was dropped)');

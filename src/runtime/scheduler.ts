@@ -121,7 +121,7 @@ export class CoalescingBackend implements BatchingBackend {
 
   async step(cache: CacheHandle, req: StepRequest, signal?: AbortSignal): Promise<StepResult> {
     // A long prefill goes in steps of PREFILL_CHUNK tokens, each queued apart: other requests' decode steps run between them.
-    const V = this.config.vocabSize, known = req.tokens.every((r) => Array.isArray(r) && r.every((t) => isTokenId(t, V)));
+    const V = this.config.vocabSize, known = Array.isArray(req.tokens) && req.tokens.every((r) => Array.isArray(r) && r.every((t) => isTokenId(t, V)));
     const parts = (known && prefillChunks(req, this.prefillChunk)) || [req], change = this.adapterChange, earlier = this.steps.of(cache);
     const queue = () => (parts.length === 1 ? this.queue(cache, req, signal) : this.queueParts(cache, req, parts, earlier, signal));
     const run = change ? change.then(queue, queue) : queue();
