@@ -18,7 +18,7 @@ export interface BackwardOptions {
  * The outer-scope tensors a node's subgraphs (If branches, Loop/Scan bodies, nested ones included) read: names
  * used there that the subgraph neither produces nor takes as a formal input. They are the node's implicit inputs.
  */
-export function outerReads(n: Node): string[] {
+function outerReads(n: Node): string[] {
   const reads = new Set<string>();
   for (const v of Object.values(n.attrs)) {
     if (typeof v !== 'object' || !('graph' in v)) continue;
@@ -113,13 +113,14 @@ export function addBackward(g: Graph, loss: string, wrt: string[], opts: Backwar
     n.inputs.forEach((t, i) => { if (need[i] && dxs[i]) contribute(t, dxs[i]!); });
   }
 
-  const out = new Map<string, string>();
+  const out = new Map<string, string>(), taken = new Set(g.nodes.flatMap((n) => n.outputs));
   for (const w of wrt) {
     // Parameters the loss does not reach get zeros, so callers can treat every gradient alike.
     const d = total(w) ?? zerosLike(c, w);
     const name = `${w}.grad`;
-    if (g.nodes.some((n) => n.outputs.includes(name))) throw new Error(`autodiff: gradient name "${name}" is already taken`);
+    if (taken.has(name)) throw new Error(`autodiff: gradient name "${name}" is already taken`);
     g.nodeN('Identity', [d], {}, { names: [name] });
+    taken.add(name);
     const v = info.get(w);
     if (opts.outputs && v) g.output(name, v.dtype, v.dims);
     out.set(w, name);
@@ -146,7 +147,7 @@ function bdim(a: Dim, b: Dim, fresh: () => string): Dim {
   if (typeof b === 'number') return b;
   return fresh();
 }
-export function broadcastShapes(shapes: Shape[], fresh: () => string): Shape {
+function broadcastShapes(shapes: Shape[], fresh: () => string): Shape {
   const r = Math.max(...shapes.map((s) => s.length));
   return Array.from({ length: r }, (_, i) => shapes.reduce<Dim>((d, s) => {
     const k = i - (r - s.length);

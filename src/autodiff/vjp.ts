@@ -45,7 +45,7 @@ const FLOAT_TYPES = new Set([1, 10, 11, 16]);
  * shapes allow (an axis of `like` that is a number other than 1, or the same symbol as grad's, is kept),
  * else at run time from both Shape()s.
  */
-export function unbroadcast(c: Ctx, grad: string, like: string, gradShape: Shape | undefined): string {
+function unbroadcast(c: Ctx, grad: string, like: string, gradShape: Shape | undefined): string {
   const g = c.g, L = c.shape(like);
   if (L && gradShape && gradShape.length >= L.length) {
     const lead = gradShape.length - L.length, axes = [...Array(lead).keys()];
@@ -118,6 +118,8 @@ const none = { diff: () => [], vjp: () => [] } satisfies Rule;
 const unary = (d: (c: Ctx, x: string, y: string, dy: string) => string): Rule => ({
   vjp: (c, n, [dy]) => [d(c, n.inputs[0], n.outputs[0], dy!)],
 });
+/** Sums (Add, Sum): every input's gradient is dy, reduced to its shape. */
+const sum: Rule = { vjp: (c, n, [dy], need) => need.map((w, i) => (w ? ew(c, n, i, dy!) : null)) };
 /** Ops whose input gradient is dy reshaped back to the input's shape. */
 const reshapeBack: Rule = { diff: only(0), vjp: (c, n, [dy]) => [reshapeLike(c, dy!, n.inputs[0])] };
 
@@ -139,8 +141,8 @@ export const VJP: Record<string, Rule> = {
   Cos: unary((c, x, _y, dy) => c.g.node('Neg', [mul(c, dy, c.g.node('Sin', [x]))])),
   Sin: unary((c, x, _y, dy) => mul(c, dy, c.g.node('Cos', [x]))),
 
-  Add: { vjp: (c, n, [dy], need) => need.map((w, i) => (w ? ew(c, n, i, dy!) : null)) },
-  Sum: { vjp: (c, n, [dy], need) => need.map((w, i) => (w ? ew(c, n, i, dy!) : null)) },
+  Add: sum,
+  Sum: sum,
   Sub: { vjp: (c, n, [dy], need) => [need[0] ? ew(c, n, 0, dy!) : null, need[1] ? ew(c, n, 1, c.g.node('Neg', [dy!])) : null] },
   Mul: {
     vjp: (c, n, [dy], need) => {

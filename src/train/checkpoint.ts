@@ -215,12 +215,6 @@ export function dataIdentity(items: Iterable<unknown>): string {
 }
 
 /**
- * What Ctrl-C does to a training run: it saves the last completed step as the checkpoint (when checkpoints are on
- * and that step has none yet), then says how to continue. The handler runs while the run awaits its next result:
- * parameters, optimizer state and the step and data position change together in one synchronous block after each
- * optimizer step, so at any await they describe a completed step. `last` gives the step the checkpoint holds.
- */
-/**
  * Writes a run's outputs (`write`); when that fails (a full disk) after the last step's checkpoint was saved, the error
  * says that --resume writes them without training again.
  */
@@ -234,8 +228,12 @@ export async function writingOutputs(dir: string, checkpoint: number | undefined
 }
 
 /**
- * What Ctrl-C says (after saving the last completed step, checkpoints on); `earlier`: the output files in the run's
- * folder that it has not written (an --overwrite's predecessor's), named so that they are not taken for its own.
+ * What Ctrl-C does to a training run: it saves the last completed step as the checkpoint (when checkpoints are on
+ * and that step has none yet), then says how to continue. The handler runs while the run awaits its next result:
+ * parameters, optimizer state and the step and data position change together in one synchronous block after each
+ * optimizer step, so at any await they describe a completed step. `last` gives the step the checkpoint holds;
+ * `earlier`: the output files in the run's folder that it has not written (an --overwrite's predecessor's), named so
+ * that they are not taken for its own.
  */
 export function interrupted(command: string, total: number, dir: string, every: number | undefined, step: number, last: () => number | undefined, save: () => void, earlier: readonly string[] = []): string {
   let failed = '';

@@ -357,7 +357,7 @@ export class Rng {
 }
 
 /** The generator for (seed, epoch): independent streams per epoch, identical for identical inputs. */
-export const epochRng = (seed: number, epoch: number) => new Rng((Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(epoch + 1, 0x85ebca6b)) >>> 0);
+const epochRng = (seed: number, epoch: number) => new Rng((Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(epoch + 1, 0x85ebca6b)) >>> 0);
 
 export interface BatchOptions {
   /** Padded-token budget of one micro-batch: count × longest ≤ batchTokens (a single example always fits). */

@@ -11,7 +11,7 @@ import os from 'node:os';
 import cliProgress from 'cli-progress';
 
 /** A terminal that takes control codes: a TTY whose TERM is not "dumb" (Emacs' shell, some IDE consoles). */
-export const isTerminal = (stream: NodeJS.WriteStream): boolean => !!stream.isTTY && process.env.TERM !== 'dumb';
+const isTerminal = (stream: NodeJS.WriteStream): boolean => !!stream.isTTY && process.env.TERM !== 'dumb';
 
 /** Text dimmed (thinking, notes) on such a terminal, unless NO_COLOR is set (no-color.org); as is elsewhere. */
 export const dimmer = (stream: NodeJS.WriteStream): ((s: string) => string) =>
@@ -164,7 +164,7 @@ export class Progress {
  * closing (SIGBREAK, SIGHUP: Windows never delivers SIGTERM). Not SIGHUP elsewhere: Node listening for it would undo
  * the nohup a long run was started under.
  */
-export const STOP_SIGNALS: readonly NodeJS.Signals[] = process.platform === 'win32' ? ['SIGINT', 'SIGTERM', 'SIGBREAK', 'SIGHUP'] : ['SIGINT', 'SIGTERM'];
+const STOP_SIGNALS: readonly NodeJS.Signals[] = process.platform === 'win32' ? ['SIGINT', 'SIGTERM', 'SIGBREAK', 'SIGHUP'] : ['SIGINT', 'SIGTERM'];
 
 /** Listens to every STOP_SIGNALS signal with `listener`; returns its removal. */
 export function onStopSignals(listener: (signal: NodeJS.Signals) => void): () => void {

@@ -145,26 +145,27 @@ export async function trainRl(
   const invocation = start.config.aloraInvocationTokens;
   if (!invocation) throw new Error(`train-rl: ${adapterDir} is a plain LoRA adapter (its adapter_config.json has no alora_invocation_tokens); budget forcing trains an activated one, which acts from "<think>" on: train the SFT adapter with --alora-invocation "<think>"`);
   const end = tok.encode(THINK_CLOSE, { addSpecialTokens: false });
+  const share = o.unbudgetedShare ?? 0.25, least = Math.min(...o.budgets), most = Math.max(...o.budgets);
   checkRlPromptText(tok, prompts, o.promptsFile);
-  checkPromptRoom(tok, prompts, invocation, (o.unbudgetedShare ?? 0.25) < 1 ? o.budgets : [], Math.min(...o.budgets), config.maxPositionEmbeddings, o.promptsFile);
-  const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0;
+  checkPromptRoom(tok, prompts, invocation, share < 1 ? o.budgets : [], least, config.maxPositionEmbeddings, o.promptsFile);
+  const G = o.group ?? 8, P = o.promptsPerStep ?? 8, task = o.task ?? 'synthetic', seed = o.seed ?? 0, lr = o.lr ?? 1e-4, clipEps = o.clipEps ?? 0.2, beta = o.beta ?? 0;
   const scale = loraScale(start.config), unscaled = (b: Float32Array) => b.map((x) => x / scale);
   const params: Params = new Map();
   for (const [proj, t] of start.tensors) { params.set(`${proj}.lora_A`, t.a.slice()); params.set(`${proj}.lora_B`, unscaled(t.b)); }
-  const reference = o.beta ? new Map([...params].map(([k, v]) => [k, v.slice()])) : undefined;
-  const opt = new AdamW(params, { lr: o.lr ?? 1e-4, weightDecay: 0 });
-  const ckpt = path.join(o.out, 'checkpoint'), history: RlStepStats[] = [], share = o.unbudgetedShare ?? 0.25;
-  const temperature = o.temperature ?? 1, maxTokens = o.maxTokens ?? 2 * Math.max(...o.budgets), penalty = o.penalty ?? 'budget', lambda = o.lambda ?? 3;
+  const reference = beta ? new Map([...params].map(([k, v]) => [k, v.slice()])) : undefined;
+  const opt = new AdamW(params, { lr, weightDecay: 0 });
+  const grads: Params = new Map([...params].map(([n, p]) => [n, new Float32Array(p.length)])); // zeroed each step, reused
+  const ckpt = path.join(o.out, 'checkpoint'), history: RlStepStats[] = [];
+  const temperature = o.temperature ?? 1, maxTokens = o.maxTokens ?? 2 * most, penalty = o.penalty ?? 'budget', lambda = o.lambda ?? 3;
   // A rollout cut off before it answers is wrong whatever it thought: the largest budget's thinking, its close and one
   // answer token must fit, or that budget is never met.
-  const most = Math.max(...o.budgets);
   if (maxTokens < most + end.length + 1) throw new Error(`train-rl: maxTokens ${maxTokens} leaves no room to answer within the budget ${most}: thinking to it, closing the thinking (${end.length} token${end.length === 1 ? '' : 's'}) and an answer of at least one token take ${most + end.length + 1}; raise maxTokens (default twice the largest budget) or lower the budgets`);
   // What fixes the prompts drawn, the rollouts and the objective: a resume with other values is refused (--steps
   // may grow: nothing depends on it).
   const options: RunOptions = {
     command: 'train-rl', '--seed': seed, '--group': G, '--prompts-per-step': P, '--budgets': o.budgets, '--unbudgeted-share': share, '--penalty': penalty,
-    '--lambda': lambda, '--beta': o.beta ?? 0, '--lr': o.lr ?? 1e-4, '--temperature': temperature, '--max-tokens': maxTokens, '--grader': task,
-    clipEps: o.clipEps ?? 0.2, prompts: prompts.length, 'the --adapter\'s r': rank, 'the --adapter\'s targets': targets.join(','),
+    '--lambda': lambda, '--beta': beta, '--lr': lr, '--temperature': temperature, '--max-tokens': maxTokens, '--grader': task,
+    clipEps, prompts: prompts.length, 'the --adapter\'s r': rank, 'the --adapter\'s targets': targets.join(','),
     'the --adapter\'s lora_alpha': alpha, 'the --adapter\'s use_rslora': !!rslora,
     'the --model (a hash of its config and weights)': modelIdentity(config, model.weights), [MODEL_TENSORS]: modelTensorsIdentity(model.weights),
     'the prompts (a hash)': dataIdentity(prompts),
@@ -177,7 +178,7 @@ export async function trainRl(
   if (o.resume) {
     if (!fs.existsSync(path.join(ckpt, 'checkpoint.json'))) throw new Error(`train-rl: --resume given but ${ckpt} holds no checkpoint`);
     checkOptions(ckpt, checkpointOptions(ckpt), options, later);
-    const st = resume(ckpt, params, opt, options, later);
+    const st = resume(ckpt, params, opt); // its options were checked just above, before its tensors were read
     step = checkpoint = st.step;
     history.push(...savedList<RlStepStats>(st, 'history', ckpt));
     if (step < o.steps && !o.quiet) process.stderr.write(`train-rl: resuming from the checkpoint's step ${step} of ${o.steps} (${ckpt})\n`);
@@ -190,7 +191,7 @@ export async function trainRl(
   let earlier = outputsThere(o.out, ['adapter_model.safetensors']);
   const onInterrupt = () => interrupted('train-rl', o.steps, ckpt, o.checkpointEvery, step, () => checkpoint, save, earlier);
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
-    threads: o.threads, objective: { kind: 'policy', clipEps: o.clipEps ?? 0.2, beta: o.beta ?? 0 }, temperature,
+    threads: o.threads, objective: { kind: 'policy', clipEps, beta }, temperature,
   });
   const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads, temperature, gradients: false }) : undefined;
   // The policy's weights go into an adapter slot of their own: the caller's model keeps the adapter it was loaded
@@ -207,7 +208,7 @@ export async function trainRl(
       const t0 = performance.now(), rng = new Rng((seed * 1000003 + step) >>> 0);
       const batch = Array.from({ length: P }, () => {
         const p = prompts[Math.floor(rng.next() * prompts.length)], b = o.budgets[Math.floor(rng.next() * o.budgets.length)];
-        return rng.next() < share ? { p, budget: Math.min(...o.budgets), line: false } : { p, budget: b, line: true };
+        return rng.next() < share ? { p, budget: least, line: false } : { p, budget: b, line: true };
       });
       const rolls = await rollouts(backend, tok, batch, invocation, G, { temperature, maxTokens, seed: seedAt(seed, step * Math.max(7919, P * G)), end }); // no two steps' rows share a seed
       rolls.forEach((r, k) => { r.correct = rolloutCorrect(task, r, tok.decode(r.generated), batch[Math.floor(k / G)].p.gold); });
@@ -221,7 +222,7 @@ export async function trainRl(
       // A step where every group tied (and no KL term) has no gradient: no optimizer step is taken. TRL's would
       // still step, and AdamW's momentum would move the adapter on a step that carried no signal.
       if (live.length) {
-        const grads: Params = new Map([...params].map(([n, p]) => [n, new Float32Array(p.length)]));
+        for (const g of grads.values()) g.fill(0);
         for (let i = 0; i < live.length; i += 16) {
           const chunk = live.slice(i, i + 16);
           const examples: Example[] = chunk.map(({ r }) => {
@@ -236,7 +237,7 @@ export async function trainRl(
           });
           for (const [n, g] of res.grads) { const acc = grads.get(n)!; for (let k = 0; k < g.length; k++) acc[k] += g[k]; }
         }
-        checkDiverged('train-rl', step + 1, { gradNorm: clipGradNorm(grads, 1.0) }, o.lr ?? 1e-4, checkpoint === undefined ? undefined : { step: checkpoint, dir: ckpt });
+        checkDiverged('train-rl', step + 1, { gradNorm: clipGradNorm(grads, 1.0) }, lr, checkpoint === undefined ? undefined : { step: checkpoint, dir: ckpt });
         opt.update(grads);
       }
       step++;
@@ -260,7 +261,7 @@ export async function trainRl(
       // `budgets`: the buckets prompts carried as a budget line (none when every prompt went without one); the server
       // writes a request's bucket into the prompt only for adapters trained with them.
       writeJson(path.join(o.out, 'rl_log.json'), {
-        budgets: share < 1 ? o.budgets : [], unbudgetedShare: share, unbudgetedBudget: Math.min(...o.budgets), history,
+        budgets: share < 1 ? o.budgets : [], unbudgetedShare: share, unbudgetedBudget: least, history,
       }, 1);
       const curve = (name: keyof RlStepStats) => history.map((h) => [h.step, h[name]] as [number, number]);
       writeSvg(path.join(o.out, 'rl-curves.svg'), await lineChart({

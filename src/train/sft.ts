@@ -167,15 +167,16 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const epochBatches = (epoch: number) => batches(train, { batchTokens, seed, epoch, maxLen });
   const counts: number[] = [], counting = o.quiet ? undefined : lateProgress('planning the epochs', 'epochs');
   for (let e = 0; e < epochs; e++) {
-    const b = epochBatches(e);
-    counts.push(b.batches.length);
-    if (e === 0) trainData.report.truncated = b.truncated;
+    counts.push(epochBatches(e).batches.length);
     if (e % 8 === 7) { counting?.update(e + 1, epochs); await new Promise(setImmediate); }
   }
   counting?.stop();
   const total = counts.reduce((a, n) => a + Math.ceil(n / accum), 0), stopAt = Math.min(o.maxSteps ?? Infinity, total);
-  evalData.report.truncated = evalSet.filter((e) => e.ids.length > maxLen).length;
-  for (const [set, r] of [[train, trainData.report], [evalSet, evalData.report]] as const) r.truncatedAt = [...new Set(set.filter((e) => e.ids.length > maxLen && e.source !== undefined).map((e) => e.source!))].slice(0, 3);
+  for (const [set, r] of [[train, trainData.report], [evalSet, evalData.report]] as const) {
+    const long = set.filter((e) => e.ids.length > maxLen);
+    r.truncated = long.length;
+    r.truncatedAt = [...new Set(long.filter((e) => e.source !== undefined).map((e) => e.source!))].slice(0, 3);
+  }
   const report = { train: trainData.report, eval: evalData.report };
   if (!o.quiet) {
     for (const [what, r] of [['training', report.train], ['eval', report.eval]] as const) {
@@ -209,6 +210,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   const trainer = await Trainer.create(config, weights, mode, { threads: o.threads });
   const params: Params = o.full ? new Map(trainer.paramNames.map((n) => [n, weights.get(n).slice()])) : initLora(trainer.paramNames, config, rank, seed);
   const opt = new AdamW(params, { lr, weightDecay, decay: (n) => !/norm|bias/.test(n) });
+  const grads: Params = new Map(trainer.paramNames.map((n) => [n, new Float32Array(params.get(n)!.length)])); // zeroed each step, reused: with --full, as large as the model
   const masks = (b: Batch) => (o.aloraInvocation ? b.examples.map((e) => e.adapterMask!) : undefined);
 
   let step = 0, epoch = 0, position = 0, checkpoint: number | undefined;
@@ -234,7 +236,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
   let progress: Progress | undefined;
   try {
     if (o.resume) {
-      const st = resume(ckptDir, params, opt, options, LATER_OPTIONS);
+      const st = resume(ckptDir, params, opt); // its options were checked above, before the trainer was built
       ({ step, epoch, position } = st);
       // Same options, same plan: a step past the run, or a position past its epoch's batches (or an epoch past the run),
       // was edited in (or the data is not the run's: a checkpoint from before its hash was recorded).
@@ -264,7 +266,7 @@ export async function trainSft(config: ModelConfig, weights: WeightSource, train
         const group = order.slice(position, position + accum);
         const count = group.reduce((s, b) => s + b.examples.reduce((a, e) => a + sum(e.lossMask, 1), 0), 0);
         let loss = 0, tokens = 0;
-        const grads: Params = new Map(trainer.paramNames.map((n) => [n, new Float32Array(params.get(n)!.length)]));
+        for (const g of grads.values()) g.fill(0);
         for (const b of group) {
           const mb: MicroBatch = { examples: b.examples, targetWeight: 1 / Math.max(1, count), adapterMasks: masks(b) };
           const r = await trainer.step(params, mb);
@@ -468,7 +470,7 @@ function sum(a: ArrayLike<number>, from = 0): number {
 }
 
 /** The loss curves a run draws into loss.svg (from its training_log.json's losses and evalLosses). */
-export function lossChart(losses: number[], evalLosses: [number, number][]): Promise<string> {
+function lossChart(losses: number[], evalLosses: [number, number][]): Promise<string> {
   return lineChart({
     title: 'SFT loss', x: 'optimizer step', y: 'cross-entropy',
     series: [{ name: 'train', points: losses.map((l, i) => [i + 1, l]) }, ...(evalLosses.length ? [{ name: 'eval', points: evalLosses }] : [])],

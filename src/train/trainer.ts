@@ -33,10 +33,7 @@ export interface StepResult {
 }
 
 export class Trainer {
-  readonly paramNames: string[];
-  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, readonly objective: Objective, private readonly session: ort.InferenceSession, paramNames: string[], readonly gradients: boolean) {
-    this.paramNames = paramNames;
-  }
+  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, readonly objective: Objective, private readonly session: ort.InferenceSession, readonly paramNames: string[], readonly gradients: boolean) {}
 
   /**
    * `temperature`: log-probs (and the policy loss) of softmax(logits / temperature), as rollouts sample.
@@ -85,10 +82,9 @@ export class Trainer {
     const ids = new BigInt64Array(B * T), pos = new BigInt64Array(B * T), bias = new Float32Array(B * T * T).fill(MASKED);
     const mask = new Float32Array(B * T), index: bigint[] = [], targets: bigint[] = [], weight: number[] = [];
     const old: number[] = [], adv: number[] = [], ref: number[] = [];
-    const counts = this.counts(batch), offsets = counts.map((_, b) => counts.slice(0, b).reduce((a, x) => a + x, 0));
     ex.forEach((e, b) => {
       const n = e.ids.length;
-      for (let t = 0; t < T; t++) {
+      for (let t = 0, k = 0; t < T; t++) { // k: this example's targets so far
         ids[b * T + t] = BigInt(t < n ? e.ids[t] : 0);
         pos[b * T + t] = BigInt(t);
         // Real tokens see themselves and earlier real tokens; padding sees only itself (keeps softmax finite).
@@ -97,10 +93,8 @@ export class Trainer {
         mask[b * T + t] = t < n ? batch.adapterMasks?.[b]?.[t] ?? 1 : 0;
         if (t > 0 && t < n && e.lossMask[t]) {
           index.push(BigInt(b * T + t - 1)); targets.push(BigInt(e.ids[t])); weight.push(batch.targetWeight);
-          if (batch.policy) {
-            const k = old.length - offsets[b];
-            old.push(batch.policy.oldLogprobs?.[b]?.[k] ?? 0); adv.push(batch.policy.advantages[b]); ref.push(batch.policy.refLogprobs?.[b]?.[k] ?? 0);
-          }
+          if (batch.policy) { old.push(batch.policy.oldLogprobs?.[b]?.[k] ?? 0); adv.push(batch.policy.advantages[b]); ref.push(batch.policy.refLogprobs?.[b]?.[k] ?? 0); }
+          k++;
         }
       }
     });
