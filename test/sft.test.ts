@@ -13,7 +13,7 @@ import { loadModel } from '../src/runtime/model.ts';
 import { openSource } from '../src/io/source.ts';
 import { addBudgetLines, evalLoss, trainSft } from '../src/train/sft.ts';
 import { Trainer, aloraMask } from '../src/train/trainer.ts';
-import { buildTrainingGraph } from '../src/train/graph.ts';
+import { buildTrainingGraph, frozenAsInputs } from '../src/train/graph.ts';
 import { batches, loadDataset, type Example } from '../src/train/data.ts';
 import { checkDiverged, lrAt } from '../src/train/optim.ts';
 import { dataIdentity, modelIdentity, modelTensorsIdentity, MODEL_TENSORS, saveCheckpoint } from '../src/train/checkpoint.ts';
@@ -21,7 +21,7 @@ import { trainRl, type RlOptions } from '../src/train/rl.ts';
 import { unreadBudgets } from '../src/cli/train-rl.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
 import type { Backend } from '../src/runtime/backend.ts';
-import { makeRandomQwen2 } from './helpers/random-model.ts';
+import { makeRandomQwen2, QWEN25_05B, QWEN3_06B } from './helpers/random-model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { budgetControl } from '../src/reason/budget.ts';
 
@@ -514,6 +514,32 @@ test('a Trainer made without gradients (train-rl\'s KL reference, a full run\'s 
     assert.deepEqual([graph(false), graph(true).length], [['loss', 'token_logprob'], 2 + full.paramNames.length]);
   } finally {
     await Promise.all([full.close(), fwd.close()]);
+  }
+});
+
+test('LoRA over a model past the 2 GiB an ONNX model holds takes its frozen weights as graph inputs, with the same loss and gradients; a parameter of the wrong size is named', async () => {
+  // Qwen3-0.6B's shape failed after the whole setup with onnxruntime's "Model data size exceeds maximum supported size (2GB)".
+  assert.deepEqual([frozenAsInputs(QWEN3_06B), frozenAsInputs(QWEN25_05B), frozenAsInputs(model.config)], [true, false, false]);
+  const mode = { kind: 'lora' as const, targets: ['q_proj' as const, 'down_proj' as const], scale: 2 }, c = model.config;
+  const [inGraph, asInputs] = await Promise.all([Trainer.create(c, weights, mode, { threads: 1 }), Trainer.create(c, weights, mode, { threads: 1, frozenAsInputs: true })]);
+  try {
+    assert.deepEqual(buildTrainingGraph(c, weights, mode, { kind: 'nll' }, 1, false, true).frozen.sort(), [...weights.names].sort());
+    const rng = (() => { let s = 5; return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * 0.2; })();
+    const params = new Map(inGraph.paramNames.map((n) => [n, Float32Array.from({ length: 4 * (n.includes('down_proj') ? (n.endsWith('lora_A') ? c.intermediateSize : c.hiddenSize) : n.endsWith('lora_A') ? c.hiddenSize : c.numHeads * c.headDim) }, rng)])); // rank 4
+    const batch = { examples: toy(6, 4), targetWeight: 0.1 };
+    const [a, b] = [await inGraph.step(params, batch), await asInputs.step(params, batch)];
+    assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.abs(a.loss), `loss ${a.loss} vs ${b.loss}`);
+    for (const [n, g] of a.grads) {
+      const h = b.grads.get(n)!, scale = Math.max(...g.map(Math.abs));
+      assert.ok(scale > 0 && g.every((x, i) => Math.abs(x - h[i]) <= 1e-4 * scale), n);
+    }
+    // A parameter of the wrong size (was "dims[0] must be an integer, got: 4.015625", or onnxruntime's MatMul mismatch)
+    const [A, B] = inGraph.paramNames.slice(0, 2), longer = new Map(params).set(A, new Float32Array(params.get(A)!.length + 1));
+    await assert.rejects(inGraph.step(longer, batch), { message: `trainer: "${A}" has ${4 * c.hiddenSize + 1} values, where its shape [?, ${c.hiddenSize}] takes a multiple of ${c.hiddenSize}` });
+    const rank8 = new Map(params).set(B, new Float32Array(2 * params.get(B)!.length));
+    await assert.rejects(inGraph.step(rank8, batch), { message: `trainer: "${B}" is of rank 8 and "${A}" of rank 4: the two halves of a LoRA pair share one rank` });
+  } finally {
+    await Promise.all([inGraph.close(), asInputs.close()]);
   }
 });
 

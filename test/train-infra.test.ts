@@ -374,6 +374,7 @@ describe('data', () => {
 
   it('batches: length bucketing gives non-overlapping length ranges within a chunk', () => {
     const { batches: bs } = batches(ex, { batchTokens: 100, seed: 3, epoch: 0, bucket: 1000 });
+    assert.throws(() => batches(ex, { batchTokens: 100, seed: 3, epoch: 0, bucket: 0 }), { message: 'batches: need maxLen >= 2, batchTokens >= 1 and bucket >= 1 (got 100, 100, 0)' }); // (it never returned)
     const ranges = bs.map((x) => [Math.min(...x.examples.map((e) => e.ids.length)), x.maxLen]).sort((p, q) => p[1] - q[1]);
     for (let i = 1; i < ranges.length; i++) assert.ok(ranges[i - 1][1] <= ranges[i][0], JSON.stringify(ranges));
     // one chunk: exactly the greedy packing of the examples sorted longest first (ties by index)
@@ -544,6 +545,15 @@ describe('checkpoint', () => {
     edited({ config: { losses: 3 } });
     assert.throws(() => savedList(loadCheckpoint(dir).state, 'losses', dir), { message: `checkpoint: ${jsonFile}: config.losses must be a list, got 3 (the file was edited or damaged)` });
     assert.deepEqual(savedList(loadCheckpoint(dir).state, 'history', dir), []);
+    // Each element checked (an eval loss of null resumed, then failed in the loss chart after the training, and again on every rerun)
+    const history = { step: 1, reward: 0.5, accuracy: 0.5, thinking: 40, withinBudget: 1, tokensPerSec: 90, updated: true };
+    for (const [key, list, at, got, what] of [['losses', [1.5, null], 1, 'null', 'a finite number'], ['evalLosses', [[2, 3.5], [1, 'x']], 1, '[1,"x"]', 'a pair [step, loss] of an integer ≥ 0 and a finite number'],
+      ['history', [history, { ...history, updated: 1 }], 1, JSON.stringify({ ...history, updated: 1 }).slice(0, 60), "a step's record (step, reward, accuracy, thinking, withinBudget and tokensPerSec numbers, updated true or false)"]] as const) {
+      edited({ config: { [key]: list } });
+      assert.throws(() => savedList(loadCheckpoint(dir).state, key, dir), { message: `checkpoint: ${jsonFile}: config.${key}[${at}] must be ${what}, got ${got} (the file was edited or damaged)` }, key);
+    }
+    edited({ config: { losses: [1.5, 2], evalLosses: [[2, 3.5]], history: [history] } });
+    assert.deepEqual(['losses', 'evalLosses', 'history'].map((k) => savedList(loadCheckpoint(dir).state, k as 'losses', dir)), [[1.5, 2], [[2, 3.5]], [history]]);
     edited({}, 'tensorSha256'); // a checkpoint from before the hash
     assert.equal(loadCheckpoint(dir).state.step, 2);
   });

@@ -26,6 +26,9 @@ const ONNX_TYPES: Record<DType, number> = {
   float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11,
 };
 
+/** An ONNX model built in memory is one protobuf message, which holds at most 2 GiB (less a margin for the graph). */
+export const IN_MEMORY_LIMIT = 2 ** 31 - 2 ** 26;
+
 /** The typed array an initializer of each dtype holds (float16: the raw fp16 bits; bool: 0/1 bytes). */
 const ARRAY_TYPES: Record<DType, { name: string; BYTES_PER_ELEMENT: number }> = {
   float32: Float32Array, float16: Uint16Array, float64: Float64Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array, bool: Uint8Array,

@@ -12,6 +12,7 @@ import { checkRopeScalingChoice, parameterCount, PROJECTIONS, ropeChoiceOf, rope
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
+import { IN_MEMORY_LIMIT } from '../onnx/graph.ts';
 import { openSource, contentHash, convertCommandLine, expandHome, fingerprint, sourceBytes, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
 import { atomicWrite, cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, sampledSha256, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
@@ -23,9 +24,6 @@ import { shown } from '../show.ts';
 export function defaultQuant(c: ModelConfig): Quant {
   return parameterCount(c) - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize) >= 50e6 ? 'q4' : 'fp32';
 }
-
-/** An ONNX model built in memory is one protobuf message, which holds at most 2 GiB (less a margin for the graph). */
-const IN_MEMORY_LIMIT = 2 ** 31 - 2 ** 26;
 
 /** The bytes of a checkpoint's weights in the graph, with its RoPE table (cos and sin for every position, fp32). */
 const weightBytes = (c: ModelConfig, quant: Quant): number => parameterCount(c) * quantBytes(quant) + c.maxPositionEmbeddings * c.headDim * 4;

@@ -113,11 +113,27 @@ export function checkpointOptions(dir: string): RunOptions | undefined {
   return readCheckpointJson(dir).options ?? undefined;
 }
 
-/** A list a run keeps in its checkpoint's config (its losses, its history); [] when absent. */
-export function savedList<T>(state: TrainState, key: string, dir: string): T[] {
-  const v = state.config[key];
+/** What a list a run keeps in its checkpoint holds: each element's check, and its words for the error. */
+export const SAVED = {
+  losses: { what: 'a finite number', ok: (x: unknown): boolean => Number.isFinite(x) },
+  evalLosses: { what: 'a pair [step, loss] of an integer ≥ 0 and a finite number', ok: (x: unknown): boolean => Array.isArray(x) && x.length === 2 && Number.isInteger(x[0]) && x[0] >= 0 && Number.isFinite(x[1]) },
+  history: {
+    what: 'a step\'s record (step, reward, accuracy, thinking, withinBudget and tokensPerSec numbers, updated true or false)',
+    ok: (x: unknown): boolean => !!x && typeof x === 'object' && !Array.isArray(x) && typeof (x as Record<string, unknown>).updated === 'boolean'
+      && ['step', 'reward', 'accuracy', 'thinking', 'withinBudget', 'tokensPerSec'].every((k) => Number.isFinite((x as Record<string, unknown>)[k])),
+  },
+} as const;
+
+/**
+ * A list a run keeps in its checkpoint's config (its losses, its history); [] when absent. Each element is checked:
+ * one edited or damaged would be written into the run's log and chart, or fail there after the training.
+ */
+export function savedList<T>(state: TrainState, key: keyof typeof SAVED, dir: string): T[] {
+  const v = state.config[key], damaged = (what: string, got: unknown) => new Error(`checkpoint: ${checkpointJson(dir)}: ${what}, got ${JSON.stringify(got)?.slice(0, 60)} (the file was edited or damaged)`);
   if (v === undefined) return [];
-  if (!Array.isArray(v)) throw new Error(`checkpoint: ${checkpointJson(dir)}: config.${key} must be a list, got ${JSON.stringify(v)?.slice(0, 60)} (the file was edited or damaged)`);
+  if (!Array.isArray(v)) throw damaged(`config.${key} must be a list`, v);
+  const bad = v.findIndex((x) => !SAVED[key].ok(x));
+  if (bad >= 0) throw damaged(`config.${key}[${bad}] must be ${SAVED[key].what}`, v[bad]);
   return v as T[];
 }
 

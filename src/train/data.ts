@@ -384,7 +384,7 @@ export interface Batch {
  */
 export function batches(examples: readonly Example[], o: BatchOptions): { batches: Batch[]; truncated: number } {
   const maxLen = o.maxLen ?? o.batchTokens, bucket = o.bucket ?? 64, rng = epochRng(o.seed, o.epoch);
-  if (!(maxLen >= 2) || !(o.batchTokens >= 1)) throw new Error(`batches: need maxLen >= 2 and batchTokens >= 1 (got ${maxLen}, ${o.batchTokens})`);
+  if (!(maxLen >= 2) || !(o.batchTokens >= 1) || !(bucket >= 1)) throw new Error(`batches: need maxLen >= 2, batchTokens >= 1 and bucket >= 1 (got ${maxLen}, ${o.batchTokens}, ${bucket})`);
   let truncated = 0;
   const ex = examples.map((e) => {
     if (e.ids.length <= maxLen) return e;

@@ -10,9 +10,9 @@
  * Outputs: loss (scalar), token_logprob [N] (log p of each target), and grad.<name> per trainable tensor.
  * With a temperature τ every log p is of softmax(logits / τ), the distribution rollouts sample from.
  */
-import { Graph } from '../onnx/graph.ts';
+import { Graph, IN_MEMORY_LIMIT } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';
-import type { ModelConfig, Projection } from '../models/config.ts';
+import { parameterCount, type ModelConfig, type Projection } from '../models/config.ts';
 import { Layers } from '../models/layers.ts';
 import { decoder, lmHead } from '../models/qwen2.ts';
 import { addBackward } from '../autodiff/backward.ts';
@@ -32,13 +32,22 @@ export interface TrainingGraph {
   graph: Graph;
   /** Trainable tensor names (graph inputs), in a stable order, with their shapes. */
   params: { name: string; shape: (number | string)[] }[];
+  /** Frozen weights the graph takes as inputs (see frozenAsInputs), fed as they are at every step. */
+  frozen: string[];
 }
 
-export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode, objective: Objective = { kind: 'nll' }, temperature = 1, gradients = true): TrainingGraph {
+/**
+ * Whether LoRA's frozen weights go in as graph inputs rather than initializers: where, fp32 with the RoPE table,
+ * they would pass the 2 GiB an ONNX model holds in memory (Qwen3-0.6B's shape and up: onnxruntime refused the
+ * model after the whole setup). Full training always takes its weights as inputs.
+ */
+export const frozenAsInputs = (cfg: ModelConfig): boolean => (parameterCount(cfg) + cfg.maxPositionEmbeddings * cfg.headDim) * 4 > IN_MEMORY_LIMIT;
+
+export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode, objective: Objective = { kind: 'nll' }, temperature = 1, gradients = true, asInputs = mode.kind === 'full' || frozenAsInputs(cfg)): TrainingGraph {
   const g = new Graph();
   const L = new Layers(g, cfg, weights, {
     quant: 'fp32', accuracyLevel: 0, fused: false,
-    loraTargets: mode.kind === 'lora' ? mode.targets : [], weightsAsInputs: mode.kind === 'full',
+    loraTargets: mode.kind === 'lora' ? mode.targets : [], weightsAsInputs: asInputs,
     loraScale: mode.kind === 'lora' ? mode.scale : 1,
   });
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
@@ -62,11 +71,12 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode
   const params = g.inputs
     .filter((i) => (mode.kind === 'lora' ? /\.lora_[AB]$/.test(i.name) : i.dtype === 'float32' && weights.has(i.name)))
     .map((i) => ({ name: i.name, shape: i.dims }));
-  if (!gradients) return { graph: g, params }; // log-probs only (a reference policy): no backward to run
+  const frozen = mode.kind === 'lora' ? g.inputs.filter((i) => weights.has(i.name)).map((i) => i.name) : [];
+  if (!gradients) return { graph: g, params, frozen }; // log-probs only (a reference policy): no backward to run
   const grads = addBackward(g, 'loss', params.map((p) => p.name));
   for (const p of params) {
     g.nodeN('Identity', [grads.get(p.name)!], {}, { names: [`grad.${p.name}`] });
     g.output(`grad.${p.name}`, 'float32', p.shape);
   }
-  return { graph: g, params };
+  return { graph: g, params, frozen };
 }

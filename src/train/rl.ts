@@ -193,7 +193,8 @@ export async function trainRl(
   const trainer = await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, {
     threads: o.threads, objective: { kind: 'policy', clipEps, beta }, temperature,
   });
-  const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads, temperature, gradients: false }) : undefined;
+  const refTrainer = reference ? await Trainer.create(config, model.weights, { kind: 'lora', targets: targets as Projection[], scale }, { threads: o.threads, temperature, gradients: false })
+    .catch(async (e) => { await trainer.close(); throw e; }) : undefined; // (the policy's session is not left open)
   // The policy's weights go into an adapter slot of their own: the caller's model keeps the adapter it was loaded
   // with (rollouts would otherwise leave it on the weights of the step before the last).
   const backend = adapterView(model.backend, `train-rl policy ${++policySlots}`); // one per run: two runs on one model keep theirs apart

@@ -8,7 +8,7 @@ import type { WeightSource } from '../io/weights.ts';
 import type { Example } from './data.ts';
 import { lastIndexOfRun } from '../runtime/generate.ts';
 import type { Params } from './optim.ts';
-import { buildTrainingGraph, type Objective, type TrainMode } from './graph.ts';
+import { buildTrainingGraph, frozenAsInputs, type Objective, type TrainMode } from './graph.ts';
 import { defaultThreads } from '../runtime/threads.ts';
 import { OnnxRuntimeError } from '../runtime/errors.ts';
 
@@ -33,15 +33,18 @@ export interface StepResult {
 }
 
 export class Trainer {
-  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, readonly objective: Objective, private readonly session: ort.InferenceSession, readonly paramNames: string[], readonly gradients: boolean) {}
+  private constructor(readonly config: ModelConfig, readonly mode: TrainMode, readonly objective: Objective, private readonly session: ort.InferenceSession, readonly paramNames: string[], readonly gradients: boolean,
+    /** The frozen weights the graph takes as inputs (TrainingGraph.frozen), made once. */
+    private readonly frozen: Record<string, ort.Tensor>) {}
 
   /**
    * `temperature`: log-probs (and the policy loss) of softmax(logits / temperature), as rollouts sample.
    * `gradients: false`: the forward pass only (loss and log-probs; `step` returns no gradients).
+   * `frozenAsInputs`: LoRA's frozen weights as graph inputs (default: only past the 2 GiB an ONNX model holds, see frozenAsInputs).
    */
-  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number; objective?: Objective; temperature?: number; gradients?: boolean } = {}): Promise<Trainer> {
+  static async create(config: ModelConfig, weights: WeightSource, mode: TrainMode, opts: { threads?: number; objective?: Objective; temperature?: number; gradients?: boolean; frozenAsInputs?: boolean } = {}): Promise<Trainer> {
     const objective = opts.objective ?? { kind: 'nll' }, gradients = opts.gradients ?? true;
-    const { graph, params } = buildTrainingGraph(config, weights, mode, objective, opts.temperature, gradients);
+    const { graph, params, frozen } = buildTrainingGraph(config, weights, mode, objective, opts.temperature, gradients, mode.kind === 'full' || (opts.frozenAsInputs ?? frozenAsInputs(config)));
     const session = await ort.InferenceSession.create(graph.toModelProto(), {
       intraOpNumThreads: opts.threads ?? defaultThreads(), graphOptimizationLevel: 'all',
       // ORT's memory pattern pre-plans one block per run for the whole graph on top of the arena's own chunks;
@@ -52,16 +55,18 @@ export class Trainer {
       extra: { session: { disable_prepacking: '1' } },
       logSeverityLevel: 4, // onnxruntime's own log lines kept off stderr: a failed run is thrown (OnnxRuntimeError) anyway
     });
-    return new Trainer(config, mode, objective, session, params.map((p) => p.name), gradients);
+    return new Trainer(config, mode, objective, session, params.map((p) => p.name), gradients, Object.fromEntries(frozen.map((n) => [n, new ort.Tensor('float32', weights.get(n), weights.shape(n))])));
   }
 
   /** Forward + backward (unless made without gradients) for one micro-batch at the given parameter values (names as in paramNames). */
   async step(params: Params, batch: MicroBatch): Promise<StepResult> {
-    const feeds = this.feeds(batch);
+    const feeds = { ...this.feeds(batch), ...this.frozen };
     for (const name of this.paramNames) {
       const p = params.get(name);
       if (!p) throw new Error(`trainer: missing value for trainable tensor "${name}"`);
       feeds[name] = new ort.Tensor('float32', p, this.shapeOf(name, p.length));
+      const a = name.endsWith('.lora_B') ? feeds[name.replace(/B$/, 'A')] : undefined; // (A comes first in paramNames)
+      if (a && a.dims[0] !== feeds[name].dims[1]) throw new Error(`trainer: "${name}" is of rank ${feeds[name].dims[1]} and "${name.replace(/B$/, 'A')}" of rank ${a.dims[0]}: the two halves of a LoRA pair share one rank`);
     }
     let out: ort.InferenceSession.OnnxValueMapType;
     try { out = await this.session.run(feeds); } catch (e) {
@@ -127,8 +132,10 @@ export class Trainer {
   private shapeOf(name: string, size: number): number[] {
     const meta = this.session.inputMetadata.find((m) => m.name === name);
     const dims = meta?.isTensor ? meta.shape.map(Number) : [];
-    const known = dims.filter((d) => Number.isFinite(d) && d > 0).reduce((a, b) => a * b, 1);
-    return dims.map((d) => (Number.isFinite(d) && d > 0 ? d : size / known));
+    const fixed = (d: number) => Number.isFinite(d) && d > 0, known = dims.filter(fixed).reduce((a, b) => a * b, 1);
+    const free = dims.length - dims.filter(fixed).length;
+    if (free ? size % known !== 0 || size === 0 : size !== known) throw new Error(`trainer: "${name}" has ${size} values, where its shape [${dims.map((d) => (fixed(d) ? d : '?')).join(', ')}] takes ${free ? `a multiple of ${known}` : known}`);
+    return dims.map((d) => (fixed(d) ? d : size / known));
   }
 }
 
