@@ -31,9 +31,9 @@ export type GgmlType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
  * and the 4-bit i-quants (non-linear levels); not the 1–3-bit i-quants, whose codebooks are grids of thousands of entries.
  */
 export type DecodableType = GgmlType | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K' | 'IQ4_NL' | 'IQ4_XS';
-export const SUPPORTED_TYPES: readonly DecodableType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'IQ4_NL', 'IQ4_XS'];
+const SUPPORTED_TYPES: readonly DecodableType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'IQ4_NL', 'IQ4_XS'];
 const TYPE_ID: Record<string, number> = Object.fromEntries(Object.entries(GGML).map(([id, [name]]) => [name, Number(id)]));
-export const ggmlTypeName = (id: number): string => GGML[id]?.[0] ?? `unknown type id ${id}`;
+const ggmlTypeName = (id: number): string => GGML[id]?.[0] ?? `unknown type id ${id}`;
 
 /** Data size of a tensor: NaN when a row is not a whole number of blocks, undefined for a type not in the table. */
 function typeBytes(type: number, dims: readonly number[]): number | undefined {
@@ -47,7 +47,7 @@ function typeBytes(type: number, dims: readonly number[]): number | undefined {
 const QK = 32, fr = Math.fround;
 
 /** Refuses NaN and ±Inf (they would corrupt their whole block), naming the tensor when the caller gives its name. */
-function checkFinite(fn: string, x: Float32Array, name?: string): void {
+function refuseNonFinite(fn: string, x: Float32Array, name?: string): void {
   const i = firstNonFinite(x);
   if (i >= 0) throw new Error(`${fn}: ${name ? `tensor "${name}" ` : ''}holds ${x[i]} at element ${i}; only finite weights can be quantized`);
 }
@@ -68,9 +68,9 @@ export function quantizeQ8_0(x: Float32Array, name?: string): { scales: Float32A
     let amax = 0;
     for (let j = o; j < o + QK; j++) {
       const v = x[j], a = v < 0 ? -v : v;
-      if (a > amax) amax = a; else if (a !== a) checkFinite('quantizeQ8_0', x, name); // NaN
+      if (a > amax) amax = a; else if (a !== a) refuseNonFinite('quantizeQ8_0', x, name); // NaN
     }
-    if (amax === Infinity) checkFinite('quantizeQ8_0', x, name);
+    if (amax === Infinity) refuseNonFinite('quantizeQ8_0', x, name);
     const d = clampScale(fr(amax / 127)), id = d ? fr(1 / d) : 0;
     scales[b] = f16BitsToF32(f32ToF16Bits(d));
     // roundf (half away from zero): floor(|v| + 0.5) is exact for float32 |v| < 2^24.
@@ -92,9 +92,9 @@ export function quantizeQ4_0(x: Float32Array, name?: string): { scales: Float32A
     let amax = 0, max = 0;
     for (let j = o; j < o + QK; j++) {
       const v = x[j], a = v < 0 ? -v : v;
-      if (a > amax) { amax = a; max = v; } else if (a !== a) checkFinite('quantizeQ4_0', x, name); // NaN
+      if (a > amax) { amax = a; max = v; } else if (a !== a) refuseNonFinite('quantizeQ4_0', x, name); // NaN
     }
-    if (amax === Infinity) checkFinite('quantizeQ4_0', x, name);
+    if (amax === Infinity) refuseNonFinite('quantizeQ4_0', x, name);
     const d = clampScale(fr(max / -8)), id = d ? fr(1 / d) : 0; // the reference uses the unrounded d here
     scales[b] = f16BitsToF32(f32ToF16Bits(d));
     for (let j = o; j < o + QK; j++) { const v = Math.trunc(fr(fr(x[j] * id) + 8.5)); q[j] = v < 0 ? 0 : v > 15 ? 15 : v; }
@@ -280,6 +280,8 @@ const MAX_ARRAY_DEPTH = 8;
 const MAX_ARRAY = 1 << 24;
 const VT_SIZE: Partial<Record<GgufScalarType, number>> = { u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 };
 
+const utf8 = new TextDecoder();
+
 class Cursor {
   private buf = new Uint8Array(0);
   private dv = new DataView(this.buf.buffer);
@@ -309,7 +311,7 @@ class Cursor {
   }
   str(what: string): string {
     const n = this.u64(`${what} length`), at = this.take(n, what);
-    return new TextDecoder().decode(this.buf.subarray(at, at + n));
+    return utf8.decode(this.buf.subarray(at, at + n));
   }
   value(t: number, what: string, depth = 0): GgufValue {
     switch (VT[t]) {
@@ -374,8 +376,6 @@ export class GgufFile implements WeightSource {
     readonly metadataTypes: Record<string, GgufScalarType>,
     readonly tensors: ReadonlyMap<string, GgufTensorInfo>,
     readonly alignment: number,
-    /** Every file the tensors come from: this one, then the other parts of a split GGUF. */
-    readonly files: readonly string[] = [path],
   ) {}
   get names(): string[] { return [...this.tensors.keys()]; }
   has(name: string): boolean { return this.tensors.has(name); }
@@ -420,7 +420,7 @@ export function openGguf(path: string): GgufFile {
   if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || typeof no !== 'number') throw new Error(`${path}: split.count = ${shown(count)}, split.no = ${shown(no)} do not describe a split GGUF`);
   if (parts?.length !== count) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files, but its name does not end in -0000k-of-${String(count).padStart(5, '0')}.gguf, so the other parts cannot be found (merge them with llama.cpp's llama-gguf-split --merge, or restore their names)`);
   if (no !== 0) throw new Error(`${path}: part ${no + 1} of a GGUF split into ${count} files: load the first part, ${parts[0]}`);
-  const tensors = new Map(first.tensors), files = [path];
+  const tensors = new Map(first.tensors);
   for (let k = 1; k < count; k++) {
     const f = parts[k];
     if (!fs.existsSync(f)) throw new Error(`${path}: the first of ${count} parts of a split GGUF; part ${k + 1}, ${f}, is missing`);
@@ -430,11 +430,10 @@ export function openGguf(path: string): GgufFile {
       if (tensors.has(name)) throw new Error(`${f}: tensor "${name}" is also in ${tensors.get(name)!.file}`);
       tensors.set(name, t);
     }
-    files.push(f);
   }
   const total = md['split.tensors.count'];
   if (typeof total === 'number' && total !== tensors.size) throw new Error(`${path}: split.tensors.count says ${total} tensors, but the ${count} parts hold ${tensors.size}`);
-  return new GgufFile(path, first.version, md, first.metadataTypes, tensors, first.alignment, files);
+  return new GgufFile(path, first.version, md, first.metadataTypes, tensors, first.alignment);
 }
 
 /** llama.cpp's name of a split GGUF's part k of N: `<name>-0000k-of-0000N.gguf`. */
@@ -536,7 +535,7 @@ const ggufString = (x: string): Buffer => {
 
 function ggufScalar(t: GgufScalarType, x: GgufValue): Buffer {
   if (t === 'string') return ggufString(String(x));
-  const b = Buffer.alloc({ u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 }[t]), n = Number(x);
+  const b = Buffer.alloc(VT_SIZE[t]!), n = Number(x);
   switch (t) {
     case 'u8': b.writeUInt8(n); break; case 'i8': b.writeInt8(n); break; case 'bool': b.writeUInt8(x ? 1 : 0); break;
     case 'u16': b.writeUInt16LE(n); break; case 'i16': b.writeInt16LE(n); break;
@@ -638,13 +637,13 @@ const LAYER_NAMES: [gguf: string, hf: string][] = [
 ];
 
 /** llama.cpp tensor name -> Hugging Face name (undefined when not a Qwen2/Qwen3/Llama tensor). */
-export function ggufToHfName(name: string): string | undefined {
+function ggufToHfName(name: string): string | undefined {
   const g = GLOBAL_NAMES.find(([a]) => a === name);
   if (g) return g[1];
   const m = /^blk\.(\d+)\.(.+)$/.exec(name), l = m && LAYER_NAMES.find(([a]) => a === m[2]);
   return l ? `model.layers.${m[1]}.${l[1]}` : undefined;
 }
-export function hfToGgufName(name: string): string | undefined {
+function hfToGgufName(name: string): string | undefined {
   const g = GLOBAL_NAMES.find(([, b]) => b === name);
   if (g) return g[0];
   const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name), l = m && LAYER_NAMES.find(([, b]) => b === m[2]);
@@ -667,8 +666,6 @@ export function permuteQK(x: Float32Array, rows: number, nHeads: number, toGguf:
       }
   return out;
 }
-
-const GGUF_ARCHS = ARCHITECTURES;
 
 /**
  * RoPE scaling as llama.cpp reads it for these architectures: rope.scaling.type (linear when absent), factor
@@ -712,8 +709,8 @@ export function ggufToModel(path: string): {
 } {
   const file = openGguf(path), md = file.metadata;
   const arch = md['general.architecture'];
-  if (!GGUF_ARCHS.includes(arch as ModelConfig['architecture']))
-    throw new Error(`${path}: general.architecture ${shown(arch)} is not supported (supported: ${GGUF_ARCHS.join(', ')})`);
+  if (!ARCHITECTURES.includes(arch as ModelConfig['architecture']))
+    throw new Error(`${path}: general.architecture ${shown(arch)} is not supported (supported: ${ARCHITECTURES.join(', ')})`);
   const key = (k: string, fallback?: number, float = false): number => {
     const v = md[`${arch}.${k}`] ?? fallback, type = file.metadataTypes[`${arch}.${k}`];
     if (typeof v !== 'number') throw new Error(`${path}: metadata "${arch}.${k}" is ${v === undefined ? 'missing' : `not a number (${shown(v)})`}`);
@@ -759,7 +756,7 @@ export function ggufToModel(path: string): {
     tieWordEmbeddings: !file.has('output.weight'),
     attentionBias: file.has('blk.0.attn_q.bias'),
     ...(typeof md['tokenizer.ggml.bos_token_id'] === 'number' ? { bosTokenId: md['tokenizer.ggml.bos_token_id'] as number } : {}),
-    eosTokenIds: [...new Set(eos)],
+    eosTokenIds: eos,
   };
 
   // llama.cpp rotates the first rope.dimension_count dimensions of each head: partial rotary, which the graph has not.

@@ -18,7 +18,6 @@ export function pytorchAdvice(what: string): string {
   return `is a PyTorch checkpoint, which edgereason does not read: save the ${what} as safetensors (${what === 'adapter' ? 'PEFT\'s ' : ''}save_pretrained(dir, safe_serialization=True))`;
 }
 
-
 /** HF `architectures[0]` / `model_type` -> our architecture. Mistral is Llama without biases for our purposes. */
 const HF_ARCHITECTURES: Record<string, ModelConfig['architecture']> = {
   Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3', LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama',
@@ -36,9 +35,9 @@ function parseHf(raw: Record<string, unknown>, file: string, generation: Record<
   const archName = Array.isArray(raw.architectures) ? raw.architectures[0] : undefined, table = archName === undefined ? MODEL_TYPES : HF_ARCHITECTURES;
   if (archName !== undefined && typeof archName !== 'string') throw new Error(`${file}: field "architectures" must list class names such as "Qwen2ForCausalLM", got ${shown(raw.architectures)}`);
   const key = archName ?? raw.model_type, arch = typeof key === 'string' && Object.hasOwn(table, key) ? table[key] : undefined;
-  if (key === undefined) throw new Error(`${file}: names no architecture (neither "architectures" nor "model_type"); supported: ${[...Object.keys(HF_ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')}`);
-  if (!arch)
-    throw new Error(`${file}: unknown architecture ${JSON.stringify(key)} (supported: ${[...Object.keys(HF_ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ')})`);
+  const supported = [...Object.keys(HF_ARCHITECTURES), ...Object.keys(MODEL_TYPES)].join(', ');
+  if (key === undefined) throw new Error(`${file}: names no architecture (neither "architectures" nor "model_type"); supported: ${supported}`);
+  if (!arch) throw new Error(`${file}: unknown architecture ${JSON.stringify(key)} (supported: ${supported})`);
   const int = (key: string, fallback?: number): number => {
     const v = raw[key] ?? fallback;
     if (v === undefined) throw new Error(`${file}: required field "${key}" is missing`);
@@ -232,7 +231,6 @@ class ShardedWeights implements WeightSource {
     return f;
   }
 }
-
 
 /**
  * The sampling a model folder's generation_config.json asks for (generationSampling's temperature, top_p, top_k,

@@ -80,7 +80,7 @@ const repoFolder = (repo: string) => path.join(hubCacheDir(), `models--${repo.re
 const isCommit = (rev: string) => /^[0-9a-f]{40}$/.test(rev);
 
 /** The cached snapshot of `spec` that holds what it names (a model or adapter folder's files, or its GGUF), or undefined. */
-export function cachedPath(spec: HubSpec): string | undefined {
+function cachedPath(spec: HubSpec): string | undefined {
   const folder = repoFolder(spec.repo), ref = path.join(folder, 'refs', spec.revision);
   const sha = isCommit(spec.revision) ? spec.revision : fs.existsSync(ref) ? fs.readFileSync(ref, 'utf8').trim() : undefined;
   if (!sha) return undefined;

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { checkModelConfig, PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../models/config.ts';
 import { MemoryWeights } from './weights.ts';
 import { finiteWeights } from './safetensors.ts';
+import { permuteQK } from './gguf.ts';
 import { besideTemplate, loadTokenizer, type HfTokenizer } from '../tokenizer/hf.ts';
 
 const HEADER_BYTES = 7 * 4;
@@ -123,30 +124,15 @@ export function readLlama2cModel(file: string): { config: ModelConfig; weights: 
     for (const p of PROJECTIONS) {
       const shape = projectionShape(config, p), n = shape[0] * shape[1];
       let data = src[p].subarray(l * n, (l + 1) * n); // run.c matmul(W[d,n]) is already PyTorch's [out, in]
-      if (p === 'q_proj' || p === 'k_proj') data = permuteRope(data, shape[0] / headDim, headDim, shape[1]);
+      // run.c rotates interleaved pairs (2i, 2i+1) of each head, Hugging Face's rotate_half pairs (i, i + headDim/2):
+      // each head's rows reordered to evens-then-odds (convert_llama_weights_to_hf.py's permute()), as a GGUF's are.
+      if (p === 'q_proj' || p === 'k_proj') data = permuteQK(data, shape[0], shape[0] / headDim, false);
       tensors.set(`${projectionTensorName(l, p)}.weight`, { shape, data });
     }
   }
   tensors.set('model.norm.weight', { shape: [dim], data: t.rmsFinal });
   if (!shared) tensors.set('lm_head.weight', { shape: [vocab, dim], data: t.wcls });
   return { config, weights: new MemoryWeights(tensors) };
-}
-
-/**
- * run.c rotates interleaved pairs (2i, 2i+1) of each head, Hugging Face's rotate_half pairs (i, i + headDim/2):
- * reorder each head's rows to evens-then-odds, as convert_llama_weights_to_hf.py's permute() does.
- */
-function permuteRope(w: Float32Array, heads: number, headDim: number, cols: number): Float32Array {
-  const out = new Float32Array(w.length), half = headDim / 2;
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let e = 0; e < 2; e++) {
-        const from = (h * headDim + 2 * i + e) * cols;
-        out.set(w.subarray(from, from + cols), (h * headDim + e * half + i) * cols);
-      }
-    }
-  }
-  return out;
 }
 
 /** A Hugging Face tokenizer.json (Llama/sentencepiece-style BPE) built from a llama2.c tok*.bin. */
@@ -163,8 +149,8 @@ export function llama2cTokenizerJson(file: string): Llama2cTokenizerJson {
   const buf = readInputFile(file, 'a llama2.c tokenizer', 'llama2c: ');
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const pieces: string[] = [], scores: number[] = [];
-  const maxLen = buf.length >= 4 ? dv.getInt32(0, true) : -1;
   if (buf.length < 4) throw new Error(`llama2c: ${file} is not a llama2.c tokenizer (${buf.length ? `${buf.length} bytes` : 'it is empty'}: too short for its header)`);
+  const maxLen = dv.getInt32(0, true);
   if (maxLen < 1) throw new Error(`llama2c: ${file} is not a llama2.c tokenizer (its max_token_length is ${maxLen})`);
   for (let off = 4; off < buf.length;) {
     const len = off + 8 <= buf.length ? dv.getInt32(off + 4, true) : -1;

@@ -29,7 +29,7 @@ export interface AdapterConfig {
 
 export interface LoadedAdapter { dir: string; config: AdapterConfig; tensors: AdapterTensors }
 
-export const PEFT_PREFIX = 'base_model.model.';
+const PEFT_PREFIX = 'base_model.model.';
 
 /** The factor PEFT applies to B·A: lora_alpha / r, or lora_alpha / √r for rank-stabilised LoRA. */
 export const loraScale = (c: AdapterConfig): number => c.loraAlpha / (c.rslora ? Math.sqrt(c.r) : c.r);
@@ -131,7 +131,7 @@ export function loadAdapter(dir: string, model: ModelConfig, tokenizerSize = mod
   const scale = loraScale(config), tensors: AdapterTensors = new Map(), used = new Set<string>();
   for (let l = 0; l < model.numLayers; l++) {
     for (const proj of config.targets) {
-      const base = `model.layers.${l}.${proj.startsWith('gate') || proj.startsWith('up') || proj.startsWith('down') ? 'mlp' : 'self_attn'}.${proj}`;
+      const base = projectionTensorName(l, proj);
       const aName = `${PEFT_PREFIX}${base}.lora_A.weight`, bName = `${PEFT_PREFIX}${base}.lora_B.weight`;
       if (!file.has(aName) || !file.has(bName)) throw new Error(`adapter: ${wFile} lacks "${file.has(aName) ? bName : aName}" (target_modules lists ${proj})`);
       const [out, inp] = projectionShape(model, proj);
@@ -147,8 +147,10 @@ export function loadAdapter(dir: string, model: ModelConfig, tokenizerSize = mod
         if (!FLOAT_DTYPES.has(dtype)) throw new Error(`adapter: ${wFile} tensor "${n}" is stored as ${dtype}; LoRA weights must be F32, F16, BF16 or F64`);
       }
       used.add(aName).add(bName);
-      // Scaled in fp32: a lora_alpha / r too large for it (1e300) would make B infinite.
-      const b = finiteWeights(file.get(bName).map((x) => x * scale), `adapter: ${bName} × ${scale} (lora_alpha / ${config.rslora ? '√r' : 'r'} of ${cfgFile})`);
+      // Scaled in fp32, in place (get() reads a new array): a lora_alpha / r too large for it (1e300) would make B infinite.
+      const b = file.get(bName);
+      for (let i = 0; i < b.length; i++) b[i] *= scale;
+      finiteWeights(b, `adapter: ${bName} × ${scale} (lora_alpha / ${config.rslora ? '√r' : 'r'} of ${cfgFile})`);
       tensors.set(base, { a: file.get(aName), b, rank: config.r, in: inp, out });
     }
   }
@@ -220,8 +222,8 @@ function stringTargets(t: string, file: string, numLayers?: number): string[] {
     try { re = new RegExp(`^(?:${t})$`); } catch (e) { throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} is neither a projection nor a valid regular expression (${(e as Error).message})`); }
   }
   // Without the model (reading the config alone), what the regex takes in any layer; the model's load checks all.
-  const layers = Array.from({ length: numLayers ?? 64 }, (_, l) => l), module = (l: number, p: string) => `model.layers.${l}.${/^(gate|up|down)/.test(p) ? 'mlp' : 'self_attn'}.${p}`;
-  const others = ['lm_head', 'model.embed_tokens'], names = [...others, ...PROJECTIONS.flatMap((p) => layers.map((l) => module(l, p)))];
+  const layers = Array.from({ length: numLayers ?? 64 }, (_, l) => l);
+  const others = ['lm_head', 'model.embed_tokens'], names = [...others, ...PROJECTIONS.flatMap((p) => layers.map((l) => projectionTensorName(l, p)))];
   // The backtracking engine's matches run under a time limit: other patterns than the one refused above backtrack
   // exponentially too ("(?=m)(.|.)*z"), and a regular expression cannot be stopped from outside its script.
   let matched: boolean[];
@@ -235,7 +237,7 @@ function stringTargets(t: string, file: string, numLayers?: number): string[] {
   const other = others.find((m) => hit.has(m));
   if (other) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${other}, which edgereason does not adapt (projections: ${PROJECTIONS.join(', ')})`);
   const picked = PROJECTIONS.filter((p) => {
-    const hits = layers.filter((l) => hit.has(module(l, p))).length;
+    const hits = layers.filter((l) => hit.has(projectionTensorName(l, p))).length;
     if (hits && hits < layers.length && numLayers !== undefined) throw new Error(`adapter: ${file} field "target_modules" ${JSON.stringify(t)} selects ${p} in some layers only; edgereason applies a LoRA target to every layer`);
     return hits > 0;
   });

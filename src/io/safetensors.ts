@@ -349,12 +349,6 @@ export class SafetensorsFile implements WeightSource {
     if (!t) throw new Error(`${this.path}: tensor "${name}" is not in this file`);
     return t;
   }
-  /** The tensor's raw little-endian bytes. */
-  raw(name: string): Uint8Array {
-    const t = this.info(name), bytes = new Uint8Array(t.end - t.begin);
-    readAt(this.path, t.begin, bytes);
-    return bytes;
-  }
   /** The tensor as float32, as weights: a float tensor must hold finite values only. */
   get(name: string): Float32Array {
     const x = this.values(name);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { checkModelConfig, checkRopeScalingChoice, PROJECTIONS, type ModelConfig, type RopeScalingChoice } from '../models/config.ts';
 import type { WeightSource } from './weights.ts';
-import { besideTemplate, besideTemplateFile, loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
+import { besideTemplate, besideTemplateFile, folderTokenizer, loadTokenizer, readTokenizerFolder } from '../tokenizer/hf.ts';
 import type { TextTokenizer, TokenizerFiles } from '../tokenizer/types.ts';
 import { ggufChatTemplate, tokenizerFromGguf } from '../tokenizer/gguf.ts';
 import { loadHfFolder, PYTORCH_ADVICE, PYTORCH_FILE } from './hf-folder.ts';
@@ -76,10 +76,10 @@ export function openSource(p: string): ModelSource {
     if (!fs.existsSync(path.join(abs, 'config.json')) && fs.existsSync(path.join(abs, 'adapter_config.json'))) {
       throw new Error(`model: ${abs} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (the adapter option of loadModel), with its base model as the model`);
     }
-    const { config, weights, slidingWindow } = loadHfFolder(abs);
-    const tokenizer = checkVocab(loadTokenizer(abs, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
+    const { config, weights, slidingWindow } = loadHfFolder(abs), tokenizerFiles = readTokenizerFolder(abs);
+    const tokenizer = checkVocab(folderTokenizer(abs, tokenizerFiles, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
     checkEos(tokenizer, config, abs);
-    return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: readTokenizerFolder(abs), ...(slidingWindow !== undefined ? { slidingWindow } : {}) };
+    return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles, ...(slidingWindow !== undefined ? { slidingWindow } : {}) };
   }
   if (abs.endsWith('.gguf')) {
     const { config, weights, metadata, storedTypes } = ggufToModel(abs);
@@ -243,8 +243,9 @@ function openConverted(dir: string): ModelSource {
       } catch { /* read again next time */ }
     }
   }
-  const tokenizer = checkVocab(loadTokenizer(dir, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds }), m.config, path.join(dir, 'tokenizer.json'));
-  return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles: readTokenizerFolder(dir), manifest: m };
+  const tokenizerFiles = readTokenizerFolder(dir);
+  const tokenizer = checkVocab(folderTokenizer(dir, tokenizerFiles, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds }), m.config, path.join(dir, 'tokenizer.json'));
+  return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles, manifest: m };
 }
 
 /** Whether `dir` is the folder a checkpoint lives in (a Hugging Face folder itself, a GGUF's or .bin's folder), links resolved. */
@@ -270,7 +271,7 @@ export function convertCommandLine(source: string, out: string, quant?: string, 
 }
 
 /** A RoPE scaling choice as the CLI's flags (llama.cpp's names): --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 32768. */
-export function ropeScalingFlags(r: RopeScalingChoice): string {
+function ropeScalingFlags(r: RopeScalingChoice): string {
   return `--rope-scaling ${r.type}${r.factor !== undefined ? ` --rope-scale ${r.factor}` : ''}${r.originalMaxPositionEmbeddings !== undefined ? ` --yarn-orig-ctx ${r.originalMaxPositionEmbeddings}` : ''}`;
 }
 

@@ -129,7 +129,8 @@ export class Layers {
     const hit = this.blocksMade.get(name);
     if (hit) return hit;
     const bits = this.bits!, [n, k] = this.weights.shape(name), blocks = k / QBLOCK;
-    const stored = this.weights.encoded?.(name); // a GGUF's Q4_0 / Q8_0 blocks are taken as they are
+    // A GGUF's Q4_0 / Q8_0 blocks are taken as they are (read only where no blocks were prepared: encoded() reads the file).
+    const stored = this.opts.blocks?.has(name) ? undefined : this.weights.encoded?.(name);
     const q = this.opts.blocks?.get(name) ?? (stored && blocksFromGgml(stored.type, stored.bytes, n, k, bits, stored.where ?? `tensor "${name}"`)) ?? quantizeBlocks(this.weights.get(name), n, k, bits, name);
     if (q.bits !== bits) throw new Error(`graph: the prepared blocks of "${name}" are ${q.bits}-bit, the graph is ${this.opts.quant}`);
     const made = {

@@ -21,9 +21,13 @@ export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerO
     const config = src.tokenizerConfig ?? {};
     return new HfTokenizer(build(src.tokenizerJson, config, name), { tokenizerJson: src.tokenizerJson, config, chatTemplateFile: src.chatTemplateFile }, name, src.chatTemplate, opts);
   }
-  const f = readTokenizerFolder(src);
+  return folderTokenizer(src, readTokenizerFolder(src), opts);
+}
+
+/** loadTokenizer(dir) from the files readTokenizerFolder(dir) read: a caller that keeps them reads the folder once. */
+export function folderTokenizer(dir: string, f: TokenizerFiles, opts: LoadTokenizerOptions = {}): HfTokenizer {
   const config = f.tokenizerConfig ?? {};
-  return new HfTokenizer(build(f.tokenizerJson, config, path.join(src, 'tokenizer.json')), { tokenizerJson: f.tokenizerJson, config, chatTemplateFile: f.chatTemplateFile }, src, f.chatTemplate, opts);
+  return new HfTokenizer(build(f.tokenizerJson, config, path.join(dir, 'tokenizer.json')), { tokenizerJson: f.tokenizerJson, config, chatTemplateFile: f.chatTemplateFile }, dir, f.chatTemplate, opts);
 }
 
 /**
