@@ -90,6 +90,18 @@ describe('safetensors', () => {
     assert.throws(() => openSafetensors(p).rows('w', 2, 5), { message: `${p}: tensor "w" holds NaN at element 101: weights must be finite (the file is corrupt, or was saved from a training run that diverged)` });
   });
 
+  it('refuses to write F16 values past its range (they were written as Infinity, and the file then refused as corrupt); the file there is kept', () => {
+    const p = file('f16-range.safetensors'), w = Float32Array.from([1, 65519, -2]);
+    writeSafetensors(p, { w: { shape: [3], data: w } }, { dtype: 'F16' });
+    assert.deepEqual(openSafetensors(p).get('w'), Float32Array.from([1, 65504, -2]));
+    for (const x of [65520, -1e6]) {
+      assert.throws(() => writeSafetensors(p, { w: { shape: [3], data: Float32Array.from([1, 2, x]) } }, { dtype: 'F16' }), { message: `${p}: tensor "w" holds ${x} at element 2, beyond float16's range (±65504): write it as bf16 or f32` });
+    }
+    assert.deepEqual(openSafetensors(p).get('w'), Float32Array.from([1, 65504, -2]));
+    writeSafetensors(p, { w: { shape: [1], data: Float32Array.from([65520]) } }, { dtype: 'BF16' });
+    assert.deepEqual(openSafetensors(p).get('w'), Float32Array.from([65536]));
+  });
+
   const rawFile = (name: string, header: object, dataBytes: number) => {
     const json = Buffer.from(JSON.stringify(header)), b = Buffer.alloc(8 + json.length + dataBytes);
     b.writeBigUInt64LE(BigInt(json.length));

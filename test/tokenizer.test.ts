@@ -337,6 +337,10 @@ test('llama2c: of several tok*.bin beside the model, the one with its vocabulary
   writeFileSync(path.join(dir, 'tok128.bin'), Buffer.concat([Buffer.from(new Int32Array([8]).buffer), ...Array.from({ length: 128 }, (_, i) => token(`t${i}`, i)).flat()]));
   assert.equal(loadLlama2c(path.join(dir, 'stories260K.bin')).tokenizer.vocabSize, 512);
   assert.deepEqual(openSource(path.join(dir, 'stories260K.bin')).files.map((f) => path.basename(f)), ['stories260K.bin', 'tok512.bin']);
+  // A folder of such a name is passed over (it stopped the load: "tokenizers.bin is a folder, not a llama2.c tokenizer").
+  mkdirSync(path.join(dir, 'tokenizers.bin'));
+  assert.equal(loadLlama2c(path.join(dir, 'stories260K.bin')).tokenizer.vocabSize, 512);
+  rmSync(path.join(dir, 'tokenizers.bin'), { recursive: true });
   rmSync(path.join(dir, 'tok512.bin'));
   writeFileSync(path.join(dir, 'tok9.bin'), 'not a tokenizer');
   assert.throws(() => loadLlama2c(path.join(dir, 'stories260K.bin')),

@@ -50,9 +50,10 @@ export function findLlama2cTokenizer(modelPath: string, vocabSize = llama2cVocab
   return path.join(dir, found[i]);
 }
 
-/** Tokens in a llama2.c tokenizer file (-1 when it is not one). */
+/** Tokens in a llama2.c tokenizer file (-1 when it is not one, or cannot be read: a folder of that name, say). */
 function tokenCount(file: string): number {
-  const buf = readInputFile(file, 'a llama2.c tokenizer', 'llama2c: ');
+  let buf: Buffer;
+  try { buf = readInputFile(file, 'a llama2.c tokenizer', 'llama2c: '); } catch { return -1; }
   let n = 0, off = 4;
   for (; off + 8 <= buf.length; n++) off += 8 + Math.max(0, buf.readInt32LE(off + 4));
   return off === buf.length ? n : -1;

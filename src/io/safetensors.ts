@@ -500,6 +500,9 @@ export type TensorMap = Record<string, { shape: number[]; data: Float32Array }> 
  * Write tensors (in the given order) as one safetensors file, atomically; `onBytes` sees every byte written, in order.
  * `exclusive`: only where no file is at `path` by the time it is complete.
  */
+/** The smallest magnitude float16 rounds to infinity (65504, its largest, plus half a step). */
+const F16_OVERFLOW = 65520;
+
 export function writeSafetensors(
   path: string,
   tensors: TensorMap,
@@ -513,6 +516,9 @@ export function writeSafetensors(
   for (const [name, t] of entries) {
     if (t.data.length !== numel(t.shape))
       throw new Error(`${path}: tensor "${name}" has ${t.data.length} values but shape ${JSON.stringify(t.shape)}`);
+    // Past float16's range a value would be written as ±Infinity, and the file refused as corrupt when it is read.
+    const big = dtype === 'F16' ? t.data.findIndex((x) => Math.abs(x) >= F16_OVERFLOW) : -1;
+    if (big >= 0) throw new Error(`${path}: tensor "${name}" holds ${t.data[big]} at element ${big}, beyond float16's range (±65504): write it as bf16 or f32`);
     header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + t.data.length * size] };
     offset += t.data.length * size;
   }
