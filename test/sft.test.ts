@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryWeights } from '../src/io/weights.ts';
-import { openSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
+import { holdLock, openSafetensors, staleLockHint, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadAdapter, loraScale, saveAdapter } from '../src/io/peft.ts';
 import { loadModel } from '../src/runtime/model.ts';
 import { openSource } from '../src/io/source.ts';
@@ -150,6 +150,21 @@ test('holdLock: released when the process exits (Ctrl-C handlers end it with pro
   fs.mkdirSync(top);
   execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script.replace("process.exit(0)", `(await import('node:fs')).writeFileSync(${JSON.stringify(path.join(top, 'b', 'kept'))}, 'x'); process.exit(0)`)], { stdio: 'pipe' });
   assert.deepEqual([fs.existsSync(lock), fs.existsSync(path.join(top, 'b', 'c')), fs.readFileSync(path.join(top, 'b', 'kept'), 'utf8')], [false, false, 'x']);
+});
+
+test('holdLock: a lock file still empty (its holder between creating it and writing its id) is waited for, not taken over; one left empty is', async () => {
+  const lock = path.join(tmp, 'lock-empty', '.training.lock');
+  fs.mkdirSync(path.dirname(lock), { recursive: true });
+  fs.writeFileSync(lock, '');
+  // A process that writes its id 200 ms later, and lives on.
+  const child = spawn(process.execPath, ['-e', `setTimeout(() => require('node:fs').writeFileSync(${JSON.stringify(lock)}, process.pid + ' train-sft'), 200); setTimeout(() => {}, 20000);`], { stdio: 'ignore' });
+  try {
+    assert.throws(() => holdLock(lock, (pid, holder) => `held by ${pid} (${holder})`), { message: `held by ${child.pid} (train-sft)${staleLockHint(lock)}` });
+  } finally { child.kill(); }
+  fs.writeFileSync(lock, '');
+  const release = holdLock(lock, () => 'held'); // still empty after a second: stale, taken over
+  assert.equal(fs.readFileSync(lock, 'utf8'), String(process.pid));
+  release();
 });
 
 /** `n` examples whose targets all lie past token 16 (cut off by maxLen 16), the invocation 3 before them. */

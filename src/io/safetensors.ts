@@ -264,20 +264,31 @@ export function holdLock(lock: string, refusal: (pid: number, holder: string) =>
       return release;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
-      const held = lockHolder(lock);
+      const held = lockHolder(lock, true);
       if (held) throw new Error(refusal(held.pid, held.holder) + staleLockHint(lock));
       fs.rmSync(lock, { force: true }); // left by a process that was killed
     }
   }
 }
 
+/** A cell to wait on (Atomics.wait): a synchronous pause. */
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+
 /** What a lock's refusal ends with: a run killed with no exit handler, its process id since given to another program, holds it for ever. */
 export const staleLockHint = (lock: string): string => ` (if no such run is going, delete ${lock})`;
 
-/** The live process (other than this one) that holds a holdLock file, and what it said it runs, if any. */
-export function lockHolder(lock: string): { pid: number; holder: string } | undefined {
+/**
+ * The live process (other than this one) that holds a holdLock file, and what it said it runs, if any. `settle`: a
+ * file still empty (its holder between creating it and writing its id, or killed then) is read again for up to a
+ * second first: taken for stale at once, a lock just made would be taken over, and two runs would hold it.
+ */
+export function lockHolder(lock: string, settle = false): { pid: number; holder: string } | undefined {
   let text: string;
   try { text = fs.readFileSync(lock, 'utf8'); } catch { return undefined; }
+  for (let waited = 0; settle && !text.trim() && waited < 1000; waited += 10) {
+    Atomics.wait(PAUSE, 0, 0, 10);
+    try { text = fs.readFileSync(lock, 'utf8'); } catch { return undefined; }
+  }
   const [, id, holder] = /^\s*(\S*)\s*([^]*?)\s*$/.exec(text)!, pid = Number(id);
   return Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) ? { pid, holder } : undefined;
 }
