@@ -121,7 +121,7 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
     return p;
   });
   for (let i = results.length; i < cases.length; i += batch) {
-    const group = cases.slice(i, i + batch), prompts = allPrompts.slice(i, i + batch), fresh: CaseResult[] = [];
+    const group = cases.slice(i, i + batch), prompts = allPrompts.slice(i, i + batch);
     // A given seed makes the run reproducible, case j drawing with seed + j.
     const opts = prompts.map((p, k): GenerateOptions => ({
       ...gen,
@@ -132,14 +132,14 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
     const out = await generateBatch(model.backend, tok, prompts.map((p) => p.ids), opts);
     // The batch's wall time, shared by tokens generated (an equal share credited short answers with long ones' time).
     const wall = Math.max(...out.map((x) => x.totalMs)), generated = out.reduce((a, x) => a + x.tokens.length, 0);
-    out.forEach((c, k) => {
+    const fresh = out.map((c, k): CaseResult => {
       const closed = c.thinking?.closed ?? true, { task, gold } = group[k]; // the segment's tokens and whether it closed, as answer() counts them
-      fresh.push({
+      return {
         // In reasoning mode an output whose thinking never closed has no answer (its last number is not one).
         id: group[k].id, category: group[k].category, ...graded(task, c.text, gold, closed), text: c.text, gold,
         tokens: c.tokens.length, thinkingTokens: c.thinking?.tokens ?? 0, ttftMs: c.ttftMs, latencyMs: c.totalMs, finishReason: c.finishReason,
         wallShareMs: generated ? (wall * c.tokens.length) / generated : wall / out.length, route: reasoning ? 'reasoning' : 'direct',
-      });
+      };
     });
     results.push(...fresh);
     onCase?.(results.length, cases.length, fresh);
@@ -173,7 +173,7 @@ export type AnswerEvalOptions = Omit<AnswerOptions, typeof NOT_EVAL_OPTIONS[numb
 export async function runAnswerEval(model: Model, cases: EvalCase[], o: AnswerEvalOptions = {}, aux: { router?: Router; verifier?: Verifier } = {}): Promise<EvalReport> {
   const { onCase, done, ...opts } = o;
   // answer()'s options that a graded case cannot take (its task is the case's; a stopped or streamed answer is not graded as asked).
-  const foreign = NOT_EVAL_OPTIONS.filter((k) => o && typeof o === 'object' && (o as Record<string, unknown>)[k] !== undefined);
+  const foreign = NOT_EVAL_OPTIONS.filter((k) => (o as Record<string, unknown>)[k] !== undefined);
   if (foreign.length) throw new Error(`eval: ${foreign.join(', ')} ${foreign.length > 1 ? 'are answer() options' : 'is an answer() option'} that runAnswerEval does not take (each case's task is its own, and every case is answered whole)`);
   checkEvalInputs(cases, { onCase, done }, model.config.vocabSize);
   const results: CaseResult[] = [...(done ?? [])], n = opts.samples ?? 1;

@@ -2,7 +2,6 @@
  * Headless SVG line charts (loss / reward curves, accuracy vs. token budget): a Vega-Lite spec compiled to Vega
  * and rendered to an SVG string without a browser or canvas.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as vl from 'vega-lite';
 import { atomicWrite, makeDir, writeAll } from '../io/safetensors.ts';

@@ -70,7 +70,9 @@ export function readJournal(file: string): Journal | undefined {
     let entry: { run?: unknown; case?: CaseResult };
     try { entry = JSON.parse(lines[i]); } catch { if (i === last) break; entry = {}; }
     if (typeof entry.run !== 'string' || typeof entry.case?.id !== 'string') throw new Error(`${file}:${i + 1}: not an answer of the journal (${lines[i].slice(0, 80)}); delete the file to start the evaluation afresh`);
-    done.set(entry.run, [...(done.get(entry.run) ?? []), entry.case]);
+    const run = done.get(entry.run);
+    if (run) run.push(entry.case);
+    else done.set(entry.run, [entry.case]);
     answers++;
   }
   return { evaluation: head.evaluation, ...(typeof head.version === 'string' ? { version: head.version } : {}), ...(head.weights ? { weights: head.weights } : {}), done, answers };
@@ -110,8 +112,10 @@ export const isReport = (file: string): boolean => readReport(file) !== undefine
 export function isReportSibling(file: string): boolean {
   if (file.endsWith('.md')) {
     const lines = fs.readFileSync(file, 'utf8').split(/\r?\n/); // CRLF too: a report checked out on Windows
-    return [TABLE_HEAD, ...OLD_HEADS].some((head) => lines.at(-1) === '' && lines[0] === head[0] && lines[1] === head[1]
-      && lines.slice(2, -1).every((l) => new RegExp(`^\\|( [^|\\n]* \\|){${head[1].split('|').length - 2}}$`).test(l)));
+    return [TABLE_HEAD, ...OLD_HEADS].some((head) => {
+      const row = new RegExp(`^\\|( [^|\\n]* \\|){${head[1].split('|').length - 2}}$`);
+      return lines.at(-1) === '' && lines[0] === head[0] && lines[1] === head[1] && lines.slice(2, -1).every((l) => row.test(l));
+    });
   }
   const text = fs.readFileSync(file, 'utf8');
   return file.endsWith('.svg') && text.startsWith('<svg') && text.includes(`>${PLOT_TITLE}</text>`);

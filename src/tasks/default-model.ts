@@ -31,7 +31,7 @@ export function defaultConfig(vocabSize: number): ModelConfig {
 }
 
 /** GPT-2 style initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2·layers), norms 1. */
-export function initWeights(c: ModelConfig, seed: number): Map<string, { shape: number[]; data: Float32Array }> {
+function initWeights(c: ModelConfig, seed: number): Map<string, { shape: number[]; data: Float32Array }> {
   const rng = new Rng(seed), w = new Map<string, { shape: number[]; data: Float32Array }>();
   const normal = () => Math.sqrt(-2 * Math.log(1 - rng.float())) * Math.cos(2 * Math.PI * rng.float());
   const add = (name: string, shape: number[], std: number, fill?: number) =>
@@ -84,7 +84,7 @@ export function baseExamples(tok: TextTokenizer, n: number, seed: number, o: { m
 }
 
 /** One worked solution as a plain-text document between <|endoftext|> tokens; every token after the first is a target. */
-export function solutionDocument(tok: TextTokenizer, item: Item, style: TraceStyle, rng: Rng): Example {
+function solutionDocument(tok: TextTokenizer, item: Item, style: TraceStyle, rng: Rng): Example {
   const text = `Problem: ${item.question}\nSolution:\n<think>\n${formatThinking(item, style, rng)}\n</think>\n${item.kind === 'math' ? `The answer is ${item.answer}.` : item.answer}`;
   const sep = tok.encode('<|endoftext|>', { addSpecialTokens: false });
   const ids = [...sep, ...tok.encode(text, { addSpecialTokens: false }), ...sep];
@@ -96,9 +96,9 @@ export function solutionDocument(tok: TextTokenizer, item: Item, style: TraceSty
  * SFT adapter thinks at length when sampled (about 190 thinking tokens on hard items at temperature 1; greedy
  * decoding still picks the concise style); budget forcing (RL) shortens it.
  */
-export const VERBOSE_SHARE = 0.7;
+const VERBOSE_SHARE = 0.7;
 /** Share of SFT traces that carry a budget control line after "<think>". */
-export const BUDGETED_SHARE = 0.3;
+const BUDGETED_SHARE = 0.3;
 
 /** Adapter conversations: "<think>\n…\n</think>\n\n#### n" replies, concise and verbose traces mixed. */
 export function reasoningConversations(n: number, seed: number, verboseShare = VERBOSE_SHARE): { question: string; reply: string }[] {

@@ -213,13 +213,13 @@ export function normalizeMath(s: string): string {
     .replace(/\\math(?:rm|it)\{([A-Za-z])\}/g, '$1'); // "9\mathrm{i}" is 9i, not 9 and a unit
   t = t.replace(/\\(?:text|mbox|mathrm)\{\s*(?:or|and)\s*\}/g, ','); // "1 \text{ or } 2" lists two answers
   // \text{...}: a whole-answer word is unwrapped ("\text{(C)}", "\text{east}"), a trailing unit is dropped
-  t = t.trim().replace(/\s*\.$/, '').trim(); // "\displaystyle \text{Evelyn}" left a space before the \text; "\text{even}." its full stop
+  t = t.trim().replace(/(?<!\s)\s*\.$/, '').trim(); // "\displaystyle \text{Evelyn}" left a space before the \text; "\text{even}." its full stop
   const whole = /^\\(?:text|textbf|textnormal|mbox|mathrm|mathbf|boldsymbol)\{([^{}]*)\}$/.exec(t);
   if (whole) t = whole[1];
   else {
     // units only: words that qualify the value ("at least 5", "5 or more", "not 5") keep the answer from matching
     const texts = [...t.matchAll(/\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}/g)].map((m) => m[1]);
-    const noUnits = t.replace(/\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?/g, '').trim();
+    const noUnits = t.replace(/(?<!\s)\s*\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?/g, '').trim();
     if (noUnits && !texts.some((x) => QUALIFIER.test(x))) t = noUnits;
   }
   const unit = /^(-?\d+(?:\.\d+)?)\s+([A-Za-z]{2,}(?:\s+[A-Za-z]+)*)$/.exec(t); // a unit without \text: "5.4 cents"

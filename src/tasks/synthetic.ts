@@ -33,14 +33,14 @@ function mix32(z: number): number {
 }
 
 /** Combines integers (each taken mod 2^32) into one well-mixed 32-bit seed. */
-export function hash32(...xs: number[]): number {
+function hash32(...xs: number[]): number {
   let h = 0x2545f491;
   for (const x of xs) h = mix32((h ^ (x >>> 0)) + 0x9e3779b9 >>> 0);
   return h;
 }
 
 /** FNV-1a over UTF-16 code units, then mixed: a stable hash of a string. */
-export function hashText(s: string): number {
+function hashText(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
   return mix32(h >>> 0);
@@ -84,7 +84,7 @@ export const DIFFICULTY: Record<Difficulty, { minOps: number; maxOps: number; ma
 };
 
 export type Mix = Partial<Record<Difficulty | 'chat', number>>;
-export const DEFAULT_MIX: Mix = { easy: 0.3, medium: 0.25, hard: 0.25, chat: 0.2 };
+const DEFAULT_MIX: Mix = { easy: 0.3, medium: 0.25, hard: 0.25, chat: 0.2 };
 
 export const SYSTEM_PROMPT = 'You are a helpful assistant.';
 
@@ -383,7 +383,7 @@ const CHAT_PREFIX = ['', '', '', 'Quick question: ', 'Hey! ', 'Tell me this: ', 
 const CHAT_SUFFIX = ['', '', '', ' Thanks!', ' Please answer briefly.', ' Just the answer, please.'];
 const CHAT_WEIGHT: Record<ChatTopic, number> = { capital: 0.35, unit: 0.2, reverse: 0.15, upper: 0.15, greeting: 0.15 };
 
-export function generateChat(rng: Rng, opts: { id?: string } = {}): ChatItem {
+function generateChat(rng: Rng, opts: { id?: string } = {}): ChatItem {
   const topic = weighted(rng, CHAT_WEIGHT), id = opts.id ?? '';
   if (topic === 'greeting') {
     if (rng.chance(0.4)) {

@@ -21,8 +21,8 @@ import {
 } from './synthetic.ts';
 import { budgetSystemLine } from '../reason/budget.ts';
 
-export const SPACE = '\u2581';
-export const PRETOKENIZE = `####|${SPACE}?[A-Za-z]+|${SPACE}?[^${SPACE}A-Za-z0-9\\n]|[0-9]|${SPACE}|\\n`;
+const SPACE = '\u2581';
+const PRETOKENIZE = `####|${SPACE}?[A-Za-z]+|${SPACE}?[^${SPACE}A-Za-z0-9\\n]|[0-9]|${SPACE}|\\n`;
 export const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>', '</think>', '<unk>'] as const;
 /** Qwen3 marks the think tags non-special, so skip_special_tokens keeps them in decoded text. */
 const NOT_SPECIAL = new Set(['<think>', '</think>']);
@@ -31,7 +31,7 @@ const NOT_SPECIAL = new Set(['<think>', '</think>']);
  * ChatML as Qwen2 writes it (default system prompt when none is given), plus Qwen3's enable_thinking=false
  * switch, which pre-fills an empty think block so the model answers directly.
  */
-export const CHAT_TEMPLATE =
+const CHAT_TEMPLATE =
   "{%- if messages[0]['role'] != 'system' %}{{- '<|im_start|>system\\n" + SYSTEM_PROMPT + "<|im_end|>\\n' }}{%- endif %}" +
   "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{%- endfor %}" +
   "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}" +
@@ -43,7 +43,7 @@ export function pretokenize(text: string): string[] {
 }
 
 /** Texts covering every kind, difficulty, template and trace style of the generator. */
-export function sampleCorpus(perCategory = 4000): string[] {
+function sampleCorpus(perCategory = 4000): string[] {
   const texts: string[] = [SYSTEM_PROMPT, 'system\nuser\nassistant\n', budgetSystemLine(64)];
   const mixes: Mix[] = [...Object.keys(DIFFICULTY).map((d) => ({ [d]: 1 })), { chat: 1 }];
   mixes.forEach((mix, m) => {
@@ -67,7 +67,7 @@ function lexiconWords(): Set<string> {
 }
 
 /** The ordered vocabulary: special tokens, single characters (the fallback), then multi-character pieces. */
-export function buildVocab(corpus = sampleCorpus()): string[] {
+function buildVocab(corpus = sampleCorpus()): string[] {
   const chars = [SPACE, '\n', '####'];
   for (let c = 33; c < 127; c++) chars.push(String.fromCharCode(c)); // printable ASCII: digits, letters, punctuation
   const pieces = new Set<string>();

@@ -16,18 +16,20 @@ export interface LoadTokenizerOptions { bosTokenId?: number; eosTokenIds?: reado
  * Loads a Hugging Face tokenizer from a model folder (see readTokenizerFolder) or from parsed files.
  */
 export function loadTokenizer(src: string | TokenizerFiles, opts: LoadTokenizerOptions = {}): HfTokenizer {
-  if (typeof src !== 'string') {
-    const name = src.name ?? 'in-memory tokenizer';
-    const config = src.tokenizerConfig ?? {};
-    return new HfTokenizer(build(src.tokenizerJson, config, name), { tokenizerJson: src.tokenizerJson, config, chatTemplateFile: src.chatTemplateFile }, name, src.chatTemplate, opts);
-  }
-  return folderTokenizer(src, readTokenizerFolder(src), opts);
+  if (typeof src === 'string') return folderTokenizer(src, readTokenizerFolder(src), opts);
+  const name = src.name ?? 'in-memory tokenizer';
+  return tokenizerOf(src, name, name, opts);
 }
 
 /** loadTokenizer(dir) from the files readTokenizerFolder(dir) read: a caller that keeps them reads the folder once. */
 export function folderTokenizer(dir: string, f: TokenizerFiles, opts: LoadTokenizerOptions = {}): HfTokenizer {
+  return tokenizerOf(f, dir, path.join(dir, 'tokenizer.json'), opts);
+}
+
+/** The tokenizer of these files: `name` says it in messages, `jsonName` its tokenizer.json. */
+function tokenizerOf(f: TokenizerFiles, name: string, jsonName: string, opts: LoadTokenizerOptions): HfTokenizer {
   const config = f.tokenizerConfig ?? {};
-  return new HfTokenizer(build(f.tokenizerJson, config, path.join(dir, 'tokenizer.json')), { tokenizerJson: f.tokenizerJson, config, chatTemplateFile: f.chatTemplateFile }, dir, f.chatTemplate, opts);
+  return new HfTokenizer(build(f.tokenizerJson, config, jsonName), { tokenizerJson: f.tokenizerJson, config, chatTemplateFile: f.chatTemplateFile }, name, f.chatTemplate, opts);
 }
 
 /**
@@ -96,8 +98,8 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
   const json = has('chat_template.json') ? readJsonObject(file('chat_template.json'), 'tokenizer: ') : undefined;
-  const chatTemplate = has('chat_template.jinja') ? readTemplateFile(file('chat_template.jinja')) : pickTemplate(json?.chat_template, file('chat_template.json'));
-  const chatTemplateFile = chatTemplate === undefined ? 'tokenizer_config.json' : has('chat_template.jinja') ? 'chat_template.jinja' : 'chat_template.json';
+  const jinja = has('chat_template.jinja'), chatTemplate = jinja ? readTemplateFile(file('chat_template.jinja')) : pickTemplate(json?.chat_template, file('chat_template.json'));
+  const chatTemplateFile = chatTemplate === undefined ? 'tokenizer_config.json' : jinja ? 'chat_template.jinja' : 'chat_template.json';
   return { tokenizerJson: readJson(file('tokenizer.json')), ...(merged ? { tokenizerConfig: merged } : {}), ...(chatTemplate !== undefined ? { chatTemplate } : {}), chatTemplateFile };
 }
 
@@ -392,7 +394,6 @@ export class HfTokenizer implements TextTokenizer {
     }
     return utf8(this.decode([id]));
   }
-
 
   /**
    * Renders the chat template as transformers does: special tokens (bos_token, eos_token, ...), then `vars`
