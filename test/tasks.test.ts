@@ -8,7 +8,7 @@ import { sharedPath } from './helpers/shared.ts';
 import { extractAnswer, isCorrect, lastBoxed, mathEqual, normalizeMath, parseNumber, sharedKey, voteKey, type Task } from '../src/tasks/grade.ts';
 import {
   DIFFICULTY, Rng, formatAnswer, formatResponse, formatThinking, generateItem, generateMath, makeSplits, questionKey,
-  splitOf, type Item, type MathItem,
+  splitOf, type Item, type MathItem, type Mix,
 } from '../src/tasks/synthetic.ts';
 import { buildTokenizerFiles, pretokenize } from '../src/tasks/vocab.ts';
 import { loadTokenizer } from '../src/tokenizer/hf.ts';
@@ -359,6 +359,16 @@ test('synthetic: same seed gives identical items (golden hash guards cross-machi
   const digest = createHash('sha256').update(JSON.stringify(g) + g.train.map((i) => formatThinking(i, 'verbose', r)).join('')).digest('hex');
   // changes when templates or the PRNG change: then rebuild the tokenizer (src/tasks/vocab.ts) and update this hash
   assert.equal(digest, '12ab918a72631aefc5a2bce209b1b3ad1052364ff3f1586eecccecd4c38711d8');
+});
+
+test('synthetic: a mix with an unknown category or a weight that is no number ≥ 0 is refused by name (was a TypeError, or the weight dropped)', () => {
+  const splits = (mix: unknown) => () => makeSplits({ train: 3, val: 0, test: 0, mix: mix as Mix });
+  assert.throws(splits({ easy: 1, hrad: 1 }), { message: 'synthetic: mix has the category "hrad"; the categories are easy, medium, hard and chat' });
+  assert.throws(splits({ Easy: 1 }), { message: 'synthetic: mix has the category "Easy"; the categories are easy, medium, hard and chat' });
+  assert.throws(splits({ easy: 1, medium: -1 }), { message: 'synthetic: mix weight of medium must be a finite number ≥ 0, got -1' });
+  assert.throws(splits({ easy: '1' }), { message: 'synthetic: mix weight of easy must be a finite number ≥ 0, got "1"' });
+  assert.throws(splits([1]), { message: 'synthetic: mix must be an object of weights by category (easy, medium, hard, chat), got [1]' });
+  assert.deepEqual(makeSplits({ train: 3, val: 0, test: 0, mix: { hard: 1, chat: 0 } }).train.map((i) => (i as MathItem).difficulty), ['hard', 'hard', 'hard']);
 });
 
 test('synthetic: splits never overlap (5000 items each)', () => {

@@ -495,6 +495,15 @@ export function splitOf(item: Pick<Item, 'question'> | string): Split {
   return u < SHARE.train ? 'train' : u < SHARE.train + SHARE.val ? 'val' : 'test';
 }
 
+/** Refuses a mix with a category it does not know ("hrad") or a weight that is no finite number ≥ 0, by name. */
+function checkMix(mix: Mix): void {
+  if (!mix || typeof mix !== 'object' || Array.isArray(mix)) throw new Error(`synthetic: mix must be an object of weights by category (easy, medium, hard, chat), got ${JSON.stringify(mix)}`);
+  for (const [k, v] of Object.entries(mix)) {
+    if (!(k in DIFFICULTY) && k !== 'chat') throw new Error(`synthetic: mix has the category ${JSON.stringify(k)}; the categories are easy, medium, hard and chat`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Error(`synthetic: mix weight of ${k} must be a finite number ≥ 0, got ${JSON.stringify(v)}`);
+  }
+}
+
 /** The item for one seed: its category drawn from `mix`, then the problem itself. */
 export function generateItem(seed: number, itemSeed: number, mix: Mix = DEFAULT_MIX): Item {
   const rng = new Rng(hash32(seed, itemSeed)), id = `${seed}-${itemSeed}`;
@@ -511,6 +520,7 @@ export function generateItem(seed: number, itemSeed: number, mix: Mix = DEFAULT_
  */
 export function makeSplits(opts: { train: number; val: number; test: number; seed?: number; mix?: Mix }): Record<Split, Item[]> {
   const seed = opts.seed ?? 0, mix = opts.mix ?? DEFAULT_MIX;
+  checkMix(mix);
   const make = (split: Split, n: number): Item[] => {
     const out: Item[] = [], seen = new Set<string>();
     for (let i = 0; out.length < n; i++) {
