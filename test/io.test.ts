@@ -413,6 +413,12 @@ describe('random model in every format', () => {
     // the first request); a token spelled "__proto__" is one like any other; a renamed token its merge makes is refused.
     const qwen = { ...tiny, 'tokenizer.ggml.pre': 'qwen2' };
     assert.throws(() => tokenizerFromGguf({ ...qwen, 'tokenizer.ggml.bos_token_id': 5, 'tokenizer.ggml.add_bos_token': true }, 't.gguf'), { message: 'tokenizer: t.gguf metadata "tokenizer.ggml.bos_token_id" is 5, a token the vocabulary leaves out (its tokenizer.ggml.token_type says unused), yet encoding is to add it' });
+    // An id past the token list: an EOS (generation would never end by itself), a BOS that encoding adds (it was left out silently); a BOS not added may
+    const n = (qwen['tokenizer.ggml.tokens'] as string[]).length;
+    for (const [k, more] of [['tokenizer.ggml.eos_token_id', {}], ['tokenizer.ggml.bos_token_id', { 'tokenizer.ggml.add_bos_token': true }]] as const) {
+      assert.throws(() => tokenizerFromGguf({ ...qwen, ...more, [k]: n + 3 }, 't.gguf'), { message: `tokenizer: t.gguf metadata "${k}" is ${n + 3}, not a token of tokenizer.ggml.tokens (0 to ${n - 1})` });
+    }
+    assert.deepEqual(loadTokenizer(tokenizerFromGguf({ ...qwen, 'tokenizer.ggml.bos_token_id': n + 3, 'tokenizer.ggml.add_bos_token': false }, 't.gguf')).encode('ab'), [3]);
     assert.equal(loadTokenizer(tokenizerFromGguf({ ...qwen, 'tokenizer.ggml.tokens': ['a', 'b', 'c', 'ab', '__proto__', '[PAD5]'] }, 't.gguf')).decode([4, 0]), '__proto__a');
     assert.throws(() => loadTokenizer(tokenizerFromGguf({ ...qwen, 'tokenizer.ggml.tokens': ['a', 'b', 'c', 'xy', 'abc', '[PAD5]'] }, 't.gguf')), { message: 'tokenizer: t.gguf: "model.merges"[0] ["a","b"] makes "ab", which "model.vocab" lacks: the text it merges would be dropped' });
   });

@@ -64,12 +64,18 @@ export function tokenizerFromGguf(md: Record<string, GgufValue>, file: string): 
     }
   });
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false };
-  const name = (k: string) => (typeof md[k] === 'number' ? tokens[md[k] as number] : undefined);
+  // (A BOS not added may name no token, as llama.cpp lets it; an EOS must: generation would never end by itself.)
+  const name = (k: string, needed: boolean) => {
+    if (typeof md[k] !== 'number') return undefined;
+    const id = md[k] as number;
+    if (needed && !(Number.isInteger(id) && id >= 0 && id < tokens.length)) throw new Error(`tokenizer: ${file} metadata "${k}" is ${id}, not a token of tokenizer.ggml.tokens (0 to ${tokens.length - 1})`);
+    return tokens[id];
+  };
   // add_bos_token (Llama 3): encoding with special tokens starts with BOS, as llama.cpp and the model's own
   // tokenizer.json (a TemplateProcessing step) do. Where the file does not say, llama.cpp adds it for Llama 3's
   // pre-tokenizer only. add_eos_token: it ends with EOS.
   const addBos = md['tokenizer.ggml.add_bos_token'] ?? pre === 'llama-bpe';
-  const bosText = name('tokenizer.ggml.bos_token_id'), eosText = name('tokenizer.ggml.eos_token_id');
+  const bosText = name('tokenizer.ggml.bos_token_id', addBos === true), eosText = name('tokenizer.ggml.eos_token_id', true);
   const token = (text: string | undefined, add: boolean, key: string) => {
     if (!add || text === undefined) return undefined;
     if (!Object.hasOwn(vocab, text)) throw new Error(`tokenizer: ${file} metadata "${key}" is ${md[key]}, a token the vocabulary leaves out (its tokenizer.ggml.token_type says unused), yet encoding is to add it`);
