@@ -305,6 +305,8 @@ test('graders as standard graders judge: worked expressions, restatements, named
     ['gsm8k', 'The answer is 3 days later: 5 + 3 = 8.', '8', true],
     ['gsm8k', 'The answer is 0.5, or 50%.', '0.5', true], // a restatement
     ['gsm8k', 'The answer is 2, or 120 minutes.', '2', true],
+    ['gsm8k', 'The answer is 10 / 2.', '5', false], // a division left unworked, as "10 - 5" (it was read as the fraction 5)
+    ['gsm8k', 'The answer is 10/2.', '5', true], // a fraction
     ['math500', '\\boxed{x = 3, x = 5, x = 7}', '3, 5, 7', true], // every root named
     ['math500', '\\boxed{x=1, x=-2}', '1,-2', true],
     ['math500', '\\boxed{\\{1,-2\\}}', '1,-2', true], // a set and a bare list of its elements
@@ -328,6 +330,8 @@ test('graders as standard graders judge: worked expressions, restatements, named
     ['asdiv', 'The answer is Jake’s stables.', "Jake's stables", true],
   ];
   for (const [task, reply, gold, want] of cases) assert.equal(isCorrect(task, reply, gold), want, `${task}: ${reply} (gold ${gold})`);
+  // ... and the synthetic task's "####" line pays no reward for one (it did)
+  assert.deepEqual(['#### 10 / 2', '#### 10/2', '#### 5'].map((a) => isCorrect('synthetic', `<think> 5 * 2 = 10 </think> ${a}`, 5)), [false, true, true]);
 });
 
 test('aime24: every gold solution grades correct against its answer; aime24 and amc23: the boxed answer grades correct, its neighbour wrong', () => {

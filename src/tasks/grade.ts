@@ -39,7 +39,7 @@ export function parseNumber(s: string): number | undefined {
   const neg = /^-\((.*)\)$/.exec(t); // "-(1/3)"
   if (neg) t = '-' + neg[1];
   if (/^-?(\d+(\.\d+)?|\.\d+)$/.test(t)) return Number(t);
-  const frac = /^(-?\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)$/.exec(t);
+  const frac = /^(-?\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/.exec(t); // "10 / 2" is a division left unworked (UNWORKED), no number
   if (frac && Number(frac[2]) !== 0) return Number(frac[1]) / Number(frac[2]);
   return undefined;
 }
