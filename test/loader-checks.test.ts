@@ -371,6 +371,11 @@ test('tokenizer.json that parses but cannot tokenize, and a llama2.c tokenizer p
   fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ eos_token: '<|nope|>' }));
   assert.throws(withJson(() => {}), { message: `tokenizer: ${dir}: its eos_token "<|nope|>" (from tokenizer_config.json or special_tokens_map.json) is not a token of tokenizer.json's vocabulary` });
   fs.rmSync(path.join(dir, 'special_tokens_map.json'));
+  // It fills sep, cls and mask and the additional special tokens too, as transformers does (a template reading them rendered them empty).
+  fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ sep_token: '<|im_end|>', cls_token: '<|endoftext|>', additional_special_tokens: ['<|im_start|>'] }));
+  fs.writeFileSync(path.join(dir, 'chat_template.jinja'), '[{{ sep_token }}|{{ cls_token }}|{{ additional_special_tokens | join(",") }}]');
+  assert.equal(withJson(() => {})().applyChatTemplate([]), '[<|im_end|>|<|endoftext|>|<|im_start|>]');
+  for (const f of ['special_tokens_map.json', 'chat_template.jinja']) fs.rmSync(path.join(dir, f));
   for (const f of ['special_tokens_map.json', 'chat_template.json']) {
     fs.writeFileSync(path.join(dir, f), '"x"');
     assert.throws(withJson(() => {}), { message: `tokenizer: ${path.join(dir, f)}: must hold a JSON object, got "x"` });

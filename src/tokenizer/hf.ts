@@ -63,7 +63,7 @@ export function stageTokenizerFiles(dir: string, t: TokenizerFiles): { writes: {
   return { writes, written: parts.filter(([, write]) => write).map(([f]) => f), lacking: parts.filter(([f, write]) => !write && existsSync(file(f))).map(([f]) => file(f)) };
 }
 
-const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'];
+const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
 
 /** The chat_template.jinja beside a single-file model (.gguf, llama2.c .bin), when there is one. */
 export function besideTemplateFile(modelFile: string): string | undefined {
@@ -95,7 +95,8 @@ export function readTokenizerFolder(dir: string): TokenizerFiles {
   }
   const config = has('tokenizer_config.json') ? readJsonObject(file('tokenizer_config.json'), 'tokenizer: ') : undefined;
   const map = has('special_tokens_map.json') ? readJsonObject(file('special_tokens_map.json'), 'tokenizer: ') : {};
-  const missing = SPECIAL_TOKENS.filter((k) => map[k] !== undefined && config?.[k] === undefined);
+  // (The map's list of additional special tokens too, where it is one: a template may read it.)
+  const missing = [...SPECIAL_TOKENS, ...(Array.isArray(map.additional_special_tokens) ? ['additional_special_tokens'] : [])].filter((k) => map[k] !== undefined && config?.[k] === undefined);
   const merged = missing.length ? { ...config, ...Object.fromEntries(missing.map((k) => [k, map[k]])) } : config;
   const json = has('chat_template.json') ? readJsonObject(file('chat_template.json'), 'tokenizer: ') : undefined;
   const jinja = has('chat_template.jinja'), chatTemplate = jinja ? readTemplateFile(file('chat_template.jinja')) : pickTemplate(json?.chat_template, file('chat_template.json'));
@@ -230,7 +231,7 @@ export class HfTokenizer implements TextTokenizer {
     if (!this.vocabSize) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`);
     this.specialIds = new Set([...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
     const special: Record<string, string> = {};
-    for (const k of ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token']) {
+    for (const k of SPECIAL_TOKENS) {
       const s = tokenString(config[k]);
       if (s !== undefined) special[k] = s;
     }
