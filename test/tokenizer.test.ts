@@ -260,6 +260,10 @@ test('StreamDecoder: token-by-token pieces add up to the text, emoji split acros
   assert.deepEqual([ids4.length, qwen.decode(ids4.slice(0, 3)).endsWith('\uFFFD')], [5, true]);
   const cont = new StreamDecoder(qwen, {}, ids4.slice(0, 3));
   assert.deepEqual([cont.push(ids4[3]), cont.push(ids4[4]), cont.flush()], ['𝔘', ' y', '']);
+  // Special tokens skipped, a half character's bytes on either side of them: the same text as decoding all at once.
+  const IM_START = 151644, mixed = [ids4[0], ids4[1], ...Array(50).fill(IM_START), ids4[2], IM_START, ids4[3], ids4[4]];
+  const skipping = new StreamDecoder(qwen, { skipSpecialTokens: true }), out = mixed.map((id) => skipping.push(id));
+  assert.deepEqual([out.join('') + skipping.flush(), out.filter(Boolean)], [qwen.decode(mixed, { skipSpecialTokens: true }), ['x', ' 𝔘', ' y']]);
 });
 
 test('a stop string in text the stream holds back (complete characters before half of one) ends the sequence there', () => {

@@ -17,7 +17,7 @@ export class StreamDecoder {
   private read: number; // ids[prefix, read) have been emitted
   private readonly opts: { skipSpecialTokens?: boolean; cleanUp: false };
 
-  constructor(private readonly tokenizer: Pick<TextTokenizer, 'decode'>, opts: { skipSpecialTokens?: boolean } = {}, private readonly context: readonly number[] = []) {
+  constructor(private readonly tokenizer: Pick<TextTokenizer, 'decode' | 'specialIds'>, opts: { skipSpecialTokens?: boolean } = {}, private readonly context: readonly number[] = []) {
     this.opts = { ...opts, cleanUp: false };
     this.ids = [...context];
     this.read = context.length;
@@ -25,6 +25,8 @@ export class StreamDecoder {
 
   /** Adds one token; returns the newly completed text ('' while a character is still incomplete). */
   push(id: number): string {
+    // A special token decoding skips adds no text: kept out of the window, which a long run of them made ever longer.
+    if (this.opts.skipSpecialTokens && this.tokenizer.specialIds?.has(id)) return '';
     this.ids.push(id);
     const [before, now] = this.window(), text = now.endsWith('\uFFFD') ? undefined : added(before, now);
     if (!text) return '';
