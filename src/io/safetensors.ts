@@ -190,7 +190,7 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
     throw writeError(e, path);
   }
   return {
-    commit: () => { try { rename(tmp, path); } catch (e) { abort(); throw writeError(e, path); } },
+    commit: () => { try { rename(tmp, path); } catch (e) { abort(); throw writeError(e, path); } syncFolder(path); },
     /**
      * Commits only where no file is at `path`: a hard link, which a file that appeared meanwhile refuses (EEXIST). A disk
      * without hard links (FAT32, exFAT: an SD card; Windows says EISDIR) gets a rename where no file is yet: there a
@@ -204,9 +204,22 @@ export function stagedWrite(path: string, write: (fd: number) => void): { commit
         if (code === 'EEXIST' || !['EPERM', 'EISDIR', 'ENOTSUP', 'ENOSYS', 'EXDEV', 'EOPNOTSUPP'].includes(code ?? '') || fs.existsSync(path)) throw writeError(e, path);
         try { rename(tmp, path); } catch (r) { throw writeError(r, path); }
       } finally { abort(); }
+      syncFolder(path);
     },
     abort,
   };
+}
+
+/**
+ * Syncs the folder of `file`, whose entry a rename or link changed: after a power cut the file is there under its new
+ * name, not the old one back. (Windows cannot open a folder to sync it; a system that refuses it is left as it is.)
+ */
+function syncFolder(file: string): void {
+  if (process.platform === 'win32') return;
+  try {
+    const fd = fs.openSync(nodePath.dirname(nodePath.resolve(file)), 'r');
+    try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+  } catch { /* the file is written and in place either way */ }
 }
 
 /** A system error met writing `file`, said with the file's name (Node's says only "ENOSPC: no space left on device, write"); its code kept. */
