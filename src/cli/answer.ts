@@ -4,7 +4,7 @@ import { seedOrFresh } from '../runtime/sampler.ts';
 import { besideModel } from '../models/embedded.ts';
 import { withoutBom } from '../io/jsonl.ts';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_CACHE_FILE_HELP, PROMPT_CACHE_HELP, PROMPT_LOOKUP_HELP, promptCacheFlag, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, loadModelWithProgress, negatedFlag, PROMPT_LOOKUP_HELP, promptCacheFlag, promptCacheOptions, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { answer, answerTemperature, checkNativeThinking, checkTrainedFile, thinksByItself } from '../reason/answer.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { budgetNote } from '../reason/budget.ts';
@@ -29,11 +29,11 @@ export function answerCommand(program: Command): void {
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
     .addOption(modelOption());
   const checkReasoner = reasonerOptions(command);
-  ropeScalingOptions(penaltyFlags(command)
+  promptCacheOptions(ropeScalingOptions(penaltyFlags(command)
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question (- reads it from the standard input)')
     .option('--samples <n>', 'parallel reasoning samples (one prefill, forked KV cache)', intArg('--samples', 1), 1)
-    .option('--vote <method>', `${VOTE_METHODS.join(' | ')}`, 'majority')
+    .option('--vote <method>', VOTE_METHODS.join(' | '), 'majority')
     .option('--early-stop', 'stop the other samples once the vote is decided')
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
@@ -48,12 +48,10 @@ export function answerCommand(program: Command): void {
     .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
-    .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)')
-    .option('--prompt-cache <MiB>', PROMPT_CACHE_HELP, intArg('--prompt-cache', 0))
-    .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
+    .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)'))
     .action(async (o, cmd: Command) => {
       checkReasoner(o);
-      if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
+      checkVote(o.vote);
       if (o.task !== undefined) {
         if (o.grader !== undefined) throw new Error('--task is --grader\'s earlier name: give one of them');
         console.error('edgereason: note: answer --task is now --grader (in eval and the trainers --task names the data)');
@@ -227,6 +225,11 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
     await model.close();
     throw e;
   }
+}
+
+/** answer's and eval's --vote: one of VOTE_METHODS. */
+export function checkVote(vote: string): void {
+  if (!VOTE_METHODS.includes(vote as VoteMethod)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${vote}"`);
 }
 
 /**

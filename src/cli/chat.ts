@@ -9,7 +9,7 @@ import path from 'node:path';
 import { generationNotes, generationSampling } from '../io/hf-folder.ts';
 import { cliWords, floatArg, intArg, noteGreedyFlags, penaltyFlags, quantArg, seedArg } from './main.ts';
 import { loadReasoner, noteReasoningOff, reasonerOptions, transcript } from './answer.ts';
-import { guessesNote, modelOption, PROMPT_CACHE_FILE_HELP, PROMPT_CACHE_HELP, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, promptCacheOptions, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 
 /**
  * An interactive chat on the standard input: a line is a user turn, answered as `answer` answers (routed: reasoning only
@@ -21,7 +21,7 @@ export function chatCommand(program: Command): void {
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /help lists the commands, Ctrl-C stops a reply (the turn is left out) or clears the line, /exit (or /quit), end of input or Ctrl-C on an empty line ends')
     .addOption(modelOption());
   const checkReasoner = reasonerOptions(command);
-  ropeScalingOptions(penaltyFlags(command)
+  promptCacheOptions(ropeScalingOptions(penaltyFlags(command)
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per reply (thinking + answer)', intArg('--max-tokens', 1), 512)
@@ -30,9 +30,7 @@ export function chatCommand(program: Command): void {
     .option('--top-p <p>', 'nucleus sampling mass (default: generation_config.json\'s, else 1)', floatArg('--top-p', 0, 1))
     .option('--min-p <p>', 'drop tokens below p × the top probability (default: generation_config.json\'s, else 0)', floatArg('--min-p', 0, 1))
     .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default or -1: a fresh one)', seedArg())
-    .option('--quant <q>', 'q4, q8 or fp32', quantArg))
-    .option('--prompt-cache <MiB>', PROMPT_CACHE_HELP, intArg('--prompt-cache', 0))
-    .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
+    .option('--quant <q>', 'q4, q8 or fp32', quantArg)))
     .action(async (o, cmd: Command) => {
       checkReasoner(o);
       noteReasoningOff(o);

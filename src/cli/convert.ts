@@ -5,12 +5,11 @@ import { isModelFileFolder, modelPath, openSource, readManifest, shellQuote, typ
 import { shortName } from '../io/hub.ts';
 import { lateProgress, onInterrupt } from '../train/progress.ts';
 import { CONVERTED_FILES, convertInWorker, defaultQuant, requantisedNote, rescaled } from '../runtime/convert.ts';
-import { ropeScalingWords } from '../models/config.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { parseTargets } from './train-sft.ts';
 import { readAdapterConfig } from '../io/peft.ts';
 import { defaultModelFiles } from '../models/embedded.ts';
-import { PROJECTIONS, type Projection } from '../models/config.ts';
+import { PROJECTIONS, ropeScalingWords, type Projection } from '../models/config.ts';
 import { beforeDownload, canonical, checkOutDir, holdOut } from './outputs.ts';
 import { cliWords, quantArg } from './main.ts';
 import { ropeScalingOf, ropeScalingOptions } from './load.ts';
@@ -60,7 +59,7 @@ export function convertCommand(program: Command): void {
     .option('--lora-targets <list>', 'projections that take LoRA inputs: q,k,v,o,gate,up,down (or q_proj, ...); default: those of the reasoning adapters beside --model (reasoning-adapter/, reasoning-adapter-rl/)')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
-      const given = o.loraTargets ? parseTargets(String(o.loraTargets), '--lora-targets') : undefined, ropeScaling = ropeScalingOf(o);
+      const given = o.loraTargets ? parseTargets(o.loraTargets, '--lora-targets') : undefined, ropeScaling = ropeScalingOf(o);
       // A single-file model's own folder (as convertModel refuses it): said before --overwrite is offered for its files.
       if (isModelFileFolder(o.out, o.model)) throw new Error(`--out ${o.out} is the folder of --model ${o.model}: the converted files would mix with the model's own (a tokenizer.json there becomes the vocabulary of every GGUF in it); choose another folder`);
       outCheck(o); // before the next: a converted --model given as its own --out is "the --model folder", not another model's conversion

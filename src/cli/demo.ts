@@ -25,7 +25,6 @@ export function sharedDir(): string {
   return dir;
 }
 
-
 const dim = (s: string): string => dimmer(process.stdout)(s);
 
 /** Three test-split questions: a chat query, an easy and a hard problem. */

@@ -11,7 +11,7 @@ import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { checkVoteFlags } from './answer.ts';
+import { checkVote, checkVoteFlags } from './answer.ts';
 import { besideModel } from '../models/embedded.ts';
 import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
@@ -80,7 +80,7 @@ export function evalCommand(program: Command): void {
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       if (o.budget !== undefined && !o.adapter) throw new Error(`eval: --budget is the control line a budget-trained adapter reads: it needs --adapter${o.nativeThinking ? ' (with --native-thinking cap the thinking with --max-thinking-tokens)' : ''}`);
       if ((o.router || o.samples > 1) && !reasons) throw new Error(`eval: ${o.router ? '--router routes between direct answers and reasoning' : '--samples are parallel reasoning samples'}: it needs --adapter (or --native-thinking)`);
-      if (!VOTE_METHODS.includes(o.vote)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${o.vote}"`);
+      checkVote(o.vote);
       checkVoteFlags(o, 'eval');
       const ownVerifier = o.vote.startsWith('verifier') && !o.verifier ? besideModel(o.model, 'verifier') : undefined;
       if (ownVerifier) console.error(`verifier: ${o.verifier = ownVerifier} (the default)`);

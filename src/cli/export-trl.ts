@@ -84,7 +84,7 @@ function yaml(o: Record<string, unknown>, comment: string): string {
  * The base model as the job's configs name it: a local folder as an absolute path (refused when it does not exist or
  * is no Hugging Face folder), a Hub id as given. Local: starts with /, . or ~, or exists here; a Hub id is "org/name".
  */
-export function resolveBaseModel(base: string, flag = '--base-model'): { name: string; local: boolean } {
+function resolveBaseModel(base: string, flag = '--base-model'): { name: string; local: boolean } {
   if (typeof base !== 'string' || !base) throw new Error(`${flag} (baseModel) must be a Hugging Face Hub id ("org/name") or a local model folder, got ${shown(base)}`);
   const abs = expandPath(base);
   const looksLocal = /^[/.~]/.test(base) || base.includes('\\') || fs.existsSync(abs);

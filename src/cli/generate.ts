@@ -1,11 +1,11 @@
 import { seedOrFresh } from '../runtime/sampler.ts';
 import { onInterrupt } from '../train/progress.ts';
 import type { Command } from 'commander';
-import { guessesNote, modelOption, loadModelWithProgress, PROMPT_CACHE_FILE_HELP, PROMPT_CACHE_HELP, PROMPT_LOOKUP_HELP, promptCacheFlag, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
+import { guessesNote, modelOption, loadModelWithProgress, PROMPT_LOOKUP_HELP, promptCacheFlag, promptCacheOptions, ropeScalingOf, ropeScalingOptions, withPromptCacheFile } from './load.ts';
 import { floatArg, intArg, jsonObjectArg, noteGreedyFlags, penaltyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 
 export function generateCommand(program: Command): void {
-  ropeScalingOptions(penaltyFlags(samplingFlags(program.command('generate')
+  promptCacheOptions(ropeScalingOptions(penaltyFlags(samplingFlags(program.command('generate')
     .description('stream a completion to stdout')
     .addOption(modelOption())
     .requiredOption('--prompt <text>', 'prompt text ("" starts from BOS alone, where the tokenizer adds one; - reads it from the standard input)')
@@ -18,9 +18,7 @@ export function generateCommand(program: Command): void {
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\' (Qwen3: answer without thinking)', jsonObjectArg('--chat-template-kwargs'))
     .option('--quant <q>', 'q4, q8 (near-lossless, about twice the size of q4) or fp32 (default: q4 for models from 50M parameters)', quantArg))
     .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0)
-    .option('--stats', 'print token counts and timings to stderr')
-    .option('--prompt-cache <MiB>', PROMPT_CACHE_HELP, intArg('--prompt-cache', 0))
-    .option('--prompt-cache-file <file>', PROMPT_CACHE_FILE_HELP)
+    .option('--stats', 'print token counts and timings to stderr'))
     .action(async (o) => {
       const greedy = o.temperature === 0, seed: number = seedOrFresh(o.seed);
       noteGreedyFlags(o, 'edgereason');
@@ -46,9 +44,8 @@ export function generateCommand(program: Command): void {
         while (!r.done) { process.stdout.write(r.value); r = await gen.next(); }
         process.stdout.write('\n');
         const c = r.value;
-        const ctx = model.config.maxPositionEmbeddings;
         if (c.finishReason === 'length' && c.tokens.length < o.maxTokens) {
-          console.error(`edgereason: note: stopped after ${c.tokens.length} tokens, at the end of the model's context (${ctx} tokens)`);
+          console.error(`edgereason: note: stopped after ${c.tokens.length} tokens, at the end of the model's context (${model.config.maxPositionEmbeddings} tokens)`);
         }
         if (o.stats) {
           const decodeS = (c.totalMs - c.ttftMs) / 1000;

@@ -66,11 +66,11 @@ export function ropeScalingOf(o: { ropeScaling?: 'yarn' | 'linear' | 'none'; rop
 
 /** --prompt-lookup's help (generate, answer, chat, serve). */
 export const PROMPT_LOOKUP_HELP = 'speculative decoding by prompt lookup: up to n next tokens guessed from where the last ones occurred before (in the prompt or the output) and checked in one step — the same tokens in fewer steps, where the text repeats its input; one sample at a time; 0 = off, at most 64';
-/** --prompt-cache-file's help: `generate`, `answer` and `chat` read and save the prompt cache alike. */
-export const PROMPT_CACHE_FILE_HELP = 'read the prompt cache from this file at start (when it exists) and save it there at the end when something new was kept: a later run whose prompt begins alike (a long system prompt or document) prefills only the rest';
 
-/** --prompt-cache's help: `generate`, `answer` and `chat` (serve words its own). */
-export const PROMPT_CACHE_HELP = 'MiB of prompt KV caches kept, so that a prompt beginning like a kept one prefills only the rest (what --prompt-cache-file saves); default 256, or room for 4,096 prompt tokens where those take more (a 7B model\'s); 0: none';
+/** --prompt-cache and --prompt-cache-file of `generate`, `answer` and `chat`, which read and save the prompt cache alike (serve words its own). */
+export const promptCacheOptions = (command: Command): Command => command
+  .option('--prompt-cache <MiB>', 'MiB of prompt KV caches kept, so that a prompt beginning like a kept one prefills only the rest (what --prompt-cache-file saves); default 256, or room for 4,096 prompt tokens where those take more (a 7B model\'s); 0: none', intArg('--prompt-cache', 0))
+  .option('--prompt-cache-file <file>', 'read the prompt cache from this file at start (when it exists) and save it there at the end when something new was kept: a later run whose prompt begins alike (a long system prompt or document) prefills only the rest');
 
 /** loadModel's promptCache for --prompt-cache (undefined: the default), refused with --prompt-cache-file at 0, which keeps nothing to save. */
 export function promptCacheFlag(o: { promptCache?: number; promptCacheFile?: string }): number | undefined {

@@ -29,7 +29,7 @@ import { lateProgress, onInterrupt } from '../train/progress.ts';
  * by that parser's message, which names the flag and the value (commander put "error: option '--max-tokens <n>'
  * argument 'abc' is invalid." before it); a value outside a flag's choices is said the same way.
  */
-export function commanderError(text: string): string {
+function commanderError(text: string): string {
   const invalid = /^error: option '([^']*)' argument '([^]*)' is invalid\. ([^]*?)\n?$/.exec(text);
   if (!invalid) return text.replace(/^error: /, 'edgereason: ');
   const [, flags, value, why] = invalid, flag = /--[\w-]+/.exec(flags)?.[0] ?? flags;
@@ -78,12 +78,12 @@ export async function main(argv: string[]): Promise<void> {
     for (const o of command.options) {
       if (!HUB_FLAGS.includes(o.long ?? '')) continue;
       const v: unknown = command.getOptionValue(o.attributeName()), named = o.flags.includes('name=');
+      if (v === undefined) continue;
       const local = async (x: unknown) => {
         if (typeof x !== 'string') return x;
         const at = x.indexOf('=hf:'), name = !named ? '' : at > 0 ? x.slice(0, at + 1) : /^[^=/\\]*=/.exec(x)?.[0] ?? '';
         return name + await resolveWithProgress(x.slice(name.length));
       };
-      if (v === undefined) continue;
       const resolved = [];
       for (const x of Array.isArray(v) ? v : [v]) resolved.push(await local(x)); // one at a time: one bar each
       command.setOptionValueWithSource(o.attributeName(), Array.isArray(v) ? resolved : resolved[0], command.getOptionValueSource(o.attributeName()));
@@ -191,7 +191,7 @@ export const samplingFlags = (command: Command): Command => command
   .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
   .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0);
 
-/** generate's and answer's repetition, presence and frequency penalty flags (off by default). */
+/** generate's, answer's and chat's repetition, presence and frequency penalty flags (off by default). */
 export const penaltyFlags = (command: Command): Command => command
   .option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off', positiveArg('--repetition-penalty'), 1)
   .option('--presence-penalty <x>', 'subtract x from the logits of tokens the output holds (OpenAI\'s; -2 to 2)', floatArg('--presence-penalty', -2, 2))
@@ -209,7 +209,7 @@ export function noteGreedyFlags(o: { temperature: number; topK: number; topP: nu
 export const budgetsOption = (description: string): Option => new Option('--budgets <list>', description).argParser(budgetsArg).default([...DEFAULT_BUDGETS], DEFAULT_BUDGETS.join(','));
 
 /** --budgets: a comma-separated list of positive integers (thinking budget buckets). */
-export function budgetsArg(v: string): number[] {
+function budgetsArg(v: string): number[] {
   const budgets = v.split(',').map((b) => (/^\s*\d+\s*$/.test(b) ? Number(b) : NaN));
   if (budgets.some((b) => !Number.isSafeInteger(b) || b <= 0)) throw new InvalidArgumentError(`--budgets must list positive integers separated by commas, got "${v}"`);
   try { checkDistinctBudgets(budgets, '--budgets names'); } catch (e) { throw new InvalidArgumentError((e as Error).message); }

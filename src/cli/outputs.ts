@@ -242,7 +242,7 @@ const CONVERTED_MODEL = CONVERTED_FILES.filter((f) => !ARTEFACTS.includes(f));
  * command, so that any of them refuses an --out that another live run is writing (the files would mix, and the folder
  * would load as one or the other).
  */
-export const OUT_LOCK = '.edgereason.lock';
+const OUT_LOCK = '.edgereason.lock';
 
 /** Holds --out for `command` (released when the process exits, with the folder when the lock made it). */
 export function holdOut(out: string, command: string): () => void {

@@ -68,6 +68,11 @@ export function checkGolds(prompts: RlPrompt[], grader: Task, file: string): voi
   }
 }
 
+/** --grader (train-rl's, and a --task file's in eval, train-router and train-verifier): one of TASKS. */
+function checkGrader(grader: string | undefined): void {
+  if (grader !== undefined && !TASKS.includes(grader as Task)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${grader}"`);
+}
+
 /**
  * What a --task names: one of `builtins` (file undefined), or a file of one's own questions, and the grader of that
  * file's answers (--grader, default gsm8k: the last number; refused beside a built-in task, which grades as its own).
@@ -78,7 +83,7 @@ export function taskFileOf(o: { task: string; grader?: string }, builtins: reado
     throw new Error(/\.jsonl?$/i.test(file) ? `--task ${file} does not exist (a JSONL file of {"prompt","answer"} lines, or one of ${builtins.join(', ')})` : `--task must be one of ${builtins.join(', ')}, or a JSONL file of {"prompt","answer"} lines; got "${o.task}"`);
   }
   if (o.grader !== undefined && file === undefined) throw new Error(`--grader grades the answers to a --task file; ${o.task} has its own grader`);
-  if (o.grader !== undefined && !TASKS.includes(o.grader as Task)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
+  checkGrader(o.grader);
   return { file, grader: (o.grader ?? 'gsm8k') as Task };
 }
 
@@ -129,8 +134,8 @@ export function trainRlCommand(program: Command): void {
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
       if (o.penalty !== 'budget' && o.penalty !== 'group') throw new Error(`--penalty must be budget or group, got "${o.penalty}"`);
+      checkGrader(o.grader);
       const grader: Task = o.grader ?? (o.task === 'synthetic' ? 'synthetic' : 'gsm8k');
-      if (!TASKS.includes(grader)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${o.grader}"`);
       const prompts = rlPrompts(o.task, 4000, o.seed);
       if (o.task !== 'synthetic') checkGolds(prompts, grader, o.task);
       const budgets: number[] = o.budgets;

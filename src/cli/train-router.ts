@@ -10,15 +10,16 @@ import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { datasetCases, SYNTHETIC_LIMIT, withInstruction } from '../eval/harness.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
-import type { LabelItem } from '../reason/router.ts';
-import { FIT_STAGE, trainRouter } from '../reason/router.ts';
+import { FIT_STAGE, trainRouter, type LabelItem } from '../reason/router.ts';
 import { sharedDir } from './demo.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
 import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
-
-const outCheck = (o: { out: string; model: string; adapter?: string; overwrite?: boolean }) =>
-  checkOutFile(o.out, { what: 'router JSON', example: 'router.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-router') });
 import { StagedProgress } from '../train/progress.ts';
+
+/** train-router's and train-verifier's --out: a JSON file (`what`), never one of the model's or adapter's; an earlier one of `format` may be replaced. */
+export const probeOutCheck = (what: string, example: string, format: string) => (o: { out: string; model: string; adapter?: string; overwrite?: boolean }) =>
+  checkOutFile(o.out, { what, example, overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat(format) });
+const outCheck = probeOutCheck('router JSON', 'router.json', 'edgereason-router');
 
 /** An AUC for the console: n/a, and why, when it is undefined (by default: the labels hold one class only). */
 export const aucText = (x: number, undefinedWhen = 'one class only'): string => (Number.isFinite(x) ? x.toFixed(3) : `n/a (${undefinedWhen})`);

@@ -3,12 +3,11 @@ import type { Command } from 'commander';
 import { loadModelWithProgress, ropeScalingOf, ropeScalingOptions } from './load.ts';
 import { trainVerifier } from '../reason/verifier.ts';
 import { floatArg, intArg, quantArg } from './main.ts';
-import { aucText, LABEL_TASKS, labelItems, labelTaskOptions, modelText, stageProgress } from './train-router.ts';
+import { aucText, LABEL_TASKS, labelItems, labelTaskOptions, modelText, probeOutCheck, stageProgress } from './train-router.ts';
 import { taskFileOf } from './train-rl.ts';
-import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
+import { beforeDownload } from './outputs.ts';
 
-const outCheck = (o: { out: string; model: string; adapter?: string; overwrite?: boolean }) =>
-  checkOutFile(o.out, { what: 'verifier JSON', example: 'verifier.json', overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat('edgereason-verifier') });
+const outCheck = probeOutCheck('verifier JSON', 'verifier.json', 'edgereason-verifier');
 
 export function trainVerifierCommand(program: Command): void {
   ropeScalingOptions(labelTaskOptions(program.command('train-verifier'))
