@@ -674,6 +674,14 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
   assert.equal(evalOver('--out', path.join(fakeAdapter, 'adapter_config.json')), refusal(path.join(fakeAdapter, 'adapter_config.json'), `a file of the --model ${fakeModel}, not a JSON report`));
   assert.equal(evalOver('--out', path.join(fakeModel, 'notes.json')), refusal(`${path.join(fakeModel, 'notes.json')}: ${notes}, written beside it,`, `a file of the --model ${fakeModel}, not a JSON report`));
   assert.equal(evalOver('--router', mine, '--out', mine), refusal(mine, `the --router ${mine}`));
+  // ... nor over the run's own --task file, eval's or a trainer's (the questions became the report, or the router)
+  const questions = at('tq.json');
+  fs.writeFileSync(questions, '{"prompt":"What is 2+3?","answer":"5"}\n');
+  assert.equal(cli(['eval', '--model', fakeModel, '--task', questions, '--out', questions, '--overwrite']).stderr, refusal(questions, `the --task ${questions}`));
+  for (const [cmd, what] of [['train-router', 'router JSON'], ['train-verifier', 'verifier JSON']]) {
+    assert.equal(cli([cmd, '--model', fakeModel, '--adapter', fakeAdapter, '--task', questions, '--out', questions, '--overwrite']).stderr, `edgereason: --out ${questions} is the --task ${questions}: writing the ${what} there would destroy it; choose another --out\n`, cmd);
+  }
+  assert.equal(fs.readFileSync(questions, 'utf8'), '{"prompt":"What is 2+3?","answer":"5"}\n');
   assert.deepEqual([fakeConfig, notes, mine].map((f) => fs.readFileSync(f, 'utf8')), ['{}', '# mine', '{}']);
   assert.match(evalOver('--out', path.join(fakeModel, 'report.json')), /config\.json/, 'a new report in the model folder gets past the check');
   // A Hugging Face cache snapshot's files are links into blobs/: one is still a file of the model's folder (its link was followed out of it).
@@ -851,6 +859,8 @@ test('export-trl: a non-empty --out is refused without --overwrite; local base m
   let r = cli(['export-trl', '--out', out, '--examples', '4', '--rl-prompts', '2']);
   assert.match(r.stderr, /--out .*trl is not empty \(notes\.txt\); choose another folder, or pass --overwrite/);
   assert.match(cli(['export-trl', '--out', at('trl-x'), '--base-model', '/nope']).stderr, /--base-model \/nope: no such folder/);
+  // A count past what any recipe uses is refused at once (it ran silently for minutes towards gigabytes of memory)
+  for (const flag of ['--examples', '--rl-prompts']) assert.match(cli(['export-trl', '--out', at('trl-x'), flag, '100000000']).stderr, new RegExp(`${flag} must be an integer in \\[1, 1000000\\], got "100000000"`));
   assert.match(cli(['export-trl', '--out', at('trl-x'), '--base-model', 'models/nope']).stderr, /--base-model models\/nope: no such folder .* though models\/ exists here/);
   assert.ok(!fs.existsSync(at('trl-x')));
   r = cli(['export-trl', '--out', out, '--examples', '4', '--rl-prompts', '2', '--overwrite', '--base-model', 'models/default']);

@@ -29,14 +29,14 @@ import { generationNotes, generationSampling, suggestedSampling } from '../io/hf
 const TASK_NAMES = ['synthetic', ...Object.keys(DATASETS)];
 
 /** --out: a JSON file, not another command's (said before the existing-file check, which would offer --overwrite, after the folder check, which names a file to give); its report's files. */
-function outCheck(o: { out: string; overwrite?: boolean; model: string; adapter?: string; router?: string; verifier?: string }): ReturnType<typeof reportFiles> {
+function outCheck(o: { out: string; overwrite?: boolean; model: string; adapter?: string; router?: string; verifier?: string; task: string }): ReturnType<typeof reportFiles> {
   if (!/\.json$/i.test(o.out) && !fs.statSync(o.out, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--out ${o.out}: the report is JSON, so name it *.json (its .md table and -accuracy.svg plot are written beside it)`);
   const files = reportFiles(o.out);
   // Never over the run's own inputs, --overwrite or not (an earlier report in the model's folder is refreshed).
   const replaceable = (f: string) => (f === path.resolve(o.out) ? isReport(f) : isReportSibling(f));
   checkOutFile(o.out, {
     what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling,
-    inputs: { '--model': o.model, '--adapter': o.adapter }, inputFiles: { '--router': o.router, '--verifier': o.verifier }, replaceable,
+    inputs: { '--model': o.model, '--adapter': o.adapter }, inputFiles: { '--router': o.router, '--verifier': o.verifier, '--task': TASK_NAMES.includes(o.task) ? undefined : o.task }, replaceable,
   });
   return files;
 }

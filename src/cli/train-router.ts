@@ -17,8 +17,8 @@ import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
 import { StagedProgress } from '../train/progress.ts';
 
 /** train-router's and train-verifier's --out: a JSON file (`what`), never one of the model's or adapter's; an earlier one of `format` may be replaced. */
-export const probeOutCheck = (what: string, example: string, format: string) => (o: { out: string; model: string; adapter?: string; overwrite?: boolean }) =>
-  checkOutFile(o.out, { what, example, overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, replaceable: holdsFormat(format) });
+export const probeOutCheck = (what: string, example: string, format: string) => (o: { out: string; model: string; adapter?: string; overwrite?: boolean; task: string }) =>
+  checkOutFile(o.out, { what, example, overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, inputFiles: { '--task': LABEL_TASKS.includes(o.task) ? undefined : o.task }, replaceable: holdsFormat(format) });
 const outCheck = probeOutCheck('router JSON', 'router.json', 'edgereason-router');
 
 /** An AUC for the console: n/a, and why, when it is undefined (by default: the labels hold one class only). */
