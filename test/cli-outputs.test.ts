@@ -883,6 +883,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.equal(help.match(/default:/g)?.length, 1, help);
   assert.match(help, /\(default: the embedded models\/default\)/);
   for (const cmd of ['train-rl', 'export-trl']) assert.match(cli([cmd, '--help']).stdout, /--budgets <list> .*\(default: 96,160,256\)/); // as the flag takes it
+  // chat's repetition penalty is the model's generation_config.json's unless typed (its help said 1); answer's and generate's is 1
+  const penaltyDefault = (cmd: string) => /--repetition-penalty <x>[^]*?\(default:\s+([^)]*)\)/.exec(cli([cmd, '--help']).stdout)?.[1].replace(/\s+/g, ' ');
+  assert.deepEqual(['chat', 'answer', 'generate'].map(penaltyDefault), ["generation_config.json's, else 1", '1', '1']);
   // A folder that is not there is said so (it was said to have no reasoning adapter); a model without one, that.
   assert.equal(cli(['demo', '--model', at('no-such-model')]).stderr, `edgereason: model: ${at('no-such-model')} does not exist\n`);
   const bare = at('no-adapter-model');

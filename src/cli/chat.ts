@@ -21,7 +21,7 @@ export function chatCommand(program: Command): void {
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /help lists the commands, Ctrl-C stops a reply (the turn is left out) or clears the line, /exit (or /quit), end of input or Ctrl-C on an empty line ends')
     .addOption(modelOption());
   const checkReasoner = reasonerOptions(command);
-  promptCacheOptions(ropeScalingOptions(penaltyFlags(command)
+  promptCacheOptions(ropeScalingOptions(penaltyFlags(command, true)
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
     .option('--max-tokens <n>', 'tokens per reply (thinking + answer)', intArg('--max-tokens', 1), 512)
