@@ -860,6 +860,9 @@ test('export-trl: a non-empty --out is refused without --overwrite; local base m
   assert.match(r.stderr, /--out .*trl is not empty \(notes\.txt\); choose another folder, or pass --overwrite/);
   assert.match(cli(['export-trl', '--out', at('trl-x'), '--base-model', '/nope']).stderr, /--base-model \/nope: no such folder/);
   // A count past what any recipe uses is refused at once (it ran silently for minutes towards gigabytes of memory)
+  // The flag named (the grader only after the SFT data was built, as "rewards.py grades as synthetic or gsm8k"; the tokenizer not at all)
+  assert.equal(cli(['export-trl', '--out', at('trl-x'), '--grader', 'bogus']).stderr, 'edgereason: export-trl: --grader must be synthetic or gsm8k (how rewards.py grades), got "bogus"\n');
+  assert.equal(cli(['export-trl', '--out', at('trl-x'), '--tokenizer', at('no-tok')]).stderr, `edgereason: export-trl: --tokenizer ${at('no-tok')}: tokenizer: ${at('no-tok')}/tokenizer.json not found\n`);
   for (const flag of ['--examples', '--rl-prompts']) assert.match(cli(['export-trl', '--out', at('trl-x'), flag, '100000000']).stderr, new RegExp(`${flag} must be an integer in \\[1, 1000000\\], got "100000000"`));
   assert.match(cli(['export-trl', '--out', at('trl-x'), '--base-model', 'models/nope']).stderr, /--base-model models\/nope: no such folder .* though models\/ exists here/);
   assert.ok(!fs.existsSync(at('trl-x')));
@@ -932,6 +935,7 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', 'Infinity']).stderr, /--temperature must be a finite number ≥ 0, got "Infinity"/);
   // An empty number (an unset shell variable) is refused, not read as 0 (it trained train-rl without its length penalty).
   assert.equal(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', '']).stderr, 'edgereason: --temperature must be a finite number ≥ 0, got ""\n(add --help for the options)\n'); // the help page no longer follows
+  assert.equal(cli(['serve', '--reasoning-effort-budgets', '{"x":1}']).stderr, 'edgereason: --reasoning-effort-budgets: unknown effort "x" (use minimal, low, medium, high)\n(add --help for the options)\n'); // as every other flag's refusal
   assert.match(cli(['train-rl', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--out', 'nowhere', '--lambda', ' ']).stderr, /--lambda must be a finite number ≥ 0, got " "/);
   assert.match(cli(['train-sft', '--model', 'models/default', '--data', 'x', '--out', 'nowhere', '--lr', '0x10']).stderr, /--lr must be a number above 0, got "0x10"/);
   // The library's option names come out as the command line's flags.

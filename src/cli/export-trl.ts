@@ -116,6 +116,8 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   for (const [k, v] of [['lr', o.lr], ['rlLr', o.rlLr], ['alpha', alpha]] as const) {
     if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new Error(`export-trl: ${k} must be a number above 0, got ${shown(v)}`);
   }
+  const grader = o.grader ?? (o.rlData ? 'gsm8k' : 'synthetic'); // (checked before the SFT data is built)
+  if (grader !== 'synthetic' && grader !== 'gsm8k') throw new Error(`export-trl: grader (--grader) must be synthetic or gsm8k (how rewards.py grades), got ${JSON.stringify(grader)}`);
   // Counts of the synthetic data, which a file of one's own replaces whole: refused rather than ignored.
   if (o.data && o.examples !== undefined) throw new Error('export-trl: examples (--examples) counts synthetic SFT conversations; with your --data every record is exported: leave it out');
   if (o.rlData && o.rlPrompts !== undefined) throw new Error('export-trl: rlPrompts (--rl-prompts) counts synthetic GRPO prompts; with your --rl-data every prompt is exported: leave it out');
@@ -127,7 +129,9 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   const tokDir = o.tokenizer ?? (base.local && fs.existsSync(path.join(base.name, 'tokenizer.json')) ? base.name : undefined);
   // Its ids as reasoning data holds it (before a newline, where the vocabulary has no "<think>" token: Qwen2.5's
   // "<th" "ink" ">\n"), which train_sft.py picks from the examples too.
-  const tok = tokDir ? loadTokenizer(tokDir) : undefined, invocationTokens = tok && invocationIds((t) => tok.encode(t, { addSpecialTokens: false }), invocation);
+  let tok: ReturnType<typeof loadTokenizer> | undefined;
+  try { tok = tokDir ? loadTokenizer(tokDir) : undefined; } catch (e) { throw o.tokenizer ? new Error(`export-trl: tokenizer (--tokenizer) ${o.tokenizer}: ${(e as Error).message}`, { cause: e }) : e; }
+  const invocationTokens = tok && invocationIds((t) => tok.encode(t, { addSpecialTokens: false }), invocation);
   if (invocationTokens && !invocationTokens.length) throw new Error(`export-trl: the invocation "${invocation}" encodes to no tokens with the tokenizer in ${tokDir}`);
 
   // SFT data in TRL's prompt-completion form, trained with completion_only_loss (TRL's assistant_only_loss needs
@@ -168,8 +172,6 @@ export function exportTrl(o: ExportTrlOptions): ExportTrlResult {
   // GRPO prompts: the same prompts as train-rl, each with its budget bucket as the control text that follows the
   // invocation (train_grpo.py appends both to the chat-templated prompt, as answer() and train-rl feed them). As
   // in train-rl, a share of the prompts carries no control line and is held to the smallest budget.
-  const grader = o.grader ?? (o.rlData ? 'gsm8k' : 'synthetic');
-  if (grader !== 'synthetic' && grader !== 'gsm8k') throw new Error(`export-trl: rewards.py grades as synthetic or gsm8k, not ${JSON.stringify(grader)}`);
   const prompts = rlPrompts(o.rlData ?? 'synthetic', o.rlPrompts ?? 4000, seed), share = o.unbudgetedShare ?? 0.25;
   if (o.rlData) checkGolds(prompts, grader, o.rlData);
   const grpo = prompts.map((p, i) => {

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { shortName } from '../io/hub.ts';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { MAX_THREADS } from '../runtime/threads.ts';
 import { createServer, isLoopback } from '../server/app.ts';
 import { lateProgress, onStopSignals } from '../train/progress.ts';
@@ -16,11 +16,11 @@ import { shown } from '../show.ts';
 
 function effortBudgets(v: string): Partial<EffortBudgets> {
   let o: unknown;
-  try { o = JSON.parse(v); } catch (e) { throw new Error(`--reasoning-effort-budgets is not valid JSON: ${(e as Error).message}`); }
-  if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error('--reasoning-effort-budgets must be a JSON object like {"low":32,"medium":64,"high":128}');
+  try { o = JSON.parse(v); } catch (e) { throw new InvalidArgumentError(`--reasoning-effort-budgets is not valid JSON: ${(e as Error).message}`); }
+  if (!o || typeof o !== 'object' || Array.isArray(o)) throw new InvalidArgumentError('--reasoning-effort-budgets must be a JSON object like {"low":32,"medium":64,"high":128}');
   for (const [k, n] of Object.entries(o)) {
-    if (!['minimal', 'low', 'medium', 'high'].includes(k)) throw new Error(`--reasoning-effort-budgets: unknown effort "${k}" (use minimal, low, medium, high)`);
-    if (!Number.isInteger(n) || (n as number) < 1) throw new Error(`--reasoning-effort-budgets: "${k}" must be a positive integer number of thinking tokens, got ${shown(n)}`);
+    if (!['minimal', 'low', 'medium', 'high'].includes(k)) throw new InvalidArgumentError(`--reasoning-effort-budgets: unknown effort "${k}" (use minimal, low, medium, high)`);
+    if (!Number.isInteger(n) || (n as number) < 1) throw new InvalidArgumentError(`--reasoning-effort-budgets: "${k}" must be a positive integer number of thinking tokens, got ${shown(n)}`);
   }
   return o as Partial<EffortBudgets>;
 }
