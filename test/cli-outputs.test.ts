@@ -935,6 +935,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.match(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', 'Infinity']).stderr, /--temperature must be a finite number ≥ 0, got "Infinity"/);
   // An empty number (an unset shell variable) is refused, not read as 0 (it trained train-rl without its length penalty).
   assert.equal(cli(['generate', '--model', 'models/default', '--prompt', 'x', '--temperature', '']).stderr, 'edgereason: --temperature must be a finite number ≥ 0, got ""\n(add --help for the options)\n'); // the help page no longer follows
+  // A value outside a flag's choices is refused as it is parsed: before an hf: model is downloaded (it was found after)
+  for (const [cmd, flag, value, choices] of [['answer', '--vote', 'bogus', 'majority, confidence, verifier, verifier-vote, checked'], ['answer', '--adapter-mode', 'x', 'activated, classic'], ['eval', '--split', 'x', 'test, val'], ['train-rl', '--penalty', 'x', 'budget, group'], ['train-router', '--rule', 'x', 'savings, accuracy']]) {
+    assert.equal(cli([cmd, '--model', 'hf:nobody/nothing', ...(cmd === 'answer' ? ['--question', 'hi'] : []), flag, value]).stderr, `edgereason: ${flag} must be one of ${choices}; got "${value}"\n(add --help for the options)\n`, cmd);
+  }
   assert.equal(cli(['serve', '--reasoning-effort-budgets', '{"x":1}']).stderr, 'edgereason: --reasoning-effort-budgets: unknown effort "x" (use minimal, low, medium, high)\n(add --help for the options)\n'); // as every other flag's refusal
   assert.match(cli(['train-rl', '--model', 'models/default', '--adapter', 'models/default/reasoning-adapter', '--out', 'nowhere', '--lambda', ' ']).stderr, /--lambda must be a finite number ≥ 0, got " "/);
   assert.match(cli(['train-sft', '--model', 'models/default', '--data', 'x', '--out', 'nowhere', '--lr', '0x10']).stderr, /--lr must be a number above 0, got "0x10"/);
@@ -1337,7 +1341,7 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   assert.deepEqual([next.status, next.stdout, turnsOf(next.stderr)], [0, 'Zemlo\n', [[turns[2][0], turns[2][0] - 1]]], next.stderr);
   assert.match(next.stderr, new RegExp(`^prompt cache: 2 prompts \\(${turns[1][0] + turns[2][0]} tokens\\) read from ${kept}$`, 'm'));
   const bad = cli(['chat', '--reasoning', 'maybe']);
-  assert.deepEqual([bad.status, bad.stderr.trim()], [1, 'edgereason: --reasoning must be auto, on or off; got "maybe"']);
+  assert.deepEqual([bad.status, bad.stderr.trim()], [1, 'edgereason: --reasoning must be one of auto, on, off; got "maybe"\n(add --help for the options)']);
   // Options no turn can be answered with, and a --system that leaves no room, are refused before the first line is read
   // (in the chat's words; they were found at the first turn), notes said of flags that do nothing.
   const run = (args: string[], input = 'hi\nhello\n') => spawnSync(process.execPath, [BIN, 'chat', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });

@@ -308,7 +308,7 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   refused('eval: --router routes between direct answers and reasoning: it needs --adapter (or --native-thinking)', '--router', router);
   refused('eval: --samples are parallel reasoning samples: it needs --adapter (or --native-thinking)', '--samples', '2');
   refused('eval: --vote combines several samples: give --samples N (N ≥ 2)', '--adapter', adapter, '--vote', 'confidence');
-  refused('--vote must be one of majority, confidence, verifier, verifier-vote, checked; got "best"', '--adapter', adapter, '--samples', '2', '--vote', 'best');
+  refused('--vote must be one of majority, confidence, verifier, verifier-vote, checked; got "best"\n(add --help for the options)', '--adapter', adapter, '--samples', '2', '--vote', 'best');
   // (the model's own verifier.json is the default: a folder without one)
   const bare = path.join(tmp, 'no-verifier');
   fs.mkdirSync(bare, { recursive: true });

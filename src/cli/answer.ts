@@ -15,7 +15,7 @@ import type { Quant } from '../onnx/quant.ts';
 import type { Router } from '../reason/router.ts';
 import type { Verifier } from '../reason/verifier.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { floatArg, intArg, jsonObjectArg, penaltyFlags, quantArg, seedArg } from './main.ts';
+import { choiceArg, floatArg, intArg, jsonObjectArg, penaltyFlags, quantArg, seedArg } from './main.ts';
 import { generationNotes, generationSampling, suggestedSampling } from '../io/hf-folder.ts';
 import { dimmer, onInterrupt } from '../train/progress.ts';
 import { compileJsonSchema } from '../runtime/json-constraint.ts';
@@ -33,7 +33,7 @@ export function answerCommand(program: Command): void {
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question (- reads it from the standard input)')
     .option('--samples <n>', 'parallel reasoning samples (one prefill, forked KV cache)', intArg('--samples', 1), 1)
-    .option('--vote <method>', VOTE_METHODS.join(' | '), 'majority')
+    .option('--vote <method>', VOTE_METHODS.join(' | '), choiceArg('--vote', VOTE_METHODS), 'majority')
     .option('--early-stop', 'stop the other samples once the vote is decided')
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
@@ -45,20 +45,18 @@ export function answerCommand(program: Command): void {
     .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default or -1: a fresh one, printed at the end)', seedArg())
     .option('--grader <task>', `how answers are read for votes (as eval's and train-rl's --grader): ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .addOption(new Option('--task <task>').hideHelp()) // its earlier name: in eval and the trainers --task is the data
-    .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)')
+    .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)', choiceArg('--adapter-mode', ['activated', 'classic']))
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)'))
     .action(async (o, cmd: Command) => {
       checkReasoner(o);
-      checkVote(o.vote);
       if (o.task !== undefined) {
         if (o.grader !== undefined) throw new Error('--task is --grader\'s earlier name: give one of them');
         console.error('edgereason: note: answer --task is now --grader (in eval and the trainers --task names the data)');
         o.grader = o.task;
       }
       if (o.grader !== undefined && !TASKS.includes(o.grader)) throw new Error(`${o.task !== undefined ? '--task (now --grader)' : '--grader'} must be one of ${TASKS.join(', ')}; got "${o.grader}"`);
-      if (o.adapterMode !== undefined && o.adapterMode !== 'activated' && o.adapterMode !== 'classic') throw new Error(`--adapter-mode must be activated or classic, got "${o.adapterMode}"`);
       noteReasoningOff(o, [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]]);
       if (o.reasoning !== 'off') checkVoteFlags(o, 'answer');
       // Greedy on every route: an explicit --temperature 0, or the default with one sample.
@@ -155,12 +153,11 @@ export function reasonerOptions(command: Command): (o: { reasoning: string; prom
     .option('--no-router', 'no router, not even <model>/router.json: reasoning auto reasons on every question')
     .option('--system <text>', 'system message')
     .option('--chat-template-kwargs <json>', 'variables for the chat template, e.g. \'{"enable_thinking": false}\'', jsonObjectArg('--chat-template-kwargs'))
-    .option('--reasoning <mode>', 'auto | on | off', 'auto')
+    .option('--reasoning <mode>', 'auto | on | off', choiceArg('--reasoning', ['auto', 'on', 'off']), 'auto')
     .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0);
   const checks = ['adapter', 'router'].map((name) => negatedFlag(command, name));
   return (o) => {
     for (const check of checks) check();
-    if (!['auto', 'on', 'off'].includes(o.reasoning)) throw new Error(`--reasoning must be auto, on or off; got "${o.reasoning}"`);
     promptCacheFlag(o); // (refused before the notes of the load)
   };
 }
@@ -225,11 +222,6 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
     await model.close();
     throw e;
   }
-}
-
-/** answer's and eval's --vote: one of VOTE_METHODS. */
-export function checkVote(vote: string): void {
-  if (!VOTE_METHODS.includes(vote as VoteMethod)) throw new Error(`--vote must be one of ${VOTE_METHODS.join(', ')}; got "${vote}"`);
 }
 
 /**

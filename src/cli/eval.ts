@@ -11,9 +11,9 @@ import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { checkVote, checkVoteFlags } from './answer.ts';
+import { checkVoteFlags } from './answer.ts';
 import { besideModel } from '../models/embedded.ts';
-import { floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
+import { choiceArg, floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { fileCases, taskFileOf } from './train-rl.ts';
@@ -51,7 +51,7 @@ export function evalCommand(program: Command): void {
     .option('--budget <n>', 'thinking budget line after <think> in the reasoning run (a budget-trained adapter, as answer --budget)', intArg('--budget', 1))
     .option('--task <task>', `${TASK_NAMES.join(' | ')} (datasets from ../shared/data, each question followed by "${MATH_INSTRUCTION}"), or a JSONL file of your own {"prompt","answer"} lines (as train-rl takes them; asked as written, graded by --grader)`, 'synthetic')
     .option('--grader <task>', `how the answers to a --task file are graded: ${TASKS.join(' | ')} (default: gsm8k, the last number, as train-rl grades a file)`)
-    .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)')
+    .option('--split <split>', 'synthetic split: test | val (default: test; the datasets are read from their test file)', choiceArg('--split', ['test', 'val']))
     .option('--limit <n>', 'number of questions (a dataset\'s first n)', intArg('--limit', 1), 200)
     .option('--max-tokens <n>', `generation limit per answer, thinking included (default: 512 for synthetic and a file of your own, ${Object.entries(DATASETS).map(([k, d]) => `${d.maxTokens} for ${k}`).join(', ')})`, intArg('--max-tokens', 1))
     .option('--temperature <t>', '0 = greedy; above it, each case draws with --seed + its index', floatArg('--temperature'), 0);
@@ -60,7 +60,7 @@ export function evalCommand(program: Command): void {
     .option('--batch <n>', 'questions decoded together in the base and reasoning runs (1 = per-request latency; the routed and samples runs answer one at a time, as answer() does)', intArg('--batch', 1), 1)
     .option('--router <file>', 'also evaluate routed answers (answer() with reasoning auto: the router decides per question, its gate may escalate), run "routed"')
     .option('--samples <n>', 'also evaluate N parallel reasoning samples combined by --vote (answer(): one prefill, forked KV cache), run "…, N samples (vote)"; the routed run reasons with them too. Drawn at --temperature, else at 0.8 with top-p 0.95', intArg('--samples', 1), 1)
-    .option('--vote <method>', `how the samples are combined: ${VOTE_METHODS.join(' | ')}`, 'majority')
+    .option('--vote <method>', `how the samples are combined: ${VOTE_METHODS.join(' | ')}`, choiceArg('--vote', VOTE_METHODS), 'majority')
     .option('--verifier <file>', 'verifier.json for --vote verifier / verifier-vote (default: <model>/verifier.json when present, as answer)')
     .option('--early-stop', 'stop the other samples once the vote is decided')
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
@@ -74,13 +74,11 @@ export function evalCommand(program: Command): void {
       const split = o.split ?? 'test', dataset = o.task === 'synthetic' || ownFile ? undefined : DATASETS[o.task as keyof typeof DATASETS];
       const maxTokensGiven = o.maxTokens !== undefined;
       o.maxTokens ??= dataset?.maxTokens ?? 512;
-      if (split !== 'test' && split !== 'val') throw new Error(`--split must be test or val, got "${split}"`);
       if (o.nativeThinking && o.adapter) throw new Error('eval: --native-thinking evaluates the model\'s own thinking: leave --adapter out');
       const reasons = !!o.adapter || !!o.nativeThinking;
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       if (o.budget !== undefined && !o.adapter) throw new Error(`eval: --budget is the control line a budget-trained adapter reads: it needs --adapter${o.nativeThinking ? ' (with --native-thinking cap the thinking with --max-thinking-tokens)' : ''}`);
       if ((o.router || o.samples > 1) && !reasons) throw new Error(`eval: ${o.router ? '--router routes between direct answers and reasoning' : '--samples are parallel reasoning samples'}: it needs --adapter (or --native-thinking)`);
-      checkVote(o.vote);
       checkVoteFlags(o, 'eval');
       const ownVerifier = o.vote.startsWith('verifier') && !o.verifier ? besideModel(o.model, 'verifier') : undefined;
       if (ownVerifier) console.error(`verifier: ${o.verifier = ownVerifier} (the default)`);

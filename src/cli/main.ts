@@ -171,6 +171,14 @@ const CLI_WORDS: [RegExp, string][] = [
 export const cliWords = (message: string) => CLI_WORDS.reduce((m, [re, w]) => m.replace(re, w), message)
   .replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 
+/** A flag that takes one of `choices`, refused as it is parsed (before a model is downloaded or loaded). */
+export function choiceArg<T extends string>(name: string, choices: readonly T[]) {
+  return (v: string): T => {
+    if (!choices.includes(v as T)) throw new InvalidArgumentError(`${name} must be one of ${choices.join(', ')}; got "${v}"`);
+    return v as T;
+  };
+}
+
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
     const n = /^\s*[+-]?\d+\s*$/.test(v) ? Number(v) : NaN; // decimal digits only: not "", "0x10" or "1e3"

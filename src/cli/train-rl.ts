@@ -10,7 +10,7 @@ import { chatIds, checkRlPromptText, trainRl, type RlPrompt } from '../train/rl.
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { makeSplits } from '../tasks/synthetic.ts';
 import { isCorrect, TASKS, type Task } from '../tasks/grade.ts';
-import { budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
+import { choiceArg, budgetsOption, floatArg, intArg, positiveArg } from './main.ts';
 import { beforeDownload, checkOutDir, lockTraining, removeStale, replacedArtefacts } from './outputs.ts';
 import { shown } from '../show.ts';
 
@@ -121,7 +121,7 @@ export function trainRlCommand(program: Command): void {
     .option('--group <n>', 'completions per prompt (G)', intArg('--group', 2), 8)
     .option('--prompts-per-step <n>', 'prompts per step', intArg('--prompts-per-step', 1), 8)
     .option('--unbudgeted-share <x>', 'share of prompts without a budget line (held to the smallest budget: brief by default)', floatArg('--unbudgeted-share', 0, 1), 0.25)
-    .option('--penalty <kind>', 'budget (past the prompted budget) or group (past the group mean)', 'budget')
+    .option('--penalty <kind>', 'budget (past the prompted budget) or group (past the group mean)', choiceArg('--penalty', ['budget', 'group']), 'budget')
     .option('--lambda <x>', 'length penalty weight: reward loses lambda × (excess / budget), at most 1', floatArg('--lambda', 0), 3)
     .option('--beta <x>', 'KL weight to the SFT adapter', floatArg('--beta', 0), 0)
     .option('--lr <lr>', 'learning rate', positiveArg('--lr'), 1e-4)
@@ -133,7 +133,6 @@ export function trainRlCommand(program: Command): void {
     .option('--overwrite', 'replace the adapter already in --out (its other training files are removed after)')
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o) => {
-      if (o.penalty !== 'budget' && o.penalty !== 'group') throw new Error(`--penalty must be budget or group, got "${o.penalty}"`);
       checkGrader(o.grader);
       const grader: Task = o.grader ?? (o.task === 'synthetic' ? 'synthetic' : 'gsm8k');
       const prompts = rlPrompts(o.task, 4000, o.seed);

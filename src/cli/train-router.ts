@@ -12,7 +12,7 @@ import { datasetCases, SYNTHETIC_LIMIT, withInstruction } from '../eval/harness.
 import { makeSplits } from '../tasks/synthetic.ts';
 import { FIT_STAGE, trainRouter, type LabelItem } from '../reason/router.ts';
 import { sharedDir } from './demo.ts';
-import { floatArg, intArg, quantArg } from './main.ts';
+import { choiceArg, floatArg, intArg, quantArg } from './main.ts';
 import { beforeDownload, checkOutFile, holdsFormat } from './outputs.ts';
 import { StagedProgress } from '../train/progress.ts';
 
@@ -88,7 +88,7 @@ export function trainRouterCommand(program: Command): void {
     .requiredOption('--out <file>', 'router JSON to write')
     .option('--limit <n>', 'training questions', intArg('--limit', 1), 400)
     .option('--val <n>', 'validation questions (threshold choice)', intArg('--val', 1), 100)
-    .option('--rule <rule>', 'threshold rule: savings (fewest generated tokens within --max-loss of always-reason accuracy, needs --adapter or --native-thinking) | accuracy (best routing accuracy)', 'savings')
+    .option('--rule <rule>', 'threshold rule: savings (fewest generated tokens within --max-loss of always-reason accuracy, needs --adapter or --native-thinking) | accuracy (best routing accuracy)', choiceArg('--rule', ['savings', 'accuracy']), 'savings')
     .option('--max-loss <x>', 'accuracy loss allowed by the savings rule (0.01 = 1 point; savings rule only)', floatArg('--max-loss', 0, 1), 0)
     .option('--no-gate', 'no confidence gate on the direct answer (the probe alone decides)')
     .option('--gate-tokens <n>', 'direct-answer tokens the gate watches (not with --no-gate)', intArg('--gate-tokens', 1), 16)
@@ -103,7 +103,6 @@ export function trainRouterCommand(program: Command): void {
     .hook('preAction', beforeDownload(outCheck))
     .action(async (o, cmd: Command) => {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
-      if (o.rule !== 'savings' && o.rule !== 'accuracy') throw new Error(`--rule must be savings or accuracy, got "${o.rule}"`);
       if (o.nativeThinking && o.adapter) throw new Error('train-router: --native-thinking routes between the model\'s own thinking and direct answers: leave --adapter out');
       if (o.rule === 'savings' && !o.adapter && !o.nativeThinking) {
         throw new Error(`train-router: the savings rule${given('rule') ? '' : ' (the default)'} needs --adapter <reasoning adapter> to measure always-reason accuracy and tokens; pass --adapter (--native-thinking for a model that thinks by itself), or --rule accuracy to route by the base model's answers alone`);
