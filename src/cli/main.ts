@@ -199,8 +199,10 @@ export const samplingFlags = (command: Command): Command => command
   .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', 0, 1), 1)
   .option('--min-p <p>', 'drop tokens below p × the top probability', floatArg('--min-p', 0, 1), 0);
 
-/** generate's, answer's and chat's repetition, presence and frequency penalty flags (off by default). */
-/** The penalty flags; `ownDefault`: the repetition penalty defaults to the model's generation_config.json's (chat's). */
+/**
+ * generate's, answer's and chat's repetition, presence and frequency penalty flags (off by default; `ownDefault`: the
+ * repetition penalty defaults to the model's generation_config.json's, as chat takes it).
+ */
 export const penaltyFlags = (command: Command, ownDefault = false): Command => command
   .addOption(new Option('--repetition-penalty <x>', 'divide the logits of tokens already in the prompt or output by x (multiply where negative), greedy too; 1 = off').argParser(positiveArg('--repetition-penalty')).default(1, ownDefault ? 'generation_config.json\'s, else 1' : undefined))
   .option('--presence-penalty <x>', 'subtract x from the logits of tokens the output holds (OpenAI\'s; -2 to 2)', floatArg('--presence-penalty', -2, 2))
