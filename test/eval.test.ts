@@ -198,7 +198,10 @@ test('runEval goes on from the results of an interrupted run (done): those cases
   try {
     const cases = syntheticCases('test', 6, 3), fresh = await runEval(model, cases, { maxTokens: 16, temperature: 0.9, seed: 4 });
     const kept = fresh.cases.slice(0, 2).map((c) => ({ ...c, text: `kept ${c.id}` })), calls: [number, string[]][] = [];
+    const encode = model.encode.bind(model), encoded: string[] = []; // (the answered cases' prompts were built again)
+    (model as { encode: typeof encode }).encode = (...a: Parameters<typeof encode>) => { encoded.push((a[0] as { content: string }[])[0].content); return encode(...a); };
     const r = await runEval(model, cases, { maxTokens: 16, temperature: 0.9, seed: 4, batch: 3, done: kept, onCase: (d, _t, rs) => calls.push([d, rs.map((x) => x.id)]) });
+    assert.deepEqual(encoded, cases.slice(2).map((c) => c.question));
     assert.deepEqual(r.cases.slice(0, 2), kept);
     // Case i still draws with seed + i.
     assert.deepEqual(r.cases.slice(2).map((c) => c.text), fresh.cases.slice(2).map((c) => c.text));

@@ -112,16 +112,16 @@ export async function runEval(model: Model, cases: EvalCase[], o: EvalOptions = 
   const invocation = [...(rt?.invocation ?? []), ...control], nativeInvocation = native ? (rt ?? reasoningTokens(model, invocationText, 'eval')).invocation : []; // the direct route's empty block needs it too
   // Every prompt is built (and checked against the context) before the first is answered: a question too long for
   // the model is named by its id (file:line) instead of failing as "prompt 0" of a batch, minutes in.
-  const ctx = model.config.maxPositionEmbeddings;
-  const allPrompts = cases.map((c) => {
+  const ctx = model.config.maxPositionEmbeddings, start = results.length; // (the cases a journal already answered are not built again)
+  const allPrompts = cases.slice(start).map((c) => {
     // A thinking model: as answer() builds it (the template may have opened the thinking, or written the empty block).
     const ids = model.encode([{ role: 'user', content: c.question }]);
     const p = { ids: native ? thinkingModelPrompt(tok, ids, nativeInvocation, !!reasoning) : [...ids, ...invocation], from: ids.length };
     if (p.ids.length >= ctx) throw new ContextLengthError(`eval: case ${c.id} has ${p.ids.length} tokens with the chat template${p.ids.length > ids.length ? ' and the thinking tags' : ''}, which leaves no room to answer in the model's context of ${ctx} tokens`, p.ids.length + 1, ctx);
     return p;
   });
-  for (let i = results.length; i < cases.length; i += batch) {
-    const group = cases.slice(i, i + batch), prompts = allPrompts.slice(i, i + batch);
+  for (let i = start; i < cases.length; i += batch) {
+    const group = cases.slice(i, i + batch), prompts = allPrompts.slice(i - start, i - start + batch);
     // A given seed makes the run reproducible, case j drawing with seed + j.
     const opts = prompts.map((p, k): GenerateOptions => ({
       ...gen,
