@@ -261,6 +261,8 @@ test('train-sft: contradictory and unused flags are refused or warned about', ()
   const r = sft(at('afile'), '--eval-every', '5');
   assert.deepEqual([r.status, r.stderr], [1, 'edgereason: train-sft: --eval-every would have no effect without --eval (no held-out set to take the loss on): give --eval <file>, or drop it\n']);
   assert.ok(!fs.existsSync(at('f1')));
+  // Before an hf: model is downloaded (they were found after it)
+  assert.equal(cli(['train-sft', '--model', 'hf:nobody/nothing', '--data', at('afile'), '--out', at('f1'), '--full', '--lora-r', '8']).stderr, 'edgereason: --full trains every weight, not a LoRA adapter: --lora-r contradicts it; drop it or --full\n');
 });
 
 test('a run stopped by --max-steps saves its checkpoint there and --resume finishes it exactly as one run; a rank change is named', async () => {

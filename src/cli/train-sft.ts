@@ -72,9 +72,9 @@ export function trainSftCommand(program: Command): void {
     .option('--seed <s>', 'seed for data order and LoRA init', intArg('--seed'), 0)
     .option('--resume', 'continue the run saved in <out>/checkpoint (same options; a larger or no --max-steps goes on)')
     .option('--overwrite', 'replace the model or adapter already in --out (its other training files are removed after)')
-    .hook('preAction', beforeDownload(outCheck))
-    .action(async (o, cmd: Command) => {
-      const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+    // The flags that contradict each other are refused before anything is read or downloaded (an hf: model).
+    .hook('preAction', (_, cmd) => {
+      const o = cmd.opts(), given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.full) {
         const loraFlags = [['loraR', '--lora-r'], ['loraAlpha', '--lora-alpha'], ['targets', '--targets']].filter(([k]) => given(k)).map(([, f]) => f);
         if (loraFlags.length) throw new Error(`--full trains every weight, not a LoRA adapter: ${loraFlags.join(', ')} contradict${loraFlags.length === 1 ? 's' : ''} it; drop ${loraFlags.length === 1 ? 'it' : 'them'} or --full`);
@@ -83,9 +83,13 @@ export function trainSftCommand(program: Command): void {
       if (!o.full && o.dtype !== undefined) throw new Error('--dtype is the dtype of a --full run\'s weights; an adapter is written in float32, as PEFT writes it');
       if (o.budgetLines > 0 && o.aloraInvocation === undefined) throw new Error('--budget-lines puts budget lines after the adapter\'s invocation: it needs --alora-invocation (budget forcing trains an activated adapter)');
       if (given('budgets') && !(o.budgetLines > 0)) throw new Error('--budgets names the budgets of the lines --budget-lines puts in the traces: give --budget-lines too');
-      const targets = parseTargets(o.targets);
+      parseTargets(o.targets);
       if (o.evalEvery !== undefined && !o.eval) throw new Error('train-sft: --eval-every would have no effect without --eval (no held-out set to take the loss on): give --eval <file>, or drop it');
       if (o.eval && canonical(o.eval) === canonical(o.data)) throw new Error(`--eval ${o.eval} is the --data file: its loss would be the training loss; give held-out examples (or leave --eval out)`);
+    })
+    .hook('preAction', beforeDownload(outCheck))
+    .action(async (o) => {
+      const targets = parseTargets(o.targets);
       // A whole model written beside a single-file one (a GGUF's folder) would give every GGUF there its tokenizer.json.
       if (o.full && isModelFileFolder(o.out, o.model)) throw new Error(`train-sft: --out ${o.out} is the folder of ${modelPath(o.model)}: the model's files would mix with it (every GGUF there would read the tokenizer.json written); choose another --out`);
       outCheck(o);
