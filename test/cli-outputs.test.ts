@@ -263,6 +263,8 @@ test('train-sft: contradictory and unused flags are refused or warned about', ()
   assert.ok(!fs.existsSync(at('f1')));
   // Before an hf: model is downloaded (they were found after it)
   assert.equal(cli(['train-sft', '--model', 'hf:nobody/nothing', '--data', at('afile'), '--out', at('f1'), '--full', '--lora-r', '8']).stderr, 'edgereason: --full trains every weight, not a LoRA adapter: --lora-r contradicts it; drop it or --full\n');
+  assert.equal(cli(['train-router', '--model', 'hf:nobody/nothing', '--out', at('r.json'), '--rule', 'accuracy', '--max-loss', '0.1']).stderr, 'edgereason: train-router: --max-loss would have no effect: the accuracy rule generates no reasoning answers (they serve the savings rule); drop it\n');
+  assert.equal(cli(['train-verifier', '--model', 'hf:nobody/nothing', '--out', at('v.json')]).stderr, 'edgereason: train-verifier: --adapter <reasoning adapter> is required (or --native-thinking for a model that thinks by itself)\n');
 });
 
 test('a run stopped by --max-steps saves its checkpoint there and --resume finishes it exactly as one run; a rank change is named', async () => {

@@ -100,9 +100,9 @@ export function trainRouterCommand(program: Command): void {
     .option('--seed <s>', 'seed of the synthetic items', intArg('--seed'), 0)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--overwrite', 'replace the router JSON already at --out')
-    .hook('preAction', beforeDownload(outCheck))
-    .action(async (o, cmd: Command) => {
-      const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+    // The flags that contradict each other or go unused are refused before anything is read or downloaded (an hf: model).
+    .hook('preAction', (_, cmd) => {
+      const o = cmd.opts(), given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.nativeThinking && o.adapter) throw new Error('train-router: --native-thinking routes between the model\'s own thinking and direct answers: leave --adapter out');
       if (o.rule === 'savings' && !o.adapter && !o.nativeThinking) {
         throw new Error(`train-router: the savings rule${given('rule') ? '' : ' (the default)'} needs --adapter <reasoning adapter> to measure always-reason accuracy and tokens; pass --adapter (--native-thinking for a model that thinks by itself), or --rule accuracy to route by the base model's answers alone`);
@@ -115,6 +115,9 @@ export function trainRouterCommand(program: Command): void {
       if (o.rule === 'accuracy') unused('the accuracy rule generates no reasoning answers (they serve the savings rule)', [['maxLoss', '--max-loss'], ['reasoningMaxTokens', '--reasoning-max-tokens'], ['maxThinkingTokens', '--max-thinking-tokens']]);
       if (!o.gate) unused('--no-gate searches no gate', [['gateTokens', '--gate-tokens']]);
       if (o.task !== 'synthetic') unused(`the ${o.task} items are the first of ${o.task === 'gsm8k' ? 'its train file' : 'the file'}`, [['seed', '--seed']]);
+    })
+    .hook('preAction', beforeDownload(outCheck))
+    .action(async (o) => {
       outCheck(o);
       const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-router', taskFileOf(o, LABEL_TASKS).grader, () => modelText(o));
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });

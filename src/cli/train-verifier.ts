@@ -28,11 +28,15 @@ export function trainVerifierCommand(program: Command): void {
     .option('--seed <s>', 'seed of the items and the samples', intArg('--seed'), 0)
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--overwrite', 'replace the verifier JSON already at --out')
-    .hook('preAction', beforeDownload(outCheck))
-    .action(async (o) => {
+    // The flags that contradict each other are refused before anything is read or downloaded (an hf: model).
+    .hook('preAction', (_, cmd) => {
+      const o = cmd.opts();
       if (!o.adapter === !o.nativeThinking) throw new Error(o.adapter ? 'train-verifier: --native-thinking samples the model\'s own thinking: leave --adapter out' : 'train-verifier: --adapter <reasoning adapter> is required (or --native-thinking for a model that thinks by itself)');
       const same = o.temperature === 0 ? '--temperature 0' : o.topP === 0 ? '--top-p 0' : undefined;
       if (same && o.samples > 1) throw new Error(`train-verifier: ${same} samples greedily, so the ${o.samples} candidates of a question would all be the same; the verifier learns from candidates that differ: use a temperature and a top-p above 0`);
+    })
+    .hook('preAction', beforeDownload(outCheck))
+    .action(async (o) => {
       outCheck(o);
       const items = labelItems(o.task, o.limit, o.val, o.seed, 'train-verifier', taskFileOf(o, LABEL_TASKS).grader, () => modelText(o));
       const model = await loadModelWithProgress(o.model, { adapter: o.adapter, quant: o.quant, ropeScaling: ropeScalingOf(o) });
