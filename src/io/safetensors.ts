@@ -106,6 +106,9 @@ export function realPath(p: string): string {
   try { return fs.realpathSync.native(p); } catch { return fs.realpathSync(p); }
 }
 
+/** Holds the thread for `ms` milliseconds (a synchronous pause, where a caller cannot await). */
+const pause = (ms: number): void => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms); };
+
 /**
  * fs.renameSync, retried on Windows for up to ≈ 2 s while another program holds the file (an antivirus scanner or the
  * search indexer opens a file just written: EPERM, EACCES or EBUSY), as npm's graceful-fs does (for longer: it waits
@@ -115,7 +118,7 @@ export function rename(from: string, to: string): void {
   for (let i = 0; ; i++) {
     try { return fs.renameSync(from, to); } catch (e) {
       if (process.platform !== 'win32' || i >= 8 || !['EPERM', 'EACCES', 'EBUSY'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50 * (i + 1));
+      pause(50 * (i + 1));
     }
   }
 }
@@ -284,9 +287,6 @@ export function holdLock(lock: string, refusal: (pid: number, holder: string) =>
   }
 }
 
-/** A cell to wait on (Atomics.wait): a synchronous pause. */
-const PAUSE = new Int32Array(new SharedArrayBuffer(4));
-
 /** What a lock's refusal ends with: a run killed with no exit handler, its process id since given to another program, holds it for ever. */
 export const staleLockHint = (lock: string): string => ` (if no such run is going, delete ${lock})`;
 
@@ -299,7 +299,7 @@ export function lockHolder(lock: string, settle = false): { pid: number; holder:
   let text: string;
   try { text = fs.readFileSync(lock, 'utf8'); } catch { return undefined; }
   for (let waited = 0; settle && !text.trim() && waited < 1000; waited += 10) {
-    Atomics.wait(PAUSE, 0, 0, 10);
+    pause(10);
     try { text = fs.readFileSync(lock, 'utf8'); } catch { return undefined; }
   }
   const [, id, holder] = /^\s*(\S*)\s*([^]*?)\s*$/.exec(text)!, pid = Number(id);
