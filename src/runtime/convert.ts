@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { checkRopeScalingChoice, parameterCount, PROJECTIONS, ropeChoiceOf, ropeScalingWords, withRopeScaling, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
+import { checkRopeScalingChoice, graphWeightBytes, parameterCount, PROJECTIONS, ropeChoiceOf, ropeScalingWords, withRopeScaling, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
@@ -25,8 +25,8 @@ export function defaultQuant(c: ModelConfig): Quant {
   return parameterCount(c) - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize) >= 50e6 ? 'q4' : 'fp32';
 }
 
-/** The bytes of a checkpoint's weights in the graph, with its RoPE table (cos and sin for every position, fp32). */
-const weightBytes = (c: ModelConfig, quant: Quant): number => parameterCount(c) * quantBytes(quant) + c.maxPositionEmbeddings * c.headDim * 4;
+/** The bytes of a checkpoint's weights in the graph at `quant`. */
+const weightBytes = (c: ModelConfig, quant: Quant): number => graphWeightBytes(c, quantBytes(quant));
 
 /**
  * Refuses, before minutes of quantising, a checkpoint whose graph cannot be built in memory (about 3B parameters

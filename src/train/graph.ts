@@ -12,7 +12,7 @@
  */
 import { Graph, IN_MEMORY_LIMIT } from '../onnx/graph.ts';
 import type { WeightSource } from '../io/weights.ts';
-import { parameterCount, type ModelConfig, type Projection } from '../models/config.ts';
+import { graphWeightBytes, type ModelConfig, type Projection } from '../models/config.ts';
 import { Layers } from '../models/layers.ts';
 import { decoder, lmHead } from '../models/qwen2.ts';
 import { addBackward } from '../autodiff/backward.ts';
@@ -41,7 +41,7 @@ export interface TrainingGraph {
  * they would pass the 2 GiB an ONNX model holds in memory (Qwen3-0.6B's shape and up: onnxruntime refused the
  * model after the whole setup). Full training always takes its weights as inputs.
  */
-export const frozenAsInputs = (cfg: ModelConfig): boolean => (parameterCount(cfg) + cfg.maxPositionEmbeddings * cfg.headDim) * 4 > IN_MEMORY_LIMIT;
+export const frozenAsInputs = (cfg: ModelConfig): boolean => graphWeightBytes(cfg, 4) > IN_MEMORY_LIMIT;
 
 export function buildTrainingGraph(cfg: ModelConfig, weights: WeightSource, mode: TrainMode, objective: Objective = { kind: 'nll' }, temperature = 1, gradients = true, asInputs = mode.kind === 'full' || frozenAsInputs(cfg)): TrainingGraph {
   const g = new Graph();
