@@ -16,7 +16,7 @@ import { besideModel } from '../models/embedded.ts';
 import { choiceArg, floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
-import { fileCases, taskFileOf } from './train-rl.ts';
+import { fileCases, ownTaskFile, taskFileOf } from './train-rl.ts';
 import { onInterrupt, StagedProgress } from '../train/progress.ts';
 import { beforeDownload, checkOutFile } from './outputs.ts';
 import { checkNativeThinking, checkThinkingRoom, reasoningTokens, thinksByItself, trainedWith } from '../reason/answer.ts';
@@ -36,7 +36,7 @@ function outCheck(o: { out: string; overwrite?: boolean; model: string; adapter?
   const replaceable = (f: string) => (f === path.resolve(o.out) ? isReport(f) : isReportSibling(f));
   checkOutFile(o.out, {
     what: 'JSON report', example: 'results.json', siblings: [files.md, files.svg], overwrite: !!o.overwrite, ours: isReport, oursBeside: isReportSibling,
-    inputs: { '--model': o.model, '--adapter': o.adapter }, inputFiles: { '--router': o.router, '--verifier': o.verifier, '--task': TASK_NAMES.includes(o.task) ? undefined : o.task }, replaceable,
+    inputs: { '--model': o.model, '--adapter': o.adapter }, inputFiles: { '--router': o.router, '--verifier': o.verifier, '--task': ownTaskFile(o.task, TASK_NAMES) }, replaceable,
   });
   return files;
 }

@@ -77,8 +77,11 @@ function checkGrader(grader: string | undefined): void {
  * What a --task names: one of `builtins` (file undefined), or a file of one's own questions, and the grader of that
  * file's answers (--grader, default gsm8k: the last number; refused beside a built-in task, which grades as its own).
  */
+/** The file --task names: any --task that is none of `builtins` (undefined for those). */
+export const ownTaskFile = (task: string, builtins: readonly string[]): string | undefined => (builtins.includes(task) ? undefined : task);
+
 export function taskFileOf(o: { task: string; grader?: string }, builtins: readonly string[]): { file?: string; grader: Task } {
-  const file = builtins.includes(o.task) ? undefined : o.task;
+  const file = ownTaskFile(o.task, builtins);
   if (file !== undefined && !fs.existsSync(file)) {
     throw new Error(/\.jsonl?$/i.test(file) ? `--task ${file} does not exist (a JSONL file of {"prompt","answer"} lines, or one of ${builtins.join(', ')})` : `--task must be one of ${builtins.join(', ')}, or a JSONL file of {"prompt","answer"} lines; got "${o.task}"`);
   }

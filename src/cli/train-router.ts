@@ -1,7 +1,7 @@
 import { fraction } from '../show.ts';
 import path from 'node:path';
 import { TASKS, type Task } from '../tasks/grade.ts';
-import { fileCases, taskFileOf } from './train-rl.ts';
+import { fileCases, ownTaskFile, taskFileOf } from './train-rl.ts';
 import { openSource } from '../io/source.ts';
 import { readAdapterConfig } from '../io/peft.ts';
 import { rescaled } from '../runtime/convert.ts';
@@ -18,7 +18,7 @@ import { StagedProgress } from '../train/progress.ts';
 
 /** train-router's and train-verifier's --out: a JSON file (`what`), never one of the model's or adapter's; an earlier one of `format` may be replaced. */
 export const probeOutCheck = (what: string, example: string, format: string) => (o: { out: string; model: string; adapter?: string; overwrite?: boolean; task: string }) =>
-  checkOutFile(o.out, { what, example, overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, inputFiles: { '--task': LABEL_TASKS.includes(o.task) ? undefined : o.task }, replaceable: holdsFormat(format) });
+  checkOutFile(o.out, { what, example, overwrite: !!o.overwrite, inputs: { '--adapter': o.adapter, '--model': o.model }, inputFiles: { '--task': ownTaskFile(o.task, LABEL_TASKS) }, replaceable: holdsFormat(format) });
 const outCheck = probeOutCheck('router JSON', 'router.json', 'edgereason-router');
 
 /** An AUC for the console: n/a, and why, when it is undefined (by default: the labels hold one class only). */
