@@ -114,7 +114,7 @@ export function checkpointOptions(dir: string): RunOptions | undefined {
 }
 
 /** What a list a run keeps in its checkpoint holds: each element's check, and its words for the error. */
-export const SAVED = {
+const SAVED = {
   losses: { what: 'a finite number', ok: (x: unknown): boolean => Number.isFinite(x) },
   evalLosses: { what: 'a pair [step, loss] of an integer ≥ 0 and a finite number', ok: (x: unknown): boolean => Array.isArray(x) && x.length === 2 && Number.isInteger(x[0]) && x[0] >= 0 && Number.isFinite(x[1]) },
   history: {
