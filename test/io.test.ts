@@ -153,6 +153,15 @@ describe('safetensors', () => {
     const p = rawFile('dtype.safetensors', { w: { dtype: 'F8_E4M3', shape: [4], data_offsets: [0, 4] } }, 4);
     assert.throws(() => openSafetensors(p), /dtype\.safetensors: tensor "w" has unsupported dtype "F8_E4M3" \(supported: .*BF16/);
   });
+  it('reads "__metadata__" only as the format gives it: names to strings, or null', () => {
+    const w = { dtype: 'F32', shape: [1], data_offsets: [0, 4] };
+    assert.deepEqual(openSafetensors(rawFile('meta.safetensors', { __metadata__: { format: 'pt' }, w }, 4)).metadata, { format: 'pt' });
+    assert.deepEqual(openSafetensors(rawFile('null-meta.safetensors', { __metadata__: null, w }, 4)).metadata, {});
+    assert.throws(() => openSafetensors(rawFile('num-meta.safetensors', { __metadata__: { format: 'pt', step: 3 }, w }, 4)),
+      /num-meta\.safetensors: "__metadata__" gives "step" the value 3; the format allows only strings there/);
+    assert.throws(() => openSafetensors(rawFile('list-meta.safetensors', { __metadata__: ['pt'], w }, 4)),
+      /list-meta\.safetensors: "__metadata__" is \["pt"\]; the format makes it an object of strings/);
+  });
 });
 
 describe('Hugging Face config.json', () => {

@@ -329,7 +329,7 @@ const meaning = (c: Pick<AdapterConfig, 'r' | 'loraAlpha' | 'rslora' | 'targets'
 
 /** A weights file saved by edgereason names its settings: they must be the config's (see saveAdapter). */
 function checkSavedWith(file: SafetensorsFile, config: AdapterConfig, cfgFile: string): void {
-  const saved = file.metadata?.[SAVED_WITH];
+  const saved = file.metadata[SAVED_WITH];
   if (typeof saved !== 'string') return; // another tool's adapter
   let was: string | undefined;
   try {

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import nodePath from 'node:path';
+import { shown } from '../show.ts';
 import type { WeightSource } from './weights.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -475,13 +476,21 @@ export function readSafetensorsHeader(path: string): { header: Record<string, un
   return { header, size, dataStart: 8 + headerLen };
 }
 
+/** "__metadata__" maps names to strings, as the format says (the reference reader refuses anything else); null is none. */
+function checkMetadata(path: string, v: unknown): Record<string, string> {
+  if (v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new Error(`${path}: "__metadata__" is ${shown(v)}; the format makes it an object of strings`);
+  for (const [k, x] of Object.entries(v)) if (typeof x !== 'string') throw new Error(`${path}: "__metadata__" gives "${k}" the value ${shown(x)}; the format allows only strings there`);
+  return v as Record<string, string>;
+}
+
 /** Parse and validate a .safetensors header; tensor data stays on disk until `get`. */
 export function openSafetensors(path: string): SafetensorsFile {
   const { header, size, dataStart } = readSafetensorsHeader(path), dataLen = size - dataStart;
   const tensors = new Map<string, SafetensorsTensorInfo>();
   let metadata: Record<string, string> = {};
   for (const [name, v] of Object.entries(header)) {
-    if (name === '__metadata__') { metadata = v as Record<string, string>; continue; }
+    if (name === '__metadata__') { metadata = checkMetadata(path, v); continue; }
     const t = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const where = `${path}: tensor "${name}"`;
     if (!t || typeof t !== 'object') throw new Error(`${where} is ${JSON.stringify(t)}, not a tensor entry ({ dtype, shape, data_offsets })`);

@@ -352,7 +352,7 @@ function readHeader(file: string): { f: SafetensorsFile; prompts: number[][]; st
     if (headerMetadata(file).format === FORMAT) throw corrupt(file, why.startsWith(`${file}: `) ? why.slice(file.length + 2) : why); // ours, cut short
     throw new Error(`prompt cache: ${file} is not a prompt cache file (${why}): not read, and not replaced (name another file)`);
   }
-  const m = asMetadata(f.metadata);
+  const m = f.metadata;
   if (m.format !== FORMAT) throw new Error(`prompt cache: ${file} is not a prompt cache file (its metadata has no "format": "${FORMAT}"): not read, and not replaced (name another file)`);
   // An earlier edgereason's file cannot serve this one (its sums do not cover the token ids): a mismatch, which the
   // CLI and serve note and replace at the end, as another model's; a later one's is neither read nor replaced.
