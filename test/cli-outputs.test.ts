@@ -265,6 +265,14 @@ test('train-sft: contradictory and unused flags are refused or warned about', ()
   assert.equal(cli(['train-sft', '--model', 'hf:nobody/nothing', '--data', at('afile'), '--out', at('f1'), '--full', '--lora-r', '8']).stderr, 'edgereason: --full trains every weight, not a LoRA adapter: --lora-r contradicts it; drop it or --full\n');
   assert.equal(cli(['train-router', '--model', 'hf:nobody/nothing', '--out', at('r.json'), '--rule', 'accuracy', '--max-loss', '0.1']).stderr, 'edgereason: train-router: --max-loss would have no effect: the accuracy rule generates no reasoning answers (they serve the savings rule); drop it\n');
   assert.equal(cli(['train-verifier', '--model', 'hf:nobody/nothing', '--out', at('v.json')]).stderr, 'edgereason: train-verifier: --adapter <reasoning adapter> is required (or --native-thinking for a model that thinks by itself)\n');
+  const hub = ['--model', 'hf:nobody/nothing'], ask = [...hub, '--question', 'hi'];
+  assert.equal(cli(['answer', ...ask, '--vote', 'verifier']).stderr, 'edgereason: answer: --vote combines several samples: give --samples N (N ≥ 2)\n');
+  assert.equal(cli(['answer', ...ask, '--task', 'gsm8k', '--grader', 'math']).stderr, 'edgereason: --task is --grader\'s earlier name: give one of them\n');
+  assert.equal(cli(['answer', ...ask, '--native-thinking', '--adapter-mode', 'classic']).stderr, 'edgereason: --adapter-mode applies to a reasoning adapter, not to --native-thinking\n');
+  assert.equal(cli(['chat', ...hub, '--native-thinking', '--budget', '50']).stderr, 'edgereason: --budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens\n');
+  assert.equal(cli(['eval', ...hub, '--out', at('e.json'), '--samples', '4']).stderr, 'edgereason: eval: --samples are parallel reasoning samples: it needs --adapter (or --native-thinking)\n');
+  assert.equal(cli(['eval', ...hub, '--out', at('e.json'), '--adapter', 'a', '--samples', '4', '--verifier', 'v.json']).stderr, 'edgereason: eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote majority it would not be used\n');
+  assert.equal(cli(['eval', ...hub, '--out', at('e.json'), '--task', 'gsm8k', '--split', 'val']).stderr, 'edgereason: --split chooses a split of --task synthetic; gsm8k is read from gsm8k/test.jsonl\n');
 });
 
 test('a run stopped by --max-steps saves its checkpoint there and --resume finishes it exactly as one run; a rank change is named', async () => {

@@ -28,7 +28,7 @@ export function answerCommand(program: Command): void {
   const command = program.command('answer')
     .description('answer a question, reasoning only when the router says so; streams the thinking and the answer')
     .addOption(modelOption());
-  const checkReasoner = reasonerOptions(command);
+  reasonerOptions(command);
   promptCacheOptions(ropeScalingOptions(penaltyFlags(command)
     .option('--verifier <file>', 'verifier.json for votes verifier / verifier-vote (default: <model>/verifier.json when present)')
     .requiredOption('--question <text>', 'the question (- reads it from the standard input)')
@@ -49,16 +49,20 @@ export function answerCommand(program: Command): void {
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)'))
+    .hook('preAction', (_, c) => {
+      const o = c.opts<{ task?: string; grader?: string; reasoning: string; vote: string; samples: number; earlyStop?: boolean }>();
+      if (o.task !== undefined && o.grader !== undefined) throw new Error('--task is --grader\'s earlier name: give one of them');
+      const grader = o.grader ?? o.task;
+      if (grader !== undefined && !TASKS.includes(grader as Task)) throw new Error(`${o.task !== undefined ? '--task (now --grader)' : '--grader'} must be one of ${TASKS.join(', ')}; got "${grader}"`);
+      if (o.reasoning !== 'off') refuseVoteFlags(o, 'answer');
+    })
     .action(async (o, cmd: Command) => {
-      checkReasoner(o);
       if (o.task !== undefined) {
-        if (o.grader !== undefined) throw new Error('--task is --grader\'s earlier name: give one of them');
         console.error('edgereason: note: answer --task is now --grader (in eval and the trainers --task names the data)');
         o.grader = o.task;
       }
-      if (o.grader !== undefined && !TASKS.includes(o.grader)) throw new Error(`${o.task !== undefined ? '--task (now --grader)' : '--grader'} must be one of ${TASKS.join(', ')}; got "${o.grader}"`);
       noteReasoningOff(o, [['--samples', o.samples > 1], ['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]]);
-      if (o.reasoning !== 'off') checkVoteFlags(o, 'answer');
+      if (o.reasoning !== 'off') noteEarlyStop(o);
       // Greedy on every route: an explicit --temperature 0, or the default with one sample.
       if (o.temperature === 0 || (o.temperature === undefined && o.samples === 1)) {
         for (const [flag, set] of [['--top-k', o.topK !== 0], ['--top-p', o.topP !== 0.95], ['--min-p', o.minP !== 0], ['--seed', o.seed !== undefined]] as const) {
@@ -141,10 +145,10 @@ export function noteReasoningOff(o: { reasoning: string; maxThinkingTokens?: num
 
 /**
  * The options `answer` and `chat` share for what answers and how it is asked (the reasoning adapter, the router, the
- * system message, the chat template's variables, the reasoning mode), added to `command`; the function returned checks
- * them at the start of its action.
+ * system message, the chat template's variables, the reasoning mode), added to `command` with a hook refusing the
+ * ones that contradict each other before its action.
  */
-export function reasonerOptions(command: Command): (o: { reasoning: string; promptCache?: number; promptCacheFile?: string }) => void {
+export function reasonerOptions(command: Command): void {
   command
     .option('--adapter <dir>', 'reasoning adapter (default: <model>/reasoning-adapter when present, as serve)')
     .option('--no-adapter', 'the base model alone (reasoning off, unless --native-thinking)')
@@ -156,10 +160,15 @@ export function reasonerOptions(command: Command): (o: { reasoning: string; prom
     .option('--reasoning <mode>', 'auto | on | off', choiceArg('--reasoning', ['auto', 'on', 'off']), 'auto')
     .option('--prompt-lookup <n>', PROMPT_LOOKUP_HELP, intArg('--prompt-lookup', 0, 64), 0);
   const checks = ['adapter', 'router'].map((name) => negatedFlag(command, name));
-  return (o) => {
+  // Refused as parsed, before an hf: model downloads (main.ts resolves it in a later hook) or anything is noted.
+  command.hook('preAction', (_, c) => {
+    const o = c.opts() as Pick<ReasonerFlags, 'nativeThinking' | 'adapter' | 'adapterMode' | 'budget' | 'promptCache' | 'promptCacheFile'>;
     for (const check of checks) check();
-    promptCacheFlag(o); // (refused before the notes of the load)
-  };
+    promptCacheFlag(o);
+    if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
+    if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
+    if (o.nativeThinking && o.budget !== undefined) throw new Error('--budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens');
+  });
 }
 
 /** The flags `answer` and `chat` share for what answers: the model, its reasoning adapter, router and verifier. */
@@ -176,9 +185,6 @@ export interface ReasonerFlags {
  */
 export async function loadReasoner(o: ReasonerFlags, what: string, command = 'answer'): Promise<{ model: Model; router?: Router; verifier?: Verifier }> {
   const beside = (f: 'adapter' | 'router' | 'verifier') => besideModel(o.model, f);
-  if (o.nativeThinking && typeof o.adapter === 'string') throw new Error('--native-thinking reasons with the model\'s own weights: leave --adapter out');
-  if (o.nativeThinking && o.adapterMode !== undefined) throw new Error('--adapter-mode applies to a reasoning adapter, not to --native-thinking');
-  if (o.nativeThinking && o.budget !== undefined) throw new Error('--budget is the control line a budget-trained (RL) adapter reads; with --native-thinking cap the thinking with --max-thinking-tokens');
   // --no-adapter gives false; no flag, the adapter beside the model when there is one (a folder of that name that
   // holds no adapter, a copy cut short, is refused by the load, naming what is missing: it was passed over unsaid)
   if (o.adapter === undefined && !o.nativeThinking && o.reasoning !== 'off' && beside('adapter')) {
@@ -224,12 +230,13 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
   }
 }
 
-/**
- * answer's and eval's checks of the flags that combine samples: --vote and --early-stop with one sample are refused
- * (they would do nothing), and --early-stop beside a vote decided only once every sample has ended is noted.
- */
-export function checkVoteFlags(o: { earlyStop?: boolean; vote: string; samples: number }, command: string): void {
+/** answer's and eval's refusal of the flags that combine samples with one sample (they would do nothing). */
+export function refuseVoteFlags(o: { earlyStop?: boolean; vote: string; samples: number }, command: string): void {
   for (const [flag, set] of [['--vote', o.vote !== 'majority'], ['--early-stop', !!o.earlyStop]] as const) if (set && o.samples === 1) throw new Error(`${command}: ${flag} combines several samples: give --samples N (N ≥ 2)`);
+}
+
+/** answer's and eval's note of --early-stop beside a vote decided only once every sample has ended. */
+export function noteEarlyStop(o: { earlyStop?: boolean; vote: string }): void {
   if (o.earlyStop && !decidesEarly(o.vote as VoteMethod)) console.error(`edgereason: note: --early-stop has no effect with --vote ${o.vote}: it is decided once every sample has ended (a later one may score higher)`);
 }
 

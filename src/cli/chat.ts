@@ -20,7 +20,7 @@ export function chatCommand(program: Command): void {
   const command = program.command('chat')
     .description('chat on the standard input, each turn routed (reasoning only when the router says so); the conversation stays in the prompt cache, so a turn prefills only what is new. /reset starts over, /help lists the commands, Ctrl-C stops a reply (the turn is left out) or clears the line, /exit (or /quit), end of input or Ctrl-C on an empty line ends')
     .addOption(modelOption());
-  const checkReasoner = reasonerOptions(command);
+  reasonerOptions(command);
   promptCacheOptions(ropeScalingOptions(penaltyFlags(command, true)
     .option('--max-thinking-tokens <n>', 'thinking cap (then "\\n</think>\\n\\n" is forced)', intArg('--max-thinking-tokens', 0))
     .option('--budget <n>', 'thinking budget control line after <think> (budget-trained adapters)', intArg('--budget', 1))
@@ -32,7 +32,6 @@ export function chatCommand(program: Command): void {
     .option('--seed <s>', 'seed of the first turn (turn i uses seed + i; default or -1: a fresh one)', seedArg())
     .option('--quant <q>', 'q4, q8 or fp32', quantArg)))
     .action(async (o, cmd: Command) => {
-      checkReasoner(o);
       noteReasoningOff(o);
       // The model's own sampling advice (generation_config.json) is the default of what the flags leave out, as serve's.
       const own = generationSampling(o.model) ?? {}, typed = (k: string) => cmd.getOptionValueSource(k) === 'cli';

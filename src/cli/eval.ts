@@ -11,7 +11,7 @@ import type { VoteMethod } from '../reason/types.ts';
 import { loadProbes } from '../reason/probes.ts';
 import { isReport, isReportSibling, lockJournal, readJournal, readReport, reportFiles, startJournal, writeReport, markdownTable, type Journal } from '../eval/report.ts';
 import { sharedDir } from './demo.ts';
-import { checkVoteFlags } from './answer.ts';
+import { noteEarlyStop, refuseVoteFlags } from './answer.ts';
 import { besideModel } from '../models/embedded.ts';
 import { choiceArg, floatArg, intArg, noteGreedyFlags, quantArg, samplingFlags, seedArg } from './main.ts';
 import { TASKS, type Task } from '../tasks/grade.ts';
@@ -66,24 +66,31 @@ export function evalCommand(program: Command): void {
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .requiredOption('--out <file>', 'the JSON report to write (e.g. results.json: each run\'s report under its name, "base" and, with --adapter, "base + reasoning adapter", or with --native-thinking "no thinking" and "thinking"); beside it go the Markdown table (results.md) and the accuracy plot (results-accuracy.svg), and while it runs the finished answers (results.partial.jsonl: after an interruption the same command goes on from there)')
     .option('--overwrite', 'replace an --out (and the files beside it) that is not an earlier report of this evaluation (the same command refreshes its own report without it), and start afresh instead of going on from the journal of another evaluation')
-    .hook('preAction', beforeDownload(outCheck))
-    .action(async (o, cmd: Command) => {
-      const { file: ownFile, grader } = taskFileOf(o, TASK_NAMES);
+    // The flags that contradict each other are refused before anything is read or downloaded (an hf: model).
+    .hook('preAction', (_, c) => {
+      const o = c.opts<{ task: string; grader?: string; split?: string; nativeThinking?: boolean; adapter?: string; maxThinkingTokens?: number; budget?: number; router?: string; samples: number; vote: string; earlyStop?: boolean; verifier?: string }>();
+      const { file: ownFile } = taskFileOf(o, TASK_NAMES);
       // A dataset is read from its test file: --split test says so (it was refused), another split is not there.
       if (o.split !== undefined && o.split !== 'test' && o.task !== 'synthetic') throw new Error(`--split chooses a split of --task synthetic; ${o.task} is ${ownFile ? 'your file, read whole' : `read from ${DATASETS[o.task as keyof typeof DATASETS].test}`}`);
-      const split = o.split ?? 'test', dataset = o.task === 'synthetic' || ownFile ? undefined : DATASETS[o.task as keyof typeof DATASETS];
-      const maxTokensGiven = o.maxTokens !== undefined;
-      o.maxTokens ??= dataset?.maxTokens ?? 512;
       if (o.nativeThinking && o.adapter) throw new Error('eval: --native-thinking evaluates the model\'s own thinking: leave --adapter out');
       const reasons = !!o.adapter || !!o.nativeThinking;
       if (o.maxThinkingTokens !== undefined && !reasons) throw new Error('eval: --max-thinking-tokens applies to the reasoning run, which needs --adapter or --native-thinking');
       if (o.budget !== undefined && !o.adapter) throw new Error(`eval: --budget is the control line a budget-trained adapter reads: it needs --adapter${o.nativeThinking ? ' (with --native-thinking cap the thinking with --max-thinking-tokens)' : ''}`);
       if ((o.router || o.samples > 1) && !reasons) throw new Error(`eval: ${o.router ? '--router routes between direct answers and reasoning' : '--samples are parallel reasoning samples'}: it needs --adapter (or --native-thinking)`);
-      checkVoteFlags(o, 'eval');
+      refuseVoteFlags(o, 'eval');
+      if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
+    })
+    .hook('preAction', beforeDownload(outCheck))
+    .action(async (o, cmd: Command) => {
+      const { file: ownFile, grader } = taskFileOf(o, TASK_NAMES);
+      const split = o.split ?? 'test', dataset = o.task === 'synthetic' || ownFile ? undefined : DATASETS[o.task as keyof typeof DATASETS];
+      const maxTokensGiven = o.maxTokens !== undefined;
+      o.maxTokens ??= dataset?.maxTokens ?? 512;
+      const reasons = !!o.adapter || !!o.nativeThinking;
+      noteEarlyStop(o);
       const ownVerifier = o.vote.startsWith('verifier') && !o.verifier ? besideModel(o.model, 'verifier') : undefined;
       if (ownVerifier) console.error(`verifier: ${o.verifier = ownVerifier} (the default)`);
       if (o.vote.startsWith('verifier') && !o.verifier) throw new Error(`eval: --vote ${o.vote} scores the samples with a verifier: give --verifier verifier.json (train-verifier writes one)`);
-      if (o.verifier && !o.vote.startsWith('verifier')) throw new Error(`eval: --verifier scores samples for --vote verifier or verifier-vote; with --vote ${o.vote} it would not be used`);
       const budgetNoted = o.budget !== undefined ? budgetNote(o.adapter, o.budget) : undefined;
       if (budgetNoted) console.error(`eval: note: ${budgetNoted}`);
       const files = outCheck(o);
