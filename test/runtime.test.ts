@@ -1382,6 +1382,14 @@ test('graph builder: bool, uint8 and float16 constants load in ORT with their ow
   assert.deepEqual([...(out.y.data as Float32Array)], [7 - 20 + 20000]); // picks 7, -2, 200
   assert.throws(() => g.node('FusedMatMul', ['x', 'x'], { transB: 1, alpha: 1 }, { domain: 'com.microsoft' }), /graph: FusedMatMul attribute "alpha" is a float; pass \{ float: 1 \}/);
   assert.throws(() => g.initializer('w', 'float16', [2], new Float32Array(2)), /graph: initializer "w" \(float16\) needs a Uint16Array, got a Float32Array/);
+  // Same element width, other type: its bytes would be read as the wrong numbers (1 as 1.4e-45).
+  assert.throws(() => g.initializer('w', 'float32', [2], Int32Array.of(1, 2)), /graph: initializer "w" \(float32\) needs a Float32Array, got a Int32Array/);
+  assert.throws(() => g.initializer('w', 'int32', [2], new Float32Array(2)), /graph: initializer "w" \(int32\) needs a Int32Array, got a Float32Array/);
+});
+
+test('an inference graph for a head size that is no multiple of 8 is refused by name (onnxruntime\'s GroupQueryAttention fails on every prompt of several tokens)', () => {
+  assert.throws(() => buildInferenceGraph({ ...model.config, headDim: 12 }, new MemoryWeights(model.weights), { quant: 'fp32' }),
+    /^Error: graph: the head size \(head_dim, or hidden_size \/ num_attention_heads\) must be a multiple of 8 for onnxruntime's GroupQueryAttention, which runs prompts; got 12$/);
 });
 
 test('bad input: prompt beyond the context, maxTokens 0, unknown token id, missing model path', async () => {

@@ -52,20 +52,20 @@ export function checkModelConfig(c: ModelConfig, where: string, name: (field: ke
   for (const k of ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'maxPositionEmbeddings'] as const) {
     if (!Number.isInteger(c[k]) || c[k] <= 0) bad(k, 'a positive integer', c[k]);
   }
-  for (const k of ['rmsNormEps', 'ropeTheta'] as const) if (typeof c[k] !== 'number' || !(c[k] > 0) || !Number.isFinite(c[k])) bad(k, 'a positive number', c[k]);
+  for (const k of ['rmsNormEps', 'ropeTheta'] as const) if (!(Number.isFinite(c[k]) && c[k] > 0)) bad(k, 'a positive number', c[k]);
   if (c.rmsNormEps >= 1) bad('rmsNormEps', 'below 1 (it only guards the division: 1e-6 or 1e-5 in practice)', c.rmsNormEps);
   for (const k of ['tieWordEmbeddings', 'attentionBias'] as const) if (typeof c[k] !== 'boolean') bad(k, 'true or false', c[k]);
   if (c.numHeads % c.numKvHeads) bad('numKvHeads', `a divisor of the number of attention heads (${c.numHeads})`, c.numKvHeads);
   if (c.headDim % 2) bad('headDim', 'even (RoPE turns pairs of dimensions)', c.headDim);
   if (c.maxPositionEmbeddings > MAX_POSITIONS) bad('maxPositionEmbeddings', `at most ${MAX_POSITIONS} (the RoPE table holds every position)`, c.maxPositionEmbeddings);
-  const id = (t: unknown) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < c.vocabSize;
+  const id = (t: unknown) => isTokenId(t, c.vocabSize);
   if (!Array.isArray(c.eosTokenIds) || !c.eosTokenIds.every(id)) bad('eosTokenIds', `token ids below the vocabulary size (${c.vocabSize})`, c.eosTokenIds);
   if (c.bosTokenId !== undefined && !id(c.bosTokenId)) bad('bosTokenId', `a token id below the vocabulary size (${c.vocabSize})`, c.bosTokenId);
-  if (c.ropeFreqFactors !== undefined && !(Array.isArray(c.ropeFreqFactors) && c.ropeFreqFactors.length === c.headDim / 2 && c.ropeFreqFactors.every((x) => x > 0 && Number.isFinite(x)))) {
+  if (c.ropeFreqFactors !== undefined && !(Array.isArray(c.ropeFreqFactors) && c.ropeFreqFactors.length === c.headDim / 2 && c.ropeFreqFactors.every((x) => Number.isFinite(x) && x > 0))) {
     bad('ropeFreqFactors', `${c.headDim / 2} positive numbers`, c.ropeFreqFactors);
   }
   const r = c.ropeScaling, fields = r as unknown as Record<string, unknown>;
-  const positive = (k: string) => typeof fields[k] === 'number' && (fields[k] as number) > 0 && Number.isFinite(fields[k]);
+  const positive = (k: string) => Number.isFinite(fields[k]) && (fields[k] as number) > 0;
   if (r !== undefined && !(r && typeof r === 'object' && Object.hasOwn(ROPE_SCALING_FIELDS, r.type) && ROPE_SCALING_FIELDS[r.type].every(positive))) {
     bad('ropeScaling', Object.entries(ROPE_SCALING_FIELDS).map(([t, f]) => `{type: "${t}", ${f.join(', ')}}`).join(' or ') + ' (positive, finite)', r);
   }
@@ -217,8 +217,8 @@ export function ropePeriods(c: ModelConfig): number[] {
 
 /** Weights of the embeddings, the linear layers and an untied lm_head (norms and biases left out). */
 export function parameterCount(c: ModelConfig): number {
-  const layer = c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.hiddenSize * c.numHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize;
-  return c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * layer;
+  const layer = 2 * (c.numHeads + c.numKvHeads) * c.headDim + 3 * c.intermediateSize; // q, k, v, o; gate, up, down
+  return c.hiddenSize * (c.vocabSize * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * layer);
 }
 
 /** The bytes of a model's weights in a graph at `bytesPerWeight`, with its RoPE table (cos and sin for every position, fp32). */
@@ -229,8 +229,7 @@ export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj',
 export type Projection = (typeof PROJECTIONS)[number];
 
 export function projectionTensorName(layer: number, proj: Projection): string {
-  const block = proj.endsWith('_proj') && ['gate_proj', 'up_proj', 'down_proj'].includes(proj) ? 'mlp' : 'self_attn';
-  return `model.layers.${layer}.${block}.${proj}`;
+  return `model.layers.${layer}.${['gate_proj', 'up_proj', 'down_proj'].includes(proj) ? 'mlp' : 'self_attn'}.${proj}`;
 }
 
 /** [out, in] shape of a projection's weight (Hugging Face / PyTorch Linear layout). */

@@ -49,6 +49,8 @@ export function weightProgress(cfg: ModelConfig, onProgress?: (done: number, tot
 }
 
 export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opts: InferenceGraphOptions): Graph {
+  // Checked here, not at load: the training graph (plain ops) takes any even head size.
+  if (cfg.headDim % 8) throw new Error(`graph: the head size (head_dim, or hidden_size / num_attention_heads) must be a multiple of 8 for onnxruntime's GroupQueryAttention, which runs prompts; got ${cfg.headDim}`);
   const g = new Graph();
   const report = weightProgress(cfg, opts.onProgress);
   const L = new Layers(g, cfg, weights, {
@@ -68,8 +70,8 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: WeightSource, opt
   const logitsIndex = g.input('logits_index', 'int64', ['batch', 'selected']);
   const cache = { seqlensK, total, past, newRows: [] as { k: string; v: string }[] };
   const hidden = decoder(L, { inputIds, cache });
-  const picked = g.nodeN('GatherND', [hidden, g.node('Unsqueeze', [logitsIndex, g.constant([2])])], { batch_dims: 1 }, { names: ['hidden_states'] })[0];
-  const logits = g.nodeN('Identity', [lmHead(L, picked)], {}, { names: ['logits'] })[0];
+  const picked = g.node('GatherND', [hidden, g.node('Unsqueeze', [logitsIndex, g.constant([2])])], { batch_dims: 1 }, { names: ['hidden_states'] });
+  const logits = g.node('Identity', [lmHead(L, picked)], {}, { names: ['logits'] });
   g.nodeN('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 0 }, { names: ['logits_lse'] });
   g.output('logits', 'float32', ['batch', 'selected', cfg.vocabSize]);
   g.output('logits_lse', 'float32', ['batch', 'selected']);

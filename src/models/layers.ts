@@ -188,10 +188,10 @@ export class Layers {
       const T = g.node('Cast', [T64], { to: 6 });
       const first = g.node('Sub', [g.node('Add', [io.seqlensK, g.constant([1], 'int32', [])]), T]);
       const steps = g.node('Range', [g.constant([0], 'int32', []), g.node('Squeeze', [T, g.constant([0])]), g.constant([1], 'int32', [])]);
-      const pos = g.node('Add', [g.node('Unsqueeze', [first, g.constant([1])]), g.node('Unsqueeze', [steps, g.constant([0])])]);
+      const pos = g.node('Add', [g.node('Unsqueeze', [first, g.constant([1])]), g.node('Unsqueeze', [steps, g.constant([0])])]), pos64 = g.node('Cast', [pos], { to: 7 });
       // GatherElements indices [B, Hkv, T, D] selecting those positions out of a [B, Hkv, capacity, D] buffer.
       const shape = g.node('Concat', [g.node('Slice', [qShape, g.constant([0]), g.constant([1])]), g.constant([c.numKvHeads]), T64, g.constant([c.headDim])], { axis: 0 });
-      const gather = g.node('Expand', [g.node('Unsqueeze', [g.node('Cast', [pos], { to: 7 }), g.constant([1, 3])]), shape]);
+      const gather = g.node('Expand', [g.node('Unsqueeze', [pos64, g.constant([1, 3])]), shape]);
       // Decode steps (one new token per row): the past is visible below each row's length; [B,1,1,capacity].
       const cap = g.node('Squeeze', [g.node('Slice', [g.node('Shape', [io.pastKey]), g.constant([2]), g.constant([3])]), g.constant([0])]);
       // A shared prefix of P positions (forked samples) sits before every row's own cache, which then holds
@@ -204,7 +204,7 @@ export class Layers {
       const capDim = g.node('Unsqueeze', [cap, g.constant([0])]);
       const shared = g.node('Greater', [g.node('Squeeze', [P, g.constant([0])]), g.constant([0], 'int64', [])]);
       return {
-        pos, pos64: g.node('Cast', [pos], { to: 7 }), gather, pastMask, decode,
+        pos, pos64, gather, pastMask, decode,
         plainDecode: g.node('And', [decode, g.node('Not', [shared])]),
         split: g.node('Concat', [capDim, g.constant([1])], { axis: 0 }),
         splitShared: g.node('Concat', [P, capDim, g.constant([1])], { axis: 0 }),

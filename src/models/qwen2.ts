@@ -52,6 +52,6 @@ export function decoder(L: Layers, io: DecoderIO): string {
 export function lmHead(L: Layers, hidden: string): string {
   const tied = L.cfg.tieWordEmbeddings || !L.weights.has('lm_head.weight');
   if (!tied) return L.linear(hidden, 'lm_head');
-  if (L.bits && !L.opts.weightsAsInputs) return L.linear(hidden, 'model.embed_tokens', {});
+  if (L.bits && !L.opts.weightsAsInputs) return L.linear(hidden, 'model.embed_tokens');
   return L.matmulT(hidden, L.param('model.embed_tokens.weight'), true);
 }

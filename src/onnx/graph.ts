@@ -30,7 +30,7 @@ const ONNX_TYPES: Record<DType, number> = {
 export const IN_MEMORY_LIMIT = 2 ** 31 - 2 ** 26;
 
 /** The typed array an initializer of each dtype holds (float16: the raw fp16 bits; bool: 0/1 bytes). */
-const ARRAY_TYPES: Record<DType, { name: string; BYTES_PER_ELEMENT: number }> = {
+const ARRAY_TYPES: Record<DType, Function> = {
   float32: Float32Array, float16: Uint16Array, float64: Float64Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array, bool: Uint8Array,
 };
 
@@ -75,9 +75,7 @@ export class Graph {
     if (this.root !== this) return this.root.initializer(name, dtype, dims, data);
     if (this.initializers.has(name)) throw new Error(`graph: initializer "${name}" defined twice`);
     const size = dims.reduce((a, b) => a * b, 1), want = ARRAY_TYPES[dtype];
-    if (data.BYTES_PER_ELEMENT !== want.BYTES_PER_ELEMENT || (data instanceof BigInt64Array) !== (want === BigInt64Array)) {
-      throw new Error(`graph: initializer "${name}" (${dtype}) needs a ${want.name}, got a ${data.constructor.name}`);
-    }
+    if (!(data instanceof want)) throw new Error(`graph: initializer "${name}" (${dtype}) needs a ${want.name}, got a ${data.constructor.name}`);
     if (data.length !== size) throw new Error(`graph: initializer "${name}" has ${data.length} elements, shape [${dims}] needs ${size}`);
     this.initializers.set(name, { name, dtype, dims, data });
     return name;
@@ -108,13 +106,12 @@ export class Graph {
     return this.nodeN(op, inputs, attrs, opts)[0];
   }
   nodeN(op: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { domain?: string; outputs?: number; names?: string[] } = {}): string[] {
-    const n = opts.names?.length ?? opts.outputs ?? 1;
     for (const [k, v] of Object.entries(attrs)) {
       if (FLOAT_ATTRS.has(k) && typeof v === 'number' && Number.isInteger(v)) {
         throw new Error(`graph: ${op} attribute "${k}" is a float; pass { float: ${v} } (a plain integer is serialised as INT)`);
       }
     }
-    const outputs = opts.names ?? Array.from({ length: n }, () => this.fresh(op));
+    const outputs = opts.names ?? Array.from({ length: opts.outputs ?? 1 }, () => this.fresh(op));
     this.nodes.push({ op, inputs, outputs, attrs, domain: opts.domain ?? '' });
     return outputs;
   }
