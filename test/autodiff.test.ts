@@ -47,7 +47,7 @@ const seedOf = (s: string) => [...s].reduce((h, ch) => (h * 31 + ch.charCodeAt(0
 const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => { let s = 0; for (let i = 0; i < a.length; i++) s += a[i] * b[i]; return s; };
 
 /** Builds f = Σ build(...) ⊙ w, differentiates it w.r.t. every float input not marked fixed, checks each direction. */
-async function gradCheck(name: string, inputs: Record<string, InputSpec>, build: (g: Graph) => string, opts: { symbolic?: boolean } = {}): Promise<void> {
+async function gradCheck(name: string, inputs: Record<string, InputSpec>, build: (g: Graph) => string, opts: { symbolic?: boolean; opset?: number } = {}): Promise<void> {
   const r = rng(seedOf(name)), g = new Graph(), feeds: Record<string, ort.Tensor> = {}, wrt: string[] = [];
   for (const [k, s] of Object.entries(inputs)) {
     const spec = Array.isArray(s) ? { dims: s } : s;
@@ -69,7 +69,7 @@ async function gradCheck(name: string, inputs: Record<string, InputSpec>, build:
   g.nodeN('ReduceSum', [g.node('Mul', [out, w])], { keepdims: 0 }, { names: ['loss'] });
   g.output('loss', 'float64', []);
   const grads = addBackward(g, 'loss', wrt, { outputs: true });
-  await checkDirections(name, g.toModelProto(), feeds, wrt.map((k) => [k, grads.get(k)!]), r, TOL);
+  await checkDirections(name, g.toModelProto({ opset: opts.opset }), feeds, wrt.map((k) => [k, grads.get(k)!]), r, TOL);
 }
 
 /** Checks <v, grad> against central differences of `loss` along a random v for each (input, grad) pair. */
@@ -258,6 +258,66 @@ test('Gather (embedding and axis 1), GatherElements, GatherND', async () => {
   await gradCheck('GatherElements axis 1', { x: [3, 5], ids: ints([3, 2], [0, 4, 2, 2, 1, 0]) }, (g) => g.node('GatherElements', ['x', 'ids'], { axis: 1 }));
   await gradCheck('GatherND', { x: [3, 4, 2], ids: ints([3, 2], [0, 1, 2, 3, 0, 1]) }, (g) => g.node('GatherND', ['x', 'ids']));
   await gradCheck('GatherND batch_dims 1', { x: [2, 4, 3], ids: ints([2, 2, 1], [3, 1, 0, 0]) }, (g) => g.node('GatherND', ['x', 'ids'], { batch_dims: 1 }));
+});
+
+test('broadcast edge shapes: size-1 dims on both sides, rank differences, scalars; Where/Expand/Sum; MatMul batch broadcast', async () => {
+  // Each operand broadcast along a different axis, leading axes missing, and 0-d / [1] operands: every gradient summed
+  // back over exactly its broadcast axes (the static decision and, symbolic, the run-time one).
+  const pairs: [number[], number[]][] = [[[5, 1, 1], [1, 4, 1]], [[2, 1, 3, 1], [4, 1, 5]], [[1, 3], [2, 1, 3]], [[2, 3], []], [[1], [2, 3]], [[], [1]]];
+  for (const op of ['Add', 'Mul', 'Div']) for (const [da, db] of pairs) for (const symbolic of [false, true]) {
+    await gradCheck(`${op} [${da}]·[${db}]${symbolic ? ' symbolic' : ''}`, { a: da, b: op === 'Div' ? { dims: db, positive: true } : db }, (g) => g.node(op, ['a', 'b']), { symbolic });
+  }
+  await gradCheck('Sum x, x, y (one input twice)', { x: [2, 3], y: [3] }, (g) => g.node('Sum', ['x', 'x', 'y']));
+  // The condition broadcasts past both branches: a [] and b [3] get gradients summed over [4,2,3].
+  for (const symbolic of [false, true]) {
+    await gradCheck(`Where cond [4,2,1], a [], b [3]${symbolic ? ' symbolic' : ''}`, { c: { dims: [4, 2, 1], fixed: true }, a: [], b: [3] },
+      (g) => g.node('Where', [g.node('Greater', ['c', f64(g, 0)]), 'a', 'b']), { symbolic });
+  }
+  await gradCheck('Expand [3,1] to Shape(y) symbolic', { x: [3, 1], y: { dims: [2, 3, 4], fixed: true } }, (g) => g.node('Expand', ['x', g.node('Shape', ['y'])]), { symbolic: true });
+  await gradCheck('Expand [1,3]->[2,2,3], x also used directly', { x: [1, 3], y: [2, 2, 3] },
+    (g) => g.node('Add', [g.node('Mul', [g.node('Expand', ['x', g.constant([2, 2, 3])]), 'y']), g.node('Mul', ['x', 'x'])]));
+  const mm = (g: Graph) => g.node('MatMul', ['a', 'b']);
+  for (const [da, db] of [[[2, 1, 3, 4], [1, 5, 4, 6]], [[2, 3, 4], [1, 4, 5]], [[1, 3, 4], [2, 4, 5]], [[4, 1, 2, 3], [3, 2]]]) for (const symbolic of [false, true]) {
+    await gradCheck(`MatMul [${da}]x[${db}]${symbolic ? ' symbolic' : ''}`, { a: da, b: db }, mm, { symbolic });
+  }
+  await gradCheck('MatMul a·a (one tensor as both operands)', { a: [3, 3] }, (g) => g.node('MatMul', ['a', 'a']));
+});
+
+test('reductions with empty or input axes; Gather on 1-D / 3-D data and negative axes; GatherElements with negative, repeated indices', async () => {
+  await gradCheck('ReduceSum empty axes constant, keepdims 0 (all axes)', { x: [2, 3] }, (g) => g.node('ReduceSum', ['x', g.constant([])], { keepdims: 0 }));
+  await gradCheck('ReduceSum empty axes constant, keepdims 1', { x: [2, 3] }, (g) => g.node('ReduceSum', ['x', g.constant([])], { keepdims: 1 }));
+  await gradCheck('ReduceSum empty axes constant, noop_with_empty_axes', { x: [2, 3], b: [3] },
+    (g) => g.node('Mul', [g.node('ReduceSum', ['x', g.constant([])], { keepdims: 0, noop_with_empty_axes: 1 }), 'b']));
+  await gradCheck('ReduceMean axes [-1,-3] no keepdims symbolic', { x: [2, 3, 4] }, (g) => g.node('ReduceMean', ['x'], { axes: [-1, -3], keepdims: 0 }), { symbolic: true });
+  await gradCheck('ReduceMean over a size-1 axis', { x: [2, 1, 4] }, (g) => g.node('ReduceMean', ['x'], { axes: [1], keepdims: 0 }));
+  await gradCheck('ReduceMean axes as input (opset 18)', { x: [2, 3, 4] }, (g) => g.node('ReduceMean', ['x', g.constant([1])], { keepdims: 0 }), { opset: 18 });
+  await gradCheck('Gather axis 0, 1-D data, repeated and negative ids', { x: [5], ids: ints([6], [1, 1, 4, 1, 0, -1]) }, (g) => g.node('Gather', ['x', 'ids']));
+  await gradCheck('Gather axis 0, 3-D data, 2-D ids', { x: [4, 2, 3], ids: ints([2, 3], [3, 3, 0, 3, 1, 3]) }, (g) => g.node('Gather', ['x', 'ids']));
+  await gradCheck('Gather axis 0, one id repeated 7 times', { x: [4, 3], ids: ints([7], [2, 2, 2, 2, 2, 2, 2]) }, (g) => g.node('Gather', ['x', 'ids']));
+  await gradCheck('Gather axis -1, repeated ids', { x: [2, 3, 4], ids: ints([5], [0, 3, 3, -1, 2]) }, (g) => g.node('Gather', ['x', 'ids'], { axis: -1 }));
+  await gradCheck('Gather axis -2 of 2-D data', { x: [4, 3], ids: ints([3], [2, 2, 0]) }, (g) => g.node('Gather', ['x', 'ids'], { axis: -2 }));
+  await gradCheck('GatherElements negative and repeated indices', { x: [3, 4], ids: ints([3, 5], [0, -1, 3, 3, 0, 1, 1, 1, -4, 2, 3, 2, -2, 2, 0]) },
+    (g) => g.node('GatherElements', ['x', 'ids'], { axis: 1 }));
+  await gradCheck('GatherND repeated rows', { x: [3, 4], ids: ints([4, 1], [2, 0, 2, 2]) }, (g) => g.node('GatherND', ['x', 'ids']));
+});
+
+test('Pow at x = 0: gradients as PyTorch\'s pow_backward (0 where p = 0, d/dp 0 where x = 0 and p >= 0), not NaN', async () => {
+  // Not a finite-difference case (x^0 and 0^p are not differentiable there in the usual sense): the values PyTorch gives.
+  const g = new Graph();
+  g.input('x', 'float64', [4]); g.input('p', 'float64', [4]); g.input('z', 'float64', [3]);
+  const sum = (t: string) => g.node('ReduceSum', [t], { keepdims: 0 });
+  g.nodeN('Add', [sum(g.node('Pow', ['x', 'p'])), sum(g.node('Pow', ['z', f64(g, 0)]))], {}, { names: ['loss'] });
+  g.output('loss', 'float64', []);
+  const grads = addBackward(g, 'loss', ['x', 'p', 'z'], { outputs: true });
+  const s = await ort.InferenceSession.create(g.toModelProto(), sessionOptions);
+  const t = (v: number[]) => new ort.Tensor('float64', Float64Array.from(v), [v.length]);
+  const out = await s.run({ x: t([0, 1.5, 0, 2]), p: t([2, 3, 0, 1]), z: t([0, -0, -2]) });
+  await s.release();
+  const [dx, dp, dz] = ['x', 'p', 'z'].map((k) => [...(out[grads.get(k)!].data as Float64Array)]);
+  const close = (a: number[], b: number[], what: string) => a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) <= 1e-12 * Math.max(1, Math.abs(b[i])), `${what}[${i}]: ${a} vs ${b}`));
+  close(dx, [0, 3 * 1.5 ** 2, 0, 1], 'd(x^p)/dx');
+  close(dp, [0, 1.5 ** 3 * Math.log(1.5), 0, 2 * Math.log(2)], 'd(x^p)/dp');
+  close(dz, [0, 0, 0], 'd(z^0)/dz');
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -159,9 +159,13 @@ export const VJP: Record<string, Rule> = {
   Pow: {
     vjp: (c, n, [dy], need) => {
       const g = c.g, [x, p] = n.inputs, y = n.outputs[0];
-      const pf = g.node('CastLike', [p, x]); // the exponent may be an integer tensor
-      const dx = need[0] ? ew(c, n, 0, mul(c, dy!, mul(c, pf, g.node('Pow', [x, g.node('Sub', [pf, scalar(c, 1)])])))) : null;
-      const dp = need[1] ? ew(c, n, 1, mul(c, dy!, mul(c, y, g.node('Log', [x])))) : null; // x > 0 only
+      const pf = g.node('CastLike', [p, x]), z = scalar(c, 0); // the exponent may be an integer tensor
+      // As PyTorch's pow_backward: d/dx is 0 where p = 0 (p·x^(p−1) is 0·∞ = NaN at x = 0), and d/dp is 0 where
+      // x = 0 and p ≥ 0 (y·log x is 0·(−∞) = NaN there, or −∞ at p = 0). Elsewhere d/dp needs x > 0 (NaN for x < 0).
+      const dx = need[0] ? ew(c, n, 0, mul(c, dy!, g.node('Where', [g.node('Equal', [pf, z]), z,
+        mul(c, pf, g.node('Pow', [x, g.node('Sub', [pf, scalar(c, 1)])]))]))) : null;
+      const dp = need[1] ? ew(c, n, 1, mul(c, dy!, g.node('Where', [g.node('And', [g.node('Equal', [x, z]), g.node('GreaterOrEqual', [pf, z])]), z,
+        mul(c, y, g.node('Log', [x]))]))) : null;
       return [dx, dp];
     },
   },
