@@ -12,7 +12,7 @@ import { loadModel } from '../src/runtime/model.ts';
 import { CoalescingBackend, PREFILL_CHUNK } from '../src/runtime/scheduler.ts';
 import type { Backend } from '../src/runtime/backend.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, machineNow, machineText, scriptArgs, writeResults } from './write.ts';
+import { freshStem, machineNow, machineText, median, scriptArgs, writeResults } from './write.ts';
 
 export interface PrefillBenchOptions {
   /** Runs per row and setting (interleaved); the fastest is reported. Default 3. */
@@ -77,8 +77,9 @@ export async function runPrefillBench(o: PrefillBenchOptions = {}) {
       runs.whole.push(await beside(whole, long, short));
       runs.chunked.push(await beside(chunked, long, short));
     }
-    const median = (xs: { shortTtftMs: number; longMs: number }[]) => [...xs].sort((a, b) => a.shortTtftMs - b.shortTtftMs)[Math.floor(xs.length / 2)];
-    served = { tokens: long.length, short: short.length, chunked: median(runs.chunked), whole: median(runs.whole) };
+    // Each column its own median (not the long prefill of the run whose short request was the median one).
+    const medians = (xs: { shortTtftMs: number; longMs: number }[]) => ({ shortTtftMs: median(xs.map((x) => x.shortTtftMs)), longMs: median(xs.map((x) => x.longMs)) });
+    served = { tokens: long.length, short: short.length, chunked: medians(runs.chunked), whole: medians(runs.whole) };
     console.error(`a ${short.length}-token request arriving during a ${long.length}-token prefill: first token after ${served.whole.shortTtftMs.toFixed(0)} ms (one step) vs ${served.chunked.shortTtftMs.toFixed(0)} ms (chunked); the long prefill ${served.whole.longMs.toFixed(0)} vs ${served.chunked.longMs.toFixed(0)} ms`);
   } finally {
     await m.close();

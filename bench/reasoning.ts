@@ -47,7 +47,7 @@ import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
 import { StagedProgress } from '../src/train/progress.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults } from './write.ts';
+import { freshStem, median, scriptArgs, writeResults } from './write.ts';
 import type { Quant } from '../src/onnx/quant.ts';
 import { quantArg } from '../src/cli/main.ts';
 
@@ -159,7 +159,6 @@ export interface ReasoningBenchResult {
   machine: { cpu: string; cores: number; node: string; threads: string; loadavg?: [number, number] };
 }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
 /** Messages whose chat prompt has at most `target` tokens (as close as the filler allows), padded in the system message. */

@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import { PROJECTIONS, projectionShape, projectionTensorName, type ModelConfig, type Projection } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults } from './write.ts';
+import { freshStem, median, scriptArgs, writeResults } from './write.ts';
 import { childMain, now, peakMb, progress, rssMb, runChild } from './child.ts';
 
 export interface TrainBenchOptions {
@@ -144,7 +144,6 @@ interface ChildResult {
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b), m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 /** Deterministic token ids below `vocab` - 8: a fixed "text" per row. */

@@ -24,6 +24,12 @@ export function writeResults(dir: string, stem: string, result: unknown, markdow
   return base;
 }
 
+/** The median (of an even count, the mean of the two middle values); NaN for none. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
+  return !s.length ? NaN : s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
 /** The kinds of number a bench flag takes: counts (integers ≥ 1, or ≥ 0 where 0 skips a part), any integer, a non-negative number, a fraction in [0, 1]. */
 const NUMBER_KINDS = {
   count: { ok: (n: number) => Number.isInteger(n) && n >= 1, want: 'an integer ≥ 1' },

@@ -502,6 +502,12 @@ test('a bench run on a day that already has results writes <name>-<date>-2 besid
   }
 });
 
+test('bench median: the middle value, of an even count the mean of the two middle ones (prefill\'s picked the upper one, reasoning\'s the lower)', async () => {
+  const { median } = await import('../bench/write.ts');
+  assert.deepEqual([median([3, 1, 2]), median([4, 1, 3, 2]), median([10, 20]), median([5])], [2, 2.5, 15, 5]);
+  assert.ok(Number.isNaN(median([])));
+});
+
 test('bench scripts run directly refuse unknown flags and numbers not of their flag\'s kind before any work (no result file written); --help lists theirs; their own refusals are one line', () => {
   const bench = (script: string, ...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', `bench/${script}.ts`, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   const before = fs.readdirSync(path.join(ROOT, 'bench/results')).join();

@@ -422,7 +422,11 @@ function checkProbes(aux: { router?: unknown; verifier?: unknown }, where: strin
 export const PROMPT_IDS: unique symbol = Symbol('edgereason.promptIds');
 /** Text the prompt ends with that begins every reply (the server's forced tool call, or the message continue_final_message continues): answers are read, and vote, with it. */
 export const REPLY_PREFIX: unique symbol = Symbol('edgereason.replyPrefix');
-/** Constrained decoding of the answer (GenerateOptions.allowedNext): the server's forced tool call, held to one of its tools and that tool's parameters. */
+/**
+ * Constrained decoding of the answer (GenerateOptions.allowedNext): the server's forced tool call, held to one of its
+ * tools and that tool's parameters; or, with `json`, its constraint's tracker (the server's response_format, made once
+ * when the request was checked), which is then used instead of one made here.
+ */
 export const ALLOWED_NEXT: unique symbol = Symbol('edgereason.allowedNext');
 /** `json`'s schema held to leniently (the server's response_format without strict: true, as OpenAI's): see compileJsonSchema. */
 export const JSON_LENIENT: unique symbol = Symbol('edgereason.jsonLenient');
@@ -510,7 +514,7 @@ export async function answer(model: Model, input: AnswerInput, opts: InternalAns
   if (K !== undefined && rt && mode !== 'off') checkThinkingRoom(rt, K, limit, 'answer', 'maxTokens', opts.maxTokens === undefined);
   checkKvMemory(backend.config, mode === 'off' || !reasons ? 1 : n, Math.min(ctx, ids.length + limit)); // a direct answer is one sequence
   // One tracker per call: its samples share the machine states of their common prefixes.
-  const allowedNext = opts.json !== undefined ? jsonConstraint(tok, opts.json, 'answer: json', { lenient: !!opts[JSON_LENIENT] }).tracker() : opts[ALLOWED_NEXT];
+  const allowedNext = opts[ALLOWED_NEXT] ?? (opts.json !== undefined ? jsonConstraint(tok, opts.json, 'answer: json', { lenient: !!opts[JSON_LENIENT] }).tracker() : undefined);
   const classic = !!model.adapter && (opts.adapterMode ?? (model.adapter.config.aloraInvocationTokens ? 'activated' : 'classic')) === 'classic';
   const sampling = (route: Route) => ({
     ...drawing, temperature: answerTemperature(opts.temperature, route, n), stop: opts.stop, ...(allowedNext ? { allowedNext } : {}), ...(opts.promptLookup ? { promptLookup: opts.promptLookup } : {}),

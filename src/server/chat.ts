@@ -100,6 +100,8 @@ export interface Plan {
    * opens, writes one of the tools' names and arguments its parameters schema allows, then the call's end.
    */
   callOf?: (tokens: readonly number[]) => ArrayLike<number> | undefined;
+  /** response_format's constraint, made (and checked) once here: each answer() call takes a tracker of its own. */
+  jsonOf?: JsonConstraint;
   /** logprobs: the answer tokens' log-probabilities, and this many of the most likely tokens at each (top_logprobs). */
   logprobs?: number;
   /** continue_final_message: the last message's content as the prompt ends with it; the reply continues it (votes read the two together). */
@@ -395,7 +397,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
   }
   // Structured output: the answer (after any thinking) is held to JSON by constrained decoding.
   const responseFormat = req.response_format?.type ?? 'text';
-  let json: AnswerOptions['json'], lenient = false;
+  let json: AnswerOptions['json'], lenient = false, jsonOf: JsonConstraint | undefined;
   if (responseFormat !== 'text') {
     if (responseFormat === 'json_schema' && !req.response_format!.json_schema) throw new ApiError(400, "Missing required parameter: 'response_format.json_schema'.", 'response_format.json_schema', 'invalid_request_error', 'missing_required_parameter');
     if (tools) throw new ApiError(400, `Unsupported value: 'response_format' ${responseFormat} with 'tools' is not supported by edgereason: the JSON constraint would keep the model from writing a tool call (send tool_choice "none", or leave out one of them).`, 'response_format', 'invalid_request_error', 'unsupported_value');
@@ -406,8 +408,8 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     // model to neither): keywords the constraint cannot hold to ("minimum", "pattern", "format", ...) are left out.
     lenient = responseFormat === 'json_schema' && req.response_format!.json_schema!.strict !== true;
     const where = 'response_format.json_schema.schema';
-    // (Made here to refuse a schema it cannot hold to.) The error names the schema's path.
-    try { jsonConstraint(m.model.tokenizer, json, where, { lenient }); } catch (e) { throw new ApiError(400, (e as Error).message, where, 'invalid_request_error', 'invalid_value'); }
+    // Made here to refuse a schema it cannot hold to (the error names the schema's path), and kept for the answer.
+    try { jsonOf = jsonConstraint(m.model.tokenizer, json, where, { lenient }); } catch (e) { throw new ApiError(400, (e as Error).message, where, 'invalid_request_error', 'invalid_value'); }
   }
   let cap = budgetReq !== undefined && budgetReq > 0 ? budgetReq : effort && effort !== 'none' ? limits.effortBudgets[effort] : undefined;
   const budgetAsked = cap !== undefined;
@@ -523,7 +525,7 @@ export function planChat(req: ChatRequest, served: Served, limits: ChatLimits): 
     served: m, messages, promptIds, promptTokens: ids.length, n, perChoice, mode,
     rows: n * (mode === 'off' ? 1 : perChoice ?? 1), options, maxTokens, // a direct answer decodes one sequence per choice
     thinkingCap: mode !== 'off' ? cap : undefined, budget: mode !== 'off' ? budget : undefined, seed,
-    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}), ...(callOf ? { callOf } : {}),
+    stream: !!req.stream, includeUsage: !!req.stream_options?.include_usage, ...(tools ? { tools: format, toolNames: tools.map((t) => t.function.name) } : {}), ...(logprobs !== undefined ? { logprobs } : {}), oneCall: req.parallel_tool_calls === false, ...(prefix !== undefined ? { prefix } : {}), ...(callOf ? { callOf } : {}), ...(jsonOf ? { jsonOf } : {}),
     ...(printed !== undefined ? { continued: printed } : {}),
   };
 }
@@ -669,7 +671,7 @@ export async function runChat(plan: Plan, served: Served, requestSignal: AbortSi
     const t0 = performance.now();
     const run = answer(model, plan.messages, {
       ...o, signal, [PROMPT_IDS]: plan.promptIds, ...(plan.prefix ?? plan.continued) !== undefined ? { [REPLY_PREFIX]: plan.prefix ?? plan.continued } : {},
-      ...(plan.callOf ? { [ALLOWED_NEXT]: plan.callOf } : {}),
+      ...(plan.callOf ? { [ALLOWED_NEXT]: plan.callOf } : plan.jsonOf ? { [ALLOWED_NEXT]: plan.jsonOf.tracker() } : {}),
       onText: (s, phase, piece) => { const c = choiceOf(s); if (c !== undefined && !buffered) emit(c, phase, piece); },
       onSampleEnd: (s, f) => { const c = choiceOf(s); if (c !== undefined && !buffered) onEvent?.({ type: 'end', choice: c, finishReason: finishReason(f) }); },
       onRoute: o.onRoute,
