@@ -11,7 +11,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Worker } from 'node:worker_threads';
 import { loadModel, convertModel, checkInMemorySize, parameterCount, BUILD_IN_WORKER, type LoadOptions } from '../src/runtime/model.ts';
-import { cacheEntries, cachedConversion, pruneCache } from '../src/runtime/convert.ts';
+import { cacheEntries, cachedConversion, pruneCache, weightBytes } from '../src/runtime/convert.ts';
 import { WorkerBackend } from '../src/runtime/worker-backend.ts';
 import { interrupted } from '../src/cli/convert.ts';
 import { adapterView, delegate, LocalBackend, type Backend, type StepRequest, type StepResult } from '../src/runtime/backend.ts';
@@ -1628,6 +1628,17 @@ test('a checkpoint too large for an in-memory ONNX model (2 GiB) is refused befo
   checkInMemorySize(qwen3b, 'q4', 'm'); // 3.1B parameters: 1.8 GiB at q4
   checkInMemorySize(QWEN25_05B, 'fp32', 'm'); // 0.5B in fp32: 1.8 GiB
   assert.throws(() => checkInMemorySize(qwen3b, 'fp32', 'm.gguf'), /--out m-onnx --quant fp32$/);
+  // The estimate is what the graph holds: over sizes no multiple of the quantisation block too (a projection
+  // stays fp32, the embedding table fp16 beside an fp32 lm_head), which were counted as quantised.
+  for (const [i, shape] of ([{ hiddenSize: 64 }, { hiddenSize: 64, tieWordEmbeddings: false }, { hiddenSize: 48, numHeads: 3, numKvHeads: 1, intermediateSize: 40 }, { hiddenSize: 48, numHeads: 3, numKvHeads: 1, tieWordEmbeddings: false }] as const).entries()) {
+    const m = makeRandomQwen2({ config: shape, dir: path.join(tmp, `bytes-${i}`) });
+    for (const quant of ['q4', 'q8', 'fp32'] as const) {
+      const g = buildInferenceGraph(m.config, new MemoryWeights(m.weights), { quant });
+      const held = [...g.initializers.values()].reduce((a, t) => a + t.data.byteLength, 0), estimate = weightBytes(m.config, quant);
+      const small = m.config.hiddenSize * (2 * m.config.numLayers + 1) * 4 + (2 * m.config.numHeads + 4 * m.config.numKvHeads) * m.config.headDim * m.config.numLayers * 4 + 4096; // norms, biases, constants
+      assert.ok(held >= estimate && held - estimate <= small, `${JSON.stringify(shape)} ${quant}: the graph holds ${held} bytes, estimated ${estimate}`);
+    }
+  }
 });
 
 test('chatTemplateKwargs reach the chat template (Qwen3\'s enable_thinking: false pre-fills an empty thinking block); misuse is refused by name', async () => {

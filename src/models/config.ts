@@ -221,8 +221,11 @@ export function parameterCount(c: ModelConfig): number {
   return c.hiddenSize * (c.vocabSize * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * layer);
 }
 
-/** The bytes of a model's weights in a graph at `bytesPerWeight`, with its RoPE table (cos and sin for every position, fp32). */
-export const graphWeightBytes = (c: ModelConfig, bytesPerWeight: number): number => parameterCount(c) * bytesPerWeight + c.maxPositionEmbeddings * c.headDim * 4;
+/** The bytes of a graph's RoPE table: cos and sin for every position, fp32. */
+export const ropeTableBytes = (c: ModelConfig): number => c.maxPositionEmbeddings * c.headDim * 4;
+
+/** The bytes of a model's weights in a graph at `bytesPerWeight`, with its RoPE table. */
+export const graphWeightBytes = (c: ModelConfig, bytesPerWeight: number): number => parameterCount(c) * bytesPerWeight + ropeTableBytes(c);
 
 /** Hugging Face tensor names of one decoder layer's linear projections, in graph order. */
 export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;

@@ -8,10 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { checkRopeScalingChoice, graphWeightBytes, parameterCount, PROJECTIONS, ropeChoiceOf, ropeScalingWords, withRopeScaling, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
+import { checkRopeScalingChoice, graphWeightBytes, parameterCount, PROJECTIONS, ropeChoiceOf, ropeTableBytes, ropeScalingWords, withRopeScaling, type ModelConfig, type Projection, type RopeScalingChoice } from '../models/config.ts';
 import { buildInferenceGraph, weightProgress } from '../models/inference-graph.ts';
 import { prequantize, blockWeightNames } from './prequantize.ts';
-import { quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
+import { QBLOCK, quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { IN_MEMORY_LIMIT } from '../onnx/graph.ts';
 import { openSource, contentHash, convertCommandLine, expandHome, fingerprint, sourceBytes, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
@@ -25,8 +25,20 @@ export function defaultQuant(c: ModelConfig): Quant {
   return parameterCount(c) - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize) >= 50e6 ? 'q4' : 'fp32';
 }
 
-/** The bytes of a checkpoint's weights in the graph at `quant`. */
-const weightBytes = (c: ModelConfig, quant: Quant): number => graphWeightBytes(c, quantBytes(quant));
+/**
+ * The bytes of a checkpoint's weights in the graph at `quant`, as layers.ts stores them: quantised in blocks of
+ * QBLOCK inputs, except a projection whose input size is no multiple of it (fp32), and over such a hidden size the
+ * embedding table (fp16) beside an fp32 lm_head, a tied one too.
+ */
+export function weightBytes(c: ModelConfig, quant: Quant): number {
+  const b = quantBytes(quant);
+  if (quant === 'fp32') return graphWeightBytes(c, b);
+  const at = (k: number, n: number) => k * n * (k % QBLOCK ? 4 : b); // a [n, k] weight
+  const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = c;
+  const layer = at(H, (c.numHeads + 2 * c.numKvHeads) * D) + at(c.numHeads * D, H) + 2 * at(H, I) + at(I, H);
+  const table = H % QBLOCK ? V * H * 2 + at(H, V) : at(H, V) * (c.tieWordEmbeddings ? 1 : 2);
+  return c.numLayers * layer + table + ropeTableBytes(c);
+}
 
 /**
  * Refuses, before minutes of quantising, a checkpoint whose graph cannot be built in memory (about 3B parameters
