@@ -1673,3 +1673,9 @@ test('answer\'s transcript: one sample streams to stdout; of several, sample 0 s
   t.end(result([wrong, right], 1));
   assert.equal(both.text, '<think>\n2 + 2 = 5\n</think>\n\n#### 5\n');
 });
+
+test('a --model through a folder that does not exist ("models/default/missing/..") is named as missing, not a bare ENOENT (the setup beside it was looked up by the path\'s normal form)', () => {
+  fs.mkdirSync(at('beside', 'reasoning-adapter'), { recursive: true });
+  const model = `${path.relative(ROOT, at('beside'))}/missing/..`; // (relative: an absolute path is resolved, which drops the "missing/..")
+  assert.equal(cli(['answer', '--model', model, '--question', 'hi']).stderr, `edgereason: model: ${model} does not exist\n`);
+});

@@ -34,5 +34,6 @@ export function embeddedNote(p: string): string {
 /** File `f` of the setup in `model`'s folder laid out as models/default, when `model` is a folder and it is there; else undefined. */
 export function besideModel(model: string, f: Exclude<keyof ReturnType<typeof defaultModelFiles>, 'dir'>): string | undefined {
   const file = defaultModelFiles(model)[f];
-  return fs.existsSync(file) && fs.statSync(model).isDirectory() ? file : undefined;
+  // (stat, not join's normal form: "x/missing/.." is no folder, though x/reasoning-adapter is there)
+  return fs.existsSync(file) && fs.statSync(model, { throwIfNoEntry: false })?.isDirectory() ? file : undefined;
 }
