@@ -125,6 +125,7 @@ function promptIds(n: number, row = 0): number[] {
 export async function runDecodeBench(opts: DecodeBenchOptions = {}): Promise<DecodeBenchResult> {
   const loadStart = os.loadavg();
   const threads = opts.threads ?? 2, accuracyLevel = opts.accuracyLevel ?? 4;
+  if (![0, 1, 2, 3, 4].includes(accuracyLevel)) throw new Error(`bench decode: --accuracy-level must be 0, 1, 2, 3 or 4 (MatMulNBits' levels), got ${accuracyLevel}`); // before minutes of preparing models
   const batches = opts.batches ?? [1, 4, 8, 16], llamaBatches = opts.llamaBatches ?? batches;
   const promptTokens = opts.promptTokens ?? 256, decodePromptTokens = opts.decodePromptTokens ?? 24, decodeSteps = opts.decodeSteps ?? 32;
   const longContextTokens = opts.longContextTokens ?? 960;

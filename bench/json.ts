@@ -61,7 +61,7 @@ export async function runJsonBench(o: JsonBenchOptions = {}) {
     }
     oneOff = { indexMs, firstStateMs };
     console.error(`vocabulary index ${indexMs.toFixed(0)} ms; first allowed lists: ${Object.entries(firstStateMs).map(([k, v]) => `${JSON.stringify(k)} ${v.toFixed(1)} ms`).join(', ')}`);
-    await run(m, true, { temperature: 0 }, 8); // warm-up (sessions, the allowed lists of the first states)
+    for (const [, json] of MODES) await run(m, json, { temperature: 0 }, 8); // warm-up (sessions, each constraint and the allowed lists of its first states)
     for (const [sampling, params] of SAMPLING) {
       // Interleaved by rep, so a slow moment of the machine hits every mode alike.
       const best = new Map<string, { ms: number; tokens: number }>();

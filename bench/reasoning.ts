@@ -525,13 +525,15 @@ export function markdown(r: ReasoningBenchResult, stem = 'reasoning'): string {
 
 
 if (isMainModule(import.meta.url)) {
-  const s = 'string' as const, a = scriptArgs('bench/reasoning.ts', {
+  const s = 'string' as const, spec = {
     model: s, adapter: s, router: s, verifier: s, quant: s, threads: 'count', reps: 'count', 'router-items': 'count0', 'router-temperature': 'number0', 'parallel-items': 'count0', temperature: 'number0', 'top-p': 'fraction', 'min-p': 'fraction',
     'parallel-split': s, 'max-tokens': 'count', 'max-thinking-tokens': 'count0', 'timing-tokens': 'count', seed: 'int', 'prompt-lengths': 'count', samples: 'count',
     'results-dir': s, 'no-write': 'boolean', 'shape-timing': 'boolean', report: s,
-  });
+  } as const, a = scriptArgs('bench/reasoning.ts', spec);
   const report = a.str('report');
   // --report <reasoning-<date>.json>: the Markdown and plots again from a run's results, with no model run.
+  const unused = report ? Object.keys(spec).filter((k) => k !== 'report' && k !== 'results-dir' && a.str(k) !== undefined) : [];
+  if (unused.length) throw new Error(`bench reasoning: --report redraws a run's Markdown and plots, running nothing: ${unused.map((k) => `--${k}`).join(', ')} would have no effect; drop ${unused.length === 1 ? 'it' : 'them'}`);
   if (report) await writeReport(JSON.parse(fs.readFileSync(report, 'utf8')) as ReasoningBenchResult, a.str('results-dir') ?? path.dirname(report), console.log, path.basename(report, '.json'));
   else await runReasoningBench({
     model: a.str('model'), adapter: a.str('adapter'), router: a.str('router'), verifier: a.str('verifier'),

@@ -530,6 +530,10 @@ test('bench scripts run directly refuse unknown flags and numbers not of their f
   assert.deepEqual([rl.status, rl.stderr], [1, `bench budget: --rl ${path.join(ROOT, 'no-such-adapter')} holds no adapter (no adapter_config.json)\n`]);
   const py = bench('train', '--python', '/bin/false', '--no-write');
   assert.deepEqual([py.status, py.stderr], [1, 'bench train: --python /bin/false cannot import torch (exit 1): install Debian\'s python3-torch, or pass --python <a Python with torch>\n']);
+  const level = bench('decode', '--accuracy-level', '7', '--no-write'); // (the CLI's flag stops at 4; run directly it reached the models' preparation)
+  assert.deepEqual([level.status, level.stderr], [1, 'bench decode: --accuracy-level must be 0, 1, 2, 3 or 4 (MatMulNBits\' levels), got 7\n']);
+  const redraw = bench('reasoning', '--report', path.join(ROOT, 'no-such.json'), '--reps', '3', '--no-write'); // (they were ignored unsaid)
+  assert.deepEqual([redraw.status, redraw.stderr], [1, 'bench reasoning: --report redraws a run\'s Markdown and plots, running nothing: --reps, --no-write would have no effect; drop them\n']);
   assert.equal(fs.readdirSync(path.join(ROOT, 'bench/results')).join(), before);
 });
 
