@@ -10,8 +10,6 @@
  * Writes bench/results/attention-<date>.json + .md.
  *   node --import tsx bench/attention.ts [--threads 2]
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import ort from '../src/runtime/ort.ts';
 import { Graph, MS } from '../src/onnx/graph.ts';
 import { Layers } from '../src/models/layers.ts';
@@ -20,7 +18,7 @@ import { grownCapacity } from '../src/runtime/kv-cache.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults, machineNow, machineText } from './write.ts';
+import { scriptArgs, publish, machineNow, machineText } from './write.ts';
 
 const { numHeads: H, numKvHeads: HKV, headDim: D, numLayers: LAYERS } = QWEN25_05B;
 const CASES = [{ rows: 1, len: 64 }, { rows: 8, len: 64 }, { rows: 1, len: 1000 }, { rows: 8, len: 1000 }];
@@ -110,7 +108,7 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
   const copies = rows.find((r) => r.kind === 'runtime (plain ops)' && r.rows === B && r.len === P)!, mb = (positions: number) => (positions * LAYERS * 2 * HKV * D * 4) / 2 ** 20;
   const shared = { rows: B, prefix: P, ownCapacity: own, ms: sharedMs, copiesMs: copies.ms, kvMiB: mb(P + B * own), copiesKvMiB: mb(B * copies.capacity) };
   console.error(`shared prefix: ${B} rows over a ${P}-position prefix: ${shared.ms.toFixed(2)} ms (own copies ${copies.ms.toFixed(2)} ms)`);
-  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const date = new Date().toISOString().slice(0, 10);
   const result = { date, threads, layers: LAYERS, heads: { query: H, kv: HKV, size: D }, machine, rows, shared };
   const md = [`# Decode-step attention cost ${date}`, '',
     `${LAYERS} layers of Qwen2.5-0.5B's attention (${H} query heads, ${HKV} KV heads, head size ${D}), one new token per row over a cache of the runtime's capacity; random inputs, ${threads} threads, ${machineText(result.machine)}. One session run (lower quartile of ${reps}).`, '',
@@ -123,8 +121,7 @@ export async function runAttentionBench(o: { threads?: number; reps?: number; /*
     '| | attention, one decode step | KV cache |', '|---|---:|---:|',
     `| own copies | ${shared.copiesMs.toFixed(2)} ms | ${shared.copiesKvMiB.toFixed(1)} MiB |`,
     `| shared prefix | ${shared.ms.toFixed(2)} ms | ${shared.kvMiB.toFixed(1)} MiB |`, ''].join('\n');
-  if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(dir, freshStem(dir, `attention-${date}`), result, md);
+  publish(o.resultsDir, `attention-${date}`, result, md);
   return result;
 }
 

@@ -8,7 +8,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import { answer } from '../src/reason/answer.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
@@ -17,10 +16,9 @@ import { DEFAULT_BUDGETS } from '../src/reason/budget.ts';
 import { lineChart, writeSvg } from '../src/eval/plot.ts';
 import { StagedProgress } from '../src/train/progress.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults } from './write.ts';
+import { scriptArgs, publish } from './write.ts';
 import { defaultModel, defaultModelFiles } from '../src/models/embedded.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 interface Run { accuracy: number; thinking: number; within?: number }
 
@@ -79,7 +77,7 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
   const sftG = (result.SFT as { greedy: Run }).greedy, rlG = (result.RL as { greedy: Run }).greedy;
   result.thinking_reduction = 1 - rl.thinking / sft.thinking;
   result.accuracy_change_points = 100 * (rl.accuracy - sft.accuracy);
-  const date = new Date().toISOString().slice(0, 10), out = o.resultsDir ?? path.join(ROOT, 'bench/results');
+  const date = new Date().toISOString().slice(0, 10);
   const rlb = (result.RL as { budgets: Record<number, Run> }).budgets;
   const md = [`# Budget forcing ${date}`, '', `${items.length} hard items of the synthetic test split, no budget line in the prompt; sampled at temperature 1 (one sample per item, seed = item index) unless marked greedy.`, '',
     '| adapter | accuracy | mean thinking tokens | greedy accuracy | greedy thinking tokens |', '|---|---:|---:|---:|---:|',
@@ -92,8 +90,8 @@ export async function runBudgetBench(o: { model?: string; sft?: string; rl?: str
     'Accuracy with an inference-time thinking cap K (sampled):', '',
     '| thinking cap K | ' + caps.join(' | ') + ' |', '|---|' + caps.map(() => '---:').join('|') + '|',
     ...capCurves.map((c) => `| ${c.name} | ${c.points.map(([, a]) => `${a.toFixed(1)} %`).join(' | ')} |`), ''].join('\n');
-  if (o.resultsDir === null) { console.log(md); return result; }
-  const stem = writeResults(out, freshStem(out, `budget-${date}`), result, md);
+  const stem = publish(o.resultsDir, `budget-${date}`, result, md);
+  if (!stem) return result;
   writeSvg(`${stem}-cap.svg`, await lineChart({ title: 'Accuracy vs thinking-token cap (hard items)', x: 'cap K (tokens)', y: 'accuracy (%)', series: capCurves, points: true, logX: true, yDomain: [0, 100] }));
   console.error(`wrote ${stem}-cap.svg`);
   return result;

@@ -7,13 +7,11 @@
  * Writes bench/results/json-<date>.json + .md.
  *   node --import tsx bench/json.ts [--tokens 64] [--reps 3] [--results-dir d] [--no-write]
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import { answer } from '../src/reason/answer.ts';
 import { JsonConstraint, type JsonSchema } from '../src/runtime/json-constraint.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, machineNow, machineText, scriptArgs, writeResults } from './write.ts';
+import { machineNow, machineText, scriptArgs, publish } from './write.ts';
 
 export interface JsonBenchOptions {
   /** Tokens generated per run (default 64). */
@@ -81,15 +79,14 @@ export async function runJsonBench(o: JsonBenchOptions = {}) {
   } finally {
     await m.close();
   }
-  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const date = new Date().toISOString().slice(0, 10);
   const result = { date, model: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', vocabulary: m.config.vocabSize, tokens, reps, machine, oneOff, rows };
   const md = [`# Structured output: decode cost of the JSON constraint ${date}`, '',
     `${result.model}, its ${result.vocabulary}-token Qwen vocabulary; up to ${tokens} generated tokens per run (a JSON answer that ends sooner is timed on its own tokens: the tokens column), batch 1, the fastest of ${reps} runs (interleaved), ${machineText(machine)}. Decode time per token after the first. json_schema: \`${JSON.stringify(SCHEMA)}\`.`, '',
     '| sampling | answer | tokens | ms / token | × free text |', '|---|---|---:|---:|---:|',
     ...rows.map((r) => `| ${r.sampling} | ${r.mode} | ${r.tokens} | ${r.msPerToken.toFixed(2)} | ${r.ratio.toFixed(3)} |`), '',
     `One-off: indexing the vocabulary ${oneOff.indexMs.toFixed(0)} ms (once per tokenizer); a machine state's allowed tokens the first time: ${Object.entries(oneOff.firstStateMs).map(([k, v]) => `\`${k}\` ${v.toFixed(1)} ms`).join(', ')} (the first string state finds the quote-free tokens every string allows, once per tokenizer; later string states scan only the quoted ones).`, ''].join('\n');
-  if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(dir, freshStem(dir, `json-${date}`), result, md);
+  publish(o.resultsDir, `json-${date}`, result, md);
   return result;
 }
 

@@ -15,7 +15,6 @@
  *   node --import tsx bench/lookup.ts [--reps 3] [--questions 30] [--q4-questions 300] [--results-dir d] [--no-write]
  */
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import { delegate } from '../src/runtime/backend.ts';
 import { withBackend } from '../src/runtime/scheduler.ts';
@@ -25,7 +24,7 @@ import { isMainModule } from '../src/main-module.ts';
 import { answer } from '../src/reason/answer.ts';
 import { isCorrect } from '../src/tasks/grade.ts';
 import { sharedPath } from '../test/helpers/shared.ts';
-import { freshStem, machineNow, machineText, scriptArgs, writeResults } from './write.ts';
+import { machineNow, machineText, scriptArgs, publish } from './write.ts';
 import type { Prompt, PromptOptions } from '../src/runtime/model.ts';
 
 export interface LookupBenchOptions {
@@ -155,7 +154,7 @@ export async function runLookupBench(o: LookupBenchOptions = {}) {
     await small.close();
   }
   console.error(`embedded default at q4, ${q4.questions} questions reasoning greedily: the same tokens in ${q4.same}; accuracy ${q4.rightWithout} without guesses, ${q4.rightWith} with up to 4`);
-  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const date = new Date().toISOString().slice(0, 10);
   const result = { date, stepCostModel: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, questions, machine, costs, rounding, rows, q4 };
   const md = [`# Prompt lookup (speculative decoding) ${date}`, '',
     `${machineText(machine)}; ${reps} interleaved rounds: each step cost the fastest of ${8 * reps} single steps, each wall time the fastest round.`, '',
@@ -171,8 +170,7 @@ export async function runLookupBench(o: LookupBenchOptions = {}) {
     `The rows above are fp32, where a step of several tokens computes what steps of one do up to float rounding (the same tokens in every completion). At q4 (and q8) it runs MatMulNBits' batched kernels, which round otherwise (on the 0.5B shape, one position's logits in a 4-token step against steps of one token: up to ${rounding.maxDifference.toFixed(3)} apart, the largest being ${rounding.maxLogit.toFixed(2)}), so a completion may part from the one decoded token by token at a near tie. The embedded default at q4 (its own q4 weights), ${q4.questions} synthetic test questions, reasoning on, greedy, up to 256 tokens, guesses up to 4:`, '',
     '| the same tokens | accuracy without guesses | with them |', '|---:|---:|---:|',
     `| ${q4.same} of ${q4.questions} | ${(100 * q4.rightWithout / q4.questions).toFixed(1)} % | ${(100 * q4.rightWith / q4.questions).toFixed(1)} % |`, ''].join('\n');
-  if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(dir, freshStem(dir, `lookup-${date}`), result, md);
+  publish(o.resultsDir, `lookup-${date}`, result, md);
   return result;
 }
 

@@ -6,8 +6,6 @@
  * Writes bench/results/matmul-<date>.json + .md.
  *   node --import tsx bench/matmul.ts [--layers 12] [--threads 2]
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import ort from '../src/runtime/ort.ts';
 import { Graph } from '../src/onnx/graph.ts';
 import type { Quant } from '../src/onnx/quant.ts';
@@ -16,7 +14,7 @@ import { MemoryWeights } from '../src/io/weights.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { QWEN25_05B } from '../test/helpers/random-model.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults, machineNow, machineText } from './write.ts';
+import { scriptArgs, publish, machineNow, machineText } from './write.ts';
 
 const H = QWEN25_05B.hiddenSize, I = QWEN25_05B.intermediateSize, ROWS = [1, 2, 4, 8];
 const KINDS: Record<string, { quant: Quant; accuracyLevel: number }> = {
@@ -62,14 +60,13 @@ export async function runMatmulBench(o: { layers?: number; threads?: number; rep
     rows.push({ weights: label, ms, ratio: Object.fromEntries(ROWS.map((m) => [m, ms[m] / ms[1]])) });
     console.error(`${label}: ${ROWS.map((m) => `M=${m} ${ms[m].toFixed(2)} ms (${(ms[m] / ms[1]).toFixed(2)}×)`).join(', ')}`);
   }
-  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const date = new Date().toISOString().slice(0, 10);
   const result = { date, layers, threads, shape: `per layer: ${H}→${2 * I}, ${I}→${H}, 2 × ${H}→${H}`, machine, rows };
   const md = [`# Linear-layer batch cost ${date}`, '',
     `${layers} layer${layers === 1 ? '' : 's'} of Qwen2.5-0.5B-sized projections (${result.shape}), random weights, ${threads} threads, ${machineText(result.machine)}. One session run at M rows (lower quartile of ${reps}).`, '',
     `| weights | ${ROWS.map((m) => `M=${m}`).join(' | ')} |`, `|---|${ROWS.map(() => '---:').join('|')}|`,
     ...rows.map((r) => `| ${r.weights} | ${ROWS.map((m) => `${r.ms[m].toFixed(2)} ms (${r.ratio[m].toFixed(2)}×)`).join(' | ')} |`), ''].join('\n');
-  if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(dir, freshStem(dir, `matmul-${date}`), result, md);
+  publish(o.resultsDir, `matmul-${date}`, result, md);
   return result;
 }
 

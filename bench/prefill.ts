@@ -6,13 +6,11 @@
  * the same session). Writes bench/results/prefill-<date>.json + .md.
  *   node --import tsx bench/prefill.ts [--reps 3] [--results-dir d] [--no-write]
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel } from '../src/runtime/model.ts';
 import { CoalescingBackend, PREFILL_CHUNK } from '../src/runtime/scheduler.ts';
 import type { Backend } from '../src/runtime/backend.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, machineNow, machineText, median, scriptArgs, writeResults } from './write.ts';
+import { machineNow, machineText, median, scriptArgs, publish } from './write.ts';
 
 export interface PrefillBenchOptions {
   /** Runs per row and setting (interleaved); the fastest is reported. Default 3. */
@@ -84,7 +82,7 @@ export async function runPrefillBench(o: PrefillBenchOptions = {}) {
   } finally {
     await m.close();
   }
-  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const date = new Date().toISOString().slice(0, 10);
   const result = { date, model: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', chunk: PREFILL_CHUNK, reps, machine, rows, served };
   const md = [`# Chunked prefill ${date}`, '',
     `${result.model}, batch 1, ${machineText(machine)}. A prompt fed in steps of ${PREFILL_CHUNK} tokens (the runtime's default) against one step of it all, through the same session; the fastest of ${reps} runs per setting (interleaved).`, '',
@@ -95,8 +93,7 @@ export async function runPrefillBench(o: PrefillBenchOptions = {}) {
     '| prefill | the short request\'s first token (ms) | the long prefill (ms) |', '|---|---:|---:|',
     `| one step | ${served!.whole.shortTtftMs.toFixed(0)} | ${served!.whole.longMs.toFixed(0)} |`,
     `| in steps of ${PREFILL_CHUNK} | ${served!.chunked.shortTtftMs.toFixed(0)} | ${served!.chunked.longMs.toFixed(0)} |`, ''].join('\n');
-  if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(dir, freshStem(dir, `prefill-${date}`), result, md);
+  publish(o.resultsDir, `prefill-${date}`, result, md);
   return result;
 }
 

@@ -12,7 +12,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import { answer } from '../src/reason/answer.ts';
 import { probe, PROBE_TOLERANCE, relativeDifference, setPromptCache } from '../src/runtime/prompt-cache.ts';
@@ -20,7 +19,7 @@ import { defaultModel } from '../src/models/embedded.ts';
 import type { LoadOptions } from '../src/runtime/model.ts';
 import type { ChatMessage } from '../src/tokenizer/types.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, machineNow, machineText, scriptArgs, writeResults } from './write.ts';
+import { machineNow, machineText, scriptArgs, publish } from './write.ts';
 
 export interface PromptCacheBenchOptions {
   /** Turns timed per row and setting; the fastest is reported. Default 3. */
@@ -137,7 +136,7 @@ export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
   await compare('embedded q4', 'fp32', dflt({ quant: 'q4' }), fp32);
   await compare('embedded q4, accuracy level 0', 'accuracy level 4', dflt({ quant: 'q4', accuracyLevel: 0 }), dflt({ quant: 'q4', accuracyLevel: 4 }));
   for (const p of probes) console.error(`probe: ${p.model} against ${p.against}: ${p.difference.toExponential(1)} (${p.read ? 'read' : 'refused'})`);
-  const date = new Date().toISOString().slice(0, 10), dir = o.resultsDir ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  const date = new Date().toISOString().slice(0, 10);
   const result = { date, model: 'random weights, Qwen2.5-0.5B shape, q4 (accuracy level 4)', reps, machine, rows, restarts, probes };
   const md = [`# Prompt caching: time to the first token of a chat's next turn ${date}`, '',
     `${result.model}, the Qwen chat template; batch 1, greedy, the fastest of ${reps} turns per setting (interleaved), ${machineText(machine)}. Each turn: a conversation answered, then its next user message; with prompt caching the conversation's prompt from the turn before is kept, so the next prefills only the reply and the new message.`, '',
@@ -151,8 +150,7 @@ export async function runPromptCacheBench(o: PromptCacheBenchOptions = {}) {
     `A prompt cache file holds the keys and values its model computed for 8 fixed tokens; a model loading it computes them again and refuses the file beyond ${PROBE_TOLERANCE} (relative RMS difference):`, '',
     '| model | against | difference | the file |', '|---|---|---:|---|',
     ...probes.map((p) => `| ${p.model} | ${p.against} | ${p.difference.toExponential(1)} | ${p.read ? 'read' : 'refused'} |`), ''].join('\n');
-  if (o.resultsDir === null) { console.log(md); return result; }
-  writeResults(dir, freshStem(dir, `prompt-cache-${date}`), result, md);
+  publish(o.resultsDir, `prompt-cache-${date}`, result, md);
   return result;
 }
 

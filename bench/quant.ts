@@ -17,7 +17,7 @@ import { QUANTS, quantBytes, type Quant } from '../src/onnx/quant.ts';
 import { parameterCount } from '../src/models/config.ts';
 import { makeSplits } from '../src/tasks/synthetic.ts';
 import { isMainModule } from '../src/main-module.ts';
-import { freshStem, scriptArgs, writeResults, machineNow, machineText } from './write.ts';
+import { scriptArgs, publish, machineNow, machineText } from './write.ts';
 import { prepareModels } from './decode.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -114,10 +114,7 @@ export async function runQuantBench(o: { questions?: number; threads?: number; r
     `Fidelity: the embedded default model (fp32 is its own format), the fp32 model's greedy answers to ${nq} test questions teacher-forced through each format.`, '',
     '| format | top-1 agreement with fp32 | mean max \\|Δp\\| | same greedy answer |', '|---|---:|---:|---:|',
     ...fidelity.map((r) => `| ${r.quant} | ${(100 * r.top1).toFixed(1)} % | ${r.meanMaxDp.toFixed(4)} | ${r.sameAnswers}/${r.questions} |`), ''].join('\n');
-  if (o.resultsDir === null) { console.log(md); return result; }
-  const out = o.resultsDir ?? path.join(ROOT, 'bench/results');
-  writeResults(out, freshStem(out, `quant-${date}`), result, md);
-  console.log(md);
+  if (publish(o.resultsDir, `quant-${date}`, result, md)) console.log(md); // (printed by publish with --no-write)
   return result;
 }
 

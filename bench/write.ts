@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { atomicWrite, makeDir, writeAll } from '../src/io/safetensors.ts';
 
@@ -22,6 +23,19 @@ export function writeResults(dir: string, stem: string, result: unknown, markdow
   for (const [file, text] of [[`${base}.json`, JSON.stringify(result, null, indent) + '\n'], [`${base}.md`, markdown]]) atomicWrite(file, (fd) => writeAll(fd, Buffer.from(text)));
   console.error(`wrote ${base}.json and .md`);
   return base;
+}
+
+/** bench/results: where a run's files go unless --results-dir says otherwise. */
+export const RESULTS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+
+/**
+ * A run's results: its Markdown printed with --no-write (`resultsDir` null), else its files written as `stem` (or
+ * `stem`-2, …) in `resultsDir` (default bench/results). Returns <dir>/<stem> as written, or undefined.
+ */
+export function publish(resultsDir: string | null | undefined, stem: string, result: unknown, md: string): string | undefined {
+  if (resultsDir === null) { console.log(md); return undefined; }
+  const dir = resultsDir ?? RESULTS_DIR;
+  return writeResults(dir, freshStem(dir, stem), result, md);
 }
 
 /** The median (of an even count, the mean of the two middle values); NaN for none. */
