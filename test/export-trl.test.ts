@@ -63,6 +63,7 @@ test('export-trl: the default recipe\'s SFT data, budget-conditioned GRPO prompt
   });
   // edgereason's own commands read both files: train-sft the recipe's examples (loss on the completion), train-rl the prompts.
   const loaded = loadDataset(path.join(out, 'data/sft/train.jsonl'), tok);
+  assert.equal(loaded.length, recipe.length, 'train-sft reads every example of the file');
   loaded.forEach((e, i) => assert.deepEqual([e.ids, [...e.lossMask]], [recipe[i].ids, [...recipe[i].lossMask]], `example ${i}`));
   assert.deepEqual(rlPrompts(path.join(out, 'data/grpo/train.jsonl'), 100, 0).map((p) => [p.question, p.gold]), grpo.map((g) => [g.prompt[0].content, g.numeric ? Number(g.answer) : g.answer]));
   // TRL configs: ModelConfig / SFTConfig / GRPOConfig field names.

@@ -39,6 +39,7 @@ test('group advantages are normalised within each group of G as TRL does it (tor
   const a = groupAdvantages([1, 0, 1, 0, 2, 2, 2, 2, 3, 0, 0], 4);
   // [1, 0, 1, 0]: mean 0.5, std √(1/3); [3, 0, 0] (a last, shorter group): mean 1, std √3.
   const want = [1, -1, 1, -1].map((s) => (s * 0.5) / (Math.sqrt(1 / 3) + 1e-4)).concat([0, 0, 0, 0], [2, -1, -1].map((d) => d / (Math.sqrt(3) + 1e-4)));
+  assert.equal(a.length, want.length, 'one advantage per reward, the last, shorter group too');
   a.forEach((x, i) => assert.ok(Math.abs(x - want[i]) < 1e-12, `advantage ${i}: ${x} vs ${want[i]}`));
   assert.deepEqual(a.slice(4, 8), [0, 0, 0, 0], 'equal rewards carry no signal');
   assert.deepEqual(groupAdvantages([5], 1), [0], 'a group of one has no spread');

@@ -1415,6 +1415,22 @@ test('server: /metrics exposes requests, tokens, TTFT and latency histograms, ba
   // Several choices of one request decode as one batch: occupancy above 1 was observed.
   const rows = Number(/edgereason_batch_rows_bucket\{le="1"\} (\d+)/.exec(text)![1]), all = Number(/edgereason_batch_rows_count (\d+)/.exec(text)![1]);
   assert.ok(all > rows, 'some runs stepped more than one row');
+  // The counters and histograms move by what one more request's reply says (its usage, its ttft_ms and latency_ms): the
+  // names alone were checked, so a counter fed 0 or the wrong field, or TTFT observing the latency, went unseen.
+  const value = (t: string, name: string) => Number(new RegExp(`^${name.replace(/[{}"+]/g, '\\$&')} (\\S+)$`, 'm').exec(t)?.[1] ?? 0);
+  const names = ['edgereason_prompt_tokens_total', 'edgereason_completion_tokens_total', 'edgereason_reasoning_tokens_total',
+    'edgereason_time_to_first_token_seconds_count', 'edgereason_time_to_first_token_seconds_sum', 'edgereason_request_duration_seconds_count',
+    'edgereason_request_duration_seconds_sum', 'edgereason_time_to_first_token_seconds_bucket{le="+Inf"}', 'edgereason_request_duration_seconds_bucket{le="60"}'];
+  const before = await (await fetch(`${url}/metrics`)).text();
+  const r = await create(ask('What is 9 plus 5?', { max_tokens: 40, edgereason: { reasoning: 'on' } }));
+  const now = await (await fetch(`${url}/metrics`)).text();
+  const d = Object.fromEntries(names.map((n) => [n, value(now, n) - value(before, n)]));
+  assert.ok(r.usage.completion_tokens_details.reasoning_tokens > 0 && r.usage.completion_tokens > r.usage.completion_tokens_details.reasoning_tokens, JSON.stringify(r.usage));
+  assert.deepEqual(names.slice(0, 4).map((n) => d[n]).concat(d.edgereason_request_duration_seconds_count, d['edgereason_time_to_first_token_seconds_bucket{le="+Inf"}'], d['edgereason_request_duration_seconds_bucket{le="60"}']),
+    [r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.completion_tokens_details.reasoning_tokens, 1, 1, 1, 1], JSON.stringify(d));
+  // Each histogram's sum grew by the request's own time (its reply's edgereason.ttft_ms and latency_ms, taken by the same clock).
+  assert.ok(Math.abs(d.edgereason_time_to_first_token_seconds_sum - r.edgereason.ttft_ms / 1000) < 1e-3, `TTFT ${d.edgereason_time_to_first_token_seconds_sum} s vs ${r.edgereason.ttft_ms} ms`);
+  assert.ok(Math.abs(d.edgereason_request_duration_seconds_sum - r.edgereason.latency_ms / 1000) < 1e-3, `latency ${d.edgereason_request_duration_seconds_sum} s vs ${r.edgereason.latency_ms} ms`);
   await server.close(1000);
 });
 
