@@ -314,7 +314,10 @@ test('Pow at x = 0: gradients as PyTorch\'s pow_backward (0 where p = 0, d/dp 0 
   const out = await s.run({ x: t([0, 1.5, 0, 2]), p: t([2, 3, 0, 1]), z: t([0, -0, -2]) });
   await s.release();
   const [dx, dp, dz] = ['x', 'p', 'z'].map((k) => [...(out[grads.get(k)!].data as Float64Array)]);
-  const close = (a: number[], b: number[], what: string) => a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) <= 1e-12 * Math.max(1, Math.abs(b[i])), `${what}[${i}]: ${a} vs ${b}`));
+  const close = (a: number[], b: number[], what: string) => {
+    assert.equal(a.length, b.length, `${what}: size`);
+    a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) <= 1e-12 * Math.max(1, Math.abs(b[i])), `${what}[${i}]: ${a} vs ${b}`));
+  };
   close(dx, [0, 3 * 1.5 ** 2, 0, 1], 'd(x^p)/dx');
   close(dp, [0, 1.5 ** 3 * Math.log(1.5), 0, 2 * Math.log(2)], 'd(x^p)/dp');
   close(dz, [0, 0, 0], 'd(z^0)/dz');

@@ -288,6 +288,7 @@ test('runAnswerEval answers each case as answer() does: routed by the router, se
     const router = Router.load(path.join(DEFAULT_DIR, 'router.json'), model.config.hiddenSize);
     const cases = syntheticCases('test', 8, 3).slice(0, 5), opts = { reasoning: 'auto' as const, samples: 2, temperature: 0.8, topP: 0.95, maxTokens: 96, seed: 7 };
     const r = await runAnswerEval(model, cases, opts, { router });
+    assert.equal(r.cases.length, cases.length, 'every case is evaluated');
     for (const [i, c] of r.cases.entries()) {
       const a = await answer(model, cases[i].question, { ...opts, seed: 7 + 2 * i, task: 'synthetic' }, { router });
       // The text as generated (runEval's is), tags where the model wrote them: not thinking + "</think>" + answer, which added a tag to a thinking never closed.
@@ -368,6 +369,7 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
   try {
     const cases = syntheticCases('test', 40, 3).filter((c) => c.category === 'hard').slice(0, 2);
     const r = await runEval(model, cases, { maxTokens: 256, temperature: 0, reasoning: true });
+    assert.equal(r.cases.length, cases.length, 'every case is evaluated');
     for (const [k, c] of r.cases.entries()) {
       const a = await answer(model, cases[k].question, { reasoning: 'on', maxTokens: 256 });
       assert.equal(c.thinkingTokens, a.samples[0].thinkingTokens, `case ${k}`);
@@ -375,10 +377,12 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
     }
     // Cut off inside its thinking, an output has no answer: its last number is not graded.
     const cut = await runEval(model, cases, { maxTokens: 6, temperature: 0, reasoning: true });
+    assert.equal(cut.cases.length, cases.length, 'every case is evaluated');
     for (const c of cut.cases) assert.deepEqual([c.thinkingTokens, c.correct], [c.tokens, false], c.text);
     assert.ok(cut.cases.some((c) => /\d/.test(c.text)), 'the cut-off thinking holds numbers the old grading read');
     // A thinking cap: the same thinking, forced close and answer as answer() with maxThinkingTokens.
     const capped = await runEval(model, cases, { maxTokens: 64, temperature: 0, reasoning: true, maxThinkingTokens: 8 });
+    assert.equal(capped.cases.length, cases.length, 'every case is evaluated');
     for (const [k, c] of capped.cases.entries()) {
       const a = await answer(model, cases[k].question, { reasoning: 'on', maxTokens: 64, maxThinkingTokens: 8 });
       assert.deepEqual([c.thinkingTokens, c.tokens, c.correct], [8, a.samples[0].tokens, a.winner === String(cases[k].gold)], `case ${k}`);
@@ -387,6 +391,7 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
     // A budget line: the reply answer() gives with the same budget; it is fed (the third hard case thinks longer at 1000).
     const three = syntheticCases('test', 40, 3).filter((c) => c.category === 'hard').slice(0, 3);
     const [budgeted, plain] = [await runEval(model, three, { maxTokens: 256, temperature: 0, reasoning: true, budget: 1000 }), await runEval(model, three, { maxTokens: 256, temperature: 0, reasoning: true })];
+    assert.equal(budgeted.cases.length, three.length, 'every case is evaluated');
     for (const [k, c] of budgeted.cases.entries()) {
       const a = await answer(model, three[k].question, { reasoning: 'on', maxTokens: 256, budget: 1000 });
       assert.deepEqual([c.tokens, c.thinkingTokens, c.extracted ?? undefined], [a.samples[0].tokens, a.samples[0].thinkingTokens, a.samples[0].extracted], `case ${k}`);
@@ -407,6 +412,7 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
   try {
     const cases = syntheticCases('test', 12, 3).slice(0, 3);
     const r = await runEval(bare, cases, { maxTokens: 24, temperature: 0, nativeThinking: true });
+    assert.equal(r.cases.length, cases.length, 'every case is evaluated');
     for (const [k, c] of r.cases.entries()) {
       const a = await answer(bare, cases[k].question, { reasoning: 'off', nativeThinking: true, maxTokens: 24 });
       assert.deepEqual([c.text.trim(), c.tokens], [a.answer, a.samples[0].tokens], `case ${k}`);
@@ -428,6 +434,7 @@ test('runEval with the reasoning adapter: thinking tokens are the segment before
     const cases = syntheticCases('test', 12, 3).slice(0, 2);
     for (const reasoning of [true, false]) {
       const r = await runEval(thinker, cases, { maxTokens: 48, temperature: 0, nativeThinking: true, reasoning });
+      assert.equal(r.cases.length, cases.length, 'every case is evaluated');
       for (const [k, c] of r.cases.entries()) {
         const a = await answer(thinker, cases[k].question, { reasoning: reasoning ? 'on' : 'off', nativeThinking: true, maxTokens: 48 });
         assert.deepEqual([c.tokens, c.thinkingTokens], [a.samples[0].tokens, a.samples[0].thinkingTokens], `${reasoning ? 'thinking' : 'direct'} case ${k}`);
