@@ -1426,7 +1426,9 @@ test('server: /metrics exposes requests, tokens, TTFT and latency histograms, ba
   const before = await (await fetch(`${url}/metrics`)).text();
   const r = await create(ask('What is 9 plus 5?', { max_tokens: 40, edgereason: { reasoning: 'on' } }));
   const now = await (await fetch(`${url}/metrics`)).text();
+  names.push(`edgereason_routes_total{model="${r.model}",route="reasoning"}`, `edgereason_routes_total{model="${r.model}",route="direct"}`, 'edgereason_queue_wait_seconds_count');
   const d = Object.fromEntries(names.map((n) => [n, value(now, n) - value(before, n)]));
+  assert.deepEqual([r.edgereason.route, ...names.slice(-3).map((n) => d[n])], ['reasoning', 1, 0, 1], 'the route taken, counted once; one wait for batch slots');
   assert.ok(r.usage.completion_tokens_details.reasoning_tokens > 0 && r.usage.completion_tokens > r.usage.completion_tokens_details.reasoning_tokens, JSON.stringify(r.usage));
   assert.deepEqual(names.slice(0, 4).map((n) => d[n]).concat(d.edgereason_request_duration_seconds_count, d['edgereason_time_to_first_token_seconds_bucket{le="+Inf"}'], d['edgereason_request_duration_seconds_bucket{le="60"}']),
     [r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.completion_tokens_details.reasoning_tokens, 1, 1, 1, 1], JSON.stringify(d));
