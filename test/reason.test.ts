@@ -635,7 +635,10 @@ test('(e) an escalated request reasons exactly as reasoning "on" does: the invoc
     assert.equal(esc.route, 'reasoning');
     assert.deepEqual([esc.escalation!.at, esc.escalation!.tokens], [0, 1], 'cancelled at its first token');
     assert.deepEqual(esc.samples.map((s) => s.tokenIds), on.samples.map((s) => s.tokenIds));
-    esc.samples.forEach((s, i) => s.logprobs!.forEach((lp, k) => assert.ok(Math.abs(lp - on.samples[i].logprobs![k]) < 1e-4)));
+    esc.samples.forEach((s, i) => {
+      assert.equal(s.logprobs!.length, on.samples[i].logprobs!.length, `sample ${i}: a log-probability per token`);
+      s.logprobs!.forEach((lp, k) => assert.ok(Math.abs(lp - on.samples[i].logprobs![k]) < 1e-4, `sample ${i} token ${k}: ${lp} vs ${on.samples[i].logprobs![k]}`));
+    });
   }
   const off = await answer(m, q, { reasoning: 'off', maxTokens: M });
   const pass = await answer(m, q, { reasoning: 'auto', maxTokens: M }, { router: gated(-1e9) });
