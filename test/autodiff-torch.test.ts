@@ -17,11 +17,9 @@ import { Graph } from '../src/onnx/graph.ts';
 import { addBackward } from '../src/autodiff/backward.ts';
 import { tokenLogprobs, weightedNll } from '../src/autodiff/loss.ts';
 import { rng } from './helpers/random-model.ts';
+import { hasTorch, PY, torchNote } from './helpers/torch.ts';
 
-const PY = '/usr/bin/python3';
 const ORACLE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'oracle/torch_vjp.py');
-const hasTorch = (() => { try { execFileSync(PY, ['-c', 'import torch']); return true; } catch { return false; } })();
-const torchNote = 'PyTorch oracle missing: install Debian\'s python3-torch (apt-get install python3-torch); .ci/run does this';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-vjp-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

@@ -17,13 +17,11 @@ import { Trainer, aloraMask } from '../src/train/trainer.ts';
 import type { Example } from '../src/train/data.ts';
 import type { Params } from '../src/train/optim.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
+import { hasTorch, PY, torchNote } from './helpers/torch.ts';
 
-const PY = '/usr/bin/python3';
 const ORACLE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'oracle/torch_qwen2.py');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-oracle-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
-const hasTorch = (() => { try { execFileSync(PY, ['-c', 'import torch']); return true; } catch { return false; } })();
-const torchNote = 'PyTorch oracle missing: install Debian\'s python3-torch (apt-get install python3-torch); .ci/run does this';
 
 const model = makeRandomQwen2({ dir: path.join(tmp, 'm'), seed: 7, gguf: false, config: { numLayers: 2, vocabSize: 512 } });
 const cfg = model.config;
