@@ -73,13 +73,13 @@ function checkGrader(grader: string | undefined): void {
   if (grader !== undefined && !TASKS.includes(grader as Task)) throw new Error(`--grader must be one of ${TASKS.join(', ')}, got "${grader}"`);
 }
 
+/** The file --task names: any --task that is none of `builtins` (undefined for those). */
+export const ownTaskFile = (task: string, builtins: readonly string[]): string | undefined => (builtins.includes(task) ? undefined : task);
+
 /**
  * What a --task names: one of `builtins` (file undefined), or a file of one's own questions, and the grader of that
  * file's answers (--grader, default gsm8k: the last number; refused beside a built-in task, which grades as its own).
  */
-/** The file --task names: any --task that is none of `builtins` (undefined for those). */
-export const ownTaskFile = (task: string, builtins: readonly string[]): string | undefined => (builtins.includes(task) ? undefined : task);
-
 export function taskFileOf(o: { task: string; grader?: string }, builtins: readonly string[]): { file?: string; grader: Task } {
   const file = ownTaskFile(o.task, builtins);
   if (file !== undefined && !fs.existsSync(file)) {
