@@ -29,6 +29,7 @@ import { checkOutDir, checkOutFile, lockTraining, removeStale, replacedArtefacts
 import { DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-model.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
 import { sharedPath } from './helpers/shared.ts';
+import { slow, SLOW } from './helpers/tier.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin/edgereason.js');
@@ -118,7 +119,7 @@ test('training data: a non-string completion and an unknown role are refused, na
   assert.throws(() => readJsonl(f), { message: `${f}:1: "completion" has no assistant message, so nothing to train on` });
 });
 
-test('train-sft refuses, before loading anything, an --out that is the base model, a file, or holds an adapter; --overwrite replaces it', () => {
+test('train-sft refuses, before loading anything, an --out that is the base model, a file, or holds an adapter; --overwrite replaces it', slow, () => {
   const before = snapshot(model.dir);
   let r = sft(model.dir, '--full');
   assert.equal(r.status, 1);
@@ -210,7 +211,7 @@ test('train-sft --full refuses a folder with files it would replace (a tokenizer
   assert.throws(() => checkOutDir(trained, { what: 'adapter', resume: false }), /trained-out already holds files this run would replace \(training_log\.json, checkpoint\/checkpoint\.json\); choose another folder, or pass --overwrite to replace it \(or --resume/);
 });
 
-test('an output folder is refused before any work when it would hold its own input, cannot be written into, or breaks the layout', () => {
+test('an output folder is refused before any work when it would hold its own input, cannot be written into, or breaks the layout', slow, () => {
   // A model named by one of its files is its folder: --overwrite there removed the model's files as an earlier run's.
   const m = at('own-model');
   fs.cpSync(model.dir, m, { recursive: true });
@@ -255,7 +256,7 @@ test('an output folder is refused before any work when it would hold its own inp
   assert.deepEqual(snapshot(m), before);
 });
 
-test('train-sft: contradictory and unused flags are refused or warned about', () => {
+test('train-sft: contradictory and unused flags are refused or warned about', slow, () => {
   assert.match(sft(at('f1'), '--full', '--lora-r', '4', '--targets', 'q,v').stderr, /--full trains every weight, not a LoRA adapter: --lora-r, --targets contradict it/);
   assert.match(sft(at('f1'), '--full', '--alora-invocation', '<think>').stderr, /--alora-invocation makes an activated LoRA adapter .* --full trains every weight/);
   const r = sft(at('afile'), '--eval-every', '5');
@@ -444,7 +445,7 @@ test('a platform onnxruntime-node has no build for (an Intel Mac) is named in on
   assert.equal(r.stdout, '');
 });
 
-test('$EDGEREASON_THREADS other than a whole number from 1 to 1024 is named, not passed to onnxruntime or ignored', () => {
+test('$EDGEREASON_THREADS other than a whole number from 1 to 1024 is named, not passed to onnxruntime or ignored', slow, () => {
   for (const bad of ['2.5', 'abc', '0', '1025']) {
     const r = spawnSync(process.execPath, [BIN, 'generate', '--model', DEFAULT_DIR, '--prompt', 'hi', '--max-tokens', '2'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, EDGEREASON_THREADS: bad } });
     assert.equal(r.status, 1);
@@ -454,7 +455,7 @@ test('$EDGEREASON_THREADS other than a whole number from 1 to 1024 is named, not
   assert.equal(ok.status, 0, ok.stderr);
 });
 
-test('--prompt - and --question - read the text from the standard input', () => {
+test('--prompt - and --question - read the text from the standard input', slow, () => {
   const run = (args: string[], input: string) => spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
   const gen = (prompt: string, input = '') => run(['generate', '--model', DEFAULT_DIR, '--prompt', prompt, '--max-tokens', '12'], input);
   const piped = gen('-', 'Tom has 3 apples.\n'), given = gen('Tom has 3 apples.\n');
@@ -484,7 +485,7 @@ test('--prompt - and --question - read the text from the standard input', () => 
   assert.equal(nothing.stderr.split('\n')[0], 'edgereason: note: --prompt -: the standard input was empty');
 });
 
-test('a bench run on a day that already has results writes <name>-<date>-2 beside them; the first run\'s files are kept', () => {
+test('a bench run on a day that already has results writes <name>-<date>-2 beside them; the first run\'s files are kept', slow, () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-bench-'));
   try {
     const run = () => spawnSync(process.execPath, ['--import', 'tsx', 'bench/matmul.ts', '--layers', '1', '--results-dir', dir], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
@@ -508,7 +509,7 @@ test('bench median: the middle value, of an even count the mean of the two middl
   assert.ok(Number.isNaN(median([])));
 });
 
-test('bench scripts run directly refuse unknown flags and numbers not of their flag\'s kind before any work (no result file written); --help lists theirs; their own refusals are one line', () => {
+test('bench scripts run directly refuse unknown flags and numbers not of their flag\'s kind before any work (no result file written); --help lists theirs; their own refusals are one line', slow, () => {
   const bench = (script: string, ...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', `bench/${script}.ts`, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   const before = fs.readdirSync(path.join(ROOT, 'bench/results')).join();
   for (const [args, re] of [[['--help'], /^usage: node --import tsx bench\/matmul\.ts \[--layers <an integer ≥ 1>\] \[--threads <an integer ≥ 1>\] \[--results-dir <value>\] \[--no-write\]$/m],
@@ -583,7 +584,7 @@ test('train-router interrupted by SIGINT while it fits the probe exits 130 sayin
   assert.ok(!fs.existsSync(at('fit-router.json')));
 });
 
-test('train-router checks --out again before it writes: a file that came there while it trained is kept, not replaced', async () => {
+test('train-router checks --out again before it writes: a file that came there while it trained is kept, not replaced', slow, async () => {
   const out = at('late-router.json');
   const child = spawn(process.execPath, [BIN, 'train-router', '--model', DEFAULT_DIR, '--rule', 'accuracy', '--out', out, '--limit', '20', '--val', '300', '--max-tokens', '8', '--steps', '20'], { cwd: ROOT });
   let stderr = '';
@@ -649,7 +650,7 @@ test('train-sft interrupted before its first step (tokenizing its data) exits 13
   assert.deepEqual([fs.existsSync(out), fs.existsSync(at('early'))], [false, false]);
 });
 
-test('train-router, train-verifier and eval refuse a folder as --out before loading the model; eval --out is the JSON path', async () => {
+test('train-router, train-verifier and eval refuse a folder as --out before loading the model; eval --out is the JSON path', slow, async () => {
   const dir = at('outdir');
   fs.mkdirSync(dir);
   for (const [cmd, what] of [['train-router', 'router JSON'], ['train-verifier', 'verifier JSON'], ['eval', 'JSON report']]) {
@@ -777,7 +778,7 @@ test('train-router, train-verifier and eval refuse a folder as --out before load
     `eval: note: gsm8k: its first 1 of 1319 questions (--limit 1; --limit 1319 evaluates them all)\nedgereason: model: ${at('no-such-model')} does not exist\n`);
 });
 
-test('eval on a dataset says what share of it --limit takes and how many answers --max-tokens cut off', () => {
+test('eval on a dataset says what share of it --limit takes and how many answers --max-tokens cut off', slow, () => {
   const r = cli(['eval', '--model', at('m'), '--task', 'gsm8k', '--limit', '2', '--max-tokens', '3', '--out', at('gsm.json')]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /^eval: note: gsm8k: its first 2 of 1319 questions \(--limit 2; --limit 1319 evaluates them all\)$/m);
@@ -807,7 +808,7 @@ test('eval on a dataset says what share of it --limit takes and how many answers
   assert.match(long.stderr, /^eval: note: base: 1 of 1 answers were cut off by the end of the model's context \(1024 tokens\) and graded as they stand \(the table's "cut off" column\)$/m);
 });
 
-test('train-router: the savings rule (the default) needs --adapter; unused flags are named; train-verifier refuses greedy candidates', () => {
+test('train-router: the savings rule (the default) needs --adapter; unused flags are named; train-verifier refuses greedy candidates', slow, () => {
   let r = cli(['train-router', '--model', at('m'), '--out', at('r.json')]);
   assert.match(r.stderr, /the savings rule \(the default\) needs --adapter <reasoning adapter>.*or --rule accuracy/);
   r = cli(['train-router', '--model', at('m'), '--rule', 'accuracy', '--max-loss', '0.02', '--reasoning-max-tokens', '9', '--out', at('outdir')]);
@@ -827,7 +828,7 @@ test('train-router: the savings rule (the default) needs --adapter; unused flags
   assert.match(cli(['train-router', '--model', at('m'), '--native-thinking', '--adapter', at('a'), '--out', at('r.json')]).stderr, /train-router: --native-thinking routes between the model's own thinking and direct answers: leave --adapter out/);
 });
 
-test('train-rl: --out must not be its --adapter; a run stopped by --steps resumes with more; the adapter records the base model', { skip: !fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet' }, async () => {
+test('train-rl: --out must not be its --adapter; a run stopped by --steps resumes with more; the adapter records the base model', { skip: SLOW || (!fs.existsSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')) && 'models/default not trained yet') }, async () => {
   const sftCopy = at('sft-adapter');
   fs.cpSync(ADAPTER_DIR, sftCopy, { recursive: true });
   const before = snapshot(sftCopy);
@@ -874,7 +875,7 @@ test('train-rl: --out must not be its --adapter; a run stopped by --steps resume
   assert.equal(shipped('reasoning-adapter-rl'), shipped('reasoning-adapter'));
 });
 
-test('export-trl: a non-empty --out is refused without --overwrite; local base models are absolute, missing ones refused; no fallback token ids', async () => {
+test('export-trl: a non-empty --out is refused without --overwrite; local base models are absolute, missing ones refused; no fallback token ids', slow, async () => {
   const out = at('trl');
   fs.mkdirSync(out);
   fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
@@ -901,7 +902,7 @@ test('export-trl: a non-empty --out is refused without --overwrite; local base m
   assert.throws(() => exportTrl({ out: at('trl-hub'), baseModel: 'Qwen/Qwen2.5-0.5B-Instruct', examples: 4, rlPrompts: 2 }), /is not empty/);
 });
 
-test('--version prints package.json\'s version; demo --help names its default once; answer, chat, generate and serve run the embedded model without --model; CLI errors name flags, not API options', async () => {
+test('--version prints package.json\'s version; demo --help names its default once; answer, chat, generate and serve run the embedded model without --model; CLI errors name flags, not API options', slow, async () => {
   const { stdout } = await promisify(execFile)(process.execPath, [BIN, '--version'], { cwd: ROOT });
   assert.equal(stdout.trim(), JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
   const help = cli(['demo', '--help']).stdout;
@@ -1080,7 +1081,7 @@ test('--version prints package.json\'s version; demo --help names its default on
     ["edgereason: unknown command 'nosuch'\n(add --help for the options)\n", "edgereason: unknown option '--foo'\n(add --help for the options)\n", 'edgereason: --max-tokens must be an integer ≥ 1, got "abc"\n(add --help for the options)\n']);
 });
 
-test('answer uses the reasoning adapter beside the model by default (as serve does); --no-adapter is the base alone', () => {
+test('answer uses the reasoning adapter beside the model by default (as serve does); --no-adapter is the base alone', slow, () => {
   const q = ['answer', '--model', 'models/default', '--question', 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?'];
   const r = cli(q);
   assert.equal(r.status, 0, r.stderr);
@@ -1134,7 +1135,7 @@ test('answer uses the reasoning adapter beside the model by default (as serve do
     ['edgereason: answer: --max-thinking-tokens 27 leaves no room for the answer within --max-tokens 30: closing the thinking takes 3 tokens and the answer at least one; lower --max-thinking-tokens or raise --max-tokens']);
 });
 
-test('answer --response-format: the answer is JSON the schema file accepts; a schema it cannot hold to, a missing file and bad JSON are named before the model loads', () => {
+test('answer --response-format: the answer is JSON the schema file accepts; a schema it cannot hold to, a missing file and bad JSON are named before the model loads', slow, () => {
   const schemaFile = at('answer-schema.json');
   const schema = { type: 'object', properties: { dollars: { type: 'integer' }, sure: { type: 'boolean' } }, required: ['dollars', 'sure'] };
   fs.writeFileSync(schemaFile, `\uFEFF${JSON.stringify(schema)}`); // with the byte-order mark Windows PowerShell 5.1 writes (it was "not JSON")
@@ -1148,7 +1149,7 @@ test('answer --response-format: the answer is JSON the schema file accepts; a sc
   assert.deepEqual(refused('json'), [1, `edgereason: --response-format must be json_object, a JSON schema or @file.json holding one; got "json" (Unexpected token 'j', "json" is not valid JSON)`]);
 });
 
-test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named; answer --budget with an adapter that was not budget-trained is noted', () => {
+test('generate --chat-template-kwargs: the variables reach the chat template (enable_thinking: false adds the empty thinking block\'s 6 tokens); bad JSON and a missing --chat are named; answer --budget with an adapter that was not budget-trained is noted', slow, () => {
   const gen = (...extra: string[]) => cli(['generate', '--model', 'models/default', '--prompt', 'What is the capital of Vorland?', '--max-tokens', '4', '--stats', ...extra]);
   const promptTokens = (r: ReturnType<typeof cli>) => Number(/^prompt (\d+) tokens/m.exec(r.stderr)?.[1]);
   const [plain, direct] = [gen('--chat'), gen('--chat', '--chat-template-kwargs', '{"enable_thinking": false}')];
@@ -1212,7 +1213,7 @@ test('generate --chat-template-kwargs: the variables reach the chat template (en
   assert.deepEqual([served.status, served.stderr.trim().split('\n').at(-1)], [1, `edgereason: ${log} (train-rl's log): budgets must be a list of positive integers (the thinking budgets it trained on), got null`]);
 });
 
-test('convert gives the graph the LoRA inputs of the reasoning adapters beside the model, and says how to bring the setup along (it copies nothing)', () => {
+test('convert gives the graph the LoRA inputs of the reasoning adapters beside the model, and says how to bring the setup along (it copies nothing)', slow, () => {
   const src = at('setup-src'), out = at('setup-out');
   fs.mkdirSync(src);
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'router.json', 'verifier.json']) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(src, f));
@@ -1235,7 +1236,7 @@ test('convert gives the graph the LoRA inputs of the reasoning adapters beside t
   assert.deepEqual([r2.status, r2.stderr], [0, `edgereason: note: ${src}/reasoning-adapter trains k_proj, o_proj, gate_proj, up_proj, down_proj, which --lora-targets leaves without LoRA inputs: the converted model cannot take it (leave --lora-targets out for its adapters' own)\n`]);
 });
 
-test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', () => {
+test('convert refuses to write into its own --model folder or a file; a converted folder is rebuilt in place', slow, () => {
   const src = at('conv-src');
   fs.mkdirSync(src);
   for (const f of fs.readdirSync(model.dir)) if (!f.endsWith('.gguf')) fs.copyFileSync(path.join(model.dir, f), path.join(src, f));
@@ -1322,7 +1323,7 @@ test('convert refuses to write into its own --model folder or a file; a converte
   assert.equal(cli(['cache'], { ...process.env, EDGEREASON_CACHE: path.join(src, 'config.json') }).stderr, `edgereason: cache: the cache folder ${path.join(src, 'config.json')} is not a folder (set $EDGEREASON_CACHE to one, or pass --dir)\n`);
 });
 
-test('the CLI: output piped into a reader that stops early ends quietly; list flags and folders are checked by name; greedy answers note ignored sampling flags', () => {
+test('the CLI: output piped into a reader that stops early ends quietly; list flags and folders are checked by name; greedy answers note ignored sampling flags', slow, () => {
   const pipe = spawnSync('bash', ['-c', `"${process.execPath}" "${BIN}" generate --model "${model.dir}" --prompt hi --max-tokens 200 --quant fp32 | head -c 1; exit \${PIPESTATUS[0]}`], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
   assert.deepEqual([pipe.status, pipe.stderr.includes('EPIPE')], [0, false], pipe.stderr);
   for (const cmd of [['export-trl', '--out', at('trl-x')], ['train-rl', '--model', model.dir, '--adapter', at('a'), '--out', at('rl-x')]]) {
@@ -1341,7 +1342,7 @@ test('the CLI: output piped into a reader that stops early ends quietly; list fl
   assert.deepEqual([single.status, single.stderr.trim()], [1, 'edgereason: answer: --vote combines several samples: give --samples N (N ≥ 2)']);
 });
 
-test('chat: each line a turn of one conversation (the replies kept, read from the prompt cache the next turn), /reset starts over, --prompt-cache-file keeps them for the next chat, a bad flag is named', () => {
+test('chat: each line a turn of one conversation (the replies kept, read from the prompt cache the next turn), /reset starts over, --prompt-cache-file keeps them for the next chat, a bad flag is named', slow, () => {
   const kept = path.join(tmp, 'chat-prompts.safetensors');
   const chat = (input: string) => spawnSync(process.execPath, [BIN, 'chat', '--reasoning', 'off', '--prompt-cache-file', kept], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
   const turnsOf = (err: string) => [...err.matchAll(/^\[direct; 1 answer token; prompt (\d+) tokens, (\d+) of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]$/gm)].map((m) => [+m[1], +m[2]]);
@@ -1395,7 +1396,7 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   assert.ok(prompts.length === 2 && prompts[1] < 40, cut.stderr); // the second turn's prompt is its own question alone
 });
 
-test('chat samples with the model\'s generation_config.json where the flags say nothing (as serve), and says so', () => {
+test('chat samples with the model\'s generation_config.json where the flags say nothing (as serve), and says so', slow, () => {
   const dir = at('chat-gen');
   fs.mkdirSync(dir);
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(DEFAULT_DIR, f), path.join(dir, f));
@@ -1427,7 +1428,7 @@ test('chat samples with the model\'s generation_config.json where the flags say 
   assert.match(broken.stderr, new RegExp(`^edgereason: note: ${converted}/generation_config.json is not valid JSON: .*: its sampling advice is left out$`, 'm'));
 });
 
-test('generate and answer --prompt-cache-file: the next run reads the prompt the last one kept (its stats say how much); a run that keeps nothing new leaves the file as it was', () => {
+test('generate and answer --prompt-cache-file: the next run reads the prompt the last one kept (its stats say how much); a run that keeps nothing new leaves the file as it was', slow, () => {
   const kept = path.join(tmp, 'generate-prompts.safetensors'), question = 'Jack starts with 15 marbles. He buys 4 bags with 4 marbles in each bag. How many marbles does Jack have?';
   const gen = () => cli(['generate', '--model', DEFAULT_DIR, '--chat', '--prompt', question, '--max-tokens', '6', '--stats', '--prompt-cache-file', kept]);
   const first = gen(), stats = /^prompt (\d+) tokens(?: \((\d+) from the prompt cache\))?, generated/m;
@@ -1562,7 +1563,7 @@ sys.stdout.write(out.decode(errors='replace'))`;
   assert.match(screen, /> half typed\^C\r\n> Reverse the word sand\.\r\r\ndnas\r\n\[direct; 1 answer token; prompt 24 tokens, 0 of them from the prompt cache; TTFT [\d.]+ ms, \d+ ms\]\r\n> \r\n$/);
 });
 
-test('generate, answer and chat --prompt-lookup: the same text as without it; the stats say how many guesses were kept; a limit out of range is named', () => {
+test('generate, answer and chat --prompt-lookup: the same text as without it; the stats say how many guesses were kept; a limit out of range is named', slow, () => {
   const story = ['--model', sharedPath('models/stories260K/stories260K.bin'), '--prompt', 'Once upon a time', '--max-tokens', '120', '--stats'];
   const [plain, fast] = [cli(['generate', ...story]), cli(['generate', ...story, '--prompt-lookup', '6'])];
   assert.equal(fast.status, 0, fast.stderr);
@@ -1585,7 +1586,7 @@ test('generate, answer and chat --prompt-lookup: the same text as without it; th
   assert.match(cli(['generate', ...story, '--prompt-lookup', '65']).stderr, /--prompt-lookup must be an integer in \[0, 64\], got "65"/);
 });
 
-test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): generate gives the text of a config.json saying the same; convert keeps the scaling; misuse is named for every command that loads a model', () => {
+test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): generate gives the text of a config.json saying the same; convert keeps the scaling; misuse is named for every command that loads a model', slow, () => {
   // The embedded default (a trained model: its text moves with its RoPE), and a copy whose config.json says YaRN.
   const said = at('default-yarn');
   fs.mkdirSync(said);
@@ -1628,7 +1629,7 @@ test('--rope-scaling, --rope-scale, --yarn-orig-ctx (llama.cpp\'s flags): genera
   assert.deepEqual(['rope-never', 'rope-eval.json', 'rope-r.json', 'rope-v.json'].filter((f) => fs.existsSync(at(f))), []);
 });
 
-test('a --task file of one\'s own is checked as train-rl checks it, before any work: eval, train-router and train-verifier name a character the tokenizer lacks, and the routers a prompt too long for the context, by file:line', () => {
+test('a --task file of one\'s own is checked as train-rl checks it, before any work: eval, train-router and train-verifier name a character the tokenizer lacks, and the routers a prompt too long for the context, by file:line', slow, () => {
   const task = (name: string, second: string) => {
     const f = at(name);
     fs.writeFileSync(f, [{ prompt: 'Tom has 5 apples. He buys 2 more. How many apples does he have?', answer: 7 }, { prompt: second, answer: 5 }].map((x) => JSON.stringify(x)).join('\n') + '\n');

@@ -11,10 +11,11 @@ import { trainDefault, DEFAULT_DIR, ADAPTER_DIR } from '../src/tasks/default-mod
 import { loadModel } from '../src/runtime/model.ts';
 import { answer } from '../src/reason/answer.ts';
 import { Router } from '../src/reason/router.ts';
+import { slow } from './helpers/tier.ts';
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-test('the default recipe: base (full-parameter), anneal and reasoning adapter (activated LoRA) losses fall within a few steps', async (t) => {
+test('the default recipe: base (full-parameter), anneal and reasoning adapter (activated LoRA) losses fall within a few steps', slow, async (t) => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-default-'));
   t.after(() => fs.rmSync(out, { recursive: true, force: true }));
   const r = await trainDefault({ out, baseExamples: 1500, annealExamples: 2000, adapterExamples: 200, maxSteps: 40, quiet: true });

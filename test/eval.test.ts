@@ -26,6 +26,7 @@ import { isReportSibling, markdownTable, wilson } from '../src/eval/report.ts';
 import { version } from '../src/version.ts';
 import { Router } from '../src/reason/router.ts';
 import { labelItems } from '../src/cli/train-router.ts';
+import { slow } from './helpers/tier.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-eval-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -215,7 +216,7 @@ test('runEval goes on from the results of an interrupted run (done): those cases
   }
 });
 
-test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report; the same command goes on from there, another evaluation is refused', async () => {
+test('eval CLI: Ctrl-C keeps the finished answers in a journal beside the report; the same command goes on from there, another evaluation is refused', slow, async () => {
   const dir = path.join(tmp, 'journal', 'new'), out = path.join(dir, 'r.json'), journal = path.join(dir, 'r.partial.jsonl'); // a folder still to be made
   const args = (limit: number, ...flags: string[]) => [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', String(limit), '--max-tokens', '4', '--out', out, ...flags];
   const lines = () => (fs.existsSync(journal) ? fs.readFileSync(journal, 'utf8').split('\n').filter(Boolean) : []);
@@ -305,7 +306,7 @@ test('runAnswerEval answers each case as answer() does: routed by the router, se
   }
 });
 
-test('eval CLI: --router and --samples add the routed and voting runs (answer()); a rerun refreshes the report, flags that need --samples, an adapter or a verifier are refused by name', () => {
+test('eval CLI: --router and --samples add the routed and voting runs (answer()); a rerun refreshes the report, flags that need --samples, an adapter or a verifier are refused by name', slow, () => {
   const out = path.join(tmp, 'routed.json'), adapter = path.join(DEFAULT_DIR, 'reasoning-adapter'), router = path.join(DEFAULT_DIR, 'router.json');
   const run = (...flags: string[]) => spawnSync(process.execPath, [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', '6', '--max-tokens', '48', '--out', out, ...flags], { encoding: 'utf8' });
   const refused = (message: string, ...flags: string[]) => assert.deepEqual([run(...flags).stderr, fs.existsSync(out)], [`edgereason: ${message}\n`, false]);
@@ -346,7 +347,7 @@ test('eval CLI: --router and --samples add the routed and voting runs (answer())
   assert.equal(run(...flags, '--top-p', '0.5').stderr, `edgereason: --out ${out} holds the report of another evaluation (--top-p: 1 there, 0.5 here); pass --overwrite to replace it, or choose another --out\n`);
 });
 
-test('eval CLI: --temperature samples, each case from --seed + its index (the same report twice), and the report says so', () => {
+test('eval CLI: --temperature samples, each case from --seed + its index (the same report twice), and the report says so', slow, () => {
   const run = (out: string, ...flags: string[]) => spawnSync(process.execPath, [path.resolve('bin/edgereason.js'), 'eval', '--model', DEFAULT_DIR, '--limit', '6', '--max-tokens', '8', '--out', out, ...flags], { encoding: 'utf8' });
   const read = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8')).base;
   for (const f of ['a', 'b']) assert.equal(run(path.join(tmp, `${f}.json`), '--temperature', '1.5', '--seed', '5').status, 0);
@@ -515,7 +516,7 @@ test('the library refuses bad arguments by name before any work: answer, Reasone
   }
 });
 
-test('eval CLI: --task takes a JSONL file of your own {"prompt","answer"} lines (as train-rl does), graded by --grader; misuse is named', () => {
+test('eval CLI: --task takes a JSONL file of your own {"prompt","answer"} lines (as train-rl does), graded by --grader; misuse is named', slow, () => {
   const mine = path.join(tmp, 'mine.jsonl'), out = path.join(tmp, 'mine', 'r.json');
   fs.writeFileSync(mine, [
     { prompt: 'Ella has 5 marbles. Ella sells 3 marbles. How many marbles does Ella have?', answer: 2 },

@@ -17,6 +17,7 @@ import { loadModel } from '../src/runtime/model.ts';
 import { hubCacheDir, parseHubSpec, resolveModelPath, shortName } from '../src/io/hub.ts';
 import { parseAdapterArg } from '../src/server/models.ts';
 import { makeRandomQwen2 } from './helpers/random-model.ts';
+import { slow } from './helpers/tier.ts';
 
 const run = promisify(execFile);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-hub-'));
@@ -228,7 +229,7 @@ test('hf: names, access, offline use and a repository that is not a model folder
   await assert.rejects(withEnv(hubEnv(cache), () => loadModel('edge/default')), /^Error: model: edge\/default does not exist \(as a Hugging Face model it is not in the cache: hf:edge\/default downloads it\)$/);
 });
 
-test('the command line downloads --model hf:… with the rest of the command unchanged', async () => {
+test('the command line downloads --model hf:… with the rest of the command unchanged', slow, async () => {
   const cache = path.join(tmp, 'cache4');
   const cli = (model: string) => run(process.execPath, ['bin/edgereason.js', 'generate', '--model', model, '--prompt', 'Hello', '--max-tokens', '12'],
     { encoding: 'utf8', env: childEnv(cache) });
@@ -345,7 +346,7 @@ test('hf: a repository that is not whole is refused by name; one without tokeniz
   assert.equal(await run('hf:edge/no-tokenizer-config', { HF_HUB_OFFLINE: '1' }), snapshot);
 });
 
-test('hf: a download that stalls (no data for 10 s) breaks off with what to do', async () => {
+test('hf: a download that stalls (no data for 10 s) breaks off with what to do', slow, async () => {
   await assert.rejects(withEnv(hubEnv(path.join(tmp, 'cache9')), () => resolveModelPath('hf:edge/slow')), /^Error: hub: (config|model)\.\S+: the download broke off at \d+ of \d+ bytes \(no data for 10 s\): run the same command again: it goes on from there$/);
 });
 

@@ -41,6 +41,7 @@ import { lmHead } from '../src/models/qwen2.ts';
 import { decodeGgml, ggufToModel, quantizeQ4_0, writeModelGguf } from '../src/io/gguf.ts';
 import { f32ToF16Bits } from '../src/io/safetensors.ts';
 import { maxDiff } from './helpers/numeric.ts';
+import { slow } from './helpers/tier.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-runtime-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -472,7 +473,7 @@ await b.close();
   assert.deepEqual([r.status, r.stdout.trim(), r.stderr], [0, JSON.stringify([['OnnxRuntimeError', 'onnxruntime_error', "runtime: onnxruntime failed to run the model's graph on 1 row of 3 tokens: Non-zero status code returned while running Reshape node. Name:'edgereason/Reshape_0' Status Message"], model.config.vocabSize]), ''], r.stderr);
 });
 
-test('runtime worker: a failed load ends the worker; calls after close() or after the worker exited are refused, none hangs', async () => {
+test('runtime worker: a failed load ends the worker; calls after close() or after the worker exited are refused, none hangs', slow, async () => {
   const junk = () => Uint8Array.from({ length: 64 }, (_, i) => (i * 7) % 256);
   await assert.rejects(within(WorkerBackend.create(model.config, junk(), { hasLora: false, threads: 1 })), /protobuf parsing failed/);
   // A process whose only load failed exits by itself (a live worker thread would keep it running).
@@ -1081,7 +1082,7 @@ test('a converted folder whose graph was damaged (its size unchanged) is said to
   }
 });
 
-test('loadModel keeps a converted copy in the cache: written once, then used as is; converted again when stale, broken or from another version; listed and pruned', async () => {
+test('loadModel keeps a converted copy in the cache: written once, then used as is; converted again when stale, broken or from another version; listed and pruned', slow, async () => {
   const cacheDir = path.join(tmp, 'cache'), converted = path.join(cacheDir, 'converted'), notes: string[] = [];
   const load = (o: LoadOptions = {}) => loadModel(model.dir, { quant: 'q4', worker: false, cacheDir, onNote: (n) => notes.push(n), ...o });
   // 'auto' builds a checkpoint this small in memory (well under a second) and writes nothing.

@@ -24,6 +24,7 @@ import type { Backend } from '../src/runtime/backend.ts';
 import { makeRandomQwen2, QWEN25_05B, QWEN3_06B } from './helpers/random-model.ts';
 import { DEFAULT_DIR } from '../src/tasks/default-model.ts';
 import { budgetControl } from '../src/reason/budget.ts';
+import { slow } from './helpers/tier.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-sft-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -106,7 +107,7 @@ test('the saved PEFT adapter, loaded by the runtime, reproduces the training for
   assert.ok(Math.abs(nll / targets - loss) <= 1e-4, `runtime ${nll / targets} vs training ${loss}`);
 });
 
-test('train-sft CLI: bad rank, unknown target, empty data file, a line without completion', () => {
+test('train-sft CLI: bad rank, unknown target, empty data file, a line without completion', slow, () => {
   const data = path.join(tmp, 'd.jsonl');
   fs.writeFileSync(data, '{"prompt":"a","completion":"b"}\n');
   const run = (args: string[]) => {

@@ -18,6 +18,7 @@ import type { Example } from '../src/train/data.ts';
 import type { Params } from '../src/train/optim.ts';
 import { makeRandomQwen2, rng } from './helpers/random-model.ts';
 import { hasTorch, PY, torchNote } from './helpers/torch.ts';
+import { SLOW } from './helpers/tier.ts';
 
 const ORACLE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'oracle/torch_qwen2.py');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-oracle-'));
@@ -153,7 +154,7 @@ test('Qwen3 (per-head q/k RMSNorm, head_dim ≠ hidden / heads): loss and gradie
   assert.ok(Math.abs(loss - unnormed) > 1e-3 * loss, `the q/k norms must matter (loss ${loss} vs ${unnormed} without them)`);
 });
 
-test('embedding gradient with many repeated ids on 2 threads: equals PyTorch, the same on every run', { skip: !hasTorch && torchNote }, async () => {
+test('embedding gradient with many repeated ids on 2 threads: equals PyTorch, the same on every run', { skip: SLOW || (!hasTorch && torchNote) }, async () => {
   // ORT's CPU ScatterND-add races when ids repeat across its threads; the Gather VJP sums repeats before scattering.
   const ids = Array.from({ length: 4000 }, (_, i) => ((i * 37) % 13) + 3), long: Example[] = [{ ids, lossMask: Uint8Array.from(ids, (_, t) => (t ? 1 : 0)) }];
   const trainer = await Trainer.create(cfg, new MemoryWeights(model.weights), { kind: 'full' }, { threads: 2 });
