@@ -3,7 +3,6 @@ import path from 'node:path';
 import { shortName } from '../io/hub.ts';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { MAX_THREADS } from '../runtime/threads.ts';
-import { createServer, isLoopback } from '../server/app.ts';
 import { lateProgress, onStopSignals } from '../train/progress.ts';
 import { thinkingNote } from './answer.ts';
 import { thinksByItself } from '../reason/answer.ts';
@@ -62,6 +61,8 @@ export function serveCommand(program: Command): void {
     .action(async (o) => {
       for (const check of checks) check();
       const adapters: AdapterSpec[] | undefined = o.adapter ? (o.adapter as string[]).map(parseAdapterArg) : undefined;
+      // The server (fastify) is loaded by serve alone: every other command starts without it.
+      const { createServer, isLoopback } = await import('../server/app.ts');
       const bar = lateProgress(`loading ${shortName(o.model)}`, 'M weights');
       const server = await createServer({
         model: o.model, adapters, router: o.router, verifier: o.verifier, servedModelName: o.servedModelName, nativeThinking: !!o.nativeThinking,
