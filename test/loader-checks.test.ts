@@ -447,6 +447,9 @@ test('tokenizer: a chat_template that is not a template, or a list without "defa
     [{ added_tokens: null }, /tokenizer: .*tok.*: "added_tokens" must be a list of \{"id", "content"\} tokens, got null$/],
     [{ added_tokens: [{ id: 3 }] }, /tokenizer: .*tok.*: "added_tokens"\[0\] must be \{"id", "content": string\}, got \{"id":3\}$/],
     [{ model: { ...json.model, merges: { a: 1 } } }, /tokenizer: .*tok.*: "model\.merges" must be a list of merges \("left right" or \[left, right\]\), got \{"a":1\}$/],
+    [{ model: { ...json.model, merges: [...json.model.merges, 7] } }, new RegExp(`tokenizer: .*tok.*: "model\\.merges"\\[${json.model.merges.length}\\] must be "left right" or \\[left, right\\], got 7$`)],
+    [{ model: { ...json.model, merges: ['ab', ...json.model.merges] } }, /tokenizer: .*tok.*: "model\.merges"\[0\] must be "left right" or \[left, right\], got "ab"$/],
+    [{ model: { ...json.model, merges: [['a', 1]] } }, /tokenizer: .*tok.*: "model\.merges"\[0\] must be "left right" or \[left, right\], got \["a",1\]$/],
   ] as const) {
     fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, ...changed }));
     assert.throws(withConfig({}), message);

@@ -587,8 +587,12 @@ function checkTokenIds(json: unknown, name: string): void {
     const unk = (j!.model as { unk_id?: unknown }).unk_id;
     if (unk !== undefined && unk !== null && !(Number.isInteger(unk) && (unk as number) >= 0 && (unk as number) < vocab.length)) throw new Error(`tokenizer: ${name}: a Unigram model's "model.unk_id" must be the index of a token of "model.vocab" (0 to ${vocab.length - 1}), got ${shown(unk)}`);
   }
-  if (map && !Object.keys(vocab).length) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`); // added tokens alone encode all text as unknown
-  if (map) for (const [token, id] of Object.entries(vocab)) check(token, id, '"model.vocab"');
+  if (map) {
+    // (for…in: Object.keys and Object.entries of a 151,643-token vocabulary take a quarter of a second, for…in a fifth of that)
+    let tokens = 0;
+    for (const token in vocab) { tokens++; check(token, (vocab as Record<string, unknown>)[token], '"model.vocab"'); }
+    if (!tokens) throw new Error(`tokenizer: ${name} has no vocabulary (its "model.vocab" holds no tokens)`); // added tokens alone encode all text as unknown
+  }
   added.forEach((t, i) => {
     if (typeof t?.content !== 'string') throw new Error(`tokenizer: ${name}: "added_tokens"[${i}] must be {"id", "content": string}, got ${shown(t)}`);
     check(t.content, t.id, `"added_tokens"[${i}]`);
@@ -599,17 +603,20 @@ function checkTokenIds(json: unknown, name: string): void {
   if (type === 'BPE' && model?.merges !== undefined && !Array.isArray(model.merges)) throw new Error(`tokenizer: ${name}: "model.merges" must be a list of merges ("left right" or [left, right]), got ${shown(model.merges)}`);
   if (type === 'BPE' && map && Array.isArray(model?.merges)) {
     const has = (t: string) => Object.hasOwn(vocab, t), prefix = typeof model.continuing_subword_prefix === 'string' ? model.continuing_subword_prefix : '';
-    model.merges.forEach((m: unknown, i: number) => {
-      const pair = typeof m === 'string' && m.includes(' ') ? [m.slice(0, m.indexOf(' ')), m.slice(m.indexOf(' ') + 1)] : m;
-      if (!Array.isArray(pair) || pair.length !== 2 || !pair.every((x) => typeof x === 'string')) throw new Error(`tokenizer: ${name}: "model.merges"[${i}] must be "left right" or [left, right], got ${shown(m)}`);
+    const merges: unknown[] = model.merges;
+    for (let i = 0; i < merges.length; i++) { // (a plain loop: 151,387 merges, once per load)
+      const m = merges[i], space = typeof m === 'string' ? m.indexOf(' ') : -1;
+      const pair = space >= 0 ? [(m as string).slice(0, space), (m as string).slice(space + 1)] : m;
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') throw new Error(`tokenizer: ${name}: "model.merges"[${i}] must be "left right" or [left, right], got ${shown(m)}`);
       const [a, b] = pair as [string, string], made = a + (prefix && b.startsWith(prefix) ? b.slice(prefix.length) : b);
+      if (has(a) && has(b) && has(made)) continue;
       const lacking = [a, b, made].find((t) => !has(t));
-      if (lacking !== undefined) throw new Error(`tokenizer: ${name}: "model.merges"[${i}] ${JSON.stringify(pair)} ${lacking === made && has(a) && has(b) ? 'makes' : 'holds'} ${JSON.stringify(lacking)}, which "model.vocab" lacks: the text it merges would be dropped`);
-    });
+      throw new Error(`tokenizer: ${name}: "model.merges"[${i}] ${JSON.stringify(pair)} ${lacking === made && has(a) && has(b) ? 'makes' : 'holds'} ${JSON.stringify(lacking)}, which "model.vocab" lacks: the text it merges would be dropped`);
+    }
   }
   // A post-processor's special tokens: each one its template names defined, with ids the vocabulary holds (the
   // library adds an unknown one as <unk>).
-  const ids = new Set<unknown>([...(map ? Object.values(vocab) : []), ...added.map((t) => t?.id)]);
+  let ids: Set<unknown> | undefined; // made only for a template that names ids (most tokenizers have none)
   const templates = (p: unknown): Record<string, unknown>[] => (!p || typeof p !== 'object' ? [] : (p as { type?: unknown }).type === 'TemplateProcessing' ? [p as Record<string, unknown>] : ((p as { processors?: unknown[] }).processors ?? []).flatMap(templates));
   for (const t of templates((j as { post_processor?: unknown } | null)?.post_processor)) {
     const defined = (t.special_tokens && typeof t.special_tokens === 'object' ? t.special_tokens : {}) as Record<string, { ids?: unknown }>;
@@ -619,7 +626,8 @@ function checkTokenIds(json: unknown, name: string): void {
     }
     for (const [k, v] of Object.entries(defined)) {
       if (!Array.isArray(v?.ids)) throw new Error(`tokenizer: ${name}: the post-processor's special token ${JSON.stringify(k)} must have a list of "ids", got ${shown(v)}`);
-      const bad = v.ids.find((x) => !ids.has(x));
+      ids ??= new Set<unknown>([...(map ? Object.values(vocab) : []), ...added.map((t) => t?.id)]);
+      const bad = v.ids.find((x) => !ids!.has(x));
       if (bad !== undefined) throw new Error(`tokenizer: ${name}: the post-processor's special token ${JSON.stringify(k)} has the id ${shown(bad)}, which is not a token of the vocabulary`);
     }
   }
