@@ -2079,6 +2079,8 @@ test('ropeScaling at load: YaRN / linear over a plain checkpoint as its config.j
   const cached = async (ropeScaling?: LoadOptions['ropeScaling']) => {
     const loaded = await loadModel(model.dir, { worker: false, cache: 'always', cacheDir, ropeScaling, onNote: (x) => notes.push(x) });
     await loaded.close();
+    // The copy's tokenizer is the source's (not built again from the copy's files): it names the user's folder.
+    assert.equal((loaded.tokenizer as { name?: string }).name, model.dir);
     return [loaded.config.ropeScaling?.type, loaded.config.maxPositionEmbeddings];
   };
   assert.deepEqual(await cached({ type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32 }), ['yarn', n]);

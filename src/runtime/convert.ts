@@ -13,7 +13,7 @@ import { buildInferenceGraph, weightProgress } from '../models/inference-graph.t
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { QBLOCK, quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { IN_MEMORY_LIMIT } from '../onnx/graph.ts';
-import { openSource, contentHash, convertCommandLine, expandHome, fingerprint, sourceBytes, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
+import { openCopy, openSource, contentHash, convertCommandLine, expandHome, fingerprint, sourceBytes, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
 import { atomicWrite, cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, sampledSha256, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
@@ -270,7 +270,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
   if (o.policy === 'never' || (o.policy === 'auto' && !worthIt)) return undefined;
   const targets = PROJECTIONS.filter((p) => o.loraTargets?.includes(p)), accuracyLevel = o.accuracyLevel ?? 4;
   const entry = path.join(o.dir, 'converted', entryName(src.path, o.quant, accuracyLevel, targets, o.ropeScaling));
-  const found = openEntry(entry, src.path);
+  const found = openEntry(entry, src.path, src);
   if (found.source) {
     o.onNote?.(`model: using the converted copy of ${src.path} in ${entry}`);
     return found.source;
@@ -307,7 +307,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
     writing.delete(tmp);
   }
   try {
-    return openSource(entry);
+    return openCopy(entry, src);
   } catch (e) {
     if (fs.existsSync(entry)) throw e;
     throw new CopyGone(`the converted copy in ${entry} was removed as soon as it was written (edgereason cache --clear or --prune)`, entry);
@@ -378,13 +378,13 @@ const real = (p: string | undefined): string | undefined => {
 };
 
 /** The cached copy when it is whole and current; otherwise why not (nothing when there is none). */
-function openEntry(dir: string, source: string): { source?: ModelSource; why?: string } {
+function openEntry(dir: string, source: string, of?: ModelSource): { source?: ModelSource; why?: string } {
   if (!fs.existsSync(dir)) return {};
   try {
     const m = readManifest(dir), made = m.edgereason;
     if (made !== builder()) return { why: `was made by ${made ? `edgereason ${made}` : 'an earlier edgereason'}, not this one (${builder()})` };
     if (m.source?.path !== source && real(m.source?.path) !== real(source)) return { why: `belongs to ${m.source?.path}` };
-    return { source: openSource(dir) };
+    return { source: of ? openCopy(dir, of) : openSource(dir) };
   } catch (e) {
     // The loader's own advice ("run edgereason convert … again") is what the cache is about to do; a message about
     // the folder itself ("<dir> is stale: …") reads as what the copy is.
