@@ -19,7 +19,6 @@ import { isMainModule } from '../src/main-module.ts';
 import { scriptArgs, publish } from './write.ts';
 import { defaultModel, defaultModelFiles } from '../src/models/embedded.ts';
 
-
 interface Run { accuracy: number; thinking: number; within?: number }
 
 async function run(m: Model, items: MathItem[], o: { budget?: number; cap?: number; temperature?: number }, progress: (done: number, total: number) => void): Promise<Run> {

@@ -11,7 +11,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel, type Model } from '../src/runtime/model.ts';
 import { QUANTS, quantBytes, type Quant } from '../src/onnx/quant.ts';
 import { parameterCount } from '../src/models/config.ts';
@@ -19,8 +18,8 @@ import { makeSplits } from '../src/tasks/synthetic.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { scriptArgs, publish, machineNow, machineText } from './write.ts';
 import { prepareModels } from './decode.ts';
+import { defaultModel } from '../src/models/embedded.ts';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const greedy = [{ temperature: 0, u: 0 }];
 
 async function speed(m: Model, prompt: number[]): Promise<{ prefillMs: number; decodeMs: number }> {
@@ -86,7 +85,7 @@ export async function runQuantBench(o: { questions?: number; threads?: number; r
   }));
 
   // Fidelity on the embedded default: fp32's greedy answers, teacher-forced through each format.
-  const dir = path.join(ROOT, 'models/default'), questions = makeSplits({ train: 0, val: 0, test: nq, seed: 7 }).test.map((i) => i.question);
+  const dir = defaultModel.dir, questions = makeSplits({ train: 0, val: 0, test: nq, seed: 7 }).test.map((i) => i.question);
   const loaded = Object.fromEntries(await Promise.all(QUANTS.map(async (q) => [q, await loadModel(dir, { quant: q, worker: false, threads })]))) as Record<Quant, Model>;
   const stats = Object.fromEntries(QUANTS.map((q) => [q, { agree: 0, positions: 0, sumMax: 0, sameText: 0 }]));
   for (const question of questions) {

@@ -13,16 +13,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import ort from '../src/runtime/ort.ts';
 import { convertModel } from '../src/runtime/convert.ts';
 import { parseHfConfig } from '../src/io/hf-folder.ts';
 import { PROJECTIONS, type ModelConfig, type Projection } from '../src/models/config.ts';
 import { isMainModule } from '../src/main-module.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
-import { freshStem, machineNow, machineText, scriptArgs, writeResults } from './write.ts';
+import { machineNow, machineText, scriptArgs, publish } from './write.ts';
+import { defaultModel } from '../src/models/embedded.ts';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
 type Feed = [type: 'int64' | 'int32' | 'float32', data: BigInt64Array | Int32Array | Float32Array, dims: number[]];
@@ -77,13 +76,13 @@ export async function runWebBench(o: { resultsDir?: string | null } = {}) {
   }
   web.env.wasm.numThreads = 1;
   const machine = machineNow(), tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgereason-web-'));
-  const config = parseHfConfig(JSON.parse(fs.readFileSync(path.join(ROOT, 'models/default/config.json'), 'utf8')));
+  const config = parseHfConfig(JSON.parse(fs.readFileSync(path.join(defaultModel.dir, 'config.json'), 'utf8')));
   const rows: Compared[] = [];
   try {
     const graphs: [string, { quant: 'fp32' | 'q4'; loraTargets?: Projection[] }][] = [['fp32', { quant: 'fp32' }], ['q4 + LoRA inputs', { quant: 'q4', loraTargets: [...PROJECTIONS] }]];
     for (const [graph, opts] of graphs) {
       const dir = path.join(tmp, graph.replace(/\W+/g, '-'));
-      convertModel(path.join(ROOT, 'models/default'), dir, opts);
+      convertModel(defaultModel.dir, dir, opts);
       const file = path.join(dir, 'model.onnx');
       const node = await ort.InferenceSession.create(file, { intraOpNumThreads: 1 });
       const wasm = await web.InferenceSession.create(fs.readFileSync(file), { executionProviders: ['wasm'], externalData: [{ path: 'model.onnx.data', data: fs.readFileSync(`${file}.data`) }] });
@@ -119,10 +118,7 @@ export async function runWebBench(o: { resultsDir?: string | null } = {}) {
     '| graph | step | logits | hidden | new K/V | top-1 agreement |', '|---|---|---:|---:|---:|---:|',
     ...rows.map((r) => `| ${r.graph} | ${r.case} | ${e(r.max_abs_diff.logits)} | ${e(r.max_abs_diff.hidden_states)} | ${e(Math.max(r.max_abs_diff.new_key ?? 0, r.max_abs_diff.new_value ?? 0))} | ${r.positions * r.top1_agreement} / ${r.positions} |`),
     '', `Machine: ${machineText(machine)}.`, ''].join('\n');
-  if (o.resultsDir !== null) {
-    const dir = o.resultsDir ?? path.join(ROOT, 'bench/results');
-    writeResults(dir, freshStem(dir, `web-${result.date.slice(0, 10)}`), result, md);
-  }
+  publish(o.resultsDir, `web-${result.date.slice(0, 10)}`, result, md);
   return result;
 }
 
