@@ -833,6 +833,42 @@ test('loadModel builds a checkpoint of 10M parameters and up in its worker (the 
   await assert.rejects(loadModel(mid.dir, { cache: 'never', onProgress: () => { throw new Error('the app\'s bar broke'); } }), /^Error: the app's bar broke$/);
 });
 
+test('loadModel builds the tokenizer while the worker loads the session, and still refuses one that is not the model\'s (the session closed; before a conversion, not after it), and an adapter invoked past its vocabulary', async () => {
+  const dir = path.join(tmp, 'lazy-tokenizer'), cacheDir = path.join(tmp, 'lazy-tokenizer-cache'), tokFile = path.join(dir, 'tokenizer.json');
+  fs.cpSync(model.dir, dir, { recursive: true });
+  const tj = JSON.parse(fs.readFileSync(tokFile, 'utf8')), vocab = { ...tj.model.vocab, zzzz: V + 74 };
+  const another = (file: string) => ({ message: `model: ${file} has token ids up to ${V + 74}, but the model's embedding has ${V} rows: the tokenizer belongs to another model` });
+  fs.writeFileSync(tokFile, JSON.stringify({ ...tj, model: { ...tj.model, vocab } }));
+  // A conversion into the cache is not begun (nothing written), where the tokenizer would be refused after it.
+  await assert.rejects(loadModel(dir, { cache: 'always', cacheDir, quant: 'q4' }), another(tokFile));
+  assert.deepEqual(fs.existsSync(path.join(cacheDir, 'converted')) ? fs.readdirSync(path.join(cacheDir, 'converted')) : [], []);
+  // A converted folder's session loads on the worker meanwhile: closed once the tokenizer is refused.
+  const out = path.join(tmp, 'lazy-tokenizer-converted'), closed = mock.method(WorkerBackend.prototype, 'close');
+  try {
+    fs.writeFileSync(tokFile, JSON.stringify(tj));
+    convertModel(openSource(dir), out, { quant: 'q4' });
+    const outTok = path.join(out, 'tokenizer.json');
+    fs.writeFileSync(outTok, JSON.stringify({ ...tj, model: { ...tj.model, vocab } }));
+    await assert.rejects(loadModel(out), another(outTok));
+    assert.equal(closed.mock.callCount(), 1, 'the session loaded meanwhile is closed');
+  } finally {
+    closed.mock.restore();
+  }
+  // Within the embedding but past the tokenizer's tokens (this one without its last four, "<think>" among them: the
+  // embedding's rows past it are padding, as Qwen's are): checked against the tokenizer built meanwhile.
+  fs.writeFileSync(tokFile, JSON.stringify({ ...tj, added_tokens: tj.added_tokens.filter((t: { id: number }) => t.id < V - 4) }));
+  const c = model.config, inv = [V - 2], adapter = path.join(tmp, 'lazy-tokenizer-adapter'), a = new Float32Array(2 * c.hiddenSize), b = new Float32Array(c.numHeads * c.headDim * 2);
+  saveAdapter(adapter, { r: 2, loraAlpha: 2, targets: ['q_proj'], aloraInvocationTokens: inv }, new Map(Array.from({ length: c.numLayers }, (_, l) => [`model.layers.${l}.self_attn.q_proj`, { a, b }])), c.numLayers);
+  await assert.rejects(loadModel(dir, { adapter, quant: 'fp32' }), { message: `adapter: ${path.join(adapter, 'adapter_config.json')} field "alora_invocation_tokens" holds token id ${V - 2}, outside the model's vocabulary (0..${V - 5}, its tokenizer's; the embedding's rows past it are padding): the adapter belongs to another model` });
+  const m = await loadModel(dir, { quant: 'fp32' });
+  try {
+    assert.equal(m.tokenizer.vocabSize, V - 4);
+    assert.deepEqual((await m.complete('Hello', { maxTokens: 3, stopTokens: [] })).tokens.length, 3);
+  } finally {
+    await m.close();
+  }
+});
+
 test('a prompt of megabytes is refused before it is tokenized (ContextLengthError), where the tokenizer bounds the characters a token spans', async () => {
   const m = await loadModel(path.join(import.meta.dirname, '../models/default'), { worker: false });
   try {

@@ -109,6 +109,12 @@ export function namesModel(ref: string, names: readonly string[]): boolean | und
   return GENERIC_NAMES.has(want) || !known.length ? undefined : known.includes(want);
 }
 
+/** An activated adapter's invocation ids lie within the model's tokenizer's vocabulary (`tokenizerSize`): see loadAdapter. */
+export function checkInvocationIds(a: Pick<LoadedAdapter, 'dir' | 'config'>, model: ModelConfig, tokenizerSize: number): void {
+  const size = Math.min(model.vocabSize, tokenizerSize), inv = a.config.aloraInvocationTokens?.find((t) => t >= size);
+  if (inv !== undefined) throw new Error(`adapter: ${path.join(a.dir, 'adapter_config.json')} field "alora_invocation_tokens" holds token id ${inv}, outside the model's vocabulary (0..${size - 1}${size < model.vocabSize ? `, its tokenizer's; the embedding's rows past it are padding` : ''}): the adapter belongs to another model`);
+}
+
 /** Names that say nothing of the model (llama.cpp's and PyTorch's default file names): never compared. */
 const GENERIC_NAMES = new Set(['ggml-model', 'model', 'consolidated', 'pytorch_model']);
 
@@ -126,8 +132,7 @@ export function loadAdapter(dir: string, model: ModelConfig, tokenizerSize = mod
   }
   const file = openSafetensors(wFile);
   checkSavedWith(file, config, cfgFile);
-  const size = Math.min(model.vocabSize, tokenizerSize), inv = config.aloraInvocationTokens?.find((t) => t >= size);
-  if (inv !== undefined) throw new Error(`adapter: ${cfgFile} field "alora_invocation_tokens" holds token id ${inv}, outside the model's vocabulary (0..${size - 1}${size < model.vocabSize ? `, its tokenizer's; the embedding's rows past it are padding` : ''}): the adapter belongs to another model`);
+  checkInvocationIds({ dir, config }, model, tokenizerSize);
   const scale = loraScale(config), tensors: AdapterTensors = new Map(), used = new Set<string>();
   for (let l = 0; l < model.numLayers; l++) {
     for (const proj of config.targets) {

@@ -55,7 +55,18 @@ export function modelPath(p: string): string {
   return /^(config\.json|model.*\.safetensors(\.index\.json)?)$/.test(path.basename(abs)) && fs.existsSync(path.join(path.dirname(abs), 'config.json')) ? path.dirname(abs) : abs;
 }
 
-export function openSource(p: string): ModelSource {
+/**
+ * `lazyTokenizer`: the tokenizer is built at its first use (its files are read now, and refused now when missing or
+ * not JSON): Model.load builds it while onnxruntime makes the session on the worker thread, and a worker that builds
+ * the graph never builds it. Otherwise it is built here, and a tokenizer that is not the model's is refused here.
+ */
+export function openSource(p: string, o: { lazyTokenizer?: boolean } = {}): ModelSource {
+  const src = openLazily(p);
+  if (!o.lazyTokenizer) void src.tokenizer;
+  return src;
+}
+
+function openLazily(p: string): ModelSource {
   // owner/name where no folder "owner" is here: meant as a Hugging Face id.
   const hubId = HUB_ID.test(p) && !fs.existsSync(p.split('/')[0]);
   if (!fs.existsSync(p)) {
@@ -77,9 +88,11 @@ export function openSource(p: string): ModelSource {
       throw new Error(`model: ${abs} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (the adapter option of loadModel), with its base model as the model`);
     }
     const { config, weights, slidingWindow } = loadHfFolder(abs), tokenizerFiles = readTokenizerFolder(abs);
-    const tokenizer = checkVocab(folderTokenizer(abs, tokenizerFiles, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
-    checkEos(tokenizer, config, abs);
-    return { kind: 'hf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles, ...(slidingWindow !== undefined ? { slidingWindow } : {}) };
+    return withTokenizer({ kind: 'hf', path: abs, config, weights, files: openSourceFiles(abs), tokenizerFiles, ...(slidingWindow !== undefined ? { slidingWindow } : {}) }, () => {
+      const tokenizer = checkVocab(folderTokenizer(abs, tokenizerFiles, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config, path.join(abs, 'tokenizer.json'));
+      checkEos(tokenizer, config, abs);
+      return tokenizer;
+    });
   }
   if (abs.endsWith('.gguf')) {
     const { config, weights, metadata, storedTypes } = ggufToModel(abs);
@@ -89,10 +102,12 @@ export function openSource(p: string): ModelSource {
     const files = !folder ? { ...tokenizerFromGguf(metadata, abs), ...besideTemplate(abs) }
       : folder.chatTemplate === undefined && folder.tokenizerConfig?.chat_template === undefined && own !== undefined
         ? { ...folder, tokenizerConfig: { ...folder.tokenizerConfig, chat_template: own }, chatTemplateFile: `${path.basename(abs)}'s tokenizer.chat_template` } : folder;
-    const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
-      'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
-    if (!('name' in files)) checkGgufVocab(tokenizer, metadata, path.join(dir, 'tokenizer.json'), abs);
-    return { kind: 'gguf', path: abs, config, weights, tokenizer, files: openSourceFiles(abs), tokenizerFiles: files, storedTypes };
+    return withTokenizer({ kind: 'gguf', path: abs, config, weights, files: openSourceFiles(abs), tokenizerFiles: files, storedTypes }, () => {
+      const tokenizer = checkVocab(loadTokenizer({ ...files, name: abs }, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds }), config,
+        'name' in files ? `${abs} (tokenizer metadata)` : path.join(dir, 'tokenizer.json'));
+      if (!('name' in files)) checkGgufVocab(tokenizer, metadata, path.join(dir, 'tokenizer.json'), abs);
+      return tokenizer;
+    });
   }
   if (abs.endsWith('.bin')) {
     const { config, weights, tokenizer, tokenizerPath, tokenizerFiles } = loadLlama2c(abs);
@@ -249,10 +264,21 @@ function openConverted(dir: string, of?: ModelSource): ModelSource {
       } catch { /* read again next time */ }
     }
   }
-  if (of) return { kind: 'converted', path: dir, config: m.config, tokenizer: of.tokenizer, files: [file], tokenizerFiles: of.tokenizerFiles, manifest: m };
+  if (of) return withTokenizer({ kind: 'converted', path: dir, config: m.config, files: [file], tokenizerFiles: of.tokenizerFiles, manifest: m }, () => of.tokenizer);
   const tokenizerFiles = readTokenizerFolder(dir);
-  const tokenizer = checkVocab(folderTokenizer(dir, tokenizerFiles, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds }), m.config, path.join(dir, 'tokenizer.json'));
-  return { kind: 'converted', path: dir, config: m.config, tokenizer, files: [file], tokenizerFiles, manifest: m };
+  return withTokenizer({ kind: 'converted', path: dir, config: m.config, files: [file], tokenizerFiles, manifest: m },
+    () => checkVocab(folderTokenizer(dir, tokenizerFiles, { bosTokenId: m.config.bosTokenId, eosTokenIds: m.config.eosTokenIds }), m.config, path.join(dir, 'tokenizer.json')));
+}
+
+/** `s` with the tokenizer `make` builds at its first use, kept from then on (one that fails is tried again at each use). */
+function withTokenizer(s: Omit<ModelSource, 'tokenizer'>, make: () => TextTokenizer): ModelSource {
+  let made: TextTokenizer | undefined;
+  return Object.defineProperty(s, 'tokenizer', { get: () => (made ??= make()), enumerable: true }) as ModelSource;
+}
+
+/** `src` with another config, its tokenizer the same (not built for the copy when it has not been yet). */
+export function withConfig(src: ModelSource, config: ModelConfig): ModelSource {
+  return Object.defineProperties({}, { ...Object.getOwnPropertyDescriptors(src), config: { value: config, enumerable: true, writable: true } }) as ModelSource;
 }
 
 /** Whether `dir` is the folder a checkpoint lives in (a Hugging Face folder itself, a GGUF's or .bin's folder), links resolved. */

@@ -9,7 +9,7 @@ import { convertModel, prequantizeLarge, type WorkerConvertJob } from './convert
 const { source, out, quant, accuracyLevel, loraTargets, ropeScaling, threads } = workerData.job as WorkerConvertJob;
 const onProgress = (done: number, total: number) => parentPort!.postMessage({ progress: [done, total] });
 try {
-  const src = openSource(source), blocksFrom = fingerprint(src.files); // before the blocks read any weight
+  const src = openSource(source, { lazyTokenizer: true }), blocksFrom = fingerprint(src.files); // before the blocks read any weight
   const blocks = await prequantizeLarge(src, quant, { threads, onProgress });
   parentPort!.postMessage({ manifest: convertModel(src, out, { quant, accuracyLevel, loraTargets, ropeScaling, onProgress, blocks, blocksFrom }) });
 } catch (e) {

@@ -13,7 +13,7 @@ import { buildInferenceGraph, weightProgress } from '../models/inference-graph.t
 import { prequantize, blockWeightNames } from './prequantize.ts';
 import { QBLOCK, quantBits, quantBytes, type BlockWeight, type Quant } from '../onnx/quant.ts';
 import { IN_MEMORY_LIMIT } from '../onnx/graph.ts';
-import { openCopy, openSource, contentHash, convertCommandLine, expandHome, fingerprint, sourceBytes, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
+import { openCopy, openSource, withConfig, contentHash, convertCommandLine, expandHome, fingerprint, sourceBytes, isSourceFolder, MANIFEST, readManifest, type Manifest, type ModelSource } from '../io/source.ts';
 import { readInputFile } from '../io/jsonl.ts';
 import { atomicWrite, cannotWriteIn, commitAll, dirBytes, makeDir, processAlive, realPath, removeTemp, rename, removeDeadTemps, sampledSha256, stagedWrite, writeAll, writeJson } from '../io/safetensors.ts';
 import { stageTokenizerFiles } from '../tokenizer/hf.ts';
@@ -84,7 +84,7 @@ export function rescaled(src: ModelSource, choice: RopeScalingChoice | undefined
     if (w !== undefined && config.maxPositionEmbeddings > w) {
       throw new Error(`model: ${src.path} attends within a sliding window of ${w} positions (Mistral's), which the graph computes as whole attention up to it: RoPE scaling ${ropeScalingWords(choice)} cannot take its context past the window (to ${config.maxPositionEmbeddings} positions)`);
     }
-    return config === src.config ? src : { ...src, config };
+    return config === src.config ? src : withConfig(src, config);
   }
   // The folder's own scaling restated comes back unchanged (withRopeScaling returns the same config). A scaling the
   // source was trained with stays (its error says so); one chosen at conversion is the conversion's.
@@ -93,7 +93,7 @@ export function rescaled(src: ModelSource, choice: RopeScalingChoice | undefined
   if (config === src.config) return src;
   // What the source itself refuses (a scaling it was trained with, a Mistral's window) is said rather than a convert that would fail.
   let source: ModelSource | undefined;
-  try { source = openSource(m.source.path); } catch { /* gone or changed: the convert command says what it says */ }
+  try { source = openSource(m.source.path, { lazyTokenizer: true }); } catch { /* gone or changed: the convert command says what it says */ }
   if (source) rescaled(source, choice);
   throw new Error(`model: ${src.path} was converted with RoPE scaling ${ropeScalingWords(src.config.ropeScaling)}, not ${ropeScalingWords(choice)}; convert the source again with it: ${convertCommandLine(m.source.path, '<folder>', m.options.quant, m.options.loraTargets, choice)}`);
 }
@@ -257,6 +257,11 @@ export interface CacheOptions {
   onNote?: (note: string) => void;
   /** Stops a conversion under way (nothing is kept of it). */
   signal?: AbortSignal;
+  /**
+   * What must hold before a conversion (its error is said before the minutes of converting, not after them); default:
+   * the source's tokenizer builds (one opened lazily is built then).
+   */
+  check?: () => void;
 }
 
 /**
@@ -275,6 +280,7 @@ export async function cachedConversion(src: ModelSource, o: CacheOptions): Promi
     o.onNote?.(`model: using the converted copy of ${src.path} in ${entry}`);
     return found.source;
   }
+  (o.check ?? (() => void src.tokenizer))();
   // Without a copy, when one cannot be written: build in memory where that is possible, else say what to do.
   const withoutCopy = (problem: string): undefined => {
     if (fits && o.policy === 'auto') {

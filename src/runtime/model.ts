@@ -7,7 +7,7 @@ import { checkRopeScalingChoice, isTokenId, parameterCount, ropeChoiceOf, PROJEC
 export { parameterCount };
 import { convertAgain, openSource, readManifest, MANIFEST, type ModelSource } from '../io/source.ts';
 import { resolveModelPath } from '../io/hub.ts';
-import { baseModelNote, loadAdapter, modelNames, type LoadedAdapter } from '../io/peft.ts';
+import { baseModelNote, checkInvocationIds, loadAdapter, modelNames, type LoadedAdapter } from '../io/peft.ts';
 import type { Quant } from '../onnx/quant.ts';
 import { buildInMemory, CACHE_POLICIES, CopyGone, cacheFolder, cachedConversion, checkInMemorySize, defaultCachePolicy, defaultQuant, requantisedNote, rescaled, type CachePolicy } from './convert.ts';
 export { convertModel, checkInMemorySize } from './convert.ts'; // (for the tests; the package exports them from convert.ts)
@@ -146,12 +146,13 @@ export class Model {
 
   private static async open(p: string, opts: LoadOptions, mayRetry: boolean): Promise<Model> {
     if (typeof p !== 'string' || !p) throw new Error(`loadModel: the first argument must be the path of a model (a Hugging Face folder, a .gguf or llama2.c .bin file, or a converted folder), got ${shown(p)}; the embedded default is loadModel(defaultModel.dir, { adapter: defaultModel.adapter })`);
-    const opened = openSource(p);
+    // The tokenizer is built while onnxruntime makes the session (below): a second of a 151K-token vocabulary's load.
+    const opened = openSource(p, { lazyTokenizer: true });
     let src = rescaled(opened, opts.ropeScaling);
     // The choice goes into the cached copy only where it changes the checkpoint's RoPE (else its plain copy serves),
     // spelt out (yarn ×4 and yarn ×4 over the default original context are one copy).
     const rope = src.config !== opened.config ? ropeChoiceOf(src.config) : undefined;
-    const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config, src.tokenizer.vocabSize) : undefined, names = modelNames(opened);
+    const adapter = opts.adapter ? loadAdapter(opts.adapter, src.config) : undefined, names = modelNames(opened); // (its ids against the tokenizer's below)
     // Notes on what was asked for are said at the first try only (a vanished cached copy loads again, converting anew).
     const said = mayRetry ? opts.onNote : undefined;
     const other = adapter && baseModelNote(adapter.dir, names);
@@ -166,7 +167,9 @@ export class Model {
     signal?.throwIfAborted();
     const cached = src.kind !== 'converted';
     if (cached) {
+      const from = src;
       src = await cachedConversion(src, {
+        check: () => void tokenizerOf(from, adapter),
         quant, accuracyLevel: opts.accuracyLevel, loraTargets, ropeScaling: rope, policy: opts.cache ?? defaultCachePolicy(), defaultPolicy: opts.cache === undefined,
         dir: opts.cacheDir ?? cacheFolder(), threads: opts.threads, onProgress: opts.onProgress, onNote: opts.onNote, signal,
       }).catch((e) => { throw e instanceof CopyGone ? copyGone(e, mayRetry) : e; }) ?? src;
@@ -194,15 +197,25 @@ export class Model {
       // take longer than the build; nor a llama2.c file, read whole here already: not twice.)
       const here = opts.worker === false || parameterCount(src.config) < BUILD_IN_WORKER || src.kind === 'llama2c';
       const build = { accuracyLevel: opts.accuracyLevel, loraTargets, threads: opts.threads };
+      if (here) tokenizerOf(src, adapter); // (refused before the build, as where the worker builds it)
       graph = here ? await buildInMemory(src, quant, { ...build, onProgress: opts.onProgress, signal }) : { build: { ...build, source: src.path, ropeScaling: opts.ropeScaling, quant } };
     }
     signal?.throwIfAborted();
-    let backend: Backend;
+    let backend: Backend, tokenizer: TextTokenizer;
+    if (opts.worker === false) tokenizer = tokenizerOf(src, adapter);
+    const creating = opts.worker === false
+      ? BatchedLocalBackend.create(src.config, graph as Uint8Array | string, { threads: opts.threads })
+      : WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora }, opts.onProgress);
+    try {
+      // Built on this thread while the worker makes the session (or builds the graph); refused, the session is closed.
+      tokenizer ??= tokenizerOf(src, adapter);
+    } catch (e) {
+      await creating.then((b) => b.close(), () => undefined);
+      throw e;
+    }
     try {
       // Concurrent calls on the model (and its withAdapter views) step as one batch: see scheduler.ts.
-      backend = new CoalescingBackend(opts.worker === false
-        ? await BatchedLocalBackend.create(src.config, graph as Uint8Array | string, { threads: opts.threads })
-        : await WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora }, opts.onProgress));
+      backend = new CoalescingBackend(await creating);
     } catch (e) {
       // A cached copy removed or replaced while the session read it (cache --clear or --prune, a load by another
       // edgereason version): loaded once more, which converts it again.
@@ -224,7 +237,7 @@ export class Model {
       throw e;
     }
     setPromptCache(backend, opts.promptCache);
-    const model = new Model(src.config, src.tokenizer, backend, adapter);
+    const model = new Model(src.config, tokenizer, backend, adapter);
     model.known = names;
     // Dropped without close(), its session (a worker thread, the weights) ends once the backend is collected: an app
     // that reloads models and misses a close() on one path would otherwise grow by a model each time.
@@ -635,4 +648,11 @@ function checkMessages(messages: ChatMessage[], where: string): void {
     }
     checkToolCalls(m, `${where}: message ${i}`);
   });
+}
+
+/** The source's tokenizer, built now where it was opened lazily, and the adapter's invocation ids checked against it. */
+function tokenizerOf(src: ModelSource, adapter: LoadedAdapter | undefined): TextTokenizer {
+  const tokenizer = src.tokenizer;
+  if (adapter) checkInvocationIds(adapter, src.config, tokenizer.vocabSize);
+  return tokenizer;
 }

@@ -20,7 +20,7 @@ async function graph(): Promise<Uint8Array | string> {
   if (typeof model === 'string' || model instanceof Uint8Array) return model;
   const [{ openSource }, { buildInMemory, rescaled }] = await Promise.all([import('../io/source.ts'), import('./convert.ts')]);
   const { source, ropeScaling, quant, ...build } = model.build;
-  return buildInMemory(rescaled(openSource(source), ropeScaling), quant, { ...build, onProgress: (done, total) => parentPort!.postMessage({ progress: [done, total] }) });
+  return buildInMemory(rescaled(openSource(source, { lazyTokenizer: true }), ropeScaling), quant, { ...build, onProgress: (done, total) => parentPort!.postMessage({ progress: [done, total] }) });
 }
 // A graph built in memory (its bytes: tens to hundreds of MB) is the session's once it exists: not kept here too.
 ready.finally(() => { data.model = undefined; done(); }).catch(() => {});
