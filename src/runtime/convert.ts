@@ -390,7 +390,7 @@ function openEntry(dir: string, source: string, of?: ModelSource): { source?: Mo
     const m = readManifest(dir), made = m.edgereason;
     if (made !== builder()) return { why: `was made by ${made ? `edgereason ${made}` : 'an earlier edgereason'}, not this one (${builder()})` };
     if (m.source?.path !== source && real(m.source?.path) !== real(source)) return { why: `belongs to ${m.source?.path}` };
-    return { source: of ? openCopy(dir, of) : openSource(dir) };
+    return { source: of ? openCopy(dir, of) : openSource(dir, { lazyTokenizer: true }) }; // (a load of the copy takes its source's tokenizer)
   } catch (e) {
     // The loader's own advice ("run edgereason convert … again") is what the cache is about to do; a message about
     // the folder itself ("<dir> is stale: …") reads as what the copy is.
