@@ -17,6 +17,7 @@ import { spawn } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { Ajv } from 'ajv';
 import { createServer, type EdgeServer } from '../src/server/app.ts';
+import { besideModel, defaultModel } from '../src/models/embedded.ts';
 import { parseAdapterArg, servedModel, servedModelId, type Served, type ServedModel } from '../src/server/models.ts';
 import { hubGguf } from '../src/io/hub.ts';
 import { planChat, runChat } from '../src/server/chat.ts';
@@ -1524,6 +1525,10 @@ test('serve --adapter: name=<dir>, or a bare folder named after itself, also one
   fs.mkdirSync(spaced);
   // A model is served under its name: a split GGUF's without its part number (it was tiny-Q4_0-00001-of-00003, and tiny-Q4_0 a 404).
   assert.deepEqual(['/m/tiny-Q4_0-00001-of-00003.gguf', '/m/tiny.gguf', '/m/stories260K.bin', 'models/default'].map(servedModelId), ['tiny-Q4_0', 'tiny', 'stories260K', 'default']);
+  // A folder's config.json or weights load as the folder: served under its name (it was "config.json"), with the
+  // adapter, router and verifier laid out beside them (they were not found).
+  assert.deepEqual(['models/default/config.json', 'models/default/model.safetensors'].map(servedModelId), ['default', 'default']);
+  assert.deepEqual((['adapter', 'router', 'verifier'] as const).map((f) => besideModel('models/default/config.json', f)), [defaultModel.adapter, defaultModel.router, defaultModel.verifier]);
   assert.deepEqual(parseAdapterArg('rl=runs/rl'), { name: 'rl', dir: 'runs/rl' });
   assert.deepEqual(parseAdapterArg('runs/rl'), { name: 'rl', dir: 'runs/rl' });
   // runs/lr=2e-4 is that folder (it was split at its "=" into the name "runs/lr" and the folder "2e-4"), to be named.

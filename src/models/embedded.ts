@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { modelPath } from '../io/source.ts';
 
 /** The files of a folder laid out as models/default: the base model, its adapters, router and verifier. */
 export function defaultModelFiles(dir: string) {
@@ -31,8 +32,12 @@ export function embeddedNote(p: string): string {
   return fs.existsSync(there) ? ` (the README's models/default is the embedded default model's folder: give ${there})` : '';
 }
 
-/** File `f` of the setup in `model`'s folder laid out as models/default, when `model` is a folder and it is there; else undefined. */
+/**
+ * File `f` of the setup in `model`'s folder laid out as models/default, when `model` is a folder (or its config.json or
+ * weights, which load as the folder) and it is there; else undefined.
+ */
 export function besideModel(model: string, f: Exclude<keyof ReturnType<typeof defaultModelFiles>, 'dir'>): string | undefined {
+  model = modelPath(model);
   const file = defaultModelFiles(model)[f];
   // (stat, not join's normal form: "x/missing/.." is no folder, though x/reasoning-adapter is there)
   return fs.existsSync(file) && fs.statSync(model, { throwIfNoEntry: false })?.isDirectory() ? file : undefined;
