@@ -926,6 +926,13 @@ test('--version prints package.json\'s version; demo --help names its default on
   for (const cmd of ['answer', 'chat', 'generate', 'serve']) assert.match(cli([cmd, '--help']).stdout, /--model <path> .*\(default: the embedded\s+models\/default\)/s);
   const direct = cli(['answer', '--question', 'Can you help me? Reverse the word sand. Just the answer, please.', '--budget', '96', '--samples', '4']);
   assert.deepEqual([direct.stdout, direct.stderr.split('\n').at(-2)], ['dnas\n', 'edgereason: note: the router answered directly, so --budget and --samples had no effect (--reasoning on reasons whatever the router says)']);
+  // Without an adapter there is no router to blame (it was), and --reasoning on is refused before the model loads.
+  const plain = cli(['answer', '--no-adapter', '--question', 'Reverse the word sand.', '--budget', '96', '--samples', '2']);
+  assert.deepEqual([plain.stdout, plain.stderr.split('\n').at(-2)], ['dnas\n', 'edgereason: note: --budget and --samples had no effect: without a reasoning adapter every question is answered directly']);
+  assert.equal(cli(['answer', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr.trim(), 'edgereason: answer: --reasoning on needs a reasoning adapter (--adapter, or reasoning-adapter/ in the model folder; --no-adapter leaves it out), or --native-thinking for a model that thinks by itself (e.g. Qwen3)');
+  // --json carries the seed of a sampled answer, as stderr's last line gives it.
+  const seeded = cli(['answer', '--question', 'Reverse the word sand.', '--temperature', '1', '--seed', '5', '--json']);
+  assert.deepEqual([JSON.parse(seeded.stdout).seed, seeded.stderr.split('\n').at(-2)!.endsWith('; seed 5')], [5, true]);
   // The checked vote lists each sample's flaws.
   const checked = cli(['answer', '--model', 'models/default', '--reasoning', 'on', '--samples', '2', '--vote', 'checked', '--seed', '1', '--question', 'Mia has 12 apples and buys 30 more. She gives 5 to Tom. How many apples does she have now?']);
   assert.equal(checked.stderr.split('\n').filter((l) => /^ {2}[* ] [01]: .*, \d+ flaws? in its work$/.test(l)).length, 2, checked.stderr);
@@ -1065,6 +1072,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   // A model that does not think by itself, told it does: said, not answered with nothing.
   const stopped = cli(['answer', '--model', 'models/default', '--native-thinking', '--reasoning', 'on', '--question', 'Zoe has 7 dollars. She earns 12 more. How many dollars does she have?']);
   assert.match(stopped.stderr, /^edgereason: answer: the model stopped right after "<think>", without thinking or answering: --native-thinking is for a model that thinks by itself \(such as Qwen3\); give this one its reasoning adapter instead$/m);
+  // Said before its router (trained with the adapter) is refused for --native-thinking, with advice to train one for a thinking the model lacks.
+  assert.match(cli(['answer', '--model', 'models/default', '--native-thinking', '--question', 'x']).stderr,
+    /^answer: note: this model's chat template does not think by itself \(as Qwen3's and DeepSeek-R1's do\): --native-thinking asks for a thinking it may never have learned; give it a reasoning adapter \(--adapter\) instead\n.*router\.json: this router was not trained for --native-thinking/m);
   assert.equal(stopped.stdout, ''); // (it wrote "<think>" before failing)
   // eval says it too (its thinking run was answers like "\n#### 39", unnoted).
   assert.match(cli(['eval', '--model', 'models/default', '--native-thinking', '--task', 'synthetic', '--limit', '2', '--max-tokens', '8', '--out', at('native-eval.json')]).stderr,

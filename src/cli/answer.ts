@@ -123,11 +123,16 @@ export function answerCommand(program: Command): void {
         // generated = thinking + the closing tag's tokens + answer (+ an escalation's dropped direct attempt)
         const dropped = r.escalation?.tokens ?? 0, tag = u.completionTokens - u.thinkingTokens - u.answerTokens - dropped;
         const parts = [`${u.thinkingTokens} thinking`, tag && `${tag} closing the thinking`, `${u.answerTokens} answer`, dropped && `${dropped} of the dropped direct answer`].filter(Boolean);
-        console.error(`tokens: prompt ${u.promptTokens}${u.cachedTokens ? ` (${u.cachedTokens} from the prompt cache)` : ''}, generated ${u.completionTokens}${r.route === 'reasoning' ? ` (${parts.join(' + ')})` : ''}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}${answerTemperature(o.temperature, r.route, o.samples) > 0 ? `; seed ${seed}` : ''}`);
+        const drawn = answerTemperature(o.temperature, r.route, o.samples) > 0;
+        console.error(`tokens: prompt ${u.promptTokens}${u.cachedTokens ? ` (${u.cachedTokens} from the prompt cache)` : ''}, generated ${u.completionTokens}${r.route === 'reasoning' ? ` (${parts.join(' + ')})` : ''}; TTFT ${r.ttftMs.toFixed(1)} ms; latency ${r.latencyMs.toFixed(0)} ms${guessesNote(r.samples.map((s) => s.guesses))}${drawn ? `; seed ${seed}` : ''}`);
         // Flags for the thinking that a direct answer never used: said, so a budget that changed nothing is not mistaken for one that did.
         const unused = r.route === 'direct' ? [['--budget', o.budget !== undefined], ['--max-thinking-tokens', o.maxThinkingTokens !== undefined], ['--samples', o.samples > 1]].filter(([, set]) => set).map(([flag]) => flag) : [];
-        if (unused.length && o.reasoning === 'auto') console.error(`edgereason: note: the router answered directly, so ${unused.join(' and ')} had no effect (--reasoning on reasons whatever the router says)`);
-        if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s) }, null, 1));
+        if (unused.length && o.reasoning === 'auto') {
+          console.error(model.adapter || o.nativeThinking ? `edgereason: note: the router answered directly, so ${unused.join(' and ')} had no effect (--reasoning on reasons whatever the router says)`
+            : `edgereason: note: ${unused.join(' and ')} had no effect: without a reasoning adapter every question is answered directly`);
+        }
+        // (the seed as the stderr line gives it: a script reading the JSON can run it again)
+        if (o.json) console.log(JSON.stringify({ ...r, samples: r.samples.map(({ hidden, ...s }) => s), ...(drawn ? { seed } : {}) }, null, 1));
       } finally {
         off();
         await finish();
@@ -198,6 +203,9 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
   const reasons = !!o.adapter || !!o.nativeThinking;
   const routerFile: string | undefined = o.router === false ? undefined : o.router ?? (o.reasoning === 'auto' && reasons ? beside('router') : undefined);
   const verifierFile: string | undefined = o.verifier ?? (o.vote?.startsWith('verifier') ? beside('verifier') : undefined);
+  // Refused before the model loads (answer() would refuse them once it has).
+  if (o.reasoning === 'on' && !reasons) throw new Error(`${command}: --reasoning on needs a reasoning adapter (--adapter, or reasoning-adapter/ in the model folder${declined ? '; --no-adapter leaves it out' : ''}), or --native-thinking for a model that thinks by itself (e.g. Qwen3)`);
+  if (o.vote?.startsWith('verifier') && !verifierFile && reasons && o.reasoning !== 'off') throw new Error(`${command}: --vote ${o.vote} needs a verifier: --verifier <file> (train-verifier trains one), or verifier.json in the model folder`);
   const noThinking = o.chatTemplateKwargs?.enable_thinking === false; // the template's switch: a direct answer
   if (o.reasoning === 'auto' && reasons && !routerFile && !noThinking && o.router !== false) console.error('edgereason: note: no router (--router, or router.json in the model folder): reasoning auto reasons on every question');
   // A router or verifier trained for the other kind of reasoning is refused before the model loads (with
@@ -215,6 +223,8 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
   try {
     if (o.nativeThinking) {
       checkNativeThinking(model, command);
+      // (said before a router or verifier trained for an adapter is refused: the advice to train one for the model's own thinking would be wrong)
+      if (!thinksByItself(model)) console.error(`${command}: note: this model's chat template does not think by itself (as Qwen3's and DeepSeek-R1's do): --native-thinking asks for a thinking it may never have learned; give it a reasoning adapter (--adapter) instead`);
       checkFiles();
     }
     if (!reasons && thinksByItself(model)) console.error(thinkingNote(what));
