@@ -929,6 +929,10 @@ test('--version prints package.json\'s version; demo --help names its default on
   // Without an adapter there is no router to blame (it was), and --reasoning on is refused before the model loads.
   const plain = cli(['answer', '--no-adapter', '--question', 'Reverse the word sand.', '--budget', '96', '--samples', '2']);
   assert.deepEqual([plain.stdout, plain.stderr.split('\n').at(-2)], ['dnas\n', 'edgereason: note: --budget and --samples had no effect: without a reasoning adapter every question is answered directly']);
+  // An adapter given as the model names the flag it goes with: this command's, or the commands' that have it.
+  const adapterDir = path.resolve('models/default/reasoning-adapter'), given = (cmd: string) => `edgereason: model: ${adapterDir} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (${cmd}), with its base model as the model`;
+  assert.deepEqual([cli(['answer', '--model', adapterDir, '--question', 'x']).stderr.trim(), cli(['convert', '--model', adapterDir, '--out', path.join(os.tmpdir(), 'never-written')]).stderr.trim()],
+    [given('--adapter'), given('--adapter of answer, chat, generate, serve or eval')]);
   assert.equal(cli(['answer', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr.trim(), 'edgereason: answer: --reasoning on needs a reasoning adapter (--adapter, or reasoning-adapter/ in the model folder; --no-adapter leaves it out), or --native-thinking for a model that thinks by itself (e.g. Qwen3)');
   // --json carries the seed of a sampled answer, as stderr's last line gives it.
   const seeded = cli(['answer', '--question', 'Reverse the word sand.', '--temperature', '1', '--seed', '5', '--json']);

@@ -105,7 +105,8 @@ export async function main(argv: string[]): Promise<void> {
   program.hook('preAction', (_, command) => { if (command.parent !== program) swallowed(command); });
   for (const add of [generateCommand, convertCommand, cacheCommand, trainSftCommand, trainRlCommand, evalCommand, answerCommand, chatCommand, trainRouterCommand, trainVerifierCommand, serveCommand, exportTrlCommand, benchCommand, demoCommand]) add(program);
   const leaves = (c: Command): Command[] => c.commands.flatMap((s) => (s.commands.length ? leaves(s) : [s]));
-  for (const cmd of leaves(program)) cmd.hook('preAction', resolveHub);
+  let running: Command | undefined; // the command whose action failed, for its error's words
+  for (const cmd of leaves(program)) cmd.hook('preAction', resolveHub).hook('preAction', () => { running = cmd; });
   // A misspelt required flag (--questions) is named as unknown, with commander's suggestion; commander checks the
   // required options first, and would only say that --question is missing.
   for (const cmd of program.commands as (Command & Hidden)[]) {
@@ -119,7 +120,10 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (e) {
-    console.error(`edgereason: ${cliWords(e instanceof Error ? e.message : String(e))}`);
+    const said = cliWords(e instanceof Error ? e.message : String(e));
+    // (an adapter given as the model, to a command that takes none: the flag is another command's)
+    const noAdapter = running && !running.options.some((x) => x.long === '--adapter');
+    console.error(`edgereason: ${noAdapter ? said.replace(/\(--adapter\)/g, '(--adapter of answer, chat, generate, serve or eval)') : said}`);
     process.exitCode = 1;
     // A command that failed with a model open may leave its ONNX Runtime worker threads holding the process.
     setTimeout(() => process.exit(1), 2000).unref();
