@@ -462,6 +462,10 @@ test('--prompt - and --question - read the text from the standard input', slow, 
   assert.equal(piped.status, 0, piped.stderr);
   assert.equal(piped.stdout, given.stdout);
   assert.notEqual(piped.stdout, gen('Tom has 3 apples.').stdout); // the text as given, newline and all
+  // With --chat it is a message, read as a question is: without echo's line end (its prompt had a token more).
+  const chat = (prompt: string, input = '') => run(['generate', '--model', DEFAULT_DIR, '--chat', '--stats', '--prompt', prompt, '--max-tokens', '12'], input);
+  const stats = (r: { stdout: string; stderr: string }) => [r.stdout, /^prompt \d+ tokens/m.exec(r.stderr)?.[0]];
+  assert.deepEqual(stats(chat('-', 'Reverse the word sand.\n')), stats(chat('Reverse the word sand.')));
   const q = 'Zoe has 7 dollars. She sells 4 kites for 3 dollars each. How many dollars does Zoe have now?';
   const ask = (question: string, input = '') => run(['answer', '--model', DEFAULT_DIR, '--question', question, '--reasoning', 'on'], input);
   const asked = ask('-', q), echoed = ask('-', `${q}\n`);

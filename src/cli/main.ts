@@ -57,8 +57,10 @@ export async function main(argv: string[]): Promise<void> {
     for (const o of command.options) {
       // --prompt - / --question - read the text from the standard input (long prompts exceed the shell's 128 KiB word)
       if ((o.long === '--prompt' || o.long === '--question') && command.getOptionValue(o.attributeName()) === '-') {
-        // A question without the line ends after it (echo's, a file's), a Windows file's CRLFs read as \n; generate's prompt is continued as given.
-        const text = o.long === '--question' ? readStdin(o.long).replace(/\r\n/g, '\n').replace(/\n+$/, '') : readStdin(o.long);
+        // A question (or generate --chat's message) without the line ends after it (echo's, a file's), a Windows file's
+        // CRLFs read as \n; generate's raw prompt is continued as given.
+        const message = o.long === '--question' || !!command.getOptionValue('chat');
+        const text = message ? readStdin(o.long).replace(/\r\n/g, '\n').replace(/\n+$/, '') : readStdin(o.long);
         if (!text.trim() && o.long === '--question') throw new Error(`--question -: the standard input ${text ? 'held only blank space' : 'was empty'}`);
         if (!text) console.error('edgereason: note: --prompt -: the standard input was empty'); // (the model's BOS alone, where its tokenizer adds one)
         command.setOptionValueWithSource(o.attributeName(), text, command.getOptionValueSource(o.attributeName()));

@@ -45,7 +45,7 @@ export function serveCommand(program: Command): void {
     .option('--max-n <n>', 'largest n (choices) per request (default: min(8, --max-batch))', intArg('--max-n', 1))
     .option('--max-samples <n>', 'largest edgereason.samples (reasoning samples voted into one choice) per request (default: min(8, --max-batch))', intArg('--max-samples', 1))
     .option('--max-tokens <n>', 'default max_tokens of a chat request that gives none (default 512; /v1/completions: 16, as OpenAI\'s)', intArg('--max-tokens', 1))
-    .option('--answer-reserve <n>', 'tokens of max_tokens the thinking cap always leaves for the answer', intArg('--answer-reserve', 0), 32)
+    .option('--answer-reserve <n>', 'tokens of max_tokens the thinking cap always leaves for the answer (at most half of max_tokens)', intArg('--answer-reserve', 0), 32)
     .option('--reasoning-effort-budgets <json>', `reasoning_effort → thinking tokens (default ${JSON.stringify(DEFAULT_EFFORT_BUDGETS)}, the RL budgets), e.g. '{"low":32,"medium":64,"high":128}'`, effortBudgets)
     .option('--vote <method>', `how samples are combined when a request names no edgereason.vote: ${VOTE_METHODS.join(' | ')}`, 'majority')
     .option('--temperature <t>', 'temperature when a request gives none (default: the model\'s generation_config.json, else 1 as OpenAI)', floatArg('--temperature', 0, 2))

@@ -92,6 +92,7 @@ export interface ServerOptions {
   /** Largest edgereason.samples per request. Default min(8, maxBatch). */
   maxSamples?: number;
   defaultMaxTokens?: number;
+  /** Tokens of max_tokens the thinking cap leaves for the answer, at most half of max_tokens. Default 32. */
   answerReserve?: number;
   effortBudgets?: Partial<EffortBudgets>;
   defaultTemperature?: number;
