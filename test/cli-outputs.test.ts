@@ -938,6 +938,9 @@ test('--version prints package.json\'s version; demo --help names its default on
   assert.deepEqual([cli(['answer', '--model', adapterDir, '--question', 'x']).stderr.trim(), cli(['convert', '--model', adapterDir, '--out', path.join(os.tmpdir(), 'never-written')]).stderr.trim()],
     [given('--adapter'), given('--adapter of answer, chat, generate, serve or eval')]);
   assert.equal(cli(['answer', '--no-adapter', '--reasoning', 'on', '--question', 'x']).stderr.trim(), 'edgereason: answer: --reasoning on needs a reasoning adapter (--adapter, or reasoning-adapter/ in the model folder; --no-adapter leaves it out), or --native-thinking for a model that thinks by itself (e.g. Qwen3)');
+  // The activated adapter applied as a classic one (to the whole prompt): said to be off what it was trained for.
+  assert.match(cli(['answer', '--reasoning', 'on', '--adapter-mode', 'classic', '--max-tokens', '8', '--question', 'Reverse the word sand.']).stderr,
+    new RegExp(`^answer: note: --adapter-mode classic applies ${path.resolve('models/default/reasoning-adapter')}, an activated LoRA adapter \\(trained to act from its invocation on\\), to the whole prompt too`, 'm'));
   // --json carries the seed of a sampled answer, as stderr's last line gives it.
   const seeded = cli(['answer', '--question', 'Reverse the word sand.', '--temperature', '1', '--seed', '5', '--json']);
   assert.deepEqual([JSON.parse(seeded.stdout).seed, seeded.stderr.split('\n').at(-2)!.endsWith('; seed 5')], [5, true]);

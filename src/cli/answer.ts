@@ -45,7 +45,7 @@ export function answerCommand(program: Command): void {
     .option('--seed <s>', 'seed of sample 0 (sample i uses seed + i; default or -1: a fresh one, printed at the end)', seedArg())
     .option('--grader <task>', `how answers are read for votes (as eval's and train-rl's --grader): ${TASKS.join(' | ')} (default: the answer stated — "#### n", "the answer is …", \\boxed{} — or the last number; a reply with neither by its whole text)`)
     .addOption(new Option('--task <task>').hideHelp()) // its earlier name: in eval and the trainers --task is the data
-    .option('--adapter-mode <m>', 'activated (reuse the prompt KV cache) | classic (re-encode the prompt with the adapter)', choiceArg('--adapter-mode', ['activated', 'classic']))
+    .option('--adapter-mode <m>', 'activated (the adapter acts from its invocation on, over the prompt\'s KV cache) | classic (it acts on the whole prompt too, encoded again); default: activated for an activated LoRA adapter (alora_invocation_tokens), else classic', choiceArg('--adapter-mode', ['activated', 'classic']))
     .option('--quant <q>', 'q4, q8 or fp32', quantArg))
     .option('--response-format <format>', 'the answer is JSON (constrained decoding; thinking stays free): json_object (any object), a JSON schema, or @file.json holding one', responseFormatArg)
     .option('--json', 'print the whole result as JSON on stdout at the end (the streamed transcript goes to stderr)'))
@@ -227,6 +227,7 @@ export async function loadReasoner(o: ReasonerFlags, what: string, command = 'an
       if (!thinksByItself(model)) console.error(`${command}: note: this model's chat template does not think by itself (as Qwen3's and DeepSeek-R1's do): --native-thinking asks for a thinking it may never have learned; give it a reasoning adapter (--adapter) instead`);
       checkFiles();
     }
+    if (o.adapterMode === 'classic' && model.adapter?.config.aloraInvocationTokens) console.error(`${command}: note: --adapter-mode classic applies ${model.adapter.dir}, an activated LoRA adapter (trained to act from its invocation on), to the whole prompt too: its answers are not what it was trained to give (the mode measures a re-encoded prompt's cost, and runs plain LoRA adapters)`);
     if (!reasons && thinksByItself(model)) console.error(thinkingNote(what));
     else if (!reasons && !declined && o.reasoning === 'auto') console.error(`edgereason: note: no reasoning adapter (--adapter, or reasoning-adapter/ in the model folder): every question is answered directly`);
     return {
