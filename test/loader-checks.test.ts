@@ -198,6 +198,14 @@ test('what is not a model is named: a symbolic link loop, a named pipe, an adapt
   fs.mkdirSync(adapter);
   fs.writeFileSync(path.join(adapter, 'adapter_config.json'), '{}');
   assert.throws(() => openSource(adapter), { message: `model: ${adapter} is a PEFT adapter (adapter_config.json), not a model: give it as the adapter (the adapter option of loadModel), with its base model as the model` });
+  // A folder holding a GGUF (its first part, where it is split) names it: the file is the model.
+  const ggufs = path.join(tmp, 'ggufs');
+  fs.mkdirSync(ggufs);
+  assert.throws(() => openSource(ggufs), { message: `${ggufs}: no config.json, not a Hugging Face model folder` });
+  for (const f of ['big-00001-of-00002.gguf', 'big-00002-of-00002.gguf']) fs.writeFileSync(path.join(ggufs, f), '');
+  assert.throws(() => openSource(ggufs), { message: `${ggufs}: no config.json, not a Hugging Face model folder; it holds a GGUF file: give it as the model (${path.join(ggufs, 'big-00001-of-00002.gguf')})` });
+  fs.writeFileSync(path.join(ggufs, 'a-Q4_0.gguf'), '');
+  assert.throws(() => openSource(ggufs), { message: `${ggufs}: no config.json, not a Hugging Face model folder; it holds 2 GGUF files: give one of them as the model (${path.join(ggufs, 'a-Q4_0.gguf')}, …)` });
   // The embedded model's weights beside this random model's tokenizer (fewer tokens, so not refused by size): its end
   // token is ordinary text there, and chat was garbage.
   const mixed = path.join(tmp, 'mixed');

@@ -295,7 +295,13 @@ export function generationNotes(dir: string): string[] {
 /** Load a Hugging Face model folder (config.json + model.safetensors or a sharded index). */
 export function loadHfFolder(dir: string): { config: ModelConfig; weights: WeightSource; dir: string; slidingWindow?: number } {
   const configFile = path.join(dir, 'config.json');
-  if (!fs.existsSync(configFile)) { checkLink(configFile); throw new Error(`${dir}: no config.json, not a Hugging Face model folder`); }
+  if (!fs.existsSync(configFile)) {
+    checkLink(configFile);
+    // A folder holding a GGUF (a download of one): the file is the model (a split one by its first part).
+    const ggufs = fs.readdirSync(dir).filter((f) => f.endsWith('.gguf') && !/-(?!00001)\d{5}-of-\d{5}\.gguf$/.test(f)).sort();
+    const hint = ggufs.length ? `; it holds ${ggufs.length === 1 ? 'a GGUF file' : `${ggufs.length} GGUF files`}: give ${ggufs.length === 1 ? 'it' : 'one of them'} as the model (${path.join(dir, ggufs[0])}${ggufs.length > 1 ? ', …' : ''})` : '';
+    throw new Error(`${dir}: no config.json, not a Hugging Face model folder${hint}`);
+  }
   const genFile = path.join(dir, 'generation_config.json');
   const raw = readJsonObject(configFile), { config, window } = parseHf(raw, configFile, fs.existsSync(genFile) ? readJsonObject(genFile) : {});
 
