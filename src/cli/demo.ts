@@ -14,13 +14,15 @@ import { isCorrect } from '../tasks/grade.ts';
 import { makeSplits, type Item, type MathItem } from '../tasks/synthetic.ts';
 import { dimmer, onInterrupt } from '../train/progress.ts';
 
+/** Where the datasets' files go, and where they come from (the datasets' own test files, unchanged). */
+const DATA_LAYOUT = 'data/<task>/test.jsonl holds each dataset\'s questions as its own release has them: gsm8k from openai/grade-school-math (grade_school_math/data/test.jsonl), math500 from openai/prm800k (prm800k/math_splits/test.jsonl), svamp, asdiv, aime24 and amc23 from QwenLM/Qwen2.5-Math (evaluation/data/<task>/test.jsonl); or give questions of your own as --task mine.jsonl';
+
 /** $EDGEREASON_SHARED, else ../shared beside the project root: the folder whose data/ holds the datasets (gsm8k, math500, ...). */
 export function sharedDir(): string {
   const env = process.env.EDGEREASON_SHARED;
   const dir = env ? path.resolve(env) : path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared');
   if (!fs.existsSync(path.join(dir, 'data'))) {
-    throw new Error(env ? `EDGEREASON_SHARED=${env}: ${path.join(dir, 'data')} not found (it names the folder whose data/ holds gsm8k, math500, ...)`
-      : `shared data folder not found at ${dir}: it sits beside the project folder, or set EDGEREASON_SHARED to the folder whose data/ holds gsm8k, math500, ...`);
+    throw new Error(`${env ? `EDGEREASON_SHARED=${env}: ${path.join(dir, 'data')} not found` : `shared data folder not found at ${dir}: it sits beside the project folder, or set EDGEREASON_SHARED to a folder with data/ in it`}. ${DATA_LAYOUT}`);
   }
   return dir;
 }
