@@ -1391,7 +1391,7 @@ test('chat: each line a turn of one conversation (the replies kept, read from th
   const run = (args: string[], input = 'hi\nhello\n') => spawnSync(process.execPath, [BIN, 'chat', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, input });
   const none = run(['--no-adapter', '--reasoning', 'on']);
   assert.deepEqual([none.status, none.stdout, none.stderr.trim().split('\n').length], [1, '', 1]);
-  assert.match(none.stderr, /^edgereason: chat: --reasoning on needs the model loaded with its reasoning adapter \(--adapter\)/);
+  assert.match(none.stderr, /^edgereason: chat: --reasoning on needs a reasoning adapter \(--adapter, or reasoning-adapter\/ in the model folder; --no-adapter leaves it out\)/);
   assert.match(run(['--max-thinking-tokens', '600']).stderr, /^edgereason: chat: --max-thinking-tokens 600 leaves no room for the answer within --max-tokens 512/m);
   const system = run(['--system', 'word '.repeat(1100)]);
   assert.deepEqual([system.status, system.stdout], [1, '']);

@@ -37,7 +37,8 @@ export function embeddedNote(p: string): string {
  * weights, which load as the folder) and it is there; else undefined.
  */
 export function besideModel(model: string, f: Exclude<keyof ReturnType<typeof defaultModelFiles>, 'dir'>): string | undefined {
-  model = modelPath(model);
+  const folder = modelPath(model);
+  if (folder !== path.resolve(model)) model = folder; // (a file of the folder; a folder stays as given)
   const file = defaultModelFiles(model)[f];
   // (stat, not join's normal form: "x/missing/.." is no folder, though x/reasoning-adapter is there)
   return fs.existsSync(file) && fs.statSync(model, { throwIfNoEntry: false })?.isDirectory() ? file : undefined;
